@@ -1,0 +1,40 @@
+# Lianfang: the two commands are `make run` and `make test`; everything else is optional.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test demo bench lint clean lock
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	touch $(STAMP)
+
+## Start Redis (embedded, unless REDIS_URL is set) and the four services; Ctrl-C stops all.
+run: $(STAMP)
+	$(PY) -m tools.run
+
+## Feed a simulated district into a running `make run` (RATE=incidents per minute).
+demo: $(STAMP)
+	$(PY) -m tools.demo
+
+## The whole suite against real Redis servers started for the tests.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Benchmarks: figures and ratios, never pass/fail.
+bench: $(STAMP)
+	$(PY) -m tools.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check shared services tools tests
+
+## Re-pin the lock files after changing pyproject.toml (needs uv in the venv).
+lock: $(STAMP)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 -q --no-header
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test -o requirements-dev.lock --python-version 3.11 -q --no-header
+
+clean:
+	rm -rf $(VENV) .pytest_cache

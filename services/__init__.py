@@ -1,0 +1,1 @@
+"""The four Lianfang services; they never import each other."""

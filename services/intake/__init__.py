@@ -1,0 +1,1 @@
+"""Intake: the HTTP front door for other systems; publishes incident.reported."""

@@ -1,0 +1,194 @@
+"""Intake's HTTP routes: systems, categories, incidents."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import streams
+from shared.events import IncidentReported, new_id, utcnow
+from shared.http import ApiError, Principal, forbidden, not_found, require
+from shared.policy import Policy
+from shared.telemetry import current_trace_id
+
+from . import store
+from .config import Settings
+from .domain import IncidentIn, SystemIn, classify, find_duplicate, normalise_flags
+from .domain import unknown_category_message
+
+log = logging.getLogger(__name__)
+
+
+def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/systems", status_code=201, summary="Register another system (admin)")
+    async def create_system(
+        body: SystemIn, _: Annotated[Principal, Depends(require("admin"))]
+    ) -> dict[str, str]:
+        system_id, api_key = await store.create_system(
+            redis, name=body.name, districts=body.districts
+        )
+        log.info("system %s registered for %d district(s)", system_id, len(body.districts))
+        return {"system_id": system_id, "api_key": api_key}
+
+    @router.get("/categories", summary="Categories, default priorities and who may answer")
+    async def categories(
+        _: Annotated[Principal, Depends(require("admin", "dispatcher", "system"))],
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "category": name,
+                "priority": rule.priority,
+                "agency_kinds": list(rule.answer),
+                "units": rule.units,
+                "skills": list(rule.skills),
+            }
+            for name, rule in sorted(policy.categories.items())
+        ]
+
+    @router.post("/incidents", status_code=202, summary="Report an incident (system key)")
+    async def report_incident(
+        body: IncidentIn,
+        response: Response,
+        who: Annotated[Principal, Depends(require("system"))],
+    ) -> dict[str, Any]:
+        if body.category not in policy.categories:
+            raise ApiError(422, "invalid_field", unknown_category_message(body.category, policy),
+                           "category")
+        if body.district not in who.districts:
+            raise forbidden(f"this system may not report in district '{body.district[:64]}'")
+        flags = normalise_flags(body.flags)
+        priority = classify(body.category, flags, policy)
+        reported_at = body.reported_at or utcnow()
+        try:
+            existing = await _existing(who.subject, body.external_ref)
+            if existing is not None:
+                if existing.get("published") != "1":
+                    await _publish(existing["incident_id"], body, who, flags, priority,
+                                   reported_at, existing.get("linked_to") or None)
+                response.status_code = 200
+                return _accepted(existing)
+            linked_to = find_duplicate(
+                new_at=reported_at,
+                new_location=body.location,
+                candidates=await store.nearby_open(
+                    redis, district=body.district, category=body.category,
+                    location=body.location, radius_m=policy.duplicate_radius_m,
+                ),
+                policy=policy,
+            )
+            incident_id = new_id("inc")
+            recorded = await store.record_incident(
+                redis, incident_id=incident_id, system_id=who.subject,
+                external_ref=body.external_ref, category=body.category, priority=priority,
+                district=body.district, location=body.location, reported_at=reported_at,
+                linked_to=linked_to, trace_id=current_trace_id(),
+            )
+            if recorded != incident_id:  # a concurrent retry of the same ref won
+                response.status_code = 200
+                data = await store.get_incident(redis, recorded)
+                return _accepted(data or {"incident_id": recorded})
+            await _publish(incident_id, body, who, flags, priority, reported_at, linked_to)
+        except RedisError as exc:
+            log.error("incident not accepted, Redis unavailable: %s", type(exc).__name__)
+            raise ApiError(503, "unavailable", "the incident was not accepted; retry") from exc
+        result: dict[str, Any] = {"incident_id": incident_id, "priority": priority,
+                                  "status": "linked" if linked_to else "reported"}
+        if linked_to:
+            result["linked_to"] = linked_to
+        return result
+
+    async def _existing(system_id: str, external_ref: str) -> dict[str, str] | None:
+        incident_id = await redis.get(f"intake:ref:{system_id}:{external_ref}")
+        if not incident_id:
+            return None
+        return await store.get_incident(redis, incident_id)
+
+    async def _publish(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[str, ...],
+                       priority: str, reported_at: Any, linked_to: str | None) -> None:
+        event = IncidentReported(
+            district=body.district, incident_id=incident_id, system_id=who.subject,
+            external_ref=body.external_ref, category=body.category, priority=priority,
+            flags=flags, location=body.location, description=body.description,
+            caller=body.caller, reported_at=reported_at, trace_id=current_trace_id(),
+            linked_to=linked_to,
+        )
+        await durable_publish(event)
+        await store.mark_published(redis, incident_id)
+
+    async def durable_publish(event: IncidentReported) -> None:
+        """XADD, and where the server can, WAITAOF on the same connection: 202 means fsynced."""
+        if settings.waitaof_timeout_ms <= 0 or not await _aof_wait_supported():
+            await broker.publish(event, stream=streams.INCIDENT_REPORTED.name)
+            return
+        # WAITAOF covers the writes of its own connection, hence one pipeline for both.
+        async with redis.pipeline(transaction=False) as pipe:
+            await broker.publish(event, stream=streams.INCIDENT_REPORTED.name, pipeline=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, settings.waitaof_timeout_ms)
+            _, (local, _replicas) = await pipe.execute()
+        if int(local) < 1:
+            raise ApiError(503, "unavailable", "the incident could not be made durable; retry")
+
+    _aof_support: dict[str, bool] = {}
+
+    async def _aof_wait_supported() -> bool:
+        if "ok" not in _aof_support:
+            info = await redis.info("server")
+            version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+            persistence = await redis.info("persistence")
+            _aof_support["ok"] = version >= (7, 2) and bool(persistence.get("aof_enabled"))
+        return _aof_support["ok"]
+
+    @router.get("/incidents/{incident_id}", summary="An incident's status (reporting system, admin)")
+    async def get_incident(
+        incident_id: str,
+        who: Annotated[Principal, Depends(require("admin", "dispatcher", "system"))],
+    ) -> dict[str, Any]:
+        data = await store.get_incident(redis, incident_id)
+        if not data:
+            raise not_found("incident")
+        if who.kind == "system" and data["system_id"] != who.subject:
+            raise forbidden("this incident was reported by another system")
+        return {
+            "incident_id": incident_id,
+            "external_ref": data["external_ref"],
+            "category": data["category"],
+            "district": data["district"],
+            "priority": data["priority"],
+            "status": data["status"],
+            "flagged": data.get("flagged") == "1",
+            "linked_to": data.get("linked_to") or None,
+            "reported_at": data["reported_at"],
+            "trace_id": data.get("trace_id") or None,
+            "teams": json.loads(data.get("assignments") or "[]"),
+            "timeline": await store.timeline(redis, incident_id),
+        }
+
+    return router
+
+
+def _accepted(data: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "incident_id": data["incident_id"],
+        "priority": data.get("priority"),
+        "status": data.get("status", "reported"),
+    }
+    if data.get("linked_to"):
+        out["linked_to"] = data["linked_to"]
+    return out
+
+
+async def resolve_system_key(redis: Redis, token: str) -> Principal | None:
+    system = await store.system_for_key(redis, token)
+    if system is None:
+        return None
+    return Principal(kind="system", subject=system["system_id"],
+                     districts=tuple(system["districts"]))
+

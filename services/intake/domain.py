@@ -1,0 +1,82 @@
+"""Intake's decisions: what a valid report is, its priority, and whether it duplicates another."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.events import Caller, Location, Priority
+from shared.policy import Policy
+
+OPEN_STATUSES = frozenset(
+    {"reported", "dispatching", "assigned", "acknowledged", "en_route", "on_scene", "unassigned"}
+)
+
+
+class IncidentIn(BaseModel):
+    """What another system posts."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    external_ref: str = Field(min_length=1, max_length=128, description="the caller's own id")
+    category: str = Field(min_length=1, max_length=64)
+    location: Location
+    district: str = Field(min_length=1, max_length=64)
+    description: str | None = Field(default=None, max_length=2000)
+    caller: Caller | None = None
+    flags: list[str] = Field(default_factory=list, max_length=16)
+    reported_at: AwareDatetime | None = None
+
+
+class SystemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    districts: list[str] = Field(min_length=1, max_length=64)
+
+
+def unknown_category_message(category: str, policy: Policy) -> str:
+    return f"category '{category[:64]}' is unknown; valid: {', '.join(sorted(policy.categories))}"
+
+
+def normalise_flags(flags: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(f.strip().lower() for f in flags if f.strip()))
+
+
+def classify(category: str, flags: tuple[str, ...], policy: Policy) -> Priority:
+    return policy.classify(category, flags)
+
+
+def distance_m(a: Location, b: Location) -> float:
+    """Great-circle distance in metres (haversine)."""
+    r = 6_371_000.0
+    p1, p2 = math.radians(a.lat), math.radians(b.lat)
+    dp, dl = p2 - p1, math.radians(b.lon - a.lon)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(h))
+
+
+class OpenIncident(BaseModel):
+    incident_id: str
+    status: str
+    reported_at: datetime
+    location: Location
+
+
+def find_duplicate(
+    *, new_at: datetime, new_location: Location, candidates: list[OpenIncident], policy: Policy
+) -> str | None:
+    """The nearest open incident within the duplicate radius and time window, if any."""
+    window = timedelta(seconds=policy.duplicate_window_s)
+    best: tuple[float, str] | None = None
+    for c in candidates:
+        if c.status not in OPEN_STATUSES:
+            continue
+        if abs(new_at - c.reported_at) > window:
+            continue
+        d = distance_m(new_location, c.location)
+        if d <= policy.duplicate_radius_m and (best is None or d < best[0]):
+            best = (d, c.incident_id)
+    return best[1] if best else None

@@ -1,0 +1,52 @@
+"""Builds intake: settings, broker, Redis, HTTP app. Wires; decides nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
+from shared.policy import load_policy
+
+from . import api, handlers
+from .config import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    policy = load_policy()
+    redis = create_redis(settings)
+    broker = create_broker(settings)
+    handlers.register(broker, redis=redis, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_groups(redis)
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Lianfang intake",
+        description="Incidents from other systems (110 call-taking, video analytics, door access).",
+        version="1.0",
+        lifespan=lifespan,
+        telemetry=TELEMETRY,
+    )
+    install_error_handlers(app)
+    add_health_routes(app, lambda: groups_ready(redis, "intake"))
+    app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
+                                        policy=policy))
+
+    async def resolve(token: str):  # system keys; the admin token is checked first
+        return await api.resolve_system_key(redis, token)
+
+    app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
+                       resolve=resolve)
+    return app

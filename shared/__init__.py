@@ -1,0 +1,1 @@
+"""Lianfang's shared library: the contracts and plumbing every service uses identically."""

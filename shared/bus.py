@@ -1,0 +1,212 @@
+"""Redis streams plumbing: the broker, consumer groups at id 0, and at-least-once consumption.
+
+`consume()` registers two subscribers in the service's group for one stream:
+- the reader takes new entries (XREADGROUP >);
+- the reclaimer (FastStream `min_idle_time`, i.e. XAUTOCLAIM) takes entries another
+  consumer of the group left pending (a crashed process, a failed handler) and retries them.
+FastStream's nack/reject do nothing on Redis: a failed entry stays pending until claimed.
+An entry that cannot be parsed as its event model is dead-lettered at once (it will never
+parse); one whose handler keeps failing is dead-lettered after `max_deliveries`.
+Dead letters go to `dlq.<stream>` with the reason and the original payload, never silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
+from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from shared import streams
+from shared.events import utcnow
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=BaseModel)
+Handler = Callable[[E], Awaitable[None]]
+
+DLQ_MAXLEN = 100_000
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8)
+
+
+def create_redis(settings: ServiceSettings) -> Redis:
+    """The service's own client for its keys (decoded strings)."""
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        retry=_retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=10,
+    )
+
+
+def create_broker(settings: ServiceSettings) -> RedisBroker:
+    return RedisBroker(
+        settings.redis_url,
+        middlewares=[RedisTelemetryMiddleware()],
+        graceful_timeout=10.0,
+        retry=_retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=10,
+        # Per-message "Received/Processed" lines would flood the log at position rates.
+        log_level=logging.DEBUG,
+    )
+
+
+async def ensure_groups(redis: Redis, stream_map: tuple[streams.Stream, ...] = streams.ALL) -> None:
+    """Create every consumer group at id 0 (never `$`), creating streams as needed."""
+    for stream in stream_map:
+        for group in stream.consumers:
+            try:
+                await redis.xgroup_create(stream.name, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+
+async def groups_ready(redis: Redis, service: str) -> bool:
+    """True when Redis answers and every group this service reads from exists."""
+    for stream in streams.consumed_by(service):
+        groups = await redis.xinfo_groups(stream.name)
+        if not any(_name(g) == service for g in groups):
+            return False
+    return True
+
+
+def _name(group: dict[Any, Any]) -> str:
+    name = group.get("name") or group.get(b"name")
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Which fields were wrong, never their values (they may hold personal data)."""
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['type']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    return "; ".join(parts[:10])
+
+
+async def dead_letter(
+    msg: RedisStreamMessage, *, group: str, reason: str, attempts: int
+) -> None:
+    stream = msg.raw_message["channel"]
+    entry_id = msg.raw_message["message_ids"][0]
+    fields = msg.raw_message["data"]
+    payload = fields.get(b"__data__")
+    if payload is None:
+        payload = json.dumps(
+            {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
+        ).encode()
+    redis: Redis = msg.consumer  # the client this entry was read with
+    await redis.xadd(
+        f"dlq.{stream}",
+        {
+            "stream": stream,
+            "entry_id": entry_id,
+            "group": group,
+            "reason": reason[:2000],
+            "attempts": str(attempts),
+            "dead_at": utcnow().isoformat(),
+            "payload": payload,
+        },
+        maxlen=DLQ_MAXLEN,
+        approximate=True,
+    )
+    log.error(
+        "dead-lettered %s entry %s for group %s after %s attempt(s): %s",
+        stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        group, attempts, reason,
+    )
+
+
+def consume(
+    broker: RedisBroker,
+    stream: streams.Stream,
+    model: type[E],
+    handler: Handler[E],
+    *,
+    settings: ServiceSettings,
+    group: str,
+    max_workers: int = 1,
+    batch: int = 16,
+) -> None:
+    """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering."""
+    if group not in stream.consumers:
+        raise ValueError(f"{group} is not a consumer of {stream.name} in shared.streams")
+
+    async def process(msg: RedisStreamMessage, attempt: int) -> None:
+        try:
+            event = model.model_validate_json(msg.body)
+        except ValidationError as exc:
+            await dead_letter(
+                msg, group=group, attempts=attempt,
+                reason=f"invalid {model.__name__}: {describe_validation_error(exc)}",
+            )
+            return
+        try:
+            await handler(event)
+        except Exception as exc:
+            if attempt >= settings.max_deliveries:
+                await dead_letter(
+                    msg, group=group, attempts=attempt,
+                    reason=f"{type(exc).__name__}: {exc}",
+                )
+                return
+            log.warning(
+                "handler for %s failed (attempt %s of %s), will be reclaimed: %r",
+                stream.name, attempt, settings.max_deliveries, exc,
+            )
+            raise
+
+    reader = StreamSub(
+        stream.name,
+        group=group,
+        consumer=settings.consumer_name,
+        max_records=batch,
+        polling_interval=1000,
+    )
+
+    @broker.subscriber(
+        stream=reader,
+        max_workers=max_workers if max_workers > 1 else None,
+        title=f"{group}:{stream.name}",
+        description=f"{handler.__name__} ({model.__name__})",
+    )
+    async def read(msg: RedisStreamMessage) -> None:
+        await process(msg, attempt=1)
+
+    reclaimer = StreamSub(
+        stream.name,
+        group=group,
+        consumer=f"{settings.consumer_name}-reclaim",
+        min_idle_time=settings.claim_idle_ms,
+        polling_interval=1000,
+    )
+
+    @broker.subscriber(
+        stream=reclaimer,
+        title=f"{group}:{stream.name}:reclaim",
+        description=f"reclaims entries of {stream.name} left pending in {group}",
+    )
+    async def reclaim(msg: RedisStreamMessage) -> None:
+        await process(msg, attempt=await msg.get_delivery_count())
+
+
+async def publish(broker: RedisBroker, stream: streams.Stream, event: BaseModel) -> bytes:
+    """Publish an event to its stream; returns the entry id once Redis accepted it."""
+    return await broker.publish(event, stream=stream.name, maxlen=stream.maxlen)

@@ -1,0 +1,210 @@
+"""The event models: the contract between the services. Change them only by adding fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Priority = Literal["P1", "P2", "P3", "P4"]
+AgencyKind = Literal["police", "security", "volunteer"]
+AgencyRole = Literal["station", "patrol"]
+Mode = Literal["foot", "bike", "ebike", "car", "drone"]
+IncidentStatus = Literal[
+    "reported",
+    "dispatching",
+    "assigned",
+    "acknowledged",
+    "en_route",
+    "on_scene",
+    "resolved",
+    "handed_over",
+    "closed",
+    "linked",
+    "unassigned",
+]
+Response = Literal[
+    "acknowledged", "declined", "en_route", "on_scene", "resolved", "handover", "reinforce"
+]
+UnitState = Literal["off_duty", "available", "busy", "dispatched", "en_route", "on_scene"]
+OrderKind = Literal["dispatch", "handover", "followup", "reinforcement", "manual"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid4().hex[:20]}"
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lat: float = Field(ge=-90, le=90, description="WGS-84 latitude")
+    lon: float = Field(ge=-180, le=180, description="WGS-84 longitude")
+    address: str | None = Field(default=None, max_length=300)
+
+
+class Caller(BaseModel):
+    """Personal data: travels only to police orders, never into logs or spans."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    phone: str | None = Field(default=None, max_length=40)
+    name: str | None = Field(default=None, max_length=100)
+
+
+class Event(BaseModel):
+    """The common envelope. `event_id` is the idempotency key of the event itself."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(default_factory=lambda: uuid4().hex)
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    schema_version: int = 1
+    district: str = Field(min_length=1, max_length=64, description="shard key")
+
+
+class IncidentReported(Event):
+    incident_id: str
+    system_id: str
+    external_ref: str
+    category: str
+    priority: Priority
+    flags: tuple[str, ...] = ()
+    location: Location
+    description: str | None = None
+    caller: Caller | None = None
+    reported_at: AwareDatetime
+    trace_id: str | None = Field(default=None, description="the trace the incident started")
+    linked_to: str | None = Field(
+        default=None, description="a duplicate report of this open incident: no order is issued"
+    )
+
+
+class TimelineEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    at: AwareDatetime = Field(default_factory=utcnow)
+    kind: str = Field(description="offer, receipt, response, timeout, status, note, ...")
+    status: IncidentStatus | None = None
+    team_id: str | None = None
+    order_id: str | None = None
+    detail: str | None = None
+
+
+class Assignment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    order_id: str
+    team_id: str
+    team_name: str | None = None
+    agency_kind: AgencyKind
+    status: str = Field(description="offered, acknowledged, en_route, ... or a final state")
+    eta_s: float | None = None
+
+
+class IncidentUpdated(Event):
+    """Dispatch's view of an incident after a change: status, teams, and what happened."""
+
+    incident_id: str
+    seq: int = Field(ge=1, description="per incident, increasing: projections keep the newest")
+    status: IncidentStatus
+    priority: Priority
+    flagged: bool = False
+    assignments: tuple[Assignment, ...] = ()
+    entry: TimelineEntry
+    linked_to: str | None = None
+
+
+class OrderIssued(Event):
+    order_id: str
+    incident_id: str
+    team_id: str
+    agency_kind: AgencyKind
+    kind: OrderKind = "dispatch"
+    category: str
+    priority: Priority
+    location: Location
+    flags: tuple[str, ...] = ()
+    instructions: str | None = None
+    ack_by: AwareDatetime | None = Field(default=None, description="None: no deadline")
+    filing_due: AwareDatetime | None = None
+    eta_s: float | None = None
+    # Need to know: only orders to police teams carry these.
+    caller: Caller | None = None
+    description: str | None = None
+
+
+class OrderWithdrawn(Event):
+    order_id: str
+    incident_id: str
+    team_id: str
+    reason: Literal["timeout", "declined", "closed", "reassigned"]
+
+
+class OrderEscalated(Event):
+    order_id: str
+    incident_id: str
+    team_id: str
+    reason: str
+    misses: int = 0
+
+
+class OrderDelivered(Event):
+    order_id: str
+    incident_id: str
+    team_id: str
+    member_id: str
+    device_id: str
+    channel: str = "websocket"
+
+
+class OrderResponded(Event):
+    order_id: str
+    incident_id: str
+    team_id: str
+    member_id: str
+    device_id: str | None = None
+    response: Response
+    note: str | None = Field(default=None, max_length=500)
+
+
+class IncidentHandedOver(Event):
+    incident_id: str
+    station_agency_id: str
+    order_id: str | None = None
+
+
+class IncidentClosed(Event):
+    incident_id: str
+    final_status: IncidentStatus
+    resolved_by: tuple[str, ...] = Field(default=(), description="team ids that resolved it")
+    category: str | None = None
+
+
+class UnitStatus(Event):
+    """A team's state with its profile, so that dispatch's projection needs nothing else."""
+
+    unit_id: str
+    status: UnitState
+    name: str | None = None
+    agency_id: str
+    agency_kind: AgencyKind
+    agency_role: AgencyRole | None = None
+    mode: Mode
+    skills: tuple[str, ...] = ()
+    home_zone_id: str | None = None
+    on_shift: bool = False
+    order_id: str | None = None
+
+
+class UnitPosition(Event):
+    unit_id: str
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: float | None = None
+    at: AwareDatetime

@@ -1,0 +1,252 @@
+"""HTTP conventions shared by the four services: error bodies, authentication, health, serving.
+
+Errors are `{"error": {"code", "message", "field"?}}` and never echo the request body.
+Authentication runs as ASGI middleware before routing and body parsing, so a request
+without a valid token gets 401 before any 400/422/404, as the public API promises.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PrincipalKind = Literal["admin", "dispatcher", "system", "device"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. Services fill what they know of their own token kinds."""
+
+    kind: PrincipalKind
+    subject: str
+    districts: tuple[str, ...] = ()
+    member_id: str | None = None
+    team_id: str | None = None
+    agency_id: str | None = None
+    agency_kind: str | None = None
+    device_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        err["field"] = field
+    return {"error": err}
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError(409, "conflict", message)
+
+
+_LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
+
+
+def _field_path(loc: Iterable[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in _LOCATION_ROOTS:
+        parts = parts[1:]
+    return ".".join(parts) or "(body)"
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "greater_than_equal": "is too small",
+    "less_than_equal": "is too large",
+    "string_too_long": "is too long",
+    "string_too_short": "is too short",
+    "literal_error": "is not one of the allowed values",
+}
+
+
+def _describe(err: dict[str, Any]) -> str:
+    # pydantic's own messages never include the input value; ours neither.
+    return _MESSAGES.get(err["type"], err.get("msg", "is invalid"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(
+                error_body("bad_json", "the request body is not valid JSON"), status_code=400
+            )
+        first = errors[0]
+        path = _field_path(first.get("loc", ()))
+        if first.get("type") == "model_attributes_type" or path == "(body)":
+            return JSONResponse(
+                error_body("bad_body", "the request body must be a JSON object", "(body)"),
+                status_code=422,
+            )
+        return JSONResponse(
+            error_body("invalid_field", f"{path} {_describe(first)}", path), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return JSONResponse(
+            error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", type(exc).__name__)
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+TokenResolver = Callable[[str], Awaitable[Principal | None]]
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    if scope["type"] == "websocket":
+        # Browsers cannot set headers on a WebSocket: the design allows ?token=.
+        from urllib.parse import parse_qs
+
+        qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if qs.get("token"):
+            return qs["token"][0]
+    return None
+
+
+class AuthMiddleware:
+    """Resolves the bearer token to a `Principal` in `scope["state"]["principal"]`, or 401s."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        admin_token: str,
+        resolve: TokenResolver | None = None,
+        public_paths: Iterable[str] = (),
+    ) -> None:
+        self.app = app
+        self._admin = admin_token.encode()
+        self._resolve = resolve
+        self._public = PUBLIC_PATHS | frozenset(public_paths)
+
+    async def principal_for(self, token: str) -> Principal | None:
+        if hmac.compare_digest(token.encode(), self._admin):
+            return Principal(kind="admin", subject="admin")
+        if self._resolve is not None:
+            return await self._resolve(token)
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self._public:
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope)
+        principal = await self.principal_for(token) if token else None
+        if principal is None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})
+                return
+            message = "missing bearer token" if token is None else "unknown or revoked token"
+            response = JSONResponse(
+                error_body("unauthorized", message),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def principal(request: Request) -> Principal:
+    return request.scope["state"]["principal"]
+
+
+def require(*kinds: PrincipalKind) -> Callable[[Request], Principal]:
+    """A FastAPI dependency: the caller, if it is one of `kinds`; 403 otherwise."""
+
+    def dependency(request: Request) -> Principal:
+        who: Principal = request.scope["state"]["principal"]
+        if who.kind not in kinds:
+            raise forbidden(f"this endpoint is for {' or '.join(kinds)} tokens")
+        return who
+
+    return dependency
+
+
+def _is_probe(scope: Any) -> bool:
+    return scope.get("path") in ("/healthz", "/readyz", "/metrics")
+
+
+# FastAPI's native telemetry: no spans for probes polled every few seconds.
+TELEMETRY = {"exclude": _is_probe}
+
+
+def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            ok = await ready()
+        except Exception as exc:  # Redis down or not yet loaded: not ready, not crashed
+            log.warning("not ready: %s", type(exc).__name__)
+            ok = False
+        return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)
+
+
+def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level=log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )

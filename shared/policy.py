@@ -1,0 +1,90 @@
+"""The dispatch policy (categories, priorities, who may answer, deadlines), loaded from YAML.
+
+Intake reads it to classify and to list categories; dispatch reads it to decide. The
+defaults are `shared/policy.yaml`; a deployment sets POLICY_FILE to its own copy.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.events import Priority
+
+DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
+AnswerKind = Literal["police", "police:patrol", "police:station", "security", "volunteer", "any"]
+
+
+class CategoryRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    priority: Priority
+    answer: tuple[AnswerKind, ...] = Field(min_length=1)
+    units: int = Field(ge=1, le=5)
+    skills: tuple[str, ...] = ()
+    zone_station: bool = False  # the station owning the incident's zone is preferred
+
+    def kind_rank(self, agency_kind: str, agency_role: str | None) -> int | None:
+        """Place of a team's kind in the category's list (0 = first), None if not allowed."""
+        for rank, entry in enumerate(self.answer):
+            if entry == "any" or entry == agency_kind:
+                return rank
+            kind, _, role = entry.partition(":")
+            if kind == agency_kind and role == (agency_role or "station"):
+                return rank
+        return None
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deadlines_s: dict[Priority, int]
+    speeds_kmh: dict[str, float]
+    road_factor: float = 1.3
+    rank_step_s: float = 180
+    search_radius_km: float = 10
+    fix_max_age_s: int = 600
+    raise_to_p1_flags: tuple[str, ...] = ()
+    bar_volunteers_flags: tuple[str, ...] = ()
+    p1_min_units: int = 2
+    handover_filing_h: float = 24
+    followup_days: dict[str, float] = {}
+    duplicate_radius_m: float = 200
+    duplicate_window_s: int = 600
+    flag_after_misses: int = 2
+    categories: dict[str, CategoryRule]
+
+    @field_validator("categories")
+    @classmethod
+    def _not_empty(cls, value: dict[str, CategoryRule]) -> dict[str, CategoryRule]:
+        if not value:
+            raise ValueError("a policy needs at least one category")
+        return value
+
+    def classify(self, category: str, flags: tuple[str, ...] | list[str]) -> Priority:
+        rule = self.categories[category]
+        if any(f in self.raise_to_p1_flags for f in flags):
+            return "P1"
+        return rule.priority
+
+    def units_for(self, category: str, priority: Priority) -> int:
+        rule = self.categories[category]
+        if priority == "P1" and rule.priority != "P1":
+            return max(rule.units, self.p1_min_units)
+        return rule.units
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    path = Path(path or os.environ.get("POLICY_FILE") or DEFAULT_POLICY)
+    with path.open(encoding="utf-8") as fh:
+        return Policy.model_validate(yaml.safe_load(fh))
+
+
+@lru_cache(maxsize=4)
+def cached_policy(path: str | None = None) -> Policy:
+    return load_policy(path)

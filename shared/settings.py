@@ -1,0 +1,41 @@
+"""Settings every service reads; each service subclasses `ServiceSettings` with its own knobs."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_consumer_name() -> str:
+    # One consumer per process: a restarted process gets a new name, and the reclaimer
+    # takes over what the dead one held.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="REDIS_URL")
+    admin_token: SecretStr = Field(description="ADMIN_TOKEN: honoured by every service")
+    http_host: str = Field(default="127.0.0.1", description="HTTP_HOST: address to listen on")
+    http_port: int = Field(default=0, description="HTTP_PORT: 0 means the service's own port")
+    log_level: str = Field(default="INFO", description="LOG_LEVEL")
+    consumer_name: str = Field(default_factory=default_consumer_name, description="CONSUMER_NAME")
+    # Reclaiming and dead-lettering (see shared.bus)
+    claim_idle_ms: int = Field(default=15_000, description="CLAIM_IDLE_MS: reclaim after idle")
+    max_deliveries: int = Field(default=5, description="MAX_DELIVERIES: then dead-letter")
+    traces_file: str | None = Field(
+        default=None, description="TRACES_FILE: write spans as JSON lines to this file"
+    )
+    # Addresses of the other services, for the few synchronous calls there are.
+    volunteers_url: str = Field(default="http://127.0.0.1:8003", description="VOLUNTEERS_URL")
+
+    service_name: str = "lianfang"
+    default_port: int = 0
+
+    @property
+    def port(self) -> int:
+        return self.http_port or self.default_port

@@ -1,0 +1,68 @@
+"""Every stream of the system with its producer and its consumer groups: the map to read first.
+
+A consumer group is named after the consuming service. Groups are created at id 0 by
+`shared.bus.ensure_groups` before a service starts reading or publishing, so no event
+published before a consumer first starts is ever skipped (FastStream would create a
+missing group at `$`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    name: str
+    producer: str
+    consumers: tuple[str, ...]
+    # Approximate MAXLEN for high-rate streams; None keeps everything (trimmed by retention).
+    maxlen: int | None = None
+
+    @property
+    def dead_letters(self) -> str:
+        return f"dlq.{self.name}"
+
+
+INCIDENT_REPORTED = Stream("incident.reported", "intake", ("dispatch",))
+INCIDENT_UPDATED = Stream("incident.updated", "dispatch", ("intake",))
+INCIDENT_HANDED_OVER = Stream("incident.handed_over", "dispatch", ("volunteers",))
+INCIDENT_CLOSED = Stream("incident.closed", "dispatch", ("intake", "volunteers"))
+ORDER_ISSUED = Stream("order.issued", "dispatch", ("notify", "volunteers"))
+ORDER_WITHDRAWN = Stream("order.withdrawn", "dispatch", ("notify", "volunteers"))
+ORDER_ESCALATED = Stream("order.escalated", "dispatch", ())
+ORDER_DELIVERED = Stream("order.delivered", "notify", ("dispatch",))
+ORDER_RESPONDED = Stream("order.responded", "notify", ("dispatch", "volunteers"))
+UNIT_STATUS = Stream("unit.status", "volunteers", ("dispatch",))
+UNIT_POSITION = Stream("unit.position", "volunteers", ("dispatch",), maxlen=200_000)
+
+ALL: tuple[Stream, ...] = (
+    INCIDENT_REPORTED,
+    INCIDENT_UPDATED,
+    INCIDENT_HANDED_OVER,
+    INCIDENT_CLOSED,
+    ORDER_ISSUED,
+    ORDER_WITHDRAWN,
+    ORDER_ESCALATED,
+    ORDER_DELIVERED,
+    ORDER_RESPONDED,
+    UNIT_STATUS,
+    UNIT_POSITION,
+)
+
+SERVICES = ("intake", "dispatch", "volunteers", "notify")
+
+
+def consumed_by(service: str) -> tuple[Stream, ...]:
+    return tuple(s for s in ALL if service in s.consumers)
+
+
+def produced_by(service: str) -> tuple[Stream, ...]:
+    return tuple(s for s in ALL if s.producer == service)
+
+
+def by_name(name: str) -> Stream:
+    for stream in ALL:
+        if stream.name == name:
+            return stream
+    raise KeyError(name)

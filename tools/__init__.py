@@ -1,0 +1,1 @@
+"""Developer tools: the local runner, the demo, benchmarks. Not imported by the services."""
