@@ -208,3 +208,9 @@ class UnitPosition(Event):
     lon: float = Field(ge=-180, le=180)
     accuracy_m: float | None = None
     at: AwareDatetime
+
+
+class DeviceRevoked(Event):
+    device_id: str
+    member_id: str
+    team_id: str | None = None

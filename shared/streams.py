@@ -35,6 +35,8 @@ ORDER_DELIVERED = Stream("order.delivered", "notify", ("dispatch",))
 ORDER_RESPONDED = Stream("order.responded", "notify", ("dispatch", "volunteers"))
 UNIT_STATUS = Stream("unit.status", "volunteers", ("dispatch",))
 UNIT_POSITION = Stream("unit.position", "volunteers", ("dispatch",), maxlen=200_000)
+# A revoked device token: notify closes that device's open sockets at once.
+DEVICE_REVOKED = Stream("device.revoked", "volunteers", ("notify",))
 
 ALL: tuple[Stream, ...] = (
     INCIDENT_REPORTED,
@@ -48,6 +50,7 @@ ALL: tuple[Stream, ...] = (
     ORDER_RESPONDED,
     UNIT_STATUS,
     UNIT_POSITION,
+    DEVICE_REVOKED,
 )
 
 SERVICES = ("intake", "dispatch", "volunteers", "notify")
