@@ -1,0 +1,1 @@
+"""Dispatch: the brain. Owns incidents, orders and assignments; decides who goes."""

@@ -1,0 +1,172 @@
+"""The command room's API: the board, one incident with its timeline, assign, close, KPIs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from shared.http import Principal, not_found, require
+
+from . import domain, store
+from .engine import Dispatcher
+
+CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
+MAX_PAGE = 500
+
+
+class AssignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team_id: str = Field(min_length=1, max_length=64)
+
+
+def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
+    return {
+        "incident_id": inc["incident_id"],
+        "district": inc["district"],
+        "category": inc["category"],
+        "priority": inc["priority"],
+        "status": inc["status"],
+        "flagged": inc.get("flagged") == "1",
+        "flags": json.loads(inc.get("flags") or "[]"),
+        "location": {"lat": float(inc["lat"]), "lon": float(inc["lon"]),
+                     "address": inc.get("address") or None},
+        "zone_id": inc.get("zone_id") or None,
+        "reported_at": inc.get("reported_at"),
+        "routing_timeouts": int(inc.get("timeouts") or 0),
+        "linked_to": inc.get("linked_to") or None,
+        "trace_id": inc.get("trace_id") or None,
+    }
+
+
+def _order_view(order: dict[str, str]) -> dict[str, Any]:
+    keys = ("order_id", "team_id", "team_name", "agency_kind", "kind", "state", "issued_at",
+            "ack_by", "delivered_at", "acknowledged_at", "en_route_at", "on_scene_at",
+            "resolved_at", "handover_at", "declined_at", "filing_due", "eta_s")
+    return {k: (order.get(k) or None) for k in keys}
+
+
+def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/incidents", summary="The board: incidents, newest first")
+    async def board(
+        _: CommandRoom,
+        status: str | None = Query(default=None, max_length=32),
+        district: str | None = Query(default=None, max_length=64),
+        flagged: bool | None = None,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        limit: int = Query(default=100, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        since_ts = (since or now - timedelta(days=30)).timestamp()
+        until_ts = (until or now + timedelta(days=1)).timestamp()
+        ids = await store.list_incidents(redis, district=district, since_ts=since_ts,
+                                         until_ts=until_ts, limit=MAX_PAGE * 4)
+        rows = []
+        for inc in await store.incidents_bulk(redis, ids):
+            if status and inc.get("status") != status:
+                continue
+            if flagged is not None and (inc.get("flagged") == "1") != flagged:
+                continue
+            rows.append(_incident_view(inc))
+            if len(rows) >= limit:
+                break
+        return {"incidents": rows, "count": len(rows)}
+
+    @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline")
+    async def incident(incident_id: str, _: CommandRoom) -> dict[str, Any]:
+        inc = await store.get_incident(redis, incident_id)
+        if inc is None:
+            raise not_found("incident")
+        orders = [o for o in await store.orders_of(redis, incident_id)
+                  if o.get("state") not in ("claiming", "lost")]
+        return {
+            **_incident_view(inc),
+            "orders": [_order_view(o) for o in orders],
+            "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
+                       "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
+            "timeline": await store.timeline(redis, incident_id),
+        }
+
+    @router.post("/incidents/{incident_id}/assign", summary="Assign a team by hand")
+    async def assign(incident_id: str, body: AssignIn, _: CommandRoom) -> dict[str, Any]:
+        order = await engine.assign(incident_id, body.team_id)
+        return {"order_id": order["order_id"], "team_id": body.team_id, "state": "offered"}
+
+    @router.post("/incidents/{incident_id}/close", summary="Close an incident")
+    async def close(incident_id: str, who: CommandRoom) -> dict[str, Any]:
+        await engine.close(incident_id, by=who.subject)
+        return {"incident_id": incident_id, "status": "closed"}
+
+    @router.get("/kpis", summary="KPIs over a period")
+    async def kpis(
+        _: CommandRoom,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        district: str | None = Query(default=None, max_length=64),
+    ) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        since = since or now - timedelta(days=1)
+        until = until or now
+        ids = await store.list_incidents(redis, district=district, since_ts=since.timestamp(),
+                                         until_ts=until.timestamp(), limit=1_000_000,
+                                         newest_first=False)
+        incidents = await store.incidents_bulk(redis, ids)
+        return await compute_kpis(redis, incidents, since=since, until=until, now=now)
+
+    return router
+
+
+async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: datetime,
+                       until: datetime, now: datetime) -> dict[str, Any]:
+    by_category: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    to_assign: list[float] = []
+    to_ack: list[float] = []
+    timeouts = resolved = handed_over = overdue = 0
+    for inc in incidents:
+        if inc.get("status") == "linked":
+            by_status["linked"] = by_status.get("linked", 0) + 1
+            continue
+        by_category[inc["category"]] = by_category.get(inc["category"], 0) + 1
+        by_status[inc["status"]] = by_status.get(inc["status"], 0) + 1
+        reported = datetime.fromisoformat(inc["reported_at"])
+        if inc.get("first_assigned_at"):
+            to_assign.append((datetime.fromisoformat(inc["first_assigned_at"]) - reported)
+                             .total_seconds())
+        if inc.get("first_ack_at"):
+            to_ack.append((datetime.fromisoformat(inc["first_ack_at"]) - reported)
+                          .total_seconds())
+        timeouts += int(inc.get("timeouts") or 0)
+        if inc.get("resolved_at") and not inc.get("handed_over_at"):
+            resolved += 1
+        if inc.get("handed_over_at"):
+            handed_over += 1
+            for order in await store.orders_of(redis, inc["incident_id"]):
+                due = order.get("filing_due")
+                if order.get("kind") == "handover" and due and order.get("state") != "resolved" \
+                        and datetime.fromisoformat(due) < now:
+                    overdue += 1
+
+    def seconds(values: list[float]) -> dict[str, float | None]:
+        return {"p50": domain.percentile(values, 0.5), "p90": domain.percentile(values, 0.9),
+                "count": len(values)}
+
+    finished = resolved + handed_over
+    return {
+        "since": since.isoformat(), "until": until.isoformat(),
+        "incidents": sum(by_category.values()),
+        "by_category": by_category, "by_status": by_status,
+        "time_to_assign_s": seconds(to_assign), "time_to_acknowledge_s": seconds(to_ack),
+        "routing_timeouts": timeouts,
+        "resolved_on_site": resolved, "handed_over": handed_over,
+        "resolved_on_site_share": round(resolved / finished, 3) if finished else None,
+        "filings_overdue": overdue,
+    }
+

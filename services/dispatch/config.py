@@ -1,0 +1,17 @@
+"""Dispatch's settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "dispatch"
+    default_port: int = 8002
+    timer_interval_s: float = Field(default=0.25, description="TIMER_INTERVAL_S: deadline scan")
+    timer_lease_s: float = Field(
+        default=30.0, description="TIMER_LEASE_S: a fired timer comes back if not done by then"
+    )
+    zone_lookup_timeout_s: float = Field(default=1.0, description="ZONE_LOOKUP_TIMEOUT_S")

@@ -1,0 +1,226 @@
+"""Dispatch's decisions: candidates, ranking, how many units and which, incident status.
+
+Plain functions over plain values: no Redis, FastStream or HTTP here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shared.events import Priority
+from shared.policy import CategoryRule, Policy
+
+LIVE_ORDER_STATES = ("offered", "acknowledged", "en_route", "on_scene")
+FINAL_ORDER_STATES = ("resolved", "handover", "declined", "withdrawn", "timed_out")
+# How far an order has got; an incident has the status of its most advanced live order.
+_ORDER_PROGRESS = {"offered": 1, "acknowledged": 2, "en_route": 3, "on_scene": 4}
+_INCIDENT_STATUS_OF_ORDER = {
+    "offered": "assigned",
+    "acknowledged": "acknowledged",
+    "en_route": "en_route",
+    "on_scene": "on_scene",
+}
+# Device responses that move an order forward, with the order state they lead to.
+RESPONSE_STATE = {
+    "acknowledged": "acknowledged",
+    "en_route": "en_route",
+    "on_scene": "on_scene",
+    "resolved": "resolved",
+    "handover": "handover",
+    "declined": "declined",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A team as dispatch's projection knows it."""
+
+    team_id: str
+    agency_id: str
+    agency_kind: str
+    agency_role: str | None
+    mode: str
+    district: str
+    status: str = "off_duty"
+    on_shift: bool = False
+    skills: tuple[str, ...] = ()
+    home_zone_id: str | None = None
+    name: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    fix_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    unit: Unit
+    distance_m: float
+    eta_s: float
+    kind_rank: int
+    score: float
+    home_zone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentFacts:
+    incident_id: str
+    district: str
+    category: str
+    priority: Priority
+    flags: tuple[str, ...]
+    lat: float
+    lon: float
+    zone_id: str | None = None
+    excluded: frozenset[str] = field(default_factory=frozenset)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    r = 6_371_000.0
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * r * math.asin(math.sqrt(h))
+
+
+def travel_time_s(distance: float, mode: str, policy: Policy) -> float:
+    """Straight-line distance x road factor at the mode's speed."""
+    speed_ms = policy.speeds_kmh.get(mode, 5.0) / 3.6
+    return distance * policy.road_factor / speed_ms
+
+
+def volunteers_barred(flags: Iterable[str], policy: Policy) -> bool:
+    return any(f in policy.bar_volunteers_flags for f in flags)
+
+
+def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy: Policy,
+                now: datetime, *, need_available: bool = True) -> bool:
+    if need_available and (unit.status != "available" or not unit.on_shift):
+        return False
+    if unit.team_id in incident.excluded:
+        return False
+    if rule.kind_rank(unit.agency_kind, unit.agency_role) is None:
+        return False
+    if unit.agency_kind == "volunteer" and volunteers_barred(incident.flags, policy):
+        return False
+    if not set(rule.skills) <= set(unit.skills):
+        return False
+    if unit.lat is None or unit.lon is None or unit.fix_at is None:
+        return False
+    return now - unit.fix_at <= timedelta(seconds=policy.fix_max_age_s)
+
+
+def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Policy,
+                    now: datetime) -> list[Ranked]:
+    """Eligible units, best first: ETA plus 3 minutes per place below first; home zone breaks ties."""
+    rule = policy.categories[incident.category]
+    ranked: list[Ranked] = []
+    for unit in units:
+        if not is_eligible(unit, rule, incident, policy, now):
+            continue
+        assert unit.lat is not None and unit.lon is not None
+        d = distance_m(incident.lat, incident.lon, unit.lat, unit.lon)
+        eta = travel_time_s(d, unit.mode, policy)
+        kind_rank = rule.kind_rank(unit.agency_kind, unit.agency_role) or 0
+        ranked.append(
+            Ranked(unit=unit, distance_m=d, eta_s=eta, kind_rank=kind_rank,
+                   score=eta + kind_rank * policy.rank_step_s,
+                   home_zone=incident.zone_id is not None
+                   and unit.home_zone_id == incident.zone_id)
+        )
+    ranked.sort(key=lambda r: (round(r.score, 3), not r.home_zone, r.unit.team_id))
+    return ranked
+
+
+def _entry_kind(entry: str) -> str:
+    return entry.partition(":")[0]
+
+
+def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Policy,
+                 *, wanted: int, already: Sequence[str] = ()) -> list[Ranked]:
+    """Which of the ranked units to send, given `already` live orders' agency kinds.
+
+    One unit: the best. More: the best of each of the first kinds in the category's list
+    (a joint response), then the next best of any allowed kind. Volunteers are never the
+    only responders to a P1: the best police or security unit goes with them.
+    """
+    rule = policy.categories[incident.category]
+    chosen: list[Ranked] = []
+    missing = wanted - len(already)
+    if missing > 0:
+        if wanted >= 2 and not already:
+            kinds: list[str] = []
+            for entry in rule.answer:
+                kind = _entry_kind(entry)
+                if kind != "any" and kind not in kinds:
+                    kinds.append(kind)
+            for kind in kinds[:wanted]:
+                best = next((r for r in ranked if r.unit.agency_kind == kind
+                             and r not in chosen), None)
+                if best is not None:
+                    chosen.append(best)
+        for r in ranked:
+            if len(chosen) >= missing:
+                break
+            if r not in chosen:
+                chosen.append(r)
+        chosen = chosen[:missing]
+    kinds_sent = list(already) + [r.unit.agency_kind for r in chosen]
+    if incident.priority == "P1" and kinds_sent and all(k == "volunteer" for k in kinds_sent):
+        escort = next((r for r in ranked if r.unit.agency_kind != "volunteer"
+                       and r not in chosen), None)
+        if escort is not None:
+            chosen.append(escort)
+    return chosen
+
+
+def units_wanted(incident: IncidentFacts, policy: Policy) -> int:
+    return policy.units_for(incident.category, incident.priority)
+
+
+def incident_status(order_states: Sequence[str], *, current: str) -> str:
+    """The status an incident takes from its orders' states."""
+    live = [s for s in order_states if s in _ORDER_PROGRESS]
+    if live:
+        best = max(live, key=_ORDER_PROGRESS.__getitem__)
+        return _INCIDENT_STATUS_OF_ORDER[best]
+    if current in ("resolved", "handed_over", "closed", "linked"):
+        return current
+    if "resolved" in order_states:
+        return "resolved"
+    return "unassigned" if current != "reported" else "dispatching"
+
+
+def ack_deadline(issued_at: datetime, priority: Priority, policy: Policy) -> datetime:
+    return issued_at + timedelta(seconds=policy.deadlines_s[priority])
+
+
+def response_allowed(state: str, response: str) -> tuple[bool, str]:
+    """Whether a response may move an order in `state`; the reason when not."""
+    if state not in LIVE_ORDER_STATES:
+        return False, f"the order is {state}; no response is accepted"
+    if response == "reinforce":
+        return True, ""
+    if response == "declined":
+        if state == "offered":
+            return True, ""
+        return False, "the order is already acknowledged; it can no longer be declined"
+    target = RESPONSE_STATE[response]
+    if target in ("resolved", "handover"):
+        return True, ""
+    if _ORDER_PROGRESS[target] <= _ORDER_PROGRESS[state]:
+        return False, f"the order is already {state}; responses move forward only"
+    return True, ""
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = math.floor(k), math.ceil(k)
+    if lo == hi:
+        return ordered[int(k)]
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)

@@ -1,0 +1,594 @@
+"""Dispatch's use cases: an incident arrives, a team answers, a deadline passes, the command
+room steps in. Each runs under the incident's lock, reads the state from `store`, asks
+`domain` what to do, writes the result and publishes the events. Every step is idempotent:
+a redelivered event finds the work done and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from faststream.redis import RedisBroker
+from opentelemetry import trace
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.events import (
+    Assignment,
+    Caller,
+    IncidentClosed,
+    IncidentHandedOver,
+    IncidentReported,
+    IncidentUpdated,
+    Location,
+    OrderDelivered,
+    OrderEscalated,
+    OrderIssued,
+    OrderResponded,
+    OrderWithdrawn,
+    TimelineEntry,
+    UnitPosition,
+    UnitStatus,
+    new_id,
+    utcnow,
+)
+from shared.http import ApiError, conflict, not_found
+from shared.policy import Policy
+from shared.telemetry import current_trace_id, extract_context, inject_context
+
+from . import domain, store
+from .config import Settings
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("lianfang.dispatch")
+
+TERMINAL = ("resolved", "handed_over", "closed", "linked")
+# Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
+CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class Dispatcher:
+    def __init__(self, *, redis: Redis, broker: RedisBroker, policy: Policy, settings: Settings,
+                 http: httpx.AsyncClient) -> None:
+        self.redis = redis
+        self.broker = broker
+        self.policy = policy
+        self.settings = settings
+        self.http = http
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _locked(self, incident_id: str) -> AsyncIterator[None]:
+        lock = self.redis.lock(f"dispatch:lock:{incident_id}", timeout=30, blocking_timeout=20)
+        if not await lock.acquire():
+            raise TimeoutError(f"incident {incident_id} is locked by another worker")
+        try:
+            yield
+        finally:
+            try:
+                await lock.release()
+            except Exception:  # expired: the next holder already knows the state
+                log.warning("lock on %s expired before release", incident_id)
+
+    async def _publish(self, stream: streams.Stream, event: Any) -> None:
+        await self.broker.publish(event, stream=stream.name, maxlen=stream.maxlen)
+
+    async def _zone_of(self, district: str, lat: float, lon: float) -> dict[str, Any] | None:
+        try:
+            response = await self.http.get(
+                f"{self.settings.volunteers_url}/v1/zones/lookup",
+                params={"district": district, "lat": lat, "lon": lon},
+                headers={"Authorization": f"Bearer {self.settings.admin_token.get_secret_value()}"},
+                timeout=self.settings.zone_lookup_timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("zone lookup failed: %s", type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            return None
+        return response.json()
+
+    def _facts(self, inc: dict[str, str], excluded: set[str]) -> domain.IncidentFacts:
+        return domain.IncidentFacts(
+            incident_id=inc["incident_id"], district=inc["district"], category=inc["category"],
+            priority=inc["priority"], flags=tuple(json.loads(inc.get("flags") or "[]")),
+            lat=float(inc["lat"]), lon=float(inc["lon"]), zone_id=inc.get("zone_id") or None,
+            excluded=frozenset(excluded),
+        )
+
+    async def _emit(self, incident_id: str, entry: TimelineEntry,
+                    status: str | None = None) -> None:
+        """Store the incident's new status and the timeline entry; publish incident.updated."""
+        inc = await store.get_incident(self.redis, incident_id)
+        if inc is None:
+            return
+        orders = [o for o in await store.orders_of(self.redis, incident_id)
+                  if o.get("state") not in ("claiming", "lost")]
+        if status is None:
+            status = inc["status"]
+            if status not in TERMINAL:
+                live = [o["state"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
+                status = domain.incident_status(live, current=status) if live else "unassigned"
+        misses = int(inc.get("misses") or 0)
+        flagged = status == "unassigned" or misses >= self.policy.flag_after_misses
+        seq = await store.incr_incident(self.redis, incident_id, "seq")
+        await store.update_incident(self.redis, incident_id,
+                                    {"status": status, "flagged": "1" if flagged else "0"})
+        entry = entry.model_copy(update={"status": status}) if entry.kind == "status" else entry
+        await store.append_timeline(self.redis, incident_id, entry)
+        assignments = tuple(
+            Assignment(order_id=o["order_id"], team_id=o["team_id"],
+                       team_name=o.get("team_name") or None, agency_kind=o["agency_kind"],
+                       status=o["state"], eta_s=float(o["eta_s"]) if o.get("eta_s") else None)
+            for o in orders
+        )
+        await self._publish(streams.INCIDENT_UPDATED, IncidentUpdated(
+            district=inc["district"], incident_id=incident_id, seq=seq, status=status,
+            priority=inc["priority"], flagged=flagged, assignments=assignments, entry=entry,
+            linked_to=inc.get("linked_to") or None,
+        ))
+
+    # --- an incident arrives ----------------------------------------------------------
+
+    async def on_incident_reported(self, event: IncidentReported) -> None:
+        async with self._locked(event.incident_id):
+            inc = await store.get_incident(self.redis, event.incident_id)
+            if inc is None:
+                zone = await self._zone_of(event.district, event.location.lat,
+                                           event.location.lon)
+                created = await store.create_incident(
+                    self.redis, incident_id=event.incident_id, district=event.district,
+                    reported_ts=event.reported_at.timestamp(),
+                    fields=self._incident_fields(event, zone),
+                )
+                if created and event.linked_to:
+                    await self._record_link(event)
+                    return
+                if created:
+                    await store.append_timeline(self.redis, event.incident_id, TimelineEntry(
+                        kind="reported", detail=f"{event.category} {event.priority}"))
+            elif inc["status"] == "linked":
+                return
+            await self._fill(event.incident_id)
+
+    def _incident_fields(self, event: IncidentReported,
+                         zone: dict[str, Any] | None) -> dict[str, str]:
+        return {
+            "district": event.district,
+            "system_id": event.system_id,
+            "category": event.category,
+            "priority": event.priority,
+            "flags": json.dumps(list(event.flags)),
+            "lat": repr(event.location.lat),
+            "lon": repr(event.location.lon),
+            "address": event.location.address or "",
+            "zone_id": (zone or {}).get("zone_id") or "",
+            "station_agency_id": (zone or {}).get("owner_agency_id") or "",
+            "status": "linked" if event.linked_to else "dispatching",
+            "linked_to": event.linked_to or "",
+            "misses": "0",
+            "seq": "0",
+            "flagged": "0",
+            "reported_at": event.reported_at.isoformat(),
+            "received_at": utcnow().isoformat(),
+            "trace_id": event.trace_id or current_trace_id() or "",
+            "trace_ctx": json.dumps(inject_context()),
+            # Need to know: kept for police orders only, never logged.
+            "caller": event.caller.model_dump_json() if event.caller else "",
+            "description": event.description or "",
+        }
+
+    async def _record_link(self, event: IncidentReported) -> None:
+        assert event.linked_to is not None
+        await self._emit(event.incident_id, TimelineEntry(
+            kind="linked", detail=f"duplicate report of {event.linked_to}"), status="linked")
+        if await store.get_incident(self.redis, event.linked_to):
+            async with self._locked(event.linked_to):
+                await self._emit(event.linked_to, TimelineEntry(
+                    kind="note", detail=f"another report linked: {event.incident_id}"))
+
+    async def _fill(self, incident_id: str) -> None:
+        """Issue orders until the incident has the units it needs (idempotent)."""
+        inc = await store.get_incident(self.redis, incident_id)
+        if inc is None or inc["status"] in TERMINAL:
+            return
+        orders = await store.orders_of(self.redis, incident_id)
+        for order in orders:  # finish what a crashed worker started
+            if order["state"] == "claiming":
+                await self._complete_claim(inc, order)
+            elif order["state"] == "offered" and order.get("published") != "1":
+                await self._announce(inc, order)
+        orders = await store.orders_of(self.redis, incident_id)
+        live = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
+                and o.get("kind") in CLAIMING_KINDS]
+        facts = self._facts(inc, await store.offered(self.redis, incident_id))
+        wanted = domain.units_wanted(facts, self.policy)
+        now = utcnow()
+        units = await store.units_near(self.redis, district=facts.district, lat=facts.lat,
+                                       lon=facts.lon, radius_km=self.policy.search_radius_km)
+        ranked = domain.rank_candidates(units, facts, self.policy, now)
+        issued_any = False
+        for _ in range(5):
+            chosen = domain.choose_units(ranked, facts, self.policy, wanted=wanted,
+                                         already=[o["agency_kind"] for o in live])
+            if not chosen:
+                break
+            lost_race = False
+            for choice in chosen:
+                order = await self._offer(inc, choice.unit, kind="dispatch", eta_s=choice.eta_s)
+                if order is None:
+                    lost_race = True
+                    ranked = [r for r in ranked if r.unit.team_id != choice.unit.team_id]
+                else:
+                    live.append(order)
+                    issued_any = True
+            if not lost_race:
+                break
+        if live:
+            await store.remove_waiting(self.redis, district=facts.district,
+                                       incident_id=incident_id)
+            if issued_any:
+                await self._emit(incident_id, TimelineEntry(kind="status"))
+        else:
+            await store.add_waiting(self.redis, district=facts.district,
+                                    incident_id=incident_id, ts=now.timestamp())
+            if inc["status"] != "unassigned":
+                await self._emit(incident_id, TimelineEntry(
+                    kind="unassigned", detail="no suitable team available; waiting"),
+                    status="unassigned")
+
+    async def _offer(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,
+                     eta_s: float | None = None, instructions: str | None = None,
+                     filing_due: datetime | None = None,
+                     require_available: bool = True) -> dict[str, str] | None:
+        """Claim the team for a new order and announce it; None if the claim was lost."""
+        order_id = new_id("ord")
+        issued_at = utcnow()
+        deadline = (domain.ack_deadline(issued_at, inc["priority"], self.policy)
+                    if kind in CLAIMING_KINDS else None)
+        fields = {
+            "team_id": unit.team_id, "team_name": unit.name or "",
+            "agency_kind": unit.agency_kind, "agency_id": unit.agency_id, "kind": kind,
+            "state": "claiming" if kind in CLAIMING_KINDS else "offered",
+            "issued_at": issued_at.isoformat(),
+            "ack_by": deadline.isoformat() if deadline else "",
+            "filing_due": filing_due.isoformat() if filing_due else "",
+            "eta_s": f"{eta_s:.1f}" if eta_s is not None else "",
+            "instructions": instructions or "", "published": "0",
+        }
+        await store.save_order(self.redis, order_id=order_id, incident_id=inc["incident_id"],
+                               fields=fields)
+        order = {"order_id": order_id, "incident_id": inc["incident_id"], **fields}
+        if kind in CLAIMING_KINDS:
+            ok = await self._complete_claim(inc, order, require_available=require_available)
+            return order if ok else None
+        await self._announce(inc, order)
+        return order
+
+    async def _complete_claim(self, inc: dict[str, str], order: dict[str, str],
+                              require_available: bool = True) -> bool:
+        claimed = await store.claim_unit(self.redis, team_id=order["team_id"],
+                                         order_id=order["order_id"],
+                                         require_available=require_available)
+        if not claimed:
+            await store.update_order(self.redis, order["order_id"], {"state": "lost"})
+            return False
+        order["state"] = "offered"
+        await store.update_order(self.redis, order["order_id"], {"state": "offered"})
+        await self._announce(inc, order)
+        return True
+
+    async def _announce(self, inc: dict[str, str], order: dict[str, str]) -> None:
+        """Publish order.issued (again, if a crash came between) and start its deadline."""
+        await store.add_offered(self.redis, inc["incident_id"], order["team_id"])
+        if order.get("ack_by"):
+            await store.schedule(self.redis, f"ack:{order['order_id']}",
+                                 datetime.fromisoformat(order["ack_by"]))
+        police = order["agency_kind"] == "police"
+        caller = Caller.model_validate_json(inc["caller"]) if police and inc.get("caller") else None
+        await self._publish(streams.ORDER_ISSUED, OrderIssued(
+            event_id=f"issued-{order['order_id']}",
+            district=inc["district"], order_id=order["order_id"],
+            incident_id=inc["incident_id"], team_id=order["team_id"],
+            agency_kind=order["agency_kind"], kind=order["kind"], category=inc["category"],
+            priority=inc["priority"],
+            location=Location(lat=float(inc["lat"]), lon=float(inc["lon"]),
+                              address=inc.get("address") or None),
+            flags=tuple(json.loads(inc.get("flags") or "[]")),
+            instructions=order.get("instructions") or None,
+            ack_by=_ts(order.get("ack_by")), filing_due=_ts(order.get("filing_due")),
+            eta_s=float(order["eta_s"]) if order.get("eta_s") else None,
+            caller=caller,
+            description=(inc.get("description") or None) if police else None,
+        ))
+        await store.update_order(self.redis, order["order_id"], {"published": "1"})
+        if order["kind"] in CLAIMING_KINDS:
+            await store.set_if_absent(self.redis, inc["incident_id"], "first_assigned_at",
+                                      order["issued_at"])
+        eta = f", ETA {float(order['eta_s']) / 60:.1f} min" if order.get("eta_s") else ""
+        await store.append_timeline(self.redis, inc["incident_id"], TimelineEntry(
+            kind="offer", team_id=order["team_id"], order_id=order["order_id"],
+            detail=f"{order['kind']} order to {order.get('team_name') or order['team_id']} "
+                   f"({order['agency_kind']}){eta}"))
+
+    async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *, reason: str,
+                        state: str = "withdrawn") -> None:
+        await store.update_order(self.redis, order["order_id"], {"state": state})
+        await store.cancel(self.redis, f"ack:{order['order_id']}")
+        await store.release_unit(self.redis, team_id=order["team_id"],
+                                 order_id=order["order_id"])
+        await self._publish(streams.ORDER_WITHDRAWN, OrderWithdrawn(
+            event_id=f"withdrawn-{order['order_id']}", district=inc["district"],
+            order_id=order["order_id"], incident_id=inc["incident_id"],
+            team_id=order["team_id"], reason=reason))
+
+    # --- teams answer -----------------------------------------------------------------
+
+    async def on_order_delivered(self, event: OrderDelivered) -> None:
+        if not await store.first_time(self.redis, f"delivered:{event.order_id}:{event.device_id}"):
+            return
+        async with self._locked(event.incident_id):
+            await store.set_if_absent_order(self.redis, event.order_id, "delivered_at",
+                                            event.occurred_at.isoformat())
+            await self._emit(event.incident_id, TimelineEntry(
+                kind="receipt", team_id=event.team_id, order_id=event.order_id,
+                detail=f"received on a device ({event.channel})"))
+
+    async def on_order_responded(self, event: OrderResponded) -> None:
+        async with self._locked(event.incident_id):
+            order = await store.get_order(self.redis, event.order_id)
+            inc = await store.get_incident(self.redis, event.incident_id)
+            if order is None or inc is None:
+                log.warning("response to unknown order %s ignored", event.order_id)
+                return
+            allowed, why = domain.response_allowed(order["state"], event.response)
+            if not allowed:
+                log.info("response %s to order %s ignored: %s", event.response,
+                         event.order_id, why)
+                return
+            if event.response == "reinforce":
+                if await store.first_time(self.redis, f"reinforce:{event.event_id}"):
+                    await self._reinforce(inc, order)
+                return
+            await self._apply_response(inc, order, event)
+
+    async def _apply_response(self, inc: dict[str, str], order: dict[str, str],
+                              event: OrderResponded) -> None:
+        incident_id = inc["incident_id"]
+        state = domain.RESPONSE_STATE[event.response]
+        now = event.occurred_at.isoformat()
+        await store.update_order(self.redis, order["order_id"], {"state": state,
+                                                                 f"{state}_at": now})
+        await store.cancel(self.redis, f"ack:{order['order_id']}")
+        entry = TimelineEntry(kind="response", team_id=order["team_id"],
+                              order_id=order["order_id"], detail=event.response)
+        if state in ("acknowledged", "en_route", "on_scene"):
+            await store.set_if_absent(self.redis, incident_id, "first_ack_at", now)
+            await self._emit(incident_id, entry)
+            return
+        await store.release_unit(self.redis, team_id=order["team_id"],
+                                 order_id=order["order_id"])
+        if state == "declined":
+            await self._emit(incident_id, entry)
+            await self._fill(incident_id)
+            return
+        others = [o for o in await store.orders_of(self.redis, incident_id)
+                  if o["order_id"] != order["order_id"]
+                  and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
+        for other in others:
+            await self._withdraw(inc, other, reason="closed")
+        await store.remove_waiting(self.redis, district=inc["district"], incident_id=incident_id)
+        if state == "resolved":
+            await store.update_incident(self.redis, incident_id, {"resolved_at": now})
+            await self._emit(incident_id, entry, status="resolved")
+            await self._publish(streams.INCIDENT_CLOSED, IncidentClosed(
+                event_id=f"closed-{incident_id}", district=inc["district"],
+                incident_id=incident_id, final_status="resolved",
+                resolved_by=(order["team_id"],), category=inc["category"]))
+        else:
+            await self._hand_over(inc, order, entry)
+
+    async def _hand_over(self, inc: dict[str, str], order: dict[str, str],
+                         entry: TimelineEntry) -> None:
+        incident_id = inc["incident_id"]
+        now = utcnow()
+        await store.update_incident(self.redis, incident_id, {"handed_over_at": now.isoformat()})
+        await self._emit(incident_id, entry, status="handed_over")
+        station = inc.get("station_agency_id") or ""
+        if not station:
+            zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
+            station = (zone or {}).get("owner_agency_id") or ""
+        team = await self._station_team(inc, station) if station else None
+        handover_order: dict[str, str] | None = None
+        if team is None:
+            await store.update_incident(self.redis, incident_id, {"misses": str(
+                max(int(inc.get("misses") or 0), self.policy.flag_after_misses))})
+            await self._emit(incident_id, TimelineEntry(
+                kind="note", detail="no on-shift team of the owning police station found"))
+        else:
+            filing_due = now + timedelta(hours=self.policy.handover_filing_h)
+            handover_order = await self._offer(
+                inc, team, kind="handover", filing_due=filing_due,
+                instructions=f"Handed over by {order.get('team_name') or order['team_id']}: "
+                             f"file the case by {filing_due:%Y-%m-%d %H:%M} UTC.")
+            await self._emit(incident_id, TimelineEntry(
+                kind="handover", team_id=team.team_id,
+                order_id=handover_order["order_id"] if handover_order else None,
+                detail=f"handed over to station {station}"))
+        await self._publish(streams.INCIDENT_HANDED_OVER, IncidentHandedOver(
+            event_id=f"handover-{incident_id}", district=inc["district"],
+            incident_id=incident_id, station_agency_id=station or "unknown",
+            order_id=handover_order["order_id"] if handover_order else None))
+        days = self.policy.followup_days.get(inc["category"])
+        if days and station:
+            await store.schedule(self.redis, f"followup:{incident_id}",
+                                 now + timedelta(days=days))
+
+    async def _station_team(self, inc: dict[str, str], station: str) -> domain.Unit | None:
+        teams = [u for u in await store.units_of_agency(self.redis, district=inc["district"],
+                                                         agency_id=station) if u.on_shift]
+        if not teams:
+            return None
+        lat, lon = float(inc["lat"]), float(inc["lon"])
+        return min(teams, key=lambda u: domain.distance_m(lat, lon, u.lat or lat, u.lon or lon))
+
+    async def _reinforce(self, inc: dict[str, str], order: dict[str, str]) -> None:
+        incident_id = inc["incident_id"]
+        engaged = {o["team_id"] for o in await store.orders_of(self.redis, incident_id)
+                   if o["state"] in domain.LIVE_ORDER_STATES}
+        facts = self._facts(inc, engaged)
+        units = await store.units_near(self.redis, district=facts.district, lat=facts.lat,
+                                       lon=facts.lon, radius_km=1000)
+        for choice in domain.rank_candidates(units, facts, self.policy, utcnow()):
+            if await self._offer(inc, choice.unit, kind="reinforcement", eta_s=choice.eta_s):
+                await self._emit(incident_id, TimelineEntry(
+                    kind="reinforcement", team_id=choice.unit.team_id,
+                    detail=f"requested by {order.get('team_name') or order['team_id']}"))
+                return
+        await self._emit(incident_id, TimelineEntry(
+            kind="note", detail="reinforcement requested; no suitable team available"))
+        await self._publish(streams.ORDER_ESCALATED, OrderEscalated(
+            district=inc["district"], order_id=order["order_id"], incident_id=incident_id,
+            team_id=order["team_id"], reason="no reinforcement available"))
+
+    # --- time passes ------------------------------------------------------------------
+
+    async def fire_timer(self, member: str) -> None:
+        kind, _, ident = member.partition(":")
+        if kind == "ack":
+            await self.on_ack_deadline(ident)
+        elif kind == "followup":
+            await self.on_followup_due(ident)
+        else:
+            log.error("unknown timer %s dropped", member)
+
+    async def on_ack_deadline(self, order_id: str) -> None:
+        order = await store.get_order(self.redis, order_id)
+        if order is None:
+            return
+        incident_id = order["incident_id"]
+        async with self._locked(incident_id):
+            order = await store.get_order(self.redis, order_id)
+            inc = await store.get_incident(self.redis, incident_id)
+            if order is None or inc is None or order["state"] != "offered":
+                return
+            with tracer.start_as_current_span(
+                "acknowledgement deadline missed",
+                context=extract_context(json.loads(inc.get("trace_ctx") or "{}")),
+            ):
+                await self._withdraw(inc, order, reason="timeout", state="timed_out")
+                misses = await store.incr_incident(self.redis, incident_id, "misses")
+                await store.incr_incident(self.redis, incident_id, "timeouts")
+                await self._emit(incident_id, TimelineEntry(
+                    kind="timeout", team_id=order["team_id"], order_id=order_id,
+                    detail=f"no acknowledgement by {order['ack_by']} (routing timeout)"))
+                await self._publish(streams.ORDER_ESCALATED, OrderEscalated(
+                    event_id=f"escalated-{order_id}", district=inc["district"],
+                    order_id=order_id, incident_id=incident_id, team_id=order["team_id"],
+                    reason="acknowledgement deadline missed", misses=misses))
+                await self._fill(incident_id)
+
+    async def on_followup_due(self, incident_id: str) -> None:
+        async with self._locked(incident_id):
+            inc = await store.get_incident(self.redis, incident_id)
+            if inc is None or inc.get("followup_order"):
+                return
+            team = await self._station_team(inc, inc.get("station_agency_id") or "")
+            if team is None:
+                await store.schedule(self.redis, f"followup:{incident_id}",
+                                     utcnow() + timedelta(hours=1))
+                return
+            order = await self._offer(inc, team, kind="followup",
+                                      instructions="Follow-up visit: check that the "
+                                                   "mediated agreement holds.")
+            if order:
+                await store.update_incident(self.redis, incident_id,
+                                            {"followup_order": order["order_id"]})
+                await self._emit(incident_id, TimelineEntry(
+                    kind="followup", team_id=team.team_id, order_id=order["order_id"],
+                    detail="follow-up visit ordered"))
+
+    # --- units ------------------------------------------------------------------------
+
+    async def on_unit_status(self, event: UnitStatus) -> None:
+        applied = await store.save_unit_status(self.redis, at=event.occurred_at, fields={
+            "team_id": event.unit_id, "district": event.district, "status": event.status,
+            "name": event.name or "", "agency_id": event.agency_id,
+            "agency_kind": event.agency_kind, "agency_role": event.agency_role or "",
+            "mode": event.mode, "skills": json.dumps(list(event.skills)),
+            "home_zone_id": event.home_zone_id or "", "on_shift": "1" if event.on_shift else "0",
+        })
+        if applied and event.status == "available" and event.on_shift:
+            await self.retry_waiting(event.district)
+
+    async def on_unit_position(self, event: UnitPosition) -> None:
+        applied = await store.save_unit_position(self.redis, team_id=event.unit_id,
+                                                 lat=event.lat, lon=event.lon, at=event.at)
+        if applied:
+            unit = await store.get_unit(self.redis, event.unit_id)
+            if unit is not None and unit.status == "available" and unit.on_shift and \
+                    await store.waiting(self.redis, unit.district, limit=1):
+                await self.retry_waiting(unit.district)
+
+    async def retry_waiting(self, district: str) -> None:
+        """Offer waiting (unassigned) incidents again, oldest first."""
+        for incident_id in await store.waiting(self.redis, district):
+            async with self._locked(incident_id):
+                await self._fill(incident_id)
+
+    # --- the command room -------------------------------------------------------------
+
+    async def assign(self, incident_id: str, team_id: str) -> dict[str, str]:
+        async with self._locked(incident_id):
+            inc = await store.get_incident(self.redis, incident_id)
+            if inc is None:
+                raise not_found("incident")
+            unit = await store.get_unit(self.redis, team_id)
+            if unit is None:
+                raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")
+            if inc["status"] in TERMINAL:
+                raise conflict(f"the incident is {inc['status']}; only open incidents "
+                               "can be assigned")
+            holder = await store.claim_of(self.redis, team_id)
+            order = await self._offer(inc, unit, kind="manual", require_available=False)
+            if order is None:
+                raise conflict(f"team {team_id} holds open order {holder}; it must be "
+                               "resolved or withdrawn first")
+            await store.remove_waiting(self.redis, district=inc["district"],
+                                       incident_id=incident_id)
+            await self._emit(incident_id, TimelineEntry(
+                kind="manual_assign", team_id=team_id, order_id=order["order_id"],
+                detail="assigned by the command room"))
+            return order
+
+    async def close(self, incident_id: str, *, by: str) -> None:
+        async with self._locked(incident_id):
+            inc = await store.get_incident(self.redis, incident_id)
+            if inc is None:
+                raise not_found("incident")
+            if inc["status"] in ("closed", "linked"):
+                raise conflict(f"the incident is {inc['status']} already")
+            for order in await store.orders_of(self.redis, incident_id):
+                if order["state"] in domain.LIVE_ORDER_STATES:
+                    await self._withdraw(inc, order, reason="closed")
+            await store.remove_waiting(self.redis, district=inc["district"],
+                                       incident_id=incident_id)
+            await store.cancel(self.redis, f"followup:{incident_id}")
+            await store.update_incident(self.redis, incident_id,
+                                        {"closed_at": utcnow().isoformat(), "closed_by": by})
+            await self._emit(incident_id, TimelineEntry(kind="closed", detail=f"closed by {by}"),
+                             status="closed")
+            await self._publish(streams.INCIDENT_CLOSED, IncidentClosed(
+                event_id=f"closed-{incident_id}-cmd", district=inc["district"],
+                incident_id=incident_id, final_status="closed", category=inc["category"]))

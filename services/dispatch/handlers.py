@@ -1,0 +1,32 @@
+"""Dispatch's subscribers: each event in, one engine use case, events out."""
+
+from __future__ import annotations
+
+from faststream.redis import RedisBroker
+
+from shared import streams
+from shared.bus import consume
+from shared.events import (
+    IncidentReported,
+    OrderDelivered,
+    OrderResponded,
+    UnitPosition,
+    UnitStatus,
+)
+
+from .config import Settings
+from .engine import Dispatcher
+
+
+def register(broker: RedisBroker, *, engine: Dispatcher, settings: Settings) -> None:
+    group = "dispatch"
+    consume(broker, streams.INCIDENT_REPORTED, IncidentReported, engine.on_incident_reported,
+            settings=settings, group=group, max_workers=4)
+    consume(broker, streams.ORDER_RESPONDED, OrderResponded, engine.on_order_responded,
+            settings=settings, group=group, max_workers=4)
+    consume(broker, streams.ORDER_DELIVERED, OrderDelivered, engine.on_order_delivered,
+            settings=settings, group=group, max_workers=4)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, engine.on_unit_status,
+            settings=settings, group=group)
+    consume(broker, streams.UNIT_POSITION, UnitPosition, engine.on_unit_position,
+            settings=settings, group=group, batch=100)

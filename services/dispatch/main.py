@@ -1,0 +1,61 @@
+"""Builds dispatch: settings, broker, Redis, engine, timers, HTTP app. Wires; decides nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
+from shared.policy import load_policy
+
+from . import api, handlers
+from .config import Settings
+from .engine import Dispatcher
+from .timers import run_timers
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    policy = load_policy()
+    redis = create_redis(settings)
+    broker = create_broker(settings)
+    http = httpx.AsyncClient()
+    HTTPXClientInstrumentor.instrument_client(http)
+    engine = Dispatcher(redis=redis, broker=broker, policy=policy, settings=settings, http=http)
+    handlers.register(broker, engine=engine, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_groups(redis)
+        await broker.start()
+        stop = asyncio.Event()
+        timers = asyncio.create_task(run_timers(engine, settings, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(timers, timeout=5)
+            await broker.stop()
+            await http.aclose()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Lianfang dispatch",
+        description="The command room's API: the board, timelines, manual assignment, KPIs.",
+        version="1.0",
+        lifespan=lifespan,
+        telemetry=TELEMETRY,
+    )
+    install_error_handlers(app)
+    add_health_routes(app, lambda: groups_ready(redis, "dispatch"))
+    app.include_router(api.build_router(redis=redis, engine=engine))
+    app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value())
+    return app

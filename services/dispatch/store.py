@@ -1,0 +1,350 @@
+"""Dispatch's Redis keys (prefix `dispatch:`), behind named functions.
+
+Units: a projection of unit.status / unit.position (hash per team, GEO index per district).
+Claims: `dispatch:claim:{team}` holds the one open order a team may have; taken by Lua.
+Incidents, orders and timelines: hashes and lists. Timers: one sorted set, leased on fire.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.events import TimelineEntry
+
+from .domain import Unit
+
+# --- units ----------------------------------------------------------------------------
+
+
+def _unit_key(team_id: str) -> str:
+    return f"dispatch:unit:{team_id}"
+
+
+def _geo_key(district: str) -> str:
+    return f"dispatch:geo:{district}"
+
+
+def _waiting_key(district: str) -> str:
+    return f"dispatch:waiting:{district}"
+
+
+# Newer status wins; a redelivered or reordered older event changes nothing.
+_UNIT_STATUS = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
+if tonumber(ARGV[1]) < at then return 0 end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
+return 1
+"""
+
+_UNIT_POSITION = """
+local at = tonumber(redis.call('HGET', KEYS[1], 'fix_ts') or '0')
+if tonumber(ARGV[1]) <= at then return 0 end
+redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'fix_ts', ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'district') == 1 then
+  redis.call('GEOADD', KEYS[2] .. redis.call('HGET', KEYS[1], 'district'), ARGV[3], ARGV[2], ARGV[4])
+else
+  redis.call('HSET', KEYS[1], 'team_id', ARGV[4])
+end
+return 1
+"""
+
+
+async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]) -> bool:
+    flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
+    applied = await redis.eval(_UNIT_STATUS, 1, _unit_key(fields["team_id"]),
+                               repr(at.timestamp()), json.dumps(flat))
+    if applied:
+        data = await redis.hgetall(_unit_key(fields["team_id"]))
+        if "lat" in data:
+            await redis.geoadd(_geo_key(fields["district"]),
+                               (float(data["lon"]), float(data["lat"]), fields["team_id"]))
+    return bool(applied)
+
+
+async def save_unit_position(redis: Redis, *, team_id: str, lat: float, lon: float,
+                             at: datetime) -> bool:
+    return bool(await redis.eval(_UNIT_POSITION, 2, _unit_key(team_id), "dispatch:geo:",
+                                 repr(at.timestamp()), repr(lat), repr(lon), team_id))
+
+
+def _unit_from(data: dict[str, str]) -> Unit | None:
+    if "agency_kind" not in data:
+        return None
+    fix = data.get("fix_ts")
+    return Unit(
+        team_id=data["team_id"],
+        agency_id=data["agency_id"],
+        agency_kind=data["agency_kind"],
+        agency_role=data.get("agency_role") or None,
+        mode=data["mode"],
+        district=data["district"],
+        status=data.get("status", "off_duty"),
+        on_shift=data.get("on_shift") == "1",
+        skills=tuple(json.loads(data.get("skills") or "[]")),
+        home_zone_id=data.get("home_zone_id") or None,
+        name=data.get("name") or None,
+        lat=float(data["lat"]) if "lat" in data else None,
+        lon=float(data["lon"]) if "lon" in data else None,
+        fix_at=datetime.fromtimestamp(float(fix), UTC) if fix else None,
+    )
+
+
+async def get_unit(redis: Redis, team_id: str) -> Unit | None:
+    return _unit_from(await redis.hgetall(_unit_key(team_id)))
+
+
+async def units_near(redis: Redis, *, district: str, lat: float, lon: float,
+                     radius_km: float) -> list[Unit]:
+    """Units with a position within the radius, nearest first, without a claim."""
+    ids = await redis.geosearch(_geo_key(district), longitude=lon, latitude=lat,
+                                radius=radius_km, unit="km", sort="ASC")
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for team_id in ids:
+            pipe.hgetall(_unit_key(team_id))
+            pipe.exists(f"dispatch:claim:{team_id}")
+        replies = await pipe.execute()
+    units: list[Unit] = []
+    for data, claimed in zip(replies[::2], replies[1::2], strict=True):
+        unit = _unit_from(data)
+        if unit is not None and not claimed:
+            units.append(unit)
+    return units
+
+
+async def units_of_agency(redis: Redis, *, district: str, agency_id: str) -> list[Unit]:
+    units: list[Unit] = []
+    for team_id in await redis.zrange(_geo_key(district), 0, -1):
+        unit = await get_unit(redis, team_id)
+        if unit is not None and unit.agency_id == agency_id:
+            units.append(unit)
+    return units
+
+
+# --- claims ---------------------------------------------------------------------------
+
+# A claim held by an order that is no longer live (or is this very order) does not block.
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return 1 end
+if cur then
+  local st = redis.call('HGET', 'dispatch:order:' .. cur, 'state')
+  if st == 'claiming' or st == 'offered' or st == 'acknowledged' or st == 'en_route'
+     or st == 'on_scene' then return 0 end
+end
+if ARGV[2] == '1' then
+  if redis.call('HGET', KEYS[2], 'status') ~= 'available' then return 0 end
+  if redis.call('HGET', KEYS[2], 'on_shift') ~= '1' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
+                     require_available: bool = True) -> bool:
+    """Give the team this order unless it already holds one: one Lua call, so two dispatch
+    replicas (or two incidents at once) can never give one team two open orders."""
+    return bool(await redis.eval(_CLAIM, 2, f"dispatch:claim:{team_id}", _unit_key(team_id),
+                                 order_id, "1" if require_available else "0"))
+
+
+async def release_unit(redis: Redis, *, team_id: str, order_id: str) -> bool:
+    return bool(await redis.eval(_RELEASE, 1, f"dispatch:claim:{team_id}", order_id))
+
+
+async def claim_of(redis: Redis, team_id: str) -> str | None:
+    return await redis.get(f"dispatch:claim:{team_id}")
+
+
+# --- incidents ------------------------------------------------------------------------
+
+
+def _incident_key(incident_id: str) -> str:
+    return f"dispatch:incident:{incident_id}"
+
+
+async def create_incident(redis: Redis, *, incident_id: str, district: str, reported_ts: float,
+                          fields: dict[str, str]) -> bool:
+    """Store a new incident; False if it exists already (a redelivered report)."""
+    key = _incident_key(incident_id)
+    created = await redis.hsetnx(key, "incident_id", incident_id)
+    if not created:
+        return False
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=fields)
+        pipe.zadd("dispatch:incidents", {incident_id: reported_ts})
+        pipe.zadd(f"dispatch:district:{district}", {incident_id: reported_ts})
+        await pipe.execute()
+    return True
+
+
+async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
+    data = await redis.hgetall(_incident_key(incident_id))
+    return data if data.get("district") else None
+
+
+async def update_incident(redis: Redis, incident_id: str, fields: dict[str, str]) -> None:
+    await redis.hset(_incident_key(incident_id), mapping=fields)
+
+
+async def set_if_absent(redis: Redis, incident_id: str, name: str, value: str) -> None:
+    await redis.hsetnx(_incident_key(incident_id), name, value)
+
+
+async def incr_incident(redis: Redis, incident_id: str, name: str, by: int = 1) -> int:
+    return int(await redis.hincrby(_incident_key(incident_id), name, by))
+
+
+async def list_incidents(redis: Redis, *, district: str | None, since_ts: float, until_ts: float,
+                         limit: int, newest_first: bool = True) -> list[str]:
+    key = f"dispatch:district:{district}" if district else "dispatch:incidents"
+    if newest_first:
+        return await redis.zrevrangebyscore(key, until_ts, since_ts, start=0, num=limit)
+    return await redis.zrangebyscore(key, since_ts, until_ts, start=0, num=limit)
+
+
+async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for incident_id in ids:
+            pipe.hgetall(_incident_key(incident_id))
+        return [d for d in await pipe.execute() if d]
+
+
+async def add_waiting(redis: Redis, *, district: str, incident_id: str, ts: float) -> None:
+    await redis.zadd(_waiting_key(district), {incident_id: ts})
+
+
+async def remove_waiting(redis: Redis, *, district: str, incident_id: str) -> None:
+    await redis.zrem(_waiting_key(district), incident_id)
+
+
+async def waiting(redis: Redis, district: str, limit: int = 50) -> list[str]:
+    return await redis.zrange(_waiting_key(district), 0, limit - 1)
+
+
+async def add_offered(redis: Redis, incident_id: str, team_id: str) -> None:
+    await redis.sadd(f"dispatch:offered:{incident_id}", team_id)
+
+
+async def offered(redis: Redis, incident_id: str) -> set[str]:
+    return set(await redis.smembers(f"dispatch:offered:{incident_id}"))
+
+
+# --- orders ---------------------------------------------------------------------------
+
+
+def _order_key(order_id: str) -> str:
+    return f"dispatch:order:{order_id}"
+
+
+async def save_order(redis: Redis, *, order_id: str, incident_id: str,
+                     fields: dict[str, str]) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(_order_key(order_id), mapping={"order_id": order_id,
+                                                 "incident_id": incident_id, **fields})
+        pipe.rpush(f"dispatch:orders:{incident_id}", order_id)
+        await pipe.execute()
+
+
+async def get_order(redis: Redis, order_id: str) -> dict[str, str] | None:
+    data = await redis.hgetall(_order_key(order_id))
+    return data or None
+
+
+async def update_order(redis: Redis, order_id: str, fields: dict[str, str]) -> None:
+    await redis.hset(_order_key(order_id), mapping=fields)
+
+
+async def orders_of(redis: Redis, incident_id: str) -> list[dict[str, str]]:
+    ids = await redis.lrange(f"dispatch:orders:{incident_id}", 0, -1)
+    if not ids:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for order_id in ids:
+            pipe.hgetall(_order_key(order_id))
+        return [d for d in await pipe.execute() if d]
+
+
+# --- timeline -------------------------------------------------------------------------
+
+
+async def append_timeline(redis: Redis, incident_id: str, entry: TimelineEntry) -> None:
+    await redis.rpush(f"dispatch:timeline:{incident_id}", entry.model_dump_json())
+
+
+async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in await redis.lrange(f"dispatch:timeline:{incident_id}", 0, -1)]
+
+
+# --- idempotency of consumed events ---------------------------------------------------
+
+
+async def first_time(redis: Redis, key: str, ttl_s: int = 7 * 86400) -> bool:
+    """True the first time `key` is seen (an event id, or a business key)."""
+    return bool(await redis.set(f"dispatch:seen:{key}", "1", nx=True, ex=ttl_s))
+
+
+async def forget(redis: Redis, key: str) -> None:
+    await redis.delete(f"dispatch:seen:{key}")
+
+
+# --- timers ---------------------------------------------------------------------------
+
+TIMERS = "dispatch:timers"
+
+# Takes due timers and pushes their score out by a lease, so that a replica that dies while
+# handling one does not lose it: it fires again after the lease.
+_LEASE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+return due
+"""
+
+
+async def schedule(redis: Redis, member: str, at: datetime) -> None:
+    await redis.zadd(TIMERS, {member: at.timestamp()})
+
+
+async def cancel(redis: Redis, member: str) -> None:
+    await redis.zrem(TIMERS, member)
+
+
+async def lease_due(redis: Redis, *, lease_s: float, limit: int = 100) -> tuple[list[str], float]:
+    """Due timers, and the time their lease runs out."""
+    now = time.time()
+    until = now + lease_s
+    return await redis.eval(_LEASE_DUE, 1, TIMERS, repr(now), repr(until), limit), until
+
+
+_FINISH = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
+    """Remove a handled timer, unless its handler scheduled it again for later."""
+    await redis.eval(_FINISH, 1, TIMERS, member, repr(leased_until + 0.001))
+
+
+async def timer_at(redis: Redis, member: str) -> float | None:
+    score = await redis.zscore(TIMERS, member)
+    return float(score) if score is not None else None
+
+
+async def set_if_absent_order(redis: Redis, order_id: str, name: str, value: str) -> None:
+    await redis.hsetnx(_order_key(order_id), name, value)

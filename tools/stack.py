@@ -1,0 +1,161 @@
+"""Runs the four services as separate processes, exactly as compose runs them
+(`python -m services.<name>`), and restarts one that dies, saying why."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger("lianfang.stack")
+
+DEFAULT_PORTS = {"intake": 8001, "dispatch": 8002, "volunteers": 8003, "notify": 8004}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", f"services.{self.name}"],
+            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    admin_token: str
+    workdir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    extra_env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HTTP_"))}
+        for name, port in self.ports.items():
+            env = {
+                **base,
+                "PYTHONUNBUFFERED": "1",
+                "REDIS_URL": self.redis_url,
+                "ADMIN_TOKEN": self.admin_token,
+                "HTTP_PORT": str(port),
+                "VOLUNTEERS_URL": f"http://127.0.0.1:{self.ports.get('volunteers', 8003)}",
+                "TRACES_FILE": str(self.workdir / "traces" / f"{name}.jsonl"),
+                **self.extra_env,
+            }
+            self.services[name] = Service(name, port, env, self.workdir / "logs" / f"{name}.log")
+
+    @property
+    def traces_dir(self) -> Path:
+        return self.workdir / "traces"
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+    def start(self) -> Stack:
+        for service in self.services.values():
+            service.start()
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(self.services)
+        with httpx.Client(timeout=1.0) as client:
+            while pending and time.monotonic() < deadline:
+                for name in list(pending):
+                    service = self.services[name]
+                    if not service.alive():
+                        raise RuntimeError(f"{name} {describe_exit(service.proc.returncode)}; "
+                                           f"see {service.log_path}")
+                    try:
+                        if client.get(f"{service.url}/readyz").status_code == 200:
+                            pending.discard(name)
+                    except httpx.HTTPError:
+                        pass
+                time.sleep(0.1)
+        if pending:
+            raise RuntimeError(f"not ready after {timeout}s: {', '.join(sorted(pending))}")
+
+    def supervise_once(self) -> list[str]:
+        """Restart services that died; returns what was restarted and why."""
+        restarted = []
+        for service in self.services.values():
+            if service.proc is not None and service.proc.poll() is not None:
+                why = describe_exit(service.proc.returncode)
+                # Back off a service that keeps dying at start, so its log stays readable.
+                if time.monotonic() - service.started_at < 2.0 and service.restarts > 2:
+                    continue
+                service.restarts += 1
+                log.warning("%s %s; restarting (restart #%d, log: %s)", service.name, why,
+                            service.restarts, service.log_path)
+                service.start()
+                restarted.append(f"{service.name}: {why}")
+        return restarted
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.services[name].proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(15)
+
+    def restart(self, name: str) -> None:
+        self.kill(name, signal.SIGTERM)
+        self.services[name].start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for service in self.services.values():
+            if service.alive():
+                service.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for service in self.services.values():
+            if service.proc is None:
+                continue
+            try:
+                service.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                service.proc.kill()
+                service.proc.wait()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
