@@ -104,6 +104,28 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
         await engine.close(incident_id, by=who.subject)
         return {"incident_id": incident_id, "status": "closed"}
 
+    @router.get("/units", summary="All units of a district as dispatch sees them: one screen")
+    async def units(
+        _: CommandRoom,
+        district: str = Query(min_length=1, max_length=64),
+        status: str | None = Query(default=None, max_length=32),
+    ) -> dict[str, Any]:
+        rows = []
+        for unit, order_id in await store.units_in(redis, district):
+            if status and unit.status != status:
+                continue
+            rows.append({
+                "team_id": unit.team_id, "name": unit.name, "agency_id": unit.agency_id,
+                "agency_kind": unit.agency_kind, "agency_role": unit.agency_role,
+                "mode": unit.mode, "status": unit.status, "on_shift": unit.on_shift,
+                "skills": list(unit.skills), "home_zone_id": unit.home_zone_id,
+                "position": {"lat": unit.lat, "lon": unit.lon,
+                             "at": unit.fix_at.isoformat() if unit.fix_at else None}
+                if unit.lat is not None else None,
+                "open_order_id": order_id,
+            })
+        return {"units": rows, "count": len(rows)}
+
     @router.get("/kpis", summary="KPIs over a period")
     async def kpis(
         _: CommandRoom,

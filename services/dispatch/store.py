@@ -60,6 +60,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     applied = await redis.eval(_UNIT_STATUS, 1, _unit_key(fields["team_id"]),
                                repr(at.timestamp()), json.dumps(flat))
     if applied:
+        await redis.sadd(f"dispatch:units:{fields['district']}", fields["team_id"])
         data = await redis.hgetall(_unit_key(fields["team_id"]))
         if "lat" in data:
             await redis.geoadd(_geo_key(fields["district"]),
@@ -119,13 +120,24 @@ async def units_near(redis: Redis, *, district: str, lat: float, lon: float,
     return units
 
 
+async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]:
+    """Every unit of a district with its open order, if any."""
+    ids = await redis.smembers(f"dispatch:units:{district}")
+    async with redis.pipeline(transaction=False) as pipe:
+        for team_id in sorted(ids):
+            pipe.hgetall(_unit_key(team_id))
+            pipe.get(f"dispatch:claim:{team_id}")
+        replies = await pipe.execute()
+    out = []
+    for data, claim in zip(replies[::2], replies[1::2], strict=True):
+        unit = _unit_from(data)
+        if unit is not None:
+            out.append((unit, claim))
+    return out
+
+
 async def units_of_agency(redis: Redis, *, district: str, agency_id: str) -> list[Unit]:
-    units: list[Unit] = []
-    for team_id in await redis.zrange(_geo_key(district), 0, -1):
-        unit = await get_unit(redis, team_id)
-        if unit is not None and unit.agency_id == agency_id:
-            units.append(unit)
-    return units
+    return [unit for unit, _ in await units_in(redis, district) if unit.agency_id == agency_id]
 
 
 # --- claims ---------------------------------------------------------------------------

@@ -1,0 +1,156 @@
+"""Helpers for end-to-end journeys: a district roster, devices, sockets, spans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+from tools.stack import Stack
+
+
+def admin(stack: Stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.admin_token}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def district_roster(district: str, scene: tuple[float, float]) -> dict[str, Any]:
+    """A small district around `scene` (lat, lon): a police station owning the zone, a street
+    patrol station, a security company and a volunteer association, one team each, plus a
+    second patrol team far away."""
+    lat, lon = scene
+    d = 0.02
+    return {
+        "district": district,
+        "agencies": [
+            {"id": f"{district}-ps", "name": "Xinzhu Police Station", "kind": "police",
+             "role": "station"},
+            {"id": f"{district}-sps", "name": "Minzu Avenue Service Station", "kind": "police",
+             "role": "patrol"},
+            {"id": f"{district}-sec", "name": "Hengan Security", "kind": "security"},
+            {"id": f"{district}-vol", "name": "Red Armband Volunteers", "kind": "volunteer"},
+        ],
+        "zones": [{
+            "id": f"{district}-z1", "name": "Xinzhu community", "owner_agency_id": f"{district}-ps",
+            "polygon": [[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d],
+                        [lon - d, lat + d], [lon - d, lat - d]],
+        }],
+        "teams": [
+            {"id": f"{district}-patrol-near", "agency_id": f"{district}-sps",
+             "name": "Patrol 1", "mode": "car", "skills": ["first_aid"],
+             "home_zone_id": f"{district}-z1"},
+            {"id": f"{district}-patrol-far", "agency_id": f"{district}-sps",
+             "name": "Patrol 2", "mode": "car", "skills": [], "home_zone_id": f"{district}-z1"},
+            {"id": f"{district}-station-1", "agency_id": f"{district}-ps",
+             "name": "Station duty team", "mode": "car", "skills": [],
+             "home_zone_id": f"{district}-z1"},
+            {"id": f"{district}-sec-1", "agency_id": f"{district}-sec", "name": "Guard post 3",
+             "mode": "foot", "skills": [], "home_zone_id": f"{district}-z1"},
+            {"id": f"{district}-vol-1", "agency_id": f"{district}-vol", "name": "Aunties 1",
+             "mode": "foot", "skills": [], "home_zone_id": f"{district}-z1"},
+        ],
+        "members": [
+            {"id": f"{district}-m-near-1", "name": "Officer Li", "agency_id": f"{district}-sps",
+             "team_id": f"{district}-patrol-near", "role": "officer"},
+            {"id": f"{district}-m-near-2", "name": "Auxiliary Wang",
+             "agency_id": f"{district}-sps", "team_id": f"{district}-patrol-near",
+             "role": "auxiliary"},
+            {"id": f"{district}-m-far", "name": "Officer Zhao", "agency_id": f"{district}-sps",
+             "team_id": f"{district}-patrol-far", "role": "officer"},
+            {"id": f"{district}-m-st", "name": "Officer Chen", "agency_id": f"{district}-ps",
+             "team_id": f"{district}-station-1", "role": "officer"},
+            {"id": f"{district}-m-sec", "name": "Guard Huang", "agency_id": f"{district}-sec",
+             "team_id": f"{district}-sec-1", "role": "guard"},
+            {"id": f"{district}-m-vol", "name": "Volunteer Zhou", "agency_id": f"{district}-vol",
+             "team_id": f"{district}-vol-1", "role": "volunteer"},
+        ],
+    }
+
+
+def unique_district() -> str:
+    return f"d{uuid4().hex[:8]}"
+
+
+async def enrol(client: httpx.AsyncClient, stack: Stack, member_id: str) -> str:
+    r = await client.post(f"{stack.url('volunteers')}/v1/members/{member_id}/devices",
+                          headers=admin(stack))
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+async def on_shift_at(client: httpx.AsyncClient, stack: Stack, token: str,
+                      lat: float, lon: float) -> None:
+    r = await client.post(f"{stack.url('volunteers')}/v1/me/shift/start", headers=bearer(token))
+    assert r.status_code == 200, r.text
+    r = await client.put(f"{stack.url('volunteers')}/v1/me/position", headers=bearer(token),
+                         json={"lat": lat, "lon": lon, "accuracy_m": 8})
+    assert r.status_code in (200, 202, 204), r.text
+
+
+async def register_system(client: httpx.AsyncClient, stack: Stack, district: str) -> str:
+    r = await client.post(f"{stack.url('intake')}/v1/systems", headers=admin(stack),
+                          json={"name": "110 call-taking", "districts": [district]})
+    assert r.status_code == 201, r.text
+    return r.json()["api_key"]
+
+
+class Device:
+    """A member's phone holding the notify WebSocket."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    async def next_of(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        for frame in self.frames:
+            if frame.get("type") == kind:
+                self.frames.remove(frame)
+                return frame
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.ws.recv())
+                if frame.get("type") == kind:
+                    return frame
+                self.frames.append(frame)
+
+    async def drain(self, seconds: float) -> list[dict[str, Any]]:
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    self.frames.append(json.loads(await self.ws.recv()))
+        except TimeoutError:
+            pass
+        return [f for f in self.frames if f.get("type") not in ("ping", "pong", "hello")]
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+
+async def connect_device(stack: Stack, token: str, exits: AsyncExitStack) -> Device:
+    ws_url = stack.url("notify").replace("http://", "ws://") + "/v1/devices/stream"
+    ws = await exits.enter_async_context(connect(ws_url, additional_headers=bearer(token)))
+    return Device(ws)
+
+
+def spans_of_trace(traces_dir: Path, trace_id: str) -> list[dict[str, Any]]:
+    spans = []
+    for path in traces_dir.glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                span = json.loads(line)
+                if span["trace_id"] == trace_id:
+                    spans.append(span)
+    return spans
+
+
+def all_exported_text(traces_dir: Path) -> str:
+    return "\n".join(p.read_text(encoding="utf-8") for p in traces_dir.glob("*.jsonl"))
