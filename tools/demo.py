@@ -1,0 +1,253 @@
+"""`make demo`: a simulated district fed into a running `make run`.
+
+Imports a district roster (police stations, a street service station, security teams and
+volunteer teams around Nanning's Minzu Avenue), enrols a simulated phone per team that
+holds the notify WebSocket, starts its shift and reports positions, then posts incidents
+at RATE per minute and prints a line per incident as it moves: reported -> assigned -> acked.
+
+Environment: RATE (incidents per minute, default 6), DURATION (seconds, default: until
+Ctrl-C), DISTRICT (default qingxiu). URLs and the admin token come from var/run.env.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+CENTRE = (22.8170, 108.3665)
+CATEGORIES = ["dispute", "noise", "help_request", "traffic", "suspicious", "theft_in_progress",
+              "violence", "medical", "hazard_report", "ebike_theft", "lost_person", "fire"]
+WEIGHTS = [14, 12, 12, 8, 8, 4, 3, 4, 6, 6, 3, 1]
+
+
+def settings() -> dict[str, str]:
+    values = dict(os.environ)
+    run_env = Path(os.environ.get("LIANFANG_VAR", ROOT / "var")) / "run.env"
+    if run_env.exists():
+        for line in run_env.read_text().splitlines():
+            key, _, value = line.partition("=")
+            values.setdefault(key, value)
+    missing = [k for k in ("ADMIN_TOKEN", "INTAKE_URL", "VOLUNTEERS_URL", "NOTIFY_URL",
+                           "DISPATCH_URL") if k not in values]
+    if missing:
+        sys.exit(f"start the system with `make run` first (missing {', '.join(missing)})")
+    return values
+
+
+def square(lat: float, lon: float, half: float) -> list[list[float]]:
+    return [[lon - half, lat - half], [lon + half, lat - half], [lon + half, lat + half],
+            [lon - half, lat + half], [lon - half, lat - half]]
+
+
+def roster(district: str) -> dict[str, Any]:
+    lat0, lon0 = CENTRE
+    agencies = [
+        {"id": "ps-xinzhu", "name": "Xinzhu Police Station", "kind": "police", "role": "station"},
+        {"id": "ps-nanhu", "name": "Nanhu Police Station", "kind": "police", "role": "station"},
+        {"id": "ps-zhonghua", "name": "Zhonghua Police Station", "kind": "police",
+         "role": "station"},
+        {"id": "sps-minzu", "name": "Minzu Avenue Street Service Station", "kind": "police",
+         "role": "patrol"},
+        {"id": "sec-hengan", "name": "Hengan Security Co.", "kind": "security"},
+        {"id": "vol-redarm", "name": "Qingxiu Red Armband Volunteers", "kind": "volunteer"},
+    ]
+    zones = [
+        {"id": "z-xinzhu", "name": "Xinzhu community", "owner_agency_id": "ps-xinzhu",
+         "polygon": square(lat0 + 0.01, lon0 - 0.01, 0.01)},
+        {"id": "z-nanhu", "name": "Nanhu community", "owner_agency_id": "ps-nanhu",
+         "polygon": square(lat0 - 0.01, lon0 - 0.01, 0.01)},
+        {"id": "z-zhonghua", "name": "Zhonghua community", "owner_agency_id": "ps-zhonghua",
+         "polygon": square(lat0, lon0 + 0.01, 0.01)},
+    ]
+    teams: list[dict[str, Any]] = []
+    members: list[dict[str, Any]] = []
+
+    def add(team_id: str, agency: str, name: str, mode: str, zone: str, people: list[str],
+            role: str, skills: list[str] | None = None) -> None:
+        teams.append({"id": team_id, "agency_id": agency, "name": name, "mode": mode,
+                      "skills": skills or [], "home_zone_id": zone})
+        for i, person in enumerate(people):
+            members.append({"id": f"{team_id}-m{i + 1}", "name": person, "agency_id": agency,
+                            "team_id": team_id, "role": role if i == 0 else
+                            ("auxiliary" if role == "officer" else role)})
+
+    add("ps-xinzhu-duty", "ps-xinzhu", "Xinzhu duty team", "car", "z-xinzhu",
+        ["Officer Chen", "Auxiliary Lu"], "officer")
+    add("ps-nanhu-duty", "ps-nanhu", "Nanhu duty team", "car", "z-nanhu",
+        ["Officer Wei", "Auxiliary Mo"], "officer")
+    add("ps-zhonghua-duty", "ps-zhonghua", "Zhonghua duty team", "car", "z-zhonghua",
+        ["Officer Tan", "Auxiliary Qin"], "officer")
+    for n, zone in enumerate(["z-xinzhu", "z-nanhu", "z-zhonghua"], start=1):
+        add(f"sps-patrol-{n}", "sps-minzu", f"Street patrol {n}", "car" if n == 1 else "ebike",
+            zone, [f"Officer Patrol{n}", f"Auxiliary Patrol{n}"], "officer", ["first_aid"])
+        add(f"sec-post-{n}", "sec-hengan", f"Guard post {n}", "foot", zone,
+            [f"Guard {n}A", f"Guard {n}B"], "guard", ["first_aid"] if n == 2 else [])
+    for n, zone in enumerate(["z-xinzhu", "z-nanhu", "z-zhonghua", "z-xinzhu"], start=1):
+        add(f"vol-team-{n}", "vol-redarm", f"Red armband team {n}", "bike" if n % 2 else "foot",
+            zone, [f"Volunteer {n}A", f"Volunteer {n}B", f"Volunteer {n}C"], "volunteer")
+    return {"district": district, "agencies": agencies, "zones": zones, "teams": teams,
+            "members": members}
+
+
+class Demo:
+    def __init__(self, env: dict[str, str], district: str) -> None:
+        self.env = env
+        self.district = district
+        self.admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
+        self.client = httpx.AsyncClient(timeout=10)
+        self.started: dict[str, float] = {}
+        self.team_names: dict[str, str] = {}
+
+    def line(self, incident_id: str, text: str) -> None:
+        t0 = self.started.get(incident_id)
+        at = f"+{time.monotonic() - t0:5.1f}s" if t0 else "       "
+        sys.stdout.write(f"{time.strftime('%H:%M:%S')} {incident_id} {at} {text}\n")
+        sys.stdout.flush()
+
+    async def setup(self) -> list[tuple[dict[str, Any], str]]:
+        doc = roster(self.district)
+        r = await self.client.post(f"{self.env['VOLUNTEERS_URL']}/v1/roster/import",
+                                   headers=self.admin, json=doc)
+        r.raise_for_status()
+        sys.stdout.write(f"roster imported for district {self.district}: {r.json()}\n")
+        phones = []
+        for team in doc["teams"]:
+            self.team_names[team["id"]] = team["name"]
+            member = next(m for m in doc["members"] if m["team_id"] == team["id"])
+            r = await self.client.post(
+                f"{self.env['VOLUNTEERS_URL']}/v1/members/{member['id']}/devices",
+                headers=self.admin)
+            r.raise_for_status()
+            phones.append((team, r.json()["token"]))
+        return phones
+
+    async def phone(self, team: dict[str, Any], token: str) -> None:
+        """One member's phone: shift on, positions every 5 s, answers orders."""
+        auth = {"Authorization": f"Bearer {token}"}
+        vol = self.env["VOLUNTEERS_URL"]
+        lat = CENTRE[0] + random.uniform(-0.02, 0.02)
+        lon = CENTRE[1] + random.uniform(-0.02, 0.02)
+        await self.client.post(f"{vol}/v1/me/shift/start", headers=auth)
+        ws_url = self.env["NOTIFY_URL"].replace("http://", "ws://") + "/v1/devices/stream"
+
+        async def report_positions() -> None:
+            nonlocal lat, lon
+            while True:
+                lat += random.uniform(-0.0005, 0.0005)
+                lon += random.uniform(-0.0005, 0.0005)
+                with suppress(httpx.HTTPError):
+                    await self.client.put(f"{vol}/v1/me/position", headers=auth,
+                                          json={"lat": lat, "lon": lon, "accuracy_m": 10})
+                await asyncio.sleep(5)
+
+        positions = asyncio.create_task(report_positions())
+        try:
+            while True:
+                try:
+                    async with connect(ws_url, additional_headers=auth) as ws:
+                        async for raw in ws:
+                            frame = json.loads(raw)
+                            if frame.get("type") == "order":
+                                asyncio.create_task(self.work(ws, team, token, frame))
+                except OSError:
+                    await asyncio.sleep(2)
+        finally:
+            positions.cancel()
+
+    async def work(self, ws: Any, team: dict[str, Any], token: str,
+                   order: dict[str, Any]) -> None:
+        incident_id = order["incident_id"]
+        await ws.send(json.dumps({"type": "received", "order_id": order["order_id"]}))
+        eta = f", ETA {order['eta_s'] / 60:.1f} min" if order.get("eta_s") else ""
+        self.line(incident_id, f"assigned to {team['name']} ({order['kind']}{eta})")
+        await asyncio.sleep(random.uniform(1, 6))
+        if random.random() < 0.08:
+            await ws.send(json.dumps({"type": "response", "order_id": order["order_id"],
+                                      "response": "declined"}))
+            self.line(incident_id, f"declined by {team['name']}")
+            return
+        steps = [("acknowledged", 0), ("en_route", 3), ("on_scene", 8),
+                 ("handover" if random.random() < 0.15 else "resolved", 15)]
+        if order.get("kind") in ("handover", "followup"):
+            steps = [("acknowledged", 0), ("resolved", 20)]
+        for response, pause in steps:
+            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+            await ws.send(json.dumps({"type": "response", "order_id": order["order_id"],
+                                      "response": response}))
+            if response in ("acknowledged", "resolved", "handover"):
+                self.line(incident_id, f"{response} by {team['name']}")
+
+    async def post_incidents(self, rate_per_min: float) -> None:
+        r = await self.client.post(f"{self.env['INTAKE_URL']}/v1/systems", headers=self.admin,
+                                   json={"name": "demo 110 feed", "districts": [self.district]})
+        r.raise_for_status()
+        key = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        n = 0
+        while True:
+            n += 1
+            category = random.choices(CATEGORIES, WEIGHTS)[0]
+            flags = ["weapon"] if category == "violence" and random.random() < 0.3 else []
+            body = {
+                "external_ref": f"demo-{int(time.time())}-{n}", "category": category,
+                "district": self.district, "flags": flags,
+                "location": {"lat": CENTRE[0] + random.uniform(-0.018, 0.018),
+                             "lon": CENTRE[1] + random.uniform(-0.018, 0.018),
+                             "address": f"No. {random.randint(1, 300)} Minzu Avenue"},
+                "caller": {"phone": "138" + "".join(random.choices("0123456789", k=8))},
+            }
+            r = await self.client.post(f"{self.env['INTAKE_URL']}/v1/incidents", headers=key,
+                                       json=body)
+            if r.status_code in (200, 202):
+                data = r.json()
+                self.started[data["incident_id"]] = time.monotonic()
+                extra = f" (duplicate of {data['linked_to']})" if data.get("linked_to") else ""
+                self.line(data["incident_id"],
+                          f"reported: {category} {data['priority']} {data['status']}{extra}")
+                asyncio.create_task(self.watch_unassigned(data["incident_id"]))
+            else:
+                sys.stdout.write(f"intake refused an incident: {r.status_code} {r.text}\n")
+            await asyncio.sleep(60.0 / rate_per_min)
+
+    async def watch_unassigned(self, incident_id: str) -> None:
+        await asyncio.sleep(3)
+        r = await self.client.get(f"{self.env['DISPATCH_URL']}/v1/incidents/{incident_id}",
+                                  headers=self.admin)
+        if r.status_code == 200 and r.json()["status"] == "unassigned":
+            self.line(incident_id, "UNASSIGNED: no suitable team free; flagged on the board")
+
+
+async def main() -> None:
+    env = settings()
+    demo = Demo(env, os.environ.get("DISTRICT", "qingxiu"))
+    rate = float(os.environ.get("RATE", "6"))
+    duration = float(os.environ.get("DURATION", "0"))
+    async with AsyncExitStack():
+        phones = await demo.setup()
+        tasks = [asyncio.create_task(demo.phone(team, token)) for team, token in phones]
+        await asyncio.sleep(3)  # let shifts start and the first fixes arrive
+        tasks.append(asyncio.create_task(demo.post_incidents(rate)))
+        try:
+            if duration:
+                await asyncio.sleep(duration)
+            else:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await demo.client.aclose()
+
+
+if __name__ == "__main__":
+    with suppress(KeyboardInterrupt):
+        asyncio.run(main())
