@@ -85,6 +85,9 @@ _MESSAGES = {
     "string_too_long": "is too long",
     "string_too_short": "is too short",
     "literal_error": "is not one of the allowed values",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "list_type": "must be a list",
 }
 
 
@@ -107,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         first = errors[0]
         path = _field_path(first.get("loc", ()))
-        if first.get("type") == "model_attributes_type" or path == "(body)":
+        if path == "(body)":
             return JSONResponse(
                 error_body("bad_body", "the request body must be a JSON object", "(body)"),
                 status_code=422,

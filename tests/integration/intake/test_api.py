@@ -1,0 +1,139 @@
+"""Intake in-process against a real Redis: keys, validation, idempotency, duplicates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from services.intake.config import Settings
+from services.intake.main import create_app
+from shared import streams
+from shared.events import IncidentReported
+from tests.helpers import read_stream
+
+ADMIN = {"Authorization": "Bearer test-admin"}
+
+
+@pytest.fixture
+async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
+            yield client
+
+
+async def system_key(client: httpx.AsyncClient, districts: list[str]) -> dict[str, str]:
+    r = await client.post("/v1/systems", headers=ADMIN,
+                          json={"name": "110", "districts": districts})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['api_key']}"}
+
+
+def incident(ref: str = "r1", **over: object) -> dict[str, object]:
+    body: dict[str, object] = {"external_ref": ref, "category": "noise", "district": "d1",
+                               "location": {"lat": 22.8, "lon": 108.3}}
+    body.update(over)
+    return body
+
+
+async def test_an_accepted_incident_is_on_the_stream_before_202(intake, clean_redis) -> None:
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers=key,
+                          json=incident(flags=["in_progress"], caller={"phone": "13800000000"}))
+    assert r.status_code == 202
+    body = r.json()
+    assert body["priority"] == "P1" and body["status"] == "reported"
+    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert [e.incident_id for e in events] == [body["incident_id"]]
+    assert events[0].caller is not None and events[0].flags == ("in_progress",)
+
+
+async def test_the_same_external_ref_is_an_idempotent_retry(intake, clean_redis) -> None:
+    key = await system_key(intake, ["d1"])
+    first = await intake.post("/v1/incidents", headers=key, json=incident())
+    again = await intake.post("/v1/incidents", headers=key, json=incident())
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["incident_id"] == again.json()["incident_id"]
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+
+
+async def test_a_nearby_report_of_the_same_category_is_linked(intake) -> None:
+    key = await system_key(intake, ["d1"])
+    first = (await intake.post("/v1/incidents", headers=key, json=incident())).json()
+    near = await intake.post("/v1/incidents", headers=key, json=incident(
+        "r2", location={"lat": 22.8009, "lon": 108.3}))  # 100 m
+    far = await intake.post("/v1/incidents", headers=key, json=incident(
+        "r3", location={"lat": 22.81, "lon": 108.3}))  # 1.1 km
+    other = await intake.post("/v1/incidents", headers=key, json=incident("r4",
+                                                                          category="traffic"))
+    assert near.status_code == 202
+    assert near.json()["status"] == "linked" and near.json()["linked_to"] == first["incident_id"]
+    assert far.json()["status"] == "reported" and "linked_to" not in far.json()
+    assert other.json()["status"] == "reported"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"category": "noise", "district": "d1", "location": {"lat": 1, "lon": 1}},
+         "external_ref"),
+        (incident(category="volcano"), "category"),
+        (incident(location={"lat": 91, "lon": 108.3}), "location.lat"),
+        (incident(location={"lat": 22.8}), "location.lon"),
+        (incident(location="here"), "location"),
+        (incident(flags="weapon"), "flags"),
+        (incident(caller={"phone": "1" * 41}), "caller.phone"),
+        (incident(reported_at="yesterday"), "reported_at"),
+        (incident(surprise=1), "surprise"),
+    ],
+)
+async def test_bad_incident_fields_are_named(intake, body, field) -> None:
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers=key, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+    assert "13800000000" not in r.text
+
+
+async def test_error_order_401_before_400_before_403(intake) -> None:
+    r = await intake.post("/v1/incidents", content=b"{broken")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers={**key, "content-type": "application/json"},
+                          content=b"{broken")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json"
+    r = await intake.post("/v1/incidents", headers=key, json=incident(district="d2"))
+    assert r.status_code == 403
+    r = await intake.post("/v1/systems", headers=key, json={"name": "x", "districts": ["d1"]})
+    assert r.status_code == 403
+
+
+async def test_systems_validation_names_the_field(intake) -> None:
+    r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "x", "districts": []})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "districts"
+    r = await intake.post("/v1/systems", headers=ADMIN, json={"districts": ["d1"]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "name"
+
+
+async def test_a_system_reads_only_its_own_incidents(intake) -> None:
+    mine = await system_key(intake, ["d1"])
+    theirs = await system_key(intake, ["d1"])
+    incident_id = (await intake.post("/v1/incidents", headers=mine,
+                                     json=incident())).json()["incident_id"]
+    r = await intake.get(f"/v1/incidents/{incident_id}", headers=mine)
+    assert r.status_code == 200 and r.json()["status"] == "reported"
+    assert (await intake.get(f"/v1/incidents/{incident_id}", headers=theirs)).status_code == 403
+    assert (await intake.get("/v1/incidents/inc_nope", headers=mine)).status_code == 404
+    assert (await intake.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).status_code == 200
+
+
+async def test_categories_list_priorities_and_agency_kinds(intake) -> None:
+    key = await system_key(intake, ["d1"])
+    r = await intake.get("/v1/categories", headers=key)
+    rows = {c["category"]: c for c in r.json()}
+    assert rows["violence"]["priority"] == "P1"
+    assert rows["dispute"]["agency_kinds"] == ["police:patrol", "security", "police:station"]
+    assert len(rows) == 13
