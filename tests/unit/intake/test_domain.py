@@ -1,0 +1,47 @@
+"""Intake's rules: priorities and duplicate reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.intake.domain import OpenIncident, classify, find_duplicate, normalise_flags
+from shared.events import Location
+from shared.policy import load_policy
+
+POLICY = load_policy()
+NOW = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+HERE = Location(lat=22.8170, lon=108.3665)
+
+
+def open_incident(incident_id: str, *, dlat: float = 0.0, minutes_ago: float = 1,
+                  status: str = "assigned") -> OpenIncident:
+    return OpenIncident(incident_id=incident_id, status=status,
+                        reported_at=NOW - timedelta(minutes=minutes_ago),
+                        location=Location(lat=HERE.lat + dlat, lon=HERE.lon))
+
+
+def test_flags_that_mean_danger_raise_priority_to_p1() -> None:
+    assert classify("noise", (), POLICY) == "P4"
+    for flag in ("weapon", "injury", "in_progress"):
+        assert classify("noise", (flag,), POLICY) == "P1"
+    assert classify("noise", ("drunk",), POLICY) == "P4"
+
+
+def test_flags_are_normalised_once_each() -> None:
+    assert normalise_flags([" Weapon", "weapon", "", "injury"]) == ("weapon", "injury")
+
+
+def test_a_report_within_200_m_and_10_min_of_an_open_incident_is_a_duplicate() -> None:
+    found = find_duplicate(new_at=NOW, new_location=HERE, policy=POLICY,
+                           candidates=[open_incident("far", dlat=0.003),
+                                       open_incident("near", dlat=0.001)])
+    assert found == "near"  # 111 m; "far" is 333 m away
+
+
+def test_old_or_finished_incidents_are_not_duplicates() -> None:
+    candidates = [open_incident("old", minutes_ago=11),
+                  open_incident("resolved", status="resolved"),
+                  open_incident("handed", status="handed_over"),
+                  open_incident("closed", status="closed")]
+    assert find_duplicate(new_at=NOW, new_location=HERE, candidates=candidates,
+                          policy=POLICY) is None
