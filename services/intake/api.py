@@ -19,8 +19,14 @@ from shared.telemetry import current_trace_id
 
 from . import store
 from .config import Settings
-from .domain import IncidentIn, SystemIn, classify, find_duplicate, normalise_flags
-from .domain import unknown_category_message
+from .domain import (
+    IncidentIn,
+    SystemIn,
+    classify,
+    find_duplicate,
+    normalise_flags,
+    unknown_category_message,
+)
 
 log = logging.getLogger(__name__)
 
