@@ -1,0 +1,155 @@
+"""Notify's HTTP routes: order responses, delivery records, a device's channels, the member's page."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from shared.events import Response as ResponseKind
+from shared.http import Principal, not_found, require
+
+from . import store
+from .channels.webpush import Subscription, subscription_json
+from .config import Settings
+from .page import DEVICE_PAGE, SERVICE_WORKER
+from .service import Orders
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = ("/device", "/device/sw.js")
+DeviceCaller = Annotated[Principal, Depends(require("device"))]
+
+
+class ResponseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    response: ResponseKind
+    note: str | None = Field(default=None, max_length=500)
+
+
+class WebPushIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscription: Subscription
+
+
+class SmsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    phone: str = Field(pattern=r"^\+?[0-9][0-9 ()-]{4,24}$", description="E.164 preferred")
+
+
+def build_router(*, settings: Settings, redis: Redis, orders: Orders,
+                 webpush_key: str | None, sms_enabled: bool) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/orders/{order_id}/responses",
+                 summary="Answer an order (device token of a member of the order's team)")
+    async def respond(
+        order_id: str, body: ResponseIn, who: DeviceCaller
+    ) -> dict[str, Any]:
+        return await orders.respond(order_id=order_id, who=who, response=body.response,
+                                    note=body.note)
+
+    @router.get("/orders/{order_id}", summary="An order's state (its team's devices, admin)")
+    async def get_order(
+        order_id: str, who: Annotated[Principal, Depends(require("device", "admin"))]
+    ) -> dict[str, Any]:
+        return await orders.view(order_id=order_id, who=who)
+
+    @router.get("/orders/{order_id}/deliveries",
+                summary="Every delivery attempt, receipt and response of an order (admin)")
+    async def deliveries(
+        order_id: str, _: Annotated[Principal, Depends(require("admin"))]
+    ) -> dict[str, Any]:
+        record = await store.get_order(redis, order_id)
+        if record is None:
+            raise not_found("order")
+        due = await store.fallback_due_at(redis, order_id)
+        return {
+            "order_id": order_id,
+            "incident_id": record.incident_id,
+            "team_id": record.team_id,
+            "state": record.state,
+            "answered": record.answered,
+            "withdrawn": record.withdrawn,
+            "fallback_step": record.fallback_step,
+            "fallback_due_at": due,
+            **await store.deliveries(redis, order_id),
+        }
+
+    async def _touch(who: Principal) -> None:
+        await store.touch_device(
+            redis, device_id=who.device_id or who.subject, member_id=who.member_id or "",
+            team_id=who.team_id or "", agency_kind=who.agency_kind,
+            district=who.districts[0] if who.districts else None,
+        )
+
+    @router.get("/devices/me", summary="This device and its delivery channels")
+    async def me(who: DeviceCaller) -> dict[str, Any]:
+        await _touch(who)
+        record = await store.get_device(redis, who.device_id or who.subject)
+        return {
+            "device_id": who.device_id,
+            "member_id": who.member_id,
+            "member_name": who.extra.get("member_name"),
+            "team_id": who.team_id,
+            "webpush": {"enabled": webpush_key is not None, "public_key": webpush_key,
+                        "subscribed": bool(record and record.webpush)},
+            "sms": {"enabled": sms_enabled, "registered": bool(record and record.phone)},
+            "fallback_after_s": settings.fallback_after_s,
+        }
+
+    @router.post("/devices/me/webpush", summary="Receive orders by Web Push while the page is closed")
+    async def subscribe_webpush(body: WebPushIn, who: DeviceCaller) -> dict[str, Any]:
+        await _touch(who)
+        await store.set_device_channel(redis, who.device_id or who.subject, field="webpush",
+                                       value=json.dumps(subscription_json(body.subscription)))
+        return {"subscribed": True, "enabled": webpush_key is not None}
+
+    @router.delete("/devices/me/webpush", summary="Stop Web Push to this device")
+    async def unsubscribe_webpush(who: DeviceCaller) -> dict[str, Any]:
+        await store.set_device_channel(redis, who.device_id or who.subject, field="webpush",
+                                       value=None)
+        return {"subscribed": False}
+
+    @router.post("/devices/me/sms", summary="Receive orders by SMS when nothing else reached")
+    async def register_sms(body: SmsIn, who: DeviceCaller) -> dict[str, Any]:
+        await _touch(who)
+        await store.set_device_channel(redis, who.device_id or who.subject, field="phone",
+                                       value=body.phone)
+        return {"registered": True, "enabled": sms_enabled}
+
+    @router.delete("/devices/me/sms", summary="Stop SMS to this device")
+    async def unregister_sms(who: DeviceCaller) -> dict[str, Any]:
+        await store.set_device_channel(redis, who.device_id or who.subject, field="phone",
+                                       value=None)
+        return {"registered": False}
+
+    return router
+
+
+def build_page_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/device")
+    async def device_page() -> HTMLResponse:
+        return HTMLResponse(DEVICE_PAGE, headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
+            "style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:",
+            "Referrer-Policy": "no-referrer",
+        })
+
+    @router.get("/device/sw.js")
+    async def service_worker() -> Response:
+        return Response(SERVICE_WORKER, media_type="text/javascript",
+                        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"})
+
+    return router

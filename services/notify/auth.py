@@ -1,0 +1,91 @@
+"""Device tokens, resolved by asking volunteers (their owner); answers are cached about a second.
+
+A revoked token must stop working at once, so nothing is cached for longer than
+`introspect_cache_s`, and a `device.revoked` event drops a device's entries at once.
+Tokens are kept only as SHA-256 digests, never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+import httpx
+
+from shared.http import Principal
+
+log = logging.getLogger(__name__)
+
+
+class IntrospectionUnavailable(Exception):
+    """Volunteers did not answer: neither yes nor no, so the caller should retry."""
+
+
+class Introspector:
+    def __init__(self, client: httpx.AsyncClient, *, base_url: str, cache_s: float,
+                 timeout_s: float) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + "/v1/devices/introspect"
+        self._cache_s = cache_s
+        self._timeout = timeout_s
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def resolve(self, token: str, *, fresh: bool = False) -> Principal | None:
+        """The device's principal, None for an unknown or revoked token."""
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and not fresh and cached[0] > now:
+            return cached[1]
+        try:
+            response = await self._client.get(
+                self._url, headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            log.warning("device introspection failed: %s", type(exc).__name__)
+            raise IntrospectionUnavailable from exc
+        if response.status_code in (401, 403, 404):
+            principal = None
+        elif response.status_code == 200:
+            principal = _principal(response.json())
+        else:
+            log.warning("device introspection answered %s", response.status_code)
+            raise IntrospectionUnavailable
+        self._prune(now)
+        self._cache[digest] = (now + self._cache_s, principal)
+        return principal
+
+    def forget_device(self, device_id: str) -> None:
+        for digest, (_, who) in list(self._cache.items()):
+            if who is not None and who.device_id == device_id:
+                self._cache.pop(digest, None)
+
+    def _prune(self, now: float) -> None:
+        if len(self._cache) > 10_000:
+            for digest, (expires, _) in list(self._cache.items()):
+                if expires <= now:
+                    self._cache.pop(digest, None)
+
+
+def _principal(data: dict[str, object]) -> Principal | None:
+    try:
+        device_id = str(data["device_id"])
+        member_id = str(data["member_id"])
+        team_id = data.get("team_id")
+    except (KeyError, TypeError):
+        log.warning("device introspection answered without device_id/member_id")
+        return None
+    district = data.get("district")
+    return Principal(
+        kind="device",
+        subject=device_id,
+        member_id=member_id,
+        team_id=str(team_id) if team_id else None,
+        agency_id=str(data["agency_id"]) if data.get("agency_id") else None,
+        agency_kind=str(data["agency_kind"]) if data.get("agency_kind") else None,
+        districts=(str(district),) if district else (),
+        device_id=device_id,
+        # The member's own name, for their own page: never logged.
+        extra={"member_name": data.get("member_name")},
+    )

@@ -1,0 +1,44 @@
+"""An SMS gateway adapter: POSTs JSON to a configurable HTTP endpoint (SMS_GATEWAY_URL)."""
+
+from __future__ import annotations
+
+import httpx
+
+from shared.events import OrderIssued
+
+from ..domain.orders import sms_text
+from ..store import DeviceRecord
+from . import Outcome
+
+
+class SmsChannel:
+    name = "sms"
+    contact_field = "phone"
+
+    def __init__(self, client: httpx.AsyncClient, *, url: str, token: str | None,
+                 timeout_s: float) -> None:
+        self._client = client
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = timeout_s
+
+    def reaches(self, device: DeviceRecord) -> bool:
+        return device.phone is not None
+
+    async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
+        body = {
+            "to": device.phone,
+            "text": sms_text(order),
+            "order_id": order.order_id,
+            "priority": order.priority,
+            # The gateway may deduplicate on this: one message per order and device.
+            "reference": f"{order.order_id}:{device.device_id}",
+        }
+        try:
+            response = await self._client.post(self._url, json=body, headers=self._headers,
+                                               timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            return Outcome("failed", type(exc).__name__)
+        if 200 <= response.status_code < 300:
+            return Outcome("sent", f"HTTP {response.status_code}")
+        return Outcome("failed", f"HTTP {response.status_code}")

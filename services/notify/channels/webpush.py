@@ -1,0 +1,145 @@
+"""Web Push (RFC 8030) with VAPID (RFC 8292) and an aes128gcm payload (RFC 8291), sent with httpx."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import http_ece
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02, b64urldecode, b64urlencode
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.events import OrderIssued
+
+from ..domain.orders import push_payload
+from ..store import DeviceRecord
+from . import Outcome
+
+
+class SubscriptionKeys(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    p256dh: str = Field(min_length=1, max_length=200)
+    auth: str = Field(min_length=1, max_length=100)
+
+    @field_validator("p256dh")
+    @classmethod
+    def _point(cls, value: str) -> str:
+        raw = _decode(value)
+        if len(raw) != 65 or raw[0] != 4:
+            raise ValueError("must be an uncompressed P-256 point, base64url")
+        return value
+
+    @field_validator("auth")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        if len(_decode(value)) != 16:
+            raise ValueError("must be a 16-byte secret, base64url")
+        return value
+
+
+class Subscription(BaseModel):
+    """A browser's PushSubscription.toJSON()."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    endpoint: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
+    keys: SubscriptionKeys
+    expirationTime: float | None = None  # noqa: N815 (the browser's spelling)
+
+
+def _decode(value: str) -> bytes:
+    try:
+        return b64urldecode(value.encode() if isinstance(value, str) else value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("is not base64url") from exc
+
+
+def load_vapid(key: str) -> Vapid02:
+    key = key.strip()
+    if "BEGIN" in key:
+        return Vapid02.from_pem(key.encode())
+    return Vapid02.from_raw(key.encode())
+
+
+def public_key(vapid: Vapid02) -> str:
+    """The applicationServerKey a page subscribes with."""
+    point = vapid.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return b64urlencode(point)
+
+
+def encrypt(payload: bytes, keys: SubscriptionKeys) -> bytes:
+    """The aes128gcm body; a fresh sender key per message, as RFC 8291 requires."""
+    sender = ec.generate_private_key(ec.SECP256R1())
+    return http_ece.encrypt(
+        payload,
+        private_key=sender,
+        dh=_decode(keys.p256dh),
+        auth_secret=_decode(keys.auth),
+        version="aes128gcm",
+    )
+
+
+def build_request(
+    order: OrderIssued, subscription: Subscription, *, vapid: Vapid02, subject: str, ttl_s: int
+) -> tuple[str, dict[str, str], bytes]:
+    parts = urlsplit(subscription.endpoint)
+    claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": subject,
+              "exp": int(time.time()) + 12 * 3600}
+    headers = dict(vapid.sign(claims))
+    headers.update({
+        "TTL": str(ttl_s),
+        "Urgency": "high" if order.priority in ("P1", "P2") else "normal",
+        "Content-Encoding": "aes128gcm",
+        "Content-Type": "application/octet-stream",
+        # A newer push for the same order replaces an undelivered older one.
+        "Topic": order.order_id.replace("_", "")[:32],
+    })
+    return subscription.endpoint, headers, encrypt(push_payload(order), subscription.keys)
+
+
+class WebPushChannel:
+    name = "webpush"
+    contact_field = "webpush"
+
+    def __init__(self, client: httpx.AsyncClient, *, vapid: Vapid02, subject: str, ttl_s: int,
+                 timeout_s: float) -> None:
+        self._client = client
+        self._vapid = vapid
+        self._subject = subject
+        self._ttl = ttl_s
+        self._timeout = timeout_s
+
+    def reaches(self, device: DeviceRecord) -> bool:
+        return device.webpush is not None
+
+    async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
+        subscription = Subscription.model_validate(device.webpush or {})
+        url, headers, body = build_request(
+            order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl
+        )
+        try:
+            response = await self._client.post(url, headers=headers, content=body,
+                                               timeout=self._timeout)
+        except httpx.HTTPError as exc:
+            return Outcome("failed", type(exc).__name__)
+        return _outcome(response)
+
+
+def _outcome(response: httpx.Response) -> Outcome:
+    detail = f"HTTP {response.status_code}"
+    if response.status_code in (200, 201, 202):
+        return Outcome("sent", detail)
+    if response.status_code in (404, 410):
+        return Outcome("gone", detail)
+    return Outcome("failed", detail)
+
+
+def subscription_json(subscription: Subscription) -> dict[str, Any]:
+    return subscription.model_dump(mode="json", exclude_none=True)

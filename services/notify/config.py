@@ -1,0 +1,66 @@
+"""Notify's settings."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "notify"
+    default_port: int = 8004
+
+    # Device tokens are owned by volunteers: notify asks it, and caches the answer briefly so
+    # a revoked token stops working at once.
+    introspect_cache_s: float = Field(default=1.0, description="INTROSPECT_CACHE_S (<= ~1 s)")
+    introspect_timeout_s: float = Field(default=3.0, description="INTROSPECT_TIMEOUT_S")
+    reauth_interval_s: float = Field(
+        default=30.0, description="REAUTH_INTERVAL_S: re-check an open socket's token this often"
+    )
+
+    # The device WebSocket
+    ping_interval_s: float = Field(default=20.0, description="PING_INTERVAL_S: heartbeat frames")
+    max_frame_bytes: int = Field(default=4096, description="MAX_FRAME_BYTES: larger frames refused")
+    ws_max_size: int = Field(
+        default=65_536, description="WS_MAX_SIZE: the transport closes the socket above this"
+    )
+    frame_rate_per_s: float = Field(default=5.0, description="FRAME_RATE_PER_S: sustained rate")
+    frame_burst: int = Field(default=20, description="FRAME_BURST: frames allowed at once")
+    send_queue: int = Field(default=256, description="SEND_QUEUE: frames queued per socket")
+
+    # Orders
+    order_ttl_s: int = Field(default=14 * 86_400, description="ORDER_TTL_S: keep order state")
+    reinforce_repeat_s: float = Field(
+        default=30.0, description="REINFORCE_REPEAT_S: a second reinforce within this is a retry"
+    )
+
+    # Fallback channels, tried in order when no device confirmed receipt on the socket.
+    fallback_after_s: float = Field(default=30.0, description="FALLBACK_AFTER_S")
+    fallback_channels: str = Field(
+        default="webpush,sms", description="FALLBACK_CHANNELS: comma-separated, in order"
+    )
+    fallback_poll_s: float = Field(default=0.5, description="FALLBACK_POLL_S")
+    fallback_lease_s: float = Field(
+        default=30.0, description="FALLBACK_LEASE_S: a claimed timer comes back after this"
+    )
+    channel_timeout_s: float = Field(default=10.0, description="CHANNEL_TIMEOUT_S")
+
+    # Web Push (VAPID): off unless a private key is configured.
+    vapid_private_key: SecretStr | None = Field(
+        default=None, description="VAPID_PRIVATE_KEY: raw P-256 key, base64url (or PEM)"
+    )
+    vapid_subject: str = Field(
+        default="mailto:ops@lianfang.invalid", description="VAPID_SUBJECT: mailto: or https:"
+    )
+    webpush_ttl_s: int = Field(default=300, description="WEBPUSH_TTL_S")
+
+    # SMS gateway: off unless a URL is configured.
+    sms_gateway_url: str | None = Field(default=None, description="SMS_GATEWAY_URL")
+    sms_gateway_token: SecretStr | None = Field(
+        default=None, description="SMS_GATEWAY_TOKEN: sent as a bearer token when set"
+    )
+
+    @property
+    def channel_order(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.fallback_channels.split(",") if c.strip())

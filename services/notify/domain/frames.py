@@ -1,0 +1,123 @@
+"""What a device may send on its socket, and how a bad frame is described (never echoed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from shared.events import Response
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Ping(_Frame):
+    type: Literal["ping"]
+
+
+class Pong(_Frame):
+    type: Literal["pong"]
+
+
+class Received(_Frame):
+    type: Literal["received"]
+    order_id: str = Field(min_length=1, max_length=64)
+
+
+class RespondFrame(_Frame):
+    type: Literal["response"]
+    order_id: str = Field(min_length=1, max_length=64)
+    response: Response
+    note: str | None = Field(default=None, max_length=500)
+
+
+DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[DeviceFrame] = TypeAdapter(DeviceFrame)
+KNOWN_TYPES = ("ping", "pong", "received", "response")
+
+
+class FrameError(Exception):
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def frame(self, order_id: str | None = None) -> dict[str, str]:
+        out = {"type": "error", "code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        if order_id is not None:
+            out["order_id"] = order_id
+        return out
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_too_long": "is too long",
+    "string_too_short": "is too short",
+    "literal_error": "is not one of the allowed values",
+    "string_type": "must be a string",
+}
+
+
+def parse_frame(raw: str | bytes, *, max_bytes: int) -> DeviceFrame:
+    """A valid device frame, or FrameError with a code, a message and the field at fault."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise FrameError("too_large", f"frames are limited to {max_bytes} bytes")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise FrameError("bad_json", "the frame is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError("bad_frame", "a frame must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str) or kind not in KNOWN_TYPES:
+        raise FrameError(
+            "unknown_type", f"type must be one of: {', '.join(KNOWN_TYPES)}", "type"
+        )
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        loc = [str(p) for p in first["loc"]]
+        if loc and loc[0] == kind:  # the discriminator's tag leads the path
+            loc = loc[1:]
+        field = ".".join(loc) or "(frame)"
+        message = _MESSAGES.get(first["type"], "is invalid")
+        raise FrameError("invalid_field", f"{field} {message}", field) from None
+
+
+def order_id_of(raw: str | bytes) -> str | None:
+    """The order a bad frame was about, when it can be read, so the device can match the error."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("order_id"), str):
+        value = data["order_id"]
+        return value if 0 < len(value) <= 64 else None
+    return None
+
+
+class RateLimiter:
+    """A token bucket per socket: `burst` frames at once, `rate` per second after that."""
+
+    def __init__(self, *, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = now
+
+    def allow(self, now: float) -> bool:
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

@@ -1,0 +1,102 @@
+"""What a team sees of an order: the WebSocket frames, the push payload and the SMS text.
+
+Need to know: only police teams get the caller and the description, and only when the
+event carries them; for every other kind they are dropped before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.events import OrderIssued
+
+# Web Push payloads must stay under ~4 KB once encrypted.
+PUSH_PAYLOAD_LIMIT = 3000
+
+
+def for_team(order: OrderIssued) -> OrderIssued:
+    """The order as notify keeps it: caller data only for police teams."""
+    if order.agency_kind == "police":
+        return order
+    if order.caller is None and order.description is None:
+        return order
+    return order.model_copy(update={"caller": None, "description": None})
+
+
+def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": "order",
+        "order_id": order.order_id,
+        "incident_id": order.incident_id,
+        "category": order.category,
+        "priority": order.priority,
+        "location": {"lat": order.location.lat, "lon": order.location.lon},
+        "ack_by": order.ack_by.isoformat() if order.ack_by else None,
+        "flags": list(order.flags),
+        "kind": order.kind,
+        "traceparent": traceparent,
+    }
+    if order.location.address:
+        frame["address"] = order.location.address
+    if order.instructions:
+        frame["instructions"] = order.instructions
+    if order.filing_due:
+        frame["filing_due"] = order.filing_due.isoformat()
+    if order.agency_kind == "police":
+        if order.caller is not None:
+            frame["caller"] = order.caller.model_dump(exclude_none=True)
+        if order.description is not None:
+            frame["description"] = order.description
+    return frame
+
+
+def withdrawn_frame(order_id: str) -> dict[str, Any]:
+    return {"type": "order_withdrawn", "order_id": order_id}
+
+
+def state_frame(order_id: str, *, state: str, answered: bool, response: str | None) -> dict[str, Any]:
+    """Tells every device of the team where an order stands after one of them answered."""
+    frame: dict[str, Any] = {
+        "type": "order_state", "order_id": order_id, "state": state, "answered": answered,
+    }
+    if response is not None:
+        frame["response"] = response
+    return frame
+
+
+def push_payload(order: OrderIssued) -> bytes:
+    """The Web Push message: enough to alert and open the page, never caller data.
+
+    Push messages cross the browser vendor's push service; the page fetches the full
+    order over the WebSocket once it is open.
+    """
+    body: dict[str, Any] = {
+        "type": "order",
+        "order_id": order.order_id,
+        "incident_id": order.incident_id,
+        "category": order.category,
+        "priority": order.priority,
+        "location": {"lat": order.location.lat, "lon": order.location.lon},
+        "ack_by": order.ack_by.isoformat() if order.ack_by else None,
+        "flags": list(order.flags),
+        "kind": order.kind,
+    }
+    if order.location.address:
+        body["address"] = order.location.address
+    if order.instructions:
+        body["instructions"] = order.instructions
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > PUSH_PAYLOAD_LIMIT:
+        body.pop("instructions", None)
+        body.pop("address", None)
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return data
+
+
+def sms_text(order: OrderIssued) -> str:
+    place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
+    text = f"[Lianfang] {order.priority} {order.category} at {place}. Order {order.order_id}."
+    if order.ack_by:
+        text += f" Acknowledge by {order.ack_by.strftime('%H:%M:%S')}."
+    return text[:320]

@@ -1,0 +1,100 @@
+"""How a team's responses move an order: forward only, `declined` only before `acknowledged`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from shared.events import Response
+
+OrderState = Literal[
+    "issued", "acknowledged", "en_route", "on_scene", "resolved", "handover", "declined",
+    "withdrawn",
+]
+
+_RANK: dict[str, int] = {
+    "issued": 0, "acknowledged": 1, "en_route": 2, "on_scene": 3, "resolved": 4, "handover": 4,
+}
+FORWARD: tuple[Response, ...] = ("acknowledged", "en_route", "on_scene", "resolved", "handover")
+FINISHED: frozenset[str] = frozenset({"resolved", "handover", "declined"})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: OrderState
+    emit: bool  # False: a repeat of what was already recorded; answer 200 and publish nothing
+
+
+class ResponseRefused(Exception):
+    """The order's state forbids this response (HTTP 409)."""
+
+    def __init__(self, message: str, *, state: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.state = state
+        self.allowed = allowed
+
+
+def allowed_responses(state: str) -> tuple[str, ...]:
+    if state in FINISHED or state == "withdrawn":
+        return ()
+    rank = _RANK[state]
+    allowed = [r for r in FORWARD if _RANK[r] > rank]
+    if state == "issued":
+        allowed.append("declined")
+    allowed.append("reinforce")
+    return tuple(allowed)
+
+
+def is_live(state: str) -> bool:
+    return state not in FINISHED and state != "withdrawn"
+
+
+def decide_response(
+    *,
+    state: str,
+    response: Response,
+    last_reinforce_at: datetime | None,
+    now: datetime,
+    reinforce_repeat_s: float,
+) -> Decision:
+    """The order's next state, or ResponseRefused saying which state it is in and what is allowed."""
+    if state == "withdrawn":
+        raise ResponseRefused(
+            "the order was withdrawn; it takes no responses", state=state, allowed=()
+        )
+    if response == state:
+        return Decision(state=state, emit=False)  # a retry of the response that set this state
+    if state in FINISHED:
+        raise ResponseRefused(
+            f"the order is finished ({state}); it takes no more responses",
+            state=state, allowed=(),
+        )
+    allowed = allowed_responses(state)
+    if response == "reinforce":
+        repeat = (
+            last_reinforce_at is not None
+            and (now - last_reinforce_at).total_seconds() < reinforce_repeat_s
+        )
+        return Decision(state=_as_state(state), emit=not repeat)
+    if response == "declined":
+        if state != "issued":
+            raise ResponseRefused(
+                f"the order is {state}; declined is allowed only before acknowledged; "
+                f"allowed now: {', '.join(allowed)}",
+                state=state, allowed=allowed,
+            )
+        return Decision(state="declined", emit=True)
+    if _RANK[response] <= _RANK[state]:
+        raise ResponseRefused(
+            f"the order is {state}; responses move forward only; allowed now: {', '.join(allowed)}",
+            state=state, allowed=allowed,
+        )
+    return Decision(state=_as_state(response), emit=True)
+
+
+def _as_state(value: str) -> OrderState:
+    if value not in _RANK and value not in ("declined", "withdrawn"):
+        raise ValueError(value)
+    return value  # type: ignore[return-value]

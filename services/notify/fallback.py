@@ -1,0 +1,99 @@
+"""Fallback timers: an order no device confirmed on its socket in time goes out on the next channel.
+
+Timers live in the `notify:fallback` sorted set, claimed with a lease, so every replica
+may run this loop, each timer fires on one of them, and a restart loses none. Every
+attempt and its outcome is recorded with the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from opentelemetry import trace
+from redis.asyncio import Redis
+
+from shared.telemetry import extract_context
+
+from . import store
+from .channels import Channel
+from .config import Settings
+from .service import Orders
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("services.notify")
+
+OUTBOX_EVERY_S = 5.0
+
+
+class FallbackTimers:
+    def __init__(self, *, redis: Redis, orders: Orders, chain: Sequence[Channel],
+                 settings: Settings) -> None:
+        self._redis = redis
+        self._orders = orders
+        self._chain = tuple(chain)
+        self._settings = settings
+        self._last_flush = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("fallback tick failed")
+            await asyncio.sleep(self._settings.fallback_poll_s)
+
+    async def tick(self) -> None:
+        for order_id in await store.claim_due_fallbacks(
+            self._redis, lease_s=self._settings.fallback_lease_s
+        ):
+            await self.fire(order_id)
+        if time.monotonic() - self._last_flush >= OUTBOX_EVERY_S:
+            self._last_flush = time.monotonic()
+            await self._orders.flush_outbox()
+
+    async def fire(self, order_id: str) -> None:
+        record = await store.get_order(self._redis, order_id)
+        if record is None or record.order is None or not record.needs_fallback:
+            await store.cancel_fallback(self._redis, order_id)
+            return
+        step = record.fallback_step
+        if step >= len(self._chain):
+            await store.cancel_fallback(self._redis, order_id)
+            return
+        channel = self._chain[step]
+        ttl = self._settings.order_ttl_s
+        with tracer.start_as_current_span(
+            f"fallback {channel.name}",
+            context=extract_context(record.trace),
+            attributes={"lianfang.order_id": order_id, "lianfang.team_id": record.team_id,
+                        "lianfang.channel": channel.name},
+        ):
+            devices = [d for d in await store.team_devices(self._redis, record.team_id)
+                       if channel.reaches(d)]
+            if not devices:
+                await store.record_attempt(self._redis, order_id, channel=channel.name,
+                                           outcome="no_recipient", ttl_s=ttl)
+            for device in devices:
+                try:
+                    outcome = await channel.send(record.order, device)
+                    status, detail = outcome.status, outcome.detail
+                except Exception as exc:  # one broken device must not stop the others
+                    status, detail = "failed", type(exc).__name__
+                await store.record_attempt(
+                    self._redis, order_id, channel=channel.name, outcome=status,
+                    device_id=device.device_id, member_id=device.member_id, detail=detail,
+                    ttl_s=ttl,
+                )
+                if status == "gone":
+                    await store.set_device_channel(self._redis, device.device_id,
+                                                   field=channel.contact_field, value=None)
+            log.info("order %s: fallback %s tried %d device(s)", order_id, channel.name,
+                     len(devices))
+        more = step + 1 < len(self._chain)
+        await store.next_fallback(self._redis, order_id, step=step,
+                                  after_s=self._settings.fallback_after_s if more else None)

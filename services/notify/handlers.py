@@ -1,0 +1,41 @@
+"""Notify's subscribers: order.issued and order.withdrawn -> devices; device.revoked -> close sockets."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.bus import consume
+from shared.events import DeviceRevoked, OrderIssued, OrderWithdrawn
+
+from . import store
+from .config import Settings
+from .hub import Hub
+from .service import Orders
+
+log = logging.getLogger(__name__)
+
+
+def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
+             settings: Settings) -> None:
+    async def on_order_issued(event: OrderIssued) -> None:
+        await orders.issue(event)
+
+    async def on_order_withdrawn(event: OrderWithdrawn) -> None:
+        await orders.withdraw(event)
+
+    async def on_device_revoked(event: DeviceRevoked) -> None:
+        # One replica reads the event; the control channel tells every replica to close.
+        await store.forget_device(redis, event.device_id)
+        await hub.publish_revoked(event.device_id)
+        log.info("device %s revoked: channels forgotten, sockets closing", event.device_id)
+
+    consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,
+            settings=settings, group="notify")
+    consume(broker, streams.ORDER_WITHDRAWN, OrderWithdrawn, on_order_withdrawn,
+            settings=settings, group="notify")
+    consume(broker, streams.DEVICE_REVOKED, DeviceRevoked, on_device_revoked,
+            settings=settings, group="notify")

@@ -1,0 +1,318 @@
+"""The sockets open on this replica, and the Redis Pub/Sub fan-out that reaches every replica.
+
+An order for a team is published once on `notify:fanout:{team}`; each replica that holds a
+socket of that team is subscribed and pushes it. Pub/Sub is fire-and-forget, so it only
+makes delivery fast: the team's open orders live in Redis, are replayed on every connect,
+and each socket's heartbeat replays anything it has not seen, so a lost message costs at
+most one heartbeat. Each socket gets an order once (devices drop duplicates too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from opentelemetry import trace
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+from starlette.websockets import WebSocket, WebSocketState
+
+from shared.events import OrderIssued
+from shared.http import Principal
+from shared.telemetry import extract_context
+
+from . import store
+from .domain.orders import order_frame, state_frame, withdrawn_frame
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("services.notify")
+
+CLOSE_REVOKED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TEAM_CHANGED = 4409
+CLOSE_RESTARTING = 1012
+CLOSE_TRY_LATER = 1013
+SENT_KEPT = 2000
+
+
+class Connection:
+    """One device socket; a single writer task sends, so frames never interleave."""
+
+    def __init__(self, ws: WebSocket, who: Principal, *, queue_size: int) -> None:
+        self.ws = ws
+        self.who = who
+        self.device_id = who.device_id or who.subject
+        self.member_id = who.member_id or ""
+        self.team_id = who.team_id or ""
+        self.sent: dict[str, None] = {}  # order ids pushed on this socket, oldest first
+        self.shown: set[str] = set()  # of those, the ones still live as far as we know
+        self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
+        self._closing = False
+
+    def offer(self, frame: dict[str, Any]) -> bool:
+        if self._closing:
+            return False
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            log.warning("device %s is not reading its socket; closing it", self.device_id)
+            self.close(CLOSE_TRY_LATER, "too slow")
+            return False
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait((code, reason))
+        if self._queue.full():  # make room for the close itself
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+            self._queue.put_nowait((code, reason))
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def mark_sent(self, order_id: str) -> bool:
+        """False when this socket already got the order."""
+        if order_id in self.sent:
+            return False
+        self.sent[order_id] = None
+        self.shown.add(order_id)
+        if len(self.sent) > SENT_KEPT:
+            oldest = next(iter(self.sent))
+            self.sent.pop(oldest)
+            self.shown.discard(oldest)
+        return True
+
+    async def write_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, tuple):
+                code, reason = item
+                if self.ws.application_state == WebSocketState.CONNECTED:
+                    with contextlib.suppress(Exception):
+                        await self.ws.close(code, reason)
+                return
+            try:
+                await self.ws.send_text(json.dumps(item, ensure_ascii=False, default=str))
+            except Exception:  # the peer went away; the reader sees the disconnect
+                self._closing = True
+                return
+
+
+class Hub:
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl = ttl_s
+        self._by_team: dict[str, set[Connection]] = defaultdict(set)
+        self._by_device: dict[str, set[Connection]] = defaultdict(set)
+        self._subscribed: dict[str, asyncio.Event] = {}
+        self._lock = asyncio.Lock()
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self.on_revoked: list[Any] = []  # callbacks(device_id), e.g. dropping cached tokens
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._pubsub = self._redis.pubsub()
+        self._subscribed[store.CONTROL] = asyncio.Event()
+        await self._pubsub.subscribe(store.CONTROL)
+        self._listener = asyncio.create_task(self._listen(), name="notify-fanout")
+        await asyncio.wait_for(self._subscribed[store.CONTROL].wait(), timeout=5)
+
+    async def stop(self) -> None:
+        for conns in list(self._by_device.values()):
+            for conn in list(conns):
+                conn.close(CLOSE_RESTARTING, "server restarting")
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+    @property
+    def sockets(self) -> int:
+        return sum(len(c) for c in self._by_device.values())
+
+    # --- sockets ------------------------------------------------------------------------------
+
+    async def attach(self, conn: Connection) -> None:
+        """Registers the socket; returns once this replica hears its team's fan-out."""
+        self._by_device[conn.device_id].add(conn)
+        self._by_team[conn.team_id].add(conn)
+        channel = store.fanout_channel(conn.team_id)
+        async with self._lock:
+            ready = self._subscribed.get(channel)
+            if ready is None:
+                ready = self._subscribed[channel] = asyncio.Event()
+                assert self._pubsub is not None
+                await self._pubsub.subscribe(channel)
+        # Orders published after the subscription took effect reach us by Pub/Sub; those
+        # before are in the team's open set, read after this returns.
+        await asyncio.wait_for(ready.wait(), timeout=5)
+
+    async def detach(self, conn: Connection) -> None:
+        self._discard(self._by_device, conn.device_id, conn)
+        self._discard(self._by_team, conn.team_id, conn)
+        channel = store.fanout_channel(conn.team_id)
+        async with self._lock:
+            if conn.team_id not in self._by_team and channel in self._subscribed:
+                self._subscribed.pop(channel, None)
+                if self._pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(channel)
+
+    @staticmethod
+    def _discard(index: dict[str, set[Connection]], key: str, conn: Connection) -> None:
+        conns = index.get(key)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                index.pop(key, None)
+
+    def close_device(self, device_id: str, *, code: int, reason: str) -> int:
+        conns = list(self._by_device.get(device_id, ()))
+        for conn in conns:
+            conn.close(code, reason)
+        return len(conns)
+
+    # --- fan-out ------------------------------------------------------------------------------
+
+    async def publish_order(self, team_id: str, order_id: str) -> int:
+        """Tells every replica; returns how many replicas hold a socket of this team."""
+        return await self._redis.publish(
+            store.fanout_channel(team_id), json.dumps({"event": "order", "order_id": order_id})
+        )
+
+    async def publish_withdrawn(self, team_id: str, order_id: str) -> int:
+        return await self._redis.publish(
+            store.fanout_channel(team_id), json.dumps({"event": "withdrawn", "order_id": order_id})
+        )
+
+    async def publish_state(self, team_id: str, frame: dict[str, Any]) -> int:
+        return await self._redis.publish(
+            store.fanout_channel(team_id), json.dumps({"event": "state", "frame": frame})
+        )
+
+    async def publish_revoked(self, device_id: str) -> int:
+        return await self._redis.publish(
+            store.CONTROL, json.dumps({"event": "revoked", "device_id": device_id})
+        )
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            assert self._pubsub is not None
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                # redis-py reconnects and resubscribes; what was published meanwhile is
+                # replayed by each socket's heartbeat from the open orders in Redis.
+                log.warning("fan-out listener lost Redis (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if message is None:
+                continue
+            try:
+                await self._dispatch(message)
+            except Exception:
+                log.exception("fan-out message not handled")
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message.get("channel")
+        if message["type"] == "subscribe":
+            event = self._subscribed.get(channel) if isinstance(channel, str) else None
+            if event is not None:
+                event.set()
+            return
+        if message["type"] != "message" or not isinstance(channel, str):
+            return
+        data = json.loads(message["data"])
+        if channel == store.CONTROL:
+            if data.get("event") == "revoked":
+                device_id = str(data["device_id"])
+                for callback in self.on_revoked:
+                    callback(device_id)
+                closed = self.close_device(device_id, code=CLOSE_REVOKED, reason="device revoked")
+                if closed:
+                    log.info("closed %d socket(s) of revoked device %s", closed, device_id)
+            return
+        team_id = channel.removeprefix("notify:fanout:")
+        conns = list(self._by_team.get(team_id, ()))
+        if not conns:
+            return
+        kind = data.get("event")
+        if kind == "order":
+            record = await store.get_order(self._redis, data["order_id"])
+            if record is not None and record.order is not None and not record.withdrawn:
+                for conn in conns:
+                    await self.push_order(conn, record)
+        elif kind == "withdrawn":
+            for conn in conns:
+                conn.shown.discard(data["order_id"])
+                conn.offer(withdrawn_frame(data["order_id"]))
+        elif kind == "state":
+            frame = data["frame"]
+            for conn in conns:
+                if frame.get("answered"):
+                    conn.shown.discard(frame["order_id"])
+                conn.offer(frame)
+
+    # --- pushing orders -------------------------------------------------------------------
+
+    async def push_order(self, conn: Connection, record: store.OrderRecord) -> None:
+        """Sends one order to one socket, inside a span continuing the incident's trace."""
+        order: OrderIssued | None = record.order
+        if order is None or conn.closing or not conn.mark_sent(order.order_id):
+            return
+        with tracer.start_as_current_span(
+            "push order",
+            context=extract_context(record.trace),
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "websocket",
+                "messaging.operation": "publish",
+                "lianfang.order_id": order.order_id,
+                "lianfang.incident_id": order.incident_id,
+                "lianfang.team_id": order.team_id,
+                "lianfang.device_id": conn.device_id,
+            },
+        ):
+            frame = order_frame(order, traceparent=record.trace.get("traceparent"))
+            queued = conn.offer(frame)
+        await store.record_attempt(
+            self._redis, order.order_id, channel="websocket",
+            outcome="sent" if queued else "failed", device_id=conn.device_id,
+            member_id=conn.member_id, ttl_s=self._ttl,
+        )
+
+    async def replay(self, conn: Connection) -> None:
+        """Pushes the team's open orders this socket has not had; tells it of those that ended."""
+        for record in await store.open_orders(self._redis, conn.team_id):
+            await self.push_order(conn, record)
+        for order_id in list(conn.shown):
+            record = await store.get_order(self._redis, order_id)
+            if record is None:
+                conn.shown.discard(order_id)
+            elif record.withdrawn:
+                conn.shown.discard(order_id)
+                conn.offer(withdrawn_frame(order_id))
+            elif record.answered:
+                conn.shown.discard(order_id)
+                conn.offer(state_frame(order_id, state=record.state, answered=True,
+                                       response=record.last_response))

@@ -1,0 +1,140 @@
+"""Builds notify: settings, broker, Redis, HTTP client, hub, channels, HTTP app. Wires; decides nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared.http import (
+    TELEMETRY,
+    AuthMiddleware,
+    Principal,
+    add_health_routes,
+    error_body,
+    install_error_handlers,
+)
+
+from . import api, handlers, sockets
+from .auth import IntrospectionUnavailable, Introspector
+from .channels import Channel
+from .channels.sms import SmsChannel
+from .channels.webpush import WebPushChannel, load_vapid, public_key
+from .config import Settings
+from .fallback import FallbackTimers
+from .hub import CLOSE_TRY_LATER, Hub
+from .service import Orders
+
+log = logging.getLogger(__name__)
+
+
+def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[Channel], str | None]:
+    """The fallback chain in FALLBACK_CHANNELS order; channels not configured are left out."""
+    available: dict[str, Channel] = {}
+    webpush_key: str | None = None
+    if settings.vapid_private_key is not None:
+        vapid = load_vapid(settings.vapid_private_key.get_secret_value())
+        webpush_key = public_key(vapid)
+        available["webpush"] = WebPushChannel(
+            client, vapid=vapid, subject=settings.vapid_subject, ttl_s=settings.webpush_ttl_s,
+            timeout_s=settings.channel_timeout_s,
+        )
+    if settings.sms_gateway_url:
+        token = settings.sms_gateway_token
+        available["sms"] = SmsChannel(
+            client, url=settings.sms_gateway_url,
+            token=token.get_secret_value() if token else None,
+            timeout_s=settings.channel_timeout_s,
+        )
+    chain = [available[name] for name in settings.channel_order if name in available]
+    return chain, webpush_key
+
+
+class IntrospectionGuard:
+    """Volunteers not answering is neither yes nor no: 503 (HTTP) or 1013 (WebSocket), not 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except IntrospectionUnavailable:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": CLOSE_TRY_LATER,
+                            "reason": "token check unavailable"})
+                return
+            response = JSONResponse(
+                error_body("unavailable", "device tokens cannot be checked right now; retry"),
+                status_code=503, headers={"Retry-After": "2"},
+            )
+            await response(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    redis = create_redis(settings)
+    broker = create_broker(settings)
+    client = httpx.AsyncClient(timeout=settings.channel_timeout_s,
+                               limits=httpx.Limits(max_connections=100))
+    HTTPXClientInstrumentor.instrument_client(client)
+    introspector = Introspector(client, base_url=settings.volunteers_url,
+                                cache_s=settings.introspect_cache_s,
+                                timeout_s=settings.introspect_timeout_s)
+    hub = Hub(redis, ttl_s=settings.order_ttl_s)
+    hub.on_revoked.append(introspector.forget_device)
+    chain, webpush_key = build_channels(settings, client)
+    orders = Orders(redis=redis, broker=broker, hub=hub, settings=settings, fallback=bool(chain))
+    timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings)
+    handlers.register(broker, redis=redis, orders=orders, hub=hub, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_groups(redis)
+        await hub.start()
+        await broker.start()
+        ticking = asyncio.create_task(timers.run(), name="notify-fallback")
+        log.info("fallback chain: %s", ", ".join(c.name for c in chain) or "none configured")
+        try:
+            yield
+        finally:
+            ticking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticking
+            await hub.stop()
+            await broker.stop()
+            await client.aclose()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Lianfang notify",
+        description="Orders to members' devices (WebSocket, Web Push, SMS) and their answers.",
+        version="1.0",
+        lifespan=lifespan,
+        telemetry=TELEMETRY,
+    )
+    install_error_handlers(app)
+    add_health_routes(app, lambda: groups_ready(redis, "notify"))
+    app.include_router(api.build_router(settings=settings, redis=redis, orders=orders,
+                                        webpush_key=webpush_key, sms_enabled="sms" in
+                                        {c.name for c in chain}))
+    app.include_router(api.build_page_router())
+    app.include_router(sockets.build_socket_router(redis=redis, hub=hub, orders=orders,
+                                                   introspector=introspector, settings=settings))
+
+    async def resolve(token: str) -> Principal | None:  # device tokens; admin is checked first
+        return await introspector.resolve(token)
+
+    app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
+                       resolve=resolve, public_paths=api.PUBLIC_PATHS)
+    app.add_middleware(IntrospectionGuard)
+    return app

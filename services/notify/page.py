@@ -1,0 +1,321 @@
+"""The member's page (`GET /device`) and its service worker: self-contained, no CDN.
+
+The page holds a device token (pasted once, kept in this browser), keeps the WebSocket
+open, alerts on each order (beep and vibration), confirms receipt, and sends responses.
+Everything shown is set with textContent, never parsed as HTML.
+"""
+
+DEVICE_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
+<meta name="theme-color" content="#12263a">
+<title>Lianfang · orders</title>
+<style>
+  :root { --bg:#0f1c2b; --card:#182c42; --fg:#eef3f8; --dim:#9fb2c6; --p1:#e5383b;
+          --p2:#f48c06; --p3:#4ea8de; --p4:#8d99ae; --ok:#2a9d8f; }
+  * { box-sizing:border-box; }
+  body { margin:0; font:16px/1.4 system-ui, sans-serif; background:var(--bg); color:var(--fg); }
+  header { position:sticky; top:0; background:#12263a; padding:10px 12px; z-index:2;
+           display:flex; gap:8px; align-items:center; flex-wrap:wrap; }
+  header h1 { font-size:18px; margin:0 auto 0 0; }
+  #status { font-size:13px; color:var(--dim); }
+  #status.on { color:var(--ok); } #status.off { color:var(--p1); }
+  main { padding:12px; max-width:640px; margin:0 auto; }
+  .panel { background:var(--card); border-radius:10px; padding:12px; margin-bottom:12px; }
+  label { display:block; font-size:13px; color:var(--dim); margin-bottom:4px; }
+  input { width:100%; padding:10px; border-radius:8px; border:1px solid #35506d;
+          background:#0d1826; color:var(--fg); font-size:16px; }
+  button { border:0; border-radius:8px; padding:12px 10px; font-size:15px; font-weight:600;
+           background:#2b4a6b; color:var(--fg); cursor:pointer; }
+  button:disabled { opacity:.4; }
+  button.primary { background:var(--ok); }
+  button.danger { background:var(--p1); }
+  .row { display:flex; gap:8px; margin-top:8px; flex-wrap:wrap; }
+  .row > * { flex:1 1 auto; }
+  .order { background:var(--card); border-radius:10px; padding:12px; margin-bottom:12px;
+           border-left:8px solid var(--p4); }
+  .order.P1 { border-color:var(--p1); } .order.P2 { border-color:var(--p2); }
+  .order.P3 { border-color:var(--p3); }
+  .order.alert { animation: flash 1s ease-in-out 4; }
+  .order.ended { opacity:.5; }
+  @keyframes flash { 50% { background:#5c1d1f; } }
+  .top { display:flex; justify-content:space-between; align-items:baseline; gap:8px; }
+  .prio { font-weight:800; font-size:20px; }
+  .cat { font-weight:700; font-size:18px; }
+  .meta { color:var(--dim); font-size:13px; }
+  .place { font-size:17px; margin:6px 0; }
+  .instr { background:#0d1826; border-radius:8px; padding:8px; margin:6px 0; white-space:pre-wrap; }
+  .state { font-weight:700; color:var(--ok); }
+  .actions { display:grid; grid-template-columns:repeat(3, 1fr); gap:6px; margin-top:8px; }
+  #toast { position:fixed; bottom:12px; left:12px; right:12px; background:#3a0f12; color:#fff;
+           padding:10px; border-radius:8px; display:none; z-index:3; }
+  .empty { color:var(--dim); text-align:center; padding:24px 0; }
+</style>
+</head>
+<body>
+<header>
+  <h1>联防 Lianfang</h1>
+  <span id="status" class="off">not connected</span>
+</header>
+<main>
+  <section class="panel" id="login">
+    <label for="token">Device token</label>
+    <input id="token" type="password" autocomplete="off" placeholder="paste your device token">
+    <div class="row">
+      <button class="primary" id="connect">Connect</button>
+      <button id="forget">Forget token</button>
+    </div>
+    <div class="row">
+      <button id="push" disabled>Alerts when closed</button>
+      <button id="test">Test alert</button>
+    </div>
+    <div class="row">
+      <input id="phone" type="tel" placeholder="phone for SMS fallback (optional)">
+      <button id="sms" disabled>Save phone</button>
+    </div>
+    <div class="meta" id="who"></div>
+  </section>
+  <section id="orders"><div class="empty" id="empty">No orders.</div></section>
+</main>
+<div id="toast" role="alert"></div>
+<script>
+"use strict";
+const $ = (id) => document.getElementById(id);
+const LABELS = { acknowledged: "Acknowledge", declined: "Decline", en_route: "En route",
+  on_scene: "On scene", resolved: "Resolved", handover: "Hand over", reinforce: "Need help" };
+const FORWARD = ["acknowledged", "en_route", "on_scene", "resolved", "handover"];
+const RANK = { issued:0, acknowledged:1, en_route:2, on_scene:3, resolved:4, handover:4 };
+const orders = new Map();
+let ws = null, token = localStorage.getItem("lf_token") || "", audio = null;
+let retry = 0, stopped = true, pingTimer = null, info = null;
+$("token").value = token;
+
+function toast(text) {
+  const t = $("toast"); t.textContent = text; t.style.display = "block";
+  clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.style.display = "none"; }, 5000);
+}
+function setStatus(text, on) { const s = $("status"); s.textContent = text; s.className = on ? "on" : "off"; }
+
+function beep() {
+  try {
+    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+    const now = audio.currentTime;
+    for (let i = 0; i < 3; i++) {
+      const o = audio.createOscillator(), g = audio.createGain();
+      o.type = "square"; o.frequency.value = i % 2 ? 660 : 880;
+      g.gain.setValueAtTime(0.0001, now + i * 0.35);
+      g.gain.exponentialRampToValueAtTime(0.4, now + i * 0.35 + 0.02);
+      g.gain.exponentialRampToValueAtTime(0.0001, now + i * 0.35 + 0.3);
+      o.connect(g).connect(audio.destination); o.start(now + i * 0.35); o.stop(now + i * 0.35 + 0.32);
+    }
+  } catch (e) { /* no audio on this device */ }
+  if (navigator.vibrate) navigator.vibrate([400, 150, 400, 150, 400]);
+}
+
+function send(frame) {
+  if (ws && ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(frame)); return true; }
+  return false;
+}
+
+function connect() {
+  token = $("token").value.trim();
+  if (!token) { toast("Paste your device token first."); return; }
+  localStorage.setItem("lf_token", token);
+  stopped = false; beepUnlock(); open_();
+  loadMe();
+}
+function beepUnlock() {
+  try {
+    audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+    audio.resume();
+  } catch (e) { /* no audio */ }
+}
+function open_() {
+  if (ws) { try { ws.close(); } catch (e) {} }
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(proto + "//" + location.host + "/v1/devices/stream?token=" + encodeURIComponent(token));
+  setStatus("connecting…", false);
+  ws.onopen = () => { retry = 0; setStatus("connected", true);
+    clearInterval(pingTimer); pingTimer = setInterval(() => send({ type: "ping" }), 25000); };
+  ws.onmessage = (ev) => { let f; try { f = JSON.parse(ev.data); } catch (e) { return; } onFrame(f); };
+  ws.onclose = (ev) => {
+    clearInterval(pingTimer);
+    if (ev.code === 4401 || ev.code === 4403) {
+      stopped = true; setStatus("token refused", false);
+      toast("This device token is not valid (revoked or unknown)."); return;
+    }
+    setStatus("disconnected", false);
+    if (!stopped) { const wait = Math.min(30000, 1000 * Math.pow(2, retry++)); setTimeout(open_, wait); }
+  };
+}
+
+function onFrame(f) {
+  switch (f.type) {
+    case "hello":
+      $("who").textContent = "Connected as " + (f.member_name || f.member_id) + " · team " + f.team_id;
+      break;
+    case "order": onOrder(f); break;
+    case "order_withdrawn": endOrder(f.order_id, "withdrawn"); break;
+    case "order_state": setState(f.order_id, f.state, f.answered); break;
+    case "ping": send({ type: "pong" }); break;
+    case "error": toast(f.message || f.code); break;
+  }
+}
+
+function onOrder(f) {
+  send({ type: "received", order_id: f.order_id });
+  if (orders.has(f.order_id)) return;   // a duplicate: already shown
+  orders.set(f.order_id, { frame: f, state: "issued" });
+  render(f.order_id, true);
+  beep();
+  if (document.hidden && "Notification" in window && Notification.permission === "granted") {
+    try {
+      new Notification(f.priority + " " + f.category, { body: f.address || "", tag: f.order_id });
+    } catch (e) { /* notifications not allowed */ }
+  }
+}
+
+function endOrder(id, why) {
+  const o = orders.get(id); if (!o) return;
+  o.state = why; render(id, false);
+  setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); showEmpty(); }, 15000);
+}
+
+function setState(id, state, answered) {
+  const o = orders.get(id); if (!o) return;
+  o.state = state; render(id, false);
+  if (["resolved", "handover", "declined"].includes(state)) endOrder(id, state);
+}
+
+function allowed(state) {
+  if (["resolved", "handover", "declined", "withdrawn"].includes(state)) return [];
+  const out = FORWARD.filter((r) => RANK[r] > RANK[state]);
+  if (state === "issued") out.push("declined");
+  out.push("reinforce");
+  return out;
+}
+
+async function respond(id, response) {
+  if (response === "declined" && !confirm("Decline this order?")) return;
+  if (send({ type: "response", order_id: id, response })) return;
+  try {   // socket down: the same answer over HTTP, continuing the order's trace
+    const o = orders.get(id);
+    const r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
+      method: "POST", headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token,
+        ...(o && o.frame.traceparent ? { "traceparent": o.frame.traceparent } : {}) },
+      body: JSON.stringify({ response }) });
+    const body = await r.json();
+    if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
+    setState(id, body.state, body.answered);
+  } catch (e) { toast("Not sent: no connection. Try again."); }
+}
+
+function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text); return e; }
+
+function render(id, alert) {
+  const o = orders.get(id), f = o.frame;
+  let card = $("o-" + id);
+  if (!card) { card = el("article"); card.id = "o-" + id; $("orders").prepend(card); }
+  card.className = "order " + f.priority + (alert ? " alert" : "") +
+    (["withdrawn", "resolved", "handover", "declined"].includes(o.state) ? " ended" : "");
+  card.replaceChildren();
+  const top = el("div", "top");
+  top.append(el("span", "prio", f.priority), el("span", "cat", f.category.replace(/_/g, " ")),
+             el("span", "meta", f.kind !== "dispatch" ? f.kind : ""));
+  card.append(top);
+  const where = f.location.lat.toFixed(5) + ", " + f.location.lon.toFixed(5);
+  card.append(el("div", "place", f.address || where));
+  if (f.flags && f.flags.length) card.append(el("div", "meta", "⚠ " + f.flags.join(", ")));
+  if (f.instructions) card.append(el("div", "instr", f.instructions));
+  if (f.description) card.append(el("div", "instr", f.description));
+  if (f.caller) {
+    const caller = [f.caller.name, f.caller.phone].filter(Boolean).join(" · ");
+    card.append(el("div", "meta", "Caller: " + caller));
+  }
+  if (f.ack_by) {
+    card.append(el("div", "meta ackby", "Acknowledge by " + new Date(f.ack_by).toLocaleTimeString()));
+  }
+  if (f.filing_due) card.append(el("div", "meta", "Filing due " + new Date(f.filing_due).toLocaleString()));
+  card.append(el("div", "state", o.state === "issued" ? "NEW" : o.state.replace(/_/g, " ").toUpperCase()));
+  const acts = el("div", "actions");
+  for (const r of allowed(o.state)) {
+    const style = r === "acknowledged" ? "primary"
+      : (r === "reinforce" || r === "declined" ? "danger" : "");
+    const b = el("button", style, LABELS[r]);
+    b.onclick = () => respond(id, r); acts.append(b);
+  }
+  card.append(acts);
+  showEmpty();
+}
+function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"; }
+
+async function api(path, method, body) {
+  const headers = { "Authorization": "Bearer " + token };
+  if (body) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(data.error ? data.error.message : ("HTTP " + r.status));
+  return data;
+}
+async function loadMe() {
+  try { info = await api("/v1/devices/me", "GET");
+    $("push").disabled = !(info.webpush.enabled && "serviceWorker" in navigator && "PushManager" in window);
+    $("sms").disabled = !info.sms.enabled;
+    if (info.webpush.subscribed) $("push").textContent = "Alerts when closed ✓";
+  } catch (e) { toast(e.message); }
+}
+function b64ToBytes(s) { const pad = "=".repeat((4 - s.length % 4) % 4);
+  const raw = atob((s + pad).replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0)); }
+async function enablePush() {
+  try {
+    if ((await Notification.requestPermission()) !== "granted") {
+      toast("Notifications are blocked."); return;
+    }
+    const reg = await navigator.serviceWorker.register("/device/sw.js");
+    const sub = await reg.pushManager.subscribe({ userVisibleOnly: true,
+      applicationServerKey: b64ToBytes(info.webpush.public_key) });
+    await api("/v1/devices/me/webpush", "POST", { subscription: sub.toJSON() });
+    $("push").textContent = "Alerts when closed ✓";
+  } catch (e) { toast("Could not enable alerts: " + e.message); }
+}
+
+$("connect").onclick = connect;
+$("forget").onclick = () => { stopped = true; localStorage.removeItem("lf_token"); $("token").value = "";
+  if (ws) ws.close(); setStatus("not connected", false); };
+$("push").onclick = enablePush;
+$("test").onclick = () => { beepUnlock(); beep(); };
+$("sms").onclick = async () => { try { await api("/v1/devices/me/sms", "POST", { phone: $("phone").value });
+  toast("Phone saved for SMS fallback."); } catch (e) { toast(e.message); } };
+if (token) { stopped = false; open_(); loadMe(); }
+</script>
+</body>
+</html>
+"""
+
+SERVICE_WORKER = """"use strict";
+self.addEventListener("push", (event) => {
+  let order = {};
+  try { order = event.data ? event.data.json() : {}; } catch (e) {}
+  const title = (order.priority || "") + " " + (order.category || "new order").replace(/_/g, " ");
+  event.waitUntil(self.registration.showNotification(title.trim(), {
+    body: order.address || "Open Lianfang to see the order.",
+    tag: order.order_id || "lianfang-order",
+    requireInteraction: true,
+    renotify: true,
+    vibrate: [400, 150, 400, 150, 400],
+    data: { order_id: order.order_id },
+  }));
+});
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  event.waitUntil((async () => {
+    const all = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+    for (const c of all) { if (c.url.includes("/device")) { return c.focus(); } }
+    return self.clients.openWindow("/device");
+  })());
+});
+"""

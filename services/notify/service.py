@@ -1,0 +1,231 @@
+"""Notify's operations, shared by the stream handlers, the HTTP routes and the device socket.
+
+Events notify publishes go through an outbox in Redis, written in the same step as the
+state they report, so a failed publish is retried (by the next flush) instead of lost;
+consumers deduplicate on `event_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from faststream.redis import RedisBroker
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.bus import publish
+from shared.events import (
+    OrderDelivered,
+    OrderIssued,
+    OrderResponded,
+    OrderWithdrawn,
+    Response,
+    utcnow,
+)
+from shared.http import Principal, conflict, forbidden, not_found
+from shared.telemetry import extract_context, inject_context
+
+from . import store
+from .config import Settings
+from .domain.orders import for_team, state_frame
+from .domain.responses import Decision, ResponseRefused, allowed_responses, decide_response
+from .hub import Hub
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("services.notify")
+
+_MODELS = {
+    streams.ORDER_RESPONDED.name: OrderResponded,
+    streams.ORDER_DELIVERED.name: OrderDelivered,
+}
+OUTBOX_FLUSH_AFTER_S = 5.0
+
+
+class Orders:
+    def __init__(self, *, redis: Redis, broker: RedisBroker, hub: Hub, settings: Settings,
+                 fallback: bool) -> None:
+        self._redis = redis
+        self._broker = broker
+        self._hub = hub
+        self._settings = settings
+        self._fallback = fallback
+
+    # --- from dispatch ------------------------------------------------------------------
+
+    async def issue(self, event: OrderIssued) -> None:
+        """Stores the order once (dedupe on order_id), then fans it out to the team's sockets."""
+        order = for_team(event)
+        saved = await store.save_order(
+            self._redis, order,
+            trace=inject_context(),  # the consumer's span: the incident's trace
+            fallback_after_s=self._settings.fallback_after_s if self._fallback else None,
+            ttl_s=self._settings.order_ttl_s,
+        )
+        if not saved.live or saved.pushed:
+            return
+        replicas = await self._hub.publish_order(order.team_id, order.order_id)
+        await store.record_attempt(
+            self._redis, order.order_id, channel="websocket",
+            outcome="fanned_out" if replicas else "no_socket",
+            detail=f"{replicas} replica(s) with a socket of the team", ttl_s=self._settings.order_ttl_s,
+        )
+        await store.mark_pushed(self._redis, order.order_id)
+        log.info("order %s for team %s stored and fanned out to %d replica(s)",
+                 order.order_id, order.team_id, replicas)
+
+    async def withdraw(self, event: OrderWithdrawn) -> None:
+        pending = await store.withdraw_order(
+            self._redis, order_id=event.order_id, team_id=event.team_id,
+            incident_id=event.incident_id, district=event.district, reason=event.reason,
+            ttl_s=self._settings.order_ttl_s,
+        )
+        if pending:
+            await self._hub.publish_withdrawn(event.team_id, event.order_id)
+            await store.mark_pushed(self._redis, event.order_id, field="withdraw_pushed")
+            log.info("order %s withdrawn (%s)", event.order_id, event.reason)
+
+    # --- from devices -------------------------------------------------------------------
+
+    async def _team_order(self, order_id: str, who: Principal) -> store.OrderRecord:
+        record = await store.get_order(self._redis, order_id)
+        if record is None or record.order is None:
+            raise not_found("order")
+        if who.kind != "device" or who.team_id != record.team_id:
+            raise forbidden("this order was given to another team")
+        return record
+
+    async def respond(
+        self, *, order_id: str, who: Principal, response: Response, note: str | None
+    ) -> dict[str, Any]:
+        record = await self._team_order(order_id, who)
+        current = trace.get_current_span().get_span_context()
+        with tracer.start_as_current_span(
+            "respond to order",
+            context=extract_context(record.trace),
+            links=[trace.Link(current)] if current.is_valid else None,
+            attributes={"lianfang.order_id": order_id, "lianfang.incident_id": record.incident_id,
+                        "lianfang.team_id": record.team_id, "lianfang.response": response},
+        ):
+            now = utcnow()
+
+            def decide(rec: store.OrderRecord) -> tuple[Decision, str | None, str | None]:
+                decision = decide_response(
+                    state=rec.state, response=response, last_reinforce_at=rec.last_reinforce_at,
+                    now=now, reinforce_repeat_s=self._settings.reinforce_repeat_s,
+                )
+                if not decision.emit:
+                    return decision, None, None
+                event = OrderResponded(
+                    district=rec.district or (rec.order.district if rec.order else "-"),
+                    order_id=order_id, incident_id=rec.incident_id, team_id=rec.team_id,
+                    member_id=who.member_id or "", device_id=who.device_id,
+                    response=response, note=note,
+                )
+                entry = store.outbox_entry(streams.ORDER_RESPONDED.name, event, inject_context())
+                return decision, event.event_id, entry
+
+            try:
+                outcome = await store.apply_response(
+                    self._redis, order_id, decide=decide, response=response,
+                    member_id=who.member_id or "", device_id=who.device_id,
+                    ttl_s=self._settings.order_ttl_s,
+                )
+            except ResponseRefused as exc:
+                raise conflict(exc.message) from None
+            if outcome is None:
+                raise not_found("order")
+            if outcome.outbox_id is not None:
+                await self.publish_outbox(outcome.outbox_id)
+                await self._hub.publish_state(outcome.record.team_id, state_frame(
+                    order_id, state=outcome.record.state, answered=True, response=response))
+                log.info("order %s: team %s answered %s", order_id, record.team_id, response)
+        return order_view(outcome.record)
+
+    async def confirm_received(self, *, order_id: str, who: Principal, channel: str) -> bool:
+        """Records a device's receipt; True (and one OrderDelivered) only the first time."""
+        record = await self._team_order(order_id, who)
+        with tracer.start_as_current_span(
+            "order received",
+            context=extract_context(record.trace),
+            attributes={"lianfang.order_id": order_id, "lianfang.device_id": who.device_id or ""},
+        ):
+            event = OrderDelivered(
+                district=record.district, order_id=order_id, incident_id=record.incident_id,
+                team_id=record.team_id, member_id=who.member_id or "",
+                device_id=who.device_id or who.subject, channel=channel,
+            )
+            first = await store.record_receipt(
+                self._redis, order_id=order_id, device_id=event.device_id,
+                member_id=event.member_id, channel=channel, event_id=event.event_id,
+                entry=store.outbox_entry(streams.ORDER_DELIVERED.name, event, inject_context()),
+                ttl_s=self._settings.order_ttl_s,
+            )
+            if first:
+                await store.record_attempt(
+                    self._redis, order_id, channel=channel, outcome="received",
+                    device_id=event.device_id, member_id=event.member_id,
+                    ttl_s=self._settings.order_ttl_s,
+                )
+                await self.publish_outbox(event.event_id)
+        return first
+
+    async def view(self, *, order_id: str, who: Principal) -> dict[str, Any]:
+        if who.kind == "admin":
+            record = await store.get_order(self._redis, order_id)
+            if record is None:
+                raise not_found("order")
+        else:
+            record = await self._team_order(order_id, who)
+        return order_view(record)
+
+    # --- the outbox ---------------------------------------------------------------------
+
+    async def publish_outbox(self, event_id: str) -> bool:
+        item = await store.outbox_item(self._redis, event_id)
+        if item is None:
+            return False
+        stream = streams.by_name(item["stream"])
+        event = _MODELS[stream.name].model_validate(item["event"])
+        try:
+            await publish(self._broker, stream, event)
+        except Exception as exc:
+            log.warning("publish of %s to %s failed, kept in the outbox: %s",
+                        event_id, stream.name, type(exc).__name__)
+            return False
+        await store.outbox_done(self._redis, event_id)
+        return True
+
+    async def flush_outbox(self) -> int:
+        """Publishes events whose first publish failed; each one in its own trace context."""
+        published = 0
+        now = utcnow()
+        for event_id, item in await store.outbox_items(self._redis):
+            occurred = datetime.fromisoformat(item["event"]["occurred_at"])
+            if (now - occurred).total_seconds() < OUTBOX_FLUSH_AFTER_S:
+                continue  # its own publish may still be under way
+            if not await self._redis.set(f"notify:outbox:lock:{event_id}", "1", nx=True, ex=30):
+                continue
+            token = otel_context.attach(extract_context(item.get("trace")))
+            try:
+                published += await self.publish_outbox(event_id)
+            finally:
+                otel_context.detach(token)
+        return published
+
+
+def order_view(record: store.OrderRecord) -> dict[str, Any]:
+    return {
+        "order_id": record.order_id,
+        "incident_id": record.incident_id,
+        "team_id": record.team_id,
+        "state": record.state,
+        "answered": record.answered,
+        "withdrawn": record.withdrawn,
+        "last_response": record.last_response,
+        "allowed": list(allowed_responses(record.state)),
+        "updated_at": record.updated_at,
+    }

@@ -1,0 +1,141 @@
+"""The device WebSocket `/v1/devices/stream`: orders out; receipts and responses in.
+
+Bad frames get an error frame and never close the socket; frames are capped in size and
+rate. The socket's token is re-checked now and then; a revoked device is closed at once
+by the `device.revoked` fan-out (see hub.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.asyncio import Redis
+
+from shared.http import ApiError, Principal, bearer_token
+
+from . import store
+from .auth import IntrospectionUnavailable, Introspector
+from .config import Settings
+from .domain.frames import FrameError, Ping, RateLimiter, Received, RespondFrame, order_id_of, parse_frame
+from .hub import CLOSE_FORBIDDEN, CLOSE_REVOKED, CLOSE_TEAM_CHANGED, Connection, Hub
+from .service import Orders
+
+log = logging.getLogger(__name__)
+
+
+def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector: Introspector,
+                        settings: Settings) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/v1/devices/stream")
+    async def device_stream(ws: WebSocket) -> None:
+        who: Principal = ws.scope["state"]["principal"]
+        if who.kind != "device" or not who.team_id:
+            await ws.close(CLOSE_FORBIDDEN, "device tokens of a team only")
+            return
+        await ws.accept()
+        conn = Connection(ws, who, queue_size=settings.send_queue)
+        writer = asyncio.create_task(conn.write_loop(), name=f"ws-writer-{conn.device_id}")
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            await store.touch_device(
+                redis, device_id=conn.device_id, member_id=conn.member_id,
+                team_id=conn.team_id, agency_kind=who.agency_kind,
+                district=who.districts[0] if who.districts else None,
+            )
+            await hub.attach(conn)
+            conn.offer({
+                "type": "hello", "device_id": conn.device_id, "member_id": conn.member_id,
+                "member_name": who.extra.get("member_name"), "team_id": conn.team_id,
+                "ping_interval_s": settings.ping_interval_s,
+            })
+            await hub.replay(conn)
+            heartbeat = asyncio.create_task(
+                _heartbeat(conn, hub=hub, introspector=introspector, settings=settings,
+                           token=bearer_token(ws.scope) or ""),
+                name=f"ws-heartbeat-{conn.device_id}",
+            )
+            await _read(conn, orders=orders, settings=settings)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+            await hub.detach(conn)
+            conn.close(1000, "bye")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, timeout=2)
+            if not writer.done():
+                writer.cancel()
+
+    return router
+
+
+async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None:
+    limiter = RateLimiter(rate=settings.frame_rate_per_s, burst=settings.frame_burst,
+                          now=time.monotonic())
+    while not conn.closing:
+        message = await conn.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text")
+        if raw is None:
+            raw = message.get("bytes") or b""
+        if not limiter.allow(time.monotonic()):
+            conn.offer(FrameError("rate_limited", "too many frames; slow down").frame())
+            continue
+        try:
+            frame = parse_frame(raw, max_bytes=settings.max_frame_bytes)
+        except FrameError as exc:
+            conn.offer(exc.frame(order_id_of(raw) if exc.code == "invalid_field" else None))
+            continue
+        if isinstance(frame, Ping):
+            conn.offer({"type": "pong"})
+        elif isinstance(frame, Received):
+            try:
+                await orders.confirm_received(order_id=frame.order_id, who=conn.who,
+                                              channel="websocket")
+            except ApiError as exc:
+                conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
+        elif isinstance(frame, RespondFrame):
+            try:
+                view = await orders.respond(order_id=frame.order_id, who=conn.who,
+                                            response=frame.response, note=frame.note)
+            except ApiError as exc:
+                conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
+            else:
+                conn.shown.discard(frame.order_id)
+                conn.offer({"type": "order_state", "order_id": frame.order_id,
+                            "state": view["state"], "answered": view["answered"],
+                            "response": frame.response})
+
+
+async def _heartbeat(conn: Connection, *, hub: Hub, introspector: Introspector,
+                     settings: Settings, token: str) -> None:
+    """Pings, replays what Pub/Sub may have lost, and re-checks the token now and then."""
+    last_auth = time.monotonic()
+    while not conn.closing:
+        await asyncio.sleep(settings.ping_interval_s)
+        conn.offer({"type": "ping"})
+        try:
+            await hub.replay(conn)
+        except Exception as exc:  # Redis away: the socket stays, the next beat tries again
+            log.warning("replay for device %s failed: %s", conn.device_id, type(exc).__name__)
+        if time.monotonic() - last_auth < settings.reauth_interval_s:
+            continue
+        last_auth = time.monotonic()
+        try:
+            who = await introspector.resolve(token, fresh=True)
+        except IntrospectionUnavailable:
+            continue  # neither yes nor no: keep the socket
+        if who is None:
+            conn.close(CLOSE_REVOKED, "device revoked")
+        elif who.team_id != conn.team_id:
+            conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
+

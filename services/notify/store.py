@@ -1,0 +1,452 @@
+"""Notify's Redis keys (prefix `notify:`), behind named functions.
+
+- `notify:order:{id}` (hash): the order as the team may see it, its state and trace context
+- `notify:order:{id}:received` (hash device -> receipt), `:attempts` and `:responses` (lists)
+- `notify:team:{team}:open` (zset): the team's orders neither answered nor withdrawn
+- `notify:team:{team}:devices` (set), `notify:device:{id}` (hash): devices and their channels
+- `notify:fallback` (zset order -> due time): fallback timers, so a restart loses none
+- `notify:outbox` (hash event id -> event): events recorded but not yet published
+- Pub/Sub `notify:fanout:{team}` and `notify:control`: fan-out to every notify replica
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from shared.events import OrderIssued, utcnow
+
+from .domain.responses import Decision
+
+FALLBACK = "notify:fallback"
+OUTBOX = "notify:outbox"
+CONTROL = "notify:control"
+ATTEMPTS_KEPT = 500
+
+
+def _order(order_id: str) -> str:
+    return f"notify:order:{order_id}"
+
+
+def _open(team_id: str) -> str:
+    return f"notify:team:{team_id}:open"
+
+
+def _team_devices(team_id: str) -> str:
+    return f"notify:team:{team_id}:devices"
+
+
+def _device(device_id: str) -> str:
+    return f"notify:device:{device_id}"
+
+
+def fanout_channel(team_id: str) -> str:
+    return f"notify:fanout:{team_id}"
+
+
+# --- orders -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    order_id: str
+    team_id: str
+    incident_id: str
+    district: str
+    state: str
+    answered: bool
+    withdrawn: bool
+    received: int
+    trace: dict[str, str]
+    order: OrderIssued | None  # None: withdrawn before notify saw it issued
+    last_response: str | None
+    last_reinforce_at: datetime | None
+    fallback_step: int
+    updated_at: str | None
+
+    @classmethod
+    def from_hash(cls, order_id: str, data: dict[str, str]) -> OrderRecord:
+        event = data.get("event")
+        reinforce = data.get("last_reinforce_at")
+        return cls(
+            order_id=order_id,
+            team_id=data.get("team_id", ""),
+            incident_id=data.get("incident_id", ""),
+            district=data.get("district", ""),
+            state=data.get("state", "issued"),
+            answered=data.get("answered") == "1",
+            withdrawn=data.get("withdrawn") == "1",
+            received=int(data.get("received") or 0),
+            trace=json.loads(data.get("trace") or "{}"),
+            order=OrderIssued.model_validate_json(event) if event else None,
+            last_response=data.get("last_response") or None,
+            last_reinforce_at=datetime.fromisoformat(reinforce) if reinforce else None,
+            fallback_step=int(data.get("fallback_step") or 0),
+            updated_at=data.get("updated_at"),
+        )
+
+    @property
+    def needs_fallback(self) -> bool:
+        return (
+            self.order is not None and self.state == "issued" and not self.answered
+            and not self.withdrawn and self.received == 0
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    created: bool
+    pushed: bool  # the fan-out already went out (a redelivered event)
+    live: bool  # not withdrawn before it was issued
+
+
+# Creates the order once; a redelivered order.issued finds it and changes nothing. A
+# withdrawal may have arrived first: then the order is kept withdrawn and never offered.
+_SAVE_ORDER = """
+if redis.call('HEXISTS', KEYS[1], 'event') == 1 then
+  return {0, redis.call('HGET', KEYS[1], 'pushed') or '0', redis.call('HGET', KEYS[1], 'state')}
+end
+local state = redis.call('HGET', KEYS[1], 'state') or 'issued'
+redis.call('HSET', KEYS[1], 'event', ARGV[2], 'team_id', ARGV[3], 'incident_id', ARGV[4],
+           'district', ARGV[5], 'trace', ARGV[6], 'state', state, 'pushed', '0',
+           'fallback_step', '0', 'issued_at', ARGV[7], 'updated_at', ARGV[10])
+redis.call('HSETNX', KEYS[1], 'answered', '0')
+redis.call('HSETNX', KEYS[1], 'received', '0')
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+if state == 'issued' then
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+  if ARGV[8] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[8], ARGV[1]) end
+end
+return {1, '0', state}
+"""
+
+
+async def save_order(
+    redis: Redis, order: OrderIssued, *, trace: dict[str, str], fallback_after_s: float | None,
+    ttl_s: int,
+) -> Saved:
+    now = time.time()
+    created, pushed, state = await redis.eval(
+        _SAVE_ORDER, 3, _order(order.order_id), _open(order.team_id), FALLBACK,
+        order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
+        order.district, json.dumps(trace), repr(now),
+        repr(now + fallback_after_s) if fallback_after_s is not None else "",
+        str(ttl_s), utcnow().isoformat(),
+    )
+    return Saved(created=bool(int(created)), pushed=pushed == "1", live=state != "withdrawn")
+
+
+async def mark_pushed(redis: Redis, order_id: str, *, field: str = "pushed") -> None:
+    await redis.hset(_order(order_id), field, "1")
+
+
+_WITHDRAW = """
+if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then
+  return redis.call('HGET', KEYS[1], 'withdraw_pushed') or '0'
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'issued' or state == 'acknowledged' or state == 'en_route'
+   or state == 'on_scene' then
+  redis.call('HSET', KEYS[1], 'state', 'withdrawn')
+end
+redis.call('HSET', KEYS[1], 'withdrawn', '1', 'withdraw_pushed', '0', 'withdraw_reason', ARGV[5],
+           'updated_at', ARGV[7])
+redis.call('HSETNX', KEYS[1], 'team_id', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'incident_id', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'district', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return '0'
+"""
+
+
+async def withdraw_order(
+    redis: Redis, *, order_id: str, team_id: str, incident_id: str, district: str, reason: str,
+    ttl_s: int,
+) -> bool:
+    """Marks the order withdrawn; True while its withdrawal has not been pushed yet."""
+    pushed = await redis.eval(
+        _WITHDRAW, 3, _order(order_id), _open(team_id), FALLBACK,
+        order_id, team_id, incident_id, district, reason, str(ttl_s), utcnow().isoformat(),
+    )
+    return pushed != "1"
+
+
+async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
+    data = await redis.hgetall(_order(order_id))
+    if not data:
+        return None
+    return OrderRecord.from_hash(order_id, data)
+
+
+async def open_orders(redis: Redis, team_id: str) -> list[OrderRecord]:
+    """The team's orders that are neither answered nor withdrawn, oldest first."""
+    key = _open(team_id)
+    found: list[OrderRecord] = []
+    for order_id in await redis.zrange(key, 0, 199):
+        record = await get_order(redis, order_id)
+        if record is None or record.order is None:  # expired
+            await redis.zrem(key, order_id)
+            continue
+        if record.answered or record.withdrawn:
+            await redis.zrem(key, order_id)
+            continue
+        found.append(record)
+    return found
+
+
+# --- responses and receipts -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    record: OrderRecord
+    decision: Decision
+    outbox_id: str | None  # the event to publish, already in the outbox
+
+
+def outbox_entry(stream: str, event: BaseModel, trace: dict[str, str]) -> str:
+    return json.dumps({"stream": stream, "event": event.model_dump(mode="json"), "trace": trace})
+
+
+async def apply_response(
+    redis: Redis,
+    order_id: str,
+    *,
+    decide: Callable[[OrderRecord], tuple[Decision, str | None, str | None]],
+    response: str,
+    member_id: str,
+    device_id: str | None,
+    ttl_s: int,
+) -> Outcome | None:
+    """Applies one response atomically (optimistic, WATCH): None when the order is unknown.
+
+    `decide` returns the decision, and when it must be published, the event id and its
+    outbox entry; it may raise ResponseRefused, which propagates with nothing written.
+    """
+    key = _order(order_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(key)
+                data = await pipe.hgetall(key)
+                if not data:
+                    await pipe.unwatch()
+                    return None
+                record = OrderRecord.from_hash(order_id, data)
+                decision, event_id, entry = decide(record)
+                if not decision.emit or event_id is None or entry is None:
+                    await pipe.unwatch()
+                    return Outcome(record=record, decision=decision, outbox_id=None)
+                now = utcnow().isoformat()
+                fields = {"state": decision.state, "answered": "1", "last_response": response,
+                          "updated_at": now}
+                if response == "reinforce":
+                    fields["last_reinforce_at"] = now
+                pipe.multi()
+                pipe.hset(key, mapping=fields)
+                pipe.expire(key, ttl_s)
+                pipe.zrem(_open(record.team_id), order_id)
+                pipe.zrem(FALLBACK, order_id)
+                pipe.rpush(f"{key}:responses", json.dumps(
+                    {"at": now, "response": response, "member_id": member_id,
+                     "device_id": device_id}))
+                pipe.expire(f"{key}:responses", ttl_s)
+                pipe.hset(OUTBOX, event_id, entry)
+                await pipe.execute()
+                updated = OrderRecord.from_hash(order_id, {**data, **fields})
+                return Outcome(record=updated, decision=decision, outbox_id=event_id)
+            except WatchError:
+                continue
+
+
+# The first receipt from a device records it and queues one OrderDelivered; repeats do nothing.
+_RECEIVE = """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'received', 1)
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[5])
+return 1
+"""
+
+
+async def record_receipt(
+    redis: Redis, *, order_id: str, device_id: str, member_id: str, channel: str,
+    event_id: str, entry: str, ttl_s: int,
+) -> bool:
+    """True the first time this device confirms this order; the event is then in the outbox."""
+    receipt = json.dumps({"member_id": member_id, "channel": channel, "at": utcnow().isoformat()})
+    key = _order(order_id)
+    return bool(await redis.eval(
+        _RECEIVE, 4, key, f"{key}:received", OUTBOX, FALLBACK,
+        device_id, receipt, event_id, entry, order_id, str(ttl_s),
+    ))
+
+
+async def outbox_item(redis: Redis, event_id: str) -> dict[str, Any] | None:
+    raw = await redis.hget(OUTBOX, event_id)
+    return json.loads(raw) if raw else None
+
+
+async def outbox_items(redis: Redis, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
+    items: list[tuple[str, dict[str, Any]]] = []
+    cursor = 0
+    while True:
+        cursor, batch = await redis.hscan(OUTBOX, cursor, count=limit)
+        items.extend((k, json.loads(v)) for k, v in batch.items())
+        if cursor == 0 or len(items) >= limit:
+            return items[:limit]
+
+
+async def outbox_done(redis: Redis, event_id: str) -> None:
+    await redis.hdel(OUTBOX, event_id)
+
+
+# --- deliveries ---------------------------------------------------------------------------
+
+
+async def record_attempt(
+    redis: Redis, order_id: str, *, channel: str, outcome: str, device_id: str | None = None,
+    member_id: str | None = None, detail: str | None = None, ttl_s: int,
+) -> None:
+    entry: dict[str, Any] = {"at": utcnow().isoformat(), "channel": channel, "outcome": outcome}
+    if device_id is not None:
+        entry["device_id"] = device_id
+    if member_id is not None:
+        entry["member_id"] = member_id
+    if detail is not None:
+        entry["detail"] = detail[:200]
+    key = f"{_order(order_id)}:attempts"
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.rpush(key, json.dumps(entry))
+        pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
+        pipe.expire(key, ttl_s)
+        await pipe.execute()
+
+
+async def deliveries(redis: Redis, order_id: str) -> dict[str, Any]:
+    key = _order(order_id)
+    attempts = [json.loads(x) for x in await redis.lrange(f"{key}:attempts", 0, -1)]
+    received = {
+        device: json.loads(raw) for device, raw in (await redis.hgetall(f"{key}:received")).items()
+    }
+    responses = [json.loads(x) for x in await redis.lrange(f"{key}:responses", 0, -1)]
+    return {"attempts": attempts, "received": received, "responses": responses}
+
+
+# --- fallback timers ------------------------------------------------------------------------
+
+# Claims due timers by pushing them a lease into the future: a replica that dies while
+# working on one leaves it to come due again, so no timer is lost.
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+return due
+"""
+
+
+async def claim_due_fallbacks(redis: Redis, *, lease_s: float, limit: int = 50) -> list[str]:
+    now = time.time()
+    return await redis.eval(_CLAIM_DUE, 1, FALLBACK, repr(now), repr(now + lease_s), str(limit))
+
+
+async def next_fallback(redis: Redis, order_id: str, *, step: int, after_s: float | None) -> None:
+    """Records that `step` was tried; schedules the next one (XX: a receipt may have cancelled)."""
+    await redis.hset(_order(order_id), "fallback_step", str(step + 1))
+    if after_s is None:
+        await redis.zrem(FALLBACK, order_id)
+    else:
+        await redis.zadd(FALLBACK, {order_id: time.time() + after_s}, xx=True)
+
+
+async def cancel_fallback(redis: Redis, order_id: str) -> None:
+    await redis.zrem(FALLBACK, order_id)
+
+
+async def fallback_due_at(redis: Redis, order_id: str) -> float | None:
+    return await redis.zscore(FALLBACK, order_id)
+
+
+# --- devices and their channels --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device_id: str
+    member_id: str
+    team_id: str
+    webpush: dict[str, Any] | None
+    phone: str | None
+
+
+DEVICE_TTL_S = 90 * 86_400
+
+
+async def touch_device(
+    redis: Redis, *, device_id: str, member_id: str, team_id: str, agency_kind: str | None,
+    district: str | None,
+) -> None:
+    """Remembers which team a device belongs to now (a member may have moved team)."""
+    key = _device(device_id)
+    previous = await redis.hget(key, "team_id")
+    async with redis.pipeline(transaction=True) as pipe:
+        if previous and previous != team_id:
+            pipe.srem(_team_devices(previous), device_id)
+        pipe.hset(key, mapping={
+            "member_id": member_id, "team_id": team_id, "agency_kind": agency_kind or "",
+            "district": district or "", "seen_at": utcnow().isoformat(),
+        })
+        pipe.expire(key, DEVICE_TTL_S)
+        pipe.sadd(_team_devices(team_id), device_id)
+        await pipe.execute()
+
+
+async def set_device_channel(redis: Redis, device_id: str, *, field: str, value: str | None) -> None:
+    if value is None:
+        await redis.hdel(_device(device_id), field)
+    else:
+        await redis.hset(_device(device_id), field, value)
+
+
+async def get_device(redis: Redis, device_id: str) -> DeviceRecord | None:
+    data = await redis.hgetall(_device(device_id))
+    if not data:
+        return None
+    return DeviceRecord(
+        device_id=device_id,
+        member_id=data.get("member_id", ""),
+        team_id=data.get("team_id", ""),
+        webpush=json.loads(data["webpush"]) if data.get("webpush") else None,
+        phone=data.get("phone") or None,
+    )
+
+
+async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
+    found: list[DeviceRecord] = []
+    for device_id in sorted(await redis.smembers(_team_devices(team_id))):
+        record = await get_device(redis, device_id)
+        if record is None or record.team_id != team_id:
+            await redis.srem(_team_devices(team_id), device_id)
+            continue
+        found.append(record)
+    return found
+
+
+async def forget_device(redis: Redis, device_id: str) -> None:
+    """A revoked device: its channels (push subscription, phone) go with it."""
+    team_id = await redis.hget(_device(device_id), "team_id")
+    async with redis.pipeline(transaction=True) as pipe:
+        if team_id:
+            pipe.srem(_team_devices(team_id), device_id)
+        pipe.delete(_device(device_id))
+        await pipe.execute()
