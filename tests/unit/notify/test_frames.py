@@ -1,0 +1,86 @@
+"""Device frames: valid ones parse; bad ones give a code, a message and the field, never the input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.notify.domain.frames import (
+    FrameError,
+    Ping,
+    RateLimiter,
+    Received,
+    RespondFrame,
+    order_id_of,
+    parse_frame,
+)
+
+MAX = 4096
+
+
+def test_valid_frames_parse() -> None:
+    assert isinstance(parse_frame('{"type":"ping"}', max_bytes=MAX), Ping)
+    received = parse_frame('{"type":"received","order_id":"ord_1"}', max_bytes=MAX)
+    assert isinstance(received, Received) and received.order_id == "ord_1"
+    response = parse_frame(json.dumps({"type": "response", "order_id": "ord_1",
+                                       "response": "on_scene", "note": "two people"}),
+                           max_bytes=MAX)
+    assert isinstance(response, RespondFrame)
+    assert (response.response, response.note) == ("on_scene", "two people")
+    assert isinstance(parse_frame(b'{"type":"received","order_id":"o"}', max_bytes=MAX), Received)
+
+
+@pytest.mark.parametrize(("raw", "code", "field"), [
+    ("not json", "bad_json", None),
+    ("[1, 2]", "bad_frame", None),
+    ('{"order_id": "o"}', "unknown_type", "type"),
+    ('{"type": "shout"}', "unknown_type", "type"),
+    ('{"type": "received"}', "invalid_field", "order_id"),
+    ('{"type": "received", "order_id": ""}', "invalid_field", "order_id"),
+    ('{"type": "received", "order_id": 5}', "invalid_field", "order_id"),
+    ('{"type": "response", "order_id": "o", "response": "maybe"}', "invalid_field", "response"),
+    ('{"type": "response", "order_id": "o"}', "invalid_field", "response"),
+    ('{"type": "response", "order_id": "o", "response": "declined", "note": "' + "x" * 501 + '"}',
+     "invalid_field", "note"),
+    ('{"type": "ping", "extra": 1}', "invalid_field", "extra"),
+])
+def test_bad_frames_are_described(raw: str, code: str, field: str | None) -> None:
+    with pytest.raises(FrameError) as bad:
+        parse_frame(raw, max_bytes=MAX)
+    assert bad.value.code == code
+    assert bad.value.field == field
+    frame = bad.value.frame()
+    assert frame["type"] == "error" and frame["code"] == code and frame["message"]
+    assert ("field" in frame) == (field is not None)
+
+
+def test_an_error_message_never_echoes_the_frame() -> None:
+    secret = "caller 13877001234"
+    with pytest.raises(FrameError) as bad:
+        parse_frame(json.dumps({"type": "response", "order_id": "o", "response": secret}),
+                    max_bytes=MAX)
+    assert secret not in json.dumps(bad.value.frame())
+
+
+def test_an_oversized_frame_is_refused_before_parsing() -> None:
+    raw = json.dumps({"type": "response", "order_id": "o", "response": "acknowledged",
+                      "note": "x" * 400})
+    with pytest.raises(FrameError) as bad:
+        parse_frame(raw, max_bytes=100)
+    assert bad.value.code == "too_large"
+
+
+def test_the_order_of_a_bad_frame_is_read_when_it_can_be() -> None:
+    assert order_id_of('{"type":"response","order_id":"ord_9","response":"x"}') == "ord_9"
+    assert order_id_of("nope") is None
+    assert order_id_of('{"order_id": 3}') is None
+
+
+def test_the_rate_limiter_allows_a_burst_then_the_rate() -> None:
+    limiter = RateLimiter(rate=2.0, burst=3, now=0.0)
+    assert [limiter.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(0.5)            # one token back after half a second at 2/s
+    assert not limiter.allow(0.5)
+    assert all(limiter.allow(10.0) for _ in range(3))  # refilled, capped at the burst
+    assert not limiter.allow(10.0)

@@ -1,0 +1,66 @@
+"""What a team sees of an order: need to know for caller data; frames carry what devices need."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.notify.domain.orders import for_team, order_frame, push_payload, sms_text
+from shared.events import Caller, Location, OrderIssued
+
+ACK_BY = datetime(2026, 11, 23, 8, 1, tzinfo=UTC)
+
+
+def order(kind: str = "police", **over: object) -> OrderIssued:
+    fields: dict[str, object] = dict(
+        district="d1", order_id="ord_1", incident_id="inc_1", team_id="t1", agency_kind=kind,
+        category="dispute", priority="P2",
+        location=Location(lat=22.817, lon=108.3665, address="Minzu Ave 88"),
+        flags=("in_progress",), instructions="go to gate B", ack_by=ACK_BY,
+        caller=Caller(phone="13877001234", name="Ms Liang"), description="neighbours arguing",
+    )
+    fields.update(over)
+    return OrderIssued.model_validate(fields)
+
+
+def test_a_police_order_frame_carries_the_caller_and_the_description() -> None:
+    frame = order_frame(for_team(order("police")), traceparent="00-abc-def-01")
+    assert frame["type"] == "order" and frame["order_id"] == "ord_1"
+    assert frame["caller"] == {"phone": "13877001234", "name": "Ms Liang"}
+    assert frame["description"] == "neighbours arguing"
+    assert frame["location"] == {"lat": 22.817, "lon": 108.3665}
+    assert frame["address"] == "Minzu Ave 88" and frame["instructions"] == "go to gate B"
+    assert frame["ack_by"] == ACK_BY.isoformat() and frame["flags"] == ["in_progress"]
+    assert frame["kind"] == "dispatch" and frame["traceparent"] == "00-abc-def-01"
+
+
+@pytest.mark.parametrize("kind", ["security", "volunteer"])
+def test_other_kinds_never_get_caller_data_in_any_form(kind: str) -> None:
+    kept = for_team(order(kind))
+    assert kept.caller is None and kept.description is None
+    for text in (str(order_frame(kept, traceparent=None)), push_payload(kept).decode(),
+                 sms_text(kept), kept.model_dump_json()):
+        assert "13877001234" not in text and "Liang" not in text and "neighbours" not in text
+    # even if an upstream bug left them on the event, the frame drops them
+    frame = order_frame(order(kind), traceparent=None)
+    assert "caller" not in frame and "description" not in frame
+
+
+def test_optional_fields_are_left_out_when_absent() -> None:
+    frame = order_frame(order("police", caller=None, description=None, instructions=None,
+                              location=Location(lat=1, lon=2), ack_by=None), traceparent=None)
+    assert "caller" not in frame and "description" not in frame
+    assert "address" not in frame and "instructions" not in frame
+    assert frame["ack_by"] is None
+
+
+def test_the_push_payload_never_carries_caller_data_even_for_police() -> None:
+    payload = push_payload(order("police")).decode()
+    assert "13877001234" not in payload and "neighbours" not in payload
+    assert '"order_id":"ord_1"' in payload
+
+
+def test_a_long_push_payload_drops_free_text_to_fit() -> None:
+    payload = push_payload(order("security", instructions="x" * 5000))
+    assert len(payload) < 3000 and b"xxxx" not in payload and b"ord_1" in payload

@@ -1,0 +1,104 @@
+"""The response state machine: forward only, declined only before acknowledged, finished is final."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.notify.domain.responses import (
+    ResponseRefused,
+    allowed_responses,
+    decide_response,
+    is_live,
+)
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def decide(state: str, response: str, last_reinforce_at: datetime | None = None):
+    return decide_response(state=state, response=response,  # type: ignore[arg-type]
+                           last_reinforce_at=last_reinforce_at, now=NOW, reinforce_repeat_s=30)
+
+
+@pytest.mark.parametrize(("state", "response", "expected"), [
+    ("issued", "acknowledged", "acknowledged"),
+    ("issued", "on_scene", "on_scene"),            # steps may be skipped
+    ("issued", "resolved", "resolved"),
+    ("acknowledged", "en_route", "en_route"),
+    ("acknowledged", "handover", "handover"),
+    ("en_route", "on_scene", "on_scene"),
+    ("on_scene", "resolved", "resolved"),
+    ("on_scene", "handover", "handover"),
+    ("issued", "declined", "declined"),
+])
+def test_responses_move_the_order_forward(state: str, response: str, expected: str) -> None:
+    decision = decide(state, response)
+    assert decision.state == expected and decision.emit
+
+
+@pytest.mark.parametrize(("state", "response"), [
+    ("en_route", "acknowledged"),
+    ("on_scene", "en_route"),
+    ("on_scene", "acknowledged"),
+])
+def test_a_response_may_not_move_the_order_back(state: str, response: str) -> None:
+    with pytest.raises(ResponseRefused) as refused:
+        decide(state, response)
+    assert f"the order is {state}" in refused.value.message
+    assert "forward only" in refused.value.message
+    assert "resolved" in refused.value.allowed and "reinforce" in refused.value.allowed
+    assert response not in refused.value.allowed
+
+
+@pytest.mark.parametrize("state", ["acknowledged", "en_route", "on_scene"])
+def test_declined_is_allowed_only_before_acknowledged(state: str) -> None:
+    with pytest.raises(ResponseRefused) as refused:
+        decide(state, "declined")
+    assert "declined is allowed only before acknowledged" in refused.value.message
+    assert "declined" not in refused.value.allowed
+
+
+@pytest.mark.parametrize("state", ["resolved", "handover", "declined"])
+@pytest.mark.parametrize("response", ["acknowledged", "on_scene", "reinforce", "declined"])
+def test_a_finished_order_takes_no_other_response(state: str, response: str) -> None:
+    if response == state:
+        return  # an identical retry, below
+    with pytest.raises(ResponseRefused) as refused:
+        decide(state, response)
+    assert f"finished ({state})" in refused.value.message
+    assert refused.value.allowed == ()
+
+
+@pytest.mark.parametrize("response", ["acknowledged", "declined", "reinforce", "resolved"])
+def test_a_withdrawn_order_takes_no_response(response: str) -> None:
+    with pytest.raises(ResponseRefused) as refused:
+        decide("withdrawn", response)
+    assert "withdrawn" in refused.value.message and refused.value.state == "withdrawn"
+
+
+@pytest.mark.parametrize("state", ["acknowledged", "en_route", "on_scene", "resolved", "handover",
+                                   "declined"])
+def test_repeating_the_response_that_set_the_state_is_idempotent(state: str) -> None:
+    decision = decide(state, state)
+    assert decision.state == state and not decision.emit
+
+
+@pytest.mark.parametrize("state", ["issued", "acknowledged", "en_route", "on_scene"])
+def test_reinforce_is_allowed_while_live_and_keeps_the_state(state: str) -> None:
+    decision = decide(state, "reinforce")
+    assert decision.state == state and decision.emit
+
+
+def test_a_second_reinforce_within_the_window_is_a_retry_and_later_a_new_call() -> None:
+    assert not decide("on_scene", "reinforce", NOW - timedelta(seconds=5)).emit
+    assert decide("on_scene", "reinforce", NOW - timedelta(seconds=31)).emit
+
+
+def test_allowed_responses_per_state() -> None:
+    assert allowed_responses("issued") == ("acknowledged", "en_route", "on_scene", "resolved",
+                                           "handover", "declined", "reinforce")
+    assert allowed_responses("on_scene") == ("resolved", "handover", "reinforce")
+    assert allowed_responses("resolved") == ()
+    assert allowed_responses("withdrawn") == ()
+    assert is_live("en_route") and not is_live("handover") and not is_live("withdrawn")

@@ -1,0 +1,97 @@
+"""Web Push: the message the adapter builds decrypts with the subscription's keys to the order."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+
+import http_ece
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02, b64urlencode
+from pydantic import ValidationError
+
+from services.notify.channels.webpush import (
+    Subscription,
+    build_request,
+    load_vapid,
+    public_key,
+)
+from shared.events import Caller, Location, OrderIssued
+
+
+def browser_subscription() -> tuple[Subscription, ec.EllipticCurvePrivateKey, bytes]:
+    """What a browser makes: a P-256 key pair and a 16-byte auth secret."""
+    receiver = ec.generate_private_key(ec.SECP256R1())
+    point = receiver.public_key().public_bytes(serialization.Encoding.X962,
+                                               serialization.PublicFormat.UncompressedPoint)
+    auth = os.urandom(16)
+    sub = Subscription.model_validate({
+        "endpoint": "https://push.example.test/wpush/v2/abc123",
+        "keys": {"p256dh": b64urlencode(point), "auth": b64urlencode(auth)},
+    })
+    return sub, receiver, auth
+
+
+def the_order() -> OrderIssued:
+    return OrderIssued(
+        district="d1", order_id="ord_7", incident_id="inc_7", team_id="t1",
+        agency_kind="police", category="violence", priority="P1",
+        location=Location(lat=22.8, lon=108.3, address="Qingxiu Rd 3"), flags=("weapon",),
+        instructions="wait for the second unit", ack_by=datetime(2026, 11, 23, 8, tzinfo=UTC),
+        caller=Caller(phone="13877001234"), description="a man with a knife",
+    )
+
+
+def test_the_push_message_decrypts_with_the_subscriptions_keys_to_the_order() -> None:
+    sub, receiver, auth = browser_subscription()
+    vapid = Vapid02()
+    vapid.generate_keys()
+    url, headers, body = build_request(the_order(), sub, vapid=vapid,
+                                       subject="mailto:ops@example.test", ttl_s=120)
+
+    plain = http_ece.decrypt(body, private_key=receiver, auth_secret=auth, version="aes128gcm")
+    message = json.loads(plain)
+    assert message["order_id"] == "ord_7" and message["incident_id"] == "inc_7"
+    assert message["priority"] == "P1" and message["category"] == "violence"
+    assert message["location"] == {"lat": 22.8, "lon": 108.3}
+    assert message["address"] == "Qingxiu Rd 3" and message["flags"] == ["weapon"]
+    assert "13877001234" not in plain.decode() and "knife" not in plain.decode()
+
+    assert url == sub.endpoint
+    assert headers["Content-Encoding"] == "aes128gcm" and headers["TTL"] == "120"
+    assert headers["Urgency"] == "high"
+    assert headers["Authorization"].startswith("vapid t=")
+    assert Vapid02.verify(headers["Authorization"])  # signed by the server's VAPID key
+
+
+def test_each_message_uses_a_fresh_sender_key() -> None:
+    sub, receiver, auth = browser_subscription()
+    vapid = Vapid02()
+    vapid.generate_keys()
+    _, _, one = build_request(the_order(), sub, vapid=vapid, subject="mailto:a@b.test", ttl_s=1)
+    _, _, two = build_request(the_order(), sub, vapid=vapid, subject="mailto:a@b.test", ttl_s=1)
+    assert one != two
+    assert http_ece.decrypt(two, private_key=receiver, auth_secret=auth,
+                            version="aes128gcm") == http_ece.decrypt(
+        one, private_key=receiver, auth_secret=auth, version="aes128gcm")
+
+
+def test_a_vapid_key_loads_from_its_raw_form_and_gives_the_page_its_public_key() -> None:
+    original = Vapid02()
+    original.generate_keys()
+    raw = original.private_key.private_numbers().private_value.to_bytes(32, "big")
+    loaded = load_vapid(b64urlencode(raw))
+    assert public_key(loaded) == public_key(original)
+    assert len(public_key(loaded)) == 87  # 65 bytes, base64url without padding
+
+
+@pytest.mark.parametrize("keys", [
+    {"p256dh": b64urlencode(b"\x04" + b"1" * 10), "auth": b64urlencode(b"a" * 16)},
+    {"p256dh": b64urlencode(b"\x04" + b"1" * 64), "auth": b64urlencode(b"a" * 8)},
+])
+def test_a_subscription_with_bad_keys_is_refused(keys: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        Subscription.model_validate({"endpoint": "https://push.example.test/x", "keys": keys})
