@@ -1,0 +1,1 @@
+"""Volunteers: roster, shifts, check-in, devices, positions, status and the points ledger."""

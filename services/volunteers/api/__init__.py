@@ -1,0 +1,27 @@
+"""Volunteers' HTTP routes, one module per area; `build_router` puts them together."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from ..config import Settings
+from ..store.teams import PositionWriter
+from ..store.zones import ZoneLookup
+from . import devices, me, points, roster, shifts
+
+
+def build_router(
+    *, settings: Settings, redis: Redis, broker: RedisBroker, zones: ZoneLookup,
+    positions: PositionWriter,
+) -> APIRouter:
+    router = APIRouter()
+    # Fixed paths before parameterised ones: /v1/zones/lookup before /v1/zones/{zone_id}.
+    router.include_router(points.build_router(redis=redis, zones=zones))
+    router.include_router(devices.build_router(redis=redis, broker=broker))
+    router.include_router(me.build_router(settings=settings, redis=redis, broker=broker,
+                                          positions=positions))
+    router.include_router(shifts.build_router(settings=settings, redis=redis))
+    router.include_router(roster.build_router(settings=settings, redis=redis, broker=broker))
+    return router

@@ -1,0 +1,97 @@
+"""Device routes: enrolment and revocation (admin), token introspection (the device's token)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Response
+from faststream.redis import RedisBroker
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from shared.events import utcnow
+from shared.http import Principal, not_found
+
+from ..store import devices as devices_store
+from ..store import roster as roster_store
+from ..store.devices import TokenResolver
+from .deps import Admin, Device, IdPath
+
+log = logging.getLogger(__name__)
+
+
+class DeviceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    label: str | None = Field(default=None, max_length=100, description="e.g. the phone's model")
+
+
+def principal_of(identity: devices_store.DeviceIdentity) -> Principal:
+    return Principal(
+        kind="device", subject=identity.device_id, districts=(identity.district,),
+        member_id=identity.member_id, team_id=identity.team_id, agency_id=identity.agency_id,
+        agency_kind=identity.agency_kind, device_id=identity.device_id,
+        extra={"member_name": identity.member_name, "district": identity.district},
+    )
+
+
+def device_resolver(tokens: TokenResolver):  # -> shared.http.TokenResolver
+    async def resolve(token: str) -> Principal | None:
+        identity = await tokens.resolve(token)
+        return principal_of(identity) if identity else None
+
+    return resolve
+
+
+def build_router(*, redis: Redis, broker: RedisBroker) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/members/{member_id}/devices", status_code=201,
+                 summary="Enrol a device; its token is shown once (admin)")
+    async def create_device(
+        member_id: IdPath, _: Admin, body: DeviceIn | None = None,
+    ) -> dict[str, str]:
+        created = await devices_store.create_device(
+            redis, member_id=member_id, now=utcnow(), label=body.label if body else None)
+        if created is None:
+            raise not_found("member")
+        device_id, token = created
+        log.info("device %s enrolled for member %s", device_id, member_id)
+        return {"device_id": device_id, "token": token}
+
+    @router.get("/members/{member_id}/devices", summary="A member's active devices (admin)")
+    async def list_devices(
+        member_id: IdPath, _: Admin
+    ) -> list[dict[str, Any]]:
+        if not await roster_store.get(redis, "members", member_id):
+            raise not_found("member")
+        return await devices_store.devices_of(redis, member_id)
+
+    @router.delete("/members/{member_id}/devices/{device_id}", status_code=204,
+                   summary="Revoke a device's token at once, everywhere (admin)")
+    async def revoke_device(
+        member_id: IdPath, device_id: IdPath, _: Admin
+    ) -> Response:
+        result = await devices_store.revoke_device(
+            redis, broker=broker, member_id=member_id, device_id=device_id, now=utcnow())
+        if result == "not_found":
+            raise not_found("device")
+        if result == "revoked":
+            log.info("device %s of member %s revoked", device_id, member_id)
+        return Response(status_code=204)
+
+    @router.get("/devices/introspect",
+                summary="Who a device token belongs to (for notify); 401 if unknown or revoked")
+    async def introspect(who: Device) -> dict[str, str]:
+        return {
+            "device_id": who.device_id or who.subject,
+            "member_id": who.member_id or "",
+            "member_name": who.extra.get("member_name", ""),
+            "team_id": who.team_id or "",
+            "agency_id": who.agency_id or "",
+            "agency_kind": who.agency_kind or "",
+            "district": who.extra.get("district", ""),
+        }
+
+    return router

@@ -1,0 +1,146 @@
+"""Device routes (`/v1/me/*`, the device token's own member and team): shifts, status,
+positions, points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from faststream.redis import RedisBroker
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+
+from shared.events import UnitPosition, new_id, utcnow
+from shared.http import ApiError, Principal, conflict, not_found
+
+from ..config import Settings
+from ..domain import points, status
+from ..domain.positions import PositionIn, fix_time
+from ..store import points as points_store
+from ..store import roster as roster_store
+from ..store import teams as teams_store
+from ..store.teams import Applied, Decision, PositionWriter, TeamView
+from ..store.tx import Contended
+from . import views
+from .deps import Device
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: status.DeviceStatus
+
+
+def build_router(
+    *, settings: Settings, redis: Redis, broker: RedisBroker, positions: PositionWriter
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/me")
+
+    async def change(who: Principal, decide: Callable[[TeamView], Decision]) -> Applied:
+        try:
+            applied = await teams_store.transition(redis, broker=broker, team_id=who.team_id or "",
+                                                   decide=decide, now=utcnow())
+        except status.Refused as exc:
+            raise conflict(exc.message) from exc
+        except Contended as exc:
+            raise ApiError(503, "unavailable", "the team changed meanwhile; retry") from exc
+        if applied is None:
+            raise not_found("team")
+        return applied
+
+    def patrol_points(view: TeamView, outcome: status.Outcome) -> tuple[points.LedgerEntry, ...]:
+        if outcome.ended is None:
+            return ()
+        return tuple(points.award_patrol(
+            ended=outcome.ended, team_id=view.team["id"], district=view.team["district"],
+            agency_kind=view.agency.get("kind", ""), max_hours=settings.max_patrol_hours,
+        ))
+
+    def answer(who: Principal, applied: Applied) -> dict[str, Any]:
+        out = views.state(applied.before.team["id"], applied.decision.state)
+        earned = [e.points for e in applied.decision.ledger if e.member_id == who.member_id]
+        if earned:
+            out["points_awarded"] = sum(earned)
+        return out
+
+    @router.get("", summary="The device's member, team and status")
+    async def me(who: Device) -> dict[str, Any]:
+        team_id = who.team_id or ""
+        member = await roster_store.get(redis, "members", who.member_id or "")
+        view = await teams_store.load_view(redis, team_id)
+        if member is None or view is None:
+            raise not_found("member")
+        return {
+            "device_id": who.device_id,
+            "member": views.member(member),
+            "team": {**views.team(view.team), "agency_kind": view.agency.get("kind")},
+            "state": views.state(team_id, view.state),
+            "position": await teams_store.latest_position(redis, team_id),
+        }
+
+    @router.post("/shift/start", summary="Check in: the team goes on shift, available")
+    async def shift_start(who: Device) -> dict[str, Any]:
+        now, shift_id = utcnow(), new_id("shf")
+
+        def decide(view: TeamView) -> Decision:
+            outcome = status.start_shift(view.state, member_id=who.member_id or "", now=now,
+                                         shift_id=shift_id)
+            return Decision(outcome.state)
+
+        return answer(who, await change(who, decide))
+
+    @router.post("/shift/end", summary="Check out: the team goes off duty (409 with an open order)")
+    async def shift_end(who: Device) -> dict[str, Any]:
+        now = utcnow()
+
+        def decide(view: TeamView) -> Decision:
+            outcome = status.end_shift(view.state, now=now)
+            return Decision(outcome.state, ledger=patrol_points(view, outcome))
+
+        return answer(who, await change(who, decide))
+
+    @router.put("/status", summary="Set the team's status: available, busy or off_duty")
+    async def set_status(body: StatusIn, who: Device) -> dict[str, Any]:
+        now, shift_id = utcnow(), new_id("shf")
+
+        def decide(view: TeamView) -> Decision:
+            outcome = status.set_status(view.state, body.status, member_id=who.member_id or "",
+                                        now=now, shift_id=shift_id)
+            return Decision(outcome.state, ledger=patrol_points(view, outcome))
+
+        return answer(who, await change(who, decide))
+
+    @router.put("/position", summary="The team's position fix (the heaviest traffic)")
+    async def put_position(body: PositionIn, who: Device) -> dict[str, Any]:
+        now = utcnow()
+        try:
+            at = fix_time(body, now=now, max_future_s=settings.position_max_future_s)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_field", f"at {exc}", "at") from exc
+        event = UnitPosition(
+            district=who.extra["district"], unit_id=who.team_id or "", lat=body.lat,
+            lon=body.lon, accuracy_m=body.accuracy_m, at=at,
+        )
+        result = await positions.write(event, member_id=who.member_id or "", now=now)
+        if result == teams_store.POSITION_OFF_DUTY:
+            raise conflict("the team is off_duty: positions are kept only on shift; allowed: "
+                           "start a shift (POST /v1/me/shift/start) first")
+        out: dict[str, Any] = {"accepted": result >= teams_store.POSITION_STORED,
+                               "published": result == teams_store.POSITION_PUBLISHED}
+        if result == teams_store.POSITION_STALE:
+            out["reason"] = "older than the team's latest fix"
+        return out
+
+    @router.get("/points", summary="The member's points balance and history, newest first")
+    async def my_points(
+        who: Device,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        member_id = who.member_id or ""
+        total, history, count = await points_store.balance_and_history(
+            redis, member_id, offset=offset, limit=limit)
+        return {"member_id": member_id, "balance": total, "history": history, "count": count}
+
+    return router

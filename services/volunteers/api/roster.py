@@ -1,0 +1,231 @@
+"""Roster routes (admin): the district import, paginated lists, look-ups, explicit removals."""
+
+from __future__ import annotations
+
+import json
+import logging
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import HTTP
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from shared.events import utcnow
+from shared.http import ApiError, conflict, error_body, not_found
+
+from ..config import Settings
+from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
+from ..domain.roster_csv import parse_csv
+from ..domain.status import Refused
+from ..store import devices as devices_store
+from ..store import roster as roster_store
+from ..store import shifts as shifts_store
+from ..store import teams as teams_store
+from ..store.tx import Contended
+from . import views
+from .deps import Admin, IdPath, Reader
+
+log = logging.getLogger(__name__)
+MAX_PAGE = 500
+
+_IMPORT_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "description": "the roster document of DESIGN.md: "
+                         "district, agencies, zones, teams, members"},
+                        {"type": "object", "description": "CSV texts: {\"district\", \"csv\": "
+                         "{\"agencies\": \"<csv>\", \"zones\": ..., \"teams\": ..., "
+                         "\"members\": ...}}"},
+                    ]
+                }
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "district": {"type": "string"},
+                        **{e: {"type": "string", "format": "binary"} for e in ENTITIES},
+                    },
+                    "required": ["district"],
+                }
+            },
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """Form fields and files of a multipart/form-data body, by field name (or file stem).
+
+    python-multipart is not a dependency; the standard library's MIME parser reads forms.
+    """
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    if not isinstance(message, EmailMessage) or not message.is_multipart():
+        raise ApiError(400, "bad_body", "the multipart body cannot be read")
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        if isinstance(name, tuple):
+            name = name[2]
+        key = str(name or "")
+        if filename and key not in ENTITIES:
+            key = filename.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        payload = part.get_payload(decode=True)
+        if not key or not isinstance(payload, bytes):
+            continue
+        try:
+            fields[key.strip().lower()] = payload.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ApiError(422, "invalid_field", f"{key} is not UTF-8 text", key) from exc
+    return fields
+
+
+def parse_import(content_type: str, body: bytes) -> RosterDoc:
+    """Pick the format by content type: multipart CSV files, JSON CSV texts, a JSON document."""
+    if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+        fields = multipart_fields(content_type, body)
+        district = fields.pop("district", None)
+        return parse_csv(district, fields)
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
+    if isinstance(data, dict) and "csv" in data:
+        extra = [k for k in data if k not in ("district", "csv")]
+        if extra:
+            raise ApiError(422, "invalid_field", f"{str(extra[0])[:64]} is not a known field",
+                           str(extra[0])[:64])
+        files = data["csv"]
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ApiError(422, "invalid_field",
+                           "csv must map agencies/zones/teams/members to CSV text", "csv")
+        return parse_csv(data.get("district"), files)
+    return parse_document(data)
+
+
+def invalid_roster_response(exc: InvalidRoster) -> JSONResponse:
+    body = error_body("invalid_roster", exc.summary(), exc.errors[0].path)
+    body["error"]["errors"] = [e.as_dict() for e in exc.errors]
+    body["error"]["error_count"] = exc.total
+    return JSONResponse(body, status_code=422)
+
+
+def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+
+    @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
+                 openapi_extra=_IMPORT_DOC, response_model=None)
+    async def import_roster(request: Request, _: Admin) -> Any:
+        body = await read_body(request, settings.import_max_bytes)
+        try:
+            doc = parse_import(request.headers.get("content-type", "application/json"), body)
+            result = await roster_store.import_roster(redis, broker=broker, doc=doc,
+                                                      now=utcnow())
+        except InvalidRoster as exc:
+            log.info("roster import refused: %d error(s)", exc.total)
+            return invalid_roster_response(exc)
+        except Contended as exc:
+            raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
+                from exc
+        log.info("roster import for district %s: %s", doc.district, result.plan.counts)
+        return {"district": doc.district, "counts": result.plan.counts,
+                "unit_status_published": result.announced}
+
+    def list_route(entity: str) -> None:
+        view = views.RECORD_VIEWS[entity]
+
+        async def list_entities(
+            _: Reader,
+            district: Annotated[str | None, Query(max_length=64)] = None,
+            cursor: Annotated[str | None, Query(max_length=64)] = None,
+            limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        ) -> dict[str, Any]:
+            records, next_cursor = await roster_store.page(
+                redis, entity, district=district, cursor=cursor, limit=limit)
+            return {"items": [view(r) for r in records], "next_cursor": next_cursor}
+
+        router.add_api_route(f"/{entity}", list_entities, methods=["GET"],
+                             summary=f"List {entity}, ordered by id (admin)")
+
+    for entity in ENTITIES:
+        list_route(entity)
+
+    @router.get("/agencies/{agency_id}", summary="An agency and its teams (admin)")
+    async def get_agency(agency_id: IdPath, _: Reader) -> dict[str, Any]:
+        record = await roster_store.get(redis, "agencies", agency_id)
+        if not record:
+            raise not_found("agency")
+        return {**views.agency(record),
+                "team_ids": await roster_store.agency_team_ids(redis, agency_id)}
+
+    @router.get("/zones/{zone_id}", summary="A zone (admin)")
+    async def get_zone(zone_id: IdPath, _: Reader) -> dict[str, Any]:
+        record = await roster_store.get(redis, "zones", zone_id)
+        if not record:
+            raise not_found("zone")
+        return views.zone(record)
+
+    @router.get("/teams/{team_id}", summary="A team: profile, status, latest position (admin)")
+    async def get_team(team_id: IdPath, _: Reader) -> dict[str, Any]:
+        record = await roster_store.get(redis, "teams", team_id)
+        if not record:
+            raise not_found("team")
+        plan = await shifts_store.get_plan(redis, team_id)
+        return {
+            **views.team(record),
+            "state": views.state(team_id, await teams_store.team_state(redis, team_id)),
+            "position": await teams_store.latest_position(redis, team_id),
+            "member_ids": await roster_store.team_member_ids(redis, team_id),
+            "shift_plan": plan.model_dump(mode="json") if plan else None,
+        }
+
+    @router.get("/members/{member_id}", summary="A member and their devices (admin)")
+    async def get_member(member_id: IdPath, _: Reader) -> dict[str, Any]:
+        record = await roster_store.get(redis, "members", member_id)
+        if not record:
+            raise not_found("member")
+        return {**views.member(record),
+                "devices": await devices_store.devices_of(redis, member_id)}
+
+    @router.delete("/members/{member_id}", status_code=204,
+                   summary="Remove a member; their devices are revoked (admin)")
+    async def delete_member(member_id: IdPath, _: Admin) -> Response:
+        if not await roster_store.delete_member(redis, broker=broker, member_id=member_id):
+            raise not_found("member")
+        log.info("member %s removed", member_id)
+        return Response(status_code=204)
+
+    @router.delete("/teams/{team_id}", status_code=204,
+                   summary="Remove a team without members or open orders (admin)")
+    async def delete_team(team_id: IdPath, _: Admin) -> Response:
+        try:
+            removed = await roster_store.delete_team(redis, broker=broker, team_id=team_id)
+        except Refused as exc:
+            raise conflict(exc.message) from exc
+        if not removed:
+            raise not_found("team")
+        log.info("team %s removed", team_id)
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,66 @@
+"""Shift plan routes (admin): a team's plan, and who is planned on a date."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from redis.asyncio import Redis
+
+from shared.http import not_found
+
+from ..config import Settings
+from ..domain.shifts import ShiftPlan, parse_timezone, planned_on
+from ..store import roster as roster_store
+from ..store import shifts as shifts_store
+from ..store import teams as teams_store
+from .deps import Admin, IdPath, Reader
+
+
+def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
+    router = APIRouter(prefix="/v1")
+    default_tz = parse_timezone(settings.timezone)
+
+    @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin)")
+    async def put_plan(
+        team_id: IdPath, plan: ShiftPlan, _: Admin
+    ) -> dict[str, Any]:
+        team = await roster_store.get(redis, "teams", team_id)
+        if not team:
+            raise not_found("team")
+        await shifts_store.put_plan(redis, team_id=team_id, district=team["district"], plan=plan)
+        return {"team_id": team_id, **plan.model_dump(mode="json")}
+
+    @router.get("/teams/{team_id}/shift-plan", summary="A team's shift plan (admin)")
+    async def get_plan(team_id: IdPath, _: Reader) -> dict[str, Any]:
+        plan = await shifts_store.get_plan(redis, team_id)
+        if plan is None:
+            raise not_found("shift plan")
+        return {"team_id": team_id, **plan.model_dump(mode="json")}
+
+    @router.get("/shifts", summary="Teams planned on a date, with their members (admin)")
+    async def planned(
+        _: Reader,
+        district: Annotated[str, Query(min_length=1, max_length=64)],
+        day: Annotated[date, Query(alias="date")],
+    ) -> dict[str, Any]:
+        teams: list[dict[str, Any]] = []
+        for team_id, plan in (await shifts_store.plans_of(redis, district)).items():
+            shift = planned_on(plan, day, default_tz=default_tz)
+            team = await roster_store.get(redis, "teams", team_id)
+            if shift is None or team is None:
+                continue
+            state = await teams_store.team_state(redis, team_id)
+            members = await roster_store.members_of(redis, team_id)
+            teams.append({
+                "team_id": team_id, "team_name": team["name"], "agency_id": team["agency_id"],
+                "shift": shift.shift, "start": shift.start.isoformat(),
+                "end": shift.end.isoformat(), "status": state.status, "on_shift": state.on_shift,
+                "members": [{"member_id": m["id"], "name": m["name"], "role": m["role"]}
+                            for m in members],
+            })
+        teams.sort(key=lambda t: (t["start"], t["team_id"]))
+        return {"district": district, "date": day.isoformat(), "teams": teams}
+
+    return router

@@ -1,0 +1,32 @@
+"""Volunteers' settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    service_name: str = "volunteers"
+    default_port: int = 8003
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="TIMEZONE: of shift plans that name none (IANA name or +HH:MM)",
+    )
+    position_publish_interval_ms: int = Field(
+        default=2000,
+        ge=0,
+        description="POSITION_PUBLISH_INTERVAL_MS: at most one unit.position per team this often; "
+        "every fix still overwrites the team's latest position",
+    )
+    position_max_future_s: float = Field(
+        default=30, description="POSITION_MAX_FUTURE_S: fixes further ahead are refused"
+    )
+    import_max_bytes: int = Field(
+        default=32 * 1024 * 1024, description="IMPORT_MAX_BYTES: largest roster import body"
+    )
+    max_patrol_hours: float = Field(
+        default=12,
+        description="MAX_PATROL_HOURS: patrol points of one shift stop here (a forgotten check-out)",
+    )

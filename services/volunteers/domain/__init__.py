@@ -1,0 +1,1 @@
+"""Volunteers' decisions: plain functions over pydantic values; no FastStream, Redis or httpx."""

@@ -1,0 +1,109 @@
+"""Volunteer points: who earns what, as ledger entries with deterministic ids.
+
+Rules (DESIGN.md): 10 per resolved order, 5 per patrol hour on shift, 3 per confirmed hazard
+report; only members of volunteer teams earn points, and only those on the shift.
+- A resolved order: each member checked in to the resolving volunteer team's shift gets 10.
+- A confirmed hazard report (an order of category hazard_report resolved by a volunteer
+  team): each of those members gets 3 more.
+- Patrol: at shift end, each member gets 5 points per hour from their own check-in, counted
+  in whole quarter-hours (1.25 points each, so amounts stay exact), at most
+  `max_patrol_hours` per shift (a forgotten check-out earns no more).
+An entry's id says what it rewards (`resolved:<order>:<member>`, `hazard:<incident>:<member>`,
+`patrol:<shift>:<member>`), so writing it once (SET NX) makes every award exactly-once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from .status import EndedShift
+
+RESOLVED_ORDER_POINTS = 10
+PATROL_POINTS_PER_HOUR = 5
+HAZARD_REPORT_POINTS = 3
+HAZARD_CATEGORY = "hazard_report"
+QUARTER_POINTS = PATROL_POINTS_PER_HOUR / 4
+
+Reason = Literal["resolved_order", "hazard_report", "patrol"]
+
+
+class LedgerEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    entry_id: str
+    member_id: str
+    team_id: str
+    district: str
+    points: float
+    reason: Reason
+    at: AwareDatetime
+    order_id: str | None = None
+    incident_id: str | None = None
+    shift_id: str | None = None
+    minutes: int | None = None
+
+
+def award_resolved_order(
+    *, order_id: str, incident_id: str, category: str | None, team_id: str, district: str,
+    agency_kind: str, members_on_shift: Iterable[str], at: datetime,
+) -> list[LedgerEntry]:
+    if agency_kind != "volunteer":
+        return []
+    entries = []
+    for member_id in sorted(members_on_shift):
+        entries.append(LedgerEntry(
+            entry_id=f"resolved:{order_id}:{member_id}", member_id=member_id, team_id=team_id,
+            district=district, points=RESOLVED_ORDER_POINTS, reason="resolved_order", at=at,
+            order_id=order_id, incident_id=incident_id,
+        ))
+    if category == HAZARD_CATEGORY:
+        entries += award_confirmed_hazard(
+            incident_id=incident_id, team_id=team_id, district=district,
+            agency_kind=agency_kind, members_on_shift=members_on_shift, at=at, order_id=order_id,
+        )
+    return entries
+
+
+def award_confirmed_hazard(
+    *, incident_id: str, team_id: str, district: str, agency_kind: str,
+    members_on_shift: Iterable[str], at: datetime, order_id: str | None = None,
+) -> list[LedgerEntry]:
+    """Keyed by incident, so the order's resolution and the incident's closing award it once."""
+    if agency_kind != "volunteer":
+        return []
+    return [
+        LedgerEntry(
+            entry_id=f"hazard:{incident_id}:{member_id}", member_id=member_id, team_id=team_id,
+            district=district, points=HAZARD_REPORT_POINTS, reason="hazard_report", at=at,
+            order_id=order_id, incident_id=incident_id,
+        )
+        for member_id in sorted(members_on_shift)
+    ]
+
+
+def patrol_quarters(start: datetime, end: datetime, *, max_hours: float) -> int:
+    minutes = max(0.0, (end - start).total_seconds() / 60)
+    return int(min(minutes, max_hours * 60) // 15)
+
+
+def award_patrol(
+    *, ended: EndedShift, team_id: str, district: str, agency_kind: str, max_hours: float,
+) -> list[LedgerEntry]:
+    if agency_kind != "volunteer":
+        return []
+    entries = []
+    for member_id, joined in sorted(ended.members.items()):
+        quarters = patrol_quarters(joined, ended.ended_at, max_hours=max_hours)
+        if quarters == 0:
+            continue
+        entries.append(LedgerEntry(
+            entry_id=f"patrol:{ended.shift_id}:{member_id}", member_id=member_id,
+            team_id=team_id, district=district, points=quarters * QUARTER_POINTS,
+            reason="patrol", at=ended.ended_at, shift_id=ended.shift_id, minutes=quarters * 15,
+        ))
+    return entries
+

@@ -1,0 +1,452 @@
+"""The roster's rules: what a valid agency, zone, team and member is, and what an import changes.
+
+Parsing collects every wrong row with its location (a JSON path such as `teams.3.mode`, or a
+CSV file and line) before anything is written, so an import is all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from shapely.geometry import Polygon
+
+from shared.events import AgencyKind, AgencyRole, Mode
+
+Entity = Literal["agencies", "zones", "teams", "members"]
+ENTITIES: tuple[Entity, ...] = ("agencies", "zones", "teams", "members")
+
+EntityId = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Skill = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9_\-]{1,40}$")
+]
+MemberRole = Literal["officer", "auxiliary", "guard", "volunteer"]
+
+# Which member roles each agency kind has: an auxiliary officer is police staff, a guard
+# works for a security company.
+ROLES_BY_KIND: dict[str, frozenset[str]] = {
+    "police": frozenset({"officer", "auxiliary"}),
+    "security": frozenset({"guard"}),
+    "volunteer": frozenset({"volunteer"}),
+}
+
+MAX_ROWS = 50_000
+MAX_ERRORS = 100
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgencyRow(_Row):
+    id: EntityId
+    name: Name
+    kind: AgencyKind
+    role: AgencyRole | None = Field(
+        default=None, description="police only: station (default) or patrol"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_role(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "police" and data.get("role") is None:
+            return {**data, "role": "station"}
+        return data
+
+    @model_validator(mode="after")
+    def _role(self) -> AgencyRow:
+        if self.kind != "police" and self.role is not None:
+            raise ValueError("role: only police agencies have a role")
+        return self
+
+
+class ZoneRow(_Row):
+    id: EntityId
+    name: Name
+    owner_agency_id: EntityId
+    polygon: tuple[tuple[float, float], ...] = Field(description="[[lon, lat], ...]")
+
+    @field_validator("polygon", mode="before")
+    @classmethod
+    def _points(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(p, list | tuple) and len(p) == 2 for p in value
+        ):
+            raise ValueError("must be a list of [lon, lat] pairs")
+        return value
+
+    @field_validator("polygon")
+    @classmethod
+    def _shape(cls, value: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        return normalise_ring(value)
+
+
+class TeamRow(_Row):
+    id: EntityId
+    agency_id: EntityId
+    name: Name
+    mode: Mode
+    skills: tuple[Skill, ...] = Field(default=(), max_length=32)
+    home_zone_id: EntityId | None = None
+
+    @field_validator("skills")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+
+class MemberRow(_Row):
+    id: EntityId
+    name: Name
+    agency_id: EntityId
+    team_id: EntityId
+    role: MemberRole
+    phone: (
+        Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9+\-() ]{3,40}$")]
+        | None
+    ) = None
+
+
+ROW_MODELS: dict[Entity, type[_Row]] = {
+    "agencies": AgencyRow,
+    "zones": ZoneRow,
+    "teams": TeamRow,
+    "members": MemberRow,
+}
+
+
+def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """An open ring of valid [lon, lat] points forming a valid polygon, or ValueError."""
+    ring = [(float(lon), float(lat)) for lon, lat in points]
+    for i, (lon, lat) in enumerate(ring):
+        if not (-180 <= lon <= 180) or not (-90 <= lat <= 90):
+            raise ValueError(f"point {i} is outside the valid lon/lat range")
+    if len(ring) > 1 and ring[0] == ring[-1]:
+        ring = ring[:-1]
+    if len(set(ring)) < 3:
+        raise ValueError("needs at least 3 distinct points")
+    if len(ring) > 10_000:
+        raise ValueError("has more than 10000 points")
+    if not Polygon(ring).is_valid:
+        raise ValueError("is not a valid polygon (it crosses itself)")
+    return tuple(ring)
+
+
+# --- locations and errors ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """One wrong field of one row: where (JSON index or CSV line) and what, never the value."""
+
+    entity: str
+    field: str
+    message: str
+    index: int | None = None
+    line: int | None = None
+
+    @property
+    def path(self) -> str:
+        if self.line is not None:
+            return f"{self.entity}.{self.field}" if self.field else self.entity
+        parts = [self.entity]
+        if self.index is not None:
+            parts.append(str(self.index))
+        if self.field:
+            parts.append(self.field)
+        return ".".join(parts)
+
+    @property
+    def where(self) -> str:
+        if self.line is not None:
+            return f"{self.entity} line {self.line}" + (f", {self.field}" if self.field else "")
+        return self.path
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"entity": self.entity, "field": self.field or None,
+                               "message": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+        else:
+            out["path"] = self.path
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    """Where a row came from: its index in the JSON list, or its CSV line."""
+
+    index: int | None = None
+    line: int | None = None
+
+    def error(self, entity: str, field_: str, message: str) -> RowError:
+        return RowError(entity, field_, message, index=self.index, line=self.line)
+
+
+@dataclass(slots=True)
+class RosterDoc:
+    district: str
+    agencies: list[AgencyRow] = field(default_factory=list)
+    zones: list[ZoneRow] = field(default_factory=list)
+    teams: list[TeamRow] = field(default_factory=list)
+    members: list[MemberRow] = field(default_factory=list)
+    locs: dict[str, list[Loc]] = field(default_factory=lambda: {e: [] for e in ENTITIES})
+
+    def rows(self, entity: Entity) -> list[Any]:
+        return getattr(self, entity)
+
+
+class InvalidRoster(Exception):
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__(f"{len(errors)} error(s)")
+        self.errors = errors[:MAX_ERRORS]
+        self.total = len(errors)
+
+    def summary(self) -> str:
+        first = self.errors[0]
+        more = f" (and {self.total - 1} more)" if self.total > 1 else ""
+        return f"nothing was imported: {first.where}: {first.message}{more}"
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_too_long": "is too long",
+    "string_too_short": "is too short",
+    "string_pattern_mismatch": "has characters or a length that are not allowed",
+    "string_type": "must be a string",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "too_long": "has too many items",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+}
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    if err["type"] in _MESSAGES:
+        return _MESSAGES[err["type"]]
+    msg = str(err.get("msg", "is invalid"))
+    return msg.removeprefix("Value error, ").replace("Input should be", "must be")
+
+
+def _validation_errors(entity: str, loc: Loc, exc: ValidationError) -> list[RowError]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        parts = [str(p) for p in err["loc"]]
+        message = _describe(err)
+        if not parts and ":" in message:  # a model validator names its field first
+            name, _, message = message.partition(":")
+            parts = [name.strip()]
+            message = message.strip()
+        out.append(loc.error(entity, ".".join(parts), message))
+    return out
+
+
+def parse_row(entity: Entity, data: Any, loc: Loc, errors: list[RowError]) -> _Row | None:
+    if not isinstance(data, dict):
+        errors.append(loc.error(entity, "", "must be an object"))
+        return None
+    try:
+        return ROW_MODELS[entity].model_validate(data)
+    except ValidationError as exc:
+        errors.extend(_validation_errors(entity, loc, exc))
+        return None
+
+
+def check_district(value: Any, errors: list[RowError], *, line: int | None = None) -> str:
+    if not isinstance(value, str) or not value.strip():
+        errors.append(RowError("district", "", "is required", line=line))
+        return ""
+    district = value.strip()
+    if len(district) > 64 or not all(c.isalnum() or c in "_.-" for c in district):
+        errors.append(RowError("district", "", "has characters or a length that are not allowed",
+                               line=line))
+    return district
+
+
+def parse_document(data: Any) -> RosterDoc:
+    """A JSON roster document (DESIGN.md's format) -> RosterDoc, or InvalidRoster with all errors."""
+    if not isinstance(data, dict):
+        raise InvalidRoster([RowError("(body)", "", "must be a JSON object")])
+    errors: list[RowError] = []
+    for key in data:
+        if key not in ("district", *ENTITIES):
+            errors.append(RowError(str(key)[:64], "", "is not a known field"))
+    doc = RosterDoc(district=check_district(data.get("district"), errors))
+    for entity in ENTITIES:
+        rows = data.get(entity, [])
+        if rows is None:
+            rows = []
+        if not isinstance(rows, list):
+            errors.append(RowError(entity, "", "must be a list"))
+            continue
+        if len(rows) > MAX_ROWS:
+            errors.append(RowError(entity, "", f"has more than {MAX_ROWS} rows"))
+            continue
+        for i, raw in enumerate(rows):
+            loc = Loc(index=i)
+            row = parse_row(entity, raw, loc, errors)
+            if row is not None:
+                doc.rows(entity).append(row)
+                doc.locs[entity].append(loc)
+    check_document(doc, errors)
+    if errors:
+        raise InvalidRoster(errors)
+    return doc
+
+
+def check_document(doc: RosterDoc, errors: list[RowError]) -> None:
+    """Rules inside one document: ids unique per entity."""
+    for entity in ENTITIES:
+        seen: set[str] = set()
+        for row, loc in zip(doc.rows(entity), doc.locs[entity], strict=True):
+            if row.id in seen:
+                errors.append(loc.error(entity, "id", "appears twice in this import"))
+            seen.add(row.id)
+
+
+# --- references against the document and what is stored ---------------------------------
+
+
+def referenced_ids(doc: RosterDoc) -> dict[Entity, set[str]]:
+    """Every id of each entity that the import defines or refers to: what the store must read."""
+    ids: dict[Entity, set[str]] = {e: {r.id for r in doc.rows(e)} for e in ENTITIES}
+    ids["agencies"] |= {z.owner_agency_id for z in doc.zones}
+    ids["agencies"] |= {t.agency_id for t in doc.teams} | {m.agency_id for m in doc.members}
+    ids["zones"] |= {t.home_zone_id for t in doc.teams if t.home_zone_id}
+    ids["teams"] |= {m.team_id for m in doc.members}
+    return ids
+
+
+Stored = Mapping[str, Mapping[str, Mapping[str, str]]]  # entity -> id -> stored record
+
+
+def check_references(doc: RosterDoc, stored: Stored) -> None:
+    """Rules across rows and against stored data; raises InvalidRoster with every error."""
+    errors: list[RowError] = []
+    district = doc.district
+
+    for entity in ENTITIES:
+        for row, loc in zip(doc.rows(entity), doc.locs[entity], strict=True):
+            old = stored.get(entity, {}).get(row.id)
+            if old and old.get("district") != district:
+                errors.append(loc.error(entity, "id", "is already used in another district"))
+
+    def lookup(entity: Entity, entity_id: str) -> Mapping[str, str] | None:
+        for row in doc.rows(entity):
+            if row.id == entity_id:
+                return record_of(entity, row, district)
+        old = stored.get(entity, {}).get(entity_id)
+        return old if old and old.get("district") == district else None
+
+    for zone, loc in zip(doc.zones, doc.locs["zones"], strict=True):
+        owner = lookup("agencies", zone.owner_agency_id)
+        if owner is None:
+            errors.append(loc.error("zones", "owner_agency_id", "names no agency of this district"))
+        elif owner["kind"] != "police" or owner.get("role") != "station":
+            errors.append(loc.error("zones", "owner_agency_id",
+                                    "must name a police agency with role station"))
+    for team, loc in zip(doc.teams, doc.locs["teams"], strict=True):
+        if lookup("agencies", team.agency_id) is None:
+            errors.append(loc.error("teams", "agency_id", "names no agency of this district"))
+        if team.home_zone_id and lookup("zones", team.home_zone_id) is None:
+            errors.append(loc.error("teams", "home_zone_id", "names no zone of this district"))
+    for member, loc in zip(doc.members, doc.locs["members"], strict=True):
+        agency = lookup("agencies", member.agency_id)
+        team = lookup("teams", member.team_id)
+        if agency is None:
+            errors.append(loc.error("members", "agency_id", "names no agency of this district"))
+        elif member.role not in ROLES_BY_KIND[agency["kind"]]:
+            allowed = ", ".join(sorted(ROLES_BY_KIND[agency["kind"]]))
+            errors.append(loc.error("members", "role",
+                                    f"is not a role of a {agency['kind']} agency ({allowed})"))
+        if team is None:
+            errors.append(loc.error("members", "team_id", "names no team of this district"))
+        elif agency is not None and team["agency_id"] != member.agency_id:
+            errors.append(loc.error("members", "team_id", "names a team of another agency"))
+    if errors:
+        raise InvalidRoster(errors)
+
+
+# --- records and the import plan --------------------------------------------------------
+
+
+def record_of(entity: Entity, row: Any, district: str) -> dict[str, str]:
+    """The stored form of a row: a flat Redis hash of strings."""
+    if entity == "agencies":
+        return {"id": row.id, "district": district, "name": row.name, "kind": row.kind,
+                "role": row.role or ""}
+    if entity == "zones":
+        return {"id": row.id, "district": district, "name": row.name,
+                "owner_agency_id": row.owner_agency_id,
+                "polygon": json.dumps([list(p) for p in row.polygon], separators=(",", ":"))}
+    if entity == "teams":
+        return {"id": row.id, "district": district, "agency_id": row.agency_id, "name": row.name,
+                "mode": row.mode, "skills": json.dumps(list(row.skills)),
+                "home_zone_id": row.home_zone_id or ""}
+    return {"id": row.id, "district": district, "name": row.name, "agency_id": row.agency_id,
+            "team_id": row.team_id, "role": row.role, "phone": row.phone or ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    entity: Entity
+    id: str
+    record: dict[str, str]
+    previous: Mapping[str, str] | None
+
+
+@dataclass(slots=True)
+class ImportPlan:
+    district: str
+    counts: dict[str, dict[str, int]]
+    writes: list[Write]
+    # Teams whose UnitStatus profile changed: created or changed rows, and the stored teams
+    # of agencies whose kind or role changed.
+    teams_changed: set[str]
+    agencies_profile_changed: set[str]
+    zones_changed: bool
+
+
+def plan_import(doc: RosterDoc, stored: Stored) -> ImportPlan:
+    counts = {e: {"created": 0, "updated": 0, "unchanged": 0} for e in ENTITIES}
+    writes: list[Write] = []
+    teams_changed: set[str] = set()
+    agencies_changed: set[str] = set()
+    zones_changed = False
+    for entity in ENTITIES:
+        for row in doc.rows(entity):
+            record = record_of(entity, row, doc.district)
+            old = stored.get(entity, {}).get(row.id) or None
+            if old is None:
+                counts[entity]["created"] += 1
+            elif {k: old.get(k, "") for k in record} == record:
+                counts[entity]["unchanged"] += 1
+                continue
+            else:
+                counts[entity]["updated"] += 1
+            writes.append(Write(entity, row.id, record, old))
+            if entity == "teams":
+                teams_changed.add(row.id)
+            elif entity == "zones":
+                zones_changed = True
+            elif entity == "agencies" and old is not None and (
+                old.get("kind") != record["kind"] or old.get("role", "") != record["role"]
+            ):
+                agencies_changed.add(row.id)
+    return ImportPlan(doc.district, counts, writes, teams_changed, agencies_changed, zones_changed)

@@ -1,0 +1,158 @@
+"""A roster as CSV exports of a spreadsheet: one file per entity, errors reported by line.
+
+Files (UTF-8, a BOM is fine, comma-separated, header row first, column order free):
+- agencies: id, name, kind, role (role: police only; empty = station)
+- zones: id, name, owner_agency_id, polygon
+- teams: id, agency_id, name, mode, skills, home_zone_id (skills separated by `;`)
+- members: id, name, agency_id, team_id, role, phone
+A zone's polygon is either a JSON list `[[lon, lat], ...]` or WKT `POLYGON ((lon lat, ...))`;
+both are lon before lat. Empty cells are absent values; blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from shapely import wkt
+from shapely.errors import ShapelyError
+from shapely.geometry import Polygon
+
+from .roster import (
+    ENTITIES,
+    MAX_ROWS,
+    Entity,
+    InvalidRoster,
+    Loc,
+    RosterDoc,
+    RowError,
+    check_district,
+    check_document,
+    parse_row,
+)
+
+COLUMNS: dict[Entity, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # entity: (required columns, optional columns)
+    "agencies": (("id", "name", "kind"), ("role",)),
+    "zones": (("id", "name", "owner_agency_id", "polygon"), ()),
+    "teams": (("id", "agency_id", "name", "mode"), ("skills", "home_zone_id")),
+    "members": (("id", "name", "agency_id", "team_id", "role"), ("phone",)),
+}
+
+
+def parse_polygon(text: str) -> list[list[float]]:
+    """A polygon cell: JSON `[[lon, lat], ...]` or WKT `POLYGON ((lon lat, ...))`."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValueError("is not a JSON list of [lon, lat] pairs") from exc
+        if not isinstance(value, list):
+            raise ValueError("is not a JSON list of [lon, lat] pairs")
+        return value
+    try:
+        shape = wkt.loads(text)
+    except (ShapelyError, ValueError) as exc:
+        raise ValueError("is neither a JSON list of [lon, lat] pairs nor WKT POLYGON") from exc
+    if not isinstance(shape, Polygon) or shape.is_empty or list(shape.interiors):
+        raise ValueError("must be a WKT POLYGON without holes")
+    return [[x, y] for x, y, *_ in shape.exterior.coords]
+
+
+def _cells(entity: Entity, row: Mapping[str, str], loc: Loc,
+           errors: list[RowError]) -> dict[str, Any] | None:
+    data: dict[str, Any] = {}
+    for key, value in row.items():
+        value = value.strip()
+        if value == "":
+            continue
+        if entity == "zones" and key == "polygon":
+            try:
+                data[key] = parse_polygon(value)
+            except ValueError as exc:
+                errors.append(loc.error(entity, key, str(exc)))
+                return None
+        elif entity == "teams" and key == "skills":
+            data[key] = [s for s in value.split(";") if s.strip()]
+        else:
+            data[key] = value
+    return data
+
+
+def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError]) -> None:
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        errors.append(RowError(entity, "", "the file is empty", line=1))
+        return
+    except csv.Error:
+        errors.append(RowError(entity, "", "the header row is not valid CSV", line=1))
+        return
+    columns = [h.strip().lower() for h in header]
+    required, optional = COLUMNS[entity]
+    header_ok = True
+    for name in required:
+        if name not in columns:
+            errors.append(RowError(entity, name, "column is missing", line=1))
+            header_ok = False
+    for name in columns:
+        if name not in required and name not in optional:
+            errors.append(RowError(entity, name or "(empty)", "is not a known column", line=1))
+            header_ok = False
+    if len(set(columns)) != len(columns):
+        errors.append(RowError(entity, "", "a column appears twice", line=1))
+        header_ok = False
+    if not header_ok:
+        return
+    line = reader.line_num + 1
+    count = 0
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            errors.append(RowError(entity, "", "is not valid CSV", line=line))
+            return
+        start, line = line, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue
+        count += 1
+        if count > MAX_ROWS:
+            errors.append(RowError(entity, "", f"has more than {MAX_ROWS} rows", line=start))
+            return
+        loc = Loc(line=start)
+        if len(cells) != len(columns):
+            errors.append(loc.error(entity, "", f"has {len(cells)} cells, the header has "
+                                                f"{len(columns)}"))
+            continue
+        data = _cells(entity, dict(zip(columns, cells, strict=True)), loc, errors)
+        if data is None:
+            continue
+        row = parse_row(entity, data, loc, errors)
+        if row is not None:
+            doc.rows(entity).append(row)
+            doc.locs[entity].append(loc)
+
+
+def parse_csv(district: Any, files: Mapping[str, str]) -> RosterDoc:
+    """CSV texts by entity name (any subset of the four) -> RosterDoc, or InvalidRoster."""
+    errors: list[RowError] = []
+    doc = RosterDoc(district=check_district(district, errors))
+    unknown = [name for name in files if name not in ENTITIES]
+    for name in unknown:
+        errors.append(RowError(str(name)[:64], "", "is not one of agencies, zones, teams, members"))
+    if not any(name in ENTITIES for name in files):
+        errors.append(RowError("(files)", "", "no file named agencies, zones, teams or members"))
+    for entity in ENTITIES:
+        if entity in files:
+            _parse_file(entity, files[entity], doc, errors)
+    check_document(doc, errors)
+    if errors:
+        raise InvalidRoster(errors)
+    return doc

@@ -1,0 +1,93 @@
+"""Shift plans: named shifts and a daily rotation, e.g. main 08:00-18:00 and secondary
+18:00-08:00 swapping every day (DOMAIN.md), and who is planned on a given date.
+
+A plan is `{"timezone"?, "shifts": {"main": {"start": "08:00", "end": "18:00"}, ...},
+"rotation": ["main", "secondary"], "anchor": "2026-11-23"}`: on the anchor date the team
+works rotation[0], the next day rotation[1], and so on, cycling; `"off"` (or null) is a
+day off. A shift whose end is not after its start ends the next day.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+OFF = "off"
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+
+
+def parse_timezone(name: str) -> tzinfo:
+    """An IANA name (Asia/Shanghai) or a fixed offset (+08:00); ValueError otherwise."""
+    if m := _OFFSET.match(name):
+        sign = 1 if m.group(1) == "+" else -1
+        delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        if delta > timedelta(hours=14):
+            raise ValueError("is not a valid UTC offset")
+        return timezone(sign * delta)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("is not a known time zone (an IANA name or +HH:MM)") from exc
+
+
+class ShiftSlot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: time = Field(description="local time, HH:MM")
+    end: time = Field(description="local time, HH:MM; not after start = the next day")
+
+
+class ShiftPlan(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timezone: str | None = Field(default=None, description="IANA name or +HH:MM")
+    shifts: dict[str, ShiftSlot] = Field(min_length=1, max_length=8)
+    rotation: list[str | None] = Field(min_length=1, max_length=56)
+    anchor: date = Field(description="the date on which rotation[0] is worked")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_timezone(value)
+        return value
+
+    @field_validator("shifts")
+    @classmethod
+    def _names(cls, value: dict[str, ShiftSlot]) -> dict[str, ShiftSlot]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9_\-]{1,32}", name) or name == OFF:
+                raise ValueError("shift names are 1-32 of a-z, 0-9, _ and - (and not 'off')")
+        return value
+
+    @model_validator(mode="after")
+    def _rotation(self) -> ShiftPlan:
+        for entry in self.rotation:
+            if entry is not None and entry != OFF and entry not in self.shifts:
+                raise ValueError("rotation: every entry must name a shift of the plan, or 'off'")
+        return self
+
+
+class PlannedShift(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    shift: str
+    start: datetime
+    end: datetime
+
+
+def planned_on(plan: ShiftPlan, day: date, *, default_tz: tzinfo) -> PlannedShift | None:
+    """The shift the plan puts on `day` (the one starting that day), or None for a day off."""
+    entry = plan.rotation[(day - plan.anchor).days % len(plan.rotation)]
+    if entry is None or entry == OFF:
+        return None
+    slot = plan.shifts[entry]
+    tz = parse_timezone(plan.timezone) if plan.timezone else default_tz
+    start = datetime.combine(day, slot.start, tzinfo=tz)
+    end = datetime.combine(day, slot.end, tzinfo=tz)
+    if end <= start:
+        end += timedelta(days=1)
+    return PlannedShift(shift=entry, start=start, end=end)

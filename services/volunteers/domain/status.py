@@ -1,0 +1,255 @@
+"""A team's state machine: shifts and device choices on one side, dispatch's orders on the other.
+
+States: off_duty, available, busy (the device's choices) and dispatched, en_route, on_scene
+(driven by the team's open orders: the team shows its most advanced one). A team is busy with
+an order from `order.issued` until the order is resolved, handed over, declined or withdrawn;
+then it is available if its shift is still on, else off duty. Every step is a pure function
+over `TeamState`, so a redelivered event gives the same state and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.events import AgencyKind, Mode, Response, UnitState, UnitStatus
+
+Stage = Literal["dispatched", "en_route", "on_scene"]
+DeviceStatus = Literal["available", "busy", "off_duty"]
+
+STAGE_RANK: dict[str, int] = {"dispatched": 1, "en_route": 2, "on_scene": 3}
+FINAL_RESPONSES = frozenset({"resolved", "handover", "declined"})
+PROGRESS: dict[str, Stage] = {"en_route": "en_route", "on_scene": "on_scene"}
+
+# What a device may set from each state (the order states follow the order, not the device).
+DEVICE_TRANSITIONS: Mapping[str, tuple[DeviceStatus, ...]] = {
+    "off_duty": ("available",),
+    "available": ("busy", "off_duty"),
+    "busy": ("available", "off_duty"),
+    "dispatched": (),
+    "en_route": (),
+    "on_scene": (),
+}
+
+
+class Refused(Exception):
+    """The team's state forbids the step: the message says which state and what is allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TeamState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    status: UnitState = "off_duty"
+    on_shift: bool = False
+    shift_id: str | None = None
+    shift_started_at: AwareDatetime | None = None
+    shift_members: dict[str, AwareDatetime] = Field(
+        default_factory=dict, description="member id -> when they checked in to this shift"
+    )
+    orders: dict[str, Stage] = Field(default_factory=dict, description="open orders, oldest first")
+
+    @property
+    def open_order(self) -> str | None:
+        """The order the team shows: the most advanced, the oldest among equals."""
+        if not self.orders:
+            return None
+        best = max(STAGE_RANK[s] for s in self.orders.values())
+        return next(o for o, s in self.orders.items() if STAGE_RANK[s] == best)
+
+    def visible(self) -> tuple[str, bool, str | None]:
+        """What dispatch sees of the state: a change here is published as UnitStatus."""
+        return self.status, self.on_shift, self.open_order
+
+
+class EndedShift(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    shift_id: str
+    started_at: datetime
+    ended_at: datetime
+    members: dict[str, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: TeamState
+    ended: EndedShift | None = None
+
+
+def _settle(state: TeamState) -> TeamState:
+    """The status that follows from the open orders and the shift."""
+    if state.orders:
+        best = max(state.orders.values(), key=lambda s: STAGE_RANK[s])
+        return state.model_copy(update={"status": best})
+    if state.status in STAGE_RANK or (not state.on_shift and state.status != "off_duty"):
+        return state.model_copy(update={"status": "available" if state.on_shift else "off_duty"})
+    return state
+
+
+def _order_refusal(state: TeamState, what: str) -> Refused:
+    return Refused(
+        f"the team is {state.status} with open order {state.open_order}: {what} once its "
+        "orders are resolved, handed over, declined or withdrawn"
+    )
+
+
+# --- the device: shifts and status --------------------------------------------------------
+
+
+def start_shift(state: TeamState, *, member_id: str, now: datetime, shift_id: str) -> Outcome:
+    """Check in: the team goes on shift (available unless it holds an order); the member joins."""
+    if state.on_shift:
+        if member_id in state.shift_members:
+            return Outcome(state)
+        members = {**state.shift_members, member_id: now}
+        return Outcome(state.model_copy(update={"shift_members": members}))
+    started = state.model_copy(update={
+        "on_shift": True, "shift_id": shift_id, "shift_started_at": now,
+        "shift_members": {member_id: now},
+        "status": state.status if state.orders else "available",
+    })
+    return Outcome(_settle(started))
+
+
+def end_shift(state: TeamState, *, now: datetime) -> Outcome:
+    """Check out: the whole team goes off duty; refused while it holds an open order."""
+    if state.orders:
+        raise _order_refusal(state, "its shift can end")
+    if not state.on_shift:
+        return Outcome(state)
+    ended = EndedShift(
+        shift_id=state.shift_id or "unknown",
+        started_at=state.shift_started_at or now,
+        ended_at=now,
+        members=dict(state.shift_members),
+    )
+    off = TeamState(status="off_duty")
+    return Outcome(off, ended=ended)
+
+
+def set_status(
+    state: TeamState, target: DeviceStatus, *, member_id: str, now: datetime, shift_id: str
+) -> Outcome:
+    """The device sets available/busy/off_duty; the same status again is a no-op."""
+    if target == state.status:
+        return Outcome(state)
+    if state.orders:
+        raise _order_refusal(state, "its status follows the order; it can be set")
+    allowed = DEVICE_TRANSITIONS[state.status]
+    if target not in allowed:
+        raise Refused(
+            f"the team is {state.status}; allowed from {state.status}: "
+            f"{', '.join(allowed) if allowed else 'none'}"
+        )
+    if target == "available" and not state.on_shift:
+        return start_shift(state, member_id=member_id, now=now, shift_id=shift_id)
+    if target == "off_duty":
+        return end_shift(state, now=now)
+    return Outcome(state.model_copy(update={"status": target}))
+
+
+# --- dispatch's orders --------------------------------------------------------------------
+
+
+class OrderRecord(BaseModel):
+    """What volunteers remembers of an order: whose it is and whether it is still open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    team_id: str
+    incident_id: str
+    category: str | None = None
+    open: bool = True
+    final: str | None = Field(default=None, description="resolved, handover, declined, withdrawn")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStep:
+    state: TeamState
+    record: OrderRecord | None
+    finished: str | None = None  # the final response this step applied, if any
+
+
+def _foreign(record: OrderRecord | None, team_id: str) -> bool:
+    return record is not None and record.team_id != team_id
+
+
+def on_order_issued(
+    state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
+    incident_id: str, category: str,
+) -> OrderStep:
+    if _foreign(record, team_id):
+        return OrderStep(state, record)
+    if record is not None:  # seen already (redelivery, or a response overtook it)
+        if record.category is None:
+            return OrderStep(state, record.model_copy(update={"category": category}))
+        return OrderStep(state, record)
+    orders = {**state.orders, order_id: "dispatched"}
+    new = OrderRecord(team_id=team_id, incident_id=incident_id, category=category)
+    return OrderStep(_settle(state.model_copy(update={"orders": orders})), new)
+
+
+def on_order_responded(
+    state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
+    incident_id: str, response: Response,
+) -> OrderStep:
+    if _foreign(record, team_id) or (record is not None and not record.open):
+        return OrderStep(state, record)
+    record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
+    if response in FINAL_RESPONSES:
+        return _finish(state, record, order_id=order_id, final=response)
+    orders = dict(state.orders)
+    current = orders.get(order_id, "dispatched")
+    stage = PROGRESS.get(response, current)
+    # Responses move forward only: a late en_route after on_scene changes nothing.
+    orders[order_id] = stage if STAGE_RANK[stage] >= STAGE_RANK[current] else current
+    return OrderStep(_settle(state.model_copy(update={"orders": orders})), record)
+
+
+def on_order_withdrawn(
+    state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
+    incident_id: str,
+) -> OrderStep:
+    if _foreign(record, team_id) or (record is not None and not record.open):
+        return OrderStep(state, record)
+    record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
+    return _finish(state, record, order_id=order_id, final="withdrawn")
+
+
+def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str) -> OrderStep:
+    orders = {o: s for o, s in state.orders.items() if o != order_id}
+    settled = _settle(state.model_copy(update={"orders": orders}))
+    closed = record.model_copy(update={"open": False, "final": final})
+    return OrderStep(settled, closed, finished=final)
+
+
+# --- the event dispatch builds its projection from -----------------------------------------
+
+
+def unit_status(
+    *, team: Mapping[str, str], agency: Mapping[str, str], state: TeamState, skills: list[str],
+) -> UnitStatus:
+    kind: AgencyKind = agency["kind"]  # type: ignore[assignment]
+    mode: Mode = team["mode"]  # type: ignore[assignment]
+    return UnitStatus(
+        district=team["district"],
+        unit_id=team["id"],
+        status=state.status,
+        name=team.get("name") or None,
+        agency_id=team["agency_id"],
+        agency_kind=kind,
+        agency_role=(agency.get("role") or None) if kind == "police" else None,  # type: ignore[arg-type]
+        mode=mode,
+        skills=tuple(skills),
+        home_zone_id=team.get("home_zone_id") or None,
+        on_shift=state.on_shift,
+        order_id=state.open_order,
+    )

@@ -1,0 +1,99 @@
+"""Volunteers' subscribers: dispatch's orders drive team status (-> unit.status) and points.
+
+order.issued -> dispatched; order.responded -> en_route / on_scene / finished (resolved orders
+earn volunteer points); order.withdrawn -> finished; incident.closed -> confirmed hazard
+reports. Each change is deduplicated by the order's own record (an order is issued once and
+finishes once), so a redelivered event finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.bus import consume
+from shared.events import IncidentClosed, OrderIssued, OrderResponded, OrderWithdrawn, utcnow
+
+from .config import Settings
+from .domain import points, status
+from .store import points as points_store
+from .store import teams
+from .store.teams import Decision, TeamView
+
+log = logging.getLogger(__name__)
+
+
+def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
+    async def on_order_issued(event: OrderIssued) -> None:
+        def decide(view: TeamView) -> Decision:
+            step = status.on_order_issued(
+                view.state, view.record, order_id=event.order_id, team_id=event.team_id,
+                incident_id=event.incident_id, category=event.category,
+            )
+            return Decision(step.state, step.record)
+
+        applied = await teams.transition(redis, broker=broker, team_id=event.team_id,
+                                         order_id=event.order_id, decide=decide, now=utcnow())
+        if applied is None:
+            log.warning("order %s names team %s, which is not on the roster",
+                        event.order_id, event.team_id)
+
+    async def on_order_responded(event: OrderResponded) -> None:
+        def decide(view: TeamView) -> Decision:
+            step = status.on_order_responded(
+                view.state, view.record, order_id=event.order_id, team_id=event.team_id,
+                incident_id=event.incident_id, response=event.response,
+            )
+            ledger: list[points.LedgerEntry] = []
+            if step.finished == "resolved" and step.record is not None:
+                ledger = points.award_resolved_order(
+                    order_id=event.order_id, incident_id=event.incident_id,
+                    category=step.record.category, team_id=event.team_id,
+                    district=view.team["district"], agency_kind=view.agency.get("kind", ""),
+                    members_on_shift=view.state.shift_members, at=event.occurred_at,
+                )
+            return Decision(step.state, step.record, tuple(ledger))
+
+        applied = await teams.transition(redis, broker=broker, team_id=event.team_id,
+                                         order_id=event.order_id, decide=decide, now=utcnow())
+        if applied is None:
+            log.warning("response to order %s names team %s, which is not on the roster",
+                        event.order_id, event.team_id)
+
+    async def on_order_withdrawn(event: OrderWithdrawn) -> None:
+        def decide(view: TeamView) -> Decision:
+            step = status.on_order_withdrawn(
+                view.state, view.record, order_id=event.order_id, team_id=event.team_id,
+                incident_id=event.incident_id,
+            )
+            return Decision(step.state, step.record)
+
+        await teams.transition(redis, broker=broker, team_id=event.team_id,
+                               order_id=event.order_id, decide=decide, now=utcnow())
+
+    async def on_incident_closed(event: IncidentClosed) -> None:
+        # The incident's own category confirms a hazard report even if this service never
+        # saw the order's category; the entry ids match those of the order path.
+        if event.category != points.HAZARD_CATEGORY:
+            return
+        for team_id in event.resolved_by:
+            view = await teams.load_view(redis, team_id)
+            if view is None:
+                continue
+            await points_store.award(redis, points.award_confirmed_hazard(
+                incident_id=event.incident_id, team_id=team_id, district=view.team["district"],
+                agency_kind=view.agency.get("kind", ""),
+                members_on_shift=view.state.shift_members, at=event.occurred_at,
+            ))
+
+    consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,
+            settings=settings, group="volunteers")
+    consume(broker, streams.ORDER_RESPONDED, OrderResponded, on_order_responded,
+            settings=settings, group="volunteers")
+    consume(broker, streams.ORDER_WITHDRAWN, OrderWithdrawn, on_order_withdrawn,
+            settings=settings, group="volunteers")
+    consume(broker, streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed,
+            settings=settings, group="volunteers")

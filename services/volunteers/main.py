@@ -1,0 +1,53 @@
+"""Builds volunteers: settings, broker, Redis, HTTP app. Wires; decides nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
+
+from . import api, handlers
+from .api.devices import device_resolver
+from .config import Settings
+from .store.devices import TokenResolver
+from .store.teams import PositionWriter
+from .store.zones import ZoneLookup
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    redis = create_redis(settings)
+    broker = create_broker(settings)
+    handlers.register(broker, redis=redis, settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ensure_groups(redis)
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="Lianfang volunteers",
+        description="Roster of police, security and volunteer teams; shifts, devices, "
+        "positions, status and the volunteer points ledger.",
+        version="1.0",
+        lifespan=lifespan,
+        telemetry=TELEMETRY,
+    )
+    install_error_handlers(app)
+    add_health_routes(app, lambda: groups_ready(redis, "volunteers"))
+    app.include_router(api.build_router(
+        settings=settings, redis=redis, broker=broker, zones=ZoneLookup(redis),
+        positions=PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms),
+    ))
+    app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
+                       resolve=device_resolver(TokenResolver(redis)))
+    return app

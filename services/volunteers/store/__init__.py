@@ -1,0 +1,1 @@
+"""Volunteers' Redis keys (prefix `roster:`), behind named functions."""

@@ -1,0 +1,98 @@
+"""Every Redis key volunteers owns (prefix `roster:`), in one place.
+
+Entity ids are global (an id belongs to one district). Keys that a future Redis Cluster must
+keep together are few: each transaction here touches one team, one order, or one district's
+import, and the cluster issue will add `{district}` hash tags where needed.
+"""
+
+from __future__ import annotations
+
+PREFIX = "roster:"
+ENTITY_KEY = {"agencies": "agency", "zones": "zone", "teams": "team", "members": "member"}
+
+
+def entity(kind: str, entity_id: str) -> str:
+    """The profile hash of an agency, zone, team or member (kind: the plural entity name)."""
+    return f"roster:{ENTITY_KEY[kind]}:{entity_id}"
+
+
+def agency(agency_id: str) -> str:
+    return f"roster:agency:{agency_id}"
+
+
+def team(team_id: str) -> str:
+    return f"roster:team:{team_id}"
+
+
+def member(member_id: str) -> str:
+    return f"roster:member:{member_id}"
+
+
+def index(kind: str, district: str | None) -> str:
+    """Sorted set (score 0, ordered by id) of an entity's ids, per district or all."""
+    return f"roster:idx:{kind}:{district}" if district else f"roster:idx:{kind}"
+
+
+def districts() -> str:
+    return "roster:districts"
+
+
+def team_members(team_id: str) -> str:
+    return f"roster:team_members:{team_id}"
+
+
+def agency_teams(agency_id: str) -> str:
+    return f"roster:agency_teams:{agency_id}"
+
+
+def zones_rev(district: str) -> str:
+    """Bumped by every import that changes a zone: the lookup caches check it."""
+    return f"roster:zones_rev:{district}"
+
+
+def state(team_id: str) -> str:
+    return f"roster:state:{team_id}"
+
+
+def order(order_id: str) -> str:
+    return f"roster:order:{order_id}"
+
+
+def position(team_id: str) -> str:
+    return f"roster:pos:{team_id}"
+
+
+def plan(team_id: str) -> str:
+    return f"roster:plan:{team_id}"
+
+
+def plans(district: str) -> str:
+    return f"roster:plans:{district}"
+
+
+def device(device_id: str) -> str:
+    return f"roster:device:{device_id}"
+
+
+def member_devices(member_id: str) -> str:
+    return f"roster:member_devices:{member_id}"
+
+
+def token(token_hash: str) -> str:
+    return f"roster:token:{token_hash}"
+
+
+def ledger_entry(entry_id: str) -> str:
+    return f"roster:ledger:{entry_id}"
+
+
+def points_history(member_id: str) -> str:
+    return f"roster:points:history:{member_id}"
+
+
+def points_balance(member_id: str) -> str:
+    return f"roster:points:balance:{member_id}"
+
+
+def leaderboard(district: str) -> str:
+    return f"roster:points:board:{district}"

@@ -1,0 +1,220 @@
+"""The roster's keys: an import as one transaction, reads and lists, explicit removals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from shared import streams
+from shared.events import DeviceRevoked, utcnow
+
+from ..domain.roster import ENTITIES, ImportPlan, RosterDoc, check_references, plan_import, referenced_ids
+from ..domain.status import Refused, TeamState
+from . import keys
+from .teams import decode_state, encode_state, publish_unit_status
+from .tx import atomically
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    plan: ImportPlan
+    announced: int
+
+
+async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in wanted:
+            pipe.hgetall(key)
+        return await pipe.execute()
+
+
+async def import_roster(
+    redis: Redis, *, broker: RedisBroker, doc: RosterDoc, now: datetime
+) -> ImportResult:
+    """Validate against what is stored, then write everything, or nothing (InvalidRoster)."""
+    ids = referenced_ids(doc)
+    wanted = [(entity, i) for entity in ENTITIES for i in sorted(ids[entity])]
+    watch = [keys.entity(entity, i) for entity, i in wanted]
+
+    async def body(pipe: Pipeline) -> ImportResult:
+        # WATCH is on `pipe`'s connection; the bulk reads go through another in one round trip.
+        records = await _read_many(redis, watch)
+        stored: dict[str, dict[str, dict[str, str]]] = {e: {} for e in ENTITIES}
+        for (entity, entity_id), record in zip(wanted, records, strict=True):
+            if record:
+                stored[entity][entity_id] = record
+        check_references(doc, stored)
+        plan = plan_import(doc, stored)
+
+        new = {e: dict(stored[e]) for e in ENTITIES}
+        for write in plan.writes:
+            new[write.entity][write.id] = write.record
+        announce = set(plan.teams_changed)
+        extra_teams: list[str] = []
+        if plan.agencies_profile_changed:
+            async with redis.pipeline(transaction=False) as p:
+                for agency_id in sorted(plan.agencies_profile_changed):
+                    p.smembers(keys.agency_teams(agency_id))
+                for members in await p.execute():
+                    extra_teams += sorted(t for t in members if t not in announce)
+            announce |= set(extra_teams)
+        team_ids = sorted(announce)
+        more_watch = [keys.state(t) for t in team_ids] + [keys.team(t) for t in extra_teams]
+        if more_watch:
+            await pipe.watch(*more_watch)
+        states = await _read_many(redis, [keys.state(t) for t in team_ids])
+        if extra_teams:
+            for team_id, record in zip(extra_teams, await _read_many(
+                redis, [keys.team(t) for t in extra_teams]), strict=True
+            ):
+                if record:
+                    new["teams"][team_id] = record
+        agencies_needed = {new["teams"][t]["agency_id"] for t in team_ids if t in new["teams"]}
+        missing = sorted(a for a in agencies_needed if a not in new["agencies"])
+        for agency_id, record in zip(missing, await _read_many(
+            redis, [keys.agency(a) for a in missing]), strict=True
+        ):
+            new["agencies"][agency_id] = record
+
+        pipe.multi()
+        pipe.sadd(keys.districts(), doc.district)
+        for write in plan.writes:
+            pipe.hset(keys.entity(write.entity, write.id), mapping=write.record)
+            pipe.zadd(keys.index(write.entity, doc.district), {write.id: 0})
+            pipe.zadd(keys.index(write.entity, None), {write.id: 0})
+            old = write.previous or {}
+            if write.entity == "teams":
+                if old.get("agency_id") and old["agency_id"] != write.record["agency_id"]:
+                    pipe.srem(keys.agency_teams(old["agency_id"]), write.id)
+                pipe.sadd(keys.agency_teams(write.record["agency_id"]), write.id)
+            elif write.entity == "members":
+                if old.get("team_id") and old["team_id"] != write.record["team_id"]:
+                    pipe.srem(keys.team_members(old["team_id"]), write.id)
+                pipe.sadd(keys.team_members(write.record["team_id"]), write.id)
+        if plan.zones_changed:
+            pipe.incr(keys.zones_rev(doc.district))
+        announced = 0
+        for team_id, state_data in zip(team_ids, states, strict=True):
+            team = new["teams"].get(team_id)
+            agency = new["agencies"].get(team["agency_id"]) if team else None
+            if not team or not agency:
+                continue
+            await publish_unit_status(pipe, broker, team=team, agency=agency,
+                                      state=decode_state(state_data))
+            announced += 1
+        return ImportResult(plan, announced)
+
+    return await atomically(redis, watch, body, attempts=5)
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+async def get(redis: Redis, entity: str, entity_id: str) -> dict[str, str] | None:
+    return await redis.hgetall(keys.entity(entity, entity_id)) or None
+
+
+async def page(
+    redis: Redis, entity: str, *, district: str | None, cursor: str | None, limit: int
+) -> tuple[list[dict[str, str]], str | None]:
+    """Up to `limit` records after `cursor` (an id), ordered by id; and the next cursor."""
+    ids = await redis.zrangebylex(
+        keys.index(entity, district), f"({cursor}" if cursor else "-", "+", start=0,
+        num=limit + 1,
+    )
+    more = len(ids) > limit
+    ids = ids[:limit]
+    records = [r for r in await _read_many(redis, [keys.entity(entity, i) for i in ids]) if r]
+    return records, (ids[-1] if more and ids else None)
+
+
+async def team_member_ids(redis: Redis, team_id: str) -> list[str]:
+    return sorted(await redis.smembers(keys.team_members(team_id)))
+
+
+async def members_of(redis: Redis, team_id: str) -> list[dict[str, str]]:
+    return [r for r in await _read_many(
+        redis, [keys.member(m) for m in await team_member_ids(redis, team_id)]) if r]
+
+
+async def agency_team_ids(redis: Redis, agency_id: str) -> list[str]:
+    return sorted(await redis.smembers(keys.agency_teams(agency_id)))
+
+
+# --- removals ---------------------------------------------------------------------------
+
+
+async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str) -> bool:
+    """Remove a member: its devices are revoked (DeviceRevoked each), its check-in dropped."""
+    watch = [keys.member(member_id), keys.member_devices(member_id)]
+
+    async def body(pipe: Pipeline) -> bool:
+        member = await pipe.hgetall(keys.member(member_id))
+        if not member:
+            return False
+        team_id = member["team_id"]
+        await pipe.watch(keys.state(team_id))
+        state_data = await pipe.hgetall(keys.state(team_id))
+        device_ids = sorted(await pipe.smembers(keys.member_devices(member_id)))
+        devices = [await pipe.hgetall(keys.device(d)) for d in device_ids]
+        pipe.multi()
+        for device_id, device in zip(device_ids, devices, strict=True):
+            if device.get("token_hash"):
+                pipe.delete(keys.token(device["token_hash"]))
+            pipe.hset(keys.device(device_id), "revoked_at", "member removed")
+            await broker.publish(
+                DeviceRevoked(district=member["district"], device_id=device_id,
+                              member_id=member_id, team_id=team_id),
+                stream=streams.DEVICE_REVOKED.name, pipeline=pipe,
+            )
+        state = decode_state(state_data)
+        if member_id in state.shift_members:
+            remaining = {m: t for m, t in state.shift_members.items() if m != member_id}
+            new_state = state.model_copy(update={"shift_members": remaining})
+            pipe.hset(keys.state(team_id), mapping=encode_state(
+                new_state, seq=int(state_data.get("seq") or 0) + 1,
+                now=utcnow()))
+        pipe.delete(keys.member(member_id), keys.member_devices(member_id))
+        pipe.srem(keys.team_members(team_id), member_id)
+        pipe.zrem(keys.index("members", member["district"]), member_id)
+        pipe.zrem(keys.index("members", None), member_id)
+        pipe.zrem(keys.leaderboard(member["district"]), member_id)
+        return True
+
+    return await atomically(redis, watch, body)
+
+
+async def delete_team(redis: Redis, *, broker: RedisBroker, team_id: str) -> bool:
+    """Remove a team with no members and no open order; dispatch hears it as off duty."""
+    watch = [keys.team(team_id), keys.team_members(team_id), keys.state(team_id)]
+
+    async def body(pipe: Pipeline) -> bool:
+        team = await pipe.hgetall(keys.team(team_id))
+        if not team:
+            return False
+        members = await pipe.scard(keys.team_members(team_id))
+        state = decode_state(await pipe.hgetall(keys.state(team_id)))
+        if members:
+            raise Refused(f"the team still has {members} member(s); allowed: remove or move "
+                          "them (DELETE /v1/members/{id} or a re-import) first")
+        if state.orders:
+            raise Refused(f"the team is {state.status} with open order {state.open_order}; "
+                          "allowed: remove it once its orders are finished")
+        agency = await pipe.hgetall(keys.agency(team["agency_id"]))
+        pipe.multi()
+        pipe.delete(keys.team(team_id), keys.state(team_id), keys.position(team_id),
+                    keys.plan(team_id), keys.team_members(team_id))
+        pipe.srem(keys.agency_teams(team["agency_id"]), team_id)
+        pipe.srem(keys.plans(team["district"]), team_id)
+        pipe.zrem(keys.index("teams", team["district"]), team_id)
+        pipe.zrem(keys.index("teams", None), team_id)
+        if agency:
+            await publish_unit_status(pipe, broker, team=team, agency=agency,
+                                      state=TeamState(status="off_duty"))
+        return True
+
+    return await atomically(redis, watch, body)
