@@ -1,0 +1,277 @@
+"""Notify as real uvicorn servers against the real Redis, with real WebSocket clients.
+
+Volunteers, the SMS gateway and a push service are stood in for by small real HTTP servers
+on loopback ports (no mocks): the volunteers stand-in answers device introspection from a
+token table the test controls; the gateway records what it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from faststream.redis import RedisBroker
+from websockets.asyncio.client import ClientConnection, connect
+
+from services.notify.config import Settings
+from services.notify.main import create_app
+from shared import streams
+from shared.events import Location, OrderIssued, OrderWithdrawn, new_id
+from tests.helpers import poll_until
+from tools.redis_server import free_port
+
+ADMIN_TOKEN = "test-admin"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """A real uvicorn server for `app` on a free loopback port, in this event loop."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
+        ws_max_size=65_536, timeout_graceful_shutdown=3,
+    ))
+    task = asyncio.create_task(server.serve())
+    await poll_until(lambda: server.started or task.done(), f"a server on port {port}")
+    if task.done():
+        task.result()
+        raise RuntimeError("the server stopped at start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)
+
+
+# --- volunteers stand-in ----------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    token: str
+    device_id: str
+    member_id: str
+    team_id: str
+    agency_kind: str = "police"
+    district: str = "d1"
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Volunteers:
+    url: str = ""
+    members: dict[str, Member] = field(default_factory=dict)
+    calls: int = 0
+
+    def enrol(self, team_id: str, agency_kind: str = "police") -> Member:
+        member = Member(token=f"dev_{secrets.token_urlsafe(16)}", device_id=new_id("dev"),
+                        member_id=new_id("mem"), team_id=team_id, agency_kind=agency_kind)
+        self.members[member.token] = member
+        return member
+
+    def revoke(self, member: Member) -> None:
+        self.members.pop(member.token, None)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/v1/devices/introspect")
+        async def introspect(request: Request) -> Response:
+            self.calls += 1
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            member = self.members.get(token) if scheme.lower() == "bearer" else None
+            if member is None:
+                return JSONResponse({"error": {"code": "unauthorized", "message": "no"}},
+                                    status_code=401)
+            return JSONResponse({
+                "device_id": member.device_id, "member_id": member.member_id,
+                "member_name": f"Member {member.member_id[-4:]}", "team_id": member.team_id,
+                "agency_id": f"ag-{member.agency_kind}", "agency_kind": member.agency_kind,
+                "district": member.district,
+            })
+
+        return app
+
+
+@pytest.fixture
+async def volunteers() -> AsyncIterator[Volunteers]:
+    standin = Volunteers()
+    async with serving(standin.app()) as url:
+        standin.url = url
+        yield standin
+
+
+# --- a recording HTTP endpoint (SMS gateway, push service) -----------------------------------
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Gateway:
+    url: str = ""
+    received: list[Recorded] = field(default_factory=list)
+    status: dict[str, int] = field(default_factory=dict)  # path -> status to answer
+
+    def at(self, path: str) -> list[Recorded]:
+        return [r for r in self.received if r.path == path]
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/{path:path}")
+        async def record(path: str, request: Request) -> Response:
+            self.received.append(Recorded("/" + path, dict(request.headers), await request.body()))
+            return Response(status_code=self.status.get("/" + path, 201))
+
+        return app
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    recorder = Gateway()
+    async with serving(recorder.app()) as url:
+        recorder.url = url
+        yield recorder
+
+
+# --- notify -------------------------------------------------------------------------------------
+
+NotifyFactory = Callable[..., AbstractAsyncContextManager[str]]
+
+
+@pytest.fixture
+async def notify_factory(clean_redis: str, volunteers: Volunteers) -> AsyncIterator[NotifyFactory]:
+    """Starts notify replicas: each its own app, Redis clients, broker and consumer name."""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[str]:
+        settings = Settings(
+            redis_url=clean_redis, admin_token=ADMIN_TOKEN, volunteers_url=volunteers.url,
+            consumer_name=f"notify-test-{secrets.token_hex(4)}", **overrides,
+        )
+        async with serving(create_app(settings)) as url:
+            yield url
+
+    yield start
+
+
+@pytest.fixture
+async def notify(notify_factory: NotifyFactory) -> AsyncIterator[str]:
+    async with notify_factory() as url:
+        yield url
+
+
+@pytest.fixture
+async def broker(clean_redis: str) -> AsyncIterator[RedisBroker]:
+    """Dispatch's side, for the test: publishes order events into the real Redis."""
+    async with RedisBroker(clean_redis) as publisher:
+        yield publisher
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+def an_order(team_id: str, *, agency_kind: str = "police", **over: Any) -> OrderIssued:
+    fields: dict[str, Any] = dict(
+        district="d1", order_id=new_id("ord"), incident_id=new_id("inc"), team_id=team_id,
+        agency_kind=agency_kind, category="dispute", priority="P2",
+        location=Location(lat=22.817, lon=108.3665, address="Minzu Ave 88"),
+        instructions="north gate", flags=("in_progress",),
+    )
+    fields.update(over)
+    return OrderIssued.model_validate(fields)
+
+
+async def issue(broker: RedisBroker, order: OrderIssued, headers: dict[str, str] | None = None
+                ) -> None:
+    await broker.publish(order, stream=streams.ORDER_ISSUED.name, headers=headers)
+
+
+async def withdraw(broker: RedisBroker, order: OrderIssued, reason: str = "timeout") -> None:
+    await broker.publish(
+        OrderWithdrawn(district=order.district, order_id=order.order_id,
+                       incident_id=order.incident_id, team_id=order.team_id, reason=reason),
+        stream=streams.ORDER_WITHDRAWN.name,
+    )
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+
+class Device:
+    """A member's phone holding the notify WebSocket."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[dict[str, Any]] = []
+
+    async def next_of(self, kind: str, timeout: float = 10.0,
+                      where: Callable[[dict[str, Any]], bool] = lambda f: True) -> dict[str, Any]:
+        for frame in self.frames:
+            if frame.get("type") == kind and where(frame):
+                self.frames.remove(frame)
+                return frame
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = json.loads(await self.ws.recv())
+                if frame.get("type") == kind and where(frame):
+                    return frame
+                self.frames.append(frame)
+
+    async def drain(self, seconds: float) -> list[dict[str, Any]]:
+        """Everything that arrives within `seconds`, plus what was kept, minus heartbeats."""
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    self.frames.append(json.loads(await self.ws.recv()))
+        except TimeoutError:
+            pass
+        kept = [f for f in self.frames if f.get("type") not in ("ping", "pong", "hello")]
+        self.frames = []
+        return kept
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+
+def ws_url(notify_url: str) -> str:
+    return notify_url.replace("http://", "ws://") + "/v1/devices/stream"
+
+
+@asynccontextmanager
+async def device(notify_url: str, member: Member, *, query: bool = False) -> AsyncIterator[Device]:
+    if query:
+        cm = connect(f"{ws_url(notify_url)}?token={member.token}")
+    else:
+        cm = connect(ws_url(notify_url), additional_headers=member.bearer)
+    async with cm as ws:
+        phone = Device(ws)
+        await phone.next_of("hello")  # subscribed to the team's fan-out from here on
+        yield phone
+
+
+async def devices(exits: AsyncExitStack, notify_url: str, *members: Member) -> list[Device]:
+    return [await exits.enter_async_context(device(notify_url, m)) for m in members]
+

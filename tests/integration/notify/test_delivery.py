@@ -1,0 +1,136 @@
+"""Orders reach every connected member of the team, once; reconnects replay what is unanswered."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import httpx
+from faststream.redis import RedisBroker
+
+from shared import streams
+from shared.events import Caller, OrderDelivered
+from tests.helpers import poll_until, read_stream
+
+from .conftest import ADMIN, Volunteers, an_order, device, devices, issue, withdraw
+
+
+async def test_an_order_reaches_every_member_of_its_team_and_no_one_else(
+        notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
+    a, b = volunteers.enrol("t-police"), volunteers.enrol("t-police")
+    guard = volunteers.enrol("t-sec", agency_kind="security")
+    async with AsyncExitStack() as exits:
+        phone_a, phone_b, phone_guard = await devices(exits, notify, a, b, guard)
+        order = an_order("t-police", caller=Caller(phone="13877001234", name="Ms Liang"),
+                         description="two neighbours arguing")
+        await issue(broker, order)
+
+        for phone in (phone_a, phone_b):
+            frame = await phone.next_of("order")
+            assert frame["order_id"] == order.order_id
+            assert frame["incident_id"] == order.incident_id
+            assert (frame["category"], frame["priority"], frame["kind"]) == ("dispute", "P2",
+                                                                             "dispatch")
+            assert frame["location"] == {"lat": 22.817, "lon": 108.3665}
+            assert frame["address"] == "Minzu Ave 88" and frame["instructions"] == "north gate"
+            assert frame["flags"] == ["in_progress"]
+            assert frame["caller"] == {"phone": "13877001234", "name": "Ms Liang"}
+            assert frame["description"] == "two neighbours arguing"
+        assert await phone_guard.drain(0.5) == []
+
+        # An order to a security team never carries caller data, even when the event does.
+        sec_order = an_order("t-sec", agency_kind="security", caller=Caller(phone="13877001234"),
+                             description="private")
+        await issue(broker, sec_order)
+        frame = await phone_guard.next_of("order")
+        assert frame["order_id"] == sec_order.order_id
+        assert "caller" not in frame and "description" not in frame
+
+
+async def test_each_device_confirms_receipt_once(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, clean_redis: str) -> None:
+    a, b = volunteers.enrol("t1"), volunteers.enrol("t1")
+    async with AsyncExitStack() as exits:
+        phone_a, phone_b = await devices(exits, notify, a, b)
+        order = an_order("t1")
+        await issue(broker, order)
+        await phone_a.next_of("order")
+        await phone_b.next_of("order")
+        for _ in range(3):
+            await phone_a.send({"type": "received", "order_id": order.order_id})
+        await phone_b.send({"type": "received", "order_id": order.order_id})
+
+        def delivered() -> list[OrderDelivered]:
+            return read_stream(clean_redis, streams.ORDER_DELIVERED.name, OrderDelivered)
+
+        await poll_until(lambda: len(delivered()) >= 2, "two order.delivered events")
+        await phone_a.drain(0.5)
+        events = delivered()
+        assert sorted(e.device_id for e in events) == sorted([a.device_id, b.device_id])
+        assert {(e.order_id, e.team_id, e.channel) for e in events} == {
+            (order.order_id, "t1", "websocket")}
+        assert {e.member_id for e in events} == {a.member_id, b.member_id}
+
+
+async def test_a_redelivered_order_issued_is_stored_and_pushed_once(
+        notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
+    member = volunteers.enrol("t1")
+    async with device(notify, member) as phone:
+        order = an_order("t1")
+        await issue(broker, order)
+        await issue(broker, order)  # at-least-once: the same order again
+        await issue(broker, order.model_copy(update={"event_id": "another-delivery"}))
+        first = await phone.next_of("order")
+        assert first["order_id"] == order.order_id
+        assert [f for f in await phone.drain(1.0) if f["type"] == "order"] == []
+    # and a reconnect offers it once
+    async with device(notify, member) as phone:
+        assert [f["order_id"] for f in await phone.drain(0.5) if f["type"] == "order"] == [
+            order.order_id]
+
+
+async def test_a_reconnect_replays_unanswered_orders_and_never_answered_or_withdrawn_ones(
+        notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
+    member, teammate = volunteers.enrol("t1"), volunteers.enrol("t1")
+    answered, unanswered, withdrawn = an_order("t1"), an_order("t1"), an_order("t1")
+    # Issued while no device of the team is connected.
+    for order in (answered, unanswered, withdrawn):
+        await issue(broker, order)
+
+    async with device(notify, member) as phone:
+        got = set()
+        for _ in range(3):
+            got.add((await phone.next_of("order"))["order_id"])
+        assert got == {answered.order_id, unanswered.order_id, withdrawn.order_id}
+        await phone.send({"type": "received", "order_id": answered.order_id})
+        await phone.send({"type": "response", "order_id": answered.order_id,
+                          "response": "acknowledged"})
+        state = await phone.next_of("order_state")
+        assert state == {"type": "order_state", "order_id": answered.order_id,
+                         "state": "acknowledged", "answered": True, "response": "acknowledged"}
+        await withdraw(broker, withdrawn)
+        assert (await phone.next_of("order_withdrawn")) == {"type": "order_withdrawn",
+                                                             "order_id": withdrawn.order_id}
+
+    # Another member of the team, and the same member again: only the unanswered order.
+    for who in (member, teammate):
+        async with device(notify, who, query=True) as phone:
+            frames = [f for f in await phone.drain(0.7) if f["type"] == "order"]
+            assert [f["order_id"] for f in frames] == [unanswered.order_id]
+
+
+async def test_an_order_withdrawn_before_notify_saw_it_issued_is_never_offered(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    await withdraw(broker, order, reason="closed")
+
+    async def withdrawn() -> bool:
+        r = await http.get(f"{notify}/v1/orders/{order.order_id}", headers=ADMIN)
+        return r.status_code == 200 and r.json()["state"] == "withdrawn"
+
+    await poll_until(withdrawn, "the withdrawal recorded")
+    async with device(notify, member) as phone:
+        await issue(broker, order)
+        assert [f for f in await phone.drain(1.0) if f["type"] == "order"] == []
+    r = await http.get(f"{notify}/v1/orders/{order.order_id}", headers=ADMIN)
+    assert r.json()["state"] == "withdrawn"

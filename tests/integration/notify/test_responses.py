@@ -1,0 +1,133 @@
+"""Responses over HTTP and the socket: who may answer, what the state allows, one event each."""
+
+from __future__ import annotations
+
+import httpx
+import redis as redis_sync
+from faststream.redis import RedisBroker
+
+from shared import streams
+from shared.events import OrderResponded
+from tests.helpers import decode_entry, poll_until, read_stream
+
+from .conftest import ADMIN, Volunteers, an_order, device, issue, withdraw
+
+
+def responded(url: str) -> list[OrderResponded]:
+    return read_stream(url, streams.ORDER_RESPONDED.name, OrderResponded)
+
+
+async def stored(http: httpx.AsyncClient, notify: str, order_id: str) -> None:
+    async def known() -> bool:
+        r = await http.get(f"{notify}/v1/orders/{order_id}", headers=ADMIN)
+        return r.status_code == 200
+    await poll_until(known, f"notify has stored {order_id}")
+
+
+async def test_responses_move_forward_and_refuse_what_the_state_forbids(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member, other_team = volunteers.enrol("t1"), volunteers.enrol("t2")
+    order = an_order("t1")
+    await issue(broker, order)
+    await stored(http, notify, order.order_id)
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+
+    r = await http.post(url, json={"response": "acknowledged"})
+    assert r.status_code == 401
+    r = await http.post(url, headers=other_team.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = await http.post(f"{notify}/v1/orders/ord_nope/responses", headers=member.bearer,
+                        json={"response": "acknowledged"})
+    assert r.status_code == 404
+    r = await http.post(url, headers=member.bearer, json={"response": "maybe"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "response"
+
+    r = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "acknowledged" and r.json()["answered"] is True
+    again = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
+    assert again.status_code == 200 and again.json()["state"] == "acknowledged"
+
+    r = await http.post(url, headers=member.bearer, json={"response": "declined"})
+    assert r.status_code == 409
+    message = r.json()["error"]["message"]
+    assert "acknowledged" in message and "declined is allowed only before acknowledged" in message
+
+    r = await http.post(url, headers=member.bearer, json={"response": "on_scene",
+                                                          "note": "crowd of ten"})
+    assert r.status_code == 200 and r.json()["state"] == "on_scene"
+    r = await http.post(url, headers=member.bearer, json={"response": "en_route"})
+    assert r.status_code == 409 and "forward only" in r.json()["error"]["message"]
+    r = await http.post(url, headers=member.bearer, json={"response": "reinforce"})
+    assert r.status_code == 200 and r.json()["state"] == "on_scene"
+    r = await http.post(url, headers=member.bearer, json={"response": "resolved"})
+    assert r.status_code == 200 and r.json()["state"] == "resolved"
+    r = await http.post(url, headers=member.bearer, json={"response": "reinforce"})
+    assert r.status_code == 409
+    assert "finished (resolved)" in r.json()["error"]["message"]
+
+    await poll_until(lambda: len(responded(clean_redis)) >= 4, "four order.responded events")
+    events = responded(clean_redis)
+    assert [e.response for e in events] == ["acknowledged", "on_scene", "reinforce", "resolved"]
+    assert {(e.order_id, e.team_id, e.member_id, e.device_id) for e in events} == {
+        (order.order_id, "t1", member.member_id, member.device_id)}
+    assert events[1].note == "crowd of ten"
+
+
+async def test_a_withdrawn_order_takes_no_response(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    await issue(broker, order)
+    await stored(http, notify, order.order_id)
+    await withdraw(broker, order)
+
+    async def withdrawn() -> bool:
+        r = await http.get(f"{notify}/v1/orders/{order.order_id}", headers=member.bearer)
+        return r.json()["withdrawn"]
+
+    await poll_until(withdrawn, "the order withdrawn")
+    r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses", headers=member.bearer,
+                        json={"response": "acknowledged"})
+    assert r.status_code == 409 and "withdrawn" in r.json()["error"]["message"]
+
+
+async def test_a_response_on_the_socket_continues_the_incidents_trace(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member = volunteers.enrol("t1")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    order, by_http = an_order("t1"), an_order("t1")
+    async with device(notify, member) as phone:
+        for o in (order, by_http):
+            await issue(broker, o, headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+        frames = {f["order_id"]: f for f in [await phone.next_of("order") for _ in range(2)]}
+        assert frames[order.order_id]["traceparent"].split("-")[1] == trace_id
+
+        await phone.send({"type": "response", "order_id": order.order_id, "response": "declined"})
+        assert (await phone.next_of("order_state"))["state"] == "declined"
+        # A bad response on the socket is an error frame naming the order; the socket lives.
+        await phone.send({"type": "response", "order_id": order.order_id,
+                          "response": "acknowledged"})
+        error = await phone.next_of("error")
+        assert error["code"] == "conflict" and error["order_id"] == order.order_id
+        await phone.send({"type": "ping"})
+        await phone.next_of("pong")
+
+    r = await http.post(f"{notify}/v1/orders/{by_http.order_id}/responses",
+                        headers={**member.bearer,
+                                 "traceparent": frames[by_http.order_id]["traceparent"]},
+                        json={"response": "acknowledged"})
+    assert r.status_code == 200
+
+    client = redis_sync.Redis.from_url(clean_redis)
+    try:
+        await poll_until(lambda: client.xlen(streams.ORDER_RESPONDED.name) >= 2,
+                         "two order.responded entries")
+        entries = client.xrange(streams.ORDER_RESPONDED.name)
+    finally:
+        client.close()
+    for _, fields in entries:
+        _, headers = decode_entry(fields)
+        assert headers["traceparent"].split("-")[1] == trace_id, headers
