@@ -32,7 +32,7 @@ EntityId = Annotated[
 ]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Skill = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9_\-]{1,40}$")
+    str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z0-9_\-]{1,40}$")
 ]
 MemberRole = Literal["officer", "auxiliary", "guard", "volunteer"]
 

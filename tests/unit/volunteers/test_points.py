@@ -1,0 +1,74 @@
+"""Points rules: resolved orders, confirmed hazard reports, patrol time in quarter-hours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.volunteers.domain.points import (
+    award_confirmed_hazard,
+    award_patrol,
+    award_resolved_order,
+    patrol_quarters,
+)
+from services.volunteers.domain.status import EndedShift
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def resolved(kind: str = "volunteer", category: str | None = "noise", members=("m1", "m2")):
+    return award_resolved_order(order_id="o1", incident_id="i1", category=category,
+                                team_id="t1", district="d1", agency_kind=kind,
+                                members_on_shift=members, at=T0)
+
+
+def test_each_member_on_shift_of_a_volunteer_team_gets_ten_per_resolved_order() -> None:
+    entries = resolved()
+    assert [(e.member_id, e.points, e.reason) for e in entries] == [
+        ("m1", 10, "resolved_order"), ("m2", 10, "resolved_order")]
+    assert [e.entry_id for e in entries] == ["resolved:o1:m1", "resolved:o1:m2"]
+
+
+def test_police_and_security_teams_earn_no_points() -> None:
+    assert resolved(kind="police") == [] and resolved(kind="security") == []
+
+
+def test_nobody_on_shift_earns_nothing() -> None:
+    assert resolved(members=()) == []
+
+
+def test_a_resolved_hazard_report_adds_three_keyed_by_incident() -> None:
+    entries = resolved(category="hazard_report", members=("m1",))
+    assert [(e.entry_id, e.points) for e in entries] == [
+        ("resolved:o1:m1", 10), ("hazard:i1:m1", 3)]
+    # the incident-closed path produces the very same entry id: awarded once between them
+    again = award_confirmed_hazard(incident_id="i1", team_id="t1", district="d1",
+                                   agency_kind="volunteer", members_on_shift=["m1"], at=T0)
+    assert again[0].entry_id == "hazard:i1:m1"
+
+
+def test_patrol_time_counts_in_whole_quarter_hours() -> None:
+    assert patrol_quarters(T0, T0 + timedelta(minutes=14), max_hours=12) == 0
+    assert patrol_quarters(T0, T0 + timedelta(minutes=15), max_hours=12) == 1
+    assert patrol_quarters(T0, T0 + timedelta(minutes=130), max_hours=12) == 8
+    assert patrol_quarters(T0, T0 + timedelta(hours=30), max_hours=12) == 48
+
+
+def test_patrol_points_are_five_per_hour_from_each_members_own_check_in() -> None:
+    ended = EndedShift(shift_id="s1", started_at=T0, ended_at=T0 + timedelta(hours=2, minutes=20),
+                       members={"m1": T0, "m2": T0 + timedelta(hours=1, minutes=50),
+                                "m3": T0 + timedelta(hours=1)})
+    entries = award_patrol(ended=ended, team_id="t1", district="d1", agency_kind="volunteer",
+                           max_hours=12)
+    by_member = {e.member_id: (e.points, e.minutes) for e in entries}
+    assert by_member == {"m1": (11.25, 135), "m2": (2.5, 30), "m3": (6.25, 75)}
+    assert {e.entry_id for e in entries} == {"patrol:s1:m1", "patrol:s1:m2", "patrol:s1:m3"}
+
+
+def test_patrol_points_stop_at_the_cap_and_skip_other_kinds() -> None:
+    ended = EndedShift(shift_id="s1", started_at=T0, ended_at=T0 + timedelta(days=2),
+                       members={"m1": T0})
+    [entry] = award_patrol(ended=ended, team_id="t1", district="d1", agency_kind="volunteer",
+                           max_hours=12)
+    assert entry.points == 60
+    assert award_patrol(ended=ended, team_id="t1", district="d1", agency_kind="police",
+                        max_hours=12) == []

@@ -1,0 +1,60 @@
+"""Shift plans: the main/secondary rotation swapping daily, overnight shifts, days off."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from pydantic import ValidationError
+
+from services.volunteers.domain.shifts import ShiftPlan, parse_timezone, planned_on
+
+CST = timezone(timedelta(hours=8))
+
+PLAN = ShiftPlan.model_validate({
+    "timezone": "+08:00",
+    "shifts": {"main": {"start": "08:00", "end": "18:00"},
+               "secondary": {"start": "18:00", "end": "08:00"}},
+    "rotation": ["main", "secondary"],
+    "anchor": "2026-11-23",
+})
+
+
+def test_main_and_secondary_swap_every_day() -> None:
+    first = planned_on(PLAN, date(2026, 11, 23), default_tz=UTC)
+    second = planned_on(PLAN, date(2026, 11, 24), default_tz=UTC)
+    third = planned_on(PLAN, date(2026, 11, 25), default_tz=UTC)
+    assert first is not None and second is not None and third is not None
+    assert (first.shift, second.shift, third.shift) == ("main", "secondary", "main")
+    assert first.start == datetime(2026, 11, 23, 8, tzinfo=CST)
+    assert first.end == datetime(2026, 11, 23, 18, tzinfo=CST)
+
+
+def test_a_night_shift_ends_the_next_morning_and_dates_before_the_anchor_cycle_too() -> None:
+    night = planned_on(PLAN, date(2026, 11, 22), default_tz=UTC)
+    assert night is not None and night.shift == "secondary"
+    assert night.end == datetime(2026, 11, 23, 8, tzinfo=CST)
+
+
+def test_days_off_plan_nothing() -> None:
+    plan = PLAN.model_copy(update={"rotation": ["main", "off", None]})
+    assert planned_on(plan, date(2026, 11, 24), default_tz=UTC) is None
+    assert planned_on(plan, date(2026, 11, 25), default_tz=UTC) is None
+
+
+def test_a_plan_without_time_zone_uses_the_default() -> None:
+    plan = PLAN.model_copy(update={"timezone": None})
+    shift = planned_on(plan, date(2026, 11, 23), default_tz=parse_timezone("Asia/Shanghai"))
+    assert shift is not None and shift.start.utcoffset() == timedelta(hours=8)
+
+
+@pytest.mark.parametrize("bad", [
+    {"rotation": ["main", "night"]},
+    {"timezone": "Mars/Olympus"},
+    {"shifts": {}},
+    {"rotation": []},
+])
+def test_invalid_plans_are_refused(bad: dict) -> None:
+    data = PLAN.model_dump(mode="json") | bad
+    with pytest.raises(ValidationError):
+        ShiftPlan.model_validate(data)

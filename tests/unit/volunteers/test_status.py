@@ -1,0 +1,168 @@
+"""The team state machine: shifts, device choices, dispatch's orders, redelivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.volunteers.domain.status import (
+    DEVICE_TRANSITIONS,
+    OrderRecord,
+    Refused,
+    TeamState,
+    end_shift,
+    on_order_issued,
+    on_order_responded,
+    on_order_withdrawn,
+    set_status,
+    start_shift,
+    unit_status,
+)
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+def on_shift(member: str = "m1") -> TeamState:
+    return start_shift(TeamState(), member_id=member, now=T0, shift_id="s1").state
+
+
+def issued(state: TeamState, order: str = "o1", record: OrderRecord | None = None):
+    return on_order_issued(state, record, order_id=order, team_id="t1", incident_id="i1",
+                           category="noise")
+
+
+def responded(state: TeamState, record: OrderRecord | None, response: str, order: str = "o1"):
+    return on_order_responded(state, record, order_id=order, team_id="t1", incident_id="i1",
+                              response=response)  # type: ignore[arg-type]
+
+
+def test_checking_in_makes_the_team_available_and_records_the_member() -> None:
+    state = on_shift()
+    assert (state.status, state.on_shift, state.shift_id) == ("available", True, "s1")
+    assert state.shift_members == {"m1": T0}
+
+
+def test_a_second_member_joins_the_running_shift_and_the_same_check_in_is_a_no_op() -> None:
+    state = on_shift()
+    later = T0 + timedelta(minutes=30)
+    joined = start_shift(state, member_id="m2", now=later, shift_id="s2").state
+    assert joined.shift_id == "s1" and joined.shift_members == {"m1": T0, "m2": later}
+    assert start_shift(joined, member_id="m2", now=later, shift_id="s3").state == joined
+
+
+def test_device_transitions_follow_the_table() -> None:
+    state = on_shift()
+    busy = set_status(state, "busy", member_id="m1", now=T0, shift_id="x").state
+    assert busy.status == "busy"
+    back = set_status(busy, "available", member_id="m1", now=T0, shift_id="x").state
+    assert back.status == "available"
+    off = set_status(back, "off_duty", member_id="m1", now=T0, shift_id="x")
+    assert off.state.status == "off_duty" and not off.state.on_shift
+    assert off.ended is not None and off.ended.members == {"m1": T0}
+    assert DEVICE_TRANSITIONS["off_duty"] == ("available",)
+
+
+def test_setting_the_status_the_team_already_has_changes_nothing() -> None:
+    state = on_shift()
+    assert set_status(state, "available", member_id="m1", now=T0, shift_id="x").state is state
+    off = TeamState()
+    assert set_status(off, "off_duty", member_id="m1", now=T0, shift_id="x").state is off
+
+
+def test_busy_from_off_duty_is_refused_naming_what_is_allowed() -> None:
+    with pytest.raises(Refused, match="off_duty; allowed from off_duty: available"):
+        set_status(TeamState(), "busy", member_id="m1", now=T0, shift_id="x")
+
+
+def test_available_from_off_duty_starts_a_shift() -> None:
+    out = set_status(TeamState(), "available", member_id="m1", now=T0, shift_id="s9")
+    assert out.state.on_shift and out.state.shift_id == "s9"
+
+
+def test_an_order_makes_the_team_dispatched_and_progress_moves_forward_only() -> None:
+    step = issued(on_shift())
+    assert step.state.status == "dispatched" and step.state.open_order == "o1"
+    step = responded(step.state, step.record, "on_scene")
+    assert step.state.status == "on_scene"
+    late = responded(step.state, step.record, "en_route")
+    assert late.state.status == "on_scene"
+    ack = responded(step.state, step.record, "acknowledged")
+    assert ack.state.status == "on_scene"
+
+
+@pytest.mark.parametrize("final", ["resolved", "handover", "declined"])
+def test_a_finished_order_frees_the_team_on_shift(final: str) -> None:
+    step = issued(on_shift())
+    done = responded(step.state, step.record, final)
+    assert done.state.status == "available" and done.finished == final
+    assert done.record is not None and not done.record.open and done.record.final == final
+
+
+def test_an_order_finished_after_the_shift_ended_leaves_the_team_off_duty() -> None:
+    step = issued(TeamState())  # dispatch's projection was stale: the team was off duty
+    assert step.state.status == "dispatched" and not step.state.on_shift
+    done = responded(step.state, step.record, "resolved")
+    assert done.state.status == "off_duty"
+
+
+def test_withdrawn_order_makes_the_team_available() -> None:
+    step = issued(on_shift())
+    out = on_order_withdrawn(step.state, step.record, order_id="o1", team_id="t1",
+                             incident_id="i1")
+    assert out.state.status == "available" and out.finished == "withdrawn"
+
+
+def test_redelivered_events_change_nothing() -> None:
+    step = issued(on_shift())
+    again = issued(step.state, record=step.record)
+    assert again.state == step.state and again.record == step.record
+    done = responded(step.state, step.record, "resolved")
+    twice = responded(done.state, done.record, "resolved")
+    assert twice.state == done.state and twice.finished is None
+    # an order.issued redelivered after the order finished does not reopen it
+    reopened = issued(done.state, record=done.record)
+    assert reopened.state.status == "available"
+
+
+def test_a_response_that_overtakes_its_order_issued_still_counts() -> None:
+    step = responded(on_shift(), None, "en_route")
+    assert step.state.status == "en_route" and step.record is not None
+    late_issue = issued(step.state, record=step.record)
+    assert late_issue.state.status == "en_route" and late_issue.record.category == "noise"
+
+
+def test_the_team_shows_its_most_advanced_order() -> None:
+    a = issued(on_shift(), "o1")
+    b = issued(a.state, "o2")
+    c = responded(b.state, b.record, "on_scene", order="o2")
+    assert c.state.status == "on_scene" and c.state.open_order == "o2"
+    d = responded(c.state, c.record, "resolved", order="o2")
+    assert d.state.status == "dispatched" and d.state.open_order == "o1"
+
+
+def test_check_out_and_status_changes_are_refused_while_an_order_is_open() -> None:
+    step = issued(on_shift(), "ord_42")
+    with pytest.raises(Refused, match="dispatched with open order ord_42"):
+        end_shift(step.state, now=T0)
+    with pytest.raises(Refused, match="ord_42"):
+        set_status(step.state, "busy", member_id="m1", now=T0, shift_id="x")
+
+
+def test_events_of_another_teams_order_are_ignored() -> None:
+    record = OrderRecord(team_id="other", incident_id="i1")
+    state = on_shift()
+    assert responded(state, record, "en_route").state is state
+
+
+def test_unit_status_carries_the_team_profile() -> None:
+    step = issued(on_shift())
+    event = unit_status(
+        team={"id": "t1", "district": "d1", "agency_id": "p2", "name": "Patrol 1",
+              "mode": "car", "home_zone_id": "z1"},
+        agency={"kind": "police", "role": "patrol"}, state=step.state, skills=["first_aid"],
+    )
+    assert (event.unit_id, event.status, event.agency_kind, event.agency_role) == (
+        "t1", "dispatched", "police", "patrol")
+    assert event.on_shift and event.order_id == "o1" and event.skills == ("first_aid",)
+    assert event.home_zone_id == "z1" and event.mode == "car"
