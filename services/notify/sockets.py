@@ -34,10 +34,11 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
     @router.websocket("/v1/devices/stream")
     async def device_stream(ws: WebSocket) -> None:
         who: Principal = ws.scope["state"]["principal"]
+        await ws.accept()
         if who.kind != "device" or not who.team_id:
+            # Accepted first, so the page can tell "wrong kind of token" from "no token".
             await ws.close(CLOSE_FORBIDDEN, "device tokens of a team only")
             return
-        await ws.accept()
         conn = Connection(ws, who, queue_size=settings.send_queue)
         writer = asyncio.create_task(conn.write_loop(), name=f"ws-writer-{conn.device_id}")
         heartbeat: asyncio.Task[None] | None = None

@@ -240,15 +240,16 @@ class Device:
                     return frame
                 self.frames.append(frame)
 
-    async def drain(self, seconds: float) -> list[dict[str, Any]]:
-        """Everything that arrives within `seconds`, plus what was kept, minus heartbeats."""
+    async def drain(self, seconds: float, *, heartbeats: bool = False) -> list[dict[str, Any]]:
+        """Everything that arrives within `seconds`, plus what was kept (heartbeats only if asked)."""
         try:
             async with asyncio.timeout(seconds):
                 while True:
                     self.frames.append(json.loads(await self.ws.recv()))
         except TimeoutError:
             pass
-        kept = [f for f in self.frames if f.get("type") not in ("ping", "pong", "hello")]
+        kept = [f for f in self.frames
+                if heartbeats or f.get("type") not in ("ping", "pong", "hello")]
         self.frames = []
         return kept
 

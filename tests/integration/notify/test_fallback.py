@@ -1,0 +1,158 @@
+"""Fallback: an order no device confirmed in time goes by Web Push, then SMS; each attempt recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import http_ece
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from faststream.redis import RedisBroker
+from py_vapid import Vapid02, b64urlencode
+
+from tests.helpers import poll_until
+
+from .conftest import ADMIN, Gateway, Member, NotifyFactory, Volunteers, an_order, device, issue
+
+PHONE = "+8613877009999"
+
+
+def vapid_key() -> str:
+    vapid = Vapid02()
+    vapid.generate_keys()
+    return b64urlencode(vapid.private_key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+class Browser:
+    """The keys a browser makes for a push subscription; it decrypts what it receives."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = os.urandom(16)
+        point = self.key.public_key().public_bytes(serialization.Encoding.X962,
+                                                   serialization.PublicFormat.UncompressedPoint)
+        self.subscription = {"endpoint": endpoint,
+                             "keys": {"p256dh": b64urlencode(point), "auth": b64urlencode(self.auth)}}
+
+    def read(self, body: bytes) -> dict[str, Any]:
+        return json.loads(http_ece.decrypt(body, private_key=self.key, auth_secret=self.auth,
+                                           version="aes128gcm"))
+
+
+def settings_for(gateway: Gateway, after_s: float) -> dict[str, Any]:
+    return {"vapid_private_key": vapid_key(), "sms_gateway_url": f"{gateway.url}/sms",
+            "sms_gateway_token": "gw-secret", "fallback_after_s": after_s,
+            "fallback_poll_s": 0.1}
+
+
+async def register(http: httpx.AsyncClient, notify: str, member: Member, browser: Browser) -> None:
+    r = await http.post(f"{notify}/v1/devices/me/webpush", headers=member.bearer,
+                        json={"subscription": browser.subscription})
+    assert r.status_code == 200 and r.json() == {"subscribed": True, "enabled": True}, r.text
+    r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer, json={"phone": PHONE})
+    assert r.status_code == 200 and r.json() == {"registered": True, "enabled": True}, r.text
+
+
+async def deliveries(http: httpx.AsyncClient, notify: str, order_id: str) -> dict[str, Any]:
+    r = await http.get(f"{notify}/v1/orders/{order_id}/deliveries", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_an_unconfirmed_order_goes_by_web_push_then_sms_and_every_attempt_is_recorded(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    browser = Browser(f"{gateway.url}/push/sub-1")
+    async with notify_factory(**settings_for(gateway, 0.4)) as notify:
+        await register(http, notify, member, browser)
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.json()["webpush"]["subscribed"] and len(r.json()["webpush"]["public_key"]) == 87
+
+        order = an_order("t1")
+        await issue(broker, order)  # no socket is open: nobody confirms
+
+        pushes = await poll_until(lambda: gateway.at("/push/sub-1"), "a Web Push request")
+        message = browser.read(pushes[0].body)
+        assert message["order_id"] == order.order_id and message["priority"] == "P2"
+        assert pushes[0].headers["authorization"].startswith("vapid t=")
+        assert pushes[0].headers["content-encoding"] == "aes128gcm"
+
+        sms = await poll_until(lambda: gateway.at("/sms"), "an SMS gateway request")
+        body = json.loads(sms[0].body)
+        assert body["to"] == PHONE and body["order_id"] == order.order_id
+        assert order.order_id in body["text"]
+        assert sms[0].headers["authorization"] == "Bearer gw-secret"
+
+        record = await deliveries(http, notify, order.order_id)
+        attempts = [(a["channel"], a["outcome"], a.get("device_id")) for a in record["attempts"]]
+        assert attempts == [("websocket", "no_socket", None),
+                            ("webpush", "sent", member.device_id),
+                            ("sms", "sent", member.device_id)]
+        assert record["fallback_due_at"] is None and record["received"] == {}
+        r = await http.get(f"{notify}/v1/orders/{order.order_id}/deliveries",
+                           headers=member.bearer)
+        assert r.status_code == 403  # admin only
+
+
+async def test_an_order_confirmed_on_the_socket_needs_no_fallback(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    async with notify_factory(**settings_for(gateway, 0.5)) as notify:
+        await register(http, notify, member, Browser(f"{gateway.url}/push/sub-2"))
+        async with device(notify, member) as phone:
+            order = an_order("t1")
+            await issue(broker, order)
+            await phone.next_of("order")
+            await phone.send({"type": "received", "order_id": order.order_id})
+            await phone.drain(1.5)  # three fallback periods
+        assert gateway.received == []
+        record = await deliveries(http, notify, order.order_id)
+        assert [(a["channel"], a["outcome"]) for a in record["attempts"]] == [
+            ("websocket", "fanned_out"), ("websocket", "sent"), ("websocket", "received")]
+        assert list(record["received"]) == [member.device_id]
+
+
+async def test_fallback_timers_survive_a_restart(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    browser = Browser(f"{gateway.url}/push/sub-3")
+    settings = settings_for(gateway, 1.5)
+    order = an_order("t1")
+    async with notify_factory(**settings) as notify:
+        await register(http, notify, member, browser)
+        await issue(broker, order)
+        record = await poll_until(lambda: _stored(http, notify, order.order_id),
+                                  "the order stored")
+        assert record["fallback_due_at"] is not None
+    assert gateway.received == []  # stopped before the timer was due
+    async with notify_factory(**settings):
+        pushes = await poll_until(lambda: gateway.at("/push/sub-3"), "a Web Push after restart")
+        assert browser.read(pushes[0].body)["order_id"] == order.order_id
+
+
+async def test_a_push_subscription_the_push_service_says_is_gone_is_forgotten(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    gateway.status["/push/sub-4"] = 410
+    async with notify_factory(**settings_for(gateway, 0.3)) as notify:
+        await register(http, notify, member, Browser(f"{gateway.url}/push/sub-4"))
+        order = an_order("t1")
+        await issue(broker, order)
+        await poll_until(lambda: gateway.at("/sms"), "the SMS after the failed push")
+        record = await deliveries(http, notify, order.order_id)
+        assert ("webpush", "gone", "HTTP 410") in [
+            (a["channel"], a["outcome"], a.get("detail")) for a in record["attempts"]]
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.json()["webpush"]["subscribed"] is False
+
+
+async def _stored(http: httpx.AsyncClient, notify: str, order_id: str) -> dict[str, Any] | None:
+    r = await http.get(f"{notify}/v1/orders/{order_id}/deliveries", headers=ADMIN)
+    return r.json() if r.status_code == 200 else None

@@ -1,0 +1,91 @@
+"""The device socket: who may open it, bad frames answered without closing it, revocation."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from faststream.redis import RedisBroker
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from shared import streams
+from shared.events import DeviceRevoked
+
+from .conftest import ADMIN, Volunteers, device, ws_url
+
+
+async def test_a_socket_needs_a_device_token(notify: str, volunteers: Volunteers) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(notify), additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 403  # closed before the handshake
+    async with connect(ws_url(notify), additional_headers=ADMIN) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+async def test_bad_frames_get_an_error_frame_and_the_socket_lives_on(
+        notify: str, volunteers: Volunteers) -> None:
+    member = volunteers.enrol("t1")
+    async with device(notify, member) as phone:
+        cases = [
+            ("{not json", "bad_json", None),
+            ("[1]", "bad_frame", None),
+            (json.dumps({"type": "shout"}), "unknown_type", "type"),
+            (json.dumps({"type": "received"}), "invalid_field", "order_id"),
+            (json.dumps({"type": "response", "order_id": "o1", "response": "later"}),
+             "invalid_field", "response"),
+            (json.dumps({"type": "received", "order_id": "ord_unknown"}), "not_found", None),
+            (json.dumps({"type": "ping", "pad": "x" * 5000}), "too_large", None),
+        ]
+        for raw, code, field in cases:
+            await phone.send(raw)
+            error = await phone.next_of("error")
+            assert error["code"] == code, (raw[:40], error)
+            assert error.get("field") == field
+            assert "later" not in error["message"]  # never echoes the frame
+        await phone.send({"type": "ping"})
+        assert await phone.next_of("pong") == {"type": "pong"}
+
+
+async def test_a_flood_of_frames_is_rate_limited_without_closing_the_socket(
+        notify: str, volunteers: Volunteers) -> None:
+    member = volunteers.enrol("t1")
+    async with device(notify, member) as phone:
+        for _ in range(40):  # burst 20, then 5 per second
+            await phone.send({"type": "ping"})
+        frames = await phone.drain(1.0, heartbeats=True)
+        pongs = [f for f in frames if f["type"] == "pong"]
+        limited = [f for f in frames if f["type"] == "error"]
+        assert len(pongs) + len(limited) == 40
+        assert 20 <= len(pongs) <= 25 and len(limited) >= 15
+        assert {f["code"] for f in limited} == {"rate_limited"}
+        await phone.send({"type": "ping"})  # a second later the socket answers again
+        assert await phone.next_of("pong") == {"type": "pong"}
+
+
+async def test_a_revoked_device_is_closed_at_once_and_cannot_come_back(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    member, teammate = volunteers.enrol("t1"), volunteers.enrol("t1")
+    async with device(notify, member) as phone, device(notify, teammate) as other:
+        volunteers.revoke(member)
+        await broker.publish(
+            DeviceRevoked(district="d1", device_id=member.device_id, member_id=member.member_id,
+                          team_id="t1"),
+            stream=streams.DEVICE_REVOKED.name,
+        )
+        with pytest.raises(ConnectionClosed) as closed:
+            await phone.next_of("never", timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        await other.send({"type": "ping"})
+        await other.next_of("pong")  # the teammate's socket is untouched
+
+    with pytest.raises(InvalidStatus):
+        async with connect(ws_url(notify), additional_headers=member.bearer):
+            pass
+    r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+    assert r.status_code == 401
