@@ -205,9 +205,23 @@ class RosterDoc:
     teams: list[TeamRow] = field(default_factory=list)
     members: list[MemberRow] = field(default_factory=list)
     locs: dict[str, list[Loc]] = field(default_factory=lambda: {e: [] for e in ENTITIES})
+    # Errors found while parsing; the reference check adds its own and raises them all.
+    errors: list[RowError] = field(default_factory=list)
+    # Ids of rows that did not parse: references to them are not reported a second time.
+    invalid_ids: dict[str, set[str]] = field(default_factory=lambda: {e: set() for e in ENTITIES})
 
     def rows(self, entity: Entity) -> list[Any]:
         return getattr(self, entity)
+
+    def raise_errors(self, more: list[RowError] | None = None) -> None:
+        errors = self.errors + (more or [])
+        if errors:
+            raise InvalidRoster(sorted(errors, key=_error_order))
+
+
+def _error_order(error: RowError) -> tuple[int, int, str]:
+    rank = ENTITIES.index(error.entity) + 1 if error.entity in ENTITIES else 0  # type: ignore[arg-type]
+    return rank, error.line if error.line is not None else (error.index or 0), error.field
 
 
 class InvalidRoster(Exception):
@@ -257,15 +271,20 @@ def _validation_errors(entity: str, loc: Loc, exc: ValidationError) -> list[RowE
     return out
 
 
-def parse_row(entity: Entity, data: Any, loc: Loc, errors: list[RowError]) -> _Row | None:
+def parse_row(entity: Entity, data: Any, loc: Loc, doc: RosterDoc) -> None:
+    """Validate one row into `doc`, or record its errors (and its id, if it has one)."""
     if not isinstance(data, dict):
-        errors.append(loc.error(entity, "", "must be an object"))
-        return None
+        doc.errors.append(loc.error(entity, "", "must be an object"))
+        return
     try:
-        return ROW_MODELS[entity].model_validate(data)
+        row = ROW_MODELS[entity].model_validate(data)
     except ValidationError as exc:
-        errors.extend(_validation_errors(entity, loc, exc))
-        return None
+        doc.errors.extend(_validation_errors(entity, loc, exc))
+        if isinstance(data.get("id"), str):
+            doc.invalid_ids[entity].add(data["id"].strip())
+        return
+    doc.rows(entity).append(row)
+    doc.locs[entity].append(loc)
 
 
 def check_district(value: Any, errors: list[RowError], *, line: int | None = None) -> str:
@@ -280,14 +299,19 @@ def check_district(value: Any, errors: list[RowError], *, line: int | None = Non
 
 
 def parse_document(data: Any) -> RosterDoc:
-    """A JSON roster document (DESIGN.md's format) -> RosterDoc, or InvalidRoster with all errors."""
+    """A JSON roster document (DESIGN.md's format) -> RosterDoc with any errors it holds.
+
+    Row errors stay on the document (`doc.errors`) so that `check_references` reports them
+    together with the reference errors; InvalidRoster only when the body is not an object.
+    """
     if not isinstance(data, dict):
         raise InvalidRoster([RowError("(body)", "", "must be a JSON object")])
-    errors: list[RowError] = []
+    doc = RosterDoc(district="")
+    errors = doc.errors
     for key in data:
         if key not in ("district", *ENTITIES):
             errors.append(RowError(str(key)[:64], "", "is not a known field"))
-    doc = RosterDoc(district=check_district(data.get("district"), errors))
+    doc.district = check_district(data.get("district"), errors)
     for entity in ENTITIES:
         rows = data.get(entity, [])
         if rows is None:
@@ -299,14 +323,8 @@ def parse_document(data: Any) -> RosterDoc:
             errors.append(RowError(entity, "", f"has more than {MAX_ROWS} rows"))
             continue
         for i, raw in enumerate(rows):
-            loc = Loc(index=i)
-            row = parse_row(entity, raw, loc, errors)
-            if row is not None:
-                doc.rows(entity).append(row)
-                doc.locs[entity].append(loc)
+            parse_row(entity, raw, Loc(index=i), doc)
     check_document(doc, errors)
-    if errors:
-        raise InvalidRoster(errors)
     return doc
 
 
@@ -337,7 +355,10 @@ Stored = Mapping[str, Mapping[str, Mapping[str, str]]]  # entity -> id -> stored
 
 
 def check_references(doc: RosterDoc, stored: Stored) -> None:
-    """Rules across rows and against stored data; raises InvalidRoster with every error."""
+    """Rules across rows and against stored data; raises InvalidRoster with every error
+    (the document's own parsing errors included)."""
+    if not doc.district:
+        doc.raise_errors()
     errors: list[RowError] = []
     district = doc.district
 
@@ -348,6 +369,8 @@ def check_references(doc: RosterDoc, stored: Stored) -> None:
                 errors.append(loc.error(entity, "id", "is already used in another district"))
 
     def lookup(entity: Entity, entity_id: str) -> Mapping[str, str] | None:
+        if entity_id in doc.invalid_ids[entity]:
+            return _UNKNOWN  # its own row is already reported
         for row in doc.rows(entity):
             if row.id == entity_id:
                 return record_of(entity, row, district)
@@ -358,7 +381,7 @@ def check_references(doc: RosterDoc, stored: Stored) -> None:
         owner = lookup("agencies", zone.owner_agency_id)
         if owner is None:
             errors.append(loc.error("zones", "owner_agency_id", "names no agency of this district"))
-        elif owner["kind"] != "police" or owner.get("role") != "station":
+        elif owner is not _UNKNOWN and owner["kind"] != "police" or owner.get("role") != "station":
             errors.append(loc.error("zones", "owner_agency_id",
                                     "must name a police agency with role station"))
     for team, loc in zip(doc.teams, doc.locs["teams"], strict=True):
@@ -371,16 +394,20 @@ def check_references(doc: RosterDoc, stored: Stored) -> None:
         team = lookup("teams", member.team_id)
         if agency is None:
             errors.append(loc.error("members", "agency_id", "names no agency of this district"))
-        elif member.role not in ROLES_BY_KIND[agency["kind"]]:
+        elif agency is not _UNKNOWN and member.role not in ROLES_BY_KIND[agency["kind"]]:
             allowed = ", ".join(sorted(ROLES_BY_KIND[agency["kind"]]))
             errors.append(loc.error("members", "role",
                                     f"is not a role of a {agency['kind']} agency ({allowed})"))
         if team is None:
             errors.append(loc.error("members", "team_id", "names no team of this district"))
-        elif agency is not None and team["agency_id"] != member.agency_id:
+        elif (agency is not None and team is not _UNKNOWN
+              and team["agency_id"] != member.agency_id):
             errors.append(loc.error("members", "team_id", "names a team of another agency"))
-    if errors:
-        raise InvalidRoster(errors)
+    doc.raise_errors(errors)
+
+
+# A stand-in for a referenced row that failed its own validation.
+_UNKNOWN: Mapping[str, str] = {}
 
 
 # --- records and the import plan --------------------------------------------------------

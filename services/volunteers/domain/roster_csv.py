@@ -25,7 +25,6 @@ from .roster import (
     ENTITIES,
     MAX_ROWS,
     Entity,
-    InvalidRoster,
     Loc,
     RosterDoc,
     RowError,
@@ -133,17 +132,18 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
             continue
         data = _cells(entity, dict(zip(columns, cells, strict=True)), loc, errors)
         if data is None:
+            if cells and cells[columns.index("id")].strip():
+                doc.invalid_ids[entity].add(cells[columns.index("id")].strip())
             continue
-        row = parse_row(entity, data, loc, errors)
-        if row is not None:
-            doc.rows(entity).append(row)
-            doc.locs[entity].append(loc)
+        parse_row(entity, data, loc, doc)
 
 
 def parse_csv(district: Any, files: Mapping[str, str]) -> RosterDoc:
-    """CSV texts by entity name (any subset of the four) -> RosterDoc, or InvalidRoster."""
-    errors: list[RowError] = []
-    doc = RosterDoc(district=check_district(district, errors))
+    """CSV texts by entity name (any subset of the four) -> RosterDoc with any errors it holds
+    (raised with the reference errors by `check_references`)."""
+    doc = RosterDoc(district="")
+    errors = doc.errors
+    doc.district = check_district(district, errors)
     unknown = [name for name in files if name not in ENTITIES]
     for name in unknown:
         errors.append(RowError(str(name)[:64], "", "is not one of agencies, zones, teams, members"))
@@ -153,6 +153,4 @@ def parse_csv(district: Any, files: Mapping[str, str]) -> RosterDoc:
         if entity in files:
             _parse_file(entity, files[entity], doc, errors)
     check_document(doc, errors)
-    if errors:
-        raise InvalidRoster(errors)
     return doc

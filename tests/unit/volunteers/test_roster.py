@@ -56,6 +56,14 @@ CSV = {
 }
 
 
+def validate(data: Any) -> None:
+    check_references(parse_document(data), {})
+
+
+def validate_csv(district: str, files: dict[str, str]) -> None:
+    check_references(parse_csv(district, files), {})
+
+
 def errors_of(fn, *args) -> list[dict[str, Any]]:
     with pytest.raises(InvalidRoster) as info:
         fn(*args)
@@ -76,7 +84,7 @@ def test_every_bad_field_is_reported_by_json_path_and_field() -> None:
     bad["members"][0]["role"] = "captain"
     del bad["members"][1]["name"]
     bad["zones"][0]["polygon"] = [[200.0, 22.0], [108.1, 22.0], [108.1, 22.1]]
-    found = {(e["path"], e["field"]) for e in errors_of(parse_document, bad)}
+    found = {(e["path"], e["field"]) for e in errors_of(validate, bad)}
     assert found == {("teams.1.mode", "mode"), ("members.0.role", "role"),
                      ("members.1.name", "name"), ("zones.0.polygon", "polygon")}
 
@@ -84,7 +92,7 @@ def test_every_bad_field_is_reported_by_json_path_and_field() -> None:
 def test_messages_never_echo_values() -> None:
     bad = copy.deepcopy(DOC)
     bad["members"][0]["phone"] = "call me at home"
-    [error] = errors_of(parse_document, bad)
+    [error] = errors_of(validate, bad)
     assert error["path"] == "members.0.phone" and "home" not in error["message"]
 
 
@@ -92,21 +100,21 @@ def test_duplicate_ids_and_unknown_fields_are_errors() -> None:
     bad = copy.deepcopy(DOC)
     bad["teams"].append(dict(bad["teams"][0]))
     bad["agencies"][2]["colour"] = "red"
-    found = {e["path"] for e in errors_of(parse_document, bad)}
+    found = {e["path"] for e in errors_of(validate, bad)}
     assert found == {"teams.2.id", "agencies.2.colour"}
 
 
 def test_only_police_agencies_have_a_role() -> None:
     bad = copy.deepcopy(DOC)
     bad["agencies"][2]["role"] = "station"
-    [error] = errors_of(parse_document, bad)
+    [error] = errors_of(validate, bad)
     assert error["path"] == "agencies.2.role"
 
 
 def test_a_self_crossing_polygon_is_refused() -> None:
     bad = copy.deepcopy(DOC)
     bad["zones"][0]["polygon"] = [[0, 0], [1, 1], [1, 0], [0, 1]]
-    [error] = errors_of(parse_document, bad)
+    [error] = errors_of(validate, bad)
     assert error["field"] == "polygon" and "crosses" in error["message"]
 
 
@@ -116,8 +124,7 @@ def test_references_must_resolve_within_the_district() -> None:
     bad["members"][1]["team_id"] = "t-pat"  # a volunteer in a police team
     bad["zones"][0]["owner_agency_id"] = "p2"  # a patrol station owns no territory
     bad["members"][0]["role"] = "guard"
-    doc = parse_document(bad)
-    found = {(e["path"], e["message"]) for e in errors_of(check_references, doc, {})}
+    found = {(e["path"], e["message"]) for e in errors_of(validate, bad)}
     assert found == {
         ("teams.1.agency_id", "names no agency of this district"),
         ("members.1.team_id", "names a team of another agency"),
@@ -175,24 +182,32 @@ def test_csv_errors_name_the_file_line_and_field() -> None:
                       "\n"
                       "t-vol,v1,Aunties,hovercraft,,\n")
     files["zones"] = "id,name,owner_agency_id,polygon\nz1,Z1,p1,not a polygon\n"
-    found = {(e["entity"], e["line"], e["field"]) for e in errors_of(parse_csv, "d1", files)}
+    found = {(e["entity"], e["line"], e["field"]) for e in errors_of(validate_csv, "d1", files)}
     assert found == {("teams", 4, "mode"), ("zones", 2, "polygon")}
+
+
+def test_row_errors_and_reference_errors_come_together_without_echoes_of_each_other() -> None:
+    bad = copy.deepcopy(DOC)
+    bad["teams"][1]["mode"] = "boat"  # t-vol does not parse: m2's reference is not re-reported
+    bad["members"][0]["team_id"] = "t-none"
+    found = [e["path"] for e in errors_of(validate, bad)]
+    assert found == ["teams.1.mode", "members.0.team_id"]
 
 
 def test_csv_header_problems_are_reported_on_line_one() -> None:
     files = {"members": "id,name,agency,team_id,role\nm1,A,v1,t1,volunteer\n"}
-    found = {(e["line"], e["field"], e["message"]) for e in errors_of(parse_csv, "d1", files)}
+    found = {(e["line"], e["field"], e["message"]) for e in errors_of(validate_csv, "d1", files)}
     assert found == {(1, "agency_id", "column is missing"), (1, "agency", "is not a known column")}
 
 
 def test_csv_rows_with_the_wrong_number_of_cells_are_reported() -> None:
     files = {"agencies": "id,name,kind,role\np1,Station,police\n"}
-    [error] = errors_of(parse_csv, "d1", files)
+    [error] = errors_of(validate_csv, "d1", files)
     assert error["line"] == 2 and "cells" in error["message"]
 
 
 def test_csv_needs_a_district_and_known_file_names() -> None:
-    found = {e["entity"] for e in errors_of(parse_csv, "", {"people": "id\n"})}
+    found = {e["entity"] for e in errors_of(validate_csv, "", {"people": "id\n"})}
     assert found == {"district", "people", "(files)"}
 
 
