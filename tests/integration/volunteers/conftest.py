@@ -119,9 +119,9 @@ async def poll_until(check: Callable[[], Awaitable[bool]], what: str,
 
 @asynccontextmanager
 async def running(redis_url: str, **overrides: Any) -> AsyncIterator[Volunteers]:
-    settings = Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN,
-                        position_publish_interval_ms=0,
-                        consumer_name=f"test-{uuid4().hex[:8]}", **overrides)
+    options: dict[str, Any] = {"position_publish_interval_ms": 0,
+                               "consumer_name": f"test-{uuid4().hex[:8]}", **overrides}
+    settings = Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, **options)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

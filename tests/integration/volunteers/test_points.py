@@ -1,0 +1,101 @@
+"""Volunteer points from events: awarded once per event even when it is delivered twice."""
+
+from __future__ import annotations
+
+from faststream.redis import RedisBroker
+
+from shared.events import IncidentClosed, Location, OrderIssued, OrderResponded
+
+from .conftest import ADMIN, Volunteers
+
+
+def hazard_order(order_id: str = "ord_h", team_id: str = "t-vol",
+                 category: str = "hazard_report") -> OrderIssued:
+    return OrderIssued(district="d1", order_id=order_id, incident_id=f"inc_{order_id}",
+                       team_id=team_id, agency_kind="volunteer", category=category,
+                       priority="P4", location=Location(lat=22.03, lon=108.03))
+
+
+def resolved(order_id: str = "ord_h", team_id: str = "t-vol",
+             member_id: str = "m-wang") -> OrderResponded:
+    return OrderResponded(district="d1", order_id=order_id, incident_id=f"inc_{order_id}",
+                          team_id=team_id, member_id=member_id, response="resolved")
+
+
+async def points_of(volunteers: Volunteers, device: dict[str, str]) -> dict:
+    response = await volunteers.client.get("/v1/me/points", headers=device)
+    assert response.status_code == 200
+    return response.json()
+
+
+async def test_a_resolved_order_earns_points_once_even_when_delivered_twice(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    await volunteers.client.post("/v1/me/shift/start", headers=wang)
+    await volunteers.client.post("/v1/me/shift/start", headers=chen)
+
+    await publisher.publish(hazard_order(), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    event = resolved()
+    await publisher.publish(event, stream="order.responded")
+    await publisher.publish(event, stream="order.responded")  # the same event_id again
+    await volunteers.consumed("order.responded")
+    # and dispatch's closing of the incident confirms the same hazard report
+    await publisher.publish(IncidentClosed(district="d1", incident_id="inc_ord_h",
+                                           final_status="resolved", resolved_by=("t-vol",),
+                                           category="hazard_report"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+
+    for device, member_id in ((wang, "m-wang"), (chen, "m-chen")):
+        mine = await points_of(volunteers, device)
+        assert mine["member_id"] == member_id and mine["balance"] == 13
+        assert sorted((e["reason"], e["points"]) for e in mine["history"]) == [
+            ("hazard_report", 3), ("resolved_order", 10)]
+        assert {e["entry_id"] for e in mine["history"]} == {
+            f"resolved:ord_h:{member_id}", f"hazard:inc_ord_h:{member_id}"}
+
+    board = await volunteers.client.get("/v1/points/leaderboard", params={"district": "d1"},
+                                        headers=ADMIN)
+    assert [(e["member_id"], e["points"]) for e in board.json()["entries"]] == [
+        ("m-wang", 13), ("m-chen", 13)] or [
+        (e["member_id"], e["points"]) for e in board.json()["entries"]] == [
+        ("m-chen", 13), ("m-wang", 13)]
+    assert await volunteers.redis.llen("roster:points:history:m-wang") == 2
+
+
+async def test_only_members_on_shift_of_a_volunteer_team_earn_points(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    officer = await volunteers.enrol("m-officer")
+    await volunteers.client.post("/v1/me/shift/start", headers=wang)
+    await volunteers.client.post("/v1/me/shift/start", headers=officer)
+
+    await publisher.publish(hazard_order("ord_n", category="noise"), stream="order.issued")
+    await publisher.publish(hazard_order("ord_p", "t-patrol", "noise"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    await publisher.publish(resolved("ord_n"), stream="order.responded")
+    await publisher.publish(resolved("ord_p", "t-patrol", "m-officer"), stream="order.responded")
+    await volunteers.consumed("order.responded")
+
+    assert (await points_of(volunteers, wang))["balance"] == 10
+    assert (await points_of(volunteers, chen))["balance"] == 0  # not checked in
+    assert (await points_of(volunteers, officer))["balance"] == 0  # police earn no points
+    board = await volunteers.client.get("/v1/points/leaderboard", params={"district": "d1"},
+                                        headers=ADMIN)
+    assert [e["member_id"] for e in board.json()["entries"]] == ["m-wang"]
+    assert board.json()["entries"][0]["name"] == "Auntie Wang"
+
+
+async def test_points_endpoints_are_for_their_callers(volunteers: Volunteers) -> None:
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.get("/v1/me/points", headers=ADMIN)).status_code == 403
+    board = await volunteers.client.get("/v1/points/leaderboard", params={"district": "d1"},
+                                        headers=device)
+    assert board.status_code == 403
+    missing = await volunteers.client.get("/v1/points/leaderboard", headers=ADMIN)
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "district"

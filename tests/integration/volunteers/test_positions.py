@@ -1,0 +1,87 @@
+"""Position fixes: validated, kept as the team's latest, published on unit.position."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.events import UnitPosition, utcnow
+
+from .conftest import ADMIN, Volunteers, running
+
+
+async def test_a_fix_is_kept_as_the_latest_position_and_published(
+    volunteers: Volunteers,
+) -> None:
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    client = volunteers.client
+    off = await client.put("/v1/me/position", json={"lat": 22.03, "lon": 108.03},
+                           headers=device)
+    assert off.status_code == 409 and "off_duty" in off.json()["error"]["message"]
+    await client.post("/v1/me/shift/start", headers=device)
+
+    at = utcnow().replace(microsecond=0) - timedelta(seconds=3)
+    response = await client.put("/v1/me/position", headers=device, json={
+        "lat": 22.031, "lon": 108.032, "accuracy_m": 8.5, "at": at.isoformat()})
+    assert response.status_code == 200
+    assert response.json() == {"accepted": True, "published": True}
+
+    [event] = await volunteers.events("unit.position", UnitPosition)
+    assert (event.unit_id, event.district, event.lat, event.lon, event.accuracy_m) == (
+        "t-vol", "d1", 22.031, 108.032, 8.5)
+    assert event.at == at
+    team = (await client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+    assert team["position"] == {"lat": 22.031, "lon": 108.032, "accuracy_m": 8.5,
+                                "at": at.isoformat()}
+
+    older = await client.put("/v1/me/position", headers=device, json={
+        "lat": 22.05, "lon": 108.05, "at": (at - timedelta(seconds=30)).isoformat()})
+    assert older.json()["accepted"] is False
+    team = (await client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+    assert team["position"]["lat"] == 22.031
+    assert await volunteers.redis.xlen("unit.position") == 1
+
+
+async def test_invalid_fixes_are_refused_naming_the_field(volunteers: Volunteers) -> None:
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    client = volunteers.client
+    await client.post("/v1/me/shift/start", headers=device)
+
+    async def field_of(body: dict) -> str:
+        response = await client.put("/v1/me/position", json=body, headers=device)
+        assert response.status_code == 422, response.text
+        return response.json()["error"]["field"]
+
+    assert await field_of({"lat": 91, "lon": 108.0}) == "lat"
+    assert await field_of({"lat": 22.0, "lon": -180.5}) == "lon"
+    assert await field_of({"lat": 22.0}) == "lon"
+    assert await field_of({"lat": 22.0, "lon": 108.0, "accuracy_m": -1}) == "accuracy_m"
+    future = (utcnow() + timedelta(minutes=5)).isoformat()
+    assert await field_of({"lat": 22.0, "lon": 108.0, "at": future}) == "at"
+    assert await field_of({"lat": 22.0, "lon": 108.0, "at": "2026-11-23T08:00:00"}) == "at"
+    slightly_ahead = (utcnow() + timedelta(seconds=10)).isoformat()
+    ok = await client.put("/v1/me/position", headers=device,
+                          json={"lat": 22.0, "lon": 108.0, "at": slightly_ahead})
+    assert ok.status_code == 200
+    assert await volunteers.redis.xlen("unit.position") == 1
+    assert (await client.put("/v1/me/position", json={"lat": 1, "lon": 1},
+                             headers=ADMIN)).status_code == 403
+
+
+async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
+    clean_redis: str,
+) -> None:
+    async with running(clean_redis, position_publish_interval_ms=60_000) as volunteers:
+        await volunteers.import_district()
+        wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+        await volunteers.client.post("/v1/me/shift/start", headers=wang)
+        first = await volunteers.client.put("/v1/me/position", headers=wang,
+                                            json={"lat": 22.01, "lon": 108.01})
+        second = await volunteers.client.put("/v1/me/position", headers=chen,
+                                             json={"lat": 22.02, "lon": 108.02})
+        assert first.json() == {"accepted": True, "published": True}
+        assert second.json() == {"accepted": True, "published": False}
+        assert await volunteers.redis.xlen("unit.position") == 1
+        team = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+        assert team["position"]["lat"] == 22.02
