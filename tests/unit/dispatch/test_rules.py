@@ -1,0 +1,510 @@
+"""Dispatch rules of DESIGN.md, one behaviour per test, against the real default policy."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.dispatch.domain import (
+    ack_deadline,
+    incident_status,
+    percentile,
+    rank_candidates,
+    response_allowed,
+    travel_time_s,
+    units_wanted,
+)
+from tests.unit.dispatch.support import (
+    NOW,
+    POLICY,
+    dispatched,
+    incident,
+    ranked_ids,
+    team,
+)
+
+CATEGORY_PRIORITY = {
+    "violence": "P1", "theft_in_progress": "P1", "medical": "P1", "fire": "P1",
+    "suspicious": "P2", "dispute": "P2", "lost_person": "P2",
+    "traffic": "P3", "help_request": "P3", "ebike_theft": "P3",
+    "noise": "P4", "hazard_report": "P4", "fraud_warning": "P4",
+}
+CATEGORY_UNITS = {
+    "violence": 2, "theft_in_progress": 2, "medical": 1, "fire": 2, "suspicious": 1,
+    "dispute": 1, "lost_person": 2, "traffic": 1, "help_request": 1, "ebike_theft": 1,
+    "noise": 1, "hazard_report": 1, "fraud_warning": 2,
+}
+# Place in the category's list of each kind of team (None: may not answer). A police
+# agency without a role counts as a station.
+P, S, N, SEC, VOL = "police:patrol", "police:station", "police:none", "security", "volunteer"
+WHO_MAY_ANSWER = {
+    "violence": {P: 0, S: 0, N: 0, SEC: 1, VOL: None},
+    "theft_in_progress": {P: 0, S: 0, N: 0, SEC: 1, VOL: None},
+    "medical": {P: 0, S: 0, N: 0, SEC: 0, VOL: 0},
+    "fire": {P: 1, S: 1, N: 1, SEC: 0, VOL: None},
+    "suspicious": {P: 0, S: 0, N: 0, SEC: 1, VOL: None},
+    "dispute": {P: 0, S: 2, N: 2, SEC: 1, VOL: None},
+    "lost_person": {P: 0, S: 0, N: 0, SEC: None, VOL: 1},
+    "traffic": {P: 0, S: 0, N: 0, SEC: None, VOL: 1},
+    "help_request": {P: 1, S: 3, N: 3, SEC: 0, VOL: 2},
+    "ebike_theft": {P: 0, S: 0, N: 0, SEC: None, VOL: None},
+    "noise": {P: 1, S: 2, N: 2, SEC: 0, VOL: None},
+    "hazard_report": {P: None, S: None, N: None, SEC: 1, VOL: 0},
+    "fraud_warning": {P: None, S: 0, N: 0, SEC: None, VOL: 1},
+}
+SPEEDS_KMH = {"foot": 5, "bike": 12, "ebike": 18, "car": 30, "drone": 40}
+
+
+def _every_kind_at_one_spot(**kw: object) -> list:
+    return [
+        team(P, "police", role="patrol", **kw),
+        team(S, "police", role="station", **kw),
+        team(N, "police", role=None, **kw),
+        team(SEC, "security", **kw),
+        team(VOL, "volunteer", **kw),
+    ]
+
+
+# --- priority -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("category", "priority"), CATEGORY_PRIORITY.items())
+def test_category_without_flags_gets_its_default_priority(category: str, priority: str) -> None:
+    assert POLICY.classify(category, ()) == priority
+    assert incident(category).priority == priority
+
+
+@pytest.mark.parametrize("category", CATEGORY_PRIORITY)
+@pytest.mark.parametrize("flag", ["weapon", "injury", "in_progress"])
+def test_flags_weapon_injury_and_in_progress_raise_any_category_to_p1(category: str,
+                                                                       flag: str) -> None:
+    assert POLICY.classify(category, (flag,)) == "P1"
+    assert POLICY.classify(category, ("child", flag)) == "P1"
+
+
+@pytest.mark.parametrize("category", CATEGORY_PRIORITY)
+def test_other_flags_are_kept_and_change_neither_priority_nor_candidates(category: str) -> None:
+    flagged = incident(category, flags=("child", "elderly", "vehicle"))
+    plain = incident(category)
+    assert flagged.priority == CATEGORY_PRIORITY[category]
+    assert flagged.flags == ("child", "elderly", "vehicle")
+    units = _every_kind_at_one_spot(skills=("first_aid",))
+    assert ranked_ids(units, flagged) == ranked_ids(units, plain)
+    assert units_wanted(flagged, POLICY) == units_wanted(plain, POLICY)
+
+
+def test_flag_weapon_raises_priority_to_p1_and_bars_volunteers() -> None:
+    facts = incident("lost_person", flags=("weapon",))
+    assert facts.priority == "P1"
+    units = [team("vol-near", "volunteer", mode="foot", metres=50),
+             team("pol-far", "police", metres=8000)]
+    assert ranked_ids(units, facts) == ["pol-far"]
+    assert dispatched(units, facts) == ["pol-far"]
+
+
+def test_flag_weapon_bars_volunteers_even_where_they_are_listed_first() -> None:
+    facts = incident("hazard_report", flags=("weapon",))
+    units = [team("vol", "volunteer", metres=10), team("sec", "security", metres=5000)]
+    assert dispatched(units, facts) == ["sec"]
+
+
+def test_flag_weapon_bars_first_aid_volunteers_from_a_medical_call() -> None:
+    facts = incident("medical", flags=("weapon",))
+    units = [team("vol", "volunteer", mode="foot", metres=20, skills=("first_aid",)),
+             team("pol", "police", metres=3000, skills=("first_aid",))]
+    assert dispatched(units, facts) == ["pol"]
+
+
+@pytest.mark.parametrize("flag", ["injury", "in_progress"])
+def test_flags_other_than_weapon_do_not_bar_volunteers(flag: str) -> None:
+    facts = incident("lost_person", flags=(flag,))
+    units = [team("vol", "volunteer", mode="foot", metres=50), team("pol", "police")]
+    assert set(ranked_ids(units, facts)) == {"vol", "pol"}
+
+
+# --- who may answer -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("category", "places"), WHO_MAY_ANSWER.items())
+def test_category_admits_exactly_its_listed_agency_kinds_at_their_place(category: str,
+                                                                        places: dict) -> None:
+    units = _every_kind_at_one_spot(skills=("first_aid",))
+    ranked = {r.unit.team_id: r.kind_rank for r in
+              rank_candidates(units, incident(category), POLICY, NOW)}
+    assert ranked == {kind: place for kind, place in places.items() if place is not None}
+
+
+def test_police_without_a_role_counts_as_a_station() -> None:
+    rule = POLICY.categories["dispute"]
+    assert rule.kind_rank("police", None) == rule.kind_rank("police", "station") == 2
+    assert rule.kind_rank("police", "patrol") == 0
+    fraud = POLICY.categories["fraud_warning"]
+    assert fraud.kind_rank("police", None) == 0
+    assert fraud.kind_rank("police", "patrol") is None
+
+
+def test_plain_police_entry_admits_both_roles_at_the_same_place() -> None:
+    rule = POLICY.categories["violence"]
+    assert rule.kind_rank("police", "patrol") == rule.kind_rank("police", "station") == 0
+
+
+def test_medical_admits_any_kind_with_first_aid_and_nobody_without() -> None:
+    facts = incident("medical")
+    with_aid = _every_kind_at_one_spot(skills=("first_aid", "radio"))
+    without = [team(f"{u.team_id}-no-aid", u.agency_kind, role=u.agency_role)
+               for u in with_aid]
+    assert set(ranked_ids(with_aid + without, facts)) == {u.team_id for u in with_aid}
+
+
+def test_skills_do_not_matter_where_the_category_asks_none() -> None:
+    facts = incident("suspicious")
+    assert ranked_ids([team("pol", "police", skills=())], facts) == ["pol"]
+
+
+# --- ranking --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "kmh"), SPEEDS_KMH.items())
+def test_travel_time_is_straight_line_distance_times_1_3_at_the_mode_speed(mode: str,
+                                                                          kmh: int) -> None:
+    assert travel_time_s(1000.0, mode, POLICY) == pytest.approx(1300.0 / (kmh / 3.6))
+    assert travel_time_s(0.0, mode, POLICY) == 0.0
+
+
+def test_ranked_eta_is_from_the_straight_line_distance_to_the_scene() -> None:
+    [ranked] = rank_candidates([team("pol", "police", mode="bike", metres=2000)],
+                               incident("suspicious"), POLICY, NOW)
+    assert ranked.distance_m == pytest.approx(2000.0, rel=1e-6)
+    assert ranked.eta_s == pytest.approx(2000 * 1.3 / (12 / 3.6), rel=1e-6)  # 780 s
+    assert ranked.score == pytest.approx(ranked.eta_s)
+
+
+def test_each_place_below_first_in_the_list_costs_three_minutes() -> None:
+    units = [team("patrol", "police", role="patrol", metres=1200),
+             team("security", "security", metres=1200),
+             team("station", "police", role="station", metres=1200)]
+    ranked = rank_candidates(units, incident("dispute"), POLICY, NOW)
+    assert [r.unit.team_id for r in ranked] == ["patrol", "security", "station"]
+    eta = ranked[0].eta_s
+    assert [r.score for r in ranked] == pytest.approx([eta, eta + 180, eta + 360])
+
+
+def test_lower_listed_kind_wins_only_when_more_than_three_minutes_nearer() -> None:
+    facts = incident("dispute")
+    patrol = team("patrol", "police", role="patrol", metres=3000)  # 468 s by car
+    near_security = team("security", "security", metres=1000)  # 156 s + 180 s
+    far_security = team("security", "security", metres=2500)  # 390 s + 180 s
+    assert dispatched([patrol, near_security], facts) == ["security"]
+    assert dispatched([patrol, far_security], facts) == ["patrol"]
+
+
+def test_faster_mode_beats_a_nearer_slower_team() -> None:
+    units = [team("on-foot", "police", mode="foot", metres=500),  # 468 s
+             team("by-car", "police", mode="car", metres=2000)]  # 312 s
+    assert ranked_ids(units, incident("suspicious")) == ["by-car", "on-foot"]
+
+
+def test_every_mode_ranks_at_its_own_speed() -> None:
+    # Each mode placed at speed x 100 m: the same ETA (468 s) for all of them.
+    units = [team(mode, "police", mode=mode, metres=kmh * 100) for mode, kmh in SPEEDS_KMH.items()]
+    scores = {r.unit.team_id: r.score
+              for r in rank_candidates(units, incident("suspicious"), POLICY, NOW)}
+    assert scores == {mode: pytest.approx(100 * 1.3 * 3.6) for mode in SPEEDS_KMH}
+
+
+def test_home_zone_breaks_an_exact_tie() -> None:
+    # Without the zone the team id decides, and "a-elsewhere" sorts first.
+    units = [team("z-home", "police", home_zone="Z1"), team("a-elsewhere", "police")]
+    assert ranked_ids(units, incident("suspicious", zone_id="Z1")) == ["z-home", "a-elsewhere"]
+    assert ranked_ids(units, incident("suspicious")) == ["a-elsewhere", "z-home"]
+
+
+def test_home_zone_does_not_beat_a_better_score() -> None:
+    units = [team("z-home", "police", home_zone="Z1", metres=1010),
+             team("a-elsewhere", "police", metres=1000)]
+    assert dispatched(units, incident("suspicious", zone_id="Z1")) == ["a-elsewhere"]
+
+
+def test_home_zone_never_excludes_a_team_from_another_zone() -> None:
+    units = [team("other-zone", "police", home_zone="Z2"), team("no-zone", "police", metres=5000)]
+    assert ranked_ids(units, incident("suspicious", zone_id="Z1")) == ["other-zone", "no-zone"]
+
+
+def test_fix_older_than_ten_minutes_does_not_count() -> None:
+    units = [team("stale", "police", metres=100, fix_age_s=601),
+             team("fresh", "police", metres=5000, fix_age_s=0)]
+    assert ranked_ids(units, incident("suspicious")) == ["fresh"]
+
+
+def test_fix_exactly_ten_minutes_old_still_counts() -> None:
+    assert ranked_ids([team("edge", "police", fix_age_s=600)], incident("suspicious")) == ["edge"]
+
+
+def test_team_without_a_position_is_not_a_candidate() -> None:
+    units = [team("no-fix", "police", fix_age_s=None), team("nowhere", "police", metres=None)]
+    assert ranked_ids(units, incident("suspicious")) == []
+
+
+@pytest.mark.parametrize("status", ["busy", "off_duty"])
+def test_team_that_is_not_available_is_not_a_candidate(status: str) -> None:
+    units = [team("not-free", "police", metres=10, status=status), team("free", "police")]
+    assert ranked_ids(units, incident("suspicious")) == ["free"]
+
+
+def test_team_off_shift_is_not_a_candidate_even_when_marked_available() -> None:
+    units = [team("off-shift", "police", metres=10, on_shift=False), team("on-shift", "police")]
+    assert ranked_ids(units, incident("suspicious")) == ["on-shift"]
+
+
+def test_teams_already_offered_the_incident_are_skipped() -> None:
+    units = [team("declined", "police", metres=10), team("timed-out", "police", metres=20),
+             team("next", "police", metres=3000)]
+    facts = incident("suspicious", excluded=("declined", "timed-out"))
+    assert dispatched(units, facts) == ["next"]
+
+
+def test_nobody_is_sent_when_nobody_is_eligible() -> None:
+    units = [team("sec", "security"), team("vol", "volunteer")]
+    assert dispatched(units, incident("ebike_theft")) == []
+
+
+# --- how many and which ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("category", "units"), CATEGORY_UNITS.items())
+def test_category_without_flags_wants_its_listed_number_of_units(category: str,
+                                                                 units: int) -> None:
+    assert units_wanted(incident(category), POLICY) == units
+
+
+@pytest.mark.parametrize("category", [c for c, n in CATEGORY_UNITS.items()
+                                      if n == 1 and CATEGORY_PRIORITY[c] != "P1"])
+def test_p1_by_flag_on_a_one_unit_category_gets_two_units(category: str) -> None:
+    assert units_wanted(incident(category, flags=("in_progress",)), POLICY) == 2
+    assert POLICY.units_for(category, "P1") == 2
+
+
+def test_p1_category_of_one_unit_keeps_one_unit() -> None:
+    assert units_wanted(incident("medical", flags=("injury",)), POLICY) == 1
+
+
+def test_suspicious_with_weapon_sends_police_and_security() -> None:
+    units = [team("pol-1", "police", metres=500), team("pol-2", "police", metres=600),
+             team("sec", "security", metres=3000)]
+    assert sorted(dispatched(units, incident("suspicious", flags=("weapon",)))) == ["pol-1", "sec"]
+
+
+def test_one_unit_category_sends_the_best_ranked_team() -> None:
+    units = [team("far", "police", metres=4000), team("near", "police", metres=900),
+             team("sec", "security", metres=100)]  # 15.6 s + 180 s loses to 140.4 s
+    assert dispatched(units, incident("suspicious")) == ["near"]
+
+
+def test_two_units_are_the_best_of_each_of_the_first_two_kinds() -> None:
+    units = [team("pol-1", "police", metres=500), team("pol-2", "police", metres=700),
+             team("sec-far", "security", mode="foot", metres=2000),
+             team("sec-near", "security", mode="foot", metres=1500)]
+    assert dispatched(units, incident("violence")) == ["pol-1", "sec-near"]
+
+
+def test_fire_joint_response_takes_security_and_police_whatever_is_nearer() -> None:
+    units = [team("pol-1", "police", metres=100), team("pol-2", "police", metres=200),
+             team("sec", "security", metres=6000)]
+    assert sorted(dispatched(units, incident("fire"))) == ["pol-1", "sec"]
+
+
+def test_two_units_fall_back_to_the_next_best_when_the_second_kind_has_nobody() -> None:
+    units = [team("pol-1", "police", metres=500), team("pol-2", "police", metres=700),
+             team("pol-3", "police", metres=900)]
+    assert dispatched(units, incident("violence")) == ["pol-1", "pol-2"]
+
+
+def test_two_units_fall_back_to_the_next_best_when_the_first_kind_has_nobody() -> None:
+    units = [team("sec-1", "security", metres=500), team("sec-2", "security", metres=700),
+             team("vol", "volunteer", metres=10)]
+    assert dispatched(units, incident("violence")) == ["sec-1", "sec-2"]
+
+
+def test_fallback_takes_any_allowed_kind_in_score_order() -> None:
+    # fraud_warning: police:station, volunteer. No volunteer: the second station team goes.
+    units = [team("st-1", "police", role="station", metres=500),
+             team("st-2", "police", role="station", metres=900),
+             team("patrol", "police", role="patrol", metres=10)]
+    assert dispatched(units, incident("fraud_warning")) == ["st-1", "st-2"]
+
+
+def test_joint_response_takes_the_police_role_listed_among_the_first_two_kinds() -> None:
+    # dispute lists police:patrol, security, police:station; a flag makes it P1 (2 units).
+    # The first two kinds are police:patrol and security, even when a station is nearer.
+    facts = incident("dispute", flags=("in_progress",))
+    units = [team("patrol", "police", role="patrol", metres=4000),  # 624 s
+             team("station", "police", role="station", metres=500),  # 78 s + 360 s
+             team("security", "security", metres=1000)]  # 156 s + 180 s
+    assert sorted(dispatched(units, facts)) == ["patrol", "security"]
+
+
+def test_refilling_a_joint_response_sends_the_kind_that_is_missing() -> None:
+    # violence: police is live, the security team declined; another security team is free.
+    facts = incident("violence", excluded=("sec-declined",))
+    units = [team("pol-2", "police", metres=500),
+             team("sec-2", "security", mode="foot", metres=1500)]
+    assert dispatched(units, facts, already=["police"]) == ["sec-2"]
+
+
+def test_refilling_sends_only_the_units_still_missing() -> None:
+    units = [team("pol-2", "police", metres=500), team("pol-3", "police", metres=600)]
+    facts = incident("violence")
+    assert len(dispatched(units, facts, already=["security"])) == 1
+    assert dispatched(units, facts, already=["police", "security"]) == []
+
+
+def test_volunteer_is_never_the_only_responder_to_a_p1() -> None:
+    units = [team("vol", "volunteer", mode="foot", metres=200, skills=("first_aid",)),
+             team("pol", "police", metres=3000, skills=("first_aid",)),
+             team("sec", "security", metres=5000, skills=("first_aid",))]
+    assert dispatched(units, incident("medical")) == ["vol", "pol"]
+
+
+def test_p1_escort_is_the_best_police_or_security_team() -> None:
+    units = [team("vol", "volunteer", mode="foot", metres=200, skills=("first_aid",)),
+             team("pol", "police", metres=3000, skills=("first_aid",)),
+             team("sec", "security", metres=2000, skills=("first_aid",))]
+    assert dispatched(units, incident("medical")) == ["vol", "sec"]
+
+
+def test_p1_lost_person_sends_police_with_the_volunteers_whenever_police_is_free() -> None:
+    # lost_person + injury: P1, two units: police and volunteer. With no police free the
+    # two best volunteers go (nobody else may answer); a free police team always goes.
+    facts = incident("lost_person", flags=("injury",))
+    vols = [team("vol-1", "volunteer", metres=100), team("vol-2", "volunteer", metres=200)]
+    assert dispatched(vols, facts) == ["vol-1", "vol-2"]
+    assert "pol" in dispatched([*vols, team("pol", "police", metres=9000)], facts)
+
+
+def test_p1_with_only_a_volunteer_live_gets_an_escort_when_refilled() -> None:
+    units = [team("pol", "police", metres=3000, skills=("first_aid",))]
+    assert dispatched(units, incident("medical"), already=["volunteer"]) == ["pol"]
+
+
+def test_p1_volunteer_still_goes_when_no_police_or_security_is_available() -> None:
+    units = [team("vol", "volunteer", metres=200, skills=("first_aid",))]
+    assert dispatched(units, incident("medical")) == ["vol"]
+
+
+def test_volunteer_answers_a_p3_alone() -> None:
+    units = [team("vol", "volunteer", mode="foot", metres=100),  # 93.6 s + 180 s
+             team("pol", "police", metres=3000)]  # 468 s
+    assert dispatched(units, incident("traffic")) == ["vol"]
+
+
+# --- responses ------------------------------------------------------------------------
+
+LIVE = ["offered", "acknowledged", "en_route", "on_scene"]
+# Finished states, and the two an order has before it is ever offered to a device.
+NOT_LIVE = ["resolved", "handover", "declined", "withdrawn", "timed_out", "lost", "claiming"]
+ANSWERS = ["acknowledged", "declined", "en_route", "on_scene", "resolved", "handover",
+           "reinforce"]
+STEP = {state: i for i, state in enumerate(LIVE)}
+
+
+@pytest.mark.parametrize("state", LIVE)
+@pytest.mark.parametrize("response", ["acknowledged", "en_route", "on_scene"])
+def test_responses_move_forward_only_and_may_skip_steps(state: str, response: str) -> None:
+    allowed, why = response_allowed(state, response)
+    if STEP[response] > STEP[state]:
+        assert (allowed, why) == (True, "")
+    else:
+        assert not allowed
+        assert "forward only" in why
+
+
+@pytest.mark.parametrize("state", LIVE)
+@pytest.mark.parametrize("response", ["resolved", "handover"])
+def test_resolved_and_handover_are_accepted_from_every_live_state(state: str,
+                                                                  response: str) -> None:
+    assert response_allowed(state, response) == (True, "")
+
+
+def test_declined_is_accepted_only_before_acknowledged() -> None:
+    assert response_allowed("offered", "declined") == (True, "")
+    for state in LIVE[1:]:
+        allowed, why = response_allowed(state, "declined")
+        assert not allowed
+        assert "declined" in why
+
+
+@pytest.mark.parametrize("state", LIVE)
+def test_reinforce_is_accepted_while_the_order_is_live(state: str) -> None:
+    assert response_allowed(state, "reinforce") == (True, "")
+
+
+@pytest.mark.parametrize("state", NOT_LIVE)
+@pytest.mark.parametrize("response", ANSWERS)
+def test_no_response_is_accepted_once_the_order_is_finished(state: str, response: str) -> None:
+    allowed, why = response_allowed(state, response)
+    assert not allowed
+    assert state in why
+
+
+# --- deadlines ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("priority", "seconds"), [("P1", 30), ("P2", 60), ("P3", 120),
+                                                   ("P4", 300)])
+def test_acknowledge_by_is_issue_time_plus_the_priority_deadline(priority: str,
+                                                                  seconds: int) -> None:
+    assert ack_deadline(NOW, priority, POLICY) == NOW + timedelta(seconds=seconds)
+
+
+# --- incident status ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("states", "status"), [
+    (["offered"], "assigned"),
+    (["offered", "acknowledged"], "acknowledged"),
+    (["acknowledged", "en_route", "offered"], "en_route"),
+    (["on_scene", "offered"], "on_scene"),
+    (["timed_out", "declined", "acknowledged"], "acknowledged"),
+    (["resolved", "offered"], "assigned"),
+])
+def test_incident_has_the_status_of_its_most_advanced_live_order(states: list[str],
+                                                                 status: str) -> None:
+    assert incident_status(states, current="dispatching") == status
+
+
+@pytest.mark.parametrize("current", ["resolved", "handed_over", "closed", "linked"])
+def test_incident_in_a_final_status_keeps_it_without_live_orders(current: str) -> None:
+    assert incident_status(["withdrawn", "resolved"], current=current) == current
+    assert incident_status([], current=current) == current
+
+
+def test_incident_whose_order_was_resolved_is_resolved() -> None:
+    assert incident_status(["withdrawn", "resolved"], current="on_scene") == "resolved"
+
+
+def test_incident_whose_order_was_handed_over_is_handed_over() -> None:
+    assert incident_status(["withdrawn", "handover"], current="on_scene") == "handed_over"
+
+
+def test_incident_without_live_orders_is_unassigned_or_still_dispatching() -> None:
+    assert incident_status(["declined", "timed_out"], current="assigned") == "unassigned"
+    assert incident_status([], current="dispatching") == "unassigned"
+    assert incident_status([], current="reported") == "dispatching"
+
+
+# --- percentile -----------------------------------------------------------------------
+
+
+def test_percentile_of_nothing_is_none() -> None:
+    assert percentile([], 0.5) is None
+
+
+def test_percentile_interpolates_between_sorted_values() -> None:
+    values = [10.0, 1.0, 4.0, 2.0, 3.0]
+    assert percentile(values, 0.0) == 1.0
+    assert percentile(values, 0.5) == 3.0
+    assert percentile(values, 1.0) == 10.0
+    assert percentile(values, 0.9) == pytest.approx(4.0 + 0.6 * 6.0)
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
+    assert percentile([7.0], 0.95) == 7.0
