@@ -15,7 +15,7 @@ from shared.events import Response as ResponseKind
 from shared.http import Principal, not_found, require
 
 from . import store
-from .channels.webpush import Subscription, subscription_json
+from .channels.subscription import Subscription
 from .config import Settings
 from .page import DEVICE_PAGE, SERVICE_WORKER
 from .service import Orders
@@ -110,7 +110,7 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
     async def subscribe_webpush(body: WebPushIn, who: DeviceCaller) -> dict[str, Any]:
         await _touch(who)
         await store.set_device_channel(redis, who.device_id or who.subject, field="webpush",
-                                       value=json.dumps(subscription_json(body.subscription)))
+                                       value=json.dumps(body.subscription.stored()))
         return {"subscribed": True, "enabled": webpush_key is not None}
 
     @router.delete("/devices/me/webpush", summary="Stop Web Push to this device")

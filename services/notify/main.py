@@ -28,7 +28,6 @@ from . import api, handlers, sockets
 from .auth import IntrospectionUnavailable, Introspector
 from .channels import Channel
 from .channels.sms import SmsChannel
-from .channels.webpush import WebPushChannel, load_vapid, public_key
 from .config import Settings
 from .fallback import FallbackTimers
 from .hub import CLOSE_TRY_LATER, Hub
@@ -42,6 +41,9 @@ def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[
     available: dict[str, Channel] = {}
     webpush_key: str | None = None
     if settings.vapid_private_key is not None:
+        # Imported here: the push crypto libraries are needed only where Web Push is on.
+        from .channels.webpush import WebPushChannel, load_vapid, public_key
+
         vapid = load_vapid(settings.vapid_private_key.get_secret_value())
         webpush_key = public_key(vapid)
         available["webpush"] = WebPushChannel(

@@ -88,6 +88,11 @@ const LABELS = { acknowledged: "Acknowledge", declined: "Decline", en_route: "En
 const FORWARD = ["acknowledged", "en_route", "on_scene", "resolved", "handover"];
 const RANK = { issued:0, acknowledged:1, en_route:2, on_scene:3, resolved:4, handover:4 };
 const orders = new Map();
+// A link may carry the token in its fragment (never sent to a server); keep it, then hide it.
+if (location.hash.startsWith("#token=")) {
+  localStorage.setItem("lf_token", decodeURIComponent(location.hash.slice(7)));
+  history.replaceState(null, "", location.pathname);
+}
 let ws = null, token = localStorage.getItem("lf_token") || "", audio = null;
 let retry = 0, stopped = true, pingTimer = null, info = null;
 $("token").value = token;
@@ -218,7 +223,7 @@ function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.
 function render(id, alert) {
   const o = orders.get(id), f = o.frame;
   let card = $("o-" + id);
-  if (!card) { card = el("article"); card.id = "o-" + id; $("orders").prepend(card); }
+  if (!card) { card = el("article"); card.id = "o-" + id; o.seq = ++render.seq; $("orders").append(card); }
   card.className = "order " + f.priority + (alert ? " alert" : "") +
     (["withdrawn", "resolved", "handover", "declined"].includes(o.state) ? " ended" : "");
   card.replaceChildren();
@@ -248,7 +253,18 @@ function render(id, alert) {
     b.onclick = () => respond(id, r); acts.append(b);
   }
   card.append(acts);
+  sortCards();
   showEmpty();
+}
+render.seq = 0;
+function ended(o) { return ["withdrawn", "resolved", "handover", "declined"].includes(o.state); }
+function sortCards() {   // live before ended, then P1 first, then newest first
+  const list = $("orders");
+  const ids = [...orders.keys()].sort((a, b) => {
+    const x = orders.get(a), y = orders.get(b);
+    return (ended(x) - ended(y)) || x.frame.priority.localeCompare(y.frame.priority) || (y.seq - x.seq);
+  });
+  for (const id of ids) { const c = $("o-" + id); if (c) list.append(c); }
 }
 function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"; }
 

@@ -1,62 +1,25 @@
-"""Web Push (RFC 8030) with VAPID (RFC 8292) and an aes128gcm payload (RFC 8291), sent with httpx."""
+"""Web Push (RFC 8030) with VAPID (RFC 8292) and an aes128gcm payload (RFC 8291), sent with httpx.
+
+Needs py-vapid and http-ece; main.py imports this module only when VAPID_PRIVATE_KEY is set.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 from urllib.parse import urlsplit
 
 import http_ece
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02, b64urldecode, b64urlencode
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from py_vapid import Vapid02, b64urlencode
 
 from shared.events import OrderIssued
 
 from ..domain.orders import push_payload
 from ..store import DeviceRecord
 from . import Outcome
-
-
-class SubscriptionKeys(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    p256dh: str = Field(min_length=1, max_length=200)
-    auth: str = Field(min_length=1, max_length=100)
-
-    @field_validator("p256dh")
-    @classmethod
-    def _point(cls, value: str) -> str:
-        raw = _decode(value)
-        if len(raw) != 65 or raw[0] != 4:
-            raise ValueError("must be an uncompressed P-256 point, base64url")
-        return value
-
-    @field_validator("auth")
-    @classmethod
-    def _secret(cls, value: str) -> str:
-        if len(_decode(value)) != 16:
-            raise ValueError("must be a 16-byte secret, base64url")
-        return value
-
-
-class Subscription(BaseModel):
-    """A browser's PushSubscription.toJSON()."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    endpoint: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
-    keys: SubscriptionKeys
-    expirationTime: float | None = None  # noqa: N815 (the browser's spelling)
-
-
-def _decode(value: str) -> bytes:
-    try:
-        return b64urldecode(value.encode() if isinstance(value, str) else value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("is not base64url") from exc
+from .subscription import Subscription, SubscriptionKeys, b64url_decode
 
 
 def load_vapid(key: str) -> Vapid02:
@@ -80,8 +43,8 @@ def encrypt(payload: bytes, keys: SubscriptionKeys) -> bytes:
     return http_ece.encrypt(
         payload,
         private_key=sender,
-        dh=_decode(keys.p256dh),
-        auth_secret=_decode(keys.auth),
+        dh=b64url_decode(keys.p256dh),
+        auth_secret=b64url_decode(keys.auth),
         version="aes128gcm",
     )
 
@@ -140,6 +103,3 @@ def _outcome(response: httpx.Response) -> Outcome:
         return Outcome("gone", detail)
     return Outcome("failed", detail)
 
-
-def subscription_json(subscription: Subscription) -> dict[str, Any]:
-    return subscription.model_dump(mode="json", exclude_none=True)

