@@ -74,6 +74,7 @@ class IncidentFacts:
     lat: float
     lon: float
     zone_id: str | None = None
+    station_agency_id: str | None = None  # the police station owning the incident's zone
     excluded: frozenset[str] = field(default_factory=frozenset)
 
 
@@ -103,6 +104,10 @@ def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy:
         return False
     if rule.kind_rank(unit.agency_kind, unit.agency_role) is None:
         return False
+    if (rule.zone_station and unit.agency_kind == "police"
+            and (unit.agency_role or "station") == "station"
+            and incident.station_agency_id and unit.agency_id != incident.station_agency_id):
+        return False  # e.g. fraud warnings: the station of the incident's zone, no other
     if unit.agency_kind == "volunteer" and volunteers_barred(incident.flags, policy):
         return False
     if not set(rule.skills) <= set(unit.skills):
@@ -134,31 +139,46 @@ def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Poli
     return ranked
 
 
-def _entry_kind(entry: str) -> str:
-    return entry.partition(":")[0]
+def entry_matches(entry: str, agency_kind: str, agency_role: str | None) -> bool:
+    """Whether a team of this kind and role answers to one entry of a category's list."""
+    kind, _, role = entry.partition(":")
+    if entry == "any" or (kind == agency_kind and not role):
+        return True
+    return kind == agency_kind and role == (agency_role or "station")
+
+
+def _sent(value: str) -> tuple[str, str | None]:
+    kind, _, role = value.partition(":")
+    return kind, role or None
 
 
 def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Policy,
                  *, wanted: int, already: Sequence[str] = ()) -> list[Ranked]:
-    """Which of the ranked units to send, given `already` live orders' agency kinds.
+    """Which of the ranked units to send, given the live orders' teams in `already`
+    (each `kind` or `kind:role`).
 
-    One unit: the best. More: the best of each of the first kinds in the category's list
-    (a joint response), then the next best of any allowed kind. Volunteers are never the
-    only responders to a P1: the best police or security unit goes with them.
+    One unit: the best. Several: a joint response, the best unit of each of the first
+    entries of the category's list (e.g. `police:patrol` and `security` for a dispute)
+    that no live order covers yet, then the next best of any allowed kind. Volunteers are
+    never the only responders to a P1: the best police or security unit goes with them.
     """
     rule = policy.categories[incident.category]
     chosen: list[Ranked] = []
     missing = wanted - len(already)
     if missing > 0:
-        if wanted >= 2 and not already:
-            kinds: list[str] = []
+        if wanted >= 2:
+            joint: list[str] = []
             for entry in rule.answer:
-                kind = _entry_kind(entry)
-                if kind != "any" and kind not in kinds:
-                    kinds.append(kind)
-            for kind in kinds[:wanted]:
-                best = next((r for r in ranked if r.unit.agency_kind == kind
-                             and r not in chosen), None)
+                if entry != "any" and entry not in joint:
+                    joint.append(entry)
+            uncovered = [_sent(a) for a in already]
+            for entry in joint[:wanted]:
+                cover = next((s for s in uncovered if entry_matches(entry, *s)), None)
+                if cover is not None:
+                    uncovered.remove(cover)
+                    continue
+                best = next((r for r in ranked if r not in chosen and entry_matches(
+                    entry, r.unit.agency_kind, r.unit.agency_role)), None)
                 if best is not None:
                     chosen.append(best)
         for r in ranked:
@@ -167,7 +187,7 @@ def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Poli
             if r not in chosen:
                 chosen.append(r)
         chosen = chosen[:missing]
-    kinds_sent = list(already) + [r.unit.agency_kind for r in chosen]
+    kinds_sent = [_sent(a)[0] for a in already] + [r.unit.agency_kind for r in chosen]
     if incident.priority == "P1" and kinds_sent and all(k == "volunteer" for k in kinds_sent):
         escort = next((r for r in ranked if r.unit.agency_kind != "volunteer"
                        and r not in chosen), None)
@@ -190,6 +210,8 @@ def incident_status(order_states: Sequence[str], *, current: str) -> str:
         return current
     if "resolved" in order_states:
         return "resolved"
+    if "handover" in order_states:
+        return "handed_over"
     return "unassigned" if current != "reported" else "dispatching"
 
 

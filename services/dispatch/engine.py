@@ -53,6 +53,11 @@ TERMINAL = ("resolved", "handed_over", "closed", "linked")
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 
 
+def _sent_as(order: dict[str, str]) -> str:
+    role = order.get("agency_role")
+    return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]
+
+
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -104,6 +109,7 @@ class Dispatcher:
             incident_id=inc["incident_id"], district=inc["district"], category=inc["category"],
             priority=inc["priority"], flags=tuple(json.loads(inc.get("flags") or "[]")),
             lat=float(inc["lat"]), lon=float(inc["lon"]), zone_id=inc.get("zone_id") or None,
+            station_agency_id=inc.get("station_agency_id") or None,
             excluded=frozenset(excluded),
         )
 
@@ -221,7 +227,7 @@ class Dispatcher:
         issued_any = False
         for _ in range(5):
             chosen = domain.choose_units(ranked, facts, self.policy, wanted=wanted,
-                                         already=[o["agency_kind"] for o in live])
+                                         already=[_sent_as(o) for o in live])
             if not chosen:
                 break
             lost_race = False
@@ -260,6 +266,7 @@ class Dispatcher:
         fields = {
             "team_id": unit.team_id, "team_name": unit.name or "",
             "agency_kind": unit.agency_kind, "agency_id": unit.agency_id, "kind": kind,
+            "agency_role": unit.agency_role or "",
             "state": "claiming" if kind in CLAIMING_KINDS else "offered",
             "issued_at": issued_at.isoformat(),
             "ack_by": deadline.isoformat() if deadline else "",
