@@ -306,13 +306,13 @@ class Hub:
         for record in await store.open_orders(self._redis, conn.team_id):
             await self.push_order(conn, record)
         for order_id in list(conn.shown):
-            record = await store.get_order(self._redis, order_id)
-            if record is None:
+            shown = await store.get_order(self._redis, order_id)
+            if shown is None:
                 conn.shown.discard(order_id)
-            elif record.withdrawn:
+            elif shown.withdrawn:
                 conn.shown.discard(order_id)
                 conn.offer(withdrawn_frame(order_id))
-            elif record.answered:
+            elif shown.answered:
                 conn.shown.discard(order_id)
-                conn.offer(state_frame(order_id, state=record.state, answered=True,
-                                       response=record.last_response))
+                conn.offer(state_frame(order_id, state=shown.state, answered=True,
+                                       response=shown.last_response))

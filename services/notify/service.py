@@ -14,6 +14,7 @@ from typing import Any
 from faststream.redis import RedisBroker
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared import streams
@@ -38,7 +39,7 @@ from .hub import Hub
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
 
-_MODELS = {
+_MODELS: dict[str, type[BaseModel]] = {
     streams.ORDER_RESPONDED.name: OrderResponded,
     streams.ORDER_DELIVERED.name: OrderDelivered,
 }

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -46,6 +46,11 @@ def _team_devices(team_id: str) -> str:
 
 def _device(device_id: str) -> str:
     return f"notify:device:{device_id}"
+
+
+def _strings(value: Any) -> dict[str, str]:
+    """redis-py types ignore decode_responses; our client decodes, so hashes are str -> str."""
+    return cast(dict[str, str], value)
 
 
 def fanout_channel(team_id: str) -> str:
@@ -182,7 +187,7 @@ async def withdraw_order(
 
 
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
-    data = await redis.hgetall(_order(order_id))
+    data = _strings(await redis.hgetall(_order(order_id)))
     if not data:
         return None
     return OrderRecord.from_hash(order_id, data)
@@ -192,7 +197,7 @@ async def open_orders(redis: Redis, team_id: str) -> list[OrderRecord]:
     """The team's orders that are neither answered nor withdrawn, oldest first."""
     key = _open(team_id)
     found: list[OrderRecord] = []
-    for order_id in await redis.zrange(key, 0, 199):
+    for order_id in cast(list[str], await redis.zrange(key, 0, 199)):
         record = await get_order(redis, order_id)
         if record is None or record.order is None:  # expired
             await redis.zrem(key, order_id)
@@ -238,7 +243,7 @@ async def apply_response(
         while True:
             try:
                 await pipe.watch(key)
-                data = await pipe.hgetall(key)
+                data = _strings(await pipe.hgetall(key))
                 if not data:
                     await pipe.unwatch()
                     return None
@@ -248,7 +253,7 @@ async def apply_response(
                     await pipe.unwatch()
                     return Outcome(record=record, decision=decision, outbox_id=None)
                 now = utcnow().isoformat()
-                fields = {"state": decision.state, "answered": "1", "last_response": response,
+                fields: dict[Any, str] = {"state": decision.state, "answered": "1", "last_response": response,
                           "updated_at": now}
                 if response == "reinforce":
                     fields["last_reinforce_at"] = now
@@ -303,7 +308,7 @@ async def outbox_items(redis: Redis, limit: int = 100) -> list[tuple[str, dict[s
     cursor = 0
     while True:
         cursor, batch = await redis.hscan(OUTBOX, cursor, count=limit)
-        items.extend((k, json.loads(v)) for k, v in batch.items())
+        items.extend((k, json.loads(v)) for k, v in _strings(batch).items())
         if cursor == 0 or len(items) >= limit:
             return items[:limit]
 
@@ -398,7 +403,7 @@ async def touch_device(
 ) -> None:
     """Remembers which team a device belongs to now (a member may have moved team)."""
     key = _device(device_id)
-    previous = await redis.hget(key, "team_id")
+    previous = cast(str | None, await redis.hget(key, "team_id"))
     async with redis.pipeline(transaction=True) as pipe:
         if previous and previous != team_id:
             pipe.srem(_team_devices(previous), device_id)
@@ -419,7 +424,7 @@ async def set_device_channel(redis: Redis, device_id: str, *, field: str, value:
 
 
 async def get_device(redis: Redis, device_id: str) -> DeviceRecord | None:
-    data = await redis.hgetall(_device(device_id))
+    data = _strings(await redis.hgetall(_device(device_id)))
     if not data:
         return None
     return DeviceRecord(
@@ -433,7 +438,7 @@ async def get_device(redis: Redis, device_id: str) -> DeviceRecord | None:
 
 async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
     found: list[DeviceRecord] = []
-    for device_id in sorted(await redis.smembers(_team_devices(team_id))):
+    for device_id in sorted(cast(set[str], await redis.smembers(_team_devices(team_id)))):
         record = await get_device(redis, device_id)
         if record is None or record.team_id != team_id:
             await redis.srem(_team_devices(team_id), device_id)
@@ -444,7 +449,7 @@ async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
 
 async def forget_device(redis: Redis, device_id: str) -> None:
     """A revoked device: its channels (push subscription, phone) go with it."""
-    team_id = await redis.hget(_device(device_id), "team_id")
+    team_id = cast(str | None, await redis.hget(_device(device_id), "team_id"))
     async with redis.pipeline(transaction=True) as pipe:
         if team_id:
             pipe.srem(_team_devices(team_id), device_id)

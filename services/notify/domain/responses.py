@@ -65,7 +65,7 @@ def decide_response(
             "the order was withdrawn; it takes no responses", state=state, allowed=()
         )
     if response == state:
-        return Decision(state=state, emit=False)  # a retry of the response that set this state
+        return Decision(state=_as_state(state), emit=False)  # a retry of the response that set this state
     if state in FINISHED:
         raise ResponseRefused(
             f"the order is finished ({state}); it takes no more responses",
