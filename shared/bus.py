@@ -64,6 +64,7 @@ def create_broker(settings: ServiceSettings) -> RedisBroker:
         health_check_interval=10,
         # Per-message "Received/Processed" lines would flood the log at position rates.
         log_level=logging.DEBUG,
+        logger=logging.getLogger("faststream"),  # our handlers and format, not its own
     )
 
 

@@ -59,6 +59,7 @@ def embedded_redis() -> RedisServer:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     VAR.mkdir(parents=True, exist_ok=True)
     token = admin_token()
     redis_server = None
