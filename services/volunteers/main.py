@@ -12,6 +12,7 @@ from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_er
 
 from . import api, handlers
 from .api.devices import device_resolver
+from .api.positions import PositionFastPath
 from .config import Settings
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
@@ -44,10 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     add_health_routes(app, lambda: groups_ready(redis, "volunteers"))
+    positions = PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms)
     app.include_router(api.build_router(
         settings=settings, redis=redis, broker=broker, zones=ZoneLookup(redis),
-        positions=PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms),
+        positions=positions,
     ))
+    # Added before AuthMiddleware, so it runs inside it: the 401s stay the shared ones.
+    app.add_middleware(PositionFastPath, positions=positions, settings=settings)
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        resolve=device_resolver(TokenResolver(redis)))
     return app

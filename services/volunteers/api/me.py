@@ -11,12 +11,12 @@ from faststream.redis import RedisBroker
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
-from shared.events import UnitPosition, new_id, utcnow
+from shared.events import new_id, utcnow
 from shared.http import ApiError, Principal, conflict, not_found
 
 from ..config import Settings
 from ..domain import points, status
-from ..domain.positions import PositionIn, fix_time
+from ..domain.positions import PositionIn
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store import teams as teams_store
@@ -24,6 +24,7 @@ from ..store.teams import Applied, Decision, PositionWriter, TeamView
 from ..store.tx import Contended
 from . import views
 from .deps import Device
+from .positions import accept_position
 
 
 class StatusIn(BaseModel):
@@ -113,24 +114,8 @@ def build_router(
 
     @router.put("/position", summary="The team's position fix (the heaviest traffic)")
     async def put_position(body: PositionIn, who: Device) -> dict[str, Any]:
-        now = utcnow()
-        try:
-            at = fix_time(body, now=now, max_future_s=settings.position_max_future_s)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_field", f"at {exc}", "at") from exc
-        event = UnitPosition(
-            district=who.extra["district"], unit_id=who.team_id or "", lat=body.lat,
-            lon=body.lon, accuracy_m=body.accuracy_m, at=at,
-        )
-        result = await positions.write(event, member_id=who.member_id or "", now=now)
-        if result == teams_store.POSITION_OFF_DUTY:
-            raise conflict("the team is off_duty: positions are kept only on shift; allowed: "
-                           "start a shift (POST /v1/me/shift/start) first")
-        out: dict[str, Any] = {"accepted": result >= teams_store.POSITION_STORED,
-                               "published": result == teams_store.POSITION_PUBLISHED}
-        if result == teams_store.POSITION_STALE:
-            out["reason"] = "older than the team's latest fix"
-        return out
+        # Normally answered by api.positions.PositionFastPath before routing; same answers.
+        return await accept_position(body, who, positions=positions, settings=settings)
 
     @router.get("/points", summary="The member's points balance and history, newest first")
     async def my_points(

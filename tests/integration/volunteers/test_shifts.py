@@ -1,0 +1,53 @@
+"""Shift plans: the main/secondary rotation per team, and who is planned on a date."""
+
+from __future__ import annotations
+
+from .conftest import ADMIN, Volunteers
+
+MAIN_FIRST = {
+    "timezone": "Asia/Shanghai",
+    "shifts": {"main": {"start": "08:00", "end": "18:00"},
+               "secondary": {"start": "18:00", "end": "08:00"}},
+    "rotation": ["main", "secondary"],
+    "anchor": "2026-11-23",
+}
+
+
+async def test_teams_are_planned_by_their_daily_rotation(volunteers: Volunteers) -> None:
+    await volunteers.import_district()
+    client = volunteers.client
+    secondary_first = MAIN_FIRST | {"rotation": ["secondary", "main"]}
+    assert (await client.put("/v1/teams/t-patrol/shift-plan", json=MAIN_FIRST,
+                             headers=ADMIN)).status_code == 200
+    assert (await client.put("/v1/teams/t-guards/shift-plan", json=secondary_first,
+                             headers=ADMIN)).status_code == 200
+    plan = (await client.get("/v1/teams/t-patrol/shift-plan", headers=ADMIN)).json()
+    assert plan["rotation"] == ["main", "secondary"]
+
+    async def planned(day: str) -> list[tuple[str, str, str]]:
+        response = await client.get("/v1/shifts", params={"district": "d1", "date": day},
+                                    headers=ADMIN)
+        assert response.status_code == 200
+        return [(t["team_id"], t["shift"], t["start"]) for t in response.json()["teams"]]
+
+    assert await planned("2026-11-23") == [
+        ("t-patrol", "main", "2026-11-23T08:00:00+08:00"),
+        ("t-guards", "secondary", "2026-11-23T18:00:00+08:00")]
+    assert await planned("2026-11-24") == [
+        ("t-guards", "main", "2026-11-24T08:00:00+08:00"),
+        ("t-patrol", "secondary", "2026-11-24T18:00:00+08:00")]
+    day = (await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
+                            headers=ADMIN)).json()
+    assert day["teams"][0]["members"] == [
+        {"member_id": "m-officer", "name": "Officer Li", "role": "officer"}]
+
+
+async def test_bad_plans_and_unknown_teams_are_refused(volunteers: Volunteers) -> None:
+    await volunteers.import_district()
+    client = volunteers.client
+    bad = MAIN_FIRST | {"rotation": ["main", "night"]}
+    response = await client.put("/v1/teams/t-patrol/shift-plan", json=bad, headers=ADMIN)
+    assert response.status_code == 422
+    unknown = await client.put("/v1/teams/t-none/shift-plan", json=MAIN_FIRST, headers=ADMIN)
+    assert unknown.status_code == 404
+    assert (await client.get("/v1/teams/t-vol/shift-plan", headers=ADMIN)).status_code == 404
