@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
 from shared.http import (
@@ -57,6 +58,11 @@ def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[
             token=token.get_secret_value() if token else None,
             timeout_s=settings.channel_timeout_s,
         )
+    for name in settings.channel_order:
+        if name not in ("webpush", "sms"):
+            log.warning("FALLBACK_CHANNELS names an unknown channel %r; known: webpush, sms", name)
+        elif name not in available:
+            log.info("fallback channel %s is off: not configured", name)
     chain = [available[name] for name in settings.channel_order if name in available]
     return chain, webpush_key
 
@@ -71,14 +77,17 @@ class IntrospectionGuard:
         try:
             await self.app(scope, receive, send)
         except IntrospectionUnavailable:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": CLOSE_TRY_LATER,
-                            "reason": "token check unavailable"})
-                return
             response = JSONResponse(
                 error_body("unavailable", "device tokens cannot be checked right now; retry"),
                 status_code=503, headers={"Retry-After": "2"},
             )
+            if scope["type"] == "websocket":
+                ws = WebSocket(scope, receive, send)
+                if "websocket.http.response" in scope.get("extensions", {}):
+                    await ws.send_denial_response(response)  # the handshake answers 503
+                else:
+                    await ws.close(CLOSE_TRY_LATER, "token check unavailable")
+                return
             await response(scope, receive, send)
 
 

@@ -164,10 +164,11 @@ async def notify_factory(clean_redis: str, volunteers: Volunteers) -> AsyncItera
 
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[str]:
-        settings = Settings(
-            redis_url=clean_redis, admin_token=ADMIN_TOKEN, volunteers_url=volunteers.url,
-            consumer_name=f"notify-test-{secrets.token_hex(4)}", **overrides,
-        )
+        options: dict[str, Any] = {
+            "redis_url": clean_redis, "admin_token": ADMIN_TOKEN, "volunteers_url": volunteers.url,
+            "consumer_name": f"notify-test-{secrets.token_hex(4)}",
+        }
+        settings = Settings(**{**options, **overrides})
         async with serving(create_app(settings)) as url:
             yield url
 

@@ -12,8 +12,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from shared import streams
 from shared.events import DeviceRevoked
+from tools.redis_server import free_port
 
-from .conftest import ADMIN, Volunteers, device, ws_url
+from .conftest import ADMIN, NotifyFactory, Volunteers, device, ws_url
 
 
 async def test_a_socket_needs_a_device_token(notify: str, volunteers: Volunteers) -> None:
@@ -89,3 +90,18 @@ async def test_a_revoked_device_is_closed_at_once_and_cannot_come_back(
             pass
     r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
     assert r.status_code == 401
+
+
+async def test_when_volunteers_cannot_be_asked_device_calls_get_503_and_admin_still_works(
+        notify_factory: NotifyFactory, volunteers: Volunteers) -> None:
+    member = volunteers.enrol("t1")
+    async with notify_factory(volunteers_url=f"http://127.0.0.1:{free_port()}") as notify, \
+            httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(notify), additional_headers=member.bearer):
+                pass
+        assert refused.value.response.status_code == 503
+        r = await http.get(f"{notify}/v1/orders/ord_x/deliveries", headers=ADMIN)
+        assert r.status_code == 404  # the admin token needs no introspection
