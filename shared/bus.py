@@ -12,9 +12,11 @@ Dead letters go to `dlq.<stream>` with the reason and the original payload, neve
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
@@ -86,6 +88,52 @@ async def groups_ready(redis: Redis, service: str) -> bool:
         if not any(_name(g) == service for g in groups):
             return False
     return True
+
+
+def subscribers_running(broker: RedisBroker) -> bool:
+    return all(sub.running for sub in broker.subscribers)
+
+
+async def consumers_ready(broker: RedisBroker, redis: Redis, service: str) -> bool:
+    """For /readyz: Redis answers, this service's groups exist, and every subscriber reads."""
+    return subscribers_running(broker) and await groups_ready(redis, service)
+
+
+async def _keep_consuming(broker: RedisBroker, redis: Redis, interval_s: float) -> None:
+    # FastStream stops a subscriber for good when its group vanishes (NOGROUP: Redis lost
+    # its data or a stream was deleted) and, outside a FastStream app, nothing restarts it.
+    # Re-create the groups at 0 (never `$`, which would skip what was published meanwhile)
+    # and start the stopped subscribers again.
+    while True:
+        await asyncio.sleep(interval_s)
+        stopped = [sub for sub in broker.subscribers if not sub.running]
+        if not stopped:
+            continue
+        try:
+            await ensure_groups(redis)
+            for sub in stopped:
+                await sub.start()
+            log.warning("restarted %d stopped subscriber(s) after their group was re-created",
+                        len(stopped))
+        except Exception as exc:  # Redis still away: try again next round
+            log.warning("cannot restart stopped subscribers yet: %s", type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def consuming(broker: RedisBroker, redis: Redis, *,
+                    watch_interval_s: float = 2.0) -> AsyncIterator[None]:
+    """Create the groups at 0, start the broker and keep its subscribers running."""
+    await ensure_groups(redis)
+    await broker.start()
+    watchdog = asyncio.create_task(_keep_consuming(broker, redis, watch_interval_s),
+                                   name="bus-watchdog")
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        await broker.stop()
 
 
 def _name(group: dict[Any, Any]) -> str:

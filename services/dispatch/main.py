@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
 from shared.policy import load_policy
 
@@ -33,19 +33,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_groups(redis)
-        await broker.start()
-        stop = asyncio.Event()
-        timers = asyncio.create_task(run_timers(engine, settings, stop))
-        try:
-            yield
-        finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(timers, timeout=5)
-            await broker.stop()
-            await http.aclose()
-            await redis.aclose()
+        async with consuming(broker, redis):
+            stop = asyncio.Event()
+            timers = asyncio.create_task(run_timers(engine, settings, stop))
+            try:
+                yield
+            finally:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(timers, timeout=5)
+        await http.aclose()
+        await redis.aclose()
 
     app = FastAPI(
         title="Lianfang dispatch",
@@ -55,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
-    add_health_routes(app, lambda: groups_ready(redis, "dispatch"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis, "dispatch"))
     app.include_router(api.build_router(redis=redis, engine=engine))
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value())
     return app

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
 from shared.policy import load_policy
 
@@ -24,13 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_groups(redis)
-        await broker.start()
-        try:
+        async with consuming(broker, redis):
             yield
-        finally:
-            await broker.stop()
-            await redis.aclose()
+        await redis.aclose()
 
     app = FastAPI(
         title="Lianfang intake",
@@ -40,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
-    add_health_routes(app, lambda: groups_ready(redis, "intake"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis, "intake"))
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
                                         policy=policy))
 

@@ -1,0 +1,84 @@
+"""shared.bus on a real Redis: retries by reclaiming, dead letters, lost groups."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis as sync_redis
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.bus import consumers_ready, consume, consuming, create_broker
+from shared.events import UnitStatus
+from shared.settings import ServiceSettings
+from tests.helpers import poll_until
+
+
+def settings(url: str) -> ServiceSettings:
+    return ServiceSettings(redis_url=url, admin_token="x", claim_idle_ms=200, max_deliveries=3,
+                           consumer_name="test-consumer")
+
+
+def status(unit_id: str) -> UnitStatus:
+    return UnitStatus(district="d", unit_id=unit_id, status="available", agency_id="a",
+                      agency_kind="police", mode="car")
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered_with_the_reason(
+        clean_redis: str) -> None:
+    calls: dict[str, int] = {}
+
+    async def handler(event: UnitStatus) -> None:
+        calls[event.unit_id] = calls.get(event.unit_id, 0) + 1
+        if event.unit_id == "poison":
+            raise RuntimeError("cannot handle this one")
+        if event.unit_id == "flaky" and calls["flaky"] < 2:
+            raise RuntimeError("first time fails")
+
+    cfg = settings(clean_redis)
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
+    redis = Redis.from_url(clean_redis)
+    async with consuming(broker, redis):
+        for unit_id in ("poison", "flaky", "fine"):
+            await broker.publish(status(unit_id), stream=streams.UNIT_STATUS.name)
+        client = sync_redis.Redis.from_url(clean_redis)
+        dead = await poll_until(lambda: client.xrange("dlq.unit.status"), "a dead letter", 15)
+        await poll_until(lambda: calls.get("flaky") == 2, "the flaky event retried once")
+        await poll_until(lambda: client.xpending("unit.status", "dispatch")["pending"] == 0,
+                         "an empty pending list")
+    await redis.aclose()
+    assert calls["poison"] == 3 and calls["fine"] == 1
+    (_, fields), = dead
+    assert fields[b"reason"] == b"RuntimeError: cannot handle this one"
+    assert fields[b"attempts"] == b"3" and fields[b"group"] == b"dispatch"
+    assert b"poison" in fields[b"payload"]
+
+
+async def test_a_lost_group_is_recreated_at_zero_and_consuming_resumes(clean_redis: str) -> None:
+    seen: list[str] = []
+
+    async def handler(event: UnitStatus) -> None:
+        seen.append(event.unit_id)
+
+    cfg = settings(clean_redis)
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
+    redis = Redis.from_url(clean_redis)
+    async with consuming(broker, redis, watch_interval_s=0.3):
+        await broker.publish(status("before"), stream=streams.UNIT_STATUS.name)
+        await poll_until(lambda: seen == ["before"], "the first event")
+        await redis.delete(streams.UNIT_STATUS.name)  # as if Redis had lost its data
+        await poll_until(lambda: not all(s.running for s in broker.subscribers),
+                         "FastStream stopping the subscriber on NOGROUP")
+        assert not await consumers_ready(broker, redis, "dispatch")
+        # Published while nobody reads: the group, re-created at 0, must still see it.
+        publisher = RedisBroker(clean_redis)
+        await publisher.connect()
+        await publisher.publish(status("meanwhile"), stream=streams.UNIT_STATUS.name)
+        await publisher.stop()
+        await poll_until(lambda: "meanwhile" in seen, "the event published meanwhile", 10)
+        assert await consumers_ready(broker, redis, "dispatch")
+    await redis.aclose()
+    await asyncio.sleep(0)
