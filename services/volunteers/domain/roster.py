@@ -368,12 +368,13 @@ def check_references(doc: RosterDoc, stored: Stored) -> None:
             if old and old.get("district") != district:
                 errors.append(loc.error(entity, "id", "is already used in another district"))
 
+    in_doc = {e: {row.id: row for row in doc.rows(e)} for e in ENTITIES}
+
     def lookup(entity: Entity, entity_id: str) -> Mapping[str, str] | None:
         if entity_id in doc.invalid_ids[entity]:
             return _UNKNOWN  # its own row is already reported
-        for row in doc.rows(entity):
-            if row.id == entity_id:
-                return record_of(entity, row, district)
+        if (row := in_doc[entity].get(entity_id)) is not None:
+            return record_of(entity, row, district)
         old = stored.get(entity, {}).get(entity_id)
         return old if old and old.get("district") == district else None
 

@@ -65,8 +65,13 @@ async def test_invalid_fixes_are_refused_naming_the_field(volunteers: Volunteers
                           json={"lat": 22.0, "lon": 108.0, "at": slightly_ahead})
     assert ok.status_code == 200
     assert await volunteers.redis.xlen("unit.position") == 1
+    broken = await client.put("/v1/me/position", content=b'{"lat": 22', headers=device)
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "bad_json"
+    not_object = await client.put("/v1/me/position", json=[22.0, 108.0], headers=device)
+    assert not_object.status_code == 422 and not_object.json()["error"]["field"] == "(body)"
     assert (await client.put("/v1/me/position", json={"lat": 1, "lon": 1},
                              headers=ADMIN)).status_code == 403
+    assert (await client.put("/v1/me/position", json={"lat": 1, "lon": 1})).status_code == 401
 
 
 async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
