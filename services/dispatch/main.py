@@ -11,6 +11,7 @@ import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
+from shared import dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
 from shared.policy import load_policy
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
+    app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "dispatch"))
     app.include_router(api.build_router(redis=redis, engine=engine))
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value())

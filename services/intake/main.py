@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from shared import dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
 from shared.policy import load_policy
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
+    app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "intake"))
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
                                         policy=policy))

@@ -82,3 +82,33 @@ async def test_a_lost_group_is_recreated_at_zero_and_consuming_resumes(clean_red
         assert await consumers_ready(broker, redis, "dispatch")
     await redis.aclose()
     await asyncio.sleep(0)
+
+
+async def test_a_replayed_dead_letter_is_processed_once_after_the_fix(clean_redis: str) -> None:
+    from shared import dead_letters
+
+    fixed = False
+    handled: list[str] = []
+
+    async def handler(event: UnitStatus) -> None:
+        if not fixed:
+            raise RuntimeError("bug")
+        handled.append(event.unit_id)
+
+    cfg = settings(clean_redis)
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
+    redis = Redis.from_url(clean_redis)
+    async with consuming(broker, redis):
+        await broker.publish(status("u1"), stream=streams.UNIT_STATUS.name)
+        (letter,) = await poll_until(
+            lambda: dead_letters.list_dead_letters(redis, "unit.status", count=10),
+            "the dead letter", 15)
+        assert letter["reason"] == "RuntimeError: bug" and letter["attempts"] == 3
+        fixed = True
+        await dead_letters.replay(redis, "unit.status", letter["dead_letter_id"])
+        await poll_until(lambda: handled == ["u1"], "the replayed event handled")
+        await asyncio.sleep(0.5)
+        assert handled == ["u1"]
+        assert await dead_letters.list_dead_letters(redis, "unit.status", count=10) == []
+    await redis.aclose()
