@@ -15,6 +15,7 @@ import json
 import logging
 from collections import defaultdict
 from typing import Any
+from uuid import uuid4
 
 from opentelemetry import trace
 from redis.asyncio import Redis
@@ -51,6 +52,7 @@ class Connection:
         self.team_id = who.team_id or ""
         self.sent: dict[str, None] = {}  # order ids pushed on this socket, oldest first
         self.shown: set[str] = set()  # of those, the ones still live as far as we know
+        self.conn_id = uuid4().hex
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
 
@@ -69,11 +71,10 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self._queue.put_nowait((code, reason))
-        if self._queue.full():  # make room for the close itself
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._queue.get_nowait()
+        except asyncio.QueueFull:  # drop the oldest frame to make room for the close
+            self._queue.get_nowait()
             self._queue.put_nowait((code, reason))
 
     @property
@@ -200,9 +201,12 @@ class Hub:
             store.fanout_channel(team_id), json.dumps({"event": "withdrawn", "order_id": order_id})
         )
 
-    async def publish_state(self, team_id: str, frame: dict[str, Any]) -> int:
+    async def publish_state(self, team_id: str, frame: dict[str, Any], *,
+                            origin: str | None = None) -> int:
+        """`origin`: the socket that answered, which has had its own reply already."""
         return await self._redis.publish(
-            store.fanout_channel(team_id), json.dumps({"event": "state", "frame": frame})
+            store.fanout_channel(team_id),
+            json.dumps({"event": "state", "frame": frame, "origin": origin}),
         )
 
     async def publish_revoked(self, device_id: str) -> int:
@@ -269,6 +273,8 @@ class Hub:
         elif kind == "state":
             frame = data["frame"]
             for conn in conns:
+                if conn.conn_id == data.get("origin"):
+                    continue
                 if frame.get("answered"):
                     conn.shown.discard(frame["order_id"])
                 conn.offer(frame)

@@ -100,8 +100,10 @@ class Orders:
         return record
 
     async def respond(
-        self, *, order_id: str, who: Principal, response: Response, note: str | None
+        self, *, order_id: str, who: Principal, response: Response, note: str | None,
+        origin: str | None = None,
     ) -> dict[str, Any]:
+        """Applies a team's response; `origin` is the answering socket, if it came by one."""
         record = await self._team_order(order_id, who)
         current = trace.get_current_span().get_span_context()
         with tracer.start_as_current_span(
@@ -121,7 +123,7 @@ class Orders:
                 if not decision.emit:
                     return decision, None, None
                 event = OrderResponded(
-                    district=rec.district or (rec.order.district if rec.order else "-"),
+                    district=rec.district,
                     order_id=order_id, incident_id=rec.incident_id, team_id=rec.team_id,
                     member_id=who.member_id or "", device_id=who.device_id,
                     response=response, note=note,
@@ -142,7 +144,8 @@ class Orders:
             if outcome.outbox_id is not None:
                 await self.publish_outbox(outcome.outbox_id)
                 await self._hub.publish_state(outcome.record.team_id, state_frame(
-                    order_id, state=outcome.record.state, answered=True, response=response))
+                    order_id, state=outcome.record.state, answered=True, response=response),
+                    origin=origin)
                 log.info("order %s: team %s answered %s", order_id, record.team_id, response)
         return order_view(outcome.record)
 

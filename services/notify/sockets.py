@@ -107,7 +107,8 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
         elif isinstance(frame, RespondFrame):
             try:
                 view = await orders.respond(order_id=frame.order_id, who=conn.who,
-                                            response=frame.response, note=frame.note)
+                                            response=frame.response, note=frame.note,
+                                            origin=conn.conn_id)
             except ApiError as exc:
                 conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
             else:

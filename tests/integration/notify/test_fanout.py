@@ -32,6 +32,9 @@ async def test_devices_on_two_replicas_get_the_order_that_one_replica_consumed(
         seen = await phone_a.next_of("order_state")
         assert (seen["order_id"], seen["state"], seen["answered"]) == (
             orders[0].order_id, "acknowledged", True)
+        # the answering socket gets its reply once, not again through the fan-out
+        assert (await phone_b.next_of("order_state"))["order_id"] == orders[0].order_id
+        assert [f for f in await phone_b.drain(0.5) if f["type"] == "order_state"] == []
 
         await withdraw(broker, orders[1])
         for phone in (phone_a, phone_b):
