@@ -15,7 +15,8 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
+from shared import dead_letters
+from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
     TELEMETRY,
     AuthMiddleware,
@@ -110,19 +111,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_groups(redis)
         await hub.start()
-        await broker.start()
-        ticking = asyncio.create_task(timers.run(), name="notify-fallback")
-        log.info("fallback chain: %s", ", ".join(c.name for c in chain) or "none configured")
         try:
-            yield
+            async with consuming(broker, redis):
+                ticking = asyncio.create_task(timers.run(), name="notify-fallback")
+                log.info("fallback chain: %s",
+                         ", ".join(c.name for c in chain) or "none configured")
+                try:
+                    yield
+                finally:
+                    ticking.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ticking
+                    await hub.stop()
         finally:
-            ticking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticking
-            await hub.stop()
-            await broker.stop()
             await client.aclose()
             await redis.aclose()
 
@@ -134,7 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
-    add_health_routes(app, lambda: groups_ready(redis, "notify"))
+    app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="notify"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis, "notify"))
     app.include_router(api.build_router(settings=settings, redis=redis, orders=orders,
                                         webpush_key=webpush_key, sms_enabled="sms" in
                                         {c.name for c in chain}))
