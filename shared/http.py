@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,9 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -138,6 +142,32 @@ TokenResolver = Callable[[str], Awaitable[Principal | None]]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 
+# Per token, per process. Generous enough for a 110 centre's bursts and a phone's positions,
+# small enough that one runaway client cannot starve the others. RATE_LIMIT_<KIND> overrides.
+DEFAULT_RATE_LIMITS: dict[str, str] = {
+    "system": "600/second",
+    "device": "20/second",
+    "dispatcher": "50/second",
+    "admin": "1000/second",
+}
+
+
+class RateLimits:
+    """Moving-window limits per principal kind, counted per token subject."""
+
+    def __init__(self, limits: dict[str, str] | None = None) -> None:
+        merged = {**DEFAULT_RATE_LIMITS, **(limits or {})}
+        self._items: dict[str, RateLimitItem] = {k: parse(v) for k, v in merged.items() if v}
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def retry_after(self, who: Principal) -> int | None:
+        """None if the call may go ahead; else the seconds to wait."""
+        item = self._items.get(who.kind)
+        if item is None or self._limiter.hit(item, who.kind, who.subject):
+            return None
+        reset = self._limiter.get_window_stats(item, who.kind, who.subject).reset_time
+        return max(1, int(reset - time.time() + 0.999))
+
 
 def bearer_token(scope: Scope) -> str | None:
     for key, value in scope.get("headers", ()):
@@ -165,11 +195,13 @@ class AuthMiddleware:
         admin_token: str,
         resolve: TokenResolver | None = None,
         public_paths: Iterable[str] = (),
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.app = app
         self._admin = admin_token.encode()
         self._resolve = resolve
         self._public = PUBLIC_PATHS | frozenset(public_paths)
+        self._limits = rate_limits or RateLimits()
 
     async def principal_for(self, token: str) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
@@ -193,6 +225,17 @@ class AuthMiddleware:
                 error_body("unauthorized", message),
                 status_code=401,
                 headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        wait = self._limits.retry_after(principal)
+        if wait is not None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1013, "reason": "rate limited"})
+                return
+            response = JSONResponse(
+                error_body("rate_limited", f"too many requests for this token; retry in {wait} s"),
+                status_code=429, headers={"Retry-After": str(wait)},
             )
             await response(scope, receive, send)
             return

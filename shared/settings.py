@@ -33,9 +33,18 @@ class ServiceSettings(BaseSettings):
     # Addresses of the other services, for the few synchronous calls there are.
     volunteers_url: str = Field(default="http://127.0.0.1:8003", description="VOLUNTEERS_URL")
 
+    rate_limit_system: str = Field(default="600/second", description="RATE_LIMIT_SYSTEM per key")
+    rate_limit_device: str = Field(default="20/second", description="RATE_LIMIT_DEVICE per token")
+    rate_limit_dispatcher: str = Field(default="50/second", description="RATE_LIMIT_DISPATCHER")
+    max_body_bytes: int = Field(default=1_000_000, description="MAX_BODY_BYTES: larger is a 413")
+
     service_name: str = "lianfang"
     default_port: int = 0
 
     @property
     def port(self) -> int:
         return self.http_port or self.default_port
+
+    def rate_limits(self) -> dict[str, str]:
+        return {"system": self.rate_limit_system, "device": self.rate_limit_device,
+                "dispatcher": self.rate_limit_dispatcher}

@@ -26,7 +26,7 @@ class Stream:
 
 INCIDENT_REPORTED = Stream("incident.reported", "intake", ("dispatch",))
 INCIDENT_UPDATED = Stream("incident.updated", "dispatch", ("intake",))
-INCIDENT_HANDED_OVER = Stream("incident.handed_over", "dispatch", ("volunteers",))
+INCIDENT_HANDED_OVER = Stream("incident.handed_over", "dispatch", ())
 INCIDENT_CLOSED = Stream("incident.closed", "dispatch", ("intake", "volunteers"))
 ORDER_ISSUED = Stream("order.issued", "dispatch", ("notify", "volunteers"))
 ORDER_WITHDRAWN = Stream("order.withdrawn", "dispatch", ("notify", "volunteers"))

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from shared import dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
-from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
+from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 from shared.policy import load_policy
 
 from . import api, handlers
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
+        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
@@ -46,5 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await api.resolve_system_key(redis, token)
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
+                       rate_limits=RateLimits(settings.rate_limits()),
                        resolve=resolve)
     return app

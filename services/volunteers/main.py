@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared.bus import create_broker, create_redis, ensure_groups, groups_ready
-from shared.http import TELEMETRY, AuthMiddleware, add_health_routes, install_error_handlers
+from shared import dead_letters
+from shared.bus import consumers_ready, consuming, create_broker, create_redis
+from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 
 from . import api, handlers
 from .api.devices import device_resolver
@@ -27,12 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await ensure_groups(redis)
-        await broker.start()
         try:
-            yield
+            async with consuming(broker, redis):
+                yield
         finally:
-            await broker.stop()
             await redis.aclose()
 
     app = FastAPI(
@@ -42,9 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
+        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
-    add_health_routes(app, lambda: groups_ready(redis, "volunteers"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis, "volunteers"))
+    app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="volunteers"))
     positions = PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms)
     app.include_router(api.build_router(
         settings=settings, redis=redis, broker=broker, zones=ZoneLookup(redis),
@@ -53,5 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added before AuthMiddleware, so it runs inside it: the 401s stay the shared ones.
     app.add_middleware(PositionFastPath, positions=positions, settings=settings)
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
+                       rate_limits=RateLimits(settings.rate_limits()),
                        resolve=device_resolver(TokenResolver(redis)))
     return app
