@@ -196,12 +196,14 @@ class AuthMiddleware:
         resolve: TokenResolver | None = None,
         public_paths: Iterable[str] = (),
         rate_limits: RateLimits | None = None,
+        max_body_bytes: int | None = 1_000_000,
     ) -> None:
         self.app = app
         self._admin = admin_token.encode()
         self._resolve = resolve
         self._public = PUBLIC_PATHS | frozenset(public_paths)
         self._limits = rate_limits or RateLimits()
+        self._max_body = max_body_bytes
 
     async def principal_for(self, token: str) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
@@ -240,7 +242,44 @@ class AuthMiddleware:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
+        if scope["type"] == "http" and self._max_body is not None:
+            declared = _content_length(scope)
+            if declared is not None and declared > self._max_body:
+                await _too_large(self._max_body)(scope, receive, send)
+                return
+            receive = _limited(receive, self._max_body)
         await self.app(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(error_body("too_large", f"the request body is over {limit} bytes"),
+                        status_code=413)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """A receive that stops a body without Content-Length once it passes the limit."""
+    seen = 0
+
+    async def wrapped() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ApiError(413, "too_large", f"the request body is over {limit} bytes")
+        return message
+
+    return wrapped
 
 
 def principal(request: Request) -> Principal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,18 +11,41 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
-from shared.http import Principal, not_found, require
+from shared import audit
+from shared.events import new_id
+from shared.http import ApiError, Principal, forbidden, not_found, require
 
 from . import domain, store
 from .engine import Dispatcher
 
 CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
 
 
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     team_id: str = Field(min_length=1, max_length=64)
+
+
+class DispatcherIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    name: str = Field(min_length=1, max_length=100)
+    districts: list[str] = Field(min_length=1, max_length=64)
+
+
+def check_district(who: Principal, district: str) -> None:
+    """A dispatcher works on the districts of their command room only."""
+    if who.kind == "dispatcher" and district not in who.districts:
+        raise forbidden(f"this dispatcher does not cover district '{district[:64]}'")
+
+
+async def resolve_dispatcher(redis: Redis, token: str) -> Principal | None:
+    found = await store.dispatcher_for_token(redis, token)
+    if found is None:
+        return None
+    return Principal(kind="dispatcher", subject=found["dispatcher_id"],
+                     districts=tuple(found["districts"]))
 
 
 def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
@@ -55,7 +79,7 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
 
     @router.get("/incidents", summary="The board: incidents, newest first")
     async def board(
-        _: CommandRoom,
+        who: CommandRoom,
         status: str | None = Query(default=None, max_length=32),
         district: str | None = Query(default=None, max_length=64),
         flagged: bool | None = None,
@@ -66,10 +90,14 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
         now = datetime.now(UTC)
         since_ts = (since or now - timedelta(days=30)).timestamp()
         until_ts = (until or now + timedelta(days=1)).timestamp()
+        if district:
+            check_district(who, district)
         ids = await store.list_incidents(redis, district=district, since_ts=since_ts,
                                          until_ts=until_ts, limit=MAX_PAGE * 4)
         rows = []
         for inc in await store.incidents_bulk(redis, ids):
+            if who.kind == "dispatcher" and inc.get("district") not in who.districts:
+                continue
             if status and inc.get("status") != status:
                 continue
             if flagged is not None and (inc.get("flagged") == "1") != flagged:
@@ -80,10 +108,11 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
         return {"incidents": rows, "count": len(rows)}
 
     @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline")
-    async def incident(incident_id: str, _: CommandRoom) -> dict[str, Any]:
+    async def incident(incident_id: str, who: CommandRoom) -> dict[str, Any]:
         inc = await store.get_incident(redis, incident_id)
         if inc is None:
             raise not_found("incident")
+        check_district(who, inc["district"])
         orders = [o for o in await store.orders_of(redis, incident_id)
                   if o.get("state") not in ("claiming", "lost")]
         return {
@@ -95,21 +124,55 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
         }
 
     @router.post("/incidents/{incident_id}/assign", summary="Assign a team by hand")
-    async def assign(incident_id: str, body: AssignIn, _: CommandRoom) -> dict[str, Any]:
+    async def assign(incident_id: str, body: AssignIn, who: CommandRoom) -> dict[str, Any]:
+        await _check_incident(who, incident_id)
         order = await engine.assign(incident_id, body.team_id)
+        await audit.record(redis, "dispatch", who, "incident.assign", incident_id,
+                           f"team {body.team_id}, order {order['order_id']}")
         return {"order_id": order["order_id"], "team_id": body.team_id, "state": "offered"}
 
     @router.post("/incidents/{incident_id}/close", summary="Close an incident")
     async def close(incident_id: str, who: CommandRoom) -> dict[str, Any]:
-        await engine.close(incident_id, by=who.subject)
+        await _check_incident(who, incident_id)
+        await engine.close(incident_id, by=f"{who.kind}:{who.subject}")
+        await audit.record(redis, "dispatch", who, "incident.close", incident_id)
         return {"incident_id": incident_id, "status": "closed"}
+
+    async def _check_incident(who: Principal, incident_id: str) -> None:
+        inc = await store.get_incident(redis, incident_id)
+        if inc is None:
+            raise not_found("incident")
+        check_district(who, inc["district"])
+
+    @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)")
+    async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:
+        dispatcher_id = new_id("dsp")
+        token = f"lfd_{secrets.token_urlsafe(32)}"
+        await store.create_dispatcher(redis, dispatcher_id=dispatcher_id, name=body.name,
+                                      districts=body.districts, token=token)
+        await audit.record(redis, "dispatch", who, "dispatcher.create", dispatcher_id,
+                           f"districts {','.join(sorted(set(body.districts)))}")
+        return {"dispatcher_id": dispatcher_id, "token": token}
+
+    @router.get("/dispatchers", summary="Dispatchers (admin)")
+    async def dispatchers(_: Admin) -> dict[str, Any]:
+        rows = await store.list_dispatchers(redis)
+        return {"dispatchers": rows, "count": len(rows)}
+
+    @router.delete("/dispatchers/{dispatcher_id}", status_code=204,
+                   summary="Revoke a dispatcher token (admin)")
+    async def revoke_dispatcher(dispatcher_id: str, who: Admin) -> None:
+        if not await store.revoke_dispatcher(redis, dispatcher_id):
+            raise not_found("dispatcher")
+        await audit.record(redis, "dispatch", who, "dispatcher.revoke", dispatcher_id)
 
     @router.get("/units", summary="All units of a district as dispatch sees them: one screen")
     async def units(
-        _: CommandRoom,
+        who: CommandRoom,
         district: str = Query(min_length=1, max_length=64),
         status: str | None = Query(default=None, max_length=32),
     ) -> dict[str, Any]:
+        check_district(who, district)
         rows = []
         for unit, order_id in await store.units_in(redis, district):
             if status and unit.status != status:
@@ -128,11 +191,16 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
 
     @router.get("/kpis", summary="KPIs over a period")
     async def kpis(
-        _: CommandRoom,
+        who: CommandRoom,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         district: str | None = Query(default=None, max_length=64),
     ) -> dict[str, Any]:
+        if district:
+            check_district(who, district)
+        elif who.kind == "dispatcher":
+            raise ApiError(422, "invalid_field", "district is required for a dispatcher",
+                           "district")
         now = datetime.now(UTC)
         since = since or now - timedelta(days=1)
         until = until or now

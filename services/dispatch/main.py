@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-from shared import dead_letters
+from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 from shared.policy import load_policy
@@ -52,12 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
-        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "dispatch"))
     app.include_router(api.build_router(redis=redis, engine=engine))
+    app.include_router(audit.build_router(redis=redis, service="dispatch"))
+
+    async def resolve(token: str):  # dispatcher tokens; the admin token is checked first
+        return await api.resolve_dispatcher(redis, token)
+
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
-                       rate_limits=RateLimits(settings.rate_limits()))
+                       rate_limits=RateLimits(settings.rate_limits()),
+                       max_body_bytes=settings.max_body_bytes, resolve=resolve)
     return app

@@ -360,3 +360,57 @@ async def timer_at(redis: Redis, member: str) -> float | None:
 
 async def set_if_absent_order(redis: Redis, order_id: str, name: str, value: str) -> None:
     await redis.hsetnx(_order_key(order_id), name, value)
+
+
+# --- dispatcher tokens (the command room's people) --------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_dispatcher(redis: Redis, *, dispatcher_id: str, name: str, districts: list[str],
+                            token: str) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(f"dispatch:dispatcher:{dispatcher_id}", mapping={
+            "name": name, "districts": json.dumps(sorted(set(districts))),
+            "token_hash": _token_hash(token), "created_at": datetime.now(UTC).isoformat()})
+        pipe.set(f"dispatch:dispatcher-token:{_token_hash(token)}", dispatcher_id)
+        pipe.sadd("dispatch:dispatchers", dispatcher_id)
+        await pipe.execute()
+
+
+async def dispatcher_for_token(redis: Redis, token: str) -> dict[str, Any] | None:
+    dispatcher_id = await redis.get(f"dispatch:dispatcher-token:{_token_hash(token)}")
+    if not dispatcher_id:
+        return None
+    data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
+    if not data:
+        return None
+    return {"dispatcher_id": dispatcher_id, "name": data["name"],
+            "districts": json.loads(data["districts"])}
+
+
+async def list_dispatchers(redis: Redis) -> list[dict[str, Any]]:
+    out = []
+    for dispatcher_id in sorted(await redis.smembers("dispatch:dispatchers")):
+        data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
+        if data:
+            out.append({"dispatcher_id": dispatcher_id, "name": data["name"],
+                        "districts": json.loads(data["districts"]),
+                        "created_at": data.get("created_at")})
+    return out
+
+
+async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> bool:
+    data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
+    if not data:
+        return False
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(f"dispatch:dispatcher-token:{data['token_hash']}")
+        pipe.delete(f"dispatch:dispatcher:{dispatcher_id}")
+        pipe.srem("dispatch:dispatchers", dispatcher_id)
+        await pipe.execute()
+    return True

@@ -11,7 +11,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import streams
+from shared import audit, streams
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import ApiError, Principal, forbidden, not_found, require
 from shared.policy import Policy
@@ -36,13 +36,28 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
     @router.post("/systems", status_code=201, summary="Register another system (admin)")
     async def create_system(
-        body: SystemIn, _: Annotated[Principal, Depends(require("admin"))]
+        body: SystemIn, who: Annotated[Principal, Depends(require("admin"))]
     ) -> dict[str, str]:
         system_id, api_key = await store.create_system(
             redis, name=body.name, districts=body.districts
         )
+        await audit.record(redis, "intake", who, "system.create", system_id,
+                           f"districts {','.join(sorted(set(body.districts)))}")
         log.info("system %s registered for %d district(s)", system_id, len(body.districts))
         return {"system_id": system_id, "api_key": api_key}
+
+    @router.get("/systems", summary="Registered systems (admin)")
+    async def list_systems(_: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
+        rows = await store.list_systems(redis)
+        return {"systems": rows, "count": len(rows)}
+
+    @router.delete("/systems/{system_id}", status_code=204,
+                   summary="Revoke a system's key (admin); it stops working at once")
+    async def revoke_system(system_id: str,
+                            who: Annotated[Principal, Depends(require("admin"))]) -> None:
+        if not await store.revoke_system(redis, system_id):
+            raise not_found("system")
+        await audit.record(redis, "intake", who, "system.revoke", system_id)
 
     @router.get("/categories", summary="Categories, default priorities and who may answer")
     async def categories(

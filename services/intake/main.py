@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared import dead_letters
+from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 from shared.policy import load_policy
@@ -35,18 +35,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
-        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "intake"))
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
                                         policy=policy))
+    app.include_router(audit.build_router(redis=redis, service="intake"))
 
     async def resolve(token: str):  # system keys; the admin token is checked first
         return await api.resolve_system_key(redis, token)
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()),
+                       max_body_bytes=settings.max_body_bytes,
                        resolve=resolve)
     return app

@@ -50,6 +50,30 @@ async def system_for_key(redis: Redis, api_key: str) -> dict[str, Any] | None:
     return {"system_id": system_id, "name": data["name"], "districts": json.loads(data["districts"])}
 
 
+async def revoke_system(redis: Redis, system_id: str) -> bool:
+    """The key stops working at once; the system's incidents stay."""
+    key_hash = await redis.hget(f"intake:system:{system_id}", "key_hash")
+    if not key_hash:
+        return False
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(f"intake:key:{key_hash}")
+        pipe.hset(f"intake:system:{system_id}", mapping={"revoked_at": utcnow().isoformat(),
+                                                          "key_hash": ""})
+        await pipe.execute()
+    return True
+
+
+async def list_systems(redis: Redis) -> list[dict[str, Any]]:
+    out = []
+    async for key in redis.scan_iter(match="intake:system:*", count=500):
+        data = await redis.hgetall(key)
+        out.append({"system_id": key.removeprefix("intake:system:"), "name": data.get("name"),
+                    "districts": json.loads(data.get("districts") or "[]"),
+                    "created_at": data.get("created_at"),
+                    "revoked_at": data.get("revoked_at") or None})
+    return sorted(out, key=lambda r: r["created_at"] or "")
+
+
 # --- incidents ------------------------------------------------------------------------
 
 # Claims the (system, external_ref) pair and writes the record in one step, so a retry

@@ -41,7 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
-        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     add_health_routes(app, lambda: consumers_ready(broker, redis, "volunteers"))
@@ -55,5 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(PositionFastPath, positions=positions, settings=settings)
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()),
+                       max_body_bytes=settings.max_body_bytes,
                        resolve=device_resolver(TokenResolver(redis)))
     return app

@@ -1,0 +1,54 @@
+"""The audit trail: every admin and dispatcher action, with who, what and when.
+
+Each service appends to its own stream `<service>:audit` and serves it to the admin at
+`GET /v1/admin/audit`. Entries name objects by id and never carry personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from redis.asyncio import Redis
+
+from shared.events import utcnow
+from shared.http import Principal, require
+
+AUDIT_MAXLEN = 1_000_000
+
+
+def audit_key(service: str) -> str:
+    return f"{service}:audit"
+
+
+async def record(redis: Redis, service: str, who: Principal, action: str, target: str,
+                 detail: str = "") -> None:
+    await redis.xadd(
+        audit_key(service),
+        {"at": utcnow().isoformat(), "who": f"{who.kind}:{who.subject}", "action": action,
+         "target": target, "detail": detail[:500]},
+        maxlen=AUDIT_MAXLEN, approximate=True,
+    )
+
+
+def build_router(*, redis: Redis, service: str) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", tags=["operations"])
+
+    @router.get("/audit", summary="Admin and dispatcher actions, newest first")
+    async def audit(
+        _: Annotated[Principal, Depends(require("admin"))],
+        limit: int = Query(default=100, ge=1, le=1000),
+        before: str | None = Query(default=None, max_length=40,
+                                   description="an entry id: page back from it"),
+    ) -> dict[str, Any]:
+        end = f"({before}" if before else "+"
+        entries = await redis.xrevrange(audit_key(service), max=end, count=limit)
+        rows = [{"id": _s(entry_id), **{_s(k): _s(v) for k, v in fields.items()}}
+                for entry_id, fields in entries]
+        return {"entries": rows, "count": len(rows)}
+
+    return router
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
