@@ -21,6 +21,7 @@ from shared.http import (
     TELEMETRY,
     AuthMiddleware,
     Principal,
+    RateLimits,
     add_health_routes,
     error_body,
     install_error_handlers,
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
+        max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="notify"))
@@ -149,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await introspector.resolve(token)
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
-                       resolve=resolve, public_paths=api.PUBLIC_PATHS)
+                       resolve=resolve, public_paths=api.PUBLIC_PATHS,
+                       rate_limits=RateLimits(settings.rate_limits()))
     app.add_middleware(IntrospectionGuard)
     return app
