@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from limits import RateLimitItem, parse
@@ -275,8 +275,8 @@ def _limited(receive: Receive, limit: int) -> Receive:
         message = await receive()
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
-            if seen > limit:
-                raise ApiError(413, "too_large", f"the request body is over {limit} bytes")
+            if seen > limit:  # FastAPI passes its own HTTPException through body parsing
+                raise HTTPException(413, f"the request body is over {limit} bytes")
         return message
 
     return wrapped
