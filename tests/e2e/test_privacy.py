@@ -1,0 +1,97 @@
+"""Need to know: callers' data reaches police devices only, and never logs or traces."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from tests.e2e.journey import (
+    admin,
+    all_exported_text,
+    bearer,
+    connect_device,
+    district_roster,
+    enrol,
+    on_shift_at,
+    register_system,
+    unique_district,
+)
+from tests.helpers import poll_until
+from tools.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+SCENE = (22.8300, 108.3300)
+PHONE = "13912345678"
+NAME = "Huang Xiaoming"
+DESCRIPTION = "neighbour upstairs drilling at midnight"
+
+
+async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_traces(
+        stack: Stack) -> None:
+    district = unique_district()
+    lat, lon = SCENE
+    async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
+        r = await client.post(f"{stack.url('volunteers')}/v1/roster/import",
+                              headers=admin(stack), json=district_roster(district, SCENE))
+        assert r.status_code == 200, r.text
+        guard = await enrol(client, stack, f"{district}-m-sec")
+        police = await enrol(client, stack, f"{district}-m-near-1")
+        guard_phone = await connect_device(stack, guard, exits)
+        police_phone = await connect_device(stack, police, exits)
+        await on_shift_at(client, stack, guard, lat + 0.001, lon)
+        await on_shift_at(client, stack, police, lat + 0.002, lon)
+
+        async def ready() -> bool:
+            r = await client.get(f"{stack.url('dispatch')}/v1/units",
+                                 params={"district": district, "status": "available"},
+                                 headers=admin(stack))
+            return sum(1 for u in r.json()["units"] if u["position"]) == 2
+
+        await poll_until(ready, "two available teams in dispatch")
+        key = await register_system(client, stack, district)
+        # A P1 fight: police and the nearest security post both go (a joint response).
+        r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
+            "external_ref": f"priv-{district}", "category": "violence", "district": district,
+            "location": {"lat": lat, "lon": lon}, "flags": ["in_progress"],
+            "caller": {"phone": PHONE, "name": NAME}, "description": DESCRIPTION})
+        assert r.status_code == 202, r.text
+
+        to_guard = await guard_phone.next_of("order", timeout=15)
+        to_police = await police_phone.next_of("order", timeout=15)
+        assert to_police["caller"] == {"phone": PHONE, "name": NAME}
+        assert to_police["description"] == DESCRIPTION
+        assert "caller" not in to_guard and "description" not in to_guard
+        assert PHONE not in str(to_guard) and NAME not in str(to_guard)
+
+        for phone, frame, token in ((guard_phone, to_guard, guard),
+                                    (police_phone, to_police, police)):
+            r = await client.post(f"{stack.url('notify')}/v1/orders/{frame['order_id']}/responses",
+                                  headers=bearer(token), json={"response": "acknowledged",
+                                                               "note": f"call {PHONE}"})
+            assert r.status_code == 200, r.text
+
+        async def acknowledged() -> bool:
+            r = await client.get(f"{stack.url('dispatch')}/v1/incidents/"
+                                 f"{to_police['incident_id']}", headers=admin(stack))
+            return r.json()["status"] == "acknowledged"
+
+        await poll_until(acknowledged, "the incident acknowledged")
+        trace_id = (await client.get(f"{stack.url('intake')}/v1/incidents/"
+                                     f"{to_police['incident_id']}",
+                                     headers=bearer(key))).json()["trace_id"]
+
+    # Give the batch span processors time to flush this journey's spans.
+    await poll_until(lambda: trace_id in all_exported_text(stack.traces_dir), "spans exported")
+    await poll_until(lambda: _spans_with(stack, trace_id) >= 10, "the journey's spans")
+    exported = all_exported_text(stack.traces_dir)
+    logs = "\n".join(p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*.log"))
+    for secret in (PHONE, NAME, DESCRIPTION, "midnight"):
+        assert secret not in exported, f"{secret!r} in exported spans"
+        assert secret not in logs, f"{secret!r} in service logs"
+
+
+def _spans_with(stack: Stack, trace_id: str) -> int:
+    return all_exported_text(stack.traces_dir).count(trace_id)
