@@ -19,6 +19,8 @@ from shared import streams
 from shared.http import ApiError, Principal, not_found, require
 
 log = logging.getLogger(__name__)
+# Module level: with postponed annotations FastAPI resolves route hints in module globals.
+Admin = Annotated[Principal, Depends(require("admin"))]
 
 
 def _text(value: bytes | None) -> str | None:
@@ -61,7 +63,6 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
     readable = {s.name for s in streams.consumed_by(service)}
     client = Redis.from_url(redis_url)
     router = APIRouter(prefix="/v1/admin", tags=["operations"])
-    Admin = Annotated[Principal, Depends(require("admin"))]
 
     def check(stream: str) -> None:
         if stream not in readable:

@@ -118,3 +118,10 @@ async def test_a_chunked_body_over_the_limit_gets_413(intake) -> None:
                           content=chunks())
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "too_large"
+
+
+async def test_the_admin_reads_dead_letters_and_others_may_not(dispatch) -> None:
+    r = await dispatch.get("/v1/admin/dead-letters", headers=ADMIN)
+    assert r.status_code == 200 and r.json() == {"dead_letters": [], "count": 0}
+    r = await dispatch.get("/v1/admin/dead-letters?stream=nope", headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "stream"

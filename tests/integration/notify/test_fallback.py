@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("http_ece", reason="Web Push needs http-ece and py-vapid (not yet in pyproject)")
-pytest.importorskip("py_vapid", reason="Web Push needs http-ece and py-vapid (not yet in pyproject)")
-
 import json
 import os
 from typing import Any

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("http_ece", reason="Web Push needs http-ece and py-vapid (not yet in pyproject)")
-pytest.importorskip("py_vapid", reason="Web Push needs http-ece and py-vapid (not yet in pyproject)")
-
 import json
 import os
 from datetime import UTC, datetime
 
 import http_ece
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02, b64urlencode
