@@ -319,19 +319,3 @@ def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> Non
             log.warning("not ready: %s", type(exc).__name__)
             ok = False
         return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)
-
-
-def serve(app: ASGIApp, *, host: str, port: int, log_level: str) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        log_level=log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        ws_ping_interval=20,
-        ws_ping_timeout=20,
-    )

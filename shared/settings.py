@@ -22,6 +22,8 @@ class ServiceSettings(BaseSettings):
     admin_token: SecretStr = Field(description="ADMIN_TOKEN: honoured by every service")
     http_host: str = Field(default="127.0.0.1", description="HTTP_HOST: address to listen on")
     http_port: int = Field(default=0, description="HTTP_PORT: 0 means the service's own port")
+    http_workers: int = Field(default=1, ge=1, le=16,
+                              description="HTTP_WORKERS: uvicorn worker processes")
     log_level: str = Field(default="INFO", description="LOG_LEVEL")
     consumer_name: str = Field(default_factory=default_consumer_name, description="CONSUMER_NAME")
     # Reclaiming and dead-lettering (see shared.bus)

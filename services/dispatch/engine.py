@@ -39,6 +39,7 @@ from shared.events import (
     utcnow,
 )
 from shared.http import ApiError, conflict, not_found
+from shared.metrics import meter
 from shared.policy import Policy
 from shared.telemetry import current_trace_id, extract_context, inject_context
 
@@ -47,6 +48,15 @@ from .config import Settings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("lianfang.dispatch")
+_meter = meter("dispatch")
+TIME_TO_ASSIGN = _meter.create_histogram(
+    "lianfang.dispatch.time_to_assign", unit="s",
+    description="from the report to the first order issued")
+TIME_TO_ACK = _meter.create_histogram(
+    "lianfang.dispatch.time_to_acknowledge", unit="s",
+    description="from the report to the first acknowledgement")
+ROUTING_TIMEOUTS = _meter.create_counter(
+    "lianfang.dispatch.routing_timeouts", description="orders withdrawn for a missed deadline")
 
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
@@ -56,6 +66,29 @@ CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 def _sent_as(order: dict[str, str]) -> str:
     role = order.get("agency_role")
     return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]
+
+
+def _since_report(inc: dict[str, str], at: str) -> float:
+    return max(0.0, (datetime.fromisoformat(at)
+                     - datetime.fromisoformat(inc["reported_at"])).total_seconds())
+
+
+def observe_incidents(redis_url: str) -> None:
+    """Gauge of incidents by status, from the counts `_emit` keeps (read at collection)."""
+    import redis as sync_redis
+    from opentelemetry.metrics import Observation
+
+    client = sync_redis.Redis.from_url(redis_url, socket_timeout=1.0, decode_responses=True)
+
+    def by_status(_: object) -> list[Observation]:
+        try:
+            counts = client.hgetall(store.STATUS_COUNTS)
+        except sync_redis.RedisError:
+            return []
+        return [Observation(int(n), {"status": status}) for status, n in counts.items()]
+
+    _meter.create_observable_gauge("lianfang.incidents", callbacks=[by_status],
+                                   description="incidents by status")
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -131,6 +164,7 @@ class Dispatcher:
         seq = await store.incr_incident(self.redis, incident_id, "seq")
         await store.update_incident(self.redis, incident_id,
                                     {"status": status, "flagged": "1" if flagged else "0"})
+        await store.count_status_change(self.redis, inc["status"], status)
         entry = entry.model_copy(update={"status": status}) if entry.kind == "status" else entry
         await store.append_timeline(self.redis, incident_id, entry)
         assignments = tuple(
@@ -158,6 +192,9 @@ class Dispatcher:
                     reported_ts=event.reported_at.timestamp(),
                     fields=self._incident_fields(event, zone),
                 )
+                if created:
+                    await store.count_status_change(
+                        self.redis, None, "linked" if event.linked_to else "dispatching")
                 if created and event.linked_to:
                     await self._record_link(event)
                     return
@@ -320,9 +357,10 @@ class Dispatcher:
             description=(inc.get("description") or None) if police else None,
         ))
         await store.update_order(self.redis, order["order_id"], {"published": "1"})
-        if order["kind"] in CLAIMING_KINDS:
-            await store.set_if_absent(self.redis, inc["incident_id"], "first_assigned_at",
-                                      order["issued_at"])
+        if order["kind"] in CLAIMING_KINDS and await store.set_if_absent(
+                self.redis, inc["incident_id"], "first_assigned_at", order["issued_at"]):
+            TIME_TO_ASSIGN.record(_since_report(inc, order["issued_at"]),
+                                  {"priority": inc["priority"]})
         eta = f", ETA {float(order['eta_s']) / 60:.1f} min" if order.get("eta_s") else ""
         await store.append_timeline(self.redis, inc["incident_id"], TimelineEntry(
             kind="offer", team_id=order["team_id"], order_id=order["order_id"],
@@ -380,8 +418,12 @@ class Dispatcher:
         await store.cancel(self.redis, f"ack:{order['order_id']}")
         entry = TimelineEntry(kind="response", team_id=order["team_id"],
                               order_id=order["order_id"], detail=event.response)
+        # Any answer but a refusal means the team took the order, even if it skipped
+        # "acknowledged" (the design lets responses skip steps).
+        if state != "declined" and order.get("kind") in CLAIMING_KINDS and \
+                await store.set_if_absent(self.redis, incident_id, "first_ack_at", now):
+            TIME_TO_ACK.record(_since_report(inc, now), {"priority": inc["priority"]})
         if state in ("acknowledged", "en_route", "on_scene"):
-            await store.set_if_absent(self.redis, incident_id, "first_ack_at", now)
             await self._emit(incident_id, entry)
             return
         await store.release_unit(self.redis, team_id=order["team_id"],
@@ -497,6 +539,7 @@ class Dispatcher:
                 await self._withdraw(inc, order, reason="timeout", state="timed_out")
                 misses = await store.incr_incident(self.redis, incident_id, "misses")
                 await store.incr_incident(self.redis, incident_id, "timeouts")
+                ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
                 await self._emit(incident_id, TimelineEntry(
                     kind="timeout", team_id=order["team_id"], order_id=order_id,
                     detail=f"no acknowledgement by {order['ack_by']} (routing timeout)"))

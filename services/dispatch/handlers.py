@@ -22,10 +22,12 @@ def register(broker: RedisBroker, *, engine: Dispatcher, settings: Settings) -> 
     group = "dispatch"
     consume(broker, streams.INCIDENT_REPORTED, IncidentReported, engine.on_incident_reported,
             settings=settings, group=group, max_workers=4)
+    # One at a time, in stream order: a team's answers to one order must not overtake each
+    # other (an "acknowledged" handled after "resolved" would be lost).
     consume(broker, streams.ORDER_RESPONDED, OrderResponded, engine.on_order_responded,
-            settings=settings, group=group, max_workers=4)
+            settings=settings, group=group)
     consume(broker, streams.ORDER_DELIVERED, OrderDelivered, engine.on_order_delivered,
-            settings=settings, group=group, max_workers=4)
+            settings=settings, group=group)
     consume(broker, streams.UNIT_STATUS, UnitStatus, engine.on_unit_status,
             settings=settings, group=group)
     consume(broker, streams.UNIT_POSITION, UnitPosition, engine.on_unit_position,

@@ -14,11 +14,12 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 
 from . import api, handlers
 from .config import Settings
-from .engine import Dispatcher
+from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
 
 
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
+    add_metrics_route(app)
+    observe_streams("dispatch", settings.redis_url)
+    observe_incidents(settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "dispatch"))
     app.include_router(api.build_router(redis=redis, engine=engine))

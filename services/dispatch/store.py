@@ -212,8 +212,22 @@ async def update_incident(redis: Redis, incident_id: str, fields: dict[str, str]
     await redis.hset(_incident_key(incident_id), mapping=fields)
 
 
-async def set_if_absent(redis: Redis, incident_id: str, name: str, value: str) -> None:
-    await redis.hsetnx(_incident_key(incident_id), name, value)
+async def set_if_absent(redis: Redis, incident_id: str, name: str, value: str) -> bool:
+    return bool(await redis.hsetnx(_incident_key(incident_id), name, value))
+
+
+STATUS_COUNTS = "dispatch:status-counts"
+
+
+async def count_status_change(redis: Redis, old: str | None, new: str) -> None:
+    """Keeps the number of incidents in each status (for the metrics) as statuses change."""
+    if old == new:
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        if old:
+            pipe.hincrby(STATUS_COUNTS, old, -1)
+        pipe.hincrby(STATUS_COUNTS, new, 1)
+        await pipe.execute()
 
 
 async def incr_incident(redis: Redis, incident_id: str, name: str, by: int = 1) -> int:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 
 from . import api, handlers
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
+    add_metrics_route(app)
+    observe_streams("intake", settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "intake"))
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,

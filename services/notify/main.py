@@ -26,6 +26,7 @@ from shared.http import (
     error_body,
     install_error_handlers,
 )
+from shared.metrics import add_metrics_route, observe_streams
 
 from . import api, handlers, sockets
 from .auth import IntrospectionUnavailable, Introspector
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_size=settings.max_body_bytes,
     )
     install_error_handlers(app)
+    add_metrics_route(app)
+    observe_streams("notify", settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="notify"))
     add_health_routes(app, lambda: consumers_ready(broker, redis, "notify"))
     app.include_router(api.build_router(settings=settings, redis=redis, orders=orders,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 
 from shared.http import ApiError, Principal, bearer_token
+from shared.metrics import meter
 
 from . import store
 from .auth import IntrospectionUnavailable, Introspector
@@ -25,6 +26,9 @@ from .hub import CLOSE_FORBIDDEN, CLOSE_REVOKED, CLOSE_TEAM_CHANGED, Connection,
 from .service import Orders
 
 log = logging.getLogger(__name__)
+
+CONNECTIONS = meter("notify").create_up_down_counter(
+    "lianfang.notify.websocket_connections", description="device sockets open")
 
 
 def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector: Introspector,
@@ -42,6 +46,7 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
         conn = Connection(ws, who, queue_size=settings.send_queue)
         writer = asyncio.create_task(conn.write_loop(), name=f"ws-writer-{conn.device_id}")
         heartbeat: asyncio.Task[None] | None = None
+        CONNECTIONS.add(1)
         try:
             await store.touch_device(
                 redis, device_id=conn.device_id, member_id=conn.member_id,
@@ -64,6 +69,7 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
         except WebSocketDisconnect:
             pass
         finally:
+            CONNECTIONS.add(-1)
             if heartbeat is not None:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from shared.events import OrderIssued, utcnow
+from shared.metrics import meter
 
 from .domain.responses import Decision
 
@@ -30,6 +31,10 @@ FALLBACK = "notify:fallback"
 OUTBOX = "notify:outbox"
 CONTROL = "notify:control"
 ATTEMPTS_KEPT = 500
+
+# A proxy until the process installs its meter provider (shared.metrics.setup_metrics).
+DELIVERIES = meter("notify").create_counter(
+    "lianfang.notify.deliveries", description="delivery attempts by channel and outcome")
 
 
 def _order(order_id: str) -> str:
@@ -324,6 +329,7 @@ async def record_attempt(
     redis: Redis, order_id: str, *, channel: str, outcome: str, device_id: str | None = None,
     member_id: str | None = None, detail: str | None = None, ttl_s: int,
 ) -> None:
+    DELIVERIES.add(1, {"channel": channel, "outcome": outcome})
     entry: dict[str, Any] = {"at": utcnow().isoformat(), "channel": channel, "outcome": outcome}
     if device_id is not None:
         entry["device_id"] = device_id

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from shared import dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.metrics import add_metrics_route, observe_streams
 
 from . import api, handlers
 from .api.devices import device_resolver
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry=TELEMETRY,
     )
     install_error_handlers(app)
+    add_metrics_route(app)
+    observe_streams("volunteers", settings.redis_url)
     add_health_routes(app, lambda: consumers_ready(broker, redis, "volunteers"))
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="volunteers"))
     positions = PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms)

@@ -9,7 +9,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.bus import consumers_ready, consume, consuming, create_broker
+from shared.bus import consume, consumers_ready, consuming, create_broker
 from shared.events import UnitStatus
 from shared.settings import ServiceSettings
 from tests.helpers import poll_until

@@ -1,0 +1,110 @@
+"""Metrics: OpenTelemetry instruments, read by Prometheus at `/metrics` (admin token) and,
+where OTEL_EXPORTER_OTLP_ENDPOINT is set, pushed to the collector too.
+
+Every service observes its streams (length, and lag and pending entries of its own
+consumer groups). FastStream's telemetry middleware adds messaging durations and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterable
+from typing import Annotated
+
+import redis
+from fastapi import Depends, FastAPI, Response
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from shared import streams
+from shared.http import Principal, require
+
+log = logging.getLogger(__name__)
+
+
+def setup_metrics(service_name: str) -> MeterProvider:
+    """Install the global meter provider; call once per process, before building the app."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    readers: list = [PrometheusMetricReader()]
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    name = os.environ.get("OTEL_SERVICE_NAME", service_name)
+    provider = MeterProvider(resource=Resource.create({"service.name": name}),
+                             metric_readers=readers)
+    metrics.set_meter_provider(provider)
+    return provider
+
+
+def meter(name: str) -> metrics.Meter:
+    return metrics.get_meter(f"lianfang.{name}")
+
+
+def observe_streams(service: str, redis_url: str) -> None:
+    """Gauges read at collection time: stream length, and lag and pending of our groups."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    watched = {s.name: s for s in (*streams.consumed_by(service), *streams.produced_by(service))}
+    consumed = [s.name for s in streams.consumed_by(service)]
+
+    def _groups() -> Iterable[tuple[str, dict]]:
+        for name in consumed:
+            try:
+                infos = client.xinfo_groups(name)
+            except redis.RedisError:
+                continue
+            for info in infos:
+                group = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+                if group == service:
+                    yield name, info
+
+    def lengths(_: CallbackOptions) -> Iterable[Observation]:
+        for name in watched:
+            try:
+                yield Observation(client.xlen(name), {"stream": name})
+            except redis.RedisError:
+                return
+
+    def lag(_: CallbackOptions) -> Iterable[Observation]:
+        for name, info in _groups():
+            # lag is None when Redis cannot tell (entries deleted); count it as unknown: -1
+            value = info.get("lag")
+            yield Observation(-1 if value is None else int(value),
+                              {"stream": name, "group": service})
+
+    def pending(_: CallbackOptions) -> Iterable[Observation]:
+        for name, info in _groups():
+            yield Observation(int(info.get("pending", 0)), {"stream": name, "group": service})
+
+    def dead(_: CallbackOptions) -> Iterable[Observation]:
+        for name in consumed:
+            try:
+                yield Observation(client.xlen(f"dlq.{name}"), {"stream": name})
+            except redis.RedisError:
+                return
+
+    m = meter("streams")
+    m.create_observable_gauge("lianfang.stream.length", callbacks=[lengths],
+                              description="entries in the stream")
+    m.create_observable_gauge("lianfang.stream.lag", callbacks=[lag],
+                              description="entries not yet delivered to the group")
+    m.create_observable_gauge("lianfang.stream.pending", callbacks=[pending],
+                              description="entries delivered to the group and not acknowledged")
+    m.create_observable_gauge("lianfang.stream.dead_letters", callbacks=[dead],
+                              description="entries in the stream's dead-letter stream")
+
+
+def add_metrics_route(app: FastAPI) -> None:
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(_: Annotated[Principal, Depends(require("admin"))]) -> Response:
+        # Collection runs the synchronous gauge callbacks: keep them off the event loop.
+        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,52 @@
+"""Starting a service process: logging, traces, metrics, then uvicorn with N workers.
+
+`python -m services.<name>` calls `run_service("<name>")`. uvicorn imports
+`shared.runtime:worker_app` in every worker process, so each worker sets up its own
+telemetry and consumer name (the process id differs) before building the app.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import uvicorn
+from fastapi import FastAPI
+
+from shared.logging import setup_logging
+from shared.metrics import setup_metrics
+from shared.telemetry import setup_telemetry
+
+_SERVICE_ENV = "LIANFANG_SERVICE"
+
+
+def _settings(service: str):  # -> the service's Settings
+    return importlib.import_module(f"services.{service}.config").Settings()
+
+
+def worker_app() -> FastAPI:
+    service = os.environ[_SERVICE_ENV]
+    settings = _settings(service)
+    setup_logging(settings.service_name, settings.log_level)
+    setup_telemetry(settings.service_name, traces_file=settings.traces_file)
+    setup_metrics(settings.service_name)
+    return importlib.import_module(f"services.{service}.main").create_app(settings)
+
+
+def run_service(service: str) -> None:
+    os.environ[_SERVICE_ENV] = service
+    settings = _settings(service)
+    setup_logging(settings.service_name, settings.log_level)
+    uvicorn.run(
+        "shared.runtime:worker_app",
+        factory=True,
+        host=settings.http_host,
+        port=settings.port,
+        workers=settings.http_workers if settings.http_workers > 1 else None,
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )

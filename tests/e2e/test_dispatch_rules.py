@@ -1,0 +1,99 @@
+"""Dispatch's rules with every service running: joint response, escalation, hand-over, KPIs."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import P4_DEADLINE_S
+from tests.e2e.journey import (
+    admin,
+    bearer,
+    connect_device,
+    district_roster,
+    enrol,
+    on_shift_at,
+    register_system,
+    unique_district,
+)
+from tests.helpers import poll_until
+from tools.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+SCENE = (22.8400, 108.3100)
+
+
+async def test_missed_acknowledgement_escalates_and_handover_reaches_the_owning_station(
+        stack: Stack) -> None:
+    district = unique_district()
+    lat, lon = SCENE
+    async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
+        r = await client.post(f"{stack.url('volunteers')}/v1/roster/import",
+                              headers=admin(stack), json=district_roster(district, SCENE))
+        assert r.status_code == 200, r.text
+        tokens = {who: await enrol(client, stack, f"{district}-m-{who}")
+                  for who in ("sec", "near-1", "st")}
+        phones = {who: await connect_device(stack, token, exits) for who, token in tokens.items()}
+        await on_shift_at(client, stack, tokens["sec"], lat + 0.001, lon)     # guard, 110 m
+        await on_shift_at(client, stack, tokens["near-1"], lat + 0.01, lon)   # patrol, 1.1 km
+        await on_shift_at(client, stack, tokens["st"], lat + 0.015, lon)      # station, 1.7 km
+
+        async def ready() -> bool:
+            r = await client.get(f"{stack.url('dispatch')}/v1/units",
+                                 params={"district": district, "status": "available"},
+                                 headers=admin(stack))
+            return sum(1 for u in r.json()["units"] if u["position"]) == 3
+
+        await poll_until(ready, "three available teams")
+        key = await register_system(client, stack, district)
+        r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
+            "external_ref": f"noise-{district}", "category": "noise", "district": district,
+            "location": {"lat": lat, "lon": lon}})
+        incident_id = r.json()["incident_id"]
+        assert r.json()["priority"] == "P4"
+
+        # Noise goes to security first; the guard never answers.
+        first = await phones["sec"].next_of("order")
+        assert first["incident_id"] == incident_id
+        withdrawn = await phones["sec"].next_of("order_withdrawn", timeout=P4_DEADLINE_S + 10)
+        assert withdrawn["order_id"] == first["order_id"]
+        # ... so street patrol police (next in the list) get it.
+        second = await phones["near-1"].next_of("order", timeout=10)
+        assert second["incident_id"] == incident_id
+        for response in ("acknowledged", "on_scene", "handover"):
+            r = await client.post(
+                f"{stack.url('notify')}/v1/orders/{second['order_id']}/responses",
+                headers=bearer(tokens["near-1"]), json={"response": response})
+            assert r.status_code == 200, r.text
+
+        # The police station owning the zone gets an ordinary order with a filing deadline.
+        handover = await phones["st"].next_of("order", timeout=10)
+        assert handover["incident_id"] == incident_id
+        assert handover["kind"] == "handover" and handover.get("filing_due")
+        assert handover.get("ack_by") is None
+
+        async def detail() -> dict | None:
+            r = await client.get(f"{stack.url('dispatch')}/v1/incidents/{incident_id}",
+                                 headers=admin(stack))
+            body = r.json()
+            kinds = [e["kind"] for e in body["timeline"]]
+            return body if body["status"] == "handed_over" and "handover" in kinds else None
+
+        body = await poll_until(detail, "the incident handed over")
+        kinds = [e["kind"] for e in body["timeline"]]
+        assert "timeout" in kinds and body["routing_timeouts"] == 1
+        states = {o["team_id"]: o["state"] for o in body["orders"]}
+        assert states == {f"{district}-sec-1": "timed_out",
+                          f"{district}-patrol-near": "handover",
+                          f"{district}-station-1": "offered"}
+
+        r = await client.get(f"{stack.url('dispatch')}/v1/kpis", headers=admin(stack),
+                             params={"district": district})
+        kpis = r.json()
+        assert kpis["incidents"] == 1 and kpis["routing_timeouts"] == 1
+        assert kpis["handed_over"] == 1 and kpis["by_category"] == {"noise": 1}
+        assert kpis["time_to_assign_s"]["count"] == 1
+        assert kpis["time_to_acknowledge_s"]["p50"] >= P4_DEADLINE_S
