@@ -38,9 +38,11 @@ def build_router(*, redis: Redis, service: str) -> APIRouter:
     async def audit(
         _: Annotated[Principal, Depends(require("admin"))],
         limit: int = Query(default=100, ge=1, le=1000),
-        before: str | None = Query(default=None, max_length=40,
+        before: str | None = Query(default=None, max_length=40, pattern=r"^\d{1,20}-\d{1,20}$",
                                    description="an entry id: page back from it"),
     ) -> dict[str, Any]:
+        if before is not None and before.strip("0-") == "":
+            return {"entries": [], "count": 0}  # nothing comes before 0-0
         end = f"({before}" if before else "+"
         entries = await redis.xrevrange(audit_key(service), max=end, count=limit)
         rows = [{"id": _s(entry_id), **{_s(k): _s(v) for k, v in fields.items()}}

@@ -12,7 +12,7 @@ import base64
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from redis.asyncio import Redis
 
 from shared import streams
@@ -85,7 +85,11 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
 
     @router.post("/dead-letters/{stream}/{dead_letter_id}/replay",
                  summary="Put a dead letter back on its stream")
-    async def replay_one(stream: str, dead_letter_id: str, _: Admin) -> dict[str, str]:
+    async def replay_one(
+        stream: str,
+        dead_letter_id: Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$")],
+        _: Admin,
+    ) -> dict[str, str]:
         check(stream)
         new_id = await replay(client, stream, dead_letter_id)
         return {"stream": stream, "replayed_as": new_id}

@@ -100,7 +100,59 @@ def _describe(err: dict[str, Any]) -> str:
     return _MESSAGES.get(err["type"], err.get("msg", "is invalid"))
 
 
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "field": {"type": "string", "description": "dotted path of the wrong field"},
+        },
+    }},
+}
+_ERROR_STATUSES = {
+    "400": "Broken JSON", "401": "Missing or unknown token",
+    "403": "This caller may not act on this object", "404": "Not found",
+    "409": "The object's state forbids it", "413": "Body too large",
+    "422": "A field is wrong", "429": "Too many requests (see Retry-After)",
+}
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI document shows our error body and bearer authentication, not FastAPI's
+    default validation error, so clients and schema checks see what the API really sends."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        spec = get_openapi(title=app.title, version=app.version,
+                           description=app.description, routes=app.routes)
+        components = spec.setdefault("components", {})
+        schemas = components.setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Error"] = ERROR_SCHEMA
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        spec["security"] = [{"bearer": []}]
+        error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                for status, text in _ERROR_STATUSES.items():
+                    responses[status] = {"description": text, **error}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_errors(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)

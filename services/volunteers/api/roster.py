@@ -38,7 +38,7 @@ _IMPORT_DOC = {
         "content": {
             "application/json": {
                 "schema": {
-                    "oneOf": [
+                    "anyOf": [
                         {"type": "object", "description": "the roster document of DESIGN.md: "
                          "district, agencies, zones, teams, members"},
                         {"type": "object", "description": "CSV texts: {\"district\", \"csv\": "
