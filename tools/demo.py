@@ -115,7 +115,35 @@ class Demo:
         sys.stdout.write(f"{time.strftime('%H:%M:%S')} {incident_id} {at} {text}\n")
         sys.stdout.flush()
 
+    async def wait_ready(self, limit_s: float = 60.0) -> None:
+        deadline = time.monotonic() + limit_s
+        for name in ("INTAKE_URL", "DISPATCH_URL", "VOLUNTEERS_URL", "NOTIFY_URL"):
+            while True:
+                with suppress(httpx.HTTPError):
+                    if (await self.client.get(f"{self.env[name]}/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    sys.exit(f"{self.env[name]} is not ready: is `make run` running?")
+                await asyncio.sleep(0.5)
+
+    async def close_leftovers(self) -> None:
+        """A previous demo run that was stopped leaves incidents open and its teams busy:
+        the command room closes them, which withdraws their orders and frees the teams."""
+        r = await self.client.get(f"{self.env['DISPATCH_URL']}/v1/incidents", headers=self.admin,
+                                  params={"district": self.district, "limit": 500})
+        if r.status_code != 200:
+            return
+        open_ones = [i["incident_id"] for i in r.json()["incidents"]
+                     if i["status"] not in ("resolved", "closed", "linked")]
+        for incident_id in open_ones:
+            await self.client.post(f"{self.env['DISPATCH_URL']}/v1/incidents/{incident_id}/close",
+                                   headers=self.admin)
+        if open_ones:
+            sys.stdout.write(f"closed {len(open_ones)} incident(s) left open by an earlier run\n")
+
     async def setup(self) -> list[tuple[dict[str, Any], str]]:
+        await self.wait_ready()
+        await self.close_leftovers()
         doc = roster(self.district)
         r = await self.client.post(f"{self.env['VOLUNTEERS_URL']}/v1/roster/import",
                                    headers=self.admin, json=doc)

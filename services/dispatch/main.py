@@ -17,7 +17,7 @@ from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 
-from . import api, handlers
+from . import api, console, handlers
 from .config import Settings
 from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
@@ -62,11 +62,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_health_routes(app, lambda: consumers_ready(broker, redis, "dispatch"))
     app.include_router(api.build_router(redis=redis, engine=engine))
     app.include_router(audit.build_router(redis=redis, service="dispatch"))
+    app.include_router(console.build_console_router())
 
     async def resolve(token: str):  # dispatcher tokens; the admin token is checked first
         return await api.resolve_dispatcher(redis, token)
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
-                       rate_limits=RateLimits(settings.rate_limits()),
+                       rate_limits=RateLimits(settings.rate_limits()), public_paths=("/console",),
                        max_body_bytes=settings.max_body_bytes, resolve=resolve)
     return app

@@ -1,0 +1,141 @@
+"""The command room's console page (`GET /console`): self-contained, no CDN.
+
+The board of a district refreshed every few seconds (flagged incidents first), the units
+on one screen, an incident's whole timeline, manual assignment and closing, and the KPIs.
+It only calls the public command-room API with the dispatcher's (or admin's) token, kept
+in this browser. Everything shown is set with textContent, never parsed as HTML.
+"""
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+CONSOLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lianfang · command room</title>
+<style>
+ body{margin:0;font:14px/1.4 system-ui,sans-serif;background:#0f1c2b;color:#eef3f8}
+ header{display:flex;gap:8px;align-items:center;padding:8px 12px;background:#12263a;flex-wrap:wrap}
+ header h1{font-size:17px;margin:0 auto 0 0}
+ input,select,button{font:inherit;padding:6px 8px;border-radius:6px;border:1px solid #35506d;
+  background:#0d1826;color:#eef3f8}
+ button{background:#2b4a6b;cursor:pointer;border:0} button.danger{background:#a4161a}
+ main{display:grid;grid-template-columns:2fr 1fr;gap:12px;padding:12px}
+ section{background:#182c42;border-radius:8px;padding:10px;overflow:auto}
+ h2{font-size:15px;margin:0 0 8px} table{width:100%;border-collapse:collapse}
+ td,th{padding:4px 6px;border-bottom:1px solid #24405e;text-align:left;white-space:nowrap}
+ tr.flagged td{background:#5c1d1f} tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
+ .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
+ .dim{color:#9fb2c6} #err{color:#ff8787} ul{margin:0;padding-left:18px}
+ #detail{grid-column:1/3}
+</style></head><body>
+<header><h1>联防 Lianfang · command room</h1>
+ <input id="token" type="password" placeholder="dispatcher token" size="28">
+ <input id="district" placeholder="district" size="10">
+ <select id="status"><option value="">all open and recent</option><option>unassigned</option>
+  <option>assigned</option><option>acknowledged</option><option>en_route</option>
+  <option>on_scene</option><option>handed_over</option><option>resolved</option>
+  <option>closed</option></select>
+ <button id="save">Watch</button><span id="err"></span></header>
+<main>
+ <section><h2>Board <span class="dim" id="count"></span></h2>
+  <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
+  <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
+ <section><h2>Units</h2><table><thead><tr><th>team</th><th>kind</th><th>status</th>
+  <th>order</th></tr></thead><tbody id="units"></tbody></table>
+  <h2 style="margin-top:12px">KPIs (24 h)</h2><ul id="kpis"></ul></section>
+ <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
+  <div style="margin:8px 0">Assign team <select id="team"></select>
+   <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button></div>
+  <table><thead><tr><th>time</th><th>what</th><th>team</th><th>detail</th></tr></thead>
+  <tbody id="timeline"></tbody></table></section>
+</main>
+<script>
+"use strict";
+const $ = id => document.getElementById(id);
+let selected = null;
+const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
+if (link.get("token")) { localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console"); }
+if (link.get("district")) localStorage.setItem("lf-district", link.get("district"));
+$("token").value = localStorage.getItem("lf-token") || "";
+$("district").value = localStorage.getItem("lf-district") || "";
+function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text ?? "";
+  if (cls) td.className = cls; tr.appendChild(td); return td; }
+async function api(path, opts = {}) {
+  const r = await fetch(path, {...opts, headers: {"Authorization": "Bearer " + $("token").value,
+    "Content-Type": "application/json"}});
+  const body = r.status === 204 ? {} : await r.json();
+  if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
+  return body;
+}
+function time(iso) { return iso ? new Date(iso).toLocaleTimeString() : ""; }
+async function refresh() {
+  const d = $("district").value.trim(); if (!$("token").value || !d) return;
+  try {
+    const q = new URLSearchParams({district: d, limit: "200"});
+    if ($("status").value) q.set("status", $("status").value);
+    const board = await api("/v1/incidents?" + q);
+    board.incidents.sort((a, b) => (b.flagged - a.flagged));
+    const tb = $("board"); tb.replaceChildren();
+    for (const i of board.incidents) { const tr = document.createElement("tr");
+      if (i.flagged) tr.className = "flagged"; if (i.incident_id === selected) tr.classList.add("sel");
+      cell(tr, time(i.reported_at)); cell(tr, i.priority, i.priority); cell(tr, i.category);
+      cell(tr, i.status); cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
+      tr.onclick = () => { selected = i.incident_id; detail(); }; tb.appendChild(tr); }
+    $("count").textContent = board.count + " shown";
+    const units = await api("/v1/units?district=" + encodeURIComponent(d));
+    const ub = $("units"); ub.replaceChildren(); const team = $("team"); const keep = team.value;
+    team.replaceChildren();
+    for (const u of units.units) { const tr = document.createElement("tr");
+      cell(tr, u.name || u.team_id); cell(tr, u.agency_kind + (u.agency_role ? ":" + u.agency_role : ""));
+      cell(tr, u.status); cell(tr, u.open_order_id ? "busy" : ""); ub.appendChild(tr);
+      const o = document.createElement("option"); o.value = u.team_id;
+      o.textContent = (u.name || u.team_id) + " (" + u.status + ")"; team.appendChild(o); }
+    team.value = keep;
+    const k = await api("/v1/kpis?district=" + encodeURIComponent(d)); const kl = $("kpis");
+    kl.replaceChildren();
+    for (const [label, v] of [["incidents", k.incidents], ["routing timeouts", k.routing_timeouts],
+        ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
+        ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
+        ["filings overdue", k.filings_overdue]]) {
+      const li = document.createElement("li"); li.textContent = label + ": " + v; kl.appendChild(li); }
+    $("err").textContent = ""; if (selected) await detail();
+  } catch (e) { $("err").textContent = e.message; }
+}
+function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
+async function detail() {
+  const i = await api("/v1/incidents/" + selected); $("detail").hidden = false;
+  $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
+    + (i.flagged ? " · FLAGGED" : "");
+  const place = i.location.address || (i.location.lat + ", " + i.location.lon);
+  $("dmeta").textContent = i.incident_id + " · " + place + " · trace " + (i.trace_id || "-");
+  const tb = $("timeline"); tb.replaceChildren();
+  for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
+    cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id); cell(tr, e.detail);
+    tb.appendChild(tr); }
+}
+$("assign").onclick = async () => { try { await api("/v1/incidents/" + selected + "/assign",
+  {method: "POST", body: JSON.stringify({team_id: $("team").value})}); refresh(); }
+  catch (e) { $("err").textContent = e.message; } };
+$("close").onclick = async () => { if (!confirm("Close this incident?")) return;
+  try { await api("/v1/incidents/" + selected + "/close", {method: "POST"}); refresh(); }
+  catch (e) { $("err").textContent = e.message; } };
+$("save").onclick = () => { localStorage.setItem("lf-token", $("token").value);
+  localStorage.setItem("lf-district", $("district").value); refresh(); };
+$("status").onchange = refresh;
+setInterval(refresh, 3000); refresh();
+</script></body></html>
+"""
+
+
+def build_console_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/console", include_in_schema=False, response_class=HTMLResponse)
+    async def console() -> HTMLResponse:
+        return HTMLResponse(CONSOLE_PAGE, headers={
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                                       "style-src 'unsafe-inline'; connect-src 'self'",
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+
+    return router
