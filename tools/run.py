@@ -89,6 +89,7 @@ def main() -> None:
         for name, service in stack.services.items():
             lines.append(f"  {name:<13} {service.url}   API docs: {service.url}/docs")
         lines += [
+            f"  command room  {stack.url('dispatch')}/console#token={token}&district=qingxiu",
             f"  device page   {stack.url('notify')}/device",
             f"  admin token   {token}",
             f"  traces        {stack.traces_dir}/<service>.jsonl",
