@@ -1,6 +1,7 @@
 """The audit trail: every admin and dispatcher action, with who, what and when.
 
-Each service appends to its own stream `<service>:audit` and serves it to the admin at
+Each service appends to a stream under its own key prefix (`intake:audit`,
+`roster:audit`, ...) and serves it to the admin at
 `GET /v1/admin/audit`. Entries name objects by id and never carry personal data.
 """
 
@@ -13,12 +14,13 @@ from redis.asyncio import Redis
 
 from shared.events import utcnow
 from shared.http import Principal, require
+from shared.streams import KEY_PREFIX
 
 AUDIT_MAXLEN = 1_000_000
 
 
 def audit_key(service: str) -> str:
-    return f"{service}:audit"
+    return f"{KEY_PREFIX[service]}audit"
 
 
 async def record(redis: Redis, service: str, who: Principal, action: str, target: str,

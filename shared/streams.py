@@ -54,6 +54,9 @@ ALL: tuple[Stream, ...] = (
 )
 
 SERVICES = ("intake", "dispatch", "volunteers", "notify")
+# Each service owns the Redis keys under its prefix and never writes another's.
+KEY_PREFIX = {"intake": "intake:", "dispatch": "dispatch:", "volunteers": "roster:",
+              "notify": "notify:"}
 
 
 def consumed_by(service: str) -> tuple[Stream, ...]:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from shared import dead_letters
+from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 from shared.metrics import add_metrics_route, observe_streams
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observe_streams("volunteers", settings.redis_url)
     add_health_routes(app, lambda: consumers_ready(broker, redis, "volunteers"))
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="volunteers"))
+    app.include_router(audit.build_router(redis=redis, service="volunteers"))
     positions = PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms)
     app.include_router(api.build_router(
         settings=settings, redis=redis, broker=broker, zones=ZoneLookup(redis),

@@ -125,3 +125,32 @@ async def test_the_admin_reads_dead_letters_and_others_may_not(dispatch) -> None
     assert r.status_code == 200 and r.json() == {"dead_letters": [], "count": 0}
     r = await dispatch.get("/v1/admin/dead-letters?stream=nope", headers=ADMIN)
     assert r.status_code == 422 and r.json()["error"]["field"] == "stream"
+
+
+async def test_roster_and_device_actions_are_audited_and_revocation_is_immediate(
+        clean_redis: str) -> None:
+    from services.volunteers.config import Settings as VolunteersSettings
+    from services.volunteers.main import create_app as volunteers_app
+    from tests.e2e.journey import district_roster
+
+    app = volunteers_app(VolunteersSettings(redis_url=clean_redis, admin_token="test-admin"))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://volunteers") as client:
+        r = await client.post("/v1/roster/import", headers=ADMIN,
+                              json=district_roster("d9", (22.8, 108.3)))
+        assert r.status_code == 200, r.text
+        r = await client.post("/v1/members/d9-m-vol/devices", headers=ADMIN)
+        device_id, token = r.json()["device_id"], r.json()["token"]
+        me = {"Authorization": f"Bearer {token}"}
+        assert (await client.get("/v1/me", headers=me)).status_code == 200
+        # a device may not do admin work, nor read another member's points
+        assert (await client.post("/v1/members/d9-m-vol/devices", headers=me)).status_code == 403
+        assert (await client.get("/v1/admin/audit", headers=me)).status_code == 403
+        r = await client.delete(f"/v1/members/d9-m-vol/devices/{device_id}", headers=ADMIN)
+        assert r.status_code == 204
+        assert (await client.get("/v1/me", headers=me)).status_code == 401
+        entries = (await client.get("/v1/admin/audit", headers=ADMIN)).json()["entries"]
+        assert [(e["action"], e["target"]) for e in entries] == [
+            ("device.revoke", device_id), ("device.issue", device_id), ("roster.import", "d9")]
+        assert all(e["who"] == "admin:admin" for e in entries)
+        assert "Volunteer Zhou" not in str(entries)

@@ -10,6 +10,7 @@ from faststream.redis import RedisBroker
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from shared import audit
 from shared.events import utcnow
 from shared.http import Principal, not_found
 
@@ -50,13 +51,15 @@ def build_router(*, redis: Redis, broker: RedisBroker) -> APIRouter:
     @router.post("/members/{member_id}/devices", status_code=201,
                  summary="Enrol a device; its token is shown once (admin)")
     async def create_device(
-        member_id: IdPath, _: Admin, body: DeviceIn | None = None,
+        member_id: IdPath, who: Admin, body: DeviceIn | None = None,
     ) -> dict[str, str]:
         created = await devices_store.create_device(
             redis, member_id=member_id, now=utcnow(), label=body.label if body else None)
         if created is None:
             raise not_found("member")
         device_id, token = created
+        await audit.record(redis, "volunteers", who, "device.issue", device_id,
+                           f"member {member_id}")
         log.info("device %s enrolled for member %s", device_id, member_id)
         return {"device_id": device_id, "token": token}
 
@@ -71,13 +74,15 @@ def build_router(*, redis: Redis, broker: RedisBroker) -> APIRouter:
     @router.delete("/members/{member_id}/devices/{device_id}", status_code=204,
                    summary="Revoke a device's token at once, everywhere (admin)")
     async def revoke_device(
-        member_id: IdPath, device_id: IdPath, _: Admin
+        member_id: IdPath, device_id: IdPath, who: Admin
     ) -> Response:
         result = await devices_store.revoke_device(
             redis, broker=broker, member_id=member_id, device_id=device_id, now=utcnow())
         if result == "not_found":
             raise not_found("device")
         if result == "revoked":
+            await audit.record(redis, "volunteers", who, "device.revoke", device_id,
+                               f"member {member_id}")
             log.info("device %s of member %s revoked", device_id, member_id)
         return Response(status_code=204)
 

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from shared import audit
 from shared.events import utcnow
 from shared.http import ApiError, conflict, error_body, not_found
 
@@ -136,7 +137,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
 
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
                  openapi_extra=_IMPORT_DOC, response_model=None)
-    async def import_roster(request: Request, _: Admin) -> Any:
+    async def import_roster(request: Request, who: Admin) -> Any:
         body = await read_body(request, settings.import_max_bytes)
         try:
             doc = parse_import(request.headers.get("content-type", "application/json"), body)
@@ -148,6 +149,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc
+        await audit.record(redis, "volunteers", who, "roster.import", doc.district,
+                           json.dumps(result.plan.counts, sort_keys=True))
         log.info("roster import for district %s: %s", doc.district, result.plan.counts)
         return {"district": doc.district, "counts": result.plan.counts,
                 "unit_status_published": result.announced}
@@ -210,21 +213,23 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
 
     @router.delete("/members/{member_id}", status_code=204,
                    summary="Remove a member; their devices are revoked (admin)")
-    async def delete_member(member_id: IdPath, _: Admin) -> Response:
+    async def delete_member(member_id: IdPath, who: Admin) -> Response:
         if not await roster_store.delete_member(redis, broker=broker, member_id=member_id):
             raise not_found("member")
+        await audit.record(redis, "volunteers", who, "member.delete", member_id)
         log.info("member %s removed", member_id)
         return Response(status_code=204)
 
     @router.delete("/teams/{team_id}", status_code=204,
                    summary="Remove a team without members or open orders (admin)")
-    async def delete_team(team_id: IdPath, _: Admin) -> Response:
+    async def delete_team(team_id: IdPath, who: Admin) -> Response:
         try:
             removed = await roster_store.delete_team(redis, broker=broker, team_id=team_id)
         except Refused as exc:
             raise conflict(exc.message) from exc
         if not removed:
             raise not_found("team")
+        await audit.record(redis, "volunteers", who, "team.delete", team_id)
         log.info("team %s removed", team_id)
         return Response(status_code=204)
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from redis.asyncio import Redis
 
+from shared import audit
 from shared.http import not_found
 
 from ..config import Settings
@@ -24,12 +25,13 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
 
     @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin)")
     async def put_plan(
-        team_id: IdPath, plan: ShiftPlan, _: Admin
+        team_id: IdPath, plan: ShiftPlan, who: Admin
     ) -> dict[str, Any]:
         team = await roster_store.get(redis, "teams", team_id)
         if not team:
             raise not_found("team")
         await shifts_store.put_plan(redis, team_id=team_id, district=team["district"], plan=plan)
+        await audit.record(redis, "volunteers", who, "shift_plan.set", team_id)
         return {"team_id": team_id, **plan.model_dump(mode="json")}
 
     @router.get("/teams/{team_id}/shift-plan", summary="A team's shift plan (admin)")
