@@ -16,18 +16,18 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from shared import streams
 from shared.events import utcnow
@@ -39,9 +39,14 @@ E = TypeVar("E", bound=BaseModel)
 Handler = Callable[[E], Awaitable[None]]
 
 DLQ_MAXLEN = 100_000
+# Set by `_tolerant_parser` on an entry FastStream itself could not parse.
+UNREADABLE = "x-lianfang-unreadable"
 
 
 def _retry() -> Retry:
+    # The asyncio Retry: the sync `redis.retry.Retry` on an asyncio client returns the
+    # coroutine unawaited, so nothing was retried and a Pub/Sub connection (notify's
+    # fan-out) never reconnected after a Redis restart.
     return Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8)
 
 
@@ -183,6 +188,33 @@ async def dead_letter(
     )
 
 
+async def _tolerant_parser(
+    message: Mapping[str, Any],
+    original: Callable[[Mapping[str, Any]], Awaitable[RedisStreamMessage]],
+) -> RedisStreamMessage:
+    """FastStream's own parser; an entry it cannot parse still becomes a message.
+
+    FastStream raises from its parser, before any handler runs, on entries such as fields
+    with non-UTF-8 names and no `__data__`, or a JSON envelope whose `headers` is not an
+    object. Such an entry would stay pending for ever, reclaimed and failing again in a
+    loop. Instead it comes through without a body, marked, and `process` dead-letters it.
+    """
+    try:
+        return await original(message)
+    except Exception as exc:
+        stub = await original({**message, "data": {b"__data__": b""}})
+        stub.raw_message = message  # type: ignore[assignment]  # the entry as it was, for the dead letter
+        stub.headers = {UNREADABLE: f"{type(exc).__name__}: {exc}"[:500]}
+        return stub
+
+
+async def _undecoded(msg: RedisStreamMessage) -> bytes:
+    # `process` validates the body against the event model itself. FastStream's decoder
+    # would json-load it first and raise, outside the handler, on a body that is not JSON
+    # although its envelope says so: that entry would never be dead-lettered.
+    return msg.body
+
+
 def consume(
     broker: RedisBroker,
     stream: streams.Stream,
@@ -199,6 +231,10 @@ def consume(
         raise ValueError(f"{group} is not a consumer of {stream.name} in shared.streams")
 
     async def process(msg: RedisStreamMessage, attempt: int) -> None:
+        if unreadable := msg.headers.get(UNREADABLE):
+            await dead_letter(msg, group=group, attempts=attempt,
+                              reason=f"unreadable stream entry: {unreadable}")
+            return
         try:
             event = model.model_validate_json(msg.body)
         except ValidationError as exc:
@@ -232,6 +268,8 @@ def consume(
 
     @broker.subscriber(
         stream=reader,
+        parser=_tolerant_parser,
+        decoder=_undecoded,
         max_workers=max_workers if max_workers > 1 else None,
         title=f"{group}:{stream.name}",
         description=f"{handler.__name__} ({model.__name__})",
@@ -249,6 +287,8 @@ def consume(
 
     @broker.subscriber(
         stream=reclaimer,
+        parser=_tolerant_parser,
+        decoder=_undecoded,
         title=f"{group}:{stream.name}:reclaim",
         description=f"reclaims entries of {stream.name} left pending in {group}",
     )
