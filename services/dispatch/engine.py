@@ -6,6 +6,8 @@ a redelivered event finds the work done and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ import httpx
 from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 
 from shared import streams
 from shared.events import (
@@ -61,6 +64,23 @@ ROUTING_TIMEOUTS = _meter.create_counter(
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
+# Incident locks: held for a step, renewed while the step runs (see _keep_locked).
+LOCK_TTL_S = 5.0
+LOCK_WAIT_S = 20.0
+
+
+async def _keep_locked(lock: Lock, incident_id: str) -> None:
+    """Renew a held incident lock. The TTL stays short, so the lock of a worker that died
+    (SIGKILL, a lost host) frees its incident within LOCK_TTL_S, where a fixed TTL long
+    enough for any step (30 s) stalled the incident and, behind it, every event of the
+    sequential subscriber that waited for it."""
+    while True:
+        await asyncio.sleep(LOCK_TTL_S / 3)
+        try:
+            await lock.reacquire()
+        except Exception as exc:  # expired or Redis away: the step's own writes tell
+            log.warning("lock on %s not renewed: %s", incident_id, type(exc).__name__)
+            return
 
 
 def _sent_as(order: dict[str, str]) -> str:
@@ -108,12 +128,17 @@ class Dispatcher:
 
     @asynccontextmanager
     async def _locked(self, incident_id: str) -> AsyncIterator[None]:
-        lock = self.redis.lock(f"dispatch:lock:{incident_id}", timeout=30, blocking_timeout=20)
+        lock = self.redis.lock(f"dispatch:lock:{incident_id}", timeout=LOCK_TTL_S,
+                               blocking_timeout=LOCK_WAIT_S)
         if not await lock.acquire():
             raise TimeoutError(f"incident {incident_id} is locked by another worker")
+        keeper = asyncio.create_task(_keep_locked(lock, incident_id))
         try:
             yield
         finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             try:
                 await lock.release()
             except Exception:  # expired: the next holder already knows the state
@@ -580,7 +605,7 @@ class Dispatcher:
             "home_zone_id": event.home_zone_id or "", "on_shift": "1" if event.on_shift else "0",
         })
         if applied and event.status == "available" and event.on_shift:
-            await self.retry_waiting(event.district)
+            await self.retry_waiting(event.district, freed=event.unit_id)
 
     async def on_unit_position(self, event: UnitPosition) -> None:
         applied = await store.save_unit_position(self.redis, team_id=event.unit_id,
@@ -589,13 +614,18 @@ class Dispatcher:
             unit = await store.get_unit(self.redis, event.unit_id)
             if unit is not None and unit.status == "available" and unit.on_shift and \
                     await store.waiting(self.redis, unit.district, limit=1):
-                await self.retry_waiting(unit.district)
+                await self.retry_waiting(unit.district, freed=unit.team_id)
 
-    async def retry_waiting(self, district: str) -> None:
-        """Offer waiting (unassigned) incidents again, oldest first."""
+    async def retry_waiting(self, district: str, *, freed: str | None = None) -> None:
+        """Offer waiting (unassigned) incidents again, oldest first, until `freed` (the team
+        that became available) is taken: one team serves one incident, and offering every
+        waiting incident on every status or position event makes a backlog feed itself."""
+        before = await store.claim_of(self.redis, freed) if freed else None
         for incident_id in await store.waiting(self.redis, district):
             async with self._locked(incident_id):
                 await self._fill(incident_id)
+            if freed and await store.claim_of(self.redis, freed) != before:
+                return
 
     # --- the command room -------------------------------------------------------------
 

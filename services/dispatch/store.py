@@ -188,19 +188,25 @@ def _incident_key(incident_id: str) -> str:
     return f"dispatch:incident:{incident_id}"
 
 
+# One step: when the id was claimed (HSETNX) before the fields were written, a crash in
+# between left a record holding only its id, which reads as missing and which the
+# redelivered report then took for "exists already": the incident was lost for good.
+_CREATE_INCIDENT = """
+if redis.call('HEXISTS', KEYS[1], 'district') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'incident_id', ARGV[1], unpack(cjson.decode(ARGV[3])))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return 1
+"""
+
+
 async def create_incident(redis: Redis, *, incident_id: str, district: str, reported_ts: float,
                           fields: dict[str, str]) -> bool:
     """Store a new incident; False if it exists already (a redelivered report)."""
-    key = _incident_key(incident_id)
-    created = await redis.hsetnx(key, "incident_id", incident_id)
-    if not created:
-        return False
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=fields)
-        pipe.zadd("dispatch:incidents", {incident_id: reported_ts})
-        pipe.zadd(f"dispatch:district:{district}", {incident_id: reported_ts})
-        await pipe.execute()
-    return True
+    flat = [x for kv in fields.items() for x in kv]
+    return bool(await redis.eval(_CREATE_INCIDENT, 3, _incident_key(incident_id),
+                                 "dispatch:incidents", f"dispatch:district:{district}",
+                                 incident_id, repr(reported_ts), json.dumps(flat)))
 
 
 async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
