@@ -406,14 +406,18 @@ class Dispatcher:
     # --- teams answer -----------------------------------------------------------------
 
     async def on_order_delivered(self, event: OrderDelivered) -> None:
-        if not await store.first_time(self.redis, f"delivered:{event.order_id}:{event.device_id}"):
-            return
+        # Marked done only once recorded: marked first, an attempt that failed halfway
+        # made every retry a no-op and the receipt was lost, not even dead-lettered.
+        done = f"delivered:{event.order_id}:{event.device_id}"
         async with self._locked(event.incident_id):
+            if await store.seen(self.redis, done):
+                return
             await store.set_if_absent_order(self.redis, event.order_id, "delivered_at",
                                             event.occurred_at.isoformat())
             await self._emit(event.incident_id, TimelineEntry(
                 kind="receipt", team_id=event.team_id, order_id=event.order_id,
                 detail=f"received on a device ({event.channel})"))
+            await store.first_time(self.redis, done)
 
     async def on_order_responded(self, event: OrderResponded) -> None:
         async with self._locked(event.incident_id):
@@ -422,16 +426,23 @@ class Dispatcher:
             if order is None or inc is None:
                 log.warning("response to unknown order %s ignored", event.order_id)
                 return
+            done = f"responded:{event.event_id}"
+            if await store.seen(self.redis, done):
+                return
             allowed, why = domain.response_allowed(order["state"], event.response)
-            if not allowed:
+            # The order already in the state this response leads to, and this event not
+            # done: an earlier attempt failed after moving the order (its first write).
+            # Finish the steps after it, all idempotent, or the incident never closes.
+            resuming = order["state"] == domain.RESPONSE_STATE.get(event.response)
+            if not allowed and not resuming:
                 log.info("response %s to order %s ignored: %s", event.response,
                          event.order_id, why)
                 return
             if event.response == "reinforce":
-                if await store.first_time(self.redis, f"reinforce:{event.event_id}"):
-                    await self._reinforce(inc, order)
-                return
-            await self._apply_response(inc, order, event)
+                await self._reinforce(inc, order)
+            else:
+                await self._apply_response(inc, order, event)
+            await store.first_time(self.redis, done)
 
     async def _apply_response(self, inc: dict[str, str], order: dict[str, str],
                               event: OrderResponded) -> None:

@@ -329,6 +329,11 @@ async def first_time(redis: Redis, key: str, ttl_s: int = 7 * 86400) -> bool:
     return bool(await redis.set(f"dispatch:seen:{key}", "1", nx=True, ex=ttl_s))
 
 
+async def seen(redis: Redis, key: str) -> bool:
+    """Whether `key` was marked by `first_time` (a step that marks itself done at its end)."""
+    return bool(await redis.exists(f"dispatch:seen:{key}"))
+
+
 async def forget(redis: Redis, key: str) -> None:
     await redis.delete(f"dispatch:seen:{key}")
 
