@@ -443,6 +443,8 @@ class Dispatcher:
             else:
                 await self._apply_response(inc, order, event)
             await store.first_time(self.redis, done)
+        if domain.RESPONSE_STATE.get(event.response) in domain.FINAL_ORDER_STATES:
+            await self.retry_waiting(event.district, freed=event.team_id)
 
     async def _apply_response(self, inc: dict[str, str], order: dict[str, str],
                               event: OrderResponded) -> None:
@@ -584,6 +586,7 @@ class Dispatcher:
                     order_id=order_id, incident_id=incident_id, team_id=order["team_id"],
                     reason="acknowledgement deadline missed", misses=misses))
                 await self._fill(incident_id)
+        await self.retry_waiting(inc["district"], freed=order["team_id"])
 
     async def on_followup_due(self, incident_id: str) -> None:
         async with self._locked(incident_id):
@@ -627,15 +630,26 @@ class Dispatcher:
                     await store.waiting(self.redis, unit.district, limit=1):
                 await self.retry_waiting(unit.district, freed=unit.team_id)
 
+    async def _free(self, team_id: str) -> bool:
+        """Available and on shift as the projection has it, and claimed by no order.
+
+        A team becomes free through two events in either order: its order's end (which
+        releases the claim) and volunteers' unit.status (available). Whichever is handled
+        second finds the team free and offers it to the waiting incidents."""
+        unit = await store.get_unit(self.redis, team_id)
+        return (unit is not None and unit.status == "available" and unit.on_shift
+                and not await store.claim_of(self.redis, team_id))
+
     async def retry_waiting(self, district: str, *, freed: str | None = None) -> None:
         """Offer waiting (unassigned) incidents again, oldest first, until `freed` (the team
         that became available) is taken: one team serves one incident, and offering every
         waiting incident on every status or position event makes a backlog feed itself."""
-        before = await store.claim_of(self.redis, freed) if freed else None
+        if freed and not await self._free(freed):
+            return
         for incident_id in await store.waiting(self.redis, district):
             async with self._locked(incident_id):
                 await self._fill(incident_id)
-            if freed and await store.claim_of(self.redis, freed) != before:
+            if freed and await store.claim_of(self.redis, freed):
                 return
 
     # --- the command room -------------------------------------------------------------
