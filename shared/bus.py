@@ -86,22 +86,28 @@ async def ensure_groups(redis: Redis, stream_map: tuple[streams.Stream, ...] = s
                     raise
 
 
-async def groups_ready(redis: Redis, service: str) -> bool:
-    """True when Redis answers and every group this service reads from exists."""
-    for stream in streams.consumed_by(service):
-        groups = await redis.xinfo_groups(stream.name)
-        if not any(_name(g) == service for g in groups):
-            return False
-    return True
-
-
 def subscribers_running(broker: RedisBroker) -> bool:
     return all(sub.running for sub in broker.subscribers)
 
 
-async def consumers_ready(broker: RedisBroker, redis: Redis, service: str) -> bool:
-    """For /readyz: Redis answers, this service's groups exist, and every subscriber reads."""
-    return subscribers_running(broker) and await groups_ready(redis, service)
+def _subscribed(broker: RedisBroker) -> list[tuple[str, str]]:
+    return sorted({(sub.stream_sub.name, sub.stream_sub.group) for sub in broker.subscribers
+                   if getattr(sub, "stream_sub", None) is not None and sub.stream_sub.group})
+
+
+async def consumers_ready(broker: RedisBroker, redis: Redis) -> bool:
+    """For /readyz: Redis answers, the groups this broker reads exist, and every subscriber
+    reads."""
+    if not subscribers_running(broker):
+        return False
+    for stream, group in _subscribed(broker):
+        try:
+            groups = await redis.xinfo_groups(stream)
+        except ResponseError:  # the stream itself is gone (Redis lost its data)
+            return False
+        if not any(_name(g) == group for g in groups):
+            return False
+    return True
 
 
 async def _keep_consuming(broker: RedisBroker, redis: Redis, interval_s: float) -> None:
@@ -115,7 +121,7 @@ async def _keep_consuming(broker: RedisBroker, redis: Redis, interval_s: float) 
         if not stopped:
             continue
         try:
-            await ensure_groups(redis)
+            await ensure_subscribed_groups(redis, broker)
             for sub in stopped:
                 await sub.start()
             log.warning("restarted %d stopped subscriber(s) after their group was re-created",
@@ -124,20 +130,44 @@ async def _keep_consuming(broker: RedisBroker, redis: Redis, interval_s: float) 
             log.warning("cannot restart stopped subscribers yet: %s", type(exc).__name__)
 
 
+async def ensure_subscribed_groups(redis: Redis, broker: RedisBroker) -> None:
+    """Create at 0 the groups this broker's subscribers read, and no others: a service's
+    Redis user may touch only its own streams (deploy/redis/users.acl.template)."""
+    for stream, group in _subscribed(broker):
+        try:
+            await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
 @contextlib.asynccontextmanager
-async def consuming(broker: RedisBroker, redis: Redis, *,
-                    watch_interval_s: float = 2.0) -> AsyncIterator[None]:
-    """Create the groups at 0, start the broker and keep its subscribers running."""
-    await ensure_groups(redis)
+async def consuming(broker: RedisBroker, redis: Redis, *, watch_interval_s: float = 2.0,
+                    service: str | None = None,
+                    retention_s: float | None = None) -> AsyncIterator[None]:
+    """Create the groups at 0, start the broker and keep its subscribers running; with
+    `service` and `retention_s`, also trim the streams the service produces by age."""
+    from shared.retention import keep_trimming
+    from shared.runtime import stop_task
+
+    await ensure_subscribed_groups(redis, broker)
     await broker.start()
     watchdog = asyncio.create_task(_keep_consuming(broker, redis, watch_interval_s),
                                    name="bus-watchdog")
+    stop = asyncio.Event()
+    trimming = None
+    if service and retention_s:
+        trimming = asyncio.create_task(
+            keep_trimming(redis, service, retention_s=retention_s, stop=stop),
+            name="stream-retention")
     try:
         yield
     finally:
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
+        stop.set()
+        await stop_task(watchdog)
+        if trimming is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(trimming, timeout=5)
         await broker.stop()
 
 

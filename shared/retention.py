@@ -9,6 +9,7 @@ before the first entry any group has not yet read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -33,6 +34,8 @@ def _text(entry_id: tuple[int, int]) -> str:
 async def safe_trim_point(redis: Redis, stream: str, *, retention_s: float,
                           now: float | None = None) -> str:
     """The MINID below which every entry is both old enough and done by every group."""
+    if not await redis.exists(stream):
+        return "0-0"
     cut = (int(((now or time.time()) - retention_s) * 1000), 0)
     for group in await redis.xinfo_groups(stream):
         name = group["name"]
@@ -50,16 +53,22 @@ async def trim_stream(redis: Redis, stream: str, *, retention_s: float) -> int:
     return int(await redis.xtrim(stream, minid=point, approximate=False))
 
 
-async def keep_trimming(redis: Redis, service: str, *, retention_s: float,
-                        interval_s: float = 600.0) -> None:
-    """Trim this service's streams (and their dead letters' age) every `interval_s`."""
+async def keep_trimming(redis: Redis, service: str, *, retention_s: float, stop: asyncio.Event,
+                        interval_s: float = 600.0, first_after_s: float = 30.0) -> None:
+    """Trim this service's streams every `interval_s` until `stop` is set. It stops between
+    commands, never in the middle of one (a cancelled command can stall the client)."""
     owned = [s.name for s in streams.produced_by(service)]
-    while True:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=first_after_s)
+    while not stop.is_set():
         for name in owned:
+            if stop.is_set():
+                return
             try:
                 removed = await trim_stream(redis, name, retention_s=retention_s)
                 if removed:
                     log.info("trimmed %d entries older than retention from %s", removed, name)
             except RedisError as exc:
                 log.warning("trimming %s failed: %s", name, type(exc).__name__)
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)

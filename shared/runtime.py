@@ -7,7 +7,9 @@ telemetry and consumer name (the process id differs) before building the app.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import os
 
 import uvicorn
@@ -50,3 +52,18 @@ def run_service(service: str) -> None:
         ws_ping_interval=20,
         ws_ping_timeout=20,
     )
+
+
+async def stop_task(task: asyncio.Task, *, attempts: int = 20, wait_s: float = 0.25) -> None:
+    """Cancel a background task and wait until it has really ended.
+
+    On Python 3.11 a cancellation that lands inside a redis-py command or `wait_for` can be
+    swallowed, leaving the task running: cancel again until it ends (bounded)."""
+    for _ in range(attempts):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=wait_s)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).warning("background task %s ended with %r",
+                                            task.get_name(), task.exception())

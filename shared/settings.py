@@ -39,6 +39,8 @@ class ServiceSettings(BaseSettings):
     rate_limit_device: str = Field(default="20/second", description="RATE_LIMIT_DEVICE per token")
     rate_limit_dispatcher: str = Field(default="50/second", description="RATE_LIMIT_DISPATCHER")
     max_body_bytes: int = Field(default=1_000_000, description="MAX_BODY_BYTES: larger is a 413")
+    retention_days: float = Field(default=30, gt=0, description="RETENTION_DAYS: stream history "
+                                  "kept (only entries every group acknowledged are trimmed)")
 
     service_name: str = "lianfang"
     default_port: int = 0

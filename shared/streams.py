@@ -1,7 +1,7 @@
 """Every stream of the system with its producer and its consumer groups: the map to read first.
 
 A consumer group is named after the consuming service. Groups are created at id 0 by
-`shared.bus.ensure_groups` before a service starts reading or publishing, so no event
+`shared.bus.consuming` before a service starts reading, so no event
 published before a consumer first starts is ever skipped (FastStream would create a
 missing group at `$`).
 """

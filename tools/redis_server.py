@@ -54,6 +54,7 @@ class RedisServer:
         appendonly: bool = True,
         appendfsync: str = "everysec",
         extra_args: list[str] | None = None,
+        ready_auth: tuple[str, str] | None = None,
     ) -> None:
         found = binary or find_binary()
         if not found:
@@ -67,6 +68,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = extra_args or []
+        self.ready_auth = ready_auth  # (user, password) to PING with, when ACLs are on
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +95,9 @@ class RedisServer:
 
     def start(self, timeout: float = 15.0) -> RedisServer:
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        user, password = self.ready_auth or (None, None)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, username=user,
+                             password=password)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:

@@ -55,7 +55,9 @@ CONSOLE_PAGE = """<!doctype html>
 const $ = id => document.getElementById(id);
 let selected = null;
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
-if (link.get("token")) { localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console"); }
+if (link.get("token")) {
+  localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console");
+}
 if (link.get("district")) localStorage.setItem("lf-district", link.get("district"));
 $("token").value = localStorage.getItem("lf-token") || "";
 $("district").value = localStorage.getItem("lf-district") || "";

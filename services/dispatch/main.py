@@ -35,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with consuming(broker, redis):
+        async with consuming(broker, redis, service="dispatch",
+                             retention_s=settings.retention_days * 86400):
             stop = asyncio.Event()
             timers = asyncio.create_task(run_timers(engine, settings, stop))
             try:
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observe_streams("dispatch", settings.redis_url)
     observe_incidents(settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
-    add_health_routes(app, lambda: consumers_ready(broker, redis, "dispatch"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis))
     app.include_router(api.build_router(redis=redis, engine=engine))
     app.include_router(audit.build_router(redis=redis, service="dispatch"))
     app.include_router(console.build_console_router())

@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with consuming(broker, redis):
+        async with consuming(broker, redis, service="intake",
+                             retention_s=settings.retention_days * 86400):
             yield
         await redis.aclose()
 
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_metrics_route(app)
     observe_streams("intake", settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
-    add_health_routes(app, lambda: consumers_ready(broker, redis, "intake"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis))
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
                                         policy=policy))
     app.include_router(audit.build_router(redis=redis, service="intake"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from shared import dead_letters
+from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
     TELEMETRY,
@@ -27,6 +26,7 @@ from shared.http import (
     install_error_handlers,
 )
 from shared.metrics import add_metrics_route, observe_streams
+from shared.runtime import stop_task
 
 from . import api, handlers, sockets
 from .auth import IntrospectionUnavailable, Introspector
@@ -115,16 +115,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
         try:
-            async with consuming(broker, redis):
+            async with consuming(broker, redis, service="notify",
+                             retention_s=settings.retention_days * 86400):
                 ticking = asyncio.create_task(timers.run(), name="notify-fallback")
                 log.info("fallback chain: %s",
                          ", ".join(c.name for c in chain) or "none configured")
                 try:
                     yield
                 finally:
-                    ticking.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await ticking
+                    await stop_task(ticking)
                     await hub.stop()
         finally:
             await client.aclose()
@@ -140,9 +139,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     add_metrics_route(app)
+    app.include_router(audit.build_router(redis=redis, service="notify"))
     observe_streams("notify", settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="notify"))
-    add_health_routes(app, lambda: consumers_ready(broker, redis, "notify"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis))
     app.include_router(api.build_router(settings=settings, redis=redis, orders=orders,
                                         webpush_key=webpush_key, sms_enabled="sms" in
                                         {c.name for c in chain}))

@@ -30,7 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
-            async with consuming(broker, redis):
+            async with consuming(broker, redis, service="volunteers",
+                             retention_s=settings.retention_days * 86400):
                 yield
         finally:
             await redis.aclose()
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     add_metrics_route(app)
     observe_streams("volunteers", settings.redis_url)
-    add_health_routes(app, lambda: consumers_ready(broker, redis, "volunteers"))
+    add_health_routes(app, lambda: consumers_ready(broker, redis))
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="volunteers"))
     app.include_router(audit.build_router(redis=redis, service="volunteers"))
     positions = PositionWriter(redis, publish_interval_ms=settings.position_publish_interval_ms)

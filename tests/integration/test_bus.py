@@ -72,14 +72,14 @@ async def test_a_lost_group_is_recreated_at_zero_and_consuming_resumes(clean_red
         await redis.delete(streams.UNIT_STATUS.name)  # as if Redis had lost its data
         await poll_until(lambda: not all(s.running for s in broker.subscribers),
                          "FastStream stopping the subscriber on NOGROUP")
-        assert not await consumers_ready(broker, redis, "dispatch")
+        assert not await consumers_ready(broker, redis)
         # Published while nobody reads: the group, re-created at 0, must still see it.
         publisher = RedisBroker(clean_redis)
         await publisher.connect()
         await publisher.publish(status("meanwhile"), stream=streams.UNIT_STATUS.name)
         await publisher.stop()
         await poll_until(lambda: "meanwhile" in seen, "the event published meanwhile", 10)
-        assert await consumers_ready(broker, redis, "dispatch")
+        assert await consumers_ready(broker, redis)
     await redis.aclose()
     await asyncio.sleep(0)
 

@@ -326,15 +326,16 @@ def test_service_waits_for_healthy_redis_and_restarts(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_service_reaches_the_compose_redis_with_its_password(name: str) -> None:
+def test_service_reaches_the_compose_redis_as_its_own_acl_user(name: str) -> None:
+    from tools.redis_acl import password_variable
+
     redis_url = environment(compose_service(name))["REDIS_URL"]
     url = urlsplit(interpolate(redis_url))
     assert (url.scheme, url.hostname, url.port or 6379) == ("redis", "redis", 6379)
-    requirepass = redis_args().get("--requirepass")
-    if requirepass:  # protected mode on: no password, no connection from another container
-        assert url.password == interpolate(requirepass), (
-            f"{name}'s REDIS_URL does not carry the password Redis requires"
-        )
+    assert url.username == name, f"{name} must log in as its own Redis user"
+    # the same variable feeds the ACL user's password in the redis container
+    redis_env = environment(compose_service("redis"))
+    assert url.password == interpolate(redis_env[password_variable(name)])
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -347,9 +348,23 @@ def test_traces_are_named_after_the_service(name: str) -> None:
 
 def redis_args() -> dict[str, str]:
     command = compose_service("redis").get("command")
-    assert isinstance(command, list) and command[0] == "redis-server"
+    # redis-server itself, or deploy/redis/entrypoint.sh, which execs it with the ACL file
+    assert isinstance(command, list)
+    if command[:2] == ["sh", "/etc/lianfang/redis/entrypoint.sh"]:
+        command = command[1:]
+    assert command[0] in ("redis-server", "/etc/lianfang/redis/entrypoint.sh")
     args = [str(a) for a in command[1:]]
     return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def test_redis_runs_with_the_acl_entrypoint_from_the_repository() -> None:
+    redis = compose_service("redis")
+    assert redis["command"][:2] == ["sh", "/etc/lianfang/redis/entrypoint.sh"]
+    assert "./redis:/etc/lianfang/redis:ro" in redis.get("volumes", [])
+    script = (ROOT / "deploy" / "redis" / "entrypoint.sh").read_text()
+    assert "--aclfile" in script and "users.acl.template" in script
+    for var in ("REDIS_ADMIN_PASSWORD", *(f"REDIS_PASSWORD_{s.upper()}" for s in SERVICES)):
+        assert var in script and var in environment(redis), var
 
 
 def test_redis_is_durable_and_protected() -> None:
@@ -364,7 +379,7 @@ def test_redis_is_durable_and_protected() -> None:
     assert args.get("--appendfsync") in ("everysec", "always")
     assert args.get("--maxmemory-policy") == "noeviction", "eviction can drop whole streams"
     assert args.get("--protected-mode") == "yes"
-    assert args.get("--requirepass"), "protected mode refuses other containers without a password"
+    assert "--requirepass" not in args, "the ACL file sets the users; requirepass would clash"
     assert redis.get("restart") == "unless-stopped"
 
 

@@ -1,0 +1,109 @@
+"""The compose deployment's Redis ACLs on a real redis-server: every service can do its
+work with its own user, and cannot read another service's keys or run dangerous commands."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as sync_redis
+
+from shared import streams
+from tools.redis_acl import password_variable, template
+from tools.redis_server import RedisServer, find_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, dict[str, str]]]:
+    """Redis started by the compose deployment's own entrypoint script and ACL template."""
+    passwords = {s: secrets.token_urlsafe(16) for s in streams.SERVICES}
+    passwords["admin"] = secrets.token_urlsafe(16)
+    workdir = tmp_path_factory.mktemp("acl-redis")
+    env = {"REDIS_ADMIN_PASSWORD": passwords["admin"],
+           **{password_variable(s): passwords[s] for s in streams.SERVICES},
+           "ACL_TEMPLATE": str(ROOT / "deploy" / "redis" / "users.acl.template"),
+           "ACL_FILE": str(workdir / "users.acl"), "REDIS_SERVER": find_binary() or ""}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with RedisServer(workdir, appendonly=False, binary=str(ROOT / "deploy" / "redis" /
+                                                               "entrypoint.sh"),
+                         ready_auth=("admin", passwords["admin"])) as server:
+            yield server.port, passwords
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def client(port: int, user: str, password: str) -> sync_redis.Redis:
+    return sync_redis.Redis(port=port, username=user, password=password, decode_responses=True)
+
+
+def test_the_committed_acl_template_matches_the_stream_map() -> None:
+    committed = (ROOT / "deploy" / "redis" / "users.acl.template").read_text()
+    assert committed == template(), "run `python -m tools.redis_acl > deploy/redis/users.acl.template`"
+
+
+def test_the_compose_file_gives_each_service_its_own_user() -> None:
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text()
+    for service in streams.SERVICES:
+        assert f"redis://{service}:${{{password_variable(service)}" in compose, service
+
+
+def test_the_default_user_is_off(acl_redis) -> None:
+    port, _ = acl_redis
+    with pytest.raises(sync_redis.exceptions.AuthenticationError):
+        sync_redis.Redis(port=port).ping()
+
+
+@pytest.mark.parametrize("service", streams.SERVICES)
+def test_a_service_user_cannot_touch_other_keys_or_dangerous_commands(acl_redis,
+                                                                      service: str) -> None:
+    port, passwords = acl_redis
+    admin = client(port, "admin", passwords["admin"])
+    for other, prefix in streams.KEY_PREFIX.items():
+        admin.set(f"{prefix}secret", other)
+    mine = client(port, service, passwords[service])
+    assert mine.get(f"{streams.KEY_PREFIX[service]}secret") == service
+    for other, prefix in streams.KEY_PREFIX.items():
+        if other != service:
+            with pytest.raises(sync_redis.exceptions.NoPermissionError):
+                mine.get(f"{prefix}secret")
+    for command in (("KEYS", "*"), ("FLUSHALL",), ("CONFIG", "GET", "*"), ("ACL", "LIST"),
+                    ("SHUTDOWN",)):
+        with pytest.raises(sync_redis.exceptions.NoPermissionError):
+            mine.execute_command(*command)
+    produced = streams.produced_by(service)
+    if produced:
+        mine.xadd(produced[0].name, {"probe": "1"})
+    for stream in streams.ALL:
+        if service not in stream.consumers and stream.producer != service:
+            with pytest.raises(sync_redis.exceptions.NoPermissionError):
+                mine.xrange(stream.name)
+
+
+@pytest.mark.parametrize("service", streams.SERVICES)
+async def test_a_service_starts_and_is_ready_with_its_own_user(acl_redis, service: str) -> None:
+    port, passwords = acl_redis
+    url = f"redis://{service}:{passwords[service]}@127.0.0.1:{port}/0"
+    settings = importlib.import_module(f"services.{service}.config").Settings(
+        redis_url=url, admin_token="acl-admin", volunteers_url="http://127.0.0.1:9")
+    app = importlib.import_module(f"services.{service}.main").create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{service}") as http:
+        r = await http.get("/readyz")
+        assert r.status_code == 200, r.text
+        r = await http.get("/metrics", headers={"Authorization": "Bearer acl-admin"})
+        assert r.status_code == 200
+        r = await http.get("/v1/admin/audit", headers={"Authorization": "Bearer acl-admin"})
+        assert r.status_code == 200

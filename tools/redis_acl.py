@@ -1,0 +1,60 @@
+"""Redis ACL users for the compose deployment, derived from the stream map.
+
+One user per service, limited to its own key prefix, the streams it produces or consumes
+(and the dead letters of those it consumes) and, for notify, its Pub/Sub channels; no
+dangerous commands. An `admin` user for operators. The default user is off.
+
+`python -m tools.redis_acl` prints the template that deploy/redis/users.acl.template holds;
+deploy/redis/entrypoint.sh fills in the passwords when the Redis container starts.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from shared import streams
+
+# Commands every service needs beyond its keys: no KEYS, FLUSHALL, CONFIG, DEBUG, ...
+# (@dangerous goes); INFO comes back for intake's WAITAOF check. CLIENT SETINFO is left out
+# (unknown to Redis 7.0, and redis-py ignores its refusal).
+COMMANDS = ("-@all +@read +@write +@stream +@keyspace +@string +@hash +@set +@sortedset "
+            "+@list +@geo +@scripting +@transaction +@connection +@pubsub -@dangerous "
+            "+info +client|setname +client|id +ping")
+CHANNELS = {"notify": ("notify:*",)}
+
+
+def password_variable(service: str) -> str:
+    return f"REDIS_PASSWORD_{service.upper()}"
+
+
+def keys_of(service: str) -> list[str]:
+    names = [f"{streams.KEY_PREFIX[service]}*"]
+    for stream in streams.ALL:
+        if stream.producer == service or service in stream.consumers:
+            names.append(stream.name)
+        if service in stream.consumers:
+            names.append(stream.dead_letters)
+    return names
+
+
+def rules(service: str, password: str) -> str:
+    keys = " ".join(f"~{k}" for k in keys_of(service))
+    channels = " ".join(f"&{c}" for c in CHANNELS.get(service, ()))
+    return (f"user {service} on >{password} resetkeys {keys} resetchannels "
+            f"{channels + ' ' if channels else ''}{COMMANDS}")
+
+
+def render(passwords: dict[str, str], admin_password: str) -> str:
+    lines = ["user default off resetkeys -@all",
+             f"user admin on >{admin_password} ~* &* +@all"]
+    lines += [rules(service, passwords[service]) for service in streams.SERVICES]
+    return "\n".join(lines) + "\n"
+
+
+def template() -> str:
+    placeholders = {s: "${" + password_variable(s) + "}" for s in streams.SERVICES}
+    return render(placeholders, "${REDIS_ADMIN_PASSWORD}")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(template())
