@@ -42,14 +42,21 @@ from tests.integration.stream_probes import (
 MAX_DELIVERIES = 3
 
 
-async def poisons() -> dict[str, dict[bytes, bytes]]:
+async def poisons(model: str) -> dict[str, tuple[dict[bytes, bytes], str]]:
+    """Each kind of poison, with what its dead letter's reason must say."""
     return {
-        "raw fields": {b"garbage": b"\x00 not an event", b"\xff\xfe": b"\x81\x82"},
-        "an envelope of broken JSON": {b"__data__": await envelope(b'{"event_id": "e1", "dis')},
-        "JSON of the wrong shape": {b"__data__": await envelope(json.dumps(
-            {"incident_id": 42, "order_id": ["not", "an", "id"], "district": ""}).encode())},
-        "an envelope FastStream cannot read": {
-            b"__data__": json.dumps({"data": "{}", "headers": ["not", "a", "map"]}).encode()},
+        "raw fields": ({b"garbage": b"\x00 not an event", b"\xff\xfe": b"\x81\x82"},
+                       "unreadable stream entry"),
+        "an envelope of broken JSON": (
+            {b"__data__": await envelope(b'{"event_id": "e1", "dis')},
+            f"invalid {model}: (body): json_invalid"),
+        "JSON of the wrong shape": (
+            {b"__data__": await envelope(json.dumps(
+                {"incident_id": 42, "order_id": ["not", "an", "id"], "district": ""}).encode())},
+            f"invalid {model}: "),
+        "an envelope FastStream cannot read": (
+            {b"__data__": json.dumps({"data": "{}", "headers": ["not", "a", "map"]}).encode()},
+            "unreadable stream entry"),
     }
 
 
@@ -59,8 +66,8 @@ def poison_step(svc: Service):  # -> stream_probes.Step
         reason, the valid event is processed after it, and nothing stays pending."""
         assert svc.name in stream.consumers
         before = len(await svc.dead_letters(stream.name))
-        kinds = await poisons()
-        ids = [await svc.redis.xadd(stream.name, fields) for fields in kinds.values()]
+        kinds = await poisons(type(valid).__name__)
+        ids = [await svc.redis.xadd(stream.name, fields) for fields, _ in kinds.values()]
         await svc.publish(stream, valid)
         await poll_until(effect, f"{svc.name} processing a valid {stream.name} event "
                                  "published after the poison", timeout=15)
@@ -72,10 +79,12 @@ def poison_step(svc: Service):  # -> stream_probes.Step
         letters = await poll_until(all_dead, f"{len(ids)} dead letters in dlq.{stream.name}")
         by_entry = {f[b"entry_id"]: f for f in letters}
         assert set(by_entry) == set(ids)  # in any order: some readers run several workers
-        for kind, entry_id in zip(kinds, ids, strict=True):
+        for (kind, (_, says)), entry_id in zip(kinds.items(), ids, strict=True):
             letter = by_entry[entry_id]
-            assert letter[b"reason"], f"{stream.name}: {kind} dead-lettered without a reason"
+            reason = letter[b"reason"].decode()
+            assert says in reason, f"{stream.name}: {kind} dead-lettered as {reason!r}"
             assert letter[b"stream"] == stream.name.encode()
+            assert letter[b"payload"], f"{stream.name}: {kind} dead-lettered without its payload"
         await poll_until(lambda: svc.drained(stream.name), f"{stream.name}/{svc.name} drained")
         svc.covered.add(stream.name)
 
