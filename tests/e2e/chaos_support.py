@@ -125,7 +125,11 @@ class SimDevice:
         self.rng = rng
         self.orders: list[OrderSeen] = []
         self.answered_at: dict[str, float] = {}  # order -> when notify took (or refused) it
-        self.after_answer: list[OrderSeen] = []  # order frames after the order was answered
+        # Order frames on a socket opened after the order was answered: notify re-sent it.
+        # (A frame on an older socket may have left before the answer and arrive after it.)
+        self.after_answer: list[OrderSeen] = []
+        self.late: list[OrderSeen] = []  # answered, on an older socket: in flight, not counted
+        self._socket_since = 0.0
         self.working: set[str] = set()
         self.resolved: set[str] = set()
         self.unexpected: list[str] = []
@@ -141,6 +145,7 @@ class SimDevice:
                 async with connect(self.ws_url, additional_headers=bearer(self.token),
                                    open_timeout=5, ping_interval=None, close_timeout=1) as ws:
                     self._ws = ws
+                    self._socket_since = time.monotonic()
                     self.connects += 1
                     backoff = 0.1
                     async for raw in ws:
@@ -161,7 +166,10 @@ class SimDevice:
                          self.spec.team_id)
         self.orders.append(seen)
         if seen.order_id in self.answered_at:
-            self.after_answer.append(seen)
+            if self._socket_since > self.answered_at[seen.order_id]:
+                self.after_answer.append(seen)
+            else:
+                self.late.append(seen)
             return
         if seen.order_id in self.working:
             return  # a replay while our answer is on its way
@@ -456,9 +464,9 @@ def order_duplicates(devices: list[SimDevice]) -> list[str]:
         for seen in device.orders:
             teams_of[seen.order_id].add(seen.team_id)
         for seen in device.after_answer:
-            problems.append(f"order {seen.order_id} sent again to {seen.team_id} "
-                            f"{seen.at - device.answered_at[seen.order_id]:.2f}s after it "
-                            "was answered")
+            after = seen.at - device.answered_at[seen.order_id]
+            problems.append(f"order {seen.order_id} sent again to {seen.team_id} on a socket "
+                            f"opened after it was answered ({after:.2f}s after the answer)")
     problems += [f"order {order_id} delivered to teams {sorted(teams)}"
                  for order_id, teams in teams_of.items() if len(teams) > 1]
     return problems

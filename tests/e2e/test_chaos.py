@@ -261,7 +261,8 @@ async def test_no_incident_is_lost_stuck_or_sent_twice_while_services_and_redis_
         f"orders delivered={orders} resolved by devices={resolved} "
         f"POSTs without an answer (retried)={retries} "
         f"5xx={sum(c >= 500 for p in caller.posted.values() for c in p.status_codes)} "
-        f"socket connects={sum(d.connects for d in devices)}",
+        f"socket connects={sum(d.connects for d in devices)} "
+        f"order frames in flight past their answer={sum(len(d.late) for d in devices)}",
         "CPU seconds of the last process of each: "
         + ", ".join(f"{name} {sec:.1f}" for name, sec in cpu.items()),
     ]
