@@ -100,22 +100,35 @@ async def get_unit(redis: Redis, team_id: str) -> Unit | None:
     return _unit_from(await redis.hgetall(_unit_key(team_id)))
 
 
+# One reply (a JSON array) instead of a pipelined HGETALL + EXISTS per unit: parsing those
+# replies in redis-py cost ~75 % of dispatch's CPU per incident with 400 teams in a district
+# (docs/benchmarks.md); json.loads of one string is C.
+_UNITS_NEAR = """
+local ids = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+                       'BYRADIUS', ARGV[3], 'km', 'ASC')
+local out = {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', 'dispatch:claim:' .. id) == 0 then
+    local flat = redis.call('HGETALL', 'dispatch:unit:' .. id)
+    local unit = {}
+    for i = 1, #flat, 2 do unit[flat[i]] = flat[i + 1] end
+    out[#out + 1] = unit
+  end
+end
+if #out == 0 then return '[]' end
+return cjson.encode(out)
+"""
+
+
 async def units_near(redis: Redis, *, district: str, lat: float, lon: float,
                      radius_km: float) -> list[Unit]:
     """Units with a position within the radius, nearest first, without a claim."""
-    ids = await redis.geosearch(_geo_key(district), longitude=lon, latitude=lat,
-                                radius=radius_km, unit="km", sort="ASC")
-    if not ids:
-        return []
-    async with redis.pipeline(transaction=False) as pipe:
-        for team_id in ids:
-            pipe.hgetall(_unit_key(team_id))
-            pipe.exists(f"dispatch:claim:{team_id}")
-        replies = await pipe.execute()
+    found = await redis.eval(_UNITS_NEAR, 1, _geo_key(district), repr(lon), repr(lat),
+                             repr(radius_km))
     units: list[Unit] = []
-    for data, claimed in zip(replies[::2], replies[1::2], strict=True):
-        unit = _unit_from(data)
-        if unit is not None and not claimed:
+    for data in json.loads(found):
+        unit = _unit_from(data) if data else None
+        if unit is not None:
             units.append(unit)
     return units
 
