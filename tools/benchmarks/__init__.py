@@ -1,0 +1,1 @@
+"""`make bench`: floors, hops, HTTP paths, end-to-end latency; see docs/benchmarks.md."""
