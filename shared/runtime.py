@@ -54,11 +54,15 @@ def run_service(service: str) -> None:
     )
 
 
-async def stop_task(task: asyncio.Task, *, attempts: int = 20, wait_s: float = 0.25) -> None:
-    """Cancel a background task and wait until it has really ended.
+async def stop_task(task: asyncio.Task, *, grace_s: float = 0.0, attempts: int = 20,
+                    wait_s: float = 0.25) -> None:
+    """Wait up to `grace_s` for a background task to end by itself (its stop event set),
+    then cancel it and wait until it has really ended.
 
     On Python 3.11 a cancellation that lands inside a redis-py command or `wait_for` can be
     swallowed, leaving the task running: cancel again until it ends (bounded)."""
+    if grace_s and not task.done():
+        await asyncio.wait({task}, timeout=grace_s)
     for _ in range(attempts):
         if task.done():
             break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 from shared.metrics import add_metrics_route, observe_streams
+from shared.runtime import stop_task
 
 from . import api, handlers
 from .api.devices import device_resolver
@@ -32,7 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             async with consuming(broker, redis, service="volunteers",
                              retention_s=settings.retention_days * 86400):
-                yield
+                stop = asyncio.Event()
+                flushing = asyncio.create_task(positions.keep_flushing(stop),
+                                               name="position-flush")
+                try:
+                    yield
+                finally:
+                    stop.set()
+                    await stop_task(flushing, grace_s=2)
         finally:
             await redis.aclose()
 

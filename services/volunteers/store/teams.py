@@ -7,16 +7,20 @@ event (finding the change already made) writes and publishes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.redis import RedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from shared import streams
 from shared.events import UnitPosition
@@ -26,6 +30,8 @@ from ..domain.status import OrderRecord, TeamState, unit_status
 from . import keys
 from .points import queue_entries
 from .tx import atomically
+
+log = logging.getLogger(__name__)
 
 ORDER_TTL_S = 30 * 24 * 3600  # long after any redelivery of the order's events
 
@@ -141,7 +147,7 @@ if (not status) or status == 'off_duty' then return -1 end
 local last = redis.call('HGET', KEYS[1], 'at_ms')
 if last and tonumber(ARGV[1]) < tonumber(last) then return 0 end
 redis.call('HSET', KEYS[1], 'at_ms', ARGV[1], 'lat', ARGV[2], 'lon', ARGV[3],
-           'accuracy_m', ARGV[4], 'at', ARGV[5], 'member_id', ARGV[6])
+           'accuracy_m', ARGV[4], 'at', ARGV[5], 'member_id', ARGV[6], 'district', ARGV[12])
 local pub = tonumber(redis.call('HGET', KEYS[1], 'pub_ms') or '0')
 if tonumber(ARGV[7]) - pub >= tonumber(ARGV[8]) then
   if ARGV[9] == '' then
@@ -150,8 +156,29 @@ if tonumber(ARGV[7]) - pub >= tonumber(ARGV[8]) then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', '__data__', ARGV[10])
   end
   redis.call('HSET', KEYS[1], 'pub_ms', ARGV[7])
+  redis.call('ZREM', KEYS[4], ARGV[11])
   return 2
 end
+-- Coalesced: publish this fix when the interval ends (the trailing edge), so the latest
+-- position always reaches dispatch, even if the team sends no further fix.
+redis.call('ZADD', KEYS[4], 'NX', pub + tonumber(ARGV[8]), ARGV[11])
+return 1
+"""
+
+PENDING = "roster:pos-pending"
+
+# Publishes a team's latest stored fix if nothing newer went out meanwhile.
+_FLUSH = """
+redis.call('ZREM', KEYS[3], ARGV[4])
+local pub = tonumber(redis.call('HGET', KEYS[1], 'pub_ms') or '0')
+local at = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '0')
+if at ~= tonumber(ARGV[1]) or tonumber(ARGV[5]) - pub < tonumber(ARGV[6]) then return 0 end
+if ARGV[2] == '' then
+  redis.call('XADD', KEYS[2], '*', '__data__', ARGV[3])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', '__data__', ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'pub_ms', ARGV[5])
 return 1
 """
 
@@ -162,28 +189,63 @@ class PositionWriter:
     """Writes fixes with one EVALSHA each; the UnitPosition envelope is FastStream's own format."""
 
     def __init__(self, redis: Redis, *, publish_interval_ms: int) -> None:
+        self._redis = redis
         self._script = redis.register_script(_POSITION)
+        self._flush = redis.register_script(_FLUSH)
         self._interval = str(publish_interval_ms)
         maxlen = streams.UNIT_POSITION.maxlen
         self._maxlen = str(maxlen) if maxlen else ""
 
-    async def write(self, event: UnitPosition, *, member_id: str, now: datetime) -> int:
-        envelope = await BinaryMessageFormatV1.encode(
+    @staticmethod
+    async def _envelope(event: UnitPosition) -> bytes:
+        return await BinaryMessageFormatV1.encode(
             message=event.model_dump_json().encode(),
             reply_to=None,
             headers={"content-type": "application/json"},
             correlation_id=event.event_id,
         )
+
+    async def write(self, event: UnitPosition, *, member_id: str, now: datetime) -> int:
+        envelope = await self._envelope(event)
         at_ms = int(event.at.timestamp() * 1000)
         args: list[Any] = [
             at_ms, repr(event.lat), repr(event.lon),
             "" if event.accuracy_m is None else repr(event.accuracy_m),
             event.at.isoformat(), member_id, int(now.timestamp() * 1000), self._interval,
-            self._maxlen, envelope,
+            self._maxlen, envelope, event.unit_id, event.district,
         ]
         keys_ = [keys.position(event.unit_id), keys.state(event.unit_id),
-                 streams.UNIT_POSITION.name]
+                 streams.UNIT_POSITION.name, PENDING]
         return int(await self._script(keys=keys_, args=args))
+
+    async def flush_due(self, now: datetime) -> int:
+        """Publish the coalesced fixes whose interval has ended; returns how many went out."""
+        now_ms = int(now.timestamp() * 1000)
+        due = await self._redis.zrangebyscore(PENDING, "-inf", now_ms, start=0, num=500)
+        sent = 0
+        for team_id in due:
+            data = await self._redis.hgetall(keys.position(team_id))
+            if not data or "at_ms" not in data or not data.get("district"):
+                await self._redis.zrem(PENDING, team_id)
+                continue
+            event = UnitPosition(
+                district=data["district"], unit_id=team_id, lat=float(data["lat"]),
+                lon=float(data["lon"]), at=datetime.fromisoformat(data["at"]),
+                accuracy_m=float(data["accuracy_m"]) if data.get("accuracy_m") else None)
+            sent += int(await self._flush(
+                keys=[keys.position(team_id), streams.UNIT_POSITION.name, PENDING],
+                args=[data["at_ms"], self._maxlen, await self._envelope(event), team_id,
+                      now_ms, self._interval]))
+        return sent
+
+    async def keep_flushing(self, stop: asyncio.Event, *, every_s: float = 0.25) -> None:
+        while not stop.is_set():
+            try:
+                await self.flush_due(datetime.now(UTC))
+            except RedisError as exc:
+                log.warning("position flush failed: %s", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every_s)
 
 
 async def latest_position(redis: Redis, team_id: str) -> dict[str, Any] | None:

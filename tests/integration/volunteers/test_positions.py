@@ -90,3 +90,28 @@ async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
         assert await volunteers.redis.xlen("unit.position") == 1
         team = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()
         assert team["position"]["lat"] == 22.02
+
+
+async def test_a_coalesced_fix_is_still_published_when_its_interval_ends(
+    clean_redis: str,
+) -> None:
+    # A team that reports once and then stands still must not stay, for dispatch, where it
+    # was before: the suppressed fix goes out at the end of the interval.
+    async with running(clean_redis, position_publish_interval_ms=400) as volunteers:
+        await volunteers.import_district()
+        wang = await volunteers.enrol("m-wang")
+        await volunteers.client.post("/v1/me/shift/start", headers=wang)
+        first = await volunteers.client.put("/v1/me/position", headers=wang,
+                                            json={"lat": 22.01, "lon": 108.01})
+        second = await volunteers.client.put("/v1/me/position", headers=wang,
+                                             json={"lat": 22.03, "lon": 108.03})
+        assert first.json()["published"] is True and second.json()["published"] is False
+
+        async def latest_published() -> bool:
+            events = await volunteers.events("unit.position", UnitPosition)
+            return len(events) == 2 and (events[-1].lat, events[-1].lon) == (22.03, 108.03)
+
+        from .conftest import poll_until
+
+        await poll_until(latest_published, "the trailing fix published")
+        assert await volunteers.redis.zcard("roster:pos-pending") == 0
