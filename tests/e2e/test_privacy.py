@@ -81,6 +81,11 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
         trace_id = (await client.get(f"{stack.url('intake')}/v1/incidents/"
                                      f"{to_police['incident_id']}",
                                      headers=bearer(key))).json()["trace_id"]
+        metrics = ""
+        for service in ("intake", "dispatch", "volunteers", "notify"):
+            r = await client.get(f"{stack.url(service)}/metrics", headers=admin(stack))
+            assert r.status_code == 200
+            metrics += r.text
 
     # Give the batch span processors time to flush this journey's spans.
     await poll_until(lambda: trace_id in all_exported_text(stack.traces_dir), "spans exported")
@@ -90,6 +95,7 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
     for secret in (PHONE, NAME, DESCRIPTION, "midnight"):
         assert secret not in exported, f"{secret!r} in exported spans"
         assert secret not in logs, f"{secret!r} in service logs"
+        assert secret not in metrics, f"{secret!r} in metrics"
 
 
 def _spans_with(stack: Stack, trace_id: str) -> int:
