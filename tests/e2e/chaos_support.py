@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -495,8 +497,7 @@ def pending_details(redis_url: str, limit: int = 5) -> list[str]:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a live process (Linux), for the run's notes."""
     try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        import os
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
