@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,14 +51,20 @@ def _retry() -> Retry:
 
 
 def create_redis(settings: ServiceSettings) -> Redis:
-    """The service's own client for its keys (decoded strings)."""
-    return Redis.from_url(
+    """The service's own client for its keys (decoded strings).
+
+    A blocking pool: under a burst, a request waits up to 5 s for a connection instead of
+    failing at once (redis-py's default pool raises past 100 connections)."""
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=5,
         decode_responses=True,
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=10,
     )
+    return Redis(connection_pool=pool)
 
 
 def create_broker(settings: ServiceSettings) -> RedisBroker:

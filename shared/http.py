@@ -249,6 +249,7 @@ class AuthMiddleware:
         public_paths: Iterable[str] = (),
         rate_limits: RateLimits | None = None,
         max_body_bytes: int | None = 1_000_000,
+        body_limits: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self._admin = admin_token.encode()
@@ -256,6 +257,7 @@ class AuthMiddleware:
         self._public = PUBLIC_PATHS | frozenset(public_paths)
         self._limits = rate_limits or RateLimits()
         self._max_body = max_body_bytes
+        self._body_limits = body_limits or {}  # exact paths with a limit of their own
 
     async def principal_for(self, token: str) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
@@ -294,12 +296,13 @@ class AuthMiddleware:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        if scope["type"] == "http" and self._max_body is not None:
+        limit = self._body_limits.get(scope["path"], self._max_body)
+        if scope["type"] == "http" and limit is not None:
             declared = _content_length(scope)
-            if declared is not None and declared > self._max_body:
-                await _too_large(self._max_body)(scope, receive, send)
+            if declared is not None and declared > limit:
+                await _too_large(limit)(scope, receive, send)
                 return
-            receive = _limited(receive, self._max_body)
+            receive = _limited(receive, limit)
         await self.app(scope, receive, send)
 
 
@@ -341,7 +344,7 @@ def principal(request: Request) -> Principal:
 def require(*kinds: PrincipalKind) -> Callable[[Request], Principal]:
     """A FastAPI dependency: the caller, if it is one of `kinds`; 403 otherwise."""
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:  # async: no thread hand-off
         who: Principal = request.scope["state"]["principal"]
         if who.kind not in kinds:
             raise forbidden(f"this endpoint is for {' or '.join(kinds)} tokens")
@@ -354,8 +357,9 @@ def _is_probe(scope: Any) -> bool:
     return scope.get("path") in ("/healthz", "/readyz", "/metrics")
 
 
-# FastAPI's native telemetry: no spans for probes polled every few seconds.
-TELEMETRY = {"exclude": _is_probe}
+# FastAPI's native telemetry: one server span per request (not also one for dependencies,
+# the endpoint and serialization), and none for probes polled every few seconds.
+TELEMETRY = {"exclude": _is_probe, "operation_spans": False}
 
 
 def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:

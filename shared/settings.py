@@ -25,6 +25,8 @@ class ServiceSettings(BaseSettings):
     http_workers: int = Field(default=1, ge=1, le=16,
                               description="HTTP_WORKERS: uvicorn worker processes")
     log_level: str = Field(default="INFO", description="LOG_LEVEL")
+    redis_max_connections: int = Field(default=200, ge=4, description="REDIS_MAX_CONNECTIONS: "
+                                       "per process; more requests wait for a free one")
     consumer_name: str = Field(default_factory=default_consumer_name, description="CONSUMER_NAME")
     # Reclaiming and dead-lettering (see shared.bus)
     claim_idle_ms: int = Field(default=15_000, description="CLAIM_IDLE_MS: reclaim after idle")

@@ -69,5 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()),
                        max_body_bytes=settings.max_body_bytes,
+                       body_limits={"/v1/roster/import": settings.import_max_bytes},
                        resolve=device_resolver(TokenResolver(redis)))
     return app
