@@ -83,3 +83,55 @@ async def test_a_deadline_set_before_a_restart_still_fires_after_it(
             and len(o) == 2 and o, "the incident offered to the next team")
         assert [o.team_id for o in orders] == ["g1", "g2"]
         assert orders[1].incident_id == incident_id
+
+
+async def test_two_dispatch_processes_under_a_burst_never_double_claim(
+        clean_redis: str, publisher: RedisBroker, tmp_path) -> None:
+    import os
+    import signal
+
+    from tools.redis_server import free_port
+    from tools.stack import Service
+
+    procs = []
+    for name in ("a", "b"):
+        env = {**os.environ, "REDIS_URL": clean_redis, "ADMIN_TOKEN": "t",
+               "HTTP_PORT": str(free_port()), "CONSUMER_NAME": f"proc-{name}",
+               "VOLUNTEERS_URL": "http://127.0.0.1:9", "PYTHONUNBUFFERED": "1"}
+        service = Service("dispatch", int(env["HTTP_PORT"]), env, tmp_path / f"{name}.log")
+        service.start()
+        procs.append(service)
+    try:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            async def ready() -> bool:
+                try:
+                    codes = [(await http.get(f"{p.url}/readyz")).status_code for p in procs]
+                except httpx.HTTPError:
+                    return False
+                return codes == [200, 200]
+
+            await poll_until(ready, "both dispatch processes ready", 30)
+        for n in range(10):
+            await team(publisher, f"p{n}", kind="security", lat=22.8171 + n * 0.0004,
+                       lon=108.3665)
+        await wait_for_units(clean_redis, 10)
+        await asyncio.gather(*(report(publisher, "noise", priority="P4") for _ in range(40)))
+        await poll_until(lambda: len(read_stream(clean_redis, streams.ORDER_ISSUED.name,
+                                                 OrderIssued)) >= 10, "ten orders", 30)
+        await asyncio.sleep(1.5)
+        orders = read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued)
+        per_team = Counter(o.team_id for o in orders)
+        assert len(orders) == 10 and set(per_team.values()) == {1}, per_team
+        import redis as sync_redis
+
+        consumers = sync_redis.Redis.from_url(clean_redis).xinfo_consumers(
+            streams.INCIDENT_REPORTED.name, "dispatch")
+        names = {c["name"].decode() for c in consumers if c["pending"] == 0}
+        assert {"proc-a", "proc-b"} <= names  # both processes read the group
+    finally:
+        for p in procs:
+            if p.proc and p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGTERM)
+                p.proc.wait(15)
