@@ -154,3 +154,17 @@ def spans_of_trace(traces_dir: Path, trace_id: str) -> list[dict[str, Any]]:
 
 def all_exported_text(traces_dir: Path) -> str:
     return "\n".join(p.read_text(encoding="utf-8") for p in traces_dir.glob("*.jsonl"))
+
+
+async def wait_until_dispatch_sees(client: httpx.AsyncClient, stack: Stack, district: str,
+                                   teams: int) -> None:
+    """Status and fixes reach dispatch asynchronously: wait until it holds `teams` available
+    teams of the district with a position."""
+    from tests.helpers import poll_until
+
+    async def ready() -> bool:
+        r = await client.get(f"{stack.url('dispatch')}/v1/units", headers=admin(stack),
+                             params={"district": district, "status": "available"})
+        return sum(1 for u in r.json()["units"] if u["position"]) == teams
+
+    await poll_until(ready, f"dispatch seeing {teams} available team(s) with a position")

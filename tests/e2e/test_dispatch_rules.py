@@ -17,6 +17,7 @@ from tests.e2e.journey import (
     on_shift_at,
     register_system,
     unique_district,
+    wait_until_dispatch_sees,
 )
 from tests.helpers import poll_until
 from tools.stack import Stack
@@ -41,13 +42,7 @@ async def test_missed_acknowledgement_escalates_and_handover_reaches_the_owning_
         await on_shift_at(client, stack, tokens["near-1"], lat + 0.01, lon)   # patrol, 1.1 km
         await on_shift_at(client, stack, tokens["st"], lat + 0.015, lon)      # station, 1.7 km
 
-        async def ready() -> bool:
-            r = await client.get(f"{stack.url('dispatch')}/v1/units",
-                                 params={"district": district, "status": "available"},
-                                 headers=admin(stack))
-            return sum(1 for u in r.json()["units"] if u["position"]) == 3
-
-        await poll_until(ready, "three available teams")
+        await wait_until_dispatch_sees(client, stack, district, 3)
         key = await register_system(client, stack, district)
         r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
             "external_ref": f"noise-{district}", "category": "noise", "district": district,

@@ -18,6 +18,7 @@ from tests.e2e.journey import (
     register_system,
     spans_of_trace,
     unique_district,
+    wait_until_dispatch_sees,
 )
 from tests.helpers import poll_until
 from tools.stack import Stack
@@ -62,15 +63,7 @@ async def test_incident_reaches_the_nearest_suitable_team_and_is_acknowledged_in
                       "location": {"lat": lat, "lon": lon, "address": "Minzu Ave 88"},
                       "caller": {"phone": "13877001234", "name": "Ms Liang"},
                       "description": "two neighbours arguing loudly"})
-
-        # Status and fixes reach dispatch asynchronously: post once it sees the four teams.
-        async def units_ready() -> bool:
-            r = await client.get(f"{stack.url('dispatch')}/v1/units",
-                                 params={"district": district, "status": "available"},
-                                 headers=admin(stack))
-            return sum(1 for u in r.json()["units"] if u["position"]) == 4
-
-        await poll_until(units_ready, "dispatch sees four available teams with positions")
+        await wait_until_dispatch_sees(client, stack, district, 4)
         r = await post_incident()
         assert r.status_code == 202, r.text
         accepted = r.json()

@@ -17,6 +17,7 @@ from tests.e2e.journey import (
     on_shift_at,
     register_system,
     unique_district,
+    wait_until_dispatch_sees,
 )
 from tests.helpers import poll_until
 from tools.stack import Stack
@@ -54,13 +55,7 @@ async def test_metrics_after_a_journey(stack: Stack) -> None:
         phone = await connect_device(stack, token, exits)
         await on_shift_at(client, stack, token, lat + 0.001, lon)
 
-        async def ready() -> bool:
-            r = await client.get(f"{stack.url('dispatch')}/v1/units",
-                                 params={"district": district, "status": "available"},
-                                 headers=admin(stack))
-            return any(u["position"] for u in r.json()["units"])
-
-        await poll_until(ready, "the guard available in dispatch")
+        await wait_until_dispatch_sees(client, stack, district, 1)
         key = await register_system(client, stack, district)
         r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
             "external_ref": f"m-{district}", "category": "hazard_report", "district": district,

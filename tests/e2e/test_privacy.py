@@ -17,6 +17,7 @@ from tests.e2e.journey import (
     on_shift_at,
     register_system,
     unique_district,
+    wait_until_dispatch_sees,
 )
 from tests.helpers import poll_until
 from tools.stack import Stack
@@ -44,13 +45,7 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
         await on_shift_at(client, stack, guard, lat + 0.001, lon)
         await on_shift_at(client, stack, police, lat + 0.002, lon)
 
-        async def ready() -> bool:
-            r = await client.get(f"{stack.url('dispatch')}/v1/units",
-                                 params={"district": district, "status": "available"},
-                                 headers=admin(stack))
-            return sum(1 for u in r.json()["units"] if u["position"]) == 2
-
-        await poll_until(ready, "two available teams in dispatch")
+        await wait_until_dispatch_sees(client, stack, district, 2)
         key = await register_system(client, stack, district)
         # A P1 fight: police and the nearest security post both go (a joint response).
         r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
