@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test demo bench lint clean lock
+.PHONY: run test demo bench chaos lint clean lock
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 ## The whole suite against real Redis servers started for the tests.
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## Chaos, full size (issue #6): 2,500 incidents; every service SIGKILLed twice, Redis once (~5 min).
+## `make test` runs the same test at a smaller size.
+chaos: $(STAMP)
+	CHAOS_INCIDENTS=2500 CHAOS_RATE=10 CHAOS_ROUNDS=2 $(PY) -m pytest -q -p no:cacheprovider -s -m chaos tests/e2e/test_chaos.py $(PYTEST_ARGS)
 
 ## Benchmarks: figures and ratios, never pass/fail.
 bench: $(STAMP)
