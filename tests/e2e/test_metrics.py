@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 import httpx
 import pytest
 
+from tests.e2e.conftest import P4_DEADLINE_S
 from tests.e2e.journey import (
     admin,
     bearer,
@@ -93,6 +94,20 @@ async def test_metrics_after_a_journey(stack: Stack) -> None:
         assert sum(values(notify, "lianfang_notify_deliveries_total", outcome="received")) >= 1
         assert values(notify, "lianfang_notify_websocket_connections")[0] >= 1
         assert values(notify, "lianfang_stream_lag", stream="order.issued", group="notify")
+
+        # A missed deadline (P4: 3 s on the test stack) shows in the routing-timeout counter.
+        r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
+            "external_ref": f"m2-{district}", "category": "hazard_report", "district": district,
+            "location": {"lat": lat, "lon": lon}})
+        assert r.status_code == 202
+        await phone.next_of("order")
+        await phone.next_of("order_withdrawn", timeout=P4_DEADLINE_S + 10)
+
+        async def timed_out() -> bool:
+            rows = await scrape("dispatch")
+            return sum(values(rows, "lianfang_dispatch_routing_timeouts_total")) >= 1
+
+        await poll_until(timed_out, "a routing timeout counted")
 
         for service in ("intake", "volunteers"):
             rows = await scrape(service)
