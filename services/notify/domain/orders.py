@@ -24,8 +24,9 @@ def for_team(order: OrderIssued) -> OrderIssued:
     return order.model_copy(update={"caller": None, "description": None})
 
 
-def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any]:
-    frame: dict[str, Any] = {
+def _public_order(order: OrderIssued) -> dict[str, Any]:
+    """What every channel may show of an order: never the caller or the description."""
+    body: dict[str, Any] = {
         "type": "order",
         "order_id": order.order_id,
         "incident_id": order.incident_id,
@@ -35,12 +36,16 @@ def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any
         "ack_by": order.ack_by.isoformat() if order.ack_by else None,
         "flags": list(order.flags),
         "kind": order.kind,
-        "traceparent": traceparent,
     }
     if order.location.address:
-        frame["address"] = order.location.address
+        body["address"] = order.location.address
     if order.instructions:
-        frame["instructions"] = order.instructions
+        body["instructions"] = order.instructions
+    return body
+
+
+def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any]:
+    frame = {**_public_order(order), "traceparent": traceparent}
     if order.filing_due:
         frame["filing_due"] = order.filing_due.isoformat()
     if order.agency_kind == "police":
@@ -71,21 +76,7 @@ def push_payload(order: OrderIssued) -> bytes:
     Push messages cross the browser vendor's push service; the page fetches the full
     order over the WebSocket once it is open.
     """
-    body: dict[str, Any] = {
-        "type": "order",
-        "order_id": order.order_id,
-        "incident_id": order.incident_id,
-        "category": order.category,
-        "priority": order.priority,
-        "location": {"lat": order.location.lat, "lon": order.location.lon},
-        "ack_by": order.ack_by.isoformat() if order.ack_by else None,
-        "flags": list(order.flags),
-        "kind": order.kind,
-    }
-    if order.location.address:
-        body["address"] = order.location.address
-    if order.instructions:
-        body["instructions"] = order.instructions
+    body = _public_order(order)
     data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     if len(data) > PUSH_PAYLOAD_LIMIT:
         body.pop("instructions", None)
