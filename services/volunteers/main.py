@@ -10,13 +10,19 @@ from fastapi import FastAPI
 
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
-from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.http import (
+    AuthMiddleware,
+    RateLimits,
+    add_health_routes,
+    install_error_handlers,
+    telemetry_excluding,
+)
 from shared.metrics import add_metrics_route, observe_streams
 from shared.runtime import stop_task
 
 from . import api, handlers
 from .api.devices import device_resolver
-from .api.positions import PositionFastPath
+from .api.positions import PositionFastPath, untraced
 from .config import Settings
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
@@ -51,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "positions, status and the volunteer points ledger.",
         version="1.0",
         lifespan=lifespan,
-        telemetry=TELEMETRY,
+        telemetry=telemetry_excluding(untraced),
     )
     install_error_handlers(app)
     add_metrics_route(app)
@@ -64,11 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings, redis=redis, broker=broker, zones=ZoneLookup(redis),
         positions=positions,
     ))
-    # Added before AuthMiddleware, so it runs inside it: the 401s stay the shared ones.
-    app.add_middleware(PositionFastPath, positions=positions, settings=settings)
+    tokens = TokenResolver(redis)
+    rate_limits = RateLimits(settings.rate_limits())
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
-                       rate_limits=RateLimits(settings.rate_limits()),
+                       rate_limits=rate_limits,
                        max_body_bytes=settings.max_body_bytes,
                        body_limits={"/v1/roster/import": settings.import_max_bytes},
-                       resolve=device_resolver(TokenResolver(redis)))
+                       resolve=device_resolver(tokens))
+    # Added last, so it runs first: it authenticates position fixes itself (same answers).
+    app.add_middleware(PositionFastPath, positions=positions, tokens=tokens, settings=settings,
+                       rate_limits=rate_limits)
     return app

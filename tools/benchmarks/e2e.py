@@ -283,17 +283,22 @@ class StackBench:
         """Sustained successful PUTs per second, volunteers' CPU ms per PUT, and how many
         failed while measuring."""
         volunteers = self.stack.services["volunteers"].proc
-        cpu0 = cpu_seconds(volunteers.pid) if volunteers else None
         gen = await self.start_loadgen({"mode": "max", "concurrency": concurrency,
                                         "warmup_s": warmup_s, "duration_s": duration_s})
-        await asyncio.wait_for(gen.proc.wait(), warmup_s + duration_s + 60)
+        deadline = time.monotonic() + warmup_s + 120
+        while not any(s.get("measuring") for s in gen.samples) and time.monotonic() < deadline:
+            if gen.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.02)
+        cpu0 = cpu_seconds(volunteers.pid) if volunteers else None
+        await asyncio.wait_for(gen.proc.wait(), duration_s + 60)
         cpu1 = cpu_seconds(volunteers.pid) if volunteers else None
         if gen.reader is not None:
             await gen.reader
         final = gen.last()
         if not final.get("final"):
             raise RuntimeError("the load generator ended without its result; see loadgen.log")
-        answered = final.get("ok", 0) + final.get("failed", 0)
+        answered = (final.get("rate", 0) + final.get("failed_rate", 0)) * final.get("elapsed_s", 0)
         cost = ((cpu1 - cpu0) * 1000 / answered
                 if cpu0 is not None and cpu1 is not None and answered else None)
         return final.get("rate"), cost, round(final.get("failed_rate", 0) * duration_s)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from faststream.redis import RedisBroker
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from shared.events import new_id, utcnow
-from shared.http import ApiError, Principal, conflict, not_found
+from shared.http import ApiError, Principal, bearer_token, conflict, not_found, unauthorized
 
 from ..config import Settings
 from ..domain import points, status
@@ -20,6 +20,7 @@ from ..domain.positions import PositionIn
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store import teams as teams_store
+from ..store.devices import DeviceIdentity, token_hash
 from ..store.teams import Applied, Decision, PositionWriter, TeamView
 from ..store.tx import Contended
 from . import views
@@ -113,9 +114,20 @@ def build_router(
         return answer(who, await change(who, decide))
 
     @router.put("/position", summary="The team's position fix (the heaviest traffic)")
-    async def put_position(body: PositionIn, who: Device) -> dict[str, Any]:
-        # Normally answered by api.positions.PositionFastPath before routing; same answers.
-        return await accept_position(body, who, positions=positions, settings=settings)
+    async def put_position(body: PositionIn, who: Device, request: Request) -> dict[str, Any]:
+        # Answered by api.positions.PositionFastPath before routing; this route documents
+        # the path and answers the same way should a request ever reach it.
+        identity = DeviceIdentity(
+            device_id=who.device_id or "", member_id=who.member_id or "",
+            member_name=who.extra.get("member_name", ""), team_id=who.team_id or "",
+            agency_id=who.agency_id or "", agency_kind=who.agency_kind or "",
+            district=who.extra["district"])
+        result, out = await accept_position(
+            body, identity, token=token_hash(bearer_token(request.scope) or ""),
+            positions=positions, settings=settings)
+        if result == teams_store.POSITION_NOT_CURRENT:
+            raise unauthorized("unknown or revoked token")
+        return out
 
     @router.get("/points", summary="The member's points balance and history, newest first")
     async def my_points(

@@ -1,29 +1,52 @@
 """`PUT /v1/me/position`, the heaviest traffic (every device every few seconds).
 
-`accept_position` is the one implementation. `PositionFastPath` serves it as plain ASGI,
-inside the shared AuthMiddleware (so 401s are the same as everywhere) but before FastAPI's
-routing and dependency solving, which cost several times the two Redis round trips the fix
-itself needs. The FastAPI route of the same path documents it and answers the same way.
+`PositionFastPath` answers it as plain ASGI, ahead of FastAPI's telemetry, authentication
+middleware, routing and dependency solving, which together cost several times the fix
+itself. It authenticates the same way (same 401s, same rate limits, checks in the API's
+order) and usually needs one Redis round trip: the device's identity comes from a
+per-process cache and the fix's script checks it is still current (token not revoked,
+member still in that team), so revocation and roster changes still take effect at once.
+The FastAPI route of the same path documents it and answers the same way.
+
+The request is not traced: position fixes are not incidents, and a span per fix at
+thousands a second would cost more than the fix. Accepted, refused and published fixes
+are counted in the metrics instead.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
+from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.events import UnitPosition, utcnow
-from shared.http import ApiError, Principal, conflict, error_body
+from shared.http import (
+    ApiError,
+    RateLimits,
+    bearer_token,
+    conflict,
+    error_body,
+    forbidden,
+    rate_limited,
+    unauthorized,
+)
+from shared.metrics import meter
 
 from ..config import Settings
 from ..domain.positions import PositionIn, fix_time
 from ..store import teams as teams_store
+from ..store.devices import DeviceIdentity, TokenResolver, token_hash
 from ..store.teams import PositionWriter
 
 PATH = "/v1/me/position"
 MAX_BODY = 4096
+IDENTITIES_MAX = 200_000  # cached device identities per process (a few MB at most)
 
 # The shared error handler's wording for the errors a fix can have.
 _MESSAGES = {
@@ -32,21 +55,28 @@ _MESSAGES = {
     "greater_than_equal": "is too small",
     "less_than_equal": "is too large",
 }
+_OUTCOMES = {teams_store.POSITION_STALE: "stale", teams_store.POSITION_STORED: "stored",
+             teams_store.POSITION_PUBLISHED: "published",
+             teams_store.POSITION_OFF_DUTY: "off_duty"}
 
 
 async def accept_position(
-    body: PositionIn, who: Principal, *, positions: PositionWriter, settings: Settings
-) -> dict[str, Any]:
+    body: PositionIn, who: DeviceIdentity, *, token: str, positions: PositionWriter,
+    settings: Settings,
+) -> tuple[int, dict[str, Any]]:
+    """Store the fix; the writer's outcome and the answer. `token` is the device's bearer
+    token hash, which the write checks is still this device's."""
     now = utcnow()
     try:
         at = fix_time(body, now=now, max_future_s=settings.position_max_future_s)
     except ValueError as exc:
         raise ApiError(422, "invalid_field", f"at {exc}", "at") from exc
     event = UnitPosition(
-        district=who.extra["district"], unit_id=who.team_id or "", lat=body.lat, lon=body.lon,
+        district=who.district, unit_id=who.team_id, lat=body.lat, lon=body.lon,
         accuracy_m=body.accuracy_m, at=at,
     )
-    result = await positions.write(event, member_id=who.member_id or "", now=now)
+    result = await positions.write(event, member_id=who.member_id, device_id=who.device_id,
+                                   token_hash=token, now=now)
     if result == teams_store.POSITION_OFF_DUTY:
         raise conflict("the team is off_duty: positions are kept only on shift; allowed: "
                        "start a shift (POST /v1/me/shift/start) first")
@@ -54,7 +84,11 @@ async def accept_position(
                            "published": result == teams_store.POSITION_PUBLISHED}
     if result == teams_store.POSITION_STALE:
         out["reason"] = "older than the team's latest fix"
-    return out
+    return result, out
+
+
+def untraced(scope: Scope) -> bool:
+    return scope["path"] == PATH and scope.get("method") == "PUT"
 
 
 def _invalid(exc: ValidationError) -> ApiError:
@@ -66,43 +100,90 @@ def _invalid(exc: ValidationError) -> ApiError:
     return ApiError(422, "invalid_field", f"{path} {message}", path)
 
 
+def parse_fix(raw: bytes) -> PositionIn:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
+    try:
+        return PositionIn.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+
+
 class PositionFastPath:
     """Answers `PUT /v1/me/position` itself; passes everything else on."""
 
-    def __init__(self, app: ASGIApp, *, positions: PositionWriter, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, positions: PositionWriter, tokens: TokenResolver,
+                 settings: Settings, rate_limits: RateLimits) -> None:
         self.app = app
         self._positions = positions
+        self._tokens = tokens
         self._settings = settings
+        self._limits = rate_limits
+        self._admin = settings.admin_token.get_secret_value().encode()
+        self._identities: dict[str, DeviceIdentity] = {}
+        self.outcomes: Counter[str] = Counter()
+        meter("volunteers").create_observable_counter(
+            "lianfang.volunteers.position_fixes", callbacks=[self._observe],
+            description="position fixes received, by outcome")
+
+    def _observe(self, _: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {"outcome": outcome}) for outcome, n in self.outcomes.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "PUT":
             await self.app(scope, receive, send)
             return
+        extra: dict[str, str] | None = None
         try:
-            payload = await self._handle(scope, receive)
-            status = 200
+            status, payload = await self._handle(scope, receive)
         except ApiError as exc:
-            payload, status = error_body(exc.code, exc.message, exc.field), exc.status
+            self.outcomes[f"refused_{exc.status}"] += 1
+            status, payload = exc.status, error_body(exc.code, exc.message, exc.field)
+            extra = exc.headers
         body = json.dumps(payload, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   *((k.lower().encode(), v.encode()) for k, v in (extra or {}).items())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _handle(self, scope: Scope, receive: Receive) -> dict[str, Any]:
-        who: Principal = scope["state"]["principal"]
-        raw = await _read(receive)
-        if who.kind != "device":
-            raise ApiError(403, "forbidden", "this endpoint is for device tokens")
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
-        try:
-            fix = PositionIn.model_validate(data)
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
-        return await accept_position(fix, who, positions=self._positions,
-                                     settings=self._settings)
+    async def _identity(self, token: str, hashed: str) -> DeviceIdentity:
+        who = self._identities.get(hashed)
+        if who is None:
+            who = await self._tokens.resolve(token)
+            if who is None:
+                raise unauthorized("unknown or revoked token")
+            if len(self._identities) >= IDENTITIES_MAX:
+                self._identities.clear()
+            self._identities[hashed] = who
+        return who
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        token = bearer_token(scope)
+        if token is None:
+            raise unauthorized("missing bearer token")
+        if hmac.compare_digest(token.encode(), self._admin):
+            if (wait := self._limits.hit("admin", "admin")) is not None:
+                raise rate_limited(wait)
+            parse_fix(await _read(receive))  # 400/422 come before 403
+            raise forbidden("this endpoint is for device tokens")
+        hashed = token_hash(token)
+        who = await self._identity(token, hashed)
+        if (wait := self._limits.hit("device", who.device_id)) is not None:
+            raise rate_limited(wait)
+        fix = parse_fix(await _read(receive))
+        for _ in range(2):
+            result, out = await accept_position(fix, who, token=hashed, positions=self._positions,
+                                                settings=self._settings)
+            if result != teams_store.POSITION_NOT_CURRENT:
+                self.outcomes[_OUTCOMES[result]] += 1
+                return 200, out
+            # Revoked, or the member moved to another team: ask again, as if new.
+            self._identities.pop(hashed, None)
+            who = await self._identity(token, hashed)
+        raise unauthorized("unknown or revoked token")  # changing under us: try again later
 
 
 async def _read(receive: Receive) -> bytes:
@@ -120,3 +201,4 @@ async def _read(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+

@@ -139,9 +139,14 @@ async def team_state(redis: Redis, team_id: str) -> TeamState:
 
 # --- positions: the hot path, one round trip --------------------------------------------
 
-# Refuses off-duty teams, ignores fixes older than the stored one, overwrites the latest
-# position and, at most once per interval per team, appends the prebuilt UnitPosition.
+# Checks the device is still who the caller cached (token not revoked, member still in this
+# team and district: -2 otherwise), refuses off-duty teams, ignores fixes older than the
+# stored one, overwrites the latest position and, at most once per interval per team,
+# appends the prebuilt UnitPosition.
 _POSITION = """
+if redis.call('HGET', KEYS[5], 'device_id') ~= ARGV[13] then return -2 end
+local m = redis.call('HMGET', KEYS[6], 'team_id', 'district')
+if m[1] ~= ARGV[11] or m[2] ~= ARGV[12] then return -2 end
 local status = redis.call('HGET', KEYS[2], 'status')
 if (not status) or status == 'off_duty' then return -1 end
 local last = redis.call('HGET', KEYS[1], 'at_ms')
@@ -182,7 +187,8 @@ redis.call('HSET', KEYS[1], 'pub_ms', ARGV[5])
 return 1
 """
 
-POSITION_OFF_DUTY, POSITION_STALE, POSITION_STORED, POSITION_PUBLISHED = -1, 0, 1, 2
+POSITION_NOT_CURRENT, POSITION_OFF_DUTY, POSITION_STALE, POSITION_STORED, POSITION_PUBLISHED = (
+    -2, -1, 0, 1, 2)
 
 
 class PositionWriter:
@@ -205,17 +211,22 @@ class PositionWriter:
             correlation_id=event.event_id,
         )
 
-    async def write(self, event: UnitPosition, *, member_id: str, now: datetime) -> int:
+    async def write(self, event: UnitPosition, *, member_id: str, device_id: str,
+                    token_hash: str, now: datetime) -> int:
+        """Store (and maybe publish) a fix of `device_id`, whose token hashes to
+        `token_hash`; POSITION_NOT_CURRENT when that token is revoked or the member is no
+        longer in the event's team and district."""
         envelope = await self._envelope(event)
         at_ms = int(event.at.timestamp() * 1000)
         args: list[Any] = [
             at_ms, repr(event.lat), repr(event.lon),
             "" if event.accuracy_m is None else repr(event.accuracy_m),
             event.at.isoformat(), member_id, int(now.timestamp() * 1000), self._interval,
-            self._maxlen, envelope, event.unit_id, event.district,
+            self._maxlen, envelope, event.unit_id, event.district, device_id,
         ]
         keys_ = [keys.position(event.unit_id), keys.state(event.unit_id),
-                 streams.UNIT_POSITION.name, PENDING]
+                 streams.UNIT_POSITION.name, PENDING, keys.token(token_hash),
+                 keys.member(member_id)]
         return int(await self._script(keys=keys_, args=args))
 
     async def flush_due(self, now: datetime) -> int:

@@ -115,3 +115,64 @@ async def test_a_coalesced_fix_is_still_published_when_its_interval_ends(
 
         await poll_until(latest_published, "the trailing fix published")
         assert await volunteers.redis.zcard("roster:pos-pending") == 0
+
+
+async def test_a_revoked_token_stops_reporting_positions_at_once(volunteers: Volunteers) -> None:
+    # The fast path keeps each device's identity in memory; the fix's script still checks
+    # the token in Redis, so a revocation takes effect on the very next fix.
+    await volunteers.import_district()
+    client = volunteers.client
+    created = (await client.post("/v1/members/m-wang/devices", headers=ADMIN)).json()
+    device = {"Authorization": f"Bearer {created['token']}"}
+    await client.post("/v1/me/shift/start", headers=device)
+    fix = {"lat": 22.03, "lon": 108.03}
+    assert (await client.put("/v1/me/position", headers=device, json=fix)).status_code == 200
+    url = f"/v1/members/m-wang/devices/{created['device_id']}"
+    assert (await client.delete(url, headers=ADMIN)).status_code == 204
+    refused = await client.put("/v1/me/position", headers=device, json=fix)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert refused.json() == {"error": {"code": "unauthorized",
+                                        "message": "unknown or revoked token"}}
+    assert (await client.put("/v1/me/position", headers={"Authorization": "Bearer lfd_nope"},
+                             json=fix)).status_code == 401
+
+
+async def test_a_member_moved_to_another_team_reports_for_the_new_team(
+    volunteers: Volunteers,
+) -> None:
+    from .conftest import DISTRICT
+
+    await volunteers.import_district()
+    client = volunteers.client
+    wang = await volunteers.enrol("m-wang")
+    await client.post("/v1/me/shift/start", headers=wang)
+    assert (await client.put("/v1/me/position", headers=wang,
+                             json={"lat": 22.01, "lon": 108.01})).status_code == 200
+    moved = {**DISTRICT, "members": [
+        {**m, "team_id": "t-guards", "agency_id": "s-co", "role": "guard"}
+        if m["id"] == "m-wang" else m
+        for m in DISTRICT["members"]]}
+    await volunteers.import_district(moved)
+    await client.post("/v1/me/shift/start", headers=wang)  # now the guards' shift
+    response = await client.put("/v1/me/position", headers=wang,
+                                json={"lat": 22.05, "lon": 108.05})
+    assert response.status_code == 200, response.text
+    guards = (await client.get("/v1/teams/t-guards", headers=ADMIN)).json()
+    assert guards["position"]["lat"] == 22.05
+    vol = (await client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+    assert vol["position"]["lat"] == 22.01
+
+
+async def test_a_device_flooding_fixes_gets_429_with_retry_after(clean_redis: str) -> None:
+    async with running(clean_redis, rate_limit_device="3/second") as volunteers:
+        await volunteers.import_district()
+        wang = await volunteers.enrol("m-wang")
+        await volunteers.client.post("/v1/me/shift/start", headers=wang)
+        codes = []
+        for _ in range(5):
+            r = await volunteers.client.put("/v1/me/position", headers=wang,
+                                            json={"lat": 22.01, "lon": 108.01})
+            codes.append(r.status_code)
+        assert codes[-1] == 429 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "rate_limited"
+        assert codes.count(200) in (2, 3)  # the shift start took one of the three
