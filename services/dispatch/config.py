@@ -14,4 +14,8 @@ class Settings(ServiceSettings):
     timer_lease_s: float = Field(
         default=30.0, description="TIMER_LEASE_S: a fired timer comes back if not done by then"
     )
-    zone_lookup_timeout_s: float = Field(default=1.0, description="ZONE_LOOKUP_TIMEOUT_S")
+    zone_lookup_timeout_s: float = Field(
+        default=1.0, description="ZONE_LOOKUP_TIMEOUT_S: loading a district's zones from volunteers")
+    zones_refresh_s: float = Field(
+        default=10.0, gt=0, description="ZONES_REFRESH_S: how often the zones dispatch keeps are "
+        "read again from volunteers (a roster import's zone changes apply within this time)")

@@ -14,6 +14,7 @@ from shared.events import Priority
 from shared.policy import CategoryRule, Policy
 
 LIVE_ORDER_STATES = ("offered", "acknowledged", "en_route", "on_scene")
+DEFAULT_SPEED_KMH = 5.0  # a team whose mode the policy does not know moves on foot
 FINAL_ORDER_STATES = ("resolved", "handover", "declined", "withdrawn", "timed_out")
 # How far an order has got; an incident has the status of its most advanced live order.
 _ORDER_PROGRESS = {"offered": 1, "acknowledged": 2, "en_route": 3, "on_scene": 4}
@@ -88,7 +89,7 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def travel_time_s(distance: float, mode: str, policy: Policy) -> float:
     """Straight-line distance x road factor at the mode's speed."""
-    speed_ms = policy.speeds_kmh.get(mode, 5.0) / 3.6
+    speed_ms = policy.speeds_kmh.get(mode, DEFAULT_SPEED_KMH) / 3.6
     return distance * policy.road_factor / speed_ms
 
 
@@ -137,6 +138,64 @@ def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Poli
         )
     ranked.sort(key=lambda r: (round(r.score, 3), not r.home_zone, r.unit.team_id))
     return ranked
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateQuery:
+    """What the store's candidate search needs to keep, of a district's teams, those that
+    rank_candidates and choose_units could pick: is_eligible's rules and the same score, as
+    data, so Redis can prune hundreds of teams to a few without deciding anything itself.
+    `keep` is how many of the best it keeps overall, per answering kind, and of police or
+    security (the escort of volunteers on a P1)."""
+
+    district: str
+    lat: float
+    lon: float
+    radius_km: float
+    entries: tuple[tuple[str, str], ...]  # (kind, role) per entry of the category; "" = any role
+    skills: tuple[str, ...]
+    zone_id: str  # the incident's zone: its teams come first among equal scores ("" = none)
+    station: str  # when set, police stations other than this one are not eligible
+    bar_volunteers: bool
+    excluded: frozenset[str]
+    min_fix_ts: float
+    speeds_ms: tuple[tuple[str, float], ...]
+    default_speed_ms: float
+    road_factor: float
+    rank_step_s: float
+    keep: int
+
+    def for_script(self) -> dict[str, object]:
+        return {
+            "entries": [{"kind": k, "role": r} for k, r in self.entries],
+            "skills": list(self.skills), "zone_id": self.zone_id, "station": self.station,
+            "bar_volunteers": self.bar_volunteers,
+            "excluded": {team: True for team in self.excluded},  # indexed by team id
+            "min_fix_ts": self.min_fix_ts, "speeds": dict(self.speeds_ms),
+            "default_speed": self.default_speed_ms,
+            "max_speed": max([self.default_speed_ms, *(v for _, v in self.speeds_ms)]),
+            "road_factor": self.road_factor,
+            "rank_step": self.rank_step_s, "keep": self.keep,
+        }
+
+
+def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *, keep: int,
+                    radius_km: float | None = None) -> CandidateQuery:
+    rule = policy.categories[incident.category]
+    entries = tuple((entry, "") if entry == "any" else (entry.partition(":")[0],
+                                                        entry.partition(":")[2])
+                    for entry in rule.answer)
+    return CandidateQuery(
+        district=incident.district, lat=incident.lat, lon=incident.lon,
+        radius_km=policy.search_radius_km if radius_km is None else radius_km,
+        entries=entries, skills=tuple(rule.skills), zone_id=incident.zone_id or "",
+        station=(incident.station_agency_id or "") if rule.zone_station else "",
+        bar_volunteers=volunteers_barred(incident.flags, policy),
+        excluded=incident.excluded, min_fix_ts=now.timestamp() - policy.fix_max_age_s,
+        speeds_ms=tuple((mode, kmh / 3.6) for mode, kmh in sorted(policy.speeds_kmh.items())),
+        default_speed_ms=DEFAULT_SPEED_KMH / 3.6, road_factor=policy.road_factor,
+        rank_step_s=policy.rank_step_s, keep=keep,
+    )
 
 
 def entry_matches(entry: str, agency_kind: str, agency_role: str | None) -> bool:

@@ -10,15 +10,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.lock import Lock
 
 from shared import streams
@@ -45,9 +45,11 @@ from shared.http import ApiError, conflict, not_found
 from shared.metrics import meter
 from shared.policy import Policy
 from shared.telemetry import current_trace_id, extract_context, inject_context
+from shared.zones import Zone
 
 from . import domain, store
 from .config import Settings
+from .zones import ZoneProjection
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("lianfang.dispatch")
@@ -117,12 +119,12 @@ def _ts(value: str | None) -> datetime | None:
 
 class Dispatcher:
     def __init__(self, *, redis: Redis, broker: RedisBroker, policy: Policy, settings: Settings,
-                 http: httpx.AsyncClient) -> None:
+                 zones: ZoneProjection) -> None:
         self.redis = redis
         self.broker = broker
         self.policy = policy
         self.settings = settings
-        self.http = http
+        self.zones = zones
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -147,20 +149,8 @@ class Dispatcher:
     async def _publish(self, stream: streams.Stream, event: Any) -> None:
         await self.broker.publish(event, stream=stream.name, maxlen=stream.maxlen)
 
-    async def _zone_of(self, district: str, lat: float, lon: float) -> dict[str, Any] | None:
-        try:
-            response = await self.http.get(
-                f"{self.settings.volunteers_url}/v1/zones/lookup",
-                params={"district": district, "lat": lat, "lon": lon},
-                headers={"Authorization": f"Bearer {self.settings.admin_token.get_secret_value()}"},
-                timeout=self.settings.zone_lookup_timeout_s,
-            )
-        except httpx.HTTPError as exc:
-            log.warning("zone lookup failed: %s", type(exc).__name__)
-            return None
-        if response.status_code != 200:
-            return None
-        return response.json()
+    async def _zone_of(self, district: str, lat: float, lon: float) -> Zone | None:
+        return await self.zones.lookup(district, lat=lat, lon=lon)
 
     def _facts(self, inc: dict[str, str], excluded: set[str]) -> domain.IncidentFacts:
         return domain.IncidentFacts(
@@ -171,14 +161,17 @@ class Dispatcher:
             excluded=frozenset(excluded),
         )
 
-    async def _emit(self, incident_id: str, entry: TimelineEntry,
-                    status: str | None = None) -> None:
-        """Store the incident's new status and the timeline entry; publish incident.updated."""
-        inc = await store.get_incident(self.redis, incident_id)
+    async def _emit(self, incident_id: str, entry: TimelineEntry, status: str | None = None, *,
+                    state: store.IncidentState | None = None,
+                    also: Callable[[Pipeline], Awaitable[None]] | None = None) -> None:
+        """Store the incident's new status and the timeline entry and publish incident.updated,
+        in one transaction (with whatever `also` queues first). `state`, when the caller
+        holds it current, saves reading it again; it is updated in place."""
+        state = state or await store.incident_state(self.redis, incident_id)
+        inc = state.incident
         if inc is None:
             return
-        orders = [o for o in await store.orders_of(self.redis, incident_id)
-                  if o.get("state") not in ("claiming", "lost")]
+        orders = [o for o in state.orders if o.get("state") not in ("claiming", "lost")]
         if status is None:
             status = inc["status"]
             if status not in TERMINAL:
@@ -186,52 +179,57 @@ class Dispatcher:
                 status = domain.incident_status(live, current=status) if live else "unassigned"
         misses = int(inc.get("misses") or 0)
         flagged = status == "unassigned" or misses >= self.policy.flag_after_misses
-        seq = await store.incr_incident(self.redis, incident_id, "seq")
-        await store.update_incident(self.redis, incident_id,
-                                    {"status": status, "flagged": "1" if flagged else "0"})
-        await store.count_status_change(self.redis, inc["status"], status)
+        # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
+        seq = int(inc.get("seq") or 0) + 1
         entry = entry.model_copy(update={"status": status}) if entry.kind == "status" else entry
-        await store.append_timeline(self.redis, incident_id, entry)
         assignments = tuple(
             Assignment(order_id=o["order_id"], team_id=o["team_id"],
                        team_name=o.get("team_name") or None, agency_kind=o["agency_kind"],
                        status=o["state"], eta_s=float(o["eta_s"]) if o.get("eta_s") else None)
             for o in orders
         )
-        await self._publish(streams.INCIDENT_UPDATED, IncidentUpdated(
-            district=inc["district"], incident_id=incident_id, seq=seq, status=status,
-            priority=inc["priority"], flagged=flagged, assignments=assignments, entry=entry,
-            linked_to=inc.get("linked_to") or None,
-        ))
+        changes = {"status": status, "flagged": "1" if flagged else "0", "seq": str(seq)}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if also is not None:
+                await also(pipe)
+            store.queue_incident_change(pipe, incident_id, changes, old_status=inc["status"],
+                                        entry=entry)
+            await self.broker.publish(
+                IncidentUpdated(district=inc["district"], incident_id=incident_id, seq=seq,
+                                status=status, priority=inc["priority"], flagged=flagged,
+                                assignments=assignments, entry=entry,
+                                linked_to=inc.get("linked_to") or None),
+                stream=streams.INCIDENT_UPDATED.name, maxlen=streams.INCIDENT_UPDATED.maxlen,
+                pipeline=pipe)
+            await pipe.execute()
+        inc.update(changes)
 
     # --- an incident arrives ----------------------------------------------------------
 
     async def on_incident_reported(self, event: IncidentReported) -> None:
         async with self._locked(event.incident_id):
-            inc = await store.get_incident(self.redis, event.incident_id)
-            if inc is None:
+            state = await store.incident_state(self.redis, event.incident_id)
+            if state.incident is None:
                 zone = await self._zone_of(event.district, event.location.lat,
                                            event.location.lon)
+                fields = self._incident_fields(event, zone)
                 created = await store.create_incident(
                     self.redis, incident_id=event.incident_id, district=event.district,
-                    reported_ts=event.reported_at.timestamp(),
-                    fields=self._incident_fields(event, zone),
-                )
-                if created:
-                    await store.count_status_change(
-                        self.redis, None, "linked" if event.linked_to else "dispatching")
+                    reported_ts=event.reported_at.timestamp(), fields=fields,
+                    entry=None if event.linked_to else TimelineEntry(
+                        kind="reported", detail=f"{event.category} {event.priority}"))
                 if created and event.linked_to:
                     await self._record_link(event)
                     return
-                if created:
-                    await store.append_timeline(self.redis, event.incident_id, TimelineEntry(
-                        kind="reported", detail=f"{event.category} {event.priority}"))
-            elif inc["status"] == "linked":
+                state = (store.IncidentState({"incident_id": event.incident_id, **fields}, [],
+                                             set())
+                         if created else await store.incident_state(self.redis,
+                                                                    event.incident_id))
+            elif state.incident["status"] == "linked":
                 return
-            await self._fill(event.incident_id)
+            await self._fill(event.incident_id, state)
 
-    def _incident_fields(self, event: IncidentReported,
-                         zone: dict[str, Any] | None) -> dict[str, str]:
+    def _incident_fields(self, event: IncidentReported, zone: Zone | None) -> dict[str, str]:
         return {
             "district": event.district,
             "system_id": event.system_id,
@@ -241,8 +239,8 @@ class Dispatcher:
             "lat": repr(event.location.lat),
             "lon": repr(event.location.lon),
             "address": event.location.address or "",
-            "zone_id": (zone or {}).get("zone_id") or "",
-            "station_agency_id": (zone or {}).get("owner_agency_id") or "",
+            "zone_id": zone.zone_id if zone else "",
+            "station_agency_id": zone.owner_agency_id if zone else "",
             "status": "linked" if event.linked_to else "dispatching",
             "linked_to": event.linked_to or "",
             "misses": "0",
@@ -266,107 +264,104 @@ class Dispatcher:
                 await self._emit(event.linked_to, TimelineEntry(
                     kind="note", detail=f"another report linked: {event.incident_id}"))
 
-    async def _fill(self, incident_id: str) -> None:
+    async def _fill(self, incident_id: str, state: store.IncidentState | None = None) -> None:
         """Issue orders until the incident has the units it needs (idempotent)."""
-        inc = await store.get_incident(self.redis, incident_id)
+        state = state or await store.incident_state(self.redis, incident_id)
+        inc = state.incident
         if inc is None or inc["status"] in TERMINAL:
             return
-        orders = await store.orders_of(self.redis, incident_id)
-        for order in orders:  # finish what a crashed worker started
-            if order["state"] == "claiming":
-                await self._complete_claim(inc, order)
-            elif order["state"] == "offered" and order.get("published") != "1":
+        for order in state.orders:  # a crash came between an offer and its publication
+            if order["state"] == "offered" and order.get("published") != "1":
                 await self._announce(inc, order)
-        orders = await store.orders_of(self.redis, incident_id)
-        live = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
+        live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
                 and o.get("kind") in CLAIMING_KINDS]
-        facts = self._facts(inc, await store.offered(self.redis, incident_id))
+        facts = self._facts(inc, state.offered)
         wanted = domain.units_wanted(facts, self.policy)
         now = utcnow()
-        units = await store.units_near(self.redis, district=facts.district, lat=facts.lat,
-                                       lon=facts.lon, radius_km=self.policy.search_radius_km)
-        ranked = domain.rank_candidates(units, facts, self.policy, now)
-        issued_any = False
+        query = domain.candidate_query(facts, self.policy, now, keep=wanted + 3)
+        issued: list[dict[str, str]] = []
         for _ in range(5):
+            ranked = domain.rank_candidates(await store.candidates(self.redis, query), facts,
+                                            self.policy, now)
             chosen = domain.choose_units(ranked, facts, self.policy, wanted=wanted,
                                          already=[_sent_as(o) for o in live])
-            if not chosen:
-                break
             lost_race = False
             for choice in chosen:
                 order = await self._offer(inc, choice.unit, kind="dispatch", eta_s=choice.eta_s)
-                if order is None:
+                if order is None:  # claimed meanwhile by another incident: search again
                     lost_race = True
-                    ranked = [r for r in ranked if r.unit.team_id != choice.unit.team_id]
                 else:
                     live.append(order)
-                    issued_any = True
+                    issued.append(order)
+                    state.orders.append(order)
+                    state.offered.add(order["team_id"])
             if not lost_race:
                 break
-        if live:
-            await store.remove_waiting(self.redis, district=facts.district,
-                                       incident_id=incident_id)
-            if issued_any:
-                await self._emit(incident_id, TimelineEntry(kind="status"))
+        district = facts.district
+        if issued:
+            async def announce(pipe: Pipeline) -> None:
+                for order in issued:
+                    await self._queue_order_issued(pipe, inc, order)
+                store.queue_not_waiting(pipe, district=district, incident_id=incident_id)
+
+            await self._emit(incident_id, TimelineEntry(kind="status"), state=state,
+                             also=announce)
+        elif live:
+            await store.remove_waiting(self.redis, district=district, incident_id=incident_id)
         else:
-            await store.add_waiting(self.redis, district=facts.district,
+            await store.add_waiting(self.redis, district=district,
                                     incident_id=incident_id, ts=now.timestamp())
             if inc["status"] != "unassigned":
                 await self._emit(incident_id, TimelineEntry(
                     kind="unassigned", detail="no suitable team available; waiting"),
-                    status="unassigned")
+                    status="unassigned", state=state)
 
     async def _offer(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,
                      eta_s: float | None = None, instructions: str | None = None,
                      filing_due: datetime | None = None,
                      require_available: bool = True) -> dict[str, str] | None:
-        """Claim the team for a new order and announce it; None if the claim was lost."""
+        """Write a new order and claim its team in one step; None if the claim was lost.
+        The order still has to be announced (published): see _announce."""
         order_id = new_id("ord")
         issued_at = utcnow()
-        deadline = (domain.ack_deadline(issued_at, inc["priority"], self.policy)
-                    if kind in CLAIMING_KINDS else None)
+        claims = kind in CLAIMING_KINDS
+        deadline = domain.ack_deadline(issued_at, inc["priority"], self.policy) if claims else None
         fields = {
             "team_id": unit.team_id, "team_name": unit.name or "",
             "agency_kind": unit.agency_kind, "agency_id": unit.agency_id, "kind": kind,
-            "agency_role": unit.agency_role or "",
-            "state": "claiming" if kind in CLAIMING_KINDS else "offered",
+            "agency_role": unit.agency_role or "", "state": "offered",
             "issued_at": issued_at.isoformat(),
             "ack_by": deadline.isoformat() if deadline else "",
             "filing_due": filing_due.isoformat() if filing_due else "",
             "eta_s": f"{eta_s:.1f}" if eta_s is not None else "",
             "instructions": instructions or "", "published": "0",
         }
-        await store.save_order(self.redis, order_id=order_id, incident_id=inc["incident_id"],
-                               fields=fields)
-        order = {"order_id": order_id, "incident_id": inc["incident_id"], **fields}
-        if kind in CLAIMING_KINDS:
-            ok = await self._complete_claim(inc, order, require_available=require_available)
-            return order if ok else None
-        await self._announce(inc, order)
+        eta = f", ETA {eta_s / 60:.1f} min" if eta_s is not None else ""
+        offered, first = await store.offer_order(
+            self.redis, order_id=order_id, incident_id=inc["incident_id"], fields=fields,
+            claim=claims, require_available=require_available, ack_by=deadline,
+            entry=TimelineEntry(kind="offer", team_id=unit.team_id, order_id=order_id,
+                                detail=f"{kind} order to {unit.name or unit.team_id} "
+                                       f"({unit.agency_kind}){eta}"),
+            first_assignment_at=issued_at.isoformat() if claims else None)
+        if not offered:
+            return None
+        if first:
+            TIME_TO_ASSIGN.record(_since_report(inc, fields["issued_at"]),
+                                  {"priority": inc["priority"]})
+        return {"order_id": order_id, "incident_id": inc["incident_id"], **fields}
+
+    async def _offer_and_announce(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,
+                                  **options: Any) -> dict[str, str] | None:
+        order = await self._offer(inc, unit, kind=kind, **options)
+        if order is not None:
+            await self._announce(inc, order)
         return order
 
-    async def _complete_claim(self, inc: dict[str, str], order: dict[str, str],
-                              require_available: bool = True) -> bool:
-        claimed = await store.claim_unit(self.redis, team_id=order["team_id"],
-                                         order_id=order["order_id"],
-                                         require_available=require_available)
-        if not claimed:
-            await store.update_order(self.redis, order["order_id"], {"state": "lost"})
-            return False
-        order["state"] = "offered"
-        await store.update_order(self.redis, order["order_id"], {"state": "offered"})
-        await self._announce(inc, order)
-        return True
-
-    async def _announce(self, inc: dict[str, str], order: dict[str, str]) -> None:
-        """Publish order.issued (again, if a crash came between) and start its deadline."""
-        await store.add_offered(self.redis, inc["incident_id"], order["team_id"])
-        if order.get("ack_by"):
-            await store.schedule(self.redis, f"ack:{order['order_id']}",
-                                 datetime.fromisoformat(order["ack_by"]))
+    def _order_issued(self, inc: dict[str, str], order: dict[str, str]) -> OrderIssued:
         police = order["agency_kind"] == "police"
         caller = Caller.model_validate_json(inc["caller"]) if police and inc.get("caller") else None
-        await self._publish(streams.ORDER_ISSUED, OrderIssued(
+        return OrderIssued(
             event_id=f"issued-{order['order_id']}",
             district=inc["district"], order_id=order["order_id"],
             incident_id=inc["incident_id"], team_id=order["team_id"],
@@ -380,17 +375,22 @@ class Dispatcher:
             eta_s=float(order["eta_s"]) if order.get("eta_s") else None,
             caller=caller,
             description=(inc.get("description") or None) if police else None,
-        ))
-        await store.update_order(self.redis, order["order_id"], {"published": "1"})
-        if order["kind"] in CLAIMING_KINDS and await store.set_if_absent(
-                self.redis, inc["incident_id"], "first_assigned_at", order["issued_at"]):
-            TIME_TO_ASSIGN.record(_since_report(inc, order["issued_at"]),
-                                  {"priority": inc["priority"]})
-        eta = f", ETA {float(order['eta_s']) / 60:.1f} min" if order.get("eta_s") else ""
-        await store.append_timeline(self.redis, inc["incident_id"], TimelineEntry(
-            kind="offer", team_id=order["team_id"], order_id=order["order_id"],
-            detail=f"{order['kind']} order to {order.get('team_name') or order['team_id']} "
-                   f"({order['agency_kind']}){eta}"))
+        )
+
+    async def _queue_order_issued(self, pipe: Pipeline, inc: dict[str, str],
+                                  order: dict[str, str]) -> None:
+        """Queue order.issued and the order's `published` mark on one transaction."""
+        await self.broker.publish(self._order_issued(inc, order),
+                                  stream=streams.ORDER_ISSUED.name,
+                                  maxlen=streams.ORDER_ISSUED.maxlen, pipeline=pipe)
+        store.queue_order_change(pipe, order["order_id"], {"published": "1"})
+        order["published"] = "1"
+
+    async def _announce(self, inc: dict[str, str], order: dict[str, str]) -> None:
+        """Publish order.issued (again, if a crash came between the offer and this)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await self._queue_order_issued(pipe, inc, order)
+            await pipe.execute()
 
     async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *, reason: str,
                         state: str = "withdrawn") -> None:
@@ -406,28 +406,34 @@ class Dispatcher:
     # --- teams answer -----------------------------------------------------------------
 
     async def on_order_delivered(self, event: OrderDelivered) -> None:
-        # Marked done only once recorded: marked first, an attempt that failed halfway
+        # Marked done only once recorded, after the transaction: marked first (or inside
+        # it: a failed command does not stop the others), an attempt that failed halfway
         # made every retry a no-op and the receipt was lost, not even dead-lettered.
         done = f"delivered:{event.order_id}:{event.device_id}"
         async with self._locked(event.incident_id):
-            if await store.seen(self.redis, done):
+            state = await store.incident_state(self.redis, event.incident_id, seen=done)
+            if state.seen:
                 return
-            await store.set_if_absent_order(self.redis, event.order_id, "delivered_at",
-                                            event.occurred_at.isoformat())
+
+            async def record(pipe: Pipeline) -> None:
+                store.queue_order_first(pipe, event.order_id, "delivered_at",
+                                        event.occurred_at.isoformat())
+
             await self._emit(event.incident_id, TimelineEntry(
                 kind="receipt", team_id=event.team_id, order_id=event.order_id,
-                detail=f"received on a device ({event.channel})"))
+                detail=f"received on a device ({event.channel})"), state=state, also=record)
             await store.first_time(self.redis, done)
 
     async def on_order_responded(self, event: OrderResponded) -> None:
+        done = f"responded:{event.event_id}"
         async with self._locked(event.incident_id):
-            order = await store.get_order(self.redis, event.order_id)
-            inc = await store.get_incident(self.redis, event.incident_id)
+            state = await store.incident_state(self.redis, event.incident_id, seen=done)
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == event.order_id), None)
             if order is None or inc is None:
                 log.warning("response to unknown order %s ignored", event.order_id)
                 return
-            done = f"responded:{event.event_id}"
-            if await store.seen(self.redis, done):
+            if state.seen:
                 return
             allowed, why = domain.response_allowed(order["state"], event.response)
             # The order already in the state this response leads to, and this event not
@@ -441,61 +447,90 @@ class Dispatcher:
             if event.response == "reinforce":
                 await self._reinforce(inc, order)
             else:
-                await self._apply_response(inc, order, event)
+                await self._apply_response(state, order, event)
             await store.first_time(self.redis, done)
         if domain.RESPONSE_STATE.get(event.response) in domain.FINAL_ORDER_STATES:
             await self.retry_waiting(event.district, freed=event.team_id)
 
-    async def _apply_response(self, inc: dict[str, str], order: dict[str, str],
+    async def _apply_response(self, state: store.IncidentState, order: dict[str, str],
                               event: OrderResponded) -> None:
+        """Move the order and the incident in one transaction (a refusal then offers the
+        incident again)."""
+        inc = state.incident
+        assert inc is not None
         incident_id = inc["incident_id"]
-        state = domain.RESPONSE_STATE[event.response]
+        new_state = domain.RESPONSE_STATE[event.response]
         now = event.occurred_at.isoformat()
-        await store.update_order(self.redis, order["order_id"], {"state": state,
-                                                                 f"{state}_at": now})
-        await store.cancel(self.redis, f"ack:{order['order_id']}")
+        moved = {"state": new_state, f"{new_state}_at": now}
+        order.update(moved)
         entry = TimelineEntry(kind="response", team_id=order["team_id"],
                               order_id=order["order_id"], detail=event.response)
         # Any answer but a refusal means the team took the order, even if it skipped
         # "acknowledged" (the design lets responses skip steps).
-        if state != "declined" and order.get("kind") in CLAIMING_KINDS and \
-                await store.set_if_absent(self.redis, incident_id, "first_ack_at", now):
+        first_ack = (new_state != "declined" and order.get("kind") in CLAIMING_KINDS
+                     and not inc.get("first_ack_at"))
+        if first_ack:
             TIME_TO_ACK.record(_since_report(inc, now), {"priority": inc["priority"]})
-        if state in ("acknowledged", "en_route", "on_scene"):
-            await self._emit(incident_id, entry)
+        ends = new_state not in ("acknowledged", "en_route", "on_scene")
+
+        async def move(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order["order_id"], moved)
+            store.queue_cancel(pipe, f"ack:{order['order_id']}")
+            if first_ack:
+                store.queue_incident_fields(pipe, incident_id, {"first_ack_at": now})
+
+        if not ends:
+            await self._emit(incident_id, entry, state=state, also=move)
             return
-        await store.release_unit(self.redis, team_id=order["team_id"],
-                                 order_id=order["order_id"])
-        if state == "declined":
-            await self._emit(incident_id, entry)
-            await self._fill(incident_id)
+        # Before the transaction: a command failing inside one does not stop the others, and
+        # a retry would then publish the incident's end a second time.
+        await store.release_unit(self.redis, team_id=order["team_id"], order_id=order["order_id"])
+        if new_state == "declined":
+            await self._emit(incident_id, entry, state=state, also=move)
+            await self._fill(incident_id, state)
             return
-        others = [o for o in await store.orders_of(self.redis, incident_id)
-                  if o["order_id"] != order["order_id"]
+        others = [o for o in state.orders if o["order_id"] != order["order_id"]
                   and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
         for other in others:
             await self._withdraw(inc, other, reason="closed")
-        await store.remove_waiting(self.redis, district=inc["district"], incident_id=incident_id)
-        if state == "resolved":
-            await store.update_incident(self.redis, incident_id, {"resolved_at": now})
-            await self._emit(incident_id, entry, status="resolved")
-            await self._publish(streams.INCIDENT_CLOSED, IncidentClosed(
+            other["state"] = "withdrawn"
+        if new_state != "resolved":
+            async def end(pipe: Pipeline) -> None:
+                await move(pipe)
+                store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
+
+            await self._hand_over(inc, order, entry, state=state, also=end)
+            return
+
+        async def resolve(pipe: Pipeline) -> None:
+            await move(pipe)
+            store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
+            store.queue_incident_fields(pipe, incident_id, {"resolved_at": now})
+            await self.broker.publish(IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
-                resolved_by=(order["team_id"],), category=inc["category"]))
-        else:
-            await self._hand_over(inc, order, entry)
+                resolved_by=(order["team_id"],), category=inc["category"]),
+                stream=streams.INCIDENT_CLOSED.name, maxlen=streams.INCIDENT_CLOSED.maxlen,
+                pipeline=pipe)
+
+        await self._emit(incident_id, entry, status="resolved", state=state, also=resolve)
 
     async def _hand_over(self, inc: dict[str, str], order: dict[str, str],
-                         entry: TimelineEntry) -> None:
+                         entry: TimelineEntry, *, state: store.IncidentState | None = None,
+                         also: Callable[[Pipeline], Awaitable[None]] | None = None) -> None:
         incident_id = inc["incident_id"]
         now = utcnow()
-        await store.update_incident(self.redis, incident_id, {"handed_over_at": now.isoformat()})
-        await self._emit(incident_id, entry, status="handed_over")
+
+        async def handed(pipe: Pipeline) -> None:
+            if also is not None:
+                await also(pipe)
+            store.queue_incident_fields(pipe, incident_id, {"handed_over_at": now.isoformat()})
+
+        await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
         station = inc.get("station_agency_id") or ""
         if not station:
             zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
-            station = (zone or {}).get("owner_agency_id") or ""
+            station = zone.owner_agency_id if zone else ""
         team = await self._station_team(inc, station) if station else None
         handover_order: dict[str, str] | None = None
         if team is None:
@@ -505,7 +540,7 @@ class Dispatcher:
                 kind="note", detail="no on-shift team of the owning police station found"))
         else:
             filing_due = now + timedelta(hours=self.policy.handover_filing_h)
-            handover_order = await self._offer(
+            handover_order = await self._offer_and_announce(
                 inc, team, kind="handover", filing_due=filing_due,
                 instructions=f"Handed over by {order.get('team_name') or order['team_id']}: "
                              f"file the case by {filing_due:%Y-%m-%d %H:%M} UTC.")
@@ -535,10 +570,16 @@ class Dispatcher:
         engaged = {o["team_id"] for o in await store.orders_of(self.redis, incident_id)
                    if o["state"] in domain.LIVE_ORDER_STATES}
         facts = self._facts(inc, engaged)
-        units = await store.units_near(self.redis, district=facts.district, lat=facts.lat,
-                                       lon=facts.lon, radius_km=1000)
-        for choice in domain.rank_candidates(units, facts, self.policy, utcnow()):
-            if await self._offer(inc, choice.unit, kind="reinforcement", eta_s=choice.eta_s):
+        now = utcnow()
+        query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000)
+        for _ in range(5):  # a search again after each claim lost to another incident
+            ranked = domain.rank_candidates(await store.candidates(self.redis, query), facts,
+                                            self.policy, now)
+            if not ranked:
+                break
+            choice = ranked[0]
+            if await self._offer_and_announce(inc, choice.unit, kind="reinforcement",
+                                              eta_s=choice.eta_s):
                 await self._emit(incident_id, TimelineEntry(
                     kind="reinforcement", team_id=choice.unit.team_id,
                     detail=f"requested by {order.get('team_name') or order['team_id']}"))
@@ -598,7 +639,7 @@ class Dispatcher:
                 await store.schedule(self.redis, f"followup:{incident_id}",
                                      utcnow() + timedelta(hours=1))
                 return
-            order = await self._offer(inc, team, kind="followup",
+            order = await self._offer_and_announce(inc, team, kind="followup",
                                       instructions="Follow-up visit: check that the "
                                                    "mediated agreement holds.")
             if order:
@@ -611,40 +652,33 @@ class Dispatcher:
     # --- units ------------------------------------------------------------------------
 
     async def on_unit_status(self, event: UnitStatus) -> None:
-        applied = await store.save_unit_status(self.redis, at=event.occurred_at, fields={
+        _, free = await store.save_unit_status(self.redis, at=event.occurred_at, fields={
             "team_id": event.unit_id, "district": event.district, "status": event.status,
             "name": event.name or "", "agency_id": event.agency_id,
             "agency_kind": event.agency_kind, "agency_role": event.agency_role or "",
             "mode": event.mode, "skills": json.dumps(list(event.skills)),
             "home_zone_id": event.home_zone_id or "", "on_shift": "1" if event.on_shift else "0",
         })
-        if applied and event.status == "available" and event.on_shift:
-            await self.retry_waiting(event.district, freed=event.unit_id)
+        if free:
+            await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
     async def on_unit_position(self, event: UnitPosition) -> None:
-        applied = await store.save_unit_position(self.redis, team_id=event.unit_id,
+        _, free = await store.save_unit_position(self.redis, team_id=event.unit_id,
                                                  lat=event.lat, lon=event.lon, at=event.at)
-        if applied:
-            unit = await store.get_unit(self.redis, event.unit_id)
-            if unit is not None and unit.status == "available" and unit.on_shift and \
-                    await store.waiting(self.redis, unit.district, limit=1):
-                await self.retry_waiting(unit.district, freed=unit.team_id)
+        if free:
+            await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
-    async def _free(self, team_id: str) -> bool:
-        """Available and on shift as the projection has it, and claimed by no order.
+    async def retry_waiting(self, district: str, *, freed: str | None = None,
+                            known_free: bool = False) -> None:
+        """Offer waiting (unassigned) incidents again, oldest first, until `freed` (the team
+        that became available) is taken: one team serves one incident, and offering every
+        waiting incident on every status or position event makes a backlog feed itself.
 
         A team becomes free through two events in either order: its order's end (which
         releases the claim) and volunteers' unit.status (available). Whichever is handled
         second finds the team free and offers it to the waiting incidents."""
-        unit = await store.get_unit(self.redis, team_id)
-        return (unit is not None and unit.status == "available" and unit.on_shift
-                and not await store.claim_of(self.redis, team_id))
-
-    async def retry_waiting(self, district: str, *, freed: str | None = None) -> None:
-        """Offer waiting (unassigned) incidents again, oldest first, until `freed` (the team
-        that became available) is taken: one team serves one incident, and offering every
-        waiting incident on every status or position event makes a backlog feed itself."""
-        if freed and not await self._free(freed):
+        if freed and not known_free and not await store.free_with_waiting(
+                self.redis, team_id=freed, district=district):
             return
         for incident_id in await store.waiting(self.redis, district):
             async with self._locked(incident_id):
@@ -666,7 +700,8 @@ class Dispatcher:
                 raise conflict(f"the incident is {inc['status']}; only open incidents "
                                "can be assigned")
             holder = await store.claim_of(self.redis, team_id)
-            order = await self._offer(inc, unit, kind="manual", require_available=False)
+            order = await self._offer_and_announce(inc, unit, kind="manual",
+                                                   require_available=False)
             if order is None:
                 raise conflict(f"team {team_id} holds open order {holder}; it must be "
                                "resolved or withdrawn first")

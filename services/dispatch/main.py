@@ -16,11 +16,13 @@ from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
+from shared.runtime import stop_task
 
 from . import api, console, handlers
 from .config import Settings
 from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
+from .zones import ZoneProjection
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,7 +32,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = create_broker(settings)
     http = httpx.AsyncClient()
     HTTPXClientInstrumentor.instrument_client(http)
-    engine = Dispatcher(redis=redis, broker=broker, policy=policy, settings=settings, http=http)
+    zones = ZoneProjection(http=http, volunteers_url=settings.volunteers_url,
+                           admin_token=settings.admin_token.get_secret_value(),
+                           timeout_s=settings.zone_lookup_timeout_s,
+                           refresh_s=settings.zones_refresh_s)
+    engine = Dispatcher(redis=redis, broker=broker, policy=policy, settings=settings, zones=zones)
     handlers.register(broker, engine=engine, settings=settings)
 
     @asynccontextmanager
@@ -39,12 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              retention_s=settings.retention_days * 86400):
             stop = asyncio.Event()
             timers = asyncio.create_task(run_timers(engine, settings, stop))
+            refreshing = asyncio.create_task(zones.keep_fresh(stop), name="zones-refresh")
             try:
                 yield
             finally:
                 stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(timers, timeout=5)
+                await stop_task(refreshing, grace_s=2)
         await http.aclose()
         await redis.aclose()
 

@@ -10,14 +10,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 
 from shared.events import TimelineEntry
 
-from .domain import Unit
+from .domain import CandidateQuery, Unit
+
+_SCRIPTS: dict[str, AsyncScript] = {}
+
+
+async def _run(redis: Redis, script: str, keys: list[str], args: list[Any]) -> Any:
+    """EVALSHA: the script's text travels to Redis once, not with every call."""
+    compiled = _SCRIPTS.get(script)
+    if compiled is None:
+        compiled = _SCRIPTS[script] = AsyncScript(None, script.encode())  # type: ignore[arg-type]
+    return await compiled(keys=keys, args=args, client=redis)
 
 # --- units ----------------------------------------------------------------------------
 
@@ -34,44 +47,63 @@ def _waiting_key(district: str) -> str:
     return f"dispatch:waiting:{district}"
 
 
-# Newer status wins; a redelivered or reordered older event changes nothing.
-_UNIT_STATUS = """
-local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
-if tonumber(ARGV[1]) < at then return 0 end
-redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
-return 1
-"""
-
-_UNIT_POSITION = """
-local at = tonumber(redis.call('HGET', KEYS[1], 'fix_ts') or '0')
-if tonumber(ARGV[1]) <= at then return 0 end
-redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'fix_ts', ARGV[1])
-if redis.call('HEXISTS', KEYS[1], 'district') == 1 then
-  redis.call('GEOADD', KEYS[2] .. redis.call('HGET', KEYS[1], 'district'), ARGV[3], ARGV[2], ARGV[4])
-else
-  redis.call('HSET', KEYS[1], 'team_id', ARGV[4])
+# A team is free: available and on shift in the projection, and claimed by no live order
+# (see _CLAIMABLE). Used by the projection scripts to tell whether waiting incidents may
+# take the team, so the common case (nothing waiting) costs no further round trip.
+_FREE = """
+local function free_with_waiting(unit_key, team_id, waiting_key)
+  if redis.call('ZCARD', waiting_key) == 0 then return 0 end
+  local u = redis.call('HMGET', unit_key, 'status', 'on_shift')
+  if u[1] ~= 'available' or u[2] ~= '1' then return 0 end
+  if redis.call('EXISTS', 'dispatch:claim:' .. team_id) == 1 then return 0 end
+  return 1
 end
-return 1
+"""
+
+# Newer status wins; a redelivered or reordered older event changes nothing. Returns
+# {applied, free with incidents waiting}.
+_UNIT_STATUS = _FREE + """
+local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
+if tonumber(ARGV[1]) < at then return {0, 0} end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
+redis.call('SADD', KEYS[2], ARGV[3])
+local pos = redis.call('HMGET', KEYS[1], 'lat', 'lon')
+if pos[1] and pos[2] then redis.call('GEOADD', KEYS[3], pos[2], pos[1], ARGV[3]) end
+return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}
+"""
+
+_UNIT_POSITION = _FREE + """
+local at = tonumber(redis.call('HGET', KEYS[1], 'fix_ts') or '0')
+if tonumber(ARGV[1]) <= at then return {0, 0} end
+redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'fix_ts', ARGV[1])
+local district = redis.call('HGET', KEYS[1], 'district')
+if not district then
+  redis.call('HSET', KEYS[1], 'team_id', ARGV[4])
+  return {1, 0}
+end
+redis.call('GEOADD', KEYS[2] .. district, ARGV[3], ARGV[2], ARGV[4])
+return {1, free_with_waiting(KEYS[1], ARGV[4], KEYS[3] .. district)}
 """
 
 
-async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]) -> bool:
+async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]) -> tuple[bool, bool]:
+    """Project a team's status; (applied, free while incidents of its district wait)."""
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
-    applied = await redis.eval(_UNIT_STATUS, 1, _unit_key(fields["team_id"]),
-                               repr(at.timestamp()), json.dumps(flat))
-    if applied:
-        await redis.sadd(f"dispatch:units:{fields['district']}", fields["team_id"])
-        data = await redis.hgetall(_unit_key(fields["team_id"]))
-        if "lat" in data:
-            await redis.geoadd(_geo_key(fields["district"]),
-                               (float(data["lon"]), float(data["lat"]), fields["team_id"]))
-    return bool(applied)
+    district = fields["district"]
+    applied, retry = await _run(
+        redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
+                              _geo_key(district), _waiting_key(district)],
+        [repr(at.timestamp()), json.dumps(flat), fields["team_id"]])
+    return bool(applied), bool(retry)
 
 
 async def save_unit_position(redis: Redis, *, team_id: str, lat: float, lon: float,
-                             at: datetime) -> bool:
-    return bool(await redis.eval(_UNIT_POSITION, 2, _unit_key(team_id), "dispatch:geo:",
-                                 repr(at.timestamp()), repr(lat), repr(lon), team_id))
+                             at: datetime) -> tuple[bool, bool]:
+    """Project a team's fix; (applied, free while incidents of its district wait)."""
+    applied, retry = await _run(redis, _UNIT_POSITION,
+                                [_unit_key(team_id), "dispatch:geo:", "dispatch:waiting:"],
+                                [repr(at.timestamp()), repr(lat), repr(lon), team_id])
+    return bool(applied), bool(retry)
 
 
 def _unit_from(data: dict[str, str]) -> Unit | None:
@@ -100,37 +132,133 @@ async def get_unit(redis: Redis, team_id: str) -> Unit | None:
     return _unit_from(await redis.hgetall(_unit_key(team_id)))
 
 
-# One reply (a JSON array) instead of a pipelined HGETALL + EXISTS per unit: parsing those
-# replies in redis-py cost ~75 % of dispatch's CPU per incident with 400 teams in a district
-# (docs/benchmarks.md); json.loads of one string is C.
-_UNITS_NEAR = """
-local ids = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-                       'BYRADIUS', ARGV[3], 'km', 'ASC')
-local out = {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', 'dispatch:claim:' .. id) == 0 then
-    local flat = redis.call('HGETALL', 'dispatch:unit:' .. id)
-    local unit = {}
-    for i = 1, #flat, 2 do unit[flat[i]] = flat[i + 1] end
-    out[#out + 1] = unit
+def _unit_from_flat(flat: list[str]) -> Unit | None:
+    return _unit_from(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+# The district's candidates for one incident, pruned in Redis: every team within the radius
+# is checked against the query (domain.CandidateQuery: the same eligibility and score as
+# domain.rank_candidates) and only the best `keep` overall, of each answering kind, and
+# of police or security are returned, as HGETALL arrays. Reading and ranking 400 teams in
+# Python cost dispatch 5 ms per incident; domain.rank_candidates still ranks what comes
+# back, and a property test holds the pruning to "never drops a team choose_units would
+# send" (tests/integration/dispatch/test_candidates.py).
+_CANDIDATES = """
+local q = cjson.decode(ARGV[4])
+local lon0, lat0 = tonumber(ARGV[1]), tonumber(ARGV[2])
+local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+                         'BYRADIUS', ARGV[3], 'km', 'ASC', 'WITHDIST')
+local rad = math.pi / 180
+local function distance(lat, lon)
+  local p1, p2 = lat0 * rad, lat * rad
+  local dp, dl = p2 - p1, (lon - lon0) * rad
+  local h = math.sin(dp / 2) ^ 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ^ 2
+  return 2 * 6371000.0 * math.asin(math.sqrt(h))
+end
+local entries, keep = q.entries, q.keep
+-- groups: 1..#entries (each answering kind), then police or security, then everyone
+local groups = {}
+for g = 1, #entries + 2 do groups[g] = {} end
+local escort, overall = #entries + 1, #entries + 2
+-- rank_candidates' order: score (to the millisecond), the home zone first, then the id
+local function before(a, b)
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  if a[3] ~= b[3] then return a[3] < b[3] end
+  return a[1] < b[1]
+end
+local changed = false
+local function offer(g, row)
+  local list = groups[g]
+  local n = #list
+  if n >= keep and not before(row, list[n]) then return end
+  local at = n + 1
+  while at > 1 and before(row, list[at - 1]) do at = at - 1 end
+  table.insert(list, at, row)
+  if #list > keep then list[#list] = nil end
+  changed = true
+end
+-- The worst score any group would still take (infinite while a group is not full).
+local ceiling = math.huge
+local function recompute_ceiling()
+  local worst = 0
+  for g = 1, overall do
+    local list = groups[g]
+    if #list < keep then return math.huge end
+    if list[#list][2] > worst then worst = list[#list][2] end
+  end
+  return worst
+end
+for _, hit in ipairs(found) do
+  local id = hit[1]
+  -- Nearest first: once every group holds `keep` teams that beat the best any farther team
+  -- could do (its distance at the fastest speed), the rest cannot change the outcome.
+  if (tonumber(hit[2]) * 999 - 1) * q.road_factor / q.max_speed > ceiling + 0.001 then break end
+  if not q.excluded[id] and redis.call('EXISTS', 'dispatch:claim:' .. id) == 0 then
+    local u = redis.call('HMGET', 'dispatch:unit:' .. id, 'status', 'on_shift', 'agency_kind',
+                         'agency_role', 'agency_id', 'mode', 'skills', 'fix_ts', 'lat', 'lon',
+                         'home_zone_id')
+    if u[1] == 'available' and u[2] == '1' and u[8] and u[9] and u[10]
+       and tonumber(u[8]) >= q.min_fix_ts then
+      local kind = u[3]
+      local role = (u[4] and u[4] ~= '') and u[4] or 'station'
+      local rank = nil
+      for i, entry in ipairs(entries) do
+        if entry.kind == 'any' or (entry.kind == kind and (entry.role == '' or entry.role == role)) then
+          rank = i - 1
+          break
+        end
+      end
+      local ok = rank ~= nil
+      if ok and q.station ~= '' and kind == 'police' and role == 'station' and u[5] ~= q.station then
+        ok = false
+      end
+      if ok and q.bar_volunteers and kind == 'volunteer' then ok = false end
+      if ok and #q.skills > 0 then
+        local have = {}
+        for _, skill in ipairs(cjson.decode(u[7] or '[]')) do have[skill] = true end
+        for _, skill in ipairs(q.skills) do if not have[skill] then ok = false end end
+      end
+      if ok then
+        local speed = q.speeds[u[6]] or q.default_speed
+        local score = distance(tonumber(u[9]), tonumber(u[10])) * q.road_factor / speed
+                      + rank * q.rank_step
+        local away = (q.zone_id ~= '' and u[11] == q.zone_id) and 0 or 1
+        local row = {id, math.floor(score * 1000 + 0.5) / 1000, away}
+        offer(overall, row)
+        if kind ~= 'volunteer' then offer(escort, row) end
+        for i, entry in ipairs(entries) do
+          if entry.kind == 'any' or (entry.kind == kind and (entry.role == '' or entry.role == role)) then
+            offer(i, row)
+          end
+        end
+        if changed then
+          ceiling = recompute_ceiling()
+          changed = false
+        end
+      end
+    end
   end
 end
-if #out == 0 then return '[]' end
-return cjson.encode(out)
+local picked, out = {}, {}
+for g = 1, overall do
+  for _, row in ipairs(groups[g]) do
+    if not picked[row[1]] then
+      picked[row[1]] = true
+      out[#out + 1] = redis.call('HGETALL', 'dispatch:unit:' .. row[1])
+    end
+  end
+end
+return out
 """
 
 
-async def units_near(redis: Redis, *, district: str, lat: float, lon: float,
-                     radius_km: float) -> list[Unit]:
-    """Units with a position within the radius, nearest first, without a claim."""
-    found = await redis.eval(_UNITS_NEAR, 1, _geo_key(district), repr(lon), repr(lat),
-                             repr(radius_km))
-    units: list[Unit] = []
-    for data in json.loads(found):
-        unit = _unit_from(data) if data else None
-        if unit is not None:
-            units.append(unit)
-    return units
+async def candidates(redis: Redis, query: CandidateQuery) -> list[Unit]:
+    """Free teams near the incident that may answer it: at least the best `query.keep` of
+    each kind the category allows (see _CANDIDATES), unordered."""
+    found = await _run(redis, _CANDIDATES, [_geo_key(query.district)],
+                       [repr(query.lon), repr(query.lat), repr(query.radius_km),
+                        json.dumps(query.for_script())])
+    return [u for u in map(_unit_from_flat, found) if u is not None]
 
 
 async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]:
@@ -156,18 +284,25 @@ async def units_of_agency(redis: Redis, *, district: str, agency_id: str) -> lis
 # --- claims ---------------------------------------------------------------------------
 
 # A claim held by an order that is no longer live (or is this very order) does not block.
-_CLAIM = """
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] then return 1 end
-if cur then
-  local st = redis.call('HGET', 'dispatch:order:' .. cur, 'state')
-  if st == 'claiming' or st == 'offered' or st == 'acknowledged' or st == 'en_route'
-     or st == 'on_scene' then return 0 end
+_CLAIMABLE = """
+local function claimable(claim_key, unit_key, order_id, require_available)
+  local cur = redis.call('GET', claim_key)
+  if cur == order_id then return true end
+  if cur then
+    local st = redis.call('HGET', 'dispatch:order:' .. cur, 'state')
+    if st == 'claiming' or st == 'offered' or st == 'acknowledged' or st == 'en_route'
+       or st == 'on_scene' then return false end
+  end
+  if require_available == '1' then
+    if redis.call('HGET', unit_key, 'status') ~= 'available' then return false end
+    if redis.call('HGET', unit_key, 'on_shift') ~= '1' then return false end
+  end
+  return true
 end
-if ARGV[2] == '1' then
-  if redis.call('HGET', KEYS[2], 'status') ~= 'available' then return 0 end
-  if redis.call('HGET', KEYS[2], 'on_shift') ~= '1' then return 0 end
-end
+"""
+
+_CLAIM = _CLAIMABLE + """
+if not claimable(KEYS[1], KEYS[2], ARGV[1], ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
@@ -177,17 +312,48 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# A new order, its claim on the team (for orders that claim one), the team's place among the
+# incident's offered teams, its acknowledge deadline and its timeline entry, in one step:
+# either the team is claimed and the order is there, or nothing was written. Returns
+# {offered, first order of the incident}.
+_OFFER = _CLAIMABLE + """
+if ARGV[3] == '1' then
+  if not claimable(KEYS[3], KEYS[4], ARGV[1], ARGV[4]) then return {0, 0} end
+  redis.call('SET', KEYS[3], ARGV[1])
+end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[5])
+if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], 'ack:' .. ARGV[1]) end
+redis.call('RPUSH', KEYS[7], ARGV[7])
+local first = 0
+if ARGV[8] ~= '' then first = redis.call('HSETNX', KEYS[8], 'first_assigned_at', ARGV[8]) end
+return {1, first}
+"""
+
 
 async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
                      require_available: bool = True) -> bool:
     """Give the team this order unless it already holds one: one Lua call, so two dispatch
     replicas (or two incidents at once) can never give one team two open orders."""
-    return bool(await redis.eval(_CLAIM, 2, f"dispatch:claim:{team_id}", _unit_key(team_id),
-                                 order_id, "1" if require_available else "0"))
+    return bool(await _run(redis, _CLAIM, [f"dispatch:claim:{team_id}", _unit_key(team_id)],
+                           [order_id, "1" if require_available else "0"]))
 
 
 async def release_unit(redis: Redis, *, team_id: str, order_id: str) -> bool:
-    return bool(await redis.eval(_RELEASE, 1, f"dispatch:claim:{team_id}", order_id))
+    return bool(await _run(redis, _RELEASE, [f"dispatch:claim:{team_id}"], [order_id]))
+
+
+_FREE_WITH_WAITING = _FREE + """
+return free_with_waiting(KEYS[1], ARGV[1], KEYS[2])
+"""
+
+
+async def free_with_waiting(redis: Redis, *, team_id: str, district: str) -> bool:
+    """Whether the team is free (available, on shift, no claim) while incidents of the
+    district wait for one."""
+    return bool(await _run(redis, _FREE_WITH_WAITING, [_unit_key(team_id), _waiting_key(district)],
+                           [team_id]))
 
 
 async def claim_of(redis: Redis, team_id: str) -> str | None:
@@ -203,23 +369,71 @@ def _incident_key(incident_id: str) -> str:
 
 # One step: when the id was claimed (HSETNX) before the fields were written, a crash in
 # between left a record holding only its id, which reads as missing and which the
-# redelivered report then took for "exists already": the incident was lost for good.
+# redelivered report then took for "exists already": the incident was lost for good. The
+# status count and the first timeline entry go in the same step.
 _CREATE_INCIDENT = """
 if redis.call('HEXISTS', KEYS[1], 'district') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'incident_id', ARGV[1], unpack(cjson.decode(ARGV[3])))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[5], ARGV[5]) end
 return 1
 """
 
 
 async def create_incident(redis: Redis, *, incident_id: str, district: str, reported_ts: float,
-                          fields: dict[str, str]) -> bool:
-    """Store a new incident; False if it exists already (a redelivered report)."""
+                          fields: dict[str, str], entry: TimelineEntry | None = None) -> bool:
+    """Store a new incident (counted in its status, with its first timeline entry); False if
+    it exists already (a redelivered report)."""
     flat = [x for kv in fields.items() for x in kv]
-    return bool(await redis.eval(_CREATE_INCIDENT, 3, _incident_key(incident_id),
-                                 "dispatch:incidents", f"dispatch:district:{district}",
-                                 incident_id, repr(reported_ts), json.dumps(flat)))
+    return bool(await _run(
+        redis, _CREATE_INCIDENT,
+        [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
+         STATUS_COUNTS, f"dispatch:timeline:{incident_id}"],
+        [incident_id, repr(reported_ts), json.dumps(flat), fields["status"],
+         entry.model_dump_json() if entry else ""]))
+
+
+# An incident with its orders and the teams it was offered to, and whether an event was
+# already handled (KEYS[4], a first_time key; '' for none), in one round trip.
+_INCIDENT_STATE = """
+local incident = redis.call('HGETALL', KEYS[1])
+local orders = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local order = redis.call('HGETALL', 'dispatch:order:' .. id)
+  if #order > 0 then orders[#orders + 1] = order end
+end
+local seen = 0
+if KEYS[4] ~= '' then seen = redis.call('EXISTS', KEYS[4]) end
+return {incident, orders, redis.call('SMEMBERS', KEYS[3]), seen}
+"""
+
+
+@dataclass
+class IncidentState:
+    incident: dict[str, str] | None
+    orders: list[dict[str, str]]
+    offered: set[str]
+    seen: bool = False
+
+
+def _as_dict(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+async def incident_state(redis: Redis, incident_id: str, *, seen: str | None = None
+                         ) -> IncidentState:
+    """The incident, its orders and offered teams; with `seen`, whether first_time(seen)
+    was already marked."""
+    incident, orders, offered_, was_seen = await _run(
+        redis, _INCIDENT_STATE, [_incident_key(incident_id), f"dispatch:orders:{incident_id}",
+                                 f"dispatch:offered:{incident_id}",
+                                 _seen_key(seen) if seen else ""], [])
+    data = _as_dict(incident)
+    return IncidentState(incident=data if data.get("district") else None,
+                         orders=[_as_dict(o) for o in orders], offered=set(offered_),
+                         seen=bool(was_seen))
 
 
 async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
@@ -238,15 +452,20 @@ async def set_if_absent(redis: Redis, incident_id: str, name: str, value: str) -
 STATUS_COUNTS = "dispatch:status-counts"
 
 
-async def count_status_change(redis: Redis, old: str | None, new: str) -> None:
-    """Keeps the number of incidents in each status (for the metrics) as statuses change."""
-    if old == new:
-        return
-    async with redis.pipeline(transaction=True) as pipe:
-        if old:
-            pipe.hincrby(STATUS_COUNTS, old, -1)
-        pipe.hincrby(STATUS_COUNTS, new, 1)
-        await pipe.execute()
+def queue_incident_change(pipe: Pipeline, incident_id: str, changes: dict[str, str], *,
+                          old_status: str, entry: TimelineEntry) -> None:
+    """Queue on `pipe` an incident's new fields, the status counts (kept for the metrics as
+    statuses change) and its timeline entry."""
+    pipe.hset(_incident_key(incident_id), mapping=changes)
+    new_status = changes.get("status", old_status)
+    if new_status != old_status:
+        pipe.hincrby(STATUS_COUNTS, old_status, -1)
+        pipe.hincrby(STATUS_COUNTS, new_status, 1)
+    pipe.rpush(f"dispatch:timeline:{incident_id}", entry.model_dump_json())
+
+
+def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, str]) -> None:
+    pipe.hset(_incident_key(incident_id), mapping=fields)
 
 
 async def incr_incident(redis: Redis, incident_id: str, name: str, by: int = 1) -> int:
@@ -270,6 +489,10 @@ async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str
 
 async def add_waiting(redis: Redis, *, district: str, incident_id: str, ts: float) -> None:
     await redis.zadd(_waiting_key(district), {incident_id: ts})
+
+
+def queue_not_waiting(pipe: Pipeline, *, district: str, incident_id: str) -> None:
+    pipe.zrem(_waiting_key(district), incident_id)
 
 
 async def remove_waiting(redis: Redis, *, district: str, incident_id: str) -> None:
@@ -304,9 +527,32 @@ async def save_order(redis: Redis, *, order_id: str, incident_id: str,
         await pipe.execute()
 
 
+async def offer_order(redis: Redis, *, order_id: str, incident_id: str, fields: dict[str, str],
+                      claim: bool, require_available: bool, ack_by: datetime | None,
+                      entry: TimelineEntry, first_assignment_at: str | None) -> tuple[bool, bool]:
+    """Write a new order and, if `claim`, claim its team, in one step (_OFFER); (offered,
+    first order of the incident to count for time-to-assign)."""
+    flat = [x for kv in {"order_id": order_id, "incident_id": incident_id, **fields}.items()
+            for x in kv]
+    team_id = fields["team_id"]
+    offered_, first = await _run(
+        redis, _OFFER,
+        [_order_key(order_id), f"dispatch:orders:{incident_id}", f"dispatch:claim:{team_id}",
+         _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
+         f"dispatch:timeline:{incident_id}", _incident_key(incident_id)],
+        [order_id, json.dumps(flat), "1" if claim else "0", "1" if require_available else "0",
+         team_id, repr(ack_by.timestamp()) if ack_by else "", entry.model_dump_json(),
+         first_assignment_at or ""])
+    return bool(offered_), bool(first)
+
+
 async def get_order(redis: Redis, order_id: str) -> dict[str, str] | None:
     data = await redis.hgetall(_order_key(order_id))
     return data or None
+
+
+def queue_order_change(pipe: Pipeline, order_id: str, fields: dict[str, str]) -> None:
+    pipe.hset(_order_key(order_id), mapping=fields)
 
 
 async def update_order(redis: Redis, order_id: str, fields: dict[str, str]) -> None:
@@ -337,18 +583,25 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # --- idempotency of consumed events ---------------------------------------------------
 
 
-async def first_time(redis: Redis, key: str, ttl_s: int = 7 * 86400) -> bool:
+SEEN_TTL_S = 7 * 86400
+
+
+def _seen_key(key: str) -> str:
+    return f"dispatch:seen:{key}"
+
+
+async def first_time(redis: Redis, key: str, ttl_s: int = SEEN_TTL_S) -> bool:
     """True the first time `key` is seen (an event id, or a business key)."""
-    return bool(await redis.set(f"dispatch:seen:{key}", "1", nx=True, ex=ttl_s))
+    return bool(await redis.set(_seen_key(key), "1", nx=True, ex=ttl_s))
 
 
 async def seen(redis: Redis, key: str) -> bool:
     """Whether `key` was marked by `first_time` (a step that marks itself done at its end)."""
-    return bool(await redis.exists(f"dispatch:seen:{key}"))
+    return bool(await redis.exists(_seen_key(key)))
 
 
 async def forget(redis: Redis, key: str) -> None:
-    await redis.delete(f"dispatch:seen:{key}")
+    await redis.delete(_seen_key(key))
 
 
 # --- timers ---------------------------------------------------------------------------
@@ -368,6 +621,10 @@ async def schedule(redis: Redis, member: str, at: datetime) -> None:
     await redis.zadd(TIMERS, {member: at.timestamp()})
 
 
+def queue_cancel(pipe: Pipeline, member: str) -> None:
+    pipe.zrem(TIMERS, member)
+
+
 async def cancel(redis: Redis, member: str) -> None:
     await redis.zrem(TIMERS, member)
 
@@ -376,7 +633,7 @@ async def lease_due(redis: Redis, *, lease_s: float, limit: int = 100) -> tuple[
     """Due timers, and the time their lease runs out."""
     now = time.time()
     until = now + lease_s
-    return await redis.eval(_LEASE_DUE, 1, TIMERS, repr(now), repr(until), limit), until
+    return await _run(redis, _LEASE_DUE, [TIMERS], [repr(now), repr(until), limit]), until
 
 
 _FINISH = """
@@ -388,7 +645,7 @@ return 1
 
 async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
     """Remove a handled timer, unless its handler scheduled it again for later."""
-    await redis.eval(_FINISH, 1, TIMERS, member, repr(leased_until + 0.001))
+    await _run(redis, _FINISH, [TIMERS], [member, repr(leased_until + 0.001)])
 
 
 async def timer_at(redis: Redis, member: str) -> float | None:
@@ -396,8 +653,9 @@ async def timer_at(redis: Redis, member: str) -> float | None:
     return float(score) if score is not None else None
 
 
-async def set_if_absent_order(redis: Redis, order_id: str, name: str, value: str) -> None:
-    await redis.hsetnx(_order_key(order_id), name, value)
+def queue_order_first(pipe: Pipeline, order_id: str, name: str, value: str) -> None:
+    """Queue setting an order's field unless it has a value already."""
+    pipe.hsetnx(_order_key(order_id), name, value)
 
 
 # --- dispatcher tokens (the command room's people) --------------------------------------

@@ -1,8 +1,9 @@
 """Two plain ASGI apps run under uvicorn by the benchmark.
 
 `app`: the floor of intake's HTTP path: reads the body and does one XADD, answers 202.
-`zones`: a stand-in for volunteers' `GET /v1/zones/lookup`, so dispatch's hop pays for its
-zone lookup round trip without measuring volunteers.
+`zones`: a stand-in for volunteers' `GET /v1/zones?district=` (one zone covering the
+benchmark's city), so dispatch's hop reads zones as it does against volunteers without
+measuring volunteers.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await _answer(send, 202, {"incident_id": uuid.uuid4().hex, "status": "reported"})
 
 
-ZONE = {"zone_id": "bench-zone", "zone_name": "Bench zone", "owner_agency_id": "bench-ps"}
+ZONE = {"zone_id": "bench-zone", "name": "Bench zone", "owner_agency_id": "bench-ps",
+        "polygon": [[-180.0, -85.0], [180.0, -85.0], [180.0, 85.0], [-180.0, 85.0]]}
 
 
 async def zones(scope: Any, receive: Any, send: Any) -> None:
@@ -72,4 +74,5 @@ async def zones(scope: Any, receive: Any, send: Any) -> None:
             if kind == "shutdown":
                 return
     await _body(receive)
-    await _answer(send, 200, ZONE if scope["path"] != "/healthz" else {"status": "ok"})
+    await _answer(send, 200, {"status": "ok"} if scope["path"] == "/healthz" else {
+        "district": scope["query_string"].decode().partition("district=")[2], "zones": [ZONE]})

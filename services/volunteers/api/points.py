@@ -1,4 +1,4 @@
-"""Points and zone routes for the command room: the district leaderboard, point-to-zone lookup."""
+"""Points and zone routes: the district leaderboard, a district's zones, point-to-zone lookup."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
     ) -> dict[str, Any]:
         return {"district": district,
                 "entries": await points_store.leaderboard(redis, district, limit=limit)}
+
+    @router.get("/zones", summary="A district's zones with their polygons and owning stations "
+                "(admin; dispatch keeps a projection of them)")
+    async def district_zones(
+        _: Reader, district: Annotated[str, Query(min_length=1, max_length=64)],
+    ) -> dict[str, Any]:
+        index = await zones.index(district)
+        return {"district": district, "zones": [
+            {"zone_id": z.zone_id, "name": z.name, "owner_agency_id": z.owner_agency_id,
+             "polygon": [list(p) for p in z.polygon]} for z in index.zones]}
 
     @router.get("/zones/lookup", summary="The zone of a point, and its owning police station")
     async def zone_lookup(

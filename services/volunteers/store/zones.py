@@ -7,7 +7,8 @@ import json
 
 from redis.asyncio import Redis
 
-from ..domain.zones import Zone, ZoneIndex
+from shared.zones import Zone, ZoneIndex
+
 from . import keys
 
 

@@ -1,5 +1,7 @@
 """Point-to-zone lookup over a district's zones: an STRtree of prepared polygons.
 
+Shared because volunteers (which owns the zones) and dispatch (which keeps a projection of
+them for hand-overs and the home-zone tie-break) must agree on which zone holds a point.
 Where zones overlap (a community grid cell inside a station's territory), the smallest
 zone that covers the point wins: it is the most specific. A point on a border counts.
 """
@@ -33,6 +35,10 @@ class ZoneIndex:
 
     def __len__(self) -> int:
         return len(self._zones)
+
+    @property
+    def zones(self) -> tuple[Zone, ...]:
+        return tuple(self._zones)
 
     def lookup(self, *, lat: float, lon: float) -> Zone | None:
         point = Point(lon, lat)

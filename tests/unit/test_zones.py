@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.volunteers.domain.zones import Zone, ZoneIndex
+from shared.zones import Zone, ZoneIndex
 
 SQUARE = ((108.0, 22.0), (108.1, 22.0), (108.1, 22.1), (108.0, 22.1))
 CELL = ((108.02, 22.02), (108.04, 22.02), (108.04, 22.04), (108.02, 22.04))

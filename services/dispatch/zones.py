@@ -1,0 +1,76 @@
+"""Dispatch's projection of volunteers' zones: each district's polygons and owning police
+stations, read over HTTP (volunteers owns them) and kept fresh in the background, so an
+incident's zone is looked up in memory instead of by a call per incident that waited behind
+every position fix volunteers was serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+
+from shared.zones import Zone, ZoneIndex
+
+log = logging.getLogger(__name__)
+
+
+class ZoneProjection:
+    """Zones per district. A district is loaded when its first incident needs it (bounded by
+    the timeout: without zones an incident is still dispatched) and refreshed every
+    `refresh_s`, so a roster import that changes zones reaches dispatch within that time."""
+
+    def __init__(self, *, http: httpx.AsyncClient, volunteers_url: str, admin_token: str,
+                 timeout_s: float, refresh_s: float, retry_after_s: float = 5.0) -> None:
+        self._http = http
+        self._url = f"{volunteers_url}/v1/zones"
+        self._headers = {"Authorization": f"Bearer {admin_token}"}
+        self._timeout_s = timeout_s
+        self._refresh_s = refresh_s
+        self._retry_after_s = retry_after_s
+        self._indexes: dict[str, ZoneIndex] = {}
+        self._failed_at: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def lookup(self, district: str, *, lat: float, lon: float) -> Zone | None:
+        index = self._indexes.get(district) or await self._first_load(district)
+        return index.lookup(lat=lat, lon=lon) if index is not None else None
+
+    async def _first_load(self, district: str) -> ZoneIndex | None:
+        async with self._locks.setdefault(district, asyncio.Lock()):
+            if district in self._indexes:
+                return self._indexes[district]
+            # Volunteers unreachable: do not make every incident wait for the timeout again.
+            if time.monotonic() - self._failed_at.get(district, -1e9) < self._retry_after_s:
+                return None
+            return await self._load(district)
+
+    async def _load(self, district: str) -> ZoneIndex | None:
+        try:
+            response = await self._http.get(self._url, params={"district": district},
+                                            headers=self._headers, timeout=self._timeout_s)
+            response.raise_for_status()
+            index = ZoneIndex(
+                Zone(zone_id=z["zone_id"], name=z["name"], owner_agency_id=z["owner_agency_id"],
+                     polygon=tuple((float(x), float(y)) for x, y in z["polygon"]))
+                for z in response.json()["zones"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self._failed_at[district] = time.monotonic()
+            log.warning("zones of district %s not loaded: %s", district, type(exc).__name__)
+            return None
+        self._indexes[district] = index
+        self._failed_at.pop(district, None)
+        return index
+
+    async def keep_fresh(self, stop: asyncio.Event) -> None:
+        """Reload every known district's zones every `refresh_s` until `stop` is set; a failed
+        reload keeps the zones dispatch had."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._refresh_s)
+            for district in list(self._indexes):
+                if stop.is_set():
+                    break
+                await self._load(district)
