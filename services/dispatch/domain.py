@@ -118,6 +118,11 @@ def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy:
     return now - unit.fix_at <= timedelta(seconds=policy.fix_max_age_s)
 
 
+def may_answer(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime) -> bool:
+    """Whether the team could be sent to the incident at all (free, allowed, fresh fix)."""
+    return is_eligible(unit, policy.categories[incident.category], incident, policy, now)
+
+
 def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Policy,
                     now: datetime) -> list[Ranked]:
     """Eligible units, best first: ETA plus 3 minutes per place below first; home zone breaks ties."""

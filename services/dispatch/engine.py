@@ -680,7 +680,16 @@ class Dispatcher:
         if freed and not known_free and not await store.free_with_waiting(
                 self.redis, team_id=freed, district=district):
             return
-        for incident_id in await store.waiting(self.redis, district):
+        waiting = await store.waiting(self.redis, district)
+        unit = await store.get_unit(self.redis, freed) if freed and waiting else None
+        if unit is not None:
+            # Only the incidents this team may answer: trying each waiting incident in turn,
+            # under its lock, cost dozens of round trips per freed team with a backlog of
+            # incidents it could not serve, on the consumers that handle answers in order.
+            now = utcnow()
+            waiting = [inc["incident_id"] for inc in await store.incidents_bulk(self.redis, waiting)
+                       if domain.may_answer(unit, self._facts(inc, set()), self.policy, now)]
+        for incident_id in waiting:
             async with self._locked(incident_id):
                 await self._fill(incident_id)
             if freed and await store.claim_of(self.redis, freed):
