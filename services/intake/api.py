@@ -11,7 +11,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import audit, streams
+from shared import audit
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import ApiError, Principal, forbidden, not_found, require
 from shared.policy import Policy
@@ -88,35 +88,39 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         reported_at = body.reported_at or utcnow()
-        try:
-            existing = await _existing(who.subject, body.external_ref)
-            if existing is not None:
-                if existing.get("published") != "1":
-                    await _publish(existing["incident_id"], body, who, flags, priority,
-                                   reported_at, existing.get("linked_to") or None)
-                response.status_code = 200
-                return _accepted(existing)
-            linked_to = find_duplicate(
-                new_at=reported_at,
-                new_location=body.location,
-                candidates=await store.nearby_open(
-                    redis, district=body.district, category=body.category,
-                    location=body.location, radius_m=policy.duplicate_radius_m,
-                ),
-                policy=policy,
-            )
-            incident_id = new_id("inc")
-            recorded = await store.record_incident(
+        trace_id = current_trace_id()
+        incident_id = new_id("inc")
+
+        async def record(linked_to: str | None, *, look_near: bool) -> store.Recording:
+            return await store.record_incident(
                 redis, incident_id=incident_id, system_id=who.subject,
                 external_ref=body.external_ref, category=body.category, priority=priority,
                 district=body.district, location=body.location, reported_at=reported_at,
-                linked_to=linked_to, trace_id=current_trace_id(),
+                linked_to=linked_to, trace_id=trace_id,
+                unless_near_m=policy.duplicate_radius_m if look_near else None,
             )
-            if recorded != incident_id:  # a concurrent retry of the same ref won
+
+        try:
+            recording = await record(None, look_near=True)
+            if recording.existing_id is not None:
+                existing = recording.existing
+                # Unmarked: its publish failed, or another request for this ref is still at
+                # it; publishing again costs at most a duplicate (delivery is at least once).
+                if existing and existing.get("published") != "1":
+                    await _publish(existing["incident_id"], body, who, flags, priority,
+                                   reported_at, existing.get("linked_to") or None, trace_id)
                 response.status_code = 200
-                data = await store.get_incident(redis, recorded)
-                return _accepted(data or {"incident_id": recorded})
-            await _publish(incident_id, body, who, flags, priority, reported_at, linked_to)
+                return _accepted(existing or {"incident_id": recording.existing_id})
+            linked_to: str | None = None
+            if recording.near:
+                linked_to = find_duplicate(new_at=reported_at, new_location=body.location,
+                                           candidates=list(recording.near), policy=policy)
+                recording = await record(linked_to, look_near=False)
+                if recording.existing_id is not None:  # a concurrent retry of the same ref won
+                    response.status_code = 200
+                    return _accepted(recording.existing or {"incident_id": recording.existing_id})
+            await _publish(incident_id, body, who, flags, priority, reported_at, linked_to,
+                           trace_id)
         except RedisError as exc:
             log.error("incident not accepted, Redis unavailable: %s", type(exc).__name__)
             raise ApiError(503, "unavailable", "the incident was not accepted; retry") from exc
@@ -126,35 +130,23 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             result["linked_to"] = linked_to
         return result
 
-    async def _existing(system_id: str, external_ref: str) -> dict[str, str] | None:
-        incident_id = await redis.get(f"intake:ref:{system_id}:{external_ref}")
-        if not incident_id:
-            return None
-        return await store.get_incident(redis, incident_id)
-
     async def _publish(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[str, ...],
-                       priority: str, reported_at: Any, linked_to: str | None) -> None:
+                       priority: str, reported_at: Any, linked_to: str | None,
+                       trace_id: str | None) -> None:
+        """Publishes incident.reported; where the server can, waits for its fsync: 202 means
+        fsynced."""
         event = IncidentReported(
             district=body.district, incident_id=incident_id, system_id=who.subject,
             external_ref=body.external_ref, category=body.category, priority=priority,
             flags=flags, location=body.location, description=body.description,
-            caller=body.caller, reported_at=reported_at, trace_id=current_trace_id(),
+            caller=body.caller, reported_at=reported_at, trace_id=trace_id,
             linked_to=linked_to,
         )
-        await durable_publish(event)
-        await store.mark_published(redis, incident_id)
-
-    async def durable_publish(event: IncidentReported) -> None:
-        """XADD, and where the server can, WAITAOF on the same connection: 202 means fsynced."""
-        if settings.waitaof_timeout_ms <= 0 or not await _aof_wait_supported():
-            await broker.publish(event, stream=streams.INCIDENT_REPORTED.name)
-            return
-        # WAITAOF covers the writes of its own connection, hence one pipeline for both.
-        async with redis.pipeline(transaction=False) as pipe:
-            await broker.publish(event, stream=streams.INCIDENT_REPORTED.name, pipeline=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, settings.waitaof_timeout_ms)
-            _, (local, _replicas) = await pipe.execute()
-        if int(local) < 1:
+        durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
+        if not await store.publish_reported(
+            redis, broker=broker, event=event,
+            waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
+        ):
             raise ApiError(503, "unavailable", "the incident could not be made durable; retry")
 
     _aof_support: dict[str, bool] = {}

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
-from shared.events import IncidentClosed, IncidentUpdated, Location, new_id, utcnow
+from shared import streams
+from shared.events import IncidentClosed, IncidentReported, IncidentUpdated, Location, new_id, utcnow
 
 from .domain import OpenIncident
 
@@ -40,14 +43,23 @@ async def create_system(redis: Redis, *, name: str, districts: list[str]) -> tup
     return system_id, api_key
 
 
+# Key -> system in one round trip, always current: a revoked key (its entry deleted)
+# resolves to nothing.
+_SYSTEM_FOR_KEY = """
+local system_id = redis.call('GET', KEYS[1])
+if not system_id then return false end
+local s = redis.call('HMGET', 'intake:system:' .. system_id, 'name', 'districts')
+if not s[2] then return false end
+return {system_id, s[1], s[2]}
+"""
+
+
 async def system_for_key(redis: Redis, api_key: str) -> dict[str, Any] | None:
-    system_id = await redis.get(f"intake:key:{_hash(api_key)}")
-    if not system_id:
+    found = await redis.eval(_SYSTEM_FOR_KEY, 1, f"intake:key:{_hash(api_key)}")
+    if not found:
         return None
-    data = await redis.hgetall(f"intake:system:{system_id}")
-    if not data:
-        return None
-    return {"system_id": system_id, "name": data["name"], "districts": json.loads(data["districts"])}
+    system_id, name, districts = found
+    return {"system_id": system_id, "name": name, "districts": json.loads(districts)}
 
 
 async def revoke_system(redis: Redis, system_id: str) -> bool:
@@ -77,21 +89,52 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # --- incidents ------------------------------------------------------------------------
 
 # Claims the (system, external_ref) pair and writes the record in one step, so a retry
-# finds either nothing or the whole record.
+# finds either nothing or the whole record (returned with the id it already has). Asked to
+# look first (a radius in ARGV[4]), it writes nothing while an incident of the category is
+# open that near, and returns those incidents instead: whether one is a duplicate is the
+# domain's call, and the caller comes back with it. Most reports have no such neighbour, so
+# they take this one round trip. Entries whose record is gone leave the index on the way.
 _RECORD = """
 local existing = redis.call('GET', KEYS[1])
-if existing then return existing end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[2])))
-if ARGV[3] ~= '' then
-  redis.call('GEOADD', KEYS[3], ARGV[4], ARGV[5], ARGV[1])
+if existing then
+  return {'existing', existing, redis.call('HGETALL', 'intake:incident:' .. existing)}
 end
-return ARGV[1]
+if ARGV[4] ~= '' then
+  local near = {}
+  local ids = redis.call('GEOSEARCH', KEYS[3], 'FROMLONLAT', ARGV[2], ARGV[3],
+                         'BYRADIUS', ARGV[4], 'm')
+  for _, id in ipairs(ids) do
+    local c = redis.call('HMGET', 'intake:incident:' .. id, 'status', 'reported_at', 'lat', 'lon')
+    if c[1] then
+      table.insert(near, {id, c[1], c[2], c[3], c[4]})
+    else
+      redis.call('ZREM', KEYS[3], id)
+    end
+  end
+  if #near > 0 then return {'near', near} end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[6])))
+if ARGV[5] == '1' then
+  redis.call('GEOADD', KEYS[3], ARGV[2], ARGV[3], ARGV[1])
+end
+return {'recorded', ARGV[1]}
 """
 
 
 def _open_index(district: str, category: str) -> str:
     return f"intake:open:{district}:{category}"
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """What `record_incident` did: found the ref already taken (`existing_id`, with its
+    record, empty if that is gone), found open incidents `near` and wrote nothing, or
+    recorded the new incident (neither)."""
+
+    existing_id: str | None = None
+    existing: dict[str, str] = field(default_factory=dict)
+    near: tuple[OpenIncident, ...] = ()
 
 
 async def record_incident(
@@ -107,8 +150,10 @@ async def record_incident(
     reported_at: datetime,
     linked_to: str | None,
     trace_id: str | None,
-) -> str:
-    """Store a new incident; returns the id already recorded for this ref, if any."""
+    unless_near_m: float | None = None,
+) -> Recording:
+    """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
+    open incident of its category is within that many metres."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -128,23 +173,64 @@ async def record_incident(
         "trace_id": trace_id or "",
         "flagged": "0",
     }
-    flat = [x for kv in fields.items() for x in kv]
-    return await redis.eval(
+    outcome, *found = await redis.eval(
         _RECORD,
         3,
         f"intake:ref:{system_id}:{external_ref}",
         f"intake:incident:{incident_id}",
         _open_index(district, category),
         incident_id,
-        json.dumps(flat),
-        "" if linked_to else "1",
         repr(location.lon),
         repr(location.lat),
+        "" if unless_near_m is None else repr(unless_near_m),
+        "" if linked_to else "1",
+        json.dumps([x for kv in fields.items() for x in kv]),
     )
+    # Our own id: redis-py ran the script again after losing the first reply.
+    if outcome == "existing" and found[0] != incident_id:
+        existing_id, flat = found
+        return Recording(existing_id=existing_id,
+                         existing=dict(zip(flat[::2], flat[1::2], strict=True)))
+    if outcome == "near":
+        return Recording(near=tuple(
+            OpenIncident(incident_id=near_id, status=status,
+                         reported_at=datetime.fromisoformat(at),
+                         location=Location(lat=float(lat), lon=float(lon)))
+            for near_id, status, at, lat, lon in found[0]
+        ))
+    return Recording()
 
 
-async def mark_published(redis: Redis, incident_id: str) -> None:
-    await redis.hset(f"intake:incident:{incident_id}", "published", "1")
+async def publish_reported(redis: Redis, *, broker: RedisBroker, event: IncidentReported,
+                           waitaof_timeout_ms: int | None = None) -> bool:
+    """XADD the event and mark its incident published, in one round trip; given a timeout,
+    WAITAOF after them on the same connection, as it covers only that connection's writes.
+
+    False: the fsync was not confirmed in time; the incident is left unmarked, so a retry of
+    its report publishes it again.
+    """
+    key = f"intake:incident:{event.incident_id}"
+    # No MULTI: inside one, WAITAOF would answer at once instead of waiting. Nor would it
+    # guard the mark (Redis runs the rest of a transaction past a failed command); what
+    # refuses the XADD (OOM, READONLY, MISCONF) refuses the mark after it as well.
+    async with redis.pipeline(transaction=False) as pipe:
+        await broker.publish(event, stream=streams.INCIDENT_REPORTED.name, pipeline=pipe)
+        pipe.hset(key, "published", "1")
+        if waitaof_timeout_ms is not None:
+            pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
+        replies = await pipe.execute(raise_on_error=False)
+    if isinstance(replies[0], Exception):
+        # Refused while the mark went through (a wrong type, a permission): unmark, so the
+        # caller's retry publishes instead of finding the incident "published".
+        await redis.hset(key, "published", "0")
+        raise replies[0]
+    for reply in replies[1:]:
+        if isinstance(reply, Exception):
+            raise reply
+    if waitaof_timeout_ms is not None and int(replies[-1][0]) < 1:
+        await redis.hset(key, "published", "0")
+        return False
+    return True
 
 
 async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
@@ -154,30 +240,6 @@ async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
 
 async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in await redis.lrange(f"intake:timeline:{incident_id}", 0, -1)]
-
-
-async def nearby_open(
-    redis: Redis, *, district: str, category: str, location: Location, radius_m: float
-) -> list[OpenIncident]:
-    key = _open_index(district, category)
-    ids = await redis.geosearch(
-        key, longitude=location.lon, latitude=location.lat, radius=radius_m, unit="m"
-    )
-    found: list[OpenIncident] = []
-    for incident_id in ids:
-        data = await redis.hgetall(f"intake:incident:{incident_id}")
-        if not data:
-            await redis.zrem(key, incident_id)
-            continue
-        found.append(
-            OpenIncident(
-                incident_id=incident_id,
-                status=data["status"],
-                reported_at=datetime.fromisoformat(data["reported_at"]),
-                location=Location(lat=float(data["lat"]), lon=float(data["lon"])),
-            )
-        )
-    return found
 
 
 # Applies an update only if it is newer than what we hold; the timeline entry is appended

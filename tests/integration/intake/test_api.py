@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import redis
 
 from services.intake.config import Settings
 from services.intake.main import create_app
@@ -137,3 +140,68 @@ async def test_categories_list_priorities_and_agency_kinds(intake) -> None:
     assert rows["violence"]["priority"] == "P1"
     assert rows["dispute"]["agency_kinds"] == ["police:patrol", "security", "police:station"]
     assert len(rows) == 13
+
+
+async def test_concurrent_retries_of_one_ref_get_one_incident(intake, clean_redis) -> None:
+    key = await system_key(intake, ["d1"])
+    replies = await asyncio.gather(*(intake.post("/v1/incidents", headers=key, json=incident())
+                                     for _ in range(8)))
+    assert sorted(r.status_code for r in replies) == [200] * 7 + [202]
+    [incident_id] = {r.json()["incident_id"] for r in replies}
+    # A retry that finds the incident not yet marked published publishes it again (at least
+    # once), but never an incident of its own.
+    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert events and {e.incident_id for e in events} == {incident_id}
+
+
+async def test_concurrent_retries_near_an_open_incident_get_one_incident(intake,
+                                                                         clean_redis) -> None:
+    key = await system_key(intake, ["d1"])
+    first = (await intake.post("/v1/incidents", headers=key, json=incident())).json()
+    replies = await asyncio.gather(*(intake.post("/v1/incidents", headers=key, json=incident(
+        "r2", location={"lat": 22.8009, "lon": 108.3})) for _ in range(4)))
+    assert sorted(r.status_code for r in replies) == [200] * 3 + [202]
+    assert {(r.json()["incident_id"], r.json()["linked_to"]) for r in replies} == {
+        (replies[0].json()["incident_id"], first["incident_id"])}
+    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert [e.linked_to for e in events] == [None, first["incident_id"]]
+
+
+async def test_a_retry_publishes_an_incident_whose_publish_was_lost(intake, clean_redis) -> None:
+    key = await system_key(intake, ["d1"])
+    accepted = (await intake.post("/v1/incidents", headers=key, json=incident())).json()
+    # As if intake died between recording the incident and publishing it.
+    r = redis.Redis.from_url(clean_redis)
+    r.delete(streams.INCIDENT_REPORTED.name)
+    r.hset(f"intake:incident:{accepted['incident_id']}", "published", "0")
+    r.close()
+    again = await intake.post("/v1/incidents", headers=key, json=incident())
+    assert again.status_code == 200 and again.json() == accepted
+    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert [e.incident_id for e in events] == [accepted["incident_id"]]
+    assert (await intake.post("/v1/incidents", headers=key, json=incident())).status_code == 200
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+
+
+async def test_a_report_near_only_an_old_open_incident_is_new_and_later_ones_link_to_it(
+        intake) -> None:
+    key = await system_key(intake, ["d1"])
+    old = (await intake.post("/v1/incidents", headers=key, json=incident(
+        reported_at=(datetime.now(UTC) - timedelta(minutes=11)).isoformat()))).json()
+    fresh = await intake.post("/v1/incidents", headers=key, json=incident(
+        "r2", location={"lat": 22.8009, "lon": 108.3}))
+    assert fresh.status_code == 202 and fresh.json()["status"] == "reported"
+    later = (await intake.post("/v1/incidents", headers=key, json=incident(
+        "r3", location={"lat": 22.8018, "lon": 108.3}))).json()  # 100 m from fresh
+    assert later["status"] == "linked" and later["linked_to"] == fresh.json()["incident_id"]
+    assert old["incident_id"] not in (fresh.json()["incident_id"], later["linked_to"])
+
+
+async def test_a_key_whose_system_record_is_gone_is_refused(intake, clean_redis) -> None:
+    r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "door", "districts": ["d1"]})
+    key = {"Authorization": f"Bearer {r.json()['api_key']}"}
+    assert (await intake.get("/v1/categories", headers=key)).status_code == 200
+    sync = redis.Redis.from_url(clean_redis)
+    sync.delete(f"intake:system:{r.json()['system_id']}")
+    sync.close()
+    assert (await intake.get("/v1/categories", headers=key)).status_code == 401

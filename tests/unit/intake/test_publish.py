@@ -1,0 +1,103 @@
+"""The durable publish: XADD, the published mark and WAITAOF in one round trip on one
+connection (Redis 7.2+, so a hand-written fake stands in for the server here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from faststream.redis import RedisBroker
+
+from services.intake import store
+from shared import streams
+from shared.events import IncidentReported, Location
+
+
+class FakePipeline:
+    def __init__(self, redis: FakeRedis, *, transaction: bool) -> None:
+        self.redis = redis
+        self.transaction = transaction
+        self.queued: list[tuple[Any, ...]] = []
+        self.executed = False
+
+    async def __aenter__(self) -> FakePipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def xadd(self, name: str, fields: dict[str, bytes], maxlen: int | None = None
+                   ) -> FakePipeline:  # FastStream awaits what it queues
+        self.queued.append(("XADD", name))
+        return self
+
+    def hset(self, key: str, field: str, value: str) -> FakePipeline:
+        self.queued.append(("HSET", key, field, value))
+        return self
+
+    def execute_command(self, *args: Any) -> FakePipeline:
+        self.queued.append(args)
+        return self
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        self.executed = True
+        replies = {"XADD": "1-0", "HSET": 0, "WAITAOF": [self.redis.fsynced, 0]}
+        return [replies[command[0]] for command in self.queued]
+
+
+class FakeRedis:
+    """Answers WAITAOF with `fsynced` local copies; records every later write."""
+
+    def __init__(self, *, fsynced: int) -> None:
+        self.fsynced = fsynced
+        self.pipelines: list[FakePipeline] = []
+        self.after: list[tuple[Any, ...]] = []
+
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        pipe = FakePipeline(self, transaction=transaction)
+        self.pipelines.append(pipe)
+        return pipe
+
+    async def hset(self, key: str, field: str, value: str) -> int:
+        self.after.append(("HSET", key, field, value))
+        return 0
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[RedisBroker]:
+    async with RedisBroker("redis://127.0.0.1:1") as connected:  # connects lazily: no server
+        yield connected
+
+
+def event() -> IncidentReported:
+    return IncidentReported(district="d1", incident_id="inc_1", system_id="sys_1",
+                            external_ref="r1", category="noise", priority="P4",
+                            location=Location(lat=22.8, lon=108.3),
+                            reported_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC))
+
+
+async def test_waitaof_follows_the_xadd_and_the_mark_on_the_same_connection(broker) -> None:
+    redis = FakeRedis(fsynced=1)
+    assert await store.publish_reported(redis, broker=broker, event=event(),  # type: ignore[arg-type]
+                                        waitaof_timeout_ms=1000)
+    [pipe] = redis.pipelines
+    assert not pipe.transaction and pipe.executed  # inside MULTI, WAITAOF would not wait
+    assert pipe.queued == [("XADD", streams.INCIDENT_REPORTED.name),
+                           ("HSET", "intake:incident:inc_1", "published", "1"),
+                           ("WAITAOF", 1, 0, 1000)]
+    assert redis.after == []
+
+
+async def test_an_unconfirmed_fsync_leaves_the_incident_for_a_retry_to_publish(broker) -> None:
+    redis = FakeRedis(fsynced=0)
+    assert not await store.publish_reported(redis, broker=broker, event=event(),  # type: ignore[arg-type]
+                                            waitaof_timeout_ms=1000)
+    assert redis.after == [("HSET", "intake:incident:inc_1", "published", "0")]
+
+
+async def test_without_a_timeout_nothing_waits(broker) -> None:
+    redis = FakeRedis(fsynced=0)
+    assert await store.publish_reported(redis, broker=broker, event=event())  # type: ignore[arg-type]
+    assert [command[0] for command in redis.pipelines[0].queued] == ["XADD", "HSET"]
