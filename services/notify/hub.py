@@ -109,6 +109,16 @@ class Connection:
                 return
 
 
+# The fan-out messages for a new and a withdrawn order: the store's scripts publish them
+# with the state change, in one round trip.
+def order_message(order_id: str) -> str:
+    return json.dumps({"event": "order", "order_id": order_id})
+
+
+def withdrawn_message(order_id: str) -> str:
+    return json.dumps({"event": "withdrawn", "order_id": order_id})
+
+
 class Hub:
     def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
@@ -189,17 +199,6 @@ class Hub:
         return len(conns)
 
     # --- fan-out ------------------------------------------------------------------------------
-
-    async def publish_order(self, team_id: str, order_id: str) -> int:
-        """Tells every replica; returns how many replicas hold a socket of this team."""
-        return await self._redis.publish(
-            store.fanout_channel(team_id), json.dumps({"event": "order", "order_id": order_id})
-        )
-
-    async def publish_withdrawn(self, team_id: str, order_id: str) -> int:
-        return await self._redis.publish(
-            store.fanout_channel(team_id), json.dumps({"event": "withdrawn", "order_id": order_id})
-        )
 
     async def publish_state(self, team_id: str, frame: dict[str, Any], *,
                             origin: str | None = None) -> int:

@@ -41,6 +41,10 @@ def _order(order_id: str) -> str:
     return f"notify:order:{order_id}"
 
 
+def _attempts(order_id: str) -> str:
+    return f"notify:order:{order_id}:attempts"
+
+
 def _open(team_id: str) -> str:
     return f"notify:team:{team_id}:open"
 
@@ -114,81 +118,103 @@ class OrderRecord:
 @dataclass(frozen=True, slots=True)
 class Saved:
     created: bool
-    pushed: bool  # the fan-out already went out (a redelivered event)
-    live: bool  # not withdrawn before it was issued
+    replicas: int | None  # replicas that heard the fan-out now; None: it did not go out now
 
 
 # Creates the order once; a redelivered order.issued finds it and changes nothing. A
 # withdrawal may have arrived first: then the order is kept withdrawn and never offered.
+# With a fan-out message (ARGV[11]) the same script publishes it on the team's channel,
+# records the attempt and marks the order pushed: one round trip per order, and no crash
+# can leave the order stored but never announced, or announced twice. An order stored
+# without its fan-out (`pushed` 0) gets it when its event comes again.
 _SAVE_ORDER = """
-if redis.call('HEXISTS', KEYS[1], 'event') == 1 then
-  return {0, redis.call('HGET', KEYS[1], 'pushed') or '0', redis.call('HGET', KEYS[1], 'state')}
-end
+local created = 1 - redis.call('HEXISTS', KEYS[1], 'event')
 local state = redis.call('HGET', KEYS[1], 'state') or 'issued'
-redis.call('HSET', KEYS[1], 'event', ARGV[2], 'team_id', ARGV[3], 'incident_id', ARGV[4],
-           'district', ARGV[5], 'trace', ARGV[6], 'state', state, 'pushed', '0',
-           'fallback_step', '0', 'issued_at', ARGV[7], 'updated_at', ARGV[10])
-redis.call('HSETNX', KEYS[1], 'answered', '0')
-redis.call('HSETNX', KEYS[1], 'received', '0')
-redis.call('EXPIRE', KEYS[1], ARGV[9])
-if state == 'issued' then
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
-  if ARGV[8] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[8], ARGV[1]) end
+if created == 0 then
+  if redis.call('HGET', KEYS[1], 'pushed') == '1' then return {0, -1} end
+else
+  redis.call('HSET', KEYS[1], 'event', ARGV[2], 'team_id', ARGV[3], 'incident_id', ARGV[4],
+             'district', ARGV[5], 'trace', ARGV[6], 'state', state, 'pushed', '0',
+             'fallback_step', '0', 'issued_at', ARGV[7], 'updated_at', ARGV[10])
+  redis.call('HSETNX', KEYS[1], 'answered', '0')
+  redis.call('HSETNX', KEYS[1], 'received', '0')
+  redis.call('EXPIRE', KEYS[1], ARGV[9])
+  if state == 'issued' then
+    redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+    if ARGV[8] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[8], ARGV[1]) end
+  end
 end
-return {1, '0', state}
+if ARGV[11] == '' or state == 'withdrawn' then return {created, -1} end
+local replicas = redis.call('PUBLISH', KEYS[4], ARGV[11])
+local outcome = 'no_socket'
+if replicas > 0 then outcome = 'fanned_out' end
+redis.call('RPUSH', KEYS[5], cjson.encode({at = ARGV[10], channel = 'websocket',
+           outcome = outcome, detail = replicas .. ' replica(s) with a socket of the team'}))
+redis.call('LTRIM', KEYS[5], -tonumber(ARGV[12]), -1)
+redis.call('EXPIRE', KEYS[5], ARGV[9])
+redis.call('HSET', KEYS[1], 'pushed', '1')
+return {created, replicas}
 """
 
 
 async def save_order(
     redis: Redis, order: OrderIssued, *, trace: dict[str, str], fallback_after_s: float | None,
-    ttl_s: int,
+    ttl_s: int, fan_out: str | None = None,
 ) -> Saved:
+    """Stores the order; with `fan_out`, also publishes that message to the team's replicas
+    unless it went out before (see _SAVE_ORDER)."""
     now = time.time()
-    created, pushed, state = await redis.eval(
-        _SAVE_ORDER, 3, _order(order.order_id), _open(order.team_id), FALLBACK,
+    created, heard = await redis.eval(
+        _SAVE_ORDER, 5, _order(order.order_id), _open(order.team_id), FALLBACK,
+        fanout_channel(order.team_id), _attempts(order.order_id),
         order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
         order.district, json.dumps(trace), repr(now),
         repr(now + fallback_after_s) if fallback_after_s is not None else "",
-        str(ttl_s), utcnow().isoformat(),
+        str(ttl_s), utcnow().isoformat(), fan_out or "", str(ATTEMPTS_KEPT),
     )
-    return Saved(created=bool(int(created)), pushed=pushed == "1", live=state != "withdrawn")
+    if heard < 0:
+        return Saved(created=bool(created), replicas=None)
+    DELIVERIES.add(1, {"channel": "websocket", "outcome": "fanned_out" if heard else "no_socket"})
+    return Saved(created=bool(created), replicas=heard)
 
 
-async def mark_pushed(redis: Redis, order_id: str, *, field: str = "pushed") -> None:
-    await redis.hset(_order(order_id), field, "1")
-
-
+# Marks the order withdrawn and, in the same script, tells the team's replicas (ARGV[8]) and
+# marks that done: a redelivered order.withdrawn finds it done and changes nothing.
 _WITHDRAW = """
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then
-  return redis.call('HGET', KEYS[1], 'withdraw_pushed') or '0'
+  if redis.call('HGET', KEYS[1], 'withdraw_pushed') == '1' then return 0 end
+else
+  local state = redis.call('HGET', KEYS[1], 'state')
+  if not state or state == 'issued' or state == 'acknowledged' or state == 'en_route'
+     or state == 'on_scene' then
+    redis.call('HSET', KEYS[1], 'state', 'withdrawn')
+  end
+  redis.call('HSET', KEYS[1], 'withdrawn', '1', 'withdraw_pushed', '0', 'withdraw_reason', ARGV[5],
+             'updated_at', ARGV[7])
+  redis.call('HSETNX', KEYS[1], 'team_id', ARGV[2])
+  redis.call('HSETNX', KEYS[1], 'incident_id', ARGV[3])
+  redis.call('HSETNX', KEYS[1], 'district', ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'issued' or state == 'acknowledged' or state == 'en_route'
-   or state == 'on_scene' then
-  redis.call('HSET', KEYS[1], 'state', 'withdrawn')
-end
-redis.call('HSET', KEYS[1], 'withdrawn', '1', 'withdraw_pushed', '0', 'withdraw_reason', ARGV[5],
-           'updated_at', ARGV[7])
-redis.call('HSETNX', KEYS[1], 'team_id', ARGV[2])
-redis.call('HSETNX', KEYS[1], 'incident_id', ARGV[3])
-redis.call('HSETNX', KEYS[1], 'district', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return '0'
+redis.call('PUBLISH', KEYS[4], ARGV[8])
+redis.call('HSET', KEYS[1], 'withdraw_pushed', '1')
+return 1
 """
 
 
 async def withdraw_order(
     redis: Redis, *, order_id: str, team_id: str, incident_id: str, district: str, reason: str,
-    ttl_s: int,
+    ttl_s: int, fan_out: str,
 ) -> bool:
-    """Marks the order withdrawn; True while its withdrawal has not been pushed yet."""
-    pushed = await redis.eval(
-        _WITHDRAW, 3, _order(order_id), _open(team_id), FALLBACK,
+    """Marks the order withdrawn and publishes `fan_out` to the team's replicas; True when
+    that happened now, False when an earlier delivery of the withdrawal already did it."""
+    return bool(await redis.eval(
+        _WITHDRAW, 4, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
         order_id, team_id, incident_id, district, reason, str(ttl_s), utcnow().isoformat(),
-    )
-    return pushed != "1"
+        fan_out,
+    ))
 
 
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
@@ -337,7 +363,7 @@ async def record_attempt(
         entry["member_id"] = member_id
     if detail is not None:
         entry["detail"] = detail[:200]
-    key = f"{_order(order_id)}:attempts"
+    key = _attempts(order_id)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.rpush(key, json.dumps(entry))
         pipe.ltrim(key, -ATTEMPTS_KEPT, -1)

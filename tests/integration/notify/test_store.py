@@ -1,0 +1,143 @@
+"""The store's scripts on a real Redis: an order is stored, announced and recorded at most once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from services.notify import store
+from services.notify.hub import order_message, withdrawn_message
+from shared.events import OrderIssued
+
+from .conftest import an_order
+
+SENTINEL = "end of test"
+TRACE = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+
+@pytest.fixture
+async def redis(clean_redis: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(clean_redis, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+class Listener:
+    """A replica's view of a team's fan-out channel."""
+
+    def __init__(self, redis: Redis, team_id: str) -> None:
+        self.redis = redis
+        self.channel = store.fanout_channel(team_id)
+        self.pubsub = redis.pubsub()
+
+    async def __aenter__(self) -> Listener:
+        await self.pubsub.subscribe(self.channel)
+        assert (await self.pubsub.get_message(timeout=5))["type"] == "subscribe"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.pubsub.aclose()
+
+    async def heard(self) -> list[dict[str, Any]]:
+        """Everything published so far: Redis delivers in order, so up to our own sentinel."""
+        await self.redis.publish(self.channel, SENTINEL)
+        messages = []
+        while True:
+            message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert message is not None, "the sentinel never came"
+            if message["data"] == SENTINEL:
+                return messages
+            messages.append(json.loads(message["data"]))
+
+
+async def save(redis: Redis, order: OrderIssued, *, fan_out: bool = True) -> store.Saved:
+    return await store.save_order(
+        redis, order, trace=TRACE, fallback_after_s=30.0, ttl_s=60,
+        fan_out=order_message(order.order_id) if fan_out else None,
+    )
+
+
+async def withdraw(redis: Redis, order: OrderIssued) -> bool:
+    return await store.withdraw_order(
+        redis, order_id=order.order_id, team_id=order.team_id, incident_id=order.incident_id,
+        district=order.district, reason="timeout", ttl_s=60,
+        fan_out=withdrawn_message(order.order_id),
+    )
+
+
+async def attempts(redis: Redis, order_id: str) -> list[dict[str, Any]]:
+    return (await store.deliveries(redis, order_id))["attempts"]
+
+
+async def test_a_redelivered_order_is_stored_announced_and_recorded_once(redis: Redis) -> None:
+    order = an_order("t1")
+    async with Listener(redis, "t1") as replica:
+        first = await save(redis, order)
+        again = await save(redis, order)
+        assert first == store.Saved(created=True, replicas=1)
+        assert again == store.Saved(created=False, replicas=None)
+        assert await replica.heard() == [{"event": "order", "order_id": order.order_id}]
+
+    record = await store.get_order(redis, order.order_id)
+    assert record is not None and record.order == order and record.state == "issued"
+    assert record.trace == TRACE  # the incident's trace continues from the stored context
+    assert [r.order_id for r in await store.open_orders(redis, "t1")] == [order.order_id]
+    assert await store.fallback_due_at(redis, order.order_id) is not None
+    [attempt] = await attempts(redis, order.order_id)
+    assert (attempt["channel"], attempt["outcome"], attempt["detail"]) == (
+        "websocket", "fanned_out", "1 replica(s) with a socket of the team")
+    assert attempt["at"]
+
+
+async def test_an_order_with_no_replica_listening_is_recorded_as_no_socket(redis: Redis) -> None:
+    order = an_order("t1")
+    assert await save(redis, order) == store.Saved(created=True, replicas=0)
+    assert [(a["outcome"], a["detail"]) for a in await attempts(redis, order.order_id)] == [
+        ("no_socket", "0 replica(s) with a socket of the team")]
+
+
+async def test_an_order_stored_without_its_fan_out_gets_it_when_its_event_comes_again(
+        redis: Redis) -> None:
+    order = an_order("t1")
+    async with Listener(redis, "t1") as replica:
+        assert await save(redis, order, fan_out=False) == store.Saved(created=True, replicas=None)
+        assert await replica.heard() == []
+        assert await attempts(redis, order.order_id) == []
+
+        assert await save(redis, order) == store.Saved(created=False, replicas=1)
+        assert await save(redis, order) == store.Saved(created=False, replicas=None)
+        assert await replica.heard() == [{"event": "order", "order_id": order.order_id}]
+    assert [a["outcome"] for a in await attempts(redis, order.order_id)] == ["fanned_out"]
+
+
+async def test_an_order_withdrawn_before_it_was_issued_is_stored_but_never_announced(
+        redis: Redis) -> None:
+    order = an_order("t1")
+    async with Listener(redis, "t1") as replica:
+        assert await withdraw(redis, order) is True
+        assert await save(redis, order) == store.Saved(created=True, replicas=None)
+        assert await save(redis, order) == store.Saved(created=False, replicas=None)
+        assert await replica.heard() == [{"event": "withdrawn", "order_id": order.order_id}]
+    record = await store.get_order(redis, order.order_id)
+    assert record is not None and record.order == order and record.state == "withdrawn"
+    assert await store.open_orders(redis, "t1") == []
+    assert await store.fallback_due_at(redis, order.order_id) is None
+    assert await attempts(redis, order.order_id) == []
+
+
+async def test_a_redelivered_withdrawal_is_announced_once(redis: Redis) -> None:
+    order = an_order("t1")
+    async with Listener(redis, "t1") as replica:
+        await save(redis, order)
+        assert await withdraw(redis, order) is True
+        assert await withdraw(redis, order) is False
+        assert await replica.heard() == [{"event": "order", "order_id": order.order_id},
+                                         {"event": "withdrawn", "order_id": order.order_id}]
+    record = await store.get_order(redis, order.order_id)
+    assert record is not None and record.withdrawn and record.state == "withdrawn"
+    assert await store.open_orders(redis, "t1") == []
+    assert await store.fallback_due_at(redis, order.order_id) is None
