@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -199,15 +200,21 @@ def describe_validation_error(exc: ValidationError) -> str:
 async def dead_letter(
     msg: RedisStreamMessage, *, group: str, reason: str, attempts: int
 ) -> None:
-    stream = msg.raw_message["channel"]
-    entry_id = msg.raw_message["message_ids"][0]
-    fields = msg.raw_message["data"]
+    await dead_letter_entry(
+        msg.consumer,  # the client this entry was read with
+        stream=msg.raw_message["channel"], entry_id=msg.raw_message["message_ids"][0],
+        fields=msg.raw_message["data"], group=group, reason=reason, attempts=attempts)
+
+
+async def dead_letter_entry(
+    redis: Redis, *, stream: str, entry_id: bytes | str, fields: Mapping[bytes, bytes],
+    group: str, reason: str, attempts: int,
+) -> None:
     payload = fields.get(b"__data__")
     if payload is None:
         payload = json.dumps(
             {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
         ).encode()
-    redis: Redis = msg.consumer  # the client this entry was read with
     await redis.xadd(
         f"dlq.{stream}",
         {
@@ -256,20 +263,17 @@ async def _undecoded(msg: RedisStreamMessage) -> bytes:
     return msg.body
 
 
-def consume(
-    broker: RedisBroker,
-    stream: streams.Stream,
-    model: type[E],
-    handler: Handler[E],
-    *,
-    settings: ServiceSettings,
-    group: str,
-    max_workers: int = 1,
-    batch: int = 16,
-) -> None:
-    """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering."""
+def _check_group(stream: streams.Stream, group: str) -> None:
     if group not in stream.consumers:
         raise ValueError(f"{group} is not a consumer of {stream.name} in shared.streams")
+
+
+def _processor(
+    stream: streams.Stream, model: type[E], handler: Handler[E], *, settings: ServiceSettings,
+    group: str,
+) -> Callable[[RedisStreamMessage, int], Awaitable[None]]:
+    """Parse, handle; dead-letter what will never parse, and what fails `max_deliveries`
+    times; raise otherwise (the entry stays pending for the reclaimer)."""
 
     async def process(msg: RedisStreamMessage, attempt: int) -> None:
         if unreadable := msg.headers.get(UNREADABLE):
@@ -299,6 +303,24 @@ def consume(
             )
             raise
 
+    return process
+
+
+def consume(
+    broker: RedisBroker,
+    stream: streams.Stream,
+    model: type[E],
+    handler: Handler[E],
+    *,
+    settings: ServiceSettings,
+    group: str,
+    max_workers: int = 1,
+    batch: int = 16,
+) -> None:
+    """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering."""
+    _check_group(stream, group)
+    process = _processor(stream, model, handler, settings=settings, group=group)
+
     reader = StreamSub(
         stream.name,
         group=group,
@@ -306,9 +328,6 @@ def consume(
         max_records=batch,
         polling_interval=1000,
     )
-
-    def current() -> RedisStreamMessage:
-        return broker.context.get_local("message")
 
     @broker.subscriber(
         stream=reader,
@@ -319,26 +338,108 @@ def consume(
         description=f"{handler.__name__} ({model.__name__})",
     )
     async def read(_: bytes) -> None:
-        await process(current(), attempt=1)
+        await process(broker.context.get_local("message"), 1)
 
-    reclaimer = StreamSub(
-        stream.name,
-        group=group,
-        consumer=f"{settings.consumer_name}-reclaim",
-        min_idle_time=settings.claim_idle_ms,
-        polling_interval=1000,
-    )
+    _reclaimer(broker, stream, process, settings=settings, group=group)
+
+
+def _reclaimer(
+    broker: RedisBroker, stream: streams.Stream,
+    process: Callable[[RedisStreamMessage, int], Awaitable[None]], *,
+    settings: ServiceSettings, group: str,
+) -> None:
+    """The group's second subscriber: XAUTOCLAIMs entries idle for `claim_idle_ms` (a dead
+    consumer's, a failed handler's) and retries them one at a time."""
 
     @broker.subscriber(
-        stream=reclaimer,
+        stream=StreamSub(stream.name, group=group, consumer=f"{settings.consumer_name}-reclaim",
+                         min_idle_time=settings.claim_idle_ms, polling_interval=1000),
         parser=_tolerant_parser,
         decoder=_undecoded,
         title=f"{group}:{stream.name}:reclaim",
         description=f"reclaims entries of {stream.name} left pending in {group}",
     )
     async def reclaim(_: bytes) -> None:
-        msg = current()
-        await process(msg, attempt=await msg.get_delivery_count())
+        msg: RedisStreamMessage = broker.context.get_local("message")
+        await process(msg, await msg.get_delivery_count())
+
+
+BatchHandler = Callable[[list[E]], Awaitable[None]]
+
+
+async def _entries_unparsed(
+    message: Mapping[str, Any],
+    original: Callable[[Mapping[str, Any]], Awaitable[RedisStreamMessage]],
+) -> RedisStreamMessage:
+    """A batch's message without FastStream parsing its entries: `consume_batches` parses
+    each itself (FastStream's batch parser decodes every entry, joins them in one JSON list
+    and gives up on the whole batch if one entry is unreadable)."""
+    stub = await original({**message, "data": []})
+    stub.raw_message = message  # type: ignore[assignment]  # every entry, for the handler and the ack
+    return stub
+
+
+def _event_of(model: type[E], fields: Mapping[bytes, bytes]) -> E | str:
+    """The entry's event, or why it is not one."""
+    try:
+        body, headers = BinaryMessageFormatV1.parse(fields[b"__data__"])
+        if not isinstance(headers, dict):  # where FastStream's own parser gives up
+            raise TypeError(f"envelope headers are a {type(headers).__name__}, not an object")
+    except Exception as exc:
+        return f"unreadable stream entry: {type(exc).__name__}: {exc}"[:500]
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        return f"invalid {model.__name__}: {describe_validation_error(exc)}"
+
+
+def consume_batches(
+    broker: RedisBroker,
+    stream: streams.Stream,
+    model: type[E],
+    handler: BatchHandler[E],
+    *,
+    settings: ServiceSettings,
+    group: str,
+    batch: int = 100,
+) -> None:
+    """`consume` for a high-rate stream whose events are each handled idempotently (unit
+    positions): the handler takes up to `batch` events at once, read, traced and
+    acknowledged as one FastStream message. Entries that are no event are dead-lettered at
+    once; a batch whose handler fails stays pending and the reclaimer retries its entries
+    one at a time, dead-lettering those that keep failing, as `consume` does."""
+    _check_group(stream, group)
+
+    async def read(_: bytes) -> None:
+        msg: RedisStreamMessage = broker.context.get_local("message")
+        events: list[E] = []
+        dead: list[bytes] = []
+        for entry_id, fields in zip(msg.raw_message["message_ids"], msg.raw_message["data"],
+                                    strict=True):
+            event = _event_of(model, fields)
+            if isinstance(event, str):
+                await dead_letter_entry(msg.consumer, stream=stream.name, entry_id=entry_id,
+                                        fields=fields, group=group, reason=event, attempts=1)
+                dead.append(entry_id)
+            else:
+                events.append(event)
+        if dead:  # acknowledged now: should the handler fail, only the events are retried
+            await msg.consumer.xack(stream.name, group, *dead)
+        if events:
+            await handler(events)
+
+    broker.subscriber(
+        stream=StreamSub(stream.name, group=group, consumer=settings.consumer_name, batch=True,
+                         max_records=batch, polling_interval=1000),
+        parser=_entries_unparsed, decoder=_undecoded, title=f"{group}:{stream.name}",
+        description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})",
+    )(read)
+
+    async def one(event: E) -> None:
+        await handler([event])
+
+    _reclaimer(broker, stream, _processor(stream, model, one, settings=settings, group=group),
+               settings=settings, group=group)
 
 
 async def publish(broker: RedisBroker, stream: streams.Stream, event: BaseModel) -> bytes:

@@ -55,6 +55,7 @@ class Config:
     intake_hop_n: int
     dispatch_hop_n: int
     notify_hop_n: int
+    positions_hop_n: int
     http_concurrency: int
     http_warmup_s: float
     http_s: float
@@ -82,14 +83,16 @@ class Config:
 
 FULL = Config(
     quick=False, runs=5, f1_n=4_000, f2_n=25_000, intake_hop_n=1_500, dispatch_hop_n=400,
-    notify_hop_n=1_500, http_concurrency=32, http_warmup_s=1.0, http_s=3.0, teams=400,
+    notify_hop_n=1_500, positions_hop_n=40_000, http_concurrency=32, http_warmup_s=1.0,
+    http_s=3.0, teams=400,
     members_per_team=25, report_interval_s=5.0, positions_concurrency=64,
     positions_warmup_s=2.0, positions_s=4.0, rates=(50.0, 200.0, 500.0),
     rate_seconds={50.0: 4.0, 200.0: 2.0, 500.0: 1.0}, drain_s=15.0, quiet_wait_s=30.0,
 )
 QUICK = Config(
     quick=True, runs=1, f1_n=2_000, f2_n=10_000, intake_hop_n=500, dispatch_hop_n=150,
-    notify_hop_n=500, http_concurrency=32, http_warmup_s=0.5, http_s=2.0, teams=100,
+    notify_hop_n=500, positions_hop_n=10_000, http_concurrency=32, http_warmup_s=0.5,
+    http_s=2.0, teams=100,
     members_per_team=10, report_interval_s=5.0, positions_concurrency=64,
     positions_warmup_s=1.0, positions_s=2.0, rates=(50.0, 200.0, 500.0),
     rate_seconds={50.0: 2.0, 200.0: 1.0, 500.0: 0.5}, drain_s=8.0, quiet_wait_s=10.0,
@@ -175,6 +178,7 @@ async def part_one(cfg: Config, workdir: Path, binary: str, results: Results, ot
                 ("intake", "intake hop", lambda: h.intake(cfg.intake_hop_n)),
                 ("dispatch", "dispatch hop", dispatch_hop),
                 ("notify", "notify hop", lambda: h.notify(cfg.notify_hop_n)),
+                ("positions", "positions hop", lambda: h.positions(cfg.positions_hop_n)),
             ]
             figures += [(name, m) for part, name, m in hop_figures if cfg.wants(part)]
             say("floors and hops (Redis without AOF)")
@@ -366,6 +370,13 @@ def report(cfg: Config, results: Results, others: Results, costs: Results,
         targets = (Target(f"≥ {bound:g} × {floor_name.split()[0]}", bound),) if bound else ()
         return {"floor_name": floor_name, "floor": floor(key), "targets": targets}
 
+    def stage_note(key: str, stage: str) -> str:
+        """The hop against the floor of its own stage alone (stricter than the issue's F1)."""
+        value, stage_floor = median(runs(key)), floor(stage)
+        if value is None or not stage_floor:
+            return f"vs {stage} stage: n/a"
+        return f"{value / stage_floor:.2f} × {stage} stage"
+
     rows = [
         row("F1 chain", "F1: raw relay, 1 msg at a time, 2 hops (3 processes)", "msg/s"),
         row("F1 produce", "F1 produce stage: XADD", "msg/s"),
@@ -376,18 +387,24 @@ def report(cfg: Config, results: Results, others: Results, costs: Results,
         row("F2 relay", "F2 relay stage", "msg/s"),
         row("F2 consume", "F2 consume stage", "msg/s"),
         row("intake hop", "intake hop: report → incident.reported (in-process)", "msg/s",
-            **vs("F1 produce", "F1 produce", 0.8)),
+            **vs("F1 (chain)", "F1 chain", 0.8),
+            note=stage_note("intake hop", "F1 produce")),
         row("dispatch hop", "dispatch hop: incident.reported → order.issued", "orders/s",
-            **vs("F1 relay", "F1 relay", 0.5),
-            note=f"incidents without an order: {notes.get('dispatch_no_order', 'n/a')}"),
+            **vs("F1 (chain)", "F1 chain", 0.5),
+            note=f"incidents without an order: {notes.get('dispatch_no_order', 'n/a')}; "
+                 + stage_note("dispatch hop", "F1 relay")),
         row("notify hop", "notify hop: order.issued consumed and fanned out", "msg/s",
-            **vs("F1 consume", "F1 consume", 0.8)),
+            **vs("F1 (chain)", "F1 chain", 0.8),
+            note=stage_note("notify hop", "F1 consume")),
+        row("positions hop", "positions hop: unit.position → dispatch's projection", "fixes/s",
+            **vs("F2 (chain)", "F2 chain", 0.5),
+            note=stage_note("positions hop", "F2 consume")),
         row("minimal HTTP", "minimal ASGI app: one XADD per POST", "req/s"),
         row("intake HTTP", "intake POST /v1/incidents over HTTP", "req/s",
             **vs("minimal", "minimal HTTP")),
         row("positions", f"positions: PUT /v1/me/position, {cfg.members:,} tokens", "updates/s",
-            floor_name="F2", floor=floor("F2 chain"),
-            targets=(Target("≥ 0.5 × F2", 0.5), Target("≥ 2,000/s", 2000, on_ratio=False)),
+            floor_name="F2 (chain)", floor=floor("F2 chain"),
+            targets=(Target("≥ 2,000/s", 2000, on_ratio=False),),
             note=f"failed while measuring: {sum(notes.get('positions_failed', []))}"),
     ]
     for label in latency_labels(cfg):
@@ -478,7 +495,7 @@ async def main() -> None:
     latency: dict[str, list[LatencyRun]] = defaultdict(list)
     notes: dict[str, Any] = {}
     try:
-        if cfg.only & {"floors", "intake", "dispatch", "notify", "http"}:
+        if cfg.only & {"floors", "intake", "dispatch", "notify", "http", "positions"}:
             await part_one(cfg, workdir, binary, results, others, costs, notes)
         if cfg.only & {"positions", "e2e"}:
             await part_two(cfg, workdir, binary, results, others, costs, latency, notes)

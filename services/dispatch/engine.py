@@ -662,11 +662,17 @@ class Dispatcher:
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
-    async def on_unit_position(self, event: UnitPosition) -> None:
-        _, free = await store.save_unit_position(self.redis, team_id=event.unit_id,
-                                                 lat=event.lat, lon=event.lon, at=event.at)
-        if free:
-            await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
+    async def on_unit_positions(self, events: list[UnitPosition]) -> None:
+        latest: dict[str, UnitPosition] = {}
+        for event in events:  # an older fix of the same team would change nothing
+            if event.unit_id not in latest or event.at > latest[event.unit_id].at:
+                latest[event.unit_id] = event
+        fixes = list(latest.values())
+        saved = await store.save_unit_positions(
+            self.redis, [(e.unit_id, e.lat, e.lon, e.at) for e in fixes])
+        for event, (_, free) in zip(fixes, saved, strict=True):
+            if free:
+                await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
     async def retry_waiting(self, district: str, *, freed: str | None = None,
                             known_free: bool = False) -> None:

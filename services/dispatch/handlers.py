@@ -5,7 +5,7 @@ from __future__ import annotations
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.bus import consume
+from shared.bus import consume, consume_batches
 from shared.events import (
     IncidentReported,
     OrderDelivered,
@@ -30,5 +30,6 @@ def register(broker: RedisBroker, *, engine: Dispatcher, settings: Settings) -> 
             settings=settings, group=group)
     consume(broker, streams.UNIT_STATUS, UnitStatus, engine.on_unit_status,
             settings=settings, group=group)
-    consume(broker, streams.UNIT_POSITION, UnitPosition, engine.on_unit_position,
-            settings=settings, group=group, batch=100)
+    # Thousands of fixes a second at city scale: read, projected and acknowledged in batches.
+    consume_batches(broker, streams.UNIT_POSITION, UnitPosition, engine.on_unit_positions,
+                    settings=settings, group=group, batch=200)

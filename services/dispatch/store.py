@@ -100,10 +100,20 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
 async def save_unit_position(redis: Redis, *, team_id: str, lat: float, lon: float,
                              at: datetime) -> tuple[bool, bool]:
     """Project a team's fix; (applied, free while incidents of its district wait)."""
-    applied, retry = await _run(redis, _UNIT_POSITION,
-                                [_unit_key(team_id), "dispatch:geo:", "dispatch:waiting:"],
-                                [repr(at.timestamp()), repr(lat), repr(lon), team_id])
-    return bool(applied), bool(retry)
+    [(applied, retry)] = await save_unit_positions(redis, [(team_id, lat, lon, at)])
+    return applied, retry
+
+
+async def save_unit_positions(redis: Redis, fixes: list[tuple[str, float, float, datetime]]
+                              ) -> list[tuple[bool, bool]]:
+    """Project many teams' fixes (team, lat, lon, at) in one round trip; for each,
+    (applied, free while incidents of its district wait)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for team_id, lat, lon, at in fixes:
+            await _run(pipe, _UNIT_POSITION,  # type: ignore[arg-type]
+                       [_unit_key(team_id), "dispatch:geo:", "dispatch:waiting:"],
+                       [repr(at.timestamp()), repr(lat), repr(lon), team_id])
+        return [(bool(applied), bool(retry)) for applied, retry in await pipe.execute()]
 
 
 def _unit_from(data: dict[str, str]) -> Unit | None:

@@ -9,8 +9,8 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.bus import consume, consumers_ready, consuming, create_broker
-from shared.events import UnitStatus
+from shared.bus import consume, consume_batches, consumers_ready, consuming, create_broker
+from shared.events import UnitPosition, UnitStatus, utcnow
 from shared.settings import ServiceSettings
 from tests.helpers import poll_until
 
@@ -112,3 +112,47 @@ async def test_a_replayed_dead_letter_is_processed_once_after_the_fix(clean_redi
         assert handled == ["u1"]
         assert await dead_letters.list_dead_letters(redis, "unit.status", count=10) == []
     await redis.aclose()
+
+
+def position(unit_id: str, lat: float = 22.8) -> UnitPosition:
+    return UnitPosition(district="d", unit_id=unit_id, lat=lat, lon=108.3, at=utcnow())
+
+
+async def test_batches_are_handled_together_and_a_failing_one_is_retried_entry_by_entry(
+        clean_redis: str) -> None:
+    batches: list[list[str]] = []
+
+    async def handler(events: list[UnitPosition]) -> None:
+        ids = [e.unit_id for e in events]
+        batches.append(ids)
+        if "poison" in ids:
+            raise RuntimeError("cannot handle this one")
+
+    cfg = settings(clean_redis)
+    broker = create_broker(cfg)
+    consume_batches(broker, streams.UNIT_POSITION, UnitPosition, handler, settings=cfg,
+                    group="dispatch", batch=50)
+    redis = Redis.from_url(clean_redis)
+    # Written before the consumer starts, so the first read takes them as one batch.
+    publisher = RedisBroker(clean_redis)
+    await publisher.connect()
+    await redis.xgroup_create(streams.UNIT_POSITION.name, "dispatch", id="0", mkstream=True)
+    for unit_id in ("a", "b", "poison", "c"):
+        await publisher.publish(position(unit_id), stream=streams.UNIT_POSITION.name)
+    await redis.xadd(streams.UNIT_POSITION.name, {b"garbage": b"\xff"})
+    await publisher.stop()
+    async with consuming(broker, redis):
+        client = sync_redis.Redis.from_url(clean_redis)
+        dead = await poll_until(lambda: len(client.xrange("dlq.unit.position")) == 2 and
+                                client.xrange("dlq.unit.position"), "two dead letters", 15)
+        await poll_until(lambda: client.xpending("unit.position", "dispatch")["pending"] == 0,
+                         "an empty pending list")
+    await redis.aclose()
+    assert batches[0] == ["a", "b", "poison", "c"]  # the garbage entry never reached it
+    retried = batches[1:]
+    assert all(len(b) == 1 for b in retried)  # the reclaimer retries entry by entry
+    assert sorted({b[0] for b in retried}) == ["a", "b", "c", "poison"]
+    assert sum(b == ["poison"] for b in retried) == 2  # attempts 2 and 3; the batch was 1
+    reasons = sorted((f[b"reason"] for _, f in dead), key=lambda r: r.lower())
+    assert reasons[0] == b"RuntimeError: cannot handle this one"
+    assert reasons[1].startswith(b"unreadable stream entry")  # sorted: "R" < "u"

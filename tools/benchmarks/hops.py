@@ -12,6 +12,9 @@
 - notify: `python -m services.notify` consuming pre-loaded order.issued entries, no device
   connected (the fan-out PUBLISH reaches nobody); rate from polling its group's
   acknowledged count (compare F1's consume stage).
+- positions: `python -m services.dispatch` consuming pre-loaded unit.position entries (as
+  volunteers publishes them) into its projection of 400 teams; rate from polling its
+  group's acknowledged count (compare F2: the stream is read in batches).
 
 `python -m tools.benchmarks.hops '<spec>'` is the intake worker.
 """
@@ -34,7 +37,15 @@ import redis.asyncio as aioredis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
 from shared import streams
-from shared.events import Caller, IncidentReported, Location, OrderIssued, new_id, utcnow
+from shared.events import (
+    Caller,
+    IncidentReported,
+    Location,
+    OrderIssued,
+    UnitPosition,
+    new_id,
+    utcnow,
+)
 from shared.policy import Policy, load_policy
 
 from . import district as sim
@@ -166,12 +177,29 @@ class Hops:
                 ack_by=now + timedelta(seconds=60), eta_s=120.0,
             ))
         await preload_events(self.raw, streams.ORDER_ISSUED.name, events)
-        proc = await service("notify", redis_url=self.url, port=self.ports["notify"],
+        return await self._consumed("notify", streams.ORDER_ISSUED.name, n)
+
+    async def positions(self, n: int) -> Measured:
+        """unit.position entries projected per second, and dispatch's CPU ms per entry."""
+        await self.raw.flushall()
+        team_list = sim.teams("hopp", TEAMS_PER_DISTRICT, 1)
+        await preload_units(self.text, team_list, "hopp")
+        start = utcnow()
+        events = [UnitPosition(district="hopp", unit_id=team.id, lat=team.lat + (i % 7) * 1e-4,
+                               lon=team.lon, at=start + timedelta(milliseconds=i))
+                  for i, team in enumerate(itertools.islice(itertools.cycle(team_list), n))]
+        await preload_events(self.raw, streams.UNIT_POSITION.name, events)
+        return await self._consumed("dispatch", streams.UNIT_POSITION.name, n)
+
+    async def _consumed(self, name: str, stream: str, n: int) -> Measured:
+        """Start the service on the pre-loaded stream: its group's acknowledgements per second
+        and its CPU ms per entry."""
+        proc = await service(name, redis_url=self.url, port=self.ports[name],
                              admin_token=self.admin_token, workdir=self.workdir,
                              extra={"VOLUNTEERS_URL": self.zones_url})
         try:
-            samples = await poll_progress(self.raw, streams.ORDER_ISSUED.name, "notify", n,
-                                          timeout_s=600, interval_s=0.01, proc=proc)
+            samples = await poll_progress(self.raw, stream, name, n, timeout_s=600,
+                                          interval_s=0.01, proc=proc)
         finally:
             await stop(proc)
         cost = progress_cost(samples, n)
