@@ -72,17 +72,29 @@ if pos[1] and pos[2] then redis.call('GEOADD', KEYS[3], pos[2], pos[1], ARGV[3])
 return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}
 """
 
-_UNIT_POSITION = _FREE + """
-local at = tonumber(redis.call('HGET', KEYS[1], 'fix_ts') or '0')
-if tonumber(ARGV[1]) <= at then return {0, 0} end
-redis.call('HSET', KEYS[1], 'lat', ARGV[2], 'lon', ARGV[3], 'fix_ts', ARGV[1])
-local district = redis.call('HGET', KEYS[1], 'district')
-if not district then
-  redis.call('HSET', KEYS[1], 'team_id', ARGV[4])
-  return {1, 0}
+# Fixes of many teams, four arguments each (team, ts, lat, lon): a newer fix wins. Returns,
+# per fix, {applied, free with incidents of its district waiting}.
+_UNIT_POSITIONS = _FREE + """
+local out = {}
+for i = 1, #ARGV, 4 do
+  local team, ts, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = 'dispatch:unit:' .. team
+  local at = tonumber(redis.call('HGET', key, 'fix_ts') or '0')
+  if tonumber(ts) <= at then
+    out[#out + 1] = {0, 0}
+  else
+    redis.call('HSET', key, 'lat', lat, 'lon', lon, 'fix_ts', ts)
+    local district = redis.call('HGET', key, 'district')
+    if not district then
+      redis.call('HSET', key, 'team_id', team)
+      out[#out + 1] = {1, 0}
+    else
+      redis.call('GEOADD', 'dispatch:geo:' .. district, lon, lat, team)
+      out[#out + 1] = {1, free_with_waiting(key, team, 'dispatch:waiting:' .. district)}
+    end
+  end
 end
-redis.call('GEOADD', KEYS[2] .. district, ARGV[3], ARGV[2], ARGV[4])
-return {1, free_with_waiting(KEYS[1], ARGV[4], KEYS[3] .. district)}
+return out
 """
 
 
@@ -106,14 +118,12 @@ async def save_unit_position(redis: Redis, *, team_id: str, lat: float, lon: flo
 
 async def save_unit_positions(redis: Redis, fixes: list[tuple[str, float, float, datetime]]
                               ) -> list[tuple[bool, bool]]:
-    """Project many teams' fixes (team, lat, lon, at) in one round trip; for each,
+    """Project many teams' fixes (team, lat, lon, at) in one script call; for each,
     (applied, free while incidents of its district wait)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for team_id, lat, lon, at in fixes:
-            await _run(pipe, _UNIT_POSITION,  # type: ignore[arg-type]
-                       [_unit_key(team_id), "dispatch:geo:", "dispatch:waiting:"],
-                       [repr(at.timestamp()), repr(lat), repr(lon), team_id])
-        return [(bool(applied), bool(retry)) for applied, retry in await pipe.execute()]
+    args = [x for team_id, lat, lon, at in fixes
+            for x in (team_id, repr(at.timestamp()), repr(lat), repr(lon))]
+    return [(bool(applied), bool(retry))
+            for applied, retry in await _run(redis, _UNIT_POSITIONS, [], args)]
 
 
 def _unit_from(data: dict[str, str]) -> Unit | None:
