@@ -354,8 +354,11 @@ return {1, first}
 
 async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
                      require_available: bool = True) -> bool:
-    """Give the team this order unless it already holds one: one Lua call, so two dispatch
-    replicas (or two incidents at once) can never give one team two open orders."""
+    """Give the team this (already stored) order unless it already holds one: one Lua call,
+    so two dispatch replicas (or two incidents at once) can never give one team two open
+    orders. The engine claims through offer_order, which runs the same _CLAIMABLE check in
+    the script that writes the order; tests/integration/dispatch/test_claims.py holds the
+    check's rules to account through this function."""
     return bool(await _run(redis, _CLAIM, [f"dispatch:claim:{team_id}", _unit_key(team_id)],
                            [order_id, "1" if require_available else "0"]))
 
@@ -465,8 +468,6 @@ async def update_incident(redis: Redis, incident_id: str, fields: dict[str, str]
     await redis.hset(_incident_key(incident_id), mapping=fields)
 
 
-async def set_if_absent(redis: Redis, incident_id: str, name: str, value: str) -> bool:
-    return bool(await redis.hsetnx(_incident_key(incident_id), name, value))
 
 
 STATUS_COUNTS = "dispatch:status-counts"
@@ -523,12 +524,8 @@ async def waiting(redis: Redis, district: str, limit: int = 50) -> list[str]:
     return await redis.zrange(_waiting_key(district), 0, limit - 1)
 
 
-async def add_offered(redis: Redis, incident_id: str, team_id: str) -> None:
-    await redis.sadd(f"dispatch:offered:{incident_id}", team_id)
 
 
-async def offered(redis: Redis, incident_id: str) -> set[str]:
-    return set(await redis.smembers(f"dispatch:offered:{incident_id}"))
 
 
 # --- orders ---------------------------------------------------------------------------
@@ -592,8 +589,6 @@ async def orders_of(redis: Redis, incident_id: str) -> list[dict[str, str]]:
 # --- timeline -------------------------------------------------------------------------
 
 
-async def append_timeline(redis: Redis, incident_id: str, entry: TimelineEntry) -> None:
-    await redis.rpush(f"dispatch:timeline:{incident_id}", entry.model_dump_json())
 
 
 async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
@@ -615,13 +610,8 @@ async def first_time(redis: Redis, key: str, ttl_s: int = SEEN_TTL_S) -> bool:
     return bool(await redis.set(_seen_key(key), "1", nx=True, ex=ttl_s))
 
 
-async def seen(redis: Redis, key: str) -> bool:
-    """Whether `key` was marked by `first_time` (a step that marks itself done at its end)."""
-    return bool(await redis.exists(_seen_key(key)))
 
 
-async def forget(redis: Redis, key: str) -> None:
-    await redis.delete(_seen_key(key))
 
 
 # --- timers ---------------------------------------------------------------------------
@@ -668,9 +658,6 @@ async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
     await _run(redis, _FINISH, [TIMERS], [member, repr(leased_until + 0.001)])
 
 
-async def timer_at(redis: Redis, member: str) -> float | None:
-    score = await redis.zscore(TIMERS, member)
-    return float(score) if score is not None else None
 
 
 def queue_order_first(pipe: Pipeline, order_id: str, name: str, value: str) -> None:
