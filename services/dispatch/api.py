@@ -113,8 +113,7 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
         if inc is None:
             raise not_found("incident")
         check_district(who, inc["district"])
-        orders = [o for o in await store.orders_of(redis, incident_id)
-                  if o.get("state") not in ("claiming", "lost")]
+        orders = await store.orders_of(redis, incident_id)
         return {
             **_incident_view(inc),
             "orders": [_order_view(o) for o in orders],

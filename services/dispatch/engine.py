@@ -171,7 +171,7 @@ class Dispatcher:
         inc = state.incident
         if inc is None:
             return
-        orders = [o for o in state.orders if o.get("state") not in ("claiming", "lost")]
+        orders = state.orders  # an order is written only with its claim: none half-made
         if status is None:
             status = inc["status"]
             if status not in TERMINAL:
