@@ -8,7 +8,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.bus import consume
+from shared.bus import Traced, consume, consume_batches
 from shared.events import DeviceRevoked, OrderIssued, OrderWithdrawn
 
 from . import store
@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
              settings: Settings) -> None:
-    async def on_order_issued(event: OrderIssued) -> None:
-        await orders.issue(event)
+    async def on_orders_issued(batch: list[Traced[OrderIssued]]) -> None:
+        await orders.issue(batch)
 
     async def on_order_withdrawn(event: OrderWithdrawn) -> None:
         await orders.withdraw(event)
@@ -33,8 +33,10 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
         await hub.publish_revoked(event.device_id)
         log.info("device %s revoked: channels forgotten, sockets closing", event.device_id)
 
-    consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,
-            settings=settings, group="notify")
+    # In batches: at a burst one read, one round trip and one acknowledgement serve many
+    # orders; each still has its own span in its incident's trace.
+    consume_batches(broker, streams.ORDER_ISSUED, OrderIssued, on_orders_issued,
+                    settings=settings, group="notify", batch=50, trace_each=True)
     consume(broker, streams.ORDER_WITHDRAWN, OrderWithdrawn, on_order_withdrawn,
             settings=settings, group="notify")
     consume(broker, streams.DEVICE_REVOKED, DeviceRevoked, on_device_revoked,

@@ -157,25 +157,58 @@ return {created, replicas}
 """
 
 
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    order: OrderIssued
+    trace: dict[str, str]  # the incident's trace context, for the device's answers
+    fan_out: str | None = None  # the message for the team's replicas, if it goes out now
+
+
+def _save_args(new: NewOrder, *, now: float, at: str, fallback_after_s: float | None,
+               ttl_s: int) -> tuple[list[str], list[str]]:
+    order = new.order
+    keys = [_order(order.order_id), _open(order.team_id), FALLBACK,
+            fanout_channel(order.team_id), _attempts(order.order_id)]
+    args = [order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
+            order.district, json.dumps(new.trace), repr(now),
+            repr(now + fallback_after_s) if fallback_after_s is not None else "",
+            str(ttl_s), at, new.fan_out or "", str(ATTEMPTS_KEPT)]
+    return keys, args
+
+
+async def save_orders(
+    redis: Redis, orders: list[NewOrder], *, fallback_after_s: float | None, ttl_s: int,
+) -> list[Saved]:
+    """Stores each order and publishes its fan-out message unless that went out before (see
+    _SAVE_ORDER): one script per order, all in one round trip. Each script stands alone:
+    should one fail, the others still ran, and running them all again changes nothing."""
+    now, at = time.time(), utcnow().isoformat()
+    script = redis.register_script(_SAVE_ORDER)
+    async with redis.pipeline(transaction=False) as pipe:
+        for new in orders:
+            keys, args = _save_args(new, now=now, at=at, fallback_after_s=fallback_after_s,
+                                    ttl_s=ttl_s)
+            await script(keys, args, client=pipe)
+        replies = await pipe.execute()
+    saved = []
+    for created, heard in replies:
+        if heard < 0:
+            saved.append(Saved(created=bool(created), replicas=None))
+            continue
+        DELIVERIES.add(1, {"channel": "websocket",
+                           "outcome": "fanned_out" if heard else "no_socket"})
+        saved.append(Saved(created=bool(created), replicas=heard))
+    return saved
+
+
 async def save_order(
     redis: Redis, order: OrderIssued, *, trace: dict[str, str], fallback_after_s: float | None,
     ttl_s: int, fan_out: str | None = None,
 ) -> Saved:
-    """Stores the order; with `fan_out`, also publishes that message to the team's replicas
-    unless it went out before (see _SAVE_ORDER)."""
-    now = time.time()
-    created, heard = await redis.eval(
-        _SAVE_ORDER, 5, _order(order.order_id), _open(order.team_id), FALLBACK,
-        fanout_channel(order.team_id), _attempts(order.order_id),
-        order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
-        order.district, json.dumps(trace), repr(now),
-        repr(now + fallback_after_s) if fallback_after_s is not None else "",
-        str(ttl_s), utcnow().isoformat(), fan_out or "", str(ATTEMPTS_KEPT),
-    )
-    if heard < 0:
-        return Saved(created=bool(created), replicas=None)
-    DELIVERIES.add(1, {"channel": "websocket", "outcome": "fanned_out" if heard else "no_socket"})
-    return Saved(created=bool(created), replicas=heard)
+    """Stores one order (see `save_orders`)."""
+    (saved,) = await save_orders(redis, [NewOrder(order, trace, fan_out)],
+                                 fallback_after_s=fallback_after_s, ttl_s=ttl_s)
+    return saved
 
 
 # Marks the order withdrawn and, in the same script, tells the team's replicas (ARGV[8]) and

@@ -156,3 +156,49 @@ async def test_batches_are_handled_together_and_a_failing_one_is_retried_entry_b
     reasons = sorted((f[b"reason"] for _, f in dead), key=lambda r: r.lower())
     assert reasons[0] == b"RuntimeError: cannot handle this one"
     assert reasons[1].startswith(b"unreadable stream entry")  # sorted: "R" < "u"
+
+
+async def test_a_traced_batch_gives_each_event_a_span_in_its_publishers_trace(
+        clean_redis: str, monkeypatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import shared.bus
+    from shared.bus import Traced
+    from shared.telemetry import current_trace_id
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(shared.bus, "_tracer", provider.get_tracer("test"))
+    batches: list[list[tuple[str, str | None]]] = []
+
+    async def handler(batch: list[Traced[UnitPosition]]) -> None:
+        seen = []
+        for item in batch:
+            with item.current():
+                seen.append((item.event.unit_id, current_trace_id()))
+        batches.append(seen)
+
+    cfg = settings(clean_redis)
+    broker = create_broker(cfg)
+    consume_batches(broker, streams.UNIT_POSITION, UnitPosition, handler, settings=cfg,
+                    group="dispatch", batch=50, trace_each=True)
+    redis = Redis.from_url(clean_redis)
+    await redis.xgroup_create(streams.UNIT_POSITION.name, "dispatch", id="0", mkstream=True)
+    publisher = RedisBroker(clean_redis)
+    await publisher.connect()
+    traces = {unit_id: (f"{n + 1:032x}", f"{n + 1:016x}") for n, unit_id in enumerate("abc")}
+    for unit_id, (trace_id, span_id) in traces.items():
+        await publisher.publish(position(unit_id), stream=streams.UNIT_POSITION.name,
+                                headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+    await publisher.stop()
+    async with consuming(broker, redis):
+        await poll_until(lambda: len(exporter.get_finished_spans()) >= 3, "three entry spans")
+    await redis.aclose()
+    assert batches == [[(u, traces[u][0]) for u in "abc"]]  # one batch, each in its own trace
+    spans = [s for s in exporter.get_finished_spans() if s.name == "unit.position process"]
+    assert sorted((format(s.context.trace_id, "032x"), format(s.parent.span_id, "016x"))
+                  for s in spans) == sorted(traces.values())
+    assert all(s.attributes["messaging.consumer.group.name"] == "dispatch" for s in spans)
