@@ -494,6 +494,26 @@ def consume_batches(
                settings=settings, group=group)
 
 
+@contextlib.asynccontextmanager
+async def entry_to_write(stream: streams.Stream, event: BaseModel,
+                         correlation_id: str) -> AsyncIterator[bytes]:
+    """The stream entry FastStream's `publish` would write for `event`, for a script that
+    writes it in the same step as the state it reports (a transactional outbox in one
+    round trip). The envelope carries the trace context of a producer span, named as
+    FastStream's telemetry names a publish, that lasts while the caller writes it."""
+    with _tracer.start_as_current_span(
+        f"{stream.name} publish", kind=SpanKind.PRODUCER,
+        attributes={"messaging.system": "redis", "messaging.destination.name": stream.name,
+                    "messaging.operation": "publish",
+                    "messaging.message.conversation_id": correlation_id},
+    ):
+        headers = {"content-type": "application/json"}  # as FastStream marks a model
+        propagate.inject(headers)
+        yield await BinaryMessageFormatV1.encode(
+            message=event.model_dump_json().encode(), reply_to=None, headers=headers,
+            correlation_id=correlation_id)
+
+
 async def publish(broker: RedisBroker, stream: streams.Stream, event: BaseModel) -> bytes:
     """Publish an event to its stream; returns the entry id once Redis accepted it."""
     return await broker.publish(event, stream=stream.name, maxlen=stream.maxlen)

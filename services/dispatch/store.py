@@ -16,21 +16,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
 
 from shared.events import TimelineEntry
+from shared.scripts import run_script
 
 from .domain import CandidateQuery, Unit
 
-_SCRIPTS: dict[str, AsyncScript] = {}
-
 
 async def _run(redis: Redis, script: str, keys: list[str], args: list[Any]) -> Any:
-    """EVALSHA: the script's text travels to Redis once, not with every call."""
-    compiled = _SCRIPTS.get(script)
-    if compiled is None:
-        compiled = _SCRIPTS[script] = AsyncScript(None, script.encode())  # type: ignore[arg-type]
-    return await compiled(keys=keys, args=args, client=redis)
+    return await run_script(redis, script, keys, args)
 
 # --- units ----------------------------------------------------------------------------
 

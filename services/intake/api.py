@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from faststream.redis import RedisBroker
+from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import audit
+from shared import audit, streams
+from shared.bus import entry_to_write
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import ApiError, Principal, forbidden, not_found, require
 from shared.policy import Policy
@@ -92,20 +94,30 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         incident_id = new_id("inc")
 
         async def record(linked_to: str | None, *, look_near: bool) -> store.Recording:
-            return await store.record_incident(
-                redis, incident_id=incident_id, system_id=who.subject,
-                external_ref=body.external_ref, category=body.category, priority=priority,
-                district=body.district, location=body.location, reported_at=reported_at,
-                linked_to=linked_to, trace_id=trace_id,
-                unless_near_m=policy.duplicate_radius_m if look_near else None,
-            )
+            # Recorded and published in one step (the script writes the entry with the record).
+            durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
+            event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
+                              trace_id)
+            async with entry_to_write(streams.INCIDENT_REPORTED, event, incident_id) as entry:
+                recording = await store.record_incident(
+                    redis, incident_id=incident_id, system_id=who.subject,
+                    external_ref=body.external_ref, category=body.category, priority=priority,
+                    district=body.district, location=body.location, reported_at=reported_at,
+                    linked_to=linked_to, trace_id=trace_id,
+                    unless_near_m=policy.duplicate_radius_m if look_near else None,
+                    entry=entry, waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
+                )
+                if recording.existing_id is not None or recording.near:
+                    trace.get_current_span().set_attribute("lianfang.written", False)
+            return recording
 
         try:
             recording = await record(None, look_near=True)
             if recording.existing_id is not None:
                 existing = recording.existing
-                # Unmarked: its publish failed, or another request for this ref is still at
-                # it; publishing again costs at most a duplicate (delivery is at least once).
+                # Unmarked: its fsync was not confirmed, or another request for this ref is
+                # still at it; publishing again costs at most a duplicate (delivery is at
+                # least once).
                 if existing and existing.get("published") != "1":
                     await _publish(existing["incident_id"], body, who, flags, priority,
                                    reported_at, existing.get("linked_to") or None, trace_id)
@@ -119,8 +131,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 if recording.existing_id is not None:  # a concurrent retry of the same ref won
                     response.status_code = 200
                     return _accepted(recording.existing or {"incident_id": recording.existing_id})
-            await _publish(incident_id, body, who, flags, priority, reported_at, linked_to,
-                           trace_id)
+            if recording.unconfirmed:
+                raise ApiError(503, "unavailable", "the incident could not be made durable; retry")
         except RedisError as exc:
             log.error("incident not accepted, Redis unavailable: %s", type(exc).__name__)
             raise ApiError(503, "unavailable", "the incident was not accepted; retry") from exc
@@ -133,15 +145,10 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     async def _publish(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[str, ...],
                        priority: str, reported_at: Any, linked_to: str | None,
                        trace_id: str | None) -> None:
-        """Publishes incident.reported; where the server can, waits for its fsync: 202 means
-        fsynced."""
-        event = IncidentReported(
-            district=body.district, incident_id=incident_id, system_id=who.subject,
-            external_ref=body.external_ref, category=body.category, priority=priority,
-            flags=flags, location=body.location, description=body.description,
-            caller=body.caller, reported_at=reported_at, trace_id=trace_id,
-            linked_to=linked_to,
-        )
+        """Publishes incident.reported for an incident recorded unpublished; where the server
+        can, waits for its fsync: 202 means fsynced."""
+        event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
+                          trace_id)
         durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
         if not await store.publish_reported(
             redis, broker=broker, event=event,
@@ -185,6 +192,17 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         }
 
     return router
+
+
+def _reported(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[str, ...],
+              priority: str, reported_at: Any, linked_to: str | None,
+              trace_id: str | None) -> IncidentReported:
+    return IncidentReported(
+        district=body.district, incident_id=incident_id, system_id=who.subject,
+        external_ref=body.external_ref, category=body.category, priority=priority,
+        flags=flags, location=body.location, description=body.description,
+        caller=body.caller, reported_at=reported_at, trace_id=trace_id, linked_to=linked_to,
+    )
 
 
 def _accepted(data: dict[str, str]) -> dict[str, Any]:

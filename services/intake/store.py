@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from shared import streams
 from shared.events import IncidentClosed, IncidentReported, IncidentUpdated, Location, new_id, utcnow
+from shared.scripts import run_script
 
 from .domain import OpenIncident
 
@@ -94,6 +95,10 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # open that near, and returns those incidents instead: whether one is a duplicate is the
 # domain's call, and the caller comes back with it. Most reports have no such neighbour, so
 # they take this one round trip. Entries whose record is gone leave the index on the way.
+# Given the incident.reported entry (ARGV[7]), the same step XADDs it and records the
+# incident published: an outbox with no window between the two. The XADD comes first: what
+# refuses it (OOM under noeviction, a read-only replica) refuses the script before it
+# writes anything.
 _RECORD = """
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -112,6 +117,13 @@ if ARGV[4] ~= '' then
     end
   end
   if #near > 0 then return {'near', near} end
+end
+if ARGV[7] ~= '' then
+  if ARGV[8] ~= '' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', '__data__', ARGV[7])
+  else
+    redis.call('XADD', KEYS[4], '*', '__data__', ARGV[7])
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[6])))
@@ -135,6 +147,9 @@ class Recording:
     existing_id: str | None = None
     existing: dict[str, str] = field(default_factory=dict)
     near: tuple[OpenIncident, ...] = ()
+    # Recorded and published, but WAITAOF did not confirm the fsync in time: the incident is
+    # left unmarked, so a retry of its report publishes it again.
+    unconfirmed: bool = False
 
 
 async def record_incident(
@@ -151,9 +166,13 @@ async def record_incident(
     linked_to: str | None,
     trace_id: str | None,
     unless_near_m: float | None = None,
+    entry: bytes | None = None,
+    waitaof_timeout_ms: int | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
-    open incident of its category is within that many metres."""
+    open incident of its category is within that many metres. Given its incident.reported
+    `entry` (shared.bus.entry_to_write), publish it in the same step; given a timeout, then
+    WAITAOF on the same connection (it covers only that connection's writes)."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -166,26 +185,31 @@ async def record_incident(
         "lon": repr(location.lon),
         "reported_at": reported_at.isoformat(),
         "created_at": utcnow().isoformat(),
-        "published": "0",
+        "published": "1" if entry is not None else "0",
         "seq": "0",
         "assignments": "[]",
         "linked_to": linked_to or "",
         "trace_id": trace_id or "",
         "flagged": "0",
     }
-    outcome, *found = await redis.eval(
-        _RECORD,
-        3,
-        f"intake:ref:{system_id}:{external_ref}",
-        f"intake:incident:{incident_id}",
-        _open_index(district, category),
-        incident_id,
-        repr(location.lon),
-        repr(location.lat),
-        "" if unless_near_m is None else repr(unless_near_m),
-        "" if linked_to else "1",
-        json.dumps([x for kv in fields.items() for x in kv]),
-    )
+    stream = streams.INCIDENT_REPORTED
+    keys = [f"intake:ref:{system_id}:{external_ref}", f"intake:incident:{incident_id}",
+            _open_index(district, category), stream.name]
+    args = [incident_id, repr(location.lon), repr(location.lat),
+            "" if unless_near_m is None else repr(unless_near_m), "" if linked_to else "1",
+            json.dumps([x for kv in fields.items() for x in kv]),
+            entry if entry is not None else "",
+            str(stream.maxlen) if stream.maxlen is not None else ""]
+    if entry is None or waitaof_timeout_ms is None:
+        outcome, *found = await run_script(redis, _RECORD, keys, args)
+        fsynced = True
+    else:
+        # No MULTI: inside one, WAITAOF would answer at once instead of waiting.
+        async with redis.pipeline(transaction=False) as pipe:
+            await run_script(pipe, _RECORD, keys, args)
+            pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
+            (outcome, *found), (local, _) = await pipe.execute()
+        fsynced = int(local) >= 1
     # Our own id: redis-py ran the script again after losing the first reply.
     if outcome == "existing" and found[0] != incident_id:
         existing_id, flat = found
@@ -198,13 +222,17 @@ async def record_incident(
                          location=Location(lat=float(lat), lon=float(lon)))
             for near_id, status, at, lat, lon in found[0]
         ))
+    if entry is not None and not fsynced:
+        await redis.hset(f"intake:incident:{incident_id}", "published", "0")
+        return Recording(unconfirmed=True)
     return Recording()
 
 
 async def publish_reported(redis: Redis, *, broker: RedisBroker, event: IncidentReported,
                            waitaof_timeout_ms: int | None = None) -> bool:
-    """XADD the event and mark its incident published, in one round trip; given a timeout,
-    WAITAOF after them on the same connection, as it covers only that connection's writes.
+    """For an incident recorded but not published (see `Recording.unconfirmed`): XADD the
+    event and mark its incident published, in one round trip; given a timeout, WAITAOF
+    after them on the same connection, as it covers only that connection's writes.
 
     False: the fsync was not confirmed in time; the incident is left unmarked, so a retry of
     its report publishes it again.

@@ -24,6 +24,7 @@ from redis.exceptions import WatchError
 
 from shared.events import OrderIssued, utcnow
 from shared.metrics import meter
+from shared.scripts import run_script
 
 from .domain.responses import Decision
 
@@ -183,12 +184,11 @@ async def save_orders(
     _SAVE_ORDER): one script per order, all in one round trip. Each script stands alone:
     should one fail, the others still ran, and running them all again changes nothing."""
     now, at = time.time(), utcnow().isoformat()
-    script = redis.register_script(_SAVE_ORDER)
     async with redis.pipeline(transaction=False) as pipe:
         for new in orders:
             keys, args = _save_args(new, now=now, at=at, fallback_after_s=fallback_after_s,
                                     ttl_s=ttl_s)
-            await script(keys, args, client=pipe)
+            await run_script(pipe, _SAVE_ORDER, keys, args)
         replies = await pipe.execute()
     saved = []
     for created, heard in replies:

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from services.intake import store
 from shared import streams
+from shared.bus import entry_to_write
 from shared.events import IncidentReported, Location, new_id
 from tests.helpers import read_stream
 
@@ -116,4 +117,40 @@ async def test_a_refused_publish_leaves_the_incident_unpublished_for_the_retry(
         assert data is not None and data["published"] == "0"
         await redis.delete(streams.INCIDENT_REPORTED.name)
         assert await store.publish_reported(redis, broker=broker, event=reported(incident_id))
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+
+
+async def _record_with_entry(redis: Redis, incident_id: str) -> store.Recording:
+    async with entry_to_write(streams.INCIDENT_REPORTED, reported(incident_id),
+                              incident_id) as entry:
+        return await store.record_incident(
+            redis, incident_id=incident_id, system_id="sys_1", external_ref="r1",
+            category="noise", priority="P4", district="d1", location=HERE, reported_at=AT,
+            linked_to=None, trace_id=None, unless_near_m=200.0, entry=entry)
+
+
+async def test_a_report_with_its_entry_is_recorded_and_published_in_one_step(
+        redis, clean_redis) -> None:
+    incident_id = new_id("inc")
+    assert await _record_with_entry(redis, incident_id) == store.Recording()
+    data = await store.get_incident(redis, incident_id)
+    assert data is not None and data["published"] == "1"
+    (event,) = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert event.incident_id == incident_id
+    # The same report again (a retry) finds it and publishes nothing more.
+    again = await _record_with_entry(redis, new_id("inc"))
+    assert again.existing_id == incident_id
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+
+
+async def test_a_refused_entry_writes_nothing_so_the_retry_starts_afresh(
+        redis, clean_redis) -> None:
+    incident_id = new_id("inc")
+    await redis.set(streams.INCIDENT_REPORTED.name, "not a stream")
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await _record_with_entry(redis, incident_id)
+    assert await redis.get("intake:ref:sys_1:r1") is None
+    assert await store.get_incident(redis, incident_id) is None
+    await redis.delete(streams.INCIDENT_REPORTED.name)
+    assert await _record_with_entry(redis, incident_id) == store.Recording()
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
