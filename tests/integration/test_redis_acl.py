@@ -107,3 +107,30 @@ async def test_a_service_starts_and_is_ready_with_its_own_user(acl_redis, servic
         assert r.status_code == 200
         r = await http.get("/v1/admin/audit", headers={"Authorization": "Bearer acl-admin"})
         assert r.status_code == 200
+
+
+async def test_intake_records_and_publishes_a_report_in_one_script_with_its_own_user(
+        acl_redis) -> None:
+    from datetime import UTC, datetime
+
+    from redis.asyncio import Redis
+
+    from services.intake import store
+    from shared.bus import entry_to_write
+    from shared.events import IncidentReported, Location, new_id
+
+    port, passwords = acl_redis
+    redis = Redis(port=port, username="intake", password=passwords["intake"],
+                  decode_responses=True)
+    incident_id, here = new_id("inc"), Location(lat=22.8, lon=108.3)
+    event = IncidentReported(district="d1", incident_id=incident_id, system_id="sys_acl",
+                             external_ref="acl-1", category="noise", priority="P4",
+                             location=here, reported_at=datetime.now(UTC))
+    async with entry_to_write(streams.INCIDENT_REPORTED, event, incident_id) as entry:
+        recording = await store.record_incident(
+            redis, incident_id=incident_id, system_id="sys_acl", external_ref="acl-1",
+            category="noise", priority="P4", district="d1", location=here,
+            reported_at=event.reported_at, linked_to=None, trace_id=None, entry=entry)
+    assert recording == store.Recording()
+    assert (await store.get_incident(redis, incident_id) or {}).get("published") == "1"
+    await redis.aclose()
