@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from faststream._internal._compat import dump_json
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -320,30 +321,69 @@ def consume(
     max_workers: int = 1,
     batch: int = 16,
 ) -> None:
-    """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering."""
+    """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering.
+
+    Entries are read up to `batch` at a time (one XREADGROUP, one pass through FastStream's
+    consume path, one XACK: that path costs more than most handlers) and each is handled on
+    its own, under its own consumer span continuing its publisher's trace: one after
+    another in stream order, or with `max_workers` > 1 that many at once (for events whose
+    order does not matter). An entry whose handler fails stays pending, and only it: the
+    reclaimer retries it and dead-letters it after `max_deliveries`, as it would a
+    crashed consumer's."""
     _check_group(stream, group)
-    process = _processor(stream, model, handler, settings=settings, group=group)
+    slots = asyncio.Semaphore(max_workers)
 
-    reader = StreamSub(
-        stream.name,
-        group=group,
-        consumer=settings.consumer_name,
-        max_records=batch,
-        polling_interval=1000,
-    )
+    async def handle(consumer: Redis, entry_id: bytes, fields: Mapping[bytes, bytes]) -> bool:
+        """True: done with (handled or dead-lettered); False: failed, to be reclaimed."""
+        parsed = _event_of(model, fields)
+        if isinstance(parsed, str):
+            await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
+                                    fields=fields, group=group, reason=parsed, attempts=1)
+            return True
+        event, headers = parsed
+        async with slots:
+            with trace.use_span(_entry_span(stream.name, group, entry_id, headers),
+                                end_on_exit=True) as span:
+                try:
+                    await handler(event)
+                    return True
+                except Exception as exc:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    if settings.max_deliveries <= 1:
+                        await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
+                                                fields=fields, group=group, attempts=1,
+                                                reason=f"{type(exc).__name__}: {exc}")
+                        return True
+                    log.warning("handler for %s failed (attempt 1 of %s), will be reclaimed: %r",
+                                stream.name, settings.max_deliveries, exc)
+                    return False
 
-    @broker.subscriber(
-        stream=reader,
-        parser=_tolerant_parser,
-        decoder=_undecoded,
-        max_workers=max_workers if max_workers > 1 else None,
-        title=f"{group}:{stream.name}",
-        description=f"{handler.__name__} ({model.__name__})",
-    )
     async def read(_: bytes) -> None:
-        await process(broker.context.get_local("message"), 1)
+        msg: RedisStreamMessage = broker.context.get_local("message")
+        entries = list(zip(msg.raw_message["message_ids"], msg.raw_message["data"],
+                           strict=True))
+        if max_workers > 1:
+            outcomes = await asyncio.gather(*(handle(msg.consumer, entry_id, fields)
+                                              for entry_id, fields in entries))
+        else:
+            outcomes = [await handle(msg.consumer, entry_id, fields)
+                        for entry_id, fields in entries]
+        if not all(outcomes):
+            done = [entry_id for (entry_id, _), ok in zip(entries, outcomes, strict=True) if ok]
+            if done:
+                await msg.consumer.xack(stream.name, group, *done)
+            await msg.nack()  # nothing on Redis: the failed entries stay pending, unacked
 
-    _reclaimer(broker, stream, process, settings=settings, group=group)
+    broker.subscriber(
+        stream=StreamSub(stream.name, group=group, consumer=settings.consumer_name, batch=True,
+                         max_records=batch, polling_interval=1000),
+        parser=_entries_unparsed, decoder=_undecoded, title=f"{group}:{stream.name}",
+        description=f"{handler.__name__} ({model.__name__})",
+    )(read)
+
+    _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
+               settings=settings, group=group)
 
 
 def _reclaimer(
@@ -383,9 +423,10 @@ async def _entries_unparsed(
 
 
 def _event_of(model: type[E], fields: Mapping[bytes, bytes]) -> tuple[E, dict[str, Any]] | str:
-    """The entry's event and its envelope's headers, or why it is not one."""
+    """The entry's event and its envelope's headers, or why it is not one. Read as FastStream
+    reads an entry: its `__data__` envelope or, written by another client, its fields."""
     try:
-        body, headers = BinaryMessageFormatV1.parse(fields[b"__data__"])
+        body, headers = BinaryMessageFormatV1.parse(fields.get(b"__data__") or dump_json(fields))
         if not isinstance(headers, dict):  # where FastStream's own parser gives up
             raise TypeError(f"envelope headers are a {type(headers).__name__}, not an object")
     except Exception as exc:

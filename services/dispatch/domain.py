@@ -150,14 +150,18 @@ class CandidateQuery:
     """What the store's candidate search needs to keep, of a district's teams, those that
     rank_candidates and choose_units could pick: is_eligible's rules and the same score, as
     data, so Redis can prune hundreds of teams to a few without deciding anything itself.
-    `keep` is how many of the best it keeps overall, per answering kind, and of police or
-    security (the escort of volunteers on a P1)."""
+    `keep` is how many of the best it keeps overall, per answering kind that choose_units
+    looks at on its own (`grouped`: the joint response's kinds, see `joint_entries`), and of
+    police or security when choose_units may add an escort of volunteers (`escort`: a P1).
+    The fewer groups, the sooner the search can stop reading farther teams."""
 
     district: str
     lat: float
     lon: float
     radius_km: float
     entries: tuple[tuple[str, str], ...]  # (kind, role) per entry of the category; "" = any role
+    grouped: tuple[bool, ...]  # per entry: whether its best teams are kept apart
+    escort: bool
     skills: tuple[str, ...]
     zone_id: str  # the incident's zone: its teams come first among equal scores ("" = none)
     station: str  # when set, police stations other than this one are not eligible
@@ -172,7 +176,9 @@ class CandidateQuery:
 
     def for_script(self) -> dict[str, object]:
         return {
-            "entries": [{"kind": k, "role": r} for k, r in self.entries],
+            "entries": [{"kind": k, "role": r, "group": g}
+                        for (k, r), g in zip(self.entries, self.grouped, strict=True)],
+            "escort": self.escort,
             "skills": list(self.skills), "zone_id": self.zone_id, "station": self.station,
             "bar_volunteers": self.bar_volunteers,
             "excluded": {team: True for team in self.excluded},  # indexed by team id
@@ -190,10 +196,13 @@ def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *, k
     entries = tuple((entry, "") if entry == "any" else (entry.partition(":")[0],
                                                         entry.partition(":")[2])
                     for entry in rule.answer)
+    joint = joint_entries(rule.answer, units_wanted(incident, policy))
     return CandidateQuery(
         district=incident.district, lat=incident.lat, lon=incident.lon,
         radius_km=policy.search_radius_km if radius_km is None else radius_km,
-        entries=entries, skills=tuple(rule.skills), zone_id=incident.zone_id or "",
+        entries=entries, grouped=tuple(entry in joint for entry in rule.answer),
+        escort=incident.priority == "P1", skills=tuple(rule.skills),
+        zone_id=incident.zone_id or "",
         station=(incident.station_agency_id or "") if rule.zone_station else "",
         bar_volunteers=volunteers_barred(incident.flags, policy),
         excluded=incident.excluded, min_fix_ts=now.timestamp() - policy.fix_max_age_s,
@@ -209,6 +218,18 @@ def entry_matches(entry: str, agency_kind: str, agency_role: str | None) -> bool
     if entry == "any" or (kind == agency_kind and not role):
         return True
     return kind == agency_kind and role == (agency_role or "station")
+
+
+def joint_entries(answer: Sequence[str], wanted: int) -> list[str]:
+    """The entries of a category's list whose best unit a joint response of `wanted` units
+    sends first (none for one unit: that is simply the best)."""
+    if wanted < 2:
+        return []
+    joint: list[str] = []
+    for entry in answer:
+        if entry != "any" and entry not in joint:
+            joint.append(entry)
+    return joint[:wanted]
 
 
 def _sent(value: str) -> tuple[str, str | None]:
@@ -231,12 +252,8 @@ def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Poli
     missing = wanted - len(already)
     if missing > 0:
         if wanted >= 2:
-            joint: list[str] = []
-            for entry in rule.answer:
-                if entry != "any" and entry not in joint:
-                    joint.append(entry)
             uncovered = [_sent(a) for a in already]
-            for entry in joint[:wanted]:
+            for entry in joint_entries(rule.answer, wanted):
                 cover = next((s for s in uncovered if entry_matches(entry, *s)), None)
                 if cover is not None:
                     uncovered.remove(cover)

@@ -160,8 +160,6 @@ def _unit_from_flat(flat: list[str]) -> Unit | None:
 _CANDIDATES = """
 local q = cjson.decode(ARGV[4])
 local lon0, lat0 = tonumber(ARGV[1]), tonumber(ARGV[2])
-local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-                         'BYRADIUS', ARGV[3], 'km', 'ASC', 'WITHDIST')
 local rad = math.pi / 180
 local function distance(lat, lon)
   local p1, p2 = lat0 * rad, lat * rad
@@ -180,8 +178,13 @@ local function before(a, b)
   if a[3] ~= b[3] then return a[3] < b[3] end
   return a[1] < b[1]
 end
+-- Only the groups choose_units may look at on their own are kept (and must fill up).
+local active = {}
+for i, entry in ipairs(entries) do active[i] = entry.group end
+active[escort], active[overall] = q.escort, true
 local changed = false
 local function offer(g, row)
+  if not active[g] then return end
   local list = groups[g]
   local n = #list
   if n >= keep and not before(row, list[n]) then return end
@@ -196,17 +199,16 @@ local ceiling = math.huge
 local function recompute_ceiling()
   local worst = 0
   for g = 1, overall do
-    local list = groups[g]
-    if #list < keep then return math.huge end
-    if list[#list][2] > worst then worst = list[#list][2] end
+    if active[g] then
+      local list = groups[g]
+      if #list < keep then return math.huge end
+      if list[#list][2] > worst then worst = list[#list][2] end
+    end
   end
   return worst
 end
-for _, hit in ipairs(found) do
-  local id = hit[1]
-  -- Nearest first: once every group holds `keep` teams that beat the best any farther team
-  -- could do (its distance at the fastest speed), the rest cannot change the outcome.
-  if (tonumber(hit[2]) * 999 - 1) * q.road_factor / q.max_speed > ceiling + 0.001 then break end
+-- One team within the radius: kept in the groups it may enter, if eligible now.
+local function consider(id)
   if not q.excluded[id] and redis.call('EXISTS', 'dispatch:claim:' .. id) == 0 then
     local u = redis.call('HMGET', 'dispatch:unit:' .. id, 'status', 'on_shift', 'agency_kind',
                          'agency_role', 'agency_id', 'mode', 'skills', 'fix_ts', 'lat', 'lon',
@@ -252,6 +254,30 @@ for _, hit in ipairs(found) do
       end
     end
   end
+end
+-- Nearest first, a few at a time (a district's whole radius is hundreds of teams; turning
+-- them all into a reply costs more than reading the few that matter): once every group
+-- holds `keep` teams that beat the best any farther team could do (its distance at the
+-- fastest speed), the rest cannot change the outcome. A wider search reads past the teams
+-- already read (ties in distance may come back in another order, hence by id).
+local read, limit = {}, 64
+while true do
+  local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
+                           'BYRADIUS', ARGV[3], 'km', 'ASC', 'COUNT', limit, 'WITHDIST')
+  local stop = false
+  for _, hit in ipairs(found) do
+    local id = hit[1]
+    if not read[id] then
+      read[id] = true
+      if (tonumber(hit[2]) * 999 - 1) * q.road_factor / q.max_speed > ceiling + 0.001 then
+        stop = true
+        break
+      end
+      consider(id)
+    end
+  end
+  if stop or #found < limit then break end
+  limit = limit * 4
 end
 local picked, out = {}, {}
 for g = 1, overall do
