@@ -1,7 +1,8 @@
 """Redis streams plumbing: the broker, consumer groups at id 0, and at-least-once consumption.
 
 `consume()` registers two subscribers in the service's group for one stream:
-- the reader takes new entries (XREADGROUP >);
+- the reader takes new entries (XREADGROUP >), up to a batch at a time, and handles each on
+  its own under a span continuing its publisher's trace;
 - the reclaimer (FastStream `min_idle_time`, i.e. XAUTOCLAIM) takes entries another
   consumer of the group left pending (a crashed process, a failed handler) and retries them.
 FastStream's nack/reject do nothing on Redis: a failed entry stays pending until claimed.
@@ -20,9 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from faststream._internal._compat import dump_json
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
-from faststream._internal._compat import dump_json
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -375,15 +376,22 @@ def consume(
                 await msg.consumer.xack(stream.name, group, *done)
             await msg.nack()  # nothing on Redis: the failed entries stay pending, unacked
 
+    _reader(broker, stream, read, settings=settings, group=group, batch=batch,
+            description=f"{handler.__name__} ({model.__name__})")
+    _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
+               settings=settings, group=group)
+
+
+def _reader(broker: RedisBroker, stream: streams.Stream, read: Callable[[bytes], Awaitable[None]],
+            *, settings: ServiceSettings, group: str, batch: int, description: str) -> None:
+    """The group's first subscriber: XREADGROUP > of up to `batch` entries, given to `read`
+    unparsed (it parses each entry itself: see _entries_unparsed and _event_of)."""
     broker.subscriber(
         stream=StreamSub(stream.name, group=group, consumer=settings.consumer_name, batch=True,
                          max_records=batch, polling_interval=1000),
         parser=_entries_unparsed, decoder=_undecoded, title=f"{group}:{stream.name}",
-        description=f"{handler.__name__} ({model.__name__})",
+        description=description,
     )(read)
-
-    _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
-               settings=settings, group=group)
 
 
 def _reclaimer(
@@ -520,12 +528,8 @@ def consume_batches(
             for item in events:
                 item.span.end()
 
-    broker.subscriber(
-        stream=StreamSub(stream.name, group=group, consumer=settings.consumer_name, batch=True,
-                         max_records=batch, polling_interval=1000),
-        parser=_entries_unparsed, decoder=_undecoded, title=f"{group}:{stream.name}",
-        description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})",
-    )(read)
+    _reader(broker, stream, read, settings=settings, group=group, batch=batch,
+            description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})")
 
     async def one(event: E) -> None:
         # FastStream's span for the reclaimed entry is the current one, its publisher's child.

@@ -202,3 +202,35 @@ async def test_a_traced_batch_gives_each_event_a_span_in_its_publishers_trace(
     assert sorted((format(s.context.trace_id, "032x"), format(s.parent.span_id, "016x"))
                   for s in spans) == sorted(traces.values())
     assert all(s.attributes["messaging.consumer.group.name"] == "dispatch" for s in spans)
+
+
+async def test_a_failing_entry_of_a_read_stays_pending_alone(clean_redis: str) -> None:
+    handled: list[str] = []
+
+    async def handler(event: UnitStatus) -> None:
+        if event.unit_id == "poison":
+            raise RuntimeError("cannot handle this one")
+        handled.append(event.unit_id)
+
+    cfg = settings(clean_redis).model_copy(update={"claim_idle_ms": 600_000})  # no reclaiming
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
+    redis = Redis.from_url(clean_redis)
+    await redis.xgroup_create(streams.UNIT_STATUS.name, "dispatch", id="0", mkstream=True)
+    publisher = RedisBroker(clean_redis)
+    await publisher.connect()
+    ids = {}
+    for unit_id in ("a", "poison", "b"):  # written first: the consumer reads them at once
+        ids[unit_id] = await publisher.publish(status(unit_id), stream=streams.UNIT_STATUS.name)
+    await publisher.stop()
+    async with consuming(broker, redis):
+        await poll_until(lambda: handled == ["a", "b"], "a and b handled, in order")
+
+        async def pending_alone() -> list[dict] | None:
+            pending = await redis.xpending_range(streams.UNIT_STATUS.name, "dispatch", "-",
+                                                 "+", 10)
+            return pending if len(pending) == 1 else None
+
+        pending = await poll_until(pending_alone, "one entry left pending")
+    await redis.aclose()
+    assert [p["message_id"] for p in pending] == [ids["poison"]]
