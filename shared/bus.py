@@ -30,6 +30,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,7 +38,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
-from shared.events import utcnow
+from shared.events import Event, utcnow
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -568,6 +569,13 @@ async def entry_to_write(stream: streams.Stream, event: BaseModel,
         yield await BinaryMessageFormatV1.encode(
             message=event.model_dump_json().encode(), reply_to=None, headers=headers,
             correlation_id=correlation_id)
+
+
+async def queue_publish(pipe: Pipeline, stream: streams.Stream, event: Event) -> None:
+    """Queue `event`'s entry on `pipe` (a MULTI, with the state it reports), as FastStream's
+    `publish(..., pipeline=pipe)` would: its envelope, under a producer span."""
+    async with entry_to_write(stream, event, event.event_id) as entry:
+        pipe.xadd(stream.name, {"__data__": entry}, maxlen=stream.maxlen, approximate=True)
 
 
 async def publish(broker: RedisBroker, stream: streams.Stream, event: BaseModel) -> bytes:

@@ -22,6 +22,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.lock import Lock
 
 from shared import streams
+from shared.bus import queue_publish
 from shared.events import (
     Assignment,
     Caller,
@@ -194,13 +195,10 @@ class Dispatcher:
                 await also(pipe)
             store.queue_incident_change(pipe, incident_id, changes, old_status=inc["status"],
                                         entry=entry)
-            await self.broker.publish(
-                IncidentUpdated(district=inc["district"], incident_id=incident_id, seq=seq,
-                                status=status, priority=inc["priority"], flagged=flagged,
-                                assignments=assignments, entry=entry,
-                                linked_to=inc.get("linked_to") or None),
-                stream=streams.INCIDENT_UPDATED.name, maxlen=streams.INCIDENT_UPDATED.maxlen,
-                pipeline=pipe)
+            await queue_publish(pipe, streams.INCIDENT_UPDATED, IncidentUpdated(
+                district=inc["district"], incident_id=incident_id, seq=seq, status=status,
+                priority=inc["priority"], flagged=flagged, assignments=assignments, entry=entry,
+                linked_to=inc.get("linked_to") or None))
             await pipe.execute()
         inc.update(changes)
 
@@ -380,9 +378,7 @@ class Dispatcher:
     async def _queue_order_issued(self, pipe: Pipeline, inc: dict[str, str],
                                   order: dict[str, str]) -> None:
         """Queue order.issued and the order's `published` mark on one transaction."""
-        await self.broker.publish(self._order_issued(inc, order),
-                                  stream=streams.ORDER_ISSUED.name,
-                                  maxlen=streams.ORDER_ISSUED.maxlen, pipeline=pipe)
+        await queue_publish(pipe, streams.ORDER_ISSUED, self._order_issued(inc, order))
         store.queue_order_change(pipe, order["order_id"], {"published": "1"})
         order["published"] = "1"
 
@@ -506,12 +502,10 @@ class Dispatcher:
             await move(pipe)
             store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
             store.queue_incident_fields(pipe, incident_id, {"resolved_at": now})
-            await self.broker.publish(IncidentClosed(
+            await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
-                resolved_by=(order["team_id"],), category=inc["category"]),
-                stream=streams.INCIDENT_CLOSED.name, maxlen=streams.INCIDENT_CLOSED.maxlen,
-                pipeline=pipe)
+                resolved_by=(order["team_id"],), category=inc["category"]))
 
         await self._emit(incident_id, entry, status="resolved", state=state, also=resolve)
 

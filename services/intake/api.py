@@ -151,7 +151,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                           trace_id)
         durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
         if not await store.publish_reported(
-            redis, broker=broker, event=event,
+            redis, event=event,
             waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
         ):
             raise ApiError(503, "unavailable", "the incident could not be made durable; retry")

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from shared import streams
+from shared.bus import queue_publish
 from shared.events import IncidentClosed, IncidentReported, IncidentUpdated, Location, new_id, utcnow
 from shared.scripts import run_script
 
@@ -228,7 +228,7 @@ async def record_incident(
     return Recording()
 
 
-async def publish_reported(redis: Redis, *, broker: RedisBroker, event: IncidentReported,
+async def publish_reported(redis: Redis, *, event: IncidentReported,
                            waitaof_timeout_ms: int | None = None) -> bool:
     """For an incident recorded but not published (see `Recording.unconfirmed`): XADD the
     event and mark its incident published, in one round trip; given a timeout, WAITAOF
@@ -242,7 +242,7 @@ async def publish_reported(redis: Redis, *, broker: RedisBroker, event: Incident
     # guard the mark (Redis runs the rest of a transaction past a failed command); what
     # refuses the XADD (OOM, READONLY, MISCONF) refuses the mark after it as well.
     async with redis.pipeline(transaction=False) as pipe:
-        await broker.publish(event, stream=streams.INCIDENT_REPORTED.name, pipeline=pipe)
+        await queue_publish(pipe, streams.INCIDENT_REPORTED, event)
         pipe.hset(key, "published", "1")
         if waitaof_timeout_ms is not None:
             pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)

@@ -35,7 +35,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             )
             return Decision(step.state, step.record)
 
-        applied = await teams.transition(redis, broker=broker, team_id=event.team_id,
+        applied = await teams.transition(redis, team_id=event.team_id,
                                          order_id=event.order_id, decide=decide, now=utcnow())
         if applied is None:
             log.warning("order %s names team %s, which is not on the roster",
@@ -57,7 +57,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 )
             return Decision(step.state, step.record, tuple(ledger))
 
-        applied = await teams.transition(redis, broker=broker, team_id=event.team_id,
+        applied = await teams.transition(redis, team_id=event.team_id,
                                          order_id=event.order_id, decide=decide, now=utcnow())
         if applied is None:
             log.warning("response to order %s names team %s, which is not on the roster",
@@ -71,7 +71,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             )
             return Decision(step.state, step.record)
 
-        await teams.transition(redis, broker=broker, team_id=event.team_id,
+        await teams.transition(redis, team_id=event.team_id,
                                order_id=event.order_id, decide=decide, now=utcnow())
 
     async def on_incident_closed(event: IncidentClosed) -> None:

@@ -41,7 +41,7 @@ def build_router(
 
     async def change(who: Principal, decide: Callable[[TeamView], Decision]) -> Applied:
         try:
-            applied = await teams_store.transition(redis, broker=broker, team_id=who.team_id or "",
+            applied = await teams_store.transition(redis, team_id=who.team_id or "",
                                                    decide=decide, now=utcnow())
         except status.Refused as exc:
             raise conflict(exc.message) from exc

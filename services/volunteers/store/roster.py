@@ -103,7 +103,7 @@ async def import_roster(
             agency = new["agencies"].get(team["agency_id"]) if team else None
             if not team or not agency:
                 continue
-            await publish_unit_status(pipe, broker, team=team, agency=agency,
+            await publish_unit_status(pipe, team=team, agency=agency,
                                       state=decode_state(state_data))
             announced += 1
         return ImportResult(plan, announced)
@@ -213,7 +213,7 @@ async def delete_team(redis: Redis, *, broker: RedisBroker, team_id: str) -> boo
         pipe.zrem(keys.index("teams", team["district"]), team_id)
         pipe.zrem(keys.index("teams", None), team_id)
         if agency:
-            await publish_unit_status(pipe, broker, team=team, agency=agency,
+            await publish_unit_status(pipe, team=team, agency=agency,
                                       state=TeamState(status="off_duty"))
         return True
 

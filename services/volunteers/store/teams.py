@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from faststream.redis import RedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared import streams
+from shared.bus import queue_publish
 from shared.events import UnitPosition
 
 from ..domain.points import LedgerEntry
@@ -74,13 +74,11 @@ class Applied:
 
 
 async def publish_unit_status(
-    pipe: Pipeline, broker: RedisBroker, *, team: Mapping[str, str],
-    agency: Mapping[str, str], state: TeamState,
+    pipe: Pipeline, *, team: Mapping[str, str], agency: Mapping[str, str], state: TeamState,
 ) -> None:
     """Queue the team's UnitStatus on `pipe` (inside its MULTI)."""
     event = unit_status(team=team, agency=agency, state=state, skills=skills_of(team))
-    await broker.publish(event, stream=streams.UNIT_STATUS.name,
-                         maxlen=streams.UNIT_STATUS.maxlen, pipeline=pipe)
+    await queue_publish(pipe, streams.UNIT_STATUS, event)
 
 
 async def load_view(client: Redis | Pipeline, team_id: str,
@@ -99,7 +97,7 @@ async def load_view(client: Redis | Pipeline, team_id: str,
 
 
 async def transition(
-    redis: Redis, *, broker: RedisBroker, team_id: str, decide: Callable[[TeamView], Decision],
+    redis: Redis, *, team_id: str, decide: Callable[[TeamView], Decision],
     now: datetime, order_id: str | None = None,
 ) -> Applied | None:
     """Read the team (and order), let `decide` rule, write what changed; None: no such team.
@@ -126,7 +124,7 @@ async def transition(
             pipe.set(keys.order(order_id), decision.record.model_dump_json(), ex=ORDER_TTL_S)
         queue_entries(pipe, decision.ledger)
         if announce:
-            await publish_unit_status(pipe, broker, team=view.team, agency=view.agency,
+            await publish_unit_status(pipe, team=view.team, agency=view.agency,
                                       state=decision.state)
         return Applied(view, decision, announce)
 

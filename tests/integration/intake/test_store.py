@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from services.intake import store
@@ -96,8 +95,7 @@ async def test_index_entries_whose_record_is_gone_leave_the_index_on_the_way(red
 async def test_publishing_adds_the_event_and_marks_the_incident_published(redis, clean_redis) -> None:
     incident_id, _ = await record(redis, "r1")
     event = reported(incident_id)
-    async with RedisBroker(clean_redis) as broker:
-        assert await store.publish_reported(redis, broker=broker, event=event)
+    assert await store.publish_reported(redis, event=event)
     assert [e.event_id for e in read_stream(clean_redis, streams.INCIDENT_REPORTED.name,
                                             IncidentReported)] == [event.event_id]
     data = await store.get_incident(redis, incident_id)
@@ -110,13 +108,12 @@ async def test_a_refused_publish_leaves_the_incident_unpublished_for_the_retry(
     # incident marked, or the caller's retry would answer 200 and publish nothing.
     incident_id, _ = await record(redis, "r1")
     await redis.set(streams.INCIDENT_REPORTED.name, "not a stream")
-    async with RedisBroker(clean_redis) as broker:
-        with pytest.raises(Exception, match="WRONGTYPE"):
-            await store.publish_reported(redis, broker=broker, event=reported(incident_id))
-        data = await store.get_incident(redis, incident_id)
-        assert data is not None and data["published"] == "0"
-        await redis.delete(streams.INCIDENT_REPORTED.name)
-        assert await store.publish_reported(redis, broker=broker, event=reported(incident_id))
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        await store.publish_reported(redis, event=reported(incident_id))
+    data = await store.get_incident(redis, incident_id)
+    assert data is not None and data["published"] == "0"
+    await redis.delete(streams.INCIDENT_REPORTED.name)
+    assert await store.publish_reported(redis, event=reported(incident_id))
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
 
 

@@ -1,14 +1,11 @@
-"""The durable publish: XADD, the published mark and WAITAOF in one round trip on one
-connection (Redis 7.2+, so a hand-written fake stands in for the server here)."""
+"""The durable paths: the record script or the XADD with its published mark, then WAITAOF,
+in one round trip on one connection (Redis 7.2+, so a hand-written fake stands in for the
+server here)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-
-import pytest
-from faststream.redis import RedisBroker
 
 from services.intake import store
 from shared import streams
@@ -28,9 +25,13 @@ class FakePipeline:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def xadd(self, name: str, fields: dict[str, bytes], maxlen: int | None = None
-                   ) -> FakePipeline:  # FastStream awaits what it queues
+    def xadd(self, name: str, fields: dict[str, bytes], maxlen: int | None = None,
+             approximate: bool = True) -> FakePipeline:
         self.queued.append(("XADD", name))
+        return self
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> FakePipeline:
+        self.queued.append(("EVALSHA", *keys_and_args[:numkeys]))
         return self
 
     def hset(self, key: str, field: str, value: str) -> FakePipeline:
@@ -43,7 +44,8 @@ class FakePipeline:
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         self.executed = True
-        replies = {"XADD": "1-0", "HSET": 0, "WAITAOF": [self.redis.fsynced, 0]}
+        replies = {"XADD": "1-0", "HSET": 0, "WAITAOF": [self.redis.fsynced, 0],
+                   "EVALSHA": ["recorded", "inc_1"]}
         return [replies[command[0]] for command in self.queued]
 
 
@@ -65,12 +67,6 @@ class FakeRedis:
         return 0
 
 
-@pytest.fixture
-async def broker() -> AsyncIterator[RedisBroker]:
-    async with RedisBroker("redis://127.0.0.1:1") as connected:  # connects lazily: no server
-        yield connected
-
-
 def event() -> IncidentReported:
     return IncidentReported(district="d1", incident_id="inc_1", system_id="sys_1",
                             external_ref="r1", category="noise", priority="P4",
@@ -78,9 +74,9 @@ def event() -> IncidentReported:
                             reported_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC))
 
 
-async def test_waitaof_follows_the_xadd_and_the_mark_on_the_same_connection(broker) -> None:
+async def test_waitaof_follows_the_xadd_and_the_mark_on_the_same_connection() -> None:
     redis = FakeRedis(fsynced=1)
-    assert await store.publish_reported(redis, broker=broker, event=event(),  # type: ignore[arg-type]
+    assert await store.publish_reported(redis, event=event(),  # type: ignore[arg-type]
                                         waitaof_timeout_ms=1000)
     [pipe] = redis.pipelines
     assert not pipe.transaction and pipe.executed  # inside MULTI, WAITAOF would not wait
@@ -90,14 +86,39 @@ async def test_waitaof_follows_the_xadd_and_the_mark_on_the_same_connection(brok
     assert redis.after == []
 
 
-async def test_an_unconfirmed_fsync_leaves_the_incident_for_a_retry_to_publish(broker) -> None:
+async def test_an_unconfirmed_fsync_leaves_the_incident_for_a_retry_to_publish() -> None:
     redis = FakeRedis(fsynced=0)
-    assert not await store.publish_reported(redis, broker=broker, event=event(),  # type: ignore[arg-type]
+    assert not await store.publish_reported(redis, event=event(),  # type: ignore[arg-type]
                                             waitaof_timeout_ms=1000)
     assert redis.after == [("HSET", "intake:incident:inc_1", "published", "0")]
 
 
-async def test_without_a_timeout_nothing_waits(broker) -> None:
+async def test_without_a_timeout_nothing_waits() -> None:
     redis = FakeRedis(fsynced=0)
-    assert await store.publish_reported(redis, broker=broker, event=event())  # type: ignore[arg-type]
+    assert await store.publish_reported(redis, event=event())  # type: ignore[arg-type]
     assert [command[0] for command in redis.pipelines[0].queued] == ["XADD", "HSET"]
+
+
+async def _record(redis: FakeRedis) -> store.Recording:
+    return await store.record_incident(
+        redis, incident_id="inc_1", system_id="sys_1", external_ref="r1",  # type: ignore[arg-type]
+        category="noise", priority="P4", district="d1", location=Location(lat=22.8, lon=108.3),
+        reported_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC), linked_to=None, trace_id=None,
+        entry=b"the incident.reported entry", waitaof_timeout_ms=1000)
+
+
+async def test_waitaof_follows_the_record_script_on_the_same_connection() -> None:
+    redis = FakeRedis(fsynced=1)
+    assert await _record(redis) == store.Recording()
+    [pipe] = redis.pipelines
+    assert not pipe.transaction and pipe.executed
+    assert pipe.queued == [("EVALSHA", "intake:ref:sys_1:r1", "intake:incident:inc_1",
+                            "intake:open:d1:noise", streams.INCIDENT_REPORTED.name),
+                           ("WAITAOF", 1, 0, 1000)]
+    assert redis.after == []
+
+
+async def test_an_unconfirmed_fsync_of_a_recorded_report_leaves_it_for_a_retry() -> None:
+    redis = FakeRedis(fsynced=0)
+    assert await _record(redis) == store.Recording(unconfirmed=True)
+    assert redis.after == [("HSET", "intake:incident:inc_1", "published", "0")]
