@@ -206,25 +206,26 @@ class Dispatcher:
 
     async def on_incident_reported(self, event: IncidentReported) -> None:
         async with self._locked(event.incident_id):
-            state = await store.incident_state(self.redis, event.incident_id)
-            if state.incident is None:
-                zone = await self._zone_of(event.district, event.location.lat,
-                                           event.location.lon)
-                fields = self._incident_fields(event, zone)
-                created = await store.create_incident(
+            # Created first (nearly every report is new: one round trip instead of two); a
+            # redelivered report finds it and reads its state instead.
+            zone = await self._zone_of(event.district, event.location.lat, event.location.lon)
+            fields = self._incident_fields(event, zone)
+            if await store.create_incident(
                     self.redis, incident_id=event.incident_id, district=event.district,
                     reported_ts=event.reported_at.timestamp(), fields=fields,
                     entry=None if event.linked_to else TimelineEntry(
-                        kind="reported", detail=f"{event.category} {event.priority}"))
-                if created and event.linked_to:
+                        kind="reported", detail=f"{event.category} {event.priority}")):
+                if event.linked_to:
                     await self._record_link(event)
                     return
-                state = (store.IncidentState({"incident_id": event.incident_id, **fields}, [],
-                                             set())
-                         if created else await store.incident_state(self.redis,
-                                                                    event.incident_id))
-            elif state.incident["status"] == "linked":
-                return
+                state = store.IncidentState({"incident_id": event.incident_id, **fields}, [],
+                                            set())
+            else:
+                state = await store.incident_state(self.redis, event.incident_id)
+                if state.incident is None:  # gone since (retention): the retry creates it
+                    raise RuntimeError(f"incident {event.incident_id} vanished while read")
+                if state.incident["status"] == "linked":
+                    return
             await self._fill(event.incident_id, state)
 
     def _incident_fields(self, event: IncidentReported, zone: Zone | None) -> dict[str, str]:
