@@ -512,8 +512,8 @@ def consume_batches(
     dead-lettered at once; a batch whose handler fails stays pending and the reclaimer
     retries its entries one at a time, dead-lettering those that keep failing, as `consume`
     does. With `trace_each`, the handler gets each event as `Traced`, with a consumer span
-    continuing its publisher's trace (ended when the handler returns); without it, the
-    batch has FastStream's one span (unit positions: thousands a second, never traced)."""
+    continuing its publisher's trace (ended when the handler returns); without it, no span
+    at all (unit positions: thousands a second, never traced)."""
     _check_group(stream, group)
 
     async def read(_: bytes) -> None:

@@ -22,10 +22,6 @@ from shared.scripts import run_script
 
 from .domain import CandidateQuery, Unit
 
-
-async def _run(redis: Redis, script: str, keys: list[str], args: list[Any]) -> Any:
-    return await run_script(redis, script, keys, args)
-
 # --- units ----------------------------------------------------------------------------
 
 
@@ -96,7 +92,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     """Project a team's status; (applied, free while incidents of its district wait)."""
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
     district = fields["district"]
-    applied, retry = await _run(
+    applied, retry = await run_script(
         redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
                               _geo_key(district), _waiting_key(district)],
         [repr(at.timestamp()), json.dumps(flat), fields["team_id"]])
@@ -117,7 +113,7 @@ async def save_unit_positions(redis: Redis, fixes: list[tuple[str, float, float,
     args = [x for team_id, lat, lon, at in fixes
             for x in (team_id, repr(at.timestamp()), repr(lat), repr(lon))]
     return [(bool(applied), bool(retry))
-            for applied, retry in await _run(redis, _UNIT_POSITIONS, [], args)]
+            for applied, retry in await run_script(redis, _UNIT_POSITIONS, [], args)]
 
 
 def _unit_from(data: dict[str, str]) -> Unit | None:
@@ -295,7 +291,7 @@ return out
 async def candidates(redis: Redis, query: CandidateQuery) -> list[Unit]:
     """Free teams near the incident that may answer it: at least the best `query.keep` of
     each kind the category allows (see _CANDIDATES), unordered."""
-    found = await _run(redis, _CANDIDATES, [_geo_key(query.district)],
+    found = await run_script(redis, _CANDIDATES, [_geo_key(query.district)],
                        [repr(query.lon), repr(query.lat), repr(query.radius_km),
                         json.dumps(query.for_script())])
     return [u for u in map(_unit_from_flat, found) if u is not None]
@@ -379,12 +375,12 @@ async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
     orders. The engine claims through offer_order, which runs the same _CLAIMABLE check in
     the script that writes the order; tests/integration/dispatch/test_claims.py holds the
     check's rules to account through this function."""
-    return bool(await _run(redis, _CLAIM, [f"dispatch:claim:{team_id}", _unit_key(team_id)],
+    return bool(await run_script(redis, _CLAIM, [f"dispatch:claim:{team_id}", _unit_key(team_id)],
                            [order_id, "1" if require_available else "0"]))
 
 
 async def release_unit(redis: Redis, *, team_id: str, order_id: str) -> bool:
-    return bool(await _run(redis, _RELEASE, [f"dispatch:claim:{team_id}"], [order_id]))
+    return bool(await run_script(redis, _RELEASE, [f"dispatch:claim:{team_id}"], [order_id]))
 
 
 _FREE_WITH_WAITING = _FREE + """
@@ -395,7 +391,7 @@ return free_with_waiting(KEYS[1], ARGV[1], KEYS[2])
 async def free_with_waiting(redis: Redis, *, team_id: str, district: str) -> bool:
     """Whether the team is free (available, on shift, no claim) while incidents of the
     district wait for one."""
-    return bool(await _run(redis, _FREE_WITH_WAITING, [_unit_key(team_id), _waiting_key(district)],
+    return bool(await run_script(redis, _FREE_WITH_WAITING, [_unit_key(team_id), _waiting_key(district)],
                            [team_id]))
 
 
@@ -430,7 +426,7 @@ async def create_incident(redis: Redis, *, incident_id: str, district: str, repo
     """Store a new incident (counted in its status, with its first timeline entry); False if
     it exists already (a redelivered report)."""
     flat = [x for kv in fields.items() for x in kv]
-    return bool(await _run(
+    return bool(await run_script(
         redis, _CREATE_INCIDENT,
         [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
          STATUS_COUNTS, f"dispatch:timeline:{incident_id}"],
@@ -469,7 +465,7 @@ async def incident_state(redis: Redis, incident_id: str, *, seen: str | None = N
                          ) -> IncidentState:
     """The incident, its orders and offered teams; with `seen`, whether first_time(seen)
     was already marked."""
-    incident, orders, offered_, was_seen = await _run(
+    incident, orders, offered_, was_seen = await run_script(
         redis, _INCIDENT_STATE, [_incident_key(incident_id), f"dispatch:orders:{incident_id}",
                                  f"dispatch:offered:{incident_id}",
                                  _seen_key(seen) if seen else ""], [])
@@ -572,7 +568,7 @@ async def offer_order(redis: Redis, *, order_id: str, incident_id: str, fields: 
     flat = [x for kv in {"order_id": order_id, "incident_id": incident_id, **fields}.items()
             for x in kv]
     team_id = fields["team_id"]
-    offered_, first = await _run(
+    offered_, first = await run_script(
         redis, _OFFER,
         [_order_key(order_id), f"dispatch:orders:{incident_id}", f"dispatch:claim:{team_id}",
          _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
@@ -663,7 +659,7 @@ async def lease_due(redis: Redis, *, lease_s: float, limit: int = 100) -> tuple[
     """Due timers, and the time their lease runs out."""
     now = time.time()
     until = now + lease_s
-    return await _run(redis, _LEASE_DUE, [TIMERS], [repr(now), repr(until), limit]), until
+    return await run_script(redis, _LEASE_DUE, [TIMERS], [repr(now), repr(until), limit]), until
 
 
 _FINISH = """
@@ -675,7 +671,7 @@ return 1
 
 async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
     """Remove a handled timer, unless its handler scheduled it again for later."""
-    await _run(redis, _FINISH, [TIMERS], [member, repr(leased_until + 0.001)])
+    await run_script(redis, _FINISH, [TIMERS], [member, repr(leased_until + 0.001)])
 
 
 

@@ -201,16 +201,6 @@ async def save_orders(
     return saved
 
 
-async def save_order(
-    redis: Redis, order: OrderIssued, *, trace: dict[str, str], fallback_after_s: float | None,
-    ttl_s: int, fan_out: str | None = None,
-) -> Saved:
-    """Stores one order (see `save_orders`)."""
-    (saved,) = await save_orders(redis, [NewOrder(order, trace, fan_out)],
-                                 fallback_after_s=fallback_after_s, ttl_s=ttl_s)
-    return saved
-
-
 # Marks the order withdrawn and, in the same script, tells the team's replicas (ARGV[8]) and
 # marks that done: a redelivered order.withdrawn finds it done and changes nothing.
 _WITHDRAW = """

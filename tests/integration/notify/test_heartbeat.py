@@ -20,7 +20,8 @@ async def test_an_order_whose_fan_out_was_lost_arrives_with_the_next_heartbeat(
         order = an_order("t1")
         redis = Redis.from_url(clean_redis, decode_responses=True)
         try:
-            await store.save_order(redis, order, trace={}, fallback_after_s=None, ttl_s=60)
+            await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=None,
+                                    ttl_s=60)
         finally:
             await redis.aclose()
         frame = await phone.next_of("order", timeout=2)

@@ -55,10 +55,10 @@ class Listener:
 
 
 async def save(redis: Redis, order: OrderIssued, *, fan_out: bool = True) -> store.Saved:
-    return await store.save_order(
-        redis, order, trace=TRACE, fallback_after_s=30.0, ttl_s=60,
-        fan_out=order_message(order.order_id) if fan_out else None,
-    )
+    (saved,) = await store.save_orders(
+        redis, [store.NewOrder(order, TRACE, order_message(order.order_id) if fan_out else None)],
+        fallback_after_s=30.0, ttl_s=60)
+    return saved
 
 
 async def withdraw(redis: Redis, order: OrderIssued) -> bool:
