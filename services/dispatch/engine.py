@@ -6,12 +6,10 @@ a redelivered event finds the work done and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +17,6 @@ from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.lock import Lock
 
 from shared import streams
 from shared.bus import queue_publish
@@ -48,7 +45,7 @@ from shared.policy import Policy
 from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.zones import Zone
 
-from . import domain, store
+from . import domain, locks, store
 from .config import Settings
 from .zones import ZoneProjection
 
@@ -67,25 +64,6 @@ ROUTING_TIMEOUTS = _meter.create_counter(
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
-# Incident locks: held for a step, renewed while the step runs (see _keep_locked).
-LOCK_TTL_S = 5.0
-LOCK_WAIT_S = 20.0
-
-
-async def _keep_locked(lock: Lock, incident_id: str) -> None:
-    """Renew a held incident lock. The TTL stays short, so the lock of a worker that died
-    (SIGKILL, a lost host) frees its incident within LOCK_TTL_S, where a fixed TTL long
-    enough for any step (30 s) stalled the incident and, behind it, every event of the
-    sequential subscriber that waited for it."""
-    while True:
-        await asyncio.sleep(LOCK_TTL_S / 3)
-        try:
-            await lock.reacquire()
-        except Exception as exc:  # expired or Redis away: the step's own writes tell
-            log.warning("lock on %s not renewed: %s", incident_id, type(exc).__name__)
-            return
-
-
 def _sent_as(order: dict[str, str]) -> str:
     role = order.get("agency_role")
     return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]
@@ -126,26 +104,12 @@ class Dispatcher:
         self.policy = policy
         self.settings = settings
         self.zones = zones
+        self.locks = locks.IncidentLocks(redis)
 
     # --- plumbing ---------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _locked(self, incident_id: str) -> AsyncIterator[None]:
-        lock = self.redis.lock(f"dispatch:lock:{incident_id}", timeout=LOCK_TTL_S,
-                               blocking_timeout=LOCK_WAIT_S)
-        if not await lock.acquire():
-            raise TimeoutError(f"incident {incident_id} is locked by another worker")
-        keeper = asyncio.create_task(_keep_locked(lock, incident_id))
-        try:
-            yield
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
-            try:
-                await lock.release()
-            except Exception:  # expired: the next holder already knows the state
-                log.warning("lock on %s expired before release", incident_id)
+    def _locked(self, incident_id: str) -> AbstractAsyncContextManager[locks.Held]:
+        return self.locks.hold(incident_id)
 
     async def _publish(self, stream: streams.Stream, event: Any) -> None:
         await self.broker.publish(event, stream=stream.name, maxlen=stream.maxlen)
@@ -205,27 +169,51 @@ class Dispatcher:
     # --- an incident arrives ----------------------------------------------------------
 
     async def on_incident_reported(self, event: IncidentReported) -> None:
-        async with self._locked(event.incident_id):
-            # Created first (nearly every report is new: one round trip instead of two); a
-            # redelivered report finds it and reads its state instead.
-            zone = await self._zone_of(event.district, event.location.lat, event.location.lon)
-            fields = self._incident_fields(event, zone)
-            if await store.create_incident(
-                    self.redis, incident_id=event.incident_id, district=event.district,
-                    reported_ts=event.reported_at.timestamp(), fields=fields,
-                    entry=None if event.linked_to else TimelineEntry(
-                        kind="reported", detail=f"{event.category} {event.priority}")):
-                if event.linked_to:
-                    await self._record_link(event)
-                    return
-                state = store.IncidentState({"incident_id": event.incident_id, **fields}, [],
-                                            set())
+        # Nearly every report is new: its lock, its creation and its candidate search are
+        # one round trip (store.first_step), its order, incident.updated and the lock's
+        # release another after the offer. A redelivered report finds the incident and
+        # carries on from its state.
+        zone = await self._zone_of(event.district, event.location.lat, event.location.lon)
+        inc = {"incident_id": event.incident_id, **self._incident_fields(event, zone)}
+        query = None
+        if not event.linked_to:
+            facts = self._facts(inc, set())
+            query = domain.candidate_query(facts, self.policy, utcnow(),
+                                           keep=domain.units_wanted(facts, self.policy) + 3)
+
+        async def first_step(token: str) -> tuple[int, list[domain.Unit]]:
+            return await store.first_step(
+                self.redis, incident_id=event.incident_id, district=event.district,
+                reported_ts=event.reported_at.timestamp(), fields=inc,
+                entry=None if event.linked_to else TimelineEntry(
+                    kind="reported", detail=f"{event.category} {event.priority}"),
+                lock_key=locks.key(event.incident_id), token=token,
+                ttl_ms=self.locks.ttl_ms, query=query)
+
+        token = locks.new_token()
+        created, found = await first_step(token)
+        if created < 0:  # another worker holds the lock: wait for it, then the same step
+            async with self.locks.hold(event.incident_id) as held:
+                created, found = await first_step(held.token)
+                await self._after_first_step(event, inc, held, bool(created), found)
+            return
+        async with self.locks.hold(event.incident_id, token=token) as held:
+            await self._after_first_step(event, inc, held, bool(created), found)
+
+    async def _after_first_step(self, event: IncidentReported, inc: dict[str, str],
+                                held: locks.Held, created: bool,
+                                found: list[domain.Unit]) -> None:
+        if created:
+            if event.linked_to:
+                await self._record_link(event)
             else:
-                state = await store.incident_state(self.redis, event.incident_id)
-                if state.incident is None:  # gone since (retention): the retry creates it
-                    raise RuntimeError(f"incident {event.incident_id} vanished while read")
-                if state.incident["status"] == "linked":
-                    return
+                await self._fill(event.incident_id, store.IncidentState(inc, [], set()),
+                                 held=held, found=found)
+            return
+        state = await store.incident_state(self.redis, event.incident_id)
+        if state.incident is None:  # gone since (retention): the retry creates it
+            raise RuntimeError(f"incident {event.incident_id} vanished while read")
+        if state.incident["status"] != "linked":
             await self._fill(event.incident_id, state)
 
     def _incident_fields(self, event: IncidentReported, zone: Zone | None) -> dict[str, str]:
@@ -263,8 +251,12 @@ class Dispatcher:
                 await self._emit(event.linked_to, TimelineEntry(
                     kind="note", detail=f"another report linked: {event.incident_id}"))
 
-    async def _fill(self, incident_id: str, state: store.IncidentState | None = None) -> None:
-        """Issue orders until the incident has the units it needs (idempotent)."""
+    async def _fill(self, incident_id: str, state: store.IncidentState | None = None, *,
+                    held: locks.Held | None = None,
+                    found: list[domain.Unit] | None = None) -> None:
+        """Issue orders until the incident has the units it needs (idempotent). `found`:
+        candidates already searched for this state; `held`: the step's lock, released with
+        the orders' announcement when this is the step's last write."""
         state = state or await store.incident_state(self.redis, incident_id)
         inc = state.incident
         if inc is None or inc["status"] in TERMINAL:
@@ -280,8 +272,10 @@ class Dispatcher:
         query = domain.candidate_query(facts, self.policy, now, keep=wanted + 3)
         issued: list[dict[str, str]] = []
         for _ in range(5):
-            ranked = domain.rank_candidates(await store.candidates(self.redis, query), facts,
-                                            self.policy, now)
+            if found is None:
+                found = await store.candidates(self.redis, query)
+            ranked = domain.rank_candidates(found, facts, self.policy, now)
+            found = None
             chosen = domain.choose_units(ranked, facts, self.policy, wanted=wanted,
                                          already=[_sent_as(o) for o in live])
             lost_race = False
@@ -302,6 +296,8 @@ class Dispatcher:
                 for order in issued:
                     await self._queue_order_issued(pipe, inc, order)
                 store.queue_not_waiting(pipe, district=district, incident_id=incident_id)
+                if held is not None:
+                    await self.locks.queue_release(pipe, held)
 
             await self._emit(incident_id, TimelineEntry(kind="status"), state=state,
                              also=announce)

@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(timers, timeout=5)
                 await stop_task(refreshing, grace_s=2)
+                await engine.locks.close()
         await http.aclose()
         await redis.aclose()
 

@@ -291,10 +291,14 @@ return out
 async def candidates(redis: Redis, query: CandidateQuery) -> list[Unit]:
     """Free teams near the incident that may answer it: at least the best `query.keep` of
     each kind the category allows (see _CANDIDATES), unordered."""
-    found = await run_script(redis, _CANDIDATES, [_geo_key(query.district)],
-                       [repr(query.lon), repr(query.lat), repr(query.radius_km),
-                        json.dumps(query.for_script())])
+    found = await _queue_candidates(redis, query)
     return [u for u in map(_unit_from_flat, found) if u is not None]
+
+
+async def _queue_candidates(client: Redis | Pipeline, query: CandidateQuery) -> Any:
+    return await run_script(client, _CANDIDATES, [_geo_key(query.district)],
+                            [repr(query.lon), repr(query.lat), repr(query.radius_km),
+                             json.dumps(query.for_script())])
 
 
 async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]:
@@ -409,8 +413,13 @@ def _incident_key(incident_id: str) -> str:
 # One step: when the id was claimed (HSETNX) before the fields were written, a crash in
 # between left a record holding only its id, which reads as missing and which the
 # redelivered report then took for "exists already": the incident was lost for good. The
-# status count and the first timeline entry go in the same step.
+# status count and the first timeline entry go in the same step, and so does taking the
+# incident's lock (KEYS[6] with token ARGV[6], see locks.py): -1 when another worker holds
+# it (nothing written), else 1 created or 0 exists already, the lock held either way.
 _CREATE_INCIDENT = """
+local holder = redis.call('GET', KEYS[6])
+if holder and holder ~= ARGV[6] then return -1 end
+if not holder then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[7]) end
 if redis.call('HEXISTS', KEYS[1], 'district') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'incident_id', ARGV[1], unpack(cjson.decode(ARGV[3])))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -421,17 +430,29 @@ return 1
 """
 
 
-async def create_incident(redis: Redis, *, incident_id: str, district: str, reported_ts: float,
-                          fields: dict[str, str], entry: TimelineEntry | None = None) -> bool:
-    """Store a new incident (counted in its status, with its first timeline entry); False if
-    it exists already (a redelivered report)."""
+async def first_step(redis: Redis, *, incident_id: str, district: str, reported_ts: float,
+                     fields: dict[str, str], entry: TimelineEntry | None, lock_key: str,
+                     token: str, ttl_ms: int, query: CandidateQuery | None
+                     ) -> tuple[int, list[Unit]]:
+    """A report's first round trip: take the incident's lock and store the incident
+    (counted in its status, with its first timeline entry), and search its candidates
+    with `query` (nearly every report is new: the search is then ready). Returns -1 when
+    another worker holds the lock (nothing written), 0 when the incident exists already
+    (a redelivered report; the candidates do not count), 1 when created; and the
+    candidates."""
     flat = [x for kv in fields.items() for x in kv]
-    return bool(await run_script(
-        redis, _CREATE_INCIDENT,
-        [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
-         STATUS_COUNTS, f"dispatch:timeline:{incident_id}"],
-        [incident_id, repr(reported_ts), json.dumps(flat), fields["status"],
-         entry.model_dump_json() if entry else ""]))
+    async with redis.pipeline(transaction=False) as pipe:
+        await run_script(
+            pipe, _CREATE_INCIDENT,
+            [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
+             STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key],
+            [incident_id, repr(reported_ts), json.dumps(flat), fields["status"],
+             entry.model_dump_json() if entry else "", token, ttl_ms])
+        if query is not None:
+            await _queue_candidates(pipe, query)
+        replies = await pipe.execute()
+    found = replies[1] if query is not None else []
+    return int(replies[0]), [u for u in map(_unit_from_flat, found) if u is not None]
 
 
 # An incident with its orders and the teams it was offered to, and whether an event was

@@ -1,0 +1,109 @@
+"""Incident locks against a real Redis: one holder at a time, kept while a step runs, freed
+by a dead holder's TTL, released in a step's last transaction, taken by a report's first
+round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from redis.asyncio import Redis
+
+from services.dispatch import locks, store
+
+
+@pytest.fixture
+async def redis(clean_redis: str):
+    client = Redis.from_url(clean_redis, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_a_second_holder_waits_until_the_first_is_done(redis: Redis) -> None:
+    first, second = locks.IncidentLocks(redis), locks.IncidentLocks(redis)
+    order: list[str] = []
+
+    async def later() -> None:
+        async with second.hold("inc_a"):
+            order.append("second in")
+
+    async with first.hold("inc_a"):
+        waiting = asyncio.create_task(later())
+        await asyncio.sleep(0.2)
+        assert order == []  # still waiting for the lock
+        order.append("first out")
+    await asyncio.wait_for(waiting, 5)
+    assert order == ["first out", "second in"]
+    assert await redis.exists(locks.key("inc_a")) == 0
+    await first.close()
+    await second.close()
+
+
+async def test_a_held_lock_is_renewed_past_its_ttl(redis: Redis) -> None:
+    short = locks.IncidentLocks(redis, ttl_s=0.3)
+    other = locks.IncidentLocks(redis, wait_s=0.2)
+    async with short.hold("inc_b") as held:
+        await asyncio.sleep(1.0)  # three TTLs
+        assert await redis.get(locks.key("inc_b")) == held.token
+        with pytest.raises(TimeoutError):
+            async with other.hold("inc_b"):
+                pass
+    assert await redis.exists(locks.key("inc_b")) == 0
+    await short.close()
+
+
+async def test_a_dead_holders_lock_frees_after_its_ttl(redis: Redis) -> None:
+    await redis.set(locks.key("inc_c"), "dead-worker", px=300)
+    mine = locks.IncidentLocks(redis, wait_s=3)
+    async with mine.hold("inc_c") as held:
+        assert await redis.get(locks.key("inc_c")) == held.token
+    await mine.close()
+
+
+async def test_a_lock_released_by_the_last_transaction_is_not_released_twice(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    mine = locks.IncidentLocks(redis)
+    with caplog.at_level(logging.WARNING, logger="services.dispatch.locks"):
+        async with mine.hold("inc_d") as held:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.set("written-with-it", "1")
+                await mine.queue_release(pipe, held)
+                await pipe.execute()
+            assert await redis.exists(locks.key("inc_d")) == 0
+            await redis.set(locks.key("inc_d"), "theirs")  # another worker took it at once
+    assert await redis.get(locks.key("inc_d")) == "theirs"
+    assert await redis.get("written-with-it") == "1"
+    assert "expired before release" not in caplog.text
+    await mine.close()
+
+
+async def test_an_expired_lock_taken_by_another_worker_stays_theirs(
+        redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    mine = locks.IncidentLocks(redis)
+    with caplog.at_level(logging.WARNING, logger="services.dispatch.locks"):
+        async with mine.hold("inc_f"):
+            await redis.set(locks.key("inc_f"), "theirs")  # ours expired, theirs now
+    assert await redis.get(locks.key("inc_f")) == "theirs"
+    assert "expired before release" in caplog.text
+    await mine.close()
+
+
+async def test_a_report_first_step_writes_nothing_while_another_worker_holds_the_lock(
+        redis: Redis) -> None:
+    fields = {"district": "d1", "status": "dispatching", "category": "noise"}
+
+    async def first_step(token: str) -> int:
+        created, _ = await store.first_step(
+            redis, incident_id="inc_e", district="d1", reported_ts=1.0, fields=fields,
+            entry=None, lock_key=locks.key("inc_e"), token=token, ttl_ms=5000, query=None)
+        return created
+
+    await redis.set(locks.key("inc_e"), "another", px=5000)
+    assert await first_step("mine") == -1
+    assert await store.get_incident(redis, "inc_e") is None
+    await redis.delete(locks.key("inc_e"))
+    assert await first_step("mine") == 1  # lock taken, incident created
+    assert await redis.get(locks.key("inc_e")) == "mine"
+    assert await first_step("mine") == 0  # its own lock: carries on, the incident exists
+    assert (await store.get_incident(redis, "inc_e") or {}).get("district") == "d1"
