@@ -334,6 +334,7 @@ def consume(
     group: str,
     max_workers: int = 1,
     batch: int = 16,
+    linger_s: float = 0.0,
 ) -> None:
     """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering.
 
@@ -394,21 +395,38 @@ def consume(
             await msg.nack()  # nothing on Redis: the failed entries stay pending, unacked
 
     _reader(broker, stream, read, settings=settings, group=group, batch=batch,
-            description=f"{handler.__name__} ({model.__name__})")
+            description=f"{handler.__name__} ({model.__name__})", linger_s=linger_s)
     _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
                settings=settings, group=group)
 
 
 def _reader(broker: RedisBroker, stream: streams.Stream, read: Callable[[bytes], Awaitable[None]],
-            *, settings: ServiceSettings, group: str, batch: int, description: str) -> None:
+            *, settings: ServiceSettings, group: str, batch: int, description: str,
+            linger_s: float = 0.0) -> None:
     """The group's first subscriber: XREADGROUP > of up to `batch` entries, given to `read`
-    unparsed (it parses each entry itself: see _entries_unparsed and _event_of)."""
+    unparsed (it parses each entry itself: see _entries_unparsed and _event_of).
+
+    With `linger_s`, a read that was not full is followed by that pause before the next
+    one, so that the events arriving meanwhile come in one read: one pass through
+    FastStream's consume path, one XREADGROUP and one XACK for several events instead of
+    each (about 0.9 ms of CPU per read). For bookkeeping streams, whose consumers a person
+    does not wait on to the tenth of a second. The read's entries are handled at once and
+    acknowledged before the pause (FastStream then acknowledges nothing twice), so the
+    pause never makes them look idle to a reclaimer."""
+
+    async def read_then_linger(body: bytes) -> None:
+        await read(body)
+        msg: RedisStreamMessage = broker.context.get_local("message")
+        if len(msg.raw_message["message_ids"]) < batch:
+            await msg.ack()  # no-op when `read` nacked it (a failed entry stays pending)
+            await asyncio.sleep(linger_s)
+
     broker.subscriber(
         stream=StreamSub(stream.name, group=group, consumer=settings.consumer_name, batch=True,
                          max_records=batch, polling_interval=1000),
         parser=_entries_unparsed, decoder=_undecoded, title=f"{group}:{stream.name}",
         description=description,
-    )(read)
+    )(read_then_linger if linger_s > 0 else read)
 
 
 def _reclaimer(
@@ -505,6 +523,7 @@ def consume_batches(
     group: str,
     batch: int = 100,
     trace_each: bool = False,
+    linger_s: float = 0.0,
 ) -> None:
     """`consume` for a stream whose events are each handled idempotently: the handler takes
     up to `batch` events at once, read and acknowledged together (one XREADGROUP and one
@@ -550,7 +569,8 @@ def consume_batches(
                 item.span.end()
 
     _reader(broker, stream, read, settings=settings, group=group, batch=batch,
-            description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})")
+            description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})",
+            linger_s=linger_s)
 
     async def one(event: E) -> None:
         # FastStream's span for the reclaimed entry is the current one, its publisher's child.

@@ -31,6 +31,10 @@ class ServiceSettings(BaseSettings):
     # Reclaiming and dead-lettering (see shared.bus)
     claim_idle_ms: int = Field(default=15_000, description="CLAIM_IDLE_MS: reclaim after idle")
     max_deliveries: int = Field(default=5, description="MAX_DELIVERIES: then dead-letter")
+    bookkeeping_linger_ms: int = Field(
+        default=50, ge=0, le=1000, description="BOOKKEEPING_LINGER_MS: pause after a read that "
+        "was not full on streams nobody waits on to the tenth of a second, so that the next "
+        "read takes several events at once (0: none; see shared.bus._reader)")
     traces_file: str | None = Field(
         default=None, description="TRACES_FILE: write spans as JSON lines to this file"
     )
@@ -46,6 +50,10 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "lianfang"
     default_port: int = 0
+
+    @property
+    def linger_s(self) -> float:
+        return self.bookkeeping_linger_ms / 1000
 
     @property
     def port(self) -> int:

@@ -234,3 +234,30 @@ async def test_a_failing_entry_of_a_read_stays_pending_alone(clean_redis: str) -
         pending = await poll_until(pending_alone, "one entry left pending")
     await redis.aclose()
     assert [p["message_id"] for p in pending] == [ids["poison"]]
+
+
+async def test_a_lingering_reader_takes_the_events_of_its_pause_in_one_read(
+        clean_redis: str) -> None:
+    batches: list[list[str]] = []
+
+    async def handler(events: list[UnitStatus]) -> None:
+        batches.append([e.unit_id for e in events])
+
+    cfg = settings(clean_redis)
+    broker = create_broker(cfg)
+    consume_batches(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg,
+                    group="dispatch", batch=10, linger_s=1.0)
+    redis = Redis.from_url(clean_redis)
+    async with consuming(broker, redis):
+        await broker.publish(status("first"), stream=streams.UNIT_STATUS.name)
+        await poll_until(lambda: batches == [["first"]], "the first event handled at once", 5)
+        for n in range(5):  # during the pause after the first read
+            await broker.publish(status(f"u{n}"), stream=streams.UNIT_STATUS.name)
+        await poll_until(lambda: len(batches) == 2, "the next read", 5)
+        client = sync_redis.Redis.from_url(clean_redis)
+        await poll_until(lambda: client.xpending("unit.status", "dispatch")["pending"] == 0,
+                         "every event acknowledged")
+        # acknowledged before the pause: the reclaimer (200 ms idle here) took nothing again
+        await asyncio.sleep(0.5)
+    await redis.aclose()
+    assert batches == [["first"], [f"u{n}" for n in range(5)]]
