@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from shared import streams
 from shared.bus import Traced, publish
 from shared.events import (
+    Event,
     OrderDelivered,
     OrderIssued,
     OrderResponded,
@@ -113,8 +114,10 @@ class Orders:
                         "lianfang.team_id": record.team_id, "lianfang.response": response},
         ):
             now = utcnow()
+            responded: OrderResponded | None = None
 
             def decide(rec: store.OrderRecord) -> tuple[Decision, str | None, str | None]:
+                nonlocal responded
                 decision = decide_response(
                     state=rec.state, response=response, last_reinforce_at=rec.last_reinforce_at,
                     now=now, reinforce_repeat_s=self._settings.reinforce_repeat_s,
@@ -128,6 +131,7 @@ class Orders:
                     response=response, note=note,
                 )
                 entry = store.outbox_entry(streams.ORDER_RESPONDED.name, event, inject_context())
+                responded = event
                 return decision, event.event_id, entry
 
             try:
@@ -141,7 +145,7 @@ class Orders:
             if outcome is None:
                 raise not_found("order")
             if outcome.outbox_id is not None:
-                await self.publish_outbox(outcome.outbox_id)
+                await self.publish_outbox(outcome.outbox_id, responded, streams.ORDER_RESPONDED)
                 await self._hub.publish_state(outcome.record.team_id, state_frame(
                     order_id, state=outcome.record.state, answered=True, response=response),
                     origin=origin)
@@ -173,7 +177,7 @@ class Orders:
                     device_id=event.device_id, member_id=event.member_id,
                     ttl_s=self._settings.order_ttl_s,
                 )
-                await self.publish_outbox(event.event_id)
+                await self.publish_outbox(event.event_id, event, streams.ORDER_DELIVERED)
         return first
 
     async def view(self, *, order_id: str, who: Principal) -> dict[str, Any]:
@@ -187,12 +191,17 @@ class Orders:
 
     # --- the outbox ---------------------------------------------------------------------
 
-    async def publish_outbox(self, event_id: str) -> bool:
-        item = await store.outbox_item(self._redis, event_id)
-        if item is None:
-            return False
-        stream = streams.by_name(item["stream"])
-        event = _MODELS[stream.name].model_validate(item["event"])
+    async def publish_outbox(self, event_id: str, event: Event | None = None,
+                             stream: streams.Stream | None = None) -> bool:
+        """Publish an outbox event, then take it out of the outbox (a crash in between
+        publishes it again: consumers are idempotent). The caller that has just written it
+        passes `event` and `stream`: no reading it back."""
+        if event is None or stream is None:
+            item = await store.outbox_item(self._redis, event_id)
+            if item is None:
+                return False
+            stream = streams.by_name(item["stream"])
+            event = _MODELS[stream.name].model_validate(item["event"])
         try:
             await publish(self._broker, stream, event)
         except Exception as exc:

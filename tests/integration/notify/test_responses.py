@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 import redis as redis_sync
 from faststream.redis import RedisBroker
 
@@ -10,7 +13,7 @@ from shared import streams
 from shared.events import OrderResponded
 from tests.helpers import decode_entry, poll_until, read_stream
 
-from .conftest import ADMIN, Volunteers, an_order, device, issue, withdraw
+from .conftest import ADMIN, NotifyFactory, Volunteers, an_order, device, issue, withdraw
 
 
 def responded(url: str) -> list[OrderResponded]:
@@ -131,3 +134,36 @@ async def test_a_response_on_the_socket_continues_the_incidents_trace(
     for _, fields in entries:
         _, headers = decode_entry(fields)
         assert headers["traceparent"].split("-")[1] == trace_id, headers
+
+
+async def test_a_response_whose_publish_failed_is_kept_and_published_later_once(
+        notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
+        http: httpx.AsyncClient, clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.notify import fallback, service
+    from services.notify import store as notify_store
+
+    failures = [RuntimeError("redis away")]
+    real_publish = service.publish
+
+    async def flaky_publish(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(service, "publish", flaky_publish)
+    monkeypatch.setattr(service, "OUTBOX_FLUSH_AFTER_S", 0.5)
+    monkeypatch.setattr(fallback, "OUTBOX_EVERY_S", 0.2)
+    async with notify_factory(fallback_poll_s=0.1) as notify:
+        member = volunteers.enrol("t1")
+        order = an_order("t1")
+        await issue(broker, order)
+        await stored(http, notify, order.order_id)
+        r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses",
+                            headers=member.bearer, json={"response": "acknowledged"})
+        assert r.status_code == 200 and r.json()["state"] == "acknowledged"
+        client = redis_sync.Redis.from_url(clean_redis)
+        assert responded(clean_redis) == [] and client.hlen(notify_store.OUTBOX) == 1
+        (event,) = await poll_until(lambda: responded(clean_redis), "the flush publishes it", 10)
+        assert event.order_id == order.order_id and event.response == "acknowledged"
+        await poll_until(lambda: client.hlen(notify_store.OUTBOX) == 0, "the outbox emptied")
+    assert len(responded(clean_redis)) == 1
