@@ -1,6 +1,7 @@
 """Dispatch's Redis keys (prefix `dispatch:`), behind named functions.
 
-Units: a projection of unit.status / unit.position (hash per team, GEO index per district).
+Units: a projection of unit.status / unit.position (hash per team, GEO index and set of modes
+per district).
 Claims: `dispatch:claim:{team}` holds the one open order a team may have; taken by Lua.
 Incidents, orders and timelines: hashes and lists. Timers: one sorted set, leased on fire.
 """
@@ -37,6 +38,12 @@ def _waiting_key(district: str) -> str:
     return f"dispatch:waiting:{district}"
 
 
+def _modes_key(district: str) -> str:
+    """Every mode a team of the district was ever seen with (never shrinks): the candidate
+    search bounds its radius by the fastest of them, not by the fastest the policy knows."""
+    return f"dispatch:modes:{district}"
+
+
 # A team is free: available and on shift in the projection, and claimed by no live order
 # (see _CLAIMABLE). Used by the projection scripts to tell whether waiting incidents may
 # take the team, so the common case (nothing waiting) costs no further round trip.
@@ -57,6 +64,7 @@ local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
 if tonumber(ARGV[1]) < at then return {0, 0} end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
 redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[5], ARGV[4])
 local pos = redis.call('HMGET', KEYS[1], 'lat', 'lon')
 if pos[1] and pos[2] then redis.call('GEOADD', KEYS[3], pos[2], pos[1], ARGV[3]) end
 return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}
@@ -94,8 +102,8 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     district = fields["district"]
     applied, retry = await run_script(
         redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
-                              _geo_key(district), _waiting_key(district)],
-        [repr(at.timestamp()), json.dumps(flat), fields["team_id"]])
+                              _geo_key(district), _waiting_key(district), _modes_key(district)],
+        [repr(at.timestamp()), json.dumps(flat), fields["team_id"], fields["mode"]])
     return bool(applied), bool(retry)
 
 
@@ -164,6 +172,14 @@ local function distance(lat, lon)
   return 2 * 6371000.0 * math.asin(math.sqrt(h))
 end
 local entries, keep = q.entries, q.keep
+-- The fastest a farther team could be: that of the fastest mode seen in the district (the
+-- set only grows), or the policy's fastest before any was seen.
+local fastest = 0
+for _, mode in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local speed = q.speeds[mode] or q.default_speed
+  if speed > fastest then fastest = speed end
+end
+if fastest == 0 then fastest = q.max_speed end
 -- groups: 1..#entries (each answering kind), then police or security, then everyone
 local groups = {}
 for g = 1, #entries + 2 do groups[g] = {} end
@@ -265,7 +281,7 @@ while true do
     local id = hit[1]
     if not read[id] then
       read[id] = true
-      if (tonumber(hit[2]) * 999 - 1) * q.road_factor / q.max_speed > ceiling + 0.001 then
+      if (tonumber(hit[2]) * 999 - 1) * q.road_factor / fastest > ceiling + 0.001 then
         stop = true
         break
       end
@@ -296,7 +312,8 @@ async def candidates(redis: Redis, query: CandidateQuery) -> list[Unit]:
 
 
 async def _queue_candidates(client: Redis | Pipeline, query: CandidateQuery) -> Any:
-    return await run_script(client, _CANDIDATES, [_geo_key(query.district)],
+    return await run_script(client, _CANDIDATES,
+                            [_geo_key(query.district), _modes_key(query.district)],
                             [repr(query.lon), repr(query.lat), repr(query.radius_km),
                              json.dumps(query.for_script())])
 

@@ -118,3 +118,16 @@ def test_a_district_of_hundreds_returns_a_handful(clean_redis: str) -> None:
 
     assert asyncio.run(count()) <= 4 * 5  # keep per group: three kinds, escort, overall
     redis.Redis.from_url(clean_redis).flushdb()
+
+
+def test_a_fast_team_far_away_is_found_when_every_near_team_is_slow(clean_redis: str) -> None:
+    # Four guards on foot ~600 m away and one security car ~3.5 km away, which gets there
+    # first. The search stops reading farther teams by the fastest mode seen in the
+    # district: the car's status put "car" among them, so the car is read and sent.
+    def guard(i: int, mode: str, dlat: float) -> dict[str, object]:
+        return {"team_id": f"g{i}", "kind": "security", "role": None, "agency_id": "ag-s",
+                "mode": mode, "skills": (), "status": "available", "on_shift": True,
+                "fix_age_s": 5, "claimed": False, "dlat": dlat, "dlon": 0.0001 * i}
+
+    units = [guard(i, "foot", 0.0054) for i in range(4)] + [guard(9, "car", 0.0315)]
+    asyncio.run(_compare(clean_redis, units, "noise", (), None, 0))
