@@ -1,0 +1,102 @@
+"""An incident's whole life in CPU: `python -m tools.benchmarks.life` (RATE=50 DUR=8).
+
+The stack as `make bench` builds it (400 teams, 10,000 members, a socket per team, devices
+answering `resolved` at once), RATE incidents per second for DUR seconds, then until every
+consumer group on the incident path is idle. Prints each process's CPU per incident over
+that whole time (the order, the answer, the team busy and free, the updates, the closing),
+the order latency, and the entries per incident of each stream. LOAD=1 adds the position
+load (2,000 PUT/s). A diagnostic for docs/benchmarks.md ("What limits each figure"), not a
+figure of the benchmark's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+from tools.redis_server import RedisServer, find_binary, free_port
+from tools.stack import DEFAULT_PORTS, Stack
+
+from .e2e import StackBench
+from .machine import cpu_seconds
+
+
+async def main() -> None:
+    rate, duration = float(os.environ.get("RATE", 50)), float(os.environ.get("DUR", 8))
+    teams, per_team = 400, 25
+    binary = find_binary()
+    if binary is None:
+        raise SystemExit("no redis-server found")
+    work = Path(tempfile.mkdtemp(prefix="lianfang-life-"))
+    with RedisServer(work / "redis", binary=binary, appendonly=True,
+                     appendfsync="everysec") as server:
+        stack = Stack(redis_url=server.url, admin_token=secrets.token_urlsafe(16), workdir=work,
+                      ports={name: free_port() for name in DEFAULT_PORTS},
+                      extra_env={"LOG_LEVEL": "INFO"})
+        stack.start()
+        try:
+            await asyncio.to_thread(stack.wait_ready, 90.0)
+
+            def pids() -> dict[str, int]:
+                out = {name: s.proc.pid for name, s in stack.services.items() if s.proc}
+                if server.proc is not None:
+                    out["redis"] = server.proc.pid
+                return out
+
+            bench = StackBench(stack=stack, redis_url=server.url, workdir=work, teams=teams,
+                               members_per_team=per_team, pids=pids)
+            await bench.setup()
+            gen = None
+            if os.environ.get("LOAD") == "1":
+                gen = await bench.start_loadgen({"mode": "rate", "rate": teams * per_team / 5,
+                                                 "concurrency": 256})
+            await bench.wait_quiet(30)
+            processes = pids()
+            lengths = _lengths(server.url)
+            before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            started = time.perf_counter()
+            run = await bench.latency_run(rate=rate, duration_s=duration, drain_s=15,
+                                          loadgen=gen)
+            await bench.wait_quiet(30)
+            after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            took = time.perf_counter() - started
+            n = run.sent
+            lat = run.order_latency
+            print(f"{n} incidents at {rate:g}/s, {run.errors} errors; order p50 "
+                  f"{(lat.p50 or 0) * 1000:.1f} ms, p99 {(lat.p99 or 0) * 1000:.1f} ms; "
+                  f"{took:.1f} s until idle")
+            total = 0.0
+            for name in processes:
+                if before.get(name) is None or after.get(name) is None:
+                    continue
+                ms = (after[name] - before[name]) * 1000 / n  # type: ignore[operator]
+                total += ms
+                print(f"  {name:11s} {ms:6.2f} ms CPU per incident")
+            print(f"  {'all':11s} {total:6.2f} ms")
+            for stream, length in _lengths(server.url).items():
+                added = length - lengths.get(stream, 0)
+                if added:
+                    print(f"  {stream:20s} {added / n:5.2f} entries per incident")
+            if gen is not None:
+                await bench.stop_loadgen(gen)
+            await bench.close()
+        finally:
+            await asyncio.to_thread(stack.stop)
+
+
+def _lengths(url: str) -> dict[str, int]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return {key: client.xlen(key) for key in sorted(client.scan_iter(_type="stream"))}
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
