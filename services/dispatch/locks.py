@@ -94,17 +94,21 @@ class IncidentLocks:
         held = Held(incident_id, token)
         self._held[key(incident_id)] = held
         self._ensure_renewer()
+        failed = False
         try:
             yield held
+        except BaseException:
+            failed = True  # a transaction that was to release it may not have run
+            raise
         finally:
             self._held.pop(key(incident_id), None)
-            if not held.released:
+            if not held.released or failed:
                 try:
                     released = await run_script(self.redis, _RELEASE, [key(incident_id)], [token])
                 except Exception as exc:  # Redis away: the TTL frees it
                     log.warning("lock on %s not released: %s", incident_id, type(exc).__name__)
                 else:
-                    if not released:
+                    if not released and not held.released:
                         log.warning("lock on %s expired before release", incident_id)
 
     async def queue_release(self, pipe: Pipeline, held: Held) -> None:

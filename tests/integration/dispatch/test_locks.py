@@ -107,3 +107,15 @@ async def test_a_report_first_step_writes_nothing_while_another_worker_holds_the
     assert await redis.get(locks.key("inc_e")) == "mine"
     assert await first_step("mine") == 0  # its own lock: carries on, the incident exists
     assert (await store.get_incident(redis, "inc_e") or {}).get("district") == "d1"
+
+
+async def test_a_step_that_fails_after_queueing_the_release_still_frees_the_lock(
+        redis: Redis) -> None:
+    mine = locks.IncidentLocks(redis)
+    with pytest.raises(RuntimeError):
+        async with mine.hold("inc_g") as held:
+            async with redis.pipeline(transaction=True) as pipe:
+                await mine.queue_release(pipe, held)
+                raise RuntimeError("the transaction never ran")  # e.g. Redis went away
+    assert await redis.exists(locks.key("inc_g")) == 0
+    await mine.close()
