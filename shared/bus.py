@@ -334,7 +334,7 @@ def consume(
     group: str,
     max_workers: int = 1,
     batch: int = 16,
-    linger_s: float = 0.0,
+    bookkeeping: bool = False,
 ) -> None:
     """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering.
 
@@ -344,7 +344,8 @@ def consume(
     another in stream order, or with `max_workers` > 1 that many at once (for events whose
     order does not matter). An entry whose handler fails stays pending, and only it: the
     reclaimer retries it and dead-letters it after `max_deliveries`, as it would a
-    crashed consumer's."""
+    crashed consumer's. A `bookkeeping` stream, one nobody waits on to the tenth of a
+    second, pauses after a read that was not full (see _reader)."""
     _check_group(stream, group)
     slots = asyncio.Semaphore(max_workers)
 
@@ -395,7 +396,8 @@ def consume(
             await msg.nack()  # nothing on Redis: the failed entries stay pending, unacked
 
     _reader(broker, stream, read, settings=settings, group=group, batch=batch,
-            description=f"{handler.__name__} ({model.__name__})", linger_s=linger_s)
+            description=f"{handler.__name__} ({model.__name__})",
+            linger_s=settings.linger_s if bookkeeping else 0.0)
     _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
                settings=settings, group=group)
 
@@ -523,7 +525,7 @@ def consume_batches(
     group: str,
     batch: int = 100,
     trace_each: bool = False,
-    linger_s: float = 0.0,
+    bookkeeping: bool = False,
 ) -> None:
     """`consume` for a stream whose events are each handled idempotently: the handler takes
     up to `batch` events at once, read and acknowledged together (one XREADGROUP and one
@@ -532,7 +534,7 @@ def consume_batches(
     retries its entries one at a time, dead-lettering those that keep failing, as `consume`
     does. With `trace_each`, the handler gets each event as `Traced`, with a consumer span
     continuing its publisher's trace (ended when the handler returns); without it, no span
-    at all (unit positions: thousands a second, never traced)."""
+    at all (unit positions: thousands a second, never traced). `bookkeeping`: as `consume`."""
     _check_group(stream, group)
 
     async def read(_: bytes) -> None:
@@ -570,7 +572,7 @@ def consume_batches(
 
     _reader(broker, stream, read, settings=settings, group=group, batch=batch,
             description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})",
-            linger_s=linger_s)
+            linger_s=settings.linger_s if bookkeeping else 0.0)
 
     async def one(event: E) -> None:
         # FastStream's span for the reclaimed entry is the current one, its publisher's child.

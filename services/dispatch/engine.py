@@ -117,6 +117,11 @@ class Dispatcher:
     async def _zone_of(self, district: str, lat: float, lon: float) -> Zone | None:
         return await self.zones.lookup(district, lat=lat, lon=lon)
 
+    def _query(self, facts: domain.IncidentFacts, now: datetime) -> domain.CandidateQuery:
+        """The candidate search `_fill` runs (also run ahead, with a new incident's creation)."""
+        return domain.candidate_query(facts, self.policy, now,
+                                      keep=domain.units_wanted(facts, self.policy) + 3)
+
     def _facts(self, inc: dict[str, str], excluded: set[str]) -> domain.IncidentFacts:
         return domain.IncidentFacts(
             incident_id=inc["incident_id"], district=inc["district"], category=inc["category"],
@@ -174,17 +179,14 @@ class Dispatcher:
         # release another after the offer. A redelivered report finds the incident and
         # carries on from its state.
         zone = await self._zone_of(event.district, event.location.lat, event.location.lon)
-        inc = {"incident_id": event.incident_id, **self._incident_fields(event, zone)}
-        query = None
-        if not event.linked_to:
-            facts = self._facts(inc, set())
-            query = domain.candidate_query(facts, self.policy, utcnow(),
-                                           keep=domain.units_wanted(facts, self.policy) + 3)
+        fields = self._incident_fields(event, zone)
+        inc = {"incident_id": event.incident_id, **fields}
+        query = None if event.linked_to else self._query(self._facts(inc, set()), utcnow())
 
         async def first_step(token: str) -> tuple[int, list[domain.Unit]]:
             return await store.first_step(
                 self.redis, incident_id=event.incident_id, district=event.district,
-                reported_ts=event.reported_at.timestamp(), fields=inc,
+                reported_ts=event.reported_at.timestamp(), fields=fields,
                 entry=None if event.linked_to else TimelineEntry(
                     kind="reported", detail=f"{event.category} {event.priority}"),
                 lock_key=locks.key(event.incident_id), token=token,
@@ -269,7 +271,7 @@ class Dispatcher:
         facts = self._facts(inc, state.offered)
         wanted = domain.units_wanted(facts, self.policy)
         now = utcnow()
-        query = domain.candidate_query(facts, self.policy, now, keep=wanted + 3)
+        query = self._query(facts, now)
         issued: list[dict[str, str]] = []
         for _ in range(5):
             if found is None:

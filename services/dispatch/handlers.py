@@ -25,13 +25,13 @@ def register(broker: RedisBroker, *, engine: Dispatcher, settings: Settings) -> 
     # One at a time, in stream order: a team's answers to one order must not overtake each
     # other (an "acknowledged" handled after "resolved" would be lost).
     # Bookkeeping (the board, the projection of teams): a pause after a read that was not
-    # full lets the next take several events (settings.linger_s); new incidents never wait.
+    # full lets the next take several events (`bookkeeping`); new incidents never wait.
     consume(broker, streams.ORDER_RESPONDED, OrderResponded, engine.on_order_responded,
-            settings=settings, group=group, linger_s=settings.linger_s)
+            settings=settings, group=group, bookkeeping=True)
     consume(broker, streams.ORDER_DELIVERED, OrderDelivered, engine.on_order_delivered,
-            settings=settings, group=group, linger_s=settings.linger_s)
+            settings=settings, group=group, bookkeeping=True)
     consume(broker, streams.UNIT_STATUS, UnitStatus, engine.on_unit_status,
-            settings=settings, group=group, linger_s=settings.linger_s)
+            settings=settings, group=group, bookkeeping=True)
     # Thousands of fixes a second at city scale: read, projected and acknowledged in batches.
     consume_batches(broker, streams.UNIT_POSITION, UnitPosition, engine.on_unit_positions,
-                    settings=settings, group=group, batch=200, linger_s=settings.linger_s)
+                    settings=settings, group=group, batch=200, bookkeeping=True)

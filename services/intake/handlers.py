@@ -22,6 +22,6 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         await store.apply_closed(redis, event)
 
     consume(broker, streams.INCIDENT_UPDATED, IncidentUpdated, on_incident_updated,
-            settings=settings, group="intake", linger_s=settings.linger_s)
+            settings=settings, group="intake", bookkeeping=True)
     consume(broker, streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed,
-            settings=settings, group="intake", linger_s=settings.linger_s)
+            settings=settings, group="intake", bookkeeping=True)

@@ -90,10 +90,10 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             ))
 
     consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,
-            settings=settings, group="volunteers", linger_s=settings.linger_s)
+            settings=settings, group="volunteers", bookkeeping=True)
     consume(broker, streams.ORDER_RESPONDED, OrderResponded, on_order_responded,
-            settings=settings, group="volunteers", linger_s=settings.linger_s)
+            settings=settings, group="volunteers", bookkeeping=True)
     consume(broker, streams.ORDER_WITHDRAWN, OrderWithdrawn, on_order_withdrawn,
-            settings=settings, group="volunteers", linger_s=settings.linger_s)
+            settings=settings, group="volunteers", bookkeeping=True)
     consume(broker, streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed,
-            settings=settings, group="volunteers", linger_s=settings.linger_s)
+            settings=settings, group="volunteers", bookkeeping=True)

@@ -243,10 +243,10 @@ async def test_a_lingering_reader_takes_the_events_of_its_pause_in_one_read(
     async def handler(events: list[UnitStatus]) -> None:
         batches.append([e.unit_id for e in events])
 
-    cfg = settings(clean_redis)
+    cfg = settings(clean_redis).model_copy(update={"bookkeeping_linger_ms": 1000})
     broker = create_broker(cfg)
     consume_batches(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg,
-                    group="dispatch", batch=10, linger_s=1.0)
+                    group="dispatch", batch=10, bookkeeping=True)
     redis = Redis.from_url(clean_redis)
     async with consuming(broker, redis):
         await broker.publish(status("first"), stream=streams.UNIT_STATUS.name)
