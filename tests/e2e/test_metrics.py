@@ -88,7 +88,6 @@ async def test_metrics_after_a_journey(stack: Stack) -> None:
         assert values(dispatch, "lianfang_dispatch_time_to_assign_seconds_count")
         assert sum(values(dispatch, "lianfang_dispatch_time_to_assign_seconds_count")) >= 1
         assert sum(values(dispatch, "lianfang_dispatch_time_to_acknowledge_seconds_count")) >= 1
-        assert sum(values(dispatch, "lianfang_dispatch_time_to_assign_seconds_sum")) < 60
         # The per-entry histogram is exported (a count of entries handled; no timing judged).
         assert sum(values(dispatch, "lianfang_stream_handle_duration_seconds_count",
                           stream="incident.reported", group="dispatch",
