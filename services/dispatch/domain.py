@@ -190,8 +190,12 @@ class CandidateQuery:
         }
 
 
-def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *, keep: int,
-                    radius_km: float | None = None) -> CandidateQuery:
+def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *,
+                    keep: int | None = None, radius_km: float | None = None) -> CandidateQuery:
+    """The search for `incident`. By default each group keeps as many teams as the incident
+    wants: choose_units never takes more than that from one group (a joint response takes
+    one per entry and then the best of any kind; an escort is one team), so the pruning is
+    exact; a claim lost to another incident means a new search, not a spare."""
     rule = policy.categories[incident.category]
     entries = tuple((entry, "") if entry == "any" else (entry.partition(":")[0],
                                                         entry.partition(":")[2])
@@ -208,7 +212,8 @@ def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *, k
         excluded=incident.excluded, min_fix_ts=now.timestamp() - policy.fix_max_age_s,
         speeds_ms=tuple((mode, kmh / 3.6) for mode, kmh in sorted(policy.speeds_kmh.items())),
         default_speed_ms=DEFAULT_SPEED_KMH / 3.6, road_factor=policy.road_factor,
-        rank_step_s=policy.rank_step_s, keep=keep,
+        rank_step_s=policy.rank_step_s,
+        keep=units_wanted(incident, policy) if keep is None else keep,
     )
 
 

@@ -119,8 +119,7 @@ class Dispatcher:
 
     def _query(self, facts: domain.IncidentFacts, now: datetime) -> domain.CandidateQuery:
         """The candidate search `_fill` runs (also run ahead, with a new incident's creation)."""
-        return domain.candidate_query(facts, self.policy, now,
-                                      keep=domain.units_wanted(facts, self.policy) + 3)
+        return domain.candidate_query(facts, self.policy, now)
 
     def _facts(self, inc: dict[str, str], excluded: set[str]) -> domain.IncidentFacts:
         return domain.IncidentFacts(

@@ -75,8 +75,7 @@ async def _compare(url: str, units: list[dict[str, object]], category: str,
         wanted = domain.units_wanted(facts, POLICY)
         every = [unit for unit, claim in await store.units_in(r, "d") if claim is None]
         reference = domain.rank_candidates(every, facts, POLICY, now)
-        pruned = await store.candidates(
-            r, domain.candidate_query(facts, POLICY, now, keep=wanted + 3))
+        pruned = await store.candidates(r, domain.candidate_query(facts, POLICY, now))
         ranked = domain.rank_candidates(pruned, facts, POLICY, now)
         for already in ([], [rule.answer[0]]):
             expected = domain.choose_units(reference, facts, POLICY, wanted=wanted,
