@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from shared import streams
 from shared.events import TimelineEntry
 from shared.scripts import run_script
 
@@ -375,8 +376,11 @@ return 0
 
 # A new order, its claim on the team (for orders that claim one), the team's place among the
 # incident's offered teams, its acknowledge deadline and its timeline entry, in one step:
-# either the team is claimed and the order is there, or nothing was written. Returns
-# {offered, first order of the incident}.
+# either the team is claimed and the order is there, or nothing was written. With
+# ARGV[9] == '1' the same step makes the step's last writes (LastWrites) too: order.issued
+# and the order's published mark, the incident's change (as queue_incident_change), its
+# incident.updated, off the waiting list, and its lock released (token compared, as
+# locks.queue_release). Returns {offered, first order of the incident}.
 _OFFER = _CLAIMABLE + """
 if ARGV[3] == '1' then
   if not claimable(KEYS[3], KEYS[4], ARGV[1], ARGV[4]) then return {0, 0} end
@@ -389,8 +393,46 @@ if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], 'ack:' .. ARGV[1]) en
 redis.call('RPUSH', KEYS[7], ARGV[7])
 local first = 0
 if ARGV[8] ~= '' then first = redis.call('HSETNX', KEYS[8], 'first_assigned_at', ARGV[8]) end
+if ARGV[9] == '1' then
+  local function xadd(stream, maxlen, entry)
+    if maxlen ~= '' then
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', '__data__', entry)
+    else
+      redis.call('XADD', stream, '*', '__data__', entry)
+    end
+  end
+  xadd(KEYS[9], ARGV[10], ARGV[11])
+  redis.call('HSET', KEYS[1], 'published', '1')
+  redis.call('HSET', KEYS[8], unpack(cjson.decode(ARGV[12])))
+  if ARGV[13] ~= ARGV[14] then
+    redis.call('HINCRBY', KEYS[11], ARGV[13], -1)
+    redis.call('HINCRBY', KEYS[11], ARGV[14], 1)
+  end
+  redis.call('RPUSH', KEYS[7], ARGV[15])
+  xadd(KEYS[10], ARGV[16], ARGV[17])
+  redis.call('ZREM', KEYS[12], ARGV[18])
+  if ARGV[19] ~= '' and redis.call('GET', KEYS[13]) == ARGV[19] then
+    redis.call('DEL', KEYS[13])
+  end
+end
 return {1, first}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class LastWrites:
+    """A step's last writes after its one new order, made by the order's own script (one
+    round trip instead of the offer's and a transaction's): nothing of it is written when
+    the claim is lost. The entries are FastStream envelopes (shared.bus.entry_to_write)."""
+
+    order_issued: bytes
+    incident_changes: dict[str, str]
+    old_status: str
+    status_entry: TimelineEntry
+    incident_updated: bytes
+    district: str
+    lock_key: str = ""
+    lock_token: str = ""  # "" = no lock to release
 
 
 async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
@@ -604,21 +646,35 @@ async def save_order(redis: Redis, *, order_id: str, incident_id: str,
 
 async def offer_order(redis: Redis, *, order_id: str, incident_id: str, fields: dict[str, str],
                       claim: bool, require_available: bool, ack_by: datetime | None,
-                      entry: TimelineEntry, first_assignment_at: str | None) -> tuple[bool, bool]:
-    """Write a new order and, if `claim`, claim its team, in one step (_OFFER); (offered,
-    first order of the incident to count for time-to-assign)."""
+                      entry: TimelineEntry, first_assignment_at: str | None,
+                      last: LastWrites | None = None) -> tuple[bool, bool]:
+    """Write a new order and, if `claim`, claim its team, in one step (_OFFER), with the
+    step's `last` writes when given; (offered, first order of the incident to count for
+    time-to-assign)."""
     flat = [x for kv in {"order_id": order_id, "incident_id": incident_id, **fields}.items()
             for x in kv]
     team_id = fields["team_id"]
-    offered_, first = await run_script(
-        redis, _OFFER,
-        [_order_key(order_id), f"dispatch:orders:{incident_id}", f"dispatch:claim:{team_id}",
-         _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
-         f"dispatch:timeline:{incident_id}", _incident_key(incident_id)],
-        [order_id, json.dumps(flat), "1" if claim else "0", "1" if require_available else "0",
-         team_id, repr(ack_by.timestamp()) if ack_by else "", entry.model_dump_json(),
-         first_assignment_at or ""])
+    keys = [_order_key(order_id), f"dispatch:orders:{incident_id}", f"dispatch:claim:{team_id}",
+            _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
+            f"dispatch:timeline:{incident_id}", _incident_key(incident_id)]
+    args: list[str | bytes] = [
+        order_id, json.dumps(flat), "1" if claim else "0", "1" if require_available else "0",
+        team_id, repr(ack_by.timestamp()) if ack_by else "", entry.model_dump_json(),
+        first_assignment_at or ""]
+    if last is not None:
+        keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
+                 _waiting_key(last.district), last.lock_key or "dispatch:lock:-"]
+        changes = [x for kv in last.incident_changes.items() for x in kv]
+        args += ["1", _maxlen(streams.ORDER_ISSUED.maxlen), last.order_issued, json.dumps(changes),
+                 last.old_status, last.incident_changes.get("status", last.old_status),
+                 last.status_entry.model_dump_json(), _maxlen(streams.INCIDENT_UPDATED.maxlen),
+                 last.incident_updated, incident_id, last.lock_token]
+    offered_, first = await run_script(redis, _OFFER, keys, args)
     return bool(offered_), bool(first)
+
+
+def _maxlen(maxlen: int | None) -> str:
+    return "" if maxlen is None else str(maxlen)
 
 
 async def get_order(redis: Redis, order_id: str) -> dict[str, str] | None:
