@@ -14,6 +14,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 # Attribute keys that may carry a caller's personal data if some instrumentation adds them.
 _REDACTED_KEYS = frozenset({"http.request.body", "messaging.message.body", "db.statement"})
+# One encoder for every line (json.dumps with an argument builds a new one per call).
+_encode = json.JSONEncoder(default=str).encode
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -29,26 +31,22 @@ class JsonLinesSpanExporter(SpanExporter):
         for span in spans:
             ctx = span.get_span_context()
             parent = span.parent
-            lines.append(
-                json.dumps(
-                    {
-                        "service": span.resource.attributes.get("service.name"),
-                        "name": span.name,
-                        "kind": span.kind.name,
-                        "trace_id": format(ctx.trace_id, "032x"),
-                        "span_id": format(ctx.span_id, "016x"),
-                        "parent_id": format(parent.span_id, "016x") if parent else None,
-                        "start": span.start_time,
-                        "end": span.end_time,
-                        "status": span.status.status_code.name,
-                        "attributes": {
-                            k: v for k, v in (span.attributes or {}).items()
-                            if k not in _REDACTED_KEYS
-                        },
-                    },
-                    default=str,
-                )
-            )
+            # A plain dict copy: iterating the SDK's BoundedAttributes walks the Mapping ABC.
+            attributes = span.attributes.copy() if span.attributes else {}
+            for key in _REDACTED_KEYS.intersection(attributes):
+                del attributes[key]
+            lines.append(_encode({
+                "service": span.resource.attributes.get("service.name"),
+                "name": span.name,
+                "kind": span.kind.name,
+                "trace_id": format(ctx.trace_id, "032x"),
+                "span_id": format(ctx.span_id, "016x"),
+                "parent_id": format(parent.span_id, "016x") if parent else None,
+                "start": span.start_time,
+                "end": span.end_time,
+                "status": span.status.status_code.name,
+                "attributes": attributes,
+            }))
         with self._lock, open(self._path, "a", encoding="utf-8") as fh:
             fh.write("\n".join(lines) + "\n")
         return SpanExportResult.SUCCESS
