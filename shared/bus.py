@@ -335,6 +335,7 @@ def consume(
     max_workers: int = 1,
     batch: int = 16,
     bookkeeping: bool = False,
+    readers: int = 1,
 ) -> None:
     """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering.
 
@@ -345,7 +346,10 @@ def consume(
     order does not matter). An entry whose handler fails stays pending, and only it: the
     reclaimer retries it and dead-letters it after `max_deliveries`, as it would a
     crashed consumer's. A `bookkeeping` stream, one nobody waits on to the tenth of a
-    second, pauses after a read that was not full (see _reader)."""
+    second, pauses after a read that was not full (see _reader). With `readers` > 1
+    (events whose order does not matter), that many reads are in hand at once, each as
+    its own consumer of the group: while one read's entries wait on Redis, the next
+    read's are handled (the slots of `max_workers` are shared)."""
     _check_group(stream, group)
     slots = asyncio.Semaphore(max_workers)
 
@@ -395,16 +399,18 @@ def consume(
                 await msg.consumer.xack(stream.name, group, *done)
             await msg.nack()  # nothing on Redis: the failed entries stay pending, unacked
 
-    _reader(broker, stream, read, settings=settings, group=group, batch=batch,
-            description=f"{handler.__name__} ({model.__name__})",
-            linger_s=settings.linger_s if bookkeeping else 0.0)
+    for n in range(readers):
+        _reader(broker, stream, read, settings=settings, group=group, batch=batch,
+                description=f"{handler.__name__} ({model.__name__})",
+                linger_s=settings.linger_s if bookkeeping else 0.0,
+                consumer=f"{settings.consumer_name}-{n + 1}" if n else None)
     _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
                settings=settings, group=group)
 
 
 def _reader(broker: RedisBroker, stream: streams.Stream, read: Callable[[bytes], Awaitable[None]],
             *, settings: ServiceSettings, group: str, batch: int, description: str,
-            linger_s: float = 0.0) -> None:
+            linger_s: float = 0.0, consumer: str | None = None) -> None:
     """The group's first subscriber: XREADGROUP > of up to `batch` entries, given to `read`
     unparsed (it parses each entry itself: see _entries_unparsed and _event_of).
 
@@ -424,9 +430,10 @@ def _reader(broker: RedisBroker, stream: streams.Stream, read: Callable[[bytes],
             await asyncio.sleep(linger_s)
 
     broker.subscriber(
-        stream=StreamSub(stream.name, group=group, consumer=settings.consumer_name, batch=True,
-                         max_records=batch, polling_interval=1000),
-        parser=_entries_unparsed, decoder=_undecoded, title=f"{group}:{stream.name}",
+        stream=StreamSub(stream.name, group=group, consumer=consumer or settings.consumer_name,
+                         batch=True, max_records=batch, polling_interval=1000),
+        parser=_entries_unparsed, decoder=_undecoded,
+        title=f"{group}:{stream.name}" + (f":{consumer}" if consumer else ""),
         description=description,
     )(read_then_linger if linger_s > 0 else read)
 

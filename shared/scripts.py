@@ -1,21 +1,27 @@
 """Lua scripts: EVALSHA on a client (each script's text travels to Redis once), EVAL on a
-pipeline."""
+pipeline, and ScriptBatch for the scripts of concurrent tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import inspect
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 _SCRIPTS: dict[str, AsyncScript] = {}
+_DIGESTS: dict[str, str] = {}
+
+Call = tuple[str, list[str], list[Any]]
 
 
-async def run_script(client: Redis | Pipeline, script: str, keys: list[str],
+async def run_script(client: Redis | Pipeline | ScriptBatch, script: str, keys: list[str],
                      args: list[Any]) -> Any:
-    """Runs `script` on a client, or queues it on a pipeline.
+    """Runs `script` on a client, or queues it on a pipeline, or sends it with a batch.
 
     On a client, by EVALSHA: a Redis that lost its scripts (a restart) gets the text again
     at once. On a pipeline, by EVAL with the text: redis-py's own script support asks Redis
@@ -23,6 +29,8 @@ async def run_script(client: Redis | Pipeline, script: str, keys: list[str],
     (a fifth of dispatch's CPU per incident), and an EVALSHA that met a restarted Redis
     inside MULTI would fail alone while the rest of the transaction applied. Redis caches a
     script sent by EVAL under its digest, so only the text's bytes travel again."""
+    if isinstance(client, ScriptBatch):
+        return await client.submit(script, keys, args)
     if isinstance(client, Pipeline):
         queued = client.eval(script, len(keys), *keys, *args)
         # a pipeline that WATCHes and has not begun its MULTI runs the command at once
@@ -31,3 +39,75 @@ async def run_script(client: Redis | Pipeline, script: str, keys: list[str],
     if compiled is None:
         compiled = _SCRIPTS[script] = AsyncScript(None, script.encode())  # type: ignore[arg-type]
     return await compiled(keys=keys, args=args, client=client)
+
+
+def _digest(script: str) -> str:
+    digest = _DIGESTS.get(script)
+    if digest is None:
+        digest = _DIGESTS[script] = hashlib.sha1(script.encode()).hexdigest()
+    return digest
+
+
+class ScriptBatch:
+    """Script calls that concurrent tasks make in the same turn of the event loop, sent to
+    Redis together: one pipeline (one round trip, one connection) for all of them instead
+    of one round trip each. A redis-py round trip costs ~0.1 ms of client CPU here, a
+    script in a pipeline of sixteen ~0.02 ms.
+
+    Nothing waits to fill a batch: the calls go at the end of the turn in which the first
+    was made, so a lone call costs what `run_script` costs. Each call gets its own reply
+    or its own error (the pipeline is not a transaction: each script is atomic on its own,
+    and one failing does not stop the others); a connection error fails every call of the
+    batch. Scripts go by EVALSHA; those that met a Redis that lost its scripts (a restart)
+    are sent again by EVAL, in order."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._queued: list[tuple[Call, asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def submit(self, script: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+        """Queue a call; the future gets its reply (or its error) once the batch is sent."""
+        loop = asyncio.get_running_loop()
+        if not self._queued:
+            loop.call_soon(self._send_queued)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queued.append(((script, keys, args), future))
+        return future
+
+    def _send_queued(self) -> None:
+        batch, self._queued = self._queued, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
+        calls = [call for call, _ in batch]
+        try:
+            replies = await self._pipeline(calls, by_digest=True)
+            again = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if again:
+                for i, reply in zip(again, await self._pipeline([calls[i] for i in again],
+                                                                by_digest=False), strict=True):
+                    replies[i] = reply
+        except Exception as exc:  # the connection: every call of the batch failed
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    async def _pipeline(self, calls: list[Call], *, by_digest: bool) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                if by_digest:
+                    pipe.evalsha(_digest(script), len(keys), *keys, *args)
+                else:
+                    pipe.eval(script, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))

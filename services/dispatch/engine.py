@@ -6,9 +6,11 @@ a redelivered event finds the work done and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +44,7 @@ from shared.events import (
 from shared.http import ApiError, conflict, not_found
 from shared.metrics import meter
 from shared.policy import Policy
+from shared.scripts import ScriptBatch
 from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.zones import Zone
 
@@ -64,6 +67,7 @@ ROUTING_TIMEOUTS = _meter.create_counter(
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
+SEARCH_ROUNDS = 64
 def _sent_as(order: dict[str, str]) -> str:
     role = order.get("agency_role")
     return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]
@@ -105,6 +109,25 @@ class Dispatcher:
         self.settings = settings
         self.zones = zones
         self.locks = locks.IncidentLocks(redis)
+        # The scripts of concurrent incidents (first steps, searches, offers), one round
+        # trip for those made in the same turn of the event loop.
+        self.scripts = ScriptBatch(redis)
+        # Teams this process is offering right now (to one incident each), with what their
+        # offer's end sets: a concurrent incident that chose one of them waits for that
+        # instead of sending an offer that would lose the claim.
+        self._offering: dict[str, asyncio.Future[None]] = {}
+
+    @contextlib.contextmanager
+    def _offering_to(self, team_ids: list[str]) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        mine = {team_id: loop.create_future() for team_id in team_ids}
+        self._offering.update(mine)
+        try:
+            yield
+        finally:
+            for team_id, done in mine.items():
+                del self._offering[team_id]
+                done.set_result(None)
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -193,7 +216,7 @@ class Dispatcher:
 
         async def first_step(token: str) -> tuple[int, list[domain.Unit]]:
             return await store.first_step(
-                self.redis, incident_id=event.incident_id, district=event.district,
+                self.scripts, incident_id=event.incident_id, district=event.district,
                 reported_ts=event.reported_at.timestamp(), fields=fields,
                 entry=None if event.linked_to else TimelineEntry(
                     kind="reported", detail=f"{event.category} {event.priority}"),
@@ -281,31 +304,44 @@ class Dispatcher:
         now = utcnow()
         query = self._query(facts, now)
         issued: list[dict[str, str]] = []
-        for _ in range(5):
+        # Each round that ends without its orders is someone else's progress: a team of
+        # this incident's choice was being offered to another incident of this process
+        # (wait for that offer, then search again) or was claimed by another (search
+        # again). The free teams only get fewer, so this ends; the bound is a safeguard.
+        for _ in range(SEARCH_ROUNDS):
             if found is None:
-                found = await store.candidates(self.redis, query)
+                found = await store.candidates(self.scripts, query)
             ranked = domain.rank_candidates(found, facts, self.policy, now)
             found = None
             chosen = domain.choose_units(ranked, facts, self.policy, wanted=wanted,
                                          already=[_sent_as(o) for o in live])
-            if len(chosen) == 1 and not issued:
-                # The common case: one order, and with it the step's last writes, in one
-                # script (nothing written if the claim is lost: then search again).
-                if await self._offer_last(state, chosen[0], held):
-                    return
+            if busy := [self._offering[c.unit.team_id] for c in chosen
+                        if c.unit.team_id in self._offering]:
+                await asyncio.wait(busy)
                 continue
-            lost_race = False
-            for choice in chosen:
-                order = await self._offer(inc, choice.unit, kind="dispatch", eta_s=choice.eta_s)
-                if order is None:  # claimed meanwhile by another incident: search again
-                    lost_race = True
-                else:
-                    live.append(order)
-                    issued.append(order)
-                    state.orders.append(order)
-                    state.offered.add(order["team_id"])
+            with self._offering_to([c.unit.team_id for c in chosen]):
+                if len(chosen) == 1 and not issued:
+                    # The common case: one order, and with it the step's last writes, in
+                    # one script (nothing written if the claim is lost: then search again).
+                    if await self._offer_last(state, chosen[0], held):
+                        return
+                    continue
+                lost_race = False
+                for choice in chosen:
+                    order = await self._offer(inc, choice.unit, kind="dispatch",
+                                              eta_s=choice.eta_s)
+                    if order is None:  # claimed meanwhile by another incident: search again
+                        lost_race = True
+                    else:
+                        live.append(order)
+                        issued.append(order)
+                        state.orders.append(order)
+                        state.offered.add(order["team_id"])
             if not lost_race:
                 break
+        else:
+            log.warning("incident %s: still no claim after %d searches; it waits for a "
+                        "freed team", incident_id, SEARCH_ROUNDS)
         district = facts.district
         if issued:
             async def announce(pipe: Pipeline) -> None:
@@ -373,7 +409,7 @@ class Dispatcher:
         claims = order["kind"] in CLAIMING_KINDS
         fields = {k: v for k, v in order.items() if k not in ("order_id", "incident_id")}
         offered, first = await store.offer_order(
-            self.redis, order_id=order["order_id"], incident_id=inc["incident_id"],
+            self.scripts, order_id=order["order_id"], incident_id=inc["incident_id"],
             fields=fields, claim=claims, require_available=require_available,
             ack_by=deadline, entry=entry,
             first_assignment_at=order["issued_at"] if claims else None, last=last)

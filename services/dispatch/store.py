@@ -8,6 +8,7 @@ Incidents, orders and timelines: hashes and lists. Timers: one sorted set, lease
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from redis.asyncio.client import Pipeline
 
 from shared import streams
 from shared.events import TimelineEntry
-from shared.scripts import run_script
+from shared.scripts import ScriptBatch, run_script
 
 from .domain import CandidateQuery, Unit
 
@@ -309,18 +310,17 @@ return out
 """
 
 
-async def candidates(redis: Redis, query: CandidateQuery) -> list[Unit]:
+async def candidates(redis: Redis | ScriptBatch, query: CandidateQuery) -> list[Unit]:
     """Free teams near the incident that may answer it: at least the best `query.keep` of
     each kind the category allows (see _CANDIDATES), unordered."""
-    found = await _queue_candidates(redis, query)
+    found = await run_script(redis, *_candidates_call(query))
     return [u for u in map(_unit_from_flat, found) if u is not None]
 
 
-async def _queue_candidates(client: Redis | Pipeline, query: CandidateQuery) -> Any:
-    return await run_script(client, _CANDIDATES,
-                            [_geo_key(query.district), _modes_key(query.district)],
-                            [repr(query.lon), repr(query.lat), repr(query.radius_km),
-                             json.dumps(query.for_script())])
+def _candidates_call(query: CandidateQuery) -> tuple[str, list[str], list[str]]:
+    return (_CANDIDATES, [_geo_key(query.district), _modes_key(query.district)],
+            [repr(query.lon), repr(query.lat), repr(query.radius_km),
+             json.dumps(query.for_script())])
 
 
 async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]:
@@ -493,29 +493,29 @@ return 1
 """
 
 
-async def first_step(redis: Redis, *, incident_id: str, district: str, reported_ts: float,
-                     fields: dict[str, str], entry: TimelineEntry | None, lock_key: str,
+async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: str,
+                     reported_ts: float, fields: dict[str, str], entry: TimelineEntry | None, lock_key: str,
                      token: str, ttl_ms: int, query: CandidateQuery | None
                      ) -> tuple[int, list[Unit]]:
     """A report's first round trip: take the incident's lock and store the incident
     (counted in its status, with its first timeline entry), and search its candidates
-    with `query` (nearly every report is new: the search is then ready). Returns -1 when
+    with `query` (nearly every report is new: the search is then ready); both scripts go
+    with the rest of `redis`'s batch when it is a ScriptBatch. Returns -1 when
     another worker holds the lock (nothing written), 0 when the incident exists already
     (a redelivered report; the candidates do not count), 1 when created; and the
     candidates."""
     flat = [x for kv in fields.items() for x in kv]
-    async with redis.pipeline(transaction=False) as pipe:
-        await run_script(
-            pipe, _CREATE_INCIDENT,
-            [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
-             STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key],
-            [incident_id, repr(reported_ts), json.dumps(flat), fields["status"],
-             entry.model_dump_json() if entry else "", token, ttl_ms])
-        if query is not None:
-            await _queue_candidates(pipe, query)
-        replies = await pipe.execute()
-    found = replies[1] if query is not None else []
-    return int(replies[0]), [u for u in map(_unit_from_flat, found) if u is not None]
+    batch = redis if isinstance(redis, ScriptBatch) else ScriptBatch(redis)
+    created = batch.submit(
+        _CREATE_INCIDENT,
+        [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
+         STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key],
+        [incident_id, repr(reported_ts), json.dumps(flat), fields["status"],
+         entry.model_dump_json() if entry else "", token, ttl_ms])
+    if query is None:
+        return int(await created), []
+    reply, found = await asyncio.gather(created, batch.submit(*_candidates_call(query)))
+    return int(reply), [u for u in map(_unit_from_flat, found) if u is not None]
 
 
 # An incident with its orders and the teams it was offered to, and whether an event was
@@ -644,7 +644,7 @@ async def save_order(redis: Redis, *, order_id: str, incident_id: str,
         await pipe.execute()
 
 
-async def offer_order(redis: Redis, *, order_id: str, incident_id: str, fields: dict[str, str],
+async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id: str, fields: dict[str, str],
                       claim: bool, require_available: bool, ack_by: datetime | None,
                       entry: TimelineEntry, first_assignment_at: str | None,
                       last: LastWrites | None = None) -> tuple[bool, bool]:

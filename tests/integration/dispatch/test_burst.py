@@ -1,0 +1,64 @@
+"""A burst of reports at one spot on one dispatch process: its incidents are handled
+together (their scripts share round trips), they all want the same nearest teams, and
+every one still gets its own team while teams are free; none is left waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+import redis.asyncio as aioredis
+from faststream.redis import RedisBroker
+
+from services.dispatch.main import create_app
+from shared import streams
+from shared.events import OrderIssued
+from tests.helpers import poll_until, read_stream
+from tests.integration.dispatch.test_engine import (
+    DISTRICT,
+    report,
+    settings_for,
+    team,
+    wait_for_units,
+)
+
+TEAMS = 24
+
+
+@pytest.fixture
+async def publisher(clean_redis: str):
+    broker = RedisBroker(clean_redis)
+    await broker.connect()
+    yield broker
+    await broker.stop()
+
+
+async def test_a_burst_at_one_spot_gives_every_incident_its_own_free_team(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        for n in range(TEAMS):
+            await team(publisher, f"t{n}", kind="security", lat=22.8171 + n * 0.0002,
+                       lon=108.3665)
+        await wait_for_units(clean_redis, TEAMS)
+    # The reports queue up while dispatch is down: it then reads them sixteen at a time.
+    incidents = [await report(publisher, "noise", priority="P4") for _ in range(TEAMS)]
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+
+        def settled() -> list[OrderIssued] | None:
+            orders = read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued)
+            return orders if len(orders) >= TEAMS else None
+
+        await poll_until(settled, "an order for every incident", 20)
+        await asyncio.sleep(0.5)  # let any (wrong) extra order show up
+        orders = read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued)
+        client = aioredis.Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            waiting = await client.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1)
+        finally:
+            await client.aclose()
+    assert Counter(o.team_id for o in orders) == {f"t{n}": 1 for n in range(TEAMS)}
+    assert sorted(o.incident_id for o in orders) == sorted(incidents)
+    assert waiting == []
