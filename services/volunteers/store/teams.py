@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from shared import streams
 from shared.bus import queue_publish
 from shared.events import UnitPosition
-from shared.scripts import run_script
+from shared.scripts import ScriptBatch, run_script
 
 from ..domain.points import LedgerEntry
 from ..domain.status import OrderRecord, TeamState, unit_status
@@ -213,11 +213,12 @@ POSITION_NOT_CURRENT, POSITION_OFF_DUTY, POSITION_STALE, POSITION_STORED, POSITI
 
 
 class PositionWriter:
-    """Writes fixes with one EVALSHA each; the UnitPosition envelope is FastStream's own format."""
+    """Writes fixes with one script each, the fixes of concurrent requests in one round trip
+    (ScriptBatch); the UnitPosition envelope is FastStream's own format."""
 
     def __init__(self, redis: Redis, *, publish_interval_ms: int) -> None:
         self._redis = redis
-        self._script = redis.register_script(_POSITION)
+        self._batch = ScriptBatch(redis)
         self._flush = redis.register_script(_FLUSH)
         self._interval = str(publish_interval_ms)
         maxlen = streams.UNIT_POSITION.maxlen
@@ -248,7 +249,7 @@ class PositionWriter:
         keys_ = [keys.position(event.unit_id), keys.state(event.unit_id),
                  streams.UNIT_POSITION.name, PENDING, keys.token(token_hash),
                  keys.member(member_id)]
-        return int(await self._script(keys=keys_, args=args))
+        return int(await run_script(self._batch, _POSITION, keys_, args))
 
     async def flush_due(self, now: datetime) -> int:
         """Publish the coalesced fixes whose interval has ended; returns how many went out."""
