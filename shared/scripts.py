@@ -4,7 +4,6 @@ pipeline, and ScriptBatch for the scripts of concurrent tasks."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 from typing import Any
 
@@ -14,7 +13,6 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 _SCRIPTS: dict[str, AsyncScript] = {}
-_DIGESTS: dict[str, str] = {}
 
 Call = tuple[str, list[str], list[Any]]
 
@@ -35,17 +33,15 @@ async def run_script(client: Redis | Pipeline | ScriptBatch, script: str, keys: 
         queued = client.eval(script, len(keys), *keys, *args)
         # a pipeline that WATCHes and has not begun its MULTI runs the command at once
         return await queued if inspect.isawaitable(queued) else queued
+    return await _compiled(script)(keys=keys, args=args, client=client)
+
+
+def _compiled(script: str) -> AsyncScript:
+    """redis-py's script object for `script` (its `sha` is the digest EVALSHA takes)."""
     compiled = _SCRIPTS.get(script)
     if compiled is None:
         compiled = _SCRIPTS[script] = AsyncScript(None, script.encode())  # type: ignore[arg-type]
-    return await compiled(keys=keys, args=args, client=client)
-
-
-def _digest(script: str) -> str:
-    digest = _DIGESTS.get(script)
-    if digest is None:
-        digest = _DIGESTS[script] = hashlib.sha1(script.encode()).hexdigest()
-    return digest
+    return compiled
 
 
 class ScriptBatch:
@@ -107,7 +103,7 @@ class ScriptBatch:
         async with self.redis.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
                 if by_digest:
-                    pipe.evalsha(_digest(script), len(keys), *keys, *args)
+                    pipe.evalsha(_compiled(script).sha, len(keys), *keys, *args)
                 else:
                     pipe.eval(script, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))

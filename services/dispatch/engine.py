@@ -67,7 +67,10 @@ ROUTING_TIMEOUTS = _meter.create_counter(
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
+# A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
+
+
 def _sent_as(order: dict[str, str]) -> str:
     role = order.get("agency_role")
     return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]

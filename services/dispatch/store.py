@@ -494,8 +494,8 @@ return 1
 
 
 async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: str,
-                     reported_ts: float, fields: dict[str, str], entry: TimelineEntry | None, lock_key: str,
-                     token: str, ttl_ms: int, query: CandidateQuery | None
+                     reported_ts: float, fields: dict[str, str], entry: TimelineEntry | None,
+                     lock_key: str, token: str, ttl_ms: int, query: CandidateQuery | None
                      ) -> tuple[int, list[Unit]]:
     """A report's first round trip: take the incident's lock and store the incident
     (counted in its status, with its first timeline entry), and search its candidates
@@ -644,9 +644,10 @@ async def save_order(redis: Redis, *, order_id: str, incident_id: str,
         await pipe.execute()
 
 
-async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id: str, fields: dict[str, str],
-                      claim: bool, require_available: bool, ack_by: datetime | None,
-                      entry: TimelineEntry, first_assignment_at: str | None,
+async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id: str,
+                      fields: dict[str, str], claim: bool, require_available: bool,
+                      ack_by: datetime | None, entry: TimelineEntry,
+                      first_assignment_at: str | None,
                       last: LastWrites | None = None) -> tuple[bool, bool]:
     """Write a new order and, if `claim`, claim its team, in one step (_OFFER), with the
     step's `last` writes when given; (offered, first order of the incident to count for

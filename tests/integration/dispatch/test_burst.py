@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import pytest
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
@@ -25,13 +24,6 @@ from tests.integration.dispatch.test_engine import (
 
 TEAMS = 24
 
-
-@pytest.fixture
-async def publisher(clean_redis: str):
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    yield broker
-    await broker.stop()
 
 
 async def test_a_burst_at_one_spot_gives_every_incident_its_own_free_team(

@@ -42,13 +42,6 @@ async def dispatch(clean_redis: str) -> AsyncIterator[str]:
         yield clean_redis
 
 
-@pytest.fixture
-async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    yield broker
-    await broker.stop()
-
 
 async def team(broker: RedisBroker, team_id: str, *, kind: str, lat: float, lon: float,
                mode: str = "car", role: str | None = None, skills: tuple[str, ...] = ()) -> None:

@@ -21,14 +21,6 @@ from tests.integration.dispatch.test_engine import (
 )
 
 
-@pytest.fixture
-async def publisher(clean_redis: str):
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    yield broker
-    await broker.stop()
-
-
 async def test_two_replicas_under_a_burst_never_give_one_team_two_open_orders(
         clean_redis: str, publisher: RedisBroker) -> None:
     first = create_app(settings_for(clean_redis, consumer_name="replica-a"))
