@@ -110,9 +110,14 @@ class Connection:
 
 
 # The fan-out messages for a new and a withdrawn order: the store's scripts publish them
-# with the state change, in one round trip.
-def order_message(order_id: str) -> str:
-    return json.dumps({"event": "order", "order_id": order_id})
+# with the state change, in one round trip. A new order's message carries its frame, built
+# once, and its trace context, so a replica pushes it without reading the order back.
+def order_message(order: OrderIssued, trace_context: dict[str, str]) -> str:
+    return json.dumps({
+        "event": "order", "order_id": order.order_id, "incident_id": order.incident_id,
+        "frame": order_frame(order, traceparent=trace_context.get("traceparent")),
+        "trace": trace_context,
+    })
 
 
 def withdrawn_message(order_id: str) -> str:
@@ -129,6 +134,8 @@ class Hub:
         self._lock = asyncio.Lock()
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._attempts = store.AttemptLog(redis, ttl_s=ttl_s)
+        self._attempt_writer: asyncio.Task[None] | None = None
         self.on_revoked: list[Any] = []  # callbacks(device_id), e.g. dropping cached tokens
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -138,6 +145,8 @@ class Hub:
         self._subscribed[store.CONTROL] = asyncio.Event()
         await self._pubsub.subscribe(store.CONTROL)
         self._listener = asyncio.create_task(self._listen(), name="notify-fanout")
+        self._attempt_writer = asyncio.create_task(self._attempts.run(),
+                                                   name="notify-attempts")
         await asyncio.wait_for(self._subscribed[store.CONTROL].wait(), timeout=5)
 
     async def stop(self) -> None:
@@ -148,6 +157,11 @@ class Hub:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+        if self._attempt_writer is not None:
+            self._attempt_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._attempt_writer
+            await self._attempts.flush()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
@@ -261,10 +275,9 @@ class Hub:
             return
         kind = data.get("event")
         if kind == "order":
-            record = await store.get_order(self._redis, data["order_id"])
-            if record is not None and record.order is not None and not record.withdrawn:
-                for conn in conns:
-                    await self.push_order(conn, record)
+            for conn in conns:
+                self._push(conn, data["order_id"], data["incident_id"], data["frame"],
+                           data["trace"])
         elif kind == "withdrawn":
             for conn in conns:
                 conn.shown.discard(data["order_id"])
@@ -280,36 +293,40 @@ class Hub:
 
     # --- pushing orders -------------------------------------------------------------------
 
-    async def push_order(self, conn: Connection, record: store.OrderRecord) -> None:
-        """Sends one order to one socket, inside a span continuing the incident's trace."""
-        order: OrderIssued | None = record.order
-        if order is None or conn.closing or not conn.mark_sent(order.order_id):
+    def push_order(self, conn: Connection, record: store.OrderRecord) -> None:
+        """Sends a stored order to one socket (replays)."""
+        order = record.order
+        if order is not None:
+            frame = order_frame(order, traceparent=record.trace.get("traceparent"))
+            self._push(conn, order.order_id, order.incident_id, frame, record.trace)
+
+    def _push(self, conn: Connection, order_id: str, incident_id: str, frame: dict[str, Any],
+              trace_context: dict[str, str]) -> None:
+        """Queues one order's frame on one socket, inside a span continuing the incident's
+        trace; the attempt is recorded behind it (store.AttemptLog)."""
+        if conn.closing or not conn.mark_sent(order_id):
             return
         with tracer.start_as_current_span(
             "push order",
-            context=extract_context(record.trace),
+            context=extract_context(trace_context),
             kind=trace.SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "websocket",
                 "messaging.operation": "publish",
-                "lianfang.order_id": order.order_id,
-                "lianfang.incident_id": order.incident_id,
-                "lianfang.team_id": order.team_id,
+                "lianfang.order_id": order_id,
+                "lianfang.incident_id": incident_id,
+                "lianfang.team_id": conn.team_id,
                 "lianfang.device_id": conn.device_id,
             },
         ):
-            frame = order_frame(order, traceparent=record.trace.get("traceparent"))
             queued = conn.offer(frame)
-        await store.record_attempt(
-            self._redis, order.order_id, channel="websocket",
-            outcome="sent" if queued else "failed", device_id=conn.device_id,
-            member_id=conn.member_id, ttl_s=self._ttl,
-        )
+        self._attempts.add(order_id, channel="websocket", outcome="sent" if queued else "failed",
+                           device_id=conn.device_id, member_id=conn.member_id)
 
     async def replay(self, conn: Connection) -> None:
         """Pushes the team's open orders this socket has not had; tells it of those that ended."""
         for record in await store.open_orders(self._redis, conn.team_id):
-            await self.push_order(conn, record)
+            self.push_order(conn, record)
         for order_id in list(conn.shown):
             shown = await store.get_order(self._redis, order_id)
             if shown is None:

@@ -67,7 +67,7 @@ class Orders:
             order = for_team(item.event)
             with item.current():
                 trace_context = inject_context()  # what the device's answers continue
-            new.append(store.NewOrder(order, trace_context, order_message(order.order_id)))
+            new.append(store.NewOrder(order, trace_context, order_message(order, trace_context)))
         saved = await store.save_orders(
             self._stream_redis, new,
             fallback_after_s=self._settings.fallback_after_s if self._fallback else None,

@@ -54,9 +54,16 @@ class Listener:
             messages.append(json.loads(message["data"]))
 
 
+def announced(order: OrderIssued) -> dict[str, Any]:
+    """The fan-out message of a new order: its frame and its trace context go with it."""
+    message = json.loads(order_message(order, TRACE))
+    assert message["frame"]["order_id"] == order.order_id and message["trace"] == TRACE
+    return message
+
+
 async def save(redis: Redis, order: OrderIssued, *, fan_out: bool = True) -> store.Saved:
     (saved,) = await store.save_orders(
-        redis, [store.NewOrder(order, TRACE, order_message(order.order_id) if fan_out else None)],
+        redis, [store.NewOrder(order, TRACE, order_message(order, TRACE) if fan_out else None)],
         fallback_after_s=30.0, ttl_s=60)
     return saved
 
@@ -80,7 +87,7 @@ async def test_a_redelivered_order_is_stored_announced_and_recorded_once(redis: 
         again = await save(redis, order)
         assert first == store.Saved(created=True, replicas=1)
         assert again == store.Saved(created=False, replicas=None)
-        assert await replica.heard() == [{"event": "order", "order_id": order.order_id}]
+        assert await replica.heard() == [announced(order)]
 
     record = await store.get_order(redis, order.order_id)
     assert record is not None and record.order == order and record.state == "issued"
@@ -110,7 +117,7 @@ async def test_an_order_stored_without_its_fan_out_gets_it_when_its_event_comes_
 
         assert await save(redis, order) == store.Saved(created=False, replicas=1)
         assert await save(redis, order) == store.Saved(created=False, replicas=None)
-        assert await replica.heard() == [{"event": "order", "order_id": order.order_id}]
+        assert await replica.heard() == [announced(order)]
     assert [a["outcome"] for a in await attempts(redis, order.order_id)] == ["fanned_out"]
 
 
@@ -135,7 +142,7 @@ async def test_a_redelivered_withdrawal_is_announced_once(redis: Redis) -> None:
         await save(redis, order)
         assert await withdraw(redis, order) is True
         assert await withdraw(redis, order) is False
-        assert await replica.heard() == [{"event": "order", "order_id": order.order_id},
+        assert await replica.heard() == [announced(order),
                                          {"event": "withdrawn", "order_id": order.order_id}]
     record = await store.get_order(redis, order.order_id)
     assert record is not None and record.withdrawn and record.state == "withdrawn"
