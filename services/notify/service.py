@@ -138,7 +138,7 @@ class Orders:
                 outcome = await store.apply_response(
                     self._redis, order_id, decide=decide, response=response,
                     member_id=who.member_id or "", device_id=who.device_id,
-                    ttl_s=self._settings.order_ttl_s,
+                    ttl_s=self._settings.order_ttl_s, record=record,
                 )
             except ResponseRefused as exc:
                 raise conflict(exc.message) from None

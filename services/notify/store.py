@@ -16,14 +16,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from shared.events import OrderIssued, utcnow
 from shared.metrics import meter
@@ -282,6 +282,25 @@ def outbox_entry(stream: str, event: BaseModel, trace: dict[str, str]) -> str:
     return json.dumps({"stream": stream, "event": event.model_dump(mode="json"), "trace": trace})
 
 
+# A response's writes, made only if the order is as the decision saw it (its state and the
+# time of its last change): 1 done, 0 changed meanwhile (decide again), -1 no such order.
+_RESPOND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local seen = redis.call('HMGET', KEYS[1], 'state', 'updated_at')
+if (seen[1] or 'issued') ~= ARGV[1] or (seen[2] or '') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'answered', '1', 'last_response', ARGV[4],
+           'updated_at', ARGV[5])
+if ARGV[4] == 'reinforce' then redis.call('HSET', KEYS[1], 'last_reinforce_at', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('ZREM', KEYS[3], ARGV[7])
+redis.call('RPUSH', KEYS[4], ARGV[8])
+redis.call('EXPIRE', KEYS[4], ARGV[6])
+redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
+return 1
+"""
+
+
 async def apply_response(
     redis: Redis,
     order_id: str,
@@ -291,46 +310,43 @@ async def apply_response(
     member_id: str,
     device_id: str | None,
     ttl_s: int,
+    record: OrderRecord | None = None,
 ) -> Outcome | None:
-    """Applies one response atomically (optimistic, WATCH): None when the order is unknown.
+    """Applies one response atomically: None when the order is unknown.
 
     `decide` returns the decision, and when it must be published, the event id and its
     outbox entry; it may raise ResponseRefused, which propagates with nothing written.
+    `record`: the order as the caller has just read it, decided on without reading it
+    again; the script writes only if the order has not changed since (a response on
+    another device, a withdrawal), else it is read and decided again.
     """
     key = _order(order_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        while True:
-            try:
-                await pipe.watch(key)
-                data = _strings(await pipe.hgetall(key))
-                if not data:
-                    await pipe.unwatch()
-                    return None
-                record = OrderRecord.from_hash(order_id, data)
-                decision, event_id, entry = decide(record)
-                if not decision.emit or event_id is None or entry is None:
-                    await pipe.unwatch()
-                    return Outcome(record=record, decision=decision, outbox_id=None)
-                now = utcnow().isoformat()
-                fields: dict[Any, str] = {"state": decision.state, "answered": "1", "last_response": response,
-                          "updated_at": now}
-                if response == "reinforce":
-                    fields["last_reinforce_at"] = now
-                pipe.multi()
-                pipe.hset(key, mapping=fields)
-                pipe.expire(key, ttl_s)
-                pipe.zrem(_open(record.team_id), order_id)
-                pipe.zrem(FALLBACK, order_id)
-                pipe.rpush(f"{key}:responses", json.dumps(
-                    {"at": now, "response": response, "member_id": member_id,
-                     "device_id": device_id}))
-                pipe.expire(f"{key}:responses", ttl_s)
-                pipe.hset(OUTBOX, event_id, entry)
-                await pipe.execute()
-                updated = OrderRecord.from_hash(order_id, {**data, **fields})
-                return Outcome(record=updated, decision=decision, outbox_id=event_id)
-            except WatchError:
-                continue
+    while True:
+        if record is None:
+            record = await get_order(redis, order_id)
+            if record is None:
+                return None
+        decision, event_id, entry = decide(record)
+        if not decision.emit or event_id is None or entry is None:
+            return Outcome(record=record, decision=decision, outbox_id=None)
+        now = utcnow().isoformat()
+        answer = json.dumps({"at": now, "response": response, "member_id": member_id,
+                             "device_id": device_id})
+        done = await run_script(
+            redis, _RESPOND,
+            [key, _open(record.team_id), FALLBACK, f"{key}:responses", OUTBOX],
+            [record.state, record.updated_at or "", decision.state, response, now, str(ttl_s),
+             order_id, answer, event_id, entry])
+        if done < 0:
+            return None
+        if done:
+            updated = replace(
+                record, state=decision.state, answered=True, last_response=response,
+                updated_at=now,
+                last_reinforce_at=(datetime.fromisoformat(now) if response == "reinforce"
+                                   else record.last_reinforce_at))
+            return Outcome(record=updated, decision=decision, outbox_id=event_id)
+        record = None
 
 
 # The first receipt from a device records it and queues one OrderDelivered; repeats do nothing.
