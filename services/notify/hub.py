@@ -120,6 +120,12 @@ def order_message(order: OrderIssued, trace_context: dict[str, str]) -> str:
     })
 
 
+def state_message(frame: dict[str, Any], *, origin: str | None) -> str:
+    """Where an order stands after an answer; `origin`: the socket that answered, which has
+    had its own reply already."""
+    return json.dumps({"event": "state", "frame": frame, "origin": origin})
+
+
 def withdrawn_message(order_id: str) -> str:
     return json.dumps({"event": "withdrawn", "order_id": order_id})
 
@@ -213,14 +219,6 @@ class Hub:
         return len(conns)
 
     # --- fan-out ------------------------------------------------------------------------------
-
-    async def publish_state(self, team_id: str, frame: dict[str, Any], *,
-                            origin: str | None = None) -> int:
-        """`origin`: the socket that answered, which has had its own reply already."""
-        return await self._redis.publish(
-            store.fanout_channel(team_id),
-            json.dumps({"event": "state", "frame": frame, "origin": origin}),
-        )
 
     async def publish_revoked(self, device_id: str) -> int:
         return await self._redis.publish(

@@ -1,7 +1,8 @@
 """Notify's operations, shared by the stream handlers, the HTTP routes and the device socket.
 
-Events notify publishes go through an outbox in Redis, written in the same step as the
-state they report, so a failed publish is retried (by the next flush) instead of lost;
+A team's answer and its order.responded entry are written by one script (store.apply_response).
+A device's receipt goes through an outbox in Redis, written in the same step as the receipt,
+so a failed publish of order.delivered is retried (by the next flush) instead of lost;
 consumers deduplicate on `event_id`.
 """
 
@@ -35,7 +36,7 @@ from . import store
 from .config import Settings
 from .domain.orders import for_team, state_frame
 from .domain.responses import Decision, ResponseRefused, allowed_responses, decide_response
-from .hub import Hub, order_message, withdrawn_message
+from .hub import Hub, order_message, state_message, withdrawn_message
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
@@ -114,29 +115,29 @@ class Orders:
                         "lianfang.team_id": record.team_id, "lianfang.response": response},
         ):
             now = utcnow()
-            responded: OrderResponded | None = None
 
-            def decide(rec: store.OrderRecord) -> tuple[Decision, str | None, str | None]:
-                nonlocal responded
+            def decide(rec: store.OrderRecord) -> tuple[Decision, OrderResponded | None]:
                 decision = decide_response(
                     state=rec.state, response=response, last_reinforce_at=rec.last_reinforce_at,
                     now=now, reinforce_repeat_s=self._settings.reinforce_repeat_s,
                 )
                 if not decision.emit:
-                    return decision, None, None
-                event = OrderResponded(
+                    return decision, None
+                return decision, OrderResponded(
                     district=rec.district,
                     order_id=order_id, incident_id=rec.incident_id, team_id=rec.team_id,
                     member_id=who.member_id or "", device_id=who.device_id,
                     response=response, note=note,
                 )
-                entry = store.outbox_entry(streams.ORDER_RESPONDED.name, event, inject_context())
-                responded = event
-                return decision, event.event_id, entry
+
+            def fan_out(decision: Decision) -> str:
+                # the team's other sockets learn where the order stands; `origin` has its reply
+                return state_message(state_frame(order_id, state=decision.state, answered=True,
+                                                 response=response), origin=origin)
 
             try:
                 outcome = await store.apply_response(
-                    self._redis, order_id, decide=decide, response=response,
+                    self._redis, order_id, decide=decide, fan_out=fan_out, response=response,
                     member_id=who.member_id or "", device_id=who.device_id,
                     ttl_s=self._settings.order_ttl_s, record=record,
                 )
@@ -144,11 +145,7 @@ class Orders:
                 raise conflict(exc.message) from None
             if outcome is None:
                 raise not_found("order")
-            if outcome.outbox_id is not None:
-                await self.publish_outbox(outcome.outbox_id, responded, streams.ORDER_RESPONDED)
-                await self._hub.publish_state(outcome.record.team_id, state_frame(
-                    order_id, state=outcome.record.state, answered=True, response=response),
-                    origin=origin)
+            if outcome.event_id is not None:
                 log.info("order %s: team %s answered %s", order_id, record.team_id, response)
         return order_view(outcome.record)
 

@@ -25,7 +25,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from shared.events import OrderIssued, utcnow
+from shared import streams
+from shared.bus import entry_to_write
+from shared.events import OrderIssued, OrderResponded, utcnow
 from shared.metrics import meter
 from shared.scripts import run_script
 
@@ -275,7 +277,7 @@ async def open_orders(redis: Redis, team_id: str) -> list[OrderRecord]:
 class Outcome:
     record: OrderRecord
     decision: Decision
-    outbox_id: str | None  # the event to publish, already in the outbox
+    event_id: str | None  # the event the answer published; None: a repeat, nothing written
 
 
 def outbox_entry(stream: str, event: BaseModel, trace: dict[str, str]) -> str:
@@ -284,10 +286,18 @@ def outbox_entry(stream: str, event: BaseModel, trace: dict[str, str]) -> str:
 
 # A response's writes, made only if the order is as the decision saw it (its state and the
 # time of its last change): 1 done, 0 changed meanwhile (decide again), -1 no such order.
+# The same step XADDs the order.responded entry (first: what refuses it refuses the script
+# before it writes anything) and tells the team's replicas (ARGV[11]): no outbox, no window
+# between the answer recorded and the answer published.
 _RESPOND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local seen = redis.call('HMGET', KEYS[1], 'state', 'updated_at')
 if (seen[1] or 'issued') ~= ARGV[1] or (seen[2] or '') ~= ARGV[2] then return 0 end
+if ARGV[10] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', '__data__', ARGV[9])
+else
+  redis.call('XADD', KEYS[5], '*', '__data__', ARGV[9])
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'answered', '1', 'last_response', ARGV[4],
            'updated_at', ARGV[5])
 if ARGV[4] == 'reinforce' then redis.call('HSET', KEYS[1], 'last_reinforce_at', ARGV[5]) end
@@ -296,7 +306,7 @@ redis.call('ZREM', KEYS[2], ARGV[7])
 redis.call('ZREM', KEYS[3], ARGV[7])
 redis.call('RPUSH', KEYS[4], ARGV[8])
 redis.call('EXPIRE', KEYS[4], ARGV[6])
-redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
+redis.call('PUBLISH', KEYS[6], ARGV[11])
 return 1
 """
 
@@ -305,7 +315,8 @@ async def apply_response(
     redis: Redis,
     order_id: str,
     *,
-    decide: Callable[[OrderRecord], tuple[Decision, str | None, str | None]],
+    decide: Callable[[OrderRecord], tuple[Decision, OrderResponded | None]],
+    fan_out: Callable[[Decision], str],
     response: str,
     member_id: str,
     device_id: str | None,
@@ -314,29 +325,36 @@ async def apply_response(
 ) -> Outcome | None:
     """Applies one response atomically: None when the order is unknown.
 
-    `decide` returns the decision, and when it must be published, the event id and its
-    outbox entry; it may raise ResponseRefused, which propagates with nothing written.
-    `record`: the order as the caller has just read it, decided on without reading it
-    again; the script writes only if the order has not changed since (a response on
-    another device, a withdrawal), else it is read and decided again.
+    `decide` returns the decision and, when it must be published, the event; it may raise
+    ResponseRefused, which propagates with nothing written. The event is written to
+    order.responded by the same script, and `fan_out`'s message for the decision goes to
+    the team's replicas. `record`: the order as the caller has just read it, decided on
+    without reading it again; the script writes only if the order has not changed since
+    (an answer on another device, a withdrawal), else it is read and decided again.
     """
     key = _order(order_id)
+    stream = streams.ORDER_RESPONDED
     while True:
         if record is None:
             record = await get_order(redis, order_id)
             if record is None:
                 return None
-        decision, event_id, entry = decide(record)
-        if not decision.emit or event_id is None or entry is None:
-            return Outcome(record=record, decision=decision, outbox_id=None)
+        decision, event = decide(record)
+        if not decision.emit or event is None:
+            return Outcome(record=record, decision=decision, event_id=None)
         now = utcnow().isoformat()
         answer = json.dumps({"at": now, "response": response, "member_id": member_id,
                              "device_id": device_id})
-        done = await run_script(
-            redis, _RESPOND,
-            [key, _open(record.team_id), FALLBACK, f"{key}:responses", OUTBOX],
-            [record.state, record.updated_at or "", decision.state, response, now, str(ttl_s),
-             order_id, answer, event_id, entry])
+        # The producer span is the publish's; one whose write lost the race (a concurrent
+        # answer) is followed by the decision taken again.
+        async with entry_to_write(stream, event, event.event_id) as entry:
+            done = await run_script(
+                redis, _RESPOND,
+                [key, _open(record.team_id), FALLBACK, f"{key}:responses", stream.name,
+                 fanout_channel(record.team_id)],
+                [record.state, record.updated_at or "", decision.state, response, now,
+                 str(ttl_s), order_id, answer, entry, str(stream.maxlen or ""),
+                 fan_out(decision)])
         if done < 0:
             return None
         if done:
@@ -345,7 +363,7 @@ async def apply_response(
                 updated_at=now,
                 last_reinforce_at=(datetime.fromisoformat(now) if response == "reinforce"
                                    else record.last_reinforce_at))
-            return Outcome(record=updated, decision=decision, outbox_id=event_id)
+            return Outcome(record=updated, decision=decision, event_id=event.event_id)
         record = None
 
 

@@ -10,10 +10,14 @@ import redis as redis_sync
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.events import OrderResponded
+from shared.events import OrderDelivered, OrderResponded
 from tests.helpers import decode_entry, poll_until, read_stream
 
 from .conftest import ADMIN, NotifyFactory, Volunteers, an_order, device, issue, withdraw
+
+
+def delivered(url: str) -> list[OrderDelivered]:
+    return read_stream(url, streams.ORDER_DELIVERED.name, OrderDelivered)
 
 
 def responded(url: str) -> list[OrderResponded]:
@@ -136,7 +140,30 @@ async def test_a_response_on_the_socket_continues_the_incidents_trace(
         assert headers["traceparent"].split("-")[1] == trace_id, headers
 
 
-async def test_a_response_whose_publish_failed_is_kept_and_published_later_once(
+async def test_a_response_is_recorded_and_published_in_one_step(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    from services.notify import store as notify_store
+
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    await issue(broker, order)
+    await stored(http, notify, order.order_id)
+    r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses",
+                        headers=member.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 200 and r.json()["state"] == "acknowledged"
+    # written with the answer, by the same script: there when the answer is
+    (event,) = responded(clean_redis)
+    assert (event.order_id, event.response, event.member_id) == (
+        order.order_id, "acknowledged", member.member_id)
+    client = redis_sync.Redis.from_url(clean_redis)
+    try:
+        assert client.hlen(notify_store.OUTBOX) == 0
+    finally:
+        client.close()
+
+
+async def test_a_receipt_whose_publish_failed_is_kept_and_published_later_once(
         notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
         http: httpx.AsyncClient, clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from services.notify import fallback, service
@@ -153,17 +180,22 @@ async def test_a_response_whose_publish_failed_is_kept_and_published_later_once(
     monkeypatch.setattr(service, "publish", flaky_publish)
     monkeypatch.setattr(service, "OUTBOX_FLUSH_AFTER_S", 0.5)
     monkeypatch.setattr(fallback, "OUTBOX_EVERY_S", 0.2)
+    client = redis_sync.Redis.from_url(clean_redis)
     async with notify_factory(fallback_poll_s=0.1) as notify:
         member = volunteers.enrol("t1")
         order = an_order("t1")
-        await issue(broker, order)
-        await stored(http, notify, order.order_id)
-        r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses",
-                            headers=member.bearer, json={"response": "acknowledged"})
-        assert r.status_code == 200 and r.json()["state"] == "acknowledged"
-        client = redis_sync.Redis.from_url(clean_redis)
-        assert responded(clean_redis) == [] and client.hlen(notify_store.OUTBOX) == 1
-        (event,) = await poll_until(lambda: responded(clean_redis), "the flush publishes it", 10)
-        assert event.order_id == order.order_id and event.response == "acknowledged"
-        await poll_until(lambda: client.hlen(notify_store.OUTBOX) == 0, "the outbox emptied")
-    assert len(responded(clean_redis)) == 1
+        async with device(notify, member) as phone:
+            await issue(broker, order)
+            await phone.next_of("order")
+            await phone.send({"type": "received", "order_id": order.order_id})
+            await poll_until(lambda: client.hlen(notify_store.OUTBOX) == 1,
+                             "the receipt kept in the outbox")
+            assert delivered(clean_redis) == []
+            (event,) = await poll_until(lambda: delivered(clean_redis), "the flush publishes it",
+                                        10)
+            assert (event.order_id, event.device_id) == (order.order_id, member.device_id)
+            await poll_until(lambda: client.hlen(notify_store.OUTBOX) == 0, "the outbox emptied")
+            await phone.send({"type": "received", "order_id": order.order_id})  # a repeat
+            await phone.drain(0.5)
+    client.close()
+    assert len(delivered(clean_redis)) == 1

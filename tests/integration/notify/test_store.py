@@ -13,7 +13,9 @@ from redis.asyncio import Redis
 from services.notify import store
 from services.notify.domain.responses import Decision, ResponseRefused, decide_response
 from services.notify.hub import order_message, withdrawn_message
-from shared.events import OrderIssued, Response, new_id, utcnow
+from shared import streams
+from shared.events import OrderIssued, OrderResponded, Response, utcnow
+from tests.helpers import read_stream
 
 from .conftest import an_order
 
@@ -152,42 +154,54 @@ async def test_a_redelivered_withdrawal_is_announced_once(redis: Redis) -> None:
     assert await store.fallback_due_at(redis, order.order_id) is None
 
 
-def deciding(response: Response) -> Callable[[store.OrderRecord], Any]:
-    """A decision as the service makes it, with a new outbox event each time it emits."""
-    def decide(rec: store.OrderRecord) -> tuple[Decision, str | None, str | None]:
+def deciding(response: Response, device: str) -> Callable[[store.OrderRecord], Any]:
+    """A decision as the service makes it, with a new event each time it emits."""
+    def decide(rec: store.OrderRecord) -> tuple[Decision, OrderResponded | None]:
         decision = decide_response(state=rec.state, response=response,
                                    last_reinforce_at=rec.last_reinforce_at, now=utcnow(),
                                    reinforce_repeat_s=60)
         if not decision.emit:
-            return decision, None, None
-        event_id = new_id("evt")
-        return decision, event_id, json.dumps({"stream": "order.responded", "id": event_id})
+            return decision, None
+        return decision, OrderResponded(
+            district=rec.district, order_id=rec.order_id, incident_id=rec.incident_id,
+            team_id=rec.team_id, member_id=f"m-{device}", device_id=device, response=response)
     return decide
 
 
 async def respond(redis: Redis, order_id: str, response: Response, device: str,
                   record: store.OrderRecord | None = None) -> store.Outcome | None:
-    return await store.apply_response(redis, order_id, decide=deciding(response),
-                                      response=response, member_id=f"m-{device}",
-                                      device_id=device, ttl_s=60, record=record)
+    return await store.apply_response(
+        redis, order_id, decide=deciding(response, device),
+        fan_out=lambda d: json.dumps({"event": "state", "state": d.state, "device": device}),
+        response=response, member_id=f"m-{device}", device_id=device, ttl_s=60, record=record)
 
 
-async def test_a_response_decided_on_a_stale_read_is_decided_again(redis: Redis) -> None:
+def responses_written(url: str) -> list[OrderResponded]:
+    return read_stream(url, streams.ORDER_RESPONDED.name, OrderResponded)
+
+
+async def test_a_response_decided_on_a_stale_read_is_decided_again(
+        redis: Redis, clean_redis: str) -> None:
     order = an_order("t1")
     await save(redis, order)
     stale = await store.get_order(redis, order.order_id)
     assert stale is not None and stale.state == "issued"
 
-    first = await respond(redis, order.order_id, "acknowledged", "d1", stale)
-    assert first is not None and first.outbox_id is not None
-    assert (first.record.state, first.record.answered) == ("acknowledged", True)
-    # A teammate's phone decided on the same read: the order moved since, so its answer
-    # is decided again on what is stored now: a repeat, nothing written, nothing published.
-    again = await respond(redis, order.order_id, "acknowledged", "d2", stale)
-    assert again is not None and again.outbox_id is None
-    # and a decline, allowed on the stale read, is refused on the fresh one
-    with pytest.raises(ResponseRefused):
-        await respond(redis, order.order_id, "declined", "d2", stale)
+    async with Listener(redis, "t1") as replica:
+        first = await respond(redis, order.order_id, "acknowledged", "d1", stale)
+        assert first is not None and first.event_id is not None
+        assert (first.record.state, first.record.answered) == ("acknowledged", True)
+        # A teammate's phone decided on the same read: the order moved since, so its answer
+        # is decided again on what is stored now: a repeat, nothing written or published.
+        again = await respond(redis, order.order_id, "acknowledged", "d2", stale)
+        assert again is not None and again.event_id is None
+        # and a decline, allowed on the stale read, is refused on the fresh one
+        with pytest.raises(ResponseRefused):
+            await respond(redis, order.order_id, "declined", "d2", stale)
+        assert await replica.heard() == [
+            {"event": "state", "state": "acknowledged", "device": "d1"}]
+    (event,) = responses_written(clean_redis)
+    assert (event.event_id, event.device_id) == (first.event_id, "d1")
 
     stored = await store.get_order(redis, order.order_id)
     assert stored is not None and stored.state == "acknowledged"
@@ -197,18 +211,18 @@ async def test_a_response_decided_on_a_stale_read_is_decided_again(redis: Redis)
     answers = [json.loads(x) for x in await redis.lrange(
         f"notify:order:{order.order_id}:responses", 0, -1)]
     assert [(a["response"], a["device_id"]) for a in answers] == [("acknowledged", "d1")]
-    assert list(await redis.hkeys(store.OUTBOX)) == [first.outbox_id]
 
 
-async def test_concurrent_answers_to_one_order_emit_one_event(redis: Redis) -> None:
+async def test_concurrent_answers_to_one_order_emit_one_event(
+        redis: Redis, clean_redis: str) -> None:
     order = an_order("t1")
     await save(redis, order)
     read = await store.get_order(redis, order.order_id)
     outcomes = await asyncio.gather(*(
         respond(redis, order.order_id, "en_route", f"d{i}", read) for i in range(8)))
-    emitted = [o for o in outcomes if o is not None and o.outbox_id is not None]
+    emitted = [o for o in outcomes if o is not None and o.event_id is not None]
     assert len(emitted) == 1 and all(o is not None for o in outcomes)
-    assert await redis.hlen(store.OUTBOX) == 1
+    assert [e.event_id for e in responses_written(clean_redis)] == [emitted[0].event_id]
     assert await redis.llen(f"notify:order:{order.order_id}:responses") == 1
 
 
