@@ -53,39 +53,41 @@ async def main() -> None:
                                members_per_team=per_team, pids=pids)
             await bench.setup()
             gen = None
-            if os.environ.get("LOAD") == "1":
-                gen = await bench.start_loadgen({"mode": "rate", "rate": teams * per_team / 5,
-                                                 "concurrency": 256})
-            await bench.wait_quiet(30)
-            processes = pids()
-            lengths = _lengths(server.url)
-            before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-            started = time.perf_counter()
-            run = await bench.latency_run(rate=rate, duration_s=duration, drain_s=15,
-                                          loadgen=gen)
-            await bench.wait_quiet(30)
-            after = {name: cpu_seconds(pid) for name, pid in processes.items()}
-            took = time.perf_counter() - started
-            n = run.sent
-            lat = run.order_latency
-            print(f"{n} incidents at {rate:g}/s, {run.errors} errors; order p50 "
-                  f"{(lat.p50 or 0) * 1000:.1f} ms, p99 {(lat.p99 or 0) * 1000:.1f} ms; "
-                  f"{took:.1f} s until idle")
-            total = 0.0
-            for name in processes:
-                if before.get(name) is None or after.get(name) is None:
-                    continue
-                ms = (after[name] - before[name]) * 1000 / n  # type: ignore[operator]
-                total += ms
-                print(f"  {name:11s} {ms:6.2f} ms CPU per incident")
-            print(f"  {'all':11s} {total:6.2f} ms")
-            for stream, length in _lengths(server.url).items():
-                added = length - lengths.get(stream, 0)
-                if added:
-                    print(f"  {stream:20s} {added / n:5.2f} entries per incident")
-            if gen is not None:
-                await bench.stop_loadgen(gen)
-            await bench.close()
+            try:
+                if os.environ.get("LOAD") == "1":
+                    gen = await bench.start_loadgen({"mode": "rate", "rate": teams * per_team / 5,
+                                                     "concurrency": 256})
+                await bench.wait_quiet(30)
+                processes = pids()
+                lengths = _lengths(server.url)
+                before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                started = time.perf_counter()
+                run = await bench.latency_run(rate=rate, duration_s=duration, drain_s=15,
+                                              loadgen=gen)
+                await bench.wait_quiet(30)
+                after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                took = time.perf_counter() - started
+                n = run.sent
+                lat = run.order_latency
+                print(f"{n} incidents at {rate:g}/s, {run.errors} errors; order p50 "
+                      f"{(lat.p50 or 0) * 1000:.1f} ms, p99 {(lat.p99 or 0) * 1000:.1f} ms; "
+                      f"{took:.1f} s until idle")
+                total = 0.0
+                for name in processes:
+                    if before.get(name) is None or after.get(name) is None:
+                        continue
+                    ms = (after[name] - before[name]) * 1000 / n  # type: ignore[operator]
+                    total += ms
+                    print(f"  {name:11s} {ms:6.2f} ms CPU per incident")
+                print(f"  {'all':11s} {total:6.2f} ms")
+                for stream, length in _lengths(server.url).items():
+                    added = length - lengths.get(stream, 0)
+                    if added:
+                        print(f"  {stream:20s} {added / n:5.2f} entries per incident")
+            finally:  # also when interrupted: no load generator goes on alone
+                if gen is not None:
+                    await bench.stop_loadgen(gen)
+                await bench.close()
         finally:
             await asyncio.to_thread(stack.stop)
 

@@ -20,6 +20,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,15 @@ async def _send(pool: Pool, request: bytes, counts: Counts) -> None:
         counts.in_flight -= 1
 
 
-async def _report(counts: Counts, every_s: float) -> None:
+async def _report(counts: Counts, every_s: float, on_gone: Callable[[], None]) -> None:
     while True:
         await asyncio.sleep(every_s)
-        sys.stdout.write(counts.line() + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(counts.line() + "\n")
+            sys.stdout.flush()
+        except OSError:  # a broken pipe: the benchmark is gone, so no load goes on alone
+            on_gone()
+            return
 
 
 async def open_loop(pool: Pool, requests: list[bytes], counts: Counts, rate: float,
@@ -147,12 +152,16 @@ async def main(spec: dict[str, Any], members: list[list[Any]]) -> dict[str, Any]
     stop, running = asyncio.Event(), asyncio.Event()
     running.set()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, lambda: (stop.set(), running.set()))
+    def finish() -> None:
+        stop.set()
+        running.set()
+
+    loop.add_signal_handler(signal.SIGTERM, finish)
     loop.add_signal_handler(signal.SIGUSR1, running.clear)  # pause
     loop.add_signal_handler(signal.SIGUSR2, running.set)  # resume
     sys.stdout.write(counts.line(ready=True) + "\n")  # signals are handled from here on
     sys.stdout.flush()
-    reporter = asyncio.create_task(_report(counts, spec.get("report_s", 1.0)))
+    reporter = asyncio.create_task(_report(counts, spec.get("report_s", 1.0), finish))
     try:
         if spec["mode"] == "max":
             result = await closed_loop(pool, requests, counts, concurrency=spec["concurrency"],
