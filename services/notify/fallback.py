@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from opentelemetry import trace
@@ -25,9 +24,6 @@ from .service import Orders
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
 
-OUTBOX_EVERY_S = 5.0
-
-
 class FallbackTimers:
     def __init__(self, *, redis: Redis, orders: Orders, chain: Sequence[Channel],
                  settings: Settings) -> None:
@@ -35,7 +31,6 @@ class FallbackTimers:
         self._orders = orders
         self._chain = tuple(chain)
         self._settings = settings
-        self._last_flush = 0.0
 
     async def run(self) -> None:
         while True:
@@ -52,9 +47,6 @@ class FallbackTimers:
             self._redis, lease_s=self._settings.fallback_lease_s
         ):
             await self.fire(order_id)
-        if time.monotonic() - self._last_flush >= OUTBOX_EVERY_S:
-            self._last_flush = time.monotonic()
-            await self._orders.flush_outbox()
 
     async def fire(self, order_id: str) -> None:
         record = await store.get_order(self._redis, order_id)

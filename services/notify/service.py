@@ -1,27 +1,23 @@
 """Notify's operations, shared by the stream handlers, the HTTP routes and the device socket.
 
-A team's answer and its order.responded entry are written by one script (store.apply_response).
-A device's receipt goes through an outbox in Redis, written in the same step as the receipt,
-so a failed publish of order.delivered is retried (by the next flush) instead of lost;
-consumers deduplicate on `event_id`.
+A team's answer and its order.responded entry are written by one script
+(store.apply_response), as a device's receipt and its order.delivered entry are
+(store.record_receipt): nothing is recorded without its event, or published without its
+state (the scripts XADD the entry themselves, as intake's and dispatch's do); consumers
+deduplicate on `event_id`.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from faststream.redis import RedisBroker
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from shared import streams
-from shared.bus import Traced, publish
+from shared.bus import Traced
 from shared.events import (
-    Event,
     OrderDelivered,
     OrderIssued,
     OrderResponded,
@@ -41,11 +37,6 @@ from .hub import Hub, order_message, state_message, withdrawn_message
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
 
-_MODELS: dict[str, type[BaseModel]] = {
-    streams.ORDER_RESPONDED.name: OrderResponded,
-    streams.ORDER_DELIVERED.name: OrderDelivered,
-}
-OUTBOX_FLUSH_AFTER_S = 5.0
 
 
 class Orders:
@@ -162,19 +153,8 @@ class Orders:
                 team_id=record.team_id, member_id=who.member_id or "",
                 device_id=who.device_id or who.subject, channel=channel,
             )
-            first = await store.record_receipt(
-                self._redis, order_id=order_id, device_id=event.device_id,
-                member_id=event.member_id, channel=channel, event_id=event.event_id,
-                entry=store.outbox_entry(streams.ORDER_DELIVERED.name, event, inject_context()),
-                ttl_s=self._settings.order_ttl_s,
-            )
-            if first:
-                await store.record_attempt(
-                    self._redis, order_id, channel=channel, outcome="received",
-                    device_id=event.device_id, member_id=event.member_id,
-                    ttl_s=self._settings.order_ttl_s,
-                )
-                await self.publish_outbox(event.event_id, event, streams.ORDER_DELIVERED)
+            first = await store.record_receipt(self._redis, event,
+                                               ttl_s=self._settings.order_ttl_s)
         return first
 
     async def view(self, *, order_id: str, who: Principal) -> dict[str, Any]:
@@ -185,45 +165,6 @@ class Orders:
         else:
             record = await self._team_order(order_id, who)
         return order_view(record)
-
-    # --- the outbox ---------------------------------------------------------------------
-
-    async def publish_outbox(self, event_id: str, event: Event | None = None,
-                             stream: streams.Stream | None = None) -> bool:
-        """Publish an outbox event, then take it out of the outbox (a crash in between
-        publishes it again: consumers are idempotent). The caller that has just written it
-        passes `event` and `stream`: no reading it back."""
-        if event is None or stream is None:
-            item = await store.outbox_item(self._redis, event_id)
-            if item is None:
-                return False
-            stream = streams.by_name(item["stream"])
-            event = _MODELS[stream.name].model_validate(item["event"])
-        try:
-            await publish(self._broker, stream, event)
-        except Exception as exc:
-            log.warning("publish of %s to %s failed, kept in the outbox: %s",
-                        event_id, stream.name, type(exc).__name__)
-            return False
-        await store.outbox_done(self._redis, event_id)
-        return True
-
-    async def flush_outbox(self) -> int:
-        """Publishes events whose first publish failed; each one in its own trace context."""
-        published = 0
-        now = utcnow()
-        for event_id, item in await store.outbox_items(self._redis):
-            occurred = datetime.fromisoformat(item["event"]["occurred_at"])
-            if (now - occurred).total_seconds() < OUTBOX_FLUSH_AFTER_S:
-                continue  # its own publish may still be under way
-            if not await self._redis.set(f"notify:outbox:lock:{event_id}", "1", nx=True, ex=30):
-                continue
-            token = otel_context.attach(extract_context(item.get("trace")))
-            try:
-                published += await self.publish_outbox(event_id)
-            finally:
-                otel_context.detach(token)
-        return published
 
 
 def order_view(record: store.OrderRecord) -> dict[str, Any]:

@@ -5,7 +5,6 @@
 - `notify:team:{team}:open` (zset): the team's orders neither answered nor withdrawn
 - `notify:team:{team}:devices` (set), `notify:device:{id}` (hash): devices and their channels
 - `notify:fallback` (zset order -> due time): fallback timers, so a restart loses none
-- `notify:outbox` (hash event id -> event): events recorded but not yet published
 - Pub/Sub `notify:fanout:{team}` and `notify:control`: fan-out to every notify replica
 """
 
@@ -20,21 +19,19 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
-from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared import streams
 from shared.bus import entry_to_write
-from shared.events import OrderIssued, OrderResponded, utcnow
+from shared.events import OrderDelivered, OrderIssued, OrderResponded, utcnow
 from shared.metrics import meter
 from shared.scripts import run_script
 
 from .domain.responses import Decision
 
 FALLBACK = "notify:fallback"
-OUTBOX = "notify:outbox"
 CONTROL = "notify:control"
 ATTEMPTS_KEPT = 500
 
@@ -280,10 +277,6 @@ class Outcome:
     event_id: str | None  # the event the answer published; None: a repeat, nothing written
 
 
-def outbox_entry(stream: str, event: BaseModel, trace: dict[str, str]) -> str:
-    return json.dumps({"stream": stream, "event": event.model_dump(mode="json"), "trace": trace})
-
-
 # A response's writes, made only if the order is as the decision saw it (its state and the
 # time of its last change): 1 done, 0 changed meanwhile (decide again), -1 no such order.
 # The same step XADDs the order.responded entry (first: what refuses it refuses the script
@@ -367,55 +360,53 @@ async def apply_response(
         record = None
 
 
-# The first receipt from a device records it and queues one OrderDelivered; repeats do nothing.
+# The first receipt from a device records it, XADDs its order.delivered entry (first: what
+# refuses it refuses the script before it writes anything), stops the fallback timer and
+# records the attempt; a repeat does nothing. No outbox, no window between the two.
 _RECEIVE = """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('EXPIRE', KEYS[2], ARGV[6])
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', '__data__', ARGV[5])
+else
+  redis.call('XADD', KEYS[5], '*', '__data__', ARGV[5])
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'received', 1)
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-redis.call('ZREM', KEYS[4], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('RPUSH', KEYS[4], ARGV[7])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[8]), -1)
+redis.call('EXPIRE', KEYS[4], ARGV[4])
 return 1
 """
 
 
-async def record_receipt(
-    redis: Redis, *, order_id: str, device_id: str, member_id: str, channel: str,
-    event_id: str, entry: str, ttl_s: int,
-) -> bool:
-    """True the first time this device confirms this order; the event is then in the outbox."""
-    receipt = json.dumps({"member_id": member_id, "channel": channel, "at": utcnow().isoformat()})
-    key = _order(order_id)
-    return bool(await redis.eval(
-        _RECEIVE, 4, key, f"{key}:received", OUTBOX, FALLBACK,
-        device_id, receipt, event_id, entry, order_id, str(ttl_s),
-    ))
-
-
-async def outbox_item(redis: Redis, event_id: str) -> dict[str, Any] | None:
-    raw = await redis.hget(OUTBOX, event_id)
-    return json.loads(raw) if raw else None
-
-
-async def outbox_items(redis: Redis, limit: int = 100) -> list[tuple[str, dict[str, Any]]]:
-    items: list[tuple[str, dict[str, Any]]] = []
-    cursor = 0
-    while True:
-        cursor, batch = await redis.hscan(OUTBOX, cursor, count=limit)
-        items.extend((k, json.loads(v)) for k, v in _strings(batch).items())
-        if cursor == 0 or len(items) >= limit:
-            return items[:limit]
-
-
-async def outbox_done(redis: Redis, event_id: str) -> None:
-    await redis.hdel(OUTBOX, event_id)
+async def record_receipt(redis: Redis, event: OrderDelivered, *, ttl_s: int) -> bool:
+    """True the first time this device confirms this order: the receipt, its attempt and
+    the order.delivered event are then written, in one step."""
+    at = utcnow().isoformat()
+    receipt = json.dumps({"member_id": event.member_id, "channel": event.channel, "at": at})
+    attempt = _attempt_entry(event.channel, "received", device_id=event.device_id,
+                             member_id=event.member_id, detail=None)
+    key = _order(event.order_id)
+    stream = streams.ORDER_DELIVERED
+    # The producer span is the publish's; a repeated receipt's writes nothing.
+    async with entry_to_write(stream, event, event.event_id) as entry:
+        first = bool(await run_script(
+            redis, _RECEIVE,
+            [key, f"{key}:received", FALLBACK, _attempts(event.order_id), stream.name],
+            [event.device_id, receipt, event.order_id, str(ttl_s), entry,
+             str(stream.maxlen or ""), attempt, str(ATTEMPTS_KEPT)]))
+    if first:
+        DELIVERIES.add(1, {"channel": event.channel, "outcome": "received"})
+    return first
 
 
 # --- deliveries ---------------------------------------------------------------------------
 
 
-def _attempt(channel: str, outcome: str, *, device_id: str | None, member_id: str | None,
-             detail: str | None) -> str:
-    DELIVERIES.add(1, {"channel": channel, "outcome": outcome})
+def _attempt_entry(channel: str, outcome: str, *, device_id: str | None,
+                   member_id: str | None, detail: str | None) -> str:
     entry: dict[str, Any] = {"at": utcnow().isoformat(), "channel": channel, "outcome": outcome}
     if device_id is not None:
         entry["device_id"] = device_id
@@ -424,6 +415,13 @@ def _attempt(channel: str, outcome: str, *, device_id: str | None, member_id: st
     if detail is not None:
         entry["detail"] = detail[:200]
     return json.dumps(entry)
+
+
+def _attempt(channel: str, outcome: str, *, device_id: str | None, member_id: str | None,
+             detail: str | None) -> str:
+    DELIVERIES.add(1, {"channel": channel, "outcome": outcome})
+    return _attempt_entry(channel, outcome, device_id=device_id, member_id=member_id,
+                          detail=detail)
 
 
 def _append_attempt(pipe: Pipeline, order_id: str, entry: str, ttl_s: int) -> None:

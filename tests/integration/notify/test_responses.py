@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
-import pytest
 import redis as redis_sync
 from faststream.redis import RedisBroker
 
@@ -13,7 +10,7 @@ from shared import streams
 from shared.events import OrderDelivered, OrderResponded
 from tests.helpers import decode_entry, poll_until, read_stream
 
-from .conftest import ADMIN, NotifyFactory, Volunteers, an_order, device, issue, withdraw
+from .conftest import ADMIN, Volunteers, an_order, device, issue, withdraw
 
 
 def delivered(url: str) -> list[OrderDelivered]:
@@ -143,7 +140,6 @@ async def test_a_response_on_the_socket_continues_the_incidents_trace(
 async def test_a_response_is_recorded_and_published_in_one_step(
         notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
         clean_redis: str) -> None:
-    from services.notify import store as notify_store
 
     member = volunteers.enrol("t1")
     order = an_order("t1")
@@ -156,46 +152,23 @@ async def test_a_response_is_recorded_and_published_in_one_step(
     (event,) = responded(clean_redis)
     assert (event.order_id, event.response, event.member_id) == (
         order.order_id, "acknowledged", member.member_id)
-    client = redis_sync.Redis.from_url(clean_redis)
-    try:
-        assert client.hlen(notify_store.OUTBOX) == 0
-    finally:
-        client.close()
 
 
-async def test_a_receipt_whose_publish_failed_is_kept_and_published_later_once(
-        notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
-        http: httpx.AsyncClient, clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.notify import fallback, service
-    from services.notify import store as notify_store
-
-    failures = [RuntimeError("redis away")]
-    real_publish = service.publish
-
-    async def flaky_publish(*args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return await real_publish(*args, **kwargs)
-
-    monkeypatch.setattr(service, "publish", flaky_publish)
-    monkeypatch.setattr(service, "OUTBOX_FLUSH_AFTER_S", 0.5)
-    monkeypatch.setattr(fallback, "OUTBOX_EVERY_S", 0.2)
-    client = redis_sync.Redis.from_url(clean_redis)
-    async with notify_factory(fallback_poll_s=0.1) as notify:
-        member = volunteers.enrol("t1")
-        order = an_order("t1")
-        async with device(notify, member) as phone:
-            await issue(broker, order)
-            await phone.next_of("order")
+async def test_a_receipt_is_recorded_and_published_in_one_step_once(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    async with device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        for _ in range(2):  # the second is a repeat (a phone that reconnected): nothing more
             await phone.send({"type": "received", "order_id": order.order_id})
-            await poll_until(lambda: client.hlen(notify_store.OUTBOX) == 1,
-                             "the receipt kept in the outbox")
-            assert delivered(clean_redis) == []
-            (event,) = await poll_until(lambda: delivered(clean_redis), "the flush publishes it",
-                                        10)
-            assert (event.order_id, event.device_id) == (order.order_id, member.device_id)
-            await poll_until(lambda: client.hlen(notify_store.OUTBOX) == 0, "the outbox emptied")
-            await phone.send({"type": "received", "order_id": order.order_id})  # a repeat
-            await phone.drain(0.5)
-    client.close()
-    assert len(delivered(clean_redis)) == 1
+        await phone.send({"type": "ping"})
+        await phone.next_of("pong")  # frames are handled in order: both receipts are done
+    (event,) = delivered(clean_redis)
+    assert (event.order_id, event.device_id, event.channel) == (
+        order.order_id, member.device_id, "websocket")
+    r = await http.get(f"{notify}/v1/orders/{order.order_id}/deliveries", headers=ADMIN)
+    assert list(r.json()["received"]) == [member.device_id]
+    assert [a["outcome"] for a in r.json()["attempts"]].count("received") == 1
