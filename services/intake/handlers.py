@@ -8,20 +8,29 @@ from redis.asyncio import Redis
 from shared import streams
 from shared.bus import consume
 from shared.events import IncidentClosed, IncidentUpdated
+from shared.scripts import ScriptBatch
 
 from . import store
 from .config import Settings
 
+READ = 16  # entries a read takes (consume's default batch), all handled at once
+
 
 def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
+    # A read's events are handled at once and their scripts leave in one round trip, in
+    # stream order (each handler's one call is queued before the next handler starts), so
+    # the timeline keeps dispatch's order; each script is idempotent on the event id.
+    scripts = ScriptBatch(redis)
+
     async def on_incident_updated(event: IncidentUpdated) -> None:
-        data = await store.get_incident(redis, event.incident_id)
-        await store.apply_update(redis, event, category=data["category"] if data else None)
+        await store.apply_update(scripts, event)
 
     async def on_incident_closed(event: IncidentClosed) -> None:
-        await store.apply_closed(redis, event)
+        await store.apply_closed(scripts, event)
 
-    consume(broker, streams.INCIDENT_UPDATED, IncidentUpdated, on_incident_updated,
-            settings=settings, group="intake", bookkeeping=True)
-    consume(broker, streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed,
-            settings=settings, group="intake", bookkeeping=True)
+    for stream, model, handler in (
+        (streams.INCIDENT_UPDATED, IncidentUpdated, on_incident_updated),
+        (streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed),
+    ):
+        consume(broker, stream, model, handler, settings=settings, group="intake",
+                bookkeeping=True, max_workers=READ)

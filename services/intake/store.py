@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from shared import streams
 from shared.bus import queue_publish
 from shared.events import IncidentClosed, IncidentReported, IncidentUpdated, Location, new_id, utcnow
-from shared.scripts import run_script
+from shared.scripts import ScriptBatch, run_script
 
 from .domain import OpenIncident
 
@@ -135,6 +135,7 @@ return {'recorded', ARGV[1]}
 
 
 def _open_index(district: str, category: str) -> str:
+    # (the projection's scripts append the category to _open_index(district, ""))
     return f"intake:open:{district}:{category}"
 
 
@@ -280,39 +281,38 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if tonumber(ARGV[2]) > seq then
   redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'status', ARGV[3], 'priority', ARGV[4],
              'assignments', ARGV[5], 'flagged', ARGV[6])
-  if ARGV[8] == '1' then redis.call('ZREM', KEYS[4], KEYS[5]) end
+  if ARGV[8] == '1' then
+    local category = redis.call('HGET', KEYS[1], 'category') or ''
+    redis.call('ZREM', ARGV[9] .. category, ARGV[10])
+  end
 end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
 return 1
 """
 
 
-async def apply_update(redis: Redis, event: IncidentUpdated, *, category: str | None) -> bool:
+async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated) -> bool:
+    """Projects dispatch's update on the caller's view, once per event: one script, which
+    finds the incident's open index from its category itself."""
     closed = event.status in ("resolved", "handed_over", "closed")
-    entry = event.entry.model_dump_json()
-    return bool(
-        await redis.eval(
-            _PROJECT,
-            5,
-            f"intake:incident:{event.incident_id}",
-            f"intake:timeline:{event.incident_id}",
-            f"intake:seen:{event.incident_id}",
-            _open_index(event.district, category or ""),
-            event.incident_id,
-            event.event_id,
-            str(event.seq),
-            event.status,
-            event.priority,
-            json.dumps([a.model_dump(mode="json") for a in event.assignments]),
-            "1" if event.flagged else "0",
-            entry,
-            "1" if closed else "0",
-        )
-    )
+    return bool(await run_script(
+        redis, _PROJECT,
+        [f"intake:incident:{event.incident_id}", f"intake:timeline:{event.incident_id}",
+         f"intake:seen:{event.incident_id}"],
+        [event.event_id, str(event.seq), event.status, event.priority,
+         json.dumps([a.model_dump(mode="json") for a in event.assignments]),
+         "1" if event.flagged else "0", event.entry.model_dump_json(),
+         "1" if closed else "0", _open_index(event.district, ""), event.incident_id]))
 
 
-async def apply_closed(redis: Redis, event: IncidentClosed) -> None:
-    data = await get_incident(redis, event.incident_id)
-    if not data:
-        return
-    await redis.zrem(_open_index(event.district, data["category"]), event.incident_id)
+# The closed incident leaves its district's open index (found from its category).
+_CLOSE = """
+local category = redis.call('HGET', KEYS[1], 'category')
+if not category then return 0 end
+return redis.call('ZREM', ARGV[1] .. category, ARGV[2])
+"""
+
+
+async def apply_closed(redis: Redis | ScriptBatch, event: IncidentClosed) -> None:
+    await run_script(redis, _CLOSE, [f"intake:incident:{event.incident_id}"],
+                     [_open_index(event.district, ""), event.incident_id])
