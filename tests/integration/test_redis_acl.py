@@ -134,3 +134,38 @@ async def test_intake_records_and_publishes_a_report_in_one_script_with_its_own_
     assert recording == store.Recording()
     assert (await store.get_incident(redis, incident_id) or {}).get("published") == "1"
     await redis.aclose()
+
+
+async def test_notify_answers_and_receipts_publish_in_one_script_with_its_own_user(
+        acl_redis) -> None:
+    """The scripts XADD notify's own streams and PUBLISH on its channels: its user may."""
+    from redis.asyncio import Redis
+
+    from services.notify import store
+    from services.notify.domain.responses import Decision
+    from shared.events import OrderDelivered, OrderResponded
+    from tests.integration.notify.conftest import an_order
+
+    port, passwords = acl_redis
+    redis = Redis(port=port, username="notify", password=passwords["notify"],
+                  decode_responses=True)
+    order = an_order("t-acl")
+    before = [await redis.xlen(s.name) for s in (streams.ORDER_RESPONDED, streams.ORDER_DELIVERED)]
+    await store.save_orders(redis, [store.NewOrder(order, {}, None)], fallback_after_s=30,
+                            ttl_s=60)
+
+    def decide(rec: store.OrderRecord) -> tuple[Decision, OrderResponded | None]:
+        return Decision("acknowledged", emit=True), OrderResponded(
+            district=rec.district, order_id=rec.order_id, incident_id=rec.incident_id,
+            team_id=rec.team_id, member_id="m1", device_id="d1", response="acknowledged")
+
+    outcome = await store.apply_response(
+        redis, order.order_id, decide=decide, fan_out=lambda _: "{}", response="acknowledged",
+        member_id="m1", device_id="d1", ttl_s=60)
+    assert outcome is not None and outcome.event_id is not None
+    assert await store.record_receipt(redis, OrderDelivered(
+        district=order.district, order_id=order.order_id, incident_id=order.incident_id,
+        team_id=order.team_id, member_id="m1", device_id="d1", channel="websocket"), ttl_s=60)
+    after = [await redis.xlen(s.name) for s in (streams.ORDER_RESPONDED, streams.ORDER_DELIVERED)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
+    await redis.aclose()

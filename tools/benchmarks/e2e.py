@@ -47,6 +47,7 @@ QUIET_GROUPS = (  # (stream, group) that must have nothing waiting before a late
     ("incident.reported", "dispatch"), ("order.issued", "notify"), ("order.issued", "volunteers"),
     ("order.responded", "dispatch"), ("order.responded", "volunteers"),
     ("unit.status", "dispatch"), ("incident.updated", "intake"), ("unit.position", "dispatch"),
+    ("incident.closed", "intake"), ("incident.closed", "volunteers"),
 )
 
 
