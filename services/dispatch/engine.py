@@ -676,7 +676,10 @@ class Dispatcher:
         facts = self._facts(inc, engaged)
         now = utcnow()
         query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000)
-        for _ in range(5):  # a search again after each claim lost to another incident
+        # A search again after each claim lost to another incident, as _fill does: five
+        # rounds left a burst's backup request escalated as "none available" while teams
+        # were free (test_reinforcement.py).
+        for _ in range(SEARCH_ROUNDS):
             ranked = domain.rank_candidates(await store.candidates(self.redis, query), facts,
                                             self.policy, now)
             if not ranked:

@@ -1,0 +1,100 @@
+"""A team on scene asks for backup: dispatch sends the nearest free team, or tells the
+command room that none is free; never a silent nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from faststream.redis import RedisBroker
+
+from services.dispatch.engine import Dispatcher
+from services.dispatch.main import create_app
+from shared import streams
+from shared.events import IncidentUpdated, OrderEscalated, OrderIssued, OrderResponded
+from tests.helpers import poll_until, read_stream
+
+from .test_engine import DISTRICT, orders_for, report, settings_for, team, wait_for_units
+
+
+@pytest.fixture
+async def dispatch(clean_redis: str) -> AsyncIterator[str]:
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        yield clean_redis
+
+
+async def on_scene_asking_for_backup(url: str, publisher: RedisBroker) -> tuple[str, OrderIssued]:
+    """An incident whose first team is on scene and has just asked for reinforcement."""
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+    for response in ("acknowledged", "on_scene", "reinforce"):
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
+            team_id=order.team_id, member_id="m1", response=response),
+            stream=streams.ORDER_RESPONDED.name)
+    return incident_id, order
+
+
+def timeline(url: str, incident_id: str) -> list[tuple[str, str | None]]:
+    return [(u.entry.kind, u.entry.team_id) for u in read_stream(
+        url, streams.INCIDENT_UPDATED.name, IncidentUpdated) if u.incident_id == incident_id]
+
+
+async def test_backup_goes_to_the_nearest_free_team(dispatch: str,
+                                                    publisher: RedisBroker) -> None:
+    await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "backup", kind="security", lat=22.8190, lon=108.3665)
+    await team(publisher, "farther", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(dispatch, 3)
+    incident_id, first = await on_scene_asking_for_backup(dispatch, publisher)
+    assert first.team_id == "first"
+    orders = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2 and
+                              orders_for(dispatch, incident_id), "the reinforcement")
+    assert [(o.team_id, o.kind) for o in orders] == [("first", "dispatch"),
+                                                     ("backup", "reinforcement")]
+    await poll_until(lambda: ("reinforcement", "backup") in timeline(dispatch, incident_id),
+                     "the reinforcement on the incident's timeline")
+    assert read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated) == []
+
+
+async def test_no_free_team_for_backup_goes_to_the_command_room(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await team(publisher, "alone", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id, order = await on_scene_asking_for_backup(dispatch, publisher)
+    (escalated,) = await poll_until(
+        lambda: read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated),
+        "the escalation")
+    assert (escalated.order_id, escalated.reason) == (order.order_id, "no reinforcement available")
+    assert ("note", None) in timeline(dispatch, incident_id)
+    assert len(orders_for(dispatch, incident_id)) == 1
+
+
+async def test_backup_is_sent_after_many_claims_lost_while_a_team_is_free(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other incidents taking the chosen team first, eight times over (a burst at one spot):
+    # each lost claim is a new search, not a "no team available" while one is free.
+    real = Dispatcher._offer_and_announce
+    lost = {"left": 8}
+
+    async def contended(self: Dispatcher, inc: dict[str, str], unit: Any, *, kind: str,
+                        **options: Any) -> dict[str, str] | None:
+        if kind == "reinforcement" and lost["left"]:
+            lost["left"] -= 1
+            return None
+        return await real(self, inc, unit, kind=kind, **options)
+
+    monkeypatch.setattr(Dispatcher, "_offer_and_announce", contended)
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
+        await team(publisher, "backup", kind="security", lat=22.8190, lon=108.3665)
+        await wait_for_units(clean_redis, 2)
+        incident_id, _ = await on_scene_asking_for_backup(clean_redis, publisher)
+        orders = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 2 and
+                                  orders_for(clean_redis, incident_id), "the reinforcement")
+        assert [(o.team_id, o.kind) for o in orders][1] == ("backup", "reinforcement")
+        assert lost["left"] == 0
+        assert read_stream(clean_redis, streams.ORDER_ESCALATED.name, OrderEscalated) == []
