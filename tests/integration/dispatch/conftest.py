@@ -7,6 +7,22 @@ from collections.abc import AsyncIterator
 import pytest
 from faststream.redis import RedisBroker
 
+from services.dispatch.config import Settings
+from services.dispatch.main import create_app
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    return Settings(redis_url=url, admin_token="test-admin", claim_idle_ms=500,
+                    volunteers_url="http://127.0.0.1:9", timer_interval_s=0.05, **overrides)
+
+
+@pytest.fixture
+async def dispatch(clean_redis: str) -> AsyncIterator[str]:
+    """Dispatch in this process (its lifespan: groups, broker, subscribers, timers)."""
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        yield clean_redis
+
 
 @pytest.fixture
 async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:

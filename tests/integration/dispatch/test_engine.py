@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from faststream.redis import RedisBroker
 
-from services.dispatch.config import Settings
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import (
@@ -26,21 +24,10 @@ from shared.events import (
 )
 from tests.helpers import poll_until, read_stream
 
+from .conftest import settings_for
+
 DISTRICT = "qingxiu"
 SCENE = Location(lat=22.8170, lon=108.3665)
-
-
-def settings_for(url: str, **overrides: object) -> Settings:
-    return Settings(redis_url=url, admin_token="test-admin", claim_idle_ms=500,
-                    volunteers_url="http://127.0.0.1:9", timer_interval_s=0.05, **overrides)
-
-
-@pytest.fixture
-async def dispatch(clean_redis: str) -> AsyncIterator[str]:
-    app = create_app(settings_for(clean_redis))
-    async with app.router.lifespan_context(app):
-        yield clean_redis
-
 
 
 async def team(broker: RedisBroker, team_id: str, *, kind: str, lat: float, lon: float,

@@ -3,7 +3,6 @@ command room that none is free; never a silent nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,14 +14,8 @@ from shared import streams
 from shared.events import IncidentUpdated, OrderEscalated, OrderIssued, OrderResponded
 from tests.helpers import poll_until, read_stream
 
-from .test_engine import DISTRICT, orders_for, report, settings_for, team, wait_for_units
-
-
-@pytest.fixture
-async def dispatch(clean_redis: str) -> AsyncIterator[str]:
-    app = create_app(settings_for(clean_redis))
-    async with app.router.lifespan_context(app):
-        yield clean_redis
+from .conftest import settings_for
+from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
 
 async def on_scene_asking_for_backup(url: str, publisher: RedisBroker) -> tuple[str, OrderIssued]:

@@ -13,12 +13,8 @@ from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
-from tests.integration.dispatch.test_engine import (
-    report,
-    settings_for,
-    team,
-    wait_for_units,
-)
+from tests.integration.dispatch.conftest import settings_for
+from tests.integration.dispatch.test_engine import report, team, wait_for_units
 
 
 async def test_two_replicas_under_a_burst_never_give_one_team_two_open_orders(
