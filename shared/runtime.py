@@ -8,9 +8,13 @@ telemetry and consumer name (the process id differs) before building the app.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -32,7 +36,27 @@ def worker_app() -> FastAPI:
     setup_logging(settings.service_name, settings.log_level)
     setup_telemetry(settings.service_name, traces_file=settings.traces_file)
     setup_metrics(settings.service_name)
-    return importlib.import_module(f"services.{service}.main").create_app(settings)
+    return _heap_frozen_after_startup(
+        importlib.import_module(f"services.{service}.main").create_app(settings))
+
+
+def _heap_frozen_after_startup(app: FastAPI) -> FastAPI:
+    """Once the app has started, everything it holds so far (modules, classes, the app,
+    its broker and subscribers: ~300,000 objects) leaves the garbage collector's view
+    (`gc.freeze`). Python's full collections scanned them all every second or two under
+    load, stopping the whole process for 70-140 ms each time (measured in intake, dispatch
+    and volunteers at 50 incidents/s with the position load): the tail of every latency."""
+    started = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: Any) -> AsyncIterator[Any]:
+        async with started(a) as state:
+            gc.collect()
+            gc.freeze()
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def run_service(service: str) -> None:
