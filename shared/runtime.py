@@ -42,10 +42,11 @@ def worker_app() -> FastAPI:
 
 def _heap_frozen_after_startup(app: FastAPI) -> FastAPI:
     """Once the app has started, everything it holds so far (modules, classes, the app,
-    its broker and subscribers: ~300,000 objects) leaves the garbage collector's view
-    (`gc.freeze`). Python's full collections scanned them all every second or two under
-    load, stopping the whole process for 70-140 ms each time (measured in intake, dispatch
-    and volunteers at 50 incidents/s with the position load): the tail of every latency."""
+    its broker and subscribers: some 100,000 objects the collector tracks) leaves the
+    collector's view (`gc.freeze`). Python's full collections scanned them all every second
+    or two under load, stopping the whole process for 70-140 ms each time (measured in
+    intake, dispatch and volunteers at 50 incidents/s with the position load): the tail of
+    every latency."""
     started = app.router.lifespan_context
 
     @asynccontextmanager
