@@ -93,6 +93,17 @@ def test_rates_from_progress_samples_stream_ids_and_first_to_last() -> None:
     assert first_to_last_rate(1, 0.0, 2.0) is None
 
 
+def test_the_position_rate_of_a_run_comes_from_the_load_generators_reports_around_it() -> None:
+    from tools.benchmarks.e2e import Loadgen
+
+    gen = Loadgen(proc=None)  # type: ignore[arg-type]  # only its reports are read here
+    gen.samples = [{"t": float(t), "ok": 2000 * t, "skipped": 10 * t} for t in range(4)]
+    assert gen.rate_between(0.2, 2.3) == 2000  # reports at 0 and 2
+    assert gen.rate_between(1.2, 1.7, "skipped") == 10  # shorter than a report: 1 and 2
+    assert gen.rate_between(2.6, 3.9) is None  # no report after it (yet)
+    assert Loadgen(proc=None).rate_between(0, 1) is None  # type: ignore[arg-type]
+
+
 def test_the_table_prints_medians_ratios_and_targets_without_judging_the_run() -> None:
     rows = [
         Row("F1 relay stage", "msg/s", (2600.0, 2700.0, None, 2500.0, 2650.0)),

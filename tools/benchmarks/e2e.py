@@ -91,10 +91,15 @@ class Loadgen:
         """Updates per second (`ok`, `failed` or `skipped`) between two wall-clock times,
         from the load generator's 1 s reports."""
         before = [s for s in self.samples if s["t"] <= t0 + 0.5]
-        after = [s for s in self.samples if s["t"] >= t1 - 0.5]
-        if not before or not after or after[0]["t"] <= before[-1]["t"]:
+        if not before:
             return None
-        a, b = before[-1], after[0]
+        a = before[-1]
+        # the first report after the window's end (and after `a`: a window shorter than the
+        # reports' interval is measured over the reports around it)
+        after = [s for s in self.samples if s["t"] >= t1 - 0.5 and s["t"] > a["t"]]
+        if not after:
+            return None
+        b = after[0]
         return (b.get(key, 0) - a.get(key, 0)) / (b["t"] - a["t"])
 
     def last(self) -> dict[str, Any]:
@@ -412,6 +417,12 @@ class StackBench:
             if all(inc is None or inc in orders for inc in incident_of):
                 break
             await asyncio.sleep(0.05)
+        if loadgen is not None:  # its next report, which the position rate is read up to
+            until = time.monotonic() + 2.5
+            while time.monotonic() < until:
+                if loadgen.samples and loadgen.samples[-1]["t"] >= wall1:
+                    break
+                await asyncio.sleep(0.05)
         intended = [start + off for off in offsets]
         done = [orders.get(inc) if inc is not None else None for inc in incident_of]
         order_lat, _ = latencies(
