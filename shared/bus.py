@@ -589,6 +589,24 @@ def consume_batches(
                settings=settings, group=group)
 
 
+# For a script that writes an event's entry (from entry_to_write) in the same step as the
+# state it reports: `xadd(stream, maxlen, entry)`, with the stream's approximate MAXLEN as
+# `maxlen_arg` gives it ('' keeps everything). Prepend it to the script's text.
+XADD_LUA = """
+local function xadd(stream, maxlen, entry)
+  if maxlen ~= '' then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', '__data__', entry)
+  else
+    redis.call('XADD', stream, '*', '__data__', entry)
+  end
+end
+"""
+
+
+def maxlen_arg(stream: streams.Stream) -> str:
+    return "" if stream.maxlen is None else str(stream.maxlen)
+
+
 @contextlib.asynccontextmanager
 async def entry_to_write(stream: streams.Stream, event: BaseModel,
                          correlation_id: str) -> AsyncIterator[bytes]:

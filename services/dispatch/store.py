@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from shared import streams
+from shared.bus import XADD_LUA, maxlen_arg
 from shared.events import TimelineEntry
 from shared.scripts import ScriptBatch, run_script
 
@@ -381,7 +382,7 @@ return 0
 # and the order's published mark, the incident's change (as queue_incident_change), its
 # incident.updated, off the waiting list, and its lock released (token compared, as
 # locks.queue_release). Returns {offered, first order of the incident}.
-_OFFER = _CLAIMABLE + """
+_OFFER = _CLAIMABLE + XADD_LUA + """
 if ARGV[3] == '1' then
   if not claimable(KEYS[3], KEYS[4], ARGV[1], ARGV[4]) then return {0, 0} end
   redis.call('SET', KEYS[3], ARGV[1])
@@ -394,13 +395,6 @@ redis.call('RPUSH', KEYS[7], ARGV[7])
 local first = 0
 if ARGV[8] ~= '' then first = redis.call('HSETNX', KEYS[8], 'first_assigned_at', ARGV[8]) end
 if ARGV[9] == '1' then
-  local function xadd(stream, maxlen, entry)
-    if maxlen ~= '' then
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', '__data__', entry)
-    else
-      redis.call('XADD', stream, '*', '__data__', entry)
-    end
-  end
   xadd(KEYS[9], ARGV[10], ARGV[11])
   redis.call('HSET', KEYS[1], 'published', '1')
   redis.call('HSET', KEYS[8], unpack(cjson.decode(ARGV[12])))
@@ -666,16 +660,12 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
         keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
                  _waiting_key(last.district), last.lock_key or "dispatch:lock:-"]
         changes = [x for kv in last.incident_changes.items() for x in kv]
-        args += ["1", _maxlen(streams.ORDER_ISSUED.maxlen), last.order_issued, json.dumps(changes),
+        args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, json.dumps(changes),
                  last.old_status, last.incident_changes.get("status", last.old_status),
-                 last.status_entry.model_dump_json(), _maxlen(streams.INCIDENT_UPDATED.maxlen),
+                 last.status_entry.model_dump_json(), maxlen_arg(streams.INCIDENT_UPDATED),
                  last.incident_updated, incident_id, last.lock_token]
     offered_, first = await run_script(redis, _OFFER, keys, args)
     return bool(offered_), bool(first)
-
-
-def _maxlen(maxlen: int | None) -> str:
-    return "" if maxlen is None else str(maxlen)
 
 
 async def get_order(redis: Redis, order_id: str) -> dict[str, str] | None:

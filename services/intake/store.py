@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.bus import queue_publish
+from shared.bus import XADD_LUA, maxlen_arg, queue_publish
 from shared.events import IncidentClosed, IncidentReported, IncidentUpdated, Location, new_id, utcnow
 from shared.scripts import ScriptBatch, run_script
 
@@ -99,7 +99,7 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # incident published: an outbox with no window between the two. The XADD comes first: what
 # refuses it (OOM under noeviction, a read-only replica) refuses the script before it
 # writes anything.
-_RECORD = """
+_RECORD = XADD_LUA + """
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {'existing', existing, redis.call('HGETALL', 'intake:incident:' .. existing)}
@@ -118,13 +118,7 @@ if ARGV[4] ~= '' then
   end
   if #near > 0 then return {'near', near} end
 end
-if ARGV[7] ~= '' then
-  if ARGV[8] ~= '' then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', '__data__', ARGV[7])
-  else
-    redis.call('XADD', KEYS[4], '*', '__data__', ARGV[7])
-  end
-end
+if ARGV[7] ~= '' then xadd(KEYS[4], ARGV[8], ARGV[7]) end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[6])))
 if ARGV[5] == '1' then
@@ -200,7 +194,7 @@ async def record_incident(
             "" if unless_near_m is None else repr(unless_near_m), "" if linked_to else "1",
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
-            str(stream.maxlen) if stream.maxlen is not None else ""]
+            maxlen_arg(stream)]
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
         fsynced = True

@@ -133,7 +133,6 @@ def withdrawn_message(order_id: str) -> str:
 class Hub:
     def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
-        self._ttl = ttl_s
         self._by_team: dict[str, set[Connection]] = defaultdict(set)
         self._by_device: dict[str, set[Connection]] = defaultdict(set)
         self._subscribed: dict[str, asyncio.Event] = {}

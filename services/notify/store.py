@@ -24,7 +24,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared import streams
-from shared.bus import entry_to_write
+from shared.bus import XADD_LUA, entry_to_write, maxlen_arg
 from shared.events import OrderDelivered, OrderIssued, OrderResponded, utcnow
 from shared.metrics import meter
 from shared.scripts import run_script
@@ -282,15 +282,11 @@ class Outcome:
 # The same step XADDs the order.responded entry (first: what refuses it refuses the script
 # before it writes anything) and tells the team's replicas (ARGV[11]): no outbox, no window
 # between the answer recorded and the answer published.
-_RESPOND = """
+_RESPOND = XADD_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local seen = redis.call('HMGET', KEYS[1], 'state', 'updated_at')
 if (seen[1] or 'issued') ~= ARGV[1] or (seen[2] or '') ~= ARGV[2] then return 0 end
-if ARGV[10] ~= '' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*', '__data__', ARGV[9])
-else
-  redis.call('XADD', KEYS[5], '*', '__data__', ARGV[9])
-end
+xadd(KEYS[5], ARGV[10], ARGV[9])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'answered', '1', 'last_response', ARGV[4],
            'updated_at', ARGV[5])
 if ARGV[4] == 'reinforce' then redis.call('HSET', KEYS[1], 'last_reinforce_at', ARGV[5]) end
@@ -346,7 +342,7 @@ async def apply_response(
                 [key, _open(record.team_id), FALLBACK, f"{key}:responses", stream.name,
                  fanout_channel(record.team_id)],
                 [record.state, record.updated_at or "", decision.state, response, now,
-                 str(ttl_s), order_id, answer, entry, str(stream.maxlen or ""),
+                 str(ttl_s), order_id, answer, entry, maxlen_arg(stream),
                  fan_out(decision)])
         if done < 0:
             return None
@@ -363,13 +359,9 @@ async def apply_response(
 # The first receipt from a device records it, XADDs its order.delivered entry (first: what
 # refuses it refuses the script before it writes anything), stops the fallback timer and
 # records the attempt; a repeat does nothing. No outbox, no window between the two.
-_RECEIVE = """
+_RECEIVE = XADD_LUA + """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-if ARGV[6] ~= '' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', '__data__', ARGV[5])
-else
-  redis.call('XADD', KEYS[5], '*', '__data__', ARGV[5])
-end
+xadd(KEYS[5], ARGV[6], ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'received', 1)
@@ -396,7 +388,7 @@ async def record_receipt(redis: Redis, event: OrderDelivered, *, ttl_s: int) -> 
             redis, _RECEIVE,
             [key, f"{key}:received", FALLBACK, _attempts(event.order_id), stream.name],
             [event.device_id, receipt, event.order_id, str(ttl_s), entry,
-             str(stream.maxlen or ""), attempt, str(ATTEMPTS_KEPT)]))
+             maxlen_arg(stream), attempt, str(ATTEMPTS_KEPT)]))
     if first:
         DELIVERIES.add(1, {"channel": event.channel, "outcome": "received"})
     return first
