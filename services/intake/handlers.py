@@ -13,7 +13,7 @@ from shared.scripts import ScriptBatch
 from . import store
 from .config import Settings
 
-READ = 16  # entries a read takes (consume's default batch), all handled at once
+READ = 16  # entries a read takes, all handled at once (so their scripts leave in order)
 
 
 def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
@@ -33,4 +33,4 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         (streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed),
     ):
         consume(broker, stream, model, handler, settings=settings, group="intake",
-                bookkeeping=True, max_workers=READ)
+                bookkeeping=True, batch=READ, max_workers=READ)
