@@ -82,7 +82,7 @@ class Config:
 
 
 FULL = Config(
-    quick=False, runs=5, f1_n=4_000, f2_n=25_000, intake_hop_n=1_500, dispatch_hop_n=400,
+    quick=False, runs=5, f1_n=4_000, f2_n=25_000, intake_hop_n=1_500, dispatch_hop_n=1_500,
     notify_hop_n=1_500, positions_hop_n=40_000, http_concurrency=32, http_warmup_s=1.0,
     http_s=3.0, teams=400,
     members_per_team=25, report_interval_s=5.0, positions_concurrency=64,
@@ -90,7 +90,7 @@ FULL = Config(
     rate_seconds={50.0: 4.0, 200.0: 2.0, 500.0: 1.0}, drain_s=15.0, quiet_wait_s=30.0,
 )
 QUICK = Config(
-    quick=True, runs=1, f1_n=2_000, f2_n=10_000, intake_hop_n=500, dispatch_hop_n=150,
+    quick=True, runs=1, f1_n=2_000, f2_n=10_000, intake_hop_n=500, dispatch_hop_n=500,
     notify_hop_n=500, positions_hop_n=10_000, http_concurrency=32, http_warmup_s=0.5,
     http_s=2.0, teams=100,
     members_per_team=10, report_interval_s=5.0, positions_concurrency=64,
