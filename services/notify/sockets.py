@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -124,12 +125,25 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
                             "response": frame.response})
 
 
+def _first_beat_after(interval_s: float) -> float:
+    """A socket's phase: when, after it connects, its first heartbeat comes."""
+    return random.uniform(0, interval_s)
+
+
 async def _heartbeat(conn: Connection, *, hub: Hub, introspector: Introspector,
                      settings: Settings, token: str) -> None:
-    """Pings, replays what Pub/Sub may have lost, and re-checks the token now and then."""
+    """Pings, replays what Pub/Sub may have lost, and re-checks the token now and then.
+
+    Each socket beats at its own phase: the first beat comes after a random part of the
+    interval. Sockets that connected together (every phone reconnecting after notify
+    restarts, or the benchmark's 400) would otherwise beat in step for as long as they
+    stay: 400 replays at once every interval and 400 introspection requests to volunteers
+    within a few seconds every second beat, which the benchmark saw as its slowest runs."""
     last_auth = time.monotonic()
+    wait_s = _first_beat_after(settings.ping_interval_s)
     while not conn.closing:
-        await asyncio.sleep(settings.ping_interval_s)
+        await asyncio.sleep(wait_s)
+        wait_s = settings.ping_interval_s
         conn.offer({"type": "ping"})
         try:
             await hub.replay(conn)

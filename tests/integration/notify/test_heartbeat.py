@@ -6,7 +6,7 @@ import pytest
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
-from services.notify import store
+from services.notify import sockets, store
 
 from .conftest import NotifyFactory, Volunteers, an_order, device
 
@@ -40,3 +40,19 @@ async def test_a_socket_whose_token_stopped_working_is_closed_by_the_periodic_ch
         with pytest.raises(ConnectionClosed) as closed:
             await phone.next_of("never", timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_sockets_that_connect_together_beat_at_their_own_phases(
+        notify_factory: NotifyFactory, volunteers: Volunteers,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hundreds of phones reconnecting at once (notify restarted) used to ping, replay and
+    # re-check their tokens in step forever after: bursts of introspections to volunteers.
+    phases = iter([0.1, 1.5])
+    monkeypatch.setattr(sockets, "_first_beat_after", lambda interval_s: next(phases))
+    early, late = volunteers.enrol("t1"), volunteers.enrol("t2")
+    async with notify_factory(ping_interval_s=5.0) as notify, \
+            device(notify, early) as first, device(notify, late) as second:
+        # Each beats at its phase, long before the interval: not at connect + interval.
+        assert await first.next_of("ping", timeout=1.2) == {"type": "ping"}
+        assert [f for f in await second.drain(0.2, heartbeats=True) if f["type"] == "ping"] == []
+        assert await second.next_of("ping", timeout=2.5) == {"type": "ping"}
