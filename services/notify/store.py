@@ -478,7 +478,7 @@ class AttemptLog:
 
 async def deliveries(redis: Redis, order_id: str) -> dict[str, Any]:
     key = _order(order_id)
-    attempts = [json.loads(x) for x in await redis.lrange(f"{key}:attempts", 0, -1)]
+    attempts = [json.loads(x) for x in await redis.lrange(_attempts(order_id), 0, -1)]
     received = {
         device: json.loads(raw) for device, raw in (await redis.hgetall(f"{key}:received")).items()
     }
