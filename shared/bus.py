@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
 from shared.events import Event, utcnow
+from shared.packing import connection_class
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def create_redis(settings: ServiceSettings) -> Redis:
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=10,
+        connection_class=connection_class(settings.redis_url),
     )
     return Redis(connection_pool=pool)
 
@@ -96,6 +98,7 @@ def create_broker(settings: ServiceSettings) -> RedisBroker:
         # 0.26 ms of a consumer's 0.6 ms per message here (docs/benchmarks.md).
         apply_types=False,
         graceful_timeout=10.0,
+        connection_class=connection_class(settings.redis_url),
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=10,

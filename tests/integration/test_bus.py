@@ -261,3 +261,33 @@ async def test_a_lingering_reader_takes_the_events_of_its_pause_in_one_read(
         await asyncio.sleep(0.5)
     await redis.aclose()
     assert batches == [["first"], [f"u{n}" for n in range(5)]]
+
+
+async def test_the_services_clients_pack_with_hiredis_and_round_trip_any_value(
+        clean_redis: str) -> None:
+    from shared.bus import create_redis
+
+    cfg = settings(clean_redis)
+    seen: list[UnitStatus] = []
+
+    async def handler(event: UnitStatus) -> None:
+        seen.append(event)
+
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
+    redis = create_redis(cfg)
+    binary = bytes(range(256)) * 30  # past redis-py's 6,000-byte chunking
+    async with consuming(broker, redis):
+        for client in (redis, broker.config.connection.client):
+            pool = client.connection_pool
+            assert pool.connection_class.__name__ == "HiredisConnection"
+        name = "联防 巡逻队 " + "x" * 7000
+        await redis.hset("packing", mapping={"name": name, "lat": 31.2354, "n": 2**70})
+        await broker.config.connection.client.set("packing:bin", binary)
+        await broker.publish(status("队-1"), stream=streams.UNIT_STATUS.name)
+        await poll_until(lambda: seen, "the event consumed")
+        assert await redis.hgetall("packing") == {
+            "name": name, "lat": "31.2354", "n": str(2**70)}
+        assert await broker.config.connection.client.get("packing:bin") == binary
+    await redis.aclose()
+    assert seen[0].unit_id == "队-1"
