@@ -22,7 +22,7 @@ from shared.runtime import stop_task
 
 from . import api, handlers
 from .api.devices import device_resolver
-from .api.positions import PositionFastPath, untraced
+from .api.positions import FixesFirst, PositionFastPath, untraced
 from .config import Settings
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await redis.aclose()
 
-    app = FastAPI(
+    app = FixesFirst(
         title="Lianfang volunteers",
         description="Roster of police, security and volunteer teams; shifts, devices, "
         "positions, status and the volunteer points ledger.",
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_body_bytes=settings.max_body_bytes,
                        body_limits={"/v1/roster/import": settings.import_max_bytes},
                        resolve=device_resolver(tokens))
-    # Added last, so it runs first: it authenticates position fixes itself (same answers).
-    app.add_middleware(PositionFastPath, positions=positions, tokens=tokens, settings=settings,
-                       rate_limits=rate_limits)
+    # Ahead of FastAPI: it authenticates position fixes itself (same answers).
+    app.fixes = PositionFastPath(positions=positions, tokens=tokens, settings=settings,
+                                 rate_limits=rate_limits)
     return app

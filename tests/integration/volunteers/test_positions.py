@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
+from services.volunteers.store.teams import PositionWriter
 from shared.events import UnitPosition, utcnow
 
 from .conftest import ADMIN, Volunteers, running
@@ -176,3 +179,22 @@ async def test_a_device_flooding_fixes_gets_429_with_retry_after(clean_redis: st
         assert codes[-1] == 429 and r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "rate_limited"
         assert codes.count(200) in (2, 3)  # the shift start took one of the three
+
+
+async def test_a_fix_that_fails_unexpectedly_gets_the_apps_own_500(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    await volunteers.client.post("/v1/me/shift/start", headers=device)
+
+    async def broken(*_: object, **__: object) -> int:
+        raise RuntimeError("the writer broke")
+
+    monkeypatch.setattr(PositionWriter, "write", broken)
+    response = await volunteers.client.put("/v1/me/position", headers=device,
+                                           json={"lat": 22.03, "lon": 108.03})
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
+    assert "unhandled error: RuntimeError" in caplog.text
+    assert "22.03" not in caplog.text  # the fix itself is not logged
