@@ -38,15 +38,19 @@ def test_each_span_is_one_line_without_the_redacted_attributes(tmp_path: Path) -
     assert inner["status"] == "UNSET" and inner["start"] <= inner["end"]
 
 
-def test_text_lists_and_odd_values_round_trip(tmp_path: Path) -> None:
+def test_text_lists_and_line_breaking_characters_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "svc.jsonl"
     provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
     provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(str(path))))
     with provider.get_tracer("t").start_as_current_span("巡逻 order", attributes={
             "lianfang.zone": "黄浦区 外滩", "lianfang.teams": ("t-1", "t-2"),
+            "url.path": "/v1/orders/\x85\u2028\x1e\udbff",
             "lianfang.distance_m": 12.5, "lianfang.linked": False}):
         pass
-    (line,) = [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
+    raw = path.read_bytes()
+    assert raw.isascii()  # no character a line reader could take for a line break
+    (line,) = [json.loads(text) for text in raw.decode().splitlines()]
     assert line["name"] == "巡逻 order"
     assert line["attributes"] == {"lianfang.zone": "黄浦区 外滩", "lianfang.teams": ["t-1", "t-2"],
+                                  "url.path": "/v1/orders/\x85\u2028\x1e\udbff",
                                   "lianfang.distance_m": 12.5, "lianfang.linked": False}
