@@ -395,10 +395,6 @@ def _is_probe(scope: Any) -> bool:
 TELEMETRY = {"exclude": _is_probe, "operation_spans": False}
 
 
-def telemetry_excluding(untraced: Callable[[Any], bool]) -> dict[str, Any]:
-    """TELEMETRY, and no span or request metrics for the requests `untraced` picks either."""
-    return {**TELEMETRY, "exclude": lambda scope: _is_probe(scope) or untraced(scope)}
-
 
 def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
     @app.get("/healthz", include_in_schema=False)

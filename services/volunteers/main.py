@@ -11,18 +11,18 @@ from fastapi import FastAPI
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
+    TELEMETRY,
     AuthMiddleware,
     RateLimits,
     add_health_routes,
     install_error_handlers,
-    telemetry_excluding,
 )
 from shared.metrics import add_metrics_route, observe_streams
 from shared.runtime import stop_task
 
 from . import api, handlers
 from .api.devices import device_resolver
-from .api.positions import FixesFirst, PositionFastPath, untraced
+from .api.positions import FixesFirst, PositionFastPath
 from .config import Settings
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "positions, status and the volunteer points ledger.",
         version="1.0",
         lifespan=lifespan,
-        telemetry=telemetry_excluding(untraced),
+        telemetry=TELEMETRY,
     )
     install_error_handlers(app)
     add_metrics_route(app)

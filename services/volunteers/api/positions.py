@@ -93,7 +93,7 @@ async def accept_position(
     return result, out
 
 
-def untraced(scope: Scope) -> bool:
+def is_position_fix(scope: Scope) -> bool:
     return scope["path"] == PATH and scope.get("method") == "PUT"
 
 
@@ -124,14 +124,14 @@ class FixesFirst(FastAPI):
     fixes: PositionFastPath | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fixes is not None and scope["type"] == "http" and untraced(scope):
+        if self.fixes is not None and scope["type"] == "http" and is_position_fix(scope):
             await self.fixes(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
 
 class PositionFastPath:
-    """Answers `PUT /v1/me/position` (the requests `untraced` picks) itself."""
+    """Answers `PUT /v1/me/position` (the requests `is_position_fix` picks) itself."""
 
     def __init__(self, *, positions: PositionWriter, tokens: TokenResolver,
                  settings: Settings, rate_limits: RateLimits) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from services.volunteers.store.teams import PositionWriter
 from shared.events import UnitPosition, utcnow
@@ -198,3 +200,25 @@ async def test_a_fix_that_fails_unexpectedly_gets_the_apps_own_500(
     assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
     assert "unhandled error: RuntimeError" in caplog.text
     assert "22.03" not in caplog.text  # the fix itself is not logged
+
+
+async def test_fixes_are_answered_before_fastapi_and_its_telemetry_see_them(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FastAPI's native telemetry runs in FastAPI.__call__: a fix that never gets there
+    # leaves no span and costs none of its per-request work.
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    await volunteers.client.post("/v1/me/shift/start", headers=device)
+    reached: list[str] = []
+    through = FastAPI.__call__
+
+    async def counting(app: FastAPI, scope: Any, receive: Any, send: Any) -> None:
+        reached.append(f"{scope.get('method')} {scope.get('path')}")
+        await through(app, scope, receive, send)
+
+    monkeypatch.setattr(FastAPI, "__call__", counting)
+    fix = await volunteers.client.put("/v1/me/position", headers=device,
+                                      json={"lat": 22.03, "lon": 108.03})
+    team = await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)
+    assert fix.status_code == 200 and team.status_code == 200
+    assert reached == ["GET /v1/teams/t-vol"]
