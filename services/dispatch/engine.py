@@ -305,7 +305,7 @@ class Dispatcher:
         facts = self._facts(inc, state.offered)
         wanted = domain.units_wanted(facts, self.policy)
         now = utcnow()
-        query = self._query(facts, now)
+        query: domain.CandidateQuery | None = None  # built when a search is run here
         issued: list[dict[str, str]] = []
         # Each round that ends without its orders is someone else's progress: a team of
         # this incident's choice was being offered to another incident of this process
@@ -313,6 +313,7 @@ class Dispatcher:
         # again). The free teams only get fewer, so this ends; the bound is a safeguard.
         for _ in range(SEARCH_ROUNDS):
             if found is None:
+                query = query or self._query(facts, now)
                 found = await store.candidates(self.scripts, query)
             ranked = domain.rank_candidates(found, facts, self.policy, now)
             found = None

@@ -22,7 +22,7 @@ from redis.asyncio.client import Pipeline
 from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
 from shared.events import TimelineEntry
-from shared.scripts import ScriptBatch, run_script
+from shared.scripts import ScriptBatch, run_script, script_json
 
 from .domain import CandidateQuery, Unit
 
@@ -106,7 +106,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     applied, retry = await run_script(
         redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
                               _geo_key(district), _waiting_key(district), _modes_key(district)],
-        [repr(at.timestamp()), json.dumps(flat), fields["team_id"], fields["mode"]])
+        [repr(at.timestamp()), script_json(flat), fields["team_id"], fields["mode"]])
     return bool(applied), bool(retry)
 
 
@@ -321,7 +321,7 @@ async def candidates(redis: Redis | ScriptBatch, query: CandidateQuery) -> list[
 def _candidates_call(query: CandidateQuery) -> tuple[str, list[str], list[str]]:
     return (_CANDIDATES, [_geo_key(query.district), _modes_key(query.district)],
             [repr(query.lon), repr(query.lat), repr(query.radius_km),
-             json.dumps(query.for_script())])
+             script_json(query.for_script())])
 
 
 async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]:
@@ -504,7 +504,7 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
         _CREATE_INCIDENT,
         [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
          STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key],
-        [incident_id, repr(reported_ts), json.dumps(flat), fields["status"],
+        [incident_id, repr(reported_ts), script_json(flat), fields["status"],
          entry.model_dump_json() if entry else "", token, ttl_ms])
     if query is None:
         return int(await created), []
@@ -653,14 +653,14 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
             _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
             f"dispatch:timeline:{incident_id}", _incident_key(incident_id)]
     args: list[str | bytes] = [
-        order_id, json.dumps(flat), "1" if claim else "0", "1" if require_available else "0",
+        order_id, script_json(flat), "1" if claim else "0", "1" if require_available else "0",
         team_id, repr(ack_by.timestamp()) if ack_by else "", entry.model_dump_json(),
         first_assignment_at or ""]
     if last is not None:
         keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
                  _waiting_key(last.district), last.lock_key or "dispatch:lock:-"]
         changes = [x for kv in last.incident_changes.items() for x in kv]
-        args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, json.dumps(changes),
+        args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, script_json(changes),
                  last.old_status, last.incident_changes.get("status", last.old_status),
                  last.status_entry.model_dump_json(), maxlen_arg(streams.INCIDENT_UPDATED),
                  last.incident_updated, incident_id, last.lock_token]
