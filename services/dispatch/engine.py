@@ -517,7 +517,7 @@ class Dispatcher:
         # it: a failed command does not stop the others), an attempt that failed halfway
         # made every retry a no-op and the receipt was lost, not even dead-lettered.
         done = f"delivered:{event.order_id}:{event.device_id}"
-        async with self._locked(event.incident_id):
+        async with self._locked(event.incident_id) as held:
             state = await store.incident_state(self.redis, event.incident_id, seen=done)
             if state.seen:
                 return
@@ -529,11 +529,12 @@ class Dispatcher:
             await self._emit(event.incident_id, TimelineEntry(
                 kind="receipt", team_id=event.team_id, order_id=event.order_id,
                 detail=f"received on a device ({event.channel})"), state=state, also=record)
-            await store.first_time(self.redis, done)
+            await self._finish(held, done, freed=None)
 
     async def on_order_responded(self, event: OrderResponded) -> None:
         done = f"responded:{event.event_id}"
-        async with self._locked(event.incident_id):
+        frees = domain.RESPONSE_STATE.get(event.response) in domain.FINAL_ORDER_STATES
+        async with self._locked(event.incident_id) as held:
             state = await store.incident_state(self.redis, event.incident_id, seen=done)
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == event.order_id), None)
@@ -555,9 +556,26 @@ class Dispatcher:
                 await self._reinforce(inc, order)
             else:
                 await self._apply_response(state, order, event)
-            await store.first_time(self.redis, done)
-        if domain.RESPONSE_STATE.get(event.response) in domain.FINAL_ORDER_STATES:
-            await self.retry_waiting(event.district, freed=event.team_id)
+            free = await self._finish(held, done, freed=(event.team_id, event.district)
+                                      if frees else None)
+            if not free:
+                return
+        await self.retry_waiting(event.district, freed=event.team_id, known_free=True)
+
+    async def _finish(self, held: locks.Held, done: str, *,
+                      freed: tuple[str, str] | None) -> bool:
+        """A step's end after its transaction, in one round trip: the event's done mark
+        (outside the transaction, which a retry must be able to run again), the lock's
+        release, and for a team whose order the step ended (`freed`: team, district)
+        whether it is free while incidents of its district wait (then retry_waiting offers
+        it). Three round trips before."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            store.queue_first_time(pipe, done)
+            await self.locks.queue_release(pipe, held)
+            if freed is not None:
+                await store.free_with_waiting(pipe, team_id=freed[0], district=freed[1])
+            replies = await pipe.execute()
+        return freed is not None and bool(replies[2])
 
     async def _apply_response(self, state: store.IncidentState, order: dict[str, str],
                               event: OrderResponded) -> None:

@@ -449,11 +449,11 @@ return free_with_waiting(KEYS[1], ARGV[1], KEYS[2])
 """
 
 
-async def free_with_waiting(redis: Redis, *, team_id: str, district: str) -> bool:
+async def free_with_waiting(redis: Redis | Pipeline, *, team_id: str, district: str) -> Any:
     """Whether the team is free (available, on shift, no claim) while incidents of the
-    district wait for one."""
-    return bool(await run_script(redis, _FREE_WITH_WAITING, [_unit_key(team_id), _waiting_key(district)],
-                           [team_id]))
+    district wait for one (1 or 0; on a pipeline, queued: its reply comes with the rest)."""
+    return await run_script(redis, _FREE_WITH_WAITING, [_unit_key(team_id), _waiting_key(district)],
+                            [team_id])
 
 
 async def claim_of(redis: Redis, team_id: str) -> str | None:
@@ -713,6 +713,11 @@ def _seen_key(key: str) -> str:
 async def first_time(redis: Redis, key: str, ttl_s: int = SEEN_TTL_S) -> bool:
     """True the first time `key` is seen (an event id, or a business key)."""
     return bool(await redis.set(_seen_key(key), "1", nx=True, ex=ttl_s))
+
+
+def queue_first_time(pipe: Pipeline, key: str, ttl_s: int = SEEN_TTL_S) -> None:
+    """first_time, queued on a pipeline (its reply: True the first time)."""
+    pipe.set(_seen_key(key), "1", nx=True, ex=ttl_s)
 
 
 
