@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -136,6 +136,21 @@ class Dispatcher:
 
     def _locked(self, incident_id: str) -> AbstractAsyncContextManager[locks.Held]:
         return self.locks.hold(incident_id)
+
+    @contextlib.asynccontextmanager
+    async def _locked_state(self, incident_id: str, *, seen: str
+                            ) -> AsyncIterator[tuple[locks.Held, store.IncidentState]]:
+        """The incident's lock and its state (with whether `seen` is marked): when the lock
+        is free, taken and read in one round trip; else read once the lock is ours."""
+        token = locks.new_token()
+        state = await store.lock_and_state(self.redis, incident_id, lock_key=locks.key(incident_id),
+                                           token=token, ttl_ms=self.locks.ttl_ms, seen=seen)
+        if state is None:  # another step holds it: wait for it, then read
+            async with self.locks.hold(incident_id) as held:
+                yield held, await store.incident_state(self.redis, incident_id, seen=seen)
+            return
+        async with self.locks.hold(incident_id, token=token) as held:
+            yield held, state
 
     async def _publish(self, stream: streams.Stream, event: Any) -> None:
         await self.broker.publish(event, stream=stream.name, maxlen=stream.maxlen)
@@ -517,8 +532,7 @@ class Dispatcher:
         # it: a failed command does not stop the others), an attempt that failed halfway
         # made every retry a no-op and the receipt was lost, not even dead-lettered.
         done = f"delivered:{event.order_id}:{event.device_id}"
-        async with self._locked(event.incident_id) as held:
-            state = await store.incident_state(self.redis, event.incident_id, seen=done)
+        async with self._locked_state(event.incident_id, seen=done) as (held, state):
             if state.seen:
                 return
 
@@ -534,8 +548,7 @@ class Dispatcher:
     async def on_order_responded(self, event: OrderResponded) -> None:
         done = f"responded:{event.event_id}"
         frees = domain.RESPONSE_STATE.get(event.response) in domain.FINAL_ORDER_STATES
-        async with self._locked(event.incident_id) as held:
-            state = await store.incident_state(self.redis, event.incident_id, seen=done)
+        async with self._locked_state(event.incident_id, seen=done) as (held, state):
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == event.order_id), None)
             if order is None or inc is None:

@@ -527,6 +527,13 @@ return {incident, orders, redis.call('SMEMBERS', KEYS[3]), seen}
 """
 
 
+# _INCIDENT_STATE with the incident's lock taken first (KEYS[5] with token ARGV[1] for
+# ARGV[2] ms, see locks.py), in one round trip; false when another step holds the lock.
+_LOCK_AND_STATE = """
+if not redis.call('SET', KEYS[5], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+""" + _INCIDENT_STATE
+
+
 @dataclass
 class IncidentState:
     incident: dict[str, str] | None
@@ -539,14 +546,30 @@ def _as_dict(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _state_keys(incident_id: str, seen: str | None) -> list[str]:
+    return [_incident_key(incident_id), f"dispatch:orders:{incident_id}",
+            f"dispatch:offered:{incident_id}", _seen_key(seen) if seen else ""]
+
+
 async def incident_state(redis: Redis, incident_id: str, *, seen: str | None = None
                          ) -> IncidentState:
     """The incident, its orders and offered teams; with `seen`, whether first_time(seen)
     was already marked."""
-    incident, orders, offered_, was_seen = await run_script(
-        redis, _INCIDENT_STATE, [_incident_key(incident_id), f"dispatch:orders:{incident_id}",
-                                 f"dispatch:offered:{incident_id}",
-                                 _seen_key(seen) if seen else ""], [])
+    return _state_from(await run_script(redis, _INCIDENT_STATE, _state_keys(incident_id, seen),
+                                        []))
+
+
+async def lock_and_state(redis: Redis, incident_id: str, *, lock_key: str, token: str,
+                         ttl_ms: int, seen: str | None = None) -> IncidentState | None:
+    """incident_state, after taking the incident's lock with `token` in the same round
+    trip; None (nothing read) when another step holds the lock."""
+    reply = await run_script(redis, _LOCK_AND_STATE, [*_state_keys(incident_id, seen), lock_key],
+                             [token, ttl_ms])
+    return _state_from(reply) if reply else None
+
+
+def _state_from(reply: list[Any]) -> IncidentState:
+    incident, orders, offered_, was_seen = reply
     data = _as_dict(incident)
     return IncidentState(incident=data if data.get("district") else None,
                          orders=[_as_dict(o) for o in orders], offered=set(offered_),

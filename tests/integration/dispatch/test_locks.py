@@ -119,3 +119,20 @@ async def test_a_step_that_fails_after_queueing_the_release_still_frees_the_lock
                 raise RuntimeError("the transaction never ran")  # e.g. Redis went away
     assert await redis.exists(locks.key("inc_g")) == 0
     await mine.close()
+
+
+async def test_an_answer_takes_the_lock_and_reads_the_state_together_or_nothing(
+        redis: Redis) -> None:
+    await redis.hset("dispatch:incident:inc_h", mapping={"incident_id": "inc_h",
+                                                         "district": "d1", "status": "assigned"})
+    await redis.set(locks.key("inc_h"), "another", px=5000)
+    assert await store.lock_and_state(redis, "inc_h", lock_key=locks.key("inc_h"), token="mine",
+                                      ttl_ms=5000, seen="responded:e1") is None
+    assert await redis.get(locks.key("inc_h")) == "another"  # untouched
+    await redis.delete(locks.key("inc_h"))
+    state = await store.lock_and_state(redis, "inc_h", lock_key=locks.key("inc_h"),
+                                       token="mine", ttl_ms=5000, seen="responded:e1")
+    assert state is not None and state.incident is not None
+    assert state.incident["status"] == "assigned" and not state.seen
+    assert await redis.get(locks.key("inc_h")) == "mine"
+    assert 0 < await redis.pttl(locks.key("inc_h")) <= 5000
