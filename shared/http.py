@@ -395,7 +395,6 @@ def _is_probe(scope: Any) -> bool:
 TELEMETRY = {"exclude": _is_probe, "operation_spans": False}
 
 
-
 def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

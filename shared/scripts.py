@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_json
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
@@ -17,17 +15,6 @@ from redis.exceptions import NoScriptError
 _SCRIPTS: dict[str, AsyncScript] = {}
 
 Call = tuple[str, list[str], list[Any]]
-
-
-def script_json(value: Any) -> bytes:
-    """`value` as JSON for a script's argument (its Lua decodes it with cjson): the same
-    JSON text as `json.dumps` up to spacing and float notation, from pydantic-core's encoder
-    at about a quarter of the cost (dispatch sends four per incident). What it cannot encode
-    (a lone surrogate in some text) goes through json, which escapes it."""
-    try:
-        return to_json(value, ensure_ascii=True)
-    except PydanticSerializationError:
-        return json.dumps(value).encode()
 
 
 async def run_script(client: Redis | Pipeline | ScriptBatch, script: str, keys: list[str],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -11,24 +10,11 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from pydantic_core import PydanticSerializationError, to_json
+
+from shared.jsontext import ascii_json
 
 # Attribute keys that may carry a caller's personal data if some instrumentation adds them.
 _REDACTED_KEYS = frozenset({"http.request.body", "messaging.message.body", "db.statement"})
-_json_encode = json.JSONEncoder(default=str).encode
-
-
-def _encode(line: dict[str, object]) -> bytes:
-    # pydantic-core's encoder (Rust): a quarter of json's cost per span, and the exporter
-    # runs in each service's own process, once per span (~6 % of dispatch's CPU with json).
-    # ASCII only, as json writes it: a raw U+2028 or U+0085 in an attribute (a URL path a
-    # client chose) would end the line for readers that split lines as Python does.
-    try:
-        return to_json(line, fallback=str, ensure_ascii=True)
-    except PydanticSerializationError:  # a lone surrogate, say: json escapes what it cannot
-        return _json_encode(line).encode()
-
-
 class JsonLinesSpanExporter(SpanExporter):
     """Appends each finished span as one JSON object per line: readable without a collector."""
 
@@ -46,7 +32,7 @@ class JsonLinesSpanExporter(SpanExporter):
             attributes = span.attributes.copy() if span.attributes else {}
             for key in _REDACTED_KEYS.intersection(attributes):
                 del attributes[key]
-            lines.append(_encode({
+            lines.append(ascii_json({
                 "service": span.resource.attributes.get("service.name"),
                 "name": span.name,
                 "kind": span.kind.name,
@@ -57,7 +43,7 @@ class JsonLinesSpanExporter(SpanExporter):
                 "end": span.end_time,
                 "status": span.status.status_code.name,
                 "attributes": attributes,
-            }))
+            }, fallback=str))
         with self._lock, open(self._path, "ab") as fh:
             fh.write(b"\n".join(lines) + b"\n")
         return SpanExportResult.SUCCESS

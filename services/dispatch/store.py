@@ -22,7 +22,8 @@ from redis.asyncio.client import Pipeline
 from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
 from shared.events import TimelineEntry
-from shared.scripts import ScriptBatch, run_script, script_json
+from shared.jsontext import ascii_json
+from shared.scripts import ScriptBatch, run_script
 
 from .domain import CandidateQuery, Unit
 
@@ -106,7 +107,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     applied, retry = await run_script(
         redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
                               _geo_key(district), _waiting_key(district), _modes_key(district)],
-        [repr(at.timestamp()), script_json(flat), fields["team_id"], fields["mode"]])
+        [repr(at.timestamp()), ascii_json(flat), fields["team_id"], fields["mode"]])
     return bool(applied), bool(retry)
 
 
@@ -321,7 +322,7 @@ async def candidates(redis: Redis | ScriptBatch, query: CandidateQuery) -> list[
 def _candidates_call(query: CandidateQuery) -> tuple[str, list[str], list[str]]:
     return (_CANDIDATES, [_geo_key(query.district), _modes_key(query.district)],
             [repr(query.lon), repr(query.lat), repr(query.radius_km),
-             script_json(query.for_script())])
+             ascii_json(query.for_script())])
 
 
 async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]:
@@ -504,7 +505,7 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
         _CREATE_INCIDENT,
         [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
          STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key],
-        [incident_id, repr(reported_ts), script_json(flat), fields["status"],
+        [incident_id, repr(reported_ts), ascii_json(flat), fields["status"],
          entry.model_dump_json() if entry else "", token, ttl_ms])
     if query is None:
         return int(await created), []
@@ -513,7 +514,7 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
 
 
 # An incident with its orders and the teams it was offered to, and whether an event was
-# already handled (KEYS[4], a first_time key; '' for none), in one round trip.
+# already handled (KEYS[4], a queue_first_time key; '' for none), in one round trip.
 _INCIDENT_STATE = """
 local incident = redis.call('HGETALL', KEYS[1])
 local orders = {}
@@ -553,7 +554,7 @@ def _state_keys(incident_id: str, seen: str | None) -> list[str]:
 
 async def incident_state(redis: Redis, incident_id: str, *, seen: str | None = None
                          ) -> IncidentState:
-    """The incident, its orders and offered teams; with `seen`, whether first_time(seen)
+    """The incident, its orders and offered teams; with `seen`, whether queue_first_time(seen)
     was already marked."""
     return _state_from(await run_script(redis, _INCIDENT_STATE, _state_keys(incident_id, seen),
                                         []))
@@ -676,14 +677,14 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
             _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
             f"dispatch:timeline:{incident_id}", _incident_key(incident_id)]
     args: list[str | bytes] = [
-        order_id, script_json(flat), "1" if claim else "0", "1" if require_available else "0",
+        order_id, ascii_json(flat), "1" if claim else "0", "1" if require_available else "0",
         team_id, repr(ack_by.timestamp()) if ack_by else "", entry.model_dump_json(),
         first_assignment_at or ""]
     if last is not None:
         keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
                  _waiting_key(last.district), last.lock_key or "dispatch:lock:-"]
         changes = [x for kv in last.incident_changes.items() for x in kv]
-        args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, script_json(changes),
+        args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, ascii_json(changes),
                  last.old_status, last.incident_changes.get("status", last.old_status),
                  last.status_entry.model_dump_json(), maxlen_arg(streams.INCIDENT_UPDATED),
                  last.incident_updated, incident_id, last.lock_token]
@@ -733,18 +734,10 @@ def _seen_key(key: str) -> str:
     return f"dispatch:seen:{key}"
 
 
-async def first_time(redis: Redis, key: str, ttl_s: int = SEEN_TTL_S) -> bool:
-    """True the first time `key` is seen (an event id, or a business key)."""
-    return bool(await redis.set(_seen_key(key), "1", nx=True, ex=ttl_s))
-
-
 def queue_first_time(pipe: Pipeline, key: str, ttl_s: int = SEEN_TTL_S) -> None:
-    """first_time, queued on a pipeline (its reply: True the first time)."""
+    """Mark `key` seen (an event id, or a business key), queued on a pipeline; its reply is
+    True the first time."""
     pipe.set(_seen_key(key), "1", nx=True, ex=ttl_s)
-
-
-
-
 
 
 # --- timers ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from shared.scripts import ScriptBatch, run_script, script_json
+from shared.jsontext import ascii_json
+from shared.scripts import ScriptBatch, run_script
 
 ECHO = "redis.call('INCR', KEYS[1]); return ARGV[1]"
 FAILS = "return redis.error_reply('no such team: ' .. ARGV[1])"
@@ -93,7 +94,7 @@ async def test_a_connection_error_fails_every_call_of_the_batch() -> None:
     assert all(isinstance(r, RedisConnectionError) for r in results), results
 
 
-# What a script's Lua reads from script_json's text, written back as Redis stores it.
+# What a script's Lua reads from ascii_json's text, written back as Redis stores it.
 DECODED = """
 local v = cjson.decode(ARGV[1])
 return {v.text, v.list[1], v.list[2], tostring(v.ratio), tostring(v.tiny), tostring(v.flag)}
@@ -103,17 +104,17 @@ return {v.text, v.list[1], v.list[2], tostring(v.ratio), tostring(v.tiny), tostr
 @pytest.mark.parametrize("text", [
     "人民路 12 号", "emoji 🚓 and a quote \" and a \\ backslash", "line\nbreak\u2028",
 ])
-async def test_script_json_reads_in_lua_as_json_dumps_did(client: aioredis.Redis,
+async def test_ascii_json_reads_in_lua_as_json_dumps_did(client: aioredis.Redis,
                                                           text: str) -> None:
     value = {"text": text, "list": ["police", ""], "ratio": 1.4, "tiny": 1e-05, "flag": True}
     new, old = (await asyncio.gather(*(
-        client.eval(DECODED, 0, encoded) for encoded in (script_json(value),
+        client.eval(DECODED, 0, encoded) for encoded in (ascii_json(value),
                                                          json.dumps(value)))))
     assert new == old
     assert new[0] == text  # Redis stores what Lua decoded: the text's UTF-8
     assert new[1:] == ["police", "", "1.4", "1e-05", "true"]
 
 
-def test_script_json_leaves_what_pydantic_core_cannot_encode_to_json() -> None:
+def test_ascii_json_leaves_what_pydantic_core_cannot_encode_to_json() -> None:
     value = {"text": "lone \ud800 surrogate"}
-    assert script_json(value) == json.dumps(value).encode()
+    assert ascii_json(value) == json.dumps(value).encode()
