@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from shared.collector import collect_when_quiet
 from shared.logging import setup_logging
 from shared.metrics import setup_metrics
 from shared.telemetry import setup_telemetry
@@ -46,7 +47,8 @@ def _heap_frozen_after_startup(app: FastAPI) -> FastAPI:
     collector's view (`gc.freeze`). Python's full collections scanned them all every second
     or two under load, stopping the whole process for 70-140 ms each time (measured in
     intake, dispatch and volunteers at 50 incidents/s with the position load): the tail of
-    every latency."""
+    every latency. What the process builds later (notify's device sockets, ~250 objects
+    each) is still scanned: the full collections come at quiet moments (`shared.collector`)."""
     started = app.router.lifespan_context
 
     @asynccontextmanager
@@ -54,7 +56,11 @@ def _heap_frozen_after_startup(app: FastAPI) -> FastAPI:
         async with started(a) as state:
             gc.collect()
             gc.freeze()
-            yield state
+            collecting = asyncio.create_task(collect_when_quiet(), name="full-collections")
+            try:
+                yield state
+            finally:
+                await stop_task(collecting)
 
     app.router.lifespan_context = lifespan
     return app

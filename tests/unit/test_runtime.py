@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,13 @@ async def test_the_heap_is_frozen_once_the_app_has_started() -> None:
     gc.unfreeze()
     try:
         async with app.router.lifespan_context(app):
-            # what the startup built is out of the collector's view from here on
+            # what the startup built is out of the collector's view from here on, and full
+            # collections wait for quiet moments (shared.collector)
             assert seen == [0] and gc.get_freeze_count() > 0
+            await asyncio.sleep(0)  # the task's first step
+            assert gc.get_threshold()[2] >= 2**30
+            assert any(t.get_name() == "full-collections" for t in asyncio.all_tasks())
+        assert gc.get_threshold()[2] < 2**30
+        assert not any(t.get_name() == "full-collections" for t in asyncio.all_tasks())
     finally:
         gc.unfreeze()
