@@ -33,7 +33,7 @@ class FullCollections:
     """When to collect: fed the clock and the process's CPU time once a tick."""
 
     def __init__(self, *, now: float, used: float, quiet_after_s: float = 30.0,
-                 max_age_s: float = 300.0, quiet_share: float = 0.2) -> None:
+                 max_age_s: float = 300.0, quiet_share: float = 0.1) -> None:
         self.quiet_after_s = quiet_after_s
         self.max_age_s = max_age_s
         self.quiet_share = quiet_share  # of one core
@@ -52,8 +52,11 @@ class FullCollections:
         self._wall, self._used = now, used
 
 
-async def collect_when_quiet(*, tick_s: float = 1.0, **policy: float) -> None:
-    """Until cancelled; the automatic full collections come back when it ends."""
+async def collect_when_quiet(*, tick_s: float = 0.25, **policy: float) -> None:
+    """Until cancelled; the automatic full collections come back when it ends.
+
+    The tick is short because it judges the recent past: averaged over a whole second, the
+    first half second of a burst could still look quiet and meet a collection."""
     young, middle, oldest = gc.get_threshold()
     gc.set_threshold(young, middle, _OUT_OF_REACH)
     try:
