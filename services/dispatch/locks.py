@@ -103,12 +103,16 @@ class IncidentLocks:
         finally:
             self._held.pop(key(incident_id), None)
             if not held.released or failed:
+                queued = held.released
+                # From here this release speaks for the lock: a renewal already under way
+                # finds it gone and must not report it lost.
+                held.released = True
                 try:
                     released = await run_script(self.redis, _RELEASE, [key(incident_id)], [token])
                 except Exception as exc:  # Redis away: the TTL frees it
                     log.warning("lock on %s not released: %s", incident_id, type(exc).__name__)
                 else:
-                    if not released and not held.released:
+                    if not released and not queued:
                         log.warning("lock on %s expired before release", incident_id)
 
     async def queue_release(self, pipe: Pipeline, held: Held) -> None:

@@ -89,6 +89,33 @@ async def test_an_expired_lock_taken_by_another_worker_stays_theirs(
     await mine.close()
 
 
+async def test_a_lock_released_at_the_end_of_its_step_while_a_renewal_is_under_way_is_not_reported_lost(
+        redis: Redis, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = locks.IncidentLocks(redis, ttl_s=0.3)  # renewed every 100 ms
+    renewing, released = asyncio.Event(), asyncio.Event()
+    real = locks.run_script
+
+    async def run_script(client, script, keys, args):  # the renewal reaches Redis late
+        if script is locks._RENEW and not released.is_set():
+            renewing.set()
+            await released.wait()
+        return await real(client, script, keys, args)
+
+    monkeypatch.setattr(locks, "run_script", run_script)
+    with caplog.at_level(logging.WARNING, logger="services.dispatch.locks"):
+        async with mine.hold("inc_h"):
+            await asyncio.wait_for(renewing.wait(), 5)  # the renewer has taken its list
+        assert await redis.exists(locks.key("inc_h")) == 0  # released by the step's end
+        released.set()
+        for _ in range(50):  # until the renewal's answer has been read
+            await asyncio.sleep(0.01)
+            if mine._renewer is None or mine._renewer.done():
+                break
+    assert "lost before the step ended" not in caplog.text
+    assert "expired before release" not in caplog.text
+    await mine.close()
+
+
 async def test_a_report_first_step_writes_nothing_while_another_worker_holds_the_lock(
         redis: Redis) -> None:
     fields = {"district": "d1", "status": "dispatching", "category": "noise"}
