@@ -15,6 +15,8 @@ from shared.jsontext import ascii_json
 
 # Attribute keys that may carry a caller's personal data if some instrumentation adds them.
 _REDACTED_KEYS = frozenset({"http.request.body", "messaging.message.body", "db.statement"})
+
+
 class JsonLinesSpanExporter(SpanExporter):
     """Appends each finished span as one JSON object per line: readable without a collector."""
 
