@@ -488,6 +488,7 @@ async def main() -> None:
     os.makedirs(workdir, exist_ok=True)
     started = time.perf_counter()
     header = machine.describe(binary)
+    speed_at_start = machine.python_speed_ms()
     say(f"{'quick' if cfg.quick else 'full'} run, {cfg.runs} run(s) per figure; logs in {workdir}")
     results: Results = defaultdict(list)
     others: Results = defaultdict(list)
@@ -513,6 +514,10 @@ async def main() -> None:
             f"{cfg.members / cfg.report_interval_s:,.0f} PUT /v1/me/position per second "
             f"(open loop over 256 connections; a fix due while all 256 wait is skipped)",
             f"load average at end: {machine.load_average()}",
+            f"Python speed: {speed_at_start:.1f} ms of CPU at start, "
+            f"{machine.python_speed_ms():.1f} ms at end for the reference workload "
+            f"(tools.benchmarks.machine.reference_workload; lower is faster; compare runs "
+            f"on other machines, or on a VM whose speed drifts, by it)",
         ]
         sys.stdout.write(report(cfg, results, others, costs, latency, notes, header) + "\n")
         sys.stdout.flush()

@@ -9,6 +9,7 @@ import math
 
 import pytest
 
+from tools.benchmarks.machine import python_speed_ms, reference_workload
 from tools.benchmarks.rawhttp import HttpError, Pool, encode_request
 from tools.benchmarks.stats import (
     distribution,
@@ -162,3 +163,11 @@ async def test_the_lean_http_client_reuses_keep_alive_connections() -> None:
         server.close()
     with pytest.raises((HttpError, OSError)):
         await Pool("127.0.0.1", port, size=1, timeout_s=1.0).request(request)
+
+
+def test_the_reference_workload_is_fixed_so_that_its_time_compares_machines() -> None:
+    # Pinned: the Python speed printed with every run is only comparable between runs if
+    # the work is the same; a change to the workload must change this number on purpose.
+    assert reference_workload() == 1_268_890
+    assert reference_workload(10) == reference_workload(10)
+    assert python_speed_ms(repeats=1) > 0

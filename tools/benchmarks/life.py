@@ -24,7 +24,7 @@ from tools.redis_server import RedisServer, find_binary, free_port
 from tools.stack import DEFAULT_PORTS, Stack
 
 from .e2e import StackBench
-from .machine import cpu_seconds
+from .machine import cpu_seconds, python_speed_ms
 
 
 async def main() -> None:
@@ -80,6 +80,8 @@ async def main() -> None:
                     total += ms
                     print(f"  {name:11s} {ms:6.2f} ms CPU per incident")
                 print(f"  {'all':11s} {total:6.2f} ms")
+                print(f"  Python speed here: {python_speed_ms():.1f} ms for "
+                      f"tools.benchmarks.machine.reference_workload (lower is faster)")
                 for stream, length in _lengths(server.url).items():
                     added = length - lengths.get(stream, 0)
                     if added:

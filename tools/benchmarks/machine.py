@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import statistics
 import subprocess
+import time
 from pathlib import Path
+
+from shared.events import IncidentReported
 
 
 def _cpu_model() -> str:
@@ -54,6 +59,44 @@ def describe(redis_binary: str) -> list[str]:
         f"redis-server: {redis_version(redis_binary)} ({redis_binary})",
         f"load average at start: {load_average()}",
     ]
+
+
+_REPORT = IncidentReported(
+    event_id="0123456789abcdef0123456789abcdef", district="qingxiu",
+    occurred_at="2026-11-23T08:00:00+00:00", incident_id="inc_0123456789abcdef0123",
+    system_id="sys_0123456789ab", external_ref="110-20261123-000123", category="dispute",
+    priority="P2", reported_at="2026-11-23T08:00:00+00:00",
+    location={"lat": 22.817, "lon": 108.3665, "address": "Minzu Avenue 88"},
+    description="two neighbours arguing loudly in the stairwell",
+).model_dump_json()
+
+
+def reference_workload(rounds: int = 2_000) -> int:
+    """A fixed piece of the kind of work the services do per message (an event validated
+    from JSON and dumped again, a stored hash's fields built as strings, its JSON, a small
+    dict turned into a sorted list), `rounds` times. Returns a checksum of what it built,
+    the same on every machine, so that only its duration differs."""
+    total = 0
+    for n in range(rounds):
+        event = IncidentReported.model_validate_json(_REPORT)
+        fields = {"incident_id": event.incident_id, "category": event.category,
+                  "lat": repr(event.location.lat), "lon": repr(event.location.lon),
+                  "seq": str(n), "flags": json.dumps(list(event.flags))}
+        text = json.dumps(fields, sort_keys=True)
+        total += len(event.model_dump_json()) + len(text) + len(sorted(fields.items()))
+    return total
+
+
+def python_speed_ms(repeats: int = 5) -> float:
+    """CPU milliseconds the reference workload takes here (median of `repeats`): the
+    machine's speed for the services' Python, printed with every run so that runs on
+    different machines, or on one VM whose speed drifts, can be compared."""
+    times = []
+    for _ in range(repeats):
+        started = time.process_time()
+        reference_workload()
+        times.append((time.process_time() - started) * 1000)
+    return statistics.median(times)
 
 
 def cpu_seconds(pid: int) -> float | None:
