@@ -456,23 +456,24 @@ class Dispatcher:
             issued_span = trace.get_current_span()
             async with entry_to_write(streams.INCIDENT_UPDATED, updated,
                                       updated.event_id) as updated_entry:
+                lock_key, lock_token = (self.locks.release_in_script(held) if held is not None
+                                        else ("", ""))
                 written = await self._write_order(inc, order, deadline, entry, last=store.LastWrites(
                     order_issued=issued_entry, incident_changes=changes,
                     old_status=inc["status"], status_entry=status_entry,
                     incident_updated=updated_entry, district=inc["district"],
-                    lock_key=locks.key(inc["incident_id"]) if held is not None else "",
-                    lock_token=held.token if held is not None else ""))
+                    lock_key=lock_key, lock_token=lock_token))
                 if written is None:  # the claim was lost: neither event was written
                     for span in (issued_span, trace.get_current_span()):
                         span.set_attribute("lianfang.written", False)
         if written is None:
+            if held is not None:  # nor the lock released: the step goes on holding it
+                self.locks.kept_by_script(held)
             return False
         order["published"] = "1"
         state.orders.append(order)
         state.offered.add(order["team_id"])
         inc.update(changes)
-        if held is not None:
-            held.released = True
         return True
 
     async def _offer_and_announce(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,

@@ -120,6 +120,20 @@ class IncidentLocks:
         await run_script(pipe, _RELEASE, [key(held.incident_id)], [held.token])
         held.released = True
 
+    @staticmethod
+    def release_in_script(held: Held) -> tuple[str, str]:
+        """The lock's key and token for a script that releases it with the step's last
+        writes, and the lock marked released from now, as `queue_release` marks it: a
+        renewal already under way may find it gone before the script's answer is read, and
+        must not report it lost. A script that wrote nothing (and so kept the lock) hands
+        it back with `kept_by_script`."""
+        held.released = True
+        return key(held.incident_id), held.token
+
+    @staticmethod
+    def kept_by_script(held: Held) -> None:
+        held.released = False
+
     async def _acquire(self, incident_id: str, token: str) -> None:
         deadline = time.monotonic() + self.wait_s
         while not await self.redis.set(key(incident_id), token, nx=True, px=self.ttl_ms):
