@@ -201,6 +201,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 TokenResolver = Callable[[str], Awaitable[Principal | None]]
+# A principal known from an earlier request, for the requests (scope) whose own write checks
+# the token is still current; None: resolve it as usual.
+CachedResolver = Callable[[str, Scope], Principal | None]
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 
@@ -283,6 +286,7 @@ class AuthMiddleware:
         *,
         admin_token: str,
         resolve: TokenResolver | None = None,
+        cached: CachedResolver | None = None,
         public_paths: Iterable[str] = (),
         rate_limits: RateLimits | None = None,
         max_body_bytes: int | None = 1_000_000,
@@ -291,14 +295,19 @@ class AuthMiddleware:
         self.app = app
         self._admin = admin_token.encode()
         self._resolve = resolve
+        self._cached = cached
         self._public = PUBLIC_PATHS | frozenset(public_paths)
         self._limits = rate_limits or RateLimits()
         self._max_body = max_body_bytes
         self._body_limits = body_limits or {}  # exact paths with a limit of their own
 
-    async def principal_for(self, token: str) -> Principal | None:
+    async def principal_for(self, token: str, scope: Scope | None = None) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
             return Principal(kind="admin", subject="admin")
+        if self._cached is not None and scope is not None:
+            known = self._cached(token, scope)
+            if known is not None:
+                return known
         if self._resolve is not None:
             return await self._resolve(token)
         return None
@@ -308,7 +317,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
-        principal = await self.principal_for(token) if token else None
+        principal = await self.principal_for(token, scope) if token else None
         if principal is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})

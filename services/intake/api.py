@@ -11,11 +11,12 @@ from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.types import Scope
 
 from shared import audit, streams
 from shared.bus import entry_to_write
 from shared.events import IncidentReported, new_id, utcnow
-from shared.http import ApiError, Principal, forbidden, not_found, require
+from shared.http import ApiError, Principal, forbidden, not_found, require, unauthorized
 from shared.policy import Policy
 from shared.telemetry import current_trace_id
 
@@ -33,7 +34,11 @@ from .domain import (
 log = logging.getLogger(__name__)
 
 
-def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy) -> APIRouter:
+REPORT_PATH = "/v1/incidents"
+
+
+def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
+                 keys: SystemKeys) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/systems", status_code=201, summary="Register another system (admin)")
@@ -76,7 +81,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             for name, rule in sorted(policy.categories.items())
         ]
 
-    @router.post("/incidents", status_code=202, summary="Report an incident (system key)")
+    @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202, summary="Report an incident (system key)")
     async def report_incident(
         body: IncidentIn,
         response: Response,
@@ -92,6 +97,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         reported_at = body.reported_at or utcnow()
         trace_id = current_trace_id()
         incident_id = new_id("inc")
+        key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
 
         async def record(linked_to: str | None, *, look_near: bool) -> store.Recording:
             # Recorded and published in one step (the script writes the entry with the record).
@@ -106,9 +112,13 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     linked_to=linked_to, trace_id=trace_id,
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
                     entry=entry, waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
+                    key_hash=key,
                 )
-                if recording.existing_id is not None or recording.near:
+                if recording.existing_id is not None or recording.near or recording.revoked:
                     trace.get_current_span().set_attribute("lianfang.written", False)
+            if recording.revoked:  # since this process resolved it (SystemKeys.cached)
+                keys.forget(key)
+                raise unauthorized("unknown or revoked token")
             return recording
 
         try:
@@ -216,10 +226,42 @@ def _accepted(data: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-async def resolve_system_key(redis: Redis, token: str) -> Principal | None:
-    system = await store.system_for_key(redis, token)
-    if system is None:
-        return None
-    return Principal(kind="system", subject=system["system_id"],
-                     districts=tuple(system["districts"]))
+class SystemKeys:
+    """System keys to principals. `resolve` asks Redis every time; `cached` answers a report
+    (`POST /v1/incidents`, nearly all of a system's calls) from memory with what `resolve`
+    found before, because the report's own script checks that the key is still the system's
+    (store.record_incident's `key_hash`) and writes nothing, answering 401, if it was revoked
+    meanwhile: a round trip less per report, and revocation still takes effect at once.
+
+    A key maps to one system for good and a system's districts do not change, so a cached
+    principal can only go stale by revocation. Other routes always ask Redis.
+    """
+
+    MAX = 10_000  # systems are a few dozen; the bound only keeps a flood of keys harmless
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._known: dict[str, Principal] = {}
+
+    async def resolve(self, token: str) -> Principal | None:
+        hashed = store.key_hash(token)
+        system = await store.system_for_key(self._redis, token)
+        if system is None:
+            self._known.pop(hashed, None)
+            return None
+        principal = Principal(kind="system", subject=system["system_id"],
+                              districts=tuple(system["districts"]),
+                              extra={"key_hash": hashed})
+        if len(self._known) >= self.MAX:
+            self._known.clear()
+        self._known[hashed] = principal
+        return principal
+
+    def cached(self, token: str, scope: Scope) -> Principal | None:
+        if scope["type"] != "http" or scope["path"] != REPORT_PATH or scope["method"] != "POST":
+            return None
+        return self._known.get(store.key_hash(token))
+
+    def forget(self, hashed: str) -> None:
+        self._known.pop(hashed, None)
 

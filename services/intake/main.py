@@ -43,15 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observe_streams("intake", settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
     add_health_routes(app, lambda: consumers_ready(broker, redis))
+    keys = api.SystemKeys(redis)
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
-                                        policy=policy))
+                                        policy=policy, keys=keys))
     app.include_router(audit.build_router(redis=redis, service="intake"))
 
-    async def resolve(token: str):  # system keys; the admin token is checked first
-        return await api.resolve_system_key(redis, token)
-
+    # System keys; the admin token is checked first.
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()),
                        max_body_bytes=settings.max_body_bytes,
-                       resolve=resolve)
+                       resolve=keys.resolve, cached=keys.cached)
     return app

@@ -19,8 +19,13 @@ from shared.scripts import ScriptBatch, run_script
 from .domain import OpenIncident
 
 
-def _hash(secret: str) -> str:
+def key_hash(secret: str) -> str:
+    """What a system key is stored as (never the key itself)."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _key_entry(hashed: str) -> str:
+    return f"intake:key:{hashed}"
 
 
 # --- systems and their keys -------------------------------------------------------------
@@ -36,10 +41,10 @@ async def create_system(redis: Redis, *, name: str, districts: list[str]) -> tup
                 "name": name,
                 "districts": json.dumps(sorted(set(districts))),
                 "created_at": utcnow().isoformat(),
-                "key_hash": _hash(api_key),
+                "key_hash": key_hash(api_key),
             },
         )
-        pipe.set(f"intake:key:{_hash(api_key)}", system_id)
+        pipe.set(_key_entry(key_hash(api_key)), system_id)
         await pipe.execute()
     return system_id, api_key
 
@@ -56,7 +61,7 @@ return {system_id, s[1], s[2]}
 
 
 async def system_for_key(redis: Redis, api_key: str) -> dict[str, Any] | None:
-    found = await redis.eval(_SYSTEM_FOR_KEY, 1, f"intake:key:{_hash(api_key)}")
+    found = await redis.eval(_SYSTEM_FOR_KEY, 1, _key_entry(key_hash(api_key)))
     if not found:
         return None
     system_id, name, districts = found
@@ -65,11 +70,11 @@ async def system_for_key(redis: Redis, api_key: str) -> dict[str, Any] | None:
 
 async def revoke_system(redis: Redis, system_id: str) -> bool:
     """The key stops working at once; the system's incidents stay."""
-    key_hash = await redis.hget(f"intake:system:{system_id}", "key_hash")
-    if not key_hash:
+    hashed = await redis.hget(f"intake:system:{system_id}", "key_hash")
+    if not hashed:
         return False
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(f"intake:key:{key_hash}")
+        pipe.delete(_key_entry(hashed))
         pipe.hset(f"intake:system:{system_id}", mapping={"revoked_at": utcnow().isoformat(),
                                                           "key_hash": ""})
         await pipe.execute()
@@ -98,8 +103,11 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # Given the incident.reported entry (ARGV[7]), the same step XADDs it and records the
 # incident published: an outbox with no window between the two. The XADD comes first: what
 # refuses it (OOM under noeviction, a read-only replica) refuses the script before it
-# writes anything.
+# writes anything. Given the caller's key (KEYS[5], its system in ARGV[9]), the script first
+# checks it is still that system's: a key revoked since the caller resolved it writes
+# nothing ('revoked'), so intake can take the key from memory for a report.
 _RECORD = XADD_LUA + """
+if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then return {'revoked'} end
 local existing = redis.call('GET', KEYS[1])
 if existing then
   return {'existing', existing, redis.call('HGETALL', 'intake:incident:' .. existing)}
@@ -145,6 +153,8 @@ class Recording:
     # Recorded and published, but WAITAOF did not confirm the fsync in time: the incident is
     # left unmarked, so a retry of its report publishes it again.
     unconfirmed: bool = False
+    # The caller's key (`key_hash`) is no longer its system's: nothing was written.
+    revoked: bool = False
 
 
 async def record_incident(
@@ -163,11 +173,13 @@ async def record_incident(
     unless_near_m: float | None = None,
     entry: bytes | None = None,
     waitaof_timeout_ms: int | None = None,
+    key_hash: str | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres. Given its incident.reported
     `entry` (shared.bus.entry_to_write), publish it in the same step; given a timeout, then
-    WAITAOF on the same connection (it covers only that connection's writes)."""
+    WAITAOF on the same connection (it covers only that connection's writes). Given the
+    reporting system's `key_hash`, write nothing unless that key is still the system's."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -190,11 +202,13 @@ async def record_incident(
     stream = streams.INCIDENT_REPORTED
     keys = [f"intake:ref:{system_id}:{external_ref}", f"intake:incident:{incident_id}",
             _open_index(district, category), stream.name]
+    if key_hash is not None:
+        keys.append(_key_entry(key_hash))
     args = [incident_id, repr(location.lon), repr(location.lat),
             "" if unless_near_m is None else repr(unless_near_m), "" if linked_to else "1",
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
-            maxlen_arg(stream)]
+            maxlen_arg(stream), system_id if key_hash is not None else ""]
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
         fsynced = True
@@ -205,6 +219,8 @@ async def record_incident(
             pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
             (outcome, *found), (local, _) = await pipe.execute()
         fsynced = int(local) >= 1
+    if outcome == "revoked":
+        return Recording(revoked=True)
     # Our own id: redis-py ran the script again after losing the first reply.
     if outcome == "existing" and found[0] != incident_id:
         existing_id, flat = found

@@ -151,3 +151,29 @@ async def test_a_refused_entry_writes_nothing_so_the_retry_starts_afresh(
     await redis.delete(streams.INCIDENT_REPORTED.name)
     assert await _record_with_entry(redis, incident_id) == store.Recording()
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+
+
+async def test_a_report_under_a_key_revoked_meanwhile_writes_nothing(redis, clean_redis) -> None:
+    # Intake answers a report's key from memory; the record script is what refuses it once
+    # the key is revoked, so that revocation still takes effect at once.
+    system_id, api_key = await store.create_system(redis, name="door", districts=["d1"])
+
+    async def report(ref: str) -> store.Recording:
+        incident_id = new_id("inc")
+        async with entry_to_write(streams.INCIDENT_REPORTED, reported(incident_id),
+                                  incident_id) as entry:
+            return await store.record_incident(
+                redis, incident_id=incident_id, system_id=system_id, external_ref=ref,
+                category="noise", priority="P4", district="d1", location=HERE, reported_at=AT,
+                linked_to=None, trace_id=None, unless_near_m=200.0, entry=entry,
+                key_hash=store.key_hash(api_key))
+
+    assert await report("a") == store.Recording()
+    assert await store.revoke_system(redis, system_id)
+    assert await report("b") == store.Recording(revoked=True)
+    assert await redis.get(f"intake:ref:{system_id}:b") is None
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+    # A key of another system is not this one's either.
+    _, other_key = await store.create_system(redis, name="video", districts=["d1"])
+    api_key = other_key
+    assert await report("c") == store.Recording(revoked=True)
