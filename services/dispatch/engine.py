@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -103,6 +104,18 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepEnd:
+    """How a step under an incident's lock ends (Dispatcher._end): the consumed event's done
+    mark, the lock, the team the step freed (team, district) if any, and a claim (team,
+    order) to release before the step's last writes."""
+
+    held: locks.Held
+    done: str
+    freed: tuple[str, str] | None = None
+    release_claim: tuple[str, str] | None = None
+
+
 class Dispatcher:
     def __init__(self, *, redis: Redis, broker: RedisBroker, policy: Policy, settings: Settings,
                  zones: ZoneProjection) -> None:
@@ -173,23 +186,34 @@ class Dispatcher:
 
     async def _emit(self, incident_id: str, entry: TimelineEntry, status: str | None = None, *,
                     state: store.IncidentState | None = None,
-                    also: Callable[[Pipeline], Awaitable[None]] | None = None) -> None:
+                    also: Callable[[Pipeline], Awaitable[None]] | None = None,
+                    end: StepEnd | None = None) -> bool:
         """Store the incident's new status and the timeline entry and publish incident.updated,
         in one transaction (with whatever `also` queues first). `state`, when the caller
-        holds it current, saves reading it again; it is updated in place."""
+        holds it current, saves reading it again; it is updated in place.
+
+        Given the step's `end`, these are the step's last writes: they go with its end in one
+        script (`store.end_step`: one round trip instead of the transaction's and _finish's);
+        returns then what _finish returns."""
         state = state or await store.incident_state(self.redis, incident_id)
         inc = state.incident
         if inc is None:
-            return
+            return await self._end(end) if end is not None else False
         changes, entry, event = self._update(state, entry, status)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        commands: list[Any] = []
+        async with self.redis.pipeline(transaction=end is None) as pipe:
             if also is not None:
                 await also(pipe)
             store.queue_incident_change(pipe, incident_id, changes, old_status=inc["status"],
                                         entry=entry)
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
-            await pipe.execute()
+            if end is None:
+                await pipe.execute()
+            else:  # not sent as queued: the same commands go in the step's end script
+                commands = [args for args, _ in pipe.command_stack]
+        free = await self._end(end, commands) if end is not None else False
         inc.update(changes)
+        return free
 
     def _update(self, state: store.IncidentState, entry: TimelineEntry, status: str | None
                 ) -> tuple[dict[str, str], TimelineEntry, IncidentUpdated]:
@@ -543,8 +567,8 @@ class Dispatcher:
 
             await self._emit(event.incident_id, TimelineEntry(
                 kind="receipt", team_id=event.team_id, order_id=event.order_id,
-                detail=f"received on a device ({event.channel})"), state=state, also=record)
-            await self._finish(held, done, freed=None)
+                detail=f"received on a device ({event.channel})"), state=state, also=record,
+                end=StepEnd(held, done))
 
     async def on_order_responded(self, event: OrderResponded) -> None:
         done = f"responded:{event.event_id}"
@@ -566,35 +590,33 @@ class Dispatcher:
                 log.info("response %s to order %s ignored: %s", event.response,
                          event.order_id, why)
                 return
+            end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None)
             if event.response == "reinforce":
                 await self._reinforce(inc, order)
+                free = await self._end(end)
             else:
-                await self._apply_response(state, order, event)
-            free = await self._finish(held, done, freed=(event.team_id, event.district)
-                                      if frees else None)
+                free = await self._apply_response(state, order, event, end)
             if not free:
                 return
         await self.retry_waiting(event.district, freed=event.team_id, known_free=True)
 
-    async def _finish(self, held: locks.Held, done: str, *,
-                      freed: tuple[str, str] | None) -> bool:
-        """A step's end after its transaction, in one round trip: the event's done mark
-        (outside the transaction, which a retry must be able to run again), the lock's
-        release, and for a team whose order the step ended (`freed`: team, district)
-        whether it is free while incidents of its district wait (then retry_waiting offers
-        it). Three round trips before."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            store.queue_first_time(pipe, done)
-            await self.locks.queue_release(pipe, held)
-            if freed is not None:
-                await store.free_with_waiting(pipe, team_id=freed[0], district=freed[1])
-            replies = await pipe.execute()
-        return freed is not None and bool(replies[2])
+    async def _end(self, end: StepEnd, commands: list[Any] | None = None) -> bool:
+        """A step's end after its writes, in one round trip (`store.end_step`, with the step's
+        last writes, `commands`, if given): the event's done mark (after the writes, which a
+        retry must be able to run again), the lock's release, and for a team whose order the
+        step ended whether it is free while incidents of its district wait (then
+        retry_waiting offers it). The lock counts as released from the moment the script is
+        sent (locks.release_in_script); if the script fails, the step's exit releases it."""
+        lock_key, token = self.locks.release_in_script(end.held)
+        return await store.end_step(self.redis, commands or [], done=end.done, lock_key=lock_key,
+                                    lock_token=token, freed=end.freed,
+                                    release_claim=end.release_claim)
 
     async def _apply_response(self, state: store.IncidentState, order: dict[str, str],
-                              event: OrderResponded) -> None:
+                              event: OrderResponded, end: StepEnd) -> bool:
         """Move the order and the incident in one transaction (a refusal then offers the
-        incident again)."""
+        incident again), and `end` the step; returns what _end returns. The common answers
+        (taken, on the way, on scene, resolved) write and end in one round trip."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -619,27 +641,42 @@ class Dispatcher:
                 store.queue_incident_fields(pipe, incident_id, {"first_ack_at": now})
 
         if not ends:
-            await self._emit(incident_id, entry, state=state, also=move)
-            return
-        # Before the transaction: a command failing inside one does not stop the others, and
-        # a retry would then publish the incident's end a second time.
+            return await self._emit(incident_id, entry, state=state, also=move, end=end)
+        others = [o for o in state.orders if o["order_id"] != order["order_id"]
+                  and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
+        if new_state == "resolved" and not others:
+            # The team's claim released first in the same script: a command failing inside a
+            # transaction does not stop the others, and a retry would then publish the
+            # incident's end a second time; a script stops at the failing command.
+            return await self._emit(incident_id, entry, status="resolved", state=state,
+                                    also=self._resolving(inc, order, move, now),
+                                    end=dataclasses.replace(end, release_claim=(
+                                        order["team_id"], order["order_id"])))
+        # Before the transaction, for the reason above.
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order["order_id"])
         if new_state == "declined":
             await self._emit(incident_id, entry, state=state, also=move)
             await self._fill(incident_id, state)
-            return
-        others = [o for o in state.orders if o["order_id"] != order["order_id"]
-                  and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
+            return await self._end(end)
         for other in others:
             await self._withdraw(inc, other, reason="closed")
             other["state"] = "withdrawn"
         if new_state != "resolved":
-            async def end(pipe: Pipeline) -> None:
+            async def ended(pipe: Pipeline) -> None:
                 await move(pipe)
                 store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
 
-            await self._hand_over(inc, order, entry, state=state, also=end)
-            return
+            await self._hand_over(inc, order, entry, state=state, also=ended)
+            return await self._end(end)
+        return await self._emit(incident_id, entry, status="resolved", state=state,
+                                also=self._resolving(inc, order, move, now), end=end)
+
+    @staticmethod
+    def _resolving(inc: dict[str, str], order: dict[str, str],
+                   move: Callable[[Pipeline], Awaitable[None]], now: str
+                   ) -> Callable[[Pipeline], Awaitable[None]]:
+        """The writes of an incident its team resolved, before its incident.updated."""
+        incident_id = inc["incident_id"]
 
         async def resolve(pipe: Pipeline) -> None:
             await move(pipe)
@@ -650,7 +687,7 @@ class Dispatcher:
                 incident_id=incident_id, final_status="resolved",
                 resolved_by=(order["team_id"],), category=inc["category"]))
 
-        await self._emit(incident_id, entry, status="resolved", state=state, also=resolve)
+        return resolve
 
     async def _hand_over(self, inc: dict[str, str], order: dict[str, str],
                          entry: TimelineEntry, *, state: store.IncidentState | None = None,

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from services.volunteers.store import keys as volunteer_keys
 from shared import streams
-from tests.helpers import poll_until
+from shared.events import IncidentUpdated
+from tests.helpers import poll_until, read_stream
 from tests.integration.stream_probes import (
     ADMIN,
     SCENARIOS,
@@ -158,8 +159,7 @@ async def test_dispatch_resolves_the_incident_of_a_replayed_resolution_after_the
         clean_redis: str) -> None:
     async with running("dispatch", clean_redis, max_deliveries=MAX_DELIVERIES) as svc:
         team, incident_id, order_id = await assigned_in_dispatch(svc, "r1")
-        # The fault: the team's claim, which a resolution releases, has the wrong type. The
-        # first attempt has already marked the order resolved when it fails.
+        # The fault: the team's claim, which a resolution releases first, has the wrong type.
         await svc.redis.delete(f"dispatch:claim:{team}")
         await svc.redis.hset(f"dispatch:claim:{team}", "corrupt", "1")
         await svc.publish(streams.ORDER_RESPONDED,
@@ -171,6 +171,32 @@ async def test_dispatch_resolves_the_incident_of_a_replayed_resolution_after_the
                          "the incident resolved by the replayed response")
         await poll_until(lambda: svc.drained(streams.ORDER_RESPONDED.name), "drained")
         assert await svc.redis.xlen(streams.INCIDENT_CLOSED.name) == 1  # closed once
+
+
+async def test_a_resolution_that_fails_halfway_publishes_the_incidents_end_once_after_the_fix(
+        clean_redis: str) -> None:
+    async with running("dispatch", clean_redis, max_deliveries=MAX_DELIVERIES) as svc:
+        team, incident_id, order_id = await assigned_in_dispatch(svc, "r1")
+        # The fault: incident.closed, which a resolution writes after moving the order and
+        # before the incident's own change, is not a stream. The attempts fail halfway; the
+        # step's writes stop there (one script), so the replay writes the rest once.
+        await svc.redis.set(streams.INCIDENT_CLOSED.name, "corrupt")
+        await svc.publish(streams.ORDER_RESPONDED,
+                          order_responded(order_id, incident_id, team, "resolved"))
+        assert "WRONGTYPE" in await the_dead_letter_reason(svc, streams.ORDER_RESPONDED)
+        assert await dispatch_status(svc, incident_id) == "assigned"
+        await svc.redis.delete(streams.INCIDENT_CLOSED.name)
+        await svc.replay_the_dead_letter(streams.ORDER_RESPONDED)
+        await poll_until(lambda: _is(dispatch_status(svc, incident_id), "resolved"),
+                         "the incident resolved by the replayed response")
+        await poll_until(lambda: svc.drained(streams.ORDER_RESPONDED.name), "drained")
+        assert await svc.redis.xlen(streams.INCIDENT_CLOSED.name) == 1
+        updates = read_stream(clean_redis, streams.INCIDENT_UPDATED.name, IncidentUpdated)
+        assert [u.status for u in updates if u.incident_id == incident_id].count("resolved") == 1
+        timeline = (await dispatch_incident(svc, incident_id) or {})["timeline"]
+        assert [e.get("detail") for e in timeline].count("resolved") == 1
+        assert await svc.redis.hget("dispatch:status-counts", "resolved") == b"1"
+        assert not await svc.redis.exists(f"dispatch:claim:{team}")
 
 
 async def test_notify_stores_and_pushes_a_replayed_order_once_after_the_fix(
