@@ -4,9 +4,10 @@ The stack as `make bench` builds it (400 teams, 10,000 members, a socket per tea
 answering `resolved` at once), RATE incidents per second for DUR seconds, then until every
 consumer group on the incident path is idle. Prints each process's CPU per incident over
 that whole time (the order, the answer, the team busy and free, the updates, the closing),
-the order latency, and the entries per incident of each stream. LOAD=1 adds the position
-load (2,000 PUT/s). A diagnostic for docs/benchmarks.md ("What limits each figure"), not a
-figure of the benchmark's table.
+the order latency, the Redis commands per incident (by command: EVALSHA and EVAL are
+scripts, MULTI/EXEC transactions) and the entries per incident of each stream. LOAD=1 adds
+the position load (2,000 PUT/s). A diagnostic for docs/benchmarks.md ("What limits each
+figure"), not a figure of the benchmark's table.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ async def main() -> None:
                 await bench.wait_quiet(30)
                 processes = pids()
                 lengths = _lengths(server.url)
+                commands = _commands(server.url)
                 before = {name: cpu_seconds(pid) for name, pid in processes.items()}
                 started = time.perf_counter()
                 run = await bench.latency_run(rate=rate, duration_s=duration, drain_s=15,
@@ -82,6 +84,11 @@ async def main() -> None:
                 print(f"  {'all':11s} {total:6.2f} ms")
                 print(f"  Python speed here: {python_speed_ms():.1f} ms for "
                       f"tools.benchmarks.machine.reference_workload (lower is faster)")
+                calls = {name: count - commands.get(name, 0)
+                         for name, count in _commands(server.url).items()}
+                top = sorted(((c, name) for name, c in calls.items() if c), reverse=True)
+                print(f"  Redis commands  {sum(calls.values()) / n:6.1f} per incident (INFO "
+                      "commandstats): " + ", ".join(f"{name} {c / n:.1f}" for c, name in top[:16]))
                 for stream, length in _lengths(server.url).items():
                     added = length - lengths.get(stream, 0)
                     if added:
@@ -92,6 +99,16 @@ async def main() -> None:
                 await bench.close()
         finally:
             await asyncio.to_thread(stack.stop)
+
+
+def _commands(url: str) -> dict[str, int]:
+    """Calls per command so far (the `info` and `xlen` calls of this script included)."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return {name.removeprefix("cmdstat_"): int(stats["calls"])
+                for name, stats in client.info("commandstats").items()}
+    finally:
+        client.close()
 
 
 def _lengths(url: str) -> dict[str, int]:
