@@ -194,7 +194,7 @@ class Dispatcher:
 
         Given the step's `end`, these are the step's last writes: they go with its end in one
         script (`store.end_step`: one round trip instead of the transaction's and _finish's);
-        returns then what _finish returns."""
+        returns then what _end returns."""
         state = state or await store.incident_state(self.redis, incident_id)
         inc = state.incident
         if inc is None:

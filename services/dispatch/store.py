@@ -514,7 +514,8 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
 
 
 # An incident with its orders and the teams it was offered to, and whether an event was
-# already handled (KEYS[4], a queue_first_time key; '' for none), in one round trip.
+# already handled (KEYS[4], a done mark's key as end_step sets it; '' for none), in one
+# round trip.
 _INCIDENT_STATE = """
 local incident = redis.call('HGETALL', KEYS[1])
 local orders = {}
@@ -554,8 +555,8 @@ def _state_keys(incident_id: str, seen: str | None) -> list[str]:
 
 async def incident_state(redis: Redis, incident_id: str, *, seen: str | None = None
                          ) -> IncidentState:
-    """The incident, its orders and offered teams; with `seen`, whether queue_first_time(seen)
-    was already marked."""
+    """The incident, its orders and offered teams; with `seen`, whether end_step has marked
+    that event done."""
     return _state_from(await run_script(redis, _INCIDENT_STATE, _state_keys(incident_id, seen),
                                         []))
 
@@ -732,12 +733,6 @@ SEEN_TTL_S = 7 * 86400
 
 def _seen_key(key: str) -> str:
     return f"dispatch:seen:{key}"
-
-
-def queue_first_time(pipe: Pipeline, key: str, ttl_s: int = SEEN_TTL_S) -> None:
-    """Mark `key` seen (an event id, or a business key), queued on a pipeline; its reply is
-    True the first time."""
-    pipe.set(_seen_key(key), "1", nx=True, ex=ttl_s)
 
 
 # A step's end in one round trip: its writes (the commands its transaction would hold, as
