@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -107,3 +108,41 @@ class ScriptBatch:
                 else:
                     pipe.eval(script, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
+
+
+# Commands passed to a script as data (`commands_as_args`): from ARGV[first], `count`
+# commands, each its word count, then its words. A script that runs a transaction's
+# commands this way after its own checks makes them conditional without WATCH, and makes
+# writes that must follow them (a done mark) stop at a command that fails, which a
+# transaction's other commands do not. Returns the index after the last word.
+RUN_COMMANDS_LUA = """
+local function run_commands(first, count)
+  local i = first
+  for _ = 1, count do
+    local n = tonumber(ARGV[i])
+    redis.call(unpack(ARGV, i + 1, i + n))
+    i = i + n + 1
+  end
+  return i
+end
+"""
+
+_NOT_IN_A_SCRIPT = frozenset({"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "FCALL", "MULTI",
+                              "EXEC", "WATCH", "UNWATCH"})
+
+
+def queued_commands(pipe: Pipeline) -> list[tuple[Any, ...]]:
+    """The commands queued on a pipeline that is not to be executed: the writes a script
+    makes for it (`commands_as_args`)."""
+    return [args for args, _ in pipe.command_stack]
+
+
+def commands_as_args(commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """ARGV words for RUN_COMMANDS_LUA's `run_commands(first, len(commands))`."""
+    args: list[Any] = []
+    for command in commands:
+        if str(command[0]).upper() in _NOT_IN_A_SCRIPT:
+            raise ValueError(f"{command[0]} cannot run inside a script")
+        args.append(len(command))
+        args.extend(command)
+    return args

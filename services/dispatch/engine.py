@@ -45,7 +45,7 @@ from shared.events import (
 from shared.http import ApiError, conflict, not_found
 from shared.metrics import meter
 from shared.policy import Policy
-from shared.scripts import ScriptBatch
+from shared.scripts import ScriptBatch, queued_commands
 from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.zones import Zone
 
@@ -210,7 +210,7 @@ class Dispatcher:
             if end is None:
                 await pipe.execute()
             else:  # not sent as queued: the same commands go in the step's end script
-                commands = [args for args, _ in pipe.command_stack]
+                commands = queued_commands(pipe)
         free = await self._end(end, commands) if end is not None else False
         inc.update(changes)
         return free

@@ -23,7 +23,7 @@ from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
 from shared.events import TimelineEntry
 from shared.jsontext import ascii_json
-from shared.scripts import ScriptBatch, run_script
+from shared.scripts import RUN_COMMANDS_LUA, ScriptBatch, commands_as_args, run_script
 
 from .domain import CandidateQuery, Unit
 
@@ -736,28 +736,20 @@ def _seen_key(key: str) -> str:
 
 
 # A step's end in one round trip: its writes (the commands its transaction would hold, as
-# redis-py queued them: ARGV[6] on, each its word count and its words), then the event's
+# redis-py queued them, from ARGV[6]: shared.scripts.RUN_COMMANDS_LUA), then the event's
 # done mark, the lock's release (token compared) and, for a team the step freed, whether
 # it is free while incidents of its district wait (`free_with_waiting`). First, given an
 # order (ARGV[1]), the team's claim is released if that order holds it (as release_unit).
 # A command that fails stops the script before the done mark, so the event is handled
 # again, as after a failed transaction; the lock is then released by the step's exit.
-_STEP_END = _FREE + """
+_STEP_END = _FREE + RUN_COMMANDS_LUA + """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
+run_commands(6, tonumber(ARGV[5]))
 redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2])
 if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
 if ARGV[4] == '' then return 0 end
 return free_with_waiting(KEYS[4], ARGV[4], KEYS[5])
 """
-
-
-_NOT_IN_STEP_END = frozenset({"EVAL", "EVALSHA", "MULTI", "EXEC", "WATCH"})
 
 
 async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str, lock_key: str,
@@ -768,12 +760,8 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
     (team, district) whether it is free while incidents of its district wait (the result);
     first, given `release_claim` (team, order), that order's claim on the team released."""
     team, order = release_claim or ("", "")
-    args: list[Any] = [order, SEEN_TTL_S, lock_token, freed[0] if freed else "", len(commands)]
-    for command in commands:
-        if str(command[0]).upper() in _NOT_IN_STEP_END:
-            raise ValueError(f"{command[0]} cannot run inside a script")
-        args.append(len(command))
-        args.extend(command)
+    args: list[Any] = [order, SEEN_TTL_S, lock_token, freed[0] if freed else "", len(commands),
+                       *commands_as_args(commands)]
     keys = [f"dispatch:claim:{team}" if team else "", _seen_key(done), lock_key,
             _unit_key(freed[0]) if freed else "", _waiting_key(freed[1]) if freed else ""]
     return bool(await run_script(redis, _STEP_END, keys, args))

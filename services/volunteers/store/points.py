@@ -14,18 +14,26 @@ from . import keys
 
 # The entry's key is its deterministic id: SET NX admits it once, and only then do the
 # history, the balance and the district's leaderboard move. A second award is a no-op.
-_AWARD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
-  redis.call('LPUSH', KEYS[2], ARGV[1])
-  redis.call('INCRBYFLOAT', KEYS[3], ARGV[2])
-  redis.call('ZINCRBY', KEYS[4], ARGV[2], ARGV[3])
-  return 1
+# (A function, so that a team's transition makes its awards in its own script.)
+AWARD_LUA = """
+local function award(entry_key, history_key, balance_key, board_key, entry, points, member)
+  if redis.call('SET', entry_key, entry, 'NX') then
+    redis.call('LPUSH', history_key, entry)
+    redis.call('INCRBYFLOAT', balance_key, points)
+    redis.call('ZINCRBY', board_key, points, member)
+    return 1
+  end
+  return 0
 end
-return 0
+"""
+
+_AWARD = AWARD_LUA + """
+return award(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])
 """
 
 
-def _args(entry: LedgerEntry) -> tuple[list[str], list[str]]:
+def award_call(entry: LedgerEntry) -> tuple[list[str], list[str]]:
+    """An award's keys and arguments, in `award`'s order."""
     return (
         [keys.ledger_entry(entry.entry_id), keys.points_history(entry.member_id),
          keys.points_balance(entry.member_id), keys.leaderboard(entry.district)],
@@ -36,7 +44,7 @@ def _args(entry: LedgerEntry) -> tuple[list[str], list[str]]:
 def queue_entries(pipe: Pipeline, entries: Iterable[LedgerEntry]) -> None:
     """Queue awards on a pipeline (inside a MULTI: they commit with the change that earned them)."""
     for entry in entries:
-        k, a = _args(entry)
+        k, a = award_call(entry)
         pipe.eval(_AWARD, len(k), *k, *a)
 
 

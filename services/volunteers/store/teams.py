@@ -1,4 +1,4 @@
-"""Team state, orders, positions: each change and its UnitStatus in one MULTI/EXEC.
+"""Team state, orders, positions: each change and its UnitStatus in one script.
 
 A state change, the order record, any points it earns and the `unit.status` entry that
 announces it commit together, so the stream's order is the state's order and a redelivered
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,13 +25,19 @@ from redis.exceptions import RedisError
 from shared import streams
 from shared.bus import queue_publish
 from shared.events import UnitPosition
-from shared.scripts import ScriptBatch, run_script
+from shared.scripts import (
+    RUN_COMMANDS_LUA,
+    ScriptBatch,
+    commands_as_args,
+    queued_commands,
+    run_script,
+)
 
 from ..domain.points import LedgerEntry
 from ..domain.status import OrderRecord, TeamState, unit_status
 from . import keys
-from .points import queue_entries
-from .tx import atomically
+from .points import AWARD_LUA, award_call
+from .tx import Contended
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +117,46 @@ async def load_view(client: Redis | Pipeline, team_id: str,
         client, _VIEW, [keys.team(team_id), keys.state(team_id),
                         keys.order(order_id) if order_id is not None else ""],
         [keys.agency("")])
-    if not reply:
-        return None
+    return _view_from(reply) if reply else None
+
+
+def _view_from(reply: list[Any]) -> TeamView:
     team, agency, data, raw = reply
     data = _as_dict(data)
     record = OrderRecord.model_validate_json(raw) if raw else None
     return TeamView(team=_as_dict(team), agency=_as_dict(agency), state=decode_state(data),
                     seq=int(data.get("seq") or 0), record=record)
+
+
+# A transition's writes, made only if what its decision read is unchanged (optimistic, as
+# WATCH would have it, without WATCH's round trip): the team's profile (KEYS[1], the same
+# fields and values as the read's, ARGV[1] pairs from ARGV[2]), its state's `seq` and
+# `state` (KEYS[2]; every write of a team's state moves its seq) and the order's record
+# (KEYS[3], '' for none). Then the writes (shared.scripts.RUN_COMMANDS_LUA) and the points
+# the change earned (store.points' award, inlined). Returns 0, writing nothing, if anything
+# read has changed: the caller reads again and decides again.
+_COMMIT = RUN_COMMANDS_LUA + AWARD_LUA + """
+local n = tonumber(ARGV[1])
+local team = redis.call('HGETALL', KEYS[1])
+if #team ~= 2 * n then return 0 end
+local fields = {}
+for i = 1, #team, 2 do fields[team[i]] = team[i + 1] end
+for i = 2, 2 * n, 2 do
+  if fields[ARGV[i]] ~= ARGV[i + 1] then return 0 end
+end
+local at = 2 * n + 2
+local state = redis.call('HMGET', KEYS[2], 'seq', 'state')
+if (state[1] or '') ~= ARGV[at] or (state[2] or '') ~= ARGV[at + 1] then return 0 end
+if KEYS[3] ~= '' and (redis.call('GET', KEYS[3]) or '') ~= ARGV[at + 2] then return 0 end
+local i = run_commands(at + 5, tonumber(ARGV[at + 3]))
+for _ = 1, tonumber(ARGV[at + 4]) do
+  award(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
+  i = i + 7
+end
+return 1
+"""
+
+ATTEMPTS = 20
 
 
 async def transition(
@@ -125,33 +165,45 @@ async def transition(
 ) -> Applied | None:
     """Read the team (and order), let `decide` rule, write what changed; None: no such team.
 
+    Two round trips: the read (`_VIEW`) and the writes (`_COMMIT`), which are made only if
+    nothing the decision read has changed meanwhile; else it reads and decides again.
     `decide` may raise `Refused`; nothing is written then.
     """
-    watch = [keys.team(team_id), keys.state(team_id)]
-    if order_id is not None:
-        watch.append(keys.order(order_id))
-
-    async def body(pipe: Pipeline) -> Applied | None:
-        view = await load_view(pipe, team_id, order_id)
-        if view is None:
+    order_key = keys.order(order_id) if order_id is not None else ""
+    for attempt in range(ATTEMPTS):
+        reply = await run_script(redis, _VIEW, [keys.team(team_id), keys.state(team_id),
+                                                order_key], [keys.agency("")])
+        if not reply:
             return None
+        view = _view_from(reply)
         decision = decide(view)
         announce = decision.state.visible() != view.state.visible()
-        pipe.multi()
-        if decision.state != view.state:
-            pipe.hset(keys.state(team_id),
-                      mapping=encode_state(decision.state, seq=view.seq + 1, now=now))
-        if order_id is not None and decision.record is not None and (
-            decision.record != view.record
-        ):
-            pipe.set(keys.order(order_id), decision.record.model_dump_json(), ex=ORDER_TTL_S)
-        queue_entries(pipe, decision.ledger)
-        if announce:
-            await publish_unit_status(pipe, team=view.team, agency=view.agency,
-                                      state=decision.state)
-        return Applied(view, decision, announce)
-
-    return await atomically(redis, watch, body)
+        async with redis.pipeline(transaction=False) as pipe:  # collects; never sent
+            if decision.state != view.state:
+                pipe.hset(keys.state(team_id),
+                          mapping=encode_state(decision.state, seq=view.seq + 1, now=now))
+            if order_id is not None and decision.record is not None and (
+                decision.record != view.record
+            ):
+                pipe.set(keys.order(order_id), decision.record.model_dump_json(),
+                         ex=ORDER_TTL_S)
+            if announce:
+                await publish_unit_status(pipe, team=view.team, agency=view.agency,
+                                          state=decision.state)
+            commands = queued_commands(pipe)
+        team, _, state, raw_order = reply
+        read = _as_dict(state)
+        args: list[Any] = [len(team) // 2, *team, read.get("seq", ""), read.get("state", ""),
+                           raw_order or "", len(commands), len(decision.ledger),
+                           *commands_as_args(commands)]
+        for entry in decision.ledger:
+            award_keys, award_args = award_call(entry)
+            args += [*award_keys, *award_args]
+        if await run_script(redis, _COMMIT, [keys.team(team_id), keys.state(team_id),
+                                             order_key], args):
+            return Applied(view, decision, announce)
+        await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+    raise Contended(f"gave up after {ATTEMPTS} concurrent changes")
 
 
 async def team_state(redis: Redis, team_id: str) -> TeamState:
