@@ -74,6 +74,7 @@ def create_redis(settings: ServiceSettings) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=10,
         connection_class=connection_class(settings.redis_url),
+        client_name=settings.service_name,  # CLIENT LIST tells whose connection it is
     )
     return Redis(connection_pool=pool)
 
@@ -102,6 +103,7 @@ def create_broker(settings: ServiceSettings) -> RedisBroker:
         retry=_retry(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=10,
+        client_name=settings.service_name,
         # Per-message "Received/Processed" lines would flood the log at position rates.
         log_level=logging.DEBUG,
         logger=logging.getLogger("faststream"),  # our handlers and format, not its own

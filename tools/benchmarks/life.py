@@ -6,7 +6,9 @@ consumer group on the incident path is idle. Prints each process's CPU per incid
 that whole time (the order, the answer, the team busy and free, the updates, the closing),
 the order latency, the Redis commands per incident (by command: EVALSHA and EVAL are
 scripts, MULTI/EXEC transactions) and the entries per incident of each stream. LOAD=1 adds
-the position load (2,000 PUT/s). A diagnostic for docs/benchmarks.md ("What limits each
+the position load (2,000 PUT/s). COUNT=1 also counts the commands each service sends
+(tools.benchmarks.monitor: the same on any machine, unlike CPU time; MONITOR's own cost
+then inflates the CPU figures). A diagnostic for docs/benchmarks.md ("What limits each
 figure"), not a figure of the benchmark's table.
 """
 
@@ -26,6 +28,7 @@ from tools.stack import DEFAULT_PORTS, Stack
 
 from .e2e import StackBench
 from .machine import cpu_seconds, python_speed_ms
+from .monitor import CommandCounter
 
 
 async def main() -> None:
@@ -62,12 +65,16 @@ async def main() -> None:
                 processes = pids()
                 lengths = _lengths(server.url)
                 commands = _commands(server.url)
+                counter = CommandCounter(server.url) if os.environ.get("COUNT") == "1" else None
+                if counter is not None:
+                    counter.start()
                 before = {name: cpu_seconds(pid) for name, pid in processes.items()}
                 started = time.perf_counter()
                 run = await bench.latency_run(rate=rate, duration_s=duration, drain_s=15,
                                               loadgen=gen)
                 await bench.wait_quiet(30)
                 after = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                sent = await asyncio.to_thread(counter.stop) if counter is not None else None
                 took = time.perf_counter() - started
                 n = run.sent
                 lat = run.order_latency
@@ -89,6 +96,13 @@ async def main() -> None:
                 top = sorted(((c, name) for name, c in calls.items() if c), reverse=True)
                 print(f"  Redis commands  {sum(calls.values()) / n:6.1f} per incident (INFO "
                       "commandstats): " + ", ".join(f"{name} {c / n:.1f}" for c, name in top[:16]))
+                if sent is not None:
+                    print("  commands each service sent Redis per incident (MONITOR, scripts' own "
+                          "commands not counted; the CPU figures above include MONITOR's cost):")
+                    for service, by_command in sorted(sent.items(),
+                                                      key=lambda kv: -sum(kv[1].values())):
+                        top = ", ".join(f"{c} {k / n:.2f}" for c, k in by_command.most_common(8))
+                        print(f"    {service:11s} {sum(by_command.values()) / n:6.2f}  {top}")
                 for stream, length in _lengths(server.url).items():
                     added = length - lengths.get(stream, 0)
                     if added:
