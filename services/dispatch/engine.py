@@ -387,12 +387,14 @@ class Dispatcher:
                         "freed team", incident_id, SEARCH_ROUNDS)
         district = facts.district
         if issued:
+            # The lock is released after this transaction (by the step's exit), not in it:
+            # redis-py sends a transaction again when it lost the reply (Redis restarted
+            # after running it), and a lock released by the first run could let another
+            # step change the incident before the second wrote its stale status over it.
             async def announce(pipe: Pipeline) -> None:
                 for order in issued:
                     await self._queue_order_issued(pipe, inc, order)
                 store.queue_not_waiting(pipe, district=district, incident_id=incident_id)
-                if held is not None:
-                    await self.locks.queue_release(pipe, held)
 
             await self._emit(incident_id, TimelineEntry(kind="status"), state=state,
                              also=announce)
@@ -608,9 +610,14 @@ class Dispatcher:
         retry_waiting offers it). The lock counts as released from the moment the script is
         sent (locks.release_in_script); if the script fails, the step's exit releases it."""
         lock_key, token = self.locks.release_in_script(end.held)
-        return await store.end_step(self.redis, commands or [], done=end.done, lock_key=lock_key,
+        free = await store.end_step(self.redis, commands or [], done=end.done, lock_key=lock_key,
                                     lock_token=token, freed=end.freed,
                                     release_claim=end.release_claim)
+        if free is None:  # the lock expired (Redis away too long): another step may hold it
+            log.warning("lock on %s lost before the step ended: nothing written, the event "
+                        "will be handled again", end.held.incident_id)
+            raise locks.LockLost(end.held.incident_id)
+        return free
 
     async def _apply_response(self, state: store.IncidentState, order: dict[str, str],
                               event: OrderResponded, end: StepEnd) -> bool:

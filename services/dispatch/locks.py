@@ -8,9 +8,12 @@ each). Releasing compares the token, so a lock that expired and was taken by ano
 worker is never deleted by the first.
 
 Why not redis-py's `Lock`: a new incident's lock is taken by the same script that creates
-the incident (store.first_step) and released in the transaction of the step's last writes
-(`queue_release`), two round trips fewer per incident; `Lock` can do neither. The key and
-the token rule are the same, so the two could not disagree.
+the incident (store.first_step) and released by the script of the step's last writes
+(`release_in_script`), two round trips fewer per incident; `Lock` can do neither. The key
+and the token rule are the same, so the two could not disagree. Such a script must be safe
+to run twice: redis-py sends it again when it lost the reply, after the lock it released
+may have let other steps change the incident (store._OFFER and store._STEP_END write
+nothing the second time). A transaction is no such script, so none releases the lock.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from shared.scripts import run_script
 
@@ -62,9 +64,15 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
+class LockLost(RuntimeError):
+    """A step's lock expired before its last writes, which were not made: the step fails
+    and its event is handled again."""
+
+
 @dataclass
 class Held:
-    """A lock this process holds; `released` once a transaction released it."""
+    """A lock this process holds; `released` once a script of the step was sent to release
+    it."""
 
     incident_id: str
     token: str
@@ -87,7 +95,7 @@ class IncidentLocks:
     async def hold(self, incident_id: str, *, token: str | None = None) -> AsyncIterator[Held]:
         """Hold the incident's lock for the block: waits up to `wait_s` for it, or adopts
         the one a script already took with `token`. Released on exit unless the block
-        released it in its last transaction (`queue_release`)."""
+        released it in its last script (`release_in_script`)."""
         if token is None:
             token = new_token()
             await self._acquire(incident_id, token)
@@ -98,7 +106,7 @@ class IncidentLocks:
         try:
             yield held
         except BaseException:
-            failed = True  # a transaction that was to release it may not have run
+            failed = True  # a script that was to release it may not have run
             raise
         finally:
             self._held.pop(key(incident_id), None)
@@ -115,18 +123,13 @@ class IncidentLocks:
                     if not released and not queued:
                         log.warning("lock on %s expired before release", incident_id)
 
-    async def queue_release(self, pipe: Pipeline, held: Held) -> None:
-        """Release the lock in the same transaction as the step's last writes."""
-        await run_script(pipe, _RELEASE, [key(held.incident_id)], [held.token])
-        held.released = True
-
     @staticmethod
     def release_in_script(held: Held) -> tuple[str, str]:
         """The lock's key and token for a script that releases it with the step's last
-        writes, and the lock marked released from now, as `queue_release` marks it: a
-        renewal already under way may find it gone before the script's answer is read, and
-        must not report it lost. A script that wrote nothing (and so kept the lock) hands
-        it back with `kept_by_script`."""
+        writes, and the lock marked released from now: a renewal already under way may
+        find it gone before the script's answer is read, and must not report it lost. A
+        script that wrote nothing (and so kept the lock) hands it back with
+        `kept_by_script`."""
         held.released = True
         return key(held.incident_id), held.token
 

@@ -382,8 +382,12 @@ return 0
 # ARGV[9] == '1' the same step makes the step's last writes (LastWrites) too: order.issued
 # and the order's published mark, the incident's change (as queue_incident_change), its
 # incident.updated, off the waiting list, and its lock released (token compared, as
-# locks.queue_release). Returns {offered, first order of the incident}.
+# locks.release_in_script). Returns {offered, first order of the incident}. An order that
+# exists already means this very script ran before (every offer has a new order id) and
+# redis-py sent it again after losing its reply: it is offered, and nothing is written
+# twice (the lock it released may have let other steps change the incident since).
 _OFFER = _CLAIMABLE + XADD_LUA + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
 if ARGV[3] == '1' then
   if not claimable(KEYS[3], KEYS[4], ARGV[1], ARGV[4]) then return {0, 0} end
   redis.call('SET', KEYS[3], ARGV[1])
@@ -742,11 +746,18 @@ def _seen_key(key: str) -> str:
 # order (ARGV[1]), the team's claim is released if that order holds it (as release_unit).
 # A command that fails stops the script before the done mark, so the event is handled
 # again, as after a failed transaction; the lock is then released by the step's exit.
+# It writes nothing if the event is already marked done: redis-py sends a script again when
+# it lost the reply (Redis restarted after running it), and by then the lock this script
+# released may have let other steps change the incident. Nor if the lock is no longer the
+# step's (-1): it expired, and another step may hold it now.
 _STEP_END = _FREE + RUN_COMMANDS_LUA + """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-run_commands(6, tonumber(ARGV[5]))
-redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2])
-if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then redis.call('DEL', KEYS[3]) end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then return -1 end
+  if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  run_commands(6, tonumber(ARGV[5]))
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('DEL', KEYS[3]) end
+end
 if ARGV[4] == '' then return 0 end
 return free_with_waiting(KEYS[4], ARGV[4], KEYS[5])
 """
@@ -754,17 +765,19 @@ return free_with_waiting(KEYS[4], ARGV[4], KEYS[5])
 
 async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str, lock_key: str,
                    lock_token: str, freed: tuple[str, str] | None = None,
-                   release_claim: tuple[str, str] | None = None) -> bool:
+                   release_claim: tuple[str, str] | None = None) -> bool | None:
     """Run `commands` (a transaction's, taken from a pipeline's command stack) and the step's
     end in one script: the done mark of `done`, the lock released, and for a `freed` team
     (team, district) whether it is free while incidents of its district wait (the result);
-    first, given `release_claim` (team, order), that order's claim on the team released."""
+    first, given `release_claim` (team, order), that order's claim on the team released.
+    None: the lock was no longer `lock_token`'s, and nothing was written."""
     team, order = release_claim or ("", "")
     args: list[Any] = [order, SEEN_TTL_S, lock_token, freed[0] if freed else "", len(commands),
                        *commands_as_args(commands)]
     keys = [f"dispatch:claim:{team}" if team else "", _seen_key(done), lock_key,
             _unit_key(freed[0]) if freed else "", _waiting_key(freed[1]) if freed else ""]
-    return bool(await run_script(redis, _STEP_END, keys, args))
+    result = int(await run_script(redis, _STEP_END, keys, args))
+    return None if result < 0 else bool(result)
 
 
 # --- timers ---------------------------------------------------------------------------

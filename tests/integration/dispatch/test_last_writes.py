@@ -90,3 +90,21 @@ async def test_without_a_lock_to_release_the_rest_is_written(redis: Redis) -> No
     assert (await _offer(redis, "ord_4", _last(lock_token="")))[0]
     assert await redis.get(locks.key(INCIDENT)) == "my-token"
     assert len(await _entries(redis, streams.INCIDENT_UPDATED.name)) == 1
+
+
+async def test_the_same_script_sent_again_writes_nothing_twice(redis: Redis) -> None:
+    # redis-py sends a script again when it lost the reply (Redis restarted after running
+    # it). By then the lock the first run released may have let another step move on.
+    assert await _offer(redis, "ord_3", _last()) == (True, True)
+    await redis.hset(f"dispatch:incident:{INCIDENT}", mapping={"status": "acknowledged",
+                                                               "seq": "2"})
+    await redis.hset("dispatch:order:ord_3", "state", "acknowledged")
+    assert await _offer(redis, "ord_3", _last()) == (True, False)  # offered, as it was
+    assert await redis.lrange(f"dispatch:orders:{INCIDENT}", 0, -1) == ["ord_3"]
+    assert await redis.hget("dispatch:order:ord_3", "state") == "acknowledged"
+    incident = await redis.hgetall(f"dispatch:incident:{INCIDENT}")
+    assert (incident["status"], incident["seq"]) == ("acknowledged", "2")
+    assert await _entries(redis, streams.ORDER_ISSUED.name) == ["issued-entry"]
+    assert await _entries(redis, streams.INCIDENT_UPDATED.name) == ["updated-entry"]
+    assert await redis.llen(f"dispatch:timeline:{INCIDENT}") == 2
+    assert await redis.hgetall(store.STATUS_COUNTS) == {"dispatching": "0", "assigned": "1"}

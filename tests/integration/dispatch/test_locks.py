@@ -68,15 +68,19 @@ async def test_a_dead_holders_lock_frees_after_its_ttl(redis: Redis) -> None:
     await mine.close()
 
 
-async def test_a_lock_released_by_the_last_transaction_is_not_released_twice(
+_WRITE_AND_RELEASE = """
+redis.call('SET', 'written-with-it', '1')
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+"""
+
+
+async def test_a_lock_released_by_the_last_script_is_not_released_twice(
         redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
     mine = locks.IncidentLocks(redis)
     with caplog.at_level(logging.WARNING, logger="services.dispatch.locks"):
         async with mine.hold("inc_d") as held:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.set("written-with-it", "1")
-                await mine.queue_release(pipe, held)
-                await pipe.execute()
+            lock_key, token = mine.release_in_script(held)
+            await redis.eval(_WRITE_AND_RELEASE, 1, lock_key, token)
             assert await redis.exists(locks.key("inc_d")) == 0
             await redis.set(locks.key("inc_d"), "theirs")  # another worker took it at once
     assert await redis.get(locks.key("inc_d")) == "theirs"
@@ -143,14 +147,13 @@ async def test_a_report_first_step_writes_nothing_while_another_worker_holds_the
     assert (await store.get_incident(redis, "inc_e") or {}).get("district") == "d1"
 
 
-async def test_a_step_that_fails_after_queueing_the_release_still_frees_the_lock(
+async def test_a_step_whose_releasing_script_failed_still_frees_the_lock(
         redis: Redis) -> None:
     mine = locks.IncidentLocks(redis)
     with pytest.raises(RuntimeError):
         async with mine.hold("inc_g") as held:
-            async with redis.pipeline(transaction=True) as pipe:
-                await mine.queue_release(pipe, held)
-                raise RuntimeError("the transaction never ran")  # e.g. Redis went away
+            mine.release_in_script(held)
+            raise RuntimeError("the script never ran")  # e.g. Redis went away
     assert await redis.exists(locks.key("inc_g")) == 0
     await mine.close()
 
