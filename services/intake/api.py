@@ -245,7 +245,7 @@ class SystemKeys:
 
     async def resolve(self, token: str) -> Principal | None:
         hashed = store.key_hash(token)
-        system = await store.system_for_key(self._redis, token)
+        system = await store.system_for_key(self._redis, hashed)
         if system is None:
             self._known.pop(hashed, None)
             return None

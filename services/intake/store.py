@@ -60,8 +60,9 @@ return {system_id, s[1], s[2]}
 """
 
 
-async def system_for_key(redis: Redis, api_key: str) -> dict[str, Any] | None:
-    found = await redis.eval(_SYSTEM_FOR_KEY, 1, _key_entry(key_hash(api_key)))
+async def system_for_key(redis: Redis, hashed: str) -> dict[str, Any] | None:
+    """The system whose key hashes to `hashed` (`key_hash`), if it is not revoked."""
+    found = await redis.eval(_SYSTEM_FOR_KEY, 1, _key_entry(hashed))
     if not found:
         return None
     system_id, name, districts = found
