@@ -8,7 +8,8 @@ the order latency, the Redis commands per incident (by command: EVALSHA and EVAL
 scripts, MULTI/EXEC transactions) and the entries per incident of each stream. LOAD=1 adds
 the position load (2,000 PUT/s). COUNT=1 also counts the commands each service sends
 (tools.benchmarks.monitor: the same on any machine, unlike CPU time; MONITOR's own cost
-then inflates the CPU figures). A diagnostic for docs/benchmarks.md ("What limits each
+then inflates the CPU figures). KEEP=1 keeps the stack's logs and traces (the
+directory is printed); otherwise they are removed. A diagnostic for docs/benchmarks.md ("What limits each
 figure"), not a figure of the benchmark's table.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +34,22 @@ from .monitor import CommandCounter
 
 
 async def main() -> None:
-    rate, duration = float(os.environ.get("RATE", 50)), float(os.environ.get("DUR", 8))
-    teams, per_team = 400, 25
     binary = find_binary()
     if binary is None:
         raise SystemExit("no redis-server found")
     work = Path(tempfile.mkdtemp(prefix="lianfang-life-"))
+    try:
+        await _measure(work, binary)
+    finally:
+        if os.environ.get("KEEP") == "1":
+            print(f"  logs and traces kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+async def _measure(work: Path, binary: str) -> None:
+    rate, duration = float(os.environ.get("RATE", 50)), float(os.environ.get("DUR", 8))
+    teams, per_team = 400, 25
     with RedisServer(work / "redis", binary=binary, appendonly=True,
                      appendfsync="everysec") as server:
         stack = Stack(redis_url=server.url, admin_token=secrets.token_urlsafe(16), workdir=work,
