@@ -193,7 +193,7 @@ class Dispatcher:
         holds it current, saves reading it again; it is updated in place.
 
         Given the step's `end`, these are the step's last writes: they go with its end in one
-        script (`store.end_step`: one round trip instead of the transaction's and _finish's);
+        script (`store.end_step`: one round trip for the writes, the done mark and the lock);
         returns then what _end returns."""
         state = state or await store.incident_state(self.redis, incident_id)
         inc = state.incident

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from ..domain.points import LedgerEntry
 from ..domain.status import OrderRecord, TeamState, unit_status
 from . import keys
 from .points import AWARD_LUA, award_call
-from .tx import Contended
+from .tx import ATTEMPTS, Contended, contention_pause
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +108,17 @@ def _as_dict(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-async def load_view(client: Redis | Pipeline, team_id: str,
+async def load_view(redis: Redis, team_id: str,
                     order_id: str | None = None) -> TeamView | None:
-    """The team as a transition sees it; None: no such team. On a pipeline, only one that
-    WATCHes (its commands run at once)."""
-    reply = await run_script(
-        client, _VIEW, [keys.team(team_id), keys.state(team_id),
-                        keys.order(order_id) if order_id is not None else ""],
-        [keys.agency("")])
+    """The team as a transition sees it; None: no such team."""
+    reply = await _view_reply(redis, team_id, keys.order(order_id) if order_id is not None else "")
     return _view_from(reply) if reply else None
+
+
+async def _view_reply(redis: Redis, team_id: str, order_key: str) -> list[Any] | None:
+    """`_VIEW`'s raw reply (the stored values, which `_COMMIT` compares); None: no such team."""
+    return await run_script(redis, _VIEW, [keys.team(team_id), keys.state(team_id), order_key],
+                            [keys.agency("")]) or None
 
 
 def _view_from(reply: list[Any]) -> TeamView:
@@ -156,8 +157,6 @@ end
 return 1
 """
 
-ATTEMPTS = 20
-
 
 async def transition(
     redis: Redis, *, team_id: str, decide: Callable[[TeamView], Decision],
@@ -171,9 +170,8 @@ async def transition(
     """
     order_key = keys.order(order_id) if order_id is not None else ""
     for attempt in range(ATTEMPTS):
-        reply = await run_script(redis, _VIEW, [keys.team(team_id), keys.state(team_id),
-                                                order_key], [keys.agency("")])
-        if not reply:
+        reply = await _view_reply(redis, team_id, order_key)
+        if reply is None:
             return None
         view = _view_from(reply)
         decision = decide(view)
@@ -202,7 +200,7 @@ async def transition(
         if await run_script(redis, _COMMIT, [keys.team(team_id), keys.state(team_id),
                                              order_key], args):
             return Applied(view, decision, announce)
-        await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        await contention_pause(attempt)
     raise Contended(f"gave up after {ATTEMPTS} concurrent changes")
 
 

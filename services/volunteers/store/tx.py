@@ -14,13 +14,21 @@ from redis.exceptions import WatchError
 T = TypeVar("T")
 
 
+ATTEMPTS = 20
+
+
 class Contended(Exception):
     """The keys kept changing under us: the caller may retry."""
 
 
+async def contention_pause(attempt: int) -> None:
+    """A short random wait before the next attempt of an optimistic write that lost a race."""
+    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+
+
 async def atomically(
     redis: Redis, watch: Sequence[str], body: Callable[[Pipeline], Awaitable[T]],
-    *, attempts: int = 20,
+    *, attempts: int = ATTEMPTS,
 ) -> T:
     """Run `body` on a pipeline watching `watch`; it reads, calls `pipe.multi()`, queues writes.
 
@@ -38,5 +46,5 @@ async def atomically(
                 await pipe.execute()
                 return result
             except WatchError:
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                await contention_pause(attempt)
     raise Contended(f"gave up after {attempts} concurrent changes")
