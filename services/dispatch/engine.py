@@ -200,18 +200,23 @@ class Dispatcher:
         if inc is None:
             return await self._end(end) if end is not None else False
         changes, entry, event = self._update(state, entry, status)
-        commands: list[Any] = []
-        async with self.redis.pipeline(transaction=end is None) as pipe:
+        # Never sent as queued: the same commands go in a script that makes them once.
+        async with self.redis.pipeline(transaction=False) as pipe:
             if also is not None:
                 await also(pipe)
             store.queue_incident_change(pipe, incident_id, changes, old_status=inc["status"],
                                         entry=entry)
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
-            if end is None:
-                await pipe.execute()
-            else:  # not sent as queued: the same commands go in the step's end script
-                commands = queued_commands(pipe)
-        free = await self._end(end, commands) if end is not None else False
+            commands = queued_commands(pipe)
+        if end is not None:
+            free = await self._end(end, commands)
+        elif await store.write_incident_step(self.redis, commands, incident_id=incident_id,
+                                             seq=inc.get("seq") or "0", token=locks.new_token()):
+            free = False
+        else:  # another step changed the incident: this one's lock had expired
+            log.warning("incident %s changed under a step whose lock expired: nothing "
+                        "written, the step will run again", incident_id)
+            raise locks.LockLost(incident_id)
         inc.update(changes)
         return free
 
@@ -536,15 +541,23 @@ class Dispatcher:
         order["published"] = "1"
 
     async def _announce(self, inc: dict[str, str], order: dict[str, str]) -> None:
-        """Publish order.issued (again, if a crash came between the offer and this)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        """Publish order.issued (again, if a crash came between the offer and this), once:
+        not if the order is marked published."""
+        async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
             await self._queue_order_issued(pipe, inc, order)
-            await pipe.execute()
+            commands = queued_commands(pipe)
+        await store.announce_once(self.redis, commands, order_id=order["order_id"])
 
-    async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *, reason: str,
-                        state: str = "withdrawn") -> None:
-        await store.update_order(self.redis, order["order_id"], {"state": state})
+    async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *,
+                        reason: str) -> None:
+        await store.update_order(self.redis, order["order_id"], {"state": "withdrawn"})
         await store.cancel(self.redis, f"ack:{order['order_id']}")
+        await self._withdrawn(inc, order, reason=reason)
+
+    async def _withdrawn(self, inc: dict[str, str], order: dict[str, str], *,
+                         reason: str) -> None:
+        """The rest of an order's withdrawal once its state is written (each part can be
+        made again): its team's claim released, order.withdrawn published."""
         await store.release_unit(self.redis, team_id=order["team_id"],
                                  order_id=order["order_id"])
         await self._publish(streams.ORDER_WITHDRAWN, OrderWithdrawn(
@@ -791,47 +804,78 @@ class Dispatcher:
             return
         incident_id = order["incident_id"]
         async with self._locked(incident_id):
-            order = await store.get_order(self.redis, order_id)
-            inc = await store.get_incident(self.redis, incident_id)
-            if order is None or inc is None or order["state"] != "offered":
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == order_id), None)
+            # Timed out already: an earlier firing failed after its first write (the timer
+            # stays until the firing succeeds). The rest is made again, or the incident would
+            # keep no live order and never be offered again.
+            if order is None or inc is None or order["state"] not in ("offered", "timed_out"):
                 return
             with tracer.start_as_current_span(
                 "acknowledgement deadline missed",
                 context=extract_context(json.loads(inc.get("trace_ctx") or "{}")),
             ):
-                await self._withdraw(inc, order, reason="timeout", state="timed_out")
-                misses = await store.incr_incident(self.redis, incident_id, "misses")
-                await store.incr_incident(self.redis, incident_id, "timeouts")
-                ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
-                await self._emit(incident_id, TimelineEntry(
-                    kind="timeout", team_id=order["team_id"], order_id=order_id,
-                    detail=f"no acknowledgement by {order['ack_by']} (routing timeout)"))
+                if order["state"] == "offered":
+                    await self._time_out(state, order)
+                await self._withdrawn(inc, order, reason="timeout")
                 await self._publish(streams.ORDER_ESCALATED, OrderEscalated(
                     event_id=f"escalated-{order_id}", district=inc["district"],
                     order_id=order_id, incident_id=incident_id, team_id=order["team_id"],
-                    reason="acknowledgement deadline missed", misses=misses))
-                await self._fill(incident_id)
+                    reason="acknowledgement deadline missed",
+                    misses=int(inc.get("misses") or 0)))
+                await self._fill(incident_id, state)
         await self.retry_waiting(inc["district"], freed=order["team_id"])
+
+    async def _time_out(self, state: store.IncidentState, order: dict[str, str]) -> None:
+        """An offered order's deadline passed: the order timed out and the incident's misses
+        counted with its timeline entry and incident.updated, in one write made once."""
+        inc = state.incident
+        assert inc is not None
+        counts = {name: str(int(inc.get(name) or 0) + 1) for name in ("misses", "timeouts")}
+        inc.update(counts)  # the incident is flagged by its misses
+        order["state"] = "timed_out"
+
+        async def timed_out(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order["order_id"], {"state": "timed_out"})
+            store.queue_incident_fields(pipe, inc["incident_id"], counts)
+
+        await self._emit(inc["incident_id"], TimelineEntry(
+            kind="timeout", team_id=order["team_id"], order_id=order["order_id"],
+            detail=f"no acknowledgement by {order['ack_by']} (routing timeout)"),
+            state=state, also=timed_out)
+        ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
 
     async def on_followup_due(self, incident_id: str) -> None:
         async with self._locked(incident_id):
-            inc = await store.get_incident(self.redis, incident_id)
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
             if inc is None or inc.get("followup_order"):
                 return
-            team = await self._station_team(inc, inc.get("station_agency_id") or "")
-            if team is None:
-                await store.schedule(self.redis, f"followup:{incident_id}",
-                                     utcnow() + timedelta(hours=1))
-                return
-            order = await self._offer_and_announce(inc, team, kind="followup",
-                                      instructions="Follow-up visit: check that the "
-                                                   "mediated agreement holds.")
-            if order:
-                await store.update_incident(self.redis, incident_id,
-                                            {"followup_order": order["order_id"]})
-                await self._emit(incident_id, TimelineEntry(
-                    kind="followup", team_id=team.team_id, order_id=order["order_id"],
-                    detail="follow-up visit ordered"))
+            # An earlier firing that failed after its offer (the timer stays until a firing
+            # succeeds): that order is the follow-up, the station gets no second one.
+            order = next((o for o in state.orders if o.get("kind") == "followup"), None)
+            if order is None:
+                team = await self._station_team(inc, inc.get("station_agency_id") or "")
+                if team is None:
+                    await store.schedule(self.redis, f"followup:{incident_id}",
+                                         utcnow() + timedelta(hours=1))
+                    return
+                order = await self._offer_and_announce(
+                    inc, team, kind="followup",
+                    instructions="Follow-up visit: check that the mediated agreement holds.")
+                if order is None:
+                    return
+            elif order.get("published") != "1":
+                await self._announce(inc, order)
+            order_id = order["order_id"]
+
+            async def recorded(pipe: Pipeline) -> None:
+                store.queue_incident_fields(pipe, incident_id, {"followup_order": order_id})
+
+            await self._emit(incident_id, TimelineEntry(
+                kind="followup", team_id=order["team_id"], order_id=order_id,
+                detail="follow-up visit ordered"), also=recorded)
 
     # --- units ------------------------------------------------------------------------
 
@@ -924,10 +968,16 @@ class Dispatcher:
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=incident_id)
             await store.cancel(self.redis, f"followup:{incident_id}")
-            await store.update_incident(self.redis, incident_id,
-                                        {"closed_at": utcnow().isoformat(), "closed_by": by})
+
+            # With the status, in its one write: a close that failed after the status was
+            # written could not be made again (closed already), and incident.closed, which
+            # ends the caller's and the teams' views, would never come.
+            async def closing(pipe: Pipeline) -> None:
+                store.queue_incident_fields(pipe, incident_id, {
+                    "closed_at": utcnow().isoformat(), "closed_by": by})
+                await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
+                    event_id=f"closed-{incident_id}-cmd", district=inc["district"],
+                    incident_id=incident_id, final_status="closed", category=inc["category"]))
+
             await self._emit(incident_id, TimelineEntry(kind="closed", detail=f"closed by {by}"),
-                             status="closed")
-            await self._publish(streams.INCIDENT_CLOSED, IncidentClosed(
-                event_id=f"closed-{incident_id}-cmd", district=inc["district"],
-                incident_id=incident_id, final_status="closed", category=inc["category"]))
+                             status="closed", also=closing)

@@ -65,8 +65,9 @@ def new_token() -> str:
 
 
 class LockLost(RuntimeError):
-    """A step's lock expired before its last writes, which were not made: the step fails
-    and its event is handled again."""
+    """A step's lock expired before its writes, which were not made (its end script found
+    the lock gone, or its incident changed by another step): the step fails and its event
+    is handled again."""
 
 
 @dataclass

@@ -612,10 +612,6 @@ def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, st
     pipe.hset(_incident_key(incident_id), mapping=fields)
 
 
-async def incr_incident(redis: Redis, incident_id: str, name: str, by: int = 1) -> int:
-    return int(await redis.hincrby(_incident_key(incident_id), name, by))
-
-
 async def list_incidents(redis: Redis, *, district: str | None, since_ts: float, until_ts: float,
                          limit: int, newest_first: bool = True) -> list[str]:
     key = f"dispatch:district:{district}" if district else "dispatch:incidents"
@@ -778,6 +774,46 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
             _unit_key(freed[0]) if freed else "", _waiting_key(freed[1]) if freed else ""]
     result = int(await run_script(redis, _STEP_END, keys, args))
     return None if result < 0 else bool(result)
+
+
+
+# Writes made once: a step's writes that do not end it (Dispatcher._emit's, _announce's),
+# the commands a transaction would hold (from ARGV[5], ARGV[4] of them: RUN_COMMANDS_LUA).
+# redis-py sends a transaction or a script again when it lost the reply (Redis restarted
+# after running it), and a MULTI sent again writes all of it twice: a second timeline entry,
+# status count and event. Here nothing is written if KEYS[1]'s field ARGV[1] holds ARGV[2]
+# (set after the writes: these very writes ran) -> 0; nor, given ARGV[3], unless KEYS[1]'s
+# `seq` is still ARGV[3] (the incident as the step read it: another value means the step's
+# lock expired and another step changed the incident) -> -1. Written -> 1.
+_ONCE = RUN_COMMANDS_LUA + """
+local marks = redis.call('HMGET', KEYS[1], ARGV[1], 'seq')
+if marks[1] == ARGV[2] then return 0 end
+if ARGV[3] ~= '' and (marks[2] or '0') ~= ARGV[3] then return -1 end
+run_commands(5, tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+async def _write_once(redis: Redis, commands: Sequence[Sequence[Any]], *, key: str,
+                      mark: tuple[str, str], seq: str = "") -> int:
+    return int(await run_script(redis, _ONCE, [key], [*mark, seq, len(commands),
+                                                      *commands_as_args(commands)]))
+
+
+async def write_incident_step(redis: Redis, commands: Sequence[Sequence[Any]], *,
+                              incident_id: str, seq: str, token: str) -> bool:
+    """Make `commands` (an incident's change, taken from a pipeline's command stack) once:
+    marked with `token` (new for each write), and only while the incident's `seq` is the
+    one the step read. False: it was not (nothing written)."""
+    return await _write_once(redis, commands, key=_incident_key(incident_id),
+                             mark=("last_write", token), seq=seq) >= 0
+
+
+async def announce_once(redis: Redis, commands: Sequence[Sequence[Any]], *, order_id: str
+                        ) -> None:
+    """Make `commands` (an order's order.issued) unless the order is marked published."""
+    await _write_once(redis, commands, key=_order_key(order_id), mark=("published", "1"))
 
 
 # --- timers ---------------------------------------------------------------------------

@@ -94,28 +94,74 @@ async def test_p1_violence_gets_police_and_security(dispatch: str,
     assert {o.team_id for o in orders} == {"pol2", "sec"}
 
 
-async def test_unacknowledged_order_is_offered_to_the_next_nearest_unit(
-        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A 1-second deadline for P3 so the test does not wait two minutes.
+async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+                        **settings: object) -> tuple[str, list[OrderIssued]]:
+    """A P3 incident (with a 1-second deadline, so the test does not wait two minutes) of
+    two teams' choice; its orders once the first went unanswered and the second was offered."""
     from shared import policy as policy_module
 
     real = policy_module.load_policy()
     fast = real.model_copy(update={"deadlines_s": {**real.deadlines_s, "P3": 1}})
     monkeypatch.setattr("services.dispatch.main.load_policy", lambda: fast)
-    app = create_app(settings_for(clean_redis))
+    app = create_app(settings_for(url, **settings))
     async with app.router.lifespan_context(app):
         await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
         await team(publisher, "second", kind="security", lat=22.8190, lon=108.3665)
-        await wait_for_units(clean_redis, 2)
+        await wait_for_units(url, 2)
         incident_id = await report(publisher, "help_request", priority="P3")
-        orders = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 2 and
-                                  orders_for(clean_redis, incident_id), "a second offer", 8)
-        assert [o.team_id for o in orders] == ["first", "second"]
-        withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
-        assert [(w.order_id, w.reason) for w in withdrawn] == [(orders[0].order_id, "timeout")]
-        updates = [u for u in read_stream(clean_redis, streams.INCIDENT_UPDATED.name,
-                                          IncidentUpdated) if u.incident_id == incident_id]
-        assert any(u.entry.kind == "timeout" for u in updates)
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2 and
+                                  orders_for(url, incident_id), "a second offer", 8)
+    return incident_id, orders
+
+
+async def test_unacknowledged_order_is_offered_to_the_next_nearest_unit(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    incident_id, orders = await offered_twice(clean_redis, publisher, monkeypatch)
+    assert [o.team_id for o in orders] == ["first", "second"]
+    withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+    assert [(w.order_id, w.reason) for w in withdrawn] == [(orders[0].order_id, "timeout")]
+    updates = [u for u in read_stream(clean_redis, streams.INCIDENT_UPDATED.name,
+                                      IncidentUpdated) if u.incident_id == incident_id]
+    assert any(u.entry.kind == "timeout" for u in updates)
+
+
+async def test_a_deadline_whose_handling_failed_halfway_offers_the_next_unit(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The order timed out and counted (the first write), then the handling failed (a crash,
+    # Redis away): the timer fires again after its lease and finishes the rest, once. Before,
+    # the timer was cancelled with the first writes and the incident kept no live order.
+    import json
+
+    import redis as sync_redis
+
+    from services.dispatch.engine import Dispatcher
+
+    withdrawn_for_real = Dispatcher._withdrawn
+    failures = []
+
+    async def fails_once(self: Dispatcher, *args: object, **kwargs: object) -> None:
+        if not failures:
+            failures.append("failed")
+            raise ConnectionError("Redis went away")
+        await withdrawn_for_real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Dispatcher, "_withdrawn", fails_once)
+    incident_id, orders = await offered_twice(clean_redis, publisher, monkeypatch,
+                                              timer_lease_s=0.5)
+    assert failures == ["failed"]
+    assert [o.team_id for o in orders] == ["first", "second"]
+    withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+    assert [(w.order_id, w.reason) for w in withdrawn] == [(orders[0].order_id, "timeout")]
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        entries = [json.loads(e) for e in client.lrange(f"dispatch:timeline:{incident_id}", 0, -1)]
+        incident = client.hgetall(f"dispatch:incident:{incident_id}")
+        first_claim = client.get("dispatch:claim:first")
+    finally:
+        client.close()
+    assert [e["kind"] for e in entries].count("timeout") == 1
+    assert (incident["misses"], incident["timeouts"]) == ("1", "1")
+    assert first_claim is None  # the timed-out team is free again
 
 
 async def test_acknowledgement_moves_the_incident_and_resolution_frees_the_team(

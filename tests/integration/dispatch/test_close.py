@@ -1,0 +1,91 @@
+"""The command room closes an incident (POST /v1/incidents/{id}/close), in-process against
+a real Redis: its orders withdrawn and their teams freed, incident.closed published once,
+and a close that failed halfway can be made again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import redis as sync_redis
+from faststream.redis import RedisBroker
+
+from services.dispatch import store
+from services.dispatch.main import create_app
+from shared import streams
+from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
+from tests.helpers import poll_until, read_stream
+
+from .conftest import settings_for
+from .test_engine import orders_for, report, team, wait_for_units
+
+ADMIN = {"Authorization": "Bearer test-admin"}
+
+
+@pytest.fixture
+async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        # raise_app_exceptions=False: a failing step answers 500, as it does over a socket
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
+            yield client
+
+
+async def offered(url: str, publisher: RedisBroker) -> tuple[str, str]:
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "an order")
+    return incident_id, order.order_id
+
+
+def closed_events(url: str, incident_id: str) -> list[IncidentClosed]:
+    return [e for e in read_stream(url, streams.INCIDENT_CLOSED.name, IncidentClosed)
+            if e.incident_id == incident_id]
+
+
+async def test_closing_withdraws_the_orders_and_publishes_the_end_once(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    incident_id, order_id = await offered(clean_redis, publisher)
+    r = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "closed"
+    assert [(e.final_status, e.event_id) for e in closed_events(clean_redis, incident_id)] == [
+        ("closed", f"closed-{incident_id}-cmd")]
+    withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+    assert [(w.order_id, w.reason) for w in withdrawn] == [(order_id, "closed")]
+    updates = [u for u in read_stream(clean_redis, streams.INCIDENT_UPDATED.name,
+                                      IncidentUpdated) if u.incident_id == incident_id]
+    assert updates[-1].status == "closed" and updates[-1].entry.kind == "closed"
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        assert client.get("dispatch:claim:t1") is None  # the team is free again
+        assert client.hget(f"dispatch:incident:{incident_id}", "closed_by") == "admin:admin"
+    finally:
+        client.close()
+    again = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert again.status_code == 409
+    assert len(closed_events(clean_redis, incident_id)) == 1
+
+
+async def test_a_close_that_failed_at_its_write_can_be_made_again(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    incident_id, _ = await offered(clean_redis, publisher)
+    write_for_real = store.write_incident_step
+    failures: list[str] = []
+
+    async def fails_once(*args: object, **kwargs: object) -> bool:
+        if not failures:
+            failures.append("failed")
+            raise ConnectionError("Redis went away")
+        return await write_for_real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write_incident_step", fails_once)
+    first = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert first.status_code == 500 and failures == ["failed"]
+    assert closed_events(clean_redis, incident_id) == []
+    second = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert second.status_code == 200
+    assert len(closed_events(clean_redis, incident_id)) == 1

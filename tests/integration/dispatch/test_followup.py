@@ -1,0 +1,77 @@
+"""A handed-over dispute's follow-up visit (its timer in dispatch:timers), in-process against
+a real Redis: one order to the owning station's team, also when the first firing failed
+after its offer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis as sync_redis
+from faststream.redis import RedisBroker
+
+from services.dispatch import store
+from services.dispatch.main import create_app
+from shared.events import OrderIssued
+from tests.helpers import poll_until
+
+from .conftest import settings_for
+from .test_engine import orders_for, report, team, wait_for_units
+
+
+def followups(url: str, incident_id: str) -> list[OrderIssued]:
+    return [o for o in orders_for(url, incident_id) if o.kind == "followup"]
+
+
+async def run_followup(url: str, publisher: RedisBroker) -> tuple[str, list[OrderIssued]]:
+    """An incident whose station is ag-police, its follow-up made due now; the follow-ups
+    issued once the timer fired (and, if it failed, fired again after its lease)."""
+    app = create_app(settings_for(url, timer_lease_s=0.5))
+    async with app.router.lifespan_context(app):
+        await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+        await team(publisher, "station-car", kind="police", lat=22.8300, lon=108.3665)
+        await wait_for_units(url, 2)
+        incident_id = await report(publisher, "dispute", priority="P3")
+        await poll_until(lambda: orders_for(url, incident_id), "the first order")
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            client.hset(f"dispatch:incident:{incident_id}", "station_agency_id", "ag-police")
+            client.zadd(store.TIMERS, {f"followup:{incident_id}": time.time()})
+            await poll_until(lambda: client.hget(f"dispatch:incident:{incident_id}",
+                                                 "followup_order"), "the follow-up recorded", 8)
+            await poll_until(lambda: client.zscore(store.TIMERS, f"followup:{incident_id}")
+                             is None, "the timer finished")
+        finally:
+            client.close()
+    return incident_id, followups(url, incident_id)
+
+
+async def test_the_station_gets_one_follow_up_order(clean_redis: str,
+                                                    publisher: RedisBroker) -> None:
+    incident_id, orders = await run_followup(clean_redis, publisher)
+    assert [(o.team_id, o.kind) for o in orders] == [("station-car", "followup")]
+    assert orders[0].instructions and "Follow-up visit" in orders[0].instructions
+
+
+async def test_a_firing_that_failed_after_its_offer_sends_no_second_order(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_for_real = store.write_incident_step
+    failures: list[str] = []
+
+    async def fails_once_after_the_offer(*args: object, **kwargs: object) -> bool:
+        commands = args[1]
+        if not failures and any("followup_order" in c for c in commands):  # type: ignore[attr-defined]
+            failures.append("failed")
+            raise ConnectionError("Redis went away")
+        return await write_for_real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write_incident_step", fails_once_after_the_offer)
+    incident_id, orders = await run_followup(clean_redis, publisher)
+    assert failures == ["failed"]
+    assert [(o.team_id, o.kind) for o in orders] == [("station-car", "followup")]
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        recorded = client.hget(f"dispatch:incident:{incident_id}", "followup_order")
+    finally:
+        client.close()
+    assert recorded == orders[0].order_id
