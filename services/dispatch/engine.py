@@ -641,6 +641,7 @@ class Dispatcher:
         assert inc is not None
         incident_id = inc["incident_id"]
         new_state = domain.RESPONSE_STATE[event.response]
+        again = order["state"] == new_state  # made again after an attempt that failed
         now = event.occurred_at.isoformat()
         moved = {"state": new_state, f"{new_state}_at": now}
         order.update(moved)
@@ -686,7 +687,7 @@ class Dispatcher:
                 await move(pipe)
                 store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
 
-            await self._hand_over(inc, order, entry, state=state, also=ended)
+            await self._hand_over(state, order, entry, also=ended, again=again)
             return await self._end(end)
         return await self._emit(incident_id, entry, status="resolved", state=state,
                                 also=self._resolving(inc, order, move, now), end=end)
@@ -709,25 +710,36 @@ class Dispatcher:
 
         return resolve
 
-    async def _hand_over(self, inc: dict[str, str], order: dict[str, str],
-                         entry: TimelineEntry, *, state: store.IncidentState | None = None,
-                         also: Callable[[Pipeline], Awaitable[None]] | None = None) -> None:
+    async def _hand_over(self, state: store.IncidentState, order: dict[str, str],
+                         entry: TimelineEntry, *, also: Callable[[Pipeline], Awaitable[None]],
+                         again: bool = False) -> None:
+        """Hand the incident over to its owning station: its status, then an order to the
+        station's nearest team. `again`: the step is made again after an attempt that
+        failed after its first write (the status is there; the station's order may be)."""
+        inc = state.incident
+        assert inc is not None
         incident_id = inc["incident_id"]
         now = utcnow()
 
         async def handed(pipe: Pipeline) -> None:
-            if also is not None:
-                await also(pipe)
+            await also(pipe)
             store.queue_incident_fields(pipe, incident_id, {"handed_over_at": now.isoformat()})
 
-        await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
+        if not again:
+            await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
         station = inc.get("station_agency_id") or ""
         if not station:
             zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
             station = zone.owner_agency_id if zone else ""
-        team = await self._station_team(inc, station) if station else None
-        handover_order: dict[str, str] | None = None
-        if team is None:
+        # The station's order of the failed attempt, if it made one: the station gets no
+        # second.
+        handover_order = next((o for o in state.orders if o.get("kind") == "handover"), None)
+        team = (None if handover_order is not None
+                else await self._station_team(inc, station) if station else None)
+        if handover_order is not None:
+            if handover_order.get("published") != "1":
+                await self._announce(inc, handover_order)
+        elif team is None:
             await store.update_incident(self.redis, incident_id, {"misses": str(
                 max(int(inc.get("misses") or 0), self.policy.flag_after_misses))})
             await self._emit(incident_id, TimelineEntry(
@@ -738,10 +750,15 @@ class Dispatcher:
                 inc, team, kind="handover", filing_due=filing_due,
                 instructions=f"Handed over by {order.get('team_name') or order['team_id']}: "
                              f"file the case by {filing_due:%Y-%m-%d %H:%M} UTC.")
+        if handover_order is not None and inc.get("handover_order") != handover_order["order_id"]:
+            order_id = handover_order["order_id"]
+
+            async def recorded(pipe: Pipeline) -> None:
+                store.queue_incident_fields(pipe, incident_id, {"handover_order": order_id})
+
             await self._emit(incident_id, TimelineEntry(
-                kind="handover", team_id=team.team_id,
-                order_id=handover_order["order_id"] if handover_order else None,
-                detail=f"handed over to station {station}"))
+                kind="handover", team_id=handover_order["team_id"], order_id=order_id,
+                detail=f"handed over to station {station}"), also=recorded)
         await self._publish(streams.INCIDENT_HANDED_OVER, IncidentHandedOver(
             event_id=f"handover-{incident_id}", district=inc["district"],
             incident_id=incident_id, station_agency_id=station or "unknown",

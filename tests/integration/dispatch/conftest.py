@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from faststream.redis import RedisBroker
@@ -31,3 +32,21 @@ async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
     await broker.connect()
     yield broker
     await broker.stop()
+
+
+def fail_a_write_once(monkeypatch: pytest.MonkeyPatch, holding: str = "") -> list[str]:
+    """Make the first store.write_incident_step whose commands hold `holding` (any, if "")
+    fail as if Redis went away, before anything is written; the list returned records it."""
+    from services.dispatch import store
+
+    write_for_real = store.write_incident_step
+    failures: list[str] = []
+
+    async def fails_once(redis: Any, commands: Any, **kwargs: Any) -> bool:
+        if not failures and (not holding or any(holding in map(str, c) for c in commands)):
+            failures.append("failed")
+            raise ConnectionError("Redis went away")
+        return await write_for_real(redis, commands, **kwargs)
+
+    monkeypatch.setattr(store, "write_incident_step", fails_once)
+    return failures

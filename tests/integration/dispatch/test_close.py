@@ -11,13 +11,12 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
-from services.dispatch import store
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
-from .conftest import settings_for
+from .conftest import fail_a_write_once, settings_for
 from .test_engine import orders_for, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
@@ -73,16 +72,7 @@ async def test_a_close_that_failed_at_its_write_can_be_made_again(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
         monkeypatch: pytest.MonkeyPatch) -> None:
     incident_id, _ = await offered(clean_redis, publisher)
-    write_for_real = store.write_incident_step
-    failures: list[str] = []
-
-    async def fails_once(*args: object, **kwargs: object) -> bool:
-        if not failures:
-            failures.append("failed")
-            raise ConnectionError("Redis went away")
-        return await write_for_real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "write_incident_step", fails_once)
+    failures = fail_a_write_once(monkeypatch)
     first = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
     assert first.status_code == 500 and failures == ["failed"]
     assert closed_events(clean_redis, incident_id) == []

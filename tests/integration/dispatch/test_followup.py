@@ -15,7 +15,7 @@ from services.dispatch.main import create_app
 from shared.events import OrderIssued
 from tests.helpers import poll_until
 
-from .conftest import settings_for
+from .conftest import fail_a_write_once, settings_for
 from .test_engine import orders_for, report, team, wait_for_units
 
 
@@ -55,17 +55,7 @@ async def test_the_station_gets_one_follow_up_order(clean_redis: str,
 
 async def test_a_firing_that_failed_after_its_offer_sends_no_second_order(
         clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_for_real = store.write_incident_step
-    failures: list[str] = []
-
-    async def fails_once_after_the_offer(*args: object, **kwargs: object) -> bool:
-        commands = args[1]
-        if not failures and any("followup_order" in c for c in commands):  # type: ignore[attr-defined]
-            failures.append("failed")
-            raise ConnectionError("Redis went away")
-        return await write_for_real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "write_incident_step", fails_once_after_the_offer)
+    failures = fail_a_write_once(monkeypatch, "followup_order")
     incident_id, orders = await run_followup(clean_redis, publisher)
     assert failures == ["failed"]
     assert [(o.team_id, o.kind) for o in orders] == [("station-car", "followup")]
