@@ -415,13 +415,16 @@ class Dispatcher:
 
     async def _offer(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,
                      eta_s: float | None = None, instructions: str | None = None,
-                     filing_due: datetime | None = None,
-                     require_available: bool = True) -> dict[str, str] | None:
+                     filing_due: datetime | None = None, require_available: bool = True,
+                     request: str = "") -> dict[str, str] | None:
         """Write a new order and claim its team in one step; None if the claim was lost.
-        The order still has to be announced (published): see _announce."""
+        The order still has to be announced (published): see _announce. `request`: the
+        event that asked for it, kept on the order."""
         order, deadline, entry = self._new_order(inc, unit, kind=kind, eta_s=eta_s,
                                                  instructions=instructions,
                                                  filing_due=filing_due)
+        if request:
+            order["request"] = request
         return await self._write_order(inc, order, deadline, entry,
                                        require_available=require_available)
 
@@ -607,7 +610,7 @@ class Dispatcher:
                 return
             end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None)
             if event.response == "reinforce":
-                await self._reinforce(inc, order)
+                await self._reinforce(inc, order, request=event.event_id)
                 free = await self._end(end)
             else:
                 free = await self._apply_response(state, order, event, end)
@@ -776,10 +779,16 @@ class Dispatcher:
         lat, lon = float(inc["lat"]), float(inc["lon"])
         return min(teams, key=lambda u: domain.distance_m(lat, lon, u.lat or lat, u.lon or lon))
 
-    async def _reinforce(self, inc: dict[str, str], order: dict[str, str]) -> None:
+    async def _reinforce(self, inc: dict[str, str], order: dict[str, str], *,
+                         request: str) -> None:
+        """Send the nearest free team as backup for `order`'s team, asked by the answer
+        `request` (an event id: an answer handled again after a failure that came after
+        its offer finds that order and sends no second team)."""
         incident_id = inc["incident_id"]
-        engaged = {o["team_id"] for o in await store.orders_of(self.redis, incident_id)
-                   if o["state"] in domain.LIVE_ORDER_STATES}
+        orders = await store.orders_of(self.redis, incident_id)
+        if any(o.get("request") == request for o in orders):
+            return
+        engaged = {o["team_id"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES}
         facts = self._facts(inc, engaged)
         now = utcnow()
         query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000)
@@ -793,7 +802,7 @@ class Dispatcher:
                 break
             choice = ranked[0]
             if await self._offer_and_announce(inc, choice.unit, kind="reinforcement",
-                                              eta_s=choice.eta_s):
+                                              eta_s=choice.eta_s, request=request):
                 await self._emit(incident_id, TimelineEntry(
                     kind="reinforcement", team_id=choice.unit.team_id,
                     detail=f"requested by {order.get('team_name') or order['team_id']}"))

@@ -35,15 +35,15 @@ async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
 
 
 def fail_a_write_once(monkeypatch: pytest.MonkeyPatch, holding: str = "") -> list[str]:
-    """Make the first store.write_incident_step whose commands hold `holding` (any, if "")
-    fail as if Redis went away, before anything is written; the list returned records it."""
+    """Make the first store.write_incident_step with `holding` in a word of its commands
+    (any, if "") fail as if Redis went away, before anything is written; the list returned records it."""
     from services.dispatch import store
 
     write_for_real = store.write_incident_step
     failures: list[str] = []
 
     async def fails_once(redis: Any, commands: Any, **kwargs: Any) -> bool:
-        if not failures and (not holding or any(holding in map(str, c) for c in commands)):
+        if not failures and any(holding in str(word) for c in commands for word in c):
             failures.append("failed")
             raise ConnectionError("Redis went away")
         return await write_for_real(redis, commands, **kwargs)

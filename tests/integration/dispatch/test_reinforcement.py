@@ -14,7 +14,7 @@ from shared import streams
 from shared.events import IncidentUpdated, OrderEscalated, OrderIssued, OrderResponded
 from tests.helpers import poll_until, read_stream
 
-from .conftest import settings_for
+from .conftest import fail_a_write_once, settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
 
@@ -91,3 +91,28 @@ async def test_backup_is_sent_after_many_claims_lost_while_a_team_is_free(
         assert [(o.team_id, o.kind) for o in orders][1] == ("backup", "reinforcement")
         assert lost["left"] == 0
         assert read_stream(clean_redis, streams.ORDER_ESCALATED.name, OrderEscalated) == []
+
+
+async def test_a_request_handled_again_after_a_failure_sends_no_second_team(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The backup's order went out, then the step failed before its end (the entry on the
+    # timeline): the answer is handled again and must find that order, not send "farther".
+    import redis as sync_redis
+
+    failures = fail_a_write_once(monkeypatch, '"kind":"reinforcement"')
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
+        await team(publisher, "backup", kind="security", lat=22.8190, lon=108.3665)
+        await team(publisher, "farther", kind="security", lat=22.8300, lon=108.3665)
+        await wait_for_units(clean_redis, 3)
+        incident_id, _ = await on_scene_asking_for_backup(clean_redis, publisher)
+        client = sync_redis.Redis.from_url(clean_redis)
+        try:
+            await poll_until(lambda: failures and client.xpending(
+                streams.ORDER_RESPONDED.name, "dispatch")["pending"] == 0,
+                "the answer handled again after the failure")
+        finally:
+            client.close()
+    assert [(o.team_id, o.kind) for o in orders_for(clean_redis, incident_id)] == [
+        ("first", "dispatch"), ("backup", "reinforcement")]
