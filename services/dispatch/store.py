@@ -776,7 +776,6 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
     return None if result < 0 else bool(result)
 
 
-
 # Writes made once: a step's writes that do not end it (Dispatcher._emit's, _announce's),
 # the commands a transaction would hold (from ARGV[5], ARGV[4] of them: RUN_COMMANDS_LUA).
 # redis-py sends a transaction or a script again when it lost the reply (Redis restarted
