@@ -969,16 +969,31 @@ class Dispatcher:
                 raise conflict(f"the incident is {inc['status']}; only open incidents "
                                "can be assigned")
             holder = await store.claim_of(self.redis, team_id)
-            order = await self._offer_and_announce(inc, unit, kind="manual",
-                                                   require_available=False)
-            if order is None:
-                raise conflict(f"team {team_id} holds open order {holder}; it must be "
-                               "resolved or withdrawn first")
-            await store.remove_waiting(self.redis, district=inc["district"],
-                                       incident_id=incident_id)
-            await self._emit(incident_id, TimelineEntry(
-                kind="manual_assign", team_id=team_id, order_id=order["order_id"],
-                detail="assigned by the command room"))
+            held = await store.get_order(self.redis, holder) if holder else None
+            if (held is not None and held["incident_id"] == incident_id
+                    and held.get("kind") == "manual"
+                    and held["state"] in domain.LIVE_ORDER_STATES):
+                # This assignment asked again (its answer lost, or it failed after the
+                # offer): the same order, announced if it was not, and no conflict.
+                order = held
+                if order.get("published") != "1":
+                    await self._announce(inc, order)
+            else:
+                order = await self._offer_and_announce(inc, unit, kind="manual",
+                                                       require_available=False)
+                if order is None:
+                    raise conflict(f"team {team_id} holds open order {holder}; it must be "
+                                   "resolved or withdrawn first")
+            order_id = order["order_id"]
+            if inc.get("manual_order") != order_id:
+                async def recorded(pipe: Pipeline) -> None:
+                    store.queue_not_waiting(pipe, district=inc["district"],
+                                            incident_id=incident_id)
+                    store.queue_incident_fields(pipe, incident_id, {"manual_order": order_id})
+
+                await self._emit(incident_id, TimelineEntry(
+                    kind="manual_assign", team_id=team_id, order_id=order_id,
+                    detail="assigned by the command room"), also=recorded)
             return order
 
     async def close(self, incident_id: str, *, by: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from faststream.redis import RedisBroker
 
@@ -32,6 +33,17 @@ async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
     await broker.connect()
     yield broker
     await broker.stop()
+
+
+@pytest.fixture
+async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Dispatch in this process, reached by its HTTP API (the command room's)."""
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        # raise_app_exceptions=False: a failing step answers 500, as it does over a socket
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
+            yield client
 
 
 def fail_a_write_once(monkeypatch: pytest.MonkeyPatch, holding: str = "") -> list[str]:

@@ -4,32 +4,19 @@ and a close that failed halfway can be made again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
-from services.dispatch.main import create_app
 from shared import streams
 from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once, settings_for
+from .conftest import fail_a_write_once
 from .test_engine import orders_for, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
-
-
-@pytest.fixture
-async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings_for(clean_redis))
-    async with app.router.lifespan_context(app):
-        # raise_app_exceptions=False: a failing step answers 500, as it does over a socket
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
-            yield client
 
 
 async def offered(url: str, publisher: RedisBroker) -> tuple[str, str]:
