@@ -549,13 +549,25 @@ class Dispatcher:
         async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
             await self._queue_order_issued(pipe, inc, order)
             commands = queued_commands(pipe)
-        await store.announce_once(self.redis, commands, order_id=order["order_id"])
+        await store.write_order_once(self.redis, commands, order_id=order["order_id"],
+                                     unless=("published", "1"))
 
     async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *,
                         reason: str) -> None:
-        await store.update_order(self.redis, order["order_id"], {"state": "withdrawn"})
-        await store.cancel(self.redis, f"ack:{order['order_id']}")
-        await self._withdrawn(inc, order, reason=reason)
+        """Take an order back: its team's claim released first (harmless made again), then
+        its state, its deadline and order.withdrawn in one write made once. Written apart,
+        a failure between the state and the event left a withdrawn order that no retry
+        published: the device kept showing it and volunteers kept its team busy."""
+        order_id = order["order_id"]
+        await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
+        async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
+            store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
+            store.queue_cancel(pipe, f"ack:{order_id}")
+            await queue_publish(pipe, streams.ORDER_WITHDRAWN,
+                                self._order_withdrawn(inc, order, reason))
+            commands = queued_commands(pipe)
+        await store.write_order_once(self.redis, commands, order_id=order_id,
+                                     unless=("state", "withdrawn"))
 
     async def _withdrawn(self, inc: dict[str, str], order: dict[str, str], *,
                          reason: str) -> None:
@@ -563,10 +575,15 @@ class Dispatcher:
         made again): its team's claim released, order.withdrawn published."""
         await store.release_unit(self.redis, team_id=order["team_id"],
                                  order_id=order["order_id"])
-        await self._publish(streams.ORDER_WITHDRAWN, OrderWithdrawn(
+        await self._publish(streams.ORDER_WITHDRAWN, self._order_withdrawn(inc, order, reason))
+
+    @staticmethod
+    def _order_withdrawn(inc: dict[str, str], order: dict[str, str],
+                         reason: str) -> OrderWithdrawn:
+        return OrderWithdrawn(
             event_id=f"withdrawn-{order['order_id']}", district=inc["district"],
             order_id=order["order_id"], incident_id=inc["incident_id"],
-            team_id=order["team_id"], reason=reason))
+            team_id=order["team_id"], reason=reason)
 
     # --- teams answer -----------------------------------------------------------------
 

@@ -776,7 +776,8 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
     return None if result < 0 else bool(result)
 
 
-# Writes made once: a step's writes that do not end it (Dispatcher._emit's, _announce's),
+# Writes made once: a step's writes that do not end it (Dispatcher._emit's, _announce's,
+# _withdraw's),
 # the commands a transaction would hold (from ARGV[5], ARGV[4] of them: RUN_COMMANDS_LUA).
 # redis-py sends a transaction or a script again when it lost the reply (Redis restarted
 # after running it), and a MULTI sent again writes all of it twice: a second timeline entry,
@@ -809,10 +810,11 @@ async def write_incident_step(redis: Redis, commands: Sequence[Sequence[Any]], *
                              mark=("last_write", token), seq=seq) >= 0
 
 
-async def announce_once(redis: Redis, commands: Sequence[Sequence[Any]], *, order_id: str
-                        ) -> None:
-    """Make `commands` (an order's order.issued) unless the order is marked published."""
-    await _write_once(redis, commands, key=_order_key(order_id), mark=("published", "1"))
+async def write_order_once(redis: Redis, commands: Sequence[Sequence[Any]], *, order_id: str,
+                           unless: tuple[str, str]) -> None:
+    """Make `commands` (an order's announcement or withdrawal) unless the order's field
+    `unless[0]` holds `unless[1]` (set after them: they ran)."""
+    await _write_once(redis, commands, key=_order_key(order_id), mark=unless)
 
 
 # --- timers ---------------------------------------------------------------------------

@@ -4,11 +4,14 @@ and a close that failed halfway can be made again."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from shared import streams
 from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
@@ -65,4 +68,30 @@ async def test_a_close_that_failed_at_its_write_can_be_made_again(
     assert closed_events(clean_redis, incident_id) == []
     second = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
     assert second.status_code == 200
+    assert len(closed_events(clean_redis, incident_id)) == 1
+
+
+async def test_a_close_that_failed_while_withdrawing_withdraws_when_made_again(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The order's withdrawal (its state, its deadline, order.withdrawn) is one write: made
+    # again, the close publishes it. Written apart, a failure after the state left an order
+    # withdrawn that no retry published (the device kept it, volunteers kept the team busy).
+    incident_id, order_id = await offered(clean_redis, publisher)
+    write_for_real = store.write_order_once
+    failures: list[str] = []
+
+    async def fails_once(redis: Any, commands: Any, **kwargs: Any) -> None:
+        if not failures and kwargs["unless"] == ("state", "withdrawn"):
+            failures.append("failed")
+            raise ConnectionError("Redis went away")
+        await write_for_real(redis, commands, **kwargs)
+
+    monkeypatch.setattr(store, "write_order_once", fails_once)
+    assert (await console.post(f"/v1/incidents/{incident_id}/close",
+                               headers=ADMIN)).status_code == 500
+    assert (await console.post(f"/v1/incidents/{incident_id}/close",
+                               headers=ADMIN)).status_code == 200
+    withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+    assert [(w.order_id, w.reason) for w in withdrawn] == [(order_id, "closed")]
     assert len(closed_events(clean_redis, incident_id)) == 1

@@ -1,4 +1,4 @@
-"""A step's writes that do not end it (store.write_incident_step, store.announce_once)
+"""A step's writes that do not end it (store.write_incident_step, store.write_order_once)
 against a real Redis: made once when redis-py sends them again after losing the reply, and
 not made over an incident that another step changed since the step read it."""
 
@@ -68,7 +68,7 @@ async def test_an_order_announced_again_is_published_once(redis: Redis) -> None:
     announce = [("XADD", "order.issued", "*", "order", ORDER),
                 ("HSET", f"dispatch:order:{ORDER}", "published", "1")]
     for _ in range(2):
-        await store.announce_once(redis, announce, order_id=ORDER)
+        await store.write_order_once(redis, announce, order_id=ORDER, unless=("published", "1"))
     assert await redis.xlen("order.issued") == 1
     assert await redis.hget(f"dispatch:order:{ORDER}", "published") == "1"
 
