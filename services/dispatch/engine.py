@@ -696,7 +696,8 @@ class Dispatcher:
         # Before the transaction, for the reason above.
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order["order_id"])
         if new_state == "declined":
-            await self._emit(incident_id, entry, state=state, also=move)
+            if not again:  # made again: the refusal is written, the offer to another is not
+                await self._emit(incident_id, entry, state=state, also=move)
             await self._fill(incident_id, state)
             return await self._end(end)
         for other in others:
@@ -803,7 +804,13 @@ class Dispatcher:
         its offer finds that order and sends no second team)."""
         incident_id = inc["incident_id"]
         orders = await store.orders_of(self.redis, incident_id)
-        if any(o.get("request") == request for o in orders):
+        sent = next((o for o in orders if o.get("request") == request), None)
+        if sent is not None:  # made again: that order's announcement and entry, if missing
+            if sent.get("published") != "1":
+                await self._announce(inc, sent)
+            if not any(e.get("kind") == "reinforcement" and e.get("order_id") == sent["order_id"]
+                       for e in await store.timeline(self.redis, incident_id)):
+                await self._emit_reinforcement(inc, order, sent)
             return
         engaged = {o["team_id"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES}
         facts = self._facts(inc, engaged)
@@ -818,17 +825,22 @@ class Dispatcher:
             if not ranked:
                 break
             choice = ranked[0]
-            if await self._offer_and_announce(inc, choice.unit, kind="reinforcement",
-                                              eta_s=choice.eta_s, request=request):
-                await self._emit(incident_id, TimelineEntry(
-                    kind="reinforcement", team_id=choice.unit.team_id,
-                    detail=f"requested by {order.get('team_name') or order['team_id']}"))
+            backup = await self._offer_and_announce(inc, choice.unit, kind="reinforcement",
+                                                    eta_s=choice.eta_s, request=request)
+            if backup is not None:
+                await self._emit_reinforcement(inc, order, backup)
                 return
         await self._emit(incident_id, TimelineEntry(
             kind="note", detail="reinforcement requested; no suitable team available"))
         await self._publish(streams.ORDER_ESCALATED, OrderEscalated(
             district=inc["district"], order_id=order["order_id"], incident_id=incident_id,
             team_id=order["team_id"], reason="no reinforcement available"))
+
+    async def _emit_reinforcement(self, inc: dict[str, str], order: dict[str, str],
+                                  backup: dict[str, str]) -> None:
+        await self._emit(inc["incident_id"], TimelineEntry(
+            kind="reinforcement", team_id=backup["team_id"], order_id=backup["order_id"],
+            detail=f"requested by {order.get('team_name') or order['team_id']}"))
 
     # --- time passes ------------------------------------------------------------------
 

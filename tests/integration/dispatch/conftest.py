@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,21 @@ async def dispatch(clean_redis: str) -> AsyncIterator[str]:
     async with app.router.lifespan_context(app):
         yield clean_redis
 
+
+
+@contextlib.asynccontextmanager
+async def dispatch_with_teams(url: str, publisher: RedisBroker, teams: dict[str, tuple[str, float]],
+                              **settings: object) -> AsyncIterator[None]:
+    """Dispatch in this process (its lifespan) with `teams` on shift and placed: each
+    {team id: (agency kind, latitude)}, at the test scene's longitude."""
+    from .test_engine import team, wait_for_units
+
+    app = create_app(settings_for(url, **settings))
+    async with app.router.lifespan_context(app):
+        for team_id, (kind, lat) in teams.items():
+            await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+        await wait_for_units(url, len(teams))
+        yield
 
 @pytest.fixture
 async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:

@@ -11,12 +11,11 @@ import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from services.dispatch import store
-from services.dispatch.main import create_app
 from shared.events import OrderIssued
 from tests.helpers import poll_until
 
-from .conftest import fail_a_write_once, settings_for
-from .test_engine import orders_for, report, team, wait_for_units
+from .conftest import dispatch_with_teams, fail_a_write_once
+from .test_engine import orders_for, report
 
 
 def followups(url: str, incident_id: str) -> list[OrderIssued]:
@@ -26,11 +25,9 @@ def followups(url: str, incident_id: str) -> list[OrderIssued]:
 async def run_followup(url: str, publisher: RedisBroker) -> tuple[str, list[OrderIssued]]:
     """An incident whose station is ag-police, its follow-up made due now; the follow-ups
     issued once the timer fired (and, if it failed, fired again after its lease)."""
-    app = create_app(settings_for(url, timer_lease_s=0.5))
-    async with app.router.lifespan_context(app):
-        await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
-        await team(publisher, "station-car", kind="police", lat=22.8300, lon=108.3665)
-        await wait_for_units(url, 2)
+    async with dispatch_with_teams(url, publisher, {"guard": ("security", 22.8171),
+                                                   "station-car": ("police", 22.8300)},
+                                   timer_lease_s=0.5):
         incident_id = await report(publisher, "dispute", priority="P3")
         await poll_until(lambda: orders_for(url, incident_id), "the first order")
         client = sync_redis.Redis.from_url(url, decode_responses=True)

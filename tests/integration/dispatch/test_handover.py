@@ -9,23 +9,19 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
-from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued, OrderResponded
 from tests.helpers import poll_until
 
-from .conftest import fail_a_write_once, settings_for
-from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
+from .conftest import dispatch_with_teams, fail_a_write_once
+from .test_engine import DISTRICT, orders_for, report
 
 
 async def hand_over(url: str, publisher: RedisBroker) -> tuple[str, list[OrderIssued]]:
     """An incident of the station ag-police that its guard answers, then hands over; its
     orders once the station's team has one."""
-    app = create_app(settings_for(url))
-    async with app.router.lifespan_context(app):
-        await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
-        await team(publisher, "station-car", kind="police", lat=22.8300, lon=108.3665)
-        await wait_for_units(url, 2)
+    async with dispatch_with_teams(url, publisher, {"guard": ("security", 22.8171),
+                                                   "station-car": ("police", 22.8300)}):
         incident_id = await report(publisher, "noise", priority="P4")
         (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
         client = sync_redis.Redis.from_url(url, decode_responses=True)

@@ -96,7 +96,8 @@ async def test_backup_is_sent_after_many_claims_lost_while_a_team_is_free(
 async def test_a_request_handled_again_after_a_failure_sends_no_second_team(
         clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # The backup's order went out, then the step failed before its end (the entry on the
-    # timeline): the answer is handled again and must find that order, not send "farther".
+    # timeline): the answer is handled again and must find that order, not send "farther",
+    # and write the entry.
     import redis as sync_redis
 
     failures = fail_a_write_once(monkeypatch, '"kind":"reinforcement"')
@@ -114,5 +115,8 @@ async def test_a_request_handled_again_after_a_failure_sends_no_second_team(
                 "the answer handled again after the failure")
         finally:
             client.close()
-    assert [(o.team_id, o.kind) for o in orders_for(clean_redis, incident_id)] == [
-        ("first", "dispatch"), ("backup", "reinforcement")]
+    orders = orders_for(clean_redis, incident_id)
+    assert [(o.team_id, o.kind) for o in orders] == [("first", "dispatch"),
+                                                     ("backup", "reinforcement")]
+    # the entry the failed attempt did not write, written once by the second
+    assert timeline(clean_redis, incident_id).count(("reinforcement", "backup")) == 1
