@@ -569,14 +569,6 @@ class Dispatcher:
         await store.write_order_once(self.redis, commands, order_id=order_id,
                                      unless=("state", "withdrawn"))
 
-    async def _withdrawn(self, inc: dict[str, str], order: dict[str, str], *,
-                         reason: str) -> None:
-        """The rest of an order's withdrawal once its state is written (each part can be
-        made again): its team's claim released, order.withdrawn published."""
-        await store.release_unit(self.redis, team_id=order["team_id"],
-                                 order_id=order["order_id"])
-        await self._publish(streams.ORDER_WITHDRAWN, self._order_withdrawn(inc, order, reason))
-
     @staticmethod
     def _order_withdrawn(inc: dict[str, str], order: dict[str, str],
                          reason: str) -> OrderWithdrawn:
@@ -862,29 +854,27 @@ class Dispatcher:
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == order_id), None)
-            # Timed out already: an earlier firing failed after its first write (the timer
-            # stays until the firing succeeds). The rest is made again, or the incident would
-            # keep no live order and never be offered again.
+            # Timed out already: an earlier firing failed after its write (the timer stays
+            # until the firing succeeds). The offer again is made again, or the incident
+            # would keep no live order and never be offered again.
             if order is None or inc is None or order["state"] not in ("offered", "timed_out"):
                 return
             with tracer.start_as_current_span(
                 "acknowledgement deadline missed",
                 context=extract_context(json.loads(inc.get("trace_ctx") or "{}")),
             ):
+                # first, as a withdrawal's: harmless made again
+                await store.release_unit(self.redis, team_id=order["team_id"],
+                                         order_id=order_id)
                 if order["state"] == "offered":
                     await self._time_out(state, order)
-                await self._withdrawn(inc, order, reason="timeout")
-                await self._publish(streams.ORDER_ESCALATED, OrderEscalated(
-                    event_id=f"escalated-{order_id}", district=inc["district"],
-                    order_id=order_id, incident_id=incident_id, team_id=order["team_id"],
-                    reason="acknowledgement deadline missed",
-                    misses=int(inc.get("misses") or 0)))
                 await self._fill(incident_id, state)
         await self.retry_waiting(inc["district"], freed=order["team_id"])
 
     async def _time_out(self, state: store.IncidentState, order: dict[str, str]) -> None:
-        """An offered order's deadline passed: the order timed out and the incident's misses
-        counted with its timeline entry and incident.updated, in one write made once."""
+        """An offered order's deadline passed: the order timed out, order.withdrawn and
+        order.escalated, the incident's misses counted with its timeline entry and
+        incident.updated, in one write made once."""
         inc = state.incident
         assert inc is not None
         counts = {name: str(int(inc.get(name) or 0) + 1) for name in ("misses", "timeouts")}
@@ -894,6 +884,13 @@ class Dispatcher:
         async def timed_out(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order["order_id"], {"state": "timed_out"})
             store.queue_incident_fields(pipe, inc["incident_id"], counts)
+            await queue_publish(pipe, streams.ORDER_WITHDRAWN,
+                                self._order_withdrawn(inc, order, "timeout"))
+            await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(
+                event_id=f"escalated-{order['order_id']}", district=inc["district"],
+                order_id=order["order_id"], incident_id=inc["incident_id"],
+                team_id=order["team_id"], reason="acknowledgement deadline missed",
+                misses=int(counts["misses"])))
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="timeout", team_id=order["team_id"], order_id=order["order_id"],

@@ -777,8 +777,8 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
 
 
 # Writes made once: a step's writes that do not end it (Dispatcher._emit's, _announce's,
-# _withdraw's),
-# the commands a transaction would hold (from ARGV[5], ARGV[4] of them: RUN_COMMANDS_LUA).
+# _withdraw's), the commands a transaction would hold (from ARGV[5], ARGV[4] of them:
+# RUN_COMMANDS_LUA).
 # redis-py sends a transaction or a script again when it lost the reply (Redis restarted
 # after running it), and a MULTI sent again writes all of it twice: a second timeline entry,
 # status count and event. Here nothing is written if KEYS[1]'s field ARGV[1] holds ARGV[2]

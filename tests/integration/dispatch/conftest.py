@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -62,19 +62,38 @@ async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-def fail_a_write_once(monkeypatch: pytest.MonkeyPatch, holding: str = "") -> list[str]:
-    """Make the first store.write_incident_step with `holding` in a word of its commands
-    (any, if "") fail as if Redis went away, before anything is written; the list returned records it."""
-    from services.dispatch import store
-
-    write_for_real = store.write_incident_step
+def fail_once(monkeypatch: pytest.MonkeyPatch, owner: object, name: str,
+              when: Callable[..., bool] = lambda *args, **kwargs: True) -> list[str]:
+    """Make the first call of `owner.name` (a store function or a Dispatcher method) whose
+    arguments satisfy `when` fail as if Redis went away, before it does anything; the list
+    returned records the failure."""
+    real = getattr(owner, name)
     failures: list[str] = []
 
-    async def fails_once(redis: Any, commands: Any, **kwargs: Any) -> bool:
-        if not failures and any(holding in str(word) for c in commands for word in c):
+    async def fails_once(*args: Any, **kwargs: Any) -> Any:
+        if not failures and when(*args, **kwargs):
             failures.append("failed")
             raise ConnectionError("Redis went away")
-        return await write_for_real(redis, commands, **kwargs)
+        return await real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "write_incident_step", fails_once)
+    monkeypatch.setattr(owner, name, fails_once)
     return failures
+
+
+def fail_a_write_once(monkeypatch: pytest.MonkeyPatch, holding: str = "") -> list[str]:
+    """fail_once for the first store.write_incident_step with `holding` in a word of its
+    commands (any, if "")."""
+    from services.dispatch import store
+
+    return fail_once(monkeypatch, store, "write_incident_step",
+                     lambda _redis, commands, **_: any(holding in str(word)
+                                                       for c in commands for word in c))
+
+
+def fill_holding(order_state: str) -> Callable[..., bool]:
+    """For fail_once on Dispatcher._fill: a call given a state with an order in
+    `order_state`."""
+    def when(_engine: Any, _incident_id: str, state: Any = None, **_: Any) -> bool:
+        return state is not None and any(o["state"] == order_state for o in state.orders)
+
+    return when

@@ -4,8 +4,6 @@ and a close that failed halfway can be made again."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 import redis as sync_redis
@@ -16,7 +14,7 @@ from shared import streams
 from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once
+from .conftest import fail_a_write_once, fail_once
 from .test_engine import orders_for, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
@@ -78,18 +76,11 @@ async def test_a_close_that_failed_while_withdrawing_withdraws_when_made_again(
     # again, the close publishes it. Written apart, a failure after the state left an order
     # withdrawn that no retry published (the device kept it, volunteers kept the team busy).
     incident_id, order_id = await offered(clean_redis, publisher)
-    write_for_real = store.write_order_once
-    failures: list[str] = []
-
-    async def fails_once(redis: Any, commands: Any, **kwargs: Any) -> None:
-        if not failures and kwargs["unless"] == ("state", "withdrawn"):
-            failures.append("failed")
-            raise ConnectionError("Redis went away")
-        await write_for_real(redis, commands, **kwargs)
-
-    monkeypatch.setattr(store, "write_order_once", fails_once)
+    failures = fail_once(monkeypatch, store, "write_order_once",
+                         lambda *_, unless, **__: unless == ("state", "withdrawn"))
     assert (await console.post(f"/v1/incidents/{incident_id}/close",
                                headers=ADMIN)).status_code == 500
+    assert failures == ["failed"]
     assert (await console.post(f"/v1/incidents/{incident_id}/close",
                                headers=ADMIN)).status_code == 200
     withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)

@@ -15,7 +15,7 @@ from shared import streams
 from shared.events import OrderIssued, OrderResponded
 from tests.helpers import poll_until
 
-from .conftest import dispatch_with_teams
+from .conftest import dispatch_with_teams, fail_once, fill_holding
 from .test_engine import DISTRICT, orders_for, report
 
 
@@ -63,18 +63,7 @@ async def test_a_refusal_handled_again_after_a_failure_writes_it_once(
         clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # The refusal written, then the offer to the next team failed (Redis away): the answer
     # is handled again, and must offer the incident without writing the refusal twice.
-    fill_for_real = Dispatcher._fill
-    failures: list[str] = []
-
-    async def fails_once_after_the_refusal(self: Dispatcher, incident_id: str,
-                                           state: Any = None, **kwargs: Any) -> None:
-        if not failures and state is not None and any(
-                o["state"] == "declined" for o in state.orders):
-            failures.append("failed")
-            raise ConnectionError("Redis went away")
-        await fill_for_real(self, incident_id, state, **kwargs)
-
-    monkeypatch.setattr(Dispatcher, "_fill", fails_once_after_the_refusal)
+    failures = fail_once(monkeypatch, Dispatcher, "_fill", fill_holding("declined"))
     incident_id, orders = await declined(clean_redis, publisher)
     assert failures == ["failed"]
     assert [o.team_id for o in orders] == ["near", "next"]

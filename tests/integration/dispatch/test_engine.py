@@ -24,7 +24,7 @@ from shared.events import (
 )
 from tests.helpers import poll_until, read_stream
 
-from .conftest import settings_for
+from .conftest import fail_once, fill_holding, settings_for
 
 DISTRICT = "qingxiu"
 SCENE = Location(lat=22.8170, lon=108.3665)
@@ -136,16 +136,7 @@ async def test_a_deadline_whose_handling_failed_halfway_offers_the_next_unit(
 
     from services.dispatch.engine import Dispatcher
 
-    withdrawn_for_real = Dispatcher._withdrawn
-    failures = []
-
-    async def fails_once(self: Dispatcher, *args: object, **kwargs: object) -> None:
-        if not failures:
-            failures.append("failed")
-            raise ConnectionError("Redis went away")
-        await withdrawn_for_real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Dispatcher, "_withdrawn", fails_once)
+    failures = fail_once(monkeypatch, Dispatcher, "_fill", fill_holding("timed_out"))
     incident_id, orders = await offered_twice(clean_redis, publisher, monkeypatch,
                                               timer_lease_s=0.5)
     assert failures == ["failed"]
