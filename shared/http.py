@@ -19,6 +19,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from limits import parse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -53,6 +55,14 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class TryAgain(Exception):
+    """A refusal that passes: the caller should ask again shortly. Answered 503 with
+    Retry-After, the message saying why (never 500: nothing is broken, and asking again
+    works)."""
+
+    retry_after_s = 1
+
+
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
@@ -79,6 +89,12 @@ def unauthorized(message: str) -> ApiError:
 def rate_limited(wait_s: int) -> ApiError:
     return ApiError(429, "rate_limited", f"too many requests for this token; retry in {wait_s} s",
                     headers={"Retry-After": str(wait_s)})
+
+
+def store_away() -> ApiError:
+    """Redis restarting or out of reach (the client has retried already): 503, ask again."""
+    return ApiError(503, "unavailable", "the store is not answering; ask again",
+                    headers={"Retry-After": "2"})
 
 
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
@@ -128,6 +144,7 @@ _ERROR_STATUSES = {
     "403": "This caller may not act on this object", "404": "Not found",
     "409": "The object's state forbids it", "413": "Body too large",
     "422": "A field is wrong", "429": "Too many requests (see Retry-After)",
+    "503": "Not now: ask again (see Retry-After)",
 }
 
 
@@ -193,6 +210,20 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(TryAgain)
+    async def _try_again(_: Request, exc: TryAgain) -> JSONResponse:
+        log.warning("answered 503: %s", exc)
+        return JSONResponse(error_body("unavailable", f"{exc}; ask again"), status_code=503,
+                            headers={"Retry-After": str(exc.retry_after_s)})
+
+    # Redis restarting or out of reach (the client has retried already): a state that
+    # passes, so 503, and the caller asks again.
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _store_away(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("answered 503: Redis not answering (%s)", type(exc).__name__)
+        return error_response(store_away())
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -317,7 +348,16 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
-        principal = await self.principal_for(token, scope) if token else None
+        try:
+            principal = await self.principal_for(token, scope) if token else None
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            # Redis away: whether the token is good is not known now. Neither yes nor no.
+            log.warning("token not resolved: Redis not answering (%s)", type(exc).__name__)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
+                return
+            await error_response(store_away())(scope, receive, send)
+            return
         if principal is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from shared.http import TryAgain
 from shared.scripts import run_script
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,23 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-class LockLost(RuntimeError):
+class LockLost(TryAgain, RuntimeError):
     """A step's lock expired before its writes, which were not made (its end script found
     the lock gone, or its incident changed by another step): the step fails and its event
-    is handled again."""
+    is handled again; a command-room request gets 503 and asks again."""
+
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"incident {incident_id} changed under this step, which wrote nothing")
+        self.incident_id = incident_id
+
+
+class LockBusy(TryAgain, TimeoutError):
+    """Another step held the incident's lock for the whole wait (a stalled worker, whose
+    lock the TTL frees): a stream step fails and is retried, a request gets 503."""
+
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"incident {incident_id} is being changed by another step")
+        self.incident_id = incident_id
 
 
 @dataclass
@@ -81,10 +95,10 @@ class Held:
 
 
 class IncidentLocks:
-    def __init__(self, redis: Redis, *, ttl_s: float = TTL_S, wait_s: float = WAIT_S) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: float = TTL_S, wait_s: float | None = None) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
-        self.wait_s = wait_s
+        self.wait_s = WAIT_S if wait_s is None else wait_s
         self._held: dict[str, Held] = {}  # by lock key
         self._renewer: asyncio.Task[None] | None = None
 
@@ -142,7 +156,7 @@ class IncidentLocks:
         deadline = time.monotonic() + self.wait_s
         while not await self.redis.set(key(incident_id), token, nx=True, px=self.ttl_ms):
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"incident {incident_id} is locked by another worker")
+                raise LockBusy(incident_id)
             await asyncio.sleep(_RETRY_S)
 
     def _ensure_renewer(self) -> None:

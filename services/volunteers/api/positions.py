@@ -27,6 +27,8 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from shared.events import UnitPosition, utcnow
@@ -38,6 +40,7 @@ from shared.http import (
     error_body,
     forbidden,
     rate_limited,
+    store_away,
     unauthorized,
 )
 from shared.metrics import meter
@@ -152,7 +155,10 @@ class PositionFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         extra: dict[str, str] | None = None
         try:
-            status, payload = await self._handle(scope, receive)
+            try:
+                status, payload = await self._handle(scope, receive)
+            except (RedisConnectionError, RedisTimeoutError):
+                raise store_away() from None  # as the app's own handler answers (shared.http)
         except ApiError as exc:
             self.outcomes[f"refused_{exc.status}"] += 1
             status, payload = exc.status, error_body(exc.code, exc.message, exc.field)

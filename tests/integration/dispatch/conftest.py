@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from faststream.redis import RedisBroker
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.dispatch.config import Settings
 from services.dispatch.main import create_app
@@ -56,7 +57,7 @@ async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
     """Dispatch in this process, reached by its HTTP API (the command room's)."""
     app = create_app(settings_for(clean_redis))
     async with app.router.lifespan_context(app):
-        # raise_app_exceptions=False: a failing step answers 500, as it does over a socket
+        # raise_app_exceptions=False: a failing step answers as it does over a socket
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
             yield client
@@ -73,7 +74,7 @@ def fail_once(monkeypatch: pytest.MonkeyPatch, owner: object, name: str,
     async def fails_once(*args: Any, **kwargs: Any) -> Any:
         if not failures and when(*args, **kwargs):
             failures.append("failed")
-            raise ConnectionError("Redis went away")
+            raise RedisConnectionError("Redis went away")
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, fails_once)

@@ -11,11 +11,13 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import locks
+from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once
+from .conftest import fail_a_write_once, settings_for
 from .test_engine import orders_for, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
@@ -67,7 +69,7 @@ async def test_an_assignment_that_failed_after_its_offer_is_finished_when_asked_
     incident_id = await incident_and_a_second_team(clean_redis, publisher)
     failures = fail_a_write_once(monkeypatch, "manual_order")
     failed = await assign(console, incident_id)
-    assert failed.status_code == 500 and failures == ["failed"]
+    assert failed.status_code == 503 and failures == ["failed"]
     again = await assign(console, incident_id)
     assert again.status_code == 200
     assert [o.order_id for o in manual_orders(clean_redis, incident_id)] == [
@@ -88,3 +90,32 @@ async def test_a_team_busy_on_another_incident_is_a_conflict(
     await poll_until(waiting, "the other incident waiting")
     busy = await assign(console, other)
     assert busy.status_code == 409 and "holds open order" in busy.json()["error"]["message"]
+
+
+async def test_an_incident_held_by_a_stalled_step_answers_503_and_the_assignment_waits_for_it(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A step that holds the incident's lock past the wait (a stalled worker; its TTL frees
+    # it) is a state that passes: 503 with Retry-After, not 500, and asking again works.
+    monkeypatch.setattr(locks, "WAIT_S", 0.3)
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as console:
+            incident_id = await incident_and_a_second_team(clean_redis, publisher)
+            client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+            try:
+                client.set(locks.key(incident_id), "a-stalled-worker", px=60_000)
+                held = await assign(console, incident_id)
+                assert held.status_code == 503 and held.headers["Retry-After"] == "1"
+                assert held.json()["error"] == {
+                    "code": "unavailable",
+                    "message": f"incident {incident_id} is being changed by another step; "
+                               "ask again"}
+                assert manual_orders(clean_redis, incident_id) == []
+                client.delete(locks.key(incident_id))  # the stalled worker's TTL ran out
+            finally:
+                client.close()
+            again = await assign(console, incident_id)
+            assert again.status_code == 200
+            assert [o.order_id for o in manual_orders(clean_redis, incident_id)] == [
+                again.json()["order_id"]]

@@ -62,7 +62,7 @@ async def test_a_close_that_failed_at_its_write_can_be_made_again(
     incident_id, _ = await offered(clean_redis, publisher)
     failures = fail_a_write_once(monkeypatch)
     first = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
-    assert first.status_code == 500 and failures == ["failed"]
+    assert first.status_code == 503 and failures == ["failed"]
     assert closed_events(clean_redis, incident_id) == []
     second = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
     assert second.status_code == 200
@@ -79,7 +79,7 @@ async def test_a_close_that_failed_while_withdrawing_withdraws_when_made_again(
     failures = fail_once(monkeypatch, store, "write_order_once",
                          lambda *_, unless, **__: unless == ("state", "withdrawn"))
     assert (await console.post(f"/v1/incidents/{incident_id}/close",
-                               headers=ADMIN)).status_code == 500
+                               headers=ADMIN)).status_code == 503
     assert failures == ["failed"]
     assert (await console.post(f"/v1/incidents/{incident_id}/close",
                                headers=ADMIN)).status_code == 200

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.volunteers.store.teams import PositionWriter
 from shared.events import UnitPosition, utcnow
@@ -183,23 +185,46 @@ async def test_a_device_flooding_fixes_gets_429_with_retry_after(clean_redis: st
         assert codes.count(200) in (2, 3)  # the shift start took one of the three
 
 
-async def test_a_fix_that_fails_unexpectedly_gets_the_apps_own_500(
-        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+async def fix_while_writes_raise(volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
+                                 error: Exception) -> tuple[httpx.Response, dict[str, str]]:
+    """A member on shift sends a fix while the position writer raises `error`: the answer,
+    and the device's headers."""
     await volunteers.import_district()
     device = await volunteers.enrol("m-wang")
     await volunteers.client.post("/v1/me/shift/start", headers=device)
 
-    async def broken(*_: object, **__: object) -> int:
-        raise RuntimeError("the writer broke")
+    async def raises(*_: object, **__: object) -> int:
+        raise error
 
-    monkeypatch.setattr(PositionWriter, "write", broken)
+    monkeypatch.setattr(PositionWriter, "write", raises)
     response = await volunteers.client.put("/v1/me/position", headers=device,
                                            json={"lat": 22.03, "lon": 108.03})
+    return response, device
+
+
+async def test_a_fix_that_fails_unexpectedly_gets_the_apps_own_500(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    response, _ = await fix_while_writes_raise(volunteers, monkeypatch,
+                                               RuntimeError("the writer broke"))
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
     assert "unhandled error: RuntimeError" in caplog.text
     assert "22.03" not in caplog.text  # the fix itself is not logged
+
+
+async def test_a_fix_while_redis_is_not_answering_gets_503_with_retry_after(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the app's own routes answer (shared.http): the phone sends its next fix later.
+    response, device = await fix_while_writes_raise(
+        volunteers, monkeypatch, RedisConnectionError("Connection refused"))
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert response.json()["error"] == {"code": "unavailable",
+                                        "message": "the store is not answering; ask again"}
+    monkeypatch.undo()
+    again = await volunteers.client.put("/v1/me/position", headers=device,
+                                        json={"lat": 22.03, "lon": 108.03})
+    assert again.status_code == 200
 
 
 async def test_fixes_are_answered_before_fastapi_and_its_telemetry_see_them(
