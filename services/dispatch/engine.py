@@ -752,12 +752,23 @@ class Dispatcher:
         if handover_order is not None:
             if handover_order.get("published") != "1":
                 await self._announce(inc, handover_order)
-        elif team is None:
-            await store.update_incident(self.redis, incident_id, {"misses": str(
-                max(int(inc.get("misses") or 0), self.policy.flag_after_misses))})
+        elif team is None and inc.get("handover_unstaffed") != "1":
+            # Flagged for the command room, with one note, in one write: made again after a
+            # later failure, the step finds the mark and writes neither twice.
+            now_state = await store.incident_state(self.redis, incident_id)
+            assert now_state.incident is not None  # under the lock: still there
+            misses = str(max(int(now_state.incident.get("misses") or 0),
+                             self.policy.flag_after_misses))
+            now_state.incident["misses"] = misses  # what incident.updated's `flagged` reads
+
+            async def flagged(pipe: Pipeline) -> None:
+                store.queue_incident_fields(pipe, incident_id, {"handover_unstaffed": "1",
+                                                                "misses": misses})
+
             await self._emit(incident_id, TimelineEntry(
-                kind="note", detail="no on-shift team of the owning police station found"))
-        else:
+                kind="note", detail="no on-shift team of the owning police station found"),
+                state=now_state, also=flagged)
+        elif team is not None:
             filing_due = now + timedelta(hours=self.policy.handover_filing_h)
             handover_order = await self._offer_and_announce(
                 inc, team, kind="handover", filing_due=filing_due,

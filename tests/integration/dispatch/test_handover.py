@@ -9,34 +9,48 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch.engine import Dispatcher
 from shared import streams
-from shared.events import OrderIssued, OrderResponded
-from tests.helpers import poll_until
+from shared.events import IncidentHandedOver, IncidentUpdated, OrderIssued, OrderResponded
+from tests.helpers import poll_until, read_stream
 
-from .conftest import dispatch_with_teams, fail_a_write_once
+from .conftest import dispatch_with_teams, fail_a_write_once, fail_once
 from .test_engine import DISTRICT, orders_for, report
 
 
-async def hand_over(url: str, publisher: RedisBroker) -> tuple[str, list[OrderIssued]]:
+async def hand_over(url: str, publisher: RedisBroker, *, station_team: bool = True
+                    ) -> tuple[str, list[OrderIssued]]:
     """An incident of the station ag-police that its guard answers, then hands over; its
-    orders once the station's team has one."""
-    async with dispatch_with_teams(url, publisher, {"guard": ("security", 22.8171),
-                                                   "station-car": ("police", 22.8300)}):
+    orders once incident.handed_over is out. `station_team`: whether the station has a
+    team on shift."""
+    teams = {"guard": ("security", 22.8171)}
+    if station_team:
+        teams["station-car"] = ("police", 22.8300)
+    async with dispatch_with_teams(url, publisher, teams):
         incident_id = await report(publisher, "noise", priority="P4")
         (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
         client = sync_redis.Redis.from_url(url, decode_responses=True)
         try:
             client.hset(f"dispatch:incident:{incident_id}", "station_agency_id", "ag-police")
-            for response in ("acknowledged", "handover"):
-                await publisher.publish(OrderResponded(
-                    district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
-                    team_id="guard", member_id="m1", response=response),
-                    stream=streams.ORDER_RESPONDED.name)
-            await poll_until(lambda: client.hget(f"dispatch:incident:{incident_id}",
-                                                 "handover_order"), "the handover recorded", 8)
         finally:
             client.close()
+        for response in ("acknowledged", "handover"):
+            await publisher.publish(OrderResponded(
+                district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
+                team_id="guard", member_id="m1", response=response),
+                stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda: handed_over(url, incident_id), "incident.handed_over", 8)
     return incident_id, orders_for(url, incident_id)
+
+
+def handed_over(url: str, incident_id: str) -> list[IncidentHandedOver]:
+    return [e for e in read_stream(url, streams.INCIDENT_HANDED_OVER.name, IncidentHandedOver)
+            if e.incident_id == incident_id]
+
+
+def last_update(url: str, incident_id: str) -> IncidentUpdated:
+    return [u for u in read_stream(url, streams.INCIDENT_UPDATED.name, IncidentUpdated)
+            if u.incident_id == incident_id][-1]
 
 
 def kinds_of_entries(url: str, incident_id: str) -> list[str]:
@@ -68,3 +82,28 @@ async def test_a_handover_that_failed_after_the_station_order_sends_no_second(
     entries = kinds_of_entries(clean_redis, incident_id)
     assert entries.count("handover") == 1
     assert entries.count("response") == 2  # the handover's own entry not written twice
+
+
+async def test_a_station_with_no_team_on_shift_gets_the_incident_flagged(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    incident_id, orders = await hand_over(clean_redis, publisher, station_team=False)
+    assert [(o.team_id, o.kind) for o in orders] == [("guard", "dispatch")]
+    assert [(e.station_agency_id, e.order_id) for e in handed_over(clean_redis, incident_id)] == [
+        ("ag-police", None)]
+    update = last_update(clean_redis, incident_id)
+    assert update.status == "handed_over" and update.flagged  # the command room must act
+    assert update.entry.kind == "note"
+    assert kinds_of_entries(clean_redis, incident_id).count("note") == 1
+
+
+async def test_a_handover_to_a_station_with_no_team_made_again_writes_its_note_once(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The step fails after its note (at incident.handed_over) and is made again.
+    failures = fail_once(monkeypatch, Dispatcher, "_publish",
+                         lambda _engine, stream, _event: stream == streams.INCIDENT_HANDED_OVER)
+    incident_id, _ = await hand_over(clean_redis, publisher, station_team=False)
+    assert failures == ["failed"]
+    assert len(handed_over(clean_redis, incident_id)) == 1
+    entries = kinds_of_entries(clean_redis, incident_id)
+    assert entries.count("note") == 1 and entries.count("response") == 2
+    assert last_update(clean_redis, incident_id).flagged
