@@ -406,8 +406,11 @@ class Dispatcher:
         elif live:
             await store.remove_waiting(self.redis, district=district, incident_id=incident_id)
         else:
-            await store.add_waiting(self.redis, district=district,
-                                    incident_id=incident_id, ts=now.timestamp())
+            received = inc.get("received_at")
+            await store.add_waiting(
+                self.redis, district=district, incident_id=incident_id,
+                priority=inc["priority"],
+                received_at=(datetime.fromisoformat(received) if received else now).timestamp())
             if inc["status"] != "unassigned":
                 await self._emit(incident_id, TimelineEntry(
                     kind="unassigned", detail="no suitable team available; waiting"),
@@ -967,9 +970,10 @@ class Dispatcher:
 
     async def retry_waiting(self, district: str, *, freed: str | None = None,
                             known_free: bool = False) -> None:
-        """Offer waiting (unassigned) incidents again, oldest first, until `freed` (the team
-        that became available) is taken: one team serves one incident, and offering every
-        waiting incident on every status or position event makes a backlog feed itself.
+        """Offer waiting (unassigned) incidents again, the most urgent first and the oldest
+        among equals (store.waiting_score), until `freed` (the team that became available)
+        is taken: one team serves one incident, and offering every waiting incident on
+        every status or position event makes a backlog feed itself.
 
         A team becomes free through two events in either order: its order's end (which
         releases the claim) and volunteers' unit.status (available). Whichever is handled

@@ -627,8 +627,21 @@ async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str
         return [d for d in await pipe.execute() if d]
 
 
-async def add_waiting(redis: Redis, *, district: str, incident_id: str, ts: float) -> None:
-    await redis.zadd(_waiting_key(district), {incident_id: ts})
+# Waiting incidents are offered the most urgent first, then the longest waiting: a team
+# that comes free goes to the P1 before the P4 that arrived ahead of it. One score orders
+# both (the rank's step is ~300 years of seconds), and it is the same each time the
+# incident is put back, so a retry that finds nobody never sends it to the back.
+_PRIORITY_RANK = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
+
+
+def waiting_score(priority: str, received_at: float) -> float:
+    return _PRIORITY_RANK.get(priority, len(_PRIORITY_RANK)) * 1e10 + received_at
+
+
+async def add_waiting(redis: Redis, *, district: str, incident_id: str, priority: str,
+                      received_at: float) -> None:
+    await redis.zadd(_waiting_key(district),
+                     {incident_id: waiting_score(priority, received_at)})
 
 
 def queue_not_waiting(pipe: Pipeline, *, district: str, incident_id: str) -> None:

@@ -15,6 +15,7 @@ from services.dispatch.domain import (
     travel_time_s,
     units_wanted,
 )
+from services.dispatch.store import waiting_score
 from tests.unit.dispatch.support import (
     NOW,
     POLICY,
@@ -508,3 +509,14 @@ def test_percentile_interpolates_between_sorted_values() -> None:
     assert percentile(values, 0.9) == pytest.approx(4.0 + 0.6 * 6.0)
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == pytest.approx(2.5)
     assert percentile([7.0], 0.95) == 7.0
+
+
+def test_waiting_incidents_are_ordered_by_priority_then_by_arrival() -> None:
+    now = 1_796_000_000.0  # 2026-12
+    queue = sorted([("p4-early", waiting_score("P4", now)),
+                    ("p1-late", waiting_score("P1", now + 3600)),
+                    ("p1-early", waiting_score("P1", now + 60)),
+                    ("p2", waiting_score("P2", now + 30))], key=lambda x: x[1])
+    assert [name for name, _ in queue] == ["p1-early", "p1-late", "p2", "p4-early"]
+    # a year of waiting does not carry an incident past a more urgent one
+    assert waiting_score("P2", now) > waiting_score("P1", now + 365 * 86400)
