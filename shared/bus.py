@@ -341,6 +341,7 @@ def consume(
     batch: int = 16,
     bookkeeping: bool = False,
     readers: int = 1,
+    first: Callable[[E], Any] | None = None,
 ) -> None:
     """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering.
 
@@ -354,13 +355,15 @@ def consume(
     second, pauses after a read that was not full (see _reader). With `readers` > 1
     (events whose order does not matter), that many reads are in hand at once, each as
     its own consumer of the group: while one read's entries wait on Redis, the next
-    read's are handled (the slots of `max_workers` are shared)."""
+    read's are handled (the slots of `max_workers` are shared). `first`: a key that orders
+    a read's events before they are handled (the lowest first; equals keep stream order),
+    so that those started first are first to Redis (new incidents, P1 before P4)."""
     _check_group(stream, group)
     slots = asyncio.Semaphore(max_workers)
 
-    async def handle(consumer: Redis, entry_id: bytes, fields: Mapping[bytes, bytes]) -> bool:
+    async def handle(consumer: Redis, entry_id: bytes, fields: Mapping[bytes, bytes],
+                     parsed: tuple[E, dict[str, Any]] | str) -> bool:
         """True: done with (handled or dead-lettered); False: failed, to be reclaimed."""
-        parsed = _event_of(model, fields)
         if isinstance(parsed, str):
             await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
                                     fields=fields, group=group, reason=parsed, attempts=1)
@@ -390,16 +393,18 @@ def consume(
 
     async def read(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
-        entries = list(zip(msg.raw_message["message_ids"], msg.raw_message["data"],
-                           strict=True))
+        entries = [(entry_id, fields, _event_of(model, fields)) for entry_id, fields
+                   in zip(msg.raw_message["message_ids"], msg.raw_message["data"], strict=True)]
+        if first is not None:  # what is no event first: it is only dead-lettered
+            entries.sort(key=lambda e: (1, first(e[2][0])) if not isinstance(e[2], str)
+                         else (0,))
         if max_workers > 1:
-            outcomes = await asyncio.gather(*(handle(msg.consumer, entry_id, fields)
-                                              for entry_id, fields in entries))
+            outcomes = await asyncio.gather(*(handle(msg.consumer, *entry) for entry in entries))
         else:
-            outcomes = [await handle(msg.consumer, entry_id, fields)
-                        for entry_id, fields in entries]
+            outcomes = [await handle(msg.consumer, *entry) for entry in entries]
         if not all(outcomes):
-            done = [entry_id for (entry_id, _), ok in zip(entries, outcomes, strict=True) if ok]
+            done = [entry_id for (entry_id, _, _), ok in zip(entries, outcomes, strict=True)
+                    if ok]
             if done:
                 await msg.consumer.xack(stream.name, group, *done)
             await msg.nack()  # nothing on Redis: the failed entries stay pending, unacked

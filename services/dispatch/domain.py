@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from shared.events import Priority
 from shared.policy import CategoryRule, Policy
 
+# The most urgent first: waiting incidents (store.waiting_score) and a read's new ones.
+PRIORITY_RANK = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
 LIVE_ORDER_STATES = ("offered", "acknowledged", "en_route", "on_scene")
 DEFAULT_SPEED_KMH = 5.0  # a team whose mode the policy does not know moves on foot
 FINAL_ORDER_STATES = ("resolved", "handover", "declined", "withdrawn", "timed_out")

@@ -25,7 +25,7 @@ from shared.events import TimelineEntry
 from shared.jsontext import ascii_json
 from shared.scripts import RUN_COMMANDS_LUA, ScriptBatch, commands_as_args, run_script
 
-from .domain import CandidateQuery, Unit
+from .domain import PRIORITY_RANK, CandidateQuery, Unit
 
 # --- units ----------------------------------------------------------------------------
 
@@ -631,11 +631,8 @@ async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str
 # that comes free goes to the P1 before the P4 that arrived ahead of it. One score orders
 # both (the rank's step is ~300 years of seconds), and it is the same each time the
 # incident is put back, so a retry that finds nobody never sends it to the back.
-_PRIORITY_RANK = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
-
-
 def waiting_score(priority: str, received_at: float) -> float:
-    return _PRIORITY_RANK.get(priority, len(_PRIORITY_RANK)) * 1e10 + received_at
+    return PRIORITY_RANK.get(priority, len(PRIORITY_RANK)) * 1e10 + received_at
 
 
 async def add_waiting(redis: Redis, *, district: str, incident_id: str, priority: str,

@@ -54,3 +54,30 @@ async def test_a_burst_at_one_spot_gives_every_incident_its_own_free_team(
     assert Counter(o.team_id for o in orders) == {f"t{n}": 1 for n in range(TEAMS)}
     assert sorted(o.incident_id for o in orders) == sorted(incidents)
     assert waiting == []
+
+
+async def test_in_a_burst_the_most_urgent_report_gets_the_one_free_team(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        await team(publisher, "patrol", kind="police", role="patrol", lat=22.8171, lon=108.3665)
+        await wait_for_units(clean_redis, 1)
+    # Read together once dispatch is back, in stream order: noise (P4), traffic (P3), then
+    # a theft in progress (P1). The P1 starts first and claims the team.
+    noise = await report(publisher, "noise", priority="P4")
+    traffic = await report(publisher, "traffic", priority="P3")
+    theft = await report(publisher, "theft_in_progress", priority="P1")
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        client = aioredis.Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            async def all_handled() -> list[str] | None:
+                waiting = await client.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1)
+                return waiting if len(waiting) == 2 else None
+
+            waiting = await poll_until(all_handled, "two incidents waiting, one assigned")
+        finally:
+            await client.aclose()
+        orders = read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued)
+    assert [(o.incident_id, o.team_id) for o in orders] == [(theft, "patrol")]
+    assert waiting == [traffic, noise]  # and they wait in that order
