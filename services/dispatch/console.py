@@ -77,7 +77,11 @@ async function refresh() {
     const q = new URLSearchParams({district: d, limit: "200"});
     if ($("status").value) q.set("status", $("status").value);
     const board = await api("/v1/incidents?" + q);
-    board.incidents.sort((a, b) => (b.flagged - a.flagged));
+    // flagged first, then what still needs a team before what is done, the most urgent
+    // first, the newest first among equals (the API's order; sort is stable)
+    const done = s => ["resolved", "handed_over", "closed", "linked"].includes(s) ? 1 : 0;
+    board.incidents.sort((a, b) => (b.flagged - a.flagged) || (done(a.status) - done(b.status))
+      || a.priority.localeCompare(b.priority));
     const tb = $("board"); tb.replaceChildren();
     for (const i of board.incidents) { const tr = document.createElement("tr");
       if (i.flagged) tr.className = "flagged"; if (i.incident_id === selected) tr.classList.add("sel");
