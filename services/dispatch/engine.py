@@ -116,6 +116,11 @@ class StepEnd:
     release_claim: tuple[str, str] | None = None
 
 
+# A freed team is offered to the waiting incidents it may answer, read a page at a time.
+WAITING_PAGE = 50
+WAITING_PAGES = 10
+
+
 class Dispatcher:
     def __init__(self, *, redis: Redis, broker: RedisBroker, policy: Policy, settings: Settings,
                  zones: ZoneProjection) -> None:
@@ -981,19 +986,31 @@ class Dispatcher:
         if freed and not known_free and not await store.free_with_waiting(
                 self.redis, team_id=freed, district=district):
             return
-        waiting = await store.waiting(self.redis, district)
-        unit = await store.get_unit(self.redis, freed) if freed and waiting else None
-        if unit is not None:
-            # Only the incidents this team may answer: trying each waiting incident in turn,
-            # under its lock, cost dozens of round trips per freed team with a backlog of
-            # incidents it could not serve, on the consumers that handle answers in order.
-            now = utcnow()
-            waiting = [inc["incident_id"] for inc in await store.incidents_bulk(self.redis, waiting)
-                       if domain.may_answer(unit, self._facts(inc, set()), self.policy, now)]
-        for incident_id in waiting:
-            async with self._locked(incident_id):
-                await self._fill(incident_id)
-            if freed and await store.claim_of(self.redis, freed):
+        unit = await store.get_unit(self.redis, freed) if freed else None
+        after: float | None = None
+        # Past the first page only for a known team: a backlog of incidents it may not
+        # answer (P1s that bar volunteers, say) must not hide one it may, further down.
+        for _ in range(WAITING_PAGES if unit is not None else 1):
+            page = await store.waiting(self.redis, district, after=after, limit=WAITING_PAGE)
+            if not page:
+                return
+            after = page[-1][1]
+            waiting = [incident_id for incident_id, _ in page]
+            if unit is not None:
+                # Only the incidents this team may answer: trying each waiting incident in
+                # turn, under its lock, cost dozens of round trips per freed team with a
+                # backlog of incidents it could not serve, on the consumers that handle
+                # answers in order.
+                now = utcnow()
+                waiting = [inc["incident_id"]
+                           for inc in await store.incidents_bulk(self.redis, waiting)
+                           if domain.may_answer(unit, self._facts(inc, set()), self.policy, now)]
+            for incident_id in waiting:
+                async with self._locked(incident_id):
+                    await self._fill(incident_id)
+                if freed and await store.claim_of(self.redis, freed):
+                    return
+            if len(page) < WAITING_PAGE:
                 return
 
     # --- the command room -------------------------------------------------------------

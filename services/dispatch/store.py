@@ -649,8 +649,12 @@ async def remove_waiting(redis: Redis, *, district: str, incident_id: str) -> No
     await redis.zrem(_waiting_key(district), incident_id)
 
 
-async def waiting(redis: Redis, district: str, limit: int = 50) -> list[str]:
-    return await redis.zrange(_waiting_key(district), 0, limit - 1)
+async def waiting(redis: Redis, district: str, *, after: float | None = None,
+                  limit: int = 50) -> list[tuple[str, float]]:
+    """The waiting incidents in offer order with their scores, from just past `after`."""
+    low = "-inf" if after is None else f"({after!r}"
+    return await redis.zrangebyscore(_waiting_key(district), low, "+inf", start=0, num=limit,
+                                     withscores=True)
 
 
 

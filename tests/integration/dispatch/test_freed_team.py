@@ -3,6 +3,10 @@ two events that free it (volunteers' unit.status, the order's end) dispatch hand
 
 from __future__ import annotations
 
+import redis.asyncio as aioredis
+from faststream.redis import RedisBroker
+
+from services.dispatch import engine
 from shared import streams
 from tests.helpers import poll_until
 from tests.integration.stream_probes import (
@@ -14,6 +18,8 @@ from tests.integration.stream_probes import (
     running,
     unit_status,
 )
+
+from .test_engine import DISTRICT, orders_for, report, team
 
 
 async def test_a_waiting_incident_gets_the_team_whose_order_ends_after_it_said_available(
@@ -51,3 +57,25 @@ async def test_a_freed_team_goes_to_the_most_urgent_waiting_incident_not_the_old
         await poll_until(lambda: _is(dispatch_status(svc, "inc-theft"), "assigned"),
                          "the P1 given the freed team")
         assert await dispatch_status(svc, "inc-noise") == "unassigned"
+
+
+async def test_a_freed_team_finds_the_incident_it_may_answer_behind_a_page_it_may_not(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A long backlog of P1 fights (volunteers may not go) ahead of one traffic incident (a
+    # P3 they may take): the volunteer team coming on shift must find it, not stop at the
+    # first page of the queue.
+    fights = [await report(publisher, "violence", priority="P1")
+              for _ in range(engine.WAITING_PAGE + 5)]
+    traffic = await report(publisher, "traffic", priority="P3")
+    client = aioredis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        async def all_waiting() -> bool:
+            return await client.zcard(f"dispatch:waiting:{DISTRICT}") == len(fights) + 1
+
+        await poll_until(all_waiting, "every incident waiting: nobody is on shift", 20)
+    finally:
+        await client.aclose()
+    await team(publisher, "red-armband", kind="volunteer", lat=22.8171, lon=108.3665)
+    (order,) = await poll_until(lambda: orders_for(dispatch, traffic), "the traffic incident's order")
+    assert order.team_id == "red-armband"
+    assert all(orders_for(dispatch, fight) == [] for fight in fights)
