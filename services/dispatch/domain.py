@@ -288,6 +288,17 @@ def units_wanted(incident: IncidentFacts, policy: Policy) -> int:
     return policy.units_for(incident.category, incident.priority)
 
 
+def short_of_units(incident: IncidentFacts, policy: Policy, already: Sequence[str]) -> bool:
+    """Whether an incident with live orders to `already` (each `kind` or `kind:role`) still
+    lacks a unit it should have: fewer than it wants, or a P1 with volunteers only (no
+    police or security unit was free). It waits for the next freed team that may go."""
+    if not already:
+        return False  # not short: unassigned, waiting as such
+    if len(already) < units_wanted(incident, policy):
+        return True
+    return incident.priority == "P1" and all(_sent(a)[0] == "volunteer" for a in already)
+
+
 def incident_status(order_states: Sequence[str], *, current: str) -> str:
     """The status an incident takes from its orders' states."""
     live = [s for s in order_states if s in _ORDER_PROGRESS]

@@ -77,6 +77,10 @@ def _sent_as(order: dict[str, str]) -> str:
     return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]
 
 
+def _sent_of(unit: domain.Unit) -> str:
+    return f"{unit.agency_kind}:{unit.agency_role}" if unit.agency_role else unit.agency_kind
+
+
 def _since_report(inc: dict[str, str], at: str) -> float:
     return max(0.0, (datetime.fromisoformat(at)
                      - datetime.fromisoformat(inc["reported_at"])).total_seconds())
@@ -376,7 +380,12 @@ class Dispatcher:
                 if len(chosen) == 1 and not issued:
                     # The common case: one order, and with it the step's last writes, in
                     # one script (nothing written if the claim is lost: then search again).
-                    if await self._offer_last(state, chosen[0], held):
+                    short_after = domain.short_of_units(
+                        facts, self.policy, [*(_sent_as(o) for o in live),
+                                             _sent_of(chosen[0].unit)])
+                    if await self._offer_last(
+                            state, chosen[0], held,
+                            short_score=self._waiting_score(inc, now) if short_after else None):
                         return
                     continue
                 lost_race = False
@@ -396,6 +405,9 @@ class Dispatcher:
             log.warning("incident %s: still no claim after %d searches; it waits for a "
                         "freed team", incident_id, SEARCH_ROUNDS)
         district = facts.district
+        # An incident short of a unit (one of two found, a P1 with volunteers only) stays
+        # in the queue: the next freed team that may go joins the response.
+        short = domain.short_of_units(facts, self.policy, [_sent_as(o) for o in live])
         if issued:
             # The lock is released after this transaction (by the step's exit), not in it:
             # redis-py sends a transaction again when it lost the reply (Redis restarted
@@ -404,22 +416,34 @@ class Dispatcher:
             async def announce(pipe: Pipeline) -> None:
                 for order in issued:
                     await self._queue_order_issued(pipe, inc, order)
-                store.queue_not_waiting(pipe, district=district, incident_id=incident_id)
+                if short:
+                    store.queue_waiting(pipe, district=district, incident_id=incident_id,
+                                        score=self._waiting_score(inc, now))
+                else:
+                    store.queue_not_waiting(pipe, district=district, incident_id=incident_id)
 
             await self._emit(incident_id, TimelineEntry(kind="status"), state=state,
                              also=announce)
         elif live:
-            await store.remove_waiting(self.redis, district=district, incident_id=incident_id)
+            if short:
+                await store.add_waiting(self.redis, district=district, incident_id=incident_id,
+                                        score=self._waiting_score(inc, now))
+            else:
+                await store.remove_waiting(self.redis, district=district,
+                                           incident_id=incident_id)
         else:
-            received = inc.get("received_at")
-            await store.add_waiting(
-                self.redis, district=district, incident_id=incident_id,
-                priority=inc["priority"],
-                received_at=(datetime.fromisoformat(received) if received else now).timestamp())
+            await store.add_waiting(self.redis, district=district, incident_id=incident_id,
+                                    score=self._waiting_score(inc, now))
             if inc["status"] != "unassigned":
                 await self._emit(incident_id, TimelineEntry(
                     kind="unassigned", detail="no suitable team available; waiting"),
                     status="unassigned", state=state)
+
+    @staticmethod
+    def _waiting_score(inc: dict[str, str], now: datetime) -> float:
+        received = inc.get("received_at")
+        return store.waiting_score(
+            inc["priority"], (datetime.fromisoformat(received) if received else now).timestamp())
 
     async def _offer(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,
                      eta_s: float | None = None, instructions: str | None = None,
@@ -482,11 +506,12 @@ class Dispatcher:
         return order
 
     async def _offer_last(self, state: store.IncidentState, choice: domain.Ranked,
-                          held: locks.Held | None) -> bool:
+                          held: locks.Held | None, *, short_score: float | None = None) -> bool:
         """_fill's one new order with the step's last writes in the same script: what
         _offer, then _emit with _announce's writes (and the lock's release) would write,
         in one round trip instead of two. False, with nothing written, if the claim was
-        lost."""
+        lost. `short_score`: the incident is still short of a unit after this order, and
+        stays waiting at that score."""
         inc = state.incident
         assert inc is not None
         order, deadline, entry = self._new_order(inc, choice.unit, kind="dispatch",
@@ -504,7 +529,7 @@ class Dispatcher:
                     order_issued=issued_entry, incident_changes=changes,
                     old_status=inc["status"], status_entry=status_entry,
                     incident_updated=updated_entry, district=inc["district"],
-                    lock_key=lock_key, lock_token=lock_token))
+                    lock_key=lock_key, lock_token=lock_token, short_score=short_score))
                 if written is None:  # the claim was lost: neither event was written
                     for span in (issued_span, trace.get_current_span()):
                         span.set_attribute("lianfang.written", False)

@@ -409,7 +409,8 @@ if ARGV[9] == '1' then
   end
   redis.call('RPUSH', KEYS[7], ARGV[15])
   xadd(KEYS[10], ARGV[16], ARGV[17])
-  redis.call('ZREM', KEYS[12], ARGV[18])
+  if ARGV[20] ~= '' then redis.call('ZADD', KEYS[12], ARGV[20], ARGV[18])
+  else redis.call('ZREM', KEYS[12], ARGV[18]) end
   if ARGV[19] ~= '' and redis.call('GET', KEYS[13]) == ARGV[19] then
     redis.call('DEL', KEYS[13])
   end
@@ -432,6 +433,7 @@ class LastWrites:
     district: str
     lock_key: str = ""
     lock_token: str = ""  # "" = no lock to release
+    short_score: float | None = None  # still short of units: stays waiting, at this score
 
 
 async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
@@ -635,10 +637,13 @@ def waiting_score(priority: str, received_at: float) -> float:
     return PRIORITY_RANK.get(priority, len(PRIORITY_RANK)) * 1e10 + received_at
 
 
-async def add_waiting(redis: Redis, *, district: str, incident_id: str, priority: str,
-                      received_at: float) -> None:
-    await redis.zadd(_waiting_key(district),
-                     {incident_id: waiting_score(priority, received_at)})
+async def add_waiting(redis: Redis, *, district: str, incident_id: str, score: float) -> None:
+    """Queue the incident for the next freed team."""
+    await redis.zadd(_waiting_key(district), {incident_id: score})
+
+
+def queue_waiting(pipe: Pipeline, *, district: str, incident_id: str, score: float) -> None:
+    pipe.zadd(_waiting_key(district), {incident_id: score})
 
 
 def queue_not_waiting(pipe: Pipeline, *, district: str, incident_id: str) -> None:
@@ -702,7 +707,8 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
         args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, ascii_json(changes),
                  last.old_status, last.incident_changes.get("status", last.old_status),
                  last.status_entry.model_dump_json(), maxlen_arg(streams.INCIDENT_UPDATED),
-                 last.incident_updated, incident_id, last.lock_token]
+                 last.incident_updated, incident_id, last.lock_token,
+                 "" if last.short_score is None else repr(last.short_score)]
     offered_, first = await run_script(redis, _OFFER, keys, args)
     return bool(offered_), bool(first)
 

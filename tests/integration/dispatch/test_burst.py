@@ -63,7 +63,8 @@ async def test_in_a_burst_the_most_urgent_report_gets_the_one_free_team(
         await team(publisher, "patrol", kind="police", role="patrol", lat=22.8171, lon=108.3665)
         await wait_for_units(clean_redis, 1)
     # Read together once dispatch is back, in stream order: noise (P4), traffic (P3), then
-    # a theft in progress (P1). The P1 starts first and claims the team.
+    # a theft in progress (P1). The P1 starts first and claims the team (it stays in the
+    # queue as well, for the second unit it wants).
     noise = await report(publisher, "noise", priority="P4")
     traffic = await report(publisher, "traffic", priority="P3")
     theft = await report(publisher, "theft_in_progress", priority="P1")
@@ -73,11 +74,11 @@ async def test_in_a_burst_the_most_urgent_report_gets_the_one_free_team(
         try:
             async def all_handled() -> list[str] | None:
                 waiting = await client.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1)
-                return waiting if len(waiting) == 2 else None
+                return waiting if len(waiting) == 3 else None
 
-            waiting = await poll_until(all_handled, "two incidents waiting, one assigned")
+            waiting = await poll_until(all_handled, "all three waiting, one assigned")
         finally:
             await client.aclose()
         orders = read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued)
     assert [(o.incident_id, o.team_id) for o in orders] == [(theft, "patrol")]
-    assert waiting == [traffic, noise]  # and they wait in that order
+    assert waiting == [theft, traffic, noise]  # the most urgent first

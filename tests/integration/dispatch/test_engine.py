@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from services.dispatch.main import create_app
@@ -55,6 +56,13 @@ def orders_for(url: str, incident_id: str) -> list[OrderIssued]:
             if o.incident_id == incident_id]
 
 
+async def orders_once(url: str, incident_id: str, count: int, what: str,
+                      timeout: float = 10.0) -> list[OrderIssued]:
+    """The incident's orders once there are `count` of them."""
+    return await poll_until(lambda: len(orders_for(url, incident_id)) >= count and
+                            orders_for(url, incident_id), what, timeout)
+
+
 async def wait_for_units(url: str, count: int) -> None:
     import redis.asyncio as aioredis
 
@@ -88,10 +96,30 @@ async def test_p1_violence_gets_police_and_security(dispatch: str,
     await team(publisher, "pol2", kind="police", lat=22.8190, lon=108.3665)
     await wait_for_units(dispatch, 3)
     incident_id = await report(publisher, "violence", priority="P1")
-    orders = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2 and
-                              orders_for(dispatch, incident_id), "two orders")
+    orders = await orders_once(dispatch, incident_id, 2, "two orders")
     assert sorted(o.agency_kind for o in orders) == ["police", "security"]
     assert {o.team_id for o in orders} == {"pol2", "sec"}
+
+
+async def test_a_p1_short_of_its_second_unit_gets_it_when_a_team_comes_free(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # Only police on shift: the fight gets its police unit at once and waits for the
+    # security unit it also wants, which goes as soon as one comes on shift.
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "violence", priority="P1")
+    (first,) = await orders_once(dispatch, incident_id, 1, "the police order")
+    assert first.team_id == "pol"
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1) == [incident_id]
+        await team(publisher, "sec", kind="security", lat=22.8172, lon=108.3665, mode="foot")
+        orders = await orders_once(dispatch, incident_id, 2, "the security order")
+        assert [o.team_id for o in orders] == ["pol", "sec"]
+        assert client.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1) == []  # complete now
+        assert client.hget(f"dispatch:incident:{incident_id}", "status") == "assigned"
+    finally:
+        client.close()
 
 
 async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
@@ -109,8 +137,7 @@ async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.Mo
         await team(publisher, "second", kind="security", lat=22.8190, lon=108.3665)
         await wait_for_units(url, 2)
         incident_id = await report(publisher, "help_request", priority="P3")
-        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2 and
-                                  orders_for(url, incident_id), "a second offer", 8)
+        orders = await orders_once(url, incident_id, 2, "a second offer", 8)
     return incident_id, orders
 
 

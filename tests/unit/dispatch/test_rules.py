@@ -12,6 +12,7 @@ from services.dispatch.domain import (
     percentile,
     rank_candidates,
     response_allowed,
+    short_of_units,
     travel_time_s,
     units_wanted,
 )
@@ -520,3 +521,17 @@ def test_waiting_incidents_are_ordered_by_priority_then_by_arrival() -> None:
     assert [name for name, _ in queue] == ["p1-early", "p1-late", "p2", "p4-early"]
     # a year of waiting does not carry an incident past a more urgent one
     assert waiting_score("P2", now) > waiting_score("P1", now + 365 * 86400)
+
+
+@pytest.mark.parametrize(("category", "already", "short"), [
+    ("violence", [], False),  # nobody yet: it waits as unassigned, not as short
+    ("violence", ["police:patrol"], True),  # one of the two units it wants
+    ("violence", ["police:patrol", "security"], False),
+    ("noise", ["security"], False),
+    ("medical", ["volunteer"], True),  # a P1: volunteers are never alone there
+    ("medical", ["volunteer", "security"], False),
+    ("hazard_report", ["volunteer"], False),  # a P4: volunteers alone are fine
+])
+def test_an_incident_is_short_of_units_until_it_has_what_it_wants(
+        category: str, already: list[str], short: bool) -> None:
+    assert short_of_units(incident(category), POLICY, already) is short
