@@ -1022,14 +1022,15 @@ class Dispatcher:
             after = page[-1][1]
             waiting = [incident_id for incident_id, _ in page]
             if unit is not None:
-                # Only the incidents this team may answer: trying each waiting incident in
-                # turn, under its lock, cost dozens of round trips per freed team with a
-                # backlog of incidents it could not serve, on the consumers that handle
-                # answers in order.
+                # Only the incidents this team would be sent to: trying each waiting
+                # incident in turn, under its lock, cost dozens of round trips per freed
+                # team with a backlog of incidents it could not serve, on the consumers
+                # that handle answers in order (and, for the position fixes of free teams,
+                # on every fix).
                 now = utcnow()
                 waiting = [inc["incident_id"]
                            for inc in await store.incidents_bulk(self.redis, waiting)
-                           if domain.may_answer(unit, self._facts(inc, set()), self.policy, now)]
+                           if await self._would_send(unit, inc, now)]
             for incident_id in waiting:
                 async with self._locked(incident_id):
                     await self._fill(incident_id)
@@ -1037,6 +1038,23 @@ class Dispatcher:
                     return
             if len(page) < WAITING_PAGE:
                 return
+
+    async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
+        """Whether _fill could send this team to this waiting incident: one it may answer,
+        unassigned, or short of a unit the team can be (the escort of a P1 that has
+        volunteers only must be police or security). The radius is left to the search."""
+        if not domain.may_answer(unit, self._facts(inc, set()), self.policy, now):
+            return False
+        if inc["status"] == "unassigned":
+            return True
+        state = await store.incident_state(self.redis, inc["incident_id"])
+        facts = self._facts(inc, state.offered)
+        live = [_sent_as(o) for o in state.orders
+                if o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
+        ranked = domain.rank_candidates([unit], facts, self.policy, now)
+        return bool(domain.choose_units(ranked, facts, self.policy,
+                                        wanted=domain.units_wanted(facts, self.policy),
+                                        already=live))
 
     # --- the command room -------------------------------------------------------------
 

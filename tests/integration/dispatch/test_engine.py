@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import (
@@ -122,6 +124,37 @@ async def test_a_p1_short_of_its_second_unit_gets_it_when_a_team_comes_free(
         client.close()
 
 
+async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_are_not_tried(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A medical P1 that only a volunteer first-aider could take waits for a police or
+    # security escort. Another volunteer coming free is no escort: its fixes must not
+    # each run a search under the incident's lock.
+    fills: list[str] = []
+    real_fill = Dispatcher._fill
+
+    async def counting(engine: Dispatcher, incident_id: str, *args: Any, **kwargs: Any) -> None:
+        fills.append(incident_id)
+        await real_fill(engine, incident_id, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "_fill", counting)
+    await team(publisher, "aunties", kind="volunteer", lat=22.8172, lon=108.3665,
+               skills=("first_aid",))
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "medical", priority="P1")
+    (first,) = await orders_once(dispatch, incident_id, 1, "the volunteers' order")
+    assert first.team_id == "aunties"
+    fills.clear()
+    for _ in range(3):  # another volunteer team comes on shift and reports where it is
+        await team(publisher, "riders", kind="volunteer", lat=22.8175, lon=108.3665,
+                   skills=("first_aid",))
+    await wait_for_units(dispatch, 2)
+    await team(publisher, "guard", kind="security", lat=22.8180, lon=108.3665,
+               skills=("first_aid",))
+    orders = await orders_once(dispatch, incident_id, 2, "the escort's order")
+    assert [o.team_id for o in orders] == ["aunties", "guard"]
+    assert fills.count(incident_id) == 1  # the guard's; none for the riders
+
+
 async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
                         **settings: object) -> tuple[str, list[OrderIssued]]:
     """A P3 incident (with a 1-second deadline, so the test does not wait two minutes) of
@@ -161,7 +194,6 @@ async def test_a_deadline_whose_handling_failed_halfway_offers_the_next_unit(
 
     import redis as sync_redis
 
-    from services.dispatch.engine import Dispatcher
 
     failures = fail_once(monkeypatch, Dispatcher, "_fill", fill_holding("timed_out"))
     incident_id, orders = await offered_twice(clean_redis, publisher, monkeypatch,
