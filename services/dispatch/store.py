@@ -673,15 +673,6 @@ def _order_key(order_id: str) -> str:
     return f"dispatch:order:{order_id}"
 
 
-async def save_order(redis: Redis, *, order_id: str, incident_id: str,
-                     fields: dict[str, str]) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(_order_key(order_id), mapping={"order_id": order_id,
-                                                 "incident_id": incident_id, **fields})
-        pipe.rpush(f"dispatch:orders:{incident_id}", order_id)
-        await pipe.execute()
-
-
 async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id: str,
                       fields: dict[str, str], claim: bool, require_available: bool,
                       ack_by: datetime | None, entry: TimelineEntry,

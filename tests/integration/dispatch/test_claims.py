@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.dispatch import store
-from shared.events import new_id
+from shared.events import TimelineEntry, new_id
 
 DISTRICT = "qingxiu"
 AT = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
@@ -59,12 +59,15 @@ async def on_shift(r: Redis, team_id: str, *, status: str = "available",
 
 
 async def order(r: Redis, team_id: str, state: str = "claiming") -> str:
-    """An order of a new incident for the team, stored as the engine stores it."""
+    """An order of a new incident for the team, stored as the engine stores it (its offer
+    script), its claim left to the test."""
     order_id = new_id("ord")
-    await store.save_order(r, order_id=order_id, incident_id=new_id("inc"), fields={
+    await store.offer_order(r, order_id=order_id, incident_id=new_id("inc"), fields={
         "team_id": team_id, "state": state, "kind": "dispatch", "agency_kind": "police",
         "agency_id": "ag-police", "issued_at": AT.isoformat(),
-    })
+    }, claim=False, require_available=False, ack_by=None,
+        entry=TimelineEntry(kind="offer", team_id=team_id, order_id=order_id),
+        first_assignment_at=None)
     return order_id
 
 
