@@ -15,6 +15,8 @@ import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.http import ApiError, Principal, bearer_token
 from shared.metrics import meter
@@ -23,7 +25,14 @@ from . import store
 from .auth import IntrospectionUnavailable, Introspector
 from .config import Settings
 from .domain.frames import FrameError, Ping, RateLimiter, Received, RespondFrame, order_id_of, parse_frame
-from .hub import CLOSE_FORBIDDEN, CLOSE_REVOKED, CLOSE_TEAM_CHANGED, Connection, Hub
+from .hub import (
+    CLOSE_FORBIDDEN,
+    CLOSE_REVOKED,
+    CLOSE_TEAM_CHANGED,
+    CLOSE_TRY_LATER,
+    Connection,
+    Hub,
+)
 from .service import Orders
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,10 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
             await _read(conn, orders=orders, settings=settings)
         except WebSocketDisconnect:
             pass
+        except STORE_AWAY as exc:  # while connecting: the device tries again shortly
+            log.warning("device %s not connected: Redis not answering (%s)", conn.device_id,
+                        type(exc).__name__)
+            conn.close(CLOSE_TRY_LATER, "try again later")
         finally:
             CONNECTIONS.add(-1)
             if heartbeat is not None:
@@ -111,6 +124,8 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
                                               channel="websocket")
             except ApiError as exc:
                 conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
+            except STORE_AWAY as exc:
+                conn.offer(_store_away(exc).frame(frame.order_id))
         elif isinstance(frame, RespondFrame):
             try:
                 view = await orders.respond(order_id=frame.order_id, who=conn.who,
@@ -118,11 +133,24 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
                                             origin=conn.conn_id)
             except ApiError as exc:
                 conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
+            except STORE_AWAY as exc:
+                conn.offer(_store_away(exc).frame(frame.order_id))
             else:
                 conn.shown.discard(frame.order_id)
                 conn.offer({"type": "order_state", "order_id": frame.order_id,
                             "state": view["state"], "answered": view["answered"],
                             "response": frame.response})
+
+
+# Redis restarting or out of reach (the client has retried already): a state that passes.
+STORE_AWAY = (RedisConnectionError, RedisTimeoutError)
+
+
+def _store_away(exc: Exception) -> FrameError:
+    """A frame that could not be recorded now: the device keeps its socket and sends it
+    again (nothing was written: each write is one script)."""
+    log.warning("a device frame not recorded: Redis not answering (%s)", type(exc).__name__)
+    return FrameError("unavailable", "the store is not answering; send it again")
 
 
 def _first_beat_after(interval_s: float) -> float:

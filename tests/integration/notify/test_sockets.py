@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 from faststream.redis import RedisBroker
+from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -14,7 +15,7 @@ from shared import streams
 from shared.events import DeviceRevoked
 from tools.redis_server import free_port
 
-from .conftest import ADMIN, NotifyFactory, Volunteers, device, ws_url
+from .conftest import ADMIN, NotifyFactory, Volunteers, an_order, device, issue, ws_url
 
 
 async def test_a_socket_needs_a_device_token(notify: str, volunteers: Volunteers) -> None:
@@ -105,3 +106,53 @@ async def test_when_volunteers_cannot_be_asked_device_calls_get_503_and_admin_st
         assert refused.value.response.status_code == 503
         r = await http.get(f"{notify}/v1/orders/ord_x/deliveries", headers=ADMIN)
         assert r.status_code == 404  # the admin token needs no introspection
+
+
+def store_away_once(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """The first call of notify's store.`name` fails as a Redis that went away would."""
+    from services.notify import store
+
+    real, failures = getattr(store, name), []
+
+    async def fails_once(*args: object, **kwargs: object) -> object:
+        if not failures:
+            failures.append(name)
+            raise RedisConnectionError("Connection refused")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, name, fails_once)
+    return failures
+
+
+async def test_an_answer_redis_could_not_take_is_refused_and_the_socket_lives_on(
+        notify: str, volunteers: Volunteers, broker: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    async with device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        failures = store_away_once(monkeypatch, "apply_response")
+        answer = {"type": "response", "order_id": order.order_id, "response": "acknowledged"}
+        await phone.send(answer)
+        error = await phone.next_of("error")
+        assert failures == ["apply_response"]
+        assert error == {"type": "error", "code": "unavailable", "order_id": order.order_id,
+                         "message": "the store is not answering; send it again"}
+        await phone.send(answer)  # the same socket, sent again
+        state = await phone.next_of("order_state")
+        assert (state["state"], state["answered"]) == ("acknowledged", True)
+
+
+async def test_a_socket_opened_while_redis_is_away_is_told_to_try_again(
+        notify: str, volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch) -> None:
+    member = volunteers.enrol("t1")
+    store_away_once(monkeypatch, "touch_device")
+    async with connect(ws_url(notify), additional_headers=member.bearer) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    async with device(notify, member) as phone:  # the next attempt gets in (its hello)
+        await phone.send({"type": "ping"})
+        assert await phone.next_of("pong") == {"type": "pong"}
