@@ -40,12 +40,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
 from shared.events import Event, utcnow
+from shared.http import TryAgain
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=BaseModel)
+# Failures that say nothing about the event: never a reason to dead-letter it.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, TryAgain)
 Handler = Callable[[E], Awaitable[None]]
 
 DLQ_MAXLEN = 100_000
@@ -313,6 +316,13 @@ def _processor(
             return
         try:
             await handler(event)
+        except TRANSIENT as exc:
+            # Redis out of reach, or a step to make again: the event is not at fault, and
+            # dead-lettering it would drop a good event (an incident) for an outage. It
+            # stays pending and is retried until it goes through.
+            log.warning("handler for %s could not finish (attempt %s): %r; it stays pending",
+                        stream.name, attempt, exc)
+            raise
         except Exception as exc:
             if attempt >= settings.max_deliveries:
                 await dead_letter(
@@ -378,7 +388,7 @@ def consume(
                 except Exception as exc:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                    if settings.max_deliveries <= 1:
+                    if settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT):
                         outcome = "dead_lettered"
                         await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
                                                 fields=fields, group=group, attempts=1,

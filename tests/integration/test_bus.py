@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import redis as sync_redis
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared import streams
 from shared.bus import consume, consume_batches, consumers_ready, consuming, create_broker
 from shared.events import UnitPosition, UnitStatus, utcnow
+from shared.http import TryAgain
 from shared.settings import ServiceSettings
 from tests.helpers import poll_until
 
@@ -25,6 +29,22 @@ def status(unit_id: str) -> UnitStatus:
                       agency_kind="police", mode="car")
 
 
+@contextlib.asynccontextmanager
+async def status_consumer(url: str, handler: Callable[[UnitStatus], Awaitable[None]]
+                          ) -> AsyncIterator[tuple[RedisBroker, sync_redis.Redis]]:
+    """`handler` consuming unit.status as dispatch, and a client to look at Redis with."""
+    cfg = settings(url)
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
+    redis, client = Redis.from_url(url), sync_redis.Redis.from_url(url)
+    try:
+        async with consuming(broker, redis):
+            yield broker, client
+    finally:
+        await redis.aclose()
+        client.close()
+
+
 async def test_a_failing_handler_is_retried_then_dead_lettered_with_the_reason(
         clean_redis: str) -> None:
     calls: dict[str, int] = {}
@@ -36,24 +56,40 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_the_reason(
         if event.unit_id == "flaky" and calls["flaky"] < 2:
             raise RuntimeError("first time fails")
 
-    cfg = settings(clean_redis)
-    broker = create_broker(cfg)
-    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch")
-    redis = Redis.from_url(clean_redis)
-    async with consuming(broker, redis):
+    async with status_consumer(clean_redis, handler) as (broker, client):
         for unit_id in ("poison", "flaky", "fine"):
             await broker.publish(status(unit_id), stream=streams.UNIT_STATUS.name)
-        client = sync_redis.Redis.from_url(clean_redis)
         dead = await poll_until(lambda: client.xrange("dlq.unit.status"), "a dead letter", 15)
         await poll_until(lambda: calls.get("flaky") == 2, "the flaky event retried once")
         await poll_until(lambda: client.xpending("unit.status", "dispatch")["pending"] == 0,
                          "an empty pending list")
-    await redis.aclose()
     assert calls["poison"] == 3 and calls["fine"] == 1
     (_, fields), = dead
     assert fields[b"reason"] == b"RuntimeError: cannot handle this one"
     assert fields[b"attempts"] == b"3" and fields[b"group"] == b"dispatch"
     assert b"poison" in fields[b"payload"]
+
+
+async def test_an_event_whose_handler_cannot_reach_redis_is_never_dead_lettered(
+        clean_redis: str) -> None:
+    # Past max_deliveries (3) of failures that say nothing about the event (Redis out of
+    # reach, a step to make again): still pending, retried until it goes through.
+    calls: list[str] = []
+
+    async def handler(event: UnitStatus) -> None:
+        calls.append(event.unit_id)
+        if len(calls) == 3:
+            raise TryAgain("incident i-1 is being changed by another step")
+        if len(calls) < 5:
+            raise RedisConnectionError("Connection refused")
+
+    async with status_consumer(clean_redis, handler) as (broker, client):
+        await broker.publish(status("t-outage"), stream=streams.UNIT_STATUS.name)
+        await poll_until(lambda: len(calls) == 5, "the fifth attempt", 15)
+        await poll_until(lambda: client.xpending("unit.status", "dispatch")["pending"] == 0,
+                         "an empty pending list")
+        assert client.xlen("dlq.unit.status") == 0
+    assert calls == ["t-outage"] * 5
 
 
 async def test_a_lost_group_is_recreated_at_zero_and_consuming_resumes(clean_redis: str) -> None:
