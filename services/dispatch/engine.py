@@ -1000,10 +1000,11 @@ class Dispatcher:
 
     async def retry_waiting(self, district: str, *, freed: str | None = None,
                             known_free: bool = False) -> None:
-        """Offer waiting (unassigned) incidents again, the most urgent first and the oldest
-        among equals (store.waiting_score), until `freed` (the team that became available)
-        is taken: one team serves one incident, and offering every waiting incident on
-        every status or position event makes a backlog feed itself.
+        """Offer the waiting incidents (unassigned, or short of a unit) again, the most
+        urgent first and the oldest among equals (store.waiting_score), until `freed` (the
+        team that became available) is taken: one team serves one incident, and offering
+        every waiting incident on every status or position event makes a backlog feed
+        itself.
 
         A team becomes free through two events in either order: its order's end (which
         releases the claim) and volunteers' unit.status (available). Whichever is handled
@@ -1043,6 +1044,10 @@ class Dispatcher:
         """Whether _fill could send this team to this waiting incident: one it may answer,
         unassigned, or short of a unit the team can be (the escort of a P1 that has
         volunteers only must be police or security). The radius is left to the search."""
+        if inc["status"] in TERMINAL:  # its end takes it off the queue; should it be left
+            await store.remove_waiting(self.redis, district=inc["district"],
+                                       incident_id=inc["incident_id"])
+            return False
         if not domain.may_answer(unit, self._facts(inc, set()), self.policy, now):
             return False
         if inc["status"] == "unassigned":

@@ -9,6 +9,7 @@ from faststream.redis import RedisBroker
 from services.dispatch import engine
 from shared import streams
 from tests.helpers import poll_until
+from tests.integration import stream_probes as probes
 from tests.integration.stream_probes import (
     _is,
     assigned_in_dispatch,
@@ -79,3 +80,19 @@ async def test_a_freed_team_finds_the_incident_it_may_answer_behind_a_page_it_ma
     (order,) = await poll_until(lambda: orders_for(dispatch, traffic), "the traffic incident's order")
     assert order.team_id == "red-armband"
     assert all(orders_for(dispatch, fight) == [] for fight in fights)
+
+
+async def test_an_ended_incident_left_in_the_queue_is_taken_off_it(clean_redis: str) -> None:
+    async with running("dispatch", clean_redis) as svc:
+        team, first, order_id = await assigned_in_dispatch(svc, "e1")
+        await svc.publish(streams.ORDER_RESPONDED,
+                          order_responded(order_id, first, team, "resolved"))
+        await poll_until(lambda: _is(dispatch_status(svc, first), "resolved"), "resolved")
+        await svc.redis.zadd(f"dispatch:waiting:{probes.DISTRICT}", {first: 1.0})  # left there
+        await svc.publish(streams.UNIT_STATUS, unit_status(team))  # the team free again
+
+        async def queue_empty() -> bool:
+            return await svc.redis.zcard(f"dispatch:waiting:{probes.DISTRICT}") == 0
+
+        await poll_until(queue_empty, "the ended incident off the queue")
+        assert await dispatch_status(svc, first) == "resolved"
