@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
 from shared.events import Event, utcnow
-from shared.http import TryAgain
+from shared.http import STORE_AWAY, TryAgain
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=BaseModel)
 # Failures that say nothing about the event: never a reason to dead-letter it.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, TryAgain)
+TRANSIENT = (*STORE_AWAY, TryAgain)
 Handler = Callable[[E], Awaitable[None]]
 
 DLQ_MAXLEN = 100_000

@@ -55,6 +55,10 @@ class ApiError(Exception):
         self.headers = headers
 
 
+# Redis restarting or out of reach (redis-py has retried already): a state that passes.
+STORE_AWAY: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+
+
 class TryAgain(Exception):
     """A refusal that passes: the caller should ask again shortly. Answered 503 with
     Retry-After, the message saying why (never 500: nothing is broken, and asking again
@@ -92,7 +96,7 @@ def rate_limited(wait_s: int) -> ApiError:
 
 
 def store_away() -> ApiError:
-    """Redis restarting or out of reach (the client has retried already): 503, ask again."""
+    """Redis restarting or out of reach (STORE_AWAY): 503, ask again."""
     return ApiError(503, "unavailable", "the store is not answering; ask again",
                     headers={"Retry-After": "2"})
 
@@ -217,13 +221,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("unavailable", f"{exc}; ask again"), status_code=503,
                             headers={"Retry-After": str(exc.retry_after_s)})
 
-    # Redis restarting or out of reach (the client has retried already): a state that
-    # passes, so 503, and the caller asks again.
-    @app.exception_handler(RedisConnectionError)
-    @app.exception_handler(RedisTimeoutError)
     async def _store_away(_: Request, exc: Exception) -> JSONResponse:
         log.warning("answered 503: Redis not answering (%s)", type(exc).__name__)
         return error_response(store_away())
+
+    for away in STORE_AWAY:  # a state that passes: 503, and the caller asks again
+        app.add_exception_handler(away, _store_away)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -350,7 +353,7 @@ class AuthMiddleware:
         token = bearer_token(scope)
         try:
             principal = await self.principal_for(token, scope) if token else None
-        except (RedisConnectionError, RedisTimeoutError) as exc:
+        except STORE_AWAY as exc:
             # Redis away: whether the token is good is not known now. Neither yes nor no.
             log.warning("token not resolved: Redis not answering (%s)", type(exc).__name__)
             if scope["type"] == "websocket":

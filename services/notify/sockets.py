@@ -15,10 +15,8 @@ import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.http import ApiError, Principal, bearer_token
+from shared.http import STORE_AWAY, ApiError, Principal, bearer_token
 from shared.metrics import meter
 
 from . import store
@@ -140,10 +138,6 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
                 conn.offer({"type": "order_state", "order_id": frame.order_id,
                             "state": view["state"], "answered": view["answered"],
                             "response": frame.response})
-
-
-# Redis restarting or out of reach (the client has retried already): a state that passes.
-STORE_AWAY = (RedisConnectionError, RedisTimeoutError)
 
 
 def _store_away(exc: Exception) -> FrameError:

@@ -27,12 +27,11 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Receive, Scope, Send
 
 from shared.events import UnitPosition, utcnow
 from shared.http import (
+    STORE_AWAY,
     ApiError,
     RateLimits,
     bearer_token,
@@ -157,7 +156,7 @@ class PositionFastPath:
         try:
             try:
                 status, payload = await self._handle(scope, receive)
-            except (RedisConnectionError, RedisTimeoutError):
+            except STORE_AWAY:
                 raise store_away() from None  # as the app's own handler answers (shared.http)
         except ApiError as exc:
             self.outcomes[f"refused_{exc.status}"] += 1
