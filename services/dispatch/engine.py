@@ -1043,12 +1043,17 @@ class Dispatcher:
     async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
         """Whether _fill could send this team to this waiting incident: one it may answer,
         unassigned, or short of a unit the team can be (the escort of a P1 that has
-        volunteers only must be police or security). The radius is left to the search."""
+        volunteers only must be police or security), and within the search's radius (with
+        a margin: Redis's GEO distance is not ours to the metre)."""
         if inc["status"] in TERMINAL:  # its end takes it off the queue; should it be left
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=inc["incident_id"])
             return False
         if not domain.may_answer(unit, self._facts(inc, set()), self.policy, now):
+            return False
+        assert unit.lat is not None and unit.lon is not None  # may_answer: a fresh fix
+        if domain.distance_m(float(inc["lat"]), float(inc["lon"]), unit.lat,
+                             unit.lon) > self.policy.search_radius_km * 1000 * 1.01:
             return False
         if inc["status"] == "unassigned":
             return True

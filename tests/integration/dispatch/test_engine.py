@@ -124,11 +124,9 @@ async def test_a_p1_short_of_its_second_unit_gets_it_when_a_team_comes_free(
         client.close()
 
 
-async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_are_not_tried(
-        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A medical P1 that only a volunteer first-aider could take waits for a police or
-    # security escort. Another volunteer coming free is no escort: its fixes must not
-    # each run a search under the incident's lock.
+def count_fills(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The incidents Dispatcher._fill is run for (a search under the incident's lock), in
+    order."""
     fills: list[str] = []
     real_fill = Dispatcher._fill
 
@@ -137,6 +135,38 @@ async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_a
         await real_fill(engine, incident_id, *args, **kwargs)
 
     monkeypatch.setattr(Dispatcher, "_fill", counting)
+    return fills
+
+
+async def test_a_free_team_beyond_the_search_radius_runs_no_search_for_a_waiting_incident(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 15 km north of the scene (the radius is 10 km): each of its fixes says "free, with
+    # incidents waiting", and none of them may search under the waiting incident's lock.
+    fills = count_fills(monkeypatch)
+    incident_id = await report(publisher, "noise", priority="P4")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        await poll_until(lambda: client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id),
+                         "the incident waiting: nobody is on shift")
+        fills.clear()
+        for _ in range(3):
+            await team(publisher, "far-guard", kind="security", lat=22.8170 + 0.135,
+                       lon=108.3665)
+        await wait_for_units(dispatch, 1)
+        await team(publisher, "near-guard", kind="security", lat=22.8175, lon=108.3665)
+        (order,) = await orders_once(dispatch, incident_id, 1, "the near team's order")
+    finally:
+        client.close()
+    assert order.team_id == "near-guard"
+    assert fills == [incident_id]  # the near team's; none for the far one
+
+
+async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_are_not_tried(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A medical P1 that only a volunteer first-aider could take waits for a police or
+    # security escort. Another volunteer coming free is no escort: its fixes must not
+    # each run a search under the incident's lock.
+    fills = count_fills(monkeypatch)
     await team(publisher, "aunties", kind="volunteer", lat=22.8172, lon=108.3665,
                skills=("first_aid",))
     await wait_for_units(dispatch, 1)
