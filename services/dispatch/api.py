@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -15,12 +15,13 @@ from shared import audit
 from shared.events import new_id
 from shared.http import ApiError, Principal, forbidden, not_found, require
 
-from . import domain, store
+from . import domain, review, store
 from .engine import Dispatcher
 
 CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
+MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 
 
 class AssignIn(BaseModel):
@@ -74,7 +75,7 @@ def _order_view(order: dict[str, str]) -> dict[str, Any]:
     return {k: (order.get(k) or None) for k in keys}
 
 
-def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
+def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.get("/incidents", summary="The board: incidents, newest first")
@@ -188,26 +189,69 @@ def build_router(*, redis: Redis, engine: Dispatcher) -> APIRouter:
             })
         return {"units": rows, "count": len(rows)}
 
-    @router.get("/kpis", summary="KPIs over a period")
+    async def period_incidents(who: Principal, district: str | None, since: datetime | None,
+                               until: datetime | None, *, default: timedelta,
+                               now: datetime) -> tuple[datetime, datetime, list[dict[str, str]]]:
+        """The incidents reported in [since, until] (default: the last `default`), of one
+        district (required of a dispatcher, and one of theirs) or, for the admin, of all."""
+        if district:
+            check_district(who, district)
+        elif who.kind == "dispatcher":
+            raise ApiError(422, "invalid_field", "district is required for a dispatcher",
+                           "district")
+        until = until or now
+        since = since or until - default
+        if since > until:
+            raise ApiError(422, "invalid_field", "since must not be after until", "since")
+        if until - since > MAX_PERIOD:
+            raise ApiError(422, "invalid_field",
+                           f"the period may span at most {MAX_PERIOD.days} days", "since")
+        ids = await store.list_incidents(redis, district=district, since_ts=since.timestamp(),
+                                         until_ts=until.timestamp(), limit=1_000_000,
+                                         newest_first=False)
+        return since, until, await store.incidents_bulk(redis, ids)
+
+    @router.get("/kpis", summary="KPIs over a period, with incidents by hour and by zone")
     async def kpis(
         who: CommandRoom,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         district: str | None = Query(default=None, max_length=64),
     ) -> dict[str, Any]:
-        if district:
-            check_district(who, district)
-        elif who.kind == "dispatcher":
-            raise ApiError(422, "invalid_field", "district is required for a dispatcher",
-                           "district")
         now = datetime.now(UTC)
-        since = since or now - timedelta(days=1)
-        until = until or now
-        ids = await store.list_incidents(redis, district=district, since_ts=since.timestamp(),
-                                         until_ts=until.timestamp(), limit=1_000_000,
-                                         newest_first=False)
-        incidents = await store.incidents_bulk(redis, ids)
-        return await compute_kpis(redis, incidents, since=since, until=until, now=now)
+        since, until, incidents = await period_incidents(who, district, since, until,
+                                                         default=timedelta(days=1), now=now)
+        return {**await compute_kpis(redis, incidents, since=since, until=until, now=now),
+                "timezone": str(tz),
+                "by_hour": review.by_hour(incidents, tz),
+                "by_zone": review.by_zone(incidents),
+                "resolved_by_force": review.resolved_by_force(incidents)}
+
+    @router.get("/heatmap", summary="Where and at what hours incidents were reported: H3 cells, "
+                "the hottest first")
+    async def heatmap(
+        who: CommandRoom,
+        since: AwareDatetime | None = None,
+        until: AwareDatetime | None = None,
+        district: str | None = Query(default=None, max_length=64),
+        category: str | None = Query(default=None, max_length=64),
+        hours: str | None = Query(default=None, max_length=8,
+                                  description="local hours to keep, e.g. 19-2 (across midnight)"),
+        resolution: int = Query(default=review.DEFAULT_RESOLUTION, ge=review.MIN_RESOLUTION,
+                                le=review.MAX_RESOLUTION, description="H3 resolution"),
+        limit: int = Query(default=50, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        try:
+            keep = review.parse_hours(hours) if hours else None
+        except ValueError as exc:
+            raise ApiError(422, "invalid_field", f"hours {exc}", "hours") from None
+        now = datetime.now(UTC)
+        since, until, incidents = await period_incidents(who, district, since, until,
+                                                         default=timedelta(days=28), now=now)
+        return {"since": since.isoformat(), "until": until.isoformat(), "timezone": str(tz),
+                "district": district, "category": category, "hours": sorted(keep or ()),
+                **review.heat_map(incidents, tz, resolution=resolution, hours=keep,
+                                  category=category, limit=limit)}
 
     return router
 

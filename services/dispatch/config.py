@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.settings import ServiceSettings
+from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
 class Settings(ServiceSettings):
@@ -19,3 +20,7 @@ class Settings(ServiceSettings):
     zones_refresh_s: float = Field(
         default=10.0, gt=0, description="ZONES_REFRESH_S: how often the zones dispatch keeps are "
         "read again from volunteers (a roster import's zone changes apply within this time)")
+    timezone: TimezoneName = Field(
+        default=DEFAULT_TIMEZONE,
+        description="TIMEZONE: the district's local time, for the hours of the KPIs and the "
+        "heat map (IANA name or +HH:MM)")

@@ -43,7 +43,8 @@ CONSOLE_PAGE = """<!doctype html>
   <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
  <section><h2>Units</h2><table><thead><tr><th>team</th><th>kind</th><th>status</th>
   <th>order</th></tr></thead><tbody id="units"></tbody></table>
-  <h2 style="margin-top:12px">KPIs (24 h)</h2><ul id="kpis"></ul></section>
+  <h2 style="margin-top:12px">KPIs (24 h)</h2><ul id="kpis"></ul>
+  <h2 style="margin-top:12px">Hot spots (4 weeks)</h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
    <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button></div>
@@ -54,6 +55,7 @@ CONSOLE_PAGE = """<!doctype html>
 "use strict";
 const $ = id => document.getElementById(id);
 let selected = null;
+let spotsAt = 0;  // when the hot spots were last read
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
 if (link.get("token")) {
   localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console");
@@ -103,11 +105,21 @@ async function refresh() {
     for (const [label, v] of [["incidents", k.incidents], ["routing timeouts", k.routing_timeouts],
         ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
         ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
-        ["filings overdue", k.filings_overdue]]) {
+        ["filings overdue", k.filings_overdue],
+        ["busiest hours", top(k.by_hour.map((n, h) => [h + ":00", n]))],
+        ["busiest zones", top(Object.entries(k.by_zone))]]) {
       const li = document.createElement("li"); li.textContent = label + ": " + v; kl.appendChild(li); }
+    if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
+      const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
+      sl.replaceChildren();
+      for (const c of h.hottest) { const li = document.createElement("li");
+        li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
+          + c.peak_hour + ":00; " + top(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
     $("err").textContent = ""; if (selected) await detail();
   } catch (e) { $("err").textContent = e.message; }
 }
+function top(pairs) { const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, 3);
+  return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
 async function detail() {
   const i = await api("/v1/incidents/" + selected); $("detail").hidden = false;
@@ -127,7 +139,7 @@ $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
   try { await api("/v1/incidents/" + selected + "/close", {method: "POST"}); refresh(); }
   catch (e) { $("err").textContent = e.message; } };
 $("save").onclick = () => { localStorage.setItem("lf-token", $("token").value);
-  localStorage.setItem("lf-district", $("district").value); refresh(); };
+  localStorage.setItem("lf-district", $("district").value); spotsAt = 0; refresh(); };
 $("status").onchange = refresh;
 setInterval(refresh, 3000); refresh();
 </script></body></html>

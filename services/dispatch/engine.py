@@ -49,7 +49,7 @@ from shared.scripts import ScriptBatch, queued_commands
 from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.zones import Zone
 
-from . import domain, locks, store
+from . import domain, locks, review, store
 from .config import Settings
 from .zones import ZoneProjection
 
@@ -748,7 +748,10 @@ class Dispatcher:
         async def resolve(pipe: Pipeline) -> None:
             await move(pipe)
             store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
-            store.queue_incident_fields(pipe, incident_id, {"resolved_at": now})
+            store.queue_incident_fields(pipe, incident_id, {
+                "resolved_at": now,
+                "resolved_by_force": review.force_of(order.get("agency_kind") or "unknown",
+                                                     order.get("agency_role"))})
             await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",

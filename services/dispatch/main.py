@@ -17,6 +17,7 @@ from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 from shared.runtime import stop_task
+from shared.timezones import parse_timezone
 
 from . import api, console, handlers
 from .config import Settings
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observe_incidents(settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
     add_health_routes(app, lambda: consumers_ready(broker, redis))
-    app.include_router(api.build_router(redis=redis, engine=engine))
+    app.include_router(api.build_router(redis=redis, engine=engine,
+                                        tz=parse_timezone(settings.timezone)))
     app.include_router(audit.build_router(redis=redis, service="dispatch"))
     app.include_router(console.build_console_router())
 

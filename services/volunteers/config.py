@@ -5,13 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from shared.settings import ServiceSettings
+from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
 class Settings(ServiceSettings):
     service_name: str = "volunteers"
     default_port: int = 8003
-    timezone: str = Field(
-        default="Asia/Shanghai",
+    timezone: TimezoneName = Field(
+        default=DEFAULT_TIMEZONE,
         description="TIMEZONE: of shift plans that name none (IANA name or +HH:MM)",
     )
     position_publish_interval_ms: int = Field(

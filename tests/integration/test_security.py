@@ -45,7 +45,8 @@ def incident(ref: str) -> dict[str, object]:
 async def test_every_endpoint_wants_a_valid_token(intake, dispatch, headers) -> None:
     for client, path in ((intake, "/v1/categories"), (intake, "/v1/incidents/x"),
                          (intake, "/v1/admin/audit"), (dispatch, "/v1/incidents"),
-                         (dispatch, "/v1/kpis"), (dispatch, "/v1/admin/dead-letters")):
+                         (dispatch, "/v1/kpis"), (dispatch, "/v1/heatmap"),
+                         (dispatch, "/v1/admin/dead-letters")):
         r = await client.get(path, headers=headers)
         assert r.status_code == 401, path
         assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -102,6 +103,9 @@ async def test_a_dispatcher_sees_and_acts_on_their_districts_only(dispatch) -> N
     assert (await dispatch.get("/v1/incidents?district=d2", headers=desk)).status_code == 403
     assert (await dispatch.get("/v1/units?district=d2", headers=desk)).status_code == 403
     assert (await dispatch.get("/v1/kpis?district=d1", headers=desk)).status_code == 200
+    assert (await dispatch.get("/v1/heatmap?district=d1", headers=desk)).status_code == 200
+    assert (await dispatch.get("/v1/heatmap?district=d2", headers=desk)).status_code == 403
+    assert (await dispatch.get("/v1/heatmap", headers=desk)).status_code == 422  # which district?
     # roster-like and token actions need the admin
     assert (await dispatch.post("/v1/dispatchers", headers=desk,
                                 json={"name": "x", "districts": ["d1"]})).status_code == 403

@@ -10,9 +10,10 @@ from redis.asyncio import Redis
 
 from shared import audit
 from shared.http import not_found
+from shared.timezones import parse_timezone
 
 from ..config import Settings
-from ..domain.shifts import ShiftPlan, parse_timezone, planned_on
+from ..domain.shifts import ShiftPlan, planned_on
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store

@@ -10,27 +10,13 @@ day off. A shift whose end is not after its start ends the next day.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import date, datetime, time, timedelta, tzinfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from shared.timezones import parse_timezone
+
 OFF = "off"
-_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
-
-
-def parse_timezone(name: str) -> tzinfo:
-    """An IANA name (Asia/Shanghai) or a fixed offset (+08:00); ValueError otherwise."""
-    if m := _OFFSET.match(name):
-        sign = 1 if m.group(1) == "+" else -1
-        delta = timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
-        if delta > timedelta(hours=14):
-            raise ValueError("is not a valid UTC offset")
-        return timezone(sign * delta)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError("is not a known time zone (an IANA name or +HH:MM)") from exc
 
 
 class ShiftSlot(BaseModel):

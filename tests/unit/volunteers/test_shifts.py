@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from services.volunteers.domain.shifts import ShiftPlan, parse_timezone, planned_on
+from services.volunteers.domain.shifts import ShiftPlan, planned_on
+from shared.timezones import parse_timezone
 
 CST = timezone(timedelta(hours=8))
 

@@ -1,0 +1,118 @@
+"""The command room's look back: yesterday's incidents by place, type and hour, and the heat
+map that plans tonight's patrols (DOMAIN.md, "Planning").
+
+Plain functions over the incident records dispatch keeps: no Redis or HTTP here. Hours are
+the district's local hours (settings `TIMEZONE`), of the time the incident was reported;
+places are the station's zone and an H3 cell of the scene. Duplicate reports linked to
+another incident are left out: the place had one incident, not two.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+
+import h3
+
+HOURS = 24
+NO_ZONE = "(none)"  # an incident outside every zone the district knows
+# H3 resolutions a heat map may ask for: 6 (~36 km² a cell, a whole district in a few) to
+# 10 (~0.015 km², a street corner). 8 (~0.74 km², a few blocks) is a patrol's beat.
+MIN_RESOLUTION, MAX_RESOLUTION, DEFAULT_RESOLUTION = 6, 10, 8
+
+
+def counted(inc: Mapping[str, str]) -> bool:
+    """Whether the incident counts in a review: a duplicate report linked to another does not."""
+    return inc.get("status") != "linked" and bool(inc.get("reported_at"))
+
+
+def local_hour(inc: Mapping[str, str], tz: tzinfo) -> int:
+    return datetime.fromisoformat(inc["reported_at"]).astimezone(tz).hour
+
+
+def parse_hours(spec: str) -> frozenset[int]:
+    """`"19-2"` (19:00 to 02:59, across midnight), `"8-17"`, `"22"`: the local hours a heat
+    map keeps. ValueError when it is not such a range."""
+    first, sep, last = spec.strip().partition("-")
+    try:
+        start = int(first)
+        end = int(last) if sep else start
+    except ValueError:
+        start = end = -1
+    if not (0 <= start < HOURS and 0 <= end < HOURS):
+        raise ValueError("must be an hour from 0 to 23 or a range of them, e.g. 19-2")
+    span = (end - start) % HOURS + 1
+    return frozenset((start + i) % HOURS for i in range(span))
+
+
+def by_hour(incidents: Iterable[Mapping[str, str]], tz: tzinfo) -> list[int]:
+    """Incidents per local hour of the day, 0 to 23."""
+    counts = [0] * HOURS
+    for inc in incidents:
+        if counted(inc):
+            counts[local_hour(inc, tz)] += 1
+    return counts
+
+
+def by_zone(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
+    """Incidents per zone (a station's territory), the busiest first."""
+    counts = Counter(inc.get("zone_id") or NO_ZONE for inc in incidents if counted(inc))
+    return dict(counts.most_common())
+
+
+def force_of(agency_kind: str, agency_role: str | None) -> str:
+    """`police:patrol`, `police:station`, `security`, `volunteer`: who handled it."""
+    return f"{agency_kind}:{agency_role}" if agency_role else agency_kind
+
+
+def resolved_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
+    """Incidents resolved on site, by the force of the team that resolved them."""
+    counts = Counter(inc.get("resolved_by_force") or "unknown" for inc in incidents
+                     if counted(inc) and inc.get("resolved_at") and not inc.get("handed_over_at"))
+    return dict(counts.most_common())
+
+
+@dataclass
+class Cell:
+    cell: str
+    count: int = 0
+    by_hour: list[int] = field(default_factory=lambda: [0] * HOURS)
+    by_category: Counter[str] = field(default_factory=Counter)
+
+    def view(self) -> dict[str, object]:
+        lat, lon = h3.cell_to_latlng(self.cell)
+        peak = max(range(HOURS), key=lambda h: (self.by_hour[h], -h))
+        return {"cell": self.cell, "lat": round(lat, 6), "lon": round(lon, 6),
+                "count": self.count, "peak_hour": peak, "by_hour": self.by_hour,
+                "by_category": dict(self.by_category.most_common())}
+
+
+def heat_map(incidents: Iterable[Mapping[str, str]], tz: tzinfo, *, resolution: int,
+             hours: frozenset[int] | None = None, category: str | None = None,
+             limit: int) -> dict[str, object]:
+    """The H3 cells where incidents were reported, the hottest first (ties: the cell id),
+    each with its count by local hour and by category; only the `hours` and `category`
+    asked for. `limit` cells at most; `incidents` and `cells` count them all."""
+    cells: dict[str, Cell] = {}
+    total = 0
+    for inc in incidents:
+        if not counted(inc) or (category and inc.get("category") != category):
+            continue
+        hour = local_hour(inc, tz)
+        if hours is not None and hour not in hours:
+            continue
+        try:
+            lat, lon = float(inc["lat"]), float(inc["lon"])
+        except (KeyError, ValueError):
+            continue
+        key = h3.latlng_to_cell(lat, lon, resolution)
+        cell = cells.get(key) or cells.setdefault(key, Cell(key))
+        cell.count += 1
+        cell.by_hour[hour] += 1
+        cell.by_category[inc.get("category") or "unknown"] += 1
+        total += 1
+    hottest = sorted(cells.values(), key=lambda c: (-c.count, c.cell))[:limit]
+    return {"resolution": resolution, "incidents": total, "cells": len(cells),
+            "hottest": [c.view() for c in hottest]}

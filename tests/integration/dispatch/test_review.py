@@ -1,0 +1,65 @@
+"""The command room's look back over the API: KPIs by local hour, zone and force, and the
+heat map of where and when incidents were reported."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import h3
+
+from shared import streams
+from shared.timezones import parse_timezone
+from tests.helpers import poll_until
+from tests.integration.stream_probes import (
+    ADMIN,
+    DISTRICT,
+    HERE,
+    _is,
+    assigned_in_dispatch,
+    dispatch_status,
+    order_responded,
+    running,
+)
+
+
+async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_force(
+        clean_redis: str) -> None:
+    async with running("dispatch", clean_redis, timezone="+08:00") as svc:
+        team, incident_id, order_id = await assigned_in_dispatch(svc, "rv")
+        await svc.publish(streams.ORDER_RESPONDED,
+                          order_responded(order_id, incident_id, team, "resolved"))
+        await poll_until(lambda: _is(dispatch_status(svc, incident_id), "resolved"), "resolved")
+        hour = datetime.now(parse_timezone("+08:00")).hour  # the report was made just now
+
+        r = await svc.client.get(f"/v1/kpis?district={DISTRICT}", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        kpis = r.json()
+        assert kpis["timezone"] == "UTC+08:00"
+        assert sum(kpis["by_hour"]) == 1 and kpis["by_hour"][hour] in (1, 0)
+        assert kpis["by_hour"][hour] + kpis["by_hour"][(hour - 1) % 24] == 1  # on the hour
+        assert kpis["by_zone"] == {"(none)": 1}  # no volunteers here: no zones known
+        assert kpis["resolved_by_force"] == {"police:patrol": 1}  # probes' teams: police patrols
+
+        r = await svc.client.get(f"/v1/heatmap?district={DISTRICT}", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        heat = r.json()
+        assert heat["incidents"] == 1 and heat["resolution"] == 8
+        [cell] = heat["hottest"]
+        assert cell["cell"] == h3.latlng_to_cell(*HERE, 8) and cell["count"] == 1
+        assert cell["by_category"] == {"noise": 1}
+
+        other = (hour + 12) % 24
+        r = await svc.client.get(f"/v1/heatmap?district={DISTRICT}&hours={other}",
+                                 headers=ADMIN)
+        assert r.json()["incidents"] == 0 and r.json()["hottest"] == []
+
+
+async def test_a_heat_map_asked_for_wrongly_is_refused_naming_the_field(clean_redis: str) -> None:
+    async with running("dispatch", clean_redis) as svc:
+        for query, field in (("hours=night", "hours"), ("hours=19-25", "hours"),
+                             ("resolution=11", "resolution"),
+                             ("since=2026-12-05T00:00:00Z&until=2026-12-01T00:00:00Z", "since"),
+                             ("since=2024-01-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since")):
+            r = await svc.client.get(f"/v1/heatmap?district={DISTRICT}&{query}", headers=ADMIN)
+            assert r.status_code == 422, query
+            assert field in r.text, (query, r.text)

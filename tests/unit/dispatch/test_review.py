@@ -1,0 +1,112 @@
+"""The morning review and the heat map: local hours, places, who resolved, the hottest cells."""
+
+from __future__ import annotations
+
+import h3
+import pytest
+
+from services.dispatch import review
+from shared.timezones import parse_timezone
+
+SHANGHAI = parse_timezone("Asia/Shanghai")
+MARKET = (22.8170, 108.3665)  # a night market
+NEAR_MARKET = (22.8172, 108.3667)  # ~30 m away: the same block
+STATION = (22.8500, 108.4000)  # ~5 km away
+
+
+def incident(at: str, where: tuple[float, float] = MARKET, *, category: str = "noise",
+             zone: str = "z1", **extra: str) -> dict[str, str]:
+    return {"reported_at": at, "lat": repr(where[0]), "lon": repr(where[1]),
+            "category": category, "zone_id": zone, "status": "resolved", **extra}
+
+
+def test_hours_are_the_districts_local_hours_of_the_report() -> None:
+    # 23:30 UTC is 07:30 in Shanghai; 16:00 UTC is midnight there
+    counts = review.by_hour([incident("2026-12-04T23:30:00+00:00"),
+                             incident("2026-12-04T16:00:00+00:00"),
+                             incident("2026-12-05T07:30:00+08:00")], SHANGHAI)
+    assert len(counts) == 24 and sum(counts) == 3
+    assert counts[7] == 2 and counts[0] == 1
+    assert review.by_hour([incident("2026-12-04T23:30:00+00:00")],
+                          parse_timezone("+00:00"))[23] == 1
+
+
+def test_a_duplicate_report_linked_to_another_counts_nowhere() -> None:
+    linked = incident("2026-12-04T12:00:00+00:00", status="linked")
+    assert sum(review.by_hour([linked], SHANGHAI)) == 0
+    assert review.by_zone([linked]) == {}
+    assert review.heat_map([linked], SHANGHAI, resolution=8, limit=10)["incidents"] == 0
+
+
+def test_zones_the_busiest_first_and_incidents_outside_every_zone_counted_apart() -> None:
+    at = "2026-12-04T12:00:00+00:00"
+    zones = review.by_zone([incident(at, zone="z2"), incident(at, zone="z1"),
+                            incident(at, zone="z2"), incident(at, zone="")])
+    assert list(zones.items()) == [("z2", 2), ("z1", 1), (review.NO_ZONE, 1)]
+
+
+def test_resolved_on_site_by_force_leaves_out_hand_overs_and_the_unfinished() -> None:
+    at = "2026-12-04T12:00:00+00:00"
+    done = "2026-12-04T12:20:00+00:00"
+    forces = review.resolved_by_force([
+        incident(at, resolved_at=done, resolved_by_force="police:patrol"),
+        incident(at, resolved_at=done, resolved_by_force="police:patrol"),
+        incident(at, resolved_at=done, resolved_by_force="volunteer"),
+        incident(at, resolved_at=done, handed_over_at=done, resolved_by_force="security"),
+        incident(at),  # still open
+    ])
+    assert forces == {"police:patrol": 2, "volunteer": 1}
+    assert review.force_of("police", "patrol") == "police:patrol"
+    assert review.force_of("security", None) == review.force_of("security", "") == "security"
+
+
+@pytest.mark.parametrize(("spec", "hours"), [
+    ("19-2", {19, 20, 21, 22, 23, 0, 1, 2}), ("8-17", set(range(8, 18))), ("22", {22}),
+    ("0-23", set(range(24))), (" 5-5 ", {5}),
+])
+def test_hours_ranges_run_across_midnight(spec: str, hours: set[int]) -> None:
+    assert review.parse_hours(spec) == hours
+
+
+@pytest.mark.parametrize("spec", ["24", "-1", "19-", "night", "3-30", "1-2-3", ""])
+def test_hours_that_are_no_range_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        review.parse_hours(spec)
+
+
+def test_the_heat_map_puts_the_hottest_cell_first_with_its_hours_and_categories() -> None:
+    night = "2026-12-04T13:30:00+00:00"  # 21:30 local
+    noon = "2026-12-04T04:10:00+00:00"  # 12:10 local
+    incidents = [incident(night), incident(night, NEAR_MARKET, category="fight"),
+                 incident(noon, NEAR_MARKET), incident(night, STATION, category="theft")]
+    heat = review.heat_map(incidents, SHANGHAI, resolution=8, limit=10)
+    assert heat["incidents"] == 4 and heat["cells"] == 2
+    hottest, other = heat["hottest"]
+    assert hottest["cell"] == h3.latlng_to_cell(*MARKET, 8)
+    assert hottest["count"] == 3 and hottest["peak_hour"] == 21
+    assert hottest["by_hour"][21] == 2 and hottest["by_hour"][12] == 1
+    assert hottest["by_category"] == {"noise": 2, "fight": 1}
+    assert abs(hottest["lat"] - MARKET[0]) < 0.01 and abs(hottest["lon"] - MARKET[1]) < 0.01
+    assert other["count"] == 1 and other["by_category"] == {"theft": 1}
+
+
+def test_the_heat_map_keeps_only_the_hours_and_category_asked_for_and_at_most_limit_cells(
+) -> None:
+    night, noon = "2026-12-04T13:30:00+00:00", "2026-12-04T04:10:00+00:00"
+    incidents = [incident(night), incident(noon), incident(night, STATION, category="theft")]
+    evening = review.heat_map(incidents, SHANGHAI, resolution=8, limit=10,
+                              hours=review.parse_hours("19-2"))
+    assert evening["incidents"] == 2 and evening["cells"] == 2
+    thefts = review.heat_map(incidents, SHANGHAI, resolution=8, limit=10, category="theft")
+    assert thefts["incidents"] == 1 and thefts["hottest"][0]["cell"] == h3.latlng_to_cell(
+        *STATION, 8)
+    one = review.heat_map(incidents, SHANGHAI, resolution=8, limit=1)
+    assert one["cells"] == 2 and [c["count"] for c in one["hottest"]] == [2]
+
+
+def test_a_coarser_resolution_puts_two_places_a_kilometre_apart_in_one_cell() -> None:
+    at = "2026-12-04T13:30:00+00:00"
+    incidents = [incident(at), incident(at, (MARKET[0] + 0.008, MARKET[1]))]  # ~900 m north
+    assert review.heat_map(incidents, SHANGHAI, resolution=8, limit=10)["cells"] == 2
+    coarse = review.heat_map(incidents, SHANGHAI, resolution=6, limit=10)
+    assert coarse["cells"] == 1 and coarse["hottest"][0]["count"] == 2
