@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from .engine import Dispatcher
 CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
+Problem = Literal["routing_timeout", "filing_overdue"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 
 
@@ -84,6 +85,10 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         status: str | None = Query(default=None, max_length=32),
         district: str | None = Query(default=None, max_length=64),
         flagged: bool | None = None,
+        problem: Problem | None = Query(
+            default=None, description="what an inspector hunts: routing_timeout (an order "
+            "withdrawn for a missed acknowledgement) or filing_overdue (a hand-over the "
+            "station has not filed in time)"),
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         limit: int = Query(default=100, ge=1, le=MAX_PAGE),
@@ -103,7 +108,13 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                 continue
             if flagged is not None and (inc.get("flagged") == "1") != flagged:
                 continue
-            rows.append(_incident_view(inc))
+            if problem == "routing_timeout" and not int(inc.get("timeouts") or 0):
+                continue
+            overdue = await filings_overdue(redis, inc, now) if problem == "filing_overdue" \
+                else None
+            if overdue == []:
+                continue
+            rows.append(_incident_view(inc) | ({"filings_overdue": overdue} if overdue else {}))
             if len(rows) >= limit:
                 break
         return {"incidents": rows, "count": len(rows)}
@@ -256,6 +267,16 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     return router
 
 
+async def filings_overdue(redis: Redis, inc: dict[str, str], now: datetime) -> list[str]:
+    """The hand-over orders of an incident whose station has not filed by their due time."""
+    if not inc.get("handed_over_at"):
+        return []
+    return [order["order_id"] for order in await store.orders_of(redis, inc["incident_id"])
+            if order.get("kind") == "handover" and order.get("filing_due")
+            and order.get("state") != "resolved"
+            and datetime.fromisoformat(order["filing_due"]) < now]
+
+
 async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: datetime,
                        until: datetime, now: datetime) -> dict[str, Any]:
     by_category: dict[str, int] = {}
@@ -281,11 +302,7 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
             resolved += 1
         if inc.get("handed_over_at"):
             handed_over += 1
-            for order in await store.orders_of(redis, inc["incident_id"]):
-                due = order.get("filing_due")
-                if order.get("kind") == "handover" and due and order.get("state") != "resolved" \
-                        and datetime.fromisoformat(due) < now:
-                    overdue += 1
+            overdue += len(await filings_overdue(redis, inc, now))
 
     def seconds(values: list[float]) -> dict[str, float | None]:
         return {"p50": domain.percentile(values, 0.5), "p90": domain.percentile(values, 0.9),

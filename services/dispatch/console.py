@@ -36,6 +36,9 @@ CONSOLE_PAGE = """<!doctype html>
   <option>assigned</option><option>acknowledged</option><option>en_route</option>
   <option>on_scene</option><option>handed_over</option><option>resolved</option>
   <option>closed</option></select>
+ <select id="problem"><option value="">any</option>
+  <option value="routing_timeout">routing timeouts</option>
+  <option value="filing_overdue">filings overdue</option></select>
  <button id="save">Watch</button><span id="err"></span></header>
 <main>
  <section><h2>Board <span class="dim" id="count"></span></h2>
@@ -78,6 +81,7 @@ async function refresh() {
   try {
     const q = new URLSearchParams({district: d, limit: "200"});
     if ($("status").value) q.set("status", $("status").value);
+    if ($("problem").value) q.set("problem", $("problem").value);
     const board = await api("/v1/incidents?" + q);
     // flagged first, then what still needs a team before what is done, the most urgent
     // first, the newest first among equals (the API's order; sort is stable)
@@ -141,6 +145,7 @@ $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
 $("save").onclick = () => { localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsAt = 0; refresh(); };
 $("status").onchange = refresh;
+$("problem").onchange = refresh;
 setInterval(refresh, 3000); refresh();
 </script></body></html>
 """
