@@ -94,6 +94,10 @@ class TimelineEntry(BaseModel):
     team_id: str | None = None
     order_id: str | None = None
     detail: str | None = None
+    note: str | None = Field(
+        default=None, max_length=500,
+        description="the team's own words with its answer (why it declined, what the station "
+        "should know): for the command room, never shown to the reporting system")
 
 
 class Assignment(BaseModel):

@@ -29,6 +29,11 @@ CENTRE = (22.8170, 108.3665)
 CATEGORIES = ["dispute", "noise", "help_request", "traffic", "suspicious", "theft_in_progress",
               "violence", "medical", "hazard_report", "ebike_theft", "lost_person", "fire"]
 WEIGHTS = [14, 12, 12, 8, 8, 4, 3, 4, 6, 6, 3, 1]
+# What a team says when it cannot take an order, or hands one over to the station.
+DECLINE_REASONS = ["vehicle broken down", "already holding a suspect for the station",
+                   "member injured, returning to post", "escorting a lost child home"]
+HANDOVER_NOTES = ["parties agreed to mediation; revisit needed", "damage to be assessed for a case",
+                  "suspect left before we arrived; CCTV at the gate", "landlord dispute, documents needed"]
 
 
 def settings() -> dict[str, str]:
@@ -201,9 +206,10 @@ class Demo:
         self.line(incident_id, f"assigned to {team['name']} ({order['kind']}{eta})")
         await asyncio.sleep(random.uniform(1, 6))
         if random.random() < 0.08:
+            reason = random.choice(DECLINE_REASONS)
             await ws.send(json.dumps({"type": "response", "order_id": order["order_id"],
-                                      "response": "declined"}))
-            self.line(incident_id, f"declined by {team['name']}")
+                                      "response": "declined", "note": reason}))
+            self.line(incident_id, f"declined by {team['name']}: {reason}")
             return
         steps = [("acknowledged", 0), ("en_route", 3), ("on_scene", 8),
                  ("handover" if random.random() < 0.15 else "resolved", 15)]
@@ -211,8 +217,10 @@ class Demo:
             steps = [("acknowledged", 0), ("resolved", 20)]
         for response, pause in steps:
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-            await ws.send(json.dumps({"type": "response", "order_id": order["order_id"],
-                                      "response": response}))
+            answer = {"type": "response", "order_id": order["order_id"], "response": response}
+            if response == "handover":
+                answer["note"] = random.choice(HANDOVER_NOTES)
+            await ws.send(json.dumps(answer))
             if response in ("acknowledged", "resolved", "handover"):
                 self.line(incident_id, f"{response} by {team['name']}")
 

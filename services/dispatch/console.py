@@ -133,7 +133,8 @@ async function detail() {
   $("dmeta").textContent = i.incident_id + " · " + place + " · trace " + (i.trace_id || "-");
   const tb = $("timeline"); tb.replaceChildren();
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
-    cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id); cell(tr, e.detail);
+    cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id);
+    cell(tr, e.note ? (e.detail || "") + ": “" + e.note + "”" : e.detail);  // the team's own words
     tb.appendChild(tr); }
 }
 $("assign").onclick = async () => { try { await api("/v1/incidents/" + selected + "/assign",

@@ -47,6 +47,7 @@ from shared.metrics import meter
 from shared.policy import Policy
 from shared.scripts import ScriptBatch, queued_commands
 from shared.telemetry import current_trace_id, extract_context, inject_context
+from shared.timezones import parse_timezone
 from shared.zones import Zone
 
 from . import domain, locks, review, store
@@ -132,6 +133,7 @@ class Dispatcher:
         self.broker = broker
         self.policy = policy
         self.settings = settings
+        self.tz = parse_timezone(settings.timezone)
         self.zones = zones
         self.locks = locks.IncidentLocks(redis)
         # The scripts of concurrent incidents (first steps, searches, offers), one round
@@ -691,7 +693,8 @@ class Dispatcher:
         moved = {"state": new_state, f"{new_state}_at": now}
         order.update(moved)
         entry = TimelineEntry(kind="response", team_id=order["team_id"],
-                              order_id=order["order_id"], detail=event.response)
+                              order_id=order["order_id"], detail=event.response,
+                              note=event.note or None)
         # Any answer but a refusal means the team took the order, even if it skipped
         # "acknowledged" (the design lets responses skip steps).
         first_ack = (new_state != "declined" and order.get("kind") in CLAIMING_KINDS
@@ -759,6 +762,16 @@ class Dispatcher:
 
         return resolve
 
+    def _handover_instructions(self, order: dict[str, str], note: str | None,
+                               filing_due: datetime) -> str:
+        """What the station's officers read: who handed it over, what they said, and the
+        filing deadline in the district's local time."""
+        by = order.get("team_name") or order["team_id"]
+        said = f" They say: {note}" if note else ""
+        due = filing_due.astimezone(self.tz)
+        return (f"Handed over by {by}.{said} File the case by {due:%Y-%m-%d %H:%M} "
+                f"({self.settings.timezone}).")
+
     async def _hand_over(self, state: store.IncidentState, order: dict[str, str],
                          entry: TimelineEntry, *, also: Callable[[Pipeline], Awaitable[None]],
                          again: bool = False) -> None:
@@ -808,8 +821,7 @@ class Dispatcher:
             filing_due = now + timedelta(hours=self.policy.handover_filing_h)
             handover_order = await self._offer_and_announce(
                 inc, team, kind="handover", filing_due=filing_due,
-                instructions=f"Handed over by {order.get('team_name') or order['team_id']}: "
-                             f"file the case by {filing_due:%Y-%m-%d %H:%M} UTC.")
+                instructions=self._handover_instructions(order, entry.note, filing_due))
         if handover_order is not None and inc.get("handover_order") != handover_order["order_id"]:
             order_id = handover_order["order_id"]
 

@@ -30,7 +30,9 @@ class ResponseIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     response: ResponseKind
-    note: str | None = Field(default=None, max_length=500)
+    note: str | None = Field(default=None, max_length=500,
+                             description="the team's own words for the command room; required "
+                             "with declined (why), read by the station with handover")
 
 
 class WebPushIn(BaseModel):

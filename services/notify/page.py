@@ -203,14 +203,23 @@ function allowed(state) {
 }
 
 async function respond(id, response) {
-  if (response === "declined" && !confirm("Decline this order?")) return;
-  if (send({ type: "response", order_id: id, response })) return;
+  let note = null;  // the team's own words: the command room reads them with the answer
+  if (response === "declined") {
+    note = (prompt("Why can you not take this order? The command room reads your reason.") || "").trim();
+    if (!note) return;
+  } else if (response === "handover") {
+    const said = prompt("Hand over to the station. What should they know? (optional)");
+    if (said === null) return;
+    note = said.trim() || null;
+  }
+  const answer = note ? { response, note: note.slice(0, 500) } : { response };
+  if (send({ type: "response", order_id: id, ...answer })) return;
   try {   // socket down: the same answer over HTTP, continuing the order's trace
     const o = orders.get(id);
     const r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
       method: "POST", headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token,
         ...(o && o.frame.traceparent ? { "traceparent": o.frame.traceparent } : {}) },
-      body: JSON.stringify({ response }) });
+      body: JSON.stringify(answer) });
     const body = await r.json();
     if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
     setState(id, body.state, body.answered);

@@ -25,7 +25,7 @@ from shared.events import (
     Response,
     utcnow,
 )
-from shared.http import Principal, conflict, forbidden, not_found
+from shared.http import ApiError, Principal, conflict, forbidden, not_found
 from shared.telemetry import extract_context, inject_context
 
 from . import store
@@ -96,7 +96,16 @@ class Orders:
         origin: str | None = None,
     ) -> dict[str, Any]:
         """Applies a team's response; `origin` is the answering socket, if it came by one."""
+        note = (note or "").strip() or None
         record = await self._team_order(order_id, who)
+        if response == "declined" and note is None \
+                and "declined" in allowed_responses(record.state):
+            # A team may not refuse because the scene is outside its zone (DOMAIN.md): the
+            # command room reads why, on the incident's timeline. (Where a decline is not
+            # allowed at all, the answer says that instead.)
+            raise ApiError(422, "invalid_field",
+                           "a decline needs its reason in note (the command room reads it)",
+                           "note")
         current = trace.get_current_span().get_span_context()
         with tracer.start_as_current_span(
             "respond to order",

@@ -31,7 +31,9 @@ class RespondFrame(_Frame):
     type: Literal["response"]
     order_id: str = Field(min_length=1, max_length=64)
     response: Response
-    note: str | None = Field(default=None, max_length=500)
+    note: str | None = Field(default=None, max_length=500,
+                             description="the team's own words for the command room; required "
+                             "with declined (why), read by the station with handover")
 
 
 DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame, Field(discriminator="type")]

@@ -12,10 +12,13 @@ from faststream.redis import RedisBroker
 from services.dispatch.engine import Dispatcher
 from shared import streams
 from shared.events import IncidentHandedOver, IncidentUpdated, OrderIssued, OrderResponded
+from shared.timezones import parse_timezone
 from tests.helpers import poll_until, read_stream
 
 from .conftest import dispatch_with_teams, fail_a_write_once, fail_once
 from .test_engine import DISTRICT, orders_for, report
+
+HANDOVER_NOTE = "parties agreed to mediation; revisit needed"
 
 
 async def hand_over(url: str, publisher: RedisBroker, *, station_team: bool = True
@@ -37,7 +40,8 @@ async def hand_over(url: str, publisher: RedisBroker, *, station_team: bool = Tr
         for response in ("acknowledged", "handover"):
             await publisher.publish(OrderResponded(
                 district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
-                team_id="guard", member_id="m1", response=response),
+                team_id="guard", member_id="m1", response=response,
+                note=HANDOVER_NOTE if response == "handover" else None),
                 stream=streams.ORDER_RESPONDED.name)
         await poll_until(lambda: handed_over(url, incident_id), "incident.handed_over", 8)
     return incident_id, orders_for(url, incident_id)
@@ -70,6 +74,23 @@ async def test_the_station_gets_the_handed_over_incident(clean_redis: str,
     assert orders[1].filing_due is not None
     entries = kinds_of_entries(clean_redis, incident_id)
     assert entries.count("handover") == 1 and entries.count("response") == 2
+    # the station's officers read what the team said and when to file, in local time
+    due = orders[1].filing_due.astimezone(parse_timezone("Asia/Shanghai"))
+    assert orders[1].instructions == (
+        f"Handed over by guard. They say: {HANDOVER_NOTE} "
+        f"File the case by {due:%Y-%m-%d %H:%M} (Asia/Shanghai).")
+
+
+async def test_the_command_room_reads_what_the_team_said_with_its_answer(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    incident_id, _ = await hand_over(clean_redis, publisher)
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        entries = [json.loads(e) for e in client.lrange(f"dispatch:timeline:{incident_id}", 0, -1)]
+    finally:
+        client.close()
+    answers = [(e["detail"], e.get("note")) for e in entries if e["kind"] == "response"]
+    assert answers == [("acknowledged", None), ("handover", HANDOVER_NOTE)]
 
 
 async def test_a_handover_that_failed_after_the_station_order_sends_no_second(

@@ -3,6 +3,8 @@ keep dispatch's order, and a closed incident leaves the open index."""
 
 from __future__ import annotations
 
+import json
+
 from redis.asyncio import Redis
 
 from services.intake import store
@@ -88,3 +90,17 @@ async def test_updates_of_an_unknown_incident_change_nothing(clean_redis: str) -
         assert await redis.keys("*") == []
     finally:
         await redis.aclose()
+
+
+async def test_the_reporting_system_never_sees_what_a_team_said(clean_redis: str) -> None:
+    async with running("intake", clean_redis) as svc:
+        [incident_id] = await reported(svc, 1)
+        said = "holding a suspect for the station"  # the command room's, not the caller's
+        await svc.publish(streams.INCIDENT_UPDATED, IncidentUpdated(
+            district=DISTRICT, incident_id=incident_id, seq=1, status="unassigned",
+            priority="P4", entry=TimelineEntry(kind="response", detail="declined", note=said)))
+        await poll_until(lambda: svc.drained(streams.INCIDENT_UPDATED.name), "update read")
+        view = await intake_incident(svc, incident_id)
+        [entry] = [e for e in view["timeline"] if e["kind"] == "response"]
+        assert entry["detail"] == "declined" and "note" not in entry
+        assert said not in json.dumps(view)

@@ -7,10 +7,10 @@ import redis as redis_sync
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.events import OrderDelivered, OrderResponded
+from shared.events import OrderDelivered, OrderIssued, OrderResponded
 from tests.helpers import decode_entry, poll_until, read_stream
 
-from .conftest import ADMIN, Volunteers, an_order, device, issue, withdraw
+from .conftest import ADMIN, Member, Volunteers, an_order, device, issue, withdraw
 
 
 def delivered(url: str) -> list[OrderDelivered]:
@@ -26,6 +26,16 @@ async def stored(http: httpx.AsyncClient, notify: str, order_id: str) -> None:
         r = await http.get(f"{notify}/v1/orders/{order_id}", headers=ADMIN)
         return r.status_code == 200
     await poll_until(known, f"notify has stored {order_id}")
+
+
+async def issued_to(team: str, volunteers: Volunteers, broker: RedisBroker,
+                    http: httpx.AsyncClient, notify: str) -> tuple[Member, OrderIssued]:
+    """A member of `team` and an order to the team that notify has stored."""
+    member = volunteers.enrol(team)
+    order = an_order(team)
+    await issue(broker, order)
+    await stored(http, notify, order.order_id)
+    return member, order
 
 
 async def test_responses_move_forward_and_refuse_what_the_state_forbids(
@@ -109,7 +119,13 @@ async def test_a_response_on_the_socket_continues_the_incidents_trace(
         frames = {f["order_id"]: f for f in [await phone.next_of("order") for _ in range(2)]}
         assert frames[order.order_id]["traceparent"].split("-")[1] == trace_id
 
+        # a decline says why; without a reason it is an error frame naming the field
         await phone.send({"type": "response", "order_id": order.order_id, "response": "declined"})
+        error = await phone.next_of("error")
+        assert (error["code"], error["field"], error["order_id"]) == (
+            "invalid_field", "note", order.order_id)
+        await phone.send({"type": "response", "order_id": order.order_id, "response": "declined",
+                          "note": "vehicle broken down"})
         assert (await phone.next_of("order_state"))["state"] == "declined"
         # A bad response on the socket is an error frame naming the order; the socket lives.
         await phone.send({"type": "response", "order_id": order.order_id,
@@ -140,11 +156,7 @@ async def test_a_response_on_the_socket_continues_the_incidents_trace(
 async def test_a_response_is_recorded_and_published_in_one_step(
         notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
         clean_redis: str) -> None:
-
-    member = volunteers.enrol("t1")
-    order = an_order("t1")
-    await issue(broker, order)
-    await stored(http, notify, order.order_id)
+    member, order = await issued_to("t1", volunteers, broker, http, notify)
     r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses",
                         headers=member.bearer, json={"response": "acknowledged"})
     assert r.status_code == 200 and r.json()["state"] == "acknowledged"
@@ -172,3 +184,20 @@ async def test_a_receipt_is_recorded_and_published_in_one_step_once(
     r = await http.get(f"{notify}/v1/orders/{order.order_id}/deliveries", headers=ADMIN)
     assert list(r.json()["received"]) == [member.device_id]
     assert [a["outcome"] for a in r.json()["attempts"]].count("received") == 1
+
+
+async def test_a_decline_needs_its_reason_which_goes_with_the_event(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member, order = await issued_to("t1", volunteers, broker, http, notify)
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+    for body in ({"response": "declined"}, {"response": "declined", "note": "   "}):
+        r = await http.post(url, headers=member.bearer, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "note"
+    assert responded(clean_redis) == []  # nothing recorded, nothing sent to dispatch
+    r = await http.post(url, headers=member.bearer,
+                        json={"response": "declined", "note": " holding a suspect "})
+    assert r.status_code == 200 and r.json()["state"] == "declined"
+    [event] = responded(clean_redis)
+    assert (event.response, event.note) == ("declined", "holding a suspect")
