@@ -54,6 +54,9 @@ class Policy(BaseModel):
     p1_min_units: int = 2
     handover_filing_h: float = 24
     followup_days: dict[str, float] = {}
+    # A follow-up that finds the agreement not holding orders another, up to this many
+    # visits; then the command room is told (the incident is flagged).
+    followup_max_visits: int = Field(default=5, ge=1)
     duplicate_radius_m: float = 200
     duplicate_window_s: int = 600
     flag_after_misses: int = 2

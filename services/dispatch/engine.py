@@ -69,6 +69,7 @@ ROUTING_TIMEOUTS = _meter.create_counter(
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
+DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 
@@ -711,6 +712,8 @@ class Dispatcher:
 
         if not ends:
             return await self._emit(incident_id, entry, state=state, also=move, end=end)
+        if order.get("kind") == "followup" and new_state == "handover":
+            return await self._revisit(state, order, entry, move, end)
         others = [o for o in state.orders if o["order_id"] != order["order_id"]
                   and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
         if new_state == "resolved" and not others:
@@ -957,6 +960,42 @@ class Dispatcher:
             state=state, also=timed_out)
         ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
 
+    async def _revisit(self, state: store.IncidentState, order: dict[str, str],
+                       entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
+                       end: StepEnd) -> bool:
+        """A follow-up visit found the mediated agreement not holding (its team answered
+        `handover`: back to the station): the station visits again after the category's
+        interval, until `followup_max_visits` visits; past those the command room decides
+        (the incident is flagged). One write with the step's end."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        visits = int(inc.get("followup_visits") or 1)
+        if visits >= self.policy.followup_max_visits:
+            misses = str(max(int(inc.get("misses") or 0), self.policy.flag_after_misses))
+            inc["misses"] = misses  # what incident.updated's `flagged` reads
+            fields = {"misses": misses}
+            detail = (f"the agreement does not hold after {visits} visits: the command room "
+                      "decides what follows")
+            due = None
+        else:
+            days = self.policy.followup_days.get(inc["category"]) or DEFAULT_FOLLOWUP_DAYS
+            due = utcnow() + timedelta(days=days)
+            fields = {"followup_order": "", "followup_visits": str(visits + 1),
+                      "followup_note": entry.note or ""}
+            detail = (f"the agreement does not hold: visit {visits + 1} by "
+                      f"{due.astimezone(self.tz):%Y-%m-%d} ({self.settings.timezone})")
+
+        async def written(pipe: Pipeline) -> None:
+            await move(pipe)
+            store.queue_incident_fields(pipe, incident_id, fields)
+            if due is not None:
+                store.queue_schedule(pipe, f"followup:{incident_id}", due)
+
+        return await self._emit(incident_id, TimelineEntry(
+            kind="followup", team_id=order["team_id"], order_id=order["order_id"],
+            detail=detail, note=entry.note), state=state, also=written, end=end)
+
     async def on_followup_due(self, incident_id: str) -> None:
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
@@ -964,17 +1003,22 @@ class Dispatcher:
             if inc is None or inc.get("followup_order"):
                 return
             # An earlier firing that failed after its offer (the timer stays until a firing
-            # succeeds): that order is the follow-up, the station gets no second one.
-            order = next((o for o in state.orders if o.get("kind") == "followup"), None)
+            # succeeds): that live order is the follow-up, the station gets no second one.
+            order = next((o for o in state.orders if o.get("kind") == "followup"
+                          and o["state"] in domain.LIVE_ORDER_STATES), None)
             if order is None:
                 team = await self._station_team(inc, inc.get("station_agency_id") or "")
                 if team is None:
                     await store.schedule(self.redis, f"followup:{incident_id}",
                                          utcnow() + timedelta(hours=1))
                     return
+                visit = int(inc.get("followup_visits") or 1)
+                last = inc.get("followup_note")
                 order = await self._offer_and_announce(
                     inc, team, kind="followup",
-                    instructions="Follow-up visit: check that the mediated agreement holds.")
+                    instructions="Follow-up visit" + (f" {visit}" if visit > 1 else "")
+                    + ": check that the mediated agreement holds."
+                    + (f" Last visit: {last}" if visit > 1 and last else ""))
                 if order is None:
                     return
             elif order.get("published") != "1":

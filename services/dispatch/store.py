@@ -845,6 +845,10 @@ async def schedule(redis: Redis, member: str, at: datetime) -> None:
     await redis.zadd(TIMERS, {member: at.timestamp()})
 
 
+def queue_schedule(pipe: Pipeline, member: str, at: datetime) -> None:
+    pipe.zadd(TIMERS, {member: at.timestamp()})
+
+
 def queue_cancel(pipe: Pipeline, member: str) -> None:
     pipe.zrem(TIMERS, member)
 

@@ -194,9 +194,10 @@ function setState(id, state, answered) {
   if (["resolved", "handover", "declined"].includes(state)) endOrder(id, state);
 }
 
-function allowed(state) {
+function allowed(state, kind) {
   if (["resolved", "handover", "declined", "withdrawn"].includes(state)) return [];
-  const out = FORWARD.filter((r) => RANK[r] > RANK[state]);
+  // the station's own hand-over has nobody to hand it to
+  const out = FORWARD.filter((r) => RANK[r] > RANK[state] && !(kind === "handover" && r === "handover"));
   if (state === "issued") out.push("declined");
   out.push("reinforce");
   return out;
@@ -208,7 +209,10 @@ async function respond(id, response) {
     note = (prompt("Why can you not take this order? The command room reads your reason.") || "").trim();
     if (!note) return;
   } else if (response === "handover") {
-    const said = prompt("Hand over to the station. What should they know? (optional)");
+    const o = orders.get(id);
+    const said = prompt(o && o.frame.kind === "followup"
+      ? "The agreement does not hold: what did you find? (the next visit reads it; optional)"
+      : "Hand over to the station. What should they know? (optional)");
     if (said === null) return;
     note = said.trim() || null;
   }
@@ -255,10 +259,12 @@ function render(id, alert) {
   if (f.filing_due) card.append(el("div", "meta", "Filing due " + new Date(f.filing_due).toLocaleString()));
   card.append(el("div", "state", o.state === "issued" ? "NEW" : o.state.replace(/_/g, " ").toUpperCase()));
   const acts = el("div", "actions");
-  for (const r of allowed(o.state)) {
+  for (const r of allowed(o.state, f.kind)) {
     const style = r === "acknowledged" ? "primary"
       : (r === "reinforce" || r === "declined" ? "danger" : "");
-    const b = el("button", style, LABELS[r]);
+    // on a follow-up, handing back to the station means: the agreement does not hold
+    const b = el("button", style, f.kind === "followup" && r === "handover" ? "Not holding: visit again"
+      : f.kind === "followup" && r === "resolved" ? "Agreement holds" : LABELS[r]);
     b.onclick = () => respond(id, r); acts.append(b);
   }
   card.append(acts);

@@ -106,6 +106,10 @@ class Orders:
             raise ApiError(422, "invalid_field",
                            "a decline needs its reason in note (the command room reads it)",
                            "note")
+        if response == "handover" and record.order is not None \
+                and record.order.kind == "handover":
+            raise conflict("this order is the station's own hand-over: there is nobody to hand "
+                           "it to; answer resolved once the case is filed")
         current = trace.get_current_span().get_span_context()
         with tracer.start_as_current_span(
             "respond to order",

@@ -4,6 +4,7 @@ after its offer."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -11,11 +12,13 @@ import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from services.dispatch import store
-from shared.events import OrderIssued
+from shared import streams
+from shared.events import OrderIssued, OrderResponded
+from shared.policy import load_policy
 from tests.helpers import poll_until
 
 from .conftest import dispatch_with_teams, fail_a_write_once
-from .test_engine import orders_for, report
+from .test_engine import DISTRICT, orders_for, report
 
 
 def followups(url: str, incident_id: str) -> list[OrderIssued]:
@@ -62,3 +65,88 @@ async def test_a_firing_that_failed_after_its_offer_sends_no_second_order(
     finally:
         client.close()
     assert recorded == orders[0].order_id
+
+
+NOT_HOLDING = "the neighbours are quarrelling over the wall again"
+
+
+async def answer(publisher: RedisBroker, order: OrderIssued, response: str,
+                 note: str | None = None) -> None:
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+        team_id=order.team_id, member_id="m1", response=response, note=note),  # type: ignore[arg-type]
+        stream=streams.ORDER_RESPONDED.name)
+
+
+def incident_fields(url: str, incident_id: str) -> dict[str, str]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hgetall(f"dispatch:incident:{incident_id}")
+    finally:
+        client.close()
+
+
+def followup_due_in_days(url: str, incident_id: str) -> float | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        due = client.zscore(store.TIMERS, f"followup:{incident_id}")
+    finally:
+        client.close()
+    return None if due is None else (due - time.time()) / 86400
+
+
+async def test_a_visit_that_finds_the_agreement_broken_orders_another_until_it_holds(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    incident_id, [first] = await run_followup(clean_redis, publisher)
+    async with dispatch_with_teams(clean_redis, publisher, {}, timer_lease_s=0.5):
+        await answer(publisher, first, "acknowledged")
+        await answer(publisher, first, "handover", NOT_HOLDING)  # "not holding: visit again"
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get(
+            "followup_visits") == "2", "the second visit planned")
+        assert incident_fields(clean_redis, incident_id)["followup_order"] == ""
+        assert 6.9 < (followup_due_in_days(clean_redis, incident_id) or 0) <= 7  # dispute: 7 days
+        assert len(orders_for(clean_redis, incident_id)) == 2  # no hand-over to the station
+
+        # a week later: the station visits again, told what the last visit found
+        client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            client.zadd(store.TIMERS, {f"followup:{incident_id}": time.time()})
+        finally:
+            client.close()
+        second = (await poll_until(lambda: followups(clean_redis, incident_id)[1:],
+                                   "the second follow-up order"))[0]
+        assert second.team_id == "station-car"
+        assert second.instructions == ("Follow-up visit 2: check that the mediated agreement "
+                                       f"holds. Last visit: {NOT_HOLDING}")
+        await answer(publisher, second, "resolved")  # "agreement holds"
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
+                         == "resolved", "the dispute resolved")
+    assert followup_due_in_days(clean_redis, incident_id) is None
+    timeline = kinds_and_details(clean_redis, incident_id)
+    assert ("followup", f"{NOT_HOLDING}") in [(k, n) for k, _, n in timeline]
+    assert len(followups(clean_redis, incident_id)) == 2
+
+
+async def test_after_the_last_visit_the_command_room_decides(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = load_policy()
+    monkeypatch.setattr("services.dispatch.main.load_policy",
+                        lambda: real.model_copy(update={"followup_max_visits": 1}))
+    incident_id, [only] = await run_followup(clean_redis, publisher)
+    async with dispatch_with_teams(clean_redis, publisher, {}, timer_lease_s=0.5):
+        await answer(publisher, only, "handover", NOT_HOLDING)
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("flagged") == "1",
+                         "the incident flagged for the command room")
+    assert followup_due_in_days(clean_redis, incident_id) is None  # no visit planned
+    [(_, detail, note)] = [e for e in kinds_and_details(clean_redis, incident_id)
+                           if e[0] == "followup" and e[2]]
+    assert "after 1 visits" in detail and note == NOT_HOLDING
+
+
+def kinds_and_details(url: str, incident_id: str) -> list[tuple[str, str, str | None]]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = [json.loads(e) for e in client.lrange(f"dispatch:timeline:{incident_id}", 0, -1)]
+    finally:
+        client.close()
+    return [(e["kind"], e.get("detail") or "", e.get("note")) for e in entries]

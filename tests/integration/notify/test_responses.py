@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import redis as redis_sync
 from faststream.redis import RedisBroker
@@ -29,10 +31,11 @@ async def stored(http: httpx.AsyncClient, notify: str, order_id: str) -> None:
 
 
 async def issued_to(team: str, volunteers: Volunteers, broker: RedisBroker,
-                    http: httpx.AsyncClient, notify: str) -> tuple[Member, OrderIssued]:
+                    http: httpx.AsyncClient, notify: str, **order_fields: Any
+                    ) -> tuple[Member, OrderIssued]:
     """A member of `team` and an order to the team that notify has stored."""
     member = volunteers.enrol(team)
-    order = an_order(team)
+    order = an_order(team, **order_fields)
     await issue(broker, order)
     await stored(http, notify, order.order_id)
     return member, order
@@ -201,3 +204,16 @@ async def test_a_decline_needs_its_reason_which_goes_with_the_event(
     assert r.status_code == 200 and r.json()["state"] == "declined"
     [event] = responded(clean_redis)
     assert (event.response, event.note) == ("declined", "holding a suspect")
+
+
+async def test_a_station_cannot_hand_its_own_hand_over_to_anybody(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member, order = await issued_to("station-car", volunteers, broker, http, notify,
+                                    kind="handover")
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+    r = await http.post(url, headers=member.bearer, json={"response": "handover"})
+    assert r.status_code == 409 and "resolved once the case is filed" in r.text
+    assert responded(clean_redis) == []
+    r = await http.post(url, headers=member.bearer, json={"response": "resolved"})
+    assert r.status_code == 200 and r.json()["state"] == "resolved"
