@@ -110,19 +110,19 @@ async function refresh() {
         ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
         ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
         ["filings overdue", k.filings_overdue],
-        ["busiest hours", top(k.by_hour.map((n, h) => [h + ":00", n]))],
-        ["busiest zones", top(Object.entries(k.by_zone))]]) {
+        ["busiest hours", busiest(k.by_hour.map((n, h) => [h + ":00", n]))],
+        ["busiest zones", busiest(Object.entries(k.by_zone))]]) {
       const li = document.createElement("li"); li.textContent = label + ": " + v; kl.appendChild(li); }
     if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
       const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
       sl.replaceChildren();
       for (const c of h.hottest) { const li = document.createElement("li");
         li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
-          + c.peak_hour + ":00; " + top(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
+          + c.peak_hour + ":00; " + busiest(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
     $("err").textContent = ""; if (selected) await detail();
   } catch (e) { $("err").textContent = e.message; }
 }
-function top(pairs) { const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, 3);
+function busiest(pairs) { const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, 3);
   return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
 async function detail() {

@@ -297,6 +297,20 @@ class Hub:
             frame = order_frame(order, traceparent=record.trace.get("traceparent"))
             self._push(conn, order.order_id, order.incident_id, frame, record.trace)
 
+    @staticmethod
+    def sync_taken(conn: Connection, record: store.OrderRecord) -> None:
+        """Tells a socket of an order its team has taken and is working on (a reloaded
+        page, a phone connecting later): where it stands, with the order to show, so the
+        member can carry on answering it. Not an order sent again: no alarm, no receipt."""
+        order = record.order
+        if order is None or conn.closing or not conn.mark_sent(order.order_id):
+            return
+        conn.shown.discard(order.order_id)  # answered: nothing more to tell of it here
+        frame = state_frame(order.order_id, state=record.state, answered=True,
+                            response=record.last_response)
+        frame["order"] = order_frame(order, traceparent=record.trace.get("traceparent"))
+        conn.offer(frame)
+
     def _push(self, conn: Connection, order_id: str, incident_id: str, frame: dict[str, Any],
               trace_context: dict[str, str]) -> None:
         """Queues one order's frame on one socket, inside a span continuing the incident's
@@ -323,7 +337,10 @@ class Hub:
     async def replay(self, conn: Connection) -> None:
         """Pushes the team's open orders this socket has not had; tells it of those that ended."""
         for record in await store.open_orders(self._redis, conn.team_id):
-            self.push_order(conn, record)
+            if record.answered:
+                self.sync_taken(conn, record)
+            else:
+                self.push_order(conn, record)
         for order_id in list(conn.shown):
             shown = await store.get_order(self._redis, order_id)
             if shown is None:

@@ -163,7 +163,13 @@ function onFrame(f) {
       break;
     case "order": onOrder(f); break;
     case "order_withdrawn": endOrder(f.order_id, "withdrawn"); break;
-    case "order_state": setState(f.order_id, f.state, f.answered); break;
+    case "order_state":
+      // an order the team took before this page knew it (a reload, another phone answered):
+      // shown where it stands, to carry on with; no alarm
+      if (f.order && !orders.has(f.order_id) && !["resolved", "handover", "declined"].includes(f.state)) {
+        orders.set(f.order_id, { frame: f.order, state: f.state }); render(f.order_id, false); showEmpty();
+      } else setState(f.order_id, f.state, f.answered);
+      break;
     case "ping": send({ type: "pong" }); break;
     case "error": toast(f.message || f.code); break;
   }

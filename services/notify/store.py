@@ -29,7 +29,7 @@ from shared.events import OrderDelivered, OrderIssued, OrderResponded, utcnow
 from shared.metrics import meter
 from shared.scripts import run_script
 
-from .domain.responses import Decision
+from .domain.responses import Decision, is_live
 
 FALLBACK = "notify:fallback"
 CONTROL = "notify:control"
@@ -51,6 +51,9 @@ def _attempts(order_id: str) -> str:
 
 
 def _open(team_id: str) -> str:
+    """The team's live orders: issued, or answered and not yet ended (acknowledged, en
+    route, on scene), so that a device connecting later (a reloaded page, a new phone)
+    still gets the order its team is working on."""
     return f"notify:team:{team_id}:open"
 
 
@@ -252,7 +255,8 @@ async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
 
 
 async def open_orders(redis: Redis, team_id: str) -> list[OrderRecord]:
-    """The team's orders that are neither answered nor withdrawn, oldest first."""
+    """The team's live orders (not ended, not withdrawn), oldest first: those not yet
+    answered and those it is working on."""
     key = _open(team_id)
     found: list[OrderRecord] = []
     for order_id in cast(list[str], await redis.zrange(key, 0, 199)):
@@ -260,7 +264,7 @@ async def open_orders(redis: Redis, team_id: str) -> list[OrderRecord]:
         if record is None or record.order is None:  # expired
             await redis.zrem(key, order_id)
             continue
-        if record.answered or record.withdrawn:
+        if record.withdrawn or not is_live(record.state):
             await redis.zrem(key, order_id)
             continue
         found.append(record)
@@ -291,7 +295,9 @@ redis.call('HSET', KEYS[1], 'state', ARGV[3], 'answered', '1', 'last_response', 
            'updated_at', ARGV[5])
 if ARGV[4] == 'reinforce' then redis.call('HSET', KEYS[1], 'last_reinforce_at', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZREM', KEYS[2], ARGV[7])
+if ARGV[3] == 'resolved' or ARGV[3] == 'handover' or ARGV[3] == 'declined' then
+  redis.call('ZREM', KEYS[2], ARGV[7])
+end
 redis.call('ZREM', KEYS[3], ARGV[7])
 redis.call('RPUSH', KEYS[4], ARGV[8])
 redis.call('EXPIRE', KEYS[4], ARGV[6])

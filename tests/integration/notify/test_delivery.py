@@ -88,19 +88,24 @@ async def test_a_redelivered_order_issued_is_stored_and_pushed_once(
             order.order_id]
 
 
-async def test_a_reconnect_replays_unanswered_orders_and_never_answered_or_withdrawn_ones(
+async def test_a_reconnect_replays_unanswered_orders_tells_of_taken_ones_never_ended_ones(
         notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
     member, teammate = volunteers.enrol("t1"), volunteers.enrol("t1")
-    answered, unanswered, withdrawn = an_order("t1"), an_order("t1"), an_order("t1")
+    answered, unanswered, withdrawn, resolved = (an_order("t1"), an_order("t1"),
+                                                 an_order("t1"), an_order("t1"))
     # Issued while no device of the team is connected.
-    for order in (answered, unanswered, withdrawn):
+    for order in (answered, unanswered, withdrawn, resolved):
         await issue(broker, order)
 
     async with device(notify, member) as phone:
         got = set()
-        for _ in range(3):
+        for _ in range(4):
             got.add((await phone.next_of("order"))["order_id"])
-        assert got == {answered.order_id, unanswered.order_id, withdrawn.order_id}
+        assert got == {answered.order_id, unanswered.order_id, withdrawn.order_id,
+                       resolved.order_id}
+        await phone.send({"type": "response", "order_id": resolved.order_id,
+                          "response": "resolved"})
+        await phone.next_of("order_state", where=lambda f: f["order_id"] == resolved.order_id)
         await phone.send({"type": "received", "order_id": answered.order_id})
         await phone.send({"type": "response", "order_id": answered.order_id,
                           "response": "acknowledged"})
@@ -111,11 +116,27 @@ async def test_a_reconnect_replays_unanswered_orders_and_never_answered_or_withd
         assert (await phone.next_of("order_withdrawn")) == {"type": "order_withdrawn",
                                                              "order_id": withdrawn.order_id}
 
-    # Another member of the team, and the same member again: only the unanswered order.
-    for who in (member, teammate):
+    # Another member of the team, then the same member again (a reloaded page): the order
+    # still to answer, as an order, and the one the team is working on as where it stands,
+    # with the order to show (not an order sent again: no alarm), so that it can still be
+    # answered from there; never the ended or the withdrawn one.
+    for who, state, answer in ((teammate, "acknowledged", "on_scene"),
+                               (member, "on_scene", "resolved")):
         async with device(notify, who, query=True) as phone:
-            frames = [f for f in await phone.drain(0.7) if f["type"] == "order"]
-            assert [f["order_id"] for f in frames] == [unanswered.order_id]
+            frames = await phone.drain(0.7)
+            assert [f["order_id"] for f in frames if f["type"] == "order"] == [
+                unanswered.order_id]
+            [taken] = [f for f in frames if f["type"] == "order_state"]
+            assert (taken["order_id"], taken["state"], taken["answered"]) == (
+                answered.order_id, state, True)
+            assert taken["order"]["order_id"] == answered.order_id
+            assert taken["order"]["location"]["lat"] == answered.location.lat
+            await phone.send({"type": "response", "order_id": answered.order_id,
+                              "response": answer})
+            await phone.next_of("order_state", where=lambda f, a=answer: f["state"] == a)
+    async with device(notify, teammate, query=True) as phone:  # the worked order has ended
+        frames = [f for f in await phone.drain(0.7) if f["type"] == "order"]
+        assert [f["order_id"] for f in frames] == [unanswered.order_id]
 
 
 async def test_an_order_withdrawn_before_notify_saw_it_issued_is_never_offered(
