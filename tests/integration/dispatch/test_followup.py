@@ -19,6 +19,7 @@ from tests.helpers import poll_until
 
 from .conftest import dispatch_with_teams, fail_a_write_once
 from .test_engine import DISTRICT, orders_for, report
+from .test_supervision import ADMIN, board
 
 
 def followups(url: str, incident_id: str) -> list[OrderIssued]:
@@ -125,6 +126,9 @@ async def test_a_visit_that_finds_the_agreement_broken_orders_another_until_it_h
     timeline = kinds_and_details(clean_redis, incident_id)
     assert ("followup", f"{NOT_HOLDING}") in [(k, n) for k, _, n in timeline]
     assert len(followups(clean_redis, incident_id)) == 2
+    async with board(clean_redis) as client:
+        kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
+    assert kpis["followups"] == {"incidents": 1, "visits": 2, "agreements_holding": 1}
 
 
 async def test_after_the_last_visit_the_command_room_decides(
