@@ -110,6 +110,7 @@ async function refresh() {
         ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
         ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
         ["filings overdue", k.filings_overdue],
+        ["follow-ups: agreements holding", k.followups.agreements_holding + " of " + k.followups.incidents],
         ["busiest hours", busiest(k.by_hour.map((n, h) => [h + ":00", n]))],
         ["busiest zones", busiest(Object.entries(k.by_zone))]]) {
       const li = document.createElement("li"); li.textContent = label + ": " + v; kl.appendChild(li); }
