@@ -73,9 +73,15 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
             return r.json()["status"] == "acknowledged"
 
         await poll_until(acknowledged, "the incident acknowledged")
-        trace_id = (await client.get(f"{stack.url('intake')}/v1/incidents/"
-                                     f"{to_police['incident_id']}",
-                                     headers=bearer(key))).json()["trace_id"]
+        seen_by_reporter = await client.get(f"{stack.url('intake')}/v1/incidents/"
+                                            f"{to_police['incident_id']}", headers=bearer(key))
+        trace_id = seen_by_reporter.json()["trace_id"]
+        # the teams' notes are the command room's: not the reporting system's, nor the
+        # caller's number they happen to hold
+        assert PHONE not in seen_by_reporter.text
+        r = await client.get(f"{stack.url('dispatch')}/v1/incidents/{to_police['incident_id']}",
+                             headers=admin(stack))
+        assert f"call {PHONE}" in [e.get("note") for e in r.json()["timeline"]]
         metrics = ""
         for service in ("intake", "dispatch", "volunteers", "notify"):
             r = await client.get(f"{stack.url(service)}/metrics", headers=admin(stack))
