@@ -70,6 +70,8 @@ TERMINAL = ("resolved", "handed_over", "closed", "linked")
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
+# A hand-over whose station has no team on shift is tried again this often.
+HANDOVER_RETRY = timedelta(minutes=15)
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 
@@ -788,14 +790,13 @@ class Dispatcher:
 
         async def handed(pipe: Pipeline) -> None:
             await also(pipe)
-            store.queue_incident_fields(pipe, incident_id, {"handed_over_at": now.isoformat()})
+            # what the team said, for the station's order should it be made later
+            store.queue_incident_fields(pipe, incident_id, {"handed_over_at": now.isoformat(),
+                                                            "handover_note": entry.note or ""})
 
         if not again:
             await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
-        station = inc.get("station_agency_id") or ""
-        if not station:
-            zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
-            station = zone.owner_agency_id if zone else ""
+        station = await self._station_of(inc)
         # The station's order of the failed attempt, if it made one: the station gets no
         # second.
         handover_order = next((o for o in state.orders if o.get("kind") == "handover"), None)
@@ -806,7 +807,8 @@ class Dispatcher:
                 await self._announce(inc, handover_order)
         elif team is None and inc.get("handover_unstaffed") != "1":
             # Flagged for the command room, with one note, in one write: made again after a
-            # later failure, the step finds the mark and writes neither twice.
+            # later failure, the step finds the mark and writes neither twice. A known
+            # station is tried again (on_handover_due) until one of its teams is on shift.
             now_state = await store.incident_state(self.redis, incident_id)
             assert now_state.incident is not None  # under the lock: still there
             misses = str(max(int(now_state.incident.get("misses") or 0),
@@ -816,24 +818,22 @@ class Dispatcher:
             async def flagged(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, incident_id, {"handover_unstaffed": "1",
                                                                 "misses": misses})
+                if station:
+                    store.queue_schedule(pipe, f"handover:{incident_id}",
+                                         now + HANDOVER_RETRY)
 
+            tried = (f"; tried again every {HANDOVER_RETRY.seconds // 60} min until one is"
+                     if station else " (no station owns the place)")
             await self._emit(incident_id, TimelineEntry(
-                kind="note", detail="no on-shift team of the owning police station found"),
+                kind="note", detail=f"no on-shift team of the owning police station found{tried}"),
                 state=now_state, also=flagged)
         elif team is not None:
             filing_due = now + timedelta(hours=self.policy.handover_filing_h)
             handover_order = await self._offer_and_announce(
                 inc, team, kind="handover", filing_due=filing_due,
                 instructions=self._handover_instructions(order, entry.note, filing_due))
-        if handover_order is not None and inc.get("handover_order") != handover_order["order_id"]:
-            order_id = handover_order["order_id"]
-
-            async def recorded(pipe: Pipeline) -> None:
-                store.queue_incident_fields(pipe, incident_id, {"handover_order": order_id})
-
-            await self._emit(incident_id, TimelineEntry(
-                kind="handover", team_id=handover_order["team_id"], order_id=order_id,
-                detail=f"handed over to station {station}"), also=recorded)
+        if handover_order is not None:
+            await self._record_station_order(inc, handover_order, station)
         await self._publish(streams.INCIDENT_HANDED_OVER, IncidentHandedOver(
             event_id=f"handover-{incident_id}", district=inc["district"],
             incident_id=incident_id, station_agency_id=station or "unknown",
@@ -842,6 +842,59 @@ class Dispatcher:
         if days and station:
             await store.schedule(self.redis, f"followup:{incident_id}",
                                  now + timedelta(days=days))
+
+    async def _station_of(self, inc: dict[str, str]) -> str:
+        """The police station that owns the incident's place: as reported, else its zone's."""
+        station = inc.get("station_agency_id") or ""
+        if not station:
+            zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
+            station = zone.owner_agency_id if zone else ""
+        return station
+
+    async def _record_station_order(self, inc: dict[str, str], order: dict[str, str],
+                                    station: str) -> None:
+        """The incident's hand-over order, on it and its timeline (once)."""
+        incident_id, order_id = inc["incident_id"], order["order_id"]
+        if inc.get("handover_order") == order_id:
+            return
+
+        async def recorded(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {"handover_order": order_id})
+
+        await self._emit(incident_id, TimelineEntry(
+            kind="handover", team_id=order["team_id"], order_id=order_id,
+            detail=f"handed over to station {station}"), also=recorded)
+
+    async def on_handover_due(self, incident_id: str) -> None:
+        """A hand-over whose station had no team on shift, tried again (every
+        HANDOVER_RETRY) until one is: then its order, as the hand-over would have made it.
+        Nothing once the command room has acted (an assignment by hand, a close)."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None or inc["status"] != "handed_over" or inc.get("handover_order"):
+                return
+            station = await self._station_of(inc)
+            # An earlier firing that failed after its offer: that order is the station's.
+            order = next((o for o in state.orders if o.get("kind") == "handover"), None)
+            if order is None:
+                team = await self._station_team(inc, station) if station else None
+                if team is None:
+                    await store.schedule(self.redis, f"handover:{incident_id}",
+                                         utcnow() + HANDOVER_RETRY)
+                    return
+                by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
+                          {"team_id": "a team"})
+                filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
+                order = await self._offer_and_announce(
+                    inc, team, kind="handover", filing_due=filing_due,
+                    instructions=self._handover_instructions(
+                        by, inc.get("handover_note") or None, filing_due))
+                if order is None:
+                    return
+            elif order.get("published") != "1":
+                await self._announce(inc, order)
+            await self._record_station_order(inc, order, station)
 
     async def _station_team(self, inc: dict[str, str], station: str) -> domain.Unit | None:
         teams = [u for u in await store.units_of_agency(self.redis, district=inc["district"],
@@ -904,6 +957,8 @@ class Dispatcher:
             await self.on_ack_deadline(ident)
         elif kind == "followup":
             await self.on_followup_due(ident)
+        elif kind == "handover":
+            await self.on_handover_due(ident)
         else:
             log.error("unknown timer %s dropped", member)
 

@@ -4,11 +4,13 @@ Redis: one order to the station's team, also when the first attempt failed after
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from shared import streams
 from shared.events import IncidentHandedOver, IncidentUpdated, OrderIssued, OrderResponded
@@ -128,3 +130,33 @@ async def test_a_handover_to_a_station_with_no_team_made_again_writes_its_note_o
     entries = kinds_of_entries(clean_redis, incident_id)
     assert entries.count("note") == 1 and entries.count("response") == 2
     assert last_update(clean_redis, incident_id).flagged
+
+
+async def test_a_station_with_no_team_on_shift_gets_the_order_once_one_is(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    incident_id, _ = await hand_over(clean_redis, publisher, station_team=False)
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        due = client.zscore(store.TIMERS, f"handover:{incident_id}")
+        assert due is not None and 14 * 60 < due - time.time() <= 15 * 60  # tried again
+        # a quarter of an hour later, the station's car has come on shift
+        async with dispatch_with_teams(clean_redis, publisher,
+                                       {"station-car": ("police", 22.8300)}):
+            client.zadd(store.TIMERS, {f"handover:{incident_id}": time.time()})
+            await poll_until(lambda: client.hget(f"dispatch:incident:{incident_id}",
+                                                 "handover_order"), "the station's order", 8)
+            await poll_until(lambda: client.zscore(store.TIMERS, f"handover:{incident_id}")
+                             is None, "the timer finished")
+            # fired again (a lost lease, a second replica): no second order
+            client.zadd(store.TIMERS, {f"handover:{incident_id}": time.time()})
+            await poll_until(lambda: client.zscore(store.TIMERS, f"handover:{incident_id}")
+                             is None, "the timer finished again")
+    finally:
+        client.close()
+    station_orders = [o for o in orders_for(clean_redis, incident_id) if o.kind == "handover"]
+    assert [o.team_id for o in station_orders] == ["station-car"]
+    assert station_orders[0].instructions is not None
+    assert station_orders[0].instructions.startswith(f"Handed over by guard. They say: "
+                                                     f"{HANDOVER_NOTE} File the case by")
+    assert kinds_of_entries(clean_redis, incident_id).count("handover") == 1
+    assert last_update(clean_redis, incident_id).status == "handed_over"
