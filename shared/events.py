@@ -215,6 +215,11 @@ class UnitPosition(Event):
 
 
 class DeviceRevoked(Event):
+    """A device's token stops (`revoked`), or its member moved to another team
+    (`team_changed`, `team_id` the new team; the token stays good): notify closes the
+    device's sockets at once, so it never gets another team's orders."""
+
     device_id: str
     member_id: str
     team_id: str | None = None
+    reason: Literal["revoked", "team_changed"] = "revoked"

@@ -16,7 +16,9 @@ class Settings(ServiceSettings):
     introspect_cache_s: float = Field(default=1.0, description="INTROSPECT_CACHE_S (<= ~1 s)")
     introspect_timeout_s: float = Field(default=3.0, description="INTROSPECT_TIMEOUT_S")
     reauth_interval_s: float = Field(
-        default=30.0, description="REAUTH_INTERVAL_S: re-check an open socket's token this often"
+        default=300.0, description="REAUTH_INTERVAL_S: re-check an open socket's token this "
+        "often; a backstop: volunteers' device.revoked closes a revoked device's sockets, and "
+        "those of a member moved to another team, at once"
     )
 
     # The device WebSocket

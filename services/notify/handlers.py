@@ -29,6 +29,13 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
 
     async def on_device_revoked(event: DeviceRevoked) -> None:
         # One replica reads the event; the control channel tells every replica to close.
+        if event.reason == "team_changed" and event.team_id:
+            # Its channels stay, now for its new team's orders (not the old team's).
+            await store.move_device(redis, event.device_id, team_id=event.team_id)
+            await hub.publish_revoked(event.device_id, team_changed=True)
+            log.info("device %s moved to team %s: sockets closing to reconnect",
+                     event.device_id, event.team_id)
+            return
         await store.forget_device(redis, event.device_id)
         await hub.publish_revoked(event.device_id)
         log.info("device %s revoked: channels forgotten, sockets closing", event.device_id)

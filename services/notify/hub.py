@@ -219,9 +219,12 @@ class Hub:
 
     # --- fan-out ------------------------------------------------------------------------------
 
-    async def publish_revoked(self, device_id: str) -> int:
+    async def publish_revoked(self, device_id: str, *, team_changed: bool = False) -> int:
+        """Tells every replica to close the device's sockets: revoked (4401: the token is
+        refused), or moved to another team (4409: it reconnects to its new team)."""
+        event = "team_changed" if team_changed else "revoked"
         return await self._redis.publish(
-            store.CONTROL, json.dumps({"event": "revoked", "device_id": device_id})
+            store.CONTROL, json.dumps({"event": event, "device_id": device_id})
         )
 
     async def _listen(self) -> None:
@@ -258,13 +261,17 @@ class Hub:
             return
         data = json.loads(message["data"])
         if channel == store.CONTROL:
-            if data.get("event") == "revoked":
+            if data.get("event") in ("revoked", "team_changed"):
                 device_id = str(data["device_id"])
-                for callback in self.on_revoked:
+                for callback in self.on_revoked:  # what this replica knew of it is stale
                     callback(device_id)
-                closed = self.close_device(device_id, code=CLOSE_REVOKED, reason="device revoked")
+                moved = data["event"] == "team_changed"
+                closed = self.close_device(
+                    device_id, code=CLOSE_TEAM_CHANGED if moved else CLOSE_REVOKED,
+                    reason="the device's team changed; reconnect" if moved else "device revoked")
                 if closed:
-                    log.info("closed %d socket(s) of revoked device %s", closed, device_id)
+                    log.info("closed %d socket(s) of device %s (%s)", closed, device_id,
+                             data["event"])
             return
         team_id = channel.removeprefix("notify:fanout:")
         conns = list(self._by_team.get(team_id, ()))

@@ -590,6 +590,19 @@ async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
     return found
 
 
+async def move_device(redis: Redis, device_id: str, *, team_id: str) -> None:
+    """A device whose member moved team: its fallback channels now serve the new team."""
+    key = _device(device_id)
+    previous = cast(str | None, await redis.hget(key, "team_id"))
+    if previous is None or previous == team_id:  # unknown here, or moved already
+        return
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.srem(_team_devices(previous), device_id)
+        pipe.hset(key, "team_id", team_id)
+        pipe.sadd(_team_devices(team_id), device_id)
+        await pipe.execute()
+
+
 async def forget_device(redis: Redis, device_id: str) -> None:
     """A revoked device: its channels (push subscription, phone) go with it."""
     team_id = cast(str | None, await redis.hget(_device(device_id), "team_id"))

@@ -73,6 +73,16 @@ async def import_roster(
             ):
                 if record:
                     new["teams"][team_id] = record
+        # Members moving to another team: their devices' sockets must stop getting the old
+        # team's orders now (notify closes them; the phones reconnect to the new team).
+        moved = sorted(w.id for w in plan.writes if w.entity == "members" and w.previous
+                       and w.previous.get("team_id") not in (None, w.record["team_id"]))
+        moved_devices: list[list[str]] = []
+        if moved:
+            async with redis.pipeline(transaction=False) as p:
+                for member_id in moved:
+                    p.smembers(keys.member_devices(member_id))
+                moved_devices = [sorted(d) for d in await p.execute()]
         agencies_needed = {new["teams"][t]["agency_id"] for t in team_ids if t in new["teams"]}
         missing = sorted(a for a in agencies_needed if a not in new["agencies"])
         for agency_id, record in zip(missing, await _read_many(
@@ -95,6 +105,14 @@ async def import_roster(
                 if old.get("team_id") and old["team_id"] != write.record["team_id"]:
                     pipe.srem(keys.team_members(old["team_id"]), write.id)
                 pipe.sadd(keys.team_members(write.record["team_id"]), write.id)
+        for member_id, device_ids in zip(moved, moved_devices, strict=True):
+            for device_id in device_ids:
+                await broker.publish(
+                    DeviceRevoked(district=doc.district, device_id=device_id,
+                                  member_id=member_id,
+                                  team_id=new["members"][member_id]["team_id"],
+                                  reason="team_changed"),
+                    stream=streams.DEVICE_REVOKED.name, pipeline=pipe)
         if plan.zones_changed:
             pipe.incr(keys.zones_rev(doc.district))
         announced = 0

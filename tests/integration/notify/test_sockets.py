@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
 import pytest
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from services.notify import store
 from shared import streams
 from shared.events import DeviceRevoked
 from tools.redis_server import free_port
@@ -91,6 +94,37 @@ async def test_a_revoked_device_is_closed_at_once_and_cannot_come_back(
             pass
     r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
     assert r.status_code == 401
+
+
+async def test_a_member_moved_to_another_team_is_reconnected_to_it_at_once(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, clean_redis: str) -> None:
+    member = volunteers.enrol("t1")
+    async with device(notify, member) as phone:
+        await phone.send({"type": "ping"})
+        await phone.next_of("pong")
+        # the roster moved the member to t2: the token stays good, for the new team
+        volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
+        await broker.publish(
+            DeviceRevoked(district="d1", device_id=member.device_id, member_id=member.member_id,
+                          team_id="t2", reason="team_changed"),
+            stream=streams.DEVICE_REVOKED.name,
+        )
+        with pytest.raises(ConnectionClosed) as closed:
+            await phone.next_of("never", timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        # its fallback channels now serve the new team, not the old one
+        assert [d.device_id for d in await store.team_devices(redis, "t2")] == [member.device_id]
+        assert await store.team_devices(redis, "t1") == []
+        await issue(broker, an_order("t1"))
+        async with device(notify, member) as phone:  # the phone reconnects: to t2
+            assert [f for f in await phone.drain(0.7) if f["type"] == "order"] == []
+            for_t2 = an_order("t2")
+            await issue(broker, for_t2)
+            assert (await phone.next_of("order"))["order_id"] == for_t2.order_id
+    finally:
+        await redis.aclose()
 
 
 async def test_when_volunteers_cannot_be_asked_device_calls_get_503_and_admin_still_works(

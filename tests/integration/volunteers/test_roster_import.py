@@ -254,3 +254,24 @@ async def test_zone_lookup_finds_the_most_specific_zone_and_follows_imports(
     device = await volunteers.enrol("m-wang")
     assert (await client.get("/v1/zones/lookup", headers=device, params={
         "district": "d1", "lat": 22.03, "lon": 108.03})).status_code == 403
+
+
+async def test_moving_a_member_to_another_team_tells_notify_of_each_of_its_devices(
+    volunteers: Volunteers,
+) -> None:
+    await volunteers.import_district()
+    chen = await volunteers.enrol("m-chen")
+    await volunteers.enrol("m-wang")  # stays in t-vol: nothing said of it
+    moved = copy.deepcopy(DISTRICT)
+    moved["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                           "mode": "foot"})
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    await volunteers.import_district(moved)
+
+    [event] = await volunteers.events("device.revoked", DeviceRevoked)
+    assert (event.member_id, event.team_id, event.reason) == ("m-chen", "t-vol2", "team_changed")
+    # not revoked: the token is good, for the new team
+    r = await volunteers.client.get("/v1/devices/introspect", headers=chen)
+    assert r.status_code == 200 and r.json()["team_id"] == "t-vol2"
+    await volunteers.import_district(moved)  # the same roster again: nobody moved
+    assert len(await volunteers.events("device.revoked", DeviceRevoked)) == 1
