@@ -19,6 +19,7 @@ from shared.events import utcnow
 from shared.http import ApiError, conflict, error_body, not_found
 
 from ..config import Settings
+from ..domain import points, status
 from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
 from ..domain.roster_csv import parse_csv
 from ..domain.status import Refused
@@ -135,6 +136,25 @@ def invalid_roster_response(exc: InvalidRoster) -> JSONResponse:
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
+    async def leave_shift(member_id: str, team_id: str) -> None:
+        """A member the import moved leaves its old team's shift (their patrol points so far
+        awarded; a shift left empty ends). After the import's own write: should this fail,
+        the member stays listed on the old shift until it ends, as before."""
+        now = utcnow()
+
+        def decide(view: teams_store.TeamView) -> teams_store.Decision:
+            outcome = status.leave_shift(view.state, member_id=member_id, now=now)
+            ledger = () if outcome.ended is None else tuple(points.award_patrol(
+                ended=outcome.ended, team_id=view.team["id"], district=view.team["district"],
+                agency_kind=view.agency.get("kind", ""), max_hours=settings.max_patrol_hours))
+            return teams_store.Decision(outcome.state, ledger=ledger)
+
+        try:
+            await teams_store.transition(redis, team_id=team_id, decide=decide, now=now)
+        except Exception as exc:  # the import stands; the old shift keeps the member listed
+            log.warning("member %s moved: leaving team %s's shift failed: %s", member_id,
+                        team_id, type(exc).__name__)
+
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
                  openapi_extra=_IMPORT_DOC, response_model=None)
     async def import_roster(request: Request, who: Admin) -> Any:
@@ -149,6 +169,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc
+        for member_id, old_team in result.moved:
+            await leave_shift(member_id, old_team)
         await audit.record(redis, "volunteers", who, "roster.import", doc.district,
                            json.dumps(result.plan.counts, sort_keys=True))
         log.info("roster import for district %s: %s", doc.district, result.plan.counts)

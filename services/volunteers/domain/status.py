@@ -135,6 +135,22 @@ def end_shift(state: TeamState, *, now: datetime) -> Outcome:
     return Outcome(off, ended=ended)
 
 
+def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
+    """A member who left the team (the roster moved them to another) leaves its shift: their
+    patrol time so far ends now (`ended` holds only them); a shift that has nobody left and
+    no open order ends, so dispatch never sends an order to a team with nobody on it."""
+    since = state.shift_members.get(member_id)
+    if not state.on_shift or since is None:
+        return Outcome(state)
+    left = EndedShift(shift_id=state.shift_id or "unknown",
+                      started_at=state.shift_started_at or since, ended_at=now,
+                      members={member_id: since})
+    remaining = {m: t for m, t in state.shift_members.items() if m != member_id}
+    if remaining or state.orders:
+        return Outcome(state.model_copy(update={"shift_members": remaining}), ended=left)
+    return Outcome(TeamState(status="off_duty"), ended=left)
+
+
 def set_status(
     state: TeamState, target: DeviceStatus, *, member_id: str, now: datetime, shift_id: str
 ) -> Outcome:

@@ -23,6 +23,7 @@ from .tx import atomically
 class ImportResult:
     plan: ImportPlan
     announced: int
+    moved: tuple[tuple[str, str], ...] = ()  # (member, the team it left)
 
 
 async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
@@ -124,7 +125,9 @@ async def import_roster(
             await publish_unit_status(pipe, team=team, agency=agency,
                                       state=decode_state(state_data))
             announced += 1
-        return ImportResult(plan, announced)
+        left = {w.id: (w.previous or {}).get("team_id", "") for w in plan.writes
+                if w.entity == "members"}
+        return ImportResult(plan, announced, tuple((m, left[m]) for m in moved))
 
     return await atomically(redis, watch, body, attempts=5)
 

@@ -262,6 +262,8 @@ async def test_moving_a_member_to_another_team_tells_notify_of_each_of_its_devic
     await volunteers.import_district()
     chen = await volunteers.enrol("m-chen")
     await volunteers.enrol("m-wang")  # stays in t-vol: nothing said of it
+    r = await volunteers.client.post("/v1/me/shift/start", headers=chen)
+    assert r.status_code == 200 and r.json()["on_shift"] is True
     moved = copy.deepcopy(DISTRICT)
     moved["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
                            "mode": "foot"})
@@ -275,3 +277,9 @@ async def test_moving_a_member_to_another_team_tells_notify_of_each_of_its_devic
     assert r.status_code == 200 and r.json()["team_id"] == "t-vol2"
     await volunteers.import_district(moved)  # the same roster again: nobody moved
     assert len(await volunteers.events("device.revoked", DeviceRevoked)) == 1
+    # Chen was t-vol's only member on shift: the team went off duty with him, so dispatch
+    # sends it nothing it cannot answer.
+    last = [e for e in await volunteers.events("unit.status", UnitStatus) if e.unit_id == "t-vol"][-1]
+    assert (last.status, last.on_shift) == ("off_duty", False)
+    r = await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)
+    assert r.json()["state"]["on_shift"] is False

@@ -12,6 +12,7 @@ from services.volunteers.domain.status import (
     Refused,
     TeamState,
     end_shift,
+    leave_shift,
     on_order_issued,
     on_order_responded,
     on_order_withdrawn,
@@ -166,3 +167,25 @@ def test_unit_status_carries_the_team_profile() -> None:
         "t1", "dispatched", "police", "patrol")
     assert event.on_shift and event.order_id == "o1" and event.skills == ("first_aid",)
     assert event.home_zone_id == "z1" and event.mode == "car"
+
+
+def test_a_member_who_left_the_team_leaves_its_shift_and_only_they_are_counted() -> None:
+    both = start_shift(on_shift("m1"), member_id="m2", now=T0 + timedelta(hours=1),
+                       shift_id="s2").state
+    later = T0 + timedelta(hours=3)
+    out = leave_shift(both, member_id="m2", now=later)
+    assert out.state.on_shift and set(out.state.shift_members) == {"m1"}
+    assert out.ended is not None and out.ended.members == {"m2": T0 + timedelta(hours=1)}
+    assert (out.ended.shift_id, out.ended.ended_at) == ("s1", later)
+    assert leave_shift(out.state, member_id="m2", now=later).ended is None  # gone already
+
+
+def test_a_shift_left_with_nobody_ends_unless_it_holds_an_open_order() -> None:
+    alone = on_shift("m1")
+    out = leave_shift(alone, member_id="m1", now=T0 + timedelta(hours=2))
+    assert (out.state.status, out.state.on_shift) == ("off_duty", False)
+    assert out.ended is not None and out.ended.members == {"m1": T0}
+    busy = issued(alone).state
+    kept = leave_shift(busy, member_id="m1", now=T0 + timedelta(hours=2))
+    assert kept.state.on_shift and kept.state.orders and kept.state.shift_members == {}
+    assert leave_shift(TeamState(), member_id="m1", now=T0).state == TeamState()  # off duty
