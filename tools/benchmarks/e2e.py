@@ -24,7 +24,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,20 +115,25 @@ class Devices:
         self._tasks: list[asyncio.Task[None]] = []
         self._sockets: list[ClientConnection] = []
 
-    async def connect(self, url: str, tokens: list[str], *, parallel: int = 20) -> None:
+    async def connect(self, url: str, tokens: list[str], *, parallel: int = 20,
+                      silent: Sequence[str] = ()) -> None:
+        """A socket per token in `tokens`, each answering its team's orders, and one per
+        token in `silent`: teammates' phones that get the orders and leave the answer to
+        the first (a team's phones all get each order)."""
         gate = asyncio.Semaphore(parallel)
         ready: list[asyncio.Future[None]] = []
 
-        async def one(token: str) -> None:
+        async def one(token: str, answers: bool) -> None:
             async with gate:
                 fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 ready.append(fut)
-                self._tasks.append(asyncio.create_task(self._run(url, token, fut)))
+                self._tasks.append(asyncio.create_task(self._run(url, token, fut, answers)))
                 await fut
 
-        await asyncio.gather(*(one(t) for t in tokens))
+        await asyncio.gather(*(one(t, True) for t in tokens), *(one(t, False) for t in silent))
 
-    async def _run(self, url: str, token: str, ready: asyncio.Future[None]) -> None:
+    async def _run(self, url: str, token: str, ready: asyncio.Future[None],
+                   answers: bool = True) -> None:
         while True:
             try:
                 async with connect(url, additional_headers={"Authorization": f"Bearer {token}"},
@@ -138,7 +143,7 @@ class Devices:
                         now = time.perf_counter()
                         if not ready.done():
                             ready.set_result(None)
-                        if '"order"' not in raw[:24]:
+                        if not answers or '"order"' not in raw[:24]:
                             continue
                         frame = json.loads(raw)
                         self.order_at.setdefault(frame["incident_id"], now)
@@ -161,7 +166,9 @@ class Devices:
 
 class StackBench:
     def __init__(self, *, stack: Stack, redis_url: str, workdir: Path, teams: int,
-                 members_per_team: int, pids: Callable[[], dict[str, int]]) -> None:
+                 members_per_team: int, pids: Callable[[], dict[str, int]],
+                 sockets_per_team: int = 1) -> None:
+        self.sockets_per_team = sockets_per_team
         self.stack = stack
         self.redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
         self.workdir = workdir
@@ -207,6 +214,8 @@ class StackBench:
                                                                                 strict=True)]
             first_token = {team.id: tok for (team, member), tok in zip(members, tokens, strict=True)
                            if member == team.members[0]}
+            teammates = [tok for (team, member), tok in zip(members, tokens, strict=True)
+                         if member in team.members[1:self.sockets_per_team]]
             took["device enrolment"] = time.perf_counter() - t
 
             t = time.perf_counter()
@@ -234,7 +243,8 @@ class StackBench:
 
             t = time.perf_counter()
             ws_url = self.stack.url("notify").replace("http://", "ws://") + "/v1/devices/stream"
-            await self.devices.connect(ws_url, [first_token[team.id] for team in self.team_list])
+            await self.devices.connect(ws_url, [first_token[team.id] for team in self.team_list],
+                                       silent=teammates)
             took["sockets"] = time.perf_counter() - t
 
             t = time.perf_counter()

@@ -6,7 +6,9 @@ consumer group on the incident path is idle. Prints each process's CPU per incid
 that whole time (the order, the answer, the team busy and free, the updates, the closing),
 the order latency, the Redis commands per incident (by command: EVALSHA and EVAL are
 scripts, MULTI/EXEC transactions) and the entries per incident of each stream. LOAD=1 adds
-the position load (2,000 PUT/s). COUNT=1 also counts the commands each service sends
+the position load (2,000 PUT/s). TEAMS and PER_TEAM (400 and 25) shape the district; SOCKETS (1) is
+how many of each team's phones hold a socket (the first answers, the others only receive:
+DOMAIN.md's teams are 1–4 people, each with a phone). COUNT=1 also counts the commands each service sends
 (tools.benchmarks.monitor: the same on any machine, unlike CPU time; MONITOR's own cost
 then inflates the CPU figures). KEEP=1 keeps the stack's logs and traces (the
 directory is printed); otherwise they are removed. A diagnostic for docs/benchmarks.md ("What limits each
@@ -49,7 +51,8 @@ async def main() -> None:
 
 async def _measure(work: Path, binary: str) -> None:
     rate, duration = float(os.environ.get("RATE", 50)), float(os.environ.get("DUR", 8))
-    teams, per_team = 400, 25
+    teams, per_team = int(os.environ.get("TEAMS", 400)), int(os.environ.get("PER_TEAM", 25))
+    sockets = int(os.environ.get("SOCKETS", 1))  # phones connected per team
     with RedisServer(work / "redis", binary=binary, appendonly=True,
                      appendfsync="everysec") as server:
         stack = Stack(redis_url=server.url, admin_token=secrets.token_urlsafe(16), workdir=work,
@@ -66,7 +69,7 @@ async def _measure(work: Path, binary: str) -> None:
                 return out
 
             bench = StackBench(stack=stack, redis_url=server.url, workdir=work, teams=teams,
-                               members_per_team=per_team, pids=pids)
+                               members_per_team=per_team, pids=pids, sockets_per_team=sockets)
             await bench.setup()
             gen = None
             try:
