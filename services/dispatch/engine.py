@@ -1062,7 +1062,8 @@ class Dispatcher:
             order = next((o for o in state.orders if o.get("kind") == "followup"
                           and o["state"] in domain.LIVE_ORDER_STATES), None)
             if order is None:
-                team = await self._station_team(inc, inc.get("station_agency_id") or "")
+                station = await self._station_of(inc)
+                team = await self._station_team(inc, station) if station else None
                 if team is None:
                     await store.schedule(self.redis, f"followup:{incident_id}",
                                          utcnow() + timedelta(hours=1))

@@ -12,9 +12,11 @@ import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from services.dispatch import store
+from services.dispatch.engine import Dispatcher
 from shared import streams
 from shared.events import OrderIssued, OrderResponded
 from shared.policy import load_policy
+from shared.zones import Zone
 from tests.helpers import poll_until
 
 from .conftest import dispatch_with_teams, fail_a_write_once
@@ -154,3 +156,30 @@ def kinds_and_details(url: str, incident_id: str) -> list[tuple[str, str, str | 
     finally:
         client.close()
     return [(e["kind"], e.get("detail") or "", e.get("note")) for e in entries]
+
+
+async def test_a_follow_up_finds_the_station_by_the_zone_when_the_report_knew_none(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The zones were not loaded when the dispute was reported (no station on it); by the
+    # follow-up they are: the station is the zone's owner, as the hand-over finds it.
+    async with dispatch_with_teams(clean_redis, publisher, {"guard": ("security", 22.8171),
+                                                           "station-car": ("police", 22.8300)},
+                                   timer_lease_s=0.5):
+        incident_id = await report(publisher, "dispute", priority="P3")
+        await poll_until(lambda: orders_for(clean_redis, incident_id), "the first order")
+        assert incident_fields(clean_redis, incident_id).get("station_agency_id") == ""
+        zone = Zone(zone_id="z-1", name="Territory", owner_agency_id="ag-police",
+                    polygon=((108.3, 22.8), (108.4, 22.8), (108.4, 22.9), (108.3, 22.8)))
+
+        async def zone_of(_engine: Dispatcher, _district: str, lat: float, lon: float) -> Zone:
+            return zone
+
+        monkeypatch.setattr(Dispatcher, "_zone_of", zone_of)
+        client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            client.zadd(store.TIMERS, {f"followup:{incident_id}": time.time()})
+            await poll_until(lambda: client.hget(f"dispatch:incident:{incident_id}",
+                                                 "followup_order"), "the follow-up ordered", 8)
+        finally:
+            client.close()
+    assert [o.team_id for o in followups(clean_redis, incident_id)] == ["station-car"]
