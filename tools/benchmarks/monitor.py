@@ -12,6 +12,7 @@ so CPU figures taken while it runs are not comparable with any others.
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections import Counter
 
@@ -35,7 +36,7 @@ class CommandCounter:
     def __init__(self, url: str) -> None:
         self._url = url
         self._counts: Counter[tuple[str, str]] = Counter()  # (address, command)
-        self._stopping = threading.Event()
+        self._stop_marker: bytes | None = None  # the ECHO that ends the count
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._names: dict[str, str] = {}
@@ -58,17 +59,29 @@ class CommandCounter:
         client = redis.Redis.from_url(self._url, client_name=_OWN_NAME)
         with client.monitor() as monitor:
             self._started.set()
-            while not self._stopping.is_set():
+            while True:
                 reply = monitor.connection.read_response()
+                marker = self._stop_marker
+                if marker is not None and isinstance(reply, bytes) and marker in reply:
+                    break  # MONITOR shows commands in the order Redis ran them: all are in
                 parsed = parse_line(reply) if isinstance(reply, bytes) else None
                 if parsed is not None and parsed[0] != "lua":
                     self._counts[parsed] += 1
         client.close()
 
     def stop(self) -> dict[str, Counter[str]]:
-        """The commands sent meanwhile, by service (client name; '?' for unnamed ones)."""
-        self._stopping.set()
-        names = {**self._names, **self._client_names()}  # (its commands wake the reader)
+        """The commands sent meanwhile, by service (client name; '?' for unnamed ones).
+
+        Counting ends at an ECHO of a marker this sends last: every command Redis ran before
+        it has been read by then (a flag set here instead could stop the reader before it
+        had read the last of them, and a command sent just before `stop` went uncounted)."""
+        names = {**self._names, **self._client_names()}
+        self._stop_marker = f"{_OWN_NAME}-stop-{secrets.token_hex(8)}".encode()
+        client = redis.Redis.from_url(self._url, client_name=_OWN_NAME)
+        try:
+            client.echo(self._stop_marker)
+        finally:
+            client.close()
         if self._thread is not None:
             self._thread.join(10)
         by_service: dict[str, Counter[str]] = {}
