@@ -110,11 +110,12 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                 continue
             if problem == "routing_timeout" and not int(inc.get("timeouts") or 0):
                 continue
-            overdue = await filings_overdue(redis, inc, now) if problem == "filing_overdue" \
-                else None
-            if overdue == []:
-                continue
-            rows.append(_incident_view(inc) | ({"filings_overdue": overdue} if overdue else {}))
+            row = _incident_view(inc)
+            if problem == "filing_overdue":
+                row["filings_overdue"] = await filings_overdue(redis, inc, now)
+                if not row["filings_overdue"]:
+                    continue
+            rows.append(row)
             if len(rows) >= limit:
                 break
         return {"incidents": rows, "count": len(rows)}

@@ -239,6 +239,12 @@ def joint_entries(answer: Sequence[str], wanted: int) -> list[str]:
     return joint[:wanted]
 
 
+def sent_as(agency_kind: str, agency_role: str | None) -> str:
+    """How a team is named in a category's list and in `already`: `kind` or `kind:role`
+    (`police:patrol`, `police:station`, `security`, `volunteer`)."""
+    return f"{agency_kind}:{agency_role}" if agency_role else agency_kind
+
+
 def _sent(value: str) -> tuple[str, str | None]:
     kind, _, role = value.partition(":")
     return kind, role or None

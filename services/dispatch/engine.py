@@ -50,7 +50,7 @@ from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.timezones import parse_timezone
 from shared.zones import Zone
 
-from . import domain, locks, review, store
+from . import domain, locks, store
 from .config import Settings
 from .zones import ZoneProjection
 
@@ -77,12 +77,7 @@ SEARCH_ROUNDS = 64
 
 
 def _sent_as(order: dict[str, str]) -> str:
-    role = order.get("agency_role")
-    return f"{order['agency_kind']}:{role}" if role else order["agency_kind"]
-
-
-def _sent_of(unit: domain.Unit) -> str:
-    return f"{unit.agency_kind}:{unit.agency_role}" if unit.agency_role else unit.agency_kind
+    return domain.sent_as(order["agency_kind"], order.get("agency_role"))
 
 
 def _since_report(inc: dict[str, str], at: str) -> float:
@@ -387,7 +382,8 @@ class Dispatcher:
                     # one script (nothing written if the claim is lost: then search again).
                     short_after = domain.short_of_units(
                         facts, self.policy, [*(_sent_as(o) for o in live),
-                                             _sent_of(chosen[0].unit)])
+                                             domain.sent_as(chosen[0].unit.agency_kind,
+                                                            chosen[0].unit.agency_role)])
                     if await self._offer_last(
                             state, chosen[0], held,
                             short_score=self._waiting_score(inc, now) if short_after else None):
@@ -758,14 +754,20 @@ class Dispatcher:
             store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
             store.queue_incident_fields(pipe, incident_id, {
                 "resolved_at": now,
-                "resolved_by_force": review.force_of(order.get("agency_kind") or "unknown",
-                                                     order.get("agency_role"))})
+                "resolved_by_force": _sent_as(order)})
             await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
                 resolved_by=(order["team_id"],), category=inc["category"]))
 
         return resolve
+
+    def _flag(self, inc: dict[str, str]) -> str:
+        """The incident's `misses`, raised to the policy's flag: the command room must act.
+        Set on `inc` too, which incident.updated's `flagged` reads; returned to be written."""
+        misses = str(max(int(inc.get("misses") or 0), self.policy.flag_after_misses))
+        inc["misses"] = misses
+        return misses
 
     def _handover_instructions(self, order: dict[str, str], note: str | None,
                                filing_due: datetime) -> str:
@@ -797,23 +799,14 @@ class Dispatcher:
         if not again:
             await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
         station = await self._station_of(inc)
-        # The station's order of the failed attempt, if it made one: the station gets no
-        # second.
-        handover_order = next((o for o in state.orders if o.get("kind") == "handover"), None)
-        team = (None if handover_order is not None
-                else await self._station_team(inc, station) if station else None)
-        if handover_order is not None:
-            if handover_order.get("published") != "1":
-                await self._announce(inc, handover_order)
-        elif team is None and inc.get("handover_unstaffed") != "1":
+        handover_order = await self._station_order(state, station, by=order, note=entry.note)
+        if handover_order is None and inc.get("handover_unstaffed") != "1":
             # Flagged for the command room, with one note, in one write: made again after a
             # later failure, the step finds the mark and writes neither twice. A known
             # station is tried again (on_handover_due) until one of its teams is on shift.
             now_state = await store.incident_state(self.redis, incident_id)
             assert now_state.incident is not None  # under the lock: still there
-            misses = str(max(int(now_state.incident.get("misses") or 0),
-                             self.policy.flag_after_misses))
-            now_state.incident["misses"] = misses  # what incident.updated's `flagged` reads
+            misses = self._flag(now_state.incident)
 
             async def flagged(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, incident_id, {"handover_unstaffed": "1",
@@ -827,11 +820,6 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(
                 kind="note", detail=f"no on-shift team of the owning police station found{tried}"),
                 state=now_state, also=flagged)
-        elif team is not None:
-            filing_due = now + timedelta(hours=self.policy.handover_filing_h)
-            handover_order = await self._offer_and_announce(
-                inc, team, kind="handover", filing_due=filing_due,
-                instructions=self._handover_instructions(order, entry.note, filing_due))
         if handover_order is not None:
             await self._record_station_order(inc, handover_order, station)
         await self._publish(streams.INCIDENT_HANDED_OVER, IncidentHandedOver(
@@ -850,6 +838,27 @@ class Dispatcher:
             zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
             station = zone.owner_agency_id if zone else ""
         return station
+
+    async def _station_order(self, state: store.IncidentState, station: str, *,
+                             by: dict[str, str], note: str | None) -> dict[str, str] | None:
+        """The station's hand-over order: the one an earlier attempt made (announced, should
+        it not have been: the station gets no second), else a new one to the station's
+        nearest team on shift, with what the handing-over team (`by`) said; None when the
+        station has no team on shift (or none is known)."""
+        inc = state.incident
+        assert inc is not None
+        order = next((o for o in state.orders if o.get("kind") == "handover"), None)
+        if order is not None:
+            if order.get("published") != "1":
+                await self._announce(inc, order)
+            return order
+        team = await self._station_team(inc, station) if station else None
+        if team is None:
+            return None
+        filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
+        return await self._offer_and_announce(
+            inc, team, kind="handover", filing_due=filing_due,
+            instructions=self._handover_instructions(by, note, filing_due))
 
     async def _record_station_order(self, inc: dict[str, str], order: dict[str, str],
                                     station: str) -> None:
@@ -875,25 +884,14 @@ class Dispatcher:
             if inc is None or inc["status"] != "handed_over" or inc.get("handover_order"):
                 return
             station = await self._station_of(inc)
-            # An earlier firing that failed after its offer: that order is the station's.
-            order = next((o for o in state.orders if o.get("kind") == "handover"), None)
-            if order is None:
-                team = await self._station_team(inc, station) if station else None
-                if team is None:
-                    await store.schedule(self.redis, f"handover:{incident_id}",
-                                         utcnow() + HANDOVER_RETRY)
-                    return
-                by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
-                          {"team_id": "a team"})
-                filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
-                order = await self._offer_and_announce(
-                    inc, team, kind="handover", filing_due=filing_due,
-                    instructions=self._handover_instructions(
-                        by, inc.get("handover_note") or None, filing_due))
-                if order is None:
-                    return
-            elif order.get("published") != "1":
-                await self._announce(inc, order)
+            by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
+                      {"team_id": "a team"})
+            order = await self._station_order(state, station, by=by,
+                                              note=inc.get("handover_note") or None)
+            if order is None:  # still nobody on shift (or the offer lost its team)
+                await store.schedule(self.redis, f"handover:{incident_id}",
+                                     utcnow() + HANDOVER_RETRY)
+                return
             await self._record_station_order(inc, order, station)
 
     async def _station_team(self, inc: dict[str, str], station: str) -> domain.Unit | None:
@@ -1027,9 +1025,7 @@ class Dispatcher:
         incident_id = inc["incident_id"]
         visits = int(inc.get("followup_visits") or 1)
         if visits >= self.policy.followup_max_visits:
-            misses = str(max(int(inc.get("misses") or 0), self.policy.flag_after_misses))
-            inc["misses"] = misses  # what incident.updated's `flagged` reads
-            fields = {"misses": misses}
+            fields = {"misses": self._flag(inc)}
             detail = (f"the agreement does not hold after {visits} visits: the command room "
                       "decides what follows")
             due = None

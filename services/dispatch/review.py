@@ -16,6 +16,8 @@ from datetime import datetime, tzinfo
 
 import h3
 
+from .domain import sent_as
+
 HOURS = 24
 NO_ZONE = "(none)"  # an incident outside every zone the district knows
 # H3 resolutions a heat map may ask for: 6 (~36 km² a cell, a whole district in a few) to
@@ -62,9 +64,8 @@ def by_zone(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def force_of(agency_kind: str, agency_role: str | None) -> str:
-    """`police:patrol`, `police:station`, `security`, `volunteer`: who handled it."""
-    return f"{agency_kind}:{agency_role}" if agency_role else agency_kind
+# Who handled it, named as the dispatch rules name a team.
+force_of = sent_as
 
 
 def resolved_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:

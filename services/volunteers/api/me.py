@@ -52,12 +52,7 @@ def build_router(
         return applied
 
     def patrol_points(view: TeamView, outcome: status.Outcome) -> tuple[points.LedgerEntry, ...]:
-        if outcome.ended is None:
-            return ()
-        return tuple(points.award_patrol(
-            ended=outcome.ended, team_id=view.team["id"], district=view.team["district"],
-            agency_kind=view.agency.get("kind", ""), max_hours=settings.max_patrol_hours,
-        ))
+        return teams_store.patrol_ledger(view, outcome, max_hours=settings.max_patrol_hours)
 
     def answer(who: Principal, applied: Applied) -> dict[str, Any]:
         out = views.state(applied.before.team["id"], applied.decision.state)

@@ -19,7 +19,7 @@ from shared.events import utcnow
 from shared.http import ApiError, conflict, error_body, not_found
 
 from ..config import Settings
-from ..domain import points, status
+from ..domain import status
 from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
 from ..domain.roster_csv import parse_csv
 from ..domain.status import Refused
@@ -144,10 +144,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
 
         def decide(view: teams_store.TeamView) -> teams_store.Decision:
             outcome = status.leave_shift(view.state, member_id=member_id, now=now)
-            ledger = () if outcome.ended is None else tuple(points.award_patrol(
-                ended=outcome.ended, team_id=view.team["id"], district=view.team["district"],
-                agency_kind=view.agency.get("kind", ""), max_hours=settings.max_patrol_hours))
-            return teams_store.Decision(outcome.state, ledger=ledger)
+            return teams_store.Decision(outcome.state, ledger=teams_store.patrol_ledger(
+                view, outcome, max_hours=settings.max_patrol_hours))
 
         try:
             await teams_store.transition(redis, team_id=team_id, decide=decide, now=now)

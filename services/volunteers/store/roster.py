@@ -76,12 +76,13 @@ async def import_roster(
                     new["teams"][team_id] = record
         # Members moving to another team: their devices' sockets must stop getting the old
         # team's orders now (notify closes them; the phones reconnect to the new team).
-        moved = sorted(w.id for w in plan.writes if w.entity == "members" and w.previous
+        moved = sorted((w.id, w.previous["team_id"]) for w in plan.writes
+                       if w.entity == "members" and w.previous
                        and w.previous.get("team_id") not in (None, w.record["team_id"]))
         moved_devices: list[list[str]] = []
         if moved:
             async with redis.pipeline(transaction=False) as p:
-                for member_id in moved:
+                for member_id, _ in moved:
                     p.smembers(keys.member_devices(member_id))
                 moved_devices = [sorted(d) for d in await p.execute()]
         agencies_needed = {new["teams"][t]["agency_id"] for t in team_ids if t in new["teams"]}
@@ -106,7 +107,7 @@ async def import_roster(
                 if old.get("team_id") and old["team_id"] != write.record["team_id"]:
                     pipe.srem(keys.team_members(old["team_id"]), write.id)
                 pipe.sadd(keys.team_members(write.record["team_id"]), write.id)
-        for member_id, device_ids in zip(moved, moved_devices, strict=True):
+        for (member_id, _), device_ids in zip(moved, moved_devices, strict=True):
             for device_id in device_ids:
                 await broker.publish(
                     DeviceRevoked(district=doc.district, device_id=device_id,
@@ -125,9 +126,7 @@ async def import_roster(
             await publish_unit_status(pipe, team=team, agency=agency,
                                       state=decode_state(state_data))
             announced += 1
-        left = {w.id: (w.previous or {}).get("team_id", "") for w in plan.writes
-                if w.entity == "members"}
-        return ImportResult(plan, announced, tuple((m, left[m]) for m in moved))
+        return ImportResult(plan, announced, tuple(moved))
 
     return await atomically(redis, watch, body, attempts=5)
 

@@ -32,8 +32,8 @@ from shared.scripts import (
     run_script,
 )
 
-from ..domain.points import LedgerEntry
-from ..domain.status import OrderRecord, TeamState, unit_status
+from ..domain.points import LedgerEntry, award_patrol
+from ..domain.status import OrderRecord, Outcome, TeamState, unit_status
 from . import keys
 from .points import AWARD_LUA, award_call
 from .tx import ATTEMPTS, Contended, contention_pause
@@ -78,6 +78,17 @@ class Applied:
     before: TeamView
     decision: Decision
     announced: bool
+
+
+def patrol_ledger(view: TeamView, outcome: Outcome, *, max_hours: float
+                  ) -> tuple[LedgerEntry, ...]:
+    """The patrol points of a shift `outcome` ended (for all its members, or for one who
+    left it), for this team."""
+    if outcome.ended is None:
+        return ()
+    return tuple(award_patrol(
+        ended=outcome.ended, team_id=view.team["id"], district=view.team["district"],
+        agency_kind=view.agency.get("kind", ""), max_hours=max_hours))
 
 
 async def publish_unit_status(
