@@ -52,7 +52,7 @@ from shared.zones import Zone
 
 from . import domain, locks, store
 from .config import Settings
-from .zones import ZoneProjection
+from .zones import ZoneProjection, ZonesUnavailable
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("lianfang.dispatch")
@@ -72,6 +72,12 @@ CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
 # A hand-over whose station has no team on shift is tried again this often.
 HANDOVER_RETRY = timedelta(minutes=15)
+# An incident reported while its district's zones could not be loaded (volunteers away)
+# looks its zone up again this often (at least a timer's lease apart), for ZONE_WAIT at
+# most: a category sent to its zone's own station waits for it that long, then goes to any
+# station's team, flagged.
+ZONE_RETRY = timedelta(seconds=15)
+ZONE_WAIT = timedelta(minutes=10)
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 
@@ -178,7 +184,24 @@ class Dispatcher:
         await self.broker.publish(event, stream=stream.name, maxlen=stream.maxlen)
 
     async def _zone_of(self, district: str, lat: float, lon: float) -> Zone | None:
+        """The zone holding the point (None: outside every zone); ZonesUnavailable when
+        the district's zones could not be loaded."""
         return await self.zones.lookup(district, lat=lat, lon=lon)
+
+    async def _place(self, district: str, lat: float, lon: float) -> tuple[Zone | None, bool]:
+        """The zone holding the point, and whether that is known (False: the zones could
+        not be loaded, the zone is None but the place may well have one)."""
+        try:
+            return await self._zone_of(district, lat, lon), True
+        except ZonesUnavailable:
+            return None, False
+
+    def _awaits_station(self, inc: dict[str, str]) -> bool:
+        """Whether the incident waits for its zone before any order: the zone is not known
+        yet and the category goes to the zone's own station only (fraud warnings), which
+        another station's team must not get instead."""
+        return (inc.get("zone_pending") == "1"
+                and self.policy.categories[inc["category"]].zone_station)
 
     def _query(self, facts: domain.IncidentFacts, now: datetime) -> domain.CandidateQuery:
         """The candidate search `_fill` runs (also run ahead, with a new incident's creation)."""
@@ -265,10 +288,12 @@ class Dispatcher:
         # one round trip (store.first_step), its order, incident.updated and the lock's
         # release another after the offer. A redelivered report finds the incident and
         # carries on from its state.
-        zone = await self._zone_of(event.district, event.location.lat, event.location.lon)
-        fields = self._incident_fields(event, zone)
+        zone, known = await self._place(event.district, event.location.lat,
+                                        event.location.lon)
+        fields = self._incident_fields(event, zone, known=known)
         inc = {"incident_id": event.incident_id, **fields}
-        query = None if event.linked_to else self._query(self._facts(inc, set()), utcnow())
+        query = (None if event.linked_to or self._awaits_station(inc)
+                 else self._query(self._facts(inc, set()), utcnow()))
 
         async def first_step(token: str) -> tuple[int, list[domain.Unit]]:
             return await store.first_step(
@@ -305,7 +330,8 @@ class Dispatcher:
         if state.incident["status"] != "linked":
             await self._fill(event.incident_id, state)
 
-    def _incident_fields(self, event: IncidentReported, zone: Zone | None) -> dict[str, str]:
+    def _incident_fields(self, event: IncidentReported, zone: Zone | None, *,
+                         known: bool) -> dict[str, str]:
         return {
             "district": event.district,
             "system_id": event.system_id,
@@ -317,6 +343,8 @@ class Dispatcher:
             "address": event.location.address or "",
             "zone_id": zone.zone_id if zone else "",
             "station_agency_id": zone.owner_agency_id if zone else "",
+            # "1": the zones could not be loaded; looked up again (_zone_still_pending)
+            "zone_pending": "" if known or event.linked_to else "1",
             "status": "linked" if event.linked_to else "dispatching",
             "linked_to": event.linked_to or "",
             "misses": "0",
@@ -353,6 +381,8 @@ class Dispatcher:
         for order in state.orders:  # a crash came between an offer and its publication
             if order["state"] == "offered" and order.get("published") != "1":
                 await self._announce(inc, order)
+        if inc.get("zone_pending") == "1" and await self._zone_still_pending(state):
+            return
         live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
                 and o.get("kind") in CLAIMING_KINDS]
         facts = self._facts(inc, state.offered)
@@ -835,9 +865,103 @@ class Dispatcher:
         """The police station that owns the incident's place: as reported, else its zone's."""
         station = inc.get("station_agency_id") or ""
         if not station:
-            zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
+            zone, _ = await self._place(inc["district"], float(inc["lat"]), float(inc["lon"]))
             station = zone.owner_agency_id if zone else ""
         return station
+
+    # --- a place whose zone was not known -----------------------------------------------
+
+    async def _zone_still_pending(self, state: store.IncidentState) -> bool:
+        """An incident reported while its district's zones could not be loaded: its zone
+        looked up again. Once known, the zone and its station are written (with a note)
+        and its timer ends; until then the timer (`zone:{id}`, on_zone_due) looks again.
+        True while the incident must wait for it (_awaits_station)."""
+        inc = state.incident
+        assert inc is not None
+        try:
+            zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
+        except ZonesUnavailable:
+            await store.schedule(self.redis, f"zone:{inc['incident_id']}",
+                                 utcnow() + ZONE_RETRY, nx=True)
+            if not self._awaits_station(inc):
+                return False
+            if inc["status"] != "unassigned":
+                await self._emit(inc["incident_id"], TimelineEntry(
+                    kind="unassigned",
+                    detail=f"waiting for the owning police station: the district's zones "
+                           f"are not available yet ({inc['category']} goes to its zone's "
+                           f"station only)"), status="unassigned", state=state)
+            return True
+        await self._place_known(state, zone)
+        return False
+
+    async def _place_known(self, state: store.IncidentState, zone: Zone | None) -> None:
+        """The zone and owning station of an incident whose zone was pending, written with
+        a timeline note; the status is left as it is."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        fields = {"zone_id": zone.zone_id if zone else "",
+                  "station_agency_id": zone.owner_agency_id if zone else "",
+                  "zone_pending": ""}
+
+        async def known(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, fields)
+            store.queue_cancel(pipe, f"zone:{incident_id}")
+
+        detail = (f"zone {zone.name}, owned by station {zone.owner_agency_id}" if zone
+                  else "outside every zone: no station owns it")
+        await self._emit(incident_id, TimelineEntry(kind="note", detail=f"place known: {detail}"),
+                         status=inc["status"], state=state, also=known)
+        inc.update(fields)
+
+    async def on_zone_due(self, incident_id: str) -> None:
+        """The zone of an incident reported while its district's zones could not be loaded,
+        looked up again (every ZONE_RETRY, for ZONE_WAIT at most). An incident that waited
+        for its station (_awaits_station) gets its orders once it is known; after ZONE_WAIT
+        without it, from any station's team: flagged, with a note, for the command room."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None or inc.get("zone_pending") != "1" or inc["status"] in TERMINAL:
+                return
+            waited = self._awaits_station(inc)
+            try:
+                zone = await self._zone_of(inc["district"], float(inc["lat"]), float(inc["lon"]))
+            except ZonesUnavailable:
+                now = utcnow()
+                if now - datetime.fromisoformat(inc["received_at"]) < ZONE_WAIT:
+                    # later than the lease this firing holds, or finishing it would drop it
+                    again = max(ZONE_RETRY, timedelta(seconds=self.settings.timer_lease_s + 1))
+                    await store.schedule(self.redis, f"zone:{incident_id}", now + again)
+                    return
+                await self._place_unknown(state, waited=waited)
+            else:
+                await self._place_known(state, zone)
+            if waited:
+                await self._fill(incident_id, state)
+
+    async def _place_unknown(self, state: store.IncidentState, *, waited: bool) -> None:
+        """ZONE_WAIT passed and the zones are still away: the incident stops waiting for
+        them, flagged when it waited for its station (any station's team may go now)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        fields = {"zone_pending": ""}
+        if waited:
+            fields["misses"] = self._flag(inc)
+
+        async def given_up(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, fields)
+
+        minutes = ZONE_WAIT.seconds // 60
+        detail = (f"the owning police station is still unknown after {minutes} min (the "
+                  f"district's zones could not be loaded): any station's team may go"
+                  if waited else f"zone unknown: the district's zones could not be loaded "
+                                 f"for {minutes} min")
+        await self._emit(incident_id, TimelineEntry(kind="note", detail=detail),
+                         status=inc["status"], state=state, also=given_up)
+        inc.update(fields)
 
     async def _station_order(self, state: store.IncidentState, station: str, *,
                              by: dict[str, str], note: str | None) -> dict[str, str] | None:
@@ -957,6 +1081,8 @@ class Dispatcher:
             await self.on_followup_due(ident)
         elif kind == "handover":
             await self.on_handover_due(ident)
+        elif kind == "zone":
+            await self.on_zone_due(ident)
         else:
             log.error("unknown timer %s dropped", member)
 

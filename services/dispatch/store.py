@@ -841,8 +841,9 @@ return due
 """
 
 
-async def schedule(redis: Redis, member: str, at: datetime) -> None:
-    await redis.zadd(TIMERS, {member: at.timestamp()})
+async def schedule(redis: Redis, member: str, at: datetime, *, nx: bool = False) -> None:
+    """Set the timer `member` to fire at `at`; with `nx`, only if it is not set already."""
+    await redis.zadd(TIMERS, {member: at.timestamp()}, nx=nx)
 
 
 def queue_schedule(pipe: Pipeline, member: str, at: datetime) -> None:

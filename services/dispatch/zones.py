@@ -17,9 +17,13 @@ from shared.zones import Zone, ZoneIndex
 log = logging.getLogger(__name__)
 
 
+class ZonesUnavailable(Exception):
+    """The district's zones are not loaded: volunteers did not answer (yet)."""
+
+
 class ZoneProjection:
     """Zones per district. A district is loaded when its first incident needs it (bounded by
-    the timeout: without zones an incident is still dispatched) and refreshed every
+    the timeout: the caller decides what an incident does without them) and refreshed every
     `refresh_s`, so a roster import that changes zones reaches dispatch within that time."""
 
     def __init__(self, *, http: httpx.AsyncClient, volunteers_url: str, admin_token: str,
@@ -35,8 +39,13 @@ class ZoneProjection:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def lookup(self, district: str, *, lat: float, lon: float) -> Zone | None:
+        """The zone holding the point; None when no zone of the district holds it. Raises
+        ZonesUnavailable when the district's zones could not be loaded: not knowing the
+        zone is not the same as a place outside every zone."""
         index = self._indexes.get(district) or await self._first_load(district)
-        return index.lookup(lat=lat, lon=lon) if index is not None else None
+        if index is None:
+            raise ZonesUnavailable(district)
+        return index.lookup(lat=lat, lon=lon)
 
     async def _first_load(self, district: str) -> ZoneIndex | None:
         async with self._locks.setdefault(district, asyncio.Lock()):
