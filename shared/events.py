@@ -57,6 +57,22 @@ class Caller(BaseModel):
     name: str | None = Field(default=None, max_length=100)
 
 
+EvidenceKind = Literal["video", "photo", "audio", "document"]
+MAX_EVIDENCE = 10  # records with one answer or one attachment
+
+
+class Evidence(BaseModel):
+    """A record kept by the system that holds the media (the body-camera docking station's
+    evidence store, a photo archive): what it is and where to find it, never the media."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    kind: EvidenceKind
+    ref: str = Field(min_length=1, max_length=200,
+                     description="its id or address in the system that keeps it")
+    taken_at: AwareDatetime | None = None
+
+
 class Event(BaseModel):
     """The common envelope. `event_id` is the idempotency key of the event itself."""
 
@@ -98,6 +114,10 @@ class TimelineEntry(BaseModel):
         default=None, max_length=500,
         description="the team's own words with its answer (why it declined, what the station "
         "should know): for the command room, never shown to the reporting system")
+    evidence: tuple[Evidence, ...] | None = Field(
+        default=None, max_length=MAX_EVIDENCE,
+        description="records attached (body-camera video, photos): references to the system "
+        "that keeps them; for the command room, never shown to the reporting system")
 
 
 class Assignment(BaseModel):
@@ -175,6 +195,9 @@ class OrderResponded(Event):
     device_id: str | None = None
     response: Response
     note: str | None = Field(default=None, max_length=500)
+    evidence: tuple[Evidence, ...] | None = Field(
+        default=None, max_length=MAX_EVIDENCE,
+        description="body-camera video, photos: references, for the command room")
 
 
 class IncidentHandedOver(Event):

@@ -220,6 +220,10 @@ class Demo:
             answer = {"type": "response", "order_id": order["order_id"], "response": response}
             if response == "handover":
                 answer["note"] = random.choice(HANDOVER_NOTES)
+            if response in ("resolved", "handover") and random.random() < 0.5:
+                # the body camera's file, as its docking station will name it
+                answer["evidence"] = [{"kind": "video",
+                                       "ref": f"bwc-{team['name']}-{int(time.time())}.mp4"}]
             await ws.send(json.dumps(answer))
             if response in ("acknowledged", "resolved", "handover"):
                 self.line(incident_id, f"{response} by {team['name']}")

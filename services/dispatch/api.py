@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from shared import audit
-from shared.events import new_id
+from shared.events import MAX_EVIDENCE, Evidence, new_id
 from shared.http import ApiError, Principal, forbidden, not_found, require
 
 from . import domain, review, store
@@ -28,6 +28,13 @@ MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     team_id: str = Field(min_length=1, max_length=64)
+
+
+class EvidenceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    evidence: tuple[Evidence, ...] = Field(min_length=1, max_length=MAX_EVIDENCE)
+    note: str | None = Field(default=None, max_length=500,
+                             description="what the records show, for whoever reads the case")
 
 
 class DispatcherIn(BaseModel):
@@ -142,6 +149,21 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         await audit.record(redis, "dispatch", who, "incident.assign", incident_id,
                            f"team {body.team_id}, order {order['order_id']}")
         return {"order_id": order["order_id"], "team_id": body.team_id, "state": "offered"}
+
+    @router.post("/incidents/{incident_id}/evidence",
+                 summary="Attach records kept elsewhere (body-camera video, photos), also once "
+                 "the incident has ended")
+    async def attach_evidence(incident_id: str, body: EvidenceIn,
+                              who: CommandRoom) -> dict[str, Any]:
+        await _check_incident(who, incident_id)
+        by = f"{who.kind}:{who.subject}"
+        new = await engine.attach_evidence(incident_id, body.evidence, note=body.note, by=by)
+        # the references stay on the timeline: the audit names how many, not which
+        await audit.record(redis, "dispatch", who, "incident.evidence", incident_id,
+                           f"{len(new)} record(s) attached")
+        return {"incident_id": incident_id,
+                "attached": [e.model_dump(mode="json") for e in new],
+                "already_there": len(body.evidence) - len(new)}
 
     @router.post("/incidents/{incident_id}/close", summary="Close an incident")
     async def close(incident_id: str, who: CommandRoom) -> dict[str, Any]:

@@ -51,6 +51,10 @@ CONSOLE_PAGE = """<!doctype html>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
    <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button></div>
+  <div style="margin:8px 0">Attach <select id="evkind"><option>video</option><option>photo</option>
+   <option>audio</option><option>document</option></select>
+   <input id="evref" placeholder="body-camera file id or address" size="32" maxlength="200">
+   <button id="attach">Attach evidence</button></div>
   <table><thead><tr><th>time</th><th>what</th><th>team</th><th>detail</th></tr></thead>
   <tbody id="timeline"></tbody></table></section>
 </main>
@@ -135,11 +139,18 @@ async function detail() {
   const tb = $("timeline"); tb.replaceChildren();
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
     cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id);
-    cell(tr, e.note ? (e.detail || "") + ": “" + e.note + "”" : e.detail);  // the team's own words
+    const said = e.note ? (e.detail || "") + ": “" + e.note + "”" : e.detail;  // the team's own words
+    const records = (e.evidence || []).map(r => r.kind + " " + r.ref).join("; ");
+    cell(tr, records ? (said ? said + " · " : "") + "evidence: " + records : said);
     tb.appendChild(tr); }
 }
 $("assign").onclick = async () => { try { await api("/v1/incidents/" + selected + "/assign",
   {method: "POST", body: JSON.stringify({team_id: $("team").value})}); refresh(); }
+  catch (e) { $("err").textContent = e.message; } };
+$("attach").onclick = async () => { const ref = $("evref").value.trim(); if (!ref) return;
+  try { await api("/v1/incidents/" + selected + "/evidence", {method: "POST",
+    body: JSON.stringify({evidence: [{kind: $("evkind").value, ref}]})});
+    $("evref").value = ""; refresh(); }
   catch (e) { $("err").textContent = e.message; } };
 $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
   try { await api("/v1/incidents/" + selected + "/close", {method: "POST"}); refresh(); }

@@ -26,6 +26,7 @@ from shared.bus import entry_to_write, queue_publish
 from shared.events import (
     Assignment,
     Caller,
+    Evidence,
     IncidentClosed,
     IncidentHandedOver,
     IncidentReported,
@@ -723,7 +724,7 @@ class Dispatcher:
         order.update(moved)
         entry = TimelineEntry(kind="response", team_id=order["team_id"],
                               order_id=order["order_id"], detail=event.response,
-                              note=event.note or None)
+                              note=event.note or None, evidence=event.evidence or None)
         # Any answer but a refusal means the team took the order, even if it skipped
         # "acknowledged" (the design lets responses skip steps).
         first_ack = (new_state != "declined" and order.get("kind") in CLAIMING_KINDS
@@ -1343,6 +1344,30 @@ class Dispatcher:
                     kind="manual_assign", team_id=team_id, order_id=order_id,
                     detail="assigned by the command room"), also=recorded)
             return order
+
+    async def attach_evidence(self, incident_id: str, evidence: tuple[Evidence, ...], *,
+                              note: str | None, by: str) -> tuple[Evidence, ...]:
+        """Records kept elsewhere (body-camera video docked after the shift, photos) put on
+        the incident's timeline, also once it has ended; a record already there (the same
+        kind and reference, with an answer or an earlier attachment) is not put again, so
+        the command room's retry adds nothing. Returns the records newly attached."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None:
+                raise not_found("incident")
+            there = {(e.kind, e.ref) for entry in await store.timeline(self.redis, incident_id)
+                     for e in TimelineEntry.model_validate(entry).evidence or ()}
+            new: list[Evidence] = []
+            for record in evidence:
+                if (record.kind, record.ref) not in there:
+                    there.add((record.kind, record.ref))
+                    new.append(record)
+            if new:
+                await self._emit(incident_id, TimelineEntry(
+                    kind="evidence", detail=f"attached by {by}", note=note or None,
+                    evidence=tuple(new)), status=inc["status"], state=state)
+            return tuple(new)
 
     async def close(self, incident_id: str, *, by: str) -> None:
         async with self._locked(incident_id):

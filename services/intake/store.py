@@ -312,8 +312,8 @@ async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated) -> bo
          f"intake:seen:{event.incident_id}"],
         [event.event_id, str(event.seq), event.status, event.priority,
          json.dumps([a.model_dump(mode="json") for a in event.assignments]),
-         # the team's own words are for the command room, not the reporting system
-         "1" if event.flagged else "0", event.entry.model_dump_json(exclude={"note"}),
+         # the team's own words and its evidence are for the command room, not the caller
+         "1" if event.flagged else "0", event.entry.model_dump_json(exclude={"note", "evidence"}),
          "1" if closed else "0", _open_index(event.district, ""), event.incident_id]))
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from shared.events import MAX_EVIDENCE, Evidence
 from shared.events import Response as ResponseKind
 from shared.http import Principal, not_found, require
 
@@ -33,6 +34,10 @@ class ResponseIn(BaseModel):
     note: str | None = Field(default=None, max_length=500,
                              description="the team's own words for the command room; required "
                              "with declined (why), read by the station with handover")
+    evidence: tuple[Evidence, ...] | None = Field(
+        default=None, max_length=MAX_EVIDENCE,
+        description="records of the scene kept elsewhere (body-camera video, photos), "
+        "referenced for the command room")
 
 
 class WebPushIn(BaseModel):
@@ -57,7 +62,7 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
         order_id: str, body: ResponseIn, who: DeviceCaller
     ) -> dict[str, Any]:
         return await orders.respond(order_id=order_id, who=who, response=body.response,
-                                    note=body.note)
+                                    note=body.note, evidence=body.evidence)
 
     @router.get("/orders/{order_id}", summary="An order's state (its team's devices, admin)")
     async def get_order(

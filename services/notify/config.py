@@ -23,7 +23,9 @@ class Settings(ServiceSettings):
 
     # The device WebSocket
     ping_interval_s: float = Field(default=20.0, description="PING_INTERVAL_S: heartbeat frames")
-    max_frame_bytes: int = Field(default=4096, description="MAX_FRAME_BYTES: larger frames refused")
+    max_frame_bytes: int = Field(
+        default=8192, description="MAX_FRAME_BYTES: larger frames refused (an answer with its "
+        "note and ten evidence references fits)")
     ws_max_size: int = Field(
         default=65_536, description="WS_MAX_SIZE: the transport closes the socket above this"
     )

@@ -223,6 +223,11 @@ async function respond(id, response) {
     note = said.trim() || null;
   }
   const answer = note ? { response, note: note.slice(0, 500) } : { response };
+  if (response === "resolved" || response === "handover") {  // body-camera files, for the command room
+    const files = (prompt("Body-camera file ids, if you recorded (comma-separated; optional)") || "")
+      .split(",").map((f) => f.trim()).filter(Boolean).slice(0, 10);
+    if (files.length) answer.evidence = files.map((ref) => ({ kind: "video", ref: ref.slice(0, 200) }));
+  }
   if (send({ type: "response", order_id: id, ...answer })) return;
   try {   // socket down: the same answer over HTTP, continuing the order's trace
     const o = orders.get(id);

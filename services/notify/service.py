@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from shared.bus import Traced
 from shared.events import (
+    Evidence,
     OrderDelivered,
     OrderIssued,
     OrderResponded,
@@ -93,7 +94,7 @@ class Orders:
 
     async def respond(
         self, *, order_id: str, who: Principal, response: Response, note: str | None,
-        origin: str | None = None,
+        evidence: tuple[Evidence, ...] | None = None, origin: str | None = None,
     ) -> dict[str, Any]:
         """Applies a team's response; `origin` is the answering socket, if it came by one."""
         note = (note or "").strip() or None
@@ -131,7 +132,7 @@ class Orders:
                     district=rec.district,
                     order_id=order_id, incident_id=rec.incident_id, team_id=rec.team_id,
                     member_id=who.member_id or "", device_id=who.device_id,
-                    response=response, note=note,
+                    response=response, note=note, evidence=evidence or None,
                 )
 
             def fan_out(decision: Decision) -> str:

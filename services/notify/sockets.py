@@ -128,6 +128,7 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
             try:
                 view = await orders.respond(order_id=frame.order_id, who=conn.who,
                                             response=frame.response, note=frame.note,
+                                            evidence=frame.evidence,
                                             origin=conn.conn_id)
             except ApiError as exc:
                 conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))

@@ -28,6 +28,7 @@ SCENE = (22.8300, 108.3300)
 PHONE = "13912345678"
 NAME = "Huang Xiaoming"
 DESCRIPTION = "neighbour upstairs drilling at midnight"
+BODY_CAM = "bwc-0417-20261205-2140.mp4"  # a team's file: the command room's, not the caller's
 
 
 async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_traces(
@@ -63,8 +64,9 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
 
         for frame, token in ((to_guard, guard), (to_police, police)):
             r = await client.post(f"{stack.url('notify')}/v1/orders/{frame['order_id']}/responses",
-                                  headers=bearer(token), json={"response": "acknowledged",
-                                                               "note": f"call {PHONE}"})
+                                  headers=bearer(token), json={
+                                      "response": "acknowledged", "note": f"call {PHONE}",
+                                      "evidence": [{"kind": "video", "ref": BODY_CAM}]})
             assert r.status_code == 200, r.text
 
         async def acknowledged() -> bool:
@@ -78,10 +80,11 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
         trace_id = seen_by_reporter.json()["trace_id"]
         # the teams' notes are the command room's: not the reporting system's, nor the
         # caller's number they happen to hold
-        assert PHONE not in seen_by_reporter.text
+        assert PHONE not in seen_by_reporter.text and BODY_CAM not in seen_by_reporter.text
         r = await client.get(f"{stack.url('dispatch')}/v1/incidents/{to_police['incident_id']}",
                              headers=admin(stack))
         assert f"call {PHONE}" in [e.get("note") for e in r.json()["timeline"]]
+        assert BODY_CAM in r.text  # the command room has the body camera's file
         metrics = ""
         for service in ("intake", "dispatch", "volunteers", "notify"):
             r = await client.get(f"{stack.url(service)}/metrics", headers=admin(stack))

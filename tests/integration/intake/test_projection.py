@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from services.intake import store
 from shared import streams
-from shared.events import IncidentClosed, IncidentUpdated, TimelineEntry
+from shared.events import Evidence, IncidentClosed, IncidentUpdated, TimelineEntry
 from shared.scripts import ScriptBatch
 from tests.helpers import poll_until
 from tests.integration.stream_probes import (
@@ -98,9 +98,12 @@ async def test_the_reporting_system_never_sees_what_a_team_said(clean_redis: str
         said = "holding a suspect for the station"  # the command room's, not the caller's
         await svc.publish(streams.INCIDENT_UPDATED, IncidentUpdated(
             district=DISTRICT, incident_id=incident_id, seq=1, status="unassigned",
-            priority="P4", entry=TimelineEntry(kind="response", detail="declined", note=said)))
+            priority="P4", entry=TimelineEntry(
+                kind="response", detail="declined", note=said,
+                evidence=(Evidence(kind="video", ref="bwc-the-arrest.mp4"),))))
         await poll_until(lambda: svc.drained(streams.INCIDENT_UPDATED.name), "update read")
         view = await intake_incident(svc, incident_id)
         [entry] = [e for e in view["timeline"] if e["kind"] == "response"]
         assert entry["detail"] == "declined" and "note" not in entry
-        assert said not in json.dumps(view)
+        assert "evidence" not in entry
+        assert said not in json.dumps(view) and "bwc-the-arrest" not in json.dumps(view)

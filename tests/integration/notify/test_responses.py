@@ -217,3 +217,21 @@ async def test_a_station_cannot_hand_its_own_hand_over_to_anybody(
     assert responded(clean_redis) == []
     r = await http.post(url, headers=member.bearer, json={"response": "resolved"})
     assert r.status_code == 200 and r.json()["state"] == "resolved"
+
+
+async def test_an_answer_carries_the_body_camera_files_to_dispatch(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member, order = await issued_to("t1", volunteers, broker, http, notify)
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+    r = await http.post(url, headers=member.bearer, json={
+        "response": "resolved", "evidence": [{"kind": "tape", "ref": "bwc-1.mp4"}]})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "evidence.0.kind"
+    assert responded(clean_redis) == []
+    r = await http.post(url, headers=member.bearer, json={
+        "response": "resolved", "evidence": [{"kind": "video", "ref": " bwc-1.mp4 "},
+                                             {"kind": "photo", "ref": "img/2211.jpg"}]})
+    assert r.status_code == 200, r.text
+    [event] = responded(clean_redis)
+    assert [(e.kind, e.ref) for e in event.evidence or ()] == [
+        ("video", "bwc-1.mp4"), ("photo", "img/2211.jpg")]

@@ -45,7 +45,7 @@ async def test_bad_frames_get_an_error_frame_and_the_socket_lives_on(
             (json.dumps({"type": "response", "order_id": "o1", "response": "later"}),
              "invalid_field", "response"),
             (json.dumps({"type": "received", "order_id": "ord_unknown"}), "not_found", None),
-            (json.dumps({"type": "ping", "pad": "x" * 5000}), "too_large", None),
+            (json.dumps({"type": "ping", "pad": "x" * 9000}), "too_large", None),
         ]
         for raw, code, field in cases:
             await phone.send(raw)

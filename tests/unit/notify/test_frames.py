@@ -84,3 +84,21 @@ def test_the_rate_limiter_allows_a_burst_then_the_rate() -> None:
     assert not limiter.allow(0.5)
     assert all(limiter.allow(10.0) for _ in range(3))  # refilled, capped at the burst
     assert not limiter.allow(10.0)
+
+
+def test_an_answer_carries_evidence_references_and_a_bad_one_names_its_field() -> None:
+    from services.notify.config import Settings
+
+    records = [{"kind": "video", "ref": f"bwc-0417-{n:04d}.mp4" + "x" * 170} for n in range(10)]
+    raw = json.dumps({"type": "response", "order_id": "ord_1", "response": "resolved",
+                      "note": "调解成功" * 125, "evidence": records}, ensure_ascii=False)
+    frame = parse_frame(raw, max_bytes=Settings.model_fields["max_frame_bytes"].default)
+    assert isinstance(frame, RespondFrame) and frame.evidence is not None  # the largest fits
+    assert [e.kind for e in frame.evidence] == ["video"] * 10
+    for evidence, field in (([{"kind": "hologram", "ref": "x"}], "evidence.0.kind"),
+                            ([{"kind": "photo", "ref": " "}], "evidence.0.ref"),
+                            ([{"kind": "photo", "ref": "x"}] * 11, "evidence")):
+        with pytest.raises(FrameError) as failed:
+            parse_frame(json.dumps({"type": "response", "order_id": "ord_1",
+                                    "response": "resolved", "evidence": evidence}), max_bytes=MAX)
+        assert (failed.value.code, failed.value.field) == ("invalid_field", field)
