@@ -7,13 +7,13 @@ import secrets
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from shared import audit
 from shared.events import MAX_EVIDENCE, Evidence, new_id
-from shared.http import ApiError, Principal, forbidden, not_found, require
+from shared.http import ApiError, Principal, conflict, forbidden, not_found, require
 
 from . import domain, review, store
 from .engine import Dispatcher
@@ -35,6 +35,13 @@ class EvidenceIn(BaseModel):
     evidence: tuple[Evidence, ...] = Field(min_length=1, max_length=MAX_EVIDENCE)
     note: str | None = Field(default=None, max_length=500,
                              description="what the records show, for whoever reads the case")
+
+
+class DutyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dispatcher_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="who takes the duty: the caller if a dispatcher; an admin must name one")
 
 
 class DispatcherIn(BaseModel):
@@ -73,6 +80,10 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
         "routing_timeouts": int(inc.get("timeouts") or 0),
         "linked_to": inc.get("linked_to") or None,
         "trace_id": inc.get("trace_id") or None,
+        # the duty leader when it came in: its first supervisor until it is done
+        "supervisor": ({"dispatcher_id": inc["supervisor_id"],
+                        "name": inc.get("supervisor_name") or None}
+                       if inc.get("supervisor_id") else None),
     }
 
 
@@ -96,6 +107,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             default=None, description="what an inspector hunts: routing_timeout (an order "
             "withdrawn for a missed acknowledgement) or filing_overdue (a hand-over the "
             "station has not filed in time)"),
+        supervisor: str | None = Query(
+            default=None, max_length=64, description="a dispatcher's id, or `me`: the "
+            "incidents they supervise (they led the duty when each came in)"),
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         limit: int = Query(default=100, ge=1, le=MAX_PAGE),
@@ -116,6 +130,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             if flagged is not None and (inc.get("flagged") == "1") != flagged:
                 continue
             if problem == "routing_timeout" and not int(inc.get("timeouts") or 0):
+                continue
+            if supervisor and inc.get("supervisor_id") != (
+                    who.subject if supervisor == "me" else supervisor):
                 continue
             row = _incident_view(inc)
             if problem == "filing_overdue":
@@ -177,6 +194,38 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         if inc is None:
             raise not_found("incident")
         check_district(who, inc["district"])
+
+    @router.get("/duty/{district}", summary="Who leads the district's duty, since when")
+    async def duty(who: CommandRoom, district: str = Path(max_length=64)) -> dict[str, Any]:
+        check_district(who, district)
+        return {"district": district, "duty": await store.duty_of(redis, district)}
+
+    @router.put("/duty/{district}",
+                summary="Take the district's duty: its new incidents are this dispatcher's to "
+                "supervise until done (whoever receives first owns it)")
+    async def take_duty(body: DutyIn, who: CommandRoom,
+                        district: str = Path(max_length=64)) -> dict[str, Any]:
+        check_district(who, district)
+        if who.kind == "dispatcher":
+            if body.dispatcher_id not in (None, who.subject):
+                raise forbidden("a dispatcher takes the duty for themselves")
+            dispatcher_id = who.subject
+        elif body.dispatcher_id is None:
+            raise ApiError(422, "invalid_field", "name the dispatcher who takes the duty",
+                           "dispatcher_id")
+        else:
+            dispatcher_id = body.dispatcher_id
+        found = await store.get_dispatcher(redis, dispatcher_id)
+        if found is None:
+            raise not_found("dispatcher")
+        if district not in found["districts"]:
+            raise conflict(f"dispatcher {dispatcher_id} does not cover district '{district}'")
+        duty, previous = await store.take_duty(redis, district=district,
+                                               dispatcher_id=dispatcher_id, name=found["name"])
+        before = previous["dispatcher_id"] if previous else "nobody"
+        await audit.record(redis, "dispatch", who, "duty.take", district,
+                           f"{dispatcher_id} after {before}")
+        return {"district": district, "duty": duty, "previous": previous}
 
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)")
     async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The command room's console page (`GET /console`): self-contained, no CDN.
 
 The board of a district refreshed every few seconds (flagged incidents first), the units
-on one screen, an incident's whole timeline, manual assignment and closing, and the KPIs.
+on one screen, an incident's whole timeline, manual assignment and closing, evidence, the
+duty (who supervises new incidents) and the KPIs.
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 """
@@ -39,7 +40,10 @@ CONSOLE_PAGE = """<!doctype html>
  <select id="problem"><option value="">any</option>
   <option value="routing_timeout">routing timeouts</option>
   <option value="filing_overdue">filings overdue</option></select>
- <button id="save">Watch</button><span id="err"></span></header>
+ <label><input id="mine" type="checkbox"> mine</label>
+ <button id="save">Watch</button>
+ <span class="dim" id="duty"></span> <button id="takeduty">Take duty</button>
+ <span id="err"></span></header>
 <main>
  <section><h2>Board <span class="dim" id="count"></span></h2>
   <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
@@ -86,6 +90,10 @@ async function refresh() {
     const q = new URLSearchParams({district: d, limit: "200"});
     if ($("status").value) q.set("status", $("status").value);
     if ($("problem").value) q.set("problem", $("problem").value);
+    if ($("mine").checked) q.set("supervisor", "me");
+    const duty = (await api("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
+    $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
+      : "nobody on duty: new incidents have no supervisor";
     const board = await api("/v1/incidents?" + q);
     // flagged first, then what still needs a team before what is done, the most urgent
     // first, the newest first among equals (the API's order; sort is stable)
@@ -135,7 +143,9 @@ async function detail() {
   $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
     + (i.flagged ? " · FLAGGED" : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
-  $("dmeta").textContent = i.incident_id + " · " + place + " · trace " + (i.trace_id || "-");
+  $("dmeta").textContent = i.incident_id + " · " + place + " · supervised by "
+    + (i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : "nobody")
+    + " · trace " + (i.trace_id || "-");
   const tb = $("timeline"); tb.replaceChildren();
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
     cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id);
@@ -157,6 +167,11 @@ $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
   catch (e) { $("err").textContent = e.message; } };
 $("save").onclick = () => { localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsAt = 0; refresh(); };
+$("takeduty").onclick = async () => { const d = $("district").value.trim(); if (!d) return;
+  if (!confirm("Take the duty of " + d + "? New incidents will be yours to supervise until done.")) return;
+  try { await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }
+  catch (e) { $("err").textContent = e.message; } };
+$("mine").onchange = refresh;
 $("status").onchange = refresh;
 $("problem").onchange = refresh;
 setInterval(refresh, 3000); refresh();

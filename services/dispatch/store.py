@@ -486,6 +486,11 @@ if holder and holder ~= ARGV[6] then return -1 end
 if not holder then redis.call('SET', KEYS[6], ARGV[6], 'PX', ARGV[7]) end
 if redis.call('HEXISTS', KEYS[1], 'district') == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'incident_id', ARGV[1], unpack(cjson.decode(ARGV[3])))
+-- the duty leader when it came in supervises it until done (whoever receives it first)
+local duty = redis.call('HMGET', KEYS[7], 'dispatcher_id', 'name')
+if duty[1] then
+  redis.call('HSET', KEYS[1], 'supervisor_id', duty[1], 'supervisor_name', duty[2] or '')
+end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
@@ -499,7 +504,8 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
                      lock_key: str, token: str, ttl_ms: int, query: CandidateQuery | None
                      ) -> tuple[int, list[Unit]]:
     """A report's first round trip: take the incident's lock and store the incident
-    (counted in its status, with its first timeline entry), and search its candidates
+    (counted in its status, with its first timeline entry and the district's duty leader
+    as its supervisor), and search its candidates
     with `query` (nearly every report is new: the search is then ready); both scripts go
     with the rest of `redis`'s batch when it is a ScriptBatch. Returns -1 when
     another worker holds the lock (nothing written), 0 when the incident exists already
@@ -510,7 +516,7 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
     created = batch.submit(
         _CREATE_INCIDENT,
         [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
-         STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key],
+         STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key, duty_key(district)],
         [incident_id, repr(reported_ts), ascii_json(flat), fields["status"],
          entry.model_dump_json() if entry else "", token, ttl_ms])
     if query is None:
@@ -908,11 +914,7 @@ async def dispatcher_for_token(redis: Redis, token: str) -> dict[str, Any] | Non
     dispatcher_id = await redis.get(f"dispatch:dispatcher-token:{_token_hash(token)}")
     if not dispatcher_id:
         return None
-    data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
-    if not data:
-        return None
-    return {"dispatcher_id": dispatcher_id, "name": data["name"],
-            "districts": json.loads(data["districts"])}
+    return await get_dispatcher(redis, dispatcher_id)
 
 
 async def list_dispatchers(redis: Redis) -> list[dict[str, Any]]:
@@ -926,6 +928,14 @@ async def list_dispatchers(redis: Redis) -> list[dict[str, Any]]:
     return out
 
 
+async def get_dispatcher(redis: Redis, dispatcher_id: str) -> dict[str, Any] | None:
+    data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
+    if not data:
+        return None
+    return {"dispatcher_id": dispatcher_id, "name": data["name"],
+            "districts": json.loads(data["districts"])}
+
+
 async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> bool:
     data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
     if not data:
@@ -935,4 +945,40 @@ async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> bool:
         pipe.delete(f"dispatch:dispatcher:{dispatcher_id}")
         pipe.srem("dispatch:dispatchers", dispatcher_id)
         await pipe.execute()
+    for district in json.loads(data["districts"]):  # a revoked leader leaves the duty
+        await run_script(redis, _LEAVE_DUTY, [duty_key(district)], [dispatcher_id])
     return True
+
+
+# --- the duty leader of a district's command room ---------------------------------------
+
+
+def duty_key(district: str) -> str:
+    return f"dispatch:duty:{district}"
+
+
+_TAKE_DUTY = """
+local previous = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'dispatcher_id', ARGV[1], 'name', ARGV[2], 'since', ARGV[3])
+return previous
+"""
+
+_LEAVE_DUTY = """
+if redis.call('HGET', KEYS[1], 'dispatcher_id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+async def take_duty(redis: Redis, *, district: str, dispatcher_id: str,
+                    name: str) -> tuple[dict[str, str], dict[str, str] | None]:
+    """The dispatcher leads the district's duty from now; returns the duty and the one it
+    took over from (None if nobody led it)."""
+    since = datetime.now(UTC).isoformat()
+    flat = await run_script(redis, _TAKE_DUTY, [duty_key(district)], [dispatcher_id, name, since])
+    previous = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+    return {"dispatcher_id": dispatcher_id, "name": name, "since": since}, previous
+
+
+async def duty_of(redis: Redis, district: str) -> dict[str, str] | None:
+    return await redis.hgetall(duty_key(district)) or None

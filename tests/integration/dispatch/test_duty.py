@@ -1,0 +1,96 @@
+"""The duty leader (首接首办: whoever receives an incident first owns it until done), in-process
+against a real Redis: the dispatcher who leads a district's duty when an incident comes in is
+its supervisor for good, also after the next one takes over; the board finds a supervisor's
+incidents; who may take the duty, and a revoked dispatcher leaving it."""
+
+from __future__ import annotations
+
+import httpx
+from faststream.redis import RedisBroker
+
+from tests.helpers import poll_until
+
+from .test_close import ADMIN
+from .test_engine import DISTRICT, report
+
+
+async def dispatcher(console: httpx.AsyncClient, name: str,
+                     districts: tuple[str, ...] = (DISTRICT,)) -> tuple[str, dict[str, str]]:
+    r = await console.post("/v1/dispatchers", headers=ADMIN,
+                           json={"name": name, "districts": list(districts)})
+    assert r.status_code == 201, r.text
+    return r.json()["dispatcher_id"], {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+async def reported(console: httpx.AsyncClient, publisher: RedisBroker) -> dict:
+    incident_id = await report(publisher, "noise", priority="P4")
+
+    async def stored() -> dict | None:
+        r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+        return r.json() if r.status_code == 200 else None
+
+    return await poll_until(stored, "the incident stored")
+
+
+async def board(console: httpx.AsyncClient, headers: dict[str, str], supervisor: str) -> set[str]:
+    r = await console.get("/v1/incidents", headers=headers,
+                          params={"district": DISTRICT, "supervisor": supervisor})
+    assert r.status_code == 200, r.text
+    return {i["incident_id"] for i in r.json()["incidents"]}
+
+
+async def test_whoever_leads_the_duty_when_it_comes_in_supervises_it_until_done(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    before = await reported(console, publisher)
+    assert before["supervisor"] is None  # nobody on duty yet
+
+    wang, wang_desk = await dispatcher(console, "Wang Lei")
+    li, li_desk = await dispatcher(console, "Li Na")
+    r = await console.put(f"/v1/duty/{DISTRICT}", headers=wang_desk, json={})
+    assert r.status_code == 200, r.text
+    assert (r.json()["duty"]["dispatcher_id"], r.json()["previous"]) == (wang, None)
+    first = await reported(console, publisher)
+    assert first["supervisor"] == {"dispatcher_id": wang, "name": "Wang Lei"}
+
+    r = await console.put(f"/v1/duty/{DISTRICT}", headers=li_desk, json={})  # the next shift
+    assert r.json()["previous"]["dispatcher_id"] == wang
+    second = await reported(console, publisher)
+    assert second["supervisor"]["dispatcher_id"] == li
+    r = await console.get(f"/v1/incidents/{first['incident_id']}", headers=li_desk)
+    assert r.json()["supervisor"]["dispatcher_id"] == wang  # still Wang's until done
+    r = await console.get(f"/v1/duty/{DISTRICT}", headers=wang_desk)
+    assert r.json()["duty"]["name"] == "Li Na"
+
+    assert await board(console, wang_desk, "me") == {first["incident_id"]}
+    assert await board(console, li_desk, "me") == {second["incident_id"]}
+    assert await board(console, ADMIN, wang) == {first["incident_id"]}
+
+
+async def test_who_may_take_the_duty_and_a_revoked_leader_leaves_it(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    wang, wang_desk = await dispatcher(console, "Wang Lei")
+    elsewhere, elsewhere_desk = await dispatcher(console, "Zhao", ("xixiangtang",))
+    url = f"/v1/duty/{DISTRICT}"
+    r = await console.put(url, headers=elsewhere_desk, json={})
+    assert r.status_code == 403  # not their district
+    r = await console.put(url, headers=wang_desk, json={"dispatcher_id": elsewhere})
+    assert r.status_code == 403  # a dispatcher takes it for themselves only
+    r = await console.put(url, headers=ADMIN, json={})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "dispatcher_id"
+    r = await console.put(url, headers=ADMIN, json={"dispatcher_id": elsewhere})
+    assert r.status_code == 409  # Zhao does not cover the district
+    r = await console.put(url, headers=ADMIN, json={"dispatcher_id": "dsp_nobody"})
+    assert r.status_code == 404
+    r = await console.put(url, json={})
+    assert r.status_code == 401
+    r = await console.put(url, headers=ADMIN, json={"dispatcher_id": wang})  # the admin names him
+    assert r.status_code == 200 and r.json()["duty"]["name"] == "Wang Lei"
+
+    assert (await console.delete(f"/v1/dispatchers/{wang}", headers=ADMIN)).status_code == 204
+    assert (await console.get(url, headers=ADMIN)).json()["duty"] is None
+    after = await reported(console, publisher)
+    assert after["supervisor"] is None
+    r = await console.get("/v1/admin/audit", headers=ADMIN)
+    taken = [e for e in r.json()["entries"] if e["action"] == "duty.take"]
+    assert [(e["who"], e["target"], e["detail"]) for e in taken] == [
+        ("admin:admin", DISTRICT, f"{wang} after nobody")]
