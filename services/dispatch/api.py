@@ -300,15 +300,43 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         district: str | None = Query(default=None, max_length=64),
+        category: str | None = Query(
+            default=None, max_length=64,
+            description="one category's incidents only, e.g. ebike_theft with by_week"),
+        compare: Literal["previous_year"] | None = Query(
+            default=None, description="previous_year: also the same period a year earlier, "
+            "by category (incidents by type, year on year)"),
     ) -> dict[str, Any]:
+        check_category(category)
         now = datetime.now(UTC)
         since, until, incidents = await period_incidents(who, district, since, until,
                                                          default=timedelta(days=1), now=now)
-        return {**await compute_kpis(redis, incidents, since=since, until=until, now=now),
-                "timezone": str(tz),
-                "by_hour": review.by_hour(incidents, tz),
-                "by_zone": review.by_zone(incidents),
-                "resolved_by_force": review.resolved_by_force(incidents)}
+        incidents = of_category(incidents, category)
+        out = {**await compute_kpis(redis, incidents, since=since, until=until, now=now),
+               "timezone": str(tz), "category": category,
+               "by_hour": review.by_hour(incidents, tz),
+               "by_week": review.by_week(incidents, tz, since=since, until=until),
+               "by_zone": review.by_zone(incidents),
+               "resolved_by_force": review.resolved_by_force(incidents)}
+        if compare == "previous_year":
+            before_since, before_until = review.a_year_earlier(since), review.a_year_earlier(until)
+            _, _, before = await period_incidents(who, district, before_since, before_until,
+                                                  default=timedelta(days=1), now=now)
+            counts = review.by_category(of_category(before, category))
+            out["previous_year"] = {"since": before_since.isoformat(),
+                                    "until": before_until.isoformat(),
+                                    "incidents": sum(counts.values()), "by_category": counts}
+        return out
+
+    def check_category(category: str | None) -> None:
+        if category is not None and category not in engine.policy.categories:
+            raise ApiError(422, "invalid_field", f"category '{category}' is not in the policy",
+                           "category")
+
+    def of_category(incidents: list[dict[str, str]],
+                    category: str | None) -> list[dict[str, str]]:
+        return incidents if category is None else [
+            inc for inc in incidents if inc.get("category") == category]
 
     @router.get("/heatmap", summary="Where and at what hours incidents were reported: H3 cells, "
                 "the hottest first")
@@ -324,6 +352,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                                 le=review.MAX_RESOLUTION, description="H3 resolution"),
         limit: int = Query(default=50, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
+        check_category(category)
         try:
             keep = review.parse_hours(hours) if hours else None
         except ValueError as exc:

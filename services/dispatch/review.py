@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 import h3
 
@@ -47,6 +47,40 @@ def parse_hours(spec: str) -> frozenset[int]:
         raise ValueError("must be an hour from 0 to 23 or a range of them, e.g. 19-2")
     span = (end - start) % HOURS + 1
     return frozenset((start + i) % HOURS for i in range(span))
+
+
+def week_of(moment: datetime, tz: tzinfo) -> date:
+    """The local Monday of the week holding `moment`."""
+    day = moment.astimezone(tz).date()
+    return day - timedelta(days=day.weekday())
+
+
+def by_week(incidents: Iterable[Mapping[str, str]], tz: tzinfo, *, since: datetime,
+            until: datetime) -> list[dict[str, object]]:
+    """Incidents per local week (Monday to Sunday) of the period, every week of it listed,
+    the oldest first: the weekly trend the reports quote (e-bike thefts 19 a week, 5 after
+    targeted patrols)."""
+    counts = Counter(week_of(datetime.fromisoformat(inc["reported_at"]), tz)
+                     for inc in incidents if counted(inc))
+    weeks, week, last = [], week_of(since, tz), week_of(until, tz)
+    while week <= last:
+        weeks.append({"week": week.isoformat(), "count": counts.get(week, 0)})
+        week += timedelta(days=7)
+    return weeks
+
+
+def a_year_earlier(moment: datetime) -> datetime:
+    """The same date and time a year before (29 February: the 28th)."""
+    try:
+        return moment.replace(year=moment.year - 1)
+    except ValueError:
+        return moment.replace(year=moment.year - 1, day=28)
+
+
+def by_category(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
+    """Incidents per category, the most frequent first."""
+    counts = Counter(inc.get("category") or "unknown" for inc in incidents if counted(inc))
+    return dict(counts.most_common())
 
 
 def by_hour(incidents: Iterable[Mapping[str, str]], tz: tzinfo) -> list[int]:

@@ -3,20 +3,23 @@ heat map of where and when incidents were reported."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import h3
 
 from shared import streams
+from shared.events import utcnow
 from shared.timezones import parse_timezone
 from tests.helpers import poll_until
 from tests.integration.stream_probes import (
     ADMIN,
     DISTRICT,
     HERE,
+    Service,
     _is,
     assigned_in_dispatch,
     dispatch_status,
+    incident_reported,
     order_responded,
     running,
 )
@@ -63,3 +66,52 @@ async def test_a_heat_map_asked_for_wrongly_is_refused_naming_the_field(clean_re
             r = await svc.client.get(f"/v1/heatmap?district={DISTRICT}&{query}", headers=ADMIN)
             assert r.status_code == 422, query
             assert field in r.text, (query, r.text)
+
+
+async def test_one_categorys_weeks_and_the_same_period_a_year_earlier(clean_redis: str) -> None:
+    now = utcnow()
+    reports = [("ebike_theft", timedelta(hours=1)), ("ebike_theft", timedelta(days=8)),
+               ("noise", timedelta(hours=2)), ("ebike_theft", timedelta(days=366)),
+               ("noise", timedelta(days=367)), ("noise", timedelta(days=400))]
+    async with running("dispatch", clean_redis, timezone="+08:00") as svc:
+        ids = []
+        for n, (category, ago) in enumerate(reports):
+            event = incident_reported(f"inc-yoy-{n}", category)
+            ids.append(event.incident_id)
+            await svc.publish(streams.INCIDENT_REPORTED,
+                              event.model_copy(update={"reported_at": now - ago}))
+        await poll_until(lambda: all_stored(svc, ids), "every report stored")
+
+        period = {"district": DISTRICT, "since": (now - timedelta(days=14)).isoformat(),
+                  "until": now.isoformat()}
+        r = await svc.client.get("/v1/kpis", headers=ADMIN, params={
+            **period, "category": "ebike_theft", "compare": "previous_year"})
+        assert r.status_code == 200, r.text
+        kpis = r.json()
+        assert (kpis["category"], kpis["incidents"], kpis["by_category"]) == (
+            "ebike_theft", 2, {"ebike_theft": 2})
+        assert len(kpis["by_week"]) in (3, 4) and sum(w["count"] for w in kpis["by_week"]) == 2
+        assert kpis["by_week"][-1]["count"] == 1  # this week's: an hour ago
+        assert (kpis["previous_year"]["incidents"], kpis["previous_year"]["by_category"]) == (
+            1, {"ebike_theft": 1})
+
+        r = await svc.client.get("/v1/kpis", headers=ADMIN,
+                                 params={**period, "compare": "previous_year"})
+        assert r.json()["incidents"] == 3
+        assert r.json()["previous_year"]["by_category"] == {"ebike_theft": 1, "noise": 1}
+
+        for path in ("/v1/kpis", "/v1/heatmap"):
+            r = await svc.client.get(path, headers=ADMIN,
+                                     params={"district": DISTRICT, "category": "e-bike"})
+            assert r.status_code == 422 and r.json()["error"]["field"] == "category", path
+        r = await svc.client.get("/v1/kpis", headers=ADMIN,
+                                 params={"district": DISTRICT, "compare": "last_decade"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "compare"
+
+
+async def all_stored(svc: Service, ids: list[str]) -> bool:
+    for incident_id in ids:
+        r = await svc.client.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+        if r.status_code != 200:
+            return False
+    return True

@@ -110,3 +110,30 @@ def test_a_coarser_resolution_puts_two_places_a_kilometre_apart_in_one_cell() ->
     assert review.heat_map(incidents, SHANGHAI, resolution=8, limit=10)["cells"] == 2
     coarse = review.heat_map(incidents, SHANGHAI, resolution=6, limit=10)
     assert coarse["cells"] == 1 and coarse["hottest"][0]["count"] == 2
+
+
+def test_weeks_are_local_mondays_to_sundays_every_week_of_the_period_listed() -> None:
+    from datetime import datetime
+
+    # Sunday 2026-11-29 20:00 UTC is Monday 04:00 in Shanghai: the week of 30 November
+    thefts = [incident("2026-11-29T20:00:00+00:00", category="ebike_theft"),
+              incident("2026-11-24T12:00:00+08:00", category="ebike_theft"),
+              incident("2026-11-25T12:00:00+08:00", category="ebike_theft")]
+    weeks = review.by_week(thefts, SHANGHAI, since=datetime.fromisoformat("2026-11-10T00:00+08:00"),
+                           until=datetime.fromisoformat("2026-12-05T00:00+08:00"))
+    assert weeks == [{"week": "2026-11-09", "count": 0}, {"week": "2026-11-16", "count": 0},
+                     {"week": "2026-11-23", "count": 2}, {"week": "2026-11-30", "count": 1}]
+
+
+def test_a_year_earlier_and_the_categories_most_frequent_first() -> None:
+    from datetime import datetime
+
+    assert review.a_year_earlier(datetime.fromisoformat("2026-12-05T08:00+08:00")).isoformat() \
+        == "2025-12-05T08:00:00+08:00"
+    assert review.a_year_earlier(datetime.fromisoformat("2028-02-29T08:00+08:00")).isoformat() \
+        == "2027-02-28T08:00:00+08:00"
+    counts = review.by_category([incident("2026-12-04T12:00:00+00:00", category="noise"),
+                                 incident("2026-12-04T13:00:00+00:00", category="ebike_theft"),
+                                 incident("2026-12-04T14:00:00+00:00", category="ebike_theft"),
+                                 incident("2026-12-04T15:00:00+00:00", status="linked")])
+    assert list(counts.items()) == [("ebike_theft", 2), ("noise", 1)]
