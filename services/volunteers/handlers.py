@@ -73,6 +73,14 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
 
         await teams.transition(redis, team_id=event.team_id,
                                order_id=event.order_id, decide=decide, now=utcnow())
+        if event.reason == "timeout":  # nobody on the shift answered before the deadline
+            view = await teams.load_view(redis, event.team_id)
+            if view is not None:
+                await points_store.award(redis, points.penalise_missed_order(
+                    order_id=event.order_id, incident_id=event.incident_id,
+                    team_id=event.team_id, district=view.team["district"],
+                    agency_kind=view.agency.get("kind", ""),
+                    members_on_shift=view.state.shift_members, at=event.occurred_at))
 
     async def on_incident_closed(event: IncidentClosed) -> None:
         # The incident's own category confirms a hazard report even if this service never

@@ -1,17 +1,36 @@
-"""Points and zone routes: the district leaderboard, a district's zones, point-to-zone lookup."""
+"""Points and zone routes: the district leaderboard, a coordinator's rewards and penalties,
+a district's zones, point-to-zone lookup."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import uuid4
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
-from shared.http import not_found
+from shared import audit
+from shared.events import utcnow
+from shared.http import ApiError, conflict, not_found
 
+from ..domain import points
 from ..store import points as points_store
+from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
-from .deps import Reader
+from .deps import Admin, IdPath, Reader
+
+
+class AdjustmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    points: int = Field(ge=-points.MAX_ADJUSTMENT, le=points.MAX_ADJUSTMENT,
+                        description="a reward (> 0) or a penalty (< 0), never 0")
+    note: str = Field(min_length=1, max_length=200,
+                      description="the rule or the reason, which the member reads")
+    adjustment_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="your key for it: the same key again records it once")
 
 
 def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
@@ -25,6 +44,35 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
     ) -> dict[str, Any]:
         return {"district": district,
                 "entries": await points_store.leaderboard(redis, district, limit=limit)}
+
+    @router.post("/members/{member_id}/points", status_code=201,
+                 summary="Reward or penalise a volunteer by hand, with the reason (admin)")
+    async def adjust(member_id: IdPath, body: AdjustmentIn, who: Admin,
+                     response: Response) -> dict[str, Any]:
+        if body.points == 0:
+            raise ApiError(422, "invalid_field", "points must not be 0", "points")
+        member = await roster_store.get(redis, "members", member_id)
+        if member is None:
+            raise not_found("member")
+        agency = await roster_store.get(redis, "agencies", member["agency_id"]) or {}
+        if agency.get("kind") != "volunteer":
+            raise conflict("points are kept for volunteers only")
+        entry = points.adjustment(
+            adjustment_id=body.adjustment_id or uuid4().hex, member_id=member_id,
+            team_id=member["team_id"], district=member["district"], points=body.points,
+            note=body.note, at=utcnow())
+        if not await points_store.award(redis, [entry]):
+            there = await points_store.entry(redis, entry.entry_id) or {}
+            if (there.get("member_id"), there.get("points"), there.get("note")) != (
+                    member_id, body.points, body.note):
+                raise conflict(f"adjustment_id {body.adjustment_id} was used for another "
+                               "adjustment")
+            response.status_code = 200  # recorded already under that key: nothing added
+            return {"entry": there, "recorded": False}
+        # the reason stays in the ledger: the audit names the entry and the amount only
+        await audit.record(redis, "volunteers", who, "points.adjust", member_id,
+                           f"{entry.entry_id} {body.points:+d}")
+        return {"entry": entry.model_dump(mode="json", exclude_none=True), "recorded": True}
 
     @router.get("/zones", summary="A district's zones with their polygons and owning stations "
                 "(admin; dispatch keeps a projection of them)")

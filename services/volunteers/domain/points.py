@@ -1,7 +1,10 @@
 """Volunteer points: who earns what, as ledger entries with deterministic ids.
 
 Rules (DESIGN.md): 10 per resolved order, 5 per patrol hour on shift, 3 per confirmed hazard
-report; only members of volunteer teams earn points, and only those on the shift.
+report; only members of volunteer teams earn points, and only those on the shift. The
+penalties ("rules for rewards and penalties", DOMAIN.md): 2 off for an order nobody on the
+shift answered before its deadline; and the coordinator's own rewards and penalties, each
+with its reason (`adjustment`).
 - A resolved order: each member checked in to the resolving volunteer team's shift gets 10.
 - A confirmed hazard report (an order of category hazard_report resolved by a volunteer
   team): each of those members gets 3 more.
@@ -9,7 +12,8 @@ report; only members of volunteer teams earn points, and only those on the shift
   in whole quarter-hours (1.25 points each, so amounts stay exact), at most
   `max_patrol_hours` per shift (a forgotten check-out earns no more).
 An entry's id says what it rewards (`resolved:<order>:<member>`, `hazard:<incident>:<member>`,
-`patrol:<shift>:<member>`), so writing it once (SET NX) makes every award exactly-once.
+`patrol:<shift>:<member>`, `missed:<order>:<member>`, `adjust:<adjustment>`), so writing
+it once (SET NX) makes every award exactly-once.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ PATROL_POINTS_PER_HOUR = 5
 HAZARD_REPORT_POINTS = 3
 HAZARD_CATEGORY = "hazard_report"
 QUARTER_POINTS = PATROL_POINTS_PER_HOUR / 4
+MISSED_ORDER_POINTS = -2
+MAX_ADJUSTMENT = 100  # points a coordinator gives or takes at once
 
-Reason = Literal["resolved_order", "hazard_report", "patrol"]
+Reason = Literal["resolved_order", "hazard_report", "patrol", "missed_order", "adjustment"]
 
 
 class LedgerEntry(BaseModel):
@@ -45,25 +51,39 @@ class LedgerEntry(BaseModel):
     incident_id: str | None = None
     shift_id: str | None = None
     minutes: int | None = None
+    note: str | None = None  # an adjustment's reason, for the member and the coordinator
+
+
+def _each_on_shift(
+    prefix: str, points: float, reason: Reason, *, incident_id: str, team_id: str,
+    district: str, agency_kind: str, members_on_shift: Iterable[str], at: datetime,
+    order_id: str | None,
+) -> list[LedgerEntry]:
+    """One entry per member on a volunteer team's shift (`<prefix>:<member>`); none for the
+    members of any other kind of team."""
+    if agency_kind != "volunteer":
+        return []
+    return [
+        LedgerEntry(entry_id=f"{prefix}:{member_id}", member_id=member_id, team_id=team_id,
+                    district=district, points=points, reason=reason, at=at,
+                    order_id=order_id, incident_id=incident_id)
+        for member_id in sorted(members_on_shift)
+    ]
 
 
 def award_resolved_order(
     *, order_id: str, incident_id: str, category: str | None, team_id: str, district: str,
     agency_kind: str, members_on_shift: Iterable[str], at: datetime,
 ) -> list[LedgerEntry]:
-    if agency_kind != "volunteer":
-        return []
-    entries = []
-    for member_id in sorted(members_on_shift):
-        entries.append(LedgerEntry(
-            entry_id=f"resolved:{order_id}:{member_id}", member_id=member_id, team_id=team_id,
-            district=district, points=RESOLVED_ORDER_POINTS, reason="resolved_order", at=at,
-            order_id=order_id, incident_id=incident_id,
-        ))
+    members = list(members_on_shift)
+    entries = _each_on_shift(
+        f"resolved:{order_id}", RESOLVED_ORDER_POINTS, "resolved_order", incident_id=incident_id,
+        team_id=team_id, district=district, agency_kind=agency_kind, members_on_shift=members,
+        at=at, order_id=order_id)
     if category == HAZARD_CATEGORY:
         entries += award_confirmed_hazard(
             incident_id=incident_id, team_id=team_id, district=district,
-            agency_kind=agency_kind, members_on_shift=members_on_shift, at=at, order_id=order_id,
+            agency_kind=agency_kind, members_on_shift=members, at=at, order_id=order_id,
         )
     return entries
 
@@ -73,16 +93,10 @@ def award_confirmed_hazard(
     members_on_shift: Iterable[str], at: datetime, order_id: str | None = None,
 ) -> list[LedgerEntry]:
     """Keyed by incident, so the order's resolution and the incident's closing award it once."""
-    if agency_kind != "volunteer":
-        return []
-    return [
-        LedgerEntry(
-            entry_id=f"hazard:{incident_id}:{member_id}", member_id=member_id, team_id=team_id,
-            district=district, points=HAZARD_REPORT_POINTS, reason="hazard_report", at=at,
-            order_id=order_id, incident_id=incident_id,
-        )
-        for member_id in sorted(members_on_shift)
-    ]
+    return _each_on_shift(
+        f"hazard:{incident_id}", HAZARD_REPORT_POINTS, "hazard_report", incident_id=incident_id,
+        team_id=team_id, district=district, agency_kind=agency_kind,
+        members_on_shift=members_on_shift, at=at, order_id=order_id)
 
 
 def patrol_quarters(start: datetime, end: datetime, *, max_hours: float) -> int:
@@ -107,3 +121,23 @@ def award_patrol(
         ))
     return entries
 
+
+
+def penalise_missed_order(
+    *, order_id: str, incident_id: str, team_id: str, district: str, agency_kind: str,
+    members_on_shift: Iterable[str], at: datetime,
+) -> list[LedgerEntry]:
+    """An order withdrawn because nobody on the volunteer team's shift answered in time."""
+    return _each_on_shift(
+        f"missed:{order_id}", MISSED_ORDER_POINTS, "missed_order", incident_id=incident_id,
+        team_id=team_id, district=district, agency_kind=agency_kind,
+        members_on_shift=members_on_shift, at=at, order_id=order_id)
+
+
+def adjustment(*, adjustment_id: str, member_id: str, team_id: str, district: str,
+               points: int, note: str, at: datetime) -> LedgerEntry:
+    """A coordinator's reward (points > 0) or penalty (< 0), with its reason."""
+    if points == 0 or abs(points) > MAX_ADJUSTMENT:
+        raise ValueError(f"an adjustment is 1 to {MAX_ADJUSTMENT} points either way")
+    return LedgerEntry(entry_id=f"adjust:{adjustment_id}", member_id=member_id, team_id=team_id,
+                       district=district, points=points, reason="adjustment", at=at, note=note)

@@ -58,6 +58,11 @@ async def award(redis: Redis, entries: Iterable[LedgerEntry]) -> int:
         return sum(int(x) for x in await pipe.execute())
 
 
+async def entry(redis: Redis, entry_id: str) -> dict[str, Any] | None:
+    raw = await redis.get(keys.ledger_entry(entry_id))
+    return json.loads(raw) if raw else None
+
+
 def _number(value: str | None) -> float | int:
     number = float(value or 0)
     return int(number) if number.is_integer() else number

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faststream.redis import RedisBroker
 
-from shared.events import IncidentClosed, Location, OrderIssued, OrderResponded
+from shared.events import IncidentClosed, Location, OrderIssued, OrderResponded, OrderWithdrawn
 
 from .conftest import ADMIN, Volunteers
 
@@ -28,13 +28,20 @@ async def points_of(volunteers: Volunteers, device: dict[str, str]) -> dict:
     return response.json()
 
 
+async def wang_and_chen(volunteers: Volunteers, *, chen_on_shift: bool
+                       ) -> tuple[dict[str, str], dict[str, str]]:
+    """The district imported, two volunteers of t-vol enrolled, Wang (and Chen) on shift."""
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    for device in (wang, chen) if chen_on_shift else (wang,):
+        await volunteers.client.post("/v1/me/shift/start", headers=device)
+    return wang, chen
+
+
 async def test_a_resolved_order_earns_points_once_even_when_delivered_twice(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
-    await volunteers.import_district()
-    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
-    await volunteers.client.post("/v1/me/shift/start", headers=wang)
-    await volunteers.client.post("/v1/me/shift/start", headers=chen)
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=True)
 
     await publisher.publish(hazard_order(), stream="order.issued")
     await volunteers.consumed("order.issued")
@@ -99,3 +106,70 @@ async def test_points_endpoints_are_for_their_callers(volunteers: Volunteers) ->
     assert board.status_code == 403
     missing = await volunteers.client.get("/v1/points/leaderboard", headers=ADMIN)
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "district"
+
+
+async def test_an_order_nobody_answered_in_time_costs_the_shift_two_points_once(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=False)
+    for order_id, reason in (("ord_t", "timeout"), ("ord_c", "closed")):
+        await publisher.publish(hazard_order(order_id), stream="order.issued")
+        await volunteers.consumed("order.issued")
+        withdrawn = OrderWithdrawn(district="d1", order_id=order_id, incident_id=f"inc_{order_id}",
+                                   team_id="t-vol", reason=reason)  # type: ignore[arg-type]
+        await publisher.publish(withdrawn, stream="order.withdrawn")
+        await publisher.publish(withdrawn, stream="order.withdrawn")  # delivered twice
+        await volunteers.consumed("order.withdrawn")
+
+    mine = await points_of(volunteers, wang)
+    assert mine["balance"] == -2  # the timeout only; a closed incident's order costs nothing
+    assert [(e["entry_id"], e["reason"]) for e in mine["history"]] == [
+        ("missed:ord_t:m-wang", "missed_order")]
+    assert (await points_of(volunteers, chen))["balance"] == 0  # not on the shift
+
+
+async def test_the_coordinator_rewards_and_penalises_by_hand_once_per_key(
+    volunteers: Volunteers,
+) -> None:
+    await volunteers.import_district()
+    wang = await volunteers.enrol("m-wang")
+    url = "/v1/members/m-wang/points"
+    reward = {"points": 20, "note": "found the lost child at the market",
+              "adjustment_id": "coord-2026-12-05-1"}
+    r = await volunteers.client.post(url, headers=ADMIN, json=reward)
+    assert r.status_code == 201, r.text
+    assert (r.json()["recorded"], r.json()["entry"]["entry_id"]) == (True, "adjust:coord-2026-12-05-1")
+    again = await volunteers.client.post(url, headers=ADMIN, json=reward)  # a retry
+    assert (again.status_code, again.json()["recorded"]) == (200, False)
+    r = await volunteers.client.post(url, headers=ADMIN,
+                                     json={"points": -5, "note": "missed the briefing"})
+    assert r.status_code == 201, r.text
+
+    mine = await points_of(volunteers, wang)
+    assert mine["balance"] == 15
+    assert [(e["reason"], e["points"], e["note"]) for e in mine["history"]] == [
+        ("adjustment", -5, "missed the briefing"),
+        ("adjustment", 20, "found the lost child at the market")]
+    board = await volunteers.client.get("/v1/points/leaderboard", params={"district": "d1"},
+                                        headers=ADMIN)
+    assert [(e["member_id"], e["points"]) for e in board.json()["entries"]] == [("m-wang", 15)]
+
+    for body, field in (({"points": 0, "note": "x"}, "points"),
+                        ({"points": 101, "note": "x"}, "points"),
+                        ({"points": 5, "note": " "}, "note"),
+                        ({"points": 5, "note": "x", "adjustment_id": "a b"}, "adjustment_id")):
+        r = await volunteers.client.post(url, headers=ADMIN, json=body)
+        assert r.status_code == 422 and r.json()["error"]["field"] == field, (body, r.text)
+    r = await volunteers.client.post(url, headers=ADMIN, json={**reward, "points": 30})
+    assert r.status_code == 409  # that key was used for another adjustment
+    r = await volunteers.client.post("/v1/members/m-officer/points", headers=ADMIN,
+                                     json={"points": 5, "note": "x"})
+    assert r.status_code == 409  # police earn no points
+    r = await volunteers.client.post("/v1/members/m-nobody/points", headers=ADMIN,
+                                     json={"points": 5, "note": "x"})
+    assert r.status_code == 404
+    r = await volunteers.client.post(url, headers=wang, json={"points": 100, "note": "me"})
+    assert r.status_code == 403  # a member's device token gives no points
+    audit = await volunteers.client.get("/v1/admin/audit", headers=ADMIN)
+    adjusted = [e for e in audit.json()["entries"] if e["action"] == "points.adjust"]
+    assert len(adjusted) == 2 and all("lost child" not in e["detail"] for e in adjusted)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from services.volunteers.domain.points import (
     award_confirmed_hazard,
     award_patrol,
@@ -72,3 +74,30 @@ def test_patrol_points_stop_at_the_cap_and_skip_other_kinds() -> None:
     assert entry.points == 60
     assert award_patrol(ended=ended, team_id="t1", district="d1", agency_kind="police",
                         max_hours=12) == []
+
+
+def test_a_missed_order_costs_each_volunteer_on_the_shift_and_nobody_else() -> None:
+    from services.volunteers.domain import points as rules
+
+    at = datetime(2026, 12, 5, 20, 0, tzinfo=UTC)
+    entries = rules.penalise_missed_order(
+        order_id="o1", incident_id="i1", team_id="t", district="d", agency_kind="volunteer",
+        members_on_shift={"m2", "m1"}, at=at)
+    assert [(e.entry_id, e.points) for e in entries] == [("missed:o1:m1", -2), ("missed:o1:m2", -2)]
+    assert rules.penalise_missed_order(
+        order_id="o1", incident_id="i1", team_id="t", district="d", agency_kind="security",
+        members_on_shift={"m1"}, at=at) == []
+
+
+def test_an_adjustment_is_never_zero_nor_beyond_the_cap() -> None:
+    from services.volunteers.domain import points as rules
+
+    at = datetime(2026, 12, 5, 20, 0, tzinfo=UTC)
+    entry = rules.adjustment(adjustment_id="a1", member_id="m1", team_id="t", district="d",
+                             points=-5, note="late", at=at)
+    assert (entry.entry_id, entry.points, entry.reason, entry.note) == (
+        "adjust:a1", -5, "adjustment", "late")
+    for points in (0, 101, -101):
+        with pytest.raises(ValueError):
+            rules.adjustment(adjustment_id="a1", member_id="m1", team_id="t", district="d",
+                             points=points, note="x", at=at)
