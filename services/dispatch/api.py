@@ -68,6 +68,8 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
     return {
         "incident_id": inc["incident_id"],
         "district": inc["district"],
+        "system_id": inc.get("system_id") or None,
+        "external_ref": inc.get("external_ref") or None,
         "category": inc["category"],
         "priority": inc["priority"],
         "status": inc["status"],
@@ -110,6 +112,10 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         supervisor: str | None = Query(
             default=None, max_length=64, description="a dispatcher's id, or `me`: the "
             "incidents they supervise (they led the duty when each came in)"),
+        ref: str | None = Query(
+            default=None, min_length=1, max_length=128,
+            description="the reporting system's reference (a 110 call's number): its "
+            "incidents whenever reported; needs district"),
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         limit: int = Query(default=100, ge=1, le=MAX_PAGE),
@@ -119,10 +125,18 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         until_ts = (until or now + timedelta(days=1)).timestamp()
         if district:
             check_district(who, district)
-        ids = await store.list_incidents(redis, district=district, since_ts=since_ts,
-                                         until_ts=until_ts, limit=MAX_PAGE * 4)
+        if ref is not None:
+            if not district:
+                raise ApiError(422, "invalid_field", "district is required with ref", "district")
+            ids = await store.incidents_by_ref(redis, district, ref)
+        else:
+            ids = await store.list_incidents(redis, district=district, since_ts=since_ts,
+                                             until_ts=until_ts, limit=MAX_PAGE * 4)
+        found = await store.incidents_bulk(redis, ids)
+        if ref is not None:  # the newest first, as the board lists
+            found.sort(key=lambda inc: inc.get("reported_at") or "", reverse=True)
         rows = []
-        for inc in await store.incidents_bulk(redis, ids):
+        for inc in found:
             if who.kind == "dispatcher" and inc.get("district") not in who.districts:
                 continue
             if status and inc.get("status") != status:

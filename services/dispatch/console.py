@@ -41,6 +41,7 @@ CONSOLE_PAGE = """<!doctype html>
   <option value="routing_timeout">routing timeouts</option>
   <option value="filing_overdue">filings overdue</option></select>
  <label><input id="mine" type="checkbox"> mine</label>
+ <input id="ref" placeholder="caller's reference" size="16" maxlength="128">
  <button id="save">Watch</button>
  <span class="dim" id="duty"></span> <button id="takeduty">Take duty</button>
  <span id="err"></span></header>
@@ -91,6 +92,7 @@ async function refresh() {
     if ($("status").value) q.set("status", $("status").value);
     if ($("problem").value) q.set("problem", $("problem").value);
     if ($("mine").checked) q.set("supervisor", "me");
+    if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
     const duty = (await api("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
     $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
       : "nobody on duty: new incidents have no supervisor";
@@ -143,7 +145,8 @@ async function detail() {
   $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
     + (i.flagged ? " · FLAGGED" : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
-  $("dmeta").textContent = i.incident_id + " · " + place + " · supervised by "
+  $("dmeta").textContent = i.incident_id + " · " + (i.system_id || "") + " " + (i.external_ref || "")
+    + " · " + place + " · supervised by "
     + (i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : "nobody")
     + " · trace " + (i.trace_id || "-");
   const tb = $("timeline"); tb.replaceChildren();
@@ -172,6 +175,7 @@ $("takeduty").onclick = async () => { const d = $("district").value.trim(); if (
   try { await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }
   catch (e) { $("err").textContent = e.message; } };
 $("mine").onchange = refresh;
+$("ref").onchange = refresh;
 $("status").onchange = refresh;
 $("problem").onchange = refresh;
 setInterval(refresh, 3000); refresh();

@@ -336,6 +336,7 @@ class Dispatcher:
         return {
             "district": event.district,
             "system_id": event.system_id,
+            "external_ref": event.external_ref,
             "category": event.category,
             "priority": event.priority,
             "flags": json.dumps(list(event.flags)),
@@ -801,14 +802,26 @@ class Dispatcher:
         return misses
 
     def _handover_instructions(self, order: dict[str, str], note: str | None,
-                               filing_due: datetime) -> str:
-        """What the station's officers read: who handed it over, what they said, and the
-        filing deadline in the district's local time."""
+                               filing_due: datetime, records: list[Evidence]) -> str:
+        """What the station's officers read: who handed it over, what they said, the
+        records to file with the case (body-camera video, photos) and the filing deadline
+        in the district's local time."""
         by = order.get("team_name") or order["team_id"]
-        said = f" They say: {note}" if note else ""
+        said = (f" They say: {note}" + ("" if note[-1] in ".!?。！？" else ".")) if note else ""
+        kept = (" Records: " + "; ".join(f"{r.kind} {r.ref}" for r in records) + "."
+                if records else "")
         due = filing_due.astimezone(self.tz)
-        return (f"Handed over by {by}.{said} File the case by {due:%Y-%m-%d %H:%M} "
+        return (f"Handed over by {by}.{said}{kept} File the case by {due:%Y-%m-%d %H:%M} "
                 f"({self.settings.timezone}).")
+
+    async def _records_of(self, incident_id: str) -> list[Evidence]:
+        """The records on the incident's timeline (answers' and the command room's), once
+        each, in the order they came."""
+        seen: dict[tuple[str, str], Evidence] = {}
+        for entry in await store.timeline(self.redis, incident_id):
+            for record in TimelineEntry.model_validate(entry).evidence or ():
+                seen.setdefault((record.kind, record.ref), record)
+        return list(seen.values())
 
     async def _hand_over(self, state: store.IncidentState, order: dict[str, str],
                          entry: TimelineEntry, *, also: Callable[[Pipeline], Awaitable[None]],
@@ -983,7 +996,8 @@ class Dispatcher:
         filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
         return await self._offer_and_announce(
             inc, team, kind="handover", filing_due=filing_due,
-            instructions=self._handover_instructions(by, note, filing_due))
+            instructions=self._handover_instructions(by, note, filing_due,
+                                                     await self._records_of(inc["incident_id"])))
 
     async def _record_station_order(self, inc: dict[str, str], order: dict[str, str],
                                     station: str) -> None:
@@ -1356,8 +1370,7 @@ class Dispatcher:
             inc = state.incident
             if inc is None:
                 raise not_found("incident")
-            there = {(e.kind, e.ref) for entry in await store.timeline(self.redis, incident_id)
-                     for e in TimelineEntry.model_validate(entry).evidence or ()}
+            there = {(e.kind, e.ref) for e in await self._records_of(incident_id)}
             new: list[Evidence] = []
             for record in evidence:
                 if (record.kind, record.ref) not in there:

@@ -491,6 +491,8 @@ local duty = redis.call('HMGET', KEYS[7], 'dispatcher_id', 'name')
 if duty[1] then
   redis.call('HSET', KEYS[1], 'supervisor_id', duty[1], 'supervisor_name', duty[2] or '')
 end
+-- the reporting system's reference, by which a caller asks the command room about it
+if KEYS[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[1]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
@@ -516,7 +518,8 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
     created = batch.submit(
         _CREATE_INCIDENT,
         [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
-         STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key, duty_key(district)],
+         STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key, duty_key(district),
+         ref_key(district, fields.get("external_ref") or "") if fields.get("external_ref") else ""],
         [incident_id, repr(reported_ts), ascii_json(flat), fields["status"],
          entry.model_dump_json() if entry else "", token, ttl_ms])
     if query is None:
@@ -951,6 +954,17 @@ async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> bool:
 
 
 # --- the duty leader of a district's command room ---------------------------------------
+
+
+def ref_key(district: str, external_ref: str) -> str:
+    """The incidents a reporting system's reference names in a district (a set: two systems
+    may use the same reference)."""
+    return f"dispatch:ref:{district}:{external_ref}"
+
+
+async def incidents_by_ref(redis: Redis, district: str, external_ref: str) -> list[str]:
+    return sorted(await redis.smembers(ref_key(district, external_ref)))
+
 
 
 def duty_key(district: str) -> str:

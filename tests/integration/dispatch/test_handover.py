@@ -13,7 +13,13 @@ from faststream.redis import RedisBroker
 from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from shared import streams
-from shared.events import IncidentHandedOver, IncidentUpdated, OrderIssued, OrderResponded
+from shared.events import (
+    Evidence,
+    IncidentHandedOver,
+    IncidentUpdated,
+    OrderIssued,
+    OrderResponded,
+)
 from shared.timezones import parse_timezone
 from tests.helpers import poll_until, read_stream
 
@@ -43,10 +49,18 @@ async def hand_over(url: str, publisher: RedisBroker, *, station_team: bool = Tr
             await publisher.publish(OrderResponded(
                 district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
                 team_id="guard", member_id="m1", response=response,
-                note=HANDOVER_NOTE if response == "handover" else None),
+                note=HANDOVER_NOTE if response == "handover" else None,
+                evidence=RECORDS[response]),
                 stream=streams.ORDER_RESPONDED.name)
         await poll_until(lambda: handed_over(url, incident_id), "incident.handed_over", 8)
     return incident_id, orders_for(url, incident_id)
+
+
+# the photo with the first answer, the body camera's video with the hand-over (and the photo
+# again: the station reads each record once)
+RECORDS = {"acknowledged": (Evidence(kind="photo", ref="img-0031.jpg"),),
+           "handover": (Evidence(kind="video", ref="bwc-0417.mp4"),
+                        Evidence(kind="photo", ref="img-0031.jpg"))}
 
 
 def handed_over(url: str, incident_id: str) -> list[IncidentHandedOver]:
@@ -79,7 +93,8 @@ async def test_the_station_gets_the_handed_over_incident(clean_redis: str,
     # the station's officers read what the team said and when to file, in local time
     due = orders[1].filing_due.astimezone(parse_timezone("Asia/Shanghai"))
     assert orders[1].instructions == (
-        f"Handed over by guard. They say: {HANDOVER_NOTE} "
+        f"Handed over by guard. They say: {HANDOVER_NOTE}. "
+        f"Records: photo img-0031.jpg; video bwc-0417.mp4. "
         f"File the case by {due:%Y-%m-%d %H:%M} (Asia/Shanghai).")
 
 
@@ -157,6 +172,6 @@ async def test_a_station_with_no_team_on_shift_gets_the_order_once_one_is(
     assert [o.team_id for o in station_orders] == ["station-car"]
     assert station_orders[0].instructions is not None
     assert station_orders[0].instructions.startswith(f"Handed over by guard. They say: "
-                                                     f"{HANDOVER_NOTE} File the case by")
+                                                     f"{HANDOVER_NOTE}. Records: ")
     assert kinds_of_entries(clean_redis, incident_id).count("handover") == 1
     assert last_update(clean_redis, incident_id).status == "handed_over"

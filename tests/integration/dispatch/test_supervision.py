@@ -66,3 +66,33 @@ async def test_the_board_lists_a_hand_over_once_its_filing_is_overdue(
         assert await problems(client, "routing_timeout") == []
         kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
         assert kpis["filings_overdue"] == 1 and kpis["handed_over"] == 1
+
+
+async def test_a_callers_reference_finds_its_incidents_whenever_they_were_reported(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    from shared import streams
+    from shared.events import IncidentReported, utcnow
+    from tests.helpers import poll_until
+
+    from .test_engine import DISTRICT, SCENE
+
+    ref = "110-20261005-0042"  # the 110 call-taker's number, two months on
+    reports = [("inc-old", DISTRICT, ref, 60), ("inc-new", DISTRICT, ref, 0),
+               ("inc-else", "xixiangtang", ref, 0), ("inc-other", DISTRICT, "110-x", 0)]
+    for incident_id, district, external_ref, days_ago in reports:
+        await publisher.publish(IncidentReported(
+            district=district, incident_id=incident_id, system_id="sys-110",
+            external_ref=external_ref, category="noise", priority="P4", location=SCENE,
+            reported_at=utcnow() - timedelta(days=days_ago)), stream=streams.INCIDENT_REPORTED.name)
+
+    async def found() -> list[dict] | None:
+        r = await console.get("/v1/incidents", headers=ADMIN,
+                              params={"district": DISTRICT, "ref": ref})
+        assert r.status_code == 200, r.text
+        return r.json()["incidents"] if r.json()["count"] == 2 else None
+
+    rows = await poll_until(found, "both of the district's incidents of that reference")
+    assert [(i["incident_id"], i["external_ref"], i["system_id"]) for i in rows] == [
+        ("inc-new", ref, "sys-110"), ("inc-old", ref, "sys-110")]  # the newest first
+    r = await console.get("/v1/incidents", headers=ADMIN, params={"ref": ref})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "district"
