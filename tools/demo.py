@@ -154,6 +154,7 @@ class Demo:
                                    headers=self.admin, json=doc)
         r.raise_for_status()
         sys.stdout.write(f"roster imported for district {self.district}: {r.json()}\n")
+        await self.take_duty()
         phones = []
         for team in doc["teams"]:
             self.team_names[team["id"]] = team["name"]
@@ -164,6 +165,25 @@ class Demo:
             r.raise_for_status()
             phones.append((team, r.json()["token"]))
         return phones
+
+    async def take_duty(self) -> None:
+        """A duty leader for the district (one, kept across runs), so that the console shows
+        every new incident's supervisor."""
+        dispatch = self.env["DISPATCH_URL"]
+        r = await self.client.get(f"{dispatch}/v1/dispatchers", headers=self.admin)
+        r.raise_for_status()
+        name = "Duty leader (demo)"
+        leader = next((d["dispatcher_id"] for d in r.json()["dispatchers"]
+                       if d["name"] == name and self.district in d["districts"]), None)
+        if leader is None:
+            r = await self.client.post(f"{dispatch}/v1/dispatchers", headers=self.admin,
+                                       json={"name": name, "districts": [self.district]})
+            r.raise_for_status()
+            leader = r.json()["dispatcher_id"]
+        r = await self.client.put(f"{dispatch}/v1/duty/{self.district}", headers=self.admin,
+                                  json={"dispatcher_id": leader})
+        r.raise_for_status()
+        sys.stdout.write(f"{name} leads the duty of {self.district}\n")
 
     async def phone(self, team: dict[str, Any], token: str) -> None:
         """One member's phone: shift on, positions every 5 s, answers orders."""
