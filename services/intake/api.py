@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -17,6 +18,7 @@ from shared import audit, streams
 from shared.bus import entry_to_write
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import ApiError, Principal, forbidden, not_found, require, unauthorized
+from shared.introspect import DEVICE_TOKEN_PREFIX, Introspector
 from shared.policy import Policy
 from shared.telemetry import current_trace_id
 
@@ -68,7 +70,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
     @router.get("/categories", summary="Categories, default priorities and who may answer")
     async def categories(
-        _: Annotated[Principal, Depends(require("admin", "dispatcher", "system"))],
+        _: Annotated[Principal, Depends(require("admin", "dispatcher", "system", "device"))],
     ) -> list[dict[str, Any]]:
         return [
             {
@@ -81,17 +83,19 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             for name, rule in sorted(policy.categories.items())
         ]
 
-    @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202, summary="Report an incident (system key)")
+    @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202,
+                 summary="Report an incident (a system's key, or a member's device token: a "
+                 "patrol's own report from the street)")
     async def report_incident(
         body: IncidentIn,
         response: Response,
-        who: Annotated[Principal, Depends(require("system"))],
+        who: Annotated[Principal, Depends(require("system", "device"))],
     ) -> dict[str, Any]:
         if body.category not in policy.categories:
             raise ApiError(422, "invalid_field", unknown_category_message(body.category, policy),
                            "category")
         if body.district not in who.districts:
-            raise forbidden(f"this system may not report in district '{body.district[:64]}'")
+            raise forbidden(f"this {who.kind} may not report in district '{body.district[:64]}'")
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         reported_at = body.reported_at or utcnow()
@@ -106,7 +110,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                               trace_id)
             async with entry_to_write(streams.INCIDENT_REPORTED, event, incident_id) as entry:
                 recording = await store.record_incident(
-                    redis, incident_id=incident_id, system_id=who.subject,
+                    redis, incident_id=incident_id, system_id=reporter_of(who),
                     external_ref=body.external_ref, category=body.category, priority=priority,
                     district=body.district, location=body.location, reported_at=reported_at,
                     linked_to=linked_to, trace_id=trace_id,
@@ -176,16 +180,17 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             _aof_support["ok"] = version >= (7, 2) and bool(persistence.get("aof_enabled"))
         return _aof_support["ok"]
 
-    @router.get("/incidents/{incident_id}", summary="An incident's status (reporting system, admin)")
+    @router.get("/incidents/{incident_id}",
+                summary="An incident's status (its reporting system or member, admin)")
     async def get_incident(
         incident_id: str,
-        who: Annotated[Principal, Depends(require("admin", "dispatcher", "system"))],
+        who: Annotated[Principal, Depends(require("admin", "dispatcher", "system", "device"))],
     ) -> dict[str, Any]:
         data = await store.get_incident(redis, incident_id)
         if not data:
             raise not_found("incident")
-        if who.kind == "system" and data["system_id"] != who.subject:
-            raise forbidden("this incident was reported by another system")
+        if who.kind in ("system", "device") and data["system_id"] != reporter_of(who):
+            raise forbidden(f"this incident was reported by another {who.kind}")
         return {
             "incident_id": incident_id,
             "external_ref": data["external_ref"],
@@ -208,11 +213,17 @@ def _reported(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[s
               priority: str, reported_at: Any, linked_to: str | None,
               trace_id: str | None) -> IncidentReported:
     return IncidentReported(
-        district=body.district, incident_id=incident_id, system_id=who.subject,
+        district=body.district, incident_id=incident_id, system_id=reporter_of(who),
         external_ref=body.external_ref, category=body.category, priority=priority,
         flags=flags, location=body.location, description=body.description,
         caller=body.caller, reported_at=reported_at, trace_id=trace_id, linked_to=linked_to,
     )
+
+
+def reporter_of(who: Principal) -> str:
+    """Who reported, as the incident records it: the system, or `member:<id>` for a
+    member's report from the street (any of the member's devices may follow it)."""
+    return f"member:{who.member_id}" if who.kind == "device" else who.subject
 
 
 def _accepted(data: dict[str, str]) -> dict[str, Any]:
@@ -224,6 +235,17 @@ def _accepted(data: dict[str, str]) -> dict[str, Any]:
     if data.get("linked_to"):
         out["linked_to"] = data["linked_to"]
     return out
+
+
+def token_resolver(keys: SystemKeys, devices: Introspector
+                   ) -> Callable[[str], Awaitable[Principal | None]]:
+    """A system's key, else a member's device token (asked of volunteers, who own it)."""
+    async def resolve(token: str) -> Principal | None:
+        if token.startswith(DEVICE_TOKEN_PREFIX):
+            return await devices.resolve(token)
+        return await keys.resolve(token)
+
+    return resolve
 
 
 class SystemKeys:

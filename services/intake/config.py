@@ -15,3 +15,7 @@ class Settings(ServiceSettings):
         description="WAITAOF_TIMEOUT_MS: wait this long for the AOF fsync before answering 202 "
         "(used when the server supports WAITAOF and has AOF on)",
     )
+    # A member's report from the street comes with the member's device token, which
+    # volunteers owns: intake asks it (VOLUNTEERS_URL), caching the answer about a second.
+    introspect_cache_s: float = Field(default=1.0, description="INTROSPECT_CACHE_S (<= ~1 s)")
+    introspect_timeout_s: float = Field(default=3.0, description="INTROSPECT_TIMEOUT_S")

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.introspect import IntrospectionGuard, Introspector
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 
@@ -23,12 +26,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     redis = create_redis(settings)
     broker = create_broker(settings)
     handlers.register(broker, redis=redis, settings=settings)
+    client = httpx.AsyncClient()
+    HTTPXClientInstrumentor.instrument_client(client)  # the token check, in the report's trace
+    devices = Introspector(client, base_url=settings.volunteers_url,
+                           cache_s=settings.introspect_cache_s,
+                           timeout_s=settings.introspect_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with consuming(broker, redis, service="intake",
                              retention_s=settings.retention_days * 86400):
             yield
+        await client.aclose()
         await redis.aclose()
 
     app = FastAPI(
@@ -48,9 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         policy=policy, keys=keys))
     app.include_router(audit.build_router(redis=redis, service="intake"))
 
-    # System keys; the admin token is checked first.
+    # System keys and device tokens; the admin token is checked first.
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()),
                        max_body_bytes=settings.max_body_bytes,
-                       resolve=keys.resolve, cached=keys.cached)
+                       resolve=api.token_resolver(keys, devices), cached=keys.cached)
+    app.add_middleware(IntrospectionGuard)
     return app

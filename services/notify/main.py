@@ -9,11 +9,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from redis.asyncio import Redis
-from starlette.types import ASGIApp, Receive, Scope, Send
-from starlette.websockets import WebSocket
 
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
@@ -23,19 +20,18 @@ from shared.http import (
     Principal,
     RateLimits,
     add_health_routes,
-    error_body,
     install_error_handlers,
 )
+from shared.introspect import IntrospectionGuard, Introspector
 from shared.metrics import add_metrics_route, observe_streams
 from shared.runtime import stop_task
 
 from . import api, handlers, sockets
-from .auth import IntrospectionUnavailable, Introspector
 from .channels import Channel
 from .channels.sms import SmsChannel
 from .config import Settings
 from .fallback import FallbackTimers
-from .hub import CLOSE_TRY_LATER, Hub
+from .hub import Hub
 from .service import Orders
 
 log = logging.getLogger(__name__)
@@ -69,30 +65,6 @@ def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[
             log.info("fallback channel %s is off: not configured", name)
     chain = [available[name] for name in settings.channel_order if name in available]
     return chain, webpush_key
-
-
-class IntrospectionGuard:
-    """Volunteers not answering is neither yes nor no: 503 (HTTP) or 1013 (WebSocket), not 401."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except IntrospectionUnavailable:
-            response = JSONResponse(
-                error_body("unavailable", "device tokens cannot be checked right now; retry"),
-                status_code=503, headers={"Retry-After": "2"},
-            )
-            if scope["type"] == "websocket":
-                ws = WebSocket(scope, receive, send)
-                if "websocket.http.response" in scope.get("extensions", {}):
-                    await ws.send_denial_response(response)  # the handshake answers 503
-                else:
-                    await ws.close(CLOSE_TRY_LATER, "token check unavailable")
-                return
-            await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

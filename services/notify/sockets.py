@@ -17,10 +17,10 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 
 from shared.http import STORE_AWAY, ApiError, Principal, bearer_token
+from shared.introspect import IntrospectionUnavailable, Introspector
 from shared.metrics import meter
 
 from . import store
-from .auth import IntrospectionUnavailable, Introspector
 from .config import Settings
 from .domain.frames import FrameError, Ping, RateLimiter, Received, RespondFrame, order_id_of, parse_frame
 from .hub import (

@@ -80,6 +80,16 @@ def unique_district() -> str:
     return f"d{uuid4().hex[:8]}"
 
 
+async def new_district(client: httpx.AsyncClient, stack: Stack,
+                       scene: tuple[float, float]) -> str:
+    """A new district's roster (district_roster) imported at volunteers; its name."""
+    district = unique_district()
+    r = await client.post(f"{stack.url('volunteers')}/v1/roster/import",
+                          headers=admin(stack), json=district_roster(district, scene))
+    assert r.status_code == 200, r.text
+    return district
+
+
 async def enrol(client: httpx.AsyncClient, stack: Stack, member_id: str) -> str:
     r = await client.post(f"{stack.url('volunteers')}/v1/members/{member_id}/devices",
                           headers=admin(stack))

@@ -18,7 +18,8 @@ ADMIN = {"Authorization": "Bearer test-admin"}
 @pytest.fixture
 async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
     app = intake_app(IntakeSettings(redis_url=clean_redis, admin_token="test-admin",
-                                    rate_limit_system="5/second", max_body_bytes=4096))
+                                    rate_limit_system="5/second", max_body_bytes=4096,
+                                    volunteers_url="http://127.0.0.1:9"))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://intake") as client:
@@ -69,6 +70,15 @@ async def test_a_revoked_system_key_stops_working_at_once(intake) -> None:
     audit = (await intake.get("/v1/admin/audit", headers=ADMIN)).json()["entries"]
     assert [(e["action"], e["target"], e["who"]) for e in audit] == [
         ("system.revoke", system_id, "admin:admin"), ("system.create", system_id, "admin:admin")]
+
+
+async def test_a_device_token_intake_cannot_check_now_is_neither_yes_nor_no(intake) -> None:
+    # A member's report with a device token: volunteers (here: nobody) owns the token. Not
+    # knowing is a 503 to retry, never a 401 that would tell the member the token is bad.
+    r = await intake.post("/v1/incidents", headers={"Authorization": "Bearer lfd_some-device"},
+                          json=incident("dev"))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+    assert r.json()["error"]["code"] == "unavailable"
 
 
 async def test_flooding_a_key_gets_429_with_retry_after_and_others_go_on(intake) -> None:

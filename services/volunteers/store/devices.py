@@ -14,11 +14,12 @@ from redis.asyncio.client import Pipeline
 
 from shared import streams
 from shared.events import DeviceRevoked, new_id
+from shared.introspect import DEVICE_TOKEN_PREFIX
 
 from . import keys
 from .tx import atomically
 
-TOKEN_PREFIX = "lfd_"
+TOKEN_PREFIX = DEVICE_TOKEN_PREFIX
 
 
 def token_hash(token: str) -> str:

@@ -1,4 +1,5 @@
 """Device tokens, resolved by asking volunteers (their owner); answers are cached about a second.
+Notify (the devices' sockets and answers) and intake (a member's report from the street) use it.
 
 A revoked token must stop working at once, so nothing is cached for longer than
 `introspect_cache_s`, and a `device.revoked` event drops a device's entries at once.
@@ -12,10 +13,16 @@ import logging
 import time
 
 import httpx
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
-from shared.http import Principal
+from shared.http import Principal, error_body
 
 log = logging.getLogger(__name__)
+
+
+DEVICE_TOKEN_PREFIX = "lfd_"  # volunteers' device tokens (services/volunteers/store/devices.py)
 
 
 class IntrospectionUnavailable(Exception):
@@ -89,3 +96,30 @@ def _principal(data: dict[str, object]) -> Principal | None:
         # The member's own name, for their own page: never logged.
         extra={"member_name": data.get("member_name")},
     )
+
+
+CLOSE_TRY_LATER = 1013  # WebSocket close code: try again later
+
+
+class IntrospectionGuard:
+    """Volunteers not answering is neither yes nor no: 503 (HTTP) or 1013 (WebSocket), not 401."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except IntrospectionUnavailable:
+            response = JSONResponse(
+                error_body("unavailable", "device tokens cannot be checked right now; retry"),
+                status_code=503, headers={"Retry-After": "2"},
+            )
+            if scope["type"] == "websocket":
+                ws = WebSocket(scope, receive, send)
+                if "websocket.http.response" in scope.get("extensions", {}):
+                    await ws.send_denial_response(response)  # the handshake answers 503
+                else:
+                    await ws.close(CLOSE_TRY_LATER, "token check unavailable")
+                return
+            await response(scope, receive, send)

@@ -1,0 +1,64 @@
+"""A patrol's own report from the street (DOMAIN.md: incidents arrive by "patrol report" too;
+volunteers report hidden hazards): a member's device token at intake's POST /v1/incidents,
+checked with volunteers; the incident is dispatched as any other and the member follows it;
+nobody else's device, and no other district, may."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+
+import httpx
+import pytest
+
+from tests.e2e import journey
+from tests.e2e.journey import admin, bearer, enrol
+from tools.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+SCENE = (22.8400, 108.3400)
+
+
+async def test_a_volunteer_reports_a_hazard_from_the_street_and_follows_it(stack: Stack) -> None:
+    lat, lon = SCENE
+    async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
+        district = await journey.new_district(client, stack, SCENE)
+        volunteer = await enrol(client, stack, f"{district}-m-vol")
+        guard = await enrol(client, stack, f"{district}-m-sec")
+        phone = await journey.connect_device(stack, volunteer, exits)
+        await journey.on_shift_at(client, stack, volunteer, lat, lon)
+        await journey.on_shift_at(client, stack, guard, lat + 0.01, lon)
+        await journey.wait_until_dispatch_sees(client, stack, district, 2)
+
+        report = {"external_ref": f"patrol-{district}-1", "category": "hazard_report",
+                  "district": district, "location": {"lat": lat, "lon": lon},
+                  "description": "manhole cover missing outside No. 12"}
+        url = f"{stack.url('intake')}/v1/incidents"
+        r = await client.post(url, headers=bearer(volunteer), json=report)
+        assert r.status_code == 202, r.text
+        incident_id = r.json()["incident_id"]
+        again = await client.post(url, headers=bearer(volunteer), json=report)  # a retry
+        assert (again.status_code, again.json()["incident_id"]) == (200, incident_id)
+
+        # hazard reports go to volunteers first: the reporting team, on the spot, gets it
+        order = await phone.next_of("order", timeout=15)
+        assert (order["incident_id"], order["category"]) == (incident_id, "hazard_report")
+
+        r = await client.get(f"{url}/{incident_id}", headers=bearer(volunteer))
+        assert r.status_code == 200, r.text
+        assert r.json()["category"] == "hazard_report"
+        r = await client.get(f"{stack.url('dispatch')}/v1/incidents/{incident_id}",
+                             headers=admin(stack))
+        assert r.json()["system_id"] == f"member:{district}-m-vol"
+
+        # not the guard's to follow, nor a system's; no report in another district
+        assert (await client.get(f"{url}/{incident_id}", headers=bearer(guard))).status_code == 403
+        key = await journey.register_system(client, stack, district)
+        assert (await client.get(f"{url}/{incident_id}", headers=bearer(key))).status_code == 403
+        r = await client.post(url, headers=bearer(volunteer),
+                              json={**report, "district": "elsewhere", "external_ref": "x"})
+        assert r.status_code == 403
+        r = await client.post(url, headers=bearer("lfd_not-a-device"), json=report)
+        assert r.status_code == 401
+        r = await client.post(url, headers=bearer(volunteer), json={**report, "category": "ufo"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "category"
