@@ -211,6 +211,8 @@ class IncidentClosed(Event):
     final_status: IncidentStatus
     resolved_by: tuple[str, ...] = Field(default=(), description="team ids that resolved it")
     category: str | None = None
+    reported_by_member: str | None = Field(
+        default=None, description="the member who reported it from the street, if one did")
 
 
 class UnitStatus(Event):

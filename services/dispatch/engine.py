@@ -83,6 +83,13 @@ ZONE_WAIT = timedelta(minutes=10)
 SEARCH_ROUNDS = 64
 
 
+def _reporting_member(inc: dict[str, str]) -> str | None:
+    """The member who reported the incident from the street (intake records such a report
+    as `member:<id>`), None for a system's report."""
+    kind, _, member_id = (inc.get("system_id") or "").partition(":")
+    return member_id if kind == "member" and member_id else None
+
+
 def _sent_as(order: dict[str, str]) -> str:
     return domain.sent_as(order["agency_kind"], order.get("agency_role"))
 
@@ -790,7 +797,8 @@ class Dispatcher:
             await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
-                resolved_by=(order["team_id"],), category=inc["category"]))
+                resolved_by=(order["team_id"],), category=inc["category"],
+                reported_by_member=_reporting_member(inc)))
 
         return resolve
 

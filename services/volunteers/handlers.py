@@ -20,6 +20,7 @@ from shared.events import IncidentClosed, OrderIssued, OrderResponded, OrderWith
 from .config import Settings
 from .domain import points, status
 from .store import points as points_store
+from .store import roster as roster_store
 from .store import teams
 from .store.teams import Decision, TeamView
 
@@ -82,11 +83,26 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                     agency_kind=view.agency.get("kind", ""),
                     members_on_shift=view.state.shift_members, at=event.occurred_at))
 
+    async def award_reporter(event: IncidentClosed, member_id: str) -> None:
+        """A hazard a volunteer reported from the street, confirmed (resolved): the hazard
+        points to the reporter, on shift or not (the same entry id as the resolving team's,
+        so a reporter who also resolved it is paid once)."""
+        member = await roster_store.get(redis, "members", member_id)
+        if member is None:
+            return
+        agency = await roster_store.get(redis, "agencies", member["agency_id"]) or {}
+        await points_store.award(redis, points.award_confirmed_hazard(
+            incident_id=event.incident_id, team_id=member["team_id"],
+            district=member["district"], agency_kind=agency.get("kind", ""),
+            members_on_shift=(member_id,), at=event.occurred_at))
+
     async def on_incident_closed(event: IncidentClosed) -> None:
         # The incident's own category confirms a hazard report even if this service never
         # saw the order's category; the entry ids match those of the order path.
         if event.category != points.HAZARD_CATEGORY:
             return
+        if event.reported_by_member and event.final_status == "resolved":
+            await award_reporter(event, event.reported_by_member)
         for team_id in event.resolved_by:
             view = await teams.load_view(redis, team_id)
             if view is None:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e import journey
 from tests.e2e.journey import admin, bearer, enrol
+from tests.helpers import poll_until
 from tools.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -19,16 +20,17 @@ pytestmark = pytest.mark.e2e
 SCENE = (22.8400, 108.3400)
 
 
-async def test_a_volunteer_reports_a_hazard_from_the_street_and_follows_it(stack: Stack) -> None:
+async def test_a_volunteer_reports_a_hazard_from_the_street_follows_it_and_earns_points(
+        stack: Stack) -> None:
     lat, lon = SCENE
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         district = await journey.new_district(client, stack, SCENE)
         volunteer = await enrol(client, stack, f"{district}-m-vol")
         guard = await enrol(client, stack, f"{district}-m-sec")
-        phone = await journey.connect_device(stack, volunteer, exits)
-        await journey.on_shift_at(client, stack, volunteer, lat, lon)
+        # a volunteer off shift, walking by; the guard post on shift
+        guard_phone = await journey.connect_device(stack, guard, exits)
         await journey.on_shift_at(client, stack, guard, lat + 0.01, lon)
-        await journey.wait_until_dispatch_sees(client, stack, district, 2)
+        await journey.wait_until_dispatch_sees(client, stack, district, 1)
 
         report = {"external_ref": f"patrol-{district}-1", "category": "hazard_report",
                   "district": district, "location": {"lat": lat, "lon": lon},
@@ -40,8 +42,7 @@ async def test_a_volunteer_reports_a_hazard_from_the_street_and_follows_it(stack
         again = await client.post(url, headers=bearer(volunteer), json=report)  # a retry
         assert (again.status_code, again.json()["incident_id"]) == (200, incident_id)
 
-        # hazard reports go to volunteers first: the reporting team, on the spot, gets it
-        order = await phone.next_of("order", timeout=15)
+        order = await guard_phone.next_of("order", timeout=15)
         assert (order["incident_id"], order["category"]) == (incident_id, "hazard_report")
 
         r = await client.get(f"{url}/{incident_id}", headers=bearer(volunteer))
@@ -62,3 +63,19 @@ async def test_a_volunteer_reports_a_hazard_from_the_street_and_follows_it(stack
         assert r.status_code == 401
         r = await client.post(url, headers=bearer(volunteer), json={**report, "category": "ufo"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "category"
+
+        # the guards find the cover missing and have it fenced off: a confirmed hazard report,
+        # whose points go to the volunteer who reported it
+        answer = f"{stack.url('notify')}/v1/orders/{order['order_id']}/responses"
+        for response in ("acknowledged", "resolved"):
+            r = await client.post(answer, headers=bearer(guard), json={"response": response})
+            assert r.status_code == 200, r.text
+
+        async def reporters_points() -> list[tuple[str, float]] | None:
+            r = await client.get(f"{stack.url('volunteers')}/v1/me/points",
+                                 headers=bearer(volunteer))
+            history = [(e["reason"], e["points"]) for e in r.json()["history"]]
+            return history or None
+
+        assert await poll_until(reporters_points, "the reporter's points") == [
+            ("hazard_report", 3)]

@@ -173,3 +173,23 @@ async def test_the_coordinator_rewards_and_penalises_by_hand_once_per_key(
     audit = await volunteers.client.get("/v1/admin/audit", headers=ADMIN)
     adjusted = [e for e in audit.json()["entries"] if e["action"] == "points.adjust"]
     assert len(adjusted) == 2 and all("lost child" not in e["detail"] for e in adjusted)
+
+
+async def test_a_confirmed_hazard_pays_its_reporting_volunteer_once_and_nobody_else(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=False)
+    officer = await volunteers.enrol("m-officer")
+    closings = [("inc_a", "resolved", "m-chen"), ("inc_a", "resolved", "m-chen"),  # twice
+                ("inc_b", "closed", "m-chen"),  # closed by the command room: not confirmed
+                ("inc_c", "resolved", "m-officer")]  # police earn no points
+    for incident_id, final, reporter in closings:
+        await publisher.publish(IncidentClosed(
+            district="d1", incident_id=incident_id, final_status=final,  # type: ignore[arg-type]
+            category="hazard_report", reported_by_member=reporter), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+
+    mine = await points_of(volunteers, chen)
+    assert [(e["entry_id"], e["points"]) for e in mine["history"]] == [("hazard:inc_a:m-chen", 3)]
+    assert (await points_of(volunteers, officer))["balance"] == 0
+    assert (await points_of(volunteers, wang))["balance"] == 0  # on shift, but not the reporter
