@@ -907,7 +907,9 @@ class Dispatcher:
                                  utcnow() + ZONE_RETRY, nx=True)
             if not self._awaits_station(inc):
                 return False
-            if inc["status"] != "unassigned":
+            # No order while it waits; one the command room gave by hand stands.
+            live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
+            if not live and inc["status"] != "unassigned":
                 await self._emit(inc["incident_id"], TimelineEntry(
                     kind="unassigned",
                     detail=f"waiting for the owning police station: the district's zones "
