@@ -398,6 +398,7 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
     by_status: dict[str, int] = {}
     to_assign: list[float] = []
     to_ack: list[float] = []
+    to_scene: dict[str, list[float]] = {}  # by priority: a P1's response time is its own
     timeouts = resolved = handed_over = overdue = 0
     followed = visits = holding = 0
     for inc in incidents:
@@ -413,6 +414,9 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         if inc.get("first_ack_at"):
             to_ack.append((datetime.fromisoformat(inc["first_ack_at"]) - reported)
                           .total_seconds())
+        if inc.get("first_on_scene_at"):
+            to_scene.setdefault(inc["priority"], []).append(
+                (datetime.fromisoformat(inc["first_on_scene_at"]) - reported).total_seconds())
         timeouts += int(inc.get("timeouts") or 0)
         if inc.get("resolved_at") and not inc.get("handed_over_at"):
             resolved += 1
@@ -434,6 +438,10 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         "incidents": sum(by_category.values()),
         "by_category": by_category, "by_status": by_status,
         "time_to_assign_s": seconds(to_assign), "time_to_acknowledge_s": seconds(to_ack),
+        # the response time: from the report to the first team on scene, overall and by
+        # priority (DOMAIN.md: a "one-minute response circle" near street stations)
+        "time_to_scene_s": {**seconds([s for v in to_scene.values() for s in v]),
+                            "by_priority": {p: seconds(v) for p, v in sorted(to_scene.items())}},
         "routing_timeouts": timeouts,
         "resolved_on_site": resolved, "handed_over": handed_over,
         "resolved_on_site_share": round(resolved / finished, 3) if finished else None,

@@ -122,6 +122,7 @@ async function refresh() {
     kl.replaceChildren();
     for (const [label, v] of [["incidents", k.incidents], ["routing timeouts", k.routing_timeouts],
         ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
+        ["on scene p50 / p90 s", fmt(k.time_to_scene_s)],
         ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
         ["filings overdue", k.filings_overdue],
         ["follow-ups: agreements holding", k.followups.agreements_holding + " of " + k.followups.incidents],

@@ -64,6 +64,9 @@ TIME_TO_ASSIGN = _meter.create_histogram(
 TIME_TO_ACK = _meter.create_histogram(
     "lianfang.dispatch.time_to_acknowledge", unit="s",
     description="from the report to the first acknowledgement")
+TIME_TO_SCENE = _meter.create_histogram(
+    "lianfang.dispatch.time_to_scene", unit="s",
+    description="from the report to the first team on scene: the response time")
 ROUTING_TIMEOUTS = _meter.create_counter(
     "lianfang.dispatch.routing_timeouts", description="orders withdrawn for a missed deadline")
 
@@ -739,6 +742,12 @@ class Dispatcher:
                      and not inc.get("first_ack_at"))
         if first_ack:
             TIME_TO_ACK.record(_since_report(inc, now), {"priority": inc["priority"]})
+        # On scene, or past it: a team that answers resolved or hands over has been there.
+        first_on_scene = (new_state in ("on_scene", "resolved", "handover")
+                          and order.get("kind") in CLAIMING_KINDS
+                          and not inc.get("first_on_scene_at"))
+        if first_on_scene:
+            TIME_TO_SCENE.record(_since_report(inc, now), {"priority": inc["priority"]})
         ends = new_state not in ("acknowledged", "en_route", "on_scene")
 
         async def move(pipe: Pipeline) -> None:
@@ -746,6 +755,8 @@ class Dispatcher:
             store.queue_cancel(pipe, f"ack:{order['order_id']}")
             if first_ack:
                 store.queue_incident_fields(pipe, incident_id, {"first_ack_at": now})
+            if first_on_scene:
+                store.queue_incident_fields(pipe, incident_id, {"first_on_scene_at": now})
 
         if not ends:
             return await self._emit(incident_id, entry, state=state, also=move, end=end)

@@ -42,6 +42,10 @@ async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_for
         assert kpis["by_hour"][hour] + kpis["by_hour"][(hour - 1) % 24] == 1  # on the hour
         assert kpis["by_zone"] == {"(none)": 1}  # no volunteers here: no zones known
         assert kpis["resolved_by_force"] == {"police:patrol": 1}  # probes' teams: police patrols
+        # resolved without a word on the way: it was on scene by then (the response time)
+        scene = kpis["time_to_scene_s"]
+        assert scene["count"] == 1 and scene["p50"] >= 0  # after the report, however long
+        assert list(scene["by_priority"]) == ["P4"] and scene["by_priority"]["P4"]["count"] == 1
 
         r = await svc.client.get(f"/v1/heatmap?district={DISTRICT}", headers=ADMIN)
         assert r.status_code == 200, r.text
