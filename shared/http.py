@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
-PrincipalKind = Literal["admin", "dispatcher", "system", "device"]
+PrincipalKind = Literal["admin", "dispatcher", "inspector", "system", "device"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +247,7 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "system": "600/second",
     "device": "20/second",
     "dispatcher": "50/second",
+    "inspector": "50/second",
     "admin": "1000/second",
 }
 

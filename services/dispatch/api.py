@@ -19,6 +19,10 @@ from . import domain, review, store
 from .engine import Dispatcher
 
 CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
+# The inspector (DOMAIN.md: checks every case online) reads what the command room reads and
+# changes nothing.
+Reader = Annotated[Principal, Depends(require("admin", "dispatcher", "inspector"))]
+DESK_KINDS = ("dispatcher", "inspector")  # people bound to their command room's districts
 Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
 Problem = Literal["routing_timeout", "filing_overdue"]
@@ -48,11 +52,14 @@ class DispatcherIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str = Field(min_length=1, max_length=100)
     districts: list[str] = Field(min_length=1, max_length=64)
+    role: Literal["dispatcher", "inspector"] = Field(
+        default="dispatcher", description="inspector: reads the board, incidents, units, KPIs "
+        "and the heat map of the districts, and changes nothing")
 
 
 def check_district(who: Principal, district: str) -> None:
     """A dispatcher works on the districts of their command room only."""
-    if who.kind == "dispatcher" and district not in who.districts:
+    if who.kind in DESK_KINDS and district not in who.districts:
         raise forbidden(f"this dispatcher does not cover district '{district[:64]}'")
 
 
@@ -60,7 +67,7 @@ async def resolve_dispatcher(redis: Redis, token: str) -> Principal | None:
     found = await store.dispatcher_for_token(redis, token)
     if found is None:
         return None
-    return Principal(kind="dispatcher", subject=found["dispatcher_id"],
+    return Principal(kind=found["role"], subject=found["dispatcher_id"],
                      districts=tuple(found["districts"]))
 
 
@@ -101,7 +108,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
 
     @router.get("/incidents", summary="The board: incidents, newest first")
     async def board(
-        who: CommandRoom,
+        who: Reader,
         status: str | None = Query(default=None, max_length=32),
         district: str | None = Query(default=None, max_length=64),
         flagged: bool | None = None,
@@ -137,7 +144,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             found.sort(key=lambda inc: inc.get("reported_at") or "", reverse=True)
         rows = []
         for inc in found:
-            if who.kind == "dispatcher" and inc.get("district") not in who.districts:
+            if who.kind in DESK_KINDS and inc.get("district") not in who.districts:
                 continue
             if status and inc.get("status") != status:
                 continue
@@ -159,7 +166,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         return {"incidents": rows, "count": len(rows)}
 
     @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline")
-    async def incident(incident_id: str, who: CommandRoom) -> dict[str, Any]:
+    async def incident(incident_id: str, who: Reader) -> dict[str, Any]:
         inc = await store.get_incident(redis, incident_id)
         if inc is None:
             raise not_found("incident")
@@ -210,7 +217,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         check_district(who, inc["district"])
 
     @router.get("/duty/{district}", summary="Who leads the district's duty, since when")
-    async def duty(who: CommandRoom, district: str = Path(max_length=64)) -> dict[str, Any]:
+    async def duty(who: Reader, district: str = Path(max_length=64)) -> dict[str, Any]:
         check_district(who, district)
         return {"district": district, "duty": await store.duty_of(redis, district)}
 
@@ -232,6 +239,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         found = await store.get_dispatcher(redis, dispatcher_id)
         if found is None:
             raise not_found("dispatcher")
+        if found["role"] != "dispatcher":
+            raise conflict(f"{dispatcher_id} is an {found['role']}: only a dispatcher leads a duty")
         if district not in found["districts"]:
             raise conflict(f"dispatcher {dispatcher_id} does not cover district '{district}'")
         duty, previous = await store.take_duty(redis, district=district,
@@ -246,9 +255,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         dispatcher_id = new_id("dsp")
         token = f"lfd_{secrets.token_urlsafe(32)}"
         await store.create_dispatcher(redis, dispatcher_id=dispatcher_id, name=body.name,
-                                      districts=body.districts, token=token)
+                                      districts=body.districts, token=token, role=body.role)
         await audit.record(redis, "dispatch", who, "dispatcher.create", dispatcher_id,
-                           f"districts {','.join(sorted(set(body.districts)))}")
+                           f"{body.role}, districts {','.join(sorted(set(body.districts)))}")
         return {"dispatcher_id": dispatcher_id, "token": token}
 
     @router.get("/dispatchers", summary="Dispatchers (admin)")
@@ -265,7 +274,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
 
     @router.get("/units", summary="All units of a district as dispatch sees them: one screen")
     async def units(
-        who: CommandRoom,
+        who: Reader,
         district: str = Query(min_length=1, max_length=64),
         status: str | None = Query(default=None, max_length=32),
     ) -> dict[str, Any]:
@@ -293,8 +302,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         district (required of a dispatcher, and one of theirs) or, for the admin, of all."""
         if district:
             check_district(who, district)
-        elif who.kind == "dispatcher":
-            raise ApiError(422, "invalid_field", "district is required for a dispatcher",
+        elif who.kind in DESK_KINDS:
+            raise ApiError(422, "invalid_field", f"district is required for a {who.kind}",
                            "district")
         until = until or now
         since = since or until - default
@@ -310,7 +319,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
 
     @router.get("/kpis", summary="KPIs over a period, with incidents by hour and by zone")
     async def kpis(
-        who: CommandRoom,
+        who: Reader,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         district: str | None = Query(default=None, max_length=64),
@@ -355,7 +364,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.get("/heatmap", summary="Where and at what hours incidents were reported: H3 cells, "
                 "the hottest first")
     async def heatmap(
-        who: CommandRoom,
+        who: Reader,
         since: AwareDatetime | None = None,
         until: AwareDatetime | None = None,
         district: str | None = Query(default=None, max_length=64),

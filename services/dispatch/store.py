@@ -903,10 +903,10 @@ def _token_hash(token: str) -> str:
 
 
 async def create_dispatcher(redis: Redis, *, dispatcher_id: str, name: str, districts: list[str],
-                            token: str) -> None:
+                            token: str, role: str = "dispatcher") -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(f"dispatch:dispatcher:{dispatcher_id}", mapping={
-            "name": name, "districts": json.dumps(sorted(set(districts))),
+            "name": name, "districts": json.dumps(sorted(set(districts))), "role": role,
             "token_hash": _token_hash(token), "created_at": datetime.now(UTC).isoformat()})
         pipe.set(f"dispatch:dispatcher-token:{_token_hash(token)}", dispatcher_id)
         pipe.sadd("dispatch:dispatchers", dispatcher_id)
@@ -927,6 +927,7 @@ async def list_dispatchers(redis: Redis) -> list[dict[str, Any]]:
         if data:
             out.append({"dispatcher_id": dispatcher_id, "name": data["name"],
                         "districts": json.loads(data["districts"]),
+                        "role": data.get("role") or "dispatcher",
                         "created_at": data.get("created_at")})
     return out
 
@@ -936,7 +937,7 @@ async def get_dispatcher(redis: Redis, dispatcher_id: str) -> dict[str, Any] | N
     if not data:
         return None
     return {"dispatcher_id": dispatcher_id, "name": data["name"],
-            "districts": json.loads(data["districts"])}
+            "districts": json.loads(data["districts"]), "role": data.get("role") or "dispatcher"}
 
 
 async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> bool:

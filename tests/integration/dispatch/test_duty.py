@@ -94,3 +94,44 @@ async def test_who_may_take_the_duty_and_a_revoked_leader_leaves_it(
     taken = [e for e in r.json()["entries"] if e["action"] == "duty.take"]
     assert [(e["who"], e["target"], e["detail"]) for e in taken] == [
         ("admin:admin", DISTRICT, f"{wang} after nobody")]
+
+
+async def test_an_inspector_reads_every_case_of_their_districts_and_changes_nothing(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    incident_id = (await reported(console, publisher))["incident_id"]
+    r = await console.post("/v1/dispatchers", headers=ADMIN, json={
+        "name": "Inspector Sun", "districts": [DISTRICT], "role": "inspector"})
+    assert r.status_code == 201, r.text
+    inspector_id = r.json()["dispatcher_id"]
+    desk = {"Authorization": f"Bearer {r.json()['token']}"}
+    _, elsewhere = await dispatcher(console, "Zhao", ("xixiangtang",))
+
+    for path in (f"/v1/incidents?district={DISTRICT}", f"/v1/incidents/{incident_id}",
+                 f"/v1/units?district={DISTRICT}", f"/v1/kpis?district={DISTRICT}",
+                 f"/v1/heatmap?district={DISTRICT}", f"/v1/duty/{DISTRICT}",
+                 f"/v1/incidents?district={DISTRICT}&problem=routing_timeout"):
+        r = await console.get(path, headers=desk)
+        assert r.status_code == 200, (path, r.text)
+    r = await console.get("/v1/kpis", headers=desk)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "district"
+    assert (await console.get("/v1/kpis?district=xixiangtang", headers=desk)).status_code == 403
+    r = await console.get(f"/v1/incidents/{incident_id}", headers=elsewhere)
+    assert r.status_code == 403  # a dispatcher of another district, for comparison
+
+    for method, path, body in (
+            ("POST", f"/v1/incidents/{incident_id}/assign", {"team_id": "t1"}),
+            ("POST", f"/v1/incidents/{incident_id}/close", None),
+            ("POST", f"/v1/incidents/{incident_id}/evidence",
+             {"evidence": [{"kind": "video", "ref": "v"}]}),
+            ("PUT", f"/v1/duty/{DISTRICT}", {}),
+            ("POST", "/v1/dispatchers", {"name": "x", "districts": [DISTRICT]})):
+        r = await console.request(method, path, headers=desk, json=body)
+        assert r.status_code == 403, (path, r.text)
+    r = await console.put(f"/v1/duty/{DISTRICT}", headers=ADMIN,
+                          json={"dispatcher_id": inspector_id})
+    assert r.status_code == 409  # an inspector supervises no duty
+    r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+    assert r.json()["status"] != "closed"
+    r = await console.get("/v1/dispatchers", headers=ADMIN)
+    assert {d["name"]: d["role"] for d in r.json()["dispatchers"]} == {
+        "Inspector Sun": "inspector", "Zhao": "dispatcher"}
