@@ -168,6 +168,8 @@ class OrderWithdrawn(Event):
     incident_id: str
     team_id: str
     reason: Literal["timeout", "declined", "closed", "reassigned"]
+    delivered: bool | None = Field(
+        default=None, description="whether a device of the team had received the order")
 
 
 class OrderEscalated(Event):

@@ -651,7 +651,7 @@ class Dispatcher:
         return OrderWithdrawn(
             event_id=f"withdrawn-{order['order_id']}", district=inc["district"],
             order_id=order["order_id"], incident_id=inc["incident_id"],
-            team_id=order["team_id"], reason=reason)
+            team_id=order["team_id"], reason=reason, delivered=bool(order.get("delivered_at")))
 
     # --- teams answer -----------------------------------------------------------------
 

@@ -74,7 +74,9 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
 
         await teams.transition(redis, team_id=event.team_id,
                                order_id=event.order_id, decide=decide, now=utcnow())
-        if event.reason == "timeout":  # nobody on the shift answered before the deadline
+        # A phone of the shift had the order and nobody answered before the deadline (an
+        # order that never reached a phone costs nothing: the network's fault, not theirs).
+        if event.reason == "timeout" and event.delivered:
             view = await teams.load_view(redis, event.team_id)
             if view is not None:
                 await points_store.award(redis, points.penalise_missed_order(

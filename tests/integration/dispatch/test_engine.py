@@ -17,6 +17,7 @@ from shared.events import (
     IncidentReported,
     IncidentUpdated,
     Location,
+    OrderDelivered,
     OrderIssued,
     OrderResponded,
     OrderWithdrawn,
@@ -186,9 +187,11 @@ async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_a
 
 
 async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+                        *, deliver_first: bool = False,
                         **settings: object) -> tuple[str, list[OrderIssued]]:
     """A P3 incident (with a 1-second deadline, so the test does not wait two minutes) of
-    two teams' choice; its orders once the first went unanswered and the second was offered."""
+    two teams' choice; its orders once the first went unanswered (received on a phone first,
+    with `deliver_first`) and the second was offered."""
     from shared import policy as policy_module
 
     real = policy_module.load_policy()
@@ -200,6 +203,12 @@ async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.Mo
         await team(publisher, "second", kind="security", lat=22.8190, lon=108.3665)
         await wait_for_units(url, 2)
         incident_id = await report(publisher, "help_request", priority="P3")
+        if deliver_first:
+            (first,) = await orders_once(url, incident_id, 1, "the first order")
+            await publisher.publish(OrderDelivered(
+                district=DISTRICT, order_id=first.order_id, incident_id=incident_id,
+                team_id=first.team_id, member_id="m1", device_id="dev1"),
+                stream=streams.ORDER_DELIVERED.name)
         orders = await orders_once(url, incident_id, 2, "a second offer", 8)
     return incident_id, orders
 
@@ -209,10 +218,19 @@ async def test_unacknowledged_order_is_offered_to_the_next_nearest_unit(
     incident_id, orders = await offered_twice(clean_redis, publisher, monkeypatch)
     assert [o.team_id for o in orders] == ["first", "second"]
     withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
-    assert [(w.order_id, w.reason) for w in withdrawn] == [(orders[0].order_id, "timeout")]
+    # never received on a phone, as volunteers' points read it
+    assert [(w.order_id, w.reason, w.delivered) for w in withdrawn] == [
+        (orders[0].order_id, "timeout", False)]
     updates = [u for u in read_stream(clean_redis, streams.INCIDENT_UPDATED.name,
                                       IncidentUpdated) if u.incident_id == incident_id]
     assert any(u.entry.kind == "timeout" for u in updates)
+
+
+async def test_a_withdrawal_for_the_deadline_says_a_phone_had_the_order(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, orders = await offered_twice(clean_redis, publisher, monkeypatch, deliver_first=True)
+    withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+    assert [(w.order_id, w.delivered) for w in withdrawn] == [(orders[0].order_id, True)]
 
 
 async def test_a_deadline_whose_handling_failed_halfway_offers_the_next_unit(

@@ -108,21 +108,24 @@ async def test_points_endpoints_are_for_their_callers(volunteers: Volunteers) ->
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "district"
 
 
-async def test_an_order_nobody_answered_in_time_costs_the_shift_two_points_once(
+async def test_an_order_a_phone_had_and_nobody_answered_in_time_costs_the_shift_two_points(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
     wang, chen = await wang_and_chen(volunteers, chen_on_shift=False)
-    for order_id, reason in (("ord_t", "timeout"), ("ord_c", "closed")):
+    # timed out on a phone; timed out before reaching any phone; closed by the command room
+    for order_id, reason, delivered in (("ord_t", "timeout", True), ("ord_u", "timeout", False),
+                                        ("ord_c", "closed", True)):
         await publisher.publish(hazard_order(order_id), stream="order.issued")
         await volunteers.consumed("order.issued")
         withdrawn = OrderWithdrawn(district="d1", order_id=order_id, incident_id=f"inc_{order_id}",
-                                   team_id="t-vol", reason=reason)  # type: ignore[arg-type]
+                                   team_id="t-vol", reason=reason,  # type: ignore[arg-type]
+                                   delivered=delivered)
         await publisher.publish(withdrawn, stream="order.withdrawn")
         await publisher.publish(withdrawn, stream="order.withdrawn")  # delivered twice
         await volunteers.consumed("order.withdrawn")
 
     mine = await points_of(volunteers, wang)
-    assert mine["balance"] == -2  # the timeout only; a closed incident's order costs nothing
+    assert mine["balance"] == -2  # the delivered timeout only
     assert [(e["entry_id"], e["reason"]) for e in mine["history"]] == [
         ("missed:ord_t:m-wang", "missed_order")]
     assert (await points_of(volunteers, chen))["balance"] == 0  # not on the shift
