@@ -216,6 +216,15 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             raise not_found("incident")
         check_district(who, inc["district"])
 
+    @router.get("/me", summary="Who this token is: kind (admin, dispatcher, inspector), "
+                "name and districts; the console shows what the caller may do")
+    async def me(who: Reader) -> dict[str, Any]:
+        if who.kind == "admin":
+            return {"kind": "admin", "dispatcher_id": None, "name": "admin", "districts": None}
+        found = await store.get_dispatcher(redis, who.subject)
+        return {"kind": who.kind, "dispatcher_id": who.subject,
+                "name": found["name"] if found else None, "districts": list(who.districts)}
+
     @router.get("/duty/{district}", summary="Who leads the district's duty, since when")
     async def duty(who: Reader, district: str = Path(max_length=64)) -> dict[str, Any]:
         check_district(who, district)

@@ -68,6 +68,7 @@ CONSOLE_PAGE = """<!doctype html>
 const $ = id => document.getElementById(id);
 let selected = null;
 let spotsAt = 0;  // when the hot spots were last read
+let me = null;  // who the token is (GET /v1/me), read once per token
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
 if (link.get("token")) {
   localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console");
@@ -93,6 +94,8 @@ async function refresh() {
     if ($("problem").value) q.set("problem", $("problem").value);
     if ($("mine").checked) q.set("supervisor", "me");
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
+    if (!me) { me = await api("/v1/me");  // an inspector reads and changes nothing: no buttons
+      for (const id of ["assign", "close", "attach", "takeduty"]) $(id).hidden = me.kind === "inspector"; }
     const duty = (await api("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
     $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
       : "nobody on duty: new incidents have no supervisor";
@@ -170,7 +173,7 @@ $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
   try { await api("/v1/incidents/" + selected + "/close", {method: "POST"}); refresh(); }
   catch (e) { $("err").textContent = e.message; } };
 $("save").onclick = () => { localStorage.setItem("lf-token", $("token").value);
-  localStorage.setItem("lf-district", $("district").value); spotsAt = 0; refresh(); };
+  localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; refresh(); };
 $("takeduty").onclick = async () => { const d = $("district").value.trim(); if (!d) return;
   if (!confirm("Take the duty of " + d + "? New incidents will be yours to supervise until done.")) return;
   try { await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }

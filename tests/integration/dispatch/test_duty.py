@@ -112,6 +112,11 @@ async def test_an_inspector_reads_every_case_of_their_districts_and_changes_noth
                  f"/v1/incidents?district={DISTRICT}&problem=routing_timeout"):
         r = await console.get(path, headers=desk)
         assert r.status_code == 200, (path, r.text)
+    r = await console.get("/v1/me", headers=desk)
+    assert r.json() == {"kind": "inspector", "dispatcher_id": inspector_id,
+                        "name": "Inspector Sun", "districts": [DISTRICT]}
+    assert (await console.get("/v1/me", headers=ADMIN)).json()["kind"] == "admin"
+    assert (await console.get("/v1/me", headers=elsewhere)).json()["kind"] == "dispatcher"
     r = await console.get("/v1/kpis", headers=desk)
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
     assert (await console.get("/v1/kpis?district=xixiangtang", headers=desk)).status_code == 403
