@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import uuid4
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -73,6 +73,17 @@ class Evidence(BaseModel):
     taken_at: AwareDatetime | None = None
 
 
+# What a team says with its answer, as every model that carries it declares it: its own
+# words (a decline's reason, what the station should know) and its records. Both are the
+# command room's (and the station's), never shown to the reporting system.
+TeamNote = Annotated[str | None, Field(
+    max_length=500, description="the team's own words for the command room; required with "
+    "declined (why), read by the station with handover")]
+EvidenceRecords = Annotated[tuple[Evidence, ...] | None, Field(
+    max_length=MAX_EVIDENCE, description="records of the scene kept elsewhere (body-camera "
+    "video, photos): references to the system that keeps them, never the media")]
+
+
 class Event(BaseModel):
     """The common envelope. `event_id` is the idempotency key of the event itself."""
 
@@ -110,14 +121,8 @@ class TimelineEntry(BaseModel):
     team_id: str | None = None
     order_id: str | None = None
     detail: str | None = None
-    note: str | None = Field(
-        default=None, max_length=500,
-        description="the team's own words with its answer (why it declined, what the station "
-        "should know): for the command room, never shown to the reporting system")
-    evidence: tuple[Evidence, ...] | None = Field(
-        default=None, max_length=MAX_EVIDENCE,
-        description="records attached (body-camera video, photos): references to the system "
-        "that keeps them; for the command room, never shown to the reporting system")
+    note: TeamNote = None
+    evidence: EvidenceRecords = None
 
 
 class Assignment(BaseModel):
@@ -196,10 +201,8 @@ class OrderResponded(Event):
     member_id: str
     device_id: str | None = None
     response: Response
-    note: str | None = Field(default=None, max_length=500)
-    evidence: tuple[Evidence, ...] | None = Field(
-        default=None, max_length=MAX_EVIDENCE,
-        description="body-camera video, photos: references, for the command room")
+    note: TeamNote = None
+    evidence: EvidenceRecords = None
 
 
 class IncidentHandedOver(Event):

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
-from shared.events import MAX_EVIDENCE, Evidence
+from shared.events import EvidenceRecords, TeamNote
 from shared.events import Response as ResponseKind
 from shared.http import Principal, not_found, require
 
@@ -31,13 +31,8 @@ class ResponseIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     response: ResponseKind
-    note: str | None = Field(default=None, max_length=500,
-                             description="the team's own words for the command room; required "
-                             "with declined (why), read by the station with handover")
-    evidence: tuple[Evidence, ...] | None = Field(
-        default=None, max_length=MAX_EVIDENCE,
-        description="records of the scene kept elsewhere (body-camera video, photos), "
-        "referenced for the command room")
+    note: TeamNote = None
+    evidence: EvidenceRecords = None
 
 
 class WebPushIn(BaseModel):

@@ -89,13 +89,13 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         """A hazard a volunteer reported from the street, confirmed (resolved): the hazard
         points to the reporter, on shift or not (the same entry id as the resolving team's,
         so a reporter who also resolved it is paid once)."""
-        member = await roster_store.get(redis, "members", member_id)
-        if member is None:
+        found = await roster_store.member_and_kind(redis, member_id)
+        if found is None:
             return
-        agency = await roster_store.get(redis, "agencies", member["agency_id"]) or {}
+        member, kind = found
         await points_store.award(redis, points.award_confirmed_hazard(
             incident_id=event.incident_id, team_id=member["team_id"],
-            district=member["district"], agency_kind=agency.get("kind", ""),
+            district=member["district"], agency_kind=kind,
             members_on_shift=(member_id,), at=event.occurred_at))
 
     async def on_incident_closed(event: IncidentClosed) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.events import MAX_EVIDENCE, Evidence, Response
+from shared.events import EvidenceRecords, Response, TeamNote
 
 
 class _Frame(BaseModel):
@@ -31,13 +31,8 @@ class RespondFrame(_Frame):
     type: Literal["response"]
     order_id: str = Field(min_length=1, max_length=64)
     response: Response
-    note: str | None = Field(default=None, max_length=500,
-                             description="the team's own words for the command room; required "
-                             "with declined (why), read by the station with handover")
-    evidence: tuple[Evidence, ...] | None = Field(
-        default=None, max_length=MAX_EVIDENCE,
-        description="records of the scene kept elsewhere (body-camera video, photos), "
-        "referenced for the command room")
+    note: TeamNote = None
+    evidence: EvidenceRecords = None
 
 
 DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame, Field(discriminator="type")]

@@ -51,11 +51,11 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
                      response: Response) -> dict[str, Any]:
         if body.points == 0:
             raise ApiError(422, "invalid_field", "points must not be 0", "points")
-        member = await roster_store.get(redis, "members", member_id)
-        if member is None:
+        found = await roster_store.member_and_kind(redis, member_id)
+        if found is None:
             raise not_found("member")
-        agency = await roster_store.get(redis, "agencies", member["agency_id"]) or {}
-        if agency.get("kind") != "volunteer":
+        member, kind = found
+        if kind != "volunteer":
             raise conflict("points are kept for volunteers only")
         entry = points.adjustment(
             adjustment_id=body.adjustment_id or uuid4().hex, member_id=member_id,

@@ -138,6 +138,16 @@ async def get(redis: Redis, entity: str, entity_id: str) -> dict[str, str] | Non
     return await redis.hgetall(keys.entity(entity, entity_id)) or None
 
 
+async def member_and_kind(redis: Redis, member_id: str) -> tuple[dict[str, str], str] | None:
+    """A member's record and their agency's kind (police, security, volunteer; "" if the
+    agency is gone); None for no such member."""
+    member = await get(redis, "members", member_id)
+    if member is None:
+        return None
+    agency = await get(redis, "agencies", member["agency_id"]) or {}
+    return member, agency.get("kind", "")
+
+
 async def page(
     redis: Redis, entity: str, *, district: str | None, cursor: str | None, limit: int
 ) -> tuple[list[dict[str, str]], str | None]:
