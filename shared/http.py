@@ -22,6 +22,7 @@ from limits import parse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -385,6 +386,29 @@ class AuthMiddleware:
                 return
             receive = _limited(receive, limit)
         await self.app(scope, receive, send)
+
+
+# What the member's page sends: its bearer token, JSON, and the order's trace on answers.
+CORS_OPTIONS: dict[str, Any] = {"allow_methods": ["GET", "POST", "PUT", "DELETE"],
+                                "allow_headers": ["authorization", "content-type", "traceparent"],
+                                "max_age": 600}
+
+
+def browser_access(app: ASGIApp, origins: Iterable[str]) -> ASGIApp:
+    """`app` answering the browsers of `origins` too (CORS: preflights answered before any
+    authentication, the allow header on every answer); `app` itself when there are none.
+    Bearer tokens only, never cookies: no credentials mode."""
+    allowed = list(origins)
+    return CORSMiddleware(app, allow_origins=allowed, **CORS_OPTIONS) if allowed else app
+
+
+def allow_browsers(app: FastAPI, origins: Iterable[str]) -> None:
+    """Let the browsers of `origins` call `app` (see `browser_access`). Call it after every
+    other `add_middleware`: the last added runs first, so a preflight never meets the
+    authentication."""
+    allowed = list(origins)
+    if allowed:
+        app.add_middleware(CORSMiddleware, allow_origins=allowed, **CORS_OPTIONS)
 
 
 def error_response(exc: ApiError) -> JSONResponse:

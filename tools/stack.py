@@ -73,6 +73,7 @@ class Stack:
         for name, port in self.ports.items():
             env = {
                 **base,
+                **self._member_page_env(name),
                 "PYTHONUNBUFFERED": "1",
                 "REDIS_URL": self.redis_url,
                 "ADMIN_TOKEN": self.admin_token,
@@ -82,6 +83,19 @@ class Stack:
                 **self.extra_env,
             }
             self.services[name] = Service(name, port, env, self.workdir / "logs" / f"{name}.log")
+
+    def _member_page_env(self, name: str) -> dict[str, str]:
+        """The member's page (notify's /device) calls intake and volunteers from the browser,
+        opened as 127.0.0.1 or localhost."""
+        if "notify" not in self.ports:
+            return {}
+        if name == "notify":
+            return {f"{other.upper()}_PUBLIC_URL": f"http://127.0.0.1:{self.ports[other]}"
+                    for other in ("intake", "volunteers") if other in self.ports}
+        if name in ("intake", "volunteers"):
+            page = self.ports["notify"]
+            return {"CORS_ORIGINS": f"http://127.0.0.1:{page},http://localhost:{page}"}
+        return {}
 
     @property
     def traces_dir(self) -> Path:

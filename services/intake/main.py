@@ -11,7 +11,14 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
-from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.http import (
+    TELEMETRY,
+    AuthMiddleware,
+    RateLimits,
+    add_health_routes,
+    allow_browsers,
+    install_error_handlers,
+)
 from shared.introspect import IntrospectionGuard, Introspector
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
@@ -63,4 +70,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_body_bytes=settings.max_body_bytes,
                        resolve=api.token_resolver(keys, devices), cached=keys.cached)
     app.add_middleware(IntrospectionGuard)
+    allow_browsers(app, settings.allowed_origins)  # the member's page: reports from the street
     return app

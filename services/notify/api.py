@@ -106,6 +106,9 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
                         "subscribed": bool(record and record.webpush)},
             "sms": {"enabled": sms_enabled, "registered": bool(record and record.phone)},
             "fallback_after_s": settings.fallback_after_s,
+            # where the page finds the member's other services (None: not offered)
+            "services": {"intake": _base(settings.intake_public_url),
+                         "volunteers": _base(settings.volunteers_public_url)},
         }
 
     @router.post("/devices/me/webpush", summary="Receive orders by Web Push while the page is closed")
@@ -155,3 +158,7 @@ def build_page_router() -> APIRouter:
                         headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"})
 
     return router
+
+
+def _base(url: str | None) -> str | None:
+    return url.rstrip("/") if url else None

@@ -21,6 +21,15 @@ class Settings(ServiceSettings):
         "those of a member moved to another team, at once"
     )
 
+    # The member's page calls intake and volunteers from the browser (each lets notify's
+    # origin in with its CORS_ORIGINS); unset, the page offers only the orders.
+    intake_public_url: str | None = Field(
+        default=None, description="INTAKE_PUBLIC_URL: intake as members' phones reach it; the "
+        "page's reports from the street")
+    volunteers_public_url: str | None = Field(
+        default=None, description="VOLUNTEERS_PUBLIC_URL: volunteers as members' phones reach "
+        "it; the page's check-in, position sharing and points")
+
     # The device WebSocket
     ping_interval_s: float = Field(default=20.0, description="PING_INTERVAL_S: heartbeat frames")
     max_frame_bytes: int = Field(

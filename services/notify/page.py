@@ -2,7 +2,10 @@
 
 The page holds a device token (pasted once, kept in this browser), keeps the WebSocket
 open, alerts on each order (beep and vibration), confirms receipt, and sends responses.
-Everything shown is set with textContent, never parsed as HTML.
+Where notify knows the public addresses of volunteers and intake (`/v1/devices/me`,
+`services`), it is the member's whole day: check in and out, share the phone's position
+while on shift, the points balance, and reports from the street (a hazard, a dispute) that
+the member then follows. Everything shown is set with textContent, never parsed as HTML.
 """
 
 DEVICE_PAGE = """<!doctype html>
@@ -25,7 +28,7 @@ DEVICE_PAGE = """<!doctype html>
   main { padding:12px; max-width:640px; margin:0 auto; }
   .panel { background:var(--card); border-radius:10px; padding:12px; margin-bottom:12px; }
   label { display:block; font-size:13px; color:var(--dim); margin-bottom:4px; }
-  input { width:100%; padding:10px; border-radius:8px; border:1px solid #35506d;
+  input, select { width:100%; padding:10px; border-radius:8px; border:1px solid #35506d;
           background:#0d1826; color:var(--fg); font-size:16px; }
   button { border:0; border-radius:8px; padding:12px 10px; font-size:15px; font-weight:600;
            background:#2b4a6b; color:var(--fg); cursor:pointer; }
@@ -77,7 +80,26 @@ DEVICE_PAGE = """<!doctype html>
     </div>
     <div class="meta" id="who"></div>
   </section>
+  <section class="panel" id="duty" hidden>
+    <div class="top"><strong id="teamline">Team</strong><span class="state" id="dutystate"></span></div>
+    <div class="row">
+      <button class="primary" id="checkin">Check in</button>
+      <button id="checkout">Check out</button>
+    </div>
+    <div class="meta" id="posline">Position not shared.</div>
+    <div class="meta" id="pointsline"></div>
+  </section>
   <section id="orders"><div class="empty" id="empty">No orders.</div></section>
+  <section class="panel" id="report" hidden>
+    <label for="rcat">Report from the street (at your position)</label>
+    <select id="rcat"></select>
+    <div class="row"><input id="rdesc" maxlength="2000" placeholder="what you see (optional)"></div>
+    <div class="row">
+      <label><input type="checkbox" id="rweapon" style="width:auto"> weapon seen</label>
+      <button id="rsend">Report</button>
+    </div>
+    <div id="myreports"></div>
+  </section>
 </main>
 <div id="toast" role="alert"></div>
 <script>
@@ -294,7 +316,7 @@ function sortCards() {   // live before ended, then P1 first, then newest first
 }
 function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"; }
 
-async function api(path, method, body) {
+async function api(path, method, body) {   // notify's own path, or another service's URL
   const headers = { "Authorization": "Bearer " + token };
   if (body) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
@@ -307,7 +329,117 @@ async function loadMe() {
     $("push").disabled = !(info.webpush.enabled && "serviceWorker" in navigator && "PushManager" in window);
     $("sms").disabled = !info.sms.enabled;
     if (info.webpush.subscribed) $("push").textContent = "Alerts when closed ✓";
+  } catch (e) { toast(e.message); return; }
+  const svc = info.services || {};
+  if (svc.volunteers) { $("duty").hidden = false; loadDuty(); }
+  if (svc.intake) { $("report").hidden = false; loadCategories(); showReports(); }
+}
+
+// --- the shift, the position, the points (volunteers) ---------------------------------
+let me = null, watchId = null, keepTimer = null, lastFix = null, lastSent = 0;
+const V = (path) => info.services.volunteers + path;
+async function loadDuty() {
+  try { me = await api(V("/v1/me"), "GET"); } catch (e) { toast(e.message); return; }
+  $("teamline").textContent = (me.team.name || me.team.id) + " · " + me.member.name;
+  showState(me.state);
+  loadPoints();
+}
+function showState(state) {
+  $("dutystate").textContent = state.on_shift ? state.status.replace(/_/g, " ").toUpperCase() : "OFF SHIFT";
+  $("checkin").disabled = state.on_shift; $("checkout").disabled = !state.on_shift;
+  if (state.on_shift) startSharing(); else stopSharing();
+}
+async function shift(which) {
+  try { const state = await api(V("/v1/me/shift/" + which), "POST");
+    showState(state);
+    if (state.points_awarded) toast("+" + state.points_awarded + " points for this patrol");
+    loadPoints();
   } catch (e) { toast(e.message); }
+}
+async function loadPoints() {
+  try { const p = await api(V("/v1/me/points?limit=1"), "GET");
+    const last = p.history[0];
+    const what = last ? (last.points > 0 ? "+" : "") + last.points + ", " + (last.note || last.reason) : "";
+    $("pointsline").textContent = "Points: " + p.balance + (last ? " (last " + what + ")" : "");
+  } catch (e) { /* points are not a volunteer's only: other members have none */ }
+}
+// Phones report every 5 s while moving; a fix is taken every 30 s anyway, so a team standing
+// still stays on dispatch's map (a fix older than ten minutes no longer counts).
+function startSharing() {
+  if (watchId !== null || !navigator.geolocation) {
+    if (!navigator.geolocation) $("posline").textContent = "This browser cannot share a position.";
+    return;
+  }
+  const opts = { enableHighAccuracy: true, maximumAge: 5000, timeout: 20000 };
+  watchId = navigator.geolocation.watchPosition((p) => onFix(p, false), onFixError, opts);
+  const again = () => navigator.geolocation.getCurrentPosition((p) => onFix(p, true), onFixError, opts);
+  keepTimer = setInterval(again, 30000);
+}
+function stopSharing() {
+  if (watchId !== null) navigator.geolocation.clearWatch(watchId);
+  clearInterval(keepTimer); watchId = null; keepTimer = null;
+  $("posline").textContent = "Position not shared (off shift).";
+}
+function onFixError(e) { $("posline").textContent = "Position not available: " + e.message; }
+async function onFix(p, force) {
+  lastFix = { lat: p.coords.latitude, lon: p.coords.longitude,
+              accuracy_m: Math.round(p.coords.accuracy || 0), at: new Date(p.timestamp).toISOString() };
+  if (!force && Date.now() - lastSent < 5000) return;
+  lastSent = Date.now();
+  try { await api(V("/v1/me/position"), "PUT", lastFix);
+    $("posline").textContent = "Position shared " + new Date().toLocaleTimeString() +
+      " (±" + lastFix.accuracy_m + " m)";
+  } catch (e) { $("posline").textContent = "Position not sent: " + e.message; }
+}
+
+// --- reports from the street (intake) -------------------------------------------------
+const I = (path) => info.services.intake + path;
+let pendingRef = null;   // kept until intake answers: a retry is the same report
+async function loadCategories() {
+  try { const cats = await api(I("/v1/categories"), "GET");
+    $("rcat").replaceChildren(...cats.map((c) => { const o = el("option", "", c.category.replace(/_/g, " "));
+      o.value = c.category; return o; }));
+    $("rcat").value = cats.some((c) => c.category === "hazard_report") ? "hazard_report" : cats[0].category;
+  } catch (e) { toast(e.message); }
+}
+function here() {
+  return new Promise((ok, fail) => {
+    if (lastFix && Date.now() - Date.parse(lastFix.at) < 60000) { ok(lastFix); return; }
+    if (!navigator.geolocation) { fail(new Error("this browser cannot tell your position")); return; }
+    navigator.geolocation.getCurrentPosition((p) => ok({ lat: p.coords.latitude, lon: p.coords.longitude }),
+      (e) => fail(new Error("no position: " + e.message)), { enableHighAccuracy: true, timeout: 20000 });
+  });
+}
+async function sendReport() {
+  $("rsend").disabled = true;
+  try {
+    const at = await here();
+    const who = me || await api(V("/v1/me"), "GET");
+    pendingRef = pendingRef || ("app-" + (info.device_id || "") + "-" + Date.now().toString(36));
+    const body = { external_ref: pendingRef, category: $("rcat").value, district: who.team.district,
+                   location: { lat: at.lat, lon: at.lon } };
+    const text = $("rdesc").value.trim(); if (text) body.description = text;
+    if ($("rweapon").checked) body.flags = ["weapon"];
+    const r = await api(I("/v1/incidents"), "POST", body);
+    pendingRef = null; $("rdesc").value = ""; $("rweapon").checked = false;
+    const mine = JSON.parse(localStorage.getItem("lf_reports") || "[]").filter((x) => x.id !== r.incident_id);
+    mine.unshift({ id: r.incident_id, category: body.category, at: new Date().toISOString() });
+    localStorage.setItem("lf_reports", JSON.stringify(mine.slice(0, 10)));
+    toast("Reported: the command room has it."); showReports();
+  } catch (e) { toast("Not reported: " + e.message); }
+  finally { $("rsend").disabled = false; }
+}
+async function showReports() {
+  const mine = JSON.parse(localStorage.getItem("lf_reports") || "[]"), list = $("myreports");
+  list.replaceChildren();
+  for (const x of mine.slice(0, 5)) {
+    const head = new Date(x.at).toLocaleString() + " · " + x.category.replace(/_/g, " ") + " · ";
+    const line = el("div", "meta", head + "…");
+    list.append(line);
+    api(I("/v1/incidents/" + encodeURIComponent(x.id)), "GET")
+      .then((inc) => { line.textContent = head + inc.status.replace(/_/g, " "); })
+      .catch(() => { line.textContent = head + "(not readable with this token)"; });
+  }
 }
 function b64ToBytes(s) { const pad = "=".repeat((4 - s.length % 4) % 4);
   const raw = atob((s + pad).replace(/-/g, "+").replace(/_/g, "/"));
@@ -326,6 +458,9 @@ async function enablePush() {
 }
 
 $("connect").onclick = connect;
+$("checkin").onclick = () => shift("start");
+$("checkout").onclick = () => shift("end");
+$("rsend").onclick = sendReport;
 $("forget").onclick = () => { stopped = true; localStorage.removeItem("lf_token"); $("token").value = "";
   if (ws) ws.close(); setStatus("not connected", false); };
 $("push").onclick = enablePush;

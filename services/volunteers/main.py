@@ -15,6 +15,8 @@ from shared.http import (
     AuthMiddleware,
     RateLimits,
     add_health_routes,
+    allow_browsers,
+    browser_access,
     install_error_handlers,
 )
 from shared.metrics import add_metrics_route, observe_streams
@@ -77,7 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_body_bytes=settings.max_body_bytes,
                        body_limits={"/v1/roster/import": settings.import_max_bytes},
                        resolve=device_resolver(tokens))
+    # The member's page: check-in, positions and points from the browser.
+    allow_browsers(app, settings.allowed_origins)
     # Ahead of FastAPI: it authenticates position fixes itself (same answers).
-    app.fixes = PositionFastPath(positions=positions, tokens=tokens, settings=settings,
-                                 rate_limits=rate_limits)
+    app.fixes = browser_access(
+        PositionFastPath(positions=positions, tokens=tokens, settings=settings,
+                         rate_limits=rate_limits), settings.allowed_origins)
     return app

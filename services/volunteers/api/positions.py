@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import FastAPI
 from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic import ValidationError
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.events import UnitPosition, utcnow
 from shared.http import (
@@ -123,7 +123,7 @@ class FixesFirst(FastAPI):
     """The volunteers app: FastAPI, with position fixes handed to `fixes` before FastAPI's
     own work (under 2,000 fixes a second that work was ~13 % of volunteers' CPU)."""
 
-    fixes: PositionFastPath | None = None
+    fixes: ASGIApp | None = None  # a PositionFastPath, maybe behind shared.http.browser_access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fixes is not None and scope["type"] == "http" and is_position_fix(scope):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from .conftest import NotifyFactory, Volunteers
+
 
 async def test_probes_page_and_dead_letters(notify: str, http: httpx.AsyncClient) -> None:
     assert (await http.get(f"{notify}/healthz")).status_code == 200
@@ -18,3 +20,16 @@ async def test_probes_page_and_dead_letters(notify: str, http: httpx.AsyncClient
 
     # Mounted and behind the admin token (shared.dead_letters; its admin answer is tested there).
     assert (await http.get(f"{notify}/v1/admin/dead-letters")).status_code == 401
+
+
+async def test_the_page_learns_where_the_members_other_services_are(
+        notify_factory: NotifyFactory, volunteers: Volunteers, http: httpx.AsyncClient) -> None:
+    member = volunteers.enrol("t1")
+    async with notify_factory() as notify:
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.json()["services"] == {"intake": None, "volunteers": None}  # orders only
+    async with notify_factory(intake_public_url="https://lianfang.example:8001/",
+                              volunteers_public_url="https://lianfang.example:8003") as notify:
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.json()["services"] == {"intake": "https://lianfang.example:8001",
+                                         "volunteers": "https://lianfang.example:8003"}
