@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
@@ -140,15 +141,18 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
     return router
 
 
-def build_page_router() -> APIRouter:
+def build_page_router(settings: Settings) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    # The page may call notify, and intake and volunteers where they are configured.
+    others = " ".join(sorted({_origin(url) for url in (settings.intake_public_url,
+                                                        settings.volunteers_public_url) if url}))
+    policy = ("default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'; "
+              f"connect-src 'self' ws: wss:{' ' + others if others else ''}; img-src 'self' data:")
 
     @router.get("/device")
     async def device_page() -> HTMLResponse:
         return HTMLResponse(DEVICE_PAGE, headers={
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
-            "style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:",
+            "Cache-Control": "no-store", "Content-Security-Policy": policy,
             "Referrer-Policy": "no-referrer",
         })
 
@@ -162,3 +166,8 @@ def build_page_router() -> APIRouter:
 
 def _base(url: str | None) -> str | None:
     return url.rstrip("/") if url else None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -125,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.build_router(settings=settings, redis=redis, orders=orders,
                                         webpush_key=webpush_key, sms_enabled="sms" in
                                         {c.name for c in chain}))
-    app.include_router(api.build_page_router())
+    app.include_router(api.build_page_router(settings))
     app.include_router(sockets.build_socket_router(redis=redis, hub=hub, orders=orders,
                                                    introspector=introspector, settings=settings))
 

@@ -55,6 +55,9 @@ async def test_a_volunteer_s_day_from_the_member_page(stack: Stack) -> None:
         me = (await client.get(f"{notify}/v1/devices/me", headers=bearer(token))).json()
         volunteers, intake = me["services"]["volunteers"], me["services"]["intake"]
         assert (volunteers, intake) == (stack.url("volunteers"), stack.url("intake"))
+        policy = page.headers["content-security-policy"]  # what the browser lets fetch() reach
+        [connect] = [d for d in policy.split(";") if d.strip().startswith("connect-src")]
+        assert volunteers in connect.split() and intake in connect.split()
         browser = Browser(client, notify, token)
         phone = await journey.connect_device(stack, token, exits)
 

@@ -28,8 +28,15 @@ async def test_the_page_learns_where_the_members_other_services_are(
     async with notify_factory() as notify:
         r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
         assert r.json()["services"] == {"intake": None, "volunteers": None}  # orders only
+        policy = (await http.get(f"{notify}/device")).headers["content-security-policy"]
+        assert "connect-src 'self' ws: wss:;" in policy
     async with notify_factory(intake_public_url="https://lianfang.example:8001/",
                               volunteers_public_url="https://lianfang.example:8003") as notify:
         r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
         assert r.json()["services"] == {"intake": "https://lianfang.example:8001",
                                          "volunteers": "https://lianfang.example:8003"}
+        # and the page's content security policy lets its fetch() reach them, nothing else
+        policy = (await http.get(f"{notify}/device")).headers["content-security-policy"]
+        [connect] = [d.strip() for d in policy.split(";") if d.strip().startswith("connect-src")]
+        assert connect.split()[1:] == ["'self'", "ws:", "wss:", "https://lianfang.example:8001",
+                                       "https://lianfang.example:8003"]
