@@ -14,6 +14,7 @@ CONSOLE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Lianfang · command room</title>
+<link rel="icon" href="data:,">
 <style>
  body{margin:0;font:14px/1.4 system-ui,sans-serif;background:#0f1c2b;color:#eef3f8}
  header{display:flex;gap:8px;align-items:center;padding:8px 12px;background:#12263a;flex-wrap:wrap}
@@ -194,7 +195,8 @@ def build_console_router() -> APIRouter:
     async def console() -> HTMLResponse:
         return HTMLResponse(CONSOLE_PAGE, headers={
             "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-                                       "style-src 'unsafe-inline'; connect-src 'self'",
+                                       "style-src 'unsafe-inline'; connect-src 'self'; "
+                                       "img-src 'self' data:",
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     return router

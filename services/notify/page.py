@@ -15,6 +15,7 @@ DEVICE_PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
 <meta name="theme-color" content="#12263a">
 <title>Lianfang · orders</title>
+<link rel="icon" href="data:,">
 <style>
   :root { --bg:#0f1c2b; --card:#182c42; --fg:#eef3f8; --dim:#9fb2c6; --p1:#e5383b;
           --p2:#f48c06; --p3:#4ea8de; --p4:#8d99ae; --ok:#2a9d8f; }
@@ -332,7 +333,10 @@ async function loadMe() {
   } catch (e) { toast(e.message); return; }
   const svc = info.services || {};
   if (svc.volunteers) { $("duty").hidden = false; loadDuty(); }
-  if (svc.intake) { $("report").hidden = false; loadCategories(); showReports(); }
+  if (svc.intake) {
+    $("report").hidden = false; loadCategories(); showReports();
+    clearInterval(showReports.timer); showReports.timer = setInterval(showReports, 60000);
+  }
 }
 
 // --- the shift, the position, the points (volunteers) ---------------------------------
