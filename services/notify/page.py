@@ -214,6 +214,7 @@ function onOrder(f) {
 function endOrder(id, why) {
   const o = orders.get(id); if (!o) return;
   o.state = why; render(id, false);
+  if (info && info.services && info.services.volunteers) setTimeout(loadDuty, 2000);  // free, points
   setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); showEmpty(); }, 15000);
 }
 
