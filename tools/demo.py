@@ -164,7 +164,18 @@ class Demo:
                 headers=self.admin)
             r.raise_for_status()
             phones.append((team, r.json()["token"]))
+        await self.browser_phone(doc)
         return phones
+
+    async def browser_phone(self, doc: dict[str, Any]) -> None:
+        """A device for a member nobody simulates (the second of a volunteer team), as a link
+        to the member's page: a browser becomes that member's phone."""
+        member = next(m for m in doc["members"] if m["id"] == "vol-team-4-m2")
+        r = await self.client.post(
+            f"{self.env['VOLUNTEERS_URL']}/v1/members/{member['id']}/devices", headers=self.admin)
+        r.raise_for_status()
+        sys.stdout.write(f"{member['name']}'s phone (Red armband team 4) in a browser: "
+                         f"{self.env['NOTIFY_URL']}/device#token={r.json()['token']}\n")
 
     async def take_duty(self) -> None:
         """A duty leader for the district (one, kept across runs), so that the console shows
