@@ -40,10 +40,6 @@ class ServiceSettings(BaseSettings):
     )
     # Addresses of the other services, for the few synchronous calls there are.
     volunteers_url: str = Field(default="http://127.0.0.1:8003", description="VOLUNTEERS_URL")
-    # The member's page is served by notify and calls intake and volunteers from the browser.
-    cors_origins: str = Field(
-        default="", description="CORS_ORIGINS: comma-separated browser origins allowed to call "
-        "this service (notify's address, where the member's page comes from); empty: none")
 
     rate_limit_system: str = Field(default="600/second", description="RATE_LIMIT_SYSTEM per key")
     rate_limit_device: str = Field(default="20/second", description="RATE_LIMIT_DEVICE per token")
@@ -60,10 +56,6 @@ class ServiceSettings(BaseSettings):
         return self.bookkeeping_linger_ms / 1000
 
     @property
-    def allowed_origins(self) -> tuple[str, ...]:
-        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
-
-    @property
     def port(self) -> int:
         return self.http_port or self.default_port
 
@@ -71,3 +63,15 @@ class ServiceSettings(BaseSettings):
         return {"system": self.rate_limit_system, "device": self.rate_limit_device,
                 "dispatcher": self.rate_limit_dispatcher,
                 "inspector": self.rate_limit_dispatcher}
+
+
+class BrowserCalls(ServiceSettings):
+    """A service the member's page (served by notify) calls from the phone's browser."""
+
+    cors_origins: str = Field(
+        default="", description="CORS_ORIGINS: comma-separated browser origins allowed to call "
+        "this service (notify's address, where the member's page comes from); empty: none")
+
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())

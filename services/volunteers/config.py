@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import BrowserCalls
 from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
-class Settings(ServiceSettings):
+class Settings(BrowserCalls):
     service_name: str = "volunteers"
     default_port: int = 8003
     timezone: TimezoneName = Field(
