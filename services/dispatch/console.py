@@ -30,6 +30,8 @@ CONSOLE_PAGE = """<!doctype html>
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
  .dim{color:#9fb2c6} #err{color:#ff8787} ul{margin:0;padding-left:18px}
  #detail{grid-column:1/3}
+ #map{width:100%;height:340px;background:#0d1826;border-radius:6px;display:block}
+ #map text{fill:#9fb2c6;font-size:11px} #map .inc{cursor:pointer}
 </style></head><body>
 <header><h1>联防 Lianfang · command room</h1>
  <input id="token" type="password" placeholder="dispatcher token" size="28">
@@ -47,7 +49,12 @@ CONSOLE_PAGE = """<!doctype html>
  <span class="dim" id="duty"></span> <button id="takeduty">Take duty</button>
  <span id="err"></span></header>
 <main>
- <section><h2>Board <span class="dim" id="count"></span></h2>
+ <section><h2>Map <span class="dim" id="maplegend"></span></h2>
+  <svg id="map" role="img" aria-label="incidents and units of the district"></svg>
+  <div class="dim">◆ incident (colour: priority; red ring: flagged) · ● team (green free, orange
+   on an order, grey off duty; ring: blue police, yellow security, coral volunteers; hollow: no
+   fix for 10 min) · shaded: the four weeks' hot spots. Click an incident to open it.</div>
+  <h2 style="margin-top:12px">Board <span class="dim" id="count"></span></h2>
   <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
   <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
  <section><h2>Units</h2><table><thead><tr><th>team</th><th>kind</th><th>status</th>
@@ -70,6 +77,7 @@ const $ = id => document.getElementById(id);
 let selected = null;
 let spotsAt = 0;  // when the hot spots were last read
 let me = null;  // who the token is (GET /v1/me), read once per token
+let hotspots = [];  // the heat map's hottest cells, read once a minute
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
 if (link.get("token")) {
   localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console");
@@ -114,6 +122,7 @@ async function refresh() {
       tr.onclick = () => { selected = i.incident_id; detail(); }; tb.appendChild(tr); }
     $("count").textContent = board.count + " shown";
     const units = await api("/v1/units?district=" + encodeURIComponent(d));
+    drawMap(board.incidents, units.units);
     const ub = $("units"); ub.replaceChildren(); const team = $("team"); const keep = team.value;
     team.replaceChildren();
     for (const u of units.units) { const tr = document.createElement("tr");
@@ -136,11 +145,68 @@ async function refresh() {
     if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
       const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
       sl.replaceChildren();
+      hotspots = h.hottest;
       for (const c of h.hottest) { const li = document.createElement("li");
         li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
           + c.peak_hour + ":00; " + busiest(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
     $("err").textContent = ""; if (selected) await detail();
   } catch (e) { $("err").textContent = e.message; }
+}
+// The district on one screen: no map tiles (the station server may have no Internet), the
+// points placed by their coordinates, north up, the same scale both ways.
+const SVG = "http://www.w3.org/2000/svg";
+const UNIT_FILL = {available: "#2a9d8f", dispatched: "#f48c06", busy: "#f48c06", off_duty: "#555"};
+const KIND_RING = {police: "#4ea8de", security: "#e9c46a", volunteer: "#e76f51"};
+const PRIO_FILL = {P1: "#ff6b6b", P2: "#f48c06", P3: "#4ea8de", P4: "#8d99ae"};
+function shape(tag, attrs, title) { const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (title) { const t = document.createElementNS(SVG, "title"); t.textContent = title; e.appendChild(t); }
+  return e; }
+function drawMap(incidents, units) {
+  const svg = $("map"), w = svg.clientWidth || 600, h = svg.clientHeight || 340, pad = 18;
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h); svg.replaceChildren();
+  const placed = units.filter(u => u.position);
+  const pts = [...incidents.map(i => i.location), ...placed.map(u => u.position), ...hotspots];
+  if (!pts.length) { $("maplegend").textContent = "nothing to place yet"; return; }
+  const lats = pts.map(p => p.lat), lons = pts.map(p => p.lon);
+  const lat0 = Math.min(...lats), lat1 = Math.max(...lats);
+  const lon0 = Math.min(...lons), lon1 = Math.max(...lons);
+  const k = Math.cos((lat0 + lat1) / 2 * Math.PI / 180);  // a degree of longitude is shorter
+  const spanX = Math.max((lon1 - lon0) * k, 0.002), spanY = Math.max(lat1 - lat0, 0.002);
+  const scale = Math.min((w - 2 * pad) / spanX, (h - 2 * pad) / spanY);  // px per degree of latitude
+  const cx = (lon0 + lon1) / 2, cy = (lat0 + lat1) / 2;
+  const x = lon => w / 2 + (lon - cx) * k * scale, y = lat => h / 2 - (lat - cy) * scale;
+  const most = Math.max(1, ...hotspots.map(c => c.count));
+  for (const c of hotspots) svg.appendChild(shape("circle", {cx: x(c.lon), cy: y(c.lat),
+    r: 8 + 22 * c.count / most, fill: "#f48c06", "fill-opacity": 0.15},
+    c.count + " incidents in four weeks, most at " + c.peak_hour + ":00"));
+  const stale = Date.now() - 600000;
+  for (const u of placed) {
+    const fresh = u.position.at && Date.parse(u.position.at) > stale;
+    svg.appendChild(shape("circle", {cx: x(u.position.lon), cy: y(u.position.lat), r: 5,
+      fill: fresh ? (UNIT_FILL[u.status] || "#555") : "none", stroke: KIND_RING[u.agency_kind] || "#ccc",
+      "stroke-width": 2}, (u.name || u.team_id) + " · " + u.agency_kind + " · " + u.status
+      + (u.open_order_id ? " · on an order" : "") + (fresh ? "" : " · no recent fix")));
+  }
+  const done = s => ["resolved", "handed_over", "closed", "linked"].includes(s);
+  for (const i of [...incidents].reverse()) {  // the board's first (most urgent) drawn last, on top
+    const px = x(i.location.lon), py = y(i.location.lat), r = done(i.status) ? 4 : 7;
+    const corners = [[px, py - r], [px + r, py], [px, py + r], [px - r, py]];
+    const d = shape("polygon", {class: "inc", points: corners.join(" "),
+      fill: PRIO_FILL[i.priority] || "#ccc", "fill-opacity": done(i.status) ? 0.35 : 1,
+      stroke: i.flagged ? "#ff1f1f" : (i.incident_id === selected ? "#fff" : "none"),
+      "stroke-width": 2},
+      i.priority + " " + i.category + " · " + i.status + " · " + time(i.reported_at));
+    d.onclick = () => { selected = i.incident_id; detail(); }; svg.appendChild(d);
+  }
+  const km = spanX * 111.32, bar = Math.pow(10, Math.floor(Math.log10(km / 3)));  // a round length
+  const barPx = bar / 111.32 * scale;
+  svg.appendChild(shape("line", {x1: pad, y1: h - 8, x2: pad + barPx, y2: h - 8, stroke: "#9fb2c6",
+    "stroke-width": 2}));
+  const label = shape("text", {x: pad + barPx + 6, y: h - 4});
+  label.textContent = bar >= 1 ? bar + " km" : Math.round(bar * 1000) + " m"; svg.appendChild(label);
+  $("maplegend").textContent = incidents.filter(i => !done(i.status)).length + " open · "
+    + placed.filter(u => u.status === "available").length + " teams free of " + units.length;
 }
 function busiest(pairs) { const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, 3);
   return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
