@@ -155,7 +155,7 @@ async function refresh() {
 // The district on one screen: no map tiles (the station server may have no Internet), the
 // points placed by their coordinates, north up, the same scale both ways.
 const SVG = "http://www.w3.org/2000/svg";
-const UNIT_FILL = {available: "#2a9d8f", dispatched: "#f48c06", busy: "#f48c06", off_duty: "#555"};
+const unitFill = s => s === "available" ? "#2a9d8f" : s === "off_duty" ? "#555" : "#f48c06";
 const KIND_RING = {police: "#4ea8de", security: "#e9c46a", volunteer: "#e76f51"};
 const PRIO_FILL = {P1: "#ff6b6b", P2: "#f48c06", P3: "#4ea8de", P4: "#8d99ae"};
 function shape(tag, attrs, title) { const e = document.createElementNS(SVG, tag);
@@ -184,7 +184,7 @@ function drawMap(incidents, units) {
   for (const u of placed) {
     const fresh = u.position.at && Date.parse(u.position.at) > stale;
     svg.appendChild(shape("circle", {cx: x(u.position.lon), cy: y(u.position.lat), r: 5,
-      fill: fresh ? (UNIT_FILL[u.status] || "#555") : "none", stroke: KIND_RING[u.agency_kind] || "#ccc",
+      fill: fresh ? unitFill(u.status) : "none", stroke: KIND_RING[u.agency_kind] || "#ccc",
       "stroke-width": 2}, (u.name || u.team_id) + " · " + u.agency_kind + " · " + u.status
       + (u.open_order_id ? " · on an order" : "") + (fresh ? "" : " · no recent fix")));
   }
