@@ -32,6 +32,15 @@ MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 class AssignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     team_id: str = Field(min_length=1, max_length=64)
+    reassign: bool = Field(default=False, description="a team on another incident's order is "
+                           "taken off it first (that incident goes to its next candidate); "
+                           "without it, such a team is a 409")
+
+
+class TakeBackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    note: str | None = Field(default=None, max_length=500,
+                             description="why, for the timeline (\"needed at a P1 nearby\")")
 
 
 class EvidenceIn(BaseModel):
@@ -183,10 +192,28 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.post("/incidents/{incident_id}/assign", summary="Assign a team by hand")
     async def assign(incident_id: str, body: AssignIn, who: CommandRoom) -> dict[str, Any]:
         await _check_incident(who, incident_id)
-        order = await engine.assign(incident_id, body.team_id)
+        if body.reassign:
+            await _check_team(who, body.team_id)
+        order = await engine.assign(incident_id, body.team_id, reassign=body.reassign,
+                                    by=f"{who.kind}:{who.subject}")
         await audit.record(redis, "dispatch", who, "incident.assign", incident_id,
-                           f"team {body.team_id}, order {order['order_id']}")
+                           f"team {body.team_id}, order {order['order_id']}"
+                           + (", reassigned" if body.reassign else ""))
         return {"order_id": order["order_id"], "team_id": body.team_id, "state": "offered"}
+
+    @router.post("/orders/{order_id}/withdraw",
+                 summary="Take an order back from its team (needed elsewhere, cannot go): "
+                 "the team is free, the incident goes to its next candidate")
+    async def take_back(order_id: str, body: TakeBackIn, who: CommandRoom) -> dict[str, Any]:
+        order = await store.get_order(redis, order_id)
+        if order is None:
+            raise not_found("order")
+        await _check_incident(who, order["incident_id"])
+        order = await engine.take_back(order_id, by=f"{who.kind}:{who.subject}", note=body.note)
+        await audit.record(redis, "dispatch", who, "order.withdraw", order["incident_id"],
+                           f"team {order['team_id']}, order {order_id}")
+        return {"order_id": order_id, "incident_id": order["incident_id"],
+                "team_id": order["team_id"], "state": "withdrawn"}
 
     @router.post("/incidents/{incident_id}/evidence",
                  summary="Attach records kept elsewhere (body-camera video, photos), also once "
@@ -215,6 +242,13 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         if inc is None:
             raise not_found("incident")
         check_district(who, inc["district"])
+
+    async def _check_team(who: Principal, team_id: str) -> None:
+        """A team taken off another order must be of the caller's districts too."""
+        unit = await store.get_unit(redis, team_id)
+        if unit is None:
+            raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")
+        check_district(who, unit.district)
 
     @router.get("/me", summary="Who this token is: kind (admin, dispatcher, inspector), "
                 "name and districts; the console shows what the caller may do")

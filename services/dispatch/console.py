@@ -62,6 +62,7 @@ CONSOLE_PAGE = """<!doctype html>
   <h2 style="margin-top:12px">KPIs (24 h)</h2><ul id="kpis"></ul>
   <h2 style="margin-top:12px">Hot spots (4 weeks)</h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
+  <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
    <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button></div>
   <div style="margin:8px 0">Attach <select id="evkind"><option>video</option><option>photo</option>
@@ -220,6 +221,15 @@ async function detail() {
     + " · " + place + " · supervised by "
     + (i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : "nobody")
     + " · trace " + (i.trace_id || "-");
+  const live = i.orders.filter(o => ["offered", "acknowledged", "en_route", "on_scene"].includes(o.state));
+  const ol = $("orders"); ol.replaceChildren();
+  ol.append(live.length ? "Teams on it: " : "No team on it.");
+  for (const o of live) {
+    const b = document.createElement("button"); b.textContent = "Take back";
+    b.title = "Withdraw this order: the team is free, the incident goes to its next candidate";
+    b.hidden = !!me && me.kind === "inspector";
+    b.onclick = () => takeBack(o); ol.append(" " + (o.team_name || o.team_id) + " (" + o.state + ") ", b);
+  }
   const tb = $("timeline"); tb.replaceChildren();
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
     cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id);
@@ -228,9 +238,24 @@ async function detail() {
     cell(tr, records ? (said ? said + " · " : "") + "evidence: " + records : said);
     tb.appendChild(tr); }
 }
-$("assign").onclick = async () => { try { await api("/v1/incidents/" + selected + "/assign",
-  {method: "POST", body: JSON.stringify({team_id: $("team").value})}); refresh(); }
-  catch (e) { $("err").textContent = e.message; } };
+async function assign(reassign) {
+  return api("/v1/incidents/" + selected + "/assign",
+    {method: "POST", body: JSON.stringify({team_id: $("team").value, reassign})}); }
+$("assign").onclick = async () => {
+  try { await assign(false); refresh(); }
+  catch (e) {
+    // a team on another incident's order: the command room may take it off that one
+    if (!/holds open order/.test(e.message) || !confirm("That team is on another incident's order. "
+        + "Take it off that order (that incident goes to its next team) and send it here?")) {
+      $("err").textContent = e.message; return; }
+    try { await assign(true); refresh(); } catch (e2) { $("err").textContent = e2.message; }
+  } };
+async function takeBack(o) {
+  const note = prompt("Take " + (o.team_name || o.team_id) + " off this incident? Why (for the timeline):");
+  if (note === null) return;
+  try { await api("/v1/orders/" + encodeURIComponent(o.order_id) + "/withdraw",
+    {method: "POST", body: JSON.stringify({note: note.trim() || null})}); refresh(); }
+  catch (e) { $("err").textContent = e.message; } }
 $("attach").onclick = async () => { const ref = $("evref").value.trim(); if (!ref) return;
   try { await api("/v1/incidents/" + selected + "/evidence", {method: "POST",
     body: JSON.stringify({evidence: [{kind: $("evkind").value, ref}]})});

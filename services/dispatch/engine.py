@@ -1341,44 +1341,112 @@ class Dispatcher:
 
     # --- the command room -------------------------------------------------------------
 
-    async def assign(self, incident_id: str, team_id: str) -> dict[str, str]:
-        async with self._locked(incident_id):
-            inc = await store.get_incident(self.redis, incident_id)
-            if inc is None:
-                raise not_found("incident")
-            unit = await store.get_unit(self.redis, team_id)
-            if unit is None:
-                raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")
-            if inc["status"] in TERMINAL:
-                raise conflict(f"the incident is {inc['status']}; only open incidents "
-                               "can be assigned")
+    async def assign(self, incident_id: str, team_id: str, *, reassign: bool = False,
+                     by: str = "the command room") -> dict[str, str]:
+        """The command room sends a team. With `reassign`, a team on another incident's order
+        is taken off it first (`take_back`; that incident goes to its next candidate), both
+        incidents locked meanwhile, so no other step can claim the team in between."""
+        if reassign:
             holder = await store.claim_of(self.redis, team_id)
             held = await store.get_order(self.redis, holder) if holder else None
-            if (held is not None and held["incident_id"] == incident_id
-                    and held.get("kind") == "manual"
+            if (held is not None and held["incident_id"] != incident_id
                     and held["state"] in domain.LIVE_ORDER_STATES):
-                # This assignment asked again (its answer lost, or it failed after the
-                # offer): the same order, announced if it was not, and no conflict.
-                order = held
-                if order.get("published") != "1":
-                    await self._announce(inc, order)
-            else:
-                order = await self._offer_and_announce(inc, unit, kind="manual",
-                                                       require_available=False)
-                if order is None:
-                    raise conflict(f"team {team_id} holds open order {holder}; it must be "
-                                   "resolved or withdrawn first")
-            order_id = order["order_id"]
-            if inc.get("manual_order") != order_id:
-                async def recorded(pipe: Pipeline) -> None:
-                    store.queue_not_waiting(pipe, district=inc["district"],
-                                            incident_id=incident_id)
-                    store.queue_incident_fields(pipe, incident_id, {"manual_order": order_id})
+                first, second = sorted((incident_id, held["incident_id"]))  # one order: no deadlock
+                async with self._locked(first), self._locked(second):
+                    await self._assignable(incident_id, team_id)  # before the team is taken off
+                    await self._take_back(held["incident_id"], held["order_id"], by=by,
+                                          note=f"sent to incident {incident_id} instead")
+                    return await self._assign(incident_id, team_id)
+        async with self._locked(incident_id):
+            return await self._assign(incident_id, team_id)
 
-                await self._emit(incident_id, TimelineEntry(
-                    kind="manual_assign", team_id=team_id, order_id=order_id,
-                    detail="assigned by the command room"), also=recorded)
-            return order
+    async def take_back(self, order_id: str, *, by: str, note: str | None) -> dict[str, str]:
+        """The command room takes an order back (its team is wanted elsewhere, or cannot go):
+        order.withdrawn (`reassigned`) ends it on the team's phones and frees the team; the
+        incident goes to its next candidate (never the same team again) and the team to the
+        incidents waiting for one. Asked again, it withdraws nothing more."""
+        order = await store.get_order(self.redis, order_id)
+        if order is None:
+            raise not_found("order")
+        async with self._locked(order["incident_id"]):
+            order, district = await self._take_back(order["incident_id"], order_id, by=by,
+                                                    note=note)
+        await self.retry_waiting(district, freed=order["team_id"])
+        return order
+
+    async def _take_back(self, incident_id: str, order_id: str, *, by: str,
+                         note: str | None) -> tuple[dict[str, str], str]:
+        """Under the incident's lock: the order withdrawn with its timeline entry, then the
+        incident filled again (as a missed deadline's withdrawal is)."""
+        state = await store.incident_state(self.redis, incident_id)
+        inc = state.incident
+        order = next((o for o in state.orders if o["order_id"] == order_id), None)
+        if inc is None or order is None:
+            raise not_found("order")
+        if order["state"] in domain.LIVE_ORDER_STATES:
+            # first, as a withdrawal's: harmless made again
+            await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
+            order["state"] = "withdrawn"
+
+            async def withdrawn(pipe: Pipeline) -> None:
+                store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
+                store.queue_cancel(pipe, f"ack:{order_id}")
+                await queue_publish(pipe, streams.ORDER_WITHDRAWN,
+                                    self._order_withdrawn(inc, order, "reassigned"))
+
+            await self._emit(incident_id, TimelineEntry(
+                kind="withdrawn", team_id=order["team_id"], order_id=order_id,
+                detail=f"taken back by {by}", note=note or None), state=state, also=withdrawn)
+        elif order["state"] != "withdrawn":
+            raise conflict(f"the order is {order['state']}: only a live order can be taken back")
+        await self._fill(incident_id, state)
+        return order, inc["district"]
+
+    async def _assignable(self, incident_id: str,
+                          team_id: str) -> tuple[dict[str, str], domain.Unit]:
+        """The open incident and the known team of an assignment; else why not."""
+        inc = await store.get_incident(self.redis, incident_id)
+        if inc is None:
+            raise not_found("incident")
+        unit = await store.get_unit(self.redis, team_id)
+        if unit is None:
+            raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")
+        if inc["status"] in TERMINAL:
+            raise conflict(f"the incident is {inc['status']}; only open incidents "
+                           "can be assigned")
+        return inc, unit
+
+    async def _assign(self, incident_id: str, team_id: str) -> dict[str, str]:
+        """Under the incident's lock: a manual order to the team (the same one if this
+        assignment is asked again)."""
+        inc, unit = await self._assignable(incident_id, team_id)
+        holder = await store.claim_of(self.redis, team_id)
+        held = await store.get_order(self.redis, holder) if holder else None
+        if (held is not None and held["incident_id"] == incident_id
+                and held.get("kind") == "manual"
+                and held["state"] in domain.LIVE_ORDER_STATES):
+            # This assignment asked again (its answer lost, or it failed after the
+            # offer): the same order, announced if it was not, and no conflict.
+            order = held
+            if order.get("published") != "1":
+                await self._announce(inc, order)
+        else:
+            order = await self._offer_and_announce(inc, unit, kind="manual",
+                                                   require_available=False)
+            if order is None:
+                raise conflict(f"team {team_id} holds open order {holder}; send it with "
+                               "\"reassign\": true to take it off that order first")
+        order_id = order["order_id"]
+        if inc.get("manual_order") != order_id:
+            async def recorded(pipe: Pipeline) -> None:
+                store.queue_not_waiting(pipe, district=inc["district"],
+                                        incident_id=incident_id)
+                store.queue_incident_fields(pipe, incident_id, {"manual_order": order_id})
+
+            await self._emit(incident_id, TimelineEntry(
+                kind="manual_assign", team_id=team_id, order_id=order_id,
+                detail="assigned by the command room"), also=recorded)
+        return order
 
     async def attach_evidence(self, incident_id: str, evidence: tuple[Evidence, ...], *,
                               note: str | None, by: str) -> tuple[Evidence, ...]:

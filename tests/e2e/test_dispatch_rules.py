@@ -92,3 +92,59 @@ async def test_missed_acknowledgement_escalates_and_handover_reaches_the_owning_
         assert kpis["handed_over"] == 1 and kpis["by_category"] == {"noise": 1}
         assert kpis["time_to_assign_s"]["count"] == 1
         assert kpis["time_to_acknowledge_s"]["p50"] >= P4_DEADLINE_S
+
+
+async def test_the_command_room_moves_a_guard_from_a_noise_complaint_to_a_fight(
+        stack: Stack) -> None:
+    district = unique_district()
+    lat, lon = 22.8450, 108.3150
+    async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
+        r = await client.post(f"{stack.url('volunteers')}/v1/roster/import",
+                              headers=admin(stack), json=district_roster(district, (lat, lon)))
+        assert r.status_code == 200, r.text
+        tokens = {who: await enrol(client, stack, f"{district}-m-{who}")
+                  for who in ("sec", "near-1")}
+        phones = {who: await connect_device(stack, token, exits) for who, token in tokens.items()}
+        await on_shift_at(client, stack, tokens["sec"], lat + 0.001, lon)     # guard, 110 m
+        await on_shift_at(client, stack, tokens["near-1"], lat + 0.01, lon)   # patrol, 1.1 km
+        await wait_until_dispatch_sees(client, stack, district, 2)
+        key = await register_system(client, stack, district)
+
+        async def report(ref: str, category: str, at: tuple[float, float]) -> str:
+            r = await client.post(f"{stack.url('intake')}/v1/incidents", headers=bearer(key), json={
+                "external_ref": ref, "category": category, "district": district,
+                "location": {"lat": at[0], "lon": at[1]}})
+            assert r.status_code == 202, r.text
+            return r.json()["incident_id"]
+
+        noise = await report(f"noise-{district}", "noise", (lat, lon))
+        first = await phones["sec"].next_of("order")
+        assert first["incident_id"] == noise
+        # a fight two streets away: the dispatcher wants the guard there, not at the noise
+        fight = await report(f"fight-{district}", "suspicious", (lat - 0.004, lon))
+        await phones["near-1"].next_of("order", timeout=10)  # the patrol has it first
+        r = await client.post(f"{stack.url('dispatch')}/v1/incidents/{fight}/assign",
+                              headers=admin(stack),
+                              json={"team_id": f"{district}-sec-1", "reassign": True})
+        assert r.status_code == 200, r.text
+
+        withdrawn = await phones["sec"].next_of("order_withdrawn", timeout=10)  # off the noise
+        assert withdrawn["order_id"] == first["order_id"]
+        moved = await phones["sec"].next_of("order", timeout=10)  # onto the fight
+        assert (moved["incident_id"], moved["kind"]) == (fight, "manual")
+
+        async def noise_waits_for_a_team() -> bool:  # nobody else may take a noise complaint
+            r = await client.get(f"{stack.url('dispatch')}/v1/incidents/{noise}",
+                                 headers=admin(stack))
+            kinds = [e["kind"] for e in r.json()["timeline"]]
+            return r.json()["status"] == "unassigned" and "withdrawn" in kinds
+
+        await poll_until(noise_waits_for_a_team, "the noise complaint back in the queue")
+
+        async def guard_on_the_fight() -> bool:  # volunteers: the old order ended, the new one on
+            r = await client.get(f"{stack.url('volunteers')}/v1/teams/{district}-sec-1",
+                                 headers=admin(stack))
+            state = r.json()["state"]
+            return state["open_orders"] == [{"order_id": moved["order_id"], "stage": "dispatched"}]
+
+        await poll_until(guard_on_the_fight, "the guard's team busy with the fight only")

@@ -5,6 +5,7 @@ lost answer."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -14,11 +15,11 @@ from faststream.redis import RedisBroker
 from services.dispatch import locks
 from services.dispatch.main import create_app
 from shared import streams
-from shared.events import OrderIssued
+from shared.events import OrderIssued, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, settings_for
-from .test_engine import orders_for, report, team, wait_for_units
+from .test_engine import orders_for, orders_once, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -119,3 +120,91 @@ async def test_an_incident_held_by_a_stalled_step_answers_503_and_the_assignment
             assert again.status_code == 200
             assert [o.order_id for o in manual_orders(clean_redis, incident_id)] == [
                 again.json()["order_id"]]
+
+
+def withdrawals(url: str, incident_id: str) -> list[OrderWithdrawn]:
+    return [w for w in read_stream(url, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+            if w.incident_id == incident_id]
+
+
+def timeline(url: str, incident_id: str) -> list[dict[str, Any]]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return [json.loads(e) for e in client.lrange(f"dispatch:timeline:{incident_id}", 0, -1)]
+    finally:
+        client.close()
+
+
+async def three_teams_and_a_minor_incident(url: str, publisher: RedisBroker) -> OrderIssued:
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "patrol", kind="police", role="patrol", lat=22.8300, lon=108.3665)
+    await team(publisher, "station", kind="police", role="station", lat=22.8400, lon=108.3665)
+    await wait_for_units(url, 3)
+    minor = await report(publisher, "noise", priority="P4")
+    [first] = await orders_once(url, minor, 1, "the noise complaint's order")
+    assert first.team_id == "guard"  # the nearest
+    return first
+
+
+async def test_the_command_room_takes_a_team_back_and_the_incident_goes_to_its_next_team(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
+    url = f"/v1/orders/{first.order_id}/withdraw"
+    r = await console.post(url, headers=ADMIN, json={"note": "needed at the market fight"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"order_id": first.order_id, "incident_id": first.incident_id,
+                        "team_id": "guard", "state": "withdrawn"}
+    [withdrawn] = withdrawals(clean_redis, first.incident_id)  # the phones drop it, volunteers
+    assert (withdrawn.order_id, withdrawn.reason) == (first.order_id, "reassigned")  # frees it
+    orders = await orders_once(clean_redis, first.incident_id, 2, "the next team's order")
+    assert orders[1].team_id == "patrol"  # the next candidate, never the team taken back
+    [entry] = [e for e in timeline(clean_redis, first.incident_id) if e["kind"] == "withdrawn"]
+    assert (entry["team_id"], entry["note"]) == ("guard", "needed at the market fight")
+    assert entry["detail"] == "taken back by admin:admin"
+
+    again = await console.post(url, headers=ADMIN, json={})  # the answer lost: asked again
+    assert again.status_code == 200 and again.json()["state"] == "withdrawn"
+    assert len(withdrawals(clean_redis, first.incident_id)) == 1
+    assert len(orders_for(clean_redis, first.incident_id)) == 2
+    assert sum(e["kind"] == "withdrawn" for e in timeline(clean_redis, first.incident_id)) == 1
+
+    assert (await console.post("/v1/orders/ord_nope/withdraw", headers=ADMIN,
+                               json={})).status_code == 404
+    r = await console.post(url, headers=ADMIN, json={"note": "x" * 501})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "note"
+
+
+async def test_a_team_is_moved_from_a_minor_incident_to_a_worse_one(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
+    worse = await report(publisher, "suspicious", priority="P2")  # goes to the patrol
+    [patrol] = await orders_once(clean_redis, worse, 1, "the patrol's order")
+    assert patrol.team_id == "patrol"
+
+    body = {"team_id": "guard"}
+    busy = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
+    assert busy.status_code == 409 and '"reassign": true' in busy.json()["error"]["message"]
+    moved = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN,
+                               json={**body, "reassign": True})
+    assert moved.status_code == 200, moved.text
+    [manual] = manual_orders(clean_redis, worse)
+    assert (manual.team_id, manual.order_id) == ("guard", moved.json()["order_id"])
+    [withdrawn] = withdrawals(clean_redis, first.incident_id)
+    assert (withdrawn.order_id, withdrawn.reason) == (first.order_id, "reassigned")
+    [entry] = [e for e in timeline(clean_redis, first.incident_id) if e["kind"] == "withdrawn"]
+    assert entry["note"] == f"sent to incident {worse} instead"
+    # the noise complaint is not dropped: its next team is the station's (the patrol is busy)
+    orders = await orders_once(clean_redis, first.incident_id, 2, "the minor incident's next team")
+    assert orders[1].team_id == "station"
+
+
+async def test_a_team_is_not_taken_off_its_order_for_an_incident_that_cannot_have_it(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
+    worse = await report(publisher, "suspicious", priority="P2")
+    await orders_once(clean_redis, worse, 1, "the patrol's order")
+    assert (await console.post(f"/v1/incidents/{worse}/close", headers=ADMIN)).status_code == 200
+    r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN,
+                           json={"team_id": "guard", "reassign": True})
+    assert r.status_code == 409 and "closed" in r.json()["error"]["message"]
+    assert withdrawals(clean_redis, first.incident_id) == []  # the guard stays on its order
