@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 from shared import audit
-from shared.events import MAX_EVIDENCE, Evidence, new_id
+from shared.events import MAX_EVIDENCE, Evidence, Priority, new_id
 from shared.http import ApiError, Principal, conflict, forbidden, not_found, require
 
 from . import domain, review, store
@@ -35,6 +35,15 @@ class AssignIn(BaseModel):
     reassign: bool = Field(default=False, description="a team on another incident's order is "
                            "taken off it first (that incident goes to its next candidate); "
                            "without it, such a team is a 409")
+
+
+class ReviseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    priority: Priority | None = Field(default=None, description="the command room's priority")
+    add_flags: tuple[Annotated[str, Field(min_length=1, max_length=32)], ...] = Field(
+        default=(), max_length=16, description="weapon, injury, in_progress raise it to P1 "
+        "(unless a priority is given); weapon takes volunteer teams off it")
+    note: str | None = Field(default=None, max_length=500, description="what was learnt")
 
 
 class TakeBackIn(BaseModel):
@@ -200,6 +209,22 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                            f"team {body.team_id}, order {order['order_id']}"
                            + (", reassigned" if body.reassign else ""))
         return {"order_id": order["order_id"], "team_id": body.team_id, "state": "offered"}
+
+    @router.patch("/incidents/{incident_id}",
+                  summary="Revise an incident the command room learnt more of: its priority, "
+                  "flags (a weapon takes volunteers off it); it gets the units these now want")
+    async def revise(incident_id: str, body: ReviseIn, who: CommandRoom) -> dict[str, Any]:
+        if body.priority is None and not body.add_flags:
+            raise ApiError(422, "invalid_field", "give a priority or flags to add", "priority")
+        await _check_incident(who, incident_id)
+        inc, taken = await engine.revise(incident_id, priority=body.priority,
+                                         add_flags=body.add_flags, note=body.note,
+                                         by=f"{who.kind}:{who.subject}")
+        await audit.record(redis, "dispatch", who, "incident.revise", incident_id,
+                           f"priority {inc['priority']}, flags {inc.get('flags') or '[]'}")
+        return {"incident_id": incident_id, "priority": inc["priority"],
+                "flags": json.loads(inc.get("flags") or "[]"),
+                "withdrawn": [o["order_id"] for o in taken]}
 
     @router.post("/orders/{order_id}/withdraw",
                  summary="Take an order back from its team (needed elsewhere, cannot go): "

@@ -65,6 +65,13 @@ CONSOLE_PAGE = """<!doctype html>
   <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
    <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button></div>
+  <div style="margin:8px 0">Revise <select id="newprio"><option value="">priority</option>
+   <option>P1</option><option>P2</option><option>P3</option><option>P4</option></select>
+   <label><input type="checkbox" id="fweapon"> weapon</label>
+   <label><input type="checkbox" id="finjury"> injury</label>
+   <label><input type="checkbox" id="fprogress"> in progress</label>
+   <input id="revnote" placeholder="what was learnt (for the timeline)" size="32" maxlength="500">
+   <button id="revise">Revise</button></div>
   <div style="margin:8px 0">Attach <select id="evkind"><option>video</option><option>photo</option>
    <option>audio</option><option>document</option></select>
    <input id="evref" placeholder="body-camera file id or address" size="32" maxlength="200">
@@ -105,7 +112,8 @@ async function refresh() {
     if ($("mine").checked) q.set("supervisor", "me");
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
     if (!me) { me = await api("/v1/me");  // an inspector reads and changes nothing: no buttons
-      for (const id of ["assign", "close", "attach", "takeduty"]) $(id).hidden = me.kind === "inspector"; }
+      for (const id of ["assign", "close", "attach", "takeduty", "revise"]) {
+        $(id).hidden = me.kind === "inspector"; } }
     const duty = (await api("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
     $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
       : "nobody on duty: new incidents have no supervisor";
@@ -250,6 +258,19 @@ $("assign").onclick = async () => {
       $("err").textContent = e.message; return; }
     try { await assign(true); refresh(); } catch (e2) { $("err").textContent = e2.message; }
   } };
+$("revise").onclick = async () => {
+  const flags = [["fweapon", "weapon"], ["finjury", "injury"], ["fprogress", "in_progress"]]
+    .filter(([id]) => $(id).checked).map(([, f]) => f);
+  const body = {add_flags: flags, note: $("revnote").value.trim() || null};
+  if ($("newprio").value) body.priority = $("newprio").value;
+  const warn = "A weapon takes every volunteer team off this incident. Go on?";
+  if (flags.includes("weapon") && !confirm(warn)) return;
+  try { const r = await api("/v1/incidents/" + selected, {method: "PATCH", body: JSON.stringify(body)});
+    for (const id of ["fweapon", "finjury", "fprogress"]) $(id).checked = false;
+    $("newprio").value = ""; $("revnote").value = "";
+    if (r.withdrawn.length) $("err").textContent = r.withdrawn.length + " volunteer order(s) taken back";
+    refresh(); }
+  catch (e) { $("err").textContent = e.message; } };
 async function takeBack(o) {
   const note = prompt("Take " + (o.team_name || o.team_id) + " off this incident? Why (for the timeline):");
   if (note === null) return;

@@ -1384,23 +1384,78 @@ class Dispatcher:
         if inc is None or order is None:
             raise not_found("order")
         if order["state"] in domain.LIVE_ORDER_STATES:
-            # first, as a withdrawal's: harmless made again
-            await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
-            order["state"] = "withdrawn"
-
-            async def withdrawn(pipe: Pipeline) -> None:
-                store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
-                store.queue_cancel(pipe, f"ack:{order_id}")
-                await queue_publish(pipe, streams.ORDER_WITHDRAWN,
-                                    self._order_withdrawn(inc, order, "reassigned"))
-
-            await self._emit(incident_id, TimelineEntry(
-                kind="withdrawn", team_id=order["team_id"], order_id=order_id,
-                detail=f"taken back by {by}", note=note or None), state=state, also=withdrawn)
+            await self._taken_back(state, order, detail=f"taken back by {by}", note=note)
         elif order["state"] != "withdrawn":
             raise conflict(f"the order is {order['state']}: only a live order can be taken back")
         await self._fill(incident_id, state)
         return order, inc["district"]
+
+    async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,
+                          detail: str, note: str | None = None) -> None:
+        """A live order withdrawn by the command room's decision (order.withdrawn,
+        `reassigned`): its team's claim released first (harmless made again), then the
+        order's state, its deadline, the event and the timeline entry in one write."""
+        inc = state.incident
+        assert inc is not None
+        order_id = order["order_id"]
+        await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
+        order["state"] = "withdrawn"
+
+        async def withdrawn(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
+            store.queue_cancel(pipe, f"ack:{order_id}")
+            await queue_publish(pipe, streams.ORDER_WITHDRAWN,
+                                self._order_withdrawn(inc, order, "reassigned"))
+
+        await self._emit(inc["incident_id"], TimelineEntry(
+            kind="withdrawn", team_id=order["team_id"], order_id=order_id, detail=detail,
+            note=note or None), state=state, also=withdrawn)
+
+    async def revise(self, incident_id: str, *, priority: str | None, add_flags: tuple[str, ...],
+                     note: str | None, by: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """The command room learns more (the caller rings back: he has a knife): a priority
+        and flags. A flag that raises a report to P1 does so here too unless a priority is
+        given; a flag that bars volunteers takes their teams off it (never sent into
+        violence); then the incident gets the units its priority and flags now want. Nothing
+        new: nothing written. Returns the incident and the orders taken back."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None:
+                raise not_found("incident")
+            if inc["status"] in TERMINAL:
+                raise conflict(f"the incident is {inc['status']}; only an open incident is revised")
+            old_flags: list[str] = json.loads(inc.get("flags") or "[]")
+            added = [f for f in dict.fromkeys(add_flags) if f not in old_flags]
+            raised = any(f in self.policy.raise_to_p1_flags for f in added)
+            new_priority = priority or ("P1" if raised else inc["priority"])
+            if new_priority == inc["priority"] and not added:
+                return inc, []
+            what = ([f"priority {inc['priority']} → {new_priority}"]
+                    if new_priority != inc["priority"] else [])
+            if added:
+                what.append("flags added: " + ", ".join(added))
+            changes = {"priority": new_priority, "flags": json.dumps([*old_flags, *added])}
+            inc.update(changes)
+
+            async def revised(pipe: Pipeline) -> None:
+                store.queue_incident_fields(pipe, incident_id, changes)
+
+            await self._emit(incident_id, TimelineEntry(
+                kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
+                state=state, also=revised)
+            taken: list[dict[str, str]] = []
+            barring = [f for f in json.loads(changes["flags"])
+                       if f in self.policy.bar_volunteers_flags]
+            for order in [o for o in state.orders if barring and o["agency_kind"] == "volunteer"
+                          and o["state"] in domain.LIVE_ORDER_STATES]:
+                await self._taken_back(state, order, detail="volunteers are not sent to an "
+                                       f"incident flagged {', '.join(barring)}: taken off")
+                taken.append(order)
+            await self._fill(incident_id, state)
+        for order in taken:
+            await self.retry_waiting(inc["district"], freed=order["team_id"])
+        return inc, taken
 
     async def _assignable(self, incident_id: str,
                           team_id: str) -> tuple[dict[str, str], domain.Unit]:

@@ -1,0 +1,81 @@
+"""The command room learns more of an incident (PATCH /v1/incidents/{id}): its priority and
+flags change, a weapon takes volunteer teams off it, and it gets the units it now wants."""
+
+from __future__ import annotations
+
+import httpx
+from faststream.redis import RedisBroker
+
+from shared import streams
+from shared.events import IncidentUpdated
+from tests.helpers import poll_until, read_stream
+
+from .test_assign import ADMIN, timeline, withdrawals
+from .test_engine import orders_once, report, team, wait_for_units
+
+
+def updates(url: str, incident_id: str) -> list[IncidentUpdated]:
+    return [u for u in read_stream(url, streams.INCIDENT_UPDATED.name, IncidentUpdated)
+            if u.incident_id == incident_id]
+
+
+async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await team(publisher, "guard", kind="security", lat=22.8250, lon=108.3665)
+    await wait_for_units(clean_redis, 2)
+    incident_id = await report(publisher, "hazard_report", priority="P4")
+    [first] = await orders_once(clean_redis, incident_id, 1, "the volunteers' order")
+    assert first.team_id == "aunties"
+
+    r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN, json={
+        "add_flags": ["weapon"], "note": "the caller rang back: a man with a knife"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"incident_id": incident_id, "priority": "P1", "flags": ["weapon"],
+                        "withdrawn": [first.order_id]}
+    [withdrawn] = withdrawals(clean_redis, incident_id)
+    assert (withdrawn.order_id, withdrawn.reason) == (first.order_id, "reassigned")
+    orders = await orders_once(clean_redis, incident_id, 2, "the guards' order")
+    assert (orders[1].team_id, orders[1].priority) == ("guard", "P1")
+    assert "weapon" in orders[1].flags
+    kinds = [(e["kind"], e.get("note"), e.get("detail")) for e in timeline(clean_redis, incident_id)]
+    assert ("revised", "the caller rang back: a man with a knife",
+            "priority P4 → P1; flags added: weapon by admin:admin") in kinds
+    assert ("withdrawn", None, "volunteers are not sent to an incident flagged weapon: taken off"
+            ) in kinds
+
+    async def reporting_system_sees_p1() -> bool:  # what intake projects from
+        return any(u.priority == "P1" for u in updates(clean_redis, incident_id))
+
+    await poll_until(reporting_system_sees_p1, "incident.updated with the new priority")
+    # the same again: nothing new, nothing written
+    again = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN,
+                                json={"add_flags": ["weapon"]})
+    assert again.status_code == 200 and again.json()["withdrawn"] == []
+    assert sum(e["kind"] == "revised" for e in timeline(clean_redis, incident_id)) == 1
+
+
+async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "suspicious", priority="P2")
+    await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    url = f"/v1/incidents/{incident_id}"
+    r = await console.patch(url, headers=ADMIN, json={"priority": "P3",
+                                                      "note": "a delivery rider, known"})
+    assert r.status_code == 200 and r.json()["priority"] == "P3"
+    assert withdrawals(clean_redis, incident_id) == []  # the guard stays on it
+
+    for body, field in [({}, "priority"), ({"priority": "P0"}, "priority"),
+                        ({"add_flags": [""]}, "add_flags.0"), ({"note": "x" * 501}, "note"),
+                        ({"priority": "P1", "colour": "red"}, "colour")]:
+        bad = await console.patch(url, headers=ADMIN, json=body)
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == field, (body, bad.text)
+    assert (await console.patch("/v1/incidents/inc_nope", headers=ADMIN,
+                                json={"priority": "P1"})).status_code == 404
+    await console.post(f"{url}/close", headers=ADMIN)
+    closed = await console.patch(url, headers=ADMIN, json={"priority": "P1"})
+    assert closed.status_code == 409
+
+
