@@ -177,6 +177,17 @@ class OrderWithdrawn(Event):
         default=None, description="whether a device of the team had received the order")
 
 
+class OrderAmended(Event):
+    """A live order's incident revised by the command room: what its team must now know.
+    Never a note: the command room's words may name the caller, which only police read."""
+
+    order_id: str
+    incident_id: str
+    team_id: str
+    priority: Priority
+    flags: tuple[str, ...] = ()
+
+
 class OrderEscalated(Event):
     order_id: str
     incident_id: str

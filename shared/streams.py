@@ -31,6 +31,8 @@ INCIDENT_CLOSED = Stream("incident.closed", "dispatch", ("intake", "volunteers")
 ORDER_ISSUED = Stream("order.issued", "dispatch", ("notify", "volunteers"))
 ORDER_WITHDRAWN = Stream("order.withdrawn", "dispatch", ("notify", "volunteers"))
 ORDER_ESCALATED = Stream("order.escalated", "dispatch", ())
+# The command room revised a live order's incident (priority, flags): the phones are told.
+ORDER_AMENDED = Stream("order.amended", "dispatch", ("notify",))
 ORDER_DELIVERED = Stream("order.delivered", "notify", ("dispatch",))
 ORDER_RESPONDED = Stream("order.responded", "notify", ("dispatch", "volunteers"))
 UNIT_STATUS = Stream("unit.status", "volunteers", ("dispatch",))
@@ -46,6 +48,7 @@ ALL: tuple[Stream, ...] = (
     ORDER_ISSUED,
     ORDER_WITHDRAWN,
     ORDER_ESCALATED,
+    ORDER_AMENDED,
     ORDER_DELIVERED,
     ORDER_RESPONDED,
     UNIT_STATUS,

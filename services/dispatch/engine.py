@@ -32,6 +32,7 @@ from shared.events import (
     IncidentReported,
     IncidentUpdated,
     Location,
+    OrderAmended,
     OrderDelivered,
     OrderEscalated,
     OrderIssued,
@@ -1435,23 +1436,30 @@ class Dispatcher:
                     if new_priority != inc["priority"] else [])
             if added:
                 what.append("flags added: " + ", ".join(added))
-            changes = {"priority": new_priority, "flags": json.dumps([*old_flags, *added])}
+            flags = [*old_flags, *added]
+            changes = {"priority": new_priority, "flags": json.dumps(flags)}
             inc.update(changes)
+            barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
+            live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
+            off = [o for o in live if barring and o["agency_kind"] == "volunteer"]
 
             async def revised(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, incident_id, changes)
+                for order in live:  # the teams staying on it are told, with the revision
+                    if order not in off:
+                        await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
+                            event_id=f"amended-{order['order_id']}-{inc.get('seq') or 0}",
+                            district=inc["district"], order_id=order["order_id"],
+                            incident_id=incident_id, team_id=order["team_id"],
+                            priority=new_priority, flags=tuple(flags)))
 
             await self._emit(incident_id, TimelineEntry(
                 kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
                 state=state, also=revised)
-            taken: list[dict[str, str]] = []
-            barring = [f for f in json.loads(changes["flags"])
-                       if f in self.policy.bar_volunteers_flags]
-            for order in [o for o in state.orders if barring and o["agency_kind"] == "volunteer"
-                          and o["state"] in domain.LIVE_ORDER_STATES]:
+            for order in off:
                 await self._taken_back(state, order, detail="volunteers are not sent to an "
                                        f"incident flagged {', '.join(barring)}: taken off")
-                taken.append(order)
+            taken = off
             await self._fill(incident_id, state)
         for order in taken:
             await self.retry_waiting(inc["district"], freed=order["team_id"])

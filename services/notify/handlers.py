@@ -1,4 +1,5 @@
-"""Notify's subscribers: order.issued and order.withdrawn -> devices; device.revoked -> close sockets."""
+"""Notify's subscribers: order.issued, .amended and .withdrawn -> devices; device.revoked ->
+close sockets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from redis.asyncio import Redis
 
 from shared import streams
 from shared.bus import Traced, consume, consume_batches
-from shared.events import DeviceRevoked, OrderIssued, OrderWithdrawn
+from shared.events import DeviceRevoked, OrderAmended, OrderIssued, OrderWithdrawn
 
 from . import store
 from .config import Settings
@@ -26,6 +27,9 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
 
     async def on_order_withdrawn(event: OrderWithdrawn) -> None:
         await orders.withdraw(event)
+
+    async def on_order_amended(event: OrderAmended) -> None:
+        await orders.amend(event)
 
     async def on_device_revoked(event: DeviceRevoked) -> None:
         # One replica reads the event; the control channel tells every replica to close.
@@ -45,6 +49,8 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
     consume_batches(broker, streams.ORDER_ISSUED, OrderIssued, on_orders_issued,
                     settings=settings, group="notify", batch=50, trace_each=True)
     consume(broker, streams.ORDER_WITHDRAWN, OrderWithdrawn, on_order_withdrawn,
+            settings=settings, group="notify")
+    consume(broker, streams.ORDER_AMENDED, OrderAmended, on_order_amended,
             settings=settings, group="notify")
     consume(broker, streams.DEVICE_REVOKED, DeviceRevoked, on_device_revoked,
             settings=settings, group="notify")

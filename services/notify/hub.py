@@ -28,7 +28,7 @@ from shared.http import Principal
 from shared.telemetry import extract_context
 
 from . import store
-from .domain.orders import order_frame, state_frame, withdrawn_frame
+from .domain.orders import amended_frame, order_frame, state_frame, withdrawn_frame
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
@@ -124,6 +124,11 @@ def state_message(frame: dict[str, Any], *, origin: str | None) -> str:
     """Where an order stands after an answer; `origin`: the socket that answered, which has
     had its own reply already."""
     return json.dumps({"event": "state", "frame": frame, "origin": origin})
+
+
+def amended_message(order: OrderIssued) -> str:
+    return json.dumps({"event": "amended", "order_id": order.order_id,
+                       "frame": amended_frame(order)})
 
 
 def withdrawn_message(order_id: str) -> str:
@@ -282,6 +287,10 @@ class Hub:
             for conn in conns:
                 self._push(conn, data["order_id"], data["incident_id"], data["frame"],
                            data["trace"])
+        elif kind == "amended":  # the sockets that have the order; the others get it so
+            for conn in conns:
+                if data["order_id"] in conn.sent:
+                    conn.offer(data["frame"])
         elif kind == "withdrawn":
             for conn in conns:
                 conn.shown.discard(data["order_id"])

@@ -186,6 +186,7 @@ function onFrame(f) {
       break;
     case "order": onOrder(f); break;
     case "order_withdrawn": endOrder(f.order_id, "withdrawn"); break;
+    case "order_update": onUpdate(f); break;
     case "order_state":
       // an order the team took before this page knew it (a reload, another phone answered):
       // shown where it stands, to carry on with; no alarm
@@ -209,6 +210,16 @@ function onOrder(f) {
       new Notification(f.priority + " " + f.category, { body: f.address || "", tag: f.order_id });
     } catch (e) { /* notifications not allowed */ }
   }
+}
+
+// The command room learnt more: a new priority, flags such as "weapon". A raise alarms again.
+function onUpdate(f) {
+  const o = orders.get(f.order_id); if (!o) return;
+  const raised = f.priority < o.frame.priority, added = f.flags.filter((x) => !o.frame.flags.includes(x));
+  o.frame = { ...o.frame, priority: f.priority, flags: f.flags };
+  render(f.order_id, raised || added.length > 0);
+  if (raised || added.length) { beep();
+    toast("Order updated: " + f.priority + (added.length ? " · " + added.join(", ") : "")); }
 }
 
 function endOrder(id, why) {

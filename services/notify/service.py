@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from shared.bus import Traced
 from shared.events import (
     Evidence,
+    OrderAmended,
     OrderDelivered,
     OrderIssued,
     OrderResponded,
@@ -33,7 +34,7 @@ from . import store
 from .config import Settings
 from .domain.orders import for_team, state_frame
 from .domain.responses import Decision, ResponseRefused, allowed_responses, decide_response
-from .hub import Hub, order_message, state_message, withdrawn_message
+from .hub import Hub, amended_message, order_message, state_message, withdrawn_message
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
@@ -81,6 +82,20 @@ class Orders:
             ttl_s=self._settings.order_ttl_s, fan_out=withdrawn_message(event.order_id),
         ):
             log.info("order %s withdrawn (%s)", event.order_id, event.reason)
+
+    async def amend(self, event: OrderAmended) -> None:
+        """The command room revised the order's incident: the stored order and every
+        socket that has it follow (a phone that reconnects gets the amended order)."""
+        record = await store.get_order(self._stream_redis, event.order_id)
+        if record is None:  # its order.issued not handled here yet: the entry is retried
+            raise LookupError(f"order {event.order_id} amended before notify stored it")
+        if record.order is None or record.withdrawn:
+            return  # over: nothing to tell
+        amended = record.order.model_copy(update={"priority": event.priority,
+                                                  "flags": event.flags})
+        if await store.amend_order(self._stream_redis, record, amended,
+                                   fan_out=amended_message(amended)):
+            log.info("order %s amended: %s", event.order_id, event.priority)
 
     # --- from devices -------------------------------------------------------------------
 

@@ -247,6 +247,27 @@ async def withdraw_order(
     ))
 
 
+# A stored order replaced by its amended version unless withdrawn; an amendment made again
+# finds the same version stored and publishes nothing.
+_AMEND = """
+if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
+if redis.call('HGET', KEYS[1], 'event') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'event', ARGV[1], 'updated_at', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *,
+                      fan_out: str) -> bool:
+    """Stores the amended order (what a reconnecting phone is sent from now on) and
+    publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn, or amended
+    so already)."""
+    return bool(await run_script(
+        redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id)],
+        [amended.model_dump_json(), utcnow().isoformat(), fan_out]))
+
+
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
     data = _strings(await redis.hgetall(_order(order_id)))
     if not data:

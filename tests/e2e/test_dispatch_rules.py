@@ -148,3 +148,12 @@ async def test_the_command_room_moves_a_guard_from_a_noise_complaint_to_a_fight(
             return state["open_orders"] == [{"order_id": moved["order_id"], "stage": "dispatched"}]
 
         await poll_until(guard_on_the_fight, "the guard's team busy with the fight only")
+
+        # the caller rings back: a knife. The guard on it is told at once, on the phone.
+        r = await client.patch(f"{stack.url('dispatch')}/v1/incidents/{fight}",
+                               headers=admin(stack), json={"add_flags": ["weapon"],
+                                                           "note": "caller: he has a knife"})
+        assert r.status_code == 200 and r.json()["priority"] == "P1", r.text
+        update = await phones["sec"].next_of("order_update", timeout=10)
+        assert (update["order_id"], update["priority"], update["flags"]) == (
+            moved["order_id"], "P1", ["weapon"])

@@ -56,6 +56,12 @@ def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any
     return frame
 
 
+def amended_frame(order: OrderIssued) -> dict[str, Any]:
+    """An order's incident revised by the command room: its priority and flags now."""
+    return {"type": "order_update", "order_id": order.order_id, "priority": order.priority,
+            "flags": list(order.flags)}
+
+
 def withdrawn_frame(order_id: str) -> dict[str, Any]:
     return {"type": "order_withdrawn", "order_id": order_id}
 

@@ -7,11 +7,16 @@ import httpx
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.events import IncidentUpdated
+from shared.events import IncidentUpdated, OrderAmended
 from tests.helpers import poll_until, read_stream
 
 from .test_assign import ADMIN, timeline, withdrawals
 from .test_engine import orders_once, report, team, wait_for_units
+
+
+def amendments(url: str, incident_id: str) -> list[OrderAmended]:
+    return [a for a in read_stream(url, streams.ORDER_AMENDED.name, OrderAmended)
+            if a.incident_id == incident_id]
 
 
 def updates(url: str, incident_id: str) -> list[IncidentUpdated]:
@@ -38,6 +43,7 @@ async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
     orders = await orders_once(clean_redis, incident_id, 2, "the guards' order")
     assert (orders[1].team_id, orders[1].priority) == ("guard", "P1")
     assert "weapon" in orders[1].flags
+    assert amendments(clean_redis, incident_id) == []  # the team on it was taken off, not told
     kinds = [(e["kind"], e.get("note"), e.get("detail")) for e in timeline(clean_redis, incident_id)]
     assert ("revised", "the caller rang back: a man with a knife",
             "priority P4 → P1; flags added: weapon by admin:admin") in kinds
@@ -60,12 +66,15 @@ async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(
     await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
     await wait_for_units(clean_redis, 1)
     incident_id = await report(publisher, "suspicious", priority="P2")
-    await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    [order] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
     url = f"/v1/incidents/{incident_id}"
-    r = await console.patch(url, headers=ADMIN, json={"priority": "P3",
+    r = await console.patch(url, headers=ADMIN, json={"priority": "P3", "add_flags": ["night"],
                                                       "note": "a delivery rider, known"})
     assert r.status_code == 200 and r.json()["priority"] == "P3"
-    assert withdrawals(clean_redis, incident_id) == []  # the guard stays on it
+    assert withdrawals(clean_redis, incident_id) == []  # the guard stays on it, and is told
+    [amended] = amendments(clean_redis, incident_id)
+    assert (amended.order_id, amended.team_id, amended.priority, amended.flags) == (
+        order.order_id, "guard", "P3", ("night",))
 
     for body, field in [({}, "priority"), ({"priority": "P0"}, "priority"),
                         ({"add_flags": [""]}, "add_flags.0"), ({"note": "x" * 501}, "note"),

@@ -8,7 +8,7 @@ import httpx
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.events import Caller, OrderDelivered
+from shared.events import Caller, OrderAmended, OrderDelivered, OrderIssued
 from tests.helpers import poll_until, read_stream
 
 from .conftest import ADMIN, Volunteers, an_order, device, devices, issue, withdraw
@@ -155,3 +155,36 @@ async def test_an_order_withdrawn_before_notify_saw_it_issued_is_never_offered(
         assert [f for f in await phone.drain(1.0) if f["type"] == "order"] == []
     r = await http.get(f"{notify}/v1/orders/{order.order_id}", headers=ADMIN)
     assert r.json()["state"] == "withdrawn"
+
+
+async def amend(broker: RedisBroker, order: OrderIssued, priority: str,
+                flags: tuple[str, ...], event_id: str) -> None:
+    await broker.publish(OrderAmended(
+        event_id=event_id, district=order.district, order_id=order.order_id,
+        incident_id=order.incident_id, team_id=order.team_id, priority=priority,  # type: ignore[arg-type]
+        flags=flags), stream=streams.ORDER_AMENDED.name)
+
+
+async def test_a_revised_order_reaches_the_phones_that_have_it_and_those_that_connect_later(
+        notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
+    a, b = volunteers.enrol("t1", agency_kind="security"), volunteers.enrol("t1")
+    async with AsyncExitStack() as exits:
+        [phone_a] = await devices(exits, notify, a)
+        order = an_order("t1", agency_kind="security", priority="P4", flags=())
+        await issue(broker, order)
+        assert (await phone_a.next_of("order"))["priority"] == "P4"
+
+        await amend(broker, order, "P1", ("weapon",), "amended-1")
+        update = await phone_a.next_of("order_update")
+        assert update == {"type": "order_update", "order_id": order.order_id,
+                          "priority": "P1", "flags": ["weapon"]}
+        await amend(broker, order, "P1", ("weapon",), "amended-1")  # delivered again
+        [phone_b] = await devices(exits, notify, b)  # a teammate's phone, connecting now
+        frame = await phone_b.next_of("order")
+        assert (frame["priority"], frame["flags"]) == ("P1", ["weapon"])
+        assert [f for f in await phone_a.drain(0.5) if f["type"] == "order_update"] == []
+
+        await withdraw(broker, order)
+        await phone_a.next_of("order_withdrawn")
+        await amend(broker, order, "P2", (), "amended-2")  # over: nobody is told
+        assert [f for f in await phone_a.drain(0.5) if f["type"] == "order_update"] == []
