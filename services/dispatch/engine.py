@@ -1355,8 +1355,10 @@ class Dispatcher:
                 first, second = sorted((incident_id, held["incident_id"]))  # one order: no deadlock
                 async with self._locked(first), self._locked(second):
                     await self._assignable(incident_id, team_id)  # before the team is taken off
-                    await self._take_back(held["incident_id"], held["order_id"], by=by,
-                                          note=f"sent to incident {incident_id} instead")
+                    current = await store.get_order(self.redis, held["order_id"])
+                    if current is not None and current["state"] in domain.LIVE_ORDER_STATES:
+                        await self._take_back(held["incident_id"], held["order_id"], by=by,
+                                              note=f"sent to incident {incident_id} instead")
                     return await self._assign(incident_id, team_id)
         async with self._locked(incident_id):
             return await self._assign(incident_id, team_id)
@@ -1417,8 +1419,10 @@ class Dispatcher:
         """The command room learns more (the caller rings back: he has a knife): a priority
         and flags. A flag that raises a report to P1 does so here too unless a priority is
         given; a flag that bars volunteers takes their teams off it (never sent into
-        violence); then the incident gets the units its priority and flags now want. Nothing
-        new: nothing written. Returns the incident and the orders taken back."""
+        violence); then the incident gets the units its priority and flags now want. Asked
+        again, the revision is not written twice, and what may not have followed it (a crash
+        in between) is made: volunteers still on it taken off, the incident filled. Returns
+        the incident and the orders taken back."""
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
@@ -1430,8 +1434,6 @@ class Dispatcher:
             added = [f for f in dict.fromkeys(add_flags) if f not in old_flags]
             raised = any(f in self.policy.raise_to_p1_flags for f in added)
             new_priority = priority or ("P1" if raised else inc["priority"])
-            if new_priority == inc["priority"] and not added:
-                return inc, []
             what = ([f"priority {inc['priority']} → {new_priority}"]
                     if new_priority != inc["priority"] else [])
             if added:
@@ -1453,9 +1455,10 @@ class Dispatcher:
                             incident_id=incident_id, team_id=order["team_id"],
                             priority=new_priority, flags=tuple(flags)))
 
-            await self._emit(incident_id, TimelineEntry(
-                kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
-                state=state, also=revised)
+            if what:
+                await self._emit(incident_id, TimelineEntry(
+                    kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
+                    state=state, also=revised)
             for order in off:
                 await self._taken_back(state, order, detail="volunteers are not sent to an "
                                        f"incident flagged {', '.join(barring)}: taken off")

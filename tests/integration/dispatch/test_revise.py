@@ -4,12 +4,15 @@ flags change, a weapon takes volunteer teams off it, and it gets the units it no
 from __future__ import annotations
 
 import httpx
+import pytest
 from faststream.redis import RedisBroker
 
+from services.dispatch.main import create_app
 from shared import streams
 from shared.events import IncidentUpdated, OrderAmended
 from tests.helpers import poll_until, read_stream
 
+from .conftest import fail_a_write_once, settings_for
 from .test_assign import ADMIN, timeline, withdrawals
 from .test_engine import orders_once, report, team, wait_for_units
 
@@ -88,3 +91,26 @@ async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(
     assert closed.status_code == 409
 
 
+
+
+async def test_a_revision_that_failed_before_the_volunteers_were_taken_off_finishes_when_asked_again(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(settings_for(clean_redis))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as console:
+            await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665,
+                       mode="foot")
+            await wait_for_units(clean_redis, 1)
+            incident_id = await report(publisher, "hazard_report", priority="P4")
+            [first] = await orders_once(clean_redis, incident_id, 1, "the volunteers' order")
+            failures = fail_a_write_once(monkeypatch, "order.withdrawn")  # the take-off's write
+            body = {"add_flags": ["weapon"]}
+            failed = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN, json=body)
+            assert failed.status_code == 503 and failures == ["failed"]
+            assert withdrawals(clean_redis, incident_id) == []  # revised, volunteers still on it
+            again = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN, json=body)
+            assert again.status_code == 200 and again.json()["withdrawn"] == [first.order_id]
+            [withdrawn] = withdrawals(clean_redis, incident_id)
+            assert withdrawn.order_id == first.order_id
+            assert sum(e["kind"] == "revised" for e in timeline(clean_redis, incident_id)) == 1
