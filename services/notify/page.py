@@ -205,6 +205,7 @@ function onOrder(f) {
   orders.set(f.order_id, { frame: f, state: "issued" });
   render(f.order_id, true);
   beep();
+  if (info && info.services && info.services.volunteers) setTimeout(loadDuty, 2000);  // dispatched
   if (document.hidden && "Notification" in window && Notification.permission === "granted") {
     try {
       new Notification(f.priority + " " + f.category, { body: f.address || "", tag: f.order_id });
