@@ -46,6 +46,11 @@ class ReviseIn(BaseModel):
     note: str | None = Field(default=None, max_length=500, description="what was learnt")
 
 
+class RemarkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    note: str = Field(min_length=1, max_length=500, description="the command room's words")
+
+
 class TakeBackIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     note: str | None = Field(default=None, max_length=500,
@@ -254,6 +259,14 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         return {"incident_id": incident_id,
                 "attached": [e.model_dump(mode="json") for e in new],
                 "already_there": len(body.evidence) - len(new)}
+
+    @router.post("/incidents/{incident_id}/remarks", status_code=201,
+                 summary="Put the command room's own words on the timeline (also once ended)")
+    async def remark(incident_id: str, body: RemarkIn, who: CommandRoom) -> dict[str, Any]:
+        await _check_incident(who, incident_id)
+        added = await engine.remark(incident_id, note=body.note, by=f"{who.kind}:{who.subject}")
+        await audit.record(redis, "dispatch", who, "incident.remark", incident_id)
+        return {"incident_id": incident_id, "added": added}
 
     @router.post("/incidents/{incident_id}/close", summary="Close an incident")
     async def close(incident_id: str, who: CommandRoom) -> dict[str, Any]:

@@ -46,6 +46,8 @@ CONSOLE_PAGE = """<!doctype html>
  <label><input id="mine" type="checkbox"> mine</label>
  <input id="ref" placeholder="caller's reference" size="16" maxlength="128">
  <button id="save">Watch</button>
+ <label title="a sound when a P1 comes in or an incident is flagged"><input id="sound" type="checkbox"
+  checked> sound</label>
  <span class="dim" id="duty"></span> <button id="takeduty">Take duty</button>
  <span id="err"></span></header>
 <main>
@@ -72,6 +74,8 @@ CONSOLE_PAGE = """<!doctype html>
    <label><input type="checkbox" id="fprogress"> in progress</label>
    <input id="revnote" placeholder="what was learnt (for the timeline)" size="32" maxlength="500">
    <button id="revise">Revise</button></div>
+  <div style="margin:8px 0">Remark <input id="remark" placeholder="your own words, for the timeline"
+   size="48" maxlength="500"> <button id="addremark">Add</button></div>
   <div style="margin:8px 0">Attach <select id="evkind"><option>video</option><option>photo</option>
    <option>audio</option><option>document</option></select>
    <input id="evref" placeholder="body-camera file id or address" size="32" maxlength="200">
@@ -112,7 +116,7 @@ async function refresh() {
     if ($("mine").checked) q.set("supervisor", "me");
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
     if (!me) { me = await api("/v1/me");  // an inspector reads and changes nothing: no buttons
-      for (const id of ["assign", "close", "attach", "takeduty", "revise"]) {
+      for (const id of ["assign", "close", "attach", "takeduty", "revise", "addremark"]) {
         $(id).hidden = me.kind === "inspector"; } }
     const duty = (await api("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
     $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
@@ -130,6 +134,7 @@ async function refresh() {
       cell(tr, i.status); cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => { selected = i.incident_id; detail(); }; tb.appendChild(tr); }
     $("count").textContent = board.count + " shown";
+    alarm(board.incidents);
     const units = await api("/v1/units?district=" + encodeURIComponent(d));
     drawMap(board.incidents, units.units);
     const ub = $("units"); ub.replaceChildren(); const team = $("team"); const keep = team.value;
@@ -271,6 +276,30 @@ $("revise").onclick = async () => {
     if (r.withdrawn.length) $("err").textContent = r.withdrawn.length + " volunteer order(s) taken back";
     refresh(); }
   catch (e) { $("err").textContent = e.message; } };
+$("addremark").onclick = async () => { const note = $("remark").value.trim(); if (!note) return;
+  try { await api("/v1/incidents/" + selected + "/remarks", {method: "POST", body: JSON.stringify({note})});
+    $("remark").value = ""; refresh(); }
+  catch (e) { $("err").textContent = e.message; } };
+// A new P1, or an incident newly flagged (no team found, deadlines missed), sounds once and
+// counts in the tab's title, so a dispatcher looking elsewhere is called back to the board.
+let alerted = null, audio = null;
+function alarm(incidents) {
+  const open = i => !["resolved", "handed_over", "closed", "linked"].includes(i.status);
+  const now = incidents.filter(i => open(i) && (i.flagged || i.priority === "P1"));
+  const fresh = alerted === null ? [] : now.filter(i => !alerted.has(i.incident_id + i.flagged));
+  alerted = new Set(now.map(i => i.incident_id + i.flagged));
+  const flagged = incidents.filter(i => open(i) && i.flagged).length;
+  document.title = (flagged ? "(" + flagged + ") " : "") + "Lianfang · command room";
+  if (fresh.length && $("sound").checked) beep();
+}
+function beep() {
+  try { audio = audio || new AudioContext(); const t = audio.currentTime;
+    for (let n = 0; n < 2; n++) { const o = audio.createOscillator(), g = audio.createGain();
+      o.frequency.value = 880; g.gain.setValueAtTime(0.0001, t + n * 0.3);
+      g.gain.exponentialRampToValueAtTime(0.3, t + n * 0.3 + 0.02);
+      g.gain.exponentialRampToValueAtTime(0.0001, t + n * 0.3 + 0.25);
+      o.connect(g).connect(audio.destination); o.start(t + n * 0.3); o.stop(t + n * 0.3 + 0.27); }
+  } catch (e) { /* no audio here */ } }
 async function takeBack(o) {
   const note = prompt("Take " + (o.team_name || o.team_id) + " off this incident? Why (for the timeline):");
   if (note === null) return;
@@ -285,7 +314,9 @@ $("attach").onclick = async () => { const ref = $("evref").value.trim(); if (!re
 $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
   try { await api("/v1/incidents/" + selected + "/close", {method: "POST"}); refresh(); }
   catch (e) { $("err").textContent = e.message; } };
-$("save").onclick = () => { localStorage.setItem("lf-token", $("token").value);
+$("save").onclick = () => {
+  try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
+  localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; refresh(); };
 $("takeduty").onclick = async () => { const d = $("district").value.trim(); if (!d) return;
   if (!confirm("Take the duty of " + d + "? New incidents will be yours to supervise until done.")) return;

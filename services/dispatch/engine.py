@@ -1537,6 +1537,23 @@ class Dispatcher:
                     evidence=tuple(new)), status=inc["status"], state=state)
             return tuple(new)
 
+    async def remark(self, incident_id: str, *, note: str, by: str) -> bool:
+        """The command room's own words on the timeline ("called the caller back: no answer"),
+        also once the incident has ended; the same words by the same person already there
+        (a retry) are not put again. False: they were there."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None:
+                raise not_found("incident")
+            detail = f"remark by {by}"
+            if any(e.get("kind") == "remark" and e.get("detail") == detail and e.get("note") == note
+                   for e in await store.timeline(self.redis, incident_id)):
+                return False
+            await self._emit(incident_id, TimelineEntry(kind="remark", detail=detail, note=note),
+                             status=inc["status"], state=state)
+            return True
+
     async def close(self, incident_id: str, *, by: str) -> None:
         async with self._locked(incident_id):
             inc = await store.get_incident(self.redis, incident_id)

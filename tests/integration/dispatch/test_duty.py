@@ -131,6 +131,7 @@ async def test_an_inspector_reads_every_case_of_their_districts_and_changes_noth
             ("PUT", f"/v1/duty/{DISTRICT}", {}),
             ("PATCH", f"/v1/incidents/{incident_id}", {"priority": "P1"}),
             ("POST", "/v1/orders/ord_x/withdraw", {}),
+            ("POST", f"/v1/incidents/{incident_id}/remarks", {"note": "x"}),
             ("POST", "/v1/dispatchers", {"name": "x", "districts": [DISTRICT]})):
         r = await console.request(method, path, headers=desk, json=body)
         assert r.status_code == 403, (path, r.text)

@@ -114,3 +114,27 @@ async def test_a_revision_that_failed_before_the_volunteers_were_taken_off_finis
             [withdrawn] = withdrawals(clean_redis, incident_id)
             assert withdrawn.order_id == first.order_id
             assert sum(e["kind"] == "revised" for e in timeline(clean_redis, incident_id)) == 1
+
+
+async def test_the_command_room_s_remarks_go_on_the_timeline_once_also_after_the_end(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "suspicious", priority="P2")
+    await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    url = f"/v1/incidents/{incident_id}/remarks"
+    said = {"note": "called the caller back: no answer"}
+    r = await console.post(url, headers=ADMIN, json=said)
+    assert r.status_code == 201 and r.json() == {"incident_id": incident_id, "added": True}
+    again = await console.post(url, headers=ADMIN, json=said)  # the answer lost: a retry
+    assert again.status_code == 201 and again.json()["added"] is False
+    await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    later = await console.post(url, headers=ADMIN, json={"note": "the shop owner confirmed"})
+    assert later.json()["added"] is True
+    remarks = [(e["note"], e["detail"]) for e in timeline(clean_redis, incident_id)
+               if e["kind"] == "remark"]
+    assert remarks == [("called the caller back: no answer", "remark by admin:admin"),
+                       ("the shop owner confirmed", "remark by admin:admin")]
+    for body in ({}, {"note": "  "}, {"note": "x" * 501}):
+        bad = await console.post(url, headers=ADMIN, json=body)
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "note", body
