@@ -33,6 +33,7 @@ from shared.events import (
     IncidentReported,
     IncidentUpdated,
     Location,
+    OrderAmended,
     OrderDelivered,
     OrderIssued,
     OrderResponded,
@@ -194,6 +195,11 @@ def order_issued(order_id: str, team_id: str, incident_id: str = "inc1") -> Orde
                        ack_by=utcnow() + timedelta(minutes=5))
 
 
+def order_amended(order_id: str, team_id: str, incident_id: str = "inc1") -> OrderAmended:
+    return OrderAmended(district=DISTRICT, order_id=order_id, incident_id=incident_id,
+                        team_id=team_id, priority="P1", flags=("weapon",))
+
+
 def order_withdrawn(order_id: str, team_id: str, incident_id: str = "inc1") -> OrderWithdrawn:
     return OrderWithdrawn(district=DISTRICT, order_id=order_id, incident_id=incident_id,
                           team_id=team_id, reason="timeout")
@@ -223,6 +229,7 @@ def _samples() -> dict[str, BaseModel]:
                                                          ("fz-team",))),
         streams.ORDER_ISSUED.name: fz(order_issued("fz-ord", "fz-team", "fz-inc")),
         streams.ORDER_WITHDRAWN.name: fz(order_withdrawn("fz-ord", "fz-team", "fz-inc")),
+        streams.ORDER_AMENDED.name: fz(order_amended("fz-ord", "fz-team", "fz-inc")),
         streams.ORDER_DELIVERED.name: fz(order_delivered("fz-ord", "fz-inc", "fz-team")),
         streams.ORDER_RESPONDED.name: fz(order_responded("fz-ord", "fz-inc", "fz-team",
                                                          "resolved")),
@@ -357,7 +364,12 @@ async def notify_scenario(svc: Service, step: Step, tag: str) -> None:
     async def forgotten() -> bool:
         return not await svc.redis.exists(f"notify:device:{device}")
 
+    async def amended() -> bool:
+        stored = await svc.redis.hget(f"notify:order:{order_id}", "event")
+        return stored is not None and OrderIssued.model_validate_json(stored).priority == "P1"
+
     await step(streams.ORDER_ISSUED, order_issued(order_id, team), lambda: notify_order(svc, order_id))
+    await step(streams.ORDER_AMENDED, order_amended(order_id, team), amended)
     await step(streams.ORDER_WITHDRAWN, order_withdrawn(order_id, team), withdrawn)
     await svc.redis.hset(f"notify:device:{device}", mapping={"member_id": "m1", "team_id": team})
     await svc.redis.sadd(f"notify:team:{team}:devices", device)

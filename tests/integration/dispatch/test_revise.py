@@ -9,7 +9,7 @@ from faststream.redis import RedisBroker
 
 from services.dispatch.main import create_app
 from shared import streams
-from shared.events import IncidentUpdated, OrderAmended
+from shared.events import IncidentUpdated, OrderAmended, OrderIssued
 from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, settings_for
@@ -20,6 +20,14 @@ from .test_engine import orders_once, report, team, wait_for_units
 def amendments(url: str, incident_id: str) -> list[OrderAmended]:
     return [a for a in read_stream(url, streams.ORDER_AMENDED.name, OrderAmended)
             if a.incident_id == incident_id]
+
+
+async def a_guard_on_a_suspicious_incident(url: str, publisher: RedisBroker) -> OrderIssued:
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
+    incident_id = await report(publisher, "suspicious", priority="P2")
+    [order] = await orders_once(url, incident_id, 1, "the guard's order")
+    return order
 
 
 def updates(url: str, incident_id: str) -> list[IncidentUpdated]:
@@ -66,10 +74,8 @@ async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
 
 async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
-    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(clean_redis, 1)
-    incident_id = await report(publisher, "suspicious", priority="P2")
-    [order] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    order = await a_guard_on_a_suspicious_incident(clean_redis, publisher)
+    incident_id = order.incident_id
     url = f"/v1/incidents/{incident_id}"
     r = await console.patch(url, headers=ADMIN, json={"priority": "P3", "add_flags": ["night"],
                                                       "note": "a delivery rider, known"})
@@ -118,10 +124,7 @@ async def test_a_revision_that_failed_before_the_volunteers_were_taken_off_finis
 
 async def test_the_command_room_s_remarks_go_on_the_timeline_once_also_after_the_end(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
-    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(clean_redis, 1)
-    incident_id = await report(publisher, "suspicious", priority="P2")
-    await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    incident_id = (await a_guard_on_a_suspicious_incident(clean_redis, publisher)).incident_id
     url = f"/v1/incidents/{incident_id}/remarks"
     said = {"note": "called the caller back: no answer"}
     r = await console.post(url, headers=ADMIN, json=said)
