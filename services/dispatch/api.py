@@ -13,10 +13,19 @@ from redis.asyncio import Redis
 
 from shared import audit
 from shared.events import MAX_EVIDENCE, Evidence, Priority, new_id
-from shared.http import ApiError, Principal, conflict, forbidden, not_found, require
+from shared.http import (
+    ApiError,
+    Principal,
+    TryAgain,
+    conflict,
+    forbidden,
+    not_found,
+    require,
+)
 
 from . import domain, review, store
 from .engine import Dispatcher
+from .zones import ZonesUnavailable
 
 CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 # The inspector (DOMAIN.md: checks every case online) reads what the command room reads and
@@ -352,6 +361,20 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         if not await store.revoke_dispatcher(redis, dispatcher_id):
             raise not_found("dispatcher")
         await audit.record(redis, "dispatch", who, "dispatcher.revoke", dispatcher_id)
+
+    @router.get("/zones", summary="A district's zones and their owning stations, as dispatch "
+                "holds them (the console's map)")
+    async def zones(who: Reader,
+                    district: str = Query(min_length=1, max_length=64)) -> dict[str, Any]:
+        check_district(who, district)
+        try:
+            found = await engine.zones.zones_of(district)
+        except ZonesUnavailable:
+            raise TryAgain("the district's zones are not loaded: volunteers is not answering; "
+                           "ask again") from None
+        return {"zones": [{"zone_id": z.zone_id, "name": z.name,
+                           "station_agency_id": z.owner_agency_id,
+                           "polygon": [list(xy) for xy in z.polygon]} for z in found]}
 
     @router.get("/units", summary="All units of a district as dispatch sees them: one screen")
     async def units(

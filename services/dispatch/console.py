@@ -55,7 +55,8 @@ CONSOLE_PAGE = """<!doctype html>
   <svg id="map" role="img" aria-label="incidents and units of the district"></svg>
   <div class="dim">◆ incident (colour: priority; red ring: flagged) · ● team (green free, orange
    on an order, grey off duty; ring: blue police, yellow security, coral volunteers; hollow: no
-   fix for 10 min) · shaded: the four weeks' hot spots. Click an incident to open it.</div>
+   fix for 10 min) · shaded: the four weeks' hot spots · outlined: the stations' zones. Click an
+   incident to open it.</div>
   <h2 style="margin-top:12px">Board <span class="dim" id="count"></span></h2>
   <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
   <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
@@ -90,6 +91,7 @@ let selected = null;
 let spotsAt = 0;  // when the hot spots were last read
 let me = null;  // who the token is (GET /v1/me), read once per token
 let hotspots = [];  // the heat map's hottest cells, read once a minute
+let zones = [];  // the district's zones (station territories), read once a minute
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
 if (link.get("token")) {
   localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console");
@@ -160,6 +162,8 @@ async function refresh() {
       const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
       sl.replaceChildren();
       hotspots = h.hottest;
+      try { zones = (await api("/v1/zones?district=" + encodeURIComponent(d))).zones; }
+      catch (e) { zones = []; }  // volunteers away: the map goes on without them
       for (const c of h.hottest) { const li = document.createElement("li");
         li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
           + c.peak_hour + ":00; " + busiest(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
@@ -180,7 +184,9 @@ function drawMap(incidents, units) {
   const svg = $("map"), w = svg.clientWidth || 600, h = svg.clientHeight || 340, pad = 18;
   svg.setAttribute("viewBox", "0 0 " + w + " " + h); svg.replaceChildren();
   const placed = units.filter(u => u.position);
-  const pts = [...incidents.map(i => i.location), ...placed.map(u => u.position), ...hotspots];
+  const corners = zones.flatMap(z => z.polygon.map(([lon, lat]) => ({lat, lon})));
+  const pts = [...incidents.map(i => i.location), ...placed.map(u => u.position), ...hotspots,
+               ...corners];
   if (!pts.length) { $("maplegend").textContent = "nothing to place yet"; return; }
   const lats = pts.map(p => p.lat), lons = pts.map(p => p.lon);
   const lat0 = Math.min(...lats), lat1 = Math.max(...lats);
@@ -190,6 +196,15 @@ function drawMap(incidents, units) {
   const scale = Math.min((w - 2 * pad) / spanX, (h - 2 * pad) / spanY);  // px per degree of latitude
   const cx = (lon0 + lon1) / 2, cy = (lat0 + lat1) / 2;
   const x = lon => w / 2 + (lon - cx) * k * scale, y = lat => h / 2 - (lat - cy) * scale;
+  for (const z of zones) {  // the station territories, outlined, named at their middle
+    svg.appendChild(shape("polygon", {points: z.polygon.map(([lon, lat]) => [x(lon), y(lat)]).join(" "),
+      fill: "#4ea8de", "fill-opacity": 0.04, stroke: "#35506d", "stroke-width": 1},
+      z.name + " (station " + z.station_agency_id + ")"));
+    const mx = z.polygon.reduce((a, [lon]) => a + x(lon), 0) / z.polygon.length;
+    const my = z.polygon.reduce((a, [, lat]) => a + y(lat), 0) / z.polygon.length;
+    const t = shape("text", {x: mx, y: my, "text-anchor": "middle", "fill-opacity": 0.6});
+    t.textContent = z.name; svg.appendChild(t);
+  }
   const most = Math.max(1, ...hotspots.map(c => c.count));
   for (const c of hotspots) svg.appendChild(shape("circle", {cx: x(c.lon), cy: y(c.lat),
     r: 8 + 22 * c.count / most, fill: "#f48c06", "fill-opacity": 0.15},

@@ -47,6 +47,13 @@ class ZoneProjection:
             raise ZonesUnavailable(district)
         return index.lookup(lat=lat, lon=lon)
 
+    async def zones_of(self, district: str) -> tuple[Zone, ...]:
+        """The district's zones (for the command room's map); ZonesUnavailable as lookup."""
+        index = self._indexes.get(district) or await self._first_load(district)
+        if index is None:
+            raise ZonesUnavailable(district)
+        return index.zones
+
     async def _first_load(self, district: str) -> ZoneIndex | None:
         async with self._locks.setdefault(district, asyncio.Lock()):
             if district in self._indexes:

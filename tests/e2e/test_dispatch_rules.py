@@ -157,3 +157,19 @@ async def test_the_command_room_moves_a_guard_from_a_noise_complaint_to_a_fight(
         update = await phones["sec"].next_of("order_update", timeout=10)
         assert (update["order_id"], update["priority"], update["flags"]) == (
             moved["order_id"], "P1", ["weapon"])
+
+
+async def test_the_console_map_reads_the_district_s_zones_as_dispatch_holds_them(
+        stack: Stack) -> None:
+    district = unique_district()
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(f"{stack.url('volunteers')}/v1/roster/import",
+                              headers=admin(stack), json=district_roster(district, SCENE))
+        assert r.status_code == 200, r.text
+        r = await client.get(f"{stack.url('dispatch')}/v1/zones", headers=admin(stack),
+                             params={"district": district})
+        assert r.status_code == 200, r.text
+        [zone] = r.json()["zones"]
+        assert (zone["zone_id"], zone["name"], zone["station_agency_id"]) == (
+            f"{district}-z1", "Xinzhu community", f"{district}-ps")
+        assert len(zone["polygon"]) >= 4 and all(len(xy) == 2 for xy in zone["polygon"])

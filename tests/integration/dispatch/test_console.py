@@ -22,3 +22,14 @@ async def test_the_console_page_is_public_and_self_contained(clean_redis: str) -
         assert set(outside) == {"http://www.w3.org/2000/svg"}, outside
         assert 'id="map"' in r.text  # the district on one screen
         assert (await client.get("/v1/incidents")).status_code == 401
+
+
+async def test_the_map_s_zones_are_a_503_to_ask_again_while_volunteers_is_away(
+        console: httpx.AsyncClient) -> None:
+    # these tests' dispatch has no volunteers: its zones cannot be loaded
+    r = await console.get("/v1/zones", params={"district": "qingxiu"},
+                          headers={"Authorization": "Bearer test-admin"})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+    assert "zones are not loaded" in r.json()["error"]["message"]
+    r = await console.get("/v1/zones", headers={"Authorization": "Bearer test-admin"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "district"
