@@ -90,6 +90,8 @@ const $ = id => document.getElementById(id);
 let selected = null;
 let spotsAt = 0;  // when the hot spots were last read
 let me = null;  // who the token is (GET /v1/me), read once per token
+// An incident's end, as the board, the map and the alarm read it.
+const ended = status => ["resolved", "handed_over", "closed", "linked"].includes(status);
 let hotspots = [];  // the heat map's hottest cells, read once a minute
 let zones = [];  // the district's zones (station territories), read once a minute
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
@@ -126,7 +128,7 @@ async function refresh() {
     const board = await api("/v1/incidents?" + q);
     // flagged first, then what still needs a team before what is done, the most urgent
     // first, the newest first among equals (the API's order; sort is stable)
-    const done = s => ["resolved", "handed_over", "closed", "linked"].includes(s) ? 1 : 0;
+    const done = s => ended(s) ? 1 : 0;
     board.incidents.sort((a, b) => (b.flagged - a.flagged) || (done(a.status) - done(b.status))
       || a.priority.localeCompare(b.priority));
     const tb = $("board"); tb.replaceChildren();
@@ -217,7 +219,7 @@ function drawMap(incidents, units) {
       "stroke-width": 2}, (u.name || u.team_id) + " · " + u.agency_kind + " · " + u.status
       + (u.open_order_id ? " · on an order" : "") + (fresh ? "" : " · no recent fix")));
   }
-  const done = s => ["resolved", "handed_over", "closed", "linked"].includes(s);
+  const done = ended;
   for (const i of [...incidents].reverse()) {  // the board's first (most urgent) drawn last, on top
     const px = x(i.location.lon), py = y(i.location.lat), r = done(i.status) ? 4 : 7;
     const corners = [[px, py - r], [px + r, py], [px, py + r], [px - r, py]];
@@ -299,7 +301,7 @@ $("addremark").onclick = async () => { const note = $("remark").value.trim(); if
 // counts in the tab's title, so a dispatcher looking elsewhere is called back to the board.
 let alerted = null, audio = null;
 function alarm(incidents) {
-  const open = i => !["resolved", "handed_over", "closed", "linked"].includes(i.status);
+  const open = i => !ended(i.status);
   const now = incidents.filter(i => open(i) && (i.flagged || i.priority === "P1"));
   const fresh = alerted === null ? [] : now.filter(i => !alerted.has(i.incident_id + i.flagged));
   alerted = new Set(now.map(i => i.incident_id + i.flagged));

@@ -1444,16 +1444,16 @@ class Dispatcher:
             barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
             live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
             off = [o for o in live if barring and o["agency_kind"] == "volunteer"]
+            staying = [o for o in live if o not in off]
 
             async def revised(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, incident_id, changes)
-                for order in live:  # the teams staying on it are told, with the revision
-                    if order not in off:
-                        await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
-                            event_id=f"amended-{order['order_id']}-{inc.get('seq') or 0}",
-                            district=inc["district"], order_id=order["order_id"],
-                            incident_id=incident_id, team_id=order["team_id"],
-                            priority=new_priority, flags=tuple(flags)))
+                for order in staying:  # told, with the revision
+                    await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
+                        event_id=f"amended-{order['order_id']}-{inc.get('seq') or 0}",
+                        district=inc["district"], order_id=order["order_id"],
+                        incident_id=incident_id, team_id=order["team_id"],
+                        priority=new_priority, flags=tuple(flags)))
 
             if what:
                 await self._emit(incident_id, TimelineEntry(
@@ -1462,11 +1462,10 @@ class Dispatcher:
             for order in off:
                 await self._taken_back(state, order, detail="volunteers are not sent to an "
                                        f"incident flagged {', '.join(barring)}: taken off")
-            taken = off
             await self._fill(incident_id, state)
-        for order in taken:
+        for order in off:
             await self.retry_waiting(inc["district"], freed=order["team_id"])
-        return inc, taken
+        return inc, off
 
     async def _assignable(self, incident_id: str,
                           team_id: str) -> tuple[dict[str, str], domain.Unit]:

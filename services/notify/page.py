@@ -205,7 +205,7 @@ function onOrder(f) {
   orders.set(f.order_id, { frame: f, state: "issued" });
   render(f.order_id, true);
   beep();
-  if (info && info.services && info.services.volunteers) setTimeout(loadDuty, 2000);  // dispatched
+  refreshDutySoon();  // dispatched
   if (document.hidden && "Notification" in window && Notification.permission === "granted") {
     try {
       new Notification(f.priority + " " + f.category, { body: f.address || "", tag: f.order_id });
@@ -226,7 +226,7 @@ function onUpdate(f) {
 function endOrder(id, why) {
   const o = orders.get(id); if (!o) return;
   o.state = why; render(id, false);
-  if (info && info.services && info.services.volunteers) setTimeout(loadDuty, 2000);  // free, points
+  refreshDutySoon();  // free, points
   setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); showEmpty(); }, 15000);
 }
 
@@ -353,6 +353,10 @@ async function loadMe() {
 }
 
 // --- the shift, the position, the points (volunteers) ---------------------------------
+// An order came or ended: the team's status (and points) as volunteers has them by then.
+function refreshDutySoon() {
+  if (info && info.services && info.services.volunteers) setTimeout(loadDuty, 2000);
+}
 let me = null, watchId = null, keepTimer = null, lastFix = null, lastSent = 0;
 const V = (path) => info.services.volunteers + path;
 async function loadDuty() {
