@@ -215,8 +215,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.post("/incidents/{incident_id}/assign", summary="Assign a team by hand")
     async def assign(incident_id: str, body: AssignIn, who: CommandRoom) -> dict[str, Any]:
         await _check_incident(who, incident_id)
-        if body.reassign:
-            await _check_team(who, body.team_id)
+        await _check_team(who, body.team_id)
         order = await engine.assign(incident_id, body.team_id, reassign=body.reassign,
                                     by=f"{who.kind}:{who.subject}")
         await audit.record(redis, "dispatch", who, "incident.assign", incident_id,
@@ -291,7 +290,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         check_district(who, inc["district"])
 
     async def _check_team(who: Principal, team_id: str) -> None:
-        """A team taken off another order must be of the caller's districts too."""
+        """A team sent by hand must be of the caller's districts too: a dispatcher orders
+        only the teams of their own command room (reinforcement from a neighbouring district
+        is sent by someone who covers both)."""
         unit = await store.get_unit(redis, team_id)
         if unit is None:
             raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")

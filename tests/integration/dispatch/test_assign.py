@@ -19,7 +19,8 @@ from shared.events import OrderIssued, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, settings_for
-from .test_engine import orders_for, orders_once, report, team, wait_for_units
+from .test_duty import dispatcher
+from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -43,6 +44,14 @@ def entries(url: str, incident_id: str, kind: str) -> int:
     try:
         return sum(json.loads(e)["kind"] == kind
                    for e in client.lrange(f"dispatch:timeline:{incident_id}", 0, -1))
+    finally:
+        client.close()
+
+
+def known_team(url: str, team_id: str) -> bool:
+    client = sync_redis.Redis.from_url(url)
+    try:
+        return bool(client.exists(f"dispatch:unit:{team_id}"))
     finally:
         client.close()
 
@@ -91,6 +100,26 @@ async def test_a_team_busy_on_another_incident_is_a_conflict(
     await poll_until(waiting, "the other incident waiting")
     busy = await assign(console, other)
     assert busy.status_code == 409 and "holds open order" in busy.json()["error"]["message"]
+
+
+async def test_a_dispatcher_sends_only_teams_of_their_own_districts(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    incident_id = await incident_and_a_second_team(clean_redis, publisher)
+    await team(publisher, "neighbour", kind="police", lat=22.8200, lon=108.3665,
+               district="xixiangtang")
+    await poll_until(lambda: known_team(clean_redis, "neighbour"),
+                     "the other district's team known to dispatch")
+    _, desk = await dispatcher(console, "Wang Lei")  # covers this district only
+    body = {"team_id": "neighbour"}
+    url = f"/v1/incidents/{incident_id}/assign"
+    r = await console.post(url, headers=desk, json=body)
+    assert r.status_code == 403 and "xixiangtang" in r.json()["error"]["message"]
+    assert manual_orders(clean_redis, incident_id) == []
+    # whoever covers both districts sends the neighbour's team as reinforcement
+    _, both = await dispatcher(console, "Li Na", (DISTRICT, "xixiangtang"))
+    r = await console.post(url, headers=both, json=body)
+    assert r.status_code == 200, r.text
+    assert [o.team_id for o in manual_orders(clean_redis, incident_id)] == ["neighbour"]
 
 
 async def test_an_incident_held_by_a_stalled_step_answers_503_and_the_assignment_waits_for_it(

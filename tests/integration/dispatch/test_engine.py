@@ -35,12 +35,13 @@ SCENE = Location(lat=22.8170, lon=108.3665)
 
 
 async def team(broker: RedisBroker, team_id: str, *, kind: str, lat: float, lon: float,
-               mode: str = "car", role: str | None = None, skills: tuple[str, ...] = ()) -> None:
-    await broker.publish(UnitStatus(district=DISTRICT, unit_id=team_id, status="available",
+               mode: str = "car", role: str | None = None, skills: tuple[str, ...] = (),
+               district: str = DISTRICT) -> None:
+    await broker.publish(UnitStatus(district=district, unit_id=team_id, status="available",
                                     name=team_id, agency_id=f"ag-{kind}", agency_kind=kind,
                                     agency_role=role, mode=mode, skills=skills, on_shift=True),
                          stream=streams.UNIT_STATUS.name)
-    await broker.publish(UnitPosition(district=DISTRICT, unit_id=team_id, lat=lat, lon=lon,
+    await broker.publish(UnitPosition(district=district, unit_id=team_id, lat=lat, lon=lon,
                                       at=utcnow()), stream=streams.UNIT_POSITION.name)
 
 
