@@ -216,8 +216,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     async def assign(incident_id: str, body: AssignIn, who: CommandRoom) -> dict[str, Any]:
         await _check_incident(who, incident_id)
         await _check_team(who, body.team_id)
-        order = await engine.assign(incident_id, body.team_id, reassign=body.reassign,
-                                    by=f"{who.kind}:{who.subject}")
+        order = await engine.assign(
+            incident_id, body.team_id, reassign=body.reassign, by=f"{who.kind}:{who.subject}",
+            may_change=lambda other: check_district(who, other["district"]))
         await audit.record(redis, "dispatch", who, "incident.assign", incident_id,
                            f"team {body.team_id}, order {order['order_id']}"
                            + (", reassigned" if body.reassign else ""))

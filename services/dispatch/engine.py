@@ -1343,10 +1343,14 @@ class Dispatcher:
     # --- the command room -------------------------------------------------------------
 
     async def assign(self, incident_id: str, team_id: str, *, reassign: bool = False,
-                     by: str = "the command room") -> dict[str, str]:
+                     by: str = "the command room",
+                     may_change: Callable[[dict[str, str]], None] | None = None,
+                     ) -> dict[str, str]:
         """The command room sends a team. With `reassign`, a team on another incident's order
         is taken off it first (`take_back`; that incident goes to its next candidate), both
-        incidents locked meanwhile, so no other step can claim the team in between."""
+        incidents locked meanwhile, so no other step can claim the team in between.
+        `may_change(incident)` raises when the caller may not change that other incident
+        (another district's: the team was sent there as reinforcement)."""
         if reassign:
             holder = await store.claim_of(self.redis, team_id)
             held = await store.get_order(self.redis, holder) if holder else None
@@ -1357,6 +1361,9 @@ class Dispatcher:
                     await self._assignable(incident_id, team_id)  # before the team is taken off
                     current = await store.get_order(self.redis, held["order_id"])
                     if current is not None and current["state"] in domain.LIVE_ORDER_STATES:
+                        other = await store.get_incident(self.redis, held["incident_id"])
+                        if may_change is not None and other is not None:
+                            may_change(other)
                         await self._take_back(held["incident_id"], held["order_id"], by=by,
                                               note=f"sent to incident {incident_id} instead")
                     return await self._assign(incident_id, team_id)

@@ -122,6 +122,31 @@ async def test_a_dispatcher_sends_only_teams_of_their_own_districts(
     assert [o.team_id for o in manual_orders(clean_redis, incident_id)] == ["neighbour"]
 
 
+async def test_a_dispatcher_does_not_take_a_team_off_another_districts_incident(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The admin sent this district's patrol to reinforce a neighbour's incident; a dispatcher
+    # of this district only may not move it back from there (they may not even read it).
+    here = await incident_and_a_second_team(clean_redis, publisher)
+    there = await report(publisher, "noise", priority="P4", district="xixiangtang")
+
+    async def stored() -> bool:
+        r = await console.get(f"/v1/incidents/{there}", headers=ADMIN)
+        return r.status_code == 200
+
+    await poll_until(stored, "the neighbour's incident stored")
+    sent = await console.post(f"/v1/incidents/{there}/assign", headers=ADMIN,
+                              json={"team_id": "patrol"})
+    assert sent.status_code == 200, sent.text
+    _, desk = await dispatcher(console, "Wang Lei")
+    r = await console.post(f"/v1/incidents/{here}/assign", headers=desk,
+                           json={"team_id": "patrol", "reassign": True})
+    assert r.status_code == 403 and "xixiangtang" in r.json()["error"]["message"]
+    assert withdrawals(clean_redis, there) == []
+    assert manual_orders(clean_redis, here) == []
+    view = (await console.get(f"/v1/incidents/{there}", headers=ADMIN)).json()
+    assert [(o["team_id"], o["state"]) for o in view["orders"]] == [("patrol", "offered")]
+
+
 async def test_an_incident_held_by_a_stalled_step_answers_503_and_the_assignment_waits_for_it(
         clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # A step that holds the incident's lock past the wait (a stalled worker; its TTL frees

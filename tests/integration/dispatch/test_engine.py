@@ -46,10 +46,10 @@ async def team(broker: RedisBroker, team_id: str, *, kind: str, lat: float, lon:
 
 
 async def report(broker: RedisBroker, category: str, *, flags: tuple[str, ...] = (),
-                 priority: str = "P2") -> str:
+                 priority: str = "P2", district: str = DISTRICT) -> str:
     incident_id = new_id("inc")
     await broker.publish(IncidentReported(
-        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        district=district, incident_id=incident_id, system_id="sys", external_ref=incident_id,
         category=category, priority=priority, flags=flags, location=SCENE,
         reported_at=utcnow()), stream=streams.INCIDENT_REPORTED.name)
     return incident_id
