@@ -1,5 +1,7 @@
 """Metrics: OpenTelemetry instruments, read by Prometheus at `/metrics` (admin token) and,
-where OTEL_EXPORTER_OTLP_ENDPOINT is set, pushed to the collector too.
+when asked for (`OTEL_METRICS_EXPORTER=otlp` or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT), pushed
+over OTLP too. OTEL_EXPORTER_OTLP_ENDPOINT alone sends spans only: it is what compose sets,
+and its collector takes traces only.
 
 Every service observes its streams (length, and lag and pending entries of its own
 consumer groups). FastStream's telemetry middleware adds messaging durations and counts.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated
 
 import redis
@@ -27,13 +29,19 @@ from shared.http import Principal, require
 log = logging.getLogger(__name__)
 
 
+def pushes_over_otlp(env: Mapping[str, str]) -> bool:
+    """Whether metrics are pushed over OTLP as well as served at `/metrics`: only when the
+    environment asks for it (OpenTelemetry's own variables)."""
+    exporters = {e.strip().lower() for e in env.get("OTEL_METRICS_EXPORTER", "").split(",")}
+    return "otlp" in exporters or bool(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+
+
 def setup_metrics(service_name: str) -> MeterProvider:
     """Install the global meter provider; call once per process, before building the app."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
     readers: list = [PrometheusMetricReader()]
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+    if pushes_over_otlp(os.environ):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 

@@ -27,6 +27,7 @@ from opentelemetry.sdk import environment_variables as otel_env
 from pydantic import AliasChoices
 
 import tools.stack as stack
+from shared.metrics import pushes_over_otlp
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -578,6 +579,24 @@ def test_services_send_spans_to_the_collector_http_receiver() -> None:
         assert url.scheme == "http" and url.hostname in services, f"{name}: no such host {url.hostname}"
         assert str(url.port) == port, f"{name} sends OTLP/HTTP to {url.port}, the collector listens on {port}"
         assert "opentelemetry-collector" in services[url.hostname]["image"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_collector_has_a_pipeline_for_every_signal_the_services_push(name: str) -> None:
+    # A signal pushed to a collector with no pipeline for it is refused, and every service
+    # would log the failed export once a minute.
+    env = {k: interpolate(v) for k, v in environment(compose_service(name)).items()}
+    pushed = {"traces"} if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") else set()
+    if pushes_over_otlp(env):
+        pushed.add("metrics")
+    pipelines = {p.split("/")[0] for p in collector()["service"]["pipelines"]}
+    assert pushed <= pipelines, f"{name} pushes {pushed - pipelines}: no pipeline takes them"
+
+
+def test_metrics_are_pushed_only_when_asked_for() -> None:
+    assert not pushes_over_otlp({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4318"})
+    assert pushes_over_otlp({"OTEL_METRICS_EXPORTER": "prometheus, otlp"})
+    assert pushes_over_otlp({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://m:4318/v1/metrics"})
 
 
 def test_compose_mounts_this_collector_config() -> None:
