@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from opentelemetry import trace
@@ -15,8 +16,38 @@ class _TraceIdFilter(logging.Filter):
         return True
 
 
+# Credentials as libraries write them: a query parameter (a device's WebSocket URL carries
+# ?token=) or an Authorization header's value.
+_CREDENTIALS = re.compile(
+    r"(?i)(\b(?:token|access_token|api_key|sig|signature)=)[^&\s\"']+"
+    r"|(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+")
+
+
+class _NoCredentialsFilter(logging.Filter):
+    """What libraries log of requests never carries a credential or an order's text:
+    uvicorn logs each WebSocket's path with its query string at INFO; the WebSocket
+    library's DEBUG wire trace ("< " received, "> " sent) has headers with bearer tokens
+    and the frames' text (an order's description). The trace is dropped, credentials in
+    any other line masked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno <= logging.DEBUG and isinstance(record.msg, str)
+                and record.msg[:2] in ("< ", "> ")
+                and record.name.startswith(("uvicorn", "websockets"))):
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed call: the handler reports it as it would have
+            return True
+        masked = _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2)) + "***", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_NoCredentialsFilter())
     handler.addFilter(_TraceIdFilter())
     handler.setFormatter(
         logging.Formatter(
@@ -28,3 +59,6 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # Access logs would carry query strings (a device may pass ?token=); our own logs say enough.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request's URL at INFO: a Web Push endpoint's path is its credential.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

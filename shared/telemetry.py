@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -86,3 +87,27 @@ def inject_context() -> dict[str, str]:
 
 def extract_context(carrier: dict[str, str] | None):  # -> opentelemetry.context.Context
     return propagate.extract(carrier or {})
+
+
+_URL_KEYS = ("url.full", "http.url")
+
+
+async def _host_only(span: trace.Span, request: Any) -> None:
+    """The request span names the host only: a push service's URL path is the subscription's
+    own credential."""
+    if not span.is_recording():
+        return
+    url = request.url  # httpx.URL (RequestInfo.url)
+    there = getattr(span, "attributes", None) or {}
+    for key in _URL_KEYS:
+        if key in there:
+            span.set_attribute(key, f"{url.scheme}://{url.netloc.decode('ascii')}/")
+
+
+def trace_outside_calls(client: Any, *, tracer_provider: TracerProvider | None = None) -> None:
+    """Trace an httpx.AsyncClient that calls services outside the deployment (Web Push
+    endpoints, an SMS gateway) with their URLs cut to the host."""
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=tracer_provider,
+                                              request_hook=_host_only)

@@ -25,6 +25,7 @@ from shared.http import (
 from shared.introspect import IntrospectionGuard, Introspector
 from shared.metrics import add_metrics_route, observe_streams
 from shared.runtime import stop_task
+from shared.telemetry import trace_outside_calls
 
 from . import api, handlers, sockets
 from .channels import Channel
@@ -78,12 +79,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     client = httpx.AsyncClient(timeout=settings.channel_timeout_s,
                                limits=httpx.Limits(max_connections=100))
     HTTPXClientInstrumentor.instrument_client(client)
+    # The fallback channels' own client: a push subscription's URL is its credential.
+    outside = httpx.AsyncClient(timeout=settings.channel_timeout_s,
+                                limits=httpx.Limits(max_connections=100))
+    trace_outside_calls(outside)
     introspector = Introspector(client, base_url=settings.volunteers_url,
                                 cache_s=settings.introspect_cache_s,
                                 timeout_s=settings.introspect_timeout_s)
     hub = Hub(redis, ttl_s=settings.order_ttl_s)
     hub.on_revoked.append(introspector.forget_device)
-    chain, webpush_key = build_channels(settings, client)
+    chain, webpush_key = build_channels(settings, outside)
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,
                     settings=settings, fallback=bool(chain))
     timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings)
@@ -105,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await hub.stop()
         finally:
             await client.aclose()
+            await outside.aclose()
             await stream_redis.aclose()
             await redis.aclose()
 

@@ -145,9 +145,15 @@ class Device:
         await self.ws.send(json.dumps(frame))
 
 
-async def connect_device(stack: Stack, token: str, exits: AsyncExitStack) -> Device:
+async def connect_device(stack: Stack, token: str, exits: AsyncExitStack, *,
+                         as_the_page: bool = False) -> Device:
+    """A phone's socket, its token in a header; `as_the_page`: in the URL, as the member's
+    page must (a browser sets no headers on a WebSocket)."""
     ws_url = stack.url("notify").replace("http://", "ws://") + "/v1/devices/stream"
-    ws = await exits.enter_async_context(connect(ws_url, additional_headers=bearer(token)))
+    if as_the_page:
+        ws = await exits.enter_async_context(connect(f"{ws_url}?token={token}"))
+    else:
+        ws = await exits.enter_async_context(connect(ws_url, additional_headers=bearer(token)))
     return Device(ws)
 
 

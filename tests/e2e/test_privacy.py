@@ -1,4 +1,5 @@
-"""Need to know: callers' data reaches police devices only, and never logs or traces."""
+"""Need to know: callers' data reaches police devices only, and never logs or traces; nor
+do the devices' and systems' credentials."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
         guard = await enrol(client, stack, f"{district}-m-sec")
         police = await enrol(client, stack, f"{district}-m-near-1")
         guard_phone = await connect_device(stack, guard, exits)
-        police_phone = await connect_device(stack, police, exits)
+        police_phone = await connect_device(stack, police, exits, as_the_page=True)
         await on_shift_at(client, stack, guard, lat + 0.001, lon)
         await on_shift_at(client, stack, police, lat + 0.002, lon)
 
@@ -96,7 +97,8 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
     await poll_until(lambda: _spans_with(stack, trace_id) >= 10, "the journey's spans")
     exported = all_exported_text(stack.traces_dir)
     logs = "\n".join(p.read_text(errors="replace") for p in (stack.workdir / "logs").glob("*.log"))
-    for secret in (PHONE, NAME, DESCRIPTION, "midnight"):
+    assert "/v1/devices/stream" in logs  # the sockets' lines are there, their tokens not
+    for secret in (PHONE, NAME, DESCRIPTION, "midnight", police, guard, key):
         assert secret not in exported, f"{secret!r} in exported spans"
         assert secret not in logs, f"{secret!r} in service logs"
         assert secret not in metrics, f"{secret!r} in metrics"

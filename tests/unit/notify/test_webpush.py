@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import http_ece
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from py_vapid import Vapid02, b64urlencode
 from pydantic import ValidationError
 
 from services.notify.channels.subscription import Subscription
-from services.notify.channels.webpush import build_request, load_vapid, public_key
+from services.notify.channels.webpush import (
+    WebPushChannel,
+    build_request,
+    load_vapid,
+    public_key,
+)
+from services.notify.store import DeviceRecord
 from shared.events import Caller, Location, OrderIssued
+from shared.telemetry import trace_outside_calls
 
 
 def browser_subscription() -> tuple[Subscription, ec.EllipticCurvePrivateKey, bytes]:
@@ -91,3 +103,33 @@ def test_a_vapid_key_loads_from_its_raw_form_and_gives_the_page_its_public_key()
 def test_a_subscription_with_bad_keys_is_refused(keys: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         Subscription.model_validate({"endpoint": "https://push.example.test/x", "keys": keys})
+
+
+async def test_a_push_endpoints_path_never_reaches_a_span_or_the_log(
+        service_log: Callable[[], str]) -> None:
+    # The endpoint's path is the browser's push registration: whoever holds it can push.
+    secret = "fGx7pushREGISTRATIONtoken-APA91bH"
+    sub, _, _ = browser_subscription()
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(201)))
+    trace_outside_calls(client, tracer_provider=provider)
+    vapid = Vapid02()
+    vapid.generate_keys()
+    channel = WebPushChannel(client, vapid=vapid, subject="mailto:ops@example.test", ttl_s=60,
+                             timeout_s=2)
+    device = DeviceRecord(device_id="dev_1", member_id="m1", team_id="t1", phone=None,
+                          webpush={"endpoint": f"https://fcm.googleapis.com/fcm/send/{secret}",
+                                   "keys": sub.model_dump()["keys"]})
+    try:
+        outcome = await channel.send(the_order(), device)
+    finally:
+        await client.aclose()
+    assert outcome.status == "sent"
+    [span] = spans.get_finished_spans()
+    urls = [v for k, v in (span.attributes or {}).items() if k in ("url.full", "http.url")]
+    assert urls == ["https://fcm.googleapis.com/"]
+    assert secret not in json.dumps(dict(span.attributes or {}))
+    log = service_log()
+    assert secret not in log
