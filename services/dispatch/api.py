@@ -32,6 +32,7 @@ CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 # changes nothing.
 Reader = Annotated[Principal, Depends(require("admin", "dispatcher", "inspector"))]
 DESK_KINDS = ("dispatcher", "inspector")  # people bound to their command room's districts
+DISPATCHER_TOKEN_PREFIX = "lfc_"  # the command room's
 Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
 Problem = Literal["routing_timeout", "filing_overdue"]
@@ -345,7 +346,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)")
     async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:
         dispatcher_id = new_id("dsp")
-        token = f"lfd_{secrets.token_urlsafe(32)}"
+        # Not the devices' prefix: the other services pass those to volunteers to check.
+        token = f"{DISPATCHER_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
         await store.create_dispatcher(redis, dispatcher_id=dispatcher_id, name=body.name,
                                       districts=body.districts, token=token, role=body.role)
         await audit.record(redis, "dispatch", who, "dispatcher.create", dispatcher_id,

@@ -11,6 +11,7 @@ from services.dispatch.config import Settings as DispatchSettings
 from services.dispatch.main import create_app as dispatch_app
 from services.intake.config import Settings as IntakeSettings
 from services.intake.main import create_app as intake_app
+from shared.introspect import DEVICE_TOKEN_PREFIX
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -108,6 +109,9 @@ async def test_a_dispatcher_sees_and_acts_on_their_districts_only(dispatch) -> N
                             json={"name": "Night desk", "districts": ["d1"]})
     assert r.status_code == 201
     dispatcher_id = r.json()["dispatcher_id"]
+    # a desk's token is never mistaken for a device's (which other services send on to
+    # volunteers to check)
+    assert not r.json()["token"].startswith(DEVICE_TOKEN_PREFIX)
     desk = {"Authorization": f"Bearer {r.json()['token']}"}
     assert (await dispatch.get("/v1/incidents", headers=desk)).status_code == 200
     assert (await dispatch.get("/v1/incidents?district=d2", headers=desk)).status_code == 403
