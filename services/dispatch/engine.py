@@ -483,6 +483,14 @@ class Dispatcher:
                     kind="unassigned", detail="no suitable team available; waiting"),
                     status="unassigned", state=state)
 
+    def _queue_waiting(self, pipe: Pipeline, inc: dict[str, str]) -> None:
+        """With a withdrawal: the incident waits for a freed team until its refill, which
+        comes next, takes it off the queue. Should the refill fail (Redis away, a crash),
+        the incident is still offered the next freed team instead of being stuck with no
+        order, whoever asks again."""
+        store.queue_waiting(pipe, district=inc["district"], incident_id=inc["incident_id"],
+                            score=self._waiting_score(inc, utcnow()))
+
     @staticmethod
     def _waiting_score(inc: dict[str, str], now: datetime) -> float:
         received = inc.get("received_at")
@@ -1169,6 +1177,7 @@ class Dispatcher:
                 order_id=order["order_id"], incident_id=inc["incident_id"],
                 team_id=order["team_id"], reason="acknowledgement deadline missed",
                 misses=int(counts["misses"])))
+            self._queue_waiting(pipe, inc)
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="timeout", team_id=order["team_id"], order_id=order["order_id"],
@@ -1416,6 +1425,7 @@ class Dispatcher:
             store.queue_cancel(pipe, f"ack:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "reassigned"))
+            self._queue_waiting(pipe, inc)
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="withdrawn", team_id=order["team_id"], order_id=order_id, detail=detail,

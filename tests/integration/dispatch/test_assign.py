@@ -13,12 +13,13 @@ import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from services.dispatch import locks
+from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once, settings_for
+from .conftest import fail_a_write_once, fail_once, fill_holding, settings_for
 from .test_duty import dispatcher
 from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
 
@@ -262,3 +263,23 @@ async def test_a_team_is_not_taken_off_its_order_for_an_incident_that_cannot_hav
                            json={"team_id": "guard", "reassign": True})
     assert r.status_code == 409 and "closed" in r.json()["error"]["message"]
     assert withdrawals(clean_redis, first.incident_id) == []  # the guard stays on its order
+
+
+async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_not_stuck(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
+    worse = await report(publisher, "suspicious", priority="P2")  # goes to the patrol
+    await orders_once(clean_redis, worse, 1, "the patrol's order")
+    # The guard is taken off the noise complaint; its refill fails (Redis away, a crash).
+    failures = fail_once(monkeypatch, Dispatcher, "_fill", fill_holding("withdrawn"))
+    body = {"team_id": "guard", "reassign": True}
+    r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
+    assert r.status_code == 503 and failures == ["failed"]
+    again = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
+    assert again.status_code == 200, again.text  # the guard is free now: a plain assign
+    # The noise complaint waits for a freed team instead of staying without one: the next
+    # team that comes free takes it.
+    await team(publisher, "guard2", kind="security", lat=22.8172, lon=108.3665)
+    orders = await orders_once(clean_redis, first.incident_id, 2, "the noise complaint refilled")
+    assert orders[1].team_id in ("guard2", "station")
