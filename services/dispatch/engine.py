@@ -549,7 +549,8 @@ class Dispatcher:
             self.scripts, order_id=order["order_id"], incident_id=inc["incident_id"],
             fields=fields, claim=claims, require_available=require_available,
             ack_by=deadline, entry=entry,
-            first_assignment_at=order["issued_at"] if claims else None, last=last)
+            first_assignment_at=order["issued_at"] if claims else None, last=last,
+            lock=self.locks.guard(inc["incident_id"]))
         if not offered:
             return None
         if first:

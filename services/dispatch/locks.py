@@ -138,6 +138,13 @@ class IncidentLocks:
                     if not released and not queued:
                         log.warning("lock on %s expired before release", incident_id)
 
+    def guard(self, incident_id: str) -> tuple[str, str] | None:
+        """The incident lock's key and this process's token while a step here holds it: a
+        script given them writes nothing if the lock has expired and passed to another step
+        (the step then fails with LockLost and is made again)."""
+        held = self._held.get(key(incident_id))
+        return (key(incident_id), held.token) if held is not None else None
+
     @staticmethod
     def release_in_script(held: Held) -> tuple[str, str]:
         """The lock's key and token for a script that releases it with the step's last

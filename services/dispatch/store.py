@@ -26,6 +26,7 @@ from shared.jsontext import ascii_json
 from shared.scripts import RUN_COMMANDS_LUA, ScriptBatch, commands_as_args, run_script
 
 from .domain import PRIORITY_RANK, CandidateQuery, Unit
+from .locks import LockLost
 
 # --- units ----------------------------------------------------------------------------
 
@@ -379,15 +380,19 @@ return 0
 # A new order, its claim on the team (for orders that claim one), the team's place among the
 # incident's offered teams, its acknowledge deadline and its timeline entry, in one step:
 # either the team is claimed and the order is there, or nothing was written. With
-# ARGV[9] == '1' the same step makes the step's last writes (LastWrites) too: order.issued
+# ARGV[10] == '1' the same step makes the step's last writes (LastWrites) too: order.issued
 # and the order's published mark, the incident's change (as queue_incident_change), its
 # incident.updated, off the waiting list, and its lock released (token compared, as
-# locks.release_in_script). Returns {offered, first order of the incident}. An order that
+# locks.release_in_script). With a lock token in ARGV[9], nothing is written unless the
+# incident's lock (KEYS[9]) still holds it: a step whose lock expired while it stalled
+# (another step may have given the incident its team since) writes no second order.
+# Returns {offered (-1: the lock was lost), first order of the incident}. An order that
 # exists already means this very script ran before (every offer has a new order id) and
 # redis-py sent it again after losing its reply: it is offered, and nothing is written
 # twice (the lock it released may have let other steps change the incident since).
 _OFFER = _CLAIMABLE + XADD_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
+if ARGV[9] ~= '' and redis.call('GET', KEYS[9]) ~= ARGV[9] then return {-1, 0} end
 if ARGV[3] == '1' then
   if not claimable(KEYS[3], KEYS[4], ARGV[1], ARGV[4]) then return {0, 0} end
   redis.call('SET', KEYS[3], ARGV[1])
@@ -399,20 +404,20 @@ if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], 'ack:' .. ARGV[1]) en
 redis.call('RPUSH', KEYS[7], ARGV[7])
 local first = 0
 if ARGV[8] ~= '' then first = redis.call('HSETNX', KEYS[8], 'first_assigned_at', ARGV[8]) end
-if ARGV[9] == '1' then
-  xadd(KEYS[9], ARGV[10], ARGV[11])
+if ARGV[10] == '1' then
+  xadd(KEYS[10], ARGV[11], ARGV[12])
   redis.call('HSET', KEYS[1], 'published', '1')
-  redis.call('HSET', KEYS[8], unpack(cjson.decode(ARGV[12])))
-  if ARGV[13] ~= ARGV[14] then
-    redis.call('HINCRBY', KEYS[11], ARGV[13], -1)
-    redis.call('HINCRBY', KEYS[11], ARGV[14], 1)
+  redis.call('HSET', KEYS[8], unpack(cjson.decode(ARGV[13])))
+  if ARGV[14] ~= ARGV[15] then
+    redis.call('HINCRBY', KEYS[12], ARGV[14], -1)
+    redis.call('HINCRBY', KEYS[12], ARGV[15], 1)
   end
-  redis.call('RPUSH', KEYS[7], ARGV[15])
-  xadd(KEYS[10], ARGV[16], ARGV[17])
-  if ARGV[20] ~= '' then redis.call('ZADD', KEYS[12], ARGV[20], ARGV[18])
-  else redis.call('ZREM', KEYS[12], ARGV[18]) end
-  if ARGV[19] ~= '' and redis.call('GET', KEYS[13]) == ARGV[19] then
-    redis.call('DEL', KEYS[13])
+  redis.call('RPUSH', KEYS[7], ARGV[16])
+  xadd(KEYS[11], ARGV[17], ARGV[18])
+  if ARGV[21] ~= '' then redis.call('ZADD', KEYS[13], ARGV[21], ARGV[19])
+  else redis.call('ZREM', KEYS[13], ARGV[19]) end
+  if ARGV[20] ~= '' and redis.call('GET', KEYS[14]) == ARGV[20] then
+    redis.call('DEL', KEYS[14])
   end
 end
 return {1, first}
@@ -686,20 +691,23 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
                       fields: dict[str, str], claim: bool, require_available: bool,
                       ack_by: datetime | None, entry: TimelineEntry,
                       first_assignment_at: str | None,
-                      last: LastWrites | None = None) -> tuple[bool, bool]:
+                      last: LastWrites | None = None,
+                      lock: tuple[str, str] | None = None) -> tuple[bool, bool]:
     """Write a new order and, if `claim`, claim its team, in one step (_OFFER), with the
     step's `last` writes when given; (offered, first order of the incident to count for
-    time-to-assign)."""
+    time-to-assign). `lock`: the incident lock's key and the step's token, which the lock
+    must still hold (else LockLost, and nothing written)."""
     flat = [x for kv in {"order_id": order_id, "incident_id": incident_id, **fields}.items()
             for x in kv]
     team_id = fields["team_id"]
     keys = [_order_key(order_id), f"dispatch:orders:{incident_id}", f"dispatch:claim:{team_id}",
             _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
-            f"dispatch:timeline:{incident_id}", _incident_key(incident_id)]
+            f"dispatch:timeline:{incident_id}", _incident_key(incident_id),
+            lock[0] if lock else "dispatch:lock:-"]
     args: list[str | bytes] = [
         order_id, ascii_json(flat), "1" if claim else "0", "1" if require_available else "0",
         team_id, repr(ack_by.timestamp()) if ack_by else "", entry.model_dump_json(),
-        first_assignment_at or ""]
+        first_assignment_at or "", lock[1] if lock else ""]
     if last is not None:
         keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
                  _waiting_key(last.district), last.lock_key or "dispatch:lock:-"]
@@ -710,6 +718,8 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
                  last.incident_updated, incident_id, last.lock_token,
                  "" if last.short_score is None else repr(last.short_score)]
     offered_, first = await run_script(redis, _OFFER, keys, args)
+    if offered_ == -1:
+        raise LockLost(incident_id)
     return bool(offered_), bool(first)
 
 

@@ -36,13 +36,14 @@ def _last(lock_token: str = "my-token") -> store.LastWrites:
         lock_token=lock_token)
 
 
-async def _offer(redis: Redis, order_id: str, last: store.LastWrites) -> tuple[bool, bool]:
+async def _offer(redis: Redis, order_id: str, last: store.LastWrites | None, *,
+                 lock: tuple[str, str] | None = None) -> tuple[bool, bool]:
     return await store.offer_order(
         redis, order_id=order_id, incident_id=INCIDENT,
         fields={"team_id": "t1", "kind": "dispatch", "state": "offered", "published": "0"},
         claim=True, require_available=True, ack_by=None,
         entry=TimelineEntry(kind="offer", team_id="t1", order_id=order_id),
-        first_assignment_at="2026-12-04T09:00:00+00:00", last=last)
+        first_assignment_at="2026-12-04T09:00:00+00:00", last=last, lock=lock)
 
 
 async def _entries(redis: Redis, stream: str) -> list[str]:
@@ -84,6 +85,24 @@ async def test_a_lock_taken_over_by_another_worker_is_not_released(redis: Redis)
     await redis.set(locks.key(INCIDENT), "someone-else")  # ours expired and was retaken
     assert (await _offer(redis, "ord_3", _last()))[0]
     assert await redis.get(locks.key(INCIDENT)) == "someone-else"
+
+
+@pytest.mark.parametrize("last", [_last(), None], ids=["with its last writes", "alone"])
+async def test_a_step_whose_lock_passed_to_another_writes_no_order(
+        redis: Redis, last: store.LastWrites | None) -> None:
+    # The step stalled past its lock's TTL; another step took the lock (and may have given
+    # the incident its team): the stale step's order would be a second one.
+    await redis.set(locks.key(INCIDENT), "someone-else")
+    with pytest.raises(locks.LockLost):
+        await _offer(redis, "ord_5", last, lock=(locks.key(INCIDENT), "my-token"))
+    assert await redis.exists("dispatch:order:ord_5") == 0
+    assert await redis.get("dispatch:claim:t1") is None
+    assert await _entries(redis, streams.ORDER_ISSUED.name) == []
+    assert await redis.llen(f"dispatch:timeline:{INCIDENT}") == 0
+    assert await redis.get(locks.key(INCIDENT)) == "someone-else"
+    # while the lock is its own, the same call writes the order
+    await redis.set(locks.key(INCIDENT), "my-token")
+    assert (await _offer(redis, "ord_5", last, lock=(locks.key(INCIDENT), "my-token")))[0]
 
 
 async def test_without_a_lock_to_release_the_rest_is_written(redis: Redis) -> None:

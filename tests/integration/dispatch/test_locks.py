@@ -5,19 +5,32 @@ round trip."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
+import httpx
 import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from services.dispatch import locks, store
+from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
+from services.dispatch.zones import ZoneProjection
 from shared import streams
-from shared.events import OrderIssued
+from shared.events import IncidentReported, OrderIssued, new_id, utcnow
+from shared.policy import load_policy
 from tests.helpers import poll_until, read_stream
 from tests.integration.dispatch.conftest import settings_for
-from tests.integration.dispatch.test_engine import report, team, wait_for_units
+from tests.integration.dispatch.test_engine import (
+    DISTRICT,
+    SCENE,
+    report,
+    team,
+    wait_for_units,
+)
 
 
 @pytest.fixture
@@ -221,3 +234,79 @@ async def test_a_lock_released_by_the_order_script_while_a_renewal_is_under_way_
                                              "while the order's script had run", 20)
     assert [o.incident_id for o in orders] == [incident_id]
     assert "lost before the step ended" not in caplog.text
+
+
+@pytest.fixture
+async def two_replicas(clean_redis: str) -> AsyncIterator[tuple[Dispatcher, Dispatcher]]:
+    """Two dispatch engines on one Redis, as two replicas are (no consumers running)."""
+    made = []
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(2):
+            client = Redis.from_url(clean_redis, decode_responses=True)
+            stack.push_async_callback(client.aclose)
+            broker = RedisBroker(clean_redis)
+            await broker.connect()
+            stack.push_async_callback(broker.stop)
+            http = await stack.enter_async_context(httpx.AsyncClient())
+            zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9",
+                                   admin_token="x", timeout_s=0.2, refresh_s=10)
+            engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
+                                settings=settings_for(clean_redis), zones=zones)
+            stack.push_async_callback(engine.locks.close)
+            made.append(engine)
+        yield made[0], made[1]
+
+
+async def free_guard(redis: Redis, team_id: str, lat: float) -> None:
+    now = utcnow()
+    await store.save_unit_status(redis, at=now, fields={
+        "team_id": team_id, "district": DISTRICT, "status": "available", "name": team_id,
+        "agency_id": "ag-security", "agency_kind": "security", "agency_role": "",
+        "mode": "car", "skills": "[]", "home_zone_id": "", "on_shift": "1"})
+    await store.save_unit_position(redis, team_id=team_id, lat=lat, lon=SCENE.lon, at=now)
+
+
+async def test_a_step_that_stalled_past_its_lock_writes_no_second_order(
+        clean_redis: str, redis: Redis, two_replicas: tuple[Dispatcher, Dispatcher],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = two_replicas
+    incident_id = new_id("inc")  # a noise complaint while nobody is on shift: it waits
+    await first.on_incident_reported(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow()))
+    await free_guard(redis, "guard-near", 22.8172)
+    await free_guard(redis, "guard-far", 22.8190)
+    # Replica 1's step stalls after its search, past its lock's TTL (its renewer with it:
+    # the event loop or its Redis connection stalled).
+    first.locks.ttl_s = 0.5
+
+    async def stalled() -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(first.locks, "_renew", stalled)
+    search = store.candidates
+    in_search = asyncio.Event()
+
+    async def slow_search(client: Any, query: Any) -> Any:
+        found = await search(client, query)
+        if client is first.scripts and not in_search.is_set():
+            in_search.set()
+            await asyncio.sleep(1.5)
+        return found
+
+    monkeypatch.setattr(store, "candidates", slow_search)
+
+    async def step(engine: Dispatcher) -> None:  # as a freed team's offer to waiting ones
+        async with engine._locked(incident_id):
+            await engine._fill(incident_id)
+
+    stale = asyncio.create_task(step(first))
+    await in_search.wait()
+    await asyncio.sleep(0.8)  # replica 1's lock has expired
+    await step(second)  # replica 2 takes it and gives the incident its one team
+    with pytest.raises(locks.LockLost):
+        await asyncio.wait_for(stale, 10)  # the stale step wrote nothing (it is made again)
+    orders = [o for o in read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued)
+              if o.incident_id == incident_id]
+    assert [o.team_id for o in orders] == ["guard-near"]
+    assert await redis.llen(f"dispatch:orders:{incident_id}") == 1
