@@ -1375,8 +1375,14 @@ class Dispatcher:
                         if may_change is not None and other is not None:
                             may_change(other)
                         await self._take_back(held["incident_id"], held["order_id"], by=by,
-                                              note=f"sent to incident {incident_id} instead")
-                    return await self._assign(incident_id, team_id)
+                                              note=f"sent to incident {incident_id} instead",
+                                              refill=False)
+                    # The team claimed here before the other incident's refill (a search
+                    # that takes a while), so no freed-team offer gives it to a third one
+                    # meanwhile; the other incident waits for its refill in the queue.
+                    order = await self._assign(incident_id, team_id)
+                    await self._fill(held["incident_id"])
+                    return order
         async with self._locked(incident_id):
             return await self._assign(incident_id, team_id)
 
@@ -1395,9 +1401,10 @@ class Dispatcher:
         return order
 
     async def _take_back(self, incident_id: str, order_id: str, *, by: str,
-                         note: str | None) -> tuple[dict[str, str], str]:
+                         note: str | None, refill: bool = True) -> tuple[dict[str, str], str]:
         """Under the incident's lock: the order withdrawn with its timeline entry, then the
-        incident filled again (as a missed deadline's withdrawal is)."""
+        incident filled again (as a missed deadline's withdrawal is) unless the caller
+        does that itself (`refill`)."""
         state = await store.incident_state(self.redis, incident_id)
         inc = state.incident
         order = next((o for o in state.orders if o["order_id"] == order_id), None)
@@ -1407,7 +1414,8 @@ class Dispatcher:
             await self._taken_back(state, order, detail=f"taken back by {by}", note=note)
         elif order["state"] != "withdrawn":
             raise conflict(f"the order is {order['state']}: only a live order can be taken back")
-        await self._fill(incident_id, state)
+        if refill:
+            await self._fill(incident_id, state)
         return order, inc["district"]
 
     async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,

@@ -4,7 +4,9 @@ lost answer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,7 +18,7 @@ from services.dispatch import locks
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
-from shared.events import OrderIssued, OrderWithdrawn
+from shared.events import OrderIssued, OrderWithdrawn, UnitStatus, utcnow
 from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, fail_once, fill_holding, settings_for
@@ -283,3 +285,50 @@ async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_
     await team(publisher, "guard2", kind="security", lat=22.8172, lon=108.3665)
     orders = await orders_once(clean_redis, first.incident_id, 2, "the noise complaint refilled")
     assert orders[1].team_id in ("guard2", "station")
+
+
+async def test_a_moved_team_is_claimed_before_the_other_incidents_refill(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Volunteers frees the guard when its old order is withdrawn, and dispatch offers a free
+    # team to the incidents waiting: that must not happen before the guard is the worse
+    # incident's, however long the old incident's refill (a search) takes.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "patrol", kind="police", role="patrol", lat=22.8300, lon=108.3665)
+    await wait_for_units(clean_redis, 2)
+    minor = await report(publisher, "noise", priority="P4")
+    await orders_once(clean_redis, minor, 1, "the guard's order")
+    worse = await report(publisher, "suspicious", priority="P2")
+    await orders_once(clean_redis, worse, 1, "the patrol's order")
+    # nobody free: it waits, ahead of the noise complaint once that waits too
+    third = await report(publisher, "suspicious", priority="P2")
+    await poll_until(lambda: waiting_in(clean_redis, third), "the third incident waiting")
+
+    refill = Dispatcher._fill
+
+    async def slow_refill(engine: Dispatcher, incident_id: str, *args: Any, **kw: Any) -> None:
+        if incident_id == minor:  # the guard reported free meanwhile, as volunteers does
+            await publisher.publish(UnitStatus(
+                district=DISTRICT, unit_id="guard", status="available", name="guard",
+                agency_id="ag-security", agency_kind="security", mode="car", on_shift=True,
+                occurred_at=utcnow() + timedelta(milliseconds=5)),  # after the one it had
+                stream=streams.UNIT_STATUS.name)
+            await asyncio.sleep(0.3)
+        await refill(engine, incident_id, *args, **kw)
+
+    monkeypatch.setattr(Dispatcher, "_fill", slow_refill)
+    r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN,
+                           json={"team_id": "guard", "reassign": True})
+    assert r.status_code == 200, r.text
+    [manual] = manual_orders(clean_redis, worse)
+    assert manual.team_id == "guard"
+    await asyncio.sleep(0.3)  # what the freed guard's status would have set off
+    assert [o.team_id for o in orders_for(clean_redis, third)] == []
+
+
+def waiting_in(url: str, incident_id: str) -> bool:
+    client = sync_redis.Redis.from_url(url)
+    try:
+        return client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id) is not None
+    finally:
+        client.close()
