@@ -21,7 +21,7 @@ from shared import streams
 from shared.events import OrderIssued, OrderWithdrawn, UnitStatus, utcnow
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once, fail_once, fill_holding, settings_for
+from .conftest import fail_a_write_once, fail_once, settings_for
 from .test_duty import dispatcher
 from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
 
@@ -274,12 +274,13 @@ async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_
     worse = await report(publisher, "suspicious", priority="P2")  # goes to the patrol
     await orders_once(clean_redis, worse, 1, "the patrol's order")
     # The guard is taken off the noise complaint; its refill fails (Redis away, a crash).
-    failures = fail_once(monkeypatch, Dispatcher, "_fill", fill_holding("withdrawn"))
+    failures = fail_once(monkeypatch, Dispatcher, "_fill",
+                         lambda _engine, incident_id, *_, **__: incident_id == first.incident_id)
     body = {"team_id": "guard", "reassign": True}
     r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
     assert r.status_code == 503 and failures == ["failed"]
     again = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
-    assert again.status_code == 200, again.text  # the guard is free now: a plain assign
+    assert again.status_code == 200, again.text  # the same order: the guard is this one's
     # The noise complaint waits for a freed team instead of staying without one: the next
     # team that comes free takes it.
     await team(publisher, "guard2", kind="security", lat=22.8172, lon=108.3665)
