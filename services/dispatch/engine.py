@@ -391,10 +391,14 @@ class Dispatcher:
         inc = state.incident
         if inc is None or inc["status"] in TERMINAL:
             return
-        for order in state.orders:  # a crash came between an offer and its publication
-            if order["state"] == "offered" and order.get("published") != "1":
-                await self._announce(inc, order)
+        # Orders offered but never announced (the step's last write failed, or a crash came
+        # between an offer and its publication): announced with this step's status below,
+        # so the incident's status and incident.updated follow them too.
+        unannounced = [o for o in state.orders
+                       if o["state"] == "offered" and o.get("published") != "1"]
         if inc.get("zone_pending") == "1" and await self._zone_still_pending(state):
+            for order in unannounced:
+                await self._announce(inc, order)
             return
         live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
                 and o.get("kind") in CLAIMING_KINDS]
@@ -402,7 +406,7 @@ class Dispatcher:
         wanted = domain.units_wanted(facts, self.policy)
         now = utcnow()
         query: domain.CandidateQuery | None = None  # built when a search is run here
-        issued: list[dict[str, str]] = []
+        issued: list[dict[str, str]] = list(unannounced)
         # Each round that ends without its orders is someone else's progress: a team of
         # this incident's choice was being offered to another incident of this process
         # (wait for that offer, then search again) or was claimed by another (search

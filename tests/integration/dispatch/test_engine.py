@@ -28,7 +28,7 @@ from shared.events import (
 )
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_once, fill_holding, settings_for
+from .conftest import fail_a_write_once, fail_once, fill_holding, settings_for
 
 DISTRICT = "qingxiu"
 SCENE = Location(lat=22.8170, lon=108.3665)
@@ -306,3 +306,29 @@ async def test_a_malformed_event_does_not_stop_the_consumer(dispatch: str,
     pending = client.xpending(streams.INCIDENT_REPORTED.name, "dispatch")
     assert pending["pending"] == 0
     await asyncio.sleep(0)
+
+
+async def test_a_joint_response_whose_last_write_failed_gets_its_status_when_made_again(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A P1 fight: police and security, both orders written with their claims; the step's
+    # last write (both order.issued, the status, incident.updated) fails, the report is
+    # handled again: the orders go out, and so does the incident's status.
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await team(publisher, "sec", kind="security", lat=22.8172, lon=108.3665, mode="foot")
+    await wait_for_units(dispatch, 2)
+    failures = fail_a_write_once(monkeypatch, streams.ORDER_ISSUED.name)
+    incident_id = await report(publisher, "violence", priority="P1")
+    orders = await orders_once(dispatch, incident_id, 2, "both orders, after the redelivery")
+    assert failures == ["failed"] and {o.team_id for o in orders} == {"pol", "sec"}
+
+    def updates() -> list[str]:
+        return [u.status for u in read_stream(dispatch, streams.INCIDENT_UPDATED.name,
+                                              IncidentUpdated) if u.incident_id == incident_id]
+
+    await poll_until(lambda: "assigned" in updates(), "incident.updated: assigned")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.hget(f"dispatch:incident:{incident_id}", "status") == "assigned"
+    finally:
+        client.close()
+    assert len(orders_for(dispatch, incident_id)) == 2  # each order announced once
