@@ -2,6 +2,8 @@
 
 Each due timer is leased (its score pushed out) before it is handled and removed after,
 so a crash while handling it makes it fire again, and two replicas never both handle it.
+Each fires in a task of its own: one that waits (for an incident's lock held by a stalled
+step, up to the lock's wait) never holds back the deadlines due after it.
 """
 
 from __future__ import annotations
@@ -17,19 +19,38 @@ log = logging.getLogger(__name__)
 
 
 async def run_timers(engine: Dispatcher, settings: Settings, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            due, leased_until = await store.lease_due(engine.redis, lease_s=settings.timer_lease_s)
-            for member in due:
-                try:
-                    await engine.fire_timer(member)
-                except Exception:
-                    log.exception("timer %s failed; it fires again after its lease", member)
-                else:
-                    await store.finish_timer(engine.redis, member, leased_until)
-        except Exception as exc:  # Redis unavailable: keep trying, the timers are safe there
-            log.warning("timer scan failed: %s", type(exc).__name__)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=settings.timer_interval_s)
-        except TimeoutError:
-            pass
+    firing: dict[str, asyncio.Task[None]] = {}
+    try:
+        while not stop.is_set():
+            try:
+                due, leased_until = await store.lease_due(engine.redis,
+                                                          lease_s=settings.timer_lease_s)
+                for member in due:
+                    if member in firing:  # still under way here (past its lease): let it end
+                        continue
+                    task = asyncio.create_task(_fire(engine, member, leased_until),
+                                               name=f"timer-{member}")
+                    firing[member] = task
+                    task.add_done_callback(lambda _, m=member: firing.pop(m, None))
+            except Exception as exc:  # Redis unavailable: keep trying, the timers are safe there
+                log.warning("timer scan failed: %s", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=settings.timer_interval_s)
+            except TimeoutError:
+                pass
+    finally:
+        for task in list(firing.values()):
+            task.cancel()
+        await asyncio.gather(*firing.values(), return_exceptions=True)
+
+
+async def _fire(engine: Dispatcher, member: str, leased_until: float) -> None:
+    try:
+        await engine.fire_timer(member)
+    except Exception:
+        log.exception("timer %s failed; it fires again after its lease", member)
+        return
+    try:
+        await store.finish_timer(engine.redis, member, leased_until)
+    except Exception as exc:  # handled: firing again after the lease finds nothing to do
+        log.warning("timer %s not removed: %s", member, type(exc).__name__)
