@@ -697,25 +697,38 @@ class Dispatcher:
                 log.warning("response to unknown order %s ignored", event.order_id)
                 return
             if state.seen:
-                return
-            allowed, why = domain.response_allowed(order["state"], event.response)
-            # The order already in the state this response leads to, and this event not
-            # done: an earlier attempt failed after moving the order (its first write).
-            # Finish the steps after it, all idempotent, or the incident never closes.
-            resuming = order["state"] == domain.RESPONSE_STATE.get(event.response)
-            if not allowed and not resuming:
-                log.info("response %s to order %s ignored: %s", event.response,
-                         event.order_id, why)
-                return
-            end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None)
-            if event.response == "reinforce":
-                await self._reinforce(inc, order, request=event.event_id)
-                free = await self._end(end)
+                # Handled before, and here again: what may have failed is the freed team's
+                # offer to the waiting incidents, which comes after the step's done mark.
+                free = frees
             else:
-                free = await self._apply_response(state, order, event, end)
-            if not free:
-                return
-        await self.retry_waiting(event.district, freed=event.team_id, known_free=True)
+                free = await self._respond(state, order, event, held, done=done, frees=frees)
+                if free is None:
+                    return
+        if free:
+            await self.retry_waiting(event.district, freed=event.team_id,
+                                     known_free=not state.seen)
+
+    async def _respond(self, state: store.IncidentState, order: dict[str, str],
+                       event: OrderResponded, held: locks.Held, *, done: str,
+                       frees: bool) -> bool | None:
+        """Under the incident's lock, an answer not handled before: whether it freed the
+        team while incidents wait; None if it was ignored."""
+        inc = state.incident
+        assert inc is not None
+        allowed, why = domain.response_allowed(order["state"], event.response)
+        # The order already in the state this response leads to, and this event not
+        # done: an earlier attempt failed after moving the order (its first write).
+        # Finish the steps after it, all idempotent, or the incident never closes.
+        resuming = order["state"] == domain.RESPONSE_STATE.get(event.response)
+        if not allowed and not resuming:
+            log.info("response %s to order %s ignored: %s", event.response,
+                     event.order_id, why)
+            return None
+        end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None)
+        if event.response == "reinforce":
+            await self._reinforce(inc, order, request=event.event_id)
+            return await self._end(end)
+        return await self._apply_response(state, order, event, end)
 
     async def _end(self, end: StepEnd, commands: list[Any] | None = None) -> bool:
         """A step's end after its writes, in one round trip (`store.end_step`, with the step's

@@ -289,6 +289,36 @@ async def test_acknowledgement_moves_the_incident_and_resolution_frees_the_team(
     await poll_until(lambda: orders_for(dispatch, second), "the waiting incident assigned")
 
 
+async def test_a_freed_teams_offer_that_failed_is_made_when_the_answer_comes_again(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    first = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(dispatch, first), "an order")
+    second = await report(publisher, "noise", priority="P4")  # nobody free: it waits
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        await poll_until(lambda: client.zscore(f"dispatch:waiting:{DISTRICT}", second),
+                         "the second incident waiting")
+        # volunteers reported the team available before dispatch handles its answer
+        await publisher.publish(UnitStatus(
+            district=DISTRICT, unit_id="t1", status="available", agency_id="ag-security",
+            agency_kind="security", mode="car", on_shift=True,
+            occurred_at=utcnow() + timedelta(milliseconds=5)), stream=streams.UNIT_STATUS.name)
+        await poll_until(lambda: client.hget("dispatch:unit:t1", "status") == "available",
+                         "the team available in dispatch's view")
+    finally:
+        client.close()
+    # The answer frees the team; offering it to the waiting incident fails (Redis away) after
+    # the answer's step was done: the answer comes again, and the offer is made then.
+    failures = fail_once(monkeypatch, Dispatcher, "retry_waiting")
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=first, team_id="t1",
+        member_id="m1", response="resolved"), stream=streams.ORDER_RESPONDED.name)
+    (offered,) = await orders_once(dispatch, second, 1, "the waiting incident offered the team")
+    assert failures == ["failed"] and offered.team_id == "t1"
+
+
 async def test_a_malformed_event_does_not_stop_the_consumer(dispatch: str,
                                                             publisher: RedisBroker) -> None:
     import redis as sync_redis
