@@ -17,14 +17,18 @@ from .engine import Dispatcher
 
 log = logging.getLogger(__name__)
 
+MAX_FIRING = 64  # timers under way at once in one process; the rest wait in Redis
+
 
 async def run_timers(engine: Dispatcher, settings: Settings, stop: asyncio.Event) -> None:
     firing: dict[str, asyncio.Task[None]] = {}
     try:
         while not stop.is_set():
             try:
-                due, leased_until = await store.lease_due(engine.redis,
-                                                          lease_s=settings.timer_lease_s)
+                room = MAX_FIRING - len(firing)
+                due, leased_until = (await store.lease_due(
+                    engine.redis, lease_s=settings.timer_lease_s, limit=room)
+                    if room > 0 else ([], 0.0))
                 for member in due:
                     if member in firing:  # still under way here (past its lease): let it end
                         continue

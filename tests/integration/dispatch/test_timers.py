@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from redis.asyncio import Redis
 
-from services.dispatch import store
+from services.dispatch import store, timers
 from services.dispatch.timers import run_timers
 from tests.helpers import poll_until
 
@@ -22,10 +23,11 @@ class Engine:
         self.redis = redis
         self.fired: list[str] = []
         self.slow_may_end = asyncio.Event()
+        self.blocking = {"ack:slow"}
 
     async def fire_timer(self, member: str) -> None:
         self.fired.append(member)
-        if member == "ack:slow":
+        if member in self.blocking:
             await self.slow_may_end.wait()
 
 
@@ -66,4 +68,28 @@ async def test_timers_under_way_are_cancelled_when_the_loop_stops(clean_redis: s
         # leased, not removed: it fires again after its lease, in this or another process
         assert await redis.zscore(store.TIMERS, "ack:slow") is not None
     finally:
+        await redis.aclose()
+
+
+async def test_no_more_timers_are_taken_than_can_be_under_way(
+        clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timers, "MAX_FIRING", 2)
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    engine = Engine(redis)
+    now = time.time()
+    await redis.zadd(store.TIMERS, {"ack:slow": now - 3, "ack:a": now - 2, "ack:b": now - 1})
+    engine.blocking = {"ack:slow", "ack:a"}
+    stop = asyncio.Event()
+    loop = asyncio.create_task(run_timers(engine, settings_for(clean_redis), stop))  # type: ignore[arg-type]
+    try:
+        await poll_until(lambda: len(engine.fired) == 2, "two timers under way", 5)
+        await asyncio.sleep(0.3)
+        assert sorted(engine.fired) == ["ack:a", "ack:slow"]  # the third waits its turn,
+        # unleased: another process may take it meanwhile
+        assert await redis.zscore(store.TIMERS, "ack:b") == pytest.approx(now - 1)
+        engine.slow_may_end.set()
+        await poll_until(lambda: "ack:b" in engine.fired, "the third once there is room", 5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 5)
         await redis.aclose()
