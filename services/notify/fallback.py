@@ -43,12 +43,26 @@ class FallbackTimers:
             await asyncio.sleep(self._settings.fallback_poll_s)
 
     async def tick(self) -> None:
-        for order_id in await store.claim_due_fallbacks(
-            self._redis, lease_s=self._settings.fallback_lease_s
-        ):
-            await self.fire(order_id)
+        due, leased_until = await store.claim_due_fallbacks(
+            self._redis, lease_s=self._settings.fallback_lease_s)
+        for order_id in due:
+            await self.fire(order_id, leased_until)
 
-    async def fire(self, order_id: str) -> None:
+    async def _may_send(self, order_id: str, leased_until: float | None) -> bool:
+        """Before each message: the timer still ours, the order still unconfirmed (a
+        receipt or the order's end may have come while the others were sent)."""
+        if leased_until is not None and not await store.holds_fallback(
+                self._redis, order_id, leased_until):
+            return False
+        record = await store.get_order(self._redis, order_id)
+        return record is not None and record.needs_fallback
+
+    async def fire(self, order_id: str, leased_until: float | None = None) -> None:
+        """One step of the order's fallback chain to every device its channel reaches.
+        `leased_until`: the lease this replica holds (None: fire regardless)."""
+        if leased_until is not None and not await store.holds_fallback(
+                self._redis, order_id, leased_until):
+            return  # claimed again by another replica (this lease ran out), or moved on
         record = await store.get_order(self._redis, order_id)
         if record is None or record.order is None or not record.needs_fallback:
             await store.cancel_fallback(self._redis, order_id)
@@ -71,6 +85,13 @@ class FallbackTimers:
                 await store.record_attempt(self._redis, order_id, channel=channel.name,
                                            outcome="no_recipient", ttl_s=ttl)
             for device in devices:
+                if not await self._may_send(order_id, leased_until):
+                    log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
+                             order_id, channel.name)
+                    return
+                if not await store.first_fallback_send(self._redis, order_id, step=step,
+                                                       device_id=device.device_id, ttl_s=ttl):
+                    continue  # sent by a replica whose lease ran out meanwhile
                 try:
                     outcome = await channel.send(record.order, device)
                     status, detail = outcome.status, outcome.detail

@@ -524,18 +524,49 @@ return due
 """
 
 
-async def claim_due_fallbacks(redis: Redis, *, lease_s: float, limit: int = 50) -> list[str]:
+async def claim_due_fallbacks(redis: Redis, *, lease_s: float,
+                              limit: int = 50) -> tuple[list[str], float]:
+    """Due fallback timers, leased until the time returned (their score, while ours)."""
     now = time.time()
-    return await redis.eval(_CLAIM_DUE, 1, FALLBACK, repr(now), repr(now + lease_s), str(limit))
+    until = now + lease_s
+    return await redis.eval(_CLAIM_DUE, 1, FALLBACK, repr(now), repr(until), str(limit)), until
+
+
+async def holds_fallback(redis: Redis, order_id: str, leased_until: float) -> bool:
+    """Whether the order's fallback timer is still the lease taken until `leased_until`:
+    not claimed again by another replica (a lease outlived) nor moved on or cancelled."""
+    score = await redis.zscore(FALLBACK, order_id)
+    return score is not None and abs(score - leased_until) < 1e-3
+
+
+async def first_fallback_send(redis: Redis, order_id: str, *, step: int, device_id: str,
+                              ttl_s: int) -> bool:
+    """Marks the order's fallback `step` as sent to the device: False if it was already
+    (another replica whose lease ran out while it sent): each message goes out once."""
+    key = f"{_order(order_id)}:fallback_sent"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(key, f"{step}:{device_id}", "1")
+        pipe.expire(key, ttl_s)
+        first, _ = await pipe.execute()
+    return bool(first)
+
+
+_NEXT_FALLBACK = """
+if tonumber(redis.call('HGET', KEYS[1], 'fallback_step') or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'fallback_step', tonumber(ARGV[1]) + 1)
+if ARGV[2] == '' then redis.call('ZREM', KEYS[2], ARGV[3])
+else redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3]) end
+return 1
+"""
 
 
 async def next_fallback(redis: Redis, order_id: str, *, step: int, after_s: float | None) -> None:
-    """Records that `step` was tried; schedules the next one (XX: a receipt may have cancelled)."""
-    await redis.hset(_order(order_id), "fallback_step", str(step + 1))
-    if after_s is None:
-        await redis.zrem(FALLBACK, order_id)
-    else:
-        await redis.zadd(FALLBACK, {order_id: time.time() + after_s}, xx=True)
+    """Records that `step` was tried and schedules the next one (XX: a receipt may have
+    cancelled), unless another replica has moved the order past `step` already."""
+    due = "" if after_s is None else repr(time.time() + after_s)
+    await redis.eval(_NEXT_FALLBACK, 2, _order(order_id), FALLBACK, str(step), due, order_id)
 
 
 async def cancel_fallback(redis: Redis, order_id: str) -> None:

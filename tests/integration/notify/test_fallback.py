@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import http_ece
@@ -12,10 +14,26 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from faststream.redis import RedisBroker
 from py_vapid import Vapid02, b64urlencode
+from redis.asyncio import Redis
 
+from services.notify import store
+from services.notify.channels import Outcome
+from services.notify.config import Settings
+from services.notify.fallback import FallbackTimers
+from shared.runtime import stop_task
 from tests.helpers import poll_until
 
-from .conftest import ADMIN, Gateway, Member, NotifyFactory, Volunteers, an_order, device, issue
+from .conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    Gateway,
+    Member,
+    NotifyFactory,
+    Volunteers,
+    an_order,
+    device,
+    issue,
+)
 
 PHONE = "+8613877009999"
 
@@ -156,3 +174,73 @@ async def test_a_push_subscription_the_push_service_says_is_gone_is_forgotten(
 async def _stored(http: httpx.AsyncClient, notify: str, order_id: str) -> dict[str, Any] | None:
     r = await http.get(f"{notify}/v1/orders/{order_id}/deliveries", headers=ADMIN)
     return r.json() if r.status_code == 200 else None
+
+
+@dataclass
+class SlowSms:
+    """An SMS gateway that takes half a second per message (within CHANNEL_TIMEOUT_S)."""
+
+    sent: list[tuple[str, str]]
+    name: str = "sms"
+    contact_field: str = "phone"
+
+    def reaches(self, device: store.DeviceRecord) -> bool:
+        return device.phone is not None
+
+    async def send(self, order: Any, device: store.DeviceRecord) -> Outcome:
+        await asyncio.sleep(0.5)
+        self.sent.append((order.order_id, device.device_id))
+        return Outcome("sent")
+
+
+async def three_phones_and_an_order(redis: Redis, team: str) -> str:
+    for i in range(3):
+        await store.touch_device(redis, device_id=f"{team}-dev{i}", member_id=f"m{i}",
+                                 team_id=team, agency_kind="police", district="d1")
+        await store.set_device_channel(redis, f"{team}-dev{i}", field="phone",
+                                       value=f"+8613800000{i}")
+    order = an_order(team)
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=0.0, ttl_s=600)
+    return order.order_id
+
+
+async def test_two_replicas_never_send_one_step_to_a_phone_twice(clean_redis: str) -> None:
+    # Replica A's sends outlast its lease (a slow gateway, many phones); replica B claims
+    # the timer again meanwhile: each phone still gets the step once.
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    settings = Settings(redis_url=clean_redis, admin_token=ADMIN_TOKEN, fallback_lease_s=1.0,
+                        fallback_after_s=30.0, fallback_poll_s=0.05)
+    order_id = await three_phones_and_an_order(redis, "t1")
+    sent: list[tuple[str, str]] = []
+    replicas = [asyncio.create_task(FallbackTimers(
+        redis=redis, orders=None, chain=[SlowSms(sent)], settings=settings).run())  # type: ignore[arg-type]
+        for _ in range(2)]
+    try:
+        await poll_until(lambda: len(sent) >= 3, "every phone's SMS", 10)
+        await asyncio.sleep(1.5)
+    finally:
+        for task in replicas:
+            await stop_task(task)
+        await redis.aclose()
+    assert sorted(sent) == [(order_id, f"t1-dev{i}") for i in range(3)]
+
+
+async def test_the_fallback_stops_once_the_order_is_acknowledged(clean_redis: str) -> None:
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    settings = Settings(redis_url=clean_redis, admin_token=ADMIN_TOKEN, fallback_lease_s=30.0,
+                        fallback_after_s=30.0, fallback_poll_s=0.05)
+    order_id = await three_phones_and_an_order(redis, "t2")
+    sent: list[tuple[str, str]] = []
+    task = asyncio.create_task(FallbackTimers(
+        redis=redis, orders=None, chain=[SlowSms(sent)], settings=settings).run())  # type: ignore[arg-type]
+    try:
+        await poll_until(lambda: len(sent) >= 1, "the first SMS", 10)
+        # a member acknowledges on the page meanwhile (as the answer's script writes it)
+        await redis.hset(f"notify:order:{order_id}", mapping={"state": "acknowledged",
+                                                               "answered": "1"})
+        await redis.zrem(store.FALLBACK, order_id)
+        await asyncio.sleep(1.5)
+    finally:
+        await stop_task(task)
+        await redis.aclose()
+    assert len(sent) <= 2  # the one under way when the answer came, at most; never all three
