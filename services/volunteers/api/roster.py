@@ -234,6 +234,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
     @router.delete("/members/{member_id}", status_code=204,
                    summary="Remove a member; their devices are revoked (admin)")
     async def delete_member(member_id: IdPath, who: Admin) -> Response:
+        member = await roster_store.get(redis, "members", member_id)
+        if member and member.get("team_id"):
+            # off the team's shift first, as a move does: the shift ends if nobody is left
+            # on it and no order holds it (dispatch hears the team off duty)
+            await leave_shift(member_id, member["team_id"])
         if not await roster_store.delete_member(redis, broker=broker, member_id=member_id):
             raise not_found("member")
         await audit.record(redis, "volunteers", who, "member.delete", member_id)

@@ -243,6 +243,11 @@ def on_order_withdrawn(
 def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str) -> OrderStep:
     orders = {o: s for o, s in state.orders.items() if o != order_id}
     settled = _settle(state.model_copy(update={"orders": orders}))
+    if settled.on_shift and not settled.shift_members and not settled.orders:
+        # Its last member left the shift while the order was open (a roster import moved
+        # them, or they were removed): the shift ends with it, as leave_shift ends it when
+        # no order holds it, so dispatch sends nothing to a team with nobody on it.
+        settled = TeamState(status="off_duty")
     closed = record.model_copy(update={"open": False, "final": final})
     return OrderStep(settled, closed, finished=final)
 
