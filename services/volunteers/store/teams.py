@@ -254,12 +254,19 @@ return 1
 
 PENDING = "roster:pos-pending"
 
-# Publishes a team's latest stored fix if nothing newer went out meanwhile.
+# Publishes a team's latest stored fix (the one read, ARGV[1]) if its interval has ended.
+# A newer fix stored since the read stays pending (the next flush publishes it: its own
+# ZADD NX found this entry there); one published meanwhile moves the entry to the end of
+# its interval, where the newest fix goes out (the trailing edge is never dropped).
 _FLUSH = """
-redis.call('ZREM', KEYS[3], ARGV[4])
 local pub = tonumber(redis.call('HGET', KEYS[1], 'pub_ms') or '0')
 local at = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '0')
-if at ~= tonumber(ARGV[1]) or tonumber(ARGV[5]) - pub < tonumber(ARGV[6]) then return 0 end
+if at ~= tonumber(ARGV[1]) then return 0 end
+if tonumber(ARGV[5]) - pub < tonumber(ARGV[6]) then
+  redis.call('ZADD', KEYS[3], pub + tonumber(ARGV[6]), ARGV[4])
+  return 0
+end
+redis.call('ZREM', KEYS[3], ARGV[4])
 if ARGV[2] == '' then
   redis.call('XADD', KEYS[2], '*', '__data__', ARGV[3])
 else

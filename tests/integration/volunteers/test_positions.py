@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.volunteers.store.teams import PositionWriter
@@ -121,6 +122,47 @@ async def test_a_coalesced_fix_is_still_published_when_its_interval_ends(
         from .conftest import poll_until
 
         await poll_until(latest_published, "the trailing fix published")
+        assert await volunteers.redis.zcard("roster:pos-pending") == 0
+
+
+async def test_a_fix_stored_while_the_trailing_edge_is_flushed_still_goes_out(
+        clean_redis: str) -> None:
+    # The flusher reads the team's latest fix; a newer one is stored before its script
+    # runs (its own ZADD NX finds the pending entry there): that newer fix is published by
+    # the next flush, not dropped with the entry.
+    async with running(clean_redis, position_publish_interval_ms=60_000) as volunteers:
+        await volunteers.import_district()
+        wang = await volunteers.enrol("m-wang")
+        await volunteers.client.post("/v1/me/shift/start", headers=wang)
+
+        async def put(lat: float) -> dict[str, Any]:
+            r = await volunteers.client.put("/v1/me/position", headers=wang,
+                                            json={"lat": lat, "lon": 108.01})
+            return r.json()
+
+        assert (await put(22.01))["published"] is True  # the leading edge
+        assert (await put(22.02))["published"] is False  # coalesced: pending
+        redis = Redis.from_url(clean_redis, decode_responses=True)
+        writer = PositionWriter(redis, publish_interval_ms=60_000)
+        read = redis.hgetall
+        stored: list[dict[str, Any]] = []
+
+        async def hgetall_then_a_fix(key: str) -> Any:
+            data = await read(key)
+            if key.startswith("roster:pos:") and not stored:
+                stored.append(await put(22.03))
+            return data
+
+        redis.hgetall = hgetall_then_a_fix  # type: ignore[method-assign]
+        later = utcnow() + timedelta(seconds=61)
+        try:
+            assert await writer.flush_due(later) == 0  # 22.02 is no longer the latest
+            redis.hgetall = read  # type: ignore[method-assign]
+            assert await writer.flush_due(later) == 1
+        finally:
+            await redis.aclose()
+        events = await volunteers.events("unit.position", UnitPosition)
+        assert [e.lat for e in events] == [22.01, 22.03]
         assert await volunteers.redis.zcard("roster:pos-pending") == 0
 
 
