@@ -46,7 +46,7 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
     async def planned(
         _: Reader,
         district: Annotated[str, Query(min_length=1, max_length=64)],
-        day: Annotated[date, Query(alias="date")],
+        day: Annotated[date, Query(alias="date", ge=date(1970, 1, 1), le=date(9998, 12, 31))],
     ) -> dict[str, Any]:
         teams: list[dict[str, Any]] = []
         for team_id, plan in (await shifts_store.plans_of(redis, district)).items():

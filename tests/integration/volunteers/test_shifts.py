@@ -40,6 +40,10 @@ async def test_teams_are_planned_by_their_daily_rotation(volunteers: Volunteers)
                             headers=ADMIN)).json()
     assert day["teams"][0]["members"] == [
         {"member_id": "m-officer", "name": "Officer Li", "role": "officer"}]
+    # a date the calendar cannot hold a night shift past: 422 naming the field, not a 500
+    far = await client.get("/v1/shifts", params={"district": "d1", "date": "9999-12-31"},
+                           headers=ADMIN)
+    assert far.status_code == 422 and far.json()["error"]["field"] == "date"
 
 
 async def test_bad_plans_and_unknown_teams_are_refused(volunteers: Volunteers) -> None:
