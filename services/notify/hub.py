@@ -52,6 +52,10 @@ class Connection:
         self.team_id = who.team_id or ""
         self.sent: dict[str, None] = {}  # order ids pushed on this socket, oldest first
         self.shown: set[str] = set()  # of those, the ones still live as far as we know
+        # Orders this socket's page holds (sent here, or named by its `holding` frame) that
+        # it has not been told ended: each replay tells it of those no longer open.
+        self.held: dict[str, None] = {}
+        self.told_ended: set[str] = set()
         self.conn_id = uuid4().hex
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
@@ -351,20 +355,44 @@ class Hub:
                            device_id=conn.device_id, member_id=conn.member_id)
 
     async def replay(self, conn: Connection) -> None:
-        """Pushes the team's open orders this socket has not had; tells it of those that ended."""
-        for record in await store.open_orders(self._redis, conn.team_id):
+        """Pushes the team's open orders this socket has not had; tells it of those that ended.
+
+        An order this socket's page holds (pushed here, or named by the page when it came
+        back) that is no longer among the team's open orders has ended: the page is told
+        how (withdrawn, or the state it ended in), once. This covers what Pub/Sub lost (a
+        withdrawal, a teammate's resolution, also of an order already answered here) and
+        what ended while the page was away. The held orders are taken before the open ones
+        are read, so an order pushed in between is never taken for an ended one."""
+        held = [*conn.sent, *conn.held]
+        records = await store.open_orders(self._redis, conn.team_id)
+        for record in records:
             if record.answered:
                 self.sync_taken(conn, record)
             else:
                 self.push_order(conn, record)
-        for order_id in list(conn.shown):
-            shown = await store.get_order(self._redis, order_id)
-            if shown is None:
-                conn.shown.discard(order_id)
-            elif shown.withdrawn:
-                conn.shown.discard(order_id)
+        still_open = {r.order.order_id for r in records if r.order is not None}
+        for order_id in dict.fromkeys(held):
+            if order_id in still_open or order_id in conn.told_ended:
+                continue
+            record = await store.get_order(self._redis, order_id)
+            if record is not None and record.team_id != conn.team_id:
+                continue  # not this team's: nothing to say of it here
+            if record is not None and not (record.withdrawn or record.answered):
+                continue  # not ended (an order not yet in the open set): left as it is
+            conn.told_ended.add(order_id)
+            conn.shown.discard(order_id)
+            if record is None or record.withdrawn:
                 conn.offer(withdrawn_frame(order_id))
-            elif shown.answered:
-                conn.shown.discard(order_id)
-                conn.offer(state_frame(order_id, state=shown.state, answered=True,
-                                       response=shown.last_response))
+            else:
+                conn.offer(state_frame(order_id, state=record.state, answered=True,
+                                       response=record.last_response))
+
+    async def holding(self, conn: Connection, order_ids: list[str]) -> None:
+        """The page (back after a drop) still shows these orders: tell it of those that
+        ended meanwhile, now rather than at the next heartbeat."""
+        for order_id in order_ids:
+            conn.held[order_id] = None
+        if len(conn.held) > SENT_KEPT:
+            for oldest in list(conn.held)[:len(conn.held) - SENT_KEPT]:
+                conn.held.pop(oldest)
+        await self.replay(conn)

@@ -181,9 +181,14 @@ function open_() {
 
 function onFrame(f) {
   switch (f.type) {
-    case "hello":
+    case "hello": {
       $("who").textContent = "Connected as " + (f.member_name || f.member_id) + " · team " + f.team_id;
+      // back after a drop: the orders still shown, so those that ended meanwhile are told
+      const held = [...orders].filter(([, o]) => !["resolved", "handover", "declined", "withdrawn"]
+        .includes(o.state)).map(([id]) => id).slice(0, 100);
+      if (held.length) send({ type: "holding", order_ids: held });
       break;
+    }
     case "order": onOrder(f); break;
     case "order_withdrawn": endOrder(f.order_id, "withdrawn"); break;
     case "order_update": onUpdate(f); break;

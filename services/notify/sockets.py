@@ -22,7 +22,16 @@ from shared.metrics import meter
 
 from . import store
 from .config import Settings
-from .domain.frames import FrameError, Ping, RateLimiter, Received, RespondFrame, order_id_of, parse_frame
+from .domain.frames import (
+    FrameError,
+    Holding,
+    Ping,
+    RateLimiter,
+    Received,
+    RespondFrame,
+    order_id_of,
+    parse_frame,
+)
 from .hub import (
     CLOSE_FORBIDDEN,
     CLOSE_REVOKED,
@@ -73,7 +82,7 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
                            token=bearer_token(ws.scope) or ""),
                 name=f"ws-heartbeat-{conn.device_id}",
             )
-            await _read(conn, orders=orders, settings=settings)
+            await _read(conn, orders=orders, hub=hub, settings=settings)
         except WebSocketDisconnect:
             pass
         except STORE_AWAY as exc:  # while connecting: the device tries again shortly
@@ -96,7 +105,7 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
     return router
 
 
-async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None:
+async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Settings) -> None:
     limiter = RateLimiter(rate=settings.frame_rate_per_s, burst=settings.frame_burst,
                           now=time.monotonic())
     while not conn.closing:
@@ -116,6 +125,12 @@ async def _read(conn: Connection, *, orders: Orders, settings: Settings) -> None
             continue
         if isinstance(frame, Ping):
             conn.offer({"type": "pong"})
+        elif isinstance(frame, Holding):
+            try:
+                await hub.holding(conn, frame.order_ids)
+            except STORE_AWAY as exc:  # the next heartbeat's replay tells it
+                log.warning("holding frame of device %s not checked: %s", conn.device_id,
+                            type(exc).__name__)
         elif isinstance(frame, Received):
             try:
                 await orders.confirm_received(order_id=frame.order_id, who=conn.who,

@@ -35,9 +35,18 @@ class RespondFrame(_Frame):
     evidence: EvidenceRecords = None
 
 
-DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame, Field(discriminator="type")]
+class Holding(_Frame):
+    """The orders a page still shows, sent when it (re)connects: those that ended while it
+    was away are told to it (withdrawn, or where they ended)."""
+
+    type: Literal["holding"]
+    order_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=100)
+
+
+DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame | Holding,
+                        Field(discriminator="type")]
 _ADAPTER: TypeAdapter[DeviceFrame] = TypeAdapter(DeviceFrame)
-KNOWN_TYPES = ("ping", "pong", "received", "response")
+KNOWN_TYPES = ("ping", "pong", "received", "response", "holding")
 
 
 class FrameError(Exception):
@@ -63,6 +72,8 @@ _MESSAGES = {
     "string_too_short": "is too short",
     "literal_error": "is not one of the allowed values",
     "string_type": "must be a string",
+    "too_long": "has too many items",
+    "list_type": "must be a list",
 }
 
 
