@@ -56,6 +56,7 @@ class Connection:
         # it has not been told ended: each replay tells it of those no longer open.
         self.held: dict[str, None] = {}
         self.told_ended: set[str] = set()
+        self.versions: dict[str, tuple[str, tuple[str, ...]]] = {}  # priority, flags sent
         self.conn_id = uuid4().hex
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
@@ -292,9 +293,11 @@ class Hub:
                 self._push(conn, data["order_id"], data["incident_id"], data["frame"],
                            data["trace"])
         elif kind == "amended":  # the sockets that have the order; the others get it so
+            frame = data["frame"]
             for conn in conns:
                 if data["order_id"] in conn.sent:
-                    conn.offer(data["frame"])
+                    conn.versions[data["order_id"]] = (frame["priority"], tuple(frame["flags"]))
+                    conn.offer(frame)
         elif kind == "withdrawn":
             for conn in conns:
                 conn.shown.discard(data["order_id"])
@@ -311,11 +314,23 @@ class Hub:
     # --- pushing orders -------------------------------------------------------------------
 
     def push_order(self, conn: Connection, record: store.OrderRecord) -> None:
-        """Sends a stored order to one socket (replays)."""
+        """Sends a stored order to one socket (replays); to a socket that has it, the
+        order's priority and flags if they changed since (an amendment it missed)."""
         order = record.order
-        if order is not None:
-            frame = order_frame(order, traceparent=record.trace.get("traceparent"))
-            self._push(conn, order.order_id, order.incident_id, frame, record.trace)
+        if order is None:
+            return
+        if order.order_id in conn.sent:
+            self.sync_amended(conn, order)
+            return
+        frame = order_frame(order, traceparent=record.trace.get("traceparent"))
+        self._push(conn, order.order_id, order.incident_id, frame, record.trace)
+
+    @staticmethod
+    def sync_amended(conn: Connection, order: OrderIssued) -> None:
+        now = (order.priority, tuple(order.flags))
+        if conn.versions.get(order.order_id, now) != now and not conn.closing:
+            conn.versions[order.order_id] = now
+            conn.offer(amended_frame(order))
 
     @staticmethod
     def sync_taken(conn: Connection, record: store.OrderRecord) -> None:
@@ -323,8 +338,11 @@ class Hub:
         page, a phone connecting later): where it stands, with the order to show, so the
         member can carry on answering it. Not an order sent again: no alarm, no receipt."""
         order = record.order
+        if order is not None and order.order_id in conn.sent:
+            Hub.sync_amended(conn, order)
         if order is None or conn.closing or not conn.mark_sent(order.order_id):
             return
+        conn.versions[order.order_id] = (order.priority, tuple(order.flags))
         conn.shown.discard(order.order_id)  # answered: nothing more to tell of it here
         frame = state_frame(order.order_id, state=record.state, answered=True,
                             response=record.last_response)
@@ -337,6 +355,7 @@ class Hub:
         trace; the attempt is recorded behind it (store.AttemptLog)."""
         if conn.closing or not conn.mark_sent(order_id):
             return
+        conn.versions[order_id] = (frame.get("priority", ""), tuple(frame.get("flags") or ()))
         with tracer.start_as_current_span(
             "push order",
             context=extract_context(trace_context),

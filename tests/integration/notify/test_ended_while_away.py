@@ -9,7 +9,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from services.notify import store
-from services.notify.hub import withdrawn_message
+from services.notify.hub import amended_message, withdrawn_message
 from shared.events import OrderIssued, utcnow
 from tests.helpers import poll_until
 
@@ -84,3 +84,28 @@ async def test_a_page_is_not_told_of_another_teams_order(
         await poll_until(lambda: withdrawn(http, notify, theirs.order_id), "withdrawn")
         await phone.send({"type": "holding", "order_ids": [theirs.order_id]})
         assert not [f for f in await phone.drain(0.5) if f.get("order_id") == theirs.order_id]
+
+
+async def test_a_lost_amendment_is_told_by_the_heartbeat(
+        notify_factory: NotifyFactory, volunteers: Volunteers, clean_redis: str,
+        broker: RedisBroker) -> None:
+    # The caller rang back (a knife): the order was amended to P1 with `weapon`, and the
+    # fan-out message was lost. The phone must not keep the old priority.
+    member = volunteers.enrol("t1", agency_kind="security")
+    order = an_order("t1", agency_kind="security", priority="P4", flags=())
+    async with notify_factory(ping_interval_s=0.3) as notify, device(notify, member) as phone:
+        await issue(broker, order)
+        assert (await phone.next_of("order"))["priority"] == "P4"
+        amended = order.model_copy(update={"priority": "P1", "flags": ("weapon",)})
+        redis = Redis.from_url(clean_redis, decode_responses=True)
+        try:  # notify's own amendment script, its PUBLISH to a channel nobody listens on
+            await store.run_script(redis, store._AMEND,
+                                   [store._order(order.order_id), "nobody:listens"],
+                                   [amended.model_dump_json(), utcnow().isoformat(),
+                                    amended_message(amended)])
+        finally:
+            await redis.aclose()
+        update = await phone.next_of("order_update", timeout=3)  # at the next heartbeat
+        assert (update["priority"], update["flags"]) == ("P1", ["weapon"])
+        later = await phone.drain(1.0)  # told once, not at every heartbeat
+        assert not [f for f in later if f["type"] in ("order_update", "order")]
