@@ -36,7 +36,8 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
         if event.reason == "team_changed" and event.team_id:
             # Its channels stay, now for its new team's orders (not the old team's).
             await store.move_device(redis, event.device_id, team_id=event.team_id)
-            await hub.publish_revoked(event.device_id, team_changed=True)
+            await hub.publish_revoked(event.device_id, team_changed=True,
+                                      team_id=event.team_id)
             log.info("device %s moved to team %s: sockets closing to reconnect",
                      event.device_id, event.team_id)
             return

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 from uuid import uuid4
@@ -39,6 +40,7 @@ CLOSE_TEAM_CHANGED = 4409
 CLOSE_RESTARTING = 1012
 CLOSE_TRY_LATER = 1013
 SENT_KEPT = 2000
+REVOKED_KEPT_S = 60.0  # how long a revocation or move still closes sockets that connect
 
 
 class Connection:
@@ -152,6 +154,9 @@ class Hub:
         self._attempts = store.AttemptLog(redis, ttl_s=ttl_s)
         self._attempt_writer: asyncio.Task[None] | None = None
         self.on_revoked: list[Any] = []  # callbacks(device_id), e.g. dropping cached tokens
+        # Devices revoked (None) or moved to a team (its id) in the last REVOKED_KEPT_S: a
+        # socket authenticated just before and attached just after is closed as well.
+        self._recent: dict[str, tuple[float, str | None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -201,6 +206,19 @@ class Hub:
         # Orders published after the subscription took effect reach us by Pub/Sub; those
         # before are in the team's open set, read after this returns.
         await asyncio.wait_for(ready.wait(), timeout=5)
+        self._close_if_revoked(conn)
+
+    def _close_if_revoked(self, conn: Connection) -> None:
+        """A socket whose device was revoked or moved while it connected (after its token
+        was checked, before it was attached here, so the control message found nothing to
+        close) is closed now, as that message would have closed it."""
+        recent = self._recent.get(conn.device_id)
+        if recent is None or time.monotonic() - recent[0] > REVOKED_KEPT_S:
+            return
+        if recent[1] is None:
+            conn.close(CLOSE_REVOKED, "device revoked")
+        elif recent[1] != conn.team_id:
+            conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
 
     async def detach(self, conn: Connection) -> None:
         self._discard(self._by_device, conn.device_id, conn)
@@ -229,12 +247,14 @@ class Hub:
 
     # --- fan-out ------------------------------------------------------------------------------
 
-    async def publish_revoked(self, device_id: str, *, team_changed: bool = False) -> int:
+    async def publish_revoked(self, device_id: str, *, team_changed: bool = False,
+                              team_id: str | None = None) -> int:
         """Tells every replica to close the device's sockets: revoked (4401: the token is
-        refused), or moved to another team (4409: it reconnects to its new team)."""
+        refused), or moved to another team, `team_id` (4409: it reconnects to it)."""
         event = "team_changed" if team_changed else "revoked"
         return await self._redis.publish(
-            store.CONTROL, json.dumps({"event": event, "device_id": device_id})
+            store.CONTROL, json.dumps({"event": event, "device_id": device_id,
+                                       "team_id": team_id})
         )
 
     async def _listen(self) -> None:
@@ -276,6 +296,11 @@ class Hub:
                 for callback in self.on_revoked:  # what this replica knew of it is stale
                     callback(device_id)
                 moved = data["event"] == "team_changed"
+                now = time.monotonic()
+                self._recent = {d: r for d, r in self._recent.items()
+                                if now - r[0] <= REVOKED_KEPT_S}
+                # a move whose new team is not said: any socket connecting now is stale
+                self._recent[device_id] = (now, (data.get("team_id") or "?") if moved else None)
                 closed = self.close_device(
                     device_id, code=CLOSE_TEAM_CHANGED if moved else CLOSE_REVOKED,
                     reason="the device's team changed; reconnect" if moved else "device revoked")

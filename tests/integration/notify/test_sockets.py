@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -190,3 +192,34 @@ async def test_a_socket_opened_while_redis_is_away_is_told_to_try_again(
     async with device(notify, member) as phone:  # the next attempt gets in (its hello)
         await phone.send({"type": "ping"})
         assert await phone.next_of("pong") == {"type": "pong"}
+
+
+@pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409)])
+async def test_a_revocation_handled_while_the_socket_connects_still_closes_it(
+        notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch, reason: str, code: int) -> None:
+    # The token was checked a moment ago; the revocation (or the member's move) reaches
+    # notify before the socket is attached, so the control message finds nothing to close.
+    member = volunteers.enrol("t1")
+    touch = store.touch_device
+
+    async def touch_while_revoked(redis: Any, **kw: Any) -> None:
+        await touch(redis, **kw)
+        if reason == "revoked":
+            volunteers.revoke(member)
+        else:
+            volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
+        await broker.publish(DeviceRevoked(
+            district="d1", device_id=member.device_id, member_id=member.member_id,
+            team_id="t2" if reason == "team_changed" else "t1", reason=reason),  # type: ignore[arg-type]
+            stream=streams.DEVICE_REVOKED.name)
+        await asyncio.sleep(1.0)  # notify handles it, and its control message, meanwhile
+
+    monkeypatch.setattr(store, "touch_device", touch_while_revoked)
+    async with notify_factory() as notify, connect(
+            ws_url(notify), additional_headers=member.bearer) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(5):
+                while True:
+                    await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == code
