@@ -125,6 +125,10 @@ async def import_roster(
                 continue
             await publish_unit_status(pipe, team=team, agency=agency,
                                       state=decode_state(state_data))
+            # A transition that read the team and its agency before this import must read
+            # them again, or its unit.status would carry the old profile after this one's
+            # (it compares the state's seq, not the agency).
+            pipe.hincrby(keys.state(team_id), "seq", 1)
             announced += 1
         return ImportResult(plan, announced, tuple(moved))
 

@@ -1,13 +1,16 @@
-"""A shift with nobody left on it ends (against a real Redis): dispatch must never be told
-that a team with no member on shift is available."""
+"""What dispatch is told of a team stays true (against a real Redis): a shift with nobody
+left on it ends, and a team's agency profile changed by an import is not overwritten by a
+transition that read the old one."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+import pytest
 from faststream.redis import RedisBroker
 
+from services.volunteers.store import teams
 from shared.events import Location, OrderIssued, OrderResponded, UnitStatus
 from tests.integration.volunteers.conftest import ADMIN, DISTRICT, Volunteers
 
@@ -58,3 +61,28 @@ async def test_removing_the_last_member_on_shift_ends_the_shift(volunteers: Volu
     after = await team_state(volunteers, "t-vol")
     assert (after["status"], after["on_shift"]) == ("off_duty", False)
     assert await last_status(volunteers, "t-vol") == ("off_duty", False)
+
+
+async def test_a_transition_that_read_the_old_agency_profile_does_not_publish_it_after_an_import(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch) -> None:
+    await volunteers.import_district()
+    officer = await volunteers.enrol("m-officer")
+    read = teams._view_reply
+    imported: list[int] = []
+
+    async def read_then_an_import(redis: Any, team_id: str, order_key: str) -> Any:
+        reply = await read(redis, team_id, order_key)
+        if not imported:  # the import lands between the check-in's read and its write
+            r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, json={
+                "district": "d1", "agencies": [{"id": "p-street", "name": "Station",
+                                                "kind": "police", "role": "station"}]})
+            assert r.status_code == 200, r.text
+            imported.append(r.json()["unit_status_published"])
+        return reply
+
+    monkeypatch.setattr(teams, "_view_reply", read_then_an_import)
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=officer)).status_code == 200
+    assert imported == [1]
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-patrol"][-1]
+    assert (last.status, last.agency_role) == ("available", "station")
