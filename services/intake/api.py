@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 
 REPORT_PATH = "/v1/incidents"
+MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
 
 
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
@@ -103,7 +104,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         incident_id = new_id("inc")
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
 
-        async def record(linked_to: str | None, *, look_near: bool) -> store.Recording:
+        async def record(linked_to: str | None, *, look_near: bool,
+                         judged: Sequence[str] = ()) -> store.Recording:
             # Recorded and published in one step (the script writes the entry with the record).
             durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
             event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
@@ -116,7 +118,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     linked_to=linked_to, trace_id=trace_id,
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
                     entry=entry, waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
-                    key_hash=key,
+                    key_hash=key, judged=judged,
                 )
                 if recording.existing_id is not None or recording.near or recording.revoked:
                     trace.get_current_span().set_attribute("lianfang.written", False)
@@ -138,10 +140,15 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 response.status_code = 200
                 return _accepted(existing or {"incident_id": recording.existing_id})
             linked_to: str | None = None
-            if recording.near:
+            judged: list[str] = []
+            while recording.near:
+                # None of them a duplicate: look again past them, so a report of the same
+                # event recorded meanwhile is found (bounded: a busy spot's open incidents)
+                judged += [c.incident_id for c in recording.near]
                 linked_to = find_duplicate(new_at=reported_at, new_location=body.location,
                                            candidates=list(recording.near), policy=policy)
-                recording = await record(linked_to, look_near=False)
+                again = linked_to is None and len(judged) < MAX_JUDGED
+                recording = await record(linked_to, look_near=again, judged=judged)
                 if recording.existing_id is not None:  # a concurrent retry of the same ref won
                     response.status_code = 200
                     return _accepted(recording.existing or {"incident_id": recording.existing_id})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -101,6 +102,9 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # open that near, and returns those incidents instead: whether one is a duplicate is the
 # domain's call, and the caller comes back with it. Most reports have no such neighbour, so
 # they take this one round trip. Entries whose record is gone leave the index on the way.
+# The caller that judged none of them a duplicate asks again, naming them (ARGV[10]): the
+# script then records unless another has come near meanwhile (a report of the same event
+# at the same moment), so two such reports never both go out as new incidents.
 # Given the incident.reported entry (ARGV[7]), the same step XADDs it and records the
 # incident published: an outbox with no window between the two. The XADD comes first: what
 # refuses it (OOM under noeviction, a read-only replica) refuses the script before it
@@ -117,9 +121,13 @@ if ARGV[4] ~= '' then
   local near = {}
   local ids = redis.call('GEOSEARCH', KEYS[3], 'FROMLONLAT', ARGV[2], ARGV[3],
                          'BYRADIUS', ARGV[4], 'm')
+  local judged = {}
+  for _, id in ipairs(cjson.decode(ARGV[10])) do judged[id] = true end
   for _, id in ipairs(ids) do
     local c = redis.call('HMGET', 'intake:incident:' .. id, 'status', 'reported_at', 'lat', 'lon')
-    if c[1] then
+    if judged[id] then
+      -- judged no duplicate by this caller already: it asks for the others only
+    elseif c[1] then
       table.insert(near, {id, c[1], c[2], c[3], c[4]})
     else
       redis.call('ZREM', KEYS[3], id)
@@ -175,6 +183,7 @@ async def record_incident(
     entry: bytes | None = None,
     waitaof_timeout_ms: int | None = None,
     key_hash: str | None = None,
+    judged: Sequence[str] = (),
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres. Given its incident.reported
@@ -209,7 +218,8 @@ async def record_incident(
             "" if unless_near_m is None else repr(unless_near_m), "" if linked_to else "1",
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
-            maxlen_arg(stream), system_id if key_hash is not None else ""]
+            maxlen_arg(stream), system_id if key_hash is not None else "",
+            json.dumps(list(judged))]
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
         fsynced = True

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from services.intake import store
 from services.intake.config import Settings
 from services.intake.main import create_app
 from shared import streams
@@ -195,6 +196,36 @@ async def test_a_report_near_only_an_old_open_incident_is_new_and_later_ones_lin
         "r3", location={"lat": 22.8018, "lon": 108.3}))).json()  # 100 m from fresh
     assert later["status"] == "linked" and later["linked_to"] == fresh.json()["incident_id"]
     assert old["incident_id"] not in (fresh.json()["incident_id"], later["linked_to"])
+
+
+async def test_two_reports_of_one_event_beside_an_old_incident_are_linked_when_concurrent(
+        intake, clean_redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 110 and the video analytics report the same fight at the same moment, next to an
+    # open incident too old to be it: both first look (and find only the old one) before
+    # either records. One must still be linked to the other: one incident, one dispatch.
+    key = await system_key(intake, ["d1"])
+    await intake.post("/v1/incidents", headers=key, json=incident(
+        "old", reported_at=(datetime.now(UTC) - timedelta(minutes=11)).isoformat()))
+    record = store.record_incident
+    both_looked = asyncio.Barrier(2)
+    first_looks: set[str] = set()
+
+    async def look_together(redis_: object, **kw: object) -> object:
+        out = await record(redis_, **kw)
+        if kw.get("unless_near_m") is not None and kw["incident_id"] not in first_looks:
+            first_looks.add(str(kw["incident_id"]))
+            await both_looked.wait()
+        return out
+
+    monkeypatch.setattr(store, "record_incident", look_together)
+    here = {"lat": 22.8009, "lon": 108.3}
+    a, b = await asyncio.gather(
+        intake.post("/v1/incidents", headers=key, json=incident("110-a", location=here)),
+        intake.post("/v1/incidents", headers=key, json=incident("video-b", location=here)))
+    assert sorted([a.json()["status"], b.json()["status"]]) == ["linked", "reported"]
+    new = [e.external_ref for e in read_stream(clean_redis, streams.INCIDENT_REPORTED.name,
+                                               IncidentReported) if e.linked_to is None]
+    assert sorted(new) in (["110-a", "old"], ["old", "video-b"])
 
 
 async def test_a_key_whose_system_record_is_gone_is_refused(intake, clean_redis) -> None:
