@@ -70,20 +70,23 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
                 incident_id=event.incident_id,
             )
-            return Decision(step.state, step.record)
-
-        await teams.transition(redis, team_id=event.team_id,
-                               order_id=event.order_id, decide=decide, now=utcnow())
-        # A phone of the shift had the order and nobody answered before the deadline (an
-        # order that never reached a phone costs nothing: the network's fault, not theirs).
-        if event.reason == "timeout" and event.delivered:
-            view = await teams.load_view(redis, event.team_id)
-            if view is not None:
-                await points_store.award(redis, points.penalise_missed_order(
+            ledger: list[points.LedgerEntry] = []
+            # A phone of the shift had the order and nobody answered before the deadline (an
+            # order that never reached a phone costs nothing: the network's fault, not
+            # theirs). Only if this withdrawal ends the order: one the team had already
+            # resolved (its answer reached us first) is paid, not also penalised. Written
+            # with the transition, so exactly once.
+            if (event.reason == "timeout" and event.delivered
+                    and step.finished == "withdrawn"):
+                ledger = points.penalise_missed_order(
                     order_id=event.order_id, incident_id=event.incident_id,
                     team_id=event.team_id, district=view.team["district"],
                     agency_kind=view.agency.get("kind", ""),
-                    members_on_shift=view.state.shift_members, at=event.occurred_at))
+                    members_on_shift=view.state.shift_members, at=event.occurred_at)
+            return Decision(step.state, step.record, tuple(ledger))
+
+        await teams.transition(redis, team_id=event.team_id,
+                               order_id=event.order_id, decide=decide, now=utcnow())
 
     async def award_reporter(event: IncidentClosed, member_id: str) -> None:
         """A hazard a volunteer reported from the street, confirmed (resolved): the hazard
