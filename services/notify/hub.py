@@ -30,6 +30,7 @@ from shared.telemetry import extract_context
 
 from . import store
 from .domain.orders import amended_frame, order_frame, state_frame, withdrawn_frame
+from .domain.responses import FINISHED
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
@@ -326,10 +327,13 @@ class Hub:
         elif kind == "withdrawn":
             for conn in conns:
                 conn.shown.discard(data["order_id"])
+                conn.told_ended.add(data["order_id"])  # the replay need not say it again
                 conn.offer(withdrawn_frame(data["order_id"]))
         elif kind == "state":
             frame = data["frame"]
             for conn in conns:
+                if frame.get("state") in FINISHED:
+                    conn.told_ended.add(frame["order_id"])
                 if conn.conn_id == data.get("origin"):
                     continue
                 if frame.get("answered"):
@@ -415,6 +419,7 @@ class Hub:
             else:
                 self.push_order(conn, record)
         still_open = {r.order.order_id for r in records if r.order is not None}
+        conn.told_ended &= set(held)  # what it no longer holds needs no memory
         for order_id in dict.fromkeys(held):
             if order_id in still_open or order_id in conn.told_ended:
                 continue
