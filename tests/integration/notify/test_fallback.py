@@ -204,17 +204,23 @@ async def three_phones_and_an_order(redis: Redis, team: str) -> str:
     return order.order_id
 
 
+def sms_timers(redis: Redis, url: str, sent: list[tuple[str, str]], *,
+               lease_s: float) -> asyncio.Task[None]:
+    """A replica's fallback loop with the slow SMS gateway as its only channel."""
+    settings = Settings(redis_url=url, admin_token=ADMIN_TOKEN, fallback_lease_s=lease_s,
+                        fallback_after_s=30.0, fallback_poll_s=0.05)
+    timers = FallbackTimers(redis=redis, orders=None, chain=[SlowSms(sent)],  # type: ignore[arg-type]
+                            settings=settings)
+    return asyncio.create_task(timers.run())
+
+
 async def test_two_replicas_never_send_one_step_to_a_phone_twice(clean_redis: str) -> None:
     # Replica A's sends outlast its lease (a slow gateway, many phones); replica B claims
     # the timer again meanwhile: each phone still gets the step once.
     redis = Redis.from_url(clean_redis, decode_responses=True)
-    settings = Settings(redis_url=clean_redis, admin_token=ADMIN_TOKEN, fallback_lease_s=1.0,
-                        fallback_after_s=30.0, fallback_poll_s=0.05)
     order_id = await three_phones_and_an_order(redis, "t1")
     sent: list[tuple[str, str]] = []
-    replicas = [asyncio.create_task(FallbackTimers(
-        redis=redis, orders=None, chain=[SlowSms(sent)], settings=settings).run())  # type: ignore[arg-type]
-        for _ in range(2)]
+    replicas = [sms_timers(redis, clean_redis, sent, lease_s=1.0) for _ in range(2)]
     try:
         await poll_until(lambda: len(sent) >= 3, "every phone's SMS", 10)
         await asyncio.sleep(1.5)
@@ -227,12 +233,9 @@ async def test_two_replicas_never_send_one_step_to_a_phone_twice(clean_redis: st
 
 async def test_the_fallback_stops_once_the_order_is_acknowledged(clean_redis: str) -> None:
     redis = Redis.from_url(clean_redis, decode_responses=True)
-    settings = Settings(redis_url=clean_redis, admin_token=ADMIN_TOKEN, fallback_lease_s=30.0,
-                        fallback_after_s=30.0, fallback_poll_s=0.05)
     order_id = await three_phones_and_an_order(redis, "t2")
     sent: list[tuple[str, str]] = []
-    task = asyncio.create_task(FallbackTimers(
-        redis=redis, orders=None, chain=[SlowSms(sent)], settings=settings).run())  # type: ignore[arg-type]
+    task = sms_timers(redis, clean_redis, sent, lease_s=30.0)
     try:
         await poll_until(lambda: len(sent) >= 1, "the first SMS", 10)
         # a member acknowledges on the page meanwhile (as the answer's script writes it)
