@@ -94,7 +94,8 @@ class Orders:
         amended = record.order.model_copy(update={"priority": event.priority,
                                                   "flags": event.flags})
         if await store.amend_order(self._stream_redis, record, amended,
-                                   fan_out=amended_message(amended)):
+                                   fan_out=amended_message(amended),
+                                   revised_at=event.occurred_at):
             log.info("order %s amended: %s", event.order_id, event.priority)
 
     # --- from devices -------------------------------------------------------------------

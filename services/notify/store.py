@@ -252,20 +252,24 @@ async def withdraw_order(
 _AMEND = """
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
 if redis.call('HGET', KEYS[1], 'event') == ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'event', ARGV[1], 'updated_at', ARGV[2])
+local last = tonumber(redis.call('HGET', KEYS[1], 'amended_at') or '0')
+if tonumber(ARGV[4]) < last then return 0 end
+redis.call('HSET', KEYS[1], 'event', ARGV[1], 'updated_at', ARGV[2], 'amended_at', ARGV[4])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 
 
 async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *,
-                      fan_out: str) -> bool:
+                      fan_out: str, revised_at: datetime) -> bool:
     """Stores the amended order (what a reconnecting phone is sent from now on) and
-    publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn, or amended
-    so already)."""
+    publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn, amended so
+    already, or by a later revision: an amendment retried after a newer one is not applied
+    over it)."""
     return bool(await run_script(
         redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id)],
-        [amended.model_dump_json(), utcnow().isoformat(), fan_out]))
+        [amended.model_dump_json(), utcnow().isoformat(), fan_out,
+         repr(revised_at.timestamp())]))
 
 
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:

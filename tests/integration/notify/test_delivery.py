@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from datetime import datetime, timedelta
 
 import httpx
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.events import Caller, OrderAmended, OrderDelivered, OrderIssued
+from shared.events import Caller, OrderAmended, OrderDelivered, OrderIssued, utcnow
 from tests.helpers import poll_until, read_stream
 
 from .conftest import ADMIN, Volunteers, an_order, device, devices, issue, withdraw
@@ -158,11 +159,30 @@ async def test_an_order_withdrawn_before_notify_saw_it_issued_is_never_offered(
 
 
 async def amend(broker: RedisBroker, order: OrderIssued, priority: str,
-                flags: tuple[str, ...], event_id: str) -> None:
+                flags: tuple[str, ...], event_id: str, at: datetime | None = None) -> None:
     await broker.publish(OrderAmended(
         event_id=event_id, district=order.district, order_id=order.order_id,
         incident_id=order.incident_id, team_id=order.team_id, priority=priority,  # type: ignore[arg-type]
-        flags=flags), stream=streams.ORDER_AMENDED.name)
+        flags=flags, occurred_at=at or utcnow()), stream=streams.ORDER_AMENDED.name)
+
+
+async def test_an_amendment_retried_after_a_later_one_is_not_applied_over_it(
+        notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
+    # The command room raised the order to P1, then lowered it to P3; the first amendment
+    # failed once and is retried after the second: the order stays as last revised.
+    member, later = volunteers.enrol("t1", agency_kind="security"), volunteers.enrol("t1")
+    order = an_order("t1", agency_kind="security", priority="P4", flags=())
+    async with device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        raised_at = utcnow()
+        await amend(broker, order, "P3", (), "lowered", at=raised_at + timedelta(seconds=5))
+        assert (await phone.next_of("order_update"))["priority"] == "P3"
+        await amend(broker, order, "P1", ("weapon",), "raised", at=raised_at)  # the retry
+        assert [f for f in await phone.drain(0.5) if f["type"] == "order_update"] == []
+    async with device(notify, later) as phone:  # what is stored: the last revision
+        frame = await phone.next_of("order")
+        assert (frame["priority"], frame["flags"]) == ("P3", [])
 
 
 async def test_a_revised_order_reaches_the_phones_that_have_it_and_those_that_connect_later(

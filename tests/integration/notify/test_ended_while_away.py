@@ -102,7 +102,7 @@ async def test_a_lost_amendment_is_told_by_the_heartbeat(
             await store.run_script(redis, store._AMEND,
                                    [store._order(order.order_id), "nobody:listens"],
                                    [amended.model_dump_json(), utcnow().isoformat(),
-                                    amended_message(amended)])
+                                    amended_message(amended), repr(utcnow().timestamp())])
         finally:
             await redis.aclose()
         update = await phone.next_of("order_update", timeout=3)  # at the next heartbeat
