@@ -54,7 +54,6 @@ class Connection:
         self.member_id = who.member_id or ""
         self.team_id = who.team_id or ""
         self.sent: dict[str, None] = {}  # order ids pushed on this socket, oldest first
-        self.shown: set[str] = set()  # of those, the ones still live as far as we know
         # Orders this socket's page holds (sent here, or named by its `holding` frame) that
         # it has not been told ended: each replay tells it of those no longer open.
         self.held: dict[str, None] = {}
@@ -94,11 +93,9 @@ class Connection:
         if order_id in self.sent:
             return False
         self.sent[order_id] = None
-        self.shown.add(order_id)
         if len(self.sent) > SENT_KEPT:
             oldest = next(iter(self.sent))
             self.sent.pop(oldest)
-            self.shown.discard(oldest)
         return True
 
     async def write_loop(self) -> None:
@@ -326,7 +323,6 @@ class Hub:
                     conn.offer(frame)
         elif kind == "withdrawn":
             for conn in conns:
-                conn.shown.discard(data["order_id"])
                 conn.told_ended.add(data["order_id"])  # the replay need not say it again
                 conn.offer(withdrawn_frame(data["order_id"]))
         elif kind == "state":
@@ -336,8 +332,6 @@ class Hub:
                     conn.told_ended.add(frame["order_id"])
                 if conn.conn_id == data.get("origin"):
                     continue
-                if frame.get("answered"):
-                    conn.shown.discard(frame["order_id"])
                 conn.offer(frame)
 
     # --- pushing orders -------------------------------------------------------------------
@@ -372,7 +366,6 @@ class Hub:
         if order is None or conn.closing or not conn.mark_sent(order.order_id):
             return
         conn.versions[order.order_id] = (order.priority, tuple(order.flags))
-        conn.shown.discard(order.order_id)  # answered: nothing more to tell of it here
         frame = state_frame(order.order_id, state=record.state, answered=True,
                             response=record.last_response)
         frame["order"] = order_frame(order, traceparent=record.trace.get("traceparent"))
@@ -429,7 +422,6 @@ class Hub:
             if record is not None and not (record.withdrawn or record.answered):
                 continue  # not ended (an order not yet in the open set): left as it is
             conn.told_ended.add(order_id)
-            conn.shown.discard(order_id)
             if record is None or record.withdrawn:
                 conn.offer(withdrawn_frame(order_id))
             else:

@@ -150,7 +150,6 @@ async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Setting
             except STORE_AWAY as exc:
                 conn.offer(_store_away(exc).frame(frame.order_id))
             else:
-                conn.shown.discard(frame.order_id)
                 conn.offer({"type": "order_state", "order_id": frame.order_id,
                             "state": view["state"], "answered": view["answered"],
                             "response": frame.response})
