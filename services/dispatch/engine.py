@@ -72,6 +72,7 @@ ROUTING_TIMEOUTS = _meter.create_counter(
     "lianfang.dispatch.routing_timeouts", description="orders withdrawn for a missed deadline")
 
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
+ENDED = ("resolved", "handed_over", "closed")  # a report of the event is then a new one
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
@@ -330,17 +331,20 @@ class Dispatcher:
                                 held: locks.Held, created: bool,
                                 found: list[domain.Unit]) -> None:
         if created:
-            if event.linked_to:
-                await self._record_link(event)
-            else:
+            if not event.linked_to:
                 await self._fill(event.incident_id, store.IncidentState(inc, [], set()),
                                  held=held, found=found)
+            elif not await self._record_link(event):
+                await self._fill(event.incident_id, held=held)
             return
         state = await store.incident_state(self.redis, event.incident_id)
         if state.incident is None:  # gone since (retention): the retry creates it
             raise RuntimeError(f"incident {event.incident_id} vanished while read")
         if state.incident["status"] != "linked":
             await self._fill(event.incident_id, state)
+        elif state.incident.get("seq") == "0" and not await self._record_link(event):
+            # created, and the link never judged (the step stopped in between)
+            await self._fill(event.incident_id, held=held)
 
     def _incident_fields(self, event: IncidentReported, zone: Zone | None, *,
                          known: bool) -> dict[str, str]:
@@ -357,7 +361,7 @@ class Dispatcher:
             "zone_id": zone.zone_id if zone else "",
             "station_agency_id": zone.owner_agency_id if zone else "",
             # "1": the zones could not be loaded; looked up again (_zone_still_pending)
-            "zone_pending": "" if known or event.linked_to else "1",
+            "zone_pending": "" if known else "1",
             "status": "linked" if event.linked_to else "dispatching",
             "linked_to": event.linked_to or "",
             "misses": "0",
@@ -372,14 +376,28 @@ class Dispatcher:
             "description": event.description or "",
         }
 
-    async def _record_link(self, event: IncidentReported) -> None:
-        assert event.linked_to is not None
-        await self._emit(event.incident_id, TimelineEntry(
-            kind="linked", detail=f"duplicate report of {event.linked_to}"), status="linked")
-        if await store.get_incident(self.redis, event.linked_to):
-            async with self._locked(event.linked_to):
-                await self._emit(event.linked_to, TimelineEntry(
+    async def _record_link(self, event: IncidentReported) -> bool:
+        """Records a duplicate report as linked to the open incident intake found for it;
+        False if that incident had ended when dispatch came to the report (intake judged it
+        on its own view, which follows dispatch's by a moment): the report was then of
+        something still going on, and is dispatched as its own incident. Decided under the
+        other incident's lock, so its end and this judgement come in one order."""
+        parent = event.linked_to
+        assert parent is not None
+        async with self._locked(parent):
+            other = await store.get_incident(self.redis, parent)
+            if other is not None and other.get("status") in ENDED:
+                await self._emit(event.incident_id, TimelineEntry(
+                    kind="note", detail=f"reported as a duplicate of {parent}, which had "
+                    f"ended ({other['status']}): dispatched as an incident of its own"),
+                    status="dispatching")
+                return False
+            await self._emit(event.incident_id, TimelineEntry(
+                kind="linked", detail=f"duplicate report of {parent}"), status="linked")
+            if other is not None:
+                await self._emit(parent, TimelineEntry(
                     kind="note", detail=f"another report linked: {event.incident_id}"))
+            return True
 
     async def _fill(self, incident_id: str, state: store.IncidentState | None = None, *,
                     held: locks.Held | None = None,

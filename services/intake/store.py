@@ -293,18 +293,22 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 
 
 # Applies an update only if it is newer than what we hold; the timeline entry is appended
-# once per event id, so a redelivered event changes nothing.
+# once per event id, so a redelivered event changes nothing. A closed incident leaves the
+# open index; a linked report that dispatch sent out as its own (the incident it was
+# linked to had ended) joins it, so the next report of the same event links to it.
 _PROJECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[3], 2592000)
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if tonumber(ARGV[2]) > seq then
+local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat')
+if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
   redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'status', ARGV[3], 'priority', ARGV[4],
              'assignments', ARGV[5], 'flagged', ARGV[6])
+  local index = ARGV[9] .. (held[3] or '')
   if ARGV[8] == '1' then
-    local category = redis.call('HGET', KEYS[1], 'category') or ''
-    redis.call('ZREM', ARGV[9] .. category, ARGV[10])
+    redis.call('ZREM', index, ARGV[10])
+  elseif held[2] == 'linked' and ARGV[3] ~= 'linked' and held[4] and held[5] then
+    redis.call('GEOADD', index, held[4], held[5], ARGV[10])
   end
 end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end

@@ -80,6 +80,39 @@ async def test_a_closed_incident_leaves_the_open_index(clean_redis: str) -> None
         await poll_until(only_kept, "two left the index")
 
 
+async def test_a_linked_report_dispatch_sent_out_joins_the_open_index(clean_redis: str) -> None:
+    # Linked to an incident dispatch knew had ended: dispatch sends it out as its own, and
+    # the next report of the same event is linked to it, not made a third incident.
+    async with running("intake", clean_redis) as svc:
+        [first] = await reported(svc, 1)
+        r = await svc.client.post("/v1/systems", headers=ADMIN,
+                                  json={"name": "cameras", "districts": [DISTRICT]})
+        key = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        near = {"category": "noise", "district": DISTRICT,
+                "location": {"lat": HERE[0], "lon": HERE[1] + 0.0005}}
+        r = await svc.client.post("/v1/incidents", headers=key,
+                                  json={"external_ref": "cam-1", **near})
+        assert r.json()["linked_to"] == first, r.text
+        second = r.json()["incident_id"]
+        await svc.publish(streams.INCIDENT_UPDATED, update(first, 3, status="resolved"))
+        await svc.publish(streams.INCIDENT_UPDATED, update(second, 2, status="dispatching"))
+        index = f"intake:open:{DISTRICT}:noise"
+
+        async def only_second() -> bool:
+            return set(await svc.redis.zrange(index, 0, -1)) == {second.encode()}
+
+        await poll_until(only_second, "the report sent out in the open index")
+        r = await svc.client.post("/v1/incidents", headers=key,
+                                  json={"external_ref": "cam-2", **near})
+        assert r.json()["linked_to"] == second, r.text
+        await svc.publish(streams.INCIDENT_UPDATED, update(second, 4, status="resolved"))
+
+        async def none_open() -> bool:
+            return await svc.redis.zcard(index) == 0
+
+        await poll_until(none_open, "it leaves once resolved")
+
+
 async def test_updates_of_an_unknown_incident_change_nothing(clean_redis: str) -> None:
     redis = Redis.from_url(clean_redis)
     try:

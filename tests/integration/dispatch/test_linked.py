@@ -1,0 +1,100 @@
+"""Duplicate reports: linked to the open incident intake found, or dispatched as their own
+when that incident had ended by the time dispatch came to them (intake judges on its own
+view, a moment behind dispatch's)."""
+
+from __future__ import annotations
+
+import pytest
+import redis as sync_redis
+from faststream.redis import RedisBroker
+
+from services.dispatch.engine import Dispatcher
+from shared import streams
+from shared.events import IncidentReported, IncidentUpdated, OrderResponded, new_id, utcnow
+from tests.helpers import poll_until, read_stream
+
+from .conftest import fail_once
+from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
+
+
+async def duplicate_of(broker: RedisBroker, parent: str) -> str:
+    incident_id = new_id("inc")
+    await broker.publish(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
+        linked_to=parent), stream=streams.INCIDENT_REPORTED.name)
+    return incident_id
+
+
+def updates(url: str, incident_id: str) -> list[IncidentUpdated]:
+    return [u for u in read_stream(url, streams.INCIDENT_UPDATED.name, IncidentUpdated)
+            if u.incident_id == incident_id]
+
+
+def status(url: str, incident_id: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(f"dispatch:incident:{incident_id}", "status")
+    finally:
+        client.close()
+
+
+async def resolve(url: str, broker: RedisBroker, incident_id: str) -> None:
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+    for response in ("acknowledged", "resolved"):
+        await broker.publish(OrderResponded(
+            district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
+            team_id=order.team_id, member_id="m1", response=response),
+            stream=streams.ORDER_RESPONDED.name)
+    await poll_until(lambda: status(url, incident_id) == "resolved", "the incident resolved")
+
+
+async def test_a_duplicate_of_an_open_incident_is_linked_and_gets_no_order(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    parent = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: orders_for(dispatch, parent), "the first incident's order")
+    linked = await duplicate_of(publisher, parent)
+    await poll_until(lambda: [u for u in updates(dispatch, linked) if u.status == "linked"],
+                     "the report linked")
+    await poll_until(lambda: [u for u in updates(dispatch, parent)
+                              if u.entry.detail == f"another report linked: {linked}"],
+                     "the open incident told of it")
+    assert orders_for(dispatch, linked) == []
+    assert status(dispatch, linked) == "linked"
+
+
+async def test_a_duplicate_of_an_incident_that_had_ended_is_dispatched_as_its_own(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # Intake linked it on its view, which had not yet seen the first incident resolved:
+    # the report is of something still going on, and gets a team.
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    await resolve(dispatch, publisher, parent)
+    await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
+    linked = await duplicate_of(publisher, parent)
+    orders = await poll_until(lambda: orders_for(dispatch, linked), "an order of its own")
+    assert len(orders) == 1
+    seen = updates(dispatch, linked)
+    assert "linked" not in [u.status for u in seen]
+    assert seen[0].status == "dispatching" and seen[0].linked_to == parent
+    assert f"duplicate of {parent}, which had ended (resolved)" in (seen[0].entry.detail or "")
+    assert status(dispatch, linked) == "assigned"
+
+
+async def test_a_link_whose_judgement_failed_is_judged_when_the_report_comes_again(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report's incident was created, then the step stopped before judging the link:
+    # the redelivered report judges it (before, it stayed "linked" with no order, for good).
+    failed = fail_once(monkeypatch, Dispatcher, "_record_link")
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    await resolve(dispatch, publisher, parent)
+    await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
+    linked = await duplicate_of(publisher, parent)
+    await poll_until(lambda: orders_for(dispatch, linked), "an order once redelivered", 15)
+    assert failed == ["failed"]
