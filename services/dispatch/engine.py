@@ -1564,9 +1564,19 @@ class Dispatcher:
                                "\"reassign\": true to take it off that order first")
         order_id = order["order_id"]
         if inc.get("manual_order") != order_id:
+            # Still short with the team sent (a P1 fight given one team by hand wants its
+            # second): it stays in the queue, and the next freed team that may go joins.
+            state = await store.incident_state(self.redis, incident_id)
+            live = [_sent_as(o) for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
+                    and o.get("kind") in CLAIMING_KINDS]
+            short = domain.short_of_units(self._facts(inc, set()), self.policy, live)
+
             async def recorded(pipe: Pipeline) -> None:
-                store.queue_not_waiting(pipe, district=inc["district"],
-                                        incident_id=incident_id)
+                if short:
+                    self._queue_waiting(pipe, inc)
+                else:
+                    store.queue_not_waiting(pipe, district=inc["district"],
+                                            incident_id=incident_id)
                 store.queue_incident_fields(pipe, incident_id, {"manual_order": order_id})
 
             await self._emit(incident_id, TimelineEntry(

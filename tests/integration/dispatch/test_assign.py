@@ -333,3 +333,34 @@ def waiting_in(url: str, incident_id: str) -> bool:
         return client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id) is not None
     finally:
         client.close()
+
+
+async def test_a_p1_given_one_team_by_hand_gets_its_second_when_one_comes_free(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # A fight with nobody free: the command room sends a police team that was busy on
+    # something of its own. The fight still wants its second unit, and the next security
+    # team that comes free joins without anyone asking.
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id="pol", status="busy", name="pol", agency_id="ag-police",
+        agency_kind="police", mode="car", on_shift=True), stream=streams.UNIT_STATUS.name)
+    await team(publisher, "far", kind="volunteer", lat=22.9, lon=108.3665)  # never for a fight
+    await wait_for_units(clean_redis, 1)
+    fight = await report(publisher, "violence", priority="P1")
+
+    async def unassigned() -> bool:
+        r = await console.get(f"/v1/incidents/{fight}", headers=ADMIN)
+        return r.status_code == 200 and r.json()["status"] == "unassigned"
+
+    await poll_until(unassigned, "the fight waiting")
+    sent = await console.post(f"/v1/incidents/{fight}/assign", headers=ADMIN,
+                              json={"team_id": "pol"})
+    assert sent.status_code == 200, sent.text
+    await team(publisher, "sec", kind="security", lat=22.8172, lon=108.3665)
+    orders = await orders_once(clean_redis, fight, 2, "the second unit, unasked")
+    assert [(o.team_id, o.kind) for o in orders] == [("pol", "manual"), ("sec", "dispatch")]
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        await poll_until(lambda: client.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1) == [],
+                         "the fight complete, out of the queue")
+    finally:
+        client.close()
