@@ -491,19 +491,26 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(kind="status"), state=state,
                              also=announce)
         elif live:
-            if short:
-                await store.add_waiting(self.redis, district=district, incident_id=incident_id,
-                                        score=self._waiting_score(inc, now))
-            else:
+            if not short:
                 await store.remove_waiting(self.redis, district=district,
                                            incident_id=incident_id)
+            elif await store.add_waiting(self.redis, district=district, incident_id=incident_id,
+                                         score=self._waiting_score(inc, now)):
+                await self._fill(incident_id, state, held=held)  # see below
         else:
-            await store.add_waiting(self.redis, district=district, incident_id=incident_id,
-                                    score=self._waiting_score(inc, now))
+            queued = await store.add_waiting(self.redis, district=district,
+                                             incident_id=incident_id,
+                                             score=self._waiting_score(inc, now))
             if inc["status"] != "unassigned":
                 await self._emit(incident_id, TimelineEntry(
                     kind="unassigned", detail="no suitable team available; waiting"),
                     status="unassigned", state=state)
+            if queued:
+                # A team freed after this search and before the incident joined the queue
+                # looked at the queue without it, and would wait for its next position fix
+                # (5-30 s) to be offered: one more search, now that it is queued, finds it.
+                # Only once: queued again changes nothing.
+                await self._fill(incident_id, state, held=held)
 
     def _queue_waiting(self, pipe: Pipeline, inc: dict[str, str]) -> None:
         """With a withdrawal: the incident waits for a freed team until its refill, which

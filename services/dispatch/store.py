@@ -651,9 +651,9 @@ def waiting_score(priority: str, received_at: float) -> float:
     return PRIORITY_RANK.get(priority, len(PRIORITY_RANK)) * 1e10 + received_at
 
 
-async def add_waiting(redis: Redis, *, district: str, incident_id: str, score: float) -> None:
-    """Queue the incident for the next freed team."""
-    await redis.zadd(_waiting_key(district), {incident_id: score})
+async def add_waiting(redis: Redis, *, district: str, incident_id: str, score: float) -> bool:
+    """Queue the incident for the next freed team; True if it was not queued before."""
+    return bool(await redis.zadd(_waiting_key(district), {incident_id: score}))
 
 
 def queue_waiting(pipe: Pipeline, *, district: str, incident_id: str, score: float) -> None:

@@ -373,3 +373,43 @@ async def test_a_joint_response_whose_last_write_failed_gets_its_status_when_mad
     finally:
         client.close()
     assert len(orders_for(dispatch, incident_id)) == 2  # each order announced once
+
+
+async def test_a_team_freed_while_an_incident_joins_the_queue_is_offered_at_once(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The incident's search found nobody free; before it joined the queue the team came
+    # free and looked at the queue, empty. Before, the incident waited for the team's next
+    # position fix (5-30 s on a phone); now it looks once more once queued.
+    from services.dispatch import store
+
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id="t1", status="busy", name="t1", agency_id="ag-security",
+        agency_kind="security", mode="car", on_shift=True), stream=streams.UNIT_STATUS.name)
+    await publisher.publish(UnitPosition(district=DISTRICT, unit_id="t1", lat=22.8171,
+                                         lon=108.3665, at=utcnow()),
+                            stream=streams.UNIT_POSITION.name)
+    await wait_for_units(dispatch, 1)
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    real_add = store.add_waiting
+    freed: list[str] = []
+
+    async def add_waiting(*args: Any, **kwargs: Any) -> bool:
+        if not freed:  # the team comes free now, and finds no incident waiting
+            freed.append("t1")
+            await publisher.publish(UnitStatus(
+                district=DISTRICT, unit_id="t1", status="available", name="t1",
+                agency_id="ag-security", agency_kind="security", mode="car", on_shift=True),
+                stream=streams.UNIT_STATUS.name)
+            await poll_until(lambda: client.hget("dispatch:unit:t1", "status") == "available",
+                             "the team free in dispatch's view")
+        return await real_add(*args, **kwargs)
+
+    monkeypatch.setattr(store, "add_waiting", add_waiting)
+    try:
+        incident_id = await report(publisher, "noise", priority="P4")
+        # (no further fix comes here: before, it waited for good)
+        (order,) = await poll_until(lambda: orders_for(dispatch, incident_id),
+                                    "the freed team sent")
+    finally:
+        client.close()
+    assert order.team_id == "t1" and freed == ["t1"]
