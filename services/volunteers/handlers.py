@@ -4,11 +4,17 @@ order.issued -> dispatched; order.responded -> en_route / on_scene / finished (r
 earn volunteer points); order.withdrawn -> finished; incident.closed -> confirmed hazard
 reports. Each change is deduplicated by the order's own record (an order is issued once and
 finishes once), so a redelivered event finds nothing to do.
+
+A confirmed hazard report pays those who were on the team's shift when it resolved the order
+(the order's record keeps them), however the streams interleave: the resolution pays them when
+it knows the category (its order was read first) or the closing was read first; else the
+closing pays them.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
@@ -19,6 +25,7 @@ from shared.events import IncidentClosed, OrderIssued, OrderResponded, OrderWith
 
 from .config import Settings
 from .domain import points, status
+from .domain.status import OrderRecord
 from .store import points as points_store
 from .store import roster as roster_store
 from .store import teams
@@ -63,6 +70,16 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         if applied is None:
             log.warning("response to order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
+            return
+        record = applied.decision.record
+        # Also on a redelivery (the resolution made, its hazard points perhaps not): the
+        # incident's closing, read first, found no resolution of this team to pay.
+        if (record is not None and record.final == "resolved" and record.members is not None
+                and record.team_id == event.team_id
+                and record.category is None  # known: the resolution paid what it had to
+                and await teams.hazard_confirmed(redis, incident_id=event.incident_id,
+                                                 team_id=event.team_id)):
+            await pay_hazard(applied.before, event.order_id, record, event.occurred_at)
 
     async def on_order_withdrawn(event: OrderWithdrawn) -> None:
         def decide(view: TeamView) -> Decision:
@@ -88,6 +105,15 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         await teams.transition(redis, team_id=event.team_id,
                                order_id=event.order_id, decide=decide, now=utcnow())
 
+    async def pay_hazard(view: TeamView, order_id: str, record: OrderRecord,
+                         at: datetime) -> None:
+        """A confirmed hazard report's points to those on the team's shift when it resolved
+        the order (entry ids per incident and member: once, whichever path pays first)."""
+        await points_store.award(redis, points.award_confirmed_hazard(
+            incident_id=record.incident_id, team_id=record.team_id,
+            district=view.team["district"], agency_kind=view.agency.get("kind", ""),
+            members_on_shift=record.members or (), at=at, order_id=order_id))
+
     async def award_reporter(event: IncidentClosed, member_id: str) -> None:
         """A hazard a volunteer reported from the street, confirmed (resolved): the hazard
         points to the reporter, on shift or not (the same entry id as the resolving team's,
@@ -103,20 +129,23 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
 
     async def on_incident_closed(event: IncidentClosed) -> None:
         # The incident's own category confirms a hazard report even if this service never
-        # saw the order's category; the entry ids match those of the order path.
+        # saw the order's category; the entry ids match those of the order path. Paid to
+        # those on the resolving team's shift when it resolved, not to those on it now.
         if event.category != points.HAZARD_CATEGORY:
             return
         if event.reported_by_member and event.final_status == "resolved":
             await award_reporter(event, event.reported_by_member)
-        for team_id in event.resolved_by:
-            view = await teams.load_view(redis, team_id)
-            if view is None:
+        if not event.resolved_by:
+            return
+        # First: a resolution not yet read (its own stream) then pays itself.
+        await teams.confirm_hazard(redis, incident_id=event.incident_id,
+                                   team_ids=event.resolved_by)
+        for order_id, record in await teams.resolved_orders(redis, event.incident_id):
+            if record.team_id not in event.resolved_by or record.members is None:
                 continue
-            await points_store.award(redis, points.award_confirmed_hazard(
-                incident_id=event.incident_id, team_id=team_id, district=view.team["district"],
-                agency_kind=view.agency.get("kind", ""),
-                members_on_shift=view.state.shift_members, at=event.occurred_at,
-            ))
+            view = await teams.load_view(redis, record.team_id)
+            if view is not None:
+                await pay_hazard(view, order_id, record, event.occurred_at)
 
     consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,
             settings=settings, group="volunteers", bookkeeping=True)

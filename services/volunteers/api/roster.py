@@ -19,7 +19,6 @@ from shared.events import utcnow
 from shared.http import ApiError, conflict, error_body, not_found
 
 from ..config import Settings
-from ..domain import status
 from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
 from ..domain.roster_csv import parse_csv
 from ..domain.status import Refused
@@ -136,39 +135,21 @@ def invalid_roster_response(exc: InvalidRoster) -> JSONResponse:
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    async def leave_shift(member_id: str, team_id: str) -> None:
-        """A member the import moved leaves its old team's shift (their patrol points so far
-        awarded; a shift left empty ends). After the import's own write: should this fail,
-        the member stays listed on the old shift until it ends, as before."""
-        now = utcnow()
-
-        def decide(view: teams_store.TeamView) -> teams_store.Decision:
-            outcome = status.leave_shift(view.state, member_id=member_id, now=now)
-            return teams_store.Decision(outcome.state, ledger=teams_store.patrol_ledger(
-                view, outcome, max_hours=settings.max_patrol_hours))
-
-        try:
-            await teams_store.transition(redis, team_id=team_id, decide=decide, now=now)
-        except Exception as exc:  # the import stands; the old shift keeps the member listed
-            log.warning("member %s moved: leaving team %s's shift failed: %s", member_id,
-                        team_id, type(exc).__name__)
-
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
                  openapi_extra=_IMPORT_DOC, response_model=None)
     async def import_roster(request: Request, who: Admin) -> Any:
         body = await read_body(request, settings.import_max_bytes)
         try:
             doc = parse_import(request.headers.get("content-type", "application/json"), body)
-            result = await roster_store.import_roster(redis, broker=broker, doc=doc,
-                                                      now=utcnow())
+            result = await roster_store.import_roster(
+                redis, broker=broker, doc=doc, now=utcnow(),
+                max_patrol_hours=settings.max_patrol_hours)
         except InvalidRoster as exc:
             log.info("roster import refused: %d error(s)", exc.total)
             return invalid_roster_response(exc)
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc
-        for member_id, old_team in result.moved:
-            await leave_shift(member_id, old_team)
         await audit.record(redis, "volunteers", who, "roster.import", doc.district,
                            json.dumps(result.plan.counts, sort_keys=True))
         log.info("roster import for district %s: %s", doc.district, result.plan.counts)
@@ -234,12 +215,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
     @router.delete("/members/{member_id}", status_code=204,
                    summary="Remove a member; their devices are revoked (admin)")
     async def delete_member(member_id: IdPath, who: Admin) -> Response:
-        member = await roster_store.get(redis, "members", member_id)
-        if member and member.get("team_id"):
-            # off the team's shift first, as a move does: the shift ends if nobody is left
-            # on it and no order holds it (dispatch hears the team off duty)
-            await leave_shift(member_id, member["team_id"])
-        if not await roster_store.delete_member(redis, broker=broker, member_id=member_id):
+        if not await roster_store.delete_member(redis, broker=broker, member_id=member_id,
+                                                now=utcnow(),
+                                                max_patrol_hours=settings.max_patrol_hours):
             raise not_found("member")
         await audit.record(redis, "volunteers", who, "member.delete", member_id)
         log.info("member %s removed", member_id)

@@ -185,6 +185,9 @@ class OrderRecord(BaseModel):
     category: str | None = None
     open: bool = True
     final: str | None = Field(default=None, description="resolved, handover, declined, withdrawn")
+    members: tuple[str, ...] | None = Field(
+        default=None, description="who was on the team's shift when it resolved the order: "
+        "whom the incident's closing pays for a confirmed hazard report")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +252,8 @@ def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str)
         # no order holds it, so dispatch sends nothing to a team with nobody on it.
         settled = TeamState(status="off_duty")
     closed = record.model_copy(update={"open": False, "final": final})
+    if final == "resolved":
+        closed = closed.model_copy(update={"members": tuple(sorted(state.shift_members))})
     return OrderStep(settled, closed, finished=final)
 
 

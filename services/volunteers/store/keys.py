@@ -58,6 +58,18 @@ def order(order_id: str) -> str:
     return f"roster:order:{order_id}"
 
 
+def incident_resolutions(incident_id: str) -> str:
+    """Set of the incident's orders that their teams resolved (their records name who was
+    on the shift then)."""
+    return f"roster:resolutions:{incident_id}"
+
+
+def hazard_confirmed(incident_id: str) -> str:
+    """Set of the teams whose resolution of the incident its closing confirmed as a hazard
+    report (a resolution read after the closing pays itself)."""
+    return f"roster:hazard_confirmed:{incident_id}"
+
+
 def position(team_id: str) -> str:
     return f"roster:pos:{team_id}"
 

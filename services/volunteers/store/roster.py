@@ -10,11 +10,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from shared import streams
-from shared.events import DeviceRevoked, utcnow
+from shared.events import DeviceRevoked
 
+from ..domain.points import LedgerEntry, award_patrol
 from ..domain.roster import ENTITIES, ImportPlan, RosterDoc, check_references, plan_import, referenced_ids
-from ..domain.status import Refused, TeamState
+from ..domain.status import Refused, TeamState, leave_shift
 from . import keys
+from .points import queue_entries
 from .teams import decode_state, encode_state, publish_unit_status
 from .tx import atomically
 
@@ -23,7 +25,24 @@ from .tx import atomically
 class ImportResult:
     plan: ImportPlan
     announced: int
-    moved: tuple[tuple[str, str], ...] = ()  # (member, the team it left)
+
+
+def _leave(
+    state: TeamState, member_ids: list[str], *, team: dict[str, str] | None,
+    agency: dict[str, str] | None, now: datetime, max_hours: float,
+) -> tuple[TeamState, list[LedgerEntry]]:
+    """`member_ids` leave the team's shift (moved or removed): its state after, and their
+    patrol points so far. Queued in the same transaction as the move or removal, so no later
+    step (which a crash could skip) is needed to take them off the old shift."""
+    ledger: list[LedgerEntry] = []
+    for member_id in member_ids:
+        outcome = leave_shift(state, member_id=member_id, now=now)
+        state = outcome.state
+        if outcome.ended is not None and team and agency:
+            ledger += award_patrol(ended=outcome.ended, team_id=team["id"],
+                                   district=team["district"], agency_kind=agency.get("kind", ""),
+                                   max_hours=max_hours)
+    return state, ledger
 
 
 async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
@@ -34,9 +53,12 @@ async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
 
 
 async def import_roster(
-    redis: Redis, *, broker: RedisBroker, doc: RosterDoc, now: datetime
+    redis: Redis, *, broker: RedisBroker, doc: RosterDoc, now: datetime, max_patrol_hours: float,
 ) -> ImportResult:
-    """Validate against what is stored, then write everything, or nothing (InvalidRoster)."""
+    """Validate against what is stored, then write everything, or nothing (InvalidRoster).
+
+    A member moved to another team leaves the old team's shift in the same write (their
+    patrol points so far paid; a shift left with nobody and no order ends)."""
     ids = referenced_ids(doc)
     wanted = [(entity, i) for entity in ENTITIES for i in sorted(ids[entity])]
     watch = [keys.entity(entity, i) for entity, i in wanted]
@@ -63,22 +85,28 @@ async def import_roster(
                 for members in await p.execute():
                     extra_teams += sorted(t for t in members if t not in announce)
             announce |= set(extra_teams)
-        team_ids = sorted(announce)
-        more_watch = [keys.state(t) for t in team_ids] + [keys.team(t) for t in extra_teams]
-        if more_watch:
-            await pipe.watch(*more_watch)
-        states = await _read_many(redis, [keys.state(t) for t in team_ids])
-        if extra_teams:
-            for team_id, record in zip(extra_teams, await _read_many(
-                redis, [keys.team(t) for t in extra_teams]), strict=True
-            ):
-                if record:
-                    new["teams"][team_id] = record
-        # Members moving to another team: their devices' sockets must stop getting the old
-        # team's orders now (notify closes them; the phones reconnect to the new team).
+        # Members moving to another team: they leave the old team's shift, and their devices'
+        # sockets must stop getting the old team's orders now (notify closes them; the
+        # phones reconnect to the new team).
         moved = sorted((w.id, w.previous["team_id"]) for w in plan.writes
                        if w.entity == "members" and w.previous
                        and w.previous.get("team_id") not in (None, w.record["team_id"]))
+        leaving: dict[str, list[str]] = {}
+        for member_id, old_team in moved:
+            leaving.setdefault(old_team, []).append(member_id)
+        team_ids = sorted(announce | set(leaving))
+        profiles = extra_teams + sorted(t for t in leaving
+                                        if t not in new["teams"] and t not in extra_teams)
+        more_watch = [keys.state(t) for t in team_ids] + [keys.team(t) for t in profiles]
+        if more_watch:
+            await pipe.watch(*more_watch)
+        states = await _read_many(redis, [keys.state(t) for t in team_ids])
+        if profiles:
+            for team_id, record in zip(profiles, await _read_many(
+                redis, [keys.team(t) for t in profiles]), strict=True
+            ):
+                if record:
+                    new["teams"][team_id] = record
         moved_devices: list[list[str]] = []
         if moved:
             async with redis.pipeline(transaction=False) as p:
@@ -121,16 +149,24 @@ async def import_roster(
         for team_id, state_data in zip(team_ids, states, strict=True):
             team = new["teams"].get(team_id)
             agency = new["agencies"].get(team["agency_id"]) if team else None
+            before = decode_state(state_data)
+            state, ledger = _leave(before, leaving.get(team_id, []), team=team, agency=agency,
+                                   now=now, max_hours=max_patrol_hours)
+            if state != before:
+                pipe.hset(keys.state(team_id), mapping=encode_state(
+                    state, seq=int(state_data.get("seq") or 0) + 1, now=now))
+            elif team_id in announce:
+                # A transition that read the team and its agency before this import must read
+                # them again, or its unit.status would carry the old profile after this
+                # one's (it compares the state's seq, not the agency).
+                pipe.hincrby(keys.state(team_id), "seq", 1)
+            queue_entries(pipe, ledger)
             if not team or not agency:
                 continue
-            await publish_unit_status(pipe, team=team, agency=agency,
-                                      state=decode_state(state_data))
-            # A transition that read the team and its agency before this import must read
-            # them again, or its unit.status would carry the old profile after this one's
-            # (it compares the state's seq, not the agency).
-            pipe.hincrby(keys.state(team_id), "seq", 1)
-            announced += 1
-        return ImportResult(plan, announced, tuple(moved))
+            if team_id in announce or state.visible() != before.visible():
+                await publish_unit_status(pipe, team=team, agency=agency, state=state)
+                announced += 1
+        return ImportResult(plan, announced)
 
     return await atomically(redis, watch, body, attempts=5)
 
@@ -182,8 +218,11 @@ async def agency_team_ids(redis: Redis, agency_id: str) -> list[str]:
 # --- removals ---------------------------------------------------------------------------
 
 
-async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str) -> bool:
-    """Remove a member: its devices are revoked (DeviceRevoked each), its check-in dropped."""
+async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, now: datetime,
+                        max_patrol_hours: float) -> bool:
+    """Remove a member: its devices are revoked (DeviceRevoked each); it leaves its team's
+    shift in the same write (patrol points so far paid; a shift left with nobody and no
+    order ends, and dispatch hears it)."""
     watch = [keys.member(member_id), keys.member_devices(member_id)]
 
     async def body(pipe: Pipeline) -> bool:
@@ -191,10 +230,15 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str) ->
         if not member:
             return False
         team_id = member["team_id"]
-        await pipe.watch(keys.state(team_id))
+        await pipe.watch(keys.state(team_id), keys.team(team_id))
         state_data = await pipe.hgetall(keys.state(team_id))
+        team = await pipe.hgetall(keys.team(team_id)) or None
+        agency = (await pipe.hgetall(keys.agency(team["agency_id"])) or None) if team else None
         device_ids = sorted(await pipe.smembers(keys.member_devices(member_id)))
         devices = [await pipe.hgetall(keys.device(d)) for d in device_ids]
+        before = decode_state(state_data)
+        state, ledger = _leave(before, [member_id], team=team, agency=agency, now=now,
+                               max_hours=max_patrol_hours)
         pipe.multi()
         for device_id, device in zip(device_ids, devices, strict=True):
             if device.get("token_hash"):
@@ -205,13 +249,12 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str) ->
                               member_id=member_id, team_id=team_id),
                 stream=streams.DEVICE_REVOKED.name, pipeline=pipe,
             )
-        state = decode_state(state_data)
-        if member_id in state.shift_members:
-            remaining = {m: t for m, t in state.shift_members.items() if m != member_id}
-            new_state = state.model_copy(update={"shift_members": remaining})
+        if state != before:
             pipe.hset(keys.state(team_id), mapping=encode_state(
-                new_state, seq=int(state_data.get("seq") or 0) + 1,
-                now=utcnow()))
+                state, seq=int(state_data.get("seq") or 0) + 1, now=now))
+            if team and agency and state.visible() != before.visible():
+                await publish_unit_status(pipe, team=team, agency=agency, state=state)
+        queue_entries(pipe, ledger)
         pipe.delete(keys.member(member_id), keys.member_devices(member_id))
         pipe.srem(keys.team_members(team_id), member_id)
         pipe.zrem(keys.index("members", member["district"]), member_id)

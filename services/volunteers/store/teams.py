@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -196,6 +196,11 @@ async def transition(
             ):
                 pipe.set(keys.order(order_id), decision.record.model_dump_json(),
                          ex=ORDER_TTL_S)
+                if decision.record.final == "resolved":
+                    # with the resolution: the incident's closing finds it by incident
+                    resolutions = keys.incident_resolutions(decision.record.incident_id)
+                    pipe.sadd(resolutions, order_id)
+                    pipe.expire(resolutions, ORDER_TTL_S)
             if announce:
                 await publish_unit_status(pipe, team=view.team, agency=view.agency,
                                           state=decision.state)
@@ -217,6 +222,33 @@ async def transition(
 
 async def team_state(redis: Redis, team_id: str) -> TeamState:
     return decode_state(await redis.hgetall(keys.state(team_id)))
+
+
+# --- a hazard report's confirmation: the closing and the resolution, in either order -----
+
+
+async def resolved_orders(redis: Redis, incident_id: str) -> list[tuple[str, OrderRecord]]:
+    """The incident's orders that their teams resolved, with their records."""
+    order_ids = sorted(await redis.smembers(keys.incident_resolutions(incident_id)))
+    if not order_ids:
+        return []
+    raws = await redis.mget([keys.order(o) for o in order_ids])
+    return [(o, OrderRecord.model_validate_json(raw))
+            for o, raw in zip(order_ids, raws, strict=True) if raw]
+
+
+async def confirm_hazard(redis: Redis, *, incident_id: str, team_ids: Sequence[str]) -> None:
+    """The incident's closing confirmed these teams' resolution of a hazard report. Written
+    before the closing reads the resolutions, and read by a resolution after it is written:
+    of a closing and a resolution handled at the same time, one always sees the other."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(keys.hazard_confirmed(incident_id), *team_ids)
+        pipe.expire(keys.hazard_confirmed(incident_id), ORDER_TTL_S)
+        await pipe.execute()
+
+
+async def hazard_confirmed(redis: Redis, *, incident_id: str, team_id: str) -> bool:
+    return bool(await redis.sismember(keys.hazard_confirmed(incident_id), team_id))
 
 
 # --- positions: the hot path, one round trip --------------------------------------------

@@ -219,3 +219,52 @@ async def test_a_confirmed_hazard_pays_its_reporting_volunteer_once_and_nobody_e
     assert [(e["entry_id"], e["points"]) for e in mine["history"]] == [("hazard:inc_a:m-chen", 3)]
     assert (await points_of(volunteers, officer))["balance"] == 0
     assert (await points_of(volunteers, wang))["balance"] == 0  # on shift, but not the reporter
+
+
+async def test_hazard_points_go_to_the_shift_that_resolved_it_when_the_answer_overtook_the_order(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Wang's team resolved the hazard before volunteers had read the order (two streams), so
+    # the resolution alone could not know it was a hazard report; she checked out and Chen
+    # checked in before dispatch's closing confirmed it. The 3 are Wang's, not Chen's.
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=False)
+    await publisher.publish(resolved(), stream="order.responded")
+    await volunteers.consumed("order.responded")
+    await publisher.publish(hazard_order(), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    assert (await volunteers.client.post("/v1/me/shift/end", headers=wang)).status_code == 200
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    closed = IncidentClosed(district="d1", incident_id="inc_ord_h", final_status="resolved",
+                            resolved_by=("t-vol",), category="hazard_report")
+    await publisher.publish(closed, stream="incident.closed")
+    await publisher.publish(closed, stream="incident.closed")  # delivered twice
+    await volunteers.consumed("incident.closed")
+
+    mine = await points_of(volunteers, wang)
+    assert sorted((e["entry_id"], e["points"]) for e in mine["history"]) == [
+        ("hazard:inc_ord_h:m-wang", 3), ("resolved:ord_h:m-wang", 10)]
+    assert mine["balance"] == 13
+    assert (await points_of(volunteers, chen))["history"] == []
+
+
+async def test_a_hazard_closed_before_its_resolution_was_read_pays_the_shift_that_resolved_it(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # incident.closed read before the team's "resolved" (and the order itself never read):
+    # the closing finds no resolution yet, so the resolution pays when it comes, to those
+    # on the shift then (Chen checked in in between).
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=False)
+    await publisher.publish(IncidentClosed(
+        district="d1", incident_id="inc_ord_h", final_status="resolved", resolved_by=("t-vol",),
+        category="hazard_report"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    answer = resolved()
+    await publisher.publish(answer, stream="order.responded")
+    await publisher.publish(answer, stream="order.responded")  # delivered twice
+    await volunteers.consumed("order.responded")
+
+    for device, member_id in ((wang, "m-wang"), (chen, "m-chen")):
+        mine = await points_of(volunteers, device)
+        assert sorted((e["entry_id"], e["points"]) for e in mine["history"]) == [
+            (f"hazard:inc_ord_h:{member_id}", 3), (f"resolved:ord_h:{member_id}", 10)]

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+
+from services.volunteers.domain.status import TeamState
+from services.volunteers.store import teams
 from shared.events import DeviceRevoked, UnitStatus
 
 from .conftest import ADMIN, DISTRICT, Volunteers
@@ -283,3 +289,78 @@ async def test_moving_a_member_to_another_team_tells_notify_of_each_of_its_devic
     assert (last.status, last.on_shift) == ("off_duty", False)
     r = await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)
     assert r.json()["state"]["on_shift"] is False
+
+
+async def checked_in_an_hour_ago(volunteers: Volunteers, team_id: str, member_id: str) -> None:
+    """Backdate a member's check-in, so that leaving the shift pays patrol points."""
+    key = f"roster:state:{team_id}"
+    state = TeamState.model_validate_json(await volunteers.redis.hget(key, "state"))
+    members = {**state.shift_members, member_id: datetime.now(UTC) - timedelta(hours=1)}
+    await volunteers.redis.hset(key, "state", state.model_copy(
+        update={"shift_members": members}).model_dump_json())
+
+
+async def test_a_member_moved_by_an_import_is_off_the_old_shift_even_if_nothing_runs_after_it(
+    volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Leaving the old shift is part of the import's own write: with every later team step
+    # failing (Redis gone, or the process killed, right after the import), Chen and then
+    # Wang are still off t-vol's shift, paid for their patrol, and the emptied shift ends.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    for device in (wang, chen):
+        assert (await volunteers.client.post("/v1/me/shift/start", headers=device)).status_code \
+            == 200
+    await checked_in_an_hour_ago(volunteers, "t-vol", "m-chen")
+
+    async def redis_gone(*_: Any, **__: Any) -> None:
+        raise ConnectionError("Redis went away after the import")
+
+    monkeypatch.setattr(teams, "transition", redis_gone)
+    moved = copy.deepcopy(DISTRICT)
+    moved["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                           "mode": "foot"})
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    await volunteers.import_district(moved)
+
+    state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
+    assert (state["on_shift"], state["shift_member_ids"]) == (True, ["m-wang"])
+    points = (await volunteers.client.get("/v1/me/points", headers=chen)).json()
+    assert [(e["reason"], e["team_id"], e["minutes"]) for e in points["history"]] == [
+        ("patrol", "t-vol", 60)]
+    assert points["balance"] == 5
+
+    next(m for m in moved["members"] if m["id"] == "m-wang")["team_id"] = "t-vol2"
+    result = await volunteers.import_district(moved)  # the last member on shift moves
+    state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
+    assert (state["status"], state["on_shift"], state["shift_member_ids"]) == (
+        "off_duty", False, [])
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-vol"][-1]
+    assert (last.status, last.on_shift) == ("off_duty", False)
+    assert result["unit_status_published"] == 1  # that one
+    assert (await volunteers.client.get("/v1/teams/t-vol2", headers=ADMIN)).json()[
+        "state"]["shift_member_ids"] == []  # they check in to their new team themselves
+
+
+async def test_a_removed_member_is_off_the_shift_even_if_nothing_runs_after_the_removal(
+    volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await volunteers.import_district()
+    chen = await volunteers.enrol("m-chen")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    await checked_in_an_hour_ago(volunteers, "t-vol", "m-chen")
+
+    async def redis_gone(*_: Any, **__: Any) -> None:
+        raise ConnectionError("Redis went away after the removal")
+
+    monkeypatch.setattr(teams, "transition", redis_gone)
+    assert (await volunteers.client.delete("/v1/members/m-chen", headers=ADMIN)).status_code \
+        == 204
+    state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
+    assert (state["status"], state["on_shift"], state["shift_member_ids"]) == (
+        "off_duty", False, [])
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-vol"][-1]
+    assert (last.status, last.on_shift) == ("off_duty", False)
+    assert float(await volunteers.redis.get("roster:points:balance:m-chen")) == 5

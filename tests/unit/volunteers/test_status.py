@@ -189,3 +189,14 @@ def test_a_shift_left_with_nobody_ends_unless_it_holds_an_open_order() -> None:
     kept = leave_shift(busy, member_id="m1", now=T0 + timedelta(hours=2))
     assert kept.state.on_shift and kept.state.orders and kept.state.shift_members == {}
     assert leave_shift(TeamState(), member_id="m1", now=T0).state == TeamState()  # off duty
+
+
+def test_a_resolved_order_keeps_who_was_on_the_shift_and_its_order_arriving_late_keeps_them(
+) -> None:
+    state = start_shift(on_shift("m1"), member_id="m2", now=T0, shift_id="s1").state
+    step = responded(state, None, "resolved")  # overtook its order.issued
+    assert (step.record.final, step.record.members) == ("resolved", ("m1", "m2"))
+    late = issued(step.state, record=step.record)
+    assert (late.record.category, late.record.members) == ("noise", ("m1", "m2"))
+    handed = responded(issued(state).state, issued(state).record, "handover")
+    assert handed.record.members is None  # only a resolution pays a confirmation
