@@ -9,7 +9,8 @@ from fastapi import Depends, Path
 
 from shared.http import Principal, require
 
+# The roster's reads too: members' names and phones, every district's. Volunteers resolves
+# no desk tokens; the command room sees its districts' teams through dispatch.
 Admin = Annotated[Principal, Depends(require("admin"))]
-Reader = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 Device = Annotated[Principal, Depends(require("device"))]
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]

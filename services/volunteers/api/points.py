@@ -18,7 +18,7 @@ from ..domain import points
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
-from .deps import Admin, IdPath, Reader
+from .deps import Admin, IdPath
 
 
 class AdjustmentIn(BaseModel):
@@ -38,7 +38,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
 
     @router.get("/points/leaderboard", summary="A district's volunteers by points (admin)")
     async def leaderboard(
-        _: Reader,
+        _: Admin,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
@@ -77,7 +77,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
     @router.get("/zones", summary="A district's zones with their polygons and owning stations "
                 "(admin; dispatch keeps a projection of them)")
     async def district_zones(
-        _: Reader, district: Annotated[str, Query(min_length=1, max_length=64)],
+        _: Admin, district: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> dict[str, Any]:
         index = await zones.index(district)
         return {"district": district, "zones": [
@@ -86,7 +86,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
 
     @router.get("/zones/lookup", summary="The zone of a point, and its owning police station")
     async def zone_lookup(
-        _: Reader,
+        _: Admin,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
         lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],

@@ -28,7 +28,7 @@ from ..store import shifts as shifts_store
 from ..store import teams as teams_store
 from ..store.tx import Contended
 from . import views
-from .deps import Admin, IdPath, Reader
+from .deps import Admin, IdPath
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
@@ -160,7 +160,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         view = views.RECORD_VIEWS[entity]
 
         async def list_entities(
-            _: Reader,
+            _: Admin,
             district: Annotated[str | None, Query(max_length=64)] = None,
             cursor: Annotated[str | None, Query(max_length=64)] = None,
             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
@@ -176,7 +176,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         list_route(entity)
 
     @router.get("/agencies/{agency_id}", summary="An agency and its teams (admin)")
-    async def get_agency(agency_id: IdPath, _: Reader) -> dict[str, Any]:
+    async def get_agency(agency_id: IdPath, _: Admin) -> dict[str, Any]:
         record = await roster_store.get(redis, "agencies", agency_id)
         if not record:
             raise not_found("agency")
@@ -184,14 +184,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
                 "team_ids": await roster_store.agency_team_ids(redis, agency_id)}
 
     @router.get("/zones/{zone_id}", summary="A zone (admin)")
-    async def get_zone(zone_id: IdPath, _: Reader) -> dict[str, Any]:
+    async def get_zone(zone_id: IdPath, _: Admin) -> dict[str, Any]:
         record = await roster_store.get(redis, "zones", zone_id)
         if not record:
             raise not_found("zone")
         return views.zone(record)
 
     @router.get("/teams/{team_id}", summary="A team: profile, status, latest position (admin)")
-    async def get_team(team_id: IdPath, _: Reader) -> dict[str, Any]:
+    async def get_team(team_id: IdPath, _: Admin) -> dict[str, Any]:
         record = await roster_store.get(redis, "teams", team_id)
         if not record:
             raise not_found("team")
@@ -205,7 +205,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         }
 
     @router.get("/members/{member_id}", summary="A member and their devices (admin)")
-    async def get_member(member_id: IdPath, _: Reader) -> dict[str, Any]:
+    async def get_member(member_id: IdPath, _: Admin) -> dict[str, Any]:
         record = await roster_store.get(redis, "members", member_id)
         if not record:
             raise not_found("member")

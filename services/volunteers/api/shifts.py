@@ -17,7 +17,7 @@ from ..domain.shifts import ShiftPlan, planned_on
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
-from .deps import Admin, IdPath, Reader
+from .deps import Admin, IdPath
 
 
 def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
@@ -36,7 +36,7 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         return {"team_id": team_id, **plan.model_dump(mode="json")}
 
     @router.get("/teams/{team_id}/shift-plan", summary="A team's shift plan (admin)")
-    async def get_plan(team_id: IdPath, _: Reader) -> dict[str, Any]:
+    async def get_plan(team_id: IdPath, _: Admin) -> dict[str, Any]:
         plan = await shifts_store.get_plan(redis, team_id)
         if plan is None:
             raise not_found("shift plan")
@@ -44,7 +44,7 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
 
     @router.get("/shifts", summary="Teams planned on a date, with their members (admin)")
     async def planned(
-        _: Reader,
+        _: Admin,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         day: Annotated[date, Query(alias="date", ge=date(1970, 1, 1), le=date(9998, 12, 31))],
     ) -> dict[str, Any]:
