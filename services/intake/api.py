@@ -71,7 +71,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
     @router.get("/categories", summary="Categories, default priorities and who may answer")
     async def categories(
-        _: Annotated[Principal, Depends(require("admin", "dispatcher", "system", "device"))],
+        _: Annotated[Principal, Depends(require("admin", "system", "device"))],
     ) -> list[dict[str, Any]]:
         return [
             {
@@ -191,7 +191,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 summary="An incident's status (its reporting system or member, admin)")
     async def get_incident(
         incident_id: str,
-        who: Annotated[Principal, Depends(require("admin", "dispatcher", "system", "device"))],
+        who: Annotated[Principal, Depends(require("admin", "system", "device"))],
     ) -> dict[str, Any]:
         data = await store.get_incident(redis, incident_id)
         if not data:

@@ -289,7 +289,10 @@ async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
 
 
 async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in await redis.lrange(f"intake:timeline:{incident_id}", 0, -1)]
+    """In the order things happened: an update handled late (reclaimed from a consumer that
+    died) is appended after later ones."""
+    entries = [json.loads(x) for x in await redis.lrange(f"intake:timeline:{incident_id}", 0, -1)]
+    return sorted(entries, key=lambda e: datetime.fromisoformat(e["at"]))
 
 
 # Applies an update only if it is newer than what we hold; the timeline entry is appended

@@ -4,12 +4,13 @@ keep dispatch's order, and a closed incident leaves the open index."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from redis.asyncio import Redis
 
 from services.intake import store
 from shared import streams
-from shared.events import Evidence, IncidentClosed, IncidentUpdated, TimelineEntry
+from shared.events import Evidence, IncidentClosed, IncidentUpdated, TimelineEntry, utcnow
 from shared.scripts import ScriptBatch
 from tests.helpers import poll_until
 from tests.integration.stream_probes import (
@@ -63,6 +64,20 @@ async def test_updates_read_together_keep_their_order_and_apply_once(clean_redis
             assert view["status"] == "assigned"
             assert [e["detail"] for e in view["timeline"] if e["kind"] == "note"] == [
                 str(seq) for seq in range(1, 21)]
+
+
+async def test_an_update_handled_late_takes_its_place_in_the_timeline(clean_redis: str) -> None:
+    # The consumer that read seq 1 died; seq 2 was handled by another, seq 1 reclaimed later.
+    async with running("intake", clean_redis) as svc:
+        [incident_id] = await reported(svc, 1)
+        first, second = utcnow() - timedelta(seconds=30), utcnow() - timedelta(seconds=20)
+        for seq, at in ((2, second), (1, first)):
+            await svc.publish(streams.INCIDENT_UPDATED, IncidentUpdated(
+                district=DISTRICT, incident_id=incident_id, seq=seq, status="assigned",
+                priority="P4", entry=TimelineEntry(at=at, kind="note", detail=str(seq))))
+            await poll_until(lambda: svc.drained(streams.INCIDENT_UPDATED.name), "read")
+        view = await intake_incident(svc, incident_id)
+        assert [e["detail"] for e in view["timeline"] if e["kind"] == "note"] == ["1", "2"]
 
 
 async def test_a_closed_incident_leaves_the_open_index(clean_redis: str) -> None:
