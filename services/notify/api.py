@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.events import EvidenceRecords, TeamNote
 from shared.events import Response as ResponseKind
-from shared.http import Principal, not_found, require
+from shared.http import Principal, not_found, require, unauthorized
 
 from . import store
 from .channels.subscription import Subscription
@@ -115,8 +115,10 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
     @router.post("/devices/me/webpush", summary="Receive orders by Web Push while the page is closed")
     async def subscribe_webpush(body: WebPushIn, who: DeviceCaller) -> dict[str, Any]:
         await _touch(who)
-        await store.set_device_channel(redis, who.device_id or who.subject, field="webpush",
-                                       value=json.dumps(body.subscription.stored()))
+        if not await store.set_device_channel(redis, who.device_id or who.subject,
+                                              field="webpush",
+                                              value=json.dumps(body.subscription.stored())):
+            raise unauthorized("this device was revoked")
         return {"subscribed": True, "enabled": webpush_key is not None}
 
     @router.delete("/devices/me/webpush", summary="Stop Web Push to this device")
@@ -128,8 +130,9 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
     @router.post("/devices/me/sms", summary="Receive orders by SMS when nothing else reached")
     async def register_sms(body: SmsIn, who: DeviceCaller) -> dict[str, Any]:
         await _touch(who)
-        await store.set_device_channel(redis, who.device_id or who.subject, field="phone",
-                                       value=body.phone)
+        if not await store.set_device_channel(redis, who.device_id or who.subject,
+                                              field="phone", value=body.phone):
+            raise unauthorized("this device was revoked")
         return {"registered": True, "enabled": sms_enabled}
 
     @router.delete("/devices/me/sms", summary="Stop SMS to this device")

@@ -140,6 +140,11 @@ def withdrawn_message(order_id: str) -> str:
     return json.dumps({"event": "withdrawn", "order_id": order_id})
 
 
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Hub:
     def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         self._redis = redis
@@ -155,10 +160,15 @@ class Hub:
         # Devices revoked (None) or moved to a team (its id) in the last REVOKED_KEPT_S: a
         # socket authenticated just before and attached just after is closed as well.
         self._recent: dict[str, tuple[float, str | None]] = {}
+        # The last control message applied, by its id in store.CONTROL_LOG; once the
+        # listener has resubscribed, the id from which it reads there what it missed.
+        self._control_seen = "0-0"
+        self._missed_after: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._control_seen = await store.last_control_id(self._redis)
         self._pubsub = self._redis.pubsub()
         self._subscribed[store.CONTROL] = asyncio.Event()
         await self._pubsub.subscribe(store.CONTROL)
@@ -206,17 +216,20 @@ class Hub:
         await asyncio.wait_for(ready.wait(), timeout=5)
         self._close_if_revoked(conn)
 
-    def _close_if_revoked(self, conn: Connection) -> None:
+    def _close_if_revoked(self, conn: Connection) -> bool:
         """A socket whose device was revoked or moved while it connected (after its token
         was checked, before it was attached here, so the control message found nothing to
-        close) is closed now, as that message would have closed it."""
+        close) is closed now, as that message would have closed it. True: closed."""
         recent = self._recent.get(conn.device_id)
         if recent is None or time.monotonic() - recent[0] > REVOKED_KEPT_S:
-            return
+            return False
         if recent[1] is None:
             conn.close(CLOSE_REVOKED, "device revoked")
         elif recent[1] != conn.team_id:
             conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
+        else:
+            return False
+        return True
 
     async def detach(self, conn: Connection) -> None:
         self._discard(self._by_device, conn.device_id, conn)
@@ -237,12 +250,6 @@ class Hub:
             if not conns:
                 index.pop(key, None)
 
-    def close_device(self, device_id: str, *, code: int, reason: str) -> int:
-        conns = list(self._by_device.get(device_id, ()))
-        for conn in conns:
-            conn.close(code, reason)
-        return len(conns)
-
     # --- fan-out ------------------------------------------------------------------------------
 
     async def publish_revoked(self, device_id: str, *, team_changed: bool = False,
@@ -250,10 +257,8 @@ class Hub:
         """Tells every replica to close the device's sockets: revoked (4401: the token is
         refused), or moved to another team, `team_id` (4409: it reconnects to it)."""
         event = "team_changed" if team_changed else "revoked"
-        return await self._redis.publish(
-            store.CONTROL, json.dumps({"event": event, "device_id": device_id,
-                                       "team_id": team_id})
-        )
+        return await store.publish_control(
+            self._redis, {"event": event, "device_id": device_id, "team_id": team_id})
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -265,46 +270,41 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                # redis-py reconnects and resubscribes; what was published meanwhile is
-                # replayed by each socket's heartbeat from the open orders in Redis.
+                # redis-py reconnects and resubscribes; the orders published meanwhile
+                # are replayed by each socket's heartbeat from the open orders in Redis,
+                # the control messages read from their log (_catch_up).
                 log.warning("fan-out listener lost Redis (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if message is None:
-                continue
-            try:
-                await self._dispatch(message)
-            except Exception:
-                log.exception("fan-out message not handled")
+            if message is not None:
+                try:
+                    await self._dispatch(message)
+                except Exception:
+                    log.exception("fan-out message not handled")
+            if self._missed_after is not None:
+                try:
+                    await self._catch_up()
+                except (RedisError, OSError) as exc:  # the next turn of the loop tries again
+                    log.warning("control messages missed while away not read (%s)",
+                                type(exc).__name__)
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         channel = message.get("channel")
         if message["type"] == "subscribe":
             event = self._subscribed.get(channel) if isinstance(channel, str) else None
             if event is not None:
+                if channel == store.CONTROL and event.is_set() and self._missed_after is None:
+                    # redis-py resubscribed after a lost connection: what was published
+                    # meanwhile is read from the log before the next message is handled
+                    self._missed_after = self._control_seen
                 event.set()
             return
         if message["type"] != "message" or not isinstance(channel, str):
             return
         data = json.loads(message["data"])
         if channel == store.CONTROL:
-            if data.get("event") in ("revoked", "team_changed"):
-                device_id = str(data["device_id"])
-                for callback in self.on_revoked:  # what this replica knew of it is stale
-                    callback(device_id)
-                moved = data["event"] == "team_changed"
-                now = time.monotonic()
-                self._recent = {d: r for d, r in self._recent.items()
-                                if now - r[0] <= REVOKED_KEPT_S}
-                # a move whose new team is not said: any socket connecting now is stale
-                self._recent[device_id] = (now, (data.get("team_id") or "?") if moved else None)
-                closed = self.close_device(
-                    device_id, code=CLOSE_TEAM_CHANGED if moved else CLOSE_REVOKED,
-                    reason="the device's team changed; reconnect" if moved else "device revoked")
-                if closed:
-                    log.info("closed %d socket(s) of device %s (%s)", closed, device_id,
-                             data["event"])
+            self._on_control(data, replayed=False)
             return
         team_id = channel.removeprefix("notify:fanout:")
         conns = list(self._by_team.get(team_id, ()))
@@ -333,6 +333,43 @@ class Hub:
                 if conn.conn_id == data.get("origin"):
                     continue
                 conn.offer(frame)
+
+    def _on_control(self, data: dict[str, Any], *, replayed: bool) -> None:
+        if data.get("event") not in ("revoked", "team_changed"):
+            return
+        entry_id = data.get("id")  # None: from a replica that keeps no log
+        if isinstance(entry_id, str):
+            if _entry_key(entry_id) > _entry_key(self._control_seen):
+                self._control_seen = entry_id
+            elif not replayed:
+                return  # read from the log already, when the listener resubscribed
+        device_id = str(data["device_id"])
+        for callback in self.on_revoked:  # what this replica knew of it is stale
+            callback(device_id)
+        moved = data["event"] == "team_changed"
+        now = time.monotonic()
+        self._recent = {d: r for d, r in self._recent.items() if now - r[0] <= REVOKED_KEPT_S}
+        # a move whose new team is not said: any socket connecting now is stale
+        self._recent[device_id] = (now, (data.get("team_id") or "?") if moved else None)
+        # A socket already on the device's new team connected after the move: it stays, so
+        # a message applied twice (heard, and read from the log) closes nothing twice.
+        closed = sum(self._close_if_revoked(conn)
+                     for conn in list(self._by_device.get(device_id, ())))
+        if closed:
+            log.info("closed %d socket(s) of device %s (%s)", closed, device_id, data["event"])
+
+    async def _catch_up(self) -> None:
+        """Applies the control messages published while the listener was disconnected (up
+        to ~5 s): Pub/Sub dropped them; the log kept them. One read per reconnect, where
+        re-checking every socket's token would be a request to volunteers per socket."""
+        assert self._missed_after is not None
+        missed = await store.control_since(self._redis, self._missed_after)
+        self._missed_after = None
+        for data in missed:
+            self._on_control(data, replayed=True)
+        if missed:
+            log.info("applied %d control message(s) missed while the listener was away",
+                     len(missed))
 
     # --- pushing orders -------------------------------------------------------------------
 

@@ -4,8 +4,10 @@
 - `notify:order:{id}:received` (hash device -> receipt), `:attempts` and `:responses` (lists)
 - `notify:team:{team}:open` (zset): the team's orders neither answered nor withdrawn
 - `notify:team:{team}:devices` (set), `notify:device:{id}` (hash): devices and their channels
+- `notify:device:{id}:revoked`: a revoked device's tombstone; its channels are never written again
 - `notify:fallback` (zset order -> due time): fallback timers, so a restart loses none
 - Pub/Sub `notify:fanout:{team}` and `notify:control`: fan-out to every notify replica
+- `notify:control:log` (stream): the control messages of the last CONTROL_KEPT_S
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from .domain.responses import Decision, is_live
 
 FALLBACK = "notify:fallback"
 CONTROL = "notify:control"
+CONTROL_LOG = "notify:control:log"
+CONTROL_KEPT_S = 900  # > REAUTH_INTERVAL_S: each socket's token re-check caught older news
 ATTEMPTS_KEPT = 500
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,10 @@ def _device(device_id: str) -> str:
     return f"notify:device:{device_id}"
 
 
+def _revoked_device(device_id: str) -> str:
+    return f"notify:device:{device_id}:revoked"
+
+
 def _strings(value: Any) -> dict[str, str]:
     """redis-py types ignore decode_responses; our client decodes, so hashes are str -> str."""
     return cast(dict[str, str], value)
@@ -72,6 +80,48 @@ def _strings(value: Any) -> dict[str, str]:
 
 def fanout_channel(team_id: str) -> str:
     return f"notify:fanout:{team_id}"
+
+
+# --- control messages ---------------------------------------------------------------------
+
+# A control message (a device revoked or moved) is also kept in CONTROL_LOG: Pub/Sub drops
+# what is published while a replica's listener is reconnecting, and the replica reads what
+# it missed there once it has resubscribed (hub.py). The message carries its entry id, so
+# a replica knows how far it has read. Trimmed by the new id's time (Redis's clock; TIME
+# itself is not among the commands notify's ACL user may run).
+_PUBLISH_CONTROL = """
+local id = redis.call('XADD', KEYS[1], '*', 'message', ARGV[1])
+local oldest = tonumber(string.match(id, '^%d+')) - tonumber(ARGV[2]) * 1000
+redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+local message = cjson.decode(ARGV[1])
+message['id'] = id
+return redis.call('PUBLISH', KEYS[2], cjson.encode(message))
+"""
+
+
+async def publish_control(redis: Redis, message: dict[str, Any]) -> int:
+    """Tells every replica `message` (with its `id` in CONTROL_LOG added), and keeps it;
+    the number of replicas that heard it now."""
+    return int(await run_script(redis, _PUBLISH_CONTROL, [CONTROL_LOG, CONTROL],
+                                [json.dumps(message), str(CONTROL_KEPT_S)]))
+
+
+async def last_control_id(redis: Redis) -> str:
+    entries = await redis.xrevrange(CONTROL_LOG, count=1)
+    return cast(str, entries[0][0]) if entries else "0-0"
+
+
+async def control_since(redis: Redis, after: str, *, count: int = 500) -> list[dict[str, Any]]:
+    """The control messages kept after entry `after`, oldest first, each with its `id`."""
+    found: list[dict[str, Any]] = []
+    while True:
+        entries = await redis.xrange(CONTROL_LOG, min=f"({after}", count=count)
+        found += [{**json.loads(fields["message"]), "id": entry_id}
+                  for entry_id, fields in entries]
+        if len(entries) < count:
+            return found
+        after = entries[-1][0]
 
 
 # --- orders -----------------------------------------------------------------------------
@@ -594,32 +644,62 @@ class DeviceRecord:
 
 
 DEVICE_TTL_S = 90 * 86_400
+# A request whose token was checked before the revocation writes seconds after it at most,
+# and volunteers never gives a device id twice: a day is ample.
+REVOKED_DEVICE_KEPT_S = 86_400
+
+# A device's writes check its tombstone in the same step: a registration (or a socket)
+# whose token was checked just before the revocation, and which writes after notify
+# forgot the device, must not bring it back with its channels. 0: revoked, nothing
+# written; -1: its team changed since the caller read it (read again).
+_TOUCH_DEVICE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local previous = redis.call('HGET', KEYS[1], 'team_id') or ''
+if previous ~= ARGV[1] then return -1 end
+if previous ~= '' and previous ~= ARGV[3] then redis.call('SREM', KEYS[4], ARGV[2]) end
+redis.call('HSET', KEYS[1], 'member_id', ARGV[4], 'team_id', ARGV[3], 'agency_kind', ARGV[5],
+           'district', ARGV[6], 'seen_at', ARGV[7])
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
+"""
+
+_SET_CHANNEL = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 async def touch_device(
     redis: Redis, *, device_id: str, member_id: str, team_id: str, agency_kind: str | None,
     district: str | None,
-) -> None:
-    """Remembers which team a device belongs to now (a member may have moved team)."""
+) -> bool:
+    """Remembers which team a device belongs to now (a member may have moved team); False,
+    with nothing written, for a revoked device."""
     key = _device(device_id)
-    previous = cast(str | None, await redis.hget(key, "team_id"))
-    async with redis.pipeline(transaction=True) as pipe:
-        if previous and previous != team_id:
-            pipe.srem(_team_devices(previous), device_id)
-        pipe.hset(key, mapping={
-            "member_id": member_id, "team_id": team_id, "agency_kind": agency_kind or "",
-            "district": district or "", "seen_at": utcnow().isoformat(),
-        })
-        pipe.expire(key, DEVICE_TTL_S)
-        pipe.sadd(_team_devices(team_id), device_id)
-        await pipe.execute()
+    while True:
+        previous = cast(str | None, await redis.hget(key, "team_id")) or ""
+        done = await run_script(
+            redis, _TOUCH_DEVICE,
+            [key, _revoked_device(device_id), _team_devices(team_id),
+             _team_devices(previous or team_id)],
+            [previous, device_id, team_id, member_id, agency_kind or "", district or "",
+             utcnow().isoformat(), str(DEVICE_TTL_S)])
+        if done >= 0:
+            return bool(done)
 
 
-async def set_device_channel(redis: Redis, device_id: str, *, field: str, value: str | None) -> None:
+async def set_device_channel(redis: Redis, device_id: str, *, field: str,
+                             value: str | None) -> bool:
+    """Sets (or with None removes) one of the device's channels; False, with nothing
+    written, when the device was revoked (see _TOUCH_DEVICE)."""
     if value is None:
         await redis.hdel(_device(device_id), field)
-    else:
-        await redis.hset(_device(device_id), field, value)
+        return True
+    return bool(await run_script(redis, _SET_CHANNEL,
+                                 [_device(device_id), _revoked_device(device_id)],
+                                 [field, value]))
 
 
 async def get_device(redis: Redis, device_id: str) -> DeviceRecord | None:
@@ -660,10 +740,11 @@ async def move_device(redis: Redis, device_id: str, *, team_id: str) -> None:
 
 
 async def forget_device(redis: Redis, device_id: str) -> None:
-    """A revoked device: its channels (push subscription, phone) go with it."""
+    """A revoked device: its channels (push subscription, phone) go with it, for good."""
     team_id = cast(str | None, await redis.hget(_device(device_id), "team_id"))
     async with redis.pipeline(transaction=True) as pipe:
         if team_id:
             pipe.srem(_team_devices(team_id), device_id)
         pipe.delete(_device(device_id))
+        pipe.set(_revoked_device(device_id), "1", ex=REVOKED_DEVICE_KEPT_S)
         await pipe.execute()

@@ -10,6 +10,7 @@ from typing import Any
 
 import http_ece
 import httpx
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from faststream.redis import RedisBroker
@@ -20,6 +21,8 @@ from services.notify import store
 from services.notify.channels import Outcome
 from services.notify.config import Settings
 from services.notify.fallback import FallbackTimers
+from shared import streams
+from shared.events import DeviceRevoked
 from shared.runtime import stop_task
 from tests.helpers import poll_until
 
@@ -247,3 +250,60 @@ async def test_the_fallback_stops_once_the_order_is_acknowledged(clean_redis: st
         await stop_task(task)
         await redis.aclose()
     assert len(sent) <= 2  # the one under way when the answer came, at most; never all three
+
+
+@pytest.mark.parametrize("channel", ["webpush", "sms"])
+async def test_a_channel_registered_as_the_device_is_revoked_never_outlives_the_revocation(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient, clean_redis: str,
+        monkeypatch: pytest.MonkeyPatch, channel: str) -> None:
+    # The registration's token was checked a moment before the revocation; notify forgets
+    # the device's channels before the registration writes its own.
+    member = volunteers.enrol("t1")
+    browser = Browser(f"{gateway.url}/push/sub-5")
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    touch = store.touch_device
+
+    async def revoked_meanwhile(client: Redis, **kw: Any) -> Any:
+        volunteers.revoke(member)
+        await broker.publish(DeviceRevoked(district="d1", device_id=member.device_id,
+                                           member_id=member.member_id, team_id="t1"),
+                             stream=streams.DEVICE_REVOKED.name)
+        await poll_until(lambda: _forgotten(redis, member.device_id), "the device forgotten")
+        return await touch(client, **kw)
+
+    try:
+        async with notify_factory(**settings_for(gateway, 0.3)) as notify:
+            r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+            assert r.status_code == 200  # notify knows the device
+            monkeypatch.setattr(store, "touch_device", revoked_meanwhile)
+            if channel == "webpush":
+                r = await http.post(f"{notify}/v1/devices/me/webpush", headers=member.bearer,
+                                    json={"subscription": browser.subscription})
+            else:
+                r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                                    json={"phone": PHONE})
+            assert await store.team_devices(redis, "t1") == []
+            assert await store.get_device(redis, member.device_id) is None
+
+            order = an_order("t1")
+            await issue(broker, order)
+            record = await poll_until(lambda: _fallback_done(http, notify, order.order_id),
+                                      "every fallback step tried")
+            assert [(a["channel"], a["outcome"]) for a in record["attempts"]] == [
+                ("websocket", "no_socket"), ("webpush", "no_recipient"),
+                ("sms", "no_recipient")]
+            assert gateway.received == []
+            assert r.status_code == 401, r.text  # the registration was refused
+    finally:
+        await redis.aclose()
+
+
+async def _forgotten(redis: Redis, device_id: str) -> bool:
+    return await store.get_device(redis, device_id) is None
+
+
+async def _fallback_done(http: httpx.AsyncClient, notify: str,
+                         order_id: str) -> dict[str, Any] | None:
+    record = await _stored(http, notify, order_id)
+    return record if record is not None and len(record["attempts"]) >= 3 else None

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.notify import store
+from services.notify.hub import Hub
 from shared import streams
 from shared.events import DeviceRevoked
 from tools.redis_server import free_port
@@ -223,3 +224,41 @@ async def test_a_revocation_handled_while_the_socket_connects_still_closes_it(
                 while True:
                     await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+
+
+@pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409)])
+async def test_a_revocation_told_while_the_fanout_listener_was_away_still_closes_the_socket(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, clean_redis: str,
+        monkeypatch: pytest.MonkeyPatch, reason: str, code: int) -> None:
+    # Pub/Sub drops what is published while a subscriber is disconnected: the listener's
+    # connection is cut just before the control message goes out, and it resubscribes
+    # after. Without a way to learn what it missed, the socket would live on until its
+    # token's re-check (REAUTH_INTERVAL_S, 300 s).
+    member = volunteers.enrol("t1")
+    publish, heard = Hub.publish_revoked, []
+    admin = Redis.from_url(clean_redis, decode_responses=True)
+
+    async def cut_then_publish(hub: Hub, device_id: str, **kw: Any) -> int:
+        for client in await admin.client_list():
+            if int(client.get("sub", 0)) > 0:  # the replica's fan-out listener
+                await admin.client_kill_filter(_id=client["id"])
+        heard.append(await publish(hub, device_id, **kw))
+        return heard[-1]
+
+    monkeypatch.setattr(Hub, "publish_revoked", cut_then_publish)
+    try:
+        async with device(notify, member) as phone:
+            if reason == "revoked":
+                volunteers.revoke(member)
+            else:
+                volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
+            await broker.publish(DeviceRevoked(
+                district="d1", device_id=member.device_id, member_id=member.member_id,
+                team_id="t2" if reason == "team_changed" else "t1", reason=reason),  # type: ignore[arg-type]
+                stream=streams.DEVICE_REVOKED.name)
+            with pytest.raises(ConnectionClosed) as closed:
+                await phone.next_of("never", timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        assert heard == [0]  # no replica heard the control message itself
+    finally:
+        await admin.aclose()
