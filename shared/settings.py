@@ -47,6 +47,15 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, description="MAX_BODY_BYTES: larger is a 413")
     retention_days: float = Field(default=30, gt=0, description="RETENTION_DAYS: stream history "
                                   "kept (only entries every group acknowledged are trimmed)")
+    # Redis keeps everything in memory and, full, refuses writes (incidents included): an
+    # ended incident's record cannot stay for ever.
+    records_days: float = Field(
+        default=90, gt=0, description="RECORDS_DAYS: an ended incident's full record (timeline, "
+        "orders, the caller's details) kept this long after it ended; then only its figures")
+    kpi_days: float = Field(
+        default=800, gt=0, description="KPI_DAYS: an ended incident's figures (category, place, "
+        "times, outcome) kept this long after it was reported, for the KPIs and the heat map "
+        "(a year's KPIs compared with the year before need two years)")
 
     service_name: str = "lianfang"
     default_port: int = 0
