@@ -23,7 +23,7 @@ from shared.http import (
     require,
 )
 
-from . import domain, review, store
+from . import domain, records, review, store
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
 
@@ -122,6 +122,8 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
         "routing_timeouts": int(inc.get("timeouts") or 0),
         "linked_to": inc.get("linked_to") or None,
         "trace_id": inc.get("trace_id") or None,
+        # RECORDS_DAYS after it ended: its figures only, no timeline, orders or caller
+        "archived_at": inc.get("archived_at") or None,
         # the duty leader when it came in: its first supervisor until it is done
         "supervisor": ({"dispatcher_id": inc["supervisor_id"],
                         "name": inc.get("supervisor_name") or None}
@@ -501,12 +503,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
 
 async def filings_overdue(redis: Redis, inc: dict[str, str], now: datetime) -> list[str]:
     """The hand-over orders of an incident whose station has not filed by their due time."""
-    if not inc.get("handed_over_at"):
-        return []
-    return [order["order_id"] for order in await store.orders_of(redis, inc["incident_id"])
-            if order.get("kind") == "handover" and order.get("filing_due")
-            and order.get("state") != "resolved"
-            and datetime.fromisoformat(order["filing_due"]) < now]
+    if not inc.get("handed_over_at") or inc.get("archived_at"):
+        return records.overdue_filings(inc, [], now)
+    return records.overdue_filings(inc, await store.orders_of(redis, inc["incident_id"]), now)
 
 
 async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: datetime,

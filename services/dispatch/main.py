@@ -19,7 +19,7 @@ from shared.policy import load_policy
 from shared.runtime import stop_task
 from shared.timezones import parse_timezone
 
-from . import api, console, handlers
+from . import api, console, handlers, records
 from .config import Settings
 from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
@@ -47,6 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop = asyncio.Event()
             timers = asyncio.create_task(run_timers(engine, settings, stop))
             refreshing = asyncio.create_task(zones.keep_fresh(stop), name="zones-refresh")
+            sweeping = asyncio.create_task(records.keep_sweeping(
+                redis, engine.locks, records_days=settings.records_days,
+                kpi_days=settings.kpi_days, stop=stop), name="records-sweep")
             try:
                 yield
             finally:
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(timers, timeout=5)
                 await stop_task(refreshing, grace_s=2)
+                await stop_task(sweeping, grace_s=2)
                 await engine.locks.close()
         await http.aclose()
         await redis.aclose()

@@ -475,8 +475,27 @@ async def claim_of(redis: Redis, team_id: str) -> str | None:
 # --- incidents ------------------------------------------------------------------------
 
 
-def _incident_key(incident_id: str) -> str:
+ALL_INCIDENTS = "dispatch:incidents"  # zset by the time reported; district_key: a district's
+
+
+def incident_key(incident_id: str) -> str:
     return f"dispatch:incident:{incident_id}"
+
+
+def district_key(district: str) -> str:
+    return f"dispatch:district:{district}"
+
+
+def timeline_key(incident_id: str) -> str:
+    return f"dispatch:timeline:{incident_id}"
+
+
+def orders_key(incident_id: str) -> str:
+    return f"dispatch:orders:{incident_id}"
+
+
+def offered_key(incident_id: str) -> str:
+    return f"dispatch:offered:{incident_id}"
 
 
 # One step: when the id was claimed (HSETNX) before the fields were written, a crash in
@@ -522,8 +541,8 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
     batch = redis if isinstance(redis, ScriptBatch) else ScriptBatch(redis)
     created = batch.submit(
         _CREATE_INCIDENT,
-        [_incident_key(incident_id), "dispatch:incidents", f"dispatch:district:{district}",
-         STATUS_COUNTS, f"dispatch:timeline:{incident_id}", lock_key, duty_key(district),
+        [incident_key(incident_id), ALL_INCIDENTS, district_key(district),
+         STATUS_COUNTS, timeline_key(incident_id), lock_key, duty_key(district),
          ref_key(district, fields.get("external_ref") or "") if fields.get("external_ref") else ""],
         [incident_id, repr(reported_ts), ascii_json(flat), fields["status"],
          entry.model_dump_json() if entry else "", token, ttl_ms])
@@ -569,8 +588,8 @@ def _as_dict(flat: list[str]) -> dict[str, str]:
 
 
 def _state_keys(incident_id: str, seen: str | None) -> list[str]:
-    return [_incident_key(incident_id), f"dispatch:orders:{incident_id}",
-            f"dispatch:offered:{incident_id}", _seen_key(seen) if seen else ""]
+    return [incident_key(incident_id), orders_key(incident_id),
+            offered_key(incident_id), _seen_key(seen) if seen else ""]
 
 
 async def incident_state(redis: Redis, incident_id: str, *, seen: str | None = None
@@ -599,38 +618,44 @@ def _state_from(reply: list[Any]) -> IncidentState:
 
 
 async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
-    data = await redis.hgetall(_incident_key(incident_id))
+    data = await redis.hgetall(incident_key(incident_id))
     return data if data.get("district") else None
 
 
 async def update_incident(redis: Redis, incident_id: str, fields: dict[str, str]) -> None:
-    await redis.hset(_incident_key(incident_id), mapping=fields)
+    await redis.hset(incident_key(incident_id), mapping=fields)
 
 
 
 
 STATUS_COUNTS = "dispatch:status-counts"
+# Ended incidents by the time of their last change: their records' retention (records.py)
+# starts from it.
+ENDED = "dispatch:ended"
+ENDED_STATUSES = ("resolved", "handed_over", "closed", "linked")
 
 
 def queue_incident_change(pipe: Pipeline, incident_id: str, changes: dict[str, str], *,
                           old_status: str, entry: TimelineEntry) -> None:
     """Queue on `pipe` an incident's new fields, the status counts (kept for the metrics as
     statuses change) and its timeline entry."""
-    pipe.hset(_incident_key(incident_id), mapping=changes)
+    pipe.hset(incident_key(incident_id), mapping=changes)
     new_status = changes.get("status", old_status)
     if new_status != old_status:
         pipe.hincrby(STATUS_COUNTS, old_status, -1)
         pipe.hincrby(STATUS_COUNTS, new_status, 1)
-    pipe.rpush(f"dispatch:timeline:{incident_id}", entry.model_dump_json())
+    if new_status in ENDED_STATUSES:
+        pipe.zadd(ENDED, {incident_id: time.time()})
+    pipe.rpush(timeline_key(incident_id), entry.model_dump_json())
 
 
 def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, str]) -> None:
-    pipe.hset(_incident_key(incident_id), mapping=fields)
+    pipe.hset(incident_key(incident_id), mapping=fields)
 
 
 async def list_incidents(redis: Redis, *, district: str | None, since_ts: float, until_ts: float,
                          limit: int, newest_first: bool = True) -> list[str]:
-    key = f"dispatch:district:{district}" if district else "dispatch:incidents"
+    key = district_key(district) if district else ALL_INCIDENTS
     if newest_first:
         return await redis.zrevrangebyscore(key, until_ts, since_ts, start=0, num=limit)
     return await redis.zrangebyscore(key, since_ts, until_ts, start=0, num=limit)
@@ -639,7 +664,7 @@ async def list_incidents(redis: Redis, *, district: str | None, since_ts: float,
 async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str]]:
     async with redis.pipeline(transaction=False) as pipe:
         for incident_id in ids:
-            pipe.hgetall(_incident_key(incident_id))
+            pipe.hgetall(incident_key(incident_id))
         return [d for d in await pipe.execute() if d]
 
 
@@ -683,7 +708,7 @@ async def waiting(redis: Redis, district: str, *, after: float | None = None,
 # --- orders ---------------------------------------------------------------------------
 
 
-def _order_key(order_id: str) -> str:
+def order_key(order_id: str) -> str:
     return f"dispatch:order:{order_id}"
 
 
@@ -700,9 +725,9 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
     flat = [x for kv in {"order_id": order_id, "incident_id": incident_id, **fields}.items()
             for x in kv]
     team_id = fields["team_id"]
-    keys = [_order_key(order_id), f"dispatch:orders:{incident_id}", f"dispatch:claim:{team_id}",
-            _unit_key(team_id), f"dispatch:offered:{incident_id}", TIMERS,
-            f"dispatch:timeline:{incident_id}", _incident_key(incident_id),
+    keys = [order_key(order_id), orders_key(incident_id), f"dispatch:claim:{team_id}",
+            _unit_key(team_id), offered_key(incident_id), TIMERS,
+            timeline_key(incident_id), incident_key(incident_id),
             lock[0] if lock else "dispatch:lock:-"]
     args: list[str | bytes] = [
         order_id, ascii_json(flat), "1" if claim else "0", "1" if require_available else "0",
@@ -724,25 +749,25 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
 
 
 async def get_order(redis: Redis, order_id: str) -> dict[str, str] | None:
-    data = await redis.hgetall(_order_key(order_id))
+    data = await redis.hgetall(order_key(order_id))
     return data or None
 
 
 def queue_order_change(pipe: Pipeline, order_id: str, fields: dict[str, str]) -> None:
-    pipe.hset(_order_key(order_id), mapping=fields)
+    pipe.hset(order_key(order_id), mapping=fields)
 
 
 async def update_order(redis: Redis, order_id: str, fields: dict[str, str]) -> None:
-    await redis.hset(_order_key(order_id), mapping=fields)
+    await redis.hset(order_key(order_id), mapping=fields)
 
 
 async def orders_of(redis: Redis, incident_id: str) -> list[dict[str, str]]:
-    ids = await redis.lrange(f"dispatch:orders:{incident_id}", 0, -1)
+    ids = await redis.lrange(orders_key(incident_id), 0, -1)
     if not ids:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for order_id in ids:
-            pipe.hgetall(_order_key(order_id))
+            pipe.hgetall(order_key(order_id))
         return [d for d in await pipe.execute() if d]
 
 
@@ -752,7 +777,7 @@ async def orders_of(redis: Redis, incident_id: str) -> list[dict[str, str]]:
 
 
 async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in await redis.lrange(f"dispatch:timeline:{incident_id}", 0, -1)]
+    return [json.loads(x) for x in await redis.lrange(timeline_key(incident_id), 0, -1)]
 
 
 # --- idempotency of consumed events ---------------------------------------------------
@@ -836,7 +861,7 @@ async def write_incident_step(redis: Redis, commands: Sequence[Sequence[Any]], *
     """Make `commands` (an incident's change, taken from a pipeline's command stack) once:
     marked with `token` (new for each write), and only while the incident's `seq` is the
     one the step read. False: it was not (nothing written)."""
-    return await _write_once(redis, commands, key=_incident_key(incident_id),
+    return await _write_once(redis, commands, key=incident_key(incident_id),
                              mark=("last_write", token), seq=seq) >= 0
 
 
@@ -844,7 +869,7 @@ async def write_order_once(redis: Redis, commands: Sequence[Sequence[Any]], *, o
                            unless: tuple[str, str]) -> None:
     """Make `commands` (an order's announcement or withdrawal) unless the order's field
     `unless[0]` holds `unless[1]` (set after them: they ran)."""
-    await _write_once(redis, commands, key=_order_key(order_id), mark=unless)
+    await _write_once(redis, commands, key=order_key(order_id), mark=unless)
 
 
 # --- timers ---------------------------------------------------------------------------
@@ -900,7 +925,7 @@ async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
 
 def queue_order_first(pipe: Pipeline, order_id: str, name: str, value: str) -> None:
     """Queue setting an order's field unless it has a value already."""
-    pipe.hsetnx(_order_key(order_id), name, value)
+    pipe.hsetnx(order_key(order_id), name, value)
 
 
 # --- dispatcher tokens (the command room's people) --------------------------------------

@@ -1,0 +1,174 @@
+"""How long an ended incident's record is kept. Redis holds everything in memory and, once
+full, refuses writes (new incidents among them): no record may stay for ever.
+
+- RECORDS_DAYS after its last change, an ended incident with no live order and no timer
+  due keeps only its figures: the fields the board, the KPIs and the heat map read
+  (category, priority, place, zone, times, outcome, overdue filings), marked `archived_at`.
+  Its timeline, orders and offered teams go, and so do the caller's details, the
+  description and the address: personal data kept no longer than the case needs.
+- KPI_DAYS after it was reported, an archived incident goes altogether.
+
+Each incident is changed under its lock, so a sweep never meets a step half-way, and
+several replicas may sweep at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from datetime import datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.events import utcnow
+
+from . import domain, store
+from .locks import IncidentLocks
+
+log = logging.getLogger(__name__)
+
+DROPPED = ("caller", "description", "address", "trace_ctx")
+PAGE = 200
+# An incident's timers that still act once it has ended (an ack deadline is its order's; a
+# zone look-up finds the incident ended and stops)
+TIMER_KINDS = ("followup", "handover")
+
+
+def overdue_filings(inc: dict[str, str], orders: list[dict[str, str]], now: datetime) -> list[str]:
+    """The hand-over orders of an incident whose station has not filed by their due time."""
+    if not inc.get("handed_over_at"):
+        return []
+    if inc.get("archived_at"):  # its orders are gone: as they stood when it was archived
+        return list(json.loads(inc.get("filings_overdue") or "[]"))
+    return [order["order_id"] for order in orders
+            if order.get("kind") == "handover" and order.get("filing_due")
+            and order.get("state") != "resolved"
+            and datetime.fromisoformat(order["filing_due"]) < now]
+
+
+INDEXED = "dispatch:ended:indexed"  # set once the incidents ended before ENDED was kept are in it
+
+
+async def index_ended_before(redis: Redis) -> int:
+    """Once per Redis: the incidents that ended before this version kept ENDED join it, as
+    if they ended now (their RECORDS_DAYS start from the upgrade). The number added."""
+    if await redis.exists(INDEXED):
+        return 0
+    added = start = 0
+    while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499):
+        start += len(page)
+        async with redis.pipeline(transaction=False) as pipe:
+            for incident_id in page:
+                pipe.hmget(store.incident_key(incident_id), "status", "archived_at")
+            found = await pipe.execute()
+        ended = {incident_id: time.time() for incident_id, (status, archived) in zip(
+            page, found, strict=True) if status in store.ENDED_STATUSES and not archived}
+        if ended:
+            added += await redis.zadd(store.ENDED, ended, nx=True)
+    await redis.set(INDEXED, "1")
+    return added
+
+
+async def archive_ended(redis: Redis, locks: IncidentLocks, *, ended_before: float) -> int:
+    """Archive the incidents ended (last changed) before `ended_before`; the number archived.
+    One still in hand (a live order, a follow-up or hand-over timer) is looked at again a
+    whole RECORDS_DAYS later; one that is open again leaves the list until it ends."""
+    archived = 0
+    while True:
+        due = await redis.zrangebyscore(store.ENDED, "-inf", ended_before, start=0, num=PAGE)
+        if not due:
+            return archived
+        for incident_id in due:
+            async with locks.hold(incident_id):
+                archived += await _archive(redis, incident_id)
+        if len(due) < PAGE:
+            return archived
+
+
+async def _archive(redis: Redis, incident_id: str) -> int:
+    state = await store.incident_state(redis, incident_id)
+    inc = state.incident
+    if inc is None or inc.get("archived_at") or inc["status"] not in store.ENDED_STATUSES:
+        await redis.zrem(store.ENDED, incident_id)
+        return 0
+    timers = [f"{kind}:{incident_id}" for kind in TIMER_KINDS]
+    if (any(o["state"] in domain.LIVE_ORDER_STATES for o in state.orders)
+            or any(score is not None for score in await redis.zmscore(store.TIMERS, timers))):
+        await redis.zadd(store.ENDED, {incident_id: time.time()})
+        return 0
+    now = utcnow()
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hdel(store.incident_key(incident_id), *DROPPED)
+        pipe.hset(store.incident_key(incident_id), mapping={
+            "archived_at": now.isoformat(),
+            "filings_overdue": json.dumps(overdue_filings(inc, state.orders, now))})
+        # a step whose lock expired before this finds the incident changed: it writes nothing
+        pipe.hincrby(store.incident_key(incident_id), "seq", 1)
+        pipe.delete(store.timeline_key(incident_id), store.orders_key(incident_id),
+                    store.offered_key(incident_id),
+                    *(store.order_key(o["order_id"]) for o in state.orders))
+        pipe.zrem(store.ENDED, incident_id)
+        await pipe.execute()
+    return 1
+
+
+async def forget_archived(redis: Redis, locks: IncidentLocks, *, reported_before: float) -> int:
+    """Delete the archived incidents reported before `reported_before`; the number deleted.
+    Any not archived (still open, or ended too recently) is left and passed over."""
+    forgotten = skipped = 0
+    while True:
+        page = await redis.zrangebyscore(store.ALL_INCIDENTS, "-inf", reported_before,
+                                         start=skipped, num=PAGE)
+        if not page:
+            return forgotten
+        for incident_id in page:
+            async with locks.hold(incident_id):
+                inc = await store.get_incident(redis, incident_id)
+                if inc is not None and not inc.get("archived_at"):
+                    skipped += 1
+                    continue
+                await _forget(redis, incident_id, inc)
+                forgotten += 1
+        if len(page) < PAGE:
+            return forgotten
+
+
+async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) -> None:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(store.ALL_INCIDENTS, incident_id)
+        if inc is not None:
+            pipe.delete(store.incident_key(incident_id))
+            pipe.zrem(store.district_key(inc["district"]), incident_id)
+            if inc.get("external_ref"):
+                pipe.srem(store.ref_key(inc["district"], inc["external_ref"]), incident_id)
+            pipe.hincrby(store.STATUS_COUNTS, inc["status"], -1)
+        await pipe.execute()
+
+
+async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: float,
+                        kpi_days: float, stop: asyncio.Event, interval_s: float = 3600.0,
+                        first_after_s: float = 60.0) -> None:
+    """Archive and forget, every `interval_s`, until `stop` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=first_after_s)
+    while not stop.is_set():
+        now = time.time()
+        try:
+            if indexed := await index_ended_before(redis):
+                log.info("incident records: %d ended incidents of an earlier version indexed "
+                         "for retention", indexed)
+            archived = await archive_ended(redis, locks, ended_before=now - records_days * 86400)
+            forgotten = await forget_archived(redis, locks,
+                                              reported_before=now - kpi_days * 86400)
+            if archived or forgotten:
+                log.info("incident records: %d archived (ended over %g days ago), %d deleted "
+                         "(reported over %g days ago)", archived, records_days, forgotten,
+                         kpi_days)
+        except (RedisError, TimeoutError) as exc:  # the next sweep tries again
+            log.warning("incident records sweep failed: %s", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
