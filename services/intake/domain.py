@@ -5,10 +5,16 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from shared.events import Caller, Location, Priority
+from shared.events import Caller, Location, Priority, utcnow
 from shared.policy import Policy
+
+# A report's own time: a system's clock a little ahead is tolerated; a report older than
+# this is a record to pass on by other means, not an incident to send a team to (and the
+# command room's board, which lists the last 30 days by default, would not show it).
+CLOCK_SKEW = timedelta(minutes=5)
+MAX_REPORT_AGE = timedelta(days=7)
 
 OPEN_STATUSES = frozenset(
     {"reported", "dispatching", "assigned", "acknowledged", "en_route", "on_scene", "unassigned"}
@@ -27,7 +33,27 @@ class IncidentIn(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     caller: Caller | None = None
     flags: list[str] = Field(default_factory=list, max_length=16)
-    reported_at: AwareDatetime | None = None
+    reported_at: AwareDatetime | None = Field(
+        default=None, description="when it was reported (ISO 8601 with its offset; now if "
+        "absent): at most 5 minutes ahead of intake's clock and at most 7 days ago")
+
+    @field_validator("reported_at", mode="before")
+    @classmethod
+    def _as_text(cls, value: object) -> object:
+        # pydantic would take a number for Unix time: 0 or -1 became 1970 and passed
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 time with its offset, as text")
+        return value
+
+    @field_validator("reported_at")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        now = utcnow()
+        if value is not None and value > now + CLOCK_SKEW:
+            raise ValueError("is in the future (more than 5 minutes ahead of intake's clock)")
+        if value is not None and value < now - MAX_REPORT_AGE:
+            raise ValueError("is more than 7 days ago: pass it to the command room directly")
+        return value
 
 
 class SystemIn(BaseModel):

@@ -91,6 +91,13 @@ async def test_a_nearby_report_of_the_same_category_is_linked(intake) -> None:
         (incident(flags="weapon"), "flags"),
         (incident(caller={"phone": "1" * 41}), "caller.phone"),
         (incident(reported_at="yesterday"), "reported_at"),
+        # a number would be Unix time: 1970
+        (incident(reported_at=0), "reported_at"),
+        # a clock ten years out: a P1 nobody would see on the board
+        (incident(reported_at="2016-12-05T19:00:00+08:00"), "reported_at"),
+        (incident(reported_at="9999-12-31T23:59:59Z"), "reported_at"),
+        (incident(reported_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()),
+         "reported_at"),
         (incident(surprise=1), "surprise"),
     ],
 )
@@ -100,6 +107,16 @@ async def test_bad_incident_fields_are_named(intake, body, field) -> None:
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
     assert "13800000000" not in r.text
+
+
+async def test_a_report_a_few_minutes_ahead_or_days_old_is_accepted(intake) -> None:
+    key = await system_key(intake, ["d1"])
+    for i, at in enumerate((datetime.now(UTC) + timedelta(minutes=2),
+                            datetime.now(UTC) - timedelta(days=6))):
+        r = await intake.post("/v1/incidents", headers=key, json=incident(
+            external_ref=f"skew-{i}", reported_at=at.isoformat(),
+            location={"lat": 22.8 + i, "lon": 108.3}))
+        assert r.status_code == 202, r.text
 
 
 async def test_error_order_401_before_400_before_403(intake) -> None:
