@@ -7,6 +7,7 @@ defaults are `shared/policy.yaml`; a deployment sets POLICY_FILE to its own copy
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -80,6 +81,12 @@ class Policy(BaseModel):
         if priority == "P1" and rule.priority != "P1":
             return max(rule.units, self.p1_min_units)
         return rule.units
+
+
+def normalise_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """Flags as the policy names them: "Weapon " is `weapon` (a flag that bars volunteers
+    must bar them however a person typed it), each once."""
+    return tuple(dict.fromkeys(f.strip().lower() for f in flags if f.strip()))
 
 
 def load_policy(path: str | Path | None = None) -> Policy:

@@ -46,7 +46,7 @@ from shared.events import (
 )
 from shared.http import ApiError, conflict, not_found
 from shared.metrics import meter
-from shared.policy import Policy
+from shared.policy import Policy, normalise_flags
 from shared.scripts import ScriptBatch, queued_commands
 from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.timezones import parse_timezone
@@ -1499,7 +1499,7 @@ class Dispatcher:
             if inc["status"] in TERMINAL:
                 raise conflict(f"the incident is {inc['status']}; only an open incident is revised")
             old_flags: list[str] = json.loads(inc.get("flags") or "[]")
-            added = [f for f in dict.fromkeys(add_flags) if f not in old_flags]
+            added = [f for f in normalise_flags(add_flags) if f not in old_flags]
             raised = any(f in self.policy.raise_to_p1_flags for f in added)
             new_priority = priority or ("P1" if raised else inc["priority"])
             what = ([f"priority {inc['priority']} → {new_priority}"]

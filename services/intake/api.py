@@ -19,7 +19,7 @@ from shared.bus import entry_to_write
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import ApiError, Principal, forbidden, not_found, require, unauthorized
 from shared.introspect import DEVICE_TOKEN_PREFIX, Introspector
-from shared.policy import Policy
+from shared.policy import Policy, normalise_flags
 from shared.telemetry import current_trace_id
 
 from . import store
@@ -29,7 +29,6 @@ from .domain import (
     SystemIn,
     classify,
     find_duplicate,
-    normalise_flags,
     unknown_category_message,
 )
 
@@ -43,6 +42,9 @@ MAX_JUDGED = 50  # open incidents near a report judged before it is recorded reg
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
                  keys: SystemKeys) -> APIRouter:
     router = APIRouter(prefix="/v1")
+    # A linked report ends when dispatch links it too (then RECORDS_DAYS, store.apply_update);
+    # recorded, it gets that long plus the stream history's, should dispatch's word never come.
+    linked_ttl_s = round((settings.records_days + settings.retention_days) * 86400)
 
     @router.post("/systems", status_code=201, summary="Register another system (admin)")
     async def create_system(
@@ -118,7 +120,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     linked_to=linked_to, trace_id=trace_id,
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
                     entry=entry, waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
-                    key_hash=key, judged=judged,
+                    key_hash=key, judged=judged, linked_ttl_s=linked_ttl_s,
                 )
                 if recording.existing_id is not None or recording.near or recording.revoked:
                     trace.get_current_span().set_attribute("lianfang.written", False)

@@ -67,10 +67,6 @@ def unknown_category_message(category: str, policy: Policy) -> str:
     return f"category '{category[:64]}' is unknown; valid: {', '.join(sorted(policy.categories))}"
 
 
-def normalise_flags(flags: list[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(f.strip().lower() for f in flags if f.strip()))
-
-
 def classify(category: str, flags: tuple[str, ...], policy: Policy) -> Priority:
     return policy.classify(category, flags)
 

@@ -35,8 +35,11 @@ def updates(url: str, incident_id: str) -> list[IncidentUpdated]:
             if u.incident_id == incident_id]
 
 
+# however the dispatcher typed it: "Weapon " bars volunteers as "weapon" does
+@pytest.mark.parametrize("typed", [["weapon"], ["Weapon ", "WEAPON"]])
 async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
-        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        typed: list[str]) -> None:
     await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
     await team(publisher, "guard", kind="security", lat=22.8250, lon=108.3665)
     await wait_for_units(clean_redis, 2)
@@ -45,7 +48,7 @@ async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
     assert first.team_id == "aunties"
 
     r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN, json={
-        "add_flags": ["weapon"], "note": "the caller rang back: a man with a knife"})
+        "add_flags": typed, "note": "the caller rang back: a man with a knife"})
     assert r.status_code == 200, r.text
     assert r.json() == {"incident_id": incident_id, "priority": "P1", "flags": ["weapon"],
                         "withdrawn": [first.order_id]}

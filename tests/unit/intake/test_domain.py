@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.intake.domain import OpenIncident, classify, find_duplicate, normalise_flags
+from services.intake.domain import OpenIncident, classify, find_duplicate
 from shared.events import Location
-from shared.policy import load_policy
+from shared.policy import load_policy, normalise_flags
 
 POLICY = load_policy()
 NOW = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
