@@ -1,9 +1,13 @@
 """Retention: streams are trimmed by age (XTRIM MINID), never past what a group still needs.
 
-Each service trims the streams it produces. An entry goes only when it is older than the
-retention (default 30 days, so the command room's history survives) AND every consumer
-group has read and acknowledged it: the cut stops before the oldest pending entry and
-before the first entry any group has not yet read.
+Each service trims the streams it produces, and the dead letters of those it consumes (a
+stream's consumers share its `dlq.` stream: trimming by age is the same cut whoever makes
+it). An entry goes only when it is older than the retention (default 30 days, so the
+command room's history survives) AND every consumer group shared.streams declares for the
+stream has read and acknowledged it: the cut stops before the oldest pending entry and
+before the first entry any such group has not yet read. Other groups (an older release's,
+one made by hand) are named in a warning and otherwise ignored: one that reads nothing
+would keep the stream growing until Redis is full.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -31,14 +36,26 @@ def _text(entry_id: tuple[int, int]) -> str:
     return f"{entry_id[0]}-{entry_id[1]}"
 
 
+def _name(group: dict[str, str | bytes]) -> str:
+    name = group["name"]
+    return name.decode() if isinstance(name, bytes) else name
+
+
 async def safe_trim_point(redis: Redis, stream: str, *, retention_s: float,
+                          groups: Collection[str] | None = None,
                           now: float | None = None) -> str:
-    """The MINID below which every entry is both old enough and done by every group."""
+    """The MINID below which every entry is both old enough and done by every group of
+    `groups` (None: every group the stream has)."""
     if not await redis.exists(stream):
         return "0-0"
     cut = (int(((now or time.time()) - retention_s) * 1000), 0)
     for group in await redis.xinfo_groups(stream):
-        name = group["name"]
+        name = _name(group)
+        if groups is not None and name not in groups:
+            log.warning("stream %s has consumer group %s, which shared.streams does not "
+                        "declare: it does not hold back trimming (XGROUP DESTROY it if "
+                        "nothing reads it)", stream, name)
+            continue
         cut = min(cut, _id(group["last-delivered-id"]))
         summary = await redis.xpending(stream, name)
         if summary and summary.get("pending"):
@@ -46,26 +63,36 @@ async def safe_trim_point(redis: Redis, stream: str, *, retention_s: float,
     return _text(cut)
 
 
-async def trim_stream(redis: Redis, stream: str, *, retention_s: float) -> int:
-    point = await safe_trim_point(redis, stream, retention_s=retention_s)
+async def trim_stream(redis: Redis, stream: str, *, retention_s: float,
+                      groups: Collection[str] | None = None) -> int:
+    point = await safe_trim_point(redis, stream, retention_s=retention_s, groups=groups)
     if point == "0-0":
         return 0
     return int(await redis.xtrim(stream, minid=point, approximate=False))
+
+
+def trimmed_by(service: str) -> dict[str, tuple[str, ...]]:
+    """The streams `service` trims, each with the consumer groups declared for it: those it
+    produces, and the dead letters of those it consumes (its Redis user may touch only
+    those; no group reads a dead-letter stream)."""
+    produced = {s.name: s.consumers for s in streams.produced_by(service)}
+    return produced | {s.dead_letters: () for s in streams.consumed_by(service)}
 
 
 async def keep_trimming(redis: Redis, service: str, *, retention_s: float, stop: asyncio.Event,
                         interval_s: float = 600.0, first_after_s: float = 30.0) -> None:
     """Trim this service's streams every `interval_s` until `stop` is set. It stops between
     commands, never in the middle of one (a cancelled command can stall the client)."""
-    owned = [s.name for s in streams.produced_by(service)]
+    owned = trimmed_by(service)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=first_after_s)
     while not stop.is_set():
-        for name in owned:
+        for name, groups in owned.items():
             if stop.is_set():
                 return
             try:
-                removed = await trim_stream(redis, name, retention_s=retention_s)
+                removed = await trim_stream(redis, name, retention_s=retention_s,
+                                            groups=groups)
                 if removed:
                     log.info("trimmed %d entries older than retention from %s", removed, name)
             except RedisError as exc:

@@ -21,12 +21,13 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
     # stream order (each handler's one call is queued before the next handler starts), so
     # the timeline keeps dispatch's order; each script is idempotent on the event id.
     scripts = ScriptBatch(redis)
+    records_ttl_s = round(settings.records_days * 86400)
 
     async def on_incident_updated(event: IncidentUpdated) -> None:
-        await store.apply_update(scripts, event)
+        await store.apply_update(scripts, event, records_ttl_s=records_ttl_s)
 
     async def on_incident_closed(event: IncidentClosed) -> None:
-        await store.apply_closed(scripts, event)
+        await store.apply_closed(scripts, event, records_ttl_s=records_ttl_s)
 
     for stream, model, handler in (
         (streams.INCIDENT_UPDATED, IncidentUpdated, on_incident_updated),

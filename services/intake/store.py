@@ -111,6 +111,8 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # writes anything. Given the caller's key (KEYS[5], its system in ARGV[9]), the script first
 # checks it is still that system's: a key revoked since the caller resolved it writes
 # nothing ('revoked'), so intake can take the key from memory for a report.
+# A linked report (ARGV[11]: its keys' TTL) expires unless dispatch sends it out as its own:
+# should dispatch's word never come (a dead letter), nothing else would end it.
 _RECORD = XADD_LUA + """
 if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then return {'revoked'} end
 local existing = redis.call('GET', KEYS[1])
@@ -140,6 +142,9 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[6])))
 if ARGV[5] == '1' then
   redis.call('GEOADD', KEYS[3], ARGV[2], ARGV[3], ARGV[1])
+elseif ARGV[11] ~= '' then
+  redis.call('EXPIRE', KEYS[1], ARGV[11])
+  redis.call('EXPIRE', KEYS[2], ARGV[11])
 end
 return {'recorded', ARGV[1]}
 """
@@ -184,12 +189,15 @@ async def record_incident(
     waitaof_timeout_ms: int | None = None,
     key_hash: str | None = None,
     judged: Sequence[str] = (),
+    linked_ttl_s: int | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres. Given its incident.reported
     `entry` (shared.bus.entry_to_write), publish it in the same step; given a timeout, then
     WAITAOF on the same connection (it covers only that connection's writes). Given the
-    reporting system's `key_hash`, write nothing unless that key is still the system's."""
+    reporting system's `key_hash`, write nothing unless that key is still the system's.
+    A linked report's record and ref expire after `linked_ttl_s` (None: never) unless
+    dispatch sends it out as an incident of its own (`apply_update`)."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -219,7 +227,7 @@ async def record_incident(
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
             maxlen_arg(stream), system_id if key_hash is not None else "",
-            json.dumps(list(judged))]
+            json.dumps(list(judged)), _ttl_arg(linked_ttl_s)]
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
         fsynced = True
@@ -299,12 +307,19 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # once per event id, so a redelivered event changes nothing. A closed incident leaves the
 # open index; a linked report that dispatch sent out as its own (the incident it was
 # linked to had ended) joins it, so the next report of the same event links to it.
+# Given a TTL (ARGV[11]), an incident that has ended (so has a linked report: dispatch sends
+# it nowhere) expires with its timeline, its seen events and its ref (record_incident's
+# KEYS[1]: a retry of the ref then makes a new incident); a linked report dispatch sent out
+# after all is kept again until it ends.
 _PROJECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[3], 2592000)
-local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat')
+local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat',
+                        'system_id', 'external_ref')
+local status = held[2]
 if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
+  status = ARGV[3]
   redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'status', ARGV[3], 'priority', ARGV[4],
              'assignments', ARGV[5], 'flagged', ARGV[6])
   local index = ARGV[9] .. (held[3] or '')
@@ -315,33 +330,64 @@ if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
   end
 end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
+if ARGV[11] ~= '' then
+  local ref = 'intake:ref:' .. (held[6] or '') .. ':' .. (held[7] or '')
+  local ended = {resolved = true, handed_over = true, closed = true, linked = true}
+  if ended[status] then
+    for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], ref}) do
+      redis.call('EXPIRE', key, ARGV[11])
+    end
+  elseif held[2] == 'linked' then
+    for _, key in ipairs({KEYS[1], KEYS[2], ref}) do redis.call('PERSIST', key) end
+  end
+end
 return 1
 """
 
 
-async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated) -> bool:
+def _ttl_arg(ttl_s: int | None) -> str:
+    return "" if ttl_s is None else str(int(ttl_s))
+
+
+def _incident_keys(incident_id: str) -> list[str]:
+    return [f"intake:incident:{incident_id}", f"intake:timeline:{incident_id}",
+            f"intake:seen:{incident_id}"]
+
+
+async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated, *,
+                       records_ttl_s: int | None = None) -> bool:
     """Projects dispatch's update on the caller's view, once per event: one script, which
-    finds the incident's open index from its category itself."""
+    finds the incident's open index from its category itself. An ended incident's keys
+    expire `records_ttl_s` later (None: never)."""
     closed = event.status in ("resolved", "handed_over", "closed")
     return bool(await run_script(
-        redis, _PROJECT,
-        [f"intake:incident:{event.incident_id}", f"intake:timeline:{event.incident_id}",
-         f"intake:seen:{event.incident_id}"],
+        redis, _PROJECT, _incident_keys(event.incident_id),
         [event.event_id, str(event.seq), event.status, event.priority,
          json.dumps([a.model_dump(mode="json") for a in event.assignments]),
          # the team's own words and its evidence are for the command room, not the caller
          "1" if event.flagged else "0", event.entry.model_dump_json(exclude={"note", "evidence"}),
-         "1" if closed else "0", _open_index(event.district, ""), event.incident_id]))
+         "1" if closed else "0", _open_index(event.district, ""), event.incident_id,
+         _ttl_arg(records_ttl_s)]))
 
 
-# The closed incident leaves its district's open index (found from its category).
+# The closed incident leaves its district's open index (found from its category); given a
+# TTL (ARGV[3]), its keys expire then, as when its final update comes (_PROJECT), whichever
+# of the two streams is read first.
 _CLOSE = """
-local category = redis.call('HGET', KEYS[1], 'category')
-if not category then return 0 end
-return redis.call('ZREM', ARGV[1] .. category, ARGV[2])
+local held = redis.call('HMGET', KEYS[1], 'category', 'system_id', 'external_ref')
+if not held[1] then return 0 end
+if ARGV[3] ~= '' then
+  local ref = 'intake:ref:' .. (held[2] or '') .. ':' .. (held[3] or '')
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], ref}) do
+    redis.call('EXPIRE', key, ARGV[3])
+  end
+end
+return redis.call('ZREM', ARGV[1] .. held[1], ARGV[2])
 """
 
 
-async def apply_closed(redis: Redis | ScriptBatch, event: IncidentClosed) -> None:
-    await run_script(redis, _CLOSE, [f"intake:incident:{event.incident_id}"],
-                     [_open_index(event.district, ""), event.incident_id])
+async def apply_closed(redis: Redis | ScriptBatch, event: IncidentClosed, *,
+                       records_ttl_s: int | None = None) -> None:
+    await run_script(redis, _CLOSE, _incident_keys(event.incident_id),
+                     [_open_index(event.district, ""), event.incident_id,
+                      _ttl_arg(records_ttl_s)])

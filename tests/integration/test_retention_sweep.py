@@ -1,0 +1,99 @@
+"""A service's retention sweep on a real Redis: which streams it trims, and which consumer
+groups may hold a stream back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from shared import streams
+from shared.retention import keep_trimming
+from tests.helpers import poll_until
+
+DAY_MS = 86_400_000
+RETENTION_S = 30 * 86400
+
+
+async def old_and_recent(redis: Redis, stream: str) -> list[str]:
+    """Two entries 40 and 39 days old, then one of now: their ids."""
+    now_ms = int(time.time() * 1000)
+    ids = [await redis.xadd(stream, {"n": str(age)}, id=f"{now_ms - age * DAY_MS}-0")
+           for age in (40, 39)]
+    return [*ids, await redis.xadd(stream, {"n": "recent"})]
+
+
+async def entry_ids(redis: Redis, stream: str) -> list[str]:
+    return [i for i, _ in await redis.xrange(stream)]
+
+
+async def sweep_until(redis: Redis, service: str, done: Callable[[], Awaitable[bool]],
+                      what: str) -> None:
+    """`keep_trimming` until `done` (its next sweep would come an hour later)."""
+    stop = asyncio.Event()
+    sweeping = asyncio.create_task(keep_trimming(redis, service, retention_s=RETENTION_S,
+                                                 stop=stop, interval_s=3600, first_after_s=0))
+    try:
+        await poll_until(done, what)
+    finally:
+        stop.set()
+        await asyncio.wait_for(sweeping, timeout=5)
+
+
+async def test_a_group_no_release_declares_does_not_keep_old_entries(
+        clean_redis: str, caplog: pytest.LogCaptureFixture) -> None:
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    stream = streams.INCIDENT_UPDATED.name  # dispatch's; intake's group reads it
+    ids = await old_and_recent(redis, stream)
+    await redis.xgroup_create(stream, "intake", id="0")
+    read = await redis.xreadgroup("intake", "c", {stream: ">"})
+    await redis.xack(stream, "intake", *[i for i, _ in read[0][1]])
+    await redis.xgroup_create(stream, "intake-v0", id="0")  # left by an older release
+
+    async def trimmed() -> bool:
+        return await entry_ids(redis, stream) == ids[2:]
+
+    with caplog.at_level(logging.WARNING, logger="shared.retention"):
+        await sweep_until(redis, "dispatch", trimmed, "the entries older than retention gone")
+
+    warned = [r.getMessage() for r in caplog.records if "intake-v0" in r.getMessage()]
+    assert len(warned) == 1 and stream in warned[0]
+    assert {g["name"] for g in await redis.xinfo_groups(stream)} == {"intake", "intake-v0"}
+    await redis.aclose()
+
+
+async def test_a_declared_group_still_keeps_what_it_has_not_read(clean_redis: str) -> None:
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    stream = streams.INCIDENT_UPDATED.name
+    ids = await old_and_recent(redis, stream)
+    await redis.xgroup_create(stream, "intake", id="0")
+    # dispatch's sweep comes to the dead letters of what it reads after its own streams
+    last = streams.consumed_by("dispatch")[-1].dead_letters
+    dead = await old_and_recent(redis, last)
+
+    async def swept() -> bool:
+        return await entry_ids(redis, last) == dead[2:]
+
+    await sweep_until(redis, "dispatch", swept, f"{last} trimmed")
+    assert await entry_ids(redis, stream) == ids
+    await redis.aclose()
+
+
+async def test_the_dead_letters_of_the_streams_a_service_reads_are_trimmed_by_age(
+        clean_redis: str) -> None:
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    # intake reads incident.updated and incident.closed (volunteers too: its sweep makes the
+    # same cut of dlq.incident.closed)
+    updated = await old_and_recent(redis, streams.INCIDENT_UPDATED.dead_letters)
+    closed = await old_and_recent(redis, streams.INCIDENT_CLOSED.dead_letters)
+
+    async def trimmed() -> bool:
+        return (await entry_ids(redis, streams.INCIDENT_UPDATED.dead_letters) == updated[2:]
+                and await entry_ids(redis, streams.INCIDENT_CLOSED.dead_letters) == closed[2:])
+
+    await sweep_until(redis, "intake", trimmed, "intake's dead letters older than retention gone")
+    await redis.aclose()
