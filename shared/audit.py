@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from redis.asyncio import Redis
 
+from shared.dead_letters import EntryId
 from shared.events import utcnow
 from shared.http import Principal, require
 from shared.streams import KEY_PREFIX
@@ -40,8 +41,8 @@ def build_router(*, redis: Redis, service: str) -> APIRouter:
     async def audit(
         _: Annotated[Principal, Depends(require("admin"))],
         limit: int = Query(default=100, ge=1, le=1000),
-        before: str | None = Query(default=None, max_length=40, pattern=r"^\d{1,20}-\d{1,20}$",
-                                   description="an entry id: page back from it"),
+        before: Annotated[EntryId | None,
+                          Query(description="an entry id: page back from it")] = None,
     ) -> dict[str, Any]:
         if before is not None and before.strip("0-") == "":
             return {"entries": [], "count": 0}  # nothing comes before 0-0

@@ -13,6 +13,8 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AfterValidator, StringConstraints
+from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import streams
@@ -21,6 +23,24 @@ from shared.http import ApiError, Principal, not_found, require
 log = logging.getLogger(__name__)
 # Module level: with postponed annotations FastAPI resolves route hints in module globals.
 Admin = Annotated[Principal, Depends(require("admin"))]
+
+# A stream entry id as Redis reads it: `<ms>-<seq>`, each an unsigned 64-bit number. ASCII
+# digits only: `\d` admits other scripts' digits, and 20 digits go past 2**64 - 1, both of
+# which Redis refuses ("Invalid stream ID"), which would be a 500.
+ENTRY_ID_PART_MAX = 2**64 - 1
+
+
+def _fits_redis(value: str) -> str:
+    if any(int(part) > ENTRY_ID_PART_MAX for part in value.split("-")):
+        raise PydanticCustomError(
+            "stream_entry_id", f"is not a stream entry id: each part is at most {ENTRY_ID_PART_MAX}")
+    return value
+
+
+# The pattern inside the type, not in Query()/Path(): so it is checked before the part bound
+# and the OpenAPI document shows it.
+EntryId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$"),
+                    AfterValidator(_fits_redis)]
 
 
 def _text(value: bytes | None) -> str | None:
@@ -87,7 +107,7 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
                  summary="Put a dead letter back on its stream")
     async def replay_one(
         stream: str,
-        dead_letter_id: Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$")],
+        dead_letter_id: Annotated[EntryId, Path(description="the dead letter's entry id")],
         _: Admin,
     ) -> dict[str, str]:
         check(stream)

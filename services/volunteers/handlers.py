@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
+    ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)
+
     async def on_order_issued(event: OrderIssued) -> None:
         def decide(view: TeamView) -> Decision:
             step = status.on_order_issued(
@@ -44,7 +46,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             return Decision(step.state, step.record)
 
         applied = await teams.transition(redis, team_id=event.team_id,
-                                         order_id=event.order_id, decide=decide, now=utcnow())
+                                         order_id=event.order_id, decide=decide, now=utcnow(),
+                                         ledger_ttl_s=ledger_ttl_s)
         if applied is None:
             log.warning("order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
@@ -66,7 +69,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             return Decision(step.state, step.record, tuple(ledger))
 
         applied = await teams.transition(redis, team_id=event.team_id,
-                                         order_id=event.order_id, decide=decide, now=utcnow())
+                                         order_id=event.order_id, decide=decide, now=utcnow(),
+                                         ledger_ttl_s=ledger_ttl_s)
         if applied is None:
             log.warning("response to order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
@@ -103,7 +107,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             return Decision(step.state, step.record, tuple(ledger))
 
         await teams.transition(redis, team_id=event.team_id,
-                               order_id=event.order_id, decide=decide, now=utcnow())
+                               order_id=event.order_id, decide=decide, now=utcnow(),
+                               ledger_ttl_s=ledger_ttl_s)
 
     async def pay_hazard(view: TeamView, order_id: str, record: OrderRecord,
                          at: datetime) -> None:
@@ -112,7 +117,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         await points_store.award(redis, points.award_confirmed_hazard(
             incident_id=record.incident_id, team_id=record.team_id,
             district=view.team["district"], agency_kind=view.agency.get("kind", ""),
-            members_on_shift=record.members or (), at=at, order_id=order_id))
+            members_on_shift=record.members or (), at=at, order_id=order_id),
+            ledger_ttl_s=ledger_ttl_s)
 
     async def award_reporter(event: IncidentClosed, member_id: str) -> None:
         """A hazard a volunteer reported from the street, confirmed (resolved): the hazard
@@ -125,7 +131,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         await points_store.award(redis, points.award_confirmed_hazard(
             incident_id=event.incident_id, team_id=member["team_id"],
             district=member["district"], agency_kind=kind,
-            members_on_shift=(member_id,), at=event.occurred_at))
+            members_on_shift=(member_id,), at=event.occurred_at), ledger_ttl_s=ledger_ttl_s)
 
     async def on_incident_closed(event: IncidentClosed) -> None:
         # The incident's own category confirms a hazard report even if this service never

@@ -427,6 +427,15 @@ async def volunteers_scenario(svc: Service, step: Step, tag: str) -> None:
     await poll_until(lambda: _is(team_status(svc, team), "dispatched"), "the second order")
     await step(streams.ORDER_WITHDRAWN, order_withdrawn(f"o2-{tag}", team),
                lambda: _is(team_status(svc, team), "available"))
+    # a hazard report the team resolved (its answer read before its order): the closing
+    # pays those who were on its shift then
+    await svc.publish(streams.ORDER_RESPONDED,
+                      order_responded(f"o3-{tag}", f"inc3-{tag}", team, "resolved"))
+
+    async def resolution_kept() -> bool:
+        return bool(await svc.redis.exists(f"roster:order:o3-{tag}"))
+
+    await poll_until(resolution_kept, "the resolution recorded")
     await step(streams.INCIDENT_CLOSED, incident_closed(f"inc3-{tag}", "hazard_report", (team,)),
                lambda: _contains(points(svc, device), "hazard_report"))
 

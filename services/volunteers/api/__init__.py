@@ -7,6 +7,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from ..config import Settings
+from ..store.points import ledger_ttl
 from ..store.teams import PositionWriter
 from ..store.zones import ZoneLookup
 from . import devices, me, points, roster, shifts
@@ -18,7 +19,8 @@ def build_router(
 ) -> APIRouter:
     router = APIRouter()
     # Fixed paths before parameterised ones: /v1/zones/lookup before /v1/zones/{zone_id}.
-    router.include_router(points.build_router(redis=redis, zones=zones))
+    router.include_router(points.build_router(
+        redis=redis, zones=zones, ledger_ttl_s=ledger_ttl(settings.retention_days)))
     router.include_router(devices.build_router(redis=redis, broker=broker))
     router.include_router(me.build_router(settings=settings, redis=redis, broker=broker,
                                           positions=positions))

@@ -27,6 +27,8 @@ from . import views
 from .deps import Device
 from .positions import accept_position
 
+MAX_POINTS_OFFSET = 1_000_000  # far past the history a member has kept
+
 
 class StatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,11 +40,13 @@ def build_router(
     *, settings: Settings, redis: Redis, broker: RedisBroker, positions: PositionWriter
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/me")
+    ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)
 
     async def change(who: Principal, decide: Callable[[TeamView], Decision]) -> Applied:
         try:
             applied = await teams_store.transition(redis, team_id=who.team_id or "",
-                                                   decide=decide, now=utcnow())
+                                                   decide=decide, now=utcnow(),
+                                                   ledger_ttl_s=ledger_ttl_s)
         except status.Refused as exc:
             raise conflict(exc.message) from exc
         except Contended as exc:
@@ -124,10 +128,12 @@ def build_router(
             raise unauthorized("unknown or revoked token")
         return out
 
-    @router.get("/points", summary="The member's points balance and history, newest first")
+    @router.get("/points", summary="The member's points balance and history (the latest "
+                f"{points_store.HISTORY_KEPT:,} entries), newest first")
     async def my_points(
         who: Device,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        # bounded: Redis refuses an LRANGE index past a signed 64-bit number
+        offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
         member_id = who.member_id or ""

@@ -33,7 +33,19 @@ class AdjustmentIn(BaseModel):
         description="your key for it: the same key again records it once")
 
 
-def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
+class ZoneOut(BaseModel):
+    zone_id: str
+    name: str
+    owner_agency_id: str = Field(description="the police station that owns the zone")
+    polygon: list[tuple[float, float]] = Field(description="[lon, lat] pairs (WGS-84)")
+
+
+class DistrictZones(BaseModel):
+    district: str
+    zones: list[ZoneOut]
+
+
+def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.get("/points/leaderboard", summary="A district's volunteers by points (admin)")
@@ -61,7 +73,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
             adjustment_id=body.adjustment_id or uuid4().hex, member_id=member_id,
             team_id=member["team_id"], district=member["district"], points=body.points,
             note=body.note, at=utcnow())
-        if not await points_store.award(redis, [entry]):
+        if not await points_store.award(redis, [entry], ledger_ttl_s=ledger_ttl_s):
             there = await points_store.entry(redis, entry.entry_id) or {}
             if (there.get("member_id"), there.get("points"), there.get("note")) != (
                     member_id, body.points, body.note):
@@ -74,15 +86,19 @@ def build_router(*, redis: Redis, zones: ZoneLookup) -> APIRouter:
                            f"{entry.entry_id} {body.points:+d}")
         return {"entry": entry.model_dump(mode="json", exclude_none=True), "recorded": True}
 
+    # The only GET /v1/zones: dispatch's zone projection (services/dispatch/zones.py) reads
+    # this shape, a whole district in one answer; the roster's paginated lists leave zones out.
     @router.get("/zones", summary="A district's zones with their polygons and owning stations "
-                "(admin; dispatch keeps a projection of them)")
+                "(admin; dispatch keeps a projection of them)",
+                description="Every zone of the district in one answer, not paged. One zone: "
+                "`GET /v1/zones/{zone_id}`.")
     async def district_zones(
         _: Admin, district: Annotated[str, Query(min_length=1, max_length=64)],
-    ) -> dict[str, Any]:
+    ) -> DistrictZones:
         index = await zones.index(district)
-        return {"district": district, "zones": [
-            {"zone_id": z.zone_id, "name": z.name, "owner_agency_id": z.owner_agency_id,
-             "polygon": [list(p) for p in z.polygon]} for z in index.zones]}
+        return DistrictZones(district=district, zones=[
+            ZoneOut(zone_id=z.zone_id, name=z.name, owner_agency_id=z.owner_agency_id,
+                    polygon=list(z.polygon)) for z in index.zones])
 
     @router.get("/zones/lookup", summary="The zone of a point, and its owning police station")
     async def zone_lookup(

@@ -111,7 +111,8 @@ def _invalid(exc: ValidationError) -> ApiError:
 def parse_fix(raw: bytes) -> PositionIn:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    # json raises RecursionError for arrays or objects nested past the recursion limit
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
     try:
         return PositionIn.model_validate(data)

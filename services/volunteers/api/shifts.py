@@ -6,6 +6,8 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
@@ -13,11 +15,28 @@ from shared.http import not_found
 from shared.timezones import parse_timezone
 
 from ..config import Settings
-from ..domain.shifts import ShiftPlan, planned_on
+from ..domain.shifts import OFF, ShiftPlan, planned_on
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
 from .deps import Admin, IdPath
+
+
+class ShiftPlanIn(ShiftPlan):
+    """A plan as the admin sends it. The rotation is checked against the shifts here, as a
+    check of `rotation`: the plan's own model-level check (still run) names no field, so a
+    request would hear that its body is not an object."""
+
+    @field_validator("rotation")
+    @classmethod
+    def _rotation_names_shifts(cls, value: list[str | None],
+                               info: ValidationInfo) -> list[str | None]:
+        shifts = info.data.get("shifts")  # absent when the shifts were wrong: that error stands
+        if shifts is not None and any(e is not None and e != OFF and e not in shifts
+                                      for e in value):
+            raise PydanticCustomError(
+                "unknown_shift", "must name a shift of the plan, 'off' or null on every day")
+        return value
 
 
 def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
@@ -26,7 +45,7 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
 
     @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin)")
     async def put_plan(
-        team_id: IdPath, plan: ShiftPlan, who: Admin
+        team_id: IdPath, plan: ShiftPlanIn, who: Admin
     ) -> dict[str, Any]:
         team = await roster_store.get(redis, "teams", team_id)
         if not team:

@@ -12,13 +12,26 @@ from redis.asyncio.client import Pipeline
 from ..domain.points import LedgerEntry
 from . import keys
 
+# What a member's history keeps: their most recent entries (GET /v1/me/points pages through
+# them; the member's page shows the latest). The balance and the leaderboard count them all.
+HISTORY_KEPT = 1000
+
 # The entry's key is its deterministic id: SET NX admits it once, and only then do the
 # history, the balance and the district's leaderboard move. A second award is a no-op.
+# The key stays for its TTL (`ttl`; '': for ever), long after any redelivery of the event
+# that earned it: kept for ever, the keys of every award ever made would fill Redis.
 # (A function, so that a team's transition makes its awards in its own script.)
-AWARD_LUA = """
-local function award(entry_key, history_key, balance_key, board_key, entry, points, member)
-  if redis.call('SET', entry_key, entry, 'NX') then
+AWARD_LUA = f"""
+local function award(entry_key, history_key, balance_key, board_key, entry, points, member, ttl)
+  local admitted
+  if ttl == '' then
+    admitted = redis.call('SET', entry_key, entry, 'NX')
+  else
+    admitted = redis.call('SET', entry_key, entry, 'NX', 'EX', ttl)
+  end
+  if admitted then
     redis.call('LPUSH', history_key, entry)
+    redis.call('LTRIM', history_key, 0, {HISTORY_KEPT - 1})
     redis.call('INCRBYFLOAT', balance_key, points)
     redis.call('ZINCRBY', board_key, points, member)
     return 1
@@ -28,33 +41,43 @@ end
 """
 
 _AWARD = AWARD_LUA + """
-return award(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3])
+return award(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
 
-def award_call(entry: LedgerEntry) -> tuple[list[str], list[str]]:
-    """An award's keys and arguments, in `award`'s order."""
+def ledger_ttl(retention_days: float) -> int:
+    """How long an award's entry key stays: twice the stream history (RETENTION_DAYS), so
+    that no redelivered event, nor a retried request, finds it gone and pays again."""
+    return round(2 * retention_days * 86400)
+
+
+def award_call(entry: LedgerEntry, *, ledger_ttl_s: int | None
+               ) -> tuple[list[str], list[str]]:
+    """An award's keys and arguments, in `award`'s order; its entry key kept `ledger_ttl_s`
+    (None: for ever)."""
     return (
         [keys.ledger_entry(entry.entry_id), keys.points_history(entry.member_id),
          keys.points_balance(entry.member_id), keys.leaderboard(entry.district)],
-        [entry.model_dump_json(exclude_none=True), repr(entry.points), entry.member_id],
+        [entry.model_dump_json(exclude_none=True), repr(entry.points), entry.member_id,
+         "" if ledger_ttl_s is None else str(ledger_ttl_s)],
     )
 
 
-def queue_entries(pipe: Pipeline, entries: Iterable[LedgerEntry]) -> None:
+def queue_entries(pipe: Pipeline, entries: Iterable[LedgerEntry], *,
+                  ledger_ttl_s: int) -> None:
     """Queue awards on a pipeline (inside a MULTI: they commit with the change that earned them)."""
     for entry in entries:
-        k, a = award_call(entry)
+        k, a = award_call(entry, ledger_ttl_s=ledger_ttl_s)
         pipe.eval(_AWARD, len(k), *k, *a)
 
 
-async def award(redis: Redis, entries: Iterable[LedgerEntry]) -> int:
+async def award(redis: Redis, entries: Iterable[LedgerEntry], *, ledger_ttl_s: int) -> int:
     """Write awards on their own; returns how many were new."""
     entries = list(entries)
     if not entries:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
-        queue_entries(pipe, entries)
+        queue_entries(pipe, entries, ledger_ttl_s=ledger_ttl_s)
         return sum(int(x) for x in await pipe.execute())
 
 
@@ -71,6 +94,8 @@ def _number(value: str | None) -> float | int:
 async def balance_and_history(
     redis: Redis, member_id: str, *, offset: int, limit: int
 ) -> tuple[float | int, list[dict[str, Any]], int]:
+    """The balance (every award), a page of the history kept (HISTORY_KEPT, newest first)
+    and how many entries that holds."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.get(keys.points_balance(member_id))
         pipe.lrange(keys.points_history(member_id), offset, offset + limit - 1)

@@ -54,6 +54,7 @@ async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
 
 async def import_roster(
     redis: Redis, *, broker: RedisBroker, doc: RosterDoc, now: datetime, max_patrol_hours: float,
+    ledger_ttl_s: int,
 ) -> ImportResult:
     """Validate against what is stored, then write everything, or nothing (InvalidRoster).
 
@@ -160,7 +161,7 @@ async def import_roster(
                 # them again, or its unit.status would carry the old profile after this
                 # one's (it compares the state's seq, not the agency).
                 pipe.hincrby(keys.state(team_id), "seq", 1)
-            queue_entries(pipe, ledger)
+            queue_entries(pipe, ledger, ledger_ttl_s=ledger_ttl_s)
             if not team or not agency:
                 continue
             if team_id in announce or state.visible() != before.visible():
@@ -219,10 +220,10 @@ async def agency_team_ids(redis: Redis, agency_id: str) -> list[str]:
 
 
 async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, now: datetime,
-                        max_patrol_hours: float) -> bool:
+                        max_patrol_hours: float, ledger_ttl_s: int) -> bool:
     """Remove a member: its devices are revoked (DeviceRevoked each); it leaves its team's
     shift in the same write (patrol points so far paid; a shift left with nobody and no
-    order ends, and dispatch hears it)."""
+    order ends, and dispatch hears it); its points balance and history go."""
     watch = [keys.member(member_id), keys.member_devices(member_id)]
 
     async def body(pipe: Pipeline) -> bool:
@@ -254,8 +255,9 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
                 state, seq=int(state_data.get("seq") or 0) + 1, now=now))
             if team and agency and state.visible() != before.visible():
                 await publish_unit_status(pipe, team=team, agency=agency, state=state)
-        queue_entries(pipe, ledger)
-        pipe.delete(keys.member(member_id), keys.member_devices(member_id))
+        queue_entries(pipe, ledger, ledger_ttl_s=ledger_ttl_s)
+        pipe.delete(keys.member(member_id), keys.member_devices(member_id),
+                    keys.points_history(member_id), keys.points_balance(member_id))
         pipe.srem(keys.team_members(team_id), member_id)
         pipe.zrem(keys.index("members", member["district"]), member_id)
         pipe.zrem(keys.index("members", None), member_id)

@@ -162,8 +162,9 @@ if (state[1] or '') ~= ARGV[at] or (state[2] or '') ~= ARGV[at + 1] then return 
 if KEYS[3] ~= '' and (redis.call('GET', KEYS[3]) or '') ~= ARGV[at + 2] then return 0 end
 local i = run_commands(at + 5, tonumber(ARGV[at + 3]))
 for _ = 1, tonumber(ARGV[at + 4]) do
-  award(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
-  i = i + 7
+  award(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+        ARGV[i + 7])
+  i = i + 8
 end
 return 1
 """
@@ -171,9 +172,11 @@ return 1
 
 async def transition(
     redis: Redis, *, team_id: str, decide: Callable[[TeamView], Decision],
-    now: datetime, order_id: str | None = None,
+    now: datetime, order_id: str | None = None, ledger_ttl_s: int | None = None,
 ) -> Applied | None:
     """Read the team (and order), let `decide` rule, write what changed; None: no such team.
+    The ledger keeps the points it earns for `ledger_ttl_s` (None: for ever; see
+    store.points.ledger_ttl).
 
     Two round trips: the read (`_VIEW`) and the writes (`_COMMIT`), which are made only if
     nothing the decision read has changed meanwhile; else it reads and decides again.
@@ -211,7 +214,7 @@ async def transition(
                            raw_order or "", len(commands), len(decision.ledger),
                            *commands_as_args(commands)]
         for entry in decision.ledger:
-            award_keys, award_args = award_call(entry)
+            award_keys, award_args = award_call(entry, ledger_ttl_s=ledger_ttl_s)
             args += [*award_keys, *award_args]
         if await run_script(redis, _COMMIT, [keys.team(team_id), keys.state(team_id),
                                              order_key], args):

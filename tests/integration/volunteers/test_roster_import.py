@@ -363,4 +363,6 @@ async def test_a_removed_member_is_off_the_shift_even_if_nothing_runs_after_the_
     last = [e for e in await volunteers.events("unit.status", UnitStatus)
             if e.unit_id == "t-vol"][-1]
     assert (last.status, last.on_shift) == ("off_duty", False)
-    assert float(await volunteers.redis.get("roster:points:balance:m-chen")) == 5
+    # paid in the removal's write: the ledger has the entry (the balance went with Chen)
+    [paid] = [k async for k in volunteers.redis.scan_iter(match="roster:ledger:patrol:*:m-chen")]
+    assert json.loads(await volunteers.redis.get(paid))["points"] == 5

@@ -1,0 +1,59 @@
+"""Every service's admin routes that take a stream entry id (`GET /v1/admin/audit?before=`,
+`POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay`) refuse an id Redis would
+refuse with a 422 naming the parameter, and accept the largest id Redis accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import audit, streams
+from shared.http import Principal
+
+from .stream_probes import ADMIN, running
+
+SERVICES = ["intake", "dispatch", "volunteers", "notify"]
+LARGEST = "18446744073709551615-18446744073709551615"  # 2**64 - 1 both parts, Redis's last id
+NOT_IDS = [
+    "99999999999999999999-0",  # 20 digits, above 2**64 - 1
+    "18446744073709551616-0",  # 2**64
+    "0-18446744073709551616",
+    "\u0663-\u0663",  # Arabic-Indic digits: \d admits them, Redis does not
+    "1-2-3",
+    "-1-0",
+]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_an_audit_page_before_an_id_redis_cannot_read_is_a_422_naming_before(
+    clean_redis: str, service: str,
+) -> None:
+    async with running(service, clean_redis) as svc:
+        for before in NOT_IDS:
+            r = await svc.client.get("/v1/admin/audit", params={"before": before}, headers=ADMIN)
+            assert r.status_code == 422, (before, r.text)
+            assert r.json()["error"]["code"] == "invalid_field"
+            assert r.json()["error"]["field"] == "before"
+
+        await audit.record(svc.redis, service, Principal(kind="admin", subject="admin"),
+                           "probe.action", "t1")
+        r = await svc.client.get("/v1/admin/audit", params={"before": LARGEST}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert [e["action"] for e in r.json()["entries"]] == ["probe.action"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_replaying_a_dead_letter_id_redis_cannot_read_is_a_422_naming_the_id(
+    clean_redis: str, service: str,
+) -> None:
+    stream = streams.consumed_by(service)[0].name
+    async with running(service, clean_redis) as svc:
+        for entry_id in NOT_IDS:
+            r = await svc.client.post(f"/v1/admin/dead-letters/{stream}/{entry_id}/replay",
+                                      headers=ADMIN)
+            assert r.status_code == 422, (entry_id, r.text)
+            assert r.json()["error"]["code"] == "invalid_field"
+            assert r.json()["error"]["field"] == "dead_letter_id"
+
+        r = await svc.client.post(f"/v1/admin/dead-letters/{stream}/{LARGEST}/replay",
+                                  headers=ADMIN)
+        assert r.status_code == 404, r.text
