@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
@@ -37,6 +38,28 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
 Problem = Literal["routing_timeout", "filing_overdue"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
+
+
+def _instant(value: object) -> datetime:
+    """ISO 8601 with its offset, from 1970 to the end of 9998 (review.EARLIEST, LATEST).
+    Not pydantic's own parse: it takes a number as seconds since 1970 (`until=0.5`)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise PydanticCustomError(
+            "iso_instant", "must be an ISO 8601 time with its offset, e.g. "
+            "2026-12-05T00:00:00Z or 2026-12-05T08:00:00+08:00")
+    if not review.EARLIEST <= value <= review.LATEST:  # compared as instants: no overflow
+        raise PydanticCustomError("instant_range",
+                                  "must be from 1970 to the end of 9998 (UTC)")
+    return value
+
+
+# A time asked for in a query (since, until): a period the review can count in.
+Instant = Annotated[datetime, BeforeValidator(_instant)]
 
 
 class AssignIn(BaseModel):
@@ -158,8 +181,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             default=None, min_length=1, max_length=128,
             description="the reporting system's reference (a 110 call's number): its "
             "incidents whenever reported; needs district"),
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         limit: int = Query(default=100, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
@@ -430,8 +453,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.get("/kpis", summary="KPIs over a period, with incidents by hour and by zone")
     async def kpis(
         who: Reader,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         district: str | None = Query(default=None, max_length=64),
         category: str | None = Query(
             default=None, max_length=64,
@@ -475,8 +498,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                 "the hottest first")
     async def heatmap(
         who: Reader,
-        since: AwareDatetime | None = None,
-        until: AwareDatetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         district: str | None = Query(default=None, max_length=64),
         category: str | None = Query(default=None, max_length=64),
         hours: str | None = Query(default=None, max_length=8,
@@ -523,14 +546,17 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
             continue
         by_category[inc["category"]] = by_category.get(inc["category"], 0) + 1
         by_status[inc["status"]] = by_status.get(inc["status"], 0) + 1
-        reported = datetime.fromisoformat(inc["reported_at"])
-        if inc.get("first_assigned_at"):
+        try:
+            reported = datetime.fromisoformat(inc["reported_at"])
+        except ValueError:  # a record stored broken: counted, its times to act unknown
+            reported = None
+        if reported and inc.get("first_assigned_at"):
             to_assign.append((datetime.fromisoformat(inc["first_assigned_at"]) - reported)
                              .total_seconds())
-        if inc.get("first_ack_at"):
+        if reported and inc.get("first_ack_at"):
             to_ack.append((datetime.fromisoformat(inc["first_ack_at"]) - reported)
                           .total_seconds())
-        if inc.get("first_on_scene_at"):
+        if reported and inc.get("first_on_scene_at"):
             to_scene.setdefault(inc["priority"], []).append(
                 (datetime.fromisoformat(inc["first_on_scene_at"]) - reported).total_seconds())
         timeouts += int(inc.get("timeouts") or 0)

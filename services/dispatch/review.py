@@ -4,21 +4,31 @@ map that plans tonight's patrols (DOMAIN.md, "Planning").
 Plain functions over the incident records dispatch keeps: no Redis or HTTP here. Hours are
 the district's local hours (settings `TIMEZONE`), of the time the incident was reported;
 places are the station's zone and an H3 cell of the scene. Duplicate reports linked to
-another incident are left out: the place had one incident, not two.
+another incident are left out: the place had one incident, not two; so is, from the hours,
+weeks and cells, a record whose time has no local time (stored before intake refused such
+times): one bad record leaves the rest of the review standing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 import h3
 
 from .domain import sent_as
 
+log = logging.getLogger(__name__)
+
 HOURS = 24
+# The instants a review's period may start or end at: a year back (compare), a week on
+# (by_week) and the district's offset (at most 14 hours either way) of any of them stay
+# within the years 1 to 9999 Python's datetime holds.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)  # 9998 to its end
 NO_ZONE = "(none)"  # an incident outside every zone the district knows
 # H3 resolutions a heat map may ask for: 6 (~36 km² a cell, a whole district in a few) to
 # 10 (~0.015 km², a street corner). 8 (~0.74 km², a few blocks) is a patrol's beat.
@@ -30,8 +40,20 @@ def counted(inc: Mapping[str, str]) -> bool:
     return inc.get("status") != "linked" and bool(inc.get("reported_at"))
 
 
-def local_hour(inc: Mapping[str, str], tz: tzinfo) -> int:
-    return datetime.fromisoformat(inc["reported_at"]).astimezone(tz).hour
+def local_time(inc: Mapping[str, str], tz: tzinfo) -> datetime | None:
+    """When the incident was reported, in the district's time; None when its record's time
+    cannot be read or has no local time (beyond the year 9999 there)."""
+    try:
+        return datetime.fromisoformat(inc["reported_at"]).astimezone(tz)
+    except (ValueError, OverflowError):
+        log.warning("incident %s: reported_at %r has no local time in %s; left out",
+                    inc.get("incident_id"), inc.get("reported_at"), tz)
+        return None
+
+
+def local_hour(inc: Mapping[str, str], tz: tzinfo) -> int | None:
+    moment = local_time(inc, tz)
+    return None if moment is None else moment.hour
 
 
 def parse_hours(spec: str) -> frozenset[int]:
@@ -51,7 +73,10 @@ def parse_hours(spec: str) -> frozenset[int]:
 
 def week_of(moment: datetime, tz: tzinfo) -> date:
     """The local Monday of the week holding `moment`."""
-    day = moment.astimezone(tz).date()
+    return monday_of(moment.astimezone(tz).date())
+
+
+def monday_of(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
@@ -60,8 +85,8 @@ def by_week(incidents: Iterable[Mapping[str, str]], tz: tzinfo, *, since: dateti
     """Incidents per local week (Monday to Sunday) of the period, every week of it listed,
     the oldest first: the weekly trend the reports quote (e-bike thefts 19 a week, 5 after
     targeted patrols)."""
-    counts = Counter(week_of(datetime.fromisoformat(inc["reported_at"]), tz)
-                     for inc in incidents if counted(inc))
+    moments = (local_time(inc, tz) for inc in incidents if counted(inc))
+    counts = Counter(monday_of(moment.date()) for moment in moments if moment is not None)
     weeks, week, last = [], week_of(since, tz), week_of(until, tz)
     while week <= last:
         weeks.append({"week": week.isoformat(), "count": counts.get(week, 0)})
@@ -87,8 +112,8 @@ def by_hour(incidents: Iterable[Mapping[str, str]], tz: tzinfo) -> list[int]:
     """Incidents per local hour of the day, 0 to 23."""
     counts = [0] * HOURS
     for inc in incidents:
-        if counted(inc):
-            counts[local_hour(inc, tz)] += 1
+        if counted(inc) and (hour := local_hour(inc, tz)) is not None:
+            counts[hour] += 1
     return counts
 
 
@@ -136,7 +161,7 @@ def heat_map(incidents: Iterable[Mapping[str, str]], tz: tzinfo, *, resolution: 
         if not counted(inc) or (category and inc.get("category") != category):
             continue
         hour = local_hour(inc, tz)
-        if hours is not None and hour not in hours:
+        if hour is None or (hours is not None and hour not in hours):
             continue
         try:
             lat, lon = float(inc["lat"]), float(inc["lon"])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import h3
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from services.dispatch import review
 from shared.timezones import parse_timezone
@@ -137,3 +141,53 @@ def test_a_year_earlier_and_the_categories_most_frequent_first() -> None:
                                  incident("2026-12-04T14:00:00+00:00", category="ebike_theft"),
                                  incident("2026-12-04T15:00:00+00:00", status="linked")])
     assert list(counts.items()) == [("ebike_theft", 2), ("noise", 1)]
+
+
+def test_an_incident_whose_time_has_no_local_time_is_left_out_of_hours_weeks_and_cells() -> None:
+    # stored before intake refused such times: 23:00 UTC on the last day of 9999 is the
+    # year 10000 in Shanghai; and a record whose time cannot be read at all
+    beyond, unreadable = incident("9999-12-31T23:00:00+00:00"), incident("not a time")
+    good = incident("2026-12-04T23:30:00+00:00")
+    assert review.local_hour(beyond, SHANGHAI) is None
+    assert review.local_hour(unreadable, SHANGHAI) is None
+    assert review.local_hour(good, SHANGHAI) == 7
+    counts = review.by_hour([beyond, good, unreadable], SHANGHAI)
+    assert sum(counts) == 1 and counts[7] == 1
+    weeks = review.by_week([beyond, good, unreadable], SHANGHAI,
+                           since=datetime.fromisoformat("2026-11-30T00:00+08:00"),
+                           until=datetime.fromisoformat("2026-12-05T00:00+08:00"))
+    assert weeks == [{"week": "2026-11-30", "count": 1}]
+    heat = review.heat_map([beyond, good, unreadable], SHANGHAI, resolution=8, limit=10)
+    assert heat["incidents"] == 1 and heat["hottest"][0]["by_hour"][7] == 1
+    # the same time has a local hour where the district's clock is behind UTC's
+    assert review.local_hour(beyond, parse_timezone("-05:00")) == 18
+
+
+OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+    lambda minutes: timezone(timedelta(minutes=minutes)))
+
+
+EAST, WEST = timezone(timedelta(hours=14)), timezone(timedelta(hours=-14))
+FIRST, LAST = review.EARLIEST.replace(tzinfo=None), review.LATEST.replace(tzinfo=None)
+
+
+@settings(max_examples=300, deadline=None)
+@example(start=FIRST, span=timedelta(0), district=WEST, asked_in=WEST)
+@example(start=FIRST, span=timedelta(days=1), district=EAST, asked_in=EAST)
+@example(start=LAST, span=timedelta(0), district=EAST, asked_in=WEST)
+@example(start=LAST - timedelta(days=366), span=timedelta(days=366), district=EAST,
+         asked_in=EAST)
+@given(start=st.datetimes(min_value=FIRST, max_value=LAST),
+       span=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=366)),
+       district=OFFSETS, asked_in=OFFSETS)
+def test_every_period_dispatch_accepts_has_its_weeks_a_year_earlier_and_local_hours(
+        start: datetime, span: timedelta, district: timezone, asked_in: timezone) -> None:
+    # the bounds the API holds since and until to (a year at most between them), as asked
+    # with any offset, in a district of any offset: nothing runs out of datetime's years
+    since = start.replace(tzinfo=UTC).astimezone(asked_in)
+    until = min(since + span, review.LATEST).astimezone(asked_in)
+    reports = [incident(since.isoformat()), incident(until.isoformat())]
+    weeks = review.by_week(reports, district, since=since, until=until)
+    assert 1 <= len(weeks) <= 54 and sum(w["count"] for w in weeks) == 2
+    assert None not in [review.local_hour(r, district) for r in reports]
+    assert review.a_year_earlier(since) < since and review.a_year_earlier(until) < until
