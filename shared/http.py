@@ -365,7 +365,7 @@ class AuthMiddleware:
             return
         if principal is None:
             if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 4401, "reason": "unauthorized"})
+                await _refuse_socket(receive, send, 4401, "unauthorized")
                 return
             message = "missing bearer token" if token is None else "unknown or revoked token"
             await error_response(unauthorized(message))(scope, receive, send)
@@ -386,6 +386,16 @@ class AuthMiddleware:
                 return
             receive = _limited(receive, limit)
         await self.app(scope, receive, send)
+
+
+async def _refuse_socket(receive: Receive, send: Send, code: int, reason: str) -> None:
+    """Accepts the socket only to close it with `code`, and sends nothing else. A close
+    before the accept is an HTTP 403 to the client (the ASGI spec), so a page could not
+    tell a refused token, not to be tried again, from a network that dropped."""
+    if (await receive())["type"] != "websocket.connect":  # the client left already
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
 # What the member's page sends: its bearer token, JSON, and the order's trace on answers.

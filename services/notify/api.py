@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 
 from shared.events import EvidenceRecords, TeamNote
 from shared.events import Response as ResponseKind
-from shared.http import Principal, not_found, require, unauthorized
+from shared.http import ApiError, Principal, not_found, require, unauthorized
 
 from . import store
-from .channels.subscription import Subscription
+from .channels.subscription import Subscription, endpoint_problem
 from .config import Settings
 from .page import DEVICE_PAGE, SERVICE_WORKER
 from .service import Orders
@@ -114,6 +114,12 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
 
     @router.post("/devices/me/webpush", summary="Receive orders by Web Push while the page is closed")
     async def subscribe_webpush(body: WebPushIn, who: DeviceCaller) -> dict[str, Any]:
+        # notify will POST to this URL: only a push service's (see endpoint_problem)
+        problem = endpoint_problem(body.subscription.endpoint,
+                                   allow_private=settings.webpush_allow_private_endpoints)
+        if problem is not None:
+            raise ApiError(422, "invalid_field", f"subscription.endpoint {problem}",
+                           "subscription.endpoint")
         await _touch(who)
         if not await store.set_device_channel(redis, who.device_id or who.subject,
                                               field="webpush",

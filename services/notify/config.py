@@ -67,6 +67,12 @@ class Settings(ServiceSettings):
         default="mailto:ops@lianfang.invalid", description="VAPID_SUBJECT: mailto: or https:"
     )
     webpush_ttl_s: int = Field(default=300, description="WEBPUSH_TTL_S")
+    webpush_allow_private_endpoints: bool = Field(
+        default=False, description="WEBPUSH_ALLOW_PRIVATE_ENDPOINTS: also accept and send to "
+        "http://, IP-address and local push endpoints and private addresses (a push service "
+        "of your own on a private network, or tests). Off: a device may subscribe only an "
+        "https endpoint on a public host name, and notify connects only to public addresses"
+    )
 
     # SMS gateway: off unless a URL is configured.
     sms_gateway_url: str | None = Field(default=None, description="SMS_GATEWAY_URL")

@@ -29,6 +29,7 @@ from shared.telemetry import trace_outside_calls
 
 from . import api, handlers, sockets
 from .channels import Channel
+from .channels.public_only import public_only_transport
 from .channels.sms import SmsChannel
 from .config import Settings
 from .fallback import FallbackTimers
@@ -38,7 +39,8 @@ from .service import Orders
 log = logging.getLogger(__name__)
 
 
-def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[Channel], str | None]:
+def build_channels(settings: Settings, client: httpx.AsyncClient, *,
+                   push_client: httpx.AsyncClient) -> tuple[list[Channel], str | None]:
     """The fallback chain in FALLBACK_CHANNELS order; channels not configured are left out."""
     available: dict[str, Channel] = {}
     webpush_key: str | None = None
@@ -49,8 +51,9 @@ def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[
         vapid = load_vapid(settings.vapid_private_key.get_secret_value())
         webpush_key = public_key(vapid)
         available["webpush"] = WebPushChannel(
-            client, vapid=vapid, subject=settings.vapid_subject, ttl_s=settings.webpush_ttl_s,
-            timeout_s=settings.channel_timeout_s,
+            push_client, vapid=vapid, subject=settings.vapid_subject,
+            ttl_s=settings.webpush_ttl_s, timeout_s=settings.channel_timeout_s,
+            allow_private=settings.webpush_allow_private_endpoints,
         )
     if settings.sms_gateway_url:
         token = settings.sms_gateway_token
@@ -68,6 +71,16 @@ def build_channels(settings: Settings, client: httpx.AsyncClient) -> tuple[list[
     return chain, webpush_key
 
 
+def build_push_client(settings: Settings) -> httpx.AsyncClient:
+    """Web Push's own client: its endpoints come from devices, so it connects to public
+    addresses only, unless WEBPUSH_ALLOW_PRIVATE_ENDPOINTS."""
+    limits = httpx.Limits(max_connections=100)
+    transport = (None if settings.webpush_allow_private_endpoints
+                 else public_only_transport(limits=limits))
+    return httpx.AsyncClient(timeout=settings.channel_timeout_s, limits=limits,
+                             transport=transport)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     redis = create_redis(settings)
@@ -83,12 +96,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     outside = httpx.AsyncClient(timeout=settings.channel_timeout_s,
                                 limits=httpx.Limits(max_connections=100))
     trace_outside_calls(outside)
+    push_client = build_push_client(settings)
+    trace_outside_calls(push_client)
     introspector = Introspector(client, base_url=settings.volunteers_url,
                                 cache_s=settings.introspect_cache_s,
                                 timeout_s=settings.introspect_timeout_s)
     hub = Hub(redis, ttl_s=settings.order_ttl_s)
     hub.on_revoked.append(introspector.forget_device)
-    chain, webpush_key = build_channels(settings, outside)
+    chain, webpush_key = build_channels(settings, outside, push_client=push_client)
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,
                     settings=settings, fallback=bool(chain))
     timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings)
@@ -111,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await client.aclose()
             await outside.aclose()
+            await push_client.aclose()
             await stream_redis.aclose()
             await redis.aclose()
 

@@ -5,6 +5,7 @@ Needs py-vapid and http-ece; main.py imports this module only when VAPID_PRIVATE
 
 from __future__ import annotations
 
+import logging
 import time
 from urllib.parse import urlsplit
 
@@ -19,7 +20,9 @@ from shared.events import OrderIssued
 from ..domain.orders import push_payload
 from ..store import DeviceRecord
 from . import Outcome
-from .subscription import Subscription, SubscriptionKeys, b64url_decode
+from .subscription import Subscription, SubscriptionKeys, b64url_decode, endpoint_problem
+
+log = logging.getLogger(__name__)
 
 
 def load_vapid(key: str) -> Vapid02:
@@ -72,18 +75,25 @@ class WebPushChannel:
     contact_field = "webpush"
 
     def __init__(self, client: httpx.AsyncClient, *, vapid: Vapid02, subject: str, ttl_s: int,
-                 timeout_s: float) -> None:
-        self._client = client
+                 timeout_s: float, allow_private: bool = False) -> None:
+        self._client = client  # main.py gives it a transport to public addresses only
         self._vapid = vapid
         self._subject = subject
         self._ttl = ttl_s
         self._timeout = timeout_s
+        self._allow_private = allow_private
 
     def reaches(self, device: DeviceRecord) -> bool:
         return device.webpush is not None
 
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
         subscription = Subscription.model_validate(device.webpush or {})
+        # Checked again before each send: a subscription stored before the rule, or under
+        # WEBPUSH_ALLOW_PRIVATE_ENDPOINTS since switched off, is forgotten, never sent to.
+        problem = endpoint_problem(subscription.endpoint, allow_private=self._allow_private)
+        if problem is not None:
+            log.warning("push endpoint of device %s refused: it %s", device.device_id, problem)
+            return Outcome("gone", f"endpoint {problem}")
         url, headers, body = build_request(
             order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl
         )

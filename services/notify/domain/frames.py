@@ -86,6 +86,10 @@ def parse_frame(raw: str | bytes, *, max_bytes: int) -> DeviceFrame:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise FrameError("bad_json", "the frame is not valid JSON") from None
+    except RecursionError:
+        # json's decoder recurses once per array or object: `[` * 3000 fits in a frame and
+        # exhausts the interpreter's recursion limit.
+        raise FrameError("bad_json", "the frame is nested too deeply") from None
     if not isinstance(data, dict):
         raise FrameError("bad_frame", "a frame must be a JSON object")
     kind = data.get("type")
@@ -109,7 +113,7 @@ def order_id_of(raw: str | bytes) -> str | None:
     """The order a bad frame was about, when it can be read, so the device can match the error."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if isinstance(data, dict) and isinstance(data.get("order_id"), str):
         value = data["order_id"]

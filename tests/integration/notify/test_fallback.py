@@ -64,9 +64,10 @@ class Browser:
 
 
 def settings_for(gateway: Gateway, after_s: float) -> dict[str, Any]:
+    # The push service stand-in is http on loopback: allowed only by the setting.
     return {"vapid_private_key": vapid_key(), "sms_gateway_url": f"{gateway.url}/sms",
             "sms_gateway_token": "gw-secret", "fallback_after_s": after_s,
-            "fallback_poll_s": 0.1}
+            "fallback_poll_s": 0.1, "webpush_allow_private_endpoints": True}
 
 
 async def register(http: httpx.AsyncClient, notify: str, member: Member, browser: Browser) -> None:
@@ -172,6 +173,57 @@ async def test_a_push_subscription_the_push_service_says_is_gone_is_forgotten(
             (a["channel"], a["outcome"], a.get("detail")) for a in record["attempts"]]
         r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
         assert r.json()["webpush"]["subscribed"] is False
+
+
+async def test_a_push_endpoint_that_is_not_a_push_services_is_refused(
+        notify: str, volunteers: Volunteers, http: httpx.AsyncClient) -> None:
+    # notify POSTs to the endpoint: from any device token, loopback, the cloud's metadata
+    # or the private network would be reached (SSRF)
+    member = volunteers.enrol("t1")
+    keys = Browser("https://x.example.com/").subscription["keys"]
+    for endpoint in ("http://push.example.com/x", "https://127.0.0.1/x",
+                     "https://169.254.169.254/latest/meta-data/", "https://10.0.0.5/x",
+                     "https://[::1]/x", "https://push.example.com:99999/x", "https://[zz]/x",
+                     "https://localhost/x", "https://redis:6379/x", "https://8.8.8.8/x"):
+        r = await http.post(f"{notify}/v1/devices/me/webpush", headers=member.bearer,
+                            json={"subscription": {"endpoint": endpoint, "keys": keys}})
+        assert r.status_code == 422, (endpoint, r.text)
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_field", "subscription.endpoint")
+        assert error["message"].startswith("subscription.endpoint "), error
+    r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+    assert r.json()["webpush"]["subscribed"] is False
+    r = await http.post(f"{notify}/v1/devices/me/webpush", headers=member.bearer,
+                        json={"subscription": {"endpoint": "https://fcm.googleapis.com/fcm/"
+                                               "send/dQw4w9WgXcQ:APA91bH", "keys": keys}})
+    assert r.status_code == 200, r.text
+
+
+async def test_a_stored_push_endpoint_the_rules_refuse_is_forgotten_not_sent_to(
+        notify_factory: NotifyFactory, gateway: Gateway, broker: RedisBroker,
+        http: httpx.AsyncClient, clean_redis: str) -> None:
+    # stored before the rule (or while WEBPUSH_ALLOW_PRIVATE_ENDPOINTS was on)
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        await store.touch_device(redis, device_id="t1-old", member_id="m1", team_id="t1",
+                                 agency_kind="police", district="d1")
+        browser = Browser(f"{gateway.url}/push/old")
+        await store.set_device_channel(redis, "t1-old", field="webpush",
+                                       value=json.dumps(browser.subscription))
+        await store.set_device_channel(redis, "t1-old", field="phone", value=PHONE)
+        settings = {**settings_for(gateway, 0.3), "webpush_allow_private_endpoints": False}
+        async with notify_factory(**settings) as notify:
+            order = an_order("t1")
+            await issue(broker, order)
+            await poll_until(lambda: gateway.at("/sms"), "the SMS after the refused push")
+            record = await deliveries(http, notify, order.order_id)
+        assert ("webpush", "gone", "endpoint must be an https URL") in [
+            (a["channel"], a["outcome"], a.get("detail")) for a in record["attempts"]]
+        assert gateway.at("/push/old") == []
+        device = await store.get_device(redis, "t1-old")
+        assert device is not None and device.webpush is None and device.phone == PHONE
+    finally:
+        await redis.aclose()
 
 
 async def _stored(http: httpx.AsyncClient, notify: str, order_id: str) -> dict[str, Any] | None:

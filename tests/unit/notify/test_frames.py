@@ -33,6 +33,7 @@ def test_valid_frames_parse() -> None:
 
 @pytest.mark.parametrize(("raw", "code", "field"), [
     ("not json", "bad_json", None),
+    ("[" * 2000 + "]" * 2000, "bad_json", None),  # nested past the recursion limit
     ("[1, 2]", "bad_frame", None),
     ('{"order_id": "o"}', "unknown_type", "type"),
     ('{"type": "shout"}', "unknown_type", "type"),
@@ -75,6 +76,7 @@ def test_the_order_of_a_bad_frame_is_read_when_it_can_be() -> None:
     assert order_id_of('{"type":"response","order_id":"ord_9","response":"x"}') == "ord_9"
     assert order_id_of("nope") is None
     assert order_id_of('{"order_id": 3}') is None
+    assert order_id_of("[" * 2000 + "]" * 2000) is None
 
 
 def test_the_rate_limiter_allows_a_burst_then_the_rate() -> None:
