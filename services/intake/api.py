@@ -95,10 +95,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         who: Annotated[Principal, Depends(require("system", "device"))],
     ) -> dict[str, Any]:
         if body.category not in policy.categories:
-            raise ApiError(422, "invalid_field", unknown_category_message(body.category, policy),
+            raise ApiError(422, "invalid_field", unknown_category_message(policy),
                            "category")
         if body.district not in who.districts:
-            raise forbidden(f"this {who.kind} may not report in district '{body.district[:64]}'")
+            raise forbidden(f"this {who.kind} may not report in the district given; it covers "
+                            f"{', '.join(sorted(who.districts))}")
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         reported_at = body.reported_at or utcnow()

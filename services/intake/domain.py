@@ -63,8 +63,9 @@ class SystemIn(BaseModel):
     districts: list[str] = Field(min_length=1, max_length=64)
 
 
-def unknown_category_message(category: str, policy: Policy) -> str:
-    return f"category '{category[:64]}' is unknown; valid: {', '.join(sorted(policy.categories))}"
+def unknown_category_message(policy: Policy) -> str:
+    # what the caller sent is not repeated (DESIGN.md: a message never echoes the body)
+    return f"category is not one of the policy's: {', '.join(sorted(policy.categories))}"
 
 
 def classify(category: str, flags: tuple[str, ...], policy: Policy) -> Priority:

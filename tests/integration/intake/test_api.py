@@ -274,3 +274,14 @@ async def test_only_the_member_page_s_origin_may_call_from_a_browser(clean_redis
         assert r.status_code == 202 and r.headers["access-control-allow-origin"] == page
         r = await client.get("/v1/categories", headers={"Origin": page})  # still a token
         assert r.status_code == 401 and r.headers["access-control-allow-origin"] == page
+
+
+async def test_a_refusal_never_repeats_what_was_sent(intake) -> None:
+    # DESIGN.md: a message never echoes the request body
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers=key, json=incident(category="Noise<b>x7"))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "category"
+    assert "x7" not in r.text
+    r = await intake.post("/v1/incidents", headers=key, json=incident(district="elsewhere-9"))
+    assert r.status_code == 403 and "elsewhere-9" not in r.text
+    assert "d1" in r.json()["error"]["message"]  # what it may do instead
