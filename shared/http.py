@@ -209,7 +209,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        # FastAPI's only 400 of its own: a body its JSON parser gave up on (nested too deep)
+        codes = {400: "bad_json", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
         return JSONResponse(
             error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
             status_code=exc.status_code,

@@ -48,7 +48,7 @@ def parse_polygon(text: str) -> list[list[float]]:
     if text.startswith("["):
         try:
             value = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise ValueError("is not a JSON list of [lon, lat] pairs") from exc
         if not isinstance(value, list):
             raise ValueError("is not a JSON list of [lon, lat] pairs")

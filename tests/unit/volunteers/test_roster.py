@@ -216,3 +216,8 @@ def test_polygon_cells_accept_json_or_wkt() -> None:
     assert parse_polygon("POLYGON ((1 2, 3 4, 5 2, 1 2))")[0] == [1.0, 2.0]
     with pytest.raises(ValueError):
         parse_polygon("LINESTRING (1 2, 3 4)")
+
+
+def test_a_polygon_cell_nested_too_deep_is_refused_as_any_bad_polygon() -> None:
+    with pytest.raises(ValueError, match="not a JSON list"):
+        parse_polygon("[" * 1500 + "]" * 1500)
