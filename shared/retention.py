@@ -79,6 +79,29 @@ def trimmed_by(service: str) -> dict[str, tuple[str, ...]]:
     return produced | {s.dead_letters: () for s in streams.consumed_by(service)}
 
 
+STALE_CONSUMER_MS = 86_400_000  # a day without a read: its process is gone
+
+
+async def forget_stale_consumers(redis: Redis, service: str, *,
+                                 idle_ms: int = STALE_CONSUMER_MS) -> int:
+    """Each process reads as a consumer of its own name (host and pid), so every restart
+    leaves one behind in each group the service reads. Those that hold nothing (their
+    pending entries were reclaimed by the living) and have not read for `idle_ms` are
+    deleted; the number deleted. One still holding entries stays until they are claimed."""
+    forgotten = 0
+    for stream in streams.consumed_by(service):
+        if not await redis.exists(stream.name):
+            continue
+        for consumer in await redis.xinfo_consumers(stream.name, service):
+            name = _name(consumer)
+            if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms:
+                # DELCONSUMER drops the entries it held (its answer: how many): none, as XINFO
+                # just said
+                await redis.xgroup_delconsumer(stream.name, service, name)
+                forgotten += 1
+    return forgotten
+
+
 async def keep_trimming(redis: Redis, service: str, *, retention_s: float, stop: asyncio.Event,
                         interval_s: float = 600.0, first_after_s: float = 30.0) -> None:
     """Trim this service's streams every `interval_s` until `stop` is set. It stops between
@@ -97,5 +120,10 @@ async def keep_trimming(redis: Redis, service: str, *, retention_s: float, stop:
                     log.info("trimmed %d entries older than retention from %s", removed, name)
             except RedisError as exc:
                 log.warning("trimming %s failed: %s", name, type(exc).__name__)
+        try:
+            if forgotten := await forget_stale_consumers(redis, service):
+                log.info("deleted %d consumers idle for a day with nothing pending", forgotten)
+        except RedisError as exc:
+            log.warning("deleting idle consumers failed: %s", type(exc).__name__)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.retention import keep_trimming
+from shared.retention import forget_stale_consumers, keep_trimming
 from tests.helpers import poll_until
 
 DAY_MS = 86_400_000
@@ -97,3 +97,26 @@ async def test_the_dead_letters_of_the_streams_a_service_reads_are_trimmed_by_ag
 
     await sweep_until(redis, "intake", trimmed, "intake's dead letters older than retention gone")
     await redis.aclose()
+
+
+@pytest.mark.parametrize("decode", [True, False])
+async def test_consumers_left_by_dead_processes_are_deleted_unless_they_hold_entries(
+        clean_redis: str, decode: bool) -> None:
+    redis = Redis.from_url(clean_redis, decode_responses=decode)
+    try:
+        stream = streams.INCIDENT_REPORTED.name
+        await redis.xgroup_create(stream, "dispatch", id="0", mkstream=True)
+        await redis.xadd(stream, {"n": "1"})
+        await redis.xadd(stream, {"n": "2"})
+        # a process that read and acknowledged, and one that died holding an entry
+        [[_, [(first, _)]]] = await redis.xreadgroup("dispatch", "vm-101", {stream: ">"}, count=1)
+        await redis.xack(stream, "dispatch", first)
+        await redis.xreadgroup("dispatch", "vm-102", {stream: ">"}, count=1)
+        await asyncio.sleep(0.01)
+        assert await forget_stale_consumers(redis, "dispatch", idle_ms=5) == 1
+        left = [c["name"] for c in await redis.xinfo_consumers(stream, "dispatch")]
+        assert left in (["vm-102"], [b"vm-102"])
+        assert (await redis.xpending(stream, "dispatch"))["pending"] == 1  # still claimable
+        assert await forget_stale_consumers(redis, "dispatch") == 0  # a day: none so idle
+    finally:
+        await redis.aclose()
