@@ -9,6 +9,8 @@ from uuid import uuid4
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Priority = Literal["P1", "P2", "P3", "P4"]
+# A district's name, wherever one is given (events, the districts a key or desk covers)
+DistrictName = Annotated[str, Field(min_length=1, max_length=64)]
 AgencyKind = Literal["police", "security", "volunteer"]
 AgencyRole = Literal["station", "patrol"]
 Mode = Literal["foot", "bike", "ebike", "car", "drone"]

@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
-from shared.events import MAX_EVIDENCE, Evidence, Priority, new_id
+from shared.events import MAX_EVIDENCE, DistrictName, Evidence, Priority, new_id
 from shared.http import (
     ApiError,
     Principal,
@@ -107,7 +107,7 @@ class DutyIn(BaseModel):
 class DispatcherIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str = Field(min_length=1, max_length=100)
-    districts: list[str] = Field(min_length=1, max_length=64)
+    districts: list[DistrictName] = Field(min_length=1, max_length=64)
     role: Literal["dispatcher", "inspector"] = Field(
         default="dispatcher", description="inspector: reads the board, incidents, units, KPIs "
         "and the heat map of the districts, and changes nothing")

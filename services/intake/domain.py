@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from shared.events import Caller, Location, Priority, utcnow
+from shared.events import Caller, DistrictName, Location, Priority, utcnow
 from shared.policy import Policy
 
 # A report's own time: a system's clock a little ahead is tolerated; a report older than
@@ -60,7 +60,7 @@ class SystemIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=100)
-    districts: list[str] = Field(min_length=1, max_length=64)
+    districts: list[DistrictName] = Field(min_length=1, max_length=64)
 
 
 def unknown_category_message(policy: Policy) -> str:

@@ -143,3 +143,10 @@ async def test_an_inspector_reads_every_case_of_their_districts_and_changes_noth
     r = await console.get("/v1/dispatchers", headers=ADMIN)
     assert {d["name"]: d["role"] for d in r.json()["dispatchers"]} == {
         "Inspector Sun": "inspector", "Zhao": "dispatcher"}
+
+
+async def test_a_desk_covers_districts_named_as_everywhere_else(console: httpx.AsyncClient) -> None:
+    for bad in ("", "d" * 65):
+        r = await console.post("/v1/dispatchers", headers=ADMIN,
+                               json={"name": "Zhao", "districts": [bad]})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "districts.0", r.text

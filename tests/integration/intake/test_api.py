@@ -135,6 +135,9 @@ async def test_error_order_401_before_400_before_403(intake) -> None:
 async def test_systems_validation_names_the_field(intake) -> None:
     r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "x", "districts": []})
     assert r.status_code == 422 and r.json()["error"]["field"] == "districts"
+    for bad in ("", "d" * 65):  # a district as long as everywhere else: 1-64
+        r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "x", "districts": [bad]})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "districts.0"
     r = await intake.post("/v1/systems", headers=ADMIN, json={"districts": ["d1"]})
     assert r.status_code == 422 and r.json()["error"]["field"] == "name"
 
