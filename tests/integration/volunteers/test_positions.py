@@ -68,6 +68,7 @@ async def test_invalid_fixes_are_refused_naming_the_field(volunteers: Volunteers
     future = (utcnow() + timedelta(minutes=5)).isoformat()
     assert await field_of({"lat": 22.0, "lon": 108.0, "at": future}) == "at"
     assert await field_of({"lat": 22.0, "lon": 108.0, "at": "2026-11-23T08:00:00"}) == "at"
+    assert await field_of({"lat": 22.0, "lon": 108.0, "at": 0}) == "at"  # not Unix time
     slightly_ahead = (utcnow() + timedelta(seconds=10)).isoformat()
     ok = await client.put("/v1/me/position", headers=device,
                           json={"lat": 22.0, "lon": 108.0, "at": slightly_ahead})
