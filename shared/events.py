@@ -6,11 +6,22 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import uuid4
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 Priority = Literal["P1", "P2", "P3", "P4"]
 # A district's name, wherever one is given (events, the districts a key or desk covers)
 DistrictName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _iso_text(value: object) -> object:
+    # pydantic would take a number for Unix time: 0 or -1 passed as 1970
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 time with its offset, as text")
+    return value
+
+
+# A time a caller sends over HTTP (JSON): ISO 8601 text with its offset, never a number.
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 AgencyKind = Literal["police", "security", "volunteer"]
 AgencyRole = Literal["station", "patrol"]
 Mode = Literal["foot", "bike", "ebike", "car", "drone"]

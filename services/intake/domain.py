@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.events import Caller, DistrictName, Location, Priority, utcnow
+from shared.events import Caller, DistrictName, IsoTime, Location, Priority, utcnow
 from shared.policy import Policy
 
 # A report's own time: a system's clock a little ahead is tolerated; a report older than
@@ -33,17 +33,9 @@ class IncidentIn(BaseModel):
     description: str | None = Field(default=None, max_length=2000)
     caller: Caller | None = None
     flags: list[str] = Field(default_factory=list, max_length=16)
-    reported_at: AwareDatetime | None = Field(
+    reported_at: IsoTime | None = Field(
         default=None, description="when it was reported (ISO 8601 with its offset; now if "
         "absent): at most 5 minutes ahead of intake's clock and at most 7 days ago")
-
-    @field_validator("reported_at", mode="before")
-    @classmethod
-    def _as_text(cls, value: object) -> object:
-        # pydantic would take a number for Unix time: 0 or -1 became 1970 and passed
-        if value is not None and not isinstance(value, str):
-            raise ValueError("must be an ISO 8601 time with its offset, as text")
-        return value
 
     @field_validator("reported_at")
     @classmethod

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events import IsoTime
 
 
 class PositionIn(BaseModel):
@@ -13,15 +15,7 @@ class PositionIn(BaseModel):
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="WGS-84 latitude")
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
-    at: AwareDatetime | None = Field(default=None, description="when the fix was taken")
-
-    @field_validator("at", mode="before")
-    @classmethod
-    def _as_text(cls, value: object) -> object:
-        # pydantic would take a number for Unix time: `"at": 0` was a fix of 1970
-        if value is not None and not isinstance(value, str):
-            raise ValueError("must be an ISO 8601 time with its offset, as text")
-        return value
+    at: IsoTime | None = Field(default=None, description="when the fix was taken")
 
 
 def fix_time(fix: PositionIn, *, now: datetime, max_future_s: float) -> datetime:

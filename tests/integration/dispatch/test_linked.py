@@ -66,16 +66,22 @@ async def test_a_duplicate_of_an_open_incident_is_linked_and_gets_no_order(
     assert status(dispatch, linked) == "linked"
 
 
+async def duplicate_of_a_resolved_incident(url: str, broker: RedisBroker) -> tuple[str, str]:
+    """An incident resolved by its team, a second team free, then a report linked to the
+    first: (the first, the report)."""
+    await team(broker, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
+    parent = await report(broker, "noise", priority="P4")
+    await resolve(url, broker, parent)
+    await team(broker, "t2", kind="security", lat=22.8175, lon=108.3665)
+    return parent, await duplicate_of(broker, parent)
+
+
 async def test_a_duplicate_of_an_incident_that_had_ended_is_dispatched_as_its_own(
         dispatch: str, publisher: RedisBroker) -> None:
     # Intake linked it on its view, which had not yet seen the first incident resolved:
     # the report is of something still going on, and gets a team.
-    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(dispatch, 1)
-    parent = await report(publisher, "noise", priority="P4")
-    await resolve(dispatch, publisher, parent)
-    await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
-    linked = await duplicate_of(publisher, parent)
+    parent, linked = await duplicate_of_a_resolved_incident(dispatch, publisher)
     orders = await poll_until(lambda: orders_for(dispatch, linked), "an order of its own")
     assert len(orders) == 1
     seen = updates(dispatch, linked)
@@ -90,11 +96,6 @@ async def test_a_link_whose_judgement_failed_is_judged_when_the_report_comes_aga
     # The report's incident was created, then the step stopped before judging the link:
     # the redelivered report judges it (before, it stayed "linked" with no order, for good).
     failed = fail_once(monkeypatch, Dispatcher, "_record_link")
-    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(dispatch, 1)
-    parent = await report(publisher, "noise", priority="P4")
-    await resolve(dispatch, publisher, parent)
-    await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
-    linked = await duplicate_of(publisher, parent)
+    _, linked = await duplicate_of_a_resolved_incident(dispatch, publisher)
     await poll_until(lambda: orders_for(dispatch, linked), "an order once redelivered", 15)
     assert failed == ["failed"]

@@ -15,10 +15,10 @@ from faststream.redis import RedisBroker
 from services.dispatch import records, store
 from services.dispatch.locks import IncidentLocks
 from shared import streams
-from shared.events import Caller, IncidentReported, OrderResponded, new_id, utcnow
-from tests.helpers import poll_until
+from shared.events import Caller, IncidentReported, new_id, utcnow
 
-from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
+from .test_engine import DISTRICT, SCENE, team, wait_for_units
+from .test_linked import resolve
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -30,7 +30,18 @@ async def redis(clean_redis: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def resolved_incident(url: str, broker: RedisBroker, client: aioredis.Redis) -> str:
+@pytest.fixture
+async def locks(redis: aioredis.Redis) -> AsyncIterator[IncidentLocks]:
+    held = IncidentLocks(redis)
+    yield held
+    await held.close()
+
+
+async def resolved_incident(url: str, broker: RedisBroker) -> str:
+    """An incident with the caller's details, its address and a description, resolved by
+    the one team on shift."""
+    await team(broker, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
     incident_id = new_id("inc")
     await broker.publish(IncidentReported(
         district=DISTRICT, incident_id=incident_id, system_id="110", external_ref="A-1",
@@ -38,92 +49,68 @@ async def resolved_incident(url: str, broker: RedisBroker, client: aioredis.Redi
             "address": "12 Minzu Avenue, flat 3"}), reported_at=utcnow(),
         description="neighbour playing music", caller=Caller(phone="13800000000", name="Li")),
         stream=streams.INCIDENT_REPORTED.name)
-    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the order")
-    for response in ("acknowledged", "resolved"):
-        await broker.publish(OrderResponded(
-            district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
-            team_id=order.team_id, member_id="m1", response=response),
-            stream=streams.ORDER_RESPONDED.name)
-
-    async def resolved() -> bool:
-        return await client.hget(store.incident_key(incident_id), "status") == "resolved"
-
-    await poll_until(resolved, "the incident resolved")
+    await resolve(url, broker, incident_id)
     return incident_id
 
 
 async def test_an_ended_incident_keeps_its_figures_then_goes(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
-        redis: aioredis.Redis) -> None:
-    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(clean_redis, 1)
-    incident_id = await resolved_incident(clean_redis, publisher, redis)
+        redis: aioredis.Redis, locks: IncidentLocks) -> None:
+    incident_id = await resolved_incident(clean_redis, publisher)
     [order_id] = await redis.lrange(store.orders_key(incident_id), 0, -1)
-    locks = IncidentLocks(redis)
-    try:
-        # not yet RECORDS_DAYS since it ended: nothing changes
-        assert await records.archive_ended(redis, locks, ended_before=time.time() - 86400) == 0
-        assert await redis.exists(store.timeline_key(incident_id))
+    # not yet RECORDS_DAYS since it ended: nothing changes
+    assert await records.archive_ended(redis, locks, ended_before=time.time() - 86400) == 0
+    assert await redis.exists(store.timeline_key(incident_id))
 
-        assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
-        inc = await redis.hgetall(store.incident_key(incident_id))
-        assert inc["archived_at"] and inc["status"] == "resolved" and inc["resolved_at"]
-        assert not {"caller", "description", "address"} & set(inc)  # the caller's data gone
-        assert "13800000000" not in str(inc) and "Minzu" not in str(inc)
-        assert not await redis.exists(store.timeline_key(incident_id), store.orders_key(incident_id),
-                                      store.offered_key(incident_id), store.order_key(order_id))
-        assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 0
+    assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
+    inc = await redis.hgetall(store.incident_key(incident_id))
+    assert inc["archived_at"] and inc["status"] == "resolved" and inc["resolved_at"]
+    assert not {"caller", "description", "address"} & set(inc)  # the caller's data gone
+    assert "13800000000" not in str(inc) and "Minzu" not in str(inc)
+    assert not await redis.exists(store.timeline_key(incident_id), store.orders_key(incident_id),
+                                  store.offered_key(incident_id), store.order_key(order_id))
+    assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 0
 
-        r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
-        assert r.status_code == 200, r.text
-        assert r.json()["archived_at"] and r.json()["timeline"] == [] and r.json()["orders"] == []
-        r = await console.get("/v1/kpis", headers=ADMIN, params={"district": DISTRICT})
-        kpis = r.json()
-        assert (kpis["incidents"], kpis["resolved_on_site"]) == (1, 1)
-        assert kpis["time_to_acknowledge_s"]["count"] == 1
-        assert (await console.get("/v1/heatmap", headers=ADMIN,
-                                  params={"district": DISTRICT})).json()["incidents"] == 1
+    r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["archived_at"] and r.json()["timeline"] == [] and r.json()["orders"] == []
+    r = await console.get("/v1/kpis", headers=ADMIN, params={"district": DISTRICT})
+    kpis = r.json()
+    assert (kpis["incidents"], kpis["resolved_on_site"]) == (1, 1)
+    assert kpis["time_to_acknowledge_s"]["count"] == 1
+    assert (await console.get("/v1/heatmap", headers=ADMIN,
+                              params={"district": DISTRICT})).json()["incidents"] == 1
 
-        # KPI_DAYS after it was reported: gone, from the board and the counts too
-        counts = await redis.hgetall(store.STATUS_COUNTS)
-        assert await records.forget_archived(redis, locks, reported_before=time.time() + 1) == 1
-        assert not await redis.exists(store.incident_key(incident_id))
-        assert await redis.zscore(store.ALL_INCIDENTS, incident_id) is None
-        assert not await redis.exists(store.ref_key(DISTRICT, "A-1"))
-        after = await redis.hgetall(store.STATUS_COUNTS)
-        assert int(after["resolved"]) == int(counts["resolved"]) - 1
-        r = await console.get("/v1/incidents", headers=ADMIN, params={"district": DISTRICT})
-        assert r.json()["incidents"] == []
-        assert (await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).status_code == 404
-    finally:
-        await locks.close()
+    # KPI_DAYS after it was reported: gone, from the board and the counts too
+    counts = await redis.hgetall(store.STATUS_COUNTS)
+    assert await records.forget_archived(redis, locks, reported_before=time.time() + 1) == 1
+    assert not await redis.exists(store.incident_key(incident_id))
+    assert await redis.zscore(store.ALL_INCIDENTS, incident_id) is None
+    assert not await redis.exists(store.ref_key(DISTRICT, "A-1"))
+    after = await redis.hgetall(store.STATUS_COUNTS)
+    assert int(after["resolved"]) == int(counts["resolved"]) - 1
+    r = await console.get("/v1/incidents", headers=ADMIN, params={"district": DISTRICT})
+    assert r.json()["incidents"] == []
+    assert (await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).status_code == 404
 
 
 async def test_an_incident_still_in_hand_is_neither_archived_nor_forgotten(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
-        redis: aioredis.Redis) -> None:
-    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(clean_redis, 1)
-    incident_id = await resolved_incident(clean_redis, publisher, redis)
+        redis: aioredis.Redis, locks: IncidentLocks) -> None:
+    incident_id = await resolved_incident(clean_redis, publisher)
     await store.schedule(redis, f"followup:{incident_id}", utcnow())  # a revisit still due
-    locks = IncidentLocks(redis)
-    try:
-        assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 0
-        assert await redis.exists(store.timeline_key(incident_id))
-        assert await redis.zscore(store.ENDED, incident_id) is not None  # looked at later
-        # not archived: its figures are not forgotten either, however old
-        assert await records.forget_archived(redis, locks, reported_before=time.time() + 1) == 0
-        assert await redis.exists(store.incident_key(incident_id))
-    finally:
-        await locks.close()
+    assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 0
+    assert await redis.exists(store.timeline_key(incident_id))
+    assert await redis.zscore(store.ENDED, incident_id) is not None  # looked at later
+    # not archived: its figures are not forgotten either, however old
+    assert await records.forget_archived(redis, locks, reported_before=time.time() + 1) == 0
+    assert await redis.exists(store.incident_key(incident_id))
 
 
 async def test_incidents_ended_before_the_index_was_kept_are_indexed_once(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
         redis: aioredis.Redis) -> None:
-    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(clean_redis, 1)
-    incident_id = await resolved_incident(clean_redis, publisher, redis)
+    incident_id = await resolved_incident(clean_redis, publisher)
     await redis.delete(store.ENDED)  # as an earlier version left it
     assert await records.index_ended_before(redis) == 1
     assert await redis.zscore(store.ENDED, incident_id) is not None

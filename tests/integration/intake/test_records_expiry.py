@@ -50,34 +50,40 @@ async def read_all(svc: Service) -> None:
         await poll_until(lambda s=stream: svc.drained(s), f"{stream} read")
 
 
+async def an_assigned_incident(svc: Service) -> str:
+    """An incident reported as ref-1 and assigned, as intake's view has it."""
+    key = await system_key(svc)
+    incident_id = str((await report(svc, key, "ref-1"))["incident_id"])
+    await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 1, status="assigned"))
+    await read_all(svc)
+    return incident_id
+
+
+async def expire_in_two_days(svc: Service, incident_id: str) -> None:
+    left = await ttls(svc, incident_id, "ref-1")
+    assert all(ttl in about(2 * DAY_S) for ttl in left.values()), left
+
+
 async def test_an_incident_is_kept_while_open_and_expires_records_days_after_it_ended(
         clean_redis: str) -> None:
     async with running("intake", clean_redis, records_days=2) as svc:
-        key = await system_key(svc)
-        incident_id = (await report(svc, key, "ref-1"))["incident_id"]
-        await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 1, status="assigned"))
-        await read_all(svc)
+        incident_id = await an_assigned_incident(svc)
         kept = await ttls(svc, incident_id, "ref-1")
         assert (kept["incident"], kept["timeline"], kept["ref"]) == (-1, -1, -1)
 
         await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 2, status="resolved"))
         await read_all(svc)
-        assert all(ttl in about(2 * DAY_S) for ttl in (await ttls(svc, incident_id, "ref-1"))
-                   .values()), await ttls(svc, incident_id, "ref-1")
+        await expire_in_two_days(svc, incident_id)
 
 
 async def test_the_closing_read_before_the_last_update_starts_the_clock_too(
         clean_redis: str) -> None:
     async with running("intake", clean_redis, records_days=2) as svc:
-        key = await system_key(svc)
-        incident_id = (await report(svc, key, "ref-1"))["incident_id"]
-        await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 1, status="assigned"))
-        await read_all(svc)
+        incident_id = await an_assigned_incident(svc)
         await svc.publish(streams.INCIDENT_CLOSED, IncidentClosed(
             district=DISTRICT, incident_id=incident_id, final_status="closed"))
         await read_all(svc)
-        assert all(ttl in about(2 * DAY_S) for ttl in (await ttls(svc, incident_id, "ref-1"))
-                   .values()), await ttls(svc, incident_id, "ref-1")
+        await expire_in_two_days(svc, incident_id)
 
 
 async def test_a_linked_report_expires_unless_dispatch_sends_it_out(clean_redis: str) -> None:

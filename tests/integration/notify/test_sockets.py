@@ -216,6 +216,19 @@ async def test_a_socket_opened_while_redis_is_away_is_told_to_try_again(
         assert await phone.next_of("pong") == {"type": "pong"}
 
 
+async def leaves_the_team(volunteers: Volunteers, broker: RedisBroker, member: Any,
+                          reason: str) -> None:
+    """The member's device is revoked, or moved to team t2, as volunteers says it."""
+    if reason == "revoked":
+        volunteers.revoke(member)
+    else:
+        volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
+    await broker.publish(DeviceRevoked(
+        district="d1", device_id=member.device_id, member_id=member.member_id,
+        team_id="t2" if reason == "team_changed" else "t1", reason=reason),  # type: ignore[arg-type]
+        stream=streams.DEVICE_REVOKED.name)
+
+
 @pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409)])
 async def test_a_revocation_handled_while_the_socket_connects_still_closes_it(
         notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
@@ -227,14 +240,7 @@ async def test_a_revocation_handled_while_the_socket_connects_still_closes_it(
 
     async def touch_while_revoked(redis: Any, **kw: Any) -> None:
         await touch(redis, **kw)
-        if reason == "revoked":
-            volunteers.revoke(member)
-        else:
-            volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
-        await broker.publish(DeviceRevoked(
-            district="d1", device_id=member.device_id, member_id=member.member_id,
-            team_id="t2" if reason == "team_changed" else "t1", reason=reason),  # type: ignore[arg-type]
-            stream=streams.DEVICE_REVOKED.name)
+        await leaves_the_team(volunteers, broker, member, reason)
         await asyncio.sleep(1.0)  # notify handles it, and its control message, meanwhile
 
     monkeypatch.setattr(store, "touch_device", touch_while_revoked)
@@ -269,14 +275,7 @@ async def test_a_revocation_told_while_the_fanout_listener_was_away_still_closes
     monkeypatch.setattr(Hub, "publish_revoked", cut_then_publish)
     try:
         async with device(notify, member) as phone:
-            if reason == "revoked":
-                volunteers.revoke(member)
-            else:
-                volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
-            await broker.publish(DeviceRevoked(
-                district="d1", device_id=member.device_id, member_id=member.member_id,
-                team_id="t2" if reason == "team_changed" else "t1", reason=reason),  # type: ignore[arg-type]
-                stream=streams.DEVICE_REVOKED.name)
+            await leaves_the_team(volunteers, broker, member, reason)
             with pytest.raises(ConnectionClosed) as closed:
                 await phone.next_of("never", timeout=5)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == code

@@ -332,15 +332,19 @@ async def test_a_member_moved_by_an_import_is_off_the_old_shift_even_if_nothing_
 
     next(m for m in moved["members"] if m["id"] == "m-wang")["team_id"] = "t-vol2"
     result = await volunteers.import_district(moved)  # the last member on shift moves
-    state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
-    assert (state["status"], state["on_shift"], state["shift_member_ids"]) == (
-        "off_duty", False, [])
-    last = [e for e in await volunteers.events("unit.status", UnitStatus)
-            if e.unit_id == "t-vol"][-1]
-    assert (last.status, last.on_shift) == ("off_duty", False)
+    await off_duty_and_dispatch_told(volunteers, "t-vol")
     assert result["unit_status_published"] == 1  # that one
     assert (await volunteers.client.get("/v1/teams/t-vol2", headers=ADMIN)).json()[
         "state"]["shift_member_ids"] == []  # they check in to their new team themselves
+
+
+async def off_duty_and_dispatch_told(volunteers: Volunteers, team_id: str) -> None:
+    state = (await volunteers.client.get(f"/v1/teams/{team_id}", headers=ADMIN)).json()["state"]
+    assert (state["status"], state["on_shift"], state["shift_member_ids"]) == (
+        "off_duty", False, [])
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == team_id][-1]
+    assert (last.status, last.on_shift) == ("off_duty", False)
 
 
 async def test_a_removed_member_is_off_the_shift_even_if_nothing_runs_after_the_removal(
@@ -357,12 +361,7 @@ async def test_a_removed_member_is_off_the_shift_even_if_nothing_runs_after_the_
     monkeypatch.setattr(teams, "transition", redis_gone)
     assert (await volunteers.client.delete("/v1/members/m-chen", headers=ADMIN)).status_code \
         == 204
-    state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
-    assert (state["status"], state["on_shift"], state["shift_member_ids"]) == (
-        "off_duty", False, [])
-    last = [e for e in await volunteers.events("unit.status", UnitStatus)
-            if e.unit_id == "t-vol"][-1]
-    assert (last.status, last.on_shift) == ("off_duty", False)
+    await off_duty_and_dispatch_told(volunteers, "t-vol")
     # paid in the removal's write: the ledger has the entry (the balance went with Chen)
     [paid] = [k async for k in volunteers.redis.scan_iter(match="roster:ledger:patrol:*:m-chen")]
     assert json.loads(await volunteers.redis.get(paid))["points"] == 5
