@@ -13,7 +13,16 @@ from shared import streams
 from shared.events import DeviceRevoked
 
 from ..domain.points import LedgerEntry, award_patrol
-from ..domain.roster import ENTITIES, ImportPlan, RosterDoc, check_references, plan_import, referenced_ids
+from ..domain.roster import (
+    ENTITIES,
+    ROLES_BY_KIND,
+    ImportPlan,
+    RosterDoc,
+    RowError,
+    check_references,
+    plan_import,
+    referenced_ids,
+)
 from ..domain.status import Refused, TeamState, leave_shift
 from . import keys
 from .points import queue_entries
@@ -45,6 +54,43 @@ def _leave(
     return state, ledger
 
 
+async def _check_members_left_behind(redis: Redis, pipe: Pipeline, doc: RosterDoc,
+                                     stored: dict[str, dict[str, dict[str, str]]]) -> None:
+    """A team the document moves to another agency, or an agency whose kind it changes,
+    must not leave stored members behind that the document does not name: they would keep
+    the old agency, or a role the new kind does not have (a guard in a volunteer patrol).
+    InvalidRoster naming the team's agency or the agency's kind, and the members to move."""
+    named = {m.id for m in doc.members}
+    moved = [(team, loc) for team, loc in zip(doc.teams, doc.locs["teams"], strict=True)
+             if (old := stored["teams"].get(team.id)) and old.get("agency_id") != team.agency_id]
+    rekinded = [(agency, loc) for agency, loc in zip(doc.agencies, doc.locs["agencies"],
+                                                     strict=True)
+                if (old := stored["agencies"].get(agency.id)) and old.get("kind") != agency.kind]
+    if not moved and not rekinded:
+        return
+    errors: list[RowError] = []
+    for team, loc in moved:
+        await pipe.watch(keys.team_members(team.id))
+        left = sorted(set(await redis.smembers(keys.team_members(team.id))) - named)
+        if left:
+            errors.append(loc.error("teams", "agency_id", "the team's members "
+                                    f"{', '.join(left[:10])} would stay with its old agency: "
+                                    "move them in the same import"))
+    for agency, loc in rekinded:
+        teams = sorted(await redis.smembers(keys.agency_teams(agency.id)))
+        await pipe.watch(*(keys.team_members(t) for t in teams))
+        member_ids = sorted({m for t in teams for m in await redis.smembers(keys.team_members(t))}
+                            - named)
+        roles = await _read_many(redis, [keys.member(m) for m in member_ids])
+        wrong = [m for m, record in zip(member_ids, roles, strict=True)
+                 if record.get("role") not in ROLES_BY_KIND[agency.kind]]
+        if wrong:
+            errors.append(loc.error("agencies", "kind", f"members {', '.join(wrong[:10])} have "
+                                    f"roles a {agency.kind} agency does not have: give them "
+                                    "their new roles in the same import"))
+    doc.raise_errors(errors)
+
+
 async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
     async with redis.pipeline(transaction=False) as pipe:
         for key in wanted:
@@ -72,6 +118,7 @@ async def import_roster(
             if record:
                 stored[entity][entity_id] = record
         check_references(doc, stored)
+        await _check_members_left_behind(redis, pipe, doc, stored)
         plan = plan_import(doc, stored)
 
         new = {e: dict(stored[e]) for e in ENTITIES}

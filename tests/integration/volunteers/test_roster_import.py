@@ -365,3 +365,33 @@ async def test_a_removed_member_is_off_the_shift_even_if_nothing_runs_after_the_
     # paid in the removal's write: the ledger has the entry (the balance went with Chen)
     [paid] = [k async for k in volunteers.redis.scan_iter(match="roster:ledger:patrol:*:m-chen")]
     assert json.loads(await volunteers.redis.get(paid))["points"] == 5
+
+
+async def test_a_team_or_agency_changed_without_its_members_is_refused(
+    volunteers: Volunteers,
+) -> None:
+    # Stored members the document does not name would keep the team's old agency, or a role
+    # the agency's new kind does not have (a guard in a volunteer patrol).
+    await volunteers.import_district()
+    only = {"district": "d1", "agencies": [], "zones": [], "members": []}
+    guards = next(t for t in DISTRICT["teams"] if t["id"] == "t-guards")
+    moved = {**only, "teams": [{**guards, "agency_id": "v-red"}]}
+    r = await volunteers.client.post("/v1/roster/import", json=moved, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert (error["path"], error["field"]) == ("teams.0.agency_id", "agency_id")
+    assert "m-guard" in error["message"]
+
+    company = next(a for a in DISTRICT["agencies"] if a["id"] == "s-co")
+    rekinded = {**only, "teams": [], "agencies": [{**company, "kind": "volunteer"}]}
+    r = await volunteers.client.post("/v1/roster/import", json=rekinded, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert (error["path"], error["field"]) == ("agencies.0.kind", "kind")
+    assert "m-guard" in error["message"]
+
+    # with the members moved, or given their new roles, in the same document: accepted
+    guard = next(m for m in DISTRICT["members"] if m["id"] == "m-guard")
+    for doc in ({**rekinded, "members": [{**guard, "role": "volunteer"}]},
+                {**moved, "members": [{**guard, "agency_id": "v-red", "role": "volunteer"}]}):
+        await volunteers.import_district(doc)
