@@ -170,5 +170,7 @@ async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: flo
                          kpi_days)
         except (RedisError, TimeoutError) as exc:  # the next sweep tries again
             log.warning("incident records sweep failed: %s", type(exc).__name__)
+        except Exception:  # one odd record must not end the sweeps for good
+            log.exception("incident records sweep failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)

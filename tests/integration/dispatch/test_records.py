@@ -4,6 +4,7 @@ it), then nothing after KPI_DAYS. Against a real Redis, with dispatch in-process
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,7 @@ from services.dispatch import records, store
 from services.dispatch.locks import IncidentLocks
 from shared import streams
 from shared.events import Caller, IncidentReported, new_id, utcnow
+from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, SCENE, team, wait_for_units
 from .test_linked import resolve
@@ -116,3 +118,25 @@ async def test_incidents_ended_before_the_index_was_kept_are_indexed_once(
     assert await redis.zscore(store.ENDED, incident_id) is not None
     await redis.delete(store.ENDED)
     assert await records.index_ended_before(redis) == 0  # once per Redis
+
+
+async def test_a_sweep_that_fails_oddly_does_not_stop_the_next(
+        redis: aioredis.Redis, locks: IncidentLocks, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    async def archive(*_: object, **__: object) -> int:
+        calls.append("swept")
+        if len(calls) == 1:
+            raise ValueError("a record nobody foresaw")
+        return 0
+
+    monkeypatch.setattr(records, "archive_ended", archive)
+    stop = asyncio.Event()
+    sweeping = asyncio.create_task(records.keep_sweeping(
+        redis, locks, records_days=90, kpi_days=800, stop=stop, interval_s=0.01,
+        first_after_s=0))
+    try:
+        await poll_until(lambda: len(calls) >= 2, "a second sweep")
+    finally:
+        stop.set()
+        await sweeping
