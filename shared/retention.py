@@ -26,12 +26,6 @@ from shared import streams
 log = logging.getLogger(__name__)
 
 
-def _id(value: str | bytes) -> tuple[int, int]:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def _text(entry_id: tuple[int, int]) -> str:
     return f"{entry_id[0]}-{entry_id[1]}"
 
@@ -56,10 +50,10 @@ async def safe_trim_point(redis: Redis, stream: str, *, retention_s: float,
                         "declare: it does not hold back trimming (XGROUP DESTROY it if "
                         "nothing reads it)", stream, name)
             continue
-        cut = min(cut, _id(group["last-delivered-id"]))
+        cut = min(cut, streams.entry_id_order(group["last-delivered-id"]))
         summary = await redis.xpending(stream, name)
         if summary and summary.get("pending"):
-            cut = min(cut, _id(summary["min"]))
+            cut = min(cut, streams.entry_id_order(summary["min"]))
     return _text(cut)
 
 

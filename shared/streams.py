@@ -70,6 +70,13 @@ def produced_by(service: str) -> tuple[Stream, ...]:
     return tuple(s for s in ALL if s.producer == service)
 
 
+def entry_id_order(value: str | bytes) -> tuple[int, int]:
+    """A stream entry id (`<ms>-<seq>`) as numbers, to compare ids as Redis orders them."""
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def by_name(name: str) -> Stream:
     for stream in ALL:
         if stream.name == name:

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from shared.events import OrderIssued
 from shared.http import Principal
+from shared.streams import entry_id_order
 from shared.telemetry import extract_context
 
 from . import store
@@ -138,11 +139,6 @@ def amended_message(order: OrderIssued) -> str:
 
 def withdrawn_message(order_id: str) -> str:
     return json.dumps({"event": "withdrawn", "order_id": order_id})
-
-
-def _entry_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class Hub:
@@ -339,7 +335,7 @@ class Hub:
             return
         entry_id = data.get("id")  # None: from a replica that keeps no log
         if isinstance(entry_id, str):
-            if _entry_key(entry_id) > _entry_key(self._control_seen):
+            if entry_id_order(entry_id) > entry_id_order(self._control_seen):
                 self._control_seen = entry_id
             elif not replayed:
                 return  # read from the log already, when the listener resubscribed
