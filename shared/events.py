@@ -199,6 +199,9 @@ class OrderAmended(Event):
     team_id: str
     priority: Priority
     flags: tuple[str, ...] = ()
+    ack_by: AwareDatetime | None = Field(
+        default=None, description="the order's acknowledge-by, sooner when the incident "
+        "became more urgent; None: the order has none (or a dispatch before 2026-12-05 sent it)")
 
 
 class OrderEscalated(Event):

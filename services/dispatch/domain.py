@@ -17,6 +17,9 @@ from shared.policy import CategoryRule, Policy
 PRIORITY_RANK = {"P1": 0, "P2": 1, "P3": 2, "P4": 3}
 LIVE_ORDER_STATES = ("offered", "acknowledged", "en_route", "on_scene")
 DEFAULT_SPEED_KMH = 5.0  # a team whose mode the policy does not know moves on foot
+# Who may go with volunteers to a P1 (never the only responders to one), whatever the
+# category's kinds and skills.
+ESCORT_KINDS = ("police", "security")
 FINAL_ORDER_STATES = ("resolved", "handover", "declined", "withdrawn", "timed_out")
 # How far an order has got; an incident has the status of its most advanced live order.
 _ORDER_PROGRESS = {"offered": 1, "acknowledged": 2, "en_route": 3, "on_scene": 4}
@@ -67,6 +70,20 @@ class Ranked:
     home_zone: bool = False
 
 
+class Ranking(list[Ranked]):
+    """rank_candidates' answer: the teams that may answer the incident, best first; and
+    apart, in `escorts` (best first), the police and security teams that may go with
+    volunteers to a P1 as their escort, whether or not the category lists their kind or
+    they have its skills. choose_units takes a P1's escort from `escorts`."""
+
+    escorts: list[Ranked]
+
+    def __init__(self, ranked: Iterable[Ranked] = (), *,
+                 escorts: Iterable[Ranked] = ()) -> None:
+        super().__init__(ranked)
+        self.escorts = list(escorts)
+
+
 @dataclass(frozen=True, slots=True)
 class IncidentFacts:
     incident_id: str
@@ -99,11 +116,24 @@ def volunteers_barred(flags: Iterable[str], policy: Policy) -> bool:
     return any(f in policy.bar_volunteers_flags for f in flags)
 
 
-def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy: Policy,
-                now: datetime, *, need_available: bool = True) -> bool:
+def _free_and_placed(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime, *,
+                     need_available: bool = True) -> bool:
+    """Available and on shift, not excluded from the incident, with a fresh fix: what any
+    team sent needs, whatever the category."""
     if need_available and (unit.status != "available" or not unit.on_shift):
         return False
     if unit.team_id in incident.excluded:
+        return False
+    if unit.lat is None or unit.lon is None or unit.fix_at is None:
+        return False
+    return now - unit.fix_at <= timedelta(seconds=policy.fix_max_age_s)
+
+
+def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy: Policy,
+                now: datetime, *, need_available: bool = True) -> bool:
+    """Whether the team may answer the incident: free and placed, of a kind the category
+    lists, with its skills."""
+    if not _free_and_placed(unit, incident, policy, now, need_available=need_available):
         return False
     if rule.kind_rank(unit.agency_kind, unit.agency_role) is None:
         return False
@@ -113,11 +143,7 @@ def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy:
         return False  # e.g. fraud warnings: the station of the incident's zone, no other
     if unit.agency_kind == "volunteer" and volunteers_barred(incident.flags, policy):
         return False
-    if not set(rule.skills) <= set(unit.skills):
-        return False
-    if unit.lat is None or unit.lon is None or unit.fix_at is None:
-        return False
-    return now - unit.fix_at <= timedelta(seconds=policy.fix_max_age_s)
+    return set(rule.skills) <= set(unit.skills)
 
 
 def may_answer(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime) -> bool:
@@ -125,26 +151,50 @@ def may_answer(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetim
     return is_eligible(unit, policy.categories[incident.category], incident, policy, now)
 
 
+def may_escort(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime) -> bool:
+    """Whether the team could go with volunteers to the incident as a P1's escort: police
+    or security, free and placed, whatever the category's kinds, skills or station."""
+    return (incident.priority == "P1" and unit.agency_kind in ESCORT_KINDS
+            and _free_and_placed(unit, incident, policy, now))
+
+
+def escort_rank(rule: CategoryRule, agency_kind: str, agency_role: str | None) -> int:
+    """An escort's place in the category's list, or below all of it when the list has not
+    its kind (a police escort of a hazard report ranks after volunteers and security)."""
+    rank = rule.kind_rank(agency_kind, agency_role)
+    return len(rule.answer) if rank is None else rank
+
+
+def _ranked(unit: Unit, incident: IncidentFacts, policy: Policy, kind_rank: int) -> Ranked:
+    assert unit.lat is not None and unit.lon is not None
+    d = distance_m(incident.lat, incident.lon, unit.lat, unit.lon)
+    eta = travel_time_s(d, unit.mode, policy)
+    return Ranked(unit=unit, distance_m=d, eta_s=eta, kind_rank=kind_rank,
+                  score=eta + kind_rank * policy.rank_step_s,
+                  home_zone=incident.zone_id is not None
+                  and unit.home_zone_id == incident.zone_id)
+
+
+def _rank_order(r: Ranked) -> tuple[float, bool, str]:
+    return round(r.score, 3), not r.home_zone, r.unit.team_id
+
+
 def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Policy,
-                    now: datetime) -> list[Ranked]:
-    """Eligible units, best first: ETA plus 3 minutes per place below first; home zone breaks ties."""
+                    now: datetime) -> Ranking:
+    """Eligible units, best first: ETA plus 3 minutes per place below first; home zone
+    breaks ties. For a P1, also the teams that may escort volunteers to it (`escorts`),
+    ranked the same way (see escort_rank)."""
     rule = policy.categories[incident.category]
     ranked: list[Ranked] = []
+    escorts: list[Ranked] = []
     for unit in units:
-        if not is_eligible(unit, rule, incident, policy, now):
-            continue
-        assert unit.lat is not None and unit.lon is not None
-        d = distance_m(incident.lat, incident.lon, unit.lat, unit.lon)
-        eta = travel_time_s(d, unit.mode, policy)
-        kind_rank = rule.kind_rank(unit.agency_kind, unit.agency_role) or 0
-        ranked.append(
-            Ranked(unit=unit, distance_m=d, eta_s=eta, kind_rank=kind_rank,
-                   score=eta + kind_rank * policy.rank_step_s,
-                   home_zone=incident.zone_id is not None
-                   and unit.home_zone_id == incident.zone_id)
-        )
-    ranked.sort(key=lambda r: (round(r.score, 3), not r.home_zone, r.unit.team_id))
-    return ranked
+        if is_eligible(unit, rule, incident, policy, now):
+            ranked.append(_ranked(unit, incident, policy,
+                                  rule.kind_rank(unit.agency_kind, unit.agency_role) or 0))
+        if may_escort(unit, incident, policy, now):
+            escorts.append(_ranked(unit, incident, policy,
+                                   escort_rank(rule, unit.agency_kind, unit.agency_role)))
+    return Ranking(sorted(ranked, key=_rank_order), escorts=sorted(escorts, key=_rank_order))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +204,8 @@ class CandidateQuery:
     data, so Redis can prune hundreds of teams to a few without deciding anything itself.
     `keep` is how many of the best it keeps overall, per answering kind that choose_units
     looks at on its own (`grouped`: the joint response's kinds, see `joint_entries`), and of
-    police or security when choose_units may add an escort of volunteers (`escort`: a P1).
+    the teams that may escort volunteers (`escort`: a P1; any police or security team,
+    whatever the category's kinds, skills or station: see may_escort and escort_rank).
     The fewer groups, the sooner the search can stop reading farther teams."""
 
     district: str
@@ -258,7 +309,9 @@ def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Poli
     One unit: the best. Several: a joint response, the best unit of each of the first
     entries of the category's list (e.g. `police:patrol` and `security` for a dispute)
     that no live order covers yet, then the next best of any allowed kind. Volunteers are
-    never the only responders to a P1: the best police or security unit goes with them.
+    never the only responders to a P1: the best police or security unit goes with them,
+    taken from `ranked.escorts` (rank_candidates': whether or not the category lists its
+    kind or it has the category's skills), or, in a plain list, from the ranked teams.
     """
     rule = policy.categories[incident.category]
     chosen: list[Ranked] = []
@@ -283,8 +336,9 @@ def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Poli
         chosen = chosen[:missing]
     kinds_sent = [_sent(a)[0] for a in already] + [r.unit.agency_kind for r in chosen]
     if incident.priority == "P1" and kinds_sent and all(k == "volunteer" for k in kinds_sent):
-        escort = next((r for r in ranked if r.unit.agency_kind != "volunteer"
-                       and r not in chosen), None)
+        escorts = (ranked.escorts if isinstance(ranked, Ranking)
+                   else [r for r in ranked if r.unit.agency_kind in ESCORT_KINDS])
+        escort = next((r for r in escorts if r not in chosen), None)
         if escort is not None:
             chosen.append(escort)
     return chosen

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,6 +78,10 @@ CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
 # A hand-over whose station has no team on shift is tried again this often.
 HANDOVER_RETRY = timedelta(minutes=15)
+FOLLOWUP_RETRY = timedelta(hours=1)  # a visit no team of the station could be given
+# A backup nobody was free for: looked for again this often while the team that asked is
+# on the incident (the board flags the incident meanwhile).
+REINFORCE_RETRY = timedelta(seconds=20)
 # An incident reported while its district's zones could not be loaded (volunteers away)
 # looks its zone up again this often (at least a timer's lease apart), for ZONE_WAIT at
 # most: a category sent to its zone's own station waits for it that long, then goes to any
@@ -384,20 +388,36 @@ class Dispatcher:
         other incident's lock, so its end and this judgement come in one order."""
         parent = event.linked_to
         assert parent is not None
+        off: list[dict[str, str]] = []
         async with self._locked(parent):
-            other = await store.get_incident(self.redis, parent)
+            state = await store.incident_state(self.redis, parent)
+            other = state.incident
             if other is not None and other.get("status") in ENDED:
                 await self._emit(event.incident_id, TimelineEntry(
                     kind="note", detail=f"reported as a duplicate of {parent}, which had "
                     f"ended ({other['status']}): dispatched as an incident of its own"),
                     status="dispatching")
                 return False
+            if other is not None and other["status"] not in TERMINAL:
+                # What this report knows that the open incident did not (a second caller:
+                # "he has a knife"): its flags and a more urgent priority, as the command
+                # room's revision would bring them, before the link is recorded (a step
+                # made again after a failure does the revision again, which writes nothing
+                # twice).
+                flags = set(json.loads(other.get("flags") or "[]"))
+                added = tuple(f for f in normalise_flags(event.flags) if f not in flags)
+                sooner = event.priority if event.priority < other["priority"] else None
+                if added or sooner:
+                    off = await self._revised(state, priority=sooner, add_flags=added,
+                                              note=None, by=f"a linked report ({event.incident_id})")
             await self._emit(event.incident_id, TimelineEntry(
                 kind="linked", detail=f"duplicate report of {parent}"), status="linked")
             if other is not None:
                 await self._emit(parent, TimelineEntry(
                     kind="note", detail=f"another report linked: {event.incident_id}"))
-            return True
+        for order in off:
+            await self.retry_waiting(event.district, freed=order["team_id"])
+        return True
 
     async def _fill(self, incident_id: str, state: store.IncidentState | None = None, *,
                     held: locks.Held | None = None,
@@ -529,15 +549,18 @@ class Dispatcher:
     async def _offer(self, inc: dict[str, str], unit: domain.Unit, *, kind: str,
                      eta_s: float | None = None, instructions: str | None = None,
                      filing_due: datetime | None = None, require_available: bool = True,
-                     request: str = "") -> dict[str, str] | None:
+                     request: str = "", marks: dict[str, str] | None = None
+                     ) -> dict[str, str] | None:
         """Write a new order and claim its team in one step; None if the claim was lost.
         The order still has to be announced (published): see _announce. `request`: the
-        event that asked for it, kept on the order."""
+        event that asked for it, kept on the order; `marks`: other fields kept on it (a
+        backup's `for_order`, the order of the team it backs up; a follow-up's `visit`)."""
         order, deadline, entry = self._new_order(inc, unit, kind=kind, eta_s=eta_s,
                                                  instructions=instructions,
                                                  filing_due=filing_due)
         if request:
             order["request"] = request
+        order.update(marks or {})
         return await self._write_order(inc, order, deadline, entry,
                                        require_available=require_available)
 
@@ -827,9 +850,15 @@ class Dispatcher:
         # Before the transaction, for the reason above.
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order["order_id"])
         if new_state == "declined":
+            station_kind = order.get("kind") in ("handover", "followup")
             if not again:  # made again: the refusal is written, the offer to another is not
-                await self._emit(incident_id, entry, state=state, also=move)
+                await self._emit(incident_id, entry, state=state, also=self._station_declining(
+                    inc, order, move) if station_kind else move)
             await self._fill(incident_id, state)
+            if order.get("kind") == "reinforcement":
+                await self._backup_again(state, order)
+            elif station_kind:
+                await self._station_declined(state, order)
             return await self._end(end)
         for other in others:
             await self._withdraw(inc, other, reason="closed")
@@ -913,7 +942,7 @@ class Dispatcher:
 
         if not again:
             await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
-        station = await self._station_of(inc)
+        station, known = await self._station_known(inc)
         handover_order = await self._station_order(state, station, by=order, note=entry.note)
         if handover_order is None and inc.get("handover_unstaffed") != "1":
             # Flagged for the command room, with one note, in one write: made again after a
@@ -926,15 +955,21 @@ class Dispatcher:
             async def flagged(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, incident_id, {"handover_unstaffed": "1",
                                                                 "misses": misses})
-                if station:
+                if station or not known:
                     store.queue_schedule(pipe, f"handover:{incident_id}",
-                                         now + HANDOVER_RETRY)
+                                         now + (HANDOVER_RETRY if known else ZONE_RETRY))
 
-            tried = (f"; tried again every {HANDOVER_RETRY.seconds // 60} min until one is"
-                     if station else " (no station owns the place)")
-            await self._emit(incident_id, TimelineEntry(
-                kind="note", detail=f"no on-shift team of the owning police station found{tried}"),
-                state=now_state, also=flagged)
+            if not known:  # the zones could not be loaded: the station is not known *yet*
+                detail = ("the owning police station is not known yet (the district's zones "
+                          "could not be loaded): the hand-over goes to it once they are")
+            elif station:
+                detail = ("no on-shift team of the owning police station found; tried again "
+                          f"every {HANDOVER_RETRY.seconds // 60} min until one is")
+            else:
+                detail = ("no on-shift team of the owning police station found (no station "
+                          "owns the place)")
+            await self._emit(incident_id, TimelineEntry(kind="note", detail=detail),
+                             state=now_state, also=flagged)
         if handover_order is not None:
             await self._record_station_order(inc, handover_order, station)
         await self._publish(streams.INCIDENT_HANDED_OVER, IncidentHandedOver(
@@ -942,17 +977,22 @@ class Dispatcher:
             incident_id=incident_id, station_agency_id=station or "unknown",
             order_id=handover_order["order_id"] if handover_order else None))
         days = self.policy.followup_days.get(inc["category"])
-        if days and station:
+        if days and (station or not known):
             await store.schedule(self.redis, f"followup:{incident_id}",
                                  now + timedelta(days=days))
 
     async def _station_of(self, inc: dict[str, str]) -> str:
         """The police station that owns the incident's place: as reported, else its zone's."""
+        return (await self._station_known(inc))[0]
+
+    async def _station_known(self, inc: dict[str, str]) -> tuple[str, bool]:
+        """_station_of, and whether that is known: False when the district's zones could
+        not be loaded (no station found, but the place may well have one)."""
         station = inc.get("station_agency_id") or ""
-        if not station:
-            zone, _ = await self._place(inc["district"], float(inc["lat"]), float(inc["lon"]))
-            station = zone.owner_agency_id if zone else ""
-        return station
+        if station:
+            return station, True
+        zone, known = await self._place(inc["district"], float(inc["lat"]), float(inc["lon"]))
+        return (zone.owner_agency_id if zone else ""), known
 
     # --- a place whose zone was not known -----------------------------------------------
 
@@ -1051,19 +1091,22 @@ class Dispatcher:
         inc.update(fields)
 
     async def _station_order(self, state: store.IncidentState, station: str, *,
-                             by: dict[str, str], note: str | None) -> dict[str, str] | None:
-        """The station's hand-over order: the one an earlier attempt made (announced, should
-        it not have been: the station gets no second), else a new one to the station's
-        nearest team on shift, with what the handing-over team (`by`) said; None when the
-        station has no team on shift (or none is known)."""
+                             by: dict[str, str], note: str | None,
+                             excluded: Collection[str] = ()) -> dict[str, str] | None:
+        """The station's hand-over order: the live one an earlier attempt made (announced,
+        should it not have been: the station gets no second), else a new one to the
+        station's nearest team on shift but `excluded`, with what the handing-over team
+        (`by`) said; None when the station has no such team (or none is known)."""
         inc = state.incident
         assert inc is not None
-        order = next((o for o in state.orders if o.get("kind") == "handover"), None)
+        order = next((o for o in state.orders if o.get("kind") == "handover"
+                      and o["state"] in domain.LIVE_ORDER_STATES), None)
         if order is not None:
             if order.get("published") != "1":
                 await self._announce(inc, order)
             return order
-        team = await self._station_team(inc, station) if station else None
+        team = (await self._station_team(inc, station, excluded=excluded)
+                if station else None)
         if team is None:
             return None
         filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
@@ -1095,30 +1138,55 @@ class Dispatcher:
             inc = state.incident
             if inc is None or inc["status"] != "handed_over" or inc.get("handover_order"):
                 return
-            station = await self._station_of(inc)
+            station, known = await self._station_known(inc)
+            if known and inc.get("zone_pending") == "1":  # the zones are back: the place too
+                zone, _ = await self._place(inc["district"], float(inc["lat"]),
+                                            float(inc["lon"]))
+                await self._place_known(state, zone)
             by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
                       {"team_id": "a team"})
             order = await self._station_order(state, station, by=by,
                                               note=inc.get("handover_note") or None)
             if order is None:  # still nobody on shift (or the offer lost its team)
-                await store.schedule(self.redis, f"handover:{incident_id}",
-                                     utcnow() + HANDOVER_RETRY)
+                if station or not known:  # else no station owns the place: the board's
+                    # later than the lease this firing holds, or finishing it would drop it
+                    again = (HANDOVER_RETRY if known else
+                             max(ZONE_RETRY, timedelta(seconds=self.settings.timer_lease_s + 1)))
+                    await store.schedule(self.redis, f"handover:{incident_id}", utcnow() + again)
                 return
             await self._record_station_order(inc, order, station)
 
-    async def _station_team(self, inc: dict[str, str], station: str) -> domain.Unit | None:
+    async def _station_team(self, inc: dict[str, str], station: str, *,
+                            excluded: Collection[str] = ()) -> domain.Unit | None:
+        """The station's on-shift team nearest the scene: of those with a fresh fix, else of
+        those with an older one; a team nobody knows the place of only when no team has a
+        position (it is not standing on the scene). Never one of `excluded` (teams that
+        declined it)."""
         teams = [u for u in await store.units_of_agency(self.redis, district=inc["district"],
-                                                         agency_id=station) if u.on_shift]
+                                                         agency_id=station)
+                 if u.on_shift and u.team_id not in excluded]
         if not teams:
             return None
         lat, lon = float(inc["lat"]), float(inc["lon"])
-        return min(teams, key=lambda u: domain.distance_m(lat, lon, u.lat or lat, u.lon or lon))
+        placed = [u for u in teams if u.lat is not None and u.lon is not None]
+        if not placed:
+            return min(teams, key=lambda u: u.team_id)
+        oldest = utcnow() - timedelta(seconds=self.policy.fix_max_age_s)
+
+        def nearest_first(u: domain.Unit) -> tuple[bool, float, str]:
+            assert u.lat is not None and u.lon is not None
+            fresh = u.fix_at is not None and u.fix_at >= oldest
+            return not fresh, domain.distance_m(lat, lon, u.lat, u.lon), u.team_id
+
+        return min(placed, key=nearest_first)
 
     async def _reinforce(self, inc: dict[str, str], order: dict[str, str], *,
                          request: str) -> None:
         """Send the nearest free team as backup for `order`'s team, asked by the answer
         `request` (an event id: an answer handled again after a failure that came after
-        its offer finds that order and sends no second team)."""
+        its offer finds that order and sends no second team). With nobody free the
+        incident is flagged and the backup looked for again every REINFORCE_RETRY
+        (on_reinforce_due) while the team that asked is still on the incident."""
         incident_id = inc["incident_id"]
         orders = await store.orders_of(self.redis, incident_id)
         sent = next((o for o in orders if o.get("request") == request), None)
@@ -1129,7 +1197,9 @@ class Dispatcher:
                        for e in await store.timeline(self.redis, incident_id)):
                 await self._emit_reinforcement(inc, order, sent)
             return
-        engaged = {o["team_id"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES}
+        # Not a team already on it, nor one that declined it, missed its deadline or was
+        # taken off it: every team that had an order for this incident.
+        engaged = {o["team_id"] for o in orders}
         facts = self._facts(inc, engaged)
         now = utcnow()
         query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000)
@@ -1143,15 +1213,71 @@ class Dispatcher:
                 break
             choice = ranked[0]
             backup = await self._offer_and_announce(inc, choice.unit, kind="reinforcement",
-                                                    eta_s=choice.eta_s, request=request)
+                                                    eta_s=choice.eta_s, request=request,
+                                                    marks={"for_order": order["order_id"]})
             if backup is not None:
                 await self._emit_reinforcement(inc, order, backup)
                 return
+        retry = f"reinforce:{order['order_id']}"
+        if await self.redis.zscore(store.TIMERS, retry) is not None:
+            # Looked for already with nobody found: the command room was told then.
+            await store.schedule(self.redis, retry, utcnow() + REINFORCE_RETRY)
+            return
+        state = await store.incident_state(self.redis, incident_id)
+        assert state.incident is not None  # under the lock: still there
+        misses = self._flag(state.incident)
+
+        async def flagged(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {"misses": misses})
+            store.queue_schedule(pipe, retry, utcnow() + REINFORCE_RETRY)
+            await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(
+                event_id=f"escalated-{request}", district=inc["district"],
+                order_id=order["order_id"], incident_id=incident_id,
+                team_id=order["team_id"], reason="no reinforcement available"))
+
         await self._emit(incident_id, TimelineEntry(
-            kind="note", detail="reinforcement requested; no suitable team available"))
-        await self._publish(streams.ORDER_ESCALATED, OrderEscalated(
-            district=inc["district"], order_id=order["order_id"], incident_id=incident_id,
-            team_id=order["team_id"], reason="no reinforcement available"))
+            kind="note", team_id=order["team_id"], order_id=order["order_id"],
+            detail="reinforcement requested; no suitable team available: looked for again "
+                   f"every {REINFORCE_RETRY.seconds} s while "
+                   f"{order.get('team_name') or order['team_id']} is on the incident"),
+            state=state, also=flagged)
+
+    async def _backup_again(self, state: store.IncidentState, failed: dict[str, str]) -> None:
+        """A backup order ended without its team going (declined, or its deadline missed):
+        another backup for the team that asked, while that team is still on the incident
+        and no other backup of it is live."""
+        inc = state.incident
+        asked_by = failed.get("for_order")
+        if inc is None or inc["status"] in TERMINAL or not asked_by:
+            return
+        await self._backup_for(inc, asked_by, state.orders)
+
+    async def _backup_for(self, inc: dict[str, str], asked_by: str,
+                          orders: list[dict[str, str]]) -> None:
+        """A backup for the order `asked_by` unless it has ended or has one live. The
+        request's id counts the backups that failed before: made again after a failure,
+        the step finds its own offer and sends no second."""
+        order = next((o for o in orders if o["order_id"] == asked_by), None)
+        if order is None or order["state"] not in domain.LIVE_ORDER_STATES:
+            return
+        backups = [o for o in orders if o.get("for_order") == asked_by]
+        if live := [o for o in backups if o["state"] in domain.LIVE_ORDER_STATES]:
+            if live[0].get("published") != "1":
+                await self._announce(inc, live[0])
+            return
+        await self._reinforce(inc, order, request=f"backup-{asked_by}-{len(backups)}")
+
+    async def on_reinforce_due(self, order_id: str) -> None:
+        """A backup nobody could be sent for, looked for again."""
+        order = await store.get_order(self.redis, order_id)
+        if order is None:
+            return
+        async with self._locked(order["incident_id"]):
+            state = await store.incident_state(self.redis, order["incident_id"])
+            inc = state.incident
+            if inc is None or inc["status"] in TERMINAL:
+                return
+            await self._backup_for(inc, order_id, state.orders)
 
     async def _emit_reinforcement(self, inc: dict[str, str], order: dict[str, str],
                                   backup: dict[str, str]) -> None:
@@ -1171,6 +1297,8 @@ class Dispatcher:
             await self.on_handover_due(ident)
         elif kind == "zone":
             await self.on_zone_due(ident)
+        elif kind == "reinforce":
+            await self.on_reinforce_due(ident)
         else:
             log.error("unknown timer %s dropped", member)
 
@@ -1198,6 +1326,8 @@ class Dispatcher:
                 if order["state"] == "offered":
                     await self._time_out(state, order)
                 await self._fill(incident_id, state)
+                if order.get("kind") == "reinforcement":
+                    await self._backup_again(state, order)
         await self.retry_waiting(inc["district"], freed=order["team_id"])
 
     async def _time_out(self, state: store.IncidentState, order: dict[str, str]) -> None:
@@ -1268,36 +1398,111 @@ class Dispatcher:
             inc = state.incident
             if inc is None or inc.get("followup_order"):
                 return
-            # An earlier firing that failed after its offer (the timer stays until a firing
-            # succeeds): that live order is the follow-up, the station gets no second one.
-            order = next((o for o in state.orders if o.get("kind") == "followup"
-                          and o["state"] in domain.LIVE_ORDER_STATES), None)
+            await self._order_followup(state)
+
+    async def _order_followup(self, state: store.IncidentState, *,
+                              excluded: Collection[str] = ()) -> bool:
+        """The follow-up visit's order to the station's nearest team on shift but
+        `excluded`; False when there is none (looked for again in an hour)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        # An earlier firing that failed after its offer (the timer stays until a firing
+        # succeeds): that live order is the follow-up, the station gets no second one.
+        order = next((o for o in state.orders if o.get("kind") == "followup"
+                      and o["state"] in domain.LIVE_ORDER_STATES), None)
+        if order is None:
+            visit = int(inc.get("followup_visits") or 1)
+            station = await self._station_of(inc)
+            team = (await self._station_team(inc, station, excluded=excluded)
+                    if station else None)
+            if team is None:
+                await store.schedule(self.redis, f"followup:{incident_id}",
+                                     utcnow() + FOLLOWUP_RETRY)
+                return False
+            last = inc.get("followup_note")
+            order = await self._offer_and_announce(
+                inc, team, kind="followup", marks={"visit": str(visit)},
+                instructions="Follow-up visit" + (f" {visit}" if visit > 1 else "")
+                + ": check that the mediated agreement holds."
+                + (f" Last visit: {last}" if visit > 1 and last else ""))
             if order is None:
-                station = await self._station_of(inc)
-                team = await self._station_team(inc, station) if station else None
-                if team is None:
-                    await store.schedule(self.redis, f"followup:{incident_id}",
-                                         utcnow() + timedelta(hours=1))
-                    return
-                visit = int(inc.get("followup_visits") or 1)
-                last = inc.get("followup_note")
-                order = await self._offer_and_announce(
-                    inc, team, kind="followup",
-                    instructions="Follow-up visit" + (f" {visit}" if visit > 1 else "")
-                    + ": check that the mediated agreement holds."
-                    + (f" Last visit: {last}" if visit > 1 and last else ""))
-                if order is None:
-                    return
-            elif order.get("published") != "1":
-                await self._announce(inc, order)
-            order_id = order["order_id"]
+                return False
+        elif order.get("published") != "1":
+            await self._announce(inc, order)
+        order_id = order["order_id"]
 
-            async def recorded(pipe: Pipeline) -> None:
-                store.queue_incident_fields(pipe, incident_id, {"followup_order": order_id})
+        async def recorded(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {"followup_order": order_id})
 
-            await self._emit(incident_id, TimelineEntry(
-                kind="followup", team_id=order["team_id"], order_id=order_id,
-                detail="follow-up visit ordered"), also=recorded)
+        await self._emit(incident_id, TimelineEntry(
+            kind="followup", team_id=order["team_id"], order_id=order_id,
+            detail="follow-up visit ordered"), also=recorded)
+        inc["followup_order"] = order_id
+        return True
+
+    @staticmethod
+    def _station_declining(inc: dict[str, str], order: dict[str, str],
+                           move: Callable[[Pipeline], Awaitable[None]]
+                           ) -> Callable[[Pipeline], Awaitable[None]]:
+        """The writes of a station team's refusal of its hand-over or follow-up order: the
+        order's mark on the incident cleared and the retry's timer set with the refusal, so
+        a step that fails after them still ends in an order (_station_declined)."""
+        incident_id = inc["incident_id"]
+        handover = order.get("kind") == "handover"
+        mark = "handover_order" if handover else "followup_order"
+        timer = (f"handover:{incident_id}", utcnow() + HANDOVER_RETRY) if handover else (
+            f"followup:{incident_id}", utcnow() + FOLLOWUP_RETRY)
+
+        async def declining(pipe: Pipeline) -> None:
+            await move(pipe)
+            if inc.get(mark) == order["order_id"]:
+                store.queue_incident_fields(pipe, incident_id, {mark: ""})
+                store.queue_schedule(pipe, *timer)
+                inc[mark] = ""
+
+        return declining
+
+    async def _station_declined(self, state: store.IncidentState, order: dict[str, str]) -> None:
+        """A station's team declined its hand-over or follow-up order (on another case, off
+        sick): the order goes to another of the station's teams on shift; with none, the
+        hand-over is flagged for the command room and tried again (HANDOVER_RETRY), the
+        visit ordered again in an hour (FOLLOWUP_RETRY)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        handover = order.get("kind") == "handover"
+        if inc.get("handover_order" if handover else "followup_order"):
+            return  # made again: another team has it already (or the mark was not this one's)
+        # Not again to a team that declined it now; the retry later asks every team.
+        declined = {o["team_id"] for o in state.orders if o.get("kind") == order.get("kind")
+                    and o["state"] == "declined" and o.get("visit") == order.get("visit")}
+        if not handover:
+            if not await self._order_followup(state, excluded=declined):
+                await self._emit(incident_id, TimelineEntry(
+                    kind="note", team_id=order["team_id"], order_id=order["order_id"],
+                    detail="follow-up visit declined; no other team of the station on shift: "
+                           "ordered again in an hour"))
+            return
+        station = await self._station_of(inc)
+        by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
+                  {"team_id": "a team"})
+        again = await self._station_order(state, station, by=by,
+                                          note=inc.get("handover_note") or None,
+                                          excluded=declined)
+        if again is not None:
+            await self._record_station_order(inc, again, station)
+            return
+        misses = self._flag(inc)
+
+        async def flagged(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {"misses": misses})
+
+        await self._emit(incident_id, TimelineEntry(
+            kind="note", team_id=order["team_id"], order_id=order["order_id"],
+            detail="the hand-over was declined and no other team of the station is on shift: "
+                   f"tried again every {HANDOVER_RETRY.seconds // 60} min until one takes it"),
+            state=state, also=flagged)
 
     # --- units ------------------------------------------------------------------------
 
@@ -1369,20 +1574,23 @@ class Dispatcher:
     async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
         """Whether _fill could send this team to this waiting incident: one it may answer,
         unassigned, or short of a unit the team can be (the escort of a P1 that has
-        volunteers only must be police or security), and within the search's radius (with
-        a margin: Redis's GEO distance is not ours to the metre)."""
+        volunteers only: any police or security team, also one the category does not
+        list or without its skills), and within the search's radius (with a margin:
+        Redis's GEO distance is not ours to the metre)."""
         if inc["status"] in TERMINAL:  # its end takes it off the queue; should it be left
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=inc["incident_id"])
             return False
-        if not domain.may_answer(unit, self._facts(inc, set()), self.policy, now):
+        facts = self._facts(inc, set())
+        answers = domain.may_answer(unit, facts, self.policy, now)
+        if not answers and not domain.may_escort(unit, facts, self.policy, now):
             return False
-        assert unit.lat is not None and unit.lon is not None  # may_answer: a fresh fix
+        assert unit.lat is not None and unit.lon is not None  # either: a fresh fix
         if domain.distance_m(float(inc["lat"]), float(inc["lon"]), unit.lat,
                              unit.lon) > self.policy.search_radius_km * 1000 * 1.01:
             return False
         if inc["status"] == "unassigned":
-            return True
+            return answers  # an escort goes only with volunteers already sent
         state = await store.incident_state(self.redis, inc["incident_id"])
         facts = self._facts(inc, state.offered)
         live = [_sent_as(o) for o in state.orders
@@ -1498,42 +1706,69 @@ class Dispatcher:
                 raise not_found("incident")
             if inc["status"] in TERMINAL:
                 raise conflict(f"the incident is {inc['status']}; only an open incident is revised")
-            old_flags: list[str] = json.loads(inc.get("flags") or "[]")
-            added = [f for f in normalise_flags(add_flags) if f not in old_flags]
-            raised = any(f in self.policy.raise_to_p1_flags for f in added)
-            new_priority = priority or ("P1" if raised else inc["priority"])
-            what = ([f"priority {inc['priority']} → {new_priority}"]
-                    if new_priority != inc["priority"] else [])
-            if added:
-                what.append("flags added: " + ", ".join(added))
-            flags = [*old_flags, *added]
-            changes = {"priority": new_priority, "flags": json.dumps(flags)}
-            inc.update(changes)
-            barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
-            live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
-            off = [o for o in live if barring and o["agency_kind"] == "volunteer"]
-            staying = [o for o in live if o not in off]
-
-            async def revised(pipe: Pipeline) -> None:
-                store.queue_incident_fields(pipe, incident_id, changes)
-                for order in staying:  # told, with the revision
-                    await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
-                        event_id=f"amended-{order['order_id']}-{inc.get('seq') or 0}",
-                        district=inc["district"], order_id=order["order_id"],
-                        incident_id=incident_id, team_id=order["team_id"],
-                        priority=new_priority, flags=tuple(flags)))
-
-            if what:
-                await self._emit(incident_id, TimelineEntry(
-                    kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
-                    state=state, also=revised)
-            for order in off:
-                await self._taken_back(state, order, detail="volunteers are not sent to an "
-                                       f"incident flagged {', '.join(barring)}: taken off")
-            await self._fill(incident_id, state)
+            off = await self._revised(state, priority=priority, add_flags=add_flags, note=note,
+                                      by=by)
         for order in off:
             await self.retry_waiting(inc["district"], freed=order["team_id"])
         return inc, off
+
+    async def _revised(self, state: store.IncidentState, *, priority: str | None,
+                       add_flags: tuple[str, ...], note: str | None,
+                       by: str) -> list[dict[str, str]]:
+        """revise's work on an open incident, under its lock: the orders taken back (their
+        teams to be offered to the waiting incidents once the lock is released)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        old_flags: list[str] = json.loads(inc.get("flags") or "[]")
+        added = [f for f in normalise_flags(add_flags) if f not in old_flags]
+        raised = any(f in self.policy.raise_to_p1_flags for f in added)
+        new_priority = priority or ("P1" if raised else inc["priority"])
+        what = ([f"priority {inc['priority']} → {new_priority}"]
+                if new_priority != inc["priority"] else [])
+        if added:
+            what.append("flags added: " + ", ".join(added))
+        flags = [*old_flags, *added]
+        changes = {"priority": new_priority, "flags": json.dumps(flags)}
+        inc.update(changes)
+        barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
+        live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
+        off = [o for o in live if barring and o["agency_kind"] == "volunteer"]
+        staying = [o for o in live if o not in off]
+        # An offer not yet acknowledged, of an incident now more urgent, gets the new
+        # priority's deadline from its issue (never a later one than it had).
+        sooner = {o["order_id"]: deadline for o in staying
+                  if o["state"] == "offered" and o.get("ack_by")
+                  and (deadline := domain.ack_deadline(
+                      datetime.fromisoformat(o["issued_at"]), new_priority, self.policy))
+                  < datetime.fromisoformat(o["ack_by"])}
+
+        async def revised(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, changes)
+            for order in staying:  # told, with the revision
+                ack_by = sooner.get(order["order_id"])
+                if ack_by is not None:
+                    order["ack_by"] = ack_by.isoformat()
+                    store.queue_order_change(pipe, order["order_id"],
+                                             {"ack_by": order["ack_by"]})
+                    store.queue_schedule(pipe, f"ack:{order['order_id']}", ack_by)
+                await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
+                    event_id=f"amended-{order['order_id']}-{inc.get('seq') or 0}",
+                    district=inc["district"], order_id=order["order_id"],
+                    incident_id=incident_id, team_id=order["team_id"],
+                    priority=new_priority, flags=tuple(flags),
+                    ack_by=datetime.fromisoformat(order["ack_by"])
+                    if order.get("ack_by") else None))
+
+        if what:
+            await self._emit(incident_id, TimelineEntry(
+                kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
+                state=state, also=revised)
+        for order in off:
+            await self._taken_back(state, order, detail="volunteers are not sent to an "
+                                   f"incident flagged {', '.join(barring)}: taken off")
+        await self._fill(incident_id, state)
+        return off
 
     async def _assignable(self, incident_id: str,
                           team_id: str) -> tuple[dict[str, str], domain.Unit]:
@@ -1547,6 +1782,11 @@ class Dispatcher:
         if inc["status"] in TERMINAL:
             raise conflict(f"the incident is {inc['status']}; only open incidents "
                            "can be assigned")
+        flags = json.loads(inc.get("flags") or "[]")
+        if unit.agency_kind == "volunteer" and domain.volunteers_barred(flags, self.policy):
+            barring = ", ".join(f for f in flags if f in self.policy.bar_volunteers_flags)
+            raise conflict(f"the incident is flagged {barring}; volunteer teams are never "
+                           "sent to it: assign a police or security team")
         return inc, unit
 
     async def _assign(self, incident_id: str, team_id: str) -> dict[str, str]:

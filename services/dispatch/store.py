@@ -162,8 +162,10 @@ def _unit_from_flat(flat: list[str]) -> Unit | None:
 # The district's candidates for one incident, pruned in Redis: every team within the radius
 # is checked against the query (domain.CandidateQuery: the same eligibility and score as
 # domain.rank_candidates) and only the best `keep` overall, of each answering kind, and
-# of police or security are returned, as HGETALL arrays. Reading and ranking 400 teams in
-# Python cost dispatch 5 ms per incident; domain.rank_candidates still ranks what comes
+# (a P1) of the police or security teams that may escort volunteers, whatever the
+# category's kinds and skills (domain.may_escort), are returned, as HGETALL arrays.
+# Reading and ranking 400 teams in Python cost dispatch 5 ms per incident;
+# domain.rank_candidates still ranks what comes
 # back, and a property test holds the pruning to "never drops a team choose_units would
 # send" (tests/integration/dispatch/test_candidates.py).
 _CANDIDATES = """
@@ -185,7 +187,7 @@ for _, mode in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if speed > fastest then fastest = speed end
 end
 if fastest == 0 then fastest = q.max_speed end
--- groups: 1..#entries (each answering kind), then police or security, then everyone
+-- groups: 1..#entries (each answering kind), then the escorts, then everyone that answers
 local groups = {}
 for g = 1, #entries + 2 do groups[g] = {} end
 local escort, overall = #entries + 1, #entries + 2
@@ -224,6 +226,9 @@ local function recompute_ceiling()
   end
   return worst
 end
+local function score_row(id, eta, rank, home)
+  return {id, math.floor((eta + rank * q.rank_step) * 1000 + 0.5) / 1000, home}
+end
 -- One team within the radius: kept in the groups it may enter, if eligible now.
 local function consider(id)
   if not q.excluded[id] and redis.call('EXISTS', 'dispatch:claim:' .. id) == 0 then
@@ -241,6 +246,9 @@ local function consider(id)
           break
         end
       end
+      -- A P1's escort: any police or security team free and placed, whatever the
+      -- category's kinds, skills or station; a kind the list lacks ranks below all of it.
+      local escorting = q.escort and (kind == 'police' or kind == 'security')
       local ok = rank ~= nil
       if ok and q.station ~= '' and kind == 'police' and role == 'station' and u[5] ~= q.station then
         ok = false
@@ -251,17 +259,18 @@ local function consider(id)
         for _, skill in ipairs(cjson.decode(u[7] or '[]')) do have[skill] = true end
         for _, skill in ipairs(q.skills) do if not have[skill] then ok = false end end
       end
-      if ok then
+      if ok or escorting then
         local speed = q.speeds[u[6]] or q.default_speed
-        local score = distance(tonumber(u[9]), tonumber(u[10])) * q.road_factor / speed
-                      + rank * q.rank_step
+        local eta = distance(tonumber(u[9]), tonumber(u[10])) * q.road_factor / speed
         local away = (q.zone_id ~= '' and u[11] == q.zone_id) and 0 or 1
-        local row = {id, math.floor(score * 1000 + 0.5) / 1000, away}
-        offer(overall, row)
-        if kind ~= 'volunteer' then offer(escort, row) end
-        for i, entry in ipairs(entries) do
-          if entry.kind == 'any' or (entry.kind == kind and (entry.role == '' or entry.role == role)) then
-            offer(i, row)
+        if escorting then offer(escort, score_row(id, eta, rank or #entries, away)) end
+        if ok then
+          local row = score_row(id, eta, rank, away)
+          offer(overall, row)
+          for i, entry in ipairs(entries) do
+            if entry.kind == 'any' or (entry.kind == kind and (entry.role == '' or entry.role == role)) then
+              offer(i, row)
+            end
           end
         end
         if changed then

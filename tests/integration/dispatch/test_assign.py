@@ -24,6 +24,7 @@ from tests.helpers import poll_until, read_stream
 from .conftest import fail_a_write_once, fail_once, settings_for
 from .test_duty import dispatcher
 from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
+from .test_followup import incident_fields
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -265,6 +266,45 @@ async def test_a_team_is_not_taken_off_its_order_for_an_incident_that_cannot_hav
                            json={"team_id": "guard", "reassign": True})
     assert r.status_code == 409 and "closed" in r.json()["error"]["message"]
     assert withdrawals(clean_redis, first.incident_id) == []  # the guard stays on its order
+
+
+async def test_volunteers_cannot_be_assigned_by_hand_to_a_weapon_incident(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # A help request flagged `weapon` finds nobody (only a volunteer patrol is on shift,
+    # and a weapon bars volunteers) and waits on the board. The command room may not send
+    # the volunteers by hand either: revise takes them off such an incident at once.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "help_request", flags=("weapon",), priority="P1")
+    await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
+                     == "unassigned", "the incident waiting (volunteers barred)")
+    r = await console.post(f"/v1/incidents/{incident_id}/assign", headers=ADMIN,
+                           json={"team_id": "aunties"})
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["code"] == "conflict"
+    assert "flagged weapon" in error["message"] and "police or security" in error["message"]
+    assert orders_for(clean_redis, incident_id) == []
+    assert entries(clean_redis, incident_id, "manual_assign") == 0
+
+
+async def test_volunteers_are_not_taken_off_their_order_to_be_reassigned_to_a_weapon_incident(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The volunteers answer a help request; the command room tries to move them to a knife
+    # incident: refused before they are taken off the order they have.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await wait_for_units(clean_redis, 1)
+    minor = await report(publisher, "help_request", priority="P3")
+    [first] = await orders_once(clean_redis, minor, 1, "the volunteers' order")
+    assert first.team_id == "aunties"
+    armed = await report(publisher, "help_request", flags=("weapon",), priority="P1")
+    await poll_until(lambda: incident_fields(clean_redis, armed).get("status") == "unassigned",
+                     "the armed incident waiting")
+    r = await console.post(f"/v1/incidents/{armed}/assign", headers=ADMIN,
+                           json={"team_id": "aunties", "reassign": True})
+    assert r.status_code == 409 and "flagged weapon" in r.json()["error"]["message"], r.text
+    assert withdrawals(clean_redis, minor) == []  # the volunteers stay on their order
+    assert orders_for(clean_redis, armed) == []
 
 
 async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_not_stuck(

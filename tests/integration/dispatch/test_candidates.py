@@ -20,14 +20,18 @@ from shared.policy import load_policy
 POLICY = load_policy()
 CENTRE = (22.8170, 108.3665)
 KINDS = [("police", "station"), ("police", "patrol"), ("security", None), ("volunteer", None)]
+# Categories volunteers may answer: on a P1 those may need an escort of police or security.
+VOLUNTEER_CATEGORIES = sorted(c for c, rule in POLICY.categories.items()
+                              if {"volunteer", "any"} & set(rule.answer))
 
 
 @st.composite
-def teams(draw: st.DrawFn) -> list[dict[str, object]]:
+def teams(draw: st.DrawFn, kinds: st.SearchStrategy[tuple[str, str | None]] = st.sampled_from(
+        KINDS)) -> list[dict[str, object]]:
     n = draw(st.integers(min_value=0, max_value=40))
     out = []
     for i in range(n):
-        kind, role = draw(st.sampled_from(KINDS))
+        kind, role = draw(kinds)
         out.append({
             "team_id": f"t{i:02d}", "kind": kind, "role": role,
             "agency_id": draw(st.sampled_from(["ag-a", "ag-b"])),
@@ -77,13 +81,15 @@ async def _compare(url: str, units: list[dict[str, object]], category: str,
         reference = domain.rank_candidates(every, facts, POLICY, now)
         pruned = await store.candidates(r, domain.candidate_query(facts, POLICY, now))
         ranked = domain.rank_candidates(pruned, facts, POLICY, now)
-        for already in ([], [rule.answer[0]]):
+        for already in ([], [rule.answer[0]], ["volunteer"]):
             expected = domain.choose_units(reference, facts, POLICY, wanted=wanted,
                                            already=already)
             got = domain.choose_units(ranked, facts, POLICY, wanted=wanted, already=already)
             assert [c.unit.team_id for c in got] == [c.unit.team_id for c in expected]
-        # every team the search returned is one the reference ranks (nothing ineligible)
-        assert {u.team_id for u in pruned} <= {c.unit.team_id for c in reference}
+        # every team the search returned is one the reference ranks (nothing ineligible),
+        # as one that may answer or (a P1) as an escort
+        assert {u.team_id for u in pruned} <= {c.unit.team_id
+                                                for c in [*reference, *reference.escorts]}
     finally:
         await r.aclose()
 
@@ -97,6 +103,52 @@ def test_pruning_never_drops_a_team_choose_units_would_send(
         clean_redis: str, units: list[dict[str, object]], category: str,
         flags: tuple[str, ...], station: str | None, excluded: int) -> None:
     asyncio.run(_compare(clean_redis, units, category, flags, station, excluded))
+
+
+# Mostly volunteers, some police and security, often without the category's skills or not
+# of its kinds: P1s whose best answer is volunteers, so that their escort is looked for
+# among teams that may not answer the incident themselves.
+VOLUNTEERS_MOSTLY = st.sampled_from([("volunteer", None)] * 5 + KINDS[:3])
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(units=teams(VOLUNTEERS_MOSTLY), category=st.sampled_from(VOLUNTEER_CATEGORIES),
+       flags=st.sampled_from([("injury",), ("in_progress",)]),
+       station=st.sampled_from([None, "ag-a"]), excluded=st.integers(0, 3))
+def test_pruning_never_drops_the_escort_volunteers_need_on_a_p1(
+        clean_redis: str, units: list[dict[str, object]], category: str,
+        flags: tuple[str, ...], station: str | None, excluded: int) -> None:
+    asyncio.run(_compare(clean_redis, units, category, flags, station, excluded))
+
+
+def test_the_escort_is_found_behind_many_volunteers_whatever_the_categorys_skills(
+        clean_redis: str) -> None:
+    # Thirty first-aid volunteers near a P1 medical call, a police car without first aid
+    # 2 km away: the search reads past the volunteers until it has the escort.
+    def placed(team_id: str, kind: str, skills: tuple[str, ...], dlat: float
+               ) -> dict[str, object]:
+        return {"team_id": team_id, "kind": kind, "role": None, "agency_id": "ag-a",
+                "mode": "car" if kind == "police" else "foot", "skills": skills,
+                "status": "available", "on_shift": True, "fix_age_s": 5, "claimed": False,
+                "dlat": dlat, "dlon": 0.0}
+
+    units = [placed(f"v{i:02d}", "volunteer", ("first_aid",), 0.0002 * i) for i in range(30)]
+    units.append(placed("pol", "police", (), 0.018))
+    asyncio.run(_compare(clean_redis, units, "medical", (), None, 0))
+
+    async def sent() -> list[str]:
+        r = aioredis.Redis.from_url(clean_redis, decode_responses=True)
+        facts = domain.IncidentFacts(incident_id="i", district="d", category="medical",
+                                     priority="P1", flags=(), lat=CENTRE[0], lon=CENTRE[1])
+        now = utcnow()
+        found = await store.candidates(r, domain.candidate_query(facts, POLICY, now))
+        await r.aclose()
+        ranked = domain.rank_candidates(found, facts, POLICY, now)
+        return [c.unit.team_id for c in domain.choose_units(ranked, facts, POLICY, wanted=1)]
+
+    assert asyncio.run(sent()) == ["v00", "pol"]
+    redis.Redis.from_url(clean_redis).flushdb()
 
 
 def test_a_district_of_hundreds_returns_a_handful(clean_redis: str) -> None:

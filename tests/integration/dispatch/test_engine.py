@@ -198,6 +198,40 @@ async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_a
     # (the guard's status and its fix may each offer it: one search or two, one order)
 
 
+async def test_a_p1_escort_is_police_or_security_even_without_the_categorys_skill(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A P1 medical call: the nearest first-aider is a volunteer patrol; a police car
+    # without first aid is 300 m away and free. It goes with them: the escort is any
+    # police or security team, whatever skills the category asks of those who answer.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot",
+               skills=("first_aid",))
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    incident_id = await report(publisher, "medical", priority="P1")
+    await orders_once(dispatch, incident_id, 2, "the volunteers' and their escort's orders")
+    await asyncio.sleep(0.5)
+    sent = sorted((o.team_id, o.agency_kind) for o in orders_for(dispatch, incident_id))
+    assert sent == [("aunties", "volunteer"), ("pol", "police")]
+
+
+async def test_a_p1_with_volunteers_only_is_joined_by_a_freed_escort_the_category_does_not_list(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A hazard report with an injury (P1; volunteers, then security, answer it) goes to
+    # the volunteers alone: nobody else is free. A police car (not in the category's list)
+    # comes on shift and joins them as their escort.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "hazard_report", flags=("injury",), priority="P1")
+    (first,) = await orders_once(dispatch, incident_id, 1, "the volunteers' order")
+    assert first.team_id == "aunties"
+    await asyncio.sleep(0.3)
+    assert len(orders_for(dispatch, incident_id)) == 1  # hazards want two: nobody else free
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    orders = await orders_once(dispatch, incident_id, 2, "the escort's order")
+    assert [(o.team_id, o.agency_kind) for o in orders] == [("aunties", "volunteer"),
+                                                           ("pol", "police")]
+
+
 async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
                         *, deliver_first: bool = False,
                         **settings: object) -> tuple[str, list[OrderIssued]]:

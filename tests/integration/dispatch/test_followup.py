@@ -183,3 +183,42 @@ async def test_a_follow_up_finds_the_station_by_the_zone_when_the_report_knew_no
         finally:
             client.close()
     assert [o.team_id for o in followups(clean_redis, incident_id)] == ["station-car"]
+
+
+async def test_a_visit_the_station_team_declines_goes_to_another_of_its_teams_or_later(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    from .test_engine import wait_for_units
+
+    url = clean_redis
+    incident_id, (visit,) = await run_followup(url, publisher)
+    async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300),
+                                                   "station-foot": ("police", 22.8310)}):
+        await wait_for_units(url, 3)  # the guard of the first part too
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=visit.order_id, incident_id=incident_id,
+            team_id=visit.team_id, member_id="m1", response="declined",
+            note="no officer free today"), stream=streams.ORDER_RESPONDED.name)
+        orders = await poll_until(lambda: followups(url, incident_id)[1:], "another visit")
+        assert [o.team_id for o in orders] == ["station-foot"]
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            assert client.hget(f"dispatch:incident:{incident_id}",
+                               "followup_order") == orders[0].order_id
+        finally:
+            client.close()
+        # station-foot declines too, and the station has nobody else on shift: in an hour
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=orders[0].order_id, incident_id=incident_id,
+            team_id="station-foot", member_id="m1", response="declined"),
+            stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda: ("note", "follow-up visit declined; no other team of the "
+                                  "station on shift: ordered again in an hour", None)
+                         in kinds_and_details(url, incident_id), "the note")
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            due = client.zscore(store.TIMERS, f"followup:{incident_id}")
+            assert client.hget(f"dispatch:incident:{incident_id}", "followup_order") == ""
+        finally:
+            client.close()
+        assert due is not None and due > time.time() + 59 * 60
+        assert len(followups(url, incident_id)) == 2

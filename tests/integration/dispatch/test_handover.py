@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import pytest
 import redis as sync_redis
@@ -19,12 +20,15 @@ from shared.events import (
     IncidentUpdated,
     OrderIssued,
     OrderResponded,
+    UnitPosition,
+    UnitStatus,
+    utcnow,
 )
 from shared.timezones import parse_timezone
 from tests.helpers import poll_until, read_stream
 
 from .conftest import dispatch_with_teams, fail_a_write_once, fail_once
-from .test_engine import DISTRICT, orders_for, report
+from .test_engine import DISTRICT, SCENE, orders_for, report, wait_for_units
 
 HANDOVER_NOTE = "parties agreed to mediation; revisit needed"
 
@@ -54,6 +58,16 @@ async def hand_over(url: str, publisher: RedisBroker, *, station_team: bool = Tr
                 stream=streams.ORDER_RESPONDED.name)
         await poll_until(lambda: handed_over(url, incident_id), "incident.handed_over", 8)
     return incident_id, orders_for(url, incident_id)
+
+
+async def guard_hands_over(publisher: RedisBroker, order: OrderIssued) -> None:
+    """The guard's answers to `order`: acknowledged, then handover ("needs the station")."""
+    for response in ("acknowledged", "handover"):
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+            team_id="guard", member_id="m1", response=response,
+            note="needs the station" if response == "handover" else None),
+            stream=streams.ORDER_RESPONDED.name)
 
 
 # the photo with the first answer, the body camera's video with the hand-over (and the photo
@@ -175,3 +189,117 @@ async def test_a_station_with_no_team_on_shift_gets_the_order_once_one_is(
                                                      f"{HANDOVER_NOTE}. Records: ")
     assert kinds_of_entries(clean_redis, incident_id).count("handover") == 1
     assert last_update(clean_redis, incident_id).status == "handed_over"
+
+
+async def station_team_sent(url: str, publisher: RedisBroker,
+                            station: dict[str, tuple[float, float] | None]) -> list[str]:
+    """A guard's noise complaint handed over to the station ag-police, whose teams on
+    shift are `station` ({team id: (latitude, age of its fix in seconds), or None: it never
+    sent a position}, all at the scene's longitude): the teams of the station's orders."""
+    async with dispatch_with_teams(url, publisher, {"guard": ("security", 22.8171)}):
+        incident_id = await report(publisher, "noise", priority="P4")
+        (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+        assert order.team_id == "guard"
+        # the station's teams come on shift (too late to be this incident's first)
+        for team_id, placed in station.items():
+            await publisher.publish(UnitStatus(
+                district=DISTRICT, unit_id=team_id, status="available", name=team_id,
+                agency_id="ag-police", agency_kind="police", mode="car", on_shift=True),
+                stream=streams.UNIT_STATUS.name)
+            if placed is not None:
+                lat, age_s = placed
+                await publisher.publish(UnitPosition(
+                    district=DISTRICT, unit_id=team_id, lat=lat, lon=SCENE.lon,
+                    at=utcnow() - timedelta(seconds=age_s)), stream=streams.UNIT_POSITION.name)
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            client.hset(f"dispatch:incident:{incident_id}", "station_agency_id", "ag-police")
+            for team_id, placed in station.items():
+                await poll_until(lambda t=team_id, p=placed: client.hget(
+                    f"dispatch:unit:{t}", "fix_ts" if p is not None else "agency_kind"),
+                    f"{team_id} known to dispatch")
+        finally:
+            client.close()
+        await guard_hands_over(publisher, order)
+        await poll_until(lambda: handed_over(url, incident_id), "incident.handed_over")
+    return [o.team_id for o in orders_for(url, incident_id) if o.kind == "handover"]
+
+
+async def test_the_handover_goes_to_the_station_team_nearest_the_scene_not_one_with_no_position(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The station has a car on shift 50 m from the scene and a desk team on shift that
+    # never sent a position: nobody knows where the desk team is, so it is not "nearest".
+    sent = await station_team_sent(clean_redis, publisher, {
+        "station-desk": None, "station-car": (22.8175, 60)})
+    assert sent == ["station-car"]
+
+
+async def test_the_handover_prefers_a_station_team_with_a_fresh_fix_to_a_nearer_stale_one(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The walker's last fix, 30 minutes old, was on the scene; the car 1.5 km away sent
+    # its own a minute ago: where the walker is now nobody knows.
+    sent = await station_team_sent(clean_redis, publisher, {
+        "station-walker": (22.8170, 1800), "station-car": (22.8300, 60)})
+    assert sent == ["station-car"]
+
+
+async def test_the_handover_goes_to_a_station_team_with_no_position_when_none_has_one(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    sent = await station_team_sent(clean_redis, publisher, {"station-desk": None})
+    assert sent == ["station-desk"]
+
+
+async def decline(publisher: RedisBroker, order: OrderIssued, note: str) -> None:
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+        team_id=order.team_id, member_id="m1", response="declined", note=note),
+        stream=streams.ORDER_RESPONDED.name)
+
+
+def handover_orders(url: str, incident_id: str) -> list[tuple[str, str]]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return [(o.team_id, client.hget(store.order_key(o.order_id), "state") or "")
+                for o in orders_for(url, incident_id) if o.kind == "handover"]
+    finally:
+        client.close()
+
+
+async def test_a_hand_over_the_station_team_declines_goes_to_another_of_its_teams(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    assert (orders[-1].team_id, orders[-1].kind) == ("station-car", "handover")
+    async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300),
+                                                   "station-foot": ("police", 22.8310)}):
+        await wait_for_units(url, 3)  # the guard of the first part too
+        await decline(publisher, orders[-1], "busy filing another case")
+        await poll_until(lambda: len(handover_orders(url, incident_id)) == 2, "another order")
+    assert handover_orders(url, incident_id) == [("station-car", "declined"),
+                                                 ("station-foot", "offered")]
+    last = last_update(url, incident_id)
+    assert (last.status, last.flagged) == ("handed_over", False)
+    assert last.entry.kind == "handover" and last.entry.team_id == "station-foot"
+
+
+async def test_a_hand_over_every_station_team_declined_is_flagged_and_offered_again_later(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300)},
+                                   timer_lease_s=0.5):
+        await decline(publisher, orders[-1], "busy filing another case")
+        await poll_until(lambda: last_update(url, incident_id).flagged, "the board's flag")
+        assert last_update(url, incident_id).entry.detail == (
+            "the hand-over was declined and no other team of the station is on shift: tried "
+            "again every 15 min until one takes it")
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            due = client.zscore(store.TIMERS, f"handover:{incident_id}")
+            assert due is not None and due > time.time() + 14 * 60
+            client.zadd(store.TIMERS, {f"handover:{incident_id}": time.time()})  # 15 min on
+        finally:
+            client.close()
+        await poll_until(lambda: len(handover_orders(url, incident_id)) == 2, "asked again")
+    assert handover_orders(url, incident_id) == [("station-car", "declined"),
+                                                 ("station-car", "offered")]

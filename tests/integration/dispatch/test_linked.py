@@ -99,3 +99,50 @@ async def test_a_link_whose_judgement_failed_is_judged_when_the_report_comes_aga
     _, linked = await duplicate_of_a_resolved_incident(dispatch, publisher)
     await poll_until(lambda: orders_for(dispatch, linked), "an order once redelivered", 15)
     assert failed == ["failed"]
+
+
+async def test_a_linked_report_that_says_weapon_revises_the_open_incident(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A help request goes to a volunteer patrol; a second caller reports the same at the
+    # same place and says the man has a knife. Intake links it (category, 200 m, 10 min);
+    # what it says must reach the open incident as the command room's revision would: P1,
+    # `weapon`, the volunteers taken off and a guard sent.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await wait_for_units(dispatch, 1)
+    parent = await report(publisher, "help_request", priority="P3")
+    [first] = await poll_until(lambda: orders_for(dispatch, parent), "the volunteers' order")
+    assert first.team_id == "aunties"
+    await team(publisher, "guard", kind="security", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    linked = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="help_request", priority="P1", flags=("Weapon",), location=SCENE,
+        reported_at=utcnow(), linked_to=parent), stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: status(dispatch, linked) == "linked", "the second report linked")
+    orders = await poll_until(lambda: orders_for(dispatch, parent)[1:], "the guard's order")
+    assert [o.team_id for o in orders] == ["guard"]
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        fields = client.hgetall(f"dispatch:incident:{parent}")
+        withdrawn = client.hget(f"dispatch:order:{first.order_id}", "state")
+    finally:
+        client.close()
+    assert (fields["priority"], fields["flags"]) == ("P1", '["weapon"]')
+    assert withdrawn == "withdrawn"
+    revised = [u.entry for u in updates(dispatch, parent) if u.entry.kind == "revised"]
+    assert [e.detail for e in revised] == [
+        f"priority P3 → P1; flags added: weapon by a linked report ({linked})"]
+    assert updates(dispatch, linked)[-1].status == "linked"  # and no order of its own
+    assert orders_for(dispatch, linked) == []
+
+
+async def test_a_linked_report_that_adds_nothing_changes_nothing(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: orders_for(dispatch, parent), "the order")
+    linked = await duplicate_of(publisher, parent)
+    await poll_until(lambda: status(dispatch, linked) == "linked", "linked")
+    assert [u.entry.kind for u in updates(dispatch, parent)].count("revised") == 0

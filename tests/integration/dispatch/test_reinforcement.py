@@ -3,18 +3,21 @@ command room that none is free; never a silent nothing."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import IncidentUpdated, OrderEscalated, OrderIssued, OrderResponded
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once, settings_for
+from .conftest import dispatch_with_teams, fail_a_write_once, settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
 
@@ -28,6 +31,35 @@ async def on_scene_asking_for_backup(url: str, publisher: RedisBroker) -> tuple[
             team_id=order.team_id, member_id="m1", response=response),
             stream=streams.ORDER_RESPONDED.name)
     return incident_id, order
+
+
+async def answer(publisher: RedisBroker, order: OrderIssued, response: str) -> None:
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+        team_id=order.team_id, member_id="m1", response=response),
+        stream=streams.ORDER_RESPONDED.name)
+
+
+def updates(url: str, incident_id: str) -> list[IncidentUpdated]:
+    return [u for u in read_stream(url, streams.INCIDENT_UPDATED.name, IncidentUpdated)
+            if u.incident_id == incident_id]
+
+
+def timer_of(url: str, member: str) -> float | None:
+    client = sync_redis.Redis.from_url(url)
+    try:
+        return client.zscore(store.TIMERS, member)
+    finally:
+        client.close()
+
+
+def make_due(url: str, member: str) -> None:
+    """The timer's time has come (its wait is not what these tests are about)."""
+    client = sync_redis.Redis.from_url(url)
+    try:
+        client.zadd(store.TIMERS, {member: time.time()})
+    finally:
+        client.close()
 
 
 def timeline(url: str, incident_id: str) -> list[tuple[str, str | None]]:
@@ -52,7 +84,7 @@ async def test_backup_goes_to_the_nearest_free_team(dispatch: str,
     assert read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated) == []
 
 
-async def test_no_free_team_for_backup_goes_to_the_command_room(
+async def test_no_free_team_for_backup_flags_the_incident_and_the_next_free_team_goes(
         dispatch: str, publisher: RedisBroker) -> None:
     await team(publisher, "alone", kind="security", lat=22.8171, lon=108.3665)
     await wait_for_units(dispatch, 1)
@@ -61,8 +93,73 @@ async def test_no_free_team_for_backup_goes_to_the_command_room(
         lambda: read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated),
         "the escalation")
     assert (escalated.order_id, escalated.reason) == (order.order_id, "no reinforcement available")
-    assert ("note", None) in timeline(dispatch, incident_id)
+    last = (await poll_until(lambda: [u for u in updates(dispatch, incident_id)
+                                      if u.entry.kind == "note"], "the note"))[-1]
+    assert (last.status, last.flagged) == ("on_scene", True)  # the board's alarm, not a grey line
     assert len(orders_for(dispatch, incident_id)) == 1
+    # A team comes free: the next look (every REINFORCE_RETRY) sends it.
+    await team(publisher, "later", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    make_due(dispatch, f"reinforce:{order.order_id}")
+    orders = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2 and
+                              orders_for(dispatch, incident_id), "the backup, once a team is free")
+    assert [(o.team_id, o.kind) for o in orders] == [("alone", "dispatch"),
+                                                     ("later", "reinforcement")]
+    assert len(read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated)) == 1
+
+
+async def test_no_backup_is_looked_for_once_the_team_that_asked_is_done(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await team(publisher, "alone", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id, order = await on_scene_asking_for_backup(dispatch, publisher)
+    await poll_until(lambda: read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated),
+                     "the escalation")
+    await answer(publisher, order, "resolved")
+    await poll_until(lambda: updates(dispatch, incident_id)[-1].status == "resolved", "resolved")
+    await team(publisher, "later", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    make_due(dispatch, f"reinforce:{order.order_id}")
+    await poll_until(lambda: not timer_of(dispatch, f"reinforce:{order.order_id}"),
+                     "the retry fired and ended")
+    assert len(orders_for(dispatch, incident_id)) == 1
+
+
+BACKUP_TEAMS = {"first": ("security", 22.8171), "backup": ("security", 22.8190),
+                "farther": ("security", 22.8300)}
+
+
+async def backup_sent(url: str, publisher: RedisBroker) -> tuple[str, OrderIssued]:
+    incident_id, _ = await on_scene_asking_for_backup(url, publisher)
+    _, backup = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2 and
+                                 orders_for(url, incident_id), "the reinforcement")
+    assert (backup.team_id, backup.kind) == ("backup", "reinforcement")
+    return incident_id, backup
+
+
+async def test_a_backup_team_that_declines_is_replaced_by_the_next(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id, backup = await backup_sent(url, publisher)
+        await answer(publisher, backup, "declined")
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "another backup")
+    assert [(o.team_id, o.kind) for o in orders] == [
+        ("first", "dispatch"), ("backup", "reinforcement"), ("farther", "reinforcement")]
+
+
+async def test_a_backup_team_that_misses_its_deadline_is_replaced_by_the_next(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id, backup = await backup_sent(url, publisher)
+        await poll_until(lambda: timer_of(url, f"ack:{backup.order_id}"), "the deadline")
+        make_due(url, f"ack:{backup.order_id}")
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "another backup")
+    assert [(o.team_id, o.kind) for o in orders] == [
+        ("first", "dispatch"), ("backup", "reinforcement"), ("farther", "reinforcement")]
 
 
 async def test_backup_is_sent_after_many_claims_lost_while_a_team_is_free(
@@ -98,8 +195,6 @@ async def test_a_request_handled_again_after_a_failure_sends_no_second_team(
     # The backup's order went out, then the step failed before its end (the entry on the
     # timeline): the answer is handled again and must find that order, not send "farther",
     # and write the entry.
-    import redis as sync_redis
-
     failures = fail_a_write_once(monkeypatch, '"kind":"reinforcement"')
     app = create_app(settings_for(clean_redis))
     async with app.router.lifespan_context(app):

@@ -3,10 +3,14 @@ flags change, a weapon takes volunteer teams off it, and it gets the units it no
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx
 import pytest
+import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import IncidentUpdated, OrderAmended, OrderIssued
@@ -73,6 +77,40 @@ async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
                                 json={"add_flags": ["weapon"]})
     assert again.status_code == 200 and again.json()["withdrawn"] == []
     assert sum(e["kind"] == "revised" for e in timeline(clean_redis, incident_id)) == 1
+
+
+async def test_an_offer_not_yet_acknowledged_gets_the_sooner_deadline_of_a_raised_priority(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # A noise report (P4, 300 s to acknowledge) goes to a guard; the caller rings back: a
+    # fight. Raised to P1, the guard's offer must be acknowledged 30 s after it was issued,
+    # not 300: if the phone is in a pocket the next team is offered it then.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [order] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    assert order.ack_by is not None
+    assert (order.ack_by - order.occurred_at).total_seconds() == pytest.approx(300, abs=1)
+    r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN,
+                            json={"priority": "P1", "note": "a fight has started"})
+    assert r.status_code == 200, r.text
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        assert client.hget(store.order_key(order.order_id), "state") == "offered"
+        due = client.zscore(store.TIMERS, f"ack:{order.order_id}")
+        ack_by = client.hget(store.order_key(order.order_id), "ack_by")
+    finally:
+        client.close()
+    assert due == pytest.approx(order.occurred_at.timestamp() + 30, abs=1)
+    assert ack_by is not None and datetime.fromisoformat(ack_by).timestamp() == due
+    [amended] = await poll_until(lambda: amendments(clean_redis, incident_id), "the amendment")
+    assert amended.priority == "P1"
+    assert amended.ack_by is not None and amended.ack_by.timestamp() == due  # the phone's too
+    # Lowered again: the deadline is not put back later.
+    r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN,
+                            json={"priority": "P4"})
+    assert r.status_code == 200, r.text
+    second = await poll_until(lambda: amendments(clean_redis, incident_id)[1:], "the second")
+    assert second[0].ack_by == amended.ack_by
 
 
 async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(

@@ -151,3 +151,45 @@ async def test_a_place_outside_every_zone_is_known_too(
     assert {o.team_id for o in orders} == {"own-station", "other-station"}
     assert ("note", "place known: outside every zone: no station owns it", None) in \
         kinds_and_details(clean_redis, incident_id)
+
+
+async def test_a_handover_made_while_the_zones_are_away_reaches_the_station_once_they_are_back(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A guard hands a noise complaint over before dispatch could load the district's zones:
+    # the station is not known *yet* (not "no station owns the place"), the board is
+    # flagged, and the hand-over is tried again until the zones are back; then the
+    # station's car gets it.
+    from .test_handover import guard_hands_over, handed_over, last_update
+
+    async with dispatch_with_teams(clean_redis, publisher, {"guard": ("security", 22.8171),
+                                                           "station-car": ("police", 22.8300)},
+                                   timer_lease_s=0.5):
+        incident_id = await report(publisher, "noise", priority="P4")
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the guard's order")
+        assert order.team_id == "guard"
+        assert incident_fields(clean_redis, incident_id).get("zone_pending") == "1"
+        await guard_hands_over(publisher, order)
+        await poll_until(lambda: handed_over(clean_redis, incident_id), "incident.handed_over")
+        await poll_until(lambda: ("note", "the owning police station is not known yet (the "
+                                  "district's zones could not be loaded): the hand-over goes "
+                                  "to it once they are", None)
+                         in kinds_and_details(clean_redis, incident_id), "the note")
+        assert last_update(clean_redis, incident_id).flagged
+
+        async def zone_of(_engine: Dispatcher, _district: str, lat: float, lon: float) -> Zone:
+            return OWN
+
+        monkeypatch.setattr(Dispatcher, "_zone_of", zone_of)  # the zones are back
+        client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            assert client.zscore(store.TIMERS, f"handover:{incident_id}") is not None
+            client.zadd(store.TIMERS, {f"handover:{incident_id}": time.time()})
+        finally:
+            client.close()
+        station = await poll_until(
+            lambda: [o.team_id for o in orders_for(clean_redis, incident_id)
+                     if o.kind == "handover"], "the station's order")
+    assert station == ["station-car"]
+    fields = incident_fields(clean_redis, incident_id)
+    assert (fields["station_agency_id"], fields["zone_pending"]) == ("ag-police", "")

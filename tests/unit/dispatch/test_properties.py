@@ -16,10 +16,13 @@ from hypothesis import strategies as st
 from services.dispatch.domain import (
     IncidentFacts,
     Ranked,
+    Ranking,
     Unit,
     choose_units,
+    distance_m,
     is_eligible,
     rank_candidates,
+    travel_time_s,
     units_wanted,
 )
 from shared.policy import CategoryRule
@@ -104,13 +107,36 @@ def _eligible_by_design(unit: Unit, facts: IncidentFacts) -> bool:
             and NOW - unit.fix_at <= timedelta(minutes=10))
 
 
+def _may_escort_by_design(unit: Unit, facts: IncidentFacts) -> bool:
+    """"Volunteers are never the only responders to a P1: ... the best police or security
+    unit goes too": any police or security team free, placed and not already offered the
+    incident, whatever the category's kinds and skills."""
+    return (facts.priority == "P1" and unit.agency_kind in ("police", "security")
+            and unit.status == "available" and unit.on_shift
+            and unit.team_id not in facts.excluded
+            and unit.lat is not None and unit.fix_at is not None
+            and NOW - unit.fix_at <= timedelta(minutes=10))
+
+
+def _escort_key_by_design(unit: Unit, facts: IncidentFacts) -> tuple[float, bool, str]:
+    """The escorts' order: ETA plus 3 minutes per place below first in the category's list
+    (a kind it lacks: below all of it), then the home zone, then the id."""
+    rule = POLICY.categories[facts.category]
+    places = [i for i, entry in enumerate(rule.answer) if entry == "any" or _matches(entry, unit)]
+    assert unit.lat is not None and unit.lon is not None
+    eta = travel_time_s(distance_m(facts.lat, facts.lon, unit.lat, unit.lon), unit.mode, POLICY)
+    score = eta + (places[0] if places else len(rule.answer)) * POLICY.rank_step_s
+    return round(score, 3), unit.home_zone_id != facts.zone_id or facts.zone_id is None, \
+        unit.team_id
+
+
 def _matches(entry: str, unit: Unit) -> bool:
     """Whether a team is of a list entry's kind: `police` either role, no role = station."""
     kind, _, role = entry.partition(":")
     return kind == unit.agency_kind and (not role or role == (unit.agency_role or "station"))
 
 
-def _rank(teams: list[Unit], facts: IncidentFacts) -> list[Ranked]:
+def _rank(teams: list[Unit], facts: IncidentFacts) -> Ranking:
     return rank_candidates(teams, facts, POLICY, NOW)
 
 
@@ -140,6 +166,9 @@ def test_ranking_holds_exactly_the_eligible_teams_sorted_by_score(
         assert a.score <= b.score + SCORE_SLACK
         if round(a.score, 3) == round(b.score, 3) and b.home_zone:
             assert a.home_zone, "the home zone breaks exact ties"
+    escorts = sorted((u for u in teams if _may_escort_by_design(u, facts)),
+                     key=lambda u: _escort_key_by_design(u, facts))
+    assert [r.unit.team_id for r in ranked.escorts] == [u.team_id for u in escorts]
 
 
 # --- (b) choosing ---------------------------------------------------------------------
@@ -156,7 +185,9 @@ def test_choice_never_sends_a_team_twice_nor_one_unranked_and_fills_what_it_can(
     ids = [c.unit.team_id for c in chosen]
 
     assert len(ids) == len(set(ids)), "a team is sent once"
-    assert all(c in ranked for c in chosen), "only ranked (eligible) teams are sent"
+    unranked = [c for c in chosen if c not in ranked]
+    assert len(unranked) <= 1 and all(c in ranked.escorts for c in unranked), (
+        "only ranked (eligible) teams are sent, and a P1's escort")
     # As many as are missing while there are candidates; one more only as a P1 escort.
     assert min(missing, len(ranked)) <= len(chosen) <= missing + 1
 
@@ -174,15 +205,37 @@ def test_choice_never_sends_volunteers_to_an_armed_incident(
 @SMALL
 @given(situations(VOLUNTEER_CATEGORIES, st.sampled_from([("injury",), ("in_progress",),
                                                          ("injury", "child")])))
-def test_p1_never_gets_only_volunteers_when_police_or_security_was_ranked(
+def test_p1_never_gets_only_volunteers_when_police_or_security_is_free(
         situation: tuple[list[Unit], IncidentFacts, list[str]]) -> None:
+    """Whatever the category's kinds and skills: the escort need not be one that may
+    answer the incident."""
     teams, facts, already = situation
     assert facts.priority == "P1"
     ranked = _rank(teams, facts)
     chosen = _choose(ranked, facts, already)
     sent = [*already, *(c.unit.agency_kind for c in chosen)]
-    if sent and any(r.unit.agency_kind != "volunteer" for r in ranked):
+    if sent and any(_may_escort_by_design(u, facts) for u in teams):
         assert any(kind != "volunteer" for kind in sent), "volunteers alone on a P1"
+
+
+@SMALL
+@given(situations(VOLUNTEER_CATEGORIES, st.sampled_from([("injury",), ("in_progress",),
+                                                         ("injury", "child")])))
+def test_p1_escort_is_the_best_free_police_or_security_team(
+        situation: tuple[list[Unit], IncidentFacts, list[str]]) -> None:
+    """The choice is that among the teams that may answer, and at most one escort more:
+    the best police or security team free, when volunteers alone would go."""
+    teams, facts, already = situation
+    ranked = _rank(teams, facts)
+    chosen = _choose(ranked, facts, already)
+    answering = _choose(Ranking(ranked, escorts=[]), facts, already)
+    assert chosen[:len(answering)] == answering and len(chosen) <= len(answering) + 1
+    if len(chosen) > len(answering):
+        sent = [*already, *(c.unit.agency_kind for c in answering)]
+        assert sent and all(kind == "volunteer" for kind in sent)
+        best = min((u for u in teams if _may_escort_by_design(u, facts)),
+                   key=lambda u: _escort_key_by_design(u, facts))
+        assert chosen[-1].unit.team_id == best.team_id
 
 
 # --- (c) nobody better is left behind -------------------------------------------------
@@ -214,20 +267,20 @@ def test_no_team_sent_is_beaten_by_one_left_behind_except_for_the_joint_response
     (score = ETA + 3 min per place below first), unless
     (J) the incident wants two or more units and `c` is the best-ranked team of one of
         the first two kinds of the category's list (a joint response), or
-    (E) the incident is P1, `x` is a volunteer team and `c` is the best-ranked police or
-        security team (the escort volunteers need on a P1).
+    (E) the incident is P1, `x` is a volunteer team and `c` is the best police or
+        security team free (the escort volunteers need on a P1, which need not be ranked).
     """
     teams, facts, already = situation
     rule = POLICY.categories[facts.category]
     ranked = _rank(teams, facts)
     chosen = _choose(ranked, facts, already)
     wanted = units_wanted(facts, POLICY)
-    best_non_volunteer = _best_of(lambda u: u.agency_kind != "volunteer", ranked)
+    best_escort = ranked.escorts[0].unit.team_id if ranked.escorts else None
 
     for c in chosen:
         joint = wanted >= 2 and any(group(c.unit) and _best_of(group, ranked) == c
                                     for group in _first_two_kinds(rule))
-        escort = facts.priority == "P1" and c == best_non_volunteer
+        escort = facts.priority == "P1" and c.unit.team_id == best_escort
         for x in ranked:
             if x in chosen or x.score >= c.score - SCORE_SLACK:
                 continue

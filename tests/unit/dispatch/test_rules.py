@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from services.dispatch.domain import (
     ack_deadline,
     incident_status,
+    may_escort,
     percentile,
     rank_candidates,
     response_allowed,
@@ -392,6 +394,77 @@ def test_p1_with_only_a_volunteer_live_gets_an_escort_when_refilled() -> None:
 def test_p1_volunteer_still_goes_when_no_police_or_security_is_available() -> None:
     units = [team("vol", "volunteer", metres=200, skills=("first_aid",))]
     assert dispatched(units, incident("medical")) == ["vol"]
+
+
+def test_p1_escort_need_not_have_the_skill_the_category_asks_of_its_answer() -> None:
+    # medical asks first aid of whoever answers; the escort only has to be police or security
+    units = [team("vol", "volunteer", mode="foot", metres=200, skills=("first_aid",)),
+             team("pol", "police", metres=300)]
+    facts = incident("medical")
+    assert ranked_ids(units, facts) == ["vol"]  # police without first aid does not answer
+    assert dispatched(units, facts) == ["vol", "pol"]
+
+
+def test_p1_escort_may_be_of_a_kind_the_category_does_not_list() -> None:
+    # hazard_report lists volunteer, security; traffic lists police, volunteer
+    hazard = [team("vol", "volunteer", metres=100), team("pol", "police", metres=3000)]
+    assert dispatched(hazard, incident("hazard_report", flags=("injury",))) == ["vol", "pol"]
+    traffic = [team("vol", "volunteer", metres=100), team("sec", "security", metres=3000)]
+    assert dispatched(traffic, incident("traffic", flags=("injury",))) == ["vol", "sec"]
+
+
+def test_p1_escort_joins_volunteers_already_on_the_incident_whatever_its_skills() -> None:
+    units = [team("pol", "police", metres=3000)]
+    assert dispatched(units, incident("medical"), already=["volunteer"]) == ["pol"]
+
+
+def test_p1_escort_is_the_nearest_by_travel_time_whatever_the_category_asks() -> None:
+    units = [team("vol", "volunteer", mode="foot", metres=200, skills=("first_aid",)),
+             team("pol-aid", "police", metres=3000, skills=("first_aid",)),  # 468 s
+             team("sec", "security", mode="bike", metres=1000)]  # 390 s
+    assert dispatched(units, incident("medical")) == ["vol", "sec"]
+
+
+def test_p1_escort_of_a_kind_the_category_lists_goes_before_one_it_does_not() -> None:
+    # fraud_warning (injury: P1, two units) lists the zone's own station, then volunteers.
+    # Another station's car may escort the volunteers (place 0 in the list); a patrol car
+    # (not listed: after all of it, 2 x 3 min) only when over six minutes nearer.
+    facts = dataclasses.replace(incident("fraud_warning", flags=("injury",)),
+                                station_agency_id="ag-own-station")
+    vols = [team("vol-1", "volunteer", metres=100), team("vol-2", "volunteer", metres=200)]
+    other_station = team("other-station", "police", role="station", metres=3000)  # 468 s
+    near_patrol = team("patrol", "police", role="patrol", metres=1000)  # 156 s + 360 s
+    assert dispatched([*vols, other_station, near_patrol], facts) == [
+        "vol-1", "vol-2", "other-station"]
+    nearer_patrol = team("patrol", "police", role="patrol", metres=100)  # 15.6 s + 360 s
+    assert dispatched([*vols, other_station, nearer_patrol], facts) == [
+        "vol-1", "vol-2", "patrol"]
+
+
+@pytest.mark.parametrize("unfit", [
+    {"status": "busy"}, {"on_shift": False}, {"fix_age_s": 601}, {"fix_age_s": None},
+    {"metres": None}])
+def test_p1_escort_must_be_free_on_shift_and_placed(unfit: dict) -> None:
+    units = [team("vol", "volunteer", metres=100, skills=("first_aid",)),
+             team("pol", "police", **{"metres": 300, **unfit})]
+    assert dispatched(units, incident("medical")) == ["vol"]
+    assert not may_escort(units[1], incident("medical"), POLICY, NOW)
+
+
+def test_p1_escort_is_never_a_team_already_offered_the_incident() -> None:
+    units = [team("vol", "volunteer", metres=100, skills=("first_aid",)),
+             team("declined", "police", metres=300), team("next", "security", metres=2000)]
+    assert dispatched(units, incident("medical", excluded=("declined",))) == ["vol", "next"]
+
+
+def test_only_a_p1_has_escorts_and_only_police_or_security_may_be_one() -> None:
+    units = [team("vol", "volunteer", metres=100), team("pol", "police", metres=300),
+             team("sec", "security", metres=400)]
+    p1 = rank_candidates(units, incident("hazard_report", flags=("injury",)), POLICY, NOW)
+    assert [r.unit.team_id for r in p1.escorts] == ["sec", "pol"]  # police: not listed
+    assert [r.kind_rank for r in p1.escorts] == [1, 2]
+    assert rank_candidates(units, incident("hazard_report"), POLICY, NOW).escorts == []
+    assert not may_escort(units[0], incident("hazard_report", flags=("injury",)), POLICY, NOW)
 
 
 def test_volunteer_answers_a_p3_alone() -> None:
