@@ -2,7 +2,8 @@
 Notify (the devices' sockets and answers) and intake (a member's report from the street) use it.
 
 A revoked token must stop working at once, so nothing is cached for longer than
-`introspect_cache_s`, and a `device.revoked` event drops a device's entries at once.
+`introspect_cache_s`, and a `device.revoked` event drops a device's entries at once (notify);
+a service that does not read `device.revoked` resolves with `fresh=True` (intake).
 Tokens are kept only as SHA-256 digests, never logged.
 """
 

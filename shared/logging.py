@@ -17,10 +17,16 @@ class _TraceIdFilter(logging.Filter):
 
 
 # Credentials as libraries write them: a query parameter (a device's WebSocket URL carries
-# ?token=) or an Authorization header's value.
+# ?token=) or an Authorization header's value. The spans' URLs are masked with it too
+# (shared.telemetry).
 _CREDENTIALS = re.compile(
     r"(?i)(\b(?:token|access_token|api_key|sig|signature)=)[^&\s\"']+"
     r"|(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with each credential's value replaced by `***` (`token=***`, `Bearer ***`)."""
+    return _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
 
 
 class _NoCredentialsFilter(logging.Filter):
@@ -39,7 +45,7 @@ class _NoCredentialsFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed call: the handler reports it as it would have
             return True
-        masked = _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2)) + "***", message)
+        masked = mask_credentials(message)
         if masked != message:
             record.msg, record.args = masked, None
         return True

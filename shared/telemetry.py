@@ -7,12 +7,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from shared.jsontext import ascii_json
+from shared.logging import mask_credentials
 
 # Attribute keys that may carry a caller's personal data if some instrumentation adds them.
 _REDACTED_KEYS = frozenset({"http.request.body", "messaging.message.body", "db.statement"})
@@ -55,10 +56,35 @@ class JsonLinesSpanExporter(SpanExporter):
         return None
 
 
+# Attribute keys that hold a request's query string.
+_QUERY_KEYS = ("url.query", "url.full", "http.url", "http.target")
+
+
+class UrlCredentialsMasked(SpanProcessor):
+    """Masks credentials in a span's URL as it starts, as the logs mask them, so that no
+    exporter (OTLP, the file) ever has them: FastAPI's server span keeps a request's query
+    string in `url.query`, redacting only the semantic conventions' few signature names
+    (fastapi/telemetry/_asgi.py, no setting to add ours), and a device or a system may send
+    its token as `?token=`. The SDK's span is still writable in `on_start`; instrumentations
+    give the URL attributes at start."""
+
+    def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
+        attributes = span.attributes
+        if not attributes:
+            return
+        for key in _QUERY_KEYS:
+            value = attributes.get(key)
+            if isinstance(value, str):
+                masked = mask_credentials(value)
+                if masked != value:
+                    span.set_attribute(key, masked)
+
+
 def setup_telemetry(service_name: str, *, traces_file: str | None = None) -> TracerProvider:
     """Install the global tracer provider; call before building FastAPI apps and brokers."""
     name = os.environ.get("OTEL_SERVICE_NAME", service_name)
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(UrlCredentialsMasked())  # before any exporter's processor
     if traces_file:
         provider.add_span_processor(
             BatchSpanProcessor(JsonLinesSpanExporter(traces_file), schedule_delay_millis=500)

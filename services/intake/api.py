@@ -249,10 +249,14 @@ def _accepted(data: dict[str, str]) -> dict[str, Any]:
 
 def token_resolver(keys: SystemKeys, devices: Introspector
                    ) -> Callable[[str], Awaitable[Principal | None]]:
-    """A system's key, else a member's device token (asked of volunteers, who own it)."""
+    """A system's key, else a member's device token (asked of volunteers, who own it).
+
+    A device token is asked afresh every time: intake does not read `device.revoked`, so a
+    cached answer would let a phone revoked a moment ago (lost, stolen) still report and read
+    its reports. Members' own reports are few; the round trip is cheap next to that."""
     async def resolve(token: str) -> Principal | None:
         if token.startswith(DEVICE_TOKEN_PREFIX):
-            return await devices.resolve(token)
+            return await devices.resolve(token, fresh=True)
         return await keys.resolve(token)
 
     return resolve

@@ -16,6 +16,6 @@ class Settings(BrowserCalls):
         "(used when the server supports WAITAOF and has AOF on)",
     )
     # A member's report from the street comes with the member's device token, which
-    # volunteers owns: intake asks it (VOLUNTEERS_URL), caching the answer about a second.
-    introspect_cache_s: float = Field(default=1.0, description="INTROSPECT_CACHE_S (<= ~1 s)")
+    # volunteers owns: intake asks it (VOLUNTEERS_URL) every time, so that a revoked device
+    # is refused at once (intake does not read device.revoked).
     introspect_timeout_s: float = Field(default=3.0, description="INTROSPECT_TIMEOUT_S")

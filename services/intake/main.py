@@ -35,8 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.register(broker, redis=redis, settings=settings)
     client = httpx.AsyncClient()
     HTTPXClientInstrumentor.instrument_client(client)  # the token check, in the report's trace
-    devices = Introspector(client, base_url=settings.volunteers_url,
-                           cache_s=settings.introspect_cache_s,
+    # No cache: api.token_resolver asks volunteers afresh for every device token.
+    devices = Introspector(client, base_url=settings.volunteers_url, cache_s=0.0,
                            timeout_s=settings.introspect_timeout_s)
 
     @asynccontextmanager

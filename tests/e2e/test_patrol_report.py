@@ -1,7 +1,7 @@
 """A patrol's own report from the street (DOMAIN.md: incidents arrive by "patrol report" too;
 volunteers report hidden hazards): a member's device token at intake's POST /v1/incidents,
 checked with volunteers; the incident is dispatched as any other and the member follows it;
-nobody else's device, and no other district, may."""
+nobody else's device, no other district, and no revoked phone may."""
 
 from __future__ import annotations
 
@@ -79,3 +79,35 @@ async def test_a_volunteer_reports_a_hazard_from_the_street_follows_it_and_earns
 
         assert await poll_until(reporters_points, "the reporter's points") == [
             ("hazard_report", 3)]
+
+
+async def test_a_revoked_phone_can_no_longer_report_nor_read_its_reports_at_intake(
+        stack: Stack) -> None:
+    # A lost or stolen phone revoked by the admin: refused at once everywhere (operations.md),
+    # intake too, although it checked the same token with volunteers a moment before.
+    lat, lon = SCENE
+    async with httpx.AsyncClient(timeout=10) as client:
+        district = await journey.new_district(client, stack, SCENE)
+        member = f"{district}-m-vol"
+        volunteer = await enrol(client, stack, member)
+        r = await client.get(f"{stack.url('volunteers')}/v1/members/{member}/devices",
+                             headers=admin(stack))
+        (device,) = r.json()
+        url = f"{stack.url('intake')}/v1/incidents"
+        report = {"external_ref": f"patrol-{district}-1", "category": "hazard_report",
+                  "district": district, "location": {"lat": lat, "lon": lon}}
+        r = await client.post(url, headers=bearer(volunteer), json=report)
+        assert r.status_code == 202, r.text
+        own = r.json()["incident_id"]
+
+        r = await client.delete(f"{stack.url('volunteers')}/v1/members/{member}/devices/"
+                                f"{device['device_id']}", headers=admin(stack))
+        assert r.status_code == 204
+        r = await client.post(url, headers=bearer(volunteer),
+                              json={**report, "external_ref": f"patrol-{district}-2",
+                                    "location": {"lat": lat + 0.05, "lon": lon}})
+        assert r.status_code == 401, r.text
+        assert (await client.get(f"{url}/{own}", headers=bearer(volunteer))).status_code == 401
+        for service, path in (("volunteers", "/v1/me"), ("notify", "/v1/devices/me")):
+            r = await client.get(f"{stack.url(service)}{path}", headers=bearer(volunteer))
+            assert r.status_code == 401, service

@@ -106,3 +106,32 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
 
 def _spans_with(stack: Stack, trace_id: str) -> int:
     return all_exported_text(stack.traces_dir).count(trace_id)
+
+
+async def test_a_credential_in_a_request_s_query_string_never_reaches_the_spans(
+        stack: Stack) -> None:
+    # A phone whose proxy dropped the WebSocket upgrade of `/v1/devices/stream?token=`, a
+    # system that puts its key in the URL: refused with 401, and FastAPI's server span keeps
+    # the query string (`url.query`), which must reach no exporter with the token in it.
+    district = unique_district()
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(f"{stack.url('volunteers')}/v1/roster/import",
+                              headers=admin(stack), json=district_roster(district, SCENE))
+        assert r.status_code == 200, r.text
+        device = await enrol(client, stack, f"{district}-m-sec")
+        key = await register_system(client, stack, district)
+        r = await client.get(f"{stack.url('notify')}/v1/devices/stream",
+                             params={"token": device, "probe": district})
+        assert r.status_code == 401
+        r = await client.get(f"{stack.url('intake')}/v1/categories",
+                             params={"token": key, "probe": district})
+        assert r.status_code == 401
+
+    probe = f"probe={district}"
+    await poll_until(lambda: all_exported_text(stack.traces_dir).count(probe) == 2,
+                     "both requests' server spans exported")
+    exported = all_exported_text(stack.traces_dir)
+    leaked = [what for what, secret in (("device token", device), ("system key", key))
+              if secret in exported]
+    assert leaked == [], f"in the exported spans: {leaked}"
+    assert exported.count(f'"url.query":"token=***&{probe}"') == 2
