@@ -7,7 +7,7 @@ import logging
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
@@ -19,6 +19,7 @@ from shared.http import ApiError, Principal, not_found, require, unauthorized
 from . import store
 from .channels.subscription import Subscription, endpoint_problem
 from .config import Settings
+from .domain.orders import OrderId
 from .page import DEVICE_PAGE, SERVICE_WORKER
 from .service import Orders
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = ("/device", "/device/sw.js")
 DeviceCaller = Annotated[Principal, Depends(require("device"))]
+# Not an order id (e.g. `<id>:attempts`): 422 naming `order_id`, before any key is read.
+OrderIdPath = Annotated[OrderId, Path(description="the order's id, as dispatch made it")]
 
 
 class ResponseIn(BaseModel):
@@ -55,21 +58,21 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
     @router.post("/orders/{order_id}/responses",
                  summary="Answer an order (device token of a member of the order's team)")
     async def respond(
-        order_id: str, body: ResponseIn, who: DeviceCaller
+        order_id: OrderIdPath, body: ResponseIn, who: DeviceCaller
     ) -> dict[str, Any]:
         return await orders.respond(order_id=order_id, who=who, response=body.response,
                                     note=body.note, evidence=body.evidence)
 
     @router.get("/orders/{order_id}", summary="An order's state (its team's devices, admin)")
     async def get_order(
-        order_id: str, who: Annotated[Principal, Depends(require("device", "admin"))]
+        order_id: OrderIdPath, who: Annotated[Principal, Depends(require("device", "admin"))]
     ) -> dict[str, Any]:
         return await orders.view(order_id=order_id, who=who)
 
     @router.get("/orders/{order_id}/deliveries",
                 summary="Every delivery attempt, receipt and response of an order (admin)")
     async def deliveries(
-        order_id: str, _: Annotated[Principal, Depends(require("admin"))]
+        order_id: OrderIdPath, _: Annotated[Principal, Depends(require("admin"))]
     ) -> dict[str, Any]:
         record = await store.get_order(redis, order_id)
         if record is None:

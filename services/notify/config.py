@@ -49,7 +49,12 @@ class Settings(ServiceSettings):
     )
 
     # Fallback channels, tried in order when no device confirmed receipt on the socket.
-    fallback_after_s: float = Field(default=30.0, description="FALLBACK_AFTER_S")
+    fallback_after_s: float = Field(
+        default=30.0, description="FALLBACK_AFTER_S: the longest wait before each fallback "
+        "step. An order with an acknowledge-by deadline goes sooner: its steps and the "
+        "member's answer after the last share the time left before it (a P1, 30 s: Web Push "
+        "at 10 s, SMS at 20 s); a step that reached nobody is followed by the next at once; "
+        "an order without a deadline (a hand-over) waits this long before each step")
     fallback_channels: str = Field(
         default="webpush,sms", description="FALLBACK_CHANNELS: comma-separated, in order"
     )

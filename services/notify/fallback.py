@@ -1,14 +1,16 @@
 """Fallback timers: an order no device confirmed on its socket in time goes out on the next channel.
 
 Timers live in the `notify:fallback` sorted set, claimed with a lease, so every replica
-may run this loop, each timer fires on one of them, and a restart loses none. Every
-attempt and its outcome is recorded with the order.
+may run this loop, each timer fires on one of them, and a restart loses none. Each step is
+due early enough that the whole chain goes out before the order's acknowledge-by deadline
+(domain.fallback). Every attempt and its outcome is recorded with the order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from opentelemetry import trace
@@ -19,10 +21,12 @@ from shared.telemetry import extract_context
 from . import store
 from .channels import Channel
 from .config import Settings
+from .domain.fallback import wait_before_step
 from .service import Orders
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
+
 
 class FallbackTimers:
     def __init__(self, *, redis: Redis, orders: Orders, chain: Sequence[Channel],
@@ -84,6 +88,7 @@ class FallbackTimers:
             if not devices:
                 await store.record_attempt(self._redis, order_id, channel=channel.name,
                                            outcome="no_recipient", ttl_s=ttl)
+            reached = False  # whether a message of this step went out to anybody
             for device in devices:
                 if not await self._may_send(order_id, leased_until):
                     log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
@@ -91,12 +96,14 @@ class FallbackTimers:
                     return
                 if not await store.first_fallback_send(self._redis, order_id, step=step,
                                                        device_id=device.device_id, ttl_s=ttl):
-                    continue  # sent by a replica whose lease ran out meanwhile
+                    reached = True  # sent by a replica whose lease ran out meanwhile
+                    continue
                 try:
                     outcome = await channel.send(record.order, device)
                     status, detail = outcome.status, outcome.detail
                 except Exception as exc:  # one broken device must not stop the others
                     status, detail = "failed", type(exc).__name__
+                reached = reached or status == "sent"
                 await store.record_attempt(
                     self._redis, order_id, channel=channel.name, outcome=status,
                     device_id=device.device_id, member_id=device.member_id, detail=detail,
@@ -107,6 +114,13 @@ class FallbackTimers:
                                                    field=channel.contact_field, value=None)
             log.info("order %s: fallback %s tried %d device(s)", order_id, channel.name,
                      len(devices))
-        more = step + 1 < len(self._chain)
-        await store.next_fallback(self._redis, order_id, step=step,
-                                  after_s=self._settings.fallback_after_s if more else None)
+        steps_left = len(self._chain) - (step + 1)
+        due_at = None
+        if steps_left > 0:
+            now = time.time()
+            ack_by = record.order.ack_by
+            due_at = now + wait_before_step(
+                now=now, ack_by=ack_by.timestamp() if ack_by else None,
+                after_s=self._settings.fallback_after_s, steps_left=steps_left,
+                reached=reached)
+        await store.next_fallback(self._redis, order_id, step=step, due_at=due_at)

@@ -31,7 +31,7 @@ from shared.telemetry import extract_context
 
 from . import store
 from .domain.orders import amended_frame, order_frame, state_frame, withdrawn_frame
-from .domain.responses import FINISHED
+from .domain.responses import FINISHED, is_ahead
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
@@ -60,6 +60,12 @@ class Connection:
         self.held: dict[str, None] = {}
         self.told_ended: set[str] = set()
         self.versions: dict[str, tuple[str, tuple[str, ...]]] = {}  # priority, flags sent
+        # The state each order was last told in here (an `order` frame: issued): each replay
+        # tells the page where an order it has stands now, if a Pub/Sub message was lost.
+        self.states: dict[str, str] = {}
+        # Orders whose receipt from this socket was refused (Redis away, rate limit): each
+        # replay sends the order again, which the page confirms again, until one is taken.
+        self.unconfirmed: dict[str, None] = {}
         self.conn_id = uuid4().hex
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
@@ -97,7 +103,21 @@ class Connection:
         if len(self.sent) > SENT_KEPT:
             oldest = next(iter(self.sent))
             self.sent.pop(oldest)
+            self.versions.pop(oldest, None)
+            self.states.pop(oldest, None)
+            self.unconfirmed.pop(oldest, None)
         return True
+
+    def told_state(self, order_id: str, state: str) -> None:
+        self.states[order_id] = state
+
+    def receipt_refused(self, order_id: str) -> None:
+        """This socket's `received` for the order was not recorded: ask for it again."""
+        if order_id in self.sent:
+            self.unconfirmed[order_id] = None
+
+    def receipt_taken(self, order_id: str) -> None:
+        self.unconfirmed.pop(order_id, None)
 
     async def write_loop(self) -> None:
         while True:
@@ -326,8 +346,10 @@ class Hub:
             for conn in conns:
                 if frame.get("state") in FINISHED:
                     conn.told_ended.add(frame["order_id"])
+                if frame["order_id"] in conn.sent:
+                    conn.told_state(frame["order_id"], frame["state"])
                 if conn.conn_id == data.get("origin"):
-                    continue
+                    continue  # told by its own reply
                 conn.offer(frame)
 
     def _on_control(self, data: dict[str, Any], *, replayed: bool) -> None:
@@ -383,7 +405,7 @@ class Hub:
 
     @staticmethod
     def sync_amended(conn: Connection, order: OrderIssued) -> None:
-        now = (order.priority, tuple(order.flags))
+        now = (order.priority, tuple(order.flags), order.ack_by)
         if conn.versions.get(order.order_id, now) != now and not conn.closing:
             conn.versions[order.order_id] = now
             conn.offer(amended_frame(order))
@@ -392,25 +414,55 @@ class Hub:
     def sync_taken(conn: Connection, record: store.OrderRecord) -> None:
         """Tells a socket of an order its team has taken and is working on (a reloaded
         page, a phone connecting later): where it stands, with the order to show, so the
-        member can carry on answering it. Not an order sent again: no alarm, no receipt."""
+        member can carry on answering it. Not an order sent again: no alarm, no receipt.
+        To a socket that has the order: its new priority and flags, and where it stands
+        if that moved on since the socket was last told (an answer whose Pub/Sub message
+        was lost: a teammate's acknowledgement)."""
         order = record.order
         if order is not None and order.order_id in conn.sent:
             Hub.sync_amended(conn, order)
+            told = conn.states.get(order.order_id, "issued")
+            if is_ahead(record.state, of=told) and not conn.closing:
+                conn.told_state(order.order_id, record.state)
+                conn.offer(state_frame(order.order_id, state=record.state, answered=True,
+                                       response=record.last_response))
         if order is None or conn.closing or not conn.mark_sent(order.order_id):
             return
         conn.versions[order.order_id] = (order.priority, tuple(order.flags))
+        conn.told_state(order.order_id, record.state)
         frame = state_frame(order.order_id, state=record.state, answered=True,
                             response=record.last_response)
         frame["order"] = order_frame(order, traceparent=record.trace.get("traceparent"))
         conn.offer(frame)
 
+    async def push_unconfirmed(self, conn: Connection,
+                               records: list[store.OrderRecord]) -> None:
+        """Sends again each unanswered order whose receipt from this socket was refused
+        (the page confirms every `order` frame and shows it once), unless this device's
+        receipt got recorded meanwhile (another of its sockets, or a refusal that came
+        after the write). Those answered, withdrawn or ended are forgotten."""
+        waiting = {r.order_id: r for r in records
+                   if r.order is not None and not r.answered and r.order_id in conn.unconfirmed}
+        for order_id in [o for o in conn.unconfirmed if o not in waiting]:
+            conn.receipt_taken(order_id)
+        for order_id, record in waiting.items():
+            if await store.received_by(self._redis, order_id, conn.device_id):
+                conn.receipt_taken(order_id)
+                continue
+            order = record.order
+            assert order is not None
+            frame = order_frame(order, traceparent=record.trace.get("traceparent"))
+            self._push(conn, order_id, order.incident_id, frame, record.trace, again=True)
+
     def _push(self, conn: Connection, order_id: str, incident_id: str, frame: dict[str, Any],
-              trace_context: dict[str, str]) -> None:
+              trace_context: dict[str, str], *, again: bool = False) -> None:
         """Queues one order's frame on one socket, inside a span continuing the incident's
-        trace; the attempt is recorded behind it (store.AttemptLog)."""
-        if conn.closing or not conn.mark_sent(order_id):
+        trace; the attempt is recorded behind it (store.AttemptLog). `again`: to a socket
+        that had it (its receipt was refused), else once per socket."""
+        if conn.closing or not (conn.mark_sent(order_id) or again):
             return
         conn.versions[order_id] = (frame.get("priority", ""), tuple(frame.get("flags") or ()))
+        conn.told_state(order_id, "issued")
         with tracer.start_as_current_span(
             "push order",
             context=extract_context(trace_context),
@@ -444,6 +496,8 @@ class Hub:
                 self.sync_taken(conn, record)
             else:
                 self.push_order(conn, record)
+        if conn.unconfirmed:
+            await self.push_unconfirmed(conn, records)
         still_open = {r.order.order_id for r in records if r.order is not None}
         conn.told_ended &= set(held)  # what it no longer holds needs no memory
         for order_id in dict.fromkeys(held):

@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hub.on_revoked.append(introspector.forget_device)
     chain, webpush_key = build_channels(settings, outside, push_client=push_client)
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,
-                    settings=settings, fallback=bool(chain))
+                    settings=settings, fallback_steps=len(chain))
     timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings)
     handlers.register(broker, redis=redis, orders=orders, hub=hub, settings=settings)
 

@@ -147,6 +147,41 @@ function send(frame) {
   return false;
 }
 
+// A receipt or an answer the server could not take now (`unavailable`: its store is
+// restarting; `rate_limited`) is sent again, after growing waits; the server does the same
+// for a refused receipt (it sends the order again). Both are safe to repeat: a repeated
+// receipt or answer changes nothing. Kept until the order leaves the page (an answer:
+// until the server says the order stands where it took it).
+const unsure = new Map();   // order id -> { received?, response?, tries, timer }
+function sendAbout(frame) {
+  const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
+  kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
+  return send(frame);
+}
+function settled(id, type) {   // taken, or refused for good: not sent again
+  const kept = unsure.get(id); if (!kept) return;
+  if (type) delete kept[type]; else { delete kept.received; delete kept.response; }
+  if (!kept.received && !kept.response) { clearTimeout(kept.timer); unsure.delete(id); }
+}
+function onRefused(f) {
+  const kept = f.order_id ? unsure.get(f.order_id) : undefined;
+  if (kept && ["unavailable", "rate_limited"].includes(f.code) && kept.tries < 6) {
+    clearTimeout(kept.timer);
+    kept.timer = setTimeout(() => sendAgain(f.order_id), Math.min(15000, 1000 * Math.pow(2, kept.tries++)));
+    return;
+  }
+  if (kept) settled(f.order_id);
+  toast(f.message || f.code);
+}
+function sendAgain(id) {
+  const kept = unsure.get(id); if (!kept) return;
+  if (kept.received) send(kept.received);   // socket down: the reconnect sends the order again
+  if (kept.response && !send(kept.response)) {
+    const { type, order_id, ...answer } = kept.response;
+    postAnswer(id, answer);
+  }
+}
+
 function connect() {
   token = $("token").value.trim();
   if (!token) { toast("Paste your device token first."); return; }
@@ -198,14 +233,16 @@ function onFrame(f) {
       if (f.order && !orders.has(f.order_id) && !["resolved", "handover", "declined"].includes(f.state)) {
         orders.set(f.order_id, { frame: f.order, state: f.state }); render(f.order_id, false); showEmpty();
       } else setState(f.order_id, f.state, f.answered);
+      { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
+        if (kept && kept.response && kept.response.response === f.response) settled(f.order_id, "response"); }
       break;
     case "ping": send({ type: "pong" }); break;
-    case "error": toast(f.message || f.code); break;
+    case "error": onRefused(f); break;
   }
 }
 
 function onOrder(f) {
-  send({ type: "received", order_id: f.order_id });
+  sendAbout({ type: "received", order_id: f.order_id });   // every time: it may be asked again
   if (orders.has(f.order_id)) return;   // a duplicate: already shown
   orders.set(f.order_id, { frame: f, state: "issued" });
   render(f.order_id, true);
@@ -222,7 +259,7 @@ function onOrder(f) {
 function onUpdate(f) {
   const o = orders.get(f.order_id); if (!o) return;
   const raised = f.priority < o.frame.priority, added = f.flags.filter((x) => !o.frame.flags.includes(x));
-  o.frame = { ...o.frame, priority: f.priority, flags: f.flags };
+  o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by };
   render(f.order_id, raised || added.length > 0);
   if (raised || added.length) { beep();
     toast("Order updated: " + f.priority + (added.length ? " · " + added.join(", ") : "")); }
@@ -232,7 +269,8 @@ function endOrder(id, why) {
   const o = orders.get(id); if (!o) return;
   o.state = why; render(id, false);
   refreshDutySoon();  // free, points
-  setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); showEmpty(); }, 15000);
+  setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); settled(id);
+    showEmpty(); }, 15000);
 }
 
 function setState(id, state, answered) {
@@ -269,7 +307,10 @@ async function respond(id, response) {
       .split(",").map((f) => f.trim()).filter(Boolean).slice(0, 10);
     if (files.length) answer.evidence = files.map((ref) => ({ kind: "video", ref: ref.slice(0, 200) }));
   }
-  if (send({ type: "response", order_id: id, ...answer })) return;
+  if (sendAbout({ type: "response", order_id: id, ...answer })) return;
+  await postAnswer(id, answer);
+}
+async function postAnswer(id, answer) {
   try {   // socket down: the same answer over HTTP, continuing the order's trace
     const o = orders.get(id);
     const r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
@@ -277,9 +318,10 @@ async function respond(id, response) {
         ...(o && o.frame.traceparent ? { "traceparent": o.frame.traceparent } : {}) },
       body: JSON.stringify(answer) });
     const body = await r.json();
+    settled(id, "response");
     if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
     setState(id, body.state, body.answered);
-  } catch (e) { toast("Not sent: no connection. Try again."); }
+  } catch (e) { settled(id, "response"); toast("Not sent: no connection. Try again."); }
 }
 
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls;

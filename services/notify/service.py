@@ -32,6 +32,7 @@ from shared.telemetry import extract_context, inject_context
 
 from . import store
 from .config import Settings
+from .domain.fallback import wait_before_step
 from .domain.orders import for_team, state_frame
 from .domain.responses import Decision, ResponseRefused, allowed_responses, decide_response
 from .hub import Hub, amended_message, order_message, state_message, withdrawn_message
@@ -43,13 +44,13 @@ tracer = trace.get_tracer("services.notify")
 
 class Orders:
     def __init__(self, *, redis: Redis, stream_redis: Redis, broker: RedisBroker, hub: Hub,
-                 settings: Settings, fallback: bool) -> None:
+                 settings: Settings, fallback_steps: int) -> None:
         self._redis = redis
         self._stream_redis = stream_redis  # issue and withdraw: the stream handlers' connection
         self._broker = broker
         self._hub = hub
         self._settings = settings
-        self._fallback = fallback
+        self._fallback_steps = fallback_steps  # the fallback chain's channels (0: none)
 
     # --- from dispatch ------------------------------------------------------------------
 
@@ -64,8 +65,8 @@ class Orders:
             new.append(store.NewOrder(order, trace_context, order_message(order, trace_context)))
         saved = await store.save_orders(
             self._stream_redis, new,
-            fallback_after_s=self._settings.fallback_after_s if self._fallback else None,
-            ttl_s=self._settings.order_ttl_s,
+            fallback_after_s=self._settings.fallback_after_s if self._fallback_steps else None,
+            fallback_steps=self._fallback_steps, ttl_s=self._settings.order_ttl_s,
         )
         for item, outcome in zip(new, saved, strict=True):
             if outcome.replicas is not None:
@@ -91,11 +92,23 @@ class Orders:
             raise LookupError(f"order {event.order_id} amended before notify stored it")
         if record.order is None or record.withdrawn:
             return  # over: nothing to tell
-        amended = record.order.model_copy(update={"priority": event.priority,
-                                                  "flags": event.flags})
+        update: dict[str, object] = {"priority": event.priority, "flags": event.flags}
+        sooner = (event.ack_by is not None and record.order.ack_by is not None
+                  and event.ack_by < record.order.ack_by)
+        if sooner:  # more urgent now: the phone's countdown, and the fallback, follow
+            update["ack_by"] = event.ack_by
+        amended = record.order.model_copy(update=update)
+        fallback_due = None
+        if sooner and self._fallback_steps:
+            assert event.ack_by is not None
+            now = utcnow().timestamp()
+            fallback_due = now + wait_before_step(
+                now=now, ack_by=event.ack_by.timestamp(),
+                after_s=self._settings.fallback_after_s,
+                steps_left=max(1, self._fallback_steps - record.fallback_step))
         if await store.amend_order(self._stream_redis, record, amended,
                                    fan_out=amended_message(amended),
-                                   revised_at=event.occurred_at):
+                                   revised_at=event.occurred_at, fallback_due=fallback_due):
             log.info("order %s amended: %s", event.order_id, event.priority)
 
     # --- from devices -------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The device WebSocket `/v1/devices/stream`: orders out; receipts and responses in.
 
-Bad frames get an error frame and never close the socket; frames are capped in size and
-rate. The socket's token is re-checked now and then; a revoked device is closed at once
-by the `device.revoked` fan-out (see hub.py).
+Bad frames, and frames Redis could not take, get an error frame and never close the
+socket; frames are capped in size and rate. The socket's token is re-checked now and then;
+a revoked device is closed at once by the `device.revoked` fan-out (see hub.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared.http import STORE_AWAY, ApiError, Principal, bearer_token
 from shared.introspect import IntrospectionUnavailable, Introspector
@@ -23,6 +24,7 @@ from shared.metrics import meter
 from . import store
 from .config import Settings
 from .domain.frames import (
+    DeviceFrame,
     FrameError,
     Holding,
     Ping,
@@ -76,7 +78,12 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
                 "member_name": who.extra.get("member_name"), "team_id": conn.team_id,
                 "ping_interval_s": settings.ping_interval_s,
             })
-            await hub.replay(conn)
+            try:
+                await hub.replay(conn)
+            except STORE_AWAY:
+                raise
+            except RedisError as exc:  # the socket stays: its heartbeat replays again
+                log.error("replay for device %s failed: %s", conn.device_id, exc)
             heartbeat = asyncio.create_task(
                 _heartbeat(conn, hub=hub, introspector=introspector, settings=settings,
                            token=bearer_token(ws.scope) or ""),
@@ -116,7 +123,13 @@ async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Setting
         if raw is None:
             raw = message.get("bytes") or b""
         if not limiter.allow(time.monotonic()):
-            conn.offer(FrameError("rate_limited", "too many frames; slow down").frame())
+            # The page sends a refused receipt or answer again; a receipt is also asked for
+            # again by the heartbeat (the order sent again).
+            refused = _parsed_or_none(raw, max_bytes=settings.max_frame_bytes)
+            about = refused.order_id if isinstance(refused, Received | RespondFrame) else None
+            if isinstance(refused, Received):
+                conn.receipt_refused(refused.order_id)
+            conn.offer(FrameError("rate_limited", "too many frames; slow down").frame(about))
             continue
         try:
             frame = parse_frame(raw, max_bytes=settings.max_frame_bytes)
@@ -128,7 +141,7 @@ async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Setting
         elif isinstance(frame, Holding):
             try:
                 await hub.holding(conn, frame.order_ids)
-            except STORE_AWAY as exc:  # the next heartbeat's replay tells it
+            except RedisError as exc:  # the next heartbeat's replay tells it
                 log.warning("holding frame of device %s not checked: %s", conn.device_id,
                             type(exc).__name__)
         elif isinstance(frame, Received):
@@ -136,9 +149,13 @@ async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Setting
                 await orders.confirm_received(order_id=frame.order_id, who=conn.who,
                                               channel="websocket")
             except ApiError as exc:
+                conn.receipt_taken(frame.order_id)  # refused for good: not asked again
                 conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
-            except STORE_AWAY as exc:
+            except RedisError as exc:
+                conn.receipt_refused(frame.order_id)
                 conn.offer(_store_away(exc).frame(frame.order_id))
+            else:
+                conn.receipt_taken(frame.order_id)
         elif isinstance(frame, RespondFrame):
             try:
                 view = await orders.respond(order_id=frame.order_id, who=conn.who,
@@ -147,18 +164,33 @@ async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Setting
                                             origin=conn.conn_id)
             except ApiError as exc:
                 conn.offer(FrameError(exc.code, exc.message, exc.field).frame(frame.order_id))
-            except STORE_AWAY as exc:
+            except RedisError as exc:
                 conn.offer(_store_away(exc).frame(frame.order_id))
             else:
+                conn.told_state(frame.order_id, view["state"])
                 conn.offer({"type": "order_state", "order_id": frame.order_id,
                             "state": view["state"], "answered": view["answered"],
                             "response": frame.response})
 
 
-def _store_away(exc: Exception) -> FrameError:
+def _parsed_or_none(raw: str | bytes, *, max_bytes: int) -> DeviceFrame | None:
+    try:
+        return parse_frame(raw, max_bytes=max_bytes)
+    except FrameError:
+        return None
+
+
+def _store_away(exc: RedisError) -> FrameError:
     """A frame that could not be recorded now: the device keeps its socket and sends it
-    again (nothing was written: each write is one script)."""
-    log.warning("a device frame not recorded: Redis not answering (%s)", type(exc).__name__)
+    again (nothing was written: each write is one script). Redis away, or refusing for a
+    while (a failover's READONLY, OOM, a busy script): any Redis error answers a frame,
+    never closes its socket."""
+    if isinstance(exc, STORE_AWAY):
+        log.warning("a device frame not recorded: Redis not answering (%s)",
+                    type(exc).__name__)
+    else:
+        log.error("a device frame not recorded: Redis refused it (%s: %s)",
+                  type(exc).__name__, exc)
     return FrameError("unavailable", "the store is not answering; send it again")
 
 

@@ -31,6 +31,7 @@ from shared.events import OrderDelivered, OrderIssued, OrderResponded, utcnow
 from shared.metrics import meter
 from shared.scripts import run_script
 
+from .domain.fallback import wait_before_step
 from .domain.responses import Decision, is_live
 
 FALLBACK = "notify:fallback"
@@ -223,28 +224,37 @@ class NewOrder:
 
 
 def _save_args(new: NewOrder, *, now: float, at: str, fallback_after_s: float | None,
-               ttl_s: int) -> tuple[list[str], list[str]]:
+               fallback_steps: int, ttl_s: int) -> tuple[list[str], list[str]]:
     order = new.order
     keys = [_order(order.order_id), _open(order.team_id), FALLBACK,
             fanout_channel(order.team_id), _attempts(order.order_id)]
+    due = ""
+    if fallback_after_s is not None:
+        due = repr(now + wait_before_step(
+            now=now, ack_by=order.ack_by.timestamp() if order.ack_by else None,
+            after_s=fallback_after_s, steps_left=fallback_steps))
     args = [order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
-            order.district, json.dumps(new.trace), repr(now),
-            repr(now + fallback_after_s) if fallback_after_s is not None else "",
+            order.district, json.dumps(new.trace), repr(now), due,
             str(ttl_s), at, new.fan_out or "", str(ATTEMPTS_KEPT)]
     return keys, args
 
 
 async def save_orders(
     redis: Redis, orders: list[NewOrder], *, fallback_after_s: float | None, ttl_s: int,
+    fallback_steps: int = 1,
 ) -> list[Saved]:
     """Stores each order and publishes its fan-out message unless that went out before (see
     _SAVE_ORDER): one script per order, all in one round trip. Each script stands alone:
-    should one fail, the others still ran, and running them all again changes nothing."""
+    should one fail, the others still ran, and running them all again changes nothing.
+
+    `fallback_after_s` None: no fallback timer; else the first of the chain's
+    `fallback_steps` steps is due as domain.fallback.wait_before_step says (at most
+    FALLBACK_AFTER_S, sooner when the order's `ack_by` is near)."""
     now, at = time.time(), utcnow().isoformat()
     async with redis.pipeline(transaction=False) as pipe:
         for new in orders:
             keys, args = _save_args(new, now=now, at=at, fallback_after_s=fallback_after_s,
-                                    ttl_s=ttl_s)
+                                    fallback_steps=fallback_steps, ttl_s=ttl_s)
             await run_script(pipe, _SAVE_ORDER, keys, args)
         replies = await pipe.execute()
     saved = []
@@ -305,21 +315,27 @@ if redis.call('HGET', KEYS[1], 'event') == ARGV[1] then return 0 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'amended_at') or '0')
 if tonumber(ARGV[4]) < last then return 0 end
 redis.call('HSET', KEYS[1], 'event', ARGV[1], 'updated_at', ARGV[2], 'amended_at', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[3], 'XX', 'LT', ARGV[5], ARGV[6])
+end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 
 
 async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *,
-                      fan_out: str, revised_at: datetime) -> bool:
+                      fan_out: str, revised_at: datetime,
+                      fallback_due: float | None = None) -> bool:
     """Stores the amended order (what a reconnecting phone is sent from now on) and
     publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn, amended so
     already, or by a later revision: an amendment retried after a newer one is not applied
-    over it)."""
+    over it). `fallback_due`: the next fallback step brought forward to then (a sooner
+    deadline), if one is still scheduled and later."""
     return bool(await run_script(
-        redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id)],
+        redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id), FALLBACK],
         [amended.model_dump_json(), utcnow().isoformat(), fan_out,
-         repr(revised_at.timestamp())]))
+         repr(revised_at.timestamp()), "" if fallback_due is None else repr(fallback_due),
+         record.order_id]))
 
 
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
@@ -616,11 +632,18 @@ return 1
 """
 
 
-async def next_fallback(redis: Redis, order_id: str, *, step: int, after_s: float | None) -> None:
-    """Records that `step` was tried and schedules the next one (XX: a receipt may have
-    cancelled), unless another replica has moved the order past `step` already."""
-    due = "" if after_s is None else repr(time.time() + after_s)
+async def next_fallback(redis: Redis, order_id: str, *, step: int,
+                        due_at: float | None) -> None:
+    """Records that `step` was tried and schedules the next one at `due_at` (None: the
+    chain is done; XX: a receipt may have cancelled), unless another replica has moved the
+    order past `step` already."""
+    due = "" if due_at is None else repr(due_at)
     await redis.eval(_NEXT_FALLBACK, 2, _order(order_id), FALLBACK, str(step), due, order_id)
+
+
+async def received_by(redis: Redis, order_id: str, device_id: str) -> bool:
+    """Whether this device's receipt of the order is recorded."""
+    return bool(await redis.hexists(f"{_order(order_id)}:received", device_id))
 
 
 async def cancel_fallback(redis: Redis, order_id: str) -> None:

@@ -2,11 +2,17 @@
 
 The suite runs without a browser. These checks catch what `node --check` does not: a
 script that declares a global the browser holds unforgeable (`function top`) stops with
-"Identifier 'top' has already been declared" and leaves the page empty (it happened)."""
+"Identifier 'top' has already been declared" and leaves the page empty (it happened). The
+device page's frame handling is also run in node (when installed), with stand-ins for the
+DOM, the socket and the timers."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
+from typing import Any, cast
 
 import pytest
 
@@ -33,3 +39,111 @@ def test_no_page_declares_a_global_the_browser_will_not_give_up(page: str) -> No
 def test_the_pattern_finds_the_declaration_that_broke_the_console() -> None:
     assert DECLARED.findall("function top(pairs) { return pairs; }\nconst x = 1;") == [
         "top", "x"]
+
+
+# The device page's script run in node, with stand-ins for what a browser gives it: a DOM
+# that takes whatever the page does with it, a WebSocket that records the frames the page
+# sends, and timers the test runs when it says.
+HARNESS = r"""
+const vm = require("node:vm");
+const { page, steps } = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+function anything() {
+  const kept = {};
+  return new Proxy(function () {}, {
+    get: (t, key) => (key in kept ? kept[key] : key === "then" ? undefined : anything()),
+    set: (t, key, value) => { kept[key] = value; return true; },
+    apply: () => anything(),
+  });
+}
+const sockets = [], timers = [], fetched = [];
+class FakeSocket {
+  constructor(url) { this.url = url; this.readyState = 1; this.sent = []; sockets.push(this); }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close() { this.readyState = 3; }
+}
+FakeSocket.OPEN = 1;
+const browser = {
+  document: { getElementById: () => anything(), createElement: () => anything(), hidden: false },
+  window: {}, navigator: {}, history: anything(),
+  location: { protocol: "http:", host: "notify.test", hash: "", pathname: "/device" },
+  localStorage: { getItem: () => null, setItem() {}, removeItem() {} },
+  WebSocket: FakeSocket, console,
+  setTimeout: (fn, ms) => { timers.push({ fn, ms }); return timers.length; },
+  clearTimeout: (id) => { if (timers[id - 1]) timers[id - 1].fn = null; },
+  setInterval: () => 0, clearInterval: () => {},
+  fetch: async (url, init) => { fetched.push({ url, body: JSON.parse(init.body) });
+    return { ok: true, json: async () => ({ state: "acknowledged", answered: true }) }; },
+  runTimers() { const due = timers.splice(0); for (const t of due) if (t.fn) t.fn(); return due.length; },
+  deliver(frame) { sockets[sockets.length - 1].onmessage({ data: JSON.stringify(frame) }); },
+  sentFrames() { const s = sockets[sockets.length - 1]; const out = s.sent; s.sent = []; return out; },
+  fetched,
+};
+const ctx = vm.createContext(browser);
+vm.runInContext(page, ctx);
+vm.runInContext('token = "dev-token"; stopped = false; open_(); ws.onopen();', ctx);
+(async () => {
+  const out = [];
+  for (const step of steps) {
+    const value = vm.runInContext(step, ctx);
+    out.push(value && typeof value.then === "function" ? await value : value);  // its realm's Promise
+  }
+  process.stdout.write(JSON.stringify(out));
+})();
+"""
+
+ORDER = {"type": "order", "order_id": "ord_1", "incident_id": "inc_1", "category": "dispute",
+         "priority": "P2", "location": {"lat": 22.8, "lon": 108.3}, "ack_by": None,
+         "flags": [], "kind": "dispatch"}
+
+
+def run_page(*steps: str) -> list[Any]:
+    """Runs the device page in node, then each step (a JS expression) in turn: their values."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    done = subprocess.run([node, "-e", HARNESS], input=json.dumps({
+        "page": script(DEVICE_PAGE), "steps": list(steps)}), capture_output=True, text=True,
+        timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return cast(list[Any], json.loads(done.stdout))
+
+
+def deliver(frame: dict[str, Any]) -> str:
+    return f"deliver({json.dumps(frame)})"
+
+
+def test_the_device_page_sends_again_a_receipt_the_server_could_not_take() -> None:
+    refused = {"type": "error", "code": "unavailable", "order_id": "ord_1",
+               "message": "the store is not answering; send it again"}
+    first, after_error, later, again, shown = run_page(
+        f"{deliver(ORDER)}; sentFrames()",
+        f"{deliver(refused)}; sentFrames()",
+        "runTimers(); sentFrames()",
+        f"{deliver(ORDER)}; sentFrames()",  # the server sends the order again: confirmed again
+        "orders.size",
+    )
+    receipt = {"type": "received", "order_id": "ord_1"}
+    assert first == [receipt] and after_error == []  # not at once: after a wait
+    assert later == [receipt] and again == [receipt]
+    assert shown == 1  # one card: the order sent again is not shown twice
+
+
+def test_the_device_page_sends_again_an_answer_refused_for_now_and_not_one_taken() -> None:
+    limited = {"type": "error", "code": "rate_limited", "order_id": "ord_1",
+               "message": "too many frames; slow down"}
+    taken = {"type": "order_state", "order_id": "ord_1", "state": "acknowledged",
+             "answered": True, "response": "acknowledged"}
+    conflict = {"type": "error", "code": "conflict", "order_id": "ord_1", "message": "no"}
+    _, answered, later, after_taken, after_conflict = run_page(
+        f"{deliver(ORDER)}; sentFrames()",
+        "respond('ord_1', 'acknowledged').then(() => sentFrames())",
+        f"{deliver(limited)}; runTimers(); sentFrames()",
+        f"{deliver(taken)}; {deliver(limited)}; runTimers(); sentFrames()",
+        f"{deliver(conflict)}; {deliver(limited)}; runTimers(); sentFrames()",
+    )
+    answer = {"type": "response", "order_id": "ord_1", "response": "acknowledged"}
+    receipt = {"type": "received", "order_id": "ord_1"}
+    assert answered == [answer]
+    assert later == [receipt, answer]  # both repeatable: a repeat changes nothing
+    assert after_taken == [receipt]  # the answer was taken: only the receipt is repeated
+    assert after_conflict == []  # refused for good: not sent again

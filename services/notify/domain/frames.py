@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.events import EvidenceRecords, Response, TeamNote
+
+from .orders import ORDER_ID_PATTERN, OrderId
 
 
 class _Frame(BaseModel):
@@ -24,12 +27,12 @@ class Pong(_Frame):
 
 class Received(_Frame):
     type: Literal["received"]
-    order_id: str = Field(min_length=1, max_length=64)
+    order_id: OrderId
 
 
 class RespondFrame(_Frame):
     type: Literal["response"]
-    order_id: str = Field(min_length=1, max_length=64)
+    order_id: OrderId
     response: Response
     note: TeamNote = None
     evidence: EvidenceRecords = None
@@ -40,7 +43,7 @@ class Holding(_Frame):
     was away are told to it (withdrawn, or where they ended)."""
 
     type: Literal["holding"]
-    order_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=100)
+    order_ids: list[OrderId] = Field(max_length=100)
 
 
 DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame | Holding,
@@ -70,6 +73,7 @@ _MESSAGES = {
     "extra_forbidden": "is not a known field",
     "string_too_long": "is too long",
     "string_too_short": "is too short",
+    "string_pattern_mismatch": "is not an id (letters, digits, _ and - only)",
     "literal_error": "is not one of the allowed values",
     "string_type": "must be a string",
     "too_long": "has too many items",
@@ -117,7 +121,7 @@ def order_id_of(raw: str | bytes) -> str | None:
         return None
     if isinstance(data, dict) and isinstance(data.get("order_id"), str):
         value = data["order_id"]
-        return value if 0 < len(value) <= 64 else None
+        return value if re.fullmatch(ORDER_ID_PATTERN, value) else None
     return None
 
 

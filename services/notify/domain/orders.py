@@ -7,12 +7,21 @@ event carries them; for every other kind they are dropped before anything is sto
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import StringConstraints
 
 from shared.events import OrderIssued
 
 # Web Push payloads must stay under ~4 KB once encrypted.
 PUSH_PAYLOAD_LIMIT = 3000
+
+# Order ids as dispatch makes them (shared.events.new_id("ord"): `ord_` and hex). An id
+# from a device (a frame, a URL) must be one before a key is built from it: `<id>:attempts`
+# would name notify's own list of the order's attempts, read as an order (WRONGTYPE).
+ORDER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+OrderId = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                           pattern=ORDER_ID_PATTERN)]
 
 
 def for_team(order: OrderIssued) -> OrderIssued:
@@ -57,9 +66,13 @@ def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any
 
 
 def amended_frame(order: OrderIssued) -> dict[str, Any]:
-    """An order's incident revised by the command room: its priority and flags now."""
-    return {"type": "order_update", "order_id": order.order_id, "priority": order.priority,
-            "flags": list(order.flags)}
+    """An order's incident revised by the command room: its priority and flags now, and its
+    acknowledge-by (sooner when the incident became more urgent)."""
+    frame: dict[str, Any] = {"type": "order_update", "order_id": order.order_id,
+                             "priority": order.priority, "flags": list(order.flags)}
+    if order.ack_by is not None:
+        frame["ack_by"] = order.ack_by.isoformat()
+    return frame
 
 
 def withdrawn_frame(order_id: str) -> dict[str, Any]:

@@ -51,6 +51,16 @@ def is_live(state: str) -> bool:
     return state not in FINISHED and state != "withdrawn"
 
 
+def is_ahead(state: str, *, of: str) -> bool:
+    """Whether an order in `state` has moved on from `of` (states only move forward; an
+    older state read after a newer one was told is not ahead of it)."""
+    if state == of or not is_live(of):
+        return False
+    if not is_live(state):
+        return True
+    return _RANK.get(state, 0) > _RANK.get(of, 0)
+
+
 def decide_response(
     *,
     state: str,

@@ -100,9 +100,11 @@ async def test_a_lost_amendment_is_told_by_the_heartbeat(
         redis = Redis.from_url(clean_redis, decode_responses=True)
         try:  # notify's own amendment script, its PUBLISH to a channel nobody listens on
             await store.run_script(redis, store._AMEND,
-                                   [store._order(order.order_id), "nobody:listens"],
+                                   [store._order(order.order_id), "nobody:listens",
+                                    store.FALLBACK],
                                    [amended.model_dump_json(), utcnow().isoformat(),
-                                    amended_message(amended), repr(utcnow().timestamp())])
+                                    amended_message(amended), repr(utcnow().timestamp()),
+                                    "", order.order_id])
         finally:
             await redis.aclose()
         update = await phone.next_of("order_update", timeout=3)  # at the next heartbeat

@@ -1,11 +1,15 @@
-"""Fallback: an order no device confirmed in time goes by Web Push, then SMS; each attempt recorded."""
+"""Fallback: an order no device confirmed in time goes by Web Push, then SMS, before its
+deadline; each attempt recorded."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import http_ece
@@ -22,7 +26,7 @@ from services.notify.channels import Outcome
 from services.notify.config import Settings
 from services.notify.fallback import FallbackTimers
 from shared import streams
-from shared.events import DeviceRevoked
+from shared.events import DeviceRevoked, utcnow
 from shared.runtime import stop_task
 from tests.helpers import poll_until
 
@@ -37,6 +41,7 @@ from .conftest import (
     device,
     issue,
 )
+from .test_sockets import store_away_once
 
 PHONE = "+8613877009999"
 
@@ -120,6 +125,27 @@ async def test_an_unconfirmed_order_goes_by_web_push_then_sms_and_every_attempt_
         assert r.status_code == 403  # admin only
 
 
+async def test_a_p1_orders_fallback_goes_well_before_its_acknowledge_by_deadline(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    # FALLBACK_AFTER_S as shipped (30 s) is the P1 deadline: a first step due then found
+    # the order withdrawn for the missed deadline, and the team offline was never alerted.
+    member = volunteers.enrol("t1")
+    settings = {k: v for k, v in settings_for(gateway, 0).items() if k != "fallback_after_s"}
+    async with notify_factory(**settings) as notify:
+        await register(http, notify, member, Browser(f"{gateway.url}/push/p1"))
+        issued = utcnow()
+        # as dispatch issues it: ack_by = issued + the P1 deadline (shared/policy.yaml: 30 s)
+        order = an_order("t1", priority="P1", occurred_at=issued,
+                         ack_by=issued + timedelta(seconds=30))
+        await issue(broker, order)
+        record = await poll_until(lambda: _stored(http, notify, order.order_id),
+                                  "the order stored")
+        assert record["fallback_due_at"] is not None
+        # Web Push at a third of the time left, so SMS can follow at two thirds
+        assert record["fallback_due_at"] - issued.timestamp() == pytest.approx(10, abs=1.5)
+
+
 async def test_an_order_confirmed_on_the_socket_needs_no_fallback(
         notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
         broker: RedisBroker, http: httpx.AsyncClient) -> None:
@@ -137,6 +163,35 @@ async def test_an_order_confirmed_on_the_socket_needs_no_fallback(
         assert [(a["channel"], a["outcome"]) for a in record["attempts"]] == [
             ("websocket", "fanned_out"), ("websocket", "sent"), ("websocket", "received")]
         assert list(record["received"]) == [member.device_id]
+
+
+async def test_a_receipt_redis_refused_is_asked_for_again_and_no_fallback_goes(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The phone shows the order and confirms it just as Redis restarts: the receipt is
+    # refused (`unavailable`). Were it never asked for again, the team would get Web Push
+    # and SMS for an order on the phone's screen, and dispatch no order.delivered.
+    member = volunteers.enrol("t1")
+    async with notify_factory(**{**settings_for(gateway, 0.6), "ping_interval_s": 0.2}) as notify:
+        await register(http, notify, member, Browser(f"{gateway.url}/push/rx"))
+        async with device(notify, member) as phone:
+            failures = store_away_once(monkeypatch, "record_receipt")
+            order = an_order("t1")
+            await issue(broker, order)
+            frame = await phone.next_of("order")
+            await phone.send({"type": "received", "order_id": frame["order_id"]})
+            error = await phone.next_of("error")
+            assert failures == ["record_receipt"] and error["code"] == "unavailable"
+            # as the page does: every `order` frame it gets is confirmed; the error frame
+            # itself is left unanswered here (the page would send the receipt again too)
+            again = await phone.next_of("order", timeout=1.5)  # asked again by a heartbeat
+            assert again["order_id"] == order.order_id
+            await phone.send({"type": "received", "order_id": order.order_id})
+            later = await phone.drain(1.0)  # taken: not asked for again
+            assert [f for f in later if f["type"] in ("order", "error")] == []
+        record = await deliveries(http, notify, order.order_id)
+        assert gateway.received == [] and list(record["received"]) == [member.device_id], (
+            [r.path for r in gateway.received], record["received"])
 
 
 async def test_fallback_timers_survive_a_restart(
@@ -269,6 +324,79 @@ def sms_timers(redis: Redis, url: str, sent: list[tuple[str, str]], *,
     return asyncio.create_task(timers.run())
 
 
+@dataclass
+class Recording:
+    """A channel that reaches the devices with a phone (or none) and records what it sends."""
+
+    name: str
+    sent: list[tuple[str, float]]
+    reaches_anybody: bool = True
+    contact_field: str = "phone"
+
+    def reaches(self, device: store.DeviceRecord) -> bool:
+        return self.reaches_anybody and device.phone is not None
+
+    async def send(self, order: Any, device: store.DeviceRecord) -> Outcome:
+        self.sent.append((self.name, time.time()))
+        return Outcome("sent")
+
+
+async def run_chain(url: str, redis: Redis, chain: list[Recording], *, ack_in_s: float | None,
+                    until: Callable[[], bool]) -> float:
+    """An order to a team of one phone, through `chain` with FALLBACK_AFTER_S as shipped
+    (30 s), until `until()`: when the order was stored."""
+    await store.touch_device(redis, device_id="dev-1", member_id="m1", team_id="t9",
+                             agency_kind="police", district="d1")
+    await store.set_device_channel(redis, "dev-1", field="phone", value=PHONE)
+    issued = utcnow()
+    order = an_order("t9", occurred_at=issued,
+                     ack_by=issued + timedelta(seconds=ack_in_s) if ack_in_s else None)
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=30.0,
+                            fallback_steps=len(chain), ttl_s=600)
+    settings = Settings(redis_url=url, admin_token=ADMIN_TOKEN, fallback_poll_s=0.05)
+    assert settings.fallback_after_s == 30.0
+    timers = FallbackTimers(redis=redis, orders=None, chain=chain,  # type: ignore[arg-type]
+                            settings=settings)
+    task = asyncio.create_task(timers.run())
+    try:
+        await poll_until(until, "the fallback steps", 10)
+    finally:
+        await stop_task(task)
+    return issued.timestamp()
+
+
+async def test_every_fallback_step_goes_before_the_orders_deadline(clean_redis: str) -> None:
+    # Each later step waited FALLBACK_AFTER_S again: a P2's SMS at 60 s, its deadline.
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    sent: list[tuple[str, float]] = []
+    try:
+        issued = await run_chain(clean_redis, redis,
+                                 [Recording("webpush", sent), Recording("sms", sent)],
+                                 ack_in_s=6.0, until=lambda: len(sent) >= 2)
+    finally:
+        await redis.aclose()
+    (first, first_at), (second, second_at) = sent
+    assert (first, second) == ("webpush", "sms")
+    assert first_at - issued == pytest.approx(2, abs=0.5)   # a third of the 6 s
+    assert second_at - issued == pytest.approx(4, abs=0.5)  # two thirds: 2 s left to answer
+
+
+async def test_a_fallback_step_that_reaches_nobody_is_followed_by_the_next_at_once(
+        clean_redis: str) -> None:
+    # No push subscription on the team's phones: the SMS must not wait another period.
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    sent: list[tuple[str, float]] = []
+    try:
+        issued = await run_chain(
+            clean_redis, redis,
+            [Recording("webpush", sent, reaches_anybody=False), Recording("sms", sent)],
+            ack_in_s=6.0, until=lambda: len(sent) >= 1)
+    finally:
+        await redis.aclose()
+    [(channel, at)] = sent
+    assert channel == "sms" and at - issued == pytest.approx(2, abs=0.5)
+
+
 async def test_two_replicas_never_send_one_step_to_a_phone_twice(clean_redis: str) -> None:
     # Replica A's sends outlast its lease (a slow gateway, many phones); replica B claims
     # the timer again meanwhile: each phone still gets the step once.
@@ -359,3 +487,41 @@ async def _fallback_done(http: httpx.AsyncClient, notify: str,
                          order_id: str) -> dict[str, Any] | None:
     record = await _stored(http, notify, order_id)
     return record if record is not None and len(record["attempts"]) >= 3 else None
+
+
+async def test_an_order_raised_to_p1_gets_its_sooner_deadline_on_the_phone_and_in_the_fallback(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    # A P4 (300 s to acknowledge) raised to P1 by the command room: dispatch gives the
+    # unacknowledged offer 30 s from its issue and says so in order.amended; the phone shows
+    # it, and the fallback (which would have waited 30 s) comes before that deadline too.
+    from shared.events import OrderAmended
+
+    member = volunteers.enrol("t1")
+    settings = {k: v for k, v in settings_for(gateway, 0).items() if k != "fallback_after_s"}
+    async with notify_factory(**settings) as notify:
+        await register(http, notify, member, Browser(f"{gateway.url}/push/raised"))
+        issued = utcnow()
+        order = an_order("t1", priority="P4", occurred_at=issued,
+                         ack_by=issued + timedelta(seconds=300))
+        async with device(notify, member) as phone:
+            await issue(broker, order)
+            await phone.next_of("order")  # shown, not confirmed: the fallback stays due
+            record = await poll_until(lambda: _stored(http, notify, order.order_id),
+                                      "the order stored")
+            assert record["fallback_due_at"] - issued.timestamp() == pytest.approx(30, abs=1.5)
+            sooner = issued + timedelta(seconds=30)
+            await broker.publish(OrderAmended(
+                district=order.district, order_id=order.order_id,
+                incident_id=order.incident_id, team_id=order.team_id, priority="P1",
+                flags=("in_progress",), ack_by=sooner), stream=streams.ORDER_AMENDED.name)
+            update = await phone.next_of("order_update")
+            assert (update["priority"], update["ack_by"]) == ("P1", sooner.isoformat())
+
+            async def brought_forward() -> dict[str, Any] | None:
+                record = await _stored(http, notify, order.order_id)
+                due = record and record["fallback_due_at"]
+                return record if due and due < issued.timestamp() + 29 else None
+
+            record = await poll_until(brought_forward, "the fallback brought forward")
+            assert record["fallback_due_at"] < sooner.timestamp()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 from services.notify import sockets, store
 
-from .conftest import NotifyFactory, Volunteers, an_order, device
+from .conftest import NotifyFactory, Volunteers, an_order, device, issue
 
 
 async def test_an_order_whose_fan_out_was_lost_arrives_with_the_next_heartbeat(
@@ -28,6 +30,33 @@ async def test_an_order_whose_fan_out_was_lost_arrives_with_the_next_heartbeat(
         assert frame["order_id"] == order.order_id
         later = await phone.drain(0.8)  # more heartbeats: it is not sent again
         assert [f for f in later if f["type"] == "order"] == []
+
+
+async def test_a_teammates_answer_whose_fan_out_was_lost_is_told_by_the_next_heartbeat(
+        notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
+        http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A teammate acknowledged while this replica's fan-out listener was reconnecting (a
+    # Redis restart): the `order_state` message was lost. The phone must not keep showing
+    # the order as new, with Acknowledge and Decline, for as long as it lives.
+    member, teammate = volunteers.enrol("t1"), volunteers.enrol("t1")
+    order = an_order("t1")
+    async with notify_factory(ping_interval_s=0.3) as notify, device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        # the answer's script publishes where nobody listens: a lost Pub/Sub message
+        real = store.fanout_channel
+        monkeypatch.setattr(store, "fanout_channel", lambda team_id: "nobody:listens")
+        try:
+            r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses",
+                                headers=teammate.bearer, json={"response": "acknowledged"})
+        finally:
+            monkeypatch.setattr(store, "fanout_channel", real)
+        assert r.status_code == 200 and r.json()["state"] == "acknowledged", r.text
+        frames = await phone.drain(1.5)  # about five heartbeats
+        told = [f for f in frames if f["type"] == "order_state"
+                and f["order_id"] == order.order_id]
+        assert [(f["state"], f["response"]) for f in told] == [("acknowledged", "acknowledged")]
+        assert [f for f in frames if f["type"] == "order"] == []  # no alarm again
 
 
 async def test_a_socket_whose_token_stopped_working_is_closed_by_the_periodic_check(

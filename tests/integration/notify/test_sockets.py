@@ -1,4 +1,5 @@
-"""The device socket: who may open it, bad frames answered without closing it, revocation."""
+"""The device socket: who may open it, bad frames (and frames Redis refused) answered without
+closing it, revocation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -200,6 +202,78 @@ async def test_an_answer_redis_could_not_take_is_refused_and_the_socket_lives_on
         await phone.send(answer)  # the same socket, sent again
         state = await phone.next_of("order_state")
         assert (state["state"], state["answered"]) == ("acknowledged", True)
+
+
+async def test_an_id_naming_one_of_notifys_own_keys_is_refused_and_the_socket_lives_on(
+        notify: str, volunteers: Volunteers, broker: RedisBroker,
+        http: httpx.AsyncClient) -> None:
+    # `<order id>:attempts` named notify's own list of the order's attempts, read as an
+    # order hash: Redis's WRONGTYPE closed the socket (1011), and over HTTP it was a 500.
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    async with device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        for suffix in (":attempts", ":responses", ":received", ":fallback_sent"):
+            await phone.send({"type": "received", "order_id": f"{order.order_id}{suffix}"})
+            error = await phone.next_of("error", timeout=3)
+            assert (error["code"], error["field"]) == ("invalid_field", "order_id"), error
+            assert "order_id" not in error  # an id it cannot be is not echoed
+        await phone.send({"type": "holding", "order_ids": [f"{order.order_id}:attempts"]})
+        error = await phone.next_of("error", timeout=3)
+        assert (error["code"], error["field"]) == ("invalid_field", "order_ids.0")
+        await phone.send({"type": "ping"})
+        assert await phone.next_of("pong", timeout=3) == {"type": "pong"}
+    attempts = f"{notify}/v1/orders/{order.order_id}:attempts"
+    for method, url, headers, body in (
+            ("GET", attempts, member.bearer, None), ("GET", f"{attempts}/deliveries", ADMIN, None),
+            ("POST", f"{attempts}/responses", member.bearer, {"response": "acknowledged"})):
+        r = await http.request(method, url, headers=headers, json=body)
+        assert r.status_code == 422, (url, r.text)
+        assert (r.json()["error"]["code"], r.json()["error"]["field"]) == (
+            "invalid_field", "order_id")
+    r = await http.get(f"{attempts}/deliveries")
+    assert r.status_code == 401  # the token is checked first
+
+
+async def test_an_error_redis_answers_a_frame_with_never_closes_the_socket(
+        notify: str, volunteers: Volunteers, broker: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    async with device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        real = store.record_receipt
+
+        async def refused(*args: object, **kwargs: object) -> bool:
+            monkeypatch.setattr(store, "record_receipt", real)
+            raise ResponseError("READONLY You can't write against a read only replica.")
+
+        monkeypatch.setattr(store, "record_receipt", refused)
+        await phone.send({"type": "received", "order_id": order.order_id})
+        error = await phone.next_of("error", timeout=3)
+        assert (error["code"], error["order_id"]) == ("unavailable", order.order_id)
+        await phone.send({"type": "received", "order_id": order.order_id})  # sent again
+        await phone.send({"type": "ping"})
+        assert await phone.next_of("pong", timeout=3) == {"type": "pong"}
+        assert [f for f in await phone.drain(0.3) if f["type"] == "error"] == []
+
+
+async def test_a_receipt_refused_by_the_rate_limit_names_its_order_and_is_asked_for_again(
+        notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker) -> None:
+    member = volunteers.enrol("t1")
+    order = an_order("t1")
+    async with notify_factory(ping_interval_s=0.3, frame_burst=1, frame_rate_per_s=0.5) \
+            as notify, device(notify, member) as phone:
+        await issue(broker, order)
+        await phone.next_of("order")
+        await phone.send({"type": "ping"})  # the burst
+        await phone.send({"type": "received", "order_id": order.order_id})
+        error = await phone.next_of("error", timeout=3)
+        assert (error["code"], error["order_id"]) == ("rate_limited", order.order_id)
+        again = await phone.next_of("order", timeout=3)  # a heartbeat asks for it again
+        assert again["order_id"] == order.order_id
 
 
 async def test_a_socket_opened_while_redis_is_away_is_told_to_try_again(

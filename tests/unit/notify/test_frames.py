@@ -45,6 +45,14 @@ def test_valid_frames_parse() -> None:
     ('{"type": "response", "order_id": "o", "response": "declined", "note": "' + "x" * 501 + '"}',
      "invalid_field", "note"),
     ('{"type": "ping", "extra": 1}', "invalid_field", "extra"),
+    # not an order id: `<id>:attempts` would name notify's own list of the order's attempts
+    ('{"type": "received", "order_id": "ord_1:attempts"}', "invalid_field", "order_id"),
+    ('{"type": "response", "order_id": "ord_1:responses", "response": "acknowledged"}',
+     "invalid_field", "order_id"),
+    ('{"type": "received", "order_id": "ord 1"}', "invalid_field", "order_id"),
+    ('{"type": "received", "order_id": "' + "a" * 65 + '"}', "invalid_field", "order_id"),
+    ('{"type": "holding", "order_ids": ["ord_1", "ord_1:received"]}', "invalid_field",
+     "order_ids.1"),
 ])
 def test_bad_frames_are_described(raw: str, code: str, field: str | None) -> None:
     with pytest.raises(FrameError) as bad:
@@ -77,6 +85,16 @@ def test_the_order_of_a_bad_frame_is_read_when_it_can_be() -> None:
     assert order_id_of("nope") is None
     assert order_id_of('{"order_id": 3}') is None
     assert order_id_of("[" * 2000 + "]" * 2000) is None
+    assert order_id_of('{"order_id": "ord_9:attempts"}') is None  # not an id: not echoed
+
+
+def test_an_order_id_is_dispatchs_alphabet() -> None:
+    from shared.events import new_id
+
+    for order_id in (new_id("ord"), "ord_1", "o", "A-b_9", "x" * 64):
+        frame = parse_frame(json.dumps({"type": "received", "order_id": order_id}),
+                            max_bytes=MAX)
+        assert isinstance(frame, Received) and frame.order_id == order_id
 
 
 def test_the_rate_limiter_allows_a_burst_then_the_rate() -> None:

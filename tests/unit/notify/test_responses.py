@@ -10,6 +10,7 @@ from services.notify.domain.responses import (
     ResponseRefused,
     allowed_responses,
     decide_response,
+    is_ahead,
     is_live,
 )
 
@@ -102,3 +103,19 @@ def test_allowed_responses_per_state() -> None:
     assert allowed_responses("resolved") == ()
     assert allowed_responses("withdrawn") == ()
     assert is_live("en_route") and not is_live("handover") and not is_live("withdrawn")
+
+
+@pytest.mark.parametrize(("state", "told", "ahead"), [
+    ("acknowledged", "issued", True),
+    ("on_scene", "acknowledged", True),
+    ("declined", "issued", True),
+    ("resolved", "on_scene", True),
+    ("acknowledged", "acknowledged", False),
+    ("acknowledged", "en_route", False),  # read before a newer state was told: not told back
+    ("issued", "acknowledged", False),
+    ("acknowledged", "declined", False),  # nothing moves on from an ended order
+    ("handover", "resolved", False),
+])
+def test_a_page_is_told_only_a_state_ahead_of_what_it_was_told(
+        state: str, told: str, ahead: bool) -> None:
+    assert is_ahead(state, of=told) is ahead

@@ -1,0 +1,26 @@
+"""When an order no device confirmed goes out on its next fallback channel: every step sent,
+and time left to answer after the last, before the order's acknowledge-by deadline."""
+
+from __future__ import annotations
+
+
+def wait_before_step(*, now: float, ack_by: float | None, after_s: float, steps_left: int,
+                     reached: bool = True) -> float:
+    """Seconds from `now` until the next fallback step is due.
+
+    `steps_left`: the steps still to send, the next one included; `after_s`:
+    FALLBACK_AFTER_S, the longest wait. Without a deadline (`ack_by` None: a hand-over),
+    each step waits `after_s`. With one, the steps still to send and the member's own answer
+    after the last share what is left before it equally, each wait at most `after_s`: with
+    Web Push and SMS, a P1 order (30 s) goes by Web Push at 10 s and by SMS at 20 s, a P4
+    (300 s) at 30 s and 60 s. A deadline already past: at once (dispatch withdraws the
+    order then, which stops the chain). `reached`: whether the step just tried reached
+    anybody; one that found nobody to send to, or whose every message failed, is
+    followed by the next step at once.
+    """
+    if not reached:
+        return 0.0
+    if ack_by is None:
+        return max(0.0, after_s)
+    left = max(0.0, ack_by - now)
+    return max(0.0, min(after_s, left / (max(steps_left, 1) + 1)))
