@@ -382,7 +382,8 @@ async function api(path, method, body) {   // notify's own path, or another serv
   if (body) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
   const data = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(data.error ? data.error.message : ("HTTP " + r.status));
+  if (!r.ok) { const e = new Error(data.error ? data.error.message : ("HTTP " + r.status));
+    e.status = r.status; throw e; }
   return data;
 }
 async function loadMe() {
@@ -412,10 +413,19 @@ async function loadDuty() {
   showState(me.state);
   loadPoints();
 }
+// This member is on the team's shift (a teammate may have started it: check in to join);
+// only such a member's phone moves the team on dispatch's map, or anyone's while the team
+// holds an order with nobody left on its shift.
+function onShift(state) {
+  return !!(me && (state.shift_member_ids || []).includes(me.member.id));
+}
 function showState(state) {
-  $("dutystate").textContent = state.on_shift ? state.status.replace(/_/g, " ").toUpperCase() : "OFF SHIFT";
-  $("checkin").disabled = state.on_shift; $("checkout").disabled = !state.on_shift;
-  if (state.on_shift) startSharing(); else stopSharing();
+  const mine = onShift(state);
+  $("dutystate").textContent = state.on_shift ? state.status.replace(/_/g, " ").toUpperCase() +
+    (mine ? "" : " · you are not checked in") : "OFF SHIFT";
+  $("checkin").disabled = mine; $("checkout").disabled = !mine;
+  if (mine || (!(state.shift_member_ids || []).length && (state.open_orders || []).length)) startSharing();
+  else stopSharing(state.on_shift ? "check in to share your position" : "off shift");
 }
 async function shift(which) {
   try { const state = await api(V("/v1/me/shift/" + which), "POST");
@@ -443,10 +453,10 @@ function startSharing() {
   const again = () => navigator.geolocation.getCurrentPosition((p) => onFix(p, true), onFixError, opts);
   keepTimer = setInterval(again, 30000);
 }
-function stopSharing() {
+function stopSharing(why) {
   if (watchId !== null) navigator.geolocation.clearWatch(watchId);
   clearInterval(keepTimer); watchId = null; keepTimer = null;
-  $("posline").textContent = "Position not shared (off shift).";
+  $("posline").textContent = "Position not shared (" + (why || "off shift") + ").";
 }
 function onFixError(e) { $("posline").textContent = "Position not available: " + e.message; }
 async function onFix(p, force) {
@@ -457,7 +467,10 @@ async function onFix(p, force) {
   try { await api(V("/v1/me/position"), "PUT", lastFix);
     $("posline").textContent = "Position shared " + new Date().toLocaleTimeString() +
       " (±" + lastFix.accuracy_m + " m)";
-  } catch (e) { $("posline").textContent = "Position not sent: " + e.message; }
+  } catch (e) {
+    if (e.status === 409) { stopSharing("check in to share your position"); loadDuty(); return; }
+    $("posline").textContent = "Position not sent: " + e.message;
+  }
 }
 
 // --- reports from the street (intake) -------------------------------------------------

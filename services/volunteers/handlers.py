@@ -1,9 +1,10 @@
 """Volunteers' subscribers: dispatch's orders drive team status (-> unit.status) and points.
 
-order.issued -> dispatched; order.responded -> en_route / on_scene / finished (resolved orders
-earn volunteer points); order.withdrawn -> finished; incident.closed -> confirmed hazard
-reports. Each change is deduplicated by the order's own record (an order is issued once and
-finishes once), so a redelivered event finds nothing to do.
+order.issued -> dispatched (a hand-over or follow-up is recorded and leaves the status alone);
+order.responded -> en_route / on_scene / finished (resolved orders earn volunteer points);
+order.withdrawn -> finished; incident.closed -> confirmed hazard reports. Each change is
+deduplicated by the order's own record (an order is issued once and finishes once), so a
+redelivered event finds nothing to do.
 
 A confirmed hazard report pays those who were on the team's shift when it resolved the order
 (the order's record keeps them), however the streams interleave: the resolution pays them when
@@ -41,7 +42,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         def decide(view: TeamView) -> Decision:
             step = status.on_order_issued(
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
-                incident_id=event.incident_id, category=event.category,
+                incident_id=event.incident_id, category=event.category, kind=event.kind,
             )
             return Decision(step.state, step.record)
 

@@ -147,3 +147,37 @@ def test_the_device_page_sends_again_an_answer_refused_for_now_and_not_one_taken
     assert later == [receipt, answer]  # both repeatable: a repeat changes nothing
     assert after_taken == [receipt]  # the answer was taken: only the receipt is repeated
     assert after_conflict == []  # refused for good: not sent again
+
+
+GEOLOCATION = ("navigator.geolocation = { watchPosition: () => 7, clearWatch() {}, "
+               "getCurrentPosition() {} }; info = { services: { volunteers: 'http://v' } }; "
+               "me = { member: { id: 'm-2' } };")
+
+
+def shown(state: dict[str, Any]) -> str:
+    return f"showState({json.dumps(state)}); watchId"
+
+
+def test_the_device_page_shares_the_position_only_of_a_member_on_the_shift() -> None:
+    # Volunteers takes the team's position only from members on its shift (a teammate at
+    # home with the page open must not move the team on dispatch's map): the page shares
+    # it once this member checked in, or while the team holds an order nobody is on shift
+    # for, and stops at volunteers' 409.
+    team_on = {"on_shift": True, "status": "available", "open_orders": []}
+    refused = ("fetch = async () => ({ ok: false, status: 409, json: async () => "
+               "({ error: { message: 'not on the shift' } }) }); "
+               "onFix({ coords: { latitude: 22.8, longitude: 108.3, accuracy: 5 }, "
+               "timestamp: 0 }, true).then(() => watchId)")
+    teammate_only, checked_in, stopped, order_left, off = run_page(
+        GEOLOCATION + shown({**team_on, "shift_member_ids": ["m-1"]}),
+        shown({**team_on, "shift_member_ids": ["m-1", "m-2"]}),
+        refused,
+        shown({"on_shift": False, "status": "off_duty", "shift_member_ids": [],
+               "open_orders": [{"order_id": "ord_1", "stage": "en_route"}]}),
+        shown({"on_shift": False, "status": "off_duty", "shift_member_ids": [],
+               "open_orders": []}),
+    )
+    assert teammate_only is None  # the team's shift runs, this member has not checked in
+    assert checked_in == 7
+    assert stopped is None  # volunteers refused the fix: sharing stops
+    assert order_left == 7 and off is None

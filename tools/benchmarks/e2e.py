@@ -1,8 +1,9 @@
 """The four services as processes (tools.stack.Stack): the positions path and end-to-end latency.
 
 Set-up: one district of `teams` teams and `teams * members_per_team` members (roster import),
-a device token per member (device enrolment: distinct tokens), every team on shift, one
-WebSocket per team (the first member's phone) held by this process, a system key at intake.
+a device token per member (device enrolment: distinct tokens), every team on shift with
+every member checked in, one WebSocket per team (the first member's phone) held by this
+process, a system key at intake.
 
 - positions: the load generator (own process) sends `PUT /v1/me/position` closed loop over
   `concurrency` connections, each request with the next member's token; updates/s = 200s.
@@ -233,6 +234,18 @@ class StackBench:
                     raise RuntimeError(f"position answered {status}: {body[:200]!r}")
 
             await _bounded(16, [on_shift(team) for team in self.team_list])
+            # Every other member checks in to the running shift: only members on shift
+            # report positions (volunteers refuses a fix from one who is not, 409).
+            others = [tok for (team, member), tok in zip(members, tokens, strict=True)
+                      if member != team.members[0]]
+
+            async def check_in(token: str) -> None:
+                status, body = await _polite(pool, encode_request(
+                    "POST", host, "/v1/me/shift/start", token=token, body=b"{}"))
+                if status != 200:
+                    raise RuntimeError(f"check-in answered {status}: {body[:200]!r}")
+
+            await _bounded(16, [check_in(tok) for tok in others])
             pool.close()
             took["shifts"] = time.perf_counter() - t
 

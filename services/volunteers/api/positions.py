@@ -88,6 +88,10 @@ async def accept_position(
     if result == teams_store.POSITION_OFF_DUTY:
         raise conflict("the team is off_duty: positions are kept only on shift; allowed: "
                        "start a shift (POST /v1/me/shift/start) first")
+    if result == teams_store.POSITION_NOT_ON_SHIFT:
+        # A member at home with the page open would move the team to their home.
+        raise conflict("you are not on the team's shift: its position comes only from "
+                       "members on shift; allowed: check in (POST /v1/me/shift/start) first")
     out: dict[str, Any] = {"accepted": result >= teams_store.POSITION_STORED,
                            "published": result == teams_store.POSITION_PUBLISHED}
     if result == teams_store.POSITION_STALE:

@@ -12,14 +12,17 @@ with its reason (`adjustment`).
   in whole quarter-hours (1.25 points each, so amounts stay exact), at most
   `max_patrol_hours` per shift (a forgotten check-out earns no more).
 An entry's id says what it rewards (`resolved:<order>:<member>`, `hazard:<incident>:<member>`,
-`patrol:<shift>:<member>`, `missed:<order>:<member>`, `adjust:<adjustment>`), so writing
-it once (SET NX) makes every award exactly-once.
+`patrol:<shift>:<joined>:<member>`, `missed:<order>:<member>`, `adjust:<adjustment>`), so
+writing it once (SET NX) makes every award exactly-once. A patrol's id names the member's
+check-in (`patrol_entry_id`): a member moved away and back within one shift is paid for each
+stint. (Entries written as `patrol:<shift>:<member>`, before, keep their ids: nothing reads
+an id back, and no stint they paid can end again.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -104,6 +107,12 @@ def patrol_quarters(start: datetime, end: datetime, *, max_hours: float) -> int:
     return int(min(minutes, max_hours * 60) // 15)
 
 
+def patrol_entry_id(*, shift_id: str, member_id: str, joined: datetime) -> str:
+    """A stint's id: the shift, the member's check-in to it (UTC, to the microsecond, as the
+    state keeps it: the same for every redelivery) and the member."""
+    return f"patrol:{shift_id}:{joined.astimezone(UTC):%Y%m%dT%H%M%S.%fZ}:{member_id}"
+
+
 def award_patrol(
     *, ended: EndedShift, team_id: str, district: str, agency_kind: str, max_hours: float,
 ) -> list[LedgerEntry]:
@@ -115,12 +124,12 @@ def award_patrol(
         if quarters == 0:
             continue
         entries.append(LedgerEntry(
-            entry_id=f"patrol:{ended.shift_id}:{member_id}", member_id=member_id,
+            entry_id=patrol_entry_id(shift_id=ended.shift_id, member_id=member_id,
+                                     joined=joined), member_id=member_id,
             team_id=team_id, district=district, points=quarters * QUARTER_POINTS,
             reason="patrol", at=ended.ended_at, shift_id=ended.shift_id, minutes=quarters * 15,
         ))
     return entries
-
 
 
 def penalise_missed_order(

@@ -1,4 +1,4 @@
-"""What a valid position fix from a device is."""
+"""What a valid position fix from a device is, and whose fixes move the team."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import IsoTime
+
+from .status import TeamState
+
+ANY_MEMBER = "*"  # not a member id (EntityId has no "*")
 
 
 class PositionIn(BaseModel):
@@ -24,3 +28,15 @@ def fix_time(fix: PositionIn, *, now: datetime, max_future_s: float) -> datetime
     if at - now > timedelta(seconds=max_future_s):
         raise ValueError("is in the future")
     return at
+
+
+def fix_senders(state: TeamState) -> str:
+    """Whose fixes move the team on dispatch's map, as the fix's script reads them (the
+    state's `fixes_from`): the members on its shift, as " m1 m2 " (ids have no spaces: the
+    script looks for " <member> "); any member of the team (`ANY_MEMBER`) while it holds an
+    order with nobody on its shift (an order that came as the shift ended, or that outlasted
+    its last member); nobody ("") otherwise. A member of the team who has not checked in
+    (at home, the page open) does not move it."""
+    if state.shift_members:
+        return f" {' '.join(sorted(state.shift_members))} "
+    return ANY_MEMBER if state.orders else ""

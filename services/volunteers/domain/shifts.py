@@ -10,13 +10,24 @@ day off. A shift whose end is not after its start ends the next day.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from shared.timezones import parse_timezone
+from shared.timezones import check_timezone, parse_timezone
 
 OFF = "off"
+# The validation context of a plan read back from the store: its time zone was checked when
+# it was sent, by the rules of that day (see `plan_timezone`).
+STORED = {"stored": True}
+_OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 
 
 class ShiftSlot(BaseModel):
@@ -36,9 +47,9 @@ class ShiftPlan(BaseModel):
 
     @field_validator("timezone")
     @classmethod
-    def _tz(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_timezone(value)
+    def _tz(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not (info.context or {}).get("stored"):
+            check_timezone(value)
         return value
 
     @field_validator("shifts")
@@ -65,15 +76,33 @@ class PlannedShift(BaseModel):
     end: datetime
 
 
+def plan_timezone(plan: ShiftPlan, *, default_tz: tzinfo) -> tzinfo:
+    """The plan's time zone (`default_tz` if it names none). A `+HH:MM` offset stored before
+    offsets were checked (minutes 60-99, or west of -12:00) reads as it did then, minutes
+    carried into hours, so stored plans keep the times they showed; sending the plan again
+    is refused until its offset is corrected."""
+    if plan.timezone is None:
+        return default_tz
+    try:
+        return parse_timezone(plan.timezone)
+    except ValueError:
+        m = _OFFSET.match(plan.timezone)
+        if m is None:
+            raise
+        sign = 1 if m.group(1) == "+" else -1
+        return timezone(sign * timedelta(hours=int(m.group(2)), minutes=int(m.group(3))))
+
+
 def planned_on(plan: ShiftPlan, day: date, *, default_tz: tzinfo) -> PlannedShift | None:
     """The shift the plan puts on `day` (the one starting that day), or None for a day off."""
     entry = plan.rotation[(day - plan.anchor).days % len(plan.rotation)]
     if entry is None or entry == OFF:
         return None
     slot = plan.shifts[entry]
-    tz = parse_timezone(plan.timezone) if plan.timezone else default_tz
+    tz = plan_timezone(plan, default_tz=default_tz)
     start = datetime.combine(day, slot.start, tzinfo=tz)
     end = datetime.combine(day, slot.end, tzinfo=tz)
     if end <= start:
         end += timedelta(days=1)
     return PlannedShift(shift=entry, start=start, end=end)
+

@@ -3,8 +3,12 @@
 States: off_duty, available, busy (the device's choices) and dispatched, en_route, on_scene
 (driven by the team's open orders: the team shows its most advanced one). A team is busy with
 an order from `order.issued` until the order is resolved, handed over, declined or withdrawn;
-then it is available if its shift is still on, else off duty. Every step is a pure function
-over `TeamState`, so a redelivered event gives the same state and changes nothing.
+then it is available if its shift is still on, else off duty. Only the orders dispatch claims
+the team for count (`CLAIMING_KINDS`): a station's hand-over or follow-up is paperwork or a
+visit with a day or more to do it, recorded (its responses and points work as any order's)
+but leaving the team's status, the order it shows and its check-out alone. Every step is a
+pure function over `TeamState`, so a redelivered event gives the same state and changes
+nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.events import AgencyKind, Mode, Response, UnitState, UnitStatus
+from shared.events import AgencyKind, Mode, OrderKind, Response, UnitState, UnitStatus
 
 Stage = Literal["dispatched", "en_route", "on_scene"]
 DeviceStatus = Literal["available", "busy", "off_duty"]
@@ -24,6 +28,10 @@ DeviceStatus = Literal["available", "busy", "off_duty"]
 STAGE_RANK: dict[str, int] = {"dispatched": 1, "en_route": 2, "on_scene": 3}
 FINAL_RESPONSES = frozenset({"resolved", "handover", "declined"})
 PROGRESS: dict[str, Stage] = {"en_route": "en_route", "on_scene": "on_scene"}
+# The kinds of order that take the team: dispatch claims a team only for these (its
+# engine's CLAIMING_KINDS), so only these make it dispatched and hold its shift; a
+# hand-over or a follow-up leaves the team free for dispatch's next emergency.
+CLAIMING_KINDS: frozenset[str] = frozenset({"dispatch", "reinforcement", "manual"})
 
 # What a device may set from each state (the order states follow the order, not the device).
 DEVICE_TRANSITIONS: Mapping[str, tuple[DeviceStatus, ...]] = {
@@ -183,11 +191,19 @@ class OrderRecord(BaseModel):
     team_id: str
     incident_id: str
     category: str | None = None
+    kind: OrderKind | None = Field(
+        default=None, description="dispatch's kind of order; None: not known (recorded before "
+        "kinds were kept, or a response overtook the order): it counts as claiming the team")
     open: bool = True
     final: str | None = Field(default=None, description="resolved, handover, declined, withdrawn")
     members: tuple[str, ...] | None = Field(
         default=None, description="who was on the team's shift when it resolved the order: "
         "whom the incident's closing pays for a confirmed hazard report")
+
+    @property
+    def claims(self) -> bool:
+        """Whether the order takes the team (its status, its shown order, its check-out)."""
+        return self.kind is None or self.kind in CLAIMING_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,16 +219,25 @@ def _foreign(record: OrderRecord | None, team_id: str) -> bool:
 
 def on_order_issued(
     state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
-    incident_id: str, category: str,
+    incident_id: str, category: str, kind: OrderKind,
 ) -> OrderStep:
     if _foreign(record, team_id):
         return OrderStep(state, record)
     if record is not None:  # seen already (redelivery, or a response overtook it)
-        if record.category is None:
-            return OrderStep(state, record.model_copy(update={"category": category}))
+        learnt = {k: v for k, v in (("category", category), ("kind", kind))
+                  if getattr(record, k) is None}
+        if not learnt:
+            return OrderStep(state, record)
+        record = record.model_copy(update=learnt)
+        if not record.claims and order_id in state.orders:
+            # A hand-over or follow-up held the team while its kind was not known (a
+            # response overtook it, or it was recorded before kinds were kept): no longer.
+            state = _release(state, order_id)
         return OrderStep(state, record)
+    new = OrderRecord(team_id=team_id, incident_id=incident_id, category=category, kind=kind)
+    if not new.claims:
+        return OrderStep(state, new)
     orders = {**state.orders, order_id: "dispatched"}
-    new = OrderRecord(team_id=team_id, incident_id=incident_id, category=category)
     return OrderStep(_settle(state.model_copy(update={"orders": orders})), new)
 
 
@@ -225,6 +250,8 @@ def on_order_responded(
     record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
     if response in FINAL_RESPONSES:
         return _finish(state, record, order_id=order_id, final=response)
+    if not record.claims:
+        return OrderStep(state, record)
     orders = dict(state.orders)
     current = orders.get(order_id, "dispatched")
     stage = PROGRESS.get(response, current)
@@ -243,7 +270,8 @@ def on_order_withdrawn(
     return _finish(state, record, order_id=order_id, final="withdrawn")
 
 
-def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str) -> OrderStep:
+def _release(state: TeamState, order_id: str) -> TeamState:
+    """The team no longer held by the order."""
     orders = {o: s for o, s in state.orders.items() if o != order_id}
     settled = _settle(state.model_copy(update={"orders": orders}))
     if settled.on_shift and not settled.shift_members and not settled.orders:
@@ -251,6 +279,11 @@ def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str)
         # them, or they were removed): the shift ends with it, as leave_shift ends it when
         # no order holds it, so dispatch sends nothing to a team with nobody on it.
         settled = TeamState(status="off_duty")
+    return settled
+
+
+def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str) -> OrderStep:
+    settled = _release(state, order_id)
     closed = record.model_copy(update={"open": False, "final": final})
     if final == "resolved":
         closed = closed.model_copy(update={"members": tuple(sorted(state.shift_members))})

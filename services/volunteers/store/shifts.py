@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from ..domain.shifts import ShiftPlan
+from ..domain.shifts import STORED, ShiftPlan
 from . import keys
 
 
@@ -17,7 +17,7 @@ async def put_plan(redis: Redis, *, team_id: str, district: str, plan: ShiftPlan
 
 async def get_plan(redis: Redis, team_id: str) -> ShiftPlan | None:
     raw = await redis.get(keys.plan(team_id))
-    return ShiftPlan.model_validate_json(raw) if raw else None
+    return ShiftPlan.model_validate_json(raw, context=STORED) if raw else None
 
 
 async def plans_of(redis: Redis, district: str) -> dict[str, ShiftPlan]:
@@ -26,4 +26,5 @@ async def plans_of(redis: Redis, district: str) -> dict[str, ShiftPlan]:
         for team_id in team_ids:
             pipe.get(keys.plan(team_id))
         raws = await pipe.execute()
-    return {t: ShiftPlan.model_validate_json(r) for t, r in zip(team_ids, raws, strict=True) if r}
+    return {t: ShiftPlan.model_validate_json(r, context=STORED)
+            for t, r in zip(team_ids, raws, strict=True) if r}

@@ -33,6 +33,7 @@ from shared.scripts import (
 )
 
 from ..domain.points import LedgerEntry, award_patrol
+from ..domain.positions import fix_senders
 from ..domain.status import OrderRecord, Outcome, TeamState, unit_status
 from . import keys
 from .points import AWARD_LUA, award_call
@@ -49,8 +50,10 @@ def decode_state(data: Mapping[str, str]) -> TeamState:
 
 
 def encode_state(state: TeamState, *, seq: int, now: datetime) -> dict[str, str]:
-    return {"state": state.model_dump_json(), "status": state.status, "seq": str(seq),
-            "changed_at": now.isoformat()}
+    """The state's hash: the state itself, and what the position script reads of it
+    (`status`, `fixes_from`) without decoding it."""
+    return {"state": state.model_dump_json(), "status": state.status,
+            "fixes_from": fix_senders(state), "seq": str(seq), "changed_at": now.isoformat()}
 
 
 def skills_of(team: Mapping[str, str]) -> list[str]:
@@ -257,15 +260,29 @@ async def hazard_confirmed(redis: Redis, *, incident_id: str, team_id: str) -> b
 # --- positions: the hot path, one round trip --------------------------------------------
 
 # Checks the device is still who the caller cached (token not revoked, member still in this
-# team and district: -2 otherwise), refuses off-duty teams, ignores fixes older than the
-# stored one, overwrites the latest position and, at most once per interval per team,
-# appends the prebuilt UnitPosition.
+# team and district: -2 otherwise), refuses off-duty teams (-1) and members whose fixes do
+# not move the team (-3: not on its shift; domain.positions.fix_senders), ignores fixes
+# older than the stored one, overwrites the latest position and, at most once per interval
+# per team, appends the prebuilt UnitPosition. A state written before `fixes_from` was kept
+# has it worked out from the state itself, by the same rule (until its next change).
 _POSITION = """
 if redis.call('HGET', KEYS[5], 'device_id') ~= ARGV[13] then return -2 end
 local m = redis.call('HMGET', KEYS[6], 'team_id', 'district')
 if m[1] ~= ARGV[11] or m[2] ~= ARGV[12] then return -2 end
-local status = redis.call('HGET', KEYS[2], 'status')
+local st = redis.call('HMGET', KEYS[2], 'status', 'fixes_from')
+local status, from = st[1], st[2]
 if (not status) or status == 'off_duty' then return -1 end
+if not from then
+  local state = cjson.decode(redis.call('HGET', KEYS[2], 'state') or '{}')
+  local on, orders = state['shift_members'], state['orders']
+  if type(on) == 'table' and next(on) ~= nil then
+    if on[ARGV[6]] == nil then return -3 end
+  elseif type(orders) ~= 'table' or next(orders) == nil then
+    return -3
+  end
+elseif from ~= '*' and not string.find(from, ' ' .. ARGV[6] .. ' ', 1, true) then
+  return -3
+end
 local last = redis.call('HGET', KEYS[1], 'at_ms')
 if last and tonumber(ARGV[1]) < tonumber(last) then return 0 end
 redis.call('HSET', KEYS[1], 'at_ms', ARGV[1], 'lat', ARGV[2], 'lon', ARGV[3],
@@ -311,8 +328,8 @@ redis.call('HSET', KEYS[1], 'pub_ms', ARGV[5])
 return 1
 """
 
-POSITION_NOT_CURRENT, POSITION_OFF_DUTY, POSITION_STALE, POSITION_STORED, POSITION_PUBLISHED = (
-    -2, -1, 0, 1, 2)
+(POSITION_NOT_ON_SHIFT, POSITION_NOT_CURRENT, POSITION_OFF_DUTY, POSITION_STALE,
+ POSITION_STORED, POSITION_PUBLISHED) = (-3, -2, -1, 0, 1, 2)
 
 
 class PositionWriter:
@@ -340,7 +357,8 @@ class PositionWriter:
                     token_hash: str, now: datetime) -> int:
         """Store (and maybe publish) a fix of `device_id`, whose token hashes to
         `token_hash`; POSITION_NOT_CURRENT when that token is revoked or the member is no
-        longer in the event's team and district."""
+        longer in the event's team and district, POSITION_OFF_DUTY when the team is off
+        duty, POSITION_NOT_ON_SHIFT when the member is not on its shift."""
         envelope = await self._envelope(event)
         at_ms = int(event.at.timestamp() * 1000)
         args: list[Any] = [

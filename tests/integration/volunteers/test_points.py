@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 from faststream.redis import RedisBroker
 
+from services.volunteers.domain.status import TeamState
 from shared.events import IncidentClosed, Location, OrderIssued, OrderResponded, OrderWithdrawn
 
-from .conftest import ADMIN, Volunteers
+from .conftest import ADMIN, DISTRICT, Volunteers
 
 
 def hazard_order(order_id: str = "ord_h", team_id: str = "t-vol",
@@ -26,6 +31,15 @@ async def points_of(volunteers: Volunteers, device: dict[str, str]) -> dict:
     response = await volunteers.client.get("/v1/me/points", headers=device)
     assert response.status_code == 200
     return response.json()
+
+
+async def backdate(volunteers: Volunteers, team_id: str, member_id: str, hours: float) -> None:
+    """Move a member's check-in to `hours` ago (as if that much time had passed)."""
+    key = f"roster:state:{team_id}"
+    state = TeamState.model_validate_json(await volunteers.redis.hget(key, "state"))
+    members = {**state.shift_members, member_id: datetime.now(UTC) - timedelta(hours=hours)}
+    await volunteers.redis.hset(key, "state", state.model_copy(
+        update={"shift_members": members}).model_dump_json())
 
 
 async def wang_and_chen(volunteers: Volunteers, *, chen_on_shift: bool
@@ -268,3 +282,27 @@ async def test_a_hazard_closed_before_its_resolution_was_read_pays_the_shift_tha
         mine = await points_of(volunteers, device)
         assert sorted((e["entry_id"], e["points"]) for e in mine["history"]) == [
             (f"hazard:inc_ord_h:{member_id}", 3), (f"resolved:ord_h:{member_id}", 10)]
+
+
+async def test_a_member_moved_away_and_back_within_one_shift_is_paid_for_both_stints(
+        volunteers: Volunteers) -> None:
+    """Uncle Chen patrols 2 h with t-vol, is moved to t-vol2 by an import (paid 10 for those
+    2 h), is moved back the same day, checks in again to the same, still running shift and
+    patrols 1 h more: the check-out pays that second stint too (5 more), not just the first
+    (both once had the id `patrol:<shift>:<member>`, and the ledger kept only the first)."""
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=True)
+    client = volunteers.client
+    await backdate(volunteers, "t-vol", "m-chen", 2)
+    moved: dict[str, Any] = copy.deepcopy(DISTRICT)
+    moved["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                           "mode": "foot"})
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    await volunteers.import_district(moved)
+    assert (await points_of(volunteers, chen))["balance"] == 10
+    await volunteers.import_district(DISTRICT)  # back to t-vol, whose shift still runs
+    assert (await client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    await backdate(volunteers, "t-vol", "m-chen", 1)
+    assert (await client.post("/v1/me/shift/end", headers=wang)).status_code == 200
+    points = await points_of(volunteers, chen)
+    assert points["balance"] == 15, [(e["reason"], e.get("minutes")) for e in points["history"]]
+    assert [e["minutes"] for e in points["history"]] == [60, 120]

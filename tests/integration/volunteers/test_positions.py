@@ -8,13 +8,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.volunteers.store.teams import PositionWriter
-from shared.events import UnitPosition, utcnow
+from shared.events import Location, OrderIssued, UnitPosition, utcnow
 
 from .conftest import ADMIN, Volunteers, running
+
+NOT_ON_SHIFT = ("you are not on the team's shift: its position comes only from members on "
+                "shift; allowed: check in (POST /v1/me/shift/start) first")
 
 
 async def test_a_fix_is_kept_as_the_latest_position_and_published(
@@ -89,7 +93,8 @@ async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
     async with running(clean_redis, position_publish_interval_ms=60_000) as volunteers:
         await volunteers.import_district()
         wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
-        await volunteers.client.post("/v1/me/shift/start", headers=wang)
+        for device in (wang, chen):
+            await volunteers.client.post("/v1/me/shift/start", headers=device)
         first = await volunteers.client.put("/v1/me/position", headers=wang,
                                             json={"lat": 22.01, "lon": 108.01})
         second = await volunteers.client.put("/v1/me/position", headers=chen,
@@ -165,6 +170,71 @@ async def test_a_fix_stored_while_the_trailing_edge_is_flushed_still_goes_out(
         events = await volunteers.events("unit.position", UnitPosition)
         assert [e.lat for e in events] == [22.01, 22.03]
         assert await volunteers.redis.zcard("roster:pos-pending") == 0
+
+
+async def test_a_member_not_on_the_shift_does_not_move_the_team_until_they_check_in(
+        volunteers: Volunteers) -> None:
+    """Auntie Wang checks in and patrols; Uncle Chen, of the same team, has not checked in
+    and is at home with the member page open. Were his fixes taken, his home would become
+    the team's position: dispatch would rank the team by where Chen sits, send it to
+    incidents near his home and pass it over for ones near Wang."""
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    client = volunteers.client
+    assert (await client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    at = utcnow().replace(microsecond=0) - timedelta(seconds=5)
+    r = await client.put("/v1/me/position", headers=wang, json={
+        "lat": 22.031, "lon": 108.031, "at": at.isoformat()})
+    assert r.status_code == 200 and r.json()["accepted"] is True
+    home = {"lat": 22.095, "lon": 108.095, "at": (at + timedelta(seconds=2)).isoformat()}
+    r = await client.put("/v1/me/position", headers=chen, json=home)
+    assert r.status_code == 409 and r.json()["error"] == {"code": "conflict",
+                                                          "message": NOT_ON_SHIFT}
+    team = (await client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+    assert team["state"]["shift_member_ids"] == ["m-wang"]
+    published = [(e.lat, e.lon) for e in await volunteers.events("unit.position", UnitPosition)
+                 if e.unit_id == "t-vol"]
+    assert (team["position"]["lat"], published) == (22.031, [(22.031, 108.031)]), (
+        "a fix from a member not on the shift moved the team")
+
+    # Checked in, he is on the shift: his fixes count.
+    assert (await client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    assert (await client.put("/v1/me/position", headers=chen, json=home)).status_code == 200
+    team = (await client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+    assert team["position"]["lat"] == 22.095
+
+
+async def test_a_state_stored_before_its_senders_were_kept_refuses_members_not_on_the_shift(
+        volunteers: Volunteers) -> None:
+    # A team's state written by an earlier version has no `fixes_from`: the script reads
+    # who is on the shift from the state itself, until the state's next change writes it.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    client = volunteers.client
+    await client.post("/v1/me/shift/start", headers=wang)
+    assert await volunteers.redis.hdel("roster:state:t-vol", "fixes_from") == 1
+    fix = {"lat": 22.03, "lon": 108.03}
+    r = await client.put("/v1/me/position", headers=chen, json=fix)
+    assert r.status_code == 409 and r.json()["error"]["message"] == NOT_ON_SHIFT
+    assert (await client.put("/v1/me/position", headers=wang, json=fix)).status_code == 200
+
+
+async def test_a_team_holding_an_order_with_nobody_on_its_shift_is_moved_by_any_member(
+        volunteers: Volunteers, publisher: RedisBroker) -> None:
+    # An order that reached the team as its shift ended (dispatch's view was stale) still
+    # holds it: whoever of the team goes keeps dispatch's map right until the order ends.
+    await volunteers.import_district()
+    chen = await volunteers.enrol("m-chen")
+    fix = {"lat": 22.03, "lon": 108.03}
+    assert (await volunteers.client.put("/v1/me/position", headers=chen,
+                                        json=fix)).status_code == 409  # off duty
+    await publisher.publish(OrderIssued(
+        district="d1", order_id="ord_late", incident_id="inc_late", team_id="t-vol",
+        agency_kind="volunteer", category="noise", priority="P4",
+        location=Location(lat=22.05, lon=108.05)), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    r = await volunteers.client.put("/v1/me/position", headers=chen, json=fix)
+    assert r.status_code == 200 and r.json()["accepted"] is True
 
 
 async def test_a_revoked_token_stops_reporting_positions_at_once(volunteers: Volunteers) -> None:

@@ -55,3 +55,39 @@ async def test_bad_plans_and_unknown_teams_are_refused(volunteers: Volunteers) -
     unknown = await client.put("/v1/teams/t-none/shift-plan", json=MAIN_FIRST, headers=ADMIN)
     assert unknown.status_code == 404
     assert (await client.get("/v1/teams/t-vol/shift-plan", headers=ADMIN)).status_code == 404
+
+
+async def test_a_plan_offset_with_impossible_minutes_is_refused_naming_the_field(
+        volunteers: Volunteers) -> None:
+    """"+05:75" was taken and read as +06:15 (and "+08:60" as +09:00): the shift times the
+    command room reads from GET /v1/shifts were off by the excess, with no error to say the
+    offset was mistyped. So is one beyond -12:00 or +14:00."""
+    await volunteers.import_district()
+    for offset in ("+05:75", "+08:60", "-13:00"):
+        r = await volunteers.client.put("/v1/teams/t-patrol/shift-plan",
+                                        json=MAIN_FIRST | {"timezone": offset}, headers=ADMIN)
+        assert r.status_code == 422, (offset, r.json())
+        assert r.json()["error"]["field"] == "timezone"
+        assert r.json()["error"]["message"].startswith("timezone is not a valid UTC offset")
+        assert offset not in r.json()["error"]["message"]
+    ok = await volunteers.client.put("/v1/teams/t-patrol/shift-plan",
+                                     json=MAIN_FIRST | {"timezone": "+05:45"}, headers=ADMIN)
+    assert ok.status_code == 200
+
+
+async def test_a_plan_stored_with_an_impossible_offset_is_still_listed(
+        volunteers: Volunteers) -> None:
+    # Stored before offsets were checked: listed with the times it showed then, not a 500.
+    await volunteers.import_district()
+    client = volunteers.client
+    assert (await client.put("/v1/teams/t-patrol/shift-plan", json=MAIN_FIRST,
+                             headers=ADMIN)).status_code == 200
+    raw = (await volunteers.redis.get("roster:plan:t-patrol")).decode()
+    await volunteers.redis.set("roster:plan:t-patrol",
+                               raw.replace('"Asia/Shanghai"', '"+05:75"'))
+    plan = await client.get("/v1/teams/t-patrol/shift-plan", headers=ADMIN)
+    assert plan.status_code == 200 and plan.json()["timezone"] == "+05:75"
+    day = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
+                           headers=ADMIN)
+    assert day.status_code == 200
+    assert day.json()["teams"][0]["start"] == "2026-11-23T08:00:00+06:15"

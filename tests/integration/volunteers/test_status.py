@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import timedelta
+
+import pytest
 from faststream.redis import RedisBroker
 
-from shared.events import Location, OrderIssued, OrderResponded, OrderWithdrawn, UnitStatus
+from shared.events import (
+    Location,
+    OrderIssued,
+    OrderResponded,
+    OrderWithdrawn,
+    UnitStatus,
+    utcnow,
+)
 
-from .conftest import ADMIN, Volunteers
+from .conftest import ADMIN, DISTRICT, Volunteers
+
+# DISTRICT with a team of the police station that owns the territory: it takes hand-overs
+# and follow-ups.
+STATION = copy.deepcopy(DISTRICT)
+STATION["teams"].append({"id": "t-station", "agency_id": "p-station", "name": "Station desk",
+                         "mode": "car", "skills": [], "home_zone_id": "z-territory"})
+STATION["members"].append({"id": "m-desk", "name": "Officer Sun", "agency_id": "p-station",
+                           "team_id": "t-station", "role": "officer"})
 
 
 def issued(order_id: str = "ord_1", team_id: str = "t-patrol", category: str = "noise",
-           kind: str = "police") -> OrderIssued:
+           kind: str = "police", order_kind: str = "dispatch") -> OrderIssued:
     return OrderIssued(district="d1", order_id=order_id, incident_id=f"inc_{order_id}",
                        team_id=team_id, agency_kind=kind, category=category,  # type: ignore[arg-type]
+                       kind=order_kind,  # type: ignore[arg-type]
                        priority="P4", location=Location(lat=22.05, lon=108.05))
 
 
@@ -154,3 +174,45 @@ async def test_orders_for_teams_not_on_the_roster_are_acknowledged_and_ignored(
     await volunteers.consumed("order.issued")
     assert await volunteers.redis.xlen("dlq.order.issued") == 0
     assert await volunteers.redis.xlen("unit.status") == 3
+
+
+@pytest.mark.parametrize("order_kind", ["handover", "followup"])
+async def test_a_station_hand_over_or_follow_up_leaves_the_team_available_to_dispatch(
+        volunteers: Volunteers, publisher: RedisBroker, order_kind: str) -> None:
+    """A hand-over (24 h to file it) or a follow-up visit (days) is the station's paperwork:
+    dispatch does not claim the team for it, and volunteers must not tell dispatch the team
+    is dispatched either, or dispatch's projection offers the station team no emergency (a
+    dispute falling back to the station, a fraud warning only the zone's own station may
+    take) until it is filed; its officers must also be able to check out."""
+    await volunteers.import_district(STATION)
+    desk = await volunteers.enrol("m-desk")
+    client = volunteers.client
+    assert (await client.post("/v1/me/shift/start", headers=desk)).status_code == 200
+    task = issued("ord_ho", "t-station", category="dispute", order_kind=order_kind)
+    task = task.model_copy(update={"instructions": "file the mediation",
+                                   "filing_due": utcnow() + timedelta(hours=24)})
+    visiting = responded("on_scene", "ord_ho", "t-station", "m-desk")
+    for stream, event in (("order.issued", task), ("order.responded", visiting)):
+        await publisher.publish(event, stream=stream)
+        await volunteers.consumed(stream)
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-station"][-1]
+    assert (last.status, last.on_shift, last.order_id) == ("available", True, None), (
+        f"dispatch is told the station team is {last.status} for a filing task")
+    team = (await client.get("/v1/teams/t-station", headers=ADMIN)).json()
+    assert (team["state"]["status"], team["state"]["open_orders"]) == ("available", [])
+
+    # It is still an order: its resolution is recorded once (a redelivery changes nothing).
+    for _ in range(2):
+        await publisher.publish(responded("resolved", "ord_ho", "t-station", "m-desk"),
+                                stream="order.responded")
+        await volunteers.consumed("order.responded")
+    record = await volunteers.redis.get("roster:order:ord_ho")
+    assert b'"final":"resolved"' in record and f'"kind":"{order_kind}"'.encode() in record
+    # Nor does it hold the shift: an open one does not refuse the check-out.
+    await publisher.publish(issued("ord_ho2", "t-station", order_kind=order_kind),
+                            stream="order.issued")
+    await volunteers.consumed("order.issued")
+    assert (await client.post("/v1/me/shift/end", headers=desk)).status_code == 200
+    assert await statuses(volunteers, "t-station") == [
+        ("off_duty", False), ("available", True), ("off_duty", False)]

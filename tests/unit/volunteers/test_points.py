@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -10,6 +10,7 @@ from services.volunteers.domain.points import (
     award_confirmed_hazard,
     award_patrol,
     award_resolved_order,
+    patrol_entry_id,
     patrol_quarters,
 )
 from services.volunteers.domain.status import EndedShift
@@ -63,7 +64,30 @@ def test_patrol_points_are_five_per_hour_from_each_members_own_check_in() -> Non
                            max_hours=12)
     by_member = {e.member_id: (e.points, e.minutes) for e in entries}
     assert by_member == {"m1": (11.25, 135), "m2": (2.5, 30), "m3": (6.25, 75)}
-    assert {e.entry_id for e in entries} == {"patrol:s1:m1", "patrol:s1:m2", "patrol:s1:m3"}
+    assert {e.entry_id for e in entries} == {"patrol:s1:20261123T080000.000000Z:m1",
+                                             "patrol:s1:20261123T095000.000000Z:m2",
+                                             "patrol:s1:20261123T090000.000000Z:m3"}
+
+
+def test_two_stints_of_one_member_in_one_shift_are_two_awards_each_paid_once() -> None:
+    # Moved to another team and back within the shift: each stint is its own entry, and a
+    # stint ended again (a redelivery, a retried decision) gives the very same id.
+    first = EndedShift(shift_id="s1", started_at=T0, ended_at=T0 + timedelta(hours=2),
+                       members={"m1": T0})
+    back = T0 + timedelta(hours=3, microseconds=250)
+    second = EndedShift(shift_id="s1", started_at=T0, ended_at=back + timedelta(hours=1),
+                        members={"m1": back})
+
+    def ids(ended: EndedShift) -> list[str]:
+        return [e.entry_id for e in award_patrol(ended=ended, team_id="t1", district="d1",
+                                                 agency_kind="volunteer", max_hours=12)]
+
+    assert ids(first) != ids(second) and ids(second) == ids(second)
+    assert ids(second) == ["patrol:s1:20261123T110000.000250Z:m1"]
+    # the same instant in another zone is the same check-in
+    east = timezone(timedelta(hours=8))
+    assert patrol_entry_id(shift_id="s1", member_id="m1", joined=back.astimezone(east)) == (
+        ids(second)[0])
 
 
 def test_patrol_points_stop_at_the_cap_and_skip_other_kinds() -> None:

@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from services.volunteers.domain.shifts import ShiftPlan, planned_on
+from services.volunteers.config import Settings
+from services.volunteers.domain.shifts import STORED, ShiftPlan, planned_on
 from shared.timezones import parse_timezone
 
 CST = timezone(timedelta(hours=8))
@@ -52,6 +53,8 @@ def test_a_plan_without_time_zone_uses_the_default() -> None:
 @pytest.mark.parametrize("bad", [
     {"rotation": ["main", "night"]},
     {"timezone": "Mars/Olympus"},
+    {"timezone": "+05:75"},
+    {"timezone": "-13:00"},
     {"shifts": {}},
     {"rotation": []},
 ])
@@ -59,3 +62,31 @@ def test_invalid_plans_are_refused(bad: dict) -> None:
     data = PLAN.model_dump(mode="json") | bad
     with pytest.raises(ValidationError):
         ShiftPlan.model_validate(data)
+
+
+def test_a_plan_offset_with_impossible_minutes_is_refused_naming_what_is_wrong() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ShiftPlan.model_validate(PLAN.model_dump(mode="json") | {"timezone": "+08:60"})
+    [error] = caught.value.errors()
+    assert error["loc"] == ("timezone",)
+    assert error["msg"] == "is not a valid UTC offset: its minutes must be 00 to 59 (+HH:MM)"
+
+
+def test_a_plan_stored_with_such_an_offset_still_reads_as_it_did() -> None:
+    # Stored before offsets were checked: GET /v1/shifts keeps answering (with the times it
+    # showed then, the minutes carried into the hours) until the plan is sent again.
+    raw = PLAN.model_dump_json().replace('"+08:00"', '"+05:75"')
+    stored = ShiftPlan.model_validate_json(raw, context=STORED)
+    shift = planned_on(stored, date(2026, 11, 23), default_tz=UTC)
+    assert shift is not None and shift.start.utcoffset() == timedelta(hours=6, minutes=15)
+    with pytest.raises(ValidationError):
+        ShiftPlan.model_validate_json(raw)
+
+
+def test_a_timezone_setting_with_impossible_minutes_stops_the_service_at_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIMEZONE", "+08:60")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "timezone\n  is not a valid UTC offset: its minutes must be 00 to 59" in str(
+        caught.value)

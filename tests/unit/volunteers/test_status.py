@@ -28,9 +28,10 @@ def on_shift(member: str = "m1") -> TeamState:
     return start_shift(TeamState(), member_id=member, now=T0, shift_id="s1").state
 
 
-def issued(state: TeamState, order: str = "o1", record: OrderRecord | None = None):
+def issued(state: TeamState, order: str = "o1", record: OrderRecord | None = None,
+           kind: str = "dispatch"):
     return on_order_issued(state, record, order_id=order, team_id="t1", incident_id="i1",
-                           category="noise")
+                           category="noise", kind=kind)  # type: ignore[arg-type]
 
 
 def responded(state: TeamState, record: OrderRecord | None, response: str, order: str = "o1"):
@@ -200,3 +201,60 @@ def test_a_resolved_order_keeps_who_was_on_the_shift_and_its_order_arriving_late
     assert (late.record.category, late.record.members) == ("noise", ("m1", "m2"))
     handed = responded(issued(state).state, issued(state).record, "handover")
     assert handed.record.members is None  # only a resolution pays a confirmation
+
+
+@pytest.mark.parametrize("kind", ["handover", "followup"])
+def test_a_station_task_is_recorded_but_leaves_the_team_free_and_able_to_check_out(
+        kind: str) -> None:
+    state = on_shift()
+    step = issued(state, "ho", kind=kind)
+    assert step.state == state and step.state.open_order is None
+    assert step.record is not None and (step.record.kind, step.record.open) == (kind, True)
+    assert end_shift(step.state, now=T0).state.status == "off_duty"  # no 409
+    # redelivered: nothing changes; its responses move nothing but finish it, once
+    assert issued(step.state, "ho", record=step.record, kind=kind).record == step.record
+    going = responded(step.state, step.record, "on_scene", order="ho")
+    assert going.state == state and going.record == step.record
+    done = responded(going.state, going.record, "resolved", order="ho")
+    assert done.state == state and done.finished == "resolved"
+    assert (done.record.final, done.record.members) == ("resolved", ("m1",))
+
+
+def test_a_station_task_beside_an_emergency_leaves_the_emergency_in_charge() -> None:
+    emergency = issued(on_shift(), "o1")
+    task = issued(emergency.state, "ho", kind="handover")
+    assert task.state.open_order == "o1" and set(task.state.orders) == {"o1"}
+    done = responded(task.state, task.record, "resolved", order="ho")
+    assert done.state.status == "dispatched" and done.state.open_order == "o1"
+
+
+@pytest.mark.parametrize("kind", ["dispatch", "reinforcement", "manual"])
+def test_orders_dispatch_claims_the_team_for_make_it_dispatched(kind: str) -> None:
+    step = issued(on_shift(), kind=kind)
+    assert step.state.status == "dispatched" and step.record.kind == kind
+
+
+def test_a_response_that_overtook_a_station_task_stops_holding_the_team_once_its_kind_is_known(
+) -> None:
+    ahead = responded(on_shift(), None, "en_route", order="ho")  # kind not known yet
+    assert ahead.state.status == "en_route"
+    late = issued(ahead.state, "ho", record=ahead.record, kind="handover")
+    assert (late.state.status, late.state.orders) == ("available", {})
+    assert (late.record.kind, late.record.category) == ("handover", "noise")
+
+
+def test_an_order_recorded_without_a_kind_still_holds_the_team_until_it_ends() -> None:
+    # Recorded before kinds were kept: a hand-over then held the team like any order. It
+    # still finishes as it began, and an order.issued redelivered with its kind frees it.
+    state = on_shift()
+    old = OrderRecord(team_id="t1", incident_id="i1", category="dispute")
+    held = state.model_copy(update={"orders": {"ho": "dispatched"}, "status": "dispatched"})
+    assert old.kind is None and old.claims
+    with pytest.raises(Refused, match="ho"):
+        end_shift(held, now=T0)
+    assert responded(held, old, "resolved", order="ho").state.status == "available"
+    freed = issued(held, "ho", record=old, kind="handover")
+    assert freed.state.status == "available" and freed.record.kind == "handover"
+    kept = issued(held, "ho", record=old, kind="dispatch")
+    assert kept.state == held and kept.record.kind == "dispatch"
+    assert OrderRecord.model_validate_json(old.model_dump_json(exclude={"kind"})) == old
