@@ -151,11 +151,17 @@ async function refresh() {
     team.value = keep;
     const k = await api("/v1/kpis?district=" + encodeURIComponent(d)); const kl = $("kpis");
     kl.replaceChildren();
+    // went overdue (filed late too), of which still owed: the board's "filings overdue"
+    const filings = k.filings_overdue + (k.filings_overdue_unfiled
+      ? " (" + k.filings_overdue_unfiled + " still unfiled)" : "");
+    const patrol = (k.handled_by_force || {})["police:patrol"];  // DOMAIN.md's street patrol
+    const patrolShare = patrol ? patrol.share + " (resolved on site " + patrol.resolved_on_site_share
+      + ")" : "-";
     for (const [label, v] of [["incidents", k.incidents], ["routing timeouts", k.routing_timeouts],
         ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
         ["on scene p50 / p90 s", fmt(k.time_to_scene_s)],
         ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
-        ["filings overdue", k.filings_overdue],
+        ["handled by street patrol", patrolShare], ["filings overdue", filings],
         ["follow-ups: agreements holding", k.followups.agreements_holding + " of " + k.followups.incidents],
         ["busiest hours", busiest(k.by_hour.map((n, h) => [h + ":00", n]))],
         ["busiest zones", busiest(Object.entries(k.by_zone))]]) {

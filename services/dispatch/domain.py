@@ -1,4 +1,5 @@
-"""Dispatch's decisions: candidates, ranking, how many units and which, incident status.
+"""Dispatch's decisions: candidates, ranking, how many units and which, incident status,
+how a hand-over's filing stands.
 
 Plain functions over plain values: no Redis, FastStream or HTTP here.
 """
@@ -405,3 +406,58 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if lo == hi:
         return ordered[int(k)]
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+# --- a hand-over's filing (受立案) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """How the station's filing of a handed-over incident stands: the one hand-over order
+    that counts (filing_of), its due time, and when it was filed (the order resolved) or
+    whether it is still owed (the order live) or was ended by the command room's close."""
+
+    order_id: str
+    due: datetime
+    filed_at: datetime | None = None
+    owed: bool = False
+    closed_at: datetime | None = None
+
+    def overdue(self, now: datetime) -> bool:
+        """Still owed and past its due: what the inspector's work list shows."""
+        return self.owed and self.due < now
+
+    def went_overdue(self, now: datetime) -> bool:
+        """Not filed by its due (受立案超期): filed after it, still owed past it, or ended
+        by a close that came after it. A filing made late stays counted, as a routing
+        timeout does."""
+        if self.filed_at is not None:
+            return self.filed_at > self.due
+        if self.owed:
+            return self.due < now
+        return self.closed_at is not None and self.closed_at > self.due
+
+
+def filing_of(orders: Iterable[dict[str, str]], *,
+              closed_at: datetime | None = None) -> Filing | None:
+    """The incident's filing, judged on one of its hand-over orders: the one its station
+    resolved (filed), else the live one, else, when the command room closed the incident
+    (`closed_at`; the close withdraws the live order), the newest withdrawn one. An order a
+    station team declined, that timed out or that was taken back stays out: another of the
+    station's orders carries the filing. None when no order counts (none made yet, or all
+    declined)."""
+    handovers = [o for o in orders if o.get("kind") == "handover" and o.get("filing_due")]
+    filed = next((o for o in handovers if o.get("state") == "resolved"), None)
+    if filed is not None:
+        at = filed.get("resolved_at")
+        return Filing(order_id=filed["order_id"], due=datetime.fromisoformat(filed["filing_due"]),
+                      filed_at=datetime.fromisoformat(at) if at else None)
+    live = next((o for o in reversed(handovers) if o.get("state") in LIVE_ORDER_STATES), None)
+    if live is not None:
+        return Filing(order_id=live["order_id"], due=datetime.fromisoformat(live["filing_due"]),
+                      owed=True)
+    withdrawn = next((o for o in reversed(handovers) if o.get("state") == "withdrawn"), None)
+    if withdrawn is not None and closed_at is not None:
+        return Filing(order_id=withdrawn["order_id"],
+                      due=datetime.fromisoformat(withdrawn["filing_due"]), closed_at=closed_at)
+    return None

@@ -886,6 +886,11 @@ class Dispatcher:
             store.queue_incident_fields(pipe, incident_id, {
                 "resolved_at": now,
                 "resolved_by_force": _sent_as(order)})
+            if not inc.get("handed_over_at"):  # resolved on site: who handled it
+                store.queue_incident_fields(pipe, incident_id, {
+                    "handled_by_force": _sent_as(order)})
+            elif order.get("kind") == "handover":  # the station filed it
+                store.queue_filed(pipe, incident_id)
             await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
@@ -939,6 +944,10 @@ class Dispatcher:
             # what the team said, for the station's order should it be made later
             store.queue_incident_fields(pipe, incident_id, {"handed_over_at": now.isoformat(),
                                                             "handover_note": entry.note or ""})
+            if not inc.get("handed_over_at"):  # a station team's own hand-over keeps the first
+                store.queue_incident_fields(pipe, incident_id, {
+                    "handled_by_force": _sent_as(order)})
+            store.queue_handed_over(pipe, incident_id, now)
 
         if not again:
             await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)

@@ -3,7 +3,8 @@ full, refuses writes (new incidents among them): no record may stay for ever.
 
 - RECORDS_DAYS after its last change, an ended incident with no live order and no timer
   due keeps only its figures: the fields the board, the KPIs and the heat map read
-  (category, priority, place, zone, times, outcome, overdue filings), marked `archived_at`.
+  (category, priority, place, zone, times, outcome, who handled it, the filing that went
+  overdue), marked `archived_at`; it leaves the index of hand-overs (store.HANDOVERS).
   Its timeline, orders and offered teams go, and so do the caller's details, the
   description and the address: personal data kept no longer than the case needs.
 - KPI_DAYS after it was reported, an archived incident goes altogether.
@@ -39,15 +40,30 @@ TIMER_KINDS = ("followup", "handover")
 
 
 def overdue_filings(inc: dict[str, str], orders: list[dict[str, str]], now: datetime) -> list[str]:
-    """The hand-over orders of an incident whose station has not filed by their due time."""
+    """The incident's hand-over order whose filing went past its due (受立案超期: filed late,
+    still unfiled after it, or closed by the command room after it; domain.filing_of):
+    none or one. An archived incident's, as stored when it was archived; an earlier version
+    stored there the orders then unfiled past their due (a declined one among them, a late
+    filing not)."""
     if not inc.get("handed_over_at"):
         return []
     if inc.get("archived_at"):  # its orders are gone: as they stood when it was archived
         return list(json.loads(inc.get("filings_overdue") or "[]"))
-    return [order["order_id"] for order in orders
-            if order.get("kind") == "handover" and order.get("filing_due")
-            and order.get("state") != "resolved"
-            and datetime.fromisoformat(order["filing_due"]) < now]
+    filing = domain.filing_of(orders, closed_at=_time(inc.get("closed_at")))
+    return [filing.order_id] if filing is not None and filing.went_overdue(now) else []
+
+
+def unfiled_filings(inc: dict[str, str], orders: list[dict[str, str]], now: datetime) -> list[str]:
+    """The incident's hand-over order its station still owes past the due: the inspector's
+    work list. None once archived (an archived incident has no live order)."""
+    if not inc.get("handed_over_at") or inc.get("archived_at"):
+        return []
+    filing = domain.filing_of(orders, closed_at=_time(inc.get("closed_at")))
+    return [filing.order_id] if filing is not None and filing.overdue(now) else []
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
 
 
 INDEXED = "dispatch:ended:indexed"  # set once the incidents ended before ENDED was kept are in it
@@ -71,6 +87,37 @@ async def index_ended_before(redis: Redis) -> int:
             added += await redis.zadd(store.ENDED, ended, nx=True)
     await redis.set(INDEXED, "1")
     return added
+
+
+HANDOVERS_INDEXED = "dispatch:handovers:indexed"  # set once the earlier hand-overs are in it
+
+
+async def index_handovers_before(redis: Redis) -> int:
+    """Once per Redis: the hand-overs made before this version kept store.HANDOVERS join it
+    (the archived ones excepted: they owe nothing), so the inspector's list of filings
+    overdue finds them however old. The number added."""
+    if await redis.exists(HANDOVERS_INDEXED):
+        return 0
+    added = start = 0
+    while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499):
+        start += len(page)
+        async with redis.pipeline(transaction=False) as pipe:
+            for incident_id in page:
+                pipe.hmget(store.incident_key(incident_id), "handed_over_at", "archived_at")
+            found = await pipe.execute()
+        handed = {incident_id: _timestamp(at) for incident_id, (at, archived) in zip(
+            page, found, strict=True) if at and not archived}
+        if handed:
+            added += await redis.zadd(store.HANDOVERS, handed, nx=True)
+    await redis.set(HANDOVERS_INDEXED, "1")
+    return added
+
+
+def _timestamp(value: str) -> float:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (ValueError, OverflowError):  # a record stored broken: listed, as handed over now
+        return time.time()
 
 
 async def archive_ended(redis: Redis, locks: IncidentLocks, *, ended_before: float) -> int:
@@ -112,6 +159,7 @@ async def _archive(redis: Redis, incident_id: str) -> int:
                     store.offered_key(incident_id),
                     *(store.order_key(o["order_id"]) for o in state.orders))
         pipe.zrem(store.ENDED, incident_id)
+        pipe.zrem(store.HANDOVERS, incident_id)  # no live order: no filing owed any more
         await pipe.execute()
     return 1
 
@@ -140,6 +188,7 @@ async def forget_archived(redis: Redis, locks: IncidentLocks, *, reported_before
 async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) -> None:
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zrem(store.ALL_INCIDENTS, incident_id)
+        pipe.zrem(store.HANDOVERS, incident_id)
         if inc is not None:
             pipe.delete(store.incident_key(incident_id))
             pipe.zrem(store.district_key(inc["district"]), incident_id)
@@ -161,6 +210,9 @@ async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: flo
             if indexed := await index_ended_before(redis):
                 log.info("incident records: %d ended incidents of an earlier version indexed "
                          "for retention", indexed)
+            if indexed := await index_handovers_before(redis):
+                log.info("incident records: %d hand-overs of an earlier version indexed for "
+                         "the filings overdue", indexed)
             archived = await archive_ended(redis, locks, ended_before=now - records_days * 86400)
             forgotten = await forget_archived(redis, locks,
                                               reported_before=now - kpi_days * 86400)

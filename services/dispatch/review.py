@@ -82,12 +82,14 @@ def monday_of(day: date) -> date:
 
 def by_week(incidents: Iterable[Mapping[str, str]], tz: tzinfo, *, since: datetime,
             until: datetime) -> list[dict[str, object]]:
-    """Incidents per local week (Monday to Sunday) of the period, every week of it listed,
-    the oldest first: the weekly trend the reports quote (e-bike thefts 19 a week, 5 after
-    targeted patrols)."""
+    """Incidents per local week (Monday to Sunday) of the period [since, until), every week
+    of it listed, the oldest first: the weekly trend the reports quote (e-bike thefts 19 a
+    week, 5 after targeted patrols). A period ending at a Monday's midnight ends with the
+    week before; an empty one (since = until) lists its one week."""
     moments = (local_time(inc, tz) for inc in incidents if counted(inc))
     counts = Counter(monday_of(moment.date()) for moment in moments if moment is not None)
-    weeks, week, last = [], week_of(since, tz), week_of(until, tz)
+    last_instant = max(since, until - timedelta(microseconds=1))  # until is left out
+    weeks, week, last = [], week_of(since, tz), week_of(last_instant, tz)
     while week <= last:
         weeks.append({"week": week.isoformat(), "count": counts.get(week, 0)})
         week += timedelta(days=7)
@@ -132,6 +134,33 @@ def resolved_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
     counts = Counter(inc.get("resolved_by_force") or "unknown" for inc in incidents
                      if counted(inc) and inc.get("resolved_at") and not inc.get("handed_over_at"))
     return dict(counts.most_common())
+
+
+def handled_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, dict[str, object]]:
+    """Incidents handled on site (resolved there or handed over to the station), by the
+    force of the team that resolved or handed over: each force's count, its share of all
+    handled, and how many it resolved on site (with their share of its own) and handed
+    over. The most handled first. DOMAIN.md's "share handled by street patrol" is
+    `police:patrol`'s share; its on-site resolution rate, its `resolved_on_site_share`.
+    A record written before dispatch kept who handled it: a resolution's team (it was
+    kept), a hand-over's `unknown`."""
+    resolved: Counter[str] = Counter()
+    handed: Counter[str] = Counter()
+    for inc in incidents:
+        if not counted(inc):
+            continue
+        if inc.get("handed_over_at"):
+            handed[inc.get("handled_by_force") or "unknown"] += 1
+        elif inc.get("resolved_at"):
+            resolved[inc.get("handled_by_force") or inc.get("resolved_by_force")
+                     or "unknown"] += 1
+    total = resolved.total() + handed.total()
+    out: dict[str, dict[str, object]] = {}
+    for force, count in sorted((resolved + handed).items(), key=lambda kv: (-kv[1], kv[0])):
+        out[force] = {"handled": count, "share": round(count / total, 3),
+                      "resolved_on_site": resolved[force], "handed_over": handed[force],
+                      "resolved_on_site_share": round(resolved[force] / count, 3)}
+    return out
 
 
 @dataclass

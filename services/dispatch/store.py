@@ -664,10 +664,33 @@ def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, st
 
 async def list_incidents(redis: Redis, *, district: str | None, since_ts: float, until_ts: float,
                          limit: int, newest_first: bool = True) -> list[str]:
+    """The incidents reported in [since_ts, until_ts): `until` left out, so that two periods
+    that meet (yesterday, today) count an incident reported at the instant between them once."""
     key = district_key(district) if district else ALL_INCIDENTS
+    until = f"({until_ts!r}"
     if newest_first:
-        return await redis.zrevrangebyscore(key, until_ts, since_ts, start=0, num=limit)
-    return await redis.zrangebyscore(key, since_ts, until_ts, start=0, num=limit)
+        return await redis.zrevrangebyscore(key, until, since_ts, start=0, num=limit)
+    return await redis.zrangebyscore(key, since_ts, until, start=0, num=limit)
+
+
+# Hand-overs whose filing may still be owed, scored by the time handed over: the inspector's
+# list of filings overdue reads these, however old, not the board's window of reports. One
+# leaves when its station files it (its hand-over order resolved) or its record is archived
+# (records.py): what stays is the unfiled, and those the command room closed meanwhile.
+HANDOVERS = "dispatch:handovers"
+
+
+def queue_handed_over(pipe: Pipeline, incident_id: str, at: datetime) -> None:
+    pipe.zadd(HANDOVERS, {incident_id: at.timestamp()}, nx=True)
+
+
+def queue_filed(pipe: Pipeline, incident_id: str) -> None:
+    pipe.zrem(HANDOVERS, incident_id)
+
+
+async def handovers(redis: Redis) -> list[str]:
+    """The indexed hand-overs, the latest handed over first."""
+    return await redis.zrevrange(HANDOVERS, 0, -1)
 
 
 async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str]]:

@@ -73,6 +73,11 @@ def distance_m(a: Location, b: Location) -> float:
     return 2 * r * math.asin(math.sqrt(h))
 
 
+# A report at the radius is within it: the haversine of a point placed exactly 200 m away
+# comes out a fraction of a nanometre either side (floating point), far below any fix.
+RADIUS_TOLERANCE_M = 1e-6
+
+
 class OpenIncident(BaseModel):
     incident_id: str
     status: str
@@ -83,7 +88,9 @@ class OpenIncident(BaseModel):
 def find_duplicate(
     *, new_at: datetime, new_location: Location, candidates: list[OpenIncident], policy: Policy
 ) -> str | None:
-    """The nearest open incident within the duplicate radius and time window, if any."""
+    """The nearest open incident within the duplicate radius (at it included) and time
+    window, if any. The candidates may come from a little farther (store.search_radius_m):
+    this is where the radius is judged."""
     window = timedelta(seconds=policy.duplicate_window_s)
     best: tuple[float, str] | None = None
     for c in candidates:
@@ -92,6 +99,6 @@ def find_duplicate(
         if abs(new_at - c.reported_at) > window:
             continue
         d = distance_m(new_location, c.location)
-        if d <= policy.duplicate_radius_m and (best is None or d < best[0]):
+        if d <= policy.duplicate_radius_m + RADIUS_TOLERANCE_M and (best is None or d < best[0]):
             best = (d, c.incident_id)
     return best[1] if best else None

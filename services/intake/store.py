@@ -150,6 +150,20 @@ return {'recorded', ARGV[1]}
 """
 
 
+# Redis measures a GEOSEARCH radius on a sphere of 6,372,797.56 m, intake's own distance
+# (domain.distance_m) on 6,371,000 m (Redis's distances ~0.028 % longer), and from the
+# stored place rounded to its 52-bit geohash (up to ~0.3 m off): BYRADIUS 200 m missed a
+# neighbour intake puts at 199.9 m. The search takes a little more; find_duplicate judges
+# the radius itself.
+GEO_MARGIN = 1.001
+GEO_MARGIN_M = 1.0
+
+
+def search_radius_m(radius_m: float) -> float:
+    """The GEOSEARCH radius that finds every open incident intake puts within `radius_m`."""
+    return radius_m * GEO_MARGIN + GEO_MARGIN_M
+
+
 def _open_index(district: str, category: str) -> str:
     # (the projection's scripts append the category to _open_index(district, ""))
     return f"intake:open:{district}:{category}"
@@ -192,7 +206,8 @@ async def record_incident(
     linked_ttl_s: int | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
-    open incident of its category is within that many metres. Given its incident.reported
+    open incident of its category is within that many metres (a little more: those are
+    returned for the domain to judge, search_radius_m). Given its incident.reported
     `entry` (shared.bus.entry_to_write), publish it in the same step; given a timeout, then
     WAITAOF on the same connection (it covers only that connection's writes). Given the
     reporting system's `key_hash`, write nothing unless that key is still the system's.
@@ -223,7 +238,8 @@ async def record_incident(
     if key_hash is not None:
         keys.append(_key_entry(key_hash))
     args = [incident_id, repr(location.lon), repr(location.lat),
-            "" if unless_near_m is None else repr(unless_near_m), "" if linked_to else "1",
+            "" if unless_near_m is None else repr(search_radius_m(unless_near_m)),
+            "" if linked_to else "1",
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
             maxlen_arg(stream), system_id if key_hash is not None else "",

@@ -20,7 +20,9 @@ from shared.events import Caller, IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, SCENE, team, wait_for_units
+from .test_handover import hand_over
 from .test_linked import resolve
+from .test_supervision import ago, board, file_case, kpis, set_order
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -67,6 +69,7 @@ async def test_an_ended_incident_keeps_its_figures_then_goes(
     assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
     inc = await redis.hgetall(store.incident_key(incident_id))
     assert inc["archived_at"] and inc["status"] == "resolved" and inc["resolved_at"]
+    assert inc["handled_by_force"] == "security"  # who handled it: kept with the figures
     assert not {"caller", "description", "address"} & set(inc)  # the caller's data gone
     assert "13800000000" not in str(inc) and "Minzu" not in str(inc)
     assert not await redis.exists(store.timeline_key(incident_id), store.orders_key(incident_id),
@@ -118,6 +121,34 @@ async def test_incidents_ended_before_the_index_was_kept_are_indexed_once(
     assert await redis.zscore(store.ENDED, incident_id) is not None
     await redis.delete(store.ENDED)
     assert await records.index_ended_before(redis) == 0  # once per Redis
+
+
+async def test_an_archived_hand_over_keeps_its_late_filing_and_who_handed_it_over(
+        clean_redis: str, publisher: RedisBroker, redis: aioredis.Redis,
+        locks: IncidentLocks) -> None:
+    incident_id, orders = await hand_over(clean_redis, publisher)  # by the guard (security)
+    station = orders[-1]
+    set_order(clean_redis, station.order_id, filing_due=ago(hours=2))
+    async with board(clean_redis) as client:
+        await file_case(clean_redis, publisher, station)  # two hours late
+    assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
+    inc = await redis.hgetall(store.incident_key(incident_id))
+    assert inc["archived_at"] and inc["handled_by_force"] == "security"
+    assert await redis.zscore(store.HANDOVERS, incident_id) is None
+    async with board(clean_redis) as client:
+        found = await kpis(client)
+        assert (found["filings_overdue"], found["filings_overdue_unfiled"]) == (1, 0)
+        assert found["handled_by_force"]["security"]["handed_over"] == 1
+
+
+async def test_hand_overs_made_before_their_index_was_kept_are_indexed_once(
+        clean_redis: str, publisher: RedisBroker, redis: aioredis.Redis) -> None:
+    incident_id, _ = await hand_over(clean_redis, publisher)
+    await redis.delete(store.HANDOVERS)  # as an earlier version left it
+    assert await records.index_handovers_before(redis) == 1
+    assert await redis.zscore(store.HANDOVERS, incident_id) is not None
+    await redis.delete(store.HANDOVERS)
+    assert await records.index_handovers_before(redis) == 0  # once per Redis
 
 
 async def test_a_sweep_that_fails_oddly_does_not_stop_the_next(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import h3
+from faststream.redis import RedisBroker
 
 from shared import streams
 from shared.events import utcnow
@@ -23,6 +24,9 @@ from tests.integration.stream_probes import (
     order_responded,
     running,
 )
+
+from .test_handover import hand_over
+from .test_supervision import board, file_case, kpis
 
 
 async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_force(
@@ -42,6 +46,9 @@ async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_for
         assert kpis["by_hour"][hour] + kpis["by_hour"][(hour - 1) % 24] == 1  # on the hour
         assert kpis["by_zone"] == {"(none)": 1}  # no volunteers here: no zones known
         assert kpis["resolved_by_force"] == {"police:patrol": 1}  # probes' teams: police patrols
+        assert kpis["handled_by_force"]["police:patrol"] == {
+            "handled": 1, "share": 1.0, "resolved_on_site": 1, "handed_over": 0,
+            "resolved_on_site_share": 1.0}
         # resolved without a word on the way: it was on scene by then (the response time)
         scene = kpis["time_to_scene_s"]
         assert scene["count"] == 1 and scene["p50"] >= 0  # after the report, however long
@@ -111,6 +118,23 @@ async def test_one_categorys_weeks_and_the_same_period_a_year_earlier(clean_redi
         r = await svc.client.get("/v1/kpis", headers=ADMIN,
                                  params={"district": DISTRICT, "compare": "last_decade"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "compare"
+
+
+async def test_a_hand_over_counts_for_the_force_of_the_team_that_handed_it_over(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """DOMAIN.md's "share handled by street patrol" and its on-site rate: an incident a team
+    handed over is handled by that team's force, as one it resolved on site is, and stays
+    so once the station files it (the station's resolution is not the handling)."""
+    _, orders = await hand_over(clean_redis, publisher)  # the guard (security) hands over
+    async with board(clean_redis) as client:
+        for filed in (False, True):
+            if filed:
+                await file_case(clean_redis, publisher, orders[-1])
+            found = await kpis(client)
+            assert found["handed_over"] == 1 and found["resolved_by_force"] == {}
+            assert found["handled_by_force"] == {"security": {
+                "handled": 1, "share": 1.0, "resolved_on_site": 0, "handed_over": 1,
+                "resolved_on_site_share": 0.0}}, filed
 
 
 async def all_stored(svc: Service, ids: list[str]) -> bool:

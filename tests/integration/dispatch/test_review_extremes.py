@@ -4,7 +4,7 @@ district's local time is left out of the hours, weeks and heat map, and the rest
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
 from services.dispatch import store
-from shared.events import new_id, utcnow
+from shared import streams
+from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, SCENE, report
@@ -111,6 +112,31 @@ async def test_an_incident_whose_time_has_no_local_hour_is_left_out_of_the_revie
     r = await console.get("/v1/heatmap", headers=ADMIN, params={"district": DISTRICT})
     assert r.status_code == 200, r.text
     assert r.json()["incidents"] == 1 and r.json()["hottest"][0]["count"] == 1
+
+
+async def test_an_incident_at_local_midnight_counts_in_the_day_it_starts_only(
+        console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """The morning review asks for yesterday as [00:00, 24:00) local. A 110 report timed to
+    the second at exactly 00:00:00 is today's, not yesterday's too: two consecutive daily
+    reviews add up to the incidents there were. So on the board and the heat map."""
+    midnight = datetime.now(CHINA).replace(hour=0, minute=0, second=0, microsecond=0)
+    incident_id = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category="noise", priority="P4", location=SCENE, reported_at=midnight),
+        stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: on_board(console, incident_id), "the report stored")
+    day = timedelta(days=1)
+    for path, figure in (("/v1/kpis", "incidents"), ("/v1/heatmap", "incidents"),
+                         ("/v1/incidents", "count")):
+        counts = []
+        for since in (midnight - day, midnight):
+            r = await console.get(path, headers=ADMIN, params={
+                "district": DISTRICT, "since": since.isoformat(),
+                "until": (since + day).isoformat()})
+            assert r.status_code == 200, r.text
+            counts.append(r.json()[figure])
+        assert counts == [0, 1], (path, counts)
 
 
 async def on_board(console: httpx.AsyncClient, incident_id: str) -> bool:

@@ -1,22 +1,28 @@
 """What an inspector hunts on the board (DOMAIN.md, "Supervision"): incidents whose order
-timed out unacknowledged, and hand-overs the station has not filed in time."""
+timed out unacknowledged, and hand-overs the station has not filed in time; and the KPIs'
+count of filings that went overdue (受立案超期)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import records, store
 from services.dispatch.main import create_app
+from shared import streams
+from shared.events import OrderIssued, OrderResponded, new_id
+from tests.helpers import poll_until
 
-from .conftest import settings_for
-from .test_engine import offered_twice
-from .test_handover import hand_over
+from .conftest import dispatch_with_teams, settings_for
+from .test_engine import DISTRICT, SCENE, offered_twice, orders_for, wait_for_units
+from .test_handover import decline, hand_over, handover_orders
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -34,6 +40,64 @@ async def problems(client: httpx.AsyncClient, problem: str) -> list[dict[str, ob
     r = await client.get(f"/v1/incidents?problem={problem}", headers=ADMIN)
     assert r.status_code == 200, r.text
     return list(r.json()["incidents"])
+
+
+def set_order(url: str, order_id: str, **fields: str) -> None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.order_key(order_id), mapping=fields)
+    finally:
+        client.close()
+
+
+def set_incident(url: str, incident_id: str, **fields: str) -> None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), mapping=fields)
+    finally:
+        client.close()
+
+
+def order_field(url: str, order_id: str, name: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(store.order_key(order_id), name)
+    finally:
+        client.close()
+
+
+def ago(**kw: float) -> str:
+    return (datetime.now(UTC) - timedelta(**kw)).isoformat()
+
+
+async def overdue_on_board(client: httpx.AsyncClient) -> list[str]:
+    r = await client.get("/v1/incidents", headers=ADMIN,
+                         params={"district": DISTRICT, "problem": "filing_overdue"})
+    assert r.status_code == 200, r.text
+    return [i["incident_id"] for i in r.json()["incidents"]]
+
+
+async def kpis(client: httpx.AsyncClient) -> dict[str, Any]:
+    """The district's KPIs of the last 24 h."""
+    r = await client.get("/v1/kpis", headers=ADMIN, params={"district": DISTRICT})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def filings(client: httpx.AsyncClient) -> tuple[int, int]:
+    """The KPIs' filings overdue (went overdue) and, of them, those still unfiled."""
+    found = await kpis(client)
+    return found["filings_overdue"], found["filings_overdue_unfiled"]
+
+
+async def file_case(url: str, publisher: RedisBroker, order: OrderIssued) -> None:
+    """The station's team files the case: it resolves its hand-over order."""
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+        team_id=order.team_id, member_id="m2", response="resolved"),
+        stream=streams.ORDER_RESPONDED.name)
+    await poll_until(lambda: order_field(url, order.order_id, "state") == "resolved",
+                     "the case filed")
 
 
 async def test_the_board_lists_the_incidents_whose_order_timed_out(
@@ -66,6 +130,141 @@ async def test_the_board_lists_a_hand_over_once_its_filing_is_overdue(
         assert await problems(client, "routing_timeout") == []
         kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
         assert kpis["filings_overdue"] == 1 and kpis["handed_over"] == 1
+        assert kpis["filings_overdue_unfiled"] == 1
+
+
+async def test_a_case_another_station_team_filed_in_time_is_not_overdue_for_the_declined_order(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The station's first team declines the hand-over; another of its teams takes it and
+    files the case within its 24 h. The declined order's own due passing makes nothing
+    overdue: the filing is judged on the order that was filed, not on every order."""
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300),
+                                                   "station-foot": ("police", 22.8310)}):
+        await wait_for_units(url, 3)
+        await decline(publisher, orders[-1], "busy filing another case")
+        await poll_until(lambda: len(handover_orders(url, incident_id)) == 2, "another order")
+    async with board(url) as client:
+        declined, taken = [o for o in orders_for(url, incident_id) if o.kind == "handover"]
+        await file_case(url, publisher, taken)
+        # a day later: the declined order's due has passed; the filing was made in time
+        set_order(url, declined.order_id, filing_due=ago(minutes=1))
+        assert await overdue_on_board(client) == []
+        assert await filings(client) == (0, 0)
+
+
+async def test_a_hand_over_the_command_room_closed_before_its_due_owes_no_filing(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """DESIGN: a handed-over incident stays so "until the station's team resolves it or the
+    command room closes it". Closed within the 24 h (the station's order withdrawn), it is
+    never overdue; closed after its due without a filing, it went overdue (the KPIs count
+    it) but is no work left for the inspector's list."""
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    station_order = orders[-1].order_id
+    async with board(url) as client:
+        r = await client.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert order_field(url, station_order, "state") == "withdrawn"
+        # a day later: closed 23 h ago, due a minute ago
+        set_incident(url, incident_id, closed_at=ago(hours=23))
+        set_order(url, station_order, filing_due=ago(minutes=1))
+        assert await overdue_on_board(client) == []
+        assert await filings(client) == (0, 0)
+
+        set_order(url, station_order, filing_due=ago(hours=25))  # closed 2 h past its due
+        assert await overdue_on_board(client) == []
+        assert await filings(client) == (1, 0)
+
+
+async def test_a_case_filed_late_stays_counted_overdue_and_leaves_the_work_list(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The station files the hand-over two hours after its filing_due: the KPIs (and so
+    the review of the period) keep counting it in filings_overdue, as routing timeouts stay
+    counted; the inspector's work list and filings_overdue_unfiled drop it: nothing is owed."""
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    station = orders[-1]
+    async with board(url) as client:
+        set_order(url, station.order_id, filing_due=ago(hours=2))
+        assert await overdue_on_board(client) == [incident_id]
+        assert await filings(client) == (1, 1)  # overdue, not yet filed
+        await file_case(url, publisher, station)
+        assert await overdue_on_board(client) == []
+        assert await filings(client) == (1, 0)
+
+
+async def test_a_case_filed_in_time_leaves_the_index_of_hand_overs(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The inspector's list reads hand-overs from their index (store.HANDOVERS), which the
+    hand-over joins and the station's filing leaves: it holds what may still be owed."""
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        assert client.zscore(store.HANDOVERS, incident_id) is not None
+        async with board(url) as api:
+            await file_case(url, publisher, orders[-1])
+            assert await filings(api) == (0, 0)
+        assert client.zscore(store.HANDOVERS, incident_id) is None
+    finally:
+        client.close()
+
+
+def stored_as_of_old(url: str, reported: datetime, *, state: str) -> tuple[str, str]:
+    """A hand-over reported at `reported` as an earlier dispatch left it (no index of
+    hand-overs), its station order in `state`, due a day and a half hour after the report."""
+    incident_id, order_id = new_id("inc"), new_id("ord")
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), mapping={
+            "incident_id": incident_id, "district": DISTRICT, "category": "dispute",
+            "priority": "P2", "status": "handed_over", "flags": "[]", "lat": repr(SCENE.lat),
+            "lon": repr(SCENE.lon), "reported_at": reported.isoformat(), "seq": "3",
+            "handed_over_at": (reported + timedelta(minutes=30)).isoformat()})
+        client.zadd(store.ALL_INCIDENTS, {incident_id: reported.timestamp()})
+        client.zadd(store.district_key(DISTRICT), {incident_id: reported.timestamp()})
+        client.hset(store.order_key(order_id), mapping={
+            "order_id": order_id, "incident_id": incident_id, "team_id": "station-car",
+            "agency_kind": "police", "kind": "handover", "state": state,
+            "issued_at": (reported + timedelta(minutes=30)).isoformat(),
+            "filing_due": (reported + timedelta(days=1, minutes=30)).isoformat()})
+        client.rpush(store.orders_key(incident_id), order_id)
+    finally:
+        client.close()
+    return incident_id, order_id
+
+
+async def test_an_unfiled_hand_over_stays_on_the_inspectors_list_however_old(
+        clean_redis: str) -> None:
+    """A hand-over reported 35 days ago that the station has still not filed (its order
+    live, due 34 days ago) is the worst case an inspector hunts: `problem=filing_overdue`
+    without since (what the console asks) lists it, past the board's 30-day window and
+    past however many newer reports; since and until still narrow it."""
+    url = clean_redis
+    reported = datetime.now(UTC) - timedelta(days=35)
+    incident_id, order_id = stored_as_of_old(url, reported, state="acknowledged")
+    filed_id, _ = stored_as_of_old(url, reported - timedelta(days=1), state="resolved")
+    async with board(url) as client:
+        assert await overdue_on_board(client) == [incident_id]
+        r = await client.get("/v1/incidents", headers=ADMIN, params={
+            "problem": "filing_overdue", "since": (reported + timedelta(days=1)).isoformat()})
+        assert r.json()["incidents"] == []
+        r = await client.get("/v1/incidents", headers=ADMIN, params={
+            "problem": "filing_overdue", "since": reported.isoformat(),
+            "until": (reported + timedelta(seconds=1)).isoformat()})
+        [row] = r.json()["incidents"]
+        assert (row["incident_id"], row["filings_overdue"]) == (incident_id, [order_id])
+        r = await client.get("/v1/incidents", headers=ADMIN, params={
+            "problem": "filing_overdue", "district": "elsewhere"})
+        assert r.json()["incidents"] == []
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:  # both indexed once, the filed one too (what is owed is judged on reading)
+        assert client.zscore(store.HANDOVERS, filed_id) is not None
+        assert client.exists(records.HANDOVERS_INDEXED)
+    finally:
+        client.close()
 
 
 async def test_a_callers_reference_finds_its_incidents_whenever_they_were_reported(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,9 +13,10 @@ import redis
 
 from services.intake import store
 from services.intake.config import Settings
+from services.intake.domain import distance_m
 from services.intake.main import create_app
 from shared import streams
-from shared.events import IncidentReported
+from shared.events import IncidentReported, Location
 from tests.helpers import read_stream
 
 ADMIN = {"Authorization": "Bearer test-admin"}
@@ -77,6 +79,33 @@ async def test_a_nearby_report_of_the_same_category_is_linked(intake) -> None:
     assert near.json()["status"] == "linked" and near.json()["linked_to"] == first["incident_id"]
     assert far.json()["status"] == "reported" and "linked_to" not in far.json()
     assert other.json()["status"] == "reported"
+
+
+async def test_a_report_exactly_200_m_from_an_open_incident_is_linked(intake) -> None:
+    """DESIGN: a report of the same category "within 200 m" of an open incident is linked.
+    Redis measures its search radius on a larger Earth than intake's distance does (and
+    rounds the stored place to its geohash): a report intake puts at 200 m, north or south,
+    must still be found and judged within; one just past 200 m stays new."""
+    key = await system_key(intake, ["d1"])
+    metres_per_degree = 2 * math.pi * 6_371_000 / 360  # of latitude, on intake's Earth
+    here = Location(lat=22.8, lon=108.3)
+
+    def north(metres: float) -> Location:
+        return Location(lat=here.lat + metres / metres_per_degree, lon=here.lon)
+
+    async def post(ref: str, at: Location) -> dict:
+        r = await intake.post("/v1/incidents", headers=key, json=incident(
+            ref, location={"lat": at.lat, "lon": at.lon}))
+        assert r.status_code == 202, r.text
+        return dict(r.json())
+
+    first = await post("a", here)
+    for ref, at in (("b", north(200)), ("c", north(-200)), ("d", north(-199.9))):
+        assert round(distance_m(here, at), 6) <= 200.0
+        assert (await post(ref, at)).get("linked_to") == first["incident_id"], ref
+    beyond = north(200.5)
+    assert round(distance_m(here, beyond), 6) == 200.5
+    assert (await post("e", beyond))["status"] == "reported"
 
 
 @pytest.mark.parametrize(

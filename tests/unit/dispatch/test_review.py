@@ -64,6 +64,42 @@ def test_resolved_on_site_by_force_leaves_out_hand_overs_and_the_unfinished() ->
     assert review.force_of("security", None) == review.force_of("security", "") == "security"
 
 
+def test_who_handled_it_counts_hand_overs_for_the_force_that_handed_over() -> None:
+    at = "2026-12-04T12:00:00+00:00"
+    done = "2026-12-04T12:20:00+00:00"
+    forces = review.handled_by_force([
+        incident(at, resolved_at=done, handled_by_force="police:patrol"),
+        incident(at, resolved_at=done, handled_by_force="police:patrol"),
+        incident(at, resolved_at=done, handled_by_force="police:patrol"),
+        # handed over by a patrol, filed by the station: the patrol handled it
+        incident(at, handed_over_at=done, resolved_at=done, handled_by_force="police:patrol",
+                 resolved_by_force="police:station"),
+        incident(at, handed_over_at=done, handled_by_force="security"),
+        incident(at, resolved_at=done, resolved_by_force="volunteer"),  # stored before
+        incident(at, handed_over_at=done),  # stored before: who handed over is not known
+        incident(at),  # still open
+        incident(at, resolved_at=done, handled_by_force="security", status="linked"),
+    ])
+    assert list(forces) == ["police:patrol", "security", "unknown", "volunteer"]
+    assert forces["police:patrol"] == {"handled": 4, "share": round(4 / 7, 3),
+                                       "resolved_on_site": 3, "handed_over": 1,
+                                       "resolved_on_site_share": 0.75}
+    assert forces["security"] == {"handled": 1, "share": round(1 / 7, 3),
+                                  "resolved_on_site": 0, "handed_over": 1,
+                                  "resolved_on_site_share": 0.0}
+    assert forces["volunteer"]["resolved_on_site"] == forces["unknown"]["handed_over"] == 1
+    assert review.handled_by_force([incident(at)]) == {}
+
+
+def test_a_period_ending_at_a_mondays_midnight_lists_no_week_after_it() -> None:
+    monday = datetime.fromisoformat("2026-11-30T00:00+08:00")
+    weeks = review.by_week([incident("2026-11-29T23:59:59+08:00")], SHANGHAI,
+                           since=monday - timedelta(days=7), until=monday)
+    assert weeks == [{"week": "2026-11-23", "count": 1}]
+    assert review.by_week([], SHANGHAI, since=monday, until=monday) == [
+        {"week": "2026-11-30", "count": 0}]  # an empty period: its one week
+
+
 @pytest.mark.parametrize(("spec", "hours"), [
     ("19-2", {19, 20, 21, 22, 23, 0, 1, 2}), ("8-17", set(range(8, 18))), ("22", {22}),
     ("0-23", set(range(24))), (" 5-5 ", {5}),
@@ -186,7 +222,8 @@ def test_every_period_dispatch_accepts_has_its_weeks_a_year_earlier_and_local_ho
     # with any offset, in a district of any offset: nothing runs out of datetime's years
     since = start.replace(tzinfo=UTC).astimezone(asked_in)
     until = min(since + span, review.LATEST).astimezone(asked_in)
-    reports = [incident(since.isoformat()), incident(until.isoformat())]
+    last = max(since, until - timedelta(microseconds=1))  # [since, until): until is not in it
+    reports = [incident(since.isoformat()), incident(last.isoformat())]
     weeks = review.by_week(reports, district, since=since, until=until)
     assert 1 <= len(weeks) <= 54 and sum(w["count"] for w in weeks) == 2
     assert None not in [review.local_hour(r, district) for r in reports]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.dispatch import records
 from services.dispatch.domain import (
     ack_deadline,
+    filing_of,
     incident_status,
     may_escort,
     percentile,
@@ -608,3 +610,74 @@ def test_waiting_incidents_are_ordered_by_priority_then_by_arrival() -> None:
 def test_an_incident_is_short_of_units_until_it_has_what_it_wants(
         category: str, already: list[str], short: bool) -> None:
     assert short_of_units(incident(category), POLICY, already) is short
+
+
+# --- a hand-over's filing (受立案): which order counts, and when it went overdue ------------
+
+DUE = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
+
+
+def handover_order(order_id: str, state: str, *, due: datetime = DUE,
+                   resolved_at: datetime | None = None) -> dict[str, str]:
+    order = {"order_id": order_id, "kind": "handover", "state": state,
+             "filing_due": due.isoformat()}
+    if resolved_at is not None:
+        order["resolved_at"] = resolved_at.isoformat()
+    return order
+
+
+def test_a_filing_is_judged_on_the_order_filed_not_on_one_declined_before() -> None:
+    orders = [{"order_id": "o0", "kind": "dispatch", "state": "handover"},
+              handover_order("o1", "declined", due=DUE - timedelta(minutes=5)),
+              handover_order("o2", "resolved", resolved_at=DUE - timedelta(hours=3))]
+    filing = filing_of(orders)
+    assert filing is not None and filing.order_id == "o2"
+    assert not filing.went_overdue(DUE + timedelta(days=3))
+    assert not filing.overdue(DUE + timedelta(days=3))
+
+
+def test_a_filing_made_after_its_due_went_overdue_and_is_owed_no_more() -> None:
+    filing = filing_of([handover_order("o1", "resolved", resolved_at=DUE + timedelta(hours=2))])
+    assert filing is not None and filing.went_overdue(DUE) and not filing.overdue(DUE)
+    on_the_dot = filing_of([handover_order("o1", "resolved", resolved_at=DUE)])
+    assert on_the_dot is not None and not on_the_dot.went_overdue(DUE + timedelta(days=1))
+
+
+def test_a_live_hand_over_order_is_overdue_once_past_its_due() -> None:
+    orders = [handover_order("o1", "timed_out", due=DUE - timedelta(hours=1)),
+              handover_order("o2", "acknowledged")]
+    filing = filing_of(orders)
+    assert filing is not None and filing.order_id == "o2" and filing.owed
+    assert not filing.overdue(DUE) and not filing.went_overdue(DUE)  # due, not past it
+    later = DUE + timedelta(seconds=1)
+    assert filing.overdue(later) and filing.went_overdue(later)
+
+
+def test_a_close_before_the_due_owes_nothing_and_one_after_it_went_overdue() -> None:
+    orders = [handover_order("o1", "withdrawn")]
+    before = filing_of(orders, closed_at=DUE - timedelta(hours=20))
+    assert before is not None and not before.went_overdue(DUE + timedelta(days=2))
+    after = filing_of(orders, closed_at=DUE + timedelta(hours=1))
+    assert after is not None and after.went_overdue(DUE + timedelta(days=2))
+    assert not after.overdue(DUE + timedelta(days=2))  # nothing left to file
+    # taken back and not closed: another of the station's orders carries the filing
+    assert filing_of(orders) is None
+
+
+def test_no_order_counts_when_every_station_team_declined() -> None:
+    assert filing_of([handover_order("o1", "declined"), handover_order("o2", "declined")],
+                     closed_at=DUE + timedelta(days=1)) is None
+    assert filing_of([{"order_id": "o0", "kind": "dispatch", "state": "resolved"}]) is None
+
+
+def test_an_archived_hand_over_reads_its_filing_as_stored() -> None:
+    archived = {"handed_over_at": DUE.isoformat(), "archived_at": DUE.isoformat(),
+                "filings_overdue": '["o1"]'}
+    later = DUE + timedelta(days=100)
+    assert records.overdue_filings(archived, [], later) == ["o1"]
+    assert records.unfiled_filings(archived, [], later) == []  # no live order once archived
+    live = {"handed_over_at": DUE.isoformat()}
+    assert records.overdue_filings(live, [handover_order("o2", "on_scene")], later) == ["o2"]
+    assert records.unfiled_filings(live, [handover_order("o2", "on_scene")], later) == ["o2"]
+    closed = {**live, "closed_at": (DUE - timedelta(hours=1)).isoformat()}
+    assert records.overdue_filings(closed, [handover_order("o2", "withdrawn")], later) == []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
-from services.intake.domain import OpenIncident, classify, find_duplicate
+from services.intake.domain import OpenIncident, classify, distance_m, find_duplicate
+from services.intake.store import search_radius_m
 from shared.events import Location
 from shared.policy import load_policy, normalise_flags
 
@@ -45,3 +47,19 @@ def test_old_or_finished_incidents_are_not_duplicates() -> None:
                   open_incident("closed", status="closed")]
     assert find_duplicate(new_at=NOW, new_location=HERE, candidates=candidates,
                           policy=POLICY) is None
+
+
+def test_the_search_for_neighbours_reaches_past_what_redis_measures_as_the_radius() -> None:
+    # Redis measures on a 6,372,797.56 m Earth, intake on 6,371,000 m: a neighbour intake
+    # puts at exactly the radius is that much farther for Redis, plus a geohash's rounding
+    # (well under a metre); find_duplicate then judges the radius on intake's own measure
+    redis_ratio = 6_372_797.560856 / 6_371_000
+    radius = POLICY.duplicate_radius_m
+    assert search_radius_m(radius) >= radius * redis_ratio + 0.5
+    assert search_radius_m(radius) <= radius + 2  # a margin, not another radius
+    at_the_radius = Location(lat=HERE.lat + radius / (2 * math.pi * 6_371_000 / 360),
+                             lon=HERE.lon)
+    assert round(distance_m(HERE, at_the_radius), 6) == radius
+    found = find_duplicate(new_at=NOW, new_location=at_the_radius, policy=POLICY,
+                           candidates=[open_incident("edge")])
+    assert found == "edge"
