@@ -75,6 +75,8 @@ TERMINAL = ("resolved", "handed_over", "closed", "linked")
 ENDED = ("resolved", "handed_over", "closed")  # a report of the event is then a new one
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
+STATION_KINDS = ("handover", "followup")  # the station's tasks: no claim, no deadline
+DONE = ("resolved", "closed", "linked")
 DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
 # A hand-over whose station has no team on shift is tried again this often.
 HANDOVER_RETRY = timedelta(minutes=15)
@@ -282,7 +284,10 @@ class Dispatcher:
                 live = [o["state"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
                 status = domain.incident_status(live, current=status) if live else "unassigned"
         misses = int(inc.get("misses") or 0)
-        flagged = status == "unassigned" or misses >= self.policy.flag_after_misses
+        # An incident done with (resolved, closed, a linked report) needs nobody: not
+        # flagged however many deadlines it missed; a hand-over still may (no station team).
+        flagged = status not in DONE and (
+            status == "unassigned" or misses >= self.policy.flag_after_misses)
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         entry = entry.model_copy(update={"status": status}) if entry.kind == "status" else entry
@@ -850,7 +855,7 @@ class Dispatcher:
         # Before the transaction, for the reason above.
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order["order_id"])
         if new_state == "declined":
-            station_kind = order.get("kind") in ("handover", "followup")
+            station_kind = order.get("kind") in STATION_KINDS
             if not again:  # made again: the refusal is written, the offer to another is not
                 await self._emit(incident_id, entry, state=state, also=self._station_declining(
                     inc, order, move) if station_kind else move)
@@ -1483,14 +1488,17 @@ class Dispatcher:
         handover = order.get("kind") == "handover"
         if inc.get("handover_order" if handover else "followup_order"):
             return  # made again: another team has it already (or the mark was not this one's)
-        # Not again to a team that declined it now; the retry later asks every team.
+        # Not again to a team that declined it or was taken off it now; the retry later
+        # asks every team.
         declined = {o["team_id"] for o in state.orders if o.get("kind") == order.get("kind")
-                    and o["state"] == "declined" and o.get("visit") == order.get("visit")}
+                    and o["state"] in ("declined", "withdrawn")
+                    and o.get("visit") == order.get("visit")}
+        why = "declined" if order["state"] == "declined" else "taken back"
         if not handover:
             if not await self._order_followup(state, excluded=declined):
                 await self._emit(incident_id, TimelineEntry(
                     kind="note", team_id=order["team_id"], order_id=order["order_id"],
-                    detail="follow-up visit declined; no other team of the station on shift: "
+                    detail=f"follow-up visit {why}; no other team of the station on shift: "
                            "ordered again in an hour"))
             return
         station = await self._station_of(inc)
@@ -1509,7 +1517,7 @@ class Dispatcher:
 
         await self._emit(incident_id, TimelineEntry(
             kind="note", team_id=order["team_id"], order_id=order["order_id"],
-            detail="the hand-over was declined and no other team of the station is on shift: "
+            detail=f"the hand-over was {why} and no other team of the station is on shift: "
                    f"tried again every {HANDOVER_RETRY.seconds // 60} min until one takes it"),
             state=state, also=flagged)
 
@@ -1639,7 +1647,7 @@ class Dispatcher:
                     # The team claimed here before the other incident's refill (a search
                     # that takes a while), so no freed-team offer gives it to a third one
                     # meanwhile; the other incident waits for its refill in the queue.
-                    order = await self._assign(incident_id, team_id)
+                    order = await self._assign(incident_id, team_id, reassigning=True)
                     await self._fill(held["incident_id"])
                     return order
         async with self._locked(incident_id):
@@ -1673,8 +1681,15 @@ class Dispatcher:
             await self._taken_back(state, order, detail=f"taken back by {by}", note=note)
         elif order["state"] != "withdrawn":
             raise conflict(f"the order is {order['state']}: only a live order can be taken back")
+        if order.get("kind") in STATION_KINDS:
+            # The station still owes it: another of its teams, or the flag and the retry
+            # (as a refusal); a station order is never refilled as an emergency's.
+            await self._station_declined(state, order)
+            return order, inc["district"]
         if refill:
             await self._fill(incident_id, state)
+        if order.get("kind") == "reinforcement":  # the team that asked still needs one
+            await self._backup_again(state, order)
         return order, inc["district"]
 
     async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,
@@ -1688,16 +1703,20 @@ class Dispatcher:
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
         order["state"] = "withdrawn"
 
+        station = order.get("kind") in STATION_KINDS
+
         async def withdrawn(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
             store.queue_cancel(pipe, f"ack:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "reassigned"))
-            self._queue_waiting(pipe, inc)
+            if not station:  # a station's task is not an emergency to refill
+                self._queue_waiting(pipe, inc)
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="withdrawn", team_id=order["team_id"], order_id=order_id, detail=detail,
-            note=note or None), state=state, also=withdrawn)
+            note=note or None), state=state,
+            also=self._station_declining(inc, order, withdrawn) if station else withdrawn)
 
     async def revise(self, incident_id: str, *, priority: str | None, add_flags: tuple[str, ...],
                      note: str | None, by: str) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -1798,28 +1817,37 @@ class Dispatcher:
                            "sent to it: assign a police or security team")
         return inc, unit
 
-    async def _assign(self, incident_id: str, team_id: str) -> dict[str, str]:
+    async def _assign(self, incident_id: str, team_id: str, *,
+                      reassigning: bool = False) -> dict[str, str]:
         """Under the incident's lock: a manual order to the team (the same one if this
-        assignment is asked again)."""
+        assignment is asked again). `reassigning`: the team was just taken off another
+        incident's order for this (a conflict now is another's claim in between)."""
         inc, unit = await self._assignable(incident_id, team_id)
         holder = await store.claim_of(self.redis, team_id)
         held = await store.get_order(self.redis, holder) if holder else None
-        if (held is not None and held["incident_id"] == incident_id
-                and held.get("kind") == "manual"
-                and held["state"] in domain.LIVE_ORDER_STATES):
+        again = (held is not None and held["incident_id"] == incident_id
+                 and held.get("kind") == "manual"
+                 and held["state"] in domain.LIVE_ORDER_STATES)
+        if again:
             # This assignment asked again (its answer lost, or it failed after the
             # offer): the same order, announced if it was not, and no conflict.
+            assert held is not None
             order = held
             if order.get("published") != "1":
                 await self._announce(inc, order)
         else:
-            order = await self._offer_and_announce(inc, unit, kind="manual",
-                                                   require_available=False)
-            if order is None:
-                raise conflict(f"team {team_id} holds open order {holder}; send it with "
-                               "\"reassign\": true to take it off that order first")
+            offered = await self._offer_and_announce(inc, unit, kind="manual",
+                                                     require_available=False)
+            if offered is None:
+                raise await self._not_assignable(incident_id, team_id, reassigning=reassigning)
+            order = offered
         order_id = order["order_id"]
-        if inc.get("manual_order") != order_id:
+        # Asked again after a colleague's assignment (`manual_order` now names theirs): the
+        # timeline has this one's entry already.
+        recorded = inc.get("manual_order") == order_id or (again and any(
+            e.get("kind") == "manual_assign" and e.get("order_id") == order_id
+            for e in await store.timeline(self.redis, incident_id)))
+        if not recorded:
             # Still short with the team sent (a P1 fight given one team by hand wants its
             # second): it stays in the queue, and the next freed team that may go joins.
             state = await store.incident_state(self.redis, incident_id)
@@ -1839,6 +1867,24 @@ class Dispatcher:
                 kind="manual_assign", team_id=team_id, order_id=order_id,
                 detail="assigned by the command room"), also=recorded)
         return order
+
+    async def _not_assignable(self, incident_id: str, team_id: str, *,
+                              reassigning: bool) -> ApiError:
+        """The conflict of a manual order whose team another order holds, saying where."""
+        holder = await store.claim_of(self.redis, team_id)
+        held = await store.get_order(self.redis, holder) if holder else None
+        if held is None:  # freed since: the claim was lost to a step that has ended
+            return conflict(f"team {team_id} was being given another order; ask again")
+        where = f"order {held['order_id']}, {held['state']}"
+        if held["incident_id"] == incident_id:
+            return conflict(f"team {team_id} is already on this incident ({where}): "
+                            "nothing to assign")
+        if reassigning:
+            return conflict(f"team {team_id} was just given to incident {held['incident_id']} "
+                            f"({where}); ask again to move it")
+        return conflict(f"team {team_id} holds open order {held['order_id']} ({held['state']}) "
+                        f"of incident {held['incident_id']}; send it with \"reassign\": true "
+                        "to take it off that order first")
 
     async def attach_evidence(self, incident_id: str, evidence: tuple[Evidence, ...], *,
                               note: str | None, by: str) -> tuple[Evidence, ...]:

@@ -404,3 +404,43 @@ async def test_a_p1_given_one_team_by_hand_gets_its_second_when_one_comes_free(
                          "the fight complete, out of the queue")
     finally:
         client.close()
+
+
+async def test_an_assignment_asked_again_after_a_colleague_s_is_on_the_timeline_once(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # Two dispatchers send a team each at the same moment; the first one's answer is lost
+    # and their console asks again: the same order, and no second "assigned" entry.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "patrol", kind="police", lat=22.8300, lon=108.3665)
+    await team(publisher, "car2", kind="police", lat=22.8400, lon=108.3665)
+    await wait_for_units(clean_redis, 3)
+    incident_id = await report(publisher, "noise", priority="P4")
+    await orders_once(clean_redis, incident_id, 1, "the first order")
+    url = f"/v1/incidents/{incident_id}/assign"
+    patrol, car2 = await asyncio.gather(
+        console.post(url, headers=ADMIN, json={"team_id": "patrol"}),
+        console.post(url, headers=ADMIN, json={"team_id": "car2"}))
+    assert patrol.status_code == car2.status_code == 200
+    first, team_id = ((car2, "car2")
+                      if incident_fields(clean_redis, incident_id)["manual_order"]
+                      == patrol.json()["order_id"] else (patrol, "patrol"))
+    again = await console.post(url, headers=ADMIN, json={"team_id": team_id})
+    assert again.status_code == 200 and again.json() == first.json()
+    assert [e["kind"] for e in timeline(clean_redis, incident_id)].count("manual_assign") == 2
+
+
+async def test_a_team_already_on_the_incident_is_a_conflict_that_says_so(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # Not "send it with reassign" (the console would ask to take it off *another*
+    # incident's order, and the reassign would answer the same).
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [order] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    url = f"/v1/incidents/{incident_id}/assign"
+    for body in ({"team_id": "guard"}, {"team_id": "guard", "reassign": True}):
+        r = await console.post(url, headers=ADMIN, json=body)
+        assert r.status_code == 409
+        assert r.json()["error"]["message"] == (
+            f"team guard is already on this incident (order {order.order_id}, offered): "
+            "nothing to assign")

@@ -15,7 +15,7 @@ from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, fail_once
-from .test_engine import orders_for, report, team, wait_for_units
+from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -88,3 +88,24 @@ async def test_a_close_that_failed_while_withdrawing_withdraws_when_made_again(
     await close_fails_then_succeeds(clean_redis, console, incident_id, failures)
     withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
     assert [(w.order_id, w.reason) for w in withdrawn] == [(order_id, "closed")]
+
+
+async def test_a_closed_incident_is_no_longer_flagged(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # Flagged (two deadlines missed: the command room must act) until it is closed: then
+    # there is nothing to act on, and the board's `flagged=true` no longer lists it.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: orders_for(clean_redis, incident_id), "the guard's order")
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), "misses", "2")  # two deadlines missed
+    finally:
+        client.close()
+    r = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    board = await console.get("/v1/incidents", headers=ADMIN,
+                              params={"district": DISTRICT, "flagged": "true"})
+    assert board.status_code == 200
+    assert [i["incident_id"] for i in board.json()["incidents"]] == []

@@ -1,0 +1,84 @@
+"""The command room takes back an order whose team something else depends on: a backup a
+team on scene asked for, a station's hand-over. What the order was for still happens."""
+
+from __future__ import annotations
+
+import httpx
+import redis as sync_redis
+from faststream.redis import RedisBroker
+
+from services.dispatch import store
+from shared import streams
+from shared.events import OrderIssued, OrderResponded
+from tests.helpers import poll_until
+
+from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
+
+ADMIN = {"Authorization": "Bearer test-admin"}
+
+
+async def respond(publisher: RedisBroker, order: OrderIssued, *responses: str) -> None:
+    for response in responses:
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+            team_id=order.team_id, member_id="m1", response=response,
+            note="needs the station" if response == "handover" else None),
+            stream=streams.ORDER_RESPONDED.name)
+
+
+def kinds_and_teams(url: str, incident_id: str) -> list[tuple[str, str]]:
+    return [(o.kind, o.team_id) for o in orders_for(url, incident_id)]
+
+
+async def test_a_backup_taken_back_is_replaced_by_the_next_free_team(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The guard on scene asked for backup; the command room takes the backup team back
+    # (wanted at a P1): the guard still needs one, as after a refusal.
+    await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "backup", kind="security", lat=22.8190, lon=108.3665)
+    await team(publisher, "third", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(clean_redis, 3)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (first,) = await poll_until(lambda: orders_for(clean_redis, incident_id), "the first order")
+    await respond(publisher, first, "acknowledged", "on_scene", "reinforce")
+    orders = await poll_until(lambda: orders_for(clean_redis, incident_id)[1:], "the backup")
+    assert (orders[0].kind, orders[0].team_id) == ("reinforcement", "backup")
+    r = await console.post(f"/v1/orders/{orders[0].order_id}/withdraw", headers=ADMIN,
+                           json={"note": "needed at a P1"})
+    assert r.status_code == 200, r.text
+    await poll_until(lambda: len(orders_for(clean_redis, incident_id)) == 3, "another backup")
+    assert kinds_and_teams(clean_redis, incident_id) == [
+        ("dispatch", "first"), ("reinforcement", "backup"), ("reinforcement", "third")]
+
+
+async def test_a_station_s_hand_over_order_taken_back_goes_to_another_of_its_teams(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The command room takes the station's hand-over order from one of its teams (the wrong
+    # car): the station still owes the filing, so another of its teams on shift gets it, and
+    # the handed-over incident is not put in the emergencies' waiting queue.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "station-car", kind="police", lat=22.8300, lon=108.3665)
+    await team(publisher, "station-car-2", kind="police", lat=22.8400, lon=108.3665)
+    await wait_for_units(clean_redis, 3)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id), "the guard's order")
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), "station_agency_id", "ag-police")
+        await respond(publisher, order, "acknowledged", "handover")
+        [station] = await poll_until(lambda: [o for o in orders_for(clean_redis, incident_id)
+                                              if o.kind == "handover"], "the station's order")
+        assert station.team_id == "station-car"
+        r = await console.post(f"/v1/orders/{station.order_id}/withdraw", headers=ADMIN,
+                               json={"note": "wrong team"})
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: len(orders_for(clean_redis, incident_id)) == 3,
+                         "the other station team's order")
+        assert kinds_and_teams(clean_redis, incident_id)[1:] == [
+            ("handover", "station-car"), ("handover", "station-car-2")]
+        fields = client.hgetall(store.incident_key(incident_id))
+        assert fields["status"] == "handed_over"
+        assert fields["handover_order"] == orders_for(clean_redis, incident_id)[2].order_id
+        assert client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id) is None
+    finally:
+        client.close()
