@@ -1524,15 +1524,53 @@ class Dispatcher:
     # --- units ------------------------------------------------------------------------
 
     async def on_unit_status(self, event: UnitStatus) -> None:
-        _, free = await store.save_unit_status(self.redis, at=event.occurred_at, fields={
+        applied, free = await store.save_unit_status(self.redis, at=event.occurred_at, fields={
             "team_id": event.unit_id, "district": event.district, "status": event.status,
             "name": event.name or "", "agency_id": event.agency_id,
             "agency_kind": event.agency_kind, "agency_role": event.agency_role or "",
             "mode": event.mode, "skills": json.dumps(list(event.skills)),
             "home_zone_id": event.home_zone_id or "", "on_shift": "1" if event.on_shift else "0",
         })
+        if applied and not event.on_shift:
+            await self._off_shift_holding(event.unit_id)
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
+
+    async def _off_shift_holding(self, team_id: str) -> None:
+        """A team that went off shift while an order of ours holds it (dispatch offered it
+        the order before it saw the check-out; its last member was removed from the
+        roster): an offer nobody will acknowledge is taken back at once and the incident
+        offered to the next team, not left for its deadline; an order the team had taken
+        flags the incident with a note, once, for the command room to decide."""
+        holder = await store.claim_of(self.redis, team_id)
+        held = await store.get_order(self.redis, holder) if holder else None
+        # The command room may send a team off shift by hand, knowingly: its order stands.
+        if (held is None or held["state"] not in domain.LIVE_ORDER_STATES
+                or held.get("kind") == "manual"):
+            return
+        async with self._locked(held["incident_id"]):
+            state = await store.incident_state(self.redis, held["incident_id"])
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == held["order_id"]), None)
+            if inc is None or order is None or order["state"] not in domain.LIVE_ORDER_STATES:
+                return
+            if order["state"] == "offered":
+                await self._take_back(inc["incident_id"], order["order_id"],
+                                      by="dispatch: the team went off shift", note=None)
+            elif not order.get("off_shift_at"):
+                misses = self._flag(inc)
+                name = order.get("team_name") or team_id
+
+                async def flagged(pipe: Pipeline) -> None:
+                    store.queue_incident_fields(pipe, inc["incident_id"], {"misses": misses})
+                    store.queue_order_change(pipe, order["order_id"],
+                                             {"off_shift_at": utcnow().isoformat()})
+
+                await self._emit(inc["incident_id"], TimelineEntry(
+                    kind="note", team_id=team_id, order_id=order["order_id"],
+                    detail=f"{name} went off shift while {order['state'].replace('_', ' ')} "
+                           "on this order: the command room decides"),
+                    state=state, also=flagged)
 
     async def on_unit_positions(self, events: list[UnitPosition]) -> None:
         latest: dict[str, UnitPosition] = {}

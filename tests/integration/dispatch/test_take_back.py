@@ -82,3 +82,63 @@ async def test_a_station_s_hand_over_order_taken_back_goes_to_another_of_its_tea
         assert client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id) is None
     finally:
         client.close()
+
+
+async def off_shift(publisher: RedisBroker, team_id: str) -> None:
+    """volunteers' unit.status for a team whose shift ended (its check-out came before the
+    order reached volunteers, or its last member was taken off the roster)."""
+    from datetime import timedelta
+
+    from shared.events import UnitStatus, utcnow
+
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id=team_id, status="off_duty", agency_id="ag-security",
+        agency_kind="security", mode="car", on_shift=False,
+        occurred_at=utcnow() + timedelta(milliseconds=5)), stream=streams.UNIT_STATUS.name)
+
+
+async def test_an_offer_to_a_team_that_went_off_shift_goes_to_the_next_team_at_once(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # Not after its deadline (five minutes for a P4): nobody on that team will answer.
+    await team(publisher, "leaving", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "next", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [first] = await poll_until(lambda: orders_for(dispatch, incident_id), "the first order")
+    assert first.team_id == "leaving"
+    await off_shift(publisher, "leaving")
+    await poll_until(lambda: len(orders_for(dispatch, incident_id)) == 2, "the next team's order")
+    assert kinds_and_teams(dispatch, incident_id) == [("dispatch", "leaving"),
+                                                      ("dispatch", "next")]
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.hget(store.order_key(first.order_id), "state") == "withdrawn"
+    finally:
+        client.close()
+
+
+async def test_a_team_that_went_off_shift_while_on_its_order_flags_the_incident_once(
+        dispatch: str, publisher: RedisBroker) -> None:
+    from .test_assign import timeline
+
+    await team(publisher, "leaving", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [order] = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    await respond(publisher, order, "acknowledged", "en_route")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        await poll_until(lambda: client.hget(store.order_key(order.order_id), "state")
+                         == "en_route", "en route")
+        await off_shift(publisher, "leaving")
+        await off_shift(publisher, "leaving")  # and again: one note
+        await poll_until(lambda: client.hget(store.incident_key(incident_id), "flagged") == "1",
+                         "the incident flagged")
+        await poll_until(lambda: client.xpending(streams.UNIT_STATUS.name, "dispatch")[
+            "pending"] == 0, "both statuses handled")
+        assert client.hget(store.order_key(order.order_id), "state") == "en_route"
+    finally:
+        client.close()
+    notes = [e["detail"] for e in timeline(dispatch, incident_id) if e["kind"] == "note"]
+    assert notes == ["leaving went off shift while en route on this order: the command room "
+                     "decides"]
