@@ -2,23 +2,33 @@
 
 Each service serves `GET /v1/admin/dead-letters` and
 `POST /v1/admin/dead-letters/{stream}/{entry_id}/replay` (admin) for the streams it reads.
-A replay puts the original payload back on its stream as a new entry (every consumer is
-idempotent, so groups that had processed it change nothing) and removes the dead letter.
+The list merges those streams newest first, with each stream's true total, and pages back
+with `before` (as `GET /v1/admin/audit` does). A replay puts the original payload back on
+its stream as a new entry, which every group of the stream reads, and removes the dead
+letter. Consumers are idempotent only as long as they remember what they handled, the
+shortest for REPLAY_SAFE_S: within it, groups that had processed the event change
+nothing; an older dead letter is replayed only when asked with `force` (see replay()).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.http import ApiError, Principal, not_found, require
+from shared.http import ApiError, Principal, conflict, not_found, require
 
 log = logging.getLogger(__name__)
 # Module level: with postponed annotations FastAPI resolves route hints in module globals.
@@ -42,6 +52,24 @@ def _fits_redis(value: str) -> str:
 EntryId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$"),
                     AfterValidator(_fits_redis)]
 
+# How long every consumer surely remembers an event it handled, so that the same event
+# again changes nothing: the shortest of their windows. Dispatch's marks of handled events
+# (`dispatch:seen:`, services/dispatch/store.py SEEN_TTL_S) last 7 days; notify's orders
+# ORDER_TTL_S, 14 (and it drops an order.issued or .amended older than that); volunteers'
+# orders and intake's seen updates 30. Dead letters are kept RETENTION_DAYS (30): longer.
+# tests/unit/test_dead_letters.py holds this to the services' own figures.
+REPLAY_SAFE_S = 7 * 86_400
+
+
+def page_end(before: str | None) -> str | None:
+    """XREVRANGE's `max` for a page newest first ending just before entry `before` (None:
+    from the newest); None when nothing can come before it (0-0). As /v1/admin/audit pages."""
+    if before is None:
+        return "+"
+    if before.strip("0-") == "":
+        return None
+    return f"({before}"
+
 
 def _text(value: bytes | None) -> str | None:
     return value.decode(errors="replace") if value is not None else None
@@ -62,16 +90,79 @@ def _view(stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str,
     }
 
 
-async def list_dead_letters(redis: Redis, stream: str, *, count: int) -> list[dict[str, Any]]:
-    entries = await redis.xrevrange(f"dlq.{stream}", count=count)
+async def list_dead_letters(redis: Redis, stream: str, *, count: int,
+                            before: str | None = None) -> list[dict[str, Any]]:
+    """The newest `count` dead letters of `stream` (those before `before`), newest first."""
+    end = page_end(before)
+    if end is None:
+        return []
+    entries = await redis.xrevrange(f"dlq.{stream}", max=end, count=count)
     return [_view(stream, entry_id, fields) for entry_id, fields in entries]
 
 
-async def replay(redis: Redis, stream: str, dead_letter_id: str) -> str:
+def _newest_first(row: Mapping[str, Any]) -> tuple[tuple[int, int], str]:
+    return streams.entry_id_order(row["dead_letter_id"]), row["stream"]
+
+
+def merge_newest_first(pages: Sequence[Sequence[Mapping[str, Any]]], *,
+                       limit: int) -> tuple[list[Mapping[str, Any]], bool]:
+    """One page of several streams' dead letters, newest first by dead-letter id, and
+    whether older ones remain. `pages`: each stream's newest `limit + 1` (before the
+    cursor), so that one stream's many never hide another's.
+
+    Two streams may hold the same id (written in the same millisecond), and the next page
+    starts strictly before the last id shown: a page never ends between two letters of the
+    same id. It ends before them instead (they open the next page), or, when they are all
+    it holds, takes them all (one per stream, so a little over `limit` at most)."""
+    rows = sorted((row for page in pages for row in page), key=_newest_first, reverse=True)
+    shown = rows[:limit]
+    if len(rows) > limit and rows[limit]["dead_letter_id"] == shown[-1]["dead_letter_id"]:
+        tied = shown[-1]["dead_letter_id"]
+        shown = ([row for row in shown if row["dead_letter_id"] != tied]
+                 or [row for row in rows if row["dead_letter_id"] == tied])
+    return shown, len(rows) > len(shown)
+
+
+# What a field of a dead letter that does not read raises (poison is what they hold)
+_UNREADABLE = (KeyError, ValueError, TypeError, AttributeError, OverflowError)
+
+
+def first_seen_ms(dead_letter_id: str | bytes, fields: Mapping[bytes, bytes]) -> int:
+    """When the dead letter's event was first on its stream, as near as the letter tells:
+    the earliest of its original entry's time (a replay's entry, when it had been replayed
+    before), the event's `occurred_at` and the dead letter's own time."""
+    times = [streams.entry_id_order(dead_letter_id)[0]]
+    with contextlib.suppress(*_UNREADABLE):
+        times.append(streams.entry_id_order(fields[b"entry_id"])[0])
+    with contextlib.suppress(*_UNREADABLE):
+        body, _ = BinaryMessageFormatV1.parse(fields[b"payload"])
+        occurred = datetime.fromisoformat(json.loads(body)["occurred_at"])
+        if occurred.tzinfo is not None:
+            times.append(int(occurred.timestamp() * 1000))
+    return min(times)
+
+
+async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool = False,
+                 now: float | None = None) -> str:
+    """Puts the dead letter's payload back on `stream` and removes the letter; the new
+    entry's id. An event older than REPLAY_SAFE_S (by first_seen_ms) is refused (409)
+    unless `force`: a group that handled it may have forgotten it and would act on it
+    again (a stale order, an incident twice); forced, the replay is logged as such."""
     entries = await redis.xrange(f"dlq.{stream}", min=dead_letter_id, max=dead_letter_id)
     if not entries:
         raise not_found("dead letter")
-    _, fields = entries[0]
+    letter_id, fields = entries[0]
+    age_s = (time.time() if now is None else now) - first_seen_ms(letter_id, fields) / 1000
+    if age_s > REPLAY_SAFE_S:
+        if not force:
+            raise conflict(
+                f"this dead letter's event is {age_s / 86_400:.1f} days old and consumers "
+                f"remember what they handled for {REPLAY_SAFE_S // 86_400} days: a group "
+                "that processed it may act on it again. Replay with force=true only if "
+                "that is harmless (docs/operations.md, dead letters)")
+        log.warning("replaying dead letter %s of %s, %.1f days old, by force: groups that "
+                    "handled its event may have forgotten it", dead_letter_id, stream,
+                    age_s / 86_400)
     new_id = await redis.xadd(stream, {"__data__": fields[b"payload"]})
     await redis.xdel(f"dlq.{stream}", dead_letter_id)
     log.warning("replayed dead letter %s of %s as %s", dead_letter_id, stream, new_id)
@@ -89,19 +180,38 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
             raise ApiError(422, "invalid_field",
                            f"stream must be one of: {', '.join(sorted(readable))}", "stream")
 
-    @router.get("/dead-letters", summary="Dead letters of the streams this service reads")
+    @router.get("/dead-letters", summary="Dead letters of the streams this service reads, "
+                "newest first")
     async def dead_letters(
         _: Admin,
         stream: str | None = Query(default=None, max_length=64),
         limit: int = Query(default=50, ge=1, le=500),
+        before: Annotated[EntryId | None, Query(
+            description="a dead_letter_id: page back from it (the answer's next_before)")] = None,
     ) -> dict[str, Any]:
-        names = [stream] if stream else sorted(readable)
         if stream:
             check(stream)
-        rows: list[dict[str, Any]] = []
+        names = [stream] if stream else sorted(readable)
+        end = page_end(before)
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:
+                if end is not None:
+                    pipe.xrevrange(f"dlq.{name}", max=end, count=limit + 1)
+                pipe.xlen(f"dlq.{name}")
+            replies = iter(await pipe.execute())
+        pages, totals = [], {}
         for name in names:
-            rows += await list_dead_letters(client, name, count=limit)
-        return {"dead_letters": rows[:limit], "count": min(len(rows), limit)}
+            if end is not None:
+                pages.append([_view(name, entry_id, fields) for entry_id, fields in next(replies)])
+            totals[name] = int(next(replies))
+        rows, more = merge_newest_first(pages, limit=limit)
+        return {
+            "dead_letters": rows,
+            "count": len(rows),  # listed here; `total` is how many there are
+            "total": sum(totals.values()),
+            "totals": totals,
+            "next_before": rows[-1]["dead_letter_id"] if more else None,
+        }
 
     @router.post("/dead-letters/{stream}/{dead_letter_id}/replay",
                  summary="Put a dead letter back on its stream")
@@ -109,9 +219,12 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
         stream: str,
         dead_letter_id: Annotated[EntryId, Path(description="the dead letter's entry id")],
         _: Admin,
+        force: bool = Query(default=False, description=(
+            "replay even an event older than consumers remember what they handled "
+            f"({REPLAY_SAFE_S // 86_400} days): it may be handled again")),
     ) -> dict[str, str]:
         check(stream)
-        new_id = await replay(client, stream, dead_letter_id)
+        new_id = await replay(client, stream, dead_letter_id, force=force)
         return {"stream": stream, "replayed_as": new_id}
 
     return router

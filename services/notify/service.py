@@ -33,7 +33,7 @@ from shared.telemetry import extract_context, inject_context
 from . import store
 from .config import Settings
 from .domain.fallback import wait_before_step
-from .domain.orders import for_team, state_frame
+from .domain.orders import for_team, outlived, state_frame
 from .domain.responses import Decision, ResponseRefused, allowed_responses, decide_response
 from .hub import Hub, amended_message, order_message, state_message, withdrawn_message
 
@@ -56,13 +56,25 @@ class Orders:
 
     async def issue(self, batch: list[Traced[OrderIssued]]) -> None:
         """Stores each order once (dedupe on order_id) and fans it out to the team's sockets:
-        the batch in one round trip, each order under its own span (its incident's trace)."""
+        the batch in one round trip, each order under its own span (its incident's trace).
+        An order issued longer ago than notify keeps orders is acknowledged and dropped
+        (domain.orders.outlived): its record may be gone, so it could ring as new."""
         new = []
+        now = utcnow()
         for item in batch:
+            if outlived(item.event, now=now, remembered_s=self._settings.order_ttl_s):
+                log.warning("order %s of team %s issued at %s, longer ago than notify keeps "
+                            "orders (ORDER_TTL_S %ss): not stored or announced (a replayed "
+                            "dead letter, or the stream read again)", item.event.order_id,
+                            item.event.team_id, item.event.occurred_at.isoformat(),
+                            self._settings.order_ttl_s)
+                continue
             order = for_team(item.event)
             with item.current():
                 trace_context = inject_context()  # what the device's answers continue
             new.append(store.NewOrder(order, trace_context, order_message(order, trace_context)))
+        if not new:
+            return
         saved = await store.save_orders(
             self._stream_redis, new,
             fallback_after_s=self._settings.fallback_after_s if self._fallback_steps else None,
@@ -88,7 +100,14 @@ class Orders:
         """The command room revised the order's incident: the stored order and every
         socket that has it follow (a phone that reconnects gets the amended order)."""
         record = await store.get_order(self._stream_redis, event.order_id)
-        if record is None:  # its order.issued not handled here yet: the entry is retried
+        if record is None:
+            if outlived(event, now=utcnow(), remembered_s=self._settings.order_ttl_s):
+                # its order forgotten (or, issued as long ago, never stored): retrying would
+                # only end in a dead letter
+                log.warning("order %s amended at %s, longer ago than notify keeps orders: "
+                            "nothing to amend", event.order_id, event.occurred_at.isoformat())
+                return
+            # its order.issued not handled here yet: the entry is retried
             raise LookupError(f"order {event.order_id} amended before notify stored it")
         if record.order is None or record.withdrawn:
             return  # over: nothing to tell

@@ -1,12 +1,17 @@
 """Every service's admin routes that take a stream entry id (`GET /v1/admin/audit?before=`,
+`GET /v1/admin/dead-letters?before=`,
 `POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay`) refuse an id Redis would
 refuse with a 422 naming the parameter, and accept the largest id Redis accepts."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
+from httpx import Response
 
 from shared import audit, streams
+from shared.bus import dead_letter_entry
 from shared.http import Principal
 
 from .stream_probes import ADMIN, running
@@ -23,16 +28,22 @@ NOT_IDS = [
 ]
 
 
+async def each_refused_naming(field: str, send: Callable[[str], Awaitable[Response]]) -> None:
+    """Each of NOT_IDS, sent: a 422 naming `field`."""
+    for value in NOT_IDS:
+        r = await send(value)
+        assert r.status_code == 422, (value, r.text)
+        assert r.json()["error"]["code"] == "invalid_field"
+        assert r.json()["error"]["field"] == field
+
+
 @pytest.mark.parametrize("service", SERVICES)
 async def test_an_audit_page_before_an_id_redis_cannot_read_is_a_422_naming_before(
     clean_redis: str, service: str,
 ) -> None:
     async with running(service, clean_redis) as svc:
-        for before in NOT_IDS:
-            r = await svc.client.get("/v1/admin/audit", params={"before": before}, headers=ADMIN)
-            assert r.status_code == 422, (before, r.text)
-            assert r.json()["error"]["code"] == "invalid_field"
-            assert r.json()["error"]["field"] == "before"
+        await each_refused_naming("before", lambda before: svc.client.get(
+            "/v1/admin/audit", params={"before": before}, headers=ADMIN))
 
         await audit.record(svc.redis, service, Principal(kind="admin", subject="admin"),
                            "probe.action", "t1")
@@ -42,17 +53,34 @@ async def test_an_audit_page_before_an_id_redis_cannot_read_is_a_422_naming_befo
 
 
 @pytest.mark.parametrize("service", SERVICES)
+async def test_a_dead_letter_page_before_an_id_redis_cannot_read_is_a_422_naming_before(
+    clean_redis: str, service: str,
+) -> None:
+    stream = streams.consumed_by(service)[0].name
+    async with running(service, clean_redis) as svc:
+        await each_refused_naming("before", lambda before: svc.client.get(
+            "/v1/admin/dead-letters", params={"before": before}, headers=ADMIN))
+
+        await dead_letter_entry(svc.redis, stream=stream, entry_id=b"1-0", fields={b"x": b"1"},
+                                group=service, reason="probe", attempts=1)
+        r = await svc.client.get("/v1/admin/dead-letters", params={"before": LARGEST},
+                                 headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert [d["original_entry_id"] for d in r.json()["dead_letters"]] == ["1-0"]
+        r = await svc.client.get("/v1/admin/dead-letters", params={"before": "0-0"},
+                                 headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["dead_letters"] == [] and r.json()["total"] == 1  # nothing before 0-0
+
+
+@pytest.mark.parametrize("service", SERVICES)
 async def test_replaying_a_dead_letter_id_redis_cannot_read_is_a_422_naming_the_id(
     clean_redis: str, service: str,
 ) -> None:
     stream = streams.consumed_by(service)[0].name
     async with running(service, clean_redis) as svc:
-        for entry_id in NOT_IDS:
-            r = await svc.client.post(f"/v1/admin/dead-letters/{stream}/{entry_id}/replay",
-                                      headers=ADMIN)
-            assert r.status_code == 422, (entry_id, r.text)
-            assert r.json()["error"]["code"] == "invalid_field"
-            assert r.json()["error"]["field"] == "dead_letter_id"
+        await each_refused_naming("dead_letter_id", lambda entry_id: svc.client.post(
+            f"/v1/admin/dead-letters/{stream}/{entry_id}/replay", headers=ADMIN))
 
         r = await svc.client.post(f"/v1/admin/dead-letters/{stream}/{LARGEST}/replay",
                                   headers=ADMIN)

@@ -9,14 +9,21 @@ the service's admin endpoint after the fault is fixed.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from datetime import timedelta
 
 import pytest
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
+from services.notify import store as notify_store
 from services.volunteers.store import keys as volunteer_keys
 from shared import streams
-from shared.events import IncidentUpdated
+from shared.bus import dead_letter_entry
+from shared.dead_letters import REPLAY_SAFE_S
+from shared.events import IncidentUpdated, utcnow
 from tests.helpers import poll_until, read_stream
 from tests.integration.stream_probes import (
     ADMIN,
@@ -35,6 +42,7 @@ from tests.integration.stream_probes import (
     order_delivered,
     order_issued,
     order_responded,
+    order_withdrawn,
     reported_at_intake,
     running,
     team_status,
@@ -234,3 +242,136 @@ async def test_volunteers_apply_a_replayed_order_once_after_the_fix(clean_redis:
         await poll_until(lambda: svc.drained(streams.ORDER_ISSUED.name), "drained")
         # one unit.status announcing `dispatched`, however often the event was tried
         assert await svc.redis.xlen(streams.UNIT_STATUS.name) == announced + 1
+
+
+async def test_notify_never_announces_a_replayed_order_older_than_it_keeps_orders(
+        clean_redis: str) -> None:
+    """Dead letters are kept RETENTION_DAYS (30), notify's order records ORDER_TTL_S (14
+    days). An order.issued that volunteers dead-lettered, although notify handled it (the
+    order went out and was withdrawn), is replayed on day 15: notify's group reads it again
+    and finds no record. It must not store it as a new live order: the team's phones would
+    get a two-week-old order as live, and its Web Push and SMS fallback set again (nor must
+    it after a group re-created at 0 on a 30-day stream). ORDER_TTL_S=2 here stands for
+    the 14 days having passed."""
+    text = Redis.from_url(clean_redis, decode_responses=True)
+    async with running("notify", clean_redis, order_ttl_s=2) as svc:
+        await svc.publish(streams.ORDER_ISSUED, order_issued("o-old", "t-old"))
+        await poll_until(lambda: notify_order(svc, "o-old"), "the order stored")
+        await svc.publish(streams.ORDER_WITHDRAWN, order_withdrawn("o-old", "t-old"))
+
+        async def withdrawn() -> bool:
+            return bool((await notify_order(svc, "o-old") or {}).get("withdrawn"))
+
+        await poll_until(withdrawn, "the order withdrawn (its deadline missed)")
+        assert [r.order_id for r in await notify_store.open_orders(text, "t-old")] == []
+        # volunteers' group gave up on the same entry (its bug), so it is in dlq.order.issued
+        ((entry_id, fields),) = await svc.redis.xrange(streams.ORDER_ISSUED.name)
+        await dead_letter_entry(svc.redis, stream=streams.ORDER_ISSUED.name, entry_id=entry_id,
+                                fields=fields, group="volunteers", reason="RuntimeError: bug",
+                                attempts=5)
+
+        # ORDER_TTL_S later (14 days by default): notify's record of the order is gone
+        async def forgotten() -> bool:
+            return await notify_order(svc, "o-old") is None
+
+        await poll_until(forgotten, "notify's record expired", 10)
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                 params={"stream": streams.ORDER_ISSUED.name})
+        (letter,) = r.json()["dead_letters"]
+        r = await svc.client.post(
+            f"/v1/admin/dead-letters/order.issued/{letter['dead_letter_id']}/replay", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: svc.drained(streams.ORDER_ISSUED.name), "the replay read", 10)
+        live = [r.order_id for r in await notify_store.open_orders(text, "t-old")]
+        await text.aclose()
+        assert live == [], "a withdrawn two-week-old order is live again on the team's phones"
+        assert await notify_order(svc, "o-old") is None  # not stored again
+        assert await svc.redis.zscore(notify_store.FALLBACK, "o-old") is None  # no fallback
+        assert await svc.dead_letters(streams.ORDER_ISSUED.name) == []  # acknowledged
+
+
+async def test_a_dead_letter_older_than_consumers_remember_is_replayed_only_by_force(
+        clean_redis: str) -> None:
+    """A replay goes to every group of the stream, and a group that handled the event
+    forgets it after a while (dispatch's marks: 7 days): a dead letter older than that is
+    refused (409) unless the operator forces it."""
+    async with running("notify", clean_redis) as svc:
+        days_ago = REPLAY_SAFE_S / 86_400 + 1
+        old = order_issued("o-stale", "t-stale").model_copy(
+            update={"occurred_at": utcnow() - timedelta(days=days_ago)})
+        old_entry = f"{int((time.time() - days_ago * 86_400) * 1000)}-0"
+        await dead_letter_entry(svc.redis, stream=streams.ORDER_ISSUED.name,
+                                entry_id=old_entry,
+                                fields={b"__data__": await envelope(old.model_dump_json().encode())},
+                                group="volunteers", reason="RuntimeError: bug", attempts=5)
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN)
+        (letter,) = r.json()["dead_letters"]
+        url = f"/v1/admin/dead-letters/order.issued/{letter['dead_letter_id']}/replay"
+        r = await svc.client.post(url, headers=ADMIN)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "conflict" and "force=true" in r.json()["error"]["message"]
+        assert await svc.redis.xlen(streams.ORDER_ISSUED.name) == 0  # nothing replayed
+        assert len(await svc.dead_letters(streams.ORDER_ISSUED.name)) == 0  # not notify's
+        assert await svc.redis.xlen(streams.ORDER_ISSUED.dead_letters) == 1  # still there
+        r = await svc.client.post(url, headers=ADMIN, params={"force": "true"})
+        assert r.status_code == 200, r.text
+        assert await svc.redis.xlen(streams.ORDER_ISSUED.dead_letters) == 0
+        assert await svc.redis.xlen(streams.ORDER_ISSUED.name) == 1
+
+
+async def test_the_dead_letter_list_merges_every_stream_newest_first_with_totals_and_pages_back(
+        clean_redis: str) -> None:
+    """`GET /v1/admin/dead-letters` (what the runbook says to read when
+    lianfang_stream_dead_letters > 0) must not cut the streams in name order at `limit`: 50
+    dead letters of notify's device.revoked (a noisy, harmless stream) would hide an
+    order.issued dead letter (an order that never reached a phone), with `count` 50 and no
+    sign of it. Each stream's true total is given, and `before` pages back through all of
+    them, so any dead letter can be found to be replayed."""
+    async with running("notify", clean_redis) as svc:
+        await dead_letter_entry(svc.redis, stream=streams.ORDER_ISSUED.name, entry_id=b"1-0",
+                                fields={b"__data__": b"{}"}, group="notify",
+                                reason="RuntimeError: bug", attempts=5)
+        # dead-letter ids are Redis's time (and a sequence per stream within a millisecond)
+        await asyncio.sleep(0.01)
+        for n in range(50):
+            await dead_letter_entry(svc.redis, stream=streams.DEVICE_REVOKED.name,
+                                    entry_id=f"{n + 2}-0", fields={b"junk": b"1"},
+                                    group="notify", reason="invalid DeviceRevoked", attempts=1)
+        await asyncio.sleep(0.01)
+        await dead_letter_entry(svc.redis, stream=streams.ORDER_ISSUED.name, entry_id=b"60-0",
+                                fields={b"__data__": b"{}"}, group="notify",
+                                reason="RuntimeError: bug", attempts=5)
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        shown = [(d["stream"], d["original_entry_id"]) for d in body["dead_letters"]]
+        assert shown[0] == (streams.ORDER_ISSUED.name, "60-0"), "newest first, any stream"
+        assert len(shown) == body["count"] == 50
+        assert body["totals"] == {streams.ORDER_ISSUED.name: 2, streams.ORDER_WITHDRAWN.name: 0,
+                                  streams.ORDER_AMENDED.name: 0, streams.DEVICE_REVOKED.name: 50}
+        assert body["total"] == 52
+        ids = [d["dead_letter_id"] for d in body["dead_letters"]]
+        assert ids == sorted(ids, key=streams.entry_id_order, reverse=True)
+
+        # page back with next_before: every dead letter once, the oldest last
+        seen, before = list(shown), body["next_before"]
+        while before is not None:
+            r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                     params={"before": before, "limit": 20})
+            assert r.status_code == 200, r.text
+            seen += [(d["stream"], d["original_entry_id"]) for d in r.json()["dead_letters"]]
+            before = r.json()["next_before"]
+        assert len(seen) == len(set(seen)) == 52
+        assert seen[-1] == (streams.ORDER_ISSUED.name, "1-0")
+
+        # one stream asked for: its own, with its total, and the old answer's fields kept
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                 params={"stream": streams.ORDER_ISSUED.name, "limit": 1})
+        body = r.json()
+        assert [d["original_entry_id"] for d in body["dead_letters"]] == ["60-0"]
+        assert (body["count"], body["total"], body["totals"]) == (
+            1, 2, {streams.ORDER_ISSUED.name: 2})
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN, params={
+            "stream": streams.ORDER_ISSUED.name, "before": body["next_before"]})
+        assert [d["original_entry_id"] for d in r.json()["dead_letters"]] == ["1-0"]
+        assert r.json()["next_before"] is None

@@ -2,16 +2,18 @@
 
 Need to know: only police teams get the caller and the description, and only when the
 event carries them; for every other kind they are dropped before anything is stored.
+Nor does a team see an order issued longer ago than notify remembers orders (`outlived`).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import StringConstraints
 
-from shared.events import OrderIssued
+from shared.events import Event, OrderIssued
 
 # Web Push payloads must stay under ~4 KB once encrypted.
 PUSH_PAYLOAD_LIMIT = 3000
@@ -22,6 +24,22 @@ PUSH_PAYLOAD_LIMIT = 3000
 ORDER_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 OrderId = Annotated[str, StringConstraints(min_length=1, max_length=64,
                                            pattern=ORDER_ID_PATTERN)]
+
+
+# dispatch stamps `occurred_at` by its clock, notify compares it with its own and Redis
+# expires the record by its own: this much of ORDER_TTL_S covers clocks that differ a little
+CLOCK_ALLOWANCE_S = 60.0
+
+
+def outlived(event: Event, *, now: datetime, remembered_s: float) -> bool:
+    """Whether `event` is older than notify's record of its order may be (ORDER_TTL_S,
+    `remembered_s`, from when notify stored it, never before its issue): the record may be
+    gone, so the event cannot tell a new order from one handled long ago. Streams and dead
+    letters are kept longer (RETENTION_DAYS), so such an order.issued comes from a replayed
+    dead letter or a group reading the stream again from 0, never from dispatch now: it is
+    neither stored nor announced, lest the team's phones ring for a stale order."""
+    allowance = min(CLOCK_ALLOWANCE_S, remembered_s / 2)
+    return (now - event.occurred_at).total_seconds() >= remembered_s - allowance
 
 
 def for_team(order: OrderIssued) -> OrderIssued:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 
 from shared import streams
 from shared.events import Caller, OrderAmended, OrderDelivered, OrderIssued, utcnow
@@ -156,6 +157,42 @@ async def test_an_order_withdrawn_before_notify_saw_it_issued_is_never_offered(
         assert [f for f in await phone.drain(1.0) if f["type"] == "order"] == []
     r = await http.get(f"{notify}/v1/orders/{order.order_id}", headers=ADMIN)
     assert r.json()["state"] == "withdrawn"
+
+
+async def test_an_order_issued_longer_ago_than_notify_keeps_orders_never_reaches_a_phone(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    # Streams are kept RETENTION_DAYS (30), orders ORDER_TTL_S (14 days): a group that reads
+    # order.issued again from 0 (re-created), or a replayed dead letter, brings orders notify
+    # has forgotten. They are acknowledged and dropped, not rung as new; so is an amendment
+    # of one (it would otherwise be retried into a dead letter).
+    member = volunteers.enrol("t1")
+    stale = an_order("t1", occurred_at=utcnow() - timedelta(days=15))
+    async with device(notify, member) as phone:
+        await issue(broker, stale)
+        await amend(broker, stale, "P1", ("weapon",), "stale-amendment",
+                    at=utcnow() - timedelta(days=15))
+        fresh = an_order("t1")
+        await issue(broker, fresh)
+        assert (await phone.next_of("order"))["order_id"] == fresh.order_id
+        assert [f for f in await phone.drain(0.5) if f["type"] == "order"] == []
+
+    async def acknowledged() -> bool:  # read to the end, nothing pending
+        for stream in (streams.ORDER_ISSUED.name, streams.ORDER_AMENDED.name):
+            [last] = await redis.xrevrange(stream, count=1)
+            [group] = [g for g in await redis.xinfo_groups(stream) if g["name"] == b"notify"]
+            if group["pending"] or group["last-delivered-id"] != last[0]:
+                return False
+        return True
+
+    redis = Redis.from_url(clean_redis)  # bytes: the entries are binary envelopes
+    try:
+        await poll_until(acknowledged, "both acknowledged")
+        assert not await redis.exists(streams.ORDER_AMENDED.dead_letters)
+    finally:
+        await redis.aclose()
+    r = await http.get(f"{notify}/v1/orders/{stale.order_id}", headers=ADMIN)
+    assert r.status_code == 404  # never stored
 
 
 async def amend(broker: RedisBroker, order: OrderIssued, priority: str,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.notify.domain.orders import for_team, order_frame, push_payload, sms_text
+from services.notify.domain.orders import for_team, order_frame, outlived, push_payload, sms_text
 from shared.events import Caller, Location, OrderIssued
 
 ACK_BY = datetime(2026, 11, 23, 8, 1, tzinfo=UTC)
@@ -64,3 +64,16 @@ def test_the_push_payload_never_carries_caller_data_even_for_police() -> None:
 def test_a_long_push_payload_drops_free_text_to_fit() -> None:
     payload = push_payload(order("security", instructions="x" * 5000))
     assert len(payload) < 3000 and b"xxxx" not in payload and b"ord_1" in payload
+
+
+def test_an_order_issued_longer_ago_than_notify_keeps_orders_is_outlived() -> None:
+    issued = order(occurred_at=ACK_BY)
+    day = 86_400.0
+    assert not outlived(issued, now=ACK_BY, remembered_s=14 * day)
+    assert not outlived(issued, now=ACK_BY + timedelta(days=13, hours=23), remembered_s=14 * day)
+    # a minute's allowance for dispatch's clock and notify's (and Redis's) to differ
+    assert outlived(issued, now=ACK_BY + timedelta(days=14, seconds=-60), remembered_s=14 * day)
+    assert outlived(issued, now=ACK_BY + timedelta(days=15), remembered_s=14 * day)
+    # a short memory (tests) keeps half of it
+    assert not outlived(issued, now=ACK_BY + timedelta(seconds=0.9), remembered_s=2)
+    assert outlived(issued, now=ACK_BY + timedelta(seconds=1), remembered_s=2)
