@@ -57,7 +57,8 @@ CONSOLE_PAGE = """<!doctype html>
    on an order, grey off duty; ring: blue police, yellow security, coral volunteers; hollow: no
    fix for 10 min) · shaded: the four weeks' hot spots · outlined: the stations' zones. Click an
    incident to open it.</div>
-  <h2 style="margin-top:12px">Board <span class="dim" id="count"></span></h2>
+  <h2 style="margin-top:12px">Board <span class="dim" id="count"></span>
+   <button id="older" hidden>Older</button> <button id="newest" hidden>Newest</button></h2>
   <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
   <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
  <section><h2>Units</h2><table><thead><tr><th>team</th><th>kind</th><th>status</th>
@@ -90,6 +91,9 @@ const $ = id => document.getElementById(id);
 let selected = null;
 let spotsAt = 0;  // when the hot spots were last read
 let me = null;  // who the token is (GET /v1/me), read once per token
+// The board's older pages: each the cursor (`next`) of the page before; none, the newest.
+// A cursor, not `until`: incidents reported at the same instant would fall between pages.
+let pages = [], olderAfter = null;
 // An incident's end, as the board, the map and the alarm read it.
 const ended = status => ["resolved", "handed_over", "closed", "linked"].includes(status);
 let hotspots = [];  // the heat map's hottest cells, read once a minute
@@ -119,6 +123,7 @@ async function refresh() {
     if ($("problem").value) q.set("problem", $("problem").value);
     if ($("mine").checked) q.set("supervisor", "me");
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
+    if (pages.length) q.set("after", pages[pages.length - 1]);
     if (!me) { me = await api("/v1/me");  // an inspector reads and changes nothing: no buttons
       for (const id of ["assign", "close", "attach", "takeduty", "revise", "addremark"]) {
         $(id).hidden = me.kind === "inspector"; } }
@@ -137,8 +142,12 @@ async function refresh() {
       cell(tr, time(i.reported_at)); cell(tr, i.priority, i.priority); cell(tr, i.category);
       cell(tr, i.status); cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => { selected = i.incident_id; detail(); }; tb.appendChild(tr); }
-    $("count").textContent = board.count + " shown";
-    alarm(board.incidents);
+    // a hunt stopped by the board's budget says how far back it looked: Older asks on
+    $("count").textContent = board.count + " shown" + (pages.length ? " (older page " + pages.length
+      + ")" : "") + (board.scanned_to ? ", looked back to " + new Date(board.scanned_to)
+      .toLocaleString() + ": more may be older" : "");
+    olderAfter = board.next; $("older").hidden = !board.next; $("newest").hidden = !pages.length;
+    if (!pages.length) alarm(board.incidents);  // an older page calls nobody back
     const units = await api("/v1/units?district=" + encodeURIComponent(d));
     drawMap(board.incidents, units.units);
     const ub = $("units"); ub.replaceChildren(); const team = $("team"); const keep = team.value;
@@ -340,15 +349,19 @@ $("close").onclick = async () => { if (!confirm("Close this incident?")) return;
 $("save").onclick = () => {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
   localStorage.setItem("lf-token", $("token").value);
-  localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; refresh(); };
+  localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; pages = [];
+  refresh(); };
 $("takeduty").onclick = async () => { const d = $("district").value.trim(); if (!d) return;
   if (!confirm("Take the duty of " + d + "? New incidents will be yours to supervise until done.")) return;
   try { await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }
   catch (e) { $("err").textContent = e.message; } };
-$("mine").onchange = refresh;
-$("ref").onchange = refresh;
-$("status").onchange = refresh;
-$("problem").onchange = refresh;
+$("older").onclick = () => { if (olderAfter) { pages.push(olderAfter); refresh(); } };
+const newest = () => { pages = []; refresh(); };  // also when a filter changes
+$("newest").onclick = newest;
+$("mine").onchange = newest;
+$("ref").onchange = newest;
+$("status").onchange = newest;
+$("problem").onchange = newest;
 setInterval(refresh, 3000); refresh();
 </script></body></html>
 """

@@ -673,6 +673,72 @@ async def list_incidents(redis: Redis, *, district: str | None, since_ts: float,
     return await redis.zrangebyscore(key, since_ts, until, start=0, num=limit)
 
 
+def _index_upper(after: tuple[float, str] | None, until_ts: float) -> str:
+    """The greatest score still to read: `after`'s (included: others reported at its
+    instant may follow it), else `until` (left out)."""
+    if after is None or after[0] >= until_ts:
+        return f"({until_ts!r}"
+    return repr(after[0])
+
+
+def _past(page: list[tuple[str, float]], after: tuple[float, str] | None,
+          until_ts: float) -> list[tuple[str, float]]:
+    if after is None or after[0] >= until_ts:
+        return page
+    score, incident_id = after
+    # the same instant: Redis orders by the member's bytes, as Python's str order does
+    return [(m, s) for m, s in page if s < score or m < incident_id]
+
+
+async def index_pages(redis: Redis, reads: Sequence[tuple[str, tuple[float, str] | None]], *,
+                      since_ts: float, until_ts: float, count: int
+                      ) -> list[tuple[list[tuple[str, float]], bool]]:
+    """For each (index key, after) of `reads`: up to `count` (id, score) of that index of
+    incidents (ALL_INCIDENTS, district_key) reported in [since_ts, until_ts), the newest
+    first (the same instant: the greater id first), after the incident at (score, id)
+    `after` (None: from the newest; it need not be indexed any more); and whether the
+    index has no more. One round trip, unless a whole page was of `after`'s instant."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key, after in reads:
+            pipe.zrevrangebyscore(key, _index_upper(after, until_ts), since_ts, start=0,
+                                  num=count, withscores=True)
+        pages = await pipe.execute()
+    out = []
+    for (key, after), page in zip(reads, pages, strict=True):
+        kept, offset = _past(page, after, until_ts), 0
+        while not kept and len(page) == count:  # a page reported at `after`'s instant
+            offset += count
+            page = await redis.zrevrangebyscore(key, _index_upper(after, until_ts), since_ts,
+                                                start=offset, num=count, withscores=True)
+            kept = _past(page, after, until_ts)
+        out.append((kept, len(page) < count))
+    return out
+
+
+BOARD_FIELDS = ("district", "status", "flagged", "timeouts", "supervisor_id")
+
+
+# The same fields of many hashes in one reply: a pipeline of HMGETs costs redis-py ~25 µs
+# of CPU per command, most of a board's hunt through thousands of records.
+_HMGET_EACH = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HMGET', key, unpack(ARGV)) end
+return out
+"""
+
+
+async def incidents_heads(redis: Redis, ids: Sequence[str]) -> list[dict[str, str] | None]:
+    """The BOARD_FIELDS of each incident of `ids`, in their order (None: no such incident):
+    what the board filters on, without reading whole records it will not show."""
+    if not ids:
+        return []
+    replies = await run_script(redis, _HMGET_EACH, [incident_key(i) for i in ids],
+                               list(BOARD_FIELDS))
+    return [{f: v for f, v in zip(BOARD_FIELDS, values, strict=True) if v is not None}
+            if values[0] else None  # its district: a record, not a leftover key
+            for values in replies]
+
+
 # Hand-overs whose filing may still be owed, scored by the time handed over: the inspector's
 # list of filings overdue reads these, however old, not the board's window of reports. One
 # leaves when its station files it (its hand-over order resolved) or its record is archived

@@ -126,6 +126,35 @@ async def test_a_dispatcher_sends_only_teams_of_their_own_districts(
     assert [o.team_id for o in manual_orders(clean_redis, incident_id)] == ["neighbour"]
 
 
+async def test_an_unknown_team_is_a_422_naming_team_id_before_the_incident_is_looked_up(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """DESIGN's check order is 401 → 400/422 → 404 → 403 → 409: a mistyped team is a 422
+    naming `team_id` whatever the incident, also a mistyped one or another district's the
+    dispatcher may not act on; a known team goes on to the incident (404), then to whether
+    the caller covers it (403)."""
+    there = await report(publisher, "noise", priority="P4", district="xixiangtang")
+
+    async def stored() -> bool:
+        return (await console.get(f"/v1/incidents/{there}", headers=ADMIN)).status_code == 200
+
+    await poll_until(stored, "the neighbour's incident stored")
+    _, desk = await dispatcher(console, "Wang Lei")  # covers this district only
+    for incident_id, headers in (("inc_nope", ADMIN), ("inc_nope", desk), (there, desk)):
+        r = await console.post(f"/v1/incidents/{incident_id}/assign", headers=headers,
+                               json={"team_id": "no-such-team"})
+        assert (r.status_code, r.json()["error"].get("field")) == (422, "team_id"), r.json()
+
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    r = await console.post("/v1/incidents/inc_nope/assign", headers=desk,
+                           json={"team_id": "guard"})
+    assert r.status_code == 404, r.json()
+    r = await console.post(f"/v1/incidents/{there}/assign", headers=desk,
+                           json={"team_id": "guard"})
+    assert r.status_code == 403 and "xixiangtang" in r.json()["error"]["message"], r.json()
+    assert manual_orders(clean_redis, there) == []
+
+
 async def test_a_dispatcher_does_not_take_a_team_off_another_districts_incident(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     # The admin sent this district's patrol to reinforce a neighbour's incident; a dispatcher

@@ -1,13 +1,24 @@
-"""The console page is served without a token and holds no data itself."""
+"""The console page is served without a token and holds no data itself; the board it pages
+through with the cursor (`next`, given back as `after`)."""
 
 from __future__ import annotations
 
+import random
 import re
+from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
+from redis.asyncio import Redis
 
+from services.dispatch import paging, store
 from services.dispatch.config import Settings
 from services.dispatch.main import create_app
+
+from .test_engine import DISTRICT
+from .test_supervision import seed_incidents
+
+ADMIN = {"Authorization": "Bearer test-admin"}
 
 
 async def test_the_console_page_is_public_and_self_contained(clean_redis: str) -> None:
@@ -21,6 +32,8 @@ async def test_the_console_page_is_public_and_self_contained(clean_redis: str) -
         outside = re.findall(r"https?://[^\s\"']+", r.text)
         assert set(outside) == {"http://www.w3.org/2000/svg"}, outside
         assert 'id="map"' in r.text  # the district on one screen
+        # it pages the board by the cursor, not by `until` (which would skip a tie)
+        assert 'q.set("after", pages[pages.length - 1])' in r.text and "board.next" in r.text
         assert (await client.get("/v1/incidents")).status_code == 401
 
 
@@ -33,3 +46,83 @@ async def test_the_map_s_zones_are_a_503_to_ask_again_while_volunteers_is_away(
     assert "zones are not loaded" in r.json()["error"]["message"]
     r = await console.get("/v1/zones", headers={"Authorization": "Bearer test-admin"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
+
+
+async def page_through(console: httpx.AsyncClient, params: dict[str, str]) -> list[str]:
+    """Every row of the board, a page at a time by the cursor of each answer."""
+    seen: list[str] = []
+    for _ in range(20):
+        r = await console.get("/v1/incidents", headers=ADMIN, params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        seen += [i["incident_id"] for i in page["incidents"]]
+        assert page["more"] == (page["next"] is not None)
+        if not page["next"]:
+            return seen
+        params = {**params, "after": page["next"]}
+    raise AssertionError(f"no end of the board after 20 pages: {seen}")
+
+
+async def test_paging_the_board_by_its_cursor_lists_incidents_reported_the_same_instant_once_each(
+        clean_redis: str, console: httpx.AsyncClient) -> None:
+    """Two incidents reported at the same instant (a 110 system's second-resolution times, a
+    burst of video alerts) across a page's end: paging by `until` = the last row's time,
+    which is left out, loses the second; the answer's `next`, given back as `after`, lists
+    each once, in the board's order (the same instant: the greater id first), also with a
+    filter."""
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    seed_incidents(clean_redis, [("inc_a", at - timedelta(minutes=1), {}),
+                                 ("inc_b", at, {}), ("inc_c", at, {}),
+                                 *[(f"inc_t{n}", at, {"status": "unassigned"} if n % 2 else {})
+                                   for n in range(7)]])
+    everything = await page_through(console, {"district": DISTRICT, "limit": "1"})
+    ties = [f"inc_t{n}" for n in range(6, -1, -1)]
+    assert everything == [*ties, "inc_c", "inc_b", "inc_a"]
+    assert await page_through(console, {"district": DISTRICT, "limit": "2",
+                                        "status": "unassigned"}) == ["inc_t5", "inc_t3", "inc_t1"]
+    # `until` is as it was: left out
+    r = await console.get("/v1/incidents", headers=ADMIN,
+                          params={"district": DISTRICT, "until": at.isoformat()})
+    assert [i["incident_id"] for i in r.json()["incidents"]] == ["inc_a"]
+
+
+@pytest.mark.parametrize("after", ["x", "not a cursor!", paging.encode_cursor(
+    paging.Position(1.0, "inc")).upper(), "W251bGwsImluYyJd", "WyJOYU4iLCJpbmMiXQ"])
+async def test_a_cursor_the_board_did_not_give_is_a_422_naming_after(
+        console: httpx.AsyncClient, after: str) -> None:
+    r = await console.get("/v1/incidents", headers=ADMIN,
+                          params={"district": DISTRICT, "after": after})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "after"
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_the_boards_scan_reads_each_incident_once_in_order_across_districts_and_ties(
+        clean_redis: str, seed: int) -> None:
+    """paging.IndexScan over store.index_pages, against Redis's own order: random districts
+    with many incidents reported at the same instants, a random period and batch, read from
+    the top and resumed from random places, give exactly the sorted model."""
+    rng = random.Random(seed)
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        model: list[paging.Position] = []
+        keys = [store.district_key(f"d{n}") for n in range(rng.randint(1, 4))]
+        for key in keys:
+            at = {f"inc_{rng.randrange(10**6):06d}{c}": 1_700_000_000 + rng.randrange(40) / 4
+                  for c in "xyz" for _ in range(rng.randrange(0, 120))}
+            if at:
+                await redis.zadd(key, at)
+            model += [paging.Position(score, incident_id) for incident_id, score in at.items()]
+        since = 1_700_000_000 + rng.randrange(-1, 5)
+        until = 1_700_000_000 + rng.randrange(5, 11)
+        period = sorted((p for p in model if since <= p.score < until), reverse=True)
+        for start in [None, *rng.sample(period, min(4, len(period))),
+                      paging.Position(since + 2.5, "inc_5")]:
+            scan = paging.IndexScan(redis, keys, since_ts=since, until_ts=until, after=start,
+                                    batch=rng.randint(1, 60))
+            read: list[paging.Position] = []
+            while batch := await scan.next_batch():
+                read += batch
+            assert read == [p for p in period if start is None or p.comes_after(start)]
+    finally:
+        await redis.aclose()

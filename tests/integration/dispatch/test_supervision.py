@@ -14,7 +14,7 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
-from services.dispatch import records, store
+from services.dispatch import api, records, store
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued, OrderResponded, new_id
@@ -109,6 +109,114 @@ async def test_the_board_lists_the_incidents_whose_order_timed_out(
         assert await problems(client, "filing_overdue") == []
         r = await client.get("/v1/incidents?problem=late", headers=ADMIN)
         assert r.status_code == 422 and "problem" in r.text
+
+
+def seed_incidents(url: str, rows: list[tuple[str, datetime, dict[str, str]]],
+                   district: str = DISTRICT) -> None:
+    """Incidents stored as dispatch stores them (the hash and the board's indexes), without
+    running them through the engine: (id, reported at, extra fields)."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for incident_id, at, extra in rows:
+            pipe.hset(store.incident_key(incident_id), mapping={
+                "incident_id": incident_id, "district": district, "category": "noise",
+                "priority": "P4", "status": "resolved", "lat": "22.817", "lon": "108.3665",
+                "flagged": "0", "reported_at": at.isoformat(), **extra})
+            pipe.zadd(store.district_key(district), {incident_id: at.timestamp()})
+            pipe.zadd(store.ALL_INCIDENTS, {incident_id: at.timestamp()})
+        pipe.execute()
+    finally:
+        client.close()
+
+
+def newer_reports(count: int, *, prefix: str = "inc_new", minutes: float = 1
+                  ) -> list[tuple[str, datetime, dict[str, str]]]:
+    """`count` resolved reports, one a minute back from `minutes` ago: nothing to hunt."""
+    now = datetime.now(UTC)
+    return [(f"{prefix}_{i:05d}", now - timedelta(minutes=minutes + i), {})
+            for i in range(count)]
+
+
+async def test_the_board_finds_an_old_timeout_and_a_waiting_incident_behind_thousands_of_newer_reports(
+        clean_redis: str, console: httpx.AsyncClient) -> None:
+    """An inspector's `?problem=routing_timeout` finds an incident "however long ago
+    reported", and `?status=unassigned` is how the command room finds what still waits for
+    a team: the board reads on past 2000 newer reports (a busy city's month) until it has
+    found them, rather than filter the newest few thousand and answer an empty list."""
+    now = datetime.now(UTC)
+    old_timeout = ("inc_old_timeout", now - timedelta(days=40), {"timeouts": "1"})
+    waiting = ("inc_old_waiting", now - timedelta(days=3),
+               {"status": "unassigned", "flagged": "1"})
+    seed_incidents(clean_redis, [old_timeout, waiting, *newer_reports(2000)])
+    hunted = await console.get("/v1/incidents", headers=ADMIN,
+                               params={"problem": "routing_timeout", "district": DISTRICT})
+    unassigned = await console.get("/v1/incidents", headers=ADMIN,
+                                   params={"status": "unassigned"})
+    assert hunted.status_code == unassigned.status_code == 200
+    found = {"routing_timeout": [i["incident_id"] for i in hunted.json()["incidents"]],
+             "unassigned": [i["incident_id"] for i in unassigned.json()["incidents"]]}
+    assert found == {"routing_timeout": ["inc_old_timeout"], "unassigned": ["inc_old_waiting"]}
+    # read through to the end of the period: nothing more to ask for
+    for answer in (hunted.json(), unassigned.json()):
+        assert (answer["next"], answer["more"], answer["scanned_to"]) == (None, False, None)
+
+
+async def test_a_dispatchers_board_reads_only_their_districts_and_reaches_past_newer_reports(
+        clean_redis: str, console: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `district`, a dispatcher's board merges the indexes of their own districts
+    (newest first across them) and reads nothing of another's, however busy that one is."""
+    now = datetime.now(UTC)
+    seed_incidents(clean_redis, newer_reports(2000, prefix="inc_busy"), district="busy")
+    seed_incidents(clean_redis, [*newer_reports(600, prefix="inc_here", minutes=1),
+                                 ("inc_here_waiting", now - timedelta(days=20),
+                                  {"status": "unassigned"})])
+    seed_incidents(clean_redis, [*newer_reports(600, prefix="inc_there", minutes=0.5),
+                                 ("inc_there_waiting", now - timedelta(days=10),
+                                  {"status": "unassigned"})], district="xixiangtang")
+    r = await console.post("/v1/dispatchers", headers=ADMIN,
+                           json={"name": "Wang Lei", "districts": [DISTRICT, "xixiangtang"]})
+    desk = {"Authorization": f"Bearer {r.json()['token']}"}
+    looked_at: list[str] = []
+    real_heads = store.incidents_heads
+
+    async def heads(redis: Any, ids: list[str]) -> Any:
+        looked_at.extend(ids)
+        return await real_heads(redis, ids)
+
+    monkeypatch.setattr(store, "incidents_heads", heads)
+    r = await console.get("/v1/incidents", headers=desk, params={"status": "unassigned"})
+    assert r.status_code == 200, r.text
+    assert [i["incident_id"] for i in r.json()["incidents"]] == [
+        "inc_there_waiting", "inc_here_waiting"]
+    assert looked_at and not [i for i in looked_at if i.startswith("inc_busy")]
+    r = await console.get("/v1/incidents", headers=desk, params={"limit": "4"})
+    assert [i["incident_id"] for i in r.json()["incidents"]] == [
+        "inc_there_00000", "inc_here_00000", "inc_there_00001", "inc_here_00001"]
+
+
+async def test_a_hunt_that_reaches_its_budget_says_how_far_it_looked_and_is_asked_on_from_there(
+        clean_redis: str, console: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The board looks at BOARD_SCAN incidents for one page at most: a hunt through months
+    of reports answers what it found so far, `scanned_to` (the report time it reached) and
+    `next`; asked on with `after`, it goes on from there and finds the rest."""
+    monkeypatch.setattr(api, "BOARD_SCAN", 1000)
+    monkeypatch.setattr(api, "BOARD_BATCH", 250)
+    now = datetime.now(UTC)
+    newer = newer_reports(1500)
+    seed_incidents(clean_redis, [("inc_old_timeout", now - timedelta(days=40),
+                                  {"timeouts": "2"}), *newer])
+    params = {"problem": "routing_timeout", "district": DISTRICT}
+    first = await console.get("/v1/incidents", headers=ADMIN, params=params)
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert (page["incidents"], page["count"], page["more"]) == ([], 0, True)
+    assert page["scanned_to"] == newer[999][1].isoformat()  # the 1000th newest
+    second = await console.get("/v1/incidents", headers=ADMIN,
+                               params={**params, "after": page["next"]})
+    page = second.json()
+    assert [i["incident_id"] for i in page["incidents"]] == ["inc_old_timeout"]
+    assert (page["next"], page["more"], page["scanned_to"]) == (None, False, None)
 
 
 async def test_the_board_lists_a_hand_over_once_its_filing_is_overdue(
