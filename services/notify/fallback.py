@@ -117,8 +117,13 @@ class FallbackTimers:
         steps_left = len(self._chain) - (step + 1)
         due_at = None
         if steps_left > 0:
+            # Read again: an amendment (a more urgent incident) may have brought the
+            # deadline forward while this step was sent; the next step must fit it.
+            again = await store.get_order(self._redis, order_id)
+            ack_by = min((r.order.ack_by for r in (record, again)
+                          if r is not None and r.order is not None
+                          and r.order.ack_by is not None), default=None)
             now = time.time()
-            ack_by = record.order.ack_by
             due_at = now + wait_before_step(
                 now=now, ack_by=ack_by.timestamp() if ack_by else None,
                 after_s=self._settings.fallback_after_s, steps_left=steps_left,

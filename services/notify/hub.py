@@ -59,7 +59,7 @@ class Connection:
         # it has not been told ended: each replay tells it of those no longer open.
         self.held: dict[str, None] = {}
         self.told_ended: set[str] = set()
-        self.versions: dict[str, tuple[str, tuple[str, ...]]] = {}  # priority, flags sent
+        self.versions: dict[str, Version] = {}  # priority, flags, ack_by sent
         # The state each order was last told in here (an `order` frame: issued): each replay
         # tells the page where an order it has stands now, if a Pub/Sub message was lost.
         self.states: dict[str, str] = {}
@@ -150,6 +150,20 @@ def state_message(frame: dict[str, Any], *, origin: str | None) -> str:
     """Where an order stands after an answer; `origin`: the socket that answered, which has
     had its own reply already."""
     return json.dumps({"event": "state", "frame": frame, "origin": origin})
+
+
+Version = tuple[str, tuple[str, ...], str]
+
+
+def order_version(order: OrderIssued) -> Version:
+    """What a socket was last told of an order's revision: priority, flags, acknowledge-by
+    (an amendment changes these; sync_amended tells a socket a version it has not seen)."""
+    return (order.priority, tuple(order.flags), order.ack_by.isoformat() if order.ack_by else "")
+
+
+def frame_version(frame: dict[str, Any]) -> Version:
+    """order_version of an order or order_update frame (ack_by as the frame gives it)."""
+    return (frame.get("priority", ""), tuple(frame.get("flags") or ()), frame.get("ack_by") or "")
 
 
 def amended_message(order: OrderIssued) -> str:
@@ -335,7 +349,7 @@ class Hub:
             frame = data["frame"]
             for conn in conns:
                 if data["order_id"] in conn.sent:
-                    conn.versions[data["order_id"]] = (frame["priority"], tuple(frame["flags"]))
+                    conn.versions[data["order_id"]] = frame_version(frame)
                     conn.offer(frame)
         elif kind == "withdrawn":
             for conn in conns:
@@ -405,7 +419,7 @@ class Hub:
 
     @staticmethod
     def sync_amended(conn: Connection, order: OrderIssued) -> None:
-        now = (order.priority, tuple(order.flags), order.ack_by)
+        now = order_version(order)
         if conn.versions.get(order.order_id, now) != now and not conn.closing:
             conn.versions[order.order_id] = now
             conn.offer(amended_frame(order))
@@ -428,7 +442,7 @@ class Hub:
                                        response=record.last_response))
         if order is None or conn.closing or not conn.mark_sent(order.order_id):
             return
-        conn.versions[order.order_id] = (order.priority, tuple(order.flags))
+        conn.versions[order.order_id] = order_version(order)
         conn.told_state(order.order_id, record.state)
         frame = state_frame(order.order_id, state=record.state, answered=True,
                             response=record.last_response)
@@ -461,7 +475,7 @@ class Hub:
         that had it (its receipt was refused), else once per socket."""
         if conn.closing or not (conn.mark_sent(order_id) or again):
             return
-        conn.versions[order_id] = (frame.get("priority", ""), tuple(frame.get("flags") or ()))
+        conn.versions[order_id] = frame_version(frame)
         conn.told_state(order_id, "issued")
         with tracer.start_as_current_span(
             "push order",

@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -25,8 +25,9 @@ from services.notify import store
 from services.notify.channels import Outcome
 from services.notify.config import Settings
 from services.notify.fallback import FallbackTimers
+from services.notify.service import Orders
 from shared import streams
-from shared.events import DeviceRevoked, utcnow
+from shared.events import DeviceRevoked, OrderAmended, utcnow
 from shared.runtime import stop_task
 from tests.helpers import poll_until
 
@@ -495,7 +496,6 @@ async def test_an_order_raised_to_p1_gets_its_sooner_deadline_on_the_phone_and_i
     # A P4 (300 s to acknowledge) raised to P1 by the command room: dispatch gives the
     # unacknowledged offer 30 s from its issue and says so in order.amended; the phone shows
     # it, and the fallback (which would have waited 30 s) comes before that deadline too.
-    from shared.events import OrderAmended
 
     member = volunteers.enrol("t1")
     settings = {k: v for k, v in settings_for(gateway, 0).items() if k != "fallback_after_s"}
@@ -525,3 +525,71 @@ async def test_an_order_raised_to_p1_gets_its_sooner_deadline_on_the_phone_and_i
 
             record = await poll_until(brought_forward, "the fallback brought forward")
             assert record["fallback_due_at"] < sooner.timestamp()
+
+
+@dataclass
+class AmendedWhileSending:
+    """A fallback channel; while its first message is under way (a slow push service),
+    the command room raises the order and dispatch's order.amended brings its deadline in."""
+
+    name: str
+    sent: list[tuple[str, float]]
+    amend: Any = None  # async callable, run once during the first send
+    contact_field: str = "phone"
+    _done: list[bool] = field(default_factory=list)
+
+    def reaches(self, device: store.DeviceRecord) -> bool:
+        return device.phone is not None
+
+    async def send(self, order: Any, device: store.DeviceRecord) -> Outcome:
+        self.sent.append((self.name, time.time()))
+        if self.amend is not None and not self._done:
+            self._done.append(True)
+            await self.amend()
+        return Outcome("sent")
+
+
+async def test_a_deadline_brought_forward_while_a_step_is_sent_holds_for_the_next_step(
+        clean_redis: str) -> None:
+    # An order with 6 s to acknowledge, Web Push then SMS (at 2 s and 4 s). While the Web
+    # Push goes out, order.amended brings the deadline to 1.5 s from then: the step in
+    # progress must schedule the SMS from the amended deadline, not the one it read first.
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    sent: list[tuple[str, float]] = []
+    settings = Settings(redis_url=clean_redis, admin_token=ADMIN_TOKEN, fallback_poll_s=0.05)
+    assert settings.fallback_after_s == 30.0
+    orders = Orders(redis=redis, stream_redis=redis, broker=None, hub=None,  # type: ignore[arg-type]
+                    settings=settings, fallback_steps=2)
+    await store.touch_device(redis, device_id="dev-1", member_id="m1", team_id="t9",
+                             agency_kind="police", district="d1")
+    await store.set_device_channel(redis, "dev-1", field="phone", value="+8613877009999")
+    issued = utcnow()
+    order = an_order("t9", occurred_at=issued, priority="P4",
+                     ack_by=issued + timedelta(seconds=6))
+    new_deadline: list[float] = []
+
+    async def amend() -> None:
+        sooner = utcnow() + timedelta(seconds=1.5)
+        new_deadline.append(sooner.timestamp())
+        await orders.amend(OrderAmended(
+            district=order.district, order_id=order.order_id, incident_id=order.incident_id,
+            team_id=order.team_id, priority="P1", flags=order.flags, ack_by=sooner))
+
+    chain = [AmendedWhileSending("webpush", sent, amend=amend),
+             AmendedWhileSending("sms", sent)]
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=30.0,
+                            fallback_steps=2, ttl_s=600)
+    timers = FallbackTimers(redis=redis, orders=orders, chain=chain,  # type: ignore[arg-type]
+                            settings=settings)
+    task = asyncio.create_task(timers.run())
+    try:
+        await poll_until(lambda: len(sent) >= 2, "both fallback steps", 10)
+    finally:
+        await stop_task(task)
+        await redis.aclose()
+    (first, _), (second, second_at) = sent
+    assert (first, second) == ("webpush", "sms")
+    # the amendment itself was applied (the stored order has the sooner deadline)
+    assert new_deadline
+    assert second_at < new_deadline[0], (
+        f"SMS sent {second_at - new_deadline[0]:.2f} s after the amended ack_by")

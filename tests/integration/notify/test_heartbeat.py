@@ -85,3 +85,19 @@ async def test_sockets_that_connect_together_beat_at_their_own_phases(
         assert await first.next_of("ping", timeout=1.2) == {"type": "ping"}
         assert [f for f in await second.drain(0.2, heartbeats=True) if f["type"] == "ping"] == []
         assert await second.next_of("ping", timeout=2.5) == {"type": "ping"}
+
+
+async def test_a_heartbeat_sends_no_order_update_for_an_order_that_was_never_amended(
+        notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker) -> None:
+    # Every place that records what a socket was told of an order's revision records the
+    # same version (priority, flags, ack_by), or a heartbeat sends an update nobody made.
+    member = volunteers.enrol("t1")
+    async with notify_factory(ping_interval_s=0.3) as notify, device(notify, member) as phone:
+        order = an_order("t1")
+        await issue(broker, order)
+        frame = await phone.next_of("order")
+        assert frame["order_id"] == order.order_id
+        await phone.send({"type": "received", "order_id": order.order_id})
+        later = await phone.drain(1.2)  # about four heartbeats
+        updates = [f for f in later if f["type"] == "order_update"]
+        assert updates == [], updates
