@@ -1234,8 +1234,10 @@ class Dispatcher:
                 return
         retry = f"reinforce:{order['order_id']}"
         if await self.redis.zscore(store.TIMERS, retry) is not None:
-            # Looked for already with nobody found: the command room was told then.
-            await store.schedule(self.redis, retry, utcnow() + REINFORCE_RETRY)
+            # Looked for already with nobody found: the command room was told then. Later
+            # than the lease this timer's firing holds, or finishing it would drop it.
+            await store.schedule(self.redis, retry, utcnow() + max(
+                REINFORCE_RETRY, timedelta(seconds=self.settings.timer_lease_s + 1)))
             return
         state = await store.incident_state(self.redis, incident_id)
         assert state.incident is not None  # under the lock: still there
@@ -1264,7 +1266,12 @@ class Dispatcher:
         asked_by = failed.get("for_order")
         if inc is None or inc["status"] in TERMINAL or not asked_by:
             return
-        await self._backup_for(inc, asked_by, state.orders)
+        order = next((o for o in state.orders if o["order_id"] == asked_by), None)
+        if order is None or order["state"] not in domain.LIVE_ORDER_STATES:
+            return
+        # Each backup that failed gets its replacement (a team that asked twice has two);
+        # made again after a failure, the step finds that replacement by its request.
+        await self._reinforce(inc, order, request=f"backup-{failed['order_id']}")
 
     async def _backup_for(self, inc: dict[str, str], asked_by: str,
                           orders: list[dict[str, str]]) -> None:
@@ -1276,7 +1283,10 @@ class Dispatcher:
             return
         backups = [o for o in orders if o.get("for_order") == asked_by]
         if live := [o for o in backups if o["state"] in domain.LIVE_ORDER_STATES]:
-            if live[0].get("published") != "1":
+            # made again after a failure: that backup's announcement and entry, if missing
+            if live[0].get("request"):
+                await self._reinforce(inc, order, request=live[0]["request"])
+            elif live[0].get("published") != "1":
                 await self._announce(inc, live[0])
             return
         await self._reinforce(inc, order, request=f"backup-{asked_by}-{len(backups)}")
@@ -1313,6 +1323,8 @@ class Dispatcher:
             await self.on_zone_due(ident)
         elif kind == "reinforce":
             await self.on_reinforce_due(ident)
+        elif kind == "offshift":
+            await self.on_off_shift_due(ident)
         else:
             log.error("unknown timer %s dropped", member)
 
@@ -1427,7 +1439,18 @@ class Dispatcher:
                       and o["state"] in domain.LIVE_ORDER_STATES), None)
         if order is None:
             visit = int(inc.get("followup_visits") or 1)
-            station = await self._station_of(inc)
+            station, known = await self._station_known(inc)
+            if not station and known:
+                # Scheduled while the zones could not be loaded; now known: no station owns
+                # the place, so nobody visits (the timer ends with this firing).
+                if inc.get("followup_unowned") != "1":
+                    async def unowned(pipe: Pipeline) -> None:
+                        store.queue_incident_fields(pipe, incident_id, {"followup_unowned": "1"})
+
+                    await self._emit(incident_id, TimelineEntry(
+                        kind="note", detail="no follow-up visit: no police station owns the "
+                                            "place"), state=state, also=unowned)
+                return False
             team = (await self._station_team(inc, station, excluded=excluded)
                     if station else None)
             if team is None:
@@ -1494,12 +1517,19 @@ class Dispatcher:
                     and o["state"] in ("declined", "withdrawn")
                     and o.get("visit") == order.get("visit")}
         why = "declined" if order["state"] == "declined" else "taken back"
+        # The note of nobody left is written once per refused order (with this mark), should
+        # the step or the command room's take-back be made again.
+        noted = inc.get("station_noted") == order["order_id"]
+
+        async def mark(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {"station_noted": order["order_id"]})
+
         if not handover:
-            if not await self._order_followup(state, excluded=declined):
+            if not await self._order_followup(state, excluded=declined) and not noted:
                 await self._emit(incident_id, TimelineEntry(
                     kind="note", team_id=order["team_id"], order_id=order["order_id"],
                     detail=f"follow-up visit {why}; no other team of the station on shift: "
-                           "ordered again in an hour"))
+                           "ordered again in an hour"), state=state, also=mark)
             return
         station = await self._station_of(inc)
         by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
@@ -1510,9 +1540,12 @@ class Dispatcher:
         if again is not None:
             await self._record_station_order(inc, again, station)
             return
+        if noted:
+            return
         misses = self._flag(inc)
 
         async def flagged(pipe: Pipeline) -> None:
+            await mark(pipe)
             store.queue_incident_fields(pipe, incident_id, {"misses": misses})
 
         await self._emit(incident_id, TimelineEntry(
@@ -1539,35 +1572,48 @@ class Dispatcher:
     async def _off_shift_holding(self, team_id: str) -> None:
         """A team that went off shift while an order of ours holds it (dispatch offered it
         the order before it saw the check-out; its last member was removed from the
-        roster): an offer nobody will acknowledge is taken back at once and the incident
-        offered to the next team, not left for its deadline; an order the team had taken
-        flags the incident with a note, once, for the command room to decide."""
+        roster): handled by an `offshift:{order}` timer due now (on_off_shift_due), which
+        a failure fires again and which names the order however far its step got (the
+        withdrawal releases the claim this reads first)."""
         holder = await store.claim_of(self.redis, team_id)
         held = await store.get_order(self.redis, holder) if holder else None
         # The command room may send a team off shift by hand, knowingly: its order stands.
         if (held is None or held["state"] not in domain.LIVE_ORDER_STATES
                 or held.get("kind") == "manual"):
             return
+        await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
+
+    async def on_off_shift_due(self, order_id: str) -> None:
+        """An offer nobody will acknowledge is taken back and the incident offered to the
+        next team at once, not left for its deadline (a withdrawal made before a failure:
+        the refill finished); an order the team had taken flags the incident with a note,
+        once, for the command room to decide. Nothing if the team is back on shift."""
+        held = await store.get_order(self.redis, order_id)
+        if held is None:
+            return
+        unit = await store.get_unit(self.redis, held["team_id"])
+        if unit is not None and unit.on_shift:
+            return
         async with self._locked(held["incident_id"]):
             state = await store.incident_state(self.redis, held["incident_id"])
             inc = state.incident
-            order = next((o for o in state.orders if o["order_id"] == held["order_id"]), None)
-            if inc is None or order is None or order["state"] not in domain.LIVE_ORDER_STATES:
+            order = next((o for o in state.orders if o["order_id"] == order_id), None)
+            if inc is None or order is None:
                 return
-            if order["state"] == "offered":
-                await self._take_back(inc["incident_id"], order["order_id"],
+            if order["state"] in ("offered", "withdrawn"):
+                await self._take_back(inc["incident_id"], order_id,
                                       by="dispatch: the team went off shift", note=None)
-            elif not order.get("off_shift_at"):
+            elif order["state"] in domain.LIVE_ORDER_STATES and not order.get("off_shift_at"):
                 misses = self._flag(inc)
-                name = order.get("team_name") or team_id
+                name = order.get("team_name") or order["team_id"]
 
                 async def flagged(pipe: Pipeline) -> None:
                     store.queue_incident_fields(pipe, inc["incident_id"], {"misses": misses})
-                    store.queue_order_change(pipe, order["order_id"],
+                    store.queue_order_change(pipe, order_id,
                                              {"off_shift_at": utcnow().isoformat()})
 
                 await self._emit(inc["incident_id"], TimelineEntry(
-                    kind="note", team_id=team_id, order_id=order["order_id"],
+                    kind="note", team_id=order["team_id"], order_id=order_id,
                     detail=f"{name} went off shift while {order['state'].replace('_', ' ')} "
                            "on this order: the command room decides"),
                     state=state, also=flagged)
