@@ -1848,11 +1848,16 @@ class Dispatcher:
         off = [o for o in live if barring and o["agency_kind"] == "volunteer"]
         staying = [o for o in live if o not in off]
         # An offer not yet acknowledged, of an incident now more urgent, gets the new
-        # priority's deadline from its issue (never a later one than it had).
+        # priority's deadline from its issue, never a later one than it had, and never one
+        # its team cannot meet: at least half the new deadline from now (the phone hears of
+        # it now; an offer 40 s old raised to P1 is not timed out on the spot, a routing
+        # timeout and a volunteer shift's penalty it could not avoid).
+        now = utcnow()
+        window = timedelta(seconds=self.policy.deadlines_s[new_priority])
         sooner = {o["order_id"]: deadline for o in staying
                   if o["state"] == "offered" and o.get("ack_by")
-                  and (deadline := domain.ack_deadline(
-                      datetime.fromisoformat(o["issued_at"]), new_priority, self.policy))
+                  and (deadline := max(datetime.fromisoformat(o["issued_at"]) + window,
+                                       now + window / 2))
                   < datetime.fromisoformat(o["ack_by"])}
 
         async def revised(pipe: Pipeline) -> None:
