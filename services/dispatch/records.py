@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -67,50 +68,46 @@ def _time(value: str | None) -> datetime | None:
 
 
 INDEXED = "dispatch:ended:indexed"  # set once the incidents ended before ENDED was kept are in it
+HANDOVERS_INDEXED = "dispatch:handovers:indexed"  # set once the earlier hand-overs are in it
 
 
-async def index_ended_before(redis: Redis) -> int:
-    """Once per Redis: the incidents that ended before this version kept ENDED join it, as
-    if they ended now (their RECORDS_DAYS start from the upgrade). The number added."""
-    if await redis.exists(INDEXED):
+async def _index_once(redis: Redis, *, mark: str, index: str, field: str,
+                      score: Callable[[str], float | None]) -> int:
+    """Once per Redis (`mark`): every incident not archived whose `field` has a value that
+    `score` scores (None: left out) joins `index`, read a page of 500 at a time. The number
+    added."""
+    if await redis.exists(mark):
         return 0
     added = start = 0
     while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499):
         start += len(page)
         async with redis.pipeline(transaction=False) as pipe:
             for incident_id in page:
-                pipe.hmget(store.incident_key(incident_id), "status", "archived_at")
+                pipe.hmget(store.incident_key(incident_id), field, "archived_at")
             found = await pipe.execute()
-        ended = {incident_id: time.time() for incident_id, (status, archived) in zip(
-            page, found, strict=True) if status in store.ENDED_STATUSES and not archived}
-        if ended:
-            added += await redis.zadd(store.ENDED, ended, nx=True)
-    await redis.set(INDEXED, "1")
+        scores = {incident_id: at for incident_id, (value, archived) in zip(
+            page, found, strict=True)
+            if value and not archived and (at := score(value)) is not None}
+        if scores:
+            added += await redis.zadd(index, scores, nx=True)
+    await redis.set(mark, "1")
     return added
 
 
-HANDOVERS_INDEXED = "dispatch:handovers:indexed"  # set once the earlier hand-overs are in it
+async def index_ended_before(redis: Redis) -> int:
+    """Once per Redis: the incidents that ended before this version kept ENDED join it, as
+    if they ended now (their RECORDS_DAYS start from the upgrade). The number added."""
+    return await _index_once(
+        redis, mark=INDEXED, index=store.ENDED, field="status",
+        score=lambda status: time.time() if status in store.ENDED_STATUSES else None)
 
 
 async def index_handovers_before(redis: Redis) -> int:
     """Once per Redis: the hand-overs made before this version kept store.HANDOVERS join it
     (the archived ones excepted: they owe nothing), so the inspector's list of filings
     overdue finds them however old. The number added."""
-    if await redis.exists(HANDOVERS_INDEXED):
-        return 0
-    added = start = 0
-    while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499):
-        start += len(page)
-        async with redis.pipeline(transaction=False) as pipe:
-            for incident_id in page:
-                pipe.hmget(store.incident_key(incident_id), "handed_over_at", "archived_at")
-            found = await pipe.execute()
-        handed = {incident_id: _timestamp(at) for incident_id, (at, archived) in zip(
-            page, found, strict=True) if at and not archived}
-        if handed:
-            added += await redis.zadd(store.HANDOVERS, handed, nx=True)
-    await redis.set(HANDOVERS_INDEXED, "1")
-    return added
+    return await _index_once(redis, mark=HANDOVERS_INDEXED, index=store.HANDOVERS,
+                             field="handed_over_at", score=_timestamp)
 
 
 def _timestamp(value: str) -> float:
