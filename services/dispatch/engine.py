@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -92,6 +93,15 @@ ZONE_RETRY = timedelta(seconds=15)
 ZONE_WAIT = timedelta(minutes=10)
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
+# A deadline due while answers given before it still wait unread (dispatch back after an
+# outage, a backlog) is looked at again this often, for ANSWERS_CATCH_UP at most; an answer
+# reaches its stream up to ANSWER_IN_FLIGHT after it was given.
+ANSWERS_WAIT = timedelta(seconds=0.25)
+ANSWERS_CATCH_UP = timedelta(minutes=2)
+ANSWER_IN_FLIGHT = timedelta(seconds=0.25)
+# An order announced this long after it was written was sent late (a failure in between):
+# its deadline counts from its announcement.
+SENT_LATE = timedelta(seconds=1)
 
 
 def _reporting_member(inc: dict[str, str]) -> str | None:
@@ -166,6 +176,9 @@ class Dispatcher:
         # offer's end sets: a concurrent incident that chose one of them waits for that
         # instead of sending an offer that would lose the claim.
         self._offering: dict[str, asyncio.Future[None]] = {}
+        # Timers (by name) waiting for the answers given before them (_answers_behind):
+        # since when (monotonic), and up to when answers count.
+        self._awaiting_answers: dict[str, tuple[float, datetime]] = {}
 
     @contextlib.contextmanager
     def _offering_to(self, team_ids: list[str]) -> Iterator[None]:
@@ -681,7 +694,20 @@ class Dispatcher:
 
     async def _queue_order_issued(self, pipe: Pipeline, inc: dict[str, str],
                                   order: dict[str, str]) -> None:
-        """Queue order.issued and the order's `published` mark on one transaction."""
+        """Queue order.issued and the order's `published` mark on one transaction. An order
+        sent late (dispatch failed or died between writing and announcing it) is given its
+        whole deadline from now: its team never had it, and must not be timed out for it or
+        handed a deadline already past."""
+        if (order.get("ack_by") and order.get("published") != "1"
+                and utcnow() - datetime.fromisoformat(order["issued_at"]) > SENT_LATE):
+            sent_at = utcnow()
+            deadline = domain.ack_deadline(sent_at, inc["priority"], self.policy)
+            # `sent_late_at`: a deadline timer that fired for the old deadline (waiting for
+            # this step's lock meanwhile) leaves it to the new one
+            changes = {"ack_by": deadline.isoformat(), "sent_late_at": sent_at.isoformat()}
+            order.update(changes)
+            store.queue_order_change(pipe, order["order_id"], changes)
+            store.queue_schedule(pipe, f"ack:{order['order_id']}", deadline)
         await queue_publish(pipe, streams.ORDER_ISSUED, self._order_issued(inc, order))
         store.queue_order_change(pipe, order["order_id"], {"published": "1"})
         order["published"] = "1"
@@ -1291,17 +1317,22 @@ class Dispatcher:
             return
         await self._reinforce(inc, order, request=f"backup-{asked_by}-{len(backups)}")
 
-    async def on_reinforce_due(self, order_id: str) -> None:
-        """A backup nobody could be sent for, looked for again."""
+    async def on_reinforce_due(self, order_id: str) -> datetime | None:
+        """A backup nobody could be sent for, looked for again; not while the asking team's
+        answers may wait unread (it may have resolved the incident): the time to look
+        again then."""
         order = await store.get_order(self.redis, order_id)
         if order is None:
-            return
+            return None
         async with self._locked(order["incident_id"]):
             state = await store.incident_state(self.redis, order["incident_id"])
             inc = state.incident
             if inc is None or inc["status"] in TERMINAL:
-                return
+                return None
+            if await self._answers_behind(f"reinforce:{order_id}", utcnow()):
+                return utcnow() + ANSWERS_WAIT
             await self._backup_for(inc, order_id, state.orders)
+        return None
 
     async def _emit_reinforcement(self, inc: dict[str, str], order: dict[str, str],
                                   backup: dict[str, str]) -> None:
@@ -1311,10 +1342,11 @@ class Dispatcher:
 
     # --- time passes ------------------------------------------------------------------
 
-    async def fire_timer(self, member: str) -> None:
+    async def fire_timer(self, member: str) -> datetime | None:
+        """Handle a due timer; or the time to fire it again, not handled yet."""
         kind, _, ident = member.partition(":")
         if kind == "ack":
-            await self.on_ack_deadline(ident)
+            return await self.on_ack_deadline(ident)
         elif kind == "followup":
             await self.on_followup_due(ident)
         elif kind == "handover":
@@ -1322,16 +1354,44 @@ class Dispatcher:
         elif kind == "zone":
             await self.on_zone_due(ident)
         elif kind == "reinforce":
-            await self.on_reinforce_due(ident)
+            return await self.on_reinforce_due(ident)
         elif kind == "offshift":
-            await self.on_off_shift_due(ident)
+            return await self.on_off_shift_due(ident)
         else:
             log.error("unknown timer %s dropped", member)
+        return None
 
-    async def on_ack_deadline(self, order_id: str) -> None:
+    async def _answers_behind(self, timer: str, upto: datetime) -> bool:
+        """Whether answers given up to `upto` (at the timer's first firing here) still wait
+        in order.responded for this service (it was down, or is catching up on a backlog):
+        a timer that judges a team's order before them (its deadline, its check-out, its
+        request for backup) judges on what the team no longer is: a team that answered is
+        timed out (its order withdrawn from the phones while it is on its way, a routing
+        timeout, a volunteer shift's penalty) and another team sent; a team that resolved
+        the incident and went home is replaced, or sent backup. Waited for at most
+        ANSWERS_CATCH_UP per timer (a stuck entry must not hold every timer back)."""
+        now = time.monotonic()
+        for waited in [k for k, (t, _) in self._awaiting_answers.items()
+                       if now - t > 2 * ANSWERS_CATCH_UP.total_seconds()]:
+            del self._awaiting_answers[waited]
+        since, upto = self._awaiting_answers.setdefault(timer, (now, upto))
+        if now - since > ANSWERS_CATCH_UP.total_seconds():
+            log.warning("%s: answers still unhandled after %s; judged without them", timer,
+                        ANSWERS_CATCH_UP)
+            behind = False
+        else:
+            behind = await store.unhandled_entries(
+                self.redis, streams.ORDER_RESPONDED.name, group="dispatch", upto=upto)
+        if not behind:
+            self._awaiting_answers.pop(timer, None)
+        return behind
+
+    async def on_ack_deadline(self, order_id: str) -> datetime | None:
+        """An offer's deadline: the order timed out and the incident offered to the next
+        team; or, while answers given by the deadline wait unread, the time to look again."""
         order = await store.get_order(self.redis, order_id)
         if order is None:
-            return
+            return None
         incident_id = order["incident_id"]
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
@@ -1341,7 +1401,21 @@ class Dispatcher:
             # until the firing succeeds). The offer again is made again, or the incident
             # would keep no live order and never be offered again.
             if order is None or inc is None or order["state"] not in ("offered", "timed_out"):
-                return
+                return None
+            if order["state"] == "offered":
+                if order.get("published") != "1":
+                    # Never sent (dispatch failed or died between writing and announcing
+                    # it): sent now, with its whole deadline, as the step made again would.
+                    await self._fill(incident_id, state)
+                due = _ts(order.get("ack_by"))
+                if order.get("sent_late_at") and due is not None and due > utcnow():
+                    return due  # sent late: its new deadline has not passed yet
+                # A deadline first judged late (dispatch was down: the phones kept the
+                # order, and notify took answers to it) counts the answers up to then, as
+                # one judged on time does.
+                if due is not None and await self._answers_behind(
+                        f"ack:{order_id}", max(due + ANSWER_IN_FLIGHT, utcnow())):
+                    return utcnow() + ANSWERS_WAIT
             with tracer.start_as_current_span(
                 "acknowledgement deadline missed",
                 context=extract_context(json.loads(inc.get("trace_ctx") or "{}")),
@@ -1355,6 +1429,7 @@ class Dispatcher:
                 if order.get("kind") == "reinforcement":
                     await self._backup_again(state, order)
         await self.retry_waiting(inc["district"], freed=order["team_id"])
+        return None
 
     async def _time_out(self, state: store.IncidentState, order: dict[str, str]) -> None:
         """An offered order's deadline passed: the order timed out, order.withdrawn and
@@ -1422,7 +1497,9 @@ class Dispatcher:
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
-            if inc is None or inc.get("followup_order"):
+            # Closed meanwhile: the close cancels the timer, but not a firing already under
+            # way (leased, waiting for the close's lock); nobody revisits a closed case.
+            if inc is None or inc.get("followup_order") or inc["status"] in ("closed", "linked"):
                 return
             await self._order_followup(state)
 
@@ -1583,23 +1660,28 @@ class Dispatcher:
             return
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
 
-    async def on_off_shift_due(self, order_id: str) -> None:
+    async def on_off_shift_due(self, order_id: str) -> datetime | None:
         """An offer nobody will acknowledge is taken back and the incident offered to the
         next team at once, not left for its deadline (a withdrawal made before a failure:
         the refill finished); an order the team had taken flags the incident with a note,
-        once, for the command room to decide. Nothing if the team is back on shift."""
+        once, for the command room to decide. Nothing if the team is back on shift. While
+        the team's answers may still wait unread (dispatch back after an outage read its
+        check-out first: it had resolved the order and gone home), the time to look again."""
         held = await store.get_order(self.redis, order_id)
         if held is None:
-            return
+            return None
         unit = await store.get_unit(self.redis, held["team_id"])
         if unit is not None and unit.on_shift:
-            return
+            return None
         async with self._locked(held["incident_id"]):
             state = await store.incident_state(self.redis, held["incident_id"])
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == order_id), None)
             if inc is None or order is None:
-                return
+                return None
+            if (order["state"] in domain.LIVE_ORDER_STATES and not order.get("off_shift_at")
+                    and await self._answers_behind(f"offshift:{order_id}", utcnow())):
+                return utcnow() + ANSWERS_WAIT
             if order["state"] in ("offered", "withdrawn"):
                 await self._take_back(inc["incident_id"], order_id,
                                       by="dispatch: the team went off shift", note=None)
@@ -1617,6 +1699,7 @@ class Dispatcher:
                     detail=f"{name} went off shift while {order['state'].replace('_', ' ')} "
                            "on this order: the command room decides"),
                     state=state, also=flagged)
+        return None
 
     async def on_unit_positions(self, events: list[UnitPosition]) -> None:
         latest: dict[str, UnitPosition] = {}
@@ -1691,7 +1774,11 @@ class Dispatcher:
                              unit.lon) > self.policy.search_radius_km * 1000 * 1.01:
             return False
         if inc["status"] == "unassigned":
-            return answers  # an escort goes only with volunteers already sent
+            # An escort goes only with volunteers already sent. A team the incident was
+            # offered before (it declined, missed its deadline: notify away, every team
+            # does) is never offered it again: no search for it at each of its fixes.
+            return answers and not await self.redis.sismember(
+                store.offered_key(inc["incident_id"]), unit.team_id)
         state = await store.incident_state(self.redis, inc["incident_id"])
         facts = self._facts(inc, state.offered)
         live = [_sent_as(o) for o in state.orders
@@ -1712,6 +1799,25 @@ class Dispatcher:
         incidents locked meanwhile, so no other step can claim the team in between.
         `may_change(incident)` raises when the caller may not change that other incident
         (another district's: the team was sent there as reinforcement)."""
+        # With reassign, round again when another incident's offer claimed the team between
+        # the look at its claim and this one's (it was free then): take it off that, as asked.
+        for attempt in range(3 if reassign else 1):
+            try:
+                return await self._assign_once(incident_id, team_id, reassign=reassign, by=by,
+                                               may_change=may_change)
+            except ApiError as exc:
+                if exc.status != 409 or attempt == 2 or not reassign:
+                    raise
+                holder = await store.claim_of(self.redis, team_id)
+                held = await store.get_order(self.redis, holder) if holder else None
+                if (held is None or held["incident_id"] == incident_id
+                        or held["state"] not in domain.LIVE_ORDER_STATES):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _assign_once(self, incident_id: str, team_id: str, *, reassign: bool, by: str,
+                           may_change: Callable[[dict[str, str]], None] | None,
+                           ) -> dict[str, str]:
         if reassign:
             holder = await store.claim_of(self.redis, team_id)
             held = await store.get_order(self.redis, holder) if holder else None
@@ -1730,10 +1836,12 @@ class Dispatcher:
                                               refill=False)
                     # The team claimed here before the other incident's refill (a search
                     # that takes a while), so no freed-team offer gives it to a third one
-                    # meanwhile; the other incident waits for its refill in the queue.
-                    order = await self._assign(incident_id, team_id, reassigning=True)
-                    await self._fill(held["incident_id"])
-                    return order
+                    # meanwhile; the other incident waits for its refill in the queue. Refilled
+                    # also when a third one claimed the team first (this assignment fails).
+                    try:
+                        return await self._assign(incident_id, team_id, reassigning=True)
+                    finally:
+                        await self._fill(held["incident_id"])
         async with self._locked(incident_id):
             return await self._assign(incident_id, team_id)
 
@@ -1881,10 +1989,24 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(
                 kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
                 state=state, also=revised)
+        elif note and not any(e.get("kind") == "revised" and e.get("note") == note
+                              and str(e.get("detail") or "").endswith(f" by {by}")
+                              for e in await store.timeline(self.redis, incident_id)):
+            # Nothing new (a linked report or a colleague made the change first): what was
+            # learnt is still put on the timeline, once (not again when asked again).
+            already = new_priority + (", flagged " + ", ".join(flags) if flags else "")
+            await self._emit(incident_id, TimelineEntry(
+                kind="revised", detail=f"nothing to change (already {already}) by {by}",
+                note=note), status=inc["status"], state=state)
         for order in off:
             await self._taken_back(state, order, detail="volunteers are not sent to an "
                                    f"incident flagged {', '.join(barring)}: taken off")
         await self._fill(incident_id, state)
+        for order in off:
+            if order.get("kind") == "reinforcement":
+                # The team that asked for it is still there: another backup, as after a
+                # take-back (_fill sends none while the incident has the units it wants).
+                await self._backup_again(state, order)
         return off
 
     async def _assignable(self, incident_id: str,

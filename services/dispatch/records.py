@@ -186,6 +186,8 @@ async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) ->
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zrem(store.ALL_INCIDENTS, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)
+        # the command room's remarks and evidence attached after it was archived
+        pipe.delete(store.timeline_key(incident_id))
         if inc is not None:
             pipe.delete(store.incident_key(incident_id))
             pipe.zrem(store.district_key(inc["district"]), incident_id)

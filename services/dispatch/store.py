@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
 
 from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
@@ -1017,6 +1018,40 @@ return 1
 async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
     """Remove a handled timer, unless its handler scheduled it again for later."""
     await run_script(redis, _FINISH, [TIMERS], [member, repr(leased_until + 0.001)])
+
+
+_POSTPONE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+return 1
+"""
+
+
+async def postpone_timer(redis: Redis, member: str, at: datetime, leased_until: float) -> None:
+    """A fired timer that is not to be handled yet, set to fire again at `at` (sooner than
+    its lease would): unless it was cancelled meanwhile (gone: an answer made it moot) or
+    its handler or another firing set it for later."""
+    await run_script(redis, _POSTPONE, [TIMERS],
+                     [member, repr(leased_until + 0.001), repr(at.timestamp())])
+
+
+async def unhandled_entries(redis: Redis, stream: str, *, group: str, upto: datetime) -> bool:
+    """Whether `group` has not yet finished with some entry of `stream` added up to `upto`:
+    one not read yet (after the group's last delivered id), or read and still pending (being
+    handled, or failed and waiting for its reclaimer)."""
+    upto_id = str(int(upto.timestamp() * 1000))  # the whole millisecond, every sequence
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream yet: nothing was ever added to it
+        return False
+    info = next((g for g in groups if g["name"] == group), None)
+    if info is None:
+        return False
+    if int(info["pending"]) and await redis.xpending_range(stream, group, min="-",
+                                                           max=upto_id, count=1):
+        return True
+    return bool(await redis.xrange(stream, min=f"({info['last-delivered-id']}", max=upto_id,
+                                   count=1))
 
 
 

@@ -50,11 +50,14 @@ async def run_timers(engine: Dispatcher, settings: Settings, stop: asyncio.Event
 
 async def _fire(engine: Dispatcher, member: str, leased_until: float) -> None:
     try:
-        await engine.fire_timer(member)
+        again = await engine.fire_timer(member)
     except Exception:
         log.exception("timer %s failed; it fires again after its lease", member)
         return
     try:
-        await store.finish_timer(engine.redis, member, leased_until)
+        if again is not None:  # not to be handled yet (a deadline waiting for answers)
+            await store.postpone_timer(engine.redis, member, again, leased_until)
+        else:
+            await store.finish_timer(engine.redis, member, leased_until)
     except Exception as exc:  # handled: firing again after the lease finds nothing to do
         log.warning("timer %s not removed: %s", member, type(exc).__name__)
