@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 REPORT_PATH = "/v1/incidents"
 MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
+# A report refused for now says when to ask again, as every 503 does (shared.http.store_away)
+RETRY_AFTER = {"Retry-After": "2"}
 
 
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
@@ -156,10 +158,12 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     response.status_code = 200
                     return _accepted(recording.existing or {"incident_id": recording.existing_id})
             if recording.unconfirmed:
-                raise ApiError(503, "unavailable", "the incident could not be made durable; retry")
+                raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
+                               headers=RETRY_AFTER)
         except RedisError as exc:
             log.error("incident not accepted, Redis unavailable: %s", type(exc).__name__)
-            raise ApiError(503, "unavailable", "the incident was not accepted; retry") from exc
+            raise ApiError(503, "unavailable", "the incident was not accepted; retry",
+                           headers=RETRY_AFTER) from exc
         result: dict[str, Any] = {"incident_id": incident_id, "priority": priority,
                                   "status": "linked" if linked_to else "reported"}
         if linked_to:
@@ -178,7 +182,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             redis, event=event,
             waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
         ):
-            raise ApiError(503, "unavailable", "the incident could not be made durable; retry")
+            raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
+                           headers=RETRY_AFTER)
 
     _aof_support: dict[str, bool] = {}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,9 +17,31 @@ from shared.policy import Policy
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_REPORT_AGE = timedelta(days=7)
 
+# Redis's GEO commands (the open index, dispatch's candidate search) take latitudes within
+# +-85.05112878 (the Web Mercator square) and refuse the rest: such a report failed in the
+# record script, answered 503 "retry" for ever. Far north or south of any district: most
+# often latitude and longitude swapped (Urumqi, 43.8 N 87.6 E, sent as lat 87.6).
+GEO_MAX_LAT = 85.05112878
+MAX_FLAG_CHARS = 32
+
 OPEN_STATUSES = frozenset(
     {"reported", "dispatching", "assigned", "acknowledged", "en_route", "on_scene", "unassigned"}
 )
+
+
+class ReportedLocation(Location):
+    """Where a report happened: a WGS-84 place that the map (Redis GEO) can hold."""
+
+    lat: float = Field(description=f"WGS-84 latitude, within +-{GEO_MAX_LAT} (the map's)",
+                       json_schema_extra={"minimum": -GEO_MAX_LAT, "maximum": GEO_MAX_LAT})
+
+    @field_validator("lat")
+    @classmethod
+    def _mappable(cls, value: float) -> float:
+        if not -GEO_MAX_LAT <= value <= GEO_MAX_LAT:
+            raise ValueError(f"is beyond {GEO_MAX_LAT} degrees north or south, which the map "
+                             "cannot hold (latitude and longitude swapped?)")
+        return value
 
 
 class IncidentIn(BaseModel):
@@ -28,14 +51,26 @@ class IncidentIn(BaseModel):
 
     external_ref: str = Field(min_length=1, max_length=128, description="the caller's own id")
     category: str = Field(min_length=1, max_length=64)
-    location: Location
+    location: ReportedLocation
     district: str = Field(min_length=1, max_length=64)
     description: str | None = Field(default=None, max_length=2000)
     caller: Caller | None = None
-    flags: list[str] = Field(default_factory=list, max_length=16)
+    # Each a word, as the command room's own (dispatch's revise, 32 characters): flags go
+    # with every order to every team, volunteers too, and a linked report's into the other
+    # incident's view: never a place for text.
+    flags: list[Annotated[str, Field(max_length=MAX_FLAG_CHARS)]] = Field(
+        default_factory=list, max_length=16)
     reported_at: IsoTime | None = Field(
         default=None, description="when it was reported (ISO 8601 with its offset; now if "
         "absent): at most 5 minutes ahead of intake's clock and at most 7 days ago")
+
+    @field_validator("location", mode="before")
+    @classmethod
+    def _checked_place(cls, value: object) -> object:
+        # a Location built in code (the benchmarks) is checked as a posted one is
+        if isinstance(value, Location) and not isinstance(value, ReportedLocation):
+            return value.model_dump()
+        return value
 
     @field_validator("reported_at")
     @classmethod

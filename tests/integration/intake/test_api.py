@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -18,24 +17,7 @@ from services.intake.main import create_app
 from shared import streams
 from shared.events import IncidentReported, Location
 from tests.helpers import read_stream
-
-ADMIN = {"Authorization": "Bearer test-admin"}
-
-
-@pytest.fixture
-async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-            yield client
-
-
-async def system_key(client: httpx.AsyncClient, districts: list[str]) -> dict[str, str]:
-    r = await client.post("/v1/systems", headers=ADMIN,
-                          json={"name": "110", "districts": districts})
-    assert r.status_code == 201, r.text
-    return {"Authorization": f"Bearer {r.json()['api_key']}"}
+from tests.integration.intake.conftest import ADMIN, system_key
 
 
 def incident(ref: str = "r1", **over: object) -> dict[str, object]:

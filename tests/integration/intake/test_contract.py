@@ -1,0 +1,89 @@
+"""Intake's contract with the reporting systems (110 call-taking, video analytics, door
+access), in-process against a real Redis: what a system may send, and what it is told."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from services.intake import store
+from shared import streams
+from shared.events import IncidentReported
+from tests.helpers import read_stream
+from tests.integration.intake.conftest import system_key
+
+
+def incident(ref: str = "r1", **over: object) -> dict[str, object]:
+    body: dict[str, object] = {"external_ref": ref, "category": "violence", "district": "d1",
+                               "location": {"lat": 43.8, "lon": 87.6}}
+    body.update(over)
+    return body
+
+
+@pytest.mark.parametrize("lat", [87.6, 90.0, -85.06])
+async def test_a_latitude_the_map_cannot_hold_is_named_not_answered_retry(
+        intake: httpx.AsyncClient, clean_redis: str, lat: float) -> None:
+    # Urumqi (43.8 N, 87.6 E) with latitude and longitude swapped: a valid WGS-84 latitude,
+    # but beyond the +-85.05112878 that Redis's GEO commands take. Intake answered 503
+    # "retry": the system retried for ever, a P1 never reached the command room, and the
+    # operators were told Redis was unavailable.
+    key = await system_key(intake, ["d1"])
+    for _ in range(2):  # the retry is told the same
+        r = await intake.post("/v1/incidents", headers=key,
+                              json=incident(location={"lat": lat, "lon": 43.8}))
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "location.lat"
+    assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
+
+
+async def test_the_latitudes_the_map_holds_are_accepted_to_their_edge(
+        intake: httpx.AsyncClient) -> None:
+    key = await system_key(intake, ["d1"])
+    for ref, lat in (("north", 85.05112878), ("south", -85.05112878)):
+        r = await intake.post("/v1/incidents", headers=key,
+                              json=incident(ref, location={"lat": lat, "lon": 180}))
+        assert r.status_code == 202, r.text
+
+
+async def test_a_flag_is_a_short_word_never_a_text(intake: httpx.AsyncClient,
+                                                   clean_redis: str) -> None:
+    # Flags travel with every order to every team (volunteers too) and, from a linked report,
+    # into another system's view ("flags added: ..."). The command room may add flags of up
+    # to 32 characters (dispatch's revise); a system could send 16 of any length, free
+    # text with a caller's name and number included.
+    key = await system_key(intake, ["d1"])
+    said = "caller Zhang San 13800000000 says the man has a knife"
+    r = await intake.post("/v1/incidents", headers=key, json=incident(flags=["weapon", said]))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "flags.1" and "13800000000" not in r.text
+    r = await intake.post("/v1/incidents", headers=key,
+                          json=incident(flags=["x" * 60_000] * 16))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "flags.0", r.text
+    assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
+    r = await intake.post("/v1/incidents", headers=key, json=incident(
+        flags=[" In_Progress ", "x" * 32], category="noise"))
+    assert r.status_code == 202 and r.json()["priority"] == "P1", r.text
+
+
+async def test_a_report_not_accepted_now_says_when_to_ask_again(
+        intake: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every 503 says when to retry (the OpenAPI document: "Not now: ask again (see
+    # Retry-After)"), as the same outage does when it meets the key check first. A report
+    # refused while Redis restarts, or whose fsync was not confirmed, said nothing.
+    key = await system_key(intake, ["d1"])
+    assert (await intake.post("/v1/incidents", headers=key,
+                              json=incident("first"))).status_code == 202  # the key is known
+
+    async def away(*_: object, **__: object) -> store.Recording:
+        raise RedisConnectionError("Connection refused")
+
+    async def unconfirmed(*_: object, **__: object) -> store.Recording:
+        return store.Recording(unconfirmed=True)
+
+    for outcome in (away, unconfirmed):
+        monkeypatch.setattr(store, "record_incident", outcome)
+        r = await intake.post("/v1/incidents", headers=key,
+                              json=incident("second", location={"lat": 22.8, "lon": 108.3}))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
+        assert int(r.headers["retry-after"]) >= 1, outcome.__name__
