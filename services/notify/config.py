@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
+from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
 class Settings(ServiceSettings):
@@ -84,6 +85,10 @@ class Settings(ServiceSettings):
     sms_gateway_token: SecretStr | None = Field(
         default=None, description="SMS_GATEWAY_TOKEN: sent as a bearer token when set"
     )
+    timezone: TimezoneName = Field(
+        default=DEFAULT_TIMEZONE, description="TIMEZONE: the district's local time, in which an "
+        "SMS gives the order's acknowledge-by (IANA name or +HH:MM; as dispatch's and "
+        "volunteers')")
 
     @property
     def channel_order(self) -> tuple[str, ...]:

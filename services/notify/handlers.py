@@ -35,7 +35,13 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
         # One replica reads the event; the control channel tells every replica to close.
         if event.reason == "team_changed" and event.team_id:
             # Its channels stay, now for its new team's orders (not the old team's).
-            await store.move_device(redis, event.device_id, team_id=event.team_id)
+            if not await store.move_device(redis, event.device_id, team_id=event.team_id,
+                                           moved_at=event.occurred_at):
+                # a later move is known: this one's sockets and channels are gone already
+                log.info("device %s: its move to team %s at %s is older than its last: "
+                         "ignored", event.device_id, event.team_id,
+                         event.occurred_at.isoformat())
+                return
             await hub.publish_revoked(event.device_id, team_changed=True,
                                       team_id=event.team_id)
             log.info("device %s moved to team %s: sockets closing to reconnect",

@@ -409,7 +409,7 @@ class Hub:
         """Sends a stored order to one socket (replays); to a socket that has it, the
         order's priority and flags if they changed since (an amendment it missed)."""
         order = record.order
-        if order is None:
+        if order is None or order.order_id in conn.told_ended:  # ended since it was read
             return
         if order.order_id in conn.sent:
             self.sync_amended(conn, order)
@@ -433,6 +433,8 @@ class Hub:
         if that moved on since the socket was last told (an answer whose Pub/Sub message
         was lost: a teammate's acknowledgement)."""
         order = record.order
+        if order is not None and order.order_id in conn.told_ended:
+            return  # ended since it was read (a withdrawal heard meanwhile): nothing to add
         if order is not None and order.order_id in conn.sent:
             Hub.sync_amended(conn, order)
             told = conn.states.get(order.order_id, "issued")
@@ -472,8 +474,11 @@ class Hub:
               trace_context: dict[str, str], *, again: bool = False) -> None:
         """Queues one order's frame on one socket, inside a span continuing the incident's
         trace; the attempt is recorded behind it (store.AttemptLog). `again`: to a socket
-        that had it (its receipt was refused), else once per socket."""
-        if conn.closing or not (conn.mark_sent(order_id) or again):
+        that had it (its receipt was refused), else once per socket. Never an order this
+        socket was told has ended: a replay sends what it read, and a withdrawal heard
+        meanwhile must not be followed by the order as if it were live."""
+        if conn.closing or order_id in conn.told_ended \
+                or not (conn.mark_sent(order_id) or again):
             return
         conn.versions[order_id] = frame_version(frame)
         conn.told_state(order_id, "issued")

@@ -26,6 +26,7 @@ from shared.introspect import IntrospectionGuard, Introspector
 from shared.metrics import add_metrics_route, observe_streams
 from shared.runtime import stop_task
 from shared.telemetry import trace_outside_calls
+from shared.timezones import parse_timezone
 
 from . import api, handlers, sockets
 from .channels import Channel
@@ -60,7 +61,7 @@ def build_channels(settings: Settings, client: httpx.AsyncClient, *,
         available["sms"] = SmsChannel(
             client, url=settings.sms_gateway_url,
             token=token.get_secret_value() if token else None,
-            timeout_s=settings.channel_timeout_s,
+            timeout_s=settings.channel_timeout_s, tz=parse_timezone(settings.timezone),
         )
     for name in settings.channel_order:
         if name not in ("webpush", "sms"):

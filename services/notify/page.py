@@ -117,7 +117,7 @@ if (location.hash.startsWith("#token=")) {
   history.replaceState(null, "", location.pathname);
 }
 let ws = null, token = localStorage.getItem("lf_token") || "", audio = null;
-let retry = 0, stopped = true, pingTimer = null, info = null;
+let retry = 0, stopped = true, pingTimer = null, info = null, team = null;
 $("token").value = token;
 
 function toast(text) {
@@ -207,6 +207,7 @@ function open_() {
     clearInterval(pingTimer);
     if (ev.code === 4401 || ev.code === 4403) {
       stopped = true; setStatus("token refused", false);
+      clearOrders();   // revoked (a lost phone, a member taken off the roster): shown no more
       toast("This device token is not valid (revoked or unknown)."); return;
     }
     setStatus("disconnected", false);
@@ -218,6 +219,11 @@ function onFrame(f) {
   switch (f.type) {
     case "hello": {
       $("who").textContent = "Connected as " + (f.member_name || f.member_id) + " · team " + f.team_id;
+      // moved to another team (the roster; notify closed the socket with 4409): the former
+      // team's orders are no longer this member's, and notify tells this socket nothing more
+      // of them (withdrawn, taken by a former teammate): off the page, not named as held
+      if (team !== null && team !== f.team_id) leaveTeam(f.team_id);
+      team = f.team_id;
       // back after a drop: the orders still shown, so those that ended meanwhile are told
       const held = [...orders].filter(([, o]) => !["resolved", "handover", "declined", "withdrawn"]
         .includes(o.state)).map(([id]) => id).slice(0, 100);
@@ -232,7 +238,10 @@ function onFrame(f) {
       // shown where it stands, to carry on with; no alarm
       if (f.order && !orders.has(f.order_id) && !["resolved", "handover", "declined"].includes(f.state)) {
         orders.set(f.order_id, { frame: f.order, state: f.state }); render(f.order_id, false); showEmpty();
-      } else setState(f.order_id, f.state, f.answered);
+      } else {
+        if (f.order) revised(f.order);   // shown already: as it stands now (a drop missed a revision)
+        setState(f.order_id, f.state, f.answered);
+      }
       { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
         if (kept && kept.response && kept.response.response === f.response) settled(f.order_id, "response"); }
       break;
@@ -243,7 +252,10 @@ function onFrame(f) {
 
 function onOrder(f) {
   sendAbout({ type: "received", order_id: f.order_id });   // every time: it may be asked again
-  if (orders.has(f.order_id)) return;   // a duplicate: already shown
+  // Shown already: sent again (a receipt asked for again, a reconnect). After a drop it is
+  // the order as it stands now: a revision missed meanwhile (priority, flags, a sooner
+  // deadline) is shown, and alarms, as an order_update would have.
+  if (orders.has(f.order_id)) { revised(f); return; }
   orders.set(f.order_id, { frame: f, state: "issued" });
   render(f.order_id, true);
   beep();
@@ -253,6 +265,22 @@ function onOrder(f) {
       new Notification(f.priority + " " + f.category, { body: f.address || "", tag: f.order_id });
     } catch (e) { /* notifications not allowed */ }
   }
+}
+
+function revised(f) {
+  const o = orders.get(f.order_id); if (!o) return;
+  const flags = f.flags || [];
+  if (f.priority !== o.frame.priority || (f.ack_by && f.ack_by !== o.frame.ack_by)
+      || flags.length !== o.frame.flags.length || flags.some((x) => !o.frame.flags.includes(x))) {
+    onUpdate({ order_id: f.order_id, priority: f.priority, flags, ack_by: f.ack_by });
+  }
+}
+
+function leaveTeam(now) {   // taken off at once: a police team's caller is not a new team's to see
+  const left = [...orders.values()].filter((o) => !ended(o)).length;
+  clearOrders();
+  if (left) toast("You are now on team " + now + ": your former team's orders were taken off.");
+  refreshDutySoon();  // the new team's shift and status
 }
 
 // The command room learnt more: a new priority, flags such as "weapon". A raise alarms again.
@@ -542,8 +570,34 @@ $("connect").onclick = connect;
 $("checkin").onclick = () => shift("start");
 $("checkout").onclick = () => shift("end");
 $("rsend").onclick = sendReport;
-$("forget").onclick = () => { stopped = true; localStorage.removeItem("lf_token"); $("token").value = "";
-  if (ws) ws.close(); setStatus("not connected", false); };
+function clearOrders() {
+  for (const id of [...orders.keys()]) { settled(id); const c = $("o-" + id); if (c) c.remove(); }
+  orders.clear(); team = null; showEmpty();
+}
+
+// Signing out (a shared phone handed on): nothing of the device stays on the page (a police
+// order's caller), and this browser's push subscription, the device's Web Push channel at
+// notify, stops: else the next holder keeps getting this device's team's orders.
+async function forgetToken() {
+  const old = token;
+  stopped = true; token = ""; localStorage.removeItem("lf_token");
+  localStorage.removeItem("lf_reports"); $("token").value = "";
+  if (ws) ws.close(); setStatus("not connected", false);
+  clearOrders(); $("myreports").replaceChildren();
+  $("push").textContent = "Alerts when closed";
+  try {
+    const reg = "serviceWorker" in navigator
+      ? await navigator.serviceWorker.getRegistration("/device/sw.js") : null;
+    const sub = reg && reg.pushManager ? await reg.pushManager.getSubscription() : null;
+    if (!sub) return;
+    if (old) {
+      await fetch("/v1/devices/me/webpush", { method: "DELETE",
+        headers: { "Authorization": "Bearer " + old } }).catch(() => null);
+    }
+    await sub.unsubscribe();
+  } catch (e) { /* no push on this browser */ }
+}
+$("forget").onclick = forgetToken;
 $("push").onclick = enablePush;
 $("test").onclick = () => { beepUnlock(); beep(); };
 $("sms").onclick = async () => { try { await api("/v1/devices/me/sms", "POST", { phone: $("phone").value });

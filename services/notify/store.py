@@ -749,17 +749,42 @@ async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
     return found
 
 
-async def move_device(redis: Redis, device_id: str, *, team_id: str) -> None:
-    """A device whose member moved team: its fallback channels now serve the new team."""
+# A move is applied unless the device holds a later one (`moved_at`, the roster's time of
+# the move; kept also for a device not seen here yet, whose socket's first touch then finds
+# it): 1 applied (or the device revoked), 0 older than the move it holds, -1 its team
+# changed since the caller read it (read again).
+_MOVE_DEVICE = """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 1 end
+local previous = redis.call('HGET', KEYS[1], 'team_id') or ''
+if previous ~= ARGV[1] then return -1 end
+if tonumber(ARGV[3]) < tonumber(redis.call('HGET', KEYS[1], 'moved_at') or '0') then return 0 end
+if previous ~= '' and previous ~= ARGV[2] then
+  redis.call('SREM', KEYS[2], ARGV[4])
+  redis.call('HSET', KEYS[1], 'team_id', ARGV[2])
+  redis.call('SADD', KEYS[3], ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'moved_at', ARGV[3])
+if previous == '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+return 1
+"""
+
+
+async def move_device(redis: Redis, device_id: str, *, team_id: str,
+                      moved_at: datetime) -> bool:
+    """A device whose member moved team: its fallback channels now serve the new team. False,
+    with nothing written, for a move older than one the device already had: its event
+    handled late (a dead letter replayed, another replica's slower read of an earlier
+    import), it would put the device back on a team its member has left."""
     key = _device(device_id)
-    previous = cast(str | None, await redis.hget(key, "team_id"))
-    if previous is None or previous == team_id:  # unknown here, or moved already
-        return
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.srem(_team_devices(previous), device_id)
-        pipe.hset(key, "team_id", team_id)
-        pipe.sadd(_team_devices(team_id), device_id)
-        await pipe.execute()
+    while True:
+        previous = cast(str | None, await redis.hget(key, "team_id")) or ""
+        done = await run_script(
+            redis, _MOVE_DEVICE,
+            [key, _team_devices(previous or team_id), _team_devices(team_id),
+             _revoked_device(device_id)],
+            [previous, team_id, repr(moved_at.timestamp()), device_id, str(DEVICE_TTL_S)])
+        if done >= 0:
+            return bool(done)
 
 
 async def forget_device(redis: Redis, device_id: str) -> None:

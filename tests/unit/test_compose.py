@@ -227,6 +227,23 @@ def test_every_required_setting_is_provided(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SERVICES)
+def test_a_deployment_setting_given_to_one_service_is_given_to_every_service_reading_it(
+    name: str,
+) -> None:
+    # The district's TIMEZONE passed to dispatch and volunteers but not to notify left an SMS
+    # giving its deadline in another clock than the console's: one operator's `.env` line
+    # must reach every service that reads it.
+    readable = {n for names in env_names(settings_class(name)).values() for n in names}
+    own = set(environment(compose_service(name)))
+    given = {var: other for other in SERVICES if other != name
+             for var, value in environment(compose_service(other)).items()
+             if INTERPOLATION.fullmatch(str(value))}
+    missing = sorted(f"{var} (given to {other})" for var, other in given.items()
+                     if var in readable and var not in own)
+    assert not missing, f"{name} reads {missing} but compose does not pass it"
+
+
+@pytest.mark.parametrize("name", SERVICES)
 def test_settings_load_from_the_compose_environment(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

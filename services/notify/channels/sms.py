@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
+
 import httpx
 
 from shared.events import OrderIssued
@@ -16,8 +18,9 @@ class SmsChannel:
     contact_field = "phone"
 
     def __init__(self, client: httpx.AsyncClient, *, url: str, token: str | None,
-                 timeout_s: float) -> None:
+                 timeout_s: float, tz: tzinfo = UTC) -> None:
         self._client = client
+        self._tz = tz  # the district's local time: the deadline as the member's clock shows it
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout_s
@@ -28,7 +31,7 @@ class SmsChannel:
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
         body = {
             "to": device.phone,
-            "text": sms_text(order),
+            "text": sms_text(order, tz=self._tz),
             "order_id": order.order_id,
             "priority": order.priority,
             # The gateway may deduplicate on this: one message per order and device.

@@ -8,7 +8,7 @@ Nor does a team see an order issued longer ago than notify remembers orders (`ou
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Annotated, Any
 
 from pydantic import StringConstraints
@@ -122,9 +122,10 @@ def push_payload(order: OrderIssued) -> bytes:
     return data
 
 
-def sms_text(order: OrderIssued) -> str:
+def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
+    """The SMS: the deadline on the member's wall clock (`tz`, the district's TIMEZONE)."""
     place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
     text = f"[Lianfang] {order.priority} {order.category} at {place}. Order {order.order_id}."
     if order.ack_by:
-        text += f" Acknowledge by {order.ack_by.strftime('%H:%M:%S')}."
+        text += f" Acknowledge by {order.ack_by.astimezone(tz).strftime('%H:%M:%S')}."
     return text[:320]

@@ -1,0 +1,130 @@
+"""The member's page across a dropped socket and a move to another team (the page's script
+run in node, as tests/unit/test_pages.py runs it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any, cast
+
+import pytest
+
+from services.notify.page import DEVICE_PAGE
+from tests.unit.test_pages import HARNESS, ORDER, deliver, run_page, script
+
+HELLO = {"type": "hello", "device_id": "dev_1", "member_id": "mem_1", "member_name": "M",
+         "ping_interval_s": 20}
+
+
+def hello(team_id: str) -> str:
+    return deliver({**HELLO, "team_id": team_id})
+
+
+def dropped(code: int) -> str:
+    """The socket closes with `code`; the page reconnects after its wait (run now)."""
+    return f"ws.onclose({{ code: {code} }}); runTimers(); ws.onopen(); sentFrames()"
+
+
+def test_an_order_revised_while_the_phone_was_offline_shows_its_new_priority_and_deadline(
+) -> None:
+    # The phone lost its socket; meanwhile the caller rang back (a knife): the command room
+    # raised the incident to P1 with `weapon`, and the deadline came sooner. On reconnect
+    # notify sends the order as it stands now; the page had it already and kept the old one.
+    first = {**ORDER, "ack_by": "2026-12-05T10:05:00+00:00"}
+    revised = {**ORDER, "priority": "P1", "flags": ["weapon"],
+               "ack_by": "2026-12-05T10:01:30+00:00"}
+    *_, held, shown = run_page(
+        f"{hello('t1')}; {deliver(first)}; sentFrames()",
+        dropped(1006),
+        f"{hello('t1')}; sentFrames()",
+        f"{deliver(revised)}; const o = orders.get('ord_1'); "
+        "[o.frame.priority, o.frame.flags, o.frame.ack_by, orders.size]",
+    )
+    assert {"type": "holding", "order_ids": ["ord_1"]} in held
+    assert shown == ["P1", ["weapon"], "2026-12-05T10:01:30+00:00", 1]
+
+
+def test_a_taken_order_revised_while_the_phone_was_offline_shows_its_new_flags() -> None:
+    # Acknowledged on this phone; offline, the incident got `weapon`; on reconnect notify
+    # tells where the order stands with the order as it is now (an order_state frame).
+    taken = {"type": "order_state", "order_id": "ord_1", "state": "acknowledged",
+             "answered": True, "response": "acknowledged"}
+    revised = {**ORDER, "priority": "P1", "flags": ["weapon"]}
+    *_, shown = run_page(
+        f"{hello('t1')}; {deliver(ORDER)}; {deliver(taken)}; sentFrames()",
+        dropped(1006),
+        f"{hello('t1')}; {deliver({**taken, 'order': revised})}; const o = orders.get('ord_1'); "
+        "[o.state, o.frame.priority, o.frame.flags]",
+    )
+    assert shown == ["acknowledged", "P1", ["weapon"]]
+
+
+def test_a_member_moved_to_another_team_no_longer_holds_the_former_teams_orders() -> None:
+    # The roster moved the member from t1 to t2: notify closes the socket (4409) and the page
+    # reconnects, now for t2. The t1 order it shows is no longer the member's to answer:
+    # notify never tells a t2 socket what becomes of it (withdrawn, taken by a teammate).
+    *_, held, state = run_page(
+        f"{hello('t1')}; {deliver(ORDER)}; sentFrames()",
+        dropped(4409),
+        f"{hello('t2')}; sentFrames()",
+        "const o = orders.get('ord_1'); o ? [o.state, allowed(o.state, o.frame.kind)] : null",
+    )
+    assert not [f for f in held if f.get("type") == "holding"]
+    assert state is None  # off the page
+
+
+def run_page_with_elements(*steps: str) -> list[Any]:
+    """run_page, with `document.getElementById` giving the same stand-in for an id each time,
+    so a step can press a button whose handler the page set (`$("forget").onclick`)."""
+    harness = HARNESS.replace("const sockets = [],", "const elements = {}, sockets = [],", 1)
+    harness = harness.replace("getElementById: () => anything()",
+                              "getElementById: (id) => (elements[id] = elements[id] || anything())",
+                              1)
+    assert harness.count("elements = {}") == 1 and "elements[id]" in harness
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    done = subprocess.run([node, "-e", harness], input=json.dumps({
+        "page": script(DEVICE_PAGE), "steps": list(steps)}), capture_output=True, text=True,
+        timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return cast(list[Any], json.loads(done.stdout))
+
+
+PUSH_HERE = """
+var calls = [], unsubscribed = false;
+fetch = async (url, init) => { calls.push([url, (init || {}).method || "GET",
+  ((init || {}).headers || {}).Authorization]); return { ok: true, status: 200,
+  json: async () => ({}) }; };
+navigator.serviceWorker = { getRegistration: async () => ({ pushManager: {
+  getSubscription: async () => ({ unsubscribe: async () => { unsubscribed = true; return true; } })
+} }) };
+"""
+
+
+def test_forgetting_the_token_leaves_nothing_of_the_device_on_or_reaching_this_browser() -> None:
+    # A post's shared phone: the guard going off duty forgets the token. The orders shown
+    # (a police order's caller, name and phone) must go with it, and this browser's push
+    # subscription, the device's Web Push channel, must stop: else the next person holding
+    # the phone keeps getting the former holder's team's orders as notifications.
+    police = {**ORDER, "caller": {"name": "Wang", "phone": "+8613800000000"}}
+    *_, after = run_page_with_elements(
+        f"{hello('t1')}; {deliver(police)}; {PUSH_HERE}; orders.size",
+        "document.getElementById('forget').onclick()",
+        "[orders.size, unsubscribed, calls.filter((c) => c[1] === 'DELETE'), token]",
+    )
+    assert after == [0, True, [["/v1/devices/me/webpush", "DELETE", "Bearer dev-token"]], ""]
+
+
+def test_a_revoked_device_no_longer_shows_its_orders() -> None:
+    # A lost phone, or a member taken off the roster: the admin revokes the device and
+    # notify closes its socket with 4401. The page must not go on showing the orders it had
+    # (a police order's caller, the description) to whoever holds the phone now.
+    police = {**ORDER, "caller": {"name": "Wang", "phone": "+8613800000000"},
+              "description": "neighbours fighting"}
+    *_, after = run_page(
+        f"{hello('t1')}; {deliver(police)}; orders.size",
+        "ws.onclose({ code: 4401 }); runTimers(); [orders.size, stopped]",
+    )
+    assert after == [0, True]
