@@ -57,15 +57,17 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         def decide(view: TeamView) -> Decision:
             step = status.on_order_responded(
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
-                incident_id=event.incident_id, response=event.response,
+                incident_id=event.incident_id, response=event.response, at=event.occurred_at,
             )
             ledger: list[points.LedgerEntry] = []
             if step.finished == "resolved" and step.record is not None:
+                # Those on the shift when the team answered (the record keeps them), not
+                # also those who checked in before the answer was read.
                 ledger = points.award_resolved_order(
                     order_id=event.order_id, incident_id=event.incident_id,
                     category=step.record.category, team_id=event.team_id,
                     district=view.team["district"], agency_kind=view.agency.get("kind", ""),
-                    members_on_shift=view.state.shift_members, at=event.occurred_at,
+                    members_on_shift=step.record.members or (), at=event.occurred_at,
                 )
             return Decision(step.state, step.record, tuple(ledger))
 
@@ -104,7 +106,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                     order_id=event.order_id, incident_id=event.incident_id,
                     team_id=event.team_id, district=view.team["district"],
                     agency_kind=view.agency.get("kind", ""),
-                    members_on_shift=view.state.shift_members, at=event.occurred_at)
+                    members_on_shift=status.on_shift_at(view.state, event.occurred_at),
+                    at=event.occurred_at)
             return Decision(step.state, step.record, tuple(ledger))
 
         await teams.transition(redis, team_id=event.team_id,

@@ -46,7 +46,8 @@ def build_router(
         try:
             applied = await teams_store.transition(redis, team_id=who.team_id or "",
                                                    decide=decide, now=utcnow(),
-                                                   ledger_ttl_s=ledger_ttl_s)
+                                                   ledger_ttl_s=ledger_ttl_s,
+                                                   member_id=who.member_id or "")
         except status.Refused as exc:
             raise conflict(exc.message) from exc
         except Contended as exc:

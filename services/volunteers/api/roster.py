@@ -156,6 +156,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
                 from exc
         await audit.record(redis, "volunteers", who, "roster.import", doc.district,
                            json.dumps(result.plan.counts, sort_keys=True))
+        # A move takes the member off the old team's shift and reconnects their phones:
+        # the counts alone do not say whom it took where.
+        for member_id, old_team, new_team in result.moved:
+            await audit.record(redis, "volunteers", who, "member.move", member_id,
+                               f"{old_team} -> {new_team}")
         log.info("roster import for district %s: %s", doc.district, result.plan.counts)
         return {"district": doc.district, "counts": result.plan.counts,
                 "unit_status_published": result.announced}

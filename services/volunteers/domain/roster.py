@@ -382,7 +382,8 @@ def check_references(doc: RosterDoc, stored: Stored) -> None:
         owner = lookup("agencies", zone.owner_agency_id)
         if owner is None:
             errors.append(loc.error("zones", "owner_agency_id", "names no agency of this district"))
-        elif owner is not _UNKNOWN and owner["kind"] != "police" or owner.get("role") != "station":
+        elif owner is not _UNKNOWN and (owner["kind"] != "police"
+                                        or owner.get("role") != "station"):
             errors.append(loc.error("zones", "owner_agency_id",
                                     "must name a police agency with role station"))
     for team, loc in zip(doc.teams, doc.locs["teams"], strict=True):

@@ -77,6 +77,15 @@ class TeamState(BaseModel):
         return self.status, self.on_shift, self.open_order
 
 
+def on_shift_at(state: TeamState, at: datetime | None) -> tuple[str, ...]:
+    """The members on the team's shift at `at` (when an order was answered or withdrawn),
+    as far as the state still knows them: those who checked in by then. A member who checked
+    in after it (its event read late: a restart, a backlog) was not there for it. None: all
+    those on the shift now."""
+    return tuple(sorted(m for m, joined in state.shift_members.items()
+                        if at is None or joined <= at))
+
+
 class EndedShift(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -157,6 +166,18 @@ def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
     if remaining or state.orders:
         return Outcome(state.model_copy(update={"shift_members": remaining}), ended=left)
     return Outcome(TeamState(status="off_duty"), ended=left)
+
+
+def unmanned(state: TeamState) -> TeamState:
+    """The team has nobody left on its roster (an import moved its last members to other
+    teams, or they were removed): its shift ends even while it holds orders, which nobody
+    may answer now (notify takes answers only from the order's own team). Dispatch, hearing
+    it off shift with its order, takes back an offer at once and flags an order the team
+    had taken for the command room; the orders stay until they finish."""
+    if not state.on_shift:
+        return state
+    return _settle(state.model_copy(update={
+        "on_shift": False, "shift_id": None, "shift_started_at": None, "shift_members": {}}))
 
 
 def set_status(
@@ -243,13 +264,14 @@ def on_order_issued(
 
 def on_order_responded(
     state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
-    incident_id: str, response: Response,
+    incident_id: str, response: Response, at: datetime | None = None,
 ) -> OrderStep:
+    """`at`: when the team answered; a resolution's record keeps who was on the shift then."""
     if _foreign(record, team_id) or (record is not None and not record.open):
         return OrderStep(state, record)
     record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
     if response in FINAL_RESPONSES:
-        return _finish(state, record, order_id=order_id, final=response)
+        return _finish(state, record, order_id=order_id, final=response, at=at)
     if not record.claims:
         return OrderStep(state, record)
     orders = dict(state.orders)
@@ -282,11 +304,12 @@ def _release(state: TeamState, order_id: str) -> TeamState:
     return settled
 
 
-def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str) -> OrderStep:
+def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str,
+            at: datetime | None = None) -> OrderStep:
     settled = _release(state, order_id)
     closed = record.model_copy(update={"open": False, "final": final})
     if final == "resolved":
-        closed = closed.model_copy(update={"members": tuple(sorted(state.shift_members))})
+        closed = closed.model_copy(update={"members": on_shift_at(state, at)})
     return OrderStep(settled, closed, finished=final)
 
 

@@ -23,7 +23,7 @@ from ..domain.roster import (
     plan_import,
     referenced_ids,
 )
-from ..domain.status import Refused, TeamState, leave_shift
+from ..domain.status import Refused, TeamState, leave_shift, unmanned
 from . import keys
 from .points import queue_entries
 from .teams import decode_state, encode_state, publish_unit_status
@@ -34,15 +34,19 @@ from .tx import atomically
 class ImportResult:
     plan: ImportPlan
     announced: int
+    # (member, old team, new team) of each member the import moved to another team
+    moved: tuple[tuple[str, str, str], ...] = ()
 
 
 def _leave(
     state: TeamState, member_ids: list[str], *, team: dict[str, str] | None,
-    agency: dict[str, str] | None, now: datetime, max_hours: float,
+    agency: dict[str, str] | None, now: datetime, max_hours: float, emptied: bool = False,
 ) -> tuple[TeamState, list[LedgerEntry]]:
     """`member_ids` leave the team's shift (moved or removed): its state after, and their
     patrol points so far. Queued in the same transaction as the move or removal, so no later
-    step (which a crash could skip) is needed to take them off the old shift."""
+    step (which a crash could skip) is needed to take them off the old shift. `emptied`:
+    they were the last members of its roster, so its shift ends even if it holds an order
+    (`status.unmanned`: dispatch hears it off shift, and the command room decides)."""
     ledger: list[LedgerEntry] = []
     for member_id in member_ids:
         outcome = leave_shift(state, member_id=member_id, now=now)
@@ -51,6 +55,8 @@ def _leave(
             ledger += award_patrol(ended=outcome.ended, team_id=team["id"],
                                    district=team["district"], agency_kind=agency.get("kind", ""),
                                    max_hours=max_hours)
+    if emptied and member_ids:
+        state = unmanned(state)
     return state, ledger
 
 
@@ -77,7 +83,10 @@ async def _check_members_left_behind(redis: Redis, pipe: Pipeline, doc: RosterDo
                                     f"{', '.join(left[:10])} would stay with its old agency: "
                                     "move them in the same import"))
     for agency, loc in rekinded:
+        await pipe.watch(keys.agency_teams(agency.id))  # a team given to it meanwhile
         teams = sorted(await redis.smembers(keys.agency_teams(agency.id)))
+        if not teams:  # nobody to check (and WATCH takes at least one key)
+            continue
         await pipe.watch(*(keys.team_members(t) for t in teams))
         member_ids = sorted({m for t in teams for m in await redis.smembers(keys.team_members(t))}
                             - named)
@@ -88,6 +97,40 @@ async def _check_members_left_behind(redis: Redis, pipe: Pipeline, doc: RosterDo
             errors.append(loc.error("agencies", "kind", f"members {', '.join(wrong[:10])} have "
                                     f"roles a {agency.kind} agency does not have: give them "
                                     "their new roles in the same import"))
+    doc.raise_errors(errors)
+
+
+async def _check_zones_left_behind(redis: Redis, pipe: Pipeline, doc: RosterDoc,
+                                   stored: dict[str, dict[str, dict[str, str]]]) -> None:
+    """A police station that the document makes a patrol, or gives another kind, must not
+    keep stored zones the document does not give to another station: dispatch would hand
+    its territory's incidents over to a street patrol or a company, and find no station for
+    its fraud warnings. InvalidRoster naming the agency's role (or kind) and the zones."""
+    demoted = [(agency, loc) for agency, loc in zip(doc.agencies, doc.locs["agencies"],
+                                                    strict=True)
+               if (old := stored["agencies"].get(agency.id))
+               and (old.get("kind"), old.get("role")) == ("police", "station")
+               and (agency.kind, agency.role) != ("police", "station")]
+    if not demoted:
+        return
+    await pipe.watch(keys.index("zones", doc.district))
+    in_doc = {zone.id for zone in doc.zones}  # check_references checked their owners
+    zone_ids = [z for z in await redis.zrange(keys.index("zones", doc.district), 0, -1)
+                if z not in in_doc]
+    if zone_ids:
+        await pipe.watch(*(keys.entity("zones", z) for z in zone_ids))
+    async with redis.pipeline(transaction=False) as p:
+        for zone_id in zone_ids:
+            p.hget(keys.entity("zones", zone_id), "owner_agency_id")
+        owners = await p.execute() if zone_ids else []
+    errors: list[RowError] = []
+    for agency, loc in demoted:
+        owned = sorted(z for z, owner in zip(zone_ids, owners, strict=True) if owner == agency.id)
+        if owned:
+            what = "kind" if agency.kind != "police" else "role"
+            errors.append(loc.error("agencies", what, f"the agency owns zones "
+                                    f"{', '.join(owned[:10])}: a zone's owner is a police "
+                                    "station; give them to another station in the same import"))
     doc.raise_errors(errors)
 
 
@@ -119,6 +162,7 @@ async def import_roster(
                 stored[entity][entity_id] = record
         check_references(doc, stored)
         await _check_members_left_behind(redis, pipe, doc, stored)
+        await _check_zones_left_behind(redis, pipe, doc, stored)
         plan = plan_import(doc, stored)
 
         new = {e: dict(stored[e]) for e in ENTITIES}
@@ -143,6 +187,18 @@ async def import_roster(
         for member_id, old_team in moved:
             leaving.setdefault(old_team, []).append(member_id)
         team_ids = sorted(announce | set(leaving))
+        # Teams the moves leave with nobody on their roster (`_leave`'s `emptied`).
+        emptied: set[str] = set()
+        if leaving:
+            left_teams = sorted(leaving)
+            await pipe.watch(*(keys.team_members(t) for t in left_teams))
+            arriving = {w.record["team_id"] for w in plan.writes if w.entity == "members"}
+            async with redis.pipeline(transaction=False) as p:
+                for team_id in left_teams:
+                    p.smembers(keys.team_members(team_id))
+                rosters = await p.execute()
+            emptied = {t for t, roster in zip(left_teams, rosters, strict=True)
+                       if t not in arriving and not set(roster) - set(leaving[t])}
         profiles = extra_teams + sorted(t for t in leaving
                                         if t not in new["teams"] and t not in extra_teams)
         more_watch = [keys.state(t) for t in team_ids] + [keys.team(t) for t in profiles]
@@ -199,7 +255,8 @@ async def import_roster(
             agency = new["agencies"].get(team["agency_id"]) if team else None
             before = decode_state(state_data)
             state, ledger = _leave(before, leaving.get(team_id, []), team=team, agency=agency,
-                                   now=now, max_hours=max_patrol_hours)
+                                   now=now, max_hours=max_patrol_hours,
+                                   emptied=team_id in emptied)
             if state != before:
                 pipe.hset(keys.state(team_id), mapping=encode_state(
                     state, seq=int(state_data.get("seq") or 0) + 1, now=now))
@@ -214,7 +271,9 @@ async def import_roster(
             if team_id in announce or state.visible() != before.visible():
                 await publish_unit_status(pipe, team=team, agency=agency, state=state)
                 announced += 1
-        return ImportResult(plan, announced)
+        return ImportResult(plan, announced, tuple(
+            (member_id, old_team, new["members"][member_id]["team_id"])
+            for member_id, old_team in moved))
 
     return await atomically(redis, watch, body, attempts=5)
 
@@ -278,15 +337,16 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
         if not member:
             return False
         team_id = member["team_id"]
-        await pipe.watch(keys.state(team_id), keys.team(team_id))
+        await pipe.watch(keys.state(team_id), keys.team(team_id), keys.team_members(team_id))
         state_data = await pipe.hgetall(keys.state(team_id))
+        others = set(await pipe.smembers(keys.team_members(team_id))) - {member_id}
         team = await pipe.hgetall(keys.team(team_id)) or None
         agency = (await pipe.hgetall(keys.agency(team["agency_id"])) or None) if team else None
         device_ids = sorted(await pipe.smembers(keys.member_devices(member_id)))
         devices = [await pipe.hgetall(keys.device(d)) for d in device_ids]
         before = decode_state(state_data)
         state, ledger = _leave(before, [member_id], team=team, agency=agency, now=now,
-                               max_hours=max_patrol_hours)
+                               max_hours=max_patrol_hours, emptied=not others)
         pipe.multi()
         for device_id, device in zip(device_ids, devices, strict=True):
             if device.get("token_hash"):

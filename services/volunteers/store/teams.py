@@ -34,7 +34,7 @@ from shared.scripts import (
 
 from ..domain.points import LedgerEntry, award_patrol
 from ..domain.positions import fix_senders
-from ..domain.status import OrderRecord, Outcome, TeamState, unit_status
+from ..domain.status import OrderRecord, Outcome, Refused, TeamState, unit_status
 from . import keys
 from .points import AWARD_LUA, award_call
 from .tx import ATTEMPTS, Contended, contention_pause
@@ -149,7 +149,9 @@ def _view_from(reply: list[Any]) -> TeamView:
 # `state` (KEYS[2]; every write of a team's state moves its seq) and the order's record
 # (KEYS[3], '' for none). Then the writes (shared.scripts.RUN_COMMANDS_LUA) and the points
 # the change earned (store.points' award, inlined). Returns 0, writing nothing, if anything
-# read has changed: the caller reads again and decides again.
+# read has changed: the caller reads again and decides again; -1, writing nothing, if the
+# member whose device acts (KEYS[4], '' for none) is no longer on the team (a roster import
+# moved or removed them after their token was resolved to it).
 _COMMIT = RUN_COMMANDS_LUA + AWARD_LUA + """
 local n = tonumber(ARGV[1])
 local team = redis.call('HGETALL', KEYS[1])
@@ -163,6 +165,7 @@ local at = 2 * n + 2
 local state = redis.call('HMGET', KEYS[2], 'seq', 'state')
 if (state[1] or '') ~= ARGV[at] or (state[2] or '') ~= ARGV[at + 1] then return 0 end
 if KEYS[3] ~= '' and (redis.call('GET', KEYS[3]) or '') ~= ARGV[at + 2] then return 0 end
+if KEYS[4] ~= '' and redis.call('HGET', KEYS[4], 'team_id') ~= fields['id'] then return -1 end
 local i = run_commands(at + 5, tonumber(ARGV[at + 3]))
 for _ = 1, tonumber(ARGV[at + 4]) do
   award(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
@@ -176,16 +179,20 @@ return 1
 async def transition(
     redis: Redis, *, team_id: str, decide: Callable[[TeamView], Decision],
     now: datetime, order_id: str | None = None, ledger_ttl_s: int | None = None,
+    member_id: str | None = None,
 ) -> Applied | None:
     """Read the team (and order), let `decide` rule, write what changed; None: no such team.
     The ledger keeps the points it earns for `ledger_ttl_s` (None: for ever; see
-    store.points.ledger_ttl).
+    store.points.ledger_ttl). `member_id`: the member whose device acts, who must still be on
+    the team when the change is written (`Refused` if a roster import moved them meanwhile:
+    their token was resolved to the old team).
 
     Two round trips: the read (`_VIEW`) and the writes (`_COMMIT`), which are made only if
     nothing the decision read has changed meanwhile; else it reads and decides again.
     `decide` may raise `Refused`; nothing is written then.
     """
     order_key = keys.order(order_id) if order_id is not None else ""
+    member_key = keys.member(member_id) if member_id is not None else ""
     for attempt in range(ATTEMPTS):
         reply = await _view_reply(redis, team_id, order_key)
         if reply is None:
@@ -219,8 +226,12 @@ async def transition(
         for entry in decision.ledger:
             award_keys, award_args = award_call(entry, ledger_ttl_s=ledger_ttl_s)
             args += [*award_keys, *award_args]
-        if await run_script(redis, _COMMIT, [keys.team(team_id), keys.state(team_id),
-                                             order_key], args):
+        result = await run_script(redis, _COMMIT, [keys.team(team_id), keys.state(team_id),
+                                                   order_key, member_key], args)
+        if result == -1:
+            raise Refused(f"the member is no longer on team {team_id} (the roster moved or "
+                          "removed them meanwhile): retry, which acts on their team now")
+        if result:
             return Applied(view, decision, announce)
         await contention_pause(attempt)
     raise Contended(f"gave up after {ATTEMPTS} concurrent changes")
