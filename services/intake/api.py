@@ -26,9 +26,12 @@ from . import store
 from .config import Settings
 from .domain import (
     IncidentIn,
+    IncidentView,
+    LinkedIncident,
     SystemIn,
     classify,
     find_duplicate,
+    linked_incident,
     unknown_category_message,
 )
 
@@ -195,8 +198,15 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             _aof_support["ok"] = version >= (7, 2) and bool(persistence.get("aof_enabled"))
         return _aof_support["ok"]
 
-    @router.get("/incidents/{incident_id}",
-                summary="An incident's status (its reporting system or member, admin)")
+    @router.get("/incidents/{incident_id}", response_model=IncidentView,
+                summary="An incident's status (its reporting system or member, admin)",
+                description="Status, priority, the teams sent and their status, the timeline. "
+                "A report linked to another incident (status `linked`) is sent no team itself: "
+                "its `linked_incident` says where the incident it joined stands (status, "
+                "priority, teams and when each was assigned, acknowledged, on scene, "
+                "resolved; when it ended), never that incident's reporter's words, its "
+                "external_ref or anyone's notes. That incident itself stays its own "
+                "reporter's: reading it is 403.")
     async def get_incident(
         incident_id: str,
         who: Annotated[Principal, Depends(require("admin", "system", "device"))],
@@ -206,6 +216,15 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             raise not_found("incident")
         if who.kind in ("system", "device") and data["system_id"] != reporter_of(who):
             raise forbidden(f"this incident was reported by another {who.kind}")
+        joined: LinkedIncident | None = None
+        parent = data.get("linked_to") or ""
+        if data["status"] == "linked" and parent:
+            # Of the other incident's record only what domain.linked_incident takes (never
+            # its reporter's words or ref); the record itself stays its reporter's (403).
+            record = await store.get_incident(redis, parent)
+            if record:
+                joined = linked_incident(incident_id=parent, record=record,
+                                         timeline=await store.timeline(redis, parent))
         return {
             "incident_id": incident_id,
             "external_ref": data["external_ref"],
@@ -219,6 +238,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             "trace_id": data.get("trace_id") or None,
             "teams": json.loads(data.get("assignments") or "[]"),
             "timeline": await store.timeline(redis, incident_id),
+            "linked_incident": joined,
         }
 
     return router

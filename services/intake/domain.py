@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
-from datetime import datetime, timedelta
-from typing import Annotated
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -27,6 +29,9 @@ MAX_FLAG_CHARS = 32
 OPEN_STATUSES = frozenset(
     {"reported", "dispatching", "assigned", "acknowledged", "en_route", "on_scene", "unassigned"}
 )
+# An incident in one of these has ended; dispatch may still add to it (a remark, evidence),
+# and a hand-over ends again when its station resolves it.
+ENDED_STATUSES = frozenset({"resolved", "handed_over", "closed"})
 
 
 class ReportedLocation(Location):
@@ -137,3 +142,114 @@ def find_duplicate(
         if d <= policy.duplicate_radius_m + RADIUS_TOLERANCE_M and (best is None or d < best[0]):
             best = (d, c.incident_id)
     return best[1] if best else None
+
+
+# --- a linked report's view of the incident it joined ----------------------------------
+
+class LinkedTeam(BaseModel):
+    """A team sent to the incident a report joined, as that report's system may see it."""
+
+    team_id: str
+    team_name: str | None = None
+    agency_kind: str = Field(description="police, security or volunteer")
+    status: str = Field(description="offered, acknowledged, en_route, on_scene, or how its order "
+                        "ended: resolved, handover, declined, withdrawn, timeout")
+    eta_s: float | None = Field(default=None, description="estimated travel time when sent")
+    assigned_at: datetime | None = Field(default=None, description="when the order was issued")
+    acknowledged_at: datetime | None = Field(
+        default=None, description="when the team first took it (any answer but a refusal)")
+    en_route_at: datetime | None = None
+    on_scene_at: datetime | None = None
+    resolved_at: datetime | None = None
+    handed_over_at: datetime | None = Field(
+        default=None, description="when the team handed it over to the owning police station")
+
+
+class LinkedIncident(BaseModel):
+    """Where the incident a linked report joined stands: what dispatch did for it, never its
+    reporting system's words (description, caller, external_ref) nor anyone's notes."""
+
+    incident_id: str = Field(description="the incident the report joined (its `linked_to`)")
+    status: str = Field(description="that incident's status, as for any incident")
+    priority: Priority = Field(description="that incident's priority (raised by a later report "
+                               "or the command room)")
+    teams: list[LinkedTeam] = Field(default_factory=list, description="every team sent to "
+                                    "it (as dispatch lists them), with its status and times")
+    ended_at: datetime | None = Field(
+        default=None, description="when it first came to its present status, if that is an "
+        "ended one (resolved, handed_over, closed); null while it is open")
+
+
+# Responses that mean the team took the order (dispatch: any answer but a refusal).
+TAKING_RESPONSES = frozenset({"acknowledged", "en_route", "on_scene", "resolved", "handover"})
+_RESPONSE_TIMES = {"en_route": "en_route_at", "on_scene": "on_scene_at",
+                   "resolved": "resolved_at", "handover": "handed_over_at"}
+
+
+def ended_at_field(status: str) -> str:
+    """The projection's field holding when an incident first came to an ended `status`."""
+    return f"ended:{status}"
+
+
+def linked_incident(*, incident_id: str, record: Mapping[str, str],
+                    timeline: Sequence[Mapping[str, Any]]) -> LinkedIncident:
+    """What a report linked to `incident_id` is shown of it, from intake's projection of that
+    incident (its record and timeline). Times are each the earliest the timeline holds, so
+    dispatch's events read out of order or twice change nothing; only dispatch's facts are
+    taken (statuses, teams, times), never a timeline entry's words."""
+    times: dict[str, dict[str, datetime]] = {}
+    for entry in timeline:
+        order_id = entry.get("order_id")
+        if not order_id or not entry.get("at"):
+            continue
+        when = datetime.fromisoformat(entry["at"])
+        # An order is on the timeline first when it is issued (offer, manual_assign, ...).
+        names = ["assigned_at"]
+        if entry.get("kind") == "response":
+            said = entry.get("detail") or ""
+            if said in TAKING_RESPONSES:
+                names.append("acknowledged_at")
+            if said in _RESPONSE_TIMES:
+                names.append(_RESPONSE_TIMES[said])
+        held = times.setdefault(order_id, {})
+        for name in names:
+            if name not in held or when < held[name]:
+                held[name] = when
+    teams = [
+        LinkedTeam(team_id=a["team_id"], team_name=a.get("team_name"),
+                   agency_kind=a["agency_kind"], status=a["status"], eta_s=a.get("eta_s"),
+                   **times.get(a.get("order_id") or "", {}))
+        for a in json.loads(record.get("assignments") or "[]")
+    ]
+    status = record["status"]
+    ended = record.get(ended_at_field(status)) if status in ENDED_STATUSES else None
+    return LinkedIncident(
+        incident_id=incident_id, status=status, priority=record["priority"], teams=teams,
+        ended_at=datetime.fromtimestamp(float(ended), UTC) if ended else None)
+
+
+class IncidentView(BaseModel):
+    """`GET /v1/incidents/{id}`: an incident as its reporting system (or the admin) sees it."""
+
+    incident_id: str
+    external_ref: str = Field(description="the reporting system's own id for it")
+    category: str
+    district: str
+    priority: Priority = Field(description="this report's priority (for a linked report, as "
+                               "classified when it came; see `linked_incident.priority`)")
+    status: str = Field(description="reported, dispatching, assigned, acknowledged, en_route, "
+                        "on_scene, unassigned, resolved, handed_over, closed, or linked (a "
+                        "duplicate joined to `linked_to`: no team is sent for it itself)")
+    flagged: bool = Field(description="on the command room's board as needing attention")
+    linked_to: str | None = Field(default=None, description="the incident this report was "
+                                  "judged a duplicate of, when it came")
+    reported_at: str
+    trace_id: str | None = None
+    teams: list[dict[str, Any]] = Field(description="the teams sent to this incident itself")
+    timeline: list[dict[str, Any]]
+    linked_incident: LinkedIncident | None = Field(
+        default=None, description="added 2026-12: while this report is `linked`, where the "
+        "incident it joined stands (that incident's status, priority, teams with their times, "
+        "ended_at), kept current as dispatch reports on it. Null when the report is not linked "
+        "(or dispatch sent it out as an incident of its own: then see `teams`), and when intake "
+        "no longer keeps that incident (RECORDS_DAYS after it ended)")

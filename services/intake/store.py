@@ -327,10 +327,21 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # it nowhere) expires with its timeline, its seen events and its ref (record_incident's
 # KEYS[1]: a retry of the ref then makes a new incident); a linked report dispatch sent out
 # after all is kept again until it ends.
+# An event with an ended status (ARGV[12]: its entry's time, epoch seconds) keeps the
+# earliest such time per status (domain.ended_at_field: the linked reports' `ended_at`),
+# whatever order the events come in.
 _PROJECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[3], 2592000)
+local ends = {resolved = true, handed_over = true, closed = true}
+if ends[ARGV[3]] and ARGV[12] ~= '' then
+  local since = 'ended:' .. ARGV[3]
+  local had = redis.call('HGET', KEYS[1], since)
+  if not had or tonumber(ARGV[12]) < tonumber(had) then
+    redis.call('HSET', KEYS[1], since, ARGV[12])
+  end
+end
 local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat',
                         'system_id', 'external_ref')
 local status = held[2]
@@ -383,7 +394,7 @@ async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated, *,
          # the team's own words and its evidence are for the command room, not the caller
          "1" if event.flagged else "0", event.entry.model_dump_json(exclude={"note", "evidence"}),
          "1" if closed else "0", _open_index(event.district, ""), event.incident_id,
-         _ttl_arg(records_ttl_s)]))
+         _ttl_arg(records_ttl_s), repr(event.entry.at.timestamp())]))
 
 
 # The closed incident leaves its district's open index (found from its category); given a
