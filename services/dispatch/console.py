@@ -109,14 +109,30 @@ function cell(tr, text, cls) { const td = document.createElement("td"); td.textC
   if (cls) td.className = cls; tr.appendChild(td); return td; }
 async function api(path, opts = {}) {
   const r = await fetch(path, {...opts, headers: {"Authorization": "Bearer " + $("token").value,
-    "Content-Type": "application/json"}});
+    "Content-Type": "application/json"},
+    // a request that never ends would hold back every refresh (older browsers: none)
+    signal: typeof AbortSignal !== "undefined" && AbortSignal.timeout ? AbortSignal.timeout(15000) : undefined});
   const body = r.status === 204 ? {} : await r.json();
   if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
   return body;
 }
-function time(iso) { return iso ? new Date(iso).toLocaleTimeString() : ""; }
+// the day too unless today: an incident waiting since yesterday must not look like this morning's
+function time(iso) { if (!iso) return ""; const t = new Date(iso);
+  return t.toDateString() === new Date().toDateString() ? t.toLocaleTimeString() : t.toLocaleString(); }
+// A refresh paints only while it is the latest asked for: an answer that comes late (a slow
+// network, the district or a filter changed meanwhile) is dropped, never painted over a
+// newer one. The 3 s tick starts none while one is on its way.
+let generation = 0, refreshing = 0, watched = null;
+const STALE = new Error("a newer refresh was asked for");
 async function refresh() {
   const d = $("district").value.trim(); if (!$("token").value || !d) return;
+  if (d !== watched) {  // another district: its incidents are not new ones, and an incident
+    // of the one left is not worked on beside the new one's teams
+    if (watched !== null) { selected = null; $("detail").hidden = true; alerted = null; }
+    watched = d; }
+  const run = ++generation; refreshing += 1;
+  const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
+    return body; };
   try {
     const q = new URLSearchParams({district: d, limit: "200"});
     if ($("status").value) q.set("status", $("status").value);
@@ -124,13 +140,26 @@ async function refresh() {
     if ($("mine").checked) q.set("supervisor", "me");
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
     if (pages.length) q.set("after", pages[pages.length - 1]);
-    if (!me) { me = await api("/v1/me");  // an inspector reads and changes nothing: no buttons
+    if (!me) { me = await get("/v1/me");  // an inspector reads and changes nothing: no buttons
       for (const id of ["assign", "close", "attach", "takeduty", "revise", "addremark"]) {
         $(id).hidden = me.kind === "inspector"; } }
-    const duty = (await api("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
+    const duty = (await get("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
     $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
       : "nobody on duty: new incidents have no supervisor";
-    const board = await api("/v1/incidents?" + q);
+    const board = await get("/v1/incidents?" + q);
+    // Every flagged incident of the district (no team found, deadlines missed, a hand-over
+    // no station team takes, a backup not found), however many newer reports came since:
+    // on the unfiltered board's first page, in the title and the alarm whatever is shown.
+    const flaggedNow = (await get("/v1/incidents?" + new URLSearchParams(
+      {district: d, flagged: "true", limit: "200"}))).incidents;
+    const filtering = !!($("status").value || $("problem").value || $("mine").checked
+      || $("ref").value.trim());
+    if (!filtering && !pages.length) { const listed = new Set(board.incidents.map(i => i.incident_id));
+      board.incidents.push(...flaggedNow.filter(i => !listed.has(i.incident_id))); }
+    // a new P1 calls back too, also while the board shows a filter or an older page
+    const newest = filtering || pages.length ? (await get("/v1/incidents?" + new URLSearchParams(
+      {district: d, limit: "200"}))).incidents : board.incidents;
+    alarm([...flaggedNow, ...newest]);
     // flagged first, then what still needs a team before what is done, the most urgent
     // first, the newest first among equals (the API's order; sort is stable)
     const done = s => ended(s) ? 1 : 0;
@@ -143,12 +172,12 @@ async function refresh() {
       cell(tr, i.status); cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => { selected = i.incident_id; detail(); }; tb.appendChild(tr); }
     // a hunt stopped by the board's budget says how far back it looked: Older asks on
-    $("count").textContent = board.count + " shown" + (pages.length ? " (older page " + pages.length
-      + ")" : "") + (board.scanned_to ? ", looked back to " + new Date(board.scanned_to)
-      .toLocaleString() + ": more may be older" : "");
+    $("count").textContent = board.incidents.length + " shown"
+      + (pages.length ? " (older page " + pages.length + ")" : "")
+      + (board.scanned_to ? ", looked back to " + new Date(board.scanned_to).toLocaleString()
+      + ": more may be older" : "");
     olderAfter = board.next; $("older").hidden = !board.next; $("newest").hidden = !pages.length;
-    if (!pages.length) alarm(board.incidents);  // an older page calls nobody back
-    const units = await api("/v1/units?district=" + encodeURIComponent(d));
+    const units = await get("/v1/units?district=" + encodeURIComponent(d));
     drawMap(board.incidents, units.units);
     const ub = $("units"); ub.replaceChildren(); const team = $("team"); const keep = team.value;
     team.replaceChildren();
@@ -158,7 +187,7 @@ async function refresh() {
       const o = document.createElement("option"); o.value = u.team_id;
       o.textContent = (u.name || u.team_id) + " (" + u.status + ")"; team.appendChild(o); }
     team.value = keep;
-    const k = await api("/v1/kpis?district=" + encodeURIComponent(d)); const kl = $("kpis");
+    const k = await get("/v1/kpis?district=" + encodeURIComponent(d)); const kl = $("kpis");
     kl.replaceChildren();
     // went overdue (filed late too), of which still owed: the board's "filings overdue"
     const filings = k.filings_overdue + (k.filings_overdue_unfiled
@@ -176,16 +205,17 @@ async function refresh() {
         ["busiest zones", busiest(Object.entries(k.by_zone))]]) {
       const li = document.createElement("li"); li.textContent = label + ": " + v; kl.appendChild(li); }
     if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
-      const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
+      const h = await get("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
       sl.replaceChildren();
       hotspots = h.hottest;
-      try { zones = (await api("/v1/zones?district=" + encodeURIComponent(d))).zones; }
+      try { zones = (await get("/v1/zones?district=" + encodeURIComponent(d))).zones; }
       catch (e) { zones = []; }  // volunteers away: the map goes on without them
       for (const c of h.hottest) { const li = document.createElement("li");
         li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
           + c.peak_hour + ":00; " + busiest(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
-    $("err").textContent = ""; if (selected) await detail();
-  } catch (e) { $("err").textContent = e.message; }
+    $("err").textContent = ""; if (selected) await detail(run);
+  } catch (e) { if (e !== STALE) $("err").textContent = e.message; }
+  finally { refreshing -= 1; }
 }
 // The district on one screen: no map tiles (the station server may have no Internet), the
 // points placed by their coordinates, north up, the same scale both ways.
@@ -234,12 +264,12 @@ function drawMap(incidents, units) {
       "stroke-width": 2}, (u.name || u.team_id) + " · " + u.agency_kind + " · " + u.status
       + (u.open_order_id ? " · on an order" : "") + (fresh ? "" : " · no recent fix")));
   }
-  const done = ended;
+  const done = i => ended(i.status) && !i.flagged;  // a flagged hand-over still needs someone
   for (const i of [...incidents].reverse()) {  // the board's first (most urgent) drawn last, on top
-    const px = x(i.location.lon), py = y(i.location.lat), r = done(i.status) ? 4 : 7;
+    const px = x(i.location.lon), py = y(i.location.lat), r = done(i) ? 4 : 7;
     const corners = [[px, py - r], [px + r, py], [px, py + r], [px - r, py]];
     const d = shape("polygon", {class: "inc", points: corners.join(" "),
-      fill: PRIO_FILL[i.priority] || "#ccc", "fill-opacity": done(i.status) ? 0.35 : 1,
+      fill: PRIO_FILL[i.priority] || "#ccc", "fill-opacity": done(i) ? 0.35 : 1,
       stroke: i.flagged ? "#ff1f1f" : (i.incident_id === selected ? "#fff" : "none"),
       "stroke-width": 2},
       i.priority + " " + i.category + " · " + i.status + " · " + time(i.reported_at));
@@ -251,16 +281,19 @@ function drawMap(incidents, units) {
     "stroke-width": 2}));
   const label = shape("text", {x: pad + barPx + 6, y: h - 4});
   label.textContent = bar >= 1 ? bar + " km" : Math.round(bar * 1000) + " m"; svg.appendChild(label);
-  $("maplegend").textContent = incidents.filter(i => !done(i.status)).length + " open · "
+  $("maplegend").textContent = incidents.filter(i => !done(i)).length + " open · "
     + placed.filter(u => u.status === "available").length + " teams free of " + units.length;
 }
 function busiest(pairs) { const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, 3);
   return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
-async function detail() {
-  const i = await api("/v1/incidents/" + selected); $("detail").hidden = false;
+async function detail(run) {
+  const i = await api("/v1/incidents/" + selected);
+  if (run !== undefined && run !== generation) return;  // a newer refresh paints it
+  $("detail").hidden = false;
   $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
-    + (i.flagged ? " · FLAGGED" : "");
+    + (i.flagged ? " · FLAGGED" : "")  // what the reporting system flagged: weapon, injury, ...
+    + ((i.flags || []).length ? " · reported: " + i.flags.join(", ") : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
   $("dmeta").textContent = i.incident_id + " · " + (i.system_id || "") + " " + (i.external_ref || "")
     + " · " + place + " · supervised by "
@@ -312,15 +345,16 @@ $("addremark").onclick = async () => { const note = $("remark").value.trim(); if
   try { await api("/v1/incidents/" + selected + "/remarks", {method: "POST", body: JSON.stringify({note})});
     $("remark").value = ""; refresh(); }
   catch (e) { $("err").textContent = e.message; } };
-// A new P1, or an incident newly flagged (no team found, deadlines missed), sounds once and
-// counts in the tab's title, so a dispatcher looking elsewhere is called back to the board.
+// A new P1, or an incident newly flagged (no team found, deadlines missed, a hand-over no
+// station team takes: dispatch flags only what still needs someone), sounds once and counts
+// in the tab's title, so a dispatcher looking elsewhere is called back to the board.
 let alerted = null, audio = null;
 function alarm(incidents) {
-  const open = i => !ended(i.status);
-  const now = incidents.filter(i => open(i) && (i.flagged || i.priority === "P1"));
+  const unique = [...new Map(incidents.map(i => [i.incident_id, i])).values()];
+  const now = unique.filter(i => i.flagged || (i.priority === "P1" && !ended(i.status)));
   const fresh = alerted === null ? [] : now.filter(i => !alerted.has(i.incident_id + i.flagged));
   alerted = new Set(now.map(i => i.incident_id + i.flagged));
-  const flagged = incidents.filter(i => open(i) && i.flagged).length;
+  const flagged = now.filter(i => i.flagged).length;
   document.title = (flagged ? "(" + flagged + ") " : "") + "Lianfang · command room";
   if (fresh.length && $("sound").checked) beep();
 }
@@ -362,7 +396,7 @@ $("mine").onchange = newest;
 $("ref").onchange = newest;
 $("status").onchange = newest;
 $("problem").onchange = newest;
-setInterval(refresh, 3000); refresh();
+setInterval(() => { if (!refreshing) refresh(); }, 3000); refresh();
 </script></body></html>
 """
 
