@@ -50,11 +50,13 @@ class Policy(BaseModel):
     rank_step_s: float = 180
     search_radius_km: float = 10
     fix_max_age_s: int = 600
-    raise_to_p1_flags: tuple[str, ...] = ()
-    bar_volunteers_flags: tuple[str, ...] = ()
+    # DESIGN's defaults, as every other field's: a deployment's file that leaves the flags
+    # out must not stop weapons barring volunteers (an empty list, written, does).
+    raise_to_p1_flags: tuple[str, ...] = ("weapon", "injury", "in_progress")
+    bar_volunteers_flags: tuple[str, ...] = ("weapon",)
     p1_min_units: int = 2
     handover_filing_h: float = 24
-    followup_days: dict[str, float] = {}
+    followup_days: dict[str, float] = {"dispute": 7}
     # A follow-up that finds the agreement not holding orders another, up to this many
     # visits; then the command room is told (the incident is flagged).
     followup_max_visits: int = Field(default=5, ge=1)
@@ -62,6 +64,24 @@ class Policy(BaseModel):
     duplicate_window_s: int = 600
     flag_after_misses: int = 2
     categories: dict[str, CategoryRule]
+
+    @field_validator("deadlines_s")
+    @classmethod
+    def _every_priority(cls, value: dict[Priority, int]) -> dict[Priority, int]:
+        # A priority without one fails every order of it (the incident is dead-lettered).
+        missing = [p for p in ("P1", "P2", "P3", "P4") if p not in value]
+        if missing:
+            raise ValueError(f"an acknowledge deadline is needed for {', '.join(missing)}")
+        if any(seconds <= 0 for seconds in value.values()):
+            raise ValueError("deadlines are seconds after the order, more than 0")
+        return value
+
+    @field_validator("speeds_kmh")
+    @classmethod
+    def _positive_speeds(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(speed <= 0 for speed in value.values()):
+            raise ValueError("speeds are km/h, more than 0")
+        return value
 
     @field_validator("categories")
     @classmethod

@@ -123,6 +123,8 @@ def _free_and_placed(unit: Unit, incident: IncidentFacts, policy: Policy, now: d
     team sent needs, whatever the category."""
     if need_available and (unit.status != "available" or not unit.on_shift):
         return False
+    if unit.district != incident.district:  # only the command room's assign reaches out
+        return False
     if unit.team_id in incident.excluded:
         return False
     if unit.lat is None or unit.lon is None or unit.fix_at is None:
@@ -230,6 +232,7 @@ class CandidateQuery:
 
     def for_script(self) -> dict[str, object]:
         return {
+            "district": self.district,
             "entries": [{"kind": k, "role": r, "group": g}
                         for (k, r), g in zip(self.entries, self.grouped, strict=True)],
             "escort": self.escort,

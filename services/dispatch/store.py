@@ -68,6 +68,13 @@ end
 _UNIT_STATUS = _FREE + """
 local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
 if tonumber(ARGV[1]) < at then return {0, 0} end
+-- A team now of another district (removed from one roster, imported into the next under
+-- its id) leaves the old district's lists and map: its dispatchers no longer see it.
+local was = redis.call('HGET', KEYS[1], 'district')
+if was and was ~= ARGV[5] then
+  redis.call('SREM', 'dispatch:units:' .. was, ARGV[3])
+  redis.call('ZREM', 'dispatch:geo:' .. was, ARGV[3])
+end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[4])
@@ -109,7 +116,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     applied, retry = await run_script(
         redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
                               _geo_key(district), _waiting_key(district), _modes_key(district)],
-        [repr(at.timestamp()), ascii_json(flat), fields["team_id"], fields["mode"]])
+        [repr(at.timestamp()), ascii_json(flat), fields["team_id"], fields["mode"], district])
     return bool(applied), bool(retry)
 
 
@@ -214,6 +221,11 @@ local function offer(g, row)
   if #list > keep then list[#list] = nil end
   changed = true
 end
+-- The radius is the domain's (domain.distance_m, on 6,371,000 m): Redis measures a
+-- GEOSEARCH on 6,372,797.56 m (~0.028 % longer) from geohash-rounded places, so BYRADIUS
+-- 10 km missed a team the domain puts at 9,999 m. The rings reach a little farther and
+-- each team is judged on the domain's distance.
+local reach_m = tonumber(ARGV[3]) * 1000
 -- The worst score any group would still take (infinite while a group is not full).
 local ceiling = math.huge
 local function recompute_ceiling()
@@ -235,9 +247,12 @@ local function consider(id)
   if not q.excluded[id] and redis.call('EXISTS', 'dispatch:claim:' .. id) == 0 then
     local u = redis.call('HMGET', 'dispatch:unit:' .. id, 'status', 'on_shift', 'agency_kind',
                          'agency_role', 'agency_id', 'mode', 'skills', 'fix_ts', 'lat', 'lon',
-                         'home_zone_id')
+                         'home_zone_id', 'district')
+    -- The team's district now (a team removed and imported again elsewhere under its id
+    -- leaves its old place in this district's GEO index): only the command room's
+    -- assignment reaches outside the incident's district.
     if u[1] == 'available' and u[2] == '1' and u[8] and u[9] and u[10]
-       and tonumber(u[8]) >= q.min_fix_ts then
+       and u[12] == q.district and tonumber(u[8]) >= q.min_fix_ts then
       local kind = u[3]
       local role = (u[4] and u[4] ~= '') and u[4] or 'station'
       local rank = nil
@@ -260,9 +275,10 @@ local function consider(id)
         for _, skill in ipairs(cjson.decode(u[7] or '[]')) do have[skill] = true end
         for _, skill in ipairs(q.skills) do if not have[skill] then ok = false end end
       end
-      if ok or escorting then
+      local d = (ok or escorting) and distance(tonumber(u[9]), tonumber(u[10]))
+      if d and d <= reach_m then
         local speed = q.speeds[u[6]] or q.default_speed
-        local eta = distance(tonumber(u[9]), tonumber(u[10])) * q.road_factor / speed
+        local eta = d * q.road_factor / speed
         local away = (q.zone_id ~= '' and u[11] == q.zone_id) and 0 or 1
         if escorting then offer(escort, score_row(id, eta, rank or #entries, away)) end
         if ok then
@@ -287,7 +303,7 @@ end
 -- every group holds `keep` teams that beat the best any farther team could do (its
 -- distance at the fastest speed), the rest cannot change the outcome. A wider ring skips
 -- the teams already read.
-local read, radius, max_radius = {}, 1.0, tonumber(ARGV[3])
+local read, radius, max_radius = {}, 1.0, tonumber(ARGV[3]) * 1.001 + 0.001
 local function beyond(km)  -- no team this far or farther can enter any group
   return (km * 999 - 1) * q.road_factor / fastest > ceiling + 0.001
 end
