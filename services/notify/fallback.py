@@ -3,7 +3,10 @@
 Timers live in the `notify:fallback` sorted set, claimed with a lease, so every replica
 may run this loop, each timer fires on one of them, and a restart loses none. Each step is
 due early enough that the whole chain goes out before the order's acknowledge-by deadline
-(domain.fallback). Every attempt and its outcome is recorded with the order.
+(domain.fallback). A message that failed for a passing reason (a gateway down or
+throttling, no answer) to a device no later channel reaches is tried again, by a timer of
+its own, while the order can still be answered. Every attempt and its outcome is recorded
+with the order.
 """
 
 from __future__ import annotations
@@ -19,13 +22,20 @@ from redis.asyncio import Redis
 from shared.telemetry import extract_context
 
 from . import store
-from .channels import Channel
+from .channels import Channel, Outcome
 from .config import Settings
-from .domain.fallback import wait_before_step
+from .domain.fallback import retry_wait, wait_before_step
 from .service import Orders
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
+
+
+# Orders whose step one replica sends at once: a gateway that stops answering holds each
+# message up to CHANNEL_TIMEOUT_S, and one order's wait must not be every other order's.
+MAX_FIRING = 50
+# A sender's mark outlives its send by this much (its outcome is written after it).
+MARK_MARGIN_S = 2.0
 
 
 class FallbackTimers:
@@ -35,48 +45,80 @@ class FallbackTimers:
         self._orders = orders
         self._chain = tuple(chain)
         self._settings = settings
+        self._firing: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("fallback tick failed")
-            await asyncio.sleep(self._settings.fallback_poll_s)
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("fallback tick failed")
+                await asyncio.sleep(self._settings.fallback_poll_s)
+        finally:
+            firing = list(self._firing)
+            for task in firing:
+                task.cancel()
+            if firing:
+                await asyncio.wait(firing, timeout=5)
 
     async def tick(self) -> None:
+        """Claims the due timers (as many as there is room for) and fires each in a task of
+        its own: a step waiting on a slow or hanging service holds up no other order's."""
+        room = MAX_FIRING - len(self._firing)
+        if room <= 0:
+            return
         due, leased_until = await store.claim_due_fallbacks(
-            self._redis, lease_s=self._settings.fallback_lease_s)
-        for order_id in due:
-            await self.fire(order_id, leased_until)
+            self._redis, lease_s=self._settings.fallback_lease_s, limit=room)
+        for timer in due:
+            task = asyncio.create_task(self._fire(timer, leased_until),
+                                       name=f"fallback {timer}")
+            self._firing.add(task)
+            task.add_done_callback(self._firing.discard)
 
-    async def _may_send(self, order_id: str, leased_until: float | None) -> bool:
+    async def _fire(self, timer: str, leased_until: float) -> None:
+        try:
+            await self.fire(timer, leased_until)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # its lease runs out and the timer comes due again
+            log.exception("fallback timer %s failed", timer)
+
+    async def _may_send(self, timer: str, order_id: str, leased_until: float | None) -> bool:
         """Before each message: the timer still ours, the order still unconfirmed (a
         receipt or the order's end may have come while the others were sent)."""
         if leased_until is not None and not await store.holds_fallback(
-                self._redis, order_id, leased_until):
+                self._redis, timer, leased_until):
             return False
         record = await store.get_order(self._redis, order_id)
         return record is not None and record.needs_fallback
 
-    async def fire(self, order_id: str, leased_until: float | None = None) -> None:
-        """One step of the order's fallback chain to every device its channel reaches.
+    async def fire(self, timer: str, leased_until: float | None = None) -> None:
+        """One step of the order's fallback chain to every device its channel reaches, or
+        (a retry timer, store.retry_timer) that step again for its failed messages.
         `leased_until`: the lease this replica holds (None: fire regardless)."""
+        order_id, retrying = store.timer_order(timer)
         if leased_until is not None and not await store.holds_fallback(
-                self._redis, order_id, leased_until):
+                self._redis, timer, leased_until):
             return  # claimed again by another replica (this lease ran out), or moved on
         record = await store.get_order(self._redis, order_id)
         if record is None or record.order is None or not record.needs_fallback:
-            await store.cancel_fallback(self._redis, order_id)
+            await store.cancel_fallback(self._redis, timer)
             return
-        step = record.fallback_step
+        step = record.fallback_step if retrying is None else retrying
         if step >= len(self._chain):
-            await store.cancel_fallback(self._redis, order_id)
+            await store.cancel_fallback(self._redis, timer)
             return
         channel = self._chain[step]
+        later = self._chain[step + 1:]
+        ack_by = record.order.ack_by.timestamp() if record.order.ack_by else None
         ttl = self._settings.order_ttl_s
+        budget = self._settings.channel_timeout_s
+        # When to try again what did not go through to a device no later channel reaches
+        # (a phone with Web Push only; every phone, on the chain's last channel).
+        again_at: float | None = None
         with tracer.start_as_current_span(
             f"fallback {channel.name}",
             context=extract_context(record.trace),
@@ -85,47 +127,93 @@ class FallbackTimers:
         ):
             devices = [d for d in await store.team_devices(self._redis, record.team_id)
                        if channel.reaches(d)]
-            if not devices:
+            if not devices and retrying is None:
                 await store.record_attempt(self._redis, order_id, channel=channel.name,
                                            outcome="no_recipient", ttl_s=ttl)
             reached = False  # whether a message of this step went out to anybody
-            for device in devices:
-                if not await self._may_send(order_id, leased_until):
+            for listed in devices:
+                if not await self._may_send(timer, order_id, leased_until):
                     log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
                              order_id, channel.name)
                     return
-                if not await store.first_fallback_send(self._redis, order_id, step=step,
-                                                       device_id=device.device_id, ttl_s=ttl):
-                    reached = True  # sent by a replica whose lease ran out meanwhile
+                # Read again: the device may have been revoked (a lost phone), moved to
+                # another team, or given a new number while the others were sent.
+                device = await store.get_device(self._redis, listed.device_id)
+                if (device is None or device.team_id != record.team_id
+                        or not channel.reaches(device)):
                     continue
-                try:
-                    outcome = await channel.send(record.order, device)
-                    status, detail = outcome.status, outcome.detail
-                except Exception as exc:  # one broken device must not stop the others
-                    status, detail = "failed", type(exc).__name__
-                reached = reached or status == "sent"
+                alone = not any(c.reaches(device) for c in later)
+                now = time.time()
+                mark = await store.begin_fallback_send(
+                    self._redis, order_id, step=step, device_id=device.device_id, now=now,
+                    till=now + budget + MARK_MARGIN_S, ttl_s=ttl)
+                if mark.state == "busy":  # another replica is sending it (its lease ran out)
+                    reached = True
+                    if alone and mark.till is not None:
+                        again_at = min(again_at or mark.till, mark.till)
+                    continue
+                if mark.state != "go":
+                    reached = reached or mark.state == "sent"
+                    continue
+                outcome = await self._send(channel, record, device)
+                wait = None
+                if alone and outcome.status == "failed" and outcome.retry:
+                    wait = retry_wait(now=time.time(), ack_by=ack_by, tries=mark.tries,
+                                      after_s=self._settings.fallback_after_s,
+                                      retry_after_s=outcome.retry_after_s)
+                if wait is not None:
+                    at = time.time() + wait  # the strictest Retry-After holds for all
+                    again_at = max(again_at or at, at)
+                await store.end_fallback_send(
+                    self._redis, order_id, step=step, device_id=device.device_id,
+                    tries=mark.tries, state=("sent" if outcome.status == "sent" else
+                                             "failed" if wait is not None else "done"))
+                reached = reached or outcome.status == "sent"
                 await store.record_attempt(
-                    self._redis, order_id, channel=channel.name, outcome=status,
-                    device_id=device.device_id, member_id=device.member_id, detail=detail,
-                    ttl_s=ttl,
+                    self._redis, order_id, channel=channel.name, outcome=outcome.status,
+                    device_id=device.device_id, member_id=device.member_id,
+                    detail=outcome.detail, ttl_s=ttl,
                 )
-                if status == "gone":
-                    await store.set_device_channel(self._redis, device.device_id,
-                                                   field=channel.contact_field, value=None)
+                if outcome.status == "gone":
+                    await store.forget_dead_channel(
+                        self._redis, device.device_id, field=channel.contact_field,
+                        sent_to=getattr(device, channel.contact_field, None))
             log.info("order %s: fallback %s tried %d device(s)", order_id, channel.name,
                      len(devices))
+        # Read again: an amendment (a more urgent incident) may have brought the deadline
+        # forward while this step was sent; what follows must fit it.
+        again = await store.get_order(self._redis, order_id)
+        ack_by = min((r.order.ack_by.timestamp() for r in (record, again)
+                      if r is not None and r.order is not None
+                      and r.order.ack_by is not None), default=None)
+        if again_at is not None and ack_by is not None and again_at >= ack_by:
+            again_at = None  # the order is withdrawn by then
+        if retrying is not None:
+            if again_at is None:
+                await store.cancel_fallback(self._redis, timer)
+            else:
+                await store.schedule_retry(self._redis, order_id, step=step, due_at=again_at)
+            return
+        if again_at is not None:
+            await store.schedule_retry(self._redis, order_id, step=step, due_at=again_at)
         steps_left = len(self._chain) - (step + 1)
         due_at = None
         if steps_left > 0:
-            # Read again: an amendment (a more urgent incident) may have brought the
-            # deadline forward while this step was sent; the next step must fit it.
-            again = await store.get_order(self._redis, order_id)
-            ack_by = min((r.order.ack_by for r in (record, again)
-                          if r is not None and r.order is not None
-                          and r.order.ack_by is not None), default=None)
             now = time.time()
             due_at = now + wait_before_step(
-                now=now, ack_by=ack_by.timestamp() if ack_by else None,
-                after_s=self._settings.fallback_after_s, steps_left=steps_left,
-                reached=reached)
+                now=now, ack_by=ack_by, after_s=self._settings.fallback_after_s,
+                steps_left=steps_left, reached=reached)
         await store.next_fallback(self._redis, order_id, step=step, due_at=due_at)
+
+    async def _send(self, channel: Channel, record: store.OrderRecord,
+                    device: store.DeviceRecord) -> Outcome:
+        """One message, within CHANNEL_TIMEOUT_S in all (httpx's timeout is per read or
+        write: a service that trickles its answer would hold the step for ever)."""
+        assert record.order is not None
+        try:
+            async with asyncio.timeout(self._settings.channel_timeout_s):
+                return await channel.send(record.order, device)
+        except TimeoutError:
+            return Outcome("failed", "Timeout", retry=True)
+        except Exception as exc:  # one broken device must not stop the others
+            return Outcome("failed", type(exc).__name__)

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from shared import streams
 from shared.bus import XADD_LUA, entry_to_write, maxlen_arg
@@ -609,16 +609,121 @@ async def holds_fallback(redis: Redis, order_id: str, leased_until: float) -> bo
     return score is not None and abs(score - leased_until) < 1e-3
 
 
-async def first_fallback_send(redis: Redis, order_id: str, *, step: int, device_id: str,
-                              ttl_s: int) -> bool:
-    """Marks the order's fallback `step` as sent to the device: False if it was already
-    (another replica whose lease ran out while it sent): each message goes out once."""
-    key = f"{_order(order_id)}:fallback_sent"
+@dataclass(frozen=True, slots=True)
+class SendMark:
+    """Where one message of a fallback step (one device) stands, as a replica begins it."""
+
+    state: str  # go: send it now (try `tries`); sent; done (not to be tried again);
+    #             busy: another replica is sending it until `till`
+    tries: int = 0
+    till: float | None = None
+
+
+# One field per step and device in `notify:order:{id}:fallback_sent`: `sending` (with the
+# time its sender must be done by and the try), then `sent`, `failed` (to be tried again) or
+# `done`. A mark is taken before the message goes, so two replicas never send it at once;
+# a `sending` mark past its time is a sender that died (a kill, a restart) with the message
+# maybe sent: it is sent again, with the same reference for the gateway to deduplicate on,
+# rather than lost. A mark from before the states (`1`) counts as sent.
+_BEGIN_SEND = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local tries = 0
+if raw then
+  local ok, mark = pcall(cjson.decode, raw)
+  if not ok or type(mark) ~= 'table' or mark.state == 'sent' then return {'sent'} end
+  if mark.state == 'sending' then
+    if (tonumber(mark.till) or 0) > tonumber(ARGV[2]) then return {'busy', tostring(mark.till)} end
+  elseif mark.state ~= 'failed' then return {'done'} end
+  tries = tonumber(mark.tries) or 0
+end
+tries = tries + 1
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({state = 'sending', till = ARGV[3], tries = tries}))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {'go', tostring(tries)}
+"""
+
+_END_SEND = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local ok, mark = pcall(cjson.decode, raw)
+if not ok or type(mark) ~= 'table' or mark.state ~= 'sending'
+   or tonumber(mark.tries) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({state = ARGV[2], tries = tonumber(ARGV[3])}))
+return 1
+"""
+
+
+def _sent_marks(order_id: str) -> str:
+    return f"{_order(order_id)}:fallback_sent"
+
+
+async def begin_fallback_send(redis: Redis, order_id: str, *, step: int, device_id: str,
+                              now: float, till: float, ttl_s: int) -> SendMark:
+    """Marks the order's fallback `step` as being sent to the device until `till` (by when
+    this sender has its answer or gave up), unless it was sent, given up, or is being sent
+    by another replica (one whose lease ran out while it sent): each message goes out once,
+    and one whose sender died goes out again, not never."""
+    reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id)],
+                             [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s)])
+    state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+    value = reply[1].decode() if len(reply) > 1 and isinstance(reply[1], bytes) else (
+        reply[1] if len(reply) > 1 else None)
+    if state == "go":
+        return SendMark("go", tries=int(value or 1))
+    if state == "busy":
+        return SendMark("busy", till=float(value or 0))
+    return SendMark(state)
+
+
+async def end_fallback_send(redis: Redis, order_id: str, *, step: int, device_id: str,
+                            tries: int, state: str) -> None:
+    """What came of try `tries` of the message: `sent`, `failed` (to be tried again) or
+    `done` (not again: refused as wrong, the address gone). Nothing if another replica took
+    the message over meanwhile (this sender was past its time)."""
+    await run_script(redis, _END_SEND, [_sent_marks(order_id)],
+                     [f"{step}:{device_id}", state, str(tries)])
+
+
+def retry_timer(order_id: str, step: int) -> str:
+    """The timer that tries `step`'s failed messages again, beside the chain's own (an order
+    id never holds `#`): the chain goes on to its next channel meanwhile. A receipt or the
+    order's end leaves it in place; it finds the order needs no fallback and goes."""
+    return f"{order_id}#{step}"
+
+
+def timer_order(timer: str) -> tuple[str, int | None]:
+    """A fallback timer's order, and the step it retries (None: the chain's own timer)."""
+    order_id, sep, step = timer.partition("#")
+    return order_id, int(step) if sep and step.isdigit() else None
+
+
+async def schedule_retry(redis: Redis, order_id: str, *, step: int, due_at: float) -> None:
+    await redis.zadd(FALLBACK, {retry_timer(order_id, step): due_at})
+
+
+async def forget_dead_channel(redis: Redis, device_id: str, *, field: str,
+                              sent_to: Any) -> bool:
+    """Removes the device's channel a service said is dead (a push subscription's 410), only
+    if it is still the one the message went to: the browser may have renewed it meanwhile,
+    and the new one must stay. True if removed."""
+    key = _device(device_id)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hsetnx(key, f"{step}:{device_id}", "1")
-        pipe.expire(key, ttl_s)
-        first, _ = await pipe.execute()
-    return bool(first)
+        while True:
+            try:
+                await pipe.watch(key)
+                raw = await pipe.hget(key, field)
+                if raw is None:
+                    return False
+                text = raw.decode() if isinstance(raw, bytes) else raw
+                current: Any = json.loads(text) if field == "webpush" else text
+                if current != sent_to:
+                    return False
+                pipe.multi()
+                pipe.hdel(key, field)
+                await pipe.execute()
+                return True
+            except WatchError:
+                continue
 
 
 _NEXT_FALLBACK = """

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Literal, Protocol
+
+import httpx
 
 from shared.events import OrderIssued
 
@@ -16,6 +20,10 @@ OutcomeStatus = Literal["sent", "failed", "gone"]
 class Outcome:
     status: OutcomeStatus  # gone: the device's address for this channel is dead; forget it
     detail: str | None = None
+    # failed for a passing reason (the service down, throttling, no answer in time): the
+    # same message may go through later; `retry_after_s`: what the service asked us to wait
+    retry: bool = False
+    retry_after_s: float | None = None
 
 
 class Channel(Protocol):
@@ -28,3 +36,39 @@ class Channel(Protocol):
         ...
 
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome: ...
+
+
+# Answers that say "not now" rather than "not this": worth the same request later.
+_PASSING = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def unreached(exc: httpx.HTTPError) -> Outcome:
+    """No answer (refused, reset, timed out): maybe taken, maybe not; worth trying again.
+    Only the exception's type is kept: its text may name the URL (a push subscription's
+    credential, a gateway's key in its query)."""
+    return Outcome("failed", type(exc).__name__, retry=True)
+
+
+def refused(response: httpx.Response) -> Outcome:
+    """A non-success answer: failed, and whether the same request may succeed later."""
+    code = response.status_code
+    if code not in _PASSING:
+        return Outcome("failed", f"HTTP {code}")
+    return Outcome("failed", f"HTTP {code}", retry=True,
+                   retry_after_s=retry_after(response.headers.get("retry-after")))
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After in seconds, given as seconds or as an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at.tzinfo is None:
+        return None
+    return max(0.0, at.timestamp() - (time.time() if now is None else now))

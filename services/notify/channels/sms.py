@@ -10,7 +10,7 @@ from shared.events import OrderIssued
 
 from ..domain.orders import sms_text
 from ..store import DeviceRecord
-from . import Outcome
+from . import Outcome, refused, unreached
 
 
 class SmsChannel:
@@ -29,19 +29,23 @@ class SmsChannel:
         return device.phone is not None
 
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
+        # The gateway may deduplicate on this: one message per order and device. The same
+        # on every try, so a message sent again after an answer that never came (the
+        # gateway may have taken it) reaches the phone once.
+        reference = f"{order.order_id}:{device.device_id}"
         body = {
             "to": device.phone,
             "text": sms_text(order, tz=self._tz),
             "order_id": order.order_id,
             "priority": order.priority,
-            # The gateway may deduplicate on this: one message per order and device.
-            "reference": f"{order.order_id}:{device.device_id}",
+            "reference": reference,
         }
         try:
-            response = await self._client.post(self._url, json=body, headers=self._headers,
-                                               timeout=self._timeout)
+            response = await self._client.post(
+                self._url, json=body, headers={**self._headers, "Idempotency-Key": reference},
+                timeout=self._timeout)
         except httpx.HTTPError as exc:
-            return Outcome("failed", type(exc).__name__)
+            return unreached(exc)
         if 200 <= response.status_code < 300:
             return Outcome("sent", f"HTTP {response.status_code}")
-        return Outcome("failed", f"HTTP {response.status_code}")
+        return refused(response)

@@ -19,7 +19,7 @@ from shared.events import OrderIssued
 
 from ..domain.orders import push_payload
 from ..store import DeviceRecord
-from . import Outcome
+from . import Outcome, refused, unreached
 from .subscription import Subscription, SubscriptionKeys, b64url_decode, endpoint_problem
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class WebPushChannel:
             response = await self._client.post(url, headers=headers, content=body,
                                                timeout=self._timeout)
         except httpx.HTTPError as exc:
-            return Outcome("failed", type(exc).__name__)
+            return unreached(exc)
         return _outcome(response)
 
 
@@ -111,5 +111,5 @@ def _outcome(response: httpx.Response) -> Outcome:
         return Outcome("sent", detail)
     if response.status_code in (404, 410):
         return Outcome("gone", detail)
-    return Outcome("failed", detail)
+    return refused(response)  # 429 and 5xx: worth again; 400, 413: never
 

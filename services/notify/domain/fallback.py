@@ -24,3 +24,28 @@ def wait_before_step(*, now: float, ack_by: float | None, after_s: float, steps_
         return max(0.0, after_s)
     left = max(0.0, ack_by - now)
     return max(0.0, min(after_s, left / (max(steps_left, 1) + 1)))
+
+
+# How often one message of the chain's last step is tried at most (the first try
+# included): waits of 1, 2, 4, 8, 16, then 30 s (FALLBACK_AFTER_S as shipped) cover a
+# gateway down for three and a half minutes; an order's deadline mostly ends them sooner.
+MAX_TRIES = 12
+
+
+def retry_wait(*, now: float, ack_by: float | None, tries: int, after_s: float,
+               retry_after_s: float | None = None, max_tries: int = MAX_TRIES) -> float | None:
+    """Seconds until a message that failed for a passing reason (the service down or
+    throttling, no answer in time) is tried again; None: not again.
+
+    `tries`: how often it was tried so far. Waits 1, 2, 4 ... s, never longer than
+    `after_s` (FALLBACK_AFTER_S), but at least what the service asked for (`retry_after_s`,
+    its Retry-After). Not again after `max_tries`, nor when the try would come at or after
+    the order's `ack_by` (dispatch withdraws the order then)."""
+    if tries >= max_tries:
+        return None
+    wait = min(max(after_s, 0.0), 2.0 ** max(tries - 1, 0))
+    if retry_after_s is not None:
+        wait = max(wait, retry_after_s)
+    if ack_by is not None and now + wait >= ack_by:
+        return None
+    return wait
