@@ -58,6 +58,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             step = status.on_order_responded(
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
                 incident_id=event.incident_id, response=event.response, at=event.occurred_at,
+                member_id=event.member_id,
             )
             ledger: list[points.LedgerEntry] = []
             if step.finished == "resolved" and step.record is not None:

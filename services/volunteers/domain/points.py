@@ -5,7 +5,9 @@ report; only members of volunteer teams earn points, and only those on the shift
 penalties ("rules for rewards and penalties", DOMAIN.md): 2 off for an order nobody on the
 shift answered before its deadline; and the coordinator's own rewards and penalties, each
 with its reason (`adjustment`).
-- A resolved order: each member checked in to the resolving volunteer team's shift gets 10.
+- A resolved order: each member checked in to the resolving volunteer team's shift gets 10;
+  a team with nobody on its shift (called in off duty by the command room), each member
+  who answered the order (domain.status keeps them on the order's record).
 - A confirmed hazard report (an order of category hazard_report resolved by a volunteer
   team): each of those members gets 3 more.
 - Patrol: at shift end, each member gets 5 points per hour from their own check-in, counted

@@ -218,8 +218,12 @@ class OrderRecord(BaseModel):
     open: bool = True
     final: str | None = Field(default=None, description="resolved, handover, declined, withdrawn")
     members: tuple[str, ...] | None = Field(
-        default=None, description="who was on the team's shift when it resolved the order: "
-        "whom the incident's closing pays for a confirmed hazard report")
+        default=None, description="who was on the team's shift when it resolved the order "
+        "(else those who answered it: a team called in off duty): whom its resolution and "
+        "the incident's closing pay")
+    answered_by: tuple[str, ...] = Field(
+        default=(), description="the members whose devices answered the order, in order: "
+        "paid for its resolution when nobody was on the team's shift")
 
     @property
     def claims(self) -> bool:
@@ -265,11 +269,15 @@ def on_order_issued(
 def on_order_responded(
     state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
     incident_id: str, response: Response, at: datetime | None = None,
+    member_id: str | None = None,
 ) -> OrderStep:
-    """`at`: when the team answered; a resolution's record keeps who was on the shift then."""
+    """`at`: when the team answered; a resolution's record keeps who was on the shift then.
+    `member_id`: whose device answered (the record keeps them: see `_finish`)."""
     if _foreign(record, team_id) or (record is not None and not record.open):
         return OrderStep(state, record)
     record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
+    if member_id and member_id not in record.answered_by:
+        record = record.model_copy(update={"answered_by": (*record.answered_by, member_id)})
     if response in FINAL_RESPONSES:
         return _finish(state, record, order_id=order_id, final=response, at=at)
     if not record.claims:
@@ -309,7 +317,11 @@ def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str,
     settled = _release(state, order_id)
     closed = record.model_copy(update={"open": False, "final": final})
     if final == "resolved":
-        closed = closed.model_copy(update={"members": on_shift_at(state, at)})
+        # Those on the shift when the team answered; with nobody on it (the command room
+        # called the team in off duty: its order stands, DESIGN), those who answered the
+        # order went and did it, and earn what a resolution earns.
+        members = on_shift_at(state, at) or tuple(sorted(record.answered_by))
+        closed = closed.model_copy(update={"members": members})
     return OrderStep(settled, closed, finished=final)
 
 
