@@ -713,8 +713,10 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
             unfiled += len(records.unfiled_filings(inc, orders, now))
         if inc.get("followup_order") or inc.get("followup_visits"):
             followed += 1
-            visits += int(inc.get("followup_visits") or 1)
-            holding += inc["status"] == "resolved"
+            # visits made (answered), not one only scheduled; holding: the last visit found
+            # the agreement holding (the incident is resolved since its filing either way)
+            visits += int(inc.get("followup_visits_made") or 0)
+            holding += inc.get("followup_held") == "1"
 
     def seconds(values: list[float]) -> dict[str, float | None]:
         return {"p50": domain.percentile(values, 0.5), "p90": domain.percentile(values, 0.9),
@@ -738,7 +740,8 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         # station still owes (what ?problem=filing_overdue lists)
         "filings_overdue": overdue, "filings_overdue_unfiled": unfiled,
         # mediated disputes revisited until the agreement holds (DOMAIN.md: 99.6 % in one
-        # station): incidents with a follow-up, visits ordered, and those resolved since
+        # station): incidents with a follow-up, visits made, and those whose last visit
+        # found the agreement holding
         "followups": {"incidents": followed, "visits": visits, "agreements_holding": holding},
     }
 

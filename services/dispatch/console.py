@@ -111,7 +111,8 @@ async function api(path, opts = {}) {
   const r = await fetch(path, {...opts, headers: {"Authorization": "Bearer " + $("token").value,
     "Content-Type": "application/json"},
     // a request that never ends would hold back every refresh (older browsers: none)
-    signal: typeof AbortSignal !== "undefined" && AbortSignal.timeout ? AbortSignal.timeout(15000) : undefined});
+    signal: typeof AbortSignal !== "undefined" && AbortSignal.timeout
+      ? AbortSignal.timeout(15000) : undefined});
   const body = r.status === 204 ? {} : await r.json();
   if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
   return body;

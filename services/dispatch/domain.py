@@ -363,6 +363,14 @@ def short_of_units(incident: IncidentFacts, policy: Policy, already: Sequence[st
     return incident.priority == "P1" and all(_sent(a)[0] == "volunteer" for a in already)
 
 
+def volunteers_alone_on_p1(priority: str, already: Sequence[str]) -> bool:
+    """A P1 whose live orders all went to volunteers (`already`: each `kind` or `kind:role`):
+    DESIGN's "volunteers are never the only responders to a P1" is broken for now (no police
+    or security team was free to escort), which the command room must see."""
+    return priority == "P1" and bool(already) and all(
+        _sent(a)[0] == "volunteer" for a in already)
+
+
 def incident_status(order_states: Sequence[str], *, current: str) -> str:
     """The status an incident takes from its orders' states."""
     live = [s for s in order_states if s in _ORDER_PROGRESS]

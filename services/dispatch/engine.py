@@ -301,10 +301,18 @@ class Dispatcher:
                 live = [o["state"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
                 status = domain.incident_status(live, current=status) if live else "unassigned"
         misses = int(inc.get("misses") or 0)
+        # Volunteers sent to a P1 with no police or security team free to escort them: the
+        # command room is told (the escort joins when one comes free, and the flag goes);
+        # not when it sent them by hand itself.
+        claiming = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
+                    and o.get("kind") in CLAIMING_KINDS]
+        unescorted = (not any(o.get("kind") == "manual" for o in claiming)
+                      and domain.volunteers_alone_on_p1(inc["priority"],
+                                                        [_sent_as(o) for o in claiming]))
         # An incident done with (resolved, closed, a linked report) needs nobody: not
         # flagged however many deadlines it missed; a hand-over still may (no station team).
         flagged = status not in DONE and (
-            status == "unassigned" or misses >= self.policy.flag_after_misses)
+            status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted)
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         entry = entry.model_copy(update={"status": status}) if entry.kind == "status" else entry
@@ -867,6 +875,11 @@ class Dispatcher:
                 store.queue_incident_fields(pipe, incident_id, {"first_ack_at": now})
             if first_on_scene:
                 store.queue_incident_fields(pipe, incident_id, {"first_on_scene_at": now})
+            if order.get("kind") == "followup" and new_state in ("resolved", "handover"):
+                # the last visit's verdict (the KPIs' agreements holding) and visits made
+                store.queue_incident_fields(pipe, incident_id, {
+                    "followup_held": "1" if new_state == "resolved" else "0",
+                    "followup_visits_made": order.get("visit") or "1"})
 
         if not ends:
             return await self._emit(incident_id, entry, state=state, also=move, end=end)

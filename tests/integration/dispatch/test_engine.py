@@ -10,6 +10,7 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
@@ -196,6 +197,28 @@ async def test_a_p1_with_a_volunteer_only_gets_its_escort_and_other_volunteers_a
     orders = await orders_once(dispatch, incident_id, 2, "the escort's order")
     assert [o.team_id for o in orders] == ["aunties", "guard"]
     # (the guard's status and its fix may each offer it: one search or two, one order)
+
+
+async def test_volunteers_sent_alone_to_a_p1_flag_it_until_their_escort_joins(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A collapse (medical, P1) that only first-aid volunteers are free for: they go, and the
+    # board's alarm tells the command room that nobody escorts them (it may call a police
+    # unit by radio); once an escort joins, the alarm goes.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8172, lon=108.3665,
+               skills=("first_aid",))
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "medical", priority="P1")
+    await orders_once(dispatch, incident_id, 1, "the volunteers' order")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        key = store.incident_key(incident_id)
+        await poll_until(lambda: client.hget(key, "flagged") == "1",
+                         "the unescorted volunteers flagged to the command room")
+        await team(publisher, "guard", kind="security", lat=22.8180, lon=108.3665)
+        await orders_once(dispatch, incident_id, 2, "the escort's order")
+        await poll_until(lambda: client.hget(key, "flagged") == "0", "the flag gone")
+    finally:
+        client.close()
 
 
 async def test_a_p1_escort_is_police_or_security_even_without_the_categorys_skill(

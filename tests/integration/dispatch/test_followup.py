@@ -109,6 +109,10 @@ async def test_a_visit_that_finds_the_agreement_broken_orders_another_until_it_h
         assert incident_fields(clean_redis, incident_id)["followup_order"] == ""
         assert 6.9 < (followup_due_in_days(clean_redis, incident_id) or 0) <= 7  # dispute: 7 days
         assert len(orders_for(clean_redis, incident_id)) == 2  # no hand-over to the station
+        # one visit made, which found the agreement broken (the case was filed: resolved)
+        async with board(clean_redis) as client:
+            kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
+        assert kpis["followups"] == {"incidents": 1, "visits": 1, "agreements_holding": 0}
 
         # a week later: the station visits again, told what the last visit found
         client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
