@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shared.events import Priority
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
+# DESIGN's acknowledge deadlines: what a deployment's file leaves out of its own.
+DESIGN_DEADLINES_S: dict[str, int] = {"P1": 30, "P2": 60, "P3": 120, "P4": 300}
 AnswerKind = Literal["police", "police:patrol", "police:station", "security", "volunteer", "any"]
 
 
@@ -64,6 +66,15 @@ class Policy(BaseModel):
     duplicate_window_s: int = 600
     flag_after_misses: int = 2
     categories: dict[str, CategoryRule]
+
+    @field_validator("deadlines_s", mode="before")
+    @classmethod
+    def _designs_for_the_rest(cls, value: object) -> object:
+        # A deployment's file that sets the priorities it uses (none of its categories is a
+        # P4) keeps DESIGN's deadline for the others, as it keeps DESIGN's flag rules: a
+        # revision or a flag can still make any priority, and refusing the file stopped
+        # intake and dispatch from starting.
+        return {**DESIGN_DEADLINES_S, **value} if isinstance(value, dict) else value
 
     @field_validator("deadlines_s")
     @classmethod

@@ -183,6 +183,7 @@ class Dispatcher:
         # Timers (by name) waiting for the answers given before them (_answers_behind):
         # since when (monotonic), and up to when answers count.
         self._awaiting_answers: dict[str, tuple[float, datetime]] = {}
+        self._awaiting_swept = time.monotonic()
 
     @contextlib.contextmanager
     def _offering_to(self, team_ids: list[str]) -> Iterator[None]:
@@ -1346,7 +1347,8 @@ class Dispatcher:
             inc = state.incident
             if inc is None or inc["status"] in TERMINAL:
                 return None
-            if await self._answers_behind(f"reinforce:{order_id}", utcnow()):
+            if await self._answers_behind(f"reinforce:{order_id}", order["incident_id"],
+                                          utcnow()):
                 return utcnow() + ANSWERS_WAIT
             await self._backup_for(inc, order_id, state.orders)
         return None
@@ -1378,19 +1380,25 @@ class Dispatcher:
             log.error("unknown timer %s dropped", member)
         return None
 
-    async def _answers_behind(self, timer: str, upto: datetime) -> bool:
-        """Whether answers given up to `upto` (at the timer's first firing here) still wait
-        in order.responded for this service (it was down, or is catching up on a backlog):
-        a timer that judges a team's order before them (its deadline, its check-out, its
-        request for backup) judges on what the team no longer is: a team that answered is
-        timed out (its order withdrawn from the phones while it is on its way, a routing
-        timeout, a volunteer shift's penalty) and another team sent; a team that resolved
-        the incident and went home is replaced, or sent backup. Waited for at most
-        ANSWERS_CATCH_UP per timer (a stuck entry must not hold every timer back)."""
+    async def _answers_behind(self, timer: str, incident_id: str, upto: datetime) -> bool:
+        """Whether answers about the incident given up to `upto` (at the timer's first
+        firing here) still wait in order.responded for this service (it was down, or is
+        catching up on a backlog): a timer that judges a team's order before them (its
+        deadline, its check-out, its request for backup) judges on what the team no longer
+        is: a team that answered is timed out (its order withdrawn from the phones while it
+        is on its way, a routing timeout, a volunteer shift's penalty) and another team
+        sent; a team that resolved the incident and went home is replaced, or sent backup.
+        Only the incident's own answers count (another team's answer stuck in the stream
+        holds no deadline back), waited for at most ANSWERS_CATCH_UP per timer."""
         now = time.monotonic()
-        for waited in [k for k, (t, _) in self._awaiting_answers.items()
-                       if now - t > 2 * ANSWERS_CATCH_UP.total_seconds()]:
-            del self._awaiting_answers[waited]
+        if now - self._awaiting_swept > ANSWERS_CATCH_UP.total_seconds():
+            # Timers cancelled while they waited (an answer made them moot) never come
+            # back: their marks are dropped, once in a while (not at every firing: a
+            # catch-up has thousands waiting).
+            self._awaiting_swept = now
+            for waited in [k for k, (t, _) in self._awaiting_answers.items()
+                           if now - t > 2 * ANSWERS_CATCH_UP.total_seconds()]:
+                del self._awaiting_answers[waited]
         since, upto = self._awaiting_answers.setdefault(timer, (now, upto))
         if now - since > ANSWERS_CATCH_UP.total_seconds():
             log.warning("%s: answers still unhandled after %s; judged without them", timer,
@@ -1398,7 +1406,8 @@ class Dispatcher:
             behind = False
         else:
             behind = await store.unhandled_entries(
-                self.redis, streams.ORDER_RESPONDED.name, group="dispatch", upto=upto)
+                self.redis, streams.ORDER_RESPONDED.name, group="dispatch", upto=upto,
+                concerning=incident_id)
         if not behind:
             self._awaiting_answers.pop(timer, None)
         return behind
@@ -1431,7 +1440,7 @@ class Dispatcher:
                 # order, and notify took answers to it) counts the answers up to then, as
                 # one judged on time does.
                 if due is not None and await self._answers_behind(
-                        f"ack:{order_id}", max(due + ANSWER_IN_FLIGHT, utcnow())):
+                        f"ack:{order_id}", incident_id, max(due + ANSWER_IN_FLIGHT, utcnow())):
                     return utcnow() + ANSWERS_WAIT
             with tracer.start_as_current_span(
                 "acknowledgement deadline missed",
@@ -1697,7 +1706,8 @@ class Dispatcher:
             if inc is None or order is None:
                 return None
             if (order["state"] in domain.LIVE_ORDER_STATES and not order.get("off_shift_at")
-                    and await self._answers_behind(f"offshift:{order_id}", utcnow())):
+                    and await self._answers_behind(f"offshift:{order_id}",
+                                                   inc["incident_id"], utcnow())):
                 return utcnow() + ANSWERS_WAIT
             if order["state"] in ("offered", "withdrawn"):
                 await self._take_back(inc["incident_id"], order_id,
@@ -1976,12 +1986,14 @@ class Dispatcher:
         # priority's deadline from its issue, never a later one than it had, and never one
         # its team cannot meet: at least half the new deadline from now (the phone hears of
         # it now; an offer 40 s old raised to P1 is not timed out on the spot, a routing
-        # timeout and a volunteer shift's penalty it could not avoid).
+        # timeout and a volunteer shift's penalty it could not avoid). An order sent late
+        # counts from when it was sent, as its deadline did (_queue_order_issued).
         now = utcnow()
         window = timedelta(seconds=self.policy.deadlines_s[new_priority])
         sooner = {o["order_id"]: deadline for o in staying
                   if o["state"] == "offered" and o.get("ack_by")
-                  and (deadline := max(datetime.fromisoformat(o["issued_at"]) + window,
+                  and (deadline := max(datetime.fromisoformat(o.get("sent_late_at")
+                                                              or o["issued_at"]) + window,
                                        now + window / 2))
                   < datetime.fromisoformat(o["ack_by"])}
 
@@ -2019,10 +2031,13 @@ class Dispatcher:
             await self._taken_back(state, order, detail="volunteers are not sent to an "
                                    f"incident flagged {', '.join(barring)}: taken off")
         await self._fill(incident_id, state)
-        for order in off:
-            if order.get("kind") == "reinforcement":
-                # The team that asked for it is still there: another backup, as after a
-                # take-back (_fill sends none while the incident has the units it wants).
+        # A volunteer backup the flags took off: the team that asked for it is still there,
+        # another backup, as after a take-back (_fill sends none while the incident has the
+        # units it wants). Also one taken off by this revision's attempt that failed after
+        # (asked again, `off` is empty): each found by its request, never sent twice.
+        for order in state.orders:
+            if (barring and order.get("kind") == "reinforcement"
+                    and order["agency_kind"] == "volunteer" and order["state"] == "withdrawn"):
                 await self._backup_again(state, order)
         return off
 

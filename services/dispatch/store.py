@@ -1051,10 +1051,18 @@ async def postpone_timer(redis: Redis, member: str, at: datetime, leased_until: 
                      [member, repr(leased_until + 0.001), repr(at.timestamp())])
 
 
-async def unhandled_entries(redis: Redis, stream: str, *, group: str, upto: datetime) -> bool:
+# An unhandled entry is read to see whom it concerns, this many at most: more (a backlog)
+# count as unhandled answers of every incident.
+UNHANDLED_READ = 200
+
+
+async def unhandled_entries(redis: Redis, stream: str, *, group: str, upto: datetime,
+                            concerning: str | None = None) -> bool:
     """Whether `group` has not yet finished with some entry of `stream` added up to `upto`:
     one not read yet (after the group's last delivered id), or read and still pending (being
-    handled, or failed and waiting for its reclaimer)."""
+    handled, or failed and waiting for its reclaimer). With `concerning` (an incident's id),
+    only an entry that names it counts: another team's answer stuck in the stream (its
+    incident's lock held, a poison entry waiting for its tries) holds no other deadline."""
     upto_id = str(int(upto.timestamp() * 1000))  # the whole millisecond, every sequence
     try:
         groups = await redis.xinfo_groups(stream)
@@ -1063,13 +1071,28 @@ async def unhandled_entries(redis: Redis, stream: str, *, group: str, upto: date
     info = next((g for g in groups if g["name"] == group), None)
     if info is None:
         return False
-    if int(info["pending"]) and await redis.xpending_range(stream, group, min="-",
-                                                           max=upto_id, count=1):
-        return True
-    return bool(await redis.xrange(stream, min=f"({info['last-delivered-id']}", max=upto_id,
-                                   count=1))
-
-
+    pending_ids: list[str] = []
+    if int(info["pending"]):
+        pending = await redis.xpending_range(stream, group, min="-", max=upto_id,
+                                             count=UNHANDLED_READ + 1)
+        if pending and (concerning is None or len(pending) > UNHANDLED_READ):
+            return True
+        pending_ids = [str(p["message_id"]) for p in pending]
+    # the entries' values as Redis holds them (FastStream's binary envelope is no text)
+    unread = await redis.execute_command(
+        "XRANGE", stream, f"({info['last-delivered-id']}", upto_id, "COUNT",
+        UNHANDLED_READ + 1 if concerning is not None else 1, NEVER_DECODE=True)
+    if concerning is None or len(unread) > UNHANDLED_READ:
+        return bool(unread)
+    entries = list(unread)
+    if pending_ids:
+        async with redis.pipeline(transaction=False) as pipe:
+            for entry_id in pending_ids:
+                pipe.execute_command("XRANGE", stream, entry_id, entry_id, NEVER_DECODE=True)
+            for found in await pipe.execute():
+                entries.extend(found)
+    needle = concerning.encode()
+    return any(needle in value for _, fields in entries for value in (fields or {}).values())
 
 
 def queue_order_first(pipe: Pipeline, order_id: str, name: str, value: str) -> None:

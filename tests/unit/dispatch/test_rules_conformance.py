@@ -61,8 +61,9 @@ def test_flag_rules_left_to_the_defaults_are_designs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("deadlines", [
-    {"P1": 30, "P2": 60, "P3": 120},  # P4 forgotten: every P4 incident would fail
+    # (a priority left out keeps DESIGN's: tests/integration/dispatch/test_review_today.py)
     {"P1": 0, "P2": 60, "P3": 120, "P4": 300},
+    {"P1": 30, "P2": -60},
 ])
 def test_a_policy_without_a_usable_deadline_for_every_priority_is_refused(
         tmp_path: Path, deadlines: dict[str, int]) -> None:
