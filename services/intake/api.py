@@ -25,6 +25,7 @@ from shared.telemetry import current_trace_id
 from . import store
 from .config import Settings
 from .domain import (
+    MAX_FLAG_CHARS,
     IncidentIn,
     IncidentView,
     LinkedIncident,
@@ -32,6 +33,7 @@ from .domain import (
     classify,
     find_duplicate,
     linked_incident,
+    overlong_flag,
     unknown_category_message,
 )
 
@@ -102,6 +104,22 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if body.category not in policy.categories:
             raise ApiError(422, "invalid_field", unknown_category_message(policy),
                            "category")
+        overlong = overlong_flag(body.flags)
+        existing: dict[str, str] | None = None
+        if overlong is not None:
+            # Refused as new; but a report taken before flags were limited (its record keeps
+            # no flags) and sent again is the idempotent retry it was: its incident, 200.
+            try:
+                existing = await store.incident_for_ref(
+                    redis, system_id=reporter_of(who), external_ref=body.external_ref,
+                    key_hash=who.extra.get("key_hash"))
+            except RedisError as exc:
+                raise ApiError(503, "unavailable", "the incident was not accepted; retry",
+                               headers=RETRY_AFTER) from exc
+            if existing is None or body.district not in who.districts:
+                raise ApiError(422, "invalid_field",
+                               f"flags.{overlong} is too long: a flag is one word of at most "
+                               f"{MAX_FLAG_CHARS} characters", f"flags.{overlong}")
         if body.district not in who.districts:
             raise forbidden(f"this {who.kind} may not report in the district given; it covers "
                             f"{', '.join(sorted(who.districts))}")
@@ -136,7 +154,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             return recording
 
         try:
-            recording = await record(None, look_near=True)
+            if existing is not None:  # the retry of a report taken before the limit (above)
+                recording = store.Recording(existing_id=existing["incident_id"],
+                                            existing=existing)
+            else:
+                recording = await record(None, look_near=True)
             if recording.existing_id is not None:
                 existing = recording.existing
                 # Unmarked: its fsync was not confirmed, or another request for this ref is

@@ -25,6 +25,9 @@ MAX_REPORT_AGE = timedelta(days=7)
 # often latitude and longitude swapped (Urumqi, 43.8 N 87.6 E, sent as lat 87.6).
 GEO_MAX_LAT = 85.05112878
 MAX_FLAG_CHARS = 32
+# What a flag may hold at all in a request (a report's retry from before MAX_FLAG_CHARS is
+# judged with its ref first): any longer is refused outright.
+MAX_FLAG_TEXT = 256
 
 OPEN_STATUSES = frozenset(
     {"reported", "dispatching", "assigned", "acknowledged", "en_route", "on_scene", "unassigned"}
@@ -62,8 +65,10 @@ class IncidentIn(BaseModel):
     caller: Caller | None = None
     # Each a word, as the command room's own (dispatch's revise, 32 characters): flags go
     # with every order to every team, volunteers too, and a linked report's into the other
-    # incident's view: never a place for text.
-    flags: list[Annotated[str, Field(max_length=MAX_FLAG_CHARS)]] = Field(
+    # incident's view: never a place for text. MAX_FLAG_CHARS is judged by the handler
+    # (overlong_flag), after a retry of a report taken before the limit is recognised;
+    # here only what no request may carry.
+    flags: list[Annotated[str, Field(max_length=MAX_FLAG_TEXT)]] = Field(
         default_factory=list, max_length=16)
     reported_at: IsoTime | None = Field(
         default=None, description="when it was reported (ISO 8601 with its offset; now if "
@@ -142,6 +147,11 @@ def find_duplicate(
         if d <= policy.duplicate_radius_m + RADIUS_TOLERANCE_M and (best is None or d < best[0]):
             best = (d, c.incident_id)
     return best[1] if best else None
+
+
+def overlong_flag(flags: Sequence[str]) -> int | None:
+    """The index of the first flag longer than a word (MAX_FLAG_CHARS), if any."""
+    return next((i for i, flag in enumerate(flags) if len(flag) > MAX_FLAG_CHARS), None)
 
 
 # --- a linked report's view of the incident it joined ----------------------------------

@@ -312,6 +312,20 @@ async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
     return data or None
 
 
+async def incident_for_ref(redis: Redis, *, system_id: str, external_ref: str,
+                           key_hash: str | None = None) -> dict[str, str] | None:
+    """The incident a system's `external_ref` already made, if intake still keeps it. Given
+    the caller's `key_hash`, None too when that key is no longer the system's (revoked
+    since the caller resolved it, as record_incident checks)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(f"intake:ref:{system_id}:{external_ref}")
+        pipe.get(_key_entry(key_hash or ""))
+        incident_id, holder = await pipe.execute()
+    if not incident_id or (key_hash is not None and holder != system_id):
+        return None
+    return await get_incident(redis, incident_id)
+
+
 async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
     """In the order things happened: an update handled late (reclaimed from a consumer that
     died) is appended after later ones."""

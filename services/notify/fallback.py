@@ -45,7 +45,8 @@ class FallbackTimers:
         self._orders = orders
         self._chain = tuple(chain)
         self._settings = settings
-        self._firing: set[asyncio.Task[None]] = set()
+        # each firing task with the timer it fires and the lease it holds on it
+        self._firing: dict[asyncio.Task[None], tuple[str, float]] = {}
 
     async def run(self) -> None:
         try:
@@ -58,11 +59,23 @@ class FallbackTimers:
                     log.exception("fallback tick failed")
                 await asyncio.sleep(self._settings.fallback_poll_s)
         finally:
-            firing = list(self._firing)
+            firing = dict(self._firing)
             for task in firing:
                 task.cancel()
             if firing:
-                await asyncio.wait(firing, timeout=5)
+                # shielded: stop_task cancels again while this is still at it
+                await asyncio.shield(self._hand_back(firing))
+
+    async def _hand_back(self, firing: dict[asyncio.Task[None], tuple[str, float]]) -> None:
+        """Stopped (a deploy, a restart): once the firing tasks have ended (each marking its
+        message in flight failed), their timers go back due now, for another replica to
+        carry on at once; held to their lease, a P1's step would wait FALLBACK_LEASE_S, past
+        its deadline."""
+        await asyncio.wait(firing, timeout=5)
+        try:
+            await store.release_fallbacks(self._redis, list(firing.values()))
+        except Exception as exc:  # their leases run out: late, not lost
+            log.warning("fallback timers not handed back: %s", type(exc).__name__)
 
     async def tick(self) -> None:
         """Claims the due timers (as many as there is room for) and fires each in a task of
@@ -75,8 +88,8 @@ class FallbackTimers:
         for timer in due:
             task = asyncio.create_task(self._fire(timer, leased_until),
                                        name=f"fallback {timer}")
-            self._firing.add(task)
-            task.add_done_callback(self._firing.discard)
+            self._firing[task] = (timer, leased_until)
+            task.add_done_callback(lambda done: self._firing.pop(done, None))
 
     async def _fire(self, timer: str, leased_until: float) -> None:
         try:
@@ -155,7 +168,16 @@ class FallbackTimers:
                 if mark.state != "go":
                     reached = reached or mark.state == "sent"
                     continue
-                outcome = await self._send(channel, record, device)
+                try:
+                    outcome = await self._send(channel, record, device)
+                except asyncio.CancelledError:
+                    # Stopped mid-send: maybe sent, maybe not. Left `sending`, the message
+                    # would wait out its time before anyone sent it again; marked failed,
+                    # the replica carrying on sends it at once (the same reference).
+                    await store.end_fallback_send(
+                        self._redis, order_id, step=step, device_id=device.device_id,
+                        tries=mark.tries, state="failed")
+                    raise
                 wait = None
                 if alone and outcome.status == "failed" and outcome.retry:
                     wait = retry_wait(now=time.time(), ack_by=ack_by, tries=mark.tries,

@@ -118,6 +118,7 @@ if (location.hash.startsWith("#token=")) {
 }
 let ws = null, token = localStorage.getItem("lf_token") || "", audio = null;
 let retry = 0, stopped = true, pingTimer = null, info = null, team = null;
+let sock = 0;   // which socket this is: an order names the one that brought it
 $("token").value = token;
 
 function toast(text) {
@@ -199,6 +200,7 @@ function open_() {
   if (ws) { try { ws.close(); } catch (e) {} }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(proto + "//" + location.host + "/v1/devices/stream?token=" + encodeURIComponent(token));
+  sock++;
   setStatus("connecting…", false);
   ws.onopen = () => { retry = 0; setStatus("connected", true);
     clearInterval(pingTimer); pingTimer = setInterval(() => send({ type: "ping" }), 25000); };
@@ -237,9 +239,11 @@ function onFrame(f) {
       // an order the team took before this page knew it (a reload, another phone answered):
       // shown where it stands, to carry on with; no alarm
       if (f.order && !orders.has(f.order_id) && !["resolved", "handover", "declined"].includes(f.state)) {
-        orders.set(f.order_id, { frame: f.order, state: f.state }); render(f.order_id, false); showEmpty();
+        orders.set(f.order_id, { frame: f.order, state: f.state, sock });
+        render(f.order_id, false); showEmpty();
       } else {
-        if (f.order) revised(f.order);   // shown already: as it stands now (a drop missed a revision)
+        // shown already: as it stands now (a drop missed a revision), and this team's still
+        if (f.order) { revised(f.order); orders.get(f.order_id).sock = sock; }
         setState(f.order_id, f.state, f.answered);
       }
       { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
@@ -255,8 +259,8 @@ function onOrder(f) {
   // Shown already: sent again (a receipt asked for again, a reconnect). After a drop it is
   // the order as it stands now: a revision missed meanwhile (priority, flags, a sooner
   // deadline) is shown, and alarms, as an order_update would have.
-  if (orders.has(f.order_id)) { revised(f); return; }
-  orders.set(f.order_id, { frame: f, state: "issued" });
+  if (orders.has(f.order_id)) { revised(f); orders.get(f.order_id).sock = sock; return; }
+  orders.set(f.order_id, { frame: f, state: "issued", sock });
   render(f.order_id, true);
   beep();
   refreshDutySoon();  // dispatched
@@ -276,9 +280,14 @@ function revised(f) {
   }
 }
 
-function leaveTeam(now) {   // taken off at once: a police team's caller is not a new team's to see
-  const left = [...orders.values()].filter((o) => !ended(o)).length;
-  clearOrders();
+// Taken off at once: a police team's caller is not a new team's to see. Only what came before
+// this socket: notify may queue the new team's first order ahead of its hello (the socket
+// hears the team's fan-out first), and that one is this member's, its receipt confirmed.
+function leaveTeam(now) {
+  const former = [...orders].filter(([, o]) => o.sock !== sock).map(([id]) => id);
+  const left = former.filter((id) => !ended(orders.get(id))).length;
+  for (const id of former) { settled(id); const c = $("o-" + id); if (c) c.remove(); orders.delete(id); }
+  showEmpty();
   if (left) toast("You are now on team " + now + ": your former team's orders were taken off.");
   refreshDutySoon();  // the new team's shift and status
 }

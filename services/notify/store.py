@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -609,6 +610,26 @@ async def holds_fallback(redis: Redis, order_id: str, leased_until: float) -> bo
     return score is not None and abs(score - leased_until) < 1e-3
 
 
+# Timers whose lease is still the one given (ARGV: now, then timer and lease pairs) come due
+# now: a replica stopping hands them back rather than leaving them to their lease.
+_RELEASE = """
+for i = 2, #ARGV, 2 do
+  local score = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i]) or '-1')
+  if math.abs(score - tonumber(ARGV[i + 1])) < 0.001 then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+  end
+end
+return 0
+"""
+
+
+async def release_fallbacks(redis: Redis, leases: list[tuple[str, float]]) -> None:
+    """Makes each (timer, leased_until) this replica still holds due now."""
+    if leases:
+        await run_script(redis, _RELEASE, [FALLBACK],
+                         [repr(time.time()), *(x for t, u in leases for x in (t, repr(u)))])
+
+
 @dataclass(frozen=True, slots=True)
 class SendMark:
     """Where one message of a fallback step (one device) stands, as a replica begins it."""
@@ -625,6 +646,9 @@ class SendMark:
 # a `sending` mark past its time is a sender that died (a kill, a restart) with the message
 # maybe sent: it is sent again, with the same reference for the gateway to deduplicate on,
 # rather than lost. A mark from before the states (`1`) counts as sent.
+# The mark names its sender (ARGV[5], one per begin): the same script run again (redis-py
+# sends it again when its reply was lost) finds its own mark and goes on, rather than
+# taking itself for another replica and sending nothing.
 _BEGIN_SEND = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local tries = 0
@@ -632,12 +656,14 @@ if raw then
   local ok, mark = pcall(cjson.decode, raw)
   if not ok or type(mark) ~= 'table' or mark.state == 'sent' then return {'sent'} end
   if mark.state == 'sending' then
+    if mark.by == ARGV[5] then return {'go', tostring(mark.tries)} end
     if (tonumber(mark.till) or 0) > tonumber(ARGV[2]) then return {'busy', tostring(mark.till)} end
   elseif mark.state ~= 'failed' then return {'done'} end
   tries = tonumber(mark.tries) or 0
 end
 tries = tries + 1
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({state = 'sending', till = ARGV[3], tries = tries}))
+redis.call('HSET', KEYS[1], ARGV[1],
+           cjson.encode({state = 'sending', till = ARGV[3], tries = tries, by = ARGV[5]}))
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'go', tostring(tries)}
 """
@@ -664,7 +690,8 @@ async def begin_fallback_send(redis: Redis, order_id: str, *, step: int, device_
     by another replica (one whose lease ran out while it sent): each message goes out once,
     and one whose sender died goes out again, not never."""
     reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id)],
-                             [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s)])
+                             [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s),
+                              uuid.uuid4().hex])
     state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
     value = reply[1].decode() if len(reply) > 1 and isinstance(reply[1], bytes) else (
         reply[1] if len(reply) > 1 else None)

@@ -74,6 +74,26 @@ def test_a_member_moved_to_another_team_no_longer_holds_the_former_teams_orders(
     assert state is None  # off the page
 
 
+def test_a_moved_members_first_order_of_the_new_team_stays_when_it_comes_before_hello(
+) -> None:
+    # Moved from t1 to t2: the new socket is attached to t2's fan-out before notify queues
+    # its hello, so an order issued to t2 in that moment reaches the page first. The page took
+    # it (and confirmed receipt: notify stops its Web Push and SMS), then the hello named a
+    # new team and the page took off every order it held, this one too. notify had sent it to
+    # this socket, so its replay does not send it again: the member never saw the order.
+    fresh = {**ORDER, "order_id": "ord_2", "incident_id": "inc_2", "priority": "P1"}
+    *_, received, held, shown = run_page(
+        f"{hello('t1')}; {deliver(ORDER)}; sentFrames()",
+        dropped(4409),
+        f"{deliver(fresh)}; sentFrames()",
+        f"{hello('t2')}; sentFrames()",
+        "[...orders.keys()]",
+    )
+    assert {"type": "received", "order_id": "ord_2"} in received
+    assert {"type": "holding", "order_ids": ["ord_2"]} in held
+    assert shown == ["ord_2"]  # t1's order off the page, t2's kept
+
+
 def run_page_with_elements(*steps: str) -> list[Any]:
     """run_page, with `document.getElementById` giving the same stand-in for an id each time,
     so a step can press a button whose handler the page set (`$("forget").onclick`)."""
