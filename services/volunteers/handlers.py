@@ -43,6 +43,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             step = status.on_order_issued(
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
                 incident_id=event.incident_id, category=event.category, kind=event.kind,
+                ack_by=event.ack_by,
             )
             return Decision(step.state, step.record)
 
@@ -103,11 +104,16 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             # with the transition, so exactly once.
             if (event.reason == "timeout" and event.delivered
                     and step.finished == "withdrawn"):
+                # Those on the shift at the deadline: the withdrawal may come long after it
+                # (dispatch down, or catching up), and who checked in meanwhile missed nothing.
+                missed_at = event.occurred_at
+                if step.record is not None and step.record.ack_by is not None:
+                    missed_at = min(missed_at, step.record.ack_by)
                 ledger = points.penalise_missed_order(
                     order_id=event.order_id, incident_id=event.incident_id,
                     team_id=event.team_id, district=view.team["district"],
                     agency_kind=view.agency.get("kind", ""),
-                    members_on_shift=status.on_shift_at(view.state, event.occurred_at),
+                    members_on_shift=status.on_shift_at(view.state, missed_at),
                     at=event.occurred_at)
             return Decision(step.state, step.record, tuple(ledger))
 

@@ -63,6 +63,11 @@ class TeamState(BaseModel):
         default_factory=dict, description="member id -> when they checked in to this shift"
     )
     orders: dict[str, Stage] = Field(default_factory=dict, description="open orders, oldest first")
+    left: dict[str, tuple[AwareDatetime, AwareDatetime]] = Field(
+        default_factory=dict, description="member id -> (checked in, left) of the stints that "
+        "ended lately: those of the shift that ended last, and of those who left this one. An "
+        "answer or a withdrawal read late (a restart, a backlog) pays or penalises those on "
+        "the shift when it came, also if the shift has ended since (`on_shift_at`)")
 
     @property
     def open_order(self) -> str | None:
@@ -79,11 +84,31 @@ class TeamState(BaseModel):
 
 def on_shift_at(state: TeamState, at: datetime | None) -> tuple[str, ...]:
     """The members on the team's shift at `at` (when an order was answered or withdrawn),
-    as far as the state still knows them: those who checked in by then. A member who checked
-    in after it (its event read late: a restart, a backlog) was not there for it. None: all
-    those on the shift now."""
-    return tuple(sorted(m for m, joined in state.shift_members.items()
-                        if at is None or joined <= at))
+    as far as the state still knows them: those who checked in by then and are still on it,
+    and those whose stint spanned it (they left, or the shift ended, before the event was
+    read: `TeamState.left`). A member who checked in after it (its event read late: a
+    restart, a backlog) was not there for it. None: all those on the shift now."""
+    if at is None:
+        return tuple(sorted(state.shift_members))
+    on = {m for m, joined in state.shift_members.items() if joined <= at}
+    on |= {m for m, (joined, gone) in state.left.items() if joined <= at <= gone}
+    return tuple(sorted(on))
+
+
+def _ended(state: TeamState, stints: Mapping[str, datetime], *, now: datetime,
+           shift_ends: bool) -> dict[str, tuple[datetime, datetime]]:
+    """`state.left` once `stints` (member -> checked in) end `now`. When the shift ends with
+    them, the stints of the shifts before it are dropped: `left` keeps one ended shift and
+    the current one's leavers, a member each at most."""
+    kept = state.left
+    if shift_ends:
+        since = state.shift_started_at
+        kept = {m: s for m, s in kept.items() if since is not None and s[1] >= since}
+    return {**kept, **{m: (joined, now) for m, joined in stints.items()}}
+
+
+def _off_duty(left: Mapping[str, tuple[datetime, datetime]]) -> TeamState:
+    return TeamState(status="off_duty", left=dict(left))
 
 
 class EndedShift(BaseModel):
@@ -148,7 +173,7 @@ def end_shift(state: TeamState, *, now: datetime) -> Outcome:
         ended_at=now,
         members=dict(state.shift_members),
     )
-    off = TeamState(status="off_duty")
+    off = _off_duty(_ended(state, state.shift_members, now=now, shift_ends=True))
     return Outcome(off, ended=ended)
 
 
@@ -164,8 +189,11 @@ def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
                       members={member_id: since})
     remaining = {m: t for m, t in state.shift_members.items() if m != member_id}
     if remaining or state.orders:
-        return Outcome(state.model_copy(update={"shift_members": remaining}), ended=left)
-    return Outcome(TeamState(status="off_duty"), ended=left)
+        gone = _ended(state, {member_id: since}, now=now, shift_ends=False)
+        return Outcome(state.model_copy(update={"shift_members": remaining, "left": gone}),
+                       ended=left)
+    return Outcome(_off_duty(_ended(state, {member_id: since}, now=now, shift_ends=True)),
+                   ended=left)
 
 
 def unmanned(state: TeamState) -> TeamState:
@@ -224,6 +252,14 @@ class OrderRecord(BaseModel):
     answered_by: tuple[str, ...] = Field(
         default=(), description="the members whose devices answered the order, in order: "
         "paid for its resolution when nobody was on the team's shift")
+    called_in: tuple[str, ...] = Field(
+        default=(), description="those of `answered_by` who answered while nobody was on the "
+        "team's shift (the command room called the team in off duty): paid for its "
+        "resolution with those on the shift then, should a teammate have checked in since")
+    ack_by: AwareDatetime | None = Field(
+        default=None, description="the order's acknowledge-by as dispatch issued it (None: "
+        "none, or not known): a member who checked in after it did not miss the order, even "
+        "if dispatch withdrew it later (it was down, or catching up)")
 
     @property
     def claims(self) -> bool:
@@ -244,13 +280,13 @@ def _foreign(record: OrderRecord | None, team_id: str) -> bool:
 
 def on_order_issued(
     state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
-    incident_id: str, category: str, kind: OrderKind,
+    incident_id: str, category: str, kind: OrderKind, ack_by: datetime | None = None,
 ) -> OrderStep:
     if _foreign(record, team_id):
         return OrderStep(state, record)
     if record is not None:  # seen already (redelivery, or a response overtook it)
-        learnt = {k: v for k, v in (("category", category), ("kind", kind))
-                  if getattr(record, k) is None}
+        learnt = {k: v for k, v in (("category", category), ("kind", kind), ("ack_by", ack_by))
+                  if v is not None and getattr(record, k) is None}
         if not learnt:
             return OrderStep(state, record)
         record = record.model_copy(update=learnt)
@@ -259,7 +295,8 @@ def on_order_issued(
             # response overtook it, or it was recorded before kinds were kept): no longer.
             state = _release(state, order_id)
         return OrderStep(state, record)
-    new = OrderRecord(team_id=team_id, incident_id=incident_id, category=category, kind=kind)
+    new = OrderRecord(team_id=team_id, incident_id=incident_id, category=category, kind=kind,
+                      ack_by=ack_by)
     if not new.claims:
         return OrderStep(state, new)
     orders = {**state.orders, order_id: "dispatched"}
@@ -278,6 +315,8 @@ def on_order_responded(
     record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
     if member_id and member_id not in record.answered_by:
         record = record.model_copy(update={"answered_by": (*record.answered_by, member_id)})
+    if member_id and member_id not in record.called_in and not on_shift_at(state, at):
+        record = record.model_copy(update={"called_in": (*record.called_in, member_id)})
     if response in FINAL_RESPONSES:
         return _finish(state, record, order_id=order_id, final=response, at=at)
     if not record.claims:
@@ -308,7 +347,7 @@ def _release(state: TeamState, order_id: str) -> TeamState:
         # Its last member left the shift while the order was open (a roster import moved
         # them, or they were removed): the shift ends with it, as leave_shift ends it when
         # no order holds it, so dispatch sends nothing to a team with nobody on it.
-        settled = TeamState(status="off_duty")
+        settled = _off_duty(settled.left)
     return settled
 
 
@@ -319,8 +358,10 @@ def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str,
     if final == "resolved":
         # Those on the shift when the team answered; with nobody on it (the command room
         # called the team in off duty: its order stands, DESIGN), those who answered the
-        # order went and did it, and earn what a resolution earns.
+        # order went and did it, and earn what a resolution earns; and so do those who
+        # answered it while nobody was on the shift, though a teammate checked in since.
         members = on_shift_at(state, at) or tuple(sorted(record.answered_by))
+        members = tuple(sorted({*members, *record.called_in}))
         closed = closed.model_copy(update={"members": members})
     return OrderStep(settled, closed, finished=final)
 

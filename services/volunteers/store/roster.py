@@ -347,6 +347,9 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
         before = decode_state(state_data)
         state, ledger = _leave(before, [member_id], team=team, agency=agency, now=now,
                                max_hours=max_patrol_hours, emptied=not others)
+        if member_id in state.left:  # gone with their points: no late answer pays them
+            state = state.model_copy(update={
+                "left": {m: s for m, s in state.left.items() if m != member_id}})
         pipe.multi()
         for device_id, device in zip(device_ids, devices, strict=True):
             if device.get("token_hash"):

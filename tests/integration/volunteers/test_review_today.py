@@ -1,0 +1,239 @@
+"""Today's changes to volunteers under review: points and penalties for those on the shift at
+the event's time, when the events are read late (a restart, a backlog, dispatch catching up
+after an outage)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+from faststream.redis import RedisBroker
+
+from services.volunteers.domain.status import (
+    TeamState,
+    end_shift,
+    leave_shift,
+    on_shift_at,
+    start_shift,
+)
+from shared.events import Location, OrderIssued, OrderResponded, OrderWithdrawn, UnitStatus
+
+from .conftest import ADMIN, DISTRICT, Volunteers
+
+
+def vol_order(order_id: str, *, ack_by: datetime | None = None,
+              category: str = "help_request") -> OrderIssued:
+    return OrderIssued(district="d1", order_id=order_id, incident_id=f"inc_{order_id}",
+                       team_id="t-vol", agency_kind="volunteer", category=category,
+                       priority="P3", location=Location(lat=22.03, lon=108.03), ack_by=ack_by)
+
+
+async def history(volunteers: Volunteers, device: dict[str, str]) -> list[tuple[str, float]]:
+    r = await volunteers.client.get("/v1/me/points", headers=device)
+    assert r.status_code == 200, r.text
+    return sorted((e["reason"], e["points"]) for e in r.json()["history"])
+
+
+async def test_a_deadline_judged_late_penalises_nobody_who_checked_in_after_it(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Wang is on shift when the order reaches the team's phones; its deadline passes with
+    # no answer. Dispatch was down then: it withdraws the order (a routing timeout) only once
+    # it is back, after Chen checked in. Chen joined a shift whose order was already past its
+    # deadline: "an order nobody on the shift answered before its deadline" is not his.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    deadline = datetime.now(UTC)  # after Wang's check-in, before Chen's
+    await publisher.publish(vol_order("ord_late", ack_by=deadline), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+
+    await publisher.publish(OrderWithdrawn(
+        district="d1", order_id="ord_late", incident_id="inc_ord_late", team_id="t-vol",
+        reason="timeout", delivered=True), stream="order.withdrawn")
+    await volunteers.consumed("order.withdrawn")
+
+    assert await history(volunteers, wang) == [("missed_order", -2)]
+    assert await history(volunteers, chen) == []
+
+
+async def test_an_order_without_a_deadline_known_still_penalises_those_on_shift_by_its_withdrawal(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # An order recorded before deadlines were kept (or whose order.issued came after the
+    # withdrawal): the withdrawal's own time is the bound, as before.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    await publisher.publish(vol_order("ord_old"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    await publisher.publish(OrderWithdrawn(
+        district="d1", order_id="ord_old", incident_id="inc_ord_old", team_id="t-vol",
+        reason="timeout", delivered=True), stream="order.withdrawn")
+    await volunteers.consumed("order.withdrawn")
+    assert await history(volunteers, wang) == [("missed_order", -2)]
+    assert await history(volunteers, chen) == [("missed_order", -2)]
+
+
+async def test_a_resolution_read_after_the_shift_ended_pays_everyone_who_was_on_it(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Volunteers restarts behind on its streams: Wang and Chen were on shift, were given a
+    # hazard report, fenced it off (Wang answered resolved) and checked out; volunteers had
+    # not yet read the order, so it let them. Chen checks in again for a new shift before
+    # the backlog is read. Both were on the shift when Wang answered: both are paid, once,
+    # and the new shift changes nothing.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    for device in (wang, chen):
+        assert (await volunteers.client.post("/v1/me/shift/start", headers=device)
+                ).status_code == 200
+    answered_at = datetime.now(UTC)
+    r = await volunteers.client.post("/v1/me/shift/end", headers=wang)
+    assert r.status_code == 200, r.text
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+
+    await publisher.publish(vol_order("ord_h", category="hazard_report"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    answer = OrderResponded(district="d1", order_id="ord_h", incident_id="inc_ord_h",
+                            team_id="t-vol", member_id="m-wang", response="resolved",
+                            occurred_at=answered_at)
+    for _ in range(2):  # and read twice: the same members, once
+        await publisher.publish(answer, stream="order.responded")
+        await volunteers.consumed("order.responded")
+
+    paid = [("hazard_report", 3), ("resolved_order", 10)]
+    assert [e for e in await history(volunteers, wang) if e[0] != "patrol"] == paid
+    assert [e for e in await history(volunteers, chen) if e[0] != "patrol"] == paid
+
+
+async def test_a_member_called_in_off_duty_is_paid_though_a_teammate_checked_in_meanwhile(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Nobody of the aunties is on shift; the command room assigns them by hand and rings
+    # Wang at home. She acknowledges from her phone and goes. Chen checks in to come along.
+    # Wang resolves it: she was called in off duty and did it, so she is paid, and Chen, on
+    # the shift when it was resolved, is paid too. A check-in of a teammate must not take
+    # the points of the member who answered.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    await publisher.publish(OrderIssued(
+        district="d1", order_id="ord_m", incident_id="inc_ord_m", team_id="t-vol",
+        agency_kind="volunteer", kind="manual", category="help_request", priority="P3",
+        location=Location(lat=22.03, lon=108.03)), stream="order.issued")
+    await volunteers.consumed("order.issued")
+
+    def answer(response: str) -> OrderResponded:
+        return OrderResponded(district="d1", order_id="ord_m", incident_id="inc_ord_m",
+                              team_id="t-vol", member_id="m-wang", response=response)
+
+    await publisher.publish(answer("acknowledged"), stream="order.responded")
+    await volunteers.consumed("order.responded")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    for _ in range(2):  # redelivered: paid once
+        await publisher.publish(answer("resolved"), stream="order.responded")
+        await volunteers.consumed("order.responded")
+
+    assert await history(volunteers, wang) == [("resolved_order", 10)]
+    assert await history(volunteers, chen) == [("resolved_order", 10)]
+
+
+async def test_a_member_off_shift_answering_an_order_of_a_team_on_shift_is_not_paid_for_it(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # The team is on shift (Chen); Wang, at home with the app open, taps "acknowledged".
+    # The points of the resolution are the shift's: being called in off duty is not it.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    await publisher.publish(vol_order("ord_s"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    for member, response in (("m-wang", "acknowledged"), ("m-chen", "resolved")):
+        await publisher.publish(OrderResponded(
+            district="d1", order_id="ord_s", incident_id="inc_ord_s", team_id="t-vol",
+            member_id=member, response=response), stream="order.responded")
+        await volunteers.consumed("order.responded")
+    assert await history(volunteers, wang) == []
+    assert await history(volunteers, chen) == [("resolved_order", 10)]
+
+
+async def test_a_team_emptied_and_refilled_by_one_import_keeps_its_shift_for_its_order(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # The spreadsheet swaps the aunties: Wang and Chen go to t-vol2, Zhou (new) and Sun (from
+    # t-vol2) come to t-vol, in one import. t-vol is never without a member who may answer
+    # its order: it is not "unmanned", and dispatch sees nothing to take back or flag.
+    await volunteers.import_district()
+    doc = copy.deepcopy(DISTRICT)
+    doc["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                         "mode": "foot"})
+    doc["members"].append({"id": "m-sun", "name": "Sun", "agency_id": "v-red",
+                           "team_id": "t-vol2", "role": "volunteer"})
+    await volunteers.import_district(doc)
+    wang = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    await publisher.publish(vol_order("ord_x"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+
+    for member in doc["members"]:
+        if member["id"] in ("m-wang", "m-chen"):
+            member["team_id"] = "t-vol2"
+        elif member["id"] == "m-sun":
+            member["team_id"] = "t-vol"
+    doc["members"].append({"id": "m-zhou", "name": "Zhou", "agency_id": "v-red",
+                           "team_id": "t-vol", "role": "volunteer"})
+    await volunteers.import_district(doc)
+    state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
+    assert (state["on_shift"], state["shift_member_ids"]) == (True, [])
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-vol"][-1]
+    assert (last.status, last.on_shift, last.order_id) == ("dispatched", True, "ord_x")
+
+
+async def test_a_member_removed_before_an_answer_is_read_is_not_paid_for_it(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Chen was on the shift when Wang answered, and was removed from the roster before the
+    # answer was read: his balance and history went with him, and no award may bring them
+    # (or a nameless line on the district's leaderboard) back.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    for device in (wang, chen):
+        assert (await volunteers.client.post("/v1/me/shift/start", headers=device)
+                ).status_code == 200
+    await publisher.publish(vol_order("ord_d"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    answered_at = datetime.now(UTC)
+    assert (await volunteers.client.delete("/v1/members/m-chen", headers=ADMIN)).status_code \
+        == 204
+    await publisher.publish(OrderResponded(
+        district="d1", order_id="ord_d", incident_id="inc_ord_d", team_id="t-vol",
+        member_id="m-wang", response="resolved", occurred_at=answered_at),
+        stream="order.responded")
+    await volunteers.consumed("order.responded")
+    assert await history(volunteers, wang) == [("resolved_order", 10)]
+    board = (await volunteers.client.get("/v1/points/leaderboard", params={"district": "d1"},
+                                         headers=ADMIN)).json()["entries"]
+    assert [e["member_id"] for e in board] == ["m-wang"]
+
+
+
+def test_the_stints_a_team_remembers_are_those_of_its_last_shift_and_of_its_leavers() -> None:
+    t0 = datetime(2026, 12, 6, 8, tzinfo=UTC)
+    hour = timedelta(hours=1)
+    state = TeamState()
+    for day in range(3):  # a shift a day, with Wang and Chen; Chen moved away at noon
+        start = t0 + 24 * hour * day
+        state = start_shift(state, member_id="wang", now=start, shift_id=f"s{day}").state
+        state = start_shift(state, member_id="chen", now=start, shift_id=f"s{day}").state
+        state = leave_shift(state, member_id="chen", now=start + 4 * hour).state
+        assert on_shift_at(state, start + 3 * hour) == ("chen", "wang")
+        assert on_shift_at(state, start + 5 * hour) == ("wang",)
+        state = end_shift(state, now=start + 10 * hour).state
+        assert on_shift_at(state, start + 9 * hour) == ("wang",)  # read after the check-out
+        assert on_shift_at(state, start + 10 * hour) == ("wang",)  # the same instant
+        assert on_shift_at(state, start + 11 * hour) == ()
+    assert state.left == {"wang": (t0 + 48 * hour, t0 + 58 * hour),
+                          "chen": (t0 + 48 * hour, t0 + 52 * hour)}
