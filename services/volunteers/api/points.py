@@ -73,7 +73,10 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
             adjustment_id=body.adjustment_id or uuid4().hex, member_id=member_id,
             team_id=member["team_id"], district=member["district"], points=body.points,
             note=body.note, at=utcnow())
-        if not await points_store.award(redis, [entry], ledger_ttl_s=ledger_ttl_s):
+        (written,) = await points_store.award_each(redis, [entry], ledger_ttl_s=ledger_ttl_s)
+        if written == points_store.NO_MEMBER:  # removed since it was read: nothing written
+            raise not_found("member")
+        if not written:
             there = await points_store.entry(redis, entry.entry_id) or {}
             if (there.get("member_id"), there.get("points"), there.get("note")) != (
                     member_id, body.points, body.note):

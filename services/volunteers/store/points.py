@@ -20,9 +20,16 @@ HISTORY_KEPT = 1000
 # history, the balance and the district's leaderboard move. A second award is a no-op.
 # The key stays for its TTL (`ttl`; '': for ever), long after any redelivery of the event
 # that earned it: kept for ever, the keys of every award ever made would fill Redis.
+# An award to a member no longer on the roster (`member_key` gone: removed after the event
+# that earned it, or never imported) writes nothing, not even its entry key: checked in the
+# script, so no removal lands between the check and the write, and a removed member's
+# balance, history and leaderboard line (which the removal deleted) never come back.
+# Returns 1 (written), 0 (written before) or -1 (no such member).
 # (A function, so that a team's transition makes its awards in its own script.)
 AWARD_LUA = f"""
-local function award(entry_key, history_key, balance_key, board_key, entry, points, member, ttl)
+local function award(entry_key, history_key, balance_key, board_key, member_key, entry, points,
+                     member, ttl)
+  if redis.call('EXISTS', member_key) == 0 then return -1 end
   local admitted
   if ttl == '' then
     admitted = redis.call('SET', entry_key, entry, 'NX')
@@ -40,8 +47,10 @@ local function award(entry_key, history_key, balance_key, board_key, entry, poin
 end
 """
 
+NO_MEMBER = -1  # `award_each`: the member is not on the roster; nothing written
+
 _AWARD = AWARD_LUA + """
-return award(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return award(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 
 
@@ -57,7 +66,8 @@ def award_call(entry: LedgerEntry, *, ledger_ttl_s: int | None
     (None: for ever)."""
     return (
         [keys.ledger_entry(entry.entry_id), keys.points_history(entry.member_id),
-         keys.points_balance(entry.member_id), keys.leaderboard(entry.district)],
+         keys.points_balance(entry.member_id), keys.leaderboard(entry.district),
+         keys.member(entry.member_id)],
         [entry.model_dump_json(exclude_none=True), repr(entry.points), entry.member_id,
          "" if ledger_ttl_s is None else str(ledger_ttl_s)],
     )
@@ -71,14 +81,22 @@ def queue_entries(pipe: Pipeline, entries: Iterable[LedgerEntry], *,
         pipe.eval(_AWARD, len(k), *k, *a)
 
 
-async def award(redis: Redis, entries: Iterable[LedgerEntry], *, ledger_ttl_s: int) -> int:
-    """Write awards on their own; returns how many were new."""
+async def award_each(redis: Redis, entries: Iterable[LedgerEntry], *, ledger_ttl_s: int
+                     ) -> list[int]:
+    """Write awards on their own; for each, 1 (new), 0 (recorded before) or NO_MEMBER (the
+    member is not on the roster: nothing written)."""
     entries = list(entries)
     if not entries:
-        return 0
+        return []
     async with redis.pipeline(transaction=False) as pipe:
         queue_entries(pipe, entries, ledger_ttl_s=ledger_ttl_s)
-        return sum(int(x) for x in await pipe.execute())
+        return [int(x) for x in await pipe.execute()]
+
+
+async def award(redis: Redis, entries: Iterable[LedgerEntry], *, ledger_ttl_s: int) -> int:
+    """Write awards on their own; returns how many were new (none to a member not on the
+    roster)."""
+    return sum(x == 1 for x in await award_each(redis, entries, ledger_ttl_s=ledger_ttl_s))
 
 
 async def entry(redis: Redis, entry_id: str) -> dict[str, Any] | None:
@@ -105,14 +123,24 @@ async def balance_and_history(
 
 
 async def leaderboard(redis: Redis, district: str, *, limit: int) -> list[dict[str, Any]]:
-    top = await redis.zrevrange(keys.leaderboard(district), 0, limit - 1, withscores=True)
-    async with redis.pipeline(transaction=False) as pipe:
-        for member_id, _ in top:
-            pipe.hmget(keys.member(member_id), "name", "team_id")
-        profiles = await pipe.execute()
-    return [
-        {"rank": rank, "member_id": member_id, "name": name, "team_id": team_id,
-         "points": _number(str(score))}
-        for rank, ((member_id, score), (name, team_id)) in enumerate(zip(top, profiles,
-                                                                          strict=True), start=1)
-    ]
+    """The district's top `limit` members by points, ranked among themselves. A line whose
+    member is not on the roster (left by an award before awards checked the member) is
+    skipped, and the board reads on past it to fill its limit."""
+    board: list[dict[str, Any]] = []
+    start = 0
+    while len(board) < limit:
+        top = await redis.zrevrange(keys.leaderboard(district), start, start + limit - 1,
+                                    withscores=True)
+        if not top:
+            break
+        start += len(top)
+        async with redis.pipeline(transaction=False) as pipe:
+            for member_id, _ in top:
+                pipe.hmget(keys.member(member_id), "id", "name", "team_id")
+            profiles = await pipe.execute()
+        for (member_id, score), (found, name, team_id) in zip(top, profiles, strict=True):
+            if found is None or len(board) == limit:  # removed from the roster
+                continue
+            board.append({"rank": len(board) + 1, "member_id": member_id, "name": name,
+                          "team_id": team_id, "points": _number(str(score))})
+    return board

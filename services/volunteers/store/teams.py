@@ -148,7 +148,8 @@ def _view_from(reply: list[Any]) -> TeamView:
 # fields and values as the read's, ARGV[1] pairs from ARGV[2]), its state's `seq` and
 # `state` (KEYS[2]; every write of a team's state moves its seq) and the order's record
 # (KEYS[3], '' for none). Then the writes (shared.scripts.RUN_COMMANDS_LUA) and the points
-# the change earned (store.points' award, inlined). Returns 0, writing nothing, if anything
+# the change earned (store.points' award, inlined: none to a member removed from the roster
+# meanwhile, while the change itself stands). Returns 0, writing nothing, if anything
 # read has changed: the caller reads again and decides again; -1, writing nothing, if the
 # member whose device acts (KEYS[4], '' for none) is no longer on the team (a roster import
 # moved or removed them after their token was resolved to it).
@@ -169,8 +170,8 @@ if KEYS[4] ~= '' and redis.call('HGET', KEYS[4], 'team_id') ~= fields['id'] then
 local i = run_commands(at + 5, tonumber(ARGV[at + 3]))
 for _ = 1, tonumber(ARGV[at + 4]) do
   award(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
-        ARGV[i + 7])
-  i = i + 8
+        ARGV[i + 7], ARGV[i + 8])
+  i = i + 9  -- award_call's 5 keys and 4 arguments
 end
 return 1
 """

@@ -24,8 +24,8 @@ AT = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
 
 
 def entry(n: int, points: float = 1) -> LedgerEntry:
-    return LedgerEntry(entry_id=f"adjust:a-{n}", member_id="m-1", team_id="t-1", district="d1",
-                       points=points, reason="adjustment", at=AT, note=str(n))
+    return LedgerEntry(entry_id=f"adjust:a-{n}", member_id="m-wang", team_id="t-vol",
+                       district="d1", points=points, reason="adjustment", at=AT, note=str(n))
 
 
 def about(ttl_s: int) -> range:
@@ -34,6 +34,9 @@ def about(ttl_s: int) -> range:
 
 @pytest.fixture
 async def redis(clean_redis: str) -> AsyncIterator[Redis]:
+    """The district imported (points go to members on the roster only: Auntie Wang's)."""
+    async with running(clean_redis) as volunteers:
+        await volunteers.import_district()
     client = Redis.from_url(clean_redis, decode_responses=True)
     yield client
     await client.aclose()
@@ -42,7 +45,7 @@ async def redis(clean_redis: str) -> AsyncIterator[Redis]:
 async def test_an_entry_is_awarded_once_and_its_key_expires(redis: Redis) -> None:
     assert await points_store.award(redis, [entry(1, 5)], ledger_ttl_s=7 * DAY_S) == 1
     assert await points_store.award(redis, [entry(1, 5)], ledger_ttl_s=7 * DAY_S) == 0
-    assert await redis.get(keys.points_balance("m-1")) == "5"
+    assert await redis.get(keys.points_balance("m-wang")) == "5"
     assert await redis.ttl(keys.ledger_entry("adjust:a-1")) in about(7 * DAY_S)
 
 
@@ -52,10 +55,10 @@ async def test_the_history_keeps_the_latest_entries_and_the_balance_counts_all(
     assert await points_store.award(redis, [entry(n) for n in range(total)],
                                     ledger_ttl_s=DAY_S) == total
     balance, history, count = await points_store.balance_and_history(
-        redis, "m-1", offset=0, limit=2)
+        redis, "m-wang", offset=0, limit=2)
     assert (balance, count) == (total, points_store.HISTORY_KEPT)
     assert [e["note"] for e in history] == [str(total - 1), str(total - 2)]  # newest first
-    assert await redis.zscore(keys.leaderboard("d1"), "m-1") == total
+    assert await redis.zscore(keys.leaderboard("d1"), "m-wang") == total
 
 
 async def test_the_service_keeps_award_keys_twice_the_stream_history(

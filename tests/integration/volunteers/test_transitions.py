@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.volunteers.domain.points import LedgerEntry
+from services.volunteers.domain.roster import MemberRow, record_of
 from services.volunteers.domain.status import OrderRecord, TeamState
 from services.volunteers.store import keys, teams
 from services.volunteers.store.teams import Decision, TeamView
@@ -19,6 +20,7 @@ from tests.helpers import read_stream
 
 NOW = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
 TEAM = "t-1"
+MEMBER = "m-1"
 
 
 @pytest.fixture
@@ -29,6 +31,10 @@ async def redis(clean_redis: str) -> AsyncIterator[Redis]:
         "skills": "[]"})
     await client.hset(keys.agency("a-1"), mapping={"id": "a-1", "kind": "volunteer",
                                                    "name": "Volunteers"})
+    # a member on its roster, stored as an import stores one (points go to members only)
+    await client.hset(keys.member(MEMBER), mapping=record_of("members", MemberRow(
+        id=MEMBER, name="Auntie Wang", agency_id="a-1", team_id=TEAM, role="volunteer"), "d1"))
+    await client.sadd(keys.team_members(TEAM), MEMBER)
     yield client
     await client.aclose()
 
@@ -125,7 +131,7 @@ async def test_a_team_removed_in_between_is_no_team(redis, clean_redis) -> None:
 
 
 async def test_points_are_awarded_with_the_change_and_once(redis) -> None:
-    entry = LedgerEntry(entry_id="resolved:o-1:m-1", member_id="m-1", team_id=TEAM,
+    entry = LedgerEntry(entry_id="resolved:o-1:m-1", member_id=MEMBER, team_id=TEAM,
                         district="d1", points=3, reason="resolved_order", at=NOW, order_id="o-1")
 
     def earn(view: TeamView) -> Decision:
