@@ -69,10 +69,21 @@ class Connection:
         self.conn_id = uuid4().hex
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
+        # Frames offered before the socket's `hello` (the team's fan-out is heard from the
+        # attach on, the `hello` queued after it): kept here, queued behind it (greet).
+        self._early: list[dict[str, Any]] | None = []
 
     def offer(self, frame: dict[str, Any]) -> bool:
         if self._closing:
             return False
+        if self._early is not None:  # not greeted yet: the `hello` goes first
+            if 0 < self._queue.maxsize <= len(self._early) + 1:
+                log.warning("device %s: too many frames before its hello; closing it",
+                            self.device_id)
+                self.close(CLOSE_TRY_LATER, "too slow")
+                return False
+            self._early.append(frame)
+            return True
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
@@ -81,10 +92,20 @@ class Connection:
             return False
         return True
 
+    def greet(self, hello: dict[str, Any]) -> bool:
+        """Queues the socket's first frame, its `hello`, then what the fan-out pushed to it
+        while it was being attached (DESIGN.md: a device takes its first frame for the
+        greeting). False: the socket was closed meanwhile (revoked, moved): no `hello`."""
+        early, self._early = self._early or [], None
+        if not self.offer(hello):
+            return False
+        return all(self.offer(frame) for frame in early)
+
     def close(self, code: int, reason: str) -> None:
         if self._closing:
             return
         self._closing = True
+        self._early = None  # never sent: a socket closed before its `hello` gets its close
         try:
             self._queue.put_nowait((code, reason))
         except asyncio.QueueFull:  # drop the oldest frame to make room for the close

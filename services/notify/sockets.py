@@ -72,8 +72,10 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
                 team_id=conn.team_id, agency_kind=who.agency_kind,
                 district=who.districts[0] if who.districts else None,
             )
+            # Heard by the team's fan-out from here on: an order pushed before the `hello`
+            # is queued waits behind it (Connection.greet); the replay reads after the attach.
             await hub.attach(conn)
-            conn.offer({
+            conn.greet({
                 "type": "hello", "device_id": conn.device_id, "member_id": conn.member_id,
                 "member_name": who.extra.get("member_name"), "team_id": conn.team_id,
                 "ping_interval_s": settings.ping_interval_s,
