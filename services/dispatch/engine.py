@@ -1150,11 +1150,13 @@ class Dispatcher:
 
     async def _station_order(self, state: store.IncidentState, station: str, *,
                              by: dict[str, str], note: str | None,
-                             excluded: Collection[str] = ()) -> dict[str, str] | None:
+                             excluded: Collection[str] = (),
+                             team: domain.Unit | None = None) -> dict[str, str] | None:
         """The station's hand-over order: the live one an earlier attempt made (announced,
         should it not have been: the station gets no second), else a new one to the
-        station's nearest team on shift but `excluded`, with what the handing-over team
-        (`by`) said; None when the station has no such team (or none is known)."""
+        station's nearest team on shift but `excluded` (or to `team`, the command room's
+        choice), with what the handing-over team (`by`) said; None when the station has no
+        such team (or none is known)."""
         inc = state.incident
         assert inc is not None
         order = next((o for o in state.orders if o.get("kind") == "handover"
@@ -1163,8 +1165,9 @@ class Dispatcher:
             if order.get("published") != "1":
                 await self._announce(inc, order)
             return order
-        team = (await self._station_team(inc, station, excluded=excluded)
-                if station else None)
+        if team is None:
+            team = (await self._station_team(inc, station, excluded=excluded)
+                    if station else None)
         if team is None:
             return None
         filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
@@ -1174,18 +1177,27 @@ class Dispatcher:
                                                      await self._records_of(inc["incident_id"])))
 
     async def _record_station_order(self, inc: dict[str, str], order: dict[str, str],
-                                    station: str) -> None:
-        """The incident's hand-over order, on it and its timeline (once)."""
+                                    station: str, *, by: str | None = None) -> None:
+        """The incident's hand-over order, on it and its timeline (once), `by` the command
+        room when it chose the team. The station has it now: the board's flag (a station
+        with nobody on shift, teams that declined) and the retry's timer go with it."""
         incident_id, order_id = inc["incident_id"], order["order_id"]
         if inc.get("handover_order") == order_id:
             return
+        state = await store.incident_state(self.redis, incident_id)
+        assert state.incident is not None  # under the lock: still there
+        state.incident["misses"] = "0"  # read by the write's `flagged`
 
         async def recorded(pipe: Pipeline) -> None:
-            store.queue_incident_fields(pipe, incident_id, {"handover_order": order_id})
+            store.queue_incident_fields(pipe, incident_id, {"handover_order": order_id,
+                                                            "misses": "0"})
+            store.queue_cancel(pipe, f"handover:{incident_id}")
 
+        assigned = f", assigned by {by}" if by else ""
         await self._emit(incident_id, TimelineEntry(
             kind="handover", team_id=order["team_id"], order_id=order_id,
-            detail=f"handed over to station {station}"), also=recorded)
+            detail=f"handed over to station {station}{assigned}"), state=state, also=recorded)
+        inc.update(handover_order=order_id, misses="0")
 
     async def on_handover_due(self, incident_id: str) -> None:
         """A hand-over whose station had no team on shift, tried again (every
@@ -1825,7 +1837,15 @@ class Dispatcher:
         is taken off it first (`take_back`; that incident goes to its next candidate), both
         incidents locked meanwhile, so no other step can claim the team in between.
         `may_change(incident)` raises when the caller may not change that other incident
-        (another district's: the team was sent there as reinforcement)."""
+        (another district's: the team was sent there as reinforcement).
+
+        A handed-over incident (no station team took it) goes to the police station's team
+        named, as the station's hand-over order (_hand_over_by_hand): a task that occupies
+        no team, so `reassign` takes it off nothing."""
+        inc = await store.get_incident(self.redis, incident_id)
+        if inc is not None and inc["status"] == "handed_over":
+            async with self._locked(incident_id):
+                return await self._assign_or_hand_over(incident_id, team_id, by=by)
         # With reassign, round again when another incident's offer claimed the team between
         # the look at its claim and this one's (it was free then): take it off that, as asked.
         for attempt in range(3 if reassign else 1):
@@ -1852,7 +1872,10 @@ class Dispatcher:
                     and held["state"] in domain.LIVE_ORDER_STATES):
                 first, second = sorted((incident_id, held["incident_id"]))  # one order: no deadlock
                 async with self._locked(first), self._locked(second):
-                    await self._assignable(incident_id, team_id)  # before the team is taken off
+                    # before the team is taken off
+                    inc, unit = await self._assignable(incident_id, team_id)
+                    if inc["status"] == "handed_over":  # since: a task, the team stays
+                        return await self._hand_over_by_hand(inc, unit, by=by)
                     current = await store.get_order(self.redis, held["order_id"])
                     if current is not None and current["state"] in domain.LIVE_ORDER_STATES:
                         other = await store.get_incident(self.redis, held["incident_id"])
@@ -1870,7 +1893,16 @@ class Dispatcher:
                     finally:
                         await self._fill(held["incident_id"])
         async with self._locked(incident_id):
-            return await self._assign(incident_id, team_id)
+            return await self._assign_or_hand_over(incident_id, team_id, by=by)
+
+    async def _assign_or_hand_over(self, incident_id: str, team_id: str, *,
+                                   by: str) -> dict[str, str]:
+        """Under the incident's lock: _assign, or for a handed-over incident
+        _hand_over_by_hand."""
+        inc, unit = await self._assignable(incident_id, team_id)
+        if inc["status"] == "handed_over":
+            return await self._hand_over_by_hand(inc, unit, by=by)
+        return await self._assign(incident_id, team_id)
 
     async def take_back(self, order_id: str, *, by: str, note: str | None) -> dict[str, str]:
         """The command room takes an order back (its team is wanted elsewhere, or cannot go):
@@ -2043,16 +2075,23 @@ class Dispatcher:
 
     async def _assignable(self, incident_id: str,
                           team_id: str) -> tuple[dict[str, str], domain.Unit]:
-        """The open incident and the known team of an assignment; else why not."""
+        """The open (or handed-over) incident and the known team of an assignment; else
+        why not. A hand-over goes to a police station's team only."""
         inc = await store.get_incident(self.redis, incident_id)
         if inc is None:
             raise not_found("incident")
         unit = await store.get_unit(self.redis, team_id)
         if unit is None:
             raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")
+        if inc["status"] == "handed_over":
+            if unit.agency_kind != "police" or (unit.agency_role or "station") != "station":
+                kind = unit.agency_kind + (f":{unit.agency_role}" if unit.agency_role else "")
+                raise conflict(f"the incident is handed_over: a hand-over goes to a police "
+                               f"station's team, and team {team_id} is {kind}")
+            return inc, unit
         if inc["status"] in TERMINAL:
-            raise conflict(f"the incident is {inc['status']}; only open incidents "
-                           "can be assigned")
+            raise conflict(f"the incident is {inc['status']}; only open (or handed-over) "
+                           "incidents can be assigned")
         flags = json.loads(inc.get("flags") or "[]")
         if unit.agency_kind == "volunteer" and domain.volunteers_barred(flags, self.policy):
             barring = ", ".join(f for f in flags if f in self.policy.bar_volunteers_flags)
@@ -2063,9 +2102,12 @@ class Dispatcher:
     async def _assign(self, incident_id: str, team_id: str, *,
                       reassigning: bool = False) -> dict[str, str]:
         """Under the incident's lock: a manual order to the team (the same one if this
-        assignment is asked again). `reassigning`: the team was just taken off another
-        incident's order for this (a conflict now is another's claim in between)."""
+        assignment is asked again) of an open incident. `reassigning`: the team was just
+        taken off another incident's order for this (a conflict now is another's claim in
+        between)."""
         inc, unit = await self._assignable(incident_id, team_id)
+        if inc["status"] == "handed_over":  # _assign_or_hand_over's, not a manual order
+            raise conflict("the incident was handed over meanwhile; ask again")
         holder = await store.claim_of(self.redis, team_id)
         held = await store.get_order(self.redis, holder) if holder else None
         again = (held is not None and held["incident_id"] == incident_id
@@ -2109,6 +2151,30 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(
                 kind="manual_assign", team_id=team_id, order_id=order_id,
                 detail="assigned by the command room"), also=recorded)
+        return order
+
+    async def _hand_over_by_hand(self, inc: dict[str, str], unit: domain.Unit, *,
+                                 by: str) -> dict[str, str]:
+        """Under the incident's lock: the command room gives a hand-over (flagged: no station
+        team on shift, or its teams declined) to a police station's team, as on_handover_due
+        would once one was on shift: its hand-over order, recorded, the flag and the retry
+        gone. The same order when asked again (or when that team has it already); a
+        conflict naming the live order while another team has it."""
+        incident_id = inc["incident_id"]
+        state = await store.incident_state(self.redis, incident_id)
+        live = next((o for o in state.orders if o.get("kind") == "handover"
+                     and o["state"] in domain.LIVE_ORDER_STATES), None)
+        if live is not None and live["team_id"] != unit.team_id:
+            raise conflict(f"the hand-over is with team {live['team_id']} (order "
+                           f"{live['order_id']}, {live['state']}); take that order back first "
+                           "to give it to another team")
+        handed = next((o for o in reversed(state.orders) if o["state"] == "handover"),
+                      {"team_id": "a team"})
+        order = await self._station_order(state, unit.agency_id, by=handed,
+                                          note=inc.get("handover_note") or None, team=unit)
+        if order is None:  # the order's script refused it: the step's lock was lost
+            raise conflict(f"team {unit.team_id} could not be given the hand-over; ask again")
+        await self._record_station_order(inc, order, unit.agency_id, by=by)
         return order
 
     async def _not_assignable(self, incident_id: str, team_id: str, *,
