@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,11 +20,13 @@ from tools.stack import DEFAULT_PORTS, Stack
 P4_DEADLINE_S = 3
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp("stack")
+@contextmanager
+def running_stack(workdir: Path, edit_policy: Callable[[dict[str, Any]], None]
+                  ) -> Iterator[Stack]:
+    """The four services on a Redis of their own in `workdir`, with the shipped policy as
+    `edit_policy` changes it (shorter waits, so that what takes minutes happens in a test)."""
     policy = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
-    policy["deadlines_s"]["P4"] = P4_DEADLINE_S
+    edit_policy(policy)
     policy_file = workdir / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy), encoding="utf-8")
     with RedisServer(workdir / "redis") as redis_server:
@@ -37,3 +41,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield running
         finally:
             running.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    def shorter(policy: dict[str, Any]) -> None:
+        policy["deadlines_s"]["P4"] = P4_DEADLINE_S
+
+    with running_stack(tmp_path_factory.mktemp("stack"), shorter) as running:
+        yield running

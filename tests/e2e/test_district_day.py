@@ -9,22 +9,18 @@ seconds), so that a missed deadline and a follow-up visit happen within a test."
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from shared.policy import DEFAULT_POLICY
 from tests.e2e import journey
+from tests.e2e.conftest import running_stack
 from tests.e2e.journey import Device, admin, bearer, enrol
 from tests.helpers import poll_until
-from tools.redis_server import RedisServer, free_port
-from tools.stack import DEFAULT_PORTS, Stack
+from tools.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -34,25 +30,13 @@ FOLLOWUP_S = 5  # a dispute's follow-up visit, instead of 7 days
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir: Path = tmp_path_factory.mktemp("day")
-    policy = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
-    policy["deadlines_s"]["P3"] = SHORT_DEADLINE_S
-    policy["deadlines_s"]["P4"] = SHORT_DEADLINE_S
-    policy["followup_days"] = {"dispute": FOLLOWUP_S / 86400}
-    policy_file = workdir / "policy.yaml"
-    policy_file.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    with RedisServer(workdir / "redis") as redis_server:
-        ports = {name: free_port() for name in DEFAULT_PORTS}
-        running = Stack(redis_url=redis_server.url, admin_token=secrets.token_urlsafe(16),
-                        workdir=workdir, ports=ports,
-                        extra_env={"CLAIM_IDLE_MS": "2000", "LOG_LEVEL": "INFO",
-                                   "POLICY_FILE": str(policy_file)})
-        running.start()
-        try:
-            running.wait_ready(timeout=60)
-            yield running
-        finally:
-            running.stop()
+    def shorter(policy: dict[str, Any]) -> None:
+        policy["deadlines_s"]["P3"] = SHORT_DEADLINE_S
+        policy["deadlines_s"]["P4"] = SHORT_DEADLINE_S
+        policy["followup_days"] = {"dispute": FOLLOWUP_S / 86400}
+
+    with running_stack(tmp_path_factory.mktemp("day"), shorter) as running:
+        yield running
 
 
 class District:
@@ -84,6 +68,12 @@ class District:
         lat, lon = self.scene
         await journey.on_shift_at(self.client, self.stack, token, lat + offset[0],
                                   lon + offset[1])
+
+    async def staff(self, *teams: tuple[str, tuple[float, float]]) -> None:
+        """Each member's team on shift at its offset from the scene, and dispatch seeing them."""
+        for who, offset in teams:
+            await self.on_shift(who, offset)
+        await journey.wait_until_dispatch_sees(self.client, self.stack, self.name, len(teams))
 
     async def report(self, ref: str, category: str, *, flags: tuple[str, ...] = (),
                      key: str | None = None, at: tuple[float, float] | None = None
@@ -202,10 +192,7 @@ async def test_a_fight_with_a_knife_next_to_the_aunties_goes_to_police_and_guard
     # go (a joint response), and every party sees the same incident through to the end.
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8010, 108.3010)).open()
-        await d.on_shift("vol", (0.0002, 0))
-        await d.on_shift("near-1", (0.004, 0))
-        await d.on_shift("sec", (0.002, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 3)
+        await d.staff(("vol", (0.0002, 0)), ("near-1", (0.004, 0)), ("sec", (0.002, 0)))
 
         accepted = await d.report("fight", "violence", flags=("weapon",))
         incident_id = accepted["incident_id"]
@@ -241,9 +228,7 @@ async def test_a_decline_then_a_missed_deadline_then_the_command_room_assigns_by
         day: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8020, 108.3020)).open()
-        await d.on_shift("sec", (0.001, 0))
-        await d.on_shift("near-1", (0.01, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("sec", (0.001, 0)), ("near-1", (0.01, 0)))
 
         accepted = await d.report("help", "help_request")
         incident_id = accepted["incident_id"]
@@ -300,9 +285,7 @@ async def test_a_dispute_handed_over_is_filed_by_the_station_and_revisited_after
         day: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8030, 108.3030)).open()
-        await d.on_shift("near-1", (0.004, 0))
-        await d.on_shift("st", (0.015, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("near-1", (0.004, 0)), ("st", (0.015, 0)))
 
         incident_id = (await d.report("dispute", "dispute"))["incident_id"]
         order = await d.phones["near-1"].next_of("order", timeout=15)
@@ -350,10 +333,7 @@ async def test_a_dispute_handed_over_is_filed_by_the_station_and_revisited_after
 async def test_a_second_system_s_report_of_the_same_dispute_adds_an_injury(day: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8040, 108.3040)).open()
-        await d.on_shift("near-1", (0.004, 0))
-        await d.on_shift("sec", (0.002, 0))
-        await d.on_shift("vol", (0.001, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 3)
+        await d.staff(("near-1", (0.004, 0)), ("sec", (0.002, 0)), ("vol", (0.001, 0)))
         video = await journey.register_system(client, day, d.name)
 
         first = await d.report("dispute", "dispute")
@@ -398,9 +378,7 @@ async def test_a_second_system_s_report_of_the_same_dispute_adds_an_injury(day: 
 async def test_the_aunties_confirm_a_reported_hazard_and_are_paid_once(day: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8050, 108.3050)).open()
-        await d.on_shift("vol", (0.001, 0))
-        await d.on_shift("sec", (0.003, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("vol", (0.001, 0)), ("sec", (0.003, 0)))
 
         incident_id = (await d.report("hazard", "hazard_report"))["incident_id"]
         order = await d.phones["vol"].next_of("order", timeout=15)
@@ -433,8 +411,7 @@ async def test_a_phone_that_drops_mid_incident_sees_only_what_is_still_its_team_
         day: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8060, 108.3060)).open()
-        await d.on_shift("near-1", (0.004, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 1)
+        await d.staff(("near-1", (0.004, 0)))
         incident_id = (await d.report("dispute", "dispute"))["incident_id"]
         order = await d.phones["near-1"].next_of("order", timeout=15)
         await d.phones["near-1"].ws.close()  # Officer Li's phone drops in a lift
@@ -494,9 +471,7 @@ async def test_volunteers_first_at_a_collapse_get_an_escort_and_their_points(
                               json=first_aid_roster(d.name, d.scene))
         assert r.status_code == 200, r.text
         d.key = await journey.register_system(client, day, d.name)
-        await d.on_shift("vol", (0.0005, 0))
-        await d.on_shift("sec", (0.002, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("vol", (0.0005, 0)), ("sec", (0.002, 0)))
 
         incident_id = (await d.report("collapse", "medical"))["incident_id"]
         first = await d.phones["vol"].next_of("order", timeout=15)
@@ -529,9 +504,7 @@ async def test_a_guard_post_checking_out_as_an_order_comes_leaves_nobody_stuck(
     # with nothing open anywhere, and no live order on their phone.
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8110, 108.3110)).open()
-        await d.on_shift("sec", (0.001, 0))
-        await d.on_shift("near-1", (0.01, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("sec", (0.001, 0)), ("near-1", (0.01, 0)))
 
         incident_id = (await d.report("noise", "noise"))["incident_id"]
         r = await client.post(f"{day.url('volunteers')}/v1/me/shift/end",
@@ -564,9 +537,7 @@ async def test_a_phone_offline_when_its_order_timed_out_learns_it_on_reconnectin
         day: Stack) -> None:
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8120, 108.3120)).open()
-        await d.on_shift("sec", (0.001, 0))
-        await d.on_shift("near-1", (0.01, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("sec", (0.001, 0)), ("near-1", (0.01, 0)))
         incident_id = (await d.report("noise", "noise"))["incident_id"]
         order = await d.phones["sec"].next_of("order", timeout=15)
         await d.phones["sec"].send({"type": "received", "order_id": order["order_id"]})
@@ -639,9 +610,7 @@ async def test_a_revisit_that_finds_the_agreement_broken_is_not_counted_as_holdi
     # visit only planned is not a visit made.
     async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
         d = await District(client, day, exits, (22.8130, 108.3130)).open()
-        await d.on_shift("near-1", (0.004, 0))
-        await d.on_shift("st", (0.015, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 2)
+        await d.staff(("near-1", (0.004, 0)), ("st", (0.015, 0)))
         incident_id = (await d.report("dispute", "dispute"))["incident_id"]
         order = await d.phones["near-1"].next_of("order", timeout=15)
         await d.answer("near-1", order["order_id"], "acknowledged", "on_scene", "handover")
@@ -674,8 +643,7 @@ async def test_first_aid_volunteers_sent_alone_to_a_collapse_are_flagged_to_the_
                               json=first_aid_roster(d.name, d.scene))
         assert r.status_code == 200, r.text
         d.key = await journey.register_system(client, day, d.name)
-        await d.on_shift("vol", (0.0005, 0))
-        await journey.wait_until_dispatch_sees(client, day, d.name, 1)
+        await d.staff(("vol", (0.0005, 0)))
         incident_id = (await d.report("collapse", "medical"))["incident_id"]
         order = await d.phones["vol"].next_of("order", timeout=15)
         assert (order["incident_id"], order["priority"]) == (incident_id, "P1")
