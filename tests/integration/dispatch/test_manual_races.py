@@ -17,7 +17,7 @@ from faststream.redis import RedisBroker
 from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from shared import streams
-from shared.events import IncidentReported, UnitPosition, new_id, utcnow
+from shared.events import IncidentReported, OrderIssued, UnitPosition, new_id, utcnow
 from tests.helpers import poll_until
 
 from .test_assign import ADMIN, timeline
@@ -33,6 +33,27 @@ def state_of(url: str, order_id: str) -> str | None:
         client.close()
 
 
+async def guard_backed_by_volunteers(url: str, publisher: RedisBroker
+                                     ) -> tuple[str, OrderIssued, OrderIssued]:
+    """A medical P1 whose guard, on scene, asked for backup and got the first-aid volunteers
+    (a police car farther off is free too): the incident, the guard's order, the backup's."""
+    first_aid = ("first_aid",)
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665, skills=first_aid)
+    await team(publisher, "aunties", kind="volunteer", lat=22.8180, lon=108.3665,
+               skills=first_aid)
+    await team(publisher, "police-car", kind="police", lat=22.8300, lon=108.3665,
+               skills=first_aid)
+    await wait_for_units(url, 3)
+    incident_id = await report(publisher, "medical", priority="P1")
+    [guard] = await orders_once(url, incident_id, 1, "the guard's order")
+    assert guard.team_id == "guard"
+    for response in ("acknowledged", "on_scene", "reinforce"):
+        await answer(publisher, guard, response)
+    [_, backup] = await orders_once(url, incident_id, 2, "the backup")
+    assert (backup.kind, backup.team_id) == ("reinforcement", "aunties")
+    return incident_id, guard, backup
+
+
 async def test_a_volunteer_backup_taken_off_by_a_weapon_is_replaced_for_the_team_that_asked(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     # A guard trained in first aid is on scene at a medical call and asks for backup: the
@@ -41,20 +62,7 @@ async def test_a_volunteer_backup_taken_off_by_a_weapon_is_replaced_for_the_team
     # who is still there, must still get a backup: a police car, as after a take-back or
     # a refusal. (A medical call is P1 with one unit: the guard is all it wants, so nothing
     # else would send anyone.)
-    first_aid = ("first_aid",)
-    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665, skills=first_aid)
-    await team(publisher, "aunties", kind="volunteer", lat=22.8180, lon=108.3665,
-               skills=first_aid)
-    await team(publisher, "police-car", kind="police", lat=22.8300, lon=108.3665,
-               skills=first_aid)
-    await wait_for_units(clean_redis, 3)
-    incident_id = await report(publisher, "medical", priority="P1")
-    [guard] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
-    assert guard.team_id == "guard"
-    for response in ("acknowledged", "on_scene", "reinforce"):
-        await answer(publisher, guard, response)
-    [_, backup] = await orders_once(clean_redis, incident_id, 2, "the backup")
-    assert (backup.kind, backup.team_id) == ("reinforcement", "aunties")
+    incident_id, guard, backup = await guard_backed_by_volunteers(clean_redis, publisher)
 
     r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN, json={
         "add_flags": ["weapon"], "note": "the caller rang back: a man with a knife"})

@@ -26,9 +26,8 @@ from tests.helpers import poll_until, read_stream
 from .conftest import fail_once, settings_for
 from .test_assign import ADMIN
 from .test_engine import DISTRICT, orders_once, report, team, wait_for_units
-from .test_manual_races import state_of
+from .test_manual_races import guard_backed_by_volunteers, state_of
 from .test_outage_catchup import fast_deadlines
-from .test_reinforcement import answer
 
 # --- a deadline waits for its own team's answers, not for every team's -------------------
 
@@ -105,20 +104,7 @@ async def test_a_weapon_revision_made_again_after_a_failure_still_replaces_the_v
     # already off when it looked.
     from .conftest import fill_holding
 
-    first_aid = ("first_aid",)
-    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665, skills=first_aid)
-    await team(publisher, "aunties", kind="volunteer", lat=22.8180, lon=108.3665,
-               skills=first_aid)
-    await team(publisher, "police-car", kind="police", lat=22.8300, lon=108.3665,
-               skills=first_aid)
-    await wait_for_units(clean_redis, 3)
-    incident_id = await report(publisher, "medical", priority="P1")
-    [guard] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
-    assert guard.team_id == "guard"
-    for response in ("acknowledged", "on_scene", "reinforce"):
-        await answer(publisher, guard, response)
-    [_, backup] = await orders_once(clean_redis, incident_id, 2, "the backup")
-    assert backup.team_id == "aunties"
+    incident_id, guard, backup = await guard_backed_by_volunteers(clean_redis, publisher)
 
     failures = fail_once(monkeypatch, Dispatcher, "_fill", fill_holding("withdrawn"))
     revision = {"add_flags": ["weapon"], "note": "the caller rang back: a man with a knife"}
