@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import pytest
 import redis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel
@@ -44,3 +47,16 @@ async def poll_until(check: Callable[[], Awaitable[T | None]] | Callable[[], T |
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def run_in_node(harness: str, payload: dict[str, Any]) -> Any:
+    """Runs a page's script (the console, the member's page) in node under `harness`, which
+    reads `payload` as JSON on stdin and prints its answer as JSON. Skipped where node is
+    not installed: the project itself needs only Python and make."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    done = subprocess.run([node, "-e", harness], input=json.dumps(payload),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

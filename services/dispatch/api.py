@@ -687,11 +687,7 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         by_category[inc["category"]] = by_category.get(inc["category"], 0) + 1
         by_status[inc["status"]] = by_status.get(inc["status"], 0) + 1
         try:
-            reported = datetime.fromisoformat(inc["reported_at"])
-            # a reporting system's clock ahead (intake takes up to 5 min): its times to act
-            # count from when dispatch had it, never from a moment still to come
-            if inc.get("received_at"):
-                reported = min(reported, datetime.fromisoformat(inc["received_at"]))
+            reported: datetime | None = domain.acted_from(inc)
         except ValueError:  # a record stored broken: counted, its times to act unknown
             reported = None
         if reported and inc.get("first_assigned_at"):

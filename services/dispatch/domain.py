@@ -408,6 +408,16 @@ def response_allowed(state: str, response: str) -> tuple[bool, str]:
     return True, ""
 
 
+def acted_from(incident: dict[str, str]) -> datetime:
+    """When the times to act (assign, acknowledge, on scene) of an incident count from: the
+    earlier of its `reported_at` and dispatch's receipt (`received_at`): a reporting system
+    whose clock runs ahead (intake takes up to 5 min) gives no moment still to come."""
+    reported = datetime.fromisoformat(incident["reported_at"])
+    if incident.get("received_at"):
+        reported = min(reported, datetime.fromisoformat(incident["received_at"]))
+    return reported
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None

@@ -116,12 +116,8 @@ def _sent_as(order: dict[str, str]) -> str:
 
 
 def _since_report(inc: dict[str, str], at: str) -> float:
-    """Seconds from the report to `at`, as the KPIs count them: from the earlier of its
-    `reported_at` and dispatch's receipt (a reporting system's clock may run ahead)."""
-    reported = datetime.fromisoformat(inc["reported_at"])
-    if inc.get("received_at"):
-        reported = min(reported, datetime.fromisoformat(inc["received_at"]))
-    return max(0.0, (datetime.fromisoformat(at) - reported).total_seconds())
+    """Seconds from the report to `at`, as the KPIs count them (`domain.acted_from`)."""
+    return max(0.0, (datetime.fromisoformat(at) - domain.acted_from(inc)).total_seconds())
 
 
 def observe_incidents(redis_url: str) -> None:

@@ -17,7 +17,7 @@ from faststream.redis import RedisBroker
 from services.dispatch.main import create_app as dispatch_app
 from shared import streams
 from shared.events import OrderIssued, OrderResponded, UnitStatus, utcnow
-from tests.helpers import poll_until, read_stream
+from tests.helpers import poll_until, read_stream, run_in_node
 from tests.integration.dispatch.conftest import settings_for
 from tests.integration.dispatch.test_engine import DISTRICT, team, wait_for_units
 from tests.integration.stream_probes import ADMIN, running
@@ -216,14 +216,12 @@ vm.runInContext(page, ctx);
 
 async def test_the_console_renders_the_new_entries_and_kpis(clean_redis: str) -> None:
     import shutil
-    import subprocess
 
     import pytest
 
     from services.dispatch.console import CONSOLE_PAGE
 
-    node = shutil.which("node")
-    if node is None:
+    if shutil.which("node") is None:  # before the set-up (run_in_node would skip after it)
         pytest.skip("node is not installed")
     async with both(clean_redis) as (intake, console, broker, key):
         await team(broker, "first", kind="security", lat=22.8171, lon=108.3665)
@@ -264,11 +262,8 @@ async def test_the_console_renders_the_new_entries_and_kpis(clean_redis: str) ->
         kpis = answers["/v1/kpis"][1]
         assert "police:patrol" in kpis["handled_by_force"], kpis["handled_by_force"]
     page = CONSOLE_PAGE.split("<script>", 1)[1].split("</script>", 1)[0]
-    run = await asyncio.to_thread(subprocess.run, [node, "-e", CONSOLE_HARNESS], input=json.dumps({
-        "page": page, "answers": answers, "selected": inc}), capture_output=True, text=True,
-        timeout=30, check=False)
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout)
+    out = await asyncio.to_thread(run_in_node, CONSOLE_HARNESS, {
+        "page": page, "answers": answers, "selected": inc})
     assert out["err"] == "" and out["detailError"] is None, (out["err"], out["asked"])
     shown = "\n".join(str(t) for t in out["texts"])
     assert "handled by street patrol: 1 (resolved on site 1)" in shown, shown

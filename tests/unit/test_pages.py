@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from typing import Any, cast
 
 import pytest
 
 from services.dispatch.console import CONSOLE_PAGE
 from services.notify.page import DEVICE_PAGE
+from tests.helpers import run_in_node
 
 # window's [LegacyUnforgeable] properties: a script may not declare them again.
 UNFORGEABLE = {"top", "window", "document", "location"}
@@ -98,14 +97,8 @@ ORDER = {"type": "order", "order_id": "ord_1", "incident_id": "inc_1", "category
 
 def run_page(*steps: str) -> list[Any]:
     """Runs the device page in node, then each step (a JS expression) in turn: their values."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    done = subprocess.run([node, "-e", HARNESS], input=json.dumps({
-        "page": script(DEVICE_PAGE), "steps": list(steps)}), capture_output=True, text=True,
-        timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    return cast(list[Any], json.loads(done.stdout))
+    return cast(list[Any], run_in_node(HARNESS, {"page": script(DEVICE_PAGE),
+                                                 "steps": list(steps)}))
 
 
 def deliver(frame: dict[str, Any]) -> str:

@@ -4,14 +4,10 @@ board, in the tab's title and hears, and that a slow answer never paints over a 
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from typing import Any, cast
 
-import pytest
-
 from services.dispatch.console import CONSOLE_PAGE
+from tests.helpers import run_in_node
 
 # A DOM that keeps what the page sets (text, values, children), a fetch answered by the
 # test's `answer(url)` (a body, or a promise of one), and `settle()`: every promise chain
@@ -100,15 +96,9 @@ function incident(id, extra) {
 def run_console(setup: str, *steps: str) -> list[Any]:
     """Runs the console's script in node after `setup` (JS: the board's incidents), waits
     for its first refresh, then each step (a JS expression): their values."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
     page = CONSOLE_PAGE.split("<script>", 1)[1].split("</script>", 1)[0]
-    done = subprocess.run([node, "-e", HARNESS], input=json.dumps({
-        "page": page, "setup": API + setup, "steps": list(steps)}), capture_output=True,
-        text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    return cast(list[Any], json.loads(done.stdout))
+    return cast(list[Any], run_in_node(HARNESS, {"page": page, "setup": API + setup,
+                                                 "steps": list(steps)}))
 
 
 def ids_on_board() -> str:

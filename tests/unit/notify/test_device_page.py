@@ -3,14 +3,10 @@ run in node, as tests/unit/test_pages.py runs it)."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from typing import Any, cast
 
-import pytest
-
 from services.notify.page import DEVICE_PAGE
+from tests.helpers import run_in_node
 from tests.unit.test_pages import HARNESS, ORDER, deliver, run_page, script
 
 HELLO = {"type": "hello", "device_id": "dev_1", "member_id": "mem_1", "member_name": "M",
@@ -102,14 +98,8 @@ def run_page_with_elements(*steps: str) -> list[Any]:
                               "getElementById: (id) => (elements[id] = elements[id] || anything())",
                               1)
     assert harness.count("elements = {}") == 1 and "elements[id]" in harness
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    done = subprocess.run([node, "-e", harness], input=json.dumps({
-        "page": script(DEVICE_PAGE), "steps": list(steps)}), capture_output=True, text=True,
-        timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    return cast(list[Any], json.loads(done.stdout))
+    return cast(list[Any], run_in_node(harness, {"page": script(DEVICE_PAGE),
+                                                 "steps": list(steps)}))
 
 
 PUSH_HERE = """
