@@ -27,7 +27,8 @@ class Settings(BrowserCalls):
     import_max_bytes: int = Field(
         default=32 * 1024 * 1024, description="IMPORT_MAX_BYTES: largest roster import body"
     )
+    # DOMAIN's secondary shift covers the night, 18:00-08:00: 14 hours, all of them paid.
     max_patrol_hours: float = Field(
-        default=12,
+        default=14,
         description="MAX_PATROL_HOURS: patrol points of one shift stop here (a forgotten check-out)",
     )

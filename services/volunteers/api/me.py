@@ -24,7 +24,7 @@ from ..store.devices import DeviceIdentity, token_hash
 from ..store.teams import Applied, Decision, PositionWriter, TeamView
 from ..store.tx import Contended
 from . import views
-from .deps import Device
+from .deps import Caller, Device, device
 from .positions import accept_position
 
 MAX_POINTS_OFFSET = 1_000_000  # far past the history a member has kept
@@ -103,7 +103,8 @@ def build_router(
         return answer(who, await change(who, decide))
 
     @router.put("/status", summary="Set the team's status: available, busy or off_duty")
-    async def set_status(body: StatusIn, who: Device) -> dict[str, Any]:
+    async def set_status(body: StatusIn, caller: Caller) -> dict[str, Any]:
+        who = device(caller)
         now, shift_id = utcnow(), new_id("shf")
 
         def decide(view: TeamView) -> Decision:
@@ -114,9 +115,10 @@ def build_router(
         return answer(who, await change(who, decide))
 
     @router.put("/position", summary="The team's position fix (the heaviest traffic)")
-    async def put_position(body: PositionIn, who: Device, request: Request) -> dict[str, Any]:
+    async def put_position(body: PositionIn, caller: Caller, request: Request) -> dict[str, Any]:
         # Answered by api.positions.PositionFastPath before routing; this route documents
         # the path and answers the same way should a request ever reach it.
+        who = device(caller)
         identity = DeviceIdentity(
             device_id=who.device_id or "", member_id=who.member_id or "",
             member_name=who.extra.get("member_name", ""), team_id=who.team_id or "",
@@ -132,12 +134,12 @@ def build_router(
     @router.get("/points", summary="The member's points balance and history (the latest "
                 f"{points_store.HISTORY_KEPT:,} entries), newest first")
     async def my_points(
-        who: Device,
+        caller: Caller,
         # bounded: Redis refuses an LRANGE index past a signed 64-bit number
         offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> dict[str, Any]:
-        member_id = who.member_id or ""
+        member_id = device(caller).member_id or ""
         total, history, count = await points_store.balance_and_history(
             redis, member_id, offset=offset, limit=limit)
         return {"member_id": member_id, "balance": total, "history": history, "count": count}

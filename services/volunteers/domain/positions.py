@@ -19,15 +19,19 @@ class PositionIn(BaseModel):
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="WGS-84 latitude")
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
-    at: IsoTime | None = Field(default=None, description="when the fix was taken")
+    at: IsoTime | None = Field(default=None, description="when the fix was taken (a time "
+                               "slightly ahead of the server's clock counts as now)")
 
 
 def fix_time(fix: PositionIn, *, now: datetime, max_future_s: float) -> datetime:
-    """The fix's time (now when the device sent none); ValueError when it lies in the future."""
+    """The fix's time (now when the device sent none); ValueError when it lies further in
+    the future than a phone's clock may run fast. A fix stamped ahead within that was taken
+    by now at the latest: kept as now, so it neither outranks a teammate's later fix (older
+    fixes are ignored) nor counts as fresh at dispatch longer than it is."""
     at = fix.at or now
     if at - now > timedelta(seconds=max_future_s):
         raise ValueError("is in the future")
-    return at
+    return min(at, now)
 
 
 def fix_senders(state: TeamState) -> str:

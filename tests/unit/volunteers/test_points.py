@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from services.volunteers.config import Settings
 from services.volunteers.domain.points import (
     award_confirmed_hazard,
     award_patrol,
@@ -125,3 +126,10 @@ def test_an_adjustment_is_never_zero_nor_beyond_the_cap() -> None:
         with pytest.raises(ValueError):
             rules.adjustment(adjustment_id="a1", member_id="m1", team_id="t", district="d",
                              points=points, note="x", at=at)
+
+
+def test_the_night_shift_is_paid_whole_by_default() -> None:
+    # DOMAIN: the secondary shift covers the night, 18:00-08:00; a cap of 12 hours paid 60
+    # points for its 14.
+    night = Settings(admin_token="t" * 32).max_patrol_hours
+    assert patrol_quarters(T0, T0 + timedelta(hours=14), max_hours=night) * 5 / 4 == 70
