@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
@@ -17,7 +19,15 @@ from starlette.types import Scope
 from shared import audit, streams
 from shared.bus import entry_to_write
 from shared.events import IncidentReported, new_id, utcnow
-from shared.http import ApiError, Principal, forbidden, not_found, require, unauthorized
+from shared.http import (
+    ApiError,
+    Principal,
+    error_response,
+    forbidden,
+    not_found,
+    require,
+    unauthorized,
+)
 from shared.introspect import DEVICE_TOKEN_PREFIX, Introspector
 from shared.policy import Policy, normalise_flags
 from shared.telemetry import current_trace_id
@@ -44,6 +54,7 @@ REPORT_PATH = "/v1/incidents"
 MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
 # A report refused for now says when to ask again, as every 503 does (shared.http.store_away)
 RETRY_AFTER = {"Retry-After": "2"}
+REVOKED = "unknown or revoked token"  # as shared.http.AuthMiddleware says it
 
 
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
@@ -101,9 +112,13 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         response: Response,
         who: Annotated[Principal, Depends(require("system", "device"))],
     ) -> dict[str, Any]:
+        async def refused(error: ApiError) -> ApiError:
+            # 401 comes first: a key taken from memory may have been revoked since
+            return unauthorized(REVOKED) if await keys.revoked(who) else error
+
         if body.category not in policy.categories:
-            raise ApiError(422, "invalid_field", unknown_category_message(policy),
-                           "category")
+            raise await refused(ApiError(422, "invalid_field", unknown_category_message(policy),
+                                         "category"))
         overlong = overlong_flag(body.flags)
         existing: dict[str, str] | None = None
         if overlong is not None:
@@ -117,12 +132,13 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 raise ApiError(503, "unavailable", "the incident was not accepted; retry",
                                headers=RETRY_AFTER) from exc
             if existing is None or body.district not in who.districts:
-                raise ApiError(422, "invalid_field",
-                               f"flags.{overlong} is too long: a flag is one word of at most "
-                               f"{MAX_FLAG_CHARS} characters", f"flags.{overlong}")
+                raise await refused(ApiError(
+                    422, "invalid_field", f"flags.{overlong} is too long: a flag is one word "
+                    f"of at most {MAX_FLAG_CHARS} characters", f"flags.{overlong}"))
         if body.district not in who.districts:
-            raise forbidden(f"this {who.kind} may not report in the district given; it covers "
-                            f"{', '.join(sorted(who.districts))}")
+            raise await refused(forbidden(
+                f"this {who.kind} may not report in the district given; it covers "
+                f"{', '.join(sorted(who.districts))}"))
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         reported_at = body.reported_at or utcnow()
@@ -150,7 +166,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     trace.get_current_span().set_attribute("lianfang.written", False)
             if recording.revoked:  # since this process resolved it (SystemKeys.cached)
                 keys.forget(key)
-                raise unauthorized("unknown or revoked token")
+                raise unauthorized(REVOKED)
             return recording
 
         try:
@@ -341,10 +357,46 @@ class SystemKeys:
         return principal
 
     def cached(self, token: str, scope: Scope) -> Principal | None:
-        if scope["type"] != "http" or scope["path"] != REPORT_PATH or scope["method"] != "POST":
+        if not _is_report(scope):
             return None
         return self._known.get(store.key_hash(token))
 
     def forget(self, hashed: str) -> None:
         self._known.pop(hashed, None)
+
+    async def revoked(self, who: Principal) -> bool:
+        """Whether a system's key was revoked since it was resolved: asked by a report
+        refused before its record script (400, 422, 403), which would otherwise answer a key
+        taken from memory (`cached`) as if it were good, though 401 comes first. Redis away:
+        not known, so the refusal stands (nothing is written either way)."""
+        hashed = who.extra.get("key_hash")
+        if who.kind != "system" or not hashed:
+            return False
+        try:
+            if await store.system_for_key(self._redis, hashed) is not None:
+                return False
+        except RedisError:
+            return False
+        self.forget(hashed)
+        return True
+
+
+def _is_report(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope["path"] == REPORT_PATH and scope["method"] == "POST"
+
+
+def refuse_revoked_keys_first(app: FastAPI, keys: SystemKeys) -> None:
+    """A report whose body FastAPI refused (400, 422: before the route runs) is answered 401
+    when its key, taken from memory, was revoked since (`SystemKeys.revoked`). Call it after
+    `install_error_handlers`: it wraps that answer."""
+    answer = app.exception_handlers[RequestValidationError]
+
+    async def invalid(request: Request, exc: Exception) -> Response:
+        who = request.scope.get("state", {}).get("principal")
+        if who is not None and _is_report(request.scope) and await keys.revoked(who):
+            return error_response(unauthorized(REVOKED))
+        answered = answer(request, exc)
+        return await answered if inspect.isawaitable(answered) else answered
+
+    app.add_exception_handler(RequestValidationError, invalid)
 

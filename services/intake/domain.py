@@ -82,6 +82,13 @@ class IncidentIn(BaseModel):
             return value.model_dump()
         return value
 
+    @field_validator("flags", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: object) -> object:
+        # Go writes an empty slice as null, many serialisers an absent list likewise: null
+        # is "no flags", as null is "absent" for every other optional field of a report
+        return [] if value is None else value
+
     @field_validator("reported_at")
     @classmethod
     def _plausible(cls, value: datetime | None) -> datetime | None:

@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))
     add_health_routes(app, lambda: consumers_ready(broker, redis))
     keys = api.SystemKeys(redis)
+    api.refuse_revoked_keys_first(app, keys)
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
                                         policy=policy, keys=keys))
     app.include_router(audit.build_router(redis=redis, service="intake"))
