@@ -30,7 +30,13 @@ from shared.streams import entry_id_order
 from shared.telemetry import extract_context
 
 from . import store
-from .domain.orders import amended_frame, order_frame, state_frame, withdrawn_frame
+from .domain.orders import (
+    amended_frame,
+    for_reader,
+    order_frame,
+    state_frame,
+    withdrawn_frame,
+)
 from .domain.responses import FINISHED, is_ahead
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,8 @@ class Connection:
         self.device_id = who.device_id or who.subject
         self.member_id = who.member_id or ""
         self.team_id = who.team_id or ""
+        # need to know: a police order's caller and description only to a police member
+        self.police = who.agency_kind == "police"
         self.sent: dict[str, None] = {}  # order ids pushed on this socket, oldest first
         # Orders this socket's page holds (sent here, or named by its `holding` frame) that
         # it has not been told ended: each replay tells it of those no longer open.
@@ -469,7 +477,9 @@ class Hub:
         conn.told_state(order.order_id, record.state)
         frame = state_frame(order.order_id, state=record.state, answered=True,
                             response=record.last_response)
-        frame["order"] = order_frame(order, traceparent=record.trace.get("traceparent"))
+        frame["order"] = for_reader(
+            order_frame(order, traceparent=record.trace.get("traceparent")),
+            police=conn.police)
         conn.offer(frame)
 
     async def push_unconfirmed(self, conn: Connection,
@@ -516,7 +526,7 @@ class Hub:
                 "lianfang.device_id": conn.device_id,
             },
         ):
-            queued = conn.offer(frame)
+            queued = conn.offer(for_reader(frame, police=conn.police))
         self._attempts.add(order_id, channel="websocket", outcome="sent" if queued else "failed",
                            device_id=conn.device_id, member_id=conn.member_id)
 

@@ -294,7 +294,7 @@ function leaveTeam(now) {
 
 // The command room learnt more: a new priority, flags such as "weapon". A raise alarms again.
 function onUpdate(f) {
-  const o = orders.get(f.order_id); if (!o) return;
+  const o = orders.get(f.order_id); if (!o || ended(o)) return;   // over: nothing to alarm for
   const raised = f.priority < o.frame.priority, added = f.flags.filter((x) => !o.frame.flags.includes(x));
   o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by };
   render(f.order_id, raised || added.length > 0);
@@ -311,7 +311,9 @@ function endOrder(id, why) {
 }
 
 function setState(id, state, answered) {
-  const o = orders.get(id); if (!o) return;
+  // An order's end is final: an answer's reply that crossed its withdrawal (the deadline ran
+  // out as the member pressed) must not show it live again.
+  const o = orders.get(id); if (!o || ended(o)) return;
   o.state = state; render(id, false);
   if (["resolved", "handover", "declined"].includes(state)) endOrder(id, state);
 }

@@ -34,7 +34,13 @@ from . import store
 from .config import Settings
 from .domain.fallback import wait_before_step
 from .domain.orders import for_team, outlived, state_frame
-from .domain.responses import Decision, ResponseRefused, allowed_responses, decide_response
+from .domain.responses import (
+    Decision,
+    ResponseRefused,
+    allowed_responses,
+    decide_response,
+    is_live,
+)
 from .hub import Hub, amended_message, order_message, state_message, withdrawn_message
 
 log = logging.getLogger(__name__)
@@ -109,8 +115,8 @@ class Orders:
                 return
             # its order.issued not handled here yet: the entry is retried
             raise LookupError(f"order {event.order_id} amended before notify stored it")
-        if record.order is None or record.withdrawn:
-            return  # over: nothing to tell
+        if record.order is None or record.withdrawn or not is_live(record.state):
+            return  # over (withdrawn, or the team's answer ended it): nothing to tell
         update: dict[str, object] = {"priority": event.priority, "flags": event.flags}
         sooner = (event.ack_by is not None and record.order.ack_by is not None
                   and event.ack_by < record.order.ack_by)

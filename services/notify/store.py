@@ -308,10 +308,13 @@ async def withdraw_order(
     ))
 
 
-# A stored order replaced by its amended version unless withdrawn; an amendment made again
-# finds the same version stored and publishes nothing.
+# A stored order replaced by its amended version unless withdrawn or ended (an answer that
+# ended it came first: its phones are told nothing of an order that is over); an amendment
+# made again finds the same version stored and publishes nothing.
 _AMEND = """
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'resolved' or state == 'handover' or state == 'declined' then return 0 end
 if redis.call('HGET', KEYS[1], 'event') == ARGV[1] then return 0 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'amended_at') or '0')
 if tonumber(ARGV[4]) < last then return 0 end
@@ -328,9 +331,9 @@ async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *
                       fan_out: str, revised_at: datetime,
                       fallback_due: float | None = None) -> bool:
     """Stores the amended order (what a reconnecting phone is sent from now on) and
-    publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn, amended so
-    already, or by a later revision: an amendment retried after a newer one is not applied
-    over it). `fallback_due`: the next fallback step brought forward to then (a sooner
+    publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn or ended,
+    amended so already, or by a later revision: an amendment retried after a newer one is
+    not applied over it). `fallback_due`: the next fallback step brought forward to then (a sooner
     deadline), if one is still scheduled and later."""
     return bool(await run_script(
         redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id), FALLBACK],

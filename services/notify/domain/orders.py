@@ -83,6 +83,21 @@ def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any
     return frame
 
 
+CALLER_FIELDS = ("caller", "description")
+
+
+def for_reader(frame: dict[str, Any], *, police: bool) -> dict[str, Any]:
+    """An order's frame as one device may see it: caller data only for a police member's.
+
+    The order kept caller data by the kind dispatch knew its team as when it issued it; the
+    device's own kind is its member's agency now (its token, checked at connect). A team a
+    roster import moved from the police to a security company keeps its police orders, and
+    dispatch may issue one more before it hears of the move: its guards see neither."""
+    if police or not any(field in frame for field in CALLER_FIELDS):
+        return frame
+    return {key: value for key, value in frame.items() if key not in CALLER_FIELDS}
+
+
 def amended_frame(order: OrderIssued) -> dict[str, Any]:
     """An order's incident revised by the command room: its priority and flags now, and its
     acknowledge-by (sooner when the incident became more urgent)."""
