@@ -14,7 +14,15 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
-from shared.events import MAX_EVIDENCE, DistrictName, Evidence, Priority, new_id
+from shared.events import (
+    MAX_EVIDENCE,
+    DistrictName,
+    Evidence,
+    IncidentStatus,
+    Priority,
+    UnitState,
+    new_id,
+)
 from shared.http import (
     ApiError,
     Principal,
@@ -45,6 +53,7 @@ BOARD_BATCH = 500
 BOARD_SCAN = 10_000
 Problem = Literal["routing_timeout", "filing_overdue"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
+BOARD_PERIOD = timedelta(days=30)  # what the board lists unless `since` is asked
 # A period is [since, until): two that meet (yesterday, today) count an incident once.
 SINCE = "the period's start, included (ISO 8601 with its offset)"
 UNTIL = ("the period's end, left out: an incident reported at exactly `until` is the next "
@@ -199,7 +208,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                 description=BOARD_DESCRIPTION)
     async def board(
         who: Reader,
-        status: str | None = Query(default=None, max_length=32),
+        # DESIGN's statuses: a misspelt one is a 422, not an empty board ("nothing waits")
+        status: IncidentStatus | None = None,
         district: str | None = Query(
             default=None, max_length=64, description="one district; without it, all of a "
             "dispatcher's or inspector's districts (every district for the admin)"),
@@ -219,8 +229,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             description="the reporting system's reference (a 110 call's number): its "
             "incidents whenever reported; needs district"),
         since: Instant | None = Query(
-            default=None, description="reported at or after it; the last 30 days unless "
-            "asked or a problem is hunted"),
+            default=None, description="reported at or after it; the 30 days before `until` "
+            "unless asked or a problem is hunted"),
         until: Instant | None = Query(
             default=None, description="reported before it (left out: an incident reported "
             "at exactly `until` is not listed). To page, pass `after` instead: incidents "
@@ -238,9 +248,13 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             raise ApiError(422, "invalid_field", "after is not a cursor of the board: pass "
                            "the previous answer's `next` as it is", "after") from None
         now = datetime.now(UTC)
-        # A problem is hunted however old: an unfiled hand-over is the worst case.
+        if since and until and since > until:  # else an empty board: "nothing reported"
+            raise ApiError(422, "invalid_field", "since must not be after until", "since")
+        # A problem is hunted however old: an unfiled hand-over is the worst case. Else the
+        # month before `until`, as the KPIs count back from theirs: a month before now
+        # would end before an `until` long past began, and list nothing.
         since_ts = (since.timestamp() if since else float("-inf") if problem
-                    else (now - timedelta(days=30)).timestamp())
+                    else ((until or now) - BOARD_PERIOD).timestamp())
         until_ts = (until or now + timedelta(days=1)).timestamp()
         if ref is not None and not district:
             raise ApiError(422, "invalid_field", "district is required with ref", "district")
@@ -518,7 +532,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     async def units(
         who: Reader,
         district: str = Query(min_length=1, max_length=64),
-        status: str | None = Query(default=None, max_length=32),
+        status: UnitState | None = None,  # a misspelt one: a 422, not "no team"
     ) -> dict[str, Any]:
         check_district(who, district)
         rows = []
@@ -541,12 +555,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                                until: datetime | None, *, default: timedelta,
                                now: datetime) -> tuple[datetime, datetime, list[dict[str, str]]]:
         """The incidents reported in [since, until) (default: the last `default`), of one
-        district (required of a dispatcher, and one of theirs) or, for the admin, of all."""
-        if district:
-            check_district(who, district)
-        elif who.kind in DESK_KINDS:
-            raise ApiError(422, "invalid_field", f"district is required for a {who.kind}",
-                           "district")
+        district (required of a dispatcher, and one of theirs) or, for the admin, of all.
+        The fields first, then the district (DESIGN: a 422 before a 403)."""
         until = until or now
         since = since or until - default
         if since > until:
@@ -554,6 +564,11 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         if until - since > MAX_PERIOD:
             raise ApiError(422, "invalid_field",
                            f"the period may span at most {MAX_PERIOD.days} days", "since")
+        if district:
+            check_district(who, district)
+        elif who.kind in DESK_KINDS:
+            raise ApiError(422, "invalid_field", f"district is required for a {who.kind}",
+                           "district")
         ids = await store.list_incidents(redis, district=district, since_ts=since.timestamp(),
                                          until_ts=until.timestamp(), limit=1_000_000,
                                          newest_first=False)

@@ -128,8 +128,10 @@ const STALE = new Error("a newer refresh was asked for");
 async function refresh() {
   const d = $("district").value.trim(); if (!$("token").value || !d) return;
   if (d !== watched) {  // another district: its incidents are not new ones, and an incident
-    // of the one left is not worked on beside the new one's teams
-    if (watched !== null) { selected = null; $("detail").hidden = true; alerted = null; }
+    // of the one left is not worked on beside the new one's teams; its board from the newest
+    // (a cursor of the one left is no place in it), its map without the one left's zones
+    if (watched !== null) { selected = null; $("detail").hidden = true; alerted = null;
+      pages = []; hotspots = []; zones = []; spotsAt = 0; }
     watched = d; }
   const run = ++generation; refreshing += 1;
   const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
