@@ -306,9 +306,12 @@ def _sent(value: str) -> tuple[str, str | None]:
 
 
 def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Policy,
-                 *, wanted: int, already: Sequence[str] = ()) -> list[Ranked]:
+                 *, wanted: int, already: Sequence[str] = (),
+                 alongside: Sequence[str] = ()) -> list[Ranked]:
     """Which of the ranked units to send, given the live orders' teams in `already`
-    (each `kind` or `kind:role`).
+    (each `kind` or `kind:role`), the incident's units, and in `alongside` the teams that
+    go with them without being one of its units (a backup, a P1's escort that does not
+    answer the category itself): they count as police or security with volunteers only.
 
     One unit: the best. Several: a joint response, the best unit of each of the first
     entries of the category's list (e.g. `police:patrol` and `security` for a dispute)
@@ -338,7 +341,8 @@ def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Poli
             if r not in chosen:
                 chosen.append(r)
         chosen = chosen[:missing]
-    kinds_sent = [_sent(a)[0] for a in already] + [r.unit.agency_kind for r in chosen]
+    kinds_sent = ([_sent(a)[0] for a in (*already, *alongside)]
+                  + [r.unit.agency_kind for r in chosen])
     if incident.priority == "P1" and kinds_sent and all(k == "volunteer" for k in kinds_sent):
         escorts = (ranked.escorts if isinstance(ranked, Ranking)
                    else [r for r in ranked if r.unit.agency_kind in ESCORT_KINDS])
@@ -352,15 +356,17 @@ def units_wanted(incident: IncidentFacts, policy: Policy) -> int:
     return policy.units_for(incident.category, incident.priority)
 
 
-def short_of_units(incident: IncidentFacts, policy: Policy, already: Sequence[str]) -> bool:
-    """Whether an incident with live orders to `already` (each `kind` or `kind:role`) still
+def short_of_units(incident: IncidentFacts, policy: Policy, already: Sequence[str],
+                   alongside: Sequence[str] = ()) -> bool:
+    """Whether an incident with live orders to `already` (its units, each `kind` or
+    `kind:role`) and `alongside` (teams with them, not its units: see choose_units) still
     lacks a unit it should have: fewer than it wants, or a P1 with volunteers only (no
     police or security unit was free). It waits for the next freed team that may go."""
-    if not already:
+    if not already and not alongside:
         return False  # not short: unassigned, waiting as such
     if len(already) < units_wanted(incident, policy):
         return True
-    return incident.priority == "P1" and all(_sent(a)[0] == "volunteer" for a in already)
+    return volunteers_alone_on_p1(incident.priority, [*already, *alongside])
 
 
 def volunteers_alone_on_p1(priority: str, already: Sequence[str]) -> bool:

@@ -115,6 +115,22 @@ def _sent_as(order: dict[str, str]) -> str:
     return domain.sent_as(order["agency_kind"], order.get("agency_role"))
 
 
+def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """The incident's live orders that claim a team, as domain.choose_units counts them:
+    its units, and apart the teams that go with them without being one (a backup, on top of
+    the units it wants; a P1's escort marked `escort`, sent only so that volunteers are not
+    alone there and not answering the category: a police car without first aid on a
+    medical call). A unit that declines, misses its deadline or is taken back is replaced
+    whoever of those stays."""
+    units: list[str] = []
+    alongside: list[str] = []
+    for order in orders:
+        if order["state"] in domain.LIVE_ORDER_STATES and order.get("kind") in CLAIMING_KINDS:
+            with_units = order["kind"] == "reinforcement" or order.get("escort") == "1"
+            (alongside if with_units else units).append(_sent_as(order))
+    return units, alongside
+
+
 def _since_report(inc: dict[str, str], at: str) -> float:
     """Seconds from the report to `at`, as the KPIs count them (`domain.acted_from`)."""
     return max(0.0, (datetime.fromisoformat(at) - domain.acted_from(inc)).total_seconds())
@@ -312,7 +328,10 @@ class Dispatcher:
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted)
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
-        entry = entry.model_copy(update={"status": status}) if entry.kind == "status" else entry
+        # DESIGN's timeline names each status change: on the step's own entry (a team's
+        # answer, a timeout, a close) whenever the step moved the incident
+        if entry.kind == "status" or status != inc["status"]:
+            entry = entry.model_copy(update={"status": status})
         assignments = tuple(
             Assignment(order_id=o["order_id"], team_id=o["team_id"],
                        team_name=o.get("team_name") or None, agency_kind=o["agency_kind"],
@@ -482,8 +501,13 @@ class Dispatcher:
                 found = await store.candidates(self.scripts, query)
             ranked = domain.rank_candidates(found, facts, self.policy, now)
             found = None
+            units, alongside = _units_and_alongside(live)
             chosen = domain.choose_units(ranked, facts, self.policy, wanted=wanted,
-                                         already=[_sent_as(o) for o in live])
+                                         already=units, alongside=alongside)
+            # A P1's escort that does not answer the incident itself (only in
+            # ranked.escorts) is marked so on its order: it is not one of its units.
+            answering = {r.unit.team_id for r in ranked}
+            escorts = {c.unit.team_id for c in chosen if c.unit.team_id not in answering}
             if busy := [self._offering[c.unit.team_id] for c in chosen
                         if c.unit.team_id in self._offering]:
                 await asyncio.wait(busy)
@@ -492,19 +516,22 @@ class Dispatcher:
                 if len(chosen) == 1 and not issued:
                     # The common case: one order, and with it the step's last writes, in
                     # one script (nothing written if the claim is lost: then search again).
+                    sent = domain.sent_as(chosen[0].unit.agency_kind, chosen[0].unit.agency_role)
+                    escort = chosen[0].unit.team_id in escorts
                     short_after = domain.short_of_units(
-                        facts, self.policy, [*(_sent_as(o) for o in live),
-                                             domain.sent_as(chosen[0].unit.agency_kind,
-                                                            chosen[0].unit.agency_role)])
+                        facts, self.policy, units if escort else [*units, sent],
+                        [*alongside, sent] if escort else alongside)
                     if await self._offer_last(
-                            state, chosen[0], held,
+                            state, chosen[0], held, marks=self._escort_marks(escort),
                             short_score=self._waiting_score(inc, now) if short_after else None):
                         return
                     continue
                 lost_race = False
                 for choice in chosen:
                     order = await self._offer(inc, choice.unit, kind="dispatch",
-                                              eta_s=choice.eta_s)
+                                              eta_s=choice.eta_s,
+                                              marks=self._escort_marks(
+                                                  choice.unit.team_id in escorts))
                     if order is None:  # claimed meanwhile by another incident: search again
                         lost_race = True
                     else:
@@ -520,7 +547,7 @@ class Dispatcher:
         district = facts.district
         # An incident short of a unit (one of two found, a P1 with volunteers only) stays
         # in the queue: the next freed team that may go joins the response.
-        short = domain.short_of_units(facts, self.policy, [_sent_as(o) for o in live])
+        short = domain.short_of_units(facts, self.policy, *_units_and_alongside(live))
         if issued:
             # The lock is released after this transaction (by the step's exit), not in it:
             # redis-py sends a transaction again when it lost the reply (Redis restarted
@@ -558,6 +585,11 @@ class Dispatcher:
                 # (5-30 s) to be offered: one more search, now that it is queued, finds it.
                 # Only once: queued again changes nothing.
                 await self._fill(incident_id, state, held=held)
+
+    @staticmethod
+    def _escort_marks(escort: bool) -> dict[str, str] | None:
+        """The mark of an order sent only as a P1's escort (see _units_and_alongside)."""
+        return {"escort": "1"} if escort else None
 
     def _queue_waiting(self, pipe: Pipeline, inc: dict[str, str]) -> None:
         """With a withdrawal: the incident waits for a freed team until its refill, which
@@ -638,16 +670,18 @@ class Dispatcher:
         return order
 
     async def _offer_last(self, state: store.IncidentState, choice: domain.Ranked,
-                          held: locks.Held | None, *, short_score: float | None = None) -> bool:
+                          held: locks.Held | None, *, short_score: float | None = None,
+                          marks: dict[str, str] | None = None) -> bool:
         """_fill's one new order with the step's last writes in the same script: what
         _offer, then _emit with _announce's writes (and the lock's release) would write,
         in one round trip instead of two. False, with nothing written, if the claim was
         lost. `short_score`: the incident is still short of a unit after this order, and
-        stays waiting at that score."""
+        stays waiting at that score; `marks`: as _offer's."""
         inc = state.incident
         assert inc is not None
         order, deadline, entry = self._new_order(inc, choice.unit, kind="dispatch",
                                                  eta_s=choice.eta_s)
+        order.update(marks or {})
         after = store.IncidentState(inc, [*state.orders, order], state.offered)
         changes, status_entry, updated = self._update(after, TimelineEntry(kind="status"), None)
         issued = self._order_issued(inc, order)
@@ -1816,12 +1850,11 @@ class Dispatcher:
                 store.offered_key(inc["incident_id"]), unit.team_id)
         state = await store.incident_state(self.redis, inc["incident_id"])
         facts = self._facts(inc, state.offered)
-        live = [_sent_as(o) for o in state.orders
-                if o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
+        units, alongside = _units_and_alongside(state.orders)
         ranked = domain.rank_candidates([unit], facts, self.policy, now)
         return bool(domain.choose_units(ranked, facts, self.policy,
                                         wanted=domain.units_wanted(facts, self.policy),
-                                        already=live))
+                                        already=units, alongside=alongside))
 
     # --- the command room -------------------------------------------------------------
 
@@ -2132,9 +2165,8 @@ class Dispatcher:
             # Still short with the team sent (a P1 fight given one team by hand wants its
             # second): it stays in the queue, and the next freed team that may go joins.
             state = await store.incident_state(self.redis, incident_id)
-            live = [_sent_as(o) for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
-                    and o.get("kind") in CLAIMING_KINDS]
-            short = domain.short_of_units(self._facts(inc, set()), self.policy, live)
+            short = domain.short_of_units(self._facts(inc, set()), self.policy,
+                                          *_units_and_alongside(state.orders))
 
             async def recorded(pipe: Pipeline) -> None:
                 if short:
