@@ -35,7 +35,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
@@ -223,6 +223,92 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts[:10])
 
 
+def describe_failure(exc: BaseException) -> str:
+    """A handler's failure for logs, spans and dead letters: its type and message, but of a
+    validation error only its fields and what was wrong with them. pydantic quotes the
+    values it refused, and a handler's model may be built from the caller's details."""
+    if isinstance(exc, ValidationError):
+        return f"{type(exc).__name__}: {describe_validation_error(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _record_failure(span: Span, exc: BaseException) -> None:
+    # Not `span.record_exception`: its message and stack trace are the exception's own text.
+    span.add_event("exception", {"exception.type": type(exc).__name__,
+                                 "exception.message": describe_failure(exc)})
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+
+
+async def _leave_pending(msg: RedisStreamMessage, exc: BaseException) -> None:
+    """Leave a failed read pending for the reclaimer without raising: FastStream would log
+    the exception's own text and stack trace (see describe_failure)."""
+    _record_failure(trace.get_current_span(), exc)
+    await msg.nack()  # nothing on Redis: no XACK, the entries stay pending
+
+
+class HandlerTimeout(Exception):
+    """A handler ran past `handler_timeout_s` and was cancelled as hung."""
+
+
+async def _handled(handler: Callable[[Any], Awaitable[None]], arg: Any, timeout_s: float) -> None:
+    """`handler(arg)`, cancelled after `timeout_s`: a handler that hangs would hold its reader
+    (and every entry behind it) and then, retried, each reclaimer in turn, and never fail
+    often enough to be dead-lettered."""
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            await handler(arg)
+    except TimeoutError:
+        if deadline.expired():
+            raise HandlerTimeout(f"still running after {timeout_s:g} s, cancelled") from None
+        raise
+
+
+class _Hold:
+    """Keeps the entries of a read from the reclaimers while they are being handled.
+
+    A reclaimer takes an entry idle for `claim_idle_ms`, and an entry's idle time runs
+    from its delivery, whether its consumer is dead or only slow (an incident's lock held
+    by another step for up to 20 s): the slow consumer's entry would be handled a second
+    time, at the same time. So every third of `claim_idle_ms` while the block runs, the
+    consumer claims its entries again (XCLAIM ... JUSTID: their idle time starts over, their
+    delivery count stays). A read handled within that time, nearly all, sends nothing.
+    A consumer that dies stops renewing, and its entries are reclaimed as before."""
+
+    def __init__(self, msg: RedisStreamMessage, consumer: str, *, group: str,
+                 settings: ServiceSettings) -> None:
+        self._client: Redis = msg.consumer
+        self._claim = (msg.raw_message["channel"], group, consumer, 0,
+                       msg.raw_message["message_ids"])
+        self._every_s = settings.claim_idle_ms / 3000
+        self._timer: asyncio.TimerHandle | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        self._held = True
+        self._timer = asyncio.get_running_loop().call_later(self._every_s, self._renew)
+
+    async def __aexit__(self, *_: object) -> None:
+        self._held = False
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._renewing is not None:
+            await self._renewing  # a command cut off by a cancellation can stall the client
+
+    def _renew(self) -> None:
+        self._renewing = asyncio.ensure_future(self._claim_again())
+
+    async def _claim_again(self) -> None:
+        try:  # an entry acknowledged meanwhile is no longer pending: XCLAIM skips it
+            await self._client.xclaim(*self._claim, justid=True)
+        except RedisError as exc:  # Redis away: its entries are not reclaimed meanwhile either
+            log.debug("could not renew the claim on entries being handled: %s",
+                      type(exc).__name__)
+        if self._held:
+            self._timer = asyncio.get_running_loop().call_later(self._every_s, self._renew)
+
+
 async def dead_letter(
     msg: RedisStreamMessage, *, group: str, reason: str, attempts: int
 ) -> None:
@@ -299,7 +385,7 @@ def _processor(
     group: str,
 ) -> Callable[[RedisStreamMessage, int], Awaitable[None]]:
     """Parse, handle; dead-letter what will never parse, and what fails `max_deliveries`
-    times; raise otherwise (the entry stays pending for the reclaimer)."""
+    times; otherwise leave the failed entry pending for the reclaimer."""
 
     async def process(msg: RedisStreamMessage, attempt: int) -> None:
         if unreadable := msg.headers.get(UNREADABLE):
@@ -315,26 +401,24 @@ def _processor(
             )
             return
         try:
-            await handler(event)
+            await _handled(handler, event, settings.handler_timeout_s)
         except TRANSIENT as exc:
             # Redis out of reach, or a step to make again: the event is not at fault, and
             # dead-lettering it would drop a good event (an incident) for an outage. It
             # stays pending and is retried until it goes through.
-            log.warning("handler for %s could not finish (attempt %s): %r; it stays pending",
-                        stream.name, attempt, exc)
-            raise
+            log.warning("handler for %s could not finish (attempt %s): %s; it stays pending",
+                        stream.name, attempt, describe_failure(exc))
+            await _leave_pending(msg, exc)
         except Exception as exc:
             if attempt >= settings.max_deliveries:
-                await dead_letter(
-                    msg, group=group, attempts=attempt,
-                    reason=f"{type(exc).__name__}: {exc}",
-                )
+                await dead_letter(msg, group=group, attempts=attempt,
+                                  reason=describe_failure(exc))
                 return
             log.warning(
-                "handler for %s failed (attempt %s of %s), will be reclaimed: %r",
-                stream.name, attempt, settings.max_deliveries, exc,
+                "handler for %s failed (attempt %s of %s), will be reclaimed: %s",
+                stream.name, attempt, settings.max_deliveries, describe_failure(exc),
             )
-            raise
+            await _leave_pending(msg, exc)
 
     return process
 
@@ -384,19 +468,19 @@ def consume(
             with trace.use_span(_entry_span(stream.name, group, entry_id, headers),
                                 end_on_exit=True) as span:
                 try:
-                    await handler(event)
+                    await _handled(handler, event, settings.handler_timeout_s)
                 except Exception as exc:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    _record_failure(span, exc)
                     if settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT):
                         outcome = "dead_lettered"
                         await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
                                                 fields=fields, group=group, attempts=1,
-                                                reason=f"{type(exc).__name__}: {exc}")
+                                                reason=describe_failure(exc))
                     else:
                         outcome = "failed"
                         log.warning("handler for %s failed (attempt 1 of %s), will be "
-                                    "reclaimed: %r", stream.name, settings.max_deliveries, exc)
+                                    "reclaimed: %s", stream.name, settings.max_deliveries,
+                                    describe_failure(exc))
             HANDLED.record(time.perf_counter() - started,
                            {"stream": stream.name, "group": group, "outcome": outcome})
             return outcome != "failed"
@@ -442,20 +526,27 @@ def _reader(broker: RedisBroker, stream: streams.Stream, read: Callable[[bytes],
     acknowledged before the pause (FastStream then acknowledges nothing twice), so the
     pause never makes them look idle to a reclaimer."""
 
+    name = consumer or settings.consumer_name
+
+    async def held_read(body: bytes) -> None:
+        msg: RedisStreamMessage = broker.context.get_local("message")
+        async with _Hold(msg, name, group=group, settings=settings):
+            await read(body)
+
     async def read_then_linger(body: bytes) -> None:
-        await read(body)
+        await held_read(body)
         msg: RedisStreamMessage = broker.context.get_local("message")
         if len(msg.raw_message["message_ids"]) < batch:
             await msg.ack()  # no-op when `read` nacked it (a failed entry stays pending)
             await asyncio.sleep(linger_s)
 
     broker.subscriber(
-        stream=StreamSub(stream.name, group=group, consumer=consumer or settings.consumer_name,
+        stream=StreamSub(stream.name, group=group, consumer=name,
                          batch=True, max_records=batch, polling_interval=1000),
         parser=_entries_unparsed, decoder=_undecoded,
         title=f"{group}:{stream.name}" + (f":{consumer}" if consumer else ""),
         description=description,
-    )(read_then_linger if linger_s > 0 else read)
+    )(read_then_linger if linger_s > 0 else held_read)
 
 
 def _reclaimer(
@@ -465,9 +556,10 @@ def _reclaimer(
 ) -> None:
     """The group's second subscriber: XAUTOCLAIMs entries idle for `claim_idle_ms` (a dead
     consumer's, a failed handler's) and retries them one at a time."""
+    name = f"{settings.consumer_name}-reclaim"
 
     @broker.subscriber(
-        stream=StreamSub(stream.name, group=group, consumer=f"{settings.consumer_name}-reclaim",
+        stream=StreamSub(stream.name, group=group, consumer=name,
                          min_idle_time=settings.claim_idle_ms, polling_interval=1000),
         parser=_tolerant_parser,
         decoder=_undecoded,
@@ -476,7 +568,8 @@ def _reclaimer(
     )
     async def reclaim(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
-        await process(msg, await msg.get_delivery_count())
+        async with _Hold(msg, name, group=group, settings=settings):
+            await process(msg, await msg.get_delivery_count())
 
 
 BatchHandler = Callable[[list[E]], Awaitable[None]]
@@ -584,17 +677,16 @@ def consume_batches(
             await msg.consumer.xack(stream.name, group, *dead)
         if not events:
             return
-        if not trace_each:
-            await handler(events)
-            return
         try:
-            await handler(events)
+            await _handled(handler, events, settings.handler_timeout_s)
         except Exception as exc:
-            for item in events:
-                item.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+            log.warning("handler for %s failed on a batch of %d, each will be reclaimed: %s",
+                        stream.name, len(events), describe_failure(exc))
+            for item in events if trace_each else ():
+                _record_failure(item.span, exc)
+            await _leave_pending(msg, exc)
         finally:
-            for item in events:
+            for item in events if trace_each else ():
                 item.span.end()
 
     _reader(broker, stream, read, settings=settings, group=group, batch=batch,

@@ -5,7 +5,8 @@ stream's consumers share its `dlq.` stream: trimming by age is the same cut whoe
 it). An entry goes only when it is older than the retention (default 30 days, so the
 command room's history survives) AND every consumer group shared.streams declares for the
 stream has read and acknowledged it: the cut stops before the oldest pending entry and
-before the first entry any such group has not yet read. Other groups (an older release's,
+before the first entry any such group has not yet read, and a stream one of them has no
+group on yet (it will read from id 0) is not trimmed at all. Other groups (an older release's,
 one made by hand) are named in a warning and otherwise ignored: one that reads nothing
 would keep the stream growing until Redis is full.
 """
@@ -43,7 +44,14 @@ async def safe_trim_point(redis: Redis, stream: str, *, retention_s: float,
     if not await redis.exists(stream):
         return "0-0"
     cut = (int(((now or time.time()) - retention_s) * 1000), 0)
-    for group in await redis.xinfo_groups(stream):
+    present = await redis.xinfo_groups(stream)
+    if missing := sorted(set(groups or ()) - {_name(group) for group in present}):
+        # A declared group not created yet (its service not started since Redis came back
+        # empty, or not deployed) will read the stream from id 0: all of it is still needed.
+        log.warning("stream %s is not trimmed: its consumer group(s) %s do not exist yet",
+                    stream, ", ".join(missing))
+        return "0-0"
+    for group in present:
         name = _name(group)
         if groups is not None and name not in groups:
             log.warning("stream %s has consumer group %s, which shared.streams does not "

@@ -12,12 +12,14 @@ import gc
 import importlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from shared.collector import collect_when_quiet
 from shared.logging import setup_logging
@@ -66,9 +68,25 @@ def _heap_frozen_after_startup(app: FastAPI) -> FastAPI:
     return app
 
 
+def _settings_or_exit(service: str):  # -> the service's Settings
+    """The service's settings, or exit with EX_CONFIG and one line per wrong variable.
+
+    Not pydantic's traceback: it repeats every value it was given (REDIS_URL with its
+    password among them) and buries the variable's name under the stack, once per restart.
+    EX_CONFIG tells a supervisor (`make run`) that starting again would not help."""
+    try:
+        return _settings(service)
+    except ValidationError as exc:
+        wrong = [f"  {'.'.join(str(p) for p in err['loc']).upper() or '(settings)'}: {err['msg']}"
+                 for err in exc.errors(include_url=False, include_input=False)]
+        sys.stderr.write(f"{service}: invalid configuration in the environment:\n"
+                         + "\n".join(wrong) + "\n")
+        raise SystemExit(os.EX_CONFIG) from None
+
+
 def run_service(service: str) -> None:
     os.environ[_SERVICE_ENV] = service
-    settings = _settings(service)
+    settings = _settings_or_exit(service)
     setup_logging(settings.service_name, settings.log_level)
     uvicorn.run(
         "shared.runtime:worker_app",

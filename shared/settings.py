@@ -4,9 +4,29 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Annotated
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
+
+
+def _redis_url(value: str) -> str:
+    # Checked here, so that a wrong REDIS_URL stops the service at start with its name,
+    # not deep in the app's set-up. The message never repeats the URL: it holds a password.
+    try:
+        parse_url(value)
+    except ValueError:
+        raise ValueError("must be a redis://, rediss:// or unix:// URL, such as "
+                         "redis://user:password@host:6379/0") from None
+    return value
+
+
+def _log_level(value: str) -> str:
+    # logging and uvicorn would refuse another name only once the process is set up
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return value.upper()
 
 
 def default_consumer_name() -> str:
@@ -18,19 +38,26 @@ def default_consumer_name() -> str:
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="REDIS_URL")
+    redis_url: Annotated[str, AfterValidator(_redis_url)] = Field(
+        default="redis://127.0.0.1:6379/0", description="REDIS_URL")
     admin_token: SecretStr = Field(description="ADMIN_TOKEN: honoured by every service")
     http_host: str = Field(default="127.0.0.1", description="HTTP_HOST: address to listen on")
-    http_port: int = Field(default=0, description="HTTP_PORT: 0 means the service's own port")
+    http_port: int = Field(default=0, ge=0, le=65_535,
+                           description="HTTP_PORT: 0 means the service's own port")
     http_workers: int = Field(default=1, ge=1, le=16,
                               description="HTTP_WORKERS: uvicorn worker processes")
-    log_level: str = Field(default="INFO", description="LOG_LEVEL")
+    log_level: Annotated[str, AfterValidator(_log_level)] = Field(
+        default="INFO", description="LOG_LEVEL: DEBUG, INFO, WARNING, ERROR or CRITICAL")
     redis_max_connections: int = Field(default=200, ge=4, description="REDIS_MAX_CONNECTIONS: "
                                        "per process; more requests wait for a free one")
     consumer_name: str = Field(default_factory=default_consumer_name, description="CONSUMER_NAME")
     # Reclaiming and dead-lettering (see shared.bus)
-    claim_idle_ms: int = Field(default=15_000, description="CLAIM_IDLE_MS: reclaim after idle")
-    max_deliveries: int = Field(default=5, description="MAX_DELIVERIES: then dead-letter")
+    claim_idle_ms: int = Field(default=15_000, ge=100, description="CLAIM_IDLE_MS: reclaim "
+                               "after idle (an entry whose handler still runs is kept from it)")
+    max_deliveries: int = Field(default=5, ge=1, description="MAX_DELIVERIES: then dead-letter")
+    handler_timeout_s: float = Field(
+        default=120, gt=0, description="HANDLER_TIMEOUT_S: a handler still running after this "
+        "is taken as hung and cancelled; its entry is retried, then dead-lettered")
     bookkeeping_linger_ms: int = Field(
         default=50, ge=0, le=1000, description="BOOKKEEPING_LINGER_MS: pause after a read that "
         "was not full on streams nobody waits on to the tenth of a second, so that the next "

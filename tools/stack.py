@@ -26,6 +26,8 @@ def describe_exit(code: int) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
+    if code == os.EX_CONFIG:  # shared.runtime: a variable of its environment is wrong
+        return f"exited with code {code}: invalid configuration"
     return f"exited with code {code}"
 
 
@@ -38,6 +40,7 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    given_up: bool = False  # it exited for its configuration: starting it again cannot help
 
     @property
     def url(self) -> str:
@@ -53,6 +56,7 @@ class Service:
         )
         out.close()
         self.started_at = time.monotonic()
+        self.given_up = False
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -132,8 +136,15 @@ class Stack:
         """Restart services that died; returns what was restarted and why."""
         restarted = []
         for service in self.services.values():
+            if service.given_up:
+                continue
             if service.proc is not None and service.proc.poll() is not None:
                 why = describe_exit(service.proc.returncode)
+                if service.proc.returncode == os.EX_CONFIG:
+                    log.error("%s %s; not restarting it: fix its environment (log: %s)",
+                              service.name, why, service.log_path)
+                    service.given_up = True
+                    continue
                 # Back off a service that keeps dying at start, so its log stays readable.
                 if time.monotonic() - service.started_at < 2.0 and service.restarts > 2:
                     continue

