@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
 
 ROOT = Path(__file__).resolve().parent.parent
 CENTRE = (22.8170, 108.3665)
@@ -101,8 +102,20 @@ def roster(district: str) -> dict[str, Any]:
     for n, zone in enumerate(["z-xinzhu", "z-nanhu", "z-zhonghua", "z-xinzhu"], start=1):
         add(f"vol-team-{n}", "vol-redarm", f"Red armband team {n}", "bike" if n % 2 else "foot",
             zone, [f"Volunteer {n}A", f"Volunteer {n}B", f"Volunteer {n}C"], "volunteer")
-    return {"district": district, "agencies": agencies, "zones": zones, "teams": teams,
-            "members": members}
+    return with_district_ids({"district": district, "agencies": agencies, "zones": zones,
+                              "teams": teams, "members": members})
+
+
+ID_FIELDS = ("id", "agency_id", "owner_agency_id", "team_id", "home_zone_id")
+
+
+def with_district_ids(doc: dict[str, Any]) -> dict[str, Any]:
+    """Roster ids are global (volunteers refuses one already used in another district): the
+    district in each id lets demos of several districts share one Redis."""
+    for entity in ("agencies", "zones", "teams", "members"):
+        for row in doc[entity]:
+            row.update({f: f"{doc['district']}-{row[f]}" for f in ID_FIELDS if f in row})
+    return doc
 
 
 class Demo:
@@ -170,7 +183,7 @@ class Demo:
     async def browser_phone(self, doc: dict[str, Any]) -> None:
         """A device for a member nobody simulates (the second of a volunteer team), as a link
         to the member's page: a browser becomes that member's phone."""
-        member = next(m for m in doc["members"] if m["id"] == "vol-team-4-m2")
+        member = next(m for m in doc["members"] if m["id"] == f"{self.district}-vol-team-4-m2")
         r = await self.client.post(
             f"{self.env['VOLUNTEERS_URL']}/v1/members/{member['id']}/devices", headers=self.admin)
         r.raise_for_status()
@@ -197,7 +210,8 @@ class Demo:
         sys.stdout.write(f"{name} leads the duty of {self.district}\n")
 
     async def phone(self, team: dict[str, Any], token: str) -> None:
-        """One member's phone: shift on, positions every 5 s, answers orders."""
+        """One member's phone: shift on, positions every 5 s, answers orders. Like the member's
+        page, it reconnects when its socket drops (`make run` restarting notify, Redis away)."""
         auth = {"Authorization": f"Bearer {token}"}
         vol = self.env["VOLUNTEERS_URL"]
         lat = CENTRE[0] + random.uniform(-0.02, 0.02)
@@ -216,48 +230,73 @@ class Demo:
                 await asyncio.sleep(5)
 
         positions = asyncio.create_task(report_positions())
+        in_hand: set[str] = set()  # a reconnect replays the orders not answered yet
         try:
             while True:
                 try:
                     async with connect(ws_url, additional_headers=auth) as ws:
                         async for raw in ws:
                             frame = json.loads(raw)
-                            if frame.get("type") == "order":
-                                asyncio.create_task(self.work(ws, team, token, frame))
-                except OSError:
+                            if frame.get("type") != "order":
+                                continue
+                            await ws.send(json.dumps({"type": "received",
+                                                      "order_id": frame["order_id"]}))
+                            if frame["order_id"] not in in_hand:
+                                in_hand.add(frame["order_id"])
+                                asyncio.create_task(self.work(team, token, frame, in_hand))
+                except (OSError, WebSocketException):
                     await asyncio.sleep(2)
         finally:
             positions.cancel()
 
-    async def work(self, ws: Any, team: dict[str, Any], token: str,
-                   order: dict[str, Any]) -> None:
+    async def work(self, team: dict[str, Any], token: str, order: dict[str, Any],
+                   in_hand: set[str]) -> None:
+        """The team's answers, over HTTP: they outlive the socket the order came on."""
         incident_id = order["incident_id"]
-        await ws.send(json.dumps({"type": "received", "order_id": order["order_id"]}))
         eta = f", ETA {order['eta_s'] / 60:.1f} min" if order.get("eta_s") else ""
         self.line(incident_id, f"assigned to {team['name']} ({order['kind']}{eta})")
-        await asyncio.sleep(random.uniform(1, 6))
-        if random.random() < 0.08:
-            reason = random.choice(DECLINE_REASONS)
-            await ws.send(json.dumps({"type": "response", "order_id": order["order_id"],
-                                      "response": "declined", "note": reason}))
-            self.line(incident_id, f"declined by {team['name']}: {reason}")
-            return
-        steps = [("acknowledged", 0), ("en_route", 3), ("on_scene", 8),
-                 ("handover" if random.random() < 0.15 else "resolved", 15)]
-        if order.get("kind") in ("handover", "followup"):
-            steps = [("acknowledged", 0), ("resolved", 20)]
-        for response, pause in steps:
-            await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-            answer = {"type": "response", "order_id": order["order_id"], "response": response}
-            if response == "handover":
-                answer["note"] = random.choice(HANDOVER_NOTES)
-            if response in ("resolved", "handover") and random.random() < 0.5:
-                # the body camera's file, as its docking station will name it
-                answer["evidence"] = [{"kind": "video",
-                                       "ref": f"bwc-{team['name']}-{int(time.time())}.mp4"}]
-            await ws.send(json.dumps(answer))
-            if response in ("acknowledged", "resolved", "handover"):
-                self.line(incident_id, f"{response} by {team['name']}")
+        try:
+            await asyncio.sleep(random.uniform(1, 6))
+            if random.random() < 0.08:
+                reason = random.choice(DECLINE_REASONS)
+                if await self.answer(token, order["order_id"],
+                                     {"response": "declined", "note": reason}):
+                    self.line(incident_id, f"declined by {team['name']}: {reason}")
+                return
+            steps = [("acknowledged", 0), ("en_route", 3), ("on_scene", 8),
+                     ("handover" if random.random() < 0.15 else "resolved", 15)]
+            if order.get("kind") in ("handover", "followup"):
+                steps = [("acknowledged", 0), ("resolved", 20)]
+            for response, pause in steps:
+                await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+                body: dict[str, Any] = {"response": response}
+                if response == "handover":
+                    body["note"] = random.choice(HANDOVER_NOTES)
+                if response in ("resolved", "handover") and random.random() < 0.5:
+                    # the body camera's file, as its docking station will name it
+                    body["evidence"] = [{"kind": "video",
+                                         "ref": f"bwc-{team['name']}-{int(time.time())}.mp4"}]
+                if not await self.answer(token, order["order_id"], body):
+                    return  # taken back meanwhile: a missed deadline, the command room
+                if response in ("acknowledged", "resolved", "handover"):
+                    self.line(incident_id, f"{response} by {team['name']}")
+        finally:
+            in_hand.discard(order["order_id"])
+
+    async def answer(self, token: str, order_id: str, body: dict[str, Any]) -> bool:
+        """True once notify took the answer; False when it refused it (the order was taken
+        back or has ended). Sent again while notify is away (restarting, or 503 while Redis
+        is), as a phone would: a lost answer would keep the team busy for ever."""
+        url = f"{self.env['NOTIFY_URL']}/v1/orders/{order_id}/responses"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with suppress(httpx.HTTPError):
+                r = await self.client.post(url, headers={"Authorization": f"Bearer {token}"},
+                                           json=body)
+                if r.status_code < 500 and r.status_code != 429:
+                    return r.is_success
+            await asyncio.sleep(1)
+        return False
 
     async def post_incidents(self, rate_per_min: float) -> None:
         r = await self.client.post(f"{self.env['INTAKE_URL']}/v1/systems", headers=self.admin,
@@ -277,23 +316,33 @@ class Demo:
                              "address": f"No. {random.randint(1, 300)} Minzu Avenue"},
                 "caller": {"phone": "138" + "".join(random.choices("0123456789", k=8))},
             }
-            r = await self.client.post(f"{self.env['INTAKE_URL']}/v1/incidents", headers=key,
-                                       json=body)
-            if r.status_code in (200, 202):
-                data = r.json()
-                self.started[data["incident_id"]] = time.monotonic()
-                extra = f" (duplicate of {data['linked_to']})" if data.get("linked_to") else ""
-                self.line(data["incident_id"],
-                          f"reported: {category} {data['priority']} {data['status']}{extra}")
-                asyncio.create_task(self.watch_unassigned(data["incident_id"]))
+            try:
+                r = await self.client.post(f"{self.env['INTAKE_URL']}/v1/incidents",
+                                           headers=key, json=body)
+            except httpx.HTTPError as e:  # `make run` restarting it: the next report finds it
+                sys.stdout.write(f"intake did not answer ({type(e).__name__})\n")
             else:
-                sys.stdout.write(f"intake refused an incident: {r.status_code} {r.text}\n")
+                self.reported(r, category)
             await asyncio.sleep(60.0 / rate_per_min)
+
+    def reported(self, r: httpx.Response, category: str) -> None:
+        if r.status_code not in (200, 202):
+            sys.stdout.write(f"intake refused an incident: {r.status_code} {r.text}\n")
+            return
+        data = r.json()
+        self.started[data["incident_id"]] = time.monotonic()
+        extra = f" (duplicate of {data['linked_to']})" if data.get("linked_to") else ""
+        self.line(data["incident_id"],
+                  f"reported: {category} {data['priority']} {data['status']}{extra}")
+        asyncio.create_task(self.watch_unassigned(data["incident_id"]))
 
     async def watch_unassigned(self, incident_id: str) -> None:
         await asyncio.sleep(3)
-        r = await self.client.get(f"{self.env['DISPATCH_URL']}/v1/incidents/{incident_id}",
-                                  headers=self.admin)
+        try:
+            r = await self.client.get(f"{self.env['DISPATCH_URL']}/v1/incidents/{incident_id}",
+                                      headers=self.admin)
+        except httpx.HTTPError:
+            return  # dispatch restarting: the board flags the incident anyway
         if r.status_code == 200 and r.json()["status"] == "unassigned":
             self.line(incident_id, "UNASSIGNED: no suitable team free; flagged on the board")
 
