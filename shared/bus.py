@@ -250,6 +250,10 @@ class HandlerTimeout(Exception):
     """A handler ran past `handler_timeout_s` and was cancelled as hung."""
 
 
+# A batch's failures that each of its events, handled alone, would meet again.
+UNFINISHED = (*TRANSIENT, HandlerTimeout)
+
+
 async def _handled(handler: Callable[[Any], Awaitable[None]], arg: Any, timeout_s: float) -> None:
     """`handler(arg)`, cancelled after `timeout_s`: a handler that hangs would hold its reader
     (and every entry behind it) and then, retried, each reclaimer in turn, and never fail
@@ -423,6 +427,37 @@ def _processor(
     return process
 
 
+async def _handle_entry(
+    handler: Callable[[Any], Awaitable[None]], arg: Any, *, span: Span, consumer: Redis,
+    stream: streams.Stream, group: str, entry_id: bytes, fields: Mapping[bytes, bytes],
+    settings: ServiceSettings,
+) -> Exception | None:
+    """`handler(arg)` for one entry read (not reclaimed), under its `span`, its outcome timed.
+    None: done with (handled, or dead-lettered at once when `max_deliveries` leaves no
+    retry); else the failure that leaves it pending for the reclaimer."""
+    started = time.perf_counter()
+    outcome: str
+    failure: Exception | None = None
+    with trace.use_span(span, end_on_exit=False):
+        try:
+            await _handled(handler, arg, settings.handler_timeout_s)
+            outcome = "handled"
+        except Exception as exc:
+            _record_failure(span, exc)
+            if settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT):
+                outcome = "dead_lettered"
+                await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
+                                        fields=fields, group=group, attempts=1,
+                                        reason=describe_failure(exc))
+            else:
+                outcome, failure = "failed", exc
+                log.warning("handler for %s failed (attempt 1 of %s), will be reclaimed: %s",
+                            stream.name, settings.max_deliveries, describe_failure(exc))
+    HANDLED.record(time.perf_counter() - started,
+                   {"stream": stream.name, "group": group, "outcome": outcome})
+    return failure
+
+
 def consume(
     broker: RedisBroker,
     stream: streams.Stream,
@@ -464,26 +499,13 @@ def consume(
             return True
         event, headers = parsed
         async with slots:
-            started, outcome = time.perf_counter(), "handled"
-            with trace.use_span(_entry_span(stream.name, group, entry_id, headers),
-                                end_on_exit=True) as span:
-                try:
-                    await _handled(handler, event, settings.handler_timeout_s)
-                except Exception as exc:
-                    _record_failure(span, exc)
-                    if settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT):
-                        outcome = "dead_lettered"
-                        await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
-                                                fields=fields, group=group, attempts=1,
-                                                reason=describe_failure(exc))
-                    else:
-                        outcome = "failed"
-                        log.warning("handler for %s failed (attempt 1 of %s), will be "
-                                    "reclaimed: %s", stream.name, settings.max_deliveries,
-                                    describe_failure(exc))
-            HANDLED.record(time.perf_counter() - started,
-                           {"stream": stream.name, "group": group, "outcome": outcome})
-            return outcome != "failed"
+            span = _entry_span(stream.name, group, entry_id, headers)
+            try:
+                return await _handle_entry(handler, event, span=span, consumer=consumer,
+                                           stream=stream, group=group, entry_id=entry_id,
+                                           fields=fields, settings=settings) is None
+            finally:
+                span.end()
 
     async def read(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
@@ -605,8 +627,9 @@ def _event_of(model: type[E], fields: Mapping[bytes, bytes]) -> tuple[E, dict[st
 _tracer = trace.get_tracer("lianfang.bus")
 HANDLED = metrics.get_meter("lianfang.bus").create_histogram(
     "lianfang.stream.handle_duration", unit="s",
-    description="time to handle one stream entry read by `consume`, by stream, group and "
-                "outcome (handled, failed: left for the reclaimer, dead_lettered)")
+    description="time to handle one stream entry read by `consume` (or of a failed batch of "
+                "`consume_batches`, handled alone), by stream, group and outcome (handled, "
+                "failed: left for the reclaimer, dead_lettered)")
 
 
 @dataclass(slots=True)
@@ -650,16 +673,20 @@ def consume_batches(
     """`consume` for a stream whose events are each handled idempotently: the handler takes
     up to `batch` events at once, read and acknowledged together (one XREADGROUP and one
     XACK for the batch, and FastStream's consume path once). Entries that are no event are
-    dead-lettered at once; a batch whose handler fails stays pending and the reclaimer
-    retries its entries one at a time, dead-lettering those that keep failing, as `consume`
-    does. With `trace_each`, the handler gets each event as `Traced`, with a consumer span
-    continuing its publisher's trace (ended when the handler returns); without it, no span
-    at all (unit positions: thousands a second, never traced). `bookkeeping`: as `consume`."""
+    dead-lettered at once. A batch whose handler fails is handled again at once event by
+    event, as `consume` handles a read: those that go through alone are acknowledged, the
+    others stay pending and the reclaimer retries them one at a time, dead-lettering those
+    that keep failing. A batch that failed for Redis being away, `TryAgain` or a hang stays
+    pending whole, for the reclaimer (each alone would meet it again). With `trace_each`,
+    the handler gets each event as `Traced`, with a consumer span continuing its
+    publisher's trace (ended when the handler returns; handled alone, the event keeps it);
+    without it, no span at all (unit positions: thousands a second, never traced).
+    `bookkeeping`: as `consume`."""
     _check_group(stream, group)
 
     async def read(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
-        events: list[Any] = []
+        entries: list[tuple[bytes, Mapping[bytes, bytes], Any]] = []  # id, fields, event
         dead: list[bytes] = []
         for entry_id, fields in zip(msg.raw_message["message_ids"], msg.raw_message["data"],
                                     strict=True):
@@ -669,25 +696,53 @@ def consume_batches(
                                         fields=fields, group=group, reason=parsed, attempts=1)
                 dead.append(entry_id)
             elif trace_each:
-                events.append(Traced(parsed[0], _entry_span(stream.name, group, entry_id,
-                                                            parsed[1])))
+                entries.append((entry_id, fields, Traced(
+                    parsed[0], _entry_span(stream.name, group, entry_id, parsed[1]))))
             else:
-                events.append(parsed[0])
+                entries.append((entry_id, fields, parsed[0]))
         if dead:  # acknowledged now: should the handler fail, only the events are retried
             await msg.consumer.xack(stream.name, group, *dead)
-        if not events:
+        if not entries:
             return
+        events = [event for _, _, event in entries]
         try:
             await _handled(handler, events, settings.handler_timeout_s)
-        except Exception as exc:
-            log.warning("handler for %s failed on a batch of %d, each will be reclaimed: %s",
-                        stream.name, len(events), describe_failure(exc))
+        except UNFINISHED as exc:
+            log.warning("handler for %s could not finish a batch of %d, each will be "
+                        "reclaimed: %s", stream.name, len(events), describe_failure(exc))
             for item in events if trace_each else ():
                 _record_failure(item.span, exc)
             await _leave_pending(msg, exc)
+        except Exception as exc:
+            log.warning("handler for %s failed on a batch of %d, each is handled alone: %s",
+                        stream.name, len(events), describe_failure(exc))
+            await each_alone(msg, entries)
         finally:
             for item in events if trace_each else ():
                 item.span.end()
+
+    async def each_alone(msg: RedisStreamMessage,
+                         entries: list[tuple[bytes, Mapping[bytes, bytes], Any]]) -> None:
+        """A batch failed for one of its events, not for an outage: handle each on its own
+        in stream order, so that the good ones are done now (an order's deadline runs) and
+        only the failing ones wait for the reclaimer. Handled again, a good one changes
+        nothing (handlers are idempotent); it is acknowledged only once handled alone."""
+        done: list[bytes] = []
+        for n, (entry_id, fields, event) in enumerate(entries):
+            span = event.span if trace_each else trace.INVALID_SPAN
+            failure = await _handle_entry(handler, [event], span=span, consumer=msg.consumer,
+                                          stream=stream, group=group, entry_id=entry_id,
+                                          fields=fields, settings=settings)
+            if failure is None:
+                done.append(entry_id)
+            elif isinstance(failure, UNFINISHED):  # the rest would meet it too: left pending
+                for _, _, left in entries[n + 1:] if trace_each else ():
+                    _record_failure(left.span, failure)
+                break
+        if len(done) < len(entries):
+            if done:
+                await msg.consumer.xack(stream.name, group, *done)
+            await msg.nack()  # nothing on Redis: the others stay pending, unacknowledged
 
     _reader(broker, stream, read, settings=settings, group=group, batch=batch,
             description=f"{handler.__name__} ({model.__name__}, in batches of up to {batch})",
