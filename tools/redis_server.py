@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import importlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
 import redis
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find_binary() -> str | None:
@@ -42,8 +49,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ended_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` for a child that Linux sends SIGTERM when its parent dies, even
+    SIGKILLed (PR_SET_PDEATHSIG): a `make run` killed outright leaves nothing running.
+    None where there is no such signal. Linux sends it when the *thread* that started the
+    child ends: start it from the main thread."""
+    prctl = getattr(ctypes.CDLL(None), "prctl", None) if sys.platform == "linux" else None
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # it died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
+
+
 class RedisServer:
-    """A redis-server child process with its data in `workdir` (AOF on by default)."""
+    """A redis-server child process with its data in `workdir` (AOF on by default).
+
+    One server per folder: two appending to one AOF would corrupt it. `start` refuses a
+    folder another redis-server holds, even one left running by a parent killed outright.
+
+    `own_session`, as `make run` runs it: a Ctrl-C at the terminal reaches the services
+    and their parent but not Redis, which the parent stops once the services are down
+    (their last writes land); and should the parent be killed outright, Linux stops it."""
 
     def __init__(
         self,
@@ -55,6 +97,7 @@ class RedisServer:
         appendfsync: str = "everysec",
         extra_args: list[str] | None = None,
         ready_auth: tuple[str, str] | None = None,
+        own_session: bool = False,
     ) -> None:
         found = binary or find_binary()
         if not found:
@@ -69,6 +112,7 @@ class RedisServer:
         self.appendfsync = appendfsync
         self.extra_args = extra_args or []
         self.ready_auth = ready_auth  # (user, password) to PING with, when ACLs are on
+        self.own_session = own_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,6 +122,10 @@ class RedisServer:
     @property
     def logfile(self) -> Path:
         return self.workdir / "redis.log"
+
+    @property
+    def lockfile(self) -> Path:
+        return self.workdir / "redis.lock"
 
     def args(self) -> list[str]:
         return [
@@ -106,20 +154,60 @@ class RedisServer:
                 "start empty. Put a redis-server >= 7 on PATH (or REDIS_SERVER_BIN), or "
                 "move the folder away to start afresh")
 
+    def _lock_folder(self, deadline: float) -> int:
+        """A descriptor holding the folder's lock, for the server to inherit: the lock lasts
+        as long as the server (and the children it forks), whatever becomes of its parent.
+        Held on after its server died, it is a child it forked (an AOF rewrite), which ends
+        by itself: wait for it until `deadline`."""
+        lock = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return lock
+            except BlockingIOError:
+                holder = os.pread(lock, 64, 0).decode(errors="replace").split()
+                if len(holder) != 2 or _running(int(holder[0])) or time.monotonic() > deadline:
+                    os.close(lock)
+                    who = (f"redis-server pid {holder[0]} on port {holder[1]}"
+                           if len(holder) == 2 else "another redis-server")
+                    raise RuntimeError(
+                        f"{self.workdir} is in use by {who} (an earlier `make run` still "
+                        "running, or killed without stopping it): stop it first; a second "
+                        "server would write to the same AOF") from None
+                time.sleep(0.05)
+
     def start(self, timeout: float = 15.0) -> RedisServer:
         self.check_data_readable()
-        self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        lock = self._lock_folder(deadline)
+        try:
+            self.proc = subprocess.Popen(
+                self.args(), stdin=subprocess.DEVNULL, pass_fds=(lock,),
+                start_new_session=self.own_session,
+                preexec_fn=ended_with_parent() if self.own_session else None)
+            os.ftruncate(lock, 0)
+            os.pwrite(lock, f"{self.proc.pid} {self.port}\n".encode(), 0)
+        finally:
+            os.close(lock)  # the server holds it now
+        try:
+            self._wait_until_it_answers(deadline, timeout)
+        except BaseException:  # not left running, holding the folder, when it failed
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_it_answers(self, deadline: float, timeout: float) -> None:
+        assert self.proc is not None
         user, password = self.ready_auth or (None, None)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5, username=user,
                              password=password)
-        deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"redis-server exited: see {self.logfile}")
                 with suppress(redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
                     if client.ping():
-                        return self
+                        return
                 time.sleep(0.05)
         finally:
             client.close()

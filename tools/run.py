@@ -35,7 +35,11 @@ def admin_token() -> str:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on the port. Bound as redis-server binds it (SO_REUSEADDR): the
+    connections of a Redis just stopped linger in TIME-WAIT there for a minute, and must not
+    move the next one to another port."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -53,11 +57,32 @@ def embedded_redis() -> RedisServer:
     # Redis >= 7.2 has WAITAOF: fsync every second and intake waits for the fsync of each
     # incident. Older servers fsync every write, so a 202 always means on disk.
     fsync = "everysec" if version(binary) >= (7, 2) else "always"
-    server = RedisServer(VAR / "redis", port=port or None, binary=binary, appendfsync=fsync)
+    server = RedisServer(VAR / "redis", port=port or None, binary=binary, appendfsync=fsync,
+                         own_session=True)
     try:
         return server.start()
     except RuntimeError as exc:  # it cannot read its data, or exited: its log says why
         sys.exit(f"embedded Redis not started: {exc}")
+
+
+def announce(stack: Stack, redis_url: str, token: str) -> None:
+    (VAR / "run.env").write_text(
+        f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
+        + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items())
+    )
+    lines = ["", "Lianfang is running.", f"  Redis         {redis_url}"]
+    for name, service in stack.services.items():
+        lines.append(f"  {name:<13} {service.url}   API docs: {service.url}/docs")
+    lines += [
+        f"  command room  {stack.url('dispatch')}/console#token={token}&district=qingxiu",
+        f"  device page   {stack.url('notify')}/device",
+        f"  admin token   {token}",
+        f"  traces        {stack.traces_dir}/<service>.jsonl",
+        f"  logs          {VAR / 'logs'}/<service>.log",
+        "Try `make demo` in another terminal. Ctrl-C stops everything.", "",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -65,48 +90,39 @@ def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     VAR.mkdir(parents=True, exist_ok=True)
     token = admin_token()
-    redis_server = None
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        redis_server = embedded_redis()
-        redis_url = redis_server.url
-        log.info("embedded redis-server %s on %s (AOF in %s, appendfsync %s)",
-                 redis_server.binary, redis_url, redis_server.workdir, redis_server.appendfsync)
-    stack = Stack(redis_url=redis_url, admin_token=token, workdir=VAR)
     stopping = False
 
     def stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Before Redis starts: in a session of its own, only this process stops it (after the
+    # services), even when a Ctrl-C comes while it starts.
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    redis_server = None
+    stack = None
     try:
-        stack.start()
-        stack.wait_ready(timeout=60)
-        (VAR / "run.env").write_text(
-            f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
-            + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items())
-        )
-        lines = ["", "Lianfang is running.", f"  Redis         {redis_url}"]
-        for name, service in stack.services.items():
-            lines.append(f"  {name:<13} {service.url}   API docs: {service.url}/docs")
-        lines += [
-            f"  command room  {stack.url('dispatch')}/console#token={token}&district=qingxiu",
-            f"  device page   {stack.url('notify')}/device",
-            f"  admin token   {token}",
-            f"  traces        {stack.traces_dir}/<service>.jsonl",
-            f"  logs          {VAR / 'logs'}/<service>.log",
-            "Try `make demo` in another terminal. Ctrl-C stops everything.", "",
-        ]
-        sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.flush()
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            redis_server = embedded_redis()
+            redis_url = redis_server.url
+            log.info("embedded redis-server %s on %s (AOF in %s, appendfsync %s)",
+                     redis_server.binary, redis_url, redis_server.workdir,
+                     redis_server.appendfsync)
+        stack = Stack(redis_url=redis_url, admin_token=token, workdir=VAR, exit_with_parent=True)
+        if not stopping:
+            stack.start()
+            stack.wait_ready(timeout=60, stopping=lambda: stopping)
+        if not stopping:
+            announce(stack, redis_url, token)
         while not stopping:
             stack.supervise_once()
             time.sleep(0.5)
     finally:
-        log.info("stopping services")
-        stack.stop()
+        if stack is not None:
+            log.info("stopping services")
+            stack.stop()
         if redis_server is not None:
             redis_server.stop()
         log.info("stopped")

@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tools.redis_server import ended_with_parent
 
 log = logging.getLogger("lianfang.stack")
 
@@ -41,6 +44,7 @@ class Service:
     restarts: int = 0
     started_at: float = 0.0
     given_up: bool = False  # it exited for its configuration: starting it again cannot help
+    exit_with_parent: bool = False  # see Stack
 
     @property
     def url(self) -> str:
@@ -53,6 +57,7 @@ class Service:
             [sys.executable, "-m", f"services.{self.name}"],
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=ended_with_parent() if self.exit_with_parent else None,
         )
         out.close()
         self.started_at = time.monotonic()
@@ -64,11 +69,15 @@ class Service:
 
 @dataclass
 class Stack:
+    """The four services. `exit_with_parent` (`make run`): Linux stops them should their
+    parent be killed outright; start and supervise them from the main thread then."""
+
     redis_url: str
     admin_token: str
     workdir: Path
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     extra_env: dict[str, str] = field(default_factory=dict)
+    exit_with_parent: bool = False
     services: dict[str, Service] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,7 +95,8 @@ class Stack:
                 "TRACES_FILE": str(self.workdir / "traces" / f"{name}.jsonl"),
                 **self.extra_env,
             }
-            self.services[name] = Service(name, port, env, self.workdir / "logs" / f"{name}.log")
+            self.services[name] = Service(name, port, env, self.workdir / "logs" / f"{name}.log",
+                                          exit_with_parent=self.exit_with_parent)
 
     def _member_page_env(self, name: str) -> dict[str, str]:
         """The member's page (notify's /device) calls intake and volunteers from the browser,
@@ -113,24 +123,45 @@ class Stack:
             service.start()
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0, *, restarts: int = 3,
+                   stopping: Callable[[], bool] = lambda: False) -> None:
+        """Wait until every service answers /readyz, or `stopping()` says to give up.
+
+        A service that dies meanwhile is started again, up to `restarts` times, as the
+        supervisor would: on a busy machine one can die of a slow start (FastStream gives each
+        subscriber 3 s to start). Not one whose configuration is wrong, nor once `stopping()`
+        (a Ctrl-C stops the services too)."""
         deadline = time.monotonic() + timeout
         pending = set(self.services)
+        left = dict.fromkeys(self.services, restarts)
         with httpx.Client(timeout=1.0) as client:
-            while pending and time.monotonic() < deadline:
-                for name in list(pending):
+            while pending and time.monotonic() < deadline and not stopping():
+                for name in sorted(pending):
                     service = self.services[name]
                     if not service.alive():
-                        raise RuntimeError(f"{name} {describe_exit(service.proc.returncode)}; "
-                                           f"see {service.log_path}")
+                        if stopping():  # the Ctrl-C that stops us reached it too
+                            return
+                        self._start_again_while_starting(service, left)
+                        continue
                     try:
                         if client.get(f"{service.url}/readyz").status_code == 200:
                             pending.discard(name)
                     except httpx.HTTPError:
                         pass
                 time.sleep(0.1)
-        if pending:
+        if pending and not stopping():
             raise RuntimeError(f"not ready after {timeout}s: {', '.join(sorted(pending))}")
+
+    def _start_again_while_starting(self, service: Service, left: dict[str, int]) -> None:
+        code = service.proc.returncode
+        why = f"{service.name} {describe_exit(code)}"
+        if code == os.EX_CONFIG or left[service.name] == 0:
+            raise RuntimeError(f"{why}; see {service.log_path}")
+        left[service.name] -= 1
+        service.restarts += 1
+        log.warning("%s while starting; starting it again (restart #%d, log: %s)", why,
+                    service.restarts, service.log_path)
+        service.start()
 
     def supervise_once(self) -> list[str]:
         """Restart services that died; returns what was restarted and why."""

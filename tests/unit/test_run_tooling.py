@@ -1,0 +1,155 @@
+"""`make run`'s own robustness: its Redis port check and how it waits for the services."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tools import run, stack
+
+TIME_WAIT = "06"  # the state column of /proc/net/tcp
+
+
+def in_time_wait(port: int) -> bool:
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(row.split()[1].endswith(f":{port:04X}") and row.split()[3] == TIME_WAIT
+               for row in rows)
+
+
+def listener() -> socket.socket:
+    """A loopback listener bound as redis-server binds its port (SO_REUSEADDR)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def test_the_port_of_a_redis_just_stopped_is_free_for_the_next_make_run() -> None:
+    # A Redis stopped by Ctrl-C closes its clients' connections first: they stay in
+    # TIME-WAIT on its port for a minute, which no longer has a listener.
+    server = listener()
+    port = server.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        accepted, _ = server.accept()
+        accepted.close()  # the server closes first: its side goes to TIME-WAIT
+        assert client.recv(1) == b""
+    server.close()
+    deadline = time.monotonic() + 5
+    while not in_time_wait(port) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert in_time_wait(port)
+    assert run.port_free(port)
+
+
+def test_a_port_another_redis_listens_on_is_not_free() -> None:
+    with listener() as server:
+        assert not run.port_free(server.getsockname()[1])
+
+
+@dataclass
+class ExitedProcess:
+    """What `Service.proc` holds once the process has ended."""
+
+    returncode: int
+
+    def poll(self) -> int:
+        return self.returncode
+
+
+@dataclass
+class RunningProcess:
+    returncode: int | None = None
+
+    def poll(self) -> None:
+        return None
+
+
+class Ready(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200 if self.path == "/readyz" else 404)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ready_port() -> Iterator[int]:
+    """A port answering /readyz with 200, as a started service does."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def one_service(tmp_path: Path, port: int, exits: list[int],
+                monkeypatch: pytest.MonkeyPatch) -> tuple[stack.Stack, list[int | None]]:
+    """A stack of dispatch alone: each start of its process ends with the next code of
+    `exits` (then it runs); returns the stack and the codes its starts were given."""
+    started: list[int | None] = []
+
+    def start(self: stack.Service) -> None:
+        code = exits[len(started)] if len(started) < len(exits) else None
+        started.append(code)
+        self.proc = RunningProcess() if code is None else ExitedProcess(code)  # type: ignore[assignment]
+
+    monkeypatch.setattr(stack.Service, "start", start)
+    services = stack.Stack(redis_url="redis://127.0.0.1:1/0", admin_token="x",
+                           workdir=tmp_path, ports={"dispatch": port})
+    return services.start(), started
+
+
+def test_a_service_that_dies_while_starting_is_started_again(
+        tmp_path: Path, ready_port: int, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # FastStream gave one of its subscribers 3 s to start; on a busy machine it took longer.
+    services, started = one_service(tmp_path, ready_port, [3, 3], monkeypatch)
+    services.wait_ready(timeout=10)
+    assert started == [3, 3, None]
+    assert "dispatch exited with code 3 while starting" in caplog.text
+
+
+def test_a_service_that_keeps_dying_while_starting_is_given_up_on(
+        tmp_path: Path, ready_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    services, started = one_service(tmp_path, ready_port, [1] * 10, monkeypatch)
+    with pytest.raises(RuntimeError, match="dispatch exited with code 1"):
+        services.wait_ready(timeout=10, restarts=3)
+    assert len(started) == 4  # the first start and three more
+
+
+def test_a_service_whose_configuration_is_wrong_is_not_started_again_while_starting(
+        tmp_path: Path, ready_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    services, started = one_service(tmp_path, ready_port, [78], monkeypatch)
+    with pytest.raises(RuntimeError, match="invalid configuration"):
+        services.wait_ready(timeout=10)
+    assert started == [78]
+
+
+@dataclass
+class EndedByCtrlC(ExitedProcess):
+    """Ended by the Ctrl-C that reached make run at the same moment: by the time it is
+    seen to have exited, make run knows it is stopping."""
+
+    seen: bool = False
+
+    def poll(self) -> int:
+        self.seen = True
+        return self.returncode
+
+
+def test_a_service_ended_by_the_ctrl_c_that_stops_make_run_is_not_started_again(
+        tmp_path: Path, ready_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    services, started = one_service(tmp_path, ready_port, [0], monkeypatch)
+    ended = services.services["dispatch"].proc = EndedByCtrlC(0)  # type: ignore[assignment]
+    services.wait_ready(timeout=10, stopping=lambda: ended.seen)
+    assert started == [0]
