@@ -68,3 +68,20 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     # httpx logs every request's URL at INFO: a Web Push endpoint's path is its credential.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    _faststream_through_our_handler(level=root.level)
+
+
+def _faststream_through_our_handler(*, level: int) -> None:
+    """FastStream's logger (every broker's, shared.bus) writes through the root's handler.
+
+    FastStream gives it a handler of its own at import and stops its lines from reaching
+    the root's, so they skipped our format and the credentials filter: among them a failing
+    subscriber task's error with its text and traceback. Its per-message DEBUG lines
+    ("Received", "Processed") stay out even at DEBUG: thousands a second under the position
+    load."""
+    import faststream  # noqa: F401  # sets its logger up when first imported: before we do
+
+    logger = logging.getLogger("faststream")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(max(level, logging.INFO))

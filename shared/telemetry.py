@@ -58,15 +58,29 @@ class JsonLinesSpanExporter(SpanExporter):
 
 # Attribute keys that hold a request's query string.
 _QUERY_KEYS = ("url.query", "url.full", "http.url", "http.target")
+# Request headers that carry a credential, as the HTTP instrumentations name them when asked
+# to capture headers (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST).
+_CREDENTIAL_HEADER_KEYS = tuple(f"http.request.header.{name}" for name in
+                                ("authorization", "proxy_authorization", "cookie"))
+
+
+def _masked_header(value: str) -> str:
+    """A credential header's value without its secret: its scheme kept where the logs keep
+    it (`Bearer ***`), nothing of any other (a VAPID JWT, a cookie)."""
+    masked = mask_credentials(value)
+    return masked if masked != value else "***"
 
 
 class UrlCredentialsMasked(SpanProcessor):
-    """Masks credentials in a span's URL as it starts, as the logs mask them, so that no
-    exporter (OTLP, the file) ever has them: FastAPI's server span keeps a request's query
-    string in `url.query`, redacting only the semantic conventions' few signature names
-    (fastapi/telemetry/_asgi.py, no setting to add ours), and a device or a system may send
-    its token as `?token=`. The SDK's span is still writable in `on_start`; instrumentations
-    give the URL attributes at start."""
+    """Masks credentials in a span's URL and captured request headers as it starts, as the
+    logs mask them, so that no exporter (OTLP, the file) ever has them. FastAPI's server span
+    keeps a request's query string in `url.query`, redacting only the semantic conventions'
+    few signature names (fastapi/telemetry/_asgi.py, no setting to add ours), and a device or
+    a system may send its token as `?token=`. The httpx instrumentation records the request
+    headers an operator asks for by OpenTelemetry's own variable, `Authorization` too, and
+    sanitizes only those its own variable names: every token notify and intake ask volunteers
+    about, dispatch's admin token, the SMS gateway's. The SDK's span is still writable in
+    `on_start`; instrumentations give these attributes at start."""
 
     def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
         attributes = span.attributes
@@ -78,6 +92,10 @@ class UrlCredentialsMasked(SpanProcessor):
                 masked = mask_credentials(value)
                 if masked != value:
                     span.set_attribute(key, masked)
+        for key in _CREDENTIAL_HEADER_KEYS:
+            values = attributes.get(key)
+            if isinstance(values, tuple):
+                span.set_attribute(key, [_masked_header(str(v)) for v in values])
 
 
 def setup_telemetry(service_name: str, *, traces_file: str | None = None) -> TracerProvider:

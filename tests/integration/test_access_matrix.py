@@ -1,0 +1,487 @@
+"""The access matrix: every route of the four services, asked by every kind of caller.
+
+DESIGN: every endpoint authenticates; each system, agency and member sees only what it
+should. Each row is one route with what each caller gets. A token a service does not know
+(a system key at volunteers, a device token at dispatch) is unknown there: 401, as a made-up
+one. Rows that would change what other rows read are not asked of the callers allowed to
+make the change (None), or name an object that does not exist (404: past authentication).
+
+The four services run in this process under uvicorn (notify and intake ask volunteers about
+device tokens over HTTP), on one real Redis, seeded once for the module: district d1 with a
+police patrol team (A) and a security post (B) on shift, each holding an order of a P1 fight
+reported by d1's system; district d2's incident, given by hand to a d2 team.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from services.dispatch.config import Settings as DispatchSettings
+from services.dispatch.main import create_app as dispatch_app
+from services.intake.config import Settings as IntakeSettings
+from services.intake.main import create_app as intake_app
+from services.notify.config import Settings as NotifySettings
+from services.notify.main import create_app as notify_app
+from services.volunteers.config import Settings as VolunteersSettings
+from services.volunteers.main import create_app as volunteers_app
+from tests.e2e.journey import district_roster
+from tests.helpers import poll_until
+from tests.integration.notify.conftest import serving
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+ADMIN_TOKEN = f"matrix-admin-{secrets.token_hex(8)}"
+SCENE = {"d1": (22.8300, 108.3300), "d2": (22.9300, 108.4300)}
+MISSING = "nope-404"
+CALLER_PHONE = "13912345678"
+# Generous: the matrix asks fast, and a 429 is not what a row is about.
+NO_RATE_LIMITS = {"rate_limit_system": "100000/second", "rate_limit_device": "100000/second",
+                  "rate_limit_dispatcher": "100000/second"}
+
+CALLERS = ("none", "malformed", "admin", "system_d1", "system_d2", "desk_d1", "inspector_d1",
+           "device_a", "device_b", "revoked_device", "revoked_system", "revoked_desk")
+# The callers each service knows; any other token is unknown there.
+KNOWS = {
+    "intake": {"admin", "system_d1", "system_d2", "device_a", "device_b"},
+    "dispatch": {"admin", "desk_d1", "inspector_d1"},
+    "volunteers": {"admin", "device_a", "device_b"},
+    "notify": {"admin", "device_a", "device_b"},
+}
+COMMAND_ROOM = ("admin", "desk_d1")
+READERS = ("admin", "desk_d1", "inspector_d1")
+DEVICES = ("device_a", "device_b")
+SYSTEMS = ("system_d1", "system_d2")
+
+
+@dataclass(frozen=True)
+class Row:
+    service: str
+    method: str
+    path: str  # `{name}` placeholders: World.names
+    answers: Mapping[str, int | None]  # caller -> status; None: not asked
+    body: Any = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.service} {self.method} {self.path}"
+
+
+def row(service: str, method: str, path: str, allowed: Mapping[str, int | None],
+        body: Any = None) -> Row:
+    """`allowed`: the callers that pass with what they get; every other caller the
+    service knows is refused (403), the rest are unknown to it (401)."""
+    answers = {c: allowed[c] if c in allowed else 403 if c in KNOWS[service] else 401
+               for c in CALLERS}
+    return Row(service, method, path, answers, body)
+
+
+def each(callers: Iterable[str], status: int | None) -> dict[str, int | None]:
+    return dict.fromkeys(callers, status)
+
+
+def public(service: str, path: str) -> Row:
+    return Row(service, "GET", path, each(CALLERS, 200))
+
+
+def admin_only(service: str, method: str, path: str, status: int = 200,
+               body: Any = None) -> Row:
+    return row(service, method, path, {"admin": status}, body)
+
+
+def operations(service: str) -> list[Row]:
+    """What every service serves: probes, its docs, metrics, audit and dead letters."""
+    stream = {"intake": "incident.updated", "dispatch": "incident.reported",
+              "volunteers": "order.issued", "notify": "order.issued"}[service]
+    return [
+        public(service, "/healthz"),
+        public(service, "/readyz"),
+        public(service, "/docs"),
+        public(service, "/openapi.json"),
+        public(service, "/docs/oauth2-redirect"),
+        admin_only(service, "GET", "/metrics"),
+        admin_only(service, "GET", "/v1/admin/audit"),
+        admin_only(service, "GET", "/v1/admin/dead-letters"),
+        admin_only(service, "POST", f"/v1/admin/dead-letters/{stream}/1-1/replay", 404),
+    ]
+
+
+PLAN = {"shifts": {"main": {"start": "08:00", "end": "18:00"}}, "rotation": ["main"],
+        "anchor": "2026-01-05"}
+SUBSCRIPTION = {"subscription": {"endpoint": "https://push.example.com/send/abc",
+                                 "keys": {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTp"
+                                          "Qtux6TePqIEsM5iIVsDqa-SrY5QeSo6-HAWc1Gb-1Nnak",
+                                          "auth": "tBHItJI5svbpez7KI4CCXg"}}}
+
+MATRIX: list[Row] = [
+    # --- intake: the front door for systems, and members' reports from the street -------
+    *operations("intake"),
+    admin_only("intake", "POST", "/v1/systems", 201, {"name": "cctv", "districts": ["d1"]}),
+    admin_only("intake", "GET", "/v1/systems"),
+    admin_only("intake", "DELETE", f"/v1/systems/{MISSING}", 404),
+    row("intake", "GET", "/v1/categories", each(("admin", *SYSTEMS, *DEVICES), 200)),
+    row("intake", "POST", "/v1/incidents", {**each(("system_d1", *DEVICES), 202),
+                                            "system_d2": 403},
+        {"external_ref": "matrix-d1", "category": "hazard_report", "district": "d1",
+         "location": {"lat": 22.70, "lon": 108.20}}),
+    row("intake", "POST", "/v1/incidents", {"system_d1": 403, "system_d2": 202,
+                                            **each(DEVICES, 403)},
+        {"external_ref": "matrix-d2", "category": "hazard_report", "district": "d2",
+         "location": {"lat": 22.95, "lon": 108.45}}),
+    row("intake", "GET", "/v1/incidents/{inc_d1}", {"admin": 200, "system_d1": 200}),
+    row("intake", "GET", "/v1/incidents/{inc_d2}", {"admin": 200, "system_d2": 200}),
+    row("intake", "GET", "/v1/incidents/{inc_a}", {"admin": 200, "device_a": 200}),
+    row("intake", "GET", f"/v1/incidents/{MISSING}", each(("admin", *SYSTEMS, *DEVICES), 404)),
+
+    # --- dispatch: the command room's ------------------------------------------------------
+    *operations("dispatch"),
+    public("dispatch", "/console"),
+    row("dispatch", "GET", "/v1/me", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents?district=d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/incidents?district=d2&ref=matrix-d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/incidents/{inc_d1}", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents/{inc_d2}", {"admin": 200}),
+    row("dispatch", "GET", f"/v1/incidents/{MISSING}", each(READERS, 404)),
+    # a d2 team to a d1 incident, a d1 team to a d2 incident: only who covers both
+    row("dispatch", "POST", "/v1/incidents/{inc_d1}/assign", {"admin": None},
+        {"team_id": "d2-patrol-far"}),
+    row("dispatch", "POST", "/v1/incidents/{inc_d2}/assign", {"admin": None},
+        {"team_id": "d1-patrol-far"}),
+    row("dispatch", "POST", f"/v1/incidents/{MISSING}/assign", each(COMMAND_ROOM, 404),
+        {"team_id": "d1-patrol-far"}),
+    row("dispatch", "PATCH", "/v1/incidents/{inc_d2}", {"admin": None}, {"priority": "P1"}),
+    row("dispatch", "PATCH", f"/v1/incidents/{MISSING}", each(COMMAND_ROOM, 404),
+        {"priority": "P1"}),
+    row("dispatch", "POST", "/v1/orders/{order_d2}/withdraw", {"admin": None}, {}),
+    row("dispatch", "POST", f"/v1/orders/{MISSING}/withdraw", each(COMMAND_ROOM, 404), {}),
+    row("dispatch", "POST", "/v1/incidents/{inc_d2}/evidence", {"admin": 200},
+        {"evidence": [{"kind": "video", "ref": "bwc-matrix.mp4"}]}),
+    row("dispatch", "POST", "/v1/incidents/{inc_d2}/remarks", {"admin": 201},
+        {"note": "checked by the matrix"}),
+    row("dispatch", "POST", "/v1/incidents/{inc_d2}/close", {"admin": None}),
+    row("dispatch", "POST", f"/v1/incidents/{MISSING}/close", each(COMMAND_ROOM, 404)),
+    row("dispatch", "GET", "/v1/duty/d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/duty/d2", {"admin": 200}),
+    row("dispatch", "PUT", "/v1/duty/d1", {"admin": 422, "desk_d1": 200}, {}),
+    row("dispatch", "PUT", "/v1/duty/d2", {"admin": 422}, {}),
+    admin_only("dispatch", "POST", "/v1/dispatchers", 201, {"name": "x", "districts": ["d1"]}),
+    admin_only("dispatch", "GET", "/v1/dispatchers"),
+    admin_only("dispatch", "DELETE", f"/v1/dispatchers/{MISSING}", 404),
+    row("dispatch", "GET", "/v1/zones?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/zones?district=d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/units?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/units?district=d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/kpis", {"admin": 200, "desk_d1": 422, "inspector_d1": 422}),
+    row("dispatch", "GET", "/v1/kpis?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/kpis?district=d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/heatmap?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/heatmap?district=d2", {"admin": 200}),
+
+    # --- volunteers: the roster (admin) and a member's own day (device) ----------------------
+    *operations("volunteers"),
+    row("volunteers", "GET", "/v1/me", each(DEVICES, 200)),
+    row("volunteers", "GET", "/v1/me/points", each(DEVICES, 200)),
+    row("volunteers", "POST", "/v1/me/shift/start", each(DEVICES, 200)),
+    # both teams hold an order: checking out is refused for its state, not its caller
+    row("volunteers", "POST", "/v1/me/shift/end", each(DEVICES, 409)),
+    row("volunteers", "PUT", "/v1/me/status", each(DEVICES, 409), {"status": "available"}),
+    row("volunteers", "PUT", "/v1/me/position", each(DEVICES, 200),
+        {"lat": 22.8301, "lon": 108.3301, "accuracy_m": 5}),
+    row("volunteers", "GET", "/v1/devices/introspect", each(DEVICES, 200)),
+    admin_only("volunteers", "POST", "/v1/roster/import", 422, {"agencies": []}),
+    admin_only("volunteers", "GET", "/v1/agencies"),
+    admin_only("volunteers", "GET", "/v1/teams?district=d1"),
+    admin_only("volunteers", "GET", "/v1/members?district=d1"),
+    admin_only("volunteers", "GET", "/v1/agencies/d1-sec"),
+    admin_only("volunteers", "GET", "/v1/zones/d1-z1"),
+    admin_only("volunteers", "GET", "/v1/teams/d1-sec-1"),
+    admin_only("volunteers", "GET", "/v1/members/d1-m-sec"),
+    admin_only("volunteers", "GET", "/v1/members/d1-m-sec/devices"),
+    admin_only("volunteers", "POST", f"/v1/members/{MISSING}/devices", 404),
+    admin_only("volunteers", "DELETE", f"/v1/members/d1-m-sec/devices/{MISSING}", 404),
+    admin_only("volunteers", "DELETE", f"/v1/members/{MISSING}", 404),
+    admin_only("volunteers", "DELETE", f"/v1/teams/{MISSING}", 404),
+    admin_only("volunteers", "PUT", f"/v1/teams/{MISSING}/shift-plan", 404, PLAN),
+    admin_only("volunteers", "GET", "/v1/teams/d1-sec-1/shift-plan", 404),
+    admin_only("volunteers", "GET", "/v1/shifts?district=d1&date=2026-01-05"),
+    admin_only("volunteers", "GET", "/v1/points/leaderboard?district=d1"),
+    admin_only("volunteers", "POST", f"/v1/members/{MISSING}/points", 404,
+               {"points": 5, "note": "matrix"}),
+    admin_only("volunteers", "GET", "/v1/zones?district=d1"),
+    admin_only("volunteers", "GET", "/v1/zones/lookup?district=d1&lat=22.83&lon=108.33"),
+
+    # --- notify: a team's orders, a device's channels ------------------------------------------
+    *operations("notify"),
+    public("notify", "/device"),
+    public("notify", "/device/sw.js"),
+    row("notify", "GET", "/v1/orders/{order_a}", {"admin": 200, "device_a": 200}),
+    row("notify", "GET", "/v1/orders/{order_b}", {"admin": 200, "device_b": 200}),
+    row("notify", "GET", f"/v1/orders/{MISSING}", each(("admin", *DEVICES), 404)),
+    row("notify", "POST", "/v1/orders/{order_a}/responses", {"device_a": 200},
+        {"response": "en_route"}),
+    row("notify", "POST", "/v1/orders/{order_b}/responses", {"device_b": 200},
+        {"response": "en_route"}),
+    admin_only("notify", "GET", "/v1/orders/{order_a}/deliveries"),
+    row("notify", "GET", "/v1/devices/me", each(DEVICES, 200)),
+    row("notify", "POST", "/v1/devices/me/sms", each(DEVICES, 200), {"phone": "+8613800000000"}),
+    row("notify", "DELETE", "/v1/devices/me/sms", each(DEVICES, 200)),
+    row("notify", "POST", "/v1/devices/me/webpush", each(DEVICES, 200), SUBSCRIPTION),
+    row("notify", "DELETE", "/v1/devices/me/webpush", each(DEVICES, 200)),
+]
+
+
+@dataclass
+class World:
+    urls: dict[str, str]
+    tokens: dict[str, str]  # caller -> bearer token (none: no header)
+    names: dict[str, str] = field(default_factory=dict)  # placeholders of the rows' paths
+
+    def headers(self, caller: str) -> dict[str, str]:
+        token = self.tokens.get(caller)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def _created(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+                   ) -> dict[str, Any]:
+    r = await client.request(method, url, headers=ADMIN, **kwargs)
+    assert r.status_code in (200, 201, 204), r.text
+    return r.json() if r.content else {}
+
+
+async def _seed(client: httpx.AsyncClient, urls: dict[str, str]) -> World:
+    for district, scene in SCENE.items():
+        await _created(client, "POST", f"{urls['volunteers']}/v1/roster/import",
+                       json=district_roster(district, scene))
+    world = World(urls=urls, tokens=await _tokens(client, urls))
+    await _on_shift(client, world)
+    world.names = await _incidents(client, world)
+    return world
+
+
+async def _tokens(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, str]:
+    """Every caller's token; the revoked ones made and revoked first."""
+    volunteers, intake, dispatch = urls["volunteers"], urls["intake"], urls["dispatch"]
+
+    async def device_of(member_id: str) -> dict[str, Any]:
+        return await _created(client, "POST", f"{volunteers}/v1/members/{member_id}/devices")
+
+    async def system(district: str) -> dict[str, Any]:
+        return await _created(client, "POST", f"{intake}/v1/systems",
+                              json={"name": f"110 {district}", "districts": [district]})
+
+    async def desk(role: str) -> dict[str, Any]:
+        return await _created(client, "POST", f"{dispatch}/v1/dispatchers",
+                              json={"name": f"{role} d1", "districts": ["d1"], "role": role})
+
+    gone_device, gone_system, gone_desk = (await device_of("d1-m-vol"), await system("d1"),
+                                           await desk("dispatcher"))
+    await _created(client, "DELETE", f"{volunteers}/v1/members/d1-m-vol/devices/"
+                   f"{gone_device['device_id']}")
+    await _created(client, "DELETE", f"{intake}/v1/systems/{gone_system['system_id']}")
+    await _created(client, "DELETE", f"{dispatch}/v1/dispatchers/{gone_desk['dispatcher_id']}")
+    return {
+        "malformed": "not-a-token", "admin": ADMIN_TOKEN,
+        "system_d1": (await system("d1"))["api_key"], "system_d2": (await system("d2"))["api_key"],
+        "desk_d1": (await desk("dispatcher"))["token"],
+        "inspector_d1": (await desk("inspector"))["token"],
+        "device_a": (await device_of("d1-m-near-1"))["token"],
+        "device_b": (await device_of("d1-m-sec"))["token"],
+        "revoked_device": gone_device["token"], "revoked_system": gone_system["api_key"],
+        "revoked_desk": gone_desk["token"],
+    }
+
+
+async def _on_shift(client: httpx.AsyncClient, world: World) -> None:
+    """A and B on shift at d1's scene, as dispatch sees them."""
+    lat, lon = SCENE["d1"]
+    for caller in DEVICES:
+        r = await client.post(f"{world.urls['volunteers']}/v1/me/shift/start",
+                              headers=world.headers(caller))
+        assert r.status_code == 200, r.text
+        r = await client.put(f"{world.urls['volunteers']}/v1/me/position",
+                             headers=world.headers(caller), json={"lat": lat + 0.001, "lon": lon})
+        assert r.status_code == 200, r.text
+
+    async def on_the_map() -> bool:
+        r = await client.get(f"{world.urls['dispatch']}/v1/units", headers=ADMIN,
+                             params={"district": "d1", "status": "available"})
+        return sum(1 for u in r.json()["units"] if u["position"]) == 2
+
+    await poll_until(on_the_map, "dispatch seeing A and B available")
+
+
+async def _incidents(client: httpx.AsyncClient, world: World) -> dict[str, str]:
+    """d1's fight with its two orders, answered; d2's incident given by hand to a d2 team;
+    A's own report from the street. Their ids, and the orders'."""
+    intake, dispatch, notify = (world.urls[s] for s in ("intake", "dispatch", "notify"))
+
+    async def report(caller: str, body: dict[str, Any]) -> str:
+        r = await client.post(f"{intake}/v1/incidents", headers=world.headers(caller), json=body)
+        assert r.status_code == 202, r.text
+        return r.json()["incident_id"]
+
+    async def orders_of(incident_id: str) -> dict[str, str] | None:
+        """The incident's orders by team, once dispatch holds it."""
+        r = await client.get(f"{dispatch}/v1/incidents/{incident_id}", headers=ADMIN)
+        return ({o["team_id"]: o["order_id"] for o in r.json()["orders"]}
+                if r.status_code == 200 else None)
+
+    # A fight in d1: police (A) and the nearest security post (B) both go
+    lat, lon = SCENE["d1"]
+    names = {"inc_d1": await report("system_d1", {
+        "external_ref": "fight-d1", "category": "violence", "district": "d1",
+        "location": {"lat": lat, "lon": lon}, "flags": ["in_progress"],
+        "caller": {"phone": CALLER_PHONE, "name": "Huang Xiaoming"},
+        "description": "two men fighting at the north gate"})}
+
+    async def joint_response() -> dict[str, str] | None:
+        orders = await orders_of(names["inc_d1"])
+        return orders if orders and len(orders) == 2 else None
+
+    orders = await poll_until(joint_response, "both orders of the fight")
+    names |= {"order_a": orders["d1-patrol-near"], "order_b": orders["d1-sec-1"]}
+    for caller, order_id in (("device_a", names["order_a"]), ("device_b", names["order_b"])):
+        # answered at once: no acknowledgement deadline runs out while the matrix is asked
+        async def delivered(order_id: str = order_id) -> bool:
+            r = await client.get(f"{notify}/v1/orders/{order_id}", headers=ADMIN)
+            return r.status_code == 200
+
+        await poll_until(delivered, f"notify holding {order_id}")
+        r = await client.post(f"{notify}/v1/orders/{order_id}/responses",
+                              headers=world.headers(caller), json={"response": "acknowledged"})
+        assert r.status_code == 200, r.text
+
+    # After the fight's orders: A and B are taken, so these go to nobody on their own
+    names["inc_a"] = await report("device_a", {
+        "external_ref": "hazard-a", "category": "hazard_report", "district": "d1",
+        "location": {"lat": lat - 0.02, "lon": lon}})
+    names["inc_d2"] = await report("system_d2", {
+        "external_ref": "noise-d2", "category": "noise", "district": "d2",
+        "location": {"lat": SCENE["d2"][0], "lon": SCENE["d2"][1]}})
+
+    async def both_at_dispatch() -> bool:
+        return all([await orders_of(names[n]) is not None for n in ("inc_a", "inc_d2")])
+
+    await poll_until(both_at_dispatch, "A's report and d2's incident at dispatch")
+    r = await client.post(f"{dispatch}/v1/incidents/{names['inc_d2']}/assign", headers=ADMIN,
+                          json={"team_id": "d2-patrol-near"})
+    assert r.status_code == 200, r.text
+    return names | {"order_d2": r.json()["order_id"]}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(redis_url: str) -> AsyncIterator[World]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # before any consumer starts
+    client.close()
+    common = {"redis_url": redis_url, "admin_token": ADMIN_TOKEN, **NO_RATE_LIMITS}
+    async with AsyncExitStack() as stack:
+        urls = {"volunteers": await stack.enter_async_context(
+            serving(volunteers_app(VolunteersSettings(**common))))}
+        around = {"volunteers_url": urls["volunteers"], **common}
+        urls["notify"] = await stack.enter_async_context(
+            serving(notify_app(NotifySettings(**around))))
+        urls["intake"] = await stack.enter_async_context(
+            serving(intake_app(IntakeSettings(**around))))
+        urls["dispatch"] = await stack.enter_async_context(
+            serving(dispatch_app(DispatchSettings(**around))))
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
+        yield await _seed(http, urls)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=[r.id for r in MATRIX])
+async def test_each_caller_gets_what_design_says(world: World, http: httpx.AsyncClient,
+                                                 case: Row) -> None:
+    url = world.urls[case.service] + case.path.format(**world.names)
+    got: dict[str, int | None] = {}
+    for caller, expected in case.answers.items():
+        if expected is None:
+            got[caller] = None
+            continue
+        r = await http.request(case.method, url, headers=world.headers(caller),
+                               json=case.body)
+        got[caller] = r.status_code
+        if r.status_code in (401, 403):
+            assert r.json()["error"]["code"] in ("unauthorized", "forbidden"), r.text
+    assert got == dict(case.answers)
+
+
+# The device socket: a team's device gets its `hello` and then its own team's orders only;
+# the admin's token (of no team) is closed with 4403, any other caller with 4401.
+SOCKET: dict[str, int | str] = {**each(CALLERS, 4401), "admin": 4403,
+                                "device_a": "order_a", "device_b": "order_b"}
+
+
+@pytest.mark.parametrize("in_url", [False, True], ids=["header", "query"])
+@pytest.mark.parametrize("caller", CALLERS)
+async def test_the_device_socket_gives_each_team_its_own_orders(world: World, caller: str,
+                                                                in_url: bool) -> None:
+    url = world.urls["notify"].replace("http://", "ws://") + "/v1/devices/stream"
+    token = world.tokens.get(caller)
+    if in_url and token:  # as the member's page must: a browser sets no socket headers
+        opened = connect(f"{url}?token={token}")
+    else:
+        opened = connect(url, additional_headers=world.headers(caller))
+    frames: list[dict[str, Any]] = []
+    async with opened as ws:
+        try:
+            frames.append(json.loads(await ws.recv()))
+            # the connect's replay is queued before the socket reads: the pong comes after it
+            await ws.send(json.dumps({"type": "ping"}))
+            while frames[-1]["type"] != "pong":
+                frames.append(json.loads(await ws.recv()))
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            assert (caller, closed.rcvd.code) == (caller, SOCKET[caller])
+            return
+    expected = world.names[str(SOCKET[caller])]
+    assert frames[0]["type"] == "hello"
+    assert {f["order_id"] for f in frames if "order_id" in f} == {expected}
+    # need to know: the caller's number reaches the police team's phones only
+    assert (CALLER_PHONE in json.dumps(frames)) == (caller == "device_a")
+
+
+async def test_a_desk_reads_its_own_districts_only(world: World,
+                                                   http: httpx.AsyncClient) -> None:
+    dispatch = world.urls["dispatch"]
+
+    async def read(caller: str, path: str) -> dict[str, Any]:
+        r = await http.get(f"{dispatch}{path}", headers=world.headers(caller))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    for caller in ("desk_d1", "inspector_d1"):
+        board = await read(caller, "/v1/incidents")
+        assert {i["district"] for i in board["incidents"]} == {"d1"}
+        assert {world.names["inc_d1"], world.names["inc_a"]} <= {
+            i["incident_id"] for i in board["incidents"]}
+        hunted = await read(caller, "/v1/incidents?problem=routing_timeout")
+        assert {i["district"] for i in hunted["incidents"]} <= {"d1"}
+        units = await read(caller, "/v1/units?district=d1")
+        assert units["count"] and all(u["team_id"].startswith("d1-") for u in units["units"])
+        kpis = await read(caller, "/v1/kpis?district=d1")
+        assert "noise" not in kpis["by_category"]  # d2's incident
+    board = await read("admin", "/v1/incidents")
+    assert {i["district"] for i in board["incidents"]} == {"d1", "d2"}
