@@ -40,7 +40,11 @@ class Introspector:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
     async def resolve(self, token: str, *, fresh: bool = False) -> Principal | None:
-        """The device's principal, None for an unknown or revoked token."""
+        """The device's principal, None for an unknown or revoked token. A token without
+        the device tokens' prefix is none of volunteers' (a system key, a desk token,
+        garbage): unknown at once, not a round trip, nor a 503 while volunteers is away."""
+        if not token.startswith(DEVICE_TOKEN_PREFIX):
+            return None
         digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         cached = self._cache.get(digest)

@@ -29,9 +29,17 @@ def admin_token() -> str:
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    write_private(path, token + "\n")
     return token
+
+
+def write_private(path: Path, text: str) -> None:
+    """`text` in a file only its owner may read, from its first byte: it holds the admin
+    token."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def port_free(port: int) -> bool:
@@ -66,10 +74,8 @@ def embedded_redis() -> RedisServer:
 
 
 def announce(stack: Stack, redis_url: str, token: str) -> None:
-    (VAR / "run.env").write_text(
-        f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
-        + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items())
-    )
+    write_private(VAR / "run.env", f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
+                  + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items()))
     lines = ["", "Lianfang is running.", f"  Redis         {redis_url}"]
     for name, service in stack.services.items():
         lines.append(f"  {name:<13} {service.url}   API docs: {service.url}/docs")

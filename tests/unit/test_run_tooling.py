@@ -153,3 +153,19 @@ def test_a_service_ended_by_the_ctrl_c_that_stops_make_run_is_not_started_again(
     ended = services.services["dispatch"].proc = EndedByCtrlC(0)  # type: ignore[assignment]
     services.wait_ready(timeout=10, stopping=lambda: ended.seen)
     assert started == [0]
+
+
+def test_the_files_holding_the_admin_token_are_readable_by_their_owner_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # var/run.env (for scripts) was written 644 beside the 600 var/admin-token
+    monkeypatch.setattr(run, "VAR", tmp_path)
+    monkeypatch.delenv("ADMIN_TOKEN", raising=False)
+    (tmp_path / "run.env").write_text("left by an older make run\n")
+    (tmp_path / "run.env").chmod(0o644)
+    token = run.admin_token()
+    services = stack.Stack(redis_url="redis://127.0.0.1:1/0", admin_token=token,
+                           workdir=tmp_path)
+    run.announce(services, "redis://127.0.0.1:1/0", token)
+    for name in ("admin-token", "run.env"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    assert f"ADMIN_TOKEN={token}" in (tmp_path / "run.env").read_text()

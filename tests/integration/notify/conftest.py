@@ -27,6 +27,7 @@ from services.notify.config import Settings
 from services.notify.main import create_app
 from shared import streams
 from shared.events import Location, OrderIssued, OrderWithdrawn, new_id
+from shared.introspect import DEVICE_TOKEN_PREFIX
 from tests.helpers import poll_until
 from tools.redis_server import free_port
 
@@ -78,7 +79,7 @@ class Volunteers:
     calls: int = 0
 
     def enrol(self, team_id: str, agency_kind: str = "police") -> Member:
-        member = Member(token=f"dev_{secrets.token_urlsafe(16)}", device_id=new_id("dev"),
+        member = Member(token=f"{DEVICE_TOKEN_PREFIX}{secrets.token_urlsafe(16)}", device_id=new_id("dev"),
                         member_id=new_id("mem"), team_id=team_id, agency_kind=agency_kind)
         self.members[member.token] = member
         return member
