@@ -197,8 +197,10 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
 def _order_view(order: dict[str, str]) -> dict[str, Any]:
     keys = ("order_id", "team_id", "team_name", "agency_kind", "kind", "state", "issued_at",
             "ack_by", "delivered_at", "acknowledged_at", "en_route_at", "on_scene_at",
-            "resolved_at", "handover_at", "declined_at", "filing_due", "eta_s")
-    return {k: (order.get(k) or None) for k in keys}
+            "resolved_at", "handover_at", "declined_at", "filing_due")
+    # a number, as intake gives it (the hash holds text)
+    eta = order.get("eta_s")
+    return {**{k: (order.get(k) or None) for k in keys}, "eta_s": float(eta) if eta else None}
 
 
 def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
@@ -230,7 +232,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             "incidents whenever reported; needs district"),
         since: Instant | None = Query(
             default=None, description="reported at or after it; the 30 days before `until` "
-            "unless asked or a problem is hunted"),
+            "unless asked, a problem is hunted or the flagged (or unassigned) are asked for: "
+            "those however long ago reported"),
         until: Instant | None = Query(
             default=None, description="reported before it (left out: an incident reported "
             "at exactly `until` is not listed). To page, pass `after` instead: incidents "
@@ -250,10 +253,14 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         now = datetime.now(UTC)
         if since and until and since > until:  # else an empty board: "nothing reported"
             raise ApiError(422, "invalid_field", "since must not be after until", "since")
+        # The flagged (every unassigned incident among them) stay on the board until
+        # someone acts, however long ago reported: read from their own index, a few, on
+        # every poll of the console.
+        alarm = flagged is True or status == "unassigned"
         # A problem is hunted however old: an unfiled hand-over is the worst case. Else the
         # month before `until`, as the KPIs count back from theirs: a month before now
         # would end before an `until` long past began, and list nothing.
-        since_ts = (since.timestamp() if since else float("-inf") if problem
+        since_ts = (since.timestamp() if since else float("-inf") if problem or alarm
                     else ((until or now) - BOARD_PERIOD).timestamp())
         until_ts = (until or now + timedelta(days=1)).timestamp()
         if ref is not None and not district:
@@ -310,9 +317,14 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
 
         # The index of the district asked for, else of each of the caller's districts
         # (merged), else of all: a dispatcher's board reads nothing of other districts.
-        keys = ([store.district_key(district)] if district
-                else [store.district_key(d) for d in who.districts] if who.kind in DESK_KINDS
-                else [store.ALL_INCIDENTS])
+        if alarm:
+            await records.index_flagged_before(redis)  # once: those of an earlier version
+            index, every = store.flagged_key, store.FLAGGED
+        else:
+            index, every = store.district_key, store.ALL_INCIDENTS
+        keys = ([index(district)] if district
+                else [index(d) for d in who.districts] if who.kind in DESK_KINDS
+                else [every])
         filtered = bool(status or flagged is not None or problem or supervisor)
         scan = paging.IndexScan(redis, keys, since_ts=since_ts, until_ts=until_ts,
                                 after=position, batch=BOARD_BATCH if filtered else limit)

@@ -131,6 +131,25 @@ def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[
     return units, alongside
 
 
+def _station_order_backed(orders: list[dict[str, str]],
+                          order: dict[str, str]) -> dict[str, str] | None:
+    """The station's hand-over or follow-up order that `order` backs up, when `order` is a
+    backup a station team asked for: its answers end its own order, never the case."""
+    if order.get("kind") != "reinforcement":
+        return None
+    asked = next((o for o in orders if o["order_id"] == order.get("for_order")), None)
+    return asked if asked is not None and asked.get("kind") in STATION_KINDS else None
+
+
+def _with_another_visit(orders: list[dict[str, str]], backup: dict[str, str],
+                        ending: dict[str, str]) -> bool:
+    """Whether `backup` backs up a station order other than `ending` that is still live (a
+    visit going on while the station files the case): it stays, with that visit."""
+    asked = _station_order_backed(orders, backup)
+    return (asked is not None and asked["order_id"] != ending["order_id"]
+            and asked["state"] in domain.LIVE_ORDER_STATES)
+
+
 def _since_report(inc: dict[str, str], at: str) -> float:
     """Seconds from the report to `at`, as the KPIs count them (`domain.acted_from`)."""
     return max(0.0, (datetime.fromisoformat(at) - domain.acted_from(inc)).total_seconds())
@@ -285,8 +304,7 @@ class Dispatcher:
         async with self.redis.pipeline(transaction=False) as pipe:
             if also is not None:
                 await also(pipe)
-            store.queue_incident_change(pipe, incident_id, changes, old_status=inc["status"],
-                                        entry=entry)
+            store.queue_incident_change(pipe, inc, changes, entry=entry)
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
             commands = queued_commands(pipe)
         if end is not None:
@@ -324,8 +342,11 @@ class Dispatcher:
                                                         [_sent_as(o) for o in claiming]))
         # An incident done with (resolved, closed, a linked report) needs nobody: not
         # flagged however many deadlines it missed; a hand-over still may (no station team).
-        flagged = status not in DONE and (
-            status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted)
+        # But a case filed (resolved) whose follow-up visits found the agreement broken to
+        # the last waits for the command room's decision, its close.
+        undecided = status == "resolved" and inc.get("followup_failed") == "1"
+        flagged = undecided or (status not in DONE and (
+            status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         # DESIGN's timeline names each status change: on the step's own entry (a team's
@@ -695,7 +716,8 @@ class Dispatcher:
                     order_issued=issued_entry, incident_changes=changes,
                     old_status=inc["status"], status_entry=status_entry,
                     incident_updated=updated_entry, district=inc["district"],
-                    lock_key=lock_key, lock_token=lock_token, short_score=short_score))
+                    lock_key=lock_key, lock_token=lock_token, short_score=short_score,
+                    reported_ts=store.reported_ts(inc)))
                 if written is None:  # the claim was lost: neither event was written
                     for span in (issued_span, trace.get_current_span()):
                         span.set_attribute("lianfang.written", False)
@@ -916,8 +938,12 @@ class Dispatcher:
             return await self._emit(incident_id, entry, state=state, also=move, end=end)
         if order.get("kind") == "followup" and new_state == "handover":
             return await self._revisit(state, order, entry, move, end)
+        if new_state != "declined" and (order.get("kind") == "followup"
+                                        or _station_order_backed(state.orders, order)):
+            return await self._ended_alone(state, order, entry, move, end)
         others = [o for o in state.orders if o["order_id"] != order["order_id"]
-                  and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS]
+                  and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS
+                  and not _with_another_visit(state.orders, o, order)]
         if new_state == "resolved" and not others:
             # The team's claim released first in the same script: a command failing inside a
             # transaction does not stop the others, and a retry would then publish the
@@ -951,6 +977,31 @@ class Dispatcher:
             return await self._end(end)
         return await self._emit(incident_id, entry, status="resolved", state=state,
                                 also=self._resolving(inc, order, move, now), end=end)
+
+    async def _ended_alone(self, state: store.IncidentState, order: dict[str, str],
+                           entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
+                           end: StepEnd) -> bool:
+        """An order whose end is not the case's: a follow-up visit's verdict ("the agreement
+        holds"), or the end of a backup a station team asked for. The case is as it was:
+        handed over until the station files it (its hand-over order live), or filed, its
+        resolution written once and incident.closed sent once. The backups the order had go
+        with it, and its team's claim is released in the step's last write."""
+        inc = state.incident
+        assert inc is not None
+        await self._withdraw_backups(state, order)
+        return await self._emit(inc["incident_id"], entry, state=state, also=move,
+                                end=dataclasses.replace(end, release_claim=(
+                                    order["team_id"], order["order_id"])))
+
+    async def _withdraw_backups(self, state: store.IncidentState, order: dict[str, str]) -> None:
+        """The live backups of an order that has ended: they came for its team."""
+        inc = state.incident
+        assert inc is not None
+        for backup in state.orders:
+            if (backup.get("for_order") == order["order_id"]
+                    and backup["state"] in domain.LIVE_ORDER_STATES):
+                await self._withdraw(inc, backup, reason="closed")
+                backup["state"] = "withdrawn"
 
     @staticmethod
     def _resolving(inc: dict[str, str], order: dict[str, str],
@@ -1350,7 +1401,9 @@ class Dispatcher:
         and no other backup of it is live."""
         inc = state.incident
         asked_by = failed.get("for_order")
-        if inc is None or inc["status"] in TERMINAL or not asked_by:
+        # Not the incident's status: a station team on a handed-over or filed case asks too
+        # (a revisit turns violent); the order that asked being live is what counts.
+        if inc is None or not asked_by:
             return
         order = next((o for o in state.orders if o["order_id"] == asked_by), None)
         if order is None or order["state"] not in domain.LIVE_ORDER_STATES:
@@ -1387,7 +1440,10 @@ class Dispatcher:
         async with self._locked(order["incident_id"]):
             state = await store.incident_state(self.redis, order["incident_id"])
             inc = state.incident
-            if inc is None or inc["status"] in TERMINAL:
+            # as _backup_again: while the order that asked is live, whatever the status
+            if inc is None or not any(o["order_id"] == order_id
+                                      and o["state"] in domain.LIVE_ORDER_STATES
+                                      for o in state.orders):
                 return None
             if await self._answers_behind(f"reinforce:{order_id}", order["incident_id"],
                                           utcnow()):
@@ -1539,7 +1595,10 @@ class Dispatcher:
         incident_id = inc["incident_id"]
         visits = int(inc.get("followup_visits") or 1)
         if visits >= self.policy.followup_max_visits:
-            fields = {"misses": self._flag(inc)}
+            # `followup_failed`: flagged also once the case is filed (resolved), the usual
+            # case by the last visit, until the command room closes it
+            inc["followup_failed"] = "1"
+            fields = {"misses": self._flag(inc), "followup_failed": "1"}
             detail = (f"the agreement does not hold after {visits} visits: the command room "
                       "decides what follows")
             due = None
@@ -1557,6 +1616,7 @@ class Dispatcher:
             if due is not None:
                 store.queue_schedule(pipe, f"followup:{incident_id}", due)
 
+        await self._withdraw_backups(state, order)
         return await self._emit(incident_id, TimelineEntry(
             kind="followup", team_id=order["team_id"], order_id=order["order_id"],
             detail=detail, note=entry.note), state=state, also=written, end=end)
@@ -1649,10 +1709,12 @@ class Dispatcher:
         """A station's team declined its hand-over or follow-up order (on another case, off
         sick): the order goes to another of the station's teams on shift; with none, the
         hand-over is flagged for the command room and tried again (HANDOVER_RETRY), the
-        visit ordered again in an hour (FOLLOWUP_RETRY)."""
+        visit ordered again in an hour (FOLLOWUP_RETRY). The backups its team had asked for
+        go with it."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
+        await self._withdraw_backups(state, order)
         handover = order.get("kind") == "handover"
         if inc.get("handover_order" if handover else "followup_order"):
             return  # made again: another team has it already (or the mark was not this one's)

@@ -117,6 +117,24 @@ def _timestamp(value: str) -> float:
         return time.time()
 
 
+FLAGGED_INDEXED = "dispatch:flagged-indexed"  # set once the earlier flagged are in store.FLAGGED
+
+
+async def index_flagged_before(redis: Redis) -> int:
+    """Once per Redis: the incidents flagged before this version kept store.FLAGGED join it
+    (and their district's), so the board's flagged incidents are found however long ago
+    reported. Read a page of 500 at a time, each in one script (store.index_flagged). The
+    number added."""
+    if await redis.exists(FLAGGED_INDEXED):
+        return 0
+    added = start = 0
+    while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499, withscores=True):
+        start += len(page)
+        added += await store.index_flagged(redis, page)
+    await redis.set(FLAGGED_INDEXED, "1")
+    return added
+
+
 async def archive_ended(redis: Redis, locks: IncidentLocks, *, ended_before: float) -> int:
     """Archive the incidents ended (last changed) before `ended_before`; the number archived.
     One still in hand (a live order, a follow-up or hand-over timer) is looked at again a
@@ -188,9 +206,11 @@ async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) ->
         pipe.zrem(store.HANDOVERS, incident_id)
         # the command room's remarks and evidence attached after it was archived
         pipe.delete(store.timeline_key(incident_id))
+        pipe.zrem(store.FLAGGED, incident_id)
         if inc is not None:
             pipe.delete(store.incident_key(incident_id))
             pipe.zrem(store.district_key(inc["district"]), incident_id)
+            pipe.zrem(store.flagged_key(inc["district"]), incident_id)
             if inc.get("external_ref"):
                 pipe.srem(store.ref_key(inc["district"], inc["external_ref"]), incident_id)
             pipe.hincrby(store.STATUS_COUNTS, inc["status"], -1)
@@ -212,6 +232,9 @@ async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: flo
             if indexed := await index_handovers_before(redis):
                 log.info("incident records: %d hand-overs of an earlier version indexed for "
                          "the filings overdue", indexed)
+            if indexed := await index_flagged_before(redis):
+                log.info("incident records: %d flagged incidents of an earlier version "
+                         "indexed for the board", indexed)
             archived = await archive_ended(redis, locks, ended_before=now - records_days * 86400)
             forgotten = await forget_archived(redis, locks,
                                               reported_before=now - kpi_days * 86400)

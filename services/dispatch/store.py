@@ -434,6 +434,14 @@ if ARGV[10] == '1' then
   xadd(KEYS[10], ARGV[11], ARGV[12])
   redis.call('HSET', KEYS[1], 'published', '1')
   redis.call('HSET', KEYS[8], unpack(cjson.decode(ARGV[13])))
+  -- the incident's place among the flagged, in step with its `flagged` (as queue_flag)
+  if ARGV[22] == '1' then
+    redis.call('ZADD', KEYS[15], ARGV[23], ARGV[19])
+    redis.call('ZADD', KEYS[16], ARGV[23], ARGV[19])
+  elseif ARGV[22] == '0' then
+    redis.call('ZREM', KEYS[15], ARGV[19])
+    redis.call('ZREM', KEYS[16], ARGV[19])
+  end
   if ARGV[14] ~= ARGV[15] then
     redis.call('HINCRBY', KEYS[12], ARGV[14], -1)
     redis.call('HINCRBY', KEYS[12], ARGV[15], 1)
@@ -465,6 +473,9 @@ class LastWrites:
     lock_key: str = ""
     lock_token: str = ""  # "" = no lock to release
     short_score: float | None = None  # still short of units: stays waiting, at this score
+    # the incident's place among the flagged (reported_ts), given when incident_changes
+    # sets `flagged`
+    reported_ts: float | None = None
 
 
 async def claim_unit(redis: Redis, *, team_id: str, order_id: str,
@@ -661,10 +672,12 @@ ENDED = "dispatch:ended"
 ENDED_STATUSES = ("resolved", "handed_over", "closed", "linked")
 
 
-def queue_incident_change(pipe: Pipeline, incident_id: str, changes: dict[str, str], *,
-                          old_status: str, entry: TimelineEntry) -> None:
-    """Queue on `pipe` an incident's new fields, the status counts (kept for the metrics as
-    statuses change) and its timeline entry."""
+def queue_incident_change(pipe: Pipeline, inc: dict[str, str], changes: dict[str, str], *,
+                          entry: TimelineEntry) -> None:
+    """Queue on `pipe` the new fields of the incident `inc` (as stored before them), the
+    status counts (kept for the metrics as statuses change), its place among the flagged
+    incidents and its timeline entry."""
+    incident_id, old_status = inc["incident_id"], inc["status"]
     pipe.hset(incident_key(incident_id), mapping=changes)
     new_status = changes.get("status", old_status)
     if new_status != old_status:
@@ -672,7 +685,66 @@ def queue_incident_change(pipe: Pipeline, incident_id: str, changes: dict[str, s
         pipe.hincrby(STATUS_COUNTS, new_status, 1)
     if new_status in ENDED_STATUSES:
         pipe.zadd(ENDED, {incident_id: time.time()})
+    if "flagged" in changes:
+        queue_flag(pipe, inc, flagged=changes["flagged"] == "1")
     pipe.rpush(timeline_key(incident_id), entry.model_dump_json())
+
+
+# The incidents flagged now (the board's alarm: DESIGN's unassigned incident "stays on the
+# command room's board, flagged, until someone is assigned"; a hand-over no station team
+# took), scored by the time reported as the board's indexes are: all districts' here, one
+# district's at flagged_key. The console asks for them on every poll, however long ago they
+# were reported, and reads these few, not months of reports. Kept in step with the record's
+# `flagged` by the very write that sets it (queue_incident_change, _OFFER's last writes),
+# so a script redis-py sends again, or one that writes nothing, leaves both alike.
+FLAGGED = "dispatch:flagged"
+
+
+def flagged_key(district: str) -> str:
+    return f"dispatch:flagged:{district}"
+
+
+def reported_ts(inc: dict[str, str]) -> float:
+    """The incident's place in the board's indexes: the time reported (as first_step scored
+    it); a record stored broken (no such time): -inf, last, as the board lists it."""
+    try:
+        return datetime.fromisoformat(inc["reported_at"]).timestamp()
+    except (KeyError, ValueError, OverflowError):
+        return float("-inf")
+
+
+def queue_flag(pipe: Pipeline, inc: dict[str, str], *, flagged: bool) -> None:
+    """Queue the incident's entry into the indexes of flagged incidents, or its leaving them."""
+    incident_id = inc["incident_id"]
+    for key in (FLAGGED, flagged_key(inc["district"])):
+        if flagged:
+            pipe.zadd(key, {incident_id: reported_ts(inc)})
+        else:
+            pipe.zrem(key, incident_id)
+
+
+# Incidents flagged before FLAGGED was kept, a page of ALL_INCIDENTS (id, score pairs): each
+# flagged one joins FLAGGED and its district's at its place on the board. One script, so a
+# step that changes a flag meanwhile comes wholly before or after the look at it.
+_INDEX_FLAGGED = """
+local added = 0
+for i = 1, #ARGV, 2 do
+  local id, score = ARGV[i], ARGV[i + 1]
+  local inc = redis.call('HMGET', 'dispatch:incident:' .. id, 'flagged', 'district')
+  if inc[1] == '1' and inc[2] then
+    added = added + redis.call('ZADD', KEYS[1], 'NX', score, id)
+    redis.call('ZADD', 'dispatch:flagged:' .. inc[2], 'NX', score, id)  -- flagged_key
+  end
+end
+return added
+"""
+
+
+async def index_flagged(redis: Redis, page: Sequence[tuple[str, float]]) -> int:
+    """The flagged incidents of `page` (id, score in ALL_INCIDENTS) indexed as flagged; the
+    number newly added."""
+    args = [x for incident_id, score in page for x in (incident_id, repr(score))]
+    return int(await run_script(redis, _INDEX_FLAGGED, [FLAGGED], args))
 
 
 def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, str]) -> None:
@@ -850,13 +922,17 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
         first_assignment_at or "", lock[1] if lock else ""]
     if last is not None:
         keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
-                 _waiting_key(last.district), last.lock_key or "dispatch:lock:-"]
+                 _waiting_key(last.district), last.lock_key or "dispatch:lock:-",
+                 FLAGGED, flagged_key(last.district)]
         changes = [x for kv in last.incident_changes.items() for x in kv]
+        flag = last.incident_changes.get("flagged", "")
+        assert not flag or last.reported_ts is not None, "a flag's change needs its place"
         args += ["1", maxlen_arg(streams.ORDER_ISSUED), last.order_issued, ascii_json(changes),
                  last.old_status, last.incident_changes.get("status", last.old_status),
                  last.status_entry.model_dump_json(), maxlen_arg(streams.INCIDENT_UPDATED),
                  last.incident_updated, incident_id, last.lock_token,
-                 "" if last.short_score is None else repr(last.short_score)]
+                 "" if last.short_score is None else repr(last.short_score),
+                 flag, repr(last.reported_ts) if flag else ""]
     offered_, first = await run_script(redis, _OFFER, keys, args)
     if offered_ == -1:
         raise LockLost(incident_id)

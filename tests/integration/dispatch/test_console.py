@@ -73,7 +73,8 @@ async def test_paging_the_board_by_its_cursor_lists_incidents_reported_the_same_
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     seed_incidents(clean_redis, [("inc_a", at - timedelta(minutes=1), {}),
                                  ("inc_b", at, {}), ("inc_c", at, {}),
-                                 *[(f"inc_t{n}", at, {"status": "unassigned"} if n % 2 else {})
+                                 *[(f"inc_t{n}", at,
+                                    {"status": "unassigned", "flagged": "1"} if n % 2 else {})
                                    for n in range(7)]])
     everything = await page_through(console, {"district": DISTRICT, "limit": "1"})
     ties = [f"inc_t{n}" for n in range(6, -1, -1)]

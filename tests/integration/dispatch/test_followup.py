@@ -125,9 +125,9 @@ async def test_a_visit_that_finds_the_agreement_broken_orders_another_until_it_h
         assert second.team_id == "station-car"
         assert second.instructions == ("Follow-up visit 2: check that the mediated agreement "
                                        f"holds. Last visit: {NOT_HOLDING}")
-        await answer(publisher, second, "resolved")  # "agreement holds"
-        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
-                         == "resolved", "the dispute resolved")
+        await answer(publisher, second, "resolved")  # "agreement holds": the visit's verdict
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("followup_held")
+                         == "1", "the agreement holding")
     assert followup_due_in_days(clean_redis, incident_id) is None
     timeline = kinds_and_details(clean_redis, incident_id)
     assert ("followup", f"{NOT_HOLDING}") in [(k, n) for k, _, n in timeline]

@@ -170,10 +170,11 @@ async def test_a_dispatchers_board_reads_only_their_districts_and_reaches_past_n
     seed_incidents(clean_redis, newer_reports(2000, prefix="inc_busy"), district="busy")
     seed_incidents(clean_redis, [*newer_reports(600, prefix="inc_here", minutes=1),
                                  ("inc_here_waiting", now - timedelta(days=20),
-                                  {"status": "unassigned"})])
+                                  {"status": "unassigned", "flagged": "1"})])
     seed_incidents(clean_redis, [*newer_reports(600, prefix="inc_there", minutes=0.5),
                                  ("inc_there_waiting", now - timedelta(days=10),
-                                  {"status": "unassigned"})], district="xixiangtang")
+                                  {"status": "unassigned", "flagged": "1"})],
+                   district="xixiangtang")
     r = await console.post("/v1/dispatchers", headers=ADMIN,
                            json={"name": "Wang Lei", "districts": [DISTRICT, "xixiangtang"]})
     desk = {"Authorization": f"Bearer {r.json()['token']}"}
