@@ -500,7 +500,12 @@ function stopSharing(why) {
 function onFixError(e) { $("posline").textContent = "Position not available: " + e.message; }
 async function onFix(p, force) {
   lastFix = { lat: p.coords.latitude, lon: p.coords.longitude,
-              accuracy_m: Math.round(p.coords.accuracy || 0), at: new Date(p.timestamp).toISOString() };
+              accuracy_m: Math.round(p.coords.accuracy || 0) };
+  // The phone's clock may be wrong (set by hand): fixes stamped minutes behind by it would
+  // not count at dispatch, though taken now. A fresh fix (by the phone's own clock) goes
+  // without `at`, stamped by volunteers on arrival; only an older one says when it was taken.
+  const age = Date.now() - p.timestamp;
+  if (!(age >= 0 && age < 10000)) lastFix.at = new Date(p.timestamp).toISOString();
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
   try { await api(V("/v1/me/position"), "PUT", lastFix);

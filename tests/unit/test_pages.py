@@ -174,3 +174,19 @@ def test_the_device_page_shares_the_position_only_of_a_member_on_the_shift() -> 
     assert checked_in == 7
     assert stopped is None  # volunteers refused the fix: sharing stops
     assert order_left == 7 and off is None
+
+
+def test_a_fresh_fix_goes_without_the_phones_clock_and_an_old_one_says_when_it_was_taken(
+) -> None:
+    # A phone whose clock was set by hand minutes behind stamped every fix with it: each
+    # older than dispatch's 10 minutes, its team never a candidate, while the page said
+    # "Position shared". A fix just taken goes without `at` (volunteers stamps it on
+    # arrival); a cached one, older by the phone's own clock, still says when it was taken.
+    fix = ("onFix({{ coords: {{ latitude: 22.8, longitude: 108.3, accuracy: 5 }}, "
+           "timestamp: Date.now() - {age_ms} }}, true).then(() => fetched.pop().body)")
+    fresh, old = run_page(
+        GEOLOCATION + "lastSent = 0; " + fix.format(age_ms=1500),
+        fix.format(age_ms=60_000),
+    )
+    assert fresh == {"lat": 22.8, "lon": 108.3, "accuracy_m": 5}
+    assert set(old) == {"lat", "lon", "accuracy_m", "at"}
