@@ -444,7 +444,7 @@ async function loadMe() {
 function refreshDutySoon() {
   if (info && info.services && info.services.volunteers) setTimeout(loadDuty, 2000);
 }
-let me = null, watchId = null, keepTimer = null, lastFix = null, lastSent = 0;
+let me = null, watchId = null, keepTimer = null, lastFix = null, lastFixTaken = 0, lastSent = 0;
 const V = (path) => info.services.volunteers + path;
 async function loadDuty() {
   try { me = await api(V("/v1/me"), "GET"); } catch (e) { toast(e.message); return; }
@@ -506,6 +506,7 @@ async function onFix(p, force) {
   // without `at`, stamped by volunteers on arrival; only an older one says when it was taken.
   const age = Date.now() - p.timestamp;
   if (!(age >= 0 && age < 10000)) lastFix.at = new Date(p.timestamp).toISOString();
+  lastFixTaken = p.timestamp;  // by the phone's clock, as Date.now() is
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
   try { await api(V("/v1/me/position"), "PUT", lastFix);
@@ -529,7 +530,7 @@ async function loadCategories() {
 }
 function here() {
   return new Promise((ok, fail) => {
-    if (lastFix && Date.now() - Date.parse(lastFix.at) < 60000) { ok(lastFix); return; }
+    if (lastFix && Date.now() - lastFixTaken < 60000) { ok(lastFix); return; }
     if (!navigator.geolocation) { fail(new Error("this browser cannot tell your position")); return; }
     navigator.geolocation.getCurrentPosition((p) => ok({ lat: p.coords.latitude, lon: p.coords.longitude }),
       (e) => fail(new Error("no position: " + e.message)), { enableHighAccuracy: true, timeout: 20000 });
