@@ -162,8 +162,8 @@ async def _keep_consuming(broker: RedisBroker, redis: Redis, interval_s: float) 
             await ensure_subscribed_groups(redis, broker)
             for sub in stopped:
                 await sub.start()
-            log.warning("restarted %d stopped subscriber(s) after their group was re-created",
-                        len(stopped))
+            log.warning("started %d stopped subscriber(s) (their group re-created, or never "
+                        "started: a slow start)", len(stopped))
         except Exception as exc:  # Redis still away: try again next round
             log.warning("cannot restart stopped subscribers yet: %s", type(exc).__name__)
 
@@ -189,7 +189,14 @@ async def consuming(broker: RedisBroker, redis: Redis, *, watch_interval_s: floa
     from shared.runtime import stop_task
 
     await ensure_subscribed_groups(redis, broker)
-    await broker.start()
+    try:
+        await broker.start()
+    except TimeoutError:
+        # FastStream waits a hard-coded 3 s for each subscriber's first PING, on a busy
+        # machine not always enough: the slow one reads all the same, and the watchdog
+        # starts those after it (never started) within `watch_interval_s`. /readyz says
+        # not ready meanwhile; before, the whole service died at start-up.
+        log.warning("a subscriber was slow to start; the others are started by the watchdog")
     watchdog = asyncio.create_task(_keep_consuming(broker, redis, watch_interval_s),
                                    name="bus-watchdog")
     stop = asyncio.Event()
