@@ -7,7 +7,7 @@ CSV file and line) before anything is written, so an import is all or nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from shapely import STRtree
 from shapely.geometry import Polygon
 
 from shared.events import AgencyKind, AgencyRole, Mode
@@ -129,12 +130,21 @@ ROW_MODELS: dict[Entity, type[_Row]] = {
 }
 
 
+# Redis's GEO commands place nothing beyond these latitudes, so intake refuses reports there:
+# a zone reaching past them holds no incident. Most often it is [lat, lon] by mistake, which
+# east of 90 E fails the -90..90 check anyway, but not around Urumqi (43.8 N 87.6 E).
+GEO_MAX_LAT = 85.05112878
+
+
 def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
     """An open ring of valid [lon, lat] points forming a valid polygon, or ValueError."""
     ring = [(float(lon), float(lat)) for lon, lat in points]
     for i, (lon, lat) in enumerate(ring):
-        if not (-180 <= lon <= 180) or not (-90 <= lat <= 90):
+        if not -180 <= lon <= 180:
             raise ValueError(f"point {i} is outside the valid lon/lat range")
+        if not -GEO_MAX_LAT <= lat <= GEO_MAX_LAT:
+            raise ValueError(f"point {i} is beyond {GEO_MAX_LAT} degrees north or south, where "
+                             "no incident can be: is it [lat, lon]? points are [lon, lat]")
     if len(ring) > 1 and ring[0] == ring[-1]:
         ring = ring[:-1]
     if len(set(ring)) < 3:
@@ -329,13 +339,48 @@ def parse_document(data: Any) -> RosterDoc:
 
 
 def check_document(doc: RosterDoc, errors: list[RowError]) -> None:
-    """Rules inside one document: ids unique per entity."""
+    """Rules inside one document: ids unique per entity; no ground two stations claim."""
     for entity in ENTITIES:
         seen: set[str] = set()
         for row, loc in zip(doc.rows(entity), doc.locs[entity], strict=True):
             if row.id in seen:
                 errors.append(loc.error(entity, "id", "appears twice in this import"))
             seen.add(row.id)
+    for earlier, later in conflicting_claims(doc.zones):
+        other = doc.zones[earlier]
+        errors.append(doc.locs["zones"][later].error(
+            "zones", "polygon", f"overlaps zone {other.id} of station {other.owner_agency_id}: "
+            "zones of two stations may share a border, or one lie inside the other, but not "
+            "claim the same ground"))
+
+
+# Of the smaller zone: overlaps up to this share are slivers along a shared border (two
+# drawings of one street), and a zone this much inside a larger one lies inside it.
+OVERLAP_TOLERANCE = 0.01
+
+
+def conflicting_claims(zones: Sequence[ZoneRow]) -> list[tuple[int, int]]:
+    """Pairs (earlier, later) of zones of different stations that claim the same ground.
+
+    A place in two zones goes to the smaller (shared/zones.py): right for a community's grid
+    cell inside a station's territory, but for two zones that only partly overlap, or are
+    the same shape, the station an incident is handed to would be an accident of their
+    areas or of their ids' order."""
+    shapes = [Polygon(zone.polygon) for zone in zones]
+    tree = STRtree(shapes)
+    pairs = tree.query(tree.geometries, predicate="intersects")
+    conflicts = []
+    for i, j in sorted({(min(a, b), max(a, b)) for a, b in pairs.T.tolist() if a != b}):
+        if zones[i].owner_agency_id == zones[j].owner_agency_id:
+            continue
+        small, large = sorted((shapes[i].area, shapes[j].area))
+        shared = shapes[i].intersection(shapes[j]).area
+        border = shared <= OVERLAP_TOLERANCE * small
+        inside = (shared >= (1 - OVERLAP_TOLERANCE) * small
+                  and small <= (1 - OVERLAP_TOLERANCE) * large)
+        if not border and not inside:
+            conflicts.append((i, j))
+    return conflicts
 
 
 # --- references against the document and what is stored ---------------------------------
