@@ -105,3 +105,26 @@ async def test_two_stations_claiming_the_same_ground_are_refused(clean_redis: st
             "district": DISTRICT, "lat": LAT, "lon": LON})
         assert lookup.json()["owner_agency_id"] == "ps-new"  # the cell: the most specific
 
+
+
+async def test_a_zone_over_a_stored_zone_of_another_station_is_refused(
+        clean_redis: str) -> None:
+    # Zones cannot be deleted: re-cutting territory under a new id left the old zone
+    # claiming the same block, and the lookup kept giving it to the old station.
+    block = square(LAT, LON, 0.01)
+    async with running(clean_redis) as volunteers:
+        r = await import_roster(volunteers.client, roster(zones=[zone("z-a", "ps-old", block)]))
+        assert r.status_code == 200, r.text
+        r = await import_roster(volunteers.client, roster(zones=[zone("z-b", "ps-new", block)]))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["field"] == "zones.0.polygon" and "z-a" in error["message"]
+        # the old zone re-cut in the same import (handed to the new station) is fine, as is a
+        # grid cell of another station inside it, or a neighbour sharing its border
+        r = await import_roster(volunteers.client, roster(zones=[
+            zone("z-a", "ps-new", block), zone("z-b", "ps-new", block)]))
+        assert r.status_code == 200, r.text
+        r = await import_roster(volunteers.client, roster(zones=[
+            zone("z-cell", "ps-old", square(LAT, LON, 0.002)),
+            zone("z-east", "ps-old", square(LAT, LON + 0.02, 0.01))]))
+        assert r.status_code == 200, r.text

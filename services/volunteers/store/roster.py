@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +20,9 @@ from ..domain.roster import (
     ImportPlan,
     RosterDoc,
     RowError,
+    ZoneRow,
     check_references,
+    conflicting_claims,
     plan_import,
     referenced_ids,
 )
@@ -134,6 +137,40 @@ async def _check_zones_left_behind(redis: Redis, pipe: Pipeline, doc: RosterDoc,
     doc.raise_errors(errors)
 
 
+async def _check_ground_claimed(redis: Redis, pipe: Pipeline, doc: RosterDoc) -> None:
+    """The document's zones must not claim ground a stored zone of another station holds
+    (`conflicting_claims`; those in the document were checked against each other). Zones
+    cannot be deleted: re-cut territory under new ids would leave the old zones claiming it,
+    and the lookup giving it to the old station. InvalidRoster naming the stored zone."""
+    if not doc.zones:
+        return
+    await pipe.watch(keys.index("zones", doc.district))
+    in_doc = {zone.id for zone in doc.zones}
+    zone_ids = [z for z in await redis.zrange(keys.index("zones", doc.district), 0, -1)
+                if z not in in_doc]
+    if not zone_ids:
+        return
+    await pipe.watch(*(keys.entity("zones", z) for z in zone_ids))
+    records = await _read_many(redis, [keys.entity("zones", z) for z in zone_ids])
+    stored = [ZoneRow.model_construct(
+        id=r["id"], name=r.get("name", r["id"]), owner_agency_id=r["owner_agency_id"],
+        polygon=tuple((float(x), float(y)) for x, y in json.loads(r["polygon"])))
+        for r in records if r]
+    zones = [*doc.zones, *stored]
+    errors: list[RowError] = []
+    for earlier, later in conflicting_claims(zones):
+        if later < len(doc.zones):
+            continue  # two of the document's: check_document named them
+        if earlier >= len(doc.zones):
+            continue  # two stored ones: an earlier import's to mend, not this one's
+        other = zones[later]
+        errors.append(doc.locs["zones"][earlier].error(
+            "zones", "polygon", f"overlaps stored zone {other.id} of station "
+            f"{other.owner_agency_id}: re-import it with its new polygon or owner in the "
+            "same import"))
+    doc.raise_errors(errors)
+
+
 async def _read_many(redis: Redis, wanted: list[str]) -> list[dict[str, str]]:
     async with redis.pipeline(transaction=False) as pipe:
         for key in wanted:
@@ -163,6 +200,7 @@ async def import_roster(
         check_references(doc, stored)
         await _check_members_left_behind(redis, pipe, doc, stored)
         await _check_zones_left_behind(redis, pipe, doc, stored)
+        await _check_ground_claimed(redis, pipe, doc)
         plan = plan_import(doc, stored)
 
         new = {e: dict(stored[e]) for e in ENTITIES}
