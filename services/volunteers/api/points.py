@@ -80,8 +80,9 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
             there = await points_store.entry(redis, entry.entry_id) or {}
             if (there.get("member_id"), there.get("points"), there.get("note")) != (
                     member_id, body.points, body.note):
-                raise conflict(f"adjustment_id {body.adjustment_id} was used for another "
-                               "adjustment")
+                # the key is not repeated (DESIGN: a message never echoes the body)
+                raise conflict("this adjustment_id was used for another adjustment (another "
+                               "member, amount or note); allowed: a new key")
             response.status_code = 200  # recorded already under that key: nothing added
             return {"entry": there, "recorded": False}
         # the reason stays in the ledger: the audit names the entry and the amount only
