@@ -138,10 +138,16 @@ def build_router(
         # bounded: Redis refuses an LRANGE index past a signed 64-bit number
         offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        before: Annotated[int | None, Query(
+            ge=1, le=MAX_POINTS_OFFSET ** 2, description="the `next` of the page before: "
+            "the entries older than those it showed, however many came since")] = None,
     ) -> dict[str, Any]:
+        if before is not None and offset:
+            raise ApiError(422, "invalid_field", "give before or offset, not both", "before")
         member_id = device(caller).member_id or ""
-        total, history, count = await points_store.balance_and_history(
-            redis, member_id, offset=offset, limit=limit)
-        return {"member_id": member_id, "balance": total, "history": history, "count": count}
+        total, history, count, next_ = await points_store.history_page(
+            redis, member_id, before=before, offset=offset, limit=limit)
+        return {"member_id": member_id, "balance": total, "history": history, "count": count,
+                "next": next_}
 
     return router

@@ -102,6 +102,12 @@ def points_history(member_id: str) -> str:
     return f"roster:points:history:{member_id}"
 
 
+def points_seq(member_id: str) -> str:
+    """The number of the newest entry of the member's history (store.points.AWARD_LUA
+    names it from the history's key, so that the awards' callers pass no extra key)."""
+    return f"{points_history(member_id)}:seq"
+
+
 def points_balance(member_id: str) -> str:
     return f"roster:points:balance:{member_id}"
 

@@ -9,6 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from shared.scripts import run_script
+
 from ..domain.points import LedgerEntry
 from . import keys
 
@@ -37,6 +39,13 @@ local function award(entry_key, history_key, balance_key, board_key, member_key,
     admitted = redis.call('SET', entry_key, entry, 'NX', 'EX', ttl)
   end
   if admitted then
+    -- the entry's number in the member's history (history_page's cursor); a history kept
+    -- before the numbers counts on from its length
+    local seq_key = history_key .. ':seq'
+    if redis.call('EXISTS', seq_key) == 0 then
+      redis.call('SET', seq_key, redis.call('LLEN', history_key))
+    end
+    redis.call('INCR', seq_key)
     redis.call('LPUSH', history_key, entry)
     redis.call('LTRIM', history_key, 0, {HISTORY_KEPT - 1})
     redis.call('INCRBYFLOAT', balance_key, points)
@@ -114,12 +123,42 @@ async def balance_and_history(
 ) -> tuple[float | int, list[dict[str, Any]], int]:
     """The balance (every award), a page of the history kept (HISTORY_KEPT, newest first)
     and how many entries that holds."""
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.points_balance(member_id))
-        pipe.lrange(keys.points_history(member_id), offset, offset + limit - 1)
-        pipe.llen(keys.points_history(member_id))
-        total, raw, count = await pipe.execute()
-    return _number(total), [json.loads(x) for x in raw], int(count)
+    total, history, count, _ = await history_page(redis, member_id, before=None,
+                                                  offset=offset, limit=limit)
+    return total, history, count
+
+
+# Entries are numbered as they are pushed (AWARD_LUA: `<history>:seq`, the newest's number),
+# so the entry numbered n sits at index seq - n however many came since: a page read
+# `before` a number starts where the last one ended, while offsets move with every award.
+# KEYS: balance, history, its counter; ARGV: before ('' = from the newest, at `offset`),
+# offset, limit. Returns the balance, the page, the history's length, the newest's number
+# and the page's first index.
+_PAGE = """
+local seq = tonumber(redis.call('GET', KEYS[3]) or redis.call('LLEN', KEYS[2]))
+local start = tonumber(ARGV[2])
+if ARGV[1] ~= '' then start = seq - tonumber(ARGV[1]) + 1 end
+if start < 0 then start = 0 end
+return {redis.call('GET', KEYS[1]) or '0',
+        redis.call('LRANGE', KEYS[2], start, start + tonumber(ARGV[3]) - 1),
+        redis.call('LLEN', KEYS[2]), seq, start}
+"""
+
+
+async def history_page(
+    redis: Redis, member_id: str, *, before: int | None, limit: int, offset: int = 0,
+) -> tuple[float | int, list[dict[str, Any]], int, int | None]:
+    """The balance, a page of the history (newest first: the entries numbered below `before`,
+    else from `offset`), how many entries the history holds, and the `before` of the next
+    page (None: the history ends here)."""
+    history = keys.points_history(member_id)
+    total, raw, count, seq, start = await run_script(
+        redis, _PAGE, [keys.points_balance(member_id), history, keys.points_seq(member_id)],
+        ["" if before is None else str(before), str(offset), str(limit)])
+    oldest_shown = int(seq) - int(start) - len(raw) + 1  # the page's last entry's number
+    more = bool(raw) and int(start) + len(raw) < int(count)
+    return (_number(total), [json.loads(x) for x in raw], int(count),
+            oldest_shown if more else None)
 
 
 async def leaderboard(redis: Redis, district: str, *, limit: int) -> list[dict[str, Any]]:

@@ -405,7 +405,8 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
                 await publish_unit_status(pipe, team=team, agency=agency, state=state)
         queue_entries(pipe, ledger, ledger_ttl_s=ledger_ttl_s)
         pipe.delete(keys.member(member_id), keys.member_devices(member_id),
-                    keys.points_history(member_id), keys.points_balance(member_id))
+                    keys.points_history(member_id), keys.points_seq(member_id),
+                    keys.points_balance(member_id))
         pipe.srem(keys.team_members(team_id), member_id)
         pipe.zrem(keys.index("members", member["district"]), member_id)
         pipe.zrem(keys.index("members", None), member_id)

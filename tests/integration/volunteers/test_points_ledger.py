@@ -89,8 +89,66 @@ async def test_a_removed_member_leaves_no_points_behind(clean_redis: str) -> Non
             "points": 5, "note": "the briefing"})
         assert r.status_code == 201, r.text
         assert await volunteers.redis.exists(keys.points_history("m-chen"),
-                                             keys.points_balance("m-chen")) == 2
+                                             keys.points_seq("m-chen"),
+                                             keys.points_balance("m-chen")) == 3
         r = await volunteers.client.delete("/v1/members/m-chen", headers=ADMIN)
         assert r.status_code == 204, r.text
         assert await volunteers.redis.exists(keys.points_history("m-chen"),
+                                             keys.points_seq("m-chen"),
                                              keys.points_balance("m-chen")) == 0
+
+
+async def test_paging_the_history_while_awards_arrive_shows_each_entry_once(
+        clean_redis: str) -> None:
+    # Newest first, paged by offset: each award that came between two pages moved every
+    # entry down one place, and the next page began with one already shown.
+    async with running(clean_redis) as volunteers:
+        await volunteers.import_district()
+        device = await volunteers.enrol("m-wang")
+        redis = Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            await points_store.award(redis, [entry(n) for n in range(5)], ledger_ttl_s=DAY_S)
+
+            async def page(**params: object) -> dict[str, object]:
+                r = await volunteers.client.get("/v1/me/points", headers=device,
+                                                params={"limit": 2, **params})
+                assert r.status_code == 200, r.text
+                return dict(r.json())
+
+            seen, first = [], await page()
+            seen += [e["note"] for e in first["history"]]
+            cursor = first["next"]
+            n = 5
+            while cursor is not None:
+                await points_store.award(redis, [entry(n)], ledger_ttl_s=DAY_S)  # meanwhile
+                n += 1
+                more = await page(before=cursor)
+                seen += [e["note"] for e in more["history"]]
+                cursor = more["next"]
+            assert seen == ["4", "3", "2", "1", "0"]  # each once, newest first, to the end
+            assert (await page())["history"][0]["note"] == str(n - 1)
+            refused = await volunteers.client.get("/v1/me/points", headers=device,
+                                                  params={"before": 3, "offset": 2})
+            assert refused.status_code == 422 and refused.json()["error"]["field"] == "before"
+        finally:
+            await redis.aclose()
+
+
+async def test_a_cursor_holds_past_the_history_kept_and_over_a_history_from_before_it(
+        redis: Redis) -> None:
+    # A history written before the cursor existed (no counter) pages on from its length;
+    # once full, the oldest entries fall off the end and the cursor still points right.
+    await redis.rpush(keys.points_history("m-wang"),
+                      *[entry(n).model_dump_json() for n in (2, 1, 0)])
+    _, history, _, next_ = await points_store.history_page(redis, "m-wang", before=None,
+                                                           limit=2)
+    assert [e["note"] for e in history] == ["2", "1"]
+    total = points_store.HISTORY_KEPT + 3
+    await points_store.award(redis, [entry(n) for n in range(3, total)], ledger_ttl_s=DAY_S)
+    _, history, _, _ = await points_store.history_page(redis, "m-wang", before=next_,
+                                                       limit=2)
+    assert history == []  # "0" fell off the end of the history kept: nothing, not a repeat
+    _, history, _, next_ = await points_store.history_page(redis, "m-wang", before=None,
+                                                           limit=1)
+    _, history, _, _ = await points_store.history_page(redis, "m-wang", before=next_, limit=1)
+    assert [e["note"] for e in history] == [str(total - 2)]
