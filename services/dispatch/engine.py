@@ -155,6 +155,28 @@ def _since_report(inc: dict[str, str], at: str) -> float:
     return max(0.0, (datetime.fromisoformat(at) - domain.acted_from(inc)).total_seconds())
 
 
+def _first_times(inc: dict[str, str], order: dict[str, str], new_state: str,
+                 at: str) -> tuple[bool, bool]:
+    """Whether a team's answer given `at`, moving its order to `new_state`, is the
+    incident's first acknowledgement, and its first team on scene: nothing of the kind
+    before it, or only this very answer's (an attempt that failed after writing it)."""
+    def first(field: str) -> bool:
+        return order.get("kind") in CLAIMING_KINDS and inc.get(field) in (None, "", at)
+
+    # Any answer but a refusal means the team took the order, even if it skipped
+    # "acknowledged" (the design lets responses skip steps). On scene, or past it: a team
+    # that answers resolved or hands over has been there.
+    return (new_state != "declined" and first("first_ack_at"),
+            new_state in ("on_scene", "resolved", "handover") and first("first_on_scene_at"))
+
+
+def _record_first_times(inc: dict[str, str], at: str, *, ack: bool, on_scene: bool) -> None:
+    if ack:
+        TIME_TO_ACK.record(_since_report(inc, at), {"priority": inc["priority"]})
+    if on_scene:
+        TIME_TO_SCENE.record(_since_report(inc, at), {"priority": inc["priority"]})
+
+
 def observe_incidents(redis_url: str) -> None:
     """Gauge of incidents by status, from the counts `_emit` keeps (read at collection)."""
     import redis as sync_redis
@@ -180,13 +202,15 @@ def _ts(value: str | None) -> datetime | None:
 @dataclasses.dataclass(frozen=True, slots=True)
 class StepEnd:
     """How a step under an incident's lock ends (Dispatcher._end): the consumed event's done
-    mark, the lock, the team the step freed (team, district) if any, and a claim (team,
-    order) to release before the step's last writes."""
+    mark, the lock, the team the step freed (team, district) if any, a claim (team, order)
+    to release before the step's last writes, and what to record in the metrics once the
+    step is done (recorded before, a step that failed and was made again counted twice)."""
 
     held: locks.Held
     done: str
     freed: tuple[str, str] | None = None
     release_claim: tuple[str, str] | None = None
+    recorded: Callable[[], None] | None = None
 
 
 # A freed team is offered to the waiting incidents it may answer, read a page at a time.
@@ -889,6 +913,8 @@ class Dispatcher:
             log.warning("lock on %s lost before the step ended: nothing written, the event "
                         "will be handled again", end.held.incident_id)
             raise locks.LockLost(end.held.incident_id)
+        if end.recorded is not None:
+            end.recorded()
         return free
 
     async def _apply_response(self, state: store.IncidentState, order: dict[str, str],
@@ -907,18 +933,10 @@ class Dispatcher:
         entry = TimelineEntry(kind="response", team_id=order["team_id"],
                               order_id=order["order_id"], detail=event.response,
                               note=event.note or None, evidence=event.evidence or None)
-        # Any answer but a refusal means the team took the order, even if it skipped
-        # "acknowledged" (the design lets responses skip steps).
-        first_ack = (new_state != "declined" and order.get("kind") in CLAIMING_KINDS
-                     and not inc.get("first_ack_at"))
-        if first_ack:
-            TIME_TO_ACK.record(_since_report(inc, now), {"priority": inc["priority"]})
-        # On scene, or past it: a team that answers resolved or hands over has been there.
-        first_on_scene = (new_state in ("on_scene", "resolved", "handover")
-                          and order.get("kind") in CLAIMING_KINDS
-                          and not inc.get("first_on_scene_at"))
-        if first_on_scene:
-            TIME_TO_SCENE.record(_since_report(inc, now), {"priority": inc["priority"]})
+        first_ack, first_on_scene = _first_times(inc, order, new_state, now)
+        if first_ack or first_on_scene:
+            end = dataclasses.replace(end, recorded=lambda: _record_first_times(
+                inc, now, ack=first_ack, on_scene=first_on_scene))
         ends = new_state not in ("acknowledged", "en_route", "on_scene")
 
         async def move(pipe: Pipeline) -> None:

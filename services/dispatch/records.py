@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.events import utcnow
+from shared.scripts import RUN_COMMANDS_LUA, commands_as_args, queued_commands, run_script
 
 from . import domain, store
 from .locks import IncidentLocks
@@ -200,21 +201,36 @@ async def forget_archived(redis: Redis, locks: IncidentLocks, *, reported_before
             return forgotten
 
 
+# An incident's record (KEYS[1]) deleted and, only if it was still there, taken out of its
+# status (ARGV[1]; '' for a record without its fields, left as it is) in the status counts
+# (KEYS[2]); then its places in the indexes (the commands from ARGV[3], ARGV[2] of them:
+# RUN_COMMANDS_LUA), harmless made again. One script: a transaction that redis-py sent
+# again after losing its reply took the incident out of the counts twice, and the gauge of
+# incidents by status fell below what is stored (below 0 once the last of a status went).
+_FORGET = RUN_COMMANDS_LUA + """
+if ARGV[1] ~= '' and redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -1)
+end
+run_commands(3, tonumber(ARGV[2]))
+"""
+
+
 async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) -> None:
-    async with redis.pipeline(transaction=True) as pipe:
+    async with redis.pipeline(transaction=False) as pipe:  # sent by the script
         pipe.zrem(store.ALL_INCIDENTS, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)
         # the command room's remarks and evidence attached after it was archived
         pipe.delete(store.timeline_key(incident_id))
         pipe.zrem(store.FLAGGED, incident_id)
         if inc is not None:
-            pipe.delete(store.incident_key(incident_id))
             pipe.zrem(store.district_key(inc["district"]), incident_id)
             pipe.zrem(store.flagged_key(inc["district"]), incident_id)
             if inc.get("external_ref"):
                 pipe.srem(store.ref_key(inc["district"], inc["external_ref"]), incident_id)
-            pipe.hincrby(store.STATUS_COUNTS, inc["status"], -1)
-        await pipe.execute()
+        commands = queued_commands(pipe)
+    await run_script(redis, _FORGET, [store.incident_key(incident_id), store.STATUS_COUNTS],
+                     [inc["status"] if inc is not None else "", len(commands),
+                      *commands_as_args(commands)])
 
 
 async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: float,

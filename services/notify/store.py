@@ -187,15 +187,25 @@ class Saved:
 # records the attempt and marks the order pushed: one round trip per order, and no crash
 # can leave the order stored but never announced, or announced twice. An order stored
 # without its fan-out (`pushed` 0) gets it when its event comes again.
+# ARGV[13] is the save's own token: redis-py sends the same script again when it lost the
+# reply (Redis restarted after running it), and the run sent again answers what the first
+# did (created, the replicas that heard it) instead of "pushed before", so the fan-out that
+# went out is counted (DELIVERIES) once, not never.
 _SAVE_ORDER = """
 local created = 1 - redis.call('HEXISTS', KEYS[1], 'event')
 local state = redis.call('HGET', KEYS[1], 'state') or 'issued'
 if created == 0 then
-  if redis.call('HGET', KEYS[1], 'pushed') == '1' then return {0, -1} end
+  local save = redis.call('HMGET', KEYS[1], 'saved_by', 'pushed', 'pushed_by', 'pushed_to')
+  if save[1] == ARGV[13] then created = 1 end
+  if save[2] == '1' then
+    if save[3] == ARGV[13] then return {created, tonumber(save[4])} end
+    return {created, -1}
+  end
 else
   redis.call('HSET', KEYS[1], 'event', ARGV[2], 'team_id', ARGV[3], 'incident_id', ARGV[4],
              'district', ARGV[5], 'trace', ARGV[6], 'state', state, 'pushed', '0',
-             'fallback_step', '0', 'issued_at', ARGV[7], 'updated_at', ARGV[10])
+             'fallback_step', '0', 'issued_at', ARGV[7], 'updated_at', ARGV[10],
+             'saved_by', ARGV[13])
   redis.call('HSETNX', KEYS[1], 'answered', '0')
   redis.call('HSETNX', KEYS[1], 'received', '0')
   redis.call('EXPIRE', KEYS[1], ARGV[9])
@@ -212,7 +222,7 @@ redis.call('RPUSH', KEYS[5], cjson.encode({at = ARGV[10], channel = 'websocket',
            outcome = outcome, detail = replicas .. ' replica(s) with a socket of the team'}))
 redis.call('LTRIM', KEYS[5], -tonumber(ARGV[12]), -1)
 redis.call('EXPIRE', KEYS[5], ARGV[9])
-redis.call('HSET', KEYS[1], 'pushed', '1')
+redis.call('HSET', KEYS[1], 'pushed', '1', 'pushed_by', ARGV[13], 'pushed_to', replicas)
 return {created, replicas}
 """
 
@@ -225,7 +235,7 @@ class NewOrder:
 
 
 def _save_args(new: NewOrder, *, now: float, at: str, fallback_after_s: float | None,
-               fallback_steps: int, ttl_s: int) -> tuple[list[str], list[str]]:
+               fallback_steps: int, ttl_s: int, token: str) -> tuple[list[str], list[str]]:
     order = new.order
     keys = [_order(order.order_id), _open(order.team_id), FALLBACK,
             fanout_channel(order.team_id), _attempts(order.order_id)]
@@ -236,7 +246,7 @@ def _save_args(new: NewOrder, *, now: float, at: str, fallback_after_s: float | 
             after_s=fallback_after_s, steps_left=fallback_steps))
     args = [order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
             order.district, json.dumps(new.trace), repr(now), due,
-            str(ttl_s), at, new.fan_out or "", str(ATTEMPTS_KEPT)]
+            str(ttl_s), at, new.fan_out or "", str(ATTEMPTS_KEPT), token]
     return keys, args
 
 
@@ -246,26 +256,33 @@ async def save_orders(
 ) -> list[Saved]:
     """Stores each order and publishes its fan-out message unless that went out before (see
     _SAVE_ORDER): one script per order, all in one round trip. Each script stands alone:
-    should one fail, the others still ran, and running them all again changes nothing.
+    should one fail, the others still ran, and running them all again changes nothing; the
+    first failure is raised once the fan-outs that went out are counted (raised before,
+    they never were: the retry finds them pushed).
 
     `fallback_after_s` None: no fallback timer; else the first of the chain's
     `fallback_steps` steps is due as domain.fallback.wait_before_step says (at most
     FALLBACK_AFTER_S, sooner when the order's `ack_by` is near)."""
-    now, at = time.time(), utcnow().isoformat()
+    now, at, token = time.time(), utcnow().isoformat(), uuid.uuid4().hex
     async with redis.pipeline(transaction=False) as pipe:
         for new in orders:
             keys, args = _save_args(new, now=now, at=at, fallback_after_s=fallback_after_s,
-                                    fallback_steps=fallback_steps, ttl_s=ttl_s)
+                                    fallback_steps=fallback_steps, ttl_s=ttl_s, token=token)
             await run_script(pipe, _SAVE_ORDER, keys, args)
-        replies = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
     saved = []
-    for created, heard in replies:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            continue
+        created, heard = reply
         if heard < 0:
             saved.append(Saved(created=bool(created), replicas=None))
             continue
         DELIVERIES.add(1, {"channel": "websocket",
                            "outcome": "fanned_out" if heard else "no_socket"})
         saved.append(Saved(created=bool(created), replicas=heard))
+    if failed := next((r for r in replies if isinstance(r, Exception)), None):
+        raise failed
     return saved
 
 
@@ -459,9 +476,16 @@ async def apply_response(
 
 # The first receipt from a device records it, XADDs its order.delivered entry (first: what
 # refuses it refuses the script before it writes anything), stops the fallback timer and
-# records the attempt; a repeat does nothing. No outbox, no window between the two.
+# records the attempt; a repeat does nothing. No outbox, no window between the two. The
+# receipt recorded being this very one (ARGV[2], stamped with its time) means redis-py sent
+# the script again after losing its reply: it answers as the run that recorded it did, so
+# the receipt is counted (DELIVERIES) once, not never.
 _RECEIVE = XADD_LUA + """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local had = redis.call('HGET', KEYS[2], ARGV[1])
+if had then
+  if had == ARGV[2] then return 1 end
+  return 0
+end
 xadd(KEYS[5], ARGV[6], ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
