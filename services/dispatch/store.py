@@ -417,7 +417,14 @@ return 0
 # redis-py sent it again after losing its reply: it is offered, and nothing is written
 # twice (the lock it released may have let other steps change the incident since).
 _OFFER = _CLAIMABLE + XADD_LUA + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {1, 0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- written already: by this very call, sent again by redis-py after its reply was lost,
+  -- when the incident's first assignment is this call's time (so it is counted once)
+  if ARGV[8] ~= '' and redis.call('HGET', KEYS[8], 'first_assigned_at') == ARGV[8] then
+    return {1, 1}
+  end
+  return {1, 0}
+end
 if ARGV[9] ~= '' and redis.call('GET', KEYS[9]) ~= ARGV[9] then return {-1, 0} end
 if ARGV[3] == '1' then
   if not claimable(KEYS[3], KEYS[4], ARGV[1], ARGV[4]) then return {0, 0} end

@@ -27,6 +27,7 @@ from shared import streams
 from shared.bus import create_redis
 from shared.events import OrderDelivered, OrderResponded
 from shared.metrics import COUNTED_LAG, unread_by_group
+from shared.scripts import _compiled
 from tests.helpers import poll_until
 from tests.integration.dispatch.conftest import fail_once, settings_for
 from tests.integration.dispatch.test_engine import (
@@ -70,6 +71,7 @@ def readings(monkeypatch: pytest.MonkeyPatch) -> Readings:
     meter = readings.meter
     monkeypatch.setattr(engine, "TIME_TO_ACK", meter.create_histogram("time_to_ack"))
     monkeypatch.setattr(engine, "TIME_TO_SCENE", meter.create_histogram("time_to_scene"))
+    monkeypatch.setattr(engine, "TIME_TO_ASSIGN", meter.create_histogram("time_to_assign"))
     monkeypatch.setattr(notify_store, "DELIVERIES", meter.create_counter("deliveries"))
     return readings
 
@@ -260,6 +262,27 @@ async def test_a_response_made_again_after_its_first_write_records_its_times_the
 
 
 # --- streams: lianfang_stream_lag -------------------------------------------------------------
+
+
+async def test_time_to_assign_is_recorded_when_the_offers_reply_was_lost(
+        clean_redis: str, publisher: RedisBroker, readings: Readings) -> None:
+    # The order's script ran, its reply was lost, redis-py sent it again: the second run
+    # found the order written and answered "not the first assignment", so the incident was
+    # never counted in time to assign.
+    proxy = ReplyEater(clean_redis)
+    async with proxy as proxy_url:
+        app = create_app(settings_for(proxy_url))
+        async with app.router.lifespan_context(app):
+            await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+            await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
+            await wait_for_units(clean_redis, 2)
+            first = await report(publisher, "noise", priority="P4")  # loads the script
+            await poll_until(lambda: orders_for(clean_redis, first), "the first order")
+            proxy.marker = _compiled(store._OFFER).sha.encode()
+            second = await report(publisher, "noise", priority="P4")
+            await poll_until(lambda: orders_for(clean_redis, second), "the second order")
+    assert proxy.eaten == 1
+    assert readings.counted("time_to_assign") == 2
 
 
 def _group_info(client: sync_redis.Redis, stream: str, group: str) -> dict[str, Any]:
