@@ -1144,12 +1144,16 @@ class Dispatcher:
 
     async def _station_known(self, inc: dict[str, str]) -> tuple[str, bool]:
         """_station_of, and whether that is known: False when the district's zones could
-        not be loaded (no station found, but the place may well have one)."""
-        station = inc.get("station_agency_id") or ""
-        if station:
-            return station, True
+        not be loaded and none was stored (no station found, but the place may well have
+        one). The owner now, not the one stored at the report: an import in between may
+        have given the zone to another station and made the old one a street patrol, whose
+        cars would get the case (its hand-over, its retries, its follow-up a week later).
+        The stored one while the zones cannot be loaded."""
         zone, known = await self._place(inc["district"], float(inc["lat"]), float(inc["lon"]))
-        return (zone.owner_agency_id if zone else ""), known
+        if known:
+            return (zone.owner_agency_id if zone else ""), True
+        station = inc.get("station_agency_id") or ""
+        return station, bool(station)
 
     # --- a place whose zone was not known -----------------------------------------------
 

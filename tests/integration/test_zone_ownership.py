@@ -1,16 +1,30 @@
-"""Who owns a place, through volunteers' roster import against a real Redis: its refusals
-of zones that would send an incident to the wrong station or to none (a zone no report can
-fall in, two stations claiming the same ground)."""
+"""Who owns a place, against a real Redis: volunteers' roster import refusing zones that
+would send an incident to the wrong station or to none (a zone no report can fall in, two
+stations claiming the same ground), and dispatch handing over to the station that owns the
+place at the hand-over, after a re-import."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
+from faststream.redis import RedisBroker
 
+from services.dispatch.config import Settings as DispatchSettings
+from services.dispatch.main import create_app as create_dispatch
+from services.volunteers.config import Settings as VolunteersSettings
+from services.volunteers.main import create_app as create_volunteers
+from shared import streams
+from shared.events import OrderIssued, OrderResponded
+from tests.helpers import poll_until
+from tests.integration.notify.conftest import serving
 from tests.integration.volunteers.conftest import ADMIN, running
 
-from .dispatch.test_engine import DISTRICT, SCENE
+from .dispatch.test_engine import DISTRICT, SCENE, orders_for, report, wait_for_units
+from .dispatch.test_followup import incident_fields
 
 LAT, LON = SCENE.lat, SCENE.lon
 
@@ -21,13 +35,13 @@ def square(lat: float, lon: float, half: float) -> list[list[float]]:
             [lon - half, lat + half], [lon - half, lat - half]]
 
 
-def roster(*, zones: list[dict[str, Any]]) -> dict[str, Any]:
+def roster(*, zones: list[dict[str, Any]], old_role: str = "station") -> dict[str, Any]:
     """Two police stations (ps-old, ps-new), a security company; a team and an officer or
     guard each."""
     return {
         "district": DISTRICT,
         "agencies": [
-            {"id": "ps-old", "name": "Old Station", "kind": "police", "role": "station"},
+            {"id": "ps-old", "name": "Old Station", "kind": "police", "role": old_role},
             {"id": "ps-new", "name": "New Station", "kind": "police", "role": "station"},
             {"id": "sec", "name": "Guard company", "kind": "security"},
         ],
@@ -128,3 +142,97 @@ async def test_a_zone_over_a_stored_zone_of_another_station_is_refused(
             zone("z-cell", "ps-old", square(LAT, LON, 0.002)),
             zone("z-east", "ps-old", square(LAT, LON + 0.02, 0.01))]))
         assert r.status_code == 200, r.text
+
+
+# --- dispatch and a re-import ---------------------------------------------------------------
+
+ADMIN_TOKEN = ADMIN["Authorization"].removeprefix("Bearer ")
+
+
+@pytest.fixture
+async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
+    """A broker publishing as notify does (the guard's answers)."""
+    broker = RedisBroker(clean_redis)
+    await broker.connect()
+    yield broker
+    await broker.stop()
+
+
+@contextlib.asynccontextmanager
+async def volunteers_and_dispatch(
+        url: str) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Volunteers served on a port (dispatch reads its zones over HTTP) and dispatch in this
+    process, reading them again every 0.2 s; a client on each."""
+    volunteers = create_volunteers(VolunteersSettings(
+        redis_url=url, admin_token=ADMIN_TOKEN, position_publish_interval_ms=0,
+        consumer_name="volunteers-zones"))
+    async with serving(volunteers) as volunteers_url, \
+            httpx.AsyncClient(base_url=volunteers_url, timeout=10) as client:
+        dispatch = create_dispatch(DispatchSettings(
+            redis_url=url, admin_token=ADMIN_TOKEN, volunteers_url=volunteers_url,
+            claim_idle_ms=500, timer_interval_s=0.05, zones_refresh_s=0.2))
+        transport = httpx.ASGITransport(app=dispatch)
+        async with dispatch.router.lifespan_context(dispatch), httpx.AsyncClient(
+                transport=transport, base_url="http://dispatch", headers=ADMIN) as console:
+            yield client, console
+
+
+async def on_shift_at(client: httpx.AsyncClient, member_id: str, lat: float) -> None:
+    """The member's phone enrolled, their shift started and their team placed at `lat`."""
+    r = await client.post(f"/v1/members/{member_id}/devices", headers=ADMIN)
+    assert r.status_code == 201, r.text
+    phone = {"Authorization": f"Bearer {r.json()['token']}"}
+    r = await client.post("/v1/me/shift/start", headers=phone)
+    assert r.status_code == 200, r.text
+    r = await client.put("/v1/me/position", headers=phone, json={"lat": lat, "lon": LON})
+    assert r.status_code in (200, 202, 204), r.text
+
+
+def station_of(url: str, incident_id: str) -> str:
+    return incident_fields(url, incident_id).get("station_agency_id", "")
+
+
+async def owned_in_dispatch(console: httpx.AsyncClient, owners: dict[str, str]) -> bool:
+    """Whether dispatch knows the zones' owners as `owners` (its command room's map)."""
+    r = await console.get("/v1/zones", params={"district": DISTRICT})
+    return r.status_code == 200 and {
+        z["zone_id"]: z["station_agency_id"] for z in r.json()["zones"]} == owners
+
+
+def orders_of_kind(url: str, incident_id: str, kind: str) -> list[OrderIssued]:
+    return [o for o in orders_for(url, incident_id) if o.kind == kind]
+
+
+async def test_a_handover_goes_to_the_station_that_owns_the_zone_at_the_handover(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The hand-over went to the station stored when the incident was reported, though an
+    # import had since given the zone to another and made the old one a street patrol.
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
+        assert r.status_code == 200, r.text
+        await on_shift_at(client, "m-guard", LAT + 0.0001)
+        await on_shift_at(client, "m-old", LAT + 0.01)
+        await on_shift_at(client, "m-new", LAT + 0.012)
+        await wait_for_units(clean_redis, 3)
+        incident_id = await report(publisher, "noise", priority="P4")
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the guard's order")
+        assert order.team_id == "t-guard"
+        assert station_of(clean_redis, incident_id) == "ps-old"
+
+        # The old station becomes a street patrol station; its territory goes to the new one.
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-new", territory)],
+                                               old_role="patrol"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-new"}),
+                         "dispatch's zones read again")
+
+        for response in ("acknowledged", "handover"):
+            await publisher.publish(OrderResponded(
+                district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
+                team_id="t-guard", member_id="m-guard", response=response),
+                stream=streams.ORDER_RESPONDED.name)
+        orders = await poll_until(lambda: orders_of_kind(clean_redis, incident_id, "handover"),
+                                  "the hand-over order")
+    assert [o.team_id for o in orders] == ["t-new"]  # not the patrol station's car
