@@ -64,6 +64,11 @@ class Settings(ServiceSettings):
         default=30.0, description="FALLBACK_LEASE_S: a claimed timer comes back after this"
     )
     channel_timeout_s: float = Field(default=10.0, description="CHANNEL_TIMEOUT_S")
+    shift_lookup_timeout_s: float = Field(
+        default=1.0, description="SHIFT_LOOKUP_TIMEOUT_S: how long a fallback step waits for "
+        "volunteers to say who is on the team's shift (asked only when some device confirmed "
+        "receipt: a member off shift having the order is not the team having it); no answer "
+        "in time: any receipt counts")
 
     # Web Push (VAPID): off unless a private key is configured.
     vapid_private_key: SecretStr | None = Field(

@@ -7,15 +7,27 @@ due early enough that the whole chain goes out before the order's acknowledge-by
 throttling, no answer) to a device no later channel reaches is tried again, by a timer of
 its own, while the order can still be answered. Every attempt and its outcome is recorded
 with the order.
+
+The team has the order once a device of a member on its shift confirmed it: a receipt
+leaves the chain scheduled (store.record_receipt), and each step asks volunteers who is on
+the shift (TeamShifts) when some device confirmed; a member off shift (at home, the page open)
+having it does not spare the members on shift their Web Push and SMS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
 
+import httpx
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from redis.asyncio import Redis
 
@@ -24,7 +36,7 @@ from shared.telemetry import extract_context
 from . import store
 from .channels import Channel, Outcome
 from .config import Settings
-from .domain.fallback import retry_wait, wait_before_step
+from .domain.fallback import retry_wait, team_has_order, wait_before_step
 from .service import Orders
 
 log = logging.getLogger(__name__)
@@ -36,15 +48,118 @@ tracer = trace.get_tracer("services.notify")
 MAX_FIRING = 50
 # A sender's mark outlives its send by this much (its outcome is written after it).
 MARK_MARGIN_S = 2.0
+# Volunteers' answer about a team's shift serves again this long (the other messages of a
+# step, a retry soon after); after it failed to answer, it is not asked for this long
+# (unknown at once: a hanging volunteers must not hold every firing task in turn).
+SHIFT_KEPT_S = 1.0
+SHIFT_RETRY_AFTER_S = 5.0
+
+
+class Shifts(Protocol):
+    async def on_shift(self, team_id: str) -> frozenset[str] | None:
+        """The members on the team's shift (empty: nobody); None: not known now."""
+        ...
+
+
+class TeamShifts:
+    """Who is on a team's shift, asked of volunteers (the roster's owner) with the admin
+    token: its team view, `GET /v1/teams/{id}` (`state.shift_member_ids`)."""
+
+    def __init__(self, client: httpx.AsyncClient, *, base_url: str, admin_token: str,
+                 timeout_s: float) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + "/v1/teams/"
+        self._headers = {"Authorization": f"Bearer {admin_token}"}
+        self._timeout = timeout_s
+        self._kept: dict[str, tuple[float, frozenset[str] | None]] = {}
+        self._failed_at = -math.inf
+
+    async def on_shift(self, team_id: str) -> frozenset[str] | None:
+        """The members on the team's shift (empty: nobody); None when volunteers did not say
+        within SHIFT_LOOKUP_TIMEOUT_S, or failed to a moment ago, or does not know the team."""
+        now = time.monotonic()
+        kept = self._kept.get(team_id)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        if now - self._failed_at < SHIFT_RETRY_AFTER_S:
+            return None
+        try:
+            # httpx's timeout is per read or write: a trickled answer would hold the step
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.get(self._url + quote(team_id, safe=""),
+                                                  headers=self._headers, timeout=self._timeout)
+            members = (_shift_members(response.json()) if response.status_code == 200
+                       else None)
+        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+            self._failed_at = time.monotonic()
+            log.warning("team %s: volunteers did not say who is on shift: %s", team_id,
+                        type(exc).__name__)
+            return None
+        if members is None and response.status_code != 404:  # 404: a team it no longer has
+            self._failed_at = time.monotonic()
+            log.warning("team %s: volunteers answered %s about its shift", team_id,
+                        response.status_code)
+            return None
+        self._keep(team_id, members, now)
+        return members
+
+    def _keep(self, team_id: str, members: frozenset[str] | None, now: float) -> None:
+        if len(self._kept) > 10_000:
+            self._kept = {t: kept for t, kept in self._kept.items() if kept[0] > now}
+        self._kept[team_id] = (now + SHIFT_KEPT_S, members)
+
+
+def _shift_members(team: Any) -> frozenset[str]:
+    """`state.shift_member_ids` of volunteers' team view; ValueError when it has none."""
+    try:
+        ids = team["state"]["shift_member_ids"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError("no shift_member_ids in the team view") from exc
+    if not isinstance(ids, list):
+        raise ValueError("shift_member_ids is not a list")
+    return frozenset(str(m) for m in ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Holders:
+    """The devices that confirmed receipt of an order, and their members: a fallback
+    message would only tell them again what they have on the page."""
+
+    devices: frozenset[str] = frozenset()
+    members: frozenset[str] = frozenset()
+
+    def hold(self, device: store.DeviceRecord) -> bool:
+        return device.device_id in self.devices or device.member_id in self.members
+
+
+async def read_holders(redis: Redis, order_id: str) -> Holders:
+    """The order's receipts (store.record_receipt's hash: device -> its member and time)."""
+    receipts = await redis.hgetall(f"notify:order:{order_id}:received")
+    members = set()
+    for receipt in receipts.values():
+        try:
+            member = json.loads(receipt).get("member_id")
+        except (ValueError, AttributeError):
+            continue
+        if member:
+            members.add(str(member))
+    return Holders(devices=frozenset(receipts), members=frozenset(members))
+
+
+def awaits_team(record: store.OrderRecord) -> bool:
+    """Issued and neither answered nor withdrawn: the team may still need telling."""
+    return (record.order is not None and record.state == "issued" and not record.answered
+            and not record.withdrawn)
 
 
 class FallbackTimers:
     def __init__(self, *, redis: Redis, orders: Orders, chain: Sequence[Channel],
-                 settings: Settings) -> None:
+                 settings: Settings, shifts: Shifts | None = None) -> None:
         self._redis = redis
         self._orders = orders
         self._chain = tuple(chain)
         self._settings = settings
+        self._shifts = shifts  # None: shifts unknown, any receipt counts
         # each firing task with the timer it fires and the lease it holds on it
         self._firing: dict[asyncio.Task[None], tuple[str, float]] = {}
 
@@ -99,14 +214,36 @@ class FallbackTimers:
         except Exception:  # its lease runs out and the timer comes due again
             log.exception("fallback timer %s failed", timer)
 
-    async def _may_send(self, timer: str, order_id: str, leased_until: float | None) -> bool:
-        """Before each message: the timer still ours, the order still unconfirmed (a
-        receipt or the order's end may have come while the others were sent)."""
+    async def _holders(self, record: store.OrderRecord) -> Holders | None:
+        """Who has the order on a device already, not to be sent it again; None when no
+        message is to go: the order was answered, ended or withdrawn, or the team has it
+        (domain.fallback.team_has_order: volunteers is asked only once a device confirmed)."""
+        if not awaits_team(record):
+            return None
+        if record.received == 0:
+            return Holders()
+        holders = await read_holders(self._redis, record.order_id)
+        on_shift = None
+        if self._shifts is not None:
+            # in the incident's trace, as the step itself
+            attached = otel_context.attach(extract_context(record.trace))
+            try:
+                on_shift = await self._shifts.on_shift(record.team_id)
+            finally:
+                otel_context.detach(attached)
+        if team_has_order(confirmed_by=holders.members, on_shift=on_shift):
+            return None
+        return holders
+
+    async def _may_send(self, timer: str, order_id: str,
+                        leased_until: float | None) -> Holders | None:
+        """Before each message: the timer still ours, the order still not the team's (a
+        receipt or the order's end may have come while the others were sent); who has it."""
         if leased_until is not None and not await store.holds_fallback(
                 self._redis, timer, leased_until):
-            return False
+            return None
         record = await store.get_order(self._redis, order_id)
-        return record is not None and record.needs_fallback
+        return None if record is None else await self._holders(record)
 
     async def fire(self, timer: str, leased_until: float | None = None) -> None:
         """One step of the order's fallback chain to every device its channel reaches, or
@@ -117,7 +254,8 @@ class FallbackTimers:
                 self._redis, timer, leased_until):
             return  # claimed again by another replica (this lease ran out), or moved on
         record = await store.get_order(self._redis, order_id)
-        if record is None or record.order is None or not record.needs_fallback:
+        holders = None if record is None else await self._holders(record)
+        if record is None or record.order is None or holders is None:
             await store.cancel_fallback(self._redis, timer)
             return
         step = record.fallback_step if retrying is None else retrying
@@ -139,21 +277,23 @@ class FallbackTimers:
                         "lianfang.channel": channel.name},
         ):
             devices = [d for d in await store.team_devices(self._redis, record.team_id)
-                       if channel.reaches(d)]
+                       if channel.reaches(d) and not holders.hold(d)]
             if not devices and retrying is None:
                 await store.record_attempt(self._redis, order_id, channel=channel.name,
                                            outcome="no_recipient", ttl_s=ttl)
             reached = False  # whether a message of this step went out to anybody
             for listed in devices:
-                if not await self._may_send(timer, order_id, leased_until):
+                holders = await self._may_send(timer, order_id, leased_until)
+                if holders is None:
                     log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
                              order_id, channel.name)
                     return
                 # Read again: the device may have been revoked (a lost phone), moved to
-                # another team, or given a new number while the others were sent.
+                # another team, or given a new number while the others were sent; or its
+                # member confirmed on another device meanwhile.
                 device = await store.get_device(self._redis, listed.device_id)
                 if (device is None or device.team_id != record.team_id
-                        or not channel.reaches(device)):
+                        or not channel.reaches(device) or holders.hold(device)):
                     continue
                 alone = not any(c.reaches(device) for c in later)
                 now = time.time()

@@ -33,7 +33,7 @@ from .channels import Channel
 from .channels.public_only import public_only_transport
 from .channels.sms import SmsChannel
 from .config import Settings
-from .fallback import FallbackTimers
+from .fallback import FallbackTimers, TeamShifts
 from .hub import Hub
 from .service import Orders
 
@@ -107,7 +107,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     chain, webpush_key = build_channels(settings, outside, push_client=push_client)
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,
                     settings=settings, fallback_steps=len(chain))
-    timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings)
+    # A receipt from a member off the team's shift does not end the fallback: volunteers
+    # says who is on it (its team view, with the admin token).
+    shifts = TeamShifts(client, base_url=settings.volunteers_url,
+                        admin_token=settings.admin_token.get_secret_value(),
+                        timeout_s=settings.shift_lookup_timeout_s)
+    timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings,
+                            shifts=shifts)
     handlers.register(broker, redis=redis, orders=orders, hub=hub, settings=settings)
 
     @asynccontextmanager

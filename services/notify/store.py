@@ -167,13 +167,6 @@ class OrderRecord:
             updated_at=data.get("updated_at"),
         )
 
-    @property
-    def needs_fallback(self) -> bool:
-        return (
-            self.order is not None and self.state == "issued" and not self.answered
-            and not self.withdrawn and self.received == 0
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Saved:
@@ -475,25 +468,25 @@ async def apply_response(
 
 
 # The first receipt from a device records it, XADDs its order.delivered entry (first: what
-# refuses it refuses the script before it writes anything), stops the fallback timer and
-# records the attempt; a repeat does nothing. No outbox, no window between the two. The
-# receipt recorded being this very one (ARGV[2], stamped with its time) means redis-py sent
-# the script again after losing its reply: it answers as the run that recorded it did, so
-# the receipt is counted (DELIVERIES) once, not never.
+# refuses it refuses the script before it writes anything) and records the attempt; a repeat
+# does nothing. The fallback timer stays: its next step judges whether the receipt was the
+# team's (fallback.FallbackTimers: a member on its shift), and stops or goes on. No outbox,
+# no window between the two. The receipt recorded being this very one (ARGV[2], stamped
+# with its time) means redis-py sent the script again after losing its reply: it answers as
+# the run that recorded it did, so the receipt is counted (DELIVERIES) once, not never.
 _RECEIVE = XADD_LUA + """
 local had = redis.call('HGET', KEYS[2], ARGV[1])
 if had then
   if had == ARGV[2] then return 1 end
   return 0
 end
-xadd(KEYS[5], ARGV[6], ARGV[5])
+xadd(KEYS[4], ARGV[6], ARGV[5])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'received', 1)
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('RPUSH', KEYS[4], ARGV[7])
-redis.call('LTRIM', KEYS[4], -tonumber(ARGV[8]), -1)
-redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('RPUSH', KEYS[3], ARGV[7])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
@@ -511,7 +504,7 @@ async def record_receipt(redis: Redis, event: OrderDelivered, *, ttl_s: int) -> 
     async with entry_to_write(stream, event, event.event_id) as entry:
         first = bool(await run_script(
             redis, _RECEIVE,
-            [key, f"{key}:received", FALLBACK, _attempts(event.order_id), stream.name],
+            [key, f"{key}:received", _attempts(event.order_id), stream.name],
             [event.device_id, receipt, event.order_id, str(ttl_s), entry,
              maxlen_arg(stream), attempt, str(ATTEMPTS_KEPT)]))
     if first:

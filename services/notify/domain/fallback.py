@@ -1,7 +1,27 @@
 """When an order no device confirmed goes out on its next fallback channel: every step sent,
-and time left to answer after the last, before the order's acknowledge-by deadline."""
+and time left to answer after the last, before the order's acknowledge-by deadline; and
+whose receipt means the team has the order."""
 
 from __future__ import annotations
+
+from collections.abc import Collection
+
+
+def team_has_order(*, confirmed_by: Collection[str], on_shift: Collection[str] | None) -> bool:
+    """Whether the team has the order, so that no further fallback step goes.
+
+    `confirmed_by`: the members whose devices confirmed receipt; `on_shift`: the members on
+    the team's shift, as volunteers says. A member off shift (at home, the page open) having
+    the order is not the team having it: its members on shift, their phones offline, still
+    need their Web Push and SMS before the deadline. Any receipt counts when nobody is on the
+    shift (a team the command room called in off duty) and when volunteers could not say
+    (`on_shift` None): then as before notify knew shifts, rather than wait for volunteers.
+    """
+    if not confirmed_by:
+        return False
+    if not on_shift:
+        return True
+    return not set(on_shift).isdisjoint(confirmed_by)
 
 
 def wait_before_step(*, now: float, ack_by: float | None, after_s: float, steps_left: int,
