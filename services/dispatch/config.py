@@ -13,8 +13,9 @@ class Settings(ServiceSettings):
     default_port: int = 8002
     timer_interval_s: float = Field(default=0.25, description="TIMER_INTERVAL_S: deadline scan")
     timer_lease_s: float = Field(
-        default=30.0, description="TIMER_LEASE_S: a fired timer comes back if not done by then"
-    )
+        default=5.0, gt=0, description="TIMER_LEASE_S: a timer being fired is renewed every "
+        "third of this while its firing runs; a replica that dies lets go of it within this "
+        "time (as its incidents' locks), and one that failed fires again after it")
     zone_lookup_timeout_s: float = Field(
         default=1.0, description="ZONE_LOOKUP_TIMEOUT_S: loading a district's zones from volunteers")
     zones_refresh_s: float = Field(

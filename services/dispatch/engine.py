@@ -86,9 +86,8 @@ FOLLOWUP_RETRY = timedelta(hours=1)  # a visit no team of the station could be g
 # on the incident (the board flags the incident meanwhile).
 REINFORCE_RETRY = timedelta(seconds=20)
 # An incident reported while its district's zones could not be loaded (volunteers away)
-# looks its zone up again this often (at least a timer's lease apart), for ZONE_WAIT at
-# most: a category sent to its zone's own station waits for it that long, then goes to any
-# station's team, flagged.
+# looks its zone up again this often, for ZONE_WAIT at most: a category sent to its zone's
+# own station waits for it that long, then goes to any station's team, flagged.
 ZONE_RETRY = timedelta(seconds=15)
 ZONE_WAIT = timedelta(minutes=10)
 # A safeguard only: every search that ends without a claim is another incident's claim.
@@ -1219,9 +1218,7 @@ class Dispatcher:
             except ZonesUnavailable:
                 now = utcnow()
                 if now - datetime.fromisoformat(inc["received_at"]) < ZONE_WAIT:
-                    # later than the lease this firing holds, or finishing it would drop it
-                    again = max(ZONE_RETRY, timedelta(seconds=self.settings.timer_lease_s + 1))
-                    await store.schedule(self.redis, f"zone:{incident_id}", now + again)
+                    await store.schedule(self.redis, f"zone:{incident_id}", now + ZONE_RETRY)
                     return
                 await self._place_unknown(state, waited=waited)
             else:
@@ -1322,9 +1319,7 @@ class Dispatcher:
                                               note=inc.get("handover_note") or None)
             if order is None:  # still nobody on shift (or the offer lost its team)
                 if station or not known:  # else no station owns the place: the board's
-                    # later than the lease this firing holds, or finishing it would drop it
-                    again = (HANDOVER_RETRY if known else
-                             max(ZONE_RETRY, timedelta(seconds=self.settings.timer_lease_s + 1)))
+                    again = HANDOVER_RETRY if known else ZONE_RETRY
                     await store.schedule(self.redis, f"handover:{incident_id}", utcnow() + again)
                 return
             await self._record_station_order(inc, order, station)
@@ -1393,10 +1388,8 @@ class Dispatcher:
                 return
         retry = f"reinforce:{order['order_id']}"
         if await self.redis.zscore(store.TIMERS, retry) is not None:
-            # Looked for already with nobody found: the command room was told then. Later
-            # than the lease this timer's firing holds, or finishing it would drop it.
-            await store.schedule(self.redis, retry, utcnow() + max(
-                REINFORCE_RETRY, timedelta(seconds=self.settings.timer_lease_s + 1)))
+            # Looked for already with nobody found: the command room was told then.
+            await store.schedule(self.redis, retry, utcnow() + REINFORCE_RETRY)
             return
         state = await store.incident_state(self.redis, incident_id)
         assert state.incident is not None  # under the lock: still there

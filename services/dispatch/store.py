@@ -1074,12 +1074,34 @@ async def write_order_once(redis: Redis, commands: Sequence[Sequence[Any]], *, o
 
 TIMERS = "dispatch:timers"
 
-# Takes due timers and pushes their score out by a lease, so that a replica that dies while
-# handling one does not lose it: it fires again after the lease.
+# A due timer is leased (its score pushed out) by the replica that fires it; the lease is
+# the score itself, so a script that ends or renews it acts only while the score is still
+# that lease: a timer that its handler or another step set again meanwhile (cancelled, set
+# for later or sooner), or that another replica leased once the lease ran out, is left as
+# it is.
+_IS_LEASED = """
+local function leased(member, lease)
+  local score = redis.call('ZSCORE', KEYS[1], member)
+  return score and tonumber(score) == tonumber(lease)
+end
+"""
+
+# Takes due timers, but those under way here (ARGV[4]...: a renewal late, or a handler
+# that set its own timer due again), and pushes their score out by a lease, so that a
+# replica that dies while handling one does not lose it: it fires again after the lease.
 _LEASE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
-return due
+local limit = tonumber(ARGV[3])
+local here = {}
+for i = 4, #ARGV do here[ARGV[i]] = true end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit + #ARGV - 3)
+local taken = {}
+for _, member in ipairs(due) do
+  if not here[member] and #taken < limit then
+    redis.call('ZADD', KEYS[1], ARGV[2], member)
+    taken[#taken + 1] = member
+  end
+end
+return taken
 """
 
 
@@ -1100,28 +1122,50 @@ async def cancel(redis: Redis, member: str) -> None:
     await redis.zrem(TIMERS, member)
 
 
-async def lease_due(redis: Redis, *, lease_s: float, limit: int = 100) -> tuple[list[str], float]:
-    """Due timers, and the time their lease runs out."""
+async def lease_due(redis: Redis, *, lease_s: float, limit: int = 100,
+                    under_way: Iterable[str] = ()) -> tuple[list[str], float]:
+    """Due timers but those `under_way` here, and the time their lease runs out."""
     now = time.time()
     until = now + lease_s
-    return await run_script(redis, _LEASE_DUE, [TIMERS], [repr(now), repr(until), limit]), until
+    return await run_script(redis, _LEASE_DUE, [TIMERS],
+                            [repr(now), repr(until), limit, *under_way]), until
 
 
-_FINISH = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+# Sets each timer still under the lease given (ARGV[i + 1]) to ARGV[1]. One already at
+# ARGV[1] counts as moved: this script run again by redis-py after a lost reply, whose
+# first run moved it.
+_MOVE_LEASES = _IS_LEASED + """
+local moved = {}
+for i = 2, #ARGV, 2 do
+  if leased(ARGV[i], ARGV[i + 1]) or leased(ARGV[i], ARGV[1]) then
+    redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+    moved[#moved + 1] = ARGV[i]
+  end
+end
+return moved
+"""
+
+
+async def move_leases(redis: Redis, leases: dict[str, float], to: float) -> list[str]:
+    """The timers of `leases` (each with the time its lease runs out) still so leased, set
+    to fire at `to` (a lease renewed, or handed back); those it set."""
+    pairs = [arg for member, until in leases.items() for arg in (member, repr(until))]
+    return await run_script(redis, _MOVE_LEASES, [TIMERS], [repr(to), *pairs])
+
+
+_FINISH = _IS_LEASED + """
+if leased(ARGV[1], ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
 return 1
 """
 
 
 async def finish_timer(redis: Redis, member: str, leased_until: float) -> None:
-    """Remove a handled timer, unless its handler scheduled it again for later."""
-    await run_script(redis, _FINISH, [TIMERS], [member, repr(leased_until + 0.001)])
+    """Remove a handled timer, unless it was set again meanwhile (its handler's next look)."""
+    await run_script(redis, _FINISH, [TIMERS], [member, repr(leased_until)])
 
 
-_POSTPONE = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
+_POSTPONE = _IS_LEASED + """
+if leased(ARGV[1], ARGV[2]) then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
 return 1
 """
 
@@ -1129,9 +1173,9 @@ return 1
 async def postpone_timer(redis: Redis, member: str, at: datetime, leased_until: float) -> None:
     """A fired timer that is not to be handled yet, set to fire again at `at` (sooner than
     its lease would): unless it was cancelled meanwhile (gone: an answer made it moot) or
-    its handler or another firing set it for later."""
+    its handler or another step set it again."""
     await run_script(redis, _POSTPONE, [TIMERS],
-                     [member, repr(leased_until + 0.001), repr(at.timestamp())])
+                     [member, repr(leased_until), repr(at.timestamp())])
 
 
 # An unhandled entry is read to see whom it concerns, this many at most: more (a backlog)

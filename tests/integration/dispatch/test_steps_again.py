@@ -57,8 +57,9 @@ async def test_a_backup_retry_that_finds_nobody_again_keeps_looking_past_its_lea
         dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # The team on scene asked for backup with nobody free: `reinforce:{order}` is looked at
     # every 20 s. Its first firing finds nobody again and sets it 20 s on, inside its own
-    # firing, whose lease is 30 s (TIMER_LEASE_S's default): finish_timer drops it, and the
-    # backup is never looked for again (a team freed later is never sent).
+    # firing (then leased 30 s): finish_timer dropped it, and the backup was never looked
+    # for again (a team freed later is never sent). A timer's end now acts only while its
+    # score is still the lease.
     finished: list[str] = []
     real_finish = store.finish_timer
 
