@@ -26,6 +26,7 @@ from . import api, handlers
 from .api.devices import device_resolver
 from .api.positions import FixesFirst, PositionFastPath
 from .config import Settings
+from .store import imports
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
 from .store.zones import ZoneLookup
@@ -45,11 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 stop = asyncio.Event()
                 flushing = asyncio.create_task(positions.keep_flushing(stop),
                                                name="position-flush")
+                # A roster import whose writer died after committing it is finished here.
+                finishing = asyncio.create_task(imports.keep_finishing(redis, stop),
+                                                name="roster-import-finish")
                 try:
                     yield
                 finally:
                     stop.set()
                     await stop_task(flushing, grace_s=2)
+                    await stop_task(finishing, grace_s=2)
         finally:
             await redis.aclose()
 

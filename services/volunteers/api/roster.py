@@ -23,6 +23,7 @@ from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
 from ..domain.roster_csv import parse_csv
 from ..domain.status import Refused
 from ..store import devices as devices_store
+from ..store import imports
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
@@ -144,9 +145,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         body = await read_body(request, settings.import_max_bytes)
         try:
             doc = parse_import(request.headers.get("content-type", "application/json"), body)
-            result = await roster_store.import_roster(
-                redis, broker=broker, doc=doc, now=utcnow(),
-                max_patrol_hours=settings.max_patrol_hours,
+            result = await imports.import_roster(
+                redis, doc=doc, now=utcnow(), max_patrol_hours=settings.max_patrol_hours,
                 ledger_ttl_s=ledger_ttl_s)
         except InvalidRoster as exc:
             log.info("roster import refused: %d error(s)", exc.total)

@@ -67,14 +67,20 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         district: Annotated[str, Query(min_length=1, max_length=64)],
         day: Annotated[date, Query(alias="date", ge=date(1970, 1, 1), le=date(9998, 12, 31))],
     ) -> dict[str, Any]:
+        plans = await shifts_store.plans_of(redis, district)
+        shifts = {team_id: shift for team_id, plan in plans.items()
+                  if (shift := planned_on(plan, day, default_tz=default_tz)) is not None}
+        # A city plans thousands of teams: their records in a few round trips, not four each.
+        team_ids = sorted(shifts)
+        states = await teams_store.team_states(redis, team_ids)
         teams: list[dict[str, Any]] = []
-        for team_id, plan in (await shifts_store.plans_of(redis, district)).items():
-            shift = planned_on(plan, day, default_tz=default_tz)
-            team = await roster_store.get(redis, "teams", team_id)
-            if shift is None or team is None:
+        for team_id, (team, members), state in zip(
+            team_ids, await roster_store.teams_with_members(redis, team_ids), states,
+            strict=True,
+        ):
+            if not team:
                 continue
-            state = await teams_store.team_state(redis, team_id)
-            members = await roster_store.members_of(redis, team_id)
+            shift = shifts[team_id]
             teams.append({
                 "team_id": team_id, "team_name": team["name"], "agency_id": team["agency_id"],
                 "shift": shift.shift, "start": shift.start.isoformat(),

@@ -1,8 +1,8 @@
 """Every Redis key volunteers owns (prefix `roster:`), in one place.
 
 Entity ids are global (an id belongs to one district). Keys that a future Redis Cluster must
-keep together are few: each transaction here touches one team, one order, or one district's
-import, and the cluster issue will add `{district}` hash tags where needed.
+keep together are few: each transaction here touches one team, one order, or one step of one
+district's import, and the cluster issue will add `{district}` hash tags where needed.
 """
 
 from __future__ import annotations
@@ -114,3 +114,20 @@ def points_balance(member_id: str) -> str:
 
 def leaderboard(district: str) -> str:
     return f"roster:points:board:{district}"
+
+
+def import_lock() -> str:
+    """Held by the one roster import (of any district: ids are global) that is validating or
+    writing; removals wait for it."""
+    return "roster:import:lock"
+
+
+def import_journal() -> str:
+    """List of an import's steps not yet written, oldest first: a committed import that a
+    crash cut off is finished from it."""
+    return "roster:import:journal"
+
+
+def import_staging(token: str) -> str:
+    """An import's journal while it is being written, renamed to `import_journal` once whole."""
+    return f"roster:import:staging:{token}"

@@ -242,6 +242,14 @@ async def team_state(redis: Redis, team_id: str) -> TeamState:
     return decode_state(await redis.hgetall(keys.state(team_id)))
 
 
+async def team_states(redis: Redis, team_ids: Sequence[str]) -> list[TeamState]:
+    """The states of many teams in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for team_id in team_ids:
+            pipe.hgetall(keys.state(team_id))
+        return [decode_state(data) for data in await pipe.execute()]
+
+
 # --- a hazard report's confirmation: the closing and the resolution, in either order -----
 
 

@@ -1,0 +1,642 @@
+"""A district's roster import: validated under one lock, then written as a journal of small
+steps, each its own short transaction, which a crash cannot leave half done.
+
+Redis runs one command at a time, so what an import holds it for, every other client waits
+(dispatch placing an incident included). A city's roster in one MULTI/EXEC was 62,000 commands
+(~110 ms), and the WATCH of its 14,000 keys 1-2 s (Redis 7.0 compares each key with those
+already watched); a re-import of the same roster paid the WATCH too, and any team that
+checked in during the seconds before EXEC lost the import its round (503 after five). So:
+- one import at a time (`import_lock`; ids are global, so of any district), and removals wait
+  for it (`outside_imports`): what the validation read stays true without watching it;
+- the writes are steps of at most STEP_COMMANDS commands: the rows (agencies, zones, teams,
+  members, in that order, so a row's references are written before it), then the teams'
+  states with their `unit.status`, each team's written only if its state is still the one
+  read (a team that checks in meanwhile is decided again, not the import);
+- the steps are written to a journal before the first is applied, and renamed into place
+  whole: from then on the import is committed. Each step leaves the journal in the
+  transaction (or script) that applies it, so whoever holds the lock next (the next import,
+  or the service's own sweep, `keep_finishing`) finishes what a crash left, each step once
+  (but for a crash between two rounds of a step of teams: a team written in the first is
+  announced again, with the same state).
+Readers see the roster change step by step for the second or so the steps take; a refused
+import (InvalidRoster) writes nothing, and a committed one is written whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
+
+from shared import streams
+from shared.bus import queue_publish
+from shared.events import DeviceRevoked
+from shared.http import TryAgain
+from shared.scripts import RUN_COMMANDS_LUA, commands_as_args, queued_commands, run_script
+
+from ..domain.points import LedgerEntry, award_patrol
+from ..domain.roster import (
+    ENTITIES,
+    ROLES_BY_KIND,
+    ImportPlan,
+    RosterDoc,
+    RowError,
+    Write,
+    ZoneRow,
+    check_references,
+    conflicting_claims,
+    plan_import,
+    referenced_ids,
+)
+from ..domain.status import TeamState, leave_shift, unmanned
+from . import keys
+from .points import AWARD_LUA, award_call
+from .teams import decode_state, encode_state, publish_unit_status
+from .tx import ATTEMPTS, Contended, atomically, contention_pause
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Commands of one step's transaction or script: a few ms of Redis for 1,000 of them.
+STEP_COMMANDS = 1_000
+# A step's rows or teams at most: a step of rows watches its moved members' devices, and a
+# WATCH costs Redis 7.0 the square of its keys.
+STEP_ITEMS = 250
+# What a team costs its step: its state's check, its write and its XADD, and the commands of
+# an award (store.points' `award`) for each member leaving its shift.
+TEAM_COMMANDS = 3
+AWARD_COMMANDS = 8
+LOCK_TTL_MS = 30_000  # renewed while its import runs; a crashed holder's runs out
+LOCK_WAIT_S = 30.0  # a city's import takes a few seconds
+STAGING_TTL_S = 3600  # a journal whose writer died before it was whole
+READ_CHUNK = 1_000
+FINISH_EVERY_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    plan: ImportPlan
+    announced: int
+    # (member, old team, new team) of each member the import moved to another team
+    moved: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TeamChange:
+    """What an import does to a team's state: `leaving` members leave its shift, `emptied`
+    (nobody left on its roster) ends it, `announce` (its profile changed) publishes it."""
+
+    team_id: str
+    leaving: tuple[str, ...] = ()
+    emptied: bool = False
+    announce: bool = False
+
+
+# --- the lock ----------------------------------------------------------------------------
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+class _Importing(Exception):
+    """An import holds the roster: a removal waits."""
+
+
+async def _take_lock(redis: Redis, *, wait_s: float) -> str | None:
+    token = uuid4().hex
+    deadline = time.monotonic() + wait_s
+    while not await redis.set(keys.import_lock(), token, nx=True, px=LOCK_TTL_MS):
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.05)
+    return token
+
+
+async def _keep_lock(redis: Redis, token: str) -> None:
+    while True:
+        await asyncio.sleep(LOCK_TTL_MS / 3000)
+        try:
+            if not await run_script(redis, _RENEW, [keys.import_lock()], [token, LOCK_TTL_MS]):
+                return  # lost: each step checks the lock, so this import writes no more
+        except RedisError as exc:
+            log.warning("renewing the roster import lock failed: %s", type(exc).__name__)
+
+
+async def release_lock(redis: Redis, token: str) -> None:
+    await run_script(redis, _RELEASE, [keys.import_lock()], [token])
+
+
+@asynccontextmanager
+async def import_lock(redis: Redis, *, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[str]:
+    """Hold the roster for one import (TryAgain if another holds it past `wait_s`); its
+    token, which every step checks."""
+    token = await _take_lock(redis, wait_s=wait_s)
+    if token is None:
+        raise TryAgain("another roster import is running; retry")
+    renewing = asyncio.create_task(_keep_lock(redis, token), name="roster-import-lock")
+    try:
+        yield token
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await release_lock(redis, token)
+
+
+def _lock_lost() -> TryAgain:
+    return TryAgain("the roster import lost its lock; retry (what it committed is finished)")
+
+
+async def _check_lock(pipe: Pipeline, token: str) -> None:
+    """On a pipeline watching the lock: still ours, so no other import writes meanwhile."""
+    if await pipe.get(keys.import_lock()) != token:
+        raise _lock_lost()
+
+
+async def outside_imports(redis: Redis, watch: Sequence[str],
+                          body: Callable[[Pipeline], Awaitable[T]],
+                          *, wait_s: float = LOCK_WAIT_S) -> T:
+    """`atomically(redis, watch, body)` while no import holds the roster: a removal between
+    an import's steps would be undone by a later one (a member written back) or contradict
+    its validation (members written to a team just removed). Waits for the import."""
+    deadline = time.monotonic() + wait_s
+
+    async def guarded(pipe: Pipeline) -> T:
+        if await pipe.exists(keys.import_lock()):
+            raise _Importing
+        return await body(pipe)
+
+    while True:
+        try:
+            return await atomically(redis, [keys.import_lock(), *watch], guarded)
+        except _Importing:
+            if time.monotonic() >= deadline:
+                raise TryAgain("a roster import is being written; retry") from None
+            await asyncio.sleep(0.05)
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+async def read_hashes(redis: Redis, wanted: Sequence[str]) -> list[dict[str, str]]:
+    """HGETALL of each key, a pipeline of READ_CHUNK at a time."""
+    out: list[dict[str, str]] = []
+    for start in range(0, len(wanted), READ_CHUNK):
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in wanted[start:start + READ_CHUNK]:
+                pipe.hgetall(key)
+            out += await pipe.execute()
+    return out
+
+
+async def read_sets(redis: Redis, wanted: Sequence[str]) -> list[set[str]]:
+    """SMEMBERS of each key, a pipeline of READ_CHUNK at a time."""
+    out: list[set[str]] = []
+    for start in range(0, len(wanted), READ_CHUNK):
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in wanted[start:start + READ_CHUNK]:
+                pipe.smembers(key)
+            out += [set(s) for s in await pipe.execute()]
+    return out
+
+
+# --- validation against what is stored ---------------------------------------------------
+
+
+async def _check_members_left_behind(redis: Redis, doc: RosterDoc,
+                                     stored: dict[str, dict[str, dict[str, str]]]) -> None:
+    """A team the document moves to another agency, or an agency whose kind it changes,
+    must not leave stored members behind that the document does not name: they would keep
+    the old agency, or a role the new kind does not have (a guard in a volunteer patrol).
+    InvalidRoster naming the team's agency or the agency's kind, and the members to move."""
+    named = {m.id for m in doc.members}
+    moved = [(team, loc) for team, loc in zip(doc.teams, doc.locs["teams"], strict=True)
+             if (old := stored["teams"].get(team.id)) and old.get("agency_id") != team.agency_id]
+    rekinded = [(agency, loc) for agency, loc in zip(doc.agencies, doc.locs["agencies"],
+                                                     strict=True)
+                if (old := stored["agencies"].get(agency.id)) and old.get("kind") != agency.kind]
+    if not moved and not rekinded:
+        return
+    errors: list[RowError] = []
+    rosters = await read_sets(redis, [keys.team_members(team.id) for team, _ in moved])
+    for (_, loc), roster in zip(moved, rosters, strict=True):
+        left = sorted(roster - named)
+        if left:
+            errors.append(loc.error("teams", "agency_id", "the team's members "
+                                    f"{', '.join(left[:10])} would stay with its old agency: "
+                                    "move them in the same import"))
+    for agency, loc in rekinded:
+        teams = sorted(await redis.smembers(keys.agency_teams(agency.id)))
+        on_teams = await read_sets(redis, [keys.team_members(t) for t in teams])
+        member_ids = sorted(set().union(*on_teams) - named)
+        roles = await read_hashes(redis, [keys.member(m) for m in member_ids])
+        wrong = [m for m, record in zip(member_ids, roles, strict=True)
+                 if record.get("role") not in ROLES_BY_KIND[agency.kind]]
+        if wrong:
+            errors.append(loc.error("agencies", "kind", f"members {', '.join(wrong[:10])} have "
+                                    f"roles a {agency.kind} agency does not have: give them "
+                                    "their new roles in the same import"))
+    doc.raise_errors(errors)
+
+
+async def _stored_zone_ids(redis: Redis, doc: RosterDoc) -> list[str]:
+    """The district's stored zones that the document does not name."""
+    in_doc = {zone.id for zone in doc.zones}
+    return [z for z in await redis.zrange(keys.index("zones", doc.district), 0, -1)
+            if z not in in_doc]
+
+
+async def _check_zones_left_behind(redis: Redis, doc: RosterDoc,
+                                   stored: dict[str, dict[str, dict[str, str]]]) -> None:
+    """A police station that the document makes a patrol, or gives another kind, must not
+    keep stored zones the document does not give to another station: dispatch would hand
+    its territory's incidents over to a street patrol or a company, and find no station for
+    its fraud warnings. InvalidRoster naming the agency's role (or kind) and the zones."""
+    demoted = [(agency, loc) for agency, loc in zip(doc.agencies, doc.locs["agencies"],
+                                                    strict=True)
+               if (old := stored["agencies"].get(agency.id))
+               and (old.get("kind"), old.get("role")) == ("police", "station")
+               and (agency.kind, agency.role) != ("police", "station")]
+    if not demoted:
+        return
+    zone_ids = await _stored_zone_ids(redis, doc)  # check_references checked the document's
+    owners = [z.get("owner_agency_id") for z in
+              await read_hashes(redis, [keys.entity("zones", z) for z in zone_ids])]
+    errors: list[RowError] = []
+    for agency, loc in demoted:
+        owned = sorted(z for z, owner in zip(zone_ids, owners, strict=True) if owner == agency.id)
+        if owned:
+            what = "kind" if agency.kind != "police" else "role"
+            errors.append(loc.error("agencies", what, f"the agency owns zones "
+                                    f"{', '.join(owned[:10])}: a zone's owner is a police "
+                                    "station; give them to another station in the same import"))
+    doc.raise_errors(errors)
+
+
+async def _check_ground_claimed(redis: Redis, doc: RosterDoc) -> None:
+    """The document's zones must not claim ground a stored zone of another station holds
+    (`conflicting_claims`; those in the document were checked against each other). Zones
+    cannot be deleted: re-cut territory under new ids would leave the old zones claiming it,
+    and the lookup giving it to the old station. InvalidRoster naming the stored zone."""
+    if not doc.zones:
+        return
+    zone_ids = await _stored_zone_ids(redis, doc)
+    records = await read_hashes(redis, [keys.entity("zones", z) for z in zone_ids])
+    stored = [ZoneRow.model_construct(
+        id=r["id"], name=r.get("name", r["id"]), owner_agency_id=r["owner_agency_id"],
+        polygon=tuple((float(x), float(y)) for x, y in json.loads(r["polygon"])))
+        for r in records if r]
+    zones = [*doc.zones, *stored]
+    errors: list[RowError] = []
+    for earlier, later in conflicting_claims(zones):
+        if later < len(doc.zones):
+            continue  # two of the document's: check_document named them
+        if earlier >= len(doc.zones):
+            continue  # two stored ones: an earlier import's to mend, not this one's
+        other = zones[later]
+        errors.append(doc.locs["zones"][earlier].error(
+            "zones", "polygon", f"overlaps stored zone {other.id} of station "
+            f"{other.owner_agency_id}: re-import it with its new polygon or owner in the "
+            "same import"))
+    doc.raise_errors(errors)
+
+
+async def _plan(redis: Redis, doc: RosterDoc
+                ) -> tuple[ImportPlan, list[TeamChange], tuple[tuple[str, str, str], ...]]:
+    """Validate the document against what is stored (InvalidRoster); what it writes, what
+    it does to teams' states, and the members it moves (member, old team, new team)."""
+    ids = referenced_ids(doc)
+    wanted = [(entity, i) for entity in ENTITIES for i in sorted(ids[entity])]
+    records = await read_hashes(redis, [keys.entity(entity, i) for entity, i in wanted])
+    stored: dict[str, dict[str, dict[str, str]]] = {e: {} for e in ENTITIES}
+    for (entity, entity_id), record in zip(wanted, records, strict=True):
+        if record:
+            stored[entity][entity_id] = record
+    check_references(doc, stored)
+    await _check_members_left_behind(redis, doc, stored)
+    await _check_zones_left_behind(redis, doc, stored)
+    await _check_ground_claimed(redis, doc)
+    plan = plan_import(doc, stored)
+
+    announce = set(plan.teams_changed)
+    # Teams of agencies whose kind or role changed: their UnitStatus profile changed too.
+    announce |= set().union(*await read_sets(
+        redis, [keys.agency_teams(a) for a in sorted(plan.agencies_profile_changed)]))
+    moved = tuple(sorted((w.id, w.previous["team_id"], w.record["team_id"])
+                         for w in plan.writes if w.entity == "members" and w.previous
+                         and w.previous.get("team_id") not in (None, w.record["team_id"])))
+    leaving: dict[str, list[str]] = {}
+    for member_id, old_team, _ in moved:
+        leaving.setdefault(old_team, []).append(member_id)
+    # Teams the moves leave with nobody on their roster (`leave`'s `emptied`).
+    left_teams = sorted(leaving)
+    arriving = {w.record["team_id"] for w in plan.writes if w.entity == "members"}
+    rosters = await read_sets(redis, [keys.team_members(t) for t in left_teams])
+    emptied = {t for t, roster in zip(left_teams, rosters, strict=True)
+               if t not in arriving and not roster - set(leaving[t])}
+    changes = [TeamChange(t, tuple(leaving.get(t, ())), t in emptied, t in announce)
+               for t in sorted(announce | set(leaving))]
+    return plan, changes, moved
+
+
+# --- the journal's steps -----------------------------------------------------------------
+
+
+def in_steps(costs: Sequence[int], *, budget: int, most: int) -> list[range]:
+    """Consecutive runs of items, in order, each costing at most `budget` in all (an item
+    that costs more alone is a run of its own) and holding at most `most` items."""
+    runs: list[range] = []
+    start, spent = 0, 0
+    for i, cost in enumerate(costs):
+        if i > start and (spent + cost > budget or i - start >= most):
+            runs.append(range(start, i))
+            start, spent = i, 0
+        spent += cost
+    if start < len(costs):
+        runs.append(range(start, len(costs)))
+    return runs
+
+
+def _row_cost(write: Write) -> int:
+    """The record, its two indexes, its team's or agency's sets; a moved member's devices."""
+    moved = write.entity == "members" and bool(write.previous)
+    return 5 + (2 if moved else 0)
+
+
+def _parent(write: Write) -> str:
+    """The agency a stored team had, the team a stored member had: the sets it leaves."""
+    field = {"teams": "agency_id", "members": "team_id"}.get(write.entity)
+    return (write.previous or {}).get(field, "") if field else ""
+
+
+def journal_steps(plan: ImportPlan, changes: Sequence[TeamChange], *, now: datetime,
+                  max_patrol_hours: float, ledger_ttl_s: int) -> list[dict[str, Any]]:
+    """The import's steps as the journal keeps them: the rows, then the teams' states."""
+    writes = plan.writes
+    steps: list[dict[str, Any]] = [
+        {"do": "rows", "district": plan.district,
+         "rows": [[w.entity, w.id, w.record, _parent(w)] for w in writes[run.start:run.stop]]}
+        for run in in_steps([_row_cost(w) for w in writes], budget=STEP_COMMANDS,
+                            most=STEP_ITEMS)]
+    steps += [
+        {"do": "teams", "district": plan.district, "now": now.isoformat(),
+         "max_hours": max_patrol_hours, "ledger_ttl_s": ledger_ttl_s,
+         "teams": [[c.team_id, list(c.leaving), c.emptied, c.announce]
+                   for c in changes[run.start:run.stop]]}
+        for run in in_steps([TEAM_COMMANDS + AWARD_COMMANDS * len(c.leaving) for c in changes],
+                            budget=STEP_COMMANDS, most=STEP_ITEMS)]
+    return steps
+
+
+async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]]) -> None:
+    """Write the journal whole under a key of its own, then rename it into place: from this
+    moment the import is committed (a crash before leaves nothing; after, it is finished)."""
+    staging = keys.import_staging(token)
+    async with redis.pipeline(transaction=False) as pipe:
+        for step in steps:
+            pipe.rpush(staging, json.dumps(step, separators=(",", ":")))
+        pipe.expire(staging, STAGING_TTL_S)
+        await pipe.execute()
+
+    async def body(pipe: Pipeline) -> None:
+        await _check_lock(pipe, token)
+        pipe.multi()
+        pipe.rename(staging, keys.import_journal())
+        pipe.persist(keys.import_journal())
+
+    await atomically(redis, [keys.import_lock()], body)
+
+
+def leave(
+    state: TeamState, member_ids: Sequence[str], *, team: dict[str, str] | None,
+    agency: dict[str, str] | None, now: datetime, max_hours: float, emptied: bool = False,
+) -> tuple[TeamState, list[LedgerEntry]]:
+    """`member_ids` leave the team's shift (moved or removed): its state after, and their
+    patrol points so far. Queued in the same transaction as the team's state, so no later
+    step (which a crash could skip) is needed to take them off the old shift. `emptied`:
+    they were the last members of its roster, so its shift ends even if it holds an order
+    (`status.unmanned`: dispatch hears it off shift, and the command room decides)."""
+    ledger: list[LedgerEntry] = []
+    for member_id in member_ids:
+        outcome = leave_shift(state, member_id=member_id, now=now)
+        state = outcome.state
+        if outcome.ended is not None and team and agency:
+            ledger += award_patrol(ended=outcome.ended, team_id=team["id"],
+                                   district=team["district"], agency_kind=agency.get("kind", ""),
+                                   max_hours=max_hours)
+    if emptied and member_ids:
+        state = unmanned(state)
+    return state, ledger
+
+
+async def _write_rows(redis: Redis, token: str, step: dict[str, Any]) -> int:
+    """A step of rows and their indexes and sets; a member moved to another team has its
+    devices' sockets closed (notify: DeviceRevoked `team_changed`, the phones reconnect to
+    the new team) in the same write."""
+    district = step["district"]
+    rows = step["rows"]
+    moved = [(member_id, record["team_id"]) for entity, member_id, record, old in rows
+             if entity == "members" and old and old != record["team_id"]]
+
+    async def body(pipe: Pipeline) -> int:
+        await _check_lock(pipe, token)
+        device_ids: list[set[str]] = []
+        if moved:
+            await pipe.watch(*(keys.member_devices(m) for m, _ in moved))
+            device_ids = await read_sets(redis, [keys.member_devices(m) for m, _ in moved])
+        pipe.multi()
+        pipe.sadd(keys.districts(), district)
+        for entity, entity_id, record, old in rows:
+            pipe.hset(keys.entity(entity, entity_id), mapping=record)
+            pipe.zadd(keys.index(entity, district), {entity_id: 0})
+            pipe.zadd(keys.index(entity, None), {entity_id: 0})
+            if entity == "teams":
+                if old and old != record["agency_id"]:
+                    pipe.srem(keys.agency_teams(old), entity_id)
+                pipe.sadd(keys.agency_teams(record["agency_id"]), entity_id)
+            elif entity == "members":
+                if old and old != record["team_id"]:
+                    pipe.srem(keys.team_members(old), entity_id)
+                pipe.sadd(keys.team_members(record["team_id"]), entity_id)
+        for (member_id, team_id), devices in zip(moved, device_ids, strict=True):
+            for device_id in sorted(devices):
+                await queue_publish(pipe, streams.DEVICE_REVOKED, DeviceRevoked(
+                    district=district, device_id=device_id, member_id=member_id,
+                    team_id=team_id, reason="team_changed"))
+        if any(entity == "zones" for entity, *_ in rows):
+            pipe.incr(keys.zones_rev(district))
+        pipe.lpop(keys.import_journal())
+        return 0
+
+    return await atomically(redis, [keys.import_lock()], body)
+
+
+# A step's teams, each written only if its state is still the one read (as a transition's
+# _COMMIT would have it, without WATCH: a team that checks in meanwhile is decided again in
+# the next round, the others are written). KEYS[1] the lock (ARGV[1] its token: -1 if lost),
+# KEYS[2] the journal; ARGV[2] the number of teams, then for each: its state key, the `seq`
+# and `state` read, the number of words that follow its six, its commands' count and its
+# awards' count, the commands (RUN_COMMANDS_LUA) and the awards (store.points' award, nine
+# words each). Returns the (1-based) places of the teams not written; none: the step is done
+# and leaves the journal.
+_SETTLE = RUN_COMMANDS_LUA + AWARD_LUA + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local left = {}
+local i = 3
+for n = 1, tonumber(ARGV[2]) do
+  local now = redis.call('HMGET', ARGV[i], 'seq', 'state')
+  if (now[1] or '') == ARGV[i + 1] and (now[2] or '') == ARGV[i + 2] then
+    local j = run_commands(i + 6, tonumber(ARGV[i + 4]))
+    for _ = 1, tonumber(ARGV[i + 5]) do
+      award(ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5],
+            ARGV[j + 6], ARGV[j + 7], ARGV[j + 8])
+      j = j + 9
+    end
+  else
+    left[#left + 1] = n
+  end
+  i = i + 6 + tonumber(ARGV[i + 3])
+end
+if #left == 0 then redis.call('LPOP', KEYS[2]) end
+return left
+"""
+
+
+async def _team_writes(redis: Redis, change: TeamChange, data: dict[str, str],
+                       team: dict[str, str] | None, agency: dict[str, str] | None, *,
+                       now: datetime, max_hours: float, ledger_ttl_s: int
+                       ) -> tuple[list[Any], bool]:
+    """One team's part of `_SETTLE`'s arguments, and whether it announces the team."""
+    before = decode_state(data)
+    state, ledger = leave(before, change.leaving, team=team, agency=agency, now=now,
+                          max_hours=max_hours, emptied=change.emptied)
+    announce = bool(team and agency) and (change.announce
+                                          or state.visible() != before.visible())
+    async with redis.pipeline(transaction=False) as pipe:  # collects; never sent
+        if state != before:
+            pipe.hset(keys.state(change.team_id), mapping=encode_state(
+                state, seq=int(data.get("seq") or 0) + 1, now=now))
+        elif change.announce:
+            # A transition that read the team and its agency before this import must read
+            # them again, or its unit.status would carry the old profile after this one's
+            # (it compares the state's seq, not the agency).
+            pipe.hincrby(keys.state(change.team_id), "seq", 1)
+        if announce and team and agency:
+            await publish_unit_status(pipe, team=team, agency=agency, state=state)
+        commands = queued_commands(pipe)
+    words = commands_as_args(commands)
+    for entry in ledger:
+        award_keys, award_args = award_call(entry, ledger_ttl_s=ledger_ttl_s)
+        words += [*award_keys, *award_args]
+    return [keys.state(change.team_id), data.get("seq", ""), data.get("state", ""), len(words),
+            len(commands), len(ledger), *words], announce
+
+
+async def _settle_teams(redis: Redis, token: str, step: dict[str, Any]) -> int:
+    """A step of teams: moved members leave their old teams' shifts (patrol points so far
+    paid; a shift left with nobody and no order ends), and each team whose profile or
+    visible state changed is announced (UnitStatus) with the state it has now. Returns how
+    many were announced."""
+    pending = [TeamChange(t, tuple(leaving), emptied, announce)
+               for t, leaving, emptied, announce in step["teams"]]
+    now = datetime.fromisoformat(step["now"])
+    announced = 0
+    for attempt in range(ATTEMPTS):
+        states = await read_hashes(redis, [keys.state(c.team_id) for c in pending])
+        profiles = await read_hashes(redis, [keys.team(c.team_id) for c in pending])
+        agency_ids = sorted({p["agency_id"] for p in profiles if p})
+        agencies = dict(zip(agency_ids, await read_hashes(
+            redis, [keys.agency(a) for a in agency_ids]), strict=True))
+        args: list[Any] = [token, len(pending)]
+        announces: list[bool] = []
+        for change, data, profile in zip(pending, states, profiles, strict=True):
+            agency = (agencies.get(profile["agency_id"]) or None) if profile else None
+            words, announce = await _team_writes(
+                redis, change, data, profile or None, agency, now=now, max_hours=step["max_hours"],
+                ledger_ttl_s=step["ledger_ttl_s"])
+            args += words
+            announces.append(announce)
+        left = await run_script(redis, _SETTLE, [keys.import_lock(), keys.import_journal()],
+                                args)
+        if left == -1:
+            raise _lock_lost()
+        written = set(range(1, len(pending) + 1)) - set(left)
+        announced += sum(announces[n - 1] for n in written)
+        if not left:
+            return announced
+        pending = [pending[n - 1] for n in left]
+        await contention_pause(attempt)
+    raise Contended(f"gave up after {ATTEMPTS} concurrent changes of a team")
+
+
+async def apply_step(redis: Redis, token: str, step: dict[str, Any]) -> int:
+    """Apply one step of the journal (its head) and take it off; teams it announced."""
+    if step["do"] == "rows":
+        return await _write_rows(redis, token, step)
+    return await _settle_teams(redis, token, step)
+
+
+async def finish(redis: Redis, token: str) -> int:
+    """Apply the journal's steps in order, under the lock `token`; teams announced."""
+    announced = 0
+    while (raw := await redis.lindex(keys.import_journal(), 0)) is not None:
+        announced += await apply_step(redis, token, json.loads(raw))
+    return announced
+
+
+async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
+                        max_patrol_hours: float, ledger_ttl_s: int) -> ImportResult:
+    """Validate against what is stored, then write everything, or nothing (InvalidRoster).
+
+    A member moved to another team leaves the old team's shift in the import (their patrol
+    points so far paid; a shift left with nobody and no order ends). A document that
+    changes nothing writes nothing."""
+    async with import_lock(redis) as token:
+        await finish(redis, token)  # one a crash cut off was committed first
+        plan, changes, moved = await _plan(redis, doc)
+        steps = journal_steps(plan, changes, now=now, max_patrol_hours=max_patrol_hours,
+                              ledger_ttl_s=ledger_ttl_s)
+        if not steps:
+            return ImportResult(plan, 0, moved)
+        await _commit(redis, token, steps)
+        announced = await finish(redis, token)
+    return ImportResult(plan, announced, moved)
+
+
+async def keep_finishing(redis: Redis, stop: asyncio.Event, *,
+                         every_s: float = FINISH_EVERY_S) -> None:
+    """Finish a committed import whose writer died (its lock ran out): its journal is
+    written whole here, whether or not another import comes."""
+    while not stop.is_set():
+        try:
+            if await redis.exists(keys.import_journal()):
+                async with import_lock(redis, wait_s=0) as token:
+                    announced = await finish(redis, token)
+                    log.info("finished an interrupted roster import (%d teams announced)",
+                             announced)
+        except TryAgain:
+            pass  # an import holds the lock: it finishes the journal first
+        except Exception as exc:  # the next round tries again; the journal stays
+            log.warning("finishing an interrupted roster import failed: %s",
+                        type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
