@@ -124,14 +124,18 @@ FLAGGED_INDEXED = "dispatch:flagged-indexed"  # set once the earlier flagged are
 async def index_flagged_before(redis: Redis) -> int:
     """Once per Redis: the incidents flagged before this version kept store.FLAGGED join it
     (and their district's), so the board's flagged incidents are found however long ago
-    reported. Read a page of 500 at a time, each in one script (store.index_flagged). The
-    number added."""
+    reported. Read by ZSCAN (every incident there throughout is seen, however many the
+    retention removes meanwhile: pages by position would skip some), a page of about 500
+    at a time, each in one script (store.index_flagged). The number added."""
     if await redis.exists(FLAGGED_INDEXED):
         return 0
-    added = start = 0
-    while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499, withscores=True):
-        start += len(page)
-        added += await store.index_flagged(redis, page)
+    added, cursor = 0, 0
+    while True:
+        cursor, page = await redis.zscan(store.ALL_INCIDENTS, cursor, count=500)
+        if page:
+            added += await store.index_flagged(redis, page)
+        if cursor == 0:
+            break
     await redis.set(FLAGGED_INDEXED, "1")
     return added
 
