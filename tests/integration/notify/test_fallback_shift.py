@@ -71,7 +71,7 @@ async def register_phone(http: httpx.AsyncClient, notify: str, member: Member,
 
 async def chain_over(redis_url: str, order_id: str, *, not_before: float = 0.0) -> bool:
     """Whether the order's fallback chain has nothing left scheduled, once its step was due
-    (`not_before`): a receipt drops the timer for an instant before it is put back."""
+    (`not_before`)."""
     if time.time() < not_before:
         return False
     client = Redis.from_url(redis_url, decode_responses=True)
@@ -324,8 +324,7 @@ class FixedShifts:
 @dataclass
 class ReceiptWhileSending:
     """An SMS gateway; while its first message goes, the member off shift's page confirms
-    the order (store.record_receipt, which drops the chain's timer: the step's replica looks
-    before the timer is put back)."""
+    the order (store.record_receipt): the step goes on to the members on shift."""
 
     sent: list[str]
     receipt: OrderDelivered
