@@ -788,8 +788,7 @@ async def next_fallback(redis: Redis, order_id: str, *, step: int,
                         due_at: float | None) -> None:
     """Records that `step` was tried and schedules the next one at `due_at` (None: the
     chain is done; XX: an answer or a withdrawal may have cancelled it), unless another
-    replica has moved the
-    order past `step` already."""
+    replica has moved the order past `step` already."""
     due = "" if due_at is None else repr(due_at)
     await redis.eval(_NEXT_FALLBACK, 2, _order(order_id), FALLBACK, str(step), due, order_id)
 
