@@ -125,6 +125,8 @@ async def _take_lock(redis: Redis, *, wait_s: float) -> str | None:
     token = uuid4().hex
     deadline = time.monotonic() + wait_s
     while not await redis.set(keys.import_lock(), token, nx=True, px=LOCK_TTL_MS):
+        if await redis.get(keys.import_lock()) == token:
+            break  # taken by the send whose reply was lost: redis-py's second one found it
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.05)
@@ -177,17 +179,19 @@ async def outside_imports(redis: Redis, watch: Sequence[str],
                           *, wait_s: float = LOCK_WAIT_S) -> T:
     """`atomically(redis, watch, body)` while no import holds the roster: a removal between
     an import's steps would be undone by a later one (a member written back) or contradict
-    its validation (members written to a team just removed). Waits for the import."""
+    its validation (members written to a team just removed). Waits for the import, and for
+    the journal a crashed one left (its lock ran out before `keep_finishing` took it)."""
     deadline = time.monotonic() + wait_s
 
     async def guarded(pipe: Pipeline) -> T:
-        if await pipe.exists(keys.import_lock()):
+        if await pipe.exists(keys.import_lock(), keys.import_journal()):
             raise _Importing
         return await body(pipe)
 
     while True:
         try:
-            return await atomically(redis, [keys.import_lock(), *watch], guarded)
+            return await atomically(redis, [keys.import_lock(), keys.import_journal(), *watch],
+                                    guarded)
         except _Importing:
             if time.monotonic() >= deadline:
                 raise TryAgain("a roster import is being written; retry") from None
@@ -419,11 +423,13 @@ async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]]) -> 
 
     async def body(pipe: Pipeline) -> None:
         await _check_lock(pipe, token)
+        if not await pipe.exists(staging):
+            return  # renamed by the try whose reply was lost (a WatchError here)
         pipe.multi()
         pipe.rename(staging, keys.import_journal())
         pipe.persist(keys.import_journal())
 
-    await atomically(redis, [keys.import_lock()], body)
+    await atomically(redis, [keys.import_lock(), staging], body)
 
 
 def leave(
@@ -448,10 +454,12 @@ def leave(
     return state, ledger
 
 
-async def _write_rows(redis: Redis, token: str, step: dict[str, Any]) -> int:
+async def _write_rows(redis: Redis, token: str, step: dict[str, Any], raw: str) -> int:
     """A step of rows and their indexes and sets; a member moved to another team has its
     devices' sockets closed (notify: DeviceRevoked `team_changed`, the phones reconnect to
-    the new team) in the same write."""
+    the new team) in the same write. Written only while the step (`raw`) heads the journal:
+    an EXEC whose reply was lost comes back as a WatchError, and the step, run again, would
+    take the next one off the journal unwritten."""
     district = step["district"]
     rows = step["rows"]
     moved = [(member_id, record["team_id"]) for entity, member_id, record, old in rows
@@ -459,6 +467,8 @@ async def _write_rows(redis: Redis, token: str, step: dict[str, Any]) -> int:
 
     async def body(pipe: Pipeline) -> int:
         await _check_lock(pipe, token)
+        if await pipe.lindex(keys.import_journal(), 0) != raw:
+            return 0  # written by the try whose reply was lost
         device_ids: list[set[str]] = []
         if moved:
             await pipe.watch(*(keys.member_devices(m) for m, _ in moved))
@@ -487,22 +497,24 @@ async def _write_rows(redis: Redis, token: str, step: dict[str, Any]) -> int:
         pipe.lpop(keys.import_journal())
         return 0
 
-    return await atomically(redis, [keys.import_lock()], body)
+    return await atomically(redis, [keys.import_lock(), keys.import_journal()], body)
 
 
 # A step's teams, each written only if its state is still the one read (as a transition's
 # _COMMIT would have it, without WATCH: a team that checks in meanwhile is decided again in
 # the next round, the others are written). KEYS[1] the lock (ARGV[1] its token: -1 if lost),
-# KEYS[2] the journal; ARGV[2] the number of teams, then for each: its state key, the `seq`
-# and `state` read, the number of words that follow its six, its commands' count and its
-# awards' count, the commands (RUN_COMMANDS_LUA) and the awards (store.points' award, nine
-# words each). Returns the (1-based) places of the teams not written; none: the step is done
-# and leaves the journal.
+# KEYS[2] the journal (ARGV[2] the step, its head: -2 if no longer, for then a send of this
+# script whose reply was lost, which redis-py sends again, wrote it); ARGV[3] the number of
+# teams, then for each: its state key, the `seq` and `state` read, the number of words that
+# follow its six, its commands' count and its awards' count, the commands (RUN_COMMANDS_LUA)
+# and the awards (store.points' award, nine words each). Returns the (1-based) places of the
+# teams not written; none: the step is done and leaves the journal.
 _SETTLE = RUN_COMMANDS_LUA + AWARD_LUA + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[2] then return -2 end
 local left = {}
-local i = 3
-for n = 1, tonumber(ARGV[2]) do
+local i = 4
+for n = 1, tonumber(ARGV[3]) do
   local now = redis.call('HMGET', ARGV[i], 'seq', 'state')
   if (now[1] or '') == ARGV[i + 1] and (now[2] or '') == ARGV[i + 2] then
     local j = run_commands(i + 6, tonumber(ARGV[i + 4]))
@@ -551,7 +563,7 @@ async def _team_writes(redis: Redis, change: TeamChange, data: dict[str, str],
             len(commands), len(ledger), *words], announce
 
 
-async def _settle_teams(redis: Redis, token: str, step: dict[str, Any]) -> int:
+async def _settle_teams(redis: Redis, token: str, step: dict[str, Any], raw: str) -> int:
     """A step of teams: moved members leave their old teams' shifts (patrol points so far
     paid; a shift left with nobody and no order ends), and each team whose profile or
     visible state changed is announced (UnitStatus) with the state it has now. Returns how
@@ -566,7 +578,7 @@ async def _settle_teams(redis: Redis, token: str, step: dict[str, Any]) -> int:
         agency_ids = sorted({p["agency_id"] for p in profiles if p})
         agencies = dict(zip(agency_ids, await read_hashes(
             redis, [keys.agency(a) for a in agency_ids]), strict=True))
-        args: list[Any] = [token, len(pending)]
+        args: list[Any] = [token, raw, len(pending)]
         announces: list[bool] = []
         for change, data, profile in zip(pending, states, profiles, strict=True):
             agency = (agencies.get(profile["agency_id"]) or None) if profile else None
@@ -579,6 +591,8 @@ async def _settle_teams(redis: Redis, token: str, step: dict[str, Any]) -> int:
                                 args)
         if left == -1:
             raise _lock_lost()
+        if left == -2:  # this round's teams were all written by the send whose reply was lost
+            return announced + sum(announces)
         written = set(range(1, len(pending) + 1)) - set(left)
         announced += sum(announces[n - 1] for n in written)
         if not left:
@@ -588,18 +602,20 @@ async def _settle_teams(redis: Redis, token: str, step: dict[str, Any]) -> int:
     raise Contended(f"gave up after {ATTEMPTS} concurrent changes of a team")
 
 
-async def apply_step(redis: Redis, token: str, step: dict[str, Any]) -> int:
-    """Apply one step of the journal (its head) and take it off; teams it announced."""
+async def apply_step(redis: Redis, token: str, raw: str) -> int:
+    """Apply one step of the journal (`raw`, its head as stored) and take it off; teams it
+    announced."""
+    step = json.loads(raw)
     if step["do"] == "rows":
-        return await _write_rows(redis, token, step)
-    return await _settle_teams(redis, token, step)
+        return await _write_rows(redis, token, step, raw)
+    return await _settle_teams(redis, token, step, raw)
 
 
 async def finish(redis: Redis, token: str) -> int:
     """Apply the journal's steps in order, under the lock `token`; teams announced."""
     announced = 0
     while (raw := await redis.lindex(keys.import_journal(), 0)) is not None:
-        announced += await apply_step(redis, token, json.loads(raw))
+        announced += await apply_step(redis, token, raw)
     return announced
 
 
