@@ -84,14 +84,6 @@ async def redis(clean_redis: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    yield broker
-    await broker.stop()
-
-
-@pytest.fixture
 async def dispatch(clean_redis: str) -> AsyncIterator[str]:
     app = create_app(settings_for(clean_redis))
     async with app.router.lifespan_context(app):

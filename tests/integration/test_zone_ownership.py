@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import pytest
 from faststream.redis import RedisBroker
 
 from services.dispatch.config import Settings as DispatchSettings
@@ -147,15 +146,6 @@ async def test_a_zone_over_a_stored_zone_of_another_station_is_refused(
 # --- dispatch and a re-import ---------------------------------------------------------------
 
 ADMIN_TOKEN = ADMIN["Authorization"].removeprefix("Bearer ")
-
-
-@pytest.fixture
-async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
-    """A broker publishing as notify does (the guard's answers)."""
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    yield broker
-    await broker.stop()
 
 
 @contextlib.asynccontextmanager

@@ -44,15 +44,6 @@ async def dispatch_with_teams(url: str, publisher: RedisBroker, teams: dict[str,
         yield
 
 @pytest.fixture
-async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
-    """A broker that publishes to the test's Redis, as the other services would."""
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    yield broker
-    await broker.stop()
-
-
-@pytest.fixture
 async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
     """Dispatch in this process, reached by its HTTP API (the command room's)."""
     app = create_app(settings_for(clean_redis))

@@ -14,7 +14,6 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from faststream.redis import RedisBroker
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -139,12 +138,3 @@ async def volunteers(clean_redis: str) -> AsyncIterator[Volunteers]:
         yield service
 
 
-@pytest.fixture
-async def publisher(clean_redis: str) -> AsyncIterator[RedisBroker]:
-    """A FastStream broker on the test Redis, publishing as dispatch and notify do."""
-    broker = RedisBroker(clean_redis)
-    await broker.connect()
-    try:
-        yield broker
-    finally:
-        await broker.stop()
