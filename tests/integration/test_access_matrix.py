@@ -17,28 +17,18 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.dispatch.config import Settings as DispatchSettings
-from services.dispatch.main import create_app as dispatch_app
-from services.intake.config import Settings as IntakeSettings
-from services.intake.main import create_app as intake_app
-from services.notify.config import Settings as NotifySettings
-from services.notify.main import create_app as notify_app
-from services.volunteers.config import Settings as VolunteersSettings
-from services.volunteers.main import create_app as volunteers_app
 from tests.e2e.journey import district_roster
 from tests.helpers import poll_until
-from tests.integration.notify.conftest import serving
+from tests.integration.four_services import four_services
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -46,9 +36,6 @@ ADMIN_TOKEN = f"matrix-admin-{secrets.token_hex(8)}"
 SCENE = {"d1": (22.8300, 108.3300), "d2": (22.9300, 108.4300)}
 MISSING = "nope-404"
 CALLER_PHONE = "13912345678"
-# Generous: the matrix asks fast, and a 429 is not what a row is about.
-NO_RATE_LIMITS = {"rate_limit_system": "100000/second", "rate_limit_device": "100000/second",
-                  "rate_limit_dispatcher": "100000/second"}
 
 CALLERS = ("none", "malformed", "admin", "system_d1", "system_d2", "desk_d1", "inspector_d1",
            "device_a", "device_b", "revoked_device", "revoked_system", "revoked_desk")
@@ -387,21 +374,8 @@ async def _incidents(client: httpx.AsyncClient, world: World) -> dict[str, str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_url: str) -> AsyncIterator[World]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # before any consumer starts
-    client.close()
-    common = {"redis_url": redis_url, "admin_token": ADMIN_TOKEN, **NO_RATE_LIMITS}
-    async with AsyncExitStack() as stack:
-        urls = {"volunteers": await stack.enter_async_context(
-            serving(volunteers_app(VolunteersSettings(**common))))}
-        around = {"volunteers_url": urls["volunteers"], **common}
-        urls["notify"] = await stack.enter_async_context(
-            serving(notify_app(NotifySettings(**around))))
-        urls["intake"] = await stack.enter_async_context(
-            serving(intake_app(IntakeSettings(**around))))
-        urls["dispatch"] = await stack.enter_async_context(
-            serving(dispatch_app(DispatchSettings(**around))))
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
+    async with four_services(redis_url, ADMIN_TOKEN) as urls, \
+            httpx.AsyncClient(timeout=10) as http:
         yield await _seed(http, urls)
 
 

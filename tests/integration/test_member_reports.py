@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -18,27 +17,16 @@ from uuid import uuid4
 import httpx
 import pytest
 import pytest_asyncio
-import redis
 
-from services.dispatch.config import Settings as DispatchSettings
-from services.dispatch.main import create_app as dispatch_app
-from services.intake.config import Settings as IntakeSettings
-from services.intake.main import create_app as intake_app
-from services.notify.config import Settings as NotifySettings
-from services.notify.main import create_app as notify_app
-from services.volunteers.config import Settings as VolunteersSettings
-from services.volunteers.main import create_app as volunteers_app
 from tests.e2e.journey import district_roster
 from tests.helpers import poll_until
-from tests.integration.notify.conftest import serving
+from tests.integration.four_services import four_services
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ADMIN_TOKEN = f"reports-admin-{secrets.token_hex(8)}"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SCENE = (22.8300, 108.3300)
-NO_RATE_LIMITS = {"rate_limit_system": "100000/second", "rate_limit_device": "100000/second",
-                  "rate_limit_dispatcher": "100000/second"}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -56,21 +44,8 @@ class World:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(redis_url: str) -> AsyncIterator[World]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()  # before any consumer starts
-    client.close()
-    common = {"redis_url": redis_url, "admin_token": ADMIN_TOKEN, **NO_RATE_LIMITS}
-    async with AsyncExitStack() as stack:
-        urls = {"volunteers": await stack.enter_async_context(
-            serving(volunteers_app(VolunteersSettings(**common))))}
-        around = {"volunteers_url": urls["volunteers"], **common}
-        urls["notify"] = await stack.enter_async_context(
-            serving(notify_app(NotifySettings(**around))))
-        urls["intake"] = await stack.enter_async_context(
-            serving(intake_app(IntakeSettings(**around))))
-        urls["dispatch"] = await stack.enter_async_context(
-            serving(dispatch_app(DispatchSettings(**around))))
-        http = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
+    async with four_services(redis_url, ADMIN_TOKEN) as urls, \
+            httpx.AsyncClient(timeout=10) as http:
         yield World(http, urls)
 
 

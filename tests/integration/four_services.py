@@ -1,0 +1,42 @@
+"""The four services served in this process on one real Redis (flushed first), for tests
+that need them all without the cost of processes: their URLs by name."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import redis
+
+from services.dispatch.config import Settings as DispatchSettings
+from services.dispatch.main import create_app as dispatch_app
+from services.intake.config import Settings as IntakeSettings
+from services.intake.main import create_app as intake_app
+from services.notify.config import Settings as NotifySettings
+from services.notify.main import create_app as notify_app
+from services.volunteers.config import Settings as VolunteersSettings
+from services.volunteers.main import create_app as volunteers_app
+from tests.integration.notify.conftest import serving
+
+# Generous: such tests ask fast, and a 429 is not what they are about.
+NO_RATE_LIMITS = {"rate_limit_system": "100000/second", "rate_limit_device": "100000/second",
+                  "rate_limit_dispatcher": "100000/second"}
+
+
+@asynccontextmanager
+async def four_services(redis_url: str, admin_token: str) -> AsyncIterator[dict[str, str]]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()  # before any consumer starts
+    client.close()
+    common = {"redis_url": redis_url, "admin_token": admin_token, **NO_RATE_LIMITS}
+    async with AsyncExitStack() as stack:
+        urls = {"volunteers": await stack.enter_async_context(
+            serving(volunteers_app(VolunteersSettings(**common))))}
+        around = {"volunteers_url": urls["volunteers"], **common}
+        urls["notify"] = await stack.enter_async_context(
+            serving(notify_app(NotifySettings(**around))))
+        urls["intake"] = await stack.enter_async_context(
+            serving(intake_app(IntakeSettings(**around))))
+        urls["dispatch"] = await stack.enter_async_context(
+            serving(dispatch_app(DispatchSettings(**around))))
+        yield urls
