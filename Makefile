@@ -19,9 +19,12 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tools.demo
 
-## The whole suite against real Redis servers started for the tests.
+## The whole suite against real Redis servers started for the tests, in TEST_WORKERS
+## processes (pytest-xdist; each its own Redis servers and stacks on free ports; a file's
+## tests stay in one process). TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Chaos, long (issue #6): 5,000 incidents; every service SIGKILLed twice, Redis once (~6 min).
 ## `make test` runs the same test with 2,000 incidents.
