@@ -43,6 +43,11 @@ def version(binary: str) -> tuple[int, ...]:
     return (0,)
 
 
+class _PortTaken(RuntimeError):
+    def __init__(self, port: int) -> None:
+        super().__init__(f"redis-server exited: port {port} is taken by another process")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,12 +113,17 @@ class RedisServer:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        # A port picked here may be taken before the server binds it (by another process's
+        # server or connection: tests run in several processes): the first start then picks
+        # another. Never on a restart, whose clients come back to the same port.
+        self._may_move = port is None
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = extra_args or []
         self.ready_auth = ready_auth  # (user, password) to PING with, when ACLs are on
         self.own_session = own_session
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_from = 0
 
     @property
     def url(self) -> str:
@@ -177,9 +187,20 @@ class RedisServer:
                 time.sleep(0.05)
 
     def start(self, timeout: float = 15.0) -> RedisServer:
+        for _ in range(3):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if not self._may_move:
+                    raise
+                self.port = free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> RedisServer:
         self.check_data_readable()
         deadline = time.monotonic() + timeout
         lock = self._lock_folder(deadline)
+        self._log_from = self.logfile.stat().st_size if self.logfile.exists() else 0
         try:
             self.proc = subprocess.Popen(
                 self.args(), stdin=subprocess.DEVNULL, pass_fds=(lock,),
@@ -194,24 +215,42 @@ class RedisServer:
         except BaseException:  # not left running, holding the folder, when it failed
             self.stop()
             raise
+        self._may_move = False
         return self
 
     def _wait_until_it_answers(self, deadline: float, timeout: float) -> None:
         assert self.proc is not None
         user, password = self.ready_auth or (None, None)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, username=user,
-                             password=password)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5,
+                             username=user, password=password)
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
+                    if self._bind_failed():
+                        raise _PortTaken(self.port)
                     raise RuntimeError(f"redis-server exited: see {self.logfile}")
-                with suppress(redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
-                    if client.ping():
+                with suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                              redis.exceptions.BusyLoadingError):
+                    # the server on the port must be this one: another process's Redis
+                    # there answers PING before this one fails to bind
+                    if client.info("server")["process_id"] == self.proc.pid:
                         return
+                    if self._may_move:
+                        raise _PortTaken(self.port)
                 time.sleep(0.05)
         finally:
             client.close()
         raise RuntimeError(f"redis-server did not answer within {timeout}s: see {self.logfile}")
+
+    def _bind_failed(self) -> bool:
+        """Whether this start's server exited for want of its port."""
+        try:
+            with self.logfile.open("rb") as log:
+                log.seek(self._log_from)
+                written = log.read().decode(errors="replace")
+        except OSError:
+            return False
+        return "Address already in use" in written
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: redis-server flushes its AOF and exits."""

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,3 +161,51 @@ def test_a_redis_killed_during_an_aof_rewrite_starts_again_on_its_folder(tmp_pat
         client = redis.Redis(port=server.port)
         assert client.get("key-7") == b"7"
         client.close()
+
+
+# --- a port taken between its choice and the bind (tests run in several processes) ------
+
+
+def own_pid(server: RedisServer) -> int:
+    client = redis.Redis(port=server.port)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+def test_a_chosen_port_another_redis_took_meanwhile_is_given_up_for_a_free_one(
+        tmp_path: Path) -> None:
+    # Another process's Redis answers PING on the port before this one fails to bind it:
+    # taken for this server, the tests would flush each other's data.
+    with RedisServer(tmp_path / "other") as other:
+        server = RedisServer(tmp_path / "mine")
+        server.port = other.port  # what free_port() gave both
+        with server:
+            assert server.proc is not None
+            assert server.port != other.port
+            assert own_pid(server) == server.proc.pid
+        assert own_pid(other) == other.proc.pid  # the other one untouched
+
+
+def test_a_chosen_port_bound_by_anything_else_meanwhile_is_given_up_for_a_free_one(
+        tmp_path: Path) -> None:
+    with contextlib.closing(socket.socket()) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = RedisServer(tmp_path / "mine")
+        server.port = taken.getsockname()[1]
+        with server:
+            assert server.proc is not None and server.port != taken.getsockname()[1]
+            assert own_pid(server) == server.proc.pid
+
+
+def test_a_port_asked_for_is_never_moved(tmp_path: Path) -> None:
+    # `make run`'s 6479, a restart's own port: the clients come back to that one.
+    with RedisServer(tmp_path / "other") as other:
+        server = RedisServer(tmp_path / "mine", port=other.port)
+        try:
+            with pytest.raises(RuntimeError, match="exited"):
+                server.start(timeout=10)
+        finally:
+            server.stop()
