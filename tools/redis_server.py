@@ -49,9 +49,32 @@ class _PortTaken(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now. Under pytest-xdist each worker takes only ports of its own share
+    (by the port's half, since Linux gives bind() odd ports first), so two workers never
+    pick the same port in the moment between the pick and a server's bind."""
+    share = _worker_share()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(256):
+            s = socket.socket()
+            held.append(s)  # kept bound until the end: the next try gets another port
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            if share is None or (port >> 1) % share[1] == share[0]:
+                return port
+        return port
+    finally:
+        for s in held:
+            s.close()
+
+
+def _worker_share() -> tuple[int, int] | None:
+    """(this worker's index, how many workers) under pytest-xdist; None otherwise."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 1:
+        return int(worker[2:]), int(count)
+    return None
 
 
 def ended_with_parent() -> Callable[[], None] | None:

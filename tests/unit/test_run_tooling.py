@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import run, stack
+from tools import redis_server, run, stack
 
 TIME_WAIT = "06"  # the state column of /proc/net/tcp
 
@@ -169,3 +169,15 @@ def test_the_files_holding_the_admin_token_are_readable_by_their_owner_only(
     for name in ("admin-token", "run.env"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     assert f"ADMIN_TOKEN={token}" in (tmp_path / "run.env").read_text()
+
+
+@pytest.mark.parametrize("worker", [0, 1, 2])
+def test_each_test_worker_picks_ports_of_its_own_share_only(
+        worker: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two workers picking the same free port, each for a server that binds it a moment
+    # later, would run against each other's Redis or service.
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", f"gw{worker}")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    ports = [redis_server.free_port() for _ in range(30)]
+    assert {(port >> 1) % 3 for port in ports} == {worker}
+    assert len(set(ports)) > 1  # still chosen by the system, not one fixed port
