@@ -158,15 +158,43 @@ def _first_times(inc: dict[str, str], order: dict[str, str], new_state: str,
                  at: str) -> tuple[bool, bool]:
     """Whether a team's answer given `at`, moving its order to `new_state`, is the
     incident's first acknowledgement, and its first team on scene: nothing of the kind
-    before it, or only this very answer's (an attempt that failed after writing it)."""
+    before it, only this very answer's (an attempt that failed after writing it), or one
+    given later (another team's answer handled first: its first attempt failed, and the
+    reclaimer took this one up after it)."""
     def first(field: str) -> bool:
-        return order.get("kind") in CLAIMING_KINDS and inc.get(field) in (None, "", at)
+        known = inc.get(field)
+        return order.get("kind") in CLAIMING_KINDS and (
+            not known or datetime.fromisoformat(at) <= datetime.fromisoformat(known))
 
     # Any answer but a refusal means the team took the order, even if it skipped
     # "acknowledged" (the design lets responses skip steps). On scene, or past it: a team
     # that answers resolved or hands over has been there.
     return (new_state != "declined" and first("first_ack_at"),
             new_state in ("on_scene", "resolved", "handover") and first("first_on_scene_at"))
+
+
+# How far a team's own answers took its order (a refusal, a withdrawal or a timeout is no
+# step of the team's).
+_TEAM_STEPS = {"acknowledged": 1, "en_route": 2, "on_scene": 3, "resolved": 4, "handover": 4}
+
+
+def _passed_by_its_order(order: dict[str, str], response: str) -> bool:
+    """Whether `response` is a step (acknowledged, en route, on scene) that the team's own
+    later answer already took its order past: the step was given, and handled late."""
+    step = _TEAM_STEPS.get(domain.RESPONSE_STATE.get(response, ""), 0)
+    return (order.get("kind") in CLAIMING_KINDS and 0 < step < 4
+            and _TEAM_STEPS.get(order["state"], 0) > step)
+
+
+def _given_while_live(order: dict[str, str], event: OrderResponded) -> bool:
+    """Whether an answer to an order since withdrawn (the command room's close or take-back,
+    another team's resolution) was given while the order was still live: the team's phone
+    still showed it, and what the team said happened (notify took it before it read the
+    withdrawal, or dispatch handled the close first)."""
+    withdrawn_at = order.get("withdrawn_at")
+    return (order["state"] == "withdrawn" and order.get("kind") in CLAIMING_KINDS
+            and event.response in domain.RESPONSE_STATE and bool(withdrawn_at)
+            and event.occurred_at <= datetime.fromisoformat(withdrawn_at))
 
 
 def _record_first_times(inc: dict[str, str], at: str, *, ack: bool, on_scene: bool) -> None:
@@ -818,7 +846,9 @@ class Dispatcher:
         order_id = order["order_id"]
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
         async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
-            store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
+            # when: an answer the team gave before it still counts (_given_while_live)
+            store.queue_order_change(pipe, order_id, {"state": "withdrawn",
+                                                      "withdrawn_at": utcnow().isoformat()})
             store.queue_cancel(pipe, f"ack:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, reason))
@@ -888,6 +918,10 @@ class Dispatcher:
         # Finish the steps after it, all idempotent, or the incident never closes.
         resuming = order["state"] == domain.RESPONSE_STATE.get(event.response)
         if not allowed and not resuming:
+            if (_passed_by_its_order(order, event.response)
+                    or _given_while_live(order, event)):
+                return await self._answer_handled_late(state, order, event,
+                                                       StepEnd(held, done))
             log.info("response %s to order %s ignored: %s", event.response,
                      event.order_id, why)
             return None
@@ -896,6 +930,46 @@ class Dispatcher:
             await self._reinforce(inc, order, request=event.event_id)
             return await self._end(end)
         return await self._apply_response(state, order, event, end)
+
+    async def _answer_handled_late(self, state: store.IncidentState, order: dict[str, str],
+                                   event: OrderResponded, end: StepEnd) -> bool | None:
+        """An answer the team gave that the order has gone past by the time dispatch handles
+        it: a step (acknowledged, en route, on scene) handled after a later answer of the
+        same order (its first attempt failed and the reclaimer took it up after the next
+        answer went through), or an answer given while the order was live that dispatch
+        handles after its withdrawal (the command room closed the incident meanwhile). The
+        order and the incident stay where they are (a close stands), but what the team did
+        is on the timeline and in the KPIs: the incident's first acknowledgement and first
+        arrival are the earliest the team gave (else the time to acknowledge and response
+        time count a later answer's time), and a resolution given before the command room
+        closed the incident counts as resolved on site. None (ignored, as before) when it
+        changes nothing: a step already known as early."""
+        inc = state.incident
+        assert inc is not None
+        at = event.occurred_at
+        new_state = domain.RESPONSE_STATE[event.response]
+        took = new_state != "declined"
+        there = new_state in ("on_scene", "resolved", "handover")
+        fields = {name: at.isoformat() for name, applies in (
+            ("first_ack_at", took), ("first_on_scene_at", there))
+            if applies and (not inc.get(name) or at < datetime.fromisoformat(inc[name]))}
+        if new_state == "resolved" and inc["status"] == "closed" and not inc.get("resolved_at"):
+            fields.update(resolved_at=at.isoformat(), resolved_by_force=_sent_as(order))
+            if not inc.get("handed_over_at"):
+                fields["handled_by_force"] = _sent_as(order)
+        step_at = f"{new_state}_at"
+        if not fields and order.get(step_at):
+            return None
+
+        async def earlier(pipe: Pipeline) -> None:
+            store.queue_order_first(pipe, order["order_id"], step_at, at.isoformat())
+            if fields:
+                store.queue_incident_fields(pipe, inc["incident_id"], fields)
+
+        return await self._emit(inc["incident_id"], TimelineEntry(
+            at=at, kind="response", team_id=order["team_id"], order_id=order["order_id"],
+            detail=event.response, note=event.note or None, evidence=event.evidence or None),
+            state=state, also=earlier, end=end)
 
     async def _end(self, end: StepEnd, commands: list[Any] | None = None) -> bool:
         """A step's end after its writes, in one round trip (`store.end_step`, with the step's
@@ -933,9 +1007,13 @@ class Dispatcher:
                               order_id=order["order_id"], detail=event.response,
                               note=event.note or None, evidence=event.evidence or None)
         first_ack, first_on_scene = _first_times(inc, order, new_state, now)
-        if first_ack or first_on_scene:
+        # in the metrics once per incident: not again for an earlier answer handled second
+        ack_new, on_scene_new = (first_ack and inc.get("first_ack_at") in (None, "", now),
+                                 first_on_scene
+                                 and inc.get("first_on_scene_at") in (None, "", now))
+        if ack_new or on_scene_new:
             end = dataclasses.replace(end, recorded=lambda: _record_first_times(
-                inc, now, ack=first_ack, on_scene=first_on_scene))
+                inc, now, ack=ack_new, on_scene=on_scene_new))
         ends = new_state not in ("acknowledged", "en_route", "on_scene")
 
         async def move(pipe: Pipeline) -> None:
@@ -2063,7 +2141,8 @@ class Dispatcher:
         station = order.get("kind") in STATION_KINDS
 
         async def withdrawn(pipe: Pipeline) -> None:
-            store.queue_order_change(pipe, order_id, {"state": "withdrawn"})
+            store.queue_order_change(pipe, order_id, {"state": "withdrawn",
+                                                      "withdrawn_at": utcnow().isoformat()})
             store.queue_cancel(pipe, f"ack:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "reassigned"))
