@@ -24,6 +24,11 @@ class Settings(BrowserCalls):
     position_max_future_s: float = Field(
         default=30, description="POSITION_MAX_FUTURE_S: fixes further ahead are refused"
     )
+    position_max_accuracy_m: float = Field(
+        default=1000, gt=0,
+        description="POSITION_MAX_ACCURACY_M: coarser fixes (accuracy_m above it) are refused: "
+        "they cannot place a team for dispatch's ranking",
+    )
     import_max_bytes: int = Field(
         default=32 * 1024 * 1024, description="IMPORT_MAX_BYTES: largest roster import body"
     )

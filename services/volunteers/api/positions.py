@@ -45,7 +45,7 @@ from shared.http import (
 from shared.metrics import meter
 
 from ..config import Settings
-from ..domain.positions import PositionIn, fix_time
+from ..domain.positions import PositionIn, check_accuracy, fix_time
 from ..store import teams as teams_store
 from ..store.devices import DeviceIdentity, TokenResolver, token_hash
 from ..store.teams import PositionWriter
@@ -79,6 +79,10 @@ async def accept_position(
         at = fix_time(body, now=now, max_future_s=settings.position_max_future_s)
     except ValueError as exc:
         raise ApiError(422, "invalid_field", f"at {exc}", "at") from exc
+    try:
+        check_accuracy(body, max_accuracy_m=settings.position_max_accuracy_m)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_field", f"accuracy_m {exc}", "accuracy_m") from exc
     event = UnitPosition(
         district=who.district, unit_id=who.team_id, lat=body.lat, lon=body.lon,
         accuracy_m=body.accuracy_m, at=at,

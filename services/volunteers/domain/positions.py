@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import IsoTime
 
+from .roster import GEO_MAX_LAT
 from .status import TeamState
 
 ANY_MEMBER = "*"  # not a member id (EntityId has no "*")
@@ -16,7 +17,10 @@ ANY_MEMBER = "*"  # not a member id (EntityId has no "*")
 class PositionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lat: float = Field(ge=-90, le=90, allow_inf_nan=False, description="WGS-84 latitude")
+    # Within what Redis's GEO index (dispatch's map) holds: a fix beyond it, most often
+    # latitude and longitude swapped (Urumqi, 43.8 N 87.6 E), would be a dead letter there.
+    lat: float = Field(ge=-GEO_MAX_LAT, le=GEO_MAX_LAT, allow_inf_nan=False,
+                       description="WGS-84 latitude")
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
     at: IsoTime | None = Field(default=None, description="when the fix was taken (a time "
@@ -32,6 +36,16 @@ def fix_time(fix: PositionIn, *, now: datetime, max_future_s: float) -> datetime
     if at - now > timedelta(seconds=max_future_s):
         raise ValueError("is in the future")
     return min(at, now)
+
+
+def check_accuracy(fix: PositionIn, *, max_accuracy_m: float) -> None:
+    """ValueError when the fix is too coarse to place the team: a network or IP position
+    kilometres wide would move it far from where it is, and dispatch, which ranks teams by
+    their distance, would send it to incidents it is far from (or pass it over for ones it
+    is near). A fix without `accuracy_m` is taken as precise."""
+    if fix.accuracy_m is not None and fix.accuracy_m > max_accuracy_m:
+        raise ValueError(f"is coarser than {max_accuracy_m:g} m: such a fix cannot place the "
+                         "team; send a fix from the phone's GPS")
 
 
 def fix_senders(state: TeamState) -> str:
