@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -44,6 +45,7 @@ from .domain import (
     find_duplicate,
     linked_incident,
     overlong_flag,
+    report_time,
     unknown_category_message,
 )
 
@@ -141,7 +143,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 f"{', '.join(sorted(who.districts))}"))
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
-        reported_at = body.reported_at or utcnow()
+        received_at = utcnow()
+        reported_at = body.reported_at or received_at
         trace_id = current_trace_id()
         incident_id = new_id("inc")
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
@@ -169,6 +172,23 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 raise unauthorized(REVOKED)
             return recording
 
+        async def retried(recording: store.Recording) -> dict[str, Any]:
+            """The answer to a retry: the incident its ref already has. Unmarked (its fsync
+            was not confirmed, or the attempt that recorded it is still at it), it is
+            published again first, with its own wait for the fsync, whenever the retry
+            found it (at its first look or while linking): 200 promises it is kept, as
+            202 does. Publishing again costs at most a duplicate (delivery is at least
+            once)."""
+            found = recording.existing
+            if found and found.get("published") != "1":
+                # when it was reported is the record's (a retry without `reported_at` would
+                # give its own moment)
+                at = datetime.fromisoformat(found["reported_at"]) if found.get(
+                    "reported_at") else reported_at
+                await _publish(found["incident_id"], body, who, flags, priority, at,
+                               found.get("linked_to") or None, trace_id)
+            return _accepted(found or {"incident_id": recording.existing_id})
+
         try:
             if existing is not None:  # the retry of a report taken before the limit (above)
                 recording = store.Recording(existing_id=existing["incident_id"],
@@ -176,28 +196,22 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             else:
                 recording = await record(None, look_near=True)
             if recording.existing_id is not None:
-                existing = recording.existing
-                # Unmarked: its fsync was not confirmed, or another request for this ref is
-                # still at it; publishing again costs at most a duplicate (delivery is at
-                # least once).
-                if existing and existing.get("published") != "1":
-                    await _publish(existing["incident_id"], body, who, flags, priority,
-                                   reported_at, existing.get("linked_to") or None, trace_id)
                 response.status_code = 200
-                return _accepted(existing or {"incident_id": recording.existing_id})
+                return await retried(recording)
             linked_to: str | None = None
             judged: list[str] = []
             while recording.near:
                 # None of them a duplicate: look again past them, so a report of the same
                 # event recorded meanwhile is found (bounded: a busy spot's open incidents)
                 judged += [c.incident_id for c in recording.near]
-                linked_to = find_duplicate(new_at=reported_at, new_location=body.location,
+                linked_to = find_duplicate(new_at=report_time(reported_at, received_at),
+                                           new_location=body.location,
                                            candidates=list(recording.near), policy=policy)
                 again = linked_to is None and len(judged) < MAX_JUDGED
                 recording = await record(linked_to, look_near=again, judged=judged)
                 if recording.existing_id is not None:  # a concurrent retry of the same ref won
                     response.status_code = 200
-                    return _accepted(recording.existing or {"incident_id": recording.existing_id})
+                    return await retried(recording)
             if recording.unconfirmed:
                 raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
                                headers=RETRY_AFTER)

@@ -135,6 +135,16 @@ class OpenIncident(BaseModel):
     status: str
     reported_at: datetime
     location: Location
+    received_at: datetime | None = Field(default=None, description="when it reached intake")
+
+
+def report_time(reported_at: datetime, received_at: datetime | None) -> datetime:
+    """When a report happened, as the duplicate window judges it: the time its system gave
+    (a 110 centre posting a call late means when the call came), but never later than when
+    it reached intake: a system whose clock runs ahead (CLOCK_SKEW is tolerated) reported
+    nothing still to come, and its minutes ahead would widen the gap to the other reports
+    of the same event (as dispatch's `acted_from` counts its times)."""
+    return reported_at if received_at is None else min(reported_at, received_at)
 
 
 def find_duplicate(
@@ -142,13 +152,14 @@ def find_duplicate(
 ) -> str | None:
     """The nearest open incident within the duplicate radius (at it included) and time
     window, if any. The candidates may come from a little farther (store.search_radius_m):
-    this is where the radius is judged."""
+    this is where the radius is judged. `new_at` and each candidate's time are
+    `report_time`s."""
     window = timedelta(seconds=policy.duplicate_window_s)
     best: tuple[float, str] | None = None
     for c in candidates:
         if c.status not in OPEN_STATUSES:
             continue
-        if abs(new_at - c.reported_at) > window:
+        if abs(new_at - report_time(c.reported_at, c.received_at)) > window:
             continue
         d = distance_m(new_location, c.location)
         if d <= policy.duplicate_radius_m + RADIUS_TOLERANCE_M and (best is None or d < best[0]):

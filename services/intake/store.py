@@ -126,11 +126,12 @@ if ARGV[4] ~= '' then
   local judged = {}
   for _, id in ipairs(cjson.decode(ARGV[10])) do judged[id] = true end
   for _, id in ipairs(ids) do
-    local c = redis.call('HMGET', 'intake:incident:' .. id, 'status', 'reported_at', 'lat', 'lon')
+    local c = redis.call('HMGET', 'intake:incident:' .. id, 'status', 'reported_at', 'lat',
+                         'lon', 'created_at')
     if judged[id] then
       -- judged no duplicate by this caller already: it asks for the others only
     elseif c[1] then
-      table.insert(near, {id, c[1], c[2], c[3], c[4]})
+      table.insert(near, {id, c[1], c[2], c[3], c[4], c[5] or ''})
     else
       redis.call('ZREM', KEYS[3], id)
     end
@@ -265,8 +266,9 @@ async def record_incident(
         return Recording(near=tuple(
             OpenIncident(incident_id=near_id, status=status,
                          reported_at=datetime.fromisoformat(at),
-                         location=Location(lat=float(lat), lon=float(lon)))
-            for near_id, status, at, lat, lon in found[0]
+                         location=Location(lat=float(lat), lon=float(lon)),
+                         received_at=datetime.fromisoformat(came) if came else None)
+            for near_id, status, at, lat, lon, came in found[0]
         ))
     if entry is not None and not fsynced:
         await redis.hset(f"intake:incident:{incident_id}", "published", "0")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-from services.intake.domain import OpenIncident, classify, distance_m, find_duplicate
+from services.intake.domain import (
+    OpenIncident,
+    classify,
+    distance_m,
+    find_duplicate,
+    report_time,
+)
 from services.intake.store import search_radius_m
 from shared.events import Location
 from shared.policy import load_policy, normalise_flags
@@ -63,3 +69,14 @@ def test_the_search_for_neighbours_reaches_past_what_redis_measures_as_the_radiu
     found = find_duplicate(new_at=NOW, new_location=at_the_radius, policy=POLICY,
                            candidates=[open_incident("edge")])
     assert found == "edge"
+
+
+def test_a_time_ahead_of_intake_s_clock_counts_as_when_the_report_came() -> None:
+    # The candidate's system said 20:04 when it reached intake at 20:00 (a clock 4 min
+    # ahead); the new report, from a good clock, says 19:51: 9 minutes apart, not 13.
+    ahead = open_incident("ahead", minutes_ago=-4).model_copy(update={"received_at": NOW})
+    at = NOW - timedelta(minutes=9)
+    assert find_duplicate(new_at=at, new_location=HERE, candidates=[ahead],
+                          policy=POLICY) == "ahead"
+    assert report_time(NOW + timedelta(minutes=4), NOW) == NOW
+    assert report_time(NOW - timedelta(minutes=9), NOW) == NOW - timedelta(minutes=9)

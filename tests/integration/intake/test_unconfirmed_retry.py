@@ -1,0 +1,62 @@
+"""A report whose first attempt is recorded but not confirmed durable (WAITAOF timed out:
+the incident is left unmarked, `published` 0, and that attempt answered 503) is published
+again, with its own fsync wait, by whichever retry of the same ref finds it, before that
+retry answers 200; in-process against a real Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from services.intake import store
+from shared import streams
+from shared.events import IncidentReported
+from tests.helpers import read_stream
+from tests.integration.intake.conftest import system_key
+
+
+def incident(ref: str, lat: float) -> dict[str, object]:
+    return {"external_ref": ref, "category": "noise", "district": "d1",
+            "location": {"lat": lat, "lon": 108.3}}
+
+
+async def test_a_retry_that_meets_its_first_attempt_while_linking_confirms_it(
+        intake, clean_redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The 110 system's first POST of call 0042 timed out on its side; it sends it again
+    # at once. The retry looks first and finds an open incident near; while it judges
+    # that, the first attempt records the call, but its fsync is not confirmed (503 to a
+    # client that has gone). The retry then finds the ref taken: its 200 promises the
+    # incident is kept, so it must first publish it again and wait for that, as a retry
+    # that finds the ref at its first look does.
+    key = await system_key(intake, ["d1"])
+    assert (await intake.post("/v1/incidents", headers=key,
+                              json=incident("open", 22.8))).status_code == 202
+    record = store.record_incident
+    first: dict[str, Any] = {}
+
+    async def first_attempt_lands_meanwhile(redis_: Any, **kw: Any) -> store.Recording:
+        out = await record(redis_, **kw)
+        if out.near and not first:
+            r = await intake.post("/v1/incidents", headers=key, json=incident("0042", 23.5))
+            assert r.status_code == 202, r.text
+            first["incident_id"] = r.json()["incident_id"]
+            sync = redis.Redis.from_url(clean_redis)
+            sync.hset(f"intake:incident:{first['incident_id']}", "published", "0")
+            sync.close()
+        return out
+
+    monkeypatch.setattr(store, "record_incident", first_attempt_lands_meanwhile)
+    retry = await intake.post("/v1/incidents", headers=key, json=incident("0042", 22.8009))
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["incident_id"] == first["incident_id"]
+    sync = redis.Redis.from_url(clean_redis, decode_responses=True)
+    assert sync.hget(f"intake:incident:{first['incident_id']}", "published") == "1"
+    sync.close()
+    published = [e for e in read_stream(clean_redis, streams.INCIDENT_REPORTED.name,
+                                        IncidentReported) if e.external_ref == "0042"]
+    assert len(published) == 2  # the first attempt's entry, and the retry's
+    assert {e.incident_id for e in published} == {first["incident_id"]}
+    # neither says "reported" later than the call was: the retry's event carries the record's
+    assert len({e.reported_at for e in published}) == 1
