@@ -37,7 +37,7 @@ from .domain.orders import (
     state_frame,
     withdrawn_frame,
 )
-from .domain.responses import FINISHED, is_ahead
+from .domain.responses import FINISHED, is_ahead, is_live
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("services.notify")
@@ -48,6 +48,7 @@ CLOSE_TEAM_CHANGED = 4409
 CLOSE_RESTARTING = 1012
 CLOSE_TRY_LATER = 1013
 SENT_KEPT = 2000
+MISSED_KEPT = 200
 REVOKED_KEPT_S = 60.0  # how long a revocation or move still closes sockets that connect
 
 
@@ -74,7 +75,14 @@ class Connection:
         # Orders whose receipt from this socket was refused (Redis away, rate limit): each
         # replay sends the order again, which the page confirms again, until one is taken.
         self.unconfirmed: dict[str, None] = {}
+        # Orders the fan-out told news of (a revision, a teammate's answer) before this
+        # socket had them: a replay that read them before the news reads them again before
+        # it sends them, lest it send them as they were (see Hub.replay).
+        self.missed: dict[str, None] = {}
         self.conn_id = uuid4().hex
+        # Replays running on this socket (the heartbeat's, a `holding` frame's): what one
+        # read may still be sent after another ends, so told_ended is trimmed by the last.
+        self.replays = 0
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
         # Frames offered before the socket's `hello` (the team's fan-out is heard from the
@@ -139,6 +147,12 @@ class Connection:
 
     def told_state(self, order_id: str, state: str) -> None:
         self.states[order_id] = state
+
+    def missed_news(self, order_id: str) -> None:
+        """The fan-out told news of an order this socket does not have (yet)."""
+        self.missed[order_id] = None
+        if len(self.missed) > MISSED_KEPT:
+            self.missed.pop(next(iter(self.missed)))
 
     def receipt_refused(self, order_id: str) -> None:
         """This socket's `received` for the order was not recorded: ask for it again."""
@@ -380,6 +394,8 @@ class Hub:
                 if data["order_id"] in conn.sent:
                     conn.versions[data["order_id"]] = frame_version(frame)
                     conn.offer(frame)
+                else:  # a replay reading now must not send it as it was
+                    conn.missed_news(data["order_id"])
         elif kind == "withdrawn":
             for conn in conns:
                 conn.told_ended.add(data["order_id"])  # the replay need not say it again
@@ -391,6 +407,8 @@ class Hub:
                     conn.told_ended.add(frame["order_id"])
                 if frame["order_id"] in conn.sent:
                     conn.told_state(frame["order_id"], frame["state"])
+                elif frame.get("state") not in FINISHED:  # ended: told_ended keeps it off
+                    conn.missed_news(frame["order_id"])
                 if conn.conn_id == data.get("origin"):
                     continue  # told by its own reply
                 conn.offer(frame)
@@ -539,9 +557,19 @@ class Hub:
         withdrawal, a teammate's resolution, also of an order already answered here) and
         what ended while the page was away. The held orders are taken before the open ones
         are read, so an order pushed in between is never taken for an ended one."""
+        conn.replays += 1
+        try:
+            await self._replay(conn)
+        finally:
+            conn.replays -= 1
+
+    async def _replay(self, conn: Connection) -> None:
         held = [*conn.sent, *conn.held]
         records = await store.open_orders(self._redis, conn.team_id)
-        for record in records:
+        for read in records:
+            record = await self._as_it_stands(conn, read)
+            if record is None:
+                continue
             if record.answered:
                 self.sync_taken(conn, record)
             else:
@@ -549,7 +577,10 @@ class Hub:
         if conn.unconfirmed:
             await self.push_unconfirmed(conn, records)
         still_open = {r.order.order_id for r in records if r.order is not None}
-        conn.told_ended &= set(held)  # what it no longer holds needs no memory
+        if conn.replays == 1:
+            # What it no longer holds needs no memory; unless another replay is still to
+            # send what it read before the order ended (it would send it as live).
+            conn.told_ended &= set(held)
         for order_id in dict.fromkeys(held):
             if order_id in still_open or order_id in conn.told_ended:
                 continue
@@ -564,6 +595,22 @@ class Hub:
             else:
                 conn.offer(state_frame(order_id, state=record.state, answered=True,
                                        response=record.last_response))
+
+    async def _as_it_stands(self, conn: Connection,
+                            record: store.OrderRecord) -> store.OrderRecord | None:
+        """The order as the replay is to send it: as it read it, or, when the fan-out told
+        this socket news of it since (a teammate's answer, a revision: heard before the
+        socket had the order, so not passed on), as it stands now; None if it has ended.
+        Read again until no news came during the read: what comes after is heard by a
+        socket that has the order."""
+        while record.order_id in conn.missed:
+            conn.missed.pop(record.order_id, None)
+            again = await store.get_order(self._redis, record.order_id)
+            if again is None or again.order is None or again.withdrawn \
+                    or not is_live(again.state):
+                return None  # its end reached the socket, or the next replay tells it
+            record = again
+        return record
 
     async def holding(self, conn: Connection, order_ids: list[str]) -> None:
         """The page (back after a drop) still shows these orders: tell it of those that

@@ -153,10 +153,12 @@ function send(frame) {
 // for a refused receipt (it sends the order again). Both are safe to repeat: a repeated
 // receipt or answer changes nothing. Kept until the order leaves the page (an answer:
 // until the server says the order stands where it took it).
-const unsure = new Map();   // order id -> { received?, response?, tries, timer }
+const unsure = new Map();   // order id -> { received?, response?, sentAt?, tries, timer }
+const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S (30 s)
 function sendAbout(frame) {
   const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
   kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
+  if (frame.type === "response") kept.sentAt = Date.now();
   return send(frame);
 }
 function settled(id, type) {   // taken, or refused for good: not sent again
@@ -230,6 +232,20 @@ function onFrame(f) {
       const held = [...orders].filter(([, o]) => !["resolved", "handover", "declined", "withdrawn"]
         .includes(o.state)).map(([id]) => id).slice(0, 100);
       if (held.length) send({ type: "holding", order_ids: held });
+      // answers sent on the socket that dropped and never heard taken: a socket in a dead
+      // spot takes a frame and loses it with itself. A repeated answer changes nothing; a
+      // call for reinforcement only within the server's REINFORCE_REPEAT_S (30 s), after
+      // which it would be a second call, for a second unit: the member is asked instead.
+      for (const [id, kept] of unsure) {
+        const o = orders.get(id);
+        if (!kept.response || !o || ended(o)) continue;
+        if (kept.response.response === "reinforce" && Date.now() - kept.sentAt > REINFORCE_RESEND_MS) {
+          settled(id, "response");
+          toast("Your call for reinforcement may not have gone through: press Reinforce again.");
+          continue;
+        }
+        send(kept.response);
+      }
       break;
     }
     case "order": onOrder(f); break;

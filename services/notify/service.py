@@ -201,12 +201,31 @@ class Orders:
                     ttl_s=self._settings.order_ttl_s, record=record,
                 )
             except ResponseRefused as exc:
-                raise conflict(exc.message) from None
+                repeat = await self._repeated(order_id, who=who, response=response)
+                if repeat is None:
+                    raise conflict(exc.message) from None
+                return order_view(repeat)
             if outcome is None:
                 raise not_found("order")
             if outcome.event_id is not None:
                 log.info("order %s: team %s answered %s", order_id, record.team_id, response)
         return order_view(outcome.record)
+
+    async def _repeated(self, order_id: str, *, who: Principal,
+                        response: Response) -> store.OrderRecord | None:
+        """The order as it stands when this device sends again an answer that was taken
+        (its reply lost: a dead spot, a dropped socket) and a teammate's answer has moved the
+        live order on since: a repeat, answered as one (200, nothing published), not
+        refused as going back. None: not a repeat, or the order has ended (409 says so)."""
+        if response == "reinforce":
+            return None  # a repeat only within REINFORCE_REPEAT_S, which decide_response keeps
+        record = await store.get_order(self._redis, order_id)
+        if record is None or record.withdrawn or not is_live(record.state):
+            return None
+        if not await store.gave_response(self._redis, order_id, device_id=who.device_id,
+                                         response=response):
+            return None
+        return record
 
     async def confirm_received(self, *, order_id: str, who: Principal, channel: str) -> bool:
         """Records a device's receipt; True (and one OrderDelivered) only the first time."""

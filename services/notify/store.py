@@ -467,6 +467,21 @@ async def apply_response(
         record = None
 
 
+async def gave_response(redis: Redis, order_id: str, *, device_id: str | None,
+                        response: str) -> bool:
+    """Whether this device's `response` to the order is recorded (its `:responses` list)."""
+    if not device_id:
+        return False
+    for raw in await redis.lrange(f"{_order(order_id)}:responses", 0, -1):
+        try:
+            said = json.loads(raw)
+        except ValueError:
+            continue
+        if said.get("device_id") == device_id and said.get("response") == response:
+            return True
+    return False
+
+
 # The first receipt from a device records it, XADDs its order.delivered entry (first: what
 # refuses it refuses the script before it writes anything) and records the attempt; a repeat
 # does nothing. The fallback timer stays: its next step judges whether the receipt was the

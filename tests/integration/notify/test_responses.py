@@ -235,3 +235,39 @@ async def test_an_answer_carries_the_body_camera_files_to_dispatch(
     [event] = responded(clean_redis)
     assert [(e.kind, e.ref) for e in event.evidence or ()] == [
         ("video", "bwc-1.mp4"), ("photo", "img/2211.jpg")]
+
+
+async def test_a_phone_repeating_an_answer_taken_before_a_teammates_is_told_where_it_stands(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    # The phone's acknowledgement was taken, its reply lost in a dead spot; a teammate then
+    # answered en route, and the phone sends its answer again on reconnect. Refused (409,
+    # "forward only"), the member read that the answer they gave had been turned down.
+    member, order = await issued_to("t1", volunteers, broker, http, notify)
+    teammate, late = volunteers.enrol("t1"), volunteers.enrol("t1")
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+    r = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 200, r.text
+    r = await http.post(url, headers=teammate.bearer, json={"response": "en_route"})
+    assert r.status_code == 200, r.text
+
+    again = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
+    assert again.status_code == 200, again.text
+    assert (again.json()["state"], again.json()["last_response"]) == ("en_route", "en_route")
+    async with device(notify, member) as phone:  # and on the socket
+        await phone.send({"type": "response", "order_id": order.order_id,
+                          "response": "acknowledged"})
+        reply = await phone.next_of("order_state", where=lambda f: "response" in f
+                                    and f["response"] == "acknowledged")
+        assert reply["state"] == "en_route"
+
+    # a phone that never gave that answer is still told it goes forward only
+    r = await http.post(url, headers=late.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 409 and "forward only" in r.json()["error"]["message"]
+    r = await http.post(url, headers=teammate.bearer, json={"response": "resolved"})
+    assert r.status_code == 200
+    r = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 409 and "finished (resolved)" in r.json()["error"]["message"]
+    await poll_until(lambda: len(responded(clean_redis)) >= 3, "three order.responded events")
+    assert [e.response for e in responded(clean_redis)] == [
+        "acknowledged", "en_route", "resolved"]

@@ -138,3 +138,50 @@ def test_a_revoked_device_no_longer_shows_its_orders() -> None:
         "ws.onclose({ code: 4401 }); runTimers(); [orders.size, stopped]",
     )
     assert after == [0, True]
+
+
+def test_an_answer_sent_on_a_socket_that_dropped_before_its_reply_is_sent_again() -> None:
+    # The member pressed Acknowledge in a dead spot: the socket still counted as open, took
+    # the frame and dropped (1006) without a reply. The page kept the order NEW and sent
+    # nothing again on reconnect: the answer was lost, the deadline ran out and dispatch
+    # gave the incident to another team while this one drove there. A repeated answer
+    # changes nothing, so the page sends again what it never heard taken.
+    answer = {"type": "response", "order_id": "ord_1", "response": "acknowledged"}
+    *_, sent_first, _, after_hello = run_page(
+        f"{hello('t1')}; {deliver(ORDER)}; sentFrames()",
+        "respond('ord_1', 'acknowledged').then(() => sentFrames())",
+        dropped(1006),
+        f"{hello('t1')}; sentFrames()",
+    )
+    assert sent_first == [answer]
+    assert answer in after_hello
+
+
+def test_an_answer_taken_before_the_socket_dropped_is_not_sent_again() -> None:
+    taken = {"type": "order_state", "order_id": "ord_1", "state": "acknowledged",
+             "answered": True, "response": "acknowledged"}
+    *_, after_hello = run_page(
+        f"{hello('t1')}; {deliver(ORDER)}; sentFrames()",
+        f"respond('ord_1', 'acknowledged').then(() => {{ {deliver(taken)}; return sentFrames(); }})",
+        dropped(1006),
+        f"{hello('t1')}; sentFrames()",
+    )
+    assert not [f for f in after_hello if f.get("type") == "response"]
+
+
+def test_a_call_for_reinforcement_is_sent_again_only_while_notify_takes_it_as_a_repeat() -> None:
+    # Notify takes a second `reinforce` within REINFORCE_REPEAT_S (30 s) as the same call;
+    # after it, as a new call for one more unit. A call sent again long after might be a
+    # second: the member is asked to press again instead.
+    call = {"type": "response", "order_id": "ord_1", "response": "reinforce"}
+    *_, soon, _, _, later = run_page(
+        f"{hello('t1')}; {deliver(ORDER)}; respond('ord_1', 'reinforce')",
+        dropped(1006),
+        f"{hello('t1')}; sentFrames()",
+        "const start = Date.now(); Date.now = () => start + 60000; "
+        "respond('ord_1', 'reinforce'); sentFrames()",
+        f"Date.now = () => start + 120000; {dropped(1006)}",
+        f"{hello('t1')}; sentFrames()",
+    )
+    assert call in soon
+    assert call not in later
