@@ -6,9 +6,11 @@ import os
 import socket
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
+
+from shared.policy import PolicyError, check_policy_file
 
 
 def _redis_url(value: str) -> str:
@@ -111,3 +113,27 @@ class BrowserCalls(ServiceSettings):
     @property
     def allowed_origins(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+
+class PolicyFile(ServiceSettings):
+    """A service that reads the dispatch policy (intake classifies and de-duplicates by it,
+    dispatch dispatches by it)."""
+
+    policy_file: str | None = Field(
+        default=None, validate_default=True,
+        description="POLICY_FILE: the dispatch policy (categories, who may answer, deadlines); "
+        "none: shared/policy.yaml, or the file compose mounts over it")
+
+    @field_validator("policy_file")
+    @classmethod
+    def _policy_usable(cls, value: str | None) -> str | None:
+        # Read here, with the environment, so that a wrong file stops the service at start
+        # with exit 78 and the places in the file (shared.runtime), not as a traceback out
+        # of every worker (which a supervisor restarts for ever), nor later, at the first
+        # incident of a category it cannot handle. Also when nothing names a file: compose
+        # mounts the deployment's over the built-in one.
+        try:
+            check_policy_file(value)
+        except PolicyError as exc:
+            raise ValueError(str(exc)) from None
+        return value

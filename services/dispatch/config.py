@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import ServiceSettings
+from shared.settings import PolicyFile
 from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
-class Settings(ServiceSettings):
+class Settings(PolicyFile):
     service_name: str = "dispatch"
     default_port: int = 8002
     timer_interval_s: float = Field(default=0.25, description="TIMER_INTERVAL_S: deadline scan")

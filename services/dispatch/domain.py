@@ -151,7 +151,7 @@ def is_eligible(unit: Unit, rule: CategoryRule, incident: IncidentFacts, policy:
 
 def may_answer(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime) -> bool:
     """Whether the team could be sent to the incident at all (free, allowed, fresh fix)."""
-    return is_eligible(unit, policy.categories[incident.category], incident, policy, now)
+    return is_eligible(unit, policy.rule(incident.category), incident, policy, now)
 
 
 def may_escort(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime) -> bool:
@@ -187,7 +187,7 @@ def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Poli
     """Eligible units, best first: ETA plus 3 minutes per place below first; home zone
     breaks ties. For a P1, also the teams that may escort volunteers to it (`escorts`),
     ranked the same way (see escort_rank)."""
-    rule = policy.categories[incident.category]
+    rule = policy.rule(incident.category)
     ranked: list[Ranked] = []
     escorts: list[Ranked] = []
     for unit in units:
@@ -253,7 +253,7 @@ def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *,
     wants: choose_units never takes more than that from one group (a joint response takes
     one per entry and then the best of any kind; an escort is one team), so the pruning is
     exact; a claim lost to another incident means a new search, not a spare."""
-    rule = policy.categories[incident.category]
+    rule = policy.rule(incident.category)
     entries = tuple((entry, "") if entry == "any" else (entry.partition(":")[0],
                                                         entry.partition(":")[2])
                     for entry in rule.answer)
@@ -320,7 +320,7 @@ def choose_units(ranked: Sequence[Ranked], incident: IncidentFacts, policy: Poli
     taken from `ranked.escorts` (rank_candidates': whether or not the category lists its
     kind or it has the category's skills), or, in a plain list, from the ranked teams.
     """
-    rule = policy.categories[incident.category]
+    rule = policy.rule(incident.category)
     chosen: list[Ranked] = []
     missing = wanted - len(already)
     if missing > 0:

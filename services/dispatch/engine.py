@@ -320,7 +320,7 @@ class Dispatcher:
         yet and the category goes to the zone's own station only (fraud warnings), which
         another station's team must not get instead."""
         return (inc.get("zone_pending") == "1"
-                and self.policy.categories[inc["category"]].zone_station)
+                and self.policy.rule(inc["category"]).zone_station)
 
     def _query(self, facts: domain.IncidentFacts, now: datetime) -> domain.CandidateQuery:
         """The candidate search `_fill` runs (also run ahead, with a new incident's creation)."""
@@ -396,8 +396,13 @@ class Dispatcher:
         # But a case filed (resolved) whose follow-up visits found the agreement broken to
         # the last waits for the command room's decision, its close.
         undecided = status == "resolved" and inc.get("followup_failed") == "1"
+        # A category dispatch's policy does not have went to police by default
+        # (policy.UNKNOWN_CATEGORY): the command room checks it, until it sends a team itself.
+        unknown = (inc["category"] not in self.policy.categories
+                   and not any(o.get("kind") == "manual" for o in orders))
         flagged = undecided or (status not in DONE and (
-            status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted))
+            status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
+            or unknown))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         # DESIGN's timeline names each status change: on the step's own entry (a team's
@@ -435,7 +440,7 @@ class Dispatcher:
                 self.scripts, incident_id=event.incident_id, district=event.district,
                 reported_ts=event.reported_at.timestamp(), fields=fields,
                 entry=None if event.linked_to else TimelineEntry(
-                    kind="reported", detail=f"{event.category} {event.priority}"),
+                    kind="reported", detail=self._reported_detail(event)),
                 lock_key=locks.key(event.incident_id), token=token,
                 ttl_ms=self.locks.ttl_ms, query=query)
 
@@ -448,6 +453,13 @@ class Dispatcher:
             return
         async with self.locks.hold(event.incident_id, token=token) as held:
             await self._after_first_step(event, inc, held, bool(created), found)
+
+    def _reported_detail(self, event: IncidentReported) -> str:
+        if event.category in self.policy.categories:
+            return f"{event.category} {event.priority}"
+        return (f"{event.category} {event.priority}: not a category of dispatch's policy "
+                "(intake's policy file differs?); sent to police as the nearest suitable, "
+                "flagged for the command room")
 
     async def _after_first_step(self, event: IncidentReported, inc: dict[str, str],
                                 held: locks.Held, created: bool,

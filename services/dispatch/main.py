@@ -28,7 +28,7 @@ from .zones import ZoneProjection
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    policy = load_policy()
+    policy = load_policy(settings.policy_file)
     redis = create_redis(settings)
     broker = create_broker(settings)
     http = httpx.AsyncClient()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import BrowserCalls
+from shared.settings import BrowserCalls, PolicyFile
 
 
-class Settings(BrowserCalls):
+class Settings(BrowserCalls, PolicyFile):
     service_name: str = "intake"
     default_port: int = 8001
     waitaof_timeout_ms: int = Field(

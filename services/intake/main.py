@@ -29,7 +29,7 @@ from .config import Settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    policy = load_policy()
+    policy = load_policy(settings.policy_file)
     redis = create_redis(settings)
     broker = create_broker(settings)
     handlers.register(broker, redis=redis, settings=settings)
