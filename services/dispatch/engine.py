@@ -78,6 +78,9 @@ ENDED = ("resolved", "handed_over", "closed")  # a report of the event is then a
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
 STATION_KINDS = ("handover", "followup")  # the station's tasks: no claim, no deadline
 DONE = ("resolved", "closed", "linked")
+# How many ended incidents a linked report follows on (each sent on as the next report of
+# its event) to the one still open: a chain longer than this is an old event's.
+MAX_SENT_ON = 3
 DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
 # A hand-over whose station has no team on shift is tried again this often.
 HANDOVER_RETRY = timedelta(minutes=15)
@@ -514,37 +517,52 @@ class Dispatcher:
         """Records a duplicate report as linked to the open incident intake found for it;
         False if that incident had ended when dispatch came to the report (intake judged it
         on its own view, which follows dispatch's by a moment): the report was then of
-        something still going on, and is dispatched as its own incident. Decided under the
+        something still going on, and is dispatched as its own incident. The ended one
+        remembers it (`sent_on_as`): the next report of the same event that intake links to
+        the ended one joins it, not a second team sent to one event. Decided under the
         other incident's lock, so its end and this judgement come in one order."""
         parent = event.linked_to
         assert parent is not None
         off: list[dict[str, str]] = []
-        async with self._locked(parent):
-            state = await store.incident_state(self.redis, parent)
-            other = state.incident
-            if other is not None and other.get("status") in ENDED:
+        for hop in range(MAX_SENT_ON + 1):
+            async with self._locked(parent):
+                state = await store.incident_state(self.redis, parent)
+                other = state.incident
+                if other is not None and other.get("status") in ENDED:
+                    onward = other.get("sent_on_as")
+                    if onward and onward != event.incident_id and hop < MAX_SENT_ON:
+                        parent = onward  # judged again, under that one's lock
+                        continue
+                    async def remember(pipe: Pipeline, ended: str = parent,
+                                       first: bool = not onward) -> None:
+                        if first:
+                            store.queue_incident_fields(pipe, ended,
+                                                        {"sent_on_as": event.incident_id})
+
+                    await self._emit(event.incident_id, TimelineEntry(
+                        kind="note", detail=f"reported as a duplicate of {parent}, which had "
+                        f"ended ({other['status']}): dispatched as an incident of its own"),
+                        status="dispatching", also=remember)
+                    return False
+                if other is not None and other["status"] not in TERMINAL:
+                    # What this report knows that the open incident did not (a second
+                    # caller: "he has a knife"): its flags and a more urgent priority, as the
+                    # command room's revision would bring them, before the link is recorded
+                    # (a step made again after a failure does the revision again, which
+                    # writes nothing twice).
+                    flags = set(json.loads(other.get("flags") or "[]"))
+                    added = tuple(f for f in normalise_flags(event.flags) if f not in flags)
+                    sooner = event.priority if event.priority < other["priority"] else None
+                    if added or sooner:
+                        off = await self._revised(state, priority=sooner, add_flags=added,
+                                                  note=None,
+                                                  by=f"a linked report ({event.incident_id})")
                 await self._emit(event.incident_id, TimelineEntry(
-                    kind="note", detail=f"reported as a duplicate of {parent}, which had "
-                    f"ended ({other['status']}): dispatched as an incident of its own"),
-                    status="dispatching")
-                return False
-            if other is not None and other["status"] not in TERMINAL:
-                # What this report knows that the open incident did not (a second caller:
-                # "he has a knife"): its flags and a more urgent priority, as the command
-                # room's revision would bring them, before the link is recorded (a step
-                # made again after a failure does the revision again, which writes nothing
-                # twice).
-                flags = set(json.loads(other.get("flags") or "[]"))
-                added = tuple(f for f in normalise_flags(event.flags) if f not in flags)
-                sooner = event.priority if event.priority < other["priority"] else None
-                if added or sooner:
-                    off = await self._revised(state, priority=sooner, add_flags=added,
-                                              note=None, by=f"a linked report ({event.incident_id})")
-            await self._emit(event.incident_id, TimelineEntry(
-                kind="linked", detail=f"duplicate report of {parent}"), status="linked")
-            if other is not None:
-                await self._emit(parent, TimelineEntry(
-                    kind="note", detail=f"another report linked: {event.incident_id}"))
+                    kind="linked", detail=f"duplicate report of {parent}"), status="linked")
+                if other is not None:
+                    await self._emit(parent, TimelineEntry(
+                        kind="note", detail=f"another report linked: {event.incident_id}"))
+                break
         for order in off:
             await self.retry_waiting(event.district, freed=order["team_id"])
         return True

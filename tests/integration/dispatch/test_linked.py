@@ -91,6 +91,24 @@ async def test_a_duplicate_of_an_incident_that_had_ended_is_dispatched_as_its_ow
     assert status(dispatch, linked) == "assigned"
 
 
+async def test_a_second_duplicate_of_an_ended_incident_is_linked_to_the_first_sent_out(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # Two more callers about the same event, both linked by intake to the incident that had
+    # just ended: the first is sent out as its own, the second joins it; not a second team
+    # sent to one event.
+    parent, first = await duplicate_of_a_resolved_incident(dispatch, publisher)
+    await team(publisher, "t3", kind="security", lat=22.8179, lon=108.3665)
+    await wait_for_units(dispatch, 3)
+    await poll_until(lambda: orders_for(dispatch, first), "the first sent out with a team")
+    second = await duplicate_of(publisher, parent)
+    await poll_until(lambda: [u for u in updates(dispatch, second) if u.status == "linked"],
+                     "the second report linked")
+    linked = [u for u in updates(dispatch, second) if u.status == "linked"]
+    assert f"duplicate report of {first}" in (linked[0].entry.detail or "")
+    assert orders_for(dispatch, second) == []
+    assert len(orders_for(dispatch, first)) == 1
+
+
 async def test_a_link_whose_judgement_failed_is_judged_when_the_report_comes_again(
         dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # The report's incident was created, then the step stopped before judging the link:
