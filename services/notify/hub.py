@@ -50,6 +50,12 @@ CLOSE_TRY_LATER = 1013
 SENT_KEPT = 2000
 MISSED_KEPT = 200
 REVOKED_KEPT_S = 60.0  # how long a revocation or move still closes sockets that connect
+SUBSCRIBE_WAIT_S = 5.0  # how long a connecting socket waits for its team's fan-out
+
+
+class NotSubscribed(Exception):
+    """The team's fan-out subscription was not confirmed in time (Redis slow or away): the
+    socket is closed with 1013, and the page connects again later."""
 
 
 class Connection:
@@ -283,10 +289,21 @@ class Hub:
             if ready is None:
                 ready = self._subscribed[channel] = asyncio.Event()
                 assert self._pubsub is not None
-                await self._pubsub.subscribe(channel)
+                try:
+                    await self._pubsub.subscribe(channel)
+                except BaseException:
+                    # not subscribed: the team's next socket subscribes again rather than
+                    # waiting for a confirmation that will never come
+                    if self._subscribed.get(channel) is ready:
+                        self._subscribed.pop(channel, None)
+                    raise
         # Orders published after the subscription took effect reach us by Pub/Sub; those
         # before are in the team's open set, read after this returns.
-        await asyncio.wait_for(ready.wait(), timeout=5)
+        try:
+            await asyncio.wait_for(ready.wait(), timeout=SUBSCRIBE_WAIT_S)
+        except TimeoutError:
+            raise NotSubscribed(f"team {conn.team_id}'s fan-out not confirmed within "
+                                f"{SUBSCRIBE_WAIT_S:g} s") from None
         self._close_if_revoked(conn)
 
     def _close_if_revoked(self, conn: Connection) -> bool:

@@ -152,19 +152,14 @@ class Orders:
     ) -> dict[str, Any]:
         """Applies a team's response; `origin` is the answering socket, if it came by one."""
         note = (note or "").strip() or None
-        record = await self._team_order(order_id, who)
-        if response == "declined" and note is None \
-                and "declined" in allowed_responses(record.state):
+        if response == "declined" and note is None:
             # A team may not refuse because the scene is outside its zone (DOMAIN.md): the
-            # command room reads why, on the incident's timeline. (Where a decline is not
-            # allowed at all, the answer says that instead.)
+            # command room reads why, on the incident's timeline. A field of the request,
+            # so checked before the order is looked up (DESIGN.md: 422 before 404/403/409).
             raise ApiError(422, "invalid_field",
                            "a decline needs its reason in note (the command room reads it)",
                            "note")
-        if response == "handover" and record.order is not None \
-                and record.order.kind == "handover":
-            raise conflict("this order is the station's own hand-over: there is nobody to hand "
-                           "it to; answer resolved once the case is filed")
+        record = await self._team_order(order_id, who)
         current = trace.get_current_span().get_span_context()
         with tracer.start_as_current_span(
             "respond to order",
@@ -179,6 +174,7 @@ class Orders:
                 decision = decide_response(
                     state=rec.state, response=response, last_reinforce_at=rec.last_reinforce_at,
                     now=now, reinforce_repeat_s=self._settings.reinforce_repeat_s,
+                    kind=rec.order.kind if rec.order is not None else "dispatch",
                 )
                 if not decision.emit:
                     return decision, None
@@ -263,6 +259,7 @@ def order_view(record: store.OrderRecord) -> dict[str, Any]:
         "answered": record.answered,
         "withdrawn": record.withdrawn,
         "last_response": record.last_response,
-        "allowed": list(allowed_responses(record.state)),
+        "allowed": list(allowed_responses(
+            record.state, kind=record.order.kind if record.order is not None else "dispatch")),
         "updated_at": record.updated_at,
     }

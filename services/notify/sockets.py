@@ -41,6 +41,7 @@ from .hub import (
     CLOSE_TRY_LATER,
     Connection,
     Hub,
+    NotSubscribed,
 )
 from .service import Orders
 
@@ -97,6 +98,9 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
         except STORE_AWAY as exc:  # while connecting: the device tries again shortly
             log.warning("device %s not connected: Redis not answering (%s)", conn.device_id,
                         type(exc).__name__)
+            conn.close(CLOSE_TRY_LATER, "try again later")
+        except NotSubscribed as exc:  # the page reconnects after 1013, as above
+            log.warning("device %s not connected: %s", conn.device_id, exc)
             conn.close(CLOSE_TRY_LATER, "try again later")
         finally:
             CONNECTIONS.add(-1)

@@ -489,42 +489,57 @@ async def gave_response(redis: Redis, order_id: str, *, device_id: str | None,
 # no window between the two. The receipt recorded being this very one (ARGV[2], stamped
 # with its time) means redis-py sent the script again after losing its reply: it answers as
 # the run that recorded it did, so the receipt is counted (DELIVERIES) once, not never.
+# A receipt of an order that has ended (withdrawn, or its team's answer finished it: a page's
+# receipt retried late, or one crossing the withdrawal) is kept in the order's record but
+# not published (2): dispatch would put on the timeline a team receiving an order after it
+# was taken back or done, and notify stamps the event with the time it came, not when the
+# phone had the order.
 _RECEIVE = XADD_LUA + """
 local had = redis.call('HGET', KEYS[2], ARGV[1])
 if had then
   if had == ARGV[2] then return 1 end
   return 0
 end
-xadd(KEYS[4], ARGV[6], ARGV[5])
+local order = redis.call('HMGET', KEYS[1], 'withdrawn', 'state')
+local ended = order[1] == '1' or order[2] == 'resolved' or order[2] == 'handover'
+              or order[2] == 'declined' or order[2] == 'withdrawn'
+local attempt = ARGV[7]
+if ended then attempt = ARGV[9] else xadd(KEYS[4], ARGV[6], ARGV[5]) end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'received', 1)
-redis.call('RPUSH', KEYS[3], ARGV[7])
+redis.call('RPUSH', KEYS[3], attempt)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
 redis.call('EXPIRE', KEYS[3], ARGV[4])
+if ended then return 2 end
 return 1
 """
 
 
 async def record_receipt(redis: Redis, event: OrderDelivered, *, ttl_s: int) -> bool:
     """True the first time this device confirms this order: the receipt, its attempt and
-    the order.delivered event are then written, in one step."""
+    the order.delivered event are then written, in one step; the event only while the
+    order has not ended (_RECEIVE)."""
     at = utcnow().isoformat()
     receipt = json.dumps({"member_id": event.member_id, "channel": event.channel, "at": at})
     attempt = _attempt_entry(event.channel, "received", device_id=event.device_id,
                              member_id=event.member_id, detail=None)
+    late = _attempt_entry(event.channel, "received", device_id=event.device_id,
+                          member_id=event.member_id,
+                          detail="after the order ended; not published")
     key = _order(event.order_id)
     stream = streams.ORDER_DELIVERED
     # The producer span is the publish's; a repeated receipt's writes nothing.
     async with entry_to_write(stream, event, event.event_id) as entry:
-        first = bool(await run_script(
+        outcome = await run_script(
             redis, _RECEIVE,
             [key, f"{key}:received", _attempts(event.order_id), stream.name],
             [event.device_id, receipt, event.order_id, str(ttl_s), entry,
-             maxlen_arg(stream), attempt, str(ATTEMPTS_KEPT)]))
-    if first:
-        DELIVERIES.add(1, {"channel": event.channel, "outcome": "received"})
-    return first
+             maxlen_arg(stream), attempt, str(ATTEMPTS_KEPT), late])
+    if outcome:
+        DELIVERIES.add(1, {"channel": event.channel,
+                           "outcome": "received" if outcome == 1 else "received_late"})
+    return bool(outcome)
 
 
 # --- deliveries ---------------------------------------------------------------------------

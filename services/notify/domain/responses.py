@@ -1,4 +1,6 @@
-"""How a team's responses move an order: forward only, `declined` only before `acknowledged`."""
+"""How a team's responses move an order: forward only, `declined` only before `acknowledged`,
+no `handover` of the station's own hand-over. `allowed_responses` and `decide_response` are
+one rule: what an order lists as allowed is what it takes."""
 
 from __future__ import annotations
 
@@ -36,11 +38,18 @@ class ResponseRefused(Exception):
         self.allowed = allowed
 
 
-def allowed_responses(state: str) -> tuple[str, ...]:
+OWN_HANDOVER = ("this order is the station's own hand-over: there is nobody to hand it to; "
+                "answer resolved once the case is filed")
+
+
+def allowed_responses(state: str, *, kind: str = "dispatch") -> tuple[str, ...]:
+    """The responses that move an order of `kind` in `state` (a repeat of the one that set
+    the state is answered too, changing nothing, and is not listed)."""
     if state in FINISHED or state == "withdrawn":
         return ()
     rank = _RANK[state]
-    allowed = [r for r in FORWARD if _RANK[r] > rank]
+    allowed = [r for r in FORWARD if _RANK[r] > rank
+               and not (kind == "handover" and r == "handover")]
     if state == "issued":
         allowed.append("declined")
     allowed.append("reinforce")
@@ -68,6 +77,7 @@ def decide_response(
     last_reinforce_at: datetime | None,
     now: datetime,
     reinforce_repeat_s: float,
+    kind: str = "dispatch",
 ) -> Decision:
     """The order's next state, or ResponseRefused saying which state it is in and what is allowed."""
     if state == "withdrawn":
@@ -81,7 +91,9 @@ def decide_response(
             f"the order is finished ({state}); it takes no more responses",
             state=state, allowed=(),
         )
-    allowed = allowed_responses(state)
+    allowed = allowed_responses(state, kind=kind)
+    if response == "handover" and kind == "handover":
+        raise ResponseRefused(OWN_HANDOVER, state=state, allowed=allowed)
     if response == "reinforce":
         repeat = (
             last_reinforce_at is not None

@@ -66,7 +66,8 @@ async def test_responses_move_forward_and_refuse_what_the_state_forbids(
     again = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
     assert again.status_code == 200 and again.json()["state"] == "acknowledged"
 
-    r = await http.post(url, headers=member.bearer, json={"response": "declined"})
+    r = await http.post(url, headers=member.bearer, json={"response": "declined",
+                                                          "note": "too far"})
     assert r.status_code == 409
     message = r.json()["error"]["message"]
     assert "acknowledged" in message and "declined is allowed only before acknowledged" in message

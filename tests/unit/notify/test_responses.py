@@ -119,3 +119,38 @@ def test_allowed_responses_per_state() -> None:
 def test_a_page_is_told_only_a_state_ahead_of_what_it_was_told(
         state: str, told: str, ahead: bool) -> None:
     assert is_ahead(state, of=told) is ahead
+
+
+KINDS = ("dispatch", "reinforcement", "manual", "handover", "followup")
+STATES = ("issued", "acknowledged", "en_route", "on_scene", "resolved", "handover", "declined",
+          "withdrawn")
+RESPONSES = ("acknowledged", "declined", "en_route", "on_scene", "resolved", "handover",
+             "reinforce")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("state", STATES)
+def test_what_an_order_lists_as_allowed_is_exactly_what_it_takes(kind: str, state: str) -> None:
+    allowed = allowed_responses(state, kind=kind)
+    for response in RESPONSES:
+        try:
+            decision = decide_response(state=state, response=response,  # type: ignore[arg-type]
+                                       last_reinforce_at=None, now=NOW, reinforce_repeat_s=30,
+                                       kind=kind)
+        except ResponseRefused as refused:
+            assert response not in allowed, (kind, state, response)
+            assert refused.allowed == allowed  # the 409 names the same list
+        else:
+            assert (response in allowed) == decision.emit, (kind, state, response)
+
+
+def test_the_stations_own_hand_over_cannot_be_handed_over() -> None:
+    assert "handover" not in allowed_responses("on_scene", kind="handover")
+    assert "resolved" in allowed_responses("on_scene", kind="handover")
+    with pytest.raises(ResponseRefused) as refused:
+        decide_response(state="issued", response="handover", last_reinforce_at=None, now=NOW,
+                        reinforce_repeat_s=30, kind="handover")
+    assert "resolved once the case is filed" in refused.value.message
+    # on a follow-up, handover means "the agreement does not hold": taken
+    assert decide_response(state="issued", response="handover", last_reinforce_at=None,
+                           now=NOW, reinforce_repeat_s=30, kind="followup").emit

@@ -1,0 +1,51 @@
+"""DESIGN.md's order of checks on notify's answers: 401, 400/422, 404, 403, 409."""
+
+from __future__ import annotations
+
+import httpx
+from faststream.redis import RedisBroker
+
+from shared import streams
+from shared.events import OrderResponded
+from tests.helpers import read_stream
+
+from .conftest import Volunteers, an_order, device, issue
+from .test_responses import stored
+
+
+async def test_a_decline_without_its_reason_is_a_422_before_the_order_is_looked_up(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    member, other_team = volunteers.enrol("t1"), volunteers.enrol("t2")
+    order = an_order("t1")
+    await issue(broker, order)
+    await stored(http, notify, order.order_id)
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+    bare = {"response": "declined"}
+
+    r = await http.post(url, json=bare)
+    assert r.status_code == 401  # the token first
+    for who, target in ((member, f"{notify}/v1/orders/ord_unknown/responses"),  # not 404
+                        (other_team, url)):                                      # not 403
+        r = await http.post(target, headers=who.bearer, json=bare)
+        assert r.status_code == 422, r.text
+        assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_field",
+                                                                          "note")
+    r = await http.post(url, headers=member.bearer, json={"response": "acknowledged"})
+    assert r.status_code == 200
+    r = await http.post(url, headers=member.bearer, json=bare)  # not 409: the field first
+    assert r.status_code == 422 and r.json()["error"]["field"] == "note"
+    r = await http.post(url, headers=member.bearer, json={**bare, "note": "too far"})
+    assert r.status_code == 409 and "declined is allowed only before acknowledged" in r.text
+
+    async with device(notify, volunteers.enrol("t2")) as phone:  # and on the socket
+        await phone.send({"type": "response", "order_id": order.order_id, **bare})
+        error = await phone.next_of("error")
+        assert (error["code"], error["field"], error["order_id"]) == (
+            "invalid_field", "note", order.order_id)
+        await phone.send({"type": "response", "order_id": order.order_id, **bare,
+                          "note": "not ours"})
+        error = await phone.next_of("error")
+        assert (error["code"], error["order_id"]) == ("forbidden", order.order_id)
+    assert [e.response for e in read_stream(clean_redis, streams.ORDER_RESPONDED.name,
+                                            OrderResponded)] == ["acknowledged"]
