@@ -329,6 +329,32 @@ async def dead_letter(
         fields=msg.raw_message["data"], group=group, reason=reason, attempts=attempts)
 
 
+def _headers_of(fields: Mapping[bytes, bytes]) -> Mapping[str, Any]:
+    """The headers of an entry's FastStream envelope (its trace context), or none."""
+    with contextlib.suppress(Exception):
+        _, headers = BinaryMessageFormatV1.parse(fields[b"__data__"])
+        if isinstance(headers, dict):
+            return headers
+    return {}
+
+
+@contextlib.contextmanager
+def _span_of_entry(stream: str, group: str, entry_id: bytes | str,
+                   fields: Mapping[bytes, bytes]) -> Iterator[Span]:
+    """The span the entry is being handled under (the reader's entry span, FastStream's
+    span of a reclaimed entry); for an entry dead-lettered before any (it did not parse),
+    one of its own in its publisher's trace, so that the trace shows where the event went."""
+    current = trace.get_current_span()
+    if current.is_recording():
+        yield current
+        return
+    span = _entry_span(stream, group, entry_id, _headers_of(fields))
+    try:
+        yield span
+    finally:
+        span.end()
+
+
 async def dead_letter_entry(
     redis: Redis, *, stream: str, entry_id: bytes | str, fields: Mapping[bytes, bytes],
     group: str, reason: str, attempts: int,
@@ -338,25 +364,40 @@ async def dead_letter_entry(
         payload = json.dumps(
             {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
         ).encode()
-    await redis.xadd(
-        f"dlq.{stream}",
-        {
-            "stream": stream,
-            "entry_id": entry_id,
-            "group": group,
-            "reason": reason[:2000],
-            "attempts": str(attempts),
-            "dead_at": utcnow().isoformat(),
-            "payload": payload,
-        },
-        maxlen=DLQ_MAXLEN,
-        approximate=True,
-    )
-    log.error(
-        "dead-lettered %s entry %s for group %s after %s attempt(s): %s",
-        stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-        group, attempts, reason,
-    )
+    with _span_of_entry(stream, group, entry_id, fields) as span:
+        context = span.get_span_context()
+        # The trace the event belongs to (the incident's): the letter's payload holds it only
+        # inside its binary envelope, and an operator looks the dead letter up in the traces.
+        trace_id = {"trace_id": format(context.trace_id, "032x")} if context.is_valid else {}
+        dead_letter_id = await redis.xadd(
+            f"dlq.{stream}",
+            {
+                "stream": stream,
+                "entry_id": entry_id,
+                "group": group,
+                "reason": reason[:2000],
+                "attempts": str(attempts),
+                "dead_at": utcnow().isoformat(),
+                **trace_id,
+                "payload": payload,
+            },
+            maxlen=DLQ_MAXLEN,
+            approximate=True,
+        )
+        # `reason` is what the log line says too: fields and error types, never the values.
+        span.add_event("dead-lettered", {
+            "messaging.destination.name": f"dlq.{stream}",
+            "messaging.message.id": _text(dead_letter_id),
+            "reason": reason[:2000], "attempts": attempts})
+        span.set_status(Status(StatusCode.ERROR, "dead-lettered"))
+        log.error(
+            "dead-lettered %s entry %s for group %s after %s attempt(s): %s",
+            stream, _text(entry_id), group, attempts, reason,
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _tolerant_parser(
@@ -399,10 +440,17 @@ def _processor(
     times; otherwise leave the failed entry pending for the reclaimer."""
 
     async def process(msg: RedisStreamMessage, attempt: int) -> None:
+        started = time.perf_counter()
+        outcome = await attempt_once(msg, attempt)
+        HANDLED.record(time.perf_counter() - started,
+                       {"stream": stream.name, "group": group, "outcome": outcome})
+
+    async def attempt_once(msg: RedisStreamMessage, attempt: int) -> str:
+        """The entry handled, dead-lettered, or left pending: its outcome."""
         if unreadable := msg.headers.get(UNREADABLE):
             await dead_letter(msg, group=group, attempts=attempt,
                               reason=f"unreadable stream entry: {unreadable}")
-            return
+            return "dead_lettered"
         try:
             event = model.model_validate_json(msg.body)
         except ValidationError as exc:
@@ -410,7 +458,7 @@ def _processor(
                 msg, group=group, attempts=attempt,
                 reason=f"invalid {model.__name__}: {describe_validation_error(exc)}",
             )
-            return
+            return "dead_lettered"
         try:
             await _handled(handler, event, settings.handler_timeout_s)
         except TRANSIENT as exc:
@@ -420,16 +468,19 @@ def _processor(
             log.warning("handler for %s could not finish (attempt %s): %s; it stays pending",
                         stream.name, attempt, describe_failure(exc))
             await _leave_pending(msg, exc)
+            return "failed"
         except Exception as exc:
             if attempt >= settings.max_deliveries:
                 await dead_letter(msg, group=group, attempts=attempt,
                                   reason=describe_failure(exc))
-                return
+                return "dead_lettered"
             log.warning(
                 "handler for %s failed (attempt %s of %s), will be reclaimed: %s",
                 stream.name, attempt, settings.max_deliveries, describe_failure(exc),
             )
             await _leave_pending(msg, exc)
+            return "failed"
+        return "handled"
 
     return process
 
@@ -597,6 +648,12 @@ def _reclaimer(
     )
     async def reclaim(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
+        span = trace.get_current_span()  # FastStream's, in the entry's publisher's trace
+        if span.is_recording():
+            # Named as the reader's entry spans are: FastStream's lack the destination and
+            # the group, and its message id is a number made up at each delivery.
+            span.set_attributes(_entry_attributes(stream.name, group,
+                                                  msg.raw_message["message_ids"][0]))
         async with _Hold(msg, name, group=group, settings=settings):
             await process(msg, await msg.get_delivery_count())
 
@@ -654,15 +711,19 @@ class Traced(Generic[E]):
             yield span
 
 
+def _entry_attributes(stream: str, group: str, entry_id: bytes | str) -> dict[str, str]:
+    """A consumed entry's span attributes (OpenTelemetry's messaging conventions)."""
+    return {"messaging.system": "redis", "messaging.destination.name": stream,
+            "messaging.operation": "process", "messaging.consumer.group.name": group,
+            "messaging.message.id": _text(entry_id)}
+
+
 def _entry_span(stream: str, group: str, entry_id: bytes | str,
                 headers: Mapping[str, Any]) -> Span:
-    # Named and attributed as FastStream's telemetry middleware names a consumed message.
+    # Named as FastStream's telemetry middleware names a consumed message.
     return _tracer.start_span(
         f"{stream} process", kind=SpanKind.CONSUMER, context=propagate.extract(headers),
-        attributes={"messaging.system": "redis", "messaging.destination.name": stream,
-                    "messaging.operation": "process", "messaging.consumer.group.name": group,
-                    "messaging.message.id": entry_id.decode() if isinstance(entry_id, bytes)
-                    else entry_id})
+        attributes=_entry_attributes(stream, group, entry_id))
 
 
 def consume_batches(

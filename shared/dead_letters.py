@@ -85,6 +85,8 @@ def _view(stream: str, entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str,
         "reason": _text(fields.get(b"reason")),
         "attempts": int(fields.get(b"attempts", b"0") or 0),
         "dead_at": _text(fields.get(b"dead_at")),
+        # the trace the event belonged to (its incident's): where to look in Jaeger
+        "trace_id": _text(fields.get(b"trace_id")) or None,
         # the payload may hold personal data: admins only, and never logged
         "payload_base64": base64.b64encode(payload).decode(),
     }

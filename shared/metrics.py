@@ -57,22 +57,33 @@ def meter(name: str) -> metrics.Meter:
     return metrics.get_meter(f"lianfang.{name}")
 
 
-def observe_streams(service: str, redis_url: str) -> None:
-    """Gauges read at collection time: stream length, and lag and pending of our groups."""
+def observe_streams(service: str, redis_url: str, *,
+                    meter_provider: MeterProvider | None = None) -> None:
+    """Gauges read at collection time: the length of the streams the service reads or
+    writes, and the lag and pending entries of its own groups and of every consumer group
+    (shared.streams) of the streams it writes. A service that is down serves no /metrics:
+    its group's lag, growing, is what says so, and only the stream's producer can report it
+    (dispatch shows notify's lag on order.issued). Every process reporting a group's lag
+    reads the same figure from Redis."""
     client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     watched = {s.name: s for s in (*streams.consumed_by(service), *streams.produced_by(service))}
     consumed = [s.name for s in streams.consumed_by(service)]
+    groups_of = {s.name: {service} for s in streams.consumed_by(service)}
+    for stream in streams.produced_by(service):
+        groups_of.setdefault(stream.name, set()).update(stream.consumers)
 
-    def _groups() -> Iterable[tuple[str, dict]]:
-        for name in consumed:
+    def _groups() -> Iterable[tuple[str, str, dict]]:
+        for name, wanted in groups_of.items():
+            if not wanted:
+                continue
             try:
                 infos = client.xinfo_groups(name)
             except redis.RedisError:
                 continue
             for info in infos:
-                group = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-                if group == service:
-                    yield name, info
+                group = _text(info["name"])
+                if group in wanted:
+                    yield name, group, info
 
     def lengths(_: CallbackOptions) -> Iterable[Observation]:
         for name in watched:
@@ -82,16 +93,16 @@ def observe_streams(service: str, redis_url: str) -> None:
                 return
 
     def lag(_: CallbackOptions) -> Iterable[Observation]:
-        for name, info in _groups():
+        for name, group, info in _groups():
             try:
                 unread = unread_by_group(client, name, info)
             except redis.RedisError:
                 continue
-            yield Observation(unread, {"stream": name, "group": service})
+            yield Observation(unread, {"stream": name, "group": group})
 
     def pending(_: CallbackOptions) -> Iterable[Observation]:
-        for name, info in _groups():
-            yield Observation(int(info.get("pending", 0)), {"stream": name, "group": service})
+        for name, group, info in _groups():
+            yield Observation(int(info.get("pending", 0)), {"stream": name, "group": group})
 
     def dead(_: CallbackOptions) -> Iterable[Observation]:
         for name in consumed:
@@ -100,7 +111,7 @@ def observe_streams(service: str, redis_url: str) -> None:
             except redis.RedisError:
                 return
 
-    m = meter("streams")
+    m = meter_provider.get_meter("lianfang.streams") if meter_provider else meter("streams")
     m.create_observable_gauge("lianfang.stream.length", callbacks=[lengths],
                               description="entries in the stream")
     m.create_observable_gauge("lianfang.stream.lag", callbacks=[lag],

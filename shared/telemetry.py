@@ -100,6 +100,13 @@ class UrlCredentialsMasked(SpanProcessor):
 
 def setup_telemetry(service_name: str, *, traces_file: str | None = None) -> TracerProvider:
     """Install the global tracer provider; call before building FastAPI apps and brokers."""
+    # The HTTP conventions' stable attribute names (`http.request.method`, `url.full`,
+    # `http.response.status_code`) on the httpx client spans too: FastAPI's server spans use
+    # only those, and the httpx instrumentation, left to itself, the old `http.method`,
+    # `http.url`, `http.status_code`, so that one query found half of a trace's HTTP spans.
+    # Read once, when the first instrumentation is made (after this call); an operator's own
+    # setting of OpenTelemetry's variable is kept.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
     name = os.environ.get("OTEL_SERVICE_NAME", service_name)
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     provider.add_span_processor(UrlCredentialsMasked())  # before any exporter's processor
