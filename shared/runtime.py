@@ -100,6 +100,9 @@ def run_service(service: str) -> None:
         timeout_graceful_shutdown=10,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        # notify's device sockets: a frame above this closes the socket at the transport,
+        # before it is read whole (uvicorn's own default is 16 MiB)
+        **({"ws_max_size": settings.ws_max_size} if hasattr(settings, "ws_max_size") else {}),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 import tools.stack as stack
+from shared import runtime
 from shared.runtime import run_service
 from shared.settings import ServiceSettings
 
@@ -99,3 +100,18 @@ def test_make_run_never_starts_a_redis_6_on_the_aof_of_a_redis_7(
     with pytest.raises(RuntimeError, match="appendonlydir|AOF of a Redis 7"):
         server.start()
     assert server.proc is None
+
+
+@pytest.mark.parametrize(("service", "expected"), [("notify", 4096), ("intake", None)])
+def test_notify_s_largest_socket_frame_is_what_its_transport_enforces(
+        service: str, expected: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # WS_MAX_SIZE: read but never handed to uvicorn, a phone's frame of up to 16 MiB was
+    # read whole before notify refused it.
+    given: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: given.update(kwargs))
+    monkeypatch.setattr("shared.runtime.setup_logging", lambda *args, **kwargs: None)
+    monkeypatch.setenv(runtime._SERVICE_ENV, service)  # put back as it was afterwards
+    monkeypatch.setenv("ADMIN_TOKEN", "x")
+    monkeypatch.setenv("WS_MAX_SIZE", "4096")
+    run_service(service)
+    assert given.get("ws_max_size") == expected
