@@ -7,6 +7,8 @@ from pydantic import Field
 from shared.settings import BrowserCalls
 from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
+from .domain.status import CheckInLimit
+
 
 class Settings(BrowserCalls):
     service_name: str = "volunteers"
@@ -37,3 +39,18 @@ class Settings(BrowserCalls):
         default=14,
         description="MAX_PATROL_HOURS: patrol points of one shift stop here (a forgotten check-out)",
     )
+    # An early arrival on the night shift (17:30 for 18:00-08:00) checks out 14.5 h later:
+    # the grace keeps such a check-in, and a late check-out, from being ended under them.
+    checkin_grace_hours: float = Field(
+        default=2, ge=0,
+        description="CHECKIN_GRACE_HOURS: a check-in nobody ended is ended this long after "
+        "MAX_PATROL_HOURS ran out, as if checked out at MAX_PATROL_HOURS",
+    )
+    checkin_sweep_s: float = Field(
+        default=60, gt=0,
+        description="CHECKIN_SWEEP_S: how often the check-ins that ran out are looked for",
+    )
+
+    def check_in_limit(self) -> CheckInLimit:
+        return CheckInLimit.of(max_hours=self.max_patrol_hours,
+                               grace_hours=self.checkin_grace_hours)

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
     ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)
+    # Every change first ends the check-ins that ran out: a resolution or a missed deadline
+    # read before the sweep came (or late, after a restart) pays or costs them nothing.
+    check_in_limit = settings.check_in_limit()
 
     async def on_order_issued(event: OrderIssued) -> None:
         def decide(view: TeamView) -> Decision:
@@ -49,7 +52,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
 
         applied = await teams.transition(redis, team_id=event.team_id,
                                          order_id=event.order_id, decide=decide, now=utcnow(),
-                                         ledger_ttl_s=ledger_ttl_s)
+                                         ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit)
         if applied is None:
             log.warning("order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
@@ -75,7 +78,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
 
         applied = await teams.transition(redis, team_id=event.team_id,
                                          order_id=event.order_id, decide=decide, now=utcnow(),
-                                         ledger_ttl_s=ledger_ttl_s)
+                                         ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit)
         if applied is None:
             log.warning("response to order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
@@ -119,7 +122,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
 
         await teams.transition(redis, team_id=event.team_id,
                                order_id=event.order_id, decide=decide, now=utcnow(),
-                               ledger_ttl_s=ledger_ttl_s)
+                               ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit)
 
     async def pay_hazard(view: TeamView, order_id: str, record: OrderRecord,
                          at: datetime) -> None:

@@ -26,7 +26,8 @@ from . import api, handlers
 from .api.devices import device_resolver
 from .api.positions import FixesFirst, PositionFastPath
 from .config import Settings
-from .store import imports
+from .store import check_ins, imports
+from .store import points as points_store
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
 from .store.zones import ZoneLookup
@@ -49,12 +50,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # A roster import whose writer died after committing it is finished here.
                 finishing = asyncio.create_task(imports.keep_finishing(redis, stop),
                                                 name="roster-import-finish")
+                # Check-ins nobody ended (a dead phone) end at the cap, and their teams with them.
+                ending = asyncio.create_task(check_ins.keep_ending(
+                    redis, stop, limit=settings.check_in_limit(),
+                    ledger_ttl_s=points_store.ledger_ttl(settings.retention_days),
+                    every_s=settings.checkin_sweep_s), name="check-in-expiry")
                 try:
                     yield
                 finally:
                     stop.set()
                     await stop_task(flushing, grace_s=2)
                     await stop_task(finishing, grace_s=2)
+                    await stop_task(ending, grace_s=2)
         finally:
             await redis.aclose()
 

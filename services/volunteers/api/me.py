@@ -41,13 +41,15 @@ def build_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/v1/me")
     ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)
+    check_in_limit = settings.check_in_limit()
 
     async def change(who: Principal, decide: Callable[[TeamView], Decision]) -> Applied:
         try:
             applied = await teams_store.transition(redis, team_id=who.team_id or "",
                                                    decide=decide, now=utcnow(),
                                                    ledger_ttl_s=ledger_ttl_s,
-                                                   member_id=who.member_id or "")
+                                                   member_id=who.member_id or "",
+                                                   check_ins=check_in_limit)
         except status.Refused as exc:
             raise conflict(exc.message) from exc
         except Contended as exc:
@@ -73,11 +75,17 @@ def build_router(
         view = await teams_store.load_view(redis, team_id)
         if member is None or view is None:
             raise not_found("member")
+        # As the team stands now: a check-in that ran out is over, whether or not the sweep
+        # has come by yet (a read writes nothing).
+        state = status.expire_check_ins(view.state, now=utcnow(), limit=check_in_limit).state
+        joined = state.shift_members.get(who.member_id or "")
         return {
             "device_id": who.device_id,
             "member": views.member(member),
             "team": {**views.team(view.team), "agency_kind": view.agency.get("kind")},
-            "state": views.state(team_id, view.state),
+            "state": views.state(team_id, state),
+            "checked_in": joined is not None,
+            "checked_in_at": joined.isoformat() if joined is not None else None,
             "position": await teams_store.latest_position(redis, team_id),
         }
 

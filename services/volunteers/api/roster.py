@@ -21,7 +21,7 @@ from shared.http import ApiError, conflict, error_body, not_found
 from ..config import Settings
 from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
 from ..domain.roster_csv import parse_csv
-from ..domain.status import Refused
+from ..domain.status import Refused, expire_check_ins
 from ..store import devices as devices_store
 from ..store import imports
 from ..store import points as points_store
@@ -208,9 +208,13 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         if not record:
             raise not_found("team")
         plan = await shifts_store.get_plan(redis, team_id)
+        # As it stands now (notify asks who is on the shift): a check-in that ran out is
+        # over, whether or not the sweep has come by yet.
+        state = expire_check_ins(await teams_store.team_state(redis, team_id), now=utcnow(),
+                                 limit=settings.check_in_limit()).state
         return {
             **views.team(record),
-            "state": views.state(team_id, await teams_store.team_state(redis, team_id)),
+            "state": views.state(team_id, state),
             "position": await teams_store.latest_position(redis, team_id),
             "member_ids": await roster_store.team_member_ids(redis, team_id),
             "shift_plan": plan.model_dump(mode="json") if plan else None,

@@ -130,6 +130,9 @@ def award_patrol(
                                      joined=joined), member_id=member_id,
             team_id=team_id, district=district, points=quarters * QUARTER_POINTS,
             reason="patrol", at=ended.ended_at, shift_id=ended.shift_id, minutes=quarters * 15,
+            # what the member reads in their history: why the stint stopped there
+            note=(f"check-in ended automatically after {max_hours:g} h without a check-out"
+                  if ended.expired else None),
         ))
     return entries
 

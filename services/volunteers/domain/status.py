@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -118,6 +118,7 @@ class EndedShift(BaseModel):
     started_at: datetime
     ended_at: datetime
     members: dict[str, datetime]
+    expired: bool = False  # ended by `expire_check_ins`: nobody checked out
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +195,52 @@ def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
                        ended=left)
     return Outcome(_off_duty(_ended(state, {member_id: since}, now=now, shift_ends=True)),
                    ended=left)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInLimit:
+    """How long a check-in lasts that nobody ends (the phone died, the member forgot).
+
+    `max_stint` is the longest shift (MAX_PATROL_HOURS: the night shift's 14 h, all of them
+    paid); `grace` keeps an early arrival on that shift, or a late check-out, from being
+    ended under them (CHECKIN_GRACE_HOURS). A check-in older than both together ends as if
+    the member had checked out at `max_stint`."""
+
+    max_stint: timedelta
+    grace: timedelta
+
+    @classmethod
+    def of(cls, *, max_hours: float, grace_hours: float) -> CheckInLimit:
+        return cls(timedelta(hours=max_hours), timedelta(hours=grace_hours))
+
+    def due_before(self, now: datetime) -> datetime:
+        """Check-ins made before this have run out by `now`."""
+        return now - self.max_stint - self.grace
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    state: TeamState
+    ended: tuple[EndedShift, ...] = ()
+
+
+def expire_check_ins(state: TeamState, *, now: datetime, limit: CheckInLimit) -> Expired:
+    """End the check-ins that have run out by `now`, each as if its member had checked out
+    at `max_stint` after checking in (`leave_shift` at that time: their patrol paid to the
+    cap, `left` keeps the stint, so no answer or withdrawal after it pays or penalises
+    them). The last one to go ends the shift, as a check-out does; while the team holds an
+    order it stays on it with nobody, and goes off duty when the order ends (`_release`).
+    Deterministic: the same state gives the same stints, ended at the same times (a second
+    replica, a redelivery, a retried write change nothing, and pay nothing twice)."""
+    due = limit.due_before(now)
+    stale = sorted((joined, m) for m, joined in state.shift_members.items() if joined <= due)
+    ended: list[EndedShift] = []
+    for joined, member_id in stale:  # in the order they ran out
+        outcome = leave_shift(state, member_id=member_id, now=joined + limit.max_stint)
+        state = outcome.state
+        if outcome.ended is not None:
+            ended.append(outcome.ended.model_copy(update={"expired": True}))
+    return Expired(state, tuple(ended))
 
 
 def unmanned(state: TeamState) -> TeamState:

@@ -54,6 +54,14 @@ def state(team_id: str) -> str:
     return f"roster:state:{team_id}"
 
 
+def check_ins() -> str:
+    """Sorted set: team id -> its earliest check-in still on its shift (epoch ms), for the
+    sweep that ends the check-ins nobody ended (`store.check_ins`). Written with the state
+    by every transition that changes who is on the shift; one that lost members elsewhere
+    (an import, a removal) leaves its entry early, which the sweep corrects."""
+    return "roster:check_ins"
+
+
 def order(order_id: str) -> str:
     return f"roster:order:{order_id}"
 

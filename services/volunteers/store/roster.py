@@ -153,6 +153,7 @@ async def delete_team(redis: Redis, *, broker: RedisBroker, team_id: str) -> boo
         pipe.srem(keys.plans(team["district"]), team_id)
         pipe.zrem(keys.index("teams", team["district"]), team_id)
         pipe.zrem(keys.index("teams", None), team_id)
+        pipe.zrem(keys.check_ins(), team_id)
         if agency:
             await publish_unit_status(pipe, team=team, agency=agency,
                                       state=TeamState(status="off_duty"))

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,15 @@ from shared.scripts import (
 
 from ..domain.points import LedgerEntry, award_patrol
 from ..domain.positions import fix_senders
-from ..domain.status import OrderRecord, Outcome, Refused, TeamState, unit_status
+from ..domain.status import (
+    CheckInLimit,
+    OrderRecord,
+    Outcome,
+    Refused,
+    TeamState,
+    expire_check_ins,
+    unit_status,
+)
 from . import keys
 from .points import AWARD_LUA, award_call
 from .tx import ATTEMPTS, Contended, contention_pause
@@ -92,6 +100,36 @@ def patrol_ledger(view: TeamView, outcome: Outcome, *, max_hours: float
     return tuple(award_patrol(
         ended=outcome.ended, team_id=view.team["id"], district=view.team["district"],
         agency_kind=view.agency.get("kind", ""), max_hours=max_hours))
+
+
+def first_check_in_ms(state: TeamState) -> int | None:
+    """The score of the team in `keys.check_ins()`: its earliest check-in still on the shift."""
+    if not state.shift_members:
+        return None
+    return int(min(state.shift_members.values()).timestamp() * 1000)
+
+
+def queue_check_in_index(pipe: Pipeline, team_id: str, state: TeamState) -> None:
+    first = first_check_in_ms(state)
+    if first is None:
+        pipe.zrem(keys.check_ins(), team_id)
+    else:
+        pipe.zadd(keys.check_ins(), {team_id: first})
+
+
+def _expired_first(view: TeamView, *, now: datetime, limit: CheckInLimit
+                   ) -> tuple[TeamView, tuple[LedgerEntry, ...]]:
+    """The team as it stands `now`: the check-ins that ran out ended (at the cap), with
+    their patrol points; what a transition decides on, so that an event or a request never
+    counts a member whose check-in ran out as on the shift (the sweep may not have come)."""
+    expired = expire_check_ins(view.state, now=now, limit=limit)
+    if not expired.ended:
+        return view, ()
+    hours = limit.max_stint.total_seconds() / 3600
+    ledger = tuple(entry for ended in expired.ended for entry in award_patrol(
+        ended=ended, team_id=view.team["id"], district=view.team["district"],
+        agency_kind=view.agency.get("kind", ""), max_hours=hours))
+    return replace(view, state=expired.state), ledger
 
 
 async def publish_unit_status(
@@ -180,7 +218,8 @@ return 1
 async def transition(
     redis: Redis, *, team_id: str, decide: Callable[[TeamView], Decision],
     now: datetime, order_id: str | None = None, ledger_ttl_s: int | None = None,
-    member_id: str | None = None,
+    member_id: str | None = None, check_ins: CheckInLimit | None = None,
+    reindex: bool = False,
 ) -> Applied | None:
     """Read the team (and order), let `decide` rule, write what changed; None: no such team.
     The ledger keeps the points it earns for `ledger_ttl_s` (None: for ever; see
@@ -191,6 +230,11 @@ async def transition(
     Two round trips: the read (`_VIEW`) and the writes (`_COMMIT`), which are made only if
     nothing the decision read has changed meanwhile; else it reads and decides again.
     `decide` may raise `Refused`; nothing is written then.
+
+    `check_ins`: first end the check-ins that ran out by `now` (`expire_check_ins`, their
+    patrol points written with the change), and let `decide` rule on what is left. The
+    team's entry in `keys.check_ins()` is written with every change of who is on its shift,
+    and also when nothing changed if `reindex` (the sweep's correction).
     """
     order_key = keys.order(order_id) if order_id is not None else ""
     member_key = keys.member(member_id) if member_id is not None else ""
@@ -199,12 +243,19 @@ async def transition(
         if reply is None:
             return None
         view = _view_from(reply)
-        decision = decide(view)
+        seen, expired = view, ()
+        if check_ins is not None:
+            seen, expired = _expired_first(view, now=now, limit=check_ins)
+        decision = decide(seen)
+        if expired:
+            decision = replace(decision, ledger=(*expired, *decision.ledger))
         announce = decision.state.visible() != view.state.visible()
         async with redis.pipeline(transaction=False) as pipe:  # collects; never sent
             if decision.state != view.state:
                 pipe.hset(keys.state(team_id),
                           mapping=encode_state(decision.state, seq=view.seq + 1, now=now))
+            if reindex or decision.state.shift_members != view.state.shift_members:
+                queue_check_in_index(pipe, team_id, decision.state)
             if order_id is not None and decision.record is not None and (
                 decision.record != view.record
             ):
