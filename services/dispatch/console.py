@@ -28,7 +28,8 @@ CONSOLE_PAGE = """<!doctype html>
  td,th{padding:4px 6px;border-bottom:1px solid #24405e;text-align:left;white-space:nowrap}
  tr.flagged td{background:#5c1d1f} tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
- .dim{color:#9fb2c6} #err{color:#ff8787} ul{margin:0;padding-left:18px}
+ .dim{color:#9fb2c6} #err,#aerr,#hiddenflags{color:#ff8787} ul{margin:0;padding-left:18px}
+ button:disabled{opacity:.5;cursor:wait}
  #detail{grid-column:1/3}
  #map{width:100%;height:340px;background:#0d1826;border-radius:6px;display:block}
  #map text{fill:#9fb2c6;font-size:11px} #map .inc{cursor:pointer}
@@ -49,6 +50,7 @@ CONSOLE_PAGE = """<!doctype html>
  <label title="a sound when a P1 comes in or an incident is flagged"><input id="sound" type="checkbox"
   checked> sound</label>
  <span class="dim" id="duty"></span> <button id="takeduty">Take duty</button>
+ <button id="signout" title="forget the token in this browser (a shared desk)">Sign out</button>
  <span id="err"></span></header>
 <main>
  <section><h2>Map <span class="dim" id="maplegend"></span></h2>
@@ -58,17 +60,22 @@ CONSOLE_PAGE = """<!doctype html>
    fix for 10 min) · shaded: the four weeks' hot spots · outlined: the stations' zones. Click an
    incident to open it.</div>
   <h2 style="margin-top:12px">Board <span class="dim" id="count"></span>
-   <button id="older" hidden>Older</button> <button id="newest" hidden>Newest</button></h2>
+   <button id="older" hidden>Older</button> <button id="newest" hidden>Newest</button>
+   <span id="hiddenflags"></span></h2>
   <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
   <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
  <section><h2>Units</h2><table><thead><tr><th>team</th><th>kind</th><th>status</th>
   <th>order</th></tr></thead><tbody id="units"></tbody></table>
-  <h2 style="margin-top:12px">KPIs (24 h)</h2><ul id="kpis"></ul>
+  <h2 style="margin-top:12px">KPIs <span class="dim" id="kperiod">(last 24 h)</span></h2>
+  <div style="margin:0 0 6px">Day <input id="kday" type="date" title="a local calendar day, 00:00 to 24:00">
+   <button id="kyesterday">Yesterday</button> <button id="klast">Last 24 h</button></div>
+  <ul id="kpis"></ul>
   <h2 style="margin-top:12px">Hot spots (4 weeks)</h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
   <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
-   <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button></div>
+   <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button>
+   <span id="aerr"></span></div>
   <div style="margin:8px 0">Revise <select id="newprio"><option value="">priority</option>
    <option>P1</option><option>P2</option><option>P3</option><option>P4</option></select>
    <label><input type="checkbox" id="fweapon"> weapon</label>
@@ -88,7 +95,10 @@ CONSOLE_PAGE = """<!doctype html>
 <script>
 "use strict";
 const $ = id => document.getElementById(id);
-let selected = null;
+let selected = null;  // the incident last clicked: its panel is asked for
+let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
+let stopped = false;  // the token was refused: no polling until Watch with another
+let unitsNow = [];  // the district's teams, as the last refresh read them
 let spotsAt = 0;  // when the hot spots were last read
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
@@ -107,16 +117,52 @@ $("token").value = localStorage.getItem("lf-token") || "";
 $("district").value = localStorage.getItem("lf-district") || "";
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text ?? "";
   if (cls) td.className = cls; tr.appendChild(td); return td; }
+const REFUSED = new Error("the token was refused");
 async function api(path, opts = {}) {
-  const r = await fetch(path, {...opts, headers: {"Authorization": "Bearer " + $("token").value,
+  const token = $("token").value;
+  const r = await fetch(path, {...opts, headers: {"Authorization": "Bearer " + token,
     "Content-Type": "application/json"},
     // a request that never ends would hold back every refresh (older browsers: none)
     signal: typeof AbortSignal !== "undefined" && AbortSignal.timeout
       ? AbortSignal.timeout(15000) : undefined});
-  const body = r.status === 204 ? {} : await r.json();
-  if (!r.ok) throw new Error(body.error ? body.error.message : r.statusText);
+  let body = {};
+  if (r.status !== 204) {
+    try { body = await r.json(); }
+    catch (e) {  // a proxy's page, a cut answer: say what came, not a parser's complaint
+      if (r.ok) throw new Error("dispatch's answer could not be read; try again");
+      body = {}; } }
+  // (a refusal of the token a new one replaced meanwhile says nothing of the new one)
+  if (r.status === 401) { if (token === $("token").value) refused(body); throw REFUSED; }
+  if (!r.ok) throw new Error(body && body.error ? body.error.message
+    : "dispatch answered " + r.status + (r.statusText ? " " + r.statusText : ""));
   return body;
 }
+// A token revoked or changed (401): the board must not go on looking live while every poll
+// is refused, nor ask again every 3 s. Polling stops, what was shown goes, the token is
+// forgotten in this browser, and the header says what to do.
+function refused(body) {
+  const why = body && body.error && body.error.message ? body.error.message : "unknown token";
+  stopped = true; me = null; selected = null; shown = null; alerted = null; unitsNow = [];
+  localStorage.removeItem("lf-token"); $("token").value = "";
+  $("detail").hidden = true;
+  for (const id of ["board", "units", "kpis", "spots", "team", "map", "timeline", "orders"]) {
+    $(id).replaceChildren(); }
+  teamsListed = null;
+  for (const id of ["count", "hiddenflags", "duty", "maplegend"]) $(id).textContent = "";
+  $("older").hidden = true; $("newest").hidden = true;
+  document.title = "signed out · Lianfang · command room";
+  $("err").textContent = "Your token was refused (" + why + "): the board has stopped "
+    + "refreshing. Enter a valid token and press Watch.";
+}
+// What an action answered (a 409 and why) stays beside its buttons until the next action:
+// the 3 s refresh does not wipe it before it is read.
+function tell(e, where) { if (e !== REFUSED && e !== STALE) $(where || "aerr").textContent = e.message; }
+// One request at a time per button: a double click sends one.
+function act(id, fn, where) { let busy = false;
+  $(id).onclick = async () => { if (busy) return; busy = true; $(id).disabled = true;
+    $(where || "aerr").textContent = "";
+    try { await fn(); } catch (e) { tell(e, where); }
+    finally { busy = false; $(id).disabled = false; } }; }
 // the day too unless today: an incident waiting since yesterday must not look like this morning's
 function time(iso) { if (!iso) return ""; const t = new Date(iso);
   return t.toDateString() === new Date().toDateString() ? t.toLocaleTimeString() : t.toLocaleString(); }
@@ -126,11 +172,11 @@ function time(iso) { if (!iso) return ""; const t = new Date(iso);
 let generation = 0, refreshing = 0, watched = null;
 const STALE = new Error("a newer refresh was asked for");
 async function refresh() {
-  const d = $("district").value.trim(); if (!$("token").value || !d) return;
+  const d = $("district").value.trim(); if (stopped || !$("token").value || !d) return;
   if (d !== watched) {  // another district: its incidents are not new ones, and an incident
     // of the one left is not worked on beside the new one's teams; its board from the newest
     // (a cursor of the one left is no place in it), its map without the one left's zones
-    if (watched !== null) { selected = null; $("detail").hidden = true; alerted = null;
+    if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
       pages = []; hotspots = []; zones = []; spotsAt = 0; }
     watched = d; }
   const run = ++generation; refreshing += 1;
@@ -153,8 +199,9 @@ async function refresh() {
     // Every flagged incident of the district (no team found, deadlines missed, a hand-over
     // no station team takes, a backup not found), however many newer reports came since:
     // on the unfiltered board's first page, in the title and the alarm whatever is shown.
-    const flaggedNow = (await get("/v1/incidents?" + new URLSearchParams(
-      {district: d, flagged: "true", limit: "200"}))).incidents;
+    const flaggedAnswer = await get("/v1/incidents?" + new URLSearchParams(
+      {district: d, flagged: "true", limit: "200"}));
+    const flaggedNow = flaggedAnswer.incidents;
     const filtering = !!($("status").value || $("problem").value || $("mine").checked
       || $("ref").value.trim());
     if (!filtering && !pages.length) { const listed = new Set(board.incidents.map(i => i.incident_id));
@@ -173,24 +220,34 @@ async function refresh() {
       if (i.flagged) tr.className = "flagged"; if (i.incident_id === selected) tr.classList.add("sel");
       cell(tr, time(i.reported_at)); cell(tr, i.priority, i.priority); cell(tr, i.category);
       cell(tr, i.status); cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
-      tr.onclick = () => { selected = i.incident_id; detail(); }; tb.appendChild(tr); }
+      tr.onclick = () => openIncident(i.incident_id); tb.appendChild(tr); }
+    // A filter or an older page leaves flagged incidents out of the rows: said, never silent.
+    const rowIds = new Set(board.incidents.map(i => i.incident_id));
+    const left = flaggedNow.filter(i => !rowIds.has(i.incident_id)).length;
+    $("hiddenflags").textContent = left ? left + (flaggedAnswer.next ? "+" : "") + " flagged "
+      + "incident(s) not shown " + (filtering ? "by this filter" : "on this older page")
+      + ": " + (filtering ? "clear the filters" : "press Newest") + " to see them" : "";
     // a hunt stopped by the board's budget says how far back it looked: Older asks on
     $("count").textContent = board.incidents.length + " shown"
       + (pages.length ? " (older page " + pages.length + ")" : "")
       + (board.scanned_to ? ", looked back to " + new Date(board.scanned_to).toLocaleString()
-      + ": more may be older" : "");
+      + ": more may be older" : board.next ? ", more are older: press Older" : "");
     olderAfter = board.next; $("older").hidden = !board.next; $("newest").hidden = !pages.length;
     const units = await get("/v1/units?district=" + encodeURIComponent(d));
+    unitsNow = units.units;
     drawMap(board.incidents, units.units);
-    const ub = $("units"); ub.replaceChildren(); const team = $("team"); const keep = team.value;
-    team.replaceChildren();
+    const ub = $("units"); ub.replaceChildren();
     for (const u of units.units) { const tr = document.createElement("tr");
       cell(tr, u.name || u.team_id); cell(tr, u.agency_kind + (u.agency_role ? ":" + u.agency_role : ""));
-      cell(tr, u.status); cell(tr, u.open_order_id ? "busy" : ""); ub.appendChild(tr);
-      const o = document.createElement("option"); o.value = u.team_id;
-      o.textContent = (u.name || u.team_id) + " (" + u.status + ")"; team.appendChild(o); }
-    team.value = keep;
-    const k = await get("/v1/kpis?district=" + encodeURIComponent(d)); const kl = $("kpis");
+      cell(tr, u.status); cell(tr, u.open_order_id ? "busy" : ""); ub.appendChild(tr); }
+    // the KPIs of the day picked (00:00 to 24:00 local time: the morning review), else of
+    // the last 24 h
+    const kq = new URLSearchParams({district: d}); const day = kpiDay();
+    if (day) { kq.set("since", localIso(day.since)); kq.set("until", localIso(day.until)); }
+    const k = await get("/v1/kpis?" + kq); const kl = $("kpis");
+    const here = typeof Intl !== "undefined" ? Intl.DateTimeFormat().resolvedOptions().timeZone : "";
+    $("kperiod").textContent = "(" + (day ? day.since.toDateString() + ", 00:00 to 24:00" : "last 24 h")
+      + (k.timezone && here && k.timezone !== here ? "; hours in " + k.timezone : "") + ")";
     kl.replaceChildren();
     // went overdue (filed late too), of which still owed: the board's "filings overdue"
     const filings = k.filings_overdue + (k.filings_overdue_unfiled
@@ -203,6 +260,7 @@ async function refresh() {
         ["on scene p50 / p90 s", fmt(k.time_to_scene_s)],
         ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
         ["handled by street patrol", patrolShare], ["filings overdue", filings],
+        ["by type", busiest(Object.entries(k.by_category || {}), 20)],
         ["follow-ups: agreements holding", k.followups.agreements_holding + " of " + k.followups.incidents],
         ["busiest hours", busiest(k.by_hour.map((n, h) => [h + ":00", n]))],
         ["busiest zones", busiest(Object.entries(k.by_zone))]]) {
@@ -217,7 +275,7 @@ async function refresh() {
         li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
           + c.peak_hour + ":00; " + busiest(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
     $("err").textContent = ""; if (selected) await detail(run);
-  } catch (e) { if (e !== STALE) $("err").textContent = e.message; }
+  } catch (e) { if (e !== STALE && e !== REFUSED) $("err").textContent = e.message; }
   finally { refreshing -= 1; }
 }
 // The district on one screen: no map tiles (the station server may have no Internet), the
@@ -276,7 +334,7 @@ function drawMap(incidents, units) {
       stroke: i.flagged ? "#ff1f1f" : (i.incident_id === selected ? "#fff" : "none"),
       "stroke-width": 2},
       i.priority + " " + i.category + " · " + i.status + " · " + time(i.reported_at));
-    d.onclick = () => { selected = i.incident_id; detail(); }; svg.appendChild(d);
+    d.onclick = () => openIncident(i.incident_id); svg.appendChild(d);
   }
   const km = spanX * 111.32, bar = Math.pow(10, Math.floor(Math.log10(km / 3)));  // a round length
   const barPx = bar / 111.32 * scale;
@@ -287,67 +345,134 @@ function drawMap(incidents, units) {
   $("maplegend").textContent = incidents.filter(i => !done(i)).length + " open · "
     + placed.filter(u => u.status === "available").length + " teams free of " + units.length;
 }
-function busiest(pairs) { const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, 3);
+function busiest(pairs, n = 3) {
+  const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, n);
   return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
+// Opening another incident empties the panel until its answer comes: an Assign pressed
+// meanwhile acts on nothing, never on an incident the panel does not show.
+function openIncident(id) {
+  if (id !== shown) { shown = null; $("aerr").textContent = ""; $("detail").hidden = false;
+    $("dtitle").textContent = "opening " + id + " …"; $("dmeta").textContent = "";
+    $("orders").replaceChildren(); $("timeline").replaceChildren(); $("team").replaceChildren();
+    teamsListed = null; }
+  selected = id; detail().catch(e => tell(e));
+}
+let asked = 0;  // the panel's latest request: an earlier answer that comes later is dropped
+const LIVE = ["offered", "acknowledged", "en_route", "on_scene"];
+const words = s => String(s ?? "").replace(/_/g, " ");
+// the timeline's kinds in a dispatcher's words (DESIGN: offer, receipt, response, timeout,
+// hand-over, linked, revised, note, ...); a kind added later reads as its name
+const KIND = {reported: "reported", offer: "offered to a team", receipt: "received on a phone",
+  response: "team answered", timeout: "no answer in time (routing timeout)",
+  handover: "handed over to the station", linked: "linked as a duplicate report",
+  revised: "revised", note: "note", remark: "command room's remark",
+  evidence: "evidence attached", withdrawn: "order taken back",
+  manual_assign: "assigned by hand", reinforcement: "reinforcement sent",
+  followup: "follow-up visit", unassigned: "no team found", closed: "closed",
+  status: "status changed"};
 async function detail(run) {
-  const i = await api("/v1/incidents/" + selected);
+  const id = selected, ask = ++asked;
+  const i = await api("/v1/incidents/" + encodeURIComponent(id));
+  if (id !== selected || ask !== asked) return;  // another incident opened, or asked again since
   if (run !== undefined && run !== generation) return;  // a newer refresh paints it
+  shown = id;
   $("detail").hidden = false;
   $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
     + (i.flagged ? " · FLAGGED" : "")  // what the reporting system flagged: weapon, injury, ...
     + ((i.flags || []).length ? " · reported: " + i.flags.join(", ") : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
   $("dmeta").textContent = i.incident_id + " · " + (i.system_id || "") + " " + (i.external_ref || "")
-    + " · " + place + " · supervised by "
+    + " · " + place + " · reported " + time(i.reported_at) + " · supervised by "
     + (i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : "nobody")
     + " · trace " + (i.trace_id || "-");
-  const live = i.orders.filter(o => ["offered", "acknowledged", "en_route", "on_scene"].includes(o.state));
+  const live = i.orders.filter(o => LIVE.includes(o.state));
   const ol = $("orders"); ol.replaceChildren();
   ol.append(live.length ? "Teams on it: " : "No team on it.");
   for (const o of live) {
     const b = document.createElement("button"); b.textContent = "Take back";
     b.title = "Withdraw this order: the team is free, the incident goes to its next candidate";
     b.hidden = !!me && me.kind === "inspector";
-    b.onclick = () => takeBack(o); ol.append(" " + (o.team_name || o.team_id) + " (" + o.state + ") ", b);
+    b.onclick = () => takeBack(o, b);
+    ol.append(" " + (o.team_name || o.team_id) + " (" + words(o.state) + ") ", b);
   }
+  fillTeams(i);
+  const names = {};  // a team's name, as its orders and the unit list give it
+  for (const u of unitsNow) if (u.name) names[u.team_id] = u.name;
+  for (const o of i.orders) if (o.team_name) names[o.team_id] = o.team_name;
   const tb = $("timeline"); tb.replaceChildren();
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
-    cell(tr, e.kind + (e.status ? " → " + e.status : "")); cell(tr, e.team_id);
-    const said = e.note ? (e.detail || "") + ": “" + e.note + "”" : e.detail;  // the team's own words
-    const records = (e.evidence || []).map(r => r.kind + " " + r.ref).join("; ");
+    cell(tr, (KIND[e.kind] || words(e.kind)) + (e.status ? " → " + words(e.status) : ""));
+    cell(tr, e.team_id ? names[e.team_id] || e.team_id : "");
+    const what = e.kind === "response" ? words(e.detail) : e.detail;  // "en_route": en route
+    const said = e.note ? (what ? what + ": " : "") + "“" + e.note + "”" : what;  // their own words
+    const records = (e.evidence || []).map(r => r.kind + " " + r.ref
+      + (r.taken_at ? " (taken " + time(r.taken_at) + ")" : "")).join("; ");
     cell(tr, records ? (said ? said + " · " : "") + "evidence: " + records : said);
     tb.appendChild(tr); }
 }
-async function assign(reassign) {
-  return api("/v1/incidents/" + selected + "/assign",
-    {method: "POST", body: JSON.stringify({team_id: $("team").value, reassign})}); }
-$("assign").onclick = async () => {
-  try { await assign(false); refresh(); }
+// The teams that may be sent to the incident shown: on shift, not already on it, no
+// volunteers to a weapon, a police station's team for a hand-over; the free ones first, then
+// those on another incident's order (moved after a confirm). None for an ended incident.
+let teamsListed = null;  // the team list's contents, as last built
+function fillTeams(i) {
+  const on = new Set(i.orders.filter(o => LIVE.includes(o.state)).map(o => o.team_id));
+  const weapon = (i.flags || []).includes("weapon");
+  const assignable = !ended(i.status) || i.status === "handed_over";
+  const may = assignable ? unitsNow.filter(u => u.on_shift !== false && u.status !== "off_duty"
+    && !on.has(u.team_id) && !(weapon && u.agency_kind === "volunteer")
+    && (i.status !== "handed_over"
+        || (u.agency_kind === "police" && (u.agency_role || "station") === "station"))) : [];
+  const free = u => u.open_order_id ? 1 : 0;
+  may.sort((a, b) => free(a) - free(b));  // stable: the unit list's order among equals
+  const label = u => (u.name || u.team_id) + " (" + (u.agency_kind || "")
+    + (u.open_order_id ? ", on another incident's order" : ", " + words(u.status)) + ")";
+  const team = $("team"), keep = team.value;
+  const want = JSON.stringify(may.map(u => [u.team_id, label(u)]));
+  if (teamsListed !== want) {  // unchanged: the list (maybe open) is left alone
+    team.replaceChildren(); teamsListed = want;
+    for (const u of may) { const o = document.createElement("option"); o.value = u.team_id;
+      o.textContent = label(u); team.appendChild(o); }
+    if (!may.length) { const o = document.createElement("option"); o.value = "";
+      o.textContent = assignable ? "no team on shift may be sent" : "ended: nothing to assign";
+      team.appendChild(o); }
+    team.value = may.some(u => u.team_id === keep) ? keep : may.length ? may[0].team_id : "";
+  }
+  const reader = !!me && me.kind === "inspector";
+  $("assign").hidden = reader || !assignable;
+}
+async function assign(id, team, reassign) {
+  return api("/v1/incidents/" + encodeURIComponent(id) + "/assign",
+    {method: "POST", body: JSON.stringify({team_id: team, reassign})}); }
+act("assign", async () => {
+  const id = shown, team = $("team").value; if (!id || !team) return;
+  try { await assign(id, team, false); }
   catch (e) {
     // a team on another incident's order: the command room may take it off that one
-    if (!/holds open order/.test(e.message) || !confirm("That team is on another incident's order. "
-        + "Take it off that order (that incident goes to its next team) and send it here?")) {
-      $("err").textContent = e.message; return; }
-    try { await assign(true); refresh(); } catch (e2) { $("err").textContent = e2.message; }
-  } };
-$("revise").onclick = async () => {
+    if (e === REFUSED || !/holds open order/.test(e.message) || !confirm("That team is on "
+        + "another incident's order. Take it off that order (that incident goes to its next "
+        + "team) and send it here?")) throw e;
+    await assign(id, team, true);
+  }
+  refresh(); });
+act("revise", async () => {
+  const id = shown; if (!id) return;
   const flags = [["fweapon", "weapon"], ["finjury", "injury"], ["fprogress", "in_progress"]]
-    .filter(([id]) => $(id).checked).map(([, f]) => f);
+    .filter(([f]) => $(f).checked).map(([, f]) => f);
   const body = {add_flags: flags, note: $("revnote").value.trim() || null};
   if ($("newprio").value) body.priority = $("newprio").value;
   const warn = "A weapon takes every volunteer team off this incident. Go on?";
   if (flags.includes("weapon") && !confirm(warn)) return;
-  try { const r = await api("/v1/incidents/" + selected, {method: "PATCH", body: JSON.stringify(body)});
-    for (const id of ["fweapon", "finjury", "fprogress"]) $(id).checked = false;
-    $("newprio").value = ""; $("revnote").value = "";
-    if (r.withdrawn.length) $("err").textContent = r.withdrawn.length + " volunteer order(s) taken back";
-    refresh(); }
-  catch (e) { $("err").textContent = e.message; } };
-$("addremark").onclick = async () => { const note = $("remark").value.trim(); if (!note) return;
-  try { await api("/v1/incidents/" + selected + "/remarks", {method: "POST", body: JSON.stringify({note})});
-    $("remark").value = ""; refresh(); }
-  catch (e) { $("err").textContent = e.message; } };
+  const r = await api("/v1/incidents/" + encodeURIComponent(id),
+    {method: "PATCH", body: JSON.stringify(body)});
+  for (const f of ["fweapon", "finjury", "fprogress"]) $(f).checked = false;
+  $("newprio").value = ""; $("revnote").value = "";
+  if (r.withdrawn.length) $("aerr").textContent = r.withdrawn.length + " volunteer order(s) taken back";
+  refresh(); });
+act("addremark", async () => { const id = shown, note = $("remark").value.trim(); if (!id || !note) return;
+  await api("/v1/incidents/" + encodeURIComponent(id) + "/remarks",
+    {method: "POST", body: JSON.stringify({note})});
+  $("remark").value = ""; refresh(); });
 // A new P1, or an incident newly flagged (no team found, deadlines missed, a hand-over no
 // station team takes: dispatch flags only what still needs someone), sounds once and counts
 // in the tab's title, so a dispatcher looking elsewhere is called back to the board.
@@ -369,29 +494,35 @@ function beep() {
       g.gain.exponentialRampToValueAtTime(0.0001, t + n * 0.3 + 0.25);
       o.connect(g).connect(audio.destination); o.start(t + n * 0.3); o.stop(t + n * 0.3 + 0.27); }
   } catch (e) { /* no audio here */ } }
-async function takeBack(o) {
+const takingBack = new Set();  // orders being taken back: a double click withdraws once
+async function takeBack(o, button) {
+  if (takingBack.has(o.order_id)) return;
   const note = prompt("Take " + (o.team_name || o.team_id) + " off this incident? Why (for the timeline):");
   if (note === null) return;
+  takingBack.add(o.order_id); if (button) button.disabled = true; $("aerr").textContent = "";
   try { await api("/v1/orders/" + encodeURIComponent(o.order_id) + "/withdraw",
     {method: "POST", body: JSON.stringify({note: note.trim() || null})}); refresh(); }
-  catch (e) { $("err").textContent = e.message; } }
-$("attach").onclick = async () => { const ref = $("evref").value.trim(); if (!ref) return;
-  try { await api("/v1/incidents/" + selected + "/evidence", {method: "POST",
+  catch (e) { tell(e); }
+  finally { takingBack.delete(o.order_id); if (button) button.disabled = false; } }
+act("attach", async () => { const id = shown, ref = $("evref").value.trim(); if (!id || !ref) return;
+  await api("/v1/incidents/" + encodeURIComponent(id) + "/evidence", {method: "POST",
     body: JSON.stringify({evidence: [{kind: $("evkind").value, ref}]})});
-    $("evref").value = ""; refresh(); }
-  catch (e) { $("err").textContent = e.message; } };
-$("close").onclick = async () => { if (!confirm("Close this incident?")) return;
-  try { await api("/v1/incidents/" + selected + "/close", {method: "POST"}); refresh(); }
-  catch (e) { $("err").textContent = e.message; } };
+  $("evref").value = ""; refresh(); });
+act("close", async () => { const id = shown; if (!id || !confirm("Close this incident?")) return;
+  await api("/v1/incidents/" + encodeURIComponent(id) + "/close", {method: "POST"}); refresh(); });
 $("save").onclick = () => {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
   localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; pages = [];
+  if (stopped) { stopped = false; $("err").textContent = ""; }  // a new token: polling again
   refresh(); };
-$("takeduty").onclick = async () => { const d = $("district").value.trim(); if (!d) return;
+// A shared desk: the next shift's dispatcher must not act under this one's token.
+$("signout").onclick = () => { localStorage.removeItem("lf-token");
+  refused({error: {message: "signed out"}}); $("err").textContent = "Signed out: enter a token "
+    + "and press Watch."; };
+act("takeduty", async () => { const d = $("district").value.trim(); if (!d) return;
   if (!confirm("Take the duty of " + d + "? New incidents will be yours to supervise until done.")) return;
-  try { await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }
-  catch (e) { $("err").textContent = e.message; } };
+  await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }, "err");
 $("older").onclick = () => { if (olderAfter) { pages.push(olderAfter); refresh(); } };
 const newest = () => { pages = []; refresh(); };  // also when a filter changes
 $("newest").onclick = newest;
@@ -399,7 +530,23 @@ $("mine").onchange = newest;
 $("ref").onchange = newest;
 $("status").onchange = newest;
 $("problem").onchange = newest;
-setInterval(() => { if (!refreshing) refresh(); }, 3000); refresh();
+// The KPIs' period: a local calendar day (the morning review of yesterday), else the last 24 h.
+const ymd = t => [t.getFullYear(), t.getMonth() + 1, t.getDate()]
+  .map(n => String(n).padStart(2, "0")).join("-");
+function kpiDay() {
+  const m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec($("kday").value || ""); if (!m) return null;
+  const [y, mo, d] = [Number(m[1]), Number(m[2]) - 1, Number(m[3])];
+  // midnight to the next midnight in this browser's time (a day with a clock change: 23 or 25 h)
+  return {since: new Date(y, mo, d), until: new Date(y, mo, d + 1)}; }
+// an instant as ISO 8601 with this browser's offset at it, as the API asks ("…+08:00")
+function localIso(t) { const p = n => String(n).padStart(2, "0"), off = -t.getTimezoneOffset();
+  return ymd(t) + "T" + p(t.getHours()) + ":" + p(t.getMinutes()) + ":" + p(t.getSeconds())
+    + (off < 0 ? "-" : "+") + p(Math.floor(Math.abs(off) / 60)) + ":" + p(Math.abs(off) % 60); }
+$("kday").onchange = () => refresh();
+$("kyesterday").onclick = () => { const t = new Date(); t.setDate(t.getDate() - 1);
+  $("kday").value = ymd(t); refresh(); };
+$("klast").onclick = () => { $("kday").value = ""; refresh(); };
+setInterval(() => { if (!refreshing && !stopped) refresh(); }, 3000); refresh();
 </script></body></html>
 """
 

@@ -1,0 +1,377 @@
+"""A dispatcher's shift at the console, its script run in node with stand-ins for the DOM
+and for dispatch's API (answers with their HTTP status, held back when a test says): the
+incident a click opens, hand assignment (the teams offered, a double click, a refusal), a
+token refused, what a filter hides, the morning review's day and the timeline's words."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.dispatch.console import CONSOLE_PAGE
+from tests.helpers import run_in_node
+
+# A DOM that keeps what the page sets; fetch answered by the test's `answer(url, init)`: a
+# body (200), `reply(status, body)`, or a promise of either; `hold(match)` keeps the answers
+# of the URLs it matches until `release()`; the page's interval timers run on `tick()`.
+HARNESS = r"""
+const vm = require("node:vm");
+const { page, setup, steps } = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+class El {
+  constructor(tag) { this.tag = tag; this.children = []; this.value = ""; this.checked = false;
+    this.hidden = false; this.disabled = false; this.textContent = ""; this.className = "";
+    this.attrs = {}; this.classList = { add: c => { this.className += " " + c; } };
+    this.style = {}; this.clientWidth = 0; this.clientHeight = 0; }
+  appendChild(c) { this.children.push(c); return c; }
+  append(...cs) { this.children.push(...cs); }
+  replaceChildren(...cs) { this.children = cs; }
+  setAttribute(k, v) { this.attrs[k] = String(v); }
+  get text() { return this.children.length
+    ? this.children.map(c => typeof c === "string" ? c : c.text).join("|") : this.textContent; }
+}
+const byId = {};
+const store = { "lf-token": "tok", "lf-district": "d1" };
+const timers = [];
+const browser = {
+  document: { title: "", getElementById: id => byId[id] || (byId[id] = new El(id)),
+              createElement: tag => new El(tag), createElementNS: (ns, tag) => new El(tag) },
+  location: { hash: "", pathname: "/console" }, history: { replaceState() {} },
+  localStorage: { getItem: k => store[k] ?? null, setItem: (k, v) => { store[k] = String(v); },
+                  removeItem: k => { delete store[k]; } },
+  URLSearchParams, AbortSignal, console, Intl,
+  setInterval: (fn) => { timers.push(fn); return timers.length; },
+  clearInterval: id => { timers[id - 1] = null; },
+  confirm: () => browser.confirms, prompt: () => null, confirms: false,
+  requests: [], beeps: 0, held: [],
+  reply: (status, body) => ({ __status: status, body }),
+  hold: match => { browser.holding = match; },
+  release: () => { browser.holding = null; const h = browser.held.splice(0); h.forEach(r => r()); },
+  tick: () => { timers.forEach(fn => fn && fn()); return browser.settle(); },
+  settle: () => new Promise(r => setImmediate(r)).then(() => new Promise(r => setImmediate(r)))
+    .then(() => new Promise(r => setImmediate(r))),
+  rows: () => byId.board.children.map(tr => tr.children.map(td => td.textContent)),
+  row: id => byId.board.children.find(tr => tr.children[tr.children.length - 1].textContent === id),
+  posts: () => browser.requests.filter(r => r.method === "POST").map(r => r.url),
+  options: () => byId.team.children.map(o => o.value),
+};
+browser.fetch = async (url, init) => {
+  init = init || {};
+  browser.requests.push({ url, method: init.method || "GET", body: init.body });
+  if (browser.holding && browser.holding(url, init)) {
+    await new Promise(r => browser.held.push(r)); }
+  let a = await browser.answer(url, init);
+  if (!(a && a.__status)) a = { __status: 200, body: a };
+  return { ok: a.__status < 400, status: a.__status, statusText: "", json: async () => a.body };
+};
+byId.sound = new El("sound"); byId.sound.checked = true;
+const ctx = vm.createContext(browser);
+vm.runInContext(setup, ctx);
+vm.runInContext(page, ctx);
+vm.runInContext("beep = () => { beeps += 1; };", ctx);
+(async () => {
+  const out = [];
+  await browser.settle();
+  for (const step of steps) {
+    const value = vm.runInContext(step, ctx);
+    out.push(value && typeof value.then === "function" ? await value : value);
+  }
+  process.stdout.write(JSON.stringify(out));
+})().catch(e => { process.stderr.write(String(e.stack || e)); process.exit(3); });
+"""
+
+# dispatch's answers: the board of each district, each incident's detail, the district's
+# units; `posted(url, init)` answers the console's POSTs (an order by default)
+API = r"""
+var boards = {}, details = {}, units = [], kpiAnswer = {};
+function query(url) { return new URLSearchParams(url.split("?")[1] || ""); }
+function board(url) {
+  const q = query(url);
+  let rows = boards[q.get("district")] || [];
+  if (q.get("flagged") === "true") rows = rows.filter(i => i.flagged);
+  if (q.get("status")) rows = rows.filter(i => i.status === q.get("status"));
+  rows = rows.slice(0, Number(q.get("limit") || 100));
+  return { incidents: rows, count: rows.length, next: null, more: false, scanned_to: null };
+}
+var posted = (url, init) => ({ order_id: "ord_1", team_id: JSON.parse(init.body).team_id,
+                                state: "offered" });
+var answer = (url, init) => {
+  if (init && init.method && init.method !== "GET") return posted(url, init);
+  if (url.startsWith("/v1/me")) return { kind: "dispatcher", districts: ["d1", "d2"] };
+  if (url.startsWith("/v1/duty/")) return { duty: null };
+  if (url.startsWith("/v1/incidents?")) return board(url);
+  if (url.startsWith("/v1/incidents/")) return details[decodeURIComponent(url.split("/")[3])];
+  if (url.startsWith("/v1/units")) return { units };
+  if (url.startsWith("/v1/kpis")) return Object.assign({ incidents: 0, routing_timeouts: 0,
+    time_to_assign_s: {}, time_to_acknowledge_s: {}, time_to_scene_s: {}, handed_over: 0,
+    filings_overdue: 0, filings_overdue_unfiled: 0, handled_by_force: {}, by_category: {},
+    followups: { incidents: 0, agreements_holding: 0 }, by_hour: [], by_zone: {},
+    timezone: Intl.DateTimeFormat().resolvedOptions().timeZone }, kpiAnswer);
+  if (url.startsWith("/v1/heatmap")) return { hottest: [] };
+  if (url.startsWith("/v1/zones")) return { zones: [] };
+  throw new Error("unexpected " + url);
+};
+function incident(id, extra) {
+  return Object.assign({ incident_id: id, district: "d1", category: "noise", priority: "P4",
+    status: "unassigned", flagged: true, flags: [], reported_at: new Date().toISOString(),
+    routing_timeouts: 0, location: { lat: 22.8, lon: 108.3 } }, extra || {});
+}
+function detailOf(inc, extra) { return Object.assign({}, inc, { orders: [], timeline: [] },
+                                                     extra || {}); }
+function unit(id, extra) {
+  return Object.assign({ team_id: id, name: "Team " + id, agency_kind: "police",
+    agency_role: "patrol", status: "available", on_shift: true, open_order_id: null,
+    position: null }, extra || {});
+}
+"""
+
+
+def run_console(setup: str, *steps: str) -> list[Any]:
+    """Runs the console's script in node after `setup` (JS), waits for its first refresh,
+    then each step (a JS expression, awaited when a promise): their values."""
+    page = CONSOLE_PAGE.split("<script>", 1)[1].split("</script>", 1)[0]
+    return cast(list[Any], run_in_node(HARNESS, {"page": page, "setup": API + setup,
+                                                 "steps": list(steps)}))
+
+
+TWO_WAITING = (
+    'boards.d1 = [incident("inc_fight", {category: "violence", priority: "P1"}), '
+    'incident("inc_noise")]; '
+    'details.inc_fight = detailOf(boards.d1[0]); details.inc_noise = detailOf(boards.d1[1]); '
+    'units = [unit("t1"), unit("t2")];'
+)
+
+
+def test_a_slow_answer_for_the_incident_clicked_first_never_fills_the_panel_of_the_one_clicked_next(
+        ) -> None:
+    """After a bar fight ten rows wait; the dispatcher clicks the noise complaint, then at
+    once the fight. The noise's answer comes last: the panel must still show the fight, and
+    Assign must send the team to the fight, never to the incident the panel does not show."""
+    title, assigned = run_console(
+        TWO_WAITING,
+        'hold(url => url === "/v1/incidents/inc_noise"); row("inc_noise").onclick(); '
+        'settle().then(() => { hold(null); row("inc_fight").onclick(); return settle(); })'
+        '.then(() => { release(); return settle(); }).then(() => $("dtitle").textContent)',
+        '$("team").value = "t1"; $("assign").onclick(); settle().then(() => posts())',
+    )
+    assert title.startswith("P1 violence"), title
+    assert assigned == ["/v1/incidents/inc_fight/assign"]
+
+
+def test_assign_acts_only_on_the_incident_whose_panel_is_shown() -> None:
+    """Between the click on another row and its answer, the panel still shows the first
+    incident: an Assign pressed then must not send a team to the one not yet shown."""
+    panel, assigned = run_console(
+        TWO_WAITING,
+        'row("inc_noise").onclick(); settle().then(() => { '
+        'hold(url => url === "/v1/incidents/inc_fight"); row("inc_fight").onclick(); '
+        'return settle(); }).then(() => $("dtitle").textContent)',
+        '$("team").value = "t1"; $("assign").onclick(); settle().then(() => '
+        'posts().filter(u => u.endsWith("/assign")))',
+    )
+    assert not panel.startswith("P4 noise"), panel  # the panel no longer shows the noise
+    assert assigned == [], assigned  # and nothing is sent until the fight is shown
+
+
+def test_the_board_s_refresh_leaves_the_team_list_and_its_choice_alone() -> None:
+    """The board is read again every 3 s: a team list rebuilt each time closes the
+    dropdown the dispatcher has open and can change the team chosen under their hand."""
+    same, = run_console(
+        TWO_WAITING,
+        'row("inc_fight").onclick(); settle().then(() => { $("team").value = "t2"; '
+        'const first = $("team").children[0]; return refresh().then(() => '
+        '[$("team").children[0] === first, $("team").value]); })',
+    )
+    assert same == [True, "t2"]
+
+
+def test_a_double_click_on_assign_sends_one_request() -> None:
+    sent, = run_console(
+        TWO_WAITING,
+        'row("inc_fight").onclick(); settle().then(() => { $("team").value = "t1"; '
+        'hold((url, init) => init.method === "POST"); $("assign").onclick(); '
+        '$("assign").onclick(); return settle(); }).then(() => { release(); return settle(); })'
+        '.then(() => { $("assign").onclick(); return settle(); }).then(() => posts())',
+    )
+    # the double click sent one; a later click (the first answered) is a request again
+    assert sent == ["/v1/incidents/inc_fight/assign"] * 2, sent
+
+
+@pytest.mark.parametrize("message, confirms", [
+    ("team t1 was being given another order; ask again", True),
+    ("team t1 holds open order ord_9 (acknowledged) of incident inc_x; send it with "
+     "\"reassign\": true to take it off that order first", False),
+])
+def test_a_refused_assignment_says_why_and_the_reason_stays_after_the_next_refresh(
+        message: str, confirms: bool) -> None:
+    """A 409 (the team was just claimed by another incident's offer) is said beside the
+    button, and not wiped by the board's refresh 3 s later before it is read; the
+    dispatcher who does not confirm taking the team off its order sends nothing more."""
+    said, sent = run_console(
+        TWO_WAITING + f"confirms = {str(confirms).lower()}; posted = () => reply(409, "
+        f"{{error: {{code: 'conflict', message: {message!r}}}}});",
+        'row("inc_fight").onclick(); settle().then(() => { $("team").value = "t1"; '
+        '$("assign").onclick(); return settle(); }).then(() => refresh()).then(() => '
+        '$("err").textContent + " " + $("aerr").textContent)',
+        "posts()",
+    )
+    assert message in said, said
+    assert sent == ["/v1/incidents/inc_fight/assign"]
+
+
+def test_only_teams_that_may_be_sent_are_offered_for_an_incident() -> None:
+    """A fight with a knife: no volunteers, no team off duty or off shift, not the team
+    already on it; a team on another incident's order may be moved (after a confirm), listed
+    after the free ones. A hand-over goes to a police station's team only."""
+    knife, handover = run_console(
+        'boards.d1 = [incident("inc_knife", {category: "violence", priority: "P1", '
+        'status: "assigned", flagged: false, flags: ["weapon"]}), incident("inc_ho", '
+        '{category: "dispute", status: "handed_over", flagged: true})]; '
+        'details.inc_knife = detailOf(boards.d1[0], {orders: [{order_id: "o1", team_id: "on_it", '
+        'team_name: "On it", state: "acknowledged"}]}); details.inc_ho = detailOf(boards.d1[1]); '
+        'units = [unit("busy", {status: "busy", open_order_id: "o7"}), unit("free"), '
+        'unit("on_it", {status: "busy", open_order_id: "o1"}), unit("vols", {agency_kind: '
+        '"volunteer", agency_role: null}), unit("home", {status: "off_duty", on_shift: false}), '
+        'unit("gone", {status: "busy", on_shift: false, open_order_id: "o8"}), unit("guards", '
+        '{agency_kind: "security", agency_role: null}), unit("station", {agency_role: '
+        '"station"})];',
+        'row("inc_knife").onclick(); settle().then(() => options())',
+        'row("inc_ho").onclick(); settle().then(() => options())',
+    )
+    assert knife == ["free", "guards", "station", "busy"], knife
+    assert handover == ["station"], handover
+
+
+def test_a_refused_token_stops_the_polling_clears_the_board_and_says_so() -> None:
+    """A dispatcher's token revoked mid-shift (or the admin token changed): the board must
+    not go on looking live while every poll is refused, nor ask again every 3 s."""
+    before, after, asked, stored = run_console(
+        TWO_WAITING,
+        "rows().length",
+        'const real = answer; answer = () => reply(401, {error: {code: "unauthorized", '
+        'message: "unknown or revoked token"}}); tick().then(() => [rows().length, '
+        '$("err").textContent, document.title])',
+        "const n = requests.length; tick().then(() => tick()).then(() => tick())"
+        ".then(() => requests.length - n)",
+        'localStorage.getItem("lf-token")',
+    )
+    assert before == 2
+    rows, said, title = after
+    assert rows == 0
+    assert "refused" in said and "Watch" in said, said
+    assert "signed out" in title
+    assert asked == 0
+    assert stored is None  # a revoked token is not tried again on the next load
+
+
+def test_a_new_token_after_a_refusal_starts_the_board_again() -> None:
+    shown, = run_console(
+        TWO_WAITING + 'var refusing = true; const real = answer; answer = (u, i) => refusing '
+        '? reply(401, {error: {message: "unknown or revoked token"}}) : real(u, i);',
+        'refusing = false; $("token").value = "tok2"; $("district").value = "d1"; '
+        '$("save").onclick(); settle().then(() => tick()).then(() => [rows().length, '
+        '$("err").textContent])',
+    )
+    assert shown == [2, ""]
+
+
+def test_flagged_incidents_a_filter_hides_are_said_beside_the_board() -> None:
+    """Watching `on_scene`, a new unassigned incident of the district is not on the rows:
+    the board must say that flagged incidents wait outside what it shows."""
+    said, = run_console(
+        'boards.d1 = [incident("inc_waiting"), incident("inc_busy", {status: "on_scene", '
+        'flagged: false})];',
+        '$("status").value = "on_scene"; $("status").onchange(); settle().then(() => '
+        '[rows().map(r => r[5]), $("hiddenflags").textContent])',
+    )
+    rows, text = said
+    assert rows == ["inc_busy"]
+    assert "1 flagged" in text, text
+
+
+@pytest.mark.parametrize("tz, day, since, until", [
+    ("Asia/Shanghai", "2026-12-04", "2026-12-04T00:00:00+08:00", "2026-12-05T00:00:00+08:00"),
+    # the day the clocks go forward has 23 hours
+    ("America/New_York", "2026-03-08", "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"),
+])
+def test_the_morning_review_asks_for_the_local_calendar_day_picked(
+        monkeypatch: pytest.MonkeyPatch, tz: str, day: str, since: str, until: str) -> None:
+    """Yesterday's review is 00:00 to 24:00 local time, not the last 24 hours nor a UTC day
+    (which in Nanning starts at 08:00)."""
+    monkeypatch.setenv("TZ", tz)
+    asked, shown = run_console(
+        'boards.d1 = []; kpiAnswer = {incidents: 41, by_category: {dispute: 12, noise: 9}};',
+        f'$("kday").value = "{day}"; $("kday").onchange(); settle().then(() => '
+        'requests.map(r => r.url).filter(u => u.startsWith("/v1/kpis")).pop())',
+        '$("kpis").children.map(li => li.textContent).join("\\n")',
+    )
+    q = parse_qs(asked.split("?", 1)[1])
+    assert (q["since"], q["until"]) == ([since], [until]), asked
+    assert "incidents: 41" in shown and "dispute (12)" in shown, shown
+
+
+def test_yesterday_is_the_calendar_day_before_today(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    asked, expected = run_console(
+        "boards.d1 = [];",
+        '$("kyesterday").onclick(); settle().then(() => decodeURIComponent(requests.map('
+        'r => r.url).filter(u => u.startsWith("/v1/kpis")).pop()))',
+        # the day the button picked
+        '$("kday").value',
+    )
+    # the calendar day before today here (or before yesterday, if midnight passed since)
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    assert expected in {(today - timedelta(days=d)).isoformat() for d in (1, 2)}, expected
+    assert f"since={expected}T00:00:00+08:00" in asked, (asked, expected)
+
+
+def test_every_timeline_entry_reads_as_words_with_the_team_s_name() -> None:
+    """The dispatcher reads the timeline at a glance: "assigned by hand", "on scene", the
+    team's name (not its id); a team's note is text, an injected tag too."""
+    timeline, = run_console(
+        'boards.d1 = [incident("inc_x", {status: "on_scene", flagged: false})]; '
+        'const at = new Date().toISOString(); '
+        'details.inc_x = detailOf(boards.d1[0], {orders: [{order_id: "o1", team_id: "tm_7", '
+        'team_name: "Jiangnan patrol 7", state: "on_scene"}], timeline: ['
+        '{at, kind: "reported", detail: "110"}, '
+        '{at, kind: "unassigned", status: "unassigned", detail: "no suitable team"}, '
+        '{at, kind: "manual_assign", team_id: "tm_7", order_id: "o1", status: "assigned"}, '
+        '{at, kind: "offer", team_id: "tm_7", order_id: "o1"}, '
+        '{at, kind: "receipt", team_id: "tm_7", order_id: "o1"}, '
+        '{at, kind: "timeout", team_id: "tm_7", order_id: "o1"}, '
+        '{at, kind: "response", team_id: "tm_7", order_id: "o1", detail: "on_scene", '
+        'status: "on_scene", note: "<img src=x onerror=alert(1)>"}, '
+        '{at, kind: "handover", team_id: "tm_7"}, {at, kind: "linked"}, '
+        '{at, kind: "revised", detail: "priority P1"}, {at, kind: "note", detail: "x"}, '
+        '{at, kind: "withdrawn", team_id: "tm_7"}, {at, kind: "followup", team_id: "tm_7"}, '
+        '{at, kind: "remark", note: "r"}, {at, kind: "evidence", evidence: ['
+        '{kind: "video", ref: "cam-1/clip.mp4"}]}, {at, kind: "closed"}]});',
+        'row("inc_x").onclick(); settle().then(() => $("timeline").children.map('
+        'tr => tr.children.map(td => td.textContent)))',
+    )
+    for _, what, team, _detail in timeline:
+        assert "_" not in what, what
+        assert team in ("", "Jiangnan patrol 7"), team
+    by_what = {row[1]: row for row in timeline}
+    assert any(w.startswith("assigned by hand") for w in by_what), list(by_what)
+    answered = next(row for row in timeline if "<img" in row[3])
+    assert "on scene" in answered[3] and "<img src=x onerror=alert(1)>" in answered[3]
+    assert any("cam-1/clip.mp4" in row[3] for row in timeline)
+
+
+def test_the_refusal_of_a_token_replaced_meanwhile_does_not_sign_out_the_new_one() -> None:
+    """The dispatcher pastes their own token over the colleague's (revoked) one and presses
+    Watch while a poll with the old one is on its way: its 401 must not throw the new token
+    away nor stop the board."""
+    shown, = run_console(
+        TWO_WAITING + 'var revoked = false; const real = answer; answer = (u, i) => revoked && '
+        'i.headers.Authorization === "Bearer tok" ? reply(401, {error: {message: '
+        '"unknown or revoked token"}}) : real(u, i);',
+        'revoked = true; hold(() => true); tick().then(() => { $("token").value = "tok2"; hold(null); '
+        '$("save").onclick(); return settle(); }).then(() => { release(); return settle(); })'
+        '.then(() => tick()).then(() => [$("token").value, rows().length, $("err").textContent])',
+    )
+    assert shown == ["tok2", 2, ""], shown
