@@ -265,7 +265,7 @@ async def offered_twice(url: str, publisher: RedisBroker, monkeypatch: pytest.Mo
 
     real = policy_module.load_policy()
     fast = real.model_copy(update={"deadlines_s": {**real.deadlines_s, "P3": 1}})
-    monkeypatch.setattr("services.dispatch.main.load_policy", lambda: fast)
+    monkeypatch.setattr("services.dispatch.main.load_policy", lambda *_: fast)
     app = create_app(settings_for(url, **settings))
     async with app.router.lifespan_context(app):
         await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)

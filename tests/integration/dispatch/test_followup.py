@@ -141,7 +141,7 @@ async def test_after_the_last_visit_the_command_room_decides(
         clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     real = load_policy()
     monkeypatch.setattr("services.dispatch.main.load_policy",
-                        lambda: real.model_copy(update={"followup_max_visits": 1}))
+                        lambda *_: real.model_copy(update={"followup_max_visits": 1}))
     incident_id, [only] = await run_followup(clean_redis, publisher)
     async with dispatch_with_teams(clean_redis, publisher, {}, timer_lease_s=0.5):
         await answer(publisher, only, "handover", NOT_HOLDING)

@@ -161,7 +161,7 @@ async def test_a_filed_case_whose_last_visit_finds_the_agreement_broken_is_flagg
     silent. Its close is the decision: the flag goes."""
     real = load_policy()
     monkeypatch.setattr("services.dispatch.main.load_policy",
-                        lambda: real.model_copy(update={"followup_max_visits": 1}))
+                        lambda *_: real.model_copy(update={"followup_max_visits": 1}))
     url = clean_redis
     app = create_app(settings_for(url))
     async with app.router.lifespan_context(app):

@@ -29,7 +29,7 @@ def fast_deadlines(monkeypatch: pytest.MonkeyPatch, seconds: float = 2) -> None:
 
     real = policy_module.load_policy()
     fast = real.model_copy(update={"deadlines_s": {**real.deadlines_s, "P3": seconds}})
-    monkeypatch.setattr("services.dispatch.main.load_policy", lambda: fast)
+    monkeypatch.setattr("services.dispatch.main.load_policy", lambda *_: fast)
 
 
 def answers_held_until_a_timer_fired(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -200,7 +200,7 @@ async def test_an_order_dispatch_died_before_sending_gets_its_whole_deadline_onc
 
     real_policy = policy_module.load_policy()
     fast = real_policy.model_copy(update={"deadlines_s": {**real_policy.deadlines_s, "P1": 2}})
-    monkeypatch.setattr("services.dispatch.main.load_policy", lambda: fast)
+    monkeypatch.setattr("services.dispatch.main.load_policy", lambda *_: fast)
     real_offer = Dispatcher._offer
     offers: list[str] = []
 

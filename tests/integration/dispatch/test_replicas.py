@@ -48,7 +48,7 @@ async def test_a_deadline_set_before_a_restart_still_fires_after_it(
 
     real = policy_module.load_policy()
     fast = real.model_copy(update={"deadlines_s": {**real.deadlines_s, "P4": 2}})
-    monkeypatch.setattr("services.dispatch.main.load_policy", lambda: fast)
+    monkeypatch.setattr("services.dispatch.main.load_policy", lambda *_: fast)
     before = create_app(settings_for(clean_redis, consumer_name="before"))
     async with before.router.lifespan_context(before):
         await team(publisher, "g1", kind="security", lat=22.8171, lon=108.3665)
