@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -93,6 +94,11 @@ REINFORCE_RETRY = timedelta(seconds=20)
 # own station waits for it that long, then goes to any station's team, flagged.
 ZONE_RETRY = timedelta(seconds=15)
 ZONE_WAIT = timedelta(minutes=10)
+# Each timer's step (its span's name, in its incident's trace); these name an order.
+TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit due",
+               "handover": "hand-over retried", "zone": "zone looked up again",
+               "reinforce": "backup looked for again", "offshift": "team off shift on an order"}
+ORDER_TIMERS = ("ack", "reinforce", "offshift")
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 # A deadline due while answers given before it still wait unread (dispatch back after an
@@ -104,6 +110,27 @@ ANSWER_IN_FLIGHT = timedelta(seconds=0.25)
 # An order announced this long after it was written was sent late (a failure in between):
 # its deadline counts from its announcement.
 SENT_LATE = timedelta(seconds=1)
+
+
+@contextlib.contextmanager
+def in_incident_trace(name: str, trace_ctx: str | None, **attributes: str) -> Iterator[None]:
+    """Run a step of an incident in a span of the incident's own trace (`trace_ctx`, stored
+    from its report's span), linked to the span current here (the command room's request,
+    the event that freed a team) so that that trace still shows what it caused: the orders,
+    withdrawals and events the step publishes, and every answer to them, then belong to
+    the incident's one trace (DESIGN). Already in that trace (a step within a timer's
+    firing), or with no stored context (an archived incident), a child of the current span.
+    `attributes`: ids (`lianfang.incident_id`, ...), never a caller's data."""
+    stored = extract_context(json.loads(trace_ctx or "{}"))
+    home = trace.get_current_span(stored).get_span_context()
+    cause = trace.get_current_span().get_span_context()
+    if not home.is_valid or home.trace_id == cause.trace_id:
+        with tracer.start_as_current_span(name, attributes=attributes):
+            yield
+        return
+    with tracer.start_as_current_span(name, context=stored, attributes=attributes,
+                                      links=[trace.Link(cause)] if cause.is_valid else None):
+        yield
 
 
 def _reporting_member(inc: dict[str, str]) -> str | None:
@@ -1583,8 +1610,27 @@ class Dispatcher:
     # --- time passes ------------------------------------------------------------------
 
     async def fire_timer(self, member: str) -> datetime | None:
-        """Handle a due timer; or the time to fire it again, not handled yet."""
+        """Handle a due timer, in its incident's trace; or the time to fire it again, not
+        handled yet."""
         kind, _, ident = member.partition(":")
+        step = TIMER_STEPS.get(kind)
+        if step is None:
+            log.error("unknown timer %s dropped", member)
+            return None
+        attributes: dict[str, str] = {}
+        if kind in ORDER_TIMERS:
+            attributes["lianfang.order_id"] = ident
+            order = await store.get_order(self.redis, ident)
+            incident_id = order["incident_id"] if order else None
+        else:
+            incident_id = ident
+        if incident_id:
+            attributes["lianfang.incident_id"] = incident_id
+        trace_ctx = await store.trace_context(self.redis, incident_id) if incident_id else None
+        with in_incident_trace(step, trace_ctx, **attributes):
+            return await self._fire(kind, ident)
+
+    async def _fire(self, kind: str, ident: str) -> datetime | None:
         if kind == "ack":
             return await self.on_ack_deadline(ident)
         elif kind == "followup":
@@ -1597,8 +1643,6 @@ class Dispatcher:
             return await self.on_reinforce_due(ident)
         elif kind == "offshift":
             return await self.on_off_shift_due(ident)
-        else:
-            log.error("unknown timer %s dropped", member)
         return None
 
     async def _answers_behind(self, timer: str, incident_id: str, upto: datetime) -> bool:
@@ -1663,10 +1707,9 @@ class Dispatcher:
                 if due is not None and await self._answers_behind(
                         f"ack:{order_id}", incident_id, max(due + ANSWER_IN_FLIGHT, utcnow())):
                     return utcnow() + ANSWERS_WAIT
-            with tracer.start_as_current_span(
-                "acknowledgement deadline missed",
-                context=extract_context(json.loads(inc.get("trace_ctx") or "{}")),
-            ):
+            with in_incident_trace("acknowledgement deadline missed", inc.get("trace_ctx"),
+                                   **{"lianfang.incident_id": incident_id,
+                                      "lianfang.order_id": order_id}):
                 # first, as a withdrawal's: harmless made again
                 await store.release_unit(self.redis, team_id=order["team_id"],
                                          order_id=order_id)
@@ -1991,6 +2034,7 @@ class Dispatcher:
                 return
             after = page[-1][1]
             waiting = [incident_id for incident_id, _ in page]
+            contexts: dict[str, str | None] = {}  # each incident's trace
             if unit is not None:
                 # Only the incidents this team would be sent to: trying each waiting
                 # incident in turn, under its lock, cost dozens of round trips per freed
@@ -1998,12 +2042,20 @@ class Dispatcher:
                 # that handle answers in order (and, for the position fixes of free teams,
                 # on every fix).
                 now = utcnow()
-                waiting = [inc["incident_id"]
-                           for inc in await store.incidents_bulk(self.redis, waiting)
-                           if await self._would_send(unit, inc, now)]
+                waiting = []
+                for inc in await store.incidents_bulk(self.redis, [i for i, _ in page]):
+                    if await self._would_send(unit, inc, now):
+                        waiting.append(inc["incident_id"])
+                        contexts[inc["incident_id"]] = inc.get("trace_ctx")
             for incident_id in waiting:
-                async with self._locked(incident_id):
-                    await self._fill(incident_id)
+                # In its own trace, not that of the event that freed the team (another
+                # incident's), which the span links to.
+                trace_ctx = (contexts[incident_id] if incident_id in contexts
+                             else await store.trace_context(self.redis, incident_id))
+                with in_incident_trace("waiting incident offered again", trace_ctx,
+                                       **{"lianfang.incident_id": incident_id}):
+                    async with self._locked(incident_id):
+                        await self._fill(incident_id)
                 if freed and await store.claim_of(self.redis, freed):
                     return
             if len(page) < WAITING_PAGE:
@@ -2057,24 +2109,28 @@ class Dispatcher:
         named, as the station's hand-over order (_hand_over_by_hand): a task that occupies
         no team, so `reassign` takes it off nothing."""
         inc = await store.get_incident(self.redis, incident_id)
-        if inc is not None and inc["status"] == "handed_over":
-            async with self._locked(incident_id):
-                return await self._assign_or_hand_over(incident_id, team_id, by=by)
-        # With reassign, round again when another incident's offer claimed the team between
-        # the look at its claim and this one's (it was free then): take it off that, as asked.
-        for attempt in range(3 if reassign else 1):
-            try:
-                return await self._assign_once(incident_id, team_id, reassign=reassign, by=by,
-                                               may_change=may_change)
-            except ApiError as exc:
-                if exc.status != 409 or attempt == 2 or not reassign:
-                    raise
-                holder = await store.claim_of(self.redis, team_id)
-                held = await store.get_order(self.redis, holder) if holder else None
-                if (held is None or held["incident_id"] == incident_id
-                        or held["state"] not in domain.LIVE_ORDER_STATES):
-                    raise
-        raise AssertionError("unreachable")
+        with in_incident_trace("command room assigns a team", inc.get("trace_ctx") if inc else None,
+                               **{"lianfang.incident_id": incident_id,
+                                  "lianfang.team_id": team_id}):
+            if inc is not None and inc["status"] == "handed_over":
+                async with self._locked(incident_id):
+                    return await self._assign_or_hand_over(incident_id, team_id, by=by)
+            # With reassign, round again when another incident's offer claimed the team
+            # between the look at its claim and this one's (it was free then): take it off
+            # that, as asked.
+            for attempt in range(3 if reassign else 1):
+                try:
+                    return await self._assign_once(incident_id, team_id, reassign=reassign,
+                                                   by=by, may_change=may_change)
+                except ApiError as exc:
+                    if exc.status != 409 or attempt == 2 or not reassign:
+                        raise
+                    holder = await store.claim_of(self.redis, team_id)
+                    held = await store.get_order(self.redis, holder) if holder else None
+                    if (held is None or held["incident_id"] == incident_id
+                            or held["state"] not in domain.LIVE_ORDER_STATES):
+                        raise
+            raise AssertionError("unreachable")
 
     async def _assign_once(self, incident_id: str, team_id: str, *, reassign: bool, by: str,
                            may_change: Callable[[dict[str, str]], None] | None,
@@ -2091,13 +2147,20 @@ class Dispatcher:
                     if inc["status"] == "handed_over":  # since: a task, the team stays
                         return await self._hand_over_by_hand(inc, unit, by=by)
                     current = await store.get_order(self.redis, held["order_id"])
+                    other = await store.get_incident(self.redis, held["incident_id"])
+                    # The other incident's steps in its own trace, linked to this one's.
+                    in_other = functools.partial(
+                        in_incident_trace, "command room takes a team off for another",
+                        other.get("trace_ctx") if other else None,
+                        **{"lianfang.incident_id": held["incident_id"],
+                           "lianfang.order_id": held["order_id"]})
                     if current is not None and current["state"] in domain.LIVE_ORDER_STATES:
-                        other = await store.get_incident(self.redis, held["incident_id"])
                         if may_change is not None and other is not None:
                             may_change(other)
-                        await self._take_back(held["incident_id"], held["order_id"], by=by,
-                                              note=f"sent to incident {incident_id} instead",
-                                              refill=False)
+                        with in_other():
+                            await self._take_back(
+                                held["incident_id"], held["order_id"], by=by,
+                                note=f"sent to incident {incident_id} instead", refill=False)
                     # The team claimed here before the other incident's refill (a search
                     # that takes a while), so no freed-team offer gives it to a third one
                     # meanwhile; the other incident waits for its refill in the queue. Refilled
@@ -2105,7 +2168,8 @@ class Dispatcher:
                     try:
                         return await self._assign(incident_id, team_id, reassigning=True)
                     finally:
-                        await self._fill(held["incident_id"])
+                        with in_other():
+                            await self._fill(held["incident_id"])
         async with self._locked(incident_id):
             return await self._assign_or_hand_over(incident_id, team_id, by=by)
 
@@ -2126,10 +2190,15 @@ class Dispatcher:
         order = await store.get_order(self.redis, order_id)
         if order is None:
             raise not_found("order")
-        async with self._locked(order["incident_id"]):
-            order, district = await self._take_back(order["incident_id"], order_id, by=by,
-                                                    note=note)
-        await self.retry_waiting(district, freed=order["team_id"])
+        incident_id = order["incident_id"]
+        with in_incident_trace("command room takes an order back",
+                               await store.trace_context(self.redis, incident_id),
+                               **{"lianfang.incident_id": incident_id,
+                                  "lianfang.order_id": order_id}):
+            async with self._locked(incident_id):
+                order, district = await self._take_back(incident_id, order_id, by=by,
+                                                        note=note)
+            await self.retry_waiting(district, freed=order["team_id"])
         return order
 
     async def _take_back(self, incident_id: str, order_id: str, *, by: str,
@@ -2193,17 +2262,21 @@ class Dispatcher:
         again, the revision is not written twice, and what may not have followed it (a crash
         in between) is made: volunteers still on it taken off, the incident filled. Returns
         the incident and the orders taken back."""
-        async with self._locked(incident_id):
-            state = await store.incident_state(self.redis, incident_id)
-            inc = state.incident
-            if inc is None:
-                raise not_found("incident")
-            if inc["status"] in TERMINAL:
-                raise conflict(f"the incident is {inc['status']}; only an open incident is revised")
-            off = await self._revised(state, priority=priority, add_flags=add_flags, note=note,
-                                      by=by)
-        for order in off:
-            await self.retry_waiting(inc["district"], freed=order["team_id"])
+        with in_incident_trace("command room revises an incident",
+                               await store.trace_context(self.redis, incident_id),
+                               **{"lianfang.incident_id": incident_id}):
+            async with self._locked(incident_id):
+                state = await store.incident_state(self.redis, incident_id)
+                inc = state.incident
+                if inc is None:
+                    raise not_found("incident")
+                if inc["status"] in TERMINAL:
+                    raise conflict(f"the incident is {inc['status']}; only an open incident "
+                                   "is revised")
+                off = await self._revised(state, priority=priority, add_flags=add_flags,
+                                          note=note, by=by)
+            for order in off:
+                await self.retry_waiting(inc["district"], freed=order["team_id"])
         return inc, off
 
     async def _revised(self, state: store.IncidentState, *, priority: str | None,
@@ -2450,6 +2523,12 @@ class Dispatcher:
             return True
 
     async def close(self, incident_id: str, *, by: str) -> None:
+        with in_incident_trace("command room closes an incident",
+                               await store.trace_context(self.redis, incident_id),
+                               **{"lianfang.incident_id": incident_id}):
+            await self._close(incident_id, by=by)
+
+    async def _close(self, incident_id: str, *, by: str) -> None:
         async with self._locked(incident_id):
             inc = await store.get_incident(self.redis, incident_id)
             if inc is None:

@@ -666,6 +666,11 @@ async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:
     return data if data.get("district") else None
 
 
+async def trace_context(redis: Redis, incident_id: str) -> str | None:
+    """The incident's stored trace context (W3C headers as JSON, from its report's span)."""
+    return await redis.hget(incident_key(incident_id), "trace_ctx")
+
+
 async def update_incident(redis: Redis, incident_id: str, fields: dict[str, str]) -> None:
     await redis.hset(incident_key(incident_id), mapping=fields)
 
