@@ -155,16 +155,42 @@ function send(frame) {
 // until the server says the order stands where it took it).
 const unsure = new Map();   // order id -> { received?, response?, sentAt?, tries, timer }
 const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S (30 s)
+// An answer on a socket that died without a close (a dead spot) goes nowhere and gets no
+// reply: one not confirmed within ANSWER_CONFIRM_MS goes over HTTP as well, well before a
+// P1's 30 s deadline; one that cannot go at all is said so.
+const ANSWER_CONFIRM_MS = 8000;
 function sendAbout(frame) {
   const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
   kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
-  if (frame.type === "response") kept.sentAt = Date.now();
+  if (frame.type === "response") {
+    kept.sentAt = Date.now(); clearTimeout(kept.confirm);
+    kept.confirm = setTimeout(() => unconfirmed(frame.order_id), ANSWER_CONFIRM_MS);
+  }
   return send(frame);
+}
+function unconfirmed(id) {
+  const kept = unsure.get(id); if (!kept || !kept.response) return;
+  const age = Date.now() - kept.sentAt;
+  if (age < ANSWER_CONFIRM_MS) {
+    kept.confirm = setTimeout(() => unconfirmed(id), ANSWER_CONFIRM_MS - age); return;
+  }
+  const o = orders.get(id);
+  if (!o || ended(o)) { settled(id, "response"); return; }
+  if (kept.response.response === "reinforce" && age > REINFORCE_RESEND_MS) {
+    settled(id, "response");   // a second call now, not a repeat: the member decides
+    toast("Your call for reinforcement may not have gone through: press Reinforce again.");
+    return;
+  }
+  const { type, order_id, ...answer } = kept.response;
+  postAnswer(id, answer);
 }
 function settled(id, type) {   // taken, or refused for good: not sent again
   const kept = unsure.get(id); if (!kept) return;
   if (type) delete kept[type]; else { delete kept.received; delete kept.response; }
-  if (!kept.received && !kept.response) { clearTimeout(kept.timer); unsure.delete(id); }
+  if (!kept.received && !kept.response) {
+    clearTimeout(kept.timer); clearTimeout(kept.confirm); unsure.delete(id);
+  }
+  keepRinging();   // an answer refused: the order waits again
 }
 function onRefused(f) {
   const kept = f.order_id ? unsure.get(f.order_id) : undefined;
@@ -198,30 +224,89 @@ function beepUnlock() {
     audio.resume();
   } catch (e) { /* no audio */ }
 }
+// One socket at a time: a socket this page replaced (Connect pressed again, a silent one
+// given up) may still report its close or a frame; it is no longer the page's, and its
+// close must not be taken for a drop of the current one (which it would replace in turn).
+let reconnectTimer = null, quietTimer = null, heardAt = 0, pingEvery = 20000;
 function open_() {
-  if (ws) { try { ws.close(); } catch (e) {} }
+  clearTimeout(reconnectTimer); reconnectTimer = null;
+  if (ws) { const old = ws; ws = null; try { old.close(); } catch (e) {} }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(proto + "//" + location.host + "/v1/devices/stream?token=" + encodeURIComponent(token));
-  sock++;
+  const s = new WebSocket(proto + "//" + location.host + "/v1/devices/stream?token="
+    + encodeURIComponent(token));
+  ws = s; sock++; heardAt = Date.now();
   setStatus("connecting…", false);
-  ws.onopen = () => { retry = 0; setStatus("connected", true);
-    clearInterval(pingTimer); pingTimer = setInterval(() => send({ type: "ping" }), 25000); };
-  ws.onmessage = (ev) => { let f; try { f = JSON.parse(ev.data); } catch (e) { return; } onFrame(f); };
-  ws.onclose = (ev) => {
-    clearInterval(pingTimer);
+  s.onopen = () => { if (ws !== s) return;
+    heardAt = Date.now(); setStatus("connected", true);
+    clearInterval(pingTimer); pingTimer = setInterval(() => send({ type: "ping" }), 25000);
+    watchQuiet(); };
+  watchQuiet();   // and while it connects: a try lost in a dead network is given up too
+  s.onmessage = (ev) => { if (ws !== s) return;
+    heardAt = Date.now();
+    let f; try { f = JSON.parse(ev.data); } catch (e) { return; } onFrame(f); };
+  s.onclose = (ev) => {
+    if (ws !== s) return;
+    ws = null; clearInterval(pingTimer); clearTimeout(quietTimer);
     if (ev.code === 4401 || ev.code === 4403) {
       stopped = true; setStatus("token refused", false);
       clearOrders();   // revoked (a lost phone, a member taken off the roster): shown no more
       toast("This device token is not valid (revoked or unknown)."); return;
     }
     setStatus("disconnected", false);
-    if (!stopped) { const wait = Math.min(30000, 1000 * Math.pow(2, retry++)); setTimeout(open_, wait); }
+    reconnectLater();
   };
+}
+// The wait before the next try grows until notify has taken the device again (its hello),
+// not merely opened the socket: one it accepts and closes at once (1013, its store away)
+// is tried again later each time, not every second. Each wait is drawn from its upper
+// half, so the district's phones, dropped together by a restart, do not come back in step.
+function reconnectLater() {
+  if (stopped) return;
+  clearTimeout(reconnectTimer);
+  const most = Math.min(30000, 1000 * Math.pow(2, retry++));
+  reconnectTimer = setTimeout(open_, Math.round(most / 2 + Math.random() * most / 2));
+}
+// A connection lost in a lift or a dead spot often ends without a close: the browser calls
+// the socket open for minutes while nothing reaches it. notify pings every ping_interval_s
+// and answers the page's pings: a socket silent for three intervals is given up, as is a
+// try to connect that has not opened within CONNECT_WAIT_MS.
+const CONNECT_WAIT_MS = 30000;
+function watchQuiet() {
+  clearTimeout(quietTimer); quietTimer = null;
+  const s = ws; if (!s || s.readyState > WebSocket.OPEN) return;
+  const quiet = s.readyState === WebSocket.OPEN ? Math.max(45000, 3 * pingEvery) : CONNECT_WAIT_MS;
+  const left = heardAt + quiet - Date.now();
+  if (left > 0) { quietTimer = setTimeout(watchQuiet, left); return; }
+  ws = null; clearInterval(pingTimer);
+  try { s.close(); } catch (e) {}
+  setStatus("reconnecting…", false);
+  reconnectLater();
+}
+// Back in the network, or the phone unlocked (its timers may not have run while it slept):
+// a socket down is tried now, not after the grown wait; an open one is checked now.
+function wake() {
+  if (stopped || !token) return;
+  if (!ws || ws.readyState > WebSocket.OPEN) { retry = 0; open_(); return; }
+  if (ws.readyState === WebSocket.OPEN) { send({ type: "ping" }); watchQuiet(); }
+}
+if (typeof window.addEventListener === "function") {
+  window.addEventListener("online", wake);
+  window.addEventListener("pageshow", wake);
+}
+if (typeof document.addEventListener === "function") {
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) wake(); });
 }
 
 function onFrame(f) {
   switch (f.type) {
     case "hello": {
+      retry = 0;   // notify took the device: a later drop starts its waits afresh
+      if (f.ping_interval_s > 0) pingEvery = f.ping_interval_s * 1000;
+      if (!info) loadMe();   // back after a drop: the shift and the form as they stand now
+      else if (info.services) {
+        if (info.services.volunteers) loadDuty();
+        if (info.services.intake && !loadCategories.done) loadCategories();
+      }
       $("who").textContent = "Connected as " + (f.member_name || f.member_id) + " · team " + f.team_id;
       // moved to another team (the roster; notify closed the socket with 4409): the former
       // team's orders are no longer this member's, and notify tells this socket nothing more
@@ -255,7 +340,7 @@ function onFrame(f) {
       // an order the team took before this page knew it (a reload, another phone answered):
       // shown where it stands, to carry on with; no alarm
       if (f.order && !orders.has(f.order_id) && !["resolved", "handover", "declined"].includes(f.state)) {
-        orders.set(f.order_id, { frame: f.order, state: f.state, sock });
+        orders.set(f.order_id, { frame: f.order, state: f.state, sock, answered: true });
         render(f.order_id, false); showEmpty();
       } else {
         // shown already: as it stands now (a drop missed a revision), and this team's still
@@ -278,13 +363,50 @@ function onOrder(f) {
   if (orders.has(f.order_id)) { revised(f); orders.get(f.order_id).sock = sock; return; }
   orders.set(f.order_id, { frame: f, state: "issued", sock });
   render(f.order_id, true);
-  beep();
+  ring();
   refreshDutySoon();  // dispatched
-  if (document.hidden && "Notification" in window && Notification.permission === "granted") {
-    try {
-      new Notification(f.priority + " " + f.category, { body: f.address || "", tag: f.order_id });
-    } catch (e) { /* notifications not allowed */ }
+  notifyHidden(f);
+}
+
+// The page in the background (another app, the screen locked): a notification too. Chrome
+// on Android has no Notification constructor for pages (it throws): there a page shows one
+// through its service worker, registered when the member turned on alerts.
+function notifyHidden(f) {
+  if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
+  const title = f.priority + " " + f.category.replace(/_/g, " ");
+  const opts = { body: f.address || "", tag: f.order_id, renotify: true, requireInteraction: true,
+                 vibrate: [400, 150, 400, 150, 400], data: { order_id: f.order_id } };
+  const direct = () => { try { new Notification(title, opts); } catch (e) { /* not allowed */ } };
+  const sw = navigator.serviceWorker;
+  if (!sw || typeof sw.getRegistration !== "function") { direct(); return; }
+  sw.getRegistration("/device/sw.js")
+    .then((reg) => (reg && reg.showNotification ? reg.showNotification(title, opts) : direct()))
+    .catch(direct);
+}
+
+// An order rings until its team answers it (a press here, on its way; a teammate's answer)
+// or it ends: one beep in a pocket on a loud street is missed. Orders waiting together ring
+// as one alarm.
+const ALARM_EVERY_MS = 5000;
+let alarmTimer = null, rangAt = 0;
+function ring() { rangAt = Date.now(); beep(); keepRinging(); }
+function waiting() {
+  for (const [id, o] of orders) {
+    const kept = unsure.get(id);
+    if (o.state === "issued" && !o.answered && !(kept && kept.response)) return true;
   }
+  return false;
+}
+function keepRinging() {
+  if (!waiting()) { clearTimeout(alarmTimer); alarmTimer = null; return; }
+  if (alarmTimer === null) {
+    alarmTimer = setTimeout(ringAgain, Math.max(0, rangAt + ALARM_EVERY_MS - Date.now()));
+  }
+}
+function ringAgain() {
+  alarmTimer = null;
+  if (!waiting()) return;
+  if (Date.now() - rangAt >= ALARM_EVERY_MS) ring(); else keepRinging();
 }
 
 function revised(f) {
@@ -314,7 +436,7 @@ function onUpdate(f) {
   const raised = f.priority < o.frame.priority, added = f.flags.filter((x) => !o.frame.flags.includes(x));
   o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by };
   render(f.order_id, raised || added.length > 0);
-  if (raised || added.length) { beep();
+  if (raised || added.length) { ring();
     toast("Order updated: " + f.priority + (added.length ? " · " + added.join(", ") : "")); }
 }
 
@@ -330,7 +452,8 @@ function setState(id, state, answered) {
   // An order's end is final: an answer's reply that crossed its withdrawal (the deadline ran
   // out as the member pressed) must not show it live again.
   const o = orders.get(id); if (!o || ended(o)) return;
-  o.state = state; render(id, false);
+  o.state = state; if (answered) o.answered = true;
+  render(id, false);
   if (["resolved", "handover", "declined"].includes(state)) endOrder(id, state);
 }
 
@@ -346,8 +469,12 @@ function allowed(state, kind) {
 async function respond(id, response) {
   let note = null;  // the team's own words: the command room reads them with the answer
   if (response === "declined") {
-    note = (prompt("Why can you not take this order? The command room reads your reason.") || "").trim();
-    if (!note) return;
+    const said = prompt("Why can you not take this order? The command room reads your reason.");
+    note = (said || "").trim();
+    if (!note) {   // cancelled: nothing to say; pressed OK on nothing: say why nothing happened
+      if (said !== null) toast("Not declined: a decline needs its reason. The order is still yours.");
+      return;
+    }
   } else if (response === "handover") {
     const o = orders.get(id);
     const said = prompt(o && o.frame.kind === "followup"
@@ -398,12 +525,15 @@ function render(id, alert) {
   if (f.flags && f.flags.length) card.append(el("div", "meta", "⚠ " + f.flags.join(", ")));
   if (f.instructions) card.append(el("div", "instr", f.instructions));
   if (f.description) card.append(el("div", "instr", f.description));
-  if (f.caller) {
-    const caller = [f.caller.name, f.caller.phone].filter(Boolean).join(" · ");
-    card.append(el("div", "meta", "Caller: " + caller));
-  }
+  // police orders only (notify strips the rest), and only what it holds: no empty "Caller:"
+  const caller = f.caller ? [f.caller.name, f.caller.phone].filter(Boolean).join(" · ") : "";
+  if (caller) card.append(el("div", "meta", "Caller: " + caller));
+  ackLines.delete(id);
   if (f.ack_by) {
-    card.append(el("div", "meta ackby", "Acknowledge by " + new Date(f.ack_by).toLocaleTimeString()));
+    const line = el("div", "meta ackby");
+    line.textContent = deadline(id);
+    if (o.state === "issued" && !o.answered) { ackLines.set(id, line); tickSoon(); }
+    card.append(line);
   }
   if (f.filing_due) card.append(el("div", "meta", "Filing due " + new Date(f.filing_due).toLocaleString()));
   card.append(el("div", "state", o.state === "issued" ? "NEW" : o.state.replace(/_/g, " ").toUpperCase()));
@@ -417,10 +547,34 @@ function render(id, alert) {
     b.onclick = () => respond(id, r); acts.append(b);
   }
   card.append(acts);
+  keepRinging();
   sortCards();
   showEmpty();
 }
 render.seq = 0;
+// The acknowledge-by time on the phone's wall clock, and while the team has not answered,
+// the time left, counted by notify's clock: a phone whose clock was set by hand minutes off
+// would count a P1's 30 s as gone already, or as minutes.
+const ackLines = new Map();   // order id -> its deadline line, while it counts down
+let tickTimer = null, serverSkew = 0;
+function deadline(id) {
+  const o = orders.get(id), due = Date.parse(o.frame.ack_by);
+  const at = "Acknowledge by " + new Date(due).toLocaleTimeString();
+  if (o.state !== "issued" || o.answered) return at;
+  const left = Math.ceil((due - (Date.now() + serverSkew)) / 1000);
+  return at + (left > 0 ? " · " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0")
+    + " left" : " · time is up");
+}
+function tickSoon() { if (tickTimer === null) tickTimer = setTimeout(tick, 1000); }
+function tick() {
+  tickTimer = null;
+  for (const [id, line] of ackLines) {
+    const o = orders.get(id);
+    if (!o || o.state !== "issued" || o.answered) { ackLines.delete(id); continue; }
+    line.textContent = deadline(id);
+  }
+  if (ackLines.size) tickSoon();
+}
 function ended(o) { return ["withdrawn", "resolved", "handover", "declined"].includes(o.state); }
 function sortCards() {   // live before ended, then P1 first, then newest first
   const list = $("orders");
@@ -430,23 +584,34 @@ function sortCards() {   // live before ended, then P1 first, then newest first
   });
   for (const id of ids) { const c = $("o-" + id); if (c) list.append(c); }
 }
-function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"; }
+function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"; keepRinging(); }
 
 async function api(path, method, body) {   // notify's own path, or another service's URL
   const headers = { "Authorization": "Bearer " + token };
   if (body) headers["Content-Type"] = "application/json";
+  const sent = Date.now();
   const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
+  const said = path.startsWith("/") && r.headers && r.headers.get ? Date.parse(r.headers.get("Date")) : NaN;
+  if (!isNaN(said)) {   // notify's clock (whole seconds): kept only when the phone's is well off
+    const off = said + 500 - (sent + Date.now()) / 2;
+    serverSkew = Math.abs(off) > 3000 ? off : 0;
+  }
   const data = await r.json().catch(() => ({}));
   if (!r.ok) { const e = new Error(data.error ? data.error.message : ("HTTP " + r.status));
     e.status = r.status; throw e; }
   return data;
 }
+// Asked again at each hello until it is known: a page opened without network (the tab
+// reloaded in a lift) would otherwise never show the shift, share the position or report.
 async function loadMe() {
-  try { info = await api("/v1/devices/me", "GET");
+  if (loadMe.busy) return;
+  loadMe.busy = true;
+  try { const got = await api("/v1/devices/me", "GET"); info = got;
     $("push").disabled = !(info.webpush.enabled && "serviceWorker" in navigator && "PushManager" in window);
     $("sms").disabled = !info.sms.enabled;
     if (info.webpush.subscribed) $("push").textContent = "Alerts when closed ✓";
   } catch (e) { toast(e.message); return; }
+  finally { loadMe.busy = false; }
   const svc = info.services || {};
   if (svc.volunteers) { $("duty").hidden = false; loadDuty(); }
   if (svc.intake) {
@@ -536,12 +701,24 @@ async function onFix(p, force) {
 
 // --- reports from the street (intake) -------------------------------------------------
 const I = (path) => info.services.intake + path;
-let pendingRef = null;   // kept until intake answers: a retry is the same report
+// A report intake has not answered is sent again as it was, with its external_ref: the
+// answer may have been lost after intake kept it, and intake takes the same ref again as a
+// retry (200, the first report's incident). Only the same report: other words, a flag or a
+// category, another place (over REPORT_SAME_M away), or a try after REPORT_RETRY_MS is a new
+// report with a ref of its own; sent with the old ref it would be answered with the old
+// incident, and reach nobody.
+let pending = null;   // { ref, what, body, at }
+const REPORT_RETRY_MS = 10 * 60000, REPORT_SAME_M = 100;
+function metres(a, b) {
+  const k = Math.PI / 180, x = (b.lon - a.lon) * k * Math.cos((a.lat + b.lat) / 2 * k);
+  return 6371000 * Math.hypot(x, (b.lat - a.lat) * k);
+}
 async function loadCategories() {
   try { const cats = await api(I("/v1/categories"), "GET");
     $("rcat").replaceChildren(...cats.map((c) => { const o = el("option", "", c.category.replace(/_/g, " "));
       o.value = c.category; return o; }));
     $("rcat").value = cats.some((c) => c.category === "hazard_report") ? "hazard_report" : cats[0].category;
+    loadCategories.done = true;
   } catch (e) { toast(e.message); }
 }
 function here() {
@@ -554,21 +731,35 @@ function here() {
 }
 async function sendReport() {
   $("rsend").disabled = true;
+  const category = $("rcat").value, text = $("rdesc").value.trim(), weapon = $("rweapon").checked;
+  const what = JSON.stringify([category, text, weapon]);
   try {
     const at = await here();
-    const who = me || await api(V("/v1/me"), "GET");
-    pendingRef = pendingRef || ("app-" + (info.device_id || "") + "-" + Date.now().toString(36));
-    const body = { external_ref: pendingRef, category: $("rcat").value, district: who.team.district,
-                   location: { lat: at.lat, lon: at.lon } };
-    const text = $("rdesc").value.trim(); if (text) body.description = text;
-    if ($("rweapon").checked) body.flags = ["weapon"];
+    const again = pending && pending.what === what && Date.now() - pending.at < REPORT_RETRY_MS
+      && metres(pending.body.location, at) <= REPORT_SAME_M;
+    if (!again) {
+      const who = me || await api(V("/v1/me"), "GET");
+      const body = { external_ref: "app-" + (info.device_id || "") + "-" + Date.now().toString(36),
+                     category, district: who.team.district, location: { lat: at.lat, lon: at.lon } };
+      if (text) body.description = text;
+      if (weapon) body.flags = ["weapon"];
+      pending = { what, body, at: Date.now() };
+    }
+    const body = pending.body;
     const r = await api(I("/v1/incidents"), "POST", body);
-    pendingRef = null; $("rdesc").value = ""; $("rweapon").checked = false;
+    pending = null; $("rdesc").value = ""; $("rweapon").checked = false;
     const mine = JSON.parse(localStorage.getItem("lf_reports") || "[]").filter((x) => x.id !== r.incident_id);
     mine.unshift({ id: r.incident_id, category: body.category, at: new Date().toISOString() });
     localStorage.setItem("lf_reports", JSON.stringify(mine.slice(0, 10)));
-    toast("Reported: the command room has it."); showReports();
-  } catch (e) { toast("Not reported: " + e.message); }
+    // a linked report sends nobody: the incident it joined has its teams already
+    toast(r.status === "linked" ? "Reported: joined to the same incident already reported here."
+      : "Reported: the command room has it.");
+    showReports();
+  } catch (e) {
+    // fetch fails with a TypeError when there is no network at all
+    toast("Not reported: " + (e.name === "TypeError"
+      ? "no connection. Press Report again when you have a signal." : e.message));
+  }
   finally { $("rsend").disabled = false; }
 }
 async function showReports() {
@@ -614,8 +805,10 @@ function clearOrders() {
 async function forgetToken() {
   const old = token;
   stopped = true; token = ""; localStorage.removeItem("lf_token");
-  localStorage.removeItem("lf_reports"); $("token").value = "";
-  if (ws) ws.close(); setStatus("not connected", false);
+  localStorage.removeItem("lf_reports"); $("token").value = ""; pending = null;
+  clearTimeout(reconnectTimer); clearTimeout(quietTimer);
+  if (ws) { const old = ws; ws = null; old.close(); }
+  setStatus("not connected", false);
   clearOrders(); $("myreports").replaceChildren();
   $("push").textContent = "Alerts when closed";
   try {
