@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -33,9 +33,7 @@ class JsonLinesSpanExporter(SpanExporter):
             ctx = span.get_span_context()
             parent = span.parent
             # A plain dict copy: iterating the SDK's BoundedAttributes walks the Mapping ABC.
-            attributes = span.attributes.copy() if span.attributes else {}
-            for key in _REDACTED_KEYS.intersection(attributes):
-                del attributes[key]
+            attributes = _kept(span.attributes)
             lines.append(ascii_json({
                 "service": span.resource.attributes.get("service.name"),
                 "name": span.name,
@@ -47,6 +45,14 @@ class JsonLinesSpanExporter(SpanExporter):
                 "end": span.end_time,
                 "status": span.status.status_code.name,
                 "attributes": attributes,
+                # where a step came from (a command room's request, the event that freed a
+                # team) and what happened in it (a dead letter)
+                **({"links": [{"trace_id": format(link.context.trace_id, "032x"),
+                               "span_id": format(link.context.span_id, "016x")}
+                              for link in span.links]} if span.links else {}),
+                **({"events": [{"name": event.name, "at": event.timestamp,
+                                "attributes": _kept(event.attributes)}
+                               for event in span.events]} if span.events else {}),
             }, fallback=str))
         with self._lock, open(self._path, "ab") as fh:
             fh.write(b"\n".join(lines) + b"\n")
@@ -54,6 +60,15 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         return None
+
+
+def _kept(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The attributes as a plain dict (iterating the SDK's BoundedAttributes walks the Mapping
+    ABC), without those that may hold personal data."""
+    kept = dict(attributes.copy()) if attributes else {}
+    for key in _REDACTED_KEYS.intersection(kept):
+        del kept[key]
+    return kept
 
 
 # Attribute keys that hold a request's query string.

@@ -12,7 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 
 from shared.http import TELEMETRY
 from shared.telemetry import JsonLinesSpanExporter, UrlCredentialsMasked
@@ -41,6 +41,28 @@ def test_each_span_is_one_line_without_the_redacted_attributes(tmp_path: Path) -
     assert inner["parent_id"] == outer_line["span_id"] and outer_line["parent_id"] is None
     assert outer_line["kind"] == "CONSUMER" and outer_line["attributes"] == {}
     assert inner["status"] == "UNSET" and inner["start"] <= inner["end"]
+
+
+def test_a_span_s_links_and_events_are_written_too(tmp_path: Path) -> None:
+    # A command room's step runs in the incident's trace, linked to its request; a dead
+    # letter ends its span with a `dead-lettered` event: without them a span file shows
+    # neither where a step came from nor where an event went.
+    path = tmp_path / "svc.jsonl"
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(str(path))))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("request") as request:
+        cause = request.get_span_context()
+    with tracer.start_as_current_span("step", links=[Link(cause)]) as step:
+        step.add_event("dead-lettered", {"reason": "invalid OrderIssued: field location",
+                                         "http.request.body": "13800000000"})
+    line = json.loads(path.read_text().splitlines()[-1])
+    assert line["links"] == [{"trace_id": format(cause.trace_id, "032x"),
+                              "span_id": format(cause.span_id, "016x")}]
+    (event,) = line["events"]
+    assert event["name"] == "dead-lettered"
+    assert event["attributes"] == {"reason": "invalid OrderIssued: field location"}
+    assert "13800000000" not in path.read_text()
 
 
 def test_text_lists_and_line_breaking_characters_round_trip(tmp_path: Path) -> None:
