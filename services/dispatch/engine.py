@@ -581,9 +581,17 @@ class Dispatcher:
                     added = tuple(f for f in normalise_flags(event.flags) if f not in flags)
                     sooner = event.priority if event.priority < other["priority"] else None
                     if added or sooner:
-                        off = await self._revised(state, priority=sooner, add_flags=added,
-                                                  note=None,
-                                                  by=f"a linked report ({event.incident_id})")
+                        # in the open incident's trace: the orders and amendments it makes
+                        # are that incident's (linked to the report's span)
+                        with in_incident_trace("a linked report revises the incident",
+                                               other.get("trace_ctx"),
+                                               **{"lianfang.incident_id": parent}):
+                            off = await self._revised(
+                                state, priority=sooner, add_flags=added, note=None,
+                                by=f"a linked report ({event.incident_id})")
+                if parent != event.linked_to:  # followed on from the ended one intake named
+                    await self.redis.hset(store.incident_key(event.incident_id),
+                                          "linked_to", parent)
                 await self._emit(event.incident_id, TimelineEntry(
                     kind="linked", detail=f"duplicate report of {parent}"), status="linked")
                 if other is not None:

@@ -105,6 +105,7 @@ async def test_a_second_duplicate_of_an_ended_incident_is_linked_to_the_first_se
                      "the second report linked")
     linked = [u for u in updates(dispatch, second) if u.status == "linked"]
     assert f"duplicate report of {first}" in (linked[0].entry.detail or "")
+    assert linked[0].linked_to == first  # what intake's view and the board show
     assert orders_for(dispatch, second) == []
     assert len(orders_for(dispatch, first)) == 1
 
