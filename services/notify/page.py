@@ -650,9 +650,18 @@ function showState(state) {
 async function shift(which) {
   try { const state = await api(V("/v1/me/shift/" + which), "POST");
     showState(state);
-    if (state.points_awarded) toast("+" + state.points_awarded + " points for this patrol");
+    const paid = state.points_awarded ? "+" + state.points_awarded + " points for this patrol" : "";
+    if (which === "end") toast([checkedOut(state), paid].filter(Boolean).join(" · "));
+    else if (paid) toast(paid);
     loadPoints();
   } catch (e) { toast(e.message); }
+}
+// A check-out ends the member's own stint; the team's shift ends with its last member.
+function checkedOut(state) {
+  const others = (state.shift_member_ids || []).length;
+  const team = state.on_shift
+    ? "the team's shift goes on with " + others + " still on it" : "the team is off duty";
+  return (state.checked_out === false ? "You were not checked in; " : "You checked out; ") + team;
 }
 async function loadPoints() {
   try { const p = await api(V("/v1/me/points?limit=1"), "GET");

@@ -426,9 +426,9 @@ async def test_a_phone_that_drops_mid_incident_sees_only_what_is_still_its_team_
                        "response": "acknowledged"})
         await d.everyone_sees(incident_id, "acknowledged", "Li's answer on the socket")
 
-        # the team cannot check out while it holds the order
+        # Li, the last on its shift, cannot check out while the team holds the order
         r = await client.post(f"{day.url('volunteers')}/v1/me/shift/end",
-                              headers=bearer(d.tokens["near-2"]))
+                              headers=bearer(d.tokens["near-1"]))
         assert r.status_code == 409, r.text
         # answered: a reconnecting phone no longer gets it as a new order
         await li.ws.close()
@@ -449,7 +449,7 @@ async def test_a_phone_that_drops_mid_incident_sees_only_what_is_still_its_team_
         li = await journey.connect_device(day, d.tokens["near-1"], exits)
         assert [f for f in await li.drain(1.0) if f.get("type") in ("order", "order_state")] == []
         r = await client.post(f"{day.url('volunteers')}/v1/me/shift/end",
-                              headers=bearer(d.tokens["near-2"]))
+                              headers=bearer(d.tokens["near-1"]))
         assert r.status_code == 200, r.text
         await d.team_free("patrol-near", on_shift=False)
 

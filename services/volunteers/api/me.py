@@ -100,15 +100,24 @@ def build_router(
 
         return answer(who, await change(who, decide))
 
-    @router.post("/shift/end", summary="Check out: the team goes off duty (409 with an open order)")
+    @router.post("/shift/end", summary="Check out: the member leaves the team's shift; the "
+                 "last one out ends it (409 for the last while the team holds an open order)")
     async def shift_end(who: Device) -> dict[str, Any]:
-        now = utcnow()
+        now, member_id = utcnow(), who.member_id or ""
+        was_on = False
 
         def decide(view: TeamView) -> Decision:
-            outcome = status.end_shift(view.state, now=now)
+            nonlocal was_on  # of the attempt that is written (a contended one decides again)
+            was_on = member_id in view.state.shift_members
+            outcome = status.check_out(view.state, member_id=member_id, now=now)
             return Decision(outcome.state, ledger=patrol_points(view, outcome))
 
-        return answer(who, await change(who, decide))
+        out = answer(who, await change(who, decide))
+        # What the member's page tells them: whether this ended their stint (false: they
+        # were not on the shift: a retry, a check-in that had run out), and, by the state
+        # (`on_shift`, `shift_member_ids`), whether the team's shift goes on without them.
+        out["checked_out"] = was_on
+        return out
 
     @router.put("/status", summary="Set the team's status: available, busy or off_duty")
     async def set_status(body: StatusIn, caller: Caller) -> dict[str, Any]:

@@ -163,7 +163,8 @@ def start_shift(state: TeamState, *, member_id: str, now: datetime, shift_id: st
 
 
 def end_shift(state: TeamState, *, now: datetime) -> Outcome:
-    """Check out: the whole team goes off duty; refused while it holds an open order."""
+    """The shift ends for everyone on it (status `off_duty`, or its last member's check-out):
+    the team goes off duty; refused while it holds an open order."""
     if state.orders:
         raise _order_refusal(state, "its shift can end")
     if not state.on_shift:
@@ -176,6 +177,21 @@ def end_shift(state: TeamState, *, now: datetime) -> Outcome:
     )
     off = _off_duty(_ended(state, state.shift_members, now=now, shift_ends=True))
     return Outcome(off, ended=ended)
+
+
+def check_out(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
+    """A member checks out: their own stint ends (`leave_shift`: patrol points to now, off
+    the shift for what the team does after). The others carry on, also with an order the
+    team holds; the last one out ends the shift (`end_shift`: off duty, refused while an
+    order holds the team, which would be left with nobody). A member not on the shift ends
+    nobody else's (a retry, or a phone that never checked in: nothing changes); only a shift
+    with nobody recorded on it (a state stored before members were) ends at anyone's."""
+    others = set(state.shift_members) - {member_id}
+    if others:
+        return leave_shift(state, member_id=member_id, now=now)
+    if state.orders and member_id in state.shift_members:
+        raise _order_refusal(state, "you, the last on its shift, can check out")
+    return end_shift(state, now=now)
 
 
 def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
