@@ -44,6 +44,7 @@ from .domain import (
     classify,
     find_duplicate,
     linked_incident,
+    linked_now,
     overlong_flag,
     report_time,
     unknown_category_message,
@@ -269,8 +270,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if who.kind in ("system", "device") and data["system_id"] != reporter_of(who):
             raise forbidden(f"this incident was reported by another {who.kind}")
         joined: LinkedIncident | None = None
-        parent = data.get("linked_to") or ""
-        if data["status"] == "linked" and parent:
+        parent = linked_now(data)
+        if parent:
             # Of the other incident's record only what domain.linked_incident takes (never
             # its reporter's words or ref); the record itself stays its reporter's (403).
             record = await store.get_incident(redis, parent)
@@ -285,7 +286,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             "priority": data["priority"],
             "status": data["status"],
             "flagged": data.get("flagged") == "1",
-            "linked_to": data.get("linked_to") or None,
+            "linked_to": parent,
             "reported_at": data["reported_at"],
             "trace_id": data.get("trace_id") or None,
             "teams": json.loads(data.get("assignments") or "[]"),
@@ -319,8 +320,8 @@ def _accepted(data: dict[str, str]) -> dict[str, Any]:
         "priority": data.get("priority"),
         "status": data.get("status", "reported"),
     }
-    if data.get("linked_to"):
-        out["linked_to"] = data["linked_to"]
+    if linked := linked_now(data):
+        out["linked_to"] = linked
     return out
 
 

@@ -181,7 +181,7 @@ class LinkedTeam(BaseModel):
     team_name: str | None = None
     agency_kind: str = Field(description="police, security or volunteer")
     status: str = Field(description="offered, acknowledged, en_route, on_scene, or how its order "
-                        "ended: resolved, handover, declined, withdrawn, timeout")
+                        "ended: resolved, handover, declined, withdrawn, timed_out")
     eta_s: float | None = Field(default=None, description="estimated travel time when sent")
     assigned_at: datetime | None = Field(default=None, description="when the order was issued")
     acknowledged_at: datetime | None = Field(
@@ -219,13 +219,26 @@ def ended_at_field(status: str) -> str:
     return f"ended:{status}"
 
 
+def sent_at_field(order_id: str) -> str:
+    """The projection's field holding when an update first listed the order (epoch seconds)."""
+    return f"sent:{order_id}"
+
+
 def linked_incident(*, incident_id: str, record: Mapping[str, str],
                     timeline: Sequence[Mapping[str, Any]]) -> LinkedIncident:
     """What a report linked to `incident_id` is shown of it, from intake's projection of that
     incident (its record and timeline). Times are each the earliest the timeline holds, so
     dispatch's events read out of order or twice change nothing; only dispatch's facts are
-    taken (statuses, teams, times), never a timeline entry's words."""
+    taken (statuses, teams, times), never a timeline entry's words. A team's `assigned_at` is
+    the first update that listed its order (dispatch announces several orders with one entry
+    naming none), or an earlier entry naming it."""
+    assignments = json.loads(record.get("assignments") or "[]")
     times: dict[str, dict[str, datetime]] = {}
+    for a in assignments:
+        sent = record.get(sent_at_field(a.get("order_id") or ""))
+        if sent:
+            times.setdefault(a["order_id"], {})["assigned_at"] = datetime.fromtimestamp(
+                float(sent), UTC)
     for entry in timeline:
         order_id = entry.get("order_id")
         if not order_id or not entry.get("at"):
@@ -247,13 +260,23 @@ def linked_incident(*, incident_id: str, record: Mapping[str, str],
         LinkedTeam(team_id=a["team_id"], team_name=a.get("team_name"),
                    agency_kind=a["agency_kind"], status=a["status"], eta_s=a.get("eta_s"),
                    **times.get(a.get("order_id") or "", {}))
-        for a in json.loads(record.get("assignments") or "[]")
+        for a in assignments
     ]
     status = record["status"]
     ended = record.get(ended_at_field(status)) if status in ENDED_STATUSES else None
     return LinkedIncident(
         incident_id=incident_id, status=status, priority=record["priority"], teams=teams,
         ended_at=datetime.fromtimestamp(float(ended), UTC) if ended else None)
+
+
+def linked_now(record: Mapping[str, str]) -> str | None:
+    """The incident a report is linked to now: the one dispatch linked it to (which may be
+    another than intake named: an ended one's report sent on), and none once dispatch sent
+    it out as an incident of its own (its timeline says why) or while it was never linked.
+    A report sent out still shown "linked to" an ended incident reads as if nobody came."""
+    if record.get("status") != "linked":
+        return None
+    return record.get("linked_to") or None
 
 
 class IncidentView(BaseModel):
@@ -269,8 +292,13 @@ class IncidentView(BaseModel):
                         "on_scene, unassigned, resolved, handed_over, closed, or linked (a "
                         "duplicate joined to `linked_to`: no team is sent for it itself)")
     flagged: bool = Field(description="on the command room's board as needing attention")
-    linked_to: str | None = Field(default=None, description="the incident this report was "
-                                  "judged a duplicate of, when it came")
+    linked_to: str | None = Field(default=None, description="while the report is `linked`: "
+                                  "the incident it joined (intake's judgement when it came, or "
+                                  "dispatch's: an ended incident's report sent out for the same "
+                                  "event); null when it is not linked, including once dispatch "
+                                  "sent it out as an incident of its own (see `teams`; its "
+                                  "timeline says which incident it was first judged a duplicate "
+                                  "of)")
     reported_at: str
     trace_id: str | None = None
     teams: list[dict[str, Any]] = Field(description="the teams sent to this incident itself")

@@ -346,6 +346,13 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # An event with an ended status (ARGV[12]: its entry's time, epoch seconds) keeps the
 # earliest such time per status (domain.ended_at_field: the linked reports' `ended_at`),
 # whatever order the events come in.
+# Each order dispatch lists (ARGV[5]) keeps the earliest time an update listed it
+# (domain.sent_at_field: the linked reports' `assigned_at`): dispatch announces a joint
+# response's orders, or a take-back's replacement, with one `status` entry naming none, so
+# the timeline alone would date a team's sending by its first answer, or its withdrawal.
+# A linked report takes the incident dispatch linked it to (ARGV[13]) from dispatch's newest
+# word: dispatch follows an ended incident on to the report sent out for the same event
+# (`sent_on_as`), so it may be another than the one intake named.
 _PROJECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
@@ -358,6 +365,15 @@ if ends[ARGV[3]] and ARGV[12] ~= '' then
     redis.call('HSET', KEYS[1], since, ARGV[12])
   end
 end
+if ARGV[12] ~= '' then
+  for _, a in ipairs(cjson.decode(ARGV[5])) do
+    local sent = 'sent:' .. a['order_id']
+    local had = redis.call('HGET', KEYS[1], sent)
+    if not had or tonumber(ARGV[12]) < tonumber(had) then
+      redis.call('HSET', KEYS[1], sent, ARGV[12])
+    end
+  end
+end
 local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat',
                         'system_id', 'external_ref')
 local status = held[2]
@@ -365,6 +381,9 @@ if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
   status = ARGV[3]
   redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'status', ARGV[3], 'priority', ARGV[4],
              'assignments', ARGV[5], 'flagged', ARGV[6])
+  if ARGV[3] == 'linked' and ARGV[13] ~= '' then
+    redis.call('HSET', KEYS[1], 'linked_to', ARGV[13])
+  end
   local index = ARGV[9] .. (held[3] or '')
   if ARGV[8] == '1' then
     redis.call('ZREM', index, ARGV[10])
@@ -410,7 +429,7 @@ async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated, *,
          # the team's own words and its evidence are for the command room, not the caller
          "1" if event.flagged else "0", event.entry.model_dump_json(exclude={"note", "evidence"}),
          "1" if closed else "0", _open_index(event.district, ""), event.incident_id,
-         _ttl_arg(records_ttl_s), repr(event.entry.at.timestamp())]))
+         _ttl_arg(records_ttl_s), repr(event.entry.at.timestamp()), event.linked_to or ""]))
 
 
 # The closed incident leaves its district's open index (found from its category); given a
