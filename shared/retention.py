@@ -58,7 +58,12 @@ async def safe_trim_point(redis: Redis, stream: str, *, retention_s: float,
                         "declare: it does not hold back trimming (XGROUP DESTROY it if "
                         "nothing reads it)", stream, name)
             continue
-        cut = min(cut, streams.entry_id_order(group["last-delivered-id"]))
+        # XTRIM MINID keeps the id it is given: the cut goes just past the last entry the
+        # group was given (else a quiet stream kept its last handled entry for ever, the
+        # last report of the night with its caller's phone), and stops at one it has not
+        # acknowledged yet (below)
+        delivered = streams.entry_id_order(group["last-delivered-id"])
+        cut = min(cut, (delivered[0], delivered[1] + 1))
         summary = await redis.xpending(stream, name)
         if summary and summary.get("pending"):
             cut = min(cut, streams.entry_id_order(summary["min"]))
