@@ -17,7 +17,11 @@ from shared.events import utcnow
 from shared.http import Principal, require
 from shared.streams import KEY_PREFIX
 
-AUDIT_MAXLEN = 1_000_000
+# The newest actions kept per service: ~200 bytes each in Redis's memory, so about 40 MB per
+# service at the cap (a million, as before, could take 800 MB of the four: most of
+# REDIS_MAXMEMORY, and then every write, new incidents among them, is refused). At a few
+# hundred actions a day that is more than a year; export it for longer (operations.md).
+AUDIT_MAXLEN = 200_000
 
 
 def audit_key(service: str) -> str:
