@@ -44,7 +44,13 @@ class Settings(ServiceSettings):
     send_queue: int = Field(default=256, description="SEND_QUEUE: frames queued per socket")
 
     # Orders
-    order_ttl_s: int = Field(default=14 * 86_400, description="ORDER_TTL_S: keep order state")
+    order_ttl_s: int = Field(
+        default=14 * 86_400, description="ORDER_TTL_S: keep an order's state this long after "
+        "it ended (answered resolved, handover or declined; withdrawn)")
+    order_open_ttl_s: int = Field(
+        default=90 * 86_400, description="ORDER_OPEN_TTL_S: a live order (issued, acknowledged, "
+        "en route, on scene) is kept this long after it was issued or its team last answered "
+        "it (at least ORDER_TTL_S): the way out of an order whose end never reached notify")
     reinforce_repeat_s: float = Field(
         default=30.0, description="REINFORCE_REPEAT_S: a second reinforce within this is a retry"
     )
@@ -94,6 +100,12 @@ class Settings(ServiceSettings):
         default=DEFAULT_TIMEZONE, description="TIMEZONE: the district's local time, in which an "
         "SMS gives the order's acknowledge-by (IANA name or +HH:MM; as dispatch's and "
         "volunteers')")
+
+    @property
+    def live_order_ttl_s(self) -> int:
+        """How long a live order is kept after its last write (never less than an ended
+        one: the record must outlive `domain.orders.outlived`'s window)."""
+        return max(self.order_open_ttl_s, self.order_ttl_s)
 
     @property
     def channel_order(self) -> tuple[str, ...]:

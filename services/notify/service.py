@@ -85,6 +85,7 @@ class Orders:
             self._stream_redis, new,
             fallback_after_s=self._settings.fallback_after_s if self._fallback_steps else None,
             fallback_steps=self._fallback_steps, ttl_s=self._settings.order_ttl_s,
+            open_ttl_s=self._settings.live_order_ttl_s,
         )
         for item, outcome in zip(new, saved, strict=True):
             if outcome.replicas is not None:
@@ -195,6 +196,7 @@ class Orders:
                     self._redis, order_id, decide=decide, fan_out=fan_out, response=response,
                     member_id=who.member_id or "", device_id=who.device_id,
                     ttl_s=self._settings.order_ttl_s, record=record,
+                    open_ttl_s=self._settings.live_order_ttl_s,
                 )
             except ResponseRefused as exc:
                 repeat = await self._repeated(order_id, who=who, response=response)

@@ -1,9 +1,11 @@
 """Notify's Redis keys (prefix `notify:`), behind named functions.
 
 - `notify:order:{id}` (hash): the order as the team may see it, its state and trace context
-- `notify:order:{id}:received` (hash device -> receipt), `:attempts` and `:responses` (lists)
+- `notify:order:{id}:received` (hash device -> receipt), `:attempts` and `:responses` (lists),
+  `:fallback_sent` (hash): the order's records, expiring with it (see ORDER LIFETIMES below)
 - `notify:team:{team}:open` (zset): the team's orders neither answered nor withdrawn
-- `notify:team:{team}:devices` (set), `notify:device:{id}` (hash): devices and their channels
+- `notify:team:{team}:devices` (set), `notify:device:{id}` (hash): devices and their channels;
+  the set expires with its freshest device and loses an expired one at each teammate's touch
 - `notify:device:{id}:revoked`: a revoked device's tombstone; its channels are never written again
 - `notify:fallback` (zset order -> due time): fallback timers, so a restart loses none
 - Pub/Sub `notify:fanout:{team}` and `notify:control`: fan-out to every notify replica
@@ -128,6 +130,37 @@ async def control_since(redis: Redis, after: str, *, count: int = 500) -> list[d
 
 # --- orders -----------------------------------------------------------------------------
 
+# ORDER LIFETIMES. An order is kept while its team may still answer it, whatever ORDER_TTL_S
+# says: a station's hand-over acknowledged on day 1 and filed on day 20 must find its order.
+# - Live (issued, acknowledged, en route, on scene): the record and its records expire
+#   `open_ttl_s` (ORDER_OPEN_TTL_S, 90 days) after the order was issued or its team last
+#   answered it; the team's open set likewise after its last such write. That is the way out
+#   of an order whose end never reached notify (its withdrawal lost, dead-lettered): it goes
+#   unanswered that long after its team's last word.
+# - Ended (resolved, handover, declined, withdrawn): the record and all its records expire
+#   ORDER_TTL_S (`ttl_s`) after the end, set by the script that ends it. A later write to
+#   one of its records (a receipt crossing the withdrawal, an attempt logged behind a push)
+#   takes the record's own remaining time.
+# - No script writes to an order's hash unless it exists (a withdrawal excepted: it creates
+#   the record of an order it overtook, with its TTL): a write after the record expired
+#   would leave a half order with no TTL.
+OPEN_ORDER_TTL_S = 90 * 86_400
+
+# Lua: `key` expires when the order `order_key` does (its remaining TTL; `ttl` when the order
+# has none left or no TTL). The records of an order have the order's lifetime.
+_LIKE_ORDER = """
+local function like_order(order_key, key, ttl)
+  local left = redis.call('TTL', order_key)
+  if left > 0 then redis.call('EXPIRE', key, left) else redis.call('EXPIRE', key, ttl) end
+end
+"""
+
+
+def _records(order_id: str) -> list[str]:
+    """The order's records beside its hash: they expire with it."""
+    key = _order(order_id)
+    return [f"{key}:attempts", f"{key}:received", f"{key}:responses", f"{key}:fallback_sent"]
+
 
 @dataclass(frozen=True, slots=True)
 class OrderRecord:
@@ -184,7 +217,7 @@ class Saved:
 # reply (Redis restarted after running it), and the run sent again answers what the first
 # did (created, the replicas that heard it) instead of "pushed before", so the fan-out that
 # went out is counted (DELIVERIES) once, not never.
-_SAVE_ORDER = """
+_SAVE_ORDER = _LIKE_ORDER + """
 local created = 1 - redis.call('HEXISTS', KEYS[1], 'event')
 local state = redis.call('HGET', KEYS[1], 'state') or 'issued'
 if created == 0 then
@@ -201,10 +234,13 @@ else
              'saved_by', ARGV[13])
   redis.call('HSETNX', KEYS[1], 'answered', '0')
   redis.call('HSETNX', KEYS[1], 'received', '0')
-  redis.call('EXPIRE', KEYS[1], ARGV[9])
   if state == 'issued' then
+    redis.call('EXPIRE', KEYS[1], ARGV[14])
     redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+    redis.call('EXPIRE', KEYS[2], ARGV[14])
     if ARGV[8] ~= '' then redis.call('ZADD', KEYS[3], 'NX', ARGV[8], ARGV[1]) end
+  else
+    redis.call('EXPIRE', KEYS[1], ARGV[9])
   end
 end
 if ARGV[11] == '' or state == 'withdrawn' then return {created, -1} end
@@ -214,7 +250,7 @@ if replicas > 0 then outcome = 'fanned_out' end
 redis.call('RPUSH', KEYS[5], cjson.encode({at = ARGV[10], channel = 'websocket',
            outcome = outcome, detail = replicas .. ' replica(s) with a socket of the team'}))
 redis.call('LTRIM', KEYS[5], -tonumber(ARGV[12]), -1)
-redis.call('EXPIRE', KEYS[5], ARGV[9])
+like_order(KEYS[1], KEYS[5], ARGV[9])
 redis.call('HSET', KEYS[1], 'pushed', '1', 'pushed_by', ARGV[13], 'pushed_to', replicas)
 return {created, replicas}
 """
@@ -228,7 +264,8 @@ class NewOrder:
 
 
 def _save_args(new: NewOrder, *, now: float, at: str, fallback_after_s: float | None,
-               fallback_steps: int, ttl_s: int, token: str) -> tuple[list[str], list[str]]:
+               fallback_steps: int, ttl_s: int, open_ttl_s: int,
+               token: str) -> tuple[list[str], list[str]]:
     order = new.order
     keys = [_order(order.order_id), _open(order.team_id), FALLBACK,
             fanout_channel(order.team_id), _attempts(order.order_id)]
@@ -239,13 +276,14 @@ def _save_args(new: NewOrder, *, now: float, at: str, fallback_after_s: float | 
             after_s=fallback_after_s, steps_left=fallback_steps))
     args = [order.order_id, order.model_dump_json(), order.team_id, order.incident_id,
             order.district, json.dumps(new.trace), repr(now), due,
-            str(ttl_s), at, new.fan_out or "", str(ATTEMPTS_KEPT), token]
+            str(ttl_s), at, new.fan_out or "", str(ATTEMPTS_KEPT), token,
+            str(max(open_ttl_s, ttl_s))]
     return keys, args
 
 
 async def save_orders(
     redis: Redis, orders: list[NewOrder], *, fallback_after_s: float | None, ttl_s: int,
-    fallback_steps: int = 1,
+    fallback_steps: int = 1, open_ttl_s: int = OPEN_ORDER_TTL_S,
 ) -> list[Saved]:
     """Stores each order and publishes its fan-out message unless that went out before (see
     _SAVE_ORDER): one script per order, all in one round trip. Each script stands alone:
@@ -255,12 +293,14 @@ async def save_orders(
 
     `fallback_after_s` None: no fallback timer; else the first of the chain's
     `fallback_steps` steps is due as domain.fallback.wait_before_step says (at most
-    FALLBACK_AFTER_S, sooner when the order's `ack_by` is near)."""
+    FALLBACK_AFTER_S, sooner when the order's `ack_by` is near). The order is kept
+    `open_ttl_s` while live, `ttl_s` once stored withdrawn (ORDER LIFETIMES)."""
     now, at, token = time.time(), utcnow().isoformat(), uuid.uuid4().hex
     async with redis.pipeline(transaction=False) as pipe:
         for new in orders:
             keys, args = _save_args(new, now=now, at=at, fallback_after_s=fallback_after_s,
-                                    fallback_steps=fallback_steps, ttl_s=ttl_s, token=token)
+                                    fallback_steps=fallback_steps, ttl_s=ttl_s,
+                                    open_ttl_s=open_ttl_s, token=token)
             await run_script(pipe, _SAVE_ORDER, keys, args)
         replies = await pipe.execute(raise_on_error=False)
     saved = []
@@ -295,7 +335,9 @@ else
   redis.call('HSETNX', KEYS[1], 'team_id', ARGV[2])
   redis.call('HSETNX', KEYS[1], 'incident_id', ARGV[3])
   redis.call('HSETNX', KEYS[1], 'district', ARGV[4])
-  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  for i = 1, #KEYS do
+    if i == 1 or i > 4 then redis.call('EXPIRE', KEYS[i], ARGV[6]) end
+  end
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
 end
@@ -310,11 +352,12 @@ async def withdraw_order(
     ttl_s: int, fan_out: str,
 ) -> bool:
     """Marks the order withdrawn and publishes `fan_out` to the team's replicas; True when
-    that happened now, False when an earlier delivery of the withdrawal already did it."""
+    that happened now, False when an earlier delivery of the withdrawal already did it.
+    The order and its records then expire `ttl_s` (ORDER_TTL_S) after the withdrawal."""
     return bool(await redis.eval(
-        _WITHDRAW, 4, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
-        order_id, team_id, incident_id, district, reason, str(ttl_s), utcnow().isoformat(),
-        fan_out,
+        _WITHDRAW, 8, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
+        *_records(order_id), order_id, team_id, incident_id, district, reason, str(ttl_s),
+        utcnow().isoformat(), fan_out,
     ))
 
 
@@ -322,6 +365,7 @@ async def withdraw_order(
 # ended it came first: its phones are told nothing of an order that is over); an amendment
 # made again finds the same version stored and publishes nothing.
 _AMEND = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'resolved' or state == 'handover' or state == 'declined' then return 0 end
@@ -341,8 +385,8 @@ async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *
                       fan_out: str, revised_at: datetime,
                       fallback_due: float | None = None) -> bool:
     """Stores the amended order (what a reconnecting phone is sent from now on) and
-    publishes `fan_out` to the team's replicas; False: nothing to do (withdrawn or ended,
-    amended so already, or by a later revision: an amendment retried after a newer one is
+    publishes `fan_out` to the team's replicas; False: nothing to do (its record gone,
+    withdrawn or ended, amended so already, or by a later revision: an amendment retried after a newer one is
     not applied over it). `fallback_due`: the next fallback step brought forward to then (a sooner
     deadline), if one is still scheduled and later."""
     return bool(await run_script(
@@ -399,13 +443,18 @@ xadd(KEYS[5], ARGV[10], ARGV[9])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'answered', '1', 'last_response', ARGV[4],
            'updated_at', ARGV[5])
 if ARGV[4] == 'reinforce' then redis.call('HSET', KEYS[1], 'last_reinforce_at', ARGV[5]) end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('RPUSH', KEYS[4], ARGV[8])
+local ttl = ARGV[12]  -- live: kept while its team may answer it
 if ARGV[3] == 'resolved' or ARGV[3] == 'handover' or ARGV[3] == 'declined' then
   redis.call('ZREM', KEYS[2], ARGV[7])
+  ttl = ARGV[6]  -- ended: ORDER_TTL_S from now
+else
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+for _, key in ipairs({KEYS[1], KEYS[4], KEYS[7], KEYS[8], KEYS[9]}) do
+  redis.call('EXPIRE', key, ttl)
 end
 redis.call('ZREM', KEYS[3], ARGV[7])
-redis.call('RPUSH', KEYS[4], ARGV[8])
-redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('PUBLISH', KEYS[6], ARGV[11])
 return 1
 """
@@ -422,6 +471,7 @@ async def apply_response(
     device_id: str | None,
     ttl_s: int,
     record: OrderRecord | None = None,
+    open_ttl_s: int = OPEN_ORDER_TTL_S,
 ) -> Outcome | None:
     """Applies one response atomically: None when the order is unknown.
 
@@ -431,6 +481,8 @@ async def apply_response(
     the team's replicas. `record`: the order as the caller has just read it, decided on
     without reading it again; the script writes only if the order has not changed since
     (an answer on another device, a withdrawal), else it is read and decided again.
+    An answer that ends the order has it and its records expire `ttl_s` (ORDER_TTL_S) from
+    now; one that keeps it live, `open_ttl_s` from now (ORDER LIFETIMES).
     """
     key = _order(order_id)
     stream = streams.ORDER_RESPONDED
@@ -451,10 +503,11 @@ async def apply_response(
             done = await run_script(
                 redis, _RESPOND,
                 [key, _open(record.team_id), FALLBACK, f"{key}:responses", stream.name,
-                 fanout_channel(record.team_id)],
+                 fanout_channel(record.team_id), f"{key}:attempts", f"{key}:received",
+                 f"{key}:fallback_sent"],
                 [record.state, record.updated_at or "", decision.state, response, now,
                  str(ttl_s), order_id, answer, entry, maxlen_arg(stream),
-                 fan_out(decision)])
+                 fan_out(decision), str(max(open_ttl_s, ttl_s))])
         if done < 0:
             return None
         if done:
@@ -494,7 +547,8 @@ async def gave_response(redis: Redis, order_id: str, *, device_id: str | None,
 # not published (2): dispatch would put on the timeline a team receiving an order after it
 # was taken back or done, and notify stamps the event with the time it came, not when the
 # phone had the order.
-_RECEIVE = XADD_LUA + """
+_RECEIVE = XADD_LUA + _LIKE_ORDER + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local had = redis.call('HGET', KEYS[2], ARGV[1])
 if had then
   if had == ARGV[2] then return 1 end
@@ -506,11 +560,11 @@ local ended = order[1] == '1' or order[2] == 'resolved' or order[2] == 'handover
 local attempt = ARGV[7]
 if ended then attempt = ARGV[9] else xadd(KEYS[4], ARGV[6], ARGV[5]) end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+like_order(KEYS[1], KEYS[2], ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'received', 1)
 redis.call('RPUSH', KEYS[3], attempt)
 redis.call('LTRIM', KEYS[3], -tonumber(ARGV[8]), -1)
-redis.call('EXPIRE', KEYS[3], ARGV[4])
+like_order(KEYS[1], KEYS[3], ARGV[4])
 if ended then return 2 end
 return 1
 """
@@ -519,7 +573,8 @@ return 1
 async def record_receipt(redis: Redis, event: OrderDelivered, *, ttl_s: int) -> bool:
     """True the first time this device confirms this order: the receipt, its attempt and
     the order.delivered event are then written, in one step; the event only while the
-    order has not ended (_RECEIVE)."""
+    order has not ended (_RECEIVE). False, with nothing written, also when the order's
+    record is gone (expired since the caller read it)."""
     at = utcnow().isoformat()
     receipt = json.dumps({"member_id": event.member_id, "channel": event.channel, "at": at})
     attempt = _attempt_entry(event.channel, "received", device_id=event.device_id,
@@ -564,11 +619,19 @@ def _attempt(channel: str, outcome: str, *, device_id: str | None, member_id: st
                           detail=detail)
 
 
+_APPEND_ATTEMPT = _LIKE_ORDER + """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+like_order(KEYS[2], KEYS[1], ARGV[3])
+return 0
+"""
+
+
 def _append_attempt(pipe: Pipeline, order_id: str, entry: str, ttl_s: int) -> None:
-    key = _attempts(order_id)
-    pipe.rpush(key, entry)
-    pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
-    pipe.expire(key, ttl_s)
+    """Queues the attempt on the pipeline; the list expires with its order (`ttl_s` when the
+    order's record is gone)."""
+    pipe.eval(_APPEND_ATTEMPT, 2, _attempts(order_id), _order(order_id), entry,
+              str(ATTEMPTS_KEPT), str(ttl_s))
 
 
 async def record_attempt(
@@ -699,7 +762,7 @@ class SendMark:
 # The mark names its sender (ARGV[5], one per begin): the same script run again (redis-py
 # sends it again when its reply was lost) finds its own mark and goes on, rather than
 # taking itself for another replica and sending nothing.
-_BEGIN_SEND = """
+_BEGIN_SEND = _LIKE_ORDER + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local tries = 0
 if raw then
@@ -714,7 +777,7 @@ end
 tries = tries + 1
 redis.call('HSET', KEYS[1], ARGV[1],
            cjson.encode({state = 'sending', till = ARGV[3], tries = tries, by = ARGV[5]}))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+like_order(KEYS[2], KEYS[1], ARGV[4])
 return {'go', tostring(tries)}
 """
 
@@ -739,7 +802,7 @@ async def begin_fallback_send(redis: Redis, order_id: str, *, step: int, device_
     this sender has its answer or gave up), unless it was sent, given up, or is being sent
     by another replica (one whose lease ran out while it sent): each message goes out once,
     and one whose sender died goes out again, not never."""
-    reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id)],
+    reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id), _order(order_id)],
                              [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s),
                               uuid.uuid4().hex])
     state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
@@ -804,6 +867,10 @@ async def forget_dead_channel(redis: Redis, device_id: str, *, field: str,
 
 
 _NEXT_FALLBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return 0
+end
 if tonumber(redis.call('HGET', KEYS[1], 'fallback_step') or '0') ~= tonumber(ARGV[1]) then
   return 0
 end
@@ -818,7 +885,8 @@ async def next_fallback(redis: Redis, order_id: str, *, step: int,
                         due_at: float | None) -> None:
     """Records that `step` was tried and schedules the next one at `due_at` (None: the
     chain is done; XX: an answer or a withdrawal may have cancelled it), unless another
-    replica has moved the order past `step` already."""
+    replica has moved the order past `step` already. An order whose record is gone loses
+    its timer, and nothing is written."""
     due = "" if due_at is None else repr(due_at)
     await redis.eval(_NEXT_FALLBACK, 2, _order(order_id), FALLBACK, str(step), due, order_id)
 
@@ -866,8 +934,30 @@ redis.call('HSET', KEYS[1], 'member_id', ARGV[4], 'team_id', ARGV[3], 'agency_ki
            'district', ARGV[6], 'seen_at', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[8])
 return 1
 """
+
+# A member of a team's device set whose record expired (a phone abandoned, its token lapsed
+# and never revoked) or that serves another team now leaves the set: checked and removed in
+# one step, so a device moved back meanwhile stays.
+_PRUNE_DEVICE = """
+if redis.call('HGET', KEYS[2], 'team_id') ~= ARGV[2] then
+  return redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+async def _prune_team_devices(redis: Redis, team_id: str, device_ids: list[str]) -> None:
+    if not device_ids:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for device_id in device_ids:
+            await run_script(pipe, _PRUNE_DEVICE, [_team_devices(team_id), _device(device_id)],
+                             [device_id, team_id])
+        await pipe.execute()
+
 
 _SET_CHANNEL = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -881,7 +971,13 @@ async def touch_device(
     district: str | None,
 ) -> bool:
     """Remembers which team a device belongs to now (a member may have moved team); False,
-    with nothing written, for a revoked device."""
+    with nothing written, for a revoked device.
+
+    The team's device set expires with its freshest device (DEVICE_TTL_S after the last
+    touch), and each touch takes out of it the teammates' devices whose record expired:
+    an abandoned phone leaves at the next connect of any phone of its team, or with the
+    set, not only when a fallback step reads it (which may never come: no fallback
+    channel configured)."""
     key = _device(device_id)
     while True:
         previous = cast(str | None, await redis.hget(key, "team_id")) or ""
@@ -892,7 +988,12 @@ async def touch_device(
             [previous, device_id, team_id, member_id, agency_kind or "", district or "",
              utcnow().isoformat(), str(DEVICE_TTL_S)])
         if done >= 0:
-            return bool(done)
+            break
+    if done:
+        others = [d for d in cast(set[str], await redis.smembers(_team_devices(team_id)))
+                  if d != device_id]
+        await _prune_team_devices(redis, team_id, others)
+    return bool(done)
 
 
 async def set_device_channel(redis: Redis, device_id: str, *, field: str,
@@ -925,7 +1026,7 @@ async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
     for device_id in sorted(cast(set[str], await redis.smembers(_team_devices(team_id)))):
         record = await get_device(redis, device_id)
         if record is None or record.team_id != team_id:
-            await redis.srem(_team_devices(team_id), device_id)
+            await _prune_team_devices(redis, team_id, [device_id])
             continue
         found.append(record)
     return found
@@ -944,6 +1045,7 @@ if previous ~= '' and previous ~= ARGV[2] then
   redis.call('SREM', KEYS[2], ARGV[4])
   redis.call('HSET', KEYS[1], 'team_id', ARGV[2])
   redis.call('SADD', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
 redis.call('HSET', KEYS[1], 'moved_at', ARGV[3])
 if previous == '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
