@@ -261,6 +261,11 @@ class UnitStatus(Event):
     home_zone_id: str | None = None
     on_shift: bool = False
     order_id: str | None = None
+    removed: bool = Field(
+        default=False,
+        description="the team was removed from the roster (its last word): dispatch drops it "
+        "from its projection, and no older status or fix of it brings it back",
+    )
 
 
 class UnitPosition(Event):

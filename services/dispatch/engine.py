@@ -1944,23 +1944,31 @@ class Dispatcher:
             "agency_kind": event.agency_kind, "agency_role": event.agency_role or "",
             "mode": event.mode, "skills": json.dumps(list(event.skills)),
             "home_zone_id": event.home_zone_id or "", "on_shift": "1" if event.on_shift else "0",
-        })
+        }, removed=event.removed, removed_kept_s=self._removed_kept_s)
         if applied and not event.on_shift:
-            await self._off_shift_holding(event.unit_id)
+            await self._off_shift_holding(event.unit_id, removed=event.removed)
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
-    async def _off_shift_holding(self, team_id: str) -> None:
+    @property
+    def _removed_kept_s(self) -> int:
+        """How long a removed team's removal is remembered: an older status or fix of it
+        can be read until the stream history (RETENTION_DAYS) trims it, and a dead letter
+        is kept as long again."""
+        return round(2 * self.settings.retention_days * 86400)
+
+    async def _off_shift_holding(self, team_id: str, *, removed: bool = False) -> None:
         """A team that went off shift while an order of ours holds it (dispatch offered it
         the order before it saw the check-out; its last member was removed from the
-        roster): handled by an `offshift:{order}` timer due now (on_off_shift_due), which
-        a failure fires again and which names the order however far its step got (the
-        withdrawal releases the claim this reads first)."""
+        roster; the team itself was removed): handled by an `offshift:{order}` timer due
+        now (on_off_shift_due), which a failure fires again and which names the order
+        however far its step got (the withdrawal releases the claim this reads first)."""
         holder = await store.claim_of(self.redis, team_id)
         held = await store.get_order(self.redis, holder) if holder else None
-        # The command room may send a team off shift by hand, knowingly: its order stands.
+        # The command room may send a team off shift by hand, knowingly: its order stands;
+        # not a team that no longer exists, whom nobody could answer for.
         if (held is None or held["state"] not in domain.LIVE_ORDER_STATES
-                or held.get("kind") == "manual"):
+                or (held.get("kind") == "manual" and not removed)):
             return
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
 
@@ -2001,8 +2009,9 @@ class Dispatcher:
 
                 await self._emit(inc["incident_id"], TimelineEntry(
                     kind="note", team_id=order["team_id"], order_id=order_id,
-                    detail=f"{name} went off shift while {order['state'].replace('_', ' ')} "
-                           "on this order: the command room decides"),
+                    detail=f"{name} {'went off shift' if unit else 'was removed from the roster'}"
+                           f" while {order['state'].replace('_', ' ')} on this order: the "
+                           "command room decides"),
                     state=state, also=flagged)
         return None
 

@@ -44,6 +44,13 @@ def _waiting_key(district: str) -> str:
     return f"dispatch:waiting:{district}"
 
 
+def _removed_key(team_id: str) -> str:
+    """A team removed from the roster: when (its removal's `status_at`), so that no older
+    status or fix of it, read late, brings it back; kept as long as such an event could come
+    (`save_unit_status`'s `removed_kept_s`)."""
+    return f"dispatch:removed-unit:{team_id}"
+
+
 def _modes_key(district: str) -> str:
     """Every mode a team of the district was ever seen with (never shrinks): the candidate
     search bounds its radius by the fastest of them, not by the fastest the policy knows."""
@@ -63,11 +70,16 @@ local function free_with_waiting(unit_key, team_id, waiting_key)
 end
 """
 
-# Newer status wins; a redelivered or reordered older event changes nothing. Returns
-# {applied, free with incidents waiting}.
+# Newer status wins; a redelivered or reordered older event changes nothing, nor does one
+# not newer than the team's removal (KEYS[6]). A removal (ARGV[6] == '1') takes the team
+# out of the lists and the map and deletes its record (and a claim no live order holds),
+# leaving only the removal's time, for ARGV[7] seconds. Returns {applied, free with
+# incidents waiting}.
 _UNIT_STATUS = _FREE + """
 local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
 if tonumber(ARGV[1]) < at then return {0, 0} end
+local gone = redis.call('GET', KEYS[6])
+if gone and tonumber(ARGV[1]) <= tonumber(gone) and ARGV[6] ~= '1' then return {0, 0} end
 -- A team now of another district (removed from one roster, imported into the next under
 -- its id) leaves the old district's lists and map: its dispatchers no longer see it.
 local was = redis.call('HGET', KEYS[1], 'district')
@@ -75,6 +87,24 @@ if was and was ~= ARGV[5] then
   redis.call('SREM', 'dispatch:units:' .. was, ARGV[3])
   redis.call('ZREM', 'dispatch:geo:' .. was, ARGV[3])
 end
+if ARGV[6] == '1' then
+  redis.call('SREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('DEL', KEYS[1])
+  local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
+  if claim then
+    local st = redis.call('HGET', 'dispatch:order:' .. claim, 'state')
+    if not (st == 'claiming' or st == 'offered' or st == 'acknowledged' or st == 'en_route'
+            or st == 'on_scene') then
+      redis.call('DEL', 'dispatch:claim:' .. ARGV[3])
+    end
+  end
+  if (not gone) or tonumber(ARGV[1]) > tonumber(gone) then
+    redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[7])
+  end
+  return {1, 0}
+end
+if gone then redis.call('DEL', KEYS[6]) end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[4])
@@ -91,7 +121,9 @@ for i = 1, #ARGV, 4 do
   local team, ts, lat, lon = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = 'dispatch:unit:' .. team
   local at = tonumber(redis.call('HGET', key, 'fix_ts') or '0')
-  if tonumber(ts) <= at then
+  -- a fix of a team removed since (read late) would leave a record nobody removes
+  local gone = tonumber(redis.call('GET', 'dispatch:removed-unit:' .. team) or '0')
+  if tonumber(ts) <= at or tonumber(ts) <= gone then
     out[#out + 1] = {0, 0}
   else
     redis.call('HSET', key, 'lat', lat, 'lon', lon, 'fix_ts', ts)
@@ -109,14 +141,21 @@ return out
 """
 
 
-async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]) -> tuple[bool, bool]:
-    """Project a team's status; (applied, free while incidents of its district wait)."""
+async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str],
+                           removed: bool = False, removed_kept_s: int = 0
+                           ) -> tuple[bool, bool]:
+    """Project a team's status; (applied, free while incidents of its district wait).
+    `removed`: the team left the roster: out of the projection, and no status or fix of it
+    not newer than this one counts for `removed_kept_s` (how long one could still be read)."""
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
     district = fields["district"]
+    team_id = fields["team_id"]
     applied, retry = await run_script(
-        redis, _UNIT_STATUS, [_unit_key(fields["team_id"]), f"dispatch:units:{district}",
-                              _geo_key(district), _waiting_key(district), _modes_key(district)],
-        [repr(at.timestamp()), ascii_json(flat), fields["team_id"], fields["mode"], district])
+        redis, _UNIT_STATUS, [_unit_key(team_id), f"dispatch:units:{district}",
+                              _geo_key(district), _waiting_key(district), _modes_key(district),
+                              _removed_key(team_id)],
+        [repr(at.timestamp()), ascii_json(flat), team_id, fields["mode"], district,
+         "1" if removed else "0", str(max(1, removed_kept_s))])
     return bool(applied), bool(retry)
 
 

@@ -66,6 +66,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     # A linked report ends when dispatch links it too (then RECORDS_DAYS, store.apply_update);
     # recorded, it gets that long plus the stream history's, should dispatch's word never come.
     linked_ttl_s = round((settings.records_days + settings.retention_days) * 86400)
+    # A revoked system's record: as long as the records of its incidents, which name it.
+    records_kept_s = round(settings.records_days * 86400)
 
     @router.post("/systems", status_code=201, summary="Register another system (admin)")
     async def create_system(
@@ -88,7 +90,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                    summary="Revoke a system's key (admin); it stops working at once")
     async def revoke_system(system_id: str,
                             who: Annotated[Principal, Depends(require("admin"))]) -> None:
-        if not await store.revoke_system(redis, system_id):
+        if not await store.revoke_system(redis, system_id, kept_s=records_kept_s):
             raise not_found("system")
         await audit.record(redis, "intake", who, "system.revoke", system_id)
 

@@ -70,8 +70,10 @@ async def system_for_key(redis: Redis, hashed: str) -> dict[str, Any] | None:
     return {"system_id": system_id, "name": name, "districts": json.loads(districts)}
 
 
-async def revoke_system(redis: Redis, system_id: str) -> bool:
-    """The key stops working at once; the system's incidents stay."""
+async def revoke_system(redis: Redis, system_id: str, *, kept_s: int) -> bool:
+    """The key stops working at once (its entry deleted: nothing resolves it again); the
+    system's incidents stay, and its record, listed as revoked, `kept_s` longer (RECORDS_DAYS:
+    as long as the records that name it)."""
     hashed = await redis.hget(f"intake:system:{system_id}", "key_hash")
     if not hashed:
         return False
@@ -79,6 +81,7 @@ async def revoke_system(redis: Redis, system_id: str) -> bool:
         pipe.delete(_key_entry(hashed))
         pipe.hset(f"intake:system:{system_id}", mapping={"revoked_at": utcnow().isoformat(),
                                                           "key_hash": ""})
+        pipe.expire(f"intake:system:{system_id}", kept_s)
         await pipe.execute()
     return True
 

@@ -57,7 +57,8 @@ DEFAULTS = ServiceSettings(admin_token="-")  # RETENTION_DAYS, RECORDS_DAYS, KPI
 RETENTION_S = DEFAULTS.retention_days * DAY_S
 RECORDS_S = DEFAULTS.records_days * DAY_S
 KPI_S = DEFAULTS.kpi_days * DAY_S
-ORDER_TTL_S = 14 * DAY_S  # notify's ORDER_TTL_S
+ORDER_TTL_S = 14 * DAY_S  # notify's ORDER_TTL_S: kept after an order ended
+ORDER_OPEN_TTL_S = 90 * DAY_S  # notify's ORDER_OPEN_TTL_S: an open order, from its last answer
 
 
 # --- how each key family leaves --------------------------------------------------------------
@@ -86,6 +87,16 @@ class Roster:
 
 
 @dataclass(frozen=True)
+class Revocable:
+    """One key per live roster entity or configured object (as `Roster`: `what`); once
+    revoked (its hash's `field` set) it carries a TTL of at most `max_s`."""
+
+    what: str
+    max_s: float
+    field: str = "revoked_at"
+
+
+@dataclass(frozen=True)
 class Bounded:
     """A single key (or one per roster entity) whose length a rule bounds (`rule`)."""
 
@@ -100,7 +111,7 @@ class Stream:
     maxlen: int | None = None
 
 
-Way = Ttl | Sweep | Roster | Bounded | Stream
+Way = Ttl | Sweep | Roster | Revocable | Bounded | Stream
 
 ID = r"[^:]+"
 # (pattern with {id} placeholders, how it leaves). Every key must match exactly one.
@@ -130,8 +141,10 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
                                  "in hand")),
     (r"dispatch:waiting:{id}", Bounded("the district's incidents waiting for a team")),
     # dispatch: the projection of the roster, the command room's people
-    # (a team removed from the roster keeps its unit: volunteers says only `off_duty`)
-    (r"dispatch:unit:{id}", Roster("teams ever imported")),
+    # (a team removed from the roster leaves them at volunteers' `UnitStatus.removed`; the
+    # removal's time is kept while an older status or fix of it could still be read)
+    (r"dispatch:unit:{id}", Roster("teams on the roster")),
+    (r"dispatch:removed-unit:{id}", Ttl(2 * RETENTION_S)),
     (r"dispatch:claim:{id}", Roster("teams: one open order each")),
     (r"dispatch:units:{id}", Roster("districts")),
     (r"dispatch:geo:{id}", Roster("districts")),
@@ -147,13 +160,16 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"intake:seen:{id}", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:ref:{id}:.+", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:open:{id}:{id}", Bounded("the open incidents of a district and category")),
-    (r"intake:system:{id}", Roster("reporting systems ever registered")),
+    (r"intake:system:{id}", Revocable("reporting systems; a revoked one's record goes "
+                                      "RECORDS_DAYS on, with its incidents' records",
+                                      RECORDS_S)),
     (r"intake:key:{id}", Roster("reporting systems' live keys")),
-    # notify: an order's state ORDER_TTL_S after its last change
-    (r"notify:order:{id}", Ttl(ORDER_TTL_S)),
-    (r"notify:order:{id}:(attempts|received|responses|fallback_sent)", Ttl(ORDER_TTL_S)),
-    (r"notify:team:{id}:open", Bounded("the team's live orders")),
-    (r"notify:team:{id}:devices", Roster("devices of the team")),
+    # notify: an open order's state ORDER_OPEN_TTL_S after its issue or last answer, an
+    # ended one's ORDER_TTL_S after its end
+    (r"notify:order:{id}", Ttl(ORDER_OPEN_TTL_S)),
+    (r"notify:order:{id}:(attempts|received|responses|fallback_sent)", Ttl(ORDER_OPEN_TTL_S)),
+    (r"notify:team:{id}:open", Ttl(ORDER_OPEN_TTL_S)),
+    (r"notify:team:{id}:devices", Ttl(notify_store.DEVICE_TTL_S)),
     (r"notify:device:{id}", Ttl(notify_store.DEVICE_TTL_S)),
     (r"notify:device:{id}:revoked", Ttl(notify_store.REVOKED_DEVICE_KEPT_S)),
     (r"notify:fallback", Bounded("a fallback timer fires and goes; one per live order")),
@@ -171,8 +187,9 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"roster:check_ins", Roster("teams on shift")),
     (r"roster:plan:{id}", Roster("teams")),
     (r"roster:plans:{id}", Roster("districts")),
-    # (a revoked device, or a removed member's, keeps its hash: volunteers sets no TTL)
-    (r"roster:device:{id}", Roster("devices ever enrolled")),
+    # (a revoked device's hash, or a removed member's, goes 2 x RETENTION_DAYS on, as the
+    # ledger's entries; its token's key went at once)
+    (r"roster:device:{id}", Revocable("enrolled devices", 2 * RETENTION_S)),
     (r"roster:member_devices:{id}", Roster("members")),
     (r"roster:token:{id}", Roster("live device tokens")),
     (r"roster:points:history:{id}", Bounded("HISTORY_KEPT entries per member")),
@@ -491,14 +508,35 @@ async def mentions(client: aioredis.Redis, needles: set[str]) -> dict[str, int]:
 
 def test_every_key_of_a_district_s_day_belongs_to_a_family_that_says_how_it_leaves(
         day: Day) -> None:
-    async def read() -> dict[str, tuple[str, int]]:
+    async def read() -> tuple[dict[str, tuple[str, int]], set[str]]:
         client = aioredis.Redis.from_url(day.stack.redis_url, decode_responses=True)
         try:
-            return await keys_with_ttl(client)
+            keys = await keys_with_ttl(client)
+            revoked = set()
+            for key in keys:
+                ways = [w for _, w in family_of(key) if isinstance(w, Revocable)]
+                if ways and await client.hget(key, ways[0].field):
+                    revoked.add(key)
+            # the team removed during the day: gone from dispatch's projection
+            team = f"{day.district}-patrol-far"
+
+            async def team_gone() -> bool:
+                return not (await client.exists(f"dispatch:unit:{team}")
+                            or await client.sismember(f"dispatch:units:{day.district}", team)
+                            or await client.zscore(f"dispatch:geo:{day.district}", team)
+                            is not None)
+
+            await poll_until(team_gone, "the removed team out of dispatch's projection",
+                             timeout=30)
+            return keys, revoked
         finally:
             await client.aclose()
 
-    keys = asyncio.run(read())
+    keys, revoked = asyncio.run(read())
+    for pattern, way in KEY_FAMILIES:
+        if isinstance(way, Revocable):
+            assert [k for k in revoked if family_of(k)[0][0] == pattern], (
+                f"the day revoked nothing of {pattern}")
     assert day.sms, "the day reached a phone by SMS (notify's fallback keys)"
     unclassified = sorted(k for k in keys if not family_of(k))
     assert unclassified == [], (
@@ -514,6 +552,9 @@ def test_every_key_of_a_district_s_day_belongs_to_a_family_that_says_how_it_leav
         [(pattern, way)] = family_of(key)
         if isinstance(way, Ttl) and not 0 < ttl <= way.max_s:
             wrong.append(f"{key} ({pattern}): TTL {ttl}, wants at most {way.max_s:.0f} s")
+        if isinstance(way, Revocable) and key in revoked and not 0 < ttl <= way.max_s:
+            wrong.append(f"{key} ({pattern}), revoked: TTL {ttl}, wants at most "
+                         f"{way.max_s:.0f} s")
         if isinstance(way, Stream):
             if kind != "stream":
                 wrong.append(f"{key}: a {kind}, not a stream")

@@ -7,6 +7,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from ..config import Settings
+from ..store import devices as devices_store
 from ..store.points import ledger_ttl
 from ..store.teams import PositionWriter
 from ..store.zones import ZoneLookup
@@ -21,7 +22,9 @@ def build_router(
     # Fixed paths before parameterised ones: /v1/zones/lookup before /v1/zones/{zone_id}.
     router.include_router(points.build_router(
         redis=redis, zones=zones, ledger_ttl_s=ledger_ttl(settings.retention_days)))
-    router.include_router(devices.build_router(redis=redis, broker=broker))
+    router.include_router(devices.build_router(
+        redis=redis, broker=broker,
+        revoked_kept_s=devices_store.revoked_kept(settings.retention_days)))
     router.include_router(me.build_router(settings=settings, redis=redis, broker=broker,
                                           positions=positions))
     router.include_router(shifts.build_router(settings=settings, redis=redis))

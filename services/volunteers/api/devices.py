@@ -45,7 +45,7 @@ def device_resolver(tokens: TokenResolver):  # -> shared.http.TokenResolver
     return resolve
 
 
-def build_router(*, redis: Redis, broker: RedisBroker) -> APIRouter:
+def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
     @router.post("/members/{member_id}/devices", status_code=201,
@@ -77,7 +77,8 @@ def build_router(*, redis: Redis, broker: RedisBroker) -> APIRouter:
         member_id: IdPath, device_id: IdPath, who: Admin
     ) -> Response:
         result = await devices_store.revoke_device(
-            redis, broker=broker, member_id=member_id, device_id=device_id, now=utcnow())
+            redis, broker=broker, member_id=member_id, device_id=device_id, now=utcnow(),
+            kept_s=revoked_kept_s)
         if result == "not_found":
             raise not_found("device")
         if result == "revoked":

@@ -434,6 +434,7 @@ def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str,
 
 def unit_status(
     *, team: Mapping[str, str], agency: Mapping[str, str], state: TeamState, skills: list[str],
+    removed: bool = False,
 ) -> UnitStatus:
     kind: AgencyKind = agency["kind"]  # type: ignore[assignment]
     mode: Mode = team["mode"]  # type: ignore[assignment]
@@ -450,4 +451,5 @@ def unit_status(
         home_zone_id=team.get("home_zone_id") or None,
         on_shift=state.on_shift,
         order_id=state.open_order,
+        removed=removed,
     )

@@ -88,10 +88,20 @@ async def create_device(
 RevokeResult = Literal["revoked", "already_revoked", "not_found"]
 
 
+def revoked_kept(retention_days: float) -> int:
+    """How long a revoked device's record stays (then it expires): twice the stream history
+    (RETENTION_DAYS), as the points ledger's entries, so that a revocation asked again, or
+    an event of the device read late, still finds it. Its token is refused for good all the
+    same: the token's own key is deleted at the revocation, and nothing else resolves one."""
+    return round(2 * retention_days * 86400)
+
+
 async def revoke_device(
-    redis: Redis, *, broker: RedisBroker, member_id: str, device_id: str, now: datetime
+    redis: Redis, *, broker: RedisBroker, member_id: str, device_id: str, now: datetime,
+    kept_s: int,
 ) -> RevokeResult:
-    """Delete the token and publish DeviceRevoked in the same MULTI, so notify always hears."""
+    """Delete the token and publish DeviceRevoked in the same MULTI, so notify always hears;
+    the device's record expires `kept_s` later (`revoked_kept`)."""
 
     async def body(pipe: Pipeline) -> RevokeResult:
         device = await pipe.hgetall(keys.device(device_id))
@@ -103,6 +113,7 @@ async def revoke_device(
         pipe.multi()
         pipe.delete(keys.token(device["token_hash"]))
         pipe.hset(keys.device(device_id), "revoked_at", now.isoformat())
+        pipe.expire(keys.device(device_id), kept_s)
         pipe.srem(keys.member_devices(member_id), device_id)
         await broker.publish(
             DeviceRevoked(district=member.get("district") or "unknown", device_id=device_id,

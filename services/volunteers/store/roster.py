@@ -80,7 +80,8 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
                         max_patrol_hours: float, ledger_ttl_s: int) -> bool:
     """Remove a member: its devices are revoked (DeviceRevoked each); it leaves its team's
     shift in the same write (patrol points so far paid; a shift left with nobody and no
-    order ends, and dispatch hears it); its points balance and history go."""
+    order ends, and dispatch hears it); its points balance and history go; its devices'
+    records expire `ledger_ttl_s` later (their tokens are deleted at once)."""
     watch = [keys.member(member_id), keys.member_devices(member_id)]
 
     async def body(pipe: Pipeline) -> bool:
@@ -106,6 +107,8 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
             if device.get("token_hash"):
                 pipe.delete(keys.token(device["token_hash"]))
             pipe.hset(keys.device(device_id), "revoked_at", "member removed")
+            # kept as a revoked device's (devices.revoked_kept: the same twice RETENTION_DAYS)
+            pipe.expire(keys.device(device_id), ledger_ttl_s)
             await broker.publish(
                 DeviceRevoked(district=member["district"], device_id=device_id,
                               member_id=member_id, team_id=team_id),
@@ -130,7 +133,8 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
 
 
 async def delete_team(redis: Redis, *, broker: RedisBroker, team_id: str) -> bool:
-    """Remove a team with no members and no open order; dispatch hears it as off duty."""
+    """Remove a team with no members and no open order; dispatch hears it as off duty and
+    removed (`UnitStatus.removed`), and drops it from its projection."""
     watch = [keys.team(team_id), keys.team_members(team_id), keys.state(team_id)]
 
     async def body(pipe: Pipeline) -> bool:
@@ -156,7 +160,7 @@ async def delete_team(redis: Redis, *, broker: RedisBroker, team_id: str) -> boo
         pipe.zrem(keys.check_ins(), team_id)
         if agency:
             await publish_unit_status(pipe, team=team, agency=agency,
-                                      state=TeamState(status="off_duty"))
+                                      state=TeamState(status="off_duty"), removed=True)
         return True
 
     return await outside_imports(redis, watch, body)

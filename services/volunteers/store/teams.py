@@ -134,9 +134,12 @@ def _expired_first(view: TeamView, *, now: datetime, limit: CheckInLimit
 
 async def publish_unit_status(
     pipe: Pipeline, *, team: Mapping[str, str], agency: Mapping[str, str], state: TeamState,
+    removed: bool = False,
 ) -> None:
-    """Queue the team's UnitStatus on `pipe` (inside its MULTI)."""
-    event = unit_status(team=team, agency=agency, state=state, skills=skills_of(team))
+    """Queue the team's UnitStatus on `pipe` (inside its MULTI); `removed`: the team's last,
+    as it leaves the roster."""
+    event = unit_status(team=team, agency=agency, state=state, skills=skills_of(team),
+                        removed=removed)
     await queue_publish(pipe, streams.UNIT_STATUS, event)
 
 

@@ -1,0 +1,71 @@
+"""What the admin removes or revokes leaves Redis: a removed team tells dispatch it is gone
+(not merely off duty), and a revoked device's record expires while its token stays refused."""
+
+from __future__ import annotations
+
+from shared.events import UnitStatus
+
+from .conftest import ADMIN, Volunteers
+
+DAY_S = 86_400
+
+
+async def test_a_removed_team_s_last_status_tells_dispatch_it_is_gone(
+    volunteers: Volunteers,
+) -> None:
+    await volunteers.import_district()
+    client = volunteers.client
+    assert (await client.delete("/v1/members/m-guard", headers=ADMIN)).status_code == 204
+    emptied = [e for e in await volunteers.events("unit.status", UnitStatus)
+               if e.unit_id == "t-guards"]
+    assert not any(e.removed for e in emptied)  # nobody on it: off duty, still on the roster
+
+    assert (await client.delete("/v1/teams/t-guards", headers=ADMIN)).status_code == 204
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-guards"][-1]
+    assert (last.status, last.on_shift, last.removed) == ("off_duty", False, True)
+    assert (last.district, last.agency_kind, last.mode) == ("d1", "security", "foot")
+    others = [e for e in await volunteers.events("unit.status", UnitStatus)
+              if e.unit_id != "t-guards"]
+    assert others and not any(e.removed for e in others)
+
+
+async def test_a_revoked_device_s_record_expires_and_its_token_stays_refused(
+    volunteers: Volunteers,
+) -> None:
+    await volunteers.import_district()
+    client = volunteers.client
+    created = (await client.post("/v1/members/m-officer/devices", headers=ADMIN)).json()
+    device = {"Authorization": f"Bearer {created['token']}"}
+    key = f"roster:device:{created['device_id']}"
+    assert await volunteers.redis.ttl(key) == -1  # a live device stays while enrolled
+
+    url = f"/v1/members/m-officer/devices/{created['device_id']}"
+    assert (await client.delete(url, headers=ADMIN)).status_code == 204
+    kept = 2 * volunteers.settings.retention_days * DAY_S
+    assert 0 < await volunteers.redis.ttl(key) <= kept
+    assert await volunteers.redis.ttl(key) > kept - 60
+    assert (await client.delete(url, headers=ADMIN)).status_code == 204  # still a no-op
+
+    # once the record has gone (its TTL ran out), the token is refused still
+    await volunteers.redis.delete(key)
+    assert (await client.get("/v1/devices/introspect", headers=device)).status_code == 401
+    assert (await client.get("/v1/me", headers=device)).status_code == 401
+    assert (await client.put("/v1/me/position", headers=device,
+                             json={"lat": 22.05, "lon": 108.05})).status_code == 401
+
+
+async def test_a_removed_member_s_device_records_expire(volunteers: Volunteers) -> None:
+    await volunteers.import_district()
+    client = volunteers.client
+    phones = [(await client.post("/v1/members/m-wang/devices", headers=ADMIN)).json()
+              for _ in range(2)]
+    assert (await client.delete("/v1/members/m-wang", headers=ADMIN)).status_code == 204
+    kept = 2 * volunteers.settings.retention_days * DAY_S
+    for phone in phones:
+        assert 0 < await volunteers.redis.ttl(f"roster:device:{phone['device_id']}") <= kept
+        await volunteers.redis.delete(f"roster:device:{phone['device_id']}")
+        response = await client.get("/v1/devices/introspect",
+                                    headers={"Authorization": f"Bearer {phone['token']}"})
+        assert response.status_code == 401
+    assert await volunteers.redis.keys("roster:member_devices:m-wang") == []
