@@ -97,8 +97,9 @@ ZONE_WAIT = timedelta(minutes=10)
 # Each timer's step (its span's name, in its incident's trace); these name an order.
 TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit due",
                "handover": "hand-over retried", "zone": "zone looked up again",
-               "reinforce": "backup looked for again", "offshift": "team off shift on an order"}
-ORDER_TIMERS = ("ack", "reinforce", "offshift")
+               "reinforce": "backup looked for again", "offshift": "team off shift on an order",
+               "removed": "station order of a removed team handed on"}
+ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed")
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 # A deadline due while answers given before it still wait unread (dispatch back after an
@@ -1651,6 +1652,8 @@ class Dispatcher:
             return await self.on_reinforce_due(ident)
         elif kind == "offshift":
             return await self.on_off_shift_due(ident)
+        elif kind == "removed":
+            await self.on_removed_team_order_due(ident)
         return None
 
     async def _answers_behind(self, timer: str, incident_id: str, upto: datetime) -> bool:
@@ -1897,7 +1900,9 @@ class Dispatcher:
         declined = {o["team_id"] for o in state.orders if o.get("kind") == order.get("kind")
                     and o["state"] in ("declined", "withdrawn")
                     and o.get("visit") == order.get("visit")}
-        why = "declined" if order["state"] == "declined" else "taken back"
+        why = ("declined" if order["state"] == "declined"
+               else "withdrawn (its team was removed from the roster)"
+               if order.get("team_removed") == "1" else "taken back")
         # The note of nobody left is written once per refused order (with this mark), should
         # the step or the command room's take-back be made again.
         noted = inc.get("station_noted") == order["order_id"]
@@ -2014,6 +2019,37 @@ class Dispatcher:
                            "command room decides"),
                     state=state, also=flagged)
         return None
+
+    async def on_removed_team_order_due(self, order_id: str) -> None:
+        """A station's hand-over or follow-up order whose team was removed from the roster
+        (its removal set this timer, store.save_unit_status; such orders hold no team, so
+        volunteers lets the team go): nobody will ever answer it. It is handed on as the
+        command room's take-back of it is: withdrawn, with a timeline entry saying why, and
+        the case to another of the station's teams on shift, or flagged and tried again
+        (_station_declined). A firing made again after a failure finishes the handing on
+        (the order's `team_removed` mark), once; nothing for a team imported again
+        meanwhile (its phones get the order), nor for an order answered or withdrawn by
+        anyone else first."""
+        held = await store.get_order(self.redis, order_id)
+        if held is None or held.get("kind") not in STATION_KINDS:
+            return
+        if await store.get_unit(self.redis, held["team_id"]) is not None:
+            return
+        async with self._locked(held["incident_id"]):
+            state = await store.incident_state(self.redis, held["incident_id"])
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == order_id), None)
+            if inc is None or order is None:
+                return
+            if order["state"] in domain.LIVE_ORDER_STATES:
+                name = order.get("team_name") or order["team_id"]
+                await self._taken_back(state, order, marks={"team_removed": "1"}, detail=(
+                    f"{name} was removed from the roster: the station's order goes to "
+                    "another of its teams"))
+            elif (order["state"] != "withdrawn" or order.get("team_removed") != "1"
+                  or inc["status"] in ("closed", "linked")):
+                return
+            await self._station_declined(state, order)
 
     async def on_unit_positions(self, events: list[UnitPosition]) -> None:
         latest: dict[str, UnitPosition] = {}
@@ -2244,21 +2280,25 @@ class Dispatcher:
         return order, inc["district"]
 
     async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,
-                          detail: str, note: str | None = None) -> None:
+                          detail: str, note: str | None = None,
+                          marks: dict[str, str] | None = None) -> None:
         """A live order withdrawn by the command room's decision (order.withdrawn,
         `reassigned`): its team's claim released first (harmless made again), then the
-        order's state, its deadline, the event and the timeline entry in one write."""
+        order's state (with `marks`, other fields kept on it), its deadline, the event and
+        the timeline entry in one write."""
         inc = state.incident
         assert inc is not None
         order_id = order["order_id"]
         await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
         order["state"] = "withdrawn"
+        order.update(marks or {})
 
         station = order.get("kind") in STATION_KINDS
 
         async def withdrawn(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order_id, {"state": "withdrawn",
-                                                      "withdrawn_at": utcnow().isoformat()})
+                                                      "withdrawn_at": utcnow().isoformat(),
+                                                      **(marks or {})})
             store.queue_cancel(pipe, f"ack:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "reassigned"))

@@ -140,6 +140,28 @@ async def index_flagged_before(redis: Redis) -> int:
     return added
 
 
+STATION_ORDERS_INDEXED = "dispatch:station-orders-indexed"  # set once the earlier are indexed
+
+
+async def index_station_orders_before(redis: Redis) -> int:
+    """Once per Redis: the live hand-over and follow-up orders made before this version
+    indexed them by team join their team's index, so that the team's removal from the
+    roster hands them on. Only an ended incident (handed over, filed) holds one: read from
+    store.ENDED (filled by index_ended_before first) by ZSCAN, about 500 at a time. The
+    number added."""
+    if await redis.exists(STATION_ORDERS_INDEXED):
+        return 0
+    added, cursor = 0, 0
+    while True:
+        cursor, page = await redis.zscan(store.ENDED, cursor, count=500)
+        if page:
+            added += await store.index_station_orders(redis, [i for i, _ in page])
+        if cursor == 0:
+            break
+    await redis.set(STATION_ORDERS_INDEXED, "1")
+    return added
+
+
 async def archive_ended(redis: Redis, locks: IncidentLocks, *, ended_before: float) -> int:
     """Archive the incidents ended (last changed) before `ended_before`; the number archived.
     One still in hand (a live order, a follow-up or hand-over timer) is looked at again a
@@ -180,6 +202,10 @@ async def _archive(redis: Redis, incident_id: str) -> int:
                     *(store.order_key(o["order_id"]) for o in state.orders))
         pipe.zrem(store.ENDED, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)  # no live order: no filing owed any more
+        # nor a station order of its team to hand on should the team be removed
+        for o in state.orders:
+            if o.get("kind") in ("handover", "followup") and o.get("team_id"):
+                pipe.srem(store.station_orders_key(o["team_id"]), o["order_id"])
         await pipe.execute()
     return 1
 
@@ -252,6 +278,9 @@ async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: flo
             if indexed := await index_handovers_before(redis):
                 log.info("incident records: %d hand-overs of an earlier version indexed for "
                          "the filings overdue", indexed)
+            if indexed := await index_station_orders_before(redis):
+                log.info("incident records: %d station orders of an earlier version indexed "
+                         "by team", indexed)
             if indexed := await index_flagged_before(redis):
                 log.info("incident records: %d flagged incidents of an earlier version "
                          "indexed for the board", indexed)

@@ -51,6 +51,13 @@ def _removed_key(team_id: str) -> str:
     return f"dispatch:removed-unit:{team_id}"
 
 
+def station_orders_key(team_id: str) -> str:
+    """The team's hand-over and follow-up orders (a set of order ids; `_OFFER` adds one and
+    drops those no longer live): a station's tasks claim no team, so `dispatch:claim:` does
+    not name them, and a team removed from the roster must not keep them (_UNIT_STATUS)."""
+    return f"dispatch:station-orders:{team_id}"
+
+
 def _modes_key(district: str) -> str:
     """Every mode a team of the district was ever seen with (never shrinks): the candidate
     search bounds its radius by the fastest of them, not by the fastest the policy knows."""
@@ -73,8 +80,10 @@ end
 # Newer status wins; a redelivered or reordered older event changes nothing, nor does one
 # not newer than the team's removal (KEYS[6]). A removal (ARGV[6] == '1') takes the team
 # out of the lists and the map and deletes its record (and a claim no live order holds),
-# leaving only the removal's time, for ARGV[7] seconds. Returns {applied, free with
-# incidents waiting}.
+# leaving only the removal's time, for ARGV[7] seconds; each live hand-over or follow-up
+# order of the team (KEYS[7]) gets a `removed:{order}` timer (KEYS[8]) due at once, which
+# hands it on (Dispatcher.on_removed_team_order_due), and the index goes: a removal read
+# again sets none. Returns {applied, free with incidents waiting}.
 _UNIT_STATUS = _FREE + """
 local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
 if tonumber(ARGV[1]) < at then return {0, 0} end
@@ -102,6 +111,13 @@ if ARGV[6] == '1' then
   if (not gone) or tonumber(ARGV[1]) > tonumber(gone) then
     redis.call('SET', KEYS[6], ARGV[1], 'EX', ARGV[7])
   end
+  for _, order in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    local st = redis.call('HGET', 'dispatch:order:' .. order, 'state')
+    if st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene' then
+      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'removed:' .. order)
+    end
+  end
+  redis.call('DEL', KEYS[7])
   return {1, 0}
 end
 if gone then redis.call('DEL', KEYS[6]) end
@@ -153,7 +169,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     applied, retry = await run_script(
         redis, _UNIT_STATUS, [_unit_key(team_id), f"dispatch:units:{district}",
                               _geo_key(district), _waiting_key(district), _modes_key(district),
-                              _removed_key(team_id)],
+                              _removed_key(team_id), station_orders_key(team_id), TIMERS],
         [repr(at.timestamp()), ascii_json(flat), team_id, fields["mode"], district,
          "1" if removed else "0", str(max(1, removed_kept_s))])
     return bool(applied), bool(retry)
@@ -472,6 +488,22 @@ end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[2])))
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[5])
+local kind = redis.call('HGET', KEYS[1], 'kind')
+if (kind == 'handover' or kind == 'followup') and redis.call('EXISTS', KEYS[4]) == 0
+   and redis.call('EXISTS', 'dispatch:removed-unit:' .. ARGV[5]) == 1 then
+  -- its team was removed after the step chose it (_UNIT_STATUS): handed on at once
+  redis.call('ZADD', KEYS[6], 'NX', 0, 'removed:' .. ARGV[1])
+elseif kind == 'handover' or kind == 'followup' then
+  -- the team's station orders (station_orders_key), kept to the live ones
+  local index = 'dispatch:station-orders:' .. ARGV[5]
+  for _, other in ipairs(redis.call('SMEMBERS', index)) do
+    local st = redis.call('HGET', 'dispatch:order:' .. other, 'state')
+    if not (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene') then
+      redis.call('SREM', index, other)
+    end
+  end
+  redis.call('SADD', index, ARGV[1])
+end
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], 'ack:' .. ARGV[1]) end
 redis.call('RPUSH', KEYS[7], ARGV[7])
 local first = 0
@@ -789,6 +821,36 @@ for i = 1, #ARGV, 2 do
 end
 return added
 """
+
+
+# Station orders made before a team's were indexed (station_orders_key), for a page of
+# incidents (ids): the live hand-over or follow-up order each names joins its team's index.
+# One script, so a step that ends or hands on such an order meanwhile comes wholly before or
+# after the look at it.
+_INDEX_STATION_ORDERS = """
+local added = 0
+for _, id in ipairs(ARGV) do
+  local marks = redis.call('HMGET', 'dispatch:incident:' .. id, 'handover_order',
+                           'followup_order')
+  for _, order in ipairs(marks) do
+    if order and order ~= '' then
+      local o = redis.call('HMGET', 'dispatch:order:' .. order, 'state', 'kind', 'team_id')
+      local st = o[1]
+      if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
+         and (o[2] == 'handover' or o[2] == 'followup') and o[3] then
+        added = added + redis.call('SADD', 'dispatch:station-orders:' .. o[3], order)
+      end
+    end
+  end
+end
+return added
+"""
+
+
+async def index_station_orders(redis: Redis, incident_ids: Sequence[str]) -> int:
+    """The live hand-over and follow-up orders the incidents name, each in its team's index
+    (station_orders_key); the number newly added."""
+    return int(await run_script(redis, _INDEX_STATION_ORDERS, [], list(incident_ids)))
 
 
 async def index_flagged(redis: Redis, page: Sequence[tuple[str, float]]) -> int:

@@ -133,6 +133,9 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:flagged:{id}", Sweep(records.forget_archived)),
     (r"dispatch:ended", Sweep(records.archive_ended)),
     (r"dispatch:handovers", Sweep(records.archive_ended)),
+    # a team's open hand-over and follow-up orders: each leaves with its incident's archive
+    (r"dispatch:station-orders:{id}", Sweep(records.archive_ended)),
+    (r"dispatch:station-orders-indexed", Bounded("one marker: the catch-up ran")),
     (r"dispatch:status-counts", Bounded("one field per status")),
     (r"dispatch:(ended:indexed|handovers:indexed|flagged-indexed)", Bounded("a mark")),
     (r"dispatch:seen:.+", Ttl(dispatch_store.SEEN_TTL_S)),
