@@ -35,19 +35,21 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
 from shared.events import Event, utcnow
-from shared.http import STORE_AWAY, TryAgain
+from shared.http import STORE_AWAY, STORE_REFUSING, TryAgain
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=BaseModel)
-# Failures that say nothing about the event: never a reason to dead-letter it.
+# Failures that say nothing about the event: never a reason to dead-letter it. Redis
+# refusing writes (STORE_REFUSING, in STORE_AWAY) among them: full one moment, it may take
+# the dead letter the next (an expired key freed memory), and a good incident would be gone.
 TRANSIENT = (*STORE_AWAY, TryAgain)
 Handler = Callable[[E], Awaitable[None]]
 
@@ -104,7 +106,13 @@ def create_broker(settings: ServiceSettings) -> RedisBroker:
         graceful_timeout=10.0,
         connection_class=connection_class(settings.redis_url),
         retry=_retry(),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # READONLY too (the broker's client only): after a failover every XREADGROUP and
+        # XAUTOCLAIM on the replica fails at once, FastStream restarts a subscriber whose
+        # read raised without a pause, and each subscriber spun thousands of reads a second
+        # (two cores, the log flooded with its restarts) for as long as the failover lasted.
+        # Retried, a read waits out redis-py's backoff (up to 2 s a try) on a fresh
+        # connection, which after a failover may be the new primary's. Nothing was written.
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ReadOnlyError],
         health_check_interval=10,
         client_name=settings.service_name,
         # Per-message "Received/Processed" lines would flood the log at position rates.
@@ -117,11 +125,7 @@ async def ensure_groups(redis: Redis, stream_map: tuple[streams.Stream, ...] = s
     """Create every consumer group at id 0 (never `$`), creating streams as needed."""
     for stream in stream_map:
         for group in stream.consumers:
-            try:
-                await redis.xgroup_create(stream.name, group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await _create_group(redis, stream.name, group)
 
 
 def subscribers_running(broker: RedisBroker) -> bool:
@@ -172,11 +176,27 @@ async def ensure_subscribed_groups(redis: Redis, broker: RedisBroker) -> None:
     """Create at 0 the groups this broker's subscribers read, and no others: a service's
     Redis user may touch only its own streams (deploy/redis/users.acl.template)."""
     for stream, group in _subscribed(broker):
+        await _create_group(redis, stream, group)
+
+
+async def _create_group(redis: Redis, stream: str, group: str) -> None:
+    """XGROUP CREATE at 0, a group that exists being fine. Redis refusing writes (full,
+    a replica) refuses XGROUP CREATE before it looks for the group: one that exists is
+    fine all the same, so a service (re)started meanwhile starts and reads its backlog,
+    rather than die at start until memory is freed; one that does not exist cannot be
+    made now, and the refusal stands."""
+    try:
+        await redis.xgroup_create(stream, group, id="0", mkstream=True)
+    except STORE_REFUSING:
         try:
-            await redis.xgroup_create(stream, group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+            groups = await redis.xinfo_groups(stream)
+        except ResponseError:  # no such stream
+            groups = []
+        if not any(_name(g) == group for g in groups):
+            raise
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
 
 
 @contextlib.asynccontextmanager
@@ -197,6 +217,14 @@ async def consuming(broker: RedisBroker, redis: Redis, *, watch_interval_s: floa
         # starts those after it (never started) within `watch_interval_s`. /readyz says
         # not ready meanwhile; before, the whole service died at start-up.
         log.warning("a subscriber was slow to start; the others are started by the watchdog")
+    except STORE_REFUSING as exc:
+        # Redis full, or a replica after a failover: FastStream's own XGROUP CREATE at each
+        # subscriber's start is refused (even for a group that exists). The service starts
+        # all the same (its HTTP side answers 503 with Retry-After meanwhile, and /readyz not
+        # ready); the watchdog starts the subscribers once Redis takes writes, and they read
+        # what waited, from where their groups stand.
+        log.warning("Redis refuses writes (%s): the subscribers start once it takes them",
+                    type(exc).__name__)
     watchdog = asyncio.create_task(_keep_consuming(broker, redis, watch_interval_s),
                                    name="bus-watchdog")
     stop = asyncio.Event()

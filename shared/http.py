@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from limits import parse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -56,8 +57,16 @@ class ApiError(Exception):
         self.headers = headers
 
 
-# Redis restarting or out of reach (redis-py has retried already): a state that passes.
-STORE_AWAY: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+# Redis answering but refusing every write for a while: full (`maxmemory` with `noeviction`:
+# OOM) or, after a failover, a replica (READONLY). Nothing was written (a script or a
+# transaction is refused before its first write), so asking again once memory is freed or
+# the new primary answers is safe: a state that passes, as an outage is.
+STORE_REFUSING: tuple[type[Exception], ...] = (OutOfMemoryError, ReadOnlyError)
+# Redis restarting or out of reach (redis-py has retried already), or refusing writes for a
+# while (STORE_REFUSING): a state that passes. Callers get 503 with Retry-After, devices 1013,
+# and consumers leave the event pending for the reclaimer, never a dead letter.
+STORE_AWAY: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
+                                           *STORE_REFUSING)
 
 
 class TryAgain(Exception):
@@ -96,8 +105,11 @@ def rate_limited(wait_s: int) -> ApiError:
                     headers={"Retry-After": str(wait_s)})
 
 
-def store_away() -> ApiError:
-    """Redis restarting or out of reach (STORE_AWAY): 503, ask again."""
+def store_away(exc: BaseException | None = None) -> ApiError:
+    """Redis restarting, out of reach or refusing writes (STORE_AWAY): 503, ask again."""
+    if isinstance(exc, STORE_REFUSING):
+        return ApiError(503, "unavailable", "the store is not taking writes now (full or "
+                        "failing over); ask again", headers={"Retry-After": "2"})
     return ApiError(503, "unavailable", "the store is not answering; ask again",
                     headers={"Retry-After": "2"})
 
@@ -224,8 +236,11 @@ def install_error_handlers(app: FastAPI) -> None:
                             headers={"Retry-After": str(exc.retry_after_s)})
 
     async def _store_away(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("answered 503: Redis not answering (%s)", type(exc).__name__)
-        return error_response(store_away())
+        if isinstance(exc, STORE_REFUSING):
+            log.warning("answered 503: Redis refusing writes (%s)", type(exc).__name__)
+        else:
+            log.warning("answered 503: Redis not answering (%s)", type(exc).__name__)
+        return error_response(store_away(exc))
 
     for away in STORE_AWAY:  # a state that passes: 503, and the caller asks again
         app.add_exception_handler(away, _store_away)
@@ -362,7 +377,7 @@ class AuthMiddleware:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
                 return
-            await error_response(store_away())(scope, receive, send)
+            await error_response(store_away(exc))(scope, receive, send)
             return
         if principal is None:
             if scope["type"] == "websocket":
