@@ -17,6 +17,8 @@ from contextlib import suppress
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -244,8 +246,12 @@ class RedisServer:
     def _wait_until_it_answers(self, deadline: float, timeout: float) -> None:
         assert self.proc is not None
         user, password = self.ready_auth or (None, None)
+        # no retries of its own: this loop is the retry, and between two tries it looks
+        # whether the server exited (a port taken: redis-py's retries against the listener
+        # that took it, which never answers, cost 8 s before that was seen)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5,
-                             username=user, password=password)
+                             username=user, password=password,
+                             retry=Retry(NoBackoff(), 0))
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
