@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=BaseModel)
 # Failures that say nothing about the event: never a reason to dead-letter it. Redis
-# refusing writes (STORE_REFUSING, in STORE_AWAY) among them: full one moment, it may take
+# refusing writes (STORE_REFUSING, in STORE_AWAY: full, a replica, or unable to save to
+# disk) among them: full one moment, it may take
 # the dead letter the next (an expired key freed memory), and a good incident would be gone.
 TRANSIENT = (*STORE_AWAY, TryAgain)
 Handler = Callable[[E], Awaitable[None]]

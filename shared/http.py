@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from limits import parse
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
@@ -57,16 +57,66 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class PersistenceFailingError(ResponseError):
+    """`-MISCONF`: Redis cannot persist (its disk full or failing: a background save failed
+    with `stop-writes-on-bgsave-error yes`, or an AOF write failed) and refuses every write
+    until it can again. redis-py has no class of its own for it (a plain ResponseError)."""
+
+
+def _register_misconf() -> None:
+    """Have redis-py raise PersistenceFailingError for `-MISCONF` replies, as it raises
+    OutOfMemoryError for `-OOM`: its parsers (the Python ones and hiredis's, whose
+    `replyError` is the same `parse_error`) look each error's prefix up in the class-level
+    table `BaseParser.EXCEPTION_CLASSES` when they parse it, so one entry there covers every
+    client of the process (ours, FastStream's, pipelines, MULTI/EXEC replies), and every
+    `except STORE_AWAY` and `except ResponseError` keeps catching it. The table is not a
+    public API: should a redis-py release move it, MISCONF would be a plain ResponseError
+    again (a 500 per request, poison for the dead letters), and
+    tests/integration/test_redis_disk_failing.py fails."""
+    try:
+        from redis._parsers.base import BaseParser
+    except ImportError:  # pragma: no cover - a redis-py that moved it: see above
+        log.warning("redis-py's error table not found: MISCONF is not taken as a refusal")
+        return
+    BaseParser.EXCEPTION_CLASSES.setdefault("MISCONF", PersistenceFailingError)
+
+
+_register_misconf()
+
 # Redis answering but refusing every write for a while: full (`maxmemory` with `noeviction`:
-# OOM) or, after a failover, a replica (READONLY). Nothing was written (a script or a
-# transaction is refused before its first write), so asking again once memory is freed or
-# the new primary answers is safe: a state that passes, as an outage is.
-STORE_REFUSING: tuple[type[Exception], ...] = (OutOfMemoryError, ReadOnlyError)
+# OOM), after a failover a replica (READONLY), or unable to persist (its disk full or
+# failing: MISCONF). Nothing was written (a script or a transaction is refused before its
+# first write), so asking again once memory or disk is freed or the new primary answers is
+# safe: a state that passes, as an outage is.
+STORE_REFUSING: tuple[type[Exception], ...] = (OutOfMemoryError, ReadOnlyError,
+                                               PersistenceFailingError)
+_REFUSAL_CAUSES: tuple[tuple[type[Exception], str], ...] = (
+    (OutOfMemoryError, "it is full"),
+    (ReadOnlyError, "it is a replica, failing over"),
+    (PersistenceFailingError, "it cannot save to disk"),
+)
+
+
+def refusal_cause(exc: BaseException | None) -> str | None:
+    """Why Redis refuses writes ("it is full", ...), for messages and logs; None when `exc`
+    is no refusal (STORE_REFUSING)."""
+    for kind, cause in _REFUSAL_CAUSES:
+        if isinstance(exc, kind):
+            return cause
+    return None
+
 # Redis restarting or out of reach (redis-py has retried already), or refusing writes for a
 # while (STORE_REFUSING): a state that passes. Callers get 503 with Retry-After, devices 1013,
 # and consumers leave the event pending for the reclaimer, never a dead letter.
 STORE_AWAY: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
                                            *STORE_REFUSING)
+
+
+def describe_away(exc: BaseException) -> str:
+    """What a STORE_AWAY failure says of Redis, for a log line: "not answering", or
+    "refusing writes, it is full" (or failing over, or cannot save to disk)."""
+    cause = refusal_cause(exc)
+    return "not answering" if cause is None else f"refusing writes, {cause}"
 
 
 class TryAgain(Exception):
@@ -107,9 +157,9 @@ def rate_limited(wait_s: int) -> ApiError:
 
 def store_away(exc: BaseException | None = None) -> ApiError:
     """Redis restarting, out of reach or refusing writes (STORE_AWAY): 503, ask again."""
-    if isinstance(exc, STORE_REFUSING):
-        return ApiError(503, "unavailable", "the store is not taking writes now (full or "
-                        "failing over); ask again", headers={"Retry-After": "2"})
+    if (cause := refusal_cause(exc)) is not None:
+        return ApiError(503, "unavailable", f"the store is not taking writes now ({cause}); "
+                        "ask again", headers={"Retry-After": "2"})
     return ApiError(503, "unavailable", "the store is not answering; ask again",
                     headers={"Retry-After": "2"})
 
@@ -236,10 +286,7 @@ def install_error_handlers(app: FastAPI) -> None:
                             headers={"Retry-After": str(exc.retry_after_s)})
 
     async def _store_away(_: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, STORE_REFUSING):
-            log.warning("answered 503: Redis refusing writes (%s)", type(exc).__name__)
-        else:
-            log.warning("answered 503: Redis not answering (%s)", type(exc).__name__)
+        log.warning("answered 503: Redis %s (%s)", describe_away(exc), type(exc).__name__)
         return error_response(store_away(exc))
 
     for away in STORE_AWAY:  # a state that passes: 503, and the caller asks again
@@ -373,7 +420,8 @@ class AuthMiddleware:
             principal = await self.principal_for(token, scope) if token else None
         except STORE_AWAY as exc:
             # Redis away: whether the token is good is not known now. Neither yes nor no.
-            log.warning("token not resolved: Redis not answering (%s)", type(exc).__name__)
+            log.warning("token not resolved: Redis %s (%s)", describe_away(exc),
+                        type(exc).__name__)
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
                 return

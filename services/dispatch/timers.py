@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
+from shared.failures import RepeatedFailures
+
 from . import store
 from .config import Settings
 from .engine import Dispatcher
@@ -89,6 +91,8 @@ async def run_timers(engine: Dispatcher, settings: Settings, stop: asyncio.Event
     leased = asyncio.Event()
     renewing = asyncio.create_task(leases.keep(leased), name="timer-leases")
     firing: dict[str, asyncio.Task[None]] = {}
+    # a scan every timer_interval_s: not a log line at each, for as long as Redis is away
+    failing = RepeatedFailures(log, "timer scan")
     try:
         while not stop.is_set():
             try:
@@ -104,7 +108,9 @@ async def run_timers(engine: Dispatcher, settings: Settings, stop: asyncio.Event
                     firing[member] = task
                     task.add_done_callback(lambda _, m=member: firing.pop(m, None))
             except Exception as exc:  # Redis unavailable: keep trying, the timers are safe there
-                log.warning("timer scan failed: %s", type(exc).__name__)
+                failing.failed(exc, meanwhile="; the timers wait in Redis, scanning on")
+            else:
+                failing.ended(now_what="; due timers fire now")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=settings.timer_interval_s)
             except TimeoutError:

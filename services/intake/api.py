@@ -21,11 +21,14 @@ from shared import audit, streams
 from shared.bus import entry_to_write
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import (
+    STORE_AWAY,
     ApiError,
     Principal,
+    describe_away,
     error_response,
     forbidden,
     not_found,
+    refusal_cause,
     require,
     unauthorized,
 )
@@ -57,6 +60,17 @@ REPORT_PATH = "/v1/incidents"
 MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
 # A report refused for now says when to ask again, as every 503 does (shared.http.store_away)
 RETRY_AFTER = {"Retry-After": "2"}
+
+
+def not_accepted(exc: RedisError) -> ApiError:
+    """503 for a report Redis could not take (nothing kept): the caller retries. Saying why
+    when Redis refuses writes (full, failing over, its disk failing), which may last."""
+    cause = refusal_cause(exc)
+    why = "" if cause is None else f" (the store is not taking writes now: {cause})"
+    return ApiError(503, "unavailable", f"the incident was not accepted{why}; retry",
+                    headers=RETRY_AFTER)
+
+
 REVOKED = "unknown or revoked token"  # as shared.http.AuthMiddleware says it
 
 
@@ -134,8 +148,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     redis, system_id=reporter_of(who), external_ref=body.external_ref,
                     key_hash=who.extra.get("key_hash"))
             except RedisError as exc:
-                raise ApiError(503, "unavailable", "the incident was not accepted; retry",
-                               headers=RETRY_AFTER) from exc
+                raise not_accepted(exc) from exc
             if existing is None or body.district not in who.districts:
                 raise await refused(ApiError(
                     422, "invalid_field", f"flags.{overlong} is too long: a flag is one word "
@@ -219,9 +232,12 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
                                headers=RETRY_AFTER)
         except RedisError as exc:
-            log.error("incident not accepted, Redis unavailable: %s", type(exc).__name__)
-            raise ApiError(503, "unavailable", "the incident was not accepted; retry",
-                           headers=RETRY_AFTER) from exc
+            if isinstance(exc, STORE_AWAY):  # a state that passes: the caller retries
+                log.warning("incident not accepted: Redis %s (%s)", describe_away(exc),
+                            type(exc).__name__)
+            else:
+                log.error("incident not accepted, Redis failed: %s", type(exc).__name__)
+            raise not_accepted(exc) from exc
         result: dict[str, Any] = {"incident_id": incident_id, "priority": priority,
                                   "status": "linked" if linked_to else "reported"}
         if linked_to:

@@ -31,6 +31,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from redis.asyncio import Redis
 
+from shared.failures import RepeatedFailures
+from shared.http import STORE_AWAY
 from shared.telemetry import extract_context
 
 from . import store
@@ -164,14 +166,21 @@ class FallbackTimers:
         self._firing: dict[asyncio.Task[None], tuple[str, float]] = {}
 
     async def run(self) -> None:
+        # a tick every FALLBACK_POLL_S: Redis away or refusing writes (a full disk: hours) is
+        # logged when it starts, every 30 s while it lasts and when it ends, not at each tick
+        away = RepeatedFailures(log, "fallback tick")
         try:
             while True:
                 try:
                     await self.tick()
                 except asyncio.CancelledError:
                     raise
+                except STORE_AWAY as exc:
+                    away.failed(exc, meanwhile="; the fallback steps wait in Redis")
                 except Exception:
                     log.exception("fallback tick failed")
+                else:
+                    away.ended(now_what="; due fallback steps go now")
                 await asyncio.sleep(self._settings.fallback_poll_s)
         finally:
             firing = dict(self._firing)

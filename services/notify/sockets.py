@@ -17,7 +17,14 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.http import STORE_AWAY, ApiError, Principal, bearer_token
+from shared.http import (
+    STORE_AWAY,
+    ApiError,
+    Principal,
+    bearer_token,
+    describe_away,
+    refusal_cause,
+)
 from shared.introspect import IntrospectionUnavailable, Introspector
 from shared.metrics import meter
 
@@ -96,8 +103,8 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
         except WebSocketDisconnect:
             pass
         except STORE_AWAY as exc:  # while connecting: the device tries again shortly
-            log.warning("device %s not connected: Redis not answering (%s)", conn.device_id,
-                        type(exc).__name__)
+            log.warning("device %s not connected: Redis %s (%s)", conn.device_id,
+                        describe_away(exc), type(exc).__name__)
             conn.close(CLOSE_TRY_LATER, "try again later")
         except NotSubscribed as exc:  # the page reconnects after 1013, as above
             log.warning("device %s not connected: %s", conn.device_id, exc)
@@ -192,11 +199,14 @@ def _store_away(exc: RedisError) -> FrameError:
     while (a failover's READONLY, OOM, a busy script): any Redis error answers a frame,
     never closes its socket."""
     if isinstance(exc, STORE_AWAY):
-        log.warning("a device frame not recorded: Redis not answering (%s)",
+        log.warning("a device frame not recorded: Redis %s (%s)", describe_away(exc),
                     type(exc).__name__)
     else:
         log.error("a device frame not recorded: Redis refused it (%s: %s)",
                   type(exc).__name__, exc)
+    if (cause := refusal_cause(exc)) is not None:
+        return FrameError("unavailable",
+                          f"the store is not taking writes now ({cause}); send it again")
     return FrameError("unavailable", "the store is not answering; send it again")
 
 

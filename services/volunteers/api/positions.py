@@ -165,8 +165,8 @@ class PositionFastPath:
         try:
             try:
                 status, payload = await self._handle(scope, receive)
-            except STORE_AWAY:
-                raise store_away() from None  # as the app's own handler answers (shared.http)
+            except STORE_AWAY as exc:  # as the app's own handler answers (shared.http)
+                raise store_away(exc) from None
         except ApiError as exc:
             self.outcomes[f"refused_{exc.status}"] += 1
             status, payload = exc.status, error_body(exc.code, exc.message, exc.field)
