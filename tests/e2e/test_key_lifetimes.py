@@ -202,9 +202,9 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"roster:import:(lock|journal)", Bounded("one import at a time")),
     (r"roster:import:staging:{id}", Ttl(DAY_S)),
     # volunteers: what an order, an award, an incident's resolutions need for redeliveries
-    (r"roster:order:{id}", Ttl(30 * DAY_S)),
-    (r"roster:resolutions:{id}", Ttl(30 * DAY_S)),
-    (r"roster:hazard_confirmed:{id}", Ttl(30 * DAY_S)),
+    (r"roster:order:{id}", Ttl(100 * DAY_S)),
+    (r"roster:resolutions:{id}", Ttl(100 * DAY_S)),
+    (r"roster:hazard_confirmed:{id}", Ttl(100 * DAY_S)),
     (r"roster:ledger:.+", Ttl(2 * RETENTION_S)),
 )
 FAMILIES = tuple((re.compile(pattern.replace("{id}", ID) + r"\Z"), pattern, way)

@@ -103,3 +103,10 @@ def test_a_replay_is_safe_for_no_longer_than_the_shortest_memory_of_a_consumer()
     intake_seen_s = 30 * 86_400  # services/intake/store.py _PROJECT: EXPIRE ... 2592000
     assert REPLAY_SAFE_S <= min(SEEN_TTL_S, notify, VOLUNTEERS_ORDER_TTL_S, intake_seen_s)
     assert REPLAY_SAFE_S == SEEN_TTL_S  # and no shorter than it need be
+
+
+def test_volunteers_keeps_an_order_s_record_as_long_as_notify_takes_answers_to_it() -> None:
+    # An answer notify takes (an open order: ORDER_OPEN_TTL_S from its last answer) must find
+    # volunteers' record of the order: made again without its kind, it holds its team busy.
+    open_ttl = NotifySettings.model_fields["order_open_ttl_s"].default
+    assert VOLUNTEERS_ORDER_TTL_S > open_ttl

@@ -49,7 +49,11 @@ from .tx import ATTEMPTS, Contended, contention_pause
 
 log = logging.getLogger(__name__)
 
-ORDER_TTL_S = 30 * 24 * 3600  # long after any redelivery of the order's events
+# Long after any redelivery of the order's events, and longer than notify keeps an open
+# order (ORDER_OPEN_TTL_S, 90 days from its last answer): an answer notify still takes must
+# find the order's record here, or it is made again without its kind, and an order of no
+# kind holds its team (a station's hand-over answered on day 40 left the team busy).
+ORDER_TTL_S = 100 * 24 * 3600
 
 
 def decode_state(data: Mapping[str, str]) -> TeamState:
