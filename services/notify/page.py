@@ -182,7 +182,7 @@ function unconfirmed(id) {
     return;
   }
   const { type, order_id, ...answer } = kept.response;
-  postAnswer(id, answer);
+  postAnswer(id, answer, true);
 }
 function settled(id, type) {   // taken, or refused for good: not sent again
   const kept = unsure.get(id); if (!kept) return;
@@ -492,7 +492,7 @@ async function respond(id, response) {
   if (sendAbout({ type: "response", order_id: id, ...answer })) return;
   await postAnswer(id, answer);
 }
-async function postAnswer(id, answer) {
+async function postAnswer(id, answer, again) {
   try {   // socket down: the same answer over HTTP, continuing the order's trace
     const o = orders.get(id);
     const r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
@@ -501,9 +501,23 @@ async function postAnswer(id, answer) {
       body: JSON.stringify(answer) });
     const body = await r.json();
     settled(id, "response");
+    if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
     if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
     setState(id, body.state, body.answered);
   } catch (e) { settled(id, "response"); toast("Not sent: no connection. Try again."); }
+}
+// An answer sent again over HTTP because its socket never confirmed it, refused as the order
+// is finished: the socket may have taken it (its reply lost). Then the order stands where
+// this very answer took it: shown so, not as a refusal.
+async function tookIt(id, answer) {
+  try {
+    const r = await fetch("/v1/orders/" + encodeURIComponent(id), {
+      headers: { "Authorization": "Bearer " + token } });
+    const now = await r.json();
+    if (!r.ok || now.last_response !== answer.response) return false;
+    setState(id, now.state, now.answered);
+    return true;
+  } catch (e) { return false; }
 }
 
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls;

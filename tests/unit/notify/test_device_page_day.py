@@ -331,6 +331,24 @@ def test_an_answer_the_socket_never_confirmed_goes_over_http_before_the_deadline
     assert state == "acknowledged"
 
 
+def test_a_final_answer_the_socket_took_but_never_confirmed_is_not_reported_refused() -> None:
+    # The socket took "resolved" and its reply was lost: the same answer sent again over
+    # HTTP gets 409 (the order is finished, as DESIGN says). The member must not read that
+    # the answer was refused: the order stands where the answer took it.
+    taken = ("net = async (url, init) => (init && init.method === 'POST') "
+             "? [409, { error: { code: 'conflict', message: 'the order is finished (resolved); "
+             "it takes no more responses' } }] "
+             ": [200, { order_id: 'ord_1', state: 'resolved', answered: true, "
+             "last_response: 'resolved', allowed: [] }];")
+    *_, toasts, state = day(
+        f"{hello()}; {deliver(ORDER)}; prompt = () => ''; respond('ord_1', 'resolved')",
+        f"{taken} later(10000); toasts.slice()",
+        "orders.get('ord_1').state",
+    )
+    assert not [t for t in toasts if "finished" in t or "refused" in t], toasts
+    assert state == "resolved"
+
+
 def test_an_answer_that_could_not_be_sent_at_all_is_said_so() -> None:
     *_, told = day(
         f"{hello()}; {deliver(ORDER)}; respond('ord_1', 'acknowledged')",
