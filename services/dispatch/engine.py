@@ -1653,7 +1653,7 @@ class Dispatcher:
         elif kind == "offshift":
             return await self.on_off_shift_due(ident)
         elif kind == "removed":
-            await self.on_removed_team_order_due(ident)
+            return await self.on_removed_team_order_due(ident)
         return None
 
     async def _answers_behind(self, timer: str, incident_id: str, upto: datetime) -> bool:
@@ -2020,7 +2020,7 @@ class Dispatcher:
                     state=state, also=flagged)
         return None
 
-    async def on_removed_team_order_due(self, order_id: str) -> None:
+    async def on_removed_team_order_due(self, order_id: str) -> datetime | None:
         """A station's hand-over or follow-up order whose team was removed from the roster
         (its removal set this timer, store.save_unit_status; such orders hold no team, so
         volunteers lets the team go): nobody will ever answer it. It is handed on as the
@@ -2029,18 +2029,24 @@ class Dispatcher:
         (_station_declined). A firing made again after a failure finishes the handing on
         (the order's `team_removed` mark), once; nothing for a team imported again
         meanwhile (its phones get the order), nor for an order answered or withdrawn by
-        anyone else first."""
+        anyone else first. While the team's answers given before may still wait unread
+        (volunteers' removal and the team's answers come on two streams: a station team
+        that filed its case and was then removed has filed it), the time to look again."""
         held = await store.get_order(self.redis, order_id)
         if held is None or held.get("kind") not in STATION_KINDS:
-            return
+            return None
         if await store.get_unit(self.redis, held["team_id"]) is not None:
-            return
+            return None
         async with self._locked(held["incident_id"]):
             state = await store.incident_state(self.redis, held["incident_id"])
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == order_id), None)
             if inc is None or order is None:
-                return
+                return None
+            if (order["state"] in domain.LIVE_ORDER_STATES
+                    and await self._answers_behind(f"removed:{order_id}",
+                                                   inc["incident_id"], utcnow())):
+                return utcnow() + ANSWERS_WAIT
             if order["state"] in domain.LIVE_ORDER_STATES:
                 name = order.get("team_name") or order["team_id"]
                 await self._taken_back(state, order, marks={"team_removed": "1"}, detail=(
@@ -2048,8 +2054,9 @@ class Dispatcher:
                     "another of its teams"))
             elif (order["state"] != "withdrawn" or order.get("team_removed") != "1"
                   or inc["status"] in ("closed", "linked")):
-                return
+                return None
             await self._station_declined(state, order)
+        return None
 
     async def on_unit_positions(self, events: list[UnitPosition]) -> None:
         latest: dict[str, UnitPosition] = {}
