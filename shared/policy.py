@@ -123,6 +123,16 @@ class Policy(BaseModel):
     # A follow-up that finds the agreement not holding orders another, up to this many
     # visits; then the command room is told (the incident is flagged).
     followup_max_visits: int = Field(default=5, ge=1)
+    # A revisit ordered by a visit that found the agreement broken, for a category the file
+    # gives no interval of its own (its interval removed while the case was followed up).
+    followup_default_days: float = Field(default=7, gt=0, le=365)
+    # The retries of what nobody could be found for, the board flagged meanwhile. Never 0
+    # (a timer fired without pause, a search each time); never so long that the case is
+    # as good as left: a hand-over retried within a day (its filing is due in 24 h), a
+    # visit within a week, a backup for a team on scene within 10 minutes.
+    handover_retry_min: float = Field(default=15, ge=1, le=1440)
+    followup_retry_h: float = Field(default=1, ge=0.1, le=168)
+    reinforce_retry_s: float = Field(default=20, ge=1, le=600)
     duplicate_radius_m: float = Field(default=200, ge=0)
     duplicate_window_s: int = Field(default=600, ge=0)
     flag_after_misses: int = Field(default=2, ge=1)

@@ -82,13 +82,10 @@ DONE = ("resolved", "closed", "linked")
 # How many ended incidents a linked report follows on (each sent on as the next report of
 # its event) to the one still open: a chain longer than this is an old event's.
 MAX_SENT_ON = 3
-DEFAULT_FOLLOWUP_DAYS = 7.0  # a revisit of a category the policy gives no interval
-# A hand-over whose station has no team on shift is tried again this often.
-HANDOVER_RETRY = timedelta(minutes=15)
-FOLLOWUP_RETRY = timedelta(hours=1)  # a visit no team of the station could be given
-# A backup nobody was free for: looked for again this often while the team that asked is
-# on the incident (the board flags the incident meanwhile).
-REINFORCE_RETRY = timedelta(seconds=20)
+# The retries of a hand-over, a visit and a backup nobody could be found for, and the
+# revisit of a category without its own interval, are the policy's (handover_retry_min,
+# followup_retry_h, reinforce_retry_s, followup_default_days): a station tunes them.
+
 # An incident reported while its district's zones could not be loaded (volunteers away)
 # looks its zone up again this often, for ZONE_WAIT at most: a category sent to its zone's
 # own station waits for it that long, then goes to any station's team, flagged.
@@ -297,6 +294,25 @@ class Dispatcher:
         # since when (monotonic), and up to when answers count.
         self._awaiting_answers: dict[str, tuple[float, datetime]] = {}
         self._awaiting_swept = time.monotonic()
+
+    @property
+    def _handover_retry(self) -> timedelta:
+        """A hand-over no team of its station on shift took is tried again after this."""
+        return timedelta(minutes=self.policy.handover_retry_min)
+
+    @property
+    def _followup_retry(self) -> timedelta:
+        """A visit no team of the station could be given is ordered again after this."""
+        return timedelta(hours=self.policy.followup_retry_h)
+
+    @property
+    def _reinforce_retry(self) -> timedelta:
+        """A backup nobody was free for is looked for again after this."""
+        return timedelta(seconds=self.policy.reinforce_retry_s)
+
+    def _followup_retry_text(self) -> str:
+        hours = self.policy.followup_retry_h
+        return "in an hour" if hours == 1 else f"in {hours:g} h"
 
     @contextlib.contextmanager
     def _offering_to(self, team_ids: list[str]) -> Iterator[None]:
@@ -1257,14 +1273,15 @@ class Dispatcher:
                                                                 "misses": misses})
                 if station or not known:
                     store.queue_schedule(pipe, f"handover:{incident_id}",
-                                         now + (HANDOVER_RETRY if known else ZONE_RETRY))
+                                         now + (self._handover_retry if known
+                                                else ZONE_RETRY))
 
             if not known:  # the zones could not be loaded: the station is not known *yet*
                 detail = ("the owning police station is not known yet (the district's zones "
                           "could not be loaded): the hand-over goes to it once they are")
             elif station:
                 detail = ("no on-shift team of the owning police station found; tried again "
-                          f"every {HANDOVER_RETRY.seconds // 60} min until one is")
+                          f"every {self.policy.handover_retry_min:g} min until one is")
             else:
                 detail = ("no on-shift team of the owning police station found (no station "
                           "owns the place)")
@@ -1445,8 +1462,8 @@ class Dispatcher:
 
     async def on_handover_due(self, incident_id: str) -> None:
         """A hand-over whose station had no team on shift, tried again (every
-        HANDOVER_RETRY) until one is: then its order, as the hand-over would have made it.
-        Nothing once the command room has acted (an assignment by hand, a close)."""
+        handover_retry_min of the policy) until one is: then its order, as the hand-over
+        would have made it. Nothing once the command room has acted (an assignment by hand, a close)."""
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
@@ -1463,7 +1480,7 @@ class Dispatcher:
                                               note=inc.get("handover_note") or None)
             if order is None:  # still nobody on shift (or the offer lost its team)
                 if station or not known:  # else no station owns the place: the board's
-                    again = HANDOVER_RETRY if known else ZONE_RETRY
+                    again = self._handover_retry if known else ZONE_RETRY
                     await store.schedule(self.redis, f"handover:{incident_id}", utcnow() + again)
                 return
             await self._record_station_order(inc, order, station)
@@ -1497,8 +1514,8 @@ class Dispatcher:
         """Send the nearest free team as backup for `order`'s team, asked by the answer
         `request` (an event id: an answer handled again after a failure that came after
         its offer finds that order and sends no second team). With nobody free the
-        incident is flagged and the backup looked for again every REINFORCE_RETRY
-        (on_reinforce_due) while the team that asked is still on the incident."""
+        incident is flagged and the backup looked for again every reinforce_retry_s of the
+        policy (on_reinforce_due) while the team that asked is still on the incident."""
         incident_id = inc["incident_id"]
         orders = await store.orders_of(self.redis, incident_id)
         sent = next((o for o in orders if o.get("request") == request), None)
@@ -1533,7 +1550,7 @@ class Dispatcher:
         retry = f"reinforce:{order['order_id']}"
         if await self.redis.zscore(store.TIMERS, retry) is not None:
             # Looked for already with nobody found: the command room was told then.
-            await store.schedule(self.redis, retry, utcnow() + REINFORCE_RETRY)
+            await store.schedule(self.redis, retry, utcnow() + self._reinforce_retry)
             return
         state = await store.incident_state(self.redis, incident_id)
         assert state.incident is not None  # under the lock: still there
@@ -1541,7 +1558,7 @@ class Dispatcher:
 
         async def flagged(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, {"misses": misses})
-            store.queue_schedule(pipe, retry, utcnow() + REINFORCE_RETRY)
+            store.queue_schedule(pipe, retry, utcnow() + self._reinforce_retry)
             await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(
                 event_id=f"escalated-{request}", district=inc["district"],
                 order_id=order["order_id"], incident_id=incident_id,
@@ -1550,7 +1567,7 @@ class Dispatcher:
         await self._emit(incident_id, TimelineEntry(
             kind="note", team_id=order["team_id"], order_id=order["order_id"],
             detail="reinforcement requested; no suitable team available: looked for again "
-                   f"every {REINFORCE_RETRY.seconds} s while "
+                   f"every {self.policy.reinforce_retry_s:g} s while "
                    f"{order.get('team_name') or order['team_id']} is on the incident"),
             state=state, also=flagged)
 
@@ -1780,7 +1797,8 @@ class Dispatcher:
                       "decides what follows")
             due = None
         else:
-            days = self.policy.followup_days.get(inc["category"]) or DEFAULT_FOLLOWUP_DAYS
+            days = (self.policy.followup_days.get(inc["category"])
+                    or self.policy.followup_default_days)
             due = utcnow() + timedelta(days=days)
             fields = {"followup_order": "", "followup_visits": str(visits + 1),
                       "followup_note": entry.note or ""}
@@ -1811,7 +1829,8 @@ class Dispatcher:
     async def _order_followup(self, state: store.IncidentState, *,
                               excluded: Collection[str] = ()) -> bool:
         """The follow-up visit's order to the station's nearest team on shift but
-        `excluded`; False when there is none (looked for again in an hour)."""
+        `excluded`; False when there is none (looked for again after the policy's
+        followup_retry_h)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -1837,7 +1856,7 @@ class Dispatcher:
                     if station else None)
             if team is None:
                 await store.schedule(self.redis, f"followup:{incident_id}",
-                                     utcnow() + FOLLOWUP_RETRY)
+                                     utcnow() + self._followup_retry)
                 return False
             last = inc.get("followup_note")
             order = await self._offer_and_announce(
@@ -1860,8 +1879,7 @@ class Dispatcher:
         inc["followup_order"] = order_id
         return True
 
-    @staticmethod
-    def _station_declining(inc: dict[str, str], order: dict[str, str],
+    def _station_declining(self, inc: dict[str, str], order: dict[str, str],
                            move: Callable[[Pipeline], Awaitable[None]]
                            ) -> Callable[[Pipeline], Awaitable[None]]:
         """The writes of a station team's refusal of its hand-over or follow-up order: the
@@ -1870,8 +1888,8 @@ class Dispatcher:
         incident_id = inc["incident_id"]
         handover = order.get("kind") == "handover"
         mark = "handover_order" if handover else "followup_order"
-        timer = (f"handover:{incident_id}", utcnow() + HANDOVER_RETRY) if handover else (
-            f"followup:{incident_id}", utcnow() + FOLLOWUP_RETRY)
+        timer = (f"handover:{incident_id}", utcnow() + self._handover_retry) if handover else (
+            f"followup:{incident_id}", utcnow() + self._followup_retry)
 
         async def declining(pipe: Pipeline) -> None:
             await move(pipe)
@@ -1885,9 +1903,9 @@ class Dispatcher:
     async def _station_declined(self, state: store.IncidentState, order: dict[str, str]) -> None:
         """A station's team declined its hand-over or follow-up order (on another case, off
         sick): the order goes to another of the station's teams on shift; with none, the
-        hand-over is flagged for the command room and tried again (HANDOVER_RETRY), the
-        visit ordered again in an hour (FOLLOWUP_RETRY). The backups its team had asked for
-        go with it."""
+        hand-over is flagged for the command room and tried again (the policy's
+        handover_retry_min), the visit ordered again (followup_retry_h). The backups its
+        team had asked for go with it."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -1915,7 +1933,8 @@ class Dispatcher:
                 await self._emit(incident_id, TimelineEntry(
                     kind="note", team_id=order["team_id"], order_id=order["order_id"],
                     detail=f"follow-up visit {why}; no other team of the station on shift: "
-                           "ordered again in an hour"), state=state, also=mark)
+                           f"ordered again {self._followup_retry_text()}"),
+                    state=state, also=mark)
             return
         station = await self._station_of(inc)
         by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
@@ -1937,7 +1956,8 @@ class Dispatcher:
         await self._emit(incident_id, TimelineEntry(
             kind="note", team_id=order["team_id"], order_id=order["order_id"],
             detail=f"the hand-over was {why} and no other team of the station is on shift: "
-                   f"tried again every {HANDOVER_RETRY.seconds // 60} min until one takes it"),
+                   f"tried again every {self.policy.handover_retry_min:g} min until one "
+                   "takes it"),
             state=state, also=flagged)
 
     # --- units ------------------------------------------------------------------------

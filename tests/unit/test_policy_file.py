@@ -81,6 +81,17 @@ WRONG: dict[str, tuple[Edit, str]] = {
     "no units for a raised P1": (top(p1_min_units=0), "p1_min_units"),
     "a negative duplicate window": (top(duplicate_window_s=-1), "duplicate_window_s"),
     "an empty flag": (top(bar_volunteers_flags=["weapon", " "]), "bar_volunteers_flags"),
+    # the retry intervals: none at 0 (a timer firing without pause), none so long that the
+    # case is left waiting for good
+    "a hand-over retried without pause": (top(handover_retry_min=0), "handover_retry_min"),
+    "a hand-over retried after days": (top(handover_retry_min=3 * 1440),
+                                       "handover_retry_min"),
+    "a visit ordered again without pause": (top(followup_retry_h=0), "followup_retry_h"),
+    "a visit ordered again after weeks": (top(followup_retry_h=24 * 30), "followup_retry_h"),
+    "a backup looked for without pause": (top(reinforce_retry_s=0), "reinforce_retry_s"),
+    "a backup looked for once an hour": (top(reinforce_retry_s=3600), "reinforce_retry_s"),
+    "a revisit after no days": (top(followup_default_days=-7), "followup_default_days"),
+    "a revisit after years": (top(followup_default_days=3650), "followup_default_days"),
     "a category name no system can send": (
         lambda d: d["categories"].update({"Gas Leak": d["categories"]["fire"]}),
         "categories.Gas Leak"),
@@ -190,3 +201,22 @@ def test_a_category_the_file_adds_is_accepted_with_its_follow_up() -> None:
         d["followup_days"].update({"drone_sighting": 3})))
     assert policy.classify("drone_sighting", ()) == "P3"
     assert policy.followup_days["drone_sighting"] == 3
+
+
+INTERVALS = {"handover_retry_min": 15, "followup_retry_h": 1, "reinforce_retry_s": 20,
+             "followup_default_days": 7}
+
+
+def test_a_file_that_leaves_the_retry_intervals_out_keeps_designs() -> None:
+    # A deployment's file written before these keys existed: the hand-over retried every
+    # 15 minutes, a visit in an hour, a backup every 20 s, a revisit after 7 days.
+    policy = load_policy_with(lambda d: [d.pop(key) for key in INTERVALS])
+    assert {key: getattr(policy, key) for key in INTERVALS} == INTERVALS
+
+
+def test_the_shipped_file_lists_every_key_of_the_policy_with_designs_value() -> None:
+    # What an administrator copies is the whole list of what they may tune.
+    data = shipped()
+    assert set(policy_module.Policy.model_fields) <= set(data), (
+        set(policy_module.Policy.model_fields) - set(data))
+    assert {key: data[key] for key in INTERVALS} == INTERVALS
