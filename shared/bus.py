@@ -40,7 +40,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
 from shared.events import Event, utcnow
+from shared.failures import RepeatedFailures
 from shared.http import STORE_AWAY, STORE_REFUSING, TryAgain
+from shared.logging import READ_FAILURE_LOGGED, faststream_logger, mark_logged
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
 
@@ -118,7 +120,8 @@ def create_broker(settings: ServiceSettings) -> RedisBroker:
         client_name=settings.service_name,
         # Per-message "Received/Processed" lines would flood the log at position rates.
         log_level=logging.DEBUG,
-        logger=logging.getLogger("faststream"),  # our handlers and format, not its own
+        # our handlers and format, not its own; its read failures logged by _log_reads
+        logger=faststream_logger(),
     )
 
 
@@ -649,13 +652,15 @@ def _reader(broker: RedisBroker, stream: streams.Stream, read: Callable[[bytes],
             await msg.ack()  # no-op when `read` nacked it (a failed entry stays pending)
             await asyncio.sleep(linger_s)
 
-    broker.subscriber(
+    subscriber = broker.subscriber(
         stream=StreamSub(stream.name, group=group, consumer=name,
                          batch=True, max_records=batch, polling_interval=1000),
         parser=_entries_unparsed, decoder=_undecoded,
         title=f"{group}:{stream.name}" + (f":{consumer}" if consumer else ""),
         description=description,
-    )(read_then_linger if linger_s > 0 else held_read)
+    )
+    subscriber(read_then_linger if linger_s > 0 else held_read)
+    _log_reads(subscriber, f"reading {stream.name} for group {group} (consumer {name})")
 
 
 def _reclaimer(
@@ -666,8 +671,7 @@ def _reclaimer(
     """The group's second subscriber: XAUTOCLAIMs entries idle for `claim_idle_ms` (a dead
     consumer's, a failed handler's) and retries them one at a time."""
     name = f"{settings.consumer_name}-reclaim"
-
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         stream=StreamSub(stream.name, group=group, consumer=name,
                          min_idle_time=settings.claim_idle_ms, polling_interval=1000),
         parser=_tolerant_parser,
@@ -675,6 +679,9 @@ def _reclaimer(
         title=f"{group}:{stream.name}:reclaim",
         description=f"reclaims entries of {stream.name} left pending in {group}",
     )
+    _log_reads(subscriber, f"reading {stream.name} for group {group} (consumer {name})")
+
+    @subscriber
     async def reclaim(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
         span = trace.get_current_span()  # FastStream's, in the entry's publisher's trace
@@ -685,6 +692,72 @@ def _reclaimer(
                                                   msg.raw_message["message_ids"][0]))
         async with _Hold(msg, name, group=group, settings=settings):
             await process(msg, await msg.get_delivery_count())
+
+
+# A subscriber's read log (_log_reads), for read_failures.
+_READ_LOG = "_lianfang_read_log"
+# How long a subscriber waits before reading again after Redis refused a read (full, a
+# replica, a failing disk): its entries wait in the stream meanwhile.
+REFUSED_READ_PAUSE_S = 1.0
+
+
+def _log_reads(subscriber: Any, what: str) -> None:
+    """The log of `subscriber`'s reads while Redis refuses writes or is away (a full disk:
+    hours), instead of FastStream's (shared.logging leaves its lines for these out): a
+    warning when they start failing, saying why, a reminder at most every 30 s while they
+    go on, and a line when a read works again. FastStream has no hook for a read's outcome
+    (an empty read logs nothing), so its read loop is wrapped: `_get_msgs` is one read
+    (XREADGROUP or XAUTOCLAIM) and the handling of what it returned, `_consume` the loop,
+    whose restart after a refused read fails at its first PING. The wrappers only look:
+    what they return and raise is FastStream's own. Other failures are FastStream's to
+    log, as they were."""
+    get_msgs = getattr(subscriber, "_get_msgs", None)
+    consume_loop = getattr(subscriber, "_consume", None)
+    if get_msgs is None or consume_loop is None:  # a FastStream that renamed them
+        log.warning("FastStream's read loop not found: %s failures are logged as it logs them",
+                    what)
+        return
+    failures = RepeatedFailures(log, what)
+    setattr(subscriber, _READ_LOG, failures)
+
+    def failed(exc: Exception) -> None:
+        if not getattr(exc, READ_FAILURE_LOGGED, False):  # not seen on its way out of a read
+            failures.failed(exc, meanwhile="; its entries wait in the stream")
+            mark_logged(exc)
+
+    async def one_read(*args: Any) -> Any:
+        try:
+            result = await get_msgs(*args)
+        except STORE_REFUSING as exc:
+            # Not raised: FastStream's loop takes a ResponseError as the end of the read
+            # task, and its supervisor starts it again at once, whose first PING Redis
+            # refuses too: thousands of restarts a second per subscriber, a core burnt and
+            # every ended task kept (hundreds of MB within minutes of a full disk). The loop
+            # waits here instead and reads again, from where the group stands.
+            failed(exc)
+            await asyncio.sleep(REFUSED_READ_PAUSE_S)
+            return None
+        except STORE_AWAY as exc:
+            failed(exc)
+            raise
+        failures.ended()
+        return result
+
+    async def read_loop(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await consume_loop(*args, **kwargs)
+        except STORE_AWAY as exc:
+            failed(exc)
+            raise
+
+    subscriber._get_msgs = one_read
+    subscriber._consume = read_loop
+
+
+def read_failures(broker: RedisBroker) -> list[RepeatedFailures]:
+    """The read logs of `broker`'s subscribers (made by `consume` or `consume_batches`)."""
+    return [failures for sub in broker.subscribers
+            if (failures := getattr(sub, _READ_LOG, None)) is not None]
 
 
 BatchHandler = Callable[[list[E]], Awaitable[None]]

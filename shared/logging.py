@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -81,7 +82,51 @@ def _faststream_through_our_handler(*, level: int) -> None:
     load."""
     import faststream  # noqa: F401  # sets its logger up when first imported: before we do
 
-    logger = logging.getLogger("faststream")
+    logger = faststream_logger()
     logger.handlers.clear()
     logger.propagate = True
     logger.setLevel(max(level, logging.INFO))
+
+
+# Set on an exception once shared.bus logged it as a failed read (a STORE_AWAY failure).
+READ_FAILURE_LOGGED = "_lianfang_read_failure_logged"
+
+
+def mark_logged(exc: BaseException) -> None:
+    with contextlib.suppress(AttributeError):
+        setattr(exc, READ_FAILURE_LOGGED, True)
+
+
+class _FastStreamReadFailures(logging.Filter):
+    """FastStream's lines for a subscriber's reads failing while Redis refuses writes or is
+    away, left out: shared.bus logs those once when they start, every 30 s while they last
+    and when the reads work again. FastStream logs a failed read as "Message fetch error" at
+    ERROR with its traceback (Redis away: every few seconds per subscriber, for hours); a
+    read refused with an error reply (MISCONF, OOM, READONLY) it raises out of the read
+    loop, whose task supervisor logs "<task> raised an exception, retrying..." at ERROR
+    (once per process and hour for all subscribers alike) and restarts it at once, with an
+    INFO line "callback for <task> is being executed..." at each restart: thousands a
+    second per subscriber. Those INFO lines (one at every task's end, saying nothing else)
+    go always; the ERROR lines only for an exception that shared.bus has logged, so every
+    other FastStream error is logged as it was."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if not isinstance(msg, str):
+            return True
+        if record.levelno == logging.INFO:
+            return not (msg.startswith("callback for ") and msg.endswith(" is being executed..."))
+        if record.levelno >= logging.ERROR and record.exc_info:
+            exc = record.exc_info[1]
+            read_failed = (msg == "Message fetch error"
+                           or " raised an exception, retrying..." in msg)
+            return not (read_failed and getattr(exc, READ_FAILURE_LOGGED, False))
+        return True
+
+
+def faststream_logger() -> logging.Logger:
+    """FastStream's logger (every broker's, shared.bus), with its read failures left to ours."""
+    logger = logging.getLogger("faststream")
+    if not any(isinstance(f, _FastStreamReadFailures) for f in logger.filters):
+        logger.addFilter(_FastStreamReadFailures())
+    return logger
