@@ -1646,13 +1646,11 @@ class Dispatcher:
         attributes: dict[str, str] = {}
         if kind in ORDER_TIMERS:
             attributes["lianfang.order_id"] = ident
-            order = await store.get_order(self.redis, ident)
-            incident_id = order["incident_id"] if order else None
+            incident_id, trace_ctx = await store.timer_incident(self.redis, order_id=ident)
         else:
-            incident_id = ident
+            incident_id, trace_ctx = await store.timer_incident(self.redis, incident_id=ident)
         if incident_id:
             attributes["lianfang.incident_id"] = incident_id
-        trace_ctx = await store.trace_context(self.redis, incident_id) if incident_id else None
         with in_incident_trace(step, trace_ctx, **attributes):
             return await self._fire(kind, ident)
 

@@ -742,6 +742,28 @@ async def trace_context(redis: Redis, incident_id: str) -> str | None:
     return await redis.hget(incident_key(incident_id), "trace_ctx")
 
 
+# A timer's incident (named by the timer, or by its order's record) and that incident's
+# trace context, in one round trip.
+_TIMER_INCIDENT = """
+local incident_id = ARGV[1]
+if incident_id == '' then
+  incident_id = redis.call('HGET', KEYS[1], 'incident_id')
+  if not incident_id then return {false, false} end
+end
+return {incident_id, redis.call('HGET', 'dispatch:incident:' .. incident_id, 'trace_ctx')}
+"""
+
+
+async def timer_incident(redis: Redis, *, order_id: str | None = None,
+                         incident_id: str | None = None) -> tuple[str | None, str | None]:
+    """The incident a timer concerns (`incident_id`, or its order's) and its stored trace
+    context; (None, None) for an order no longer kept."""
+    found, trace_ctx = await run_script(
+        redis, _TIMER_INCIDENT, [order_key(order_id) if order_id else ""],
+        [incident_id or ""])
+    return found, trace_ctx
+
+
 async def update_incident(redis: Redis, incident_id: str, fields: dict[str, str]) -> None:
     await redis.hset(incident_key(incident_id), mapping=fields)
 
