@@ -101,12 +101,16 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         return {"systems": rows, "count": len(rows)}
 
     @router.delete("/systems/{system_id}", status_code=204,
-                   summary="Revoke a system's key (admin); it stops working at once")
+                   summary="Revoke a system's key (admin); it stops working at once",
+                   description="A system revoked already is left as it was (204), as long as "
+                   "intake keeps its record (RECORDS_DAYS); then, like one never made, 404.")
     async def revoke_system(system_id: str,
                             who: Annotated[Principal, Depends(require("admin"))]) -> None:
-        if not await store.revoke_system(redis, system_id, kept_s=records_kept_s):
+        done = await store.revoke_system(redis, system_id, kept_s=records_kept_s)
+        if done == "not_found":
             raise not_found("system")
-        await audit.record(redis, "intake", who, "system.revoke", system_id)
+        if done == "revoked":
+            await audit.record(redis, "intake", who, "system.revoke", system_id)
 
     @router.get("/categories", summary="Categories, default priorities and who may answer")
     async def categories(

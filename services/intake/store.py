@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -70,20 +70,22 @@ async def system_for_key(redis: Redis, hashed: str) -> dict[str, Any] | None:
     return {"system_id": system_id, "name": name, "districts": json.loads(districts)}
 
 
-async def revoke_system(redis: Redis, system_id: str, *, kept_s: int) -> bool:
+async def revoke_system(redis: Redis, system_id: str, *, kept_s: int
+                        ) -> Literal["revoked", "already", "not_found"]:
     """The key stops working at once (its entry deleted: nothing resolves it again); the
     system's incidents stay, and its record, listed as revoked, `kept_s` longer (RECORDS_DAYS:
-    as long as the records that name it)."""
-    hashed = await redis.hget(f"intake:system:{system_id}", "key_hash")
+    as long as the records that name it). A system revoked already stays as it was."""
+    hashed, revoked_at = await redis.hmget(f"intake:system:{system_id}", "key_hash",
+                                           "revoked_at")
     if not hashed:
-        return False
+        return "already" if revoked_at else "not_found"
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(_key_entry(hashed))
         pipe.hset(f"intake:system:{system_id}", mapping={"revoked_at": utcnow().isoformat(),
                                                           "key_hash": ""})
         pipe.expire(f"intake:system:{system_id}", kept_s)
         await pipe.execute()
-    return True
+    return "revoked"
 
 
 async def list_systems(redis: Redis) -> list[dict[str, Any]]:

@@ -44,3 +44,26 @@ async def test_a_revoked_system_s_record_expires_after_records_days_and_its_key_
         assert (await intake.get("/v1/systems", headers=ADMIN)).json()["count"] == 0
     finally:
         sync.close()
+
+
+async def test_revoking_a_revoked_system_again_is_done_not_unknown(intake, clean_redis) -> None:
+    # GET /v1/systems lists it as revoked: DELETE must not answer that it does not exist
+    # (an admin's second click, or a script run again, as volunteers' device revocation)
+    r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "video", "districts": ["d1"]})
+    system_id = r.json()["system_id"]
+    assert (await intake.delete(f"/v1/systems/{system_id}", headers=ADMIN)).status_code == 204
+    sync = redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        revoked_at = sync.hget(f"intake:system:{system_id}", "revoked_at")
+        ttl = sync.ttl(f"intake:system:{system_id}")
+        again = await intake.delete(f"/v1/systems/{system_id}", headers=ADMIN)
+        assert again.status_code == 204, again.text
+        # the first revocation stands: its time, and the record's remaining life
+        assert sync.hget(f"intake:system:{system_id}", "revoked_at") == revoked_at
+        assert ttl - 5 <= sync.ttl(f"intake:system:{system_id}") <= ttl
+        audit = (await intake.get("/v1/admin/audit", headers=ADMIN)).json()["entries"]
+        assert [e["action"] for e in audit] == ["system.revoke", "system.create"]
+    finally:
+        sync.close()
+    r = await intake.delete("/v1/systems/sys_never_made", headers=ADMIN)
+    assert r.status_code == 404

@@ -169,7 +169,7 @@ async def test_a_report_under_a_key_revoked_meanwhile_writes_nothing(redis, clea
                 key_hash=store.key_hash(api_key))
 
     assert await report("a") == store.Recording()
-    assert await store.revoke_system(redis, system_id, kept_s=86_400)
+    assert await store.revoke_system(redis, system_id, kept_s=86_400) == "revoked"
     assert await report("b") == store.Recording(revoked=True)
     assert await redis.get(f"intake:ref:{system_id}:b") is None
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
