@@ -261,10 +261,12 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0]
         path = _field_path(first.get("loc", ()))
         if path == "(body)":
-            return JSONResponse(
-                error_body("bad_body", "the request body must be a JSON object", "(body)"),
-                status_code=422,
-            )
+            # FastAPI reads a body as JSON only when it is declared so: a JSON object sent
+            # as form data (curl -d) or with no content type arrives as bytes
+            message = ("the request body must be a JSON object, sent with Content-Type: "
+                       "application/json" if isinstance(exc.body, bytes | bytearray)
+                       else "the request body must be a JSON object")
+            return JSONResponse(error_body("bad_body", message, "(body)"), status_code=422)
         return JSONResponse(
             error_body("invalid_field", f"{path} {_describe(first)}", path), status_code=422
         )

@@ -87,3 +87,25 @@ async def test_a_report_not_accepted_now_says_when_to_ask_again(
                               json=incident("second", location={"lat": 22.8, "lon": 108.3}))
         assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
         assert int(r.headers["retry-after"]) >= 1, outcome.__name__
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain",
+                                          "application/x-www-form-urlencoded"])
+async def test_a_json_report_sent_without_the_json_content_type_is_told_so(
+        intake: httpx.AsyncClient, content_type: str | None) -> None:
+    # `curl -d '{...}'` sends form-urlencoded, some HTTP libraries no content type at all:
+    # intake does not read such a body as JSON, and answered "the request body must be a
+    # JSON object" for a body that is one, leaving the system's developer nothing to fix.
+    key = await system_key(intake, ["d1"])
+    headers = {**key, **({"content-type": content_type} if content_type else {})}
+    r = await intake.post("/v1/incidents", headers=headers,
+                          content=httpx.Request("POST", "/", json=incident()).content)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == "(body)"
+    assert "Content-Type: application/json" in error["message"]
+    assert "violence" not in r.text
+    # a body that is no JSON object, sent as JSON, is told what it is told today
+    r = await intake.post("/v1/incidents", headers=key, json=[incident()])
+    assert r.status_code == 422
+    assert r.json()["error"]["message"] == "the request body must be a JSON object"
