@@ -40,6 +40,7 @@ from . import store
 from .config import Settings
 from .domain import (
     MAX_FLAG_CHARS,
+    Accepted,
     IncidentIn,
     IncidentView,
     LinkedIncident,
@@ -127,9 +128,15 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             for name, rule in sorted(policy.categories.items())
         ]
 
-    @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202,
+    @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202, response_model=None,
                  summary="Report an incident (a system's key, or a member's device token: a "
-                 "patrol's own report from the street)")
+                 "patrol's own report from the street)",
+                 responses={
+                     202: {"model": Accepted, "description": "Accepted: Redis took the "
+                           "incident and its event"},
+                     200: {"model": Accepted, "description": "An idempotent retry: this "
+                           "system sent this external_ref before; the incident it made"},
+                 })
     async def report_incident(
         body: IncidentIn,
         response: Response,

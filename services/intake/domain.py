@@ -68,7 +68,8 @@ class IncidentIn(BaseModel):
     # incident's view: never a place for text. MAX_FLAG_CHARS is judged by the handler
     # (overlong_flag), after a retry of a report taken before the limit is recognised;
     # here only what no request may carry.
-    flags: list[Annotated[str, Field(max_length=MAX_FLAG_TEXT)]] = Field(
+    flags: list[Annotated[str, Field(max_length=MAX_FLAG_TEXT,
+                                     json_schema_extra={"maxLength": MAX_FLAG_CHARS})]] = Field(
         default_factory=list, max_length=16)
     reported_at: IsoTime | None = Field(
         default=None, description="when it was reported (ISO 8601 with its offset; now if "
@@ -98,6 +99,18 @@ class IncidentIn(BaseModel):
         if value is not None and value < now - MAX_REPORT_AGE:
             raise ValueError("is more than 7 days ago: pass it to the command room directly")
         return value
+
+
+class Accepted(BaseModel):
+    """What `POST /v1/incidents` answers: 202 for a new report, 200 for a retry of one."""
+
+    incident_id: str
+    priority: Priority | None = Field(description="this report's priority (a retry's: the "
+                                      "incident's now)")
+    status: str = Field(description="reported, or linked (a duplicate: no team is sent for "
+                        "it itself; see `linked_to`); a retry's: the incident's status now")
+    linked_to: str | None = Field(default=None, description="present while the report is "
+                                  "linked: the incident it joined")
 
 
 class SystemIn(BaseModel):

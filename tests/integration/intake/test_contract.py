@@ -109,3 +109,26 @@ async def test_a_json_report_sent_without_the_json_content_type_is_told_so(
     r = await intake.post("/v1/incidents", headers=key, json=[incident()])
     assert r.status_code == 422
     assert r.json()["error"]["message"] == "the request body must be a JSON object"
+
+
+async def test_the_openapi_document_says_what_a_report_is_answered_and_may_hold(
+        intake: httpx.AsyncClient) -> None:
+    # Systems are built against /openapi.json. It gave the 202 as "an object", named no 200
+    # (the idempotent retry: a generated client then returns nothing for it, the incident id
+    # lost), and allowed flags of 256 characters where 33 are refused.
+    spec = (await intake.get("/openapi.json")).json()
+    post = spec["paths"]["/v1/incidents"]["post"]
+    schemas = spec["components"]["schemas"]
+    for status in ("202", "200"):
+        ref = post["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        answer = schemas[ref.rsplit("/", 1)[-1]]
+        assert {"incident_id", "priority", "status", "linked_to"} <= set(answer["properties"])
+        assert set(answer["required"]) == {"incident_id", "priority", "status"}
+    assert "retry" in post["responses"]["200"]["description"]
+    assert schemas["IncidentIn"]["properties"]["flags"]["items"]["maxLength"] == 32
+    # and what is answered is what is documented
+    key = await system_key(intake, ["d1"])
+    first = await intake.post("/v1/incidents", headers=key, json=incident("doc"))
+    again = await intake.post("/v1/incidents", headers=key, json=incident("doc"))
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert set(first.json()) == set(again.json()) == {"incident_id", "priority", "status"}
