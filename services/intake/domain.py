@@ -43,6 +43,15 @@ class ReportedLocation(Location):
     lat: float = Field(description=f"WGS-84 latitude, within +-{GEO_MAX_LAT} (the map's)",
                        json_schema_extra={"minimum": -GEO_MAX_LAT, "maximum": GEO_MAX_LAT})
 
+    @field_validator("lat", "lon", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        # pydantic reads false as 0.0 and true as 1.0: a place on the equator or the prime
+        # meridian, where no team of any district is (a JS client's `fix && fix.lat`)
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("lat")
     @classmethod
     def _mappable(cls, value: float) -> float:

@@ -132,3 +132,19 @@ async def test_the_openapi_document_says_what_a_report_is_answered_and_may_hold(
     again = await intake.post("/v1/incidents", headers=key, json=incident("doc"))
     assert (first.status_code, again.status_code) == (202, 200)
     assert set(first.json()) == set(again.json()) == {"incident_id", "priority", "status"}
+
+
+@pytest.mark.parametrize(("place", "field"), [
+    ({"lat": False, "lon": 108.3}, "location.lat"),  # JS: {lat: fix && fix.lat}, no fix yet
+    ({"lat": True, "lon": 108.3}, "location.lat"),
+    ({"lat": 22.8, "lon": False}, "location.lon"),
+])
+async def test_a_true_or_false_is_no_coordinate(intake: httpx.AsyncClient, clean_redis: str,
+                                                place: dict[str, object], field: str) -> None:
+    # pydantic reads false as 0.0 and true as 1.0: the report was accepted (202) and its
+    # incident placed on the equator or the prime meridian, where no team of the district is
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers=key, json=incident(location=place))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == field
+    assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
