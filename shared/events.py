@@ -53,11 +53,23 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid4().hex[:20]}"
 
 
+def _not_true_or_false(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# A number that is not a JSON true or false: pydantic reads false as 0.0 and true as 1.0, a
+# place on the equator or the prime meridian where no team of any district is (a page's
+# `fix && fix.lat` sends false).
+Number = Annotated[float, BeforeValidator(_not_true_or_false)]
+
+
 class Location(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    lat: float = Field(ge=-90, le=90, description="WGS-84 latitude")
-    lon: float = Field(ge=-180, le=180, description="WGS-84 longitude")
+    lat: Number = Field(ge=-90, le=90, description="WGS-84 latitude")
+    lon: Number = Field(ge=-180, le=180, description="WGS-84 longitude")
     address: str | None = Field(default=None, max_length=300)
 
 

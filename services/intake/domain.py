@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.events import Caller, DistrictName, IsoTime, Location, Priority, utcnow
+from shared.events import Caller, DistrictName, IsoTime, Location, Number, Priority, utcnow
 from shared.policy import Policy
 
 # A report's own time: a system's clock a little ahead is tolerated; a report older than
@@ -40,17 +40,8 @@ ENDED_STATUSES = frozenset({"resolved", "handed_over", "closed"})
 class ReportedLocation(Location):
     """Where a report happened: a WGS-84 place that the map (Redis GEO) can hold."""
 
-    lat: float = Field(description=f"WGS-84 latitude, within +-{GEO_MAX_LAT} (the map's)",
+    lat: Number = Field(description=f"WGS-84 latitude, within +-{GEO_MAX_LAT} (the map's)",
                        json_schema_extra={"minimum": -GEO_MAX_LAT, "maximum": GEO_MAX_LAT})
-
-    @field_validator("lat", "lon", mode="before")
-    @classmethod
-    def _a_number(cls, value: object) -> object:
-        # pydantic reads false as 0.0 and true as 1.0: a place on the equator or the prime
-        # meridian, where no team of any district is (a JS client's `fix && fix.lat`)
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not true or false")
-        return value
 
     @field_validator("lat")
     @classmethod

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import IsoTime
+from shared.events import IsoTime, Number
 
 from .roster import GEO_MAX_LAT
 from .status import TeamState
@@ -19,10 +19,10 @@ class PositionIn(BaseModel):
 
     # Within what Redis's GEO index (dispatch's map) holds: a fix beyond it, most often
     # latitude and longitude swapped (Urumqi, 43.8 N 87.6 E), would be a dead letter there.
-    lat: float = Field(ge=-GEO_MAX_LAT, le=GEO_MAX_LAT, allow_inf_nan=False,
+    lat: Number = Field(ge=-GEO_MAX_LAT, le=GEO_MAX_LAT, allow_inf_nan=False,
                        description="WGS-84 latitude")
-    lon: float = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
-    accuracy_m: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
+    lon: Number = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
+    accuracy_m: Number | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
     at: IsoTime | None = Field(default=None, description="when the fix was taken (a time "
                                "slightly ahead of the server's clock counts as now)")
 

@@ -69,6 +69,10 @@ async def test_invalid_fixes_are_refused_naming_the_field(volunteers: Volunteers
     assert await field_of({"lat": 22.0, "lon": -180.5}) == "lon"
     assert await field_of({"lat": 22.0}) == "lon"
     assert await field_of({"lat": 22.0, "lon": 108.0, "accuracy_m": -1}) == "accuracy_m"
+    # a page's `fix && fix.lat` sends false: never the equator or the prime meridian
+    assert await field_of({"lat": False, "lon": 108.0}) == "lat"
+    assert await field_of({"lat": 22.0, "lon": True}) == "lon"
+    assert await field_of({"lat": 22.0, "lon": 108.0, "accuracy_m": True}) == "accuracy_m"
     future = (utcnow() + timedelta(minutes=5)).isoformat()
     assert await field_of({"lat": 22.0, "lon": 108.0, "at": future}) == "at"
     assert await field_of({"lat": 22.0, "lon": 108.0, "at": "2026-11-23T08:00:00"}) == "at"
