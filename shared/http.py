@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -167,6 +168,11 @@ def store_away(exc: BaseException | None = None) -> ApiError:
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
 
 
+# What a field name looks like (ours are ASCII identifiers): an unknown key unlike it is the
+# caller's data, not a misspelt field.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
 def _field_path(loc: Iterable[Any]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in _LOCATION_ROOTS:
@@ -259,7 +265,16 @@ def install_error_handlers(app: FastAPI) -> None:
                 error_body("bad_json", "the request body is not valid JSON"), status_code=400
             )
         first = errors[0]
-        path = _field_path(first.get("loc", ()))
+        loc = tuple(first.get("loc", ()))
+        if first.get("type") == "extra_forbidden" and loc and not _FIELD_NAME.match(str(loc[-1])):
+            # a key that is no field name (a caller's number, a name) is body, not a path:
+            # named by where it is, never echoed
+            where = _field_path(loc[:-1])
+            return JSONResponse(error_body(
+                "invalid_field", f"{'the body' if where == '(body)' else where} holds a key "
+                "that is no known field (not shown: it is not a field name)", where),
+                status_code=422)
+        path = _field_path(loc)
         if path == "(body)":
             # FastAPI reads a body as JSON only when it is declared so: a JSON object sent
             # as form data (curl -d) or with no content type arrives as bytes

@@ -148,3 +148,21 @@ async def test_a_true_or_false_is_no_coordinate(intake: httpx.AsyncClient, clean
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == field
     assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
+
+
+async def test_an_unknown_key_that_is_no_field_name_is_not_echoed(
+        intake: httpx.AsyncClient) -> None:
+    # A message never echoes the body: a system that put the caller's number where a field
+    # name goes ({"caller": {"13800138000": "Zhang San"}}) was told
+    # "caller.13800138000 is not a known field", in the answer and in whatever logs it.
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers=key,
+                          json=incident(caller={"13800138000": "Zhang San"}))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["field"] == "caller" and "13800138000" not in r.text
+    r = await intake.post("/v1/incidents", headers=key, json=incident(**{"张三": "x"}))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "(body)"
+    assert "张三" not in r.text
+    # a misspelt field name is still named, so that the system's developer can fix it
+    r = await intake.post("/v1/incidents", headers=key, json=incident(caller={"phon": "1"}))
+    assert r.status_code == 422 and r.json()["error"]["field"] == "caller.phon", r.text
