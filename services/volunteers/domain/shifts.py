@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.timezones import check_timezone, parse_timezone
 
@@ -28,6 +29,8 @@ OFF = "off"
 # it was sent, by the rules of that day (see `plan_timezone`).
 STORED = {"stored": True}
 _OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
+# A slot's time of day on the plan's clock: HH:MM (or HH:MM:SS), no offset, not a number.
+_LOCAL_TIME = re.compile(r"\d{2}:\d{2}(:\d{2})?")
 
 
 class ShiftSlot(BaseModel):
@@ -35,6 +38,21 @@ class ShiftSlot(BaseModel):
 
     start: time = Field(description="local time, HH:MM")
     end: time = Field(description="local time, HH:MM; not after start = the next day")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _local(cls, value: object, info: ValidationInfo) -> object:
+        # The plan's time zone places the slot. An offset given with the time ("18:00Z")
+        # would be dropped (the shift shown hours away from what was meant), and a number
+        # is read as seconds from midnight UTC: both refused. A plan stored before reads
+        # as it did.
+        if (info.context or {}).get("stored"):
+            return value
+        if not isinstance(value, str) or not _LOCAL_TIME.fullmatch(value):
+            raise PydanticCustomError(
+                "local_time", "must be a local time HH:MM, without an offset: the plan's "
+                "timezone places it")
+        return value
 
 
 class ShiftPlan(BaseModel):

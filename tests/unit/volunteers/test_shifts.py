@@ -90,3 +90,24 @@ def test_a_timezone_setting_with_impossible_minutes_stops_the_service_at_start(
         Settings()
     assert "timezone\n  is not a valid UTC offset: its minutes must be 00 to 59" in str(
         caught.value)
+
+
+@pytest.mark.parametrize("start", ["18:00Z", "10:00+00:00", "18:00+08:00", 36000])
+def test_a_slot_time_with_an_offset_or_as_a_number_is_refused_naming_it(start: object) -> None:
+    # "18:00Z" was taken as 18:00 on the plan's clock (Asia/Shanghai), its offset dropped,
+    # and 36000 as 10:00: the board showed the shift hours away from what was sent.
+    data = PLAN.model_dump(mode="json")
+    data["shifts"]["secondary"] = {"start": start, "end": "08:00"}
+    with pytest.raises(ValidationError) as caught:
+        ShiftPlan.model_validate(data)
+    [error] = caught.value.errors()
+    assert error["loc"] == ("shifts", "secondary", "start")
+    assert error["msg"] == ("must be a local time HH:MM, without an offset: the plan's "
+                            "timezone places it")
+
+
+def test_a_plan_stored_with_an_offset_on_a_slot_still_reads_as_it_did() -> None:
+    raw = PLAN.model_dump_json().replace('"18:00:00"', '"18:00:00Z"')
+    stored = ShiftPlan.model_validate_json(raw, context=STORED)
+    shift = planned_on(stored, date(2026, 11, 24), default_tz=UTC)
+    assert shift is not None and shift.start == datetime(2026, 11, 24, 18, tzinfo=CST)
