@@ -283,6 +283,14 @@ def set_status(
         return Outcome(state)
     if state.orders:
         raise _order_refusal(state, "its status follows the order; it can be set")
+    if state.shift_members and member_id not in state.shift_members:
+        # As a check-out and a fix: a member who is not on the running shift (at home with
+        # the page open, a check-in that ran out) neither takes the patrol off duty nor
+        # marks it busy or available for those who are on it. (A state stored before
+        # members were recorded on the shift has none: anyone may set it, as before.)
+        raise Refused(
+            f"the team is {state.status} on a shift you are not on: its members on the "
+            "shift set its status; allowed: check in (POST /v1/me/shift/start) first")
     allowed = DEVICE_TRANSITIONS[state.status]
     if target not in allowed:
         raise Refused(

@@ -72,6 +72,20 @@ def test_setting_the_status_the_team_already_has_changes_nothing() -> None:
     assert set_status(off, "off_duty", member_id="m1", now=T0, shift_id="x").state is off
 
 
+@pytest.mark.parametrize("target", ["off_duty", "busy"])
+def test_a_member_not_on_the_running_shift_cannot_set_the_team_s_status(target: str) -> None:
+    # m2 never checked in (at home, the page open): "off_duty" ended m1's patrol and took the
+    # team out of dispatch, "busy" kept it from its incidents, while m1 was on the street.
+    state = on_shift("m1")
+    with pytest.raises(Refused, match="a shift you are not on.*check in"):
+        set_status(state, target, member_id="m2", now=T0, shift_id="x")  # type: ignore[arg-type]
+    busy = set_status(state, "busy", member_id="m1", now=T0, shift_id="x").state
+    with pytest.raises(Refused, match="a shift you are not on"):
+        set_status(busy, "available", member_id="m2", now=T0, shift_id="x")
+    # the status the team already has stays a no-op for anyone (DESIGN: 200)
+    assert set_status(busy, "busy", member_id="m2", now=T0, shift_id="x").state is busy
+
+
 def test_busy_from_off_duty_is_refused_naming_what_is_allowed() -> None:
     with pytest.raises(Refused, match="off_duty; allowed from off_duty: available"):
         set_status(TeamState(), "busy", member_id="m1", now=T0, shift_id="x")
