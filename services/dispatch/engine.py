@@ -447,9 +447,13 @@ class Dispatcher:
         # (policy.UNKNOWN_CATEGORY): the command room checks it, until it sends a team itself.
         unknown = (inc["category"] not in self.policy.categories
                    and not any(o.get("kind") == "manual" for o in orders))
+        # A team that asked for backup nobody was free for (_reinforce): the command room
+        # is told while that team is on the incident and until a backup goes.
+        backup_wanted = any(o.get("backup_wanted") == "1"
+                            and o["state"] in domain.LIVE_ORDER_STATES for o in orders)
         flagged = undecided or (status not in DONE and (
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
-            or unknown))
+            or unknown or backup_wanted))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         # DESIGN's timeline names each status change: on the step's own entry (a team's
@@ -1554,10 +1558,15 @@ class Dispatcher:
             return
         state = await store.incident_state(self.redis, incident_id)
         assert state.incident is not None  # under the lock: still there
-        misses = self._flag(state.incident)
+        # Flagged by a mark on the order that asked (not by the incident's misses, which
+        # never go down): the flag goes once a backup is sent (_emit_reinforcement) or
+        # that order ends.
+        for asking in state.orders:
+            if asking["order_id"] == order["order_id"]:
+                asking["backup_wanted"] = "1"
 
         async def flagged(pipe: Pipeline) -> None:
-            store.queue_incident_fields(pipe, incident_id, {"misses": misses})
+            store.queue_order_change(pipe, order["order_id"], {"backup_wanted": "1"})
             store.queue_schedule(pipe, retry, utcnow() + self._reinforce_retry)
             await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(
                 event_id=f"escalated-{request}", district=inc["district"],
@@ -1629,9 +1638,21 @@ class Dispatcher:
 
     async def _emit_reinforcement(self, inc: dict[str, str], order: dict[str, str],
                                   backup: dict[str, str]) -> None:
+        """The backup on the timeline; the flag of a backup nobody was free for goes with it."""
+        state = await store.incident_state(self.redis, inc["incident_id"])
+        found = [o for o in state.orders
+                 if o["order_id"] == order["order_id"] and o.get("backup_wanted") == "1"]
+        for asking in found:
+            asking["backup_wanted"] = ""
+
+        async def sent(pipe: Pipeline) -> None:
+            if found:
+                store.queue_order_change(pipe, order["order_id"], {"backup_wanted": ""})
+
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="reinforcement", team_id=backup["team_id"], order_id=backup["order_id"],
-            detail=f"requested by {order.get('team_name') or order['team_id']}"))
+            detail=f"requested by {order.get('team_name') or order['team_id']}"),
+            state=state, also=sent)
 
     # --- time passes ------------------------------------------------------------------
 

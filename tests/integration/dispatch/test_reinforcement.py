@@ -108,6 +108,24 @@ async def test_no_free_team_for_backup_flags_the_incident_and_the_next_free_team
     assert len(read_stream(dispatch, streams.ORDER_ESCALATED.name, OrderEscalated)) == 1
 
 
+async def test_the_flag_for_a_backup_nobody_was_free_for_goes_once_one_is_sent(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The board's alarm said "backup wanted, nobody free"; once the retry sent a team, the
+    # incident no longer calls the command room (it stayed flagged until it ended).
+    await team(publisher, "alone", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id, order = await on_scene_asking_for_backup(dispatch, publisher)
+    await poll_until(lambda: [u for u in updates(dispatch, incident_id)
+                              if u.entry.kind == "note" and u.flagged], "the flagged note")
+    await team(publisher, "later", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    make_due(dispatch, f"reinforce:{order.order_id}")
+    sent = await poll_until(lambda: [u for u in updates(dispatch, incident_id)
+                                     if u.entry.kind == "reinforcement"], "the backup sent")
+    assert (sent[-1].entry.team_id, sent[-1].status, sent[-1].flagged) == (
+        "later", "on_scene", False)
+
+
 async def test_no_backup_is_looked_for_once_the_team_that_asked_is_done(
         dispatch: str, publisher: RedisBroker) -> None:
     await team(publisher, "alone", kind="security", lat=22.8171, lon=108.3665)
