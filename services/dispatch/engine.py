@@ -1435,7 +1435,13 @@ class Dispatcher:
                     if station else None)
         if team is None:
             return None
-        filing_due = utcnow() + timedelta(hours=self.policy.handover_filing_h)
+        # The station's 24 h run from its first order of the case: one of its teams that
+        # declines it, is taken off it or hands it over again gives a colleague what is
+        # left, never a new day (filing overdue would never show).
+        filing_due = min([datetime.fromisoformat(o["filing_due"]) for o in state.orders
+                          if o.get("kind") == "handover" and o.get("filing_due")
+                          and o.get("agency_id") == team.agency_id],
+                         default=utcnow() + timedelta(hours=self.policy.handover_filing_h))
         return await self._offer_and_announce(
             inc, team, kind="handover", filing_due=filing_due,
             instructions=self._handover_instructions(by, note, filing_due,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis as sync_redis
@@ -280,6 +280,31 @@ async def test_a_hand_over_the_station_team_declines_goes_to_another_of_its_team
     last = last_update(url, incident_id)
     assert (last.status, last.flagged) == ("handed_over", False)
     assert last.entry.kind == "handover" and last.entry.team_id == "station-foot"
+
+
+async def test_a_hand_over_passed_to_another_station_team_keeps_its_filing_due(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The station's first team leaves the hand-over unanswered for 23 h, then declines it:
+    # the colleague who gets it has the hour the station had left, not another 24 h (the
+    # case would never show as filing overdue, however late the station filed it).
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    first = orders[-1]
+    assert first.filing_due is not None
+    due = datetime.now(UTC) + timedelta(hours=1)  # the 24 h nearly gone
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.order_key(first.order_id), "filing_due", due.isoformat())
+    finally:
+        client.close()
+    async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300),
+                                                   "station-foot": ("police", 22.8310)}):
+        await wait_for_units(url, 3)
+        await decline(publisher, first, "busy filing another case")
+        await poll_until(lambda: len(handover_orders(url, incident_id)) == 2, "another order")
+    second = [o for o in orders_for(url, incident_id) if o.kind == "handover"][-1]
+    assert second.team_id == "station-foot"
+    assert second.filing_due == due
 
 
 async def test_a_hand_over_every_station_team_declined_is_flagged_and_offered_again_later(
