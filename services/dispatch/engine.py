@@ -447,13 +447,14 @@ class Dispatcher:
         # (policy.UNKNOWN_CATEGORY): the command room checks it, until it sends a team itself.
         unknown = (inc["category"] not in self.policy.categories
                    and not any(o.get("kind") == "manual" for o in orders))
-        # A team that asked for backup nobody was free for (_reinforce): the command room
-        # is told while that team is on the incident and until a backup goes.
-        backup_wanted = any(o.get("backup_wanted") == "1"
-                            and o["state"] in domain.LIVE_ORDER_STATES for o in orders)
+        # A live order whose team asked for backup nobody was free for (_reinforce: until a
+        # backup goes), or went off shift while on it (on_off_shift_due: until the command
+        # room takes it back): the command room is told while the order lasts.
+        order_wants_room = any(o["state"] in domain.LIVE_ORDER_STATES and (
+            o.get("backup_wanted") == "1" or o.get("off_shift_at")) for o in orders)
         flagged = undecided or (status not in DONE and (
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
-            or unknown or backup_wanted))
+            or unknown or order_wants_room))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         # DESIGN's timeline names each status change: on the step's own entry (a team's
@@ -2049,13 +2050,14 @@ class Dispatcher:
                 await self._take_back(inc["incident_id"], order_id,
                                       by="dispatch: the team went off shift", note=None)
             elif order["state"] in domain.LIVE_ORDER_STATES and not order.get("off_shift_at"):
-                misses = self._flag(inc)
+                # flagged by the mark while the order is live (_update), not by the
+                # incident's misses, which never go down
+                order["off_shift_at"] = utcnow().isoformat()
                 name = order.get("team_name") or order["team_id"]
 
                 async def flagged(pipe: Pipeline) -> None:
-                    store.queue_incident_fields(pipe, inc["incident_id"], {"misses": misses})
                     store.queue_order_change(pipe, order_id,
-                                             {"off_shift_at": utcnow().isoformat()})
+                                             {"off_shift_at": order["off_shift_at"]})
 
                 await self._emit(inc["incident_id"], TimelineEntry(
                     kind="note", team_id=order["team_id"], order_id=order_id,

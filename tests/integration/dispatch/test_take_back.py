@@ -142,3 +142,32 @@ async def test_a_team_that_went_off_shift_while_on_its_order_flags_the_incident_
     notes = [e["detail"] for e in timeline(dispatch, incident_id) if e["kind"] == "note"]
     assert notes == ["leaving went off shift while en route on this order: the command room "
                      "decides"]
+
+
+async def test_the_flag_of_a_team_gone_off_shift_goes_once_the_command_room_took_its_order_back(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # "The command room decides": it takes the order back and the next team goes. The
+    # incident no longer calls for a decision (it stayed flagged until it ended).
+    await team(publisher, "leaving", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [order] = await poll_until(lambda: orders_for(clean_redis, incident_id), "the order")
+    await respond(publisher, order, "acknowledged", "en_route")
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        await poll_until(lambda: client.hget(store.order_key(order.order_id), "state")
+                         == "en_route", "en route")
+        await off_shift(publisher, "leaving")
+        await poll_until(lambda: client.hget(store.incident_key(incident_id), "flagged") == "1",
+                         "the incident flagged")
+        await team(publisher, "next", kind="security", lat=22.8300, lon=108.3665)
+        await poll_until(lambda: client.hget("dispatch:unit:next", "fix_ts"), "the next team")
+        r = await console.post(f"/v1/orders/{order.order_id}/withdraw", headers=ADMIN,
+                               json={"note": "gone home"})
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: len(orders_for(clean_redis, incident_id)) == 2,
+                         "the next team's order")
+        fields = client.hgetall(store.incident_key(incident_id))
+        assert (fields["status"], fields["flagged"]) == ("assigned", "0")
+    finally:
+        client.close()
