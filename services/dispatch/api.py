@@ -366,7 +366,7 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             "orders": [_order_view(o) for o in orders],
             "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
-            "timeline": await store.timeline(redis, incident_id),
+            "timeline": in_order(await store.timeline(redis, incident_id)),
         }
 
     @router.post("/incidents/{incident_id}/assign", summary="Assign a team by hand")
@@ -660,6 +660,14 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
                                   category=category, limit=limit)}
 
     return router
+
+
+def in_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timeline in the order things happened (as intake shows it): an answer dispatch
+    handled late (given before the command room's close, or reclaimed after a later answer
+    went through) is stored after the entries handled before it, at the time it was given.
+    Entries of the same instant keep the order they were written in."""
+    return sorted(timeline, key=lambda entry: datetime.fromisoformat(entry["at"]))
 
 
 def _position(inc: dict[str, str]) -> paging.Position:
