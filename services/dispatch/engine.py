@@ -967,7 +967,8 @@ class Dispatcher:
                                         event.occurred_at.isoformat())
 
             await self._emit(event.incident_id, TimelineEntry(
-                kind="receipt", team_id=event.team_id, order_id=event.order_id,
+                at=event.occurred_at, kind="receipt", team_id=event.team_id,
+                order_id=event.order_id,
                 detail=f"received on a device ({event.channel})"), state=state, also=record,
                 end=StepEnd(held, done))
 
@@ -1090,7 +1091,8 @@ class Dispatcher:
         now = event.occurred_at.isoformat()
         moved = {"state": new_state, f"{new_state}_at": now}
         order.update(moved)
-        entry = TimelineEntry(kind="response", team_id=order["team_id"],
+        # at the team's time, as the order's step (dispatch may handle it minutes later)
+        entry = TimelineEntry(at=event.occurred_at, kind="response", team_id=order["team_id"],
                               order_id=order["order_id"], detail=event.response,
                               note=event.note or None, evidence=event.evidence or None)
         first_ack, first_on_scene = _first_times(inc, order, new_state, now)
