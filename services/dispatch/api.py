@@ -403,7 +403,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.post("/orders/{order_id}/withdraw",
                  summary="Take an order back from its team (needed elsewhere, cannot go): "
                  "the team is free, the incident goes to its next candidate")
-    async def take_back(order_id: str, body: TakeBackIn, who: CommandRoom) -> dict[str, Any]:
+    async def take_back(order_id: str, who: CommandRoom,
+                        body: TakeBackIn | None = None) -> dict[str, Any]:
+        body = body or TakeBackIn()  # no body: no note
         order = await store.get_order(redis, order_id)
         if order is None:
             raise not_found("order")
@@ -477,8 +479,9 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
     @router.put("/duty/{district}",
                 summary="Take the district's duty: its new incidents are this dispatcher's to "
                 "supervise until done (whoever receives first owns it)")
-    async def take_duty(body: DutyIn, who: CommandRoom,
-                        district: str = Path(max_length=64)) -> dict[str, Any]:
+    async def take_duty(who: CommandRoom, district: str = Path(max_length=64),
+                        body: DutyIn | None = None) -> dict[str, Any]:
+        body = body or DutyIn()  # no body: the caller takes it (a dispatcher)
         check_district(who, district)
         if who.kind == "dispatcher":
             if body.dispatcher_id not in (None, who.subject):

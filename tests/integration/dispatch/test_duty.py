@@ -150,3 +150,18 @@ async def test_a_desk_covers_districts_named_as_everywhere_else(console: httpx.A
         r = await console.post("/v1/dispatchers", headers=ADMIN,
                                json={"name": "Zhao", "districts": [bad]})
         assert r.status_code == 422 and r.json()["error"]["field"] == "districts.0", r.text
+
+
+async def test_a_dispatcher_takes_the_duty_and_takes_an_order_back_without_a_body(
+        clean_redis: str, console: httpx.AsyncClient) -> None:
+    """operations.md: a dispatcher takes a district's duty with `PUT /v1/duty/{district}`
+    (only an admin names someone in a body), and an order's `{"note"}` is optional: a
+    request without a body is that request, not a 422 asking for `{}`."""
+    wang, wang_desk = await dispatcher(console, "Wang Lei")
+    r = await console.put(f"/v1/duty/{DISTRICT}", headers=wang_desk)
+    assert r.status_code == 200, r.text
+    assert r.json()["duty"]["dispatcher_id"] == wang
+    r = await console.put(f"/v1/duty/{DISTRICT}", headers=ADMIN)  # the admin names one
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "dispatcher_id")
+    r = await console.post("/v1/orders/ord_nope/withdraw", headers=wang_desk)
+    assert r.status_code == 404, r.text  # looked up, as with {"note": ...}
