@@ -75,13 +75,15 @@ HANDOVERS_INDEXED = "dispatch:handovers:indexed"  # set once the earlier hand-ov
 async def _index_once(redis: Redis, *, mark: str, index: str, field: str,
                       score: Callable[[str], float | None]) -> int:
     """Once per Redis (`mark`): every incident not archived whose `field` has a value that
-    `score` scores (None: left out) joins `index`, read a page of 500 at a time. The number
-    added."""
+    `score` scores (None: left out) joins `index`, read by ZSCAN about 500 at a time (every
+    incident there throughout is seen, however many the retention removes meanwhile: pages
+    by position skipped some). The number added."""
     if await redis.exists(mark):
         return 0
-    added = start = 0
-    while page := await redis.zrange(store.ALL_INCIDENTS, start, start + 499):
-        start += len(page)
+    added, cursor = 0, 0
+    while True:
+        cursor, pairs = await redis.zscan(store.ALL_INCIDENTS, cursor, count=500)
+        page = [incident_id for incident_id, _ in pairs]
         async with redis.pipeline(transaction=False) as pipe:
             for incident_id in page:
                 pipe.hmget(store.incident_key(incident_id), field, "archived_at")
@@ -91,6 +93,8 @@ async def _index_once(redis: Redis, *, mark: str, index: str, field: str,
             if value and not archived and (at := score(value)) is not None}
         if scores:
             added += await redis.zadd(index, scores, nx=True)
+        if cursor == 0:
+            break
     await redis.set(mark, "1")
     return added
 

@@ -171,3 +171,45 @@ async def test_a_sweep_that_fails_oddly_does_not_stop_the_next(
     finally:
         stop.set()
         await sweeping
+
+
+@pytest.mark.parametrize(("index_before", "index", "field", "value"), [
+    (records.index_handovers_before, store.HANDOVERS, "handed_over_at", "2026-09-01T10:00:00+00:00"),
+    (records.index_ended_before, store.ENDED, "status", "resolved"),
+])
+async def test_a_one_time_index_pass_misses_none_while_the_retention_removes_older_incidents(
+        redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, index_before: object,
+        index: str, field: str, value: str) -> None:
+    """The pass an upgrade makes once (hand-overs for the inspector's filings overdue, ended
+    incidents for the retention) reads every incident while another replica's sweep may
+    forget old ones. Read by position, a page after such a removal started past incidents
+    never read: an unfiled hand-over missing from the inspector's list for good, an ended
+    incident never archived nor deleted (Redis fills). Every incident there throughout is
+    indexed."""
+    ids = [f"inc_{n:04d}" for n in range(1000)]
+    async with redis.pipeline(transaction=False) as pipe:
+        for n, incident_id in enumerate(ids):
+            pipe.hset(store.incident_key(incident_id), mapping={
+                "incident_id": incident_id, "district": DISTRICT, "status": "closed",
+                **({field: value} if n >= 500 else {})})
+            pipe.zadd(store.ALL_INCIDENTS, {incident_id: 1_780_000_000 + n})
+        await pipe.execute()
+    forgotten = ids[:200]  # the oldest, not hand-overs: the retention's sweep elsewhere
+    read = {"first": True}
+
+    def after_the_first_read(name: str) -> None:
+        real = getattr(redis, name)
+
+        async def reading(*args: object, **kwargs: object) -> object:
+            answer = await real(*args, **kwargs)
+            if read.pop("first", False):
+                await redis.zrem(store.ALL_INCIDENTS, *forgotten)
+            return answer
+
+        monkeypatch.setattr(redis, name, reading)
+
+    after_the_first_read("zrange")
+    after_the_first_read("zscan")
+    await index_before(redis)  # type: ignore[operator]
+    want = set(ids[500:]) if field != "status" else set(ids[200:])
+    assert want <= set(await redis.zrange(index, 0, -1))
