@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
@@ -80,10 +81,17 @@ KPIS_DESCRIPTION = (
     "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before.")
 
 
+# A time of day, a space, then hours and minutes at the end: an offset whose `+` a query
+# string reads as a space (a `-` offset, or `Z`, comes through as it is).
+_PLUS_READ_AS_SPACE = re.compile(r"^(.*[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}:?\d{2})$")
+
+
 def _instant(value: object) -> datetime:
     """ISO 8601 with its offset, from 1970 to the end of 9998 (review.EARLIEST, LATEST).
     Not pydantic's own parse: it takes a number as seconds since 1970 (`until=0.5`)."""
     if isinstance(value, str):
+        # `+08:00` written into an address by hand: its `+` reads as a space there
+        value = _PLUS_READ_AS_SPACE.sub(r"\1+\2", value)
         try:
             value = datetime.fromisoformat(value)
         except ValueError:

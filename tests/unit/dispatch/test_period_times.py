@@ -53,3 +53,19 @@ def test_a_time_before_1970_or_after_9998_is_refused(text: str) -> None:
     with pytest.raises(ValidationError) as refused:
         INSTANT.validate_python(text)
     assert refused.value.errors()[0]["type"] == "instant_range"
+
+
+@pytest.mark.parametrize("text", [
+    "2026-12-05T08:00:00 08:00",  # ?since=2026-12-05T08:00:00+08:00 typed into curl
+    "2026-12-05T08:00:00.250 08:00",
+    "2026-12-05 08:00:00 08:00",
+    "2026-12-05T08:00 0800",
+])
+def test_an_offset_whose_plus_the_address_turned_into_a_space_is_taken_as_meant(
+        text: str) -> None:
+    """In a query string `+` reads as a space: a time with the district's offset written
+    into an address by hand (curl, a browser's bar) came as `...08:00:00 08:00`, and was
+    refused with a message whose own example, `+08:00`, is what had been written."""
+    taken = INSTANT.validate_python(text)
+    assert taken.utcoffset() == timedelta(hours=8)
+    assert taken.astimezone(UTC).hour == 0
