@@ -371,6 +371,10 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         orders = await store.orders_of(redis, incident_id)
         return {
             **_incident_view(inc),
+            # what happened and whom to ring back: the command room's (police) to know, as
+            # a police team's order carries them; not on the board's rows; gone once archived
+            "description": inc.get("description") or None,
+            "caller": json.loads(inc["caller"]) if inc.get("caller") else None,
             "orders": [_order_view(o) for o in orders],
             "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],

@@ -72,6 +72,7 @@ CONSOLE_PAGE = """<!doctype html>
   <ul id="kpis"></ul>
   <h2 style="margin-top:12px">Hot spots (4 weeks)</h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
+  <div id="dreport" style="margin:4px 0"></div>
   <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
    <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button>
@@ -386,6 +387,9 @@ async function detail(run) {
     + " · " + place + " · reported " + time(i.reported_at) + " · supervised by "
     + (i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : "nobody")
     + " · trace " + (i.trace_id || "-");
+  const caller = i.caller ? [i.caller.name, i.caller.phone].filter(Boolean).join(" · ") : "";
+  $("dreport").textContent = (i.description ? "Reported: " + i.description : "")
+    + (caller ? (i.description ? " · " : "") + "Caller: " + caller : "");
   const live = i.orders.filter(o => LIVE.includes(o.state));
   const ol = $("orders"); ol.replaceChildren();
   ol.append(live.length ? "Teams on it: " : "No team on it.");

@@ -47,3 +47,21 @@ async def test_the_console_s_flagged_query_finds_a_waiting_hand_over_behind_newe
     flagged = await console.get("/v1/incidents", headers=ADMIN, params={
         "district": DISTRICT, "flagged": "true", "limit": "200"})
     assert [i["incident_id"] for i in flagged.json()["incidents"]] == ["inc_waiting_handover"]
+
+
+async def test_the_command_room_reads_what_was_reported_and_who_called_on_the_incident(
+        clean_redis: str, console: httpx.AsyncClient, publisher) -> None:
+    """The command room (police: dispatchers, inspectors, the admin) must know what happened
+    and whom to ring back: the incident's own view carries the report's description and the
+    caller, which only police teams' orders carried until now. The board's rows do not (a
+    list read every few seconds need not spread them), nor the archived record (gone)."""
+    from .test_records import resolved_incident
+
+    incident_id = await resolved_incident(clean_redis, publisher)
+    r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["description"] == "neighbour playing music"
+    assert r.json()["caller"] == {"phone": "13800000000", "name": "Li"}
+    board = await console.get("/v1/incidents", headers=ADMIN, params={"district": DISTRICT})
+    [row] = board.json()["incidents"]
+    assert "13800000000" not in board.text and "description" not in row
