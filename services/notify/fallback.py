@@ -38,7 +38,7 @@ from shared.telemetry import extract_context
 from . import store
 from .channels import Channel, Outcome
 from .config import Settings
-from .domain.fallback import retry_wait, team_has_order, wait_before_step
+from .domain.fallback import retry_wait, team_has_order, too_late, wait_before_step
 from .service import Orders
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,17 @@ class FallbackTimers:
         later = self._chain[step + 1:]
         ack_by = record.order.ack_by.timestamp() if record.order.ack_by else None
         ttl = self._settings.order_ttl_s
+        if too_late(now=time.time(), ack_by=ack_by):
+            # e.g. notify back after a restart, reading an order.issued ahead of its
+            # withdrawal: no later step or retry of this order is in time either
+            await store.record_attempt(
+                self._redis, order_id, channel=channel.name, outcome="too_late",
+                detail="the acknowledge-by deadline has passed: dispatch withdraws the order",
+                ttl_s=ttl)
+            log.info("order %s: fallback %s not sent: its acknowledge-by deadline has passed",
+                     order_id, channel.name)
+            await store.cancel_fallback(self._redis, timer)
+            return
         budget = self._settings.channel_timeout_s
         # When to try again what did not go through to a device no later channel reaches
         # (a phone with Web Push only; every phone, on the chain's last channel).
@@ -297,6 +308,10 @@ class FallbackTimers:
                     log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
                              order_id, channel.name)
                     return
+                if too_late(now=time.time(), ack_by=ack_by):  # the step outlasted it
+                    log.info("order %s: fallback %s stopped: its acknowledge-by deadline "
+                             "has passed", order_id, channel.name)
+                    break
                 # Read again: the device may have been revoked (a lost phone), moved to
                 # another team, or given a new number while the others were sent; or its
                 # member confirmed on another device meanwhile.

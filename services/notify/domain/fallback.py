@@ -33,8 +33,8 @@ def wait_before_step(*, now: float, ack_by: float | None, after_s: float, steps_
     each step waits `after_s`. With one, the steps still to send and the member's own answer
     after the last share what is left before it equally, each wait at most `after_s`: with
     Web Push and SMS, a P1 order (30 s) goes by Web Push at 10 s and by SMS at 20 s, a P4
-    (300 s) at 30 s and 60 s. A deadline already past: at once (dispatch withdraws the
-    order then, which stops the chain). `reached`: whether the step just tried reached
+    (300 s) at 30 s and 60 s. A deadline already past: at once, where the step finds
+    itself `too_late` and sends nothing. `reached`: whether the step just tried reached
     anybody; one that found nobody to send to, or whose every message failed, is
     followed by the next step at once.
     """
@@ -44,6 +44,15 @@ def wait_before_step(*, now: float, ack_by: float | None, after_s: float, steps_
         return max(0.0, after_s)
     left = max(0.0, ack_by - now)
     return max(0.0, min(after_s, left / (max(steps_left, 1) + 1)))
+
+
+def too_late(*, now: float, ack_by: float | None) -> bool:
+    """Whether a fallback message for an order with this acknowledge-by deadline would come
+    too late: at or after it, dispatch withdraws the order and offers the incident to the
+    next team, so the message would send a team to an incident no longer theirs. The
+    withdrawal may reach notify after the order (its entry waiting in its own stream while
+    notify was away), so the deadline itself says it, not the withdrawal."""
+    return ack_by is not None and now >= ack_by
 
 
 # How often one message of the chain's last step is tried at most (the first try
