@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 from urllib.parse import quote
 
 import httpx
@@ -262,6 +262,9 @@ class FallbackTimers:
         if leased_until is not None and not await store.holds_fallback(
                 self._redis, timer, leased_until):
             return  # claimed again by another replica (this lease ran out), or moved on
+        if store.is_withdrawal_timer(timer):
+            await self.take_back(timer, order_id.removesuffix(store.WITHDRAWN_TIMER))
+            return
         record = await store.get_order(self._redis, order_id)
         holders = None if record is None else await self._holders(record)
         if record is None or record.order is None or holders is None:
@@ -391,13 +394,72 @@ class FallbackTimers:
                 steps_left=steps_left, reached=reached)
         await store.next_fallback(self._redis, order_id, step=step, due_at=due_at)
 
+    async def take_back(self, timer: str, order_id: str) -> None:
+        """A withdrawn order's fallback messages taken back where their channel can: a Web
+        Push (its Topic replaces the order's push still waiting for an offline phone; the
+        page's service worker replaces the order's notification), once per message that
+        went or may have gone. An SMS cannot be. A message still being sent is waited for,
+        lest the order's push reach the push service after the one taking it back."""
+        record = await store.get_order(self._redis, order_id)
+        if record is None or record.order is None or not record.withdrawn:
+            await store.cancel_fallback(self._redis, timer)
+            return
+        marks = [m for m in await store.step_marks(self._redis, order_id)
+                 if m.step < len(self._chain) and m.may_have_gone]
+        now = time.time()
+        sending = [m.till for m in marks if m.state == "sending" and m.till and m.till > now]
+        if sending:
+            await store.schedule_timer(self._redis, timer, due_at=max(sending))
+            return
+        ttl = self._settings.order_ttl_s
+        budget = self._settings.channel_timeout_s
+        with tracer.start_as_current_span(
+            "fallback take back",
+            context=extract_context(record.trace),
+            attributes={"lianfang.order_id": order_id, "lianfang.team_id": record.team_id},
+        ):
+            for mark in marks:
+                channel = self._chain[mark.step]
+                device = await store.get_device(self._redis, mark.device_id)
+                if device is None or not channel.reaches(device):
+                    continue  # revoked, or its subscription gone: nothing to take back on
+                now = time.time()
+                begun = await store.begin_fallback_send(
+                    self._redis, order_id, step=f"withdrawn{mark.step}",
+                    device_id=device.device_id, now=now, till=now + budget + MARK_MARGIN_S,
+                    ttl_s=ttl)
+                if begun.state != "go":
+                    continue
+                outcome = await self._send(channel, record, device, take_back=True)
+                await store.end_fallback_send(
+                    self._redis, order_id, step=f"withdrawn{mark.step}",
+                    device_id=device.device_id, tries=begun.tries,
+                    state="sent" if outcome is not None and outcome.status == "sent" else "done")
+                if outcome is not None:
+                    await store.record_attempt(
+                        self._redis, order_id, channel=channel.name,
+                        outcome=f"withdrawal_{outcome.status}", device_id=device.device_id,
+                        member_id=device.member_id, detail=outcome.detail, ttl_s=ttl)
+        await store.cancel_fallback(self._redis, timer)
+
+    @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,
-                    device: store.DeviceRecord) -> Outcome:
-        """One message, within CHANNEL_TIMEOUT_S in all (httpx's timeout is per read or
-        write: a service that trickles its answer would hold the step for ever)."""
+                    device: store.DeviceRecord) -> Outcome: ...
+
+    @overload
+    async def _send(self, channel: Channel, record: store.OrderRecord,
+                    device: store.DeviceRecord, *, take_back: bool) -> Outcome | None: ...
+
+    async def _send(self, channel: Channel, record: store.OrderRecord,
+                    device: store.DeviceRecord, *, take_back: bool = False) -> Outcome | None:
+        """One message (`take_back`: the one taking the order back, None if the channel
+        cannot), within CHANNEL_TIMEOUT_S in all (httpx's timeout is per read or write: a
+        service that trickles its answer would hold the step for ever)."""
         assert record.order is not None
         try:
             async with asyncio.timeout(self._settings.channel_timeout_s):
+                if take_back:
+                    return await channel.take_back(record.order, device)
                 return await channel.send(record.order, device)
         except TimeoutError:
             return Outcome("failed", "Timeout", retry=True)

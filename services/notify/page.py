@@ -861,6 +861,20 @@ SERVICE_WORKER = """"use strict";
 self.addEventListener("push", (event) => {
   let order = {};
   try { order = event.data ? event.data.json() : {}; } catch (e) {}
+  if (order.type === "order_withdrawn") {
+    // notify takes an order back: its notification (same tag) says so and asks for nothing;
+    // a phone that was offline gets this in place of the order's push (the same Topic)
+    const what = ((order.priority || "") + " " + (order.category || "order").replace(/_/g, " ")).trim();
+    event.waitUntil(self.registration.showNotification("Withdrawn: " + what, {
+      body: "No need to go." + (order.address ? " " + order.address : ""),
+      tag: order.order_id || "lianfang-order",
+      requireInteraction: false,
+      renotify: false,
+      silent: true,
+      data: { order_id: order.order_id, withdrawn: true },
+    }));
+    return;
+  }
   const title = (order.priority || "") + " " + (order.category || "new order").replace(/_/g, " ");
   event.waitUntil(self.registration.showNotification(title.trim(), {
     body: order.address || "Open Lianfang to see the order.",

@@ -340,6 +340,10 @@ else
   end
   redis.call('ZREM', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
+  -- a fallback message went (or was going): a timer takes it back where its channel can
+  if redis.call('EXISTS', KEYS[8]) == 1 then
+    redis.call('ZADD', KEYS[3], ARGV[9], ARGV[1] .. '#withdrawn')
+  end
 end
 redis.call('PUBLISH', KEYS[4], ARGV[8])
 redis.call('HSET', KEYS[1], 'withdraw_pushed', '1')
@@ -353,11 +357,13 @@ async def withdraw_order(
 ) -> bool:
     """Marks the order withdrawn and publishes `fan_out` to the team's replicas; True when
     that happened now, False when an earlier delivery of the withdrawal already did it.
-    The order and its records then expire `ttl_s` (ORDER_TTL_S) after the withdrawal."""
+    The order and its records then expire `ttl_s` (ORDER_TTL_S) after the withdrawal. An
+    order a fallback step was sent for gets a timer (withdrawal_timer, due now) that takes
+    the messages back where their channel can (a Web Push waiting for an offline phone)."""
     return bool(await redis.eval(
         _WITHDRAW, 8, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
         *_records(order_id), order_id, team_id, incident_id, district, reason, str(ttl_s),
-        utcnow().isoformat(), fan_out,
+        utcnow().isoformat(), fan_out, repr(time.time()),
     ))
 
 
@@ -796,7 +802,43 @@ def _sent_marks(order_id: str) -> str:
     return f"{_order(order_id)}:fallback_sent"
 
 
-async def begin_fallback_send(redis: Redis, order_id: str, *, step: int, device_id: str,
+@dataclass(frozen=True, slots=True)
+class StepMark:
+    """One fallback message as its mark stands: `step` (the chain's index), the device, and
+    where it is (sent, sending until `till`, failed, done)."""
+
+    step: int
+    device_id: str
+    state: str
+    till: float | None = None
+
+    @property
+    def may_have_gone(self) -> bool:
+        """Sent, or tried with no answer saying it was not (failed: maybe taken; sending)."""
+        return self.state in ("sent", "sending", "failed")
+
+
+async def step_marks(redis: Redis, order_id: str) -> list[StepMark]:
+    """The marks of the order's fallback messages (not those of taking them back)."""
+    found = []
+    for field, raw in _strings(await redis.hgetall(_sent_marks(order_id))).items():
+        step, _, device_id = field.partition(":")
+        if not step.isdigit() or not device_id:
+            continue
+        try:
+            mark = json.loads(raw)
+        except ValueError:
+            mark = None
+        if not isinstance(mark, dict):  # a mark from before the states: sent
+            found.append(StepMark(int(step), device_id, "sent"))
+            continue
+        till = mark.get("till")
+        found.append(StepMark(int(step), device_id, str(mark.get("state")),
+                              float(till) if till is not None else None))
+    return found
+
+
+async def begin_fallback_send(redis: Redis, order_id: str, *, step: int | str, device_id: str,
                               now: float, till: float, ttl_s: int) -> SendMark:
     """Marks the order's fallback `step` as being sent to the device until `till` (by when
     this sender has its answer or gave up), unless it was sent, given up, or is being sent
@@ -815,7 +857,7 @@ async def begin_fallback_send(redis: Redis, order_id: str, *, step: int, device_
     return SendMark(state)
 
 
-async def end_fallback_send(redis: Redis, order_id: str, *, step: int, device_id: str,
+async def end_fallback_send(redis: Redis, order_id: str, *, step: int | str, device_id: str,
                             tries: int, state: str) -> None:
     """What came of try `tries` of the message: `sent`, `failed` (to be tried again) or
     `done` (not again: refused as wrong, the address gone). Nothing if another replica took
@@ -831,6 +873,19 @@ def retry_timer(order_id: str, step: int) -> str:
     return f"{order_id}#{step}"
 
 
+WITHDRAWN_TIMER = "#withdrawn"
+
+
+def withdrawal_timer(order_id: str) -> str:
+    """The timer that takes back the fallback messages of a withdrawn order (_WITHDRAW sets
+    it, due at once, when some step was sent)."""
+    return f"{order_id}{WITHDRAWN_TIMER}"
+
+
+def is_withdrawal_timer(timer: str) -> bool:
+    return timer.endswith(WITHDRAWN_TIMER)
+
+
 def timer_order(timer: str) -> tuple[str, int | None]:
     """A fallback timer's order, and the step it retries (None: the chain's own timer)."""
     order_id, sep, step = timer.partition("#")
@@ -838,7 +893,11 @@ def timer_order(timer: str) -> tuple[str, int | None]:
 
 
 async def schedule_retry(redis: Redis, order_id: str, *, step: int, due_at: float) -> None:
-    await redis.zadd(FALLBACK, {retry_timer(order_id, step): due_at})
+    await schedule_timer(redis, retry_timer(order_id, step), due_at=due_at)
+
+
+async def schedule_timer(redis: Redis, timer: str, *, due_at: float) -> None:
+    await redis.zadd(FALLBACK, {timer: due_at})
 
 
 async def forget_dead_channel(redis: Redis, device_id: str, *, field: str,

@@ -37,6 +37,11 @@ class Channel(Protocol):
 
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome: ...
 
+    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
+        """Tells a device this channel sent the order to that it was withdrawn; None: the
+        channel cannot take a message back (an SMS is read as it came)."""
+        ...
+
 
 # Answers that say "not now" rather than "not this": worth the same request later.
 _PASSING = frozenset({408, 425, 429, 500, 502, 503, 504})

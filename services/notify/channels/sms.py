@@ -49,3 +49,6 @@ class SmsChannel:
         if 200 <= response.status_code < 300:
             return Outcome("sent", f"HTTP {response.status_code}")
         return refused(response)
+
+    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
+        return None  # an SMS cannot be taken back

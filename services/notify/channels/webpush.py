@@ -17,7 +17,7 @@ from py_vapid import Vapid02, b64urlencode
 
 from shared.events import OrderIssued
 
-from ..domain.orders import push_payload
+from ..domain.orders import push_payload, withdrawn_push_payload
 from ..store import DeviceRecord
 from . import Outcome, refused, unreached
 from .subscription import Subscription, SubscriptionKeys, b64url_decode, endpoint_problem
@@ -53,8 +53,10 @@ def encrypt(payload: bytes, keys: SubscriptionKeys) -> bytes:
 
 
 def build_request(
-    order: OrderIssued, subscription: Subscription, *, vapid: Vapid02, subject: str, ttl_s: int
+    order: OrderIssued, subscription: Subscription, *, vapid: Vapid02, subject: str, ttl_s: int,
+    withdrawn: bool = False,
 ) -> tuple[str, dict[str, str], bytes]:
+    """The order's push; `withdrawn`: the push that takes it back (the same Topic)."""
     parts = urlsplit(subscription.endpoint)
     claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": subject,
               "exp": int(time.time()) + 12 * 3600}
@@ -67,7 +69,8 @@ def build_request(
         # A newer push for the same order replaces an undelivered older one.
         "Topic": order.order_id.replace("_", "")[:32],
     })
-    return subscription.endpoint, headers, encrypt(push_payload(order), subscription.keys)
+    payload = withdrawn_push_payload(order) if withdrawn else push_payload(order)
+    return subscription.endpoint, headers, encrypt(payload, subscription.keys)
 
 
 class WebPushChannel:
@@ -87,6 +90,13 @@ class WebPushChannel:
         return device.webpush is not None
 
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
+        return await self._post(order, device, withdrawn=False)
+
+    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
+        return await self._post(order, device, withdrawn=True)
+
+    async def _post(self, order: OrderIssued, device: DeviceRecord, *,
+                    withdrawn: bool) -> Outcome:
         subscription = Subscription.model_validate(device.webpush or {})
         # Checked again before each send: a subscription stored before the rule, or under
         # WEBPUSH_ALLOW_PRIVATE_ENDPOINTS since switched off, is forgotten, never sent to.
@@ -95,7 +105,8 @@ class WebPushChannel:
             log.warning("push endpoint of device %s refused: it %s", device.device_id, problem)
             return Outcome("gone", f"endpoint {problem}")
         url, headers, body = build_request(
-            order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl
+            order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl,
+            withdrawn=withdrawn,
         )
         try:
             response = await self._client.post(url, headers=headers, content=body,

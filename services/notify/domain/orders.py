@@ -137,6 +137,22 @@ def push_payload(order: OrderIssued) -> bytes:
     return data
 
 
+def withdrawn_push_payload(order: OrderIssued) -> bytes:
+    """The Web Push message that takes an order back: sent with the order's own Topic, it
+    replaces the order's push still waiting at the push service for a phone that is offline,
+    and the page's service worker puts it in place of the order's notification. What the
+    order's push showed, never caller data."""
+    body: dict[str, Any] = {"type": "order_withdrawn", "order_id": order.order_id,
+                            "category": order.category, "priority": order.priority}
+    if order.location.address:
+        body["address"] = order.location.address
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > PUSH_PAYLOAD_LIMIT:
+        body.pop("address", None)
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return data
+
+
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
     """The SMS: the deadline on the member's wall clock (`tz`, the district's TIMEZONE)."""
     place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"

@@ -26,11 +26,12 @@ async def withdraw_losing_the_message(url: str, order: OrderIssued) -> None:
     Pub/Sub message lost (a Redis restart, the listener resubscribing) looks like."""
     redis = Redis.from_url(url, decode_responses=True)
     try:
-        await redis.eval(store._WITHDRAW, 4, store._order(order.order_id),
+        await redis.eval(store._WITHDRAW, 8, store._order(order.order_id),
                          store._open(order.team_id), store.FALLBACK, "nobody:listens",
+                         *store._records(order.order_id),
                          order.order_id, order.team_id, order.incident_id, order.district,
                          "reassigned", "600", utcnow().isoformat(),
-                         withdrawn_message(order.order_id))
+                         withdrawn_message(order.order_id), repr(utcnow().timestamp()))
     finally:
         await redis.aclose()
 

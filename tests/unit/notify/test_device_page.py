@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from services.notify.page import DEVICE_PAGE
+from services.notify.page import DEVICE_PAGE, SERVICE_WORKER
 from tests.helpers import run_in_node
 from tests.unit.test_pages import HARNESS, ORDER, deliver, run_page, script
 
@@ -185,3 +185,39 @@ def test_a_call_for_reinforcement_is_sent_again_only_while_notify_takes_it_as_a_
     )
     assert call in soon
     assert call not in later
+
+
+SW_HARNESS = r"""
+const input = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const handlers = {}, shown = [];
+global.self = {
+  addEventListener: (type, fn) => { handlers[type] = fn; },
+  registration: { showNotification: async (title, opts) => { shown.push([title, opts]); } },
+  clients: { matchAll: async () => [], openWindow: async () => null },
+};
+eval(input.worker);
+(async () => {
+  for (const message of input.pushes) {
+    let waited = null;
+    handlers.push({ data: { json: () => message }, waitUntil: (p) => { waited = p; } });
+    await waited;
+  }
+  console.log(JSON.stringify(shown));
+})();
+"""
+
+
+def test_the_service_worker_puts_a_withdrawal_in_place_of_the_orders_notification() -> None:
+    # The order's push showed a notification that stays until the member acts on it; the
+    # order withdrawn (its deadline passed, the incident given to another team), notify's
+    # take-back push replaces it, by its tag, with one that asks for nothing.
+    order = {"type": "order", "order_id": "ord_1", "priority": "P1", "category": "fire",
+             "address": "Minzu Ave 88"}
+    taken_back = {"type": "order_withdrawn", "order_id": "ord_1", "priority": "P1",
+                  "category": "fire", "address": "Minzu Ave 88"}
+    shown = run_in_node(SW_HARNESS, {"worker": SERVICE_WORKER, "pushes": [order, taken_back]})
+    (title, alert), (again, notice) = shown
+    assert title == "P1 fire" and alert["tag"] == "ord_1" and alert["requireInteraction"]
+    assert again == "Withdrawn: P1 fire" and notice["tag"] == "ord_1"
+    assert notice["requireInteraction"] is False and notice["silent"] is True
+    assert notice["body"].startswith("No need to go")

@@ -75,6 +75,21 @@ def test_the_push_message_decrypts_with_the_subscriptions_keys_to_the_order() ->
     assert Vapid02.verify(headers["Authorization"])  # signed by the server's VAPID key
 
 
+def test_the_push_taking_an_order_back_has_its_topic_and_no_caller_data() -> None:
+    sub, receiver, auth = browser_subscription()
+    vapid = Vapid02()
+    vapid.generate_keys()
+    _, first, _ = build_request(the_order(), sub, vapid=vapid, subject="mailto:a@b.test",
+                                ttl_s=1)
+    _, headers, body = build_request(the_order(), sub, vapid=vapid, subject="mailto:a@b.test",
+                                     ttl_s=1, withdrawn=True)
+    plain = http_ece.decrypt(body, private_key=receiver, auth_secret=auth, version="aes128gcm")
+    assert json.loads(plain) == {"type": "order_withdrawn", "order_id": "ord_7",
+                                 "category": "violence", "priority": "P1",
+                                 "address": "Qingxiu Rd 3"}
+    assert headers["Topic"] == first["Topic"]  # it replaces the order's push still waiting
+
+
 def test_each_message_uses_a_fresh_sender_key() -> None:
     sub, receiver, auth = browser_subscription()
     vapid = Vapid02()
