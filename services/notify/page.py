@@ -376,12 +376,28 @@ function notifyHidden(f) {
   const title = f.priority + " " + f.category.replace(/_/g, " ");
   const opts = { body: f.address || "", tag: f.order_id, renotify: true, requireInteraction: true,
                  vibrate: [400, 150, 400, 150, 400], data: { order_id: f.order_id } };
-  const direct = () => { try { new Notification(title, opts); } catch (e) { /* not allowed */ } };
+  const direct = () => {
+    try { notices.set(f.order_id, new Notification(title, opts)); } catch (e) { /* not allowed */ }
+  };
   const sw = navigator.serviceWorker;
   if (!sw || typeof sw.getRegistration !== "function") { direct(); return; }
   sw.getRegistration("/device/sw.js")
     .then((reg) => (reg && reg.showNotification ? reg.showNotification(title, opts) : direct()))
     .catch(direct);
+}
+// An order's notification (this page's while it was hidden, or its Web Push's) asks for an
+// answer until the member acts on it: once the order is withdrawn or over, or off the page,
+// it is taken off the lock screen, lest the member go where nobody is sent any more.
+const notices = new Map();   // order id -> a Notification the page made itself
+function dismissNotice(id) {
+  const own = notices.get(id); notices.delete(id);
+  if (own) { try { own.close(); } catch (e) { /* gone */ } }
+  const sw = navigator.serviceWorker;
+  if (!sw || typeof sw.getRegistration !== "function") return;
+  sw.getRegistration("/device/sw.js")
+    .then((reg) => (reg && reg.getNotifications ? reg.getNotifications({ tag: id }) : []))
+    .then((shown) => { for (const n of shown || []) n.close(); })
+    .catch(() => { /* no notifications to take off */ });
 }
 
 // An order rings until its team answers it (a press here, on its way; a teammate's answer)
@@ -424,7 +440,9 @@ function revised(f) {
 function leaveTeam(now) {
   const former = [...orders].filter(([, o]) => o.sock !== sock).map(([id]) => id);
   const left = former.filter((id) => !ended(orders.get(id))).length;
-  for (const id of former) { settled(id); const c = $("o-" + id); if (c) c.remove(); orders.delete(id); }
+  for (const id of former) {
+    settled(id); dismissNotice(id); const c = $("o-" + id); if (c) c.remove(); orders.delete(id);
+  }
   showEmpty();
   if (left) toast("You are now on team " + now + ": your former team's orders were taken off.");
   refreshDutySoon();  // the new team's shift and status
@@ -442,7 +460,7 @@ function onUpdate(f) {
 
 function endOrder(id, why) {
   const o = orders.get(id); if (!o) return;
-  o.state = why; render(id, false);
+  o.state = why; render(id, false); dismissNotice(id);
   refreshDutySoon();  // free, points
   setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); settled(id);
     showEmpty(); }, 15000);
@@ -818,7 +836,9 @@ $("checkin").onclick = () => shift("start");
 $("checkout").onclick = () => shift("end");
 $("rsend").onclick = sendReport;
 function clearOrders() {
-  for (const id of [...orders.keys()]) { settled(id); const c = $("o-" + id); if (c) c.remove(); }
+  for (const id of [...orders.keys()]) {
+    settled(id); dismissNotice(id); const c = $("o-" + id); if (c) c.remove();
+  }
   orders.clear(); team = null; showEmpty();
 }
 

@@ -315,6 +315,28 @@ def test_an_order_on_a_locked_android_phone_shows_a_notification_through_the_wor
     assert shown == [["P1 violence", "ord_1"]]
 
 
+def test_an_order_withdrawn_while_the_phone_is_locked_leaves_no_notification_behind() -> None:
+    # The order's notification asks for an answer until the member acts on it. Withdrawn
+    # (the deadline passed, the incident given to another team), it stayed on the lock
+    # screen: the member unlocking later saw a P1 to go to that was no longer theirs.
+    locked = ("document.hidden = true; var shown = [], closed = []; "
+              "window.Notification = function () { throw new TypeError('Illegal constructor'); }; "
+              "window.Notification.permission = 'granted'; Notification = window.Notification; "
+              "navigator.serviceWorker = { getRegistration: async () => ({ "
+              "showNotification: async (title, o) => { shown.push(o.tag); }, "
+              "getNotifications: async (q) => shown.filter((t) => t === q.tag).map((t) => ({ "
+              "close: () => { closed.push(t); } })) }) };")
+    settle = ("(async () => { for (let i = 0; i < 5; i++) await null; "
+              "return [shown.slice(), closed.slice()]; })()")
+    *_, before, after = day(
+        f"{locked} {hello()}; {deliver({**ORDER, 'priority': 'P1'})}",
+        settle,
+        f"{deliver({'type': 'order_withdrawn', 'order_id': 'ord_1'})}; {settle}",
+    )
+    assert before == [["ord_1"], []]
+    assert after == [["ord_1"], ["ord_1"]]
+
+
 def test_an_answer_the_socket_never_confirmed_goes_over_http_before_the_deadline() -> None:
     # A P1 must be acknowledged within 30 s. The member pressed Acknowledge on a socket that
     # had died without a close: the frame went nowhere, no reply came, and the page said
