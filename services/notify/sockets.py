@@ -243,6 +243,8 @@ async def _heartbeat(conn: Connection, *, hub: Hub, introspector: Introspector,
             continue  # neither yes nor no: keep the socket
         if who is None:
             conn.close(CLOSE_REVOKED, "device revoked")
-        elif who.team_id != conn.team_id:
-            conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
+        elif who.team_id != conn.team_id or (who.agency_kind == "police") != conn.police:
+            # another team, or its agency another kind (police to security: the socket
+            # decided at connect that its member may read a police order's caller)
+            conn.close(CLOSE_TEAM_CHANGED, "the device's team or agency changed; reconnect")
 

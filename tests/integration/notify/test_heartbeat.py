@@ -71,6 +71,22 @@ async def test_a_socket_whose_token_stopped_working_is_closed_by_the_periodic_ch
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
+async def test_a_socket_whose_member_is_no_longer_police_is_closed_by_the_periodic_check(
+        notify_factory: NotifyFactory, volunteers: Volunteers) -> None:
+    # A roster import moved the team from a police agency to a security company (or made
+    # its agency another kind): the member's phone keeps its team, so no event closes its
+    # socket, which decided at connect that its member is police and so gets a police
+    # order's caller and description. The re-check must see the kind too.
+    member = volunteers.enrol("t1", agency_kind="police")
+    async with notify_factory(ping_interval_s=0.2, reauth_interval_s=0.4) as notify, \
+            device(notify, member) as phone:
+        await phone.next_of("ping", timeout=2)
+        member.agency_kind = "security"
+        with pytest.raises(ConnectionClosed) as closed:
+            await phone.next_of("never", timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+
+
 async def test_sockets_that_connect_together_beat_at_their_own_phases(
         notify_factory: NotifyFactory, volunteers: Volunteers,
         monkeypatch: pytest.MonkeyPatch) -> None:
