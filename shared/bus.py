@@ -41,7 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import streams
 from shared.events import Event, utcnow
 from shared.failures import RepeatedFailures
-from shared.http import STORE_AWAY, STORE_REFUSING, TryAgain
+from shared.http import FIELD_NAME, STORE_AWAY, STORE_REFUSING, TryAgain
 from shared.logging import READ_FAILURE_LOGGED, faststream_logger, mark_logged
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
@@ -253,12 +253,17 @@ def _name(group: dict[Any, Any]) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+def _where(loc: tuple[int | str, ...]) -> str:
+    """An error's location: field names and positions. Any other key in it (an unknown key
+    of a caller or a location: `{"13800138000": "Wang"}`) is the sender's data, not shown."""
+    return ".".join(str(p) if isinstance(p, int) or FIELD_NAME.match(p) else "(a key not shown)"
+                    for p in loc) or "(body)"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """Which fields were wrong, never their values (they may hold personal data)."""
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or '(body)'}: {err['type']}"
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
+    parts = [f"{_where(err['loc'])}: {err['type']}"
+             for err in exc.errors(include_url=False, include_input=False)]
     return "; ".join(parts[:10])
 
 

@@ -169,8 +169,8 @@ _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
 
 
 # What a field name looks like (ours are ASCII identifiers): an unknown key unlike it is the
-# caller's data, not a misspelt field.
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+# caller's data, not a misspelt field (shared.bus leaves it out of dead letters' reasons too).
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 def _field_path(loc: Iterable[Any]) -> str:
@@ -266,7 +266,7 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         first = errors[0]
         loc = tuple(first.get("loc", ()))
-        if first.get("type") == "extra_forbidden" and loc and not _FIELD_NAME.match(str(loc[-1])):
+        if first.get("type") == "extra_forbidden" and loc and not FIELD_NAME.match(str(loc[-1])):
             # a key that is no field name (a caller's number, a name) is body, not a path:
             # named by where it is, never echoed
             where = _field_path(loc[:-1])
