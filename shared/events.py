@@ -116,7 +116,10 @@ class Event(BaseModel):
 
     event_id: str = Field(default_factory=lambda: uuid4().hex)
     occurred_at: AwareDatetime = Field(default_factory=utcnow)
-    schema_version: int = 1
+    # Events change only by adding fields, which an older reader ignores: a new version is a
+    # change it cannot read, and an event of a version it does not know is dead-lettered
+    # (naming this field), never acted on as if it were this one.
+    schema_version: Literal[1] = Field(default=1, description="the envelope's version: 1")
     district: str = Field(min_length=1, max_length=64, description="shard key")
 
 

@@ -37,6 +37,12 @@ UNREADABLE = {
         report("i-key", caller={PHONE: NAME}), "caller"),
     "an address sent as a key of the location": (
         report("i-loc", location={"lat": 22.8, "lon": 108.3, ADDRESS: PHONE}), "location"),
+    # a producer of another release (events change only by adding fields: a new version
+    # is a change this one cannot read), or no version at all: never acted on as this one
+    "a schema version this release does not read": (
+        report("i-v2", schema_version=2), "schema_version"),
+    "a schema version that is no version": (
+        report("i-v0", schema_version=0), "schema_version"),
 }
 
 
