@@ -174,7 +174,7 @@ async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool 
 def build_router(*, redis_url: str, service: str) -> APIRouter:
     """`redis_url`: a bytes client is made here, since payloads are binary envelopes."""
     readable = {s.name for s in streams.consumed_by(service)}
-    client = Redis.from_url(redis_url)
+    client = Redis.from_url(redis_url, client_name=service)  # CLIENT LIST names it
     router = APIRouter(prefix="/v1/admin", tags=["operations"])
 
     def check(stream: str) -> None:

@@ -65,7 +65,8 @@ def observe_streams(service: str, redis_url: str, *,
     its group's lag, growing, is what says so, and only the stream's producer can report it
     (dispatch shows notify's lag on order.issued). Every process reporting a group's lag
     reads the same figure from Redis."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                                  client_name=service)  # CLIENT LIST names it
     watched = {s.name: s for s in (*streams.consumed_by(service), *streams.produced_by(service))}
     consumed = [s.name for s in streams.consumed_by(service)]
     groups_of = {s.name: {service} for s in streams.consumed_by(service)}

@@ -237,7 +237,8 @@ def observe_incidents(redis_url: str) -> None:
     import redis as sync_redis
     from opentelemetry.metrics import Observation
 
-    client = sync_redis.Redis.from_url(redis_url, socket_timeout=1.0, decode_responses=True)
+    client = sync_redis.Redis.from_url(redis_url, socket_timeout=1.0, decode_responses=True,
+                                       client_name="dispatch")  # CLIENT LIST names it
 
     def by_status(_: object) -> list[Observation]:
         try:
