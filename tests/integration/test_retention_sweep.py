@@ -120,3 +120,24 @@ async def test_consumers_left_by_dead_processes_are_deleted_unless_they_hold_ent
         assert await forget_stale_consumers(redis, "dispatch") == 0  # a day: none so idle
     finally:
         await redis.aclose()
+
+
+async def test_a_stream_a_declared_group_does_not_exist_on_yet_is_not_trimmed(
+        clean_redis: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis came back empty and intake has not started since: its group on incident.updated
+    will be made at id 0 and read everything, so nothing of it goes, however old."""
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    stream = streams.INCIDENT_UPDATED.name
+    ids = await old_and_recent(redis, stream)
+    last = streams.consumed_by("dispatch")[-1].dead_letters
+    dead = await old_and_recent(redis, last)
+
+    async def swept() -> bool:  # the sweep's last stream: it went past incident.updated
+        return await entry_ids(redis, last) == dead[2:]
+
+    with caplog.at_level(logging.WARNING, logger="shared.retention"):
+        await sweep_until(redis, "dispatch", swept, f"{last} trimmed")
+    assert await entry_ids(redis, stream) == ids
+    warned = [r.getMessage() for r in caplog.records if stream in r.getMessage()]
+    assert len(warned) == 1 and "intake" in warned[0] and "not trimmed" in warned[0], warned
+    await redis.aclose()
