@@ -1942,6 +1942,13 @@ class Dispatcher:
         handover = order.get("kind") == "handover"
         if inc.get("handover_order" if handover else "followup_order"):
             return  # made again: another team has it already (or the mark was not this one's)
+        # Made again (the command room's take-back asked again) after the case moved on: a
+        # hand-over is owed only while handed over, a visit until the case is closed (a
+        # filed case is still visited), as their timers (on_handover_due, on_followup_due)
+        # judge; a closed case's station gets no order.
+        if (inc["status"] != "handed_over" if handover
+                else inc["status"] in ("closed", "linked")):
+            return
         # Not again to a team that declined it or was taken off it now; the retry later
         # asks every team.
         declined = {o["team_id"] for o in state.orders if o.get("kind") == order.get("kind")

@@ -3,7 +3,10 @@ team on scene asked for, a station's hand-over. What the order was for still hap
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
@@ -169,5 +172,56 @@ async def test_the_flag_of_a_team_gone_off_shift_goes_once_the_command_room_took
                          "the next team's order")
         fields = client.hgetall(store.incident_key(incident_id))
         assert (fields["status"], fields["flagged"]) == ("assigned", "0")
+    finally:
+        client.close()
+
+
+async def station_order_taken_back_then_closed(
+        url: str, console: httpx.AsyncClient, publisher: RedisBroker, kind: str) -> OrderIssued:
+    """An incident of ag-police's place whose station order (`handover`: the guard handed
+    it over; `followup`: its visit came due) the command room took back with no other team
+    of the station on shift, then closed; the order taken back."""
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "station-car", kind="police", lat=22.8300, lon=108.3665)
+    await wait_for_units(url, 2)
+    incident_id = await report(publisher, "dispute", priority="P3")
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), "station_agency_id", "ag-police")
+        if kind == "handover":
+            await respond(publisher, order, "acknowledged", "handover")
+        else:
+            client.zadd(store.TIMERS, {f"followup:{incident_id}": time.time()})
+        [station] = await poll_until(lambda: [o for o in orders_for(url, incident_id)
+                                              if o.kind == kind], "the station's order")
+        r = await console.post(f"/v1/orders/{station.order_id}/withdraw", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        r = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert client.hget(store.incident_key(incident_id), "status") == "closed"
+    finally:
+        client.close()
+    return station
+
+
+@pytest.mark.parametrize("kind", ["handover", "followup"])
+async def test_a_take_back_asked_again_after_the_close_sends_the_station_nothing(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        kind: str) -> None:
+    # The take-back's answer was lost; the dispatcher's browser asks again once the case
+    # is closed and another car of the station has come on shift: it gets no order for a
+    # closed case (the close ended the station's retries and the visit's timer).
+    station = await station_order_taken_back_then_closed(clean_redis, console, publisher, kind)
+    await team(publisher, "station-car-2", kind="police", lat=22.8400, lon=108.3665)
+    await wait_for_units(clean_redis, 3)
+    before = orders_for(clean_redis, station.incident_id)
+    r = await console.post(f"/v1/orders/{station.order_id}/withdraw", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "withdrawn"
+    assert orders_for(clean_redis, station.incident_id) == before
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        assert client.hget(store.incident_key(station.incident_id), "status") == "closed"
     finally:
         client.close()
