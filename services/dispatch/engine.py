@@ -383,6 +383,17 @@ class Dispatcher:
             excluded=frozenset(excluded),
         )
 
+    async def _facts_now(self, inc: dict[str, str], excluded: set[str]) -> domain.IncidentFacts:
+        """_facts, with the station that owns the place now (_station_known) for a category
+        sent to its zone's own station only (fraud warnings): an import since the report may
+        have given the zone to another station, whose teams go then, as a hand-over does
+        (the stored one while the zones cannot be loaded)."""
+        facts = self._facts(inc, excluded)
+        if not self.policy.rule(inc["category"]).zone_station:
+            return facts
+        station, _ = await self._station_known(inc)
+        return dataclasses.replace(facts, station_agency_id=station or None)
+
     async def _emit(self, incident_id: str, entry: TimelineEntry, status: str | None = None, *,
                     state: store.IncidentState | None = None,
                     also: Callable[[Pipeline], Awaitable[None]] | None = None,
@@ -646,7 +657,7 @@ class Dispatcher:
             return
         live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
                 and o.get("kind") in CLAIMING_KINDS]
-        facts = self._facts(inc, state.offered)
+        facts = await self._facts_now(inc, state.offered)
         wanted = domain.units_wanted(facts, self.policy)
         now = utcnow()
         query: domain.CandidateQuery | None = None  # built when a search is run here
@@ -1543,7 +1554,7 @@ class Dispatcher:
         # Not a team already on it, nor one that declined it, missed its deadline or was
         # taken off it: every team that had an order for this incident.
         engaged = {o["team_id"] for o in orders}
-        facts = self._facts(inc, engaged)
+        facts = await self._facts_now(inc, engaged)
         now = utcnow()
         query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000)
         # A search again after each claim lost to another incident, as _fill does: five
@@ -2188,7 +2199,7 @@ class Dispatcher:
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=inc["incident_id"])
             return False
-        facts = self._facts(inc, set())
+        facts = await self._facts_now(inc, set())
         answers = domain.may_answer(unit, facts, self.policy, now)
         if not answers and not domain.may_escort(unit, facts, self.policy, now):
             return False
@@ -2203,7 +2214,7 @@ class Dispatcher:
             return answers and not await self.redis.sismember(
                 store.offered_key(inc["incident_id"]), unit.team_id)
         state = await store.incident_state(self.redis, inc["incident_id"])
-        facts = self._facts(inc, state.offered)
+        facts = dataclasses.replace(facts, excluded=frozenset(state.offered))
         units, alongside = _units_and_alongside(state.orders)
         ranked = domain.rank_candidates([unit], facts, self.policy, now)
         return bool(domain.choose_units(ranked, facts, self.policy,

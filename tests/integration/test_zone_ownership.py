@@ -226,3 +226,30 @@ async def test_a_handover_goes_to_the_station_that_owns_the_zone_at_the_handover
         orders = await poll_until(lambda: orders_of_kind(clean_redis, incident_id, "handover"),
                                   "the hand-over order")
     assert [o.team_id for o in orders] == ["t-new"]  # not the patrol station's car
+
+
+async def test_a_fraud_warning_waiting_for_a_team_goes_to_the_station_that_owns_the_zone_now(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A fraud warning (the zone's own station only) waits with nobody on shift; an import
+    # meanwhile gives the zone to another station. When both stations' cars come on shift,
+    # the old station's nearer one must not get it: the place is the new station's now, as
+    # for a hand-over.
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
+        assert r.status_code == 200, r.text
+        incident_id = await report(publisher, "fraud_warning", priority="P4")
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
+                         == "unassigned", "the warning waiting for a team")
+        assert station_of(clean_redis, incident_id) == "ps-old"
+
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-new", territory)]))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-new"}),
+                         "dispatch's zones read again")
+        await on_shift_at(client, "m-old", LAT + 0.001)
+        await wait_for_units(clean_redis, 1)
+        await on_shift_at(client, "m-new", LAT + 0.01)
+        orders = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                  "the warning's order")
+    assert [o.team_id for o in orders] == ["t-new"]
