@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -13,6 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.dispatch.config import Settings
 from services.dispatch.main import create_app
+from tests.helpers import poll_until
+from tools.stack import Service, describe_exit
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
@@ -42,6 +44,31 @@ async def dispatch_with_teams(url: str, publisher: RedisBroker, teams: dict[str,
             await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
         await wait_for_units(url, len(teams))
         yield
+
+# How long a dispatch process started by a test may take to answer /readyz: its imports and
+# consumer groups, on a loaded 2-core CI machine, not a property of the product (one that
+# exits is reported at once, with its log).
+STARTUP_S = 120.0
+
+
+async def processes_ready(services: Sequence[Service], what: str) -> None:
+    """Wait until each process answers /readyz with 200; fail at once, naming how and with
+    the end of its log, should one exit meanwhile."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        async def ready() -> bool:
+            for service in services:
+                if service.proc is not None and service.proc.poll() is not None:
+                    log = service.log_path.read_text(errors="replace")[-3000:]
+                    raise AssertionError(f"{what}: {service.name} "
+                                         f"{describe_exit(service.proc.returncode)}:\n{log}")
+            try:
+                codes = [(await http.get(f"{s.url}/readyz")).status_code for s in services]
+            except httpx.HTTPError:
+                return False
+            return all(code == 200 for code in codes)
+
+        await poll_until(ready, what, STARTUP_S, interval=0.2)
+
 
 @pytest.fixture
 async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:

@@ -13,7 +13,7 @@ from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued, OrderWithdrawn
 from tests.helpers import poll_until, read_stream
-from tests.integration.dispatch.conftest import settings_for
+from tests.integration.dispatch.conftest import processes_ready, settings_for
 from tests.integration.dispatch.test_engine import report, team, wait_for_units
 
 
@@ -90,17 +90,7 @@ async def test_two_dispatch_processes_under_a_burst_never_double_claim(
         service.start()
         procs.append(service)
     try:
-        import httpx
-
-        async with httpx.AsyncClient() as http:
-            async def ready() -> bool:
-                try:
-                    codes = [(await http.get(f"{p.url}/readyz")).status_code for p in procs]
-                except httpx.HTTPError:
-                    return False
-                return codes == [200, 200]
-
-            await poll_until(ready, "both dispatch processes ready", 30)
+        await processes_ready(procs, "both dispatch processes ready")
         for n in range(10):
             await team(publisher, f"p{n}", kind="security", lat=22.8171 + n * 0.0004,
                        lon=108.3665)

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
-import httpx
 import redis as sync_redis
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
@@ -25,7 +24,7 @@ from shared import streams
 from shared.events import OrderWithdrawn, utcnow
 from tests.helpers import poll_until, read_stream
 
-from .conftest import settings_for
+from .conftest import STARTUP_S, processes_ready, settings_for
 from .test_engine import orders_once, report, team, wait_for_units
 from .test_reinforcement import make_due, timer_of
 
@@ -100,27 +99,23 @@ async def test_a_p1_deadline_leased_by_a_killed_replica_is_handled_by_another_wi
         (order,) = await orders_once(url, incident_id, 1, "the first order")
     assert order.team_id == "near"
     client = sync_redis.Redis.from_url(url, decode_responses=True)
+    member = f"ack:{order.order_id}"
+    # Held back until the replica is up: a start slower than the P1's 30 s (a loaded CI
+    # machine) must not let the deadline pass before the stalled step below holds it up.
+    client.zadd(store.TIMERS, {member: time.time() + 3600})
     lock = f"dispatch:lock:{incident_id}"
-    client.set(lock, "a-stalled-step", px=60_000)  # the step that holds the incident up
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TIMER_"))}
     env.update({"REDIS_URL": url, "ADMIN_TOKEN": "t", "HTTP_PORT": str(free_port()),
                 "CONSUMER_NAME": "doomed", "VOLUNTEERS_URL": "http://127.0.0.1:9",
                 "PYTHONUNBUFFERED": "1"})  # TIMER_LEASE_S left at its default
     doomed = Service("dispatch", int(env["HTTP_PORT"]), env, tmp_path / "doomed.log")
     doomed.start()
-    member = f"ack:{order.order_id}"
     try:
-        async with httpx.AsyncClient() as http:
-            async def ready() -> bool:
-                try:
-                    return (await http.get(f"{doomed.url}/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await poll_until(ready, "the doomed replica ready", 30)
+        await processes_ready([doomed], "the doomed replica ready")
+        client.set(lock, "a-stalled-step", px=300_000)  # the step that holds the incident up
         make_due(url, member)  # the deadline passes (its 30 s are not what this is about)
         await poll_until(lambda: (timer_of(url, member) or 0) > time.time() + 1,
-                         "the doomed replica firing the deadline (leased)")
+                         "the doomed replica firing the deadline (leased)", STARTUP_S)
         survivor = create_app(settings_for(url, consumer_name="survivor"))
         async with survivor.router.lifespan_context(survivor):
             assert doomed.proc is not None
