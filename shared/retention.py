@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import streams
+from shared.scripts import run_script
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,29 @@ async def forget_stale_consumers(redis: Redis, service: str, *,
         for consumer in await redis.xinfo_consumers(stream.name, service):
             name = _name(consumer)
             if int(consumer["pending"]) == 0 and int(consumer["idle"]) > idle_ms:
-                # DELCONSUMER drops the entries it held (its answer: how many): none, as XINFO
-                # just said
-                await redis.xgroup_delconsumer(stream.name, service, name)
-                forgotten += 1
+                # judged again and deleted in one script: DELCONSUMER drops the entries the
+                # consumer holds, and a living reclaimer may have claimed one since XINFO
+                forgotten += await run_script(redis, _FORGET_IF_IDLE, [stream.name],
+                                              [service, name, idle_ms])
     return forgotten
+
+
+# KEYS[1] a stream; ARGV[1] a group, ARGV[2] one of its consumers, ARGV[3] idle ms. Deletes
+# the consumer only if it holds nothing and has been idle that long, now: 1 if deleted.
+_FORGET_IF_IDLE = """
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #consumer, 2 do f[consumer[i]] = consumer[i + 1] end
+  if f['name'] == ARGV[2] then
+    if tonumber(f['pending']) == 0 and tonumber(f['idle']) > tonumber(ARGV[3]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+      return 1
+    end
+    return 0
+  end
+end
+return 0
+"""
 
 
 async def keep_trimming(redis: Redis, service: str, *, retention_s: float, stop: asyncio.Event,

@@ -122,6 +122,36 @@ async def test_consumers_left_by_dead_processes_are_deleted_unless_they_hold_ent
         await redis.aclose()
 
 
+async def test_a_consumer_that_claims_an_entry_as_it_is_judged_idle_is_not_deleted(
+        clean_redis: str) -> None:
+    # On Redis before 7.2 a living reclaimer that found nothing to claim for a day looks
+    # idle. Should it claim an entry between the sweep's look (nothing pending) and its
+    # DELCONSUMER, the delete took the entry off the group's pending list: never retried,
+    # never dead-lettered, never handled (an incident lost).
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        stream = streams.INCIDENT_REPORTED.name
+        await redis.xgroup_create(stream, "dispatch", id="0", mkstream=True)
+        await redis.xadd(stream, {"n": "1"})
+        [[_, [(entry, _)]]] = await redis.xreadgroup("dispatch", "vm-dead", {stream: ">"},
+                                                     count=1)
+        await redis.xgroup_createconsumer(stream, "dispatch", "vm-reclaimer")
+        await asyncio.sleep(0.02)
+        looked = redis.xinfo_consumers
+
+        async def claimed_meanwhile(*args: object, **kwargs: object) -> object:
+            seen = await looked(*args, **kwargs)  # the reclaimer: nothing pending, idle
+            await redis.xclaim(stream, "dispatch", "vm-reclaimer", 0, [entry])
+            return seen
+
+        redis.xinfo_consumers = claimed_meanwhile  # type: ignore[method-assign]
+        await forget_stale_consumers(redis, "dispatch", idle_ms=5)
+        pending = await redis.xpending_range(stream, "dispatch", "-", "+", 10)
+        assert [(p["message_id"], p["consumer"]) for p in pending] == [(entry, "vm-reclaimer")]
+    finally:
+        await redis.aclose()
+
+
 async def test_a_stream_a_declared_group_does_not_exist_on_yet_is_not_trimmed(
         clean_redis: str, caplog: pytest.LogCaptureFixture) -> None:
     """Redis came back empty and intake has not started since: its group on incident.updated
