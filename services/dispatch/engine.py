@@ -208,10 +208,19 @@ _TEAM_STEPS = {"acknowledged": 1, "en_route": 2, "on_scene": 3, "resolved": 4, "
 
 def _passed_by_its_order(order: dict[str, str], response: str) -> bool:
     """Whether `response` is a step (acknowledged, en route, on scene) that the team's own
-    later answer already took its order past: the step was given, and handled late."""
+    later answer already took its order past (or, an acknowledgement, to: its call for
+    backup acknowledged it): the step was given, and handled late."""
     step = _TEAM_STEPS.get(domain.RESPONSE_STATE.get(response, ""), 0)
+    reached = _TEAM_STEPS.get(order["state"], 0)
     return (order.get("kind") in CLAIMING_KINDS and 0 < step < 4
-            and _TEAM_STEPS.get(order["state"], 0) > step)
+            and (reached > step or _acknowledged_by_its_call(order, response)))
+
+
+def _acknowledged_by_its_call(order: dict[str, str], response: str) -> bool:
+    """Whether `response` is an acknowledgement of an order its team's call for backup has
+    acknowledged already (_taken_by_call): not that answer's own write made again."""
+    return (response == "acknowledged" and order["state"] == "acknowledged"
+            and order.get("acknowledged_by") == "reinforce")
 
 
 def _given_while_live(order: dict[str, str], event: OrderResponded) -> bool:
@@ -1016,7 +1025,8 @@ class Dispatcher:
         # The order already in the state this response leads to, and this event not
         # done: an earlier attempt failed after moving the order (its first write).
         # Finish the steps after it, all idempotent, or the incident never closes.
-        resuming = order["state"] == domain.RESPONSE_STATE.get(event.response)
+        resuming = (order["state"] == domain.RESPONSE_STATE.get(event.response)
+                    and not _acknowledged_by_its_call(order, event.response))
         if not allowed and not resuming:
             if (_passed_by_its_order(order, event.response)
                     or _given_while_live(order, event)):
@@ -1027,9 +1037,41 @@ class Dispatcher:
             return None
         end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None)
         if event.response == "reinforce":
+            if order["state"] == "offered":
+                await self._taken_by_call(state, order, event)
             await self._reinforce(inc, order, request=event.event_id)
             return await self._end(end)
         return await self._apply_response(state, order, event, end)
+
+    async def _taken_by_call(self, state: store.IncidentState, order: dict[str, str],
+                             event: OrderResponded) -> None:
+        """A call for backup on an order not yet acknowledged (a guard sees a fight and
+        presses "need backup" first): the team has taken the order, as notify records it
+        (DESIGN: an order is answered once its team sent any response). Acknowledged at the
+        call's time, its deadline gone (timed out, it would be taken from the phones of a
+        team on its way and given to another), the incident's first acknowledgement
+        counted, and the call on the timeline with the team's words; the backup follows.
+        Made again after a failure, the order is acknowledged already and this is skipped."""
+        inc = state.incident
+        assert inc is not None
+        now = event.occurred_at.isoformat()
+        moved = {"state": "acknowledged", "acknowledged_at": now, "acknowledged_by": "reinforce"}
+        order.update(moved)
+        first_ack, _ = _first_times(inc, order, "acknowledged", now)
+        ack_new = first_ack and inc.get("first_ack_at") in (None, "", now)
+
+        async def taken(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order["order_id"], moved)
+            store.queue_cancel(pipe, f"ack:{order['order_id']}")
+            if first_ack:
+                store.queue_incident_fields(pipe, inc["incident_id"], {"first_ack_at": now})
+
+        await self._emit(inc["incident_id"], TimelineEntry(
+            at=event.occurred_at, kind="response", team_id=order["team_id"],
+            order_id=order["order_id"], detail=event.response, note=event.note or None,
+            evidence=event.evidence or None), state=state, also=taken)
+        if ack_new:
+            _record_first_times(inc, now, ack=True, on_scene=False)
 
     async def _answer_handled_late(self, state: store.IncidentState, order: dict[str, str],
                                    event: OrderResponded, end: StepEnd) -> bool | None:
@@ -1058,11 +1100,16 @@ class Dispatcher:
             if not inc.get("handed_over_at"):
                 fields["handled_by_force"] = _sent_as(order)
         step_at = f"{new_state}_at"
-        if not fields and order.get(step_at):
+        # known, but from a later answer (a call for backup that acknowledged the order)
+        sooner = bool(order.get(step_at)) and at < datetime.fromisoformat(order[step_at])
+        if not fields and order.get(step_at) and not sooner:
             return None
 
         async def earlier(pipe: Pipeline) -> None:
-            store.queue_order_first(pipe, order["order_id"], step_at, at.isoformat())
+            if sooner:
+                store.queue_order_change(pipe, order["order_id"], {step_at: at.isoformat()})
+            else:
+                store.queue_order_first(pipe, order["order_id"], step_at, at.isoformat())
             if fields:
                 store.queue_incident_fields(pipe, inc["incident_id"], fields)
 

@@ -221,8 +221,10 @@ class LinkedIncident(BaseModel):
         "ended one (resolved, handed_over, closed); null while it is open")
 
 
-# Responses that mean the team took the order (dispatch: any answer but a refusal).
-TAKING_RESPONSES = frozenset({"acknowledged", "en_route", "on_scene", "resolved", "handover"})
+# Responses that mean the team took the order (dispatch: any answer but a refusal; a call
+# for backup is on the timeline only when it acknowledged the order).
+TAKING_RESPONSES = frozenset({"acknowledged", "en_route", "on_scene", "resolved", "handover",
+                              "reinforce"})
 _RESPONSE_TIMES = {"en_route": "en_route_at", "on_scene": "on_scene_at",
                    "resolved": "resolved_at", "handover": "handed_over_at"}
 

@@ -1,6 +1,7 @@
 """How a team's responses move an order: forward only, `declined` only before `acknowledged`,
-no `handover` of the station's own hand-over. `allowed_responses` and `decide_response` are
-one rule: what an order lists as allowed is what it takes."""
+`reinforce` on an order not yet acknowledged acknowledges it, no `handover` of the station's
+own hand-over. `allowed_responses` and `decide_response` are one rule: what an order lists as
+allowed is what it takes."""
 
 from __future__ import annotations
 
@@ -99,6 +100,11 @@ def decide_response(
             last_reinforce_at is not None
             and (now - last_reinforce_at).total_seconds() < reinforce_repeat_s
         )
+        if state == "issued" and not repeat:
+            # A team that asks for help on an order it has not acknowledged (it saw "fight
+            # in progress" and pressed "need backup" first) has taken it: dispatch reads the
+            # same answer as its acknowledgement (no deadline, no decline after it).
+            return Decision(state="acknowledged", emit=True)
         return Decision(state=_as_state(state), emit=not repeat)
     if response == "declined":
         if state != "issued":

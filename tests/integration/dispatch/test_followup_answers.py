@@ -270,16 +270,20 @@ async def test_a_backup_of_a_visit_to_a_filed_case_resolves_nothing_but_its_own_
     assert claim_of(url, backup.team_id) is None and claim_of(url, second.team_id) is None
 
 
-async def test_a_station_order_declined_after_asking_for_backup_takes_the_backup_with_it(
+async def test_a_station_order_taken_back_after_asking_for_backup_takes_the_backup_with_it(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
-    """The station car asked for backup on its hand-over order, then declined it (another
-    case): the hand-over goes to another of the station's teams or waits, and the backup
-    that came for the car is withdrawn and freed, not left on the case."""
+    """The station car asked for backup on its hand-over order before acknowledging it: the
+    call took the order (no decline after it), and when the command room takes the order
+    back the hand-over goes to another of the station's teams or waits, and the backup that
+    came for the car is withdrawn and freed, not left on the case."""
     url = clean_redis
     incident_id, handover = await handed_over_dispute(url, publisher)
     backup = await backup_for(url, publisher, handover)
-    await answer(publisher, handover, "declined", "called to another case")
-    await order_in(url, handover, "declined")
+    await order_in(url, handover, "acknowledged")
+    r = await console.post(f"/v1/orders/{handover.order_id}/withdraw", headers=ADMIN,
+                           json={"note": "called to another case"})
+    assert r.status_code == 200, r.text
+    await order_in(url, handover, "withdrawn")
     await order_in(url, backup, "withdrawn")
     assert claim_of(url, backup.team_id) is None
     assert incident_fields(url, incident_id)["status"] == "handed_over"

@@ -4,6 +4,7 @@ command room that none is free; never a silent nothing."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,13 @@ from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
-from shared.events import IncidentUpdated, OrderEscalated, OrderIssued, OrderResponded
+from shared.events import (
+    IncidentUpdated,
+    OrderEscalated,
+    OrderIssued,
+    OrderResponded,
+    OrderWithdrawn,
+)
 from tests.helpers import poll_until, read_stream
 
 from .conftest import dispatch_with_teams, fail_a_write_once, settings_for
@@ -233,3 +240,98 @@ async def test_a_request_handled_again_after_a_failure_sends_no_second_team(
                                                      ("backup", "reinforcement")]
     # the entry the failed attempt did not write, written once by the second
     assert timeline(clean_redis, incident_id).count(("reinforcement", "backup")) == 1
+
+
+def answers_handled(url: str) -> bool:
+    """Every order.responded entry read and acknowledged by dispatch's group."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        group = next(g for g in client.xinfo_groups(streams.ORDER_RESPONDED.name)
+                     if g["name"] == "dispatch")
+        return group["pending"] == 0 and group["lag"] == 0
+    finally:
+        client.close()
+
+
+def hash_of(url: str, key: str) -> dict[str, str]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hgetall(key)
+    finally:
+        client.close()
+
+
+async def asking_before_acknowledging(url: str, publisher: RedisBroker,
+                                      ) -> tuple[str, OrderIssued, OrderResponded]:
+    """A fight in progress: the first team's guard presses "need backup" before
+    "acknowledged" (the answer delivered twice, as a redelivery would)."""
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+    asking = OrderResponded(district=DISTRICT, order_id=order.order_id,
+                            incident_id=incident_id, team_id=order.team_id, member_id="m1",
+                            response="reinforce", note="fight in progress")
+    for _ in range(2):
+        await publisher.publish(asking, stream=streams.ORDER_RESPONDED.name)
+    return incident_id, order, asking
+
+
+async def test_a_team_asking_for_backup_before_acknowledging_keeps_its_order(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Notify takes the call for backup as the team's answer (no more SMS, no more alarms):
+    # dispatch must too. Before, the order stayed offered, and at its deadline it was taken
+    # from the phones of a team on its way, counted as a routing timeout and offered to the
+    # next team.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id, first, asking = await asking_before_acknowledging(url, publisher)
+        await poll_until(lambda: len(orders_for(url, incident_id)) >= 2, "the backup")
+        await poll_until(lambda: answers_handled(url), "the answers handled")
+        make_due(url, f"ack:{first.order_id}")  # the deadline comes (or would have)
+        await poll_until(lambda: timer_of(url, f"ack:{first.order_id}") is None,
+                         "the deadline's timer handled")
+        assert [(o.team_id, o.kind) for o in orders_for(url, incident_id)] == [
+            ("first", "dispatch"), ("backup", "reinforcement")]
+        assert read_stream(url, streams.ORDER_WITHDRAWN.name, OrderWithdrawn) == []
+        assert read_stream(url, streams.ORDER_ESCALATED.name, OrderEscalated) == []
+        order = hash_of(url, f"dispatch:order:{first.order_id}")
+        incident = hash_of(url, f"dispatch:incident:{incident_id}")
+    assert order["state"] == "acknowledged"
+    assert order["acknowledged_at"] == asking.occurred_at.isoformat()
+    assert incident["first_ack_at"] == asking.occurred_at.isoformat()  # time to acknowledge
+    assert (incident.get("misses") or "0", incident.get("timeouts") or "0") == ("0", "0")
+    entries = [u.entry for u in updates(url, incident_id)]
+    said = [e for e in entries if e.kind == "response"]
+    assert [(e.detail, e.status, e.note, e.team_id) for e in said] == [
+        ("reinforce", "acknowledged", "fight in progress", "first")]
+    assert [e.team_id for e in entries if e.kind == "reinforcement"] == ["backup"]
+    assert not any(e.kind == "timeout" for e in entries)
+    assert updates(url, incident_id)[-1].status == "acknowledged"
+
+
+async def test_an_acknowledgement_handled_after_the_call_for_backup_changes_only_its_time(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Answers handled out of order: the guard's acknowledgement given before the call for
+    # backup but read after it (a reclaimed entry) keeps the earlier time; one given after
+    # it (a teammate's, or a replay) changes nothing.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id, first, asking = await asking_before_acknowledging(url, publisher)
+        await poll_until(lambda: len(orders_for(url, incident_id)) >= 2, "the backup")
+        await poll_until(lambda: answers_handled(url), "the call for backup handled")
+        for at in (asking.occurred_at + timedelta(seconds=5),
+                   asking.occurred_at - timedelta(seconds=5)):
+            await publisher.publish(OrderResponded(
+                district=DISTRICT, order_id=first.order_id, incident_id=incident_id,
+                team_id=first.team_id, member_id="m2", response="acknowledged",
+                occurred_at=at), stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda: answers_handled(url), "the acknowledgements handled")
+        order = hash_of(url, f"dispatch:order:{first.order_id}")
+        incident = hash_of(url, f"dispatch:incident:{incident_id}")
+    earlier = (asking.occurred_at - timedelta(seconds=5)).isoformat()
+    assert (order["state"], order["acknowledged_at"]) == ("acknowledged", earlier)
+    assert incident["first_ack_at"] == earlier
+    said = [(e.detail, e.at) for e in (u.entry for u in updates(url, incident_id))
+            if e.kind == "response"]
+    assert said == [("reinforce", asking.occurred_at),
+                    ("acknowledged", asking.occurred_at - timedelta(seconds=5))]
+    assert len(orders_for(url, incident_id)) == 2

@@ -272,3 +272,38 @@ async def test_a_phone_repeating_an_answer_taken_before_a_teammates_is_told_wher
     await poll_until(lambda: len(responded(clean_redis)) >= 3, "three order.responded events")
     assert [e.response for e in responded(clean_redis)] == [
         "acknowledged", "en_route", "resolved"]
+
+
+async def test_a_call_for_backup_before_acknowledging_takes_the_order(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    # A guard sees "fight in progress" and presses "need backup" first: the team has taken
+    # the order (its answer stops the fallback and its teammates' alarms), so the order is
+    # acknowledged, no longer declinable, and a teammate's acknowledgement or the same call
+    # again changes nothing.
+    member, order = await issued_to("t1", volunteers, broker, http, notify)
+    teammate = volunteers.enrol("t1")
+    url = f"{notify}/v1/orders/{order.order_id}/responses"
+
+    r = await http.post(url, headers=member.bearer,
+                        json={"response": "reinforce", "note": "fight in progress"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["state"], r.json()["answered"]) == ("acknowledged", True)
+    assert "declined" not in r.json()["allowed"] and "acknowledged" not in r.json()["allowed"]
+    view = (await http.get(f"{notify}/v1/orders/{order.order_id}", headers=ADMIN)).json()
+    assert (view["state"], view["last_response"]) == ("acknowledged", "reinforce")
+
+    r = await http.post(url, headers=teammate.bearer, json={"response": "declined",
+                                                            "note": "too far"})
+    assert r.status_code == 409
+    assert "declined is allowed only before acknowledged" in r.json()["error"]["message"]
+    again = await http.post(url, headers=member.bearer, json={"response": "reinforce"})
+    assert again.status_code == 200 and again.json()["state"] == "acknowledged"
+    late = await http.post(url, headers=teammate.bearer, json={"response": "acknowledged"})
+    assert late.status_code == 200 and late.json()["state"] == "acknowledged"
+    r = await http.post(url, headers=member.bearer, json={"response": "en_route"})
+    assert r.status_code == 200 and r.json()["state"] == "en_route"
+
+    await poll_until(lambda: len(responded(clean_redis)) >= 2, "two order.responded events")
+    assert [(e.response, e.note) for e in responded(clean_redis)] == [
+        ("reinforce", "fight in progress"), ("en_route", None)]

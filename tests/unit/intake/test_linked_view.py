@@ -39,6 +39,15 @@ def test_a_refusal_is_not_taking_the_order_and_a_skipped_step_still_is() -> None
     assert view.ended_at is None
 
 
+def test_a_call_for_backup_before_acknowledging_is_taking_the_order() -> None:
+    # dispatch acknowledges the order with the call (the team took it and asks for help)
+    view = linked_incident(incident_id="inc_p", record=record(
+        "acknowledged", ("o1", "guard", "acknowledged")), timeline=[
+        entry(1, "offer", "o1"), entry(2, "response", "o1", "reinforce", status="acknowledged")])
+    (guard,) = view.teams
+    assert (guard.assigned_at, guard.acknowledged_at) == (at(1), at(2))
+
+
 def test_the_same_team_sent_twice_has_each_order_s_own_times() -> None:
     view = linked_incident(incident_id="inc_p", record=record(
         "acknowledged", ("o1", "guard", "timeout"), ("o3", "guard", "acknowledged")), timeline=[

@@ -85,10 +85,22 @@ def test_repeating_the_response_that_set_the_state_is_idempotent(state: str) -> 
     assert decision.state == state and not decision.emit
 
 
-@pytest.mark.parametrize("state", ["issued", "acknowledged", "en_route", "on_scene"])
+@pytest.mark.parametrize("state", ["acknowledged", "en_route", "on_scene"])
 def test_reinforce_is_allowed_while_live_and_keeps_the_state(state: str) -> None:
     decision = decide(state, "reinforce")
     assert decision.state == state and decision.emit
+
+
+def test_reinforce_on_an_order_not_yet_acknowledged_acknowledges_it() -> None:
+    # The team asking for help has taken the order: dispatch stops its deadline, and the
+    # team may no longer decline it.
+    decision = decide("issued", "reinforce")
+    assert decision.state == "acknowledged" and decision.emit
+    assert "declined" not in allowed_responses(decision.state)
+    with pytest.raises(ResponseRefused):
+        decide(decision.state, "declined")
+    assert not decide(decision.state, "acknowledged").emit  # a teammate's: a repeat
+    assert not decide(decision.state, "reinforce", NOW - timedelta(seconds=5)).emit
 
 
 def test_a_second_reinforce_within_the_window_is_a_retry_and_later_a_new_call() -> None:

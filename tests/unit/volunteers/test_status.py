@@ -242,6 +242,24 @@ def test_a_station_task_beside_an_emergency_leaves_the_emergency_in_charge() -> 
     assert done.state.status == "dispatched" and done.state.open_order == "o1"
 
 
+def test_a_call_for_backup_before_acknowledging_keeps_the_team_on_its_order() -> None:
+    # The call takes the order (notify and dispatch acknowledge it with the call): the team
+    # stays busy with it, whatever order the call, its redelivery and a teammate's
+    # acknowledgement come in, and it is free again only once the order ends.
+    step = issued(on_shift())
+    for answers in (["reinforce", "reinforce", "acknowledged"], ["acknowledged", "reinforce"]):
+        state, record = step.state, step.record
+        for response in answers:
+            moved = responded(state, record, response)
+            state, record = moved.state, moved.record
+            assert (state.status, state.open_order, record.open) == ("dispatched", "o1", True)
+    ahead = responded(on_shift(), None, "reinforce")  # read before its order.issued
+    assert (ahead.state.status, ahead.state.open_order) == ("dispatched", "o1")
+    late = issued(ahead.state, record=ahead.record)
+    assert late.state == ahead.state
+    assert responded(late.state, late.record, "resolved").state.status == "available"
+
+
 @pytest.mark.parametrize("kind", ["dispatch", "reinforcement", "manual"])
 def test_orders_dispatch_claims_the_team_for_make_it_dispatched(kind: str) -> None:
     step = issued(on_shift(), kind=kind)
