@@ -6,7 +6,6 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -201,19 +200,20 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
         async def retried(recording: store.Recording) -> dict[str, Any]:
             """The answer to a retry: the incident its ref already has. Unmarked (its fsync
-            was not confirmed, or the attempt that recorded it is still at it), it is
-            published again first, with its own wait for the fsync, whenever the retry
-            found it (at its first look or while linking): 200 promises it is kept, as
-            202 does. Publishing again costs at most a duplicate (delivery is at least
-            once)."""
+            was not confirmed), its fsync is asked for again first, whenever the retry found
+            it (at its first look or while linking): 200 promises it is kept, as 202 does.
+            Its event is the one recorded, already in the stream (store.confirm_reported):
+            what this retry's body says (another category, place, flags) is not published."""
             found = recording.existing
             if found and found.get("published") != "1":
-                # when it was reported is the record's (a retry without `reported_at` would
-                # give its own moment)
-                at = datetime.fromisoformat(found["reported_at"]) if found.get(
-                    "reported_at") else reported_at
-                await _publish(found["incident_id"], body, who, flags, priority, at,
-                               found.get("linked_to") or None, trace_id)
+                durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
+                if not await store.confirm_reported(
+                    redis, incident_id=found["incident_id"],
+                    waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
+                ):
+                    raise ApiError(503, "unavailable",
+                                   "the incident could not be made durable; retry",
+                                   headers=RETRY_AFTER)
             return _accepted(found or {"incident_id": recording.existing_id})
 
         try:
@@ -254,21 +254,6 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if linked_to:
             result["linked_to"] = linked_to
         return result
-
-    async def _publish(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[str, ...],
-                       priority: str, reported_at: Any, linked_to: str | None,
-                       trace_id: str | None) -> None:
-        """Publishes incident.reported for an incident recorded unpublished; where the server
-        can, waits for its fsync: 202 means fsynced."""
-        event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
-                          trace_id)
-        durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
-        if not await store.publish_reported(
-            redis, event=event,
-            waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
-        ):
-            raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
-                           headers=RETRY_AFTER)
 
     _aof_support: dict[str, bool] = {}
 

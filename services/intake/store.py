@@ -13,8 +13,8 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.bus import XADD_LUA, maxlen_arg, queue_publish
-from shared.events import IncidentClosed, IncidentReported, IncidentUpdated, Location, new_id, utcnow
+from shared.bus import XADD_LUA, maxlen_arg
+from shared.events import IncidentClosed, IncidentUpdated, Location, new_id, utcnow
 from shared.scripts import ScriptBatch, run_script
 
 from .domain import OpenIncident
@@ -185,7 +185,7 @@ class Recording:
     existing: dict[str, str] = field(default_factory=dict)
     near: tuple[OpenIncident, ...] = ()
     # Recorded and published, but WAITAOF did not confirm the fsync in time: the incident is
-    # left unmarked, so a retry of its report publishes it again.
+    # left unmarked, so a retry of its report asks for the fsync again (`confirm_reported`).
     unconfirmed: bool = False
     # The caller's key (`key_hash`) is no longer its system's: nothing was written.
     revoked: bool = False
@@ -214,8 +214,9 @@ async def record_incident(
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres (a little more: those are
     returned for the domain to judge, search_radius_m). Given its incident.reported
-    `entry` (shared.bus.entry_to_write), publish it in the same step; given a timeout, then
-    WAITAOF on the same connection (it covers only that connection's writes). Given the
+    `entry` (shared.bus.entry_to_write), publish it in the same step (the only time it is
+    published: intake's reports always give one); given a timeout, then WAITAOF on the
+    same connection (it covers only that connection's writes). Given the
     reporting system's `key_hash`, write nothing unless that key is still the system's.
     A linked report's record and ref expire after `linked_ttl_s` (None: never) unless
     dispatch sends it out as an incident of its own (`apply_update`)."""
@@ -281,34 +282,31 @@ async def record_incident(
     return Recording()
 
 
-async def publish_reported(redis: Redis, *, event: IncidentReported,
+async def confirm_reported(redis: Redis, *, incident_id: str,
                            waitaof_timeout_ms: int | None = None) -> bool:
-    """For an incident recorded but not published (see `Recording.unconfirmed`): XADD the
-    event and mark its incident published, in one round trip; given a timeout, WAITAOF
-    after them on the same connection, as it covers only that connection's writes.
+    """For an incident recorded with its incident.reported entry but whose fsync was not
+    confirmed (see `Recording.unconfirmed`): mark it published and, given a timeout, WAITAOF
+    after the mark on the same connection (it covers only that connection's writes).
 
-    False: the fsync was not confirmed in time; the incident is left unmarked, so a retry of
-    its report publishes it again.
+    Nothing is published again: the entry went into the stream in the record's own script,
+    which Redis applies, persists and replicates whole, so the record being here means its
+    event is too; and the AOF is one log written in order, so the fsync of this later write
+    is that of the entry as well. The event dispatch reads stays the one recorded, whatever
+    the retry that confirms it carries.
+
+    False: the fsync was not confirmed in time; the incident is left unmarked, so the next
+    retry of its report asks again.
     """
-    key = f"intake:incident:{event.incident_id}"
-    # No MULTI: inside one, WAITAOF would answer at once instead of waiting. Nor would it
-    # guard the mark (Redis runs the rest of a transaction past a failed command); what
-    # refuses the XADD (OOM, READONLY, MISCONF) refuses the mark after it as well.
+    key = f"intake:incident:{incident_id}"
+    if waitaof_timeout_ms is None:
+        await redis.hset(key, "published", "1")
+        return True
+    # No MULTI: inside one, WAITAOF would answer at once instead of waiting.
     async with redis.pipeline(transaction=False) as pipe:
-        await queue_publish(pipe, streams.INCIDENT_REPORTED, event)
         pipe.hset(key, "published", "1")
-        if waitaof_timeout_ms is not None:
-            pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
-        replies = await pipe.execute(raise_on_error=False)
-    if isinstance(replies[0], Exception):
-        # Refused while the mark went through (a wrong type, a permission): unmark, so the
-        # caller's retry publishes instead of finding the incident "published".
-        await redis.hset(key, "published", "0")
-        raise replies[0]
-    for reply in replies[1:]:
-        if isinstance(reply, Exception):
-            raise reply
-    if waitaof_timeout_ms is not None and int(replies[-1][0]) < 1:
+        pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
+        _, (local, _) = await pipe.execute()
+    if int(local) < 1:
         await redis.hset(key, "published", "0")
         return False
     return True

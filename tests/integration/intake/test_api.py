@@ -199,22 +199,6 @@ async def test_concurrent_retries_near_an_open_incident_get_one_incident(intake,
     assert [e.linked_to for e in events] == [None, first["incident_id"]]
 
 
-async def test_a_retry_publishes_an_incident_whose_publish_was_lost(intake, clean_redis) -> None:
-    key = await system_key(intake, ["d1"])
-    accepted = (await intake.post("/v1/incidents", headers=key, json=incident())).json()
-    # As if intake died between recording the incident and publishing it.
-    r = redis.Redis.from_url(clean_redis)
-    r.delete(streams.INCIDENT_REPORTED.name)
-    r.hset(f"intake:incident:{accepted['incident_id']}", "published", "0")
-    r.close()
-    again = await intake.post("/v1/incidents", headers=key, json=incident())
-    assert again.status_code == 200 and again.json() == accepted
-    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
-    assert [e.incident_id for e in events] == [accepted["incident_id"]]
-    assert (await intake.post("/v1/incidents", headers=key, json=incident())).status_code == 200
-    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
-
-
 async def test_a_report_near_only_an_old_open_incident_is_new_and_later_ones_link_to_it(
         intake) -> None:
     key = await system_key(intake, ["d1"])

@@ -92,31 +92,6 @@ async def test_index_entries_whose_record_is_gone_leave_the_index_on_the_way(red
     assert await redis.zscore("intake:open:d1:noise", incident_id) is not None
 
 
-async def test_publishing_adds_the_event_and_marks_the_incident_published(redis, clean_redis) -> None:
-    incident_id, _ = await record(redis, "r1")
-    event = reported(incident_id)
-    assert await store.publish_reported(redis, event=event)
-    assert [e.event_id for e in read_stream(clean_redis, streams.INCIDENT_REPORTED.name,
-                                            IncidentReported)] == [event.event_id]
-    data = await store.get_incident(redis, incident_id)
-    assert data is not None and data["published"] == "1"
-
-
-async def test_a_refused_publish_leaves_the_incident_unpublished_for_the_retry(
-        redis, clean_redis) -> None:
-    # The mark rides in the same round trip as the XADD; a refused XADD must not leave the
-    # incident marked, or the caller's retry would answer 200 and publish nothing.
-    incident_id, _ = await record(redis, "r1")
-    await redis.set(streams.INCIDENT_REPORTED.name, "not a stream")
-    with pytest.raises(Exception, match="WRONGTYPE"):
-        await store.publish_reported(redis, event=reported(incident_id))
-    data = await store.get_incident(redis, incident_id)
-    assert data is not None and data["published"] == "0"
-    await redis.delete(streams.INCIDENT_REPORTED.name)
-    assert await store.publish_reported(redis, event=reported(incident_id))
-    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
-
-
 async def _record_with_entry(redis: Redis, incident_id: str) -> store.Recording:
     async with entry_to_write(streams.INCIDENT_REPORTED, reported(incident_id),
                               incident_id) as entry:
@@ -138,6 +113,18 @@ async def test_a_report_with_its_entry_is_recorded_and_published_in_one_step(
     again = await _record_with_entry(redis, new_id("inc"))
     assert again.existing_id == incident_id
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+
+
+async def test_confirming_an_unconfirmed_report_marks_it_and_publishes_nothing_again(
+        redis, clean_redis) -> None:
+    incident_id = new_id("inc")
+    assert await _record_with_entry(redis, incident_id) == store.Recording()
+    await redis.hset(f"intake:incident:{incident_id}", "published", "0")  # fsync unconfirmed
+    assert await store.confirm_reported(redis, incident_id=incident_id)
+    data = await store.get_incident(redis, incident_id)
+    assert data is not None and data["published"] == "1"
+    (event,) = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert event.incident_id == incident_id
 
 
 async def test_a_refused_entry_writes_nothing_so_the_retry_starts_afresh(

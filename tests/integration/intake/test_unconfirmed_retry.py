@@ -1,7 +1,7 @@
 """A report whose first attempt is recorded but not confirmed durable (WAITAOF timed out:
-the incident is left unmarked, `published` 0, and that attempt answered 503) is published
-again, with its own fsync wait, by whichever retry of the same ref finds it, before that
-retry answers 200; in-process against a real Redis."""
+the incident is left unmarked, `published` 0, and that attempt answered 503) is confirmed,
+with its own fsync wait, by whichever retry of the same ref finds it, before that retry
+answers 200; its event stays the one recorded; in-process against a real Redis."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ async def test_a_retry_that_meets_its_first_attempt_while_linking_confirms_it(
     # at once. The retry looks first and finds an open incident near; while it judges
     # that, the first attempt records the call, but its fsync is not confirmed (503 to a
     # client that has gone). The retry then finds the ref taken: its 200 promises the
-    # incident is kept, so it must first publish it again and wait for that, as a retry
+    # incident is kept, so it must first confirm it (and wait for the fsync), as a retry
     # that finds the ref at its first look does.
     key = await system_key(intake, ["d1"])
     assert (await intake.post("/v1/incidents", headers=key,
@@ -56,7 +56,34 @@ async def test_a_retry_that_meets_its_first_attempt_while_linking_confirms_it(
     sync.close()
     published = [e for e in read_stream(clean_redis, streams.INCIDENT_REPORTED.name,
                                         IncidentReported) if e.external_ref == "0042"]
-    assert len(published) == 2  # the first attempt's entry, and the retry's
-    assert {e.incident_id for e in published} == {first["incident_id"]}
-    # neither says "reported" later than the call was: the retry's event carries the record's
-    assert len({e.reported_at for e in published}) == 1
+    # the first attempt's entry, which the record's script wrote: nothing published again
+    assert [e.incident_id for e in published] == [first["incident_id"]]
+
+
+async def test_a_retry_with_another_body_confirms_the_recorded_event_not_its_own(
+        intake, clean_redis) -> None:
+    # The door-access gateway's first POST of alarm 7 (a noise complaint, 22.8 N) was recorded
+    # and its incident.reported written, but the fsync was not confirmed (503). Its retry
+    # carries another body (the gateway rebuilt it: a fire with a weapon, elsewhere). The
+    # incident is what intake recorded: the retry confirms that event, and dispatch never gets
+    # a second, different event for the same incident id.
+    key = await system_key(intake, ["d1"])
+    first = await intake.post("/v1/incidents", headers=key, json={
+        **incident("door-7", 22.8), "description": "loud music", "flags": ["night"]})
+    assert first.status_code == 202, first.text
+    incident_id = first.json()["incident_id"]
+    sync = redis.Redis.from_url(clean_redis, decode_responses=True)
+    sync.hset(f"intake:incident:{incident_id}", "published", "0")  # WAITAOF timed out
+    [recorded] = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+
+    retry = await intake.post("/v1/incidents", headers=key, json={
+        **incident("door-7", 23.5), "category": "fire", "flags": ["weapon"],
+        "description": "smoke", "caller": {"name": "Li"}})
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["incident_id"] == incident_id
+    assert retry.json()["priority"] == first.json()["priority"] == "P4"
+    assert sync.hget(f"intake:incident:{incident_id}", "published") == "1"
+    sync.close()
+    published = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert published and all(e == recorded for e in published), [
+        (e.event_id, e.category, e.priority, e.flags) for e in published]

@@ -1,4 +1,4 @@
-"""The durable paths: the record script or the XADD with its published mark, then WAITAOF,
+"""The durable paths: the record script, or a retry's published mark, then WAITAOF,
 in one round trip on one connection (Redis 7.2+, so a hand-written fake stands in for the
 server here)."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from services.intake import store
 from shared import streams
-from shared.events import IncidentReported, Location
+from shared.events import Location
 
 
 class FakePipeline:
@@ -25,11 +25,6 @@ class FakePipeline:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    def xadd(self, name: str, fields: dict[str, bytes], maxlen: int | None = None,
-             approximate: bool = True) -> FakePipeline:
-        self.queued.append(("XADD", name))
-        return self
-
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> FakePipeline:
         self.queued.append(("EVALSHA", *keys_and_args[:numkeys]))
         return self
@@ -44,7 +39,7 @@ class FakePipeline:
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         self.executed = True
-        replies = {"XADD": "1-0", "HSET": 0, "WAITAOF": [self.redis.fsynced, 0],
+        replies = {"HSET": 0, "WAITAOF": [self.redis.fsynced, 0],
                    "EVALSHA": ["recorded", "inc_1"]}
         return [replies[command[0]] for command in self.queued]
 
@@ -67,36 +62,30 @@ class FakeRedis:
         return 0
 
 
-def event() -> IncidentReported:
-    return IncidentReported(district="d1", incident_id="inc_1", system_id="sys_1",
-                            external_ref="r1", category="noise", priority="P4",
-                            location=Location(lat=22.8, lon=108.3),
-                            reported_at=datetime(2026, 11, 23, 20, 0, tzinfo=UTC))
-
-
-async def test_waitaof_follows_the_xadd_and_the_mark_on_the_same_connection() -> None:
+async def test_a_retry_confirms_the_recorded_event_with_the_mark_then_waitaof() -> None:
+    # nothing published again: the entry is in the stream since the record's script
     redis = FakeRedis(fsynced=1)
-    assert await store.publish_reported(redis, event=event(),  # type: ignore[arg-type]
+    assert await store.confirm_reported(redis, incident_id="inc_1",  # type: ignore[arg-type]
                                         waitaof_timeout_ms=1000)
     [pipe] = redis.pipelines
     assert not pipe.transaction and pipe.executed  # inside MULTI, WAITAOF would not wait
-    assert pipe.queued == [("XADD", streams.INCIDENT_REPORTED.name),
-                           ("HSET", "intake:incident:inc_1", "published", "1"),
+    assert pipe.queued == [("HSET", "intake:incident:inc_1", "published", "1"),
                            ("WAITAOF", 1, 0, 1000)]
     assert redis.after == []
 
 
-async def test_an_unconfirmed_fsync_leaves_the_incident_for_a_retry_to_publish() -> None:
+async def test_an_unconfirmed_fsync_leaves_the_incident_for_the_next_retry() -> None:
     redis = FakeRedis(fsynced=0)
-    assert not await store.publish_reported(redis, event=event(),  # type: ignore[arg-type]
+    assert not await store.confirm_reported(redis, incident_id="inc_1",  # type: ignore[arg-type]
                                             waitaof_timeout_ms=1000)
     assert redis.after == [("HSET", "intake:incident:inc_1", "published", "0")]
 
 
 async def test_without_a_timeout_nothing_waits() -> None:
     redis = FakeRedis(fsynced=0)
-    assert await store.publish_reported(redis, event=event())  # type: ignore[arg-type]
-    assert [command[0] for command in redis.pipelines[0].queued] == ["XADD", "HSET"]
+    assert await store.confirm_reported(redis, incident_id="inc_1")  # type: ignore[arg-type]
+    assert redis.pipelines == []
+    assert redis.after == [("HSET", "intake:incident:inc_1", "published", "1")]
 
 
 async def _record(redis: FakeRedis) -> store.Recording:
