@@ -82,6 +82,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     linked_ttl_s = round((settings.records_days + settings.retention_days) * 86400)
     # A revoked system's record: as long as the records of its incidents, which name it.
     records_kept_s = round(settings.records_days * 86400)
+    fsync = FsyncWait(redis, timeout_ms=settings.waitaof_timeout_ms)
 
     @router.post("/systems", status_code=201, summary="Register another system (admin)")
     async def create_system(
@@ -178,7 +179,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         async def record(linked_to: str | None, *, look_near: bool,
                          judged: Sequence[str] = ()) -> store.Recording:
             # Recorded and published in one step (the script writes the entry with the record).
-            durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
+            wait_ms = await fsync.timeout_ms()
             event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
                               trace_id)
             async with entry_to_write(streams.INCIDENT_REPORTED, event, incident_id) as entry:
@@ -188,9 +189,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     district=body.district, location=body.location, reported_at=reported_at,
                     linked_to=linked_to, trace_id=trace_id,
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
-                    entry=entry, waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
+                    entry=entry, waitaof_timeout_ms=wait_ms,
                     key_hash=key, judged=judged, linked_ttl_s=linked_ttl_s,
                 )
+                if recording.waitaof_refused:
+                    fsync.refused()
                 if recording.existing_id is not None or recording.near or recording.revoked:
                     trace.get_current_span().set_attribute("lianfang.written", False)
             if recording.revoked:  # since this process resolved it (SystemKeys.cached)
@@ -206,11 +209,12 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             what this retry's body says (another category, place, flags) is not published."""
             found = recording.existing
             if found and found.get("published") != "1":
-                durable = settings.waitaof_timeout_ms > 0 and await _aof_wait_supported()
-                if not await store.confirm_reported(
+                confirmed = await store.confirm_reported(
                     redis, incident_id=found["incident_id"],
-                    waitaof_timeout_ms=settings.waitaof_timeout_ms if durable else None,
-                ):
+                    waitaof_timeout_ms=await fsync.timeout_ms())
+                if confirmed == "waitaof_refused":
+                    fsync.refused()
+                if confirmed == "unconfirmed":
                     raise ApiError(503, "unavailable",
                                    "the incident could not be made durable; retry",
                                    headers=RETRY_AFTER)
@@ -254,16 +258,6 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if linked_to:
             result["linked_to"] = linked_to
         return result
-
-    _aof_support: dict[str, bool] = {}
-
-    async def _aof_wait_supported() -> bool:
-        if "ok" not in _aof_support:
-            info = await redis.info("server")
-            version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
-            persistence = await redis.info("persistence")
-            _aof_support["ok"] = version >= (7, 2) and bool(persistence.get("aof_enabled"))
-        return _aof_support["ok"]
 
     @router.get("/incidents/{incident_id}", response_model=IncidentView,
                 summary="An incident's status (its reporting system or member, admin)",
@@ -337,6 +331,33 @@ def _accepted(data: dict[str, str]) -> dict[str, Any]:
     if linked := linked_now(data):
         out["linked_to"] = linked
     return out
+
+
+class FsyncWait:
+    """How long a report waits for its AOF fsync (WAITAOF_TIMEOUT_MS), or None: not at all,
+    where the server cannot confirm one (store.waitaof_supported). Found at the first report
+    and kept, until the server refuses a WAITAOF: Redis replaced, under a running intake, by
+    one without it, or its AOF switched off (`CONFIG SET appendonly no`). Then it is found
+    again: the report that met the refusal was recorded and published, and is answered so
+    (202, as on a server never asked), and the next ones do not ask a server that cannot,
+    instead of each being answered 503 though dispatched."""
+
+    def __init__(self, redis: Redis, *, timeout_ms: int) -> None:
+        self._redis = redis
+        self._timeout_ms = timeout_ms
+        self._supported: bool | None = None  # None: to be found
+
+    async def timeout_ms(self) -> int | None:
+        if self._timeout_ms <= 0:
+            return None
+        if self._supported is None:
+            self._supported = await store.waitaof_supported(self._redis)
+        return self._timeout_ms if self._supported else None
+
+    def refused(self) -> None:
+        log.warning("Redis refused WAITAOF (an older server, or AOF off): reports are "
+                    "answered without an fsync wait until it can confirm one again")
+        self._supported = None
 
 
 def token_resolver(keys: SystemKeys, devices: Introspector

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
@@ -189,6 +190,9 @@ class Recording:
     unconfirmed: bool = False
     # The caller's key (`key_hash`) is no longer its system's: nothing was written.
     revoked: bool = False
+    # The server refused the WAITAOF (see `_fsynced`): whatever else happened stands, as on
+    # a server never asked; whether it can confirm an fsync is to be found again.
+    waitaof_refused: bool = False
 
 
 async def record_incident(
@@ -251,23 +255,28 @@ async def record_incident(
             entry if entry is not None else "",
             maxlen_arg(stream), system_id if key_hash is not None else "",
             json.dumps(list(judged)), _ttl_arg(linked_ttl_s)]
+    fsynced: bool | None = True
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
-        fsynced = True
     else:
         # No MULTI: inside one, WAITAOF would answer at once instead of waiting.
         async with redis.pipeline(transaction=False) as pipe:
             await run_script(pipe, _RECORD, keys, args)
             pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
-            (outcome, *found), (local, _) = await pipe.execute()
-        fsynced = int(local) >= 1
+            recorded, waited = await pipe.execute(raise_on_error=False)
+        if isinstance(recorded, Exception):  # the script's refusal: nothing was written
+            raise recorded
+        outcome, *found = recorded
+        fsynced = _fsynced(waited)
+    refused = fsynced is None
     if outcome == "revoked":
-        return Recording(revoked=True)
+        return Recording(revoked=True, waitaof_refused=refused)
     # Our own id: redis-py ran the script again after losing the first reply.
     if outcome == "existing" and found[0] != incident_id:
         existing_id, flat = found
         return Recording(existing_id=existing_id,
-                         existing=dict(zip(flat[::2], flat[1::2], strict=True)))
+                         existing=dict(zip(flat[::2], flat[1::2], strict=True)),
+                         waitaof_refused=refused)
     if outcome == "near":
         return Recording(near=tuple(
             OpenIncident(incident_id=near_id, status=status,
@@ -275,15 +284,38 @@ async def record_incident(
                          location=Location(lat=float(lat), lon=float(lon)),
                          received_at=datetime.fromisoformat(came) if came else None)
             for near_id, status, at, lat, lon, came in found[0]
-        ))
-    if entry is not None and not fsynced:
+        ), waitaof_refused=refused)
+    if entry is not None and fsynced is False:
         await redis.hset(f"intake:incident:{incident_id}", "published", "0")
         return Recording(unconfirmed=True)
-    return Recording()
+    return Recording(waitaof_refused=refused)
+
+
+async def waitaof_supported(redis: Redis) -> bool:
+    """Whether this Redis can confirm an fsync: it has WAITAOF (7.2 or newer) and AOF on."""
+    info = await redis.info("server")
+    version = tuple(int(p) for p in str(info.get("redis_version", "0")).split(".")[:2])
+    persistence = await redis.info("persistence")
+    return version >= (7, 2) and bool(persistence.get("aof_enabled"))
+
+
+def _fsynced(reply: Any) -> bool | None:
+    """A WAITAOF's reply: whether the local AOF fsync came in time, or None where the server
+    refused it (an error reply: one without WAITAOF, as when Redis was replaced by an older
+    one, or with AOF off, `CONFIG SET appendonly no`), so there is no fsync to wait for.
+    The writes before it were done either way."""
+    if isinstance(reply, ResponseError):
+        return None
+    if isinstance(reply, Exception):
+        raise reply
+    return int(reply[0]) >= 1
+
+
+Confirmation = Literal["kept", "unconfirmed", "waitaof_refused"]
 
 
 async def confirm_reported(redis: Redis, *, incident_id: str,
-                           waitaof_timeout_ms: int | None = None) -> bool:
+                           waitaof_timeout_ms: int | None = None) -> Confirmation:
     """For an incident recorded with its incident.reported entry but whose fsync was not
     confirmed (see `Recording.unconfirmed`): mark it published and, given a timeout, WAITAOF
     after the mark on the same connection (it covers only that connection's writes).
@@ -294,22 +326,28 @@ async def confirm_reported(redis: Redis, *, incident_id: str,
     is that of the entry as well. The event dispatch reads stays the one recorded, whatever
     the retry that confirms it carries.
 
-    False: the fsync was not confirmed in time; the incident is left unmarked, so the next
-    retry of its report asks again.
+    "unconfirmed": the fsync was not confirmed in time; the incident is left unmarked, so
+    the next retry of its report asks again. "waitaof_refused": marked, but the server
+    refused the WAITAOF (`_fsynced`): there is no fsync to wait for.
     """
     key = f"intake:incident:{incident_id}"
     if waitaof_timeout_ms is None:
         await redis.hset(key, "published", "1")
-        return True
+        return "kept"
     # No MULTI: inside one, WAITAOF would answer at once instead of waiting.
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(key, "published", "1")
         pipe.execute_command("WAITAOF", 1, 0, waitaof_timeout_ms)
-        _, (local, _) = await pipe.execute()
-    if int(local) < 1:
+        marked, waited = await pipe.execute(raise_on_error=False)
+    if isinstance(marked, Exception):
+        raise marked
+    fsynced = _fsynced(waited)
+    if fsynced is None:
+        return "waitaof_refused"
+    if not fsynced:
         await redis.hset(key, "published", "0")
-        return False
-    return True
+        return "unconfirmed"
+    return "kept"
 
 
 async def get_incident(redis: Redis, incident_id: str) -> dict[str, str] | None:

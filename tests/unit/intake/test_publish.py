@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from services.intake import store
 from shared import streams
 from shared.events import Location
@@ -39,15 +41,17 @@ class FakePipeline:
 
     async def execute(self, raise_on_error: bool = True) -> list[Any]:
         self.executed = True
-        replies = {"HSET": 0, "WAITAOF": [self.redis.fsynced, 0],
-                   "EVALSHA": ["recorded", "inc_1"]}
+        waited = self.redis.fsynced
+        replies = {"HSET": 0, "EVALSHA": ["recorded", "inc_1"],
+                   "WAITAOF": waited if isinstance(waited, Exception) else [waited, 0]}
         return [replies[command[0]] for command in self.queued]
 
 
 class FakeRedis:
-    """Answers WAITAOF with `fsynced` local copies; records every later write."""
+    """Answers WAITAOF with `fsynced` local copies (or that error); records every later
+    write."""
 
-    def __init__(self, *, fsynced: int) -> None:
+    def __init__(self, *, fsynced: int | Exception) -> None:
         self.fsynced = fsynced
         self.pipelines: list[FakePipeline] = []
         self.after: list[tuple[Any, ...]] = []
@@ -66,7 +70,7 @@ async def test_a_retry_confirms_the_recorded_event_with_the_mark_then_waitaof() 
     # nothing published again: the entry is in the stream since the record's script
     redis = FakeRedis(fsynced=1)
     assert await store.confirm_reported(redis, incident_id="inc_1",  # type: ignore[arg-type]
-                                        waitaof_timeout_ms=1000)
+                                        waitaof_timeout_ms=1000) == "kept"
     [pipe] = redis.pipelines
     assert not pipe.transaction and pipe.executed  # inside MULTI, WAITAOF would not wait
     assert pipe.queued == [("HSET", "intake:incident:inc_1", "published", "1"),
@@ -76,14 +80,14 @@ async def test_a_retry_confirms_the_recorded_event_with_the_mark_then_waitaof() 
 
 async def test_an_unconfirmed_fsync_leaves_the_incident_for_the_next_retry() -> None:
     redis = FakeRedis(fsynced=0)
-    assert not await store.confirm_reported(redis, incident_id="inc_1",  # type: ignore[arg-type]
-                                            waitaof_timeout_ms=1000)
+    assert await store.confirm_reported(redis, incident_id="inc_1",  # type: ignore[arg-type]
+                                        waitaof_timeout_ms=1000) == "unconfirmed"
     assert redis.after == [("HSET", "intake:incident:inc_1", "published", "0")]
 
 
 async def test_without_a_timeout_nothing_waits() -> None:
     redis = FakeRedis(fsynced=0)
-    assert await store.confirm_reported(redis, incident_id="inc_1")  # type: ignore[arg-type]
+    assert await store.confirm_reported(redis, incident_id="inc_1") == "kept"  # type: ignore[arg-type]
     assert redis.pipelines == []
     assert redis.after == [("HSET", "intake:incident:inc_1", "published", "1")]
 
@@ -111,3 +115,22 @@ async def test_an_unconfirmed_fsync_of_a_recorded_report_leaves_it_for_a_retry()
     redis = FakeRedis(fsynced=0)
     assert await _record(redis) == store.Recording(unconfirmed=True)
     assert redis.after == [("HSET", "intake:incident:inc_1", "published", "0")]
+
+
+# What Redis 7.2+ answers a WAITAOF with AOF switched off (CONFIG SET appendonly no)
+AOF_OFF = ResponseError("WAITAOF cannot be used when numlocal is set but appendonly is disabled.")
+
+
+async def test_a_report_meeting_aof_switched_off_is_recorded_and_says_the_waitaof_was_refused(
+        ) -> None:
+    redis = FakeRedis(fsynced=AOF_OFF)
+    assert await _record(redis) == store.Recording(waitaof_refused=True)
+    assert redis.after == []  # published as recorded: nothing to wait for
+
+
+async def test_a_retry_meeting_aof_switched_off_is_kept_and_says_the_waitaof_was_refused(
+        ) -> None:
+    redis = FakeRedis(fsynced=AOF_OFF)
+    assert await store.confirm_reported(redis, incident_id="inc_1",  # type: ignore[arg-type]
+                                        waitaof_timeout_ms=1000) == "waitaof_refused"
+    assert redis.after == []
