@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
@@ -340,18 +341,29 @@ class FsyncWait:
     one without it, or its AOF switched off (`CONFIG SET appendonly no`). Then it is found
     again: the report that met the refusal was recorded and published, and is answered so
     (202, as on a server never asked), and the next ones do not ask a server that cannot,
-    instead of each being answered 503 though dispatched."""
+    instead of each being answered 503 though dispatched. A server found unable is asked
+    again now and then (ASK_AGAIN_S): AOF switched on, or Redis upgraded, under a running
+    intake would otherwise leave every report answered without its fsync until a restart.
+    """
 
-    def __init__(self, redis: Redis, *, timeout_ms: int) -> None:
+    ASK_AGAIN_S = 60.0  # two INFO a minute at most, only while no fsync is waited for
+
+    def __init__(self, redis: Redis, *, timeout_ms: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._timeout_ms = timeout_ms
+        self._clock = clock
         self._supported: bool | None = None  # None: to be found
+        self._found_at = 0.0
 
     async def timeout_ms(self) -> int | None:
         if self._timeout_ms <= 0:
             return None
-        if self._supported is None:
+        now = self._clock()
+        if self._supported is None or (
+                not self._supported and now - self._found_at >= self.ASK_AGAIN_S):
             self._supported = await store.waitaof_supported(self._redis)
+            self._found_at = now
         return self._timeout_ms if self._supported else None
 
     def refused(self) -> None:
