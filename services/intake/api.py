@@ -78,9 +78,11 @@ REVOKED = "unknown or revoked token"  # as shared.http.AuthMiddleware says it
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
                  keys: SystemKeys) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    # A linked report ends when dispatch links it too (then RECORDS_DAYS, store.apply_update);
-    # recorded, it gets that long plus the stream history's, should dispatch's word never come.
-    linked_ttl_s = round((settings.records_days + settings.retention_days) * 86400)
+    # A report is kept once dispatch takes it up, until it ends (then RECORDS_DAYS,
+    # store.apply_update), as a linked one is until dispatch links it too; recorded, it gets
+    # that long plus the stream history's (a dead letter of it may be replayed meanwhile),
+    # should dispatch's word never come.
+    unheard_ttl_s = round((settings.records_days + settings.retention_days) * 86400)
     # A revoked system's record: as long as the records of its incidents, which name it.
     records_kept_s = round(settings.records_days * 86400)
     fsync = FsyncWait(redis, timeout_ms=settings.waitaof_timeout_ms)
@@ -191,7 +193,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     linked_to=linked_to, trace_id=trace_id,
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
                     entry=entry, waitaof_timeout_ms=wait_ms,
-                    key_hash=key, judged=judged, linked_ttl_s=linked_ttl_s,
+                    key_hash=key, judged=judged, unheard_ttl_s=unheard_ttl_s,
                 )
                 if recording.waitaof_refused:
                     fsync.refused()

@@ -117,8 +117,10 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # writes anything. Given the caller's key (KEYS[5], its system in ARGV[9]), the script first
 # checks it is still that system's: a key revoked since the caller resolved it writes
 # nothing ('revoked'), so intake can take the key from memory for a report.
-# A linked report (ARGV[11]: its keys' TTL) expires unless dispatch sends it out as its own:
-# should dispatch's word never come (a dead letter), nothing else would end it.
+# Every report (ARGV[11]: its keys' TTL) expires unless dispatch takes it up (its first
+# incident.updated: _PROJECT keeps it then while it is open) or sends a linked one out as
+# its own: should dispatch's word never come (its incident.reported dead-lettered and never
+# replayed), nothing else would end it.
 _RECORD = XADD_LUA + """
 if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then return {'revoked'} end
 local existing = redis.call('GET', KEYS[1])
@@ -149,7 +151,8 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], unpack(cjson.decode(ARGV[6])))
 if ARGV[5] == '1' then
   redis.call('GEOADD', KEYS[3], ARGV[2], ARGV[3], ARGV[1])
-elseif ARGV[11] ~= '' then
+end
+if ARGV[11] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[11])
   redis.call('EXPIRE', KEYS[2], ARGV[11])
 end
@@ -213,7 +216,7 @@ async def record_incident(
     waitaof_timeout_ms: int | None = None,
     key_hash: str | None = None,
     judged: Sequence[str] = (),
-    linked_ttl_s: int | None = None,
+    unheard_ttl_s: int | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres (a little more: those are
@@ -222,8 +225,8 @@ async def record_incident(
     published: intake's reports always give one); given a timeout, then WAITAOF on the
     same connection (it covers only that connection's writes). Given the
     reporting system's `key_hash`, write nothing unless that key is still the system's.
-    A linked report's record and ref expire after `linked_ttl_s` (None: never) unless
-    dispatch sends it out as an incident of its own (`apply_update`)."""
+    The record and ref expire after `unheard_ttl_s` (None: never) unless dispatch takes the
+    report up, or sends a linked one out as an incident of its own (`apply_update`)."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -254,7 +257,7 @@ async def record_incident(
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
             maxlen_arg(stream), system_id if key_hash is not None else "",
-            json.dumps(list(judged)), _ttl_arg(linked_ttl_s)]
+            json.dumps(list(judged)), _ttl_arg(unheard_ttl_s)]
     fsynced: bool | None = True
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
@@ -382,8 +385,9 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # linked to had ended) joins it, so the next report of the same event links to it.
 # Given a TTL (ARGV[11]), an incident that has ended (so has a linked report: dispatch sends
 # it nowhere) expires with its timeline, its seen events and its ref (record_incident's
-# KEYS[1]: a retry of the ref then makes a new incident); a linked report dispatch sent out
-# after all is kept again until it ends.
+# KEYS[1]: a retry of the ref then makes a new incident); a report dispatch takes up (its
+# first word: `seq` 0 until then), or a linked one it sent out after all, is kept again
+# until it ends (record_incident gave each a TTL, should dispatch's word never come).
 # An event with an ended status (ARGV[12]: its entry's time, epoch seconds) keeps the
 # earliest such time per status (domain.ended_at_field: the linked reports' `ended_at`),
 # whatever order the events come in.
@@ -418,6 +422,7 @@ end
 local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat',
                         'system_id', 'external_ref')
 local status = held[2]
+local unheard = (held[1] or '0') == '0'
 if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
   status = ARGV[3]
   redis.call('HSET', KEYS[1], 'seq', ARGV[2], 'status', ARGV[3], 'priority', ARGV[4],
@@ -440,7 +445,7 @@ if ARGV[11] ~= '' then
     for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], ref}) do
       redis.call('EXPIRE', key, ARGV[11])
     end
-  elseif held[2] == 'linked' then
+  elseif held[2] == 'linked' or unheard then
     for _, key in ipairs({KEYS[1], KEYS[2], ref}) do redis.call('PERSIST', key) end
   end
 end

@@ -157,7 +157,8 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:dispatcher:{id}", Roster("dispatcher tokens")),
     (r"dispatch:dispatcher-token:{id}", Roster("dispatcher tokens")),
     # intake: an ended incident's view expires RECORDS_DAYS after it ended; a linked
-    # report's RECORDS_DAYS + RETENTION_DAYS after it was linked
+    # report's, or one dispatch never took up (a dead letter never replayed),
+    # RECORDS_DAYS + RETENTION_DAYS after it was recorded
     (r"intake:incident:{id}", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:timeline:{id}", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:seen:{id}", Ttl(RECORDS_S + RETENTION_S)),

@@ -134,3 +134,24 @@ async def test_after_records_days_the_incident_is_gone_and_its_ref_makes_a_new_o
         await poll_until(gone, "the ended incident's record expired")
         again = await report(svc, key, "ref-1")
         assert again["incident_id"] != incident_id
+
+
+async def test_a_report_dispatch_never_took_up_expires_and_is_kept_once_dispatch_takes_it(
+        clean_redis: str) -> None:
+    # A report whose incident.reported dispatch dead-lettered, and nobody replayed (dead
+    # letters are trimmed after RETENTION_DAYS): dispatch never says a word of it, so nothing
+    # ended its record, its ref and its place in the open index: kept for ever.
+    async with running("intake", clean_redis, records_days=2, retention_days=3) as svc:
+        key = await system_key(svc)
+        incident_id = (await report(svc, key, "ref-1"))["incident_id"]
+        recorded = await ttls(svc, incident_id, "ref-1")
+        assert recorded["incident"] in about(5 * DAY_S) and recorded["ref"] in about(5 * DAY_S)
+
+        # dispatch's first word (a replay, or a late read): kept while it is open
+        await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 1, status="dispatching"))
+        await read_all(svc)
+        kept = await ttls(svc, incident_id, "ref-1")
+        assert (kept["incident"], kept["timeline"], kept["ref"]) == (-1, -1, -1)
+        await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 2, status="resolved"))
+        await read_all(svc)
+        await expire_in_two_days(svc, incident_id)
