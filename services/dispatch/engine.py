@@ -234,6 +234,19 @@ def _given_while_live(order: dict[str, str], event: OrderResponded) -> bool:
             and event.occurred_at <= datetime.fromisoformat(withdrawn_at))
 
 
+def _call_entry(order: dict[str, str], event: OrderResponded) -> TimelineEntry:
+    """A team's call for backup on the timeline: at the team's time, in its words."""
+    return TimelineEntry(at=event.occurred_at, kind="response", team_id=order["team_id"],
+                         order_id=order["order_id"], detail=event.response,
+                         note=event.note or None, evidence=event.evidence or None)
+
+
+def _same_answer(known: TimelineEntry, entry: TimelineEntry) -> bool:
+    """Whether the timeline's `known` entry is `entry`'s answer, written already."""
+    return (known.kind, known.order_id, known.detail, known.at) == (
+        entry.kind, entry.order_id, entry.detail, entry.at)
+
+
 def _record_first_times(inc: dict[str, str], at: str, *, ack: bool, on_scene: bool) -> None:
     if ack:
         TIME_TO_ACK.record(_since_report(inc, at), {"priority": inc["priority"]})
@@ -1039,6 +1052,8 @@ class Dispatcher:
         if event.response == "reinforce":
             if order["state"] == "offered":
                 await self._taken_by_call(state, order, event)
+            else:
+                await self._call_heard(state, order, event)
             await self._reinforce(inc, order, request=event.event_id)
             return await self._end(end)
         return await self._apply_response(state, order, event, end)
@@ -1066,12 +1081,23 @@ class Dispatcher:
             if first_ack:
                 store.queue_incident_fields(pipe, inc["incident_id"], {"first_ack_at": now})
 
-        await self._emit(inc["incident_id"], TimelineEntry(
-            at=event.occurred_at, kind="response", team_id=order["team_id"],
-            order_id=order["order_id"], detail=event.response, note=event.note or None,
-            evidence=event.evidence or None), state=state, also=taken)
+        await self._emit(inc["incident_id"], _call_entry(order, event), state=state, also=taken)
         if ack_new:
             _record_first_times(inc, now, ack=True, on_scene=False)
+
+    async def _call_heard(self, state: store.IncidentState, order: dict[str, str],
+                          event: OrderResponded) -> None:
+        """A call for backup on an order its team has taken: the call on the timeline with the
+        team's words and records (why it asks: how many, armed, hurt), before the backup
+        (whose entry names only the team sent). Once: made again after a failure (or after
+        _taken_by_call's write, which was this entry), the step finds it there."""
+        inc = state.incident
+        assert inc is not None
+        entry = _call_entry(order, event)
+        if any(_same_answer(TimelineEntry.model_validate(known), entry)
+               for known in await store.timeline(self.redis, inc["incident_id"])):
+            return
+        await self._emit(inc["incident_id"], entry, state=state)
 
     async def _answer_handled_late(self, state: store.IncidentState, order: dict[str, str],
                                    event: OrderResponded, end: StepEnd) -> bool | None:

@@ -222,7 +222,8 @@ class LinkedIncident(BaseModel):
 
 
 # Responses that mean the team took the order (dispatch: any answer but a refusal; a call
-# for backup is on the timeline only when it acknowledged the order).
+# for backup before any acknowledgement acknowledged it, and later ones are later: the
+# earliest counts).
 TAKING_RESPONSES = frozenset({"acknowledged", "en_route", "on_scene", "resolved", "handover",
                               "reinforce"})
 _RESPONSE_TIMES = {"en_route": "en_route_at", "on_scene": "on_scene_at",

@@ -16,6 +16,7 @@ from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import (
+    Evidence,
     IncidentUpdated,
     OrderEscalated,
     OrderIssued,
@@ -28,15 +29,21 @@ from .conftest import dispatch_with_teams, fail_a_write_once, settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
 
-async def on_scene_asking_for_backup(url: str, publisher: RedisBroker) -> tuple[str, OrderIssued]:
-    """An incident whose first team is on scene and has just asked for reinforcement."""
+async def on_scene_asking_for_backup(url: str, publisher: RedisBroker, *,
+                                     note: str | None = None,
+                                     evidence: tuple[Evidence, ...] | None = None,
+                                     delivered: int = 1) -> tuple[str, OrderIssued]:
+    """An incident whose first team is on scene and has just asked for reinforcement (in
+    `note`'s words, with `evidence`; the call delivered `delivered` times)."""
     incident_id = await report(publisher, "noise", priority="P4")
     (order,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
     for response in ("acknowledged", "on_scene", "reinforce"):
-        await publisher.publish(OrderResponded(
+        event = OrderResponded(
             district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
-            team_id=order.team_id, member_id="m1", response=response),
-            stream=streams.ORDER_RESPONDED.name)
+            team_id=order.team_id, member_id="m1", response=response,
+            **({"note": note, "evidence": evidence} if response == "reinforce" else {}))
+        for _ in range(delivered if response == "reinforce" else 1):
+            await publisher.publish(event, stream=streams.ORDER_RESPONDED.name)
     return incident_id, order
 
 
@@ -240,6 +247,60 @@ async def test_a_request_handled_again_after_a_failure_sends_no_second_team(
                                                      ("backup", "reinforcement")]
     # the entry the failed attempt did not write, written once by the second
     assert timeline(clean_redis, incident_id).count(("reinforcement", "backup")) == 1
+
+
+KNIVES = "three men with knives, one injured"
+BODY_CAMERA = (Evidence(kind="video", ref="bodycam-17/0042"),)
+
+
+def calls_on_timeline(url: str, incident_id: str) -> list[tuple[str | None, str | None, Any]]:
+    """The team's calls for backup on the incident's timeline: who, in what words, with what."""
+    return [(u.entry.team_id, u.entry.note, u.entry.evidence) for u in updates(url, incident_id)
+            if u.entry.kind == "response" and u.entry.detail == "reinforce"]
+
+
+async def test_the_team_s_words_with_its_call_for_backup_reach_the_timeline_once(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The command room reads why the team asked (how many, armed, hurt) and what it filmed;
+    # before, a call on an order already acknowledged left only "reinforcement sent".
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id, _ = await on_scene_asking_for_backup(url, publisher, note=KNIVES,
+                                                          evidence=BODY_CAMERA, delivered=2)
+        await poll_until(lambda: ("reinforcement", "backup") in timeline(url, incident_id),
+                         "the backup on the timeline")
+        await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
+    assert [(o.team_id, o.kind) for o in orders_for(url, incident_id)] == [
+        ("first", "dispatch"), ("backup", "reinforcement")]
+
+
+async def test_the_team_s_words_are_on_the_timeline_once_when_no_team_is_free(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {"alone": ("security", 22.8171)}):
+        incident_id, _ = await on_scene_asking_for_backup(url, publisher, note=KNIVES,
+                                                          delivered=2)
+        await poll_until(lambda: read_stream(url, streams.ORDER_ESCALATED.name,
+                                             OrderEscalated), "the escalation")
+        await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+    assert calls_on_timeline(url, incident_id) == [("alone", KNIVES, None)]
+    assert updates(url, incident_id)[-1].flagged
+
+
+async def test_a_call_for_backup_handled_again_after_a_failure_has_its_words_once(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The call's words went on the timeline, the backup's order out, then the step failed
+    # at the backup's entry: made again, it writes neither the words nor a team twice.
+    failures = fail_a_write_once(monkeypatch, '"kind":"reinforcement"')
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id, _ = await on_scene_asking_for_backup(url, publisher, note=KNIVES)
+        await poll_until(lambda: failures and answers_handled(url),
+                         "the call handled again after the failure")
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, None)]
+    assert timeline(url, incident_id).count(("reinforcement", "backup")) == 1
+    assert len(orders_for(url, incident_id)) == 2
 
 
 def answers_handled(url: str) -> bool:
