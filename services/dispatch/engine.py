@@ -247,6 +247,23 @@ def _same_answer(known: TimelineEntry, entry: TimelineEntry) -> bool:
         entry.kind, entry.order_id, entry.detail, entry.at)
 
 
+# When an order ended, by its end: taken from its team (its withdrawal, its deadline's
+# timeout), or by the team's own last answer.
+_ENDED_AT = {"withdrawn": "withdrawn_at", "timed_out": "timed_out_at",
+             "resolved": "resolved_at", "handover": "handover_at"}
+
+
+def _called_while_live(order: dict[str, str], event: OrderResponded) -> bool:
+    """Whether a call for backup on an order that has ended was made while the order was
+    live: before its withdrawal or timeout (notify took it before it read that, or dispatch
+    timed the order out with the press in flight), or before the team's own end of it. An
+    order timed out before `timed_out_at` was kept counts from its deadline."""
+    ended = order.get(_ENDED_AT.get(order["state"], "")) or (
+        order.get("ack_by") if order["state"] == "timed_out" else None)
+    return (event.response == "reinforce" and bool(ended)
+            and event.occurred_at <= datetime.fromisoformat(ended))
+
+
 def _record_first_times(inc: dict[str, str], at: str, *, ack: bool, on_scene: bool) -> None:
     if ack:
         TIME_TO_ACK.record(_since_report(inc, at), {"priority": inc["priority"]})
@@ -1045,6 +1062,8 @@ class Dispatcher:
                     or _given_while_live(order, event)):
                 return await self._answer_handled_late(state, order, event,
                                                        StepEnd(held, done))
+            if _called_while_live(order, event):
+                return await self._call_handled_late(state, order, event, StepEnd(held, done))
             log.info("response %s to order %s ignored: %s", event.response,
                      event.order_id, why)
             return None
@@ -1143,6 +1162,36 @@ class Dispatcher:
             at=at, kind="response", team_id=order["team_id"], order_id=order["order_id"],
             detail=event.response, note=event.note or None, evidence=event.evidence or None),
             state=state, also=earlier, end=end)
+
+    async def _call_handled_late(self, state: store.IncidentState, order: dict[str, str],
+                                 event: OrderResponded, end: StepEnd) -> bool:
+        """A call for backup the team made while its order was live, handled after the order
+        ended: timed out or withdrawn (the command room's take-back or close, another team's
+        resolution) with the press in flight, or ended by the team's own later answer. As
+        for the answers _answer_handled_late takes, the order and the incident stay where
+        they are and the call is on the timeline, in the team's words, and counts as the
+        team taking the order (the incident's first acknowledgement, if earliest). No
+        backup: it would go for an order no longer the team's, whose phones were told to
+        leave. But an order taken from its team flags the incident: the command room
+        decides (send the team again, a backup, or nobody). One write, with the step's end."""
+        inc = state.incident
+        assert inc is not None
+        at = event.occurred_at
+        fields: dict[str, str] = {}
+        if order.get("kind") in CLAIMING_KINDS and (
+                not inc.get("first_ack_at") or at < datetime.fromisoformat(inc["first_ack_at"])):
+            fields["first_ack_at"] = at.isoformat()
+        if order["state"] in ("withdrawn", "timed_out"):
+            fields["misses"] = self._flag(inc)
+
+        async def flagged(pipe: Pipeline) -> None:
+            if fields:
+                store.queue_incident_fields(pipe, inc["incident_id"], fields)
+
+        log.info("call for backup on order %s handled after the order was %s: on the "
+                 "timeline, no backup sent", order["order_id"], order["state"])
+        return await self._emit(inc["incident_id"], _call_entry(order, event), state=state,
+                                also=flagged, end=end)
 
     async def _end(self, end: StepEnd, commands: list[Any] | None = None) -> bool:
         """A step's end after its writes, in one round trip (`store.end_step`, with the step's
@@ -1873,7 +1922,9 @@ class Dispatcher:
         order["state"] = "timed_out"
 
         async def timed_out(pipe: Pipeline) -> None:
-            store.queue_order_change(pipe, order["order_id"], {"state": "timed_out"})
+            # when: a call for backup made before it still counts (_called_while_live)
+            store.queue_order_change(pipe, order["order_id"], {
+                "state": "timed_out", "timed_out_at": utcnow().isoformat()})
             store.queue_incident_fields(pipe, inc["incident_id"], counts)
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "timeout"))

@@ -4,9 +4,10 @@ command room that none is free; never a silent nothing."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
@@ -22,11 +23,14 @@ from shared.events import (
     OrderIssued,
     OrderResponded,
     OrderWithdrawn,
+    utcnow,
 )
 from tests.helpers import poll_until, read_stream
 
 from .conftest import dispatch_with_teams, fail_a_write_once, settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
+
+ADMIN = {"Authorization": "Bearer test-admin"}
 
 
 async def on_scene_asking_for_backup(url: str, publisher: RedisBroker, *,
@@ -396,3 +400,112 @@ async def test_an_acknowledgement_handled_after_the_call_for_backup_changes_only
     assert said == [("reinforce", asking.occurred_at),
                     ("acknowledged", asking.occurred_at - timedelta(seconds=5))]
     assert len(orders_for(url, incident_id)) == 2
+
+
+def order_state(url: str, order_id: str) -> str | None:
+    return hash_of(url, f"dispatch:order:{order_id}").get("state")
+
+
+async def call_read_late(publisher: RedisBroker, order: OrderIssued, at: datetime) -> None:
+    """The team's call for backup, made at `at` while its order was live, read by dispatch
+    only after the order ended (delivered twice, as a redelivery would)."""
+    asking = OrderResponded(district=DISTRICT, order_id=order.order_id,
+                            incident_id=order.incident_id, team_id=order.team_id,
+                            member_id="m1", response="reinforce", note=KNIVES,
+                            evidence=BODY_CAMERA, occurred_at=at)
+    for _ in range(2):
+        await publisher.publish(asking, stream=streams.ORDER_RESPONDED.name)
+
+
+def sent_backups(url: str, incident_id: str) -> list[str]:
+    return [o.team_id for o in orders_for(url, incident_id) if o.kind == "reinforcement"]
+
+
+async def test_a_call_for_backup_read_after_the_order_timed_out_is_on_the_timeline_flagged(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The guard pressed "need backup" (which takes the order) just as the deadline came;
+    # dispatch timed the order out before it read the press. The order is no longer the
+    # team's, so no backup goes on it; but the command room sees the call and decides.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id = await report(publisher, "noise", priority="P4")
+        (first,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+        pressed = utcnow()
+        make_due(url, f"ack:{first.order_id}")
+        await poll_until(lambda: order_state(url, first.order_id) == "timed_out", "timed out")
+        await poll_until(lambda: len(orders_for(url, incident_id)) == 2, "the next team's offer")
+        await call_read_late(publisher, first, pressed)
+        await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+        before, last = updates(url, incident_id)[-2:]
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
+    assert (last.entry.detail, last.entry.at, last.flagged) == ("reinforce", pressed, True)
+    assert not before.flagged  # one miss does not flag: the call does
+    assert sent_backups(url, incident_id) == []
+    assert order_state(url, first.order_id) == "timed_out"
+
+
+async def test_a_call_for_backup_read_after_the_command_room_took_the_order_back_is_flagged(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    url = clean_redis
+    for team_id, (kind, lat) in BACKUP_TEAMS.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(url, len(BACKUP_TEAMS))
+    incident_id = await report(publisher, "noise", priority="P4")
+    (first,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+    await answer(publisher, first, "acknowledged")
+    await poll_until(lambda: order_state(url, first.order_id) == "acknowledged", "acknowledged")
+    pressed = utcnow()
+    r = await console.post(f"/v1/orders/{first.order_id}/withdraw", headers=ADMIN,
+                           json={"note": "needed at a P1"})
+    assert r.status_code == 200, r.text
+    await poll_until(lambda: len(orders_for(url, incident_id)) == 2, "the next team's offer")
+    await call_read_late(publisher, first, pressed)
+    await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+    before, last = updates(url, incident_id)[-2:]
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
+    assert (last.entry.detail, last.flagged) == ("reinforce", True)
+    assert not before.flagged
+    assert sent_backups(url, incident_id) == []
+    assert order_state(url, first.order_id) == "withdrawn"
+
+
+async def test_a_call_for_backup_read_after_the_close_is_on_the_closed_incident_s_timeline(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    url = clean_redis
+    await team(publisher, "first", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "backup", kind="security", lat=22.8190, lon=108.3665)
+    await wait_for_units(url, 2)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (first,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+    await answer(publisher, first, "acknowledged")
+    await poll_until(lambda: order_state(url, first.order_id) == "acknowledged", "acknowledged")
+    pressed = utcnow()
+    r = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    await call_read_late(publisher, first, pressed)
+    await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+    last = updates(url, incident_id)[-1]
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
+    assert (last.entry.detail, last.status) == ("reinforce", "closed")
+    assert sent_backups(url, incident_id) == []
+
+
+async def test_a_call_for_backup_read_after_the_team_resolved_it_is_history_not_an_alarm(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Pressed, then "resolved" (the fight broke up); the press read last (a reclaimed entry).
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id = await report(publisher, "noise", priority="P4")
+        (first,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+        pressed = utcnow()
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=first.order_id, incident_id=incident_id,
+            team_id=first.team_id, member_id="m1", response="resolved",
+            occurred_at=pressed + timedelta(seconds=30)), stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda: order_state(url, first.order_id) == "resolved", "resolved")
+        await call_read_late(publisher, first, pressed)
+        await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+        last = updates(url, incident_id)[-1]
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
+    assert (last.entry.detail, last.status, last.flagged) == ("reinforce", "resolved", False)
+    assert sent_backups(url, incident_id) == []
