@@ -16,6 +16,11 @@ class Settings(PolicyFile):
         default=5.0, gt=0, description="TIMER_LEASE_S: a timer being fired is renewed every "
         "third of this while its firing runs; a replica that dies lets go of it within this "
         "time (as its incidents' locks), and one that failed fires again after it")
+    linked_wait_s: float = Field(
+        default=30, gt=0, le=600, description="LINKED_WAIT_S: a report linked to an incident "
+        "dispatch has not received (its report being handled at the same moment, or lost to "
+        "the dead letters) is judged again after this: joined to it if it came, else sent a "
+        "team of its own, flagged (longer while that report is still in dispatch's stream)")
     zone_lookup_timeout_s: float = Field(
         default=1.0, description="ZONE_LOOKUP_TIMEOUT_S: loading a district's zones from volunteers")
     zones_refresh_s: float = Field(

@@ -91,11 +91,15 @@ MAX_SENT_ON = 3
 # own station waits for it that long, then goes to any station's team, flagged.
 ZONE_RETRY = timedelta(seconds=15)
 ZONE_WAIT = timedelta(minutes=10)
+# A report linked to an incident dispatch does not know, whose wait (LINKED_WAIT_S) passed
+# while that incident's own report is still in dispatch's stream, looks again this often.
+LINK_LOOK_AGAIN = timedelta(seconds=1)
 # Each timer's step (its span's name, in its incident's trace); these name an order.
 TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit due",
                "handover": "hand-over retried", "zone": "zone looked up again",
                "reinforce": "backup looked for again", "offshift": "team off shift on an order",
-               "removed": "station order of a removed team handed on"}
+               "removed": "station order of a removed team handed on",
+               "link": "linked report judged again"}
 ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed")
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
@@ -620,26 +624,49 @@ class Dispatcher:
         something still going on, and is dispatched as its own incident. The ended one
         remembers it (`sent_on_as`): the next report of the same event that intake links to
         the ended one joins it, not a second team sent to one event. Decided under the
-        other incident's lock, so its end and this judgement come in one order."""
-        parent = event.linked_to
-        assert parent is not None
+        other incident's lock, so its end and this judgement come in one order.
+
+        An incident dispatch does not know (its own report handled at this very moment, or
+        lost to the dead letters) is linked to all the same, and the link judged again
+        after LINKED_WAIT_S (the `link:{report}` timer, on_link_due)."""
+        assert event.linked_to is not None
+        return await self._judge_link(
+            event.incident_id, event.linked_to, district=event.district,
+            priority=event.priority, flags=event.flags, waited=False)
+
+    async def _judge_link(self, incident_id: str, parent: str, *, district: str, priority: str,
+                          flags: Collection[str], waited: bool) -> bool:
+        """_record_link's judgement of the report `incident_id` linked to `parent`; `waited`:
+        the judgement again of on_link_due, once parent was not known for LINKED_WAIT_S."""
+        linked_to = parent
         off: list[dict[str, str]] = []
         for hop in range(MAX_SENT_ON + 1):
             async with self._locked(parent):
                 state = await store.incident_state(self.redis, parent)
                 other = state.incident
+                if other is None:
+                    # one report of the event was sent out in its place (_sent_out_unheard)
+                    onward = await store.sent_on(self.redis, parent)
+                    if onward and onward != incident_id and hop < MAX_SENT_ON:
+                        parent = onward  # judged again, under that one's lock
+                        continue
+                    if waited:
+                        await self._sent_out_unheard(incident_id, parent)
+                        return False
+                elif waited and hop == 0:
+                    return True  # it came after the report, which joined it
                 if other is not None and other.get("status") in ENDED:
                     onward = other.get("sent_on_as")
-                    if onward and onward != event.incident_id and hop < MAX_SENT_ON:
+                    if onward and onward != incident_id and hop < MAX_SENT_ON:
                         parent = onward  # judged again, under that one's lock
                         continue
                     async def remember(pipe: Pipeline, ended: str = parent,
                                        first: bool = not onward) -> None:
                         if first:
                             store.queue_incident_fields(pipe, ended,
-                                                        {"sent_on_as": event.incident_id})
+                                                        {"sent_on_as": incident_id})
 
-                    await self._emit(event.incident_id, TimelineEntry(
+                    await self._emit(incident_id, TimelineEntry(
                         kind="note", detail=f"reported as a duplicate of {parent}, which had "
                         f"ended ({other['status']}): dispatched as an incident of its own"),
                         status="dispatching", also=remember)
@@ -650,9 +677,9 @@ class Dispatcher:
                     # command room's revision would bring them, before the link is recorded
                     # (a step made again after a failure does the revision again, which
                     # writes nothing twice).
-                    flags = set(json.loads(other.get("flags") or "[]"))
-                    added = tuple(f for f in normalise_flags(event.flags) if f not in flags)
-                    sooner = event.priority if event.priority < other["priority"] else None
+                    known = set(json.loads(other.get("flags") or "[]"))
+                    added = tuple(f for f in normalise_flags(flags) if f not in known)
+                    sooner = priority if priority < other["priority"] else None
                     if added or sooner:
                         # in the open incident's trace: the orders and amendments it makes
                         # are that incident's (linked to the report's span)
@@ -661,19 +688,93 @@ class Dispatcher:
                                                **{"lianfang.incident_id": parent}):
                             off = await self._revised(
                                 state, priority=sooner, add_flags=added, note=None,
-                                by=f"a linked report ({event.incident_id})")
-                if parent != event.linked_to:  # followed on from the ended one intake named
-                    await self.redis.hset(store.incident_key(event.incident_id),
-                                          "linked_to", parent)
-                await self._emit(event.incident_id, TimelineEntry(
-                    kind="linked", detail=f"duplicate report of {parent}"), status="linked")
+                                by=f"a linked report ({incident_id})")
+                if parent != linked_to:  # followed on from the incident intake named
+                    await self.redis.hset(store.incident_key(incident_id), "linked_to", parent)
+                detail = f"duplicate report of {parent}"
+                also: Callable[[Pipeline], Awaitable[None]] | None = None
+                if other is None:
+                    detail += (f" (not known to dispatch yet: judged again in "
+                               f"{self.settings.linked_wait_s:g} s)")
+
+                    async def judge_again(pipe: Pipeline) -> None:
+                        store.queue_schedule(pipe, f"link:{incident_id}",
+                                             utcnow() + self._linked_wait)
+
+                    also = judge_again
+                await self._emit(incident_id, TimelineEntry(kind="linked", detail=detail),
+                                 status="linked", also=also)
                 if other is not None:
                     await self._emit(parent, TimelineEntry(
-                        kind="note", detail=f"another report linked: {event.incident_id}"))
+                        kind="note", detail=f"another report linked: {incident_id}"))
                 break
         for order in off:
-            await self.retry_waiting(event.district, freed=order["team_id"])
+            await self.retry_waiting(district, freed=order["team_id"])
         return True
+
+    @property
+    def _linked_wait(self) -> timedelta:
+        """A report linked to an incident dispatch did not know is judged again after this."""
+        return timedelta(seconds=self.settings.linked_wait_s)
+
+    @property
+    def _dead_lettered_within(self) -> timedelta:
+        """The time a report that keeps failing takes to reach the dead letters: the
+        reclaimer retries it every CLAIM_IDLE_MS, MAX_DELIVERIES times."""
+        return timedelta(milliseconds=self.settings.claim_idle_ms * self.settings.max_deliveries)
+
+    async def _sent_out_unheard(self, incident_id: str, unknown: str) -> None:
+        """The report linked to `unknown`, an incident dispatch never received, made an
+        incident of its own, flagged (the command room looks for the lost one: the dead
+        letters), with a note saying why; the next reports intake links to `unknown` join it
+        (store.sent_on). Its orders are the caller's to give (_fill)."""
+        mine = await store.incident_state(self.redis, incident_id)
+        inc = mine.incident
+        assert inc is not None
+        misses = self._flag(inc)
+
+        async def remember(pipe: Pipeline) -> None:
+            store.queue_sent_on(pipe, unknown, incident_id)
+            store.queue_incident_fields(pipe, incident_id, {"misses": misses})
+
+        await self._emit(incident_id, TimelineEntry(
+            kind="note", detail=f"reported as a duplicate of {unknown}, which dispatch never "
+            f"received ({self.settings.linked_wait_s:g} s on; its report lost?): dispatched "
+            f"as an incident of its own, flagged for the command room"),
+            status="dispatching", state=mine, also=remember)
+
+    async def on_link_due(self, incident_id: str) -> datetime | None:
+        """A report linked to an incident dispatch did not know, LINKED_WAIT_S on: nothing to
+        do if that incident came meanwhile (the report joined it); else the report is sent
+        out as an incident of its own (_sent_out_unheard), or joins the one sent out for the
+        same lost incident. While the lost incident's report may still come (not read yet,
+        or read and pending: handled now, or failed and waiting for its reclaimer) the
+        judgement waits for it, as long as a report that keeps failing takes to be
+        dead-lettered at most: the time to look again."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None:
+                return None
+            if inc["status"] != "linked":
+                if inc["status"] not in TERMINAL:  # sent out; the step stopped before orders
+                    await self._fill(incident_id, state)
+                return None
+            parent = inc["linked_to"]
+            if await store.get_incident(self.redis, parent) is not None:
+                return None  # it came after the report, which joined it
+            now = utcnow()
+            received = datetime.fromisoformat(inc["received_at"])
+            if (now - received < self._linked_wait + self._dead_lettered_within
+                    and await store.unhandled_entries(
+                        self.redis, streams.INCIDENT_REPORTED.name, group="dispatch", upto=now,
+                        concerning=parent)):
+                return now + LINK_LOOK_AGAIN
+            if not await self._judge_link(
+                    incident_id, parent, district=inc["district"], priority=inc["priority"],
+                    flags=json.loads(inc.get("flags") or "[]"), waited=True):
+                await self._fill(incident_id)
+        return None
 
     async def _fill(self, incident_id: str, state: store.IncidentState | None = None, *,
                     held: locks.Held | None = None,
@@ -1833,6 +1934,8 @@ class Dispatcher:
             return await self.on_off_shift_due(ident)
         elif kind == "removed":
             return await self.on_removed_team_order_due(ident)
+        elif kind == "link":
+            return await self.on_link_due(ident)
         return None
 
     async def _answers_behind(self, timer: str, incident_id: str, upto: datetime) -> bool:

@@ -886,6 +886,26 @@ def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, st
     pipe.hset(incident_key(incident_id), mapping=fields)
 
 
+# The report sent out as an incident of its own because the incident intake linked it to
+# never reached dispatch (engine.on_link_due): the next reports intake links to that
+# incident join it, as an ended incident's `sent_on_as` (that incident has no record to
+# hold it). Kept a day: intake links reports to it within its duplicate window (10 min).
+SENT_ON_TTL_S = 86_400
+
+
+def _sent_on_key(incident_id: str) -> str:
+    return f"dispatch:sent-on:{incident_id}"
+
+
+def queue_sent_on(pipe: Pipeline, unknown_id: str, report_id: str) -> None:
+    pipe.set(_sent_on_key(unknown_id), report_id, ex=SENT_ON_TTL_S)
+
+
+async def sent_on(redis: Redis, unknown_id: str) -> str | None:
+    """The report sent out in place of the incident `unknown_id` dispatch never received."""
+    return await redis.get(_sent_on_key(unknown_id))
+
+
 async def list_incidents(redis: Redis, *, district: str | None, since_ts: float, until_ts: float,
                          limit: int, newest_first: bool = True) -> list[str]:
     """The incidents reported in [since_ts, until_ts): `until` left out, so that two periods

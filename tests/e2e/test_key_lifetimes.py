@@ -139,6 +139,8 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:status-counts", Bounded("one field per status")),
     (r"dispatch:(ended:indexed|handovers:indexed|flagged-indexed)", Bounded("a mark")),
     (r"dispatch:seen:.+", Ttl(dispatch_store.SEEN_TTL_S)),
+    # the report sent out in place of an incident dispatch never received
+    (r"dispatch:sent-on:{id}", Ttl(dispatch_store.SENT_ON_TTL_S)),
     (r"dispatch:lock:{id}", Ttl(60)),
     (r"dispatch:timers", Bounded("a timer fires and goes; one per live order or incident "
                                  "in hand")),

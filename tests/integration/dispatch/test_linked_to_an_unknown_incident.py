@@ -1,0 +1,158 @@
+"""A duplicate report linked to an incident dispatch does not know: that incident's own report
+is being handled at the same moment (it joins it once there), or it was dead-lettered and
+never comes (the report is sent out as its own after LINKED_WAIT_S, flagged; the next reports
+of the event join it). Without this, every report of the lost event for ten minutes waited,
+linked, with no team, for ever."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis as sync_redis
+from faststream.redis import RedisBroker
+
+from services.dispatch import store
+from services.dispatch.engine import Dispatcher
+from shared import streams
+from shared.events import IncidentReported, new_id, utcnow
+from tests.helpers import poll_until
+
+from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
+from .test_linked import duplicate_of, status, updates
+
+
+def fields(url: str, incident_id: str) -> dict[str, str]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hgetall(f"dispatch:incident:{incident_id}")
+    finally:
+        client.close()
+
+
+def timer_set(url: str, member: str) -> bool:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.zscore(store.TIMERS, member) is not None
+    finally:
+        client.close()
+
+
+def due_now(url: str, member: str, *, set_again: bool = False) -> None:
+    """The timer `member` made due now (as LINKED_WAIT_S passing would); it must be set,
+    unless `set_again` (a timer handled, then firing again)."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        changed = client.zadd(store.TIMERS, {member: time.time()}, xx=not set_again, ch=True)
+    finally:
+        client.close()
+    assert changed == 1, f"no timer {member}: the report waits on nothing"
+
+
+async def linked_to_a_lost_incident(url: str, broker: RedisBroker) -> tuple[str, str]:
+    """A guard team on shift and a report linked by intake to an incident whose own report
+    never reaches dispatch (dead-lettered): (that incident, the report) once linked."""
+    await team(broker, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await team(broker, "t2", kind="security", lat=22.8175, lon=108.3665)
+    await wait_for_units(url, 2)
+    lost = new_id("inc")
+    linked = await duplicate_of(broker, lost)
+    await poll_until(lambda: status(url, linked) == "linked", "the report linked")
+    return lost, linked
+
+
+async def test_a_report_linked_to_an_incident_dispatch_never_got_is_sent_out_after_the_wait(
+        dispatch: str, publisher: RedisBroker) -> None:
+    lost, linked = await linked_to_a_lost_incident(dispatch, publisher)
+    # meanwhile: a linked report (the board shows it so, not flagged), judged again later
+    assert fields(dispatch, linked)["flagged"] == "0"
+    due_now(dispatch, f"link:{linked}")
+    orders = await poll_until(lambda: orders_for(dispatch, linked), "an order of its own")
+    assert len(orders) == 1
+    after = fields(dispatch, linked)
+    assert after["status"] == "assigned"
+    assert after["flagged"] == "1"  # the command room is told: an incident went missing
+    notes = [u.entry.detail or "" for u in updates(dispatch, linked) if u.entry.kind == "note"]
+    assert any(f"duplicate of {lost}" in n and "dispatch never received" in n for n in notes)
+    await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "the timer done")
+    # fired again (a replica that died before removing it): nothing more
+    due_now(dispatch, f"link:{linked}", set_again=True)
+    await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "fired again")
+    assert len(orders_for(dispatch, linked)) == 1
+    assert len([u for u in updates(dispatch, linked) if u.entry.kind == "note"]) == len(notes)
+
+
+async def test_the_next_report_of_the_lost_incident_joins_the_one_sent_out(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A third caller about the same event, linked by intake to the same lost incident: one
+    # team for the event, not one per caller after each one's wait.
+    lost, first = await linked_to_a_lost_incident(dispatch, publisher)
+    due_now(dispatch, f"link:{first}")
+    await poll_until(lambda: orders_for(dispatch, first), "the first sent out")
+    second = await duplicate_of(publisher, lost)
+    joined = await poll_until(lambda: [u for u in updates(dispatch, second)
+                                       if u.status == "linked"], "the second report linked")
+    assert joined[0].linked_to == first
+    assert f"duplicate report of {first}" in (joined[0].entry.detail or "")
+    assert not timer_set(dispatch, f"link:{second}")  # it joined a known incident
+    assert orders_for(dispatch, second) == []
+    assert len(orders_for(dispatch, first)) == 1
+
+
+async def test_a_report_whose_incident_comes_after_it_joins_that_incident(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The first report's step is slower than the second's (reads are handled concurrently):
+    # the duplicate is judged first, then its incident arrives and gets the team.
+    parent, linked = await linked_to_a_lost_incident(dispatch, publisher)
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=parent, system_id="sys", external_ref=parent,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow()),
+        stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: orders_for(dispatch, parent), "the incident's own order")
+    due_now(dispatch, f"link:{linked}")
+    await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "the timer fired")
+    assert orders_for(dispatch, linked) == []
+    assert status(dispatch, linked) == "linked"
+    assert fields(dispatch, linked)["linked_to"] == parent
+
+
+async def test_a_report_whose_incident_is_still_being_handled_waits_for_it(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wait passes while the incident's own report is still in dispatch's hands (a slow
+    # step; or failed once and waiting for its reclaimer): the duplicate waits on for it,
+    # and is not sent a second team.
+    parent, linked = await linked_to_a_lost_incident(dispatch, publisher)
+    release = asyncio.Event()
+    real_first_step: Callable[..., Awaitable[Any]] = store.first_step
+
+    async def held_back(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("incident_id") == parent:
+            await asyncio.wait_for(release.wait(), 20)
+        return await real_first_step(*args, **kwargs)
+
+    fired: list[str] = []
+    real_fire: Callable[..., Awaitable[Any]] = Dispatcher.fire_timer
+
+    async def fire(engine: Dispatcher, member: str) -> Any:
+        try:
+            return await real_fire(engine, member)
+        finally:
+            fired.append(member)
+
+    monkeypatch.setattr(store, "first_step", held_back)
+    monkeypatch.setattr(Dispatcher, "fire_timer", fire)
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=parent, system_id="sys", external_ref=parent,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow()),
+        stream=streams.INCIDENT_REPORTED.name)
+    due_now(dispatch, f"link:{linked}")
+    await poll_until(lambda: f"link:{linked}" in fired, "the wait over")
+    assert orders_for(dispatch, linked) == []
+    release.set()
+    await poll_until(lambda: orders_for(dispatch, parent), "the incident's own order")
+    await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "the timer done")
+    assert orders_for(dispatch, linked) == []
+    assert status(dispatch, linked) == "linked"
