@@ -653,7 +653,7 @@ class Dispatcher:
                     if waited:
                         await self._sent_out_unheard(incident_id, parent)
                         return False
-                elif waited and hop == 0:
+                elif waited and hop == 0 and other["status"] in TERMINAL:
                     return True  # it came after the report, which joined it
                 if other is not None and other.get("status") in ENDED:
                     onward = other.get("sent_on_as")
@@ -689,6 +689,17 @@ class Dispatcher:
                             off = await self._revised(
                                 state, priority=sooner, add_flags=added, note=None,
                                 by=f"a linked report ({incident_id})")
+                if waited and hop == 0:
+                    # it came after the report, which joined it: told now, as it would have
+                    # been had the report come after it (the report marked, so a firing
+                    # made again tells it once)
+                    async def told(pipe: Pipeline) -> None:
+                        store.queue_incident_fields(pipe, incident_id, {"link_told": "1"})
+
+                    await self._emit(parent, TimelineEntry(
+                        kind="note", detail=f"another report linked: {incident_id}"),
+                        also=told)
+                    break
                 if parent != linked_to:  # followed on from the incident intake named
                     await self.redis.hset(store.incident_key(incident_id), "linked_to", parent)
                 detail = f"duplicate report of {parent}"
@@ -762,7 +773,13 @@ class Dispatcher:
                 return None
             parent = inc["linked_to"]
             if await store.get_incident(self.redis, parent) is not None:
-                return None  # it came after the report, which joined it
+                # it came after the report, which joined it: what the report knows is
+                # brought to it (its flags, a more urgent priority), once
+                if not inc.get("link_told"):
+                    await self._judge_link(
+                        incident_id, parent, district=inc["district"], priority=inc["priority"],
+                        flags=json.loads(inc.get("flags") or "[]"), waited=True)
+                return None
             now = utcnow()
             received = datetime.fromisoformat(inc["received_at"])
             if (now - received < self._linked_wait + self._dead_lettered_within

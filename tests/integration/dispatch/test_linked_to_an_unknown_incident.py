@@ -156,3 +156,42 @@ async def test_a_report_whose_incident_is_still_being_handled_waits_for_it(
     await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "the timer done")
     assert orders_for(dispatch, linked) == []
     assert status(dispatch, linked) == "linked"
+
+
+async def test_what_a_report_judged_before_its_incident_knows_reaches_that_incident(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The second caller ("he has a knife") is handled a moment before the first caller's
+    # report: the incident, once there, still learns it (P1, `weapon`: the volunteers taken
+    # off and a guard sent), as it does from a report linked after it.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await wait_for_units(dispatch, 1)
+    parent, linked = new_id("inc"), new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="help_request", priority="P1", flags=("Weapon",), location=SCENE,
+        reported_at=utcnow(), linked_to=parent), stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: status(dispatch, linked) == "linked", "the report linked")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=parent, system_id="sys", external_ref=parent,
+        category="help_request", priority="P3", location=SCENE, reported_at=utcnow()),
+        stream=streams.INCIDENT_REPORTED.name)
+    [first] = await poll_until(lambda: orders_for(dispatch, parent), "the volunteers' order")
+    assert first.team_id == "aunties"
+    await team(publisher, "guard", kind="security", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    due_now(dispatch, f"link:{linked}")
+    orders = await poll_until(lambda: orders_for(dispatch, parent)[1:], "the guard's order")
+    assert [o.team_id for o in orders] == ["guard"]
+    after = fields(dispatch, parent)
+    assert (after["priority"], after["flags"]) == ("P1", '["weapon"]')
+    await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "the timer done")
+    told = [u for u in updates(dispatch, parent)
+            if u.entry.detail == f"another report linked: {linked}"]
+    assert len(told) == 1
+    # fired again (a replica that died before removing it): nothing more
+    due_now(dispatch, f"link:{linked}", set_again=True)
+    await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "fired again")
+    assert len([u for u in updates(dispatch, parent)
+                if u.entry.detail == f"another report linked: {linked}"]) == 1
+    assert len(orders_for(dispatch, parent)) == 2
+    assert orders_for(dispatch, linked) == []
