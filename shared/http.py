@@ -502,6 +502,17 @@ def allow_browsers(app: FastAPI, origins: Iterable[str]) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=allowed, **CORS_OPTIONS)
 
 
+def page_headers(policy: str) -> dict[str, str]:
+    """The headers of an HTML page a service serves (the console, the member's page), with
+    its Content-Security-Policy `policy`. Such a page keeps its token in the browser and acts
+    with one click (close an incident, decline an order): no other site may show it in a
+    frame and have a click land on a button it hides. No referrer: a `#token=` link's
+    address goes nowhere."""
+    return {"Content-Security-Policy": f"{policy}; frame-ancestors 'none'",
+            "X-Frame-Options": "DENY",  # browsers older than frame-ancestors
+            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
 def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status,
                         headers=exc.headers)

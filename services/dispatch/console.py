@@ -10,6 +10,8 @@ in this browser. Everything shown is set with textContent, never parsed as HTML.
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from shared.http import page_headers
+
 CONSOLE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -560,10 +562,8 @@ def build_console_router() -> APIRouter:
 
     @router.get("/console", include_in_schema=False, response_class=HTMLResponse)
     async def console() -> HTMLResponse:
-        return HTMLResponse(CONSOLE_PAGE, headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-                                       "style-src 'unsafe-inline'; connect-src 'self'; "
-                                       "img-src 'self' data:",
-            "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+        return HTMLResponse(CONSOLE_PAGE, headers=page_headers(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src 'self' data:"))
 
     return router

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.events import EvidenceRecords, TeamNote
 from shared.events import Response as ResponseKind
-from shared.http import ApiError, Principal, not_found, require, unauthorized
+from shared.http import ApiError, Principal, not_found, page_headers, require, unauthorized
 
 from . import store
 from .channels.subscription import Subscription, endpoint_problem
@@ -163,10 +163,8 @@ def build_page_router(settings: Settings) -> APIRouter:
 
     @router.get("/device")
     async def device_page() -> HTMLResponse:
-        return HTMLResponse(DEVICE_PAGE, headers={
-            "Cache-Control": "no-store", "Content-Security-Policy": policy,
-            "Referrer-Policy": "no-referrer",
-        })
+        return HTMLResponse(DEVICE_PAGE, headers={**page_headers(policy),
+                                                  "Cache-Control": "no-store"})
 
     @router.get("/device/sw.js")
     async def service_worker() -> Response:
