@@ -10,7 +10,7 @@ in this browser. Everything shown is set with textContent, never parsed as HTML.
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from shared.http import page_headers
+from shared.http import page_headers, page_scripts
 
 CONSOLE_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -563,7 +563,7 @@ def build_console_router() -> APIRouter:
     @router.get("/console", include_in_schema=False, response_class=HTMLResponse)
     async def console() -> HTMLResponse:
         return HTMLResponse(CONSOLE_PAGE, headers=page_headers(
-            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-            "connect-src 'self'; img-src 'self' data:"))
+            f"default-src 'self'; script-src {page_scripts(CONSOLE_PAGE)}; "
+            "style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:"))
 
     return router

@@ -14,7 +14,15 @@ from redis.asyncio import Redis
 
 from shared.events import EvidenceRecords, TeamNote
 from shared.events import Response as ResponseKind
-from shared.http import ApiError, Principal, not_found, page_headers, require, unauthorized
+from shared.http import (
+    ApiError,
+    Principal,
+    not_found,
+    page_headers,
+    page_scripts,
+    require,
+    unauthorized,
+)
 
 from . import store
 from .channels.subscription import Subscription, endpoint_problem
@@ -158,7 +166,9 @@ def build_page_router(settings: Settings) -> APIRouter:
     # The page may call notify, and intake and volunteers where they are configured.
     others = " ".join(sorted({_origin(url) for url in (settings.intake_public_url,
                                                         settings.volunteers_public_url) if url}))
-    policy = ("default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'; "
+    # its own script (by its hash) and the service worker's file
+    policy = (f"default-src 'self'; script-src {page_scripts(DEVICE_PAGE)} 'self'; "
+              "style-src 'unsafe-inline'; "
               f"connect-src 'self' ws: wss:{' ' + others if others else ''}; img-src 'self' data:")
 
     @router.get("/device")

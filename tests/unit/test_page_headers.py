@@ -7,6 +7,10 @@ frame of its own and have the click land on a button it hides (clickjacking).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -48,3 +52,29 @@ async def test_no_other_site_may_show_the_page_in_a_frame(page: str) -> None:
     assert _directives(r.headers["content-security-policy"]).get("frame-ancestors") == ["'none'"]
     assert r.headers.get("x-frame-options") == "DENY"  # browsers older than frame-ancestors
     assert r.headers.get("x-content-type-options") == "nosniff"
+
+
+def _inline_scripts(html: str) -> list[str]:
+    return re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+
+
+@pytest.mark.parametrize("page", ["/console", "/device"])
+async def test_the_page_runs_its_own_script_and_no_script_put_into_it(page: str) -> None:
+    """Whatever server data a page shows (a description, a caller's name, a team's note)
+    could only ever run as a script if the policy let any inline script run: it lets the
+    page's own script run, by its hash, and nothing else inline (no event handler attributes
+    either, which a policy without 'unsafe-inline' would block)."""
+    r = await _served(page)
+    scripts = _inline_scripts(r.text)
+    assert scripts, "the page's script"
+    allowed = _directives(r.headers["content-security-policy"])["script-src"]
+    assert "'unsafe-inline'" not in allowed and "'unsafe-eval'" not in allowed, allowed
+    for text in scripts:
+        digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in allowed
+    markup = re.sub(r"<script>.*?</script>", "", r.text, flags=re.DOTALL)
+    assert not re.search(r"<[a-zA-Z][^>]*\son[a-z]+\s*=", markup), "an inline event handler"
+    assert "javascript:" not in r.text.lower()
+    directives = _directives(r.headers["content-security-policy"])
+    assert directives.get("base-uri") == ["'none'"]  # no <base> turns its fetches elsewhere
+    assert directives.get("object-src") == ["'none'"]
