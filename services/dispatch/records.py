@@ -6,7 +6,8 @@ full, refuses writes (new incidents among them): no record may stay for ever.
   (category, priority, place, zone, times, outcome, who handled it, the filing that went
   overdue), marked `archived_at`; it leaves the index of hand-overs (store.HANDOVERS).
   Its timeline, orders and offered teams go, and so do the caller's details, the
-  description and the address: personal data kept no longer than the case needs.
+  description, the address and the teams' own words kept beside the timeline (what a
+  hand-over or a revisit said): personal data kept no longer than the case needs.
 - KPI_DAYS after it was reported, an archived incident goes altogether.
 
 Each incident is changed under its lock, so a sweep never meets a step half-way, and
@@ -34,7 +35,9 @@ from .locks import IncidentLocks
 
 log = logging.getLogger(__name__)
 
-DROPPED = ("caller", "description", "address", "trace_ctx")
+# the teams' words (handover_note, followup_note) are copies of the timeline's, kept for
+# the station's next order: free text, as the caller's description is
+DROPPED = ("caller", "description", "address", "trace_ctx", "handover_note", "followup_note")
 PAGE = 200
 # An incident's timers that still act once it has ended (an ack deadline is its order's; a
 # zone look-up finds the incident ended and stops)

@@ -22,7 +22,7 @@ from tests.helpers import poll_until
 from .test_engine import DISTRICT, SCENE, team, wait_for_units
 from .test_handover import hand_over
 from .test_linked import resolve
-from .test_supervision import ago, board, file_case, kpis, set_order
+from .test_supervision import ago, board, file_case, kpis, set_incident, set_order
 
 ADMIN = {"Authorization": "Bearer test-admin"}
 
@@ -139,6 +139,26 @@ async def test_an_archived_hand_over_keeps_its_late_filing_and_who_handed_it_ove
         found = await kpis(client)
         assert (found["filings_overdue"], found["filings_overdue_unfiled"]) == (1, 0)
         assert found["handled_by_force"]["security"]["handed_over"] == 1
+
+
+async def test_an_archived_hand_over_keeps_none_of_the_teams_words(
+        clean_redis: str, publisher: RedisBroker, redis: aioredis.Redis,
+        locks: IncidentLocks) -> None:
+    """What the guard said as it handed over ("parties agreed to mediation", often names
+    and what the neighbours told) and what a revisit said are free text, as the caller's
+    description is: kept beside the timeline for the station's next order, they went with
+    neither at archiving and stayed in the figures for KPI_DAYS."""
+    incident_id, orders = await hand_over(clean_redis, publisher)
+    async with board(clean_redis):
+        await file_case(clean_redis, publisher, orders[-1])
+    # what a visit that found the agreement broken writes for the next visit's order
+    set_incident(clean_redis, incident_id, followup_note="Mr Wang next door shouts again")
+    assert await redis.hget(store.incident_key(incident_id), "handover_note")
+    assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
+    inc = await redis.hgetall(store.incident_key(incident_id))
+    assert inc["archived_at"] and inc["handled_by_force"] == "security"
+    assert not {"handover_note", "followup_note"} & set(inc)
+    assert "mediation" not in str(inc) and "Wang" not in str(inc)
 
 
 async def test_hand_overs_made_before_their_index_was_kept_are_indexed_once(
