@@ -757,11 +757,12 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
             orders = await _handover_orders(redis, inc)
             overdue += len(records.overdue_filings(inc, orders, now))
             unfiled += len(records.unfiled_filings(inc, orders, now))
-        if inc.get("followup_order") or inc.get("followup_visits"):
+        # revisited: a visit made (answered), not one only ordered (its verdict unknown:
+        # counted, it read as an agreement not holding); holding: the last visit found the
+        # agreement holding (the incident is resolved since its filing either way)
+        if made := int(inc.get("followup_visits_made") or 0):
             followed += 1
-            # visits made (answered), not one only scheduled; holding: the last visit found
-            # the agreement holding (the incident is resolved since its filing either way)
-            visits += int(inc.get("followup_visits_made") or 0)
+            visits += made
             holding += inc.get("followup_held") == "1"
 
     def seconds(values: list[float]) -> dict[str, float | None]:
@@ -786,8 +787,8 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         # station still owes (what ?problem=filing_overdue lists)
         "filings_overdue": overdue, "filings_overdue_unfiled": unfiled,
         # mediated disputes revisited until the agreement holds (DOMAIN.md: 99.6 % in one
-        # station): incidents with a follow-up, visits made, and those whose last visit
-        # found the agreement holding
+        # station): incidents revisited, visits made, and those whose last visit found the
+        # agreement holding
         "followups": {"incidents": followed, "visits": visits, "agreements_holding": holding},
     }
 

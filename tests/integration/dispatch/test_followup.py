@@ -137,6 +137,37 @@ async def test_a_visit_that_finds_the_agreement_broken_orders_another_until_it_h
     assert kpis["followups"] == {"incidents": 1, "visits": 2, "agreements_holding": 1}
 
 
+async def test_a_visit_ordered_but_not_yet_made_is_not_counted_as_a_revisit(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The KPIs' follow-ups are the incidents revisited and, of them, those whose last visit
+    found the agreement holding (the console: "agreements holding 0 of 1"). A visit only
+    ordered, or taken but not yet made, has no verdict: counted, it read as an agreement
+    not holding."""
+    incident_id, [first] = await run_followup(clean_redis, publisher)
+    async with dispatch_with_teams(clean_redis, publisher, {}, timer_lease_s=0.5):
+        async with board(clean_redis) as client:
+            kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
+            assert kpis["followups"] == {"incidents": 0, "visits": 0, "agreements_holding": 0}
+            await answer(publisher, first, "acknowledged")
+            await poll_until(lambda: _order_state(clean_redis, first) == "acknowledged",
+                             "the visit taken")
+            kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
+            assert kpis["followups"] == {"incidents": 0, "visits": 0, "agreements_holding": 0}
+            await answer(publisher, first, "resolved")  # "the agreement holds"
+            await poll_until(lambda: incident_fields(clean_redis, incident_id).get(
+                "followup_held") == "1", "the visit's verdict")
+            kpis = (await client.get("/v1/kpis", headers=ADMIN)).json()
+    assert kpis["followups"] == {"incidents": 1, "visits": 1, "agreements_holding": 1}
+
+
+def _order_state(url: str, order: OrderIssued) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(store.order_key(order.order_id), "state")
+    finally:
+        client.close()
+
+
 async def test_after_the_last_visit_the_command_room_decides(
         clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     real = load_policy()
