@@ -71,6 +71,8 @@ BOARD_DESCRIPTION = (
     "ask on with `after`); null otherwise.")
 KPIS_DESCRIPTION = (
     "The incidents reported in [since, until) (the last 24 h unless asked). "
+    "`incidents`, `by_category` and `by_status` count each incident once: a duplicate "
+    "report linked to another is in `linked_reports` only. "
     "`filings_overdue`: hand-overs whose filing (受立案) went past its order's filing_due: "
     "filed late, not filed yet, or closed by the command room after the due; a late filing "
     "stays counted. One order per hand-over counts: the one the station resolved, else its "
@@ -730,9 +732,10 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
     to_scene: dict[str, list[float]] = {}  # by priority: a P1's response time is its own
     timeouts = resolved = handed_over = overdue = unfiled = 0
     followed = visits = holding = 0
+    linked = 0
     for inc in incidents:
-        if inc.get("status") == "linked":
-            by_status["linked"] = by_status.get("linked", 0) + 1
+        if inc.get("status") == "linked":  # a duplicate: the incident is counted once
+            linked += 1
             continue
         by_category[inc["category"]] = by_category.get(inc["category"], 0) + 1
         by_status[inc["status"]] = by_status.get(inc["status"], 0) + 1
@@ -774,6 +777,8 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         "since": since.isoformat(), "until": until.isoformat(),
         "incidents": sum(by_category.values()),
         "by_category": by_category, "by_status": by_status,
+        # duplicate reports linked to an open incident: in no other figure
+        "linked_reports": linked,
         "time_to_assign_s": seconds(to_assign), "time_to_acknowledge_s": seconds(to_ack),
         # the response time: from the report to the first team on scene, overall and by
         # priority (DOMAIN.md: a "one-minute response circle" near street stations)

@@ -4,6 +4,7 @@ view, a moment behind dispatch's)."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
@@ -165,3 +166,29 @@ async def test_a_linked_report_that_adds_nothing_changes_nothing(
     linked = await duplicate_of(publisher, parent)
     await poll_until(lambda: status(dispatch, linked) == "linked", "linked")
     assert [u.entry.kind for u in updates(dispatch, parent)].count("revised") == 0
+
+
+async def test_the_kpis_count_an_incident_reported_twice_once_in_every_figure(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """A fight two callers reported is one incident for the review: `incidents`,
+    `by_status` (which adds up to it) and who handled it count it once; the duplicate is
+    counted apart. `by_status` had it as `linked` besides: its statuses added up to one
+    more than the district's incidents."""
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: orders_for(clean_redis, parent), "the incident's order")
+    linked = await duplicate_of(publisher, parent)
+    await poll_until(lambda: status(clean_redis, linked) == "linked", "the report linked")
+    await resolve(clean_redis, publisher, parent)
+    r = await console.get("/v1/kpis", headers={"Authorization": "Bearer test-admin"},
+                          params={"district": DISTRICT})
+    assert r.status_code == 200, r.text
+    kpis = r.json()
+    assert kpis["incidents"] == 1 and kpis["by_category"] == {"noise": 1}
+    assert kpis["by_status"] == {"resolved": 1}
+    assert sum(kpis["by_status"].values()) == kpis["incidents"]
+    assert kpis["linked_reports"] == 1
+    assert kpis["resolved_on_site"] == 1
+    assert kpis["handled_by_force"]["security"]["handled"] == 1
+    assert sum(kpis["by_hour"]) == 1
