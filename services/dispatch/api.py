@@ -582,15 +582,18 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
 
     async def period_incidents(who: Principal, district: str | None, since: datetime | None,
                                until: datetime | None, *, default: timedelta,
-                               now: datetime) -> tuple[datetime, datetime, list[dict[str, str]]]:
+                               now: datetime, asked: bool = True
+                               ) -> tuple[datetime, datetime, list[dict[str, str]]]:
         """The incidents reported in [since, until) (default: the last `default`), of one
         district (required of a dispatcher, and one of theirs) or, for the admin, of all.
-        The fields first, then the district (DESIGN: a 422 before a 403)."""
+        The fields first, then the district (DESIGN: a 422 before a 403). `asked`: the
+        period is the caller's, held to MAX_PERIOD; a year before one (compare) may be a
+        day longer, a 29 February more."""
         until = until or now
         since = since or until - default
         if since > until:
             raise ApiError(422, "invalid_field", "since must not be after until", "since")
-        if until - since > MAX_PERIOD:
+        if asked and until - since > MAX_PERIOD:
             raise ApiError(422, "invalid_field",
                            f"the period may span at most {MAX_PERIOD.days} days", "since")
         if district:
@@ -632,7 +635,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
         if compare == "previous_year":
             before_since, before_until = review.a_year_earlier(since), review.a_year_earlier(until)
             _, _, before = await period_incidents(who, district, before_since, before_until,
-                                                  default=timedelta(days=1), now=now)
+                                                  default=timedelta(days=1), now=now,
+                                                  asked=False)
             counts = review.by_category(of_category(before, category))
             out["previous_year"] = {"since": before_since.isoformat(),
                                     "until": before_until.isoformat(),

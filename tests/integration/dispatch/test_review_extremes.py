@@ -76,6 +76,22 @@ async def test_the_first_and_last_times_dispatch_counts_in_are_answered(
         assert r.json()["previous_year"]["since"].startswith(str(int(since[:4]) - 1))
 
 
+async def test_a_whole_years_period_is_compared_with_a_year_before_holding_a_29_february(
+        console: httpx.AsyncClient) -> None:
+    """The longest period asked for (366 days) compared with the same period a year earlier,
+    which holds 29 February 2024 and so spans 367 days: it was refused, a 422 naming the
+    `since` the caller had written right."""
+    since, until = "2025-01-01T00:00:00+08:00", "2026-01-02T00:00:00+08:00"  # 366 days
+    r = await console.get("/v1/kpis", headers=ADMIN, params={
+        "district": DISTRICT, "since": since, "until": until, "compare": "previous_year"})
+    assert r.status_code == 200, r.text
+    assert r.json()["previous_year"]["since"] == "2024-01-01T00:00:00+08:00"
+    assert r.json()["previous_year"]["until"] == "2025-01-02T00:00:00+08:00"
+    r = await console.get("/v1/kpis", headers=ADMIN, params={  # a day more is still refused
+        "district": DISTRICT, "since": "2024-12-31T00:00:00+08:00", "until": until})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "since", r.text
+
+
 async def test_the_board_takes_a_period_of_iso_times_with_their_offsets(
         console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     incident_id = await report(publisher, "noise")
