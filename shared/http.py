@@ -322,7 +322,9 @@ TokenResolver = Callable[[str], Awaitable[Principal | None]]
 # the token is still current; None: resolve it as usual.
 CachedResolver = Callable[[str, Scope], Principal | None]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json"})
+# Swagger UI's own files for /docs (add_docs_page): public, as the page is
+DOCS_STATIC = "/docs/static"
 
 # Per token, per process. Generous enough for a 110 centre's bursts and a phone's positions,
 # small enough that one runaway client cannot starve the others. RATE_LIMIT_<KIND> overrides.
@@ -431,7 +433,8 @@ class AuthMiddleware:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self._public:
+        if (scope["type"] not in ("http", "websocket") or scope["path"] in self._public
+                or scope["path"].startswith(DOCS_STATIC + "/")):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
@@ -602,3 +605,28 @@ def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> Non
             log.warning("not ready: %s", type(exc).__name__)
             ok = False
         return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)
+
+
+def add_docs_page(app: FastAPI) -> None:
+    """`/docs`, Swagger UI, from files the service ships (fastapi-offline's) instead of a
+    CDN: a station's server is often off the Internet (the page was blank), and a script
+    from elsewhere would run on the same origin as the console, whose token the browser
+    keeps. The app is made with `docs_url=None, redoc_url=None`."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_STATIC, StaticFiles(directory=str(files("fastapi_offline") / "static")),
+              name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title}: API",
+            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters)

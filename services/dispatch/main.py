@@ -13,7 +13,14 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
-from shared.http import TELEMETRY, AuthMiddleware, RateLimits, add_health_routes, install_error_handlers
+from shared.http import (
+    TELEMETRY,
+    AuthMiddleware,
+    RateLimits,
+    add_docs_page,
+    add_health_routes,
+    install_error_handlers,
+)
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 from shared.runtime import stop_task
@@ -68,8 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
+        docs_url=None, redoc_url=None,  # add_docs_page: no CDN
     )
     install_error_handlers(app)
+    add_docs_page(app)
     add_metrics_route(app)
     observe_streams("dispatch", settings.redis_url)
     observe_incidents(settings.redis_url)

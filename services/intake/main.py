@@ -15,6 +15,7 @@ from shared.http import (
     TELEMETRY,
     AuthMiddleware,
     RateLimits,
+    add_docs_page,
     add_health_routes,
     allow_browsers,
     install_error_handlers,
@@ -53,8 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
+        docs_url=None, redoc_url=None,  # add_docs_page: no CDN
     )
     install_error_handlers(app)
+    add_docs_page(app)
     add_metrics_route(app)
     observe_streams("intake", settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="intake"))

@@ -19,6 +19,7 @@ from shared.http import (
     AuthMiddleware,
     Principal,
     RateLimits,
+    add_docs_page,
     add_health_routes,
     install_error_handlers,
 )
@@ -144,8 +145,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         telemetry=TELEMETRY,
         max_body_size=settings.max_body_bytes,
+        docs_url=None, redoc_url=None,  # add_docs_page: no CDN
     )
     install_error_handlers(app)
+    add_docs_page(app)
     add_metrics_route(app)
     app.include_router(audit.build_router(redis=redis, service="notify"))
     observe_streams("notify", settings.redis_url)

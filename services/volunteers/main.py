@@ -14,6 +14,7 @@ from shared.http import (
     TELEMETRY,
     AuthMiddleware,
     RateLimits,
+    add_docs_page,
     add_health_routes,
     allow_browsers,
     browser_access,
@@ -72,8 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0",
         lifespan=lifespan,
         telemetry=TELEMETRY,
+        docs_url=None, redoc_url=None,  # add_docs_page: no CDN
     )
     install_error_handlers(app)
+    add_docs_page(app)
     add_metrics_route(app)
     observe_streams("volunteers", settings.redis_url)
     add_health_routes(app, lambda: consumers_ready(broker, redis))

@@ -96,7 +96,7 @@ def operations(service: str) -> list[Row]:
         public(service, "/readyz"),
         public(service, "/docs"),
         public(service, "/openapi.json"),
-        public(service, "/docs/oauth2-redirect"),
+        public(service, "/docs/static/swagger-ui-bundle.js"),
         admin_only(service, "GET", "/metrics"),
         admin_only(service, "GET", "/v1/admin/audit"),
         admin_only(service, "GET", "/v1/admin/dead-letters"),
@@ -400,6 +400,22 @@ async def test_each_caller_gets_what_design_says(world: World, http: httpx.Async
         if r.status_code in (401, 403):
             assert r.json()["error"]["code"] in ("unauthorized", "forbidden"), r.text
     assert got == dict(case.answers)
+
+
+@pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])
+async def test_the_api_page_needs_nothing_from_the_internet(world: World, http: httpx.AsyncClient,
+                                                            service: str) -> None:
+    # A station's server is often off the Internet, and `/docs` shares its origin with the
+    # console, whose token the browser keeps: Swagger UI's script and style came from a CDN
+    # (a blank page offline, and a third party's script beside the dispatcher's token).
+    page = await http.get(world.urls[service] + "/docs")
+    assert page.status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text, page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = await http.get(f"{world.urls[service]}/docs/static/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000
+    assert (await http.get(world.urls[service] + "/docs/static/../../metrics")).status_code in (
+        401, 404)
 
 
 # The device socket: a team's device gets its `hello` and then its own team's orders only;
