@@ -1,4 +1,4 @@
-"""The command room's API: the board, one incident with its timeline, assign, close, KPIs."""
+"""The command room's API: the board, one incident with its timeline, assign, unlink, close, KPIs."""
 
 from __future__ import annotations
 
@@ -138,6 +138,13 @@ class TakeBackIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     note: str | None = Field(default=None, max_length=500,
                              description="why, for the timeline (\"needed at a P1 nearby\")")
+
+
+class UnlinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    note: str | None = Field(default=None, max_length=500,
+                             description="why it is another event, for the timeline (\"the "
+                             "second caller is at No. 14: another fight\")")
 
 
 class EvidenceIn(BaseModel):
@@ -395,8 +402,25 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             may_change=lambda other: check_district(who, other["district"]))
         await audit.record(redis, "dispatch", who, "incident.assign", incident_id,
                            f"team {body.team_id}, order {order['order_id']}"
-                           + (", reassigned" if body.reassign else ""))
+                           + (", reassigned" if body.reassign else "")
+                           + (f", unlinked from {order['unlinked_from']}"
+                              if order.get("unlinked_from") else ""))
         return {"order_id": order["order_id"], "team_id": body.team_id, "state": "offered"}
+
+    @router.post("/incidents/{incident_id}/unlink",
+                 summary="A linked report that is not a duplicate (another fight nearby) made "
+                 "an incident of its own, dispatched as any new one; assigning it a team does "
+                 "the same with that team")
+    async def unlink(incident_id: str, who: CommandRoom,
+                     body: UnlinkIn | None = None) -> dict[str, Any]:
+        body = body or UnlinkIn()  # no body: no note
+        await _check_incident(who, incident_id)
+        inc, now = await engine.unlink(incident_id, by=f"{who.kind}:{who.subject}",
+                                       note=body.note)
+        await audit.record(redis, "dispatch", who, "incident.unlink", incident_id,
+                           f"from {inc['unlinked_from']}" + ("" if now else ", already unlinked"))
+        return {"incident_id": incident_id, "status": inc["status"],
+                "unlinked_from": inc["unlinked_from"]}
 
     @router.patch("/incidents/{incident_id}",
                   summary="Revise an incident the command room learnt more of: its priority, "

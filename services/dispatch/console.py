@@ -1,8 +1,9 @@
 """The command room's console page (`GET /console`): self-contained, no CDN.
 
 The board of a district refreshed every few seconds (flagged incidents first), the units
-on one screen, an incident's whole timeline, manual assignment and closing, evidence, the
-duty (who supervises new incidents) and the KPIs.
+on one screen, an incident's whole timeline, manual assignment (a linked report too, or
+"not a duplicate": unlinked and dispatched) and closing, evidence, the duty (who supervises
+new incidents) and the KPIs.
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 """
@@ -77,7 +78,10 @@ CONSOLE_PAGE = """<!doctype html>
   <div id="dreport" style="margin:4px 0"></div>
   <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0">Assign team <select id="team"></select>
-   <button id="assign">Assign</button> <button id="close" class="danger">Close incident</button>
+   <button id="assign">Assign</button>
+   <button id="unlink" hidden title="Another event, not a duplicate: it becomes an incident of its
+    own and is sent the nearest suitable team (or assign it one)">Not a duplicate: dispatch it</button>
+   <button id="close" class="danger">Close incident</button>
    <span id="aerr"></span></div>
   <div style="margin:8px 0">Revise <select id="newprio"><option value="">priority</option>
    <option>P1</option><option>P2</option><option>P3</option><option>P4</option></select>
@@ -100,6 +104,7 @@ CONSOLE_PAGE = """<!doctype html>
 const $ = id => document.getElementById(id);
 let selected = null;  // the incident last clicked: its panel is asked for
 let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
+let shownLinkedTo = null;  // while the incident shown is a linked report: the incident it joined
 let stopped = false;  // the token was refused: no polling until Watch with another
 let unitsNow = [];  // the district's teams, as the last refresh read them
 let spotsAt = 0;  // when the hot spots were last read
@@ -369,6 +374,7 @@ const words = s => String(s ?? "").replace(/_/g, " ");
 const KIND = {reported: "reported", offer: "offered to a team", receipt: "received on a phone",
   response: "team answered", timeout: "no answer in time (routing timeout)",
   handover: "handed over to the station", linked: "linked as a duplicate report",
+  unlinked: "not a duplicate: its own incident",
   revised: "revised", note: "note", remark: "command room's remark",
   evidence: "evidence attached", withdrawn: "order taken back",
   manual_assign: "assigned by hand", reinforcement: "reinforcement sent",
@@ -379,9 +385,10 @@ async function detail(run) {
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
   if (id !== selected || ask !== asked) return;  // another incident opened, or asked again since
   if (run !== undefined && run !== generation) return;  // a newer refresh paints it
-  shown = id;
+  shown = id; shownLinkedTo = i.status === "linked" ? i.linked_to : null;
   $("detail").hidden = false;
   $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
+    + (shownLinkedTo ? " to " + shownLinkedTo : "")
     + (i.flagged ? " · FLAGGED" : "")  // what the reporting system flagged: weapon, injury, ...
     + ((i.flags || []).length ? " · reported: " + i.flags.join(", ") : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
@@ -424,7 +431,8 @@ let teamsListed = null;  // the team list's contents, as last built
 function fillTeams(i) {
   const on = new Set(i.orders.filter(o => LIVE.includes(o.state)).map(o => o.team_id));
   const weapon = (i.flags || []).includes("weapon");
-  const assignable = !ended(i.status) || i.status === "handed_over";
+  // a linked report too: a team sent by the command room makes it an incident of its own
+  const assignable = !ended(i.status) || ["handed_over", "linked"].includes(i.status);
   const may = assignable ? unitsNow.filter(u => u.on_shift !== false && u.status !== "off_duty"
     && !on.has(u.team_id) && !(weapon && u.agency_kind === "volunteer")
     && (i.status !== "handed_over"
@@ -446,12 +454,15 @@ function fillTeams(i) {
   }
   const reader = !!me && me.kind === "inspector";
   $("assign").hidden = reader || !assignable;
+  $("unlink").hidden = reader || i.status !== "linked";
 }
 async function assign(id, team, reassign) {
   return api("/v1/incidents/" + encodeURIComponent(id) + "/assign",
     {method: "POST", body: JSON.stringify({team_id: team, reassign})}); }
 act("assign", async () => {
   const id = shown, team = $("team").value; if (!id || !team) return;
+  if (shownLinkedTo && !confirm("This report is linked to " + shownLinkedTo + " as a duplicate. "
+      + "Send the team to it as an incident of its own?")) return;
   try { await assign(id, team, false); }
   catch (e) {
     // a team on another incident's order: the command room may take it off that one
@@ -460,6 +471,14 @@ act("assign", async () => {
         + "team) and send it here?")) throw e;
     await assign(id, team, true);
   }
+  refresh(); });
+act("unlink", async () => {
+  const id = shown, parent = shownLinkedTo; if (!id || !parent) return;
+  const note = prompt("Not a duplicate of " + parent + "? It becomes an incident of its own and "
+    + "is sent the nearest suitable team. Why (for the timeline):");
+  if (note === null) return;
+  await api("/v1/incidents/" + encodeURIComponent(id) + "/unlink",
+    {method: "POST", body: JSON.stringify({note: note.trim() || null})});
   refresh(); });
 act("revise", async () => {
   const id = shown; if (!id) return;

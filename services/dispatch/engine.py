@@ -298,6 +298,19 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _may_unlink(inc: dict[str, str]) -> None:
+    """A linked report the command room may make an incident of its own: any kept whole."""
+    if inc.get("archived_at"):
+        raise conflict(f"the incident is linked and was archived on {inc['archived_at']} "
+                       "(only its figures are kept): it cannot be sent a team")
+
+
+def _unlinked_from(order: dict[str, str], parent: str | None) -> dict[str, str]:
+    """A manual order as the command room's assignment returns it: with `unlinked_from`
+    when the assignment unlinked the report (for the audit), never stored."""
+    return order if parent is None else {**order, "unlinked_from": parent}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class StepEnd:
     """How a step under an incident's lock ends (Dispatcher._end): the consumed event's done
@@ -2479,7 +2492,9 @@ class Dispatcher:
 
         A handed-over incident (no station team took it) goes to the police station's team
         named, as the station's hand-over order (_hand_over_by_hand): a task that occupies
-        no team, so `reassign` takes it off nothing."""
+        no team, so `reassign` takes it off nothing. A linked report the command room sends
+        a team to is another event than the one it was linked to: it is unlinked first
+        (_unlink), an incident of its own."""
         inc = await store.get_incident(self.redis, incident_id)
         with in_incident_trace("command room assigns a team", inc.get("trace_ctx") if inc else None,
                                **{"lianfang.incident_id": incident_id,
@@ -2487,22 +2502,37 @@ class Dispatcher:
             if inc is not None and inc["status"] == "handed_over":
                 async with self._locked(incident_id):
                     return await self._assign_or_hand_over(incident_id, team_id, by=by)
-            # With reassign, round again when another incident's offer claimed the team
-            # between the look at its claim and this one's (it was free then): take it off
-            # that, as asked.
-            for attempt in range(3 if reassign else 1):
-                try:
-                    return await self._assign_once(incident_id, team_id, reassign=reassign,
+            try:
+                return await self._assign_retrying(incident_id, team_id, reassign=reassign,
                                                    by=by, may_change=may_change)
-                except ApiError as exc:
-                    if exc.status != 409 or attempt == 2 or not reassign:
-                        raise
-                    holder = await store.claim_of(self.redis, team_id)
-                    held = await store.get_order(self.redis, holder) if holder else None
-                    if (held is None or held["incident_id"] == incident_id
-                            or held["state"] not in domain.LIVE_ORDER_STATES):
-                        raise
-            raise AssertionError("unreachable")
+            except ApiError:
+                if inc is not None and inc["status"] == "linked":
+                    # Unlinked for this assignment, whose team another incident claimed
+                    # before its order: an incident of its own now, dispatched as any
+                    # (_fill does nothing while it is still linked).
+                    async with self._locked(incident_id):
+                        await self._fill(incident_id)
+                raise
+
+    async def _assign_retrying(self, incident_id: str, team_id: str, *, reassign: bool, by: str,
+                               may_change: Callable[[dict[str, str]], None] | None,
+                               ) -> dict[str, str]:
+        # With reassign, round again when another incident's offer claimed the team
+        # between the look at its claim and this one's (it was free then): take it off
+        # that, as asked.
+        for attempt in range(3 if reassign else 1):
+            try:
+                return await self._assign_once(incident_id, team_id, reassign=reassign,
+                                               by=by, may_change=may_change)
+            except ApiError as exc:
+                if exc.status != 409 or attempt == 2 or not reassign:
+                    raise
+                holder = await store.claim_of(self.redis, team_id)
+                held = await store.get_order(self.redis, holder) if holder else None
+                if (held is None or held["incident_id"] == incident_id
+                        or held["state"] not in domain.LIVE_ORDER_STATES):
+                    raise
+        raise AssertionError("unreachable")
 
     async def _assign_once(self, incident_id: str, team_id: str, *, reassign: bool, by: str,
                            may_change: Callable[[dict[str, str]], None] | None,
@@ -2526,9 +2556,15 @@ class Dispatcher:
                         other.get("trace_ctx") if other else None,
                         **{"lianfang.incident_id": held["incident_id"],
                            "lianfang.order_id": held["order_id"]})
-                    if current is not None and current["state"] in domain.LIVE_ORDER_STATES:
-                        if may_change is not None and other is not None:
-                            may_change(other)
+                    taking = current is not None and current["state"] in domain.LIVE_ORDER_STATES
+                    if taking and may_change is not None and other is not None:
+                        may_change(other)
+                    unlinked = None
+                    if inc["status"] == "linked":  # its team may come off the very incident
+                        unlinked = await self._unlink(
+                            incident_id, by=by, note=None,
+                            parent_held=inc["linked_to"] == held["incident_id"])
+                    if taking:
                         with in_other():
                             await self._take_back(
                                 held["incident_id"], held["order_id"], by=by,
@@ -2538,7 +2574,9 @@ class Dispatcher:
                     # meanwhile; the other incident waits for its refill in the queue. Refilled
                     # also when a third one claimed the team first (this assignment fails).
                     try:
-                        return await self._assign(incident_id, team_id, reassigning=True)
+                        return _unlinked_from(
+                            await self._assign(incident_id, team_id, reassigning=True),
+                            unlinked)
                     finally:
                         with in_other():
                             await self._fill(held["incident_id"])
@@ -2552,7 +2590,88 @@ class Dispatcher:
         inc, unit = await self._assignable(incident_id, team_id)
         if inc["status"] == "handed_over":
             return await self._hand_over_by_hand(inc, unit, by=by)
+        if inc["status"] == "linked":
+            # A team on another incident's order is the usual 409 (send it with reassign)
+            # before the report is unlinked for it: the report stays as it was.
+            holder = await store.claim_of(self.redis, team_id)
+            held = await store.get_order(self.redis, holder) if holder else None
+            if held is not None and held["state"] in domain.LIVE_ORDER_STATES:
+                raise await self._not_assignable(incident_id, team_id, reassigning=False)
+            unlinked = await self._unlink(incident_id, by=by, note=None)
+            return _unlinked_from(await self._assign(incident_id, team_id), unlinked)
         return await self._assign(incident_id, team_id)
+
+    async def unlink(self, incident_id: str, *, by: str,
+                     note: str | None) -> tuple[dict[str, str], bool]:
+        """The command room judges a linked report not a duplicate (two fights 150 m apart, a
+        door alarm at the next building): an incident of its own, dispatched as any new one
+        (_fill), as a report whose incident had ended is. Asked again, it unlinks nothing
+        more, and makes what a failure may have left undone (the other incident told, the
+        report's orders). Returns the incident and whether this call unlinked it."""
+        with in_incident_trace("command room unlinks a report",
+                               await store.trace_context(self.redis, incident_id),
+                               **{"lianfang.incident_id": incident_id}):
+            async with self._locked(incident_id):
+                inc = await store.get_incident(self.redis, incident_id)
+                if inc is None:
+                    raise not_found("incident")
+                now = inc["status"] == "linked"
+                if now:
+                    _may_unlink(inc)
+                    await self._unlink(incident_id, by=by, note=note)
+                elif inc.get("unlinked_from"):
+                    await self._tell_unlinked(inc["unlinked_from"], incident_id,
+                                              by=inc.get("unlinked_by") or by)
+                else:
+                    raise conflict(f"the incident is {inc['status']}, not a linked report: "
+                                   "nothing to unlink")
+                await self._fill(incident_id)
+                inc = await store.get_incident(self.redis, incident_id)
+                assert inc is not None
+                return inc, now
+
+    async def _unlink(self, incident_id: str, *, by: str, note: str | None,
+                      parent_held: bool = False) -> str:
+        """Under the report's lock: the linked report made an incident of its own,
+        `dispatching` (its orders the caller's to give: _fill, or a manual order) and in the
+        queue of waiting incidents meanwhile, so that a failure before its orders leaves it
+        to the next freed team, never to nobody; then the incident it was linked to told,
+        under that one's lock (taken after the report's, as a link is judged) unless the
+        caller holds it. Returns that incident's id."""
+        state = await store.incident_state(self.redis, incident_id)
+        inc = state.incident
+        assert inc is not None and inc["status"] == "linked"
+        parent = inc["linked_to"]
+        inc["linked_to"] = ""  # its incident.updated: linked to nothing now
+
+        async def unlinked(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {
+                "linked_to": "", "unlinked_from": parent, "unlinked_by": by})
+            store.queue_cancel(pipe, f"link:{incident_id}")  # no judging the link again
+            self._queue_waiting(pipe, inc)
+
+        await self._emit(incident_id, TimelineEntry(
+            kind="unlinked", detail=f"not a duplicate of {parent}: unlinked by {by}",
+            note=note or None), status="dispatching", state=state, also=unlinked)
+        await self._tell_unlinked(parent, incident_id, by=by, held=parent_held)
+        return parent
+
+    async def _tell_unlinked(self, parent: str, report: str, *, by: str,
+                             held: bool = False) -> None:
+        """A note on the incident a report was linked to that the report is not of it; once
+        (asked again, the note there is not put again). Nothing for an incident dispatch
+        never received, or whose record was archived."""
+        detail = f"report {report} is not a duplicate of this incident: unlinked by {by}"
+        async with contextlib.nullcontext() if held else self._locked(parent):
+            state = await store.incident_state(self.redis, parent)
+            other = state.incident
+            if other is None or other.get("archived_at"):
+                return
+            if any(e.get("kind") == "note" and e.get("detail") == detail
+                   for e in await store.timeline(self.redis, parent)):
+                return
+            await self._emit(parent, TimelineEntry(kind="note", detail=detail),
+                             status=other["status"], state=state)
 
     async def take_back(self, order_id: str, *, by: str, note: str | None) -> dict[str, str]:
         """The command room takes an order back (its team is wanted elsewhere, or cannot go):
@@ -2753,9 +2872,11 @@ class Dispatcher:
                 raise conflict(f"the incident is handed_over: a hand-over goes to a police "
                                f"station's team, and team {team_id} is {kind}")
             return inc, unit
-        if inc["status"] in TERMINAL:
-            raise conflict(f"the incident is {inc['status']}; only open (or handed-over) "
-                           "incidents can be assigned")
+        if inc["status"] == "linked":
+            _may_unlink(inc)  # sent a team, it is unlinked: an incident of its own
+        elif inc["status"] in TERMINAL:
+            raise conflict(f"the incident is {inc['status']}; only open, handed-over or "
+                           "linked incidents can be assigned")
         flags = json.loads(inc.get("flags") or "[]")
         if unit.agency_kind == "volunteer" and domain.volunteers_barred(flags, self.policy):
             barring = ", ".join(f for f in flags if f in self.policy.bar_volunteers_flags)

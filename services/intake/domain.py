@@ -312,7 +312,9 @@ class IncidentView(BaseModel):
                                   "the incident it joined (intake's judgement when it came, or "
                                   "dispatch's: an ended incident's report sent out for the same "
                                   "event); null when it is not linked, including once dispatch "
-                                  "sent it out as an incident of its own (see `teams`; its "
+                                  "sent it out as an incident of its own (its incident had "
+                                  "ended, or the command room judged it another event; see "
+                                  "`teams`; its "
                                   "timeline says which incident it was first judged a duplicate "
                                   "of)")
     reported_at: str

@@ -158,6 +158,9 @@ MATRIX: list[Row] = [
         {"evidence": [{"kind": "video", "ref": "bwc-matrix.mp4"}]}),
     row("dispatch", "POST", "/v1/incidents/{inc_d2}/remarks", {"admin": 201},
         {"note": "checked by the matrix"}),
+    # d2's incident is no linked report: 409 for who may unlink it
+    row("dispatch", "POST", "/v1/incidents/{inc_d2}/unlink", {"admin": 409}, {}),
+    row("dispatch", "POST", f"/v1/incidents/{MISSING}/unlink", each(COMMAND_ROOM, 404), {}),
     row("dispatch", "POST", "/v1/incidents/{inc_d2}/close", {"admin": None}),
     row("dispatch", "POST", f"/v1/incidents/{MISSING}/close", each(COMMAND_ROOM, 404)),
     row("dispatch", "GET", "/v1/duty/d1", each(READERS, 200)),

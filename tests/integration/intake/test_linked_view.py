@@ -16,7 +16,14 @@ from tests.helpers import poll_until
 from tests.integration.dispatch.test_engine import DISTRICT as D
 from tests.integration.dispatch.test_engine import team, wait_for_units
 from tests.integration.stream_probes import ADMIN, DISTRICT, HERE, Service, running
-from tests.integration.test_dispatch_event_readers import SCENE, both, orders_for, post, respond
+from tests.integration.test_dispatch_event_readers import (
+    D_ADMIN,
+    SCENE,
+    both,
+    orders_for,
+    post,
+    respond,
+)
 
 NEAR = {"lat": HERE[0], "lon": HERE[1] + 0.0005}  # 50 m away: a duplicate report
 CALLER = {"phone": "13800138000", "name": "Wang Wei"}
@@ -316,3 +323,46 @@ async def test_with_dispatch_a_door_alarm_linked_to_a_110_call_follows_the_guard
         assert mine["status"] == "linked" and leaks(json.dumps(mine)) == [], mine
         r = await intake.get(f"/v1/incidents/{parent}", headers=doors)
         assert r.status_code == 403
+
+
+async def test_a_door_alarm_the_command_room_unlinks_is_an_incident_of_its_own_at_intake(
+        clean_redis: str) -> None:
+    # The door alarm was at the next building: the command room sends it a team of its own.
+    # The door system then sees its own incident and team, not "linked" to the 110 call.
+    async with both(clean_redis) as (intake, console, broker, call_110):
+        r = await intake.post("/v1/systems", headers=ADMIN,
+                              json={"name": "door access", "districts": [D]})
+        doors = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        await team(broker, "guard-7", kind="security", lat=22.8171, lon=108.3665)
+        await wait_for_units(clean_redis, 1)
+        parent = (await post(intake, call_110, "110-20261205-0042", "suspicious"))["incident_id"]
+        await poll_until(lambda: orders_for(clean_redis, parent), "the guard's order")
+        linked = await post(intake, doors, "door-17", "suspicious")
+        assert linked["status"] == "linked" and linked["linked_to"] == parent
+        door = linked["incident_id"]
+        await team(broker, "guard-8", kind="security", lat=22.8180, lon=108.3665)
+        await wait_for_units(clean_redis, 2)
+
+        async def judged() -> bool:
+            r = await console.get(f"/v1/incidents/{door}", headers=D_ADMIN)
+            return r.status_code == 200 and r.json()["status"] == "linked"
+
+        await poll_until(judged, "dispatch's link of the door alarm")
+        r = await console.post(f"/v1/incidents/{door}/assign", headers=D_ADMIN,
+                               json={"team_id": "guard-8"})
+        assert r.status_code == 200, r.text
+
+        async def own() -> dict[str, Any] | None:
+            r = await intake.get(f"/v1/incidents/{door}", headers=doors)
+            assert r.status_code == 200, r.text
+            return r.json() if r.json()["status"] == "assigned" else None
+
+        mine = await poll_until(own, "the door alarm's own incident at intake", 15)
+        assert (mine["linked_to"], mine["linked_incident"]) == (None, None), mine
+        assert [t["team_id"] for t in mine["teams"]] == ["guard-8"]
+        assert any(e["kind"] == "unlinked" and parent in e["detail"] for e in mine["timeline"])
+        # its retry is answered as its own incident, not as a duplicate
+        r = await intake.post(REPORT_PATH, headers=doors, json={
+            "external_ref": "door-17", "category": "suspicious", "district": D,
+            "location": SCENE, "flags": []})
+        assert r.status_code == 200 and "linked_to" not in r.json(), r.text

@@ -202,3 +202,30 @@ def test_watching_another_district_closes_the_incident_open_from_the_one_left() 
     )
     assert before == [False, True]
     assert after == [True, None]
+
+
+def test_a_linked_report_offers_to_send_it_a_team_as_an_incident_of_its_own() -> None:
+    """A report linked as a duplicate that the command room sees is another event (a second
+    fight 150 m away): its panel offers Assign and "Not a duplicate", which asks dispatch to
+    unlink it, with the dispatcher's reason. Before, its team list said "ended: nothing to
+    assign"."""
+    linked, done, posted = run_console(
+        'boards.d1 = [incident("inc_r", {status: "linked", linked_to: "inc_p"}), '
+        'incident("inc_p", {status: "resolved"})]; '
+        'details.inc_r = Object.assign(incident("inc_r", {status: "linked", linked_to: "inc_p"}), '
+        '{orders: [], timeline: []}); '
+        'details.inc_p = Object.assign(incident("inc_p"), {orders: [], timeline: []}); '
+        'var prompt = () => "another fight, at No. 14"; var confirm = () => true; var sent = []; '
+        'const api0 = answer; answer = (url, init) => { if (init && init.method === "POST") '
+        '{ sent.push([url, init.body]); return {}; } return api0(url); };',
+        'selected = "inc_r"; detail().then(() => [$("dtitle").textContent, $("unlink").hidden, '
+        '$("assign").hidden, $("team").children.map(o => o.textContent)])',
+        'selected = "inc_p"; detail().then(() => [$("unlink").hidden, $("assign").hidden])',
+        'selected = "inc_r"; detail().then(() => $("unlink").onclick()).then(() => sent)',
+    )
+    title, unlink_hidden, assign_hidden, teams = linked
+    assert "linked to inc_p" in title
+    assert (unlink_hidden, assign_hidden) == (False, False)
+    assert teams == ["no team on shift may be sent"]  # the harness's district has no teams
+    assert done == [True, True]
+    assert posted == [["/v1/incidents/inc_r/unlink", '{"note":"another fight, at No. 14"}']]
