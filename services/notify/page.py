@@ -762,12 +762,24 @@ async function loadCategories() {
     loadCategories.done = true;
   } catch (e) { toast(e.message); }
 }
+// A fix coarser than this (a phone indoors on its cell tower: 1-2 km) is not the report's
+// place: the team would go where nothing is, the zone's station may be another, and intake
+// may join the report to another incident of its kind within 200 m of that wrong place
+// (DESIGN's duplicate radius), sending nobody for it.
+const REPORT_MAX_ACCURACY_M = 200;
 function here() {
   return new Promise((ok, fail) => {
-    if (lastFix && Date.now() - lastFixTaken < 60000) { ok(lastFix); return; }
+    if (lastFix && Date.now() - lastFixTaken < 60000
+        && lastFix.accuracy_m <= REPORT_MAX_ACCURACY_M) { ok(lastFix); return; }
     if (!navigator.geolocation) { fail(new Error("this browser cannot tell your position")); return; }
-    navigator.geolocation.getCurrentPosition((p) => ok({ lat: p.coords.latitude, lon: p.coords.longitude }),
-      (e) => fail(new Error("no position: " + e.message)), { enableHighAccuracy: true, timeout: 20000 });
+    navigator.geolocation.getCurrentPosition((p) => {
+      const accuracy = Math.round(p.coords.accuracy || 0);
+      if (accuracy > REPORT_MAX_ACCURACY_M) {
+        fail(new Error("your phone knows its position only to ±" + accuracy + " m. Step " +
+          "outside or wait for GPS, then press Report again")); return;
+      }
+      ok({ lat: p.coords.latitude, lon: p.coords.longitude });
+    }, (e) => fail(new Error("no position: " + e.message)), { enableHighAccuracy: true, timeout: 20000 });
   });
 }
 async function sendReport() {
