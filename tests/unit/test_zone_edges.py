@@ -90,3 +90,25 @@ def test_a_point_on_a_border_goes_to_the_same_zone_whatever_the_order() -> None:
     first = ZoneIndex([west, east]).lookup(**on_border)
     assert first is not None
     assert ZoneIndex([east, west]).lookup(**on_border) == first
+
+
+def test_a_ring_the_long_way_round_the_globe_is_refused() -> None:
+    # A longitude's sign left off in a spreadsheet (-108.33 for 108.33), or a zone across the
+    # 180th meridian: read as lon/lat, the ring spans more than half the globe, a strip that
+    # swallows its neighbours (lying "inside" it) and gives every gap around them, in the
+    # district and far beyond, to its station.
+    typo = [[108.33, 22.80], [108.36, 22.80], [108.36, 22.83], [-108.33, 22.83]]
+    with pytest.raises(ValueError, match="180 degrees of longitude"):
+        normalise_ring(typo)
+    fiji = [[179.9, -17.0], [-179.9, -17.0], [-179.9, -16.9], [179.9, -16.9]]
+    with pytest.raises(ValueError, match="180 degrees of longitude"):
+        normalise_ring(fiji)
+    doc = parse_document({
+        "district": "d1",
+        "agencies": [{"id": "ps-1", "name": "One", "kind": "police"}],
+        "zones": [{"id": "z-a", "name": "A", "owner_agency_id": "ps-1", "polygon": typo}],
+    })
+    (error,) = doc.errors
+    assert error.path == "zones.0.polygon"
+    # a wide territory on one side of the globe is still a zone
+    assert len(normalise_ring([[73.5, 39.0], [96.0, 36.0], [87.0, 49.0]])) == 3

@@ -145,6 +145,12 @@ def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, 
         if not -GEO_MAX_LAT <= lat <= GEO_MAX_LAT:
             raise ValueError(f"point {i} is beyond {GEO_MAX_LAT} degrees north or south, where "
                              "no incident can be: is it [lat, lon]? points are [lon, lat]")
+    lons = [lon for lon, _ in ring]
+    if ring and max(lons) - min(lons) > 180:
+        # Read as lon/lat, such a ring goes the long way round the globe: a strip that holds
+        # its neighbours "inside" it and every gap around them.
+        raise ValueError("spans more than 180 degrees of longitude: a longitude's sign left "
+                         "off? (a zone across the 180th meridian is not supported)")
     if len(ring) > 1 and ring[0] == ring[-1]:
         ring = ring[:-1]
     if len(set(ring)) < 3:
