@@ -32,3 +32,32 @@ async def test_zones_that_could_not_be_loaded_are_unavailable_until_they_are() -
         await zones.lookup("qingxiu", lat=22.05, lon=108.05)
     zone = await zones.lookup("qingxiu", lat=22.05, lon=108.05)  # loaded on the next try
     assert zone is not None and zone.zone_id == "z-1"
+
+
+async def test_a_refresh_that_brings_the_same_zones_builds_nothing_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every district's zones are fetched every ZONES_REFRESH_S (10 s). Building the index
+    # of a district of a thousand detailed zones holds dispatch's event loop for a few
+    # tenths of a second (every incident waits): only a change is worth it.
+    from services.dispatch import zones as module
+
+    built: list[int] = []
+    real = module.ZoneIndex
+
+    def counted(zones: object) -> object:
+        built.append(1)
+        return real(zones)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "ZoneIndex", counted)
+    moved = {"zones": [{**ZONES["zones"][0], "owner_agency_id": "ag-other"}]}
+    answers = [ZONES, ZONES, moved]
+    zones = projection(httpx.MockTransport(
+        lambda request: httpx.Response(200, json=answers.pop(0))))
+    first = await zones.lookup("qingxiu", lat=22.05, lon=108.05)
+    assert first is not None and first.owner_agency_id == "ag-police"
+    await zones._load("qingxiu")  # the refresh: the same zones
+    assert len(built) == 1
+    await zones._load("qingxiu")  # a re-import gave the zone to another station
+    assert len(built) == 2
+    now = await zones.lookup("qingxiu", lat=22.05, lon=108.05)
+    assert now is not None and now.owner_agency_id == "ag-other"
