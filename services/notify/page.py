@@ -250,6 +250,7 @@ function open_() {
     if (ev.code === 4401 || ev.code === 4403) {
       stopped = true; setStatus("token refused", false);
       clearOrders();   // revoked (a lost phone, a member taken off the roster): shown no more
+      tokenGone("token refused");
       toast("This device token is not valid (revoked or unknown)."); return;
     }
     setStatus("disconnected", false);
@@ -719,6 +720,9 @@ function stopSharing(why) {
   clearInterval(keepTimer); watchId = null; keepTimer = null;
   $("posline").textContent = "Position not shared (" + (why || "off shift") + ").";
 }
+// The token refused (revoked: a lost phone) or forgotten (a shared phone handed on): the
+// phone's position is no longer asked for on its behalf, nor its reports' status.
+function tokenGone(why) { stopSharing(why); clearInterval(showReports.timer); }
 function onFixError(e) { $("posline").textContent = "Position not available: " + e.message; }
 async function onFix(p, force) {
   lastFix = { lat: p.coords.latitude, lon: p.coords.longitude,
@@ -729,6 +733,7 @@ async function onFix(p, force) {
   const age = Date.now() - p.timestamp;
   if (!(age >= 0 && age < 10000)) lastFix.at = new Date(p.timestamp).toISOString();
   lastFixTaken = p.timestamp;  // by the phone's clock, as Date.now() is
+  if (watchId === null) return;   // asked for before the sharing stopped: a report's place only
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
   try { await api(V("/v1/me/position"), "PUT", lastFix);
@@ -736,6 +741,7 @@ async function onFix(p, force) {
       " (±" + lastFix.accuracy_m + " m)";
   } catch (e) {
     if (e.status === 409) { stopSharing("check in to share your position"); loadDuty(); return; }
+    if (e.status === 401 || e.status === 403) { tokenGone("token refused"); return; }
     $("posline").textContent = "Position not sent: " + e.message;
   }
 }
@@ -864,7 +870,7 @@ async function forgetToken() {
   clearTimeout(reconnectTimer); clearTimeout(quietTimer);
   if (ws) { const old = ws; ws = null; old.close(); }
   setStatus("not connected", false);
-  clearOrders(); $("myreports").replaceChildren();
+  clearOrders(); $("myreports").replaceChildren(); tokenGone("signed out");
   $("push").textContent = "Alerts when closed";
   try {
     const reg = "serviceWorker" in navigator

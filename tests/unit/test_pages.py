@@ -184,8 +184,10 @@ def test_a_fresh_fix_goes_without_the_phones_clock_and_an_old_one_says_when_it_w
     # arrival); a cached one, older by the phone's own clock, still says when it was taken.
     fix = ("onFix({{ coords: {{ latitude: 22.8, longitude: 108.3, accuracy: 5 }}, "
            "timestamp: Date.now() - {age_ms} }}, true).then(() => fetched.pop().body)")
+    on_shift = shown({"on_shift": True, "status": "available", "shift_member_ids": ["m-2"],
+                      "open_orders": []})
     fresh, reused, old = run_page(
-        GEOLOCATION + "lastSent = 0; " + fix.format(age_ms=1500),
+        GEOLOCATION + on_shift + "; lastSent = 0; " + fix.format(age_ms=1500),
         # a report from the street takes the fix just shared, not a new one
         "navigator.geolocation.getCurrentPosition = () => { throw new Error('asked'); }; "
         "here()",
