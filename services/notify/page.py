@@ -163,7 +163,7 @@ function sendAbout(frame) {
   const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
   kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
   if (frame.type === "response") {
-    kept.sentAt = Date.now(); clearTimeout(kept.confirm);
+    kept.sentAt = Date.now(); kept.offline = false; clearTimeout(kept.confirm);
     kept.confirm = setTimeout(() => unconfirmed(frame.order_id), ANSWER_CONFIRM_MS);
   }
   return send(frame);
@@ -186,11 +186,38 @@ function unconfirmed(id) {
 }
 function settled(id, type) {   // taken, or refused for good: not sent again
   const kept = unsure.get(id); if (!kept) return;
+  const shown = kept.offline && kept.response && type !== "received";
   if (type) delete kept[type]; else { delete kept.received; delete kept.response; }
+  if (!kept.response) kept.offline = false;
   if (!kept.received && !kept.response) {
     clearTimeout(kept.timer); clearTimeout(kept.confirm); unsure.delete(id);
   }
+  if (shown && orders.has(id)) render(id, false);   // its "not sent yet" line goes
   keepRinging();   // an answer refused: the order waits again
+}
+// No network at all (a basement, a lift): the answer is kept, its card says it is not sent
+// yet, and it goes by itself once there is a signal: over HTTP every ANSWER_CONFIRM_MS
+// (unconfirmed), on the socket at its next hello. Dropped with "try again", it was lost
+// when the member did not press it again: a "resolved" so lost left the team busy, out of
+// dispatch, and the incident open. Sent at most until taken (a repeat changes nothing at
+// notify), never to an order that has ended, a call for reinforcement only while notify
+// takes it as the same call.
+function noSignal(id, answer) {
+  const kept = unsure.get(id);
+  if (!kept || !kept.response || kept.response.response !== answer.response) return;  // another since
+  const o = orders.get(id);
+  if (!o || ended(o)) { settled(id, "response"); return; }
+  if (!kept.offline) {
+    kept.offline = true; render(id, false);
+    toast("No connection: " + LABELS[answer.response] + " is not sent yet; it goes by itself as "
+      + "soon as there is a signal.");
+  }
+  clearTimeout(kept.confirm);
+  kept.confirm = setTimeout(() => unconfirmed(id), ANSWER_CONFIRM_MS);
+}
+function answerTaken(id, answer) {   // this answer's reply: not one the member pressed since
+  const kept = unsure.get(id);
+  if (kept && kept.response && kept.response.response === answer.response) settled(id, "response");
 }
 function onRefused(f) {
   const kept = f.order_id ? unsure.get(f.order_id) : undefined;
@@ -512,18 +539,19 @@ async function respond(id, response) {
   await postAnswer(id, answer);
 }
 async function postAnswer(id, answer, again) {
+  let r, body;
   try {   // socket down: the same answer over HTTP, continuing the order's trace
     const o = orders.get(id);
-    const r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
+    r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
       method: "POST", headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token,
         ...(o && o.frame.traceparent ? { "traceparent": o.frame.traceparent } : {}) },
       body: JSON.stringify(answer) });
-    const body = await r.json();
-    settled(id, "response");
-    if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
-    if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
-    setState(id, body.state, body.answered);
-  } catch (e) { settled(id, "response"); toast("Not sent: no connection. Try again."); }
+    body = await r.json();
+  } catch (e) { noSignal(id, answer); return; }
+  answerTaken(id, answer);
+  if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
+  if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
+  setState(id, body.state, body.answered);
 }
 // An answer sent again over HTTP because its socket never confirmed it, refused as the order
 // is finished: the socket may have taken it (its reply lost). Then the order stands where
@@ -570,6 +598,11 @@ function render(id, alert) {
   }
   if (f.filing_due) card.append(el("div", "meta", "Filing due " + new Date(f.filing_due).toLocaleString()));
   card.append(el("div", "state", o.state === "issued" ? "NEW" : o.state.replace(/_/g, " ").toUpperCase()));
+  const kept = unsure.get(id);
+  if (kept && kept.offline && kept.response && !ended(o)) {
+    card.append(el("div", "meta", "Not sent yet (no signal): " + LABELS[kept.response.response]
+      + ". It goes by itself when there is a signal."));
+  }
   const acts = el("div", "actions");
   for (const r of allowed(o.state, f.kind)) {
     const style = r === "acknowledged" ? "primary"

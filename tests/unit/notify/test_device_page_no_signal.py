@@ -1,0 +1,74 @@
+"""The member's page without a signal (a basement, a lift, a dead spot): an answer pressed
+then is kept and goes once there is one, once, and never to an order that has ended (the
+page's script runs in node, as in test_device_page_day)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.notify.test_device_page_day import day, deliver, hello
+from tests.unit.test_pages import ORDER
+
+ON_SCENE = {"type": "order_state", "order_id": "ord_1", "state": "on_scene", "answered": True,
+            "response": "on_scene"}
+RESOLVED = {**ON_SCENE, "state": "resolved", "response": "resolved"}
+# the socket drops in the basement; the member presses Resolved (no note, no camera files)
+RESOLVED_IN_THE_BASEMENT = (f"{hello()}; {deliver(ORDER)}; {deliver(ON_SCENE)}; sentFrames(); "
+                            "drop(1006); prompt = () => ''; respond('ord_1', 'resolved')")
+# out of the basement: the network is back, the page's try to connect opens, notify greets it
+BACK = ("(listeners.online || []).forEach((fn) => fn()); ws.readyState = 1; ws.onopen(); "
+        f"{hello()}; sentFrames()")
+POSTED = ("fetched.filter((f) => f.method === 'POST' && f.url.startsWith('/v1/orders/'))"
+          ".map((f) => f.body.response)")
+
+
+def answers(frames: list[dict[str, Any]]) -> list[str]:
+    return [f["response"] for f in frames if f.get("type") == "response"]
+
+
+def test_an_answer_pressed_without_signal_goes_once_the_signal_is_back() -> None:
+    # Resolved, pressed in a basement: the page said "Not sent: no connection. Try again." for
+    # five seconds and dropped the answer. The member, back in the street, did not press it
+    # again: the order stayed on scene, the team busy (no order reaches a busy team) and the
+    # incident open on the command room's board, until someone rang them.
+    *_, card, sent, after = day(
+        RESOLVED_IN_THE_BASEMENT,
+        "text('o-ord_1')",
+        BACK,
+        f"{deliver(RESOLVED)}; later(60000); sentFrames()",
+    )
+    assert "not sent yet" in card.lower()
+    assert answers(sent) == ["resolved"]
+    assert answers(after) == []
+
+
+def test_an_answer_that_went_over_http_once_the_signal_came_is_not_sent_again() -> None:
+    taken = "net = async () => [200, { state: 'resolved', answered: true }];"
+    *_, posted, sent, card = day(
+        RESOLVED_IN_THE_BASEMENT,
+        "later(20000)",
+        f"{taken} later(10000); {POSTED}",
+        BACK,
+        "text('o-ord_1')",
+    )
+    assert posted[-1] == "resolved" and posted.count("resolved") >= 2  # tried, then taken
+    assert answers(sent) == []
+    assert "not sent yet" not in card.lower()
+
+
+def test_a_kept_answer_to_an_order_withdrawn_meanwhile_is_sent_no_more() -> None:
+    # The deadline ran out while the member's acknowledgement waited for a signal: notify
+    # refuses it (the order was withdrawn) and tells the page; the page tries it no more.
+    refused = {"type": "error", "code": "conflict", "order_id": "ord_1",
+               "message": "the order was withdrawn; it takes no responses"}
+    *_, sent, after = day(
+        f"{hello()}; {deliver(ORDER)}; sentFrames(); drop(1006); respond('ord_1', 'acknowledged')",
+        BACK,
+        f"{deliver({'type': 'order_withdrawn', 'order_id': 'ord_1'})}; {deliver(refused)}; "
+        f"var before = {POSTED}.length, card = text('o-ord_1'); later(60000); "
+        f"[sentFrames(), {POSTED}.length - before, card]",
+    )
+    assert answers(sent) == ["acknowledged"]
+    frames, posted, card = after
+    assert answers(frames) == [] and posted == 0
+    assert "WITHDRAWN" in card and "not sent" not in card.lower()
