@@ -362,7 +362,7 @@ function onFrame(f) {
       break;
     }
     case "order": onOrder(f); break;
-    case "order_withdrawn": endOrder(f.order_id, "withdrawn"); break;
+    case "order_withdrawn": withdrawn(f.order_id); break;
     case "order_update": onUpdate(f); break;
     case "order_state":
       // an order the team took before this page knew it (a reload, another phone answered):
@@ -400,12 +400,15 @@ function onOrder(f) {
 // on Android has no Notification constructor for pages (it throws): there a page shows one
 // through its service worker, registered when the member turned on alerts.
 function notifyHidden(f) {
+  showNotice(f.order_id, f.priority + " " + f.category.replace(/_/g, " "),
+             { body: f.address || "", data: { order_id: f.order_id } });
+}
+function showNotice(tag, title, more) {
   if (!document.hidden || !("Notification" in window) || Notification.permission !== "granted") return;
-  const title = f.priority + " " + f.category.replace(/_/g, " ");
-  const opts = { body: f.address || "", tag: f.order_id, renotify: true, requireInteraction: true,
-                 vibrate: [400, 150, 400, 150, 400], data: { order_id: f.order_id } };
+  const opts = { tag, renotify: true, requireInteraction: true,
+                 vibrate: [400, 150, 400, 150, 400], ...more };
   const direct = () => {
-    try { notices.set(f.order_id, new Notification(title, opts)); } catch (e) { /* not allowed */ }
+    try { notices.set(tag, new Notification(title, opts)); } catch (e) { /* not allowed */ }
   };
   const sw = navigator.serviceWorker;
   if (!sw || typeof sw.getRegistration !== "function") { direct(); return; }
@@ -490,8 +493,30 @@ function endOrder(id, why) {
   const o = orders.get(id); if (!o) return;
   o.state = why; render(id, false); dismissNotice(id);
   refreshDutySoon();  // free, points
-  setTimeout(() => { const el = $("o-" + id); if (el) el.remove(); orders.delete(id); settled(id);
-    showEmpty(); }, 15000);
+  setTimeout(() => { if (!o.calledOff) dropOrder(id); }, 15000);
+}
+function dropOrder(id) {
+  const el = $("o-" + id); if (el) el.remove(); orders.delete(id); settled(id); showEmpty();
+}
+// Called off: an order this team had taken (on its way, on scene) that the command room took
+// back (another team given it, volunteers taken off a weapon, the incident closed). The team
+// may be walking to it with the phone locked in a pocket: the phone alarms once and says so,
+// on the lock screen too, and the card stays until the member has read it (OK). An order
+// nobody had taken only stops ringing.
+const CALLED_OFF = "Do not go: the command room took this order back.";
+function withdrawn(id) {
+  const o = orders.get(id); if (!o || ended(o)) return;
+  const pressed = unsure.get(id);   // an answer on its way (no signal): the team may be too
+  o.calledOff = !!o.answered || o.state !== "issued"
+    || !!(pressed && pressed.response && pressed.response.response !== "declined");
+  endOrder(id, "withdrawn");
+  if (!o.calledOff) return;
+  const what = o.frame.priority + " " + o.frame.category.replace(/_/g, " ");
+  beep();
+  toast("Withdrawn: " + what + ". " + CALLED_OFF);
+  showNotice(id + ":withdrawn", "Withdrawn: " + what,
+             { body: CALLED_OFF + (o.frame.address ? " " + o.frame.address : ""),
+               data: { order_id: id, withdrawn: true } });
 }
 
 function setState(id, state, answered) {
@@ -613,6 +638,12 @@ function render(id, alert) {
     b.onclick = () => respond(id, r); acts.append(b);
   }
   card.append(acts);
+  if (o.calledOff && o.state === "withdrawn") {
+    card.append(el("div", "instr", CALLED_OFF));
+    const ok = el("button", "primary", "OK");
+    ok.onclick = () => { dismissNotice(id + ":withdrawn"); dropOrder(id); };
+    card.append(ok);
+  }
   keepRinging();
   sortCards();
   showEmpty();

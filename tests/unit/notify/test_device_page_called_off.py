@@ -1,0 +1,76 @@
+"""The member's page when the command room takes back an order the team had taken (another
+team given it, a weapon reported and volunteers taken off it, the incident closed): the
+team may be on its way with the phone in a pocket (the page's script runs in node, as in
+test_device_page_day)."""
+
+from __future__ import annotations
+
+from tests.unit.notify.test_device_page_day import day, deliver, hello
+from tests.unit.test_pages import ORDER
+
+EN_ROUTE = {"type": "order_state", "order_id": "ord_1", "state": "en_route", "answered": True,
+            "response": "en_route"}
+WITHDRAWN = deliver({"type": "order_withdrawn", "order_id": "ord_1"})
+# the phone's alarm and vibration, counted; its screen locked, the page hidden
+POCKET = ("var beeps = 0, buzzes = 0; beep = () => { beeps++; }; "
+          "navigator.vibrate = () => { buzzes++; }; document.hidden = true;")
+UNLOCK = ("document.hidden = false; "
+          "(listeners.visibilitychange || []).forEach((fn) => fn());")
+
+
+def test_a_team_on_its_way_is_alerted_when_its_order_is_withdrawn() -> None:
+    # Volunteers on their way to a fight; the caller rings back: a knife. The command room
+    # takes the volunteers off it. Their card said WITHDRAWN for 15 s, without a sound, and
+    # went: the phone in a pocket never said so, and at the scene the page showed "No
+    # orders." as if nothing had been sent. They walked into a knife fight alone.
+    *_, alerted, card = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {POCKET}",
+        f"{WITHDRAWN}; [beeps > 0 || buzzes > 0, toasts.some((t) => /withdrawn/i.test(t))]",
+        f"later(600000); {UNLOCK} later(60000); text('o-ord_1')",
+    )
+    assert alerted == [True, True]
+    assert card is not None and "WITHDRAWN" in card  # still there to be read
+
+
+def test_a_member_whose_acknowledgement_had_no_signal_is_alerted_too() -> None:
+    # Acknowledged in a dead spot: the answer waits for a signal, the deadline runs out and
+    # the order goes to another team; the member is on the way all the same.
+    *_, alerted = day(
+        f"{hello()}; {deliver(ORDER)}; drop(1006); respond('ord_1', 'acknowledged')",
+        f"later(2000); ws.readyState = 1; ws.onopen(); {hello()}; {POCKET}",
+        f"{WITHDRAWN}; [beeps > 0, toasts.some((t) => /withdrawn/i.test(t))]",
+    )
+    assert alerted == [True, True]
+
+
+def test_a_withdrawn_card_the_member_has_read_goes_at_their_press() -> None:
+    *_, after = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {WITHDRAWN}",
+        "$('o-ord_1').children.find((c) => c.tagName === 'button').onclick(); "
+        "[text('o-ord_1'), orders.size]",
+    )
+    assert after == [None, 0]
+
+
+def test_the_lock_screen_says_the_order_was_withdrawn() -> None:
+    locked = ("var shown = []; window.Notification = function () {}; "
+              "window.Notification.permission = 'granted'; Notification = window.Notification; "
+              "navigator.serviceWorker = { getRegistration: async () => ({ "
+              "showNotification: async (title, o) => { shown.push(title); }, "
+              "getNotifications: async () => [] }) };")
+    *_, shown = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {POCKET} {locked}",
+        f"{WITHDRAWN}",
+        "shown",
+    )
+    assert [t for t in shown if t.lower().startswith("withdrawn")], shown
+
+
+def test_an_order_withdrawn_before_anyone_took_it_only_stops_ringing() -> None:
+    # Nobody answered it (the deadline passed): the team is not on its way. Its card goes as
+    # before, without an alarm of its own.
+    *_, after = day(
+        f"{hello()}; {deliver(ORDER)}; {POCKET} beeps = 0",
+        f"{WITHDRAWN}; later(60000); [beeps, text('o-ord_1')]",
+    )
+    assert after == [0, None]
