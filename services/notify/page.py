@@ -155,6 +155,7 @@ function send(frame) {
 // until the server says the order stands where it took it).
 const unsure = new Map();   // order id -> { received?, response?, sentAt?, tries, timer }
 const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S (30 s)
+const HELP_AGAIN = "Your call for help may not have gone through: press " + LABELS.reinforce + " again.";
 // An answer on a socket that died without a close (a dead spot) goes nowhere and gets no
 // reply: one not confirmed within ANSWER_CONFIRM_MS goes over HTTP as well, well before a
 // P1's 30 s deadline; one that cannot go at all is said so.
@@ -178,7 +179,7 @@ function unconfirmed(id) {
   if (!o || ended(o)) { settled(id, "response"); return; }
   if (kept.response.response === "reinforce" && age > REINFORCE_RESEND_MS) {
     settled(id, "response");   // a second call now, not a repeat: the member decides
-    toast("Your call for reinforcement may not have gone through: press Reinforce again.");
+    toast(HELP_AGAIN);
     return;
   }
   const { type, order_id, ...answer } = kept.response;
@@ -354,7 +355,7 @@ function onFrame(f) {
         if (!kept.response || !o || ended(o)) continue;
         if (kept.response.response === "reinforce" && Date.now() - kept.sentAt > REINFORCE_RESEND_MS) {
           settled(id, "response");
-          toast("Your call for reinforcement may not have gone through: press Reinforce again.");
+          toast(HELP_AGAIN);
           continue;
         }
         send(kept.response);

@@ -72,3 +72,18 @@ def test_a_kept_answer_to_an_order_withdrawn_meanwhile_is_sent_no_more() -> None
     frames, posted, card = after
     assert answers(frames) == [] and posted == 0
     assert "WITHDRAWN" in card and "not sent" not in card.lower()
+
+
+def test_a_call_for_help_that_may_be_lost_names_the_button_to_press_again() -> None:
+    # A guard in a fight pressed "Need help" in a dead spot; the page, unable to tell whether
+    # it went, asked to "press Reinforce again": the card has no such button.
+    *_, told, buttons = day(
+        f"{hello()}; {deliver(ORDER)}; respond('ord_1', 'reinforce')",
+        "later(9000)", "later(9000)", "later(9000)",  # tried over HTTP, in vain, each time
+        "toasts.filter((t) => /again/.test(t))",
+        "$('o-ord_1').children.find((c) => c.className === 'actions').children"
+        ".map((b) => b.textContent)",
+    )
+    assert told, "the member is asked to press again"
+    assert any(f'"{label}"' in told[-1] or f"press {label} again" in told[-1]
+               for label in buttons), (told, buttons)
