@@ -797,7 +797,10 @@ async function onFix(p, force) {
   // without `at`, stamped by volunteers on arrival; only an older one says when it was taken.
   const age = Date.now() - p.timestamp;
   if (!(age >= 0 && age < 10000)) lastFix.at = new Date(p.timestamp).toISOString();
-  lastFixTaken = p.timestamp;  // by the phone's clock, as Date.now() is
+  // When it was taken, by the page's own clock: Android stamps a fix with the satellites'
+  // time, which a phone set by hand minutes slow would take for minutes ahead (its last fix
+  // "just taken" for as long, and a report from the street placed where it was shared).
+  lastFixTaken = Date.now() - (age >= 0 && age < 60000 ? age : 0);
   if (watchId === null) return;   // asked for before the sharing stopped: a report's place only
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();

@@ -52,3 +52,24 @@ def test_forgetting_the_token_stops_the_sharing() -> None:
         boot=BOOT,
     )
     assert after == [0, 0]
+
+
+def test_a_report_after_check_out_is_placed_where_the_member_is_on_a_phone_set_slow() -> None:
+    # The phone's clock was set by hand ten minutes slow; Android stamps a fix with the
+    # satellites' time, ten minutes ahead of it. The page took the last shared fix as "just
+    # taken" for eleven minutes: a fight reported after the check-out, 2 km further on, was
+    # placed where the member had checked out, and the nearest team sent there.
+    checked_out = ("var base = net; net = async (url, init) => url.endsWith('/v1/me/shift/end') "
+                   "? [200, { on_shift: false, status: 'off_duty', shift_member_ids: [], "
+                   "open_orders: [], checked_out: true }] : base(url, init);")
+    moved = ("navigator.geolocation.getCurrentPosition = (ok) => ok({ coords: { latitude: 22.87, "
+             "longitude: 108.35, accuracy: 8 }, timestamp: Date.now() + 600000 });")
+    *_, place = day(
+        hello(),
+        "gps.fix({ coords: { latitude: 22.85, longitude: 108.35, accuracy: 8 }, "
+        "timestamp: Date.now() + 600000 })",
+        f"{checked_out} shift('end')",
+        f"later(300000); {moved} here()",
+        boot=BOOT,
+    )
+    assert place["lat"] == 22.87
