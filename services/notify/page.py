@@ -657,7 +657,7 @@ const ackLines = new Map();   // order id -> its deadline line, while it counts 
 let tickTimer = null, serverSkew = 0;
 function deadline(id) {
   const o = orders.get(id), due = Date.parse(o.frame.ack_by);
-  const at = "Acknowledge by " + new Date(due).toLocaleTimeString();
+  const at = "Acknowledge by " + new Date(due - serverSkew).toLocaleTimeString();
   if (o.state !== "issued" || o.answered) return at;
   const left = Math.ceil((due - (Date.now() + serverSkew)) / 1000);
   return at + (left > 0 ? " · " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0")

@@ -423,6 +423,23 @@ def test_the_countdown_follows_notifys_clock_not_a_phone_set_by_hand() -> None:
     assert "0:29" in shown or "0:30" in shown or "0:31" in shown, shown
 
 
+def test_the_acknowledge_by_time_reads_on_the_phones_own_clock() -> None:
+    # The phone's clock is five minutes slow. The card said "Acknowledge by 10:05:30" (notify's
+    # time) beside "0:30 left", while the phone's own clock read 10:00: a member glancing at
+    # the time would count five minutes more than the P1 has.
+    slow = ("net = async (url) => url === '/v1/devices/me' ? [200, { services: {}, "
+            "webpush: { enabled: false }, sms: { enabled: false } }, "
+            "{ date: new Date(Date.now() + 300000).toUTCString() }] : [404, {}];")
+    *_, (card, *phone) = day(
+        f"{slow} loadMe()",
+        f"{hello()}; var due = new Date(Date.now() + 330000).toISOString(); "
+        f"deliver({{ ...{json.dumps(ORDER)}, priority: 'P1', ack_by: due }}); "
+        "[text('o-ord_1'), ...[29000, 30000, 31000].map((ms) => "
+        "new Date(Date.now() + ms).toLocaleTimeString())]",
+    )
+    assert any(f"Acknowledge by {t}" in card for t in phone), (card, phone)
+
+
 def test_the_card_offers_exactly_the_answers_notify_takes() -> None:
     # notify lists in `allowed` what an order takes; a button the server refuses is a 409
     # in the street, a missing one an answer the team cannot give.
