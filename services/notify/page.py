@@ -64,6 +64,8 @@ DEVICE_PAGE = """<!doctype html>
   <span id="status" class="off">not connected</span>
 </header>
 <main>
+  <section class="panel" id="sound" hidden>Tap the page once: until then the browser keeps an
+    order's alarm silent.</section>
   <section class="panel" id="login">
     <label for="token">Device token</label>
     <input id="token" type="password" autocomplete="off" placeholder="paste your device token">
@@ -251,6 +253,13 @@ function beepUnlock() {
     audio = audio || new (window.AudioContext || window.webkitAudioContext)();
     audio.resume();
   } catch (e) { /* no audio */ }
+  $("sound").hidden = true;
+}
+// A browser lets a page sound only within a touch: the sound of a page that connected by
+// itself with its kept token (reopened, reloaded) is made by its first order's alarm, and
+// stays silent until resumed in one. Any touch of the page does it, not only Connect.
+if (typeof document.addEventListener === "function") {
+  for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, beepUnlock, true);
 }
 // One socket at a time: a socket this page replaced (Connect pressed again, a silent one
 // given up) may still report its close or a frame; it is no longer the page's, and its
@@ -957,7 +966,7 @@ $("push").onclick = enablePush;
 $("test").onclick = () => { beepUnlock(); beep(); };
 $("sms").onclick = async () => { try { await api("/v1/devices/me/sms", "POST", { phone: $("phone").value });
   toast("Phone saved for SMS fallback."); } catch (e) { toast(e.message); } };
-if (token) { stopped = false; open_(); loadMe(); }
+if (token) { stopped = false; open_(); loadMe(); $("sound").hidden = false; }
 </script>
 </body>
 </html>
