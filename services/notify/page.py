@@ -388,7 +388,8 @@ function onFrame(f) {
       { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
         const mine = !!(kept && kept.response && kept.response.response === f.response);
         if (mine) settled(f.order_id, "response");
-        if (f.response === "reinforce") calledHelp(f.order_id, mine); }
+        // with the order: a replay (a reload), when the call was made is not known here
+        if (f.response === "reinforce") calledHelp(f.order_id, mine, !f.order); }
       break;
     case "ping": send({ type: "pong" }); break;
     case "error": onRefused(f); break;
@@ -589,14 +590,14 @@ async function postAnswer(id, answer, again) {
   if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
   if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
   setState(id, body.state, body.answered);
-  if (answer.response === "reinforce") calledHelp(id, true);
+  if (answer.response === "reinforce") calledHelp(id, true, true);
 }
 // A call for help taken (this phone's or a teammate's): the card says so, and the toast to
 // whoever pressed it. Nothing changed before: a guard in a fight, unsure, pressed again, and a
 // press after notify's REINFORCE_REPEAT_S (30 s) is a call for one more unit.
-function calledHelp(id, mine) {
+function calledHelp(id, mine, now) {
   const o = orders.get(id); if (!o || ended(o)) return;
-  o.helpAt = Date.now(); render(id, false);
+  o.helpAt = now ? Date.now() : (o.helpAt || -1); render(id, false);
   if (mine) toast("Help called: the command room has your call.");
 }
 // An answer sent again over HTTP because its socket never confirmed it, refused as the order
@@ -645,7 +646,8 @@ function render(id, alert) {
   if (f.filing_due) card.append(el("div", "meta", "Filing due " + new Date(f.filing_due).toLocaleString()));
   card.append(el("div", "state", o.state === "issued" ? "NEW" : o.state.replace(/_/g, " ").toUpperCase()));
   if (o.helpAt && !ended(o)) {
-    card.append(el("div", "meta", "Help called " + new Date(o.helpAt).toLocaleTimeString()));
+    card.append(el("div", "meta", "Help called"
+      + (o.helpAt > 0 ? " " + new Date(o.helpAt).toLocaleTimeString() : "")));
   }
   const kept = unsure.get(id);
   if (kept && kept.offline && kept.response && !ended(o)) {

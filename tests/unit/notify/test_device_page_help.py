@@ -43,3 +43,13 @@ def test_a_call_for_help_taken_over_http_is_said_so_too() -> None:
         "text('o-ord_1')",
     )
     assert "help called" in card.lower()
+
+
+def test_a_reloaded_page_says_help_was_called_without_inventing_when() -> None:
+    # notify tells a reloaded page where the order stands, with its last answer: the call
+    # for help was made before the reload, at a time the page does not know.
+    *_, card = day(
+        f"{hello()}; {deliver({**HELP_TAKEN, 'order': ORDER})}",
+        "[text('o-ord_1'), new Date().toLocaleTimeString()]",
+    )
+    assert "help called" in card[0].lower() and card[1] not in card[0]
