@@ -290,6 +290,7 @@ function open_() {
       tokenGone("token refused");
       toast("This device token is not valid (revoked or unknown)."); return;
     }
+    if (ev.code === 4409) forgetCallers();
     setStatus("disconnected", false);
     reconnectLater();
   };
@@ -946,6 +947,17 @@ $("connect").onclick = connect;
 $("checkin").onclick = () => shift("start");
 $("checkout").onclick = () => shift("end");
 $("rsend").onclick = sendReport;
+// 4409: the member's team or its agency's kind changed (a team moved from a police agency to
+// a security company keeps its id). A police order's caller and description are a police
+// member's only: taken off every card now; notify sends the live orders again with what the
+// member may read.
+function forgetCallers() {
+  for (const [id, o] of orders) {
+    if (o.frame.caller === undefined && o.frame.description === undefined) continue;
+    const { caller, description, ...rest } = o.frame;
+    o.frame = rest; render(id, false);
+  }
+}
 function clearOrders() {
   for (const id of [...orders.keys()]) {
     settled(id); dismissNotice(id); const c = $("o-" + id); if (c) c.remove();

@@ -221,3 +221,22 @@ def test_the_service_worker_puts_a_withdrawal_in_place_of_the_orders_notificatio
     assert again == "Withdrawn: P1 fire" and notice["tag"] == "ord_1"
     assert notice["requireInteraction"] is False and notice["silent"] is True
     assert notice["body"].startswith("No need to go")
+
+
+def test_a_team_moved_from_the_police_to_a_security_company_no_longer_shows_callers() -> None:
+    # A roster import moved the team, keeping its id, from a police agency to a security
+    # company: notify closed its sockets (4409) because their members may no longer read a
+    # police order's caller and description, and sends the orders again without them. The
+    # page, holding the orders already, kept showing the caller's name and phone number and
+    # the description to the guards.
+    police = {**ORDER, "caller": {"name": "Wang", "phone": "+8613800000000"},
+              "description": "neighbours fighting"}
+    *_, dropped_now, back = run_page(
+        f"{hello('t1')}; {deliver(police)}; sentFrames()",
+        "ws.onclose({ code: 4409 }); const f = orders.get('ord_1').frame; "
+        "[f.caller || null, f.description || null]",
+        f"runTimers(); ws.onopen(); {hello('t1')}; {deliver(ORDER)}; "
+        "const g = orders.get('ord_1').frame; [g.caller || null, g.description || null]",
+    )
+    assert dropped_now == [None, None]
+    assert back == [None, None]
