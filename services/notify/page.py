@@ -160,7 +160,7 @@ const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S 
 const HELP_AGAIN = "Your call for help may not have gone through: press " + LABELS.reinforce + " again.";
 // An answer on a socket that died without a close (a dead spot) goes nowhere and gets no
 // reply: one not confirmed within ANSWER_CONFIRM_MS goes over HTTP as well, well before a
-// P1's 30 s deadline; one that cannot go at all is said so.
+// P1's 30 s deadline; one that cannot go at all is kept until it can (noSignal).
 const ANSWER_CONFIRM_MS = 8000;
 function sendAbout(frame) {
   const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
