@@ -1698,18 +1698,25 @@ class Dispatcher:
             if order.get("published") != "1":
                 await self._announce(inc, order)
             return order
+        owner = station
         if team is None:
             team = (await self._station_team(inc, station, excluded=excluded)
                     if station else None)
+        else:  # the command room's choice: maybe another station's team
+            owner = await self._station_of(inc)
         if team is None:
             return None
-        # The station's 24 h run from its first order of the case: one of its teams that
-        # declines it, is taken off it or hands it over again gives a colleague what is
-        # left, never a new day (filing overdue would never show).
+        # The owning station's 24 h run from the hand-over: the hours it had nobody on shift
+        # for it count (a car checking in 30 h later was given a fresh day: the case never
+        # showed as filing overdue); another station given it, from its first order. One of
+        # its teams that declines it, is taken off it or hands it over again gives a
+        # colleague what is left, never a new day.
+        handed_at = _ts(inc.get("handed_over_at")) if team.agency_id == owner else None
         filing_due = min([datetime.fromisoformat(o["filing_due"]) for o in state.orders
                           if o.get("kind") == "handover" and o.get("filing_due")
                           and o.get("agency_id") == team.agency_id],
-                         default=utcnow() + timedelta(hours=self.policy.handover_filing_h))
+                         default=(handed_at or utcnow())
+                         + timedelta(hours=self.policy.handover_filing_h))
         return await self._offer_and_announce(
             inc, team, kind="handover", filing_due=filing_due,
             instructions=self._handover_instructions(by, note, filing_due,

@@ -328,3 +328,29 @@ async def test_a_hand_over_every_station_team_declined_is_flagged_and_offered_ag
         await poll_until(lambda: len(handover_orders(url, incident_id)) == 2, "asked again")
     assert handover_orders(url, incident_id) == [("station-car", "declined"),
                                                  ("station-car", "offered")]
+
+
+async def test_a_hand_over_that_waited_for_a_station_team_is_due_a_day_after_the_hand_over(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The guard hands the dispute over at 20:00; nobody of the station is on shift in the
+    # app until a car checks in 30 h later. The station owed the filing from the hand-over:
+    # the car's order is due already (a day after the hand-over), and the inspector sees it
+    # overdue; it is not given a fresh 24 h from its check-in.
+    from .test_supervision import board, overdue_on_board
+
+    url = clean_redis
+    incident_id, _ = await hand_over(url, publisher, station_team=False)
+    handed_at = datetime.now(UTC) - timedelta(hours=30)
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), "handed_over_at", handed_at.isoformat())
+        async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300)}):
+            client.zadd(store.TIMERS, {f"handover:{incident_id}": time.time()})  # retried
+            await poll_until(lambda: client.hget(store.incident_key(incident_id),
+                                                 "handover_order"), "the station's order", 8)
+    finally:
+        client.close()
+    (order,) = [o for o in orders_for(url, incident_id) if o.kind == "handover"]
+    assert order.filing_due == handed_at + timedelta(hours=24)
+    async with board(url) as console:
+        assert await overdue_on_board(console) == [incident_id]

@@ -8,6 +8,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -210,3 +211,35 @@ async def test_a_station_team_answer_after_a_hand_assignment_resolves_it(
         await poll_until(lambda: fields(url, incident_id).get("status") == "resolved",
                          "the station filed it")
     assert not last_update(url, incident_id).flagged
+
+
+async def test_a_hand_over_given_by_hand_is_due_from_the_hand_over_for_its_own_station_only(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Nobody of the owning station took the hand-over for 30 h. Given by hand to one of
+    # its teams, the filing is due a day after the hand-over (overdue already); given to
+    # another station's team, that station has its own day from now.
+    url = clean_redis
+    handed_at = datetime.now(UTC) - timedelta(hours=30)
+    dues = {}
+    # (the other station's team first: the owning station's, once on shift, would be
+    # given the second hand-over by itself)
+    for team_id, agency_id in (("next-door", "ag-next-door"), ("station-car", "ag-police")):
+        incident_id, _ = await hand_over(url, publisher, station_team=False)
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            client.hset(store.incident_key(incident_id), "handed_over_at", handed_at.isoformat())
+        finally:
+            client.close()
+        async with command_room(url, publisher, {}) as console:
+            await publisher.publish(UnitStatus(
+                district=DISTRICT, unit_id=team_id, status="available", name=team_id,
+                agency_id=agency_id, agency_kind="police", mode="car", on_shift=True),
+                stream=streams.UNIT_STATUS.name)
+            await poll_until(lambda t=team_id: _known(url, t), f"{team_id} known")
+            r = await assign(console, incident_id, team_id)
+            assert r.status_code == 200, r.text
+        (order,) = [o for o in orders_for(url, incident_id) if o.kind == "handover"]
+        assert order.filing_due is not None
+        dues[team_id] = order.filing_due
+    assert dues["station-car"] == handed_at + timedelta(hours=24)
+    assert dues["next-door"] > datetime.now(UTC) + timedelta(hours=23)
