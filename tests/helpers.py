@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 import redis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from tools.redis_server import RedisServer
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -60,3 +65,24 @@ def run_in_node(harness: str, payload: dict[str, Any]) -> Any:
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+def redis_as_compose_runs_it(workdir: Path, **options: Any) -> tuple[RedisServer, dict[str, str]]:
+    """A redis-server started by the compose deployment's own entrypoint
+    (deploy/redis/entrypoint.sh) with its ACL template: the default user off, one user per
+    service limited to its keys and streams. Returns the server (not started; `options` go
+    to RedisServer) and each user's password ("admin" and the services')."""
+    from shared import streams
+    from tools.redis_acl import password_variable
+    from tools.redis_server import RedisServer, find_binary
+    from tools.stack import ROOT
+
+    passwords = {user: secrets.token_urlsafe(16) for user in ("admin", *streams.SERVICES)}
+    deploy = ROOT / "deploy" / "redis"
+    env = {"REDIS_ADMIN_PASSWORD": passwords["admin"],
+           **{password_variable(s): passwords[s] for s in streams.SERVICES},
+           "ACL_TEMPLATE": str(deploy / "users.acl.template"),
+           "ACL_FILE": str(Path(workdir) / "users.acl"), "REDIS_SERVER": find_binary() or ""}
+    server = RedisServer(Path(workdir), binary=str(deploy / "entrypoint.sh"), env=env,
+                         ready_auth=("admin", passwords["admin"]), **options)
+    return server, passwords

@@ -28,7 +28,10 @@ def password_variable(service: str) -> str:
 
 
 def keys_of(service: str) -> list[str]:
-    names = [f"{streams.KEY_PREFIX[service]}*"]
+    # "" matches only the empty key name: the services' scripts take '' for a key slot they
+    # are not given (and check for it before touching it), and Redis checks every key an
+    # EVAL names. Nothing is ever written under that name.
+    names = [f"{streams.KEY_PREFIX[service]}*", ""]
     for stream in streams.ALL:
         if stream.producer == service or service in stream.consumers:
             names.append(stream.name)

@@ -37,8 +37,9 @@ def find_binary() -> str | None:
     return None
 
 
-def version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout
+def version(binary: str, env: dict[str, str] | None = None) -> tuple[int, ...]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False,
+                         env={**os.environ, **env} if env else None).stdout
     for token in out.split():
         if token.startswith("v="):
             return tuple(int(p) for p in token[2:].split(".") if p.isdigit())
@@ -128,6 +129,7 @@ class RedisServer:
         extra_args: list[str] | None = None,
         ready_auth: tuple[str, str] | None = None,
         own_session: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         found = binary or find_binary()
         if not found:
@@ -147,6 +149,7 @@ class RedisServer:
         self.extra_args = extra_args or []
         self.ready_auth = ready_auth  # (user, password) to PING with, when ACLs are on
         self.own_session = own_session
+        self.env = env  # added to this process's environment (deploy/redis/entrypoint.sh's)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_from = 0
 
@@ -182,10 +185,10 @@ class RedisServer:
         `appendonly.aof`: it would start empty, without a word, and Redis 7 would later
         ignore what Redis 6 wrote there in turn."""
         if (self.appendonly and (self.workdir / "appendonlydir").is_dir()
-                and version(self.binary) < (7,)):
+                and version(self.binary, self.env) < (7,)):
             raise RuntimeError(
                 f"{self.workdir} holds the AOF of a Redis 7 or later, which {self.binary} "
-                f"(Redis {'.'.join(map(str, version(self.binary)))}) cannot read: it would "
+                f"(Redis {'.'.join(map(str, version(self.binary, self.env)))}) cannot read: it would "
                 "start empty. Put a redis-server >= 7 on PATH (or REDIS_SERVER_BIN), or "
                 "move the folder away to start afresh")
 
@@ -229,6 +232,7 @@ class RedisServer:
         try:
             self.proc = subprocess.Popen(
                 self.args(), stdin=subprocess.DEVNULL, pass_fds=(lock,),
+                env={**os.environ, **self.env} if self.env else None,
                 start_new_session=self.own_session,
                 preexec_fn=ended_with_parent() if self.own_session else None)
             os.ftruncate(lock, 0)

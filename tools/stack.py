@@ -77,6 +77,8 @@ class Stack:
     workdir: Path
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     extra_env: dict[str, str] = field(default_factory=dict)
+    # A service's own REDIS_URL instead of `redis_url`, as compose gives each its Redis user
+    redis_urls: dict[str, str] = field(default_factory=dict)
     exit_with_parent: bool = False
     services: dict[str, Service] = field(default_factory=dict)
 
@@ -88,7 +90,7 @@ class Stack:
                 **base,
                 **self._member_page_env(name),
                 "PYTHONUNBUFFERED": "1",
-                "REDIS_URL": self.redis_url,
+                "REDIS_URL": self.redis_urls.get(name, self.redis_url),
                 "ADMIN_TOKEN": self.admin_token,
                 "HTTP_PORT": str(port),
                 "VOLUNTEERS_URL": f"http://127.0.0.1:{self.ports.get('volunteers', 8003)}",

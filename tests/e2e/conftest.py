@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from shared.policy import DEFAULT_POLICY
-from tools.redis_server import RedisServer, free_port
+from tests.helpers import redis_as_compose_runs_it
+from tools.redis_server import free_port
 from tools.stack import DEFAULT_PORTS, Stack
 
 # The shipped policy, but a P4 order must be acknowledged within 3 s instead of 300 s, so
@@ -24,14 +25,22 @@ P4_DEADLINE_S = 3
 def running_stack(workdir: Path, edit_policy: Callable[[dict[str, Any]], None]
                   ) -> Iterator[Stack]:
     """The four services on a Redis of their own in `workdir`, with the shipped policy as
-    `edit_policy` changes it (shorter waits, so that what takes minutes happens in a test)."""
+    `edit_policy` changes it (shorter waits, so that what takes minutes happens in a test).
+    Redis runs as compose runs it: each service logs in as its own ACL user, so every
+    journey proves that the deployment's users let the services do their work. The stack's
+    `redis_url` (what tests inspect Redis with) is the operators' admin user."""
     policy = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
     edit_policy(policy)
     policy_file = workdir / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    with RedisServer(workdir / "redis") as redis_server:
+    redis_server, passwords = redis_as_compose_runs_it(workdir / "redis")
+    with redis_server:
         ports = {name: free_port() for name in DEFAULT_PORTS}
-        running = Stack(redis_url=redis_server.url, admin_token=secrets.token_urlsafe(16),
+        address = f"127.0.0.1:{redis_server.port}/0"
+        running = Stack(redis_url=f"redis://admin:{passwords['admin']}@{address}",
+                        redis_urls={name: f"redis://{name}:{passwords[name]}@{address}"
+                                    for name in DEFAULT_PORTS},
+                        admin_token=secrets.token_urlsafe(16),
                         workdir=workdir, ports=ports,
                         extra_env={"CLAIM_IDLE_MS": "2000", "LOG_LEVEL": "INFO",
                                    "POLICY_FILE": str(policy_file)})

@@ -93,6 +93,21 @@ def test_a_service_user_cannot_touch_other_keys_or_dangerous_commands(acl_redis,
 
 
 @pytest.mark.parametrize("service", streams.SERVICES)
+def test_a_script_given_no_key_for_an_optional_slot_runs_with_each_service_user(
+        acl_redis, service: str) -> None:
+    # The services' scripts take '' for a key they are not given (volunteers' team view
+    # without an order: a member's shift start; dispatch's step end without a team to free):
+    # refused by the ACL, every shift start under compose answered 500.
+    port, passwords = acl_redis
+    mine = client(port, service, passwords[service])
+    own = f"{streams.KEY_PREFIX[service]}probe"
+    script = "if KEYS[2] ~= '' then return 2 end return redis.call('EXISTS', KEYS[1])"
+    assert mine.eval(script, 2, own, "") == 0
+    with pytest.raises(sync_redis.exceptions.NoPermissionError):  # still only its own keys
+        mine.eval(script, 2, "elsewhere:probe", "")
+
+
+@pytest.mark.parametrize("service", streams.SERVICES)
 async def test_a_service_starts_and_is_ready_with_its_own_user(acl_redis, service: str) -> None:
     port, passwords = acl_redis
     url = f"redis://{service}:{passwords[service]}@127.0.0.1:{port}/0"
@@ -169,3 +184,19 @@ async def test_notify_answers_and_receipts_publish_in_one_script_with_its_own_us
     after = [await redis.xlen(s.name) for s in (streams.ORDER_RESPONDED, streams.ORDER_DELIVERED)]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
     await redis.aclose()
+
+
+def test_redis_started_as_compose_starts_again_on_its_data_after_a_kill(tmp_path: Path) -> None:
+    # the e2e stacks' Redis (tests.helpers.redis_as_compose_runs_it), as the chaos test kills it
+    from tests.helpers import redis_as_compose_runs_it
+
+    server, passwords = redis_as_compose_runs_it(tmp_path / "redis")
+    with server:
+        admin = client(server.port, "admin", passwords["admin"])
+        admin.set("intake:kept", "1")
+        admin.close()
+        server.kill()
+        server.start()
+        admin = client(server.port, "admin", passwords["admin"])
+        assert admin.get("intake:kept") == "1"
+        admin.close()

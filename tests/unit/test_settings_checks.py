@@ -91,8 +91,8 @@ def test_make_run_never_starts_a_redis_6_on_the_aof_of_a_redis_7(
     monkeypatch.setattr(run, "VAR", tmp_path)
     # never 6479: another `make run` on this machine may have its Redis there
     monkeypatch.setenv("LIANFANG_REDIS_PORT", str(redis_server.free_port()))
-    monkeypatch.setattr(run, "version", lambda _: (6, 2, 14))
-    monkeypatch.setattr(redis_server, "version", lambda _: (6, 2, 14))
+    monkeypatch.setattr(run, "version", lambda *_: (6, 2, 14))
+    monkeypatch.setattr(redis_server, "version", lambda *_: (6, 2, 14))
     with pytest.raises(SystemExit) as stopped:
         run.embedded_redis()
     assert "cannot read: it would start empty" in str(stopped.value.code)
