@@ -13,6 +13,15 @@ for var in REDIS_ADMIN_PASSWORD REDIS_PASSWORD_INTAKE REDIS_PASSWORD_DISPATCH \
   [ -n "$value" ] || { echo "redis: $var is not set" >&2; exit 1; }
   case "$value" in *[!A-Za-z0-9_-]*) echo "redis: $var must be URL-safe (A-Z a-z 0-9 _ -)" >&2; exit 1;; esac
 done
+# The AOF fsync is chosen per deployment (REDIS_APPENDFSYNC): everysec or always. `no` leaves
+# it to the kernel (some 30 s), and a power cut could lose incidents already acknowledged.
+previous=
+for arg in "$@"; do
+  if [ "$previous" = --appendfsync ]; then
+    case "$arg" in everysec|always) ;; *) echo "redis: REDIS_APPENDFSYNC must be everysec or always, not '$arg'" >&2; exit 1;; esac
+  fi
+  previous=$arg
+done
 umask 077
 sed -e "s/\${REDIS_ADMIN_PASSWORD}/$REDIS_ADMIN_PASSWORD/" \
     -e "s/\${REDIS_PASSWORD_INTAKE}/$REDIS_PASSWORD_INTAKE/" \
