@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from tools.redis_server import RedisServer, find_binary, version
-from tools.stack import ROOT, Stack
+from tools.stack import ROOT, Stack, describe_exit
 
 log = logging.getLogger("lianfang.run")
+REDIS_RETRY_S = 5.0
 VAR = Path(os.environ.get("LIANFANG_VAR", ROOT / "var"))
 
 
@@ -73,6 +74,24 @@ def embedded_redis() -> RedisServer:
         sys.exit(f"embedded Redis not started: {exc}")
 
 
+def start_again_if_dead(server: RedisServer) -> bool:
+    """Start the embedded Redis again, on its port and with its data (AOF), should it have
+    died: the services wait for it and go on, as under compose's `restart: unless-stopped`.
+    False while it is still down (this start failed; the next call tries again)."""
+    if server.proc is not None and server.proc.poll() is None:
+        return True
+    why = describe_exit(server.proc.returncode) if server.proc is not None else "is down"
+    log.warning("embedded redis-server %s; starting it again on port %d (log: %s)", why,
+                server.port, server.logfile)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        log.error("embedded Redis not started again, trying again in %gs: %s",
+                  REDIS_RETRY_S, exc)
+        return False
+    return True
+
+
 def announce(stack: Stack, redis_url: str, token: str) -> None:
     write_private(VAR / "run.env", f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
                   + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items()))
@@ -122,8 +141,12 @@ def main() -> None:
             stack.wait_ready(timeout=60, stopping=lambda: stopping)
         if not stopping:
             announce(stack, redis_url, token)
+        redis_retry_at = 0.0
         while not stopping:
             stack.supervise_once()
+            if redis_server is not None and time.monotonic() >= redis_retry_at:
+                if not start_again_if_dead(redis_server):
+                    redis_retry_at = time.monotonic() + REDIS_RETRY_S
             time.sleep(0.5)
     finally:
         if stack is not None:

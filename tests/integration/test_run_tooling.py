@@ -209,3 +209,27 @@ def test_a_port_asked_for_is_never_moved(tmp_path: Path) -> None:
                 server.start(timeout=10)
         finally:
             server.stop()
+
+
+def test_make_runs_redis_that_died_is_started_again_on_its_port_with_its_data(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # It died (OOM killer, a crash) and `make run` said nothing: every service stayed
+    # unready until someone noticed and started `make run` again.
+    from tools import run
+
+    with RedisServer(tmp_path / "redis", port=free_port()) as server:
+        client = redis.Redis(port=server.port)
+        client.set("incident", "kept")
+        client.close()
+        port, dead = server.port, server.proc
+        server.proc.kill()
+        server.proc.wait()
+
+        assert run.start_again_if_dead(server)
+        assert server.proc is not dead and server.port == port
+        client = redis.Redis(port=port)
+        assert client.get("incident") == b"kept"
+        client.close()
+        assert "embedded redis-server killed by SIGKILL" in caplog.text
+        assert run.start_again_if_dead(server)  # running: left alone
+        assert server.proc.pid == int(redis.Redis(port=port).info("server")["process_id"])
