@@ -44,8 +44,8 @@ from shared.settings import ServiceSettings
 from tests.e2e import journey
 from tests.e2e.journey import Device, admin, bearer
 from tests.e2e.test_district_day import District
-from tests.helpers import poll_until
-from tools.redis_server import RedisServer, free_port
+from tests.helpers import poll_until, redis_as_compose_runs_it
+from tools.redis_server import free_port
 from tools.stack import DEFAULT_PORTS, Stack
 
 pytestmark = pytest.mark.e2e
@@ -262,8 +262,13 @@ def stack_with_sms(workdir: Path, sms_url: str) -> Iterator[Stack]:
     policy["followup_days"] = {"dispute": FOLLOWUP_S / DAY_S}
     policy_file = workdir / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy), encoding="utf-8")
-    with RedisServer(workdir / "redis") as redis_server:
-        running = Stack(redis_url=redis_server.url, admin_token=secrets.token_urlsafe(16),
+    redis_server, passwords = redis_as_compose_runs_it(workdir / "redis")
+    with redis_server:
+        address = f"127.0.0.1:{redis_server.port}/0"
+        running = Stack(redis_url=f"redis://admin:{passwords['admin']}@{address}",
+                        redis_urls={name: f"redis://{name}:{passwords[name]}@{address}"
+                                    for name in DEFAULT_PORTS},
+                        admin_token=secrets.token_urlsafe(16),
                         workdir=workdir, ports={name: free_port() for name in DEFAULT_PORTS},
                         extra_env={"CLAIM_IDLE_MS": "2000", "LOG_LEVEL": "INFO",
                                    "POLICY_FILE": str(policy_file),
