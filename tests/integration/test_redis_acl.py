@@ -200,3 +200,31 @@ def test_redis_started_as_compose_starts_again_on_its_data_after_a_kill(tmp_path
         admin = client(server.port, "admin", passwords["admin"])
         assert admin.get("intake:kept") == "1"
         admin.close()
+
+
+def test_a_service_users_scripts_and_transactions_survive_a_redis_restart(tmp_path: Path) -> None:
+    # Redis replays the AOF as the default user, and rechecks that user's permissions at each
+    # EXEC (redis/redis#14541): with it `-@all`, every script or transaction that wrote twice
+    # (nearly every step of the services) was dropped at the next start, without an error to
+    # anyone: a Redis restart under compose lost the incidents, orders and keys.
+    from tests.helpers import redis_as_compose_runs_it
+
+    server, passwords = redis_as_compose_runs_it(tmp_path / "redis")
+    with server:
+        intake = client(server.port, "intake", passwords["intake"])
+        intake.eval("redis.call('SET', KEYS[1], '1') redis.call('SET', KEYS[2], '1')", 2,
+                    "intake:scripted-1", "intake:scripted-2")
+        with intake.pipeline(transaction=True) as pipe:
+            pipe.set("intake:multi-1", "1").set("intake:multi-2", "1").execute()
+        intake.xadd("incident.reported", {"k": "v"})
+        intake.close()
+        server.kill()
+        server.start()
+        admin = client(server.port, "admin", passwords["admin"])
+        kept = {k: admin.get(k) for k in ("intake:scripted-1", "intake:scripted-2",
+                                           "intake:multi-1", "intake:multi-2")}
+        assert kept == dict.fromkeys(kept, "1")
+        assert admin.xlen("incident.reported") == 1
+        admin.close()
+        with pytest.raises(sync_redis.exceptions.AuthenticationError):
+            sync_redis.Redis(port=server.port).ping()  # the default user is still off
