@@ -47,7 +47,7 @@ from tests.e2e.chaos_support import (
     wait_alive,
     wait_until,
 )
-from tests.helpers import poll_until
+from tests.helpers import poll_until, redis_as_compose_runs_it
 from tools.redis_server import RedisServer, free_port
 from tools.stack import DEFAULT_PORTS, Stack
 
@@ -74,8 +74,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.chaos,
 @pytest.fixture
 def chaos_stack(tmp_path: Path) -> Iterator[tuple[RedisServer, Stack]]:
     # appendfsync always: redis 7.0 has no WAITAOF, so only this makes a 202 survive SIGKILL.
-    server = RedisServer(tmp_path / "redis", appendfsync="always").start()
-    stack = Stack(redis_url=server.url, admin_token=secrets.token_urlsafe(16), workdir=tmp_path,
+    # Redis as compose runs it: each service as its own ACL user, restarted on its AOF
+    server, passwords = redis_as_compose_runs_it(tmp_path / "redis", appendfsync="always")
+    server.start()
+    address = f"127.0.0.1:{server.port}/0"
+    stack = Stack(redis_url=f"redis://admin:{passwords['admin']}@{address}",
+                  redis_urls={n: f"redis://{n}:{passwords[n]}@{address}" for n in DEFAULT_PORTS},
+                  admin_token=secrets.token_urlsafe(16), workdir=tmp_path,
                   ports={name: free_port() for name in DEFAULT_PORTS},
                   extra_env={"CLAIM_IDLE_MS": "1500", "LOG_LEVEL": "WARNING"})
     stack.start()
@@ -178,9 +183,9 @@ async def test_no_incident_is_lost_stuck_or_sent_twice_while_services_and_redis_
             waiting_on: dict[str, int] = {}
 
             def drained() -> bool:
-                left = {k: v for k, v in {**pending_entries(server.url),
+                left = {k: v for k, v in {**pending_entries(stack.redis_url),
                                           **{f"{k} unread": v for k, v in
-                                             unread_entries(server.url).items()}}.items() if v}
+                                             unread_entries(stack.redis_url).items()}}.items() if v}
                 left["phones answering"] = sum(d.busy for d in devices)
                 waiting_on.clear()
                 waiting_on.update({k: v for k, v in left.items() if v})
@@ -258,8 +263,8 @@ async def test_no_incident_is_lost_stuck_or_sent_twice_while_services_and_redis_
         for incident_id in accepted.values()
         if statuses.get(incident_id) is not None and statuses[incident_id] in SETTLED
         and statuses[incident_id] not in FINISHED]
-    verdict.pending = pending_entries(server.url)
-    verdict.dead = dead_letters(server.url)
+    verdict.pending = pending_entries(stack.redis_url)
+    verdict.dead = dead_letters(stack.redis_url)
     verdict.device_errors = [e for d in devices for e in d.unexpected]
     orders = sum(len({s.order_id for s in d.orders}) for d in devices)
     resolved = sum(len(d.resolved) for d in devices)
@@ -275,6 +280,6 @@ async def test_no_incident_is_lost_stuck_or_sent_twice_while_services_and_redis_
         + ", ".join(f"{name} {sec:.1f}" for name, sec in cpu.items()),
     ]
     if any(verdict.pending.values()):
-        verdict.notes += pending_details(server.url)
+        verdict.notes += pending_details(stack.redis_url)
     print(verdict.report())
     assert verdict.ok, verdict.report()
