@@ -283,9 +283,17 @@ class UnitStatus(Event):
     )
 
 
+# Redis's GEO index (dispatch's map of the teams) holds latitudes within this, and refuses
+# the rest.
+GEO_MAX_LAT = 85.05112878
+
+
 class UnitPosition(Event):
     unit_id: str
-    lat: float = Field(ge=-90, le=90)
+    # A fix past the map's latitudes, taken by dispatch, was half written (its record held
+    # it, its map not) and failed every later status of the team: a dead letter at once.
+    lat: float = Field(ge=-GEO_MAX_LAT, le=GEO_MAX_LAT,
+                       description=f"WGS-84 latitude, within +-{GEO_MAX_LAT} (the map's)")
     lon: float = Field(ge=-180, le=180)
     accuracy_m: float | None = None
     at: AwareDatetime

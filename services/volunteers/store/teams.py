@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.redis.parser.binary import BinaryMessageFormatV1
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -460,10 +461,18 @@ class PositionWriter:
             if not data or "at_ms" not in data or not data.get("district"):
                 await self._redis.zrem(PENDING, team_id)
                 continue
-            event = UnitPosition(
-                district=data["district"], unit_id=team_id, lat=float(data["lat"]),
-                lon=float(data["lon"]), at=datetime.fromisoformat(data["at"]),
-                accuracy_m=float(data["accuracy_m"]) if data.get("accuracy_m") else None)
+            try:
+                event = UnitPosition(
+                    district=data["district"], unit_id=team_id, lat=float(data["lat"]),
+                    lon=float(data["lon"]), at=datetime.fromisoformat(data["at"]),
+                    accuracy_m=float(data["accuracy_m"]) if data.get("accuracy_m") else None)
+            except ValidationError:
+                # stored before fixes were checked as now (past the map's latitudes): never
+                # published, nor the loop stopped for every team's trailing fix
+                log.warning("pending fix of team %s is no valid unit.position: dropped",
+                            team_id)
+                await self._redis.zrem(PENDING, team_id)
+                continue
             sent += int(await self._flush(
                 keys=[keys.position(team_id), streams.UNIT_POSITION.name, PENDING],
                 args=[data["at_ms"], self._maxlen, await self._envelope(event), team_id,

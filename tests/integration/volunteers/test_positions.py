@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.volunteers.store.teams import PositionWriter
 from shared.events import Location, OrderIssued, UnitPosition, utcnow
+from tests.helpers import read_stream
 
 from .conftest import ADMIN, Volunteers, running
 
@@ -364,3 +365,28 @@ async def test_fixes_are_answered_before_fastapi_and_its_telemetry_see_them(
     team = await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)
     assert fix.status_code == 200 and team.status_code == 200
     assert reached == ["GET /v1/teams/t-vol"]
+
+
+async def test_a_pending_fix_past_the_maps_latitudes_is_dropped_and_the_others_go_out(
+        clean_redis: str) -> None:
+    # A fix an earlier version stored (and coalesced) before fixes were held to the map's
+    # latitudes is no valid unit.position now: the flush drops it, and goes on publishing
+    # the other teams' trailing fixes instead of stopping for good.
+    from services.volunteers.store import keys
+    from services.volunteers.store.teams import PENDING
+
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        at = utcnow() - timedelta(seconds=5)
+        for team_id, lat in (("t-north", 86.0), ("t-ok", 22.01)):
+            await redis.hset(keys.position(team_id), mapping={
+                "at_ms": int(at.timestamp() * 1000), "lat": repr(lat), "lon": "108.01",
+                "accuracy_m": "", "at": at.isoformat(), "district": "d1", "pub_ms": 0})
+            await redis.zadd(PENDING, {team_id: 0})
+        writer = PositionWriter(redis, publish_interval_ms=1000)
+        assert await writer.flush_due(utcnow()) == 1
+        assert await redis.zcard(PENDING) == 0
+    finally:
+        await redis.aclose()
+    assert [e.unit_id for e in read_stream(clean_redis, "unit.position", UnitPosition)] == [
+        "t-ok"]
