@@ -122,6 +122,16 @@ def _shift_members(team: Any) -> frozenset[str]:
     return frozenset(str(m) for m in ids)
 
 
+@dataclass(slots=True)
+class _StepSend:
+    """What came of one device's message of a fallback step."""
+
+    reached: bool = False  # it went (or another replica is sending it)
+    stopped: bool = False  # the order needs no more messages, or the timer is not ours
+    again_at: float | None = None  # when to try it again (None: not)
+    busy: bool = False  # `again_at` is when another replica's send of it is up
+
+
 @dataclass(frozen=True, slots=True)
 class Holders:
     """The devices that confirmed receipt of an order, and their members: a fallback
@@ -275,7 +285,6 @@ class FallbackTimers:
             await store.cancel_fallback(self._redis, timer)
             return
         channel = self._chain[step]
-        later = self._chain[step + 1:]
         ack_by = record.order.ack_by.timestamp() if record.order.ack_by else None
         ttl = self._settings.order_ttl_s
         if too_late(now=time.time(), ack_by=ack_by):
@@ -289,10 +298,6 @@ class FallbackTimers:
                      order_id, channel.name)
             await store.cancel_fallback(self._redis, timer)
             return
-        budget = self._settings.channel_timeout_s
-        # When to try again what did not go through to a device no later channel reaches
-        # (a phone with Web Push only; every phone, on the chain's last channel).
-        again_at: float | None = None
         with tracer.start_as_current_span(
             f"fallback {channel.name}",
             context=extract_context(record.trace),
@@ -304,69 +309,27 @@ class FallbackTimers:
             if not devices and retrying is None:
                 await store.record_attempt(self._redis, order_id, channel=channel.name,
                                            outcome="no_recipient", ttl_s=ttl)
-            reached = False  # whether a message of this step went out to anybody
-            for listed in devices:
-                holders = await self._may_send(timer, order_id, leased_until)
-                if holders is None:
-                    log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
-                             order_id, channel.name)
-                    return
-                if too_late(now=time.time(), ack_by=ack_by):  # the step outlasted it
-                    log.info("order %s: fallback %s stopped: its acknowledge-by deadline "
-                             "has passed", order_id, channel.name)
-                    break
-                # Read again: the device may have been revoked (a lost phone), moved to
-                # another team, or given a new number while the others were sent; or its
-                # member confirmed on another device meanwhile.
-                device = await store.get_device(self._redis, listed.device_id)
-                if (device is None or device.team_id != record.team_id
-                        or not channel.reaches(device) or holders.hold(device)):
-                    continue
-                alone = not any(c.reaches(device) for c in later)
-                now = time.time()
-                mark = await store.begin_fallback_send(
-                    self._redis, order_id, step=step, device_id=device.device_id, now=now,
-                    till=now + budget + MARK_MARGIN_S, ttl_s=ttl)
-                if mark.state == "busy":  # another replica is sending it (its lease ran out)
-                    reached = True
-                    if alone and mark.till is not None:
-                        again_at = min(again_at or mark.till, mark.till)
-                    continue
-                if mark.state != "go":
-                    reached = reached or mark.state == "sent"
-                    continue
-                try:
-                    outcome = await self._send(channel, record, device)
-                except asyncio.CancelledError:
-                    # Stopped mid-send: maybe sent, maybe not. Left `sending`, the message
-                    # would wait out its time before anyone sent it again; marked failed,
-                    # the replica carrying on sends it at once (the same reference).
-                    await store.end_fallback_send(
-                        self._redis, order_id, step=step, device_id=device.device_id,
-                        tries=mark.tries, state="failed")
-                    raise
-                wait = None
-                if alone and outcome.status == "failed" and outcome.retry:
-                    wait = retry_wait(now=time.time(), ack_by=ack_by, tries=mark.tries,
-                                      after_s=self._settings.fallback_after_s,
-                                      retry_after_s=outcome.retry_after_s)
-                if wait is not None:
-                    at = time.time() + wait  # the strictest Retry-After holds for all
-                    again_at = max(again_at or at, at)
-                await store.end_fallback_send(
-                    self._redis, order_id, step=step, device_id=device.device_id,
-                    tries=mark.tries, state=("sent" if outcome.status == "sent" else
-                                             "failed" if wait is not None else "done"))
-                reached = reached or outcome.status == "sent"
-                await store.record_attempt(
-                    self._redis, order_id, channel=channel.name, outcome=outcome.status,
-                    device_id=device.device_id, member_id=device.member_id,
-                    detail=outcome.detail, ttl_s=ttl,
-                )
-                if outcome.status == "gone":
-                    await store.forget_dead_channel(
-                        self._redis, device.device_id, field=channel.contact_field,
-                        sent_to=getattr(device, channel.contact_field, None))
+            # Every phone at once: one after the other, a push service that never answers
+            # (dropped by a firewall) held each for CHANNEL_TIMEOUT_S, and a team of two's
+            # Web Push outlasted a P1's deadline, its SMS step then too late for anybody.
+            sends = [_StepSend() for _ in devices]
+            async with asyncio.TaskGroup() as group:
+                for listed, sent in zip(devices, sends, strict=True):
+                    group.create_task(self._send_step(
+                        timer, record, step=step, channel=channel, listed=listed,
+                        ack_by=ack_by, leased_until=leased_until, sent=sent))
+            if any(s.stopped for s in sends):
+                log.info("order %s: fallback %s stopped: confirmed, ended or taken over",
+                         order_id, channel.name)
+                return
+            reached = any(s.reached for s in sends)  # whether it went out to anybody
+            # When to try again what did not go through to a device no later channel
+            # reaches (a phone with Web Push only; every phone, on the chain's last
+            # channel): the strictest Retry-After holds for all; a message another replica
+            # is sending, once its time is up.
+            failed = [s.again_at for s in sends if s.again_at is not None and not s.busy]
+            busy = [s.again_at for s in sends if s.again_at is not None and s.busy]
+            again_at = max(failed + [min(busy)] if busy else failed, default=None)
             log.info("order %s: fallback %s tried %d device(s)", order_id, channel.name,
                      len(devices))
         # Read again: an amendment (a more urgent incident) may have brought the deadline
@@ -393,6 +356,73 @@ class FallbackTimers:
                 now=now, ack_by=ack_by, after_s=self._settings.fallback_after_s,
                 steps_left=steps_left, reached=reached)
         await store.next_fallback(self._redis, order_id, step=step, due_at=due_at)
+
+    async def _send_step(self, timer: str, record: store.OrderRecord, *, step: int,
+                         channel: Channel, listed: store.DeviceRecord, ack_by: float | None,
+                         leased_until: float | None, sent: _StepSend) -> None:
+        """The step's message to one device, unless the order no longer needs it; what came
+        of it goes into `sent`."""
+        order_id = record.order_id
+        ttl = self._settings.order_ttl_s
+        budget = self._settings.channel_timeout_s
+        later = self._chain[step + 1:]
+        holders = await self._may_send(timer, order_id, leased_until)
+        if holders is None:
+            sent.stopped = True
+            return
+        if too_late(now=time.time(), ack_by=ack_by):  # a teammate's send outlasted it
+            return
+        # Read again: the device may have been revoked (a lost phone), moved to another
+        # team, or given a new number since the step began; or its member confirmed on
+        # another device meanwhile.
+        device = await store.get_device(self._redis, listed.device_id)
+        if (device is None or device.team_id != record.team_id
+                or not channel.reaches(device) or holders.hold(device)):
+            return
+        alone = not any(c.reaches(device) for c in later)
+        now = time.time()
+        mark = await store.begin_fallback_send(
+            self._redis, order_id, step=step, device_id=device.device_id, now=now,
+            till=now + budget + MARK_MARGIN_S, ttl_s=ttl)
+        if mark.state == "busy":  # another replica is sending it (its lease ran out)
+            sent.reached = True
+            if alone and mark.till is not None:
+                sent.again_at, sent.busy = mark.till, True
+            return
+        if mark.state != "go":
+            sent.reached = mark.state == "sent"
+            return
+        try:
+            outcome = await self._send(channel, record, device)
+        except asyncio.CancelledError:
+            # Stopped mid-send: maybe sent, maybe not. Left `sending`, the message would
+            # wait out its time before anyone sent it again; marked failed, the replica
+            # carrying on sends it at once (the same reference).
+            await store.end_fallback_send(
+                self._redis, order_id, step=step, device_id=device.device_id,
+                tries=mark.tries, state="failed")
+            raise
+        wait = None
+        if alone and outcome.status == "failed" and outcome.retry:
+            wait = retry_wait(now=time.time(), ack_by=ack_by, tries=mark.tries,
+                              after_s=self._settings.fallback_after_s,
+                              retry_after_s=outcome.retry_after_s)
+        if wait is not None:
+            sent.again_at = time.time() + wait
+        await store.end_fallback_send(
+            self._redis, order_id, step=step, device_id=device.device_id,
+            tries=mark.tries, state=("sent" if outcome.status == "sent" else
+                                     "failed" if wait is not None else "done"))
+        sent.reached = outcome.status == "sent"
+        await store.record_attempt(
+            self._redis, order_id, channel=channel.name, outcome=outcome.status,
+            device_id=device.device_id, member_id=device.member_id,
+            detail=outcome.detail, ttl_s=ttl,
+        )
+        if outcome.status == "gone":
+            await store.forget_dead_channel(
+                self._redis, device.device_id, field=channel.contact_field,
+                sent_to=getattr(device, channel.contact_field, None))
 
     async def take_back(self, timer: str, order_id: str) -> None:
         """A withdrawn order's fallback messages taken back where their channel can: a Web

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from services.notify import store
 from services.notify.channels.sms import SmsChannel
+from services.notify.channels.webpush import WebPushChannel, load_vapid
 from services.notify.config import Settings
 from services.notify.domain.fallback import MAX_TRIES
 from services.notify.fallback import FallbackTimers
@@ -131,12 +132,13 @@ async def sms_replica(redis_url: str, redis: Redis, gateway: Outside, *, lease_s
             await stop_task(task)
 
 
-async def an_sms_order(redis: Redis, team_id: str, *, ack_in_s: float | None = 60.0) -> str:
+async def an_sms_order(redis: Redis, team_id: str, *, ack_in_s: float | None = 60.0,
+                       steps: int = 1) -> str:
     issued = utcnow()
     order = an_order(team_id, occurred_at=issued,
                      ack_by=issued + timedelta(seconds=ack_in_s) if ack_in_s else None)
     await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=0.0,
-                            fallback_steps=1, ttl_s=600)
+                            fallback_steps=steps, ttl_s=600)
     return order.order_id
 
 
@@ -264,20 +266,21 @@ async def test_a_replica_killed_while_sending_an_sms_leaves_it_to_another(
 
 async def test_a_device_revoked_or_renumbered_while_a_step_is_sent(
         clean_redis: str, redis: Redis, outside: Outside) -> None:
-    # A slow gateway, three phones: while the first SMS is under way, the second device is
-    # revoked (a lost phone) and the third's member gives a new number. The revoked phone
-    # gets nothing of the order, the new number gets it, the old number does not.
+    # A slow push service, three phones: while the Web Push step is under way, the second
+    # device is revoked (a lost phone) and the third's member gives a new number. The
+    # revoked phone gets nothing of the order, the new number gets it, the old number not.
     for i, phone in enumerate(("+8613800000000", "+8613800000001", "+8613800000002")):
         await a_phone(redis, f"t1-dev{i}", "t1", phone)
+    await a_subscription(redis, "t1-dev0", f"{outside.url}/push")
 
     async def meanwhile() -> None:
         await store.forget_device(redis, "t1-dev1")
         await store.set_device_channel(redis, "t1-dev2", field="phone", value="+8613899999999")
 
-    outside.reply("/sms", Reply(201, before=meanwhile))
-    order_id = await an_sms_order(redis, "t1")
-    async with sms_replica(clean_redis, redis, outside):
-        await poll_until(lambda: _chain_done(redis, order_id), "the chain done")
+    outside.reply("/push", Reply(201, before=meanwhile))
+    order_id = await an_sms_order(redis, "t1", steps=2)
+    async with push_and_sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: _chain_done(redis, order_id, steps=2), "the chain done")
     assert sorted(r.json()["to"] for r in outside.at("/sms")) == [
         "+8613800000000", "+8613899999999"]
 
@@ -286,20 +289,45 @@ async def test_a_device_moved_to_another_team_while_a_step_is_sent_gets_nothing(
         clean_redis: str, redis: Redis, outside: Outside) -> None:
     await a_phone(redis, "t1-dev0", "t1", "+8613800000000")
     await a_phone(redis, "t1-dev1", "t1", "+8613800000001")
+    await a_subscription(redis, "t1-dev0", f"{outside.url}/push")
 
     async def moved() -> None:
         await store.move_device(redis, "t1-dev1", team_id="t2", moved_at=utcnow())
 
-    outside.reply("/sms", Reply(201, before=moved))
-    order_id = await an_sms_order(redis, "t1")
-    async with sms_replica(clean_redis, redis, outside):
-        await poll_until(lambda: _chain_done(redis, order_id), "the chain done")
+    outside.reply("/push", Reply(201, before=moved))
+    order_id = await an_sms_order(redis, "t1", steps=2)
+    async with push_and_sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: _chain_done(redis, order_id, steps=2), "the chain done")
     assert [r.json()["to"] for r in outside.at("/sms")] == ["+8613800000000"]
 
 
-async def _chain_done(redis: Redis, order_id: str) -> bool:
+async def a_subscription(redis: Redis, device_id: str, endpoint: str) -> None:
+    await store.set_device_channel(redis, device_id, field="webpush",
+                                   value=json.dumps(Browser(endpoint).subscription))
+
+
+@asynccontextmanager
+async def push_and_sms_replica(redis_url: str, redis: Redis, outside: Outside, *,
+                               timeout_s: float = 10.0) -> AsyncIterator[None]:
+    """One notify replica's fallback loop: the real Web Push, then the real SMS adapter."""
+    settings = Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, fallback_after_s=0.2,
+                        fallback_poll_s=0.05, channel_timeout_s=timeout_s)
+    async with httpx.AsyncClient() as client:
+        push = WebPushChannel(client, vapid=load_vapid(vapid_key()), subject="mailto:a@b.test",
+                              ttl_s=60, timeout_s=timeout_s, allow_private=True)
+        sms = SmsChannel(client, url=f"{outside.url}/sms", token=None, timeout_s=timeout_s)
+        timers = FallbackTimers(redis=redis, orders=None,  # type: ignore[arg-type]
+                                chain=[push, sms], settings=settings)
+        task = asyncio.create_task(timers.run())
+        try:
+            yield
+        finally:
+            await stop_task(task)
+
+
+async def _chain_done(redis: Redis, order_id: str, *, steps: int = 1) -> bool:
     record = await store.get_order(redis, order_id)
-    return (record is not None and record.fallback_step >= 1
+    return (record is not None and record.fallback_step >= steps
             and await store.fallback_due_at(redis, order_id) is None
             and await store.fallback_due_at(redis, store.retry_timer(order_id, 0)) is None)
 
@@ -408,3 +436,34 @@ async def test_a_push_only_phone_whose_push_service_failed_is_pushed_again(
                                   and outside.at("/push/only"), "the push sent again", 10)
         assert browser.read(pushes[1].body)["order_id"] == order.order_id
         assert outside.at("/sms") == []
+
+
+async def test_a_push_service_that_never_answers_leaves_a_p1_time_for_its_sms(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The station's network drops packets to the push service (FCM, behind a firewall):
+    # each Web Push waits CHANNEL_TIMEOUT_S for nothing. A patrol group of four, Web Push
+    # and SMS on every phone, a P1: sent one after the other, the pushes took the whole
+    # deadline and the SMS step found it passed; none of the four phones was texted.
+    hang = asyncio.Event()
+    outside.always["/push"] = Reply(201, hold=hang)
+    outside.holds.append(hang)
+    for i in range(4):
+        await a_phone(redis, f"t1-dev{i}", "t1", f"+861380000000{i}")
+        await a_subscription(redis, f"t1-dev{i}", f"{outside.url}/push")
+    issued = utcnow()
+    order = an_order("t1", priority="P1", occurred_at=issued,
+                     ack_by=issued + timedelta(seconds=3))
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=0.0,
+                            fallback_steps=2, ttl_s=600)
+    async with push_and_sms_replica(clean_redis, redis, outside, timeout_s=1.0):
+        await poll_until(lambda: _sms_step_over(redis, order.order_id), "the SMS step", 10)
+    assert sorted(r.json()["to"] for r in outside.at("/sms")) == [
+        f"+861380000000{i}" for i in range(4)]
+    assert len(outside.at("/push")) == 4
+
+
+async def _sms_step_over(redis: Redis, order_id: str) -> bool:
+    # the chain's timer gone after the push step: the SMS sent, or found too late
+    record = await store.get_order(redis, order_id)
+    return (record is not None and record.fallback_step >= 1
+            and await store.fallback_due_at(redis, order_id) is None)
