@@ -428,7 +428,8 @@ class FallbackTimers:
         """A withdrawn order's fallback messages taken back where their channel can: a Web
         Push (its Topic replaces the order's push still waiting for an offline phone; the
         page's service worker replaces the order's notification), once per message that
-        went or may have gone. An SMS cannot be. A message still being sent is waited for,
+        went or may have gone. An SMS cannot be unsent: a second one says the order was
+        withdrawn, not to go (the first stays in the inbox). A message still being sent is waited for,
         lest the order's push reach the push service after the one taking it back."""
         record = await store.get_order(self._redis, order_id)
         if record is None or record.order is None or not record.withdrawn:

@@ -38,8 +38,8 @@ class Channel(Protocol):
     async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome: ...
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
-        """Tells a device this channel sent the order to that it was withdrawn; None: the
-        channel cannot take a message back (an SMS is read as it came)."""
+        """Tells a device this channel sent the order to that it was withdrawn (a Web Push
+        that replaces the order's; an SMS saying not to go); None: the channel cannot."""
         ...
 
 

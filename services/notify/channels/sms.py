@@ -8,7 +8,7 @@ import httpx
 
 from shared.events import OrderIssued
 
-from ..domain.orders import sms_text
+from ..domain.orders import sms_text, sms_withdrawn_text
 from ..store import DeviceRecord
 from . import Outcome, refused, unreached
 
@@ -32,10 +32,19 @@ class SmsChannel:
         # The gateway may deduplicate on this: one message per order and device. The same
         # on every try, so a message sent again after an answer that never came (the
         # gateway may have taken it) reaches the phone once.
-        reference = f"{order.order_id}:{device.device_id}"
+        return await self._post(order, device, text=sms_text(order, tz=self._tz),
+                                reference=f"{order.order_id}:{device.device_id}")
+
+    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
+        # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.
+        return await self._post(order, device, text=sms_withdrawn_text(order),
+                                reference=f"{order.order_id}:{device.device_id}:withdrawn")
+
+    async def _post(self, order: OrderIssued, device: DeviceRecord, *, text: str,
+                    reference: str) -> Outcome:
         body = {
             "to": device.phone,
-            "text": sms_text(order, tz=self._tz),
+            "text": text,
             "order_id": order.order_id,
             "priority": order.priority,
             "reference": reference,
@@ -49,6 +58,3 @@ class SmsChannel:
         if 200 <= response.status_code < 300:
             return Outcome("sent", f"HTTP {response.status_code}")
         return refused(response)
-
-    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
-        return None  # an SMS cannot be taken back

@@ -153,6 +153,16 @@ def withdrawn_push_payload(order: OrderIssued) -> bytes:
     return data
 
 
+def sms_withdrawn_text(order: OrderIssued) -> str:
+    """The SMS that takes an order back: an SMS stays in the phone's inbox, read as it came,
+    so a member who was texted the order is told not to go (the place and what it was, as
+    the order's SMS said; never caller data)."""
+    place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
+    text = (f"[Lianfang] WITHDRAWN, do not go: {order.priority} {order.category} at {place}"
+            f" is no longer your team's. Order {order.order_id}.")
+    return text[:320]
+
+
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
     """The SMS: the deadline on the member's wall clock (`tz`, the district's TIMEZONE)."""
     place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"

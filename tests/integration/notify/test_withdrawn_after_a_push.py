@@ -3,6 +3,8 @@ meanwhile must not be shown the order when it comes back; one that showed it is 
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
@@ -78,3 +80,40 @@ async def test_an_order_withdrawn_before_any_fallback_step_sends_no_push(
         async with Redis.from_url(clean_redis) as redis:
             assert await _timer_gone(redis, order.order_id)  # nothing went: nothing to take back
         assert gateway.at("/push/sub-1") == []
+
+
+async def test_a_member_texted_an_order_is_texted_that_it_was_withdrawn(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient, clean_redis: str) -> None:
+    # A volunteer, the page closed, is texted a fight; the command room then learns of a
+    # knife and takes the volunteers off it. The SMS stays in the phone's inbox, read as it
+    # came: without a second text the volunteer walks into the fight, sent by nobody.
+    member = volunteers.enrol("t1", agency_kind="volunteer")
+    settings = settings_for(gateway, 0.2)
+    settings.pop("vapid_private_key")  # SMS only
+    async with notify_factory(**settings) as notify:
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                            json={"phone": "+8613800000001"})
+        assert r.status_code == 200, r.text
+        order = an_order("t1", agency_kind="volunteer", category="fight")
+        await issue(broker, order)
+        await poll_until(lambda: gateway.at("/sms"), "the order's SMS")
+
+        await withdraw(broker, order, reason="reassigned")
+
+        texts = await poll_until(lambda: gateway.at("/sms")[1:], "a second SMS")
+        body = json.loads(texts[0].body)
+        assert body["to"] == "+8613800000001" and body["order_id"] == order.order_id
+        assert "WITHDRAWN" in body["text"] and "do not go" in body["text"]
+        assert order.location.address in body["text"]  # which order the member was sent
+        first = json.loads(gateway.at("/sms")[0].body)
+        # its own reference: the gateway must not take it for the order's SMS sent again
+        assert body["reference"] != first["reference"]
+        assert texts[0].headers["idempotency-key"] == body["reference"]
+        async with Redis.from_url(clean_redis) as redis:
+            await poll_until(lambda: _timer_gone(redis, order.order_id),
+                             "the take-back timer done")
+        attempts = [(a["channel"], a["outcome"]) for a in
+                    (await deliveries(http, notify, order.order_id))["attempts"]]
+        assert attempts.count(("sms", "withdrawal_sent")) == 1, attempts
+        assert len(gateway.at("/sms")) == 2

@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.notify.domain.orders import for_team, order_frame, outlived, push_payload, sms_text
+from services.notify.domain.orders import (
+    for_team,
+    order_frame,
+    outlived,
+    push_payload,
+    sms_text,
+    sms_withdrawn_text,
+)
 from shared.events import Caller, Location, OrderIssued
 
 ACK_BY = datetime(2026, 11, 23, 8, 1, tzinfo=UTC)
@@ -40,7 +47,7 @@ def test_other_kinds_never_get_caller_data_in_any_form(kind: str) -> None:
     kept = for_team(order(kind))
     assert kept.caller is None and kept.description is None
     for text in (str(order_frame(kept, traceparent=None)), push_payload(kept).decode(),
-                 sms_text(kept), kept.model_dump_json()):
+                 sms_text(kept), sms_withdrawn_text(kept), kept.model_dump_json()):
         assert "13877001234" not in text and "Liang" not in text and "neighbours" not in text
     # even if an upstream bug left them on the event, the frame drops them
     frame = order_frame(order(kind), traceparent=None)
@@ -59,6 +66,13 @@ def test_the_push_payload_never_carries_caller_data_even_for_police() -> None:
     payload = push_payload(order("police")).decode()
     assert "13877001234" not in payload and "neighbours" not in payload
     assert '"order_id":"ord_1"' in payload
+
+
+def test_the_sms_texts_never_carry_caller_data_even_for_police() -> None:
+    # they cross the SMS gateway and stay in the phone's inbox
+    for text in (sms_text(order("police")), sms_withdrawn_text(order("police"))):
+        assert "13877001234" not in text and "Liang" not in text and "neighbours" not in text
+        assert "Minzu Ave 88" in text and "ord_1" in text
 
 
 def test_a_long_push_payload_drops_free_text_to_fit() -> None:
