@@ -429,7 +429,8 @@ class FallbackTimers:
         Push (its Topic replaces the order's push still waiting for an offline phone; the
         page's service worker replaces the order's notification), once per message that
         went or may have gone. An SMS cannot be unsent: a second one says the order was
-        withdrawn, not to go (the first stays in the inbox). A message still being sent is waited for,
+        withdrawn, not to go (the first stays in the inbox). One refused for a passing reason
+        is tried again (as retry_wait says). A message still being sent is waited for,
         lest the order's push reach the push service after the one taking it back."""
         record = await store.get_order(self._redis, order_id)
         if record is None or record.order is None or not record.withdrawn:
@@ -444,6 +445,7 @@ class FallbackTimers:
             return
         ttl = self._settings.order_ttl_s
         budget = self._settings.channel_timeout_s
+        again_at: float | None = None  # when to try again what failed for a passing reason
         with tracer.start_as_current_span(
             "fallback take back",
             context=extract_context(record.trace),
@@ -462,16 +464,31 @@ class FallbackTimers:
                 if begun.state != "go":
                     continue
                 outcome = await self._send(channel, record, device, take_back=True)
+                # refused for a passing reason (a gateway restarting, throttling): tried
+                # again, as the order's own message would be; a texted member must learn
+                # not to go
+                wait = None
+                if outcome is not None and outcome.status == "failed" and outcome.retry:
+                    wait = retry_wait(now=time.time(), ack_by=None, tries=begun.tries,
+                                      after_s=self._settings.fallback_after_s,
+                                      retry_after_s=outcome.retry_after_s)
+                if wait is not None:
+                    at = time.time() + wait  # the strictest Retry-After holds for all
+                    again_at = max(again_at or at, at)
                 await store.end_fallback_send(
                     self._redis, order_id, step=f"withdrawn{mark.step}",
                     device_id=device.device_id, tries=begun.tries,
-                    state="sent" if outcome is not None and outcome.status == "sent" else "done")
+                    state=("sent" if outcome is not None and outcome.status == "sent" else
+                           "failed" if wait is not None else "done"))
                 if outcome is not None:
                     await store.record_attempt(
                         self._redis, order_id, channel=channel.name,
                         outcome=f"withdrawal_{outcome.status}", device_id=device.device_id,
                         member_id=device.member_id, detail=outcome.detail, ttl_s=ttl)
-        await store.cancel_fallback(self._redis, timer)
+        if again_at is not None:
+            await store.schedule_timer(self._redis, timer, due_at=again_at)
+        else:
+            await store.cancel_fallback(self._redis, timer)
 
     @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,

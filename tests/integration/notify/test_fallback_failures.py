@@ -467,3 +467,30 @@ async def _sms_step_over(redis: Redis, order_id: str) -> bool:
     record = await store.get_order(redis, order_id)
     return (record is not None and record.fallback_step >= 1
             and await store.fallback_due_at(redis, order_id) is None)
+
+
+async def test_a_withdrawal_sms_the_gateway_refused_for_a_while_is_sent_again(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The gateway is restarting when the order texted to the member is withdrawn: the
+    # 'do not go' must still reach the phone, not be given up at the first 503.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    outside.reply("/sms", Reply(201), Reply(503), Reply(429, {"Retry-After": "1"}))
+    order_id = await an_sms_order(redis, "t1", ack_in_s=None)
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: _chain_done(redis, order_id), "the order's SMS")
+        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                                   district="d1", reason="closed", ttl_s=600, fan_out="{}")
+        texts = await poll_until(lambda: len(outside.at("/sms")) >= 4 and outside.at("/sms"),
+                                 "the withdrawal's SMS sent again", 10)
+        await poll_until(lambda: _no_timer(redis, store.withdrawal_timer(order_id)),
+                         "the take-back done")
+    withdrawals = [t.json() for t in texts[1:]]
+    assert len(withdrawals) == 3 and all("WITHDRAWN" in w["text"] for w in withdrawals)
+    assert len({w["reference"] for w in withdrawals}) == 1  # the gateway may deduplicate
+    assert [a[:2] for a in await attempts(redis, order_id)] == [
+        ("sms", "sent"), ("sms", "withdrawal_failed"), ("sms", "withdrawal_failed"),
+        ("sms", "withdrawal_sent")]
+
+
+async def _no_timer(redis: Redis, timer: str) -> bool:
+    return await store.fallback_due_at(redis, timer) is None
