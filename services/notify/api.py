@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared.events import EvidenceRecords, TeamNote
@@ -28,6 +29,7 @@ from . import store
 from .channels.subscription import Subscription, endpoint_problem
 from .config import Settings
 from .domain.orders import OrderId
+from .domain.phones import PHONE_RULE, e164
 from .page import DEVICE_PAGE, SERVICE_WORKER
 from .service import Orders
 
@@ -56,7 +58,16 @@ class WebPushIn(BaseModel):
 class SmsIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    phone: str = Field(pattern=r"^\+?[0-9][0-9 ()-]{4,24}$", description="E.164 preferred")
+    phone: str = Field(max_length=32, description="a mobile number: 13800138000, "
+                       "+86 138 0013 8000, +85291234567; kept in E.164, as the gateway gets it")
+
+    @field_validator("phone")
+    @classmethod
+    def _mobile(cls, value: str) -> str:
+        number = e164(value)
+        if number is None:
+            raise PydanticCustomError("phone", "must be " + PHONE_RULE)
+        return number
 
 
 def build_router(*, settings: Settings, redis: Redis, orders: Orders,

@@ -9,6 +9,7 @@ import httpx
 from shared.events import OrderIssued
 
 from ..domain.orders import sms_text, sms_withdrawn_text
+from ..domain.phones import e164
 from ..store import DeviceRecord
 from . import Outcome, refused, unreached
 
@@ -43,7 +44,8 @@ class SmsChannel:
     async def _post(self, order: OrderIssued, device: DeviceRecord, *, text: str,
                     reference: str) -> Outcome:
         body = {
-            "to": device.phone,
+            # a number registered before they were kept in E.164 goes as it is
+            "to": e164(device.phone or "") or device.phone,
             "text": text,
             "order_id": order.order_id,
             "priority": order.priority,

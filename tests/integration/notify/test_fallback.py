@@ -126,6 +126,28 @@ async def test_an_unconfirmed_order_goes_by_web_push_then_sms_and_every_attempt_
         assert r.status_code == 403  # admin only
 
 
+async def test_a_phone_number_as_the_member_types_it_reaches_the_gateway_as_e164(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    # A member types the number as it is said, in groups; a gateway given '138 0013 8000'
+    # (or a number without +86) refuses it or reads it as another country's, and the SMS
+    # never comes. A landline cannot take an SMS: the member is told at once, not never.
+    member = volunteers.enrol("t1")
+    settings = settings_for(gateway, 0.2)
+    settings.pop("vapid_private_key")
+    async with notify_factory(**settings) as notify:
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                            json={"phone": "0771-2801234"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "phone", r.text
+        assert "mobile" in r.json()["error"]["message"]
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                            json={"phone": "138 0013 8000"})
+        assert r.status_code == 200, r.text
+        await issue(broker, an_order("t1"))
+        sms = await poll_until(lambda: gateway.at("/sms"), "an SMS gateway request")
+        assert json.loads(sms[0].body)["to"] == "+8613800138000"
+
+
 async def test_a_p1_orders_fallback_goes_well_before_its_acknowledge_by_deadline(
         notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
         broker: RedisBroker, http: httpx.AsyncClient) -> None:
