@@ -153,20 +153,32 @@ def withdrawn_push_payload(order: OrderIssued) -> bytes:
     return data
 
 
+def _sms_place(order: OrderIssued) -> str:
+    return order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
+
+
 def sms_withdrawn_text(order: OrderIssued) -> str:
     """The SMS that takes an order back: an SMS stays in the phone's inbox, read as it came,
     so a member who was texted the order is told not to go (the place and what it was, as
     the order's SMS said; never caller data)."""
-    place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
-    text = (f"[Lianfang] WITHDRAWN, do not go: {order.priority} {order.category} at {place}"
-            f" is no longer your team's. Order {order.order_id}.")
+    text = (f"[Lianfang] WITHDRAWN, do not go: {order.priority} {order.category} at "
+            f"{_sms_place(order)} is no longer your team's. Order {order.order_id}.")
     return text[:320]
 
 
+# The flags an SMS names: those that make an order urgent (DESIGN: they raise it to P1).
+# Not the others: a calling system's own flags are free text, and an SMS crosses the
+# gateway in clear.
+SMS_FLAGS = ("weapon", "injury", "in_progress")
+
+
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
-    """The SMS: the deadline on the member's wall clock (`tz`, the district's TIMEZONE)."""
-    place = order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
-    text = f"[Lianfang] {order.priority} {order.category} at {place}. Order {order.order_id}."
+    """The SMS: what it is (with its urgent flags: a knife at the scene), where, and the
+    deadline on the member's wall clock (`tz`, the district's TIMEZONE); never caller data."""
+    named = [f for f in SMS_FLAGS if f in order.flags]
+    flags = f" ({', '.join(named)})" if named else ""
+    text = (f"[Lianfang] {order.priority} {order.category}{flags} at {_sms_place(order)}. "
+            f"Order {order.order_id}.")
     if order.ack_by:
         text += f" Acknowledge by {order.ack_by.astimezone(tz).strftime('%H:%M:%S')}."
     return text[:320]

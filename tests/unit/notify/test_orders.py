@@ -91,3 +91,12 @@ def test_an_order_issued_longer_ago_than_notify_keeps_orders_is_outlived() -> No
     # a short memory (tests) keeps half of it
     assert not outlived(issued, now=ACK_BY + timedelta(seconds=0.9), remembered_s=2)
     assert outlived(issued, now=ACK_BY + timedelta(seconds=1), remembered_s=2)
+
+
+def test_an_sms_says_what_the_order_is_flagged_with() -> None:
+    # A guard with no data on the phone has only the SMS: a knife at the scene is news.
+    text = sms_text(order("security", priority="P1", category="violence",
+                          flags=("face_match:Wang Wei", "weapon", "injury")))
+    assert "P1 violence (weapon, injury) at" in text
+    assert "Wang" not in text  # a calling system's own flag is its free text
+
