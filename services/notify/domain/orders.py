@@ -153,6 +153,19 @@ def withdrawn_push_payload(order: OrderIssued) -> bytes:
     return data
 
 
+# An SMS at most this long: three parts of a Chinese text (a message with any Chinese
+# character goes as UCS-2, 70 characters alone or 67 per part of a longer one). A long
+# place is shortened to fit; what the member must act on never is.
+SMS_MAX_CHARS = 3 * 67
+
+
+def _sms(before: str, place: str, after: str) -> str:
+    room = SMS_MAX_CHARS - len(before) - len(after)
+    if len(place) > room:
+        place = place[:max(room - 1, 0)] + "…"
+    return before + place + after
+
+
 def _sms_place(order: OrderIssued) -> str:
     return order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
 
@@ -161,9 +174,8 @@ def sms_withdrawn_text(order: OrderIssued) -> str:
     """The SMS that takes an order back: an SMS stays in the phone's inbox, read as it came,
     so a member who was texted the order is told not to go (the place and what it was, as
     the order's SMS said; never caller data)."""
-    text = (f"[Lianfang] WITHDRAWN, do not go: {order.priority} {order.category} at "
-            f"{_sms_place(order)} is no longer your team's. Order {order.order_id}.")
-    return text[:320]
+    return _sms(f"[Lianfang] WITHDRAWN, do not go: {order.priority} {order.category} at ",
+                _sms_place(order), f" is no longer your team's. Order {order.order_id}.")
 
 
 # The flags an SMS names: those that make an order urgent (DESIGN: they raise it to P1).
@@ -177,8 +189,9 @@ def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
     deadline on the member's wall clock (`tz`, the district's TIMEZONE); never caller data."""
     named = [f for f in SMS_FLAGS if f in order.flags]
     flags = f" ({', '.join(named)})" if named else ""
-    text = (f"[Lianfang] {order.priority} {order.category}{flags} at {_sms_place(order)}. "
-            f"Order {order.order_id}.")
+    after = "."
     if order.ack_by:
-        text += f" Acknowledge by {order.ack_by.astimezone(tz).strftime('%H:%M:%S')}."
-    return text[:320]
+        after += f" Acknowledge by {order.ack_by.astimezone(tz).strftime('%H:%M:%S')}."
+    after += f" Order {order.order_id}."
+    return _sms(f"[Lianfang] {order.priority} {order.category}{flags} at ", _sms_place(order),
+                after)

@@ -100,3 +100,17 @@ def test_an_sms_says_what_the_order_is_flagged_with() -> None:
     assert "P1 violence (weapon, injury) at" in text
     assert "Wang" not in text  # a calling system's own flag is its free text
 
+
+def test_a_long_address_is_shortened_never_the_deadline_or_the_order() -> None:
+    # A video-analytics alert's place, at the 300 characters an address may have: the SMS
+    # lost its end, where the acknowledge-by time and the order id were.
+    place = ("南宁市西乡塘区北湖街道明秀西路" + "某小区东门对面天桥下摄像头" * 22)[:300]
+    assert len(place) == 300
+    text = sms_text(order("volunteer", location=Location(lat=22.8, lon=108.3, address=place)))
+    assert text.endswith("Acknowledge by 08:01:00. Order ord_1.")
+    assert place[:40] in text and "…" in text
+    assert len(text) <= 201  # three segments of a Chinese text (67 UCS-2 characters each)
+    withdrawn = sms_withdrawn_text(order("volunteer", location=Location(lat=22.8, lon=108.3,
+                                                                        address=place)))
+    assert withdrawn.endswith("Order ord_1.") and "do not go" in withdrawn
+    assert len(withdrawn) <= 201
