@@ -83,7 +83,9 @@ class Settings(ServiceSettings):
     vapid_subject: str = Field(
         default="mailto:ops@lianfang.invalid", description="VAPID_SUBJECT: mailto: or https:"
     )
-    webpush_ttl_s: int = Field(default=300, description="WEBPUSH_TTL_S")
+    webpush_ttl_s: int = Field(
+        default=300, description="WEBPUSH_TTL_S: how long the push service keeps a push for "
+        "a phone that is offline; an order's push never past the order's acknowledge-by")
     webpush_allow_private_endpoints: bool = Field(
         default=False, description="WEBPUSH_ALLOW_PRIVATE_ENDPOINTS: also accept and send to "
         "http://, IP-address and local push endpoints and private addresses (a push service "

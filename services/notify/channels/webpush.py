@@ -61,6 +61,11 @@ def build_request(
     claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": subject,
               "exp": int(time.time()) + 12 * 3600}
     headers = dict(vapid.sign(claims))
+    if not withdrawn and order.ack_by is not None:
+        # Kept for an offline phone no longer than the order lives: at its deadline dispatch
+        # withdraws it and offers the incident to another team. The push taking it back
+        # keeps `ttl_s`: it must outlive any push of the order it replaces.
+        ttl_s = max(0, min(ttl_s, int(order.ack_by.timestamp() - time.time())))
     headers.update({
         "TTL": str(ttl_s),
         "Urgency": "high" if order.priority in ("P1", "P2") else "normal",

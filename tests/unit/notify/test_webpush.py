@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import http_ece
 import httpx
@@ -43,12 +43,16 @@ def browser_subscription() -> tuple[Subscription, ec.EllipticCurvePrivateKey, by
     return sub, receiver, auth
 
 
+ACK_BY = datetime.now(UTC) + timedelta(minutes=30)  # the push lives until then at most
+
+
 def the_order() -> OrderIssued:
     return OrderIssued(
         district="d1", order_id="ord_7", incident_id="inc_7", team_id="t1",
         agency_kind="police", category="violence", priority="P1",
         location=Location(lat=22.8, lon=108.3, address="Qingxiu Rd 3"), flags=("weapon",),
-        instructions="wait for the second unit", ack_by=datetime(2026, 11, 23, 8, tzinfo=UTC),
+        instructions="wait for the second unit",
+        ack_by=ACK_BY,
         caller=Caller(phone="13877001234"), description="a man with a knife",
     )
 
@@ -148,3 +152,29 @@ async def test_a_push_endpoints_path_never_reaches_a_span_or_the_log(
     assert secret not in json.dumps(dict(span.attributes or {}))
     log = service_log()
     assert secret not in log
+
+
+def test_an_orders_push_lives_at_the_push_service_no_longer_than_its_deadline() -> None:
+    # A phone offline at a P1's push, back four minutes later: with WEBPUSH_TTL_S (300 s)
+    # the push service still handed it the order, withdrawn at its 30 s deadline and given
+    # to another team (the take-back waits for notify, which may be away then).
+    sub, _, _ = browser_subscription()
+    vapid = Vapid02()
+    vapid.generate_keys()
+    soon = datetime.now(UTC) + timedelta(seconds=20)
+    order = the_order().model_copy(update={"ack_by": soon})
+    _, headers, _ = build_request(order, sub, vapid=vapid, subject="mailto:a@b.test",
+                                  ttl_s=300)
+    assert 0 < int(headers["TTL"]) <= 20
+    passed = the_order().model_copy(update={"ack_by": datetime.now(UTC) - timedelta(seconds=5)})
+    _, headers, _ = build_request(passed, sub, vapid=vapid, subject="mailto:a@b.test",
+                                  ttl_s=300)
+    assert headers["TTL"] == "0"
+    # an order without a deadline (a hand-over), and the push taking an order back (it
+    # must outlive any push of the order it replaces), keep the setting
+    _, headers, _ = build_request(the_order().model_copy(update={"ack_by": None}), sub,
+                                  vapid=vapid, subject="mailto:a@b.test", ttl_s=300)
+    assert headers["TTL"] == "300"
+    _, headers, _ = build_request(order, sub, vapid=vapid, subject="mailto:a@b.test",
+                                  ttl_s=300, withdrawn=True)
+    assert headers["TTL"] == "300"
