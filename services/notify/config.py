@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from shared.settings import ServiceSettings
 from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
@@ -102,6 +102,25 @@ class Settings(ServiceSettings):
         default=DEFAULT_TIMEZONE, description="TIMEZONE: the district's local time, in which an "
         "SMS gives the order's acknowledge-by (IANA name or +HH:MM; as dispatch's and "
         "volunteers')")
+
+    @field_validator("vapid_private_key")
+    @classmethod
+    def _vapid_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here, so that a wrong key stops notify at start with exit 78 naming the
+        # variable (shared.runtime), not as a traceback in each worker, nor signs with it.
+        if value is not None:
+            from .channels.webpush import load_vapid  # the push libraries: only when set
+
+            load_vapid(value.get_secret_value())
+        return value
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _vapid_subject(cls, value: str) -> str:
+        # RFC 8292 2.1: the push service's contact for the sender; services refuse others
+        if not value.startswith(("mailto:", "https://")) or len(value) < 10:
+            raise ValueError("must be a mailto: address or an https:// URL (RFC 8292)")
+        return value
 
     @property
     def live_order_ttl_s(self) -> int:

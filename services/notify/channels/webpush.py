@@ -25,11 +25,28 @@ from .subscription import Subscription, SubscriptionKeys, b64url_decode, endpoin
 log = logging.getLogger(__name__)
 
 
+VAPID_KEY_RULE = ("must be a P-256 private key: raw, 32 bytes in base64url (43 characters), "
+                  "or PEM")
+
+
 def load_vapid(key: str) -> Vapid02:
+    """The VAPID key of VAPID_PRIVATE_KEY; ValueError (VAPID_KEY_RULE, never the key) when
+    it is not one. py-vapid takes any base64url text as a raw key: a typo or a placeholder
+    became a key of a few bits, signing every push."""
     key = key.strip()
-    if "BEGIN" in key:
-        return Vapid02.from_pem(key.encode())
-    return Vapid02.from_raw(key.encode())
+    try:
+        if "BEGIN" in key:
+            vapid = Vapid02.from_pem(key.encode())
+        elif len(b64url_decode(key)) != 32:
+            raise ValueError("not 32 bytes")
+        else:
+            vapid = Vapid02.from_raw(key.encode())
+    except Exception:  # noqa: BLE001 (each library's own error may quote the key)
+        raise ValueError(VAPID_KEY_RULE) from None
+    if not isinstance(vapid.private_key, ec.EllipticCurvePrivateKey) or not isinstance(
+            vapid.private_key.curve, ec.SECP256R1):
+        raise ValueError(VAPID_KEY_RULE)
+    return vapid
 
 
 def public_key(vapid: Vapid02) -> str:

@@ -25,6 +25,7 @@ from services.notify.channels.webpush import (
     load_vapid,
     public_key,
 )
+from services.notify.config import Settings
 from services.notify.store import DeviceRecord
 from shared.events import Caller, Location, OrderIssued
 from shared.telemetry import trace_outside_calls
@@ -178,3 +179,41 @@ def test_an_orders_push_lives_at_the_push_service_no_longer_than_its_deadline() 
     _, headers, _ = build_request(order, sub, vapid=vapid, subject="mailto:a@b.test",
                                   ttl_s=300, withdrawn=True)
     assert headers["TTL"] == "300"
+
+
+def a_raw_vapid_key() -> str:
+    vapid = Vapid02()
+    vapid.generate_keys()
+    return b64urlencode(vapid.private_key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+@pytest.mark.parametrize("wrong", [
+    "garbage",  # taken as a 40-bit private key: Web Push 'on', signed with a guessable key
+    "public",  # the public key pasted in its place (65 bytes): a traceback in each worker
+    "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----",
+])
+def test_a_vapid_key_that_is_not_one_stops_notify_naming_the_variable(wrong: str) -> None:
+    if wrong == "public":
+        vapid = Vapid02()
+        vapid.generate_keys()
+        wrong = public_key(vapid)
+    with pytest.raises(ValidationError) as refused:
+        Settings(admin_token="x", vapid_private_key=wrong)
+    (error,) = refused.value.errors(include_input=False)
+    assert error["loc"] == ("vapid_private_key",) and "P-256" in error["msg"]
+    assert wrong not in error["msg"]
+
+
+def test_a_vapid_key_in_either_form_is_taken() -> None:
+    raw = a_raw_vapid_key()
+    pem = load_vapid(raw).private_pem().decode()
+    for key in (raw, pem):
+        settings = Settings(admin_token="x", vapid_private_key=key)
+        assert settings.vapid_private_key is not None
+
+
+def test_a_vapid_subject_push_services_would_refuse_stops_notify() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(admin_token="x", vapid_subject="ops@station.example.org")
+    assert refused.value.errors()[0]["loc"] == ("vapid_subject",)
+    assert Settings(admin_token="x", vapid_subject="https://station.example.org").vapid_subject
