@@ -8,7 +8,7 @@ import httpx
 
 from shared.events import OrderIssued
 
-from ..domain.orders import sms_text, sms_withdrawn_text
+from ..domain.orders import sms_fields, sms_text, sms_withdrawn_text
 from ..domain.phones import e164
 from ..store import DeviceRecord
 from . import Outcome, refused, unreached
@@ -33,23 +33,26 @@ class SmsChannel:
         # The gateway may deduplicate on this: one message per order and device. The same
         # on every try, so a message sent again after an answer that never came (the
         # gateway may have taken it) reaches the phone once.
-        return await self._post(order, device, text=sms_text(order, tz=self._tz),
+        return await self._post(order, device, kind="order", text=sms_text(order, tz=self._tz),
                                 reference=f"{order.order_id}:{device.device_id}")
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.
-        return await self._post(order, device, text=sms_withdrawn_text(order),
+        return await self._post(order, device, kind="withdrawn",
+                                text=sms_withdrawn_text(order),
                                 reference=f"{order.order_id}:{device.device_id}:withdrawn")
 
-    async def _post(self, order: OrderIssued, device: DeviceRecord, *, text: str,
+    async def _post(self, order: OrderIssued, device: DeviceRecord, *, kind: str, text: str,
                     reference: str) -> Outcome:
         body = {
             # a number registered before they were kept in E.164 goes as it is
             "to": e164(device.phone or "") or device.phone,
             "text": text,
-            "order_id": order.order_id,
-            "priority": order.priority,
             "reference": reference,
+            # the text's parts, for a gateway that sends only its own filed templates
+            "kind": kind,
+            "order_id": order.order_id,
+            **sms_fields(order, tz=self._tz),
         }
         try:
             response = await self._client.post(

@@ -195,3 +195,17 @@ def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
     after += f" Order {order.order_id}."
     return _sms(f"[Lianfang] {order.priority} {order.category}{flags} at ", _sms_place(order),
                 after)
+
+
+def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC) -> dict[str, Any]:
+    """The parts of an SMS, for a gateway that fills a template of its own with them
+    (mainland carriers send only filed templates): what the text says, field by field;
+    `ack_by` in the district's time with its offset (None: no deadline)."""
+    return {
+        "priority": order.priority,
+        "category": order.category,
+        "flags": [f for f in SMS_FLAGS if f in order.flags],
+        "place": _sms_place(order),
+        "ack_by": (order.ack_by.astimezone(tz).replace(microsecond=0).isoformat()
+                   if order.ack_by else None),
+    }

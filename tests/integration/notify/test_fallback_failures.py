@@ -10,8 +10,9 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -115,14 +116,15 @@ async def a_phone(redis: Redis, device_id: str, team_id: str, phone: str) -> Non
 
 @asynccontextmanager
 async def sms_replica(redis_url: str, redis: Redis, gateway: Outside, *, lease_s: float = 30.0,
-                      timeout_s: float = 10.0, after_s: float = 0.2) -> AsyncIterator[None]:
+                      timeout_s: float = 10.0, after_s: float = 0.2,
+                      tz: tzinfo = UTC) -> AsyncIterator[None]:
     """One notify replica's fallback loop, the real SMS adapter its only channel."""
     settings = Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, fallback_lease_s=lease_s,
                         fallback_after_s=after_s, fallback_poll_s=0.05,
                         channel_timeout_s=timeout_s)
     async with httpx.AsyncClient() as client:
         sms = SmsChannel(client, url=f"{gateway.url}/sms", token="gw-secret",
-                         timeout_s=timeout_s)
+                         timeout_s=timeout_s, tz=tz)
         timers = FallbackTimers(redis=redis, orders=None, chain=[sms],  # type: ignore[arg-type]
                                 settings=settings)
         task = asyncio.create_task(timers.run())
@@ -494,3 +496,32 @@ async def test_a_withdrawal_sms_the_gateway_refused_for_a_while_is_sent_again(
 
 async def _no_timer(redis: Redis, timer: str) -> bool:
     return await store.fallback_due_at(redis, timer) is None
+
+
+async def test_the_gateway_gets_each_part_of_the_message_for_a_template(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # Mainland carriers (and the SMS services in front of them) send only texts made from a
+    # template filed with them: the station's relay fills its template from these fields,
+    # not from our English text.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    issued = utcnow()
+    order = an_order("t1", priority="P1", category="violence", flags=("weapon", "own_tag"),
+                     occurred_at=issued, ack_by=issued + timedelta(seconds=60))
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=0.0,
+                            fallback_steps=1, ttl_s=600)
+    async with sms_replica(clean_redis, redis, outside, tz=ZoneInfo("Asia/Shanghai")):
+        await poll_until(lambda: _chain_done(redis, order.order_id), "the order's SMS")
+        await store.withdraw_order(redis, order_id=order.order_id, team_id="t1",
+                                   incident_id=order.incident_id, district="d1",
+                                   reason="closed", ttl_s=600, fan_out="{}")
+        await poll_until(lambda: outside.at("/sms")[1:], "the withdrawal's SMS")
+    sent, withdrawn = (r.json() for r in outside.at("/sms"))
+    assert order.ack_by is not None
+    local = order.ack_by.astimezone(ZoneInfo("Asia/Shanghai")).replace(microsecond=0)
+    assert {k: v for k, v in sent.items() if k not in ("text", "reference")} == {
+        "to": "+8613800000001", "kind": "order", "order_id": order.order_id,
+        "priority": "P1", "category": "violence", "flags": ["weapon"],
+        "place": "Minzu Ave 88", "ack_by": local.isoformat()}
+    assert sent["ack_by"].endswith("+08:00")
+    assert withdrawn["kind"] == "withdrawn" and withdrawn["place"] == "Minzu Ave 88"
+    assert withdrawn["order_id"] == order.order_id
