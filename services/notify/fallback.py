@@ -443,52 +443,58 @@ class FallbackTimers:
         if sending:
             await store.schedule_timer(self._redis, timer, due_at=max(sending))
             return
-        ttl = self._settings.order_ttl_s
-        budget = self._settings.channel_timeout_s
-        again_at: float | None = None  # when to try again what failed for a passing reason
         with tracer.start_as_current_span(
             "fallback take back",
             context=extract_context(record.trace),
             attributes={"lianfang.order_id": order_id, "lianfang.team_id": record.team_id},
         ):
-            for mark in marks:
-                channel = self._chain[mark.step]
-                device = await store.get_device(self._redis, mark.device_id)
-                if device is None or not channel.reaches(device):
-                    continue  # revoked, or its subscription gone: nothing to take back on
-                now = time.time()
-                begun = await store.begin_fallback_send(
-                    self._redis, order_id, step=f"withdrawn{mark.step}",
-                    device_id=device.device_id, now=now, till=now + budget + MARK_MARGIN_S,
-                    ttl_s=ttl)
-                if begun.state != "go":
-                    continue
-                outcome = await self._send(channel, record, device, take_back=True)
-                # refused for a passing reason (a gateway restarting, throttling): tried
-                # again, as the order's own message would be; a texted member must learn
-                # not to go
-                wait = None
-                if outcome is not None and outcome.status == "failed" and outcome.retry:
-                    wait = retry_wait(now=time.time(), ack_by=None, tries=begun.tries,
-                                      after_s=self._settings.fallback_after_s,
-                                      retry_after_s=outcome.retry_after_s)
-                if wait is not None:
-                    at = time.time() + wait  # the strictest Retry-After holds for all
-                    again_at = max(again_at or at, at)
-                await store.end_fallback_send(
-                    self._redis, order_id, step=f"withdrawn{mark.step}",
-                    device_id=device.device_id, tries=begun.tries,
-                    state=("sent" if outcome is not None and outcome.status == "sent" else
-                           "failed" if wait is not None else "done"))
-                if outcome is not None:
-                    await store.record_attempt(
-                        self._redis, order_id, channel=channel.name,
-                        outcome=f"withdrawal_{outcome.status}", device_id=device.device_id,
-                        member_id=device.member_id, detail=outcome.detail, ttl_s=ttl)
+            # every message at once: a push service that never answers must not hold up
+            # the 'do not go' texts behind each push's CHANNEL_TIMEOUT_S
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._take_back_one(record, mark))
+                         for mark in marks]
+        # when to try again what failed for a passing reason (the strictest Retry-After
+        # holds for all)
+        again_at = max((t.result() for t in tasks if t.result() is not None), default=None)
         if again_at is not None:
             await store.schedule_timer(self._redis, timer, due_at=again_at)
         else:
             await store.cancel_fallback(self._redis, timer)
+
+    async def _take_back_one(self, record: store.OrderRecord,
+                             mark: store.StepMark) -> float | None:
+        """Takes back one fallback message; when to try again (None: not)."""
+        order_id = record.order_id
+        ttl = self._settings.order_ttl_s
+        channel = self._chain[mark.step]
+        device = await store.get_device(self._redis, mark.device_id)
+        if device is None or not channel.reaches(device):
+            return None  # revoked, or its subscription gone: nothing to take back on
+        now = time.time()
+        begun = await store.begin_fallback_send(
+            self._redis, order_id, step=f"withdrawn{mark.step}", device_id=device.device_id,
+            now=now, till=now + self._settings.channel_timeout_s + MARK_MARGIN_S, ttl_s=ttl)
+        if begun.state != "go":
+            return None
+        outcome = await self._send(channel, record, device, take_back=True)
+        # refused for a passing reason (a gateway restarting, throttling): tried again, as
+        # the order's own message would be; a texted member must learn not to go
+        wait = None
+        if outcome is not None and outcome.status == "failed" and outcome.retry:
+            wait = retry_wait(now=time.time(), ack_by=None, tries=begun.tries,
+                              after_s=self._settings.fallback_after_s,
+                              retry_after_s=outcome.retry_after_s)
+        await store.end_fallback_send(
+            self._redis, order_id, step=f"withdrawn{mark.step}", device_id=device.device_id,
+            tries=begun.tries,
+            state=("sent" if outcome is not None and outcome.status == "sent" else
+                   "failed" if wait is not None else "done"))
+        if outcome is not None:
+            await store.record_attempt(
+                self._redis, order_id, channel=channel.name,
+                outcome=f"withdrawal_{outcome.status}", device_id=device.device_id,
+                member_id=device.member_id, detail=outcome.detail, ttl_s=ttl)
+        return None if wait is None else time.time() + wait
 
     @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,

@@ -525,3 +525,25 @@ async def test_the_gateway_gets_each_part_of_the_message_for_a_template(
     assert sent["ack_by"].endswith("+08:00")
     assert withdrawn["kind"] == "withdrawn" and withdrawn["place"] == "Minzu Ave 88"
     assert withdrawn["order_id"] == order.order_id
+
+
+async def test_a_hanging_push_service_does_not_hold_up_the_withdrawals_sms(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The order went to two phones by Web Push and SMS; it is withdrawn (a knife reported:
+    # volunteers off it) as the push service stops answering. The 'do not go' texts must
+    # not wait behind each push's CHANNEL_TIMEOUT_S, the volunteers walking meanwhile.
+    for i in range(2):
+        await a_phone(redis, f"t1-dev{i}", "t1", f"+861380000000{i}")
+        await a_subscription(redis, f"t1-dev{i}", f"{outside.url}/push")
+    hang = asyncio.Event()
+    outside.reply("/push", Reply(201), Reply(201), Reply(201, hold=hang), Reply(201, hold=hang))
+    order_id = await an_sms_order(redis, "t1", steps=2)
+    async with push_and_sms_replica(clean_redis, redis, outside, timeout_s=30.0):
+        await poll_until(lambda: _chain_done(redis, order_id, steps=2), "both steps sent")
+        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                                   district="d1", reason="reassigned", ttl_s=600, fan_out="{}")
+        texts = await poll_until(lambda: len(outside.at("/sms")) >= 4 and outside.at("/sms"),
+                                 "the withdrawal's texts while the pushes hang", 10)
+        hang.set()
+    assert sorted(t.json()["to"] for t in texts if t.json()["kind"] == "withdrawn") == [
+        "+8613800000000", "+8613800000001"]
