@@ -99,8 +99,9 @@ TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit d
                "handover": "hand-over retried", "zone": "zone looked up again",
                "reinforce": "backup looked for again", "offshift": "team off shift on an order",
                "removed": "station order of a removed team handed on",
+               "moved": "station order of a team moved to another agency handed on",
                "link": "linked report judged again"}
-ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed")
+ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved")
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 # A deadline due while answers given before it still wait unread (dispatch back after an
@@ -179,6 +180,12 @@ def _with_another_visit(orders: list[dict[str, str]], backup: dict[str, str],
     asked = _station_order_backed(orders, backup)
     return (asked is not None and asked["order_id"] != ending["order_id"]
             and asked["state"] in domain.LIVE_ORDER_STATES)
+
+
+def _of_a_station(agency_kind: str, agency_role: str | None) -> bool:
+    """Whether a team of this agency is a police station's (a station's role is the
+    default): only such a team answers a station's hand-over or follow-up."""
+    return agency_kind == "police" and (agency_role or "station") == "station"
 
 
 def _since_report(inc: dict[str, str], at: str) -> float:
@@ -1775,10 +1782,12 @@ class Dispatcher:
         """The station's on-shift team nearest the scene: of those with a fresh fix, else of
         those with an older one; a team nobody knows the place of only when no team has a
         position (it is not standing on the scene). Never one of `excluded` (teams that
-        declined it)."""
+        declined it), nor one of the agency while it is no longer a police station (an
+        import made it a street patrol: its station orders are handed on)."""
         teams = [u for u in await store.units_of_agency(self.redis, district=inc["district"],
                                                          agency_id=station)
-                 if u.on_shift and u.team_id not in excluded]
+                 if u.on_shift and u.team_id not in excluded
+                 and _of_a_station(u.agency_kind, u.agency_role)]
         if not teams:
             return None
         lat, lon = float(inc["lat"]), float(inc["lon"])
@@ -1969,8 +1978,8 @@ class Dispatcher:
             return await self.on_reinforce_due(ident)
         elif kind == "offshift":
             return await self.on_off_shift_due(ident)
-        elif kind == "removed":
-            return await self.on_removed_team_order_due(ident)
+        elif kind in ("removed", "moved"):
+            return await self.on_removed_team_order_due(ident, timer=kind)
         elif kind == "link":
             return await self.on_link_due(ident)
         return None
@@ -2231,7 +2240,9 @@ class Dispatcher:
                     and o.get("visit") == order.get("visit")}
         why = ("declined" if order["state"] == "declined"
                else "withdrawn (its team was removed from the roster)"
-               if order.get("team_removed") == "1" else "taken back")
+               if order.get("team_removed") == "1"
+               else "withdrawn (its team is no longer the station's)"
+               if order.get("team_moved") == "1" else "taken back")
         # The note of nobody left is written once per refused order (with this mark), should
         # the step or the command room's take-back be made again.
         noted = inc.get("station_noted") == order["order_id"]
@@ -2283,6 +2294,12 @@ class Dispatcher:
         }, removed=event.removed, removed_kept_s=self._removed_kept_s)
         if applied and not event.on_shift:
             await self._off_shift_holding(event.unit_id, removed=event.removed)
+        if applied and not event.removed:  # a removal hands its orders on itself
+            # A roster import that put a station's team under another agency (a security
+            # company, another station): its station orders are no longer its to answer.
+            await store.station_orders_elsewhere(
+                self.redis, team_id=event.unit_id, agency_id=event.agency_id,
+                station=_of_a_station(event.agency_kind, event.agency_role), at=utcnow())
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
@@ -2352,23 +2369,30 @@ class Dispatcher:
                     state=state, also=flagged)
         return None
 
-    async def on_removed_team_order_due(self, order_id: str) -> datetime | None:
+    async def on_removed_team_order_due(self, order_id: str, *, timer: str = "removed"
+                                        ) -> datetime | None:
         """A station's hand-over or follow-up order whose team was removed from the roster
-        (its removal set this timer, store.save_unit_status; such orders hold no team, so
-        volunteers lets the team go): nobody will ever answer it. It is handed on as the
-        command room's take-back of it is: withdrawn, with a timeline entry saying why, and
-        the case to another of the station's teams on shift, or flagged and tried again
-        (_station_declined). A firing made again after a failure finishes the handing on
-        (the order's `team_removed` mark), once; nothing for a team imported again
-        meanwhile (its phones get the order), nor for an order answered or withdrawn by
+        (its removal set this `removed:` timer, store.save_unit_status; such orders hold no
+        team, so volunteers lets the team go), or is no longer a team of the order's
+        station (a roster import moved it to a security company or another station: a
+        `moved:` timer, set by its status, store.station_orders_elsewhere): nobody of the
+        station will answer it. It is handed on as the command room's take-back of it is:
+        withdrawn, with a timeline entry saying why, and the case to another of the
+        station's teams on shift (the station's `filing_due` kept), or flagged and tried
+        again (_station_declined). A firing made again after a failure finishes the handing
+        on (the order's `team_removed` or `team_moved` mark), once; nothing for a team
+        imported again or moved back meanwhile (its phones get the order), nor for an order
+        answered or withdrawn by
         anyone else first. While the team's answers given before may still wait unread
         (volunteers' removal and the team's answers come on two streams: a station team
         that filed its case and was then removed has filed it), the time to look again."""
         held = await store.get_order(self.redis, order_id)
         if held is None or held.get("kind") not in STATION_KINDS:
             return None
-        if await store.get_unit(self.redis, held["team_id"]) is not None:
-            return None
+        unit = await store.get_unit(self.redis, held["team_id"])
+        if (unit is not None and unit.agency_id == held.get("agency_id")
+                and _of_a_station(unit.agency_kind, unit.agency_role)):
+            return None  # the station's team still (imported again, moved back)
         async with self._locked(held["incident_id"]):
             state = await store.incident_state(self.redis, held["incident_id"])
             inc = state.incident
@@ -2376,15 +2400,23 @@ class Dispatcher:
             if inc is None or order is None:
                 return None
             if (order["state"] in domain.LIVE_ORDER_STATES
-                    and await self._answers_behind(f"removed:{order_id}",
+                    and await self._answers_behind(f"{timer}:{order_id}",
                                                    inc["incident_id"], utcnow())):
                 return utcnow() + ANSWERS_WAIT
             if order["state"] in domain.LIVE_ORDER_STATES:
                 name = order.get("team_name") or order["team_id"]
-                await self._taken_back(state, order, marks={"team_removed": "1"}, detail=(
-                    f"{name} was removed from the roster: the station's order goes to "
-                    "another of its teams"))
-            elif (order["state"] != "withdrawn" or order.get("team_removed") != "1"
+                if unit is None:
+                    mark, detail = "team_removed", f"{name} was removed from the roster"
+                else:
+                    now_of = (f"now of {unit.agency_id}"
+                              if unit.agency_id != order.get("agency_id")
+                              else "its agency is no longer a police station")
+                    mark, detail = "team_moved", (f"{name} is no longer a team of station "
+                                                  f"{order.get('agency_id')} ({now_of})")
+                await self._taken_back(state, order, marks={mark: "1"}, detail=(
+                    f"{detail}: the station's order goes to another of its teams"))
+            elif (order["state"] != "withdrawn"
+                  or "1" not in (order.get("team_removed"), order.get("team_moved"))
                   or inc["status"] in ("closed", "linked")):
                 return None
             await self._station_declined(state, order)

@@ -494,6 +494,13 @@ if (kind == 'handover' or kind == 'followup') and redis.call('EXISTS', KEYS[4]) 
   -- its team was removed after the step chose it (_UNIT_STATUS): handed on at once
   redis.call('ZADD', KEYS[6], 'NX', 0, 'removed:' .. ARGV[1])
 elseif kind == 'handover' or kind == 'followup' then
+  -- its team was moved to another agency after the step chose it (a roster import; the
+  -- move's look at the team's index, station_orders_elsewhere, came before this order):
+  -- handed on at once
+  local now_of = redis.call('HGET', KEYS[4], 'agency_id')
+  if now_of and now_of ~= redis.call('HGET', KEYS[1], 'agency_id') then
+    redis.call('ZADD', KEYS[6], 'NX', 0, 'moved:' .. ARGV[1])
+  end
   -- the team's station orders (station_orders_key), kept to the live ones
   local index = 'dispatch:station-orders:' .. ARGV[5]
   for _, other in ipairs(redis.call('SMEMBERS', index)) do
@@ -843,6 +850,38 @@ for i = 1, #ARGV, 2 do
 end
 return added
 """
+
+
+# A team's word (unit.status) read: each live hand-over or follow-up order of its index
+# (KEYS[1], station_orders_key) of an agency not its own now (ARGV[1]), or all of them when
+# the team is no longer a police station's (ARGV[3] ~= '1'), gets a `moved:{order}` timer
+# (KEYS[2]) due at ARGV[2], which hands it on (Dispatcher.on_removed_team_order_due); the
+# orders no longer live leave the index. Returns the number of timers set.
+_STATION_ORDERS_ELSEWHERE = """
+local set = 0
+for _, order in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local o = redis.call('HMGET', 'dispatch:order:' .. order, 'state', 'agency_id')
+  local st = o[1]
+  if st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene' then
+    if ARGV[3] ~= '1' or o[2] ~= ARGV[1] then
+      set = set + redis.call('ZADD', KEYS[2], 'NX', ARGV[2], 'moved:' .. order)
+    end
+  else
+    redis.call('SREM', KEYS[1], order)
+  end
+end
+return set
+"""
+
+
+async def station_orders_elsewhere(redis: Redis, *, team_id: str, agency_id: str,
+                                   station: bool, at: datetime) -> int:
+    """The team's live station orders (station_orders_key) that are not of its agency now,
+    or all of them when it is no longer a police station's team (`station` False), each
+    with a `moved:{order}` timer due at `at` (set once); the number set."""
+    return int(await run_script(redis, _STATION_ORDERS_ELSEWHERE,
+                                [station_orders_key(team_id), TIMERS],
+                                [agency_id, repr(at.timestamp()), "1" if station else "0"]))
 
 
 # Station orders made before a team's were indexed (station_orders_key), for a page of
