@@ -129,7 +129,8 @@ class Policy(BaseModel):
     # The retries of what nobody could be found for, the board flagged meanwhile. Never 0
     # (a timer fired without pause, a search each time); never so long that the case is
     # as good as left: a hand-over retried within a day (its filing is due in 24 h), a
-    # visit within a week, a backup for a team on scene within 10 minutes.
+    # visit within a week, a backup for a team on scene within 10 minutes. A visit's order
+    # unanswered for followup_retry_h is flagged too.
     handover_retry_min: float = Field(default=15, ge=1, le=1440)
     followup_retry_h: float = Field(default=1, ge=0.1, le=168)
     reinforce_retry_s: float = Field(default=20, ge=1, le=600)

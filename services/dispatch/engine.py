@@ -100,8 +100,9 @@ TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit d
                "reinforce": "backup looked for again", "offshift": "team off shift on an order",
                "removed": "station order of a removed team handed on",
                "moved": "station order of a team moved to another agency handed on",
+               "visit": "follow-up visit order unanswered",
                "link": "linked report judged again"}
-ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved")
+ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "visit")
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 # A deadline due while answers given before it still wait unread (dispatch back after an
@@ -374,9 +375,12 @@ class Dispatcher:
         """A backup nobody was free for is looked for again after this."""
         return timedelta(seconds=self.policy.reinforce_retry_s)
 
-    def _followup_retry_text(self) -> str:
+    def _followup_retry_span(self) -> str:
         hours = self.policy.followup_retry_h
-        return "in an hour" if hours == 1 else f"in {hours:g} h"
+        return "an hour" if hours == 1 else f"{hours:g} h"
+
+    def _followup_retry_text(self) -> str:
+        return f"in {self._followup_retry_span()}"
 
     @contextlib.contextmanager
     def _offering_to(self, team_ids: list[str]) -> Iterator[None]:
@@ -527,7 +531,15 @@ class Dispatcher:
         # room takes it back): the command room is told while the order lasts.
         order_wants_room = any(o["state"] in domain.LIVE_ORDER_STATES and (
             o.get("backup_wanted") == "1" or o.get("off_shift_at")) for o in orders)
-        flagged = undecided or (status not in DONE and (
+        # A follow-up visit no team of the station could be given (`followup_unstaffed`,
+        # until one is), or whose order its team left unanswered past the policy's
+        # followup_retry_h (`unanswered_at`, while unanswered): told to the command room
+        # also once the case is filed (resolved), as a hand-over waiting for a team is.
+        visit_stuck = status not in ("closed", "linked") and (
+            inc.get("followup_unstaffed") == "1"
+            or any(o.get("kind") == "followup" and o["state"] == "offered"
+                   and o.get("unanswered_at") for o in orders))
+        flagged = undecided or visit_stuck or (status not in DONE and (
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
             or unknown or order_wants_room))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
@@ -1980,6 +1992,8 @@ class Dispatcher:
             return await self.on_off_shift_due(ident)
         elif kind in ("removed", "moved"):
             return await self.on_removed_team_order_due(ident, timer=kind)
+        elif kind == "visit":
+            return await self.on_visit_unanswered_due(ident)
         elif kind == "link":
             return await self.on_link_due(ident)
         return None
@@ -2140,10 +2154,16 @@ class Dispatcher:
             await self._order_followup(state)
 
     async def _order_followup(self, state: store.IncidentState, *,
-                              excluded: Collection[str] = ()) -> bool:
+                              excluded: Collection[str] = (),
+                              nobody: TimelineEntry | None = None,
+                              also: Callable[[Pipeline], Awaitable[None]] | None = None) -> bool:
         """The follow-up visit's order to the station's nearest team on shift but
-        `excluded`; False when there is none (looked for again after the policy's
-        followup_retry_h)."""
+        `excluded`, which its team has followup_retry_h to answer (a `visit:{order}` timer,
+        on_visit_unanswered_due); False when there is none: looked for again after the
+        policy's followup_retry_h, and the incident flagged for the command room with a
+        note (`nobody`, or one saying no team is on shift, written with `also`), once, until
+        a team is given the visit (`followup_unstaffed`, cleared by the order's record), as
+        a hand-over waiting for a station team is."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -2168,8 +2188,25 @@ class Dispatcher:
             team = (await self._station_team(inc, station, excluded=excluded)
                     if station else None)
             if team is None:
-                await store.schedule(self.redis, f"followup:{incident_id}",
-                                     utcnow() + self._followup_retry)
+                again = utcnow() + self._followup_retry
+                if inc.get("followup_unstaffed") == "1":  # flagged and noted already
+                    await store.schedule(self.redis, f"followup:{incident_id}", again)
+                    return False
+                inc["followup_unstaffed"] = "1"  # read by the write's `flagged`
+
+                async def unstaffed(pipe: Pipeline) -> None:
+                    if also is not None:
+                        await also(pipe)
+                    store.queue_incident_fields(pipe, incident_id, {"followup_unstaffed": "1"})
+                    store.queue_schedule(pipe, f"followup:{incident_id}", again)
+
+                whom = ("no team of the station on shift" if station else
+                        "the owning police station is not known yet (the district's zones "
+                        "could not be loaded)")
+                await self._emit(incident_id, nobody or TimelineEntry(
+                    kind="note", detail=f"follow-up visit due: {whom}; ordered again "
+                                        f"{self._followup_retry_text()} until one is"),
+                    state=state, also=unstaffed)
                 return False
             last = inc.get("followup_note")
             order = await self._offer_and_announce(
@@ -2182,15 +2219,54 @@ class Dispatcher:
         elif order.get("published") != "1":
             await self._announce(inc, order)
         order_id = order["order_id"]
+        answer_by = datetime.fromisoformat(order["issued_at"]) + self._followup_retry
+        now_state = await store.incident_state(self.redis, incident_id)
+        assert now_state.incident is not None  # under the lock: still there
+        now_state.incident["followup_unstaffed"] = ""  # read by the write's `flagged`
 
         async def recorded(pipe: Pipeline) -> None:
-            store.queue_incident_fields(pipe, incident_id, {"followup_order": order_id})
+            # a team has the visit: the board's flag of a visit nobody could be given goes
+            store.queue_incident_fields(pipe, incident_id, {"followup_order": order_id,
+                                                            "followup_unstaffed": ""})
+            store.queue_schedule(pipe, f"visit:{order_id}", answer_by)
 
         await self._emit(incident_id, TimelineEntry(
             kind="followup", team_id=order["team_id"], order_id=order_id,
-            detail="follow-up visit ordered"), also=recorded)
-        inc["followup_order"] = order_id
+            detail="follow-up visit ordered"), state=now_state, also=recorded)
+        inc.update(followup_order=order_id, followup_unstaffed="")
         return True
+
+    async def on_visit_unanswered_due(self, order_id: str) -> datetime | None:
+        """A follow-up visit's order its team has not answered (`received` is no answer)
+        within the policy's followup_retry_h: the incident is flagged for the command room
+        (which may take it back for another team) with one note, while the order stays
+        unanswered (its `unanswered_at` mark; _update). While the team's answers given
+        before may still wait unread, the time to look again."""
+        held = await store.get_order(self.redis, order_id)
+        if held is None or held.get("kind") != "followup" or held["state"] != "offered":
+            return None
+        async with self._locked(held["incident_id"]):
+            state = await store.incident_state(self.redis, held["incident_id"])
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == order_id), None)
+            if (inc is None or order is None or order["state"] != "offered"
+                    or order.get("unanswered_at") or inc["status"] in ("closed", "linked")):
+                return None
+            if await self._answers_behind(f"visit:{order_id}", inc["incident_id"], utcnow()):
+                return utcnow() + ANSWERS_WAIT
+            order["unanswered_at"] = utcnow().isoformat()  # read by the write's `flagged`
+            name = order.get("team_name") or order["team_id"]
+
+            async def flagged(pipe: Pipeline) -> None:
+                store.queue_order_change(pipe, order_id,
+                                         {"unanswered_at": order["unanswered_at"]})
+
+            await self._emit(inc["incident_id"], TimelineEntry(
+                kind="note", team_id=order["team_id"], order_id=order_id,
+                detail=f"{name} has not answered the follow-up visit order within "
+                       f"{self._followup_retry_span()}: flagged until a team takes it"),
+                state=state, also=flagged)
+        return None
 
     def _station_declining(self, inc: dict[str, str], order: dict[str, str],
                            move: Callable[[Pipeline], Awaitable[None]]
@@ -2251,12 +2327,11 @@ class Dispatcher:
             store.queue_incident_fields(pipe, incident_id, {"station_noted": order["order_id"]})
 
         if not handover:
-            if not await self._order_followup(state, excluded=declined) and not noted:
-                await self._emit(incident_id, TimelineEntry(
-                    kind="note", team_id=order["team_id"], order_id=order["order_id"],
-                    detail=f"follow-up visit {why}; no other team of the station on shift: "
-                           f"ordered again {self._followup_retry_text()}"),
-                    state=state, also=mark)
+            # flagged, with this note, as a visit due with nobody on shift is
+            await self._order_followup(state, excluded=declined, also=mark, nobody=TimelineEntry(
+                kind="note", team_id=order["team_id"], order_id=order["order_id"],
+                detail=f"follow-up visit {why}; no other team of the station on shift: "
+                       f"ordered again {self._followup_retry_text()}"))
             return
         station = await self._station_of(inc)
         by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
