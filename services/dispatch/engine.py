@@ -183,10 +183,7 @@ def _with_another_visit(orders: list[dict[str, str]], backup: dict[str, str],
             and asked["state"] in domain.LIVE_ORDER_STATES)
 
 
-def _of_a_station(agency_kind: str, agency_role: str | None) -> bool:
-    """Whether a team of this agency is a police station's (a station's role is the
-    default): only such a team answers a station's hand-over or follow-up."""
-    return agency_kind == "police" and (agency_role or "station") == "station"
+_of_a_station = store.of_a_station
 
 
 def _since_report(inc: dict[str, str], at: str) -> float:
@@ -2369,12 +2366,6 @@ class Dispatcher:
         }, removed=event.removed, removed_kept_s=self._removed_kept_s)
         if applied and not event.on_shift:
             await self._off_shift_holding(event.unit_id, removed=event.removed)
-        if applied and not event.removed:  # a removal hands its orders on itself
-            # A roster import that put a station's team under another agency (a security
-            # company, another station): its station orders are no longer its to answer.
-            await store.station_orders_elsewhere(
-                self.redis, team_id=event.unit_id, agency_id=event.agency_id,
-                station=_of_a_station(event.agency_kind, event.agency_role), at=utcnow())
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
@@ -2450,7 +2441,7 @@ class Dispatcher:
         (its removal set this `removed:` timer, store.save_unit_status; such orders hold no
         team, so volunteers lets the team go), or is no longer a team of the order's
         station (a roster import moved it to a security company or another station: a
-        `moved:` timer, set by its status, store.station_orders_elsewhere): nobody of the
+        `moved:` timer, set by its status, store.save_unit_status): nobody of the
         station will answer it. It is handed on as the command room's take-back of it is:
         withdrawn, with a timeline entry saying why, and the case to another of the
         station's teams on shift (the station's `filing_due` kept), or flagged and tried

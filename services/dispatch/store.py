@@ -126,6 +126,20 @@ redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[5], ARGV[4])
 local pos = redis.call('HMGET', KEYS[1], 'lat', 'lon')
 if pos[1] and pos[2] then redis.call('GEOADD', KEYS[3], pos[2], pos[1], ARGV[3]) end
+-- A team now of another agency (ARGV[8]), or no longer a police station's (ARGV[9] '0'): a
+-- roster import moved it. Its live station orders are handed on (a `moved:` timer each, set
+-- once); those that ended leave its index.
+for _, order in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+  local o = redis.call('HMGET', 'dispatch:order:' .. order, 'state', 'agency_id')
+  local st = o[1]
+  if st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene' then
+    if ARGV[9] ~= '1' or o[2] ~= ARGV[8] then
+      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. order)
+    end
+  else
+    redis.call('SREM', KEYS[7], order)
+  end
+end
 return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}
 """
 
@@ -157,12 +171,20 @@ return out
 """
 
 
+def of_a_station(agency_kind: str, agency_role: str | None) -> bool:
+    """Whether a team of this agency is a police station's (a station's role is the
+    default): only such a team answers a station's hand-over or follow-up."""
+    return agency_kind == "police" and (agency_role or "station") == "station"
+
+
 async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str],
                            removed: bool = False, removed_kept_s: int = 0
                            ) -> tuple[bool, bool]:
     """Project a team's status; (applied, free while incidents of its district wait).
     `removed`: the team left the roster: out of the projection, and no status or fix of it
-    not newer than this one counts for `removed_kept_s` (how long one could still be read)."""
+    not newer than this one counts for `removed_kept_s` (how long one could still be read).
+    A team a roster import put under another agency, or whose agency is no longer a police
+    station, has its live station orders handed on (`moved:` timers), in the same script."""
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
     district = fields["district"]
     team_id = fields["team_id"]
@@ -171,7 +193,9 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
                               _geo_key(district), _waiting_key(district), _modes_key(district),
                               _removed_key(team_id), station_orders_key(team_id), TIMERS],
         [repr(at.timestamp()), ascii_json(flat), team_id, fields["mode"], district,
-         "1" if removed else "0", str(max(1, removed_kept_s))])
+         "1" if removed else "0", str(max(1, removed_kept_s)), fields.get("agency_id", ""),
+         "1" if of_a_station(fields.get("agency_kind", ""), fields.get("agency_role"))
+         else "0"])
     return bool(applied), bool(retry)
 
 
@@ -495,7 +519,7 @@ if (kind == 'handover' or kind == 'followup') and redis.call('EXISTS', KEYS[4]) 
   redis.call('ZADD', KEYS[6], 'NX', 0, 'removed:' .. ARGV[1])
 elseif kind == 'handover' or kind == 'followup' then
   -- its team was moved to another agency after the step chose it (a roster import; the
-  -- move's look at the team's index, station_orders_elsewhere, came before this order):
+  -- move's look at the team's index, save_unit_status, came before this order):
   -- handed on at once
   local now_of = redis.call('HGET', KEYS[4], 'agency_id')
   if now_of and now_of ~= redis.call('HGET', KEYS[1], 'agency_id') then
@@ -850,38 +874,6 @@ for i = 1, #ARGV, 2 do
 end
 return added
 """
-
-
-# A team's word (unit.status) read: each live hand-over or follow-up order of its index
-# (KEYS[1], station_orders_key) of an agency not its own now (ARGV[1]), or all of them when
-# the team is no longer a police station's (ARGV[3] ~= '1'), gets a `moved:{order}` timer
-# (KEYS[2]) due at ARGV[2], which hands it on (Dispatcher.on_removed_team_order_due); the
-# orders no longer live leave the index. Returns the number of timers set.
-_STATION_ORDERS_ELSEWHERE = """
-local set = 0
-for _, order in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local o = redis.call('HMGET', 'dispatch:order:' .. order, 'state', 'agency_id')
-  local st = o[1]
-  if st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene' then
-    if ARGV[3] ~= '1' or o[2] ~= ARGV[1] then
-      set = set + redis.call('ZADD', KEYS[2], 'NX', ARGV[2], 'moved:' .. order)
-    end
-  else
-    redis.call('SREM', KEYS[1], order)
-  end
-end
-return set
-"""
-
-
-async def station_orders_elsewhere(redis: Redis, *, team_id: str, agency_id: str,
-                                   station: bool, at: datetime) -> int:
-    """The team's live station orders (station_orders_key) that are not of its agency now,
-    or all of them when it is no longer a police station's team (`station` False), each
-    with a `moved:{order}` timer due at `at` (set once); the number set."""
-    return int(await run_script(redis, _STATION_ORDERS_ELSEWHERE,
-                                [station_orders_key(team_id), TIMERS],
-                                [agency_id, repr(at.timestamp()), "1" if station else "0"]))
 
 
 # Station orders made before a team's were indexed (station_orders_key), for a page of
