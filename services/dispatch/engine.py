@@ -1135,6 +1135,8 @@ class Dispatcher:
             store.queue_order_change(pipe, order_id, {"state": "withdrawn",
                                                       "withdrawn_at": utcnow().isoformat()})
             store.queue_cancel(pipe, f"ack:{order_id}")
+            if order.get("kind") == "followup":  # its time to answer (on_visit_unanswered_due)
+                store.queue_cancel(pipe, f"visit:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, reason))
             commands = queued_commands(pipe)
@@ -1389,6 +1391,8 @@ class Dispatcher:
         async def move(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order["order_id"], moved)
             store.queue_cancel(pipe, f"ack:{order['order_id']}")
+            if order.get("kind") == "followup":  # answered: its time to answer is moot
+                store.queue_cancel(pipe, f"visit:{order['order_id']}")
             if first_ack:
                 store.queue_incident_fields(pipe, incident_id, {"first_ack_at": now})
             if first_on_scene:
@@ -2843,6 +2847,8 @@ class Dispatcher:
                                                       "withdrawn_at": utcnow().isoformat(),
                                                       **(marks or {})})
             store.queue_cancel(pipe, f"ack:{order_id}")
+            if order.get("kind") == "followup":  # its time to answer (on_visit_unanswered_due)
+                store.queue_cancel(pipe, f"visit:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "reassigned"))
             if not station:  # a station's task is not an emergency to refill
