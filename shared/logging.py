@@ -22,12 +22,14 @@ class _TraceIdFilter(logging.Filter):
 # (shared.telemetry).
 _CREDENTIALS = re.compile(
     r"(?i)(\b(?:token|access_token|api_key|sig|signature)=)[^&\s\"']+"
-    r"|(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+")
+    r"|(\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+"
+    # a URL's password (compose's REDIS_URL=redis://intake:<password>@redis:6379)
+    r"|(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)")
 
 
 def mask_credentials(text: str) -> str:
     """`text` with each credential's value replaced by `***` (`token=***`, `Bearer ***`)."""
-    return _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
+    return _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
 
 
 class _NoCredentialsFilter(logging.Filter):

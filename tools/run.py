@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from shared.logging import mask_credentials
 from tools.redis_server import RedisServer, find_binary, version
 from tools.stack import ROOT, Stack, describe_exit
 
@@ -95,7 +96,7 @@ def start_again_if_dead(server: RedisServer) -> bool:
 def announce(stack: Stack, redis_url: str, token: str) -> None:
     write_private(VAR / "run.env", f"REDIS_URL={redis_url}\nADMIN_TOKEN={token}\n"
                   + "".join(f"{n.upper()}_URL={s.url}\n" for n, s in stack.services.items()))
-    lines = ["", "Lianfang is running.", f"  Redis         {redis_url}"]
+    lines = ["", "Lianfang is running.", f"  Redis         {mask_credentials(redis_url)}"]
     for name, service in stack.services.items():
         lines.append(f"  {name:<13} {service.url}   API docs: {service.url}/docs")
     lines += [
@@ -133,7 +134,7 @@ def main() -> None:
             redis_server = embedded_redis()
             redis_url = redis_server.url
             log.info("embedded redis-server %s on %s (AOF in %s, appendfsync %s)",
-                     redis_server.binary, redis_url, redis_server.workdir,
+                     redis_server.binary, mask_credentials(redis_url), redis_server.workdir,
                      redis_server.appendfsync)
         stack = Stack(redis_url=redis_url, admin_token=token, workdir=VAR, exit_with_parent=True)
         if not stopping:

@@ -44,6 +44,15 @@ def test_credentials_in_any_line_are_masked_and_our_own_lines_kept(
     assert "report inc_01 accepted for sys_9" in log
 
 
+def test_a_password_in_a_url_is_masked(service_log: Callable[[], str]) -> None:
+    # compose gives each service its own Redis user: REDIS_URL=redis://intake:<password>@...
+    logging.getLogger("services.intake").warning(
+        "cannot reach redis://intake:s3cr-et_pw@redis:6379/0 nor rediss://:other@h:1")
+    log = service_log()
+    assert "s3cr-et_pw" not in log and "other@" not in log
+    assert "redis://intake:***@redis:6379/0" in log and "rediss://:***@h:1" in log
+
+
 def test_httpx_request_lines_are_not_written(service_log: Callable[[], str]) -> None:
     logging.getLogger("httpx").info(
         'HTTP Request: POST https://fcm.googleapis.com/fcm/send/pushREGISTRATION "201"')

@@ -171,6 +171,20 @@ def test_the_files_holding_the_admin_token_are_readable_by_their_owner_only(
     assert f"ADMIN_TOKEN={token}" in (tmp_path / "run.env").read_text()
 
 
+def test_make_run_does_not_print_the_password_of_a_redis_url_it_was_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # REDIS_URL=redis://user:password@host: the banner went to the terminal (and to whatever
+    # keeps its scroll-back) with the password; var/run.env (600) still holds it for scripts
+    monkeypatch.setattr(run, "VAR", tmp_path)
+    url = "redis://lianfang:pa55-w0rd@127.0.0.1:1/0"
+    services = stack.Stack(redis_url=url, admin_token="t", workdir=tmp_path)
+    run.announce(services, url, "t")
+    out = capsys.readouterr().out
+    assert "pa55-w0rd" not in out and "redis://lianfang:***@127.0.0.1:1/0" in out
+    assert f"REDIS_URL={url}" in (tmp_path / "run.env").read_text()
+
+
 @pytest.mark.parametrize("worker", [0, 1, 2])
 def test_each_test_worker_picks_ports_of_its_own_share_only(
         worker: int, monkeypatch: pytest.MonkeyPatch) -> None:
