@@ -132,6 +132,27 @@ class Device:
                     return frame
                 self.frames.append(frame)
 
+    async def order_for(self, client: httpx.AsyncClient, stack: Stack, incident_id: str,
+                        timeout: float = 10.0) -> dict[str, Any]:
+        """The next order frame; if none comes, a failure that says what dispatch and the
+        units' projection made of the incident and its district meanwhile (a rare wait in a
+        loaded suite is then diagnosable from the test's output alone)."""
+        try:
+            return await self.next_of("order", timeout=timeout)
+        except TimeoutError:
+            r = await client.get(f"{stack.url('dispatch')}/v1/incidents/{incident_id}",
+                                 headers=admin(stack))
+            view = r.json() if r.status_code == 200 else r.text
+            district = view.get("district") if isinstance(view, dict) else None
+            units = None
+            if district:
+                u = await client.get(f"{stack.url('dispatch')}/v1/units",
+                                     params={"district": district}, headers=admin(stack))
+                units = u.json() if u.status_code == 200 else u.text
+            raise AssertionError(f"no order frame within {timeout} s for {incident_id}; "
+                                 f"frames held: {self.frames!r}; dispatch's view: {view!r}; "
+                                 f"its units: {units!r}") from None
+
     async def drain(self, seconds: float) -> list[dict[str, Any]]:
         try:
             async with asyncio.timeout(seconds):

@@ -62,7 +62,7 @@ async def test_metrics_after_a_journey(stack: Stack) -> None:
             "external_ref": f"m-{district}", "category": "hazard_report", "district": district,
             "location": {"lat": lat, "lon": lon}})
         assert r.status_code == 202
-        order = await phone.next_of("order")
+        order = await phone.order_for(client, stack, r.json()["incident_id"])
         await phone.send({"type": "received", "order_id": order["order_id"]})
         for response in ("acknowledged", "resolved"):
             await phone.send({"type": "response", "order_id": order["order_id"],
@@ -103,7 +103,7 @@ async def test_metrics_after_a_journey(stack: Stack) -> None:
             "external_ref": f"m2-{district}", "category": "hazard_report", "district": district,
             "location": {"lat": lat, "lon": lon}})
         assert r.status_code == 202
-        await phone.next_of("order")
+        await phone.order_for(client, stack, r.json()["incident_id"])
         await phone.next_of("order_withdrawn", timeout=P4_DEADLINE_S + 10)
 
         async def timed_out() -> bool:
