@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shared.logging import mask_credentials
 from tools.redis_server import RedisServer, find_binary, version
-from tools.stack import ROOT, Stack, describe_exit
+from tools.stack import DEFAULT_PORTS, ROOT, Stack, describe_exit
 
 log = logging.getLogger("lianfang.run")
 REDIS_RETRY_S = 5.0
@@ -55,6 +55,16 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def refuse_taken_ports(ports: dict[str, int]) -> None:
+    """Stops `make run` before anything starts when a service's port is taken: the service
+    could never bind it, and the other program's answers to /health would pass for it."""
+    taken = [f"{port} ({name})" for name, port in ports.items() if not port_free(port)]
+    if taken:
+        words = ("ports", "are") if len(taken) > 1 else ("port", "is")
+        sys.exit(f"make run: {words[0]} {', '.join(taken)} {words[1]} in use by another program "
+                 "(another `make run`? `ss -ltnp` names it); stop it and run `make run` again")
 
 
 def embedded_redis() -> RedisServer:
@@ -128,6 +138,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     redis_server = None
     stack = None
+    refuse_taken_ports(DEFAULT_PORTS)
     try:
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:

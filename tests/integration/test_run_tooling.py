@@ -233,3 +233,25 @@ def test_make_runs_redis_that_died_is_started_again_on_its_port_with_its_data(
         assert "embedded redis-server killed by SIGKILL" in caplog.text
         assert run.start_again_if_dead(server)  # running: left alone
         assert server.proc.pid == int(redis.Redis(port=port).info("server")["process_id"])
+
+
+def test_make_run_refuses_to_start_when_a_service_s_port_is_taken(tmp_path: Path) -> None:
+    """Another program on intake's port (a second `make run`, anything): `make run` stops
+    at once and names the port, instead of starting Redis and three services, announcing
+    "Lianfang is running" because the other program answered intake's /health, and
+    restarting intake every two seconds for ever."""
+    env = {**os.environ, "LIANFANG_VAR": str(tmp_path),
+           "LIANFANG_REDIS_PORT": str(free_port())}
+    env.pop("REDIS_URL", None)
+    with contextlib.ExitStack() as held:
+        listener = socket.socket()
+        held.enter_context(listener)
+        with contextlib.suppress(OSError):  # taken already: by something else, as well
+            listener.bind(("127.0.0.1", 8001))
+            listener.listen()
+        done = subprocess.run([sys.executable, "-m", "tools.run"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert "8001" in done.stderr and "intake" in done.stderr, done.stderr
+    assert "Lianfang is running" not in done.stdout
+    assert not (tmp_path / "redis").exists(), "Redis was started before the ports were looked at"
