@@ -82,7 +82,8 @@ def redis_as_compose_runs_it(workdir: Path, **options: Any) -> tuple[RedisServer
     env = {"REDIS_ADMIN_PASSWORD": passwords["admin"],
            **{password_variable(s): passwords[s] for s in streams.SERVICES},
            "ACL_TEMPLATE": str(deploy / "users.acl.template"),
-           "ACL_FILE": str(Path(workdir) / "users.acl"), "REDIS_SERVER": find_binary() or ""}
+           "ACL_FILE": str(Path(workdir) / "users.acl"), "REDIS_SERVER": find_binary() or "",
+           "REDIS_USER": ""}  # the tests' user (compose's Redis steps down to `redis`)
     server = RedisServer(Path(workdir), binary=str(deploy / "entrypoint.sh"), env=env,
                          ready_auth=("admin", passwords["admin"]), **options)
     return server, passwords

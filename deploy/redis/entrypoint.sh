@@ -2,11 +2,20 @@
 # Starts Redis with one ACL user per service (deploy/redis/users.acl.template, generated from
 # shared/streams.py by `python -m tools.redis_acl`), filling in the passwords from the
 # environment. The rendered file stays inside the container, readable by Redis only.
-# (ACL_TEMPLATE, ACL_FILE and REDIS_SERVER let tests/integration/test_redis_acl.py run this
-# very script against a local redis-server.)
+#
+# Started as root (the container: the image's docker-entrypoint.sh steps down to the redis
+# user only for a command that is `redis-server`, and this one is `sh`), it writes the ACL
+# file, hands the data volume to the redis user and starts Redis as that user, through
+# setpriv (util-linux: in every Debian-based redis image, whichever of gosu or setpriv the
+# image's own entrypoint uses).
+# (ACL_TEMPLATE, ACL_FILE, REDIS_SERVER and REDIS_USER let tests/integration/test_redis_acl.py
+# run this very script against a local redis-server; REDIS_USER empty: Redis runs as whoever
+# started the script.)
 set -eu
 template=${ACL_TEMPLATE:-/etc/lianfang/redis/users.acl.template}
 rendered=${ACL_FILE:-/tmp/users.acl}
+server=${REDIS_SERVER:-redis-server}
+run_as=${REDIS_USER-redis}
 for var in REDIS_ADMIN_PASSWORD REDIS_PASSWORD_INTAKE REDIS_PASSWORD_DISPATCH \
            REDIS_PASSWORD_VOLUNTEERS REDIS_PASSWORD_NOTIFY; do
   eval "value=\${$var:-}"
@@ -29,4 +38,16 @@ sed -e "s/\${REDIS_ADMIN_PASSWORD}/$REDIS_ADMIN_PASSWORD/" \
     -e "s/\${REDIS_PASSWORD_VOLUNTEERS}/$REDIS_PASSWORD_VOLUNTEERS/" \
     -e "s/\${REDIS_PASSWORD_NOTIFY}/$REDIS_PASSWORD_NOTIFY/" \
     "$template" > "$rendered"
-exec "${REDIS_SERVER:-redis-server}" "$@" --aclfile "$rendered"
+if [ "$(id -u)" = 0 ] && [ -n "$run_as" ]; then
+  gid=$(id -g "$run_as")
+  # Root keeps the file (a restart of the container writes it again, in the container's
+  # /tmp), the redis group reads it, no one else does.
+  chgrp "$gid" "$rendered"
+  chmod 640 "$rendered"
+  # Redis's dir is its working directory, the image's /data (the volume): a volume written
+  # by a Redis running as root holds AOF files only root may open.
+  find /data \! -user "$run_as" -exec chown "$run_as:$gid" {} +
+  exec setpriv --reuid="$run_as" --regid="$gid" --clear-groups -- \
+      "$server" "$@" --aclfile "$rendered"
+fi
+exec "$server" "$@" --aclfile "$rendered"

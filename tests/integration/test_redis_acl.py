@@ -29,7 +29,8 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, d
     env = {"REDIS_ADMIN_PASSWORD": passwords["admin"],
            **{password_variable(s): passwords[s] for s in streams.SERVICES},
            "ACL_TEMPLATE": str(ROOT / "deploy" / "redis" / "users.acl.template"),
-           "ACL_FILE": str(workdir / "users.acl"), "REDIS_SERVER": find_binary() or ""}
+           "ACL_FILE": str(workdir / "users.acl"), "REDIS_SERVER": find_binary() or "",
+           "REDIS_USER": ""}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -385,6 +385,46 @@ def test_redis_runs_with_the_acl_entrypoint_from_the_repository() -> None:
         assert var in script and var in environment(redis), var
 
 
+def shell_lines(path: Path) -> list[str]:
+    """The script's commands, one per line: comments and blank lines dropped, continuations
+    joined."""
+    text = re.sub(r"\s*\\\n\s*", " ", path.read_text(encoding="utf-8"))
+    lines = (line.split(" #")[0].strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_compose_redis_steps_down_from_root_to_the_redis_user() -> None:
+    # The image's docker-entrypoint.sh steps down to `redis` only when the command is
+    # `redis-server`. Compose's is `sh deploy/redis/entrypoint.sh ...`, which it ran on as
+    # root: Redis, and whatever a Lua script or a bug in it could reach, held root in the
+    # container. The script steps down itself, with setpriv (util-linux, part of every
+    # Debian-based redis image; the image's gosu is not in every version), once root has
+    # written the ACL file (from a bind mount the redis user may not be able to read) and
+    # handed the data volume (a volume a root Redis wrote holds root-owned AOF files) over.
+    redis = compose_service("redis")
+    assert "user" not in redis, "started as root, the entrypoint steps down itself"
+    lines = shell_lines(DEPLOY / "redis" / "entrypoint.sh")
+    assert 'run_as=${REDIS_USER-redis}' in lines, "the container's Redis runs as `redis`"
+    root = next((i for i, line in enumerate(lines)
+                 if re.fullmatch(r'if \[ "\$\(id -u\)" = 0 \] && \[ -n "\$run_as" \]; then', line)),
+                None)
+    assert root is not None, "no branch for a start as root"
+    branch = lines[root + 1:lines.index("fi", root)]
+    execs = [line for line in lines if line.startswith("exec ")]
+    assert execs[-1] == 'exec "$server" "$@" --aclfile "$rendered"', "the unprivileged start"
+    dropping = [line for line in branch if line.startswith("exec ")]
+    assert dropping == [
+        'exec setpriv --reuid="$run_as" --regid="$gid" --clear-groups -- '
+        '"$server" "$@" --aclfile "$rendered"'
+    ], "as root, the server is started only through setpriv"
+    assert 'gid=$(id -g "$run_as")' in lines[:root + 1] + branch
+    # the rendered ACL file: root's, readable by the redis group, by no one else
+    assert 'chgrp "$gid" "$rendered"' in branch and 'chmod 640 "$rendered"' in branch
+    assert "umask 077" in lines[:lines.index(next(x for x in lines if x.startswith("sed ")))]
+    # the data volume: the AOF the image's /data holds (Redis's dir is its working directory)
+    assert ('find /data \\! -user "$run_as" -exec chown "$run_as:$gid" {} +' in branch)
+
+
 def test_redis_is_durable_and_protected() -> None:
     redis = compose_service("redis")
     image = redis["image"]
@@ -405,7 +445,8 @@ def run_redis_entrypoint(*args: str) -> subprocess.CompletedProcess[str]:
     """deploy/redis/entrypoint.sh as the container runs it, `echo` standing in for
     redis-server: what it would start Redis with, or why it refuses to."""
     env = {"REDIS_ADMIN_PASSWORD": "a", "ACL_TEMPLATE": str(DEPLOY / "redis" / "users.acl.template"),
-           "ACL_FILE": "/dev/null", "REDIS_SERVER": "echo", "PATH": "/usr/bin:/bin",
+           "ACL_FILE": "/dev/null", "REDIS_SERVER": "echo", "REDIS_USER": "",
+           "PATH": "/usr/bin:/bin",
            **{f"REDIS_PASSWORD_{s.upper()}": "p" for s in SERVICES}}
     return subprocess.run(["sh", str(DEPLOY / "redis" / "entrypoint.sh"), *args], env=env,
                           capture_output=True, text=True, timeout=30)
