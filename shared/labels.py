@@ -1,0 +1,130 @@
+"""The words members and the command room read for the system's codes (a category, a
+priority, an answer, a status), in Chinese (zh-CN, the default) and English.
+
+One glossary for every page and text that shows them (notify's member page and SMS; the
+console may take the same): a code it does not have (a category a deployment's own policy
+file adds) is shown as the code itself, never as nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Language = Literal["zh", "en"]
+LANGUAGES: tuple[Language, ...] = ("zh", "en")
+DEFAULT_LANGUAGE: Language = "zh"
+
+# code -> (Chinese, English). The Chinese is a police station's own word for it (警情类别,
+# 派单, 接单, 增援, 移交, 回访); the English is what the pages and texts said before.
+_CATEGORIES = {
+    "violence": ("打架斗殴", "violence"),
+    "theft_in_progress": ("盗窃现行", "theft in progress"),
+    "medical": ("急救求助", "medical"),
+    "fire": ("火警", "fire"),
+    "suspicious": ("可疑情况", "suspicious"),
+    "dispute": ("纠纷", "dispute"),
+    "lost_person": ("人员走失", "lost person"),
+    "traffic": ("交通警情", "traffic"),
+    "help_request": ("求助", "help request"),
+    "ebike_theft": ("电动车被盗", "e-bike theft"),
+    "noise": ("噪音扰民", "noise"),
+    "hazard_report": ("隐患上报", "hazard report"),
+    "fraud_warning": ("反诈预警", "fraud warning"),
+}
+_PRIORITIES = {
+    "P1": ("特急", "emergency"),
+    "P2": ("紧急", "urgent"),
+    "P3": ("较急", "prompt"),
+    "P4": ("一般", "routine"),
+}
+# What a member presses (and the command room reads as the team's answer).
+_RESPONSES = {
+    "received": ("已收到", "Received"),
+    "acknowledged": ("接单", "Acknowledge"),
+    "declined": ("拒单", "Decline"),
+    "en_route": ("出发", "En route"),
+    "on_scene": ("到场", "On scene"),
+    "resolved": ("已处置", "Resolved"),
+    "handover": ("移交派出所", "Hand over"),
+    "reinforce": ("请求增援", "Need help"),
+}
+# Where an order stands, as its card says.
+_ORDER_STATES = {
+    "issued": ("新指令", "new"),
+    "acknowledged": ("已接单", "acknowledged"),
+    "en_route": ("在途", "en route"),
+    "on_scene": ("已到场", "on scene"),
+    "resolved": ("已处置", "resolved"),
+    "handover": ("已移交", "handed over"),
+    "declined": ("已拒单", "declined"),
+    "withdrawn": ("已撤回", "withdrawn"),
+}
+_ORDER_KINDS = {
+    "dispatch": ("派警", "dispatch"),
+    "handover": ("移交", "handover"),
+    "followup": ("回访", "follow-up"),
+    "reinforcement": ("增援", "reinforcement"),
+    "manual": ("人工派单", "manual"),
+}
+# A team's status (volunteers' and dispatch's unit states).
+_TEAM_STATUSES = {
+    "off_duty": ("未在岗", "off duty"),
+    "available": ("待命", "available"),
+    "busy": ("忙碌", "busy"),
+    "dispatched": ("已派单", "dispatched"),
+    "en_route": ("在途", "en route"),
+    "on_scene": ("在现场", "on scene"),
+}
+_INCIDENT_STATUSES = {
+    "reported": ("已上报", "reported"),
+    "dispatching": ("派警中", "dispatching"),
+    "assigned": ("已派警", "assigned"),
+    "acknowledged": ("已接单", "acknowledged"),
+    "en_route": ("出警途中", "en route"),
+    "on_scene": ("已到场", "on scene"),
+    "resolved": ("已处置", "resolved"),
+    "handed_over": ("已移交", "handed over"),
+    "closed": ("已结案", "closed"),
+    "linked": ("已合并", "linked"),
+    "unassigned": ("待派警", "unassigned"),
+}
+# The flags that make an order urgent (those an SMS names); a calling system's own flags
+# are its free text and shown as they came.
+_FLAGS = {
+    "weapon": ("持械", "weapon"),
+    "injury": ("有人受伤", "injury"),
+    "in_progress": ("正在发生", "in progress"),
+}
+
+GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
+    "category": _CATEGORIES, "priority": _PRIORITIES, "response": _RESPONSES,
+    "order_state": _ORDER_STATES, "order_kind": _ORDER_KINDS, "team_status": _TEAM_STATUSES,
+    "incident_status": _INCIDENT_STATUSES, "flag": _FLAGS,
+}
+Group = Literal["category", "priority", "response", "order_state", "order_kind",
+                "team_status", "incident_status", "flag"]
+
+
+def label(group: Group, code: str, language: Language = DEFAULT_LANGUAGE) -> str:
+    """What a reader of `language` sees for `code` of `group`; the code itself where the
+    glossary has no word for it (a deployment's own category)."""
+    words = GLOSSARY[group].get(code)
+    return words[LANGUAGES.index(language)] if words else code
+
+
+def glossary(language: Language) -> dict[str, dict[str, str]]:
+    """The whole glossary in one language, group -> code -> word: what a page's script
+    carries (as JSON) to name what its server sends."""
+    at = LANGUAGES.index(language)
+    return {group: {code: words[at] for code, words in codes.items()}
+            for group, codes in GLOSSARY.items()}
+
+
+def language_of(value: str) -> Language:
+    """A language as a setting or a browser gives it (`zh`, `zh-CN`, `en-US`, `EN`): one of
+    LANGUAGES; ValueError for another."""
+    base = value.strip().lower().replace("_", "-").split("-", 1)[0]
+    for language in LANGUAGES:
+        if base == language:
+            return language
+    raise ValueError(f"{value!r} is not a language of the glossary ({', '.join(LANGUAGES)})")
