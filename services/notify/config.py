@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
+from shared.labels import DEFAULT_LANGUAGE, Language, language_of
 from shared.settings import ServiceSettings
 from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
@@ -102,6 +103,15 @@ class Settings(ServiceSettings):
         default=DEFAULT_TIMEZONE, description="TIMEZONE: the district's local time, in which an "
         "SMS gives the order's acknowledge-by (IANA name or +HH:MM; as dispatch's and "
         "volunteers')")
+    sms_language: Language = Field(
+        default=DEFAULT_LANGUAGE, description="SMS_LANGUAGE: zh (Chinese, the default) or en: "
+        "the language of the texts members are sent (zh-CN, en-US are taken as zh, en)")
+
+    @field_validator("sms_language", mode="before")
+    @classmethod
+    def _sms_language(cls, value: object) -> object:
+        # `zh-CN` as a person writes it; another language stops notify at start (exit 78)
+        return language_of(value) if isinstance(value, str) else value
 
     @field_validator("vapid_private_key")
     @classmethod

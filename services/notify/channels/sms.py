@@ -7,6 +7,7 @@ from datetime import UTC, tzinfo
 import httpx
 
 from shared.events import OrderIssued
+from shared.labels import DEFAULT_LANGUAGE, Language
 
 from ..domain.orders import sms_fields, sms_text, sms_withdrawn_text
 from ..domain.phones import e164
@@ -19,8 +20,10 @@ class SmsChannel:
     contact_field = "phone"
 
     def __init__(self, client: httpx.AsyncClient, *, url: str, token: str | None,
-                 timeout_s: float, tz: tzinfo = UTC) -> None:
+                 timeout_s: float, tz: tzinfo = UTC,
+                 language: Language = DEFAULT_LANGUAGE) -> None:
         self._client = client
+        self._language = language  # the deployment's SMS_LANGUAGE
         self._tz = tz  # the district's local time: the deadline as the member's clock shows it
         self._url = url
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -33,13 +36,14 @@ class SmsChannel:
         # The gateway may deduplicate on this: one message per order and device. The same
         # on every try, so a message sent again after an answer that never came (the
         # gateway may have taken it) reaches the phone once.
-        return await self._post(order, device, kind="order", text=sms_text(order, tz=self._tz),
+        return await self._post(order, device, kind="order",
+                                text=sms_text(order, tz=self._tz, language=self._language),
                                 reference=f"{order.order_id}:{device.device_id}")
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.
         return await self._post(order, device, kind="withdrawn",
-                                text=sms_withdrawn_text(order),
+                                text=sms_withdrawn_text(order, language=self._language),
                                 reference=f"{order.order_id}:{device.device_id}:withdrawn")
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *, kind: str, text: str,
@@ -52,7 +56,7 @@ class SmsChannel:
             # the text's parts, for a gateway that sends only its own filed templates
             "kind": kind,
             "order_id": order.order_id,
-            **sms_fields(order, tz=self._tz),
+            **sms_fields(order, tz=self._tz, language=self._language),
         }
         try:
             response = await self._client.post(

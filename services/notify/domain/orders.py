@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import StringConstraints
 
 from shared.events import Event, OrderIssued
+from shared.labels import DEFAULT_LANGUAGE, Language, label
 
 # Web Push payloads must stay under ~4 KB once encrypted.
 PUSH_PAYLOAD_LIMIT = 3000
@@ -170,12 +171,32 @@ def _sms_place(order: OrderIssued) -> str:
     return order.location.address or f"{order.location.lat:.5f},{order.location.lon:.5f}"
 
 
-def sms_withdrawn_text(order: OrderIssued) -> str:
+# The signature a mainland carrier wants at the start of a text (【签名】), and in English.
+SMS_SIGNATURE: dict[Language, str] = {"zh": "【联防】", "en": "[Lianfang] "}
+
+
+def _what(order: OrderIssued, language: Language, *, flags: bool = False) -> str:
+    """The order's priority and category as the member reads them (`P1特急 打架斗殴（持械）`,
+    `P1 violence (weapon)`)."""
+    category = label("category", order.category, language)
+    named = [label("flag", f, language) for f in SMS_FLAGS if flags and f in order.flags]
+    if language == "zh":
+        said = f"（{'、'.join(named)}）" if named else ""
+        return f"{order.priority}{label('priority', order.priority, language)} {category}{said}"
+    said = f" ({', '.join(named)})" if named else ""
+    return f"{order.priority} {category}{said}"
+
+
+def sms_withdrawn_text(order: OrderIssued, *, language: Language = DEFAULT_LANGUAGE) -> str:
     """The SMS that takes an order back: an SMS stays in the phone's inbox, read as it came,
     so a member who was texted the order is told not to go (the place and what it was, as
     the order's SMS said; never caller data)."""
-    return _sms(f"[Lianfang] WITHDRAWN, do not go: {order.priority} {order.category} at ",
-                _sms_place(order), f" is no longer your team's. Order {order.order_id}.")
+    sign, what = SMS_SIGNATURE[language], _what(order, language)
+    if language == "zh":
+        return _sms(f"{sign}指令已撤回，请勿前往：{what}（", _sms_place(order),
+                    f"）已不是本组的指令。指令号 {order.order_id}。")
+    return _sms(f"{sign}WITHDRAWN, do not go: {what} at ", _sms_place(order),
+                f" is no longer your team's. Order {order.order_id}.")
 
 
 # The flags an SMS names: those that make an order urgent (DESIGN: they raise it to P1).
@@ -184,28 +205,33 @@ def sms_withdrawn_text(order: OrderIssued) -> str:
 SMS_FLAGS = ("weapon", "injury", "in_progress")
 
 
-def sms_text(order: OrderIssued, *, tz: tzinfo = UTC) -> str:
-    """The SMS: what it is (with its urgent flags: a knife at the scene), where, and the
-    deadline on the member's wall clock (`tz`, the district's TIMEZONE); never caller data."""
-    named = [f for f in SMS_FLAGS if f in order.flags]
-    flags = f" ({', '.join(named)})" if named else ""
-    after = "."
-    if order.ack_by:
-        after += f" Acknowledge by {order.ack_by.astimezone(tz).strftime('%H:%M:%S')}."
-    after += f" Order {order.order_id}."
-    return _sms(f"[Lianfang] {order.priority} {order.category}{flags} at ", _sms_place(order),
-                after)
+def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
+             language: Language = DEFAULT_LANGUAGE) -> str:
+    """The SMS, in `language` (the deployment's SMS_LANGUAGE): what it is (with its urgent
+    flags: a knife at the scene), where, and the deadline on the member's wall clock (`tz`,
+    the district's TIMEZONE); never caller data."""
+    sign, what = SMS_SIGNATURE[language], _what(order, language, flags=True)
+    due = order.ack_by.astimezone(tz).strftime("%H:%M:%S") if order.ack_by else None
+    if language == "zh":
+        after = "。" + (f"请于{due}前接单。" if due else "") + f"指令号 {order.order_id}。"
+        return _sms(f"{sign}{what}：", _sms_place(order), after)
+    after = "." + (f" Acknowledge by {due}." if due else "") + f" Order {order.order_id}."
+    return _sms(f"{sign}{what} at ", _sms_place(order), after)
 
 
-def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC) -> dict[str, Any]:
+def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
+               language: Language = DEFAULT_LANGUAGE) -> dict[str, Any]:
     """The parts of an SMS, for a gateway that fills a template of its own with them
     (mainland carriers send only filed templates): what the text says, field by field;
-    `ack_by` in the district's time with its offset (None: no deadline)."""
+    `ack_by` in the district's time with its offset (None: no deadline); the text's
+    `language` and the category's name in it (a deployment's own category: its id)."""
     return {
         "priority": order.priority,
         "category": order.category,
+        "category_name": label("category", order.category, language),
         "flags": [f for f in SMS_FLAGS if f in order.flags],
         "place": _sms_place(order),
         "ack_by": (order.ack_by.astimezone(tz).replace(microsecond=0).isoformat()
                    if order.ack_by else None),
+        "language": language,
     }

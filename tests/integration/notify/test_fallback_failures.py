@@ -487,7 +487,8 @@ async def test_a_withdrawal_sms_the_gateway_refused_for_a_while_is_sent_again(
         await poll_until(lambda: _no_timer(redis, store.withdrawal_timer(order_id)),
                          "the take-back done")
     withdrawals = [t.json() for t in texts[1:]]
-    assert len(withdrawals) == 3 and all("WITHDRAWN" in w["text"] for w in withdrawals)
+    assert len(withdrawals) == 3 and all(w["kind"] == "withdrawn" and "请勿前往" in w["text"]
+                                         for w in withdrawals)
     assert len({w["reference"] for w in withdrawals}) == 1  # the gateway may deduplicate
     assert [a[:2] for a in await attempts(redis, order_id)] == [
         ("sms", "sent"), ("sms", "withdrawal_failed"), ("sms", "withdrawal_failed"),
@@ -502,7 +503,7 @@ async def test_the_gateway_gets_each_part_of_the_message_for_a_template(
         clean_redis: str, redis: Redis, outside: Outside) -> None:
     # Mainland carriers (and the SMS services in front of them) send only texts made from a
     # template filed with them: the station's relay fills its template from these fields,
-    # not from our English text.
+    # not from our text (its language and the category's name in it come too).
     await a_phone(redis, "t1-dev", "t1", "+8613800000001")
     issued = utcnow()
     order = an_order("t1", priority="P1", category="violence", flags=("weapon", "own_tag"),
@@ -520,8 +521,9 @@ async def test_the_gateway_gets_each_part_of_the_message_for_a_template(
     local = order.ack_by.astimezone(ZoneInfo("Asia/Shanghai")).replace(microsecond=0)
     assert {k: v for k, v in sent.items() if k not in ("text", "reference")} == {
         "to": "+8613800000001", "kind": "order", "order_id": order.order_id,
-        "priority": "P1", "category": "violence", "flags": ["weapon"],
-        "place": "Minzu Ave 88", "ack_by": local.isoformat()}
+        "priority": "P1", "category": "violence", "category_name": "打架斗殴",
+        "flags": ["weapon"], "place": "Minzu Ave 88", "ack_by": local.isoformat(),
+        "language": "zh"}
     assert sent["ack_by"].endswith("+08:00")
     assert withdrawn["kind"] == "withdrawn" and withdrawn["place"] == "Minzu Ave 88"
     assert withdrawn["order_id"] == order.order_id

@@ -104,7 +104,7 @@ async def test_a_member_texted_an_order_is_texted_that_it_was_withdrawn(
         texts = await poll_until(lambda: gateway.at("/sms")[1:], "a second SMS")
         body = json.loads(texts[0].body)
         assert body["to"] == "+8613800000001" and body["order_id"] == order.order_id
-        assert "WITHDRAWN" in body["text"] and "do not go" in body["text"]
+        assert body["kind"] == "withdrawn" and "请勿前往" in body["text"]  # do not go
         assert order.location.address in body["text"]  # which order the member was sent
         first = json.loads(gateway.at("/sms")[0].body)
         # its own reference: the gateway must not take it for the order's SMS sent again

@@ -11,6 +11,7 @@ from services.notify.domain.orders import (
     order_frame,
     outlived,
     push_payload,
+    sms_fields,
     sms_text,
     sms_withdrawn_text,
 )
@@ -95,22 +96,61 @@ def test_an_order_issued_longer_ago_than_notify_keeps_orders_is_outlived() -> No
 
 def test_an_sms_says_what_the_order_is_flagged_with() -> None:
     # A guard with no data on the phone has only the SMS: a knife at the scene is news.
-    text = sms_text(order("security", priority="P1", category="violence",
-                          flags=("face_match:Wang Wei", "weapon", "injury")))
-    assert "P1 violence (weapon, injury) at" in text
+    flagged = order("security", priority="P1", category="violence",
+                    flags=("face_match:Wang Wei", "weapon", "injury"))
+    assert "P1 violence (weapon, injury) at" in sms_text(flagged, language="en")
+    text = sms_text(flagged)
+    assert "打架斗殴（持械、有人受伤）" in text
     assert "Wang" not in text  # a calling system's own flag is its free text
 
 
-def test_a_long_address_is_shortened_never_the_deadline_or_the_order() -> None:
+def test_an_sms_is_in_chinese_unless_the_deployment_chose_english() -> None:
+    # The members are the district's officers, guards and volunteer aunties and uncles:
+    # "[Lianfang] P4 hazard_report at ..." was a text many of them could not read.
+    hazard = order("volunteer", priority="P4", category="hazard_report", flags=())
+    text = sms_text(hazard)
+    assert text == ("【联防】P4一般 隐患上报：Minzu Ave 88。请于08:01:00前接单。"
+                    "指令号 ord_1。")
+    assert sms_text(hazard, language="en") == (
+        "[Lianfang] P4 hazard report at Minzu Ave 88. Acknowledge by 08:01:00. Order ord_1.")
+    withdrawn = sms_withdrawn_text(hazard)
+    assert withdrawn.startswith("【联防】指令已撤回，请勿前往：P4一般 隐患上报（Minzu Ave 88）")
+    assert withdrawn.endswith("指令号 ord_1。")
+    assert sms_withdrawn_text(hazard, language="en").startswith(
+        "[Lianfang] WITHDRAWN, do not go: P4 hazard report at Minzu Ave 88")
+    # an order without a deadline (a hand-over) says none
+    assert "请于" not in sms_text(order("police", ack_by=None))
+
+
+def test_an_sms_names_a_category_the_glossary_does_not_have_by_its_id() -> None:
+    # a deployment's own policy file added it; the member reads it as other systems send it
+    assert "gas_leak" in sms_text(order("security", category="gas_leak"))
+    fields = sms_fields(order("security", category="gas_leak"))
+    assert fields["category"] == fields["category_name"] == "gas_leak"
+
+
+def test_the_gateway_gets_the_texts_parts_with_its_language() -> None:
+    # a gateway that sends only its filed templates fills them from these
+    zh = sms_fields(order("security", category="noise"))
+    assert (zh["category"], zh["category_name"], zh["language"]) == ("noise", "噪音扰民", "zh")
+    en = sms_fields(order("security", category="noise"), language="en")
+    assert (en["category_name"], en["language"]) == ("noise", "en")
+    assert zh["flags"] == ["in_progress"] and zh["place"] == "Minzu Ave 88"
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_a_long_address_is_shortened_never_the_deadline_or_the_order(language: str) -> None:
     # A video-analytics alert's place, at the 300 characters an address may have: the SMS
     # lost its end, where the acknowledge-by time and the order id were.
     place = ("南宁市西乡塘区北湖街道明秀西路" + "某小区东门对面天桥下摄像头" * 22)[:300]
     assert len(place) == 300
-    text = sms_text(order("volunteer", location=Location(lat=22.8, lon=108.3, address=place)))
-    assert text.endswith("Acknowledge by 08:01:00. Order ord_1.")
+    long = order("volunteer", location=Location(lat=22.8, lon=108.3, address=place))
+    text = sms_text(long, language=language)  # type: ignore[arg-type]
+    assert text.endswith({"zh": "请于08:01:00前接单。指令号 ord_1。",
+                          "en": "Acknowledge by 08:01:00. Order ord_1."}[language])
     assert place[:40] in text and "…" in text
-    assert len(text) <= 201  # three segments of a Chinese text (67 UCS-2 characters each)
-    withdrawn = sms_withdrawn_text(order("volunteer", location=Location(lat=22.8, lon=108.3,
-                                                                        address=place)))
-    assert withdrawn.endswith("Order ord_1.") and "do not go" in withdrawn
-    assert len(withdrawn) <= 201
+    assert len(text) == 201  # three segments of a Chinese text (67 UCS-2 characters each)
+    withdrawn = sms_withdrawn_text(long, language=language)  # type: ignore[arg-type]
+    assert withdrawn.endswith({"zh": "指令号 ord_1。", "en": "Order ord_1."}[language])
+    assert {"zh": "请勿前往", "en": "do not go"}[language] in withdrawn
+    assert place[:40] in withdrawn and len(withdrawn) == 201
