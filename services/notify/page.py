@@ -6,15 +6,22 @@ Where notify knows the public addresses of volunteers and intake (`/v1/devices/m
 `services`), it is the member's whole day: check in and out, share the phone's position
 while on shift, the points balance, and reports from the street (a hazard, a dispute) that
 the member then follows. Everything shown is set with textContent, never parsed as HTML.
+It speaks Chinese, or English where the member chose it or the browser puts English first
+(page_text.py).
 """
 
-DEVICE_PAGE = """<!doctype html>
-<html lang="en">
+import html
+import re
+
+from .page_text import PAGE_TEXT, WORKER_TEXT, script_strings
+
+_DEVICE_PAGE = """<!doctype html>
+<html lang="zh-CN">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1, viewport-fit=cover">
 <meta name="theme-color" content="#12263a">
-<title>Lianfang · orders</title>
+<title>{{title}}</title>
 <link rel="icon" href="data:,">
 <style>
   :root { --bg:#0f1c2b; --card:#182c42; --fg:#eef3f8; --dim:#9fb2c6; --p1:#e5383b;
@@ -26,6 +33,7 @@ DEVICE_PAGE = """<!doctype html>
   header h1 { font-size:18px; margin:0 auto 0 0; }
   #status { font-size:13px; color:var(--dim); }
   #status.on { color:var(--ok); } #status.off { color:var(--p1); }
+  #lang { padding:6px 10px; font-size:14px; font-weight:400; }
   main { padding:12px; max-width:640px; margin:0 auto; }
   .panel { background:var(--card); border-radius:10px; padding:12px; margin-bottom:12px; }
   label { display:block; font-size:13px; color:var(--dim); margin-bottom:4px; }
@@ -61,45 +69,46 @@ DEVICE_PAGE = """<!doctype html>
 <body>
 <header>
   <h1>联防 Lianfang</h1>
-  <span id="status" class="off">not connected</span>
+  <span id="status" class="off">{{not_connected}}</span>
+  <button id="lang" type="button" lang="en">{{switch}}</button>
 </header>
 <main>
-  <section class="panel" id="sound" hidden>Tap the page once: until then the browser keeps an
-    order's alarm silent.</section>
+  <section class="panel" id="sound" hidden>{{sound}}</section>
   <section class="panel" id="login">
-    <label for="token">Device token</label>
-    <input id="token" type="password" autocomplete="off" placeholder="paste your device token">
+    <label for="token" id="tokenlabel">{{token_label}}</label>
+    <input id="token" type="password" autocomplete="off" placeholder="{{token_hint}}">
     <div class="row">
-      <button class="primary" id="connect">Connect</button>
-      <button id="forget">Forget token</button>
+      <button class="primary" id="connect">{{connect}}</button>
+      <button id="forget">{{forget}}</button>
     </div>
     <div class="row">
-      <button id="push" disabled>Alerts when closed</button>
-      <button id="test">Test alert</button>
+      <button id="push" disabled>{{push}}</button>
+      <button id="test">{{test}}</button>
     </div>
     <div class="row">
-      <input id="phone" type="tel" placeholder="phone for SMS fallback (optional)">
-      <button id="sms" disabled>Save phone</button>
+      <input id="phone" type="tel" placeholder="{{phone_hint}}">
+      <button id="sms" disabled>{{save_phone}}</button>
     </div>
     <div class="meta" id="who"></div>
   </section>
   <section class="panel" id="duty" hidden>
-    <div class="top"><strong id="teamline">Team</strong><span class="state" id="dutystate"></span></div>
+    <div class="top"><strong id="teamline">{{team}}</strong><span class="state" id="dutystate"></span></div>
     <div class="row">
-      <button class="primary" id="checkin">Check in</button>
-      <button id="checkout">Check out</button>
+      <button class="primary" id="checkin">{{check_in}}</button>
+      <button id="checkout">{{check_out}}</button>
     </div>
-    <div class="meta" id="posline">Position not shared.</div>
+    <div class="meta" id="posline"></div>
     <div class="meta" id="pointsline"></div>
   </section>
-  <section id="orders"><div class="empty" id="empty">No orders.</div></section>
+  <section id="orders"><div class="empty" id="empty">{{no_orders}}</div></section>
   <section class="panel" id="report" hidden>
-    <label for="rcat">Report from the street (at your position)</label>
+    <label for="rcat" id="rlabel">{{report_label}}</label>
     <select id="rcat"></select>
-    <div class="row"><input id="rdesc" maxlength="2000" placeholder="what you see (optional)"></div>
+    <div class="row"><input id="rdesc" maxlength="2000" placeholder="{{report_hint}}"></div>
     <div class="row">
-      <label><input type="checkbox" id="rweapon" style="width:auto"> weapon seen</label>
-      <button id="rsend">Report</button>
+      <label><input type="checkbox" id="rweapon" style="width:auto">
+        <span id="rweaponlabel">{{weapon_seen}}</span></label>
+      <button id="rsend">{{report}}</button>
     </div>
     <div id="myreports"></div>
   </section>
@@ -108,11 +117,62 @@ DEVICE_PAGE = """<!doctype html>
 <script>
 "use strict";
 const $ = (id) => document.getElementById(id);
-const LABELS = { acknowledged: "Acknowledge", declined: "Decline", en_route: "En route",
-  on_scene: "On scene", resolved: "Resolved", handover: "Hand over", reinforce: "Need help" };
+// What the page says, per language, and the glossary's words for the codes the server sends
+// (a category a deployment added and the glossary does not have: its code).
+const STRINGS = __STRINGS__;
+// Chinese, unless the member chose (kept on this phone) or the browser puts English first.
+function chosenLanguage() {
+  const kept = localStorage.getItem("lf_lang");
+  if (kept === "zh" || kept === "en") return kept;
+  const first = (navigator.languages && navigator.languages[0]) || navigator.language || "";
+  return /^en(-|$)/i.test(String(first)) ? "en" : "zh";
+}
+let lang = chosenLanguage();
+function say(key, vars) {
+  const text = STRINGS[lang].text[key];
+  return text.replace(/[{]([a-z_]+)[}]/g, (all, name) => (vars && name in vars ? String(vars[name]) : all));
+}
+function word(group, code) {
+  const words = STRINGS[lang][group];
+  return Object.prototype.hasOwnProperty.call(words, code) ? words[code] : code;
+}
+function clock(date) { return date.toLocaleTimeString(lang === "zh" ? "zh-CN" : undefined); }
+function when(date) { return date.toLocaleString(lang === "zh" ? "zh-CN" : undefined); }
+// An order as the member names it: its priority, the priority's word, its category.
+function what(f) {
+  return f.priority + (lang === "zh" ? "" : " ") + word("priority", f.priority) + " "
+    + word("category", f.category);
+}
+// A line that says something of the page's state, as a function: said again in the other
+// language when the member switches.
+const lines = new Map();
+function show(id, text) { lines.set(id, text); $(id).textContent = text(); }
+const FIXED = { tokenlabel: "token_label", connect: "connect", forget: "forget", test: "test",
+  sms: "save_phone", teamline: "team", checkin: "check_in", checkout: "check_out",
+  empty: "no_orders", rlabel: "report_label", rweaponlabel: "weapon_seen", rsend: "report",
+  sound: "sound", lang: "switch" };
+const HINTS = { token: "token_hint", phone: "phone_hint", rdesc: "report_hint" };
+function showLanguage() {
+  if (document.documentElement) document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.title = say("title");
+  $("lang").lang = lang === "zh" ? "en" : "zh-CN";   // the switch names the other language
+  for (const [id, key] of Object.entries(FIXED)) if (!lines.has(id)) $(id).textContent = say(key);
+  for (const [id, key] of Object.entries(HINTS)) $(id).placeholder = say(key);
+  for (const [id, text] of lines) $(id).textContent = text();
+  for (const id of orders.keys()) render(id, false);
+  if (cats) showCategories();
+  if (info && info.services && info.services.intake) showReports();
+  // the service worker, which has no page, says the lock screen's words in it too
+  try { if (typeof caches !== "undefined") caches.open("lf").then((c) => c.put("/device/lang",
+    new Response(lang))).catch(() => {}); } catch (e) { /* no caches here */ }
+}
+function switchLanguage() {
+  lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lf_lang", lang); showLanguage();
+}
 const FORWARD = ["acknowledged", "en_route", "on_scene", "resolved", "handover"];
 const RANK = { issued:0, acknowledged:1, en_route:2, on_scene:3, resolved:4, handover:4 };
 const orders = new Map();
+let cats = null;   // intake's categories, once read
 // A link may carry the token in its fragment (never sent to a server); keep it, then hide it.
 if (location.hash.startsWith("#token=")) {
   localStorage.setItem("lf_token", decodeURIComponent(location.hash.slice(7)));
@@ -127,7 +187,7 @@ function toast(text) {
   const t = $("toast"); t.textContent = text; t.style.display = "block";
   clearTimeout(toast.timer); toast.timer = setTimeout(() => { t.style.display = "none"; }, 5000);
 }
-function setStatus(text, on) { const s = $("status"); s.textContent = text; s.className = on ? "on" : "off"; }
+function setStatus(key, on) { show("status", () => say(key)); $("status").className = on ? "on" : "off"; }
 
 function beep() {
   try {
@@ -157,7 +217,7 @@ function send(frame) {
 // until the server says the order stands where it took it).
 const unsure = new Map();   // order id -> { received?, response?, sentAt?, tries, timer }
 const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S (30 s)
-const HELP_AGAIN = "Your call for help may not have gone through: press " + LABELS.reinforce + " again.";
+function helpAgain() { return say("help_again", { button: word("response", "reinforce") }); }
 // An answer on a socket that died without a close (a dead spot) goes nowhere and gets no
 // reply: one not confirmed within ANSWER_CONFIRM_MS goes over HTTP as well, well before a
 // P1's 30 s deadline; one that cannot go at all is kept until it can (noSignal).
@@ -181,7 +241,7 @@ function unconfirmed(id) {
   if (!o || ended(o)) { settled(id, "response"); return; }
   if (kept.response.response === "reinforce" && age > REINFORCE_RESEND_MS) {
     settled(id, "response");   // a second call now, not a repeat: the member decides
-    toast(HELP_AGAIN);
+    toast(helpAgain());
     return;
   }
   const { type, order_id, ...answer } = kept.response;
@@ -212,8 +272,7 @@ function noSignal(id, answer) {
   if (!o || ended(o)) { settled(id, "response"); return; }
   if (!kept.offline) {
     kept.offline = true; render(id, false);
-    toast("No connection: " + LABELS[answer.response] + " is not sent yet; it goes by itself as "
-      + "soon as there is a signal.");
+    toast(say("no_signal", { answer: word("response", answer.response) }));
   }
   clearTimeout(kept.confirm);
   kept.confirm = setTimeout(() => unconfirmed(id), ANSWER_CONFIRM_MS);
@@ -243,7 +302,7 @@ function sendAgain(id) {
 
 function connect() {
   token = $("token").value.trim();
-  if (!token) { toast("Paste your device token first."); return; }
+  if (!token) { toast(say("paste_token")); return; }
   localStorage.setItem("lf_token", token);
   stopped = false; beepUnlock(); open_();
   loadMe();
@@ -272,7 +331,7 @@ function open_() {
   const s = new WebSocket(proto + "//" + location.host + "/v1/devices/stream?token="
     + encodeURIComponent(token));
   ws = s; sock++; heardAt = Date.now();
-  setStatus("connecting…", false);
+  setStatus("connecting", false);
   s.onopen = () => { if (ws !== s) return;
     heardAt = Date.now(); setStatus("connected", true);
     clearInterval(pingTimer); pingTimer = setInterval(() => send({ type: "ping" }), 25000);
@@ -285,10 +344,10 @@ function open_() {
     if (ws !== s) return;
     ws = null; clearInterval(pingTimer); clearTimeout(quietTimer);
     if (ev.code === 4401 || ev.code === 4403) {
-      stopped = true; setStatus("token refused", false);
+      stopped = true; setStatus("token_refused", false);
       clearOrders();   // revoked (a lost phone, a member taken off the roster): shown no more
-      tokenGone("token refused");
-      toast("This device token is not valid (revoked or unknown)."); return;
+      tokenGone("token_refused");
+      toast(say("token_invalid")); return;
     }
     if (ev.code === 4409) forgetCallers();
     setStatus("disconnected", false);
@@ -318,7 +377,7 @@ function watchQuiet() {
   if (left > 0) { quietTimer = setTimeout(watchQuiet, left); return; }
   ws = null; clearInterval(pingTimer);
   try { s.close(); } catch (e) {}
-  setStatus("reconnecting…", false);
+  setStatus("reconnecting", false);
   reconnectLater();
 }
 // Back in the network, or the phone unlocked (its timers may not have run while it slept):
@@ -346,7 +405,7 @@ function onFrame(f) {
         if (info.services.volunteers) loadDuty();
         if (info.services.intake && !loadCategories.done) loadCategories();
       }
-      $("who").textContent = "Connected as " + (f.member_name || f.member_id) + " · team " + f.team_id;
+      show("who", () => say("connected_as", { name: f.member_name || f.member_id, team: f.team_id }));
       // moved to another team (the roster; notify closed the socket with 4409): the former
       // team's orders are no longer this member's, and notify tells this socket nothing more
       // of them (withdrawn, taken by a former teammate): off the page, not named as held
@@ -365,7 +424,7 @@ function onFrame(f) {
         if (!kept.response || !o || ended(o)) continue;
         if (kept.response.response === "reinforce" && Date.now() - kept.sentAt > REINFORCE_RESEND_MS) {
           settled(id, "response");
-          toast(HELP_AGAIN);
+          toast(helpAgain());
           continue;
         }
         send(kept.response);
@@ -414,7 +473,7 @@ function onOrder(f) {
 // on Android has no Notification constructor for pages (it throws): there a page shows one
 // through its service worker, registered when the member turned on alerts.
 function notifyHidden(f) {
-  showNotice(f.order_id, f.priority + " " + f.category.replace(/_/g, " "),
+  showNotice(f.order_id, what(f),
              { body: f.address || "", data: { order_id: f.order_id } });
 }
 function showNotice(tag, title, more) {
@@ -489,7 +548,7 @@ function leaveTeam(now) {
     settled(id); dismissNotice(id); const c = $("o-" + id); if (c) c.remove(); orders.delete(id);
   }
   showEmpty();
-  if (left) toast("You are now on team " + now + ": your former team's orders were taken off.");
+  if (left) toast(say("moved_team", { team: now }));
   refreshDutySoon();  // the new team's shift and status
 }
 
@@ -500,7 +559,8 @@ function onUpdate(f) {
   o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by };
   render(f.order_id, raised || added.length > 0);
   if (raised || added.length) { ring();
-    toast("Order updated: " + f.priority + (added.length ? " · " + added.join(", ") : "")); }
+    toast(say("order_updated", { what: what(o.frame)
+      + (added.length ? " · " + added.map((x) => word("flag", x)).join(", ") : "") })); }
 }
 
 function endOrder(id, why) {
@@ -517,7 +577,6 @@ function dropOrder(id) {
 // may be walking to it with the phone locked in a pocket: the phone alarms once and says so,
 // on the lock screen too, and the card stays until the member has read it (OK). An order
 // nobody had taken only stops ringing.
-const CALLED_OFF = "Do not go: the command room took this order back.";
 function withdrawn(id) {
   const o = orders.get(id); if (!o || ended(o)) return;
   const pressed = unsure.get(id);   // an answer on its way (no signal): the team may be too
@@ -525,11 +584,11 @@ function withdrawn(id) {
     || !!(pressed && pressed.response && pressed.response.response !== "declined");
   endOrder(id, "withdrawn");
   if (!o.calledOff) return;
-  const what = o.frame.priority + " " + o.frame.category.replace(/_/g, " ");
+  const title = say("withdrawn", { what: what(o.frame) });
   beep();
-  toast("Withdrawn: " + what + ". " + CALLED_OFF);
-  showNotice(id + ":withdrawn", "Withdrawn: " + what,
-             { body: CALLED_OFF + (o.frame.address ? " " + o.frame.address : ""),
+  toast(title + (lang === "zh" ? "。" : ". ") + say("called_off"));
+  showNotice(id + ":withdrawn", title,
+             { body: say("called_off") + (o.frame.address ? " " + o.frame.address : ""),
                data: { order_id: id, withdrawn: true } });
 }
 
@@ -554,24 +613,22 @@ function allowed(state, kind) {
 async function respond(id, response) {
   let note = null;  // the team's own words: the command room reads them with the answer
   if (response === "declined") {
-    const said = prompt("Why can you not take this order? The command room reads your reason.");
+    const said = prompt(say("why_decline"));
     note = (said || "").trim();
     if (!note) {   // cancelled: nothing to say; pressed OK on nothing: say why nothing happened
-      if (said !== null) toast("Not declined: a decline needs its reason. The order is still yours.");
+      if (said !== null) toast(say("decline_needs_reason"));
       return;
     }
   } else if (response === "handover") {
     const o = orders.get(id);
-    const said = prompt(o && o.frame.kind === "followup"
-      ? "The agreement does not hold: what did you find? (the next visit reads it; optional)"
-      : "Hand over to the station. What should they know? (optional)");
+    const said = prompt(say(o && o.frame.kind === "followup" ? "followup_not_holding" : "handover_note"));
     if (said === null) return;
     note = said.trim() || null;
   }
   const answer = note ? { response, note: note.slice(0, 500) } : { response };
   if (response === "resolved" || response === "handover") {  // body-camera files, for the command room
-    const files = (prompt("Body-camera file ids, if you recorded (comma-separated; optional)") || "")
-      .split(",").map((f) => f.trim()).filter(Boolean).slice(0, 10);
+    const files = (prompt(say("evidence")) || "")
+      .split(/[,，]/).map((f) => f.trim()).filter(Boolean).slice(0, 10);
     if (files.length) answer.evidence = files.map((ref) => ({ kind: "video", ref: ref.slice(0, 200) }));
   }
   if (sendAbout({ type: "response", order_id: id, ...answer })) return;
@@ -589,7 +646,7 @@ async function postAnswer(id, answer, again) {
   } catch (e) { noSignal(id, answer); return; }
   answerTaken(id, answer);
   if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
-  if (!r.ok) { toast(body.error ? body.error.message : "refused"); return; }
+  if (!r.ok) { toast(body.error ? body.error.message : say("refused")); return; }
   setState(id, body.state, body.answered);
   if (answer.response === "reinforce") calledHelp(id, true, true);
 }
@@ -599,7 +656,7 @@ async function postAnswer(id, answer, again) {
 function calledHelp(id, mine, now) {
   const o = orders.get(id); if (!o || ended(o)) return;
   o.helpAt = now ? Date.now() : (o.helpAt || -1); render(id, false);
-  if (mine) toast("Help called: the command room has your call.");
+  if (mine) toast(say("help_called"));
 }
 // An answer sent again over HTTP because its socket never confirmed it, refused as the order
 // is finished: the socket may have taken it (its reply lost). Then the order stands where
@@ -626,17 +683,20 @@ function render(id, alert) {
     (["withdrawn", "resolved", "handover", "declined"].includes(o.state) ? " ended" : "");
   card.replaceChildren();
   const top = el("div", "top");
-  top.append(el("span", "prio", f.priority), el("span", "cat", f.category.replace(/_/g, " ")),
-             el("span", "meta", f.kind !== "dispatch" ? f.kind : ""));
+  top.append(el("span", "prio", f.priority + " " + word("priority", f.priority)),
+             el("span", "cat", word("category", f.category)),
+             el("span", "meta", f.kind !== "dispatch" ? word("order_kind", f.kind) : ""));
   card.append(top);
   const where = f.location.lat.toFixed(5) + ", " + f.location.lon.toFixed(5);
   card.append(el("div", "place", f.address || where));
-  if (f.flags && f.flags.length) card.append(el("div", "meta", "⚠ " + f.flags.join(", ")));
+  if (f.flags && f.flags.length) {
+    card.append(el("div", "meta", "⚠ " + f.flags.map((x) => word("flag", x)).join(", ")));
+  }
   if (f.instructions) card.append(el("div", "instr", f.instructions));
   if (f.description) card.append(el("div", "instr", f.description));
   // police orders only (notify strips the rest), and only what it holds: no empty "Caller:"
   const caller = f.caller ? [f.caller.name, f.caller.phone].filter(Boolean).join(" · ") : "";
-  if (caller) card.append(el("div", "meta", "Caller: " + caller));
+  if (caller) card.append(el("div", "meta", say("caller", { caller })));
   ackLines.delete(id);
   if (f.ack_by) {
     const line = el("div", "meta ackby");
@@ -644,30 +704,29 @@ function render(id, alert) {
     if (o.state === "issued" && !o.answered) { ackLines.set(id, line); tickSoon(); }
     card.append(line);
   }
-  if (f.filing_due) card.append(el("div", "meta", "Filing due " + new Date(f.filing_due).toLocaleString()));
-  card.append(el("div", "state", o.state === "issued" ? "NEW" : o.state.replace(/_/g, " ").toUpperCase()));
+  if (f.filing_due) card.append(el("div", "meta", say("filing_due", { time: when(new Date(f.filing_due)) })));
+  card.append(el("div", "state", word("order_state", o.state).toUpperCase()));
   if (o.helpAt && !ended(o)) {
-    card.append(el("div", "meta", "Help called"
-      + (o.helpAt > 0 ? " " + new Date(o.helpAt).toLocaleTimeString() : "")));
+    card.append(el("div", "meta", o.helpAt > 0
+      ? say("help_called_at", { time: clock(new Date(o.helpAt)) }) : say("help_called_line")));
   }
   const kept = unsure.get(id);
   if (kept && kept.offline && kept.response && !ended(o)) {
-    card.append(el("div", "meta", "Not sent yet (no signal): " + LABELS[kept.response.response]
-      + ". It goes by itself when there is a signal."));
+    card.append(el("div", "meta", say("not_sent_yet", { answer: word("response", kept.response.response) })));
   }
   const acts = el("div", "actions");
   for (const r of allowed(o.state, f.kind)) {
     const style = r === "acknowledged" ? "primary"
       : (r === "reinforce" || r === "declined" ? "danger" : "");
     // on a follow-up, handing back to the station means: the agreement does not hold
-    const b = el("button", style, f.kind === "followup" && r === "handover" ? "Not holding: visit again"
-      : f.kind === "followup" && r === "resolved" ? "Agreement holds" : LABELS[r]);
+    const b = el("button", style, f.kind === "followup" && r === "handover" ? say("not_holding")
+      : f.kind === "followup" && r === "resolved" ? say("agreement_holds") : word("response", r));
     b.onclick = () => respond(id, r); acts.append(b);
   }
   card.append(acts);
   if (o.calledOff && o.state === "withdrawn") {
-    card.append(el("div", "instr", CALLED_OFF));
-    const ok = el("button", "primary", "OK");
+    card.append(el("div", "instr", say("called_off")));
+    const ok = el("button", "primary", say("ok"));
     ok.onclick = () => { dismissNotice(id + ":withdrawn"); dropOrder(id); };
     card.append(ok);
   }
@@ -683,11 +742,12 @@ const ackLines = new Map();   // order id -> its deadline line, while it counts 
 let tickTimer = null, serverSkew = 0;
 function deadline(id) {
   const o = orders.get(id), due = Date.parse(o.frame.ack_by);
-  const at = "Acknowledge by " + new Date(due - serverSkew).toLocaleTimeString();
+  const at = say("ack_by", { time: clock(new Date(due - serverSkew)) });
   if (o.state !== "issued" || o.answered) return at;
   const left = Math.ceil((due - (Date.now() + serverSkew)) / 1000);
-  return at + (left > 0 ? " · " + Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0")
-    + " left" : " · time is up");
+  return left > 0 ? say("time_left", { time: at,
+    left: Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0") })
+    : say("time_up", { time: at });
 }
 function tickSoon() { if (tickTimer === null) tickTimer = setTimeout(tick, 1000); }
 function tick() {
@@ -733,7 +793,7 @@ async function loadMe() {
   try { const got = await api("/v1/devices/me", "GET"); info = got;
     $("push").disabled = !(info.webpush.enabled && "serviceWorker" in navigator && "PushManager" in window);
     $("sms").disabled = !info.sms.enabled;
-    if (info.webpush.subscribed) $("push").textContent = "Alerts when closed ✓";
+    show("push", () => say(info.webpush.subscribed ? "push_on" : "push"));
   } catch (e) { toast(e.message); return; }
   finally { loadMe.busy = false; }
   const svc = info.services || {};
@@ -753,7 +813,8 @@ let me = null, watchId = null, keepTimer = null, lastFix = null, lastFixTaken = 
 const V = (path) => info.services.volunteers + path;
 async function loadDuty() {
   try { me = await api(V("/v1/me"), "GET"); } catch (e) { toast(e.message); return; }
-  $("teamline").textContent = (me.team.name || me.team.id) + " · " + me.member.name;
+  const line = (me.team.name || me.team.id) + " · " + me.member.name;
+  show("teamline", () => line);
   showState(me.state);
   loadPoints();
 }
@@ -765,16 +826,19 @@ function onShift(state) {
 }
 function showState(state) {
   const mine = onShift(state);
-  $("dutystate").textContent = state.on_shift ? state.status.replace(/_/g, " ").toUpperCase() +
-    (mine ? "" : " · you are not checked in") : "OFF SHIFT";
+  show("dutystate", () => {
+    if (!state.on_shift) return say("off_shift").toUpperCase();
+    const status = word("team_status", state.status).toUpperCase();
+    return mine ? status : say("not_checked_in", { status });
+  });
   $("checkin").disabled = mine; $("checkout").disabled = !mine;
   if (mine || (!(state.shift_member_ids || []).length && (state.open_orders || []).length)) startSharing();
-  else stopSharing(state.on_shift ? "check in to share your position" : "off shift");
+  else stopSharing(state.on_shift ? "check_in_to_share" : "off_shift");
 }
 async function shift(which) {
   try { const state = await api(V("/v1/me/shift/" + which), "POST");
     showState(state);
-    const paid = state.points_awarded ? "+" + state.points_awarded + " points for this patrol" : "";
+    const paid = state.points_awarded ? say("points_awarded", { points: state.points_awarded }) : "";
     if (which === "end") toast([checkedOut(state), paid].filter(Boolean).join(" · "));
     else if (paid) toast(paid);
     loadPoints();
@@ -783,22 +847,21 @@ async function shift(which) {
 // A check-out ends the member's own stint; the team's shift ends with its last member.
 function checkedOut(state) {
   const others = (state.shift_member_ids || []).length;
-  const team = state.on_shift
-    ? "the team's shift goes on with " + others + " still on it" : "the team is off duty";
-  return (state.checked_out === false ? "You were not checked in; " : "You checked out; ") + team;
+  const team = state.on_shift ? say("shift_goes_on", { others }) : say("team_off_duty");
+  return say(state.checked_out === false ? "not_checked_in_out" : "checked_out", { team });
 }
 async function loadPoints() {
   try { const p = await api(V("/v1/me/points?limit=1"), "GET");
     const last = p.history[0];
     const what = last ? (last.points > 0 ? "+" : "") + last.points + ", " + (last.note || last.reason) : "";
-    $("pointsline").textContent = "Points: " + p.balance + (last ? " (last " + what + ")" : "");
+    show("pointsline", () => say(last ? "points_last" : "points", { balance: p.balance, last: what }));
   } catch (e) { /* points are not a volunteer's only: other members have none */ }
 }
 // Phones report every 5 s while moving; a fix is taken every 30 s anyway, so a team standing
 // still stays on dispatch's map (a fix older than ten minutes no longer counts).
 function startSharing() {
   if (watchId !== null || !navigator.geolocation) {
-    if (!navigator.geolocation) $("posline").textContent = "This browser cannot share a position.";
+    if (!navigator.geolocation) show("posline", () => say("no_geolocation"));
     return;
   }
   const opts = { enableHighAccuracy: true, maximumAge: 5000, timeout: 20000 };
@@ -809,12 +872,12 @@ function startSharing() {
 function stopSharing(why) {
   if (watchId !== null) navigator.geolocation.clearWatch(watchId);
   clearInterval(keepTimer); watchId = null; keepTimer = null;
-  $("posline").textContent = "Position not shared (" + (why || "off shift") + ").";
+  show("posline", () => say("position_not_shared", { why: say(why || "off_shift") }));
 }
 // The token refused (revoked: a lost phone) or forgotten (a shared phone handed on): the
 // phone's position is no longer asked for on its behalf, nor its reports' status.
 function tokenGone(why) { stopSharing(why); clearInterval(showReports.timer); }
-function onFixError(e) { $("posline").textContent = "Position not available: " + e.message; }
+function onFixError(e) { show("posline", () => say("position_unavailable", { error: e.message })); }
 async function onFix(p, force) {
   lastFix = { lat: p.coords.latitude, lon: p.coords.longitude,
               accuracy_m: Math.round(p.coords.accuracy || 0) };
@@ -831,12 +894,12 @@ async function onFix(p, force) {
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
   try { await api(V("/v1/me/position"), "PUT", lastFix);
-    $("posline").textContent = "Position shared " + new Date().toLocaleTimeString() +
-      " (±" + lastFix.accuracy_m + " m)";
+    const at = new Date(), metres = lastFix.accuracy_m;
+    show("posline", () => say("position_shared", { time: clock(at), metres }));
   } catch (e) {
-    if (e.status === 409) { stopSharing("check in to share your position"); loadDuty(); return; }
-    if (e.status === 401 || e.status === 403) { tokenGone("token refused"); return; }
-    $("posline").textContent = "Position not sent: " + e.message;
+    if (e.status === 409) { stopSharing("check_in_to_share"); loadDuty(); return; }
+    if (e.status === 401 || e.status === 403) { tokenGone("token_refused"); return; }
+    show("posline", () => say("position_not_sent", { error: e.message }));
   }
 }
 
@@ -855,12 +918,17 @@ function metres(a, b) {
   return 6371000 * Math.hypot(x, (b.lat - a.lat) * k);
 }
 async function loadCategories() {
-  try { const cats = await api(I("/v1/categories"), "GET");
-    $("rcat").replaceChildren(...cats.map((c) => { const o = el("option", "", c.category.replace(/_/g, " "));
-      o.value = c.category; return o; }));
+  try { cats = await api(I("/v1/categories"), "GET");
+    showCategories();
     $("rcat").value = cats.some((c) => c.category === "hazard_report") ? "hazard_report" : cats[0].category;
     loadCategories.done = true;
   } catch (e) { toast(e.message); }
+}
+function showCategories() {   // the one chosen stays chosen
+  const chosen = $("rcat").value;
+  $("rcat").replaceChildren(...cats.map((c) => { const o = el("option", "", word("category", c.category));
+    o.value = c.category; return o; }));
+  if (chosen) $("rcat").value = chosen;
 }
 // A fix coarser than this (a phone indoors on its cell tower: 1-2 km) is not the report's
 // place: the team would go where nothing is, the zone's station may be another, and intake
@@ -871,15 +939,15 @@ function here() {
   return new Promise((ok, fail) => {
     if (lastFix && Date.now() - lastFixTaken < 60000
         && lastFix.accuracy_m <= REPORT_MAX_ACCURACY_M) { ok(lastFix); return; }
-    if (!navigator.geolocation) { fail(new Error("this browser cannot tell your position")); return; }
+    if (!navigator.geolocation) { fail(new Error(say("cannot_locate"))); return; }
     navigator.geolocation.getCurrentPosition((p) => {
       const accuracy = Math.round(p.coords.accuracy || 0);
       if (accuracy > REPORT_MAX_ACCURACY_M) {
-        fail(new Error("your phone knows its position only to ±" + accuracy + " m. Step " +
-          "outside or wait for GPS, then press Report again")); return;
+        fail(new Error(say("too_coarse", { metres: accuracy }))); return;
       }
       ok({ lat: p.coords.latitude, lon: p.coords.longitude });
-    }, (e) => fail(new Error("no position: " + e.message)), { enableHighAccuracy: true, timeout: 20000 });
+    }, (e) => fail(new Error(say("no_position", { error: e.message }))),
+    { enableHighAccuracy: true, timeout: 20000 });
   });
 }
 async function sendReport() {
@@ -905,13 +973,11 @@ async function sendReport() {
     mine.unshift({ id: r.incident_id, category: body.category, at: new Date().toISOString() });
     localStorage.setItem("lf_reports", JSON.stringify(mine.slice(0, 10)));
     // a linked report sends nobody: the incident it joined has its teams already
-    toast(r.status === "linked" ? "Reported: joined to the same incident already reported here."
-      : "Reported: the command room has it.");
+    toast(say(r.status === "linked" ? "reported_linked" : "reported"));
     showReports();
   } catch (e) {
     // fetch fails with a TypeError when there is no network at all
-    toast("Not reported: " + (e.name === "TypeError"
-      ? "no connection. Press Report again when you have a signal." : e.message));
+    toast(say("not_reported", { why: e.name === "TypeError" ? say("no_connection_report") : e.message }));
   }
   finally { $("rsend").disabled = false; }
 }
@@ -919,12 +985,12 @@ async function showReports() {
   const mine = JSON.parse(localStorage.getItem("lf_reports") || "[]"), list = $("myreports");
   list.replaceChildren();
   for (const x of mine.slice(0, 5)) {
-    const head = new Date(x.at).toLocaleString() + " · " + x.category.replace(/_/g, " ") + " · ";
+    const head = when(new Date(x.at)) + " · " + word("category", x.category) + " · ";
     const line = el("div", "meta", head + "…");
     list.append(line);
     api(I("/v1/incidents/" + encodeURIComponent(x.id)), "GET")
-      .then((inc) => { line.textContent = head + inc.status.replace(/_/g, " "); })
-      .catch(() => { line.textContent = head + "(not readable with this token)"; });
+      .then((inc) => { line.textContent = head + word("incident_status", inc.status); })
+      .catch(() => { line.textContent = head + say("report_unreadable"); });
   }
 }
 function b64ToBytes(s) { const pad = "=".repeat((4 - s.length % 4) % 4);
@@ -933,14 +999,14 @@ function b64ToBytes(s) { const pad = "=".repeat((4 - s.length % 4) % 4);
 async function enablePush() {
   try {
     if ((await Notification.requestPermission()) !== "granted") {
-      toast("Notifications are blocked."); return;
+      toast(say("notifications_blocked")); return;
     }
     const reg = await navigator.serviceWorker.register("/device/sw.js");
     const sub = await reg.pushManager.subscribe({ userVisibleOnly: true,
       applicationServerKey: b64ToBytes(info.webpush.public_key) });
     await api("/v1/devices/me/webpush", "POST", { subscription: sub.toJSON() });
-    $("push").textContent = "Alerts when closed ✓";
-  } catch (e) { toast("Could not enable alerts: " + e.message); }
+    show("push", () => say("push_on"));
+  } catch (e) { toast(say("alerts_failed", { error: e.message })); }
 }
 
 $("connect").onclick = connect;
@@ -974,9 +1040,9 @@ async function forgetToken() {
   localStorage.removeItem("lf_reports"); $("token").value = ""; pending = null;
   clearTimeout(reconnectTimer); clearTimeout(quietTimer);
   if (ws) { const old = ws; ws = null; old.close(); }
-  setStatus("not connected", false);
-  clearOrders(); $("myreports").replaceChildren(); tokenGone("signed out");
-  $("push").textContent = "Alerts when closed";
+  setStatus("not_connected", false);
+  clearOrders(); $("myreports").replaceChildren(); tokenGone("signed_out");
+  show("push", () => say("push"));
   try {
     const reg = "serviceWorker" in navigator
       ? await navigator.serviceWorker.getRegistration("/device/sw.js") : null;
@@ -993,41 +1059,61 @@ $("forget").onclick = forgetToken;
 $("push").onclick = enablePush;
 $("test").onclick = () => { beepUnlock(); beep(); };
 $("sms").onclick = async () => { try { await api("/v1/devices/me/sms", "POST", { phone: $("phone").value });
-  toast("Phone saved for SMS fallback."); } catch (e) { toast(e.message); } };
+  toast(say("phone_saved")); } catch (e) { toast(e.message); } };
+$("lang").onclick = switchLanguage;
+setStatus("not_connected", false);
+show("push", () => say("push"));
+show("posline", () => say("position_not_shared", { why: say("off_shift") }));
+showLanguage();
 if (token) { stopped = false; open_(); loadMe(); $("sound").hidden = false; }
 </script>
 </body>
 </html>
 """
 
-SERVICE_WORKER = """"use strict";
-self.addEventListener("push", (event) => {
+_SERVICE_WORKER = """"use strict";
+const STRINGS = __STRINGS__;
+// The page's language, which it keeps where a worker can read it; else the browser's.
+async function language() {
+  try {
+    const kept = await caches.match("/device/lang");
+    const lang = kept ? await kept.text() : null;
+    if (lang === "zh" || lang === "en") return lang;
+  } catch (e) { /* no caches */ }
+  const first = (self.navigator && self.navigator.languages && self.navigator.languages[0]) || "";
+  return /^en(-|$)/i.test(String(first)) ? "en" : "zh";
+}
+self.addEventListener("push", (event) => event.waitUntil(language().then((lang) => {
+  const say = (key, what) => STRINGS[lang].text[key].replace("{what}", what || "");
+  const word = (group, code) => (Object.prototype.hasOwnProperty.call(STRINGS[lang][group], code)
+    ? STRINGS[lang][group][code] : code);
   let order = {};
   try { order = event.data ? event.data.json() : {}; } catch (e) {}
+  const prio = order.priority ? order.priority + (lang === "zh" ? "" : " ")
+    + word("priority", order.priority) + " " : "";
   if (order.type === "order_withdrawn") {
     // notify takes an order back: its notification (same tag) says so and asks for nothing;
     // a phone that was offline gets this in place of the order's push (the same Topic)
-    const what = ((order.priority || "") + " " + (order.category || "order").replace(/_/g, " ")).trim();
-    event.waitUntil(self.registration.showNotification("Withdrawn: " + what, {
-      body: "No need to go." + (order.address ? " " + order.address : ""),
+    const what = prio + (order.category ? word("category", order.category) : say("order"));
+    return self.registration.showNotification(say("withdrawn", what), {
+      body: say("no_need") + (order.address ? " " + order.address : ""),
       tag: order.order_id || "lianfang-order",
       requireInteraction: false,
       renotify: false,
       silent: true,
       data: { order_id: order.order_id, withdrawn: true },
-    }));
-    return;
+    });
   }
-  const title = (order.priority || "") + " " + (order.category || "new order").replace(/_/g, " ");
-  event.waitUntil(self.registration.showNotification(title.trim(), {
-    body: order.address || "Open Lianfang to see the order.",
+  const title = prio + (order.category ? word("category", order.category) : say("new_order"));
+  return self.registration.showNotification(title, {
+    body: order.address || say("open"),
     tag: order.order_id || "lianfang-order",
     requireInteraction: true,
     renotify: true,
     vibrate: [400, 150, 400, 150, 400],
     data: { order_id: order.order_id },
-  }));
-});
+  });
+})));
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
   event.waitUntil((async () => {
@@ -1037,3 +1123,15 @@ self.addEventListener("notificationclick", (event) => {
   })());
 });
 """
+
+
+def _page(template: str) -> str:
+    """The page in Chinese where its markup has words (`{{key}}`: what shows before its
+    script runs), and its script's table of both languages."""
+    zh = PAGE_TEXT["zh"]
+    page = re.sub(r"\{\{(\w+)\}\}", lambda m: html.escape(zh[m.group(1)]), template)
+    return page.replace("__STRINGS__", script_strings(PAGE_TEXT), 1)
+
+
+DEVICE_PAGE = _page(_DEVICE_PAGE)
+SERVICE_WORKER = _SERVICE_WORKER.replace("__STRINGS__", script_strings(WORKER_TEXT), 1)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
+
 from services.notify.page import DEVICE_PAGE, SERVICE_WORKER
+from services.notify.page_text import WORKER_TEXT
 from tests.helpers import run_in_node
 from tests.unit.test_pages import HARNESS, ORDER, deliver, run_page, script
 
@@ -194,7 +197,11 @@ global.self = {
   addEventListener: (type, fn) => { handlers[type] = fn; },
   registration: { showNotification: async (title, opts) => { shown.push([title, opts]); } },
   clients: { matchAll: async () => [], openWindow: async () => null },
+  navigator: { languages: input.languages || [] },
 };
+// the language the page kept for the worker, if any
+global.caches = { match: async (url) => (url === "/device/lang" && input.kept
+  ? { text: async () => input.kept } : undefined) };
 eval(input.worker);
 (async () => {
   for (const message of input.pushes) {
@@ -205,22 +212,41 @@ eval(input.worker);
   console.log(JSON.stringify(shown));
 })();
 """
+FIRE = {"type": "order", "order_id": "ord_1", "priority": "P1", "category": "fire",
+        "address": "Minzu Ave 88"}
+FIRE_TAKEN_BACK = {"type": "order_withdrawn", "order_id": "ord_1", "priority": "P1",
+                   "category": "fire", "address": "Minzu Ave 88"}
 
 
 def test_the_service_worker_puts_a_withdrawal_in_place_of_the_orders_notification() -> None:
     # The order's push showed a notification that stays until the member acts on it; the
     # order withdrawn (its deadline passed, the incident given to another team), notify's
     # take-back push replaces it, by its tag, with one that asks for nothing.
-    order = {"type": "order", "order_id": "ord_1", "priority": "P1", "category": "fire",
-             "address": "Minzu Ave 88"}
-    taken_back = {"type": "order_withdrawn", "order_id": "ord_1", "priority": "P1",
-                  "category": "fire", "address": "Minzu Ave 88"}
-    shown = run_in_node(SW_HARNESS, {"worker": SERVICE_WORKER, "pushes": [order, taken_back]})
+    shown = run_in_node(SW_HARNESS, {"worker": SERVICE_WORKER,
+                                     "pushes": [FIRE, FIRE_TAKEN_BACK]})
     (title, alert), (again, notice) = shown
-    assert title == "P1 fire" and alert["tag"] == "ord_1" and alert["requireInteraction"]
-    assert again == "Withdrawn: P1 fire" and notice["tag"] == "ord_1"
+    zh = WORKER_TEXT["zh"]
+    assert title == "P1特急 火警" and alert["tag"] == "ord_1" and alert["requireInteraction"]
+    assert again == zh["withdrawn"].format(what="P1特急 火警") and notice["tag"] == "ord_1"
     assert notice["requireInteraction"] is False and notice["silent"] is True
-    assert notice["body"].startswith("No need to go")
+    assert notice["body"] == f"{zh['no_need']} Minzu Ave 88"
+
+
+@pytest.mark.parametrize(("languages", "kept", "english"), [
+    (["en-GB", "zh-CN"], None, True),   # the browser puts English first
+    (["zh-CN"], "en", True),            # the member chose English on the page
+    (["en-US"], "zh", False),           # ... or Chinese
+])
+def test_the_lock_screen_speaks_the_pages_language(
+        languages: list[str], kept: str | None, english: bool) -> None:
+    shown = run_in_node(SW_HARNESS, {"worker": SERVICE_WORKER, "languages": languages,
+                                     "kept": kept, "pushes": [FIRE, FIRE_TAKEN_BACK]})
+    (title, _), (again, notice) = shown
+    if english:
+        assert (title, again) == ("P1 emergency fire", "Withdrawn: P1 emergency fire")
+        assert notice["body"].startswith("No need to go")
+    else:
+        assert title == "P1特急 火警"
 
 
 def test_a_team_moved_from_the_police_to_a_security_company_no_longer_shows_callers() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.unit.notify.test_device_page_day import SERVICES, day
+from tests.unit.notify.test_device_page_day import SERVICES, day, said
 
 BOOT = ('token = "dev-token"; stopped = false; open_(); ws.readyState = 1; ws.onopen(); '
         f"{SERVICES}; loadMe();")
@@ -32,18 +32,18 @@ def state(**changes: Any) -> dict[str, Any]:
 
 def test_a_member_going_home_is_told_the_teammates_carry_on_and_what_the_patrol_earned() -> None:
     told = check_out(state(points_awarded=10))
-    assert "You checked out" in told
-    assert "goes on with 2 still on it" in told and "+10 points" in told
+    assert told == (said("checked_out", team=said("shift_goes_on", others=2)) + " · "
+                    + said("points_awarded", points=10))
 
 
 def test_the_last_one_out_is_told_the_team_is_off_duty() -> None:
     told = check_out(state(status="off_duty", on_shift=False, shift_member_ids=[]))
-    assert "You checked out" in told and "off duty" in told
+    assert told == said("checked_out", team=said("team_off_duty"))
 
 
 def test_a_member_who_was_not_checked_in_is_told_so_and_that_the_shift_goes_on() -> None:
     told = check_out(state(checked_out=False, shift_member_ids=["mem_2"]))
-    assert "not checked in" in told and "goes on with 1" in told
+    assert told == said("not_checked_in_out", team=said("shift_goes_on", others=1))
 
 
 def test_the_last_one_out_while_the_team_holds_an_order_reads_why_not() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.unit.notify.test_device_page_day import day, deliver, hello
+from tests.unit.notify.test_device_page_day import day, deliver, hello, said
 from tests.unit.test_pages import ORDER
 
 ON_SCENE = {"type": "order_state", "order_id": "ord_1", "state": "on_scene", "answered": True,
@@ -37,7 +37,7 @@ def test_an_answer_pressed_without_signal_goes_once_the_signal_is_back() -> None
         BACK,
         f"{deliver(RESOLVED)}; later(60000); sentFrames()",
     )
-    assert "not sent yet" in card.lower()
+    assert said("not_sent_yet", answer="已处置") in card
     assert answers(sent) == ["resolved"]
     assert answers(after) == []
 
@@ -53,7 +53,7 @@ def test_an_answer_that_went_over_http_once_the_signal_came_is_not_sent_again() 
     )
     assert posted[-1] == "resolved" and posted.count("resolved") >= 2  # tried, then taken
     assert answers(sent) == []
-    assert "not sent yet" not in card.lower()
+    assert said("not_sent_yet", answer="已处置") not in card
 
 
 def test_a_kept_answer_to_an_order_withdrawn_meanwhile_is_sent_no_more() -> None:
@@ -71,7 +71,7 @@ def test_a_kept_answer_to_an_order_withdrawn_meanwhile_is_sent_no_more() -> None
     assert answers(sent) == ["acknowledged"]
     frames, posted, card = after
     assert answers(frames) == [] and posted == 0
-    assert "WITHDRAWN" in card and "not sent" not in card.lower()
+    assert said("called_off") in card and said("not_sent_yet", answer="接单") not in card
 
 
 def test_a_call_for_help_that_may_be_lost_names_the_button_to_press_again() -> None:
@@ -80,10 +80,9 @@ def test_a_call_for_help_that_may_be_lost_names_the_button_to_press_again() -> N
     *_, told, buttons = day(
         f"{hello()}; {deliver(ORDER)}; respond('ord_1', 'reinforce')",
         "later(9000)", "later(9000)", "later(9000)",  # tried over HTTP, in vain, each time
-        "toasts.filter((t) => /again/.test(t))",
+        "toasts.filter((t) => t === helpAgain())",
         "$('o-ord_1').children.find((c) => c.className === 'actions').children"
         ".map((b) => b.textContent)",
     )
     assert told, "the member is asked to press again"
-    assert any(f'"{label}"' in told[-1] or f"press {label} again" in told[-1]
-               for label in buttons), (told, buttons)
+    assert any(f"“{label}”" in told[-1] for label in buttons), (told, buttons)

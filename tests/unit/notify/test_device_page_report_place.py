@@ -6,7 +6,7 @@ that wrong place, sending nobody for it. The page runs in node (test_device_page
 
 from __future__ import annotations
 
-from tests.unit.notify.test_device_page_day import POSTED, REPORT_SETUP, day, report
+from tests.unit.notify.test_device_page_day import POSTED, REPORT_SETUP, day, report, said
 
 COARSE_THEN_GPS = (
     "var fixes = [1500, 12]; navigator.geolocation = { watchPosition: () => 1, clearWatch() {},"
@@ -41,4 +41,4 @@ def test_a_report_from_a_phone_that_cannot_place_itself_is_not_sent_and_says_why
         "toasts[toasts.length - 1]",
     )
     assert posted == []
-    assert "1800 m" in told and "Report again" in told
+    assert told == said("not_reported", why=said("too_coarse", metres=1800))
