@@ -160,10 +160,22 @@ def withdrawn_push_payload(order: OrderIssued) -> bytes:
 SMS_MAX_CHARS = 3 * 67
 
 
+def _units(text: str) -> int:
+    """A text's length as a phone counts it: UTF-16 units, two for a character beyond the
+    Basic Multilingual Plane (a rare place-name character of CJK Extension B: 𨱏)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _sms(before: str, place: str, after: str) -> str:
-    room = SMS_MAX_CHARS - len(before) - len(after)
-    if len(place) > room:
-        place = place[:max(room - 1, 0)] + "…"
+    room = SMS_MAX_CHARS - _units(before) - _units(after)
+    if _units(place) > room:
+        kept, used = [], 1  # the "…"
+        for char in place:
+            used += _units(char)
+            if used > room:
+                break
+            kept.append(char)
+        place = "".join(kept) + "…"
     return before + place + after
 
 

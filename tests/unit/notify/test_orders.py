@@ -154,3 +154,14 @@ def test_a_long_address_is_shortened_never_the_deadline_or_the_order(language: s
     assert withdrawn.endswith({"zh": "指令号 ord_1。", "en": "Order ord_1."}[language])
     assert {"zh": "请勿前往", "en": "do not go"}[language] in withdrawn
     assert place[:40] in withdrawn and len(withdrawn) == 201
+
+
+def test_a_place_with_characters_beyond_ucs2_is_shortened_as_the_sms_counts_them() -> None:
+    # Some place names of the district are written with characters outside the Basic
+    # Multilingual Plane (CJK Extension B: 𨱏, 𠮷): a phone counts each as two UCS-2 units.
+    # Counted as one, the text went over its three parts, a fourth billed and, on some
+    # gateways, the end (the deadline, the order id) lost.
+    place = "南宁市𨱏𠮷村" * 50
+    text = sms_text(order("volunteer", location=Location(lat=22.8, lon=108.3, address=place)))
+    assert len(text.encode("utf-16-le")) // 2 <= 201
+    assert text.endswith("请于08:01:00前接单。指令号 ord_1。") and "南宁市𨱏𠮷村" in text
