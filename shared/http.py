@@ -583,6 +583,40 @@ def require(*kinds: PrincipalKind) -> Callable[[Request], Principal]:
     return dependency
 
 
+# Answers carry callers, members' names and phones, positions and timelines: neither the
+# browser nor a proxy on the way may keep them (a station's shared computer, a phone's
+# operator proxy). An answer that says itself how it may be kept (the member's page's service
+# worker, revalidated) keeps its own; Swagger UI's files are no one's data. (Pragma is no
+# answer header: RFC 9111 gives it meaning in requests only.)
+_NO_STORE = (b"cache-control", b"no-store")
+_ANSWER_STARTS = frozenset({"http.response.start", "websocket.http.response.start"})
+
+
+def no_store(scope: Scope, send: Send) -> Send:
+    """`send`, with `Cache-Control: no-store` added to the answer unless it has a
+    Cache-Control of its own or is one of Swagger UI's files (see `ServiceApp`)."""
+    if scope["type"] not in ("http", "websocket") or scope["path"].startswith(DOCS_STATIC + "/"):
+        return send
+
+    async def marked(message: Any) -> None:
+        if message["type"] in _ANSWER_STARTS:
+            headers = list(message.get("headers", ()))
+            if not any(key.lower() == b"cache-control" for key, _ in headers):
+                message = {**message, "headers": [*headers, _NO_STORE]}
+        await send(message)
+
+    return marked
+
+
+class ServiceApp(FastAPI):
+    """A service's app: FastAPI, each answer marked not to be stored (`no_store`). Around
+    the whole of it, so that the authentication's 401s and 429s, the WebSocket handshake's
+    refusals and Starlette's own 500s are marked as the routes' answers are."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, no_store(scope, send))
+
+
 def _is_probe(scope: Any) -> bool:
     return scope.get("path") in ("/healthz", "/readyz", "/metrics")
 

@@ -17,6 +17,7 @@ from shared.http import (
     TELEMETRY,
     AuthMiddleware,
     RateLimits,
+    ServiceApp,
     add_docs_page,
     add_health_routes,
     install_error_handlers,
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await http.aclose()
         await redis.aclose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Lianfang dispatch",
         description="The command room's API: the board, timelines, manual assignment, KPIs.",
         version="1.0",

@@ -15,6 +15,7 @@ from shared.http import (
     TELEMETRY,
     AuthMiddleware,
     RateLimits,
+    ServiceApp,
     add_docs_page,
     add_health_routes,
     allow_browsers,
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await client.aclose()
         await redis.aclose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Lianfang intake",
         description="Incidents from other systems (110 call-taking, video analytics, door access).",
         version="1.0",

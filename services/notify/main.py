@@ -19,6 +19,7 @@ from shared.http import (
     AuthMiddleware,
     Principal,
     RateLimits,
+    ServiceApp,
     add_docs_page,
     add_health_routes,
     install_error_handlers,
@@ -139,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stream_redis.aclose()
             await redis.aclose()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Lianfang notify",
         description="Orders to members' devices (WebSocket, Web Push, SMS) and their answers.",
         version="1.0",

@@ -402,6 +402,9 @@ async def test_each_caller_gets_what_design_says(world: World, http: httpx.Async
         got[caller] = r.status_code
         if r.status_code in (401, 403):
             assert r.json()["error"]["code"] in ("unauthorized", "forbidden"), r.text
+        if r.headers.get("content-type", "").startswith("application/json"):
+            # callers, members' names and phones, positions: kept by no browser nor proxy
+            assert r.headers.get("cache-control") == "no-store", (caller, r.status_code)
     assert got == dict(case.answers)
 
 
@@ -417,6 +420,7 @@ async def test_the_api_page_needs_nothing_from_the_internet(world: World, http: 
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
         r = await http.get(f"{world.urls[service]}/docs/static/{asset}")
         assert r.status_code == 200 and len(r.content) > 10_000
+        assert "no-store" not in r.headers.get("cache-control", "")  # no one's data: cacheable
     assert (await http.get(world.urls[service] + "/docs/static/../../metrics")).status_code in (
         401, 404)
 

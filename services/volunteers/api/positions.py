@@ -24,7 +24,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from fastapi import FastAPI
 from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -34,10 +33,12 @@ from shared.http import (
     STORE_AWAY,
     ApiError,
     RateLimits,
+    ServiceApp,
     bearer_token,
     conflict,
     error_body,
     forbidden,
+    no_store,
     rate_limited,
     store_away,
     unauthorized,
@@ -128,15 +129,16 @@ def parse_fix(raw: bytes) -> PositionIn:
         raise _invalid(exc) from exc
 
 
-class FixesFirst(FastAPI):
+class FixesFirst(ServiceApp):
     """The volunteers app: FastAPI, with position fixes handed to `fixes` before FastAPI's
-    own work (under 2,000 fixes a second that work was ~13 % of volunteers' CPU)."""
+    own work (under 2,000 fixes a second that work was ~13 % of volunteers' CPU); their
+    answers, as every other, marked not to be stored (a member's position)."""
 
     fixes: ASGIApp | None = None  # a PositionFastPath, maybe behind shared.http.browser_access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fixes is not None and scope["type"] == "http" and is_position_fix(scope):
-            await self.fixes(scope, receive, send)
+            await self.fixes(scope, receive, no_store(scope, send))
             return
         await super().__call__(scope, receive, send)
 

@@ -160,10 +160,12 @@ async def test_when_volunteers_cannot_be_asked_device_calls_get_503_and_admin_st
             httpx.AsyncClient(timeout=10) as http:
         r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
         assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        assert r.headers["cache-control"] == "no-store"
         with pytest.raises(InvalidStatus) as refused:
             async with connect(ws_url(notify), additional_headers=member.bearer):
                 pass
         assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["cache-control"] == "no-store"
         r = await http.get(f"{notify}/v1/orders/ord_x/deliveries", headers=ADMIN)
         assert r.status_code == 404  # the admin token needs no introspection
 
