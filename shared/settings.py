@@ -31,6 +31,24 @@ def _log_level(value: str) -> str:
     return value.upper()
 
 
+ADMIN_TOKEN_MIN_CHARS = 16
+
+
+def check_admin_token(token: str) -> None:
+    """Raises ValueError (a message without the token) for an admin token too short to
+    withstand guessing: it opens every service's admin API (rosters, callers, dispatch)."""
+    if len(token) < ADMIN_TOKEN_MIN_CHARS:
+        raise ValueError(
+            f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (it opens every service's "
+            "admin API); make one with: "
+            "python3 -c \"import secrets;print(secrets.token_urlsafe(32))\"")
+
+
+def _admin_token(value: SecretStr) -> SecretStr:
+    check_admin_token(value.get_secret_value())
+    return value
+
+
 def default_consumer_name() -> str:
     # One consumer per process: a restarted process gets a new name, and the reclaimer
     # takes over what the dead one held.
@@ -42,7 +60,8 @@ class ServiceSettings(BaseSettings):
 
     redis_url: Annotated[str, AfterValidator(_redis_url)] = Field(
         default="redis://127.0.0.1:6379/0", description="REDIS_URL")
-    admin_token: SecretStr = Field(description="ADMIN_TOKEN: honoured by every service")
+    admin_token: Annotated[SecretStr, AfterValidator(_admin_token)] = Field(
+        description="ADMIN_TOKEN: honoured by every service; at least 16 characters")
     http_host: str = Field(default="127.0.0.1", description="HTTP_HOST: address to listen on")
     http_port: int = Field(default=0, ge=0, le=65_535,
                            description="HTTP_PORT: 0 means the service's own port")

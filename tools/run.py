@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from shared.logging import mask_credentials
+from shared.settings import check_admin_token
 from tools.redis_server import RedisServer, find_binary, version
 from tools.stack import DEFAULT_PORTS, ROOT, Stack, describe_exit
 
@@ -24,11 +25,18 @@ VAR = Path(os.environ.get("LIANFANG_VAR", ROOT / "var"))
 
 
 def admin_token() -> str:
-    if token := os.environ.get("ADMIN_TOKEN"):
-        return token
+    """The user's ADMIN_TOKEN, else the one kept in var/admin-token, else a new one kept
+    there. One the services would refuse (too short) stops make run before anything starts."""
     path = VAR / "admin-token"
-    if path.exists():
-        return path.read_text().strip()
+    token = os.environ.get("ADMIN_TOKEN") or (path.read_text().strip() if path.exists()
+                                              else None)
+    if token:
+        try:
+            check_admin_token(token)
+        except ValueError as exc:
+            where = "ADMIN_TOKEN" if os.environ.get("ADMIN_TOKEN") else f"ADMIN_TOKEN in {path}"
+            raise SystemExit(f"{where}: {exc}") from None
+        return token
     token = secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, token + "\n")

@@ -53,7 +53,8 @@ pytestmark = pytest.mark.e2e
 SHORT_DEADLINE_S = 4  # P3 and P4
 FOLLOWUP_S = 4  # a dispute's follow-up visit, instead of 7 days
 DAY_S = 86_400
-DEFAULTS = ServiceSettings(admin_token="-")  # RETENTION_DAYS, RECORDS_DAYS, KPI_DAYS as shipped
+# RETENTION_DAYS, RECORDS_DAYS, KPI_DAYS as shipped
+DEFAULTS = ServiceSettings(admin_token="test-admin-token")
 RETENTION_S = DEFAULTS.retention_days * DAY_S
 RECORDS_S = DEFAULTS.records_days * DAY_S
 KPI_S = DEFAULTS.kpi_days * DAY_S

@@ -45,7 +45,7 @@ from shared.events import (
 )
 from tests.helpers import poll_until
 
-ADMIN_TOKEN = "probe-admin"
+ADMIN_TOKEN = "probe-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 UNREACHABLE = "http://127.0.0.1:9"  # dispatch's zone lookups fail fast: no volunteers here
 HERE = (22.8170, 108.3665)

@@ -53,7 +53,7 @@ def outcomes(exporter: InMemorySpanExporter, ids: dict[str, bytes]) -> dict[str,
 def settings(url: str, **overrides: object) -> ServiceSettings:
     options: dict[str, object] = {"claim_idle_ms": NO_RECLAIMING_MS, "max_deliveries": 3,
                                   "consumer_name": "c1", **overrides}
-    return ServiceSettings(redis_url=url, admin_token="x", **options)
+    return ServiceSettings(redis_url=url, admin_token="test-admin-token", **options)
 
 
 def status(unit_id: str) -> UnitStatus:

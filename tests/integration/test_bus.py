@@ -20,7 +20,7 @@ from tests.helpers import poll_until
 
 
 def settings(url: str) -> ServiceSettings:
-    return ServiceSettings(redis_url=url, admin_token="x", claim_idle_ms=200, max_deliveries=3,
+    return ServiceSettings(redis_url=url, admin_token="test-admin-token", claim_idle_ms=200, max_deliveries=3,
                            consumer_name="test-consumer")
 
 

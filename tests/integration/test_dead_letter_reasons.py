@@ -55,7 +55,7 @@ async def test_an_unreadable_event_is_dead_lettered_naming_the_field_never_the_s
     async def on_incident_reported(event: IncidentReported) -> None:
         handled.append(event.incident_id)
 
-    cfg = ServiceSettings(redis_url=clean_redis, admin_token="x", claim_idle_ms=200,
+    cfg = ServiceSettings(redis_url=clean_redis, admin_token="test-admin-token", claim_idle_ms=200,
                           max_deliveries=3, consumer_name="test-consumer")
     broker = create_broker(cfg)
     consume(broker, streams.INCIDENT_REPORTED, IncidentReported, on_incident_reported,

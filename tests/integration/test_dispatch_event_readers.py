@@ -22,7 +22,7 @@ from tests.integration.dispatch.conftest import settings_for
 from tests.integration.dispatch.test_engine import DISTRICT, team, wait_for_units
 from tests.integration.stream_probes import ADMIN, running
 
-D_ADMIN = {"Authorization": "Bearer test-admin"}
+D_ADMIN = {"Authorization": "Bearer test-admin-token"}
 SCENE = {"lat": 22.8170, "lon": 108.3665}
 
 

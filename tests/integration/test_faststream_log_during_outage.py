@@ -84,7 +84,7 @@ async def _at_least(count, n: int) -> int | None:  # type: ignore[no-untyped-def
 async def test_reads_refused_for_the_disk_log_one_warning_per_subscriber_and_one_when_they_work(
         tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
     with redis_server(tmp_path) as url:
-        cfg = ServiceSettings(redis_url=url, admin_token="x", consumer_name="log-test")
+        cfg = ServiceSettings(redis_url=url, admin_token="test-admin-token", consumer_name="log-test")
         redis = Redis.from_url(url)
         seen: list[str] = []
 
@@ -141,7 +141,7 @@ async def test_reads_of_a_redis_that_is_away_log_one_warning_and_one_when_it_is_
         tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
     server = RedisServer(tmp_path).start()
     try:
-        cfg = ServiceSettings(redis_url=server.url, admin_token="x", consumer_name="log-test")
+        cfg = ServiceSettings(redis_url=server.url, admin_token="test-admin-token", consumer_name="log-test")
         redis = Redis.from_url(server.url)
         broker = create_broker(cfg)
         seen: list[str] = []

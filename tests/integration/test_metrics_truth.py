@@ -124,7 +124,7 @@ async def test_a_fan_out_whose_reply_was_lost_is_counted_once(
     order = new_order("t1")
     proxy = ReplyEater(clean_redis)
     async with proxy as proxy_url:
-        client = create_redis(NotifySettings(redis_url=proxy_url, admin_token="test-admin"))
+        client = create_redis(NotifySettings(redis_url=proxy_url, admin_token="test-admin-token"))
         try:
             await client.ping()
             proxy.marker = order.order.order_id.encode()
@@ -151,7 +151,7 @@ async def test_a_receipt_whose_reply_was_lost_is_counted_once(
     await redis.script_load(notify_store._RECEIVE)  # its EVALSHA runs at once, not after NOSCRIPT
     proxy = ReplyEater(clean_redis)
     async with proxy as proxy_url:
-        client = create_redis(NotifySettings(redis_url=proxy_url, admin_token="test-admin"))
+        client = create_redis(NotifySettings(redis_url=proxy_url, admin_token="test-admin-token"))
         try:
             await client.ping()
             proxy.marker = b"dev-1"

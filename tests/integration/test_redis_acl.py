@@ -113,15 +113,15 @@ async def test_a_service_starts_and_is_ready_with_its_own_user(acl_redis, servic
     port, passwords = acl_redis
     url = f"redis://{service}:{passwords[service]}@127.0.0.1:{port}/0"
     settings = importlib.import_module(f"services.{service}.config").Settings(
-        redis_url=url, admin_token="acl-admin", volunteers_url="http://127.0.0.1:9")
+        redis_url=url, admin_token="acl-admin-token-16", volunteers_url="http://127.0.0.1:9")
     app = importlib.import_module(f"services.{service}.main").create_app(settings)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url=f"http://{service}") as http:
         r = await http.get("/readyz")
         assert r.status_code == 200, r.text
-        r = await http.get("/metrics", headers={"Authorization": "Bearer acl-admin"})
+        r = await http.get("/metrics", headers={"Authorization": "Bearer acl-admin-token-16"})
         assert r.status_code == 200
-        r = await http.get("/v1/admin/audit", headers={"Authorization": "Bearer acl-admin"})
+        r = await http.get("/v1/admin/audit", headers={"Authorization": "Bearer acl-admin-token-16"})
         assert r.status_code == 200
 
 

@@ -250,7 +250,7 @@ async def test_an_event_whose_writes_fail_for_the_disk_stays_pending_and_is_neve
     # The handler writes to a Redis whose disk fails while the stream and its dead letters
     # live on one that works, so a refusal misjudged as poison shows: past MAX_DELIVERIES (2)
     # the event must still be pending, then handled once the disk is freed.
-    cfg = ServiceSettings(redis_url=clean_redis, admin_token="x", claim_idle_ms=200,
+    cfg = ServiceSettings(redis_url=clean_redis, admin_token="test-admin-token", claim_idle_ms=200,
                           max_deliveries=2, consumer_name="test-consumer")
     with redis_server(tmp_path) as store_url:
         store = Redis.from_url(store_url)
@@ -291,7 +291,7 @@ async def test_a_consumer_started_while_redis_cannot_save_starts_and_reads_what_
     # the disk is freed, read the event that waited, without a restart and without a dead
     # letter.
     with redis_server(tmp_path) as url:
-        cfg = ServiceSettings(redis_url=url, admin_token="x", claim_idle_ms=300,
+        cfg = ServiceSettings(redis_url=url, admin_token="test-admin-token", claim_idle_ms=300,
                               max_deliveries=2, consumer_name="late")
         redis = Redis.from_url(url)
         seen: list[str] = []
@@ -349,7 +349,7 @@ async def test_the_timer_scan_logs_once_while_redis_cannot_save_and_says_when_it
             fired.append(member)
 
         engine = SimpleNamespace(redis=redis, fire_timer=fire_timer)
-        settings = DispatchSettings(redis_url=url, admin_token="x", timer_interval_s=0.05)
+        settings = DispatchSettings(redis_url=url, admin_token="test-admin-token", timer_interval_s=0.05)
         stop = asyncio.Event()
         try:
             # due, so that each scan leases it: a write

@@ -416,7 +416,7 @@ async def test_an_event_whose_writes_redis_refuses_stays_pending_and_is_never_de
     # memory). Here the handler writes to a Redis of its own that refuses, while the stream
     # and its dead letters live on one that accepts, so a misjudged refusal shows: past
     # MAX_DELIVERIES (2) the event must still be pending, then handled once writes pass.
-    cfg = ServiceSettings(redis_url=clean_redis, admin_token="x", claim_idle_ms=200,
+    cfg = ServiceSettings(redis_url=clean_redis, admin_token="test-admin-token", claim_idle_ms=200,
                           max_deliveries=2, consumer_name="test-consumer")
     with redis_server(tmp_path) as store_url:
         store = Redis.from_url(store_url)

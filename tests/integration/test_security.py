@@ -13,12 +13,12 @@ from services.intake.config import Settings as IntakeSettings
 from services.intake.main import create_app as intake_app
 from shared.introspect import DEVICE_TOKEN_PREFIX
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @pytest.fixture
 async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = intake_app(IntakeSettings(redis_url=clean_redis, admin_token="test-admin",
+    app = intake_app(IntakeSettings(redis_url=clean_redis, admin_token="test-admin-token",
                                     rate_limit_system="5/second", max_body_bytes=4096,
                                     volunteers_url="http://127.0.0.1:9"))
     async with app.router.lifespan_context(app):
@@ -29,7 +29,7 @@ async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def dispatch(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = dispatch_app(DispatchSettings(redis_url=clean_redis, admin_token="test-admin",
+    app = dispatch_app(DispatchSettings(redis_url=clean_redis, admin_token="test-admin-token",
                                         volunteers_url="http://127.0.0.1:9"))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -159,7 +159,7 @@ async def test_roster_and_device_actions_are_audited_and_revocation_is_immediate
     from services.volunteers.main import create_app as volunteers_app
     from tests.e2e.journey import district_roster
 
-    app = volunteers_app(VolunteersSettings(redis_url=clean_redis, admin_token="test-admin"))
+    app = volunteers_app(VolunteersSettings(redis_url=clean_redis, admin_token="test-admin-token"))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://volunteers") as client:
         r = await client.post("/v1/roster/import", headers=ADMIN,

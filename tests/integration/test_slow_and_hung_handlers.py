@@ -47,7 +47,7 @@ def restart(server: RedisServer, *, empty: bool) -> None:
 def settings(url: str, **overrides: object) -> ServiceSettings:
     options: dict[str, object] = {"claim_idle_ms": 300, "max_deliveries": 3,
                                   "consumer_name": "c1", **overrides}
-    return ServiceSettings(redis_url=url, admin_token="x", **options)
+    return ServiceSettings(redis_url=url, admin_token="test-admin-token", **options)
 
 
 def status(unit_id: str) -> UnitStatus:

@@ -48,7 +48,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
 
 
 def settings(url: str) -> ServiceSettings:
-    return ServiceSettings(redis_url=url, admin_token="x", claim_idle_ms=200, max_deliveries=3,
+    return ServiceSettings(redis_url=url, admin_token="test-admin-token", claim_idle_ms=200, max_deliveries=3,
                            consumer_name="replacement")
 
 

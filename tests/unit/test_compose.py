@@ -302,7 +302,8 @@ def test_healthcheck_probes_readyz_with_python(name: str) -> None:
     if not module_exists(f"services.{name}.main"):
         pytest.fail(f"services/{name}/main.py does not exist (yet)")
     settings = settings_class(name)
-    app = importlib.import_module(f"services.{name}.main").create_app(settings(admin_token="x"))
+    app = importlib.import_module(f"services.{name}.main").create_app(
+        settings(admin_token="test-admin-token"))
     assert "/readyz" in route_paths(app.router.routes), f"{name} serves no /readyz"
 
 

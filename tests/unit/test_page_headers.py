@@ -25,7 +25,7 @@ def _app(page: str) -> FastAPI:
     if page == "/console":
         app.include_router(build_console_router())
     else:
-        app.include_router(build_page_router(NotifySettings(admin_token="x")))
+        app.include_router(build_page_router(NotifySettings(admin_token="test-admin-token")))
     return app
 
 

@@ -135,7 +135,7 @@ def test_a_service_with_a_wrong_policy_file_says_where_and_exits_for_good(
     # Not a traceback out of the worker (exit 1), which make run and compose restart for
     # ever, nor a consumer failing at the first incident: EX_CONFIG and the file's place.
     # Intake reads the file too (priorities, the duplicate window, the categories it takes).
-    monkeypatch.setenv("ADMIN_TOKEN", "x")
+    monkeypatch.setenv("ADMIN_TOKEN", "test-admin-token")
     monkeypatch.setenv("POLICY_FILE", str(written(tmp_path, cat("violence", units=0))))
     with pytest.raises(SystemExit) as stopped:
         run_service(service)
@@ -152,14 +152,14 @@ def test_a_wrong_file_mounted_over_the_built_in_one_stops_dispatch_too(
     monkeypatch.setattr(policy_module, "DEFAULT_POLICY",
                         written(tmp_path, top(deadlines_s={"P1": 0})))
     with pytest.raises(ValueError, match="deadlines_s"):
-        Settings(admin_token="x")
+        Settings(admin_token="test-admin-token")
 
 
 def test_the_shipped_policy_is_accepted_by_dispatchs_settings(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POLICY_FILE", raising=False)
-    assert Settings(admin_token="x").policy_file is None
-    assert Settings(admin_token="x", policy_file=str(DEFAULT_POLICY)).policy_file
+    assert Settings(admin_token="test-admin-token").policy_file is None
+    assert Settings(admin_token="test-admin-token", policy_file=str(DEFAULT_POLICY)).policy_file
 
 
 def volunteers_near(flags: tuple[str, ...], bar: list[str]) -> list[str]:

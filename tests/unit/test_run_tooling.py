@@ -171,6 +171,17 @@ def test_the_files_holding_the_admin_token_are_readable_by_their_owner_only(
     assert f"ADMIN_TOKEN={token}" in (tmp_path / "run.env").read_text()
 
 
+def test_make_run_refuses_a_short_admin_token_before_starting_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the four services would each exit 78 at start, and make run end in a traceback
+    monkeypatch.setattr(run, "VAR", tmp_path)
+    monkeypatch.setenv("ADMIN_TOKEN", "admin")
+    with pytest.raises(SystemExit) as stopped:
+        run.admin_token()
+    assert "ADMIN_TOKEN" in str(stopped.value.code)
+    assert "at least 16 characters" in str(stopped.value.code)
+
+
 def test_make_run_does_not_print_the_password_of_a_redis_url_it_was_given(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -78,7 +78,7 @@ def test_faststream_s_own_lines_go_through_the_service_s_handler() -> None:
     # credentials filter. A failing subscriber task is logged there with its text and
     # traceback.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LIANFANG_SERVICE": "intake",
-           "ADMIN_TOKEN": "test-admin", "LOG_LEVEL": "DEBUG"}
+           "ADMIN_TOKEN": "test-admin-token", "LOG_LEVEL": "DEBUG"}
     done = subprocess.run([sys.executable, "-c", SERVICE_PROCESS], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -20,7 +20,7 @@ PASSWORD = "s3cret-redis-password"
 @pytest.mark.parametrize("url", ["localhost:6379", "http://redis:6379", "redis://redis:port/0"])
 def test_a_redis_url_redis_cannot_use_is_refused_without_repeating_it(url: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        ServiceSettings(redis_url=url, admin_token="x")
+        ServiceSettings(redis_url=url, admin_token="test-admin-token")
     (error,) = refused.value.errors(include_input=False)
     assert error["loc"] == ("redis_url",) and "redis://" in error["msg"]
     assert url not in error["msg"]
@@ -29,20 +29,20 @@ def test_a_redis_url_redis_cannot_use_is_refused_without_repeating_it(url: str) 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://u:p@redis:6380/1",
                                  "unix:///run/redis.sock"])
 def test_the_urls_redis_takes_are_accepted(url: str) -> None:
-    assert ServiceSettings(redis_url=url, admin_token="x").redis_url == url
+    assert ServiceSettings(redis_url=url, admin_token="test-admin-token").redis_url == url
 
 
 def test_a_log_level_logging_does_not_know_is_refused_and_any_case_is_taken() -> None:
     with pytest.raises(ValidationError):
-        ServiceSettings(admin_token="x", log_level="verbose")
-    assert ServiceSettings(admin_token="x", log_level="warning").log_level == "WARNING"
+        ServiceSettings(admin_token="test-admin-token", log_level="verbose")
+    assert ServiceSettings(admin_token="test-admin-token", log_level="warning").log_level == "WARNING"
 
 
 @pytest.mark.parametrize("field", ["claim_idle_ms", "max_deliveries", "handler_timeout_s"])
 def test_a_reclaiming_setting_of_zero_is_refused(field: str) -> None:
     # CLAIM_IDLE_MS=0 would have the reclaimer take every entry from its reader at once
     with pytest.raises(ValidationError):
-        ServiceSettings(admin_token="x", **{field: 0})
+        ServiceSettings(admin_token="test-admin-token", **{field: 0})
 
 
 def test_a_service_with_a_wrong_environment_says_which_variables_and_exits_for_good(
@@ -56,6 +56,33 @@ def test_a_service_with_a_wrong_environment_says_which_variables_and_exits_for_g
     err = capsys.readouterr().err
     assert "ADMIN_TOKEN: Field required" in err and "CLAIM_IDLE_MS: " in err
     assert PASSWORD not in err and "Traceback" not in err
+
+
+WEAK = "hunter2-admin"  # 13 characters: a dictionary's word, a few seconds' guessing
+
+
+@pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])
+def test_a_short_admin_token_stops_each_service_at_start(
+        service: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # ADMIN_TOKEN=admin opened every service's admin API to whoever guessed it
+    served: list[object] = []
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: served.append(args))
+    monkeypatch.setenv(runtime._SERVICE_ENV, service)  # put back as it was afterwards
+    monkeypatch.setenv("ADMIN_TOKEN", WEAK)
+    with pytest.raises(SystemExit) as stopped:
+        run_service(service)
+    assert stopped.value.code == 78
+    err = capsys.readouterr().err
+    assert "ADMIN_TOKEN: " in err and "at least 16 characters" in err
+    assert WEAK not in err and "Traceback" not in err and not served
+
+
+def test_an_admin_token_of_16_characters_is_taken_and_of_15_is_not() -> None:
+    assert ServiceSettings(admin_token="a" * 16).admin_token.get_secret_value() == "a" * 16
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings(admin_token="a" * 15)
+    (error,) = refused.value.errors(include_input=False)
+    assert error["loc"] == ("admin_token",)
 
 
 def exited(code: int) -> subprocess.Popen[bytes]:
@@ -111,7 +138,7 @@ def test_notify_s_largest_socket_frame_is_what_its_transport_enforces(
     monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: given.update(kwargs))
     monkeypatch.setattr("shared.runtime.setup_logging", lambda *args, **kwargs: None)
     monkeypatch.setenv(runtime._SERVICE_ENV, service)  # put back as it was afterwards
-    monkeypatch.setenv("ADMIN_TOKEN", "x")
+    monkeypatch.setenv("ADMIN_TOKEN", "test-admin-token")
     monkeypatch.setenv("WS_MAX_SIZE", "4096")
     run_service(service)
     assert given.get("ws_max_size") == expected

@@ -18,7 +18,7 @@ from tools.stack import Service, describe_exit
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
-    return Settings(redis_url=url, admin_token="test-admin", claim_idle_ms=500,
+    return Settings(redis_url=url, admin_token="test-admin-token", claim_idle_ms=500,
                     volunteers_url="http://127.0.0.1:9", timer_interval_s=0.05, **overrides)
 
 

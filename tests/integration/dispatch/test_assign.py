@@ -26,7 +26,7 @@ from .test_duty import dispatcher
 from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
 from .test_followup import incident_fields
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def incident_and_a_second_team(url: str, publisher: RedisBroker) -> str:

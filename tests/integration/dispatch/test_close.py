@@ -17,7 +17,7 @@ from tests.helpers import poll_until, read_stream
 from .conftest import fail_a_write_once, fail_once
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def offered(url: str, publisher: RedisBroker) -> tuple[str, str]:

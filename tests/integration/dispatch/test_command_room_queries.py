@@ -24,7 +24,7 @@ from .conftest import settings_for
 from .test_engine import DISTRICT
 from .test_supervision import seed_incidents
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @asynccontextmanager

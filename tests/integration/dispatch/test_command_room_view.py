@@ -9,7 +9,7 @@ import httpx
 from .test_engine import DISTRICT
 from .test_supervision import newer_reports, seed_incidents
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def test_a_reporting_system_s_fast_clock_gives_no_negative_times_to_act(

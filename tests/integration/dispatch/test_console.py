@@ -18,11 +18,11 @@ from services.dispatch.main import create_app
 from .test_engine import DISTRICT
 from .test_supervision import seed_incidents
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def test_the_console_page_is_public_and_self_contained(clean_redis: str) -> None:
-    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin"))
+    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://dispatch") as client:
         r = await client.get("/console")
@@ -41,10 +41,10 @@ async def test_the_map_s_zones_are_a_503_to_ask_again_while_volunteers_is_away(
         console: httpx.AsyncClient) -> None:
     # these tests' dispatch has no volunteers: its zones cannot be loaded
     r = await console.get("/v1/zones", params={"district": "qingxiu"},
-                          headers={"Authorization": "Bearer test-admin"})
+                          headers={"Authorization": "Bearer test-admin-token"})
     assert r.status_code == 503 and r.headers["Retry-After"] == "1"
     assert "zones are not loaded" in r.json()["error"]["message"]
-    r = await console.get("/v1/zones", headers={"Authorization": "Bearer test-admin"})
+    r = await console.get("/v1/zones", headers={"Authorization": "Bearer test-admin-token"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
 
 

@@ -24,7 +24,7 @@ from tests.helpers import poll_until, read_stream
 from .conftest import settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 # the first answer's team, the owning station's car, two more teams that may back them up
 TEAMS = {"guard": ("security", 22.8171), "station-car": ("police", 22.8300),
          "sec-2": ("security", 22.8185), "sec-3": ("security", 22.8400)}

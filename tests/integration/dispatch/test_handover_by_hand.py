@@ -25,7 +25,7 @@ from .conftest import dispatch_with_teams, settings_for
 from .test_engine import DISTRICT, orders_for, team, wait_for_units
 from .test_handover import HANDOVER_NOTE, decline, hand_over, handover_orders, last_update
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @contextlib.asynccontextmanager

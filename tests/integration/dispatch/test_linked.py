@@ -181,7 +181,7 @@ async def test_the_kpis_count_an_incident_reported_twice_once_in_every_figure(
     linked = await duplicate_of(publisher, parent)
     await poll_until(lambda: status(clean_redis, linked) == "linked", "the report linked")
     await resolve(clean_redis, publisher, parent)
-    r = await console.get("/v1/kpis", headers={"Authorization": "Bearer test-admin"},
+    r = await console.get("/v1/kpis", headers={"Authorization": "Bearer test-admin-token"},
                           params={"district": DISTRICT})
     assert r.status_code == 200, r.text
     kpis = r.json()

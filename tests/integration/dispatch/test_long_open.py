@@ -22,7 +22,7 @@ from tests.helpers import poll_until
 from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
 from .test_supervision import newer_reports, seed_incidents
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from .test_handover import hand_over
 from .test_linked import resolve
 from .test_supervision import ago, board, file_case, kpis, set_incident, set_order
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from tests.helpers import poll_until, read_stream
 from .conftest import dispatch_with_teams, fail_a_write_once, settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def on_scene_asking_for_backup(url: str, publisher: RedisBroker, *,

@@ -18,7 +18,7 @@ from tests.helpers import poll_until
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 from .test_take_back import kinds_and_teams
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def removed(publisher: RedisBroker, team_id: str, *, at: datetime | None = None) -> None:

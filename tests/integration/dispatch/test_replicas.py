@@ -83,7 +83,7 @@ async def test_two_dispatch_processes_under_a_burst_never_double_claim(
 
     procs = []
     for name in ("a", "b"):
-        env = {**os.environ, "REDIS_URL": clean_redis, "ADMIN_TOKEN": "t",
+        env = {**os.environ, "REDIS_URL": clean_redis, "ADMIN_TOKEN": "test-admin-token",
                "HTTP_PORT": str(free_port()), "CONSUMER_NAME": f"proc-{name}",
                "VOLUNTEERS_URL": "http://127.0.0.1:9", "PYTHONUNBUFFERED": "1"}
         service = Service("dispatch", int(env["HTTP_PORT"]), env, tmp_path / f"{name}.log")

@@ -18,7 +18,7 @@ from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, SCENE, report
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 CHINA = timezone(timedelta(hours=8))
 REVIEWS = ("/v1/kpis", "/v1/heatmap", "/v1/incidents")
 

@@ -24,7 +24,7 @@ from .conftest import dispatch_with_teams, settings_for
 from .test_engine import DISTRICT, SCENE, offered_twice, orders_for, wait_for_units
 from .test_handover import decline, hand_over, handover_orders
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def respond(publisher: RedisBroker, order: OrderIssued, *responses: str) -> None:

@@ -105,7 +105,7 @@ async def test_a_p1_deadline_leased_by_a_killed_replica_is_handled_by_another_wi
     client.zadd(store.TIMERS, {member: time.time() + 3600})
     lock = f"dispatch:lock:{incident_id}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TIMER_"))}
-    env.update({"REDIS_URL": url, "ADMIN_TOKEN": "t", "HTTP_PORT": str(free_port()),
+    env.update({"REDIS_URL": url, "ADMIN_TOKEN": "test-admin-token", "HTTP_PORT": str(free_port()),
                 "CONSUMER_NAME": "doomed", "VOLUNTEERS_URL": "http://127.0.0.1:9",
                 "PYTHONUNBUFFERED": "1"})  # TIMER_LEASE_S left at its default
     doomed = Service("dispatch", int(env["HTTP_PORT"]), env, tmp_path / "doomed.log")

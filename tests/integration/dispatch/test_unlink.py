@@ -20,7 +20,7 @@ from .test_duty import dispatcher
 from .test_engine import orders_for, report, team, wait_for_units
 from .test_linked import duplicate_of, status, updates
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 async def a_report_linked_to_a_noise_complaint(url: str, publisher: RedisBroker,

@@ -11,12 +11,12 @@ import pytest
 from services.intake.config import Settings
 from services.intake.main import create_app
 
-ADMIN = {"Authorization": "Bearer test-admin"}
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @pytest.fixture
 async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin"))
+    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:

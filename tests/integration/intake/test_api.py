@@ -255,7 +255,7 @@ async def test_a_key_whose_system_record_is_gone_is_refused(intake, clean_redis)
 
 async def test_only_the_member_page_s_origin_may_call_from_a_browser(clean_redis) -> None:
     page = "http://127.0.0.1:8004"
-    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin",
+    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token",
                               cors_origins=page))
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://intake") as client:

@@ -28,7 +28,7 @@ async def test_a_revoked_system_s_record_expires_after_records_days_and_its_key_
         assert sync.ttl(record) == -1  # a live system stays while it reports
 
         assert (await intake.delete(f"/v1/systems/{system_id}", headers=ADMIN)).status_code == 204
-        records_s = Settings(admin_token="-").records_days * DAY_S
+        records_s = Settings(admin_token="test-admin-token").records_days * DAY_S
         assert records_s - 60 < sync.ttl(record) <= records_s
         listed = (await intake.get("/v1/systems", headers=ADMIN)).json()["systems"]
         assert [s["revoked_at"] is not None for s in listed if s["system_id"] == system_id] == [

@@ -31,7 +31,7 @@ from shared.introspect import DEVICE_TOKEN_PREFIX
 from tests.helpers import poll_until
 from tools.redis_server import free_port
 
-ADMIN_TOKEN = "test-admin"
+ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

@@ -44,5 +44,5 @@ async def test_binary_huge_and_other_teams_frames_get_error_frames_and_every_soc
         await other.send({"type": "ping"})
         assert await other.next_of("pong") == {"type": "pong"}
     r = await http.get(f"{notify}/v1/orders/{theirs.order_id}/deliveries",
-                       headers={"Authorization": "Bearer test-admin"})
+                       headers={"Authorization": "Bearer test-admin-token"})
     assert r.json()["received"] == {} and r.json()["responses"] == []

@@ -149,7 +149,7 @@ async def test_notifys_push_client_connects_to_private_addresses_only_if_allowed
     from services.notify.config import Settings
     from services.notify.main import build_push_client
 
-    settings = Settings(admin_token="x", webpush_allow_private_endpoints=allow_private)
+    settings = Settings(admin_token="test-admin-token", webpush_allow_private_endpoints=allow_private)
     async with loopback_server() as (port, requests), build_push_client(settings) as client:
         try:
             await client.post(f"http://127.0.0.1:{port}/x")

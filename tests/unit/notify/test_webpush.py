@@ -198,7 +198,7 @@ def test_a_vapid_key_that_is_not_one_stops_notify_naming_the_variable(wrong: str
         vapid.generate_keys()
         wrong = public_key(vapid)
     with pytest.raises(ValidationError) as refused:
-        Settings(admin_token="x", vapid_private_key=wrong)
+        Settings(admin_token="test-admin-token", vapid_private_key=wrong)
     (error,) = refused.value.errors(include_input=False)
     assert error["loc"] == ("vapid_private_key",) and "P-256" in error["msg"]
     assert wrong not in error["msg"]
@@ -208,12 +208,12 @@ def test_a_vapid_key_in_either_form_is_taken() -> None:
     raw = a_raw_vapid_key()
     pem = load_vapid(raw).private_pem().decode()
     for key in (raw, pem):
-        settings = Settings(admin_token="x", vapid_private_key=key)
+        settings = Settings(admin_token="test-admin-token", vapid_private_key=key)
         assert settings.vapid_private_key is not None
 
 
 def test_a_vapid_subject_push_services_would_refuse_stops_notify() -> None:
     with pytest.raises(ValidationError) as refused:
-        Settings(admin_token="x", vapid_subject="ops@station.example.org")
+        Settings(admin_token="test-admin-token", vapid_subject="ops@station.example.org")
     assert refused.value.errors()[0]["loc"] == ("vapid_subject",)
-    assert Settings(admin_token="x", vapid_subject="https://station.example.org").vapid_subject
+    assert Settings(admin_token="test-admin-token", vapid_subject="https://station.example.org").vapid_subject
