@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -156,6 +158,11 @@ def unauthorized(message: str) -> ApiError:
 def rate_limited(wait_s: int) -> ApiError:
     return ApiError(429, "rate_limited", f"too many requests for this token; retry in {wait_s} s",
                     headers={"Retry-After": str(wait_s)})
+
+
+def locked_out(wait_s: int) -> ApiError:
+    return ApiError(429, "rate_limited", "too many failed authentications from this address; "
+                    f"retry in {wait_s} s", headers={"Retry-After": str(wait_s)})
 
 
 def store_away(exc: BaseException | None = None) -> ApiError:
@@ -381,6 +388,85 @@ class RateLimits:
         return None
 
 
+def client_address(scope: Scope) -> str:
+    """Where a request comes from, for counting: the client's address (a proxy's own, unless
+    uvicorn is told to trust it to name the client: FORWARDED_ALLOW_IPS), an IPv6 address by
+    its /64 (a subscriber's, or a host's, whole block)."""
+    client = scope.get("client")
+    host = str(client[0]) if client else ""
+    if ":" in host:
+        try:
+            return f"{ipaddress.IPv6Network(f'{host}/64', strict=False).network_address}/64"
+        except ValueError:
+            pass
+    return host
+
+
+class AuthFailures:
+    """Failed bearer authentications per client address, in this process.
+
+    The limit's failures ("20/minute": that many within a minute; the `limits` package
+    parses it) from one address lock it out for `lockout_s`: each of its requests is then
+    answered 429 with Retry-After, its token not even checked, so that no one can try
+    tokens faster than the limit. Only failures count (a token presented and unknown; no
+    token at all is no guess), and successes forgive none: callers that authenticate, a
+    whole station behind one NAT address, are never locked out by their own requests, and
+    cost one look at an empty dict.
+
+    In memory, per process, not in Redis: the lockout is looked up before every request
+    (in Redis, a round trip each); it works while Redis is away; and each service's Redis
+    user reaches its own keys only. A guesser gets the limit from each process (four
+    services, times their workers and replicas): against an ADMIN_TOKEN of 16 characters
+    or more, or the 256 random bits of the tokens the services issue, it changes nothing.
+    """
+
+    _PRUNE_EVERY = 1000
+
+    def __init__(self, limit: str = "20/minute", lockout_s: float = 60) -> None:
+        item = parse(limit) if limit else None
+        self._limit = item.amount if item else 0  # 0: no limit
+        self._period = float(item.get_expiry()) if item else 0.0
+        self._lockout_s = lockout_s
+        self._recent: dict[str, deque[float]] = {}  # address -> its latest failures' times
+        self._locked: dict[str, float] = {}  # address -> locked out until (monotonic)
+        self._counted = 0
+
+    def locked(self, scope: Scope) -> int | None:
+        """None if the request may authenticate; else the seconds its address is still
+        locked out for."""
+        if not self._locked:  # the usual case
+            return None
+        address = client_address(scope)
+        until = self._locked.get(address)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._locked[address]
+            return None
+        return max(1, math.ceil(left))
+
+    def failed(self, scope: Scope) -> None:
+        """Counts a failed authentication from the request's address; the limit's last
+        failure within its period locks the address out."""
+        if not self._limit:
+            return
+        now = time.monotonic()
+        address = client_address(scope)
+        recent = self._recent.setdefault(address, deque(maxlen=self._limit))
+        recent.append(now)
+        if len(recent) == self._limit and now - recent[0] < self._period:
+            del self._recent[address]
+            self._locked[address] = now + self._lockout_s
+            log.warning("%d failed authentications from %s within %g s: its requests are "
+                        "refused for %g s", self._limit, address or "(unknown address)",
+                        self._period, self._lockout_s)
+        self._counted += 1
+        if self._counted % self._PRUNE_EVERY == 0:
+            self._recent = {a: r for a, r in self._recent.items() if now - r[-1] < self._period}
+            self._locked = {a: until for a, until in self._locked.items() if until > now}
+
+
 def bearer_token(scope: Scope) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == b"authorization":
@@ -409,6 +495,8 @@ class AuthMiddleware:
         cached: CachedResolver | None = None,
         public_paths: Iterable[str] = (),
         rate_limits: RateLimits | None = None,
+        failures: AuthFailures | None = None,
+        counted_elsewhere: Callable[[Scope, str | None], bool] | None = None,
         max_body_bytes: int | None = 1_000_000,
         body_limits: dict[str, int] | None = None,
     ) -> None:
@@ -418,6 +506,9 @@ class AuthMiddleware:
         self._cached = cached
         self._public = PUBLIC_PATHS | frozenset(public_paths)
         self._limits = rate_limits or RateLimits()
+        self._failures = failures or AuthFailures()
+        # requests whose token's failure another service counts, by its own caller's address
+        self._elsewhere = counted_elsewhere
         self._max_body = max_body_bytes
         self._body_limits = body_limits or {}  # exact paths with a limit of their own
 
@@ -438,6 +529,13 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope)
+        counted = self._elsewhere is None or not self._elsewhere(scope, token)
+        if counted and (wait := self._failures.locked(scope)) is not None:
+            if scope["type"] == "websocket":
+                await _refuse_socket(receive, send, 1013, "try again later")
+                return
+            await error_response(locked_out(wait))(scope, receive, send)
+            return
         try:
             principal = await self.principal_for(token, scope) if token else None
         except STORE_AWAY as exc:
@@ -450,6 +548,8 @@ class AuthMiddleware:
             await error_response(store_away(exc))(scope, receive, send)
             return
         if principal is None:
+            if token is not None and counted:
+                self._failures.failed(scope)
             if scope["type"] == "websocket":
                 await _refuse_socket(receive, send, 4401, "unauthorized")
                 return

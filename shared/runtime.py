@@ -94,6 +94,7 @@ def run_service(service: str) -> None:
         host=settings.http_host,
         port=settings.port,
         workers=settings.http_workers if settings.http_workers > 1 else None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_config=None,
         log_level=settings.log_level.lower(),
         access_log=False,

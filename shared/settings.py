@@ -6,10 +6,13 @@ import os
 import socket
 from typing import Annotated
 
+from limits import parse as parse_limit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
+from shared.http import AuthFailures
+from shared.introspect import DEVICE_TOKEN_PREFIX
 from shared.policy import PolicyError, check_policy_file
 
 
@@ -42,6 +45,22 @@ def check_admin_token(token: str) -> None:
             f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (it opens every service's "
             "admin API); make one with: "
             "python3 -c \"import secrets;print(secrets.token_urlsafe(32))\"")
+    if token.startswith(DEVICE_TOKEN_PREFIX):
+        # volunteers does not count the failures of device tokens notify and intake ask it
+        # about (shared.http.AuthFailures): an admin token like them would be guessed there
+        raise ValueError(f"must not start with {DEVICE_TOKEN_PREFIX}, the device tokens' prefix")
+
+
+def _limit(value: str) -> str:
+    # the `limits` package's notation, as shared.http reads it; checked at start
+    if value:
+        try:
+            item = parse_limit(value)
+        except ValueError:
+            raise ValueError("must be a count per period, such as 20/minute (empty: none)") from None
+        if item.amount < 1:
+            raise ValueError("must allow at least 1 (empty: no limit)")
+    return value
 
 
 def _admin_token(value: SecretStr) -> SecretStr:
@@ -65,6 +84,11 @@ class ServiceSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="HTTP_HOST: address to listen on")
     http_port: int = Field(default=0, ge=0, le=65_535,
                            description="HTTP_PORT: 0 means the service's own port")
+    forwarded_allow_ips: str | None = Field(
+        default=None, description="FORWARDED_ALLOW_IPS: the addresses of proxies in front "
+        "(comma-separated, or *) whose X-Forwarded-For names the client; unset: 127.0.0.1 "
+        "and ::1. Behind a proxy not named here every client has the proxy's address: one "
+        "that keeps failing to authenticate (AUTH_FAILURE_LIMIT) locks them all out")
     http_workers: int = Field(default=1, ge=1, le=16,
                               description="HTTP_WORKERS: uvicorn worker processes")
     log_level: Annotated[str, AfterValidator(_log_level)] = Field(
@@ -92,6 +116,12 @@ class ServiceSettings(BaseSettings):
     rate_limit_system: str = Field(default="600/second", description="RATE_LIMIT_SYSTEM per key")
     rate_limit_device: str = Field(default="20/second", description="RATE_LIMIT_DEVICE per token")
     rate_limit_dispatcher: str = Field(default="50/second", description="RATE_LIMIT_DISPATCHER")
+    auth_failure_limit: Annotated[str, AfterValidator(_limit)] = Field(
+        default="20/minute", description="AUTH_FAILURE_LIMIT: failed bearer authentications "
+        "(unknown tokens) from one client address, per process, before the address is locked "
+        "out: 429 with Retry-After, its tokens not checked, for AUTH_LOCKOUT_S; empty: no limit")
+    auth_lockout_s: float = Field(default=60, gt=0, le=86_400,
+                                  description="AUTH_LOCKOUT_S: see AUTH_FAILURE_LIMIT")
     max_body_bytes: int = Field(default=1_000_000, description="MAX_BODY_BYTES: larger is a 413")
     retention_days: float = Field(default=30, gt=0, description="RETENTION_DAYS: stream history "
                                   "kept (only entries every group acknowledged are trimmed)")
@@ -115,6 +145,10 @@ class ServiceSettings(BaseSettings):
     @property
     def port(self) -> int:
         return self.http_port or self.default_port
+
+    def auth_failures(self) -> AuthFailures:
+        """A process's count of failed authentications (AUTH_FAILURE_LIMIT)."""
+        return AuthFailures(self.auth_failure_limit, self.auth_lockout_s)
 
     def rate_limits(self) -> dict[str, str]:
         return {"system": self.rate_limit_system, "device": self.rate_limit_device,

@@ -95,5 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()), public_paths=("/console",),
+                       failures=settings.auth_failures(),
                        max_body_bytes=settings.max_body_bytes, resolve=resolve)
     return app

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # System keys and device tokens; the admin token is checked first.
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        rate_limits=RateLimits(settings.rate_limits()),
+                       failures=settings.auth_failures(),
                        max_body_bytes=settings.max_body_bytes,
                        resolve=api.token_resolver(keys, devices), cached=keys.cached)
     app.add_middleware(IntrospectionGuard)

@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
                        resolve=resolve, public_paths=api.PUBLIC_PATHS,
-                       rate_limits=RateLimits(settings.rate_limits()))
+                       rate_limits=RateLimits(settings.rate_limits()),
+                       failures=settings.auth_failures())
     app.add_middleware(IntrospectionGuard)
     return app

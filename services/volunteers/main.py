@@ -24,7 +24,7 @@ from shared.metrics import add_metrics_route, observe_streams
 from shared.runtime import stop_task
 
 from . import api, handlers
-from .api.devices import device_resolver
+from .api.devices import asked_for_a_caller, device_resolver
 from .api.positions import FixesFirst, PositionFastPath
 from .config import Settings
 from .store import check_ins, imports
@@ -89,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ))
     tokens = TokenResolver(redis)
     rate_limits = RateLimits(settings.rate_limits())
+    failures = settings.auth_failures()  # one count for the API and the fixes' fast path
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
-                       rate_limits=rate_limits,
+                       rate_limits=rate_limits, failures=failures,
+                       counted_elsewhere=asked_for_a_caller,
                        max_body_bytes=settings.max_body_bytes,
                        body_limits={"/v1/roster/import": settings.import_max_bytes},
                        resolve=device_resolver(tokens))
@@ -99,5 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Ahead of FastAPI: it authenticates position fixes itself (same answers).
     app.fixes = browser_access(
         PositionFastPath(positions=positions, tokens=tokens, settings=settings,
-                         rate_limits=rate_limits), settings.allowed_origins)
+                         rate_limits=rate_limits, failures=failures),
+        settings.allowed_origins)
     return app

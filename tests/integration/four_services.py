@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import redis
 
@@ -18,17 +19,20 @@ from services.volunteers.config import Settings as VolunteersSettings
 from services.volunteers.main import create_app as volunteers_app
 from tests.integration.notify.conftest import serving
 
-# Generous: such tests ask fast, and a 429 is not what they are about.
+# Generous: such tests ask fast, and a 429 is not what they are about. Nor is the lockout
+# of an address that keeps failing to authenticate: every test asks from 127.0.0.1.
 NO_RATE_LIMITS = {"rate_limit_system": "100000/second", "rate_limit_device": "100000/second",
-                  "rate_limit_dispatcher": "100000/second"}
+                  "rate_limit_dispatcher": "100000/second", "auth_failure_limit": ""}
 
 
 @asynccontextmanager
-async def four_services(redis_url: str, admin_token: str) -> AsyncIterator[dict[str, str]]:
+async def four_services(redis_url: str, admin_token: str, **settings: Any
+                        ) -> AsyncIterator[dict[str, str]]:
+    """`settings`: the same for the four, over NO_RATE_LIMITS."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()  # before any consumer starts
     client.close()
-    common = {"redis_url": redis_url, "admin_token": admin_token, **NO_RATE_LIMITS}
+    common = {"redis_url": redis_url, "admin_token": admin_token, **NO_RATE_LIMITS, **settings}
     async with AsyncExitStack() as stack:
         urls = {"volunteers": await stack.enter_async_context(
             serving(volunteers_app(VolunteersSettings(**common))))}

@@ -85,6 +85,23 @@ def test_an_admin_token_of_16_characters_is_taken_and_of_15_is_not() -> None:
     assert error["loc"] == ("admin_token",)
 
 
+def test_an_admin_token_like_a_device_token_is_refused() -> None:
+    # volunteers does not count failed device tokens at its introspection (notify and
+    # intake count their callers'): an admin token like one would be guessed there freely
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings(admin_token="lfd_" + "a" * 40)
+    assert "lfd_" in refused.value.errors(include_input=False)[0]["msg"]
+
+
+@pytest.mark.parametrize("limit", ["20", "0/minute", "often"])
+def test_an_auth_failure_limit_that_means_nothing_is_refused(limit: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings(admin_token="test-admin-token", auth_failure_limit=limit)
+    (error,) = refused.value.errors(include_input=False)
+    assert error["loc"] == ("auth_failure_limit",)
+    assert ServiceSettings(admin_token="test-admin-token", auth_failure_limit="").auth_failures()
+
+
 def exited(code: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
     proc.wait(10)
@@ -142,3 +159,17 @@ def test_notify_s_largest_socket_frame_is_what_its_transport_enforces(
     monkeypatch.setenv("WS_MAX_SIZE", "4096")
     run_service(service)
     assert given.get("ws_max_size") == expected
+
+
+def test_the_proxies_trusted_to_name_the_client_are_a_setting_uvicorn_is_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Behind a proxy every client had its address (the failed authentications' lockout is
+    # per address): compose takes only Settings' variables, and FORWARDED_ALLOW_IPS was none
+    given: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: given.update(kwargs))
+    monkeypatch.setattr("shared.runtime.setup_logging", lambda *args, **kwargs: None)
+    monkeypatch.setenv(runtime._SERVICE_ENV, "dispatch")
+    monkeypatch.setenv("ADMIN_TOKEN", "test-admin-token")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
+    run_service("dispatch")
+    assert given["forwarded_allow_ips"] == "10.0.0.5"

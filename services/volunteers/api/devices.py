@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from faststream.redis import RedisBroker
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
+from starlette.types import Scope
 
 from shared import audit
 from shared.events import utcnow
@@ -16,7 +17,7 @@ from shared.http import Principal, not_found
 
 from ..store import devices as devices_store
 from ..store import roster as roster_store
-from ..store.devices import TokenResolver
+from ..store.devices import TOKEN_PREFIX, TokenResolver
 from .deps import Admin, Device, IdPath
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ def device_resolver(tokens: TokenResolver):  # -> shared.http.TokenResolver
         return principal_of(identity) if identity else None
 
     return resolve
+
+
+INTROSPECT_PATH = "/v1/devices/introspect"
+
+
+def asked_for_a_caller(scope: Scope, token: str | None) -> bool:
+    """A device token notify or intake asks about for a caller of theirs: a failure is
+    counted there, by that caller's address (shared.http.AuthFailures). Counted here, by
+    notify's and intake's own address, a few callers' failures would lock notify and intake
+    out, and the district's phones with them. (ADMIN_TOKEN may not look like a device
+    token: guessing it here would not be counted.)"""
+    return (scope["path"] == INTROSPECT_PATH and token is not None
+            and token.startswith(TOKEN_PREFIX))
 
 
 def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> APIRouter:
@@ -87,7 +101,7 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> A
             log.info("device %s of member %s revoked", device_id, member_id)
         return Response(status_code=204)
 
-    @router.get("/devices/introspect",
+    @router.get(INTROSPECT_PATH.removeprefix("/v1"),
                 summary="Who a device token belongs to (for notify); 401 if unknown or revoked")
     async def introspect(who: Device) -> dict[str, str]:
         return {

@@ -32,12 +32,14 @@ from shared.events import UnitPosition, utcnow
 from shared.http import (
     STORE_AWAY,
     ApiError,
+    AuthFailures,
     RateLimits,
     ServiceApp,
     bearer_token,
     conflict,
     error_body,
     forbidden,
+    locked_out,
     no_store,
     rate_limited,
     store_away,
@@ -147,11 +149,12 @@ class PositionFastPath:
     """Answers `PUT /v1/me/position` (the requests `is_position_fix` picks) itself."""
 
     def __init__(self, *, positions: PositionWriter, tokens: TokenResolver,
-                 settings: Settings, rate_limits: RateLimits) -> None:
+                 settings: Settings, rate_limits: RateLimits, failures: AuthFailures) -> None:
         self._positions = positions
         self._tokens = tokens
         self._settings = settings
         self._limits = rate_limits
+        self._failures = failures
         self._admin = settings.admin_token.get_secret_value().encode()
         self._identities: dict[str, DeviceIdentity] = {}
         self.outcomes: Counter[str] = Counter()
@@ -184,11 +187,12 @@ class PositionFastPath:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _identity(self, token: str, hashed: str) -> DeviceIdentity:
+    async def _identity(self, token: str, hashed: str, scope: Scope) -> DeviceIdentity:
         who = self._identities.get(hashed)
         if who is None:
             who = await self._tokens.resolve(token)
             if who is None:
+                self._failures.failed(scope)
                 raise unauthorized("unknown or revoked token")
             if len(self._identities) >= IDENTITIES_MAX:
                 self._identities.clear()
@@ -196,6 +200,8 @@ class PositionFastPath:
         return who
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        if (wait := self._failures.locked(scope)) is not None:
+            raise locked_out(wait)
         token = bearer_token(scope)
         if token is None:
             raise unauthorized("missing bearer token")
@@ -205,7 +211,7 @@ class PositionFastPath:
             parse_fix(await _read(receive))  # 400/422 come before 403
             raise forbidden("this endpoint is for device tokens")
         hashed = token_hash(token)
-        who = await self._identity(token, hashed)
+        who = await self._identity(token, hashed, scope)
         if (wait := self._limits.hit("device", who.device_id)) is not None:
             raise rate_limited(wait)
         fix = parse_fix(await _read(receive))
@@ -217,7 +223,7 @@ class PositionFastPath:
                 return 200, out
             # Revoked, or the member moved to another team: ask again, as if new.
             self._identities.pop(hashed, None)
-            who = await self._identity(token, hashed)
+            who = await self._identity(token, hashed, scope)
         raise unauthorized("unknown or revoked token")  # changing under us: try again later
 
 
