@@ -57,12 +57,12 @@ async def test_a_deployment_may_text_its_members_in_english() -> None:
 
 @pytest.mark.parametrize(("given", "language"), [("zh", "zh"), ("zh-CN", "zh"), ("EN", "en")])
 def test_sms_language_is_taken_as_people_write_it(given: str, language: str) -> None:
-    assert Settings(admin_token="x", sms_language=given).sms_language == language
-    assert Settings(admin_token="x").sms_language == "zh"
+    assert Settings(admin_token="a-test-admin-token", sms_language=given).sms_language == language
+    assert Settings(admin_token="a-test-admin-token").sms_language == "zh"
 
 
 def test_an_sms_language_the_glossary_does_not_have_stops_notify_at_start() -> None:
     with pytest.raises(ValidationError) as refused:
-        Settings(admin_token="x", sms_language="fr")
+        Settings(admin_token="a-test-admin-token", sms_language="fr")
     (error,) = refused.value.errors(include_input=False)
     assert error["loc"] == ("sms_language",) and "not a language" in error["msg"]
