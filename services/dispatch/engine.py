@@ -705,11 +705,13 @@ class Dispatcher:
                     # caller: "he has a knife"): its flags and a more urgent priority, as the
                     # command room's revision would bring them, before the link is recorded
                     # (a step made again after a failure does the revision again, which
-                    # writes nothing twice).
+                    # writes nothing twice: found written, by its timeline entry, the
+                    # revision's sequel is made all the same: volunteers barred taken off,
+                    # the units the incident now wants sent).
                     known = set(json.loads(other.get("flags") or "[]"))
                     added = tuple(f for f in normalise_flags(flags) if f not in known)
                     sooner = priority if priority < other["priority"] else None
-                    if added or sooner:
+                    if added or sooner or await self._revised_by_report(parent, incident_id):
                         # in the open incident's trace: the orders and amendments it makes
                         # are that incident's (linked to the report's span)
                         with in_incident_trace("a linked report revises the incident",
@@ -717,7 +719,7 @@ class Dispatcher:
                                                **{"lianfang.incident_id": parent}):
                             off = await self._revised(
                                 state, priority=sooner, add_flags=added, note=None,
-                                by=f"a linked report ({incident_id})")
+                                by=self._linked_report(incident_id))
                 if waited and hop == 0:
                     # it came after the report, which joined it: told now, as it would have
                     # been had the report come after it (the report marked, so a firing
@@ -751,6 +753,18 @@ class Dispatcher:
         for order in off:
             await self.retry_waiting(district, freed=order["team_id"])
         return True
+
+    async def _revised_by_report(self, parent: str, report: str) -> bool:
+        """Whether the linked report `report` revised the open incident `parent` already (an
+        attempt of its step that failed after the revision's write)."""
+        by = f" by {self._linked_report(report)}"
+        return any(e.get("kind") == "revised" and str(e.get("detail") or "").endswith(by)
+                   for e in await store.timeline(self.redis, parent))
+
+    @staticmethod
+    def _linked_report(report: str) -> str:
+        """Who revises an incident for a report linked to it, on its timeline."""
+        return f"a linked report ({report})"
 
     @property
     def _linked_wait(self) -> timedelta:

@@ -14,7 +14,7 @@ from shared import streams
 from shared.events import IncidentReported, IncidentUpdated, OrderResponded, new_id, utcnow
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_once
+from .conftest import fail_a_write_once, fail_once
 from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 
 
@@ -155,6 +155,36 @@ async def test_a_linked_report_that_says_weapon_revises_the_open_incident(
         f"priority P3 → P1; flags added: weapon by a linked report ({linked})"]
     assert updates(dispatch, linked)[-1].status == "linked"  # and no order of its own
     assert orders_for(dispatch, linked) == []
+
+
+async def test_a_linked_report_whose_revision_failed_midway_finishes_it_when_redelivered(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As above, but the step fails after writing the revision (P1, weapon) and before the
+    # volunteers' order is withdrawn. The redelivered report finds nothing new to revise:
+    # the volunteers stayed sent to a man with a knife, alone, and no guard went.
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot")
+    await wait_for_units(dispatch, 1)
+    parent = await report(publisher, "help_request", priority="P3")
+    [first] = await poll_until(lambda: orders_for(dispatch, parent), "the volunteers' order")
+    await team(publisher, "guard", kind="security", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    failures = fail_a_write_once(monkeypatch, "order.withdrawn")  # the take-off's write
+    linked = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="help_request", priority="P1", flags=("weapon",), location=SCENE,
+        reported_at=utcnow(), linked_to=parent), stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: status(dispatch, linked) == "linked", "the report linked", 15)
+    orders = await poll_until(lambda: orders_for(dispatch, parent)[1:], "the guard's order")
+    assert failures == ["failed"]
+    assert [o.team_id for o in orders] == ["guard"]
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.hget(f"dispatch:order:{first.order_id}", "state") == "withdrawn"
+    finally:
+        client.close()
+    revised = [u.entry for u in updates(dispatch, parent) if u.entry.kind == "revised"]
+    assert len(revised) == 1  # written once
 
 
 async def test_a_linked_report_that_adds_nothing_changes_nothing(
