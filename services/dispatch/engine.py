@@ -461,10 +461,14 @@ class Dispatcher:
     async def _emit(self, incident_id: str, entry: TimelineEntry, status: str | None = None, *,
                     state: store.IncidentState | None = None,
                     also: Callable[[Pipeline], Awaitable[None]] | None = None,
-                    end: StepEnd | None = None) -> bool:
+                    end: StepEnd | None = None,
+                    release_claim: tuple[str, str] | None = None) -> bool:
         """Store the incident's new status and the timeline entry and publish incident.updated,
         in one transaction (with whatever `also` queues first). `state`, when the caller
-        holds it current, saves reading it again; it is updated in place.
+        holds it current, saves reading it again; it is updated in place. `release_claim`
+        (team, order): an order these writes end, whose claim on its team goes with them
+        (released apart, first, a failure in between left the order live while another
+        incident could take its team).
 
         Given the step's `end`, these are the step's last writes: they go with its end in one
         script (`store.end_step`: one round trip for the writes, the done mark and the lock);
@@ -482,9 +486,12 @@ class Dispatcher:
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
             commands = queued_commands(pipe)
         if end is not None:
+            if release_claim is not None:
+                end = dataclasses.replace(end, release_claim=release_claim)
             free = await self._end(end, commands)
         elif await store.write_incident_step(self.redis, commands, incident_id=incident_id,
-                                             seq=inc.get("seq") or "0", token=locks.new_token()):
+                                             seq=inc.get("seq") or "0", token=locks.new_token(),
+                                             release_claim=release_claim):
             free = False
         else:  # another step changed the incident: this one's lock had expired
             log.warning("incident %s changed under a step whose lock expired: nothing "
@@ -1138,12 +1145,12 @@ class Dispatcher:
 
     async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *,
                         reason: str) -> None:
-        """Take an order back: its team's claim released first (harmless made again), then
-        its state, its deadline and order.withdrawn in one write made once. Written apart,
-        a failure between the state and the event left a withdrawn order that no retry
-        published: the device kept showing it and volunteers kept its team busy."""
+        """Take an order back: its state, its deadline, order.withdrawn and its team's claim
+        released, in one write made once. Written apart, a failure between the state and the
+        event left a withdrawn order that no retry published (the device kept showing it and
+        volunteers kept its team busy), and one between the claim's release and the state a
+        live order whose team another incident could take."""
         order_id = order["order_id"]
-        await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
         async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
             # when: an answer the team gave before it still counts (_given_while_live)
             store.queue_order_change(pipe, order_id, {"state": "withdrawn",
@@ -1155,7 +1162,8 @@ class Dispatcher:
                                 self._order_withdrawn(inc, order, reason))
             commands = queued_commands(pipe)
         await store.write_order_once(self.redis, commands, order_id=order_id,
-                                     unless=("state", "withdrawn"))
+                                     unless=("state", "withdrawn"),
+                                     release_claim=(order["team_id"], order_id))
 
     @staticmethod
     def _order_withdrawn(inc: dict[str, str], order: dict[str, str],
@@ -1435,13 +1443,16 @@ class Dispatcher:
                                     also=self._resolving(inc, order, move, now),
                                     end=dataclasses.replace(end, release_claim=(
                                         order["team_id"], order["order_id"])))
-        # Before the transaction, for the reason above.
-        await store.release_unit(self.redis, team_id=order["team_id"], order_id=order["order_id"])
+        # In the script of the order's end, for the reason above (and released apart, first, a
+        # failure in between left the order live while another incident could take its team).
+        release = (order["team_id"], order["order_id"])
+        if again:  # released with the order's end written before: harmless made again
+            await store.release_unit(self.redis, team_id=release[0], order_id=release[1])
         if new_state == "declined":
             station_kind = order.get("kind") in STATION_KINDS
             if not again:  # made again: the refusal is written, the offer to another is not
                 await self._emit(incident_id, entry, state=state, also=self._station_declining(
-                    inc, order, move) if station_kind else move)
+                    inc, order, move) if station_kind else move, release_claim=release)
             await self._fill(incident_id, state)
             if order.get("kind") == "reinforcement":
                 await self._backup_again(state, order)
@@ -1456,10 +1467,12 @@ class Dispatcher:
                 await move(pipe)
                 store.queue_not_waiting(pipe, district=inc["district"], incident_id=incident_id)
 
-            await self._hand_over(state, order, entry, also=ended, again=again)
+            await self._hand_over(state, order, entry, also=ended, again=again,
+                                  release_claim=release)
             return await self._end(end)
         return await self._emit(incident_id, entry, status="resolved", state=state,
-                                also=self._resolving(inc, order, move, now), end=end)
+                                also=self._resolving(inc, order, move, now), end=end,
+                                release_claim=release)
 
     async def _ended_alone(self, state: store.IncidentState, order: dict[str, str],
                            entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
@@ -1543,10 +1556,12 @@ class Dispatcher:
 
     async def _hand_over(self, state: store.IncidentState, order: dict[str, str],
                          entry: TimelineEntry, *, also: Callable[[Pipeline], Awaitable[None]],
-                         again: bool = False) -> None:
-        """Hand the incident over to its owning station: its status, then an order to the
-        station's nearest team. `again`: the step is made again after an attempt that
-        failed after its first write (the status is there; the station's order may be)."""
+                         again: bool = False,
+                         release_claim: tuple[str, str] | None = None) -> None:
+        """Hand the incident over to its owning station: its status (with `release_claim`,
+        as _emit's), then an order to the station's nearest team. `again`: the step is made
+        again after an attempt that failed after its first write (the status is there; the
+        station's order may be)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -1563,7 +1578,8 @@ class Dispatcher:
             store.queue_handed_over(pipe, incident_id, now)
 
         if not again:
-            await self._emit(incident_id, entry, status="handed_over", state=state, also=handed)
+            await self._emit(incident_id, entry, status="handed_over", state=state, also=handed,
+                             release_claim=release_claim)
         station, known = await self._station_known(inc)
         handover_order = await self._station_order(state, station, by=order, note=entry.note)
         if handover_order is None and inc.get("handover_unstaffed") != "1":
@@ -2078,11 +2094,11 @@ class Dispatcher:
             with in_incident_trace("acknowledgement deadline missed", inc.get("trace_ctx"),
                                    **{"lianfang.incident_id": incident_id,
                                       "lianfang.order_id": order_id}):
-                # first, as a withdrawal's: harmless made again
-                await store.release_unit(self.redis, team_id=order["team_id"],
-                                         order_id=order_id)
                 if order["state"] == "offered":
-                    await self._time_out(state, order)
+                    await self._time_out(state, order)  # its team's claim released with it
+                else:  # timed out by an earlier firing: harmless made again
+                    await store.release_unit(self.redis, team_id=order["team_id"],
+                                             order_id=order_id)
                 await self._fill(incident_id, state)
                 if order.get("kind") == "reinforcement":
                     await self._backup_again(state, order)
@@ -2092,7 +2108,7 @@ class Dispatcher:
     async def _time_out(self, state: store.IncidentState, order: dict[str, str]) -> None:
         """An offered order's deadline passed: the order timed out, order.withdrawn and
         order.escalated, the incident's misses counted with its timeline entry and
-        incident.updated, in one write made once."""
+        incident.updated, and its team's claim released, in one write made once."""
         inc = state.incident
         assert inc is not None
         counts = {name: str(int(inc.get(name) or 0) + 1) for name in ("misses", "timeouts")}
@@ -2116,7 +2132,7 @@ class Dispatcher:
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="timeout", team_id=order["team_id"], order_id=order["order_id"],
             detail=f"no acknowledgement by {order['ack_by']} (routing timeout)"),
-            state=state, also=timed_out)
+            state=state, also=timed_out, release_claim=(order["team_id"], order["order_id"]))
         ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
 
     async def _revisit(self, state: store.IncidentState, order: dict[str, str],
@@ -2844,13 +2860,12 @@ class Dispatcher:
                           detail: str, note: str | None = None,
                           marks: dict[str, str] | None = None) -> None:
         """A live order withdrawn by the command room's decision (order.withdrawn,
-        `reassigned`): its team's claim released first (harmless made again), then the
-        order's state (with `marks`, other fields kept on it), its deadline, the event and
-        the timeline entry in one write."""
+        `reassigned`): the order's state (with `marks`, other fields kept on it), its
+        deadline, the event, the timeline entry and its team's claim released, in one
+        write."""
         inc = state.incident
         assert inc is not None
         order_id = order["order_id"]
-        await store.release_unit(self.redis, team_id=order["team_id"], order_id=order_id)
         order["state"] = "withdrawn"
         order.update(marks or {})
 
@@ -2871,7 +2886,8 @@ class Dispatcher:
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="withdrawn", team_id=order["team_id"], order_id=order_id, detail=detail,
             note=note or None), state=state,
-            also=self._station_declining(inc, order, withdrawn) if station else withdrawn)
+            also=self._station_declining(inc, order, withdrawn) if station else withdrawn,
+            release_claim=(order["team_id"], order_id))
 
     async def revise(self, incident_id: str, *, priority: str | None, add_flags: tuple[str, ...],
                      note: str | None, by: str) -> tuple[dict[str, str], list[dict[str, str]]]:

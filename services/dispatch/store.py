@@ -1216,37 +1216,50 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
 # status count and event. Here nothing is written if KEYS[1]'s field ARGV[1] holds ARGV[2]
 # (set after the writes: these very writes ran) -> 0; nor, given ARGV[3], unless KEYS[1]'s
 # `seq` is still ARGV[3] (the incident as the step read it: another value means the step's
-# lock expired and another step changed the incident) -> -1. Written -> 1.
+# lock expired and another step changed the incident) -> -1. Written -> 1. Given an order
+# (ARGV[4]) whose end the writes make, the team's claim (KEYS[2]) is released with them if
+# that order holds it (as release_unit): released in a write of its own before them, a
+# failure in between left the order live and its team free for another incident.
 _ONCE = RUN_COMMANDS_LUA + """
 local marks = redis.call('HMGET', KEYS[1], ARGV[1], 'seq')
 if marks[1] == ARGV[2] then return 0 end
 if ARGV[3] ~= '' and (marks[2] or '0') ~= ARGV[3] then return -1 end
-run_commands(5, tonumber(ARGV[4]))
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+run_commands(6, tonumber(ARGV[5]))
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
 
 async def _write_once(redis: Redis, commands: Sequence[Sequence[Any]], *, key: str,
-                      mark: tuple[str, str], seq: str = "") -> int:
-    return int(await run_script(redis, _ONCE, [key], [*mark, seq, len(commands),
-                                                      *commands_as_args(commands)]))
+                      mark: tuple[str, str], seq: str = "",
+                      release_claim: tuple[str, str] | None = None) -> int:
+    team, order = release_claim or ("", "")
+    return int(await run_script(
+        redis, _ONCE, [key, f"dispatch:claim:{team}" if team else ""],
+        [*mark, seq, order, len(commands), *commands_as_args(commands)]))
 
 
 async def write_incident_step(redis: Redis, commands: Sequence[Sequence[Any]], *,
-                              incident_id: str, seq: str, token: str) -> bool:
+                              incident_id: str, seq: str, token: str,
+                              release_claim: tuple[str, str] | None = None) -> bool:
     """Make `commands` (an incident's change, taken from a pipeline's command stack) once:
     marked with `token` (new for each write), and only while the incident's `seq` is the
-    one the step read. False: it was not (nothing written)."""
+    one the step read; with them, given `release_claim` (team, order), that order's claim on
+    the team released. False: it was not (nothing written)."""
     return await _write_once(redis, commands, key=incident_key(incident_id),
-                             mark=("last_write", token), seq=seq) >= 0
+                             mark=("last_write", token), seq=seq,
+                             release_claim=release_claim) >= 0
 
 
 async def write_order_once(redis: Redis, commands: Sequence[Sequence[Any]], *, order_id: str,
-                           unless: tuple[str, str]) -> None:
+                           unless: tuple[str, str],
+                           release_claim: tuple[str, str] | None = None) -> None:
     """Make `commands` (an order's announcement or withdrawal) unless the order's field
-    `unless[0]` holds `unless[1]` (set after them: they ran)."""
-    await _write_once(redis, commands, key=order_key(order_id), mark=unless)
+    `unless[0]` holds `unless[1]` (set after them: they ran); with them, given
+    `release_claim` (team, order), that order's claim on the team released."""
+    await _write_once(redis, commands, key=order_key(order_id), mark=unless,
+                      release_claim=release_claim)
 
 
 # --- timers ---------------------------------------------------------------------------

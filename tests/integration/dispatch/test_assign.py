@@ -15,6 +15,7 @@ import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from services.dispatch import locks
+from services.dispatch.domain import LIVE_ORDER_STATES as LIVE
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
@@ -355,6 +356,37 @@ async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_
     await team(publisher, "guard2", kind="security", lat=22.8172, lon=108.3665)
     orders = await orders_once(clean_redis, first.incident_id, 2, "the noise complaint refilled")
     assert orders[1].team_id in ("guard2", "station")
+
+
+async def test_a_reassign_that_failed_after_letting_the_team_go_never_leaves_it_on_two_incidents(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The guard is being moved from the noise complaint to a worse incident; the write that
+    # withdraws its old order fails (Redis away). Before the command room asks again, a
+    # third report comes in. Before: the guard's claim had been let go ahead of that write,
+    # so the third report took the guard, and the assignment asked again took it from that
+    # one: the noise complaint's order stayed live, the guard on two incidents for good.
+    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
+    worse = await report(publisher, "suspicious", priority="P2")  # goes to the patrol
+    await orders_once(clean_redis, worse, 1, "the patrol's order")
+    failures = fail_a_write_once(monkeypatch, "order.withdrawn")  # the take-back's write
+    body = {"team_id": "guard", "reassign": True}
+    r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
+    assert r.status_code == 503 and failures == ["failed"]
+    third = await report(publisher, "noise", priority="P4")
+    await orders_once(clean_redis, third, 1, "the third incident's order")
+    again = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
+    assert again.status_code == 200, again.text
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        guard_orders = [o for incident_id in (first.incident_id, worse, third)
+                        for o in [client.hgetall(f"dispatch:order:{order_id}") for order_id
+                                  in client.lrange(f"dispatch:orders:{incident_id}", 0, -1)]
+                        if o["team_id"] == "guard" and o["state"] in LIVE]
+        assert client.hget(f"dispatch:order:{first.order_id}", "state") == "withdrawn"
+    finally:
+        client.close()
+    assert [(o["incident_id"], o["kind"]) for o in guard_orders] == [(worse, "manual")]
 
 
 async def test_a_moved_team_is_claimed_before_the_other_incidents_refill(
