@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -337,18 +338,31 @@ async def test_volunteers_are_not_taken_off_their_order_to_be_reassigned_to_a_we
     assert orders_for(clean_redis, armed) == []
 
 
-async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_not_stuck(
-        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
+async def a_reassign_that_fails(url: str, console: httpx.AsyncClient, publisher: RedisBroker,
+                                failing: Callable[[OrderIssued], list[str]]
+                                ) -> tuple[OrderIssued, str, dict[str, Any]]:
+    """The guard on a noise complaint (its order: the first) and the patrol on a worse
+    incident; the command room's reassign of the guard to the worse one answered 503, the
+    failure `failing(first)` sets up having failed it: (the first order, the worse incident,
+    the request's body)."""
+    first = await three_teams_and_a_minor_incident(url, publisher)
     worse = await report(publisher, "suspicious", priority="P2")  # goes to the patrol
-    await orders_once(clean_redis, worse, 1, "the patrol's order")
-    # The guard is taken off the noise complaint; its refill fails (Redis away, a crash).
-    failures = fail_once(monkeypatch, Dispatcher, "_fill",
-                         lambda _engine, incident_id, *_, **__: incident_id == first.incident_id)
+    await orders_once(url, worse, 1, "the patrol's order")
+    failures = failing(first)
     body = {"team_id": "guard", "reassign": True}
     r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
     assert r.status_code == 503 and failures == ["failed"]
+    return first, worse, body
+
+
+async def test_a_reassign_whose_refill_failed_leaves_the_other_incident_waiting_not_stuck(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The guard is taken off the noise complaint; its refill fails (Redis away, a crash).
+    first, worse, body = await a_reassign_that_fails(
+        clean_redis, console, publisher, lambda first: fail_once(
+            monkeypatch, Dispatcher, "_fill",
+            lambda _engine, incident_id, *_, **__: incident_id == first.incident_id))
     again = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
     assert again.status_code == 200, again.text  # the same order: the guard is this one's
     # The noise complaint waits for a freed team instead of staying without one: the next
@@ -366,13 +380,9 @@ async def test_a_reassign_that_failed_after_letting_the_team_go_never_leaves_it_
     # third report comes in. Before: the guard's claim had been let go ahead of that write,
     # so the third report took the guard, and the assignment asked again took it from that
     # one: the noise complaint's order stayed live, the guard on two incidents for good.
-    first = await three_teams_and_a_minor_incident(clean_redis, publisher)
-    worse = await report(publisher, "suspicious", priority="P2")  # goes to the patrol
-    await orders_once(clean_redis, worse, 1, "the patrol's order")
-    failures = fail_a_write_once(monkeypatch, "order.withdrawn")  # the take-back's write
-    body = {"team_id": "guard", "reassign": True}
-    r = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
-    assert r.status_code == 503 and failures == ["failed"]
+    first, worse, body = await a_reassign_that_fails(  # at the take-back's write
+        clean_redis, console, publisher,
+        lambda _: fail_a_write_once(monkeypatch, "order.withdrawn"))
     third = await report(publisher, "noise", priority="P4")
     await orders_once(clean_redis, third, 1, "the third incident's order")
     again = await console.post(f"/v1/incidents/{worse}/assign", headers=ADMIN, json=body)
