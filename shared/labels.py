@@ -96,13 +96,23 @@ _FLAGS = {
     "in_progress": ("正在发生", "in progress"),
 }
 
+# Why a volunteer's points changed (a ledger entry's reason; an adjustment has the
+# coordinator's own words too, shown in their place).
+_POINTS_REASONS = {
+    "resolved_order": ("处置完成", "order resolved"),
+    "hazard_report": ("隐患上报属实", "hazard report confirmed"),
+    "patrol": ("巡逻时长", "patrol hours"),
+    "missed_order": ("指令超时未接", "order missed"),
+    "adjustment": ("人工奖惩", "coordinator's adjustment"),
+}
+
 GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
     "category": _CATEGORIES, "priority": _PRIORITIES, "response": _RESPONSES,
     "order_state": _ORDER_STATES, "order_kind": _ORDER_KINDS, "team_status": _TEAM_STATUSES,
-    "incident_status": _INCIDENT_STATUSES, "flag": _FLAGS,
+    "incident_status": _INCIDENT_STATUSES, "flag": _FLAGS, "points_reason": _POINTS_REASONS,
 }
 Group = Literal["category", "priority", "response", "order_state", "order_kind",
-                "team_status", "incident_status", "flag"]
+                "team_status", "incident_status", "flag", "points_reason"]
 
 
 def label(group: Group, code: str, language: Language = DEFAULT_LANGUAGE) -> str:

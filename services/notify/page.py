@@ -853,8 +853,11 @@ function checkedOut(state) {
 async function loadPoints() {
   try { const p = await api(V("/v1/me/points?limit=1"), "GET");
     const last = p.history[0];
-    const what = last ? (last.points > 0 ? "+" : "") + last.points + ", " + (last.note || last.reason) : "";
-    show("pointsline", () => say(last ? "points_last" : "points", { balance: p.balance, last: what }));
+    // the coordinator's own words for an adjustment, else why, in the glossary's words
+    const what = () => (last.points > 0 ? "+" : "") + last.points + ", "
+      + (last.note || word("points_reason", last.reason));
+    show("pointsline", () => say(last ? "points_last" : "points",
+                                 { balance: p.balance, last: last ? what() : "" }));
   } catch (e) { /* points are not a volunteer's only: other members have none */ }
 }
 // Phones report every 5 s while moving; a fix is taken every 30 s anyway, so a team standing

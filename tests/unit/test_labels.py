@@ -9,6 +9,7 @@ from typing import get_args
 import pytest
 
 from services.notify.domain.responses import OrderState
+from services.volunteers.domain.points import Reason
 from shared.events import IncidentStatus, OrderKind, Priority, Response, UnitState
 from shared.labels import GLOSSARY, LANGUAGES, glossary, label, language_of
 from shared.policy import DEFAULT_POLICY, load_policy
@@ -31,6 +32,7 @@ def test_every_category_of_the_shipped_policy_has_its_chinese_and_english_name()
     ("team_status", get_args(UnitState)),
     ("incident_status", get_args(IncidentStatus)),
     ("flag", ("weapon", "injury", "in_progress")),
+    ("points_reason", get_args(Reason)),
 ])
 def test_every_code_a_member_or_the_command_room_reads_has_both_words(
         group: str, codes: tuple[str, ...]) -> None:

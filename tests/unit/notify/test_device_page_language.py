@@ -10,7 +10,8 @@ import pytest
 
 from services.notify.page import DEVICE_PAGE
 from services.notify.page_text import PAGE_TEXT, WORKER_TEXT
-from tests.unit.notify.test_device_page_day import day, deliver, hello
+from shared.labels import label
+from tests.unit.notify.test_device_page_day import SERVICES, day, deliver, hello, said
 from tests.unit.test_pages import ORDER, script
 
 # what a step reads of the page: its language, a button, the card, the status line
@@ -84,3 +85,27 @@ def test_every_message_the_script_names_is_in_the_table() -> None:
     for first, second in re.findall(r'\? "(\w+)" : "(\w+)"\)', code):
         named |= {first, second}
     assert named and named <= set(PAGE_TEXT["zh"]), sorted(named - set(PAGE_TEXT["zh"]))
+
+
+def test_the_points_line_names_the_reason_of_the_last_entry_in_the_members_words() -> None:
+    # A volunteer's last entry without a coordinator's note read "积分：20（最近一次 +10,
+    # resolved_order）": the ledger's code. It is the glossary's word, in either language.
+    boot = ('token = "dev-token"; stopped = false; open_(); ws.readyState = 1; ws.onopen(); '
+            f"{SERVICES} var base = net; net = async (url, init) => "
+            "url.startsWith('https://vol.test/v1/me/points') ? [200, { balance: 20, history: "
+            "[{ points: 10, reason: 'resolved_order', note: null }] }] : base(url, init); loadMe();")
+    _, zh, en = day("1", "text('pointsline')", "$('lang').onclick(); text('pointsline')",
+                    boot=boot)
+    assert zh == said("points_last", balance=20,
+                      last="+10, " + label("points_reason", "resolved_order", "zh"))
+    assert "resolved_order" not in en
+    assert label("points_reason", "resolved_order", "en") in en
+
+
+def test_a_coordinators_note_is_shown_as_the_reason_of_an_adjustment() -> None:
+    boot = ('token = "dev-token"; stopped = false; open_(); ws.readyState = 1; ws.onopen(); '
+            f"{SERVICES} var base = net; net = async (url, init) => "
+            "url.startsWith('https://vol.test/v1/me/points') ? [200, { balance: 5, history: "
+            "[{ points: -5, reason: 'adjustment', note: '巡逻中吸烟' }] }] : base(url, init); loadMe();")
+    _, line = day("1", "text('pointsline')", boot=boot)
+    assert line == said("points_last", balance=5, last="-5, 巡逻中吸烟")
