@@ -8,7 +8,11 @@ file adds) is shown as the code itself, never as nothing.
 
 from __future__ import annotations
 
-from typing import Literal
+import html
+import json
+import re
+from collections.abc import Mapping
+from typing import Literal, cast
 
 Language = Literal["zh", "en"]
 LANGUAGES: tuple[Language, ...] = ("zh", "en")
@@ -138,3 +142,27 @@ def language_of(value: str) -> Language:
         if base == language:
             return language
     raise ValueError(f"{value!r} is not a language of the glossary ({', '.join(LANGUAGES)})")
+
+
+def script_strings(text: Mapping[Language, Mapping[str, str]]) -> str:
+    """A page's own `text` and the glossary, per language, as a JavaScript literal for its
+    script: the script is hashed for the page's Content-Security-Policy as it is, so it is
+    built once, at import."""
+    table = {language: {"text": dict(text[language]), **glossary(language)}
+             for language in LANGUAGES}
+    # "</" would end the inline script early
+    return json.dumps(table, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
+
+
+def page_in_words(template: str, text: Mapping[Language, Mapping[str, str]]) -> str:
+    """A page in Chinese where its markup has words (`{{key}}` of the page's `text`,
+    `{{group:code}}` of the glossary: what shows before its script runs), and its script's
+    table of both languages in place of `__STRINGS__`."""
+    zh = text[DEFAULT_LANGUAGE]
+
+    def word(found: re.Match[str]) -> str:
+        key, code = found.group(1), found.group(2)
+        return html.escape(label(cast(Group, key), code) if code else zh[key])
+
+    page = re.sub(r"\{\{(\w+)(?::(\w+))?\}\}", word, template)
+    return page.replace("__STRINGS__", script_strings(text), 1)

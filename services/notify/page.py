@@ -10,10 +10,9 @@ It speaks Chinese, or English where the member chose it or the browser puts Engl
 (page_text.py).
 """
 
-import html
-import re
+from shared.labels import page_in_words, script_strings
 
-from .page_text import PAGE_TEXT, WORKER_TEXT, script_strings
+from .page_text import PAGE_TEXT, WORKER_TEXT
 
 _DEVICE_PAGE = """<!doctype html>
 <html lang="zh-CN">
@@ -1128,13 +1127,6 @@ self.addEventListener("notificationclick", (event) => {
 """
 
 
-def _page(template: str) -> str:
-    """The page in Chinese where its markup has words (`{{key}}`: what shows before its
-    script runs), and its script's table of both languages."""
-    zh = PAGE_TEXT["zh"]
-    page = re.sub(r"\{\{(\w+)\}\}", lambda m: html.escape(zh[m.group(1)]), template)
-    return page.replace("__STRINGS__", script_strings(PAGE_TEXT), 1)
 
-
-DEVICE_PAGE = _page(_DEVICE_PAGE)
+DEVICE_PAGE = page_in_words(_DEVICE_PAGE, PAGE_TEXT)
 SERVICE_WORKER = _SERVICE_WORKER.replace("__STRINGS__", script_strings(WORKER_TEXT), 1)

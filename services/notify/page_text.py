@@ -4,9 +4,7 @@ codes (a category, an answer, a state) are the glossary's (shared/labels.py)."""
 
 from __future__ import annotations
 
-import json
-
-from shared.labels import LANGUAGES, Language, glossary
+from shared.labels import Language
 
 PAGE_TEXT: dict[Language, dict[str, str]] = {
     "zh": {
@@ -188,10 +186,3 @@ WORKER_TEXT: dict[Language, dict[str, str]] = {
            "new_order": "new order", "open": "Open Lianfang to see the order."},
 }
 
-
-def script_strings(text: dict[Language, dict[str, str]]) -> str:
-    """`text` and the glossary, per language, as a JavaScript literal for a script: the
-    script is hashed for the page's Content-Security-Policy as it is, so it is built once."""
-    table = {language: {"text": text[language], **glossary(language)} for language in LANGUAGES}
-    # "</" would end the inline script early
-    return json.dumps(table, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
