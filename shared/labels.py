@@ -1,8 +1,8 @@
 """The words members and the command room read for the system's codes (a category, a
 priority, an answer, a status), in Chinese (zh-CN, the default) and English.
 
-One glossary for every page and text that shows them (notify's member page and SMS; the
-console may take the same): a code it does not have (a category a deployment's own policy
+One glossary for every page and text that shows them (notify's member page and SMS, the
+command room's console): a code it does not have (a category a deployment's own policy
 file adds) is shown as the code itself, never as nothing.
 """
 
@@ -62,6 +62,9 @@ _ORDER_STATES = {
     "handover": ("已移交", "handed over"),
     "declined": ("已拒单", "declined"),
     "withdrawn": ("已撤回", "withdrawn"),
+    # as dispatch has them (the command room's view of an incident's orders)
+    "offered": ("已派单", "offered"),
+    "timed_out": ("超时未接", "timed out"),
 }
 _ORDER_KINDS = {
     "dispatch": ("派警", "dispatch"),
@@ -100,6 +103,61 @@ _FLAGS = {
     "in_progress": ("正在发生", "in progress"),
 }
 
+# What happened, as an incident's timeline names it (dispatch's TimelineEntry.kind); the
+# entry's `detail` is dispatch's own text and is shown as it is.
+_TIMELINE_KINDS = {
+    "reported": ("上报", "reported"),
+    "offer": ("派单", "offered to a team"),
+    "receipt": ("手机已收到", "received on a phone"),
+    "response": ("警组回复", "team answered"),
+    "timeout": ("超时未接单（分流超时）", "no answer in time (routing timeout)"),
+    "handover": ("移交派出所", "handed over to the station"),
+    "linked": ("作为重复上报合并", "linked as a duplicate report"),
+    "unlinked": ("非重复上报：独立警情", "not a duplicate: its own incident"),
+    "revised": ("更正", "revised"),
+    "note": ("记录", "note"),
+    "remark": ("指挥室备注", "command room's remark"),
+    "evidence": ("添加证据", "evidence attached"),
+    "withdrawn": ("撤回指令", "order taken back"),
+    "manual_assign": ("人工派警", "assigned by hand"),
+    "reinforcement": ("派出增援", "reinforcement sent"),
+    "followup": ("回访", "follow-up visit"),
+    "unassigned": ("无可派警组", "no team found"),
+    "closed": ("结案", "closed"),
+    "status": ("状态变更", "status changed"),
+}
+# Who a team is (a unit's agency kind, and a police team's role).
+_AGENCY_KINDS = {
+    "police": ("公安", "police"),
+    "security": ("保安", "security"),
+    "volunteer": ("志愿者", "volunteer"),
+}
+_AGENCY_ROLES = {
+    "station": ("派出所", "station"),
+    "patrol": ("巡逻", "patrol"),
+}
+_EVIDENCE_KINDS = {
+    "video": ("视频", "video"),
+    "photo": ("照片", "photo"),
+    "audio": ("录音", "audio"),
+    "document": ("文书", "document"),
+}
+# The command room's figures (the fields of dispatch's GET /v1/kpis), as its console names
+# them.
+_KPIS = {
+    "incidents": ("警情数", "incidents"),
+    "routing_timeouts": ("警情分流超时", "routing timeouts"),
+    "time_to_assign_s": ("派警用时 p50 / p90（秒）", "assign p50 / p90 s"),
+    "time_to_acknowledge_s": ("接单用时 p50 / p90（秒）", "ack p50 / p90 s"),
+    "time_to_scene_s": ("到场用时 p50 / p90（秒）", "on scene p50 / p90 s"),
+    "resolved_on_site_share": ("现场处置率", "resolved on site"),
+    "handed_over": ("移交派出所", "handed over"),
+    "filings_overdue": ("受立案超期", "filings overdue"),
+    "by_category": ("按类别", "by type"),
+    "followups": ("回访协议履行", "follow-ups: agreements holding"),
+    "by_hour": ("最忙时段", "busiest hours"),
+    "by_zone": ("最忙辖区", "busiest zones"),
+}
 # Why a volunteer's points changed (a ledger entry's reason; an adjustment has the
 # coordinator's own words too, shown in their place).
 _POINTS_REASONS = {
@@ -114,9 +172,12 @@ GLOSSARY: dict[str, dict[str, tuple[str, str]]] = {
     "category": _CATEGORIES, "priority": _PRIORITIES, "response": _RESPONSES,
     "order_state": _ORDER_STATES, "order_kind": _ORDER_KINDS, "team_status": _TEAM_STATUSES,
     "incident_status": _INCIDENT_STATUSES, "flag": _FLAGS, "points_reason": _POINTS_REASONS,
+    "timeline_kind": _TIMELINE_KINDS, "agency_kind": _AGENCY_KINDS, "agency_role": _AGENCY_ROLES,
+    "evidence_kind": _EVIDENCE_KINDS, "kpi": _KPIS,
 }
 Group = Literal["category", "priority", "response", "order_state", "order_kind",
-                "team_status", "incident_status", "flag", "points_reason"]
+                "team_status", "incident_status", "flag", "points_reason", "timeline_kind",
+                "agency_kind", "agency_role", "evidence_kind", "kpi"]
 
 
 def label(group: Group, code: str, language: Language = DEFAULT_LANGUAGE) -> str:

@@ -6,17 +6,22 @@ on one screen, an incident's whole timeline, manual assignment (a linked report 
 new incidents) and the KPIs.
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
+It speaks Chinese, or English where the dispatcher chose it or the browser puts English
+first (console_text.py; the system's codes in the glossary's words, shared/labels.py).
 """
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from shared.http import page_headers, page_scripts
+from shared.labels import page_in_words
 
-CONSOLE_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+from .console_text import CONSOLE_TEXT
+
+_CONSOLE_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Lianfang · command room</title>
+<title>{{title}}</title>
 <link rel="icon" href="data:,">
 <style>
  body{margin:0;font:14px/1.4 system-ui,sans-serif;background:#0f1c2b;color:#eef3f8}
@@ -37,71 +42,143 @@ CONSOLE_PAGE = """<!doctype html>
  #map{width:100%;height:340px;background:#0d1826;border-radius:6px;display:block}
  #map text{fill:#9fb2c6;font-size:11px} #map .inc{cursor:pointer}
 </style></head><body>
-<header><h1>联防 Lianfang · command room</h1>
- <input id="token" type="password" placeholder="dispatcher token" size="28">
- <input id="district" placeholder="district" size="10">
- <select id="status"><option value="">all open and recent</option><option>unassigned</option>
-  <option>assigned</option><option>acknowledged</option><option>en_route</option>
-  <option>on_scene</option><option>handed_over</option><option>resolved</option>
-  <option>closed</option></select>
- <select id="problem"><option value="">any</option>
-  <option value="routing_timeout">routing timeouts</option>
-  <option value="filing_overdue">filings overdue</option></select>
- <label><input id="mine" type="checkbox"> mine</label>
- <input id="ref" placeholder="caller's reference" size="16" maxlength="128">
- <button id="save">Watch</button>
- <label title="a sound when a P1 comes in or an incident is flagged"><input id="sound" type="checkbox"
-  checked> sound</label>
- <span class="dim" id="duty"></span> <button id="takeduty">Take duty</button>
- <button id="signout" title="forget the token in this browser (a shared desk)">Sign out</button>
+<header><h1 id="heading">{{heading}}</h1>
+ <button id="lang" type="button" lang="en">{{switch}}</button>
+ <input id="token" type="password" placeholder="{{token_hint}}" size="28">
+ <input id="district" placeholder="{{district_hint}}" size="10">
+ <select id="status"></select> <select id="problem"></select>
+ <label><input id="mine" type="checkbox"> <span id="minename">{{mine}}</span></label>
+ <input id="ref" placeholder="{{ref_hint}}" size="16" maxlength="128">
+ <button id="save">{{watch}}</button>
+ <label id="soundlabel" title="{{sound_hint}}"><input id="sound" type="checkbox" checked>
+  <span id="soundname">{{sound}}</span></label>
+ <span class="dim" id="duty"></span> <button id="takeduty">{{take_duty}}</button>
+ <button id="signout" title="{{sign_out_hint}}">{{sign_out}}</button>
  <span id="err"></span></header>
 <main>
- <section><h2>Map <span class="dim" id="maplegend"></span></h2>
-  <svg id="map" role="img" aria-label="incidents and units of the district"></svg>
-  <div class="dim">◆ incident (colour: priority; red ring: flagged) · ● team (green free, orange
-   on an order, grey off duty; ring: blue police, yellow security, coral volunteers; hollow: no
-   fix for 10 min) · shaded: the four weeks' hot spots · outlined: the stations' zones. Click an
-   incident to open it.</div>
-  <h2 style="margin-top:12px">Board <span class="dim" id="count"></span>
-   <button id="older" hidden>Older</button> <button id="newest" hidden>Newest</button>
+ <section><h2><span id="maphead">{{map}}</span> <span class="dim" id="maplegend"></span></h2>
+  <svg id="map" role="img" aria-label="{{map_label}}"></svg>
+  <div class="dim" id="legend">{{map_legend}}</div>
+  <h2 style="margin-top:12px"><span id="boardhead">{{board}}</span> <span class="dim" id="count"></span>
+   <button id="older" hidden>{{older}}</button> <button id="newest" hidden>{{newest}}</button>
    <span id="hiddenflags"></span></h2>
-  <table><thead><tr><th>reported</th><th>prio</th><th>category</th><th>status</th>
-  <th>timeouts</th><th>incident</th></tr></thead><tbody id="board"></tbody></table></section>
- <section><h2>Units</h2><table><thead><tr><th>team</th><th>kind</th><th>status</th>
-  <th>order</th></tr></thead><tbody id="units"></tbody></table>
-  <h2 style="margin-top:12px">KPIs <span class="dim" id="kperiod">(last 24 h)</span></h2>
-  <div style="margin:0 0 6px">Day <input id="kday" type="date" title="a local calendar day, 00:00 to 24:00">
-   <button id="kyesterday">Yesterday</button> <button id="klast">Last 24 h</button></div>
+  <table><thead><tr id="boardcols"></tr></thead><tbody id="board"></tbody></table></section>
+ <section><h2 id="unitshead">{{units}}</h2>
+  <table><thead><tr id="unitcols"></tr></thead><tbody id="units"></tbody></table>
+  <h2 style="margin-top:12px"><span id="kpihead">{{kpis}}</span> <span class="dim" id="kperiod"></span></h2>
+  <div style="margin:0 0 6px"><span id="dayname">{{day}}</span>
+   <input id="kday" type="date" title="{{day_hint}}">
+   <button id="kyesterday">{{yesterday}}</button> <button id="klast">{{last_24h}}</button></div>
   <ul id="kpis"></ul>
-  <h2 style="margin-top:12px">Hot spots (4 weeks)</h2><ul id="spots"></ul></section>
+  <h2 style="margin-top:12px" id="spotshead">{{hot_spots}}</h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
   <div id="dreport" style="margin:4px 0"></div>
   <div id="orders" style="margin:8px 0"></div>
-  <div style="margin:8px 0">Assign team <select id="team"></select>
-   <button id="assign">Assign</button>
-   <button id="unlink" hidden title="Another event, not a duplicate: it becomes an incident of its
-    own and is sent the nearest suitable team (or assign it one)">Not a duplicate: dispatch it</button>
-   <button id="close" class="danger">Close incident</button>
+  <div style="margin:8px 0"><span id="teamname">{{assign_team}}</span> <select id="team"></select>
+   <button id="assign">{{assign}}</button>
+   <button id="unlink" hidden title="{{unlink_hint}}">{{unlink}}</button>
+   <button id="close" class="danger">{{close}}</button>
    <span id="aerr"></span></div>
-  <div style="margin:8px 0">Revise <select id="newprio"><option value="">priority</option>
-   <option>P1</option><option>P2</option><option>P3</option><option>P4</option></select>
-   <label><input type="checkbox" id="fweapon"> weapon</label>
-   <label><input type="checkbox" id="finjury"> injury</label>
-   <label><input type="checkbox" id="fprogress"> in progress</label>
-   <input id="revnote" placeholder="what was learnt (for the timeline)" size="32" maxlength="500">
-   <button id="revise">Revise</button></div>
-  <div style="margin:8px 0">Remark <input id="remark" placeholder="your own words, for the timeline"
-   size="48" maxlength="500"> <button id="addremark">Add</button></div>
-  <div style="margin:8px 0">Attach <select id="evkind"><option>video</option><option>photo</option>
-   <option>audio</option><option>document</option></select>
-   <input id="evref" placeholder="body-camera file id or address" size="32" maxlength="200">
-   <button id="attach">Attach evidence</button></div>
-  <table><thead><tr><th>time</th><th>what</th><th>team</th><th>detail</th></tr></thead>
-  <tbody id="timeline"></tbody></table></section>
+  <div style="margin:8px 0"><span id="revisename">{{revise_label}}</span> <select id="newprio"></select>
+   <label><input type="checkbox" id="fweapon"> <span id="fweaponname">{{flag:weapon}}</span></label>
+   <label><input type="checkbox" id="finjury"> <span id="finjuryname">{{flag:injury}}</span></label>
+   <label><input type="checkbox" id="fprogress"> <span id="fprogressname">{{flag:in_progress}}</span></label>
+   <input id="revnote" placeholder="{{revise_hint}}" size="32" maxlength="500">
+   <button id="revise">{{revise}}</button></div>
+  <div style="margin:8px 0"><span id="remarkname">{{remark_label}}</span>
+   <input id="remark" placeholder="{{remark_hint}}" size="48" maxlength="500">
+   <button id="addremark">{{add_remark}}</button></div>
+  <div style="margin:8px 0"><span id="attachname">{{attach_label}}</span> <select id="evkind"></select>
+   <input id="evref" placeholder="{{evidence_hint}}" size="32" maxlength="200">
+   <button id="attach">{{attach}}</button></div>
+  <table><thead><tr id="timelinecols"></tr></thead><tbody id="timeline"></tbody></table></section>
 </main>
 <script>
 "use strict";
 const $ = id => document.getElementById(id);
+// What the console says, per language, and the glossary's words for the codes dispatch
+// sends (a category a deployment added and the glossary does not have: its code).
+const STRINGS = __STRINGS__;
+// Chinese, unless the dispatcher chose (kept in this browser) or the browser puts English first.
+function chosenLanguage() {
+  const kept = localStorage.getItem("lf-lang");
+  if (kept === "zh" || kept === "en") return kept;
+  const nav = typeof navigator === "undefined" ? {} : navigator;
+  const first = (nav.languages && nav.languages[0]) || nav.language || "";
+  return /^en(-|$)/i.test(String(first)) ? "en" : "zh";
+}
+let lang = chosenLanguage();
+function say(key, vars) {
+  return STRINGS[lang].text[key].replace(/[{]([a-z_]+)[}]/g,
+    (all, name) => (vars && name in vars ? String(vars[name]) : all));
+}
+function word(group, code) {
+  const words = STRINGS[lang][group];
+  return Object.prototype.hasOwnProperty.call(words, code) ? words[code] : code;
+}
+// a priority as the command room says it: P1 特急, P1 emergency
+const prio = p => p + (lang === "zh" ? "" : " ") + word("priority", p);
+const locale = () => (lang === "zh" ? "zh-CN" : undefined);
+// A message the page writes itself, said again in the other language on a switch.
+class Said extends Error { constructor(key, vars) { super(say(key, vars)); this.key = key;
+  this.vars = vars; } }
+const told = e => (e instanceof Said ? () => say(e.key, e.vars) : () => e.message);
+// A line the page keeps saying (an error, a warning, the KPIs' period): as a function, said
+// again when the dispatcher switches language (what a refresh paints is painted again).
+const lines = new Map();
+function show(id, text) { const f = typeof text === "function" ? text : () => text;
+  lines.set(id, f); $(id).textContent = f(); }
+let titled = () => say("title");
+function setTitle(f) { titled = f; document.title = f(); }
+// what the markup says, by element id ("group:code": the glossary's word)
+const FIXED = {heading: "heading", lang: "switch", minename: "mine", save: "watch",
+  soundname: "sound", takeduty: "take_duty", signout: "sign_out", maphead: "map",
+  legend: "map_legend", boardhead: "board", older: "older", newest: "newest",
+  unitshead: "units", kpihead: "kpis", dayname: "day", kyesterday: "yesterday",
+  klast: "last_24h", spotshead: "hot_spots", teamname: "assign_team", assign: "assign",
+  unlink: "unlink", close: "close", revisename: "revise_label", fweaponname: "flag:weapon",
+  finjuryname: "flag:injury", fprogressname: "flag:in_progress", revise: "revise",
+  remarkname: "remark_label", addremark: "add_remark", attachname: "attach_label",
+  attach: "attach"};
+const HINTS = {token: "token_hint", district: "district_hint", ref: "ref_hint",
+  revnote: "revise_hint", remark: "remark_hint", evref: "evidence_hint"};
+const TITLES = {soundlabel: "sound_hint", signout: "sign_out_hint", unlink: "unlink_hint",
+  kday: "day_hint"};
+const COLUMNS = {
+  boardcols: ["col_reported", "col_priority", "col_category", "col_status", "col_timeouts",
+              "col_incident"],
+  unitcols: ["col_team", "col_kind", "col_status", "col_order"],
+  timelinecols: ["col_time", "col_what", "col_team", "col_detail"]};
+const FILTERED = ["unassigned", "assigned", "acknowledged", "en_route", "on_scene",
+  "handed_over", "resolved", "closed"];
+// A list's choices, made once and named in the language shown: what is chosen stays chosen.
+const optionsOf = {};  // list id -> its option elements
+function choices(id, named) {
+  if (!optionsOf[id]) {
+    optionsOf[id] = named.map(([value]) => { const o = document.createElement("option");
+      o.value = value; return o; });
+    $(id).replaceChildren(...optionsOf[id]); }
+  named.forEach(([, name], n) => { optionsOf[id][n].textContent = name; });
+}
+function showLanguage() {
+  if (document.documentElement) document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  $("lang").lang = lang === "zh" ? "en" : "zh-CN";  // the switch names the other language
+  for (const [id, key] of Object.entries(FIXED)) { const [group, code] = key.split(":");
+    $(id).textContent = code ? word(group, code) : say(key); }
+  for (const [id, key] of Object.entries(HINTS)) $(id).placeholder = say(key);
+  for (const [id, key] of Object.entries(TITLES)) $(id).title = say(key);
+  $("map").setAttribute("aria-label", say("map_label"));
+  for (const [id, keys] of Object.entries(COLUMNS)) {
+    $(id).replaceChildren(...keys.map(key => { const th = document.createElement("th");
+      th.textContent = say(key); return th; })); }
+  choices("status", [["", say("all_open")], ...FILTERED.map(s => [s, word("incident_status", s)])]);
+  choices("problem", [["", say("any_problem")], ["routing_timeout", say("routing_timeouts")],
+                      ["filing_overdue", say("filings_overdue")]]);
+  choices("newprio", [["", say("priority_choice")], ...["P1", "P2", "P3", "P4"].map(p => [p, prio(p)])]);
+  choices("evkind", ["video", "photo", "audio", "document"].map(k => [k, word("evidence_kind", k)]));
+  for (const [id, text] of lines) $(id).textContent = text();
+  document.title = titled();
+}
 let selected = null;  // the incident last clicked: its panel is asked for
 let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
 let shownLinkedTo = null;  // while the incident shown is a linked report: the incident it joined
@@ -137,19 +214,19 @@ async function api(path, opts = {}) {
   if (r.status !== 204) {
     try { body = await r.json(); }
     catch (e) {  // a proxy's page, a cut answer: say what came, not a parser's complaint
-      if (r.ok) throw new Error("dispatch's answer could not be read; try again");
+      if (r.ok) throw new Said("unreadable");
       body = {}; } }
   // (a refusal of the token a new one replaced meanwhile says nothing of the new one)
   if (r.status === 401) { if (token === $("token").value) refused(body); throw REFUSED; }
-  if (!r.ok) throw new Error(body && body.error ? body.error.message
-    : "dispatch answered " + r.status + (r.statusText ? " " + r.statusText : ""));
+  if (!r.ok) throw body && body.error ? new Error(body.error.message)
+    : new Said("answered", {status: r.status + (r.statusText ? " " + r.statusText : "")});
   return body;
 }
 // A token revoked or changed (401): the board must not go on looking live while every poll
 // is refused, nor ask again every 3 s. Polling stops, what was shown goes, the token is
 // forgotten in this browser, and the header says what to do.
 function refused(body) {
-  const why = body && body.error && body.error.message ? body.error.message : "unknown token";
+  const why = body && body.error && body.error.message ? body.error.message : say("unknown_token");
   stopped = true; me = null; selected = null; shown = null; alerted = null; unitsNow = [];
   localStorage.removeItem("lf-token"); $("token").value = "";
   $("detail").hidden = true;
@@ -158,22 +235,22 @@ function refused(body) {
   teamsListed = null;
   for (const id of ["count", "hiddenflags", "duty", "maplegend"]) $(id).textContent = "";
   $("older").hidden = true; $("newest").hidden = true;
-  document.title = "signed out · Lianfang · command room";
-  $("err").textContent = "Your token was refused (" + why + "): the board has stopped "
-    + "refreshing. Enter a valid token and press Watch.";
+  setTitle(() => say("title_signed_out"));
+  show("err", () => say("token_refused", {why}));
 }
 // What an action answered (a 409 and why) stays beside its buttons until the next action:
 // the 3 s refresh does not wipe it before it is read.
-function tell(e, where) { if (e !== REFUSED && e !== STALE) $(where || "aerr").textContent = e.message; }
+function tell(e, where) { if (e !== REFUSED && e !== STALE) show(where || "aerr", told(e)); }
 // One request at a time per button: a double click sends one.
 function act(id, fn, where) { let busy = false;
   $(id).onclick = async () => { if (busy) return; busy = true; $(id).disabled = true;
-    $(where || "aerr").textContent = "";
+    show(where || "aerr", "");
     try { await fn(); } catch (e) { tell(e, where); }
     finally { busy = false; $(id).disabled = false; } }; }
 // the day too unless today: an incident waiting since yesterday must not look like this morning's
 function time(iso) { if (!iso) return ""; const t = new Date(iso);
-  return t.toDateString() === new Date().toDateString() ? t.toLocaleTimeString() : t.toLocaleString(); }
+  return t.toDateString() === new Date().toDateString() ? t.toLocaleTimeString(locale())
+    : t.toLocaleString(locale()); }
 // A refresh paints only while it is the latest asked for: an answer that comes late (a slow
 // network, the district or a filter changed meanwhile) is dropped, never painted over a
 // newer one. The 3 s tick starts none while one is on its way.
@@ -201,8 +278,8 @@ async function refresh() {
       for (const id of ["assign", "close", "attach", "takeduty", "revise", "addremark"]) {
         $(id).hidden = me.kind === "inspector"; } }
     const duty = (await get("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
-    $("duty").textContent = duty ? "on duty: " + duty.name + " since " + time(duty.since)
-      : "nobody on duty: new incidents have no supervisor";
+    $("duty").textContent = duty ? say("on_duty", {name: duty.name, since: time(duty.since)})
+      : say("nobody_on_duty");
     const board = await get("/v1/incidents?" + q);
     // Every flagged incident of the district (no team found, deadlines missed, a hand-over
     // no station team takes, a backup not found), however many newer reports came since:
@@ -226,53 +303,64 @@ async function refresh() {
     const tb = $("board"); tb.replaceChildren();
     for (const i of board.incidents) { const tr = document.createElement("tr");
       if (i.flagged) tr.className = "flagged"; if (i.incident_id === selected) tr.classList.add("sel");
-      cell(tr, time(i.reported_at)); cell(tr, i.priority, i.priority); cell(tr, i.category);
-      cell(tr, i.status); cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
+      cell(tr, time(i.reported_at)); cell(tr, prio(i.priority), i.priority);
+      cell(tr, word("category", i.category)); cell(tr, word("incident_status", i.status));
+      cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => openIncident(i.incident_id); tb.appendChild(tr); }
     // A filter or an older page leaves flagged incidents out of the rows: said, never silent.
     const rowIds = new Set(board.incidents.map(i => i.incident_id));
     const left = flaggedNow.filter(i => !rowIds.has(i.incident_id)).length;
-    $("hiddenflags").textContent = left ? left + (flaggedAnswer.next ? "+" : "") + " flagged "
-      + "incident(s) not shown " + (filtering ? "by this filter" : "on this older page")
-      + ": " + (filtering ? "clear the filters" : "press Newest") + " to see them" : "";
+    $("hiddenflags").textContent = left ? say(filtering ? "hidden_by_filter" : "hidden_on_older",
+      {count: left + (flaggedAnswer.next ? "+" : "")}) : "";
     // a hunt stopped by the board's budget says how far back it looked: Older asks on
-    $("count").textContent = board.incidents.length + " shown"
-      + (pages.length ? " (older page " + pages.length + ")" : "")
-      + (board.scanned_to ? ", looked back to " + new Date(board.scanned_to).toLocaleString()
-      + ": more may be older" : board.next ? ", more are older: press Older" : "");
+    $("count").textContent = say("shown", {count: board.incidents.length})
+      + (pages.length ? say("older_page", {page: pages.length}) : "")
+      + (board.scanned_to ? say("looked_back", {time: new Date(board.scanned_to)
+        .toLocaleString(locale())}) : board.next ? say("more_older") : "");
     olderAfter = board.next; $("older").hidden = !board.next; $("newest").hidden = !pages.length;
     const units = await get("/v1/units?district=" + encodeURIComponent(d));
     unitsNow = units.units;
     drawMap(board.incidents, units.units);
     const ub = $("units"); ub.replaceChildren();
     for (const u of units.units) { const tr = document.createElement("tr");
-      cell(tr, u.name || u.team_id); cell(tr, u.agency_kind + (u.agency_role ? ":" + u.agency_role : ""));
-      cell(tr, u.status); cell(tr, u.open_order_id ? "busy" : ""); ub.appendChild(tr); }
+      cell(tr, u.name || u.team_id); cell(tr, u.agency_role ? say("unit_kind",
+        {kind: word("agency_kind", u.agency_kind), role: word("agency_role", u.agency_role)})
+        : word("agency_kind", u.agency_kind));
+      cell(tr, word("team_status", u.status)); cell(tr, u.open_order_id ? say("on_order") : "");
+      ub.appendChild(tr); }
     // the KPIs of the day picked (00:00 to 24:00 local time: the morning review), else of
     // the last 24 h
     const kq = new URLSearchParams({district: d}); const day = kpiDay();
     if (day) { kq.set("since", localIso(day.since)); kq.set("until", localIso(day.until)); }
     const k = await get("/v1/kpis?" + kq); const kl = $("kpis");
     const here = typeof Intl !== "undefined" ? Intl.DateTimeFormat().resolvedOptions().timeZone : "";
-    $("kperiod").textContent = "(" + (day ? day.since.toDateString() + ", 00:00 to 24:00" : "last 24 h")
-      + (k.timezone && here && k.timezone !== here ? "; hours in " + k.timezone : "") + ")";
+    const hours = k.timezone && here && k.timezone !== here ? k.timezone : null;
+    show("kperiod", () => say("period", {what: day ? say("period_day",
+      {day: day.since.toLocaleDateString(locale())}) : say("period_24h"),
+      hours: hours ? say("hours_in", {zone: hours}) : ""}));
     kl.replaceChildren();
     // went overdue (filed late too), of which still owed: the board's "filings overdue"
     const filings = k.filings_overdue + (k.filings_overdue_unfiled
-      ? " (" + k.filings_overdue_unfiled + " still unfiled)" : "");
+      ? say("still_unfiled", {count: k.filings_overdue_unfiled}) : "");
     const patrol = (k.handled_by_force || {})["police:patrol"];  // DOMAIN.md's street patrol
-    const patrolShare = patrol ? patrol.share + " (resolved on site " + patrol.resolved_on_site_share
-      + ")" : "-";
-    for (const [label, v] of [["incidents", k.incidents], ["routing timeouts", k.routing_timeouts],
-        ["assign p50 / p90 s", fmt(k.time_to_assign_s)], ["ack p50 / p90 s", fmt(k.time_to_acknowledge_s)],
-        ["on scene p50 / p90 s", fmt(k.time_to_scene_s)],
-        ["resolved on site", k.resolved_on_site_share ?? "-"], ["handed over", k.handed_over],
-        ["handled by street patrol", patrolShare], ["filings overdue", filings],
-        ["by type", busiest(Object.entries(k.by_category || {}), 20)],
-        ["follow-ups: agreements holding", k.followups.agreements_holding + " of " + k.followups.incidents],
-        ["busiest hours", busiest(k.by_hour.map((n, h) => [h + ":00", n]))],
-        ["busiest zones", busiest(Object.entries(k.by_zone))]]) {
-      const li = document.createElement("li"); li.textContent = label + ": " + v; kl.appendChild(li); }
+    const patrolShare = patrol ? patrol.share + say("resolved_on_site_of",
+      {share: patrol.resolved_on_site_share}) : "-";
+    const categories = Object.entries(k.by_category || {}).map(([c, n]) => [word("category", c), n]);
+    for (const [label, v] of [[word("kpi", "incidents"), k.incidents],
+        [word("kpi", "routing_timeouts"), k.routing_timeouts],
+        [word("kpi", "time_to_assign_s"), fmt(k.time_to_assign_s)],
+        [word("kpi", "time_to_acknowledge_s"), fmt(k.time_to_acknowledge_s)],
+        [word("kpi", "time_to_scene_s"), fmt(k.time_to_scene_s)],
+        [word("kpi", "resolved_on_site_share"), k.resolved_on_site_share ?? "-"],
+        [word("kpi", "handed_over"), k.handed_over], [say("street_patrol"), patrolShare],
+        [word("kpi", "filings_overdue"), filings],
+        [word("kpi", "by_category"), busiest(categories, 20)],
+        [word("kpi", "followups"), say("holding_of", {holding: k.followups.agreements_holding,
+                                                      incidents: k.followups.incidents})],
+        [word("kpi", "by_hour"), busiest(k.by_hour.map((n, h) => [say("hour", {hour: h}), n]))],
+        [word("kpi", "by_zone"), busiest(Object.entries(k.by_zone))]]) {
+      const li = document.createElement("li"); li.textContent = label + (lang === "zh" ? "：" : ": ") + v;
+      kl.appendChild(li); }
     if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
       const h = await get("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
       sl.replaceChildren();
@@ -280,10 +368,12 @@ async function refresh() {
       try { zones = (await get("/v1/zones?district=" + encodeURIComponent(d))).zones; }
       catch (e) { zones = []; }  // volunteers away: the map goes on without them
       for (const c of h.hottest) { const li = document.createElement("li");
-        li.textContent = c.lat.toFixed(4) + ", " + c.lon.toFixed(4) + ": " + c.count + " (most at "
-          + c.peak_hour + ":00; " + busiest(Object.entries(c.by_category)) + ")"; sl.appendChild(li); } }
-    $("err").textContent = ""; if (selected) await detail(run);
-  } catch (e) { if (e !== STALE && e !== REFUSED) $("err").textContent = e.message; }
+        li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
+          hour: c.peak_hour, categories: busiest(Object.entries(c.by_category)
+            .map(([cat, n]) => [word("category", cat), n]))});
+        sl.appendChild(li); } }
+    show("err", ""); if (selected) await detail(run);
+  } catch (e) { if (e !== STALE && e !== REFUSED) show("err", told(e)); }
   finally { refreshing -= 1; }
 }
 // The district on one screen: no map tiles (the station server may have no Internet), the
@@ -303,7 +393,7 @@ function drawMap(incidents, units) {
   const corners = zones.flatMap(z => z.polygon.map(([lon, lat]) => ({lat, lon})));
   const pts = [...incidents.map(i => i.location), ...placed.map(u => u.position), ...hotspots,
                ...corners];
-  if (!pts.length) { $("maplegend").textContent = "nothing to place yet"; return; }
+  if (!pts.length) { $("maplegend").textContent = say("nothing_to_place"); return; }
   const lats = pts.map(p => p.lat), lons = pts.map(p => p.lon);
   const lat0 = Math.min(...lats), lat1 = Math.max(...lats);
   const lon0 = Math.min(...lons), lon1 = Math.max(...lons);
@@ -315,7 +405,7 @@ function drawMap(incidents, units) {
   for (const z of zones) {  // the station territories, outlined, named at their middle
     svg.appendChild(shape("polygon", {points: z.polygon.map(([lon, lat]) => [x(lon), y(lat)]).join(" "),
       fill: "#4ea8de", "fill-opacity": 0.04, stroke: "#35506d", "stroke-width": 1},
-      z.name + " (station " + z.station_agency_id + ")"));
+      say("zone_title", {zone: z.name, station: z.station_agency_id})));
     const mx = z.polygon.reduce((a, [lon]) => a + x(lon), 0) / z.polygon.length;
     const my = z.polygon.reduce((a, [, lat]) => a + y(lat), 0) / z.polygon.length;
     const t = shape("text", {x: mx, y: my, "text-anchor": "middle", "fill-opacity": 0.6});
@@ -324,14 +414,15 @@ function drawMap(incidents, units) {
   const most = Math.max(1, ...hotspots.map(c => c.count));
   for (const c of hotspots) svg.appendChild(shape("circle", {cx: x(c.lon), cy: y(c.lat),
     r: 8 + 22 * c.count / most, fill: "#f48c06", "fill-opacity": 0.15},
-    c.count + " incidents in four weeks, most at " + c.peak_hour + ":00"));
+    say("spot_title", {count: c.count, hour: c.peak_hour})));
   const stale = Date.now() - 600000;
   for (const u of placed) {
     const fresh = u.position.at && Date.parse(u.position.at) > stale;
     svg.appendChild(shape("circle", {cx: x(u.position.lon), cy: y(u.position.lat), r: 5,
       fill: fresh ? unitFill(u.status) : "none", stroke: KIND_RING[u.agency_kind] || "#ccc",
-      "stroke-width": 2}, (u.name || u.team_id) + " · " + u.agency_kind + " · " + u.status
-      + (u.open_order_id ? " · on an order" : "") + (fresh ? "" : " · no recent fix")));
+      "stroke-width": 2}, (u.name || u.team_id) + " · " + word("agency_kind", u.agency_kind) + " · "
+      + word("team_status", u.status) + (u.open_order_id ? say("unit_on_order") : "")
+      + (fresh ? "" : say("no_fix"))));
   }
   const done = i => ended(i.status) && !i.flagged;  // a flagged hand-over still needs someone
   for (const i of [...incidents].reverse()) {  // the board's first (most urgent) drawn last, on top
@@ -341,7 +432,8 @@ function drawMap(incidents, units) {
       fill: PRIO_FILL[i.priority] || "#ccc", "fill-opacity": done(i) ? 0.35 : 1,
       stroke: i.flagged ? "#ff1f1f" : (i.incident_id === selected ? "#fff" : "none"),
       "stroke-width": 2},
-      i.priority + " " + i.category + " · " + i.status + " · " + time(i.reported_at));
+      prio(i.priority) + " " + word("category", i.category) + " · "
+      + word("incident_status", i.status) + " · " + time(i.reported_at));
     d.onclick = () => openIncident(i.incident_id); svg.appendChild(d);
   }
   const km = spanX * 111.32, bar = Math.pow(10, Math.floor(Math.log10(km / 3)));  // a round length
@@ -350,8 +442,8 @@ function drawMap(incidents, units) {
     "stroke-width": 2}));
   const label = shape("text", {x: pad + barPx + 6, y: h - 4});
   label.textContent = bar >= 1 ? bar + " km" : Math.round(bar * 1000) + " m"; svg.appendChild(label);
-  $("maplegend").textContent = incidents.filter(i => !done(i)).length + " open · "
-    + placed.filter(u => u.status === "available").length + " teams free of " + units.length;
+  $("maplegend").textContent = say("map_counts", {open: incidents.filter(i => !done(i)).length,
+    free: placed.filter(u => u.status === "available").length, teams: units.length});
 }
 function busiest(pairs, n = 3) {
   const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, n);
@@ -360,26 +452,18 @@ function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.
 // Opening another incident empties the panel until its answer comes: an Assign pressed
 // meanwhile acts on nothing, never on an incident the panel does not show.
 function openIncident(id) {
-  if (id !== shown) { shown = null; $("aerr").textContent = ""; $("detail").hidden = false;
-    $("dtitle").textContent = "opening " + id + " …"; $("dmeta").textContent = "";
+  if (id !== shown) { shown = null; show("aerr", ""); $("detail").hidden = false;
+    $("dtitle").textContent = say("opening", {id}); $("dmeta").textContent = "";
     $("orders").replaceChildren(); $("timeline").replaceChildren(); $("team").replaceChildren();
     teamsListed = null; }
   selected = id; detail().catch(e => tell(e));
 }
 let asked = 0;  // the panel's latest request: an earlier answer that comes later is dropped
 const LIVE = ["offered", "acknowledged", "en_route", "on_scene"];
-const words = s => String(s ?? "").replace(/_/g, " ");
-// the timeline's kinds in a dispatcher's words (DESIGN: offer, receipt, response, timeout,
-// hand-over, linked, revised, note, ...); a kind added later reads as its name
-const KIND = {reported: "reported", offer: "offered to a team", receipt: "received on a phone",
-  response: "team answered", timeout: "no answer in time (routing timeout)",
-  handover: "handed over to the station", linked: "linked as a duplicate report",
-  unlinked: "not a duplicate: its own incident",
-  revised: "revised", note: "note", remark: "command room's remark",
-  evidence: "evidence attached", withdrawn: "order taken back",
-  manual_assign: "assigned by hand", reinforcement: "reinforcement sent",
-  followup: "follow-up visit", unassigned: "no team found", closed: "closed",
-  status: "status changed"};
+// the timeline's kinds in a dispatcher's words (the glossary's: offer, receipt, response,
+// timeout, hand-over, linked, revised, note, ...); a kind added later reads as its name
+const kind = k => { const said = word("timeline_kind", k);
+  return said === k ? String(k ?? "").replace(/_/g, " ") : said; };
 async function detail(run) {
   const id = selected, ask = ++asked;
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
@@ -387,27 +471,30 @@ async function detail(run) {
   if (run !== undefined && run !== generation) return;  // a newer refresh paints it
   shown = id; shownLinkedTo = i.status === "linked" ? i.linked_to : null;
   $("detail").hidden = false;
-  $("dtitle").textContent = i.priority + " " + i.category + " · " + i.status
-    + (shownLinkedTo ? " to " + shownLinkedTo : "")
-    + (i.flagged ? " · FLAGGED" : "")  // what the reporting system flagged: weapon, injury, ...
-    + ((i.flags || []).length ? " · reported: " + i.flags.join(", ") : "");
+  const status = word("incident_status", i.status);
+  $("dtitle").textContent = prio(i.priority) + " " + word("category", i.category) + " · "
+    + (shownLinkedTo ? say("status_linked", {status, id: shownLinkedTo}) : status)
+    + (i.flagged ? say("flagged_mark") : "")
+    // what the reporting system flagged: weapon, injury, ... (its own flags as it wrote them)
+    + ((i.flags || []).length ? say("reported_flags",
+      {flags: i.flags.map(f => word("flag", f)).join(lang === "zh" ? "、" : ", ")}) : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
-  $("dmeta").textContent = i.incident_id + " · " + (i.system_id || "") + " " + (i.external_ref || "")
-    + " · " + place + " · reported " + time(i.reported_at) + " · supervised by "
-    + (i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : "nobody")
-    + " · trace " + (i.trace_id || "-");
+  $("dmeta").textContent = say("meta", {id: i.incident_id, system: i.system_id || "",
+    ref: i.external_ref || "", place, time: time(i.reported_at),
+    supervisor: i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : say("nobody"),
+    trace: i.trace_id || "-"});
   const caller = i.caller ? [i.caller.name, i.caller.phone].filter(Boolean).join(" · ") : "";
-  $("dreport").textContent = (i.description ? "Reported: " + i.description : "")
-    + (caller ? (i.description ? " · " : "") + "Caller: " + caller : "");
+  $("dreport").textContent = [i.description ? say("description", {text: i.description}) : "",
+    caller ? say("caller", {caller}) : ""].filter(Boolean).join(" · ");
   const live = i.orders.filter(o => LIVE.includes(o.state));
   const ol = $("orders"); ol.replaceChildren();
-  ol.append(live.length ? "Teams on it: " : "No team on it.");
+  ol.append(live.length ? say("teams_on_it") : say("no_team_on_it"));
   for (const o of live) {
-    const b = document.createElement("button"); b.textContent = "Take back";
-    b.title = "Withdraw this order: the team is free, the incident goes to its next candidate";
+    const b = document.createElement("button"); b.textContent = say("take_back");
+    b.title = say("take_back_hint");
     b.hidden = !!me && me.kind === "inspector";
     b.onclick = () => takeBack(o, b);
-    ol.append(" " + (o.team_name || o.team_id) + " (" + words(o.state) + ") ", b);
+    ol.append(" " + (o.team_name || o.team_id) + " (" + word("order_state", o.state) + ") ", b);
   }
   fillTeams(i);
   const names = {};  // a team's name, as its orders and the unit list give it
@@ -415,13 +502,14 @@ async function detail(run) {
   for (const o of i.orders) if (o.team_name) names[o.team_id] = o.team_name;
   const tb = $("timeline"); tb.replaceChildren();
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
-    cell(tr, (KIND[e.kind] || words(e.kind)) + (e.status ? " → " + words(e.status) : ""));
+    cell(tr, kind(e.kind) + (e.status ? " → " + word("incident_status", e.status) : ""));
     cell(tr, e.team_id ? names[e.team_id] || e.team_id : "");
-    const what = e.kind === "response" ? words(e.detail) : e.detail;  // "en_route": en route
+    // a team's answer is its code ("en_route": 出发); any other detail is dispatch's own text
+    const what = e.kind === "response" ? word("response", e.detail) : e.detail;
     const said = e.note ? (what ? what + ": " : "") + "“" + e.note + "”" : what;  // their own words
-    const records = (e.evidence || []).map(r => r.kind + " " + r.ref
-      + (r.taken_at ? " (taken " + time(r.taken_at) + ")" : "")).join("; ");
-    cell(tr, records ? (said ? said + " · " : "") + "evidence: " + records : said);
+    const records = (e.evidence || []).map(r => word("evidence_kind", r.kind) + " " + r.ref
+      + (r.taken_at ? say("taken_at", {time: time(r.taken_at)}) : "")).join("; ");
+    cell(tr, records ? (said ? said + " · " : "") + say("evidence", {records}) : said);
     tb.appendChild(tr); }
 }
 // The teams that may be sent to the incident shown: on shift, not already on it, no
@@ -439,8 +527,9 @@ function fillTeams(i) {
         || (u.agency_kind === "police" && (u.agency_role || "station") === "station"))) : [];
   const free = u => u.open_order_id ? 1 : 0;
   may.sort((a, b) => free(a) - free(b));  // stable: the unit list's order among equals
-  const label = u => (u.name || u.team_id) + " (" + (u.agency_kind || "")
-    + (u.open_order_id ? ", on another incident's order" : ", " + words(u.status)) + ")";
+  const label = u => say("team_option", {name: u.name || u.team_id,
+    kind: word("agency_kind", u.agency_kind || ""),
+    state: u.open_order_id ? say("on_other_order") : word("team_status", u.status)});
   const team = $("team"), keep = team.value;
   const want = JSON.stringify(may.map(u => [u.team_id, label(u)]));
   if (teamsListed !== want) {  // unchanged: the list (maybe open) is left alone
@@ -448,7 +537,7 @@ function fillTeams(i) {
     for (const u of may) { const o = document.createElement("option"); o.value = u.team_id;
       o.textContent = label(u); team.appendChild(o); }
     if (!may.length) { const o = document.createElement("option"); o.value = "";
-      o.textContent = assignable ? "no team on shift may be sent" : "ended: nothing to assign";
+      o.textContent = say(assignable ? "no_team" : "ended_nothing");
       team.appendChild(o); }
     team.value = may.some(u => u.team_id === keep) ? keep : may.length ? may[0].team_id : "";
   }
@@ -461,21 +550,19 @@ async function assign(id, team, reassign) {
     {method: "POST", body: JSON.stringify({team_id: team, reassign})}); }
 act("assign", async () => {
   const id = shown, team = $("team").value; if (!id || !team) return;
-  if (shownLinkedTo && !confirm("This report is linked to " + shownLinkedTo + " as a duplicate. "
-      + "Send the team to it as an incident of its own?")) return;
+  if (shownLinkedTo && !confirm(say("confirm_linked", {id: shownLinkedTo}))) return;
   try { await assign(id, team, false); }
   catch (e) {
     // a team on another incident's order: the command room may take it off that one
-    if (e === REFUSED || !/holds open order/.test(e.message) || !confirm("That team is on "
-        + "another incident's order. Take it off that order (that incident goes to its next "
-        + "team) and send it here?")) throw e;
+    // (dispatch's message, as its API writes it)
+    if (e === REFUSED || !/holds open order/.test(e.message) || !confirm(say("confirm_reassign"))) {
+      throw e; }
     await assign(id, team, true);
   }
   refresh(); });
 act("unlink", async () => {
   const id = shown, parent = shownLinkedTo; if (!id || !parent) return;
-  const note = prompt("Not a duplicate of " + parent + "? It becomes an incident of its own and "
-    + "is sent the nearest suitable team. Why (for the timeline):");
+  const note = prompt(say("prompt_unlink", {id: parent}));
   if (note === null) return;
   await api("/v1/incidents/" + encodeURIComponent(id) + "/unlink",
     {method: "POST", body: JSON.stringify({note: note.trim() || null})});
@@ -486,13 +573,12 @@ act("revise", async () => {
     .filter(([f]) => $(f).checked).map(([, f]) => f);
   const body = {add_flags: flags, note: $("revnote").value.trim() || null};
   if ($("newprio").value) body.priority = $("newprio").value;
-  const warn = "A weapon takes every volunteer team off this incident. Go on?";
-  if (flags.includes("weapon") && !confirm(warn)) return;
+  if (flags.includes("weapon") && !confirm(say("confirm_weapon"))) return;
   const r = await api("/v1/incidents/" + encodeURIComponent(id),
     {method: "PATCH", body: JSON.stringify(body)});
   for (const f of ["fweapon", "finjury", "fprogress"]) $(f).checked = false;
   $("newprio").value = ""; $("revnote").value = "";
-  if (r.withdrawn.length) $("aerr").textContent = r.withdrawn.length + " volunteer order(s) taken back";
+  if (r.withdrawn.length) show("aerr", () => say("volunteers_withdrawn", {count: r.withdrawn.length}));
   refresh(); });
 act("addremark", async () => { const id = shown, note = $("remark").value.trim(); if (!id || !note) return;
   await api("/v1/incidents/" + encodeURIComponent(id) + "/remarks",
@@ -508,7 +594,7 @@ function alarm(incidents) {
   const fresh = alerted === null ? [] : now.filter(i => !alerted.has(i.incident_id + i.flagged));
   alerted = new Set(now.map(i => i.incident_id + i.flagged));
   const flagged = now.filter(i => i.flagged).length;
-  document.title = (flagged ? "(" + flagged + ") " : "") + "Lianfang · command room";
+  setTitle(() => (flagged ? say("title_flagged", {count: flagged}) : say("title")));
   if (fresh.length && $("sound").checked) beep();
 }
 function beep() {
@@ -522,9 +608,9 @@ function beep() {
 const takingBack = new Set();  // orders being taken back: a double click withdraws once
 async function takeBack(o, button) {
   if (takingBack.has(o.order_id)) return;
-  const note = prompt("Take " + (o.team_name || o.team_id) + " off this incident? Why (for the timeline):");
+  const note = prompt(say("prompt_take_back", {team: o.team_name || o.team_id}));
   if (note === null) return;
-  takingBack.add(o.order_id); if (button) button.disabled = true; $("aerr").textContent = "";
+  takingBack.add(o.order_id); if (button) button.disabled = true; show("aerr", "");
   try { await api("/v1/orders/" + encodeURIComponent(o.order_id) + "/withdraw",
     {method: "POST", body: JSON.stringify({note: note.trim() || null})}); refresh(); }
   catch (e) { tell(e); }
@@ -533,20 +619,19 @@ act("attach", async () => { const id = shown, ref = $("evref").value.trim(); if 
   await api("/v1/incidents/" + encodeURIComponent(id) + "/evidence", {method: "POST",
     body: JSON.stringify({evidence: [{kind: $("evkind").value, ref}]})});
   $("evref").value = ""; refresh(); });
-act("close", async () => { const id = shown; if (!id || !confirm("Close this incident?")) return;
+act("close", async () => { const id = shown; if (!id || !confirm(say("confirm_close"))) return;
   await api("/v1/incidents/" + encodeURIComponent(id) + "/close", {method: "POST"}); refresh(); });
 $("save").onclick = () => {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
   localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; pages = [];
-  if (stopped) { stopped = false; $("err").textContent = ""; }  // a new token: polling again
+  if (stopped) { stopped = false; show("err", ""); }  // a new token: polling again
   refresh(); };
 // A shared desk: the next shift's dispatcher must not act under this one's token.
 $("signout").onclick = () => { localStorage.removeItem("lf-token");
-  refused({error: {message: "signed out"}}); $("err").textContent = "Signed out: enter a token "
-    + "and press Watch."; };
+  refused({error: {message: "signed out"}}); show("err", () => say("signed_out")); };
 act("takeduty", async () => { const d = $("district").value.trim(); if (!d) return;
-  if (!confirm("Take the duty of " + d + "? New incidents will be yours to supervise until done.")) return;
+  if (!confirm(say("confirm_duty", {district: d}))) return;
   await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }, "err");
 $("older").onclick = () => { if (olderAfter) { pages.push(olderAfter); refresh(); } };
 const newest = () => { pages = []; refresh(); };  // also when a filter changes
@@ -571,9 +656,17 @@ $("kday").onchange = () => refresh();
 $("kyesterday").onclick = () => { const t = new Date(); t.setDate(t.getDate() - 1);
   $("kday").value = ymd(t); refresh(); };
 $("klast").onclick = () => { $("kday").value = ""; refresh(); };
+// The dispatcher's language, kept in this browser: what is shown is said again in it.
+$("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lf-lang", lang);
+  showLanguage(); spotsAt = 0; if (!stopped) refresh(); };
+show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
+showLanguage();
 setInterval(() => { if (!refreshing && !stopped) refresh(); }, 3000); refresh();
 </script></body></html>
 """
+
+
+CONSOLE_PAGE = page_in_words(_CONSOLE_PAGE, CONSOLE_TEXT)
 
 
 def build_console_router() -> APIRouter:

@@ -266,7 +266,10 @@ async def test_the_console_renders_the_new_entries_and_kpis(clean_redis: str) ->
         "page": page, "answers": answers, "selected": inc})
     assert out["err"] == "" and out["detailError"] is None, (out["err"], out["asked"])
     shown = "\n".join(str(t) for t in out["texts"])
-    assert "handled by street patrol: 1 (resolved on site 1)" in shown, shown
+    from tests.unit.dispatch.test_console_page import said
+    patrol = said("street_patrol") + "：1" + said("resolved_on_site_of", share=1)
+    assert patrol in shown, shown
+    # dispatch's own text on the timeline, and the command room's note, as they were written
     assert "went off shift" in shown and "needed elsewhere" in shown, shown
 
 

@@ -3,18 +3,41 @@ has its Chinese and its English word; a code it does not know is shown as itself
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 from typing import get_args
 
 import pytest
 
 from services.notify.domain.responses import OrderState
 from services.volunteers.domain.points import Reason
-from shared.events import IncidentStatus, OrderKind, Priority, Response, UnitState
+from shared.events import (
+    AgencyKind,
+    AgencyRole,
+    EvidenceKind,
+    IncidentStatus,
+    OrderKind,
+    Priority,
+    Response,
+    UnitState,
+)
 from shared.labels import GLOSSARY, LANGUAGES, glossary, label, language_of
 from shared.policy import DEFAULT_POLICY, load_policy
 
 HAN = re.compile(r"[\u4e00-\u9fff]")
+DISPATCH = Path(__file__).resolve().parents[2] / "services" / "dispatch"
+
+
+def timeline_kinds() -> set[str]:
+    """Every kind of timeline entry dispatch writes (`TimelineEntry(kind="...")`)."""
+    kinds: set[str] = set()
+    for path in DISPATCH.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TimelineEntry":
+                kinds |= {k.value.value for k in node.keywords
+                          if k.arg == "kind" and isinstance(k.value, ast.Constant)}
+    return kinds
 
 
 def test_every_category_of_the_shipped_policy_has_its_chinese_and_english_name() -> None:
@@ -33,6 +56,10 @@ def test_every_category_of_the_shipped_policy_has_its_chinese_and_english_name()
     ("incident_status", get_args(IncidentStatus)),
     ("flag", ("weapon", "injury", "in_progress")),
     ("points_reason", get_args(Reason)),
+    ("timeline_kind", tuple(timeline_kinds())),
+    ("agency_kind", get_args(AgencyKind)),
+    ("agency_role", get_args(AgencyRole)),
+    ("evidence_kind", get_args(EvidenceKind)),
 ])
 def test_every_code_a_member_or_the_command_room_reads_has_both_words(
         group: str, codes: tuple[str, ...]) -> None:
@@ -40,6 +67,17 @@ def test_every_code_a_member_or_the_command_room_reads_has_both_words(
     for code in codes:
         zh, en = GLOSSARY[group][code]
         assert HAN.search(zh) and en.strip() and not HAN.search(en), (code, zh, en)
+
+
+def test_dispatch_writes_the_timeline_kinds_the_test_reads() -> None:
+    # the scan finds what it is meant to (were it to find nothing, the test above would pass)
+    assert {"reported", "offer", "response", "manual_assign", "closed"} <= timeline_kinds()
+
+
+def test_every_word_of_the_glossary_is_in_chinese_and_in_english() -> None:
+    for group, codes in GLOSSARY.items():
+        for code, (zh, en) in codes.items():
+            assert HAN.search(zh) and en.strip() and not HAN.search(en), (group, code, zh, en)
 
 
 def test_a_category_the_glossary_does_not_have_is_shown_as_its_id() -> None:

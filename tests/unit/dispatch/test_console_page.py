@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from services.dispatch.console import CONSOLE_PAGE
+from services.dispatch.console_text import CONSOLE_TEXT
+from shared.labels import Language, label
 from tests.helpers import run_in_node
 
 # A DOM that keeps what the page sets (text, values, children), a fetch answered by the
@@ -101,6 +103,12 @@ def run_console(setup: str, *steps: str) -> list[Any]:
                                                  "steps": list(steps)}))
 
 
+def said(key: str, language: Language = "zh", **values: object) -> str:
+    """What the console says for `key` (in its default language, Chinese, unless asked): a
+    test checks which message the dispatcher was given, whatever its wording."""
+    return CONSOLE_TEXT[language][key].format(**values)
+
+
 def ids_on_board() -> str:
     return "rows().map(r => r[r.length - 1])"
 
@@ -115,8 +123,8 @@ def test_a_hand_over_no_station_team_takes_calls_the_dispatcher_back() -> None:
         'boards.d1 = [incident("inc_ho", {status: "handed_over", flagged: true}), '
         '...boards.d1]; refresh().then(() => [document.title, beeps])',
     )
-    assert before == ["Lianfang · command room", 0]
-    assert after == ["(1) Lianfang · command room", 1]
+    assert before == [said("title"), 0]
+    assert after == [said("title_flagged", count=1), 1]
 
 
 def test_a_flagged_incident_stays_on_the_board_behind_hundreds_of_newer_reports() -> None:
@@ -130,7 +138,7 @@ def test_a_flagged_incident_stays_on_the_board_behind_hundreds_of_newer_reports(
         "document.title",
     )
     assert shown[0] == "inc_waiting"  # flagged first
-    assert title == "(1) Lianfang · command room"
+    assert title == said("title_flagged", count=1)
 
 
 def test_a_new_p1_calls_the_dispatcher_back_while_the_board_is_filtered() -> None:
@@ -170,9 +178,9 @@ def test_an_incident_reported_another_day_shows_its_day_on_the_board() -> None:
         'incident("inc_earlier", {reported_at: "2020-03-02T08:00:00+08:00", flagged: true, '
         'status: "unassigned"})];',
         'rows().find(r => r[5] === "inc_earlier")[0] === '
-        'new Date("2020-03-02T08:00:00+08:00").toLocaleString()',
+        'new Date("2020-03-02T08:00:00+08:00").toLocaleString("zh-CN")',
         'rows().find(r => r[5] === "inc_today")[0] === '
-        'new Date(boards.d1[0].reported_at).toLocaleTimeString()',
+        'new Date(boards.d1[0].reported_at).toLocaleTimeString("zh-CN")',
     )
     assert earlier and today
 
@@ -186,7 +194,7 @@ def test_an_incident_s_flags_from_its_reporting_system_are_shown() -> None:
         'flags: ["weapon", "<img src=x onerror=alert(1)>"]}), {orders: [], timeline: []});',
         'selected = "inc_x"; detail().then(() => $("dtitle").textContent)',
     )
-    assert "weapon" in title and "<img src=x onerror=alert(1)>" in title
+    assert label("flag", "weapon") in title and "<img src=x onerror=alert(1)>" in title
 
 
 def test_watching_another_district_closes_the_incident_open_from_the_one_left() -> None:
@@ -224,8 +232,8 @@ def test_a_linked_report_offers_to_send_it_a_team_as_an_incident_of_its_own() ->
         'selected = "inc_r"; detail().then(() => $("unlink").onclick()).then(() => sent)',
     )
     title, unlink_hidden, assign_hidden, teams = linked
-    assert "linked to inc_p" in title
+    assert said("status_linked", status=label("incident_status", "linked"), id="inc_p") in title
     assert (unlink_hidden, assign_hidden) == (False, False)
-    assert teams == ["no team on shift may be sent"]  # the harness's district has no teams
+    assert teams == [said("no_team")]  # the harness's district has no teams
     assert done == [True, True]
     assert posted == [["/v1/incidents/inc_r/unlink", '{"note":"another fight, at No. 14"}']]

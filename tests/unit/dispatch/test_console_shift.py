@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.dispatch.console import CONSOLE_PAGE
+from shared.labels import label
 from tests.helpers import run_in_node
+from tests.unit.dispatch.test_console_page import said as told
 
 # A DOM that keeps what the page sets; fetch answered by the test's `answer(url, init)`: a
 # body (200), `reply(status, body)`, or a promise of either; `hold(match)` keeps the answers
@@ -157,7 +159,7 @@ def test_a_slow_answer_for_the_incident_clicked_first_never_fills_the_panel_of_t
         '.then(() => { release(); return settle(); }).then(() => $("dtitle").textContent)',
         '$("team").value = "t1"; $("assign").onclick(); settle().then(() => posts())',
     )
-    assert title.startswith("P1 violence"), title
+    assert title.startswith(f"P1{label('priority', 'P1')} {label('category', 'violence')}"), title
     assert assigned == ["/v1/incidents/inc_fight/assign"]
 
 
@@ -172,7 +174,7 @@ def test_assign_acts_only_on_the_incident_whose_panel_is_shown() -> None:
         '$("team").value = "t1"; $("assign").onclick(); settle().then(() => '
         'posts().filter(u => u.endsWith("/assign")))',
     )
-    assert not panel.startswith("P4 noise"), panel  # the panel no longer shows the noise
+    assert label("category", "noise") not in panel, panel  # the panel no longer shows the noise
     assert assigned == [], assigned  # and nothing is sent until the fight is shown
 
 
@@ -261,8 +263,8 @@ def test_a_refused_token_stops_the_polling_clears_the_board_and_says_so() -> Non
     assert before == 2
     rows, said, title = after
     assert rows == 0
-    assert "refused" in said and "Watch" in said, said
-    assert "signed out" in title
+    assert said == told("token_refused", why="unknown or revoked token")
+    assert title == told("title_signed_out")
     assert asked == 0
     assert stored is None  # a revoked token is not tried again on the next load
 
@@ -289,7 +291,7 @@ def test_flagged_incidents_a_filter_hides_are_said_beside_the_board() -> None:
     )
     rows, text = said
     assert rows == ["inc_busy"]
-    assert "1 flagged" in text, text
+    assert text == told("hidden_by_filter", count=1), text
 
 
 @pytest.mark.parametrize("tz, day, since, until", [
@@ -310,7 +312,8 @@ def test_the_morning_review_asks_for_the_local_calendar_day_picked(
     )
     q = parse_qs(asked.split("?", 1)[1])
     assert (q["since"], q["until"]) == ([since], [until]), asked
-    assert "incidents: 41" in shown and "dispute (12)" in shown, shown
+    assert f"{label('kpi', 'incidents')}：41" in shown, shown
+    assert f"{label('category', 'dispute')} (12)" in shown, shown
 
 
 def test_yesterday_is_the_calendar_day_before_today(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,8 +332,8 @@ def test_yesterday_is_the_calendar_day_before_today(monkeypatch: pytest.MonkeyPa
 
 
 def test_every_timeline_entry_reads_as_words_with_the_team_s_name() -> None:
-    """The dispatcher reads the timeline at a glance: "assigned by hand", "on scene", the
-    team's name (not its id); a team's note is text, an injected tag too."""
+    """The dispatcher reads the timeline at a glance: "assigned by hand" (人工派警), "on
+    scene", the team's name (not its id); a team's note is text, an injected tag too."""
     timeline, = run_console(
         'boards.d1 = [incident("inc_x", {status: "on_scene", flagged: false})]; '
         'const at = new Date().toISOString(); '
@@ -356,9 +359,9 @@ def test_every_timeline_entry_reads_as_words_with_the_team_s_name() -> None:
         assert "_" not in what, what
         assert team in ("", "Jiangnan patrol 7"), team
     by_what = {row[1]: row for row in timeline}
-    assert any(w.startswith("assigned by hand") for w in by_what), list(by_what)
+    assert any(w.startswith(label("timeline_kind", "manual_assign")) for w in by_what), list(by_what)
     answered = next(row for row in timeline if "<img" in row[3])
-    assert "on scene" in answered[3] and "<img src=x onerror=alert(1)>" in answered[3]
+    assert answered[3] == f"{label('response', 'on_scene')}: “<img src=x onerror=alert(1)>”"
     assert any("cam-1/clip.mp4" in row[3] for row in timeline)
 
 
