@@ -113,9 +113,12 @@ class ServiceSettings(BaseSettings):
     # Addresses of the other services, for the few synchronous calls there are.
     volunteers_url: str = Field(default="http://127.0.0.1:8003", description="VOLUNTEERS_URL")
 
-    rate_limit_system: str = Field(default="600/second", description="RATE_LIMIT_SYSTEM per key")
-    rate_limit_device: str = Field(default="20/second", description="RATE_LIMIT_DEVICE per token")
-    rate_limit_dispatcher: str = Field(default="50/second", description="RATE_LIMIT_DISPATCHER")
+    rate_limit_system: Annotated[str, AfterValidator(_limit)] = Field(
+        default="600/second", description="RATE_LIMIT_SYSTEM per key (empty: none)")
+    rate_limit_device: Annotated[str, AfterValidator(_limit)] = Field(
+        default="20/second", description="RATE_LIMIT_DEVICE per token (empty: none)")
+    rate_limit_dispatcher: Annotated[str, AfterValidator(_limit)] = Field(
+        default="50/second", description="RATE_LIMIT_DISPATCHER per token (empty: none)")
     auth_failure_limit: Annotated[str, AfterValidator(_limit)] = Field(
         default="20/minute", description="AUTH_FAILURE_LIMIT: failed bearer authentications "
         "(unknown tokens) from one client address, per process, before the address is locked "

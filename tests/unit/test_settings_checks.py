@@ -102,6 +102,20 @@ def test_an_auth_failure_limit_that_means_nothing_is_refused(limit: str) -> None
     assert ServiceSettings(admin_token="test-admin-token", auth_failure_limit="").auth_failures()
 
 
+@pytest.mark.parametrize("field", ["rate_limit_system", "rate_limit_device",
+                                   "rate_limit_dispatcher"])
+@pytest.mark.parametrize("limit", ["20", "0/second", "often"])
+def test_a_rate_limit_that_means_nothing_is_refused_at_start(field: str, limit: str) -> None:
+    """Taken as it was, it crashed each worker with a traceback from `limits` when the app was
+    built, instead of the settings' exit naming the variable."""
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings(admin_token="test-admin-token", **{field: limit})
+    (error,) = refused.value.errors(include_input=False)
+    assert error["loc"] == (field,)
+    assert ServiceSettings(admin_token="test-admin-token", **{field: ""}).rate_limits()[
+        field.removeprefix("rate_limit_")] == ""
+
+
 def exited(code: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
     proc.wait(10)
