@@ -45,6 +45,9 @@ def check_admin_token(token: str) -> None:
             f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (it opens every service's "
             "admin API); make one with: "
             "python3 -c \"import secrets;print(secrets.token_urlsafe(32))\"")
+    if token != token.strip():
+        raise ValueError("must not begin or end with white space (a space pasted with it): "
+                         "a request's token never does, so none would match")
     if token.startswith(DEVICE_TOKEN_PREFIX):
         # volunteers does not count the failures of device tokens notify and intake ask it
         # about (shared.http.AuthFailures): an admin token like them would be guessed there

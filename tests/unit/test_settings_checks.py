@@ -93,6 +93,17 @@ def test_an_admin_token_like_a_device_token_is_refused() -> None:
     assert "lfd_" in refused.value.errors(include_input=False)[0]["msg"]
 
 
+@pytest.mark.parametrize("token", [" " + "a" * 20, "a" * 20 + " ", "a" * 20 + "\t"])
+def test_an_admin_token_with_white_space_at_an_end_is_refused(token: str) -> None:
+    """A bearer token arrives without white space at its ends: an ADMIN_TOKEN pasted with a
+    space would match no request, and every admin call would be a 401 nobody could
+    explain."""
+    with pytest.raises(ValidationError) as refused:
+        ServiceSettings(admin_token=token)
+    (error,) = refused.value.errors(include_input=False)
+    assert error["loc"] == ("admin_token",) and "space" in error["msg"]
+
+
 @pytest.mark.parametrize("limit", ["20", "0/minute", "often"])
 def test_an_auth_failure_limit_that_means_nothing_is_refused(limit: str) -> None:
     with pytest.raises(ValidationError) as refused:
