@@ -358,7 +358,7 @@ async function refresh() {
         [word("kpi", "followups"), say("holding_of", {holding: k.followups.agreements_holding,
                                                       incidents: k.followups.incidents})],
         [word("kpi", "by_hour"), busiest(k.by_hour.map((n, h) => [say("hour", {hour: h}), n]))],
-        [word("kpi", "by_zone"), busiest(Object.entries(k.by_zone))]]) {
+        [word("kpi", "by_zone"), busiest(Object.entries(k.by_zone).map(([z, n]) => [zoneName(z), n]))]]) {
       const li = document.createElement("li"); li.textContent = label + (lang === "zh" ? "：" : ": ") + v;
       kl.appendChild(li); }
     if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
@@ -448,6 +448,9 @@ function drawMap(incidents, units) {
 function busiest(pairs, n = 3) {
   const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, n);
   return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
+// A zone as the dispatcher knows it: its name (the map's zones), review's NO_ZONE in words.
+const zoneName = z => (z === "(none)" ? say("no_zone")
+  : ((zones.find(x => x.zone_id === z) || {}).name || z));
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
 // Opening another incident empties the panel until its answer comes: an Assign pressed
 // meanwhile acts on nothing, never on an incident the panel does not show.

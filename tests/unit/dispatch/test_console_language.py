@@ -11,6 +11,7 @@ import pytest
 
 from services.dispatch.console import CONSOLE_PAGE
 from services.dispatch.console_text import CONSOLE_TEXT
+from services.dispatch.review import NO_ZONE
 from shared.events import IncidentStatus
 from shared.labels import GLOSSARY, Language, label
 from tests.unit.dispatch.test_console_page import said
@@ -158,3 +159,25 @@ def test_every_text_and_word_the_script_names_is_in_the_table() -> None:
 def test_every_status_the_board_filters_by_has_its_word() -> None:
     (choices,) = run_console(PAGE + TWO_WAITING, '$("status").children.map(o => o.value)')
     assert choices[0] == "" and set(choices[1:]) <= set(get_args(IncidentStatus))
+
+
+def test_the_busiest_zones_are_named_and_incidents_outside_every_zone_said_so() -> None:
+    """The KPIs' busiest zones showed zone ids and review's "(none)" as they came
+    ("qingxiu-z-zhonghua (2), (none) (3)"): the dispatcher reads the zones' names, and
+    words for the incidents outside every zone, in the console's language."""
+    kpis = ('const plain = answer; answer = (url) => {'
+            ' if (url.startsWith("/v1/zones")) return {zones: [{zone_id: "d1-z1", name: "南湖社区",'
+            ' station_agency_id: "d1-ps", polygon: [[108.3, 22.8], [108.31, 22.8],'
+            ' [108.31, 22.81], [108.3, 22.8]]}]};'
+            ' const k = plain(url); if (url.startsWith("/v1/kpis")) k.by_zone ='
+            ' {"(none)": 3, "d1-z1": 2}; return k; };')
+    assert f'z === "{NO_ZONE}"' in CONSOLE_PAGE  # review's word for it, as the script has it
+    read = '$("kpis").children.map(li => li.textContent).find(t => t.includes("(3)"))'
+    zh, en = run_console(
+        PAGE + TWO_WAITING + kpis,
+        f'refresh().then(() => {read})',
+        f'$("lang").onclick(); settle().then(() => {read})',
+    )
+    assert zh == (f"{label('kpi', 'by_zone')}：{CONSOLE_TEXT['zh']['no_zone']} (3), 南湖社区 (2)")
+    assert en == (f"{label('kpi', 'by_zone', 'en')}: {CONSOLE_TEXT['en']['no_zone']} (3), "
+                  "南湖社区 (2)")
