@@ -59,21 +59,21 @@ def square(lat: float, lon: float, half: float) -> list[list[float]]:
 def roster(district: str) -> dict[str, Any]:
     lat0, lon0 = CENTRE
     agencies = [
-        {"id": "ps-xinzhu", "name": "Xinzhu Police Station", "kind": "police", "role": "station"},
-        {"id": "ps-nanhu", "name": "Nanhu Police Station", "kind": "police", "role": "station"},
-        {"id": "ps-zhonghua", "name": "Zhonghua Police Station", "kind": "police",
+        {"id": "ps-xinzhu", "name": "新竹派出所", "kind": "police", "role": "station"},
+        {"id": "ps-nanhu", "name": "南湖派出所", "kind": "police", "role": "station"},
+        {"id": "ps-zhonghua", "name": "中华派出所", "kind": "police",
          "role": "station"},
-        {"id": "sps-minzu", "name": "Minzu Avenue Street Service Station", "kind": "police",
+        {"id": "sps-minzu", "name": "民族大道街面警务站", "kind": "police",
          "role": "patrol"},
-        {"id": "sec-hengan", "name": "Hengan Security Co.", "kind": "security"},
-        {"id": "vol-redarm", "name": "Qingxiu Red Armband Volunteers", "kind": "volunteer"},
+        {"id": "sec-hengan", "name": "恒安保安公司", "kind": "security"},
+        {"id": "vol-redarm", "name": "青秀红袖标志愿者队", "kind": "volunteer"},
     ]
     zones = [
-        {"id": "z-xinzhu", "name": "Xinzhu community", "owner_agency_id": "ps-xinzhu",
+        {"id": "z-xinzhu", "name": "新竹社区", "owner_agency_id": "ps-xinzhu",
          "polygon": square(lat0 + 0.01, lon0 - 0.01, 0.01)},
-        {"id": "z-nanhu", "name": "Nanhu community", "owner_agency_id": "ps-nanhu",
+        {"id": "z-nanhu", "name": "南湖社区", "owner_agency_id": "ps-nanhu",
          "polygon": square(lat0 - 0.01, lon0 - 0.01, 0.01)},
-        {"id": "z-zhonghua", "name": "Zhonghua community", "owner_agency_id": "ps-zhonghua",
+        {"id": "z-zhonghua", "name": "中华社区", "owner_agency_id": "ps-zhonghua",
          "polygon": square(lat0, lon0 + 0.01, 0.01)},
     ]
     teams: list[dict[str, Any]] = []
@@ -88,20 +88,20 @@ def roster(district: str) -> dict[str, Any]:
                             "team_id": team_id, "role": role if i == 0 else
                             ("auxiliary" if role == "officer" else role)})
 
-    add("ps-xinzhu-duty", "ps-xinzhu", "Xinzhu duty team", "car", "z-xinzhu",
-        ["Officer Chen", "Auxiliary Lu"], "officer")
-    add("ps-nanhu-duty", "ps-nanhu", "Nanhu duty team", "car", "z-nanhu",
-        ["Officer Wei", "Auxiliary Mo"], "officer")
-    add("ps-zhonghua-duty", "ps-zhonghua", "Zhonghua duty team", "car", "z-zhonghua",
-        ["Officer Tan", "Auxiliary Qin"], "officer")
+    add("ps-xinzhu-duty", "ps-xinzhu", "新竹值班组", "car", "z-xinzhu",
+        ["陈伟", "卢强"], "officer")
+    add("ps-nanhu-duty", "ps-nanhu", "南湖值班组", "car", "z-nanhu",
+        ["韦志刚", "莫海"], "officer")
+    add("ps-zhonghua-duty", "ps-zhonghua", "中华值班组", "car", "z-zhonghua",
+        ["覃立新", "谭军"], "officer")
     for n, zone in enumerate(["z-xinzhu", "z-nanhu", "z-zhonghua"], start=1):
-        add(f"sps-patrol-{n}", "sps-minzu", f"Street patrol {n}", "car" if n == 1 else "ebike",
-            zone, [f"Officer Patrol{n}", f"Auxiliary Patrol{n}"], "officer", ["first_aid"])
-        add(f"sec-post-{n}", "sec-hengan", f"Guard post {n}", "foot", zone,
-            [f"Guard {n}A", f"Guard {n}B"], "guard", ["first_aid"] if n == 2 else [])
+        add(f"sps-patrol-{n}", "sps-minzu", f"街面巡逻{n}组", "car" if n == 1 else "ebike",
+            zone, [f"巡警{n}甲", f"辅警{n}乙"], "officer", ["first_aid"])
+        add(f"sec-post-{n}", "sec-hengan", f"保安{n}号岗", "foot", zone,
+            [f"保安员{n}甲", f"保安员{n}乙"], "guard", ["first_aid"] if n == 2 else [])
     for n, zone in enumerate(["z-xinzhu", "z-nanhu", "z-zhonghua", "z-xinzhu"], start=1):
-        add(f"vol-team-{n}", "vol-redarm", f"Red armband team {n}", "bike" if n % 2 else "foot",
-            zone, [f"Volunteer {n}A", f"Volunteer {n}B", f"Volunteer {n}C"], "volunteer")
+        add(f"vol-team-{n}", "vol-redarm", f"红袖标{n}队", "bike" if n % 2 else "foot",
+            zone, [f"志愿者{n}甲", f"志愿者{n}乙", f"志愿者{n}丙"], "volunteer")
     return with_district_ids({"district": district, "agencies": agencies, "zones": zones,
                               "teams": teams, "members": members})
 
@@ -187,7 +187,7 @@ class Demo:
         r = await self.client.post(
             f"{self.env['VOLUNTEERS_URL']}/v1/members/{member['id']}/devices", headers=self.admin)
         r.raise_for_status()
-        sys.stdout.write(f"{member['name']}'s phone (Red armband team 4) in a browser: "
+        sys.stdout.write(f"{member['name']}'s phone ({doc['teams'][-1]['name']}) in a browser: "
                          f"{self.env['NOTIFY_URL']}/device#token={r.json()['token']}\n")
 
     async def take_duty(self) -> None:
@@ -196,7 +196,7 @@ class Demo:
         dispatch = self.env["DISPATCH_URL"]
         r = await self.client.get(f"{dispatch}/v1/dispatchers", headers=self.admin)
         r.raise_for_status()
-        name = "Duty leader (demo)"
+        name = "值班长（演示）"
         leader = next((d["dispatcher_id"] for d in r.json()["dispatchers"]
                        if d["name"] == name and self.district in d["districts"]), None)
         if leader is None:
@@ -313,7 +313,7 @@ class Demo:
                 "district": self.district, "flags": flags,
                 "location": {"lat": CENTRE[0] + random.uniform(-0.018, 0.018),
                              "lon": CENTRE[1] + random.uniform(-0.018, 0.018),
-                             "address": f"No. {random.randint(1, 300)} Minzu Avenue"},
+                             "address": f"民族大道{random.randint(1, 300)}号"},
                 "caller": {"phone": "138" + "".join(random.choices("0123456789", k=8))},
             }
             try:
