@@ -400,7 +400,7 @@ class FallbackTimers:
             # carrying on sends it at once (the same reference).
             await store.end_fallback_send(
                 self._redis, order_id, step=step, device_id=device.device_id,
-                tries=mark.tries, state="failed")
+                tries=mark.tries, state="failed", went=True)
             raise
         wait = None
         if alone and outcome.status == "failed" and outcome.retry:
@@ -409,10 +409,13 @@ class FallbackTimers:
                               retry_after_s=outcome.retry_after_s)
         if wait is not None:
             sent.again_at = time.time() + wait
+        # a message not tried again (a later channel reaches the phone, or its tries are
+        # spent) that went unanswered may still have reached it: taken back if withdrawn
         await store.end_fallback_send(
             self._redis, order_id, step=step, device_id=device.device_id,
             tries=mark.tries, state=("sent" if outcome.status == "sent" else
-                                     "failed" if wait is not None else "done"))
+                                     "failed" if wait is not None else "done"),
+            went=outcome.status == "sent" or outcome.retry)
         sent.reached = outcome.status == "sent"
         await store.record_attempt(
             self._redis, order_id, channel=channel.name, outcome=outcome.status,

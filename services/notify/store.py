@@ -761,7 +761,10 @@ class SendMark:
 
 # One field per step and device in `notify:order:{id}:fallback_sent`: `sending` (with the
 # time its sender must be done by and the try), then `sent`, `failed` (to be tried again) or
-# `done`. A mark is taken before the message goes, so two replicas never send it at once;
+# `done`, and whether some try of it may have reached the phone (`went`: kept through the
+# later tries, so a message given up after one went unanswered is still taken back should
+# its order be withdrawn). A mark is taken before the message goes, so two replicas never
+# send it at once;
 # a `sending` mark past its time is a sender that died (a kill, a restart) with the message
 # maybe sent: it is sent again, with the same reference for the gateway to deduplicate on,
 # rather than lost. A mark from before the states (`1`) counts as sent.
@@ -771,6 +774,7 @@ class SendMark:
 _BEGIN_SEND = _LIKE_ORDER + """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local tries = 0
+local went = nil
 if raw then
   local ok, mark = pcall(cjson.decode, raw)
   if not ok or type(mark) ~= 'table' or mark.state == 'sent' then return {'sent'} end
@@ -779,10 +783,11 @@ if raw then
     if (tonumber(mark.till) or 0) > tonumber(ARGV[2]) then return {'busy', tostring(mark.till)} end
   elseif mark.state ~= 'failed' then return {'done'} end
   tries = tonumber(mark.tries) or 0
+  went = mark.went
 end
 tries = tries + 1
-redis.call('HSET', KEYS[1], ARGV[1],
-           cjson.encode({state = 'sending', till = ARGV[3], tries = tries, by = ARGV[5]}))
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({state = 'sending', till = ARGV[3],
+                                                   tries = tries, by = ARGV[5], went = went}))
 like_order(KEYS[2], KEYS[1], ARGV[4])
 return {'go', tostring(tries)}
 """
@@ -793,7 +798,10 @@ if not raw then return 0 end
 local ok, mark = pcall(cjson.decode, raw)
 if not ok or type(mark) ~= 'table' or mark.state ~= 'sending'
    or tonumber(mark.tries) ~= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({state = ARGV[2], tries = tonumber(ARGV[3])}))
+local went = nil
+if ARGV[4] == '1' or mark.went == 1 then went = 1 end
+redis.call('HSET', KEYS[1], ARGV[1],
+           cjson.encode({state = ARGV[2], tries = tonumber(ARGV[3]), went = went}))
 return 1
 """
 
@@ -804,18 +812,21 @@ def _sent_marks(order_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StepMark:
-    """One fallback message as its mark stands: `step` (the chain's index), the device, and
-    where it is (sent, sending until `till`, failed, done)."""
+    """One fallback message as its mark stands: `step` (the chain's index), the device,
+    where it is (sent, sending until `till`, failed, done), and whether a try of it may have
+    reached the phone (`went`)."""
 
     step: int
     device_id: str
     state: str
     till: float | None = None
+    went: bool = False
 
     @property
     def may_have_gone(self) -> bool:
-        """Sent, or tried with no answer saying it was not (failed: maybe taken; sending)."""
-        return self.state in ("sent", "sending", "failed")
+        """Sent, or tried with no answer saying it was not (failed: maybe taken; sending;
+        given up after a try that may have gone)."""
+        return self.state in ("sent", "sending", "failed") or self.went
 
 
 async def step_marks(redis: Redis, order_id: str) -> list[StepMark]:
@@ -834,7 +845,8 @@ async def step_marks(redis: Redis, order_id: str) -> list[StepMark]:
             continue
         till = mark.get("till")
         found.append(StepMark(int(step), device_id, str(mark.get("state")),
-                              float(till) if till is not None else None))
+                              float(till) if till is not None else None,
+                              went=mark.get("went") == 1))
     return found
 
 
@@ -858,12 +870,13 @@ async def begin_fallback_send(redis: Redis, order_id: str, *, step: int | str, d
 
 
 async def end_fallback_send(redis: Redis, order_id: str, *, step: int | str, device_id: str,
-                            tries: int, state: str) -> None:
+                            tries: int, state: str, went: bool = False) -> None:
     """What came of try `tries` of the message: `sent`, `failed` (to be tried again) or
-    `done` (not again: refused as wrong, the address gone). Nothing if another replica took
-    the message over meanwhile (this sender was past its time)."""
+    `done` (not again: refused as wrong, the address gone, or given up); `went`: this try
+    may have reached the phone. Nothing if another replica took the message over
+    meanwhile (this sender was past its time)."""
     await run_script(redis, _END_SEND, [_sent_marks(order_id)],
-                     [f"{step}:{device_id}", state, str(tries)])
+                     [f"{step}:{device_id}", state, str(tries), "1" if went else "0"])
 
 
 def retry_timer(order_id: str, step: int) -> str:

@@ -549,3 +549,26 @@ async def test_a_hanging_push_service_does_not_hold_up_the_withdrawals_sms(
         hang.set()
     assert sorted(t.json()["to"] for t in texts if t.json()["kind"] == "withdrawn") == [
         "+8613800000000", "+8613800000001"]
+
+
+async def test_a_web_push_that_got_no_answer_is_taken_back_when_the_order_is_withdrawn(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The push service took the order's push and never answered (a firewall dropping its
+    # replies): the phone may show the order when it comes online. The phone has SMS too,
+    # so the push is not tried again; once the order is withdrawn, its push must still be
+    # taken back (the same Topic replaces it), not taken for one that never went.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    await a_subscription(redis, "t1-dev", f"{outside.url}/push")
+    outside.reply("/push", Reply(201, hold=asyncio.Event()))
+    order_id = await an_sms_order(redis, "t1", steps=2)
+    async with push_and_sms_replica(clean_redis, redis, outside, timeout_s=0.5):
+        await poll_until(lambda: _chain_done(redis, order_id, steps=2), "both steps sent")
+        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                                   district="d1", reason="reassigned", ttl_s=600, fan_out="{}")
+        await poll_until(lambda: _no_timer(redis, store.withdrawal_timer(order_id)),
+                         "the take-back done")
+    assert len(outside.at("/push")) == 2
+    tried = [a[:2] for a in await attempts(redis, order_id)]
+    assert tried[:2] == [("webpush", "failed"), ("sms", "sent")]
+    assert sorted(tried[2:]) == [("sms", "withdrawal_sent"), ("webpush", "withdrawal_sent")]
+
