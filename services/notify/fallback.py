@@ -409,13 +409,13 @@ class FallbackTimers:
                               retry_after_s=outcome.retry_after_s)
         if wait is not None:
             sent.again_at = time.time() + wait
-        # a message not tried again (a later channel reaches the phone, or its tries are
-        # spent) that went unanswered may still have reached it: taken back if withdrawn
+        # a message that went unanswered may have reached the phone, tried again or not: it
+        # is taken back if the order is withdrawn; one refused outright (503, 429) is not
         await store.end_fallback_send(
             self._redis, order_id, step=step, device_id=device.device_id,
             tries=mark.tries, state=("sent" if outcome.status == "sent" else
                                      "failed" if wait is not None else "done"),
-            went=outcome.status == "sent" or outcome.retry)
+            went=outcome.status == "sent" or outcome.maybe_sent)
         sent.reached = outcome.status == "sent"
         await store.record_attempt(
             self._redis, order_id, channel=channel.name, outcome=outcome.status,
@@ -519,6 +519,6 @@ class FallbackTimers:
                     return await channel.take_back(record.order, device)
                 return await channel.send(record.order, device)
         except TimeoutError:
-            return Outcome("failed", "Timeout", retry=True)
+            return Outcome("failed", "Timeout", retry=True, maybe_sent=True)
         except Exception as exc:  # one broken device must not stop the others
             return Outcome("failed", type(exc).__name__)

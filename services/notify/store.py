@@ -798,7 +798,7 @@ if not raw then return 0 end
 local ok, mark = pcall(cjson.decode, raw)
 if not ok or type(mark) ~= 'table' or mark.state ~= 'sending'
    or tonumber(mark.tries) ~= tonumber(ARGV[3]) then return 0 end
-local went = nil
+local went = 0
 if ARGV[4] == '1' or mark.went == 1 then went = 1 end
 redis.call('HSET', KEYS[1], ARGV[1],
            cjson.encode({state = ARGV[2], tries = tonumber(ARGV[3]), went = went}))
@@ -820,13 +820,17 @@ class StepMark:
     device_id: str
     state: str
     till: float | None = None
-    went: bool = False
+    went: bool | None = None  # None: a mark from before this was kept
 
     @property
     def may_have_gone(self) -> bool:
-        """Sent, or tried with no answer saying it was not (failed: maybe taken; sending;
-        given up after a try that may have gone)."""
-        return self.state in ("sent", "sending", "failed") or self.went
+        """Sent, being sent, or tried with no answer saying it was not taken (a timeout, a
+        proxy's 502 or 504), whether tried again or given up. A message refused outright
+        each time (503, 429, 4xx) never went: nothing to take back. A failed mark from
+        before `went` was kept counts as maybe taken."""
+        if self.state in ("sent", "sending") or self.went:
+            return True
+        return self.went is None and self.state == "failed"
 
 
 async def step_marks(redis: Redis, order_id: str) -> list[StepMark]:
@@ -846,7 +850,7 @@ async def step_marks(redis: Redis, order_id: str) -> list[StepMark]:
         till = mark.get("till")
         found.append(StepMark(int(step), device_id, str(mark.get("state")),
                               float(till) if till is not None else None,
-                              went=mark.get("went") == 1))
+                              went=None if "went" not in mark else mark["went"] == 1))
     return found
 
 

@@ -24,6 +24,9 @@ class Outcome:
     # same message may go through later; `retry_after_s`: what the service asked us to wait
     retry: bool = False
     retry_after_s: float | None = None
+    # failed, yet the message may have reached the phone: no answer came, or a proxy said
+    # the service behind it did not answer (its take-back goes should the order be withdrawn)
+    maybe_sent: bool = False
 
 
 class Channel(Protocol):
@@ -45,13 +48,16 @@ class Channel(Protocol):
 
 # Answers that say "not now" rather than "not this": worth the same request later.
 _PASSING = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Of those, the answers that do not say the message was not taken: an error inside the
+# service, or a proxy's word that the service behind it failed or did not answer in time.
+_MAYBE_TAKEN = frozenset({500, 502, 504})
 
 
 def unreached(exc: httpx.HTTPError) -> Outcome:
     """No answer (refused, reset, timed out): maybe taken, maybe not; worth trying again.
     Only the exception's type is kept: its text may name the URL (a push subscription's
     credential, a gateway's key in its query)."""
-    return Outcome("failed", type(exc).__name__, retry=True)
+    return Outcome("failed", type(exc).__name__, retry=True, maybe_sent=True)
 
 
 def refused(response: httpx.Response) -> Outcome:
@@ -60,7 +66,8 @@ def refused(response: httpx.Response) -> Outcome:
     if code not in _PASSING:
         return Outcome("failed", f"HTTP {code}")
     return Outcome("failed", f"HTTP {code}", retry=True,
-                   retry_after_s=retry_after(response.headers.get("retry-after")))
+                   retry_after_s=retry_after(response.headers.get("retry-after")),
+                   maybe_sent=code in _MAYBE_TAKEN)
 
 
 def retry_after(value: str | None, *, now: float | None = None) -> float | None:

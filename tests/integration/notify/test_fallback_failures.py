@@ -572,3 +572,21 @@ async def test_a_web_push_that_got_no_answer_is_taken_back_when_the_order_is_wit
     assert tried[:2] == [("webpush", "failed"), ("sms", "sent")]
     assert sorted(tried[2:]) == [("sms", "withdrawal_sent"), ("webpush", "withdrawal_sent")]
 
+
+
+async def test_a_message_refused_outright_is_not_taken_back(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The gateway answered 503 each time it was asked to text the order: no text went. The
+    # withdrawal must not text the member 'do not go' about an order they never got.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    outside.always["/sms"] = Reply(503)
+    order_id = await an_sms_order(redis, "t1", ack_in_s=None)
+    async with sms_replica(clean_redis, redis, outside, after_s=0.0):
+        await poll_until(lambda: len(outside.at("/sms")) >= 2, "the SMS tried again")
+        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                                   district="d1", reason="closed", ttl_s=600, fan_out="{}")
+        await poll_until(lambda: _no_timer(redis, store.withdrawal_timer(order_id)),
+                         "the take-back done")
+        await poll_until(lambda: _no_timer(redis, store.retry_timer(order_id, 0)),
+                         "the retries over")
+    assert {r.json()["kind"] for r in outside.at("/sms")} == {"order"}
