@@ -39,6 +39,7 @@ from . import store
 from .channels import Channel, Outcome
 from .config import Settings
 from .domain.fallback import retry_wait, team_has_order, too_late, wait_before_step
+from .domain.phones import e164
 from .service import Orders
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,28 @@ async def read_holders(redis: Redis, order_id: str) -> Holders:
         if member:
             members.add(str(member))
     return Holders(devices=frozenset(receipts), members=frozenset(members))
+
+
+def contact_of(device: store.DeviceRecord, channel: Channel) -> str:
+    """Where `channel` reaches the device: its number (as the gateway gets it), its push
+    subscription's endpoint."""
+    if channel.contact_field == "phone":
+        return e164(device.phone or "") or device.phone or ""
+    if channel.contact_field == "webpush":
+        return str((device.webpush or {}).get("endpoint") or device.device_id)
+    return device.device_id
+
+
+def one_per_contact(devices: Sequence[store.DeviceRecord],
+                    channel: Channel) -> list[store.DeviceRecord]:
+    """The devices a step sends to: one per number or subscription. A member enrolled again
+    on the same phone (the old device record kept), or a duty phone two members registered,
+    is texted once, not once per record. Always the same one of them (the lowest device
+    id): a retry, another replica and the withdrawal's take-back all find that one's mark."""
+    chosen: dict[str, store.DeviceRecord] = {}
+    for device in sorted(devices, key=lambda d: d.device_id):
+        chosen.setdefault(contact_of(device, channel), device)
+    return list(chosen.values())
 
 
 def awaits_team(record: store.OrderRecord) -> bool:
@@ -304,8 +327,9 @@ class FallbackTimers:
             attributes={"lianfang.order_id": order_id, "lianfang.team_id": record.team_id,
                         "lianfang.channel": channel.name},
         ):
-            devices = [d for d in await store.team_devices(self._redis, record.team_id)
-                       if channel.reaches(d) and not holders.hold(d)]
+            devices = one_per_contact(
+                [d for d in await store.team_devices(self._redis, record.team_id)
+                 if channel.reaches(d) and not holders.hold(d)], channel)
             if not devices and retrying is None:
                 await store.record_attempt(self._redis, order_id, channel=channel.name,
                                            outcome="no_recipient", ttl_s=ttl)

@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -146,6 +146,35 @@ async def test_a_phone_number_as_the_member_types_it_reaches_the_gateway_as_e164
         await issue(broker, an_order("t1"))
         sms = await poll_until(lambda: gateway.at("/sms"), "an SMS gateway request")
         assert json.loads(sms[0].body)["to"] == "+8613800138000"
+
+
+async def test_one_number_on_two_devices_of_a_team_gets_one_sms_per_order(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    # A member enrolled again on the same phone (a new token; the old device record kept,
+    # or a shared duty phone two members registered): each device record was texted, so
+    # every order came twice to one phone, a cost and a confusion ("two orders?").
+    first = volunteers.enrol("t1")
+    again = replace(first, token=f"{first.token}-again", device_id=f"{first.device_id}-again")
+    volunteers.members[again.token] = again
+    other = volunteers.enrol("t1")
+    settings = settings_for(gateway, 0.2)
+    settings.pop("vapid_private_key")
+    async with notify_factory(**settings) as notify:
+        for member, phone in ((first, "138 0013 8000"), (again, "+8613800138000"),
+                              (other, "13900139000")):
+            r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                                json={"phone": phone})
+            assert r.status_code == 200, r.text
+        order = an_order("t1")
+        await issue(broker, order)
+
+        async def chain_done() -> bool:
+            return (await deliveries(http, notify, order.order_id))["fallback_due_at"] is None
+
+        await poll_until(chain_done, "the fallback chain's end")
+        texted = sorted(json.loads(r.body)["to"] for r in gateway.at("/sms"))
+        assert texted == ["+8613800138000", "+8613900139000"]
 
 
 async def test_a_p1_orders_fallback_goes_well_before_its_acknowledge_by_deadline(

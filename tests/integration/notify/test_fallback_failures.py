@@ -451,7 +451,7 @@ async def test_a_push_service_that_never_answers_leaves_a_p1_time_for_its_sms(
     outside.holds.append(hang)
     for i in range(4):
         await a_phone(redis, f"t1-dev{i}", "t1", f"+861380000000{i}")
-        await a_subscription(redis, f"t1-dev{i}", f"{outside.url}/push")
+        await a_subscription(redis, f"t1-dev{i}", f"{outside.url}/push?browser={i}")
     issued = utcnow()
     order = an_order("t1", priority="P1", occurred_at=issued,
                      ack_by=issued + timedelta(seconds=3))
@@ -536,7 +536,7 @@ async def test_a_hanging_push_service_does_not_hold_up_the_withdrawals_sms(
     # not wait behind each push's CHANNEL_TIMEOUT_S, the volunteers walking meanwhile.
     for i in range(2):
         await a_phone(redis, f"t1-dev{i}", "t1", f"+861380000000{i}")
-        await a_subscription(redis, f"t1-dev{i}", f"{outside.url}/push")
+        await a_subscription(redis, f"t1-dev{i}", f"{outside.url}/push?browser={i}")
     hang = asyncio.Event()
     outside.reply("/push", Reply(201), Reply(201), Reply(201, hold=hang), Reply(201, hold=hang))
     order_id = await an_sms_order(redis, "t1", steps=2)
