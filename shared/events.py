@@ -149,6 +149,13 @@ class TimelineEntry(BaseModel):
     team_id: str | None = None
     order_id: str | None = None
     detail: str | None = None
+    detail_code: str | None = Field(
+        default=None, description="what `detail` says, as a code of dispatch's timeline texts "
+        "(services/dispatch/timeline_text.py), which a reader says in its own language; none "
+        "on a team's answer (its detail is the answer) and on entries written before codes")
+    detail_args: dict[str, str] | None = Field(
+        default=None, description="the values `detail` fills in, by name: ids, names, counts, "
+        "an instant as ISO 8601")
     note: TeamNote = None
     evidence: EvidenceRecords = None
 
