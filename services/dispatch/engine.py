@@ -56,6 +56,7 @@ from shared.zones import Zone
 
 from . import domain, locks, store
 from .config import Settings
+from .timeline_text import Detail, entry_detail
 from .zones import ZoneProjection, ZonesUnavailable
 
 log = logging.getLogger(__name__)
@@ -372,12 +373,10 @@ class Dispatcher:
         """A backup nobody was free for is looked for again after this."""
         return timedelta(seconds=self.policy.reinforce_retry_s)
 
-    def _followup_retry_span(self) -> str:
+    def _followup_retry_args(self) -> dict[str, str]:
+        """A visit's time to answer, or to be ordered again, as a timeline entry says it."""
         hours = self.policy.followup_retry_h
-        return "an hour" if hours == 1 else f"{hours:g} h"
-
-    def _followup_retry_text(self) -> str:
-        return f"in {self._followup_retry_span()}"
+        return {"span": "an hour" if hours == 1 else f"{hours:g} h", "hours": f"{hours:g}"}
 
     @contextlib.contextmanager
     def _offering_to(self, team_ids: list[str]) -> Iterator[None]:
@@ -583,7 +582,7 @@ class Dispatcher:
                 self.scripts, incident_id=event.incident_id, district=event.district,
                 reported_ts=event.reported_at.timestamp(), fields=fields,
                 entry=None if event.linked_to else TimelineEntry(
-                    kind="reported", detail=self._reported_detail(event)),
+                    kind="reported", **self._reported_detail(event)),
                 lock_key=locks.key(event.incident_id), token=token,
                 ttl_ms=self.locks.ttl_ms, query=query)
 
@@ -597,12 +596,10 @@ class Dispatcher:
         async with self.locks.hold(event.incident_id, token=token) as held:
             await self._after_first_step(event, inc, held, bool(created), found)
 
-    def _reported_detail(self, event: IncidentReported) -> str:
-        if event.category in self.policy.categories:
-            return f"{event.category} {event.priority}"
-        return (f"{event.category} {event.priority}: not a category of dispatch's policy "
-                "(intake's policy file differs?); sent to police as the nearest suitable, "
-                "flagged for the command room")
+    def _reported_detail(self, event: IncidentReported) -> Detail:
+        known = event.category in self.policy.categories
+        return entry_detail("reported" if known else "reported_unknown_category",
+                            category=event.category, priority=event.priority)
 
     async def _after_first_step(self, event: IncidentReported, inc: dict[str, str],
                                 held: locks.Held, created: bool,
@@ -703,8 +700,8 @@ class Dispatcher:
                                                         {"sent_on_as": incident_id})
 
                     await self._emit(incident_id, TimelineEntry(
-                        kind="note", detail=f"reported as a duplicate of {parent}, which had "
-                        f"ended ({other['status']}): dispatched as an incident of its own"),
+                        kind="note", **entry_detail("duplicate_of_ended", parent=parent,
+                                                    status=other["status"])),
                         status="dispatching", also=remember)
                     return False
                 if other is not None and other["status"] not in TERMINAL:
@@ -726,7 +723,7 @@ class Dispatcher:
                                                **{"lianfang.incident_id": parent}):
                             off = await self._revised(
                                 state, priority=sooner, add_flags=added, note=None,
-                                by=self._linked_report(incident_id))
+                                by=self._linked_report(incident_id), report=incident_id)
                 if waited and hop == 0:
                     # it came after the report, which joined it: told now, as it would have
                     # been had the report come after it (the report marked, so a firing
@@ -735,27 +732,27 @@ class Dispatcher:
                         store.queue_incident_fields(pipe, incident_id, {"link_told": "1"})
 
                     await self._emit(parent, TimelineEntry(
-                        kind="note", detail=f"another report linked: {incident_id}"),
+                        kind="note", **entry_detail("report_linked", report=incident_id)),
                         also=told)
                     break
                 if parent != linked_to:  # followed on from the incident intake named
                     await self.redis.hset(store.incident_key(incident_id), "linked_to", parent)
-                detail = f"duplicate report of {parent}"
+                detail = entry_detail("duplicate", parent=parent)
                 also: Callable[[Pipeline], Awaitable[None]] | None = None
                 if other is None:
-                    detail += (f" (not known to dispatch yet: judged again in "
-                               f"{self.settings.linked_wait_s:g} s)")
+                    detail = entry_detail("duplicate_not_known", parent=parent,
+                                          seconds=f"{self.settings.linked_wait_s:g}")
 
                     async def judge_again(pipe: Pipeline) -> None:
                         store.queue_schedule(pipe, f"link:{incident_id}",
                                              utcnow() + self._linked_wait)
 
                     also = judge_again
-                await self._emit(incident_id, TimelineEntry(kind="linked", detail=detail),
+                await self._emit(incident_id, TimelineEntry(kind="linked", **detail),
                                  status="linked", also=also)
                 if other is not None:
                     await self._emit(parent, TimelineEntry(
-                        kind="note", detail=f"another report linked: {incident_id}"))
+                        kind="note", **entry_detail("report_linked", report=incident_id)))
                 break
         for order in off:
             await self.retry_waiting(district, freed=order["team_id"])
@@ -799,9 +796,8 @@ class Dispatcher:
             store.queue_incident_fields(pipe, incident_id, {"misses": misses})
 
         await self._emit(incident_id, TimelineEntry(
-            kind="note", detail=f"reported as a duplicate of {unknown}, which dispatch never "
-            f"received ({self.settings.linked_wait_s:g} s on; its report lost?): dispatched "
-            f"as an incident of its own, flagged for the command room"),
+            kind="note", **entry_detail("duplicate_never_received", parent=unknown,
+                                        seconds=f"{self.settings.linked_wait_s:g}")),
             status="dispatching", state=mine, also=remember)
 
     async def on_link_due(self, incident_id: str) -> datetime | None:
@@ -955,7 +951,7 @@ class Dispatcher:
                                              score=self._waiting_score(inc, now))
             if inc["status"] != "unassigned":
                 await self._emit(incident_id, TimelineEntry(
-                    kind="unassigned", detail="no suitable team available; waiting"),
+                    kind="unassigned", **entry_detail("no_team")),
                     status="unassigned", state=state)
             if queued:
                 # A team freed after this search and before the incident joined the queue
@@ -1022,10 +1018,12 @@ class Dispatcher:
             "eta_s": f"{eta_s:.1f}" if eta_s is not None else "",
             "instructions": instructions or "", "published": "0",
         }
-        eta = f", ETA {eta_s / 60:.1f} min" if eta_s is not None else ""
+        offered = {"kind": kind, "team": unit.name or unit.team_id,
+                   "agency_kind": unit.agency_kind}
         entry = TimelineEntry(kind="offer", team_id=unit.team_id, order_id=order_id,
-                              detail=f"{kind} order to {unit.name or unit.team_id} "
-                                     f"({unit.agency_kind}){eta}")
+                              **(entry_detail("offer", **offered) if eta_s is None else
+                                 entry_detail("offer_eta", **offered,
+                                              minutes=f"{eta_s / 60:.1f}")))
         return order, deadline, entry
 
     async def _write_order(self, inc: dict[str, str], order: dict[str, str],
@@ -1191,7 +1189,7 @@ class Dispatcher:
             await self._emit(event.incident_id, TimelineEntry(
                 at=event.occurred_at, kind="receipt", team_id=event.team_id,
                 order_id=event.order_id,
-                detail=f"received on a device ({event.channel})"), state=state, also=record,
+                **entry_detail("received", channel=event.channel)), state=state, also=record,
                 end=StepEnd(held, done))
 
     async def on_order_responded(self, event: OrderResponded) -> None:
@@ -1599,15 +1597,13 @@ class Dispatcher:
                                                 else ZONE_RETRY))
 
             if not known:  # the zones could not be loaded: the station is not known *yet*
-                detail = ("the owning police station is not known yet (the district's zones "
-                          "could not be loaded): the hand-over goes to it once they are")
+                detail = entry_detail("station_not_known")
             elif station:
-                detail = ("no on-shift team of the owning police station found; tried again "
-                          f"every {self.policy.handover_retry_min:g} min until one is")
+                detail = entry_detail("station_unstaffed",
+                                      minutes=f"{self.policy.handover_retry_min:g}")
             else:
-                detail = ("no on-shift team of the owning police station found (no station "
-                          "owns the place)")
-            await self._emit(incident_id, TimelineEntry(kind="note", detail=detail),
+                detail = entry_detail("station_none")
+            await self._emit(incident_id, TimelineEntry(kind="note", **detail),
                              state=now_state, also=flagged)
         if handover_order is not None:
             await self._record_station_order(inc, handover_order, station)
@@ -1658,9 +1654,8 @@ class Dispatcher:
             if not live and inc["status"] != "unassigned":
                 await self._emit(inc["incident_id"], TimelineEntry(
                     kind="unassigned",
-                    detail=f"waiting for the owning police station: the district's zones "
-                           f"are not available yet ({inc['category']} goes to its zone's "
-                           f"station only)"), status="unassigned", state=state)
+                    **entry_detail("awaiting_station", category=inc["category"])),
+                    status="unassigned", state=state)
             return True
         await self._place_known(state, zone)
         return False
@@ -1679,9 +1674,9 @@ class Dispatcher:
             store.queue_incident_fields(pipe, incident_id, fields)
             store.queue_cancel(pipe, f"zone:{incident_id}")
 
-        detail = (f"zone {zone.name}, owned by station {zone.owner_agency_id}" if zone
-                  else "outside every zone: no station owns it")
-        await self._emit(incident_id, TimelineEntry(kind="note", detail=f"place known: {detail}"),
+        detail = (entry_detail("place_known", zone=zone.name, station=zone.owner_agency_id)
+                  if zone else entry_detail("place_outside_zones"))
+        await self._emit(incident_id, TimelineEntry(kind="note", **detail),
                          status=inc["status"], state=state, also=known)
         inc.update(fields)
 
@@ -1723,11 +1718,9 @@ class Dispatcher:
             store.queue_incident_fields(pipe, incident_id, fields)
 
         minutes = ZONE_WAIT.seconds // 60
-        detail = (f"the owning police station is still unknown after {minutes} min (the "
-                  f"district's zones could not be loaded): any station's team may go"
-                  if waited else f"zone unknown: the district's zones could not be loaded "
-                                 f"for {minutes} min")
-        await self._emit(incident_id, TimelineEntry(kind="note", detail=detail),
+        detail = entry_detail("station_still_unknown" if waited else "zone_unknown",
+                              minutes=minutes)
+        await self._emit(incident_id, TimelineEntry(kind="note", **detail),
                          status=inc["status"], state=state, also=given_up)
         inc.update(fields)
 
@@ -1789,10 +1782,10 @@ class Dispatcher:
                                                             "misses": "0"})
             store.queue_cancel(pipe, f"handover:{incident_id}")
 
-        assigned = f", assigned by {by}" if by else ""
         await self._emit(incident_id, TimelineEntry(
             kind="handover", team_id=order["team_id"], order_id=order_id,
-            detail=f"handed over to station {station}{assigned}"), state=state, also=recorded)
+            **(entry_detail("handed_over_by", station=station, by=by) if by
+               else entry_detail("handed_over", station=station))), state=state, also=recorded)
         inc.update(handover_order=order_id, misses="0")
 
     async def on_handover_due(self, incident_id: str) -> None:
@@ -1908,9 +1901,9 @@ class Dispatcher:
 
         await self._emit(incident_id, TimelineEntry(
             kind="note", team_id=order["team_id"], order_id=order["order_id"],
-            detail="reinforcement requested; no suitable team available: looked for again "
-                   f"every {self.policy.reinforce_retry_s:g} s while "
-                   f"{order.get('team_name') or order['team_id']} is on the incident"),
+            **entry_detail("reinforcement_unavailable",
+                           seconds=f"{self.policy.reinforce_retry_s:g}",
+                           team=order.get("team_name") or order["team_id"])),
             state=state, also=flagged)
 
     async def _backup_again(self, state: store.IncidentState, failed: dict[str, str]) -> None:
@@ -1984,7 +1977,7 @@ class Dispatcher:
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="reinforcement", team_id=backup["team_id"], order_id=backup["order_id"],
-            detail=f"requested by {order.get('team_name') or order['team_id']}"),
+            **entry_detail("reinforcement_for", team=order.get("team_name") or order["team_id"])),
             state=state, also=sent)
 
     # --- time passes ------------------------------------------------------------------
@@ -2131,7 +2124,7 @@ class Dispatcher:
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="timeout", team_id=order["team_id"], order_id=order["order_id"],
-            detail=f"no acknowledgement by {order['ack_by']} (routing timeout)"),
+            **entry_detail("routing_timeout", ack_by=order["ack_by"])),
             state=state, also=timed_out, release_claim=(order["team_id"], order["order_id"]))
         ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
 
@@ -2151,8 +2144,7 @@ class Dispatcher:
             # case by the last visit, until the command room closes it
             inc["followup_failed"] = "1"
             fields = {"misses": self._flag(inc), "followup_failed": "1"}
-            detail = (f"the agreement does not hold after {visits} visits: the command room "
-                      "decides what follows")
+            detail = entry_detail("agreement_failed", visits=visits)
             due = None
         else:
             days = (self.policy.followup_days.get(inc["category"])
@@ -2160,8 +2152,9 @@ class Dispatcher:
             due = utcnow() + timedelta(days=days)
             fields = {"followup_order": "", "followup_visits": str(visits + 1),
                       "followup_note": entry.note or ""}
-            detail = (f"the agreement does not hold: visit {visits + 1} by "
-                      f"{due.astimezone(self.tz):%Y-%m-%d} ({self.settings.timezone})")
+            detail = entry_detail("agreement_revisit", visit=visits + 1,
+                                  date=f"{due.astimezone(self.tz):%Y-%m-%d}",
+                                  timezone=self.settings.timezone)
 
         async def written(pipe: Pipeline) -> None:
             await move(pipe)
@@ -2172,7 +2165,7 @@ class Dispatcher:
         await self._withdraw_backups(state, order)
         return await self._emit(incident_id, TimelineEntry(
             kind="followup", team_id=order["team_id"], order_id=order["order_id"],
-            detail=detail, note=entry.note), state=state, also=written, end=end)
+            **detail, note=entry.note), state=state, also=written, end=end)
 
     async def on_followup_due(self, incident_id: str) -> None:
         async with self._locked(incident_id):
@@ -2213,8 +2206,8 @@ class Dispatcher:
                         store.queue_incident_fields(pipe, incident_id, {"followup_unowned": "1"})
 
                     await self._emit(incident_id, TimelineEntry(
-                        kind="note", detail="no follow-up visit: no police station owns the "
-                                            "place"), state=state, also=unowned)
+                        kind="note", **entry_detail("followup_unowned")), state=state,
+                        also=unowned)
                 return False
             team = (await self._station_team(inc, station, excluded=excluded)
                     if station else None)
@@ -2231,12 +2224,10 @@ class Dispatcher:
                     store.queue_incident_fields(pipe, incident_id, {"followup_unstaffed": "1"})
                     store.queue_schedule(pipe, f"followup:{incident_id}", again)
 
-                whom = ("no team of the station on shift" if station else
-                        "the owning police station is not known yet (the district's zones "
-                        "could not be loaded)")
                 await self._emit(incident_id, nobody or TimelineEntry(
-                    kind="note", detail=f"follow-up visit due: {whom}; ordered again "
-                                        f"{self._followup_retry_text()} until one is"),
+                    kind="note", **entry_detail(
+                        "followup_unstaffed" if station else "followup_station_not_known",
+                        **self._followup_retry_args())),
                     state=state, also=unstaffed)
                 return False
             last = inc.get("followup_note")
@@ -2263,7 +2254,7 @@ class Dispatcher:
 
         await self._emit(incident_id, TimelineEntry(
             kind="followup", team_id=order["team_id"], order_id=order_id,
-            detail="follow-up visit ordered"), state=now_state, also=recorded)
+            **entry_detail("followup_ordered")), state=now_state, also=recorded)
         inc.update(followup_order=order_id, followup_unstaffed="")
         return True
 
@@ -2294,8 +2285,8 @@ class Dispatcher:
 
             await self._emit(inc["incident_id"], TimelineEntry(
                 kind="note", team_id=order["team_id"], order_id=order_id,
-                detail=f"{name} has not answered the follow-up visit order within "
-                       f"{self._followup_retry_span()}: flagged until a team takes it"),
+                **entry_detail("followup_unanswered", team=name,
+                               **self._followup_retry_args())),
                 state=state, also=flagged)
         return None
 
@@ -2346,10 +2337,8 @@ class Dispatcher:
                     and o["state"] in ("declined", "withdrawn")
                     and o.get("visit") == order.get("visit")}
         why = ("declined" if order["state"] == "declined"
-               else "withdrawn (its team was removed from the roster)"
-               if order.get("team_removed") == "1"
-               else "withdrawn (its team is no longer the station's)"
-               if order.get("team_moved") == "1" else "taken back")
+               else "removed" if order.get("team_removed") == "1"
+               else "moved" if order.get("team_moved") == "1" else "taken_back")
         # The note of nobody left is written once per refused order (with this mark), should
         # the step or the command room's take-back be made again.
         noted = inc.get("station_noted") == order["order_id"]
@@ -2361,8 +2350,8 @@ class Dispatcher:
             # flagged, with this note, as a visit due with nobody on shift is
             await self._order_followup(state, excluded=declined, also=mark, nobody=TimelineEntry(
                 kind="note", team_id=order["team_id"], order_id=order["order_id"],
-                detail=f"follow-up visit {why}; no other team of the station on shift: "
-                       f"ordered again {self._followup_retry_text()}"))
+                **entry_detail("followup_refused", refusal=why,
+                               **self._followup_retry_args())))
             return
         station = await self._station_of(inc)
         by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
@@ -2383,9 +2372,8 @@ class Dispatcher:
 
         await self._emit(incident_id, TimelineEntry(
             kind="note", team_id=order["team_id"], order_id=order["order_id"],
-            detail=f"the hand-over was {why} and no other team of the station is on shift: "
-                   f"tried again every {self.policy.handover_retry_min:g} min until one "
-                   "takes it"),
+            **entry_detail("handover_refused", refusal=why,
+                           minutes=f"{self.policy.handover_retry_min:g}")),
             state=state, also=flagged)
 
     # --- units ------------------------------------------------------------------------
@@ -2463,9 +2451,8 @@ class Dispatcher:
 
                 await self._emit(inc["incident_id"], TimelineEntry(
                     kind="note", team_id=order["team_id"], order_id=order_id,
-                    detail=f"{name} {'went off shift' if unit else 'was removed from the roster'}"
-                           f" while {order['state'].replace('_', ' ')} on this order: the "
-                           "command room decides"),
+                    **entry_detail("off_shift" if unit else "off_roster", team=name,
+                                   state=order["state"])),
                     state=state, also=flagged)
         return None
 
@@ -2506,15 +2493,15 @@ class Dispatcher:
             if order["state"] in domain.LIVE_ORDER_STATES:
                 name = order.get("team_name") or order["team_id"]
                 if unit is None:
-                    mark, detail = "team_removed", f"{name} was removed from the roster"
+                    mark, detail = "team_removed", entry_detail("station_team_removed", team=name)
+                elif unit.agency_id != order.get("agency_id"):
+                    mark, detail = "team_moved", entry_detail(
+                        "station_team_moved", team=name, station=order.get("agency_id"),
+                        agency=unit.agency_id)
                 else:
-                    now_of = (f"now of {unit.agency_id}"
-                              if unit.agency_id != order.get("agency_id")
-                              else "its agency is no longer a police station")
-                    mark, detail = "team_moved", (f"{name} is no longer a team of station "
-                                                  f"{order.get('agency_id')} ({now_of})")
-                await self._taken_back(state, order, marks={mark: "1"}, detail=(
-                    f"{detail}: the station's order goes to another of its teams"))
+                    mark, detail = "team_moved", entry_detail(
+                        "station_team_not_police", team=name, station=order.get("agency_id"))
+                await self._taken_back(state, order, marks={mark: "1"}, detail=detail)
             elif (order["state"] != "withdrawn"
                   or "1" not in (order.get("team_removed"), order.get("team_moved"))
                   or inc["status"] in ("closed", "linked")):
@@ -2790,7 +2777,7 @@ class Dispatcher:
             self._queue_waiting(pipe, inc)
 
         await self._emit(incident_id, TimelineEntry(
-            kind="unlinked", detail=f"not a duplicate of {parent}: unlinked by {by}",
+            kind="unlinked", **entry_detail("not_a_duplicate", parent=parent, by=by),
             note=note or None), status="dispatching", state=state, also=unlinked)
         await self._tell_unlinked(parent, incident_id, by=by, held=parent_held)
         return parent
@@ -2800,16 +2787,16 @@ class Dispatcher:
         """A note on the incident a report was linked to that the report is not of it; once
         (asked again, the note there is not put again). Nothing for an incident dispatch
         never received, or whose record was archived."""
-        detail = f"report {report} is not a duplicate of this incident: unlinked by {by}"
+        detail = entry_detail("report_not_a_duplicate", report=report, by=by)
         async with contextlib.nullcontext() if held else self._locked(parent):
             state = await store.incident_state(self.redis, parent)
             other = state.incident
             if other is None or other.get("archived_at"):
                 return
-            if any(e.get("kind") == "note" and e.get("detail") == detail
+            if any(e.get("kind") == "note" and e.get("detail") == detail["detail"]
                    for e in await store.timeline(self.redis, parent)):
                 return
-            await self._emit(parent, TimelineEntry(kind="note", detail=detail),
+            await self._emit(parent, TimelineEntry(kind="note", **detail),
                              status=other["status"], state=state)
 
     async def take_back(self, order_id: str, *, by: str, note: str | None) -> dict[str, str]:
@@ -2842,7 +2829,8 @@ class Dispatcher:
         if inc is None or order is None:
             raise not_found("order")
         if order["state"] in domain.LIVE_ORDER_STATES:
-            await self._taken_back(state, order, detail=f"taken back by {by}", note=note)
+            await self._taken_back(state, order, detail=entry_detail("taken_back", by=by),
+                                   note=note)
         elif order["state"] != "withdrawn":
             raise conflict(f"the order is {order['state']}: only a live order can be taken back")
         if order.get("kind") in STATION_KINDS:
@@ -2857,7 +2845,7 @@ class Dispatcher:
         return order, inc["district"]
 
     async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,
-                          detail: str, note: str | None = None,
+                          detail: Detail, note: str | None = None,
                           marks: dict[str, str] | None = None) -> None:
         """A live order withdrawn by the command room's decision (order.withdrawn,
         `reassigned`): the order's state (with `marks`, other fields kept on it), its
@@ -2884,7 +2872,7 @@ class Dispatcher:
                 self._queue_waiting(pipe, inc)
 
         await self._emit(inc["incident_id"], TimelineEntry(
-            kind="withdrawn", team_id=order["team_id"], order_id=order_id, detail=detail,
+            kind="withdrawn", team_id=order["team_id"], order_id=order_id, **detail,
             note=note or None), state=state,
             also=self._station_declining(inc, order, withdrawn) if station else withdrawn,
             release_claim=(order["team_id"], order_id))
@@ -2916,10 +2904,11 @@ class Dispatcher:
         return inc, off
 
     async def _revised(self, state: store.IncidentState, *, priority: str | None,
-                       add_flags: tuple[str, ...], note: str | None,
-                       by: str) -> list[dict[str, str]]:
+                       add_flags: tuple[str, ...], note: str | None, by: str,
+                       report: str | None = None) -> list[dict[str, str]]:
         """revise's work on an open incident, under its lock: the orders taken back (their
-        teams to be offered to the waiting incidents once the lock is released)."""
+        teams to be offered to the waiting incidents once the lock is released). `report`:
+        the linked report revising it (`by` names it)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -2927,10 +2916,10 @@ class Dispatcher:
         added = [f for f in normalise_flags(add_flags) if f not in old_flags]
         raised = any(f in self.policy.raise_to_p1_flags for f in added)
         new_priority = priority or ("P1" if raised else inc["priority"])
-        what = ([f"priority {inc['priority']} → {new_priority}"]
-                if new_priority != inc["priority"] else [])
+        what = ({"old": inc["priority"], "new": new_priority}
+                if new_priority != inc["priority"] else {})
         if added:
-            what.append("flags added: " + ", ".join(added))
+            what["flags"] = ", ".join(added)
         flags = [*old_flags, *added]
         changes = {"priority": new_priority, "flags": json.dumps(flags)}
         inc.update(changes)
@@ -2971,21 +2960,26 @@ class Dispatcher:
                     if order.get("ack_by") else None))
 
         if what:
+            changed = "_".join(part for part, there in (("priority", "new" in what),
+                                                        ("flags", "flags" in what)) if there)
             await self._emit(incident_id, TimelineEntry(
-                kind="revised", detail="; ".join(what) + f" by {by}", note=note or None),
-                state=state, also=revised)
+                kind="revised", **(entry_detail(f"revised_{changed}_by_report", **what,
+                                                report=report) if report
+                                   else entry_detail(f"revised_{changed}", **what, by=by)),
+                note=note or None), state=state, also=revised)
         elif note and not any(e.get("kind") == "revised" and e.get("note") == note
                               and str(e.get("detail") or "").endswith(f" by {by}")
                               for e in await store.timeline(self.redis, incident_id)):
             # Nothing new (a linked report or a colleague made the change first): what was
             # learnt is still put on the timeline, once (not again when asked again).
-            already = new_priority + (", flagged " + ", ".join(flags) if flags else "")
-            await self._emit(incident_id, TimelineEntry(
-                kind="revised", detail=f"nothing to change (already {already}) by {by}",
-                note=note), status=inc["status"], state=state)
+            already = (entry_detail("revised_nothing_flagged", priority=new_priority,
+                                    flags=", ".join(flags), by=by) if flags
+                       else entry_detail("revised_nothing", priority=new_priority, by=by))
+            await self._emit(incident_id, TimelineEntry(kind="revised", **already, note=note),
+                             status=inc["status"], state=state)
         for order in off:
-            await self._taken_back(state, order, detail="volunteers are not sent to an "
-                                   f"incident flagged {', '.join(barring)}: taken off")
+            await self._taken_back(state, order, detail=entry_detail(
+                "volunteers_barred", flags=", ".join(barring)))
         await self._fill(incident_id, state)
         # A volunteer backup the flags took off: the team that asked for it is still there,
         # another backup, as after a take-back (_fill sends none while the incident has the
@@ -3075,7 +3069,7 @@ class Dispatcher:
 
             await self._emit(incident_id, TimelineEntry(
                 kind="manual_assign", team_id=team_id, order_id=order_id,
-                detail="assigned by the command room"), also=recorded)
+                **entry_detail("assigned_by_hand")), also=recorded)
         return order
 
     async def _hand_over_by_hand(self, inc: dict[str, str], unit: domain.Unit, *,
@@ -3139,7 +3133,7 @@ class Dispatcher:
                     new.append(record)
             if new:
                 await self._emit(incident_id, TimelineEntry(
-                    kind="evidence", detail=f"attached by {by}", note=note or None,
+                    kind="evidence", **entry_detail("attached", by=by), note=note or None,
                     evidence=tuple(new)), status=inc["status"], state=state)
             return tuple(new)
 
@@ -3152,11 +3146,12 @@ class Dispatcher:
             inc = state.incident
             if inc is None:
                 raise not_found("incident")
-            detail = f"remark by {by}"
-            if any(e.get("kind") == "remark" and e.get("detail") == detail and e.get("note") == note
+            detail = entry_detail("remark", by=by)
+            if any(e.get("kind") == "remark" and e.get("detail") == detail["detail"]
+                   and e.get("note") == note
                    for e in await store.timeline(self.redis, incident_id)):
                 return False
-            await self._emit(incident_id, TimelineEntry(kind="remark", detail=detail, note=note),
+            await self._emit(incident_id, TimelineEntry(kind="remark", **detail, note=note),
                              status=inc["status"], state=state)
             return True
 
@@ -3190,5 +3185,6 @@ class Dispatcher:
                     event_id=f"closed-{incident_id}-cmd", district=inc["district"],
                     incident_id=incident_id, final_status="closed", category=inc["category"]))
 
-            await self._emit(incident_id, TimelineEntry(kind="closed", detail=f"closed by {by}"),
+            await self._emit(incident_id, TimelineEntry(kind="closed",
+                                                        **entry_detail("closed", by=by)),
                              status="closed", also=closing)
