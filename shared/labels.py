@@ -104,7 +104,7 @@ _FLAGS = {
 }
 
 # What happened, as an incident's timeline names it (dispatch's TimelineEntry.kind); the
-# entry's `detail` is dispatch's own text and is shown as it is.
+# entry's `detail` is said by its `detail_code` (dispatch's own table of its texts).
 _TIMELINE_KINDS = {
     "reported": ("上报", "reported"),
     "offer": ("派单", "offered to a team"),
@@ -205,20 +205,23 @@ def language_of(value: str) -> Language:
     raise ValueError(f"{value!r} is not a language of the glossary ({', '.join(LANGUAGES)})")
 
 
-def script_strings(text: Mapping[Language, Mapping[str, str]]) -> str:
+def script_strings(text: Mapping[Language, Mapping[str, str]],
+                   more: Mapping[Language, Mapping[str, object]] | None = None) -> str:
     """A page's own `text` and the glossary, per language, as a JavaScript literal for its
-    script: the script is hashed for the page's Content-Security-Policy as it is, so it is
-    built once, at import."""
-    table = {language: {"text": dict(text[language]), **glossary(language)}
+    script (and `more` of its own beside them, by name): the script is hashed for the
+    page's Content-Security-Policy as it is, so it is built once, at import."""
+    table = {language: {"text": dict(text[language]), **glossary(language),
+                        **(more[language] if more else {})}
              for language in LANGUAGES}
     # "</" would end the inline script early
     return json.dumps(table, ensure_ascii=False, sort_keys=True).replace("</", "<\\/")
 
 
-def page_in_words(template: str, text: Mapping[Language, Mapping[str, str]]) -> str:
+def page_in_words(template: str, text: Mapping[Language, Mapping[str, str]],
+                  more: Mapping[Language, Mapping[str, object]] | None = None) -> str:
     """A page in Chinese where its markup has words (`{{key}}` of the page's `text`,
     `{{group:code}}` of the glossary: what shows before its script runs), and its script's
-    table of both languages in place of `__STRINGS__`."""
+    table of both languages (with `more`) in place of `__STRINGS__`."""
     zh = text[DEFAULT_LANGUAGE]
 
     def word(found: re.Match[str]) -> str:
@@ -226,4 +229,4 @@ def page_in_words(template: str, text: Mapping[Language, Mapping[str, str]]) -> 
         return html.escape(label(cast(Group, key), code) if code else zh[key])
 
     page = re.sub(r"\{\{(\w+)(?::(\w+))?\}\}", word, template)
-    return page.replace("__STRINGS__", script_strings(text), 1)
+    return page.replace("__STRINGS__", script_strings(text, more), 1)

@@ -7,7 +7,8 @@ new incidents) and the KPIs.
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 It speaks Chinese, or English where the dispatcher chose it or the browser puts English
-first (console_text.py; the system's codes in the glossary's words, shared/labels.py).
+first (console_text.py; the system's codes in the glossary's words, shared/labels.py; the
+timeline's details by their codes, timeline_text.py).
 """
 
 from fastapi import APIRouter
@@ -17,6 +18,7 @@ from shared.http import page_headers, page_scripts
 from shared.labels import page_in_words
 
 from .console_text import CONSOLE_TEXT
+from .timeline_text import script_words
 
 _CONSOLE_PAGE = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
@@ -467,6 +469,24 @@ const LIVE = ["offered", "acknowledged", "en_route", "on_scene"];
 // timeout, hand-over, linked, revised, note, ...); a kind added later reads as its name
 const kind = k => { const said = word("timeline_kind", k);
   return said === k ? String(k ?? "").replace(/_/g, " ") : said; };
+// What dispatch's entry says, in the dispatcher's language: its code's template filled with
+// its arguments (timeline_text.py: a glossary's word for a code, an instant as the console
+// shows times); an entry without a code (written before codes came), or one this page does
+// not know, as dispatch wrote it.
+const own = (table, key) => Object.prototype.hasOwnProperty.call(table, key);
+function saidOf(e) {
+  const template = e.detail_code && own(STRINGS[lang].timeline, e.detail_code)
+    ? STRINGS[lang].timeline[e.detail_code] : null;
+  const args = e.detail_args || {};
+  const blanks = /[{]([a-z_]+)(?::([a-z_]+))?[}]/g;
+  if (!template || [...template.matchAll(blanks)].some(b => !own(args, b[1]))) return e.detail;
+  return template.replace(blanks, (all, name, group) => {
+    const value = String(args[name]);
+    if (!group) return value;
+    if (group === "time") return time(value);
+    return value.split(", ").map(code => word(group, code)).join(lang === "zh" ? "、" : ", ");
+  });
+}
 async function detail(run) {
   const id = selected, ask = ++asked;
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
@@ -507,8 +527,8 @@ async function detail(run) {
   for (const e of i.timeline) { const tr = document.createElement("tr"); cell(tr, time(e.at));
     cell(tr, kind(e.kind) + (e.status ? " → " + word("incident_status", e.status) : ""));
     cell(tr, e.team_id ? names[e.team_id] || e.team_id : "");
-    // a team's answer is its code ("en_route": 出发); any other detail is dispatch's own text
-    const what = e.kind === "response" ? word("response", e.detail) : e.detail;
+    // a team's answer is its code ("en_route": 出发); any other detail is said by its code
+    const what = e.kind === "response" ? word("response", e.detail) : saidOf(e);
     const said = e.note ? (what ? what + ": " : "") + "“" + e.note + "”" : what;  // their own words
     const records = (e.evidence || []).map(r => word("evidence_kind", r.kind) + " " + r.ref
       + (r.taken_at ? say("taken_at", {time: time(r.taken_at)}) : "")).join("; ");
@@ -669,7 +689,7 @@ setInterval(() => { if (!refreshing && !stopped) refresh(); }, 3000); refresh();
 """
 
 
-CONSOLE_PAGE = page_in_words(_CONSOLE_PAGE, CONSOLE_TEXT)
+CONSOLE_PAGE = page_in_words(_CONSOLE_PAGE, CONSOLE_TEXT, script_words())
 
 
 def build_console_router() -> APIRouter:

@@ -1,8 +1,8 @@
 """What the command room's console says, in Chinese (zh-CN, the default) and English: its
 headings, buttons, prompts and the messages it writes itself, `{name}` for what each fills
 in. The words for the system's codes (a category, a status, a timeline entry's kind, a KPI)
-are the glossary's (shared/labels.py); what dispatch's answers say (an error's message, a
-timeline entry's detail) is shown as dispatch wrote it."""
+are the glossary's (shared/labels.py), a timeline entry's detail its code's
+(timeline_text.py); an error's message is shown as dispatch wrote it."""
 
 from __future__ import annotations
 

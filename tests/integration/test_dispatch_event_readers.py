@@ -269,8 +269,12 @@ async def test_the_console_renders_the_new_entries_and_kpis(clean_redis: str) ->
     from tests.unit.dispatch.test_console_page import said
     patrol = said("street_patrol") + "：1" + said("resolved_on_site_of", share=1)
     assert patrol in shown, shown
-    # dispatch's own text on the timeline, and the command room's note, as they were written
-    assert "went off shift" in shown and "needed elsewhere" in shown, shown
+    # dispatch's own sentence on the timeline in the console's words (by its code), and the
+    # command room's note as it was written
+    from services.dispatch.timeline_text import say
+    (off,) = [e for e in incident["timeline"] if e.get("detail_code") == "off_shift"]
+    assert say("off_shift", off["detail_args"], "zh") in shown, shown
+    assert "needed elsewhere" in shown, shown
 
 
 async def test_a_revision_never_times_out_at_once_an_offer_a_volunteer_phone_holds(

@@ -4,6 +4,7 @@ remembers (the page's script runs in node, as in test_console_shift)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import get_args
 
@@ -12,6 +13,7 @@ import pytest
 from services.dispatch.console import CONSOLE_PAGE
 from services.dispatch.console_text import CONSOLE_TEXT
 from services.dispatch.review import NO_ZONE
+from services.dispatch.timeline_text import entry_detail, say
 from shared.events import IncidentStatus
 from shared.labels import GLOSSARY, Language, label
 from tests.unit.dispatch.test_console_page import said
@@ -181,3 +183,42 @@ def test_the_busiest_zones_are_named_and_incidents_outside_every_zone_said_so() 
     assert zh == (f"{label('kpi', 'by_zone')}：{CONSOLE_TEXT['zh']['no_zone']} (3), 南湖社区 (2)")
     assert en == (f"{label('kpi', 'by_zone', 'en')}: {CONSOLE_TEXT['en']['no_zone']} (3), "
                   "南湖社区 (2)")
+
+
+def test_a_timeline_entrys_detail_is_said_by_its_code_and_an_old_one_as_written() -> None:
+    """Dispatch's own sentences ("no acknowledgement by … (routing timeout)", "closed by …")
+    were English at a Chinese desk: an entry's code and arguments are said in the console's
+    language, an instant in its local time; an entry written before codes came, or with a
+    code or arguments this page does not know, reads as dispatch wrote it."""
+    ack_by = "2026-12-06T03:04:05+00:00"
+    coded = [
+        ("routing_timeout", {"ack_by": ack_by}),
+        ("closed", {"by": "dispatcher:wang"}),
+        ("volunteers_barred", {"flags": "weapon, in_progress"}),
+        ("handover_refused", {"refusal": "taken_back", "minutes": "15"}),
+    ]
+    timeline = ", ".join(
+        f'{{at, kind: "note", detail: {json.dumps(entry_detail(code, **args)["detail"])}, '
+        f'detail_code: "{code}", detail_args: {json.dumps(args)}}}' for code, args in coded)
+    timeline += (', {at, kind: "handover", detail: "handed over to station ps-1"}'
+                 ', {at, kind: "note", detail: "as written", detail_code: "gone_fishing", '
+                 'detail_args: {}}'
+                 ', {at, kind: "closed", detail: "closed by x", detail_code: "closed", '
+                 'detail_args: {}}')
+    read = ('[$("timeline").children.map(tr => tr.children[3].textContent), '
+            f'time("{ack_by}")]')
+    zh, en = run_console(
+        PAGE + 'boards.d1 = [incident("inc_x", {status: "on_scene", flagged: false})]; '
+        'const at = new Date().toISOString(); '
+        f'details.inc_x = detailOf(boards.d1[0], {{timeline: [{timeline}]}});',
+        f'row("inc_x").onclick(); settle().then(() => {read})',
+        f'$("lang").onclick(); settle().then(() => {read})',
+    )
+    old = ["handed over to station ps-1", "as written", "closed by x"]
+    for language, (cells, local) in (("zh", zh), ("en", en)):
+        assert cells == [say(code, {**args, "ack_by": local} if "ack_by" in args else args,
+                             language) for code, args in coded] + old
+    assert zh[0][0] == f"{zh[1]}前未接单（警情分流超时）" and ack_by not in zh[0][0]
+    flags = f"{label('flag', 'weapon')}、{label('flag', 'in_progress')}"
+    assert zh[0][2] == f"警情已标记{flags}，不派志愿者：已撤下"
+    assert en[0][1:] == [entry_detail(code, **args)["detail"] for code, args in coded[1:]] + old
