@@ -41,6 +41,12 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
     # read before the sweep came (or late, after a restart) pays or costs them nothing.
     check_in_limit = settings.check_in_limit()
 
+    async def no_team(event: OrderIssued | OrderResponded | OrderWithdrawn) -> None:
+        # Its team is not on the roster: the order is done here, also should the team be
+        # imported again before the event is read again.
+        await teams.order_of_no_team(redis, order_id=event.order_id, team_id=event.team_id,
+                                     incident_id=event.incident_id)
+
     async def on_order_issued(event: OrderIssued) -> None:
         def decide(view: TeamView) -> Decision:
             step = status.on_order_issued(
@@ -56,6 +62,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         if applied is None:
             log.warning("order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
+            await no_team(event)
 
     async def on_order_responded(event: OrderResponded) -> None:
         def decide(view: TeamView) -> Decision:
@@ -82,6 +89,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         if applied is None:
             log.warning("response to order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
+            await no_team(event)
             return
         record = applied.decision.record
         # Also on a redelivery (the resolution made, its hazard points perhaps not): the
@@ -120,9 +128,10 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                     at=event.occurred_at)
             return Decision(step.state, step.record, tuple(ledger))
 
-        await teams.transition(redis, team_id=event.team_id,
-                               order_id=event.order_id, decide=decide, now=utcnow(),
-                               ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit)
+        if await teams.transition(redis, team_id=event.team_id,
+                                  order_id=event.order_id, decide=decide, now=utcnow(),
+                                  ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit) is None:
+            await no_team(event)
 
     async def pay_hazard(view: TeamView, order_id: str, record: OrderRecord,
                          at: datetime) -> None:

@@ -319,7 +319,8 @@ class OrderRecord(BaseModel):
         default=None, description="dispatch's kind of order; None: not known (recorded before "
         "kinds were kept, or a response overtook the order): it counts as claiming the team")
     open: bool = True
-    final: str | None = Field(default=None, description="resolved, handover, declined, withdrawn")
+    final: str | None = Field(default=None, description="resolved, handover, declined, "
+                              "withdrawn; no_team: its team was not on the roster")
     members: tuple[str, ...] | None = Field(
         default=None, description="who was on the team's shift when it resolved the order "
         "(else those who answered it: a team called in off duty): whom its resolution and "

@@ -297,6 +297,17 @@ async def transition(
     raise Contended(f"gave up after {ATTEMPTS} concurrent changes")
 
 
+async def order_of_no_team(redis: Redis, *, order_id: str, team_id: str,
+                           incident_id: str) -> None:
+    """An event of an order whose team is not on the roster (removed before dispatch heard
+    it): the order is recorded as finished (`final` "no_team") unless it has a record, so
+    that the same event read again once the team is imported again (its ack lost, the
+    entry redelivered) finds it done, and never holds the new team for an order nobody
+    will end (dispatch withdrew it, unheard, while the team was gone)."""
+    record = OrderRecord(team_id=team_id, incident_id=incident_id, open=False, final="no_team")
+    await redis.set(keys.order(order_id), record.model_dump_json(), ex=ORDER_TTL_S, nx=True)
+
+
 async def team_state(redis: Redis, team_id: str) -> TeamState:
     return decode_state(await redis.hgetall(keys.state(team_id)))
 

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from faststream.redis import RedisBroker
+
 from shared.events import UnitStatus
 
 from .conftest import ADMIN, Volunteers
+from .test_status import issued, team_status
 
 DAY_S = 86_400
 
@@ -28,6 +31,30 @@ async def test_a_removed_team_s_last_status_tells_dispatch_it_is_gone(
     others = [e for e in await volunteers.events("unit.status", UnitStatus)
               if e.unit_id != "t-guards"]
     assert others and not any(e.removed for e in others)
+
+
+async def test_an_order_read_while_its_team_was_removed_holds_it_not_once_imported_again(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    """Dispatch sent an order to a team the admin had just removed; its entry is read again
+    (redelivered: the ack was lost) after the team was imported again. The order was never
+    the new team's: it must not make it dispatched, with no withdrawal ever to come (dispatch
+    withdrew it, unheard, while the team was gone)."""
+    await volunteers.import_district()
+    client = volunteers.client
+    assert (await client.delete("/v1/members/m-guard", headers=ADMIN)).status_code == 204
+    assert (await client.delete("/v1/teams/t-guards", headers=ADMIN)).status_code == 204
+    order = issued("ord_gone", "t-guards", kind="security")
+    await publisher.publish(order, stream="order.issued")
+    await volunteers.consumed("order.issued")
+
+    await volunteers.import_district()  # the team and its guard are back
+    await publisher.publish(order, stream="order.issued")  # the same event, read again
+    await volunteers.consumed("order.issued")
+    assert await team_status(volunteers, "t-guards") == "off_duty"
+    last = [e for e in await volunteers.events("unit.status", UnitStatus)
+            if e.unit_id == "t-guards"][-1]
+    assert (last.status, last.order_id) == ("off_duty", None)
 
 
 async def test_a_revoked_device_s_record_expires_and_its_token_stays_refused(
