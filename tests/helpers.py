@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -87,3 +88,17 @@ def redis_as_compose_runs_it(workdir: Path, **options: Any) -> tuple[RedisServer
     server = RedisServer(Path(workdir), binary=str(deploy / "entrypoint.sh"), env=env,
                          ready_auth=("admin", passwords["admin"]), **options)
     return server, passwords
+
+
+def run_machine(machine: type[Any], *, examples: int, steps: int) -> None:
+    """A hypothesis state machine (tests/integration/*/test_stateful.py) run as a test:
+    `examples` runs of up to `steps` steps (STATEFUL_EXAMPLES for a longer search), no
+    deadline per step (each talks to a real Redis)."""
+    from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(machine, settings=settings(
+        max_examples=int(os.environ.get("STATEFUL_EXAMPLES", str(examples))),
+        stateful_step_count=steps, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]))

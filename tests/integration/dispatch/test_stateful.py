@@ -18,7 +18,6 @@ import contextlib
 import functools
 import inspect
 import json
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from typing import Any
 
 import httpx
 from faststream.redis import RedisBroker
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -35,7 +33,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -55,7 +52,7 @@ from shared.events import (
 )
 from shared.http import ApiError
 from shared.policy import load_policy
-from tests.helpers import decode_entry
+from tests.helpers import decode_entry, run_machine
 
 from .conftest import settings_for
 from .test_engine import DISTRICT, SCENE
@@ -707,13 +704,7 @@ def test_dispatch_keeps_its_promises_whatever_happens(redis_url: str) -> None:
     DispatchMachine.url = redis_url
     DispatchMachine.failures.install()
     try:
-        run_machine()
+        run_machine(DispatchMachine, examples=40, steps=30)
     finally:
         DispatchMachine.failures.uninstall()
 
-
-def run_machine() -> None:
-    run_state_machine_as_test(DispatchMachine, settings=settings(
-        max_examples=int(os.environ.get("STATEFUL_EXAMPLES", "40")), stateful_step_count=30,
-        deadline=None, suppress_health_check=[HealthCheck.too_slow],
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]))

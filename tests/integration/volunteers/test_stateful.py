@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,9 +31,8 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -57,6 +55,7 @@ from shared.events import (
     OrderWithdrawn,
     UnitStatus,
 )
+from tests.helpers import run_machine
 
 from .conftest import ADMIN, ADMIN_TOKEN, SQUARE, stream_events
 
@@ -879,13 +878,7 @@ def test_volunteers_keep_their_promises_whatever_happens(
     monkeypatch.setattr(imports, "LOCK_TTL_MS", 3000)
     VolunteersMachine.failures.install()
     try:
-        run_machine()
+        run_machine(VolunteersMachine, examples=20, steps=30)
     finally:
         VolunteersMachine.failures.uninstall()
 
-
-def run_machine() -> None:
-    run_state_machine_as_test(VolunteersMachine, settings=settings(
-        max_examples=int(os.environ.get("STATEFUL_EXAMPLES", "20")), stateful_step_count=30,
-        deadline=None, suppress_health_check=[HealthCheck.too_slow],
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]))
