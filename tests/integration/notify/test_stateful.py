@@ -158,6 +158,7 @@ class Outside:
         self.redis: Redis | None = None
         self.arrived = asyncio.Event()  # set at each request
         self.at_once = False  # another step runs meanwhile
+        self.reading: set[asyncio.Future[None]] = set()  # notify's store, as each one came
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         at = self.clock.time()
@@ -171,21 +172,34 @@ class Outside:
             channel, order_id, to = "webpush", body["order_id"], str(request.url)
             kind = "withdrawn" if body["type"] == "order_withdrawn" else "order"
             reference = f"{order_id}:{device_id}" + (":withdrawn" if kind == "withdrawn" else "")
-        assert self.redis is not None
-        record = await self.redis.hgetall(f"notify:order:{order_id}")
-        receipts = await self.redis.hgetall(f"notify:order:{order_id}:received")
         message = Message(channel, kind, order_id, device_id, to, reference, at,
-                          taken=self.mode != "failing", answered=None,
-                          withdrawn=record.get("withdrawn") == "1",
-                          received_by=frozenset(json.loads(r)["member_id"]
-                                                for r in receipts.values()),
-                          at_once=self.at_once)
+                          taken=self.mode != "failing", answered=None, withdrawn=False,
+                          received_by=frozenset(), at_once=self.at_once)
+        # It came: recorded at once, and what notify's store held then read to the end
+        # even if notify hangs up meanwhile (stopped mid-send): a message that reached the
+        # service and went unrecorded would make its take-back look like one that never went
         self.messages.append(message)
+        reading = asyncio.ensure_future(self._read_store(message))
+        self.reading.add(reading)
+        reading.add_done_callback(self.reading.discard)
+        await asyncio.shield(reading)
         self.arrived.set()
         if self.mode == "hanging":
             await asyncio.sleep(5)  # notify's CHANNEL_TIMEOUT_S ends it first
         message.answered = 503 if self.mode == "failing" else 201
         return httpx.Response(message.answered)
+
+    async def _read_store(self, message: Message) -> None:
+        assert self.redis is not None
+        record = await self.redis.hgetall(f"notify:order:{message.order_id}")
+        receipts = await self.redis.hgetall(f"notify:order:{message.order_id}:received")
+        message.withdrawn = record.get("withdrawn") == "1"
+        message.received_by = frozenset(json.loads(r)["member_id"] for r in receipts.values())
+
+    async def recorded(self) -> None:
+        """Every message that came is recorded whole (one whose sender hung up included)."""
+        while self.reading:
+            await asyncio.gather(*self.reading)
 
 
 # --- a member's phone: its page, over an in-memory socket to notify's socket route -------------
@@ -454,7 +468,9 @@ class NotifyMachine(RuleBasedStateMachine):
 
     async def settle(self) -> None:
         """What Pub/Sub carries reaches the sockets (a mark published after the step heard
-        on every team's channel), and each socket's queue is written out."""
+        on every team's channel), each socket's queue is written out, and every message
+        that reached the outside services is recorded."""
+        await self.outside.recorded()
         teams = {p.kit.team_id for p in self.pages.values() if p.connected}
         for team in sorted(teams):
             mark = self.new_id("mark")
@@ -772,6 +788,7 @@ class NotifyMachine(RuleBasedStateMachine):
         self.run(self._check())
 
     async def _check(self) -> None:
+        await self.outside.recorded()
         check_messages(self.outside.messages, self.orders)
         entries = [OrderResponded.model_validate(decode_entry(fields)[0])
                    for _, fields in await self.raw.xrange(streams.ORDER_RESPONDED.name)]
