@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -102,3 +103,10 @@ def run_machine(machine: type[Any], *, examples: int, steps: int) -> None:
         stateful_step_count=steps, deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]))
+
+
+def ctrl_c_reaches_it() -> None:
+    """A child's `preexec_fn`: Ctrl-C (SIGINT) stops it as at a terminal, also when the suite
+    runs in the background (`make test &` in a script: the shell starts it with SIGINT
+    ignored, which every child inherits, so a test's Ctrl-C reached nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

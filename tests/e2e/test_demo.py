@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.conftest import running_stack
 from tests.e2e.journey import admin, unique_district
-from tests.helpers import poll_until
+from tests.helpers import ctrl_c_reaches_it, poll_until
 from tools.stack import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +38,8 @@ def start_demo(stack: Stack, district: str, workdir: Path) -> subprocess.Popen[b
     out = (workdir / "demo.out").open("ab")
     try:
         return subprocess.Popen([sys.executable, "-m", "tools.demo"], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=ctrl_c_reaches_it)
     finally:
         out.close()
 

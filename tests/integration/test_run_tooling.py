@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.helpers import ctrl_c_reaches_it
 from tools.redis_server import RedisServer, free_port
 from tools.stack import ROOT
 
@@ -60,7 +61,8 @@ def start_child(tmp_path: Path) -> Iterator[Callable[..., Started]]:
                "LIANFANG_REDIS_PORT": str(free_port())}
         env.pop("REDIS_URL", None)
         child = subprocess.Popen([sys.executable, "-c", script, *args], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, text=True, start_new_session=True)
+                                 stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                 preexec_fn=ctrl_c_reaches_it)
         assert child.stdout is not None
         line = child.stdout.readline()
         if not line:
