@@ -215,6 +215,37 @@ function send(frame) {
 // receipt or answer changes nothing. Kept until the order leaves the page (an answer:
 // until the server says the order stands where it took it).
 const unsure = new Map();   // order id -> { received?, response?, sentAt?, tries, timer }
+// An answer not yet heard taken outlives the page: a phone kills a tab in the background and
+// reloads it, a browser restarts, and an answer kept only in memory was lost (the order left
+// unanswered, its deadline run out, the incident given to another team). Kept in this browser
+// with a mark of the device's token: a page opened with another token (a post's shared phone
+// handed on) drops it unsent; forgetting the token, or notify refusing it, drops it too.
+// Restored, it is sent once its order is back on the page (restored: not yet).
+const ANSWERS = "lf_answers";
+function tokenMark(t) {   // not the token itself: it is written to this browser once only
+  let h = 2166136261;
+  for (let i = 0; i < t.length; i++) h = Math.imul(h ^ t.charCodeAt(i), 16777619) >>> 0;
+  return t.length + ":" + h.toString(36);
+}
+function keepAnswers() {
+  const answers = {};
+  for (const [id, kept] of unsure) {
+    if (kept.response) answers[id] = { frame: kept.response, sentAt: kept.sentAt, team: kept.team };
+  }
+  try {   // a browser that keeps nothing (storage full, private mode) still sends the answer
+    if (!token || !Object.keys(answers).length) { localStorage.removeItem(ANSWERS); return; }
+    localStorage.setItem(ANSWERS, JSON.stringify({ of: tokenMark(token), answers }));
+  } catch (e) { /* kept in memory only, as before */ }
+}
+function restoreAnswers() {
+  let stored = null;
+  try { stored = JSON.parse(localStorage.getItem(ANSWERS) || "null"); } catch (e) { /* torn */ }
+  if (!stored || !token || stored.of !== tokenMark(token)) { localStorage.removeItem(ANSWERS); return; }
+  for (const [id, a] of Object.entries(stored.answers || {})) {
+    if (!unsure.has(id)) unsure.set(id, { response: a.frame, sentAt: a.sentAt, team: a.team,
+                                          tries: 0, timer: null, offline: true, restored: true });
+  }
+}
 const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S (30 s)
 function helpAgain() { return say("help_again", { button: word("response", "reinforce") }); }
 // An answer on a socket that died without a close (a dead spot) goes nowhere and gets no
@@ -225,8 +256,10 @@ function sendAbout(frame) {
   const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
   kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
   if (frame.type === "response") {
-    kept.sentAt = Date.now(); kept.offline = false; clearTimeout(kept.confirm);
+    kept.sentAt = Date.now(); kept.offline = false; kept.restored = false; kept.team = team;
+    clearTimeout(kept.confirm);
     kept.confirm = setTimeout(() => unconfirmed(frame.order_id), ANSWER_CONFIRM_MS);
+    keepAnswers();
   }
   return send(frame);
 }
@@ -254,6 +287,7 @@ function settled(id, type) {   // taken, or refused for good: not sent again
   if (!kept.received && !kept.response) {
     clearTimeout(kept.timer); clearTimeout(kept.confirm); unsure.delete(id);
   }
+  keepAnswers();
   if (shown && orders.has(id)) render(id, false);   // its "not sent yet" line goes
   keepRinging();   // an answer refused: the order waits again
 }
@@ -280,6 +314,23 @@ function answerTaken(id, answer) {   // this answer's reply: not one the member 
   const kept = unsure.get(id);
   if (kept && kept.response && kept.response.response === answer.response) settled(id, "response");
 }
+// An answer restored after a reload, its order on the page again (notify sent it): sent once,
+// on this socket, then kept as any other until taken. Not when the order has moved past it (a
+// teammate's answer: notify would refuse it), nor a call for help that would be a second call.
+function sendRestored(id) {
+  const kept = unsure.get(id), o = orders.get(id);
+  if (!kept || !kept.restored || !kept.response || !o) return false;
+  kept.restored = false;
+  const answer = kept.response.response;
+  if (!allowed(o.state, o.frame.kind).includes(answer)) { settled(id, "response"); return false; }
+  if (answer === "reinforce" && Date.now() - kept.sentAt > REINFORCE_RESEND_MS) {
+    settled(id, "response"); toast(helpAgain()); return false;
+  }
+  send(kept.response);
+  clearTimeout(kept.confirm);
+  kept.confirm = setTimeout(() => unconfirmed(id), ANSWER_CONFIRM_MS);
+  return true;
+}
 function onRefused(f) {
   const kept = f.order_id ? unsure.get(f.order_id) : undefined;
   if (kept && ["unavailable", "rate_limited"].includes(f.code) && kept.tries < 6) {
@@ -300,8 +351,11 @@ function sendAgain(id) {
 }
 
 function connect() {
+  const before = token;
   token = $("token").value.trim();
   if (!token) { toast(say("paste_token")); return; }
+  // another member's token on this phone: the answers kept for the one before are theirs
+  if (token !== before) for (const id of [...unsure.keys()]) settled(id);
   localStorage.setItem("lf_token", token);
   stopped = false; beepUnlock(); open_();
   loadMe();
@@ -410,10 +464,16 @@ function onFrame(f) {
       // of them (withdrawn, taken by a former teammate): off the page, not named as held
       if (team !== null && team !== f.team_id) leaveTeam(f.team_id);
       team = f.team_id;
-      // back after a drop: the orders still shown, so those that ended meanwhile are told
+      // back after a drop: the orders still shown, so those that ended meanwhile are told;
+      // and those of answers restored after a reload (not shown: notify sends the live ones),
+      // unless of the member's former team (notify tells this team's socket nothing of them)
       const held = [...orders].filter(([, o]) => !["resolved", "handover", "declined", "withdrawn"]
-        .includes(o.state)).map(([id]) => id).slice(0, 100);
-      if (held.length) send({ type: "holding", order_ids: held });
+        .includes(o.state)).map(([id]) => id);
+      for (const [id, kept] of [...unsure]) {
+        if (!kept.restored || orders.has(id)) continue;
+        if (kept.team && kept.team !== team) settled(id); else held.push(id);
+      }
+      if (held.length) send({ type: "holding", order_ids: held.slice(0, 100) });
       // answers sent on the socket that dropped and never heard taken: a socket in a dead
       // spot takes a frame and loses it with itself. A repeated answer changes nothing; a
       // call for reinforcement only within the server's REINFORCE_REPEAT_S (30 s), after
@@ -447,6 +507,8 @@ function onFrame(f) {
       { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
         const mine = !!(kept && kept.response && kept.response.response === f.response);
         if (mine) settled(f.order_id, "response");
+        else if (!orders.has(f.order_id)) settled(f.order_id);   // a restored answer's: it ended
+        else sendRestored(f.order_id);
         // with the order: a replay (a reload), when the call was made is not known here
         if (f.response === "reinforce") calledHelp(f.order_id, mine, !f.order); }
       break;
@@ -463,9 +525,9 @@ function onOrder(f) {
   if (orders.has(f.order_id)) { revised(f); orders.get(f.order_id).sock = sock; return; }
   orders.set(f.order_id, { frame: f, state: "issued", sock });
   render(f.order_id, true);
-  ring();
+  // answered before a reload: it goes now, and needs no alarm (unless refused: it rings then)
+  if (!sendRestored(f.order_id)) { ring(); notifyHidden(f); }
   refreshDutySoon();  // dispatched
-  notifyHidden(f);
 }
 
 // The page in the background (another app, the screen locked): a notification too. Chrome
@@ -577,7 +639,9 @@ function dropOrder(id) {
 // on the lock screen too, and the card stays until the member has read it (OK). An order
 // nobody had taken only stops ringing.
 function withdrawn(id) {
-  const o = orders.get(id); if (!o || ended(o)) return;
+  const o = orders.get(id);
+  if (!o) settled(id);   // an answer restored after a reload, for an order withdrawn meanwhile
+  if (!o || ended(o)) return;
   const pressed = unsure.get(id);   // an answer on its way (no signal): the team may be too
   o.calledOff = !!o.answered || o.state !== "issued"
     || !!(pressed && pressed.response && pressed.response.response !== "declined");
@@ -1030,6 +1094,7 @@ function clearOrders() {
   for (const id of [...orders.keys()]) {
     settled(id); dismissNotice(id); const c = $("o-" + id); if (c) c.remove();
   }
+  for (const id of [...unsure.keys()]) settled(id);   // restored after a reload, not shown yet
   orders.clear(); team = null; showEmpty();
 }
 
@@ -1067,6 +1132,7 @@ setStatus("not_connected", false);
 show("push", () => say("push"));
 show("posline", () => say("position_not_shared", { why: say("off_shift") }));
 showLanguage();
+restoreAnswers();
 if (token) { stopped = false; open_(); loadMe(); $("sound").hidden = false; }
 </script>
 </body>
