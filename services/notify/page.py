@@ -63,6 +63,7 @@ _DEVICE_PAGE = """<!doctype html>
   #toast { position:fixed; bottom:12px; left:12px; right:12px; background:#3a0f12; color:#fff;
            padding:10px; border-radius:8px; display:none; z-index:3; }
   .empty { color:var(--dim); text-align:center; padding:24px 0; }
+  .notsent { color:#ffb3b5; font-weight:600; margin-top:6px; }
 </style>
 </head>
 <body>
@@ -109,6 +110,7 @@ _DEVICE_PAGE = """<!doctype html>
         <span id="rweaponlabel">{{weapon_seen}}</span></label>
       <button id="rsend">{{report}}</button>
     </div>
+    <div class="notsent" id="rstate" role="status"></div>
     <div id="myreports"></div>
   </section>
 </main>
@@ -1016,8 +1018,14 @@ function here() {
     { enableHighAccuracy: true, timeout: 20000 });
   });
 }
+// A report that could not go is not queued to go by itself: intake would take it as
+// happening when it arrives, and dispatch send a team, perhaps hours later, to what may be
+// long over; whether it still stands is the member's to judge. The form says it was not sent
+// until the next press (a toast is gone in five seconds, the words left in the form look
+// like a report made), and keeps the member's words to press Report again.
 async function sendReport() {
   $("rsend").disabled = true;
+  show("rstate", () => "");
   const category = $("rcat").value, text = $("rdesc").value.trim(), weapon = $("rweapon").checked;
   const what = JSON.stringify([category, text, weapon]);
   try {
@@ -1043,7 +1051,9 @@ async function sendReport() {
     showReports();
   } catch (e) {
     // fetch fails with a TypeError when there is no network at all
-    toast(say("not_reported", { why: e.name === "TypeError" ? say("no_connection_report") : e.message }));
+    const why = () => (e.name === "TypeError" ? say("no_connection_report") : e.message);
+    toast(say("not_reported", { why: why() }));
+    show("rstate", () => say("not_reported", { why: why() }) + " " + say("report_kept"));
   }
   finally { $("rsend").disabled = false; }
 }

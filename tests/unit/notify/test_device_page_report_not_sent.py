@@ -1,0 +1,32 @@
+"""A report from the street that could not go (no network): it is not queued to go by itself
+later (intake would take it as happening now, hours late, and a team would be sent to what
+may be long over), so the member must know it was not sent, and find their words kept to
+press Report again. The page runs in node (test_device_page_day)."""
+
+from __future__ import annotations
+
+from tests.unit.notify.test_device_page_day import POSTED, REPORT_SETUP, WHERE, day, report, said
+
+NO_NETWORK = "reports = async () => { throw new TypeError('Failed to fetch'); };"
+TAKEN = "reports = async () => [202, { incident_id: 'inc_9', status: 'reported' }];"
+
+
+def test_a_report_that_could_not_go_says_so_on_the_form_until_it_is_sent() -> None:
+    # A fight seen from a bus stop with no signal: the page said "Not reported" for five
+    # seconds, while the member was looking at the street. The form then looked as it does
+    # with a report just made (the words still in it): nothing said it had not gone.
+    _, _, form, _, posted, after = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{NO_NETWORK} {report('violence', 'two men fighting', weapon=True)}",
+        "later(10000); [text('rstate'), $('rdesc').value, $('rweapon').checked, "
+        "$('rcat').value, byId.toast.style.display]",
+        f"{TAKEN} sendReport()",  # pressed again, as it stands
+        f"{POSTED}.map((b) => [b.category, b.description, b.flags])",
+        "[text('rstate'), $('rdesc').value]",
+    )
+    line, words, weapon, category, toast = form
+    assert line and said("not_reported", why=said("no_connection_report")) in line
+    assert said("report_kept") in line
+    assert [words, weapon, category, toast] == ["two men fighting", True, "violence", "none"]
+    assert posted[-1] == ["violence", "two men fighting", ["weapon"]]
+    assert not after[0] and after[1] == ""  # sent: the line and the words go
