@@ -835,20 +835,27 @@ function sortCards() {   // live before ended, then P1 first, then newest first
 }
 function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"; keepRinging(); }
 
-async function api(path, method, body) {   // notify's own path, or another service's URL
+// `waitMs`: how long to wait for the whole answer; past it the request is given up and the
+// call fails with an AbortError (a browser's fetch waits for minutes on a weak signal).
+async function api(path, method, body, waitMs) {   // notify's own path, or another service's URL
   const headers = { "Authorization": "Bearer " + token };
   if (body) headers["Content-Type"] = "application/json";
   const sent = Date.now();
-  const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined });
-  const said = path.startsWith("/") && r.headers && r.headers.get ? Date.parse(r.headers.get("Date")) : NaN;
-  if (!isNaN(said)) {   // notify's clock (whole seconds): kept only when the phone's is well off
-    const off = said + 500 - (sent + Date.now()) / 2;
-    serverSkew = Math.abs(off) > 3000 ? off : 0;
-  }
-  const data = await r.json().catch(() => ({}));
-  if (!r.ok) { const e = new Error(data.error ? data.error.message : ("HTTP " + r.status));
-    e.status = r.status; throw e; }
-  return data;
+  const stop = waitMs ? new AbortController() : null;
+  const timer = stop ? setTimeout(() => stop.abort(), waitMs) : null;
+  try {
+    const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined,
+                                  signal: stop ? stop.signal : undefined });
+    const said = path.startsWith("/") && r.headers && r.headers.get ? Date.parse(r.headers.get("Date")) : NaN;
+    if (!isNaN(said)) {   // notify's clock (whole seconds): kept only when the phone's is well off
+      const off = said + 500 - (sent + Date.now()) / 2;
+      serverSkew = Math.abs(off) > 3000 ? off : 0;
+    }
+    const data = await r.json().catch((e) => { if (stop && stop.signal.aborted) throw e; return {}; });
+    if (!r.ok) { const e = new Error(data.error ? data.error.message : ("HTTP " + r.status));
+      e.status = r.status; throw e; }
+    return data;
+  } finally { clearTimeout(timer); }
 }
 // Asked again at each hello until it is known: a page opened without network (the tab
 // reloaded in a lift) would otherwise never show the shift, share the position or report.
@@ -981,6 +988,13 @@ const I = (path) => info.services.intake + path;
 // incident, and reach nobody.
 let pending = null;   // { ref, what, body, at }
 const REPORT_RETRY_MS = 10 * 60000, REPORT_SAME_M = 100;
+// A report's request is given up after REPORT_WAIT_MS: on a weak signal a browser's fetch
+// hangs for minutes, the Report button disabled and the member told nothing, while what they
+// saw may call for a radio or a phone call. A report is under 3 KB: a phone with any signal
+// gets intake's answer in a few seconds, so 20 s without one is a signal not to wait on
+// (the same bound as a fix of the phone's position). Given up, it may have reached intake
+// all the same: pressed again as it stands, it goes with its external_ref, the same incident.
+const REPORT_WAIT_MS = 20000;
 function metres(a, b) {
   const k = Math.PI / 180, x = (b.lon - a.lon) * k * Math.cos((a.lat + b.lat) / 2 * k);
   return 6371000 * Math.hypot(x, (b.lat - a.lat) * k);
@@ -1028,12 +1042,13 @@ async function sendReport() {
   show("rstate", () => "");
   const category = $("rcat").value, text = $("rdesc").value.trim(), weapon = $("rweapon").checked;
   const what = JSON.stringify([category, text, weapon]);
+  let asked = false;   // intake was asked: a request given up may have reached it
   try {
     const at = await here();
     const again = pending && pending.what === what && Date.now() - pending.at < REPORT_RETRY_MS
       && metres(pending.body.location, at) <= REPORT_SAME_M;
     if (!again) {
-      const who = me || await api(V("/v1/me"), "GET");
+      const who = me || await api(V("/v1/me"), "GET", null, REPORT_WAIT_MS);
       const body = { external_ref: "app-" + (info.device_id || "") + "-" + Date.now().toString(36),
                      category, district: who.team.district, location: { lat: at.lat, lon: at.lon } };
       if (text) body.description = text;
@@ -1041,7 +1056,8 @@ async function sendReport() {
       pending = { what, body, at: Date.now() };
     }
     const body = pending.body;
-    const r = await api(I("/v1/incidents"), "POST", body);
+    asked = true;
+    const r = await api(I("/v1/incidents"), "POST", body, REPORT_WAIT_MS);
     pending = null; $("rdesc").value = ""; $("rweapon").checked = false;
     const mine = JSON.parse(localStorage.getItem("lf_reports") || "[]").filter((x) => x.id !== r.incident_id);
     mine.unshift({ id: r.incident_id, category: body.category, at: new Date().toISOString() });
@@ -1051,9 +1067,12 @@ async function sendReport() {
     showReports();
   } catch (e) {
     // fetch fails with a TypeError when there is no network at all
-    const why = () => (e.name === "TypeError" ? say("no_connection_report") : e.message);
+    const late = e.name === "AbortError";
+    const why = () => (late ? say("no_answer_report", { seconds: REPORT_WAIT_MS / 1000 })
+      : e.name === "TypeError" ? say("no_connection_report") : e.message);
     toast(say("not_reported", { why: why() }));
-    show("rstate", () => say("not_reported", { why: why() }) + " " + say("report_kept"));
+    show("rstate", () => say("not_reported", { why: why() }) + " "
+      + say(late && asked ? "report_unsure" : "report_kept"));
   }
   finally { $("rsend").disabled = false; }
 }

@@ -85,6 +85,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "not_reported": "未上报：{why}",
         "no_connection_report": "没有网络。有信号后请再按“上报”。",
         "report_kept": "这次上报没有发出；您填写的内容仍保留在上面。",
+        "no_answer_report": "{seconds} 秒内没有回应（信号弱）。",
+        "report_unsure": "它也可能已经送达；您填写的内容仍保留在上面：原样再按“上报”，不会重复上报。",
         "report_unreadable": "（用此令牌无法查看）",
         "notifications_blocked": "通知已被禁止。",
         "alerts_failed": "无法开启提醒：{error}",
@@ -173,6 +175,9 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "not_reported": "Not reported: {why}",
         "no_connection_report": "no connection. Press Report again when you have a signal.",
         "report_kept": "Nothing was sent; what you entered is kept above.",
+        "no_answer_report": "no answer within {seconds} s (a weak signal).",
+        "report_unsure": "It may have reached the command room all the same; what you entered "
+                         "is kept above: pressed again as it stands, it is not reported twice.",
         "report_unreadable": "(not readable with this token)",
         "notifications_blocked": "Notifications are blocked.",
         "alerts_failed": "Could not enable alerts: {error}",

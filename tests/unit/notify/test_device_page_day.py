@@ -65,13 +65,16 @@ const browser = {
   setInterval: (fn, ms) => { const t = { fn, at: now() + ms, every: ms }; timers.push(t);
     return timers.length; },
   clearInterval: (id) => { if (id && timers[id - 1]) timers[id - 1].fn = null; },
-  // the network: answers `net(url, init)` gives; none by default (offline)
-  net: null,
+  // the network: answers `net(url, init)` gives; none by default (offline). A request whose
+  // signal aborts fails with an AbortError, as a browser's does, answered or not.
+  net: null, AbortController,
   fetch: async (url, init) => { init = init || {};
     fetched.push({ url, method: init.method || "GET",
                    body: init.body ? JSON.parse(init.body) : null });
     if (!browser.net) throw new TypeError("Failed to fetch");
-    const [status, body, headers] = await browser.net(url, init);
+    const aborted = new Promise((ok, fail) => { if (init.signal) init.signal.addEventListener(
+      "abort", () => fail(new DOMException("The operation was aborted.", "AbortError"))); });
+    const [status, body, headers] = await Promise.race([browser.net(url, init), aborted]);
     return { ok: status < 300, status, json: async () => body,
              headers: { get: (name) => (headers || {})[name.toLowerCase()] || null } }; },
   later(ms) {   // the clock moves on by `ms`: each timer runs when it is due, in order

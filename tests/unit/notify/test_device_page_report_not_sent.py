@@ -30,3 +30,27 @@ def test_a_report_that_could_not_go_says_so_on_the_form_until_it_is_sent() -> No
     assert [words, weapon, category, toast] == ["two men fighting", True, "violence", "none"]
     assert posted[-1] == ["violence", "two men fighting", ["weapon"]]
     assert not after[0] and after[1] == ""  # sent: the line and the words go
+
+
+HANGS = "reports = () => new Promise(() => {});"  # a weak signal: no answer, no error
+
+
+def test_a_report_with_no_answer_is_given_up_and_pressed_again_is_the_same_report() -> None:
+    # A fight reported from a stairwell with one bar of signal: the request hung for
+    # minutes, the Report button stayed disabled and the form said nothing, while the member
+    # could have called it in by radio.
+    _, _, _, form, _, posted = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{HANGS} {report('violence', 'two men fighting', weapon=True)}; null",
+        "later(20000)",
+        "[text('rstate'), $('rdesc').value, $('rweapon').checked, $('rsend').disabled]",
+        f"{TAKEN} sendReport()",  # pressed again, as it stands
+        POSTED,
+    )
+    line, words, weapon, disabled = form
+    assert line and said("not_reported", why=said("no_answer_report", seconds=20)) in line
+    assert said("report_unsure") in line  # it may have reached intake: not "nothing was sent"
+    assert [words, weapon, disabled] == ["two men fighting", True, False]
+    first, again = posted
+    assert first["external_ref"] == again["external_ref"]  # intake's retry: the same incident
+    assert first == again
