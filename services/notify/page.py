@@ -1043,6 +1043,7 @@ async function sendReport() {
   const category = $("rcat").value, text = $("rdesc").value.trim(), weapon = $("rweapon").checked;
   const what = JSON.stringify([category, text, weapon]);
   let asked = false;   // intake was asked: a request given up may have reached it
+  const by = token;   // forgotten meanwhile (a phone handed on): not the next holder's to see
   try {
     const at = await here();
     const again = pending && pending.what === what && Date.now() - pending.at < REPORT_RETRY_MS
@@ -1058,6 +1059,7 @@ async function sendReport() {
     const body = pending.body;
     asked = true;
     const r = await api(I("/v1/incidents"), "POST", body, REPORT_WAIT_MS);
+    if (token !== by) return;
     pending = null; $("rdesc").value = ""; $("rweapon").checked = false;
     const mine = JSON.parse(localStorage.getItem("lf_reports") || "[]").filter((x) => x.id !== r.incident_id);
     mine.unshift({ id: r.incident_id, category: body.category, at: new Date().toISOString() });
@@ -1066,6 +1068,7 @@ async function sendReport() {
     toast(say(r.status === "linked" ? "reported_linked" : "reported"));
     showReports();
   } catch (e) {
+    if (token !== by) return;
     // fetch fails with a TypeError when there is no network at all
     const late = e.name === "AbortError";
     const why = () => (late ? say("no_answer_report", { seconds: REPORT_WAIT_MS / 1000 })
@@ -1134,6 +1137,7 @@ async function forgetToken() {
   const old = token;
   stopped = true; token = ""; localStorage.removeItem("lf_token");
   localStorage.removeItem("lf_reports"); $("token").value = ""; pending = null;
+  $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
   clearTimeout(reconnectTimer); clearTimeout(quietTimer);
   if (ws) { const old = ws; ws = null; old.close(); }
   setStatus("not_connected", false);

@@ -5,6 +5,8 @@ press Report again. The page runs in node (test_device_page_day)."""
 
 from __future__ import annotations
 
+import json
+
 from tests.unit.notify.test_device_page_day import POSTED, REPORT_SETUP, WHERE, day, report, said
 
 NO_NETWORK = "reports = async () => { throw new TypeError('Failed to fetch'); };"
@@ -54,3 +56,41 @@ def test_a_report_with_no_answer_is_given_up_and_pressed_again_is_the_same_repor
     first, again = posted
     assert first["external_ref"] == again["external_ref"]  # intake's retry: the same incident
     assert first == again
+
+
+def test_forgetting_the_token_clears_an_unsent_report_from_the_form() -> None:
+    # A post's shared phone handed on: the next holder found the last member's words, their
+    # weapon flag and "Not reported" on the form, one press from reporting them as their own.
+    *_, form = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{NO_NETWORK} {report('violence', 'two men fighting', weapon=True)}",
+        "forgetToken()",
+        "[text('rstate'), $('rdesc').value, $('rweapon').checked]",
+    )
+    assert form == ["", "", False]
+
+
+def test_a_report_answered_after_the_token_was_forgotten_is_not_the_next_holders() -> None:
+    # The phone handed on while a report was on its way: its answer put "Reported" before
+    # the next holder and the last member's incident in the list of their reports.
+    *_, after = day(
+        f"{WHERE} {REPORT_SETUP}",
+        "var answer; reports = () => new Promise((ok) => { answer = ok; }); "
+        f"{report('violence', 'two men fighting', weapon=True)}; null",
+        "forgetToken()",
+        "answer([202, { incident_id: 'inc_9', status: 'reported' }])",
+        "[text('rstate'), toasts.includes(" + json.dumps(said("reported")) + "), "
+        "localStorage.getItem('lf_reports')]",
+    )
+    assert after == ["", False, None]
+
+
+def test_a_report_given_up_after_the_token_was_forgotten_says_nothing_to_the_next_holder() -> None:
+    *_, after = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{HANGS} {report('violence', 'two men fighting', weapon=True)}; null",
+        "forgetToken()",
+        "later(20000)",
+        "[text('rstate'), $('rdesc').value, $('rsend').disabled]",
+    )
+    assert after == ["", "", False]
