@@ -1,8 +1,8 @@
-"""Shift plan routes (admin): a team's plan, and who is planned on a date."""
+"""Shift plan routes (admin): a team's plan, and the shifts worked on a date."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -15,7 +15,7 @@ from shared.http import not_found
 from shared.timezones import parse_timezone
 
 from ..config import Settings
-from ..domain.shifts import OFF, ShiftPlan, planned_on
+from ..domain.shifts import OFF, ShiftPlan, shifts_during
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
@@ -61,15 +61,19 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
             raise not_found("shift plan")
         return {"team_id": team_id, **plan.model_dump(mode="json")}
 
-    @router.get("/shifts", summary="Teams planned on a date, with their members (admin)")
+    @router.get("/shifts", summary="The shifts worked on a date (also those begun the day "
+                "before and running into it), their teams and members (admin)")
     async def planned(
         _: Admin,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         day: Annotated[date, Query(alias="date", ge=date(1970, 1, 1), le=date(9998, 12, 31))],
     ) -> dict[str, Any]:
         plans = await shifts_store.plans_of(redis, district)
-        shifts = {team_id: shift for team_id, plan in plans.items()
-                  if (shift := planned_on(plan, day, default_tz=default_tz)) is not None}
+        # The date on the district's clock: a night shift begun the evening before is on the
+        # street in its first hours, and the commander asking then for today's must see it.
+        shifts = {team_id: found for team_id, plan in plans.items()
+                  if (found := shifts_during(plan, day, day_tz=default_tz,
+                                             default_tz=default_tz))}
         # A city plans thousands of teams: their records in a few round trips, not four each.
         team_ids = sorted(shifts)
         states = await teams_store.team_states(redis, team_ids)
@@ -80,15 +84,15 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         ):
             if not team:
                 continue
-            shift = shifts[team_id]
-            teams.append({
+            teams.extend({  # a team on two of the day's shifts: once for each
                 "team_id": team_id, "team_name": team["name"], "agency_id": team["agency_id"],
                 "shift": shift.shift, "start": shift.start.isoformat(),
                 "end": shift.end.isoformat(), "status": state.status, "on_shift": state.on_shift,
                 "members": [{"member_id": m["id"], "name": m["name"], "role": m["role"]}
                             for m in members],
-            })
-        teams.sort(key=lambda t: (t["start"], t["team_id"]))
+            } for shift in shifts[team_id])
+        # by the moment each starts: a plan on another clock writes another offset
+        teams.sort(key=lambda t: (datetime.fromisoformat(t["start"]), t["team_id"]))
         return {"district": district, "date": day.isoformat(), "teams": teams}
 
     return router

@@ -1,5 +1,5 @@
 """Shift plans: named shifts and a daily rotation, e.g. main 08:00-18:00 and secondary
-18:00-08:00 swapping every day (DOMAIN.md), and who is planned on a given date.
+18:00-08:00 swapping every day (DOMAIN.md), and which shifts are worked on a given date.
 
 A plan is `{"timezone"?, "shifts": {"main": {"start": "08:00", "end": "18:00"}, ...},
 "rotation": ["main", "secondary"], "anchor": "2026-11-23"}`: on the anchor date the team
@@ -124,3 +124,19 @@ def planned_on(plan: ShiftPlan, day: date, *, default_tz: tzinfo) -> PlannedShif
         end += timedelta(days=1)
     return PlannedShift(shift=entry, start=start, end=end)
 
+
+def shifts_during(plan: ShiftPlan, day: date, *, day_tz: tzinfo,
+                  default_tz: tzinfo) -> list[PlannedShift]:
+    """The plan's shifts worked during `day` on the district's clock (`day_tz`): each started
+    before the day's end and ending after its start, so the night shift begun the evening
+    before is one of the day's until it ends in the morning (at 02:00 it is the one on the
+    street); one ending at midnight is not. Earliest first."""
+    day_start = datetime.combine(day, time(), tzinfo=day_tz)
+    day_end = datetime.combine(day + timedelta(days=1), time(), tzinfo=day_tz)
+    # The day's dates on the plan's clock, and the one before: a shift lasts at most a day.
+    tz = plan_timezone(plan, default_tz=default_tz)
+    first = day_start.astimezone(tz).date() - timedelta(days=1)
+    last = (day_end.astimezone(tz) - timedelta(microseconds=1)).date()
+    shifts = (planned_on(plan, first + timedelta(days=n), default_tz=default_tz)
+              for n in range((last - first).days + 1))
+    return [s for s in shifts if s is not None and s.start < day_end and s.end > day_start]

@@ -31,9 +31,11 @@ async def test_teams_are_planned_by_their_daily_rotation(volunteers: Volunteers)
         return [(t["team_id"], t["shift"], t["start"]) for t in response.json()["teams"]]
 
     assert await planned("2026-11-23") == [
+        ("t-patrol", "secondary", "2026-11-22T18:00:00+08:00"),  # the night before's, to 08:00
         ("t-patrol", "main", "2026-11-23T08:00:00+08:00"),
         ("t-guards", "secondary", "2026-11-23T18:00:00+08:00")]
     assert await planned("2026-11-24") == [
+        ("t-guards", "secondary", "2026-11-23T18:00:00+08:00"),
         ("t-guards", "main", "2026-11-24T08:00:00+08:00"),
         ("t-patrol", "secondary", "2026-11-24T18:00:00+08:00")]
     day = (await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
@@ -44,6 +46,27 @@ async def test_teams_are_planned_by_their_daily_rotation(volunteers: Volunteers)
     far = await client.get("/v1/shifts", params={"district": "d1", "date": "9999-12-31"},
                            headers=ADMIN)
     assert far.status_code == 422 and far.json()["error"]["field"] == "date"
+
+
+async def test_the_night_shift_on_the_street_after_midnight_is_one_of_the_days_shifts(
+        volunteers: Volunteers) -> None:
+    """At 02:00 the commander asked for today's shifts and was shown those starting today
+    (08:00 and later): not the night patrol on the street since 18:00 yesterday, until 08:00.
+    A shift that ended at midnight is not one of the day's."""
+    await volunteers.import_district()
+    client = volunteers.client
+    night_first = MAIN_FIRST | {"rotation": ["secondary", "main"]}
+    evening_then_off = MAIN_FIRST | {"shifts": {"evening": {"start": "16:00", "end": "00:00"}},
+                                     "rotation": ["evening", "off"]}
+    for team, plan in (("t-patrol", night_first), ("t-guards", evening_then_off)):
+        r = await client.put(f"/v1/teams/{team}/shift-plan", json=plan, headers=ADMIN)
+        assert r.status_code == 200, r.text
+    r = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-24"},
+                         headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert [(t["team_id"], t["shift"], t["start"], t["end"]) for t in r.json()["teams"]] == [
+        ("t-patrol", "secondary", "2026-11-23T18:00:00+08:00", "2026-11-24T08:00:00+08:00"),
+        ("t-patrol", "main", "2026-11-24T08:00:00+08:00", "2026-11-24T18:00:00+08:00")]
 
 
 async def test_bad_plans_and_unknown_teams_are_refused(volunteers: Volunteers) -> None:
@@ -90,4 +113,5 @@ async def test_a_plan_stored_with_an_impossible_offset_is_still_listed(
     day = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
                            headers=ADMIN)
     assert day.status_code == 200
-    assert day.json()["teams"][0]["start"] == "2026-11-23T08:00:00+06:15"
+    assert [t["start"] for t in day.json()["teams"] if t["shift"] == "main"] == [
+        "2026-11-23T08:00:00+06:15"]

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.volunteers.config import Settings
-from services.volunteers.domain.shifts import STORED, ShiftPlan, planned_on
+from services.volunteers.domain.shifts import STORED, ShiftPlan, planned_on, shifts_during
 from shared.timezones import parse_timezone
 
 CST = timezone(timedelta(hours=8))
@@ -111,3 +111,37 @@ def test_a_plan_stored_with_an_offset_on_a_slot_still_reads_as_it_did() -> None:
     stored = ShiftPlan.model_validate_json(raw, context=STORED)
     shift = planned_on(stored, date(2026, 11, 24), default_tz=UTC)
     assert shift is not None and shift.start == datetime(2026, 11, 24, 18, tzinfo=CST)
+
+
+
+def one_shift(start: str, end: str, timezone: str = "+08:00") -> ShiftPlan:
+    """A plan working one shift on the anchor date, 2026-11-23, and off the next."""
+    return ShiftPlan.model_validate({"timezone": timezone,
+                                     "shifts": {"late": {"start": start, "end": end}},
+                                     "rotation": ["late", "off"], "anchor": "2026-11-23"})
+
+
+def during(plan: ShiftPlan, day: date) -> list[tuple[str, datetime]]:
+    return [(s.shift, s.start) for s in shifts_during(plan, day, day_tz=CST, default_tz=UTC)]
+
+
+def test_the_night_shift_begun_the_evening_before_is_one_of_the_days_shifts() -> None:
+    # 2026-11-24 starts with the 23rd's secondary (on the street till 08:00); the 23rd's
+    # main ended at 18:00 that day: not the 24th's
+    assert during(PLAN, date(2026, 11, 24)) == [
+        ("secondary", datetime(2026, 11, 24, 18, tzinfo=CST))]
+    assert during(PLAN, date(2026, 11, 25)) == [
+        ("secondary", datetime(2026, 11, 24, 18, tzinfo=CST)),
+        ("main", datetime(2026, 11, 25, 8, tzinfo=CST))]
+
+
+def test_a_shift_ending_at_midnight_is_not_the_next_days() -> None:
+    assert during(one_shift("16:00", "00:00"), date(2026, 11, 24)) == []
+
+
+def test_the_day_is_the_districts_a_plan_on_another_clock_is_placed_on_it() -> None:
+    # 20:00-23:00 at -05:00 on the 23rd is 09:00-12:00 on the 24th in the district (+08:00)
+    far = one_shift("20:00", "23:00", timezone="-05:00")
+    assert during(far, date(2026, 11, 23)) == []
+    assert [start.astimezone(CST) for _, start in during(far, date(2026, 11, 24))] == [
+        datetime(2026, 11, 24, 9, tzinfo=CST)]
