@@ -3156,12 +3156,20 @@ class Dispatcher:
             return True
 
     async def close(self, incident_id: str, *, by: str) -> None:
+        """The command room closes the incident: its live orders withdrawn, and their teams,
+        once its lock is released, offered to the incidents waiting for one (as a take-back's
+        team is). Volunteers' `available` offers them too, but it says nothing when it never
+        said them busy (it was away), and dispatch's own view has them free from the close."""
         with in_incident_trace("command room closes an incident",
                                await store.trace_context(self.redis, incident_id),
                                **{"lianfang.incident_id": incident_id}):
-            await self._close(incident_id, by=by)
+            district, freed = await self._close(incident_id, by=by)
+            for team_id in freed:
+                await self.retry_waiting(district, freed=team_id)
 
-    async def _close(self, incident_id: str, *, by: str) -> None:
+    async def _close(self, incident_id: str, *, by: str) -> tuple[str, list[str]]:
+        """Under the incident's lock: the close; its district and the teams it freed."""
+        freed: list[str] = []
         async with self._locked(incident_id):
             inc = await store.get_incident(self.redis, incident_id)
             if inc is None:
@@ -3171,6 +3179,8 @@ class Dispatcher:
             for order in await store.orders_of(self.redis, incident_id):
                 if order["state"] in domain.LIVE_ORDER_STATES:
                     await self._withdraw(inc, order, reason="closed")
+                    if order.get("kind") in CLAIMING_KINDS:
+                        freed.append(order["team_id"])
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=incident_id)
             await store.cancel(self.redis, f"followup:{incident_id}")
@@ -3188,3 +3198,4 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(kind="closed",
                                                         **entry_detail("closed", by=by)),
                              status="closed", also=closing)
+        return inc["district"], freed

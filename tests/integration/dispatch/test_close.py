@@ -109,3 +109,25 @@ async def test_a_closed_incident_is_no_longer_flagged(
                               params={"district": DISTRICT, "flagged": "true"})
     assert board.status_code == 200
     assert [i["incident_id"] for i in board.json()["incidents"]] == []
+
+
+async def test_the_team_a_close_frees_goes_to_the_incident_waiting_for_one(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # Volunteers never said the team busy (it was down while the order went out and when it
+    # was withdrawn, or read the withdrawal first): in dispatch's view the team is free
+    # from the close on, and a new report would get it at once. The incident already
+    # waiting for a team gets it then, not at the team's next fix (which volunteers, down,
+    # does not pass on either).
+    closing, _ = await offered(clean_redis, publisher)
+    waiting = await report(publisher, "noise", priority="P4")
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        await poll_until(lambda: client.zscore(f"dispatch:waiting:{DISTRICT}", waiting)
+                         is not None, "the second incident waiting: its only team is busy")
+    finally:
+        client.close()
+    r = await console.post(f"/v1/incidents/{closing}/close", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    (order,) = await poll_until(lambda: orders_for(clean_redis, waiting),
+                                "the waiting incident given the team the close freed")
+    assert order.team_id == "t1"
