@@ -1195,6 +1195,7 @@ class Dispatcher:
     async def on_order_responded(self, event: OrderResponded) -> None:
         done = f"responded:{event.event_id}"
         frees = domain.RESPONSE_STATE.get(event.response) in domain.FINAL_ORDER_STATES
+        others: set[str] = set()  # the other teams' live orders before the answer
         async with self._locked_state(event.incident_id, seen=done) as (held, state):
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == event.order_id), None)
@@ -1206,12 +1207,21 @@ class Dispatcher:
                 # offer to the waiting incidents, which comes after the step's done mark.
                 free = frees
             else:
+                others = {o["order_id"] for o in state.orders
+                          if o["state"] in domain.LIVE_ORDER_STATES
+                          and o.get("kind") in CLAIMING_KINDS and o is not order}
                 free = await self._respond(state, order, event, held, done=done, frees=frees)
                 if free is None:
                     return
         if free:
             await self.retry_waiting(event.district, freed=event.team_id,
                                      known_free=not state.seen)
+        # The teams the answer took off the incident with it (a resolution or hand-over
+        # ends the other units' orders, an order's end its backups'): offered as a close's
+        # are (retry_waiting: nothing while volunteers says the team busy).
+        for other in state.orders:
+            if other["order_id"] in others and other["state"] not in domain.LIVE_ORDER_STATES:
+                await self.retry_waiting(event.district, freed=other["team_id"])
 
     async def _respond(self, state: store.IncidentState, order: dict[str, str],
                        event: OrderResponded, held: locks.Held, *, done: str,

@@ -20,7 +20,8 @@ from tests.integration.stream_probes import (
     unit_status,
 )
 
-from .test_engine import DISTRICT, orders_for, report, team
+from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
+from .test_take_back import respond
 
 
 async def test_a_waiting_incident_gets_the_team_whose_order_ends_after_it_said_available(
@@ -96,3 +97,31 @@ async def test_an_ended_incident_left_in_the_queue_is_taken_off_it(clean_redis: 
 
         await poll_until(queue_empty, "the ended incident off the queue")
         assert await dispatch_status(svc, first) == "resolved"
+
+
+async def test_a_team_taken_off_by_its_partner_s_resolution_goes_to_the_incident_waiting(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A fight's police resolve it while the guard sent with them is still on it: the guard's
+    # order is withdrawn with the incident's end, and the guard, free in dispatch's view
+    # (volunteers never said it busy: away, or it read the withdrawal first), goes to the
+    # hazard report waiting for a team (volunteers or security: not the police), as the
+    # police would go to one they may answer.
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await team(publisher, "sec", kind="security", lat=22.8172, lon=108.3665, mode="foot")
+    await wait_for_units(dispatch, 2)
+    fight = await report(publisher, "violence", priority="P1")
+    orders = await orders_once(dispatch, fight, 2, "the fight's two orders")
+    hazard = await report(publisher, "hazard_report", priority="P4")
+    client = aioredis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        async def waiting() -> bool:
+            return await client.zscore(f"dispatch:waiting:{DISTRICT}", hazard) is not None
+
+        await poll_until(waiting, "the hazard report waiting: both teams are on the fight")
+        await respond(publisher, next(o for o in orders if o.team_id == "pol"), "resolved")
+        (order,) = await poll_until(lambda: orders_for(dispatch, hazard),
+                                    "the hazard report given the guard the resolution freed")
+        assert order.team_id == "sec"
+        assert await client.hget(f"dispatch:incident:{fight}", "status") == "resolved"
+    finally:
+        await client.aclose()
