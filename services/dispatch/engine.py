@@ -2447,8 +2447,11 @@ class Dispatcher:
                                                    inc["incident_id"], utcnow())):
                 return utcnow() + ANSWERS_WAIT
             if order["state"] in ("offered", "withdrawn"):
+                # Nobody turned the team down for the incident: back on shift (the next
+                # crew, or imported again), it may be offered it as any free team.
                 await self._take_back(inc["incident_id"], order_id,
-                                      by="dispatch: the team went off shift", note=None)
+                                      by="dispatch: the team went off shift", note=None,
+                                      offer_again=True)
             elif order["state"] in domain.LIVE_ORDER_STATES and not order.get("off_shift_at"):
                 # flagged by the mark while the order is live (_update), not by the
                 # incident's misses, which never go down
@@ -2829,10 +2832,12 @@ class Dispatcher:
         return order
 
     async def _take_back(self, incident_id: str, order_id: str, *, by: str,
-                         note: str | None, refill: bool = True) -> tuple[dict[str, str], str]:
+                         note: str | None, refill: bool = True,
+                         offer_again: bool = False) -> tuple[dict[str, str], str]:
         """Under the incident's lock: the order withdrawn with its timeline entry, then the
         incident filled again (as a missed deadline's withdrawal is) unless the caller
-        does that itself (`refill`)."""
+        does that itself (`refill`). Its team is never offered the incident again, unless
+        `offer_again` (dispatch's own take-back of a team that went off shift)."""
         state = await store.incident_state(self.redis, incident_id)
         inc = state.incident
         order = next((o for o in state.orders if o["order_id"] == order_id), None)
@@ -2840,7 +2845,7 @@ class Dispatcher:
             raise not_found("order")
         if order["state"] in domain.LIVE_ORDER_STATES:
             await self._taken_back(state, order, detail=entry_detail("taken_back", by=by),
-                                   note=note)
+                                   note=note, offer_again=offer_again)
         elif order["state"] != "withdrawn":
             raise conflict(f"the order is {order['state']}: only a live order can be taken back")
         if order.get("kind") in STATION_KINDS:
@@ -2856,16 +2861,20 @@ class Dispatcher:
 
     async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,
                           detail: Detail, note: str | None = None,
-                          marks: dict[str, str] | None = None) -> None:
+                          marks: dict[str, str] | None = None,
+                          offer_again: bool = False) -> None:
         """A live order withdrawn by the command room's decision (order.withdrawn,
         `reassigned`): the order's state (with `marks`, other fields kept on it), its
         deadline, the event, the timeline entry and its team's claim released, in one
-        write."""
+        write; with `offer_again`, the team's place among the teams never offered the
+        incident again taken off in the same write."""
         inc = state.incident
         assert inc is not None
         order_id = order["order_id"]
         order["state"] = "withdrawn"
         order.update(marks or {})
+        if offer_again:
+            state.offered.discard(order["team_id"])
 
         station = order.get("kind") in STATION_KINDS
 
@@ -2880,6 +2889,9 @@ class Dispatcher:
                                 self._order_withdrawn(inc, order, "reassigned"))
             if not station:  # a station's task is not an emergency to refill
                 self._queue_waiting(pipe, inc)
+            if offer_again:
+                store.queue_offer_again(pipe, incident_id=inc["incident_id"],
+                                        team_id=order["team_id"])
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="withdrawn", team_id=order["team_id"], order_id=order_id, **detail,

@@ -641,7 +641,15 @@ def orders_key(incident_id: str) -> str:
 
 
 def offered_key(incident_id: str) -> str:
+    """The teams the incident was offered to: never offered it again (they declined it,
+    missed its deadline, or the command room took them off it), but see queue_offer_again."""
     return f"dispatch:offered:{incident_id}"
+
+
+def queue_offer_again(pipe: Pipeline, *, incident_id: str, team_id: str) -> None:
+    """The team may be offered the incident again: nobody turned it down for it (its offer
+    went with its shift)."""
+    pipe.srem(offered_key(incident_id), team_id)
 
 
 # One step: when the id was claimed (HSETNX) before the fields were written, a crash in

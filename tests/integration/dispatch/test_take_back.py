@@ -4,6 +4,7 @@ team on scene asked for, a station's hand-over. What the order was for still hap
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -116,6 +117,50 @@ async def test_an_offer_to_a_team_that_went_off_shift_goes_to_the_next_team_at_o
     client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
     try:
         assert client.hget(store.order_key(first.order_id), "state") == "withdrawn"
+    finally:
+        client.close()
+
+
+async def removed_from_the_roster(publisher: RedisBroker, team_id: str) -> None:
+    """volunteers' unit.status for a team a roster import removed (to be imported again
+    under its id: a move to another agency made as a removal and a new team)."""
+    from datetime import timedelta
+
+    from shared.events import UnitStatus, utcnow
+
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id=team_id, status="off_duty", agency_id="ag-security",
+        agency_kind="security", mode="car", on_shift=False, removed=True,
+        occurred_at=utcnow() + timedelta(milliseconds=5)), stream=streams.UNIT_STATUS.name)
+
+
+@pytest.mark.parametrize("gone", [off_shift, removed_from_the_roster],
+                         ids=["off_shift", "removed_and_imported_again"])
+async def test_a_team_whose_offer_went_with_its_shift_is_offered_the_incident_when_back(
+        dispatch: str, publisher: RedisBroker, gone: Any) -> None:
+    # Nobody turned the team down for the incident: its shift ended (or an import took it
+    # off the roster) before the offer reached it, and dispatch took the offer back. The
+    # incident waits, flagged, with no other team; when the team is on shift again (the
+    # next shift's crew, or imported again), it is offered the incident as any free team
+    # is, not passed over for as long as the incident waits. (A team the command room
+    # takes back is never offered that incident again: test_assign.py.)
+    await team(publisher, "leaving", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [first] = await poll_until(lambda: orders_for(dispatch, incident_id), "the first order")
+    await gone(publisher, "leaving")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        await poll_until(lambda: client.hmget(store.incident_key(incident_id), "status",
+                                              "flagged") == ["unassigned", "1"],
+                         "the incident waiting, flagged: its only team is gone")
+        assert client.hget(store.order_key(first.order_id), "state") == "withdrawn"
+        await team(publisher, "leaving", kind="security", lat=22.8171, lon=108.3665)
+        await poll_until(lambda: len(orders_for(dispatch, incident_id)) == 2,
+                         "the incident offered to the team back on shift")
+        assert kinds_and_teams(dispatch, incident_id) == [("dispatch", "leaving"),
+                                                          ("dispatch", "leaving")]
+        assert client.hget(store.incident_key(incident_id), "status") == "assigned"
     finally:
         client.close()
 
