@@ -270,3 +270,32 @@ async def test_a_take_back_asked_again_after_the_close_sends_the_station_nothing
         assert client.hget(store.incident_key(station.incident_id), "status") == "closed"
     finally:
         client.close()
+
+
+async def test_a_team_taken_back_goes_to_another_incident_and_the_one_it_left_is_flagged(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The command room takes the only team off a noise complaint (it is never offered that
+    # one again): it still goes to the other incident waiting for a team, and the one it
+    # left, with nobody else to go, waits on the board flagged for the command room.
+    await team(publisher, "only", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    left = await report(publisher, "noise", priority="P4")
+    [order] = await poll_until(lambda: orders_for(clean_redis, left), "the first order")
+    waiting = await report(publisher, "noise", priority="P4")
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        await poll_until(lambda: client.zscore(f"dispatch:waiting:{DISTRICT}", waiting)
+                         is not None, "the second incident waiting: its only team is busy")
+        r = await console.post(f"/v1/orders/{order.order_id}/withdraw", headers=ADMIN,
+                               json={"note": "wanted elsewhere"})
+        assert r.status_code == 200, r.text
+        [given] = await poll_until(lambda: orders_for(clean_redis, waiting),
+                                   "the waiting incident given the team taken back")
+        assert given.team_id == "only"
+        assert client.hmget(store.incident_key(left), "status", "flagged") == [
+            "unassigned", "1"]
+        board = await console.get("/v1/incidents", headers=ADMIN,
+                                  params={"district": DISTRICT, "flagged": "true"})
+        assert [i["incident_id"] for i in board.json()["incidents"]] == [left]
+    finally:
+        client.close()
