@@ -304,6 +304,14 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _made_before_end(inc: dict[str, str], made_at: datetime | None) -> bool:
+    """Whether a report made at `made_at` came before the ended incident `inc` first ended
+    (resolved, handed over or closed)."""
+    ends = [t for t in map(_ts, (inc.get("resolved_at"), inc.get("handed_over_at"),
+                                 inc.get("closed_at"))) if t is not None]
+    return made_at is not None and bool(ends) and made_at < min(ends)
+
+
 def _may_unlink(inc: dict[str, str]) -> None:
     """A linked report the command room may make an incident of its own: any kept whole."""
     if inc.get("archived_at"):
@@ -657,7 +665,10 @@ class Dispatcher:
         something still going on, and is dispatched as its own incident. The ended one
         remembers it (`sent_on_as`): the next report of the same event that intake links to
         the ended one joins it, not a second team sent to one event. Decided under the
-        other incident's lock, so its end and this judgement come in one order.
+        other incident's lock, so its end and this judgement come in one order. A report
+        intake made (its event's `occurred_at`) before that incident ended was right when
+        made, and is of the event its team saw to: it joins it, ended, whenever dispatch
+        comes to it (a dead letter replayed, a backlog), and no team is sent again.
 
         An incident dispatch does not know (its own report handled at this very moment, or
         lost to the dead letters) is linked to all the same, and the link judged again
@@ -665,12 +676,14 @@ class Dispatcher:
         assert event.linked_to is not None
         return await self._judge_link(
             event.incident_id, event.linked_to, district=event.district,
-            priority=event.priority, flags=event.flags, waited=False)
+            priority=event.priority, flags=event.flags, waited=False, made_at=event.occurred_at)
 
     async def _judge_link(self, incident_id: str, parent: str, *, district: str, priority: str,
-                          flags: Collection[str], waited: bool) -> bool:
+                          flags: Collection[str], waited: bool,
+                          made_at: datetime | None = None) -> bool:
         """_record_link's judgement of the report `incident_id` linked to `parent`; `waited`:
-        the judgement again of on_link_due, once parent was not known for LINKED_WAIT_S."""
+        the judgement again of on_link_due, once parent was not known for LINKED_WAIT_S;
+        `made_at`: when intake made the report (None: not known)."""
         linked_to = parent
         off: list[dict[str, str]] = []
         for hop in range(MAX_SENT_ON + 1):
@@ -688,7 +701,8 @@ class Dispatcher:
                         return False
                 elif waited and hop == 0 and other["status"] in TERMINAL:
                     return True  # it came after the report, which joined it
-                if other is not None and other.get("status") in ENDED:
+                if (other is not None and other.get("status") in ENDED
+                        and not _made_before_end(other, made_at)):
                     onward = other.get("sent_on_as")
                     if onward and onward != incident_id and hop < MAX_SENT_ON:
                         parent = onward  # judged again, under that one's lock

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.dispatch.config import Settings
 from services.dispatch.main import create_app
+from shared import dead_letters, streams
+from shared.events import IncidentReported
 from tests.helpers import poll_until
 from tools.stack import Service, describe_exit
 
@@ -116,3 +119,40 @@ def fill_holding(order_state: str) -> Callable[..., bool]:
         return state is not None and any(o["state"] == order_state for o in state.orders)
 
     return when
+
+
+async def dead_lettered(url: str, broker: RedisBroker, event: IncidentReported,
+                        monkeypatch: pytest.MonkeyPatch) -> Callable[[], Awaitable[str]]:
+    """The report published, failing on a bug at each try until it is dead-lettered (nothing
+    of it written); returns the operator's replay once the bug is fixed, which puts it back
+    on the stream (the dead letters' POST .../replay)."""
+    from services.dispatch import store
+
+    broken = [True]
+    real_first_step: Callable[..., Awaitable[Any]] = store.first_step
+
+    async def buggy(*args: Any, **kwargs: Any) -> Any:
+        if broken[0] and kwargs.get("incident_id") == event.incident_id:
+            raise RuntimeError("a bug")
+        return await real_first_step(*args, **kwargs)
+
+    monkeypatch.setattr(store, "first_step", buggy)
+    await broker.publish(event, stream=streams.INCIDENT_REPORTED.name)
+    client = aioredis.Redis.from_url(url)
+    try:
+        [(letter_id, _)] = await poll_until(
+            lambda: client.xrange(streams.INCIDENT_REPORTED.dead_letters),
+            "the report dead-lettered", 30)
+    finally:
+        await client.aclose()
+
+    async def replay() -> str:
+        broken[0] = False
+        client = aioredis.Redis.from_url(url)
+        try:
+            return await dead_letters.replay(client, streams.INCIDENT_REPORTED.name,
+                                             letter_id.decode())
+        finally:
+            await client.aclose()
+
+    return replay

@@ -14,7 +14,7 @@ from shared import streams
 from shared.events import IncidentReported, IncidentUpdated, OrderResponded, new_id, utcnow
 from tests.helpers import poll_until, read_stream
 
-from .conftest import fail_a_write_once, fail_once
+from .conftest import dead_lettered, fail_a_write_once, fail_once
 from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 
 
@@ -109,6 +109,36 @@ async def test_a_second_duplicate_of_an_ended_incident_is_linked_to_the_first_se
     assert linked[0].linked_to == first  # what intake's view and the board show
     assert orders_for(dispatch, second) == []
     assert len(orders_for(dispatch, first)) == 1
+
+
+async def test_a_linked_report_replayed_after_its_incident_ended_joins_it(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A second caller's report, linked by intake to the open incident, is dead-lettered; the
+    # incident's team resolves it; the report, replayed once its bug is fixed, was made
+    # while the incident was open: it is of the event that team saw to, not of something
+    # still going on after it. It joins the ended incident; no team is sent again.
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: orders_for(dispatch, parent), "the incident's order")
+    linked = new_id("inc")
+    replay = await dead_lettered(dispatch, publisher, IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
+        linked_to=parent), monkeypatch)
+    await resolve(dispatch, publisher, parent)
+    await team(publisher, "t2", kind="security", lat=22.8175, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    await replay()
+    # created `linked`, then judged: linked (one update) or sent out (its order follows)
+    await poll_until(lambda: updates(dispatch, linked)
+                     and status(dispatch, linked) != "dispatching", "the replayed report judged")
+    assert orders_for(dispatch, linked) == []
+    assert status(dispatch, linked) == "linked"
+    [joined] = [u for u in updates(dispatch, linked) if u.status == "linked"]
+    assert joined.linked_to == parent
+    assert f"duplicate report of {parent}" in (joined.entry.detail or "")
+    assert len(orders_for(dispatch, parent)) == 1
 
 
 async def test_a_link_whose_judgement_failed_is_judged_when_the_report_comes_again(
