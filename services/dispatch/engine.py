@@ -599,10 +599,10 @@ class Dispatcher:
         if created < 0:  # another worker holds the lock: wait for it, then the same step
             async with self.locks.hold(event.incident_id) as held:
                 created, found = await first_step(held.token)
-                await self._after_first_step(event, inc, held, bool(created), found)
+                await self._after_first_step(event, inc, held, created, found)
             return
         async with self.locks.hold(event.incident_id, token=token) as held:
-            await self._after_first_step(event, inc, held, bool(created), found)
+            await self._after_first_step(event, inc, held, created, found)
 
     def _reported_detail(self, event: IncidentReported) -> Detail:
         known = event.category in self.policy.categories
@@ -610,10 +610,12 @@ class Dispatcher:
                             category=event.category, priority=event.priority)
 
     async def _after_first_step(self, event: IncidentReported, inc: dict[str, str],
-                                held: locks.Held, created: bool,
+                                held: locks.Held, created: int,
                                 found: list[domain.Unit]) -> None:
         if created:
-            if not event.linked_to:
+            if created == store.SENT_OUT:
+                await self._join_sent_out(event, held)
+            elif not event.linked_to:
                 await self._fill(event.incident_id, store.IncidentState(inc, [], set()),
                                  held=held, found=found)
             elif not await self._record_link(event):
@@ -623,7 +625,13 @@ class Dispatcher:
         if state.incident is None:  # gone since (retention): the retry creates it
             raise RuntimeError(f"incident {event.incident_id} vanished while read")
         if state.incident["status"] != "linked":
-            await self._fill(event.incident_id, state)
+            if (state.incident.get("seq") == "0" and not event.linked_to
+                    and await store.sent_on(self.redis, event.incident_id)):
+                # created after a report was sent out in its place, and never linked to
+                # that one (the step stopped in between)
+                await self._join_sent_out(event, held)
+            else:
+                await self._fill(event.incident_id, state)
         elif state.incident.get("seq") == "0" and not await self._record_link(event):
             # created, and the link never judged (the step stopped in between)
             await self._fill(event.incident_id, held=held)
@@ -677,6 +685,22 @@ class Dispatcher:
         return await self._judge_link(
             event.incident_id, event.linked_to, district=event.district,
             priority=event.priority, flags=event.flags, waited=False, made_at=event.occurred_at)
+
+    async def _join_sent_out(self, event: IncidentReported, held: locks.Held) -> None:
+        """The report of an incident that reaches dispatch only after a report intake linked
+        to it was sent out in its place (_sent_out_unheard: its own report was dead-lettered,
+        and replayed since): the same event, which has its team; the incident is linked to
+        that report, as a report linked to it is (_judge_link: what it knows revises that
+        one), never sent a second team."""
+        onward = await store.sent_on(self.redis, event.incident_id)
+        if onward is None:  # expired this very moment (SENT_ON_TTL_S)
+            await self._fill(event.incident_id, held=held)
+            return
+        await self.redis.hset(store.incident_key(event.incident_id), "linked_to", onward)
+        if not await self._judge_link(
+                event.incident_id, onward, district=event.district, priority=event.priority,
+                flags=event.flags, waited=False, made_at=event.occurred_at):
+            await self._fill(event.incident_id, held=held)
 
     async def _judge_link(self, incident_id: str, parent: str, *, district: str, priority: str,
                           flags: Collection[str], waited: bool,

@@ -657,7 +657,8 @@ def queue_offer_again(pipe: Pipeline, *, incident_id: str, team_id: str) -> None
 # redelivered report then took for "exists already": the incident was lost for good. The
 # status count and the first timeline entry go in the same step, and so does taking the
 # incident's lock (KEYS[6] with token ARGV[6], see locks.py): -1 when another worker holds
-# it (nothing written), else 1 created or 0 exists already, the lock held either way.
+# it (nothing written), else 1 created (SENT_OUT: created, and KEYS[9], its sent_on, names
+# the report sent out in its place) or 0 exists already, the lock held either way.
 _CREATE_INCIDENT = """
 local holder = redis.call('GET', KEYS[6])
 if holder and holder ~= ARGV[6] then return -1 end
@@ -675,8 +676,13 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[5], ARGV[5]) end
+-- a report of its event was sent out in its place meanwhile (queue_sent_on)
+if KEYS[9] ~= '' and redis.call('EXISTS', KEYS[9]) == 1 then return 2 end
 return 1
 """
+
+
+SENT_OUT = 2  # first_step: created, and a report of its event was sent out in its place
 
 
 async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: str,
@@ -689,15 +695,17 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
     with `query` (nearly every report is new: the search is then ready); both scripts go
     with the rest of `redis`'s batch when it is a ScriptBatch. Returns -1 when
     another worker holds the lock (nothing written), 0 when the incident exists already
-    (a redelivered report; the candidates do not count), 1 when created; and the
-    candidates."""
+    (a redelivered report; the candidates do not count), 1 when created, SENT_OUT when
+    created but a report linked to it was sent out in its place (sent_on: it came late, a
+    dead letter replayed); and the candidates."""
     flat = [x for kv in fields.items() for x in kv]
     batch = redis if isinstance(redis, ScriptBatch) else ScriptBatch(redis)
     created = batch.submit(
         _CREATE_INCIDENT,
         [incident_key(incident_id), ALL_INCIDENTS, district_key(district),
          STATUS_COUNTS, timeline_key(incident_id), lock_key, duty_key(district),
-         ref_key(district, fields.get("external_ref") or "") if fields.get("external_ref") else ""],
+         ref_key(district, fields.get("external_ref") or "") if fields.get("external_ref") else "",
+         _sent_on_key(incident_id) if fields["status"] != "linked" else ""],
         [incident_id, repr(reported_ts), ascii_json(flat), fields["status"],
          entry.model_dump_json() if entry else "", token, ttl_ms])
     if query is None:
@@ -928,8 +936,11 @@ def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, st
 # The report sent out as an incident of its own because the incident intake linked it to
 # never reached dispatch (engine.on_link_due): the next reports intake links to that
 # incident join it, as an ended incident's `sent_on_as` (that incident has no record to
-# hold it). Kept a day: intake links reports to it within its duplicate window (10 min).
-SENT_ON_TTL_S = 86_400
+# hold it); and that incident's own report, should it come after all (its dead letter
+# replayed), joins it too (first_step's SENT_OUT). Kept as long as a dead letter is replayed
+# without `force` (shared.dead_letters.REPLAY_SAFE_S, 7 days); intake links reports to it
+# within its duplicate window (10 min).
+SENT_ON_TTL_S = 7 * 86_400
 
 
 def _sent_on_key(incident_id: str) -> str:

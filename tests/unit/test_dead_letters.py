@@ -8,7 +8,7 @@ from typing import Any
 
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 
-from services.dispatch.store import SEEN_TTL_S
+from services.dispatch.store import SEEN_TTL_S, SENT_ON_TTL_S
 from services.notify.config import Settings as NotifySettings
 from services.volunteers.store.teams import ORDER_TTL_S as VOLUNTEERS_ORDER_TTL_S
 from shared.dead_letters import REPLAY_SAFE_S, first_seen_ms, merge_newest_first, page_end
@@ -103,6 +103,8 @@ def test_a_replay_is_safe_for_no_longer_than_the_shortest_memory_of_a_consumer()
     intake_seen_s = 30 * 86_400  # services/intake/store.py _PROJECT: EXPIRE ... 2592000
     assert REPLAY_SAFE_S <= min(SEEN_TTL_S, notify, VOLUNTEERS_ORDER_TTL_S, intake_seen_s)
     assert REPLAY_SAFE_S == SEEN_TTL_S  # and no shorter than it need be
+    # a lost incident replayed then still finds the report sent out in its place
+    assert SENT_ON_TTL_S >= REPLAY_SAFE_S
 
 
 def test_volunteers_keeps_an_order_s_record_as_long_as_notify_takes_answers_to_it() -> None:

@@ -21,8 +21,9 @@ from shared import streams
 from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
 
+from .conftest import dead_lettered, fail_once
 from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
-from .test_linked import duplicate_of, status, updates
+from .test_linked import duplicate_of, resolve, status, updates
 
 
 def fields(url: str, incident_id: str) -> dict[str, str]:
@@ -195,3 +196,79 @@ async def test_what_a_report_judged_before_its_incident_knows_reaches_that_incid
                 if u.entry.detail == f"another report linked: {linked}"]) == 1
     assert len(orders_for(dispatch, parent)) == 2
     assert orders_for(dispatch, linked) == []
+
+
+def reported(incident_id: str, **more: Any) -> IncidentReported:
+    return IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(), **more)
+
+
+async def sent_out_in_place_of_a_dead_letter(
+        url: str, broker: RedisBroker, monkeypatch: pytest.MonkeyPatch, **lost_report: Any,
+) -> tuple[str, str, Callable[[], Awaitable[str]]]:
+    """Two guard teams on shift; the first caller's report dead-lettered (a bug), the second
+    caller's, linked to it by intake, sent out after the wait with the nearest team: (the
+    lost incident, the report sent out, the lost report's replay)."""
+    await team(broker, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await team(broker, "t2", kind="security", lat=22.8175, lon=108.3665)
+    await wait_for_units(url, 2)
+    lost = new_id("inc")
+    replay = await dead_lettered(url, broker, reported(lost, **lost_report), monkeypatch)
+    linked = await duplicate_of(broker, lost)
+    await poll_until(lambda: status(url, linked) == "linked", "the report linked")
+    due_now(url, f"link:{linked}")
+    await poll_until(lambda: orders_for(url, linked), "an order of its own")
+    return lost, linked, replay
+
+
+async def test_a_lost_incident_replayed_after_its_report_was_sent_out_gets_no_second_team(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first report, replayed once its bug is fixed, is of the event the second was sent
+    # out for: it joins that one, and the second guard team is not sent too.
+    lost, linked, replay = await sent_out_in_place_of_a_dead_letter(
+        dispatch, publisher, monkeypatch)
+    [sent] = orders_for(dispatch, linked)
+    await replay()
+    await poll_until(lambda: status(dispatch, lost) not in (None, "dispatching"),
+                     "the replayed report handled")
+    assert orders_for(dispatch, lost) == []
+    assert status(dispatch, lost) == "linked"
+    [joined] = [u for u in updates(dispatch, lost) if u.status == "linked"]
+    assert joined.linked_to == linked
+    assert f"duplicate report of {linked}" in (joined.entry.detail or "")
+    assert fields(dispatch, lost)["linked_to"] == linked
+    assert orders_for(dispatch, linked) == [sent]
+    assert any(u.entry.detail == f"another report linked: {lost}"
+               for u in updates(dispatch, linked))
+
+
+async def test_a_lost_incident_replayed_whose_step_stopped_before_its_link_is_linked_again(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Created, then the step failed before the link was written: the redelivered report
+    # finds it `dispatching` with nothing done, and links it then, not sends a team.
+    lost, linked, replay = await sent_out_in_place_of_a_dead_letter(
+        dispatch, publisher, monkeypatch)
+    failed = fail_once(monkeypatch, Dispatcher, "_judge_link",
+                       lambda _engine, incident_id, *_, **__: incident_id == lost)
+    await replay()
+    await poll_until(lambda: status(dispatch, lost) not in (None, "dispatching"),
+                     "the replayed report handled when it came again", 15)
+    assert failed == ["failed"]
+    assert status(dispatch, lost) == "linked"
+    assert orders_for(dispatch, lost) == []
+    assert len(orders_for(dispatch, linked)) == 1
+
+
+async def test_a_lost_incident_replayed_after_the_report_sent_out_was_resolved_joins_it(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its event was seen to by the team of the report sent out in its place: no team again.
+    lost, linked, replay = await sent_out_in_place_of_a_dead_letter(
+        dispatch, publisher, monkeypatch)
+    await resolve(dispatch, publisher, linked)
+    await replay()
+    await poll_until(lambda: status(dispatch, lost) not in (None, "dispatching"),
+                     "the replayed report handled")
+    assert status(dispatch, lost) == "linked"
+    assert fields(dispatch, lost)["linked_to"] == linked
+    assert orders_for(dispatch, lost) == []
