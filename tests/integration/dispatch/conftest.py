@@ -10,12 +10,16 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.dispatch.config import Settings
+from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
+from services.dispatch.zones import ZoneProjection
 from shared import dead_letters, streams
 from shared.events import IncidentReported
+from shared.policy import load_policy
 from tests.helpers import poll_until
 from tools.stack import Service, describe_exit
 
@@ -82,6 +86,27 @@ async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
             yield client
+
+
+@pytest.fixture
+async def two_replicas(clean_redis: str) -> AsyncIterator[tuple[Dispatcher, Dispatcher]]:
+    """Two dispatch engines on one Redis, as two replicas are (no consumers running)."""
+    made = []
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(2):
+            client = Redis.from_url(clean_redis, decode_responses=True)
+            stack.push_async_callback(client.aclose)
+            broker = RedisBroker(clean_redis)
+            await broker.connect()
+            stack.push_async_callback(broker.stop)
+            http = await stack.enter_async_context(httpx.AsyncClient())
+            zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9",
+                                   admin_token="x", timeout_s=0.2, refresh_s=10)
+            engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
+                                settings=settings_for(clean_redis), zones=zones)
+            stack.push_async_callback(engine.locks.close)
+            made.append(engine)
+        yield made[0], made[1]
 
 
 def fail_once(monkeypatch: pytest.MonkeyPatch, owner: object, name: str,

@@ -5,12 +5,9 @@ round trip."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
@@ -18,10 +15,8 @@ from redis.asyncio import Redis
 from services.dispatch import locks, store
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
-from services.dispatch.zones import ZoneProjection
 from shared import streams
 from shared.events import IncidentReported, OrderIssued, new_id, utcnow
-from shared.policy import load_policy
 from tests.helpers import poll_until, read_stream
 from tests.integration.dispatch.conftest import settings_for
 from tests.integration.dispatch.test_engine import (
@@ -234,27 +229,6 @@ async def test_a_lock_released_by_the_order_script_while_a_renewal_is_under_way_
                                              "while the order's script had run", 20)
     assert [o.incident_id for o in orders] == [incident_id]
     assert "lost before the step ended" not in caplog.text
-
-
-@pytest.fixture
-async def two_replicas(clean_redis: str) -> AsyncIterator[tuple[Dispatcher, Dispatcher]]:
-    """Two dispatch engines on one Redis, as two replicas are (no consumers running)."""
-    made = []
-    async with contextlib.AsyncExitStack() as stack:
-        for _ in range(2):
-            client = Redis.from_url(clean_redis, decode_responses=True)
-            stack.push_async_callback(client.aclose)
-            broker = RedisBroker(clean_redis)
-            await broker.connect()
-            stack.push_async_callback(broker.stop)
-            http = await stack.enter_async_context(httpx.AsyncClient())
-            zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9",
-                                   admin_token="x", timeout_s=0.2, refresh_s=10)
-            engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
-                                settings=settings_for(clean_redis), zones=zones)
-            stack.push_async_callback(engine.locks.close)
-            made.append(engine)
-        yield made[0], made[1]
 
 
 async def free_guard(redis: Redis, team_id: str, lat: float) -> None:
