@@ -21,6 +21,10 @@ class Settings(PolicyFile):
         "dispatch has not received (its report being handled at the same moment, or lost to "
         "the dead letters) is judged again after this: joined to it if it came, else sent a "
         "team of its own, flagged (longer while that report is still in dispatch's stream)")
+    waiting_sweep_s: float = Field(
+        default=30, ge=0, le=3600, description="WAITING_SWEEP_S: how often the incidents "
+        "waiting for a team are offered the teams free in dispatch's view that no event "
+        "offered them (a backstop: the event missed, or its offer failed); 0: never")
     zone_lookup_timeout_s: float = Field(
         default=1.0, description="ZONE_LOOKUP_TIMEOUT_S: loading a district's zones from volunteers")
     zones_refresh_s: float = Field(

@@ -342,6 +342,13 @@ class StepEnd:
 # A freed team is offered to the waiting incidents it may answer, read a page at a time.
 WAITING_PAGE = 50
 WAITING_PAGES = 10
+# The sweep of a district's queue (sweep_waiting) looks at this many waiting incidents a
+# round at most, fewer with many teams free: each is checked against every free team (~8
+# us a check; 400 teams free for none of 500 incidents took 1.6 s a round), this many
+# checks in all. It tries this many of them at most (each a search under its lock).
+SWEEP_LOOK = WAITING_PAGES * WAITING_PAGE
+SWEEP_CHECKS = 10_000
+SWEEP_FILLS = 20
 
 
 class Dispatcher:
@@ -2654,6 +2661,64 @@ class Dispatcher:
         return bool(domain.choose_units(ranked, facts, self.policy,
                                         wanted=domain.units_wanted(facts, self.policy),
                                         already=units, alongside=alongside))
+
+    async def sweep_waiting(self, district: str, *, after: float | None = None,
+                            again_after_s: float) -> float | None:
+        """The backstop of retry_waiting (WAITING_SWEEP_S): the district's waiting incidents
+        offered the teams free in dispatch's view that no event offered them (the event
+        missed, or its offer failed: a close whose retry_waiting met a Redis error is not
+        made again). Nothing more while no team of the district is free; else the waiting
+        incidents in offer order (the most urgent first, the longest waiting among equals)
+        from just past `after`, SWEEP_LOOK at most (fewer with many teams free:
+        SWEEP_CHECKS), and each one a free team would be sent to (_would_send: no search
+        for the others) filled as a freed team's would be, under its lock, SWEEP_FILLS at
+        most, and none a sweep tried in the last `again_after_s` (this replica's or
+        another's: store.mark_swept); past the queue's end, on from its head. Where the
+        next round looks on from: the last incident looked at when that bound stopped this
+        one (a longer queue is looked through over several rounds), else None (the head).
+        The lock and the claim rules keep two replicas' sweeps to one order per team."""
+        free = await store.free_units(self.redis, district)
+        budget = min(SWEEP_LOOK, SWEEP_CHECKS // max(1, len(free))) or 1
+        looked = filled = 0
+        wrapped = after is None
+        while free and looked < budget:
+            limit = min(WAITING_PAGE, budget - looked)
+            page = await store.waiting(self.redis, district, after=after, limit=limit)
+            looked += len(page)
+            now = utcnow()
+            for inc in await store.incidents_bulk(self.redis, [i for i, _ in page]):
+                if not await self._sends_any(free, inc, now):
+                    continue
+                incident_id = inc["incident_id"]
+                if not await store.mark_swept(self.redis, incident_id, for_s=again_after_s):
+                    continue
+                log.info("incident %s waits while a team is free: offered again by the sweep",
+                         incident_id)
+                with in_incident_trace("waiting incident swept", inc.get("trace_ctx"),
+                                       **{"lianfang.incident_id": incident_id}):
+                    async with self._locked(incident_id):
+                        await self._fill(incident_id)
+                filled += 1
+                free = await store.free_units(self.redis, district)
+                if not free or filled >= SWEEP_FILLS:
+                    return None
+            if len(page) < limit:  # the end of the queue: on from its head, once
+                if wrapped:
+                    return None
+                after, wrapped = None, True
+            else:
+                after = page[-1][1]
+        return after if free else None
+
+    async def _sends_any(self, free: list[domain.Unit], inc: dict[str, str],
+                         now: datetime) -> bool:
+        """Whether _fill could send one of the `free` teams to the waiting incident."""
+        for unit in free:
+            if await self._would_send(unit, inc, now):
+                return True
+            if inc["status"] in TERMINAL:  # taken off the queue by _would_send
+                return False
+        return False
 
     # --- the command room -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from shared.policy import load_policy
 from shared.runtime import stop_task
 from shared.timezones import parse_timezone
 
-from . import api, console, handlers, records
+from . import api, console, handlers, records, waiting
 from .config import Settings
 from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
@@ -58,6 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeping = asyncio.create_task(records.keep_sweeping(
                 redis, engine.locks, records_days=settings.records_days,
                 kpi_days=settings.kpi_days, stop=stop), name="records-sweep")
+            # A backstop: the waiting incidents no event offered a free team (0: none).
+            backstop = (asyncio.create_task(waiting.keep_sweeping(
+                engine, stop, every_s=settings.waiting_sweep_s), name="waiting-sweep")
+                if settings.waiting_sweep_s else None)
             try:
                 yield
             finally:
@@ -66,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await asyncio.wait_for(timers, timeout=5)
                 await stop_task(refreshing, grace_s=2)
                 await stop_task(sweeping, grace_s=2)
+                if backstop is not None:
+                    await stop_task(backstop, grace_s=2)
                 await engine.locks.close()
         await http.aclose()
         await redis.aclose()

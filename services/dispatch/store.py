@@ -44,6 +44,11 @@ def _waiting_key(district: str) -> str:
     return f"dispatch:waiting:{district}"
 
 
+# The districts whose queue of waiting incidents may hold some: added to with every incident
+# queued (in the same write), left by the sweep (free_units) once the queue is empty.
+WAITING_DISTRICTS = "dispatch:waiting-districts"
+
+
 def _removed_key(team_id: str) -> str:
     """A team removed from the roster: when (its removal's `status_at`), so that no older
     status or fix of it, read late, brings it back; kept as long as such an event could come
@@ -487,7 +492,8 @@ return 0
 # either the team is claimed and the order is there, or nothing was written. With
 # ARGV[10] == '1' the same step makes the step's last writes (LastWrites) too: order.issued
 # and the order's published mark, the incident's change (as queue_incident_change), its
-# incident.updated, off the waiting list, and its lock released (token compared, as
+# incident.updated, off the waiting list (or, still short of units, on it and its district
+# among WAITING_DISTRICTS), and its lock released (token compared, as
 # locks.release_in_script). With a lock token in ARGV[9], nothing is written unless the
 # incident's lock (KEYS[9]) still holds it: a step whose lock expired while it stalled
 # (another step may have given the incident its team since) writes no second order.
@@ -557,7 +563,9 @@ if ARGV[10] == '1' then
   end
   redis.call('RPUSH', KEYS[7], ARGV[16])
   xadd(KEYS[11], ARGV[17], ARGV[18])
-  if ARGV[21] ~= '' then redis.call('ZADD', KEYS[13], ARGV[21], ARGV[19])
+  if ARGV[21] ~= '' then
+    redis.call('ZADD', KEYS[13], ARGV[21], ARGV[19])
+    redis.call('SADD', KEYS[17], ARGV[24])
   else redis.call('ZREM', KEYS[13], ARGV[19]) end
   if ARGV[20] ~= '' and redis.call('GET', KEYS[14]) == ARGV[20] then
     redis.call('DEL', KEYS[14])
@@ -612,6 +620,36 @@ async def free_with_waiting(redis: Redis | Pipeline, *, team_id: str, district: 
     district wait for one (1 or 0; on a pipeline, queued: its reply comes with the rest)."""
     return await run_script(redis, _FREE_WITH_WAITING, [_unit_key(team_id), _waiting_key(district)],
                             [team_id])
+
+
+# The district's teams free while its incidents wait (free_with_waiting), as HGETALL arrays;
+# a district with none waiting leaves WAITING_DISTRICTS (KEYS[3]) instead: an incident
+# queued meanwhile names it again in the write that queues it.
+_FREE_UNITS = _FREE + """
+if redis.call('ZCARD', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return {}
+end
+local out = {}
+for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = 'dispatch:unit:' .. team
+  if free_with_waiting(key, team, KEYS[2]) == 1
+     and redis.call('HGET', key, 'district') == ARGV[1] then
+    out[#out + 1] = redis.call('HGETALL', key)
+  end
+end
+return out
+"""
+
+
+async def free_units(redis: Redis, district: str) -> list[Unit]:
+    """The district's teams free in dispatch's view (available, on shift, no claim) while
+    incidents of it wait; none when none waits (the district then leaves
+    waiting_districts)."""
+    found = await run_script(redis, _FREE_UNITS, [f"dispatch:units:{district}",
+                                                  _waiting_key(district), WAITING_DISTRICTS],
+                             [district])
+    return [u for u in map(_unit_from_flat, found) if u is not None]
 
 
 async def claim_of(redis: Redis, team_id: str) -> str | None:
@@ -1070,11 +1108,17 @@ def waiting_score(priority: str, received_at: float) -> float:
 
 async def add_waiting(redis: Redis, *, district: str, incident_id: str, score: float) -> bool:
     """Queue the incident for the next freed team; True if it was not queued before."""
-    return bool(await redis.zadd(_waiting_key(district), {incident_id: score}))
+    async with redis.pipeline(transaction=False) as pipe:
+        queue_waiting(pipe, district=district, incident_id=incident_id, score=score)
+        added, _ = await pipe.execute()
+    return bool(added)
 
 
 def queue_waiting(pipe: Pipeline, *, district: str, incident_id: str, score: float) -> None:
+    # The district named after the queue's write: free_units takes it out only while its
+    # queue is empty, which it is no longer.
     pipe.zadd(_waiting_key(district), {incident_id: score})
+    pipe.sadd(WAITING_DISTRICTS, district)
 
 
 def queue_not_waiting(pipe: Pipeline, *, district: str, incident_id: str) -> None:
@@ -1091,6 +1135,38 @@ async def waiting(redis: Redis, district: str, *, after: float | None = None,
     low = "-inf" if after is None else f"({after!r}"
     return await redis.zrangebyscore(_waiting_key(district), low, "+inf", start=0, num=limit,
                                      withscores=True)
+
+
+WAITING_DISTRICTS_INDEXED = "dispatch:waiting-districts-indexed"  # set once the catch-up ran
+
+
+async def waiting_districts(redis: Redis) -> list[str]:
+    """The districts with incidents waiting (and some whose queue emptied since). Once per
+    Redis, the queues of an earlier version, which kept no such list, join it first (read by
+    SCAN)."""
+    if not await redis.exists(WAITING_DISTRICTS_INDEXED):
+        prefix = _waiting_key("")
+        async for key in redis.scan_iter(match=f"{prefix}*", count=1000, _type="zset"):
+            await redis.sadd(WAITING_DISTRICTS, key.removeprefix(prefix))
+        await redis.set(WAITING_DISTRICTS_INDEXED, "1")
+    return sorted(await redis.smembers(WAITING_DISTRICTS))
+
+
+def _swept_key(incident_id: str) -> str:
+    return f"dispatch:swept:{incident_id}"
+
+
+# The longest an incident is left to the others by the sweep once tried (mark_swept): the
+# sweep's three rounds (waiting.AGAIN_AFTER_ROUNDS) of the longest WAITING_SWEEP_S.
+SWEPT_MAX_S = 3 * 3600
+
+
+async def mark_swept(redis: Redis, incident_id: str, *, for_s: float) -> bool:
+    """Whether the sweep may try the waiting incident now: not tried by a sweep (this
+    replica's or another's) in the last `for_s` seconds (at most SWEPT_MAX_S); if so, it is
+    marked tried from now."""
+    return bool(await redis.set(_swept_key(incident_id), "1", nx=True,
+                                px=max(1, int(min(for_s, SWEPT_MAX_S) * 1000))))
 
 
 
@@ -1128,7 +1204,7 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
     if last is not None:
         keys += [streams.ORDER_ISSUED.name, streams.INCIDENT_UPDATED.name, STATUS_COUNTS,
                  _waiting_key(last.district), last.lock_key or "dispatch:lock:-",
-                 FLAGGED, flagged_key(last.district)]
+                 FLAGGED, flagged_key(last.district), WAITING_DISTRICTS]
         changes = [x for kv in last.incident_changes.items() for x in kv]
         flag = last.incident_changes.get("flagged", "")
         assert not flag or last.reported_ts is not None, "a flag's change needs its place"
@@ -1137,7 +1213,7 @@ async def offer_order(redis: Redis | ScriptBatch, *, order_id: str, incident_id:
                  last.status_entry.model_dump_json(), maxlen_arg(streams.INCIDENT_UPDATED),
                  last.incident_updated, incident_id, last.lock_token,
                  "" if last.short_score is None else repr(last.short_score),
-                 flag, repr(last.reported_ts) if flag else ""]
+                 flag, repr(last.reported_ts) if flag else "", last.district]
     offered_, first = await run_script(redis, _OFFER, keys, args)
     if offered_ == -1:
         raise LockLost(incident_id)

@@ -138,7 +138,8 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:station-orders:{id}", Sweep(records.archive_ended)),
     (r"dispatch:station-orders-indexed", Bounded("one marker: the catch-up ran")),
     (r"dispatch:status-counts", Bounded("one field per status")),
-    (r"dispatch:(ended:indexed|handovers:indexed|flagged-indexed)", Bounded("a mark")),
+    (r"dispatch:(ended:indexed|handovers:indexed|flagged-indexed|waiting-districts-indexed)",
+     Bounded("a mark")),
     (r"dispatch:seen:.+", Ttl(dispatch_store.SEEN_TTL_S)),
     # the report sent out in place of an incident dispatch never received
     (r"dispatch:sent-on:{id}", Ttl(dispatch_store.SENT_ON_TTL_S)),
@@ -146,6 +147,9 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:timers", Bounded("a timer fires and goes; one per live order or incident "
                                  "in hand")),
     (r"dispatch:waiting:{id}", Bounded("the district's incidents waiting for a team")),
+    (r"dispatch:waiting-districts", Roster("districts")),
+    # a waiting incident the sweep tried lately (WAITING_SWEEP_S)
+    (r"dispatch:swept:{id}", Ttl(dispatch_store.SWEPT_MAX_S)),
     # dispatch: the projection of the roster, the command room's people
     # (a team removed from the roster leaves them at volunteers' `UnitStatus.removed`; the
     # removal's time is kept while an older status or fix of it could still be read)

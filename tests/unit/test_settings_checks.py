@@ -198,3 +198,17 @@ def test_the_proxies_trusted_to_name_the_client_are_a_setting_uvicorn_is_given(
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
     run_service("dispatch")
     assert given["forwarded_allow_ips"] == "10.0.0.5"
+
+
+@pytest.mark.parametrize("every_s", [-1, 3601, float("nan"), "often"])
+def test_a_waiting_sweep_interval_out_of_its_range_is_refused(every_s: object) -> None:
+    # WAITING_SWEEP_S: 0 turns the backstop off; none may be negative, nor so long that an
+    # incident stuck with a team free waits hours
+    from services.dispatch.config import Settings as DispatchSettings
+
+    with pytest.raises(ValidationError) as refused:
+        DispatchSettings(admin_token="test-admin-token", waiting_sweep_s=every_s)
+    assert [e["loc"] for e in refused.value.errors()] == [("waiting_sweep_s",)]
+    for good in (0, 0.5, 3600):
+        taken = DispatchSettings(admin_token="test-admin-token", waiting_sweep_s=good)
+        assert taken.waiting_sweep_s == good

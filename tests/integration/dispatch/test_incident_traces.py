@@ -237,6 +237,18 @@ async def test_a_waiting_incident_gets_the_freed_team_in_its_own_trace_not_the_f
     assert_caused_in_trace(spans, answer, waiting_trace, waiting_id)
 
 
+async def test_a_waiting_incident_the_sweep_fills_gets_its_order_in_its_own_trace(
+        clean_redis: str, engine: Dispatcher, spans: InMemorySpanExporter) -> None:
+    waiting_id, waiting_trace = await reported(engine)  # nobody free: it waits
+    await on_shift(engine, "guard", kind="security", lat=22.8172)  # no event offers it
+    assert await engine.sweep_waiting(DISTRICT, again_after_s=60) is None
+    assert [(o["team_id"], t) for o, t in orders(clean_redis, waiting_id)] == [
+        ("guard", waiting_trace)]
+    (swept,) = [s for s in spans.get_finished_spans() if s.name == "waiting incident swept"]
+    assert hex_trace(swept) == waiting_trace
+    assert dict(swept.attributes) == {"lianfang.incident_id": waiting_id}
+
+
 # --- timers ----------------------------------------------------------------------------
 
 
