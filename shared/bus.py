@@ -469,12 +469,30 @@ def _check_group(stream: streams.Stream, group: str) -> None:
         raise ValueError(f"{group} is not a consumer of {stream.name} in shared.streams")
 
 
+async def _given_up(given_up: Handler[E] | None, event: E, timeout_s: float) -> bool:
+    """`given_up(event)`, before the event is dead-lettered for its handler's failures;
+    False when it could not finish for Redis (or `TryAgain`): the entry then stays pending,
+    given up on at its next delivery. A failure of its own is logged, and the event
+    dead-lettered all the same."""
+    if given_up is None:
+        return True
+    try:
+        await _handled(given_up, event, timeout_s)
+    except TRANSIENT as exc:
+        log.warning("%s could not finish: %s; the event stays pending",
+                    given_up.__name__, describe_failure(exc))
+        return False
+    except Exception as exc:
+        log.error("%s failed: %s", given_up.__name__, describe_failure(exc))
+    return True
+
+
 def _processor(
     stream: streams.Stream, model: type[E], handler: Handler[E], *, settings: ServiceSettings,
-    group: str,
+    group: str, given_up: Handler[E] | None = None,
 ) -> Callable[[RedisStreamMessage, int], Awaitable[None]]:
     """Parse, handle; dead-letter what will never parse, and what fails `max_deliveries`
-    times; otherwise leave the failed entry pending for the reclaimer."""
+    times (after `given_up`); otherwise leave the failed entry pending for the reclaimer."""
 
     async def process(msg: RedisStreamMessage, attempt: int) -> None:
         started = time.perf_counter()
@@ -508,6 +526,9 @@ def _processor(
             return "failed"
         except Exception as exc:
             if attempt >= settings.max_deliveries:
+                if not await _given_up(given_up, event, settings.handler_timeout_s):
+                    await _leave_pending(msg, exc)
+                    return "failed"
                 await dead_letter(msg, group=group, attempts=attempt,
                                   reason=describe_failure(exc))
                 return "dead_lettered"
@@ -525,7 +546,7 @@ def _processor(
 async def _handle_entry(
     handler: Callable[[Any], Awaitable[None]], arg: Any, *, span: Span, consumer: Redis,
     stream: streams.Stream, group: str, entry_id: bytes, fields: Mapping[bytes, bytes],
-    settings: ServiceSettings,
+    settings: ServiceSettings, given_up: Handler[Any] | None = None,
 ) -> Exception | None:
     """`handler(arg)` for one entry read (not reclaimed), under its `span`, its outcome timed.
     None: done with (handled, or dead-lettered at once when `max_deliveries` leaves no
@@ -539,7 +560,8 @@ async def _handle_entry(
             outcome = "handled"
         except Exception as exc:
             _record_failure(span, exc)
-            if settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT):
+            if (settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT)
+                    and await _given_up(given_up, arg, settings.handler_timeout_s)):
                 outcome = "dead_lettered"
                 await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
                                         fields=fields, group=group, attempts=1,
@@ -566,6 +588,7 @@ def consume(
     bookkeeping: bool = False,
     readers: int = 1,
     first: Callable[[E], Any] | None = None,
+    given_up: Handler[E] | None = None,
 ) -> None:
     """Subscribe `handler` to `stream` in `group` with reclaiming and dead-lettering.
 
@@ -581,7 +604,10 @@ def consume(
     its own consumer of the group: while one read's entries wait on Redis, the next
     read's are handled (the slots of `max_workers` are shared). `first`: a key that orders
     a read's events before they are handled (the lowest first; equals keep stream order),
-    so that those started first are first to Redis (new incidents, P1 before P4)."""
+    so that those started first are first to Redis (new incidents, P1 before P4).
+    `given_up`: what the service does for an event its handler failed `max_deliveries`
+    times, just before its dead letter (dispatch flags the incident its report left with
+    no team); one that cannot reach Redis leaves the event pending, to try again."""
     _check_group(stream, group)
     slots = asyncio.Semaphore(max_workers)
 
@@ -598,7 +624,8 @@ def consume(
             try:
                 return await _handle_entry(handler, event, span=span, consumer=consumer,
                                            stream=stream, group=group, entry_id=entry_id,
-                                           fields=fields, settings=settings) is None
+                                           fields=fields, settings=settings,
+                                           given_up=given_up) is None
             finally:
                 span.end()
 
@@ -625,7 +652,8 @@ def consume(
                 description=f"{handler.__name__} ({model.__name__})",
                 linger_s=settings.linger_s if bookkeeping else 0.0,
                 consumer=f"{settings.consumer_name}-{n + 1}" if n else None)
-    _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group),
+    _reclaimer(broker, stream, _processor(stream, model, handler, settings=settings, group=group,
+                                          given_up=given_up),
                settings=settings, group=group)
 
 

@@ -70,6 +70,39 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_with_the_reason(
     assert b"poison" in fields[b"payload"]
 
 
+async def test_an_event_given_up_on_is_told_to_the_service_before_its_dead_letter(
+        clean_redis: str) -> None:
+    # What the service must do about an event it gives up on (dispatch: flag the incident
+    # its report left with no team) comes before the dead letter; when it cannot reach
+    # Redis, the event stays pending and is given up on at its next delivery.
+    told: list[tuple[str, int]] = []
+    cfg = settings(clean_redis)
+    client = sync_redis.Redis.from_url(clean_redis)
+
+    async def handler(event: UnitStatus) -> None:
+        raise RuntimeError("cannot handle this one")
+
+    async def given_up(event: UnitStatus) -> None:
+        told.append((event.unit_id, client.xlen("dlq.unit.status")))
+        if len(told) == 1:
+            raise RedisConnectionError("Connection refused")
+
+    broker = create_broker(cfg)
+    consume(broker, streams.UNIT_STATUS, UnitStatus, handler, settings=cfg, group="dispatch",
+            given_up=given_up)
+    redis = Redis.from_url(clean_redis)
+    try:
+        async with consuming(broker, redis):
+            await broker.publish(status("poison"), stream=streams.UNIT_STATUS.name)
+            await poll_until(lambda: client.xlen("dlq.unit.status") == 1, "a dead letter", 15)
+            await poll_until(lambda: client.xpending("unit.status", "dispatch")["pending"] == 0,
+                             "an empty pending list")
+    finally:
+        await redis.aclose()
+        client.close()
+    assert told == [("poison", 0), ("poison", 0)]
+
+
 async def test_an_event_whose_handler_cannot_reach_redis_is_never_dead_lettered(
         clean_redis: str) -> None:
     # Past max_deliveries (3) of failures that say nothing about the event (Redis out of
