@@ -557,9 +557,13 @@ class Dispatcher:
             inc.get("followup_unstaffed") == "1"
             or any(o.get("kind") == "followup" and o["state"] == "offered"
                    and o.get("unanswered_at") for o in orders))
+        # An incident whose report was dead-lettered after creating it, before any team
+        # (on_report_given_up): nothing seeks one for it, until the command room assigns
+        # one or the report is replayed.
+        given_up = status == "dispatching" and inc.get("report_given_up") == "1"
         flagged = undecided or visit_stuck or (status not in DONE and (
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
-            or unknown or order_wants_room))
+            or unknown or order_wants_room or given_up))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         # DESIGN's timeline names each status change: on the step's own entry (a team's
@@ -610,6 +614,29 @@ class Dispatcher:
             return
         async with self.locks.hold(event.incident_id, token=token) as held:
             await self._after_first_step(event, inc, held, created, found)
+
+    async def on_report_given_up(self, event: IncidentReported) -> None:
+        """A report whose step kept failing, just before its dead letter: the incident it
+        created with no team on it yet (`dispatching`, no live order) is in no queue and
+        has no timer, so nothing would seek a team for it; it is flagged for the command
+        room, with a note, until a team is assigned (by hand, or by the report replayed
+        once fixed). A linked report has its link's timer."""
+        if event.linked_to:
+            return
+        async with self._locked(event.incident_id):
+            state = await store.incident_state(self.redis, event.incident_id)
+            inc = state.incident
+            if (inc is None or inc["status"] != "dispatching" or inc.get("report_given_up")
+                    or any(o["state"] in domain.LIVE_ORDER_STATES for o in state.orders)):
+                return
+            inc["report_given_up"] = "1"
+
+            async def mark(pipe: Pipeline) -> None:
+                store.queue_incident_fields(pipe, event.incident_id, {"report_given_up": "1"})
+
+            await self._emit(event.incident_id, TimelineEntry(
+                kind="note", **entry_detail("report_not_handled")),
+                status="dispatching", state=state, also=mark)
 
     def _reported_detail(self, event: IncidentReported) -> Detail:
         known = event.category in self.policy.categories

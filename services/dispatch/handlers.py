@@ -25,10 +25,12 @@ def register(broker: RedisBroker, *, engine: Dispatcher, settings: Settings) -> 
     # together (Dispatcher.scripts), and four reads in hand, so that some are handled while
     # the others' scripts run (two gave ~1,100 incidents/s, four ~1,240/s, six no more);
     # each incident is under its own lock. The most urgent start first: in a burst, a P1
-    # claims the nearest team before the P4 read with it.
+    # claims the nearest team before the P4 read with it. A report given up on flags the
+    # incident it left with no team.
     consume(broker, streams.INCIDENT_REPORTED, IncidentReported, engine.on_incident_reported,
             settings=settings, group=group, max_workers=64, readers=4,
-            first=lambda event: PRIORITY_RANK[event.priority])
+            first=lambda event: PRIORITY_RANK[event.priority],
+            given_up=engine.on_report_given_up)
     # One at a time, in stream order: a team's answers to one order must not overtake each
     # other (an "acknowledged" handled after "resolved" would be lost).
     # Bookkeeping (the board, the projection of teams): a pause after a read that was not

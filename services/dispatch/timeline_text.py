@@ -72,6 +72,11 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "report_not_a_duplicate": {
         "en": "report {report} is not a duplicate of this incident: unlinked by {by}",
         "zh": "上报{report}不是本警情的重复上报：{by}已解除合并"},
+    "report_not_handled": {
+        "en": "its report kept failing and is in the dead letters: no team is being sought. "
+              "Assign one by hand, or have an administrator replay the report once fixed",
+        "zh": "该警情上报处理多次失败，已转入死信：系统不会自动派警。请人工指派警组，"
+              "或在故障修复后由管理员重放该上报"},
     "no_team": {
         "en": "no suitable team available; waiting",
         "zh": "暂无合适警组，等待派警"},

@@ -147,21 +147,24 @@ def fill_holding(order_state: str) -> Callable[..., bool]:
 
 
 async def dead_lettered(url: str, broker: RedisBroker, event: IncidentReported,
-                        monkeypatch: pytest.MonkeyPatch) -> Callable[[], Awaitable[str]]:
-    """The report published, failing on a bug at each try until it is dead-lettered (nothing
-    of it written); returns the operator's replay once the bug is fixed, which puts it back
-    on the stream (the dead letters' POST .../replay)."""
+                        monkeypatch: pytest.MonkeyPatch, *, failing: str = "first_step"
+                        ) -> Callable[[], Awaitable[str]]:
+    """The report published, failing on a bug at each try until it is dead-lettered: in
+    store.first_step (nothing of it written), or in the store function `failing` called
+    with its incident_id (store.add_waiting: the incident created, no team found and none
+    sought); returns the operator's replay once the bug is fixed, which puts it back on
+    the stream (the dead letters' POST .../replay)."""
     from services.dispatch import store
 
     broken = [True]
-    real_first_step: Callable[..., Awaitable[Any]] = store.first_step
+    real: Callable[..., Awaitable[Any]] = getattr(store, failing)
 
     async def buggy(*args: Any, **kwargs: Any) -> Any:
         if broken[0] and kwargs.get("incident_id") == event.incident_id:
             raise RuntimeError("a bug")
-        return await real_first_step(*args, **kwargs)
+        return await real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "first_step", buggy)
+    monkeypatch.setattr(store, failing, buggy)
     await broker.publish(event, stream=streams.INCIDENT_REPORTED.name)
     client = aioredis.Redis.from_url(url)
     try:

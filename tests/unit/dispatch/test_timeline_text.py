@@ -48,6 +48,9 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "report_not_a_duplicate": (
         {"report": "inc_b", "by": BY},
         lambda report, by: f"report {report} is not a duplicate of this incident: unlinked by {by}"),
+    "report_not_handled": ({}, lambda: "its report kept failing and is in the dead letters: "
+                           "no team is being sought. Assign one by hand, or have an "
+                           "administrator replay the report once fixed"),
     "no_team": ({}, lambda: "no suitable team available; waiting"),
     "offer": ({"kind": "dispatch", "team": "Team 7", "agency_kind": "police"},
               lambda kind, team, agency_kind: f"{kind} order to {team} ({agency_kind})"),

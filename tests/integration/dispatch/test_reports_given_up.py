@@ -1,0 +1,57 @@
+"""Reports dispatch gave up on (their step failed MAX_DELIVERIES times: dead-lettered): the
+command room is told, never left with an incident nobody seeks a team for."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from faststream.redis import RedisBroker
+
+from shared.events import IncidentReported, new_id, utcnow
+from tests.helpers import poll_until
+
+from .conftest import dead_lettered
+from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
+def reported(incident_id: str) -> IncidentReported:
+    return IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow())
+
+
+async def flagged_ids(console: httpx.AsyncClient) -> set[str]:
+    answer = await console.get("/v1/incidents", headers=ADMIN,
+                               params={"district": DISTRICT, "flagged": "true"})
+    assert answer.status_code == 200, answer.text
+    return {i["incident_id"] for i in answer.json()["incidents"]}
+
+
+async def test_an_incident_whose_report_is_dead_lettered_after_it_was_created_is_flagged(
+        console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report's step created the incident (`dispatching`), then failed on a bug each
+    # time until dead-lettered: no order, in no waiting queue, no timer. It was on the
+    # board as `dispatching`, not flagged, and nothing would ever seek it a team. It is
+    # flagged in the step that dead-letters it, with a note saying why, until a team goes
+    # (here: its report replayed once the bug is fixed).
+    incident_id = new_id("inc")
+    replay = await dead_lettered(clean_redis, publisher, reported(incident_id), monkeypatch,
+                                 failing="add_waiting")
+    assert incident_id in await flagged_ids(console)
+    view = (await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).json()
+    assert view["status"] == "dispatching" and view["flagged"] is True
+    assert [e["detail_code"] for e in view["timeline"]
+            if e.get("detail_code") == "report_not_handled"] == ["report_not_handled"]
+
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    await replay()
+    await poll_until(lambda: orders_for(clean_redis, incident_id), "an order once replayed", 15)
+
+    async def unflagged() -> bool:
+        return incident_id not in await flagged_ids(console)
+
+    await poll_until(unflagged, "the flag gone with the team sent")
