@@ -129,6 +129,16 @@ def merge_newest_first(pages: Sequence[Sequence[Mapping[str, Any]]], *,
 _UNREADABLE = (KeyError, ValueError, TypeError, AttributeError, OverflowError)
 
 
+def event_of(fields: Mapping[bytes, bytes]) -> dict[str, Any] | None:
+    """The event a dead letter holds, as its JSON body reads; None when it does not read."""
+    with contextlib.suppress(*_UNREADABLE):
+        body, _ = BinaryMessageFormatV1.parse(fields[b"payload"])
+        event = json.loads(body)
+        if isinstance(event, dict):
+            return event
+    return None
+
+
 def first_seen_ms(dead_letter_id: str | bytes, fields: Mapping[bytes, bytes]) -> int:
     """When the dead letter's event was first on its stream, as near as the letter tells:
     the earliest of its original entry's time (a replay's entry, when it had been replayed

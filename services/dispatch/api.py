@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
-from shared import audit
+from shared import audit, dead_letters, streams
 from shared.events import (
     MAX_EVIDENCE,
     DistrictName,
@@ -55,6 +55,8 @@ BOARD_SCAN = 10_000
 Problem = Literal["routing_timeout", "filing_overdue"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 BOARD_PERIOD = timedelta(days=30)  # what the board lists unless `since` is asked
+# The dead-lettered reports the console looks at on each refresh: the newest, a few.
+NOT_HANDLED_LOOK = 200
 # A period is [since, until): two that meet (yesterday, today) count an incident once.
 SINCE = "the period's start, included (ISO 8601 with its offset)"
 UNTIL = ("the period's end, left out: an incident reported at exactly `until` is the next "
@@ -220,7 +222,21 @@ def _order_view(order: dict[str, str]) -> dict[str, Any]:
     return {**{k: (order.get(k) or None) for k in keys}, "eta_s": float(eta) if eta else None}
 
 
-def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
+def _report_view(letter_id: bytes, fields: dict[bytes, bytes],
+                 event: dict[str, Any] | None) -> dict[str, Any]:
+    """A dead-lettered report as the command room sees it: what it is and where, never the
+    caller's details (the letter itself is the admins')."""
+    event = event or {}
+    location = event.get("location") if isinstance(event.get("location"), dict) else {}
+    return {"incident_id": event.get("incident_id"), "district": event.get("district"),
+            "category": event.get("category"), "priority": event.get("priority"),
+            "reported_at": event.get("reported_at"), "address": location.get("address"),
+            "dead_letter_id": letter_id.decode(),
+            "dead_at": (fields.get(b"dead_at") or b"").decode(errors="replace") or None}
+
+
+def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo, letters: Redis) -> APIRouter:
+    """`letters`: a bytes client (a dead letter's payload is a binary envelope)."""
     router = APIRouter(prefix="/v1")
 
     @router.get("/incidents", summary="The board: incidents, newest first",
@@ -370,6 +386,34 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo) -> APIRouter:
             if examined >= BOARD_SCAN:  # the budget: the client asks on from here
                 return _page(rows, next_at=batch[-1], scanned_to=batch[-1].score)
         return _page(rows, next_at=None, scanned_to=None)
+
+    @router.get("/reports-not-handled", summary="Reports dispatch gave up on before it made "
+                "their incident: in the dead letters, on no board",
+                description="The newest dead-lettered incident.reported of the caller's "
+                "districts (or `district`) whose incident dispatch does not know, up to "
+                f"{NOT_HANDLED_LOOK} letters looked at (`more`: there are others). A report "
+                "that does not read names no district: it is listed to every desk. An "
+                "administrator replays them once fixed (GET /v1/admin/dead-letters). A "
+                "report dead-lettered after its incident was made is on the board, flagged.")
+    async def reports_not_handled(
+        who: Reader,
+        district: str | None = Query(default=None, max_length=64),
+    ) -> dict[str, Any]:
+        if district:
+            check_district(who, district)
+        found = await letters.xrevrange(streams.INCIDENT_REPORTED.dead_letters,
+                                        count=NOT_HANDLED_LOOK + 1)
+        more = len(found) > NOT_HANDLED_LOOK
+        rows = [_report_view(letter_id, fields, dead_letters.event_of(fields))
+                for letter_id, fields in found[:NOT_HANDLED_LOOK]]
+        ours = ([district] if district else who.districts if who.kind in DESK_KINDS
+                else None)
+        rows = [r for r in rows if not isinstance(r["district"], str)
+                or ours is None or r["district"] in ours]
+        ids = [r["incident_id"] if isinstance(r["incident_id"], str) else "" for r in rows]
+        heads = await store.incidents_heads(redis, ids)
+        rows = [r for r, head in zip(rows, heads, strict=True) if head is None]
+        return {"reports": rows, "count": len(rows), "more": more}
 
     @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline")
     async def incident(incident_id: str, who: Reader) -> dict[str, Any]:

@@ -38,7 +38,7 @@ _CONSOLE_PAGE = """<!doctype html>
  td,th{padding:4px 6px;border-bottom:1px solid #24405e;text-align:left;white-space:nowrap}
  tr.flagged td{background:#5c1d1f} tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
- .dim{color:#9fb2c6} #err,#aerr,#hiddenflags{color:#ff8787} ul{margin:0;padding-left:18px}
+ .dim{color:#9fb2c6} #err,#aerr,#hiddenflags,#nothandled{color:#ff8787} ul{margin:0;padding-left:18px}
  button:disabled{opacity:.5;cursor:wait}
  #detail{grid-column:1/3}
  #map{width:100%;height:340px;background:#0d1826;border-radius:6px;display:block}
@@ -63,7 +63,7 @@ _CONSOLE_PAGE = """<!doctype html>
   <div class="dim" id="legend">{{map_legend}}</div>
   <h2 style="margin-top:12px"><span id="boardhead">{{board}}</span> <span class="dim" id="count"></span>
    <button id="older" hidden>{{older}}</button> <button id="newest" hidden>{{newest}}</button>
-   <span id="hiddenflags"></span></h2>
+   <span id="hiddenflags"></span> <span id="nothandled"></span></h2>
   <table><thead><tr id="boardcols"></tr></thead><tbody id="board"></tbody></table></section>
  <section><h2 id="unitshead">{{units}}</h2>
   <table><thead><tr id="unitcols"></tr></thead><tbody id="units"></tbody></table>
@@ -235,7 +235,8 @@ function refused(body) {
   for (const id of ["board", "units", "kpis", "spots", "team", "map", "timeline", "orders"]) {
     $(id).replaceChildren(); }
   teamsListed = null;
-  for (const id of ["count", "hiddenflags", "duty", "maplegend"]) $(id).textContent = "";
+  for (const id of ["count", "hiddenflags", "nothandled", "duty", "maplegend"]) {
+    $(id).textContent = ""; }
   $("older").hidden = true; $("newest").hidden = true;
   setTitle(() => say("title_signed_out"));
   show("err", () => say("token_refused", {why}));
@@ -289,6 +290,10 @@ async function refresh() {
     const flaggedAnswer = await get("/v1/incidents?" + new URLSearchParams(
       {district: d, flagged: "true", limit: "200"}));
     const flaggedNow = flaggedAnswer.incidents;
+    // Reports dispatch gave up on before it made their incident: on no board, said here.
+    const lost = await get("/v1/reports-not-handled?" + new URLSearchParams({district: d}));
+    $("nothandled").textContent = lost.count ? say("reports_not_handled",
+      {count: lost.count + (lost.more ? "+" : "")}) : "";
     const filtering = !!($("status").value || $("problem").value || $("mine").checked
       || $("ref").value.trim());
     if (!filtering && !pages.length) { const listed = new Set(board.incidents.map(i => i.incident_id));

@@ -84,6 +84,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "nobody_on_duty": "无人值班：新警情没有督办人",
         "hidden_by_filter": "{count}起被标记的警情因筛选未显示：清除筛选即可看到",
         "hidden_on_older": "{count}起被标记的警情不在这一页：按“最新”即可看到",
+        "reports_not_handled": "{count}起上报调度未能处理，不在警情列表中（已转入死信）："
+                               "请通知管理员修复后重放",
         "shown": "显示{count}起",
         "older_page": "（更早第{page}页）",
         "looked_back": "，已查到{time}：可能还有更早的",
@@ -211,6 +213,9 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
                             "filters to see them",
         "hidden_on_older": "{count} flagged incident(s) not shown on this older page: press "
                            "Newest to see them",
+        "reports_not_handled": "{count} report(s) dispatch could not handle, on no board "
+                               "(in the dead letters): ask an administrator to replay them "
+                               "once fixed",
         "shown": "{count} shown",
         "older_page": " (older page {page})",
         "looked_back": ", looked back to {time}: more may be older",

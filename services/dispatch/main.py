@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from redis.asyncio import Redis
 
 from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            timeout_s=settings.zone_lookup_timeout_s,
                            refresh_s=settings.zones_refresh_s)
     engine = Dispatcher(redis=redis, broker=broker, policy=policy, settings=settings, zones=zones)
+    # bytes: a dead letter's payload is a binary envelope (the board counts lost reports)
+    letters = Redis.from_url(settings.redis_url, client_name="dispatch")
     handlers.register(broker, engine=engine, settings=settings)
 
     @asynccontextmanager
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await stop_task(backstop, grace_s=2)
                 await engine.locks.close()
         await http.aclose()
+        await letters.aclose()
         await redis.aclose()
 
     app = ServiceApp(
@@ -92,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
     add_health_routes(app, lambda: consumers_ready(broker, redis))
     app.include_router(api.build_router(redis=redis, engine=engine,
-                                        tz=parse_timezone(settings.timezone)))
+                                        tz=parse_timezone(settings.timezone), letters=letters))
     app.include_router(audit.build_router(redis=redis, service="dispatch"))
     app.include_router(console.build_console_router())
 

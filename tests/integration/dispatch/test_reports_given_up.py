@@ -3,6 +3,8 @@ command room is told, never left with an incident nobody seeks a team for."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from faststream.redis import RedisBroker
@@ -55,3 +57,39 @@ async def test_an_incident_whose_report_is_dead_lettered_after_it_was_created_is
         return incident_id not in await flagged_ids(console)
 
     await poll_until(unflagged, "the flag gone with the team sent")
+
+
+async def not_handled(console: httpx.AsyncClient) -> dict[str, Any]:
+    answer = await console.get("/v1/reports-not-handled", headers=ADMIN,
+                               params={"district": DISTRICT})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+async def test_a_report_dead_lettered_before_its_incident_was_made_is_counted_for_the_board(
+        console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Intake answered 202; dispatch's step failed before it made the incident, until
+    # dead-lettered: dispatch has no record, so no board showed it, and the command room
+    # heard nothing (the dead letters are the admins'). The console asks which reports of
+    # its district are lost so, and says how many; replayed, the report leaves the list.
+    assert await not_handled(console) == {"reports": [], "count": 0, "more": False}
+    lost = new_id("inc")
+    replay = await dead_lettered(clean_redis, publisher, reported(lost), monkeypatch)
+    answer = await not_handled(console)
+    assert answer["count"] == 1 and answer["more"] is False
+    [row] = answer["reports"]
+    assert row["incident_id"] == lost and row["district"] == DISTRICT
+    assert row["category"] == "noise" and row["priority"] == "P4" and row["dead_at"]
+    assert "caller" not in row and "description" not in row
+    # one dead-lettered after its incident was made is on the board, flagged: not counted
+    known = new_id("inc")
+    await dead_lettered(clean_redis, publisher, reported(known), monkeypatch,
+                        failing="add_waiting")
+    assert [r["incident_id"] for r in (await not_handled(console))["reports"]] == [lost]
+
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    await replay()
+    await poll_until(lambda: orders_for(clean_redis, lost), "an order once replayed", 15)
+    assert (await not_handled(console))["count"] == 0

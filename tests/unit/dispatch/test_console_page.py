@@ -63,6 +63,7 @@ vm.runInContext("beep = () => { beeps += 1; };", ctx);
 # dispatch's answers to what the console asks besides the board
 API = r"""
 var boards = {};  // district -> its incidents, newest first (the board's own order)
+var lostReports = { reports: [], count: 0, more: false };  // dead-lettered, on no board
 var details = {};  // incident id -> GET /v1/incidents/{id}
 function query(url) { return new URLSearchParams(url.split("?")[1] || ""); }
 function board(url) {
@@ -76,6 +77,7 @@ function board(url) {
 var answer = (url) => {
   if (url.startsWith("/v1/me")) return { kind: "dispatcher", districts: ["d1", "d2"] };
   if (url.startsWith("/v1/duty/")) return { duty: null };
+  if (url.startsWith("/v1/reports-not-handled")) return lostReports;
   if (url.startsWith("/v1/incidents?")) return board(url);
   if (url.startsWith("/v1/incidents/")) return details[url.split("/")[3]];
   if (url.startsWith("/v1/units")) return { units: [] };
@@ -139,6 +141,22 @@ def test_a_flagged_incident_stays_on_the_board_behind_hundreds_of_newer_reports(
     )
     assert shown[0] == "inc_waiting"  # flagged first
     assert title == said("title_flagged", count=1)
+
+
+def test_reports_dispatch_could_not_handle_are_said_over_the_board() -> None:
+    """A report dead-lettered before dispatch made its incident is on no board: the console
+    says how many of the district's there are (an administrator replays them), and nothing
+    once none is left."""
+    before, lost, after = run_console(
+        'boards.d1 = [incident("inc_done")];',
+        '$("nothandled").textContent',
+        'lostReports = {reports: [{incident_id: "inc_a"}, {incident_id: "inc_b"}], count: 2, '
+        'more: false}; refresh().then(() => $("nothandled").textContent)',
+        'lostReports = {reports: [], count: 0, more: false}; '
+        'refresh().then(() => $("nothandled").textContent)',
+    )
+    assert before == "" and after == ""
+    assert lost == said("reports_not_handled", count=2)
 
 
 def test_a_new_p1_calls_the_dispatcher_back_while_the_board_is_filtered() -> None:

@@ -100,10 +100,12 @@ function board(url) {
 }
 var posted = (url, init) => ({ order_id: "ord_1", team_id: JSON.parse(init.body).team_id,
                                 state: "offered" });
+var lostReports = { reports: [], count: 0, more: false };  // dead-lettered, on no board
 var answer = (url, init) => {
   if (init && init.method && init.method !== "GET") return posted(url, init);
   if (url.startsWith("/v1/me")) return { kind: "dispatcher", districts: ["d1", "d2"] };
   if (url.startsWith("/v1/duty/")) return { duty: null };
+  if (url.startsWith("/v1/reports-not-handled")) return lostReports;
   if (url.startsWith("/v1/incidents?")) return board(url);
   if (url.startsWith("/v1/incidents/")) return details[decodeURIComponent(url.split("/")[3])];
   if (url.startsWith("/v1/units")) return { units };
