@@ -620,9 +620,8 @@ class Dispatcher:
         created with no team on it yet (`dispatching`, no live order) is in no queue and
         has no timer, so nothing would seek a team for it; it is flagged for the command
         room, with a note, until a team is assigned (by hand, or by the report replayed
-        once fixed). A linked report has its link's timer."""
-        if event.linked_to:
-            return
+        once fixed). So is a linked report sent out as its own (its incident had ended):
+        one still `linked` is no incident to send a team to, or has its link's timer."""
         async with self._locked(event.incident_id):
             state = await store.incident_state(self.redis, event.incident_id)
             inc = state.incident

@@ -13,7 +13,8 @@ from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
 
 from .conftest import dead_lettered
-from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
+from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
+from .test_linked import resolve
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -93,3 +94,24 @@ async def test_a_report_dead_lettered_before_its_incident_was_made_is_counted_fo
     await replay()
     await poll_until(lambda: orders_for(clean_redis, lost), "an order once replayed", 15)
     assert (await not_handled(console))["count"] == 0
+
+
+async def test_a_linked_report_sent_out_as_its_own_then_dead_lettered_is_flagged(
+        console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Intake linked the report to an incident that had ended when dispatch came to it: it
+    # was sent out as an incident of its own (`dispatching`), then its step failed on a bug
+    # at each try as it gave it a team, until dead-lettered. It has no link timer (its
+    # link was judged): in no queue, no order, and nothing would ever seek it a team.
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    await resolve(clean_redis, publisher, parent)
+    linked = new_id("inc")
+    await dead_lettered(clean_redis, publisher, IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
+        linked_to=parent), monkeypatch, failing="offer_order")
+    view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
+    assert view["status"] == "dispatching" and orders_for(clean_redis, linked) == []
+    assert linked in await flagged_ids(console)
