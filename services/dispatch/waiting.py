@@ -51,6 +51,11 @@ async def keep_sweeping(engine: Dispatcher, stop: asyncio.Event, *, every_s: flo
                     log.warning("waiting incidents of %s: sweep stopped: %s", district,
                                 type(exc).__name__)
                     continue
+                except (RedisError, TimeoutError):
+                    raise
+                except Exception:  # one odd record: the districts after it are swept still
+                    log.exception("waiting incidents of %s: sweep failed", district)
+                    continue
                 if after is not None:
                     cursors[district] = after
         except (RedisError, TimeoutError) as exc:  # the next round tries again

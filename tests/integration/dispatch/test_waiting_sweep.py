@@ -56,6 +56,16 @@ async def free_in_view(redis: Redis, team_id: str, *, kind: str, lat: float) -> 
     await store.save_unit_position(redis, team_id=team_id, lat=lat, lon=SCENE.lon, at=now)
 
 
+async def free_in_view_of(redis: Redis, district: str, team_id: str) -> None:
+    """free_in_view, in `district`."""
+    now = utcnow()
+    await store.save_unit_status(redis, at=now, fields={
+        "team_id": team_id, "district": district, "status": "available", "name": team_id,
+        "agency_id": "ag-security", "agency_kind": "security", "agency_role": "",
+        "mode": "car", "skills": "[]", "home_zone_id": "", "on_shift": "1"})
+    await store.save_unit_position(redis, team_id=team_id, lat=22.8172, lon=SCENE.lon, at=now)
+
+
 async def waiting(redis: Redis, *incident_ids: str) -> bool:
     scores = await redis.zmscore(f"dispatch:waiting:{DISTRICT}", list(incident_ids))
     return all(score is not None for score in scores)
@@ -119,6 +129,27 @@ async def test_the_queues_of_an_earlier_version_are_swept_too(
         await poll_until(lambda: waiting(redis, incident_id),
                          "the incident waiting: nobody is on shift")
         await redis.delete(store.WAITING_DISTRICTS, store.WAITING_DISTRICTS_INDEXED)
+        await free_in_view(redis, "guard", kind="security", lat=22.8172)
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the incident given the free team by the sweep")
+    assert order.team_id == "guard"
+
+
+async def test_an_odd_record_in_one_district_s_queue_stops_no_other_district_s_sweep(
+        clean_redis: str, publisher: RedisBroker, redis: Redis) -> None:
+    # A district swept before this one holds, in its queue, an incident whose record is a
+    # leftover key (a field written after the record went: no status), and a team free:
+    # its sweep fails on it, each round. This district's waiting incident still gets the
+    # team free for it.
+    odd = new_id("inc")
+    await redis.zadd("dispatch:waiting:anning", {odd: 1.0})
+    await redis.hset(store.incident_key(odd), "sent_on_as", new_id("inc"))
+    await free_in_view_of(redis, "anning", "guard-anning")
+    async with sweeping(clean_redis):
+        incident_id = await report(publisher, "noise", priority="P4")
+        await poll_until(lambda: waiting(redis, incident_id),
+                         "the incident waiting: nobody is on shift")
+        assert await store.waiting_districts(redis) == ["anning", DISTRICT]
         await free_in_view(redis, "guard", kind="security", lat=22.8172)
         (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
                                     "the incident given the free team by the sweep")
