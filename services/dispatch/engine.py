@@ -658,10 +658,12 @@ class Dispatcher:
         if state.incident is None:  # gone since (retention): the retry creates it
             raise RuntimeError(f"incident {event.incident_id} vanished while read")
         if state.incident["status"] != "linked":
-            if (state.incident.get("seq") == "0" and not event.linked_to
+            if (state.incident["status"] == "dispatching" and not state.orders
+                    and not event.linked_to
                     and await store.sent_on(self.redis, event.incident_id)):
                 # created after a report was sent out in its place, and never linked to
-                # that one (the step stopped in between)
+                # that one (the step stopped in between; given up on since, perhaps, with
+                # its note: `seq` is not 0 then)
                 await self._join_sent_out(event, held)
             else:
                 await self._fill(event.incident_id, state)

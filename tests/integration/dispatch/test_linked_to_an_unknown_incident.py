@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
 from services.dispatch import store
 from services.dispatch.engine import Dispatcher
-from shared import streams
+from shared import dead_letters, streams
 from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
 
@@ -272,3 +273,38 @@ async def test_a_lost_incident_replayed_after_the_report_sent_out_was_resolved_j
     assert status(dispatch, lost) == "linked"
     assert fields(dispatch, lost)["linked_to"] == linked
     assert orders_for(dispatch, lost) == []
+
+
+async def test_a_lost_incident_dead_lettered_again_before_its_link_gets_no_second_team(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Replayed, its step fails on a bug before the link each time, and it is dead-lettered
+    # again: flagged with the given-up note (which the link's retry must not take for a
+    # step that went past the link). Replayed once the bug is fixed, it joins the report
+    # sent out in its place, and the second guard team is not sent.
+    lost, linked, replay = await sent_out_in_place_of_a_dead_letter(
+        dispatch, publisher, monkeypatch)
+    real = Dispatcher._judge_link
+    broken = [True]
+
+    async def buggy(engine: Dispatcher, incident_id: str, *args: Any, **kwargs: Any) -> bool:
+        if broken[0] and incident_id == lost:
+            raise RuntimeError("a bug")
+        return await real(engine, incident_id, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "_judge_link", buggy)
+    await replay()
+    client = aioredis.Redis.from_url(dispatch)
+    try:
+        [(letter_id, _)] = await poll_until(
+            lambda: client.xrange(streams.INCIDENT_REPORTED.dead_letters),
+            "the replayed report dead-lettered again", 30)
+        assert fields(dispatch, lost).get("report_given_up") == "1"
+        broken[0] = False
+        await dead_letters.replay(client, streams.INCIDENT_REPORTED.name, letter_id.decode())
+    finally:
+        await client.aclose()
+    await poll_until(lambda: status(dispatch, lost) != "dispatching"
+                     or orders_for(dispatch, lost), "the replayed report handled", 15)
+    assert orders_for(dispatch, lost) == []
+    assert status(dispatch, lost) == "linked"
+    assert len(orders_for(dispatch, linked)) == 1
