@@ -227,6 +227,10 @@ def _report_view(letter_id: bytes, fields: dict[bytes, bytes],
     """A dead-lettered report as the command room sees it: what it is and where, never the
     caller's details (the letter itself is the admins')."""
     event = event or {}
+    if not isinstance(event.get("district"), str):
+        # listed to every desk (no district to keep it to): that a report was lost and when,
+        # nothing of what or where
+        event = {"incident_id": event.get("incident_id")}
     location = event.get("location") if isinstance(event.get("location"), dict) else {}
     return {"incident_id": event.get("incident_id"), "district": event.get("district"),
             "category": event.get("category"), "priority": event.get("priority"),
@@ -392,7 +396,8 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo, letters: Redis
                 description="The newest dead-lettered incident.reported of the caller's "
                 "districts (or `district`) whose incident dispatch does not know, up to "
                 f"{NOT_HANDLED_LOOK} letters looked at (`more`: there are others). A report "
-                "that does not read names no district: it is listed to every desk. An "
+                "that does not read names no district: it is listed to every desk, only as lost "
+                "and when (nothing of what or where). An "
                 "administrator replays them once fixed (GET /v1/admin/dead-letters). A "
                 "report dead-lettered after its incident was made is on the board, flagged.")
     async def reports_not_handled(

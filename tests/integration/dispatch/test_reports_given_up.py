@@ -3,14 +3,18 @@ command room is told, never left with an incident nobody seeks a team for."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 
+from shared import streams
 from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
+from tests.integration.stream_probes import envelope
 
 from .conftest import dead_lettered
 from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
@@ -115,3 +119,20 @@ async def test_a_linked_report_sent_out_as_its_own_then_dead_lettered_is_flagged
     view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
     assert view["status"] == "dispatching" and orders_for(clean_redis, linked) == []
     assert linked in await flagged_ids(console)
+
+
+async def test_a_lost_report_naming_no_district_tells_every_desk_only_that_it_was_lost(
+        console: httpx.AsyncClient, clean_redis: str) -> None:
+    # A dead letter whose report names no district is listed to every desk (none can be
+    # told apart): that it was lost and when, nothing of what or where it was.
+    body = reported(new_id("inc")).model_dump(mode="json")
+    body.pop("district")
+    body["location"]["address"] = "12 Minzu Avenue"
+    async with Redis.from_url(clean_redis) as redis:
+        await redis.xadd(streams.INCIDENT_REPORTED.dead_letters, {
+            "payload": await envelope(json.dumps(body).encode()), "dead_at": "2026-12-06T14:00:00Z",
+            "reason": "ValidationError"})
+    [row] = (await not_handled(console))["reports"]
+    assert row["incident_id"] == body["incident_id"] and row["dead_at"]
+    assert all(row[k] is None for k in ("district", "category", "priority", "reported_at",
+                                        "address")), row
