@@ -621,7 +621,9 @@ class Dispatcher:
         has no timer, so nothing would seek a team for it; it is flagged for the command
         room, with a note, until a team is assigned (by hand, or by the report replayed
         once fixed). So is a linked report sent out as its own (its incident had ended):
-        one still `linked` is no incident to send a team to, or has its link's timer."""
+        one still `linked` is no incident to send a team to, or has its link's timer. One
+        whose event went out as another incident (store.sent_on) is flagged too, its note
+        naming that one, which has the team: not a second team to send."""
         async with self._locked(event.incident_id):
             state = await store.incident_state(self.redis, event.incident_id)
             inc = state.incident
@@ -629,12 +631,17 @@ class Dispatcher:
                     or any(o["state"] in domain.LIVE_ORDER_STATES for o in state.orders)):
                 return
             inc["report_given_up"] = "1"
+            # its event went out as another incident, with its team (a dead letter replayed
+            # after a report linked to it was sent out in its place): not one to send to
+            onward = None if event.linked_to else await store.sent_on(self.redis,
+                                                                      event.incident_id)
 
             async def mark(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, event.incident_id, {"report_given_up": "1"})
 
             await self._emit(event.incident_id, TimelineEntry(
-                kind="note", **entry_detail("report_not_handled")),
+                kind="note", **(entry_detail("report_not_handled_sent_on", onward=onward)
+                                if onward else entry_detail("report_not_handled"))),
                 status="dispatching", state=state, also=mark)
 
     def _reported_detail(self, event: IncidentReported) -> Detail:

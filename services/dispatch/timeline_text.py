@@ -77,6 +77,12 @@ TEMPLATES: dict[str, dict[Language, str]] = {
               "Assign one by hand, or have an administrator replay the report once fixed",
         "zh": "该警情上报处理多次失败，已转入死信：系统不会自动派警。请人工指派警组，"
               "或在故障修复后由管理员重放该上报"},
+    "report_not_handled_sent_on": {
+        "en": "its report kept failing and is in the dead letters; the same event went out as "
+              "{onward}, which has its team: do not send a second one. An administrator "
+              "replays the report once fixed, and it joins {onward}",
+        "zh": "该警情上报处理多次失败，已转入死信；同一事件已作为{onward}派出并有警组处置，"
+              "请勿重复派警。故障修复后由管理员重放该上报，即并入{onward}"},
     "no_team": {
         "en": "no suitable team available; waiting",
         "zh": "暂无合适警组，等待派警"},

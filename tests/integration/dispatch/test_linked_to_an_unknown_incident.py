@@ -7,6 +7,7 @@ linked, with no team, for ever."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -299,6 +300,12 @@ async def test_a_lost_incident_dead_lettered_again_before_its_link_gets_no_secon
             lambda: client.xrange(streams.INCIDENT_REPORTED.dead_letters),
             "the replayed report dead-lettered again", 30)
         assert fields(dispatch, lost).get("report_given_up") == "1"
+        # its note names the incident that has the team, and asks for no second one
+        notes = [json.loads(e) for e in sync_redis.Redis.from_url(dispatch).lrange(
+            store.timeline_key(lost), 0, -1)]
+        [note] = [n for n in notes if n.get("detail_code", "").startswith("report_not_handled")]
+        assert note["detail_code"] == "report_not_handled_sent_on"
+        assert note["detail_args"] == {"onward": linked}
         broken[0] = False
         await dead_letters.replay(client, streams.INCIDENT_REPORTED.name, letter_id.decode())
     finally:

@@ -51,6 +51,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "report_not_handled": ({}, lambda: "its report kept failing and is in the dead letters: "
                            "no team is being sought. Assign one by hand, or have an "
                            "administrator replay the report once fixed"),
+    "report_not_handled_sent_on": (
+        {"onward": "inc_b"},
+        lambda onward: f"its report kept failing and is in the dead letters; the same event "
+        f"went out as {onward}, which has its team: do not send a second one. An "
+        f"administrator replays the report once fixed, and it joins {onward}"),
     "no_team": ({}, lambda: "no suitable team available; waiting"),
     "offer": ({"kind": "dispatch", "team": "Team 7", "agency_kind": "police"},
               lambda kind, team, agency_kind: f"{kind} order to {team} ({agency_kind})"),
