@@ -501,6 +501,8 @@ class FallbackTimers:
         begun = await store.begin_fallback_send(
             self._redis, order_id, step=f"withdrawn{mark.step}", device_id=device.device_id,
             now=now, till=now + self._settings.channel_timeout_s + MARK_MARGIN_S, ttl_s=ttl)
+        if begun.state == "busy":  # another replica's, or one that died at it: looked at
+            return begun.till      # again once its time is up (sent then, or sent now)
         if begun.state != "go":
             return None
         outcome = await self._send(channel, record, device, take_back=True)

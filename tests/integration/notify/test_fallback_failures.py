@@ -495,6 +495,33 @@ async def test_a_withdrawal_sms_the_gateway_refused_for_a_while_is_sent_again(
         ("sms", "withdrawal_sent")]
 
 
+async def test_a_replica_stopped_while_sending_the_withdrawals_sms_leaves_it_to_another(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # Stopped (a deploy) while the gateway held the 'do not go' text: its mark says it is
+    # being sent until its sender's time is up. The replica that takes the timer over must
+    # send it once that time is up, not take the dead sender for one still at it and drop it.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    arrived = asyncio.Event()
+
+    async def note() -> None:
+        arrived.set()
+
+    outside.reply("/sms", Reply(201), Reply(201, hold=asyncio.Event(), before=note))
+    order_id = await an_sms_order(redis, "t1", ack_in_s=None)
+    async with sms_replica(clean_redis, redis, outside, timeout_s=1.0):
+        await poll_until(lambda: _chain_done(redis, order_id), "the order's SMS")
+        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                                   district="d1", reason="closed", ttl_s=600, fan_out="{}")
+        await asyncio.wait_for(arrived.wait(), 10)
+    async with sms_replica(clean_redis, redis, outside, timeout_s=1.0):
+        await poll_until(lambda: _no_timer(redis, store.withdrawal_timer(order_id)),
+                         "the take-back done", 15)
+    texts = [t.json() for t in outside.at("/sms")]
+    assert [t["kind"] for t in texts] == ["order", "withdrawn", "withdrawn"]
+    assert texts[1]["reference"] == texts[2]["reference"]  # the gateway may deduplicate
+    assert ("sms", "withdrawal_sent") in [a[:2] for a in await attempts(redis, order_id)]
+
+
 async def _no_timer(redis: Redis, timer: str) -> bool:
     return await store.fallback_due_at(redis, timer) is None
 
