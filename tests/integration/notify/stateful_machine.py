@@ -19,16 +19,11 @@ test moves it. STATEFUL_EXAMPLES=500 searches longer.
 NOT IN THE SUITE (its name is not test_*.py): run it by hand,
 `.venv/bin/python -m pytest -p no:cacheprovider tests/integration/notify/stateful_machine.py`.
 Alone it passes; in the whole notify directory, or beside a busy core, it fails now and then
-for two causes in the test, not in notify (found 2026-12-06, not fixed yet):
-1. its clock is `time.time() + offset`, so real time runs on between notify's `too_late` check
-   and the request reaching the fake push service: when `deadline_passes` jumps to one
-   order's deadline, another's a few ms later can pass in that gap ("sent 0.001 s after its
-   deadline"); the clock should stand still between the test's moves (notify reads the same
-   clock for its send marks and leases: change with care);
-2. a send cancelled while awaiting `store.begin_fallback_send` leaves a "sending" mark with no
-   request made; notify rightly takes such a message back on a withdrawal ("may have gone"),
-   but the invariant accepts only take-backs of messages that reached the fake: it should also
-   count sends notify started that the test's stop cut off.
+for a cause in the test, not in notify (found 2026-12-06, not fixed yet):
+a send cancelled while awaiting `store.begin_fallback_send` leaves a "sending" mark with no
+request made; notify rightly takes such a message back on a withdrawal ("may have gone"), but
+the invariant accepts only take-backs of messages that reached the fake: it should also count
+sends notify started that the test's stop cut off.
 It found two real defects (a fallback message that went unanswered was not taken back on a
 withdrawal; one refused outright was), fixed with their own tests in test_fallback_failures.py."""
 
@@ -111,13 +106,15 @@ TEAMS = ("t1", "t2")
 
 
 class Clock:
-    """The fallback's clock (its module's `time`): the real one, moved on by the test."""
+    """The fallback's clock (its module's `time`): it stands still until the test moves it,
+    so a message notify found in time reaches the outside services at the time it checked
+    (with the real time running on, another order's deadline could pass in between)."""
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.at = time.time()
 
     def time(self) -> float:
-        return time.time() + self.offset
+        return self.at
 
     @staticmethod
     def monotonic() -> float:
@@ -298,7 +295,8 @@ class NotifyMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.stack = contextlib.AsyncExitStack()
-        self.clock.offset = 0.0
+        self.clock.at = time.time()
+        self.leases = 0
         self.browsers = {k.device_id: Browser(f"http://push.test/sub/{k.device_id}")
                          for k in KITS if k.push}
         self.outside = Outside(self.clock, self.browsers)
@@ -449,7 +447,8 @@ class NotifyMachine(RuleBasedStateMachine):
 
     async def fire(self, timer: str, timers: FallbackTimers | None = None) -> float:
         """A due timer fired, leased as the fallback loop leases it (store.claim_due_fallbacks)."""
-        lease = self.clock.time() + 30 + len(self.handled) / 1000  # each lease its own
+        self.leases += 1  # each lease its own (store.holds_fallback: to a millisecond)
+        lease = self.clock.time() + 30 + self.leases / 100
         await self.look.zadd(store.FALLBACK, {timer: lease}, xx=True)
         await (timers or self.timers).fire(timer, lease)
         return lease
@@ -622,7 +621,7 @@ class NotifyMachine(RuleBasedStateMachine):
         later = sorted(o.ack_by.timestamp() for o in self.orders.values()
                        if o.ack_by is not None and o.ack_by.timestamp() > now)
         if later:
-            self.clock.offset += later[0] - now + (0 if exactly else 0.5)
+            self.clock.at = later[0] + (0 if exactly else 0.5)
 
     @rule(mode=st.sampled_from(("ok", "failing", "hanging")))
     def outside_services(self, mode: str) -> None:
@@ -767,6 +766,7 @@ class NotifyMachine(RuleBasedStateMachine):
 
     async def _all_quiet(self) -> None:
         self.outside.mode = "ok"
+        await self._dead_senders_run_out()
         for _ in range(40):
             timers = await self.look.zrange(store.FALLBACK, 0, -1)
             if not timers:
@@ -796,6 +796,17 @@ class NotifyMachine(RuleBasedStateMachine):
                 told = [m for m in messages if (m.channel, m.device_id) == went
                         and m.kind == "withdrawn" and m.taken]
                 assert told, f"order {order_id} withdrawn: its {went[0]} to {went[1]} never taken back"
+
+    async def _dead_senders_run_out(self) -> None:
+        """A sender cut off (notify stopped, Redis away) leaves its message marked as being
+        sent until its time is up (store.begin_fallback_send), for nobody to send it before:
+        the clock moves on till then, as time would while the services wait."""
+        tills = [self.clock.at]
+        for order_id in self.orders:
+            marks = await self.look.hgetall(f"notify:order:{order_id}:fallback_sent")
+            tills += [float(mark["till"]) for mark in map(json.loads, marks.values())
+                      if mark["state"] == "sending"]
+        self.clock.at = max(tills)
 
     # --- what holds after every step ----------------------------------------------------------
 
