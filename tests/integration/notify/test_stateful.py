@@ -13,14 +13,17 @@ The events are handled as notify's consumers call them (handlers.py), the phones
 notify's own socket route (sockets.py) through an in-memory WebSocket, a timer fires leased
 as the fallback loop fires it (fallback.py), and the gateway and the push service are fakes
 at the HTTP boundary (httpx.MockTransport). Redis is a real redis-server of the test's own,
-restarted by a rule. The fallback's clock is the test's (`Clock`): a deadline passes when the
-test moves it. STATEFUL_EXAMPLES=500 searches longer.
+restarted by a rule. The fallback's clock is the test's (`Clock`): it stands still, so what
+notify found in time reaches the outside services in time, and moves when the test moves it
+(a deadline passes; in all_quiet, a cut-off sender's time runs out). A message notify began
+to send and the test cut off (stopped, Redis away) before it reached the fake may have gone,
+as far as notify can tell (`Begun`): notify takes it back on a withdrawal.
+STATEFUL_EXAMPLES=500 searches longer than the suite does.
 
-NOT IN THE SUITE (its name is not test_*.py): run it by hand,
-`.venv/bin/python -m pytest -p no:cacheprovider tests/integration/notify/stateful_machine.py`.
-Its flakes under load were the test's, and are fixed.
 It found two real defects (a fallback message that went unanswered was not taken back on a
-withdrawal; one refused outright was), fixed with their own tests in test_fallback_failures.py."""
+withdrawal; one refused outright was), and a third came to light as it was made steady (a
+take-back whose sender was stopped mid-send was dropped by the replica carrying on), each
+fixed with its own test in test_fallback_failures.py."""
 
 from __future__ import annotations
 
@@ -28,7 +31,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import os
 import time
 import types
 from collections import Counter
@@ -39,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -47,7 +48,6 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from opentelemetry import trace
 from redis.asyncio import Redis
@@ -65,7 +65,7 @@ from shared import streams
 from shared.bus import Traced, create_redis
 from shared.events import OrderAmended, OrderIssued, OrderResponded, OrderWithdrawn
 from shared.http import Principal
-from tests.helpers import decode_entry
+from tests.helpers import decode_entry, run_machine
 from tests.integration.dispatch.test_stateful import Failures
 from tools.redis_server import RedisServer
 
@@ -917,11 +917,7 @@ def test_notify_keeps_its_promises_whatever_happens(tmp_path: Path) -> None:
     real_time = fallback.time
     fallback.time = clock  # type: ignore[assignment]
     try:
-        run_state_machine_as_test(NotifyMachine, settings=settings(
-            max_examples=int(os.environ.get("STATEFUL_EXAMPLES", "40")),
-            stateful_step_count=40, deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]))
+        run_machine(NotifyMachine, examples=40, steps=40)
     finally:
         fallback.time = real_time  # type: ignore[assignment]
         NotifyMachine.begun.uninstall()
