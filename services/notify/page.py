@@ -509,8 +509,10 @@ function onFrame(f) {
       { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
         const mine = !!(kept && kept.response && kept.response.response === f.response);
         if (mine) settled(f.order_id, "response");
-        else if (!orders.has(f.order_id)) settled(f.order_id);   // a restored answer's: it ended
-        else sendRestored(f.order_id);
+        else if (orders.has(f.order_id)) sendRestored(f.order_id);
+        // a restored answer's order, not back yet: ended, or a teammate's answer heard before
+        // the replay brings it (notify tells the team's every socket), and it goes then
+        else if (["resolved", "handover", "declined"].includes(f.state)) settled(f.order_id);
         // with the order: a replay (a reload), when the call was made is not known here
         if (f.response === "reinforce") calledHelp(f.order_id, mine, !f.order); }
       break;

@@ -154,3 +154,20 @@ def test_another_token_pasted_on_the_same_page_drops_the_kept_answer() -> None:
         f"{hello()}; {deliver(ORDER)}; sentFrames()")
     assert answers(after) == []
     assert "lf_answers" not in storage
+
+
+def test_a_teammates_answer_heard_before_the_order_is_back_keeps_the_restored_answer() -> None:
+    # "On scene" pressed in a basement, the tab reloaded. A teammate's "acknowledged" reaches
+    # the socket before notify's replay brings the order back: notify tells every socket of
+    # the team, also one without the order. The order is live: the answer still goes.
+    *_, storage = answered_without_signal("on_scene")
+    ahead = {"type": "order_state", "order_id": "ord_1", "state": "acknowledged",
+             "answered": True, "response": "acknowledged"}
+    _, kept, sent = reloaded(
+        storage,
+        f"{hello()}; sentFrames()",
+        f"{deliver(ahead)}; localStorage.items.lf_answers",
+        f"{deliver({**ahead, 'order': ORDER})}; sentFrames()",
+    )
+    assert kept is not None
+    assert answers(sent) == [{"type": "response", "order_id": "ord_1", "response": "on_scene"}]
