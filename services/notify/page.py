@@ -244,6 +244,7 @@ function restoreAnswers() {
   try { stored = JSON.parse(localStorage.getItem(ANSWERS) || "null"); } catch (e) { /* torn */ }
   if (!stored || !token || stored.of !== tokenMark(token)) { localStorage.removeItem(ANSWERS); return; }
   for (const [id, a] of Object.entries(stored.answers || {})) {
+    if (!a || !a.frame) continue;   // not one this page kept: not read, not sent
     if (!unsure.has(id)) unsure.set(id, { response: a.frame, sentAt: a.sentAt, team: a.team,
                                           tries: 0, timer: null, offline: true, restored: true });
   }

@@ -4,6 +4,7 @@ test_device_page_day, here twice: the second run starts from the first one's loc
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.unit.notify.test_device_page_day import day, deliver, hello, said
@@ -171,3 +172,19 @@ def test_a_teammates_answer_heard_before_the_order_is_back_keeps_the_restored_an
     )
     assert kept is not None
     assert answers(sent) == [{"type": "response", "order_id": "ord_1", "response": "on_scene"}]
+
+
+def test_a_kept_answer_the_page_cannot_read_does_not_stop_the_page_from_starting() -> None:
+    # What this browser keeps may be spoilt (by hand, by an extension, by a page of another
+    # version): read at every start, before the socket opens, it left the member's page
+    # with no connection at each reload, and no order reached the phone.
+    *_, storage = answered_without_signal()
+    spoilt = json.loads(storage["lf_answers"])
+    spoilt["answers"] = {"ord_1": None, "ord_2": {"sentAt": 1}}
+    started, sent = reloaded(
+        {**storage, "lf_answers": json.dumps(spoilt)},
+        "sockets.length",
+        f"{hello()}; {deliver(ORDER)}; sentFrames()",
+    )
+    assert started == 1
+    assert answers(sent) == []
