@@ -357,8 +357,12 @@ function connect() {
   const before = token;
   token = $("token").value.trim();
   if (!token) { toast(say("paste_token")); return; }
-  // another member's token on this phone: the answers kept for the one before are theirs
-  if (token !== before) for (const id of [...unsure.keys()]) settled(id);
+  // another member's token on this phone: the answers kept for the one before are theirs,
+  // and so is a report not sent (as forgetting the token)
+  if (token !== before) {
+    for (const id of [...unsure.keys()]) settled(id);
+    pending = null; $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
+  }
   localStorage.setItem("lf_token", token);
   stopped = false; beepUnlock(); open_();
   loadMe();

@@ -94,3 +94,21 @@ def test_a_report_given_up_after_the_token_was_forgotten_says_nothing_to_the_nex
         "[text('rstate'), $('rdesc').value, $('rsend').disabled]",
     )
     assert after == ["", "", False]
+
+
+def test_another_token_pasted_on_the_page_clears_an_unsent_report_from_the_form() -> None:
+    # The shared phone handed on without "Forget token": the next holder pasted their own
+    # and connected. The last member's words stayed on the form with "Not reported", and
+    # pressed, went as the last member's report (its external_ref) with the new token.
+    _, _, form, _, posted = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{NO_NETWORK} {report('violence', 'two men fighting', weapon=True)}",
+        "byId.token.value = 'other-token'; connect(); ws.readyState = 1; ws.onopen(); "
+        "[text('rstate'), $('rdesc').value, $('rweapon').checked]",
+        f"{TAKEN} sendReport()",
+        POSTED,
+    )
+    assert form == ["", "", False]
+    first, then = posted
+    assert then["external_ref"] != first["external_ref"]
+    assert "description" not in then and "flags" not in then
