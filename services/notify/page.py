@@ -1053,10 +1053,12 @@ async function sendReport() {
   const by = token;   // forgotten meanwhile (a phone handed on): not the next holder's to see
   try {
     const at = await here();
+    if (token !== by) return;   // forgotten while the place was fixed: not the next holder's
     const again = pending && pending.what === what && Date.now() - pending.at < REPORT_RETRY_MS
       && metres(pending.body.location, at) <= REPORT_SAME_M;
     if (!again) {
       const who = me || await api(V("/v1/me"), "GET", null, REPORT_WAIT_MS);
+      if (token !== by) return;
       const body = { external_ref: "app-" + (info.device_id || "") + "-" + Date.now().toString(36),
                      category, district: who.team.district, location: { lat: at.lat, lon: at.lon } };
       if (text) body.description = text;

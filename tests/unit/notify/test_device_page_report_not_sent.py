@@ -112,3 +112,21 @@ def test_another_token_pasted_on_the_page_clears_an_unsent_report_from_the_form(
     first, then = posted
     assert then["external_ref"] != first["external_ref"]
     assert "description" not in then and "flags" not in then
+
+
+def test_a_report_waiting_for_its_place_when_the_token_is_forgotten_is_not_sent() -> None:
+    # Report pressed indoors: the phone took its time to fix its place. Meanwhile the member
+    # forgot the token and the next holder connected with theirs: the fix came, and the last
+    # member's words went to intake as the next holder's report.
+    fix_later = ("var fix; navigator.geolocation = { getCurrentPosition: (ok) => { fix = ok; }, "
+                 "watchPosition: () => 1, clearWatch() {} };")
+    *_, posted = day(
+        f"{fix_later} {REPORT_SETUP}",
+        f"{report('violence', 'two men fighting', weapon=True)}; null",
+        "forgetToken(); byId.token.value = 'other-token'; connect(); "
+        "ws.readyState = 1; ws.onopen()",
+        "fix({ coords: { latitude: 22.85, longitude: 108.35, accuracy: 8 }, "
+        "timestamp: Date.now() })",
+        f"[{POSTED}, text('rstate'), $('rsend').disabled]",
+    )
+    assert posted == [[], "", False]
