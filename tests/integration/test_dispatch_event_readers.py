@@ -255,7 +255,8 @@ async def test_the_console_renders_the_new_entries_and_kpis(clean_redis: str) ->
         answers: dict[str, list] = {}
         for url in ("/v1/me", f"/v1/duty/{DISTRICT}", f"/v1/incidents?district={DISTRICT}&limit=200",
                     f"/v1/units?district={DISTRICT}", f"/v1/kpis?district={DISTRICT}",
-                    f"/v1/heatmap?limit=5&district={DISTRICT}", f"/v1/zones?district={DISTRICT}"):
+                    f"/v1/heatmap?limit=5&district={DISTRICT}", f"/v1/zones?district={DISTRICT}",
+                    f"/v1/reports-not-handled?district={DISTRICT}"):
             r = await console.get(url, headers=D_ADMIN)
             answers[url.split("?")[0]] = [r.status_code, r.json()]
         answers[f"/v1/incidents/{inc}"] = [200, incident]
