@@ -222,8 +222,13 @@ const unsure = new Map();   // order id -> { received?, response?, sentAt?, trie
 // unanswered, its deadline run out, the incident given to another team). Kept in this browser
 // with a mark of the device's token: a page opened with another token (a post's shared phone
 // handed on) drops it unsent; forgetting the token, or notify refusing it, drops it too.
-// Restored, it is sent once its order is back on the page (restored: not yet).
+// Restored, it is sent once its order is back on the page (restored: not yet), and only to
+// the order as the member answered it (its version, kept with it).
 const ANSWERS = "lf_answers";
+// What the member answered: an amendment (a raise, a weapon) or new instructions change it.
+function orderVersion(f) {
+  return JSON.stringify([f.priority, [...(f.flags || [])].sort(), f.instructions || ""]);
+}
 function tokenMark(t) {   // not the token itself: it is written to this browser once only
   let h = 2166136261;
   for (let i = 0; i < t.length; i++) h = Math.imul(h ^ t.charCodeAt(i), 16777619) >>> 0;
@@ -232,7 +237,8 @@ function tokenMark(t) {   // not the token itself: it is written to this browser
 function keepAnswers() {
   const answers = {};
   for (const [id, kept] of unsure) {
-    if (kept.response) answers[id] = { frame: kept.response, sentAt: kept.sentAt, team: kept.team };
+    if (kept.response) answers[id] = { frame: kept.response, sentAt: kept.sentAt, team: kept.team,
+                                        version: kept.version };
   }
   try {   // a browser that keeps nothing (storage full, private mode) still sends the answer
     if (!token || !Object.keys(answers).length) { localStorage.removeItem(ANSWERS); return; }
@@ -246,7 +252,8 @@ function restoreAnswers() {
   for (const [id, a] of Object.entries(stored.answers || {})) {
     if (!a || !a.frame) continue;   // not one this page kept: not read, not sent
     if (!unsure.has(id)) unsure.set(id, { response: a.frame, sentAt: a.sentAt, team: a.team,
-                                          tries: 0, timer: null, offline: true, restored: true });
+                                          version: a.version, tries: 0, timer: null,
+                                          offline: true, restored: true });
   }
 }
 const REINFORCE_RESEND_MS = 20000;   // well within notify's REINFORCE_REPEAT_S (30 s)
@@ -260,6 +267,7 @@ function sendAbout(frame) {
   kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
   if (frame.type === "response") {
     kept.sentAt = Date.now(); kept.offline = false; kept.restored = false; kept.team = team;
+    const o = orders.get(frame.order_id); kept.version = o ? orderVersion(o.frame) : null;
     clearTimeout(kept.confirm);
     kept.confirm = setTimeout(() => unconfirmed(frame.order_id), ANSWER_CONFIRM_MS);
     keepAnswers();
@@ -320,11 +328,23 @@ function answerTaken(id, answer) {   // this answer's reply: not one the member 
 // An answer restored after a reload, its order on the page again (notify sent it): sent once,
 // on this socket, then kept as any other until taken. Not when the order has moved past it (a
 // teammate's answer: notify would refuse it), nor a call for help that would be a second call.
+// Nor when the order changed since the member answered it (raised, a weapon, new instructions;
+// or kept by a page that kept no version): sent, it would go unseen, where the page without
+// the reload had alarmed and said so. The order rings as raised, to be answered again.
+// Returns whether the order needs no alarm: its answer sent, or rung for as changed.
 function sendRestored(id) {
   const kept = unsure.get(id), o = orders.get(id);
   if (!kept || !kept.restored || !kept.response || !o) return false;
   kept.restored = false;
   const answer = kept.response.response;
+  if (kept.version !== orderVersion(o.frame)) {
+    settled(id, "response"); render(id, true);
+    const flags = o.frame.flags || [];
+    toast(say("changed_since_answer", { answer: word("response", answer), what: what(o.frame)
+      + (flags.length ? " · " + flags.map((x) => word("flag", x)).join(", ") : "") }));
+    ring(); notifyHidden(o.frame);
+    return true;
+  }
   if (!allowed(o.state, o.frame.kind).includes(answer)) { settled(id, "response"); return false; }
   if (answer === "reinforce" && Date.now() - kept.sentAt > REINFORCE_RESEND_MS) {
     settled(id, "response"); toast(helpAgain()); return false;
@@ -534,7 +554,8 @@ function onOrder(f) {
   if (orders.has(f.order_id)) { revised(f); orders.get(f.order_id).sock = sock; return; }
   orders.set(f.order_id, { frame: f, state: "issued", sock });
   render(f.order_id, true);
-  // answered before a reload: it goes now, and needs no alarm (unless refused: it rings then)
+  // answered before a reload: it goes now, and needs no alarm (unless refused: it rings then;
+  // changed since: it rang as such)
   if (!sendRestored(f.order_id)) { ring(); notifyHidden(f); }
   refreshDutySoon();  // dispatched
 }

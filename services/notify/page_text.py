@@ -41,6 +41,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "no_signal": "没有信号：“{answer}”还没有发出，一有信号会自动发送。",
         "moved_team": "您已调到巡逻组 {team}：原组的指令已撤下。",
         "order_updated": "指令有更新：{what}",
+        "changed_since_answer": "指令在您回复后有更新：{what}。您的“{answer}”没有发出，请看清后重新回复。",
         "called_off": "请勿前往：指挥室已撤回这条指令。",
         "withdrawn": "已撤回：{what}",
         "why_decline": "为什么不能接这条指令？指挥室会看到您的理由。",
@@ -127,6 +128,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
                      "there is a signal.",
         "moved_team": "You are now on team {team}: your former team's orders were taken off.",
         "order_updated": "Order updated: {what}",
+        "changed_since_answer": "Order updated since you answered: {what}. Your {answer} was not "
+                                "sent: read it and answer again.",
         "called_off": "Do not go: the command room took this order back.",
         "withdrawn": "Withdrawn: {what}",
         "why_decline": "Why can you not take this order? The command room reads your reason.",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from services.notify.page_text import PAGE_TEXT
 from tests.unit.notify.test_device_page_day import day, deliver, hello, said
 from tests.unit.test_pages import ORDER
 
@@ -188,3 +189,67 @@ def test_a_kept_answer_the_page_cannot_read_does_not_stop_the_page_from_starting
     )
     assert started == 1
     assert answers(sent) == []
+
+
+# the phone's alarm (each ring vibrates it)
+RINGS = "var rang = 0; navigator.vibrate = () => { rang++; return true; };"
+CHANGED = PAGE_TEXT["zh"]["changed_since_answer"].split("{what}")[0]
+
+
+def test_a_kept_answer_is_not_sent_to_an_order_raised_while_the_page_was_away() -> None:
+    # "Acknowledged" pressed in a lift on a P2 dispute; the tab reloaded. Meanwhile the
+    # command room learnt of a knife: the order comes back P1 with a weapon. Sent as it was,
+    # the acknowledgement went unseen and the member walked in expecting a quarrel (without
+    # the reload the page had rung and said "order updated").
+    *_, storage = answered_without_signal()
+    raised = {**ORDER, "priority": "P1", "flags": ["weapon"], "instructions": "knife seen"}
+    _, sent, after = reloaded(
+        storage,
+        f"{RINGS} {hello()}; sentFrames()",
+        f"{deliver(raised)}; [sentFrames(), rang, toasts.at(-1), byId['o-ord_1'].className]",
+        f"later(60000); [sentFrames(), {POSTED}, localStorage.items.lf_answers, rang]",
+    )
+    frames, rang, told, card = sent
+    assert answers(frames) == []
+    assert rang >= 1 and told.startswith(CHANGED) and "alert" in card.split()
+    left, posted, kept, rang_on = after
+    assert answers(left) == [] and posted == [] and kept is None
+    assert rang_on > rang  # it rings on, as an order not answered
+
+
+def test_a_kept_answer_from_before_versions_were_kept_is_not_sent() -> None:
+    # A page of the version before kept no version with the answer: which order the member
+    # answered is not known, so it is answered again.
+    *_, storage = answered_without_signal()
+    old = json.loads(storage["lf_answers"])
+    for kept in old["answers"].values():
+        kept.pop("version", None)
+    _, sent = reloaded(
+        {**storage, "lf_answers": json.dumps(old)},
+        f"{RINGS} {hello()}; sentFrames()",
+        f"{deliver(ORDER)}; later(60000); [sentFrames(), {POSTED}, localStorage.items.lf_answers, rang]",
+    )
+    frames, posted, kept, rang = sent
+    assert answers(frames) == [] and posted == [] and kept is None and rang >= 1
+
+
+def test_a_kept_answer_to_the_order_as_it_was_is_sent_once_after_a_reload() -> None:
+    # The same order back, its flags in another order: the answer goes, once, with no alarm.
+    order = {**ORDER, "flags": ["injury", "in_progress"], "instructions": "gate 3"}
+    *_, storage = day(
+        f"{hello()}; {deliver(order)}; sentFrames()",
+        "drop(1006); respond('ord_1', 'declined')",
+        "({ ...localStorage.items })",
+        boot=f"{SELF_CONNECTED} prompt = () => 'flat tyre';", storage=KEPT,
+    )
+    _, sent, again = reloaded(
+        storage,
+        f"{RINGS} {hello()}; sentFrames()",
+        f"{deliver({**order, 'flags': ['in_progress', 'injury']})}; [sentFrames(), rang]",
+        f"{deliver(order)}; sentFrames()",
+    )
+    frames, rang = sent
+    assert answers(frames) == [{"type": "response", "order_id": "ord_1", "response": "declined",
+                                "note": "flat tyre"}]
+    assert rang == 0
+    assert answers(again) == []
