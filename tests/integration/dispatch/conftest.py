@@ -88,25 +88,28 @@ async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
+async def bare_engine(stack: contextlib.AsyncExitStack, url: str) -> Dispatcher:
+    """Dispatch's engine on `url`'s Redis, closed with `stack`: its steps called as its
+    consumers, its timer loop and its HTTP routes call them (nothing runs on its own)."""
+    client = Redis.from_url(url, decode_responses=True)
+    stack.push_async_callback(client.aclose)
+    broker = RedisBroker(url)
+    await broker.connect()
+    stack.push_async_callback(broker.stop)
+    http = await stack.enter_async_context(httpx.AsyncClient())
+    zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9", admin_token="x",
+                           timeout_s=0.2, refresh_s=10)
+    engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
+                        settings=settings_for(url), zones=zones)
+    stack.push_async_callback(engine.locks.close)
+    return engine
+
+
 @pytest.fixture
 async def two_replicas(clean_redis: str) -> AsyncIterator[tuple[Dispatcher, Dispatcher]]:
     """Two dispatch engines on one Redis, as two replicas are (no consumers running)."""
-    made = []
     async with contextlib.AsyncExitStack() as stack:
-        for _ in range(2):
-            client = Redis.from_url(clean_redis, decode_responses=True)
-            stack.push_async_callback(client.aclose)
-            broker = RedisBroker(clean_redis)
-            await broker.connect()
-            stack.push_async_callback(broker.stop)
-            http = await stack.enter_async_context(httpx.AsyncClient())
-            zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9",
-                                   admin_token="x", timeout_s=0.2, refresh_s=10)
-            engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
-                                settings=settings_for(clean_redis), zones=zones)
-            stack.push_async_callback(engine.locks.close)
-            made.append(engine)
-        yield made[0], made[1]
+        yield (await bare_engine(stack, clean_redis), await bare_engine(stack, clean_redis))
 
 
 def fail_once(monkeypatch: pytest.MonkeyPatch, owner: object, name: str,

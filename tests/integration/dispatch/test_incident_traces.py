@@ -9,28 +9,23 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 import redis as sync_redis
-from faststream.redis import RedisBroker
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from redis.asyncio import Redis
 
 import shared.bus
 from services.dispatch import engine as engine_module
 from services.dispatch import store
 from services.dispatch.engine import Dispatcher
-from services.dispatch.zones import ZoneProjection
 from shared import streams
 from shared.events import IncidentReported, OrderResponded, new_id, utcnow
-from shared.policy import load_policy
 from shared.telemetry import current_trace_id
 from tests.helpers import decode_entry
 
-from .conftest import settings_for
+from .conftest import bare_engine
 from .test_engine import DISTRICT, SCENE
 
 
@@ -50,18 +45,7 @@ async def engine(clean_redis: str) -> AsyncIterator[Dispatcher]:
     """Dispatch's engine on the test's Redis, its steps called as its consumers, its timer
     loop and its HTTP routes call them (nothing runs on its own)."""
     async with contextlib.AsyncExitStack() as stack:
-        client = Redis.from_url(clean_redis, decode_responses=True)
-        stack.push_async_callback(client.aclose)
-        broker = RedisBroker(clean_redis)
-        await broker.connect()
-        stack.push_async_callback(broker.stop)
-        http = await stack.enter_async_context(httpx.AsyncClient())
-        zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9", admin_token="x",
-                               timeout_s=0.2, refresh_s=10)
-        made = Dispatcher(redis=client, broker=broker, policy=load_policy(),
-                          settings=settings_for(clean_redis), zones=zones)
-        stack.push_async_callback(made.locks.close)
-        yield made
+        yield await bare_engine(stack, clean_redis)
 
 
 def hex_trace(span: trace.Span | ReadableSpan) -> str:
