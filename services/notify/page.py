@@ -865,11 +865,13 @@ function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"
 
 // `waitMs`: how long to wait for the whole answer; past it the request is given up and the
 // call fails with an AbortError (a browser's fetch waits for minutes on a weak signal).
+// A browser without AbortController (older phones) waits as long as its fetch does, as before
+// the bound: else every report failed there before it went.
 async function api(path, method, body, waitMs) {   // notify's own path, or another service's URL
   const headers = { "Authorization": "Bearer " + token };
   if (body) headers["Content-Type"] = "application/json";
   const sent = Date.now();
-  const stop = waitMs ? new AbortController() : null;
+  const stop = waitMs && typeof AbortController !== "undefined" ? new AbortController() : null;
   const timer = stop ? setTimeout(() => stop.abort(), waitMs) : null;
   try {
     const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined,

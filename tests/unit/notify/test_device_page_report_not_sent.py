@@ -130,3 +130,15 @@ def test_a_report_waiting_for_its_place_when_the_token_is_forgotten_is_not_sent(
         f"[{POSTED}, text('rstate'), $('rsend').disabled]",
     )
     assert posted == [[], "", False]
+
+
+def test_a_browser_without_abort_controller_still_sends_reports_without_a_bound() -> None:
+    # An older phone's browser has no AbortController: the bound on a report's request threw
+    # before it went, and every report failed there with "Not reported".
+    *_, after = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"delete globalThis.AbortController; {TAKEN} {report('violence', 'two men fighting')}",
+        f"[{POSTED}.map((b) => b.description), text('rstate'), $('rdesc').value, "
+        "toasts.includes(" + json.dumps(said("reported")) + ")]",
+    )
+    assert after == [["two men fighting"], "", "", True]
