@@ -175,8 +175,11 @@ const RANK = { issued:0, acknowledged:1, en_route:2, on_scene:3, resolved:4, han
 const orders = new Map();
 let cats = null;   // intake's categories, once read
 // A link may carry the token in its fragment (never sent to a server); keep it, then hide it.
+// Another member's (a post's shared phone handed on): the reports listed are the last one's.
 if (location.hash.startsWith("#token=")) {
-  localStorage.setItem("lf_token", decodeURIComponent(location.hash.slice(7)));
+  const linked = decodeURIComponent(location.hash.slice(7));
+  if (linked !== localStorage.getItem("lf_token")) localStorage.removeItem("lf_reports");
+  localStorage.setItem("lf_token", linked);
   history.replaceState(null, "", location.pathname);
 }
 let ws = null, token = localStorage.getItem("lf_token") || "", audio = null;
@@ -378,10 +381,11 @@ function connect() {
   token = $("token").value.trim();
   if (!token) { toast(say("paste_token")); return; }
   // another member's token on this phone: the answers kept for the one before are theirs,
-  // and so is a report not sent (as forgetting the token)
+  // and so are a report not sent and the list of those they made (as forgetting the token)
   if (token !== before) {
     for (const id of [...unsure.keys()]) settled(id);
     pending = null; $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
+    localStorage.removeItem("lf_reports"); $("myreports").replaceChildren();
   }
   localStorage.setItem("lf_token", token);
   stopped = false; beepUnlock(); open_();

@@ -18,7 +18,8 @@ from tests.unit.test_pages import ORDER, script
 
 HARNESS = r"""
 const vm = require("node:vm");
-const { page, steps, boot, storage, languages } = JSON.parse(require("node:fs").readFileSync(0, "utf8"));
+const { page, steps, boot, storage, languages, hash } =
+  JSON.parse(require("node:fs").readFileSync(0, "utf8"));
 const byId = {};
 class El {
   constructor(tag) { this.tagName = tag; this.children = []; this.own = ""; this.parent = null;
@@ -54,8 +55,9 @@ const browser = {
     getElementById: (id) => byId[id] || (id.startsWith("o-") ? null
       : ((byId[id] = new El("div")).key = id, byId[id])),
     createElement: (tag) => new El(tag) },
-  window: { addEventListener: listen }, navigator: { onLine: true, languages }, history: {},
-  location: { protocol: "https:", host: "notify.test", hash: "", pathname: "/device" },
+  window: { addEventListener: listen }, navigator: { onLine: true, languages },
+  history: { replaceState() { browser.location.hash = ""; } },
+  location: { protocol: "https:", host: "notify.test", hash: hash || "", pathname: "/device" },
   localStorage: { items: { ...(storage || {}) },
     getItem(k) { return k in this.items ? this.items[k] : null; },
     setItem(k, v) { this.items[k] = String(v); }, removeItem(k) { delete this.items[k]; } },
@@ -139,14 +141,14 @@ SERVICES = ("net = async (url, init) => { const m = (init && init.method) || 'GE
 
 
 def day(*steps: str, boot: str = CONNECTED, storage: dict[str, str] | None = None,
-        languages: list[str] | None = None) -> list[Any]:
-    """Runs the member's page in node, booted by `boot`, in a browser that prefers
-    `languages` (none: the page's default), then each step (a JS expression) in turn,
-    letting the page's fetches settle after each: their values."""
+        languages: list[str] | None = None, hash: str = "") -> list[Any]:
+    """Runs the member's page in node, opened at `hash` (a link's `#token=`), booted by
+    `boot`, in a browser that prefers `languages` (none: the page's default), then each step
+    (a JS expression) in turn, letting the page's fetches settle after each: their values."""
     return cast(list[Any], run_in_node(HARNESS, {"page": script(DEVICE_PAGE),
                                                  "steps": list(steps), "boot": boot,
                                                  "storage": storage or {},
-                                                 "languages": languages or []}))
+                                                 "languages": languages or [], "hash": hash}))
 
 
 def said(key: str, **values: object) -> str:
