@@ -380,13 +380,9 @@ function connect() {
   const before = token;
   token = $("token").value.trim();
   if (!token) { toast(say("paste_token")); return; }
-  // another member's token on this phone: the answers kept for the one before are theirs,
-  // and so are a report not sent and the list of those they made (as forgetting the token)
-  if (token !== before) {
-    for (const id of [...unsure.keys()]) settled(id);
-    pending = null; $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
-    localStorage.removeItem("lf_reports"); $("myreports").replaceChildren();
-  }
+  // another member's token on this phone: what the page holds of the one before is theirs
+  // (as forgetting the token); the next holder's own is read (loadMe)
+  if (token !== before) forgetMember("off_shift");
   localStorage.setItem("lf_token", token);
   stopped = false; beepUnlock(); open_();
   loadMe();
@@ -893,15 +889,19 @@ async function api(path, method, body, waitMs) {   // notify's own path, or anot
 }
 // Asked again at each hello until it is known: a page opened without network (the tab
 // reloaded in a lift) would otherwise never show the shift, share the position or report.
+// One read at a time per token: another member's token pasted meanwhile is read anew.
 async function loadMe() {
-  if (loadMe.busy) return;
-  loadMe.busy = true;
-  try { const got = await api("/v1/devices/me", "GET"); info = got;
+  const by = token;
+  if (!by || loadMe.busy === by) return;
+  loadMe.busy = by;
+  try { const got = await api("/v1/devices/me", "GET");
+    if (token !== by) return;   // the phone handed on meanwhile: the last member's device
+    info = got;
     $("push").disabled = !(info.webpush.enabled && "serviceWorker" in navigator && "PushManager" in window);
     $("sms").disabled = !info.sms.enabled;
     show("push", () => say(info.webpush.subscribed ? "push_on" : "push"));
-  } catch (e) { toast(e.message); return; }
-  finally { loadMe.busy = false; }
+  } catch (e) { if (token === by) toast(e.message); return; }
+  finally { if (loadMe.busy === by) loadMe.busy = null; }
   const svc = info.services || {};
   if (svc.volunteers) { $("duty").hidden = false; loadDuty(); }
   if (svc.intake) {
@@ -918,7 +918,12 @@ function refreshDutySoon() {
 let me = null, watchId = null, keepTimer = null, lastFix = null, lastFixTaken = 0, lastSent = 0;
 const V = (path) => info.services.volunteers + path;
 async function loadDuty() {
-  try { me = await api(V("/v1/me"), "GET"); } catch (e) { toast(e.message); return; }
+  if (!info || !info.services || !info.services.volunteers) return;   // forgotten meanwhile
+  const by = token;
+  let got;
+  try { got = await api(V("/v1/me"), "GET"); } catch (e) { if (token === by) toast(e.message); return; }
+  if (token !== by) return;   // the phone handed on meanwhile: not the next holder's record
+  me = got;
   const line = (me.team.name || me.team.id) + " · " + me.member.name;
   show("teamline", () => line);
   showState(me.state);
@@ -942,13 +947,15 @@ function showState(state) {
   else stopSharing(state.on_shift ? "check_in_to_share" : "off_shift");
 }
 async function shift(which) {
+  const by = token;
   try { const state = await api(V("/v1/me/shift/" + which), "POST");
+    if (token !== by) return;
     showState(state);
     const paid = state.points_awarded ? say("points_awarded", { points: state.points_awarded }) : "";
     if (which === "end") toast([checkedOut(state), paid].filter(Boolean).join(" · "));
     else if (paid) toast(paid);
     loadPoints();
-  } catch (e) { toast(e.message); }
+  } catch (e) { if (token === by) toast(e.message); }
 }
 // A check-out ends the member's own stint; the team's shift ends with its last member.
 function checkedOut(state) {
@@ -957,7 +964,9 @@ function checkedOut(state) {
   return say(state.checked_out === false ? "not_checked_in_out" : "checked_out", { team });
 }
 async function loadPoints() {
+  const by = token;
   try { const p = await api(V("/v1/me/points?limit=1"), "GET");
+    if (token !== by) return;
     const last = p.history[0];
     // the coordinator's own words for an adjustment, else why, in the glossary's words
     const what = () => (last.points > 0 ? "+" : "") + last.points + ", "
@@ -1002,10 +1011,13 @@ async function onFix(p, force) {
   if (watchId === null) return;   // asked for before the sharing stopped: a report's place only
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
+  const by = token;   // the phone handed on while it went: the line is the next holder's
   try { await api(V("/v1/me/position"), "PUT", lastFix);
+    if (token !== by) return;
     const at = new Date(), metres = lastFix.accuracy_m;
     show("posline", () => say("position_shared", { time: clock(at), metres }));
   } catch (e) {
+    if (token !== by) return;
     if (e.status === 409) { stopSharing("check_in_to_share"); loadDuty(); return; }
     if (e.status === 401 || e.status === 403) { tokenGone("token_refused"); return; }
     show("posline", () => say("position_not_sent", { error: e.message }));
@@ -1166,19 +1178,33 @@ function clearOrders() {
   orders.clear(); team = null; showEmpty();
 }
 
+// A post's shared phone handed on (the token forgotten, or another member's pasted over it):
+// nothing the page holds of the member before is the next holder's to see or to send with:
+// their answers kept, their report not sent and the list of those they made, their name,
+// team, shift and points (a report went with their team's district), what notify said of
+// their device, the phone number they typed. The phone's own (its last fix, the language,
+// intake's categories) stays. A read of theirs still on its way is not shown (`by`).
+function forgetMember(why) {
+  for (const id of [...unsure.keys()]) settled(id);
+  pending = null; $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
+  localStorage.removeItem("lf_reports"); $("myreports").replaceChildren();
+  info = null; me = null; tokenGone(why);
+  $("duty").hidden = true; $("report").hidden = true;
+  show("who", () => ""); show("teamline", () => say("team")); show("dutystate", () => "");
+  show("pointsline", () => ""); $("checkin").disabled = false; $("checkout").disabled = false;
+  $("push").disabled = true; $("sms").disabled = true; $("phone").value = "";
+  show("push", () => say("push"));
+}
 // Signing out (a shared phone handed on): nothing of the device stays on the page (a police
 // order's caller), and this browser's push subscription, the device's Web Push channel at
 // notify, stops: else the next holder keeps getting this device's team's orders.
 async function forgetToken() {
   const old = token;
-  stopped = true; token = ""; localStorage.removeItem("lf_token");
-  localStorage.removeItem("lf_reports"); $("token").value = ""; pending = null;
-  $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
+  stopped = true; token = ""; localStorage.removeItem("lf_token"); $("token").value = "";
   clearTimeout(reconnectTimer); clearTimeout(quietTimer);
   if (ws) { const old = ws; ws = null; old.close(); }
   setStatus("not_connected", false);
-  clearOrders(); $("myreports").replaceChildren(); tokenGone("signed_out");
-  show("push", () => say("push"));
+  clearOrders(); forgetMember("signed_out");
   try {
     const reg = "serviceWorker" in navigator
       ? await navigator.serviceWorker.getRegistration("/device/sw.js") : null;
