@@ -505,7 +505,16 @@ class FallbackTimers:
             return begun.till      # again once its time is up (sent then, or sent now)
         if begun.state != "go":
             return None
-        outcome = await self._send(channel, record, device, take_back=True)
+        try:
+            outcome = await self._send(channel, record, device, take_back=True)
+        except asyncio.CancelledError:
+            # Stopped mid-send, as _send_step's message may be: marked failed (maybe gone),
+            # the replica taking the timer over sends it at once with the same reference,
+            # instead of waiting out this sender's time
+            await store.end_fallback_send(
+                self._redis, order_id, step=f"withdrawn{mark.step}",
+                device_id=device.device_id, tries=begun.tries, state="failed", went=True)
+            raise
         # refused for a passing reason (a gateway restarting, throttling): tried again, as
         # the order's own message would be; a texted member must learn not to go
         wait = None
