@@ -425,8 +425,9 @@ function open_() {
     ws = null; clearInterval(pingTimer); clearTimeout(quietTimer);
     if (ev.code === 4401 || ev.code === 4403) {
       stopped = true; setStatus("token_refused", false);
-      clearOrders();   // revoked (a lost phone, a member taken off the roster): shown no more
-      tokenGone("token_refused");
+      // revoked (a lost or stolen phone, a member taken off the roster): whoever holds the
+      // phone is shown nothing more of the member, their orders nor their name and team
+      clearOrders(); forgetMember("token_refused");
       toast(say("token_invalid")); return;
     }
     if (ev.code === 4409) forgetCallers();

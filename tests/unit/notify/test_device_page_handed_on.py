@@ -139,3 +139,16 @@ def test_the_last_members_device_read_late_is_not_the_next_holders() -> None:
         f"{POSTED}.map((b) => b.external_ref.split('-')[1])",
     )
     assert posted == ["dev_2"]
+
+
+def test_a_refused_token_clears_the_members_name_team_shift_and_points() -> None:
+    # The device revoked (a lost or stolen phone): notify closes the socket with 4401, and
+    # whoever holds the phone is shown nothing more of its member, not only no orders.
+    *_, shown, after = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{hello()}; $('phone').value = '13800000000'; null",
+        RECORD,
+        f"ws.onclose({{code: 4401}}); {RECORD}",
+    )
+    assert "Li" in shown[0] and "Li" in shown[1] and shown[2] and shown[3]
+    assert after == ["", said("team"), "", "", "", True]
