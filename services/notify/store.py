@@ -772,6 +772,10 @@ class SendMark:
 # sends it again when its reply was lost) finds its own mark and goes on, rather than
 # taking itself for another replica and sending nothing.
 _BEGIN_SEND = _LIKE_ORDER + """
+-- the order's own message, once it is withdrawn: not sent (the withdrawal set no timer to
+-- take back a message not yet begun); its take-back ('withdrawn<step>') goes
+if string.sub(ARGV[1], 1, 9) ~= 'withdrawn' and redis.call('HGET', KEYS[2], 'withdrawn') == '1'
+then return {'done'} end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local tries = 0
 local went = nil
@@ -859,7 +863,9 @@ async def begin_fallback_send(redis: Redis, order_id: str, *, step: int | str, d
     """Marks the order's fallback `step` as being sent to the device until `till` (by when
     this sender has its answer or gave up), unless it was sent, given up, or is being sent
     by another replica (one whose lease ran out while it sent): each message goes out once,
-    and one whose sender died goes out again, not never."""
+    and one whose sender died goes out again, not never. The order's own message is not
+    begun once the order is withdrawn (`done`): a withdrawal takes back only what was begun
+    before it (_WITHDRAW's timer), so one begun after it would never be."""
     reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id), _order(order_id)],
                              [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s),
                               uuid.uuid4().hex])

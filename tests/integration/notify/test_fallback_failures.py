@@ -545,6 +545,25 @@ async def test_a_take_back_stopped_mid_send_is_marked_failed_for_the_next_replic
     assert mark["state"] == "failed" and mark["went"] == 1, mark
 
 
+async def test_an_orders_message_begun_after_its_withdrawal_is_not_sent(redis: Redis) -> None:
+    # A fallback step read the order live, then the order was withdrawn before the step
+    # marked its message as being sent: the withdrawal found no message gone and set no
+    # timer to take one back. Sent after all, the member got the order and never heard it
+    # was called off (notify's state machine: a timer firing and a withdrawal at once).
+    order_id = await an_sms_order(redis, "t1", ack_in_s=None)
+    await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                               district="d1", reason="closed", ttl_s=600, fan_out="{}")
+    now = utcnow().timestamp()
+    mark = await store.begin_fallback_send(redis, order_id, step=0, device_id="t1-dev",
+                                           now=now, till=now + 10, ttl_s=600)
+    assert mark.state == "done", mark
+    # a take-back of the order's messages still goes
+    back = await store.begin_fallback_send(redis, order_id, step="withdrawn0",
+                                           device_id="t1-dev", now=now, till=now + 10,
+                                           ttl_s=600)
+    assert back.state == "go", back
+
+
 async def _no_timer(redis: Redis, timer: str) -> bool:
     return await store.fallback_due_at(redis, timer) is None
 
