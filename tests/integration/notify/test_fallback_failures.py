@@ -497,9 +497,9 @@ async def test_a_withdrawal_sms_the_gateway_refused_for_a_while_is_sent_again(
 
 async def test_a_replica_stopped_while_sending_the_withdrawals_sms_leaves_it_to_another(
         clean_redis: str, redis: Redis, outside: Outside) -> None:
-    # Stopped (a deploy) while the gateway held the 'do not go' text: its mark says it is
-    # being sent until its sender's time is up. The replica that takes the timer over must
-    # send it once that time is up, not take the dead sender for one still at it and drop it.
+    # Stopped (a deploy) while the gateway held the 'do not go' text: the replica that takes
+    # the timer over must send it, not take the stopped sender for one still at it and drop
+    # it.
     await a_phone(redis, "t1-dev", "t1", "+8613800000001")
     arrived = asyncio.Event()
 
@@ -513,6 +513,11 @@ async def test_a_replica_stopped_while_sending_the_withdrawals_sms_leaves_it_to_
         await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
                                    district="d1", reason="closed", ttl_s=600, fan_out="{}")
         await asyncio.wait_for(arrived.wait(), 10)
+    # stopped mid-send, the sender marked it failed and maybe gone (as the order's own
+    # message is): the next replica sends it at once, not after the stopped sender's time
+    marks = await redis.hgetall(f"notify:order:{order_id}:fallback_sent")
+    [mark] = [json.loads(v) for k, v in marks.items() if k.startswith("withdrawn")]
+    assert mark["state"] == "failed" and mark["went"] == 1, mark
     async with sms_replica(clean_redis, redis, outside, timeout_s=1.0):
         await poll_until(lambda: _no_timer(redis, store.withdrawal_timer(order_id)),
                          "the take-back done", 15)
@@ -520,29 +525,6 @@ async def test_a_replica_stopped_while_sending_the_withdrawals_sms_leaves_it_to_
     assert [t["kind"] for t in texts] == ["order", "withdrawn", "withdrawn"]
     assert texts[1]["reference"] == texts[2]["reference"]  # the gateway may deduplicate
     assert ("sms", "withdrawal_sent") in [a[:2] for a in await attempts(redis, order_id)]
-
-
-async def test_a_take_back_stopped_mid_send_is_marked_failed_for_the_next_replica(
-        clean_redis: str, redis: Redis, outside: Outside) -> None:
-    # Stopped while the gateway held the 'do not go' text, the sender marks it failed and
-    # maybe gone (as the order's own message is): the replica that takes the timer over
-    # sends it at once with the same reference, not after the stopped sender's time is up.
-    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
-    arrived = asyncio.Event()
-
-    async def note() -> None:
-        arrived.set()
-
-    outside.reply("/sms", Reply(201), Reply(201, hold=asyncio.Event(), before=note))
-    order_id = await an_sms_order(redis, "t1", ack_in_s=None)
-    async with sms_replica(clean_redis, redis, outside, timeout_s=1.0):
-        await poll_until(lambda: _chain_done(redis, order_id), "the order's SMS")
-        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
-                                   district="d1", reason="closed", ttl_s=600, fan_out="{}")
-        await asyncio.wait_for(arrived.wait(), 10)
-    marks = await redis.hgetall(f"notify:order:{order_id}:fallback_sent")
-    [mark] = [json.loads(v) for k, v in marks.items() if k.startswith("withdrawn")]
-    assert mark["state"] == "failed" and mark["went"] == 1, mark
 
 
 async def test_an_orders_message_begun_after_its_withdrawal_is_not_sent(redis: Redis) -> None:
