@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.unit.notify.test_device_page_day import (
     ME,
     POSTED,
@@ -67,14 +69,21 @@ def test_a_link_with_another_token_opens_the_page_without_the_last_members_repor
     assert own[0] == KEPT["lf_reports"] and own[1]  # the same member's link: still theirs
 
 
-def test_forgetting_the_token_clears_the_members_name_team_shift_and_points() -> None:
-    # The shared phone handed on with "Forget token": the next holder found the last
-    # member's name, team, shift state, points and phone number still on the page.
+@pytest.mark.parametrize("gone", [
+    # the shared phone handed on with "Forget token": the next holder found the last
+    # member's name, team, shift state, points and phone number still on the page
+    "forgetToken()",
+    # the device revoked (a lost or stolen phone): notify closes the socket with 4401, and
+    # whoever holds the phone is shown nothing more of its member, not only no orders
+    "ws.onclose({code: 4401})",
+])
+def test_a_token_forgotten_or_refused_clears_the_members_name_team_shift_and_points(
+        gone: str) -> None:
     *_, shown, after = day(
         f"{WHERE} {REPORT_SETUP}",
         f"{hello()}; $('phone').value = '13800000000'; null",
         RECORD,
-        f"forgetToken(); {RECORD}",
+        f"{gone}; {RECORD}",
     )
     assert "Li" in shown[0] and "Li" in shown[1] and shown[2] and shown[3]
     assert after == ["", said("team"), "", "", "", True]
@@ -140,15 +149,3 @@ def test_the_last_members_device_read_late_is_not_the_next_holders() -> None:
     )
     assert posted == ["dev_2"]
 
-
-def test_a_refused_token_clears_the_members_name_team_shift_and_points() -> None:
-    # The device revoked (a lost or stolen phone): notify closes the socket with 4401, and
-    # whoever holds the phone is shown nothing more of its member, not only no orders.
-    *_, shown, after = day(
-        f"{WHERE} {REPORT_SETUP}",
-        f"{hello()}; $('phone').value = '13800000000'; null",
-        RECORD,
-        f"ws.onclose({{code: 4401}}); {RECORD}",
-    )
-    assert "Li" in shown[0] and "Li" in shown[1] and shown[2] and shown[3]
-    assert after == ["", said("team"), "", "", "", True]
