@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -174,16 +175,18 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
 
 def build_page_router(settings: Settings) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    # The page may call notify, and intake and volunteers where they are configured.
-    others = " ".join(sorted({_origin(url) for url in (settings.intake_public_url,
-                                                        settings.volunteers_public_url) if url}))
-    # its own script (by its hash) and the service worker's file
-    policy = (f"default-src 'self'; script-src {page_scripts(DEVICE_PAGE)} 'self'; "
-              "style-src 'unsafe-inline'; "
-              f"connect-src 'self' ws: wss:{' ' + others if others else ''}; img-src 'self' data:")
+    # The page may call notify, and intake and volunteers where they are configured (fetch()
+    # only: its one socket is notify's).
+    others = "".join(f" {origin}" for origin in sorted(
+        {_origin(url) for url in (settings.intake_public_url, settings.volunteers_public_url)
+         if url}))
+    scripts = page_scripts(DEVICE_PAGE)  # its own script (by its hash) and the service worker's file
 
     @router.get("/device")
-    async def device_page() -> HTMLResponse:
+    async def device_page(request: Request) -> HTMLResponse:
+        policy = (f"default-src 'self'; script-src {scripts} 'self'; "
+                  "style-src 'unsafe-inline'; "
+                  f"connect-src 'self'{_own_sockets(request)}{others}; img-src 'self' data:")
         return HTMLResponse(DEVICE_PAGE, headers={**page_headers(policy),
                                                   "Cache-Control": "no-store"})
 
@@ -193,6 +196,27 @@ def build_page_router(settings: Settings) -> APIRouter:
                         headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"})
 
     return router
+
+
+# A Host header as a browser sends it: a name or an IPv4 address, and maybe a port.
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}(?::[0-9]{1,5})?\Z")
+
+
+def _own_sockets(request: Request) -> str:
+    """The page's own WebSocket sources (" ws://host wss://host"), for the host the page was
+    asked for: its script opens the socket to `location.host`, which is the Host header the
+    browser sent for the page. 'self' names them too, but not in the phones' older browsers
+    (Safari before 15.4, older Android WebViews), and `ws: wss:` would let a script slipped
+    into the page send the member's token and position to any host.
+    Taken from the request, not from a setting: it is right by construction behind any
+    address (a station's IP, a name, a TLS proxy that passes the Host on), where a public
+    URL of notify set wrong would leave those phones without orders. A forged Host reaches
+    only the answer to its own request (no-store: no cache keeps it); one that is not a
+    plain host (`;`, spaces: a directive of its own) is named nowhere, and 'self' stays."""
+    host = request.headers.get("host", "")
+    if not _HOST.match(host):
+        return ""
+    return f" ws://{host} wss://{host}"
 
 
 def _base(url: str | None) -> str | None:

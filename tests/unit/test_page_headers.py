@@ -29,10 +29,10 @@ def _app(page: str) -> FastAPI:
     return app
 
 
-async def _served(page: str) -> httpx.Response:
+async def _served(page: str, host: str | None = None) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app(page)),
                                  base_url="http://station") as client:
-        r = await client.get(page)
+        r = await client.get(page, headers=None if host is None else {"Host": host})
     assert r.status_code == 200
     return r
 
@@ -78,3 +78,23 @@ async def test_the_page_runs_its_own_script_and_no_script_put_into_it(page: str)
     directives = _directives(r.headers["content-security-policy"])
     assert directives.get("base-uri") == ["'none'"]  # no <base> turns its fetches elsewhere
     assert directives.get("object-src") == ["'none'"]
+
+
+@pytest.mark.parametrize("host", ["station", "10.0.0.5:8004", "lianfang.example:443"])
+async def test_the_member_s_page_may_open_a_socket_to_notify_only(host: str) -> None:
+    """The member's page opens its socket to the host it came from, which the policy names
+    (ws:// and wss://: the phones' older browsers do not take 'self' for a socket) and no
+    other: a script slipped into the page cannot send the member's token or position
+    elsewhere."""
+    r = await _served("/device", host)
+    connect = _directives(r.headers["content-security-policy"])["connect-src"]
+    assert connect == ["'self'", f"ws://{host}", f"wss://{host}"]
+
+
+@pytest.mark.parametrize("forged", ["x.example; script-src *", "x.example ws:", "*", ""])
+async def test_a_forged_host_adds_nothing_to_the_member_s_page_policy(forged: str) -> None:
+    r = await _served("/device", forged)
+    directives = _directives(r.headers["content-security-policy"])
+    assert directives["connect-src"] == ["'self'"]  # the page's socket in today's browsers
+    assert "x.example" not in r.headers["content-security-policy"]
+    assert "'unsafe-inline'" not in directives["script-src"]
