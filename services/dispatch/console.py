@@ -196,10 +196,18 @@ const ended = status => ["resolved", "handed_over", "closed", "linked"].includes
 let hotspots = [];  // the heat map's hottest cells, read once a minute
 let zones = [];  // the district's zones (station territories), read once a minute
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
+// A link's token replaces another kept here only once the dispatcher says so: a link sent
+// to them (by mistake or on purpose) would have their board act, and be recorded, under
+// another identity unnoticed. Declined, the link is ignored (its district too). The token
+// leaves the address first, whatever the answer.
+let linkTaken = true;
 if (link.get("token")) {
-  localStorage.setItem("lf-token", link.get("token")); history.replaceState(null, "", "/console");
+  history.replaceState(null, "", "/console");
+  const kept = localStorage.getItem("lf-token");
+  linkTaken = !kept || kept === link.get("token") || confirm(say("confirm_link_token"));
+  if (linkTaken) localStorage.setItem("lf-token", link.get("token"));
 }
-if (link.get("district")) localStorage.setItem("lf-district", link.get("district"));
+if (linkTaken && link.get("district")) localStorage.setItem("lf-district", link.get("district"));
 $("token").value = localStorage.getItem("lf-token") || "";
 $("district").value = localStorage.getItem("lf-district") || "";
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text ?? "";

@@ -132,6 +132,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "prompt_take_back": "将 {team} 撤出此警情？原因（记入时间线）：",
         "confirm_close": "确定结案吗？",
         "confirm_duty": "接任 {district} 的值班？之后的新警情由您督办至办结。",
+        "confirm_link_token": "此链接带有另一个令牌，不是本浏览器保存的令牌。换用它吗？换用后，您在看板上的"
+                              "一切操作都以该令牌的身份进行并记录。（取消：保留您的令牌）",
     },
     "en": {
         "title": "Lianfang · command room",
@@ -267,5 +269,9 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "confirm_close": "Close this incident?",
         "confirm_duty": "Take the duty of {district}? New incidents will be yours to supervise "
                         "until done.",
+        "confirm_link_token": "This link carries another token than the one kept in this "
+                              "browser. Use it instead? Everything you then do on the board is "
+                              "done, and recorded, under that token's identity. (Cancel keeps "
+                              "your token.)",
     },
 }

@@ -380,3 +380,43 @@ def test_the_refusal_of_a_token_replaced_meanwhile_does_not_sign_out_the_new_one
         '.then(() => tick()).then(() => [$("token").value, rows().length, $("err").textContent])',
     )
     assert shown == ["tok2", 2, ""], shown
+
+
+# The console opened by a link (`#token=…&district=…`) in a browser that keeps a token:
+# what the page asked (confirm), where the address went, the token each request was sent with
+def opened_by_link(link: str, confirms: bool) -> str:
+    return (f'location.hash = "{link}"; var questions = [], addressed = [], sentWith = []; '
+            f'confirm = (text) => {{ questions.push(text); return {str(confirms).lower()}; }}; '
+            'history.replaceState = (state, title, url) => { addressed.push(url); }; '
+            'var answered = fetch; fetch = (url, init) => { '
+            'sentWith.push(init.headers.Authorization); return answered(url, init); };')
+
+
+LINKED = ('[questions, addressed, [...new Set(sentWith)], localStorage.getItem("lf-token"), '
+          'localStorage.getItem("lf-district")]')
+
+
+@pytest.mark.parametrize("confirms", [False, True])
+def test_a_link_s_token_replaces_the_dispatcher_s_only_once_they_confirm(confirms: bool) -> None:
+    """A link sent to a dispatcher (by mistake or on purpose) with another token: taken
+    unasked, the board would act, and be audited, under that identity without their noticing.
+    The page asks; declined, their own token (and district) stay. Never left in the address."""
+    asked, addressed, sent_with, token, district = run_console(
+        TWO_WAITING + opened_by_link("#token=other&district=d2", confirms), LINKED)[0]
+    assert asked == [told("confirm_link_token")]
+    assert addressed == ["/console"]
+    if confirms:
+        assert (sent_with, token, district) == (["Bearer other"], "other", "d2")
+    else:
+        assert (sent_with, token, district) == (["Bearer tok"], "tok", "d1")
+
+
+@pytest.mark.parametrize("kept", [None, "other"])
+def test_a_link_s_token_is_taken_unasked_where_it_replaces_no_other(kept: str | None) -> None:
+    # the first sign-in by a link, or the same token's link again: nothing to confirm
+    keep = ('localStorage.removeItem("lf-token");' if kept is None
+            else f'localStorage.setItem("lf-token", "{kept}");')
+    asked, addressed, sent_with, token, district = run_console(
+        TWO_WAITING + keep + opened_by_link("#token=other&district=d2", False), LINKED)[0]
+    assert (asked, addressed) == ([], ["/console"])
+    assert (sent_with, token, district) == (["Bearer other"], "other", "d2")
