@@ -204,6 +204,7 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "DELETE", f"/v1/members/d1-m-sec/devices/{MISSING}", 404),
     admin_only("volunteers", "DELETE", f"/v1/members/{MISSING}", 404),
     admin_only("volunteers", "DELETE", f"/v1/teams/{MISSING}", 404),
+    admin_only("volunteers", "DELETE", f"/v1/zones/{MISSING}", 404),
     admin_only("volunteers", "PUT", f"/v1/teams/{MISSING}/shift-plan", 404, PLAN),
     admin_only("volunteers", "GET", "/v1/teams/d1-sec-1/shift-plan", 404),
     admin_only("volunteers", "GET", "/v1/shifts?district=d1&date=2026-01-05"),

@@ -1,7 +1,7 @@
 """Who owns a place, against a real Redis: volunteers' roster import refusing zones that
 would send an incident to the wrong station or to none (a zone no report can fall in, two
 stations claiming the same ground), and dispatch handing over to the station that owns the
-place at the hand-over, after a re-import."""
+place at the hand-over, after a re-import or a zone's removal."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ async def test_two_stations_claiming_the_same_ground_are_refused(clean_redis: st
 
 async def test_a_zone_over_a_stored_zone_of_another_station_is_refused(
         clean_redis: str) -> None:
-    # Zones cannot be deleted: re-cutting territory under a new id left the old zone
+    # Re-cutting territory under a new id, the old zone neither re-cut nor removed, left it
     # claiming the same block, and the lookup kept giving it to the old station.
     block = square(LAT, LON, 0.01)
     async with running(clean_redis) as volunteers:
@@ -141,6 +141,23 @@ async def test_a_zone_over_a_stored_zone_of_another_station_is_refused(
             zone("z-cell", "ps-old", square(LAT, LON, 0.002)),
             zone("z-east", "ps-old", square(LAT, LON + 0.02, 0.01))]))
         assert r.status_code == 200, r.text
+
+
+async def test_a_removed_zone_claims_no_ground_in_later_imports(clean_redis: str) -> None:
+    # A zone drawn by mistake over another station's ground: once removed, the block is
+    # drawn again for the station that owns it, and the lookup gives it to that station.
+    block = square(LAT, LON, 0.01)
+    async with running(clean_redis) as volunteers:
+        r = await import_roster(volunteers.client, roster(zones=[zone("z-a", "ps-old", block)]))
+        assert r.status_code == 200, r.text
+        r = await volunteers.client.delete("/v1/zones/z-a", headers=ADMIN)
+        assert r.status_code == 204, r.text
+        r = await import_roster(volunteers.client, {"district": DISTRICT, "zones": [
+            zone("z-b", "ps-new", block)]})
+        assert r.status_code == 200, r.text
+        lookup = await volunteers.client.get("/v1/zones/lookup", headers=ADMIN, params={
+            "district": DISTRICT, "lat": LAT, "lon": LON})
+        assert (lookup.json()["zone_id"], lookup.json()["owner_agency_id"]) == ("z-b", "ps-new")
 
 
 # --- dispatch and a re-import ---------------------------------------------------------------
@@ -252,4 +269,43 @@ async def test_a_fraud_warning_waiting_for_a_team_goes_to_the_station_that_owns_
         await on_shift_at(client, "m-new", LAT + 0.01)
         orders = await poll_until(lambda: orders_for(clean_redis, incident_id),
                                   "the warning's order")
+    assert [o.team_id for o in orders] == ["t-new"]
+
+
+async def test_a_handover_after_a_zone_was_removed_does_not_go_to_its_old_station(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A zone drawn by mistake for the old station over the new one's ground is removed and
+    # drawn again for the new one (same polygon: were the old one kept, the zone ids' order
+    # would give the place to it). Dispatch, reading the zones again, drops it: the guard's
+    # hand-over goes to the new station, not to the old station's nearer car.
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
+        assert r.status_code == 200, r.text
+        await on_shift_at(client, "m-guard", LAT + 0.0001)
+        await on_shift_at(client, "m-old", LAT + 0.01)
+        await on_shift_at(client, "m-new", LAT + 0.012)
+        await wait_for_units(clean_redis, 3)
+        incident_id = await report(publisher, "noise", priority="P4")
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the guard's order")
+        assert order.team_id == "t-guard"
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
+                         "dispatch holding the zone")
+
+        r = await client.delete("/v1/zones/z-1", headers=ADMIN)
+        assert r.status_code == 204, r.text
+        r = await import_roster(client, {"district": DISTRICT, "zones": [
+            zone("z-2", "ps-new", territory)]})
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-2": "ps-new"}),
+                         "dispatch's zones read again, without the removed one")
+
+        for response in ("acknowledged", "handover"):
+            await publisher.publish(OrderResponded(
+                district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
+                team_id="t-guard", member_id="m-guard", response=response),
+                stream=streams.ORDER_RESPONDED.name)
+        orders = await poll_until(lambda: orders_of_kind(clean_redis, incident_id, "handover"),
+                                  "the hand-over order")
     assert [o.team_id for o in orders] == ["t-new"]

@@ -253,4 +253,20 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         log.info("team %s removed", team_id)
         return Response(status_code=204)
 
+    @router.delete("/zones/{zone_id}", status_code=204,
+                   summary="Remove a zone no team has as its home zone (admin)")
+    async def delete_zone(zone_id: IdPath, who: Admin) -> Response:
+        try:
+            removed = await roster_store.delete_zone(redis, zone_id=zone_id)
+        except Refused as exc:
+            raise conflict(exc.message) from exc
+        if removed is None:
+            raise not_found("zone")
+        # The station that lost the ground: who asks later why a place's hand-overs went
+        # elsewhere finds it here (the polygon is gone with the zone).
+        await audit.record(redis, "volunteers", who, "zone.delete", zone_id,
+                           f"{removed['district']} {removed['owner_agency_id']}")
+        log.info("zone %s of district %s removed", zone_id, removed["district"])
+        return Response(status_code=204)
+
     return router

@@ -298,9 +298,10 @@ async def _check_zones_left_behind(redis: Redis, doc: RosterDoc,
 
 async def _check_ground_claimed(redis: Redis, doc: RosterDoc) -> None:
     """The document's zones must not claim ground a stored zone of another station holds
-    (`conflicting_claims`; those in the document were checked against each other). Zones
-    cannot be deleted: re-cut territory under new ids would leave the old zones claiming it,
-    and the lookup giving it to the old station. InvalidRoster naming the stored zone."""
+    (`conflicting_claims`; those in the document were checked against each other). A
+    stored zone claims its ground until it is re-cut or removed (`DELETE /v1/zones/{id}`):
+    territory re-cut under new ids alone would leave the old zones claiming it, and the
+    lookup giving it to the old station. InvalidRoster naming the stored zone."""
     if not doc.zones:
         return
     zone_ids = await _stored_zone_ids(redis, doc)

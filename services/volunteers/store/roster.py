@@ -164,3 +164,41 @@ async def delete_team(redis: Redis, *, broker: RedisBroker, team_id: str) -> boo
         return True
 
     return await outside_imports(redis, watch, body)
+
+
+async def teams_at_home_in(redis: Redis, district: str, zone_id: str) -> list[str]:
+    """The district's teams whose home zone is `zone_id`, ordered by id (only a team of
+    the zone's own district may name it: the import checks)."""
+    team_ids = await redis.zrange(keys.index("teams", district), 0, -1)
+    records = await read_hashes(redis, [keys.team(t) for t in team_ids])
+    return [t for t, record in zip(team_ids, records, strict=True)
+            if record.get("home_zone_id") == zone_id]
+
+
+async def delete_zone(redis: Redis, *, zone_id: str) -> dict[str, str] | None:
+    """Remove a zone that no team has as its home zone (Refused naming them); its record,
+    or None for no such zone. Lookups, the district's zones (dispatch's projection reads
+    them) and later imports' overlap checks no longer hold it: the district's zones_rev
+    is bumped with it, so every replica's lookup cache is built again."""
+    watch = [keys.entity("zones", zone_id)]
+
+    async def body(pipe: Pipeline) -> dict[str, str] | None:
+        zone = await pipe.hgetall(keys.entity("zones", zone_id))
+        if not zone:
+            return None
+        district = zone["district"]
+        # Only an import names a home zone, and none runs while this is watched
+        # (outside_imports): what is read here stays true until the write.
+        at_home = await teams_at_home_in(redis, district, zone_id)
+        if at_home:
+            raise Refused(f"the zone is the home zone of {len(at_home)} team(s): "
+                          f"{', '.join(at_home[:10])}; allowed: re-import them with another "
+                          "home_zone_id, or none, first")
+        pipe.multi()
+        pipe.delete(keys.entity("zones", zone_id))
+        pipe.zrem(keys.index("zones", district), zone_id)
+        pipe.zrem(keys.index("zones", None), zone_id)
+        pipe.incr(keys.zones_rev(district))
+        return zone
+
+    return await outside_imports(redis, watch, body)
