@@ -61,3 +61,16 @@ async def test_a_refresh_that_brings_the_same_zones_builds_nothing_again(
     assert len(built) == 2
     now = await zones.lookup("qingxiu", lat=22.05, lon=108.05)
     assert now is not None and now.owner_agency_id == "ag-other"
+
+
+async def test_a_refresh_without_a_zone_drops_it() -> None:
+    # A zone removed at volunteers (drawn by mistake, territory given up) is missing from
+    # the next answer: its station must stop getting the place's hand-overs.
+    answers = [ZONES, {"zones": []}]
+    zones = projection(httpx.MockTransport(
+        lambda request: httpx.Response(200, json=answers.pop(0))))
+    assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is not None
+    await zones._load("qingxiu")  # the refresh
+    assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is None
+    assert await zones.zones_of("qingxiu") == ()
+
