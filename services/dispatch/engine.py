@@ -2637,8 +2637,7 @@ class Dispatcher:
             if not page:
                 return
             after = page[-1][1]
-            waiting = [incident_id for incident_id, _ in page]
-            contexts: dict[str, str | None] = {}  # each incident's trace
+            waiting = await store.waiting_incidents(self.redis, district, page)
             if unit is not None:
                 # Only the incidents this team would be sent to: trying each waiting
                 # incident in turn, under its lock, cost dozens of round trips per freed
@@ -2646,17 +2645,12 @@ class Dispatcher:
                 # that handle answers in order (and, for the position fixes of free teams,
                 # on every fix).
                 now = utcnow()
-                waiting = []
-                for inc in await store.incidents_bulk(self.redis, [i for i, _ in page]):
-                    if await self._would_send(unit, inc, now):
-                        waiting.append(inc["incident_id"])
-                        contexts[inc["incident_id"]] = inc.get("trace_ctx")
-            for incident_id in waiting:
+                waiting = [inc for inc in waiting if await self._would_send(unit, inc, now)]
+            for inc in waiting:
+                incident_id = inc["incident_id"]
                 # In its own trace, not that of the event that freed the team (another
                 # incident's), which the span links to.
-                trace_ctx = (contexts[incident_id] if incident_id in contexts
-                             else await store.trace_context(self.redis, incident_id))
-                with in_incident_trace("waiting incident offered again", trace_ctx,
+                with in_incident_trace("waiting incident offered again", inc.get("trace_ctx"),
                                        **{"lianfang.incident_id": incident_id}):
                     async with self._locked(incident_id):
                         await self._fill(incident_id)
@@ -2721,7 +2715,7 @@ class Dispatcher:
             page = await store.waiting(self.redis, district, after=after, limit=limit)
             looked += len(page)
             now = utcnow()
-            for inc in await store.incidents_bulk(self.redis, [i for i, _ in page]):
+            for inc in await store.waiting_incidents(self.redis, district, page):
                 if not await self._sends_any(free, inc, now):
                     continue
                 incident_id = inc["incident_id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from shared.scripts import RUN_COMMANDS_LUA, ScriptBatch, commands_as_args, run_
 
 from .domain import PRIORITY_RANK, CandidateQuery, Unit
 from .locks import LockLost
+
+log = logging.getLogger(__name__)
 
 # --- units ----------------------------------------------------------------------------
 
@@ -1092,10 +1095,15 @@ async def handovers(redis: Redis) -> list[str]:
 
 
 async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str]]:
+    return [d for d in await _hgetall_each(redis, ids) if d]
+
+
+async def _hgetall_each(redis: Redis, ids: Iterable[str]) -> list[dict[str, str]]:
+    """Each incident's whole hash, in the order of `ids` ({} for no key)."""
     async with redis.pipeline(transaction=False) as pipe:
         for incident_id in ids:
             pipe.hgetall(incident_key(incident_id))
-        return [d for d in await pipe.execute() if d]
+        return await pipe.execute()
 
 
 # Waiting incidents are offered the most urgent first, then the longest waiting: a team
@@ -1135,6 +1143,38 @@ async def waiting(redis: Redis, district: str, *, after: float | None = None,
     low = "-inf" if after is None else f"({after!r}"
     return await redis.zrangebyscore(_waiting_key(district), low, "+inf", start=0, num=limit,
                                      withscores=True)
+
+
+# The incidents of ARGV taken off the district's queue (KEYS[1]) if their records are gone
+# (no district: see get_incident); the number taken off. The record is looked at again
+# here, in the script that takes the incident off: nothing queues an incident before its
+# record is written (first_step's script writes it whole), so one read with a record never
+# leaves the queue here, whenever it was queued.
+_OFF_THE_QUEUE_IF_GONE = """
+local off = 0
+for _, incident_id in ipairs(ARGV) do
+  if redis.call('HEXISTS', 'dispatch:incident:' .. incident_id, 'district') == 0 then
+    off = off + redis.call('ZREM', KEYS[1], incident_id)
+  end
+end
+return off
+"""
+
+
+async def waiting_incidents(redis: Redis, district: str, page: Sequence[tuple[str, float]]
+                            ) -> list[dict[str, str]]:
+    """The records of a page of the district's queue (`waiting`), in its order. The incidents
+    whose record is gone (retention removed it, or only a leftover key is left: a field
+    written after it went) are taken off the queue: kept, each look paged over them for
+    ever, and enough of them hid the incidents behind from the looks' bounds."""
+    found = await _hgetall_each(redis, [incident_id for incident_id, _ in page])
+    if gone := [incident_id for (incident_id, _), d in zip(page, found, strict=True)
+                if not d.get("district")]:
+        if off := await run_script(redis, _OFF_THE_QUEUE_IF_GONE, [_waiting_key(district)],
+                                   gone):
+            log.warning("waiting incidents of %s: %d with no record taken off the queue",
+                        district, off)
+    return [d for d in found if d.get("district")]
 
 
 WAITING_DISTRICTS_INDEXED = "dispatch:waiting-districts-indexed"  # set once the catch-up ran

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from services.dispatch import engine, store
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
-from shared.events import IncidentReported, new_id, utcnow
+from shared.events import IncidentReported, UnitPosition, new_id, utcnow
 from tests.helpers import poll_until
 
 from .conftest import fail_once, settings_for
@@ -137,13 +137,14 @@ async def test_the_queues_of_an_earlier_version_are_swept_too(
 
 async def test_an_odd_record_in_one_district_s_queue_stops_no_other_district_s_sweep(
         clean_redis: str, publisher: RedisBroker, redis: Redis) -> None:
-    # A district swept before this one holds, in its queue, an incident whose record is a
-    # leftover key (a field written after the record went: no status), and a team free:
-    # its sweep fails on it, each round. This district's waiting incident still gets the
-    # team free for it.
+    # A district swept before this one holds, in its queue, an incident whose record is
+    # spoilt (its district and status, none of its other fields), and a team free: its
+    # sweep fails on it, each round. This district's waiting incident still gets the team
+    # free for it.
     odd = new_id("inc")
     await redis.zadd("dispatch:waiting:anning", {odd: 1.0})
-    await redis.hset(store.incident_key(odd), "sent_on_as", new_id("inc"))
+    await redis.hset(store.incident_key(odd), mapping={"district": "anning",
+                                                       "status": "unassigned"})
     await free_in_view_of(redis, "anning", "guard-anning")
     async with sweeping(clean_redis):
         incident_id = await report(publisher, "noise", priority="P4")
@@ -258,3 +259,52 @@ async def test_a_waiting_sweep_of_zero_runs_no_sweep(clean_redis: str) -> None:
         async with app.router.lifespan_context(app):
             names = {task.get_name() for task in asyncio.all_tasks()}
         assert ("waiting-sweep" in names) is runs, every_s
+
+
+async def reported(engine_: Dispatcher, category: str, priority: str) -> str:
+    """An incident reported to a bare engine (as its consumer would hand it over)."""
+    incident_id = new_id("inc")
+    await engine_.on_incident_reported(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys", external_ref=incident_id,
+        category=category, priority=priority, location=SCENE, reported_at=utcnow()))
+    return incident_id
+
+
+async def fix(engine_: Dispatcher, team_id: str, *, lat: float) -> None:
+    """The team's position fix, handled as dispatch's consumer hands it over."""
+    await engine_.on_unit_positions([UnitPosition(district=DISTRICT, unit_id=team_id, lat=lat,
+                                                  lon=SCENE.lon, at=utcnow())])
+
+
+async def test_a_waiting_incident_whose_record_is_gone_leaves_the_queue_when_met(
+        redis: Redis, two_replicas: tuple[Dispatcher, Dispatcher]) -> None:
+    # Incidents still queued whose records retention removed (and one whose record is only
+    # a leftover key: a field written after it went), more urgent than a noise complaint
+    # waiting: a free team's look pages over them. Met, they leave the queue; left, they
+    # stayed for ever, each look paid for them again, and as many as a look reads hid the
+    # complaint behind them from every team's look.
+    dispatcher, _ = two_replicas
+    gone = [new_id("inc") for _ in range(engine.WAITING_PAGES * engine.WAITING_PAGE)]
+    await redis.zadd(f"dispatch:waiting:{DISTRICT}", {i: float(n) for n, i in enumerate(gone)})
+    await redis.hset(store.incident_key(gone[-1]), "sent_on_as", new_id("inc"))
+    noise = await reported(dispatcher, "noise", "P4")
+    assert await waiting(redis, noise, *gone)
+    await free_in_view(redis, "guard", kind="security", lat=22.8172)
+    await fix(dispatcher, "guard", lat=22.8172)  # a look as long as its bound: all gone ones
+    assert await redis.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1) == [noise]
+    await fix(dispatcher, "guard", lat=22.8173)
+    (order,) = await store.orders_of(redis, noise)
+    assert order["team_id"] == "guard"
+
+
+async def test_the_sweep_takes_off_the_queue_an_incident_whose_record_is_gone(
+        redis: Redis, two_replicas: tuple[Dispatcher, Dispatcher]) -> None:
+    dispatcher, _ = two_replicas
+    gone = new_id("inc")
+    await redis.zadd(f"dispatch:waiting:{DISTRICT}", {gone: 1.0})
+    noise = await reported(dispatcher, "noise", "P4")
+    await free_in_view(redis, "guard", kind="security", lat=22.8172)
+    await dispatcher.sweep_waiting(DISTRICT, again_after_s=60)
+    assert await redis.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1) == []
+    (order,) = await store.orders_of(redis, noise)
+    assert order["team_id"] == "guard"
