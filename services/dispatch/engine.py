@@ -349,6 +349,13 @@ WAITING_PAGES = 10
 SWEEP_LOOK = WAITING_PAGES * WAITING_PAGE
 SWEEP_CHECKS = 10_000
 SWEEP_FILLS = 20
+# A free team's position fix (every 5 s) reads the first page of the queue; one of its fixes
+# in this many seconds reads on past it. Every fix read all WAITING_PAGES: a backlog the team
+# may not answer cost each fix of each free team hundreds of commands. What a fix changes is
+# where the team is (an incident queued and a team freed run searches of their own): one
+# further down that the team came within reach of waits this long and one fix at most, the
+# 30 s the sweep (WAITING_SWEEP_S) would let it wait.
+FIX_LOOKS_ON_EVERY_S = 25.0
 
 
 class Dispatcher:
@@ -2612,10 +2619,11 @@ class Dispatcher:
             self.redis, [(e.unit_id, e.lat, e.lon, e.at) for e in fixes])
         for event, (_, free) in zip(fixes, saved, strict=True):
             if free:
-                await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
+                await self.retry_waiting(event.district, freed=event.unit_id, known_free=True,
+                                         fix=True)
 
     async def retry_waiting(self, district: str, *, freed: str | None = None,
-                            known_free: bool = False) -> None:
+                            known_free: bool = False, fix: bool = False) -> None:
         """Offer the waiting incidents (unassigned, or short of a unit) again, the most
         urgent first and the oldest among equals (store.waiting_score), until `freed` (the
         team that became available) is taken: one team serves one incident, and offering
@@ -2624,7 +2632,8 @@ class Dispatcher:
 
         A team becomes free through two events in either order: its order's end (which
         releases the claim) and volunteers' unit.status (available). Whichever is handled
-        second finds the team free and offers it to the waiting incidents."""
+        second finds the team free and offers it to the waiting incidents. `fix`: the free
+        team's position fix, which reads past the first page once in FIX_LOOKS_ON_EVERY_S."""
         if freed and not known_free and not await store.free_with_waiting(
                 self.redis, team_id=freed, district=district):
             return
@@ -2632,7 +2641,10 @@ class Dispatcher:
         after: float | None = None
         # Past the first page only for a known team: a backlog of incidents it may not
         # answer (P1s that bar volunteers, say) must not hide one it may, further down.
-        for _ in range(WAITING_PAGES if unit is not None else 1):
+        for n in range(WAITING_PAGES if unit is not None else 1):
+            if n == 1 and fix and unit is not None and not await store.mark_looked_on(
+                    self.redis, unit.team_id, for_s=FIX_LOOKS_ON_EVERY_S):
+                return
             page = await store.waiting(self.redis, district, after=after, limit=WAITING_PAGE)
             if not page:
                 return

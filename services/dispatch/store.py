@@ -1205,8 +1205,23 @@ async def mark_swept(redis: Redis, incident_id: str, *, for_s: float) -> bool:
     """Whether the sweep may try the waiting incident now: not tried by a sweep (this
     replica's or another's) in the last `for_s` seconds (at most SWEPT_MAX_S); if so, it is
     marked tried from now."""
-    return bool(await redis.set(_swept_key(incident_id), "1", nx=True,
-                                px=max(1, int(min(for_s, SWEPT_MAX_S) * 1000))))
+    return await _mark_for(redis, _swept_key(incident_id), min(for_s, SWEPT_MAX_S))
+
+
+def _looked_on_key(team_id: str) -> str:
+    return f"dispatch:looked-on:{team_id}"
+
+
+async def mark_looked_on(redis: Redis, team_id: str, *, for_s: float) -> bool:
+    """Whether the free team's position fix may read its district's queue past the first
+    page: none of its fixes did (this replica's or another's) in the last `for_s` seconds;
+    if so, it is marked from now."""
+    return await _mark_for(redis, _looked_on_key(team_id), for_s)
+
+
+async def _mark_for(redis: Redis, key: str, for_s: float) -> bool:
+    """Whether `key` was not set; set now, for `for_s` seconds."""
+    return bool(await redis.set(key, "1", nx=True, px=max(1, int(for_s * 1000))))
 
 
 

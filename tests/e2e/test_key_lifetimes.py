@@ -34,6 +34,7 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 
+from services.dispatch import engine as dispatch_engine
 from services.dispatch import records
 from services.dispatch import store as dispatch_store
 from services.dispatch.locks import IncidentLocks
@@ -150,6 +151,8 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:waiting-districts", Roster("districts")),
     # a waiting incident the sweep tried lately (WAITING_SWEEP_S)
     (r"dispatch:swept:{id}", Ttl(dispatch_store.SWEPT_MAX_S)),
+    # a free team whose position fix read past the first page of the queue lately
+    (r"dispatch:looked-on:{id}", Ttl(dispatch_engine.FIX_LOOKS_ON_EVERY_S)),
     # dispatch: the projection of the roster, the command room's people
     # (a team removed from the roster leaves them at volunteers' `UnitStatus.removed`; the
     # removal's time is kept while an older status or fix of it could still be read)

@@ -3,10 +3,14 @@ two events that free it (volunteers' unit.status, the order's end) dispatch hand
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
-from services.dispatch import engine
+from services.dispatch import engine, store
+from services.dispatch.engine import Dispatcher
 from shared import streams
 from tests.helpers import poll_until
 from tests.integration import stream_probes as probes
@@ -19,9 +23,11 @@ from tests.integration.stream_probes import (
     running,
     unit_status,
 )
+from tools.benchmarks.monitor import CommandCounter
 
-from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
+from .test_engine import DISTRICT, SCENE, orders_for, orders_once, report, team, wait_for_units
 from .test_take_back import respond
+from .test_waiting_sweep import fix, free_in_view, reported
 
 
 async def test_a_waiting_incident_gets_the_team_whose_order_ends_after_it_said_available(
@@ -125,3 +131,50 @@ async def test_a_team_taken_off_by_its_partner_s_resolution_goes_to_the_incident
         assert await client.hget(f"dispatch:incident:{fight}", "status") == "resolved"
     finally:
         await client.aclose()
+
+
+async def test_a_free_team_s_fixes_read_one_page_of_a_backlog_whatever_its_length(
+        clean_redis: str, two_replicas: tuple[Dispatcher, Dispatcher]) -> None:
+    # Three pages of noise complaints the guard declined (it is never offered them again)
+    # wait, and the guard is free: its fixes come every 5 s. Each read them all (their
+    # records, then whether the guard was offered each), on every fix of every free team,
+    # as a backlog grew. One fix in FIX_LOOKS_ON_EVERY_S reads on past the first page;
+    # the others read that page and no more.
+    dispatcher, _ = two_replicas
+    declined = [await reported(dispatcher, "noise", "P4") for _ in range(3 * engine.WAITING_PAGE)]
+    for incident_id in declined:
+        await dispatcher.redis.sadd(store.offered_key(incident_id), "guard")
+    await free_in_view(dispatcher.redis, "guard", kind="security", lat=22.8172)
+    await fix(dispatcher, "guard", lat=22.8172)  # the one that reads on
+    counter = CommandCounter(clean_redis)
+    counter.start()
+    try:
+        for n in range(FIXES := 3):
+            await fix(dispatcher, "guard", lat=22.8173 + n / 10_000)
+    finally:
+        sent = counter.stop()
+    # each: its record's write and read, one page of the queue (its records, each one's
+    # offered check), and no more than a few other commands
+    assert sum(sent["?"].values()) <= FIXES * (2 * engine.WAITING_PAGE + 6), sent
+    assert [i for i in declined if await store.orders_of(dispatcher.redis, i)] == []
+
+
+async def test_a_free_team_come_within_reach_of_an_incident_further_down_is_sent_by_a_later_fix(
+        two_replicas: tuple[Dispatcher, Dispatcher], monkeypatch: pytest.MonkeyPatch) -> None:
+    # A page of P1 fights (volunteers may not go) ahead of a traffic incident volunteers may
+    # take, and volunteers free beyond the search's reach. They ride towards it: a fix
+    # reads the first page only, until FIX_LOOKS_ON_EVERY_S after the last fix that read
+    # on, and the next reads on and finds the traffic incident.
+    monkeypatch.setattr(engine, "FIX_LOOKS_ON_EVERY_S", 0.2)
+    dispatcher, _ = two_replicas
+    fights = [await reported(dispatcher, "violence", "P1") for _ in range(engine.WAITING_PAGE)]
+    traffic = await reported(dispatcher, "traffic", "P3")
+    far = SCENE.lat + 0.2  # some 22 km
+    await free_in_view(dispatcher.redis, "red-armband", kind="volunteer", lat=far)
+    await fix(dispatcher, "red-armband", lat=far)  # reads on: nothing within reach
+    await fix(dispatcher, "red-armband", lat=SCENE.lat + 0.0001)
+    await asyncio.sleep(engine.FIX_LOOKS_ON_EVERY_S)
+    await fix(dispatcher, "red-armband", lat=SCENE.lat + 0.0002)
+    (order,) = await store.orders_of(dispatcher.redis, traffic)
+    assert order["team_id"] == "red-armband"
+    assert [i for i in fights if await store.orders_of(dispatcher.redis, i)] == []
