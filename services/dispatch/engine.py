@@ -534,14 +534,21 @@ class Dispatcher:
                 live = [o["state"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
                 status = domain.incident_status(live, current=status) if live else "unassigned"
         misses = int(inc.get("misses") or 0)
-        # Volunteers sent to a P1 with no police or security team free to escort them: the
-        # command room is told (the escort joins when one comes free, and the flag goes);
-        # not when it sent them by hand itself.
+        # Volunteers sent to a P1 with no police or security team free to escort them, or
+        # an incident short of a unit it wants with no team free to be it (one of two found;
+        # the only other that could go declined or missed its deadline, never offered it
+        # again): it waits in the queue with nobody to send. The command room is told at
+        # once, as it is of an incident no team was found for (the unit joins when a team
+        # comes free, and the flag goes); not when it sent a team by hand itself. A
+        # hand-over's station orders are no units.
         claiming = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
                     and o.get("kind") in CLAIMING_KINDS]
-        unescorted = (not any(o.get("kind") == "manual" for o in claiming)
-                      and domain.volunteers_alone_on_p1(inc["priority"],
-                                                        [_sent_as(o) for o in claiming]))
+        by_hand = any(o.get("kind") == "manual" for o in claiming)
+        unescorted = not by_hand and domain.volunteers_alone_on_p1(
+            inc["priority"], [_sent_as(o) for o in claiming])
+        short = (not by_hand and status not in TERMINAL
+                 and domain.short_of_units(self._facts(inc, set()), self.policy,
+                                           *_units_and_alongside(orders)))
         # An incident done with (resolved, closed, a linked report) needs nobody: not
         # flagged however many deadlines it missed; a hand-over still may (no station team).
         # But a case filed (resolved) whose follow-up visits found the agreement broken to
@@ -570,6 +577,7 @@ class Dispatcher:
         given_up = status == "dispatching" and inc.get("report_given_up") == "1"
         flagged = undecided or visit_stuck or (status not in DONE and (
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
+            or short
             or unknown or order_wants_room or given_up))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1

@@ -634,6 +634,11 @@ def check(world: World) -> None:
                 lat=SCENE.lat, lon=SCENE.lon)
             if domain.short_of_units(facts, POLICY, units, alongside):
                 assert incident_id in world.waiting, f"{what}: short of a unit, not waiting"
+                # nobody free to be it (else it would have gone): the command room is told,
+                # unless it sent a team by hand itself
+                assert inc.get("flagged") == "1" or any(
+                    o["kind"] == "manual" for o in mine_claiming), (
+                    f"{what}: short of a unit, not flagged")
         else:
             # Ended: no team held for it (but a backup of a station team on a live visit
             # or hand-over: its team is still out there).
