@@ -2981,7 +2981,19 @@ class Dispatcher:
                 order, district = await self._take_back(incident_id, order_id, by=by,
                                                         note=note)
             await self.retry_waiting(district, freed=order["team_id"])
+            await self._offer_backups_of(district, order)
         return order
+
+    async def _offer_backups_of(self, district: str, order: dict[str, str]) -> None:
+        """Once the incident's lock is released: the teams of the backups withdrawn with the
+        station order they came for (_station_declined), offered to the incidents waiting
+        for one, as a close's teams are (volunteers says nothing of a team it never said
+        busy); nothing for an emergency's order, whose backups stay with the incident."""
+        if order.get("kind") not in STATION_KINDS:
+            return
+        for backup in await store.orders_of(self.redis, order["incident_id"]):
+            if backup.get("for_order") == order["order_id"] and backup["state"] == "withdrawn":
+                await self.retry_waiting(district, freed=backup["team_id"])
 
     async def _take_back(self, incident_id: str, order_id: str, *, by: str,
                          note: str | None, refill: bool = True,

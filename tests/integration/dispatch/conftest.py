@@ -77,15 +77,23 @@ async def processes_ready(services: Sequence[Service], what: str) -> None:
         await poll_until(ready, what, STARTUP_S, interval=0.2)
 
 
-@pytest.fixture
-async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    """Dispatch in this process, reached by its HTTP API (the command room's)."""
-    app = create_app(settings_for(clean_redis))
+@contextlib.asynccontextmanager
+async def console_of(url: str, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
+    """Dispatch in this process (its lifespan) with `settings`, reached by its HTTP API (the
+    command room's)."""
+    app = create_app(settings_for(url, **settings))
     async with app.router.lifespan_context(app):
         # raise_app_exceptions=False: a failing step answers as it does over a socket
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
             yield client
+
+
+@pytest.fixture
+async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
+    """Dispatch in this process, reached by its HTTP API (the command room's)."""
+    async with console_of(clean_redis) as client:
+        yield client
 
 
 async def bare_engine(stack: contextlib.AsyncExitStack, url: str) -> Dispatcher:

@@ -21,7 +21,7 @@ from shared.events import IncidentClosed, OrderIssued, OrderResponded
 from shared.policy import load_policy
 from tests.helpers import poll_until, read_stream
 
-from .conftest import settings_for
+from .conftest import console_of, settings_for
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -194,6 +194,42 @@ async def backup_for(url: str, publisher: RedisBroker, asking: OrderIssued,
     backups = await poll_until(lambda: of_kind(url, asking.incident_id,
                                                "reinforcement")[count - 1:], "the backup")
     return backups[0]
+
+
+async def a_backup_wanted_elsewhere(url: str, publisher: RedisBroker
+                                    ) -> tuple[OrderIssued, OrderIssued, str]:
+    """A handed-over dispute whose station car asked for backup: the second guard, the only
+    first-aider on shift, goes; meanwhile someone collapses (medical, P1), and the call
+    waits for a first-aider. The hand-over order, the backup's order and the collapse."""
+    _, handover = await handed_over_dispute(url, publisher)
+    kind, lat = TEAMS["sec-2"]
+    await team(publisher, "sec-2", kind=kind, lat=lat, lon=108.3665, skills=("first_aid",))
+    with sync_redis.Redis.from_url(url, decode_responses=True) as client:
+        await poll_until(lambda: "first_aid" in (client.hget("dispatch:unit:sec-2", "skills")
+                                                 or ""), "the first-aider in dispatch's view")
+        backup = await backup_for(url, publisher, handover)
+        assert backup.team_id == "sec-2"
+        collapse = await report(publisher, "medical", priority="P1")
+        await poll_until(lambda: client.zscore(f"dispatch:waiting:{DISTRICT}", collapse),
+                         "the collapse waiting: its only first-aider is on the backup")
+    return handover, backup, collapse
+
+
+async def test_the_backup_of_a_station_order_taken_back_goes_at_once_to_an_incident_waiting(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The backup withdrawn with the station's order it came for is free at once, as the
+    team of a close is: volunteers says nothing of a team it never said busy, and the
+    collapse must not wait for the sweep (off here) or the team's next position fix."""
+    url = clean_redis
+    async with console_of(url, waiting_sweep_s=0) as console:
+        handover, backup, collapse = await a_backup_wanted_elsewhere(url, publisher)
+        r = await console.post(f"/v1/orders/{handover.order_id}/withdraw", headers=ADMIN,
+                               json={"note": "called to another case"})
+        assert r.status_code == 200, r.text
+        await order_in(url, backup, "withdrawn")
+        (order,) = await poll_until(lambda: orders_for(url, collapse),
+                                    "the collapse given the first-aider freed")
+        assert order.team_id == backup.team_id
 
 
 async def test_a_backup_of_the_station_ends_its_own_order_and_the_filing_stays_owed(
