@@ -2615,6 +2615,9 @@ class Dispatcher:
                   or inc["status"] in ("closed", "linked")):
                 return None
             await self._station_declined(state, order)
+        # the removed or moved team itself was held by nothing (a station order claims
+        # nobody): its status event offered it, if free; its backups' teams are freed here
+        await self._offer_backups_of(inc["district"], order)
         return None
 
     async def on_unit_positions(self, events: list[UnitPosition]) -> None:

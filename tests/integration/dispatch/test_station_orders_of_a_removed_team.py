@@ -3,7 +3,8 @@ follow-up order (such orders do not hold a team, so volunteers lets it go): nobo
 answer that order. Dispatch hands it on as the command room's take-back does: withdrawn
 with a timeline entry saying why, the case to another of the station's teams on shift, or
 flagged and tried again when the station has nobody on shift; once, however often the
-removal is read."""
+removal is read. The backups its team asked for go with the order, free for the incidents
+waiting at once."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from shared import streams
 from shared.events import OrderIssued, OrderWithdrawn, UnitStatus, utcnow
 from tests.helpers import poll_until, read_stream
 
+from .conftest import console_of
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 from .test_followup import followups, kinds_and_details
+from .test_followup_answers import a_backup_wanted_elsewhere, order_in
 from .test_handover import handover_orders, last_update
 from .test_removed_team import all_read
 from .test_take_back import respond
@@ -300,3 +303,20 @@ async def test_a_hand_over_given_to_a_team_removed_meanwhile_goes_to_another_of_
     assert handover_orders(dispatch, incident_id) == [("station-car", "withdrawn"),
                                                       ("station-car-2", "offered")]
     assert station_orders_of(dispatch, "station-car") == set()
+
+
+async def test_the_backup_of_a_removed_station_team_goes_at_once_to_an_incident_waiting(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The station car that asked for backup is removed from the roster: its hand-over order
+    # is handed on, and the backup that came for it withdrawn. The removed team is nobody to
+    # offer; the backup's team is free, and the collapse waiting for a first-aider gets it
+    # at once, not at the sweep (off here) or the team's next position fix.
+    url = clean_redis
+    async with console_of(url, waiting_sweep_s=0):
+        handover, backup, collapse = await a_backup_wanted_elsewhere(url, publisher)
+        await station_team_removed(publisher, handover.team_id)
+        await order_in(url, handover, "withdrawn")
+        await order_in(url, backup, "withdrawn")
+        (order,) = await poll_until(lambda: orders_for(url, collapse),
+                                    "the collapse given the first-aider freed")
+        assert order.team_id == backup.team_id
