@@ -233,6 +233,14 @@ def _acknowledged_by_its_call(order: dict[str, str], response: str) -> bool:
             and order.get("acknowledged_by") == "reinforce")
 
 
+def _link_unjudged(inc: dict[str, str]) -> bool:
+    """Whether a linked report's record was made and its link never judged (_record_link):
+    its step stopped in between (`seq` 0: nothing written since its creation), and perhaps
+    it was given up on since (on_report_given_up: its note's write)."""
+    return inc["status"] == "linked" and (inc.get("seq") == "0"
+                                          or inc.get("report_given_up") == "1")
+
+
 def _given_while_live(order: dict[str, str], event: OrderResponded) -> bool:
     """Whether an answer to an order since withdrawn (the command room's close or take-back,
     another team's resolution) was given while the order was still live: the team's phone
@@ -573,12 +581,13 @@ class Dispatcher:
                    and o.get("unanswered_at") for o in orders))
         # An incident whose report was dead-lettered after creating it, before any team
         # (on_report_given_up): nothing seeks one for it, until the command room assigns
-        # one or the report is replayed.
-        given_up = status == "dispatching" and inc.get("report_given_up") == "1"
-        flagged = undecided or visit_stuck or (status not in DONE and (
+        # one or the report is replayed. So is a linked report given up on before its link
+        # was judged (its incident may have ended): until the replay judges it (_judge_link
+        # takes the mark off as it links it) or the command room sends it a team.
+        given_up = status in ("dispatching", "linked") and inc.get("report_given_up") == "1"
+        flagged = undecided or visit_stuck or given_up or (status not in DONE and (
             status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
-            or short
-            or unknown or order_wants_room or given_up))
+            or short or unknown or order_wants_room))
         # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
         seq = int(inc.get("seq") or 0) + 1
         # DESIGN's timeline names each status change: on the step's own entry (a team's
@@ -635,29 +644,39 @@ class Dispatcher:
         created with no team on it yet (`dispatching`, no live order) is in no queue and
         has no timer, so nothing would seek a team for it; it is flagged for the command
         room, with a note, until a team is assigned (by hand, or by the report replayed
-        once fixed). So is a linked report sent out as its own (its incident had ended):
-        one still `linked` is no incident to send a team to, or has its link's timer. One
-        whose event went out as another incident (store.sent_on) is flagged too, its note
-        naming that one, which has the team: not a second team to send."""
+        once fixed). So is a linked report sent out as its own (its incident had ended).
+        One whose event went out as another incident (store.sent_on) is flagged too, its
+        note naming that one, which has the team: not a second team to send. A report still
+        `linked` is no incident to send a team to, or has its link's timer, once its link
+        is judged; one whose step stopped before that (_link_unjudged) may be of something
+        still going on, its incident ended: flagged with a note naming that incident, until
+        the report replayed judges the link (the judgement needs the step that fails:
+        made here, it would fail as that did, and leave nothing said)."""
         async with self._locked(event.incident_id):
             state = await store.incident_state(self.redis, event.incident_id)
             inc = state.incident
-            if (inc is None or inc["status"] != "dispatching" or inc.get("report_given_up")
-                    or any(o["state"] in domain.LIVE_ORDER_STATES for o in state.orders)):
+            if inc is None or inc.get("report_given_up"):
+                return
+            unjudged = _link_unjudged(inc)
+            if not unjudged and (inc["status"] != "dispatching" or any(
+                    o["state"] in domain.LIVE_ORDER_STATES for o in state.orders)):
                 return
             inc["report_given_up"] = "1"
+            if unjudged:
+                detail = entry_detail("report_not_handled_link", parent=inc["linked_to"])
             # its event went out as another incident, with its team (a dead letter replayed
             # after a report linked to it was sent out in its place): not one to send to
-            onward = None if event.linked_to else await store.sent_on(self.redis,
-                                                                      event.incident_id)
+            elif not event.linked_to and (onward := await store.sent_on(self.redis,
+                                                                        event.incident_id)):
+                detail = entry_detail("report_not_handled_sent_on", onward=onward)
+            else:
+                detail = entry_detail("report_not_handled")
 
             async def mark(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, event.incident_id, {"report_given_up": "1"})
 
-            await self._emit(event.incident_id, TimelineEntry(
-                kind="note", **(entry_detail("report_not_handled_sent_on", onward=onward)
-                                if onward else entry_detail("report_not_handled"))),
-                status="dispatching", state=state, also=mark)
+            await self._emit(event.incident_id, TimelineEntry(kind="note", **detail),
+                             status=inc["status"], state=state, also=mark)
 
     def _reported_detail(self, event: IncidentReported) -> Detail:
         known = event.category in self.policy.categories
@@ -689,8 +708,9 @@ class Dispatcher:
                 await self._join_sent_out(event, held)
             else:
                 await self._fill(event.incident_id, state)
-        elif state.incident.get("seq") == "0" and not await self._record_link(event):
-            # created, and the link never judged (the step stopped in between)
+        elif _link_unjudged(state.incident) and not await self._record_link(event):
+            # created, and the link never judged (the step stopped in between; given up on
+            # since, perhaps, with its note)
             await self._fill(event.incident_id, held=held)
 
     def _incident_fields(self, event: IncidentReported, zone: Zone | None, *,
@@ -833,18 +853,25 @@ class Dispatcher:
                 if parent != linked_to:  # followed on from the incident intake named
                     await self.redis.hset(store.incident_key(incident_id), "linked_to", parent)
                 detail = entry_detail("duplicate", parent=parent)
-                also: Callable[[Pipeline], Awaitable[None]] | None = None
                 if other is None:
                     detail = entry_detail("duplicate_not_known", parent=parent,
                                           seconds=f"{self.settings.linked_wait_s:g}")
+                # given up on before (on_report_given_up: its link not judged, or its
+                # incident sent out in its place): judged now, it is flagged no more (the
+                # mark taken off `mine`, which the write's `flagged` reads, and the record)
+                mine = await store.incident_state(self.redis, incident_id)
+                given_up = bool(mine.incident and mine.incident.pop("report_given_up", None))
 
-                    async def judge_again(pipe: Pipeline) -> None:
+                async def judged(pipe: Pipeline, unknown: bool = other is None,
+                                 given_up: bool = given_up) -> None:
+                    if given_up:
+                        store.queue_incident_fields(pipe, incident_id, {"report_given_up": ""})
+                    if unknown:  # judged again after LINKED_WAIT_S
                         store.queue_schedule(pipe, f"link:{incident_id}",
                                              utcnow() + self._linked_wait)
 
-                    also = judge_again
                 await self._emit(incident_id, TimelineEntry(kind="linked", **detail),
-                                 status="linked", also=also)
+                                 status="linked", state=mine, also=judged)
                 if other is not None:
                     await self._emit(parent, TimelineEntry(
                         kind="note", **entry_detail("report_linked", report=incident_id)))

@@ -158,24 +158,26 @@ def fill_holding(order_state: str) -> Callable[..., bool]:
 
 
 async def dead_lettered(url: str, broker: RedisBroker, event: IncidentReported,
-                        monkeypatch: pytest.MonkeyPatch, *, failing: str = "first_step"
-                        ) -> Callable[[], Awaitable[str]]:
+                        monkeypatch: pytest.MonkeyPatch, *, failing: str = "first_step",
+                        owner: object = None) -> Callable[[], Awaitable[str]]:
     """The report published, failing on a bug at each try until it is dead-lettered: in
-    store.first_step (nothing of it written), or in the store function `failing` called
-    with its incident_id (store.add_waiting: the incident created, no team found and none
-    sought); returns the operator's replay once the bug is fixed, which puts it back on
-    the stream (the dead letters' POST .../replay)."""
+    store.first_step (nothing of it written), or in the store function (or the method of
+    `owner`, a Dispatcher) `failing` called for its incident, as `incident_id=` or as the
+    first argument after the Redis client or the engine (store.add_waiting: the incident
+    created, no team found and none sought); returns the operator's replay once the bug is
+    fixed, which puts it back on the stream (the dead letters' POST .../replay)."""
     from services.dispatch import store
 
+    owner = store if owner is None else owner
     broken = [True]
-    real: Callable[..., Awaitable[Any]] = getattr(store, failing)
+    real: Callable[..., Awaitable[Any]] = getattr(owner, failing)
 
     async def buggy(*args: Any, **kwargs: Any) -> Any:
-        if broken[0] and kwargs.get("incident_id") == event.incident_id:
+        if broken[0] and event.incident_id in (kwargs.get("incident_id"), *args[1:2]):
             raise RuntimeError("a bug")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(store, failing, buggy)
+    monkeypatch.setattr(owner, failing, buggy)
     await broker.publish(event, stream=streams.INCIDENT_REPORTED.name)
     client = aioredis.Redis.from_url(url)
     try:

@@ -3,6 +3,7 @@ command room is told, never left with an incident nobody seeks a team for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from services.dispatch.engine import Dispatcher
 from shared import streams
 from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
@@ -36,6 +38,10 @@ async def flagged_ids(console: httpx.AsyncClient) -> set[str]:
     return {i["incident_id"] for i in answer.json()["incidents"]}
 
 
+async def unflagged(console: httpx.AsyncClient, incident_id: str) -> bool:
+    return incident_id not in await flagged_ids(console)
+
+
 async def test_an_incident_whose_report_is_dead_lettered_after_it_was_created_is_flagged(
         console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,11 +63,7 @@ async def test_an_incident_whose_report_is_dead_lettered_after_it_was_created_is
     await wait_for_units(clean_redis, 1)
     await replay()
     await poll_until(lambda: orders_for(clean_redis, incident_id), "an order once replayed", 15)
-
-    async def unflagged() -> bool:
-        return incident_id not in await flagged_ids(console)
-
-    await poll_until(unflagged, "the flag gone with the team sent")
+    await poll_until(lambda: unflagged(console, incident_id), "the flag gone with the team sent")
 
 
 async def not_handled(console: httpx.AsyncClient) -> dict[str, Any]:
@@ -119,6 +121,56 @@ async def test_a_linked_report_sent_out_as_its_own_then_dead_lettered_is_flagged
     view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
     assert view["status"] == "dispatching" and orders_for(clean_redis, linked) == []
     assert linked in await flagged_ids(console)
+
+
+@pytest.mark.parametrize("parent_ended", [True, False], ids=["parent_ended", "parent_open"])
+async def test_a_linked_report_dead_lettered_before_its_link_was_judged_is_flagged_until_judged(
+        console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch, parent_ended: bool) -> None:
+    # Intake linked the report to an incident; dispatch made its record (`linked`), then its
+    # step failed on a bug at each try before it judged the link, until dead-lettered. Had
+    # that incident ended, the report is of something still going on and should have been
+    # sent out as an incident of its own; as it is, nothing seeks it a team, it has no link
+    # timer, and as `linked` it was on no list the command room sees. It is flagged, with a
+    # note naming that incident, until the report replayed once the bug is fixed judges
+    # the link: sent out (one team) or joined (none).
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    if parent_ended:
+        await resolve(clean_redis, publisher, parent)
+    else:
+        await poll_until(lambda: orders_for(clean_redis, parent), "the parent's order")
+    linked = new_id("inc")
+    replay = await dead_lettered(clean_redis, publisher, IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
+        linked_to=parent), monkeypatch, failing="_judge_link", owner=Dispatcher)
+    view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
+    assert view["status"] == "linked" and view["flagged"] is True
+    assert linked in await flagged_ids(console)
+    [note] = [e for e in view["timeline"]
+              if e.get("detail_code", "").startswith("report_not_handled")]
+    assert (note["detail_code"], note["detail_args"]) == ("report_not_handled_link",
+                                                          {"parent": parent})
+
+    await replay()
+
+    async def judged() -> bool:
+        timeline = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()[
+            "timeline"]
+        return any(e.get("detail_code") in ("duplicate", "duplicate_of_ended")
+                   for e in timeline)
+
+    await poll_until(judged, "the link judged once replayed", 15)
+    if parent_ended:
+        await poll_until(lambda: orders_for(clean_redis, linked), "its own team", 15)
+    await poll_until(lambda: unflagged(console, linked), "the flag gone with the link judged")
+    await asyncio.sleep(0.3)  # let any (wrong) second order show up
+    view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
+    assert len(orders_for(clean_redis, linked)) == (1 if parent_ended else 0)
+    assert view["status"] == ("assigned" if parent_ended else "linked")
+    assert len(orders_for(clean_redis, parent)) == 1
 
 
 async def test_a_lost_report_naming_no_district_tells_every_desk_only_that_it_was_lost(

@@ -56,6 +56,13 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         lambda onward: f"its report kept failing and is in the dead letters; the same event "
         f"went out as {onward}, which has its team: do not send a second one. An "
         f"administrator replays the report once fixed, and it joins {onward}"),
+    "report_not_handled_link": (
+        {"parent": "inc_a"},
+        lambda parent: f"its report kept failing and is in the dead letters before dispatch "
+        f"judged its link to {parent}: had {parent} ended, this is of something still going "
+        f"on, and no team is being sought. Check {parent}; assign a team by hand, or have an "
+        f"administrator replay the report once fixed (it joins {parent}, or goes out as an "
+        f"incident of its own)"),
     "no_team": ({}, lambda: "no suitable team available; waiting"),
     "offer": ({"kind": "dispatch", "team": "Team 7", "agency_kind": "police"},
               lambda kind, team, agency_kind: f"{kind} order to {team} ({agency_kind})"),
