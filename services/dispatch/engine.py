@@ -73,6 +73,10 @@ TIME_TO_SCENE = _meter.create_histogram(
     description="from the report to the first team on scene: the response time")
 ROUTING_TIMEOUTS = _meter.create_counter(
     "lianfang.dispatch.routing_timeouts", description="orders withdrawn for a missed deadline")
+ANSWERS_READ_AFTER_TIMEOUT = _meter.create_counter(
+    "lianfang.dispatch.answers_read_after_timeout",
+    description="answers given by their order's deadline, read after it timed the order out "
+                "(of the routing timeouts, those that were not the team's)")
 
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 ENDED = ("resolved", "handed_over", "closed")  # a report of the event is then a new one
@@ -263,6 +267,17 @@ def _same_answer(known: TimelineEntry, entry: TimelineEntry) -> bool:
     """Whether the timeline's `known` entry is `entry`'s answer, written already."""
     return (known.kind, known.order_id, known.detail, known.at) == (
         entry.kind, entry.order_id, entry.detail, entry.at)
+
+
+def _answered_before_its_timeout(order: dict[str, str], event: OrderResponded) -> bool:
+    """Whether an answer to an order timed out was given by its deadline: dispatch's
+    answers were behind past ANSWERS_CATCH_UP when the deadline fired. Its first such
+    answer (`answered_in_time`): a later one (en route after the acknowledgement) adds
+    nothing. A call for backup is _called_while_live's."""
+    due = _ts(order.get("ack_by"))
+    return (order["state"] == "timed_out" and event.response in domain.RESPONSE_STATE
+            and due is not None and not order.get("answered_in_time")
+            and event.occurred_at <= due)
 
 
 # When an order ended, by its end: taken from its team (its withdrawal, its deadline's
@@ -1365,6 +1380,9 @@ class Dispatcher:
                                                        StepEnd(held, done))
             if _called_while_live(order, event):
                 return await self._call_handled_late(state, order, event, StepEnd(held, done))
+            if _answered_before_its_timeout(order, event):
+                return await self._answer_read_after_timeout(state, order, event,
+                                                             StepEnd(held, done))
             log.info("response %s to order %s ignored: %s", event.response,
                      event.order_id, why)
             return None
@@ -1493,6 +1511,46 @@ class Dispatcher:
                  "timeline, no backup sent", order["order_id"], order["state"])
         return await self._emit(inc["incident_id"], _call_entry(order, event), state=state,
                                 also=flagged, end=end)
+
+    async def _answer_read_after_timeout(self, state: store.IncidentState,
+                                         order: dict[str, str], event: OrderResponded,
+                                         end: StepEnd) -> bool:
+        """An answer the team gave by its order's deadline, read only after the deadline's
+        firing had timed the order out (dispatch's answers behind past ANSWERS_CATCH_UP).
+        The order stays withdrawn: the team's phones were told so, the incident went on to
+        another team (notify refuses an answer after the withdrawal, 409), and sending it
+        again would make two teams of one. But the timeline says the team answered in time,
+        and the timeout is not counted as the team's: no routing timeout (the board's, the
+        KPIs'), nor a miss towards the board's flag; a miss above the timeouts counted
+        stays (_flag raised it: the command room must act for another reason). Nor is it
+        the incident's first acknowledgement: the team was taken off before it went. One
+        write, with the step's end."""
+        inc = state.incident
+        assert inc is not None
+        timeouts, misses = (int(inc.get(name) or 0) for name in ("timeouts", "misses"))
+        fields = {"timeouts": str(max(timeouts - 1, 0))}
+        if 0 < misses <= timeouts:
+            fields["misses"] = str(misses - 1)
+        inc.update(fields)  # read by the write's `flagged`
+        order["answered_in_time"] = event.response
+
+        async def not_theirs(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order["order_id"],
+                                     {"answered_in_time": event.response})
+            store.queue_incident_fields(pipe, inc["incident_id"], fields)
+
+        log.warning("order %s answered %s by its deadline, read after it timed the order "
+                    "out (answers behind): not counted as the team's timeout",
+                    order["order_id"], event.response)
+        free = await self._emit(inc["incident_id"], TimelineEntry(
+            kind="note", team_id=order["team_id"], order_id=order["order_id"],
+            **entry_detail("answer_read_after_timeout",
+                           team=order.get("team_name") or order["team_id"],
+                           response=event.response, at=event.occurred_at.isoformat(),
+                           ack_by=order["ack_by"])),
+            state=state, also=not_theirs, end=end)
+        ANSWERS_READ_AFTER_TIMEOUT.add(1, {"priority": inc["priority"]})
+        return free
 
     async def _end(self, end: StepEnd, commands: list[Any] | None = None) -> bool:
         """A step's end after its writes, in one round trip (`store.end_step`, with the step's

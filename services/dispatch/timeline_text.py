@@ -108,6 +108,12 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "routing_timeout": {
         "en": "no acknowledgement by {ack_by:time} (routing timeout)",
         "zh": "{ack_by:time}前未接单（警情分流超时）"},
+    "answer_read_after_timeout": {
+        "en": "{team} answered {response} at {at:time}, by the deadline ({ack_by:time}), but "
+              "dispatch read the answer only after it had timed the order out: the order "
+              "stays withdrawn; not counted as the team's routing timeout",
+        "zh": "{team}已于{at:time}答复“{response:response}”，未超过接单时限（{ack_by:time}），"
+              "但调度读到该答复时已按超时撤回指令：指令仍撤回，不计为该警组的分流超时"},
     "assigned_by_hand": {
         "en": "assigned by the command room",
         "zh": "指挥室人工派警"},

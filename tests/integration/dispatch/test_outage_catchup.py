@@ -5,6 +5,7 @@ off its order or penalised because dispatch read its answer late."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
@@ -148,6 +150,85 @@ async def test_a_deadline_waits_for_unread_answers_only_so_long(
     assert [o.team_id for o in orders] == ["first", "second"]
     withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
     assert [(w.order_id, w.reason) for w in withdrawn] == [(order.order_id, "timeout")]
+
+
+def held_until_released(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Dispatch's answers handled only once the event returned is set: as when they sit
+    behind a backlog past the catch-up, with the deadlines firing meanwhile."""
+    release = asyncio.Event()
+    real_answer: Callable[..., Awaitable[None]] = Dispatcher.on_order_responded
+
+    async def answer(engine: Dispatcher, event: OrderResponded) -> None:
+        # bounded: a test that never releases it fails its asserts, not hangs
+        await asyncio.wait_for(release.wait(), 20)
+        await real_answer(engine, event)
+
+    monkeypatch.setattr(Dispatcher, "on_order_responded", answer)
+    return release
+
+
+@pytest.mark.parametrize(("response", "in_time"), [("acknowledged", True), ("declined", True),
+                                                   ("acknowledged", False)])
+async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_told_not_counted(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+        response: str, in_time: bool) -> None:
+    # Dispatch's answers are behind past the catch-up: the deadline's firing times the
+    # guards' order out (taken from their phones, the incident offered to the next team)
+    # though they had answered before it. Their answer, read then, was dropped without a
+    # word: the command room saw a routing timeout, counted towards the board's flag, of a
+    # team that had answered. It is on the timeline as an answer in time read too late, and
+    # no routing timeout or miss of theirs; the order stays withdrawn, nor is it sent them
+    # again. An answer given after the deadline stays a timeout, as before.
+    from services.dispatch import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "ANSWERS_CATCH_UP", timedelta(seconds=1))
+    fast_deadlines(monkeypatch)
+    incident_id, order = await offered_then_down(clean_redis, publisher)
+    assert order.ack_by is not None
+    if not in_time:
+        await poll_until(lambda: utcnow() > order.ack_by, "the deadline passed while down", 5)
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=incident_id, team_id="first",
+        member_id="m1", response=response,
+        occurred_at=order.ack_by - timedelta(seconds=1) if in_time else utcnow()),
+        stream=streams.ORDER_RESPONDED.name)
+    release = held_until_released(monkeypatch)
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        app = create_app(settings_for(clean_redis, consumer_name="after"))
+        async with app.router.lifespan_context(app):
+            await poll_until(
+                lambda: len(read_stream(clean_redis, streams.ORDER_ISSUED.name, OrderIssued))
+                == 2, "the next team offered after the catch-up", 15)
+            release.set()
+            await poll_until(lambda: client.xpending(streams.ORDER_RESPONDED.name, "dispatch")
+                             ["pending"] == 0 and client.xinfo_groups(
+                                 streams.ORDER_RESPONDED.name)[0]["lag"] == 0,
+                             "the answer handled", 15)
+            await asyncio.sleep(0.3)  # let any (wrong) order or withdrawal show up
+            incident = client.hgetall(f"dispatch:incident:{incident_id}")
+            state = client.hget(f"dispatch:order:{order.order_id}", "state")
+            timeline = [json.loads(e) for e in client.lrange(store.timeline_key(incident_id),
+                                                             0, -1)]
+    finally:
+        release.set()
+        client.close()
+    assert state == "timed_out"
+    assert [o.team_id for o in read_stream(clean_redis, streams.ORDER_ISSUED.name,
+                                           OrderIssued)] == ["first", "second"]
+    withdrawn = read_stream(clean_redis, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+    assert [(w.order_id, w.reason) for w in withdrawn] == [(order.order_id, "timeout")]
+    told = [e for e in timeline if e.get("detail_code") == "answer_read_after_timeout"]
+    if in_time:
+        [note] = told
+        assert (note["team_id"], note["order_id"]) == ("first", order.order_id)
+        assert note["detail_args"] == {
+            "team": "first", "response": response, "ack_by": order.ack_by.isoformat(),
+            "at": (order.ack_by - timedelta(seconds=1)).isoformat()}
+        assert (incident["timeouts"], incident["misses"]) == ("0", "0")
+    else:
+        assert told == []
+        assert (incident["timeouts"], incident["misses"]) == ("1", "1")
 
 
 async def test_a_team_that_missed_an_incidents_deadline_runs_no_search_for_it_at_each_fix(

@@ -73,6 +73,12 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "received": ({"channel": "sms"}, lambda channel: f"received on a device ({channel})"),
     "routing_timeout": ({"ack_by": "2026-12-06T03:04:05+00:00"},
                         lambda ack_by: f"no acknowledgement by {ack_by} (routing timeout)"),
+    "answer_read_after_timeout": (
+        {"team": "Team 7", "response": "acknowledged", "at": "2026-12-06T03:04:01+00:00",
+         "ack_by": "2026-12-06T03:04:05+00:00"},
+        lambda team, response, at, ack_by: f"{team} answered {response} at {at}, by the "
+        f"deadline ({ack_by}), but dispatch read the answer only after it had timed the "
+        f"order out: the order stays withdrawn; not counted as the team's routing timeout"),
     "assigned_by_hand": ({}, lambda: "assigned by the command room"),
     "taken_back": ({"by": BY}, lambda by: f"taken back by {by}"),
     "volunteers_barred": ({"flags": "weapon, in_progress"},
