@@ -21,7 +21,7 @@ from services.dispatch.main import create_app
 from shared.events import IncidentReported, UnitPosition, new_id, utcnow
 from tests.helpers import poll_until
 
-from .conftest import fail_once, settings_for
+from .conftest import console_of, fail_once, settings_for
 from .test_close import ADMIN, offered
 from .test_engine import DISTRICT, SCENE, orders_for, orders_once, report
 
@@ -35,14 +35,9 @@ async def redis(clean_redis: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@contextlib.asynccontextmanager
-async def sweeping(url: str) -> AsyncIterator[httpx.AsyncClient]:
+def sweeping(url: str) -> contextlib.AbstractAsyncContextManager[httpx.AsyncClient]:
     """Dispatch in this process, sweeping every SWEEP_S, reached by its HTTP API."""
-    app = create_app(settings_for(url, waiting_sweep_s=SWEEP_S))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as client:
-            yield client
+    return console_of(url, waiting_sweep_s=SWEEP_S)
 
 
 async def free_in_view(redis: Redis, team_id: str, *, kind: str, lat: float) -> None:
