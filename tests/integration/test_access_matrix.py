@@ -211,6 +211,7 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "GET", "/v1/points/leaderboard?district=d1"),
     admin_only("volunteers", "POST", f"/v1/members/{MISSING}/points", 404,
                {"points": 5, "note": "matrix"}),
+    admin_only("volunteers", "GET", "/v1/districts"),
     admin_only("volunteers", "GET", "/v1/zones?district=d1"),
     admin_only("volunteers", "GET", "/v1/zones/lookup?district=d1&lat=22.83&lon=108.33"),
 

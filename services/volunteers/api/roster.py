@@ -165,6 +165,12 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         return {"district": doc.district, "counts": result.plan.counts,
                 "unit_status_published": result.announced}
 
+    # Intake and dispatch ask it (shared.districts) before they make a reporting system's key
+    # or a desk's token: one for a district no import named would be watched by no one.
+    @router.get("/districts", summary="The districts whose roster was imported (admin)")
+    async def districts(_: Admin) -> dict[str, list[str]]:
+        return {"districts": await roster_store.districts(redis)}
+
     def list_route(entity: str) -> None:
         view = views.RECORD_VIEWS[entity]
 

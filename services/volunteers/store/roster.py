@@ -25,6 +25,12 @@ async def get(redis: Redis, entity: str, entity_id: str) -> dict[str, str] | Non
     return await redis.hgetall(keys.entity(entity, entity_id)) or None
 
 
+async def districts(redis: Redis) -> list[str]:
+    """The districts an import wrote rows of, by name. An agency is never removed, so a
+    district once imported stays one; a refused import writes nothing, names none."""
+    return sorted(await redis.smembers(keys.districts()))
+
+
 async def member_and_kind(redis: Redis, member_id: str) -> tuple[dict[str, str], str] | None:
     """A member's record and their agency's kind (police, security, volunteer; "" if the
     agency is gone); None for no such member."""

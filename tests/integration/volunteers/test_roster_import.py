@@ -396,3 +396,19 @@ async def test_a_team_or_agency_changed_without_its_members_is_refused(
     for doc in ({**rekinded, "members": [{**guard, "role": "volunteer"}]},
                 {**moved, "members": [{**guard, "agency_id": "v-red", "role": "volunteer"}]}):
         await volunteers.import_district(doc)
+
+
+async def test_the_districts_are_those_whose_roster_was_imported(volunteers: Volunteers) -> None:
+    """What intake and dispatch ask before they make a reporting system's key or a desk's
+    token: a district no import named, or a refused import's, is none of them."""
+    client = volunteers.client
+    r = await client.get("/v1/districts", headers=ADMIN)
+    assert r.status_code == 200 and r.json() == {"districts": []}, r.text
+    await volunteers.import_district()
+    await volunteers.import_district({"district": "Chaoyang", "agencies": [
+        {"id": "cy-ps", "name": "Chaoyang station", "kind": "police"}]})
+    refused = await client.post("/v1/roster/import", headers=ADMIN, json={
+        "district": "nowhere", "agencies": [{"id": "nw-ps", "name": "x", "kind": "navy"}]})
+    assert refused.status_code == 422, refused.text
+    r = await client.get("/v1/districts", headers=ADMIN)
+    assert r.json() == {"districts": ["Chaoyang", "d1"]}, r.text
