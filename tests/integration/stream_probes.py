@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -44,6 +44,7 @@ from shared.events import (
     utcnow,
 )
 from tests.helpers import poll_until
+from tests.integration.notify.conftest import roster_of
 
 ADMIN_TOKEN = "probe-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -119,16 +120,23 @@ class Service:
 
 
 @asynccontextmanager
-async def running(name: str, redis_url: str, **overrides: Any) -> AsyncIterator[Service]:
-    """The service's app with its lifespan (groups, broker, subscribers), in this process."""
+async def running(name: str, redis_url: str, roster: Sequence[str] = (DISTRICT,),
+                  **overrides: Any) -> AsyncIterator[Service]:
+    """The service's app with its lifespan (groups, broker, subscribers), in this process.
+    Intake finds volunteers stood in, its roster holding the districts of `roster` (a
+    system's key is made for those only); the others find none."""
     main = importlib.import_module(f"services.{name}.main")
     config = importlib.import_module(f"services.{name}.config")
-    options: dict[str, Any] = {"claim_idle_ms": 200, "max_deliveries": 3,
-                               "consumer_name": f"probe-{uuid4().hex[:6]}",
-                               "volunteers_url": UNREACHABLE, **overrides}
-    app = main.create_app(config.Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN,
-                                          **options))
-    async with app.router.lifespan_context(app):
+    async with AsyncExitStack() as stack:
+        volunteers_url = UNREACHABLE
+        if name == "intake" and "volunteers_url" not in overrides:
+            volunteers_url = (await stack.enter_async_context(roster_of(*roster))).url
+        options: dict[str, Any] = {"claim_idle_ms": 200, "max_deliveries": 3,
+                                   "consumer_name": f"probe-{uuid4().hex[:6]}",
+                                   "volunteers_url": volunteers_url, **overrides}
+        app = main.create_app(config.Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN,
+                                              **options))
+        await stack.enter_async_context(app.router.lifespan_context(app))
         transport = httpx.ASGITransport(app=app)
         redis = Redis.from_url(redis_url)
         broker = RedisBroker(redis_url)

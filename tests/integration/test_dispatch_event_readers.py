@@ -36,7 +36,8 @@ async def both(url: str) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncCl
                                                  RedisBroker, dict[str, str]]]:
     """intake (the reporting system's key) and dispatch (its console), one Redis."""
     app = dispatch_app(settings_for(url))
-    async with running("intake", url) as intake, app.router.lifespan_context(app):
+    async with running("intake", url, roster=(DISTRICT,)) as intake, \
+            app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://dispatch") as console:
             r = await intake.client.post("/v1/systems", headers=ADMIN,

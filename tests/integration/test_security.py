@@ -12,29 +12,36 @@ from services.dispatch.main import create_app as dispatch_app
 from services.intake.config import Settings as IntakeSettings
 from services.intake.main import create_app as intake_app
 from shared.introspect import DEVICE_TOKEN_PREFIX
+from tests.integration.conftest import volunteers_for
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
+# Volunteers is nobody, unless a test's `roster` marker stands it in (keys, desk tokens).
 @pytest.fixture
-async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = intake_app(IntakeSettings(redis_url=clean_redis, admin_token="test-admin-token",
-                                    rate_limit_system="5/second", max_body_bytes=4096,
-                                    volunteers_url="http://127.0.0.1:9"))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://intake") as client:
-            yield client
+async def intake(clean_redis: str, request: pytest.FixtureRequest
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    async with volunteers_for(request) as volunteers_url:
+        app = intake_app(IntakeSettings(redis_url=clean_redis, admin_token="test-admin-token",
+                                        rate_limit_system="5/second", max_body_bytes=4096,
+                                        volunteers_url=volunteers_url))
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://intake") as client:
+                yield client
 
 
 @pytest.fixture
-async def dispatch(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = dispatch_app(DispatchSettings(redis_url=clean_redis, admin_token="test-admin-token",
-                                        volunteers_url="http://127.0.0.1:9"))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://dispatch") as client:
-            yield client
+async def dispatch(clean_redis: str, request: pytest.FixtureRequest
+                   ) -> AsyncIterator[httpx.AsyncClient]:
+    async with volunteers_for(request) as volunteers_url:
+        app = dispatch_app(DispatchSettings(redis_url=clean_redis,
+                                            admin_token="test-admin-token",
+                                            volunteers_url=volunteers_url))
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://dispatch") as client:
+                yield client
 
 
 def incident(ref: str) -> dict[str, object]:
@@ -56,6 +63,7 @@ async def test_every_endpoint_wants_a_valid_token(intake, dispatch, headers) -> 
     assert (await intake.get("/healthz")).status_code == 200
 
 
+@pytest.mark.roster("d1")
 async def test_a_revoked_system_key_stops_working_at_once(intake) -> None:
     r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "door", "districts": ["d1"]})
     system_id, key = r.json()["system_id"], {"Authorization": f"Bearer {r.json()['api_key']}"}
@@ -82,6 +90,7 @@ async def test_a_device_token_intake_cannot_check_now_is_neither_yes_nor_no(inta
     assert r.json()["error"]["code"] == "unavailable"
 
 
+@pytest.mark.roster("d1")
 async def test_flooding_a_key_gets_429_with_retry_after_and_others_go_on(intake) -> None:
     keys = []
     for name in ("a", "b"):
@@ -104,6 +113,7 @@ async def test_an_oversized_body_gets_413(intake) -> None:
     assert r.json()["error"]["code"] == "too_large"
 
 
+@pytest.mark.roster("d1")
 async def test_a_dispatcher_sees_and_acts_on_their_districts_only(dispatch) -> None:
     r = await dispatch.post("/v1/dispatchers", headers=ADMIN,
                             json={"name": "Night desk", "districts": ["d1"]})

@@ -21,12 +21,15 @@ from shared import dead_letters, streams
 from shared.events import IncidentReported
 from shared.policy import load_policy
 from tests.helpers import poll_until
+from tests.integration.conftest import volunteers_for
+from tests.integration.stream_probes import UNREACHABLE
 from tools.stack import Service, describe_exit
 
 
 def settings_for(url: str, **overrides: object) -> Settings:
+    options: dict[str, Any] = {"volunteers_url": UNREACHABLE, **overrides}
     return Settings(redis_url=url, admin_token="test-admin-token", claim_idle_ms=500,
-                    volunteers_url="http://127.0.0.1:9", timer_interval_s=0.05, **overrides)
+                    timer_interval_s=0.05, **options)
 
 
 @pytest.fixture
@@ -90,9 +93,13 @@ async def console_of(url: str, **settings: object) -> AsyncIterator[httpx.AsyncC
 
 
 @pytest.fixture
-async def console(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    """Dispatch in this process, reached by its HTTP API (the command room's)."""
-    async with console_of(clean_redis) as client:
+async def console(clean_redis: str, request: pytest.FixtureRequest
+                  ) -> AsyncIterator[httpx.AsyncClient]:
+    """Dispatch in this process, reached by its HTTP API (the command room's). No volunteers
+    (its zones unknown), unless the test's `roster` marker stands it in with the districts
+    the test makes desk tokens for."""
+    async with (volunteers_for(request) as volunteers_url,
+                console_of(clean_redis, volunteers_url=volunteers_url) as client):
         yield client
 
 

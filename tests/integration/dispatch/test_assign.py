@@ -108,6 +108,7 @@ async def test_a_team_busy_on_another_incident_is_a_conflict(
     assert busy.status_code == 409 and "holds open order" in busy.json()["error"]["message"]
 
 
+@pytest.mark.roster(DISTRICT, "xixiangtang")
 async def test_a_dispatcher_sends_only_teams_of_their_own_districts(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     incident_id = await incident_and_a_second_team(clean_redis, publisher)
@@ -128,6 +129,7 @@ async def test_a_dispatcher_sends_only_teams_of_their_own_districts(
     assert [o.team_id for o in manual_orders(clean_redis, incident_id)] == ["neighbour"]
 
 
+@pytest.mark.roster(DISTRICT)
 async def test_an_unknown_team_is_a_422_naming_team_id_before_the_incident_is_looked_up(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     """DESIGN's check order is 401 → 400/422 → 404 → 403 → 409: a mistyped team is a 422
@@ -157,6 +159,7 @@ async def test_an_unknown_team_is_a_422_naming_team_id_before_the_incident_is_lo
     assert manual_orders(clean_redis, there) == []
 
 
+@pytest.mark.roster(DISTRICT)
 async def test_a_dispatcher_does_not_take_a_team_off_another_districts_incident(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     # The admin sent this district's patrol to reinforce a neighbour's incident; a dispatcher

@@ -107,6 +107,7 @@ async def test_a_status_no_incident_can_have_is_a_422_naming_status_not_an_empty
 # --- the check order: 401, 400/422, 404, 403, 409 -----------------------------------------
 
 
+@pytest.mark.roster(DISTRICT)
 async def test_a_wrong_period_of_another_district_is_a_422_before_the_403(
         console: httpx.AsyncClient) -> None:
     """DESIGN.md's order: a field that is wrong (422) before whether this caller may see
@@ -128,6 +129,7 @@ async def test_a_wrong_period_of_another_district_is_a_422_before_the_403(
         assert r.status_code == 403, (path, r.text)
 
 
+@pytest.mark.roster(DISTRICT)
 async def test_assign_and_close_answer_in_designs_order(
         clean_redis: str, console: httpx.AsyncClient) -> None:
     """401, then 400 (broken JSON) or 422 naming the field, then 404, then 403, then 409

@@ -6,12 +6,16 @@ incidents; who may take the duty, and a revoked dispatcher leaving it."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from faststream.redis import RedisBroker
 
 from tests.helpers import poll_until
 
 from .test_close import ADMIN
 from .test_engine import DISTRICT, report
+
+# Desk tokens are made for districts whose roster volunteers (stood in) holds.
+pytestmark = pytest.mark.roster(DISTRICT, "xixiangtang")
 
 
 async def dispatcher(console: httpx.AsyncClient, name: str,

@@ -6,6 +6,7 @@ of another district may not; a bad record is refused naming its field."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from faststream.redis import RedisBroker
 
 from shared import streams
@@ -63,6 +64,7 @@ async def test_the_teams_files_and_the_command_rooms_go_on_the_timeline_once(
     assert r.json()["status"] == "resolved"  # attaching changes no status
 
 
+@pytest.mark.roster("xixiangtang")
 async def test_bad_records_and_other_districts_are_refused(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     incident_id, _ = await offered(clean_redis, publisher)

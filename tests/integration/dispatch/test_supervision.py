@@ -162,6 +162,7 @@ async def test_the_board_finds_an_old_timeout_and_a_waiting_incident_behind_thou
         assert (answer["next"], answer["more"], answer["scanned_to"]) == (None, False, None)
 
 
+@pytest.mark.roster(DISTRICT, "xixiangtang")
 async def test_a_dispatchers_board_reads_only_their_districts_and_reaches_past_newer_reports(
         clean_redis: str, console: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without `district`, a dispatcher's board merges the indexes of their own districts

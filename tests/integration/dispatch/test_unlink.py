@@ -89,6 +89,7 @@ async def test_a_team_assigned_to_a_linked_report_makes_it_an_incident_of_its_ow
     assert details(await incident(console, parent), "note").count(told) == 1
 
 
+@pytest.mark.roster("qingxiu")
 async def test_unlink_dispatches_the_report_as_any_new_incident_and_once(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     parent, linked = await a_report_linked_to_a_noise_complaint(clean_redis, publisher)
@@ -178,6 +179,7 @@ async def test_a_report_unlinked_whose_team_was_taken_meanwhile_is_dispatched_al
     assert order.kind == "dispatch"
 
 
+@pytest.mark.roster("qingxiu", "another-district")
 async def test_who_may_unlink_and_what(clean_redis: str, console: httpx.AsyncClient,
                                        publisher: RedisBroker) -> None:
     parent, linked = await a_report_linked_to_a_noise_complaint(clean_redis, publisher)

@@ -1,5 +1,6 @@
 """Intake in-process against a real Redis, with an admin token and the reporting systems'
-keys made through its own API."""
+keys made through its own API, for districts volunteers (stood in) holds: d1, or those of
+the test's `roster` marker."""
 
 from __future__ import annotations
 
@@ -10,17 +11,22 @@ import pytest
 
 from services.intake.config import Settings
 from services.intake.main import create_app
+from tests.integration.conftest import volunteers_for
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 @pytest.fixture
-async def intake(clean_redis: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://intake") as client:
-            yield client
+async def intake(clean_redis: str, request: pytest.FixtureRequest
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    async with volunteers_for(request, "d1") as volunteers_url:
+        app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token",
+                                  volunteers_url=volunteers_url))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport,
+                                         base_url="http://intake") as client:
+                yield client
 
 
 async def system_key(client: httpx.AsyncClient, districts: list[str]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from shared import streams
 from shared.events import IncidentReported, Location
 from tests.helpers import read_stream
 from tests.integration.intake.conftest import ADMIN, system_key
+from tests.integration.notify.conftest import roster_of
 
 
 def incident(ref: str = "r1", **over: object) -> dict[str, object]:
@@ -255,23 +256,24 @@ async def test_a_key_whose_system_record_is_gone_is_refused(intake, clean_redis)
 
 async def test_only_the_member_page_s_origin_may_call_from_a_browser(clean_redis) -> None:
     page = "http://127.0.0.1:8004"
-    app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token",
-                              cors_origins=page))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://intake") as client:
-        ask = {"Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "authorization,content-type"}
-        r = await client.options("/v1/incidents", headers={"Origin": page, **ask})
-        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page
-        r = await client.options("/v1/incidents", headers={"Origin": "http://x.example", **ask})
-        assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+    async with roster_of("d1") as volunteers:
+        app = create_app(Settings(redis_url=clean_redis, admin_token="test-admin-token",
+                                  cors_origins=page, volunteers_url=volunteers.url))
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://intake") as client:
+            ask = {"Access-Control-Request-Method": "POST",
+                   "Access-Control-Request-Headers": "authorization,content-type"}
+            r = await client.options("/v1/incidents", headers={"Origin": page, **ask})
+            assert r.status_code == 200 and r.headers["access-control-allow-origin"] == page
+            r = await client.options("/v1/incidents", headers={"Origin": "http://x.example", **ask})
+            assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
 
-        key = await system_key(client, ["d1"])
-        r = await client.post("/v1/incidents", headers={**key, "Origin": page},
-                              json=incident("browser-1"))
-        assert r.status_code == 202 and r.headers["access-control-allow-origin"] == page
-        r = await client.get("/v1/categories", headers={"Origin": page})  # still a token
-        assert r.status_code == 401 and r.headers["access-control-allow-origin"] == page
+            key = await system_key(client, ["d1"])
+            r = await client.post("/v1/incidents", headers={**key, "Origin": page},
+                                  json=incident("browser-1"))
+            assert r.status_code == 202 and r.headers["access-control-allow-origin"] == page
+            r = await client.get("/v1/categories", headers={"Origin": page})  # still a token
+            assert r.status_code == 401 and r.headers["access-control-allow-origin"] == page
 
 
 async def test_a_refusal_never_repeats_what_was_sent(intake) -> None:

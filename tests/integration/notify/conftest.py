@@ -2,7 +2,8 @@
 
 Volunteers, the SMS gateway and a push service are stood in for by small real HTTP servers
 on loopback ports (no mocks): the volunteers stand-in answers device introspection from a
-token table the test controls; the gateway records what it receives.
+token table the test controls, and the roster's districts (intake's and dispatch's
+integration tests: `roster_of`); the gateway records what it receives.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Volunteers:
     url: str = ""
     members: dict[str, Member] = field(default_factory=dict)
     calls: int = 0
+    districts: set[str] = field(default_factory=set)  # whose roster was imported
 
     def enrol(self, team_id: str, agency_kind: str = "police") -> Member:
         member = Member(token=f"{DEVICE_TOKEN_PREFIX}{secrets.token_urlsafe(16)}", device_id=new_id("dev"),
@@ -105,14 +107,27 @@ class Volunteers:
                 "district": member.district,
             })
 
+        @app.get("/v1/districts")
+        async def districts() -> dict[str, list[str]]:
+            return {"districts": sorted(self.districts)}
+
         return app
+
+
+@asynccontextmanager
+async def roster_of(*districts: str) -> AsyncIterator[Volunteers]:
+    """Volunteers stood in, its roster holding `districts`: intake makes a reporting system's
+    key, and dispatch a desk's token, only for a district volunteers knows (the first day
+    imports the roster first)."""
+    standin = Volunteers(districts=set(districts))
+    async with serving(standin.app()) as url:
+        standin.url = url
+        yield standin
 
 
 @pytest.fixture
 async def volunteers() -> AsyncIterator[Volunteers]:
-    standin = Volunteers()
-    async with serving(standin.app()) as url:
-        standin.url = url
+    async with roster_of() as standin:
         yield standin
 
 
