@@ -153,7 +153,8 @@ async def part_one(cfg: Config, workdir: Path, binary: str, results: Results, ot
         r = aioredis.Redis.from_url(server.url)
         zones_port = free_port()
         zones = await procs.uvicorn_app("tools.benchmarks.minimal_app:zones", port=zones_port,
-                                        log=workdir / "logs" / "zones.log")
+                                        log=workdir / "logs" / "zones.log",
+                                        env={"BENCH_DISTRICTS": ",".join(http_districts(cfg))})
         try:
             await procs.wait_http(zones_port, proc=zones)
             f = floors.Floors(r, server.url, workdir / "logs", INCIDENT_PAYLOAD)
@@ -187,25 +188,34 @@ async def part_one(cfg: Config, workdir: Path, binary: str, results: Results, ot
             await h.close()
             await r.flushall()
             if cfg.wants("http"):
-                await http_part(cfg, workdir, server.url, admin, results, others, costs)
+                await http_part(cfg, workdir, server.url, admin, results, others, costs,
+                                volunteers_url=f"http://127.0.0.1:{zones_port}")
         finally:
             await procs.stop(zones)
             await r.aclose()
 
 
+def http_districts(cfg: Config) -> list[str]:
+    """The HTTP path's districts, one per run: each run's reports are new incidents."""
+    return [f"http{i}" for i in range(cfg.runs * 2)]
+
+
 async def http_part(cfg: Config, workdir: Path, redis_url: str, admin: str,
-                    results: Results, others: Results, costs: Results) -> None:
+                    results: Results, others: Results, costs: Results, *,
+                    volunteers_url: str) -> None:
     say("HTTP path: intake against a one-XADD app (same Redis, no AOF)")
     intake_port, minimal_port = free_port(), free_port()
+    # volunteers stood in: intake makes keys only for districts whose roster it holds
     intake = await procs.service("intake", redis_url=redis_url, port=intake_port,
-                                 admin_token=admin, workdir=workdir)
+                                 admin_token=admin, workdir=workdir,
+                                 extra={"VOLUNTEERS_URL": volunteers_url})
     minimal = await procs.uvicorn_app("tools.benchmarks.minimal_app:app", port=minimal_port,
                                       log=workdir / "logs" / "minimal.log",
                                       env={"REDIS_URL": redis_url})
     try:
         await procs.wait_http(intake_port, "/readyz", proc=intake)
         await procs.wait_http(minimal_port, proc=minimal)
-        districts = [f"http{i}" for i in range(cfg.runs * 2)]
+        districts = http_districts(cfg)
         keys = []
         async with _client() as client:
             for i in range(HTTP_KEYS):

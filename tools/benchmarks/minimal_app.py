@@ -3,7 +3,8 @@
 `app`: the floor of intake's HTTP path: reads the body and does one XADD, answers 202.
 `zones`: a stand-in for volunteers' `GET /v1/zones?district=` (one zone covering the
 benchmark's city), so dispatch's hop reads zones as it does against volunteers without
-measuring volunteers.
+measuring volunteers; and for its `GET /v1/districts` (those of BENCH_DISTRICTS,
+comma-separated), which intake asks before it makes the HTTP path's keys.
 """
 
 from __future__ import annotations
@@ -74,5 +75,8 @@ async def zones(scope: Any, receive: Any, send: Any) -> None:
             if kind == "shutdown":
                 return
     await _body(receive)
+    if scope["path"] == "/v1/districts":
+        await _answer(send, 200, {"districts": os.environ.get("BENCH_DISTRICTS", "").split(",")})
+        return
     await _answer(send, 200, {"status": "ok"} if scope["path"] == "/healthz" else {
         "district": scope["query_string"].decode().partition("district=")[2], "zones": [ZONE]})
