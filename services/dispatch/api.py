@@ -9,12 +9,14 @@ import secrets
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
+import httpx
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit, dead_letters, streams
+from shared.districts import require_known_districts
 from shared.events import (
     MAX_EVIDENCE,
     DistrictName,
@@ -35,6 +37,7 @@ from shared.http import (
 )
 
 from . import domain, paging, records, review, store
+from .config import Settings
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
 
@@ -239,7 +242,8 @@ def _report_view(letter_id: bytes, fields: dict[bytes, bytes],
             "dead_at": (fields.get(b"dead_at") or b"").decode(errors="replace") or None}
 
 
-def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo, letters: Redis) -> APIRouter:
+def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tzinfo,
+                 letters: Redis, http: httpx.AsyncClient) -> APIRouter:
     """`letters`: a bytes client (a dead letter's payload is a binary envelope)."""
     router = APIRouter(prefix="/v1")
 
@@ -593,8 +597,13 @@ def build_router(*, redis: Redis, engine: Dispatcher, tz: tzinfo, letters: Redis
                            f"{dispatcher_id} after {before}")
         return {"district": district, "duty": duty, "previous": previous}
 
-    @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)")
+    @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)",
+                 description="For districts whose roster volunteers holds only (422 naming "
+                 "the district that is not; 503 while volunteers does not answer).")
     async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:
+        # A desk on a district no roster holds watches a board no report of its own reaches.
+        await require_known_districts(http, body.districts, volunteers_url=settings.volunteers_url,
+                                      admin_token=settings.admin_token.get_secret_value())
         dispatcher_id = new_id("dsp")
         # Not the devices' prefix: the other services pass those to volunteers to check.
         token = f"{DISPATCHER_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"

@@ -95,8 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     observe_incidents(settings.redis_url)
     app.include_router(dead_letters.build_router(redis_url=settings.redis_url, service="dispatch"))
     add_health_routes(app, lambda: consumers_ready(broker, redis))
-    app.include_router(api.build_router(redis=redis, engine=engine,
-                                        tz=parse_timezone(settings.timezone), letters=letters))
+    app.include_router(api.build_router(settings=settings, redis=redis, engine=engine,
+                                        tz=parse_timezone(settings.timezone), letters=letters,
+                                        http=http))
     app.include_router(audit.build_router(redis=redis, service="dispatch"))
     app.include_router(console.build_console_router())
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from faststream.redis import RedisBroker
@@ -19,6 +20,7 @@ from starlette.types import Scope
 
 from shared import audit, streams
 from shared.bus import entry_to_write
+from shared.districts import require_known_districts
 from shared.events import IncidentReported, new_id, utcnow
 from shared.http import (
     STORE_AWAY,
@@ -76,7 +78,7 @@ REVOKED = "unknown or revoked token"  # as shared.http.AuthMiddleware says it
 
 
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
-                 keys: SystemKeys) -> APIRouter:
+                 keys: SystemKeys, http: httpx.AsyncClient) -> APIRouter:
     router = APIRouter(prefix="/v1")
     # A report is kept once dispatch takes it up, until it ends (then RECORDS_DAYS,
     # store.apply_update), as a linked one is until dispatch links it too; recorded, it gets
@@ -87,10 +89,15 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     records_kept_s = round(settings.records_days * 86400)
     fsync = FsyncWait(redis, timeout_ms=settings.waitaof_timeout_ms)
 
-    @router.post("/systems", status_code=201, summary="Register another system (admin)")
+    @router.post("/systems", status_code=201, summary="Register another system (admin)",
+                 description="For districts whose roster volunteers holds only (422 naming "
+                 "the district that is not; 503 while volunteers does not answer).")
     async def create_system(
         body: SystemIn, who: Annotated[Principal, Depends(require("admin"))]
     ) -> dict[str, str]:
+        # A district no roster holds has no team and no desk: its reports would wait unseen.
+        await require_known_districts(http, body.districts, volunteers_url=settings.volunteers_url,
+                                      admin_token=settings.admin_token.get_secret_value())
         system_id, api_key = await store.create_system(
             redis, name=body.name, districts=body.districts
         )

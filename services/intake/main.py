@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = create_broker(settings)
     handlers.register(broker, redis=redis, settings=settings)
     client = httpx.AsyncClient()
-    HTTPXClientInstrumentor.instrument_client(client)  # the token check, in the report's trace
+    # the token check, in the report's trace; also the roster's districts, asked for a new key
+    HTTPXClientInstrumentor.instrument_client(client)
     # No cache: api.token_resolver asks volunteers afresh for every device token.
     devices = Introspector(client, base_url=settings.volunteers_url, cache_s=0.0,
                            timeout_s=settings.introspect_timeout_s)
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = api.SystemKeys(redis)
     api.refuse_revoked_keys_first(app, keys)
     app.include_router(api.build_router(settings=settings, redis=redis, broker=broker,
-                                        policy=policy, keys=keys))
+                                        policy=policy, keys=keys, http=client))
     app.include_router(audit.build_router(redis=redis, service="intake"))
 
     # System keys and device tokens; the admin token is checked first.

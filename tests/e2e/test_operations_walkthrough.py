@@ -515,7 +515,7 @@ async def test_operations_walkthrough_works_as_the_doc_writes_it(
 
         roster_text = dict(v for k, v in setup.steps if k == "file")["roster.json"]
         await check_not_in_the_demos_district(op, by_hand_text, roster_text)
-        # A system key, the roster, a phone's token, its shift and position.
+        # The roster, a system key for its district, a phone's token, its shift and position.
         await op.run(setup, check_answer)
         district = json.loads(roster_text)["district"]
         await check_roster_import_claims(op, first_day_text, roster_text)

@@ -90,6 +90,18 @@ async def test_a_device_token_intake_cannot_check_now_is_neither_yes_nor_no(inta
     assert r.json()["error"]["code"] == "unavailable"
 
 
+async def test_a_key_or_desk_volunteers_cannot_check_now_is_not_made(intake, dispatch) -> None:
+    # Which districts the roster holds is volunteers' (here: nobody) to say. Not knowing,
+    # nothing is made unchecked: a 503 to ask again.
+    for client, path in ((intake, "/v1/systems"), (dispatch, "/v1/dispatchers")):
+        r = await client.post(path, headers=ADMIN, json={"name": "x", "districts": ["d1"]})
+        assert r.status_code == 503 and r.headers["Retry-After"], r.text
+        error = r.json()["error"]
+        assert error["code"] == "unavailable" and "volunteers" in error["message"], error
+        assert "ask again" in error["message"], error
+        assert (await client.get(path, headers=ADMIN)).json()["count"] == 0
+
+
 @pytest.mark.roster("d1")
 async def test_flooding_a_key_gets_429_with_retry_after_and_others_go_on(intake) -> None:
     keys = []

@@ -156,6 +156,21 @@ async def test_a_desk_covers_districts_named_as_everywhere_else(console: httpx.A
         assert r.status_code == 422 and r.json()["error"]["field"] == "districts.0", r.text
 
 
+async def test_a_desk_is_made_only_for_districts_whose_roster_was_imported(
+        console: httpx.AsyncClient) -> None:
+    # A desk for a misspelt district, or one never imported, looked at a board no report of
+    # the district's reached, while the district's own reports waited on nobody's.
+    r = await console.post("/v1/dispatchers", headers=ADMIN,
+                           json={"name": "Zhao", "districts": [DISTRICT, "Xixiangtang"]})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_field", "districts.1")
+    assert f"{DISTRICT}, xixiangtang" in error["message"], error
+    assert "POST /v1/roster/import" in error["message"] and "Xixiangtang" not in error["message"]
+    assert (await console.get("/v1/dispatchers", headers=ADMIN)).json()["count"] == 0
+    await dispatcher(console, "Zhao", (DISTRICT, "xixiangtang"))
+
+
 async def test_a_dispatcher_takes_the_duty_and_takes_an_order_back_without_a_body(
         clean_redis: str, console: httpx.AsyncClient) -> None:
     """operations.md: a dispatcher takes a district's duty with `PUT /v1/duty/{district}`

@@ -154,6 +154,21 @@ async def test_systems_validation_names_the_field(intake) -> None:
     assert r.status_code == 422 and r.json()["error"]["field"] == "name"
 
 
+@pytest.mark.roster("Chaoyang", "Haidian")
+async def test_a_key_is_made_only_for_districts_whose_roster_was_imported(intake) -> None:
+    # `chaoyang` typed for `Chaoyang`, or a district never imported: the key was made, and
+    # its system's reports landed where no team is and no desk looks (unassigned, unseen).
+    r = await intake.post("/v1/systems", headers=ADMIN,
+                          json={"name": "110", "districts": ["Haidian", "chaoyang"]})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_field", "districts.1")
+    assert "Chaoyang, Haidian" in error["message"], error
+    assert "POST /v1/roster/import" in error["message"] and "chaoyang" not in error["message"]
+    assert (await intake.get("/v1/systems", headers=ADMIN)).json()["count"] == 0
+    await system_key(intake, ["Haidian", "Chaoyang"])
+
+
 async def test_a_system_reads_only_its_own_incidents(intake) -> None:
     mine = await system_key(intake, ["d1"])
     theirs = await system_key(intake, ["d1"])
