@@ -165,6 +165,7 @@ _POINTS_REASONS = {
     "hazard_report": ("隐患上报属实", "hazard report confirmed"),
     "patrol": ("巡逻时长", "patrol hours"),
     "missed_order": ("指令超时未接", "order missed"),
+    "missed_order_reversed": ("已按时接单，超时扣分退回", "answered in time: order-missed points back"),
     "adjustment": ("人工奖惩", "coordinator's adjustment"),
 }
 

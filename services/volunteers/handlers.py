@@ -2,14 +2,19 @@
 
 order.issued -> dispatched (a hand-over or follow-up is recorded and leaves the status alone);
 order.responded -> en_route / on_scene / finished (resolved orders earn volunteer points);
-order.withdrawn -> finished; incident.closed -> confirmed hazard reports. Each change is
-deduplicated by the order's own record (an order is issued once and finishes once), so a
-redelivered event finds nothing to do.
+order.withdrawn -> finished (a missed deadline costs volunteer points); incident.closed ->
+confirmed hazard reports. Each change is deduplicated by the order's own record (an order is
+issued once and finishes once), so a redelivered event finds nothing to do.
 
 A confirmed hazard report pays those who were on the team's shift when it resolved the order
 (the order's record keeps them), however the streams interleave: the resolution pays them when
 it knows the category (its order was read first) or the closing was read first; else the
 closing pays them.
+
+A missed deadline costs nothing when the team had answered by it (dispatch, its answers
+behind, timed the order out before reading the answer): whichever of the answer, the
+withdrawal and the order (its deadline) is read last finds it out, and a penalty already
+taken is given back, with the change that found it, once (`missed_penalty_given_back`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,21 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
     # read before the sweep came (or late, after a restart) pays or costs them nothing.
     check_in_limit = settings.check_in_limit()
 
+    def missed_penalty_given_back(view: TeamView, order_id: str, record: OrderRecord | None,
+                                  at: datetime) -> tuple[OrderRecord | None,
+                                                         tuple[points.LedgerEntry, ...]]:
+        """The order's record and the entries that give its missed-deadline penalty back, if
+        one stands and the record now shows the team answered by the deadline. The record
+        then keeps no penalty standing, so no redelivery gives it back twice."""
+        if (record is None or record.team_id != view.team["id"] or not record.missed_by
+                or not status.answered_in_time(record)):
+            return record, ()
+        log.info("order %s was answered by its deadline: its missed-deadline penalty is "
+                 "given back to %s", order_id, ", ".join(record.missed_by))
+        return record.model_copy(update={"missed_by": ()}), tuple(points.reverse_missed_order(
+            order_id=order_id, incident_id=record.incident_id, team_id=record.team_id,
+            district=view.team["district"], penalised=record.missed_by, at=at))
+
     async def no_team(event: OrderIssued | OrderResponded | OrderWithdrawn) -> None:
         # Its team is not on the roster: the order is done here, also should the team be
         # imported again before the event is read again.
@@ -54,10 +74,13 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 incident_id=event.incident_id, category=event.category, kind=event.kind,
                 ack_by=event.ack_by,
             )
-            return Decision(step.state, step.record)
+            # The deadline learnt last (the answer and the withdrawal were read first).
+            record, ledger = missed_penalty_given_back(view, event.order_id, step.record, now)
+            return Decision(step.state, record, ledger)
 
+        now = utcnow()
         applied = await teams.transition(redis, team_id=event.team_id,
-                                         order_id=event.order_id, decide=decide, now=utcnow(),
+                                         order_id=event.order_id, decide=decide, now=now,
                                          ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit)
         if applied is None:
             log.warning("order %s names team %s, which is not on the roster",
@@ -81,10 +104,14 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                     district=view.team["district"], agency_kind=view.agency.get("kind", ""),
                     members_on_shift=step.record.members or (), at=event.occurred_at,
                 )
-            return Decision(step.state, step.record, tuple(ledger))
+            # An answer by the deadline read after the withdrawal it timed out.
+            record, given_back = missed_penalty_given_back(view, event.order_id, step.record,
+                                                           now)
+            return Decision(step.state, record, (*ledger, *given_back))
 
+        now = utcnow()
         applied = await teams.transition(redis, team_id=event.team_id,
-                                         order_id=event.order_id, decide=decide, now=utcnow(),
+                                         order_id=event.order_id, decide=decide, now=now,
                                          ledger_ttl_s=ledger_ttl_s, check_ins=check_in_limit)
         if applied is None:
             log.warning("response to order %s names team %s, which is not on the roster",
@@ -107,26 +134,32 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
                 incident_id=event.incident_id,
             )
+            record = step.record
             ledger: list[points.LedgerEntry] = []
             # A phone of the shift had the order and nobody answered before the deadline (an
             # order that never reached a phone costs nothing: the network's fault, not
             # theirs). Only if this withdrawal ends the order: one the team had already
-            # resolved (its answer reached us first) is paid, not also penalised. Written
-            # with the transition, so exactly once.
+            # resolved (its answer reached us first) is paid, not also penalised; nor one
+            # it answered by the deadline (dispatch, its answers behind, timed it out all
+            # the same). Written with the transition, so exactly once; the record keeps
+            # whom it cost, to give it back should such an answer be read after it.
             if (event.reason == "timeout" and event.delivered
-                    and step.finished == "withdrawn"):
+                    and step.finished == "withdrawn" and record is not None
+                    and not status.answered_in_time(record)):
                 # Those on the shift at the deadline: the withdrawal may come long after it
                 # (dispatch down, or catching up), and who checked in meanwhile missed nothing.
                 missed_at = event.occurred_at
-                if step.record is not None and step.record.ack_by is not None:
-                    missed_at = min(missed_at, step.record.ack_by)
+                if record.ack_by is not None:
+                    missed_at = min(missed_at, record.ack_by)
                 ledger = points.penalise_missed_order(
                     order_id=event.order_id, incident_id=event.incident_id,
                     team_id=event.team_id, district=view.team["district"],
                     agency_kind=view.agency.get("kind", ""),
                     members_on_shift=status.on_shift_at(view.state, missed_at),
                     at=event.occurred_at)
-            return Decision(step.state, step.record, tuple(ledger))
+                record = record.model_copy(
+                    update={"missed_by": tuple(e.member_id for e in ledger)})
+            return Decision(step.state, record, tuple(ledger))
 
         if await teams.transition(redis, team_id=event.team_id,
                                   order_id=event.order_id, decide=decide, now=utcnow(),

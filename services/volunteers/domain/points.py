@@ -3,8 +3,9 @@
 Rules (DESIGN.md): 10 per resolved order, 5 per patrol hour on shift, 3 per confirmed hazard
 report; only members of volunteer teams earn points, and only those on the shift. The
 penalties ("rules for rewards and penalties", DOMAIN.md): 2 off for an order nobody on the
-shift answered before its deadline; and the coordinator's own rewards and penalties, each
-with its reason (`adjustment`).
+shift answered before its deadline, given back (`missed_order_reversed`, never deleted: the
+ledger is append-only) when the team's answer given by the deadline is read after it; and
+the coordinator's own rewards and penalties, each with its reason (`adjustment`).
 - A resolved order: each member checked in to the resolving volunteer team's shift gets 10;
   a team with nobody on its shift (called in off duty by the command room), each member
   who answered the order (domain.status keeps them on the order's record).
@@ -14,7 +15,8 @@ with its reason (`adjustment`).
   in whole quarter-hours (1.25 points each, so amounts stay exact), at most
   `max_patrol_hours` per shift (a forgotten check-out earns no more).
 An entry's id says what it rewards (`resolved:<order>:<member>`, `hazard:<incident>:<member>`,
-`patrol:<shift>:<joined>:<member>`, `missed:<order>:<member>`, `adjust:<adjustment>`), so
+`patrol:<shift>:<joined>:<member>`, `missed:<order>:<member>`,
+`missed_reversed:<order>:<member>`, `adjust:<adjustment>`), so
 writing it once (SET NX) makes every award exactly-once. A patrol's id names the member's
 check-in (`patrol_entry_id`): a member moved away and back within one shift is paid for each
 stint. (Entries written as `patrol:<shift>:<member>`, before, keep their ids: nothing reads
@@ -39,7 +41,8 @@ QUARTER_POINTS = PATROL_POINTS_PER_HOUR / 4
 MISSED_ORDER_POINTS = -2
 MAX_ADJUSTMENT = 100  # points a coordinator gives or takes at once
 
-Reason = Literal["resolved_order", "hazard_report", "patrol", "missed_order", "adjustment"]
+Reason = Literal["resolved_order", "hazard_report", "patrol", "missed_order",
+                 "missed_order_reversed", "adjustment"]
 
 
 class LedgerEntry(BaseModel):
@@ -146,6 +149,22 @@ def penalise_missed_order(
         f"missed:{order_id}", MISSED_ORDER_POINTS, "missed_order", incident_id=incident_id,
         team_id=team_id, district=district, agency_kind=agency_kind,
         members_on_shift=members_on_shift, at=at, order_id=order_id)
+
+
+def reverse_missed_order(
+    *, order_id: str, incident_id: str, team_id: str, district: str,
+    penalised: Iterable[str], at: datetime,
+) -> list[LedgerEntry]:
+    """A missed order's penalty given back to those it was taken from (`penalised`: the
+    order's record keeps them, whatever their team is now): the team had answered by the
+    deadline, and dispatch read the answer only after timing the order out."""
+    return [
+        LedgerEntry(entry_id=f"missed_reversed:{order_id}:{member_id}", member_id=member_id,
+                    team_id=team_id, district=district, points=-MISSED_ORDER_POINTS,
+                    reason="missed_order_reversed", at=at, order_id=order_id,
+                    incident_id=incident_id)
+        for member_id in sorted(penalised)
+    ]
 
 
 def adjustment(*, adjustment_id: str, member_id: str, team_id: str, district: str,

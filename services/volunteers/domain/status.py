@@ -336,11 +336,32 @@ class OrderRecord(BaseModel):
         default=None, description="the order's acknowledge-by as dispatch issued it (None: "
         "none, or not known): a member who checked in after it did not miss the order, even "
         "if dispatch withdrew it later (it was down, or catching up)")
+    answered_at: AwareDatetime | None = Field(
+        default=None, description="when the team first answered it (any answer of any of its "
+        "members, also one read after the order ended): whether it answered by `ack_by`")
+    missed_by: tuple[str, ...] = Field(
+        default=(), description="those whose penalty for missing its deadline stands: given "
+        "back once the team is known to have answered by `ack_by` (`answered_in_time`)")
 
     @property
     def claims(self) -> bool:
         """Whether the order takes the team (its status, its shown order, its check-out)."""
         return self.kind is None or self.kind in CLAIMING_KINDS
+
+
+def answered_in_time(record: OrderRecord | None) -> bool:
+    """Whether the team answered the order by its deadline: its withdrawal for the deadline
+    was dispatch's answers being behind (back after an outage), not the team's miss, which
+    ever of the answer and the withdrawal is read first. Not known without the deadline."""
+    return (record is not None and record.ack_by is not None
+            and record.answered_at is not None and record.answered_at <= record.ack_by)
+
+
+def _answered(record: OrderRecord, at: datetime | None) -> OrderRecord:
+    """The record knowing the team answered at `at` (its earliest answer is kept)."""
+    if at is None or (record.answered_at is not None and record.answered_at <= at):
+        return record
+    return record.model_copy(update={"answered_at": at})
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,9 +407,13 @@ def on_order_responded(
 ) -> OrderStep:
     """`at`: when the team answered; a resolution's record keeps who was on the shift then.
     `member_id`: whose device answered (the record keeps them: see `_finish`)."""
-    if _foreign(record, team_id) or (record is not None and not record.open):
+    if _foreign(record, team_id):
         return OrderStep(state, record)
-    record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
+    if record is not None and not record.open:
+        # Read after the order ended (its deadline's withdrawal read first): it changes
+        # nothing but when the team answered, which may show the deadline was not missed.
+        return OrderStep(state, _answered(record, at))
+    record = _answered(record or OrderRecord(team_id=team_id, incident_id=incident_id), at)
     if member_id and member_id not in record.answered_by:
         record = record.model_copy(update={"answered_by": (*record.answered_by, member_id)})
     if member_id and member_id not in record.called_in and not on_shift_at(state, at):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from faststream.redis import RedisBroker
 
 from services.volunteers.domain.status import (
@@ -75,6 +77,57 @@ async def test_an_order_without_a_deadline_known_still_penalises_those_on_shift_
     await volunteers.consumed("order.withdrawn")
     assert await history(volunteers, wang) == [("missed_order", -2)]
     assert await history(volunteers, chen) == [("missed_order", -2)]
+
+
+@pytest.mark.parametrize("streams", [
+    ("order.issued", "order.responded", "order.withdrawn"),
+    ("order.issued", "order.withdrawn", "order.responded"),
+    ("order.withdrawn", "order.responded", "order.issued"),  # the deadline learnt last
+], ids=["answer-first", "timeout-first", "order-last"])
+async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_nothing(
+    volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
+) -> None:
+    # Dispatch is back after an outage, its answers behind: its deadlines time out orders
+    # Wang had acknowledged, or declined, in time (dispatch notes the answer on the
+    # timeline and counts no miss; the orders stay withdrawn). She missed nothing: whichever
+    # event volunteers reads first, she keeps her points, a penalty already taken is given
+    # back, and a redelivery of any of them takes or gives nothing again. An answer after
+    # the deadline was too late: that order costs its 2 as before.
+    await volunteers.import_district()
+    wang = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    answers = {"ord_ack": ("acknowledged", deadline - timedelta(seconds=30)),
+               "ord_no": ("declined", deadline), "ord_late": ("acknowledged",
+                                                          deadline + timedelta(seconds=1))}
+    events: dict[str, list[Any]] = {"order.issued": [], "order.responded": [],
+                                    "order.withdrawn": []}
+    for order_id, (response, at) in answers.items():
+        events["order.issued"].append(vol_order(order_id, ack_by=deadline))
+        events["order.responded"].append(OrderResponded(
+            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
+            member_id="m-wang", response=response, occurred_at=at))  # type: ignore[arg-type]
+        events["order.withdrawn"].append(OrderWithdrawn(
+            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
+            reason="timeout", delivered=True, occurred_at=deadline + timedelta(minutes=2)))
+    for _ in range(2):  # each read twice: then all of them redelivered after the others
+        for stream in streams:
+            for event in events[stream]:
+                await publisher.publish(event, stream=stream)
+                await publisher.publish(event, stream=stream)
+            await volunteers.consumed(stream)
+
+    r = await volunteers.client.get("/v1/me/points", headers=wang)
+    entries = [(e["entry_id"], e["reason"], e["points"]) for e in r.json()["history"]]
+    assert r.json()["balance"] == -2
+    assert ("missed:ord_late:m-wang", "missed_order", -2) in entries
+    assert len(entries) == len({e[0] for e in entries})  # none twice
+    for order_id in ("ord_ack", "ord_no"):
+        of_it = sorted(e[1:] for e in entries if f":{order_id}:" in e[0])
+        # read after the timeout, its penalty is given back; else none was taken
+        assert of_it in ([], [("missed_order", -2), ("missed_order_reversed", 2)]), of_it
+    if streams.index("order.withdrawn") < streams.index("order.responded"):
+        assert ("missed_reversed:ord_ack:m-wang", "missed_order_reversed", 2) in entries
 
 
 async def test_a_resolution_read_after_the_shift_ended_pays_everyone_who_was_on_it(

@@ -1,9 +1,10 @@
 """Volunteers against a real Redis, driven by a hypothesis state machine: roster imports that
 move members and teams, members removed, teams removed; check-ins, check-outs and statuses
-set from the members' phones; position fixes; dispatch's orders issued, answered and
-withdrawn and incidents closed (each event also redelivered); coordinators' adjustments;
-hours passing (patrol points, check-ins that run out); steps that fail midway (Redis away at
-their N-th call) and are made again, some with a step on another team in between.
+set from the members' phones; position fixes; dispatch's orders issued, answered (also
+after their withdrawal) and withdrawn and incidents closed (each event also redelivered);
+coordinators' adjustments; hours passing (patrol points, check-ins that run out); steps that
+fail midway (Redis away at their N-th call) and are made again, some with a step on another
+team in between.
 
 A model kept by the test from README's rules (Status, Points) says after each step what
 each team's state must be and which points each member must hold; the invariants compare it
@@ -133,6 +134,12 @@ class OrderModel:
     called_in: list[str] = field(default_factory=list)
     members: tuple[str, ...] | None = None
     final: str | None = None
+    answered_at: datetime | None = None  # the team's earliest answer
+    missed_by: list[str] = field(default_factory=list)  # whose missed-deadline penalty stands
+
+    @property
+    def answered_in_time(self) -> bool:
+        return self.answered_at is not None and self.answered_at <= self.ack_by
 
 
 @dataclass
@@ -257,9 +264,18 @@ class Model:
 
     def responded(self, event: OrderResponded) -> None:
         order = self.orders.get(event.order_id)
-        if event.team_id not in self.teams or order is None or not order.open:
+        if event.team_id not in self.teams or order is None:
             return
         member, at = event.member_id, event.occurred_at
+        if order.answered_at is None or at < order.answered_at:
+            order.answered_at = at
+        if not order.open:
+            # an answer by the deadline read after its timeout gives the penalty back
+            if order.answered_in_time:
+                for m in order.missed_by:
+                    self.award(f"missed_reversed:{event.order_id}:{m}", m, 2, "volunteer")
+                order.missed_by = []
+            return
         if member not in order.answered_by:
             order.answered_by.append(member)
         if member not in order.called_in and not self.on_shift_at(event.team_id, at):
@@ -289,11 +305,13 @@ class Model:
             return
         self._release(event.team_id, event.order_id)
         order.open, order.final = False, "withdrawn"
-        if event.reason == "timeout" and event.delivered:
-            missed_at = min(event.occurred_at, order.ack_by)
-            for m in self.on_shift_at(event.team_id, missed_at):
-                self.award(f"missed:{event.order_id}:{m}", m, -2,
-                           self.kind_of_team(event.team_id))
+        if event.reason == "timeout" and event.delivered and not order.answered_in_time:
+            on_shift = self.on_shift_at(event.team_id, min(event.occurred_at, order.ack_by))
+            kind = self.kind_of_team(event.team_id)
+            for m in on_shift:
+                self.award(f"missed:{event.order_id}:{m}", m, -2, kind)
+            if kind == "volunteer":  # whom it cost (or would have: one not on the roster)
+                order.missed_by = on_shift
 
     def closed(self, event: IncidentClosed) -> None:
         if event.category != "hazard_report":
@@ -611,6 +629,9 @@ class VolunteersMachine(RuleBasedStateMachine):
         if action in ("check_in", "check_out", "status", "fix"):
             return self._device(action, MEMBERS[which % len(MEMBERS)], arg)
         live = [o for o, rec in model.orders.items() if rec.open]
+        # also answers read after the order's withdrawal (dispatch's timeout, its answers
+        # behind), given by its deadline or after it
+        withdrawn = [o for o, rec in model.orders.items() if rec.final == "withdrawn"]
         if action == "issue":
             team_id = TEAMS[which % len(TEAMS)]
             incident = (model.orders[live[arg % len(live)]].incident
@@ -624,9 +645,11 @@ class VolunteersMachine(RuleBasedStateMachine):
                 kind=KINDS[arg % len(KINDS)], category=category, priority="P3",
                 location=SCENE, ack_by=now + timedelta(seconds=120), occurred_at=now))
         if action in ("respond", "withdraw"):
-            if not live:
+            answerable = withdrawn if action == "respond" and withdrawn and arg % 3 == 0 \
+                else live
+            if not answerable:
                 return None
-            order_id = live[which % len(live)]
+            order_id = answerable[which % len(answerable)]
             rec = model.orders[order_id]
             if action == "withdraw":
                 return self._event(OrderWithdrawn(
