@@ -3448,7 +3448,13 @@ class Dispatcher:
             inc = await store.get_incident(self.redis, incident_id)
             if inc is None:
                 raise not_found("incident")
-            if inc["status"] in ("closed", "linked"):
+            # A linked report is its incident's to close, but one given up on before its
+            # link was judged (flagged: _link_unjudged), which the command room found of
+            # that incident after all: its close is the only way off the board that sends
+            # no team to a duplicate (an assignment or an unlink would); a replay after
+            # finds it closed.
+            if inc["status"] == "closed" or (inc["status"] == "linked"
+                                             and not _link_unjudged(inc)):
                 raise conflict(f"the incident is {inc['status']} already")
             for order in await store.orders_of(self.redis, incident_id):
                 if order["state"] in domain.LIVE_ORDER_STATES:

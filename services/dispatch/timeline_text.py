@@ -86,12 +86,13 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "report_not_handled_link": {
         "en": "its report kept failing and is in the dead letters before dispatch judged its "
               "link to {parent}: had {parent} ended, this is of something still going on, and "
-              "no team is being sought. Check {parent}; assign a team by hand, or have an "
-              "administrator replay the report once fixed (it joins {parent}, or goes out as "
-              "an incident of its own)",
+              "no team is being sought. Check {parent}; assign a team by hand, close it if it "
+              "is of {parent}, or have an administrator replay the report once fixed (it joins "
+              "{parent}, or goes out as an incident of its own)",
         "zh": "该上报处理多次失败，已转入死信，调度尚未研判其与{parent}的合并：如{parent}"
               "已结束，本上报所报为仍在发生的警情，系统不会为其派警。请核查{parent}；可人工"
-              "指派警组，或在故障修复后由管理员重放该上报（即并入{parent}，或作为独立警情派警）"},
+              "指派警组，如确属{parent}可将其结案，或在故障修复后由管理员重放该上报（即并入{parent}，"
+              "或作为独立警情派警）"},
     "no_team": {
         "en": "no suitable team available; waiting",
         "zh": "暂无合适警组，等待派警"},

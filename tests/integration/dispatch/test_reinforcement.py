@@ -307,12 +307,11 @@ async def test_a_call_for_backup_handled_again_after_a_failure_has_its_words_onc
     assert len(orders_for(url, incident_id)) == 2
 
 
-def answers_handled(url: str) -> bool:
-    """Every order.responded entry read and acknowledged by dispatch's group."""
+def answers_handled(url: str, stream: str = streams.ORDER_RESPONDED.name) -> bool:
+    """Every order.responded entry (or `stream`'s) read and acknowledged by dispatch's group."""
     client = sync_redis.Redis.from_url(url, decode_responses=True)
     try:
-        group = next(g for g in client.xinfo_groups(streams.ORDER_RESPONDED.name)
-                     if g["name"] == "dispatch")
+        group = next(g for g in client.xinfo_groups(stream) if g["name"] == "dispatch")
         return group["pending"] == 0 and group["lag"] == 0
     finally:
         client.close()

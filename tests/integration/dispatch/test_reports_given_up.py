@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from tests.integration.stream_probes import envelope
 from .conftest import dead_lettered
 from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 from .test_linked import resolve
+from .test_reinforcement import answers_handled
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -123,6 +125,34 @@ async def test_a_linked_report_sent_out_as_its_own_then_dead_lettered_is_flagged
     assert linked in await flagged_ids(console)
 
 
+async def linked_given_up(console: httpx.AsyncClient, url: str, publisher: RedisBroker,
+                          monkeypatch: pytest.MonkeyPatch, *, parent_ended: bool
+                          ) -> tuple[str, str, Callable[[], Awaitable[str]]]:
+    """A noise report linked to another (ended, or open with its team), its step failing on
+    a bug at each try before its link was judged, until dead-lettered: flagged, with its
+    note naming that incident. That incident, the report and the replay once fixed."""
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
+    parent = await report(publisher, "noise", priority="P4")
+    if parent_ended:
+        await resolve(url, publisher, parent)
+    else:
+        await poll_until(lambda: orders_for(url, parent), "the parent's order")
+    linked = new_id("inc")
+    replay = await dead_lettered(url, publisher, IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
+        linked_to=parent), monkeypatch, failing="_judge_link", owner=Dispatcher)
+    view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
+    assert view["status"] == "linked" and view["flagged"] is True
+    assert linked in await flagged_ids(console)
+    [note] = [e for e in view["timeline"]
+              if e.get("detail_code", "").startswith("report_not_handled")]
+    assert (note["detail_code"], note["detail_args"]) == ("report_not_handled_link",
+                                                          {"parent": parent})
+    return parent, linked, replay
+
+
 @pytest.mark.parametrize("parent_ended", [True, False], ids=["parent_ended", "parent_open"])
 async def test_a_linked_report_dead_lettered_before_its_link_was_judged_is_flagged_until_judged(
         console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
@@ -134,26 +164,8 @@ async def test_a_linked_report_dead_lettered_before_its_link_was_judged_is_flagg
     # timer, and as `linked` it was on no list the command room sees. It is flagged, with a
     # note naming that incident, until the report replayed once the bug is fixed judges
     # the link: sent out (one team) or joined (none).
-    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
-    await wait_for_units(clean_redis, 1)
-    parent = await report(publisher, "noise", priority="P4")
-    if parent_ended:
-        await resolve(clean_redis, publisher, parent)
-    else:
-        await poll_until(lambda: orders_for(clean_redis, parent), "the parent's order")
-    linked = new_id("inc")
-    replay = await dead_lettered(clean_redis, publisher, IncidentReported(
-        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
-        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
-        linked_to=parent), monkeypatch, failing="_judge_link", owner=Dispatcher)
-    view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
-    assert view["status"] == "linked" and view["flagged"] is True
-    assert linked in await flagged_ids(console)
-    [note] = [e for e in view["timeline"]
-              if e.get("detail_code", "").startswith("report_not_handled")]
-    assert (note["detail_code"], note["detail_args"]) == ("report_not_handled_link",
-                                                          {"parent": parent})
-
+    parent, linked, replay = await linked_given_up(console, clean_redis, publisher,
+                                                   monkeypatch, parent_ended=parent_ended)
     await replay()
 
     async def judged() -> bool:
@@ -170,6 +182,29 @@ async def test_a_linked_report_dead_lettered_before_its_link_was_judged_is_flagg
     view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
     assert len(orders_for(clean_redis, linked)) == (1 if parent_ended else 0)
     assert view["status"] == ("assigned" if parent_ended else "linked")
+    assert len(orders_for(clean_redis, parent)) == 1
+
+
+async def test_a_linked_report_dead_lettered_before_its_link_was_judged_is_closed_by_the_room(
+        console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command room checks the incident the flagged report names: still going on, with
+    # its team; the report is of it. Its flag went only with the replay's judgement (the
+    # bug fixed, an administrator's replay) or a team sent to it (a second team to one
+    # event): the room's close was refused, the report being `linked`. It closes it: the
+    # flag goes, no team is sent, and a replay after sends none either.
+    parent, linked, replay = await linked_given_up(console, clean_redis, publisher,
+                                                   monkeypatch, parent_ended=False)
+    r = await console.post(f"/v1/incidents/{linked}/close", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert await unflagged(console, linked)
+    await replay()
+    await poll_until(lambda: answers_handled(clean_redis, streams.INCIDENT_REPORTED.name),
+                     "the replay handled", 15)
+    await asyncio.sleep(0.3)  # let any (wrong) order show up
+    view = (await console.get(f"/v1/incidents/{linked}", headers=ADMIN)).json()
+    assert view["status"] == "closed" and view["flagged"] is False
+    assert orders_for(clean_redis, linked) == []
     assert len(orders_for(clean_redis, parent)) == 1
 
 

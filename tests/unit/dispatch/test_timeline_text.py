@@ -60,9 +60,9 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         {"parent": "inc_a"},
         lambda parent: f"its report kept failing and is in the dead letters before dispatch "
         f"judged its link to {parent}: had {parent} ended, this is of something still going "
-        f"on, and no team is being sought. Check {parent}; assign a team by hand, or have an "
-        f"administrator replay the report once fixed (it joins {parent}, or goes out as an "
-        f"incident of its own)"),
+        f"on, and no team is being sought. Check {parent}; assign a team by hand, close it if "
+        f"it is of {parent}, or have an administrator replay the report once fixed (it joins "
+        f"{parent}, or goes out as an incident of its own)"),
     "no_team": ({}, lambda: "no suitable team available; waiting"),
     "offer": ({"kind": "dispatch", "team": "Team 7", "agency_kind": "police"},
               lambda kind, team, agency_kind: f"{kind} order to {team} ({agency_kind})"),
