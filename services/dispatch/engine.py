@@ -2388,7 +2388,11 @@ class Dispatcher:
         if order is None:
             visit = int(inc.get("followup_visits") or 1)
             station, known = await self._station_known(inc)
-            if not station and known:
+            # A case a station was handed still owes its visit when no station owns the
+            # place any more (its zone removed, or re-cut, since): flagged and looked for
+            # again below, as a station with nobody on shift, never dropped unsaid.
+            handed = any(o.get("kind") == "handover" for o in state.orders)
+            if not station and known and not handed:
                 # Scheduled while the zones could not be loaded; now known: no station owns
                 # the place, so nobody visits (the timer ends with this firing).
                 if inc.get("followup_unowned") != "1":
@@ -2416,7 +2420,8 @@ class Dispatcher:
 
                 await self._emit(incident_id, nobody or TimelineEntry(
                     kind="note", **entry_detail(
-                        "followup_unstaffed" if station else "followup_station_not_known",
+                        "followup_unstaffed" if station
+                        else "followup_station_gone" if known else "followup_station_not_known",
                         **self._followup_retry_args())),
                     state=state, also=unstaffed)
                 return False

@@ -233,6 +233,11 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": f"follow-up visit due: the owning police station is not known yet ({_ZONES_DOWN}); "
               "ordered again in {span} until one is",
         "zh": f"回访到期：属地派出所尚不明确（{_ZONES_DOWN_ZH}）；{{hours}}小时后再次下达，直到明确"},
+    "followup_station_gone": {
+        "en": "follow-up visit due: no police station owns the place any more (its zone was "
+              "removed or re-cut); ordered again in {span} until one does, or the case is closed",
+        "zh": "回访到期：该地点已无属地派出所（其辖区已删除或调整）；{hours}小时后再次下达，直到有属地"
+              "派出所或结案"},
     "followup_ordered": {
         "en": "follow-up visit ordered",
         "zh": "已下达回访指令"},

@@ -6,6 +6,7 @@ place at the hand-over, after a re-import or a zone's removal."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +24,10 @@ from tests.integration.notify.conftest import serving
 from tests.integration.volunteers.conftest import ADMIN, running
 
 from .dispatch.test_engine import DISTRICT, SCENE, orders_for, report, wait_for_units
-from .dispatch.test_followup import incident_fields
+from .dispatch.test_followup import incident_fields, kinds_and_details
+from .dispatch.test_followup_stuck import make_due
+from .dispatch.test_station_orders_of_a_removed_team import timer_due
+from .dispatch.test_take_back import respond
 
 LAT, LON = SCENE.lat, SCENE.lon
 
@@ -309,3 +313,45 @@ async def test_a_handover_after_a_zone_was_removed_does_not_go_to_its_old_statio
         orders = await poll_until(lambda: orders_of_kind(clean_redis, incident_id, "handover"),
                                   "the hand-over order")
     assert [o.team_id for o in orders] == ["t-new"]
+
+
+async def test_a_follow_up_due_after_its_stations_zone_was_removed_is_flagged_not_dropped(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A dispute in the old station's zone, handed over and filed by its car; a week on, its
+    # follow-up visit is due, but the zone (drawn by mistake, or ground given up) has been
+    # removed and no zone holds the place. The visit the case still owes was dropped with a
+    # note on a filed case nobody looks at: the command room is told, as of a visit no team
+    # of the station could be given, and it is looked for again (a station given the ground
+    # then gets it).
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
+        assert r.status_code == 200, r.text
+        await on_shift_at(client, "m-guard", LAT + 0.0001)
+        await on_shift_at(client, "m-old", LAT + 0.01)
+        await wait_for_units(clean_redis, 2)
+        incident_id = await report(publisher, "dispute", priority="P3")
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the guard's order")
+        await respond(publisher, order, "acknowledged", "handover")
+        (station,) = await poll_until(
+            lambda: orders_of_kind(clean_redis, incident_id, "handover"), "the station's order")
+        assert station.team_id == "t-old"
+        await respond(publisher, station, "acknowledged", "resolved")
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
+                         == "resolved", "the case filed")
+        assert timer_due(clean_redis, f"followup:{incident_id}") is not None
+
+        r = await client.delete("/v1/zones/z-1", headers=ADMIN)
+        assert r.status_code == 204, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {}),
+                         "dispatch's zones read again, without the removed one")
+        make_due(clean_redis, f"followup:{incident_id}")
+        await poll_until(lambda: (timer_due(clean_redis, f"followup:{incident_id}") or 0)
+                         > time.time() + 59 * 60, "the visit looked for again in an hour", 20)
+    assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
+    assert not orders_of_kind(clean_redis, incident_id, "followup")
+    assert [d for k, d, _ in kinds_and_details(clean_redis, incident_id)
+            if d.startswith("follow-up visit due")] == [
+        "follow-up visit due: no police station owns the place any more (its zone was removed "
+        "or re-cut); ordered again in an hour until one does, or the case is closed"]

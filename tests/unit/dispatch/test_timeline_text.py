@@ -174,6 +174,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         {"span": "24 h", "hours": "24"},
         lambda span, hours: f"follow-up visit due: the owning police station is not known "
         f"yet ({ZONES}); ordered again in {span} until one is"),
+    "followup_station_gone": (
+        {"span": "24 h", "hours": "24"},
+        lambda span, hours: f"follow-up visit due: no police station owns the place any more "
+        f"(its zone was removed or re-cut); ordered again in {span} until one does, or the case "
+        f"is closed"),
     "followup_ordered": ({}, lambda: "follow-up visit ordered"),
     "followup_unanswered": (
         {"team": "Team 7", "span": "24 h", "hours": "24"},
