@@ -280,6 +280,16 @@ def _answered_before_its_timeout(order: dict[str, str], event: OrderResponded) -
             and event.occurred_at <= due)
 
 
+def _miss_still_counted(orders: list[dict[str, str]], order: dict[str, str]) -> bool:
+    """Whether the miss of `order`, timed out, may still be among the incident's misses: no
+    station's hand-over order was made since its timeout (recording one sets the misses to
+    nought, _record_station_order; those counted after are others', or _flag's)."""
+    timed_out = _ts(order.get("timed_out_at"))
+    return timed_out is None or not any(
+        o.get("kind") == "handover" and datetime.fromisoformat(o["issued_at"]) > timed_out
+        for o in orders)
+
+
 # When an order ended, by its end: taken from its team (its withdrawal, its deadline's
 # timeout), or by the team's own last answer.
 _ENDED_AT = {"withdrawn": "withdrawn_at", "timed_out": "timed_out_at",
@@ -1522,14 +1532,15 @@ class Dispatcher:
         again would make two teams of one. But the timeline says the team answered in time,
         and the timeout is not counted as the team's: no routing timeout (the board's, the
         KPIs'), nor a miss towards the board's flag; a miss above the timeouts counted
-        stays (_flag raised it: the command room must act for another reason). Nor is it
+        stays (_flag raised it: the command room must act for another reason), and one no
+        longer counted (a hand-over since) takes none off. Nor is it
         the incident's first acknowledgement: the team was taken off before it went. One
         write, with the step's end."""
         inc = state.incident
         assert inc is not None
         timeouts, misses = (int(inc.get(name) or 0) for name in ("timeouts", "misses"))
         fields = {"timeouts": str(max(timeouts - 1, 0))}
-        if 0 < misses <= timeouts:
+        if 0 < misses <= timeouts and _miss_still_counted(state.orders, order):
             fields["misses"] = str(misses - 1)
         inc.update(fields)  # read by the write's `flagged`
         order["answered_in_time"] = event.response

@@ -21,8 +21,11 @@ from shared import streams
 from shared.events import OrderIssued, OrderResponded, OrderWithdrawn, UnitStatus, utcnow
 from tests.helpers import poll_until, read_stream
 
-from .conftest import settings_for
-from .test_engine import DISTRICT, report, team, wait_for_units
+from .conftest import dispatch_with_teams, settings_for
+from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
+from .test_reinforcement import make_due
+from .test_station_orders_of_a_removed_team import STATION, incident
+from .test_take_back import respond
 
 
 def fast_deadlines(monkeypatch: pytest.MonkeyPatch, seconds: float = 2) -> None:
@@ -229,6 +232,47 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
     else:
         assert told == []
         assert (incident["timeouts"], incident["misses"]) == ("1", "1")
+
+
+async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_hand_over_nobody_took(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Two guards missed the noise's deadlines (flagged), a third took it and handed it over;
+    # the station's hand-over order set its misses to nought, and its only car on shift
+    # declined it: flagged again, a hand-over nobody of the station takes. The first guards'
+    # acknowledgement, given in time, is read only now (its dead letter replayed): their
+    # timeout is not theirs, but their miss was no longer counted. The hand-over lost its
+    # flag: the command room was no longer told of a case nobody had.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {
+            "a": ("security", 22.8171), "b": ("security", 22.8176),
+            "c": ("security", 22.8181), "station-car": ("police", 22.8300)}):
+        incident_id = await report(publisher, "noise", priority="P4")
+        for n in (1, 2):
+            order = (await orders_once(url, incident_id, n, f"order {n}"))[n - 1]
+            make_due(url, f"ack:{order.order_id}")
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            client.hset(store.incident_key(incident_id), "station_agency_id", STATION)
+        finally:
+            client.close()
+        first, _, third = await orders_once(url, incident_id, 3, "the third guards' order")
+        assert (first.team_id, third.team_id) == ("a", "c")
+        await respond(publisher, third, "acknowledged", "handover")
+        (station,) = await poll_until(lambda: [o for o in orders_for(url, incident_id)
+                                               if o.kind == "handover"], "the station's order")
+        await respond(publisher, station, "declined")
+        await poll_until(lambda: incident(url, incident_id).get("station_noted")
+                         == station.order_id, "the refusal with nobody left, flagged")
+        assert incident(url, incident_id)["flagged"] == "1"
+
+        assert first.ack_by is not None
+        await publisher.publish(OrderResponded(
+            district=DISTRICT, order_id=first.order_id, incident_id=incident_id, team_id="a",
+            member_id="m1", response="acknowledged",
+            occurred_at=first.ack_by - timedelta(seconds=1)), stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda: incident(url, incident_id).get("timeouts") == "1",
+                         "the answer read, its timeout not counted")
+    assert incident(url, incident_id)["flagged"] == "1"
 
 
 async def test_a_team_that_missed_an_incidents_deadline_runs_no_search_for_it_at_each_fix(
