@@ -212,11 +212,15 @@ def _own_sockets(request: Request) -> str:
     address (a station's IP, a name, a TLS proxy that passes the Host on), where a public
     URL of notify set wrong would leave those phones without orders. A forged Host reaches
     only the answer to its own request (no-store: no cache keeps it); one that is not a
-    plain host (`;`, spaces: a directive of its own) is named nowhere, and 'self' stays."""
-    host = request.headers.get("host", "")
-    if not _HOST.match(host):
-        return ""
-    return f" ws://{host} wss://{host}"
+    plain host (`;`, spaces: a directive of its own) is named nowhere, and 'self' stays.
+    Behind a proxy that sends its upstream's name as Host (nginx's default) the phone's
+    host is the first of X-Forwarded-Host (Caddy, Traefik, nginx told to), named too: else
+    those browsers would refuse the socket, and the member get no orders; forged, it names
+    one more host in the answer to its own request only, as a forged Host does."""
+    forwarded = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    hosts = dict.fromkeys(h for h in (request.headers.get("host", ""), forwarded)
+                          if _HOST.match(h))
+    return "".join(f" ws://{host} wss://{host}" for host in hosts)
 
 
 def _base(url: str | None) -> str | None:

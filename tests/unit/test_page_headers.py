@@ -29,10 +29,11 @@ def _app(page: str) -> FastAPI:
     return app
 
 
-async def _served(page: str, host: str | None = None) -> httpx.Response:
+async def _served(page: str, host: str | None = None, **headers: str) -> httpx.Response:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app(page)),
                                  base_url="http://station") as client:
-        r = await client.get(page, headers=None if host is None else {"Host": host})
+        r = await client.get(page, headers={**({} if host is None else {"Host": host}),
+                                            **headers})
     assert r.status_code == 200
     return r
 
@@ -91,10 +92,26 @@ async def test_the_member_s_page_may_open_a_socket_to_notify_only(host: str) -> 
     assert connect == ["'self'", f"ws://{host}", f"wss://{host}"]
 
 
+async def test_behind_a_proxy_that_renames_the_host_the_phone_s_host_is_named_too() -> None:
+    """A proxy that sends notify its own upstream name as Host (nginx's default) and the
+    phone's in X-Forwarded-Host (Caddy, Traefik, nginx told to): the page's socket goes to
+    the phone's host, which the policy must name for the older browsers."""
+    r = await _served("/device", "notify:8002",
+                      **{"X-Forwarded-Host": "lianfang.example, proxy.internal"})
+    connect = _directives(r.headers["content-security-policy"])["connect-src"]
+    assert connect == ["'self'", "ws://notify:8002", "wss://notify:8002",
+                       "ws://lianfang.example", "wss://lianfang.example"]
+
+
 @pytest.mark.parametrize("forged", ["x.example; script-src *", "x.example ws:", "*", ""])
-async def test_a_forged_host_adds_nothing_to_the_member_s_page_policy(forged: str) -> None:
-    r = await _served("/device", forged)
+@pytest.mark.parametrize("header", ["Host", "X-Forwarded-Host"])
+async def test_a_forged_host_adds_nothing_to_the_member_s_page_policy(forged: str,
+                                                                       header: str) -> None:
+    r = await (_served("/device", forged) if header == "Host"
+               else _served("/device", **{header: forged}))
     directives = _directives(r.headers["content-security-policy"])
-    assert directives["connect-src"] == ["'self'"]  # the page's socket in today's browsers
+    # the page's socket in today's browsers, and the real Host's beside a forged forward
+    assert directives["connect-src"] == (["'self'"] if header == "Host" else
+                                         ["'self'", "ws://station", "wss://station"])
     assert "x.example" not in r.headers["content-security-policy"]
     assert "'unsafe-inline'" not in directives["script-src"]
