@@ -1992,7 +1992,8 @@ class Dispatcher:
     async def on_handover_due(self, incident_id: str) -> None:
         """A hand-over whose station had no team on shift, tried again (every
         handover_retry_min of the policy) until one is: then its order, as the hand-over
-        would have made it. Nothing once the command room has acted (an assignment by hand, a close)."""
+        would have made it; also while no station owns the place now (_station_gone).
+        Nothing once the command room has acted (an assignment by hand, a close)."""
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
@@ -2008,11 +2009,35 @@ class Dispatcher:
             order = await self._station_order(state, station, by=by,
                                               note=inc.get("handover_note") or None)
             if order is None:  # still nobody on shift (or the offer lost its team)
-                if station or not known:  # else no station owns the place: the board's
-                    again = self._handover_retry if known else ZONE_RETRY
-                    await store.schedule(self.redis, f"handover:{incident_id}", utcnow() + again)
+                again = utcnow() + (self._handover_retry if known else ZONE_RETRY)
+                if station or not known:
+                    await store.schedule(self.redis, f"handover:{incident_id}", again)
+                else:
+                    await self._station_gone(state, again)
                 return
             await self._record_station_order(inc, order, station)
+
+    async def _station_gone(self, state: store.IncidentState, again: datetime) -> None:
+        """A hand-over waiting for a station's team whose place no station owns now (its
+        zone removed, or re-cut, since; or, found once the zones were back, in no zone):
+        still flagged, said once, and tried again at `again`, as a station with nobody on
+        shift is, so that a station given the ground later gets it. Its retry stopped for
+        good, its note's "tried again" untrue; the command room may assign or close."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        if inc.get("handover_station_gone") == "1":  # flagged and noted already
+            await store.schedule(self.redis, f"handover:{incident_id}", again)
+            return
+        fields = {"handover_station_gone": "1", "misses": self._flag(inc)}
+
+        async def gone(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, fields)
+            store.queue_schedule(pipe, f"handover:{incident_id}", again)
+
+        await self._emit(incident_id, TimelineEntry(kind="note", **entry_detail(
+            "station_gone", minutes=f"{self.policy.handover_retry_min:g}")),
+            state=state, also=gone)
 
     async def _station_team(self, inc: dict[str, str], station: str, *,
                             excluded: Collection[str] = ()) -> domain.Unit | None:

@@ -179,6 +179,12 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "no on-shift team of the owning police station found; tried again every "
               "{minutes} min until one is",
         "zh": "属地派出所无在岗警组；每{minutes}分钟重试，直到有警组在岗"},
+    "station_gone": {
+        "en": "no police station owns the place now (its zone was removed or re-cut, or none "
+              "holds it); the hand-over is tried again every {minutes} min until one does and "
+              "has a team on shift",
+        "zh": "该地点目前无属地派出所（其辖区已删除或调整，或不在任何辖区内）；每{minutes}分钟"
+              "重试移交，直到有属地派出所且有警组在岗"},
     "station_none": {
         "en": "no on-shift team of the owning police station found (no station owns the "
               "place)",

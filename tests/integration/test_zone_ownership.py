@@ -355,3 +355,58 @@ async def test_a_follow_up_due_after_its_stations_zone_was_removed_is_flagged_no
             if d.startswith("follow-up visit due")] == [
         "follow-up visit due: no police station owns the place any more (its zone was removed "
         "or re-cut); ordered again in an hour until one does, or the case is closed"]
+
+
+async def test_a_hand_over_waiting_for_a_station_whose_zone_was_removed_is_still_retried(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A noise in the old station's zone, handed over by the guard while none of the
+    # station's cars is on shift: flagged, and tried again every 15 min, says its note. The
+    # zone is removed meanwhile (drawn by mistake, or ground given up): the retry stopped
+    # for good, its note untrue, and a station given the ground later never got the case.
+    # It stays flagged, says once that no station owns the place, and is tried again.
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
+        assert r.status_code == 200, r.text
+        await on_shift_at(client, "m-guard", LAT + 0.0001)
+        await wait_for_units(clean_redis, 1)
+        incident_id = await report(publisher, "noise", priority="P4")
+        timer = f"handover:{incident_id}"
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the guard's order")
+        await respond(publisher, order, "acknowledged", "handover")
+        await poll_until(lambda: timer_due(clean_redis, timer) is not None,
+                         "the hand-over waiting for a car of the station")
+        assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
+
+        r = await client.delete("/v1/zones/z-1", headers=ADMIN)
+        assert r.status_code == 204, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {}),
+                         "dispatch's zones read again, without the removed one")
+        for _ in range(2):  # tried again twice: noted once
+            make_due(clean_redis, timer)
+            await poll_until(lambda: (timer_due(clean_redis, timer) or 0)
+                             > time.time() + 14 * 60, "the hand-over tried again in 15 min", 20)
+        assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
+        assert [d for k, d, _ in kinds_and_details(clean_redis, incident_id)
+                if k == "note" and "police station" in d] == [
+            "no on-shift team of the owning police station found; tried again every 15 min "
+            "until one is",
+            "no police station owns the place now (its zone was removed or re-cut, or none "
+            "holds it); the hand-over is tried again every 15 min until one does and has a "
+            "team on shift"]
+
+        # the ground given to the new station, one of its cars on shift: the next try
+        r = await import_roster(client, {"district": DISTRICT, "zones": [
+            zone("z-2", "ps-new", territory)]})
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-2": "ps-new"}),
+                         "dispatch's zones read again, with the new one")
+        await on_shift_at(client, "m-new", LAT + 0.01)
+        await wait_for_units(clean_redis, 2)
+        make_due(clean_redis, timer)
+        orders = await poll_until(lambda: orders_of_kind(clean_redis, incident_id, "handover"),
+                                  "the hand-over order", 20)
+        assert [o.team_id for o in orders] == ["t-new"]
+        await poll_until(lambda: incident_fields(clean_redis, incident_id)["flagged"] == "0",
+                         "the flag gone with the order")

@@ -126,6 +126,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "station_unstaffed": ({"minutes": "15"},
                           lambda minutes: "no on-shift team of the owning police station "
                           f"found; tried again every {minutes} min until one is"),
+    "station_gone": (
+        {"minutes": "15"},
+        lambda minutes: "no police station owns the place now (its zone was removed or re-cut, "
+        f"or none holds it); the hand-over is tried again every {minutes} min until one does "
+        "and has a team on shift"),
     "station_none": ({}, lambda: "no on-shift team of the owning police station found (no "
                      "station owns the place)"),
     "handover_refused": (
