@@ -280,16 +280,6 @@ def _answered_before_its_timeout(order: dict[str, str], event: OrderResponded) -
             and event.occurred_at <= due)
 
 
-def _miss_still_counted(orders: list[dict[str, str]], order: dict[str, str]) -> bool:
-    """Whether the miss of `order`, timed out, may still be among the incident's misses: no
-    station's hand-over order was made since its timeout (recording one sets the misses to
-    nought, _record_station_order; those counted after are others', or _flag's)."""
-    timed_out = _ts(order.get("timed_out_at"))
-    return timed_out is None or not any(
-        o.get("kind") == "handover" and datetime.fromisoformat(o["issued_at"]) > timed_out
-        for o in orders)
-
-
 # When an order ended, by its end: taken from its team (its withdrawal, its deadline's
 # timeout), or by the team's own last answer.
 _ENDED_AT = {"withdrawn": "withdrawn_at", "timed_out": "timed_out_at",
@@ -1530,19 +1520,18 @@ class Dispatcher:
         The order stays withdrawn: the team's phones were told so, the incident went on to
         another team (notify refuses an answer after the withdrawal, 409), and sending it
         again would make two teams of one. But the timeline says the team answered in time,
-        and the timeout is not counted as the team's: no routing timeout (the board's, the
-        KPIs'), nor a miss towards the board's flag; a miss above the timeouts counted
-        stays (_flag raised it: the command room must act for another reason), and one no
-        longer counted (a hand-over since) takes none off. Nor is it
-        the incident's first acknowledgement: the team was taken off before it went. One
-        write, with the step's end."""
+        and the timeout is not counted as the team's routing timeout (the board's, the
+        KPIs'). Its miss stays among the incident's misses: they hold the board's flag, and
+        which of them is this timeout's cannot be told once a hand-over has set them to
+        nought or _flag raised them over it (the command room must act for another reason);
+        taken off, it dropped such a flag, a case nobody had. A flag kept for an incident
+        whose team had in fact answered is the lesser harm: the note says why. Nor is it the
+        incident's first acknowledgement: the team was taken off before it went. One write,
+        with the step's end."""
         inc = state.incident
         assert inc is not None
-        timeouts, misses = (int(inc.get(name) or 0) for name in ("timeouts", "misses"))
-        fields = {"timeouts": str(max(timeouts - 1, 0))}
-        if 0 < misses <= timeouts and _miss_still_counted(state.orders, order):
-            fields["misses"] = str(misses - 1)
-        inc.update(fields)  # read by the write's `flagged`
+        fields = {"timeouts": str(max(int(inc.get("timeouts") or 0) - 1, 0))}
+        inc.update(fields)
         order["answered_in_time"] = event.response
 
         async def not_theirs(pipe: Pipeline) -> None:

@@ -21,11 +21,11 @@ from shared import streams
 from shared.events import OrderIssued, OrderResponded, OrderWithdrawn, UnitStatus, utcnow
 from tests.helpers import poll_until, read_stream
 
-from .conftest import dispatch_with_teams, settings_for
+from .conftest import console_of, dispatch_with_teams, settings_for
 from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
-from .test_reinforcement import make_due
+from .test_reinforcement import make_due, timer_of
 from .test_station_orders_of_a_removed_team import STATION, incident
-from .test_take_back import respond
+from .test_take_back import ADMIN, respond
 
 
 def fast_deadlines(monkeypatch: pytest.MonkeyPatch, seconds: float = 2) -> None:
@@ -180,8 +180,9 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
     # though they had answered before it. Their answer, read then, was dropped without a
     # word: the command room saw a routing timeout, counted towards the board's flag, of a
     # team that had answered. It is on the timeline as an answer in time read too late, and
-    # no routing timeout or miss of theirs; the order stays withdrawn, nor is it sent them
-    # again. An answer given after the deadline stays a timeout, as before.
+    # no routing timeout of theirs (its miss stays towards the flag: which miss is whose
+    # cannot be told once others raised or reset them); the order stays withdrawn, nor is it
+    # sent them again. An answer given after the deadline stays a timeout, as before.
     from services.dispatch import engine as engine_module
 
     monkeypatch.setattr(engine_module, "ANSWERS_CATCH_UP", timedelta(seconds=1))
@@ -228,7 +229,7 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
         assert note["detail_args"] == {
             "team": "first", "response": response, "ack_by": order.ack_by.isoformat(),
             "at": (order.ack_by - timedelta(seconds=1)).isoformat()}
-        assert (incident["timeouts"], incident["misses"]) == ("0", "0")
+        assert (incident["timeouts"], incident["misses"]) == ("0", "1")
     else:
         assert told == []
         assert (incident["timeouts"], incident["misses"]) == ("1", "1")
@@ -265,11 +266,98 @@ async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_hand_over_no
                          == station.order_id, "the refusal with nobody left, flagged")
         assert incident(url, incident_id)["flagged"] == "1"
 
-        assert first.ack_by is not None
-        await publisher.publish(OrderResponded(
-            district=DISTRICT, order_id=first.order_id, incident_id=incident_id, team_id="a",
-            member_id="m1", response="acknowledged",
-            occurred_at=first.ack_by - timedelta(seconds=1)), stream=streams.ORDER_RESPONDED.name)
+        await acknowledged_in_time(publisher, first)
+        await poll_until(lambda: incident(url, incident_id).get("timeouts") == "1",
+                         "the answer read, its timeout not counted")
+    assert incident(url, incident_id)["flagged"] == "1"
+
+
+async def acknowledged_in_time(publisher: RedisBroker, order: OrderIssued) -> None:
+    """The order's team's acknowledgement, given a second before its deadline, read now
+    (after the deadline timed the order out)."""
+    assert order.ack_by is not None
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order.order_id, incident_id=order.incident_id,
+        team_id=order.team_id, member_id="m1", response="acknowledged",
+        occurred_at=order.ack_by - timedelta(seconds=1)), stream=streams.ORDER_RESPONDED.name)
+
+
+async def test_an_answer_read_after_its_timeout_keeps_a_flag_raised_over_its_miss(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The first guards missed the noise's deadline, the second took it and handed it over;
+    # the station's only car on shift took the hand-over (its misses set to nought) and
+    # asked for backup, whose team missed its deadline: one miss. The command room then took
+    # the hand-over back from the car (wanted elsewhere): no other car on shift, flagged (its
+    # misses raised to the flag's), a hand-over nobody of the station has. The backup team's
+    # acknowledgement, given in time, is read only now: its timeout is not theirs, but
+    # taking its miss off dropped the flag raised over it, and the command room was no
+    # longer told of a case nobody had.
+    url = clean_redis
+    async with console_of(url) as console:
+        for team_id, kind, lat in (("a", "security", 22.8171), ("b", "security", 22.8176),
+                                   ("c", "security", 22.8181), ("d", "security", 22.8186),
+                                   ("station-car", "police", 22.8300)):
+            await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+        await wait_for_units(url, 5)
+        incident_id = await report(publisher, "noise", priority="P4")
+        (first,) = await orders_once(url, incident_id, 1, "the first guards' order")
+        make_due(url, f"ack:{first.order_id}")
+        second = (await orders_once(url, incident_id, 2, "the second guards' order"))[1]
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            client.hset(store.incident_key(incident_id), "station_agency_id", STATION)
+        finally:
+            client.close()
+        await respond(publisher, second, "acknowledged", "handover")
+        (station,) = await poll_until(lambda: [o for o in orders_for(url, incident_id)
+                                               if o.kind == "handover"], "the station's order")
+        await respond(publisher, station, "reinforce")
+        (backup,) = await poll_until(lambda: [o for o in orders_for(url, incident_id)
+                                              if o.kind == "reinforcement"], "the backup")
+        await poll_until(lambda: timer_of(url, f"ack:{backup.order_id}"), "its deadline")
+        make_due(url, f"ack:{backup.order_id}")
+        await poll_until(lambda: incident(url, incident_id).get("misses") == "1",
+                         "the backup's miss")
+
+        r = await console.post(f"/v1/orders/{station.order_id}/withdraw", headers=ADMIN,
+                               json={"note": "wanted at a P1"})
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: incident(url, incident_id).get("station_noted")
+                         == station.order_id, "the take-back with nobody left, flagged")
+        assert incident(url, incident_id)["flagged"] == "1"
+
+        await acknowledged_in_time(publisher, backup)
+        await poll_until(lambda: incident(url, incident_id).get("timeouts") == "1",
+                         "the answer read, its timeout not counted")
+    assert incident(url, incident_id)["flagged"] == "1"
+
+
+async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_station_with_nobody_on_shift(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Two guards missed the noise's deadlines (flagged by their misses), a third took it and
+    # handed it over to a station with nobody on shift: flagged as such (its misses, at the
+    # flag's already, stay). The first guards' acknowledgement, given in time, is read only
+    # now: taking its miss off dropped the flag of a hand-over nobody had.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {
+            "a": ("security", 22.8171), "b": ("security", 22.8176),
+            "c": ("security", 22.8181)}):
+        incident_id = await report(publisher, "noise", priority="P4")
+        for n in (1, 2):
+            order = (await orders_once(url, incident_id, n, f"order {n}"))[n - 1]
+            make_due(url, f"ack:{order.order_id}")
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            client.hset(store.incident_key(incident_id), "station_agency_id", STATION)
+        finally:
+            client.close()
+        first, _, third = await orders_once(url, incident_id, 3, "the third guards' order")
+        await respond(publisher, third, "acknowledged", "handover")
+        await poll_until(lambda: incident(url, incident_id).get("handover_unstaffed") == "1",
+                         "the hand-over waiting for a car of the station, flagged")
+        assert incident(url, incident_id)["flagged"] == "1"
+
+        await acknowledged_in_time(publisher, first)
         await poll_until(lambda: incident(url, incident_id).get("timeouts") == "1",
                          "the answer read, its timeout not counted")
     assert incident(url, incident_id)["flagged"] == "1"
