@@ -210,6 +210,10 @@ class OrderWithdrawn(Event):
     reason: Literal["timeout", "declined", "closed", "reassigned"]
     delivered: bool | None = Field(
         default=None, description="whether a device of the team had received the order")
+    ack_by: AwareDatetime | None = Field(
+        default=None, description="the order's acknowledge-by when it was withdrawn (a "
+        "timeout: the deadline it missed, sooner than order.issued's if order.amended brought "
+        "it forward); None: the order has none (or a dispatch before 2026-12-06 sent it)")
 
 
 class OrderAmended(Event):

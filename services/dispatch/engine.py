@@ -1306,7 +1306,8 @@ class Dispatcher:
         return OrderWithdrawn(
             event_id=f"withdrawn-{order['order_id']}", district=inc["district"],
             order_id=order["order_id"], incident_id=inc["incident_id"],
-            team_id=order["team_id"], reason=reason, delivered=bool(order.get("delivered_at")))
+            team_id=order["team_id"], reason=reason, delivered=bool(order.get("delivered_at")),
+            ack_by=_ts(order.get("ack_by")))  # a raised priority's sooner one (_revised)
 
     # --- teams answer -----------------------------------------------------------------
 

@@ -132,7 +132,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         def decide(view: TeamView) -> Decision:
             step = status.on_order_withdrawn(
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
-                incident_id=event.incident_id,
+                incident_id=event.incident_id, ack_by=event.ack_by,
             )
             record = step.record
             ledger: list[points.LedgerEntry] = []

@@ -333,9 +333,10 @@ class OrderRecord(BaseModel):
         "team's shift (the command room called the team in off duty): paid for its "
         "resolution with those on the shift then, should a teammate have checked in since")
     ack_by: AwareDatetime | None = Field(
-        default=None, description="the order's acknowledge-by as dispatch issued it (None: "
-        "none, or not known): a member who checked in after it did not miss the order, even "
-        "if dispatch withdrew it later (it was down, or catching up)")
+        default=None, description="the order's acknowledge-by as dispatch issued it, or as "
+        "its withdrawal names it (brought forward by a raised priority) (None: none, or not "
+        "known): a member who checked in after it did not miss the order, even if dispatch "
+        "withdrew it later (it was down, or catching up)")
     answered_at: AwareDatetime | None = Field(
         default=None, description="when the team first answered it (any answer of any of its "
         "members, also one read after the order ended): whether it answered by `ack_by`")
@@ -432,11 +433,16 @@ def on_order_responded(
 
 def on_order_withdrawn(
     state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
-    incident_id: str,
+    incident_id: str, ack_by: datetime | None = None,
 ) -> OrderStep:
+    """`ack_by`: the order's deadline as dispatch withdrew it, which replaces order.issued's
+    (a raised priority brings it forward, order.amended, which volunteers does not read):
+    the one a timeout was judged by, an answer by it in time, one after it a miss."""
     if _foreign(record, team_id) or (record is not None and not record.open):
         return OrderStep(state, record)
     record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
+    if ack_by is not None:
+        record = record.model_copy(update={"ack_by": ack_by})
     return _finish(state, record, order_id=order_id, final="withdrawn")
 
 

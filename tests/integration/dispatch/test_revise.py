@@ -19,6 +19,7 @@ from tests.helpers import poll_until, read_stream
 from .conftest import fail_a_write_once, settings_for
 from .test_assign import ADMIN, timeline, withdrawals
 from .test_engine import orders_once, report, team, wait_for_units
+from .test_reinforcement import make_due
 
 
 def amendments(url: str, incident_id: str) -> list[OrderAmended]:
@@ -111,6 +112,27 @@ async def test_an_offer_not_yet_acknowledged_gets_the_sooner_deadline_of_a_raise
     assert r.status_code == 200, r.text
     second = await poll_until(lambda: amendments(clean_redis, incident_id)[1:], "the second")
     assert second[0].ack_by == amended.ack_by
+
+
+async def test_an_offer_timed_out_after_a_raised_priority_is_withdrawn_naming_its_sooner_deadline(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # Volunteers judges a volunteer shift's missed-deadline penalty by the deadline the order
+    # was timed out for (an answer by it costs nothing, one after it is a miss): it reads no
+    # order.amended, so the withdrawal names it, not order.issued's later one.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [order] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN,
+                            json={"priority": "P1", "note": "a fight has started"})
+    assert r.status_code == 200, r.text
+    [amended] = await poll_until(lambda: amendments(clean_redis, incident_id), "the amendment")
+    assert amended.ack_by is not None and order.ack_by is not None
+    assert amended.ack_by < order.ack_by
+    make_due(clean_redis, f"ack:{order.order_id}")
+    [withdrawn] = await poll_until(lambda: withdrawals(clean_redis, incident_id),
+                                   "the timeout's withdrawal")
+    assert (withdrawn.reason, withdrawn.ack_by) == ("timeout", amended.ack_by)
 
 
 async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(

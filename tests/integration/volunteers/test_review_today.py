@@ -130,6 +130,54 @@ async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_n
         assert ("missed_reversed:ord_ack:m-wang", "missed_order_reversed", 2) in entries
 
 
+@pytest.mark.parametrize("streams", [
+    ("order.issued", "order.responded", "order.withdrawn"),
+    ("order.issued", "order.withdrawn", "order.responded"),
+    ("order.withdrawn", "order.responded", "order.issued"),
+], ids=["answer-first", "timeout-first", "order-last"])
+async def test_the_sooner_deadline_of_a_raised_priority_is_the_one_a_timeout_is_judged_by(
+    volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
+) -> None:
+    # A help request's order (P3: 120 s) is raised to P1 while unanswered: its deadline
+    # comes sooner (order.amended, which volunteers does not read). Wang acknowledged after
+    # that deadline, before the one order.issued gave; dispatch, back from an outage, timed
+    # it out and counted her answer as late (not "answered in time"). Her 2 stand, as
+    # dispatch's routing timeout does; Chen, who checked in after the sooner deadline,
+    # missed nothing. An answer by the sooner deadline costs nothing, as before.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    sooner = datetime.now(UTC)  # after Wang's check-in, before Chen's
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
+    issued_by = sooner + timedelta(seconds=90)
+    answers = {"ord_between": sooner + timedelta(seconds=10),
+               "ord_in_time": sooner - timedelta(seconds=10)}
+    events: dict[str, list[Any]] = {"order.issued": [], "order.responded": [],
+                                    "order.withdrawn": []}
+    for order_id, at in answers.items():
+        events["order.issued"].append(vol_order(order_id, ack_by=issued_by))
+        events["order.responded"].append(OrderResponded(
+            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
+            member_id="m-wang", response="acknowledged", occurred_at=at))
+        events["order.withdrawn"].append(OrderWithdrawn(
+            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
+            reason="timeout", delivered=True, ack_by=sooner,
+            occurred_at=issued_by + timedelta(minutes=2)))
+    for _ in range(2):  # each read twice: then all of them redelivered after the others
+        for stream in streams:
+            for event in events[stream]:
+                await publisher.publish(event, stream=stream)
+                await publisher.publish(event, stream=stream)
+            await volunteers.consumed(stream)
+
+    r = await volunteers.client.get("/v1/me/points", headers=wang)
+    entries = sorted((e["entry_id"], e["points"]) for e in r.json()["history"])
+    assert ("missed:ord_between:m-wang", -2) in entries
+    assert all(not e.startswith("missed_reversed:ord_between") for e, _ in entries), entries
+    assert r.json()["balance"] == -2, entries
+    assert await history(volunteers, chen) == []
+
+
 async def test_a_resolution_read_after_the_shift_ended_pays_everyone_who_was_on_it(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
