@@ -1773,29 +1773,31 @@ class Dispatcher:
         handover_order = await self._station_order(state, station, by=order, note=entry.note)
         if handover_order is None and inc.get("handover_unstaffed") != "1":
             # Flagged for the command room, with one note, in one write: made again after a
-            # later failure, the step finds the mark and writes neither twice. A known
-            # station is tried again (on_handover_due) until one of its teams is on shift.
+            # later failure, the step finds the mark and writes neither twice. It is tried
+            # again (on_handover_due) until a station's team is on shift.
             now_state = await store.incident_state(self.redis, incident_id)
             assert now_state.incident is not None  # under the lock: still there
-            misses = self._flag(now_state.incident)
-
-            async def flagged(pipe: Pipeline) -> None:
-                store.queue_incident_fields(pipe, incident_id, {"handover_unstaffed": "1",
-                                                                "misses": misses})
-                if station or not known:
-                    store.queue_schedule(pipe, f"handover:{incident_id}",
-                                         now + (self._handover_retry if known
-                                                else ZONE_RETRY))
-
-            if not known:  # the zones could not be loaded: the station is not known *yet*
-                detail = entry_detail("station_not_known")
-            elif station:
-                detail = entry_detail("station_unstaffed",
-                                      minutes=f"{self.policy.handover_retry_min:g}")
+            if known and not station:
+                # No station owns the place (in no zone): tried again as one whose zone was
+                # removed since, so that a station given the ground later gets it (flagged
+                # with station_none's note, it was never tried again). Its own mark keeps a
+                # step made again from writing twice.
+                await self._station_gone(now_state, now + self._handover_retry)
             else:
-                detail = entry_detail("station_none")
-            await self._emit(incident_id, TimelineEntry(kind="note", **detail),
-                             state=now_state, also=flagged)
+                misses = self._flag(now_state.incident)
+
+                async def flagged(pipe: Pipeline) -> None:
+                    store.queue_incident_fields(pipe, incident_id, {"handover_unstaffed": "1",
+                                                                    "misses": misses})
+                    store.queue_schedule(pipe, f"handover:{incident_id}",
+                                         now + (self._handover_retry if known else ZONE_RETRY))
+
+                detail = (entry_detail("station_unstaffed",
+                                       minutes=f"{self.policy.handover_retry_min:g}")
+                          if known  # else the zones not loaded: the station not known *yet*
+                          else entry_detail("station_not_known"))
+                await self._emit(incident_id, TimelineEntry(kind="note", **detail),
+                                 state=now_state, also=flagged)
         if handover_order is not None:
             await self._record_station_order(inc, handover_order, station)
         await self._publish(streams.INCIDENT_HANDED_OVER, IncidentHandedOver(
@@ -2009,10 +2011,11 @@ class Dispatcher:
 
     async def _station_gone(self, state: store.IncidentState, again: datetime) -> None:
         """A hand-over waiting for a station's team whose place no station owns now (its
-        zone removed, or re-cut, since; or, found once the zones were back, in no zone):
-        still flagged, said once, and tried again at `again`, as a station with nobody on
-        shift is, so that a station given the ground later gets it. Its retry stopped for
-        good, its note's "tried again" untrue; the command room may assign or close."""
+        zone removed, or re-cut, since; or in no zone at the hand-over, or once the zones
+        were back): still flagged, said once, and tried again at `again`, as a station with
+        nobody on shift is, so that a station given the ground later gets it. Its retry
+        stopped for good, its note's "tried again" untrue (and one in no zone at the
+        hand-over was never tried); the command room may assign or close."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]

@@ -185,6 +185,8 @@ TEMPLATES: dict[str, dict[Language, str]] = {
               "has a team on shift",
         "zh": "该地点目前无属地派出所（其辖区已删除或调整，或不在任何辖区内）；每{minutes}分钟"
               "重试移交，直到有属地派出所且有警组在岗"},
+    # A hand-over no station owned the place of, flagged and never tried again: the
+    # engine writes station_gone since (it is tried again); kept for the entries stored.
     "station_none": {
         "en": "no on-shift team of the owning police station found (no station owns the "
               "place)",

@@ -357,6 +357,52 @@ async def test_a_follow_up_due_after_its_stations_zone_was_removed_is_flagged_no
         "or re-cut); ordered again in an hour until one does, or the case is closed"]
 
 
+async def noise_handed_over_by_the_guard(url: str, client: httpx.AsyncClient,
+                                        publisher: RedisBroker) -> str:
+    """A noise near the guard, handed over by the guard with no station's car to take it:
+    the incident's id once the hand-over waits for one (flagged, its retry timer set)."""
+    await on_shift_at(client, "m-guard", LAT + 0.0001)
+    await wait_for_units(url, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+    await respond(publisher, order, "acknowledged", "handover")
+    await poll_until(lambda: timer_due(url, f"handover:{incident_id}") is not None,
+                     "the hand-over waiting for a car of a station, tried again")
+    assert incident_fields(url, incident_id)["flagged"] == "1"
+    return incident_id
+
+
+async def the_ground_given_to_the_new_station(
+        url: str, client: httpx.AsyncClient, console: httpx.AsyncClient, incident_id: str,
+        territory: list[list[float]], owners: dict[str, str]) -> None:
+    """An import draws zone z-2 over `territory` for the new station (dispatch then knows
+    `owners`), one of its cars comes on shift, and the hand-over's next try gives that car
+    the order; the board's flag goes with it."""
+    r = await import_roster(client, {"district": DISTRICT, "zones": [
+        zone("z-2", "ps-new", territory)]})
+    assert r.status_code == 200, r.text
+    await poll_until(lambda: owned_in_dispatch(console, owners),
+                     "dispatch's zones read again, with the new one")
+    await on_shift_at(client, "m-new", LAT + 0.01)
+    await wait_for_units(url, 2)
+    make_due(url, f"handover:{incident_id}")
+    orders = await poll_until(lambda: orders_of_kind(url, incident_id, "handover"),
+                              "the hand-over order", 20)
+    assert [o.team_id for o in orders] == ["t-new"]
+    await poll_until(lambda: incident_fields(url, incident_id)["flagged"] == "0",
+                     "the flag gone with the order")
+
+
+STATION_GONE = ("no police station owns the place now (its zone was removed or re-cut, or "
+                "none holds it); the hand-over is tried again every 15 min until one does and "
+                "has a team on shift")
+
+
+def station_notes(url: str, incident_id: str) -> list[str]:
+    return [d for k, d, _ in kinds_and_details(url, incident_id)
+            if k == "note" and "police station" in d]
+
+
 async def test_a_hand_over_waiting_for_a_station_whose_zone_was_removed_is_still_retried(
         clean_redis: str, publisher: RedisBroker) -> None:
     # A noise in the old station's zone, handed over by the guard while none of the
@@ -368,16 +414,8 @@ async def test_a_hand_over_waiting_for_a_station_whose_zone_was_removed_is_still
     async with volunteers_and_dispatch(clean_redis) as (client, console):
         r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
         assert r.status_code == 200, r.text
-        await on_shift_at(client, "m-guard", LAT + 0.0001)
-        await wait_for_units(clean_redis, 1)
-        incident_id = await report(publisher, "noise", priority="P4")
+        incident_id = await noise_handed_over_by_the_guard(clean_redis, client, publisher)
         timer = f"handover:{incident_id}"
-        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
-                                    "the guard's order")
-        await respond(publisher, order, "acknowledged", "handover")
-        await poll_until(lambda: timer_due(clean_redis, timer) is not None,
-                         "the hand-over waiting for a car of the station")
-        assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
 
         r = await client.delete("/v1/zones/z-1", headers=ADMIN)
         assert r.status_code == 204, r.text
@@ -388,25 +426,40 @@ async def test_a_hand_over_waiting_for_a_station_whose_zone_was_removed_is_still
             await poll_until(lambda: (timer_due(clean_redis, timer) or 0)
                              > time.time() + 14 * 60, "the hand-over tried again in 15 min", 20)
         assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
-        assert [d for k, d, _ in kinds_and_details(clean_redis, incident_id)
-                if k == "note" and "police station" in d] == [
+        assert station_notes(clean_redis, incident_id) == [
             "no on-shift team of the owning police station found; tried again every 15 min "
-            "until one is",
-            "no police station owns the place now (its zone was removed or re-cut, or none "
-            "holds it); the hand-over is tried again every 15 min until one does and has a "
-            "team on shift"]
+            "until one is", STATION_GONE]
 
         # the ground given to the new station, one of its cars on shift: the next try
-        r = await import_roster(client, {"district": DISTRICT, "zones": [
-            zone("z-2", "ps-new", territory)]})
+        await the_ground_given_to_the_new_station(clean_redis, client, console, incident_id,
+                                                  territory, {"z-2": "ps-new"})
+
+
+async def test_a_hand_over_of_a_place_no_station_owns_is_retried_until_a_station_is_given_it(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A noise just outside the district's zones (the old station's ground ends a street
+    # away), handed over by the guard: no station owns the place. It was flagged with a
+    # note and never tried again: the import that then draws a zone there for the new
+    # station, one of whose cars is on shift, left the case with nobody. It is flagged, says
+    # once that it is tried again every 15 min, and the next try after the import gives the
+    # new station's car the order.
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[
+            zone("z-1", "ps-old", square(LAT, LON + 0.05, 0.02))]))
         assert r.status_code == 200, r.text
-        await poll_until(lambda: owned_in_dispatch(console, {"z-2": "ps-new"}),
-                         "dispatch's zones read again, with the new one")
-        await on_shift_at(client, "m-new", LAT + 0.01)
-        await wait_for_units(clean_redis, 2)
-        make_due(clean_redis, timer)
-        orders = await poll_until(lambda: orders_of_kind(clean_redis, incident_id, "handover"),
-                                  "the hand-over order", 20)
-        assert [o.team_id for o in orders] == ["t-new"]
-        await poll_until(lambda: incident_fields(clean_redis, incident_id)["flagged"] == "0",
-                         "the flag gone with the order")
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
+                         "dispatch holding the zones, none over the scene")
+        incident_id = await noise_handed_over_by_the_guard(clean_redis, client, publisher)
+        assert station_notes(clean_redis, incident_id) == [STATION_GONE]
+
+        timer = f"handover:{incident_id}"
+        make_due(clean_redis, timer)  # tried again with no station yet: noted once
+        await poll_until(lambda: (timer_due(clean_redis, timer) or 0) > time.time() + 14 * 60,
+                         "the hand-over tried again in 15 min", 20)
+        assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
+        assert station_notes(clean_redis, incident_id) == [STATION_GONE]
+
+        await the_ground_given_to_the_new_station(
+            clean_redis, client, console, incident_id, territory,
+            {"z-1": "ps-old", "z-2": "ps-new"})
