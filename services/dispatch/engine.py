@@ -1804,8 +1804,10 @@ class Dispatcher:
             event_id=f"handover-{incident_id}", district=inc["district"],
             incident_id=incident_id, station_agency_id=station or "unknown",
             order_id=handover_order["order_id"] if handover_order else None))
+        # Also where no station owns the place yet: the hand-over is tried again until one
+        # does (_station_gone), and the station that takes the case then owes its visit.
         days = self.policy.followup_days.get(inc["category"])
-        if days and (station or not known):
+        if days:
             await store.schedule(self.redis, f"followup:{incident_id}",
                                  now + timedelta(days=days))
 
@@ -2419,8 +2421,11 @@ class Dispatcher:
             station, known = await self._station_known(inc)
             # A case a station was handed still owes its visit when no station owns the
             # place any more (its zone removed, or re-cut, since): flagged and looked for
-            # again below, as a station with nobody on shift, never dropped unsaid.
-            handed = any(o.get("kind") == "handover" for o in state.orders)
+            # again below, as a station with nobody on shift, never dropped unsaid. So does
+            # a case handed over where no station owned the place, its hand-over still
+            # tried again (_station_gone) when the visit comes due.
+            handed = bool(inc.get("handed_over_at")) or any(
+                o.get("kind") == "handover" for o in state.orders)
             if not station and known and not handed:
                 # Scheduled while the zones could not be loaded; now known: no station owns
                 # the place, so nobody visits (the timer ends with this firing).

@@ -358,12 +358,14 @@ async def test_a_follow_up_due_after_its_stations_zone_was_removed_is_flagged_no
 
 
 async def noise_handed_over_by_the_guard(url: str, client: httpx.AsyncClient,
-                                        publisher: RedisBroker) -> str:
-    """A noise near the guard, handed over by the guard with no station's car to take it:
-    the incident's id once the hand-over waits for one (flagged, its retry timer set)."""
+                                        publisher: RedisBroker, *, category: str = "noise",
+                                        priority: str = "P4") -> str:
+    """A noise (or `category`) near the guard, handed over by the guard with no station's
+    car to take it: the incident's id once the hand-over waits for one (flagged, its retry
+    timer set)."""
     await on_shift_at(client, "m-guard", LAT + 0.0001)
     await wait_for_units(url, 1)
-    incident_id = await report(publisher, "noise", priority="P4")
+    incident_id = await report(publisher, category, priority=priority)
     (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
     await respond(publisher, order, "acknowledged", "handover")
     await poll_until(lambda: timer_due(url, f"handover:{incident_id}") is not None,
@@ -463,3 +465,32 @@ async def test_a_hand_over_of_a_place_no_station_owns_is_retried_until_a_station
         await the_ground_given_to_the_new_station(
             clean_redis, client, console, incident_id, territory,
             {"z-1": "ps-old", "z-2": "ps-new"})
+
+
+async def test_a_dispute_handed_over_where_no_station_owns_the_place_keeps_its_follow_up(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A dispute outside every zone, handed over by the guard: tried again until a station
+    # is given the ground. Its follow-up visit a week on was set only where a station owned
+    # the place at the hand-over, so the station that took the case later never visited
+    # (the mediated agreement never checked).
+    territory = square(LAT, LON, 0.02)
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, roster(zones=[
+            zone("z-1", "ps-old", square(LAT, LON + 0.05, 0.02))]))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
+                         "dispatch holding the zones, none over the scene")
+        incident_id = await noise_handed_over_by_the_guard(
+            clean_redis, client, publisher, category="dispute", priority="P3")
+        assert timer_due(clean_redis, f"followup:{incident_id}") is not None
+        await the_ground_given_to_the_new_station(
+            clean_redis, client, console, incident_id, territory,
+            {"z-1": "ps-old", "z-2": "ps-new"})
+        (station,) = orders_of_kind(clean_redis, incident_id, "handover")
+        await respond(publisher, station, "acknowledged", "resolved")
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
+                         == "resolved", "the case filed by the new station's car")
+        make_due(clean_redis, f"followup:{incident_id}")
+        (visit,) = await poll_until(
+            lambda: orders_of_kind(clean_redis, incident_id, "followup"), "the visit", 20)
+    assert visit.team_id == "t-new"
