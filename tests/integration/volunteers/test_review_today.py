@@ -36,6 +36,47 @@ async def history(volunteers: Volunteers, device: dict[str, str]) -> list[tuple[
     return sorted((e["reason"], e["points"]) for e in r.json()["history"])
 
 
+# The three orders of arrival of an order's events that matter: its answer before its
+# deadline's withdrawal, after it, and both before the order itself (its deadline learnt last).
+ORDERS_OF_ARRIVAL = pytest.mark.parametrize("streams", [
+    ("order.issued", "order.responded", "order.withdrawn"),
+    ("order.issued", "order.withdrawn", "order.responded"),
+    ("order.withdrawn", "order.responded", "order.issued"),
+], ids=["answer-first", "timeout-first", "order-last"])
+
+
+def answered_and_timed_out(
+    answers: dict[str, tuple[str, datetime]], *, ack_by: datetime, withdrawn_at: datetime,
+    withdrawn_ack_by: datetime | None = None,
+) -> dict[str, list[Any]]:
+    """Each order's events by stream: issued with its deadline `ack_by`, answered by Wang as
+    `answers` says (response, when), and withdrawn for its deadline (`withdrawn_ack_by`:
+    the one the withdrawal names, if any) at `withdrawn_at`."""
+    events: dict[str, list[Any]] = {"order.issued": [], "order.responded": [],
+                                    "order.withdrawn": []}
+    for order_id, (response, at) in answers.items():
+        events["order.issued"].append(vol_order(order_id, ack_by=ack_by))
+        events["order.responded"].append(OrderResponded(
+            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
+            member_id="m-wang", response=response, occurred_at=at))  # type: ignore[arg-type]
+        events["order.withdrawn"].append(OrderWithdrawn(
+            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
+            reason="timeout", delivered=True, ack_by=withdrawn_ack_by, occurred_at=withdrawn_at))
+    return events
+
+
+async def read_in_order(volunteers: Volunteers, publisher: RedisBroker,
+                        streams: tuple[str, ...], events: dict[str, list[Any]]) -> None:
+    """`events` read a stream at a time, in `streams`' order, each delivered twice; then all
+    of them redelivered after the others."""
+    for _ in range(2):
+        for stream in streams:
+            for event in events[stream]:
+                await publisher.publish(event, stream=stream)
+                await publisher.publish(event, stream=stream)
+            await volunteers.consumed(stream)
+
+
 async def test_a_deadline_judged_late_penalises_nobody_who_checked_in_after_it(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
@@ -79,11 +120,7 @@ async def test_an_order_without_a_deadline_known_still_penalises_those_on_shift_
     assert await history(volunteers, chen) == [("missed_order", -2)]
 
 
-@pytest.mark.parametrize("streams", [
-    ("order.issued", "order.responded", "order.withdrawn"),
-    ("order.issued", "order.withdrawn", "order.responded"),
-    ("order.withdrawn", "order.responded", "order.issued"),  # the deadline learnt last
-], ids=["answer-first", "timeout-first", "order-last"])
+@ORDERS_OF_ARRIVAL
 async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_nothing(
     volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
 ) -> None:
@@ -100,22 +137,8 @@ async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_n
     answers = {"ord_ack": ("acknowledged", deadline - timedelta(seconds=30)),
                "ord_no": ("declined", deadline), "ord_late": ("acknowledged",
                                                           deadline + timedelta(seconds=1))}
-    events: dict[str, list[Any]] = {"order.issued": [], "order.responded": [],
-                                    "order.withdrawn": []}
-    for order_id, (response, at) in answers.items():
-        events["order.issued"].append(vol_order(order_id, ack_by=deadline))
-        events["order.responded"].append(OrderResponded(
-            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
-            member_id="m-wang", response=response, occurred_at=at))  # type: ignore[arg-type]
-        events["order.withdrawn"].append(OrderWithdrawn(
-            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
-            reason="timeout", delivered=True, occurred_at=deadline + timedelta(minutes=2)))
-    for _ in range(2):  # each read twice: then all of them redelivered after the others
-        for stream in streams:
-            for event in events[stream]:
-                await publisher.publish(event, stream=stream)
-                await publisher.publish(event, stream=stream)
-            await volunteers.consumed(stream)
+    await read_in_order(volunteers, publisher, streams, answered_and_timed_out(
+        answers, ack_by=deadline, withdrawn_at=deadline + timedelta(minutes=2)))
 
     r = await volunteers.client.get("/v1/me/points", headers=wang)
     entries = [(e["entry_id"], e["reason"], e["points"]) for e in r.json()["history"]]
@@ -130,11 +153,7 @@ async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_n
         assert ("missed_reversed:ord_ack:m-wang", "missed_order_reversed", 2) in entries
 
 
-@pytest.mark.parametrize("streams", [
-    ("order.issued", "order.responded", "order.withdrawn"),
-    ("order.issued", "order.withdrawn", "order.responded"),
-    ("order.withdrawn", "order.responded", "order.issued"),
-], ids=["answer-first", "timeout-first", "order-last"])
+@ORDERS_OF_ARRIVAL
 async def test_the_sooner_deadline_of_a_raised_priority_is_the_one_a_timeout_is_judged_by(
     volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
 ) -> None:
@@ -150,25 +169,11 @@ async def test_the_sooner_deadline_of_a_raised_priority_is_the_one_a_timeout_is_
     sooner = datetime.now(UTC)  # after Wang's check-in, before Chen's
     assert (await volunteers.client.post("/v1/me/shift/start", headers=chen)).status_code == 200
     issued_by = sooner + timedelta(seconds=90)
-    answers = {"ord_between": sooner + timedelta(seconds=10),
-               "ord_in_time": sooner - timedelta(seconds=10)}
-    events: dict[str, list[Any]] = {"order.issued": [], "order.responded": [],
-                                    "order.withdrawn": []}
-    for order_id, at in answers.items():
-        events["order.issued"].append(vol_order(order_id, ack_by=issued_by))
-        events["order.responded"].append(OrderResponded(
-            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
-            member_id="m-wang", response="acknowledged", occurred_at=at))
-        events["order.withdrawn"].append(OrderWithdrawn(
-            district="d1", order_id=order_id, incident_id=f"inc_{order_id}", team_id="t-vol",
-            reason="timeout", delivered=True, ack_by=sooner,
-            occurred_at=issued_by + timedelta(minutes=2)))
-    for _ in range(2):  # each read twice: then all of them redelivered after the others
-        for stream in streams:
-            for event in events[stream]:
-                await publisher.publish(event, stream=stream)
-                await publisher.publish(event, stream=stream)
-            await volunteers.consumed(stream)
+    answers = {"ord_between": ("acknowledged", sooner + timedelta(seconds=10)),
+               "ord_in_time": ("acknowledged", sooner - timedelta(seconds=10))}
+    await read_in_order(volunteers, publisher, streams, answered_and_timed_out(
+        answers, ack_by=issued_by, withdrawn_ack_by=sooner,
+        withdrawn_at=issued_by + timedelta(minutes=2)))
 
     r = await volunteers.client.get("/v1/me/points", headers=wang)
     entries = sorted((e["entry_id"], e["points"]) for e in r.json()["history"])
