@@ -14,7 +14,9 @@ closing pays them.
 A missed deadline costs nothing when the team had answered by it (dispatch, its answers
 behind, timed the order out before reading the answer): whichever of the answer, the
 withdrawal and the order (its deadline) is read last finds it out, and a penalty already
-taken is given back, with the change that found it, once (`missed_penalty_given_back`).
+taken is given back, with the change that found it, once (`missed_penalty_given_back`). An
+answer after the deadline does not spare it, also one that ended the order here before its
+deadline's withdrawal was read (dispatch timed the order out before it read the answer).
 """
 
 from __future__ import annotations
@@ -133,18 +135,20 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             step = status.on_order_withdrawn(
                 view.state, view.record, order_id=event.order_id, team_id=event.team_id,
                 incident_id=event.incident_id, ack_by=event.ack_by,
+                timeout=event.reason == "timeout",
             )
             record = step.record
             ledger: list[points.LedgerEntry] = []
             # A phone of the shift had the order and nobody answered before the deadline (an
             # order that never reached a phone costs nothing: the network's fault, not
-            # theirs). Only if this withdrawal ends the order: one the team had already
-            # resolved (its answer reached us first) is paid, not also penalised; nor one
-            # it answered by the deadline (dispatch, its answers behind, timed it out all
-            # the same). Written with the transition, so exactly once; the record keeps
-            # whom it cost, to give it back should such an answer be read after it.
-            if (event.reason == "timeout" and event.delivered
-                    and step.finished == "withdrawn" and record is not None
+            # theirs). Also when the team's answer after the deadline ended the order here
+            # first (a refusal, a resolution, a hand-over): dispatch timed it out before it
+            # read that answer, which it ignores, and counts the team's routing timeout. Not
+            # an order it answered by the deadline (dispatch, its answers behind, timed it
+            # out all the same). Written with the transition, and the record then says it
+            # timed out, so exactly once; the record keeps whom it cost, to give it back
+            # should an answer by the deadline be read after it.
+            if (event.delivered and step.timed_out and record is not None
                     and not status.answered_in_time(record)):
                 # Those on the shift at the deadline: the withdrawal may come long after it
                 # (dispatch down, or catching up), and who checked in meanwhile missed nothing.

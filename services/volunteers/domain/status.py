@@ -14,7 +14,7 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -343,6 +343,10 @@ class OrderRecord(BaseModel):
     missed_by: tuple[str, ...] = Field(
         default=(), description="those whose penalty for missing its deadline stands: given "
         "back once the team is known to have answered by `ack_by` (`answered_in_time`)")
+    timed_out: bool = Field(
+        default=False, description="dispatch withdrew it for its deadline (`order.withdrawn`, "
+        "reason timeout), also read after the team's own answer had ended it here: dispatch "
+        "timed it out before it read that answer; its missed-deadline penalty is decided once")
 
     @property
     def claims(self) -> bool:
@@ -370,6 +374,7 @@ class OrderStep:
     state: TeamState
     record: OrderRecord | None
     finished: str | None = None  # the final response this step applied, if any
+    timed_out: bool = False  # this step read the order's deadline withdrawal, first
 
 
 def _foreign(record: OrderRecord | None, team_id: str) -> bool:
@@ -433,17 +438,32 @@ def on_order_responded(
 
 def on_order_withdrawn(
     state: TeamState, record: OrderRecord | None, *, order_id: str, team_id: str,
-    incident_id: str, ack_by: datetime | None = None,
+    incident_id: str, ack_by: datetime | None = None, timeout: bool = False,
 ) -> OrderStep:
     """`ack_by`: the order's deadline as dispatch withdrew it, which replaces order.issued's
     (a raised priority brings it forward, order.amended, which volunteers does not read):
-    the one a timeout was judged by, an answer by it in time, one after it a miss."""
-    if _foreign(record, team_id) or (record is not None and not record.open):
+    the one a timeout was judged by, an answer by it in time, one after it a miss.
+    `timeout`: withdrawn for that deadline."""
+    if _foreign(record, team_id):
         return OrderStep(state, record)
-    record = record or OrderRecord(team_id=team_id, incident_id=incident_id)
-    if ack_by is not None:
-        record = record.model_copy(update={"ack_by": ack_by})
-    return _finish(state, record, order_id=order_id, final="withdrawn")
+    if record is not None and not record.open:
+        if not (timeout and record.final in FINAL_RESPONSES and not record.timed_out):
+            return OrderStep(state, record)
+        # The team's own answer ended it here, but dispatch timed the order out before it
+        # read that answer (an answer after the deadline it then ignores: the routing timeout
+        # is the team's). The timeout is judged as if read first: the order stays as the
+        # answer left it (the team was freed then), and the step says it timed out.
+        return OrderStep(state, _withdrawn(record, ack_by, timeout=True), timed_out=True)
+    record = _withdrawn(record or OrderRecord(team_id=team_id, incident_id=incident_id),
+                        ack_by, timeout=timeout)
+    step = _finish(state, record, order_id=order_id, final="withdrawn")
+    return replace(step, timed_out=timeout)
+
+
+def _withdrawn(record: OrderRecord, ack_by: datetime | None, *, timeout: bool) -> OrderRecord:
+    """The record knowing the deadline its withdrawal names (if any), and whether it was
+    withdrawn for it."""
+    return record.model_copy(update={"ack_by": ack_by or record.ack_by, "timed_out": timeout})
 
 
 def _release(state: TeamState, order_id: str) -> TeamState:

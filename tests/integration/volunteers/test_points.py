@@ -145,12 +145,13 @@ async def test_an_order_a_phone_had_and_nobody_answered_in_time_costs_the_shift_
     assert (await points_of(volunteers, chen))["balance"] == 0  # not on the shift
 
 
-async def test_an_order_the_team_resolved_is_not_also_penalised_when_its_deadline_passed(
+async def test_an_order_the_team_resolved_late_is_penalised_once_when_its_deadline_passed(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
     # dispatch's deadline fired as the team's late "resolved" came: both events exist, on
-    # two streams, read in either order. Whichever ends the order here decides: paid once,
-    # or penalised once, never both.
+    # two streams, read in either order. Dispatch timed the order out before it read the
+    # resolution, and ignores it: the routing timeout is the team's, and so are its 2,
+    # once, whichever volunteers reads first (test_review_today.py: any answer ending it).
     wang, _ = await wang_and_chen(volunteers, chen_on_shift=False)
     for order_id, first in (("ord_r", "order.responded"), ("ord_w", "order.withdrawn")):
         await publisher.publish(hazard_order(order_id), stream="order.issued")
@@ -163,9 +164,7 @@ async def test_an_order_the_team_resolved_is_not_also_penalised_when_its_deadlin
             await publisher.publish(event, stream=stream)
             await volunteers.consumed(stream)
     history = {e["entry_id"]: e["points"] for e in (await points_of(volunteers, wang))["history"]}
-    assert "missed:ord_r:m-wang" not in history and any("ord_r" in k for k in history)
-    assert history.get("missed:ord_w:m-wang") == -2
-    assert not [k for k in history if "ord_w" in k and not k.startswith("missed:")]
+    assert history.get("missed:ord_r:m-wang") == history.get("missed:ord_w:m-wang") == -2
 
 
 async def test_the_coordinator_rewards_and_penalises_by_hand_once_per_key(

@@ -154,6 +154,35 @@ async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_n
 
 
 @ORDERS_OF_ARRIVAL
+async def test_an_order_its_team_ended_after_the_deadline_and_timed_out_costs_the_shift_its_2(
+    volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
+) -> None:
+    # Dispatch times the orders out at their deadline; Wang declines one, hands one over
+    # and resolves one a second after it, before notify has read the withdrawal (then it
+    # refuses any answer). Dispatch reads her answers after the timeout and ignores them:
+    # the team's routing timeout stands (had it read them before its deadline fired, it
+    # would have taken them and timed nothing out). Read first here, her answer ended the
+    # order's record and the withdrawal found it ended and took nothing; read second, the
+    # withdrawal took the 2. They stand whichever volunteers reads first, once.
+    await volunteers.import_district()
+    wang = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    late = deadline + timedelta(seconds=1)
+    answers = {"ord_no": ("declined", late), "ord_over": ("handover", late),
+               "ord_done": ("resolved", late)}
+    await read_in_order(volunteers, publisher, streams, answered_and_timed_out(
+        answers, ack_by=deadline, withdrawn_at=deadline + timedelta(minutes=2)))
+
+    r = await volunteers.client.get("/v1/me/points", headers=wang)
+    entries = [(e["entry_id"], e["reason"], e["points"]) for e in r.json()["history"]]
+    assert len(entries) == len({e[0] for e in entries})  # none twice
+    for order_id in answers:
+        missed = [e for e in entries if e[1].startswith("missed_order") and f":{order_id}:" in e[0]]
+        assert missed == [(f"missed:{order_id}:m-wang", "missed_order", -2)], entries
+
+
+@ORDERS_OF_ARRIVAL
 async def test_the_sooner_deadline_of_a_raised_priority_is_the_one_a_timeout_is_judged_by(
     volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
 ) -> None:

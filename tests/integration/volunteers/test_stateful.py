@@ -136,6 +136,7 @@ class OrderModel:
     final: str | None = None
     answered_at: datetime | None = None  # the team's earliest answer
     missed_by: list[str] = field(default_factory=list)  # whose missed-deadline penalty stands
+    timed_out: bool = False  # its deadline's withdrawal read after the team's answer ended it
 
     @property
     def answered_in_time(self) -> bool:
@@ -301,10 +302,21 @@ class Model:
 
     def withdrawn(self, event: OrderWithdrawn) -> None:
         order = self.orders.get(event.order_id)
-        if event.team_id not in self.teams or order is None or not order.open:
+        if event.team_id not in self.teams or order is None:
+            return
+        if not order.open:
+            # the team's answer ended it, but dispatch timed it out before it read the answer:
+            # judged as if read first (the 2 stand unless the answer came by the deadline)
+            if (event.reason == "timeout" and not order.timed_out
+                    and order.final in ("resolved", "handover", "declined")):
+                order.timed_out = True
+                self._penalise(event, order)
             return
         self._release(event.team_id, event.order_id)
         order.open, order.final = False, "withdrawn"
+        self._penalise(event, order)
+
+    def _penalise(self, event: OrderWithdrawn, order: OrderModel) -> None:
         if event.reason == "timeout" and event.delivered and not order.answered_in_time:
             on_shift = self.on_shift_at(event.team_id, min(event.occurred_at, order.ack_by))
             kind = self.kind_of_team(event.team_id)
@@ -632,6 +644,10 @@ class VolunteersMachine(RuleBasedStateMachine):
         # also answers read after the order's withdrawal (dispatch's timeout, its answers
         # behind), given by its deadline or after it
         withdrawn = [o for o, rec in model.orders.items() if rec.final == "withdrawn"]
+        # and withdrawals read after the team's own answer ended the order (dispatch timed it
+        # out before it read the answer, or took it back with the answer in flight)
+        answered = [o for o, rec in model.orders.items()
+                    if rec.final in ("resolved", "handover", "declined")]
         if action == "issue":
             team_id = TEAMS[which % len(TEAMS)]
             incident = (model.orders[live[arg % len(live)]].incident
@@ -645,8 +661,11 @@ class VolunteersMachine(RuleBasedStateMachine):
                 kind=KINDS[arg % len(KINDS)], category=category, priority="P3",
                 location=SCENE, ack_by=now + timedelta(seconds=120), occurred_at=now))
         if action in ("respond", "withdraw"):
-            answerable = withdrawn if action == "respond" and withdrawn and arg % 3 == 0 \
-                else live
+            answerable = live
+            if action == "respond" and withdrawn and arg % 3 == 0:
+                answerable = withdrawn
+            elif action == "withdraw" and answered and arg % 3 == 1:
+                answerable = answered
             if not answerable:
                 return None
             order_id = answerable[which % len(answerable)]
