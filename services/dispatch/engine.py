@@ -273,11 +273,16 @@ def _answered_before_its_timeout(order: dict[str, str], event: OrderResponded) -
     """Whether an answer to an order timed out was given by its deadline: dispatch's
     answers were behind past ANSWERS_CATCH_UP when the deadline fired. Its first such
     answer (`answered_in_time`): a later one (en route after the acknowledgement) adds
-    nothing. A call for backup is _called_while_live's."""
+    nothing. A call for backup is _called_while_live's (and _first_in_time's)."""
+    return event.response in domain.RESPONSE_STATE and _first_in_time(order, event)
+
+
+def _first_in_time(order: dict[str, str], event: OrderResponded) -> bool:
+    """Whether `event` is the team's first answer given by the deadline of its order, which
+    that deadline timed out before dispatch read it (`answered_in_time`)."""
     due = _ts(order.get("ack_by"))
-    return (order["state"] == "timed_out" and event.response in domain.RESPONSE_STATE
-            and due is not None and not order.get("answered_in_time")
-            and event.occurred_at <= due)
+    return (order["state"] == "timed_out" and due is not None
+            and not order.get("answered_in_time") and event.occurred_at <= due)
 
 
 # When an order ended, by its end: taken from its team (its withdrawal, its deadline's
@@ -1493,7 +1498,11 @@ class Dispatcher:
         team taking the order (the incident's first acknowledgement, if earliest). No
         backup: it would go for an order no longer the team's, whose phones were told to
         leave. But an order taken from its team flags the incident: the command room
-        decides (send the team again, a backup, or nobody). One write, with the step's end."""
+        decides (send the team again, a backup, or nobody). A call made by the order's
+        deadline and read after it timed the order out answered it in time (DESIGN: any
+        response; read in time, it takes the order): as _answer_read_after_timeout's answer,
+        the timeout is not counted as the team's (volunteers, reading the same call, takes
+        no missed-order points for it). One write, with the step's end."""
         inc = state.incident
         assert inc is not None
         at = event.occurred_at
@@ -1503,15 +1512,26 @@ class Dispatcher:
             fields["first_ack_at"] = at.isoformat()
         if order["state"] in ("withdrawn", "timed_out"):
             fields["misses"] = self._flag(inc)
+        in_time = _first_in_time(order, event)
+        if in_time:
+            fields["timeouts"] = inc["timeouts"] = str(max(int(inc.get("timeouts") or 0) - 1, 0))
+            order["answered_in_time"] = event.response
 
         async def flagged(pipe: Pipeline) -> None:
+            if in_time:
+                store.queue_order_change(pipe, order["order_id"],
+                                         {"answered_in_time": event.response})
             if fields:
                 store.queue_incident_fields(pipe, inc["incident_id"], fields)
 
         log.info("call for backup on order %s handled after the order was %s: on the "
-                 "timeline, no backup sent", order["order_id"], order["state"])
-        return await self._emit(inc["incident_id"], _call_entry(order, event), state=state,
+                 "timeline, no backup sent%s", order["order_id"], order["state"],
+                 "; made by its deadline: not counted as the team's timeout" if in_time else "")
+        free = await self._emit(inc["incident_id"], _call_entry(order, event), state=state,
                                 also=flagged, end=end)
+        if in_time:
+            ANSWERS_READ_AFTER_TIMEOUT.add(1, {"priority": inc["priority"]})
+        return free
 
     async def _answer_read_after_timeout(self, state: store.IncidentState,
                                          order: dict[str, str], event: OrderResponded,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +23,18 @@ from tests.helpers import poll_until, read_stream
 
 from .conftest import console_of, dispatch_with_teams, settings_for
 from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
-from .test_reinforcement import make_due, timer_of
+from .test_reinforcement import (
+    BACKUP_TEAMS,
+    BODY_CAMERA,
+    KNIVES,
+    answers_handled,
+    call_read_late,
+    calls_on_timeline,
+    hash_of,
+    make_due,
+    order_state,
+    timer_of,
+)
 from .test_station_orders_of_a_removed_team import STATION, incident
 from .test_take_back import ADMIN, respond
 
@@ -233,6 +244,41 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
     else:
         assert told == []
         assert (incident["timeouts"], incident["misses"]) == ("1", "1")
+
+
+@pytest.mark.parametrize("in_time", [True, False], ids=["by_the_deadline", "after_it"])
+async def test_a_call_for_backup_given_by_the_deadline_and_read_after_the_timeout_is_not_counted(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+        in_time: bool) -> None:
+    # The guards pressed "need backup" before acknowledging: an answer (DESIGN: any
+    # response), which takes the order when read in time. Dispatch timed the order out
+    # before it read the press. As an acknowledgement by the deadline read after the
+    # timeout, it is no routing timeout of theirs (nor, at volunteers, a missed order); the
+    # call is on the timeline, the incident flagged and no backup sent, as before. A press
+    # after the deadline, read after the timeout it came before, stays their timeout.
+    url = clean_redis
+    fast_deadlines(monkeypatch)
+    async with dispatch_with_teams(url, publisher, BACKUP_TEAMS):
+        incident_id = await report(publisher, "help_request", priority="P3")
+        (first,) = await poll_until(lambda: orders_for(url, incident_id), "the first order")
+        assert first.ack_by is not None
+        pressed = utcnow()
+        if in_time:
+            make_due(url, f"ack:{first.order_id}")
+        await poll_until(lambda: order_state(url, first.order_id) == "timed_out", "timed out", 10)
+        timed_out_at = datetime.fromisoformat(
+            hash_of(url, f"dispatch:order:{first.order_id}")["timed_out_at"])
+        if not in_time:  # after the deadline, before the timeout (a call then counts)
+            pressed = first.ack_by + (timed_out_at - first.ack_by) / 2
+        await call_read_late(publisher, first, pressed)
+        await poll_until(lambda: answers_handled(url), "the call and its redelivery handled")
+        incident = hash_of(url, f"dispatch:incident:{incident_id}")
+        order = hash_of(url, f"dispatch:order:{first.order_id}")
+    assert (pressed <= first.ack_by) is in_time and pressed <= timed_out_at
+    assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
+    assert incident["flagged"] == "1"
+    assert (incident["timeouts"], order.get("answered_in_time")) == (
+        ("0", "reinforce") if in_time else ("1", None))
 
 
 async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_hand_over_nobody_took(

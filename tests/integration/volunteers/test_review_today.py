@@ -125,18 +125,20 @@ async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_n
     volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
 ) -> None:
     # Dispatch is back after an outage, its answers behind: its deadlines time out orders
-    # Wang had acknowledged, or declined, in time (dispatch notes the answer on the
-    # timeline and counts no miss; the orders stay withdrawn). She missed nothing: whichever
-    # event volunteers reads first, she keeps her points, a penalty already taken is given
-    # back, and a redelivery of any of them takes or gives nothing again. An answer after
-    # the deadline was too late: that order costs its 2 as before.
+    # Wang had acknowledged, declined or called backup to, in time (dispatch notes the
+    # answer and counts no timeout of hers; the orders stay withdrawn). She missed nothing:
+    # whichever event volunteers reads first, she keeps her points, a penalty already taken
+    # is given back, and a redelivery of any of them takes or gives nothing again. An answer
+    # after the deadline was too late: that order costs its 2 as before.
     await volunteers.import_district()
     wang = await volunteers.enrol("m-wang")
     assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
     deadline = datetime.now(UTC) + timedelta(seconds=60)
     answers = {"ord_ack": ("acknowledged", deadline - timedelta(seconds=30)),
                "ord_no": ("declined", deadline), "ord_late": ("acknowledged",
-                                                          deadline + timedelta(seconds=1))}
+                                                          deadline + timedelta(seconds=1)),
+               # "need backup" before acknowledging: an answer too (dispatch agrees)
+               "ord_call": ("reinforce", deadline - timedelta(seconds=20))}
     await read_in_order(volunteers, publisher, streams, answered_and_timed_out(
         answers, ack_by=deadline, withdrawn_at=deadline + timedelta(minutes=2)))
 
@@ -145,7 +147,7 @@ async def test_an_order_answered_by_its_deadline_and_timed_out_costs_the_shift_n
     assert r.json()["balance"] == -2
     assert ("missed:ord_late:m-wang", "missed_order", -2) in entries
     assert len(entries) == len({e[0] for e in entries})  # none twice
-    for order_id in ("ord_ack", "ord_no"):
+    for order_id in ("ord_ack", "ord_no", "ord_call"):
         of_it = sorted(e[1:] for e in entries if f":{order_id}:" in e[0])
         # read after the timeout, its penalty is given back; else none was taken
         assert of_it in ([], [("missed_order", -2), ("missed_order_reversed", 2)]), of_it
