@@ -214,6 +214,20 @@ def orders_of_kind(url: str, incident_id: str, kind: str) -> list[OrderIssued]:
     return [o for o in orders_for(url, incident_id) if o.kind == kind]
 
 
+async def noise_with_both_stations_cars(url: str, client: httpx.AsyncClient,
+                                        publisher: RedisBroker) -> tuple[str, OrderIssued]:
+    """The guard, the old station's car and the new one's on shift (the old one nearer the
+    scene than the new), and a noise near the guard: its id and the guard's order."""
+    await on_shift_at(client, "m-guard", LAT + 0.0001)
+    await on_shift_at(client, "m-old", LAT + 0.01)
+    await on_shift_at(client, "m-new", LAT + 0.012)
+    await wait_for_units(url, 3)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+    assert order.team_id == "t-guard"
+    return incident_id, order
+
+
 async def test_a_handover_goes_to_the_station_that_owns_the_zone_at_the_handover(
         clean_redis: str, publisher: RedisBroker) -> None:
     # The hand-over went to the station stored when the incident was reported, though an
@@ -222,14 +236,8 @@ async def test_a_handover_goes_to_the_station_that_owns_the_zone_at_the_handover
     async with volunteers_and_dispatch(clean_redis) as (client, console):
         r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
         assert r.status_code == 200, r.text
-        await on_shift_at(client, "m-guard", LAT + 0.0001)
-        await on_shift_at(client, "m-old", LAT + 0.01)
-        await on_shift_at(client, "m-new", LAT + 0.012)
-        await wait_for_units(clean_redis, 3)
-        incident_id = await report(publisher, "noise", priority="P4")
-        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
-                                    "the guard's order")
-        assert order.team_id == "t-guard"
+        incident_id, order = await noise_with_both_stations_cars(clean_redis, client,
+                                                                  publisher)
         assert station_of(clean_redis, incident_id) == "ps-old"
 
         # The old station becomes a street patrol station; its territory goes to the new one.
@@ -286,14 +294,8 @@ async def test_a_handover_after_a_zone_was_removed_does_not_go_to_its_old_statio
     async with volunteers_and_dispatch(clean_redis) as (client, console):
         r = await import_roster(client, roster(zones=[zone("z-1", "ps-old", territory)]))
         assert r.status_code == 200, r.text
-        await on_shift_at(client, "m-guard", LAT + 0.0001)
-        await on_shift_at(client, "m-old", LAT + 0.01)
-        await on_shift_at(client, "m-new", LAT + 0.012)
-        await wait_for_units(clean_redis, 3)
-        incident_id = await report(publisher, "noise", priority="P4")
-        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
-                                    "the guard's order")
-        assert order.team_id == "t-guard"
+        incident_id, order = await noise_with_both_stations_cars(clean_redis, client,
+                                                                  publisher)
         await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
                          "dispatch holding the zone")
 
