@@ -281,6 +281,23 @@ async def test_a_call_for_backup_given_by_the_deadline_and_read_after_the_timeou
         ("0", "reinforce") if in_time else ("1", None))
 
 
+async def third_guards_after_two_timeouts(url: str, publisher: RedisBroker
+                                          ) -> tuple[str, OrderIssued, OrderIssued]:
+    """A noise whose first two guards' orders timed out, its station known (STATION), and
+    its third guards' order: the incident's id, the first order and the third."""
+    incident_id = await report(publisher, "noise", priority="P4")
+    for n in (1, 2):
+        order = (await orders_once(url, incident_id, n, f"order {n}"))[n - 1]
+        make_due(url, f"ack:{order.order_id}")
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), "station_agency_id", STATION)
+    finally:
+        client.close()
+    first, _, third = await orders_once(url, incident_id, 3, "the third guards' order")
+    return incident_id, first, third
+
+
 async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_hand_over_nobody_took(
         clean_redis: str, publisher: RedisBroker) -> None:
     # Two guards missed the noise's deadlines (flagged), a third took it and handed it over;
@@ -293,16 +310,7 @@ async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_hand_over_no
     async with dispatch_with_teams(url, publisher, {
             "a": ("security", 22.8171), "b": ("security", 22.8176),
             "c": ("security", 22.8181), "station-car": ("police", 22.8300)}):
-        incident_id = await report(publisher, "noise", priority="P4")
-        for n in (1, 2):
-            order = (await orders_once(url, incident_id, n, f"order {n}"))[n - 1]
-            make_due(url, f"ack:{order.order_id}")
-        client = sync_redis.Redis.from_url(url, decode_responses=True)
-        try:
-            client.hset(store.incident_key(incident_id), "station_agency_id", STATION)
-        finally:
-            client.close()
-        first, _, third = await orders_once(url, incident_id, 3, "the third guards' order")
+        incident_id, first, third = await third_guards_after_two_timeouts(url, publisher)
         assert (first.team_id, third.team_id) == ("a", "c")
         await respond(publisher, third, "acknowledged", "handover")
         (station,) = await poll_until(lambda: [o for o in orders_for(url, incident_id)
@@ -388,16 +396,7 @@ async def test_an_answer_read_after_its_timeout_keeps_the_flag_of_a_station_with
     async with dispatch_with_teams(url, publisher, {
             "a": ("security", 22.8171), "b": ("security", 22.8176),
             "c": ("security", 22.8181)}):
-        incident_id = await report(publisher, "noise", priority="P4")
-        for n in (1, 2):
-            order = (await orders_once(url, incident_id, n, f"order {n}"))[n - 1]
-            make_due(url, f"ack:{order.order_id}")
-        client = sync_redis.Redis.from_url(url, decode_responses=True)
-        try:
-            client.hset(store.incident_key(incident_id), "station_agency_id", STATION)
-        finally:
-            client.close()
-        first, _, third = await orders_once(url, incident_id, 3, "the third guards' order")
+        incident_id, first, third = await third_guards_after_two_timeouts(url, publisher)
         await respond(publisher, third, "acknowledged", "handover")
         await poll_until(lambda: incident(url, incident_id).get("handover_unstaffed") == "1",
                          "the hand-over waiting for a car of the station, flagged")
