@@ -179,13 +179,15 @@ async def test_an_off_shift_take_back_that_failed_halfway_still_offers_the_next_
 # --- a follow-up with no station: its timer ends --------------------------------------
 
 
-async def test_a_follow_up_of_a_place_no_station_owns_is_not_looked_for_every_hour_for_ever(
+async def test_a_follow_up_of_a_place_no_station_owns_is_looked_for_again_only_flagged(
         dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # A dispute handed over while the district's zones could not be loaded: its follow-up is
     # scheduled "all the same" (the station is not known *yet*). Once the zones are back
-    # and no station owns the place, the follow-up's firing finds no station and sets
-    # itself an hour on, every hour, for ever: the incident never leaves the timers, and
-    # records.archive_ended keeps its caller's details for ever (a follow-up timer due).
+    # and no station owns the place, the case still waits for a station (its hand-over is
+    # tried again until one is given the ground), and so does its visit: looked for again
+    # every followup_retry_h, but never unsaid, which kept the incident in the timers and
+    # its caller's details for ever with nobody told. The case is flagged for the command
+    # room, whose close ends both.
     from services.dispatch.engine import Dispatcher
 
     await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
@@ -210,7 +212,13 @@ async def test_a_follow_up_of_a_place_no_station_owns_is_not_looked_for_every_ho
     monkeypatch.setattr(store, "finish_timer", finish)
     make_due(dispatch, member)
     await poll_until(lambda: member in finished, "the follow-up fired")
-    assert timer_of(dispatch, member) is None, "looked for again in an hour, for ever"
+    assert timer_of(dispatch, member) is not None, "the visit no longer owed"
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        fields = client.hgetall(store.incident_key(incident_id))
+    finally:
+        client.close()
+    assert fields["flagged"] == "1" and fields["followup_unstaffed"] == "1", fields
 
 
 # --- two backups asked, one declines: replaced -----------------------------------------
