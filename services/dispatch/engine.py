@@ -22,6 +22,7 @@ from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from shared import streams
 from shared.bus import entry_to_write, queue_publish
@@ -46,7 +47,7 @@ from shared.events import (
     new_id,
     utcnow,
 )
-from shared.http import ApiError, conflict, not_found
+from shared.http import ApiError, TryAgain, conflict, not_found
 from shared.metrics import meter
 from shared.policy import Policy, normalise_flags
 from shared.scripts import ScriptBatch, queued_commands
@@ -140,6 +141,23 @@ def in_incident_trace(name: str, trace_ctx: str | None, **attributes: str) -> It
     with tracer.start_as_current_span(name, context=stored, attributes=attributes,
                                       links=[trace.Link(cause)] if cause.is_valid else None):
         yield
+
+
+@contextlib.contextmanager
+def _odd_record_passed(incident_id: str) -> Iterator[None]:
+    """Around a step a waiting incident is judged or offered a team in, for another event
+    than its own (a freed team's, the sweep's): a record that step fails on for what it
+    holds (a field it lacks, a value it cannot read) is logged and passed over, left
+    queued, so that one odd record neither keeps the team from the incidents behind it nor
+    fails the event that freed it. Redis away, a lock held long and zones not loaded pass
+    through: the event is handled again."""
+    try:
+        yield
+    except (RedisError, TimeoutError, TryAgain, ZonesUnavailable):
+        raise
+    except Exception:
+        log.exception("waiting incident %s could not be judged or offered: passed over",
+                      incident_id)
 
 
 def _reporting_member(inc: dict[str, str]) -> str | None:
@@ -2812,19 +2830,26 @@ class Dispatcher:
                 # that handle answers in order (and, for the position fixes of free teams,
                 # on every fix).
                 now = utcnow()
-                waiting = [inc for inc in waiting if await self._would_send(unit, inc, now)]
+                waiting = [inc for inc in waiting if await self._may_send(unit, inc, now)]
             for inc in waiting:
                 incident_id = inc["incident_id"]
                 # In its own trace, not that of the event that freed the team (another
                 # incident's), which the span links to.
-                with in_incident_trace("waiting incident offered again", inc.get("trace_ctx"),
-                                       **{"lianfang.incident_id": incident_id}):
+                with (in_incident_trace("waiting incident offered again", inc.get("trace_ctx"),
+                                        **{"lianfang.incident_id": incident_id}),
+                      _odd_record_passed(incident_id)):
                     async with self._locked(incident_id):
                         await self._fill(incident_id)
                 if freed and await store.claim_of(self.redis, freed):
                     return
             if len(page) < WAITING_PAGE:
                 return
+
+    async def _may_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
+        """_would_send; False for a record it cannot judge (logged, left queued)."""
+        with _odd_record_passed(inc["incident_id"]):
+            return await self._would_send(unit, inc, now)
+        return False
 
     async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
         """Whether _fill could send this team to this waiting incident: one it may answer,
@@ -2890,8 +2915,9 @@ class Dispatcher:
                     continue
                 log.info("incident %s waits while a team is free: offered again by the sweep",
                          incident_id)
-                with in_incident_trace("waiting incident swept", inc.get("trace_ctx"),
-                                       **{"lianfang.incident_id": incident_id}):
+                with (in_incident_trace("waiting incident swept", inc.get("trace_ctx"),
+                                        **{"lianfang.incident_id": incident_id}),
+                      _odd_record_passed(incident_id)):
                     async with self._locked(incident_id):
                         await self._fill(incident_id)
                 filled += 1
@@ -2910,7 +2936,7 @@ class Dispatcher:
                          now: datetime) -> bool:
         """Whether _fill could send one of the `free` teams to the waiting incident."""
         for unit in free:
-            if await self._would_send(unit, inc, now):
+            if await self._may_send(unit, inc, now):
                 return True
             if inc["status"] in TERMINAL:  # taken off the queue by _would_send
                 return False

@@ -1174,7 +1174,9 @@ async def waiting_incidents(redis: Redis, district: str, page: Sequence[tuple[st
                                    gone):
             log.warning("waiting incidents of %s: %d with no record taken off the queue",
                         district, off)
-    return [d for d in found if d.get("district")]
+    # each named by its place in the queue, also an odd one that lacks the field
+    return [{**d, "incident_id": incident_id}
+            for (incident_id, _), d in zip(page, found, strict=True) if d.get("district")]
 
 
 WAITING_DISTRICTS_INDEXED = "dispatch:waiting-districts-indexed"  # set once the catch-up ran

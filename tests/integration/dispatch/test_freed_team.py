@@ -178,3 +178,29 @@ async def test_a_free_team_come_within_reach_of_an_incident_further_down_is_sent
     (order,) = await store.orders_of(dispatcher.redis, traffic)
     assert order["team_id"] == "red-armband"
     assert [i for i in fights if await store.orders_of(dispatcher.redis, i)] == []
+
+
+async def test_an_odd_record_ahead_in_the_queue_keeps_no_freed_team_from_the_incidents_behind(
+        clean_redis: str) -> None:
+    # Ahead of the waiting incident, the district's queue holds one whose record is spoilt
+    # (its district and status, none of its other fields): judging it fails. The team the
+    # order's end frees still goes to the incident behind it, and the odd one stays queued
+    # (it may be a real incident: somebody must look at it, not the queue forget it).
+    async with running("dispatch", clean_redis) as svc:
+        team, first, order_id = await assigned_in_dispatch(svc, "o1")
+        await svc.publish(streams.INCIDENT_REPORTED, incident_reported("inc-o2"))
+        await poll_until(lambda: _is(dispatch_status(svc, "inc-o2"), "unassigned"),
+                         "the second incident waiting: its only team is busy")
+        redis = aioredis.Redis.from_url(clean_redis, decode_responses=True)
+        try:
+            await redis.hset(store.incident_key("inc-odd"),
+                             mapping={"district": probes.DISTRICT, "status": "unassigned"})
+            await redis.zadd(f"dispatch:waiting:{probes.DISTRICT}", {"inc-odd": 0.0})
+            await svc.publish(streams.UNIT_STATUS, unit_status(team))
+            await svc.publish(streams.ORDER_RESPONDED,
+                              order_responded(order_id, first, team, "resolved"))
+            await poll_until(lambda: _is(dispatch_status(svc, "inc-o2"), "assigned"),
+                             "the waiting incident given the freed team past the odd record")
+            assert await redis.zscore(f"dispatch:waiting:{probes.DISTRICT}", "inc-odd") == 0.0
+        finally:
+            await redis.aclose()

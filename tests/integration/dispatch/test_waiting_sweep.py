@@ -152,6 +152,25 @@ async def test_an_odd_record_in_one_district_s_queue_stops_no_other_district_s_s
     assert order.team_id == "guard"
 
 
+async def test_an_odd_record_ahead_in_a_district_s_queue_keeps_no_team_from_those_behind(
+        clean_redis: str, publisher: RedisBroker, redis: Redis) -> None:
+    # The odd record is in this district's queue, ahead of the waiting incident: the sweep
+    # passes over it (left queued) to the incident behind, each round.
+    odd = new_id("inc")
+    await redis.zadd(f"dispatch:waiting:{DISTRICT}", {odd: 0.0})
+    await redis.hset(store.incident_key(odd), mapping={"district": DISTRICT,
+                                                       "status": "unassigned"})
+    async with sweeping(clean_redis):
+        incident_id = await report(publisher, "noise", priority="P4")
+        await poll_until(lambda: waiting(redis, incident_id),
+                         "the incident waiting: nobody is on shift")
+        await free_in_view(redis, "guard", kind="security", lat=22.8172)
+        (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id),
+                                    "the incident given the free team past the odd record")
+    assert order.team_id == "guard"
+    assert await waiting(redis, odd)
+
+
 def in_the_sweep(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     """The districts swept, a round each, and the candidate searches the sweep ran (those
     of its task: not the reports' own)."""
