@@ -19,7 +19,14 @@ from shared.events import utcnow
 from shared.http import ApiError, conflict, error_body, not_found
 
 from ..config import Settings
-from ..domain.roster import ENTITIES, InvalidRoster, RosterDoc, parse_document
+from ..domain.roster import (
+    ENTITIES,
+    InvalidRoster,
+    RosterDoc,
+    is_name,
+    parse_document,
+    shown,
+)
 from ..domain.roster_csv import parse_csv
 from ..domain.status import Refused, expire_check_ins
 from ..store import devices as devices_store
@@ -100,7 +107,8 @@ def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
         try:
             fields[key.strip().lower()] = payload.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise ApiError(422, "invalid_field", f"{key} is not UTF-8 text", key) from exc
+            where = shown(key)
+            raise ApiError(422, "invalid_field", f"{where} is not UTF-8 text", where) from exc
     return fields
 
 
@@ -117,9 +125,11 @@ def parse_import(content_type: str, body: bytes) -> RosterDoc:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
     if isinstance(data, dict) and "csv" in data:
         extra = [k for k in data if k not in ("district", "csv")]
-        if extra:
-            raise ApiError(422, "invalid_field", f"{str(extra[0])[:64]} is not a known field",
-                           str(extra[0])[:64])
+        if extra and is_name(extra[0]):
+            raise ApiError(422, "invalid_field", f"{extra[0]} is not a known field", extra[0])
+        if extra:  # the sender's data, not a misspelt field: not named back
+            raise ApiError(422, "invalid_field", "the body holds a key that is no known field "
+                           "(not shown: it is no field name)", "(body)")
         files = data["csv"]
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise ApiError(422, "invalid_field",

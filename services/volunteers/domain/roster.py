@@ -7,6 +7,7 @@ CSV file and line) before anything is written, so an import is all or nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -164,6 +165,23 @@ def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, 
 
 # --- locations and errors ---------------------------------------------------------------
 
+# What a field or column name looks like (ours are ASCII identifiers, as shared.http's
+# FIELD_NAME): a key or a header cell unlike it is the sender's data (a members file
+# exported without its header row: a member's name and phone), named in no error.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+NOT_SHOWN = "(a key not shown)"
+UNNAMED = "(not shown: it is no field name)"
+
+
+def is_name(key: object) -> bool:
+    """Whether `key` may be named back in an error: it looks like a field name."""
+    return isinstance(key, str) and _NAME.match(key) is not None
+
+
+def shown(key: object) -> str:
+    """`key` as an error may name it: itself if it looks like a field name, else not."""
+    return key if isinstance(key, str) and is_name(key) else NOT_SHOWN
+
 
 @dataclass(frozen=True, slots=True)
 class RowError:
@@ -277,7 +295,7 @@ def _describe(err: Mapping[str, Any]) -> str:
 def _validation_errors(entity: str, loc: Loc, exc: ValidationError) -> list[RowError]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
-        parts = [str(p) for p in err["loc"]]
+        parts = [str(p) if isinstance(p, int) else shown(p) for p in err["loc"]]
         message = _describe(err)
         if not parts and ":" in message:  # a model validator names its field first
             name, _, message = message.partition(":")
@@ -326,7 +344,8 @@ def parse_document(data: Any) -> RosterDoc:
     errors = doc.errors
     for key in data:
         if key not in ("district", *ENTITIES):
-            errors.append(RowError(str(key)[:64], "", "is not a known field"))
+            errors.append(RowError(key, "", "is not a known field") if is_name(key) else
+                          RowError("(body)", "", f"holds a key that is no known field {UNNAMED}"))
     doc.district = check_district(data.get("district"), errors)
     for entity in ENTITIES:
         rows = data.get(entity, [])

@@ -24,12 +24,14 @@ from shapely.geometry import Polygon
 from .roster import (
     ENTITIES,
     MAX_ROWS,
+    UNNAMED,
     Entity,
     Loc,
     RosterDoc,
     RowError,
     check_district,
     check_document,
+    is_name,
     parse_row,
 )
 
@@ -99,10 +101,18 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
         if name not in columns:
             errors.append(RowError(entity, name, "column is missing", line=1))
             header_ok = False
+    unnamed = False
     for name in columns:
         if name not in required and name not in optional:
-            errors.append(RowError(entity, name or "(empty)", "is not a known column", line=1))
             header_ok = False
+            if not name or is_name(name):
+                errors.append(RowError(entity, name or "(empty)", "is not a known column",
+                                       line=1))
+            elif not unnamed:  # a cell of a first row that is data: its value, not shown
+                unnamed = True
+                errors.append(RowError(entity, "", "the header row holds a column that is "
+                                       "none of the file's (not shown: it is no column name; "
+                                       "is the header row missing?)", line=1))
     if len(set(columns)) != len(columns):
         errors.append(RowError(entity, "", "a column appears twice", line=1))
         header_ok = False
@@ -146,7 +156,10 @@ def parse_csv(district: Any, files: Mapping[str, str]) -> RosterDoc:
     doc.district = check_district(district, errors)
     unknown = [name for name in files if name not in ENTITIES]
     for name in unknown:
-        errors.append(RowError(str(name)[:64], "", "is not one of agencies, zones, teams, members"))
+        errors.append(RowError(name, "", "is not one of agencies, zones, teams, members")
+                      if is_name(name) else
+                      RowError("(files)", "", "a file is named none of agencies, zones, teams, "
+                               f"members {UNNAMED}"))
     if not any(name in ENTITIES for name in files):
         errors.append(RowError("(files)", "", "no file named agencies, zones, teams or members"))
     for entity in ENTITIES:

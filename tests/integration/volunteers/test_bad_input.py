@@ -110,3 +110,34 @@ async def test_a_deeply_nested_body_fastapi_reads_is_bad_json(volunteers: Volunt
     r = await volunteers.client.put("/v1/me/status", content=DEEP_OBJECT, headers=device | JSON)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "bad_json"
+
+
+PHONE, NAME = "13800138000", "Wang Wei"
+
+
+async def test_a_roster_import_refused_never_echoes_members_details(
+    volunteers: Volunteers,
+) -> None:
+    # A message never echoes the body: a members file exported without its header row was
+    # refused with each cell of its first row named as an unknown column ("members line 1,
+    # 13800138000: is not a known column"), a member's phone and name in the answer; so was
+    # a key that is no field name, in a document or among its CSV texts. A misspelt
+    # column or field is still named, so that the sheet can be fixed.
+    headerless = f"m1,{NAME},v1,t1,volunteer,{PHONE}\n"
+    bodies = [
+        {"json": {"district": "d1", "csv": {"members": headerless}}},
+        {"files": {"district": (None, "d1"), "members": ("members.csv", headerless)}},
+        {"json": {"district": "d1", "csv": {f"{NAME} {PHONE}": "id\n"}}},
+        {"json": {"district": "d1", "csv": {"members": "id\n"}, PHONE: NAME}},
+        {"json": {"district": "d1", PHONE: NAME}},
+        {"json": {"district": "d1", "members": [
+            {"id": "m1", "name": "A", "agency_id": "v1", "team_id": "t1",
+             "role": "volunteer", PHONE: NAME}]}},
+    ]
+    for body in bodies:
+        r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, **body)
+        assert r.status_code == 422, r.text
+        assert PHONE not in r.text and NAME.lower() not in r.text.lower(), r.text
+    misspelt = {"district": "d1", "csv": {"members": "id,name,agency,team_id,role\n"}}
+    r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, json=misspelt)
+    assert r.status_code == 422 and "agency" in {e["field"] for e in r.json()["error"]["errors"]}
