@@ -68,6 +68,9 @@ class FrameError(Exception):
         return out
 
 
+# What a field name looks like (shared.http's FIELD_NAME: ours are ASCII identifiers).
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
 _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
@@ -108,6 +111,13 @@ def parse_frame(raw: str | bytes, *, max_bytes: int) -> DeviceFrame:
         loc = [str(p) for p in first["loc"]]
         if loc and loc[0] == kind:  # the discriminator's tag leads the path
             loc = loc[1:]
+        if first["type"] == "extra_forbidden" and loc and not _FIELD_NAME.match(loc[-1]):
+            # a key that is no field name (a caller's number, a name) is the sender's data:
+            # named by where it is, never echoed (as shared.http answers the same over HTTP)
+            field = ".".join(loc[:-1]) or "(frame)"
+            raise FrameError("invalid_field", f"{'the frame' if field == '(frame)' else field} "
+                             "holds a key that is no known field (not shown: it is not a "
+                             "field name)", field) from None
         field = ".".join(loc) or "(frame)"
         message = _MESSAGES.get(first["type"], "is invalid")
         raise FrameError("invalid_field", f"{field} {message}", field) from None

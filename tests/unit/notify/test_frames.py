@@ -72,6 +72,21 @@ def test_an_error_message_never_echoes_the_frame() -> None:
     assert secret not in json.dumps(bad.value.frame())
 
 
+
+@pytest.mark.parametrize("frame", [
+    {"type": "response", "order_id": "o", "response": "declined", "13877001234": "Wang Wei"},
+    {"type": "response", "order_id": "o", "response": "on_scene",
+     "evidence": [{"kind": "photo", "ref": "p1", "Wang Wei 13877001234": "x"}]},
+])
+def test_an_unknown_key_that_is_no_field_name_is_not_echoed(frame: dict[str, object]) -> None:
+    # As the same answer over HTTP (shared.http): a key where a field name goes that is no
+    # field name (a caller's number, a name) is the sender's data, said to be there, not named
+    with pytest.raises(FrameError) as bad:
+        parse_frame(json.dumps(frame), max_bytes=MAX)
+    said = json.dumps(bad.value.frame(), ensure_ascii=False)
+    assert bad.value.code == "invalid_field"
+    assert "13877001234" not in said and "Wang" not in said, said
+
 def test_an_oversized_frame_is_refused_before_parsing() -> None:
     raw = json.dumps({"type": "response", "order_id": "o", "response": "acknowledged",
                       "note": "x" * 400})
