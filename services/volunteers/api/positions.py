@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.events import UnitPosition, utcnow
 from shared.http import (
+    FIELD_NAME,
     STORE_AWAY,
     ApiError,
     AuthFailures,
@@ -112,7 +113,15 @@ def is_position_fix(scope: Scope) -> bool:
 
 def _invalid(exc: ValidationError) -> ApiError:
     err = exc.errors(include_url=False, include_input=False)[0]
-    path = ".".join(str(p) for p in err["loc"]) or "(body)"
+    loc = [str(p) for p in err["loc"]]
+    if err["type"] == "extra_forbidden" and loc and not FIELD_NAME.match(loc[-1]):
+        # a key that is no field name (a number, a name) is the sender's data: named by
+        # where it is, never echoed, as the app's own handler answers
+        where = ".".join(loc[:-1]) or "(body)"
+        return ApiError(422, "invalid_field", f"{'the body' if where == '(body)' else where} "
+                        "holds a key that is no known field (not shown: it is not a field "
+                        "name)", where)
+    path = ".".join(loc) or "(body)"
     if err["type"] == "model_type" or path == "(body)":
         return ApiError(422, "bad_body", "the request body must be a JSON object", "(body)")
     message = _MESSAGES.get(err["type"], err.get("msg", "is invalid"))

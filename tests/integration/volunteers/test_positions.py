@@ -92,6 +92,26 @@ async def test_invalid_fixes_are_refused_naming_the_field(volunteers: Volunteers
     assert (await client.put("/v1/me/position", json={"lat": 1, "lon": 1})).status_code == 401
 
 
+
+async def test_a_fix_with_a_key_that_is_no_field_name_is_refused_without_echoing_it(
+    volunteers: Volunteers,
+) -> None:
+    # The fast path answers as the app's own handler would (shared.http): a key that is no
+    # field name (a number, a name) is the sender's data, named by where it is, never echoed;
+    # the fast path named it ("13800138000 is not a known field").
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    await volunteers.client.post("/v1/me/shift/start", headers=device)
+    for who in (device, ADMIN):  # the body is judged before the admin's 403 too
+        r = await volunteers.client.put("/v1/me/position", headers=who, json={
+            "lat": 22.0, "lon": 108.0, "13800138000": "Wang Wei"})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["field"] == "(body)"
+        assert "13800138000" not in r.text and "Wang" not in r.text, r.text
+    misspelt = await volunteers.client.put("/v1/me/position", headers=device,
+                                           json={"lat": 22.0, "lon": 108.0, "accuracy": 5})
+    assert misspelt.status_code == 422 and misspelt.json()["error"]["field"] == "accuracy"
+
 async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
     clean_redis: str,
 ) -> None:
