@@ -187,6 +187,13 @@ def awaits_team(record: store.OrderRecord) -> bool:
             and not record.withdrawn)
 
 
+def taken_from_team(record: store.OrderRecord) -> bool:
+    """Withdrawn, or declined by one of its team: no longer the team's (dispatch gives a
+    declined order's incident to another team, withdrawing nothing), so the fallback
+    messages that went to its phones are taken back."""
+    return record.withdrawn or record.state == "declined"
+
+
 class FallbackTimers:
     def __init__(self, *, redis: Redis, orders: Orders, chain: Sequence[Channel],
                  settings: Settings, shifts: Shifts | None = None) -> None:
@@ -452,15 +459,16 @@ class FallbackTimers:
                 sent_to=getattr(device, channel.contact_field, None))
 
     async def take_back(self, timer: str, order_id: str) -> None:
-        """A withdrawn order's fallback messages taken back where their channel can: a Web
-        Push (its Topic replaces the order's push still waiting for an offline phone; the
-        page's service worker replaces the order's notification), once per message that
-        went or may have gone. An SMS cannot be unsent: a second one says the order was
-        withdrawn, not to go (the first stays in the inbox). One refused for a passing reason
-        is tried again (as retry_wait says). A message still being sent is waited for,
-        lest the order's push reach the push service after the one taking it back."""
+        """A withdrawn (or declined: taken_from_team) order's fallback messages taken back
+        where their channel can: a Web Push (its Topic replaces the order's push still
+        waiting for an offline phone; the page's service worker replaces the order's
+        notification), once per message that went or may have gone. An SMS cannot be
+        unsent: a second one says the order was withdrawn, not to go (the first stays in the
+        inbox). One refused for a passing reason is tried again (as retry_wait says). A
+        message still being sent is waited for, lest the order's push reach the push service
+        after the one taking it back."""
         record = await store.get_order(self._redis, order_id)
-        if record is None or record.order is None or not record.withdrawn:
+        if record is None or record.order is None or not taken_from_team(record):
             await store.cancel_fallback(self._redis, timer)
             return
         marks = [m for m in await store.step_marks(self._redis, order_id)

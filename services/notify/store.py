@@ -454,6 +454,11 @@ local ttl = ARGV[12]  -- live: kept while its team may answer it
 if ARGV[3] == 'resolved' or ARGV[3] == 'handover' or ARGV[3] == 'declined' then
   redis.call('ZREM', KEYS[2], ARGV[7])
   ttl = ARGV[6]  -- ended: ORDER_TTL_S from now
+  -- declined: no longer the team's (dispatch withdraws nothing); a fallback message that
+  -- went (or was going) to a teammate is taken back, as a withdrawal's (_WITHDRAW)
+  if ARGV[3] == 'declined' and redis.call('EXISTS', KEYS[9]) == 1 then
+    redis.call('ZADD', KEYS[3], ARGV[13], ARGV[7] .. '#withdrawn')
+  end
 else
   redis.call('EXPIRE', KEYS[2], ttl)
 end
@@ -488,7 +493,9 @@ async def apply_response(
     without reading it again; the script writes only if the order has not changed since
     (an answer on another device, a withdrawal), else it is read and decided again.
     An answer that ends the order has it and its records expire `ttl_s` (ORDER_TTL_S) from
-    now; one that keeps it live, `open_ttl_s` from now (ORDER LIFETIMES).
+    now; one that keeps it live, `open_ttl_s` from now (ORDER LIFETIMES). A decline of an
+    order some fallback step was sent for sets its withdrawal_timer (due now), as a
+    withdrawal does: the order is no longer the team's, and a teammate texted it must not go.
     """
     key = _order(order_id)
     stream = streams.ORDER_RESPONDED
@@ -513,7 +520,7 @@ async def apply_response(
                  f"{key}:fallback_sent"],
                 [record.state, record.updated_at or "", decision.state, response, now,
                  str(ttl_s), order_id, answer, entry, maxlen_arg(stream),
-                 fan_out(decision), str(max(open_ttl_s, ttl_s))])
+                 fan_out(decision), str(max(open_ttl_s, ttl_s)), repr(time.time())])
         if done < 0:
             return None
         if done:
@@ -772,10 +779,13 @@ class SendMark:
 # sends it again when its reply was lost) finds its own mark and goes on, rather than
 # taking itself for another replica and sending nothing.
 _BEGIN_SEND = _LIKE_ORDER + """
--- the order's own message, once it is withdrawn: not sent (the withdrawal set no timer to
--- take back a message not yet begun); its take-back ('withdrawn<step>') goes
-if string.sub(ARGV[1], 1, 9) ~= 'withdrawn' and redis.call('HGET', KEYS[2], 'withdrawn') == '1'
-then return {'done'} end
+-- the order's own message, once it is withdrawn or declined: not sent (the withdrawal or
+-- the decline set no timer to take back a message not yet begun); its take-back
+-- ('withdrawn<step>') goes
+if string.sub(ARGV[1], 1, 9) ~= 'withdrawn' then
+  local order = redis.call('HMGET', KEYS[2], 'withdrawn', 'state')
+  if order[1] == '1' or order[2] == 'declined' then return {'done'} end
+end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local tries = 0
 local went = nil
@@ -864,8 +874,9 @@ async def begin_fallback_send(redis: Redis, order_id: str, *, step: int | str, d
     this sender has its answer or gave up), unless it was sent, given up, or is being sent
     by another replica (one whose lease ran out while it sent): each message goes out once,
     and one whose sender died goes out again, not never. The order's own message is not
-    begun once the order is withdrawn (`done`): a withdrawal takes back only what was begun
-    before it (_WITHDRAW's timer), so one begun after it would never be."""
+    begun once the order is withdrawn or declined (`done`): a withdrawal or a decline takes
+    back only what was begun before it (_WITHDRAW's and _RESPOND's timer), so one begun
+    after it would never be."""
     reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id), _order(order_id)],
                              [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s),
                               uuid.uuid4().hex])

@@ -26,8 +26,9 @@ from services.notify.channels.sms import SmsChannel
 from services.notify.channels.webpush import WebPushChannel, load_vapid
 from services.notify.config import Settings
 from services.notify.domain.fallback import MAX_TRIES
+from services.notify.domain.responses import Decision
 from services.notify.fallback import FallbackTimers
-from shared.events import utcnow
+from shared.events import OrderResponded, utcnow
 from shared.runtime import stop_task
 from tests.helpers import poll_until
 
@@ -527,14 +528,20 @@ async def test_a_replica_stopped_while_sending_the_withdrawals_sms_leaves_it_to_
     assert ("sms", "withdrawal_sent") in [a[:2] for a in await attempts(redis, order_id)]
 
 
-async def test_an_orders_message_begun_after_its_withdrawal_is_not_sent(redis: Redis) -> None:
-    # A fallback step read the order live, then the order was withdrawn before the step
-    # marked its message as being sent: the withdrawal found no message gone and set no
-    # timer to take one back. Sent after all, the member got the order and never heard it
-    # was called off (notify's state machine: a timer firing and a withdrawal at once).
+@pytest.mark.parametrize("ended_by", ["withdrawal", "decline"])
+async def test_an_orders_message_begun_after_its_withdrawal_is_not_sent(
+        redis: Redis, ended_by: str) -> None:
+    # A fallback step read the order live, then the order was withdrawn (or a teammate
+    # declined it: dispatch gives it to another team) before the step marked its message as
+    # being sent: the withdrawal found no message gone and set no timer to take one back.
+    # Sent after all, the member got the order and never heard it was called off (notify's
+    # state machine: a timer firing and a withdrawal at once).
     order_id = await an_sms_order(redis, "t1", ack_in_s=None)
-    await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
-                               district="d1", reason="closed", ttl_s=600, fan_out="{}")
+    if ended_by == "withdrawal":
+        await store.withdraw_order(redis, order_id=order_id, team_id="t1", incident_id="inc",
+                                   district="d1", reason="closed", ttl_s=600, fan_out="{}")
+    else:
+        await decline(redis, order_id)
     now = utcnow().timestamp()
     mark = await store.begin_fallback_send(redis, order_id, step=0, device_id="t1-dev",
                                            now=now, till=now + 10, ttl_s=600)
@@ -544,6 +551,18 @@ async def test_an_orders_message_begun_after_its_withdrawal_is_not_sent(redis: R
                                            device_id="t1-dev", now=now, till=now + 10,
                                            ttl_s=600)
     assert back.state == "go", back
+
+
+async def decline(redis: Redis, order_id: str) -> None:
+    """A member of team t1 declines the order (as Orders.respond does)."""
+    event = OrderResponded(district="d1", order_id=order_id, incident_id="inc", team_id="t1",
+                           member_id="m1", device_id="t1-other", response="declined",
+                           note="still at the last call")
+    done = await store.apply_response(
+        redis, order_id, decide=lambda _: (Decision(state="declined", emit=True), event),
+        fan_out=lambda _: "{}", response="declined", member_id="m1", device_id="t1-other",
+        ttl_s=600)
+    assert done is not None and done.event_id == event.event_id
 
 
 async def _no_timer(redis: Redis, timer: str) -> bool:

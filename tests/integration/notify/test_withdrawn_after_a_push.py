@@ -117,3 +117,38 @@ async def test_a_member_texted_an_order_is_texted_that_it_was_withdrawn(
                     (await deliveries(http, notify, order.order_id))["attempts"]]
         assert attempts.count(("sms", "withdrawal_sent")) == 1, attempts
         assert len(gateway.at("/sms")) == 2
+
+
+async def test_a_member_texted_an_order_a_teammate_then_declined_is_texted_not_to_go(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient, clean_redis: str) -> None:
+    # A volunteer, the page closed, is texted a fight; a teammate then declines it (they are
+    # still at another call) and dispatch gives it to another team at once: no withdrawal
+    # comes for a declined order. Without a second text the volunteer goes, sent by nobody.
+    texted, decliner = (volunteers.enrol("t1", agency_kind="volunteer") for _ in range(2))
+    settings = settings_for(gateway, 0.2)
+    settings.pop("vapid_private_key")  # SMS only
+    async with notify_factory(**settings) as notify:
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=texted.bearer,
+                            json={"phone": "+8613800000001"})
+        assert r.status_code == 200, r.text
+        order = an_order("t1", agency_kind="volunteer", category="fight")
+        await issue(broker, order)
+        await poll_until(lambda: gateway.at("/sms"), "the order's SMS")
+
+        r = await http.post(f"{notify}/v1/orders/{order.order_id}/responses",
+                            headers=decliner.bearer,
+                            json={"response": "declined", "note": "still at the last call"})
+        assert r.status_code == 200 and r.json()["state"] == "declined", r.text
+
+        texts = await poll_until(lambda: gateway.at("/sms")[1:], "a second SMS")
+        body = json.loads(texts[0].body)
+        assert body["to"] == "+8613800000001" and body["kind"] == "withdrawn"
+        assert "请勿前往" in body["text"] and order.location.address in body["text"]
+        async with Redis.from_url(clean_redis) as redis:
+            await poll_until(lambda: _timer_gone(redis, order.order_id),
+                             "the take-back timer done")
+        attempts = [(a["channel"], a["outcome"]) for a in
+                    (await deliveries(http, notify, order.order_id))["attempts"]]
+        assert attempts.count(("sms", "withdrawal_sent")) == 1, attempts
+        assert len(gateway.at("/sms")) == 2
