@@ -42,7 +42,9 @@ class Settings(ServiceSettings):
     )
     frame_rate_per_s: float = Field(default=5.0, description="FRAME_RATE_PER_S: sustained rate")
     frame_burst: int = Field(default=20, description="FRAME_BURST: frames allowed at once")
-    send_queue: int = Field(default=256, description="SEND_QUEUE: frames queued per socket")
+    send_queue: int = Field(
+        default=256, description="SEND_QUEUE: frames queued per socket (a replay sends at most "
+        "half of it, 100 orders at most)")
 
     # Orders
     order_ttl_s: int = Field(

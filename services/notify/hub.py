@@ -33,6 +33,7 @@ from . import store
 from .domain.orders import (
     amended_frame,
     for_reader,
+    left_out_frame,
     order_frame,
     state_frame,
     withdrawn_frame,
@@ -89,6 +90,9 @@ class Connection:
         # Replays running on this socket (the heartbeat's, a `holding` frame's): what one
         # read may still be sent after another ends, so told_ended is trimmed by the last.
         self.replays = 0
+        # The team's live orders the last replay left out, and of those unanswered, as this
+        # socket was told (an `orders_left_out` frame): told again only when it changes.
+        self.left_out = (0, 0)
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
         # Frames offered before the socket's `hello` (the team's fan-out is heard from the
@@ -225,8 +229,9 @@ def withdrawn_message(order_id: str) -> str:
 
 
 class Hub:
-    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int, replay_most: int = store.REPLAY_MOST) -> None:
         self._redis = redis
+        self._replay_most = replay_most  # the most orders a replay sends (store.open_orders)
         self._by_team: dict[str, set[Connection]] = defaultdict(set)
         self._by_device: dict[str, set[Connection]] = defaultdict(set)
         self._subscribed: dict[str, asyncio.Event] = {}
@@ -573,7 +578,11 @@ class Hub:
         how (withdrawn, or the state it ended in), once. This covers what Pub/Sub lost (a
         withdrawal, a teammate's resolution, also of an order already answered here) and
         what ended while the page was away. The held orders are taken before the open ones
-        are read, so an order pushed in between is never taken for an ended one."""
+        are read, so an order pushed in between is never taken for an ended one.
+
+        At most `replay_most` orders, those nobody has answered first (store.open_orders):
+        the socket is told how many live ones were left out whenever that changes, and an
+        order it holds that was left out is left as it is."""
         conn.replays += 1
         try:
             await self._replay(conn)
@@ -582,7 +591,7 @@ class Hub:
 
     async def _replay(self, conn: Connection) -> None:
         held = [*conn.sent, *conn.held]
-        records = await store.open_orders(self._redis, conn.team_id)
+        records = await store.open_orders(self._redis, conn.team_id, most=self._replay_most)
         for read in records:
             record = await self._as_it_stands(conn, read)
             if record is None:
@@ -598,20 +607,28 @@ class Hub:
             # What it no longer holds needs no memory; unless another replay is still to
             # send what it read before the order ended (it would send it as live).
             conn.told_ended &= set(held)
-        for order_id in dict.fromkeys(held):
-            if order_id in still_open or order_id in conn.told_ended:
-                continue
-            record = await store.get_order(self._redis, order_id)
+        # Not among those read: ended, or live and left out by the replay's bound (or not
+        # yet in the open set), read together
+        unsure = [o for o in dict.fromkeys(held)
+                  if o not in still_open and o not in conn.told_ended]
+        standing = await store.where_orders_stand(self._redis, unsure) if unsure else []
+        for order_id, record in zip(unsure, standing, strict=True):
+            if order_id in conn.told_ended:
+                continue  # told meanwhile (the fan-out, while it was read)
             if record is not None and record.team_id != conn.team_id:
                 continue  # not this team's: nothing to say of it here
-            if record is not None and not (record.withdrawn or record.answered):
-                continue  # not ended (an order not yet in the open set): left as it is
+            if record is not None and not record.withdrawn and is_live(record.state):
+                continue  # not ended: left as it is
             conn.told_ended.add(order_id)
             if record is None or record.withdrawn:
                 conn.offer(withdrawn_frame(order_id))
             else:
                 conn.offer(state_frame(order_id, state=record.state, answered=True,
                                        response=record.last_response))
+        left_out = (records.left_out, records.unanswered_left_out)
+        if left_out != conn.left_out and not conn.closing:
+            conn.left_out = left_out
+            conn.offer(left_out_frame(count=left_out[0], unanswered=left_out[1]))
 
     async def _as_it_stands(self, conn: Connection,
                             record: store.OrderRecord) -> store.OrderRecord | None:

@@ -30,7 +30,7 @@ from shared.runtime import stop_task
 from shared.telemetry import trace_outside_calls
 from shared.timezones import parse_timezone
 
-from . import api, handlers, sockets
+from . import api, handlers, sockets, store
 from .channels import Channel
 from .channels.public_only import public_only_transport
 from .channels.sms import SmsChannel
@@ -105,7 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     introspector = Introspector(client, base_url=settings.volunteers_url,
                                 cache_s=settings.introspect_cache_s,
                                 timeout_s=settings.introspect_timeout_s)
-    hub = Hub(redis, ttl_s=settings.order_ttl_s)
+    # A replay queues its frames at once: at most half the socket's send queue, which a
+    # full queue would close ("too slow"), the phone reconnecting to the same replay.
+    replay_most = (store.REPLAY_MOST if settings.send_queue <= 0
+                   else max(1, min(store.REPLAY_MOST, settings.send_queue // 2)))
+    hub = Hub(redis, ttl_s=settings.order_ttl_s, replay_most=replay_most)
     hub.on_revoked.append(introspector.forget_device)
     chain, webpush_key = build_channels(settings, outside, push_client=push_client)
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,

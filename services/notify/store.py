@@ -35,7 +35,7 @@ from shared.metrics import meter
 from shared.scripts import run_script
 
 from .domain.fallback import wait_before_step
-from .domain.responses import Decision, is_live
+from .domain.responses import FINISHED, Decision
 
 FALLBACK = "notify:fallback"
 CONTROL = "notify:control"
@@ -409,21 +409,96 @@ async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
     return OrderRecord.from_hash(order_id, data)
 
 
-async def open_orders(redis: Redis, team_id: str) -> list[OrderRecord]:
+_NOT_LIVE = FINISHED | {"withdrawn"}  # domain.responses.is_live
+
+# The most orders one replay sends a socket (each its own frame, all queued at once: well
+# inside the socket's send queue, SEND_QUEUE, 256 by default).
+REPLAY_MOST = 100
+
+
+class LiveOrders(list[OrderRecord]):
+    """The team's live orders a replay sends, oldest first, and how many live orders were
+    left out by its bound (`left_out`), of which `unanswered_left_out` await an answer."""
+
+    def __init__(self, records: list[OrderRecord], *, left_out: int = 0,
+                 unanswered_left_out: int = 0) -> None:
+        super().__init__(records)
+        self.left_out = left_out
+        self.unanswered_left_out = unanswered_left_out
+
+
+# The team's open set walked newest first, in one step: an entry whose order expired (no
+# event), was withdrawn or ended is taken out of the set; of the live ones, those nobody has
+# answered are chosen first, newest first, then those the team is working on, newest first,
+# up to ARGV[1]. Answers the counts left out (live, and unanswered) and, oldest first, each
+# chosen order's id and hash. Each order's key is built here: ARGV[2] and its id (_order);
+# ARGV[3..] are the states an order is no longer live in.
+_OPEN_ORDERS = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local most = tonumber(ARGV[1])
+local over = {}
+for i = 3, #ARGV do over[ARGV[i]] = true end
+local waiting, taken = {}, {}
+for i = #ids, 1, -1 do
+  local o = redis.call('HMGET', ARGV[2] .. ids[i], 'event', 'withdrawn', 'state', 'answered')
+  if not o[1] or o[2] == '1' or over[o[3] or 'issued'] then
+    redis.call('ZREM', KEYS[1], ids[i])
+  elseif o[4] == '1' then
+    taken[#taken + 1] = i
+  else
+    waiting[#waiting + 1] = i
+  end
+end
+local chosen = {}
+for _, i in ipairs(waiting) do
+  if #chosen < most then chosen[#chosen + 1] = i end
+end
+local unanswered_left_out = #waiting - #chosen
+for _, i in ipairs(taken) do
+  if #chosen < most then chosen[#chosen + 1] = i end
+end
+table.sort(chosen)
+local reply = {#waiting + #taken - #chosen, unanswered_left_out}
+for _, i in ipairs(chosen) do
+  reply[#reply + 1] = ids[i]
+  reply[#reply + 1] = redis.call('HGETALL', ARGV[2] .. ids[i])
+end
+return reply
+"""
+
+
+async def open_orders(redis: Redis, team_id: str, *, most: int = REPLAY_MOST) -> LiveOrders:
     """The team's live orders (not ended, not withdrawn), oldest first: those not yet
-    answered and those it is working on."""
-    key = _open(team_id)
-    found: list[OrderRecord] = []
-    for order_id in cast(list[str], await redis.zrange(key, 0, 199)):
-        record = await get_order(redis, order_id)
-        if record is None or record.order is None:  # expired
-            await redis.zrem(key, order_id)
-            continue
-        if record.withdrawn or not is_live(record.state):
-            await redis.zrem(key, order_id)
-            continue
-        found.append(record)
-    return found
+    answered and those it is working on; at most `most`, those nobody has answered first
+    (the newest, should there be more of them), then the newest of those it is working on
+    (LiveOrders counts those left out). One script, however many: the entries of orders
+    expired, withdrawn or ended are taken out of the team's open set on the way."""
+    reply = await run_script(redis, _OPEN_ORDERS, [_open(team_id)],
+                             [str(most), _order(""), *sorted(_NOT_LIVE)])
+    left_out, unanswered_left_out, *chosen = reply
+    records = []
+    for order_id, flat in zip(chosen[::2], chosen[1::2], strict=True):
+        data = dict(zip(flat[::2], flat[1::2], strict=True))
+        records.append(OrderRecord.from_hash(order_id, data))
+    return LiveOrders(records, left_out=int(left_out),
+                      unanswered_left_out=int(unanswered_left_out))
+
+
+_STANDING = ("team_id", "state", "answered", "withdrawn", "last_response")
+
+
+async def where_orders_stand(redis: Redis, order_ids: list[str]) -> list[OrderRecord | None]:
+    """Where each order stands (its team, state, answer and withdrawal: the record without
+    the order itself or its trace), all in one round trip; None for an order gone."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for order_id in order_ids:
+            pipe.hmget(_order(order_id), _STANDING)
+        found = await pipe.execute()
+    standing: list[OrderRecord | None] = []
+    for order_id, values in zip(order_ids, found, strict=True):
+        data = {k: v for k, v in zip(_STANDING, values, strict=True) if v is not None}
+        standing.append(OrderRecord.from_hash(order_id, data) if data else None)
+    return standing
 
 
 # --- responses and receipts -------------------------------------------------------------

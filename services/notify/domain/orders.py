@@ -113,6 +113,12 @@ def withdrawn_frame(order_id: str) -> dict[str, Any]:
     return {"type": "order_withdrawn", "order_id": order_id}
 
 
+def left_out_frame(*, count: int, unanswered: int) -> dict[str, Any]:
+    """Tells a device how many of its team's live orders the replay left out (its bound,
+    store.REPLAY_MOST), and how many of those nobody has answered; 0 once none is."""
+    return {"type": "orders_left_out", "count": count, "unanswered": unanswered}
+
+
 def state_frame(order_id: str, *, state: str, answered: bool, response: str | None) -> dict[str, Any]:
     """Tells every device of the team where an order stands after one of them answered."""
     frame: dict[str, Any] = {

@@ -135,8 +135,8 @@ async def test_an_order_withdrawn_while_a_reconnecting_phone_is_replayed_is_not_
 
     read_open = store.open_orders
 
-    async def withdrawn_once_read(redis: Redis, team_id: str) -> list[store.OrderRecord]:
-        records = await read_open(redis, team_id)
+    async def withdrawn_once_read(redis: Redis, team_id: str, most: int) -> store.LiveOrders:
+        records = await read_open(redis, team_id, most=most)
         if records and not withdrawal_told.is_set():
             await store.withdraw_order(
                 redis, order_id=order.order_id, team_id=order.team_id,

@@ -92,9 +92,9 @@ async def test_an_order_issued_while_the_connect_replay_reads_arrives_once_after
     read_open = store.open_orders
     reads = 0
 
-    async def issued_once_read(redis: Redis, team_id: str) -> list[store.OrderRecord]:
+    async def issued_once_read(redis: Redis, team_id: str, most: int) -> store.LiveOrders:
         nonlocal reads
-        records = await read_open(redis, team_id)
+        records = await read_open(redis, team_id, most=most)
         reads += 1
         if reads == 1:  # the connect's replay
             assert meanwhile.order_id not in {r.order_id for r in records}

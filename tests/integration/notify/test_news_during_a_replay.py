@@ -69,8 +69,8 @@ def news_during_the_replay(monkeypatch: pytest.MonkeyPatch, *, told: str,
 
     read_open = store.open_orders
 
-    async def news_after_read(redis: Redis, team_id: str) -> list[store.OrderRecord]:
-        records = await read_open(redis, team_id)
+    async def news_after_read(redis: Redis, team_id: str, most: int) -> store.LiveOrders:
+        records = await read_open(redis, team_id, most=most)
         if records and not heard.is_set():
             await make_news()
             await asyncio.wait_for(heard.wait(), timeout=10)
@@ -171,8 +171,8 @@ async def test_a_withdrawal_heard_while_two_replays_run_keeps_the_order_off_the_
 
     read_open = store.open_orders
 
-    async def withdrawn_after_read(redis_: Redis, team_id: str) -> list[store.OrderRecord]:
-        records = await read_open(redis_, team_id)
+    async def withdrawn_after_read(redis_: Redis, team_id: str, most: int) -> store.LiveOrders:
+        records = await read_open(redis_, team_id, most=most)
         if order.order_id in {r.order_id for r in records} and not paused.is_set():
             await store.withdraw_order(
                 redis, order_id=order.order_id, team_id=order.team_id,
