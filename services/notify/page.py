@@ -100,7 +100,8 @@ _DEVICE_PAGE = """<!doctype html>
     <div class="meta" id="posline"></div>
     <div class="meta" id="pointsline"></div>
   </section>
-  <section id="orders"><div class="empty" id="empty">{{no_orders}}</div></section>
+  <section id="orders"><div class="notsent" id="leftout" role="status" hidden></div>
+    <div class="empty" id="empty">{{no_orders}}</div></section>
   <section class="panel" id="report" hidden>
     <label for="rcat" id="rlabel">{{report_label}}</label>
     <select id="rcat"></select>
@@ -492,6 +493,7 @@ function onFrame(f) {
       // of them (withdrawn, taken by a former teammate): off the page, not named as held
       if (team !== null && team !== f.team_id) leaveTeam(f.team_id);
       team = f.team_id;
+      showLeftOut({ count: 0 });   // this socket's replay says again if some are left out
       // back after a drop: the orders still shown, so those that ended meanwhile are told;
       // and those of answers restored after a reload (not shown: notify sends the live ones),
       // unless of the member's former team (notify tells this team's socket nothing of them)
@@ -542,9 +544,19 @@ function onFrame(f) {
         // with the order: a replay (a reload), when the call was made is not known here
         if (f.response === "reinforce") calledHelp(f.order_id, mine, !f.order); }
       break;
+    case "orders_left_out": showLeftOut(f); break;
     case "ping": send({ type: "pong" }); break;
     case "error": onRefused(f); break;
   }
+}
+
+// The team has more live orders than notify sends a phone (a station's hand-overs waiting to
+// be filed): those nobody has answered come first; the member is told how many are not here.
+function showLeftOut(f) {
+  $("leftout").hidden = !(f.count > 0);
+  show("leftout", () => (!(f.count > 0) ? ""
+    : f.unanswered > 0 ? say("left_out_unanswered", { count: f.count, unanswered: f.unanswered })
+    : say("left_out", { count: f.count })));
 }
 
 function onOrder(f) {
@@ -1189,7 +1201,7 @@ function forgetMember(why) {
   for (const id of [...unsure.keys()]) settled(id);
   pending = null; $("rdesc").value = ""; $("rweapon").checked = false; show("rstate", () => "");
   localStorage.removeItem("lf_reports"); $("myreports").replaceChildren();
-  info = null; me = null; tokenGone(why);
+  info = null; me = null; tokenGone(why); showLeftOut({ count: 0 });
   $("duty").hidden = true; $("report").hidden = true;
   show("who", () => ""); show("teamline", () => say("team")); show("dutystate", () => "");
   show("pointsline", () => ""); $("checkin").disabled = false; $("checkout").disabled = false;

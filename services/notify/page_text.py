@@ -24,6 +24,9 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "check_in": "上岗签到",
         "check_out": "下岗签退",
         "no_orders": "暂无指令。",
+        "left_out": "本组另有 {count} 条进行中的指令未在此显示：请向指挥室询问。",
+        "left_out_unanswered": "本组另有 {count} 条进行中的指令未在此显示，其中 {unanswered} 条"
+                               "尚未回复：请向指挥室询问。",
         "report_label": "现场上报（以您当前位置为准）",
         "report_hint": "您看到的情况（选填）",
         "weapon_seen": "看到凶器",
@@ -110,6 +113,9 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "check_in": "Check in",
         "check_out": "Check out",
         "no_orders": "No orders.",
+        "left_out": "{count} more of the team's live orders are not shown here: ask the command room.",
+        "left_out_unanswered": "{count} more of the team's live orders are not shown here, "
+                               "{unanswered} of them not yet answered: ask the command room.",
         "report_label": "Report from the street (at your position)",
         "report_hint": "what you see (optional)",
         "weapon_seen": "weapon seen",
