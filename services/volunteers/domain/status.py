@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shared.events import AgencyKind, Mode, OrderKind, Response, UnitState, UnitStatus
 
@@ -32,6 +32,12 @@ PROGRESS: dict[str, Stage] = {"en_route": "en_route", "on_scene": "on_scene"}
 # engine's CLAIMING_KINDS), so only these make it dispatched and hold its shift; a
 # hand-over or a follow-up leaves the team free for dispatch's next emergency.
 CLAIMING_KINDS: frozenset[str] = frozenset({"dispatch", "reinforcement", "manual"})
+
+# How many of a member's ended stints `TeamState.left` keeps: a member may leave and come
+# back more than once while an order's events wait to be read (dispatch catching up), and
+# was on the shift for an event read late if any of those stints spanned it; a phone that
+# checks in and out in a loop must not grow the state without end.
+STINTS_KEPT = 8
 
 # What a device may set from each state (the order states follow the order, not the device).
 DEVICE_TRANSITIONS: Mapping[str, tuple[DeviceStatus, ...]] = {
@@ -63,11 +69,22 @@ class TeamState(BaseModel):
         default_factory=dict, description="member id -> when they checked in to this shift"
     )
     orders: dict[str, Stage] = Field(default_factory=dict, description="open orders, oldest first")
-    left: dict[str, tuple[AwareDatetime, AwareDatetime]] = Field(
-        default_factory=dict, description="member id -> (checked in, left) of the stints that "
-        "ended lately: those of the shift that ended last, and of those who left this one. An "
-        "answer or a withdrawal read late (a restart, a backlog) pays or penalises those on "
-        "the shift when it came, also if the shift has ended since (`on_shift_at`)")
+    left: dict[str, tuple[tuple[AwareDatetime, AwareDatetime], ...]] = Field(
+        default_factory=dict, description="member id -> the (checked in, left) of their "
+        "stints that ended lately, oldest first: those of the shift that ended last, and of "
+        "those who left this one (each of a member's, who left and came back: the latest "
+        "`STINTS_KEPT`). An answer or a withdrawal read late (a restart, a backlog) pays or "
+        "penalises those on the shift when it came, also if they left or the shift ended "
+        "since (`on_shift_at`)")
+
+    @field_validator("left", mode="before")
+    @classmethod
+    def _one_stint_each_stored(cls, value: object) -> object:
+        """A state stored when `left` kept one stint a member, `(checked in, left)`."""
+        if isinstance(value, dict):
+            return {m: [s] if isinstance(s, list | tuple) and len(s) == 2
+                    and not isinstance(s[0], list | tuple) else s for m, s in value.items()}
+        return value
 
     @property
     def open_order(self) -> str | None:
@@ -91,23 +108,30 @@ def on_shift_at(state: TeamState, at: datetime | None) -> tuple[str, ...]:
     if at is None:
         return tuple(sorted(state.shift_members))
     on = {m for m, joined in state.shift_members.items() if joined <= at}
-    on |= {m for m, (joined, gone) in state.left.items() if joined <= at <= gone}
+    on |= {m for m, stints in state.left.items()
+           if any(joined <= at <= gone for joined, gone in stints)}
     return tuple(sorted(on))
 
 
+Stints = tuple[tuple[datetime, datetime], ...]
+
+
 def _ended(state: TeamState, stints: Mapping[str, datetime], *, now: datetime,
-           shift_ends: bool) -> dict[str, tuple[datetime, datetime]]:
+           shift_ends: bool) -> dict[str, Stints]:
     """`state.left` once `stints` (member -> checked in) end `now`. When the shift ends with
     them, the stints of the shifts before it are dropped: `left` keeps one ended shift and
-    the current one's leavers, a member each at most."""
-    kept = state.left
+    the current one's leavers, each member's latest `STINTS_KEPT`."""
+    kept: dict[str, Stints] = dict(state.left)
     if shift_ends:
         since = state.shift_started_at
-        kept = {m: s for m, s in kept.items() if since is not None and s[1] >= since}
-    return {**kept, **{m: (joined, now) for m, joined in stints.items()}}
+        kept = {m: ours for m, theirs in kept.items()
+                if (ours := tuple(s for s in theirs if since is not None and s[1] >= since))}
+    for m, joined in stints.items():
+        kept[m] = (*kept.get(m, ()), (joined, now))[-STINTS_KEPT:]
+    return kept
 
 
-def _off_duty(left: Mapping[str, tuple[datetime, datetime]]) -> TeamState:
+def _off_duty(left: Mapping[str, Stints]) -> TeamState:
     return TeamState(status="off_duty", left=dict(left))
 
 

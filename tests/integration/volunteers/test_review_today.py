@@ -101,6 +101,42 @@ async def test_a_deadline_judged_late_penalises_nobody_who_checked_in_after_it(
     assert await history(volunteers, chen) == []
 
 
+async def test_a_deadline_judged_late_penalises_who_was_on_shift_then_also_back_and_gone_again(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Wang and Chen are on shift when the order's deadline passes unanswered. Dispatch was
+    # down: before its withdrawal is read, Wang checked out, came back and checked out
+    # again (Chen kept the shift and its order). Wang was on the shift at the deadline, as
+    # Chen was; the same for his share of a resolution Chen gave then and read as late.
+    await volunteers.import_district()
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    for device in (wang, chen):
+        assert (await volunteers.client.post("/v1/me/shift/start", headers=device)
+                ).status_code == 200
+    deadline = datetime.now(UTC)
+    for order_id in ("ord_missed", "ord_done"):
+        await publisher.publish(vol_order(order_id, ack_by=deadline), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    for _ in range(2):
+        for path in ("/v1/me/shift/end", "/v1/me/shift/start"):
+            assert (await volunteers.client.post(path, headers=wang)).status_code == 200
+    assert (await volunteers.client.post("/v1/me/shift/end", headers=wang)).status_code == 200
+
+    await publisher.publish(OrderResponded(
+        district="d1", order_id="ord_done", incident_id="inc_ord_done", team_id="t-vol",
+        member_id="m-chen", response="resolved", occurred_at=deadline),
+        stream="order.responded")
+    await publisher.publish(OrderWithdrawn(
+        district="d1", order_id="ord_missed", incident_id="inc_ord_missed", team_id="t-vol",
+        reason="timeout", delivered=True, ack_by=deadline), stream="order.withdrawn")
+    await volunteers.consumed("order.responded")
+    await volunteers.consumed("order.withdrawn")
+
+    for device in (wang, chen):
+        assert await history(volunteers, device) == [("missed_order", -2),
+                                                     ("resolved_order", 10)]
+
+
 async def test_an_order_without_a_deadline_known_still_penalises_those_on_shift_by_its_withdrawal(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
@@ -373,5 +409,9 @@ def test_the_stints_a_team_remembers_are_those_of_its_last_shift_and_of_its_leav
         assert on_shift_at(state, start + 9 * hour) == ("wang",)  # read after the check-out
         assert on_shift_at(state, start + 10 * hour) == ("wang",)  # the same instant
         assert on_shift_at(state, start + 11 * hour) == ()
-    assert state.left == {"wang": (t0 + 48 * hour, t0 + 58 * hour),
-                          "chen": (t0 + 48 * hour, t0 + 52 * hour)}
+    assert state.left == {"wang": ((t0 + 48 * hour, t0 + 58 * hour),),
+                          "chen": ((t0 + 48 * hour, t0 + 52 * hour),)}
+    # as a state stored when a member's one stint was kept reads
+    stored = '{"left": {"wang": ["2026-12-08T08:00:00Z", "2026-12-08T18:00:00Z"]}}'
+    assert TeamState.model_validate_json(stored).left == {
+        "wang": ((t0 + 48 * hour, t0 + 58 * hour),)}
