@@ -2,6 +2,9 @@
 move members and teams, members removed, teams removed; check-ins, check-outs and statuses
 set from the members' phones; position fixes; dispatch's orders issued, answered (also
 after their withdrawal) and withdrawn and incidents closed (each event also redelivered);
+orders timed out past their deadline and answered by it or after it, whichever is read
+first (the missed-order penalty, its give-back; mostly orders of teams with somebody on
+shift, and the night starts with somebody checked in);
 coordinators' adjustments; hours passing (patrol points, check-ins that run out); steps that
 fail midway (Redis away at their N-th call) and are made again, some with a step on another
 team in between.
@@ -33,7 +36,7 @@ from uuid import uuid4
 import httpx
 import pytest
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,6 +48,7 @@ from services.volunteers.api import points as points_api
 from services.volunteers.api import positions as positions_api
 from services.volunteers.api import roster as roster_api
 from services.volunteers.config import Settings
+from services.volunteers.domain.status import STINTS_KEPT
 from services.volunteers.store import check_ins, imports, keys
 from services.volunteers.store import teams as teams_store
 from shared import streams
@@ -107,6 +111,7 @@ class TeamModel:
     members: dict[str, datetime] = field(default_factory=dict)  # on the shift, since
     device: str = "available"  # what its phones set (on shift, with no order)
     orders: dict[str, str] = field(default_factory=dict)  # claiming orders -> stage
+    started: datetime | None = None  # when its shift began
 
     @property
     def status(self) -> str:
@@ -128,6 +133,7 @@ class OrderModel:
     incident: str
     category: str
     kind: str
+    issued_at: datetime
     ack_by: datetime
     open: bool = True
     answered_by: list[str] = field(default_factory=list)
@@ -164,8 +170,23 @@ class Model:
         self.points.setdefault(member, []).append((entry_id, points))
 
     def on_shift_at(self, team_id: str, at: datetime) -> list[str]:
-        return sorted({m for m, joined, gone in self.stints.get(team_id, [])
+        """As far as the team's state remembers (`TeamState.left`): each member's latest
+        ended stints of the shifts `_forget_older_shifts` keeps."""
+        stints = self.stints.get(team_id, [])
+        ended = [s for s in stints if s[2] is not None]
+        kept = [s for s in stints if s[2] is None] + [
+            s for i, s in enumerate(ended)
+            if sum(t[0] == s[0] for t in ended[i + 1:]) < STINTS_KEPT]
+        return sorted({m for m, joined, gone in kept
                        if joined <= at and (gone is None or at <= gone)})
+
+    def _forget_older_shifts(self, team_id: str) -> None:
+        """A shift's end forgets the stints that ended before it began: the team's state
+        keeps those of its last ended shift and of the current one's leavers (README:
+        Status), by which an event read late finds who was on the shift at its time."""
+        started = self.teams[team_id].started
+        self.stints[team_id] = [s for s in self.stints.get(team_id, [])
+                                if s[2] is None or (started is not None and s[2] >= started)]
 
     # the shift ---------------------------------------------------------------------------
 
@@ -184,7 +205,7 @@ class Model:
         if team.on_shift and member in team.members:
             return
         if not team.on_shift:
-            team.on_shift, team.members, team.device = True, {}, "available"
+            team.on_shift, team.members, team.device, team.started = True, {}, "available", now
         team.members[member] = now
         self.stints.setdefault(team_id, []).append([member, now, None])
 
@@ -195,12 +216,14 @@ class Model:
         self._pay_patrol(team_id, member, team.members.pop(member), now)
         if not team.members and not team.orders:
             team.on_shift = False
+            self._forget_older_shifts(team_id)
 
     def end_shift(self, team_id: str, now: datetime) -> None:
         team = self.teams[team_id]
         for member, joined in sorted(team.members.items()):
             self._pay_patrol(team_id, member, joined, now)
         team.on_shift, team.members = False, {}
+        self._forget_older_shifts(team_id)
 
     def check_out(self, team_id: str, member: str, now: datetime) -> bool:
         """False: refused (the last one out while an order holds the team)."""
@@ -249,7 +272,8 @@ class Model:
             return
         self.orders[event.order_id] = OrderModel(
             team=event.team_id, incident=event.incident_id, category=event.category,
-            kind=event.kind, ack_by=event.ack_by or event.occurred_at)
+            kind=event.kind, issued_at=event.occurred_at,
+            ack_by=event.ack_by or event.occurred_at)
         if event.kind in CLAIMING:
             self.teams[event.team_id].orders[event.order_id] = "dispatched"
 
@@ -310,10 +334,13 @@ class Model:
             if (event.reason == "timeout" and not order.timed_out
                     and order.final in ("resolved", "handover", "declined")):
                 order.timed_out = True
+                order.ack_by = event.ack_by or order.ack_by
                 self._penalise(event, order)
             return
         self._release(event.team_id, event.order_id)
         order.open, order.final = False, "withdrawn"
+        # the deadline it was timed out for (brought forward by a raised priority)
+        order.ack_by = event.ack_by or order.ack_by
         self._penalise(event, order)
 
     def _penalise(self, event: OrderWithdrawn, order: OrderModel) -> None:
@@ -457,8 +484,10 @@ class Step:
 
 
 ACTIONS = ("import", "check_in", "check_out", "status", "fix", "issue", "respond", "withdraw",
-           "close", "delete_member", "delete_team", "adjust", "redeliver", "sweep")
-ON_ONE_TEAM = ("check_in", "check_out", "status", "fix", "issue", "respond", "withdraw")
+           "time_out", "answer_in_time", "answer_late", "close", "delete_member",
+           "delete_team", "adjust", "redeliver", "sweep")
+ON_ONE_TEAM = ("check_in", "check_out", "status", "fix", "issue", "respond", "withdraw",
+               "time_out", "answer_in_time", "answer_late")
 
 
 def roster_doc(assign: dict[str, str], blue: bool) -> dict[str, Any]:
@@ -649,7 +678,10 @@ class VolunteersMachine(RuleBasedStateMachine):
         answered = [o for o, rec in model.orders.items()
                     if rec.final in ("resolved", "handover", "declined")]
         if action == "issue":
-            team_id = TEAMS[which % len(TEAMS)]
+            # mostly to a team on shift, as dispatch offers (a miss then costs somebody)
+            manned = [t for t, team in sorted(model.teams.items()) if team.on_shift]
+            team_id = (manned[which // 4 % len(manned)] if manned and which % 4
+                       else TEAMS[which % len(TEAMS)])
             incident = (model.orders[live[arg % len(live)]].incident
                         if live and arg % 4 == 3 else self.new_id("inc"))
             category = next((r.category for r in model.orders.values()
@@ -660,6 +692,8 @@ class VolunteersMachine(RuleBasedStateMachine):
                 if team_id in model.teams else "volunteer",
                 kind=KINDS[arg % len(KINDS)], category=category, priority="P3",
                 location=SCENE, ack_by=now + timedelta(seconds=120), occurred_at=now))
+        if action in ("time_out", "answer_in_time", "answer_late"):
+            return self._around_the_deadline(action, which, arg)
         if action in ("respond", "withdraw"):
             answerable = live
             if action == "respond" and withdrawn and arg % 3 == 0:
@@ -733,6 +767,52 @@ class VolunteersMachine(RuleBasedStateMachine):
         assert action == "sweep"
         return Step(self._sweep, lambda: None, None)
 
+    def _around_the_deadline(self, action: str, which: int, arg: int) -> Step | None:
+        """Dispatch's timeout of an order (the clock moved past its deadline first), or the
+        team's answer given by the deadline or after it (the clock moved past it first),
+        whichever of them is read first: an answer by the deadline read after the timeout
+        was given before it (dispatch's answers behind)."""
+        model = self.model
+        if action == "time_out":
+            # open, or ended by the team's own answer that dispatch had not read yet; an
+            # order that claims the team (a hand-over or a follow-up has no deadline: DESIGN)
+            pool = [o for o, rec in model.orders.items() if rec.kind in CLAIMING and (
+                rec.open or rec.final in ("resolved", "handover", "declined")
+                and not rec.timed_out)]
+        else:
+            pool = [o for o, rec in model.orders.items() if rec.open or rec.final == "withdrawn"]
+        # mostly the order of a team somebody is on the shift of at its deadline (whom a
+        # miss costs), or one whose miss cost them (its answer may give it back)
+        manned = [o for o in pool
+                  if model.on_shift_at(model.orders[o].team, model.orders[o].ack_by)]
+        missed = [o for o in pool if model.orders[o].missed_by]
+        if missed and action != "time_out" and arg % 3:
+            pool = missed
+        elif manned and arg % 4:
+            pool = manned
+        if not pool:
+            return None
+        order_id = pool[which % len(pool)]
+        rec, now = model.orders[order_id], CLOCK.now()
+        if action != "answer_in_time" and now <= rec.ack_by:
+            CLOCK.tick((rec.ack_by - now).total_seconds() + 1 + arg % 30)
+            now = CLOCK.now()
+        if action == "time_out":
+            # now and then a raised priority brought the deadline forward (order.amended)
+            ack_by = rec.ack_by - timedelta(seconds=30 if arg % 5 == 1 else 0)
+            return self._event(OrderWithdrawn(
+                district=DISTRICT, order_id=order_id, incident_id=rec.incident,
+                team_id=rec.team, reason="timeout", delivered=arg % 6 != 0, ack_by=ack_by,
+                occurred_at=now))
+        at = now
+        if action == "answer_in_time" and now > rec.ack_by:
+            at = max(rec.issued_at, rec.ack_by - timedelta(seconds=arg % 90))
+        roster = sorted(m for m, t in model.members.items() if t == rec.team) or ["m1"]
+        return self._event(OrderResponded(
+            district=DISTRICT, order_id=order_id, incident_id=rec.incident, team_id=rec.team,
+            member_id=roster[arg % len(roster)], device_id="d",
+            response=RESPONSES[arg % len(RESPONSES)], occurred_at=at))
+
     async def _status_of(self, method: str, path: str, **kwargs: Any) -> int:
         return (await self.http(method, path, ADMIN, **kwargs)).status_code
 
@@ -781,11 +861,21 @@ class VolunteersMachine(RuleBasedStateMachine):
         self.run(self._sweep())
         self.model.expire(CLOCK.now())
 
+    @initialize(members=st.lists(st.sampled_from(VOLUNTEERS), min_size=1, unique=True),
+                orders=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 50)), max_size=2))
+    def the_night_begins(self, members: list[str], orders: list[tuple[int, int]]) -> None:
+        """Some of the volunteers check in, and dispatch has an order or two out already
+        (perhaps none), which they may miss or answer."""
+        for member in members:
+            self.act("check_in", VOLUNTEERS.index(member), 0)
+        for which, arg in orders:
+            self.act("issue", which, arg)
+
     @rule(which=st.integers(0, 15), arg=st.integers(0, 50))
     def roster_imported(self, which: int, arg: int) -> None:
         self.act("import", which, arg)
 
-    @rule(action=st.sampled_from(("check_in", "check_out", "status", "fix")),
+    @rule(action=st.sampled_from(("check_in", "check_in", "check_out", "status", "fix")),
           which=st.integers(0, 3), arg=st.integers(0, 50))
     def a_member_acts(self, action: str, which: int, arg: int) -> None:
         self.act(action, which, arg)
@@ -801,6 +891,21 @@ class VolunteersMachine(RuleBasedStateMachine):
     @rule(which=st.integers(0, 20), arg=st.integers(0, 50))
     def dispatch_withdraws_an_order(self, which: int, arg: int) -> None:
         self.act("withdraw", which, arg)
+
+    @precondition(lambda self: bool(self.model.orders))
+    @rule(which=st.integers(0, 20), arg=st.integers(0, 50))
+    def an_order_times_out(self, which: int, arg: int) -> None:
+        self.act("time_out", which, arg)
+
+    @precondition(lambda self: bool(self.model.orders))
+    @rule(which=st.integers(0, 20), arg=st.integers(0, 50))
+    def a_team_answers_by_its_deadline(self, which: int, arg: int) -> None:
+        self.act("answer_in_time", which, arg)
+
+    @precondition(lambda self: bool(self.model.orders))
+    @rule(which=st.integers(0, 20), arg=st.integers(0, 50))
+    def a_team_answers_after_its_deadline(self, which: int, arg: int) -> None:
+        self.act("answer_late", which, arg)
 
     @rule(which=st.integers(0, 20), arg=st.integers(0, 50))
     def an_incident_closes(self, which: int, arg: int) -> None:
