@@ -58,8 +58,12 @@ BOARD_SCAN = 10_000
 Problem = Literal["routing_timeout", "filing_overdue"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 BOARD_PERIOD = timedelta(days=30)  # what the board lists unless `since` is asked
-# The dead-lettered reports the console looks at on each refresh: the newest, a few.
-NOT_HANDLED_LOOK = 200
+# The dead-lettered reports not handled are read newest first this many at a time, those
+# the caller may see kept while reading, and no more than NOT_HANDLED_SCAN looked at for
+# one page: another district's flood of lost reports answers what was found with `next`
+# and `scanned_to`, and is asked on from there.
+NOT_HANDLED_BATCH = 500
+NOT_HANDLED_SCAN = 5_000
 # A period is [since, until): two that meet (yesterday, today) count an incident once.
 SINCE = "the period's start, included (ISO 8601 with its offset)"
 UNTIL = ("the period's end, left out: an incident reported at exactly `until` is the next "
@@ -74,6 +78,21 @@ BOARD_DESCRIPTION = (
     "`scanned_to`: when the look-up budget ended the page before `limit` rows were "
     "found, the report time it reached (incidents reported before it were not looked at: "
     "ask on with `after`); null otherwise.")
+NOT_HANDLED_DESCRIPTION = (
+    "The dead-lettered incident.reported of the caller's districts (or `district`; every "
+    "district for the admin) whose incident dispatch does not know, newest first by when "
+    "they were dead-lettered, up to `limit`. The districts are kept while reading the dead "
+    "letters, however many of other districts came since, until `limit` reports are "
+    f"found, the dead letters are read through or {NOT_HANDLED_SCAN} have been looked at. "
+    "`next`: a cursor to the older ones (null once read through); pass it as `after` with "
+    "the same `district` for the next page. `more`: whether `next` is given. "
+    "`scanned_to`: when the look-up budget ended the page before `limit` reports were "
+    "found, the time the letters looked at reach back to (those dead-lettered before it "
+    "were not looked at: ask on with `after`); null otherwise. A report that does not read "
+    "names no district: it is listed to every desk, only as lost and when (nothing of what "
+    "or where); none shows the caller. An administrator replays them once fixed (GET "
+    "/v1/admin/dead-letters). A report dead-lettered after its incident was made is on the "
+    "board, flagged.")
 KPIS_DESCRIPTION = (
     "The incidents reported in [since, until) (the last 24 h unless asked). "
     "`incidents`, `by_category` and `by_status` count each incident once: a duplicate "
@@ -397,32 +416,63 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
 
     @router.get("/reports-not-handled", summary="Reports dispatch gave up on before it made "
                 "their incident: in the dead letters, on no board",
-                description="The newest dead-lettered incident.reported of the caller's "
-                "districts (or `district`) whose incident dispatch does not know, up to "
-                f"{NOT_HANDLED_LOOK} letters looked at (`more`: there are others). A report "
-                "that does not read names no district: it is listed to every desk, only as lost "
-                "and when (nothing of what or where). An "
-                "administrator replays them once fixed (GET /v1/admin/dead-letters). A "
-                "report dead-lettered after its incident was made is on the board, flagged.")
+                description=NOT_HANDLED_DESCRIPTION)
     async def reports_not_handled(
         who: Reader,
-        district: str | None = Query(default=None, max_length=64),
+        district: str | None = Query(
+            default=None, max_length=64, description="one district; without it, all of a "
+            "dispatcher's or inspector's districts (every district for the admin)"),
+        after: str | None = Query(
+            default=None, min_length=1, max_length=paging.MAX_CURSOR,
+            description="the previous answer's `next`, as it is: the older reports that "
+            "follow it (ask with the same district); opaque"),
+        limit: int = Query(default=100, ge=1, le=MAX_PAGE,
+                           description="at most this many reports on the page"),
     ) -> dict[str, Any]:
+        try:
+            before = paging.decode_letter_cursor(after) if after is not None else None
+        except ValueError:
+            raise ApiError(422, "invalid_field", "after is not a cursor of this list: pass "
+                           "the previous answer's `next` as it is", "after") from None
         if district:
             check_district(who, district)
-        found = await letters.xrevrange(streams.INCIDENT_REPORTED.dead_letters,
-                                        count=NOT_HANDLED_LOOK + 1)
-        more = len(found) > NOT_HANDLED_LOOK
-        rows = [_report_view(letter_id, fields, dead_letters.event_of(fields))
-                for letter_id, fields in found[:NOT_HANDLED_LOOK]]
         ours = ([district] if district else who.districts if who.kind in DESK_KINDS
                 else None)
-        rows = [r for r in rows if not isinstance(r["district"], str)
-                or ours is None or r["district"] in ours]
-        ids = [r["incident_id"] if isinstance(r["incident_id"], str) else "" for r in rows]
-        heads = await store.incidents_heads(redis, ids)
-        rows = [r for r, head in zip(rows, heads, strict=True) if head is None]
-        return {"reports": rows, "count": len(rows), "more": more}
+
+        def may_see(row: dict[str, Any]) -> bool:
+            # one naming no district (it does not read) is every desk's
+            return not isinstance(row["district"], str) or ours is None or row["district"] in ours
+
+        rows: list[dict[str, Any]] = []
+        examined = 0
+        end = dead_letters.page_end(before)
+        while end is not None:
+            found = await letters.xrevrange(streams.INCIDENT_REPORTED.dead_letters, max=end,
+                                            count=NOT_HANDLED_BATCH)
+            read_through = len(found) < NOT_HANDLED_BATCH
+            views = [_report_view(letter_id, fields, dead_letters.event_of(fields))
+                     for letter_id, fields in found]
+            seen = [row for row in views if may_see(row)]
+            heads = await store.incidents_heads(redis, [
+                row["incident_id"] if isinstance(row["incident_id"], str) else ""
+                for row in seen])
+            # those dispatch made an incident of are on the board, flagged: not listed
+            lost = [row for row, head in zip(seen, heads, strict=True) if head is None]
+            if len(rows) + len(lost) >= limit:
+                left = lost[limit - len(rows):]
+                rows += lost[:limit - len(rows)]
+                more = bool(left) or not read_through
+                return _lost_page(rows, next_id=rows[-1]["dead_letter_id"] if more else None,
+                                  scanned_to=None)
+            rows += lost
+            examined += len(found)
+            if read_through:
+                break
+            end = f"({found[-1][0].decode()}"
+            if examined >= NOT_HANDLED_SCAN:  # the budget: the client asks on from here
+                return _lost_page(rows, next_id=found[-1][0].decode(),
+                                  scanned_to=found[-1][0].decode())
+        return _lost_page(rows, next_id=None, scanned_to=None)
 
     @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline")
     async def incident(incident_id: str, who: Reader) -> dict[str, Any]:
@@ -788,6 +838,19 @@ def _page(rows: list[dict[str, Any]], *, next_at: paging.Position | None,
             "more": next_at is not None,
             "scanned_to": (datetime.fromtimestamp(scanned_to, UTC).isoformat()
                            if scanned_to is not None and math.isfinite(scanned_to) else None)}
+
+
+def _lost_page(rows: list[dict[str, Any]], *, next_id: str | None,
+               scanned_to: str | None) -> dict[str, Any]:
+    """The reports not handled: the rows, and where the next page starts when there may be
+    one (the dead letters older than `next_id`); `scanned_to`: the dead letter the look-up
+    budget stopped at, as its time."""
+    return {"reports": rows, "count": len(rows),
+            "next": paging.encode_letter_cursor(next_id) if next_id is not None else None,
+            "more": next_id is not None,
+            "scanned_to": (datetime.fromtimestamp(streams.entry_id_order(scanned_to)[0] / 1000,
+                                                  UTC).isoformat()
+                           if scanned_to is not None else None)}
 
 
 def _reported_ts(inc: dict[str, str]) -> float:

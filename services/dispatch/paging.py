@@ -1,6 +1,7 @@
 """The board's order and paging: incidents newest first by the time reported (the same
 instant: the greater id first, as Redis orders equal scores), read from the indexes in
-batches, and the cursor (`next`, given back as `after`) that resumes exactly there."""
+batches, and the cursor (`next`, given back as `after`) that resumes exactly there; and
+the cursor of the reports not handled (dead letters, newest first by their id)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +61,34 @@ def decode_cursor(text: str) -> Position:
     if math.isnan(score) or not isinstance(incident_id, str) or not 0 < len(incident_id) <= MAX_ID:
         raise ValueError("not a cursor of the board")
     return Position(score, incident_id)
+
+
+# A dead letter's id as a cursor names it: `<ms>-<seq>`, each an unsigned 64-bit number
+# (what Redis refuses would be a 500, not a 422).
+_LETTER_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_LETTER_CURSOR = "dl:"
+
+
+def encode_letter_cursor(letter_id: str) -> str:
+    """An opaque cursor for the dead letter `letter_id` of the reports not handled (the list
+    goes on with the letters older than it), URL-safe, no padding."""
+    return base64.urlsafe_b64encode((_LETTER_CURSOR + letter_id).encode()).decode().rstrip("=")
+
+
+def decode_letter_cursor(text: str) -> str:
+    """The dead-letter id a cursor of encode_letter_cursor names; ValueError for anything
+    else (the board's cursors among them)."""
+    try:
+        if not 0 < len(text) <= MAX_CURSOR:
+            raise ValueError("too short or too long")
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError among them
+        raise ValueError("not a cursor of the reports not handled") from exc
+    letter_id = raw.removeprefix(_LETTER_CURSOR)
+    if (raw == letter_id or not _LETTER_ID.fullmatch(letter_id)
+            or any(int(part) > 2**64 - 1 for part in letter_id.split("-"))):
+        raise ValueError("not a cursor of the reports not handled")
+    return letter_id
 
 
 class IndexScan:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from services.dispatch import api
 from services.dispatch.engine import Dispatcher
 from shared import streams
 from shared.events import IncidentReported, new_id, utcnow
@@ -20,6 +22,7 @@ from tests.helpers import poll_until
 from tests.integration.stream_probes import envelope
 
 from .conftest import dead_lettered
+from .test_command_room_queries import desk_token
 from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 from .test_linked import resolve
 from .test_reinforcement import answers_handled
@@ -82,7 +85,8 @@ async def test_a_report_dead_lettered_before_its_incident_was_made_is_counted_fo
     # dead-lettered: dispatch has no record, so no board showed it, and the command room
     # heard nothing (the dead letters are the admins'). The console asks which reports of
     # its district are lost so, and says how many; replayed, the report leaves the list.
-    assert await not_handled(console) == {"reports": [], "count": 0, "more": False}
+    assert await not_handled(console) == {"reports": [], "count": 0, "next": None,
+                                          "more": False, "scanned_to": None}
     lost = new_id("inc")
     replay = await dead_lettered(clean_redis, publisher, reported(lost), monkeypatch)
     answer = await not_handled(console)
@@ -223,3 +227,82 @@ async def test_a_lost_report_naming_no_district_tells_every_desk_only_that_it_wa
     assert row["incident_id"] == body["incident_id"] and row["dead_at"]
     assert all(row[k] is None for k in ("district", "category", "priority", "reported_at",
                                         "address")), row
+
+
+async def lose(url: str, district: str, count: int = 1) -> list[str]:
+    """`count` reports of `district` dead-lettered before dispatch made their incident, as
+    the consumer writes them (the newest last); their incident ids."""
+    ids = []
+    async with Redis.from_url(url) as redis:
+        for _ in range(count):
+            body = reported(new_id("inc")).model_dump(mode="json") | {"district": district}
+            await redis.xadd(streams.INCIDENT_REPORTED.dead_letters, {
+                "payload": await envelope(json.dumps(body).encode()), "dead_at": utcnow().isoformat(),
+                "reason": "RuntimeError", "group": "dispatch", "attempts": "5"})
+            ids.append(body["incident_id"])
+    return ids
+
+
+@pytest.mark.roster(DISTRICT, "xixiangtang")
+async def test_a_desk_sees_its_districts_lost_report_however_many_of_another_were_lost_since(
+        console: httpx.AsyncClient, clean_redis: str) -> None:
+    # The list read the newest 200 dead letters, then kept the desk's: another district's
+    # 250 lost since (a bug in its rules, a flood) hid this district's lost report from its
+    # desk, which saw none and had no way to look further back. The desk's districts are
+    # kept while reading, however far back.
+    [ours] = await lose(clean_redis, DISTRICT)
+    theirs = await lose(clean_redis, "xixiangtang", 250)
+    desk = await desk_token(console, [DISTRICT])
+    for params in ({}, {"district": DISTRICT}):
+        answer = await console.get("/v1/reports-not-handled", headers=desk, params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert [r["incident_id"] for r in page["reports"]] == [ours], params
+        assert (page["count"], page["more"], page["next"]) == (1, False, None)
+    # the administrator still sees every lost report, newest first
+    answer = await console.get("/v1/reports-not-handled", headers=ADMIN, params={"limit": 500})
+    assert [r["incident_id"] for r in answer.json()["reports"]] == [*reversed(theirs), ours]
+
+
+@pytest.mark.roster(DISTRICT, "xixiangtang")
+async def test_a_desk_pages_back_through_its_lost_reports_past_the_look_up_budget(
+        console: httpx.AsyncClient, clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A page ends at `limit` reports (`next`), or when the budget of letters looked at is
+    # spent (`next` and `scanned_to`, the time it reached back to); asked on with `after`,
+    # the desk reaches every lost report of its district, each once.
+    monkeypatch.setattr(api, "NOT_HANDLED_SCAN", 24)
+    monkeypatch.setattr(api, "NOT_HANDLED_BATCH", 8)
+    [oldest] = await lose(clean_redis, DISTRICT)
+    await lose(clean_redis, "xixiangtang", 30)
+    middle, newest = await lose(clean_redis, DISTRICT, 2)
+    await lose(clean_redis, "xixiangtang", 5)
+    desk = await desk_token(console, [DISTRICT])
+
+    async def page(**params: Any) -> dict[str, Any]:
+        answer = await console.get("/v1/reports-not-handled", headers=desk, params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    first = await page(limit=2)
+    assert [r["incident_id"] for r in first["reports"]] == [newest, middle]
+    assert first["more"] is True and first["scanned_to"] is None
+    # the next 24 letters looked at (three reads) are all another district's: the budget
+    # ends the page
+    second = await page(limit=2, after=first["next"])
+    assert (second["reports"], second["count"], second["more"]) == ([], 0, True)
+    async with Redis.from_url(clean_redis) as redis:
+        letters = await redis.xrevrange(streams.INCIDENT_REPORTED.dead_letters)
+    reached = streams.entry_id_order(letters[6 + 24][0])[0] / 1000  # the 24th after `middle`
+    assert second["scanned_to"] == datetime.fromtimestamp(reached, UTC).isoformat()
+    third = await page(limit=2, after=second["next"])
+    assert [r["incident_id"] for r in third["reports"]] == [oldest]
+    assert (third["next"], third["more"], third["scanned_to"]) == (None, False, None)
+    # a page filled by the last of them says there is nothing more
+    monkeypatch.setattr(api, "NOT_HANDLED_SCAN", 100)
+    whole = await page(limit=3)
+    assert [r["incident_id"] for r in whole["reports"]] == [newest, middle, oldest]
+    assert (whole["next"], whole["more"], whole["scanned_to"]) == (None, False, None)
+    # what is no cursor of this list is refused, naming `after`
+    answer = await console.get("/v1/reports-not-handled", headers=desk,
+                               params={"after": "18446744073709551616-0"})
+    assert answer.status_code == 422 and answer.json()["error"]["field"] == "after"
