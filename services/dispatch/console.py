@@ -298,10 +298,13 @@ async function refresh() {
     const flaggedAnswer = await get("/v1/incidents?" + new URLSearchParams(
       {district: d, flagged: "true", limit: "200"}));
     const flaggedNow = flaggedAnswer.incidents;
-    // Reports dispatch gave up on before it made their incident: on no board, said here.
+    // Reports dispatch gave up on before it made their incident: on no board, said here;
+    // a first page its budget ended before it found any is not said as none lost
     const lost = await get("/v1/reports-not-handled?" + new URLSearchParams({district: d}));
     $("nothandled").textContent = lost.count ? say("reports_not_handled",
-      {count: lost.count + (lost.more ? "+" : "")}) : "";
+      {count: lost.count + (lost.more ? "+" : "")})
+      : lost.scanned_to ? say("reports_not_handled_unscanned",
+        {time: new Date(lost.scanned_to).toLocaleString(locale())}) : "";
     const filtering = !!($("status").value || $("problem").value || $("mine").checked
       || $("ref").value.trim());
     if (!filtering && !pages.length) { const listed = new Set(board.incidents.map(i => i.incident_id));

@@ -86,6 +86,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "hidden_on_older": "{count}起被标记的警情不在这一页：按“最新”即可看到",
         "reports_not_handled": "{count}起上报调度未能处理，不在警情列表中（已转入死信）："
                                "请通知管理员修复后重放",
+        "reports_not_handled_unscanned": "死信中其他辖区的上报过多，只查到{time}：本辖区可能"
+                                         "还有更早的调度未能处理的上报，请通知管理员",
         "shown": "显示{count}起",
         "older_page": "（更早第{page}页）",
         "looked_back": "，已查到{time}：可能还有更早的",
@@ -218,6 +220,10 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "reports_not_handled": "{count} report(s) dispatch could not handle, on no board "
                                "(in the dead letters): ask an administrator to replay them "
                                "once fixed",
+        "reports_not_handled_unscanned": "so many dead letters of other districts that they "
+                                         "were looked at back to {time} only: older reports "
+                                         "of this district dispatch could not handle may be "
+                                         "there; ask an administrator",
         "shown": "{count} shown",
         "older_page": " (older page {page})",
         "looked_back": ", looked back to {time}: more may be older",

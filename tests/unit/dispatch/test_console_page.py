@@ -63,7 +63,8 @@ vm.runInContext("beep = () => { beeps += 1; };", ctx);
 # dispatch's answers to what the console asks besides the board
 API = r"""
 var boards = {};  // district -> its incidents, newest first (the board's own order)
-var lostReports = { reports: [], count: 0, more: false };  // dead-lettered, on no board
+// dead-lettered, on no board
+var lostReports = { reports: [], count: 0, next: null, more: false, scanned_to: null };
 var details = {};  // incident id -> GET /v1/incidents/{id}
 function query(url) { return new URLSearchParams(url.split("?")[1] || ""); }
 function board(url) {
@@ -157,6 +158,24 @@ def test_reports_dispatch_could_not_handle_are_said_over_the_board() -> None:
     )
     assert before == "" and after == ""
     assert lost == said("reports_not_handled", count=2)
+
+
+def test_a_look_at_the_lost_reports_stopped_by_its_budget_is_not_said_as_none_lost() -> None:
+    """Thousands of other districts' dead letters newer than any of this one's: the first
+    page found none before its budget ended (`scanned_to`). The console says the district's
+    may be among the older ones, not nothing (which reads as none lost)."""
+    found, unscanned = run_console(
+        'boards.d1 = [incident("inc_done")];',
+        'lostReports = {reports: [{incident_id: "inc_a"}], count: 1, next: "c", more: true, '
+        'scanned_to: "2026-12-06T14:00:00+00:00"}; '
+        'refresh().then(() => $("nothandled").textContent)',
+        'lostReports = {reports: [], count: 0, next: "c", more: true, '
+        'scanned_to: "2026-12-06T14:00:00+00:00"}; '
+        'refresh().then(() => $("nothandled").textContent)',
+    )
+    assert found == said("reports_not_handled", count="1+")
+    before_time = said("reports_not_handled_unscanned", time="\0").split("\0")[0]
+    assert unscanned.startswith(before_time) and "2026" in unscanned, unscanned
 
 
 def test_a_new_p1_calls_the_dispatcher_back_while_the_board_is_filtered() -> None:

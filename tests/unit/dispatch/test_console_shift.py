@@ -100,7 +100,8 @@ function board(url) {
 }
 var posted = (url, init) => ({ order_id: "ord_1", team_id: JSON.parse(init.body).team_id,
                                 state: "offered" });
-var lostReports = { reports: [], count: 0, more: false };  // dead-lettered, on no board
+// dead-lettered, on no board
+var lostReports = { reports: [], count: 0, next: null, more: false, scanned_to: null };
 var answer = (url, init) => {
   if (init && init.method && init.method !== "GET") return posted(url, init);
   if (url.startsWith("/v1/me")) return { kind: "dispatcher", districts: ["d1", "d2"] };
