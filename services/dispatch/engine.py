@@ -402,6 +402,14 @@ SWEEP_FILLS = 20
 # further down that the team came within reach of waits this long and one fix at most, the
 # 30 s the sweep (WAITING_SWEEP_S) would let it wait.
 FIX_LOOKS_ON_EVERY_S = 25.0
+# A freed team's offer stops after this many searches (_fill, each under its incident's
+# lock) that did not send it: another team was sent instead, or nobody (the look at the
+# incident said the team would go, the search found otherwise: the team just past the
+# radius, say). It went on through WAITING_PAGES, hundreds of searches with a backlog, on
+# the consumer that reads the answers in order. The team's next look (its position fix,
+# every 5 s, past the first page once in FIX_LOOKS_ON_EVERY_S) and the sweep
+# (WAITING_SWEEP_S), which leaves an incident it tried to the others for a while, go on.
+WAITING_FILLS_MISSED = 4
 
 
 class Dispatcher:
@@ -2812,6 +2820,7 @@ class Dispatcher:
             return
         unit = await store.get_unit(self.redis, freed) if freed else None
         after: float | None = None
+        missed = 0  # the searches that did not send `freed`
         # Past the first page only for a known team: a backlog of incidents it may not
         # answer (P1s that bar volunteers, say) must not hide one it may, further down.
         for n in range(WAITING_PAGES if unit is not None else 1):
@@ -2822,7 +2831,8 @@ class Dispatcher:
             if not page:
                 return
             after = page[-1][1]
-            waiting = await store.waiting_incidents(self.redis, district, page)
+            waiting, offered = await store.waiting_incidents(
+                self.redis, district, page, offered_to=unit.team_id if unit else None)
             if unit is not None:
                 # Only the incidents this team would be sent to: trying each waiting
                 # incident in turn, under its lock, cost dozens of round trips per freed
@@ -2830,7 +2840,8 @@ class Dispatcher:
                 # that handle answers in order (and, for the position fixes of free teams,
                 # on every fix).
                 now = utcnow()
-                waiting = [inc for inc in waiting if await self._may_send(unit, inc, now)]
+                waiting = [inc for inc in waiting if await self._may_send(
+                    unit, inc, now, offered=inc["incident_id"] in offered)]
             for inc in waiting:
                 incident_id = inc["incident_id"]
                 # In its own trace, not that of the event that freed the team (another
@@ -2842,24 +2853,35 @@ class Dispatcher:
                         await self._fill(incident_id)
                 if freed and await store.claim_of(self.redis, freed):
                     return
+                missed += 1
+                if freed and missed >= WAITING_FILLS_MISSED:
+                    log.info("team %s: %d waiting incidents' searches did not send it; "
+                             "left to its next look and the sweep", freed, missed)
+                    return
             if len(page) < WAITING_PAGE:
                 return
 
-    async def _may_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
+    async def _may_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime, *,
+                        offered: bool | None = None) -> bool:
         """_would_send; False for a record it cannot judge (logged, left queued)."""
         with _odd_record_passed(inc["incident_id"]):
-            return await self._would_send(unit, inc, now)
+            return await self._would_send(unit, inc, now, offered=offered)
         return False
 
-    async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime) -> bool:
+    async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime, *,
+                          offered: bool | None = None) -> bool:
         """Whether _fill could send this team to this waiting incident: one it may answer,
         unassigned, or short of a unit the team can be (the escort of a P1 that has
         volunteers only: any police or security team, also one the category does not
         list or without its skills), and within the search's radius (with a margin:
-        Redis's GEO distance is not ours to the metre)."""
+        Redis's GEO distance is not ours to the metre). `inc`: the record's
+        store.WAITING_FIELDS at least; `offered`: whether the team was offered the incident,
+        when read with them (None: asked here, when it matters)."""
         if inc["status"] in TERMINAL:  # its end takes it off the queue; should it be left
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=inc["incident_id"])
+            return False
+        if offered:  # never offered it again: excluded from its search (_fill's facts)
             return False
         facts = await self._facts_now(inc, set())
         answers = domain.may_answer(unit, facts, self.policy, now)
@@ -2873,8 +2895,10 @@ class Dispatcher:
             # An escort goes only with volunteers already sent. A team the incident was
             # offered before (it declined, missed its deadline: notify away, every team
             # does) is never offered it again: no search for it at each of its fixes.
-            return answers and not await self.redis.sismember(
-                store.offered_key(inc["incident_id"]), unit.team_id)
+            if offered is None:
+                offered = await self.redis.sismember(store.offered_key(inc["incident_id"]),
+                                                     unit.team_id)
+            return answers and not offered
         state = await store.incident_state(self.redis, inc["incident_id"])
         facts = dataclasses.replace(facts, excluded=frozenset(state.offered))
         units, alongside = _units_and_alongside(state.orders)
@@ -2907,7 +2931,7 @@ class Dispatcher:
             page = await store.waiting(self.redis, district, after=after, limit=limit)
             looked += len(page)
             now = utcnow()
-            for inc in await store.waiting_incidents(self.redis, district, page):
+            for inc in (await store.waiting_incidents(self.redis, district, page))[0]:
                 if not await self._sends_any(free, inc, now):
                     continue
                 incident_id = inc["incident_id"]

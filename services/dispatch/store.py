@@ -1145,38 +1145,69 @@ async def waiting(redis: Redis, district: str, *, after: float | None = None,
                                      withscores=True)
 
 
-# The incidents of ARGV taken off the district's queue (KEYS[1]) if their records are gone
-# (no district: see get_incident); the number taken off. The record is looked at again
-# here, in the script that takes the incident off: nothing queues an incident before its
-# record is written (first_step's script writes it whole), so one read with a record never
-# leaves the queue here, whenever it was queued.
-_OFF_THE_QUEUE_IF_GONE = """
-local off = 0
-for _, incident_id in ipairs(ARGV) do
-  if redis.call('HEXISTS', 'dispatch:incident:' .. incident_id, 'district') == 0 then
+# The fields of a waiting incident's record that judging it for a free team reads
+# (Dispatcher._would_send with _facts_now, _facts and _station_known) and its span (the
+# trace it belongs to): the record is read whole by the search under its lock, for the
+# few a team would be sent to. `district` first: the script below reads it first.
+WAITING_FIELDS = ("district", "status", "category", "priority", "flags", "lat", "lon",
+                  "zone_id", "station_agency_id", "trace_ctx")
+
+# A page of the district's queue (KEYS[1]) to judge: of each incident of ARGV[2..], the
+# WAITING_FIELDS of its record and, when a team is named (ARGV[1]), whether it was offered
+# the incident (1 or 0, last); {} for one whose record is gone (no district: see
+# get_incident), taken off the queue here; first, the number taken off. The record is
+# looked at in the script that takes the incident off: nothing queues an incident before
+# its record is written (first_step's script writes it whole), so one read with a record
+# never leaves the queue here, whenever it was queued.
+_WAITING_TO_JUDGE = """
+local fields = {WAITING_FIELDS}
+local off, out = 0, {}
+for i = 2, #ARGV do
+  local incident_id = ARGV[i]
+  local row = redis.call('HMGET', 'dispatch:incident:' .. incident_id, unpack(fields))
+  if not row[1] then
     off = off + redis.call('ZREM', KEYS[1], incident_id)
+    row = {}
+  elseif ARGV[1] ~= '' then
+    row[#row + 1] = redis.call('SISMEMBER', 'dispatch:offered:' .. incident_id, ARGV[1])
   end
+  out[#out + 1] = row
 end
-return off
-"""
+return {off, out}
+""".replace("WAITING_FIELDS", ", ".join(f"'{field}'" for field in WAITING_FIELDS))
 
 
-async def waiting_incidents(redis: Redis, district: str, page: Sequence[tuple[str, float]]
-                            ) -> list[dict[str, str]]:
-    """The records of a page of the district's queue (`waiting`), in its order. The incidents
+async def waiting_incidents(redis: Redis, district: str, page: Sequence[tuple[str, float]], *,
+                            offered_to: str | None = None
+                            ) -> tuple[list[dict[str, str]], set[str]]:
+    """The records of a page of the district's queue (`waiting`), in its order, each with
+    the WAITING_FIELDS it has (and its id); and the ids of those the team `offered_to` was
+    offered (it never is again), read with them: one round trip a page. A freed team's
+    offer read each record whole and asked of each it might answer, one round trip each,
+    whether it had been offered it: with a backlog, hundreds a freed team. The incidents
     whose record is gone (retention removed it, or only a leftover key is left: a field
     written after it went) are taken off the queue: kept, each look paged over them for
     ever, and enough of them hid the incidents behind from the looks' bounds."""
-    found = await _hgetall_each(redis, [incident_id for incident_id, _ in page])
-    if gone := [incident_id for (incident_id, _), d in zip(page, found, strict=True)
-                if not d.get("district")]:
-        if off := await run_script(redis, _OFF_THE_QUEUE_IF_GONE, [_waiting_key(district)],
-                                   gone):
-            log.warning("waiting incidents of %s: %d with no record taken off the queue",
-                        district, off)
-    # each named by its place in the queue, also an odd one that lacks the field
-    return [{**d, "incident_id": incident_id}
-            for (incident_id, _), d in zip(page, found, strict=True) if d.get("district")]
+    ids = [incident_id for incident_id, _ in page]
+    if not ids:
+        return [], set()
+    off, rows = await run_script(redis, _WAITING_TO_JUDGE, [_waiting_key(district)],
+                                 [offered_to or "", *ids])
+    if off:
+        log.warning("waiting incidents of %s: %d with no record taken off the queue",
+                    district, off)
+    found: list[dict[str, str]] = []
+    offered: set[str] = set()
+    for incident_id, row in zip(ids, rows, strict=True):
+        # each named by its place in the queue, also an odd one that lacks the field
+        record = {field: value for field, value in zip(WAITING_FIELDS, row, strict=False)
+                  if value is not None}
+        if not record.get("district"):
+            continue
+        found.append({**record, "incident_id": incident_id})
+        if offered_to and row[len(WAITING_FIELDS)]:
+            offered.add(incident_id)
+    return found, offered
 
 
 WAITING_DISTRICTS_INDEXED = "dispatch:waiting-districts-indexed"  # set once the catch-up ran
