@@ -31,6 +31,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared import fieldnames
+
 log = logging.getLogger(__name__)
 
 PrincipalKind = Literal["admin", "dispatcher", "inspector", "system", "device"]
@@ -177,9 +179,9 @@ def store_away(exc: BaseException | None = None) -> ApiError:
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
 
 
-# What a field name looks like (ours are ASCII identifiers): an unknown key unlike it is the
-# caller's data, not a misspelt field (shared.bus leaves it out of dead letters' reasons too).
-FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+# An unknown key unlike a field name is the caller's data, not a misspelt field (shared.bus
+# leaves it out of dead letters' reasons too).
+FIELD_NAME = fieldnames.FIELD_NAME
 
 
 def _field_path(loc: Iterable[Any]) -> str:

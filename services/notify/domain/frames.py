@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.events import EvidenceRecords, Response, TeamNote
+from shared.fieldnames import is_field_name
 
 from .orders import ORDER_ID_PATTERN, OrderId
 
@@ -68,9 +69,6 @@ class FrameError(Exception):
         return out
 
 
-# What a field name looks like (shared.http's FIELD_NAME: ours are ASCII identifiers).
-_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
-
 _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
@@ -111,7 +109,7 @@ def parse_frame(raw: str | bytes, *, max_bytes: int) -> DeviceFrame:
         loc = [str(p) for p in first["loc"]]
         if loc and loc[0] == kind:  # the discriminator's tag leads the path
             loc = loc[1:]
-        if first["type"] == "extra_forbidden" and loc and not _FIELD_NAME.match(loc[-1]):
+        if first["type"] == "extra_forbidden" and loc and not is_field_name(loc[-1]):
             # a key that is no field name (a caller's number, a name) is the sender's data:
             # named by where it is, never echoed (as shared.http answers the same over HTTP)
             field = ".".join(loc[:-1]) or "(frame)"

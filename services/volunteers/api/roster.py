@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from shared import audit
 from shared.events import utcnow
+from shared.fieldnames import is_field_name
 from shared.http import ApiError, conflict, error_body, not_found
 
 from ..config import Settings
@@ -23,7 +24,6 @@ from ..domain.roster import (
     ENTITIES,
     InvalidRoster,
     RosterDoc,
-    is_name,
     parse_document,
     shown,
 )
@@ -125,7 +125,7 @@ def parse_import(content_type: str, body: bytes) -> RosterDoc:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
     if isinstance(data, dict) and "csv" in data:
         extra = [k for k in data if k not in ("district", "csv")]
-        if extra and is_name(extra[0]):
+        if extra and is_field_name(extra[0]):
             raise ApiError(422, "invalid_field", f"{extra[0]} is not a known field", extra[0])
         if extra:  # the sender's data, not a misspelt field: not named back
             raise ApiError(422, "invalid_field", "the body holds a key that is no known field "

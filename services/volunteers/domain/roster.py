@@ -7,7 +7,6 @@ CSV file and line) before anything is written, so an import is all or nothing.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -25,6 +24,7 @@ from shapely import STRtree
 from shapely.geometry import Polygon
 
 from shared.events import AgencyKind, AgencyRole, Mode
+from shared.fieldnames import is_field_name
 
 Entity = Literal["agencies", "zones", "teams", "members"]
 ENTITIES: tuple[Entity, ...] = ("agencies", "zones", "teams", "members")
@@ -165,22 +165,16 @@ def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, 
 
 # --- locations and errors ---------------------------------------------------------------
 
-# What a field or column name looks like (ours are ASCII identifiers, as shared.http's
-# FIELD_NAME): a key or a header cell unlike it is the sender's data (a members file
-# exported without its header row: a member's name and phone), named in no error.
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+# A key or a header cell unlike a field or column name (shared.fieldnames) is the sender's
+# data (a members file exported without its header row: a member's name and phone), named
+# in no error.
 NOT_SHOWN = "(a key not shown)"
 UNNAMED = "(not shown: it is no field name)"
 
 
-def is_name(key: object) -> bool:
-    """Whether `key` may be named back in an error: it looks like a field name."""
-    return isinstance(key, str) and _NAME.match(key) is not None
-
-
 def shown(key: object) -> str:
     """`key` as an error may name it: itself if it looks like a field name, else not."""
-    return key if isinstance(key, str) and is_name(key) else NOT_SHOWN
+    return key if isinstance(key, str) and is_field_name(key) else NOT_SHOWN
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +338,7 @@ def parse_document(data: Any) -> RosterDoc:
     errors = doc.errors
     for key in data:
         if key not in ("district", *ENTITIES):
-            errors.append(RowError(key, "", "is not a known field") if is_name(key) else
+            errors.append(RowError(key, "", "is not a known field") if is_field_name(key) else
                           RowError("(body)", "", f"holds a key that is no known field {UNNAMED}"))
     doc.district = check_district(data.get("district"), errors)
     for entity in ENTITIES:

@@ -21,6 +21,8 @@ from shapely import wkt
 from shapely.errors import ShapelyError
 from shapely.geometry import Polygon
 
+from shared.fieldnames import is_field_name
+
 from .roster import (
     ENTITIES,
     MAX_ROWS,
@@ -31,7 +33,6 @@ from .roster import (
     RowError,
     check_district,
     check_document,
-    is_name,
     parse_row,
 )
 
@@ -105,7 +106,7 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
     for name in columns:
         if name not in required and name not in optional:
             header_ok = False
-            if not name or is_name(name):
+            if not name or is_field_name(name):
                 errors.append(RowError(entity, name or "(empty)", "is not a known column",
                                        line=1))
             elif not unnamed:  # a cell of a first row that is data: its value, not shown
@@ -157,7 +158,7 @@ def parse_csv(district: Any, files: Mapping[str, str]) -> RosterDoc:
     unknown = [name for name in files if name not in ENTITIES]
     for name in unknown:
         errors.append(RowError(name, "", "is not one of agencies, zones, teams, members")
-                      if is_name(name) else
+                      if is_field_name(name) else
                       RowError("(files)", "", "a file is named none of agencies, zones, teams, "
                                f"members {UNNAMED}"))
     if not any(name in ENTITIES for name in files):
