@@ -2832,7 +2832,7 @@ class Dispatcher:
                 return
             after = page[-1][1]
             waiting, offered = await store.waiting_incidents(
-                self.redis, district, page, offered_to=unit.team_id if unit else None)
+                self.redis, district, page, offered_to=[unit.team_id] if unit else [])
             if unit is not None:
                 # Only the incidents this team would be sent to: trying each waiting
                 # incident in turn, under its lock, cost dozens of round trips per freed
@@ -2862,21 +2862,25 @@ class Dispatcher:
                 return
 
     async def _may_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime, *,
-                        offered: bool | None = None) -> bool:
+                        offered: bool | None = None,
+                        states: dict[str, store.IncidentState] | None = None) -> bool:
         """_would_send; False for a record it cannot judge (logged, left queued)."""
         with _odd_record_passed(inc["incident_id"]):
-            return await self._would_send(unit, inc, now, offered=offered)
+            return await self._would_send(unit, inc, now, offered=offered, states=states)
         return False
 
     async def _would_send(self, unit: domain.Unit, inc: dict[str, str], now: datetime, *,
-                          offered: bool | None = None) -> bool:
+                          offered: bool | None = None,
+                          states: dict[str, store.IncidentState] | None = None) -> bool:
         """Whether _fill could send this team to this waiting incident: one it may answer,
         unassigned, or short of a unit the team can be (the escort of a P1 that has
         volunteers only: any police or security team, also one the category does not
         list or without its skills), and within the search's radius (with a margin:
         Redis's GEO distance is not ours to the metre). `inc`: the record's
         store.WAITING_FIELDS at least; `offered`: whether the team was offered the incident,
-        when read with them (None: asked here, when it matters)."""
+        when read with them (None: asked here, when it matters); `states`: the states of
+        incidents short of a unit read for other teams' looks, by incident, read once and
+        kept there for the next (the sweep judges an incident for each team free)."""
         if inc["status"] in TERMINAL:  # its end takes it off the queue; should it be left
             await store.remove_waiting(self.redis, district=inc["district"],
                                        incident_id=inc["incident_id"])
@@ -2899,7 +2903,11 @@ class Dispatcher:
                 offered = await self.redis.sismember(store.offered_key(inc["incident_id"]),
                                                      unit.team_id)
             return answers and not offered
-        state = await store.incident_state(self.redis, inc["incident_id"])
+        state = states.get(inc["incident_id"]) if states is not None else None
+        if state is None:
+            state = await store.incident_state(self.redis, inc["incident_id"])
+            if states is not None:
+                states[inc["incident_id"]] = state
         facts = dataclasses.replace(facts, excluded=frozenset(state.offered))
         units, alongside = _units_and_alongside(state.orders)
         ranked = domain.rank_candidates([unit], facts, self.policy, now)
@@ -2916,9 +2924,11 @@ class Dispatcher:
         incidents in offer order (the most urgent first, the longest waiting among equals)
         from just past `after`, SWEEP_LOOK at most (fewer with many teams free:
         SWEEP_CHECKS), and each one a free team would be sent to (_would_send: no search
-        for the others) filled as a freed team's would be, under its lock, SWEEP_FILLS at
-        most, and none a sweep tried in the last `again_after_s` (this replica's or
-        another's: store.mark_swept); past the queue's end, on from its head. Where the
+        for the others; whether each team free was offered it read with the page, a few
+        round trips a page however many teams are free) filled as a freed team's would be,
+        under its lock, SWEEP_FILLS at most, and none a sweep tried in the last
+        `again_after_s` (this replica's or another's: store.mark_swept); past the queue's
+        end, on from its head. Where the
         next round looks on from: the last incident looked at when that bound stopped this
         one (a longer queue is looked through over several rounds), else None (the head).
         The lock and the claim rules keep two replicas' sweeps to one order per team."""
@@ -2931,8 +2941,13 @@ class Dispatcher:
             page = await store.waiting(self.redis, district, after=after, limit=limit)
             looked += len(page)
             now = utcnow()
-            for inc in (await store.waiting_incidents(self.redis, district, page))[0]:
-                if not await self._sends_any(free, inc, now):
+            # whether each team free was offered each incident, read with the page
+            asked = {unit.team_id for unit in free}
+            waiting, offered = await store.waiting_incidents(self.redis, district, page,
+                                                             offered_to=sorted(asked))
+            for inc in waiting:
+                if not await self._sends_any(free, inc, now, asked=asked,
+                                             offered=offered.get(inc["incident_id"], set())):
                     continue
                 incident_id = inc["incident_id"]
                 if not await store.mark_swept(self.redis, incident_id, for_s=again_after_s):
@@ -2956,11 +2971,18 @@ class Dispatcher:
                 after = page[-1][1]
         return after if free else None
 
-    async def _sends_any(self, free: list[domain.Unit], inc: dict[str, str],
-                         now: datetime) -> bool:
-        """Whether _fill could send one of the `free` teams to the waiting incident."""
+    async def _sends_any(self, free: list[domain.Unit], inc: dict[str, str], now: datetime,
+                         *, asked: set[str], offered: set[str]) -> bool:
+        """Whether _fill could send one of the `free` teams to the waiting incident.
+        `offered`: those of the teams `asked` (read with the page) it was offered; a team
+        freed since the page was read (the free teams are read again after each search) is
+        asked here. The state of an incident short of a unit is read once, for the first
+        team the look gets that far with, not once for each: with teams that may answer it
+        and would not be sent (another volunteer is no escort), that was a read per team."""
+        states: dict[str, store.IncidentState] = {}
         for unit in free:
-            if await self._may_send(unit, inc, now):
+            if await self._may_send(unit, inc, now, states=states, offered=(
+                    unit.team_id in offered if unit.team_id in asked else None)):
                 return True
             if inc["status"] in TERMINAL:  # taken off the queue by _would_send
                 return False

@@ -1153,12 +1153,14 @@ WAITING_FIELDS = ("district", "status", "category", "priority", "flags", "lat", 
                   "zone_id", "station_agency_id", "trace_ctx")
 
 # A page of the district's queue (KEYS[1]) to judge: of each incident of ARGV[2..], the
-# WAITING_FIELDS of its record and, when a team is named (ARGV[1]), whether it was offered
-# the incident (1 or 0, last); {} for one whose record is gone (no district: see
-# get_incident), taken off the queue here; first, the number taken off. The record is
-# looked at in the script that takes the incident off: nothing queues an incident before
-# its record is written (first_step's script writes it whole), so one read with a record
-# never leaves the queue here, whenever it was queued.
+# WAITING_FIELDS of its record and, when ARGV[1] is '1', the teams it was offered (its
+# offered set, last: a few teams, those that declined it or missed its deadline); {} for
+# one whose record is gone (no district: see get_incident), taken off the queue here;
+# first, the number taken off. The record is looked at in the script that takes the
+# incident off: nothing queues an incident before its record is written (first_step's
+# script writes it whole), so one read with a record never leaves the queue here, whenever
+# it was queued. The offered set whole, not a SISMEMBER for each team asked about: the
+# sweep asks about every free team (hundreds), and an incident's set is small.
 _WAITING_TO_JUDGE = """
 local fields = {WAITING_FIELDS}
 local off, out = 0, {}
@@ -1168,8 +1170,8 @@ for i = 2, #ARGV do
   if not row[1] then
     off = off + redis.call('ZREM', KEYS[1], incident_id)
     row = {}
-  elseif ARGV[1] ~= '' then
-    row[#row + 1] = redis.call('SISMEMBER', 'dispatch:offered:' .. incident_id, ARGV[1])
+  elseif ARGV[1] == '1' then
+    row[#row + 1] = redis.call('SMEMBERS', 'dispatch:offered:' .. incident_id)
   end
   out[#out + 1] = row
 end
@@ -1178,26 +1180,29 @@ return {off, out}
 
 
 async def waiting_incidents(redis: Redis, district: str, page: Sequence[tuple[str, float]], *,
-                            offered_to: str | None = None
-                            ) -> tuple[list[dict[str, str]], set[str]]:
+                            offered_to: Sequence[str] = ()
+                            ) -> tuple[list[dict[str, str]], dict[str, set[str]]]:
     """The records of a page of the district's queue (`waiting`), in its order, each with
-    the WAITING_FIELDS it has (and its id); and the ids of those the team `offered_to` was
-    offered (it never is again), read with them: one round trip a page. A freed team's
-    offer read each record whole and asked of each it might answer, one round trip each,
-    whether it had been offered it: with a backlog, hundreds a freed team. The incidents
-    whose record is gone (retention removed it, or only a leftover key is left: a field
-    written after it went) are taken off the queue: kept, each look paged over them for
-    ever, and enough of them hid the incidents behind from the looks' bounds."""
+    the WAITING_FIELDS it has (and its id); and, by incident, those of the teams
+    `offered_to` it was offered (they never are again; an incident none of them was
+    offered is left out), read with them: one round trip a page, however many teams. A
+    freed team's offer read each record whole and asked of each it might answer, one round
+    trip each, whether it had been offered it: with a backlog, hundreds a freed team; the
+    sweep asked it of each free team: thousands a round. The incidents whose record is
+    gone (retention removed it, or only a leftover key is left: a field written after it
+    went) are taken off the queue: kept, each look paged over them for ever, and enough of
+    them hid the incidents behind from the looks' bounds."""
     ids = [incident_id for incident_id, _ in page]
     if not ids:
-        return [], set()
+        return [], {}
     off, rows = await run_script(redis, _WAITING_TO_JUDGE, [_waiting_key(district)],
-                                 [offered_to or "", *ids])
+                                 ["1" if offered_to else "", *ids])
     if off:
         log.warning("waiting incidents of %s: %d with no record taken off the queue",
                     district, off)
     found: list[dict[str, str]] = []
-    offered: set[str] = set()
+    offered: dict[str, set[str]] = {}
+    asked = set(offered_to)
     for incident_id, row in zip(ids, rows, strict=True):
         # each named by its place in the queue, also an odd one that lacks the field
         record = {field: value for field, value in zip(WAITING_FIELDS, row, strict=False)
@@ -1205,8 +1210,8 @@ async def waiting_incidents(redis: Redis, district: str, page: Sequence[tuple[st
         if not record.get("district"):
             continue
         found.append({**record, "incident_id": incident_id})
-        if offered_to and row[len(WAITING_FIELDS)]:
-            offered.add(incident_id)
+        if asked and (teams := asked.intersection(row[len(WAITING_FIELDS)])):
+            offered[incident_id] = teams
     return found, offered
 
 
