@@ -51,6 +51,10 @@ class Principal:
     agency_kind: str | None = None
     device_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A token checked with its owner (volunteers' device tokens): when it was asked, by
+    # this host's wall clock, kept by a cached answer. What it says of the member (their
+    # team) may be as old as that, not older.
+    checked_at: float | None = None
 
 
 class ApiError(Exception):

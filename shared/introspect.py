@@ -50,6 +50,9 @@ class Introspector:
         cached = self._cache.get(digest)
         if cached is not None and not fresh and cached[0] > now:
             return cached[1]
+        # Volunteers read its roster somewhere between the question and the answer: its
+        # answer vouches for the member's team as of the question, no later.
+        asked_at = time.time()
         try:
             response = await self._client.get(
                 self._url, headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout
@@ -60,7 +63,7 @@ class Introspector:
         if response.status_code in (401, 403, 404):
             principal = None
         elif response.status_code == 200:
-            principal = _principal(response.json())
+            principal = _principal(response.json(), checked_at=asked_at)
         else:
             log.warning("device introspection answered %s", response.status_code)
             raise IntrospectionUnavailable
@@ -80,7 +83,7 @@ class Introspector:
                     self._cache.pop(digest, None)
 
 
-def _principal(data: dict[str, object]) -> Principal | None:
+def _principal(data: dict[str, object], *, checked_at: float) -> Principal | None:
     try:
         device_id = str(data["device_id"])
         member_id = str(data["member_id"])
@@ -100,6 +103,7 @@ def _principal(data: dict[str, object]) -> Principal | None:
         device_id=device_id,
         # The member's own name, for their own page: never logged.
         extra={"member_name": data.get("member_name")},
+        checked_at=checked_at,
     )
 
 

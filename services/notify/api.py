@@ -111,10 +111,14 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
         }
 
     async def _touch(who: Principal) -> None:
+        # A token checked before the member's move was applied here leaves the device on
+        # the team it moved to (store.touch_device); the request itself goes on: the device
+        # and its channels are still the member's, and its socket is closed to reconnect
+        # to the new team by the move itself.
         await store.touch_device(
             redis, device_id=who.device_id or who.subject, member_id=who.member_id or "",
             team_id=who.team_id or "", agency_kind=who.agency_kind,
-            district=who.districts[0] if who.districts else None,
+            district=who.districts[0] if who.districts else None, checked_at=who.checked_at,
         )
 
     @router.get("/devices/me", summary="This device and its delivery channels")

@@ -75,11 +75,20 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
         heartbeat: asyncio.Task[None] | None = None
         CONNECTIONS.add(1)
         try:
-            await store.touch_device(
+            filed = await store.touch_device(
                 redis, device_id=conn.device_id, member_id=conn.member_id,
                 team_id=conn.team_id, agency_kind=who.agency_kind,
                 district=who.districts[0] if who.districts else None,
+                checked_at=who.checked_at,
             )
+            if filed is not None and filed != conn.team_id:
+                # Its token was checked before the member's move was applied here: the
+                # device stays on the new team, and the socket is closed as the move closes
+                # the member's sockets (4409), to reconnect with its token checked again,
+                # not a cached answer of the team the member left.
+                introspector.forget_device(conn.device_id)
+                conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
+                return
             # Heard by the team's fan-out from here on: an order pushed before the `hello`
             # is queued waits behind it (Connection.greet); the replay reads after the attach.
             await hub.attach(conn)

@@ -1091,12 +1091,19 @@ REVOKED_DEVICE_KEPT_S = 86_400
 
 # A device's writes check its tombstone in the same step: a registration (or a socket)
 # whose token was checked just before the revocation, and which writes after notify
-# forgot the device, must not bring it back with its channels. 0: revoked, nothing
-# written; -1: its team changed since the caller read it (read again).
+# forgot the device, must not bring it back with its channels. Likewise a move: a touch
+# whose token was checked (ARGV[9]) before notify applied the device's last move
+# (`move_applied_at`) may carry the team its member left, and does not change the team
+# (see move_device for the clocks). 0: revoked, nothing written; 2: moved since the token
+# was checked, nothing written; -1: its team changed since the caller read it (read again).
 _TOUCH_DEVICE = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local previous = redis.call('HGET', KEYS[1], 'team_id') or ''
 if previous ~= ARGV[1] then return -1 end
+if previous ~= ARGV[3] and ARGV[9] ~= '' and
+   tonumber(ARGV[9]) <= tonumber(redis.call('HGET', KEYS[1], 'move_applied_at') or '-1') then
+  return 2
+end
 if previous ~= '' and previous ~= ARGV[3] then redis.call('SREM', KEYS[4], ARGV[2]) end
 redis.call('HSET', KEYS[1], 'member_id', ARGV[4], 'team_id', ARGV[3], 'agency_kind', ARGV[5],
            'district', ARGV[6], 'seen_at', ARGV[7])
@@ -1136,10 +1143,16 @@ return 1
 
 async def touch_device(
     redis: Redis, *, device_id: str, member_id: str, team_id: str, agency_kind: str | None,
-    district: str | None,
-) -> bool:
-    """Remembers which team a device belongs to now (a member may have moved team); False,
-    with nothing written, for a revoked device.
+    district: str | None, checked_at: float | None = None,
+) -> str | None:
+    """Remembers which team a device belongs to now (a member may have moved team), as the
+    caller's token said at `checked_at` (Principal.checked_at; None: as said, a test's
+    seeding). Returns the team the device is filed under: `team_id`, or, when notify applied
+    a move of the device after the token was checked, the team that move left it on ("" for
+    a device not seen before the move), nothing written: the token's answer may predate
+    the move, and would file the device back under the team its member left (that team's
+    fallback pushes and texts to them, the new team's missed) until it touched again.
+    None, with nothing written, for a revoked device.
 
     The team's device set expires with its freshest device (DEVICE_TTL_S after the last
     touch), and each touch takes out of it the teammates' devices whose record expired:
@@ -1154,14 +1167,18 @@ async def touch_device(
             [key, _revoked_device(device_id), _team_devices(team_id),
              _team_devices(previous or team_id)],
             [previous, device_id, team_id, member_id, agency_kind or "", district or "",
-             utcnow().isoformat(), str(DEVICE_TTL_S)])
+             utcnow().isoformat(), str(DEVICE_TTL_S),
+             "" if checked_at is None else repr(checked_at)])
         if done >= 0:
             break
-    if done:
-        others = [d for d in cast(set[str], await redis.smembers(_team_devices(team_id)))
-                  if d != device_id]
-        await _prune_team_devices(redis, team_id, others)
-    return bool(done)
+    if done == 0:
+        return None
+    if done == 2:
+        return previous
+    others = [d for d in cast(set[str], await redis.smembers(_team_devices(team_id)))
+              if d != device_id]
+    await _prune_team_devices(redis, team_id, others)
+    return team_id
 
 
 async def set_device_channel(redis: Redis, device_id: str, *, field: str,
@@ -1202,8 +1219,9 @@ async def team_devices(redis: Redis, team_id: str) -> list[DeviceRecord]:
 
 # A move is applied unless the device holds a later one (`moved_at`, the roster's time of
 # the move; kept also for a device not seen here yet, whose socket's first touch then finds
-# it): 1 applied (or the device revoked), 0 older than the move it holds, -1 its team
-# changed since the caller read it (read again).
+# it), with notify's own time of applying it (`move_applied_at`, for _TOUCH_DEVICE):
+# 1 applied (or the device revoked), 0 older than the move it holds, -1 its team changed
+# since the caller read it (read again).
 _MOVE_DEVICE = """
 if redis.call('EXISTS', KEYS[4]) == 1 then return 1 end
 local previous = redis.call('HGET', KEYS[1], 'team_id') or ''
@@ -1215,7 +1233,7 @@ if previous ~= '' and previous ~= ARGV[2] then
   redis.call('SADD', KEYS[3], ARGV[4])
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
-redis.call('HSET', KEYS[1], 'moved_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'moved_at', ARGV[3], 'move_applied_at', ARGV[6])
 if previous == '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 return 1
 """
@@ -1226,15 +1244,28 @@ async def move_device(redis: Redis, device_id: str, *, team_id: str,
     """A device whose member moved team: its fallback channels now serve the new team. False,
     with nothing written, for a move older than one the device already had: its event
     handled late (a dead letter replayed, another replica's slower read of an earlier
-    import), it would put the device back on a team its member has left."""
+    import), it would put the device back on a team its member has left.
+
+    A touch whose token was checked before this move was applied here does not change the
+    device's team (_TOUCH_DEVICE). Both times are notify's wall clock (its replicas',
+    kept in step by the hosts' NTP), not the roster's `moved_at`: volunteers commits a move
+    before it publishes its event, and notify reads the event before this clock is read,
+    so a token checked later was answered with this move (or a later one, whose event
+    comes after). `moved_at` is volunteers' clock and may be stamped before its commit:
+    a token checked in between would be answered with the old team yet taken as newer.
+    Misjudged the safe way (a token checked later, naming another team: only a later
+    move not yet handled here), the touch leaves the device where this move put it until
+    that move's event comes."""
     key = _device(device_id)
+    applied_at = repr(time.time())
     while True:
         previous = cast(str | None, await redis.hget(key, "team_id")) or ""
         done = await run_script(
             redis, _MOVE_DEVICE,
             [key, _team_devices(previous or team_id), _team_devices(team_id),
              _revoked_device(device_id)],
-            [previous, team_id, repr(moved_at.timestamp()), device_id, str(DEVICE_TTL_S)])
+            [previous, team_id, repr(moved_at.timestamp()), device_id, str(DEVICE_TTL_S),
+             applied_at])
         if done >= 0:
             return bool(done)
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from services.notify import store
@@ -32,6 +33,7 @@ from .conftest import (
     an_order,
     device,
     issue,
+    ws_url,
 )
 
 
@@ -111,6 +113,92 @@ async def test_an_older_move_handled_after_a_newer_one_of_a_device_not_yet_seen_
             assert await store.team_devices(redis, "t2") == []
             assert [d.device_id for d in await store.team_devices(redis, "t3")] == [
                 member.device_id]
+    finally:
+        await redis.aclose()
+
+
+def moved_before_the_touch(monkeypatch: pytest.MonkeyPatch, volunteers: Volunteers,
+                           broker: RedisBroker, redis: Redis, member: Member,
+                           team_id: str) -> None:
+    """The next touch of the member's device comes after the roster moved the member to
+    `team_id` and notify applied the move, with the identity read before it: its token
+    checked (volunteers said the old team) a moment before the move."""
+    touch = store.touch_device
+
+    async def moved_meanwhile(client: Redis, **kw: Any) -> Any:
+        monkeypatch.setattr(store, "touch_device", touch)  # once
+        volunteers.members[member.token] = dataclasses.replace(member, team_id=team_id)
+        await moved(broker, member, team_id)
+        await poll_until(lambda: on_team(redis, member.device_id, team_id), "the move applied")
+        return await touch(client, **kw)
+
+    monkeypatch.setattr(store, "touch_device", moved_meanwhile)
+
+
+async def on_team(redis: Redis, device_id: str, team_id: str) -> bool:
+    record = await store.get_device(redis, device_id)
+    return record is not None and record.team_id == team_id
+
+
+async def filed_under(redis: Redis, *teams: str) -> dict[str, list[str]]:
+    return {team: [d.device_id for d in await store.team_devices(redis, team)] for team in teams}
+
+
+async def test_a_request_whose_token_was_checked_before_a_move_leaves_the_device_moved(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, clean_redis: str,
+        http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page registers its SMS number as the roster moves its member from t1 to t2: the
+    # request was let in as t1's (its token checked, or the answer cached, a moment before),
+    # notify applied the move, then the request filed the device. Filed back under t1, t1's
+    # fallback texts went to a member who left it and t2's missed them, until the socket
+    # reconnected (nothing did, on a page already told of the move).
+    member = volunteers.enrol("t1")
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.status_code == 200 and await on_team(redis, member.device_id, "t1")
+        moved_before_the_touch(monkeypatch, volunteers, broker, redis, member, "t2")
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                            json={"phone": "+8613800138000"})
+        assert r.status_code == 200  # the request itself goes on: its device is the member's
+        assert await filed_under(redis, "t1", "t2") == {"t1": [], "t2": [member.device_id]}
+        record = await store.get_device(redis, member.device_id)
+        assert record is not None and record.phone == "+8613800138000"
+    finally:
+        await redis.aclose()
+
+
+async def test_a_socket_whose_token_was_checked_before_a_move_reconnects_and_leaves_it_moved(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, clean_redis: str,
+        http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As above, for the socket: its token checked as t1's, the move applied, then its touch.
+    # It is told to reconnect (4409, as a socket the move closes) without joining t1's
+    # fan-out (t1's orders), and the device stays on t2.
+    member = volunteers.enrol("t1")
+    redis = Redis.from_url(clean_redis, decode_responses=True)
+    attach, attached = Hub.attach, []
+
+    async def noting_teams(hub: Hub, conn: Any) -> None:
+        attached.append(conn.team_id)
+        await attach(hub, conn)
+
+    monkeypatch.setattr(Hub, "attach", noting_teams)
+    try:
+        r = await http.get(f"{notify}/v1/devices/me", headers=member.bearer)
+        assert r.status_code == 200 and await on_team(redis, member.device_id, "t1")
+        moved_before_the_touch(monkeypatch, volunteers, broker, redis, member, "t2")
+        async with connect(ws_url(notify), additional_headers=member.bearer) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(5):
+                    while True:
+                        await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+        assert await filed_under(redis, "t1", "t2") == {"t1": [], "t2": [member.device_id]}
+        async with device(notify, member) as phone:  # the reconnect: its token checked again
+            await phone.send({"type": "ping"})
+            await phone.next_of("pong", timeout=3)
+        assert await filed_under(redis, "t1", "t2") == {"t1": [], "t2": [member.device_id]}
+        assert attached == ["t2"]
     finally:
         await redis.aclose()
 

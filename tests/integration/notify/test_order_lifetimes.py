@@ -205,6 +205,43 @@ async def test_a_team_s_device_set_expires_with_its_freshest_device(redis: Redis
     assert 0 < await redis.ttl("notify:team:t3:devices") <= store.DEVICE_TTL_S
 
 
+async def touched_as_checked(redis: Redis, device_id: str, team_id: str,
+                             checked_at: float | None) -> str | None:
+    return await store.touch_device(redis, device_id=device_id, member_id=f"m-{device_id}",
+                                    team_id=team_id, agency_kind="police", district="d1",
+                                    checked_at=checked_at)
+
+
+async def test_a_touch_whose_token_was_checked_before_a_move_was_applied_leaves_it_moved(
+        redis: Redis) -> None:
+    # The identity read (volunteers: t1), then the move to t2 applied, then the touch.
+    await touch(redis, "dev-m", "t1")
+    checked_at = time.time()
+    assert await store.move_device(redis, "dev-m", team_id="t2", moved_at=utcnow())
+    assert await touched_as_checked(redis, "dev-m", "t1", checked_at) == "t2"
+    assert await redis.smembers("notify:team:t1:devices") == set()
+    assert await redis.smembers("notify:team:t2:devices") == {"dev-m"}
+    # a device not seen before its move stays on no team: its next touch, checked later, files it
+    assert await store.move_device(redis, "dev-new", team_id="t2", moved_at=utcnow())
+    assert await touched_as_checked(redis, "dev-new", "t1", checked_at) == ""
+    assert await redis.smembers("notify:team:t1:devices") == set()
+
+
+async def test_a_touch_whose_token_was_checked_after_a_move_was_applied_files_it_as_said(
+        redis: Redis) -> None:
+    # A later move (t2 -> t3) that volunteers answers with before its event is handled here,
+    # and a touch of the move's own team, file the device as the token says.
+    await touch(redis, "dev-m", "t1")
+    assert await store.move_device(redis, "dev-m", team_id="t2", moved_at=utcnow())
+    assert await touched_as_checked(redis, "dev-m", "t3", time.time()) == "t3"
+    assert await redis.smembers("notify:team:t3:devices") == {"dev-m"}
+    assert await redis.smembers("notify:team:t2:devices") == set()
+    checked_at = time.time()
+    assert await store.move_device(redis, "dev-m", team_id="t4", moved_at=utcnow())
+    assert await touched_as_checked(redis, "dev-m", "t4", checked_at) == "t4"
+    assert await touched_as_checked(redis, "dev-m", "t1", None) == "t1"  # a test's seeding
+
+
 # --- through the service --------------------------------------------------------------------
 
 
