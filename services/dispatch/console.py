@@ -545,7 +545,9 @@ async function detail(run) {
     cell(tr, e.team_id ? names[e.team_id] || e.team_id : "");
     // a team's answer is its code ("en_route": 出发); any other detail is said by its code
     const what = e.kind === "response" ? word("response", e.detail) : saidOf(e);
-    const said = e.note ? (what ? what + ": " : "") + "“" + e.note + "”" : what;  // their own words
+    // their own words; a decline without them is said to be so (the device API asks none)
+    const said = e.note ? (what ? what + ": " : "") + "“" + e.note + "”"
+      : e.kind === "response" && e.detail === "declined" ? what + say("no_reason") : what;
     const records = (e.evidence || []).map(r => word("evidence_kind", r.kind) + " " + r.ref
       + (r.taken_at ? say("taken_at", {time: time(r.taken_at)}) : "")).join("; ");
     cell(tr, records ? (said ? said + " · " : "") + say("evidence", {records}) : said);

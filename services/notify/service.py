@@ -27,7 +27,7 @@ from shared.events import (
     Response,
     utcnow,
 )
-from shared.http import ApiError, Principal, conflict, forbidden, not_found
+from shared.http import Principal, conflict, forbidden, not_found
 from shared.telemetry import extract_context, inject_context
 
 from . import store
@@ -152,14 +152,11 @@ class Orders:
         evidence: tuple[Evidence, ...] | None = None, origin: str | None = None,
     ) -> dict[str, Any]:
         """Applies a team's response; `origin` is the answering socket, if it came by one."""
+        # A decline without a note is taken (DESIGN.md: `note` optional; a device built to
+        # it is not refused): refused, the team's "no" went unheard and the incident waited
+        # for the order's deadline before the next team was offered it. The device page
+        # asks for the reason; the command room's timeline says when none was given.
         note = (note or "").strip() or None
-        if response == "declined" and note is None:
-            # A team may not refuse because the scene is outside its zone (DOMAIN.md): the
-            # command room reads why, on the incident's timeline. A field of the request,
-            # so checked before the order is looked up (DESIGN.md: 422 before 404/403/409).
-            raise ApiError(422, "invalid_field",
-                           "a decline needs its reason in note (the command room reads it)",
-                           "note")
         record = await self._team_order(order_id, who)
         current = trace.get_current_span().get_span_context()
         with tracer.start_as_current_span(
