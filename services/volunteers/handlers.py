@@ -7,9 +7,11 @@ confirmed hazard reports. Each change is deduplicated by the order's own record 
 issued once and finishes once), so a redelivered event finds nothing to do.
 
 A confirmed hazard report pays those who were on the team's shift when it resolved the order
-(the order's record keeps them), however the streams interleave: the resolution pays them when
-it knows the category (its order was read first) or the closing was read first; else the
-closing pays them.
+(the order's record keeps them), and the member who reported it from the street. Only the
+incident's closing confirms it, naming who reported it and who resolved it: a team's
+resolution of its reporter's own report confirms nothing (domain.points `hazard_confirmers`).
+However the streams interleave: the closing marks the teams it confirms, then pays their
+resolutions read so far; a resolution read after it finds the mark and pays itself.
 
 A missed deadline costs nothing when the team had answered by it (dispatch, its answers
 behind, timed the order out before reading the answer): whichever of the answer, the
@@ -102,8 +104,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 # also those who checked in before the answer was read.
                 ledger = points.award_resolved_order(
                     order_id=event.order_id, incident_id=event.incident_id,
-                    category=step.record.category, team_id=event.team_id,
-                    district=view.team["district"], agency_kind=view.agency.get("kind", ""),
+                    team_id=event.team_id, district=view.team["district"],
+                    agency_kind=view.agency.get("kind", ""),
                     members_on_shift=step.record.members or (), at=event.occurred_at,
                 )
             # An answer by the deadline read after the withdrawal it timed out.
@@ -121,11 +123,13 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             await no_team(event)
             return
         record = applied.decision.record
-        # Also on a redelivery (the resolution made, its hazard points perhaps not): the
-        # incident's closing, read first, found no resolution of this team to pay.
+        # A hazard report's 3 only if the incident's closing, read first, confirmed this
+        # team's resolution (it found none of this team's to pay). Also on a redelivery: the
+        # resolution made, its hazard points perhaps not. A category not known yet (the
+        # answer overtook the order) may be a hazard report's.
         if (record is not None and record.final == "resolved" and record.members is not None
                 and record.team_id == event.team_id
-                and record.category is None  # known: the resolution paid what it had to
+                and record.category in (None, points.HAZARD_CATEGORY)
                 and await teams.hazard_confirmed(redis, incident_id=event.incident_id,
                                                  team_id=event.team_id)):
             await pay_hazard(applied.before, event.order_id, record, event.occurred_at)
@@ -173,20 +177,19 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
     async def pay_hazard(view: TeamView, order_id: str, record: OrderRecord,
                          at: datetime) -> None:
         """A confirmed hazard report's points to those on the team's shift when it resolved
-        the order (entry ids per incident and member: once, whichever path pays first)."""
+        the order, a team the closing confirmed (not the reporter's own) (entry ids per
+        incident and member: once, whichever path pays first)."""
         await points_store.award(redis, points.award_confirmed_hazard(
             incident_id=record.incident_id, team_id=record.team_id,
             district=view.team["district"], agency_kind=view.agency.get("kind", ""),
             members_on_shift=record.members or (), at=at, order_id=order_id),
             ledger_ttl_s=ledger_ttl_s)
 
-    async def award_reporter(event: IncidentClosed, member_id: str) -> None:
-        """A hazard a volunteer reported from the street, confirmed (resolved): the hazard
-        points to the reporter, on shift or not (the same entry id as the resolving team's,
-        so a reporter who also resolved it is paid once)."""
-        found = await roster_store.member_and_kind(redis, member_id)
-        if found is None:
-            return
+    async def award_reporter(event: IncidentClosed, member_id: str,
+                             found: tuple[dict[str, str], str]) -> None:
+        """A hazard a volunteer reported from the street, confirmed: the hazard points to the
+        reporter (`found`: their record and agency's kind), on shift or not (the same entry
+        id as the resolving team's: once)."""
         member, kind = found
         await points_store.award(redis, points.award_confirmed_hazard(
             incident_id=event.incident_id, team_id=member["team_id"],
@@ -199,19 +202,30 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         # those on the resolving team's shift when it resolved, not to those on it now.
         if event.category != points.HAZARD_CATEGORY:
             return
-        if event.reported_by_member and event.final_status == "resolved":
-            await award_reporter(event, event.reported_by_member)
-        if not event.resolved_by:
-            return
-        # First: a resolution not yet read (its own stream) then pays itself.
-        await teams.confirm_hazard(redis, incident_id=event.incident_id,
-                                   team_ids=event.resolved_by)
-        for order_id, record in await teams.resolved_orders(redis, event.incident_id):
-            if record.team_id not in event.resolved_by or record.members is None:
-                continue
-            view = await teams.load_view(redis, record.team_id)
-            if view is not None:
-                await pay_hazard(view, order_id, record, event.occurred_at)
+        reporter, found, reporter_team = event.reported_by_member, None, None
+        if reporter:
+            found = await roster_store.member_and_kind(redis, reporter)
+            reporter_team = await teams.reporter_team(
+                redis, incident_id=event.incident_id, member_id=reporter,
+                team_now=found[0]["team_id"] if found is not None else None)
+        confirmers = points.hazard_confirmers(resolved_by=event.resolved_by,
+                                              reporter_team=reporter_team)
+        if confirmers:
+            # First: a resolution not yet read (its own stream) then pays itself.
+            await teams.confirm_hazard(redis, incident_id=event.incident_id,
+                                       team_ids=confirmers)
+            for order_id, record in await teams.resolved_orders(redis, event.incident_id):
+                if record.team_id not in confirmers or record.members is None:
+                    continue
+                view = await teams.load_view(redis, record.team_id)
+                if view is not None:
+                    await pay_hazard(view, order_id, record, event.occurred_at)
+        # The reporter last: once they are paid, so is the shift of the team that confirmed it
+        # (unless its resolution is still to be read).
+        if reporter and found is not None and points.confirmed_for_reporter(
+                final_status=event.final_status, resolved_by=event.resolved_by,
+                reporter_team=reporter_team):
+            await award_reporter(event, reporter, found)
 
     consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,
             settings=settings, group="volunteers", bookkeeping=True)

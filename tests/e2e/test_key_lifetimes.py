@@ -216,6 +216,7 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"roster:order:{id}", Ttl(100 * DAY_S)),
     (r"roster:resolutions:{id}", Ttl(100 * DAY_S)),
     (r"roster:hazard_confirmed:{id}", Ttl(100 * DAY_S)),
+    (r"roster:hazard_reporters:{id}", Ttl(100 * DAY_S)),
     (r"roster:ledger:.+", Ttl(2 * RETENTION_S)),
 )
 FAMILIES = tuple((re.compile(pattern.replace("{id}", ID) + r"\Z"), pattern, way)

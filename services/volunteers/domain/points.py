@@ -9,8 +9,13 @@ the coordinator's own rewards and penalties, each with its reason (`adjustment`)
 - A resolved order: each member checked in to the resolving volunteer team's shift gets 10;
   a team with nobody on its shift (called in off duty by the command room), each member
   who answered the order (domain.status keeps them on the order's record).
-- A confirmed hazard report (an order of category hazard_report resolved by a volunteer
-  team): each of those members gets 3 more.
+- A confirmed hazard report (an incident of category hazard_report whose closing names the
+  volunteer team that resolved it): each of those members gets 3 more; and the member who
+  reported it from the street, 3. Confirmed means by someone other than the reporter's own
+  team (`hazard_confirmers`, `confirmed_for_reporter`): a reporter is on the spot, often
+  the nearest team to their own report and sent to it, and their own team's resolution
+  alone would pay them and their teammates for a report nobody else saw (anyone could
+  report made-up hazards and resolve them). That team's order earns its 10 all the same.
 - Patrol: at shift end, each member gets 5 points per hour from their own check-in, counted
   in whole quarter-hours (1.25 points each, so amounts stay exact), at most
   `max_patrol_hours` per shift (a forgotten check-out earns no more).
@@ -25,7 +30,7 @@ an id back, and no stint they paid can end again.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -80,20 +85,36 @@ def _each_on_shift(
 
 
 def award_resolved_order(
-    *, order_id: str, incident_id: str, category: str | None, team_id: str, district: str,
-    agency_kind: str, members_on_shift: Iterable[str], at: datetime,
+    *, order_id: str, incident_id: str, team_id: str, district: str, agency_kind: str,
+    members_on_shift: Iterable[str], at: datetime,
 ) -> list[LedgerEntry]:
-    members = list(members_on_shift)
-    entries = _each_on_shift(
+    """The order's 10, whatever its category: a hazard report's 3 wait for its confirmation
+    (the incident's closing names who reported it, which the order does not)."""
+    return _each_on_shift(
         f"resolved:{order_id}", RESOLVED_ORDER_POINTS, "resolved_order", incident_id=incident_id,
-        team_id=team_id, district=district, agency_kind=agency_kind, members_on_shift=members,
-        at=at, order_id=order_id)
-    if category == HAZARD_CATEGORY:
-        entries += award_confirmed_hazard(
-            incident_id=incident_id, team_id=team_id, district=district,
-            agency_kind=agency_kind, members_on_shift=members, at=at, order_id=order_id,
-        )
-    return entries
+        team_id=team_id, district=district, agency_kind=agency_kind,
+        members_on_shift=members_on_shift, at=at, order_id=order_id)
+
+
+def hazard_confirmers(*, resolved_by: Iterable[str], reporter_team: str | None
+                      ) -> tuple[str, ...]:
+    """The teams whose resolution confirms a hazard report, to those on their shift: those
+    that resolved it (the closing's `resolved_by`) but the reporter's own team, whose word
+    on its own member's report confirms nothing. `reporter_team`: None when no member
+    reported it (a system did) or their team is not known (removed from the roster)."""
+    return tuple(team_id for team_id in resolved_by if team_id != reporter_team)
+
+
+def confirmed_for_reporter(*, final_status: str, resolved_by: Sequence[str],
+                           reporter_team: str | None) -> bool:
+    """Whether a hazard report is confirmed for the member who reported it: resolved, by a
+    team other than their own. The command room's close ("closed") confirms nothing: it
+    closes made-up reports and reports nobody went to the same way. A "resolved" closing
+    naming no team (dispatch sends none: its resolution names the team) would be nobody's
+    team's word, and counts."""
+    return final_status == "resolved" and (
+        not resolved_by or bool(hazard_confirmers(resolved_by=resolved_by,
+                                                  reporter_team=reporter_team)))
 
 
 def award_confirmed_hazard(

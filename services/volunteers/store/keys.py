@@ -78,6 +78,12 @@ def hazard_confirmed(incident_id: str) -> str:
     return f"roster:hazard_confirmed:{incident_id}"
 
 
+def hazard_reporters(incident_id: str) -> str:
+    """Hash of the members who reported the incident from the street -> the team the first
+    reading of its closing found them on (whose resolution does not confirm their report)."""
+    return f"roster:hazard_reporters:{incident_id}"
+
+
 def position(team_id: str) -> str:
     return f"roster:pos:{team_id}"
 

@@ -347,6 +347,24 @@ async def hazard_confirmed(redis: Redis, *, incident_id: str, team_id: str) -> b
     return bool(await redis.sismember(keys.hazard_confirmed(incident_id), team_id))
 
 
+async def reporter_team(redis: Redis, *, incident_id: str, member_id: str,
+                        team_now: str | None) -> str | None:
+    """The team of the member who reported the incident from the street, as its closing
+    judges their report by: the one the first reading of the closing found them on
+    (`team_now`: theirs now, None: not on the roster), kept, so that the closing read again
+    after a roster moved them (its acknowledgement lost) decides as it did. None: never
+    found on the roster. The incident names only the member: their team when they reported
+    is not known here, and the closing comes soon after, while they patrol the same street."""
+    key = keys.hazard_reporters(incident_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        if team_now is not None:
+            pipe.hsetnx(key, member_id, team_now)
+            pipe.expire(key, ORDER_TTL_S)
+        pipe.hget(key, member_id)
+        *_, team_id = await pipe.execute()
+    return team_id
+
+
 # --- positions: the hot path, one round trip --------------------------------------------
 
 # Checks the device is still who the caller cached (token not revoked, member still in this

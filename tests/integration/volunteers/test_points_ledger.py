@@ -69,6 +69,9 @@ async def test_the_service_keeps_award_keys_twice_the_stream_history(
         await volunteers.consumed("order.issued")
         await publisher.publish(resolved(), stream="order.responded")  # a team's transition
         await volunteers.consumed("order.responded")
+        await publisher.publish(IncidentClosed(  # the hazard confirmed: its team's shift
+            district="d1", incident_id="inc_ord_h", final_status="resolved",
+            resolved_by=("t-vol",), category="hazard_report"), stream="incident.closed")
         await publisher.publish(IncidentClosed(  # a hazard Chen reported from the street
             district="d1", incident_id="inc_street", final_status="resolved",
             category="hazard_report", reported_by_member="m-chen"), stream="incident.closed")

@@ -18,7 +18,14 @@ from services.volunteers.domain.status import (
     on_shift_at,
     start_shift,
 )
-from shared.events import Location, OrderIssued, OrderResponded, OrderWithdrawn, UnitStatus
+from shared.events import (
+    IncidentClosed,
+    Location,
+    OrderIssued,
+    OrderResponded,
+    OrderWithdrawn,
+    UnitStatus,
+)
 
 from .conftest import ADMIN, DISTRICT, Volunteers
 
@@ -277,6 +284,10 @@ async def test_a_resolution_read_after_the_shift_ended_pays_everyone_who_was_on_
     for _ in range(2):  # and read twice: the same members, once
         await publisher.publish(answer, stream="order.responded")
         await volunteers.consumed("order.responded")
+    await publisher.publish(IncidentClosed(  # dispatch's closing confirms the hazard report
+        district="d1", incident_id="inc_ord_h", final_status="resolved", resolved_by=("t-vol",),
+        category="hazard_report"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
 
     paid = [("hazard_report", 3), ("resolved_order", 10)]
     assert [e for e in await history(volunteers, wang) if e[0] != "patrol"] == paid

@@ -158,6 +158,10 @@ class Model:
     stints: dict[str, list[list[Any]]] = field(default_factory=dict)
     points: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     ever: set[str] = field(default_factory=set)  # ledger ids written (SET NX: once)
+    # incident -> the teams whose resolution its closing confirmed as a hazard report
+    confirmed: dict[str, set[str]] = field(default_factory=dict)
+    # (incident, reporting member) -> their team as the first closing read found it
+    reporter_teams: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def kind_of_team(self, team_id: str) -> str:
         team = self.teams.get(team_id)
@@ -314,7 +318,8 @@ class Model:
                 kind = self.kind_of_team(event.team_id)
                 for m in order.members:
                     self.award(f"resolved:{event.order_id}:{m}", m, 10, kind)
-                if order.category == "hazard_report":
+                # a hazard report's 3 only once the incident's closing confirmed this team
+                if event.team_id in self.confirmed.get(order.incident, ()):
                     for m in order.members:
                         self.award(f"hazard:{order.incident}:{m}", m, 3, kind)
             return
@@ -353,15 +358,27 @@ class Model:
                 order.missed_by = on_shift
 
     def closed(self, event: IncidentClosed) -> None:
+        """A hazard report is confirmed only by a team other than its reporter's own (their
+        team as the first closing read found them: a closing read again after a roster moved
+        them decides as it did), or by a "resolved" closing naming no team; the command
+        room's close ("closed") confirms nothing."""
         if event.category != "hazard_report":
             return
-        reporter = event.reported_by_member
-        if reporter and event.final_status == "resolved" and reporter in self.members:
+        reporter, reporter_team = event.reported_by_member, None
+        if reporter:
+            key = (event.incident_id, reporter)
+            if key not in self.reporter_teams and reporter in self.members:
+                self.reporter_teams[key] = self.members[reporter]
+            reporter_team = self.reporter_teams.get(key)
+        confirmers = {t for t in event.resolved_by if t != reporter_team}
+        self.confirmed.setdefault(event.incident_id, set()).update(confirmers)
+        if (reporter and event.final_status == "resolved" and reporter in self.members
+                and (confirmers or not event.resolved_by)):
             self.award(f"hazard:{event.incident_id}:{reporter}", reporter, 3,
                        self.kind_of_team(self.members[reporter]))
         for order in self.orders.values():
             if (order.incident == event.incident_id and order.final == "resolved"
-                    and order.team in event.resolved_by and order.members is not None
+                    and order.team in confirmers and order.members is not None
                     and order.team in self.teams):
                 for m in order.members:
                     self.award(f"hazard:{event.incident_id}:{m}", m, 3,

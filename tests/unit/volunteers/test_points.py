@@ -11,6 +11,8 @@ from services.volunteers.domain.points import (
     award_confirmed_hazard,
     award_patrol,
     award_resolved_order,
+    confirmed_for_reporter,
+    hazard_confirmers,
     patrol_entry_id,
     patrol_quarters,
 )
@@ -19,10 +21,9 @@ from services.volunteers.domain.status import EndedShift
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
-def resolved(kind: str = "volunteer", category: str | None = "noise", members=("m1", "m2")):
-    return award_resolved_order(order_id="o1", incident_id="i1", category=category,
-                                team_id="t1", district="d1", agency_kind=kind,
-                                members_on_shift=members, at=T0)
+def resolved(kind: str = "volunteer", members=("m1", "m2")):
+    return award_resolved_order(order_id="o1", incident_id="i1", team_id="t1", district="d1",
+                                agency_kind=kind, members_on_shift=members, at=T0)
 
 
 def test_each_member_on_shift_of_a_volunteer_team_gets_ten_per_resolved_order() -> None:
@@ -40,14 +41,31 @@ def test_nobody_on_shift_earns_nothing() -> None:
     assert resolved(members=()) == []
 
 
-def test_a_resolved_hazard_report_adds_three_keyed_by_incident() -> None:
-    entries = resolved(category="hazard_report", members=("m1",))
-    assert [(e.entry_id, e.points) for e in entries] == [
-        ("resolved:o1:m1", 10), ("hazard:i1:m1", 3)]
-    # the incident-closed path produces the very same entry id: awarded once between them
-    again = award_confirmed_hazard(incident_id="i1", team_id="t1", district="d1",
-                                   agency_kind="volunteer", members_on_shift=["m1"], at=T0)
-    assert again[0].entry_id == "hazard:i1:m1"
+def test_a_confirmed_hazard_report_pays_three_keyed_by_incident() -> None:
+    # the resolution's own entries are the order's 10: the 3 wait for the confirmation
+    assert [(e.entry_id, e.points) for e in resolved(members=("m1",))] == [("resolved:o1:m1", 10)]
+    # the same entry id from the resolution's path and the closing's: awarded once
+    entries = award_confirmed_hazard(incident_id="i1", team_id="t1", district="d1",
+                                     agency_kind="volunteer", members_on_shift=["m1"], at=T0,
+                                     order_id="o1")
+    assert [(e.entry_id, e.points, e.reason) for e in entries] == [
+        ("hazard:i1:m1", 3, "hazard_report")]
+
+
+def test_a_hazard_report_is_confirmed_only_by_a_team_other_than_its_reporters() -> None:
+    assert hazard_confirmers(resolved_by=("t-own",), reporter_team="t-own") == ()
+    assert hazard_confirmers(resolved_by=("t-own", "t-2"), reporter_team="t-own") == ("t-2",)
+    # a system's report, or a reporter not found on the roster: every resolving team
+    assert hazard_confirmers(resolved_by=("t-own",), reporter_team=None) == ("t-own",)
+
+    def for_reporter(final_status: str, resolved_by: tuple[str, ...]) -> bool:
+        return confirmed_for_reporter(final_status=final_status, resolved_by=resolved_by,
+                                      reporter_team="t-own")
+
+    assert for_reporter("resolved", ("t-2",))
+    assert not for_reporter("resolved", ("t-own",))  # their own team's word alone
+    assert not for_reporter("closed", ())  # the command room's close confirms nothing
+    assert for_reporter("resolved", ())  # resolved, naming nobody's team
 
 
 def test_patrol_time_counts_in_whole_quarter_hours() -> None:

@@ -1,0 +1,129 @@
+"""A hazard reported from the street pays its 3 only once someone other than its reporter's
+own team confirmed it, whichever of the resolution and the closing volunteers reads first.
+
+The reporter, on the spot, is the nearest team to their own report and is often sent to it:
+their own team's resolution alone would pay them (and their teammates on the shift) for a
+report nobody else saw, and anyone could earn points by reporting made-up hazards and
+resolving them themselves.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from faststream.redis import RedisBroker
+
+from shared.events import IncidentClosed
+
+from .conftest import DISTRICT, Volunteers
+from .test_points import hazard_order, points_of, resolved
+
+# Sun patrols with a second volunteer team of the same armbands.
+WITH_SUN: dict[str, Any] = copy.deepcopy(DISTRICT)
+WITH_SUN["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                          "mode": "foot"})
+WITH_SUN["members"].append({"id": "m-sun", "name": "Volunteer Sun", "agency_id": "v-red",
+                            "team_id": "t-vol2", "role": "volunteer"})
+
+BOTH_ORDERS = pytest.mark.parametrize("first", ["resolution", "closing"])
+
+
+async def aunties_on_shift(volunteers: Volunteers) -> dict[str, dict[str, str]]:
+    """Wang and Chen checked in to t-vol; Sun (t-vol2) is off shift."""
+    await volunteers.import_district(WITH_SUN)
+    devices = {m: await volunteers.enrol(m) for m in ("m-wang", "m-chen", "m-sun")}
+    for member in ("m-wang", "m-chen"):
+        r = await volunteers.client.post("/v1/me/shift/start", headers=devices[member])
+        assert r.status_code == 200, r.text
+    return devices
+
+
+async def read(volunteers: Volunteers, publisher: RedisBroker, closing: IncidentClosed,
+               *, first: str) -> None:
+    """t-vol's order of the incident and Wang's "resolved", and the incident's closing, read
+    in the order given; each event delivered twice."""
+    resolution = [(hazard_order(), "order.issued"), (resolved(), "order.responded")]
+    closed = [(closing, "incident.closed")]
+    for event, stream in resolution + closed if first == "resolution" else closed + resolution:
+        for _ in range(2):
+            await publisher.publish(event, stream=stream)
+        await volunteers.consumed(stream)
+
+
+def closing(*, reported_by: str | None) -> IncidentClosed:
+    """Dispatch's closing of t-vol's resolution of the hazard."""
+    return IncidentClosed(district="d1", incident_id="inc_ord_h", final_status="resolved",
+                          resolved_by=("t-vol",), category="hazard_report",
+                          reported_by_member=reported_by)
+
+
+async def ledger(volunteers: Volunteers, device: dict[str, str]) -> list[tuple[str, float]]:
+    return sorted((e["entry_id"], e["points"])
+                  for e in (await points_of(volunteers, device))["history"])
+
+
+@BOTH_ORDERS
+async def test_a_hazard_its_reporters_own_team_resolved_pays_no_hazard_points(
+    volunteers: Volunteers, publisher: RedisBroker, first: str,
+) -> None:
+    # Chen reports a missing manhole cover from the street; his own team, on the spot, is
+    # sent and Wang answers "resolved". Nobody but Chen's team ever saw the hole: the 10 for
+    # the order are theirs, the hazard's 3 nobody's (not Chen's, nor his teammates').
+    devices = await aunties_on_shift(volunteers)
+    await read(volunteers, publisher, closing(reported_by="m-chen"), first=first)
+
+    assert await ledger(volunteers, devices["m-chen"]) == [("resolved:ord_h:m-chen", 10)]
+    assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
+
+
+@BOTH_ORDERS
+async def test_a_hazard_another_team_resolved_pays_its_reporter_and_that_teams_shift(
+    volunteers: Volunteers, publisher: RedisBroker, first: str,
+) -> None:
+    # Sun (t-vol2, off shift) reports it; Wang and Chen's team fence it off: confirmed.
+    devices = await aunties_on_shift(volunteers)
+    await read(volunteers, publisher, closing(reported_by="m-sun"), first=first)
+
+    assert await ledger(volunteers, devices["m-sun"]) == [("hazard:inc_ord_h:m-sun", 3)]
+    for member in ("m-wang", "m-chen"):
+        assert await ledger(volunteers, devices[member]) == [
+            (f"hazard:inc_ord_h:{member}", 3), (f"resolved:ord_h:{member}", 10)]
+
+
+@BOTH_ORDERS
+async def test_a_hazard_the_command_room_closed_confirms_nothing(
+    volunteers: Volunteers, publisher: RedisBroker, first: str,
+) -> None:
+    # Sun reports it; the command room closes the incident (as dispatch's close sends it:
+    # "closed", nobody named) while Wang's "resolved" was on its way, which dispatch then
+    # ignored. The command room closes made-up reports and reports nobody went to the same
+    # way: no hazard is confirmed, to Sun nor to the team; the team's resolution of the
+    # order, as volunteers read it, still earns its 10.
+    devices = await aunties_on_shift(volunteers)
+    closed = IncidentClosed(district="d1", incident_id="inc_ord_h", final_status="closed",
+                            category="hazard_report")
+    await read(volunteers, publisher, closed, first=first)
+
+    assert await ledger(volunteers, devices["m-sun"]) == []
+    for member in ("m-wang", "m-chen"):
+        assert await ledger(volunteers, devices[member]) == [(f"resolved:ord_h:{member}", 10)]
+
+
+async def test_a_closing_read_again_after_its_reporter_moved_team_decides_as_it_did(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # As above, Chen's own team resolved his report; the coordinator then moves him to
+    # t-vol2, and the closing is delivered again (its acknowledgement lost): it is still
+    # his own team's confirmation, as the first reading of the closing found it.
+    devices = await aunties_on_shift(volunteers)
+    await read(volunteers, publisher, closing(reported_by="m-chen"), first="resolution")
+    moved = copy.deepcopy(WITH_SUN)
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    await volunteers.import_district(moved)
+    await publisher.publish(closing(reported_by="m-chen"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+
+    assert await ledger(volunteers, devices["m-chen"]) == [("resolved:ord_h:m-chen", 10)]
+    assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
