@@ -38,7 +38,8 @@ _CONSOLE_PAGE = """<!doctype html>
  td,th{padding:4px 6px;border-bottom:1px solid #24405e;text-align:left;white-space:nowrap}
  tr.flagged td{background:#5c1d1f} tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
- .dim{color:#9fb2c6} #err,#aerr,#hiddenflags,#nothandled{color:#ff8787} ul{margin:0;padding-left:18px}
+ .dim{color:#9fb2c6} #err,#aerr,#dutyerr,#hiddenflags,#nothandled{color:#ff8787}
+ ul{margin:0;padding-left:18px}
  button:disabled{opacity:.5;cursor:wait}
  #detail{grid-column:1/3}
  #map{width:100%;height:340px;background:#0d1826;border-radius:6px;display:block}
@@ -55,6 +56,7 @@ _CONSOLE_PAGE = """<!doctype html>
  <label id="soundlabel" title="{{sound_hint}}"><input id="sound" type="checkbox" checked>
   <span id="soundname">{{sound}}</span></label>
  <span class="dim" id="duty"></span> <button id="takeduty">{{take_duty}}</button>
+ <span id="dutyerr"></span>
  <button id="signout" title="{{sign_out_hint}}">{{sign_out}}</button>
  <span id="err"></span></header>
 <main>
@@ -245,6 +247,7 @@ function refused(body) {
   teamsListed = null;
   for (const id of ["count", "hiddenflags", "nothandled", "duty", "maplegend"]) {
     $(id).textContent = ""; }
+  show("dutyerr", "");
   $("older").hidden = true; $("newest").hidden = true;
   setTitle(() => say("title_signed_out"));
   show("err", () => say("token_refused", {why}));
@@ -273,7 +276,7 @@ async function refresh() {
     // of the one left is not worked on beside the new one's teams; its board from the newest
     // (a cursor of the one left is no place in it), its map without the one left's zones
     if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
-      pages = []; hotspots = []; zones = []; spotsAt = 0; }
+      pages = []; hotspots = []; zones = []; spotsAt = 0; show("dutyerr", ""); }
     watched = d; }
   const run = ++generation; refreshing += 1;
   const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
@@ -286,8 +289,10 @@ async function refresh() {
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
     if (pages.length) q.set("after", pages[pages.length - 1]);
     if (!me) { me = await get("/v1/me");  // an inspector reads and changes nothing: no buttons
-      for (const id of ["assign", "close", "attach", "takeduty", "revise", "addremark"]) {
-        $(id).hidden = me.kind === "inspector"; } }
+      for (const id of ["assign", "close", "attach", "revise", "addremark"]) {
+        $(id).hidden = me.kind === "inspector"; }
+      // the duty is taken by the dispatcher who asks: an admin's press names nobody (a 422)
+      $("takeduty").hidden = me.kind !== "dispatcher"; }
     const duty = (await get("/v1/duty/" + encodeURIComponent(d))).duty;  // first supervisor of new incidents
     $("duty").textContent = duty ? say("on_duty", {name: duty.name, since: time(duty.since)})
       : say("nobody_on_duty");
@@ -671,9 +676,13 @@ $("save").onclick = () => {
 // A shared desk: the next shift's dispatcher must not act under this one's token.
 $("signout").onclick = () => { localStorage.removeItem("lf-token");
   refused({error: {message: "signed out"}}); show("err", () => say("signed_out")); };
+// Its refusal beside it, not in the refresh's line: a 503 (Redis refusing writes, reads
+// still answered) wiped by the next refresh would leave the dispatcher believing new
+// incidents are theirs.
 act("takeduty", async () => { const d = $("district").value.trim(); if (!d) return;
   if (!confirm(say("confirm_duty", {district: d}))) return;
-  await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); }, "err");
+  await api("/v1/duty/" + encodeURIComponent(d), {method: "PUT", body: "{}"}); refresh(); },
+  "dutyerr");
 $("older").onclick = () => { if (olderAfter) { pages.push(olderAfter); refresh(); } };
 const newest = () => { pages = []; refresh(); };  // also when a filter changes
 $("newest").onclick = newest;

@@ -421,3 +421,33 @@ def test_a_link_s_token_is_taken_unasked_where_it_replaces_no_other(kept: str | 
         TWO_WAITING + keep + opened_by_link("#token=other&district=d2", False), LINKED)[0]
     assert (asked, addressed) == ([], ["/console"])
     assert (sent_with, token, district) == (["Bearer other"], "other", "d2")
+
+
+@pytest.mark.parametrize("kind, offered", [("dispatcher", True), ("admin", False),
+                                           ("inspector", False)])
+def test_take_duty_is_offered_only_to_a_dispatcher(kind: str, offered: bool) -> None:
+    """The button sends no one's name: dispatch gives the duty to the dispatcher who asks, and
+    answers an administrator's press with a 422 (an admin must name the dispatcher) every
+    time; an inspector changes nothing."""
+    shown, = run_console(
+        TWO_WAITING + f'const real = answer; answer = (u, i) => u.startsWith("/v1/me") '
+        f'? {{kind: "{kind}", districts: null}} : real(u, i);',
+        '!$("takeduty").hidden',
+    )
+    assert shown is offered
+
+
+def test_a_refused_take_duty_says_why_and_the_reason_stays_after_the_next_refresh() -> None:
+    """Redis refusing writes (a full disk) while it still answers reads: the duty is not
+    taken, the header still names the colleague, and the why must not be wiped by the
+    board's refresh 3 s later (the dispatcher would believe new incidents are theirs)."""
+    message = "the store is not taking writes now (MISCONF); ask again"
+    said, sent = run_console(
+        TWO_WAITING + "confirms = true; posted = () => reply(503, "
+        f"{{error: {{code: 'unavailable', message: {message!r}}}}});",
+        '$("takeduty").onclick(); settle().then(() => refresh()).then(() => '
+        '$("err").textContent + " " + $("dutyerr").textContent)',
+        'requests.filter(r => r.method === "PUT").map(r => r.url)',
+    )
+    assert message in said, said
+    assert sent == ["/v1/duty/d1"]
