@@ -740,6 +740,7 @@ async function respond(id, response) {
   if (sendAbout({ type: "response", order_id: id, ...answer })) return;
   await postAnswer(id, answer);
 }
+const NOT_NOW = [429, 502, 503, 504];
 async function postAnswer(id, answer, again) {
   let r, body;
   try {   // socket down: the same answer over HTTP, continuing the order's trace
@@ -750,6 +751,10 @@ async function postAnswer(id, answer, again) {
       body: JSON.stringify(answer) });
     body = await r.json();
   } catch (e) { noSignal(id, answer); return; }
+  // Not taken now (notify's store or the token check away, a gateway between, too many
+  // requests): kept and sent again by itself, as the socket's `unavailable` is; dropped
+  // with a toast, a "resolved" so lost left the team busy and the incident open.
+  if (NOT_NOW.includes(r.status)) { noSignal(id, answer); return; }
   answerTaken(id, answer);
   if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
   if (!r.ok) { toast(body.error ? body.error.message : say("refused")); return; }

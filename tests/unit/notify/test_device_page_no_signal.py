@@ -4,7 +4,10 @@ page's script runs in node, as in test_device_page_day)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pytest
 
 from tests.unit.notify.test_device_page_day import day, deliver, hello, said
 from tests.unit.test_pages import ORDER
@@ -86,3 +89,29 @@ def test_a_call_for_help_that_may_be_lost_names_the_button_to_press_again() -> N
     )
     assert told, "the member is asked to press again"
     assert any(f"“{label}”" in told[-1] for label in buttons), (told, buttons)
+
+
+@pytest.mark.parametrize("status, error", [
+    (503, {"code": "unavailable", "message": "device tokens cannot be checked right now; retry"}),
+    (503, {"code": "unavailable", "message": "the store is not answering; ask again"}),
+    (429, {"code": "rate_limited", "message": "too many requests for this token; retry in 2 s"}),
+])
+def test_an_answer_notify_could_not_take_now_over_http_is_kept_and_goes_once_it_can(
+        status: int, error: dict[str, str]) -> None:
+    # Out of the basement before the socket is back: Resolved goes over HTTP, and notify
+    # cannot take it now (volunteers, which checks device tokens, or notify's store away;
+    # too many requests). On the socket such an answer is sent again by itself; over HTTP
+    # the page said so for five seconds and dropped it: the team stayed busy and the
+    # incident open, as when an answer without a signal was dropped.
+    busy = f"net = async () => [{status}, {{ error: {json.dumps(error)} }}];"
+    taken = "net = async () => [200, { state: 'resolved', answered: true }];"
+    *_, card, _, posted, state = day(
+        f"{busy} {RESOLVED_IN_THE_BASEMENT}",
+        "text('o-ord_1')",
+        "later(9000)",  # still refused
+        f"{taken} later(9000); {POSTED}",
+        "orders.get('ord_1').state",
+    )
+    assert said("not_sent_yet", answer="已处置") in card
+    assert posted == ["resolved"] * 3  # refused twice, then taken
+    assert state == "resolved"
