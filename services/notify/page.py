@@ -365,6 +365,11 @@ function onRefused(f) {
     kept.timer = setTimeout(() => sendAgain(f.order_id), Math.min(15000, 1000 * Math.pow(2, kept.tries++)));
     return;
   }
+  // An answer sent again on a new socket that notify had taken (the reply lost with the
+  // socket before): the order stands where it took it already (its order_state came
+  // first, and the answer is no longer kept), and its refusal as finished says nothing.
+  const o = f.order_id ? orders.get(f.order_id) : undefined;
+  if (f.code === "conflict" && o && ended(o) && !(kept && kept.response)) return;
   if (kept) settled(f.order_id);
   toast(f.message || f.code);
 }

@@ -390,6 +390,41 @@ def test_a_final_answer_the_socket_took_but_never_confirmed_is_not_reported_refu
     assert state == "resolved"
 
 
+def test_a_final_answer_sent_again_on_a_new_socket_and_taken_before_is_not_reported_refused(
+) -> None:
+    # The same on the socket: Resolved went on a socket that dropped before its reply; the
+    # page sends it again after the next hello, behind its `holding`. notify answers the
+    # holding with where the order stands (resolved, by this answer), then the answer sent
+    # again with a 409, the order being finished: not a refusal for the member to read.
+    on_scene = {"type": "order_state", "order_id": "ord_1", "state": "on_scene",
+                "answered": True, "response": "on_scene"}
+    finished = {"type": "error", "code": "conflict", "order_id": "ord_1",
+                "message": "the order is finished (resolved); it takes no more responses"}
+    *_, sent, (toasts, state) = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(on_scene)}; prompt = () => ''; "
+        "respond('ord_1', 'resolved'); drop(1006)",
+        f"later(3000); ws.readyState = 1; ws.onopen(); {hello()}; sentFrames()",
+        f"{deliver({**on_scene, 'state': 'resolved', 'response': 'resolved'})}; "
+        f"{deliver(finished)}; [toasts.slice(), orders.get('ord_1').state]",
+    )
+    assert {"type": "response", "order_id": "ord_1", "response": "resolved"} in sent
+    assert not [t for t in toasts if "finished" in t], toasts
+    assert state == "resolved"
+
+
+def test_an_answer_refused_on_the_socket_as_the_order_ended_otherwise_is_said() -> None:
+    # A teammate handed the order over as this member pressed Resolved: that refusal is news.
+    handed_over = {"type": "order_state", "order_id": "ord_1", "state": "handover",
+                   "answered": True, "response": "handover"}
+    finished = {"type": "error", "code": "conflict", "order_id": "ord_1",
+                "message": "the order is finished (handover); it takes no more responses"}
+    *_, toasts = day(
+        f"{hello()}; {deliver(ORDER)}; prompt = () => ''; respond('ord_1', 'resolved')",
+        f"{deliver(handed_over)}; {deliver(finished)}; toasts.slice()",
+    )
+    assert finished["message"] in toasts
+
+
 def test_an_answer_that_could_not_be_sent_at_all_is_said_so() -> None:
     *_, told = day(
         f"{hello()}; {deliver(ORDER)}; respond('ord_1', 'acknowledged')",
