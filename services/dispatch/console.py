@@ -389,7 +389,10 @@ async function refresh() {
       sl.replaceChildren();
       hotspots = h.hottest;
       try { zones = (await get("/v1/zones?district=" + encodeURIComponent(d))).zones; }
-      catch (e) { zones = []; }  // volunteers away: the map goes on without them
+      catch (e) {  // volunteers away: the map goes on without them; a refused token or a
+        // newer refresh is no such case (nothing is painted after either)
+        if (e === REFUSED || e === STALE) throw e;
+        zones = []; }
       for (const c of h.hottest) { const li = document.createElement("li");
         li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
           hour: c.peak_hour, categories: busiest(Object.entries(c.by_category)

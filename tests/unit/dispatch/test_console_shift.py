@@ -451,3 +451,21 @@ def test_a_refused_take_duty_says_why_and_the_reason_stays_after_the_next_refres
     )
     assert message in said, said
     assert sent == ["/v1/duty/d1"]
+
+
+def test_a_token_refused_while_the_map_s_zones_are_read_is_said_and_stops_the_board() -> None:
+    """The zones are asked for once a minute, after the heat map, and the map goes on
+    without them while volunteers is away; a refusal of the token there is no such case:
+    the board stops and says why, as on any other call, and nothing is painted after it."""
+    said, spots, asked = run_console(
+        TWO_WAITING + 'var real = answer; answer = (u, i) => u.startsWith("/v1/zones") '
+        '? reply(401, {error: {code: "unauthorized", message: "unknown or revoked token"}}) '
+        ': u.startsWith("/v1/heatmap") ? {hottest: [{lat: 22.8, lon: 108.3, count: 3, '
+        'peak_hour: 20, by_category: {noise: 3}}]} : real(u, i);',
+        '$("err").textContent',
+        '$("spots").children.length',
+        "const n = requests.length; tick().then(() => requests.length - n)",
+    )
+    assert said == told("token_refused", why="unknown or revoked token"), said
+    assert spots == 0
+    assert asked == 0
