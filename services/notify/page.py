@@ -270,7 +270,8 @@ function sendAbout(frame) {
   const kept = unsure.get(frame.order_id) || { tries: 0, timer: null };
   kept[frame.type] = frame; kept.tries = 0; unsure.set(frame.order_id, kept);
   if (frame.type === "response") {
-    kept.sentAt = Date.now(); kept.offline = false; kept.restored = false; kept.team = team;
+    kept.sentAt = Date.now(); kept.offline = false; kept.busy = false; kept.restored = false;
+    kept.team = team;
     const o = orders.get(frame.order_id); kept.version = o ? orderVersion(o.frame) : null;
     clearTimeout(kept.confirm);
     kept.confirm = setTimeout(() => unconfirmed(frame.order_id), ANSWER_CONFIRM_MS);
@@ -298,7 +299,7 @@ function settled(id, type) {   // taken, or refused for good: not sent again
   const kept = unsure.get(id); if (!kept) return;
   const shown = kept.offline && kept.response && type !== "received";
   if (type) delete kept[type]; else { delete kept.received; delete kept.response; }
-  if (!kept.response) kept.offline = false;
+  if (!kept.response) { kept.offline = false; kept.busy = false; }
   if (!kept.received && !kept.response) {
     clearTimeout(kept.timer); clearTimeout(kept.confirm); unsure.delete(id);
   }
@@ -312,15 +313,18 @@ function settled(id, type) {   // taken, or refused for good: not sent again
 // when the member did not press it again: a "resolved" so lost left the team busy, out of
 // dispatch, and the incident open. Sent at most until taken (a repeat changes nothing at
 // notify), never to an order that has ended, a call for reinforcement only while notify
-// takes it as the same call.
-function noSignal(id, answer) {
+// takes it as the same call. `busy`: the phone had a signal and the server did not take the
+// answer now (postAnswer's NOT_NOW): the card says so, not "no signal", whose member would
+// look for a signal they have. The card says the cause of the last try.
+function noSignal(id, answer, busy) {
   const kept = unsure.get(id);
   if (!kept || !kept.response || kept.response.response !== answer.response) return;  // another since
   const o = orders.get(id);
   if (!o || ended(o)) { settled(id, "response"); return; }
-  if (!kept.offline) {
-    kept.offline = true; render(id, false);
-    toast(say("no_signal", { answer: word("response", answer.response) }));
+  if (!kept.offline || kept.busy !== !!busy) {
+    const first = !kept.offline;
+    kept.offline = true; kept.busy = !!busy; render(id, false);
+    if (first) toast(say(busy ? "server_busy" : "no_signal", { answer: word("response", answer.response) }));
   }
   clearTimeout(kept.confirm);
   kept.confirm = setTimeout(() => unconfirmed(id), ANSWER_CONFIRM_MS);
@@ -755,11 +759,13 @@ async function postAnswer(id, answer, again) {
         ...(o && o.frame.traceparent ? { "traceparent": o.frame.traceparent } : {}) },
       body: JSON.stringify(answer) });
     body = await r.json();
-  } catch (e) { noSignal(id, answer); return; }
+  } catch (e) {   // no answer at all (no network), or one that is no JSON (a gateway's page)
+    noSignal(id, answer, !!r); return;
+  }
   // Not taken now (notify's store or the token check away, a gateway between, too many
   // requests): kept and sent again by itself, as the socket's `unavailable` is; dropped
   // with a toast, a "resolved" so lost left the team busy and the incident open.
-  if (NOT_NOW.includes(r.status)) { noSignal(id, answer); return; }
+  if (NOT_NOW.includes(r.status)) { noSignal(id, answer, true); return; }
   answerTaken(id, answer);
   if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
   if (!r.ok) { toast(body.error ? body.error.message : say("refused")); return; }
@@ -828,7 +834,8 @@ function render(id, alert) {
   }
   const kept = unsure.get(id);
   if (kept && kept.offline && kept.response && !ended(o)) {
-    card.append(el("div", "meta", say("not_sent_yet", { answer: word("response", kept.response.response) })));
+    card.append(el("div", "meta", say(kept.busy ? "not_sent_yet_busy" : "not_sent_yet",
+                                      { answer: word("response", kept.response.response) })));
   }
   const acts = el("div", "actions");
   for (const r of allowed(o.state, f.kind)) {

@@ -42,6 +42,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "connected_as": "已登录：{name} · 巡逻组 {team}",
         "help_again": "您的增援请求可能没有发出：请再按一次“{button}”。",
         "no_signal": "没有信号：“{answer}”还没有发出，一有信号会自动发送。",
+        "server_busy": "服务器繁忙：“{answer}”还没有被接收，会自动重新发送。",
         "moved_team": "您已调到巡逻组 {team}：原组的指令已撤下。",
         "order_updated": "指令有更新：{what}",
         "changed_since_answer": "指令在您回复后有更新：{what}。您的“{answer}”没有发出，请看清后重新回复。",
@@ -59,6 +60,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "help_called_at": "已请求增援 {time}",
         "help_called_line": "已请求增援",
         "not_sent_yet": "尚未发出（没有信号）：{answer}。一有信号会自动发送。",
+        "not_sent_yet_busy": "尚未被接收（服务器繁忙）：{answer}。会自动重新发送。",
         "not_holding": "协议未履行：再次回访",
         "agreement_holds": "协议已履行",
         "ok": "知道了",
@@ -132,6 +134,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "help_again": "Your call for help may not have gone through: press {button} again.",
         "no_signal": "No connection: {answer} is not sent yet; it goes by itself as soon as "
                      "there is a signal.",
+        "server_busy": "The server is busy: {answer} is not taken yet; it is sent again by "
+                       "itself.",
         "moved_team": "You are now on team {team}: your former team's orders were taken off.",
         "order_updated": "Order updated: {what}",
         "changed_since_answer": "Order updated since you answered: {what}. Your {answer} was not "
@@ -153,6 +157,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "help_called_line": "Help called",
         "not_sent_yet": "Not sent yet (no signal): {answer}. It goes by itself when there is "
                         "a signal.",
+        "not_sent_yet_busy": "Not taken yet (the server is busy): {answer}. It is sent again "
+                             "by itself.",
         "not_holding": "Not holding: visit again",
         "agreement_holds": "Agreement holds",
         "ok": "OK",

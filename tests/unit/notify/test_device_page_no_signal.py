@@ -105,13 +105,47 @@ def test_an_answer_notify_could_not_take_now_over_http_is_kept_and_goes_once_it_
     # incident open, as when an answer without a signal was dropped.
     busy = f"net = async () => [{status}, {{ error: {json.dumps(error)} }}];"
     taken = "net = async () => [200, { state: 'resolved', answered: true }];"
-    *_, card, _, posted, state = day(
+    *_, card, told, _, posted, state = day(
         f"{busy} {RESOLVED_IN_THE_BASEMENT}",
         "text('o-ord_1')",
+        "toasts",
         "later(9000)",  # still refused
         f"{taken} later(9000); {POSTED}",
         "orders.get('ord_1').state",
     )
-    assert said("not_sent_yet", answer="已处置") in card
+    # the member is told the server is busy, not that the phone has no signal (they would
+    # look for a signal, or press it again where there is one, to no end)
+    assert said("not_sent_yet_busy", answer="已处置") in card
+    assert said("not_sent_yet", answer="已处置") not in card
+    assert said("server_busy", answer="已处置") in told, told
+    assert said("no_signal", answer="已处置") not in told, told
     assert posted == ["resolved"] * 3  # refused twice, then taken
     assert state == "resolved"
+
+
+def test_an_answer_a_gateway_refused_with_its_own_page_is_kept_as_the_server_busy() -> None:
+    # A proxy between the phone and notify answers 502 with an HTML page of its own: the
+    # phone had a signal, the answer reached the server's side and was not taken.
+    gateway = ("fetch = async (url, init) => { fetched.push({ url, method: init.method, "
+               "body: JSON.parse(init.body) }); return { ok: false, status: 502, "
+               "json: async () => { throw new SyntaxError('Unexpected token <'); } }; };")
+    _, card = day(f"{gateway} {RESOLVED_IN_THE_BASEMENT}", "text('o-ord_1')")
+    assert said("not_sent_yet_busy", answer="已处置") in card
+    assert said("not_sent_yet", answer="已处置") not in card
+
+
+def test_the_card_says_why_its_answer_is_not_sent_yet_as_the_cause_changes() -> None:
+    # Pressed in the basement (no signal), then out in the street with notify busy, then in
+    # the lift again: the card's line follows the last try.
+    busy = ("net = async () => [503, { error: { code: 'unavailable', "
+            "message: 'the store is not answering; ask again' } }];")
+    _, basement, _, street, _, lift = day(
+        RESOLVED_IN_THE_BASEMENT, "text('o-ord_1')",
+        f"{busy} later(9000)", "text('o-ord_1')",
+        "net = null; later(9000)", "text('o-ord_1')",
+    )
+    no_signal, not_taken = (said("not_sent_yet", answer="已处置"),
+                            said("not_sent_yet_busy", answer="已处置"))
+    assert no_signal in basement and not_taken not in basement
+    assert not_taken in street and no_signal not in street
+    assert no_signal in lift and not_taken not in lift
