@@ -97,6 +97,7 @@ _DEVICE_PAGE = """<!doctype html>
       <button class="primary" id="checkin">{{check_in}}</button>
       <button id="checkout">{{check_out}}</button>
     </div>
+    <div class="notsent" id="dutyerr" role="status"></div>
     <div class="meta" id="posline"></div>
     <div class="meta" id="pointsline"></div>
   </section>
@@ -954,6 +955,7 @@ async function loadDuty() {
   try { got = await api(V("/v1/me"), "GET"); } catch (e) { if (token === by) toast(e.message); return; }
   if (token !== by) return;   // the phone handed on meanwhile: not the next holder's record
   me = got;
+  show("dutyerr", () => "");   // a press that did not go: the shift as it stands now says it
   const line = (me.team.name || me.team.id) + " · " + me.member.name;
   show("teamline", () => line);
   showState(me.state);
@@ -972,20 +974,49 @@ function showState(state) {
     const status = word("team_status", state.status).toUpperCase();
     return mine ? status : say("not_checked_in", { status });
   });
-  $("checkin").disabled = mine; $("checkout").disabled = !mine;
+  checkedIn = mine; dutyButtons();
   if (mine || (!(state.shift_member_ids || []).length && (state.open_orders || []).length)) startSharing();
   else stopSharing(state.on_shift ? "check_in_to_share" : "off_shift");
 }
+// A check-in or check-out on its way holds both buttons until its answer: a second press, or
+// the other button, would cross it (a read of the shift meanwhile leaves them held).
+let checkedIn = false, shifting = null;
+function dutyButtons() {
+  $("checkin").disabled = checkedIn || !!shifting; $("checkout").disabled = !checkedIn || !!shifting;
+}
+// A press that did not go (no network, no answer on a weak signal, volunteers refusing it)
+// says so beside the panel until the next press goes or the shift is read again: a toast is
+// gone in five seconds, and a member who walks off believing they checked in gets no orders
+// (or one who believes they checked out is still sent). The panel keeps the shift as
+// volunteers last said it. Given up after SHIFT_WAIT_MS, as a report is (REPORT_WAIT_MS):
+// a browser's fetch waits minutes on a weak signal. Pressed again, either changes nothing
+// more at volunteers (a repeat).
+const SHIFT_WAIT_MS = 20000;
 async function shift(which) {
-  const by = token;
-  try { const state = await api(V("/v1/me/shift/" + which), "POST");
+  if (shifting) return;
+  const by = token, asked = shifting = { which };
+  dutyButtons();
+  try { const state = await api(V("/v1/me/shift/" + which), "POST", null, SHIFT_WAIT_MS);
     if (token !== by) return;
+    show("dutyerr", () => "");
     showState(state);
     const paid = state.points_awarded ? say("points_awarded", { points: state.points_awarded }) : "";
     if (which === "end") toast([checkedOut(state), paid].filter(Boolean).join(" · "));
     else if (paid) toast(paid);
     loadPoints();
-  } catch (e) { if (token === by) toast(e.message); }
+  } catch (e) {
+    if (token !== by) return;
+    // fetch fails with a TypeError when there is no network at all
+    const late = e.name === "AbortError", offline = e.name === "TypeError";
+    const button = which === "start" ? "check_in" : "check_out";
+    const told = () => say(which === "start" ? "check_in_failed" : "check_out_failed", {
+      why: late ? say("shift_no_answer", { seconds: SHIFT_WAIT_MS / 1000 })
+        : offline ? say("shift_no_connection") : e.message })
+      + (late || offline ? " " + say("shift_again", { button: say(button) }) : "");
+    show("dutyerr", told); toast(told());
+  } finally {
+    if (shifting === asked) { shifting = null; dutyButtons(); }
+  }
 }
 // A check-out ends the member's own stint; the team's shift ends with its last member.
 function checkedOut(state) {
@@ -1221,7 +1252,8 @@ function forgetMember(why) {
   info = null; me = null; tokenGone(why); showLeftOut({ count: 0 });
   $("duty").hidden = true; $("report").hidden = true;
   show("who", () => ""); show("teamline", () => say("team")); show("dutystate", () => "");
-  show("pointsline", () => ""); $("checkin").disabled = false; $("checkout").disabled = false;
+  show("pointsline", () => ""); show("dutyerr", () => "");
+  shifting = null; checkedIn = false; $("checkin").disabled = false; $("checkout").disabled = false;
   $("push").disabled = true; $("sms").disabled = true; $("phone").value = "";
   show("push", () => say("push"));
 }
