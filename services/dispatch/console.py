@@ -189,6 +189,7 @@ let shownLinkedTo = null;  // while the incident shown is a linked report: the i
 let stopped = false;  // the token was refused: no polling until Watch with another
 let unitsNow = [];  // the district's teams, as the last refresh read them
 let spotsAt = 0;  // when the hot spots were last read
+let spotsAsked = 0;  // the refresh whose read of the hot spots is on its way, if any
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
 // A cursor, not `until`: incidents reported at the same instant would fall between pages.
@@ -276,7 +277,8 @@ async function refresh() {
     // of the one left is not worked on beside the new one's teams; its board from the newest
     // (a cursor of the one left is no place in it), its map without the one left's zones
     if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
-      pages = []; hotspots = []; zones = []; spotsAt = 0; show("dutyerr", ""); }
+      pages = []; hotspots = []; zones = []; spotsAt = 0; spotsAsked = 0;
+      $("spots").replaceChildren(); show("dutyerr", ""); }
     watched = d; }
   const run = ++generation; refreshing += 1;
   const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
@@ -384,21 +386,31 @@ async function refresh() {
         [word("kpi", "by_zone"), busiest(Object.entries(k.by_zone).map(([z, n]) => [zoneName(z), n]))]]) {
       const li = document.createElement("li"); li.textContent = label + (lang === "zh" ? "：" : ": ") + v;
       kl.appendChild(li); }
-    if (Date.now() - spotsAt > 60000) { spotsAt = Date.now();  // four weeks' heat map: once a minute
-      const h = await get("/v1/heatmap?limit=5&district=" + encodeURIComponent(d)); const sl = $("spots");
-      sl.replaceChildren();
-      hotspots = h.hottest;
-      try { zones = (await get("/v1/zones?district=" + encodeURIComponent(d))).zones; }
-      catch (e) {  // volunteers away: the map goes on without them; a refused token or a
-        // newer refresh is no such case (nothing is painted after either)
-        if (e === REFUSED || e === STALE) throw e;
-        zones = []; }
-      for (const c of h.hottest) { const li = document.createElement("li");
-        li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
-          hour: c.peak_hour, categories: busiest(Object.entries(c.by_category)
-            .map(([cat, n]) => [word("category", cat), n]))});
-        sl.appendChild(li); } }
-    show("err", ""); if (selected) await detail(run);
+    // Four weeks' heat map: once a minute, counted from a read that was answered. One that
+    // failed (dispatch busy, the 15 s bound) is tried at the next refresh, not a minute later;
+    // one on its way is not asked for again by another refresh (a filter changed) meanwhile.
+    // Its failure leaves the hot spots last read and is said; the refresh goes on (the
+    // incident open is read again), as it does without the zones.
+    let spotsMissed = null;
+    if (!spotsAsked && Date.now() - spotsAt > 60000) { spotsAsked = run;
+      try {
+        const h = await get("/v1/heatmap?limit=5&district=" + encodeURIComponent(d));
+        let inZones = [];
+        try { inZones = (await get("/v1/zones?district=" + encodeURIComponent(d))).zones; }
+        catch (e) {  // volunteers away: the map goes on without them; a refused token or a
+          // newer refresh is no such case (nothing is painted after either)
+          if (e === REFUSED || e === STALE) throw e; }
+        hotspots = h.hottest; zones = inZones; spotsAt = Date.now();
+        const sl = $("spots"); sl.replaceChildren();
+        for (const c of h.hottest) { const li = document.createElement("li");
+          li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
+            hour: c.peak_hour, categories: busiest(Object.entries(c.by_category)
+              .map(([cat, n]) => [word("category", cat), n]))});
+          sl.appendChild(li); }
+      } catch (e) { if (e === REFUSED || e === STALE) throw e; spotsMissed = e; }
+      finally { if (spotsAsked === run) spotsAsked = 0; } }
+    show("err", spotsMissed ? () => say("spots_not_read", {why: told(spotsMissed)()}) : "");
+    if (selected) await detail(run);
   } catch (e) { if (e !== STALE && e !== REFUSED) show("err", told(e)); }
   finally { refreshing -= 1; }
 }

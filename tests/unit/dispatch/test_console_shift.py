@@ -469,3 +469,52 @@ def test_a_token_refused_while_the_map_s_zones_are_read_is_said_and_stops_the_bo
     assert said == told("token_refused", why="unknown or revoked token"), said
     assert spots == 0
     assert asked == 0
+
+
+HEAT_MAP = ("var heat = () => ({hottest: [{lat: 22.8, lon: 108.3, count: 3, peak_hour: 20, "
+            "by_category: {noise: 3}}]}); var real = answer; answer = (u, i) => "
+            'u.startsWith("/v1/heatmap") ? heat() : real(u, i);')
+HEAT_ASKED = 'requests.filter(r => r.url.startsWith("/v1/heatmap")).length'
+
+
+def test_a_heat_map_read_that_failed_is_tried_again_at_the_next_refresh() -> None:
+    """The heat map is read once a minute; it was marked read before it was asked for, so a
+    read that failed (dispatch busy, a 15 s timeout) left the hot spots unread for a
+    minute. A failed read is tried at the next refresh, and, read, not before the minute;
+    meanwhile the rest of the refresh goes on (the incident open is read again) and the
+    header says what was not read."""
+    failed, again, read, later = run_console(
+        TWO_WAITING + HEAT_MAP + 'heat = () => reply(503, {error: {code: "unavailable", '
+        'message: "the store is not answering; ask again"}});',
+        'row("inc_fight").onclick(); settle().then(() => { const n = requests.length; '
+        'return tick().then(() => [requests.slice(n).map(r => r.url.split("?")[0]), '
+        '$("err").textContent, $("spots").children.length]); })',
+        f"tick().then(() => {HEAT_ASKED})",
+        'heat = () => ({hottest: [{lat: 22.8, lon: 108.3, count: 3, peak_hour: 20, '
+        'by_category: {noise: 3}}]}); tick().then(() => [$("spots").children.length, '
+        f'$("err").textContent, {HEAT_ASKED}])',
+        f"tick().then(() => tick()).then(() => {HEAT_ASKED})",
+    )
+    asked, said, spots = failed
+    assert "/v1/heatmap" in asked and "/v1/incidents/inc_fight" in asked, asked
+    assert said == told("spots_not_read", why="the store is not answering; ask again"), said
+    assert spots == 0
+    assert again == 3  # the first refresh's, the tick's, the next tick's
+    assert read == [1, "", 4]
+    assert later == 4  # read: not asked again within the minute
+
+
+def test_a_heat_map_read_on_its_way_is_not_asked_for_again_by_another_refresh() -> None:
+    """A refresh is asked for by every filter changed while one is on its way: each must not
+    ask for the four weeks' heat map again while the read of one is unanswered."""
+    while_held, after = run_console(
+        TWO_WAITING + HEAT_MAP + 'heat = () => reply(503, {error: {message: "busy"}});',
+        'tick().then(() => { heat = () => ({hottest: []}); '
+        'hold(u => u.startsWith("/v1/heatmap")); return tick(); }).then(() => { '
+        '$("status").value = "on_scene"; $("status").onchange(); $("status").value = ""; '
+        f'$("status").onchange(); return settle(); }}).then(() => {HEAT_ASKED})',
+        # the read held belonged to a refresh a newer one replaced: not taken as read
+        f'hold(null); release(); settle().then(() => tick()).then(() => tick()).then(() => {HEAT_ASKED})',
+    )
+    assert while_held == 3  # the first refresh's and its next tick's (failed), the one held
+    assert after == 4  # asked once more at the next refresh, then read
