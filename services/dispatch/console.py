@@ -188,8 +188,15 @@ let shown = null;  // the incident the panel shows: what Assign, Close, Revise .
 let shownLinkedTo = null;  // while the incident shown is a linked report: the incident it joined
 let stopped = false;  // the token was refused: no polling until Watch with another
 let unitsNow = [];  // the district's teams, as the last refresh read them
-let spotsAt = 0;  // when the hot spots were last read
-let spotsAsked = 0;  // the refresh whose read of the hot spots is on its way, if any
+// The four weeks' heat map is read beside the refresh, never awaited by it: a slow route
+// (dispatch busy, the 15 s bound) must not hold back the board, the incident open and the
+// alarm, which the 3 s tick reads again only once a refresh has ended.
+let spotsDue = 0;  // when the hot spots are next read: 0, at the next refresh
+let spotsReading = null;  // the read of the hot spots on its way, if any: one at a time
+let spotsMissed = null;  // why the last read of the hot spots failed, until one is answered
+// A read that failed is asked again after this, not at every 3 s tick: a route failing
+// because dispatch is busy would be asked back to back, each read up to api()'s 15 s.
+const SPOTS_RETRY_MS = 15000;
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
 // A cursor, not `until`: incidents reported at the same instant would fall between pages.
@@ -277,7 +284,7 @@ async function refresh() {
     // of the one left is not worked on beside the new one's teams; its board from the newest
     // (a cursor of the one left is no place in it), its map without the one left's zones
     if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
-      pages = []; hotspots = []; zones = []; spotsAt = 0; spotsAsked = 0;
+      pages = []; hotspots = []; zones = []; spotsDue = 0; spotsReading = null; spotsMissed = null;
       $("spots").replaceChildren(); show("dutyerr", ""); }
     watched = d; }
   const run = ++generation; refreshing += 1;
@@ -386,33 +393,49 @@ async function refresh() {
         [word("kpi", "by_zone"), busiest(Object.entries(k.by_zone).map(([z, n]) => [zoneName(z), n]))]]) {
       const li = document.createElement("li"); li.textContent = label + (lang === "zh" ? "：" : ": ") + v;
       kl.appendChild(li); }
-    // Four weeks' heat map: once a minute, counted from a read that was answered. One that
-    // failed (dispatch busy, the 15 s bound) is tried at the next refresh, not a minute later;
-    // one on its way is not asked for again by another refresh (a filter changed) meanwhile.
-    // Its failure leaves the hot spots last read and is said; the refresh goes on (the
-    // incident open is read again), as it does without the zones.
-    let spotsMissed = null;
-    if (!spotsAsked && Date.now() - spotsAt > 60000) { spotsAsked = run;
-      try {
-        const h = await get("/v1/heatmap?limit=5&district=" + encodeURIComponent(d));
-        let inZones = [];
-        try { inZones = (await get("/v1/zones?district=" + encodeURIComponent(d))).zones; }
-        catch (e) {  // volunteers away: the map goes on without them; a refused token or a
-          // newer refresh is no such case (nothing is painted after either)
-          if (e === REFUSED || e === STALE) throw e; }
-        hotspots = h.hottest; zones = inZones; spotsAt = Date.now();
-        const sl = $("spots"); sl.replaceChildren();
-        for (const c of h.hottest) { const li = document.createElement("li");
-          li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
-            hour: c.peak_hour, categories: busiest(Object.entries(c.by_category)
-              .map(([cat, n]) => [word("category", cat), n]))});
-          sl.appendChild(li); }
-      } catch (e) { if (e === REFUSED || e === STALE) throw e; spotsMissed = e; }
-      finally { if (spotsAsked === run) spotsAsked = 0; } }
-    show("err", spotsMissed ? () => say("spots_not_read", {why: told(spotsMissed)()}) : "");
+    // Four weeks' heat map: once a minute, beside the refresh (readSpots); what it failed on
+    // is said until a read is answered, also by a refresh that did not ask for it
+    if (!spotsReading && Date.now() >= spotsDue) readSpots(d);
+    show("err", spotsLine);
     if (selected) await detail(run);
   } catch (e) { if (e !== STALE && e !== REFUSED) show("err", told(e)); }
   finally { refreshing -= 1; }
+}
+// The header's line while a refresh has nothing else to say: the hot spots not read, if so.
+const spotsLine = () => (spotsMissed ? say("spots_not_read",
+  {why: told(spotsMissed)(), after: SPOTS_RETRY_MS / 1000}) : "");
+// The hot spots of district `d`, and its zones (station territories), read without holding
+// back the refresh that started it: counted as read once answered, then read again after
+// the minute; one that failed is asked again after SPOTS_RETRY_MS, its failure said in the
+// header (not over a refresh's own error, which says more). A read for a district left
+// meanwhile, or for a token refused, is dropped. The list is painted here; the map and the
+// KPIs' zone names take them up at the next refresh (at most 3 s on, now that none waits for
+// this read), which reads the board and teams the map is drawn with.
+async function readSpots(d) {
+  const read = {}; spotsReading = read;
+  const current = () => spotsReading === read && watched === d && !stopped;
+  try {
+    const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d));
+    if (!current()) return;
+    let inZones = [];
+    try { inZones = (await api("/v1/zones?district=" + encodeURIComponent(d))).zones; }
+    catch (e) {  // volunteers away: the map goes on without them; a refused token is no
+      // such case (api() has said it; nothing is painted after it)
+      if (e === REFUSED) return; }
+    if (!current()) return;
+    hotspots = h.hottest; zones = inZones; spotsDue = Date.now() + 60000; spotsMissed = null;
+    const sl = $("spots"); sl.replaceChildren();
+    for (const c of h.hottest) { const li = document.createElement("li");
+      li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
+        hour: c.peak_hour, categories: busiest(Object.entries(c.by_category)
+          .map(([cat, n]) => [word("category", cat), n]))});
+      sl.appendChild(li); }
+  } catch (e) {
+    if (e === REFUSED || !current()) return;
+    spotsMissed = e; spotsDue = Date.now() + SPOTS_RETRY_MS;
+  } finally {
+    if (current() && lines.get("err") === spotsLine) show("err", spotsLine);
+    if (spotsReading === read) spotsReading = null; }
 }
 // The district on one screen: no map tiles (the station server may have no Internet), the
 // points placed by their coordinates, north up, the same scale both ways.
@@ -685,7 +708,7 @@ act("close", async () => { const id = shown; if (!id || !confirm(say("confirm_cl
 $("save").onclick = () => {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
   localStorage.setItem("lf-token", $("token").value);
-  localStorage.setItem("lf-district", $("district").value); spotsAt = 0; me = null; pages = [];
+  localStorage.setItem("lf-district", $("district").value); spotsDue = 0; me = null; pages = [];
   if (stopped) { stopped = false; show("err", ""); }  // a new token: polling again
   refresh(); };
 // A shared desk: the next shift's dispatcher must not act under this one's token.
@@ -723,7 +746,7 @@ $("kyesterday").onclick = () => { const t = new Date(); t.setDate(t.getDate() - 
 $("klast").onclick = () => { $("kday").value = ""; refresh(); };
 // The dispatcher's language, kept in this browser: what is shown is said again in it.
 $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lf-lang", lang);
-  showLanguage(); spotsAt = 0; if (!stopped) refresh(); };
+  showLanguage(); spotsDue = 0; if (!stopped) refresh(); };
 show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
 showLanguage();
 setInterval(() => { if (!refreshing && !stopped) refresh(); }, 3000); refresh();
