@@ -6,7 +6,7 @@ import json
 import math
 import re
 import secrets
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -57,6 +57,9 @@ BOARD_BATCH = 500
 BOARD_SCAN = 10_000
 Problem = Literal["routing_timeout", "filing_overdue"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
+# The dates a review may ask for: their midnights, at any offset (-12:00 to +14:00), stay
+# within review.EARLIEST and LATEST.
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 30)
 BOARD_PERIOD = timedelta(days=30)  # what the board lists unless `since` is asked
 # The dead-lettered reports not handled are read newest first this many at a time, those
 # the caller may see kept while reading, and no more than NOT_HANDLED_SCAN looked at for
@@ -94,7 +97,8 @@ NOT_HANDLED_DESCRIPTION = (
     "/v1/admin/dead-letters). A report dead-lettered after its incident was made is on the "
     "board, flagged.")
 KPIS_DESCRIPTION = (
-    "The incidents reported in [since, until) (the last 24 h unless asked). "
+    "The incidents reported in [since, until) (the last 24 h unless asked), or on the "
+    "calendar day `date` of the district's clock (`today` says its date now). "
     "`incidents`, `by_category` and `by_status` count each incident once: a duplicate "
     "report linked to another is in `linked_reports` only. "
     "`filings_overdue`: hand-overs whose filing (受立案) went past its order's filing_due: "
@@ -134,6 +138,19 @@ def _instant(value: object) -> datetime:
 
 # A time asked for in a query (since, until): a period the review can count in.
 Instant = Annotated[datetime, BeforeValidator(_instant)]
+
+
+def _calendar_date(value: object) -> object:
+    """YYYY-MM-DD alone: pydantic would take a midnight with its offset (`...T00:00:00Z`) as
+    the date, and the district's day begins at its own midnight, not that one."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise PydanticCustomError("calendar_date", "must be a date YYYY-MM-DD, without a "
+                                  "time: the district's clock places its day")
+    return value
+
+
+# A date asked for in a query: a calendar day on the district's clock.
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 
 
 class AssignIn(BaseModel):
@@ -744,6 +761,11 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         who: Reader,
         since: Instant | None = Query(default=None, description=SINCE),
         until: Instant | None = Query(default=None, description=UNTIL),
+        day: CalendarDate | None = Query(
+            default=None, alias="date", ge=FIRST_DAY, le=LAST_DAY,
+            description="instead of since and until: this calendar day on the district's "
+            "clock (TIMEZONE), 00:00 to 24:00 there, whatever the caller's clock: the "
+            "morning review of yesterday (the answer's `today` is the district's date now)"),
         district: str | None = Query(default=None, max_length=64),
         category: str | None = Query(
             default=None, max_length=64,
@@ -753,12 +775,18 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "by category (incidents by type, year on year)"),
     ) -> dict[str, Any]:
         check_category(category)
+        if day is not None:
+            if since is not None or until is not None:
+                raise ApiError(422, "invalid_field", "date is a whole day on the district's "
+                               "clock: ask with it alone, or with since and until", "date")
+            since, until = review.local_day(day, tz)
         now = datetime.now(UTC)
         since, until, incidents = await period_incidents(who, district, since, until,
                                                          default=timedelta(days=1), now=now)
         incidents = of_category(incidents, category)
         out = {**await compute_kpis(redis, incidents, since=since, until=until, now=now),
-               "timezone": str(tz), "category": category,
+               "timezone": str(tz), "today": now.astimezone(tz).date().isoformat(),
+               "category": category,
                "by_hour": review.by_hour(incidents, tz),
                "by_week": review.by_week(incidents, tz, since=since, until=until),
                "by_zone": review.by_zone(incidents),

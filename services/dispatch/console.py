@@ -197,6 +197,7 @@ let spotsMissed = null;  // why the last read of the hot spots failed, until one
 // A read that failed is asked again after this, not at every 3 s tick: a route failing
 // because dispatch is busy would be asked back to back, each read up to api()'s 15 s.
 const SPOTS_RETRY_MS = 15000;
+let districtToday = null;  // the district's date (YYYY-MM-DD), as the last KPIs said it
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
 // A cursor, not `until`: incidents reported at the same instant would fall between pages.
@@ -360,15 +361,16 @@ async function refresh() {
         : word("agency_kind", u.agency_kind));
       cell(tr, word("team_status", u.status)); cell(tr, u.open_order_id ? say("on_order") : "");
       ub.appendChild(tr); }
-    // the KPIs of the day picked (00:00 to 24:00 local time: the morning review), else of
-    // the last 24 h
+    // the KPIs of the day picked (00:00 to 24:00 on the district's clock: the morning
+    // review), else of the last 24 h
     const kq = new URLSearchParams({district: d}); const day = kpiDay();
-    if (day) { kq.set("since", localIso(day.since)); kq.set("until", localIso(day.until)); }
+    if (day) kq.set("date", day);
     const k = await get("/v1/kpis?" + kq); const kl = $("kpis");
+    districtToday = k.today || null;
     const here = typeof Intl !== "undefined" ? Intl.DateTimeFormat().resolvedOptions().timeZone : "";
     const hours = k.timezone && here && k.timezone !== here ? k.timezone : null;
     show("kperiod", () => say("period", {what: day ? say("period_day",
-      {day: day.since.toLocaleDateString(locale())}) : say("period_24h"),
+      {day: dateText(day)}) : say("period_24h"),
       hours: hours ? say("hours_in", {zone: hours}) : ""}));
     kl.replaceChildren();
     // went overdue (filed late too), of which still owed: the board's "filings overdue"
@@ -728,21 +730,21 @@ $("mine").onchange = newest;
 $("ref").onchange = newest;
 $("status").onchange = newest;
 $("problem").onchange = newest;
-// The KPIs' period: a local calendar day (the morning review of yesterday), else the last 24 h.
+// The KPIs' period: a calendar day on the district's clock (the morning review of
+// yesterday), else the last 24 h. Dispatch places the date on its TIMEZONE: this browser's
+// clock may be on another zone (a station PC set to UTC: its day begins at 08:00 in Nanning).
 const ymd = t => [t.getFullYear(), t.getMonth() + 1, t.getDate()]
   .map(n => String(n).padStart(2, "0")).join("-");
 function kpiDay() {
-  const m = /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec($("kday").value || ""); if (!m) return null;
-  const [y, mo, d] = [Number(m[1]), Number(m[2]) - 1, Number(m[3])];
-  // midnight to the next midnight in this browser's time (a day with a clock change: 23 or 25 h)
-  return {since: new Date(y, mo, d), until: new Date(y, mo, d + 1)}; }
-// an instant as ISO 8601 with this browser's offset at it, as the API asks ("…+08:00")
-function localIso(t) { const p = n => String(n).padStart(2, "0"), off = -t.getTimezoneOffset();
-  return ymd(t) + "T" + p(t.getHours()) + ":" + p(t.getMinutes()) + ":" + p(t.getSeconds())
-    + (off < 0 ? "-" : "+") + p(Math.floor(Math.abs(off) / 60)) + ":" + p(Math.abs(off) % 60); }
+  const v = $("kday").value || ""; return /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(v) ? v : null; }
+// a YYYY-MM-DD as a date of no zone: its midnight in UTC, read in UTC
+const dateOf = v => new Date(Date.UTC(Number(v.slice(0, 4)), Number(v.slice(5, 7)) - 1,
+                                      Number(v.slice(8, 10))));
+const dateText = v => dateOf(v).toLocaleDateString(locale(), {timeZone: "UTC"});
 $("kday").onchange = () => refresh();
-$("kyesterday").onclick = () => { const t = new Date(); t.setDate(t.getDate() - 1);
-  $("kday").value = ymd(t); refresh(); };
+$("kyesterday").onclick = () => {
+  const t = dateOf(districtToday || ymd(new Date())); t.setUTCDate(t.getUTCDate() - 1);
+  $("kday").value = t.toISOString().slice(0, 10); refresh(); };
 $("klast").onclick = () => { $("kday").value = ""; refresh(); };
 // The dispatcher's language, kept in this browser: what is shown is said again in it.
 $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lf-lang", lang);

@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import h3
 
@@ -69,6 +69,15 @@ def parse_hours(spec: str) -> frozenset[int]:
         raise ValueError("must be an hour from 0 to 23 or a range of them, e.g. 19-2")
     span = (end - start) % HOURS + 1
     return frozenset((start + i) % HOURS for i in range(span))
+
+
+def local_day(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The district's calendar day as a period [since, until): its midnight to the next on
+    the district's clock (23 or 25 hours on a day the clocks change), as the morning review
+    means "yesterday". A desk's own clock may be on another zone (a PC set to UTC: its day
+    begins at 08:00 in Nanning)."""
+    return (datetime.combine(day, time(), tzinfo=tz),
+            datetime.combine(day + timedelta(days=1), time(), tzinfo=tz))
 
 
 def week_of(moment: datetime, tz: tzinfo) -> date:

@@ -3,7 +3,7 @@ heat map of where and when incidents were reported."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 import h3
 from faststream.redis import RedisBroker
@@ -123,6 +123,49 @@ async def test_one_categorys_weeks_and_the_same_period_a_year_earlier(clean_redi
         r = await svc.client.get("/v1/kpis", headers=ADMIN,
                                  params={"district": DISTRICT, "compare": "last_decade"})
         assert r.status_code == 422 and r.json()["error"]["field"] == "compare"
+
+
+async def test_a_date_is_counted_from_the_districts_midnight_to_its_next(
+        clean_redis: str) -> None:
+    """The morning review of yesterday asks for the date: dispatch counts it 00:00 to 24:00 on
+    the district's clock (TIMEZONE), whatever the clock of the desk asking. A console on a PC
+    set to UTC asked for the UTC day, 08:00 to 08:00 in Nanning."""
+    shanghai = parse_timezone("Asia/Shanghai")
+    async with running("dispatch", clean_redis, timezone="Asia/Shanghai") as svc:
+        day = utcnow().astimezone(shanghai).date() - timedelta(days=3)
+        midnight = datetime.combine(day, time(), tzinfo=shanghai)
+        # the day's first and last minute, and the seconds either side of it
+        times = [midnight, midnight + timedelta(hours=23, minutes=59),
+                 midnight - timedelta(seconds=1), midnight + timedelta(days=1)]
+        ids = []
+        for n, at in enumerate(times):
+            event = incident_reported(f"inc-day-{n}", "noise")
+            ids.append(event.incident_id)
+            await svc.publish(streams.INCIDENT_REPORTED,
+                              event.model_copy(update={"reported_at": at}))
+        await poll_until(lambda: all_stored(svc, ids), "every report stored")
+
+        before = utcnow().astimezone(shanghai).date()
+        r = await svc.client.get("/v1/kpis", headers=ADMIN,
+                                 params={"district": DISTRICT, "date": day.isoformat()})
+        after = utcnow().astimezone(shanghai).date()
+        assert r.status_code == 200, r.text
+        kpis = r.json()
+        assert (kpis["since"], kpis["until"]) == (
+            f"{day}T00:00:00+08:00", f"{day + timedelta(days=1)}T00:00:00+08:00")
+        assert kpis["incidents"] == 2
+        assert (kpis["by_hour"][0], kpis["by_hour"][23], sum(kpis["by_hour"])) == (1, 1, 2)
+        # the district's date now: what a desk on another clock counts yesterday back from
+        assert kpis["today"] in {before.isoformat(), after.isoformat()}
+
+        for extra in ({"since": f"{day}T00:00:00+08:00"}, {"until": f"{day}T12:00:00+08:00"}):
+            r = await svc.client.get("/v1/kpis", headers=ADMIN, params={
+                "district": DISTRICT, "date": day.isoformat(), **extra})
+            assert r.status_code == 422 and r.json()["error"]["field"] == "date", r.text
+        for wrong in ("2026-12-04T00:00:00+08:00", "yesterday", "1969-12-31", "9999-01-01"):
+            r = await svc.client.get("/v1/kpis", headers=ADMIN,
+                                     params={"district": DISTRICT, "date": wrong})
+            assert r.status_code == 422 and r.json()["error"]["field"] == "date", (wrong, r.text)
 
 
 async def test_a_hand_over_counts_for_the_force_of_the_team_that_handed_it_over(

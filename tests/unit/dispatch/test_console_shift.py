@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import parse_qs
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -297,41 +296,57 @@ def test_flagged_incidents_a_filter_hides_are_said_beside_the_board() -> None:
     assert text == told("hidden_by_filter", count=1), text
 
 
-@pytest.mark.parametrize("tz, day, since, until", [
-    ("Asia/Shanghai", "2026-12-04", "2026-12-04T00:00:00+08:00", "2026-12-05T00:00:00+08:00"),
-    # the day the clocks go forward has 23 hours
-    ("America/New_York", "2026-03-08", "2026-03-08T00:00:00-05:00", "2026-03-09T00:00:00-04:00"),
-])
-def test_the_morning_review_asks_for_the_local_calendar_day_picked(
-        monkeypatch: pytest.MonkeyPatch, tz: str, day: str, since: str, until: str) -> None:
-    """Yesterday's review is 00:00 to 24:00 local time, not the last 24 hours nor a UTC day
-    (which in Nanning starts at 08:00)."""
-    monkeypatch.setenv("TZ", tz)
+@pytest.mark.parametrize("desk_tz", ["Asia/Shanghai", "UTC", "America/New_York"])
+def test_the_morning_review_asks_for_the_districts_calendar_day_picked(
+        monkeypatch: pytest.MonkeyPatch, desk_tz: str) -> None:
+    """Yesterday's review is 00:00 to 24:00 on the district's clock, not the last 24 hours
+    nor the desk's day: a station PC whose clock is set to UTC asked for 08:00 to 08:00 in
+    Nanning. The console asks for the date; dispatch places it on its `TIMEZONE`."""
+    monkeypatch.setenv("TZ", desk_tz)
     asked, shown = run_console(
-        'boards.d1 = []; kpiAnswer = {incidents: 41, by_category: {dispute: 12, noise: 9}};',
-        f'$("kday").value = "{day}"; $("kday").onchange(); settle().then(() => '
+        'boards.d1 = []; kpiAnswer = {incidents: 41, by_category: {dispute: 12, noise: 9}, '
+        'timezone: "Asia/Shanghai"};',
+        '$("kday").value = "2026-12-04"; $("kday").onchange(); settle().then(() => '
         'requests.map(r => r.url).filter(u => u.startsWith("/v1/kpis")).pop())',
         '$("kpis").children.map(li => li.textContent).join("\\n")',
     )
     q = parse_qs(asked.split("?", 1)[1])
-    assert (q["since"], q["until"]) == ([since], [until]), asked
+    assert q.get("date") == ["2026-12-04"] and "since" not in q and "until" not in q, asked
     assert f"{label('kpi', 'incidents')}：41" in shown, shown
     assert f"{label('category', 'dispute')} (12)" in shown, shown
 
 
-def test_yesterday_is_the_calendar_day_before_today(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "Asia/Shanghai")
-    asked, expected = run_console(
-        "boards.d1 = [];",
+@pytest.mark.parametrize("desk_tz", ["UTC", "America/New_York", "Pacific/Kiritimati"])
+def test_yesterday_is_the_day_before_the_districts_today_whatever_the_desks_clock(
+        monkeypatch: pytest.MonkeyPatch, desk_tz: str) -> None:
+    """At 07:00 in Nanning a desk on UTC is still on the day before (and one on +14:00 on
+    the day after): its own yesterday is not the district's. Dispatch says the district's
+    date with every KPI answer."""
+    monkeypatch.setenv("TZ", desk_tz)
+    asked, picked, period = run_console(
+        'boards.d1 = []; kpiAnswer = {today: "2026-03-01", timezone: "Asia/Shanghai"};',
         '$("kyesterday").onclick(); settle().then(() => decodeURIComponent(requests.map('
         'r => r.url).filter(u => u.startsWith("/v1/kpis")).pop()))',
-        # the day the button picked
+        '$("kday").value',
+        '$("kperiod").textContent',
+    )
+    assert picked == "2026-02-28", picked  # across a month's end
+    assert "date=2026-02-28" in asked, asked
+    assert "2026" in period and "28" in period, period
+
+
+def test_yesterday_is_the_desks_own_when_dispatch_does_not_say_the_districts_date() -> None:
+    """An older dispatch, or none answered yet: the desk's yesterday rather than no button."""
+    asked, expected = run_console(
+        "boards.d1 = []; kpiAnswer = {today: undefined};",
+        '$("kyesterday").onclick(); settle().then(() => decodeURIComponent(requests.map('
+        'r => r.url).filter(u => u.startsWith("/v1/kpis")).pop()))',
         '$("kday").value',
     )
     # the calendar day before today here (or before yesterday, if midnight passed since)
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    today = datetime.now().date()
     assert expected in {(today - timedelta(days=d)).isoformat() for d in (1, 2)}, expected
-    assert f"since={expected}T00:00:00+08:00" in asked, (asked, expected)
+    assert f"date={expected}" in asked, (asked, expected)
 
 
 def test_every_timeline_entry_reads_as_words_with_the_team_s_name() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import h3
 import pytest
@@ -89,6 +89,22 @@ def test_who_handled_it_counts_hand_overs_for_the_force_that_handed_over() -> No
                                   "resolved_on_site_share": 0.0}
     assert forces["volunteer"]["resolved_on_site"] == forces["unknown"]["handed_over"] == 1
     assert review.handled_by_force([incident(at)]) == {}
+
+
+@pytest.mark.parametrize(("zone", "day", "since", "until"), [
+    ("Asia/Shanghai", date(2026, 12, 4), "2026-12-04T00:00:00+08:00",
+     "2026-12-05T00:00:00+08:00"),
+    # the day the clocks go forward: 23 hours
+    ("America/New_York", date(2026, 3, 8), "2026-03-08T00:00:00-05:00",
+     "2026-03-09T00:00:00-04:00"),
+    ("+08:00", date(2026, 2, 28), "2026-02-28T00:00:00+08:00", "2026-03-01T00:00:00+08:00"),
+])
+def test_a_day_runs_from_the_districts_midnight_to_its_next(
+        zone: str, day: date, since: str, until: str) -> None:
+    """Yesterday's review on the district's clock: in Nanning a UTC day would begin at 08:00."""
+    first, last = review.local_day(day, parse_timezone(zone))
+    assert (first.isoformat(), last.isoformat()) == (since, until)
+    assert first == datetime.fromisoformat(since) and last == datetime.fromisoformat(until)
 
 
 def test_a_period_ending_at_a_mondays_midnight_lists_no_week_after_it() -> None:
