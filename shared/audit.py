@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared.dead_letters import EntryId
 from shared.events import utcnow
-from shared.http import Principal, require
+from shared.http import InputFirstRoute, Principal, require
 from shared.streams import KEY_PREFIX
 
 # The newest actions kept per service: ~200 bytes each in Redis's memory, so about 40 MB per
@@ -39,7 +39,7 @@ async def record(redis: Redis, service: str, who: Principal, action: str, target
 
 
 def build_router(*, redis: Redis, service: str) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["operations"])
+    router = APIRouter(prefix="/v1/admin", tags=["operations"], route_class=InputFirstRoute)
 
     @router.get("/audit", summary="Admin and dispatcher actions, newest first")
     async def audit(

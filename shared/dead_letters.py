@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import streams
-from shared.http import ApiError, Principal, conflict, not_found, require
+from shared.http import ApiError, InputFirstRoute, Principal, conflict, not_found, require
 
 log = logging.getLogger(__name__)
 # Module level: with postponed annotations FastAPI resolves route hints in module globals.
@@ -185,7 +185,7 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
     """`redis_url`: a bytes client is made here, since payloads are binary envelopes."""
     readable = {s.name for s in streams.consumed_by(service)}
     client = Redis.from_url(redis_url, client_name=service)  # CLIENT LIST names it
-    router = APIRouter(prefix="/v1/admin", tags=["operations"])
+    router = APIRouter(prefix="/v1/admin", tags=["operations"], route_class=InputFirstRoute)
 
     def check(stream: str) -> None:
         if stream not in readable:

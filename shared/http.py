@@ -2,27 +2,32 @@
 
 Errors are `{"error": {"code", "message", "field"?}}` and never echo the request body.
 Authentication runs as ASGI middleware before routing and body parsing, so a request
-without a valid token gets 401 before any 400/422/404, as the public API promises.
+without a valid token gets 401 before any 400/422/404, as the public API promises; a token
+of the wrong kind for a route gets its 403 once the input is valid (`InputFirstRoute`).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, cast
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from limits import parse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
@@ -677,16 +682,104 @@ def principal(request: Request) -> Principal:
     return request.scope["state"]["principal"]
 
 
-def require(*kinds: PrincipalKind) -> Callable[[Request], Principal]:
-    """A FastAPI dependency: the caller, if it is one of `kinds`; 403 otherwise."""
+def require(*kinds: PrincipalKind) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: the caller, if it is one of `kinds`; 403 otherwise, once the
+    input is valid on a route of `InputFirstRoute` (DESIGN: 400/422 before 403), at once
+    on any other (the endpoint of such a route may ignore the caller it is given)."""
 
     async def dependency(request: Request) -> Principal:  # async: no thread hand-off
         who: Principal = request.scope["state"]["principal"]
-        if who.kind not in kinds:
-            raise forbidden(f"this endpoint is for {' or '.join(kinds)} tokens")
-        return who
+        if who.kind in kinds:
+            return who
+        refusal = forbidden(f"this endpoint is for {' or '.join(kinds)} tokens")
+        if _checking_input.get() is not request.scope:
+            raise refusal
+        request.scope.setdefault(_REFUSAL, refusal)  # raised before the endpoint runs
+        # Typed as the caller it stands in for: the endpoint never gets it, and a
+        # dependency that reads it as the caller raises the refusal.
+        return cast(Principal, Refused(refusal))
 
     return dependency
+
+
+# The request whose route refuses a caller's kind only once its input is valid, while that
+# route's handler runs (`InputFirstRoute`): `require` records its refusal in the request's
+# scope and the endpoint, called once FastAPI has validated the input, raises it.
+_checking_input: ContextVar[Scope | None] = ContextVar("checking_input", default=None)
+_REFUSAL = "shared.http.refusal"
+
+
+class Refused:
+    """What `require` gives, on a route of `InputFirstRoute`, in place of a caller of the
+    wrong kind: the 403 to answer once the input is valid. Never a `Principal`: reading
+    anything of it (a dependency that takes the caller) raises that 403 there."""
+
+    __slots__ = ("_refusal",)
+
+    def __init__(self, refusal: ApiError) -> None:
+        self._refusal = refusal
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise self._refusal
+
+
+def _refusing_first(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """`endpoint`, raising first the refusal `require` recorded for this request. Wrapped
+    (functools.wraps) so that FastAPI reads the endpoint's own parameters, return type,
+    name and docstring, and awaits it or runs it in a thread as it would the endpoint."""
+
+    def refuse_if_refused() -> None:
+        scope = _checking_input.get()
+        refusal = None if scope is None else scope.get(_REFUSAL)
+        if refusal is not None:
+            raise refusal
+
+    if inspect.iscoroutinefunction(endpoint) or inspect.iscoroutinefunction(
+            getattr(endpoint, "__call__", None)):  # noqa: B004 - an object with async __call__
+
+        @functools.wraps(endpoint)
+        async def refusing_first(*args: Any, **kwargs: Any) -> Any:
+            refuse_if_refused()
+            return await endpoint(*args, **kwargs)
+
+        return refusing_first
+
+    @functools.wraps(endpoint)
+    def refusing_first_sync(*args: Any, **kwargs: Any) -> Any:
+        # also a generator endpoint's: its generator is made here, after the check
+        refuse_if_refused()
+        return endpoint(*args, **kwargs)
+
+    return refusing_first_sync
+
+
+class InputFirstRoute(APIRoute):
+    """A route that tells a caller of the wrong kind its 400/422 first, as DESIGN orders
+    the checks (401, 400/422, 404, 403, 409): FastAPI solves the dependencies, `require`
+    among them, before it validates the path, query and body. Here `require` records its
+    403 instead (`Refused`), and the endpoint raises it once the input is valid, before its
+    own body runs (where a route looks its object up: 404 there comes after, and rightly,
+    for such a caller may act on none of the route's objects).
+
+    Every route of a `ServiceApp`, and of the services' routers (`route_class=`). A route of
+    any other class refuses a wrong kind at once, as before: safe, out of order. (WebSocket
+    routes are FastAPI's own class whatever the router's; `require` takes a Request, so
+    serves HTTP routes only: a socket checks its caller itself, as notify's does.)"""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, _refusing_first(endpoint), **options)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            checking = _checking_input.set(request.scope)
+            try:
+                return await handle(request)
+            finally:
+                _checking_input.reset(checking)
+
+        return handler
 
 
 # Answers carry callers, members' names and phones, positions and timelines: neither the
@@ -717,7 +810,12 @@ def no_store(scope: Scope, send: Send) -> Send:
 class ServiceApp(FastAPI):
     """A service's app: FastAPI, each answer marked not to be stored (`no_store`). Around
     the whole of it, so that the authentication's 401s and 429s, the WebSocket handshake's
-    refusals and Starlette's own 500s are marked as the routes' answers are."""
+    refusals and Starlette's own 500s are marked as the routes' answers are. Its own routes
+    are of `InputFirstRoute`; the routers it includes name it themselves."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.router.route_class = InputFirstRoute
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, no_store(scope, send))

@@ -28,6 +28,7 @@ from shared.events import (
 )
 from shared.http import (
     ApiError,
+    InputFirstRoute,
     Principal,
     TryAgain,
     conflict,
@@ -281,7 +282,7 @@ def _report_view(letter_id: bytes, fields: dict[bytes, bytes],
 def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tzinfo,
                  letters: Redis, http: httpx.AsyncClient) -> APIRouter:
     """`letters`: a bytes client (a dead letter's payload is a binary envelope)."""
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.get("/incidents", summary="The board: incidents, newest first",
                 description=BOARD_DESCRIPTION)

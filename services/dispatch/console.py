@@ -14,7 +14,7 @@ timeline's details by their codes, timeline_text.py).
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from shared.http import page_headers, page_scripts
+from shared.http import InputFirstRoute, page_headers, page_scripts
 from shared.labels import page_in_words
 
 from .console_text import CONSOLE_TEXT
@@ -760,7 +760,7 @@ CONSOLE_PAGE = page_in_words(_CONSOLE_PAGE, CONSOLE_TEXT, script_words())
 
 
 def build_console_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=InputFirstRoute)
 
     @router.get("/console", include_in_schema=False, response_class=HTMLResponse)
     async def console() -> HTMLResponse:

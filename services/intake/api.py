@@ -25,6 +25,7 @@ from shared.events import IncidentReported, new_id, utcnow
 from shared.http import (
     STORE_AWAY,
     ApiError,
+    InputFirstRoute,
     Principal,
     describe_away,
     error_response,
@@ -79,7 +80,7 @@ REVOKED = "unknown or revoked token"  # as shared.http.AuthMiddleware says it
 
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, policy: Policy,
                  keys: SystemKeys, http: httpx.AsyncClient) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
     # A report is kept once dispatch takes it up, until it ends (then RECORDS_DAYS,
     # store.apply_update), as a linked one is until dispatch links it too; recorded, it gets
     # that long plus the stream history's (a dead letter of it may be replayed meanwhile),

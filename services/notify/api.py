@@ -18,6 +18,7 @@ from shared.events import EvidenceRecords, TeamNote
 from shared.events import Response as ResponseKind
 from shared.http import (
     ApiError,
+    InputFirstRoute,
     Principal,
     not_found,
     page_headers,
@@ -73,7 +74,7 @@ class SmsIn(BaseModel):
 
 def build_router(*, settings: Settings, redis: Redis, orders: Orders,
                  webpush_key: str | None, sms_enabled: bool) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.post("/orders/{order_id}/responses",
                  summary="Answer an order (device token of a member of the order's team)")
@@ -178,7 +179,7 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
 
 
 def build_page_router(settings: Settings) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(include_in_schema=False, route_class=InputFirstRoute)
     # The page may call notify, and intake and volunteers where they are configured (fetch()
     # only: its one socket is notify's).
     others = "".join(f" {origin}" for origin in sorted(

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from shared.http import (
     STORE_AWAY,
     ApiError,
+    InputFirstRoute,
     Principal,
     bearer_token,
     describe_away,
@@ -60,7 +61,7 @@ CONNECTIONS = meter("notify").create_up_down_counter(
 
 def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector: Introspector,
                         settings: Settings) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=InputFirstRoute)
 
     @router.websocket("/v1/devices/stream")
     async def device_stream(ws: WebSocket) -> None:

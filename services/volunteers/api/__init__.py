@@ -6,6 +6,8 @@ from fastapi import APIRouter
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
+from shared.http import InputFirstRoute
+
 from ..config import Settings
 from ..store import devices as devices_store
 from ..store.points import ledger_ttl
@@ -18,7 +20,7 @@ def build_router(
     *, settings: Settings, redis: Redis, broker: RedisBroker, zones: ZoneLookup,
     positions: PositionWriter,
 ) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=InputFirstRoute)
     # Fixed paths before parameterised ones: /v1/zones/lookup before /v1/zones/{zone_id}.
     router.include_router(points.build_router(
         redis=redis, zones=zones, ledger_ttl_s=ledger_ttl(settings.retention_days)))

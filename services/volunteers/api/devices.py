@@ -13,7 +13,7 @@ from starlette.types import Scope
 
 from shared import audit
 from shared.events import utcnow
-from shared.http import Principal, not_found
+from shared.http import InputFirstRoute, Principal, not_found
 
 from ..store import devices as devices_store
 from ..store import roster as roster_store
@@ -60,7 +60,7 @@ def asked_for_a_caller(scope: Scope, token: str | None) -> bool:
 
 
 def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.post("/members/{member_id}/devices", status_code=201,
                  summary="Enrol a device; its token is shown once (admin)")

@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
 
 from shared.events import new_id, utcnow
-from shared.http import ApiError, Principal, bearer_token, conflict, not_found, unauthorized
+from shared.http import (
+    ApiError,
+    InputFirstRoute,
+    Principal,
+    bearer_token,
+    conflict,
+    not_found,
+    unauthorized,
+)
 
 from ..config import Settings
 from ..domain import points, status
@@ -39,7 +47,7 @@ class StatusIn(BaseModel):
 def build_router(
     *, settings: Settings, redis: Redis, broker: RedisBroker, positions: PositionWriter
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/me")
+    router = APIRouter(prefix="/v1/me", route_class=InputFirstRoute)
     ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)
     check_in_limit = settings.check_in_limit()
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from shared import audit
 from shared.events import utcnow
-from shared.http import ApiError, conflict, not_found
+from shared.http import ApiError, InputFirstRoute, conflict, not_found
 
 from ..domain import points
 from ..store import points as points_store
@@ -46,7 +46,7 @@ class DistrictZones(BaseModel):
 
 
 def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.get("/points/leaderboard", summary="A district's volunteers by points (admin)")
     async def leaderboard(

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from shared import audit
 from shared.events import utcnow
 from shared.fieldnames import is_field_name
-from shared.http import ApiError, conflict, error_body, not_found
+from shared.http import ApiError, InputFirstRoute, conflict, error_body, not_found
 
 from ..config import Settings
 from ..domain.roster import (
@@ -146,7 +146,7 @@ def invalid_roster_response(exc: InvalidRoster) -> JSONResponse:
 
 
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
     ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)  # patrol points on leaving
 
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",

@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
-from shared.http import not_found
+from shared.http import InputFirstRoute, not_found
 from shared.timezones import parse_timezone
 
 from ..config import Settings
@@ -40,7 +40,7 @@ class ShiftPlanIn(ShiftPlan):
 
 
 def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
-    router = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
     default_tz = parse_timezone(settings.timezone)
 
     @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin)")

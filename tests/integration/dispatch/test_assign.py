@@ -518,3 +518,28 @@ async def test_a_team_already_on_the_incident_is_a_conflict_that_says_so(
         assert r.json()["error"]["message"] == (
             f"team guard is already on this incident (order {order.order_id}, offered): "
             "nothing to assign")
+
+
+@pytest.mark.roster(DISTRICT)
+async def test_an_inspector_is_told_of_a_wrong_field_before_it_is_refused(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """An inspector reads and changes nothing (403 on assign), but DESIGN's order puts a
+    wrong field (422) before that refusal; the kind is refused before the incident is looked
+    up (an inspector may assign on no incident), and nothing is assigned."""
+    incident_id = await incident_and_a_second_team(clean_redis, publisher)
+    r = await console.post("/v1/dispatchers", headers=ADMIN, json={
+        "name": "Inspector Sun", "districts": [DISTRICT], "role": "inspector"})
+    assert r.status_code == 201, r.text
+    inspector = {"Authorization": f"Bearer {r.json()['token']}"}
+    wrong = {"team_id": ""}
+    r = await console.post(f"/v1/incidents/{incident_id}/assign", json=wrong)
+    assert r.status_code == 401, r.text
+    for target, who in ((incident_id, inspector), ("inc_nope", inspector),
+                        (incident_id, ADMIN)):
+        r = await console.post(f"/v1/incidents/{target}/assign", headers=who, json=wrong)
+        assert (r.status_code, r.json()["error"].get("field")) == (422, "team_id"), r.text
+    for target in (incident_id, "inc_nope"):
+        r = await console.post(f"/v1/incidents/{target}/assign", headers=inspector,
+                               json={"team_id": "patrol"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+    assert manual_orders(clean_redis, incident_id) == []

@@ -9,7 +9,7 @@ from shared import streams
 from shared.events import OrderResponded
 from tests.helpers import read_stream
 
-from .conftest import Volunteers, an_order, device, issue
+from .conftest import ADMIN, Volunteers, an_order, device, issue
 from .test_responses import stored
 
 
@@ -49,3 +49,24 @@ async def test_a_field_that_is_wrong_is_a_422_before_the_order_is_looked_up(
         assert (error["code"], error["order_id"]) == ("forbidden", order.order_id)
     assert [e.response for e in read_stream(clean_redis, streams.ORDER_RESPONDED.name,
                                             OrderResponded)] == ["acknowledged"]
+
+
+async def test_a_token_of_another_kind_is_told_of_a_wrong_field_before_it_is_refused(
+        notify: str, volunteers: Volunteers, broker: RedisBroker, http: httpx.AsyncClient,
+        clean_redis: str) -> None:
+    # Answers are for the order's team's devices: the admin's token is refused (403), but
+    # after the field it got wrong (422), as any caller's; for an order that is not there
+    # too (the kind is refused before the order is looked up: no order is the admin's).
+    order = an_order("t1")
+    await issue(broker, order)
+    await stored(http, notify, order.order_id)
+    bare = {"response": "declined", "note": "x" * 501}
+    for target in (order.order_id, "ord_unknown"):
+        url = f"{notify}/v1/orders/{target}/responses"
+        r = await http.post(url, headers=ADMIN, json=bare)
+        assert r.status_code == 422, r.text
+        assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_field",
+                                                                          "note")
+        r = await http.post(url, headers=ADMIN, json={"response": "acknowledged"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+    assert read_stream(clean_redis, streams.ORDER_RESPONDED.name, OrderResponded) == []

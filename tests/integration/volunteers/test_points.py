@@ -305,3 +305,20 @@ async def test_a_member_moved_away_and_back_within_one_shift_is_paid_for_both_st
     points = await points_of(volunteers, chen)
     assert points["balance"] == 15, [(e["reason"], e.get("minutes")) for e in points["history"]]
     assert [e["minutes"] for e in points["history"]] == [60, 120]
+
+
+async def test_a_device_token_is_told_of_a_wrong_field_before_it_is_refused(
+    volunteers: Volunteers,
+) -> None:
+    # DESIGN: 400/422 before 403. Adjustments are the admin's: a member's phone is refused,
+    # once what it sent is right.
+    await volunteers.import_district()
+    wang = await volunteers.enrol("m-wang")
+    url, wrong = "/v1/members/m-wang/points", {"points": 101, "note": "me"}
+    assert (await volunteers.client.post(url, json=wrong)).status_code == 401
+    for who in (wang, ADMIN):
+        r = await volunteers.client.post(url, headers=who, json=wrong)
+        assert (r.status_code, r.json()["error"].get("field")) == (422, "points"), r.text
+    r = await volunteers.client.post(url, headers=wang, json={"points": 100, "note": "me"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+    assert (await points_of(volunteers, wang))["balance"] == 0
