@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from faststream.redis import RedisBroker
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
@@ -32,10 +32,29 @@ from ..store.devices import DeviceIdentity, token_hash
 from ..store.teams import Applied, Decision, PositionWriter, TeamView
 from ..store.tx import Contended
 from . import views
-from .deps import Caller, Device, device
+from .deps import Device
 from .positions import accept_position
 
 MAX_POINTS_OFFSET = 1_000_000  # far past the history a member has kept
+
+
+async def _points_page(
+    # bounded: Redis refuses an LRANGE index past a signed 64-bit number
+    offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(
+        ge=1, le=MAX_POINTS_OFFSET ** 2, description="the `next` of the page before: "
+        "the entries older than those it showed, however many came since")] = None,
+) -> tuple[int, int, int | None]:
+    """The page of a member's points asked for: (offset, limit, before). Checked here, not
+    in the route: a dependency runs before the route refuses a token of the wrong kind, so
+    a page asked for wrongly is a 422 first, as a wrong field is (DESIGN's order)."""
+    if before is not None and offset:
+        raise ApiError(422, "invalid_field", "give before or offset, not both", "before")
+    return offset, limit, before
+
+
+PointsPage = Annotated[tuple[int, int, int | None], Depends(_points_page)]
 
 
 class StatusIn(BaseModel):
@@ -128,8 +147,7 @@ def build_router(
         return out
 
     @router.put("/status", summary="Set the team's status: available, busy or off_duty")
-    async def set_status(body: StatusIn, caller: Caller) -> dict[str, Any]:
-        who = device(caller)
+    async def set_status(body: StatusIn, who: Device) -> dict[str, Any]:
         now, shift_id = utcnow(), new_id("shf")
 
         def decide(view: TeamView) -> Decision:
@@ -140,10 +158,9 @@ def build_router(
         return answer(who, await change(who, decide))
 
     @router.put("/position", summary="The team's position fix (the heaviest traffic)")
-    async def put_position(body: PositionIn, caller: Caller, request: Request) -> dict[str, Any]:
+    async def put_position(body: PositionIn, who: Device, request: Request) -> dict[str, Any]:
         # Answered by api.positions.PositionFastPath before routing; this route documents
         # the path and answers the same way should a request ever reach it.
-        who = device(caller)
         identity = DeviceIdentity(
             device_id=who.device_id or "", member_id=who.member_id or "",
             member_name=who.extra.get("member_name", ""), team_id=who.team_id or "",
@@ -158,18 +175,9 @@ def build_router(
 
     @router.get("/points", summary="The member's points balance and history (the latest "
                 f"{points_store.HISTORY_KEPT:,} entries), newest first")
-    async def my_points(
-        caller: Caller,
-        # bounded: Redis refuses an LRANGE index past a signed 64-bit number
-        offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        before: Annotated[int | None, Query(
-            ge=1, le=MAX_POINTS_OFFSET ** 2, description="the `next` of the page before: "
-            "the entries older than those it showed, however many came since")] = None,
-    ) -> dict[str, Any]:
-        if before is not None and offset:
-            raise ApiError(422, "invalid_field", "give before or offset, not both", "before")
-        member_id = device(caller).member_id or ""
+    async def my_points(who: Device, page: PointsPage) -> dict[str, Any]:
+        offset, limit, before = page
+        member_id = who.member_id or ""
         total, history, count, next_ = await points_store.history_page(
             redis, member_id, before=before, offset=offset, limit=limit)
         return {"member_id": member_id, "balance": total, "history": history, "count": count,

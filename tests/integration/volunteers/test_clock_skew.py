@@ -48,6 +48,10 @@ async def test_the_device_routes_check_their_input_before_the_kind_of_token(
     page = await client.get("/v1/me/points", params={"offset": -1}, headers=ADMIN)
     assert page.status_code == 422, page.text
     assert page.json()["error"]["field"] == "offset"
+    # a page that starts at two places: wrong input too, though no field alone is wrong
+    page = await client.get("/v1/me/points", params={"offset": 1, "before": 5}, headers=ADMIN)
+    assert page.status_code == 422, page.text
+    assert page.json()["error"]["field"] == "before"
     # Input that is right: the admin's token is still not a device's.
     for response in (
         await client.put("/v1/me/status", json={"status": "busy"}, headers=ADMIN),
