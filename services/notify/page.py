@@ -751,18 +751,27 @@ async function respond(id, response) {
   await postAnswer(id, answer);
 }
 const NOT_NOW = [429, 502, 503, 504];
+// An answer's request is given up after ANSWER_WAIT_MS and kept as one without a signal: on a
+// weak signal a browser's fetch hangs for minutes with no error, and the answer, neither heard
+// taken nor kept, went nowhere (a "resolved" so stuck left the team busy). An answer is a few
+// hundred bytes: 10 s without notify's answer is a signal not to wait on. Given up, it may
+// have reached notify all the same: sent again, it is a repeat (or a 409 that tookIt reads),
+// and a call for help, sent again only until REINFORCE_RESEND_MS (20 s), is given up by
+// notify's REINFORCE_REPEAT_S (30 s), after which it would count as a second call.
+const ANSWER_WAIT_MS = 10000;
 async function postAnswer(id, answer, again) {
   let r, body;
+  const wait = bounded(ANSWER_WAIT_MS);
   try {   // socket down: the same answer over HTTP, continuing the order's trace
     const o = orders.get(id);
     r = await fetch("/v1/orders/" + encodeURIComponent(id) + "/responses", {
       method: "POST", headers: { "Content-Type": "application/json", "Authorization": "Bearer " + token,
         ...(o && o.frame.traceparent ? { "traceparent": o.frame.traceparent } : {}) },
-      body: JSON.stringify(answer) });
+      body: JSON.stringify(answer), signal: wait.signal });
     body = await r.json();
-  } catch (e) {   // no answer at all (no network), or one that is no JSON (a gateway's page)
-    noSignal(id, answer, !!r); return;
-  }
+  } catch (e) {   // no answer at all (no network, none in time), or no JSON (a gateway's page)
+    noSignal(id, answer, !!r && e.name !== "AbortError"); return;
+  } finally { wait.done(); }
   // Not taken now (notify's store or the token check away, a gateway between, too many
   // requests): kept and sent again by itself, as the socket's `unavailable` is; dropped
   // with a toast, a "resolved" so lost left the team busy and the incident open.
@@ -897,26 +906,31 @@ function showEmpty() { $("empty").style.display = orders.size ? "none" : "block"
 // `waitMs`: how long to wait for the whole answer; past it the request is given up and the
 // call fails with an AbortError (a browser's fetch waits for minutes on a weak signal).
 // A browser without AbortController (older phones) waits as long as its fetch does, as before
-// the bound: else every report failed there before it went.
+// the bound: else every report failed there before it went. `signal` goes with the fetch,
+// `done()` once its answer is read.
+function bounded(waitMs) {
+  const stop = waitMs && typeof AbortController !== "undefined" ? new AbortController() : null;
+  const timer = stop ? setTimeout(() => stop.abort(), waitMs) : null;
+  return { signal: stop ? stop.signal : undefined, done: () => clearTimeout(timer) };
+}
 async function api(path, method, body, waitMs) {   // notify's own path, or another service's URL
   const headers = { "Authorization": "Bearer " + token };
   if (body) headers["Content-Type"] = "application/json";
   const sent = Date.now();
-  const stop = waitMs && typeof AbortController !== "undefined" ? new AbortController() : null;
-  const timer = stop ? setTimeout(() => stop.abort(), waitMs) : null;
+  const wait = bounded(waitMs);
   try {
     const r = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined,
-                                  signal: stop ? stop.signal : undefined });
+                                  signal: wait.signal });
     const said = path.startsWith("/") && r.headers && r.headers.get ? Date.parse(r.headers.get("Date")) : NaN;
     if (!isNaN(said)) {   // notify's clock (whole seconds): kept only when the phone's is well off
       const off = said + 500 - (sent + Date.now()) / 2;
       serverSkew = Math.abs(off) > 3000 ? off : 0;
     }
-    const data = await r.json().catch((e) => { if (stop && stop.signal.aborted) throw e; return {}; });
+    const data = await r.json().catch((e) => { if (wait.signal && wait.signal.aborted) throw e; return {}; });
     if (!r.ok) { const e = new Error(data.error ? data.error.message : ("HTTP " + r.status));
       e.status = r.status; throw e; }
     return data;
-  } finally { clearTimeout(timer); }
+  } finally { wait.done(); }
 }
 // Asked again at each hello until it is known: a page opened without network (the tab
 // reloaded in a lift) would otherwise never show the shift, share the position or report.

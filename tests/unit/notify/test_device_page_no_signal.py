@@ -149,3 +149,63 @@ def test_the_card_says_why_its_answer_is_not_sent_yet_as_the_cause_changes() -> 
     assert no_signal in basement and not_taken not in basement
     assert not_taken in street and no_signal not in street
     assert no_signal in lift and not_taken not in lift
+
+
+# A weak signal: the request goes out and nothing comes back, no answer and no error.
+HANGS = "net = () => new Promise(() => {});"
+TAKEN = "net = async () => [200, { state: 'resolved', answered: true }];"
+
+
+def test_an_answer_over_http_that_gets_no_answer_is_given_up_kept_and_sent_again() -> None:
+    # Out of the basement on one bar of signal, the socket still down: Resolved went over
+    # HTTP and its request hung, for minutes, with no error. The answer was neither heard
+    # taken nor kept to go again: the card said nothing, the team stayed busy and the
+    # incident open, as if the member had never pressed it.
+    *_, card, told, _, posted, _, state = day(
+        f"{HANGS} {RESOLVED_IN_THE_BASEMENT}; null",
+        "later(10000)",  # no answer in 10 s
+        "text('o-ord_1')",
+        "toasts.slice()",
+        "later(10000)",
+        POSTED,
+        f"{TAKEN} later(10000)",  # a signal again
+        "orders.get('ord_1').state",
+    )
+    # given up as without a signal: kept, said on the card, sent again by itself
+    assert said("not_sent_yet", answer="已处置") in card
+    assert said("no_signal", answer="已处置") in told, told
+    assert len(posted) >= 3 and set(posted) == {"resolved"}, posted
+    assert state == "resolved"
+
+
+def test_an_answer_given_up_that_notify_had_taken_is_not_reported_refused() -> None:
+    # The request given up had reached notify all the same: the order is resolved by it.
+    # Sent again, the answer is refused as the order is finished (409); the page reads the
+    # order (tookIt) and shows it resolved, not the refusal.
+    took = ("net = async (url, init) => (init && init.method === 'POST') "
+            "? [409, { error: { code: 'conflict', message: 'the order is finished (resolved); "
+            "it takes no more responses' } }] "
+            ": [200, { order_id: 'ord_1', state: 'resolved', answered: true, "
+            "last_response: 'resolved', allowed: [] }];")
+    *_, toasts, state, card = day(
+        f"{HANGS} {RESOLVED_IN_THE_BASEMENT}; null",
+        "later(10000)",
+        f"{took} later(10000); toasts.slice()",
+        "orders.get('ord_1').state",
+        "text('o-ord_1')",
+    )
+    assert not [t for t in toasts if "finished" in t or said("refused") in t], toasts
+    assert state == "resolved"
+    assert said("not_sent_yet", answer="已处置") not in card
+
+
+def test_a_browser_without_abort_controller_still_sends_an_answer_over_http() -> None:
+    # An older phone's browser has no AbortController: the bound must not keep the answer
+    # from going at all there.
+    *_, posted, state = day(
+        f"delete globalThis.AbortController; {TAKEN} {RESOLVED_IN_THE_BASEMENT}",
+        POSTED,
+        "orders.get('ord_1').state",
+    )
+    assert posted == ["resolved"]
+    assert state == "resolved"
