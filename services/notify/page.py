@@ -913,6 +913,17 @@ function bounded(waitMs) {
   const timer = stop ? setTimeout(() => stop.abort(), waitMs) : null;
   return { signal: stop ? stop.signal : undefined, done: () => clearTimeout(timer) };
 }
+// Why a request of the page's did not go, in the member's words: no network (fetch fails with
+// a TypeError whose message is the browser's own, untranslated: "Failed to fetch", Firefox's
+// "NetworkError when attempting to fetch resource.", Safari's "Load failed"), no answer within
+// `waitMs` (given up), or the service's own reason for refusing it.
+function whyNot(e, waitMs) {
+  if (e.name === "AbortError") return say("no_answer", { seconds: waitMs / 1000 });
+  return e.name === "TypeError" ? say("no_connection") : e.message;
+}
+// A request the member waits on, or one that holds back others while on its way (loadMe's
+// one read at a time), is given up after REQUEST_WAIT_MS, as a check-in or a report is.
+const REQUEST_WAIT_MS = 20000;
 async function api(path, method, body, waitMs) {   // notify's own path, or another service's URL
   const headers = { "Authorization": "Bearer " + token };
   if (body) headers["Content-Type"] = "application/json";
@@ -939,14 +950,17 @@ async function loadMe() {
   const by = token;
   if (!by || loadMe.busy === by) return;
   loadMe.busy = by;
-  try { const got = await api("/v1/devices/me", "GET");
+  // given up in time: hung, it held back the read at every hello after, and with it the duty
+  // panel and the report form, until the browser gave up (minutes later, if ever)
+  try { const got = await api("/v1/devices/me", "GET", null, REQUEST_WAIT_MS);
     if (token !== by) return;   // the phone handed on meanwhile: the last member's device
     info = got;
     $("push").disabled = !(info.webpush.enabled && "serviceWorker" in navigator && "PushManager" in window);
     $("sms").disabled = !info.sms.enabled;
     show("push", () => say(info.webpush.subscribed ? "push_on" : "push"));
-  } catch (e) { if (token === by) toast(e.message); return; }
-  finally { if (loadMe.busy === by) loadMe.busy = null; }
+  } catch (e) {
+    if (token === by) toast(say("device_not_read", { why: whyNot(e, REQUEST_WAIT_MS) })); return;
+  } finally { if (loadMe.busy === by) loadMe.busy = null; }
   const svc = info.services || {};
   if (svc.volunteers) { $("duty").hidden = false; loadDuty(); }
   if (svc.intake) {
@@ -966,7 +980,9 @@ async function loadDuty() {
   if (!info || !info.services || !info.services.volunteers) return;   // forgotten meanwhile
   const by = token;
   let got;
-  try { got = await api(V("/v1/me"), "GET"); } catch (e) { if (token === by) toast(e.message); return; }
+  try { got = await api(V("/v1/me"), "GET"); } catch (e) {
+    if (token === by) toast(say("shift_not_read", { why: whyNot(e) })); return;
+  }
   if (token !== by) return;   // the phone handed on meanwhile: not the next holder's record
   me = got;
   show("dutyerr", () => "");   // a press that did not go: the shift as it stands now says it
@@ -1024,8 +1040,7 @@ async function shift(which) {
     const late = e.name === "AbortError", offline = e.name === "TypeError";
     const button = which === "start" ? "check_in" : "check_out";
     const told = () => say(which === "start" ? "check_in_failed" : "check_out_failed", {
-      why: late ? say("shift_no_answer", { seconds: SHIFT_WAIT_MS / 1000 })
-        : offline ? say("shift_no_connection") : e.message })
+      why: whyNot(e, SHIFT_WAIT_MS) })
       + (late || offline ? " " + say("shift_again", { button: say(button) }) : "");
     show("dutyerr", told); toast(told());
   } finally {
@@ -1095,7 +1110,7 @@ async function onFix(p, force) {
     if (token !== by) return;
     if (e.status === 409) { stopSharing("check_in_to_share"); loadDuty(); return; }
     if (e.status === 401 || e.status === 403) { tokenGone("token_refused"); return; }
-    show("posline", () => say("position_not_sent", { error: e.message }));
+    show("posline", () => say("position_not_sent", { error: whyNot(e) }));
   }
 }
 
@@ -1121,11 +1136,12 @@ function metres(a, b) {
   return 6371000 * Math.hypot(x, (b.lat - a.lat) * k);
 }
 async function loadCategories() {
-  try { cats = await api(I("/v1/categories"), "GET");
-    showCategories();
-    $("rcat").value = cats.some((c) => c.category === "hazard_report") ? "hazard_report" : cats[0].category;
-    loadCategories.done = true;
-  } catch (e) { toast(e.message); }
+  try { cats = await api(I("/v1/categories"), "GET"); } catch (e) {
+    toast(say("categories_not_read", { why: whyNot(e) })); return;
+  }
+  showCategories();
+  $("rcat").value = cats.some((c) => c.category === "hazard_report") ? "hazard_report" : cats[0].category;
+  loadCategories.done = true;
 }
 function showCategories() {   // the one chosen stays chosen
   const chosen = $("rcat").value;
@@ -1225,7 +1241,8 @@ async function enablePush() {
     const reg = await navigator.serviceWorker.register("/device/sw.js");
     const sub = await reg.pushManager.subscribe({ userVisibleOnly: true,
       applicationServerKey: b64ToBytes(info.webpush.public_key) });
-    await api("/v1/devices/me/webpush", "POST", { subscription: sub.toJSON() });
+    await api("/v1/devices/me/webpush", "POST", { subscription: sub.toJSON() })
+      .catch((e) => { throw new Error(whyNot(e)); });   // the browser's own words are its own
     show("push", () => say("push_on"));
   } catch (e) { toast(say("alerts_failed", { error: e.message })); }
 }
@@ -1286,9 +1303,11 @@ async function forgetToken() {
       ? await navigator.serviceWorker.getRegistration("/device/sw.js") : null;
     const sub = reg && reg.pushManager ? await reg.pushManager.getSubscription() : null;
     if (!sub) return;
-    if (old) {
-      await fetch("/v1/devices/me/webpush", { method: "DELETE",
+    if (old) {   // given up in time: hung, it held back the browser's own unsubscribe below
+      const wait = bounded(REQUEST_WAIT_MS);
+      await fetch("/v1/devices/me/webpush", { method: "DELETE", signal: wait.signal,
         headers: { "Authorization": "Bearer " + old } }).catch(() => null);
+      wait.done();
     }
     await sub.unsubscribe();
   } catch (e) { /* no push on this browser */ }
@@ -1296,8 +1315,11 @@ async function forgetToken() {
 $("forget").onclick = forgetToken;
 $("push").onclick = enablePush;
 $("test").onclick = () => { beepUnlock(); beep(); };
-$("sms").onclick = async () => { try { await api("/v1/devices/me/sms", "POST", { phone: $("phone").value });
-  toast(say("phone_saved")); } catch (e) { toast(e.message); } };
+$("sms").onclick = async () => {
+  try { await api("/v1/devices/me/sms", "POST", { phone: $("phone").value }, REQUEST_WAIT_MS);
+    toast(say("phone_saved"));
+  } catch (e) { toast(say("phone_not_saved", { why: whyNot(e, REQUEST_WAIT_MS) })); }
+};
 $("lang").onclick = switchLanguage;
 setStatus("not_connected", false);
 show("push", () => say("push"));

@@ -77,8 +77,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "checked_out": "您已签退；{team}",
         "check_in_failed": "未签到：{why}。您仍未在岗，收不到指令。",
         "check_out_failed": "未签退：{why}。您仍在岗。",
-        "shift_no_connection": "没有网络",
-        "shift_no_answer": "{seconds} 秒内没有回应（信号弱）",
+        "no_connection": "没有网络",
+        "no_answer": "{seconds} 秒内没有回应（信号弱）",
         "shift_again": "有信号后请再按“{button}”（再按一次不会重复）。",
         "points": "积分：{balance}",
         "points_last": "积分：{balance}（最近一次 {last}）",
@@ -102,6 +102,10 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "notifications_blocked": "通知已被禁止。",
         "alerts_failed": "无法开启提醒：{error}",
         "phone_saved": "手机号已保存，用于短信提醒。",
+        "phone_not_saved": "手机号未保存：{why}。",
+        "device_not_read": "未能读取本设备的信息：{why}。",
+        "shift_not_read": "未能读取您的班次：{why}。",
+        "categories_not_read": "未能读取上报类别：{why}。",
     },
     "en": {
         "title": "Lianfang · orders",
@@ -181,8 +185,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "check_in_failed": "Not checked in: {why}. You are still NOT on shift: no orders reach "
                            "you.",
         "check_out_failed": "Not checked out: {why}. You are still on shift.",
-        "shift_no_connection": "no connection",
-        "shift_no_answer": "no answer within {seconds} s (a weak signal)",
+        "no_connection": "no connection",
+        "no_answer": "no answer within {seconds} s (a weak signal)",
         "shift_again": "Press {button} again when you have a signal (pressed twice, it counts "
                        "once).",
         "points": "Points: {balance}",
@@ -209,6 +213,10 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "notifications_blocked": "Notifications are blocked.",
         "alerts_failed": "Could not enable alerts: {error}",
         "phone_saved": "Phone saved for SMS fallback.",
+        "phone_not_saved": "Phone not saved: {why}.",
+        "device_not_read": "This device's details were not read: {why}.",
+        "shift_not_read": "Your shift was not read: {why}.",
+        "categories_not_read": "The report categories were not read: {why}.",
     },
 }
 

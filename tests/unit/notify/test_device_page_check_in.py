@@ -49,7 +49,7 @@ def test_a_check_in_without_network_says_the_member_is_still_not_on_shift_until_
         PANEL,
         boot=boot(OFF_SHIFT),
     )
-    line = (said("check_in_failed", why=said("shift_no_connection")) + " "
+    line = (said("check_in_failed", why=said("no_connection")) + " "
             + said("shift_again", button=said("check_in")))
     assert failed == [OFF, line, False, True], failed
     assert line in told and not any("Failed to fetch" in t for t in told), told
@@ -77,7 +77,7 @@ def test_a_check_in_waits_a_bounded_time_with_its_buttons_held_and_says_so() -> 
     assert asked == 1
     assert still[2:] == [True, True]
     assert after == [OFF,
-                     said("check_in_failed", why=said("shift_no_answer", seconds=20)) + " "
+                     said("check_in_failed", why=said("no_answer", seconds=20)) + " "
                      + said("shift_again", button=said("check_in")), False, True], after
 
 
