@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
 import redis
@@ -130,20 +130,37 @@ COUNTED_LAG = 100
 
 def unread_by_group(client: redis.Redis, stream: str, info: Mapping[str, Any]) -> int:
     """Entries of `stream` not yet delivered to the group of `info` (its XINFO GROUPS
-    entry). Redis's own lag also counts, for ever, the entries trimmed (MAXLEN) before the
-    group read them: a dispatch that fell behind on unit.position showed a lag once caught
-    up, with nothing left to read. So a lag Redis gives above 0 is checked against the
-    entries after the group's last delivered one, counted up to COUNTED_LAG; past that,
-    Redis's lag, never more than the stream holds. -1: Redis cannot tell (entries deleted)
-    and the group is more than COUNTED_LAG behind."""
+    entry), read with a synchronous client (count_unread says how they are counted)."""
+    if info.get("lag") == 0:
+        return 0
+    after = client.xrange(stream, min=after_delivered(info), count=COUNTED_LAG + 1)
+    return count_unread(info, after, lambda: client.xlen(stream))
+
+
+def after_delivered(info: Mapping[str, Any]) -> str:
+    """XRANGE's start for the entries after the group's last delivered one (its XINFO
+    GROUPS entry `info`): what the group has still to read, read COUNTED_LAG + 1 at most."""
+    return f"({_text(info['last-delivered-id'])}"
+
+
+def count_unread(info: Mapping[str, Any], after: Sequence[Any],
+                 length: Callable[[], int]) -> int:
+    """Entries not yet delivered to the group of `info` (its XINFO GROUPS entry), from
+    `after`: the entries after its last delivered one (XRANGE from after_delivered, COUNT
+    COUNTED_LAG + 1; not read when Redis's lag is 0), and the stream's length, asked for only
+    when more than COUNTED_LAG follow. Redis's own lag also counts, for ever, the entries
+    trimmed (MAXLEN) before the group read them: a dispatch that fell behind on unit.position
+    showed a lag once caught up, with nothing left to read. So a lag Redis gives above 0 is
+    checked against the entries after the group's last delivered one, counted up to
+    COUNTED_LAG; past that, Redis's lag, never more than the stream holds. -1: Redis cannot
+    tell (entries deleted) and the group is more than COUNTED_LAG behind. Apart from the
+    reading, so that async code (dispatch's GET /v1/pipeline) counts as the gauges do."""
     lag = info.get("lag")
     if lag == 0:
         return 0
-    after = client.xrange(stream, min=f"({_text(info['last-delivered-id'])}",
-                          count=COUNTED_LAG + 1)
     if len(after) <= COUNTED_LAG:
         return len(after)
-    return -1 if lag is None else min(int(lag), client.xlen(stream))
+    return -1 if lag is None else min(int(lag), length())
 
 
 def _text(value: str | bytes) -> str:

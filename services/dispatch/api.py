@@ -6,6 +6,7 @@ import json
 import math
 import re
 import secrets
+import time
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
@@ -36,8 +37,9 @@ from shared.http import (
     not_found,
     require,
 )
+from shared.metrics import COUNTED_LAG
 
-from . import domain, paging, records, review, store
+from . import domain, paging, pipeline, records, review, store
 from .config import Settings
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
@@ -110,6 +112,22 @@ KPIS_DESCRIPTION = (
     "?problem=filing_overdue). `handled_by_force`: incidents resolved on site or handed "
     "over, by the force of the team that did (`police:patrol`'s share is the share "
     "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before.")
+
+PIPELINE_DESCRIPTION = (
+    "For each hop of an incident's path (`hops`: `reports` incident.reported to dispatch, "
+    "`orders` order.issued to notify, i.e. to the phones, `answers` order.responded to "
+    "dispatch, `statuses` unit.status and `positions` unit.position to dispatch), the "
+    "consumer group's entries not read yet (`unread`: counted up to "
+    f"{COUNTED_LAG}, beyond it Redis's own figure; -1 when Redis cannot tell), read and not "
+    "acknowledged (`pending`), and `oldest_age_s`: how long the oldest entry the group has "
+    "not finished has waited (the oldest pending, else the first not read; null: none), "
+    "by its entry id's time. `verdict`: `ok`, `behind` (waited longer than `threshold_s`) "
+    "or `no_group` (the group does not exist: that service never started on this Redis). "
+    "`positions_feed`: the age of the newest team position (`newest_age_s`, null: none "
+    "kept), whether teams are on shift (`teams_on_shift`), and `behind` when none came for "
+    "`threshold_s` while they are. `ok`: every verdict is ok. A few commands in two round "
+    "trips, no stream read through: the console asks every 10 s (thresholds: "
+    "services/dispatch/pipeline.py).")
 
 
 # A time of day, a space, then hours and minutes at the end: an offset whose `+` a query
@@ -729,6 +747,22 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 "open_order_id": order_id,
             })
         return {"units": rows, "count": len(rows)}
+
+    @router.get("/pipeline", summary="Whether reports, orders and teams' answers, statuses "
+                "and positions are moving between the services: the console's warning",
+                description=PIPELINE_DESCRIPTION)
+    async def pipeline_state(
+        who: Reader,
+        district: str | None = Query(
+            default=None, max_length=64, description="whose teams on shift make a silence of "
+            "positions a fault: one district; without it, a dispatcher's or inspector's "
+            "districts (the admin's: not looked for, `teams_on_shift` null)"),
+    ) -> dict[str, Any]:
+        if district:
+            check_district(who, district)
+        districts = ([district] if district else list(who.districts)
+                     if who.kind in DESK_KINDS else None)
+        return await pipeline.read_pipeline(redis, districts=districts, now=time.time())
 
     async def period_incidents(who: Principal, district: str | None, since: datetime | None,
                                until: datetime | None, *, default: timedelta,

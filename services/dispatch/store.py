@@ -455,6 +455,25 @@ async def units_in(redis: Redis, district: str) -> list[tuple[Unit, str | None]]
     return out
 
 
+# Whether a team of the districts (KEYS: their lists of teams) is on shift in the
+# projection: 1 at the first found, else 0. Read every few seconds per console (GET
+# /v1/pipeline); on shift, the first team looked at usually ends it, and a district with
+# nobody on shift costs a lookup per team (a few hundred, well under a millisecond).
+_ANY_ON_SHIFT = """
+for _, listed in ipairs(KEYS) do
+  for _, team in ipairs(redis.call('SMEMBERS', listed)) do
+    if redis.call('HGET', 'dispatch:unit:' .. team, 'on_shift') == '1' then return 1 end
+  end
+end
+return 0
+"""
+
+
+async def queue_any_on_shift(pipe: Pipeline, districts: Sequence[str]) -> None:
+    """Queue on `pipe` whether any team of `districts` is on shift (1 or 0)."""
+    await run_script(pipe, _ANY_ON_SHIFT, [f"dispatch:units:{d}" for d in districts], [])
+
+
 async def units_of_agency(redis: Redis, *, district: str, agency_id: str) -> list[Unit]:
     return [unit for unit, _ in await units_in(redis, district) if unit.agency_id == agency_id]
 

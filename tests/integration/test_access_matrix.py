@@ -179,6 +179,9 @@ MATRIX: list[Row] = [
     row("dispatch", "GET", "/v1/kpis?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/heatmap?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/heatmap?district=d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/pipeline", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/pipeline?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/pipeline?district=d2", {"admin": 200}),
 
     # --- volunteers: the roster (admin) and a member's own day (device) ----------------------
     *operations("volunteers"),

@@ -3,6 +3,7 @@ work with its own user, and cannot read another service's keys or run dangerous 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import secrets
@@ -185,6 +186,35 @@ async def test_notify_answers_and_receipts_publish_in_one_script_with_its_own_us
     after = [await redis.xlen(s.name) for s in (streams.ORDER_RESPONDED, streams.ORDER_DELIVERED)]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
     await redis.aclose()
+
+
+async def test_dispatch_reads_every_hop_of_the_pipeline_with_its_own_user(acl_redis) -> None:
+    """The console's warning (GET /v1/pipeline) reads other services' groups on the streams
+    dispatch may touch (notify's on order.issued), their pending summaries, the newest
+    position and its own projection: all allowed to its user, a missing group included."""
+    import time
+
+    from redis.asyncio import Redis
+
+    from services.dispatch import pipeline
+
+    port, passwords = acl_redis
+    admin = client(port, "admin", passwords["admin"])
+    for hop in pipeline.HOPS:  # (the services started above made some)
+        with contextlib.suppress(sync_redis.exceptions.ResponseError):  # BUSYGROUP
+            admin.xgroup_create(hop.stream, hop.group, id="0", mkstream=True)
+    last = pipeline.HOPS[-1]
+    admin.xgroup_destroy(last.stream, last.group)  # missing: said, not refused
+    admin.xgroup_setid(streams.ORDER_ISSUED.name, "notify", "$")
+    admin.xadd(streams.ORDER_ISSUED.name, {"probe": "x"})
+    redis = Redis(port=port, username="dispatch", password=passwords["dispatch"],
+                  decode_responses=True)
+    answer = await pipeline.read_pipeline(redis, districts=["d1"], now=time.time())
+    await redis.aclose()
+    verdicts = {h["hop"]: (h["verdict"], h["unread"]) for h in answer["hops"]}
+    assert verdicts[pipeline.HOPS[-1].name] == ("no_group", None), verdicts
+    assert verdicts["orders"] == ("ok", 1), verdicts
+    assert answer["positions_feed"]["teams_on_shift"] is False
 
 
 def test_redis_started_as_compose_starts_again_on_its_data_after_a_kill(tmp_path: Path) -> None:
