@@ -1,6 +1,8 @@
 """The command room's console page (`GET /console`): self-contained, no CDN.
 
-The board of a district refreshed every few seconds (flagged incidents first), the units
+The board of a district refreshed every few seconds (flagged incidents first), a banner
+when the system itself is stuck (orders not reaching the phones, reports or the teams'
+answers not reaching dispatch, no positions coming in: GET /v1/pipeline), the units
 on one screen, an incident's whole timeline, manual assignment (a linked report too, or
 "not a duplicate": unlinked and dispatched) and closing, evidence, the duty (who supervises
 new incidents) and the KPIs.
@@ -44,6 +46,8 @@ _CONSOLE_PAGE = """<!doctype html>
  #detail{grid-column:1/3}
  #map{width:100%;height:340px;background:#0d1826;border-radius:6px;display:block}
  #map text{fill:#9fb2c6;font-size:11px} #map .inc{cursor:pointer}
+ #pipeline{background:#5c1d1f;border-bottom:2px solid #ff6b6b;padding:8px 12px;font-weight:600}
+ #pipeline div{margin:2px 0}
 </style></head><body>
 <header><h1 id="heading">{{heading}}</h1>
  <button id="lang" type="button" lang="en">{{switch}}</button>
@@ -59,6 +63,7 @@ _CONSOLE_PAGE = """<!doctype html>
  <span id="dutyerr"></span>
  <button id="signout" title="{{sign_out_hint}}">{{sign_out}}</button>
  <span id="err"></span></header>
+<div id="pipeline" role="alert" hidden></div>
 <main>
  <section><h2><span id="maphead">{{map}}</span> <span class="dim" id="maplegend"></span></h2>
   <svg id="map" role="img" aria-label="{{map_label}}"></svg>
@@ -182,6 +187,7 @@ function showLanguage() {
   choices("evkind", ["video", "photo", "audio", "document"].map(k => [k, word("evidence_kind", k)]));
   for (const [id, text] of lines) $(id).textContent = text();
   document.title = titled();
+  paintPipeline();
 }
 let selected = null;  // the incident last clicked: its panel is asked for
 let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
@@ -260,6 +266,7 @@ function refused(body) {
   $("older").hidden = true; $("newest").hidden = true;
   setTitle(() => say("title_signed_out"));
   show("err", () => say("token_refused", {why}));
+  pipelineNow = null; pipelineMissed = 0; pipelineReading = null; paintPipeline();
 }
 // What an action answered (a 409 and why) stays beside its buttons until the next action:
 // the 3 s refresh does not wipe it before it is read.
@@ -438,6 +445,70 @@ async function readSpots(d) {
   } finally {
     if (current() && lines.get("err") === spotsLine) show("err", spotsLine);
     if (spotsReading === read) spotsReading = null; }
+}
+// Whether the system itself moves (GET /v1/pipeline): orders reaching the phones, new
+// reports and the teams' answers, statuses and positions reaching dispatch. A dispatcher
+// who knows it is stuck falls back to the radio and the phone; one who does not, waits
+// for deadlines to pass. Read every PIPELINE_EVERY_MS from the 3 s tick, one read at a
+// time, beside the refresh and never awaited by it (a dispatch under load, the refresh's
+// reads slow, is when this must be said). A banner over the page says each hop behind and
+// what to do, gone once all are ok; a read that failed is said ("cannot tell whether...")
+// only after PIPELINE_MISSES in a row (one lost answer is no outage), until the next read
+// is answered.
+const PIPELINE_EVERY_MS = 10000, PIPELINE_MISSES = 2;
+let pipelineDue = 0;  // when the next read is due: 0, at the next tick
+let pipelineReading = null;  // the read on its way, if any
+let pipelineNow = null;  // the last answer
+let pipelineMissed = 0, pipelineWhy = null;  // reads failed in a row since, and the last why
+// what each hop behind means to the dispatcher, and what to do (console_text.py)
+const PIPELINE_SAID = {reports: "pipeline_reports", orders: "pipeline_orders",
+  answers: "pipeline_answers", statuses: "pipeline_statuses", positions: "pipeline_positions"};
+function checkPipeline() {
+  const d = $("district").value.trim();
+  if (stopped || !$("token").value || !d || pipelineReading || Date.now() < pipelineDue) return;
+  readPipeline(d);
+}
+async function readPipeline(d) {
+  const read = {}; pipelineReading = read; pipelineDue = Date.now() + PIPELINE_EVERY_MS;
+  try {
+    const answer = await api("/v1/pipeline?" + new URLSearchParams({district: d}));
+    if (pipelineReading !== read) return;  // a token refused or changed meanwhile
+    pipelineNow = answer; pipelineMissed = 0; pipelineWhy = null;
+  } catch (e) {
+    if (e === REFUSED || pipelineReading !== read) return;  // api() has said a refusal
+    pipelineMissed += 1; pipelineWhy = e;
+  } finally {
+    if (pipelineReading === read) { pipelineReading = null; paintPipeline(); }
+  }
+}
+// an age in the dispatcher's words: seconds, minutes past two
+const ageText = s => (s < 120 ? say("age_seconds", {n: Math.round(s)})
+  : say("age_minutes", {n: Math.round(s / 60)}));
+function pipelineLines() {
+  if (stopped) return [];
+  if (pipelineMissed >= PIPELINE_MISSES) {
+    return [say("pipeline_unknown", {why: told(pipelineWhy)()})]; }
+  if (!pipelineNow) return [];
+  const out = [];
+  for (const h of pipelineNow.hops || []) {
+    if (h.verdict === "ok") continue;
+    const why = h.verdict === "no_group" ? say("pipeline_not_started", {service: h.group})
+      : say("pipeline_waiting", {age: ageText(h.oldest_age_s || 0)});
+    // a hop a newer dispatch added: said by dispatch's own words for it
+    out.push(own(PIPELINE_SAID, h.hop) ? say(PIPELINE_SAID[h.hop], {why})
+      : say("pipeline_other", {what: h.what, why}));
+  }
+  const feed = pipelineNow.positions_feed;
+  if (feed && feed.verdict !== "ok") {
+    out.push(feed.newest_age_s == null ? say("pipeline_no_fixes")
+      : say("pipeline_fixes_silent", {age: ageText(feed.newest_age_s)})); }
+  return out;
+}
+function paintPipeline() {
+  const said = pipelineLines(), box = $("pipeline");
+  box.replaceChildren(...said.map(text => { const line = document.createElement("div");
+    line.textContent = text; return line; }));
+  box.hidden = !said.length;
 }
 // The district on one screen: no map tiles (the station server may have no Internet), the
 // points placed by their coordinates, north up, the same scale both ways.
@@ -712,7 +783,7 @@ $("save").onclick = () => {
   localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsDue = 0; me = null; pages = [];
   if (stopped) { stopped = false; show("err", ""); }  // a new token: polling again
-  refresh(); };
+  pipelineDue = 0; checkPipeline(); refresh(); };
 // A shared desk: the next shift's dispatcher must not act under this one's token.
 $("signout").onclick = () => { localStorage.removeItem("lf-token");
   refused({error: {message: "signed out"}}); show("err", () => say("signed_out")); };
@@ -751,7 +822,9 @@ $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.set
   showLanguage(); spotsDue = 0; if (!stopped) refresh(); };
 show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
 showLanguage();
-setInterval(() => { if (!refreshing && !stopped) refresh(); }, 3000); refresh();
+// the system's state first: its read is never held back by a refresh still on its way
+setInterval(() => { checkPipeline(); if (!refreshing && !stopped) refresh(); }, 3000);
+checkPipeline(); refresh();
 </script></body></html>
 """
 

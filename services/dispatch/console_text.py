@@ -58,6 +58,25 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "last_24h": "最近24小时",
         "hot_spots": "热点（四周）",
         "spots_not_read": "热点未能读取（{after}秒后再试）：{why}",
+        "pipeline_reports": "新警情未能送达调度（{why}）：尚未上屏，紧急警情请电话接报、对讲机派警",
+        "pipeline_orders": "指令未能推送到手机（{why}）：请用对讲机联系警组",
+        "pipeline_answers": "警组的反馈未能送达调度（{why}）：屏上状态和增援请求可能滞后，"
+                            "请用对讲机确认",
+        "pipeline_statuses": "警组上下班和状态变化未能送达调度（{why}）：警组列表可能不准，"
+                             "派警前请用对讲机确认",
+        "pipeline_positions": "警组位置未能送达调度（{why}）：就近派警按旧位置排序，"
+                              "请用对讲机询问警组位置",
+        "pipeline_other": "系统环节滞后：{what}（{why}）",
+        "pipeline_waiting": "最早一条已等待{age}",
+        "pipeline_not_started": "{service}服务未曾启动",
+        "pipeline_fixes_silent": "警组在岗，但已{age}没有收到任何位置：就近派警按旧位置排序，"
+                                 "请用对讲机询问警组位置",
+        "pipeline_no_fixes": "警组在岗，但没有收到任何位置：就近派警无法按位置排序，"
+                             "请用对讲机询问警组位置",
+        "pipeline_unknown": "无法判断指令能否推送到手机、新警情能否送达调度：系统状态读取失败"
+                            "（{why}）。请备好对讲机",
+        "age_seconds": "{n}秒",
+        "age_minutes": "{n}分钟",
         "assign_team": "派警组",
         "assign": "派警",
         "unlink": "非重复上报：派警",
@@ -189,6 +208,30 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "last_24h": "Last 24 h",
         "hot_spots": "Hot spots (4 weeks)",
         "spots_not_read": "Hot spots not read (tried again in {after} s): {why}",
+        "pipeline_reports": "New reports are not reaching dispatch ({why}): they are not on "
+                            "the board yet; take urgent calls by phone and send teams by radio",
+        "pipeline_orders": "Orders are not reaching phones ({why}): reach the teams by radio",
+        "pipeline_answers": "Teams' answers are not reaching dispatch ({why}): the states and "
+                            "calls for backup on the board may be late; confirm by radio",
+        "pipeline_statuses": "Teams' check-ins and status changes are not reaching dispatch "
+                             "({why}): the team list may be wrong; confirm by radio before "
+                             "sending a team",
+        "pipeline_positions": "Team positions are not reaching dispatch ({why}): the nearest "
+                              "team is chosen by old positions; ask teams where they are by "
+                              "radio",
+        "pipeline_other": "Falling behind: {what} ({why})",
+        "pipeline_waiting": "oldest waiting {age}",
+        "pipeline_not_started": "{service} has never started",
+        "pipeline_fixes_silent": "Teams are on shift but no position has come in for {age}: "
+                                 "the nearest team is chosen by old positions; ask teams where "
+                                 "they are by radio",
+        "pipeline_no_fixes": "Teams are on shift but no position has come in: the nearest team "
+                             "cannot be chosen by position; ask teams where they are by radio",
+        "pipeline_unknown": "Cannot tell whether orders reach phones and reports reach "
+                            "dispatch: the system's state could not be read ({why}); keep "
+                            "the radio at hand",
+        "age_seconds": "{n} s",
+        "age_minutes": "{n} min",
         "assign_team": "Assign team",
         "assign": "Assign",
         "unlink": "Not a duplicate: dispatch it",

@@ -4,6 +4,7 @@ with ids of a known time (an id's milliseconds are its time), so an age is known
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from shared import streams
 from shared.events import UnitPosition, UnitStatus, utcnow
 from shared.metrics import COUNTED_LAG
 from tests.helpers import poll_until
+from tests.unit.dispatch.test_console_page import said
+from tests.unit.dispatch.test_console_shift import run_console
 
 from .test_command_room_queries import ADMIN, desk_token
 from .test_engine import DISTRICT
@@ -76,6 +79,11 @@ async def test_orders_not_pushed_to_phones_are_behind_by_the_age_of_the_oldest_u
     assert (orders["unread"], orders["pending"], orders["verdict"]) == (1, 1, "behind"), orders
     assert 45 - 0.001 <= orders["oldest_age_s"] <= 45 + waited + 0.001, orders
     assert r.json()["ok"] is False
+    # the console says it, from dispatch's own answer
+    (banner,) = run_console(f"pipelineState = () => ({json.dumps(r.json())});",
+                            '$("pipeline").children.map(line => line.textContent)')
+    assert banner == [said("pipeline_orders", why=said(
+        "pipeline_waiting", age=said("age_seconds", n=round(orders["oldest_age_s"]))))], banner
 
     client.xack(ORDERS, "notify", held)
     r = await console.get("/v1/pipeline", headers=ADMIN, params={"district": DISTRICT})

@@ -101,8 +101,17 @@ var posted = (url, init) => ({ order_id: "ord_1", team_id: JSON.parse(init.body)
                                 state: "offered" });
 // dead-lettered, on no board
 var lostReports = { reports: [], count: 0, next: null, more: false, scanned_to: null };
+// GET /v1/pipeline: every hop moving, unless a test says otherwise
+function hopOf(name, extra) {
+  return Object.assign({ hop: name, stream: name, group: "dispatch", what: name, unread: 0,
+    pending: 0, oldest_age_s: null, threshold_s: 10, verdict: "ok" }, extra || {});
+}
+const HOPS = ["reports", "orders", "answers", "statuses", "positions"];
+var pipelineState = () => ({ ok: true, hops: HOPS.map(h => hopOf(h)), positions_feed: {
+  newest_age_s: 2, teams_on_shift: true, threshold_s: 180, verdict: "ok" } });
 var answer = (url, init) => {
   if (init && init.method && init.method !== "GET") return posted(url, init);
+  if (url.startsWith("/v1/pipeline")) return pipelineState(url);
   if (url.startsWith("/v1/me")) return { kind: "dispatcher", districts: ["d1", "d2"] };
   if (url.startsWith("/v1/duty/")) return { duty: null };
   if (url.startsWith("/v1/reports-not-handled")) return lostReports;
