@@ -44,6 +44,15 @@ def timer_set(url: str, member: str) -> bool:
         client.close()
 
 
+async def judged_linked(url: str, linked: str) -> None:
+    """The report linked to an incident dispatch does not know, its link judged: its wait's
+    timer set. Not its status: `linked` is written with the record, a step before the
+    judgement that sets the timer (a test that went on at the status found no timer now and
+    then, under load)."""
+    await poll_until(lambda: status(url, linked) == "linked" and timer_set(url, f"link:{linked}"),
+                     "the report linked, its link to be judged again after the wait")
+
+
 def due_now(url: str, member: str, *, set_again: bool = False) -> None:
     """The timer `member` made due now (as LINKED_WAIT_S passing would); it must be set,
     unless `set_again` (a timer handled, then firing again)."""
@@ -63,7 +72,7 @@ async def linked_to_a_lost_incident(url: str, broker: RedisBroker) -> tuple[str,
     await wait_for_units(url, 2)
     lost = new_id("inc")
     linked = await duplicate_of(broker, lost)
-    await poll_until(lambda: status(url, linked) == "linked", "the report linked")
+    await judged_linked(url, linked)
     return lost, linked
 
 
@@ -173,7 +182,7 @@ async def test_what_a_report_judged_before_its_incident_knows_reaches_that_incid
         district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
         category="help_request", priority="P1", flags=("Weapon",), location=SCENE,
         reported_at=utcnow(), linked_to=parent), stream=streams.INCIDENT_REPORTED.name)
-    await poll_until(lambda: status(dispatch, linked) == "linked", "the report linked")
+    await judged_linked(dispatch, linked)
     await publisher.publish(IncidentReported(
         district=DISTRICT, incident_id=parent, system_id="sys", external_ref=parent,
         category="help_request", priority="P3", location=SCENE, reported_at=utcnow()),
@@ -218,7 +227,7 @@ async def sent_out_in_place_of_a_dead_letter(
     lost = new_id("inc")
     replay = await dead_lettered(url, broker, reported(lost, **lost_report), monkeypatch)
     linked = await duplicate_of(broker, lost)
-    await poll_until(lambda: status(url, linked) == "linked", "the report linked")
+    await judged_linked(url, linked)
     due_now(url, f"link:{linked}")
     await poll_until(lambda: orders_for(url, linked), "an order of its own")
     return lost, linked, replay
