@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import yaml
 from websockets.asyncio.client import connect
 
 from shared.policy import DEFAULT_POLICY
+from shared.timezones import parse_timezone
 from tests.e2e.conftest import running_stack
 from tests.e2e.journey import Device, admin, wait_until_dispatch_sees
 from tests.helpers import poll_until
@@ -379,6 +380,17 @@ async def check_comment(op: Operator, command: Curl, request: httpx.Request,
         assert until - since == timedelta(hours=24), answer
         assert answer["incidents"] == 1 and answer["by_category"] == {"dispute": 1}, answer
         assert answer["by_status"] == {op.answered: 1}, answer
+    elif comment == "that day, 00:00-24:00 on TIMEZONE's clock":
+        # the day the doc names, midnight to midnight on dispatch's clock (the answer names
+        # it), whatever the operator's; the incident reported today is not in it
+        day = date.fromisoformat(request.url.params["date"])
+        since, until = (datetime.fromisoformat(answer[k]) for k in ("since", "until"))
+        tz = parse_timezone(answer["timezone"])
+        assert (since, until) == (datetime.combine(day, time(), tzinfo=tz),
+                                  datetime.combine(day + timedelta(days=1), time(),
+                                                   tzinfo=tz)), answer
+        if date.fromisoformat(answer["today"]) > day:  # (a clock before the doc's day: in it)
+            assert answer["incidents"] == 0, answer
     else:
         raise AssertionError(f"{command.describe()}: the doc says {comment!r}, which this test "
                              "does not check yet: teach it")
