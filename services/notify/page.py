@@ -1101,16 +1101,35 @@ async function onFix(p, force) {
   if (watchId === null) return;   // asked for before the sharing stopped: a report's place only
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
-  const by = token;   // the phone handed on while it went: the line is the next holder's
-  try { await api(V("/v1/me/position"), "PUT", lastFix);
+  await sendPosition(lastFix, token);
+}
+// The position goes to volunteers one PUT at a time, each given up after POSITION_WAIT_MS.
+// On a weak signal a browser's fetch hangs for minutes: a fix every 5 s piled up hung PUTs
+// until they held all the browser's connections to volunteers (about six a host over
+// HTTP/1.1), and a check-out or a report waited behind them. A fix taken while one is on its
+// way waits for it, and a newer one takes its place: only the newest position matters, and
+// one later than 4 s is superseded by the next fix anyway.
+const POSITION_WAIT_MS = 4000;
+let positionGoing = false, positionNext = null;   // the fix waiting: { fix, by }
+async function sendPosition(fix, by) {
+  if (positionGoing) { positionNext = { fix, by }; return; }
+  positionGoing = true;
+  try { await putPosition(fix, by); } finally { positionGoing = false; }
+  const next = positionNext; positionNext = null;
+  // not on behalf of a token handed on meanwhile, nor once the sharing stopped (a 409, a 401)
+  if (next && next.by === token && watchId !== null) await sendPosition(next.fix, next.by);
+}
+// The line says the fix that went (not one taken since, still waiting or replaced).
+async function putPosition(fix, by) {   // the phone handed on while it went: the line is the next holder's
+  try { await api(V("/v1/me/position"), "PUT", fix, POSITION_WAIT_MS);
     if (token !== by) return;
-    const at = new Date(), metres = lastFix.accuracy_m;
+    const at = new Date(), metres = fix.accuracy_m;
     show("posline", () => say("position_shared", { time: clock(at), metres }));
   } catch (e) {
     if (token !== by) return;
     if (e.status === 409) { stopSharing("check_in_to_share"); loadDuty(); return; }
     if (e.status === 401 || e.status === 403) { tokenGone("token_refused"); return; }
-    show("posline", () => say("position_not_sent", { error: whyNot(e) }));
+    show("posline", () => say("position_not_sent", { error: whyNot(e, POSITION_WAIT_MS) }));
   }
 }
 

@@ -3,7 +3,7 @@ token still good (the page's script runs in node, as in test_device_page_day).""
 
 from __future__ import annotations
 
-from tests.unit.notify.test_device_page_day import CONNECTED, SERVICES, day, hello
+from tests.unit.notify.test_device_page_day import CONNECTED, SERVICES, day, hello, said
 
 # The phone's position service: what the page asked of it, and a fix it can be given.
 GPS = ("var gps = { watching: 0, fix: null }; navigator.geolocation = { "
@@ -11,11 +11,12 @@ GPS = ("var gps = { watching: 0, fix: null }; navigator.geolocation = { "
        "clearWatch: () => { gps.watching--; }, getCurrentPosition: (ok) => { gps.fix = ok; } };")
 BOOT = f"{CONNECTED} {SERVICES} {GPS} loadMe();"
 SENT = "fetched.filter((f) => f.url.endsWith('/v1/me/position')).length"
-# the phone gets a fix (one asked for before), a minute goes by; then whether the page still
-# watches, and how many fixes it sent meanwhile
+# the phone gets a fix (one asked for before) and volunteers answers it (a fix on its way is
+# given up after 4 s: the minute goes by in the next step); a minute goes by; then whether
+# the page still watches, and how many fixes it sent meanwhile
 FIX = (f"var before = {SENT}; gps.fix({{ coords: {{ latitude: 22.8, longitude: 108.3, "
-       "accuracy: 5 }, timestamp: Date.now() }); later(60000)")
-AFTER = f"[gps.watching, {SENT} - before]"
+       "accuracy: 5 }, timestamp: Date.now() }); null")
+AFTER = f"later(60000); [gps.watching, {SENT} - before]"
 
 
 def test_a_revoked_phone_stops_watching_its_position_and_sends_no_more_fixes() -> None:
@@ -73,3 +74,65 @@ def test_a_report_after_check_out_is_placed_where_the_member_is_on_a_phone_set_s
         boot=BOOT,
     )
     assert place["lat"] == 22.87
+
+
+# Volunteers on a weak signal: each position PUT hangs until answered by `answers[i]`.
+HANGING = ("var answers = []; var base = net; net = (url, init) => "
+           "url.endsWith('/v1/me/position') ? new Promise((ok) => answers.push(ok)) "
+           ": base(url, init);")
+PUTS = "fetched.filter((f) => f.url.endsWith('/v1/me/position')).map((f) => f.body.lat)"
+
+
+def taken(lat: float, accuracy: int) -> str:
+    """A fix the phone just took (the 30 s one, which goes whatever the last went)."""
+    return (f"onFix({{ coords: {{ latitude: {lat}, longitude: 108.3, accuracy: {accuracy} }}, "
+            "timestamp: Date.now() }, true)")
+
+
+def test_one_position_goes_at_a_time_and_the_newest_fix_waits_for_it() -> None:
+    # On one bar of signal each PUT hung for minutes, and a fix every few seconds started
+    # another: they took all the browser's connections to volunteers, and the member's
+    # check-out or report queued behind them. One goes at a time; fixes taken meanwhile
+    # wait, the newest in place of the others, and go once it is answered.
+    *_, first, _, second, line, _, after = day(
+        hello(),
+        f"{HANGING} {taken(22.81, 5)}; {taken(22.82, 6)}; {taken(22.83, 7)}; null",
+        PUTS,
+        "answers[0]([200, {}]); null",
+        PUTS,
+        "text('posline')",
+        "answers[1]([200, {}]); null",
+        f"[{PUTS}, text('posline')]",
+        boot=BOOT,
+    )
+    assert first == [22.81]
+    assert second == [22.81, 22.83]  # the newest waiting fix, not the one it replaced
+    # the line says the fix that went, not the one on its way
+    assert line.startswith("已共享位置") and line.endswith("（±5 米）"), line
+    assert after[0] == [22.81, 22.83] and after[1].endswith("（±7 米）"), after
+
+
+def test_a_position_that_gets_no_answer_is_given_up_before_the_next_fix() -> None:
+    # A fix later than the next one is worth nothing: waiting on it held a connection.
+    *_, line, puts = day(
+        hello(),
+        f"{HANGING} {taken(22.81, 5)}; later(4000); null",
+        "text('posline')",
+        f"{taken(22.82, 5)}; {PUTS}",
+        boot=BOOT,
+    )
+    assert line == said("position_not_sent", error=said("no_answer", seconds=4))
+    assert puts == [22.81, 22.82]
+
+
+def test_a_fix_waiting_when_the_sharing_stops_does_not_go() -> None:
+    # The check-out went through elsewhere: volunteers refuses the fix on its way (409)
+    # and the sharing stops; the fix that waited for it is not sent after it.
+    *_, puts = day(
+        hello(),
+        f"{HANGING} {taken(22.81, 5)}; {taken(22.82, 5)}; "
+        "answers[0]([409, { error: { message: 'not on the shift' } }]); null",
+        PUTS,
+        boot=BOOT,
+    )
+    assert puts == [22.81]
