@@ -916,10 +916,16 @@ function bounded(waitMs) {
 // Why a request of the page's did not go, in the member's words: no network (fetch fails with
 // a TypeError whose message is the browser's own, untranslated: "Failed to fetch", Firefox's
 // "NetworkError when attempting to fetch resource.", Safari's "Load failed"), no answer within
-// `waitMs` (given up), or the service's own reason for refusing it.
+// `waitMs` (given up), or the service's own reason for refusing it. A refusal without one (a
+// gateway's own page: no JSON) is the server's not answering properly, in the page's words
+// (busy for NOT_NOW's statuses), not api()'s "HTTP 502".
 function whyNot(e, waitMs) {
   if (e.name === "AbortError") return say("no_answer", { seconds: waitMs / 1000 });
-  return e.name === "TypeError" ? say("no_connection") : e.message;
+  if (e.name === "TypeError") return say("no_connection");
+  if (e.status && !e.reason) {
+    return say(NOT_NOW.includes(e.status) ? "server_busy_reason" : "server_no_reason", { status: e.status });
+  }
+  return e.message;
 }
 // A request the member waits on, or one that holds back others while on its way (loadMe's
 // one read at a time), is given up after REQUEST_WAIT_MS, as a check-in or a report is.
@@ -938,8 +944,10 @@ async function api(path, method, body, waitMs) {   // notify's own path, or anot
       serverSkew = Math.abs(off) > 3000 ? off : 0;
     }
     const data = await r.json().catch((e) => { if (wait.signal && wait.signal.aborted) throw e; return {}; });
-    if (!r.ok) { const e = new Error(data.error ? data.error.message : ("HTTP " + r.status));
-      e.status = r.status; throw e; }
+    if (!r.ok) {   // `reason`: the service's own, when it gave one
+      const reason = data && data.error && data.error.message;
+      const e = new Error(reason || ("HTTP " + r.status)); e.status = r.status; e.reason = reason; throw e;
+    }
     return data;
   } finally { wait.done(); }
 }
@@ -1230,7 +1238,7 @@ async function sendReport() {
     // fetch fails with a TypeError when there is no network at all
     const late = e.name === "AbortError";
     const why = () => (late ? say("no_answer_report", { seconds: REPORT_WAIT_MS / 1000 })
-      : e.name === "TypeError" ? say("no_connection_report") : e.message);
+      : e.name === "TypeError" ? say("no_connection_report") : whyNot(e));
     toast(say("not_reported", { why: why() }));
     show("rstate", () => say("not_reported", { why: why() }) + " "
       + say(late && asked ? "report_unsure" : "report_kept"));

@@ -79,6 +79,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "check_out_failed": "未签退：{why}。您仍在岗。",
         "no_connection": "没有网络",
         "no_answer": "{seconds} 秒内没有回应（信号弱）",
+        "server_busy_reason": "服务器繁忙（{status}）",
+        "server_no_reason": "服务器没有正常回应（{status}）",
         "shift_again": "有信号后请再按“{button}”（再按一次不会重复）。",
         "points": "积分：{balance}",
         "points_last": "积分：{balance}（最近一次 {last}）",
@@ -187,6 +189,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "check_out_failed": "Not checked out: {why}. You are still on shift.",
         "no_connection": "no connection",
         "no_answer": "no answer within {seconds} s (a weak signal)",
+        "server_busy_reason": "the server is busy ({status})",
+        "server_no_reason": "the server did not answer properly ({status})",
         "shift_again": "Press {button} again when you have a signal (pressed twice, it counts "
                        "once).",
         "points": "Points: {balance}",

@@ -142,3 +142,19 @@ def test_a_browser_without_abort_controller_still_sends_reports_without_a_bound(
         "toasts.includes(" + json.dumps(said("reported")) + ")]",
     )
     assert after == [["two men fighting"], "", "", True]
+
+
+def test_a_report_a_gateway_refused_with_its_own_page_says_the_server_is_busy() -> None:
+    # intake away behind its proxy: a 502 HTML page, no reason of intake's. The form said
+    # "HTTP 502".
+    gateway = ("reports = async () => [502, null]; var through = fetch; "
+               "fetch = async (url, init) => { const r = await through(url, init); "
+               "if (r.status === 502) r.json = async () => { throw new SyntaxError('<html>'); }; "
+               "return r; };")
+    _, _, form = day(
+        f"{WHERE} {REPORT_SETUP}",
+        f"{gateway} {report('violence', 'two men fighting')}",
+        "text('rstate')",
+    )
+    assert said("not_reported", why=said("server_busy_reason", status=502)) in form, form
+    assert "HTTP" not in form

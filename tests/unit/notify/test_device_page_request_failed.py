@@ -130,3 +130,30 @@ def test_forgetting_the_token_ends_the_push_subscription_though_notify_does_not_
         boot=CONNECTED,
     )
     assert ended is True
+
+
+# A gateway between the phone and the service answers with an HTML page of its own (no JSON,
+# no reason of the service's): a 502 when the service is away, a 500 when it failed.
+GATEWAY = ("var through = fetch; fetch = async (url, init) => { const r = await through(url, init); "
+           "if (r.status >= 500) r.json = async () => { throw new SyntaxError("
+           "\"Unexpected token '<', \\\"<html>\\\" is not valid JSON\"); }; return r; };")
+NOT_ANSWERED = [(502, "server_busy_reason"), (503, "server_busy_reason"),
+                (500, "server_no_reason")]
+
+
+@pytest.mark.parametrize(("status", "why"), NOT_ANSWERED)
+@pytest.mark.parametrize(("url", "told", "step"), READS)
+def test_a_request_refused_with_no_reason_is_said_in_the_members_words(
+        url: str, told: str, step: str, status: int, why: str) -> None:
+    # The member read "HTTP 502", the page's own debugging words, on a Chinese page.
+    _, toasts = day(f"{GATEWAY} {failing(url, f'[{status}, null]')} {step}", "toasts.slice()")
+    assert said(told, why=said(why, status=status)) in toasts, toasts
+    assert not [t for t in toasts if "HTTP" in t], toasts
+
+
+def test_a_position_refused_with_no_reason_says_the_server_is_busy() -> None:
+    _, line = day(
+        f"{GPS} {GATEWAY} {failing('https://vol.test/v1/me/position', '[504, null]')} loadMe()",
+        "text('posline')",
+    )
+    assert line == said("position_not_sent", error=said("server_busy_reason", status=504))
