@@ -319,6 +319,10 @@ async def test_a_device_token_is_told_of_a_wrong_field_before_it_is_refused(
     for who in (wang, ADMIN):
         r = await volunteers.client.post(url, headers=who, json=wrong)
         assert (r.status_code, r.json()["error"].get("field")) == (422, "points"), r.text
+        # neither a reward nor a penalty: wrong input as well, though within the bounds
+        r = await volunteers.client.post(url, headers=who, json={"points": 0, "note": "me"})
+        assert (r.status_code, r.json()["error"]) == (422, {
+            "code": "invalid_field", "message": "points must not be 0", "field": "points"}), r.text
     r = await volunteers.client.post(url, headers=wang, json={"points": 100, "note": "me"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
     assert (await points_of(volunteers, wang))["balance"] == 0
