@@ -140,14 +140,21 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
                          "volunteers": _base(settings.volunteers_public_url)},
         }
 
-    @router.post("/devices/me/webpush", summary="Receive orders by Web Push while the page is closed")
-    async def subscribe_webpush(body: WebPushIn, who: DeviceCaller) -> dict[str, Any]:
-        # notify will POST to this URL: only a push service's (see endpoint_problem)
+    async def _push_subscription(body: WebPushIn) -> WebPushIn:
+        """The body, its endpoint checked: notify will POST to this URL, so only a push
+        service's (see endpoint_problem). A dependency, not the route: it runs before a
+        token of the wrong kind is refused, so a wrong endpoint is a 422 first (DESIGN's
+        order); not the model, as the check reads a setting. No name is resolved here."""
         problem = endpoint_problem(body.subscription.endpoint,
                                    allow_private=settings.webpush_allow_private_endpoints)
         if problem is not None:
             raise ApiError(422, "invalid_field", f"subscription.endpoint {problem}",
                            "subscription.endpoint")
+        return body
+
+    @router.post("/devices/me/webpush", summary="Receive orders by Web Push while the page is closed")
+    async def subscribe_webpush(who: DeviceCaller,
+                                body: WebPushIn = Depends(_push_subscription)) -> dict[str, Any]:
         await _touch(who)
         if not await store.set_device_channel(redis, who.device_id or who.subject,
                                               field="webpush",

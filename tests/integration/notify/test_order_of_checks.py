@@ -10,6 +10,7 @@ from shared.events import OrderResponded
 from tests.helpers import read_stream
 
 from .conftest import ADMIN, Volunteers, an_order, device, issue
+from .test_fallback import Browser
 from .test_responses import stored
 
 
@@ -70,3 +71,23 @@ async def test_a_token_of_another_kind_is_told_of_a_wrong_field_before_it_is_ref
         r = await http.post(url, headers=ADMIN, json={"response": "acknowledged"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
     assert read_stream(clean_redis, streams.ORDER_RESPONDED.name, OrderResponded) == []
+
+
+async def test_a_push_endpoint_that_is_wrong_is_a_422_for_a_token_of_another_kind_too(
+        notify: str, volunteers: Volunteers, http: httpx.AsyncClient) -> None:
+    # Web Push is for devices: the admin's token is refused (403), but after an endpoint
+    # that is no push service's (422 naming it), as a device is told; a right one: 403.
+    member = volunteers.enrol("t1")
+    keys = Browser("https://x.example.com/").subscription["keys"]
+    url = f"{notify}/v1/devices/me/webpush"
+    wrong = {"subscription": {"endpoint": "https://127.0.0.1/x", "keys": keys}}
+    for who in (ADMIN, member.bearer):
+        r = await http.post(url, headers=who, json=wrong)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["field"], error["message"]) == (
+            "invalid_field", "subscription.endpoint", "subscription.endpoint must name a push "
+            "service's host, not an IP address")
+    r = await http.post(url, headers=ADMIN, json={
+        "subscription": {"endpoint": "https://push.example.com/x", "keys": keys}})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
