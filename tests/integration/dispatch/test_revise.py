@@ -18,7 +18,7 @@ from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, settings_for
 from .test_assign import ADMIN, timeline, withdrawals
-from .test_engine import orders_once, report, team, wait_for_units
+from .test_engine import DISTRICT, orders_once, report, team, wait_for_units
 from .test_reinforcement import make_due
 
 
@@ -158,6 +158,28 @@ async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(
     await console.post(f"{url}/close", headers=ADMIN)
     closed = await console.patch(url, headers=ADMIN, json={"priority": "P1"})
     assert closed.status_code == 409
+
+
+@pytest.mark.roster(DISTRICT)
+async def test_an_inspector_is_told_of_a_revision_that_changes_nothing_before_it_is_refused(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # An inspector changes nothing (403), but DESIGN's order puts wrong input (422) before
+    # that: a revision with neither a priority nor flags to add is one, as for the admin.
+    order = await a_guard_on_a_suspicious_incident(clean_redis, publisher)
+    url = f"/v1/incidents/{order.incident_id}"
+    r = await console.post("/v1/dispatchers", headers=ADMIN, json={
+        "name": "Inspector Sun", "districts": [DISTRICT], "role": "inspector"})
+    assert r.status_code == 201, r.text
+    inspector = {"Authorization": f"Bearer {r.json()['token']}"}
+    for who in (inspector, ADMIN):
+        r = await console.patch(url, headers=who, json={"note": "nothing new"})
+        assert (r.status_code, r.json()["error"]) == (422, {
+            "code": "invalid_field", "message": "give a priority or flags to add",
+            "field": "priority"}), r.text
+    r = await console.patch(url, headers=inspector, json={"priority": "P1"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+    r = await console.get(url, headers=ADMIN)
+    assert (r.json()["priority"], r.json()["flags"]) == ("P2", []), r.text
 
 
 
