@@ -1093,7 +1093,12 @@ function stopSharing(why) {
 // The token refused (revoked: a lost phone) or forgotten (a shared phone handed on): the
 // phone's position is no longer asked for on its behalf, nor its reports' status.
 function tokenGone(why) { stopSharing(why); clearInterval(showReports.timer); }
-function onFixError(e) { show("posline", () => say("position_unavailable", { error: e.message })); }
+// Why the phone's position service gave no fix, in the member's words with what to do about
+// it: a GeolocationPositionError's message is the browser's own, untranslated ("User denied
+// Geolocation"), and says nothing a member on the street can act on.
+const NO_FIX = { 1: "position_denied", 2: "position_not_found", 3: "position_too_slow" };
+function noFix(e) { return say(NO_FIX[e && e.code] || "position_unknown"); }
+function onFixError(e) { show("posline", () => say("position_unavailable", { error: noFix(e) })); }
 async function onFix(p, force) {
   lastFix = { lat: p.coords.latitude, lon: p.coords.longitude,
               accuracy_m: Math.round(p.coords.accuracy || 0) };
@@ -1192,7 +1197,7 @@ function here() {
         fail(new Error(say("too_coarse", { metres: accuracy }))); return;
       }
       ok({ lat: p.coords.latitude, lon: p.coords.longitude });
-    }, (e) => fail(new Error(say("no_position", { error: e.message }))),
+    }, (e) => fail(new Error(say("no_position", { error: noFix(e) }))),
     { enableHighAccuracy: true, timeout: 20000 });
   });
 }

@@ -93,6 +93,10 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "cannot_locate": "此浏览器无法获取您的位置",
         "too_coarse": "您的手机定位误差约 ±{metres} 米。请到室外或等待 GPS 定位，然后再按“上报”",
         "no_position": "无法定位：{error}",
+        "position_denied": "此页面未获准使用位置，请在浏览器设置中允许此页面使用位置",
+        "position_not_found": "手机找不到自己的位置，请打开手机的定位，或到能看见天空的地方",
+        "position_too_slow": "手机没有及时找到位置，请再试一次",
+        "position_unknown": "手机无法给出位置",
         "reported_linked": "已上报：已并入此处已上报的同一警情。",
         "reported": "已上报：指挥室已收到。",
         "not_reported": "未上报：{why}",
@@ -205,6 +209,12 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "too_coarse": "your phone knows its position only to ±{metres} m. Step outside or "
                       "wait for GPS, then press Report again",
         "no_position": "no position: {error}",
+        "position_denied": "this page is not allowed your position: allow location for it in "
+                           "the browser's settings",
+        "position_not_found": "the phone cannot find its position: turn on location, or go "
+                              "where the sky is visible",
+        "position_too_slow": "the phone found no position in time: try again",
+        "position_unknown": "the phone could not tell its position",
         "reported_linked": "Reported: joined to the same incident already reported here.",
         "reported": "Reported: the command room has it.",
         "not_reported": "Not reported: {why}",
