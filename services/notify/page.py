@@ -1045,11 +1045,15 @@ async function shift(which) {
   } catch (e) {
     if (token !== by) return;
     // fetch fails with a TypeError when there is no network at all
+    // refused as busy (NOT_NOW: its own 429, or a gateway's with it away), it goes in a
+    // moment: said, or the member walks off believing it will go by itself
     const late = e.name === "AbortError", offline = e.name === "TypeError";
+    const busy = NOT_NOW.includes(e.status);
     const button = which === "start" ? "check_in" : "check_out";
     const told = () => say(which === "start" ? "check_in_failed" : "check_out_failed", {
       why: whyNot(e, SHIFT_WAIT_MS) })
-      + (late || offline ? " " + say("shift_again", { button: say(button) }) : "");
+      + (late || offline ? " " + say("shift_again", { button: say(button) })
+        : busy ? " " + say("shift_again_busy", { button: say(button) }) : "");
     show("dutyerr", told); toast(told());
   } finally {
     if (shifting === asked) { shifting = null; dutyButtons(); }

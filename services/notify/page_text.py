@@ -82,6 +82,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "server_busy_reason": "服务器繁忙（{status}）",
         "server_no_reason": "服务器没有正常回应（{status}）",
         "shift_again": "有信号后请再按“{button}”（再按一次不会重复）。",
+        "shift_again_busy": "请稍后再按“{button}”（再按一次不会重复）。",
         "points": "积分：{balance}",
         "points_last": "积分：{balance}（最近一次 {last}）",
         "no_geolocation": "此浏览器无法共享位置。",
@@ -197,6 +198,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "server_no_reason": "the server did not answer properly ({status})",
         "shift_again": "Press {button} again when you have a signal (pressed twice, it counts "
                        "once).",
+        "shift_again_busy": "Press {button} again in a moment (pressed twice, it counts once).",
         "points": "Points: {balance}",
         "points_last": "Points: {balance} (last {last})",
         "no_geolocation": "This browser cannot share a position.",

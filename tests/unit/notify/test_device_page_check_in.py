@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from services.notify.page import DEVICE_PAGE
 from shared.labels import label
 from tests.unit.notify.test_device_page_day import SERVICES, VOLUNTEER_ME, day, said
@@ -97,6 +99,32 @@ def test_a_refused_check_out_says_the_member_is_still_on_shift_until_the_shift_i
     )
     assert refused == [AVAILABLE, said("check_out_failed", why=refusal), True, False], refused
     assert read == [AVAILABLE, "", True, False]  # the shift read anew: the line goes
+
+
+# A refusal of NOT_NOW's statuses, by volunteers (its own 429, with its reason) or by a
+# gateway with volunteers away (no reason), and what it is said as
+BUSY = [("[429, { error: { code: 'rate_limited', message: 'too many requests' } }]",
+         "too many requests")] + [
+    (f"[{status}, null]", said("server_busy_reason", status=status)) for status in (502, 503, 504)]
+
+
+@pytest.mark.parametrize(("answer", "why"), BUSY)
+@pytest.mark.parametrize(("which", "button", "failed", "record"),
+                         [("checkin", "check_in", "check_in_failed", OFF_SHIFT),
+                          ("checkout", "check_out", "check_out_failed", VOLUNTEER_ME)])
+def test_a_press_refused_as_busy_says_to_press_again(
+        answer: str, why: str, which: str, button: str, failed: str,
+        record: dict[str, object]) -> None:
+    # "Not checked in: the server is busy (503)": whether to press again was not said (only
+    # without a network or an answer), and a member walked off still not on shift.
+    *_, line = day(
+        "1",
+        f"shiftAnswer = async () => {answer}; byId.{which}.onclick()",
+        "text('dutyerr')",
+        boot=boot(record),
+    )
+    assert line == (said(failed, why=why) + " "
+                    + said("shift_again_busy", button=said(button))), line
 
 
 def test_the_duty_panel_has_its_line_for_a_press_that_did_not_go() -> None:
