@@ -192,17 +192,35 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
             raise ApiError(422, "invalid_field",
                            f"stream must be one of: {', '.join(sorted(readable))}", "stream")
 
-    @router.get("/dead-letters", summary="Dead letters of the streams this service reads, "
-                "newest first")
-    async def dead_letters(
-        _: Admin,
+    # The routes' input, checked in a dependency, not in the routes: a dependency runs before
+    # a token of the wrong kind is refused, so a stream this service does not read is a 422
+    # first, as a wrong field is (DESIGN's order). Each holds its route's parameters in the
+    # route's order, so that the OpenAPI document lists them as before.
+    async def listing(
         stream: str | None = Query(default=None, max_length=64),
         limit: int = Query(default=50, ge=1, le=500),
         before: Annotated[EntryId | None, Query(
             description="a dead_letter_id: page back from it (the answer's next_before)")] = None,
-    ) -> dict[str, Any]:
+    ) -> tuple[str | None, int, str | None]:
+        """The page asked for: (stream, limit, before)."""
         if stream:
             check(stream)
+        return stream, limit, before
+
+    async def letter(
+        stream: str,
+        dead_letter_id: Annotated[EntryId, Path(description="the dead letter's entry id")],
+    ) -> tuple[str, str]:
+        """The dead letter asked for: (stream, dead_letter_id)."""
+        check(stream)
+        return stream, dead_letter_id
+
+    @router.get("/dead-letters", summary="Dead letters of the streams this service reads, "
+                "newest first")
+    async def dead_letters(
+        _: Admin, page: tuple[str | None, int, str | None] = Depends(listing),
+    ) -> dict[str, Any]:
+        stream, limit, before = page
         names = [stream] if stream else sorted(readable)
         end = page_end(before)
         async with client.pipeline(transaction=False) as pipe:
@@ -228,14 +246,13 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
     @router.post("/dead-letters/{stream}/{dead_letter_id}/replay",
                  summary="Put a dead letter back on its stream")
     async def replay_one(
-        stream: str,
-        dead_letter_id: Annotated[EntryId, Path(description="the dead letter's entry id")],
         _: Admin,
+        asked: tuple[str, str] = Depends(letter),
         force: bool = Query(default=False, description=(
             "replay even an event older than consumers remember what they handled "
             f"({REPLAY_SAFE_S // 86_400} days): it may be handled again")),
     ) -> dict[str, str]:
-        check(stream)
+        stream, dead_letter_id = asked
         new_id = await replay(client, stream, dead_letter_id, force=force)
         return {"stream": stream, "replayed_as": new_id}
 

@@ -1,7 +1,9 @@
 """Every service's admin routes that take a stream entry id (`GET /v1/admin/audit?before=`,
 `GET /v1/admin/dead-letters?before=`,
 `POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay`) refuse an id Redis would
-refuse with a 422 naming the parameter, and accept the largest id Redis accepts."""
+refuse with a 422 naming the parameter, and accept the largest id Redis accepts. The dead
+letters' routes refuse a stream the service does not read the same way, before a token of
+the wrong kind gets its 403 (DESIGN's order)."""
 
 from __future__ import annotations
 
@@ -85,3 +87,32 @@ async def test_replaying_a_dead_letter_id_redis_cannot_read_is_a_422_naming_the_
         r = await svc.client.post(f"/v1/admin/dead-letters/{stream}/{LARGEST}/replay",
                                   headers=ADMIN)
         assert r.status_code == 404, r.text
+
+
+async def test_a_stream_intake_does_not_read_is_a_422_naming_it_before_a_systems_403(
+    clean_redis: str,
+) -> None:
+    async with running("intake", clean_redis) as svc:
+        r = await svc.client.post("/v1/systems", headers=ADMIN,
+                                  json={"name": "110", "districts": ["d1"]})
+        assert r.status_code == 201, r.text
+        system = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        readable = sorted(s.name for s in streams.consumed_by("intake"))
+        message = f"stream must be one of: {', '.join(readable)}"
+
+        def asks(stream: str, who: dict[str, str]) -> list[Callable[[], Awaitable[Response]]]:
+            return [lambda: svc.client.get("/v1/admin/dead-letters", params={"stream": stream},
+                                           headers=who),
+                    lambda: svc.client.post(f"/v1/admin/dead-letters/{stream}/1-0/replay",
+                                            headers=who)]
+
+        for who in (system, ADMIN):
+            for ask in asks("nope", who):
+                r = await ask()
+                assert r.status_code == 422, r.text
+                error = r.json()["error"]
+                assert (error["code"], error["field"], error["message"]) == (
+                    "invalid_field", "stream", message)
+        for ask in asks(readable[0], system):
+            r = await ask()
+            assert r.status_code == 403, r.text
