@@ -773,7 +773,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             check_district(who, district)
         districts = ([district] if district else list(who.districts)
                      if who.kind in DESK_KINDS else None)
-        return await pipeline.read_pipeline(redis, districts=districts, now=time.time())
+        return await pipeline.read_pipeline(redis, districts=districts, now=time.time(),
+                                            policy=engine.policy)
 
     async def period_incidents(who: Principal, district: str | None, since: datetime | None,
                                until: datetime | None, *, default: timedelta,

@@ -19,24 +19,29 @@ from redis.exceptions import ResponseError
 
 from shared import streams
 from shared.metrics import COUNTED_LAG, after_delivered, count_unread
+from shared.policy import Policy
 
 from . import store
+
 
 # How long the oldest unfinished entry of a hop may wait before the console says the hop
 # is behind. Handling an entry takes milliseconds; a reclaimed one (a consumer died holding
 # it) waits CLAIM_IDLE_MS, 15 s, and is then rightly said.
 #
-# New reports and orders: a P1's acknowledge deadline is 30 s (shared/policy.yaml,
-# deadlines_s). An order not on the phones 10 s after it was issued has spent a third of
-# it: said then, the dispatcher still has 20 s to reach the team by radio before dispatch
-# takes the order back for a missed acknowledgement. A report waiting 10 s is a P1 that no
-# team has been sent to yet, and no deadline runs for it until one is.
-REPORTS_BEHIND_S = 10.0
-ORDERS_BEHIND_S = 10.0
+# New reports, orders and teams' answers: a third of a P1's acknowledge deadline (the
+# policy's deadlines_s; 30 s in shared/policy.yaml, so 10 s; a deployment's file that
+# shortens it shortens these). An order not on the phones by then has spent a third of it:
+# said then, the dispatcher still has the other two thirds (20 s) to reach the team by radio
+# before dispatch takes the order back for a missed acknowledgement. A report waiting that
+# long is a P1 that no team has been sent to yet, and no deadline runs for it until one is.
 # Teams' answers (acknowledged, on scene, need help): unread, the board shows old states and
 # a call for backup waits; dispatch itself waits for them before timing an order out
 # (engine._answers_behind). As short as the orders: a "reinforce" is a P1's second unit.
-ANSWERS_BEHIND_S = 10.0
+def p1_behind_s(policy: Policy) -> float:
+    """How long reports, orders and answers may wait: a third of the P1 deadline."""
+    return policy.deadlines_s["P1"] / 3
+
+
 # Check-ins, check-outs and busy/available: unread, teams that came on shift are not
 # offered and teams that left still are (offers to them time out). Half a minute.
 STATUSES_BEHIND_S = 30.0
@@ -56,18 +61,21 @@ class Hop:
     name: str  # the console's key for it
     stream: str
     group: str
-    behind_s: float
+    behind_s: float | None  # None: p1_behind_s, the policy's
     what: str
+
+    def threshold_s(self, policy: Policy) -> float:
+        return p1_behind_s(policy) if self.behind_s is None else self.behind_s
 
 
 # The hops of an incident's path whose streams deploy/redis/users.acl.template lets
 # dispatch read (order.issued is dispatch's own: notify's group on it is readable too).
 HOPS: tuple[Hop, ...] = (
-    Hop("reports", streams.INCIDENT_REPORTED.name, "dispatch", REPORTS_BEHIND_S,
+    Hop("reports", streams.INCIDENT_REPORTED.name, "dispatch", None,
         "new reports waiting for dispatch"),
-    Hop("orders", streams.ORDER_ISSUED.name, "notify", ORDERS_BEHIND_S,
+    Hop("orders", streams.ORDER_ISSUED.name, "notify", None,
         "orders not yet pushed to phones"),
-    Hop("answers", streams.ORDER_RESPONDED.name, "dispatch", ANSWERS_BEHIND_S,
+    Hop("answers", streams.ORDER_RESPONDED.name, "dispatch", None,
         "teams' answers waiting for dispatch"),
     Hop("statuses", streams.UNIT_STATUS.name, "dispatch", STATUSES_BEHIND_S,
         "teams' check-ins and status changes waiting for dispatch"),
@@ -85,10 +93,11 @@ def _age(now: float, entry_id: str | bytes | None) -> float | None:
     return None if entry_id is None else round(max(0.0, now - _ms(entry_id) / 1000), 3)
 
 
-async def read_pipeline(redis: Redis, *, districts: Sequence[str] | None,
-                        now: float) -> dict[str, Any]:
+async def read_pipeline(redis: Redis, *, districts: Sequence[str] | None, now: float,
+                        policy: Policy) -> dict[str, Any]:
     """Each hop's backlog and verdict, and whether positions still come (teams on shift
-    looked for in `districts`; None: not looked for, a silence is said all the same).
+    looked for in `districts`; None: not looked for, a silence is said all the same), the
+    thresholds of the hops a P1 waits on by `policy`'s P1 deadline.
     `now`: seconds since 1970, as entry ids count them (dispatch's clock: Redis's TIME is
     not among the commands dispatch's Redis user may run).
 
@@ -137,7 +146,8 @@ async def read_pipeline(redis: Redis, *, districts: Sequence[str] | None,
             for n, found in zip(not_caught_up, await pipe.execute(), strict=True):
                 after[n] = found
 
-    hops = [_hop(hop, info, after.get(n, []), summaries[n], lengths[hop.stream], now)
+    hops = [_hop(hop, hop.threshold_s(policy), info, after.get(n, []), summaries[n],
+                 lengths[hop.stream], now)
             for n, (hop, info) in enumerate(zip(HOPS, infos_of, strict=True))]
     teams_on_shift = None if districts is None else bool(on_shift[0])
     fixes = [] if isinstance(newest, Exception) else newest
@@ -152,10 +162,10 @@ async def read_pipeline(redis: Redis, *, districts: Sequence[str] | None,
             "hops": hops, "positions_feed": positions}
 
 
-def _hop(hop: Hop, info: dict[str, Any] | None, after: list[Any], summary: Any, length: int,
-         now: float) -> dict[str, Any]:
+def _hop(hop: Hop, behind_s: float, info: dict[str, Any] | None, after: list[Any],
+         summary: Any, length: int, now: float) -> dict[str, Any]:
     out: dict[str, Any] = {"hop": hop.name, "stream": hop.stream, "group": hop.group,
-                           "what": hop.what, "threshold_s": hop.behind_s}
+                           "what": hop.what, "threshold_s": behind_s}
     if info is None or isinstance(summary, Exception):
         return {**out, "unread": None, "pending": None, "oldest_age_s": None,
                 "verdict": "no_group"}
@@ -166,7 +176,7 @@ def _hop(hop: Hop, info: dict[str, Any] | None, after: list[Any], summary: Any, 
     age = _age(now, oldest)
     return {**out, "unread": count_unread(info, after, lambda: length), "pending": pending,
             "oldest_age_s": age,
-            "verdict": "behind" if age is not None and age > hop.behind_s else "ok"}
+            "verdict": "behind" if age is not None and age > behind_s else "ok"}
 
 
 def _raise_unless_missing(reply: Any) -> None:

@@ -197,6 +197,7 @@ async def test_dispatch_reads_every_hop_of_the_pipeline_with_its_own_user(acl_re
     from redis.asyncio import Redis
 
     from services.dispatch import pipeline
+    from shared.policy import load_policy
 
     port, passwords = acl_redis
     admin = client(port, "admin", passwords["admin"])
@@ -209,7 +210,8 @@ async def test_dispatch_reads_every_hop_of_the_pipeline_with_its_own_user(acl_re
     admin.xadd(streams.ORDER_ISSUED.name, {"probe": "x"})
     redis = Redis(port=port, username="dispatch", password=passwords["dispatch"],
                   decode_responses=True)
-    answer = await pipeline.read_pipeline(redis, districts=["d1"], now=time.time())
+    answer = await pipeline.read_pipeline(redis, districts=["d1"], now=time.time(),
+                                          policy=load_policy())
     await redis.aclose()
     verdicts = {h["hop"]: (h["verdict"], h["unread"]) for h in answer["hops"]}
     assert verdicts[pipeline.HOPS[-1].name] == ("no_group", None), verdicts

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,12 +20,15 @@ from services.dispatch import pipeline, store
 from shared import streams
 from shared.events import UnitPosition, UnitStatus, utcnow
 from shared.metrics import COUNTED_LAG
+from shared.policy import load_policy
 from tests.helpers import poll_until
 from tests.unit.dispatch.test_console_page import said
 from tests.unit.dispatch.test_console_shift import run_console
 
+from .conftest import console_of
 from .test_command_room_queries import ADMIN, desk_token
 from .test_engine import DISTRICT
+from .test_policy_intervals import policy_file
 
 ORDERS = streams.ORDER_ISSUED.name
 
@@ -55,7 +59,7 @@ async def test_every_hop_is_ok_once_its_group_finished_and_a_service_never_start
     assert r.json()["ok"] is True, r.text
     assert hop(r, "orders") | {"what": None} == {
         "hop": "orders", "stream": ORDERS, "group": "notify", "what": None,
-        "threshold_s": pipeline.ORDERS_BEHIND_S, "unread": 0, "pending": 0,
+        "threshold_s": 10.0, "unread": 0, "pending": 0,
         "oldest_age_s": None, "verdict": "ok"}
     # nobody on shift in the district: no positions is no fault
     assert r.json()["positions_feed"]["teams_on_shift"] is False
@@ -129,6 +133,26 @@ async def test_no_positions_while_a_team_is_on_shift_is_said_and_a_fix_ends_it(
     client.close()
 
 
+async def test_a_policy_s_shorter_p1_deadline_shortens_the_hops_a_p1_waits_on(
+        clean_redis: str, tmp_path: Path) -> None:
+    """A deployment's P1 acknowledge deadline of 12 s: reports, orders and answers are said
+    behind after a third of it, 4 s, as the shipped 30 s gives 10 s; statuses and positions
+    keep their own. An order waiting 6 s is behind there, with time left to radio."""
+    client = sync_redis.Redis.from_url(clean_redis)
+    client.xgroup_create(ORDERS, "notify", id="0", mkstream=True)
+    add_at(client, ORDERS, time.time() - 6)
+    deadlines = {"P1": 12, "P2": 60, "P3": 120, "P4": 300}
+    async with console_of(clean_redis,
+                          policy_file=policy_file(tmp_path, deadlines_s=deadlines)) as desk:
+        r = await desk.get("/v1/pipeline", headers=ADMIN, params={"district": DISTRICT})
+    thresholds = {h["hop"]: h["threshold_s"] for h in r.json()["hops"]}
+    assert thresholds == {"reports": 4.0, "orders": 4.0, "answers": 4.0,
+                          "statuses": pipeline.STATUSES_BEHIND_S,
+                          "positions": pipeline.POSITIONS_BEHIND_S}, r.text
+    assert hop(r, "orders")["verdict"] == "behind", r.text
+    client.close()
+
+
 @pytest.mark.roster(DISTRICT, "other")
 async def test_the_pipeline_is_the_command_room_s_to_read(console: httpx.AsyncClient) -> None:
     assert (await console.get("/v1/pipeline")).status_code == 401
@@ -177,7 +201,8 @@ async def test_a_far_behind_group_is_read_in_two_round_trips_without_reading_its
 
     monkeypatch.setattr(aioredis.Redis, "execute_command", counted_command)
     redis = aioredis.Redis.from_url(clean_redis, decode_responses=True)
-    answer = await pipeline.read_pipeline(redis, districts=[DISTRICT], now=time.time())
+    answer = await pipeline.read_pipeline(redis, districts=[DISTRICT], now=time.time(),
+                                          policy=load_policy())
     await redis.aclose()
     assert direct == []
     assert len(trips) == 2 and all(len(trip) <= 20 for trip in trips), trips
