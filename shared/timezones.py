@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta, timezone, tzinfo
+from datetime import date, timedelta, timezone, tzinfo
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -45,3 +45,17 @@ def check_timezone(name: str) -> str:
 
 # A setting or field naming a time zone: refused when it loads, not when first used.
 TimezoneName = Annotated[str, AfterValidator(check_timezone)]
+
+
+def _calendar_date(value: object) -> object:
+    """YYYY-MM-DD alone: pydantic would take a midnight (`...T00:00:00`, with an offset or
+    none) or its seconds since 1970 as the date, and the district's day begins at its own
+    midnight, not that one."""
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise PydanticCustomError("calendar_date", "must be a date YYYY-MM-DD, without a "
+                                  "time: the district's clock places its day")
+    return value
+
+
+# A date asked for in a query: a calendar day on the district's clock.
+CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]

@@ -38,6 +38,7 @@ from shared.http import (
     require,
 )
 from shared.metrics import COUNTED_LAG
+from shared.timezones import CalendarDate
 
 from . import domain, paging, pipeline, records, review, store
 from .config import Settings
@@ -157,19 +158,6 @@ def _instant(value: object) -> datetime:
 
 # A time asked for in a query (since, until): a period the review can count in.
 Instant = Annotated[datetime, BeforeValidator(_instant)]
-
-
-def _calendar_date(value: object) -> object:
-    """YYYY-MM-DD alone: pydantic would take a midnight with its offset (`...T00:00:00Z`) as
-    the date, and the district's day begins at its own midnight, not that one."""
-    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        raise PydanticCustomError("calendar_date", "must be a date YYYY-MM-DD, without a "
-                                  "time: the district's clock places its day")
-    return value
-
-
-# A date asked for in a query: a calendar day on the district's clock.
-CalendarDate = Annotated[date, BeforeValidator(_calendar_date)]
 
 
 class AssignIn(BaseModel):

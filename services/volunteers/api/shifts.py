@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from shared import audit
 from shared.http import InputFirstRoute, not_found
-from shared.timezones import parse_timezone
+from shared.timezones import CalendarDate, parse_timezone
 
 from ..config import Settings
 from ..domain.shifts import OFF, ShiftPlan, shifts_during
@@ -66,7 +66,10 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
     async def planned(
         _: Admin,
         district: Annotated[str, Query(min_length=1, max_length=64)],
-        day: Annotated[date, Query(alias="date", ge=date(1970, 1, 1), le=date(9998, 12, 31))],
+        day: Annotated[CalendarDate, Query(alias="date", ge=date(1970, 1, 1),
+                                           le=date(9998, 12, 31),
+                                           description="YYYY-MM-DD, a day on the "
+                                           "district's clock (TIMEZONE)")],
     ) -> dict[str, Any]:
         plans = await shifts_store.plans_of(redis, district)
         # The date on the district's clock: a night shift begun the evening before is on the

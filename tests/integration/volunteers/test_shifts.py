@@ -115,3 +115,20 @@ async def test_a_plan_stored_with_an_impossible_offset_is_still_listed(
     assert day.status_code == 200
     assert [t["start"] for t in day.json()["teams"] if t["shift"] == "main"] == [
         "2026-11-23T08:00:00+06:15"]
+
+
+async def test_a_date_is_a_calendar_date_alone_not_a_midnight(volunteers: Volunteers) -> None:
+    """date= is the day on the district's clock: a time with it (a midnight, with or without
+    an offset) is a 422 naming `date`, as dispatch's review answers, not taken as that day
+    (whose midnight would be another clock's)."""
+    await volunteers.import_district()
+    client = volunteers.client
+    for asked in ("2026-11-23T00:00:00", "2026-11-23T00:00:00Z", "2026-11-23T00:00:00+08:00",
+                  "2026-11-23 00:00", "20261123", "1795392000"):
+        r = await client.get("/v1/shifts", params={"district": "d1", "date": asked},
+                             headers=ADMIN)
+        assert r.status_code == 422, (asked, r.text)
+        assert r.json()["error"]["field"] == "date", (asked, r.text)
+    r = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
+                         headers=ADMIN)
+    assert r.status_code == 200, r.text
