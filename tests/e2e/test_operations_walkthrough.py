@@ -525,7 +525,9 @@ async def test_operations_walkthrough_works_as_the_doc_writes_it(
         op = Operator(stack, client)
         await check_routes_named(client, stack, first_day_text + " " + by_hand_text)
 
-        roster_text = dict(v for k, v in setup.steps if k == "file")["roster.json"]
+        written = dict(step for kind, step in setup.steps if kind == "file")
+        (roster_text,) = (text for name, text in written.items()
+                          if Path(name).name == "roster.json")
         await check_not_in_the_demos_district(op, by_hand_text, roster_text)
         # The roster, a system key for its district, a phone's token, its shift and position.
         await op.run(setup, check_answer)
@@ -582,6 +584,21 @@ async def test_operations_walkthrough_works_as_the_doc_writes_it(
         claim(by_hand_text, r"then the order is withdrawn and offered to the next team, here "
               r"none: `unassigned`", "what a missed deadline does")
         await check_missed_deadline(op, reported)
+
+
+def test_the_walkthrough_writes_its_files_where_git_ignores_them() -> None:
+    """The reader runs the blocks at the repository's root: a file they write there is left
+    in the checkout for `git status` to show and `git add` to take. Each goes in the folder
+    `make run` made and .gitignore lists, where the admin token is read from."""
+    by_hand = section(DOC.read_text(encoding="utf-8"), BY_HAND_SECTION)
+    where = claim(by_hand, r"\$\(cat (var/)[\w.-]+\)", "where the admin token is read").group(1)
+    ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
+    assert where in ignored, ".gitignore no longer lists the folder make run writes"
+    written = [step[0] for block in code_blocks(by_hand)
+               for kind, step in parse_script(block).steps if kind == "file"]
+    assert written, "the walk-through writes no file now: look at this test again"
+    for name in written:
+        assert name.startswith(where) and ".." not in name, name
 
 
 def test_make_run_keeps_its_admin_token_where_the_walkthrough_reads_it(
