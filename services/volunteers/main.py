@@ -26,7 +26,9 @@ from shared.runtime import stop_task
 from . import api, handlers
 from .api.devices import asked_for_a_caller, device_resolver
 from .api.positions import FixesFirst, PositionFastPath
+from .api.roster import refused_roster
 from .config import Settings
+from .domain.roster import InvalidRoster
 from .store import check_ins, imports
 from .store import points as points_store
 from .store.devices import TokenResolver
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None,  # add_docs_page: no CDN
     )
     install_error_handlers(app)
+    # A roster import refused, read on its own or against the stored roster: every error.
+    app.add_exception_handler(InvalidRoster, refused_roster)
     add_docs_page(app)
     add_metrics_route(app)
     observe_streams("volunteers", settings.redis_url)

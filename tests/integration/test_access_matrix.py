@@ -194,7 +194,10 @@ MATRIX: list[Row] = [
     row("volunteers", "PUT", "/v1/me/position", each(DEVICES, 200),
         {"lat": 22.8301, "lon": 108.3301, "accuracy_m": 5}),
     row("volunteers", "GET", "/v1/devices/introspect", each(DEVICES, 200)),
-    admin_only("volunteers", "POST", "/v1/roster/import", 422, {"agencies": []}),
+    # sound on its own, refused against the stored roster: a malformed one is a 422 for
+    # every caller (DESIGN: the input before the caller's kind)
+    admin_only("volunteers", "POST", "/v1/roster/import", 422, {"district": "d1", "teams": [
+        {"id": "t-matrix", "agency_id": "no-such-agency", "name": "Matrix", "mode": "foot"}]}),
     admin_only("volunteers", "GET", "/v1/agencies"),
     admin_only("volunteers", "GET", "/v1/teams?district=d1"),
     admin_only("volunteers", "GET", "/v1/members?district=d1"),

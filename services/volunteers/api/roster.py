@@ -9,7 +9,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.redis import RedisBroker
 from redis.asyncio import Redis
@@ -18,6 +18,7 @@ from shared import audit
 from shared.events import utcnow
 from shared.fieldnames import is_field_name
 from shared.http import ApiError, InputFirstRoute, conflict, error_body, not_found
+from shared.http import Refused as WrongKind
 
 from ..config import Settings
 from ..domain.roster import (
@@ -145,22 +146,38 @@ def invalid_roster_response(exc: InvalidRoster) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
+async def refused_roster(_: Request, exc: Exception) -> JSONResponse:
+    """The app's answer to InvalidRoster: raised by the import's dependency (the document on
+    its own) or by its route (the document against the stored roster)."""
+    assert isinstance(exc, InvalidRoster)
+    log.info("roster import refused: %d error(s)", exc.total)
+    return invalid_roster_response(exc)
+
+
 def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
     ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)  # patrol points on leaving
 
+    async def roster_sent(request: Request, who: Admin) -> RosterDoc:
+        """The roster the request sends, read and checked on its own (a malformed one:
+        400/422, InvalidRoster). A dependency, not the route: a dependency runs before a
+        token of the wrong kind is refused, so its input is told first (DESIGN's order)."""
+        body = await read_body(request, settings.import_max_bytes)
+        doc = parse_import(request.headers.get("content-type", "application/json"), body)
+        if isinstance(who, WrongKind):  # refused once this returns
+            # The document's own errors. The admin hears them with those against the
+            # stored roster, together (check_references): what is stored is not theirs.
+            doc.raise_errors()
+        return doc
+
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
                  openapi_extra=_IMPORT_DOC, response_model=None)
-    async def import_roster(request: Request, who: Admin) -> Any:
-        body = await read_body(request, settings.import_max_bytes)
+    async def import_roster(who: Admin, doc: RosterDoc = Depends(roster_sent)) -> Any:
         try:
-            doc = parse_import(request.headers.get("content-type", "application/json"), body)
+            # against the stored roster (InvalidRoster: refused_roster answers it)
             result = await imports.import_roster(
                 redis, doc=doc, now=utcnow(), max_patrol_hours=settings.max_patrol_hours,
                 ledger_ttl_s=ledger_ttl_s)
-        except InvalidRoster as exc:
-            log.info("roster import refused: %d error(s)", exc.total)
-            return invalid_roster_response(exc)
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc

@@ -170,6 +170,44 @@ async def test_import_checks_run_in_order(volunteers: Volunteers) -> None:
     assert response.status_code == 400 and response.json()["error"]["code"] == "bad_json"
     await volunteers.import_district()
     device = await volunteers.enrol("m-wang")
+    # The request's own input before the caller's kind (DESIGN: 400/422, then 403): a
+    # device's token is told what the admin's is of a malformed roster, JSON or CSV.
+    wrong_mode = copy.deepcopy(DISTRICT)
+    wrong_mode["teams"][0]["mode"] = "rocket"
+    for asked, expected in (
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}},
+         (400, "bad_json", None)),
+        ({"json": wrong_mode}, (422, "invalid_roster", "teams.0.mode")),
+        ({"json": {"district": "d1", "csv": CSV, "note": "x"}}, (422, "invalid_field", "note")),
+        ({"json": {"district": "d1", "csv": {"teams": 3}}}, (422, "invalid_field", "csv")),
+    ):
+        answers = []
+        for who in (ADMIN, device):
+            r = await client.post("/v1/roster/import", **{
+                **asked, "headers": {**asked.get("headers", {}), **who}})
+            error = r.json()["error"]
+            assert (r.status_code, error["code"], error.get("field")) == expected, r.text
+            answers.append(r.json())
+        assert answers[0] == answers[1], answers
+    # Checked against the stored roster only for the admin, who hears both together: a
+    # device is told its document's own errors, then its 403, never what is stored.
+    no_team = copy.deepcopy(DISTRICT)
+    no_team["members"][2]["team_id"] = "t-nowhere"
+    both = copy.deepcopy(no_team)
+    both["teams"][1]["mode"] = "hovercraft"
+    for doc, admin_told, device_told in (
+        (both, {"teams.1.mode", "members.2.team_id"}, {"teams.1.mode"}),
+        (no_team, {"members.2.team_id"}, None),
+    ):
+        r = await client.post("/v1/roster/import", json=doc, headers=ADMIN)
+        assert r.status_code == 422, r.text
+        assert {e["path"] for e in r.json()["error"]["errors"]} == admin_told, r.text
+        r = await client.post("/v1/roster/import", json=doc, headers=device)
+        if device_told is None:
+            assert r.status_code == 403, r.text
+        else:
+            assert r.status_code == 422, r.text
+            assert {e["path"] for e in r.json()["error"]["errors"]} == device_told, r.text
     assert (await client.post("/v1/roster/import", json=DISTRICT, headers=device)).status_code \
         == 403
 
