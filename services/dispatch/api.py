@@ -40,7 +40,7 @@ from shared.http import (
 from shared.metrics import COUNTED_LAG
 from shared.timezones import CalendarDate
 
-from . import domain, paging, pipeline, records, review, store
+from . import by_hand, domain, paging, pipeline, records, review, store
 from .config import Settings
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
@@ -129,6 +129,23 @@ PIPELINE_DESCRIPTION = (
     "`threshold_s` while they are. `ok`: every verdict is ok. A few commands in two round "
     "trips, no stream read through: the console asks every 10 s (thresholds: "
     "services/dispatch/pipeline.py).")
+
+
+TEAMS_DESCRIPTION = (
+    "The district's teams on shift that may be sent to the incident by hand (POST .../assign), "
+    "the best first: those dispatch's rules allow (their kind, skills and station) before "
+    "the others, placed by a position that counts (newer than the policy's fix_max_age_s) "
+    "before those without, free before those on another incident's order (sent with "
+    "`reassign`), then dispatch's own score: travel time plus rank_step_s per place below "
+    "first in the category's list. Left out: teams off shift, those on the incident, and "
+    "those dispatch would refuse (volunteers where a flag bars them; for a hand-over, any "
+    "but a police station's team); an ended incident has none. Each with `distance_m` and "
+    "`eta_s` (null without a position), `fix_age_s`, `position_counts`, `open_order_id`, "
+    "and `warnings`: kind_not_listed (the category does not list its kind: volunteers to a "
+    "fight), lacks_skills (`missing_skills`), other_station (not the station owning the "
+    "place), volunteers_alone_on_p1 (no police or security team is on this P1: volunteers "
+    "are never its only responders, and a team sent by hand raises no flag). `total`: how "
+    "many there are; `count`: how many are listed (up to `limit`).")
 
 
 # A time of day, a space, then hours and minutes at the end: an offset whose `+` a query
@@ -529,6 +546,25 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
             "timeline": in_order(await store.timeline(redis, incident_id)),
         }
+
+    @router.get("/incidents/{incident_id}/teams",
+                summary="The teams the command room may send to an incident by hand, nearest "
+                "suitable first, each with its distance and what dispatch's rules say against it",
+                description=TEAMS_DESCRIPTION)
+    async def teams_for(
+        incident_id: str, who: Reader,
+        limit: int = Query(default=100, ge=1, le=MAX_PAGE,
+                           description="at most this many teams, the best first"),
+    ) -> dict[str, Any]:
+        inc = await store.get_incident(redis, incident_id)
+        if inc is None:
+            raise not_found("incident")
+        check_district(who, inc["district"])
+        rows = by_hand.teams_to_send(inc, await store.orders_of(redis, incident_id),
+                                     await store.units_in(redis, inc["district"]),
+                                     engine.policy, datetime.now(UTC))
+        return {"incident_id": incident_id, "teams": rows[:limit],
+                "count": min(len(rows), limit), "total": len(rows)}
 
     @router.post("/incidents/{incident_id}/assign", summary="Assign a team by hand")
     async def assign(incident_id: str, body: AssignIn, who: CommandRoom) -> dict[str, Any]:

@@ -3,8 +3,10 @@
 The board of a district refreshed every few seconds (flagged incidents first), a banner
 when the system itself is stuck (orders not reaching the phones, reports or the teams'
 answers not reaching dispatch, no positions coming in: GET /v1/pipeline), the units
-on one screen, an incident's whole timeline, manual assignment (a linked report too, or
-"not a duplicate": unlinked and dispatched) and closing, evidence, the duty (who supervises
+on one screen, an incident's whole timeline, manual assignment from dispatch's own list for
+the incident (nearest suitable first, with distances, and why the rules would not send a
+team: GET /v1/incidents/{id}/teams; a linked report too, or "not a duplicate": unlinked and
+dispatched) and closing, evidence, the duty (who supervises
 new incidents) and the KPIs.
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
@@ -622,6 +624,12 @@ function saidOf(e) {
 async function detail(run) {
   const id = selected, ask = ++asked;
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
+  // the teams that may be sent, as dispatch ranks them for this incident; one not read is
+  // said in the list, the panel shown all the same
+  let offer = null;
+  if (assignable(i)) {
+    try { offer = await api("/v1/incidents/" + encodeURIComponent(id) + "/teams?limit=200"); }
+    catch (e) { if (e === REFUSED) throw e; offer = {failed: e}; } }
   if (id !== selected || ask !== asked) return;  // another incident opened, or asked again since
   if (run !== undefined && run !== generation) return;  // a newer refresh paints it
   shown = id; shownLinkedTo = i.status === "linked" ? i.linked_to : null;
@@ -651,7 +659,7 @@ async function detail(run) {
     b.onclick = () => takeBack(o, b);
     ol.append(" " + (o.team_name || o.team_id) + " (" + word("order_state", o.state) + ") ", b);
   }
-  fillTeams(i);
+  fillTeams(i, offer);
   const names = {};  // a team's name, as its orders and the unit list give it
   for (const u of unitsNow) if (u.name) names[u.team_id] = u.name;
   for (const o of i.orders) if (o.team_name) names[o.team_id] = o.team_name;
@@ -669,37 +677,58 @@ async function detail(run) {
     cell(tr, records ? (said ? said + " · " : "") + say("evidence", {records}) : said);
     tb.appendChild(tr); }
 }
-// The teams that may be sent to the incident shown: on shift, not already on it, no
-// volunteers to a weapon, a police station's team for a hand-over; the free ones first, then
-// those on another incident's order (moved after a confirm). None for an ended incident.
-let teamsListed = null;  // the team list's contents, as last built
-function fillTeams(i) {
-  const on = new Set(i.orders.filter(o => LIVE.includes(o.state)).map(o => o.team_id));
-  const weapon = (i.flags || []).includes("weapon");
-  // a linked report too: a team sent by the command room makes it an incident of its own
-  const assignable = !ended(i.status) || ["handed_over", "linked"].includes(i.status);
-  const may = assignable ? unitsNow.filter(u => u.on_shift !== false && u.status !== "off_duty"
-    && !on.has(u.team_id) && !(weapon && u.agency_kind === "volunteer")
-    && (i.status !== "handed_over"
-        || (u.agency_kind === "police" && (u.agency_role || "station") === "station"))) : [];
-  const free = u => u.open_order_id ? 1 : 0;
-  may.sort((a, b) => free(a) - free(b));  // stable: the unit list's order among equals
-  const label = u => say("team_option", {name: u.name || u.team_id,
-    kind: word("agency_kind", u.agency_kind || ""),
-    state: u.open_order_id ? say("on_other_order") : word("team_status", u.status)});
+// The teams that may be sent to the incident shown, in dispatch's order for it (GET
+// /v1/incidents/{id}/teams: the nearest suitable first; those on another incident's order
+// after the free ones, moved after a confirm; last, those its rules would not send, each
+// saying why), with how far each is and how long it takes. The list was the district's
+// teams by id: the nearest found by reading the map, a volunteer patrol next door to a
+// fight one slip of the hand away. None for an ended incident.
+const assignable = i => !ended(i.status) || ["handed_over", "linked"].includes(i.status);
+let teamsListed = null;  // the team list's teams, in order, as last built
+const teamsOffered = new Map();  // team id -> its name and what the rules say against it
+const WARNED = {kind_not_listed: "warn_kind_not_listed", lacks_skills: "warn_lacks_skills",
+  other_station: "warn_other_station", volunteers_alone_on_p1: "warn_volunteers_alone_on_p1"};
+const distanceText = m => (m < 1000 ? say("metres", {n: Math.round(m / 10) * 10})
+  : say("km", {n: (m / 1000).toFixed(1)}));
+function whereText(t) {
+  if (t.distance_m == null) return say("team_no_position");
+  const distance = distanceText(t.distance_m);
+  return t.position_counts ? say("team_where", {distance,
+    minutes: Math.max(1, Math.round(t.eta_s / 60))})
+    : say("team_where_old", {distance, minutes: Math.round((t.fix_age_s || 0) / 60)});
+}
+// what dispatch's rules say against sending the team (a code this page does not know: as is)
+const warningsText = (t, i) => (t.warnings || []).map(w => (own(WARNED, w) ? say(WARNED[w], {
+  category: word("category", i.category), kind: word("agency_kind", t.agency_kind || ""),
+  skills: (t.missing_skills || []).join(", ")}) : w)).join(lang === "zh" ? "；" : "; ");
+function fillTeams(i, offer) {
+  const may = offer && offer.teams ? offer.teams : [];
+  const label = t => { const why = warningsText(t, i);
+    return say("team_option", {name: t.name || t.team_id,
+      kind: word("agency_kind", t.agency_kind || ""),
+      state: t.open_order_id ? say("on_other_order") : word("team_status", t.status)})
+      + whereText(t) + (why ? say("team_warned", {why}) : ""); };
+  teamsOffered.clear();
+  for (const t of may) teamsOffered.set(t.team_id, {name: t.name || t.team_id,
+                                                     why: warningsText(t, i)});
   const team = $("team"), keep = team.value;
-  const want = JSON.stringify(may.map(u => [u.team_id, label(u)]));
-  if (teamsListed !== want) {  // unchanged: the list (maybe open) is left alone
+  const want = JSON.stringify(may.map(t => t.team_id));
+  if (teamsListed === want && may.length) {
+    // the same teams in the same order: their words (distances, states) said again in
+    // place, the list (maybe open) and the choice left alone
+    may.forEach((t, n) => { team.children[n].textContent = label(t); });
+  } else {
     team.replaceChildren(); teamsListed = want;
-    for (const u of may) { const o = document.createElement("option"); o.value = u.team_id;
-      o.textContent = label(u); team.appendChild(o); }
+    for (const t of may) { const o = document.createElement("option"); o.value = t.team_id;
+      o.textContent = label(t); team.appendChild(o); }
     if (!may.length) { const o = document.createElement("option"); o.value = "";
-      o.textContent = say(assignable ? "no_team" : "ended_nothing");
+      o.textContent = offer && offer.failed ? say("teams_not_read", {why: told(offer.failed)()})
+        : say(assignable(i) ? "no_team" : "ended_nothing");
       team.appendChild(o); }
-    team.value = may.some(u => u.team_id === keep) ? keep : may.length ? may[0].team_id : "";
+    team.value = may.some(t => t.team_id === keep) ? keep : may.length ? may[0].team_id : "";
   }
   const reader = !!me && me.kind === "inspector";
-  $("assign").hidden = reader || !assignable;
+  $("assign").hidden = reader || !assignable(i);
   $("unlink").hidden = reader || i.status !== "linked";
 }
 async function assign(id, team, reassign) {
@@ -708,6 +737,9 @@ async function assign(id, team, reassign) {
 act("assign", async () => {
   const id = shown, team = $("team").value; if (!id || !team) return;
   if (shownLinkedTo && !confirm(say("confirm_linked", {id: shownLinkedTo}))) return;
+  // a team dispatch's rules would not send (volunteers to a fight): sent knowingly only
+  const offered = teamsOffered.get(team);
+  if (offered && offered.why && !confirm(say("confirm_outside_rules", offered))) return;
   try { await assign(id, team, false); }
   catch (e) {
     // a team on another incident's order: the command room may take it off that one

@@ -142,6 +142,9 @@ MATRIX: list[Row] = [
     row("dispatch", "GET", "/v1/incidents/{inc_d1}", each(READERS, 200)),
     row("dispatch", "GET", "/v1/incidents/{inc_d2}", {"admin": 200}),
     row("dispatch", "GET", f"/v1/incidents/{MISSING}", each(READERS, 404)),
+    row("dispatch", "GET", "/v1/incidents/{inc_d1}/teams", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents/{inc_d2}/teams", {"admin": 200}),
+    row("dispatch", "GET", f"/v1/incidents/{MISSING}/teams", each(READERS, 404)),
     # a d2 team to a d1 incident, a d1 team to a d2 incident: only who covers both
     row("dispatch", "POST", "/v1/incidents/{inc_d1}/assign", {"admin": None},
         {"team_id": "d2-patrol-far"}),

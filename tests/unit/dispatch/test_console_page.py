@@ -82,6 +82,7 @@ var answer = (url) => {
   if (url.startsWith("/v1/duty/")) return { duty: null };
   if (url.startsWith("/v1/reports-not-handled")) return lostReports;
   if (url.startsWith("/v1/incidents?")) return board(url);
+  if (/^\/v1\/incidents\/[^/?]+\/teams/.test(url)) return { teams: [], count: 0, total: 0 };
   if (url.startsWith("/v1/incidents/")) return details[url.split("/")[3]];
   if (url.startsWith("/v1/units")) return { units: [] };
   if (url.startsWith("/v1/kpis")) return { incidents: 0, routing_timeouts: 0,

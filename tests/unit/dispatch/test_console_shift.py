@@ -97,6 +97,15 @@ function board(url) {
   rows = rows.slice(0, Number(q.get("limit") || 100));
   return { incidents: rows, count: rows.length, next: null, more: false, scanned_to: null };
 }
+// GET /v1/incidents/{id}/teams: the test's list for the incident, else the district's
+// teams on shift as they are, no position known
+var offers = {};
+function teamsFor(url) {
+  const listed = offers[decodeURIComponent(url.split("/")[3])] || units
+    .filter(u => u.on_shift !== false).map(u => Object.assign({ distance_m: null, eta_s: null,
+      fix_age_s: null, position_counts: false, warnings: [], missing_skills: [] }, u));
+  return { teams: listed, count: listed.length, total: listed.length };
+}
 var posted = (url, init) => ({ order_id: "ord_1", team_id: JSON.parse(init.body).team_id,
                                 state: "offered" });
 // dead-lettered, on no board
@@ -116,6 +125,7 @@ var answer = (url, init) => {
   if (url.startsWith("/v1/duty/")) return { duty: null };
   if (url.startsWith("/v1/reports-not-handled")) return lostReports;
   if (url.startsWith("/v1/incidents?")) return board(url);
+  if (/^\/v1\/incidents\/[^/?]+\/teams/.test(url)) return teamsFor(url);
   if (url.startsWith("/v1/incidents/")) return details[decodeURIComponent(url.split("/")[3])];
   if (url.startsWith("/v1/units")) return { units };
   if (url.startsWith("/v1/kpis")) return Object.assign({ incidents: 0, routing_timeouts: 0,
@@ -235,27 +245,73 @@ def test_a_refused_assignment_says_why_and_the_reason_stays_after_the_next_refre
     assert sent == ["/v1/incidents/inc_fight/assign"]
 
 
-def test_only_teams_that_may_be_sent_are_offered_for_an_incident() -> None:
-    """A fight with a knife: no volunteers, no team off duty or off shift, not the team
-    already on it; a team on another incident's order may be moved (after a confirm), listed
-    after the free ones. A hand-over goes to a police station's team only."""
-    knife, handover = run_console(
-        'boards.d1 = [incident("inc_knife", {category: "violence", priority: "P1", '
-        'status: "assigned", flagged: false, flags: ["weapon"]}), incident("inc_ho", '
-        '{category: "dispute", status: "handed_over", flagged: true})]; '
-        'details.inc_knife = detailOf(boards.d1[0], {orders: [{order_id: "o1", team_id: "on_it", '
-        'team_name: "On it", state: "acknowledged"}]}); details.inc_ho = detailOf(boards.d1[1]); '
-        'units = [unit("busy", {status: "busy", open_order_id: "o7"}), unit("free"), '
-        'unit("on_it", {status: "busy", open_order_id: "o1"}), unit("vols", {agency_kind: '
-        '"volunteer", agency_role: null}), unit("home", {status: "off_duty", on_shift: false}), '
-        'unit("gone", {status: "busy", on_shift: false, open_order_id: "o8"}), unit("guards", '
-        '{agency_kind: "security", agency_role: null}), unit("station", {agency_role: '
-        '"station"})];',
-        'row("inc_knife").onclick(); settle().then(() => options())',
-        'row("inc_ho").onclick(); settle().then(() => options())',
+def test_the_teams_offered_are_dispatchs_nearest_suitable_first_with_how_far_each_is() -> None:
+    """The list was the district's teams by id, free first, with no distance: the dispatcher
+    sending a team by hand (to a flagged incident, a second unit to a fight) found the
+    nearest by reading the map, and a volunteer patrol next door to a fight was one slip of
+    the hand from being sent alone into it. The list is now dispatch's own for the incident
+    (GET /v1/incidents/{id}/teams), in its order, each team with its distance and travel
+    time, and what the rules say against it; such a team is sent only after a confirm."""
+    listed, declined, confirmed, plain = run_console(
+        'boards.d1 = [incident("inc_fight", {category: "violence", priority: "P1"})]; '
+        'details.inc_fight = detailOf(boards.d1[0]); offers.inc_fight = ['
+        'unit("police", {distance_m: 600, eta_s: 94, fix_age_s: 20, position_counts: true, '
+        'warnings: []}), '
+        'unit("guard", {agency_kind: "security", agency_role: null, distance_m: 2400, '
+        'eta_s: 374, fix_age_s: 30, position_counts: true, warnings: [], open_order_id: "o7", '
+        'status: "dispatched"}), '
+        'unit("vols", {agency_kind: "volunteer", agency_role: null, distance_m: 100, '
+        'eta_s: 94, fix_age_s: 10, position_counts: true, '
+        'warnings: ["kind_not_listed", "volunteers_alone_on_p1"]}), '
+        'unit("stale", {distance_m: 300, eta_s: 47, fix_age_s: 1500, position_counts: false, '
+        'warnings: []}), '
+        'unit("lost", {distance_m: null, eta_s: null, fix_age_s: null, position_counts: false, '
+        'warnings: []})];',
+        'row("inc_fight").onclick(); settle().then(() => $("team").children.map(o => '
+        '[o.value, o.textContent]))',
+        'confirms = false; $("team").value = "vols"; $("assign").onclick(); '
+        'settle().then(() => posts())',
+        'confirms = true; $("assign").onclick(); settle().then(() => '
+        '[posts(), requests.filter(r => r.method === "POST").map(r => r.body)])',
+        'confirms = false; $("team").value = "police"; $("assign").onclick(); '
+        'settle().then(() => posts().length)',
     )
-    assert knife == ["free", "guards", "station", "busy"], knife
-    assert handover == ["station"], handover
+    police, volunteer = label("agency_kind", "police"), label("agency_kind", "volunteer")
+    available = label("team_status", "available")
+    why = told("warn_kind_not_listed", category=label("category", "violence"),
+               kind=volunteer) + "；" + told("warn_volunteers_alone_on_p1")
+    assert listed == [
+        ["police", told("team_option", name="Team police", kind=police, state=available)
+         + told("team_where", distance=told("metres", n=600), minutes=2)],
+        ["guard", told("team_option", name="Team guard", kind=label("agency_kind", "security"),
+                       state=told("on_other_order"))
+         + told("team_where", distance=told("km", n="2.4"), minutes=6)],
+        ["vols", told("team_option", name="Team vols", kind=volunteer, state=available)
+         + told("team_where", distance=told("metres", n=100), minutes=2)
+         + told("team_warned", why=why)],
+        ["stale", told("team_option", name="Team stale", kind=police, state=available)
+         + told("team_where_old", distance=told("metres", n=300), minutes=25)],
+        ["lost", told("team_option", name="Team lost", kind=police, state=available)
+         + told("team_no_position")],
+    ], listed
+    assert declined == []  # the volunteers not sent without the dispatcher's yes
+    assert confirmed == [["/v1/incidents/inc_fight/assign"],
+                         ['{"team_id":"vols","reassign":false}']]
+    assert plain == 2  # a team the rules would send asks nothing
+
+
+def test_a_team_list_dispatch_did_not_answer_says_so_and_the_panel_shows_all_the_same() -> None:
+    said, = run_console(
+        'boards.d1 = [incident("inc_fight", {category: "violence", priority: "P1"})]; '
+        'details.inc_fight = detailOf(boards.d1[0]); const real = answer; answer = (u, i) => '
+        '/[/]teams/.test(u) ? reply(503, {error: {code: "unavailable", message: "try again"}}) '
+        ': real(u, i);',
+        'row("inc_fight").onclick(); settle().then(() => [$("dtitle").textContent, '
+        '$("team").children.map(o => o.textContent)])',
+    )
+    title, options = said
+    assert label("category", "violence") in title
+    assert options == [told("teams_not_read", why="try again")]
 
 
 def test_a_refused_token_stops_the_polling_clears_the_board_and_says_so() -> None:

@@ -1,0 +1,102 @@
+"""Decides which teams the command room is offered to send to an incident by hand, in
+dispatch's own order (nearest suitable first), and what dispatch's rules say against each."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from shared.policy import Policy
+
+from . import domain
+
+# What the rules say against a team the command room may still send (it may know better:
+# the only team near a fight), so that it is sent knowingly, never by a slip of the list.
+KIND_NOT_LISTED = "kind_not_listed"  # the category does not list its kind (volunteers to a fight)
+LACKS_SKILLS = "lacks_skills"  # without the category's skills (first_aid for a medical call)
+OTHER_STATION = "other_station"  # a police station's team, not the station owning the place
+# A volunteer team to a P1 no police or security team is on: DOMAIN.md, never sent alone
+# into violence; dispatch raises no flag for what the command room sent by hand.
+VOLUNTEERS_ALONE_ON_P1 = "volunteers_alone_on_p1"
+# Orders that put nobody on the scene: a station's filing and its revisit.
+_TASK_KINDS = ("handover", "followup")
+ENDED = ("resolved", "closed")  # nothing to send; a hand-over or a linked report still takes one
+
+
+def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
+                  units: Sequence[tuple[domain.Unit, str | None]], policy: Policy,
+                  now: datetime) -> list[dict[str, Any]]:
+    """The district's teams (`units`: each with its open order, if any) that the command room
+    may send to `inc` (`orders`: the incident's), best first: those the rules allow (their
+    kind, skills and station) before the others, placed by a position that counts before
+    those without, free before those on another incident's order, then dispatch's score
+    (travel time plus `rank_step_s` per place below first in the category's list; home
+    zone, then id, break ties). Left out: teams off shift, those on the incident already,
+    and those dispatch refuses (volunteers to a weapon; for a hand-over, any but a police
+    station's team)."""
+    status = inc.get("status", "")
+    if status in ENDED:
+        return []
+    handed_over = status == "handed_over"
+    category, priority = inc["category"], inc["priority"]
+    rule = policy.rule(category)
+    flags = tuple(json.loads(inc.get("flags") or "[]"))
+    barred = domain.volunteers_barred(flags, policy)
+    station = inc.get("station_agency_id") or None
+    lat, lon = float(inc["lat"]), float(inc["lon"])
+    live = [o for o in orders if o.get("state") in domain.LIVE_ORDER_STATES]
+    on_it = {o["team_id"] for o in live}
+    escorted = any(o.get("agency_kind") in domain.ESCORT_KINDS
+                   and o.get("kind") not in _TASK_KINDS for o in live)
+    keyed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    for unit, open_order in units:
+        if unit.team_id in on_it or not unit.on_shift or unit.status == "off_duty":
+            continue
+        police_station = (unit.agency_kind == "police"
+                          and (unit.agency_role or "station") == "station")
+        if handed_over and not police_station:
+            continue
+        if unit.agency_kind == "volunteer" and barred:
+            continue
+        warnings: list[str] = []
+        missing: list[str] = []
+        if handed_over:
+            kind_rank = 0
+        else:
+            rank = rule.kind_rank(unit.agency_kind, unit.agency_role)
+            if rank is None:
+                warnings.append(KIND_NOT_LISTED)
+            kind_rank = len(rule.answer) if rank is None else rank
+            missing = [s for s in rule.skills if s not in unit.skills]
+            if missing:
+                warnings.append(LACKS_SKILLS)
+        if (handed_over or rule.zone_station) and police_station and station \
+                and unit.agency_id != station:
+            warnings.append(OTHER_STATION)
+        if priority == "P1" and unit.agency_kind == "volunteer" and not escorted:
+            warnings.append(VOLUNTEERS_ALONE_ON_P1)
+        distance = eta = None
+        if unit.lat is not None and unit.lon is not None:
+            distance = domain.distance_m(lat, lon, unit.lat, unit.lon)
+            eta = domain.travel_time_s(distance, unit.mode, policy)
+        age = (now - unit.fix_at).total_seconds() if unit.fix_at is not None else None
+        counts = eta is not None and age is not None and age <= policy.fix_max_age_s
+        free = unit.status == "available" and open_order is None
+        score = eta + kind_rank * policy.rank_step_s if eta is not None else math.inf
+        home = unit.home_zone_id is not None and unit.home_zone_id == inc.get("zone_id")
+        # a volunteer team alone on a P1 is suitable: what must go with it is the warning
+        unsuited = any(w != VOLUNTEERS_ALONE_ON_P1 for w in warnings)
+        keyed.append(((unsuited, not counts, not free, round(score, 3), not home,
+                       unit.team_id), {
+            "team_id": unit.team_id, "name": unit.name, "agency_kind": unit.agency_kind,
+            "agency_role": unit.agency_role, "mode": unit.mode, "status": unit.status,
+            "open_order_id": open_order,
+            "distance_m": round(distance) if distance is not None else None,
+            "eta_s": round(eta) if eta is not None else None,
+            "fix_age_s": round(age) if age is not None else None,
+            "position_counts": counts, "warnings": warnings, "missing_skills": missing}))
+    keyed.sort(key=lambda pair: pair[0])
+    return [row for _, row in keyed]
