@@ -821,6 +821,11 @@ function render(id, alert) {
   card.append(top);
   const where = f.location.lat.toFixed(5) + ", " + f.location.lon.toFixed(5);
   card.append(el("div", "place", f.address || where));
+  awayLines.delete(id);
+  if (!ended(o)) {
+    const away = el("div", "meta", awayText(f.location));
+    awayLines.set(id, away); card.append(away);
+  }
   if (f.flags && f.flags.length) {
     card.append(el("div", "meta", "⚠ " + f.flags.map((x) => word("flag", x)).join(", ")));
   }
@@ -868,6 +873,33 @@ function render(id, alert) {
   showEmpty();
 }
 render.seq = 0;
+// How far the scene is and which way, from the phone's own fix: a camera's or a door
+// alarm's order has a point and no address, two numbers a member on foot cannot walk to.
+// Said again at each fix (the member moves); nothing without a fix of the last two minutes.
+const awayLines = new Map();   // order id -> its line, while the order is live
+const AWAY_FIX_MS = 120000;
+const COMPASS = ["to_north", "to_north_east", "to_east", "to_south_east", "to_south",
+                 "to_south_west", "to_west", "to_north_west"];   // page_text's, clockwise
+function awayText(loc) {
+  if (!lastFix || Date.now() - lastFixTaken > AWAY_FIX_MS) return "";
+  const rad = (d) => d * Math.PI / 180;
+  const p1 = rad(lastFix.lat), p2 = rad(loc.lat), dl = rad(loc.lon - lastFix.lon);
+  const h = Math.sin((p2 - p1) / 2) ** 2 + Math.cos(p1) * Math.cos(p2) * Math.sin(dl / 2) ** 2;
+  const metres = 2 * 6371000 * Math.asin(Math.sqrt(h));
+  if (metres < 50) return say("away_here");
+  const bearing = (Math.atan2(Math.sin(dl) * Math.cos(p2), Math.cos(p1) * Math.sin(p2)
+    - Math.sin(p1) * Math.cos(p2) * Math.cos(dl)) * 180 / Math.PI + 360) % 360;
+  const distance = metres < 1000 ? say("metres_away", { n: Math.round(metres / 10) * 10 })
+    : say("km_away", { n: (metres / 1000).toFixed(1) });
+  return say("away", { distance, direction: say(COMPASS[Math.round(bearing / 45) % 8]) });
+}
+function sayAway() {
+  for (const [id, line] of awayLines) {
+    const o = orders.get(id);
+    if (!o || ended(o)) { awayLines.delete(id); continue; }
+    line.textContent = awayText(o.frame.location);
+  }
+}
 // The acknowledge-by time on the phone's wall clock, and while the team has not answered,
 // the time left, counted by notify's clock: a phone whose clock was set by hand minutes off
 // would count a P1's 30 s as gone already, or as minutes.
@@ -1115,6 +1147,7 @@ async function onFix(p, force) {
   // time, which a phone set by hand minutes slow would take for minutes ahead (its last fix
   // "just taken" for as long, and a report from the street placed where it was shared).
   lastFixTaken = Date.now() - (age >= 0 && age < 60000 ? age : 0);
+  sayAway();
   if (watchId === null) return;   // asked for before the sharing stopped: a report's place only
   if (!force && Date.now() - lastSent < 5000) return;
   lastSent = Date.now();
