@@ -131,6 +131,19 @@ PIPELINE_DESCRIPTION = (
     "services/dispatch/pipeline.py).")
 
 
+INCIDENT_DESCRIPTION = (
+    "The incident as on the board, with what was reported (`description`, `caller`), its "
+    "`orders` and its `timeline` (in the order things happened). Each order has its state "
+    "and the times of its steps, `eta_s` (the team's travel time from where it was when the "
+    "order was offered; null without a position then, and for a team sent by hand or a "
+    "hand-over) and `expected_at`: when its team is expected on scene, `eta_s` after it set "
+    "off (its `en_route_at`, else its `acknowledged_at`, else its `issued_at`), while it is "
+    "on its way (offered, acknowledged, en_route); null once it is on scene or the order is "
+    "over, and without `eta_s`. Past `expected_at` with no `on_scene_at`, the team is late. "
+    "`now`: dispatch's clock when it answered, to count against (a desk's clock may be "
+    "minutes off).")
+
+
 TEAMS_DESCRIPTION = (
     "The district's teams on shift that may be sent to the incident by hand (POST .../assign), "
     "the best first: those dispatch's rules allow (their kind, skills and station) before "
@@ -294,8 +307,29 @@ def _order_view(order: dict[str, str]) -> dict[str, Any]:
             "ack_by", "delivered_at", "acknowledged_at", "en_route_at", "on_scene_at",
             "resolved_at", "handover_at", "declined_at", "filing_due")
     # a number, as intake gives it (the hash holds text)
-    eta = order.get("eta_s")
-    return {**{k: (order.get(k) or None) for k in keys}, "eta_s": float(eta) if eta else None}
+    eta = float(order["eta_s"]) if order.get("eta_s") else None
+    return {**{k: (order.get(k) or None) for k in keys}, "eta_s": eta,
+            "expected_at": _expected_at(order, eta)}
+
+
+# An order's team on its way to the scene: when it is expected there is counted.
+ON_THE_WAY = ("offered", "acknowledged", "en_route")
+
+
+def _expected_at(order: dict[str, str], eta_s: float | None) -> str | None:
+    """When the order's team is expected on scene: its travel time (from where the team was
+    when it was offered) after it set off, i.e. since its en route, else since it took the
+    order, else since the offer (never before the offer: a phone's clock behind). None once
+    it is there or the order is over, and for an order without a travel time."""
+    if eta_s is None or order.get("state") not in ON_THE_WAY:
+        return None
+    try:
+        issued = datetime.fromisoformat(order["issued_at"])
+        step = order.get("en_route_at") or order.get("acknowledged_at")
+        set_off = max(issued, datetime.fromisoformat(step)) if step else issued
+    except (KeyError, ValueError):  # a record stored broken: no time to count to
+        return None
+    return (set_off + timedelta(seconds=eta_s)).isoformat()
 
 
 def _report_view(letter_id: bytes, fields: dict[bytes, bytes],
@@ -528,7 +562,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                                   scanned_to=found[-1][0].decode())
         return _lost_page(rows, next_id=None, scanned_to=None)
 
-    @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline")
+    @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline",
+                description=INCIDENT_DESCRIPTION)
     async def incident(incident_id: str, who: Reader) -> dict[str, Any]:
         inc = await store.get_incident(redis, incident_id)
         if inc is None:
@@ -545,6 +580,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
             "timeline": in_order(await store.timeline(redis, incident_id)),
+            "now": datetime.now(UTC).isoformat(),
         }
 
     @router.get("/incidents/{incident_id}/teams",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from services.dispatch import paging, store
@@ -46,6 +47,70 @@ async def test_the_map_s_zones_are_a_503_to_ask_again_while_volunteers_is_away(
     assert "zones are not loaded" in r.json()["error"]["message"]
     r = await console.get("/v1/zones", headers={"Authorization": "Bearer test-admin-token"})
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
+
+
+def store_orders(url: str, incident_id: str, orders: dict[str, dict[str, str]]) -> None:
+    """`orders` of the incident as dispatch stores them: {order id: its fields}."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        for order_id, fields in orders.items():
+            client.hset(store.order_key(order_id), mapping={
+                "order_id": order_id, "incident_id": incident_id, "team_id": f"t-{order_id}",
+                "agency_kind": "police", "kind": "dispatch", **fields})
+            client.rpush(store.orders_key(incident_id), order_id)
+    finally:
+        client.close()
+
+
+async def test_an_incident_s_orders_say_when_each_team_on_its_way_is_expected_there(
+        clean_redis: str, console: httpx.AsyncClient) -> None:
+    """The console counts down to each team's arrival (DOMAIN.md: neighbours reinforce within
+    3-5 minutes) and says when one is overdue, on dispatch's clock (a desk PC's may be
+    minutes off). The incident's answer says when: `expected_at`, the order's travel time
+    (`eta_s`, from where the team was when it was offered) from when it set off: on its way
+    since `en_route_at`, else since it took the order (`acknowledged_at`), else since the
+    offer; null once it is there or the order is over, and for an order with no travel time
+    (a hand-over to a station; a team sent by hand). `now`: dispatch's clock."""
+    offered = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+    def at(seconds: int) -> str:
+        return (offered + timedelta(seconds=seconds)).isoformat()
+
+    seed_incidents(clean_redis, [("inc_fight", offered - timedelta(minutes=1),
+                                  {"status": "en_route", "category": "violence",
+                                   "priority": "P1"})])
+    store_orders(clean_redis, "inc_fight", {
+        "ord_offered": {"state": "offered", "issued_at": at(0), "eta_s": "240.0"},
+        "ord_took": {"state": "acknowledged", "issued_at": at(0), "eta_s": "240.0",
+                     "acknowledged_at": at(30)},
+        "ord_going": {"state": "en_route", "issued_at": at(0), "eta_s": "240.0",
+                      "acknowledged_at": at(30), "en_route_at": at(90)},
+        # went straight to en route, with no acknowledgement first
+        "ord_went": {"state": "en_route", "issued_at": at(0), "eta_s": "100.5",
+                     "en_route_at": at(20)},
+        "ord_there": {"state": "on_scene", "issued_at": at(0), "eta_s": "240.0",
+                      "acknowledged_at": at(30), "on_scene_at": at(200)},
+        "ord_done": {"state": "resolved", "issued_at": at(0), "eta_s": "240.0",
+                     "resolved_at": at(600)},
+        "ord_late": {"state": "timed_out", "issued_at": at(0), "eta_s": "240.0"},
+        "ord_by_hand": {"state": "offered", "kind": "manual", "issued_at": at(0),
+                        "eta_s": ""},
+        "ord_station": {"state": "offered", "kind": "handover", "issued_at": at(0),
+                        "eta_s": "", "filing_due": at(86400)},
+    })
+    before = datetime.now(UTC)
+    r = await console.get("/v1/incidents/inc_fight", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    expected = {o["order_id"]: o["expected_at"] for o in answer["orders"]}
+    assert expected == {"ord_offered": at(240), "ord_took": at(270), "ord_going": at(330),
+                        "ord_went": at(120).replace("+00:00", ".500000+00:00"),
+                        "ord_there": None, "ord_done": None, "ord_late": None,
+                        "ord_by_hand": None, "ord_station": None}, expected
+    assert before <= datetime.fromisoformat(answer["now"]) <= datetime.now(UTC)
+    described = (await console.get("/openapi.json")).json()["paths"][
+        "/v1/incidents/{incident_id}"]["get"]["description"]
+    assert "`expected_at`" in described and "`now`" in described, described
 
 
 async def page_through(console: httpx.AsyncClient, params: dict[str, str]) -> list[str]:
