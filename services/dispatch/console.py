@@ -3,11 +3,12 @@
 The board of a district refreshed every few seconds (flagged incidents first), a banner
 when the system itself is stuck (orders not reaching the phones, reports or the teams'
 answers not reaching dispatch, no positions coming in: GET /v1/pipeline), the units
-on one screen, an incident's whole timeline, manual assignment from dispatch's own list for
-the incident (nearest suitable first, with distances, and why the rules would not send a
-team: GET /v1/incidents/{id}/teams; a linked report too, or "not a duplicate": unlinked and
-dispatched) and closing, evidence, the duty (who supervises
-new incidents) and the KPIs.
+on one screen, an incident's whole timeline and its teams (when each on its way should be
+there, or how late it is: dispatch's expected_at, on dispatch's clock), manual assignment
+from dispatch's own list for the incident (nearest suitable first, with distances, and why
+the rules would not send a team: GET /v1/incidents/{id}/teams; a linked report too, or "not
+a duplicate": unlinked and dispatched) and closing, evidence, the duty (who supervises new
+incidents) and the KPIs.
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 It speaks Chinese, or English where the dispatcher chose it or the browser puts English
@@ -621,6 +622,24 @@ function saidOf(e) {
     return value.split(", ").map(code => word(group, code)).join(lang === "zh" ? "、" : ", ");
   });
 }
+// A team on its way to the scene (DOMAIN.md: neighbours reinforce within 3-5 minutes):
+// when it should be there, "arriving in about 4 min", or by how much it is late, counted
+// to dispatch's `expected_at` for the order on dispatch's clock (`now` of its answer, read
+// at every refresh): a desk PC's clock minutes off would count a team early as late. One
+// dispatch has no travel time for (no position when it was offered; sent by hand): said
+// to be unknown. Nothing more for a team there, nor for a hand-over or a follow-up visit
+// (no trip to the scene).
+const TO_SCENE = ["dispatch", "reinforcement", "manual"];
+const ON_THE_WAY = ["offered", "acknowledged", "en_route"];
+function orderSaid(o, now) {
+  const state = word("order_state", o.state);
+  if (!ON_THE_WAY.includes(o.state) || !TO_SCENE.includes(o.kind)) return state;
+  const due = Date.parse(o.expected_at || ""), left = (due - now) / 60000;
+  const arrival = isNaN(left) ? say("arrival_unknown")
+    : left > 0 ? say("arriving", {minutes: Math.max(1, Math.round(left))})
+    : say("overdue", {minutes: Math.max(1, Math.round(-left))});
+  return say("order_arrival", {state, arrival});
+}
 async function detail(run) {
   const id = selected, ask = ++asked;
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
@@ -652,12 +671,13 @@ async function detail(run) {
   const live = i.orders.filter(o => LIVE.includes(o.state));
   const ol = $("orders"); ol.replaceChildren();
   ol.append(live.length ? say("teams_on_it") : say("no_team_on_it"));
+  const now = Date.parse(i.now);  // dispatch's clock as it answered
   for (const o of live) {
     const b = document.createElement("button"); b.textContent = say("take_back");
     b.title = say("take_back_hint");
     b.hidden = !!me && me.kind === "inspector";
     b.onclick = () => takeBack(o, b);
-    ol.append(" " + (o.team_name || o.team_id) + " (" + word("order_state", o.state) + ") ", b);
+    ol.append(" " + (o.team_name || o.team_id) + " (" + orderSaid(o, now) + ") ", b);
   }
   fillTeams(i, offer);
   const names = {};  // a team's name, as its orders and the unit list give it
