@@ -928,8 +928,10 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         until: Instant | None = Query(default=None, description=UNTIL),
         district: str | None = Query(default=None, max_length=64),
         category: str | None = Query(default=None, max_length=64),
-        hours: str | None = Query(default=None, max_length=8,
-                                  description="local hours to keep, e.g. 19-2 (across midnight)"),
+        hours: str | None = Query(
+            default=None, max_length=8, description="whole hours to keep on the district's "
+            "clock (the answer's `timezone`), e.g. 19-1: 19:00 to 02:00, across midnight "
+            "(19-2 keeps 02:00 to 02:59 too); the answer's `hours` lists them"),
         resolution: int = Query(default=review.DEFAULT_RESOLUTION, ge=review.MIN_RESOLUTION,
                                 le=review.MAX_RESOLUTION, description="H3 resolution"),
         limit: int = Query(default=50, ge=1, le=MAX_PAGE),

@@ -8,7 +8,8 @@ there, or how late it is: dispatch's expected_at, on dispatch's clock), manual a
 from dispatch's own list for the incident (nearest suitable first, with distances, and why
 the rules would not send a team: GET /v1/incidents/{id}/teams; a linked report too, or "not
 a duplicate": unlinked and dispatched) and closing, evidence, the duty (who supervises new
-incidents) and the KPIs.
+incidents), the KPIs and the four weeks' hot spots (of the whole day or of tonight's patrol
+hours).
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 It speaks Chinese, or English where the dispatcher chose it or the browser puts English
@@ -82,7 +83,9 @@ _CONSOLE_PAGE = """<!doctype html>
    <input id="kday" type="date" title="{{day_hint}}">
    <button id="kyesterday">{{yesterday}}</button> <button id="klast">{{last_24h}}</button></div>
   <ul id="kpis"></ul>
-  <h2 style="margin-top:12px" id="spotshead">{{hot_spots}}</h2><ul id="spots"></ul></section>
+  <h2 style="margin-top:12px"><span id="spotshead">{{hot_spots}}</span>
+   <span class="dim" id="spotshours"></span>
+   <select id="spotchoice" title="{{spots_choice_hint}}"></select></h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
   <div id="dreport" style="margin:4px 0"></div>
   <div id="orders" style="margin:8px 0"></div>
@@ -155,7 +158,7 @@ const FIXED = {heading: "heading", lang: "switch", minename: "mine", save: "watc
 const HINTS = {token: "token_hint", district: "district_hint", ref: "ref_hint",
   revnote: "revise_hint", remark: "remark_hint", evref: "evidence_hint"};
 const TITLES = {soundlabel: "sound_hint", signout: "sign_out_hint", unlink: "unlink_hint",
-  kday: "day_hint"};
+  kday: "day_hint", spotchoice: "spots_choice_hint"};
 const COLUMNS = {
   boardcols: ["col_reported", "col_priority", "col_category", "col_status", "col_timeouts",
               "col_incident"],
@@ -188,6 +191,8 @@ function showLanguage() {
                       ["filing_overdue", say("filings_overdue")]]);
   choices("newprio", [["", say("priority_choice")], ...["P1", "P2", "P3", "P4"].map(p => [p, prio(p)])]);
   choices("evkind", ["video", "photo", "audio", "document"].map(k => [k, word("evidence_kind", k)]));
+  choices("spotchoice", [["", say("all_day")],
+    [PATROL_HOURS, say("spots_patrol", {hours: hoursText(PATROL_HOUR_LIST)})]]);
   for (const [id, text] of lines) $(id).textContent = text();
   document.title = titled();
   paintPipeline();
@@ -206,6 +211,12 @@ let spotsMissed = null;  // why the last read of the hot spots failed, until one
 // A read that failed is asked again after this, not at every 3 s tick: a route failing
 // because dispatch is busy would be asked back to back, each read up to api()'s 15 s.
 const SPOTS_RETRY_MS = 15000;
+// The hot spots of the whole day, or of tonight's patrol hours only (DOMAIN.md: night
+// markets, bars, 19:00 to 02:00), on the district's clock: the heat map's `hours` keeps
+// whole local hours, so 19:00 to 02:00 is "19-1" ("19-2" keeps 02:00 to 02:59 too). The
+// choice is kept in this browser, as its language is.
+const PATROL_HOURS = "19-1", PATROL_HOUR_LIST = [19, 20, 21, 22, 23, 0, 1];
+const SPOT_HOURS_KEY = "lf-spot-hours";
 let districtToday = null;  // the district's date (YYYY-MM-DD), as the last KPIs said it
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
@@ -230,6 +241,7 @@ if (link.get("token")) {
 if (linkTaken && link.get("district")) localStorage.setItem("lf-district", link.get("district"));
 $("token").value = localStorage.getItem("lf-token") || "";
 $("district").value = localStorage.getItem("lf-district") || "";
+const spotHoursKept = localStorage.getItem(SPOT_HOURS_KEY) === PATROL_HOURS ? PATROL_HOURS : "";
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text ?? "";
   if (cls) td.className = cls; tr.appendChild(td); return td; }
 const REFUSED = new Error("the token was refused");
@@ -265,7 +277,7 @@ function refused(body) {
   teamsListed = null;
   for (const id of ["count", "hiddenflags", "nothandled", "duty", "maplegend"]) {
     $(id).textContent = ""; }
-  show("dutyerr", "");
+  show("dutyerr", ""); show("spotshours", "");
   $("older").hidden = true; $("newest").hidden = true;
   setTitle(() => say("title_signed_out"));
   show("err", () => say("token_refused", {why}));
@@ -296,7 +308,7 @@ async function refresh() {
     // (a cursor of the one left is no place in it), its map without the one left's zones
     if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
       pages = []; hotspots = []; zones = []; spotsDue = 0; spotsReading = null; spotsMissed = null;
-      $("spots").replaceChildren(); show("dutyerr", ""); }
+      $("spots").replaceChildren(); show("spotshours", ""); show("dutyerr", ""); }
     watched = d; }
   const run = ++generation; refreshing += 1;
   const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
@@ -427,7 +439,9 @@ async function readSpots(d) {
   const read = {}; spotsReading = read;
   const current = () => spotsReading === read && watched === d && !stopped;
   try {
-    const h = await api("/v1/heatmap?limit=5&district=" + encodeURIComponent(d));
+    const q = new URLSearchParams({limit: "5", district: d});
+    if ($("spotchoice").value) q.set("hours", $("spotchoice").value);
+    const h = await api("/v1/heatmap?" + q);
     if (!current()) return;
     let inZones = [];
     try { inZones = (await api("/v1/zones?district=" + encodeURIComponent(d))).zones; }
@@ -436,6 +450,13 @@ async function readSpots(d) {
       if (e === REFUSED) return; }
     if (!current()) return;
     hotspots = h.hottest; zones = inZones; spotsDue = Date.now() + 60000; spotsMissed = null;
+    // the hours the list is of, as dispatch answered them, on the district's clock (named
+    // where this browser's is another)
+    const here = typeof Intl !== "undefined" ? Intl.DateTimeFormat().resolvedOptions().timeZone : "";
+    const zone = (h.hours || []).length && h.timezone && here && h.timezone !== here
+      ? h.timezone : null;
+    show("spotshours", () => say("spots_hours", {hours: hoursText(h.hours),
+      zone: zone ? say("hours_in", {zone}) : ""}));
     const sl = $("spots"); sl.replaceChildren();
     for (const c of h.hottest) { const li = document.createElement("li");
       li.textContent = say("spot", {lat: c.lat.toFixed(4), lon: c.lon.toFixed(4), count: c.count,
@@ -448,6 +469,20 @@ async function readSpots(d) {
   } finally {
     if (current() && lines.get("err") === spotsLine) show("err", spotsLine);
     if (spotsReading === read) spotsReading = null; }
+}
+// Hours of the day (a heat map's `hours`) as the spans of the clock they make: [0, 1, 19,
+// ..., 23] is 19:00 to 02:00, across midnight; none or all 24, the whole day.
+function hoursText(hours) {
+  const kept = new Set(hours || []);
+  if (!kept.size || kept.size >= 24) return say("all_day");
+  const hh = h => String(h).padStart(2, "0") + ":00";
+  const spans = [];
+  for (let h = 0; h < 24; h++) {
+    if (!kept.has(h) || kept.has((h + 23) % 24)) continue;  // not the first of a span
+    let end = h; while (kept.has((end + 1) % 24)) end = (end + 1) % 24;
+    spans.push(say("hour_span", {start: hh(h), end: hh(end + 1)}));  // to 24:00 at most
+  }
+  return spans.join(lang === "zh" ? "、" : ", ");
 }
 // Whether the system itself moves (GET /v1/pipeline): orders reaching the phones, new
 // reports and the teams' answers, statuses and positions reaching dispatch. A dispatcher
@@ -865,6 +900,11 @@ const dateOf = v => new Date(Date.UTC(Number(v.slice(0, 4)), Number(v.slice(5, 7
                                       Number(v.slice(8, 10))));
 const dateText = v => dateOf(v).toLocaleDateString(locale(), {timeZone: "UTC"});
 $("kday").onchange = () => refresh();
+// Another choice of hours: the heat map read for it at once; one on its way for the hours
+// left is dropped (its answer is not listed under this choice).
+$("spotchoice").onchange = () => {
+  localStorage.setItem(SPOT_HOURS_KEY, $("spotchoice").value);
+  spotsReading = null; spotsMissed = null; spotsDue = 0; if (!stopped) refresh(); };
 $("kyesterday").onclick = () => {
   const t = dateOf(districtToday || ymd(new Date())); t.setUTCDate(t.getUTCDate() - 1);
   $("kday").value = t.toISOString().slice(0, 10); refresh(); };
@@ -874,6 +914,7 @@ $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.set
   showLanguage(); spotsDue = 0; if (!stopped) refresh(); };
 show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
 showLanguage();
+$("spotchoice").value = spotHoursKept;
 // the system's state first: its read is never held back by a refresh still on its way
 setInterval(() => { checkPipeline(); if (!refreshing && !stopped) refresh(); }, 3000);
 checkPipeline(); refresh();
