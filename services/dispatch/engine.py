@@ -1901,9 +1901,12 @@ class Dispatcher:
         await self._place_known(state, zone)
         return False
 
-    async def _place_known(self, state: store.IncidentState, zone: Zone | None) -> None:
+    async def _place_known(self, state: store.IncidentState, zone: Zone | None, *,
+                           waited: bool = False) -> None:
         """The zone and owning station of an incident whose zone was pending, written with
-        a timeline note; the status is left as it is."""
+        a timeline note; the status is left as it is. `waited`: it waited for its station
+        (_awaits_station) out of the queue of waiting incidents, and joins it in this
+        write (on_zone_due); its orders take it off."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -1914,6 +1917,8 @@ class Dispatcher:
         async def known(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, fields)
             store.queue_cancel(pipe, f"zone:{incident_id}")
+            if waited:
+                self._queue_waiting(pipe, inc)
 
         detail = (entry_detail("place_known", zone=zone.name, station=zone.owner_agency_id)
                   if zone else entry_detail("place_outside_zones"))
@@ -1925,7 +1930,11 @@ class Dispatcher:
         """The zone of an incident reported while its district's zones could not be loaded,
         looked up again (every ZONE_RETRY, for ZONE_WAIT at most). An incident that waited
         for its station (_awaits_station) gets its orders once it is known; after ZONE_WAIT
-        without it, from any station's team: flagged, with a note, for the command room."""
+        without it, from any station's team: flagged, with a note, for the command room.
+        It waited out of the queue of waiting incidents and joins it with the write that
+        ends the wait: its timer then ends, or finds the wait over, and a search that failed
+        after that write (Redis away) left it unassigned for good, offered no freed team
+        and never swept, while its station's team stood free."""
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
@@ -1941,13 +1950,14 @@ class Dispatcher:
                     return
                 await self._place_unknown(state, waited=waited)
             else:
-                await self._place_known(state, zone)
+                await self._place_known(state, zone, waited=waited)
             if waited:
                 await self._fill(incident_id, state)
 
     async def _place_unknown(self, state: store.IncidentState, *, waited: bool) -> None:
         """ZONE_WAIT passed and the zones are still away: the incident stops waiting for
-        them, flagged when it waited for its station (any station's team may go now)."""
+        them, flagged when it waited for its station (any station's team may go now), and
+        then in the queue of waiting incidents, as _place_known puts it."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -1957,6 +1967,8 @@ class Dispatcher:
 
         async def given_up(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, fields)
+            if waited:
+                self._queue_waiting(pipe, inc)
 
         minutes = ZONE_WAIT.seconds // 60
         detail = entry_detail("station_still_unknown" if waited else "zone_unknown",

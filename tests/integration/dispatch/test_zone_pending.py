@@ -22,7 +22,7 @@ from shared.events import OrderIssued, UnitPosition, UnitStatus, utcnow
 from shared.zones import Zone
 from tests.helpers import poll_until
 
-from .conftest import dispatch_with_teams
+from .conftest import dispatch_with_teams, fail_once
 from .test_engine import DISTRICT, orders_for, report, wait_for_units
 from .test_followup import incident_fields, kinds_and_details
 
@@ -66,11 +66,12 @@ def timer_gone(url: str, incident_id: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def waiting_fraud_warning(url: str, publisher: RedisBroker) -> AsyncIterator[str]:
+async def waiting_fraud_warning(url: str, publisher: RedisBroker,
+                                **settings: object) -> AsyncIterator[str]:
     """Dispatch with ag-police's station team and another station's, nearer; a fraud
     warning reported while the zones are away, once it waits."""
     async with dispatch_with_teams(url, publisher, {"own-station": ("police", 22.8300)},
-                                   timer_lease_s=0.5):
+                                   **{"timer_lease_s": 0.5, **settings}):
         await other_station_team(publisher)
         await wait_for_units(url, 2)
         incident_id = await report(publisher, "fraud_warning", priority="P4")
@@ -103,6 +104,31 @@ async def test_a_fraud_warning_waits_for_its_station_while_the_zones_are_away(
         "z-1", "ag-police", "")
     assert ("note", "place known: zone Territory, owned by station ag-police", None) in \
         kinds_and_details(clean_redis, incident_id)
+
+
+@pytest.mark.parametrize("zones", ["back", "still_away"])
+async def test_a_fraud_warning_whose_search_fails_as_its_wait_ends_still_gets_its_teams(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+        zones: str) -> None:
+    # The timer's firing ends the wait (the place written, or given up on after ZONE_WAIT),
+    # then fails before its search (Redis away a moment), and fires no more (ended, or the
+    # wait found over). The warning waited out of the queue of waiting incidents: in it now,
+    # the sweep (or the next freed team) sends the teams free, instead of nobody ever again.
+    async with waiting_fraud_warning(clean_redis, publisher, waiting_sweep_s=0.5) as incident_id:
+        if zones == "back":
+            zones_back(monkeypatch)
+        else:
+            monkeypatch.setattr(engine_module, "ZONE_WAIT", engine_module.timedelta(seconds=0))
+        failed = fail_once(monkeypatch, Dispatcher, "_fill",
+                           lambda _engine, fills, *_, **__: fills == incident_id)
+        fire_now(clean_redis, incident_id)
+        await poll_until(lambda: failed, "the search after the wait ended failed")
+        orders = await poll_until(
+            lambda: orders_once(clean_redis, incident_id, 1 if zones == "back" else 2),
+            "the orders")
+    assert {o.team_id for o in orders} == (
+        {"own-station"} if zones == "back" else {"own-station", "other-station"})
+    assert incident_fields(clean_redis, incident_id)["zone_pending"] == ""
 
 
 async def test_after_the_wait_a_fraud_warning_goes_to_any_station_flagged(
