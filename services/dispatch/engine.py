@@ -1796,7 +1796,7 @@ class Dispatcher:
         """Hand the incident over to its owning station: its status (with `release_claim`,
         as _emit's), then an order to the station's nearest team. `again`: the step is made
         again after an attempt that failed after its first write (the status is there; the
-        station's order may be)."""
+        station's order may be; the case may have moved on since: closed, or filed)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -1815,6 +1815,17 @@ class Dispatcher:
         if not again:
             await self._emit(incident_id, entry, status="handed_over", state=state, also=handed,
                              release_claim=release_claim)
+        elif inc["status"] != "handed_over":
+            # The case moved on between the attempt that wrote the hand-over and this one:
+            # the command room closed it, or the station filed it (its order was made). The
+            # station gets no order: a second one, or one for a closed case, live for ever
+            # (nobody may close it again), its filing owed. A filed case still owes its
+            # follow-up visit (set once: not moved if the first attempt set it).
+            days = self.policy.followup_days.get(inc["category"])
+            if days and inc["status"] == "resolved":
+                await store.schedule(self.redis, f"followup:{incident_id}",
+                                     now + timedelta(days=days), nx=True)
+            return
         station, known = await self._station_known(inc)
         handover_order = await self._station_order(state, station, by=order, note=entry.note)
         if handover_order is None and inc.get("handover_unstaffed") != "1":

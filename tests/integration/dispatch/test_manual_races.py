@@ -13,6 +13,7 @@ import httpx
 import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.dispatch import store
 from services.dispatch.engine import Dispatcher
@@ -280,3 +281,63 @@ async def test_what_the_command_room_learnt_is_kept_when_a_linked_report_made_th
     notes = [e for e in timeline(clean_redis, parent) if e.get("note") == heard]
     assert len(notes) == 1
     assert notes[0]["kind"] == "revised" and "admin:admin" in notes[0]["detail"]
+
+
+@pytest.mark.parametrize("meanwhile", ["closed", "filed"])
+async def test_a_hand_over_handled_again_after_the_case_moved_on_sends_the_station_nothing(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch, meanwhile: str) -> None:
+    # The guard hands a dispute over; dispatch writes the hand-over and the station car's
+    # order, then loses Redis before recording it (the answer stays pending, handled again
+    # once Redis answers). Meanwhile the command room closes the case, or the car files it.
+    # The answer handled again must make no second hand-over order: for a closed case, one
+    # live for ever (nobody may close the case again) with its filing owed; for a filed
+    # case, the station asked to file it twice. A filed dispute keeps its follow-up visit.
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await team(publisher, "station-car", kind="police", role="station", lat=22.8300,
+               lon=108.3665)
+    await wait_for_units(clean_redis, 2)
+    incident_id = await report(publisher, "dispute", priority="P2")
+    [guard] = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    assert guard.team_id == "guard"
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    away = [True]
+    tries: list[str] = []
+    real_record = Dispatcher._record_station_order
+
+    async def record_station_order(engine: Dispatcher, *args: Any, **kwargs: Any) -> None:
+        if away[0]:
+            tries.append("failed")
+            raise RedisConnectionError("Redis went away")
+        await real_record(engine, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "_record_station_order", record_station_order)
+    try:
+        client.hset(store.incident_key(incident_id), "station_agency_id", "ag-police")
+        await answer(publisher, guard, "acknowledged")
+        await answer(publisher, guard, "handover")
+        await poll_until(lambda: tries, "the station order's record failing")
+        [_, station] = await orders_once(clean_redis, incident_id, 2, "the station's order")
+        assert (station.kind, station.team_id) == ("handover", "station-car")
+        if meanwhile == "closed":
+            r = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+            assert r.status_code == 200, r.text
+        else:
+            await answer(publisher, station, "resolved")
+            await poll_until(lambda: client.hget(store.incident_key(incident_id), "status")
+                             == "resolved", "the case filed")
+        away[0] = False  # Redis answers again: the hand-over is handled again
+        await poll_until(lambda: not client.xpending(streams.ORDER_RESPONDED.name,
+                                                     "dispatch")["pending"],
+                         "the hand-over handled again")
+        assert client.hget(store.incident_key(incident_id), "status") == (
+            "closed" if meanwhile == "closed" else "resolved")
+        states = [client.hget(store.order_key(order_id), "state")
+                  for order_id in client.lrange(store.orders_key(incident_id), 0, -1)]
+        followup = client.zscore(store.TIMERS, f"followup:{incident_id}")
+    finally:
+        client.close()
+    assert states == ["handover", "withdrawn" if meanwhile == "closed" else "resolved"]
+    assert [(o.kind, o.team_id) for o in orders_for(clean_redis, incident_id)] == [
+        ("dispatch", "guard"), ("handover", "station-car")]
+    assert (followup is None) == (meanwhile == "closed")
