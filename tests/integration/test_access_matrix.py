@@ -217,6 +217,8 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "PUT", f"/v1/teams/{MISSING}/shift-plan", 404, PLAN),
     admin_only("volunteers", "GET", "/v1/teams/d1-sec-1/shift-plan", 404),
     admin_only("volunteers", "GET", "/v1/shifts?district=d1&date=2026-01-05"),
+    # the desk asks dispatch (GET /v1/shift-check-ins), which asks this with the admin token
+    admin_only("volunteers", "GET", "/v1/shifts/now?district=d1"),
     admin_only("volunteers", "GET", "/v1/points/leaderboard?district=d1"),
     admin_only("volunteers", "POST", f"/v1/members/{MISSING}/points", 404,
                {"points": 5, "note": "matrix"}),

@@ -1,4 +1,5 @@
-"""Shift plan routes (admin): a team's plan, and the shifts worked on a date."""
+"""Shift plan routes (admin): a team's plan, the shifts worked on a date, and those worked
+now with whether each team has checked in (dispatch asks it for the command room)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
+from shared.events import utcnow
 from shared.http import InputFirstRoute, not_found
 from shared.timezones import CalendarDate, parse_timezone
 
 from ..config import Settings
-from ..domain.shifts import OFF, ShiftPlan, shifts_during
+from ..domain.shifts import OFF, ShiftPlan, shifts_at, shifts_during
+from ..domain.status import expire_check_ins
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
@@ -42,6 +45,7 @@ class ShiftPlanIn(ShiftPlan):
 def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
     default_tz = parse_timezone(settings.timezone)
+    check_in_limit = settings.check_in_limit()
 
     @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin)")
     async def put_plan(
@@ -97,5 +101,42 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         # by the moment each starts: a plan on another clock writes another offset
         teams.sort(key=lambda t: (datetime.fromisoformat(t["start"]), t["team_id"]))
         return {"district": district, "date": day.isoformat(), "teams": teams}
+
+    @router.get("/shifts/now", summary="The shifts being worked now in a district, each "
+                "team planned on them with whether anyone of it has checked in (admin; "
+                "dispatch asks it for the command room's console)")
+    async def worked_now(
+        _: Admin, district: Annotated[str, Query(min_length=1, max_length=64)],
+    ) -> dict[str, Any]:
+        now = utcnow()
+        plans = await shifts_store.plans_of(redis, district)
+        # An instant, not a day: the same on volunteers', dispatch's and the desk's clocks.
+        shifts = {team_id: found for team_id, plan in plans.items()
+                  if (found := shifts_at(plan, now, default_tz=default_tz))}
+        team_ids = sorted(shifts)
+        found_teams = await roster_store.records(redis, "teams", team_ids)
+        states = await teams_store.team_states(redis, team_ids)
+        agency_ids = sorted({team["agency_id"] for team in found_teams if team})
+        agencies = dict(zip(agency_ids, await roster_store.records(redis, "agencies", agency_ids),
+                            strict=True))
+        teams: list[dict[str, Any]] = []
+        for team_id, team, state in zip(team_ids, found_teams, states, strict=True):
+            # a team gone from the roster, or imported into another district since its plan
+            # was set: none of this district's (a desk sees its own districts' teams only)
+            if not team or team.get("district") != district:
+                continue
+            agency = agencies.get(team["agency_id"]) or {}
+            # a check-in that ran out (a dead phone, a forgotten check-out) is nobody in,
+            # whether or not the sweep has ended it yet (as GET /v1/me says it)
+            joined = expire_check_ins(state, now=now, limit=check_in_limit).state.shift_members
+            teams.extend({
+                "team_id": team_id, "team_name": team["name"], "agency_id": team["agency_id"],
+                "agency_name": agency.get("name"), "agency_kind": agency.get("kind"),
+                "shift": shift.shift, "start": shift.start.isoformat(),
+                "end": shift.end.isoformat(), "checked_in": bool(joined),
+                "checked_in_at": min(joined.values()).isoformat() if joined else None,
+            } for shift in shifts[team_id])
+        teams.sort(key=lambda t: (datetime.fromisoformat(t["start"]), t["team_id"]))
+        return {"district": district, "at": now.isoformat(), "teams": teams}
 
     return router

@@ -140,3 +140,15 @@ def shifts_during(plan: ShiftPlan, day: date, *, day_tz: tzinfo,
     shifts = (planned_on(plan, first + timedelta(days=n), default_tz=default_tz)
               for n in range((last - first).days + 1))
     return [s for s in shifts if s is not None and s.start < day_end and s.end > day_start]
+
+
+def shifts_at(plan: ShiftPlan, at: datetime, *, default_tz: tzinfo) -> list[PlannedShift]:
+    """The plan's shifts being worked at the instant `at`: started at or before it and
+    ending after it (the night shift begun the evening before, at 02:00; not the main shift
+    at 07:59, nor at 18:00 when it ends). Usually one or none; earliest first. No day is
+    asked for: an instant is the same on every clock."""
+    tz = plan_timezone(plan, default_tz=default_tz)
+    today = at.astimezone(tz).date()
+    shifts = (planned_on(plan, day, default_tz=default_tz)
+              for day in (today - timedelta(days=1), today))  # a shift lasts at most a day
+    return [s for s in shifts if s is not None and s.start <= at < s.end]

@@ -25,6 +25,12 @@ async def get(redis: Redis, entity: str, entity_id: str) -> dict[str, str] | Non
     return await redis.hgetall(keys.entity(entity, entity_id)) or None
 
 
+async def records(redis: Redis, entity: str, entity_ids: Sequence[str]
+                  ) -> list[dict[str, str]]:
+    """Many records at once ({} for one that is gone), in the order of `entity_ids`."""
+    return await read_hashes(redis, [keys.entity(entity, i) for i in entity_ids])
+
+
 async def districts(redis: Redis) -> list[str]:
     """The districts an import wrote rows of, by name. An agency is never removed, so a
     district once imported stays one; a refused import writes nothing, names none."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from .conftest import ADMIN, Volunteers
 
 MAIN_FIRST = {
@@ -132,3 +134,59 @@ async def test_a_date_is_a_calendar_date_alone_not_a_midnight(volunteers: Volunt
     r = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
                          headers=ADMIN)
     assert r.status_code == 200, r.text
+
+
+def _at(hours_from_now: int) -> str:
+    return f"{(datetime.now(UTC) + timedelta(hours=hours_from_now)).hour:02d}:00"
+
+
+# Plans on UTC's clock whatever the hour the test runs at: a shift of the whole day, every
+# day (being worked now); one of an hour starting two hours from now (not yet, nor still);
+# every day off.
+ALL_DAY = {"timezone": "UTC", "shifts": {"day": {"start": "00:00", "end": "00:00"}},
+           "rotation": ["day"], "anchor": "2026-01-05"}
+LATER = {"timezone": "UTC", "shifts": {"later": {"start": _at(2), "end": _at(3)}},
+         "rotation": ["later"], "anchor": "2026-01-05"}
+OFF = ALL_DAY | {"rotation": ["off"]}
+
+
+async def test_the_shifts_worked_now_say_which_planned_teams_have_not_checked_in(
+        volunteers: Volunteers) -> None:
+    """DOMAIN.md: at 08:10 the duty dispatcher must see who was planned for the shift and
+    has not checked in, to call them; GET /v1/shifts asks for a day and lists its every
+    shift. Now's: each team planned on the shift being worked, with its agency and whether
+    anyone of it has checked in; not a team whose shift is later, nor one off today."""
+    await volunteers.import_district()
+    client = volunteers.client
+    for team, plan in (("t-patrol", ALL_DAY), ("t-guards", ALL_DAY), ("t-vol", LATER)):
+        r = await client.put(f"/v1/teams/{team}/shift-plan", json=plan, headers=ADMIN)
+        assert r.status_code == 200, r.text
+    officer = await volunteers.enrol("m-officer")
+    assert (await client.post("/v1/me/shift/start", headers=officer)).status_code == 200
+
+    r = await client.get("/v1/shifts/now", params={"district": "d1"}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    now = r.json()
+    assert now["district"] == "d1" and datetime.fromisoformat(now["at"]).tzinfo is not None
+    assert [(t["team_id"], t["team_name"], t["agency_kind"], t["agency_name"], t["shift"],
+             t["checked_in"]) for t in now["teams"]] == [
+        ("t-guards", "Post 3", "security", "Guard company", "day", False),
+        ("t-patrol", "Patrol 1", "police", "Street service station", "day", True)]
+    guards, patrol = now["teams"]
+    assert guards["checked_in_at"] is None and patrol["checked_in_at"] is not None
+    assert datetime.fromisoformat(patrol["start"]) <= datetime.fromisoformat(now["at"]) \
+        < datetime.fromisoformat(patrol["end"])
+    assert "members" not in patrol  # who is on it is the roster's (admin), not the answer's
+
+    # the patrol checks out, the guards' plan is changed to a day off: nobody is due but
+    # the patrol, which is not in
+    assert (await client.post("/v1/me/shift/end", headers=officer)).status_code == 200
+    r = await client.put("/v1/teams/t-guards/shift-plan", json=OFF, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = await client.get("/v1/shifts/now", params={"district": "d1"}, headers=ADMIN)
+    assert [(t["team_id"], t["checked_in"]) for t in r.json()["teams"]] == [("t-patrol", False)]
+    # another district's plans are not d1's
+    r = await client.get("/v1/shifts/now", params={"district": "d2"}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["teams"] == []
+    r = await client.get("/v1/shifts/now", headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "district"

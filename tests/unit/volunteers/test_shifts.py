@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from services.volunteers.config import Settings
-from services.volunteers.domain.shifts import STORED, ShiftPlan, planned_on, shifts_during
+from services.volunteers.domain.shifts import (
+    STORED,
+    ShiftPlan,
+    planned_on,
+    shifts_at,
+    shifts_during,
+)
 from shared.timezones import parse_timezone
 
 CST = timezone(timedelta(hours=8))
@@ -36,6 +42,26 @@ def test_a_night_shift_ends_the_next_morning_and_dates_before_the_anchor_cycle_t
     night = planned_on(PLAN, date(2026, 11, 22), default_tz=UTC)
     assert night is not None and night.shift == "secondary"
     assert night.end == datetime(2026, 11, 23, 8, tzinfo=CST)
+
+
+@pytest.mark.parametrize("at, expected", [
+    # the duty dispatcher's 08:10: the main shift began at 08:00
+    (datetime(2026, 11, 23, 8, 10, tzinfo=CST), [("main", datetime(2026, 11, 23, 8, tzinfo=CST))]),
+    (datetime(2026, 11, 23, 8, tzinfo=CST), [("main", datetime(2026, 11, 23, 8, tzinfo=CST))]),
+    # the night before's, until 08:00
+    (datetime(2026, 11, 23, 7, 59, tzinfo=CST),
+     [("secondary", datetime(2026, 11, 22, 18, tzinfo=CST))]),
+    # after midnight: the night shift begun the evening before
+    (datetime(2026, 11, 25, 2, tzinfo=CST),
+     [("secondary", datetime(2026, 11, 24, 18, tzinfo=CST))]),
+    # the main shift over, the team's next is the night of the 24th: nobody of it is due
+    (datetime(2026, 11, 23, 18, tzinfo=CST), []),
+    (datetime(2026, 11, 24, 2, tzinfo=CST), []),
+    # the same instant on another clock
+    (datetime(2026, 11, 23, 0, 10, tzinfo=UTC), [("main", datetime(2026, 11, 23, 8, tzinfo=CST))]),
+])
+def test_the_shift_worked_at_an_instant(at: datetime, expected: list) -> None:
+    assert [(s.shift, s.start) for s in shifts_at(PLAN, at, default_tz=UTC)] == expected
 
 
 def test_days_off_plan_nothing() -> None:
