@@ -40,7 +40,7 @@ from shared.http import (
 from shared.metrics import COUNTED_LAG
 from shared.timezones import CalendarDate
 
-from . import by_hand, domain, paging, pipeline, records, review, store
+from . import by_hand, domain, paging, pipeline, records, review, roll_call, store
 from .config import Settings
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
@@ -114,6 +114,14 @@ KPIS_DESCRIPTION = (
     "over, by the force of the team that did (`police:patrol`'s share is the share "
     "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before.")
 
+SHIFT_CHECK_INS_DESCRIPTION = (
+    "Volunteers' shift plans and check-ins, as volunteers answers them now (dispatch keeps "
+    "no copy): each team of the district planned on a shift being worked at `at` (started, "
+    "not yet ended: at 08:10 the main shift begun at 08:00), once per such shift, with its "
+    "agency, the shift's times and whether anyone of it has checked in (a check-in that ran "
+    "out is not). `teams`: those not checked in first, then by the shift's start and name; "
+    "`planned`: how many; `not_checked_in`: how many of them are not in. A dispatcher's or "
+    "inspector's own districts only (403 for another). 503 while volunteers does not answer.")
 PIPELINE_DESCRIPTION = (
     "For each hop of an incident's path (`hops`: `reports` incident.reported to dispatch, "
     "`orders` order.issued to notify, i.e. to the phones, `answers` order.responded to "
@@ -818,6 +826,17 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 "open_order_id": order_id,
             })
         return {"units": rows, "count": len(rows)}
+
+    @router.get("/shift-check-ins", summary="The teams planned for the shift being worked now "
+                "in a district, those not checked in first: whom the duty dispatcher calls",
+                description=SHIFT_CHECK_INS_DESCRIPTION)
+    async def shift_check_ins(
+        who: Reader, district: str = Query(min_length=1, max_length=64),
+    ) -> dict[str, Any]:
+        check_district(who, district)
+        return await roll_call.shift_check_ins(
+            http, district, volunteers_url=settings.volunteers_url,
+            admin_token=settings.admin_token.get_secret_value())
 
     @router.get("/pipeline", summary="Whether reports, orders and teams' answers, statuses "
                 "and positions are moving between the services: the console's warning",

@@ -177,6 +177,9 @@ MATRIX: list[Row] = [
     row("dispatch", "GET", "/v1/zones?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/units?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/units?district=d2", {"admin": 200}),
+    # volunteers' plans and check-ins, asked by dispatch for a desk's own districts
+    row("dispatch", "GET", "/v1/shift-check-ins?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/shift-check-ins?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/kpis", {"admin": 200, "desk_d1": 422, "inspector_d1": 422}),
     row("dispatch", "GET", "/v1/kpis?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/kpis?district=d2", {"admin": 200}),
