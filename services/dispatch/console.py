@@ -2,14 +2,15 @@
 
 The board of a district refreshed every few seconds (flagged incidents first), a banner
 when the system itself is stuck (orders not reaching the phones, reports or the teams'
-answers not reaching dispatch, no positions coming in: GET /v1/pipeline), the units
-on one screen, an incident's whole timeline and its teams (when each on its way should be
-there, or how late it is: dispatch's expected_at, on dispatch's clock), manual assignment
-from dispatch's own list for the incident (nearest suitable first, with distances, and why
-the rules would not send a team: GET /v1/incidents/{id}/teams; a linked report too, or "not
-a duplicate": unlinked and dispatched) and closing, evidence, the duty (who supervises new
-incidents), the KPIs and the four weeks' hot spots (of the whole day or of tonight's patrol
-hours).
+answers not reaching dispatch, no positions coming in: GET /v1/pipeline), the units on one
+screen, the teams planned for the shift being worked that have not checked in (GET
+/v1/shift-check-ins: volunteers' plans, through dispatch), an incident's whole timeline
+and its teams (when each on its way should be there, or how late it is: dispatch's
+expected_at, on dispatch's clock), manual assignment from dispatch's own list for the
+incident (nearest suitable first, with distances, and why the rules would not send a team:
+GET /v1/incidents/{id}/teams; a linked report too, or "not a duplicate": unlinked and
+dispatched) and closing, evidence, the duty (who supervises new incidents), the KPIs and
+the four weeks' hot spots (of the whole day or of tonight's patrol hours).
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 It speaks Chinese, or English where the dispatcher chose it or the browser puts English
@@ -78,6 +79,8 @@ _CONSOLE_PAGE = """<!doctype html>
   <table><thead><tr id="boardcols"></tr></thead><tbody id="board"></tbody></table></section>
  <section><h2 id="unitshead">{{units}}</h2>
   <table><thead><tr id="unitcols"></tr></thead><tbody id="units"></tbody></table>
+  <h2 style="margin-top:12px"><span id="rollhead">{{roll_head}}</span>
+   <span class="dim" id="rollcount"></span></h2><ul id="roll"></ul>
   <h2 style="margin-top:12px"><span id="kpihead">{{kpis}}</span> <span class="dim" id="kperiod"></span></h2>
   <div style="margin:0 0 6px"><span id="dayname">{{day}}</span>
    <input id="kday" type="date" title="{{day_hint}}">
@@ -149,7 +152,7 @@ function setTitle(f) { titled = f; document.title = f(); }
 const FIXED = {heading: "heading", lang: "switch", minename: "mine", save: "watch",
   soundname: "sound", takeduty: "take_duty", signout: "sign_out", maphead: "map",
   legend: "map_legend", boardhead: "board", older: "older", newest: "newest",
-  unitshead: "units", kpihead: "kpis", dayname: "day", kyesterday: "yesterday",
+  unitshead: "units", rollhead: "roll_head", kpihead: "kpis", dayname: "day", kyesterday: "yesterday",
   klast: "last_24h", spotshead: "hot_spots", teamname: "assign_team", assign: "assign",
   unlink: "unlink", close: "close", revisename: "revise_label", fweaponname: "flag:weapon",
   finjuryname: "flag:injury", fprogressname: "flag:in_progress", revise: "revise",
@@ -195,7 +198,7 @@ function showLanguage() {
     [PATROL_HOURS, say("spots_patrol", {hours: hoursText(PATROL_HOUR_LIST)})]]);
   for (const [id, text] of lines) $(id).textContent = text();
   document.title = titled();
-  paintPipeline();
+  paintPipeline(); paintRollCall();
 }
 let selected = null;  // the incident last clicked: its panel is asked for
 let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
@@ -282,6 +285,7 @@ function refused(body) {
   setTitle(() => say("title_signed_out"));
   show("err", () => say("token_refused", {why}));
   pipelineNow = null; pipelineMissed = 0; pipelineReading = null; paintPipeline();
+  rollNow = null; rollMissed = null; rollReading = null; paintRollCall();
 }
 // What an action answered (a 409 and why) stays beside its buttons until the next action:
 // the 3 s refresh does not wipe it before it is read.
@@ -308,9 +312,12 @@ async function refresh() {
     // (a cursor of the one left is no place in it), its map without the one left's zones
     if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
       pages = []; hotspots = []; zones = []; spotsDue = 0; spotsReading = null; spotsMissed = null;
-      $("spots").replaceChildren(); show("spotshours", ""); show("dutyerr", ""); }
+      $("spots").replaceChildren(); show("spotshours", ""); show("dutyerr", "");
+      rollNow = null; rollMissed = null; rollReading = null; rollDue = 0; paintRollCall(); }
     watched = d; }
   const run = ++generation; refreshing += 1;
+  // who is due and not in: beside the refresh, never awaited by it (readRollCall)
+  if (!rollReading && Date.now() >= rollDue) readRollCall(d);
   const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
     return body; };
   try {
@@ -547,6 +554,47 @@ function paintPipeline() {
   box.replaceChildren(...said.map(text => { const line = document.createElement("div");
     line.textContent = text; return line; }));
   box.hidden = !said.length;
+}
+// The teams planned for the shift being worked that have not checked in (GET
+// /v1/shift-check-ins: volunteers' shift plans and check-ins, through dispatch), whom the duty
+// dispatcher calls (DOMAIN.md: the main shift starts at 08:00; at 08:10 they are missed).
+// Read every ROLL_EVERY_MS beside the refresh, one read at a time and never awaited by it
+// (volunteers slow or away must not hold back the board); a read that failed is said in
+// place of the list, which is not shown stale, until a read is answered; an answer for a
+// district left, or for a token refused, is dropped.
+const ROLL_EVERY_MS = 30000;
+let rollDue = 0;  // when the next read is due: 0, at the next refresh
+let rollReading = null;  // the read on its way, if any
+let rollNow = null, rollMissed = null;  // the last answer; why the last read failed
+async function readRollCall(d) {
+  const read = {}; rollReading = read; rollDue = Date.now() + ROLL_EVERY_MS;
+  const current = () => rollReading === read && watched === d && !stopped;
+  try {
+    const answer = await api("/v1/shift-check-ins?" + new URLSearchParams({district: d}));
+    if (!current()) return;
+    rollNow = answer; rollMissed = null;
+  } catch (e) {
+    if (e === REFUSED || !current()) return;  // api() has said a refusal
+    rollNow = null; rollMissed = e;
+  } finally {
+    if (current()) paintRollCall();
+    if (rollReading === read) rollReading = null; }
+}
+function paintRollCall() {
+  const list = $("roll"), count = $("rollcount");
+  list.replaceChildren(); count.textContent = "";
+  if (stopped) return;
+  if (rollMissed) { count.textContent = say("roll_not_read", {why: told(rollMissed)(),
+    after: ROLL_EVERY_MS / 1000}); return; }
+  if (!rollNow) return;
+  count.textContent = !rollNow.planned ? say("roll_none_planned")
+    : rollNow.not_checked_in ? say("roll_count", {missing: rollNow.not_checked_in,
+      planned: rollNow.planned}) : say("roll_all_in", {planned: rollNow.planned});
+  for (const t of (rollNow.teams || []).filter(t => !t.checked_in)) {
+    const li = document.createElement("li");
+    li.textContent = say("roll_team", {team: t.team_name || t.team_id,
+      kind: word("agency_kind", t.agency_kind || ""), agency: t.agency_name || t.agency_id});
+    list.appendChild(li); }
 }
 // The district on one screen: no map tiles (the station server may have no Internet), the
 // points placed by their coordinates, north up, the same scale both ways.
@@ -868,7 +916,8 @@ act("close", async () => { const id = shown; if (!id || !confirm(say("confirm_cl
 $("save").onclick = () => {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
   localStorage.setItem("lf-token", $("token").value);
-  localStorage.setItem("lf-district", $("district").value); spotsDue = 0; me = null; pages = [];
+  localStorage.setItem("lf-district", $("district").value); spotsDue = 0; rollDue = 0; me = null;
+  pages = [];
   if (stopped) { stopped = false; show("err", ""); }  // a new token: polling again
   pipelineDue = 0; checkPipeline(); refresh(); };
 // A shared desk: the next shift's dispatcher must not act under this one's token.

@@ -118,9 +118,13 @@ function hopOf(name, extra) {
 const HOPS = ["reports", "orders", "answers", "statuses", "positions"];
 var pipelineState = () => ({ ok: true, hops: HOPS.map(h => hopOf(h)), positions_feed: {
   newest_age_s: 2, teams_on_shift: true, threshold_s: 180, verdict: "ok" } });
+// GET /v1/shift-check-ins: nobody planned, unless a test says otherwise
+var rollCall = url => ({ district: query(url).get("district"), at: new Date().toISOString(),
+  planned: 0, not_checked_in: 0, teams: [] });
 var answer = (url, init) => {
   if (init && init.method && init.method !== "GET") return posted(url, init);
   if (url.startsWith("/v1/pipeline")) return pipelineState(url);
+  if (url.startsWith("/v1/shift-check-ins")) return rollCall(url);
   if (url.startsWith("/v1/me")) return { kind: "dispatcher", districts: ["d1", "d2"] };
   if (url.startsWith("/v1/duty/")) return { duty: null };
   if (url.startsWith("/v1/reports-not-handled")) return lostReports;
