@@ -307,7 +307,21 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
         "supervisor": ({"dispatcher_id": inc["supervisor_id"],
                         "name": inc.get("supervisor_name") or None}
                        if inc.get("supervisor_id") else None),
+        "backup_call": _backup_call_view(inc),
     }
+
+
+def _backup_call_view(inc: dict[str, str]) -> dict[str, Any] | None:
+    """The incident's latest call for backup (a team on scene in trouble): when, which team,
+    and the team sent as its backup, None while none is (nobody free, or the one sent
+    declined or missed its deadline with nobody else free: the incident is flagged)."""
+    if not inc.get("backup_call_at"):
+        return None
+    sent = inc.get("backup_call_sent")
+    return {"at": inc["backup_call_at"], "team_id": inc.get("backup_call_team") or None,
+            "team_name": inc.get("backup_call_team_name") or None,
+            "backup": ({"team_id": sent, "team_name": inc.get("backup_call_sent_name") or None}
+                       if sent else None)}
 
 
 def _order_view(order: dict[str, str]) -> dict[str, Any]:

@@ -43,7 +43,8 @@ _CONSOLE_PAGE = """<!doctype html>
  section{background:#182c42;border-radius:8px;padding:10px;overflow:auto}
  h2{font-size:15px;margin:0 0 8px} table{width:100%;border-collapse:collapse}
  td,th{padding:4px 6px;border-bottom:1px solid #24405e;text-align:left;white-space:nowrap}
- tr.flagged td{background:#5c1d1f} tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
+ tr.flagged td{background:#5c1d1f} tr.called td{background:#5c3a12}
+ tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
  .dim{color:#9fb2c6} #err,#aerr,#dutyerr,#hiddenflags,#nothandled{color:#ff8787}
  ul{margin:0;padding-left:18px}
@@ -364,9 +365,11 @@ async function refresh() {
       || a.priority.localeCompare(b.priority));
     const tb = $("board"); tb.replaceChildren();
     for (const i of board.incidents) { const tr = document.createElement("tr");
-      if (i.flagged) tr.className = "flagged"; if (i.incident_id === selected) tr.classList.add("sel");
+      if (i.flagged) tr.className = "flagged"; else if (calling(i)) tr.className = "called";
+      if (i.incident_id === selected) tr.classList.add("sel");
       cell(tr, time(i.reported_at)); cell(tr, prio(i.priority), i.priority);
-      cell(tr, word("category", i.category)); cell(tr, word("incident_status", i.status));
+      cell(tr, word("category", i.category));
+      cell(tr, word("incident_status", i.status) + callSaid(i.backup_call));
       cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => openIncident(i.incident_id); tb.appendChild(tr); }
     // A filter or an older page leaves flagged incidents out of the rows: said, never silent.
@@ -876,15 +879,28 @@ act("addremark", async () => { const id = shown, note = $("remark").value.trim()
   await api("/v1/incidents/" + encodeURIComponent(id) + "/remarks",
     {method: "POST", body: JSON.stringify({note})});
   $("remark").value = ""; refresh(); });
-// A new P1, or an incident newly flagged (no team found, deadlines missed, a hand-over no
-// station team takes: dispatch flags only what still needs someone), sounds once and counts
-// in the tab's title, so a dispatcher looking elsewhere is called back to the board.
+// A team's call for backup (dispatch's `backup_call`: its latest): on its row, when and by
+// which team, with the team sent or none yet (then dispatch flags the incident too); the
+// row marked while the incident is not done with. A guard calling for help on a P4 is no
+// P1 and, with a backup found, not flagged: the board showed nothing of it.
+const calling = i => !!i.backup_call && !ended(i.status);
+const callSaid = c => (c ? say("backup_call", {time: time(c.at), team: c.team_name || c.team_id,
+  backup: c.backup ? say("backup_sent", {team: c.backup.team_name || c.backup.team_id})
+    : say("backup_none_yet")}) : "");
+// A new P1, an incident newly flagged (no team found, deadlines missed, a hand-over no
+// station team takes: dispatch flags only what still needs someone) or a new call for
+// backup sounds once and counts in the tab's title (the flagged), so a dispatcher looking
+// elsewhere is called back to the board. What is there when the page opens is known
+// already (`alerted` null): a reload sounds for nothing old.
 let alerted = null, audio = null;
 function alarm(incidents) {
   const unique = [...new Map(incidents.map(i => [i.incident_id, i])).values()];
   const now = unique.filter(i => i.flagged || (i.priority === "P1" && !ended(i.status)));
-  const fresh = alerted === null ? [] : now.filter(i => !alerted.has(i.incident_id + i.flagged));
-  alerted = new Set(now.map(i => i.incident_id + i.flagged));
+  // each call once: its incident and its time (a second call of the team sounds again)
+  const keys = [...now.map(i => i.incident_id + i.flagged),
+    ...unique.filter(calling).map(i => i.incident_id + " backup " + i.backup_call.at)];
+  const fresh = alerted === null ? [] : keys.filter(k => !alerted.has(k));
+  alerted = new Set(keys);
   const flagged = now.filter(i => i.flagged).length;
   setTitle(() => (flagged ? say("title_flagged", {count: flagged}) : say("title")));
   if (fresh.length && $("sound").checked) beep();

@@ -281,6 +281,19 @@ def _call_entry(order: dict[str, str], event: OrderResponded) -> TimelineEntry:
                          note=event.note or None, evidence=event.evidence or None)
 
 
+def _call_fields(order: dict[str, str], event: OrderResponded) -> dict[str, str]:
+    """The incident's mark of its latest call for backup (api's `backup_call`: the board
+    row's "backup called at 13:05 by team X, sent team Y / none yet"): a call on a P3 or P4
+    neither flags the incident nor is a new P1, and the board showed nothing of it. The
+    backup sent for it is set by _emit_reinforcement, emptied again when the one sent
+    failed with nobody else free (_reinforce)."""
+    return {"backup_call_at": event.occurred_at.isoformat(),
+            "backup_call_team": order["team_id"],
+            "backup_call_team_name": order.get("team_name") or "",
+            "backup_call_order": order["order_id"],
+            "backup_call_sent": "", "backup_call_sent_name": ""}
+
+
 def _same_answer(known: TimelineEntry, entry: TimelineEntry) -> bool:
     """Whether the timeline's `known` entry is `entry`'s answer, written already."""
     return (known.kind, known.order_id, known.detail, known.at) == (
@@ -1444,14 +1457,16 @@ class Dispatcher:
         order.update(moved)
         first_ack, _ = _first_times(inc, order, "acknowledged", now)
         ack_new = first_ack and inc.get("first_ack_at") in (None, "", now)
+        called = _call_fields(order, event)
 
         async def taken(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order["order_id"], moved)
             store.queue_cancel(pipe, f"ack:{order['order_id']}")
-            if first_ack:
-                store.queue_incident_fields(pipe, inc["incident_id"], {"first_ack_at": now})
+            store.queue_incident_fields(pipe, inc["incident_id"], {
+                **called, **({"first_ack_at": now} if first_ack else {})})
 
         await self._emit(inc["incident_id"], _call_entry(order, event), state=state, also=taken)
+        inc.update(called)
         if ack_new:
             _record_first_times(inc, now, ack=True, on_scene=False)
 
@@ -1467,7 +1482,13 @@ class Dispatcher:
         if any(_same_answer(TimelineEntry.model_validate(known), entry)
                for known in await store.timeline(self.redis, inc["incident_id"])):
             return
-        await self._emit(inc["incident_id"], entry, state=state)
+        called = _call_fields(order, event)
+
+        async def marked(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, inc["incident_id"], called)
+
+        await self._emit(inc["incident_id"], entry, state=state, also=marked)
+        inc.update(called)
 
     async def _answer_handled_late(self, state: store.IncidentState, order: dict[str, str],
                                    event: OrderResponded, end: StepEnd) -> bool | None:
@@ -2181,9 +2202,15 @@ class Dispatcher:
             if asking["order_id"] == order["order_id"]:
                 asking["backup_wanted"] = "1"
 
+        # the call's row says none yet again: the backup sent for it failed (_backup_again)
+        unsent = ({"backup_call_sent": "", "backup_call_sent_name": ""}
+                  if state.incident.get("backup_call_order") == order["order_id"] else {})
+
         async def flagged(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order["order_id"], {"backup_wanted": "1"})
             store.queue_schedule(pipe, retry, utcnow() + self._reinforce_retry)
+            if unsent:
+                store.queue_incident_fields(pipe, incident_id, unsent)
             await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(
                 event_id=f"escalated-{request}", district=inc["district"],
                 order_id=order["order_id"], incident_id=incident_id,
@@ -2195,6 +2222,7 @@ class Dispatcher:
                            seconds=f"{self.policy.reinforce_retry_s:g}",
                            team=order.get("team_name") or order["team_id"])),
             state=state, also=flagged)
+        state.incident.update(unsent)
 
     async def _backup_again(self, state: store.IncidentState, failed: dict[str, str]) -> None:
         """A backup order ended without its team going (declined, or its deadline missed):
@@ -2260,15 +2288,23 @@ class Dispatcher:
                  if o["order_id"] == order["order_id"] and o.get("backup_wanted") == "1"]
         for asking in found:
             asking["backup_wanted"] = ""
+        assert state.incident is not None  # under the lock: still there
+        # the backup of the incident's latest call (its board row), not of an earlier one's
+        answered = ({"backup_call_sent": backup["team_id"],
+                     "backup_call_sent_name": backup.get("team_name") or ""}
+                    if state.incident.get("backup_call_order") == order["order_id"] else {})
 
         async def sent(pipe: Pipeline) -> None:
             if found:
                 store.queue_order_change(pipe, order["order_id"], {"backup_wanted": ""})
+            if answered:
+                store.queue_incident_fields(pipe, inc["incident_id"], answered)
 
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="reinforcement", team_id=backup["team_id"], order_id=backup["order_id"],
             **entry_detail("reinforcement_for", team=order.get("team_name") or order["team_id"])),
             state=state, also=sent)
+        state.incident.update(answered)
 
     # --- time passes ------------------------------------------------------------------
 
