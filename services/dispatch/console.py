@@ -712,7 +712,7 @@ function saidOf(e) {
 // when it should be there, "arriving in about 4 min", or by how much it is late, counted
 // to dispatch's `expected_at` for the order on dispatch's clock (`now` of its answer, read
 // at every refresh): a desk PC's clock minutes off would count a team early as late. One
-// dispatch has no travel time for (no position when it was offered; sent by hand): said
+// dispatch has no travel time for (no position that counted when it was offered): said
 // to be unknown. Nothing more for a team there, nor for a hand-over or a follow-up visit
 // (no trip to the scene).
 const TO_SCENE = ["dispatch", "reinforcement", "manual"];

@@ -3506,6 +3506,7 @@ class Dispatcher:
                 await self._announce(inc, order)
         else:
             offered = await self._offer_and_announce(inc, unit, kind="manual",
+                                                     eta_s=self._travel_time(inc, unit),
                                                      require_available=False)
             if offered is None:
                 raise await self._not_assignable(incident_id, team_id, reassigning=reassigning)
@@ -3535,6 +3536,19 @@ class Dispatcher:
                 kind="manual_assign", team_id=team_id, order_id=order_id,
                 **entry_detail("assigned_by_hand")), also=recorded)
         return order
+
+    def _travel_time(self, inc: dict[str, str], unit: domain.Unit) -> float | None:
+        """The team's travel time to the incident from its position, as dispatch's own
+        choice counts it (domain.travel_time_s; by_hand lists it so): a team sent by hand has
+        its arrival counted too (the order's `eta_s`, the console's "arriving in about 4
+        min"). None without a position that counts (none, or older than fix_max_age_s:
+        where the team was half an hour ago says nothing of when it will be there)."""
+        if unit.lat is None or unit.lon is None or unit.fix_at is None:
+            return None
+        if utcnow() - unit.fix_at > timedelta(seconds=self.policy.fix_max_age_s):
+            return None
+        distance = domain.distance_m(float(inc["lat"]), float(inc["lon"]), unit.lat, unit.lon)
+        return domain.travel_time_s(distance, unit.mode, self.policy)
 
     async def _hand_over_by_hand(self, inc: dict[str, str], unit: domain.Unit, *,
                                  by: str) -> dict[str, str]:

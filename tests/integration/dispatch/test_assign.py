@@ -17,15 +17,25 @@ from faststream.redis import RedisBroker
 
 from services.dispatch import locks
 from services.dispatch.domain import LIVE_ORDER_STATES as LIVE
+from services.dispatch.domain import distance_m, travel_time_s
 from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app
 from shared import streams
-from shared.events import OrderIssued, OrderWithdrawn, UnitStatus, utcnow
+from shared.events import OrderIssued, OrderWithdrawn, UnitPosition, UnitStatus, utcnow
+from shared.policy import load_policy
 from tests.helpers import poll_until, read_stream
 
 from .conftest import fail_a_write_once, fail_once, settings_for
 from .test_duty import dispatcher
-from .test_engine import DISTRICT, orders_for, orders_once, report, team, wait_for_units
+from .test_engine import (
+    DISTRICT,
+    SCENE,
+    orders_for,
+    orders_once,
+    report,
+    team,
+    wait_for_units,
+)
 from .test_followup import incident_fields
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -543,3 +553,58 @@ async def test_an_inspector_is_told_of_a_wrong_field_before_it_is_refused(
                                json={"team_id": "patrol"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
     assert manual_orders(clean_redis, incident_id) == []
+
+
+async def manual_order_of(console: httpx.AsyncClient, incident_id: str) -> dict[str, Any]:
+    r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    (order,) = [o for o in r.json()["orders"] if o["kind"] == "manual"]
+    return order
+
+
+async def test_a_team_sent_by_hand_has_its_travel_time_and_when_it_is_expected(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The console said "arrival time not known" for every team the command room sent: its
+    # order had no travel time, where dispatch's own orders have one.
+    incident_id = await incident_and_a_second_team(clean_redis, publisher)
+    r = await assign(console, incident_id)
+    assert r.status_code == 200, r.text
+    order = await manual_order_of(console, incident_id)
+    # the same travel time as dispatch's own choice counts: from where the team is
+    policy = load_policy()
+    eta = travel_time_s(distance_m(SCENE.lat, SCENE.lon, 22.8300, 108.3665), "car", policy)
+    assert order["eta_s"] == pytest.approx(eta, abs=0.1)
+    assert order["expected_at"] is not None
+    (issued,) = manual_orders(clean_redis, incident_id)
+    assert issued.eta_s == order["eta_s"]  # the team's phone says it too
+
+
+async def test_a_team_sent_by_hand_with_no_position_that_counts_has_no_travel_time(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # A fix older than the policy's fix_max_age_s: where the team was half an hour ago says
+    # nothing of when it will be there (dispatch's own choice does not count it either).
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: orders_for(clean_redis, incident_id), "the first order")
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id="patrol", status="available", name="patrol",
+        agency_id="ag-police", agency_kind="police", mode="car", on_shift=True),
+        stream=streams.UNIT_STATUS.name)
+    await publisher.publish(UnitPosition(
+        district=DISTRICT, unit_id="patrol", lat=22.8300, lon=108.3665,
+        at=utcnow() - timedelta(minutes=30)), stream=streams.UNIT_POSITION.name)
+    await poll_until(lambda: known_team(clean_redis, "patrol"), "the patrol known")
+    await poll_until(lambda: _placed(clean_redis, "patrol"), "the patrol's old position")
+    r = await assign(console, incident_id)
+    assert r.status_code == 200, r.text
+    order = await manual_order_of(console, incident_id)
+    assert (order["eta_s"], order["expected_at"]) == (None, None)
+
+
+def _placed(url: str, team_id: str) -> bool:
+    client = sync_redis.Redis.from_url(url)
+    try:
+        return bool(client.hget(f"dispatch:unit:{team_id}", "lat"))
+    finally:
+        client.close()

@@ -28,7 +28,7 @@ ORDERS = (
     'expected_at: "2026-12-05T11:57:00+00:00"}), '
     # there: nothing to count
     'order("t3", {state: "on_scene", eta_s: 120}), '
-    # sent by hand: dispatch keeps no travel time for it
+    # sent by hand to a team with no position that counts: no travel time
     'order("t4", {kind: "manual", state: "offered"}), '
     # a station's hand-over: not a trip to the scene
     'order("t5", {kind: "handover", state: "offered"}), '
