@@ -255,14 +255,6 @@ def _acknowledged_by_its_call(order: dict[str, str], response: str) -> bool:
             and order.get("acknowledged_by") == "reinforce")
 
 
-def _link_unjudged(inc: dict[str, str]) -> bool:
-    """Whether a linked report's record was made and its link never judged (_record_link):
-    its step stopped in between (`seq` 0: nothing written since its creation), and perhaps
-    it was given up on since (on_report_given_up: its note's write)."""
-    return inc["status"] == "linked" and (inc.get("seq") == "0"
-                                          or inc.get("report_given_up") == "1")
-
-
 def _given_while_live(order: dict[str, str], event: OrderResponded) -> bool:
     """Whether an answer to an order since withdrawn (the command room's close or take-back,
     another team's resolution) was given while the order was still live: the team's phone
@@ -716,7 +708,7 @@ class Dispatcher:
             inc = state.incident
             if inc is None or inc.get("report_given_up"):
                 return
-            unjudged = _link_unjudged(inc)
+            unjudged = await self._link_unjudged(inc)
             if not unjudged and (inc["status"] != "dispatching" or any(
                     o["state"] in domain.LIVE_ORDER_STATES for o in state.orders)):
                 return
@@ -736,6 +728,21 @@ class Dispatcher:
 
             await self._emit(event.incident_id, TimelineEntry(kind="note", **detail),
                              status=inc["status"], state=state, also=mark)
+
+    async def _link_unjudged(self, inc: dict[str, str]) -> bool:
+        """Whether a linked report's record was made and its link never judged (_record_link):
+        its step stopped in between, and perhaps it was given up on since (on_report_given_up:
+        its note's write). Every judgement that leaves the report `linked` puts the `linked`
+        entry on its timeline; nothing else does. `seq` 0 (nothing written since its
+        creation) says so without a read, but not the converse: the command room may write on
+        the report meanwhile (a remark, evidence), and its retry then skipped the judgement,
+        for good when its incident was lost (no `link:` timer)."""
+        if inc["status"] != "linked" or inc.get("archived_at"):
+            return False
+        if inc.get("seq") == "0" or inc.get("report_given_up") == "1":
+            return True
+        return not any(e.get("kind") == "linked"
+                       for e in await store.timeline(self.redis, inc["incident_id"]))
 
     def _reported_detail(self, event: IncidentReported) -> Detail:
         known = event.category in self.policy.categories
@@ -767,7 +774,8 @@ class Dispatcher:
                 await self._join_sent_out(event, held)
             else:
                 await self._fill(event.incident_id, state)
-        elif _link_unjudged(state.incident) and not await self._record_link(event):
+        elif (await self._link_unjudged(state.incident)
+              and not await self._record_link(event)):
             # created, and the link never judged (the step stopped in between; given up on
             # since, perhaps, with its note)
             await self._fill(event.incident_id, held=held)
@@ -3658,7 +3666,7 @@ class Dispatcher:
             # no team to a duplicate (an assignment or an unlink would); a replay after
             # finds it closed.
             if inc["status"] == "closed" or (inc["status"] == "linked"
-                                             and not _link_unjudged(inc)):
+                                             and not await self._link_unjudged(inc)):
                 raise conflict(f"the incident is {inc['status']} already")
             for order in await store.orders_of(self.redis, incident_id):
                 if order["state"] in domain.LIVE_ORDER_STATES:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
@@ -26,6 +27,8 @@ from tests.helpers import poll_until
 from .conftest import dead_lettered, fail_once
 from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
 from .test_linked import duplicate_of, resolve, status, updates
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 def fields(url: str, incident_id: str) -> dict[str, str]:
@@ -324,3 +327,36 @@ async def test_a_lost_incident_dead_lettered_again_before_its_link_gets_no_secon
     assert orders_for(dispatch, lost) == []
     assert status(dispatch, lost) == "linked"
     assert len(orders_for(dispatch, linked)) == 1
+
+
+async def test_a_remark_on_a_report_whose_link_step_is_failing_does_not_skip_its_judgement(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report is recorded `linked`, and its step fails before the link is judged. The
+    # command room writes on it meanwhile (a remark: "the caller called again"). The retry
+    # must judge the link all the same: its incident is lost, so without the judgement no
+    # `link:` timer exists and the report stays linked, unflagged, with no team, for good
+    # (the retry took any write since its creation for the judgement's).
+    url = clean_redis
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
+    real = Dispatcher._judge_link
+    broken, failures = [True], []
+
+    async def failing(engine: Dispatcher, incident_id: str, *args: Any, **kwargs: Any) -> bool:
+        if broken[0]:
+            failures.append(incident_id)
+            raise RuntimeError("Redis went away")
+        return await real(engine, incident_id, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "_judge_link", failing)
+    lost = new_id("inc")
+    linked = await duplicate_of(publisher, lost)
+    await poll_until(lambda: failures, "the report's step failing before its link's judgement")
+    r = await console.post(f"/v1/incidents/{linked}/remarks", headers=ADMIN,
+                           json={"note": "the caller rang again: still shouting"})
+    assert r.status_code == 201, r.text
+    broken[0] = False
+    await judged_linked(url, linked)
+    due_now(url, f"link:{linked}")
+    await poll_until(lambda: orders_for(url, linked), "the report sent out as its own")
