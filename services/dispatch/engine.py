@@ -2730,6 +2730,8 @@ class Dispatcher:
         }, removed=event.removed, removed_kept_s=self._removed_kept_s)
         if applied and not event.on_shift:
             await self._off_shift_holding(event.unit_id, removed=event.removed)
+        elif applied and event.agency_kind == "volunteer":
+            await self._volunteers_now_holding(event.unit_id)
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
@@ -2754,6 +2756,60 @@ class Dispatcher:
                 or (held.get("kind") == "manual" and not removed)):
             return
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
+
+    async def _volunteers_now_holding(self, team_id: str) -> None:
+        """A team a roster import moved into a volunteer agency while an order of ours,
+        sent to it as another kind, holds it: its incident may bar volunteers (a weapon),
+        which its order never checked. Judged by a `moved:{order}` timer due now
+        (on_moved_team_order_due), which a failure fires again."""
+        holder = await store.claim_of(self.redis, team_id)
+        held = await store.get_order(self.redis, holder) if holder else None
+        if (held is None or held["state"] not in domain.LIVE_ORDER_STATES
+                or held.get("agency_kind") == "volunteer"):
+            return
+        await store.schedule(self.redis, f"moved:{held['order_id']}", utcnow(), nx=True)
+
+    async def on_moved_team_order_due(self, order_id: str) -> datetime | None:
+        """A team's order (sent to it as police or security) after a roster import moved the
+        team into a volunteer agency: on an incident whose flags bar volunteers (a weapon) it
+        is taken back, as the command room's revision adding the flag takes volunteers off,
+        with a timeline entry saying why, and the incident gets the units it wants (a backup
+        taken off, another backup for the team that asked). Elsewhere the team goes on (the
+        same people on their way). Nothing once the order ended or the team is no volunteer
+        team now (moved back); a firing made again after a failure finds the order withdrawn
+        and finishes the refill. While the team's answers may wait unread, the time to look
+        again."""
+        held = await store.get_order(self.redis, order_id)
+        if held is None:
+            return None
+        unit = await store.get_unit(self.redis, held["team_id"])
+        if unit is None or unit.agency_kind != "volunteer":
+            return None
+        incident_id = held["incident_id"]
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == order_id), None)
+            if inc is None or order is None:
+                return None
+            flags = json.loads(inc.get("flags") or "[]")
+            barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
+            if not barring or inc["status"] in TERMINAL:
+                return None
+            if order["state"] in domain.LIVE_ORDER_STATES:
+                if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
+                    return utcnow() + ANSWERS_WAIT
+                await self._taken_back(state, order, marks={"team_moved": "1"},
+                                       detail=entry_detail(
+                    "team_now_volunteers", team=order.get("team_name") or order["team_id"],
+                    agency=unit.agency_id, flags=", ".join(barring)))
+            elif order["state"] != "withdrawn" or order.get("team_moved") != "1":
+                return None
+            await self._fill(incident_id, state)
+            if order.get("kind") == "reinforcement":
+                await self._backup_again(state, order)
+        await self.retry_waiting(inc["district"], freed=order["team_id"])
+        return None
 
     async def on_off_shift_due(self, order_id: str) -> datetime | None:
         """An offer nobody will acknowledge is taken back and the incident offered to the
@@ -2819,7 +2875,11 @@ class Dispatcher:
         (volunteers' removal and the team's answers come on two streams: a station team
         that filed its case and was then removed has filed it), the time to look again."""
         held = await store.get_order(self.redis, order_id)
-        if held is None or held.get("kind") not in STATION_KINDS:
+        if held is None:
+            return None
+        if held.get("kind") in CLAIMING_KINDS and timer == "moved":
+            return await self.on_moved_team_order_due(order_id)
+        if held.get("kind") not in STATION_KINDS:
             return None
         unit = await store.get_unit(self.redis, held["team_id"])
         if (unit is not None and unit.agency_id == held.get("agency_id")
@@ -3397,7 +3457,8 @@ class Dispatcher:
         inc.update(changes)
         barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
         live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
-        off = [o for o in live if barring and o["agency_kind"] == "volunteer"]
+        off = [o for o in live if barring and (o["agency_kind"] == "volunteer"
+                                               or await self._now_volunteers(o))]
         staying = [o for o in live if o not in off]
         # An offer not yet acknowledged, of an incident now more urgent, gets the new
         # priority's deadline from its issue, never a later one than it had, and never one
@@ -3450,7 +3511,9 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(kind="revised", **already, note=note),
                              status=inc["status"], state=state)
         for order in off:
-            await self._taken_back(state, order, detail=entry_detail(
+            # one moved into volunteers since its offer marked so (its backup replaced below)
+            moved = {"team_moved": "1"} if order["agency_kind"] != "volunteer" else None
+            await self._taken_back(state, order, marks=moved, detail=entry_detail(
                 "volunteers_barred", flags=", ".join(barring)))
         await self._fill(incident_id, state)
         # A volunteer backup the flags took off: the team that asked for it is still there,
@@ -3459,9 +3522,19 @@ class Dispatcher:
         # (asked again, `off` is empty): each found by its request, never sent twice.
         for order in state.orders:
             if (barring and order.get("kind") == "reinforcement"
-                    and order["agency_kind"] == "volunteer" and order["state"] == "withdrawn"):
+                    and order["state"] == "withdrawn"
+                    and (order["agency_kind"] == "volunteer"
+                         or order.get("team_moved") == "1")):
                 await self._backup_again(state, order)
         return off
+
+    async def _now_volunteers(self, order: dict[str, str]) -> bool:
+        """Whether an emergency order sent to its team as police or security now holds a
+        volunteer team (a roster import moved it into a volunteer agency since)."""
+        if order.get("kind") not in CLAIMING_KINDS:
+            return False
+        unit = await store.get_unit(self.redis, order["team_id"])
+        return unit is not None and unit.agency_kind == "volunteer"
 
     async def _assignable(self, incident_id: str,
                           team_id: str) -> tuple[dict[str, str], domain.Unit]:

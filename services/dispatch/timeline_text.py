@@ -121,6 +121,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "taken_back": {
         "en": "taken back by {by}",
         "zh": "{by}撤回指令"},
+    "team_now_volunteers": {
+        "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are not sent "
+              "to an incident flagged {flags}: taken off",
+        "zh": "{team}现属志愿者组织{agency}，警情已标记{flags:flag}，不派志愿者：已撤下"},
     "volunteers_barred": {
         "en": "volunteers are not sent to an incident flagged {flags}: taken off",
         "zh": "警情已标记{flags:flag}，不派志愿者：已撤下"},

@@ -84,6 +84,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "volunteers_barred": ({"flags": "weapon, in_progress"},
                           lambda flags: "volunteers are not sent to an "
                           f"incident flagged {flags}: taken off"),
+    # a code added with its entry (no older sentence): its English as the test of the move wrote it
+    "team_now_volunteers": ({"team": "Team 7", "agency": "ag-residents", "flags": "weapon"},
+                            lambda team, agency, flags: f"{team} is now a team of {agency}, a "
+                            "volunteer agency: volunteers are not sent to an incident flagged "
+                            f"{flags}: taken off"),
     "revised_priority": ({"old": "P3", "new": "P1", "by": BY},
                          lambda old, new, by: "; ".join([f"priority {old} → {new}"]) + f" by {by}"),
     "revised_flags": ({"flags": "weapon, injury", "by": BY},
