@@ -1,12 +1,16 @@
 """`make demo`: a simulated district fed into a running `make run`.
 
 Imports a district roster (police stations, a street service station, security teams and
-volunteer teams around Nanning's Minzu Avenue), enrols a simulated phone per team that
-holds the notify WebSocket, starts its shift and reports positions, then posts incidents
-at RATE per minute and prints a line per incident as it moves: reported -> assigned -> acked.
+volunteer teams around Nanning's Minzu Avenue), plans each team's shifts (main 08:00-18:00
+and secondary 18:00-08:00 on the district's clock, swapping every day), enrols a simulated
+phone per team that holds the notify WebSocket, starts its shift and reports positions (but
+for a few planned teams held back, whom the command room's roll call shows as not checked
+in), then posts incidents at RATE per minute and prints a line per incident as it moves:
+reported -> assigned -> acked.
 
 Environment: RATE (incidents per minute, default 6), DURATION (seconds, default: until
-Ctrl-C), DISTRICT (default qingxiu). URLs and the admin token come from var/run.env.
+Ctrl-C), DISTRICT (default qingxiu), TIMEZONE (the district's clock, as volunteers is given
+it; default Asia/Shanghai). URLs and the admin token come from var/run.env.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import random
 import sys
 import time
 from contextlib import AsyncExitStack, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
+
+from shared.timezones import DEFAULT_TIMEZONE, parse_timezone
 
 ROOT = Path(__file__).resolve().parent.parent
 CENTRE = (22.8170, 108.3665)
@@ -35,6 +42,18 @@ DECLINE_REASONS = ["vehicle broken down", "already holding a suspect for the sta
                    "member injured, returning to post", "escorting a lost child home"]
 HANDOVER_NOTES = ["parties agreed to mediation; revisit needed", "damage to be assessed for a case",
                   "suspect left before we arrived; CCTV at the gate", "landlord dispute, documents needed"]
+# DOMAIN.md's shifts: main at the station by day, secondary on the vehicle through the night,
+# swapping every day. The plans name no time zone: volunteers' TIMEZONE, the district's clock.
+SHIFTS = {"main": {"start": "08:00", "end": "18:00"},
+          "secondary": {"start": "18:00", "end": "08:00"}}
+# The teams on the secondary shift today (main tomorrow); every other team is on the main
+# shift today. Each half works one of the shifts at any hour.
+NIGHT_FIRST = frozenset({"ps-nanhu-duty", "sps-patrol-2", "sec-post-2", "sec-post-3",
+                         "vol-team-2", "vol-team-4"})
+# Planned teams whose phones never check in (late, a dead battery): a security post and a
+# volunteer team of each half, so the command room's roll call has someone to call whichever
+# shift is being worked. Every other phone checks in, whether or not its team is planned now.
+HELD_BACK = frozenset({"sec-post-1", "vol-team-3", "sec-post-3", "vol-team-2"})
 
 
 def settings() -> dict[str, str]:
@@ -167,6 +186,7 @@ class Demo:
                                    headers=self.admin, json=doc)
         r.raise_for_status()
         sys.stdout.write(f"roster imported for district {self.district}: {r.json()}\n")
+        await self.plan_shifts(doc)
         await self.take_duty()
         phones = []
         for team in doc["teams"]:
@@ -179,6 +199,31 @@ class Demo:
             phones.append((team, r.json()["token"]))
         await self.browser_phone(doc)
         return phones
+
+    def local_id(self, team_id: str) -> str:
+        """A team's id in the roster above, without the district (`with_district_ids`)."""
+        return team_id.removeprefix(f"{self.district}-")
+
+    def held_back(self, team: dict[str, Any]) -> bool:
+        return self.local_id(team["id"]) in HELD_BACK
+
+    async def plan_shifts(self, doc: dict[str, Any]) -> None:
+        """Each team's shift plan, through volunteers' shift-planning API: the rotation starts
+        today on the district's clock (TIMEZONE, as volunteers reads the plans)."""
+        tz = parse_timezone(self.env.get("TIMEZONE") or DEFAULT_TIMEZONE)
+        anchor = datetime.now(tz).date().isoformat()
+        for team in doc["teams"]:
+            rotation = (["secondary", "main"] if self.local_id(team["id"]) in NIGHT_FIRST
+                        else ["main", "secondary"])
+            r = await self.client.put(
+                f"{self.env['VOLUNTEERS_URL']}/v1/teams/{team['id']}/shift-plan",
+                headers=self.admin, json={"shifts": SHIFTS, "rotation": rotation,
+                                          "anchor": anchor})
+            r.raise_for_status()
+        held = ", ".join(t["name"] for t in doc["teams"] if self.held_back(t))
+        sys.stdout.write(f"shift plans set from {anchor}: main 08:00-18:00, secondary "
+                         "18:00-08:00 (the district's clock), swapping every day; not "
+                         f"checking in: {held}\n")
 
     async def browser_phone(self, doc: dict[str, Any]) -> None:
         """A device for a member nobody simulates (the second of a volunteer team), as a link
@@ -208,6 +253,33 @@ class Demo:
                                   json={"dispatcher_id": leader})
         r.raise_for_status()
         sys.stdout.write(f"{name} leads the duty of {self.district}\n")
+
+    async def stay_out(self, token: str) -> None:
+        """A held-back team's phone: it does not check in. Checked in by an earlier run
+        (which held back other teams, or none), it checks out; refused while an order of that
+        run still holds the team (`close_leftovers` has it withdrawn), it asks again."""
+        url = f"{self.env['VOLUNTEERS_URL']}/v1/me/shift/end"
+        for _ in range(30):
+            with suppress(httpx.HTTPError):
+                r = await self.client.post(url, headers={"Authorization": f"Bearer {token}"})
+                if r.status_code != 409 and r.status_code < 500:
+                    return
+            await asyncio.sleep(1)
+
+    async def roll_call(self) -> None:
+        """What the command room's roll call shows: the teams planned for the shift being
+        worked now and not checked in (dispatch asks volunteers)."""
+        r = await self.client.get(f"{self.env['DISPATCH_URL']}/v1/shift-check-ins",
+                                  headers=self.admin, params={"district": self.district})
+        if r.status_code != 200:
+            sys.stdout.write(f"roll call not read: {r.status_code} {r.text}\n")
+            return
+        found = r.json()
+        missing = [self.team_names.get(t["team_id"], t["team_id"]) for t in found["teams"]
+                   if not t["checked_in"]]
+        sys.stdout.write(f"roll call: {found['planned']} team(s) planned for the shift now, "
+                         f"{found['not_checked_in']} not checked in "
+                         f"({', '.join(missing) or 'none'})\n")
 
     async def phone(self, team: dict[str, Any], token: str) -> None:
         """One member's phone: shift on, positions every 5 s, answers orders. Like the member's
@@ -354,8 +426,11 @@ async def main() -> None:
     duration = float(os.environ.get("DURATION", "0"))
     async with AsyncExitStack():
         phones = await demo.setup()
-        tasks = [asyncio.create_task(demo.phone(team, token)) for team, token in phones]
+        tasks = [asyncio.create_task(demo.stay_out(token) if demo.held_back(team)
+                                     else demo.phone(team, token)) for team, token in phones]
         await asyncio.sleep(3)  # let shifts start and the first fixes arrive
+        with suppress(httpx.HTTPError):
+            await demo.roll_call()
         tasks.append(asyncio.create_task(demo.post_incidents(rate)))
         try:
             if duration:

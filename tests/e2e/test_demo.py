@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import running_stack
 from tests.e2e.journey import admin, unique_district
 from tests.helpers import ctrl_c_reaches_it, poll_until
+from tools import demo as demo_tool
 from tools.stack import ROOT, Stack
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +77,31 @@ async def wait_for_first_receipt(client: httpx.AsyncClient, stack: Stack, distri
         "a demo phone to receive its first order", timeout=60, interval=0.5)
 
 
+async def wait_for_roll_call(client: httpx.AsyncClient, stack: Stack, district: str,
+                             demo: subprocess.Popen[bytes], output: Path) -> dict[str, Any]:
+    """The command room's roll call, through dispatch's route (which asks volunteers): the
+    demo's teams planned for the shift being worked now, whichever it is, those it holds back
+    not checked in and the others in."""
+    held_back = {f"{district}-{team}" for team in demo_tool.HELD_BACK}
+    seen: dict[str, Any] = {}
+
+    async def shown() -> dict[str, Any] | None:
+        still_running(demo, output)
+        r = await client.get(f"{stack.url('dispatch')}/v1/shift-check-ins",
+                             headers=admin(stack), params={"district": district})
+        r.raise_for_status()
+        seen.update(r.json())
+        planned = {t["team_id"] for t in seen["teams"]}
+        missing = {t["team_id"] for t in seen["teams"] if not t["checked_in"]}
+        return seen if missing and missing == planned & held_back and planned - missing else None
+
+    try:
+        return await poll_until(shown, "the roll call to show the demo's planned teams, those "
+                                "held back not checked in", timeout=30, interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the roll call last read: {seen}") from None
+
+
 def stop(demo: subprocess.Popen[bytes]) -> None:
     demo.send_signal(signal.SIGINT)  # Ctrl-C
     demo.wait(15)
@@ -91,8 +117,37 @@ async def test_demo_runs_in_a_second_district_of_the_same_redis(
             try:
                 await wait_for_first_receipt(client, demo_stack, district, demo,
                                              workdir / "demo.out")
+                # each district's teams planned for the shift now, on the same Redis
+                found = await wait_for_roll_call(client, demo_stack, district, demo,
+                                                 workdir / "demo.out")
+                assert found["not_checked_in"] == 2 < found["planned"], found
             finally:
                 stop(demo)
+
+
+async def test_a_held_back_team_an_earlier_run_checked_in_is_not_in(
+        demo_stack: Stack, tmp_path: Path) -> None:
+    """Every phone of a demo run before plans were set checked in, and a check-in lasts the
+    whole patrol: run again, the teams it now holds back check out, or the roll call would
+    show everyone in."""
+    district = unique_district()
+    vol = demo_stack.url("volunteers")
+    async with httpx.AsyncClient(timeout=10) as client:
+        r = await client.post(f"{vol}/v1/roster/import", headers=admin(demo_stack),
+                              json=demo_tool.roster(district))
+        assert r.status_code == 200, r.text
+        for team in demo_tool.HELD_BACK:
+            r = await client.post(f"{vol}/v1/members/{district}-{team}-m1/devices",
+                                  headers=admin(demo_stack))
+            assert r.status_code == 201, r.text
+            r = await client.post(f"{vol}/v1/me/shift/start",
+                                  headers={"Authorization": f"Bearer {r.json()['token']}"})
+            assert r.status_code == 200, r.text
+        demo = start_demo(demo_stack, district, tmp_path)
+        try:
+            await wait_for_roll_call(client, demo_stack, district, demo, tmp_path / "demo.out")
+        finally:
+            stop(demo)
 
 
 async def test_demo_keeps_reporting_and_answering_when_make_run_restarts_a_service(
