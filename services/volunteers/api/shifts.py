@@ -84,19 +84,27 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         # A city plans thousands of teams: their records in a few round trips, not four each.
         team_ids = sorted(shifts)
         states = await teams_store.team_states(redis, team_ids)
+        now = utcnow()
         teams: list[dict[str, Any]] = []
-        for team_id, (team, members), state in zip(
+        for team_id, (team, members), stored in zip(
             team_ids, await roster_store.teams_with_members(redis, team_ids), states,
             strict=True,
         ):
             if not team:
                 continue
+            # As the team stands now (GET /v1/teams/{id}): a check-in that ran out is over,
+            # whether or not the sweep has ended it yet. A team may be on its shift with
+            # nobody checked in (an order holds it): who is in is said apart.
+            state = expire_check_ins(stored, now=now, limit=check_in_limit).state
+            joined = state.shift_members
             teams.extend({  # a team on two of the day's shifts: once for each
                 "team_id": team_id, "team_name": team["name"], "agency_id": team["agency_id"],
                 "shift": shift.shift, "start": shift.start.isoformat(),
                 "end": shift.end.isoformat(), "status": state.status, "on_shift": state.on_shift,
-                "members": [{"member_id": m["id"], "name": m["name"], "role": m["role"]}
-                            for m in members],
+                "checked_in": bool(joined),
+                "checked_in_at": min(joined.values()).isoformat() if joined else None,
+                "members": [{"member_id": m["id"], "name": m["name"], "role": m["role"],
+                             "checked_in": m["id"] in joined} for m in members],
             } for shift in shifts[team_id])
         # by the moment each starts: a plan on another clock writes another offset
         teams.sort(key=lambda t: (datetime.fromisoformat(t["start"]), t["team_id"]))

@@ -410,5 +410,5 @@ async def test_the_days_shifts_of_a_city_are_read_in_a_few_round_trips(
     teams = response.json()["teams"]
     assert len(teams) == 300 and all(len(t["members"]) == 3 for t in teams)
     assert teams[0]["members"][0] == {"member_id": "plans-m00000", "name": "Member 0",
-                                      "role": "officer"}
+                                      "role": "officer", "checked_in": False}
     assert round_trips <= 10, round_trips

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from .conftest import ADMIN, Volunteers
+import pytest
+from faststream.redis import RedisBroker
+
+from tests.helpers import poll_until
+
+from .conftest import ADMIN, Volunteers, running
+from .test_forgotten_checkins import check_in_hours_ago, order
 
 MAIN_FIRST = {
     "timezone": "Asia/Shanghai",
@@ -43,7 +49,8 @@ async def test_teams_are_planned_by_their_daily_rotation(volunteers: Volunteers)
     day = (await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
                             headers=ADMIN)).json()
     assert day["teams"][0]["members"] == [
-        {"member_id": "m-officer", "name": "Officer Li", "role": "officer"}]
+        {"member_id": "m-officer", "name": "Officer Li", "role": "officer",
+         "checked_in": False}]
     # a date the calendar cannot hold a night shift past: 422 naming the field, not a 500
     far = await client.get("/v1/shifts", params={"district": "d1", "date": "9999-12-31"},
                            headers=ADMIN)
@@ -190,3 +197,47 @@ async def test_the_shifts_worked_now_say_which_planned_teams_have_not_checked_in
     assert r.status_code == 200 and r.json()["teams"] == []
     r = await client.get("/v1/shifts/now", headers=ADMIN)
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
+
+
+async def test_the_days_shifts_say_who_is_checked_in_as_it_stands_now(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /v1/shifts gave the stored state: a check-in that ran out (a dead phone, a
+    forgotten check-out) kept its team on shift, available, until the sweep came by, and a
+    team held on its shift by an order with nobody checked in read as on shift like one that
+    was manned. As GET /v1/teams/{id} and /v1/shifts/now: a check-in that ran out is over,
+    and whether anyone of the team (and which member) is checked in is said apart."""
+    # The sweep comes once, at the start: the reads alone must tell
+    async with running(clean_redis, checkin_sweep_s=3600, checkin_grace_hours=0,
+                       timezone="UTC") as v:
+        await v.import_district()
+        for team in ("t-patrol", "t-guards", "t-vol"):
+            r = await v.client.put(f"/v1/teams/{team}/shift-plan", json=ALL_DAY, headers=ADMIN)
+            assert r.status_code == 200, r.text
+        officer, guard, wang = [await v.enrol(m) for m in ("m-officer", "m-guard", "m-wang")]
+        await check_in_hours_ago(v, officer, 20, monkeypatch)  # yesterday's, never ended
+        assert (await v.client.post("/v1/me/shift/start", headers=guard)).status_code == 200
+        # Wang's check-in runs out seconds after an order came: the order holds the team
+        await check_in_hours_ago(v, wang, 14 - 8 / 3600, monkeypatch)
+        await publisher.publish(order("ord_1"), stream="order.issued")
+        await v.consumed("order.issued")
+
+        async def wang_out() -> bool:
+            return (await v.client.get("/v1/me", headers=wang)).json()["checked_in"] is False
+
+        # not too often: the member's token has its rate limit
+        await poll_until(wang_out, "Wang's check-in ran out", timeout=30, interval=0.25)
+        r = await v.client.get("/v1/shifts", headers=ADMIN, params={
+            "district": "d1", "date": datetime.now(UTC).date().isoformat()})
+        assert r.status_code == 200, r.text
+        teams = {t["team_id"]: t for t in r.json()["teams"]}
+        assert {team: (t["status"], t["on_shift"], t["checked_in"])
+                for team, t in teams.items()} == {
+            "t-patrol": ("off_duty", False, False),
+            "t-guards": ("available", True, True),
+            "t-vol": ("dispatched", True, False)}  # on its shift for its order, nobody in
+        assert teams["t-patrol"]["checked_in_at"] is None
+        assert teams["t-guards"]["checked_in_at"] is not None
+        assert [(m["member_id"], m["checked_in"]) for m in teams["t-vol"]["members"]] == [
+            ("m-chen", False), ("m-wang", False)]
+        assert [(m["member_id"], m["checked_in"]) for m in teams["t-guards"]["members"]] == [
+            ("m-guard", True)]
