@@ -33,7 +33,7 @@ from ..store.teams import Applied, Decision, PositionWriter, TeamView
 from ..store.tx import Contended
 from . import views
 from .deps import Device
-from .positions import accept_position
+from .positions import accept_position, checked_fix
 
 MAX_POINTS_OFFSET = 1_000_000  # far past the history a member has kept
 
@@ -157,8 +157,16 @@ def build_router(
 
         return answer(who, await change(who, decide))
 
+    async def settled_fix(body: PositionIn) -> PositionIn:
+        """The fix, once the settings' limits take it: checked as a dependency, which runs
+        before the route refuses a token of the wrong kind, so their 422 comes before that
+        403 (DESIGN's order), as the fast path answers."""
+        checked_fix(body, now=utcnow(), settings=settings)
+        return body
+
     @router.put("/position", summary="The team's position fix (the heaviest traffic)")
-    async def put_position(body: PositionIn, who: Device, request: Request) -> dict[str, Any]:
+    async def put_position(who: Device, request: Request,
+                           body: PositionIn = Depends(settled_fix)) -> dict[str, Any]:
         # Answered by api.positions.PositionFastPath before routing; this route documents
         # the path and answers the same way should a request ever reach it.
         identity = DeviceIdentity(

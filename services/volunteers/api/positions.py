@@ -22,6 +22,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -72,13 +73,10 @@ _OUTCOMES = {teams_store.POSITION_STALE: "stale", teams_store.POSITION_STORED: "
              teams_store.POSITION_OFF_DUTY: "off_duty"}
 
 
-async def accept_position(
-    body: PositionIn, who: DeviceIdentity, *, token: str, positions: PositionWriter,
-    settings: Settings,
-) -> tuple[int, dict[str, Any]]:
-    """Store the fix; the writer's outcome and the answer. `token` is the device's bearer
-    token hash, which the write checks is still this device's."""
-    now = utcnow()
+def checked_fix(body: PositionIn, *, now: datetime, settings: Settings) -> datetime:
+    """The fix's time, once the settings' limits (`POSITION_MAX_FUTURE_S`,
+    `POSITION_MAX_ACCURACY_M`) take it; else a 422 naming the field. The request's own
+    input: judged before a caller of the wrong kind hears its 403 (DESIGN's order)."""
     try:
         at = fix_time(body, now=now, max_future_s=settings.position_max_future_s)
     except ValueError as exc:
@@ -87,6 +85,17 @@ async def accept_position(
         check_accuracy(body, max_accuracy_m=settings.position_max_accuracy_m)
     except ValueError as exc:
         raise ApiError(422, "invalid_field", f"accuracy_m {exc}", "accuracy_m") from exc
+    return at
+
+
+async def accept_position(
+    body: PositionIn, who: DeviceIdentity, *, token: str, positions: PositionWriter,
+    settings: Settings,
+) -> tuple[int, dict[str, Any]]:
+    """Store the fix; the writer's outcome and the answer. `token` is the device's bearer
+    token hash, which the write checks is still this device's."""
+    now = utcnow()
+    at = checked_fix(body, now=now, settings=settings)
     event = UnitPosition(
         district=who.district, unit_id=who.team_id, lat=body.lat, lon=body.lon,
         accuracy_m=body.accuracy_m, at=at,
@@ -217,7 +226,8 @@ class PositionFastPath:
         if hmac.compare_digest(token.encode(), self._admin):
             if (wait := self._limits.hit("admin", "admin")) is not None:
                 raise rate_limited(wait)
-            parse_fix(await _read(receive))  # 400/422 come before 403
+            # 400/422 come before 403: the body's own fields, and the settings' limits
+            checked_fix(parse_fix(await _read(receive)), now=utcnow(), settings=self._settings)
             raise forbidden("this endpoint is for device tokens")
         hashed = token_hash(token)
         who = await self._identity(token, hashed, scope)

@@ -18,6 +18,7 @@ from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from services.volunteers.api.positions import FixesFirst
 from services.volunteers.config import Settings
 from services.volunteers.main import create_app
 
@@ -71,6 +72,7 @@ class Volunteers:
     client: httpx.AsyncClient
     redis: Redis  # raw bytes, as another service would read the streams
     settings: Settings
+    app: FixesFirst | None = None
 
     async def import_district(self, doc: dict[str, Any] | None = None) -> dict[str, Any]:
         response = await self.client.post("/v1/roster/import", json=doc or DISTRICT,
@@ -127,7 +129,7 @@ async def running(redis_url: str, **overrides: Any) -> AsyncIterator[Volunteers]
         async with httpx.AsyncClient(transport=transport, base_url="http://volunteers") as client:
             redis = Redis.from_url(redis_url)
             try:
-                yield Volunteers(client, redis, settings)
+                yield Volunteers(client, redis, settings, app)
             finally:
                 await redis.aclose()
 

@@ -112,6 +112,36 @@ async def test_a_fix_with_a_key_that_is_no_field_name_is_refused_without_echoing
                                            json={"lat": 22.0, "lon": 108.0, "accuracy": 5})
     assert misspelt.status_code == 422 and misspelt.json()["error"]["field"] == "accuracy"
 
+@pytest.mark.parametrize("path", ["fast path", "FastAPI route"])
+async def test_a_fix_the_settings_refuse_is_a_422_before_a_wrong_kinds_403(
+    volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch, path: str,
+) -> None:
+    """DESIGN's order (401, 400/422 naming the field, 404, 403, 409): a fix too coarse or
+    too far ahead (POSITION_MAX_ACCURACY_M, POSITION_MAX_FUTURE_S) is the request's own
+    input, as a latitude out of range is, and the admin's token was told 403 for it. Also
+    by the FastAPI route the fast path stands in front of."""
+    if path == "FastAPI route":
+        assert volunteers.app is not None
+        monkeypatch.setattr(volunteers.app, "fixes", None)
+    await volunteers.import_district()
+    device = await volunteers.enrol("m-wang")
+    await volunteers.client.post("/v1/me/shift/start", headers=device)
+    coarse = {"lat": 22.0, "lon": 108.0, "accuracy_m": 5000}
+    ahead = {"lat": 22.0, "lon": 108.0, "at": (utcnow() + timedelta(minutes=5)).isoformat()}
+    for body, field in ((coarse, "accuracy_m"), (ahead, "at")):
+        for who in (device, ADMIN):
+            r = await volunteers.client.put("/v1/me/position", headers=who, json=body)
+            assert r.status_code == 422, (field, r.text)
+            assert r.json()["error"]["field"] == field, r.text
+    r = await volunteers.client.put("/v1/me/position", headers=ADMIN,
+                                    json={"lat": 22.0, "lon": 108.0, "accuracy_m": 5})
+    assert r.status_code == 403, r.text
+    r = await volunteers.client.put("/v1/me/position", headers=device,
+                                    json={"lat": 22.0, "lon": 108.0, "accuracy_m": 5})
+    assert r.json() == {"accepted": True, "published": True}
+    assert await volunteers.redis.xlen("unit.position") == 1
+
+
 async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
     clean_redis: str,
 ) -> None:
