@@ -120,6 +120,11 @@ class Policy(BaseModel):
     p1_min_units: int = Field(default=2, ge=1, le=5)
     handover_filing_h: float = Field(default=24, gt=0)
     followup_days: dict[str, float] = {"dispute": 7}
+    # A case that owes no visit by its hand-over (resolved on site, or filed by the station
+    # when followup_days gives its category none): days from its resolution to the station's
+    # visit (DOMAIN.md: revisits after mediation or a fraud warning). DESIGN names none: a
+    # file that leaves it out orders none.
+    followup_resolved_days: dict[str, float] = {}
     # A follow-up that finds the agreement not holding orders another, up to this many
     # visits; then the command room is told (the incident is flagged).
     followup_max_visits: int = Field(default=5, ge=1)
@@ -171,21 +176,23 @@ class Policy(BaseModel):
     def _flags_as_reports_give_them(cls, value: object) -> object:
         return _flag_names(value)
 
-    @field_validator("followup_days")
+    @field_validator("followup_days", "followup_resolved_days")
     @classmethod
     def _positive_days(cls, value: dict[str, float]) -> dict[str, float]:
         if any(days <= 0 for days in value.values()):
-            raise ValueError("follow-up intervals are days after the hand-over, more than 0")
+            raise ValueError("follow-up intervals are days after the hand-over or the "
+                             "resolution, more than 0")
         return value
 
     @model_validator(mode="after")
     def _followups_of_known_categories(self) -> Policy:
         # A follow-up of a category the file does not have (a typo: `disputes`) would
         # silently give the category it meant none.
-        unknown = sorted(set(self.followup_days) - set(self.categories))
-        if unknown:
-            raise ValueError(f"followup_days names {', '.join(unknown)}, not a category of "
-                             f"the file ({', '.join(sorted(self.categories))})")
+        for key in ("followup_days", "followup_resolved_days"):
+            unknown = sorted(set(getattr(self, key)) - set(self.categories))
+            if unknown:
+                raise ValueError(f"{key} names {', '.join(unknown)}, not a category of "
+                                 f"the file ({', '.join(sorted(self.categories))})")
         return self
 
     @field_validator("speeds_kmh")

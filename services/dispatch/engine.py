@@ -109,6 +109,11 @@ TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit d
                "visit": "follow-up visit order unanswered",
                "link": "linked report judged again"}
 ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "visit")
+# What a follow-up visit checks (its order's instructions): a mediated agreement, unless
+# the category's visit is for something else (DOMAIN.md: "after mediation or a fraud warning").
+MEDIATED_CHECK = "check that the mediated agreement holds."
+VISIT_CHECKS = {"fraud_warning": "check on those warned of the fraud (no further contact "
+                                 "from the fraudsters, no money sent)."}
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 # A deadline due while answers given before it still wait unread (dispatch back after an
@@ -1763,12 +1768,13 @@ class Dispatcher:
                 await self._withdraw(inc, backup, reason="closed")
                 backup["state"] = "withdrawn"
 
-    @staticmethod
-    def _resolving(inc: dict[str, str], order: dict[str, str],
+    def _resolving(self, inc: dict[str, str], order: dict[str, str],
                    move: Callable[[Pipeline], Awaitable[None]], now: str
                    ) -> Callable[[Pipeline], Awaitable[None]]:
-        """The writes of an incident its team resolved, before its incident.updated."""
+        """The writes of an incident its team resolved, before its incident.updated; with
+        them the station's follow-up visit the resolution owes (_visit_owed)."""
         incident_id = inc["incident_id"]
+        visit_days = self._visit_owed(inc, order)
 
         async def resolve(pipe: Pipeline) -> None:
             await move(pipe)
@@ -1781,6 +1787,11 @@ class Dispatcher:
                     "handled_by_force": _sent_as(order)})
             elif order.get("kind") == "handover":  # the station filed it
                 store.queue_filed(pipe, incident_id)
+            if visit_days:
+                # NX: a step made again (or an answer read twice) never moves the visit
+                store.queue_schedule(pipe, f"followup:{incident_id}",
+                                     datetime.fromisoformat(now) + timedelta(days=visit_days),
+                                     nx=True)
             await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
@@ -1788,6 +1799,19 @@ class Dispatcher:
                 reported_by_member=_reporting_member(inc)))
 
         return resolve
+
+    def _visit_owed(self, inc: dict[str, str], order: dict[str, str]) -> float | None:
+        """The days to the station's follow-up visit that the incident's resolution by
+        `order` owes (policy followup_resolved_days: a dispute mediated on site, a fraud
+        warning given), None for none: a category without, a case whose hand-over planned
+        its visit already (followup_days), one visited or being visited."""
+        days = self.policy.followup_resolved_days.get(inc["category"])
+        if not days or inc.get("followup_order") or inc.get("followup_visits"):
+            return None
+        if inc.get("handed_over_at") and (order.get("kind") != "handover"
+                                          or inc["category"] in self.policy.followup_days):
+            return None
+        return days
 
     def _flag(self, inc: dict[str, str]) -> str:
         """The incident's `misses`, raised to the policy's flag: the command room must act.
@@ -2576,7 +2600,7 @@ class Dispatcher:
             order = await self._offer_and_announce(
                 inc, team, kind="followup", marks={"visit": str(visit)},
                 instructions="Follow-up visit" + (f" {visit}" if visit > 1 else "")
-                + ": check that the mediated agreement holds."
+                + ": " + VISIT_CHECKS.get(inc["category"], MEDIATED_CHECK)
                 + (f" Last visit: {last}" if visit > 1 and last else ""))
             if order is None:
                 return False

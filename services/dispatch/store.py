@@ -1509,8 +1509,8 @@ async def schedule(redis: Redis, member: str, at: datetime, *, nx: bool = False)
     await redis.zadd(TIMERS, {member: at.timestamp()}, nx=nx)
 
 
-def queue_schedule(pipe: Pipeline, member: str, at: datetime) -> None:
-    pipe.zadd(TIMERS, {member: at.timestamp()})
+def queue_schedule(pipe: Pipeline, member: str, at: datetime, *, nx: bool = False) -> None:
+    pipe.zadd(TIMERS, {member: at.timestamp()}, nx=nx)
 
 
 def queue_cancel(pipe: Pipeline, member: str) -> None:

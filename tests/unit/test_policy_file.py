@@ -72,6 +72,10 @@ WRONG: dict[str, tuple[Edit, str]] = {
     "a follow-up of a category the file lacks": (top(followup_days={"disputes": 7}),
                                                  "disputes"),
     "a follow-up after no days": (top(followup_days={"dispute": 0}), "followup_days"),
+    "a visit after a resolution of a category the file lacks": (
+        top(followup_resolved_days={"fraud_warnings": 7}), "fraud_warnings"),
+    "a visit after a resolution after no days": (
+        top(followup_resolved_days={"fraud_warning": 0}), "followup_resolved_days"),
     "a negative search radius": (top(search_radius_km=-10), "search_radius_km"),
     "a negative rank step": (top(rank_step_s=-180), "rank_step_s"),
     "fixes never fresh": (top(fix_max_age_s=0), "fix_max_age_s"),

@@ -657,6 +657,12 @@ def check(world: World) -> None:
                 assert parent, f"{what}: linked to nothing"
                 assert parent in world.incidents or f"link:{incident_id}" in world.timers, (
                     f"{what}: linked to {parent}, which is unknown, and never judged again")
+            if (status == "resolved" and not inc.get("handed_over_at")
+                    and inc["category"] in POLICY.followup_resolved_days):
+                # a dispute mediated on site owes the station's visit: planned, or ordered
+                assert (f"followup:{incident_id}" in world.timers or inc.get("followup_order")
+                        or inc.get("followup_failed") == "1"), (
+                    f"{what}: resolved on site, no follow-up visit planned or ordered")
             if status == "handed_over":
                 station = [o for o in mine_live if o["kind"] == "handover"]
                 assert station or (inc.get("flagged") == "1"
