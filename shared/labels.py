@@ -147,6 +147,7 @@ _EVIDENCE_KINDS = {
 _KPIS = {
     "incidents": ("警情数", "incidents"),
     "routing_timeouts": ("警情分流超时", "routing timeouts"),
+    "declines": ("拒绝出警", "offers declined"),
     "time_to_assign_s": ("派警用时 p50 / p90（秒）", "assign p50 / p90 s"),
     "time_to_acknowledge_s": ("接单用时 p50 / p90（秒）", "ack p50 / p90 s"),
     "time_to_scene_s": ("到场用时 p50 / p90（秒）", "on scene p50 / p90 s"),

@@ -59,7 +59,7 @@ MAX_PAGE = 500
 # `scanned_to`, and is asked on from there.
 BOARD_BATCH = 500
 BOARD_SCAN = 10_000
-Problem = Literal["routing_timeout", "filing_overdue"]
+Problem = Literal["routing_timeout", "filing_overdue", "declined"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 # The dates a review may ask for: their midnights, at any offset (-12:00 to +14:00), stay
 # within review.EARLIEST and LATEST.
@@ -110,7 +110,9 @@ KPIS_DESCRIPTION = (
     "stays counted. One order per hand-over counts: the one the station resolved, else its "
     "live one (declined, timed-out or taken-back orders never). "
     "`filings_overdue_unfiled`: of them, those still owed (the board's "
-    "?problem=filing_overdue). `handled_by_force`: incidents resolved on site or handed "
+    "?problem=filing_overdue). `declines`: offers a team declined, beside the "
+    "`routing_timeouts` (the board's ?problem=declined lists their incidents). "
+    "`handled_by_force`: incidents resolved on site or handed "
     "over, by the force of the team that did (`police:patrol`'s share is the share "
     "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before.")
 
@@ -299,6 +301,7 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
         "zone_id": inc.get("zone_id") or None,
         "reported_at": inc.get("reported_at"),
         "routing_timeouts": int(inc.get("timeouts") or 0),
+        "declines": int(inc.get("declines") or 0),
         "linked_to": inc.get("linked_to") or None,
         "trace_id": inc.get("trace_id") or None,
         # RECORDS_DAYS after it ended: its figures only, no timeline, orders or caller
@@ -388,11 +391,14 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         flagged: bool | None = None,
         problem: Problem | None = Query(
             default=None, description="what an inspector hunts: routing_timeout (an order "
-            "withdrawn for a missed acknowledgement) or filing_overdue (a hand-over the "
+            "withdrawn for a missed acknowledgement), filing_overdue (a hand-over the "
             "station still owes past its order's filing_due: its live hand-over order; "
-            "one filed, even late, or closed by the command room is done). Without since, "
-            "however long ago reported (a scan that stops at its budget says so: "
-            "`scanned_to`, `next`)"),
+            "one filed, even late, or closed by the command room is done) or declined (a "
+            "team refused an offer: any order, a station's hand-over or visit too; each "
+            "row's `declines` counts them, and the incident's timeline names each team "
+            "and what it said). Without since, however long ago reported (a scan that "
+            "stops at its budget says so: `scanned_to`, `next`); with since and until, "
+            "those reported in the day or shift asked for"),
         supervisor: str | None = Query(
             default=None, max_length=64, description="a dispatcher's id, or `me`: the "
             "incidents they supervise (they led the duty when each came in)"),
@@ -450,6 +456,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             if flagged is not None and (inc.get("flagged") == "1") != flagged:
                 return False
             if problem == "routing_timeout" and not int(inc.get("timeouts") or 0):
+                return False
+            if problem == "declined" and not int(inc.get("declines") or 0):
                 return False
             return not supervisor or inc.get("supervisor_id") == (
                 who.subject if supervisor == "me" else supervisor)
@@ -1049,7 +1057,7 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
     to_assign: list[float] = []
     to_ack: list[float] = []
     to_scene: dict[str, list[float]] = {}  # by priority: a P1's response time is its own
-    timeouts = resolved = handed_over = overdue = unfiled = 0
+    timeouts = declines = resolved = handed_over = overdue = unfiled = 0
     followed = visits = holding = 0
     linked = 0
     for inc in incidents:
@@ -1072,6 +1080,7 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
             to_scene.setdefault(inc["priority"], []).append(
                 (datetime.fromisoformat(inc["first_on_scene_at"]) - reported).total_seconds())
         timeouts += int(inc.get("timeouts") or 0)
+        declines += int(inc.get("declines") or 0)
         if inc.get("resolved_at") and not inc.get("handed_over_at"):
             resolved += 1
         if inc.get("handed_over_at"):
@@ -1104,6 +1113,9 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
         "time_to_scene_s": {**seconds([s for v in to_scene.values() for s in v]),
                             "by_priority": {p: seconds(v) for p, v in sorted(to_scene.items())}},
         "routing_timeouts": timeouts,
+        # offers a team refused (DOMAIN.md: not for a scene outside its zone): the board's
+        # ?problem=declined lists their incidents
+        "declines": declines,
         "resolved_on_site": resolved, "handed_over": handed_over,
         "resolved_on_site_share": round(resolved / finished, 3) if finished else None,
         # 受立案超期: hand-overs of the period whose filing went past its due (filed late,

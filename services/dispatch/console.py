@@ -192,7 +192,7 @@ function showLanguage() {
       th.textContent = say(key); return th; })); }
   choices("status", [["", say("all_open")], ...FILTERED.map(s => [s, word("incident_status", s)])]);
   choices("problem", [["", say("any_problem")], ["routing_timeout", say("routing_timeouts")],
-                      ["filing_overdue", say("filings_overdue")]]);
+                      ["filing_overdue", say("filings_overdue")], ["declined", say("declines")]]);
   choices("newprio", [["", say("priority_choice")], ...["P1", "P2", "P3", "P4"].map(p => [p, prio(p)])]);
   choices("evkind", ["video", "photo", "audio", "document"].map(k => [k, word("evidence_kind", k)]));
   choices("spotchoice", [["", say("all_day")],
@@ -414,6 +414,7 @@ async function refresh() {
     const categories = Object.entries(k.by_category || {}).map(([c, n]) => [word("category", c), n]);
     for (const [label, v] of [[word("kpi", "incidents"), k.incidents],
         [word("kpi", "routing_timeouts"), k.routing_timeouts],
+        [word("kpi", "declines"), k.declines ?? "-"],
         [word("kpi", "time_to_assign_s"), fmt(k.time_to_assign_s)],
         [word("kpi", "time_to_acknowledge_s"), fmt(k.time_to_acknowledge_s)],
         [word("kpi", "time_to_scene_s"), fmt(k.time_to_scene_s)],

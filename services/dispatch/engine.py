@@ -1612,6 +1612,8 @@ class Dispatcher:
         inc = state.incident
         assert inc is not None
         fields = {"timeouts": str(max(int(inc.get("timeouts") or 0) - 1, 0))}
+        if event.response == "declined":  # not the team's timeout: its refusal
+            fields["declines"] = str(int(inc.get("declines") or 0) + 1)
         inc.update(fields)
         order["answered_in_time"] = event.response
 
@@ -1720,8 +1722,9 @@ class Dispatcher:
         if new_state == "declined":
             station_kind = order.get("kind") in STATION_KINDS
             if not again:  # made again: the refusal is written, the offer to another is not
-                await self._emit(incident_id, entry, state=state, also=self._station_declining(
-                    inc, order, move) if station_kind else move, release_claim=release)
+                await self._emit(incident_id, entry, state=state, also=self._declining(
+                    inc, self._station_declining(inc, order, move) if station_kind else move),
+                    release_claim=release)
             await self._fill(incident_id, state)
             if order.get("kind") == "reinforcement":
                 await self._backup_again(state, order)
@@ -2655,6 +2658,20 @@ class Dispatcher:
                                **self._followup_retry_args())),
                 state=state, also=flagged)
         return None
+
+    @staticmethod
+    def _declining(inc: dict[str, str], move: Callable[[Pipeline], Awaitable[None]]
+                   ) -> Callable[[Pipeline], Awaitable[None]]:
+        """The writes of a refusal with the incident's count of them (`declines`, on the
+        board's head fields: the inspector's ?problem=declined and the KPIs read it)."""
+        declines = str(int(inc.get("declines") or 0) + 1)
+
+        async def declining(pipe: Pipeline) -> None:
+            await move(pipe)
+            store.queue_incident_fields(pipe, inc["incident_id"], {"declines": declines})
+            inc["declines"] = declines
+
+        return declining
 
     def _station_declining(self, inc: dict[str, str], order: dict[str, str],
                            move: Callable[[Pipeline], Awaitable[None]]

@@ -1069,7 +1069,7 @@ async def index_pages(redis: Redis, reads: Sequence[tuple[str, tuple[float, str]
     return out
 
 
-BOARD_FIELDS = ("district", "status", "flagged", "timeouts", "supervisor_id")
+BOARD_FIELDS = ("district", "status", "flagged", "timeouts", "declines", "supervisor_id")
 
 
 # The same fields of many hashes in one reply: a pipeline of HMGETs costs redis-py ~25 µs

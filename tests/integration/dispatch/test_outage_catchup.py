@@ -241,6 +241,8 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
             "team": "first", "response": response, "ack_by": order.ack_by.isoformat(),
             "at": (order.ack_by - timedelta(seconds=1)).isoformat()}
         assert (incident["timeouts"], incident["misses"]) == ("0", "1")
+        # a refusal given in time is the team's refusal: on the inspector's ?problem=declined
+        assert incident.get("declines") == ("1" if response == "declined" else None)
     else:
         assert told == []
         assert (incident["timeouts"], incident["misses"]) == ("1", "1")

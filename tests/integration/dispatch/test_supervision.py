@@ -111,6 +111,31 @@ async def test_the_board_lists_the_incidents_whose_order_timed_out(
         assert r.status_code == 422 and "problem" in r.text
 
 
+async def test_the_board_lists_the_incidents_a_team_declined_for_the_day_and_the_kpis_count_them(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """DOMAIN.md: units may not refuse because the scene is outside their zone. An
+    inspector lists the incidents whose offer a team declined (each decline's team and
+    words are on the timeline), for the day with `since`, or however long ago; the KPIs
+    count the declines beside the routing timeouts."""
+    from .test_decline import declined
+
+    incident_id, _ = await declined(clean_redis, publisher)
+    now = datetime.now(UTC)
+    seed_incidents(clean_redis, [("inc_old_decline", now - timedelta(days=40),
+                                  {"declines": "2"}), *newer_reports(3, minutes=5)])
+    async with board(clean_redis) as client:
+        found = await problems(client, "declined")
+        assert [(i["incident_id"], i["declines"]) for i in found] == [
+            (incident_id, 1), ("inc_old_decline", 2)]
+        r = await client.get("/v1/incidents", headers=ADMIN, params={
+            "problem": "declined", "district": DISTRICT, "since": ago(hours=1)})
+        assert r.status_code == 200, r.text
+        assert [i["incident_id"] for i in r.json()["incidents"]] == [incident_id]
+        assert await problems(client, "routing_timeout") == []
+        counted = await kpis(client)
+    assert (counted["declines"], counted["routing_timeouts"]) == (1, 0)
+
+
 def seed_incidents(url: str, rows: list[tuple[str, datetime, dict[str, str]]],
                    district: str = DISTRICT) -> None:
     """Incidents stored as dispatch stores them (the hash and the board's indexes), without
