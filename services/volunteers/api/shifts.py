@@ -51,10 +51,8 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
     async def put_plan(
         team_id: IdPath, plan: ShiftPlanIn, who: Admin
     ) -> dict[str, Any]:
-        team = await roster_store.get(redis, "teams", team_id)
-        if not team:
+        if not await shifts_store.put_plan(redis, team_id=team_id, plan=plan):
             raise not_found("team")
-        await shifts_store.put_plan(redis, team_id=team_id, district=team["district"], plan=plan)
         await audit.record(redis, "volunteers", who, "shift_plan.set", team_id)
         return {"team_id": team_id, **plan.model_dump(mode="json")}
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from faststream.redis import RedisBroker
+from redis.asyncio.client import Pipeline
 
+from services.volunteers.store import keys
 from tests.helpers import poll_until
 
 from .conftest import ADMIN, Volunteers, running
@@ -241,3 +244,34 @@ async def test_the_days_shifts_say_who_is_checked_in_as_it_stands_now(
             ("m-chen", False), ("m-wang", False)]
         assert [(m["member_id"], m["checked_in"]) for m in teams["t-guards"]["members"]] == [
             ("m-guard", True)]
+
+
+async def test_a_plan_set_while_its_team_is_removed_is_a_404_and_leaves_nothing(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The removal lands between the plan's read of the team and its write: the plan must
+    not stay behind (the old district's GET /v1/shifts would list it under whichever team
+    is later imported with that id, anywhere)."""
+    await volunteers.import_district()
+    client = volunteers.client
+    assert (await client.delete("/v1/members/m-guard", headers=ADMIN)).status_code == 204
+    write = Pipeline.execute
+    removed: list[int] = []
+
+    async def removed_first(self: Pipeline, raise_on_error: bool = True) -> Any:
+        # the plan's write, the first time: the admin's DELETE gets in just before it (the
+        # DELETE's own write, which names the plan too, passes)
+        sets_plan = any(c[0][:2] == ("SET", keys.plan("t-guards")) for c in self.command_stack)
+        if sets_plan and not removed:
+            removed.append(0)
+            removed[0] = (await client.delete("/v1/teams/t-guards", headers=ADMIN)).status_code
+        return await write(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", removed_first)
+    r = await client.put("/v1/teams/t-guards/shift-plan", json=MAIN_FIRST, headers=ADMIN)
+    monkeypatch.undo()
+    assert removed == [204]
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["code"] == "not_found"
+    assert not await volunteers.redis.exists(keys.plan("t-guards"))
+    assert not await volunteers.redis.sismember(keys.plans("d1"), "t-guards")
+    assert (await client.get("/v1/teams/t-guards/shift-plan", headers=ADMIN)).status_code == 404
