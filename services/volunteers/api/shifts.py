@@ -88,7 +88,9 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
             team_ids, await roster_store.teams_with_members(redis, team_ids), states,
             strict=True,
         ):
-            if not team:
+            # a team gone from the roster, or imported into another district since its plan
+            # was filed under this one: none of this district's (as in worked_now below)
+            if not team or team.get("district") != district:
                 continue
             # As the team stands now (GET /v1/teams/{id}): a check-in that ran out is over,
             # whether or not the sweep has ended it yet. A team may be on its shift with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -275,3 +276,31 @@ async def test_a_plan_set_while_its_team_is_removed_is_a_404_and_leaves_nothing(
     assert not await volunteers.redis.exists(keys.plan("t-guards"))
     assert not await volunteers.redis.sismember(keys.plans("d1"), "t-guards")
     assert (await client.get("/v1/teams/t-guards/shift-plan", headers=ADMIN)).status_code == 404
+
+
+async def test_a_district_s_shifts_list_no_team_of_another_district(
+        volunteers: Volunteers) -> None:
+    """A plan left filed under d1 by a team removed while its plan was sent (before the
+    write was watched), the id imported into d2 since: d1's shifts of the day are not d2's
+    team with its members, as GET /v1/shifts/now already says."""
+    await volunteers.import_district()
+    client = volunteers.client
+    assert (await client.delete("/v1/members/m-guard", headers=ADMIN)).status_code == 204
+    assert (await client.delete("/v1/teams/t-guards", headers=ADMIN)).status_code == 204
+    # what the unwatched write left behind
+    await volunteers.redis.set(keys.plan("t-guards"), json.dumps(MAIN_FIRST))
+    await volunteers.redis.sadd(keys.plans("d1"), "t-guards")
+    await volunteers.import_district({
+        "district": "d2",
+        "agencies": [{"id": "s-co-2", "name": "Other guards", "kind": "security"}],
+        "teams": [{"id": "t-guards", "agency_id": "s-co-2", "name": "Post 9", "mode": "foot"}],
+        "members": [{"id": "m-guard-2", "name": "Guard Sun", "agency_id": "s-co-2",
+                     "team_id": "t-guards", "role": "guard"}]})
+    r = await client.put("/v1/teams/t-patrol/shift-plan", json=MAIN_FIRST, headers=ADMIN)
+    assert r.status_code == 200, r.text
+
+    r = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
+                         headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert {t["team_id"] for t in r.json()["teams"]} == {"t-patrol"}
+    assert "Guard Sun" not in r.text
