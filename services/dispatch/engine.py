@@ -2771,8 +2771,6 @@ class Dispatcher:
         }, removed=event.removed, removed_kept_s=self._removed_kept_s)
         if applied and not event.on_shift:
             await self._off_shift_holding(event.unit_id, removed=event.removed)
-        elif applied and event.agency_kind == "volunteer":
-            await self._volunteers_now_holding(event.unit_id)
         if free:
             await self.retry_waiting(event.district, freed=event.unit_id, known_free=True)
 
@@ -2797,18 +2795,6 @@ class Dispatcher:
                 or (held.get("kind") == "manual" and not removed)):
             return
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
-
-    async def _volunteers_now_holding(self, team_id: str) -> None:
-        """A team a roster import moved into a volunteer agency while an order of ours,
-        sent to it as another kind, holds it: its incident may bar volunteers (a weapon),
-        which its order never checked. Judged by a `moved:{order}` timer due now
-        (on_moved_team_order_due), which a failure fires again."""
-        holder = await store.claim_of(self.redis, team_id)
-        held = await store.get_order(self.redis, holder) if holder else None
-        if (held is None or held["state"] not in domain.LIVE_ORDER_STATES
-                or held.get("agency_kind") == "volunteer"):
-            return
-        await store.schedule(self.redis, f"moved:{held['order_id']}", utcnow(), nx=True)
 
     async def on_moved_team_order_due(self, order_id: str) -> datetime | None:
         """A team's order (sent to it as police or security) after a roster import moved the

@@ -148,6 +148,20 @@ for _, order in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     redis.call('SREM', KEYS[7], order)
   end
 end
+-- A team now of a volunteer agency (ARGV[10] '1') holding an order sent to it as another
+-- kind: its incident may bar volunteers (a weapon), which that order never checked. A
+-- `moved:{order}` timer, set once, judges it (Dispatcher.on_moved_team_order_due).
+if ARGV[10] == '1' then
+  local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
+  if claim then
+    local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind')
+    local st = o[1]
+    if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
+        and o[2] and o[2] ~= 'volunteer' then
+      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
+    end
+  end
+end
 return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}
 """
 
@@ -192,7 +206,10 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     `removed`: the team left the roster: out of the projection, and no status or fix of it
     not newer than this one counts for `removed_kept_s` (how long one could still be read).
     A team a roster import put under another agency, or whose agency is no longer a police
-    station, has its live station orders handed on (`moved:` timers), in the same script."""
+    station, has its live station orders handed on (`moved:` timers), in the same script;
+    a volunteer team holding an order sent to it as another kind has that order judged by a
+    `moved:` timer too (on_moved_team_order_due): no round trip of its own for the many
+    statuses of volunteer teams that hold none."""
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
     district = fields["district"]
     team_id = fields["team_id"]
@@ -203,7 +220,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
         [repr(at.timestamp()), ascii_json(flat), team_id, fields["mode"], district,
          "1" if removed else "0", str(max(1, removed_kept_s)), fields.get("agency_id", ""),
          "1" if of_a_station(fields.get("agency_kind", ""), fields.get("agency_role"))
-         else "0"])
+         else "0", "1" if fields.get("agency_kind") == "volunteer" else "0"])
     return bool(applied), bool(retry)
 
 
