@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from contextlib import AsyncExitStack
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -205,3 +207,34 @@ async def wait_until_dispatch_sees(client: httpx.AsyncClient, stack: Stack, dist
         return sum(1 for u in r.json()["units"] if u["position"]) == teams
 
     await poll_until(ready, f"dispatch seeing {teams} available team(s) with a position")
+
+
+class SmsGateway:
+    """An SMS gateway that takes every message (as a real one answers 200)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                gateway.messages.append(json.loads(body or b"{}"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/sms"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> SmsGateway:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

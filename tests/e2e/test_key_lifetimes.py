@@ -17,15 +17,12 @@ but what the KPIs keep, and then nothing at all.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,7 @@ from shared import audit, retention, streams
 from shared.policy import DEFAULT_POLICY
 from shared.settings import ServiceSettings
 from tests.e2e import journey
-from tests.e2e.journey import Device, admin, bearer
+from tests.e2e.journey import Device, SmsGateway, admin, bearer
 from tests.e2e.test_district_day import District
 from tests.helpers import poll_until, redis_as_compose_runs_it
 from tools.redis_server import free_port
@@ -228,37 +225,6 @@ def family_of(key: str) -> list[tuple[str, Way]]:
 
 
 # --- the stack and the day ------------------------------------------------------------------
-
-
-class SmsGateway:
-    """An SMS gateway that takes every message (as a real one answers 200)."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                gateway.messages.append(json.loads(body or b"{}"))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/sms"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> SmsGateway:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @contextmanager
