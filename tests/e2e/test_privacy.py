@@ -337,4 +337,3 @@ async def test_members_names_and_numbers_never_reach_logs_spans_or_metrics(
              for where, text in (("spans", exported), ("logs", logs), ("metrics", metrics))
              if secret in text]
     assert leaks == [], f"members' names or numbers (secret, where): {leaks}"
-
