@@ -1710,10 +1710,8 @@ class Dispatcher:
             # The team's claim released first in the same script: a command failing inside a
             # transaction does not stop the others, and a retry would then publish the
             # incident's end a second time; a script stops at the failing command.
-            return await self._emit(incident_id, entry, status="resolved", state=state,
-                                    also=self._resolving(inc, order, move, now),
-                                    end=dataclasses.replace(end, release_claim=(
-                                        order["team_id"], order["order_id"])))
+            return await self._resolve(state, order, entry, move, now, end=end,
+                                       release_claim=(order["team_id"], order["order_id"]))
         # In the script of the order's end, for the reason above (and released apart, first, a
         # failure in between left the order live while another incident could take its team).
         release = (order["team_id"], order["order_id"])
@@ -1742,9 +1740,8 @@ class Dispatcher:
             await self._hand_over(state, order, entry, also=ended, again=again,
                                   release_claim=release)
             return await self._end(end)
-        return await self._emit(incident_id, entry, status="resolved", state=state,
-                                also=self._resolving(inc, order, move, now), end=end,
-                                release_claim=release)
+        return await self._resolve(state, order, entry, move, now, end=end,
+                                   release_claim=release)
 
     async def _ended_alone(self, state: store.IncidentState, order: dict[str, str],
                            entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
@@ -1771,13 +1768,33 @@ class Dispatcher:
                 await self._withdraw(inc, backup, reason="closed")
                 backup["state"] = "withdrawn"
 
-    def _resolving(self, inc: dict[str, str], order: dict[str, str],
+    async def _resolve(self, state: store.IncidentState, order: dict[str, str],
+                       entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
+                       now: str, *, end: StepEnd, release_claim: tuple[str, str]) -> bool:
+        """The incident resolved by `order`'s team, its claim released (`release_claim`, as
+        _emit's) and the step's end in the same write; or, when the resolution owes the
+        station's follow-up visit (_visit_owed), the step's end in the visit's write, after
+        it (_plan_visit: made again, the resolution is written again, the visit once)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        resolving = self._resolving(inc, order, move, now)
+        days = self._visit_owed(inc, order)
+        if not days:
+            return await self._emit(incident_id, entry, status="resolved", state=state,
+                                    also=resolving, end=end, release_claim=release_claim)
+        await self._emit(incident_id, entry, status="resolved", state=state, also=resolving,
+                         release_claim=release_claim)
+        # NX: a step made again (or an answer read twice) never moves the visit
+        return await self._plan_visit(incident_id, datetime.fromisoformat(now)
+                                      + timedelta(days=days), nx=True, end=end)
+
+    @staticmethod
+    def _resolving(inc: dict[str, str], order: dict[str, str],
                    move: Callable[[Pipeline], Awaitable[None]], now: str
                    ) -> Callable[[Pipeline], Awaitable[None]]:
-        """The writes of an incident its team resolved, before its incident.updated; with
-        them the station's follow-up visit the resolution owes (_visit_owed)."""
+        """The writes of an incident its team resolved, before its incident.updated."""
         incident_id = inc["incident_id"]
-        visit_days = self._visit_owed(inc, order)
 
         async def resolve(pipe: Pipeline) -> None:
             await move(pipe)
@@ -1790,11 +1807,6 @@ class Dispatcher:
                     "handled_by_force": _sent_as(order)})
             elif order.get("kind") == "handover":  # the station filed it
                 store.queue_filed(pipe, incident_id)
-            if visit_days:
-                # NX: a step made again (or an answer read twice) never moves the visit
-                store.queue_schedule(pipe, f"followup:{incident_id}",
-                                     datetime.fromisoformat(now) + timedelta(days=visit_days),
-                                     nx=True)
             await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
@@ -1803,13 +1815,40 @@ class Dispatcher:
 
         return resolve
 
+    async def _plan_visit(self, incident_id: str, due: datetime, *, nx: bool = False,
+                          station: str | None = None, end: StepEnd | None = None) -> bool:
+        """The station's follow-up visit planned for `due` (its `followup:` timer; `nx`: not
+        moved if one is set), in one write with its timeline entry, which says by when and
+        which station (`station`, else the owner now: the one owning the place then gets
+        the order), and with the mark `followup_due`: a step made again that finds the
+        visit planned for `due` writes neither again. With the step's `end`, if given (as
+        _emit's); returns what _emit returns."""
+        state = await store.incident_state(self.redis, incident_id)
+        inc = state.incident
+        if inc is None or inc.get("followup_due") == due.isoformat():
+            return await self._end(end) if end is not None else False
+        if station is None:
+            station = await self._station_of(inc)
+        said = {"date": f"{due.astimezone(self.tz):%Y-%m-%d}", "timezone": self.settings.timezone}
+        detail = (entry_detail("followup_planned", **said, station=station) if station
+                  else entry_detail("followup_planned_no_station", **said))
+
+        async def planned(pipe: Pipeline) -> None:
+            store.queue_incident_fields(pipe, incident_id, {"followup_due": due.isoformat()})
+            store.queue_schedule(pipe, f"followup:{incident_id}", due, nx=nx)
+
+        return await self._emit(incident_id, TimelineEntry(kind="followup", **detail),
+                                state=state, also=planned, end=end)
+
     def _visit_owed(self, inc: dict[str, str], order: dict[str, str]) -> float | None:
         """The days to the station's follow-up visit that the incident's resolution by
         `order` owes (policy followup_resolved_days: a dispute mediated on site, a fraud
         warning given), None for none: a category without, a case whose hand-over planned
-        its visit already (followup_days), one visited or being visited."""
+        its visit already (followup_days), one visited or being visited, or whose visit
+        is planned (`followup_due`: a resolution made again, or read twice)."""
         days = self.policy.followup_resolved_days.get(inc["category"])
-        if not days or inc.get("followup_order") or inc.get("followup_visits"):
+        if (not days or inc.get("followup_order") or inc.get("followup_visits")
+                or inc.get("followup_due")):
             return None
         if inc.get("handed_over_at") and (order.get("kind") != "handover"
                                           or inc["category"] in self.policy.followup_days):
@@ -1875,12 +1914,13 @@ class Dispatcher:
             # The case moved on between the attempt that wrote the hand-over and this one:
             # the command room closed it, or the station filed it (its order was made). The
             # station gets no order: a second one, or one for a closed case, live for ever
-            # (nobody may close it again), its filing owed. A filed case still owes its
-            # follow-up visit (set once: not moved if the first attempt set it).
+            # (nobody may close it again), its filing owed. A filed case still owes the
+            # follow-up visit of its hand-over, from the hand-over's time (set once: not
+            # moved if the first attempt set it).
             days = self.policy.followup_days.get(inc["category"])
             if days and inc["status"] == "resolved":
-                await store.schedule(self.redis, f"followup:{incident_id}",
-                                     now + timedelta(days=days), nx=True)
+                await self._plan_visit(incident_id, datetime.fromisoformat(
+                    inc["handed_over_at"]) + timedelta(days=days), nx=True)
             return
         station, known = await self._station_known(inc)
         handover_order = await self._station_order(state, station, by=order, note=entry.note)
@@ -1919,10 +1959,12 @@ class Dispatcher:
             order_id=handover_order["order_id"] if handover_order else None))
         # Also where no station owns the place yet: the hand-over is tried again until one
         # does (_station_gone), and the station that takes the case then owes its visit.
+        # From the hand-over's time: made again, the step finds the visit planned for it.
         days = self.policy.followup_days.get(inc["category"])
         if days:
-            await store.schedule(self.redis, f"followup:{incident_id}",
-                                 now + timedelta(days=days))
+            handed_at = datetime.fromisoformat(inc["handed_over_at"]) if again else now
+            await self._plan_visit(incident_id, handed_at + timedelta(days=days),
+                                   station=station)
 
     async def _station_of(self, inc: dict[str, str]) -> str:
         """The police station that owns the incident's place: as reported, else its zone's."""

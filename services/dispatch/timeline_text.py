@@ -234,6 +234,13 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "agreement_revisit": {
         "en": "the agreement does not hold: visit {visit} by {date} ({timezone})",
         "zh": "调解协议未履行：{date}（{timezone}）前第{visit}次回访"},
+    "followup_planned": {
+        "en": "follow-up visit due by {date} ({timezone}; station {station})",
+        "zh": "{date}（{timezone}）前由派出所{station}回访"},
+    "followup_planned_no_station": {
+        "en": "follow-up visit due by {date} ({timezone}); no police station is known to own "
+              "the place now: the visit goes to the one owning it then",
+        "zh": "{date}（{timezone}）前回访；目前不明该地点的属地派出所：届时由属地派出所回访"},
     "followup_unowned": {
         "en": "no follow-up visit: no police station owns the place",
         "zh": "不安排回访：该地点无属地派出所"},

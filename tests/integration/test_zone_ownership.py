@@ -354,7 +354,7 @@ async def test_a_follow_up_due_after_its_stations_zone_was_removed_is_flagged_no
     assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
     assert not orders_of_kind(clean_redis, incident_id, "followup")
     assert [d for k, d, _ in kinds_and_details(clean_redis, incident_id)
-            if d.startswith("follow-up visit due")] == [
+            if d.startswith("follow-up visit due:")] == [  # come due (not "due by": planned)
         "follow-up visit due: no police station owns the place any more (its zone was removed "
         "or re-cut); ordered again in an hour until one does, or the case is closed"]
 

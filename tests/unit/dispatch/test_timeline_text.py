@@ -175,6 +175,14 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "agreement_revisit": ({"visit": "2", "date": "2026-12-13", "timezone": "Asia/Shanghai"},
                           lambda visit, date, timezone: "the agreement does not hold: visit "
                           f"{visit} by {date} ({timezone})"),
+    # codes added with their entries (no older sentence): their English as the tests wrote it
+    "followup_planned": ({"date": "2026-12-13", "timezone": "Asia/Shanghai", "station": "ps-1"},
+                         lambda date, timezone, station: f"follow-up visit due by {date} "
+                         f"({timezone}; station {station})"),
+    "followup_planned_no_station": (
+        {"date": "2026-12-13", "timezone": "Asia/Shanghai"},
+        lambda date, timezone: f"follow-up visit due by {date} ({timezone}); no police "
+        "station is known to own the place now: the visit goes to the one owning it then"),
     "followup_unowned": ({}, lambda: "no follow-up visit: no police station owns the place"),
     "followup_unstaffed": (
         {"span": "an hour", "hours": "1"},

@@ -1,0 +1,110 @@
+"""A follow-up visit planned is on the incident's timeline, in-process against a real Redis:
+when it is due (the district's date) and which station it goes to, written with its timer,
+once however often the step that plans it is made (a hand-over's, a resolution's)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import redis as sync_redis
+from faststream.redis import RedisBroker
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from services.dispatch import store
+from services.dispatch.engine import Dispatcher, StepEnd
+from shared import streams
+from tests.helpers import poll_until
+
+from .conftest import dispatch_with_teams, settings_for
+from .test_assign import timeline
+from .test_engine import orders_for, report
+from .test_followup_resolved import _handled, answered, resolution
+from .test_zone_pending import zones_back
+
+
+def visits_planned(url: str, incident_id: str) -> list[dict[str, Any]]:
+    return [e for e in timeline(url, incident_id)
+            if (e.get("detail_code") or "").startswith("followup_planned")]
+
+
+def planned_for(url: str, incident_id: str) -> float | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.zscore(store.TIMERS, f"followup:{incident_id}")
+    finally:
+        client.close()
+
+
+def says_its_timer(entry: dict[str, Any], url: str, incident_id: str) -> None:
+    """The entry names the station and the district's date of the visit's timer."""
+    tz = settings_for(url).timezone
+    due = planned_for(url, incident_id)
+    assert due is not None
+    date = f"{datetime.fromtimestamp(due, ZoneInfo(tz)):%Y-%m-%d}"
+    assert (entry["kind"], entry["detail_code"]) == ("followup", "followup_planned")
+    assert entry["detail_args"] == {"date": date, "timezone": tz, "station": "ag-police"}
+    assert entry["detail"] == (f"follow-up visit due by {date} ({tz}; station ag-police)")
+
+
+async def test_a_dispute_resolved_on_site_says_when_its_station_visits_once(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = clean_redis
+    zones_back(monkeypatch)  # the scene's zone is ag-police's
+    async with dispatch_with_teams(url, publisher, {"guard": ("security", 22.8171),
+                                                   "station-car": ("police", 22.8300)}):
+        incident_id = await report(publisher, "dispute")
+        [guard] = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+        resolved = resolution(guard)
+        await answered(publisher, resolved)
+        await poll_until(lambda: visits_planned(url, incident_id), "the visit on the timeline")
+        # the answer read again: redelivered, and a second event of it (a step made again)
+        await answered(publisher, resolved)
+        again = resolution(guard)
+        await answered(publisher, again)
+        await poll_until(lambda: _handled(url, again), "the second resolution handled")
+    [planned] = visits_planned(url, incident_id)
+    says_its_timer(planned, url, incident_id)
+    kinds = [e["kind"] for e in timeline(url, incident_id)]
+    assert kinds.index("response") < kinds.index("followup")  # after the resolution
+
+
+async def test_a_dispute_handed_over_says_when_its_station_visits_once_if_the_step_is_made_again(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # dispatch loses Redis as it ends the hand-over's step, after the visit's write: the
+    # answer, handled again, plans the visit (and writes its entry) no second time
+    url = clean_redis
+    zones_back(monkeypatch)
+    failed: list[str] = []
+    real_end = Dispatcher._end
+
+    async def end(engine: Dispatcher, step: StepEnd, *args: Any, **kwargs: Any) -> bool:
+        if step.done in handing_over and not failed:
+            failed.append(step.done)
+            raise RedisConnectionError("Redis went away")
+        return await real_end(engine, step, *args, **kwargs)
+
+    handing_over: set[str] = set()
+    monkeypatch.setattr(Dispatcher, "_end", end)
+    async with dispatch_with_teams(url, publisher, {"guard": ("security", 22.8171),
+                                                   "station-car": ("police", 22.8300)}):
+        incident_id = await report(publisher, "dispute")
+        [guard] = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+        handover = resolution(guard, "handover")
+        handing_over.add(f"responded:{handover.event_id}")
+        await answered(publisher, handover)
+        await poll_until(lambda: failed, "the hand-over's step failing at its end")
+        planned = planned_for(url, incident_id)
+        assert planned is not None
+        await poll_until(lambda: _handled(url, handover), "the hand-over handled again")
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            assert not client.xpending(streams.ORDER_RESPONDED.name, "dispatch")["pending"]
+        finally:
+            client.close()
+    [entry] = visits_planned(url, incident_id)
+    says_its_timer(entry, url, incident_id)
+    assert planned_for(url, incident_id) == planned  # not moved by the step made again
+    assert [o.kind for o in orders_for(url, incident_id)] == ["dispatch", "handover"]
