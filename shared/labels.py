@@ -155,7 +155,9 @@ _KPIS = {
     "handed_over": ("移交派出所", "handed over"),
     "filings_overdue": ("受立案超期", "filings overdue"),
     "by_category": ("按类别", "by type"),
-    "followups": ("回访协议履行", "follow-ups: agreements holding"),
+    # a visit's "holding": a dispute's agreement kept, or those warned of a fraud safe
+    "followups": ("回访见效（调解协议履行、防骗对象未再受骗）",
+                  "follow-ups: agreements holding, those warned of fraud safe"),
     "by_hour": ("最忙时段", "busiest hours"),
     "by_zone": ("最忙辖区", "busiest zones"),
 }

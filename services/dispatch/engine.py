@@ -114,6 +114,10 @@ ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "visit")
 MEDIATED_CHECK = "check that the mediated agreement holds."
 VISIT_CHECKS = {"fraud_warning": "check on those warned of the fraud (no further contact "
                                  "from the fraudsters, no money sent)."}
+# What the timeline says of a visit that did not find it so (answered `handover`), as
+# timeline_text codes: (visited again, the visits run out).
+MEDIATED_VERDICTS = ("agreement_revisit", "agreement_failed")
+VISIT_VERDICTS = {"fraud_warning": ("warning_revisit", "warning_failed")}
 # A safeguard only: every search that ends without a claim is another incident's claim.
 SEARCH_ROUNDS = 64
 # A deadline due while answers given before it still wait unread (dispatch back after an
@@ -2534,20 +2538,22 @@ class Dispatcher:
     async def _revisit(self, state: store.IncidentState, order: dict[str, str],
                        entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
                        end: StepEnd) -> bool:
-        """A follow-up visit found the mediated agreement not holding (its team answered
-        `handover`: back to the station): the station visits again after the category's
+        """A follow-up visit found the mediated agreement not holding, or those warned of a
+        fraud still at risk (VISIT_VERDICTS; its team answered `handover`: back to the
+        station): the station visits again after the category's
         interval, until `followup_max_visits` visits; past those the command room decides
         (the incident is flagged). One write with the step's end."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
         visits = int(inc.get("followup_visits") or 1)
+        revisit, failed = VISIT_VERDICTS.get(inc["category"], MEDIATED_VERDICTS)
         if visits >= self.policy.followup_max_visits:
             # `followup_failed`: flagged also once the case is filed (resolved), the usual
             # case by the last visit, until the command room closes it
             inc["followup_failed"] = "1"
             fields = {"misses": self._flag(inc), "followup_failed": "1"}
-            detail = entry_detail("agreement_failed", visits=visits)
+            detail = entry_detail(failed, visits=visits)
             due = None
         else:
             days = (self.policy.followup_days.get(inc["category"])
@@ -2555,7 +2561,7 @@ class Dispatcher:
             due = utcnow() + timedelta(days=days)
             fields = {"followup_order": "", "followup_visits": str(visits + 1),
                       "followup_note": entry.note or ""}
-            detail = entry_detail("agreement_revisit", visit=visits + 1,
+            detail = entry_detail(revisit, visit=visits + 1,
                                   date=f"{due.astimezone(self.tz):%Y-%m-%d}",
                                   timezone=self.settings.timezone)
 

@@ -234,6 +234,13 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "agreement_revisit": {
         "en": "the agreement does not hold: visit {visit} by {date} ({timezone})",
         "zh": "调解协议未履行：{date}（{timezone}）前第{visit}次回访"},
+    "warning_failed": {
+        "en": "those warned of the fraud are still at risk after {visits} visits: the command "
+              "room decides what follows",
+        "zh": "回访{visits}次，防骗提醒对象仍有受骗风险：由指挥室决定后续处置"},
+    "warning_revisit": {
+        "en": "those warned of the fraud are still at risk: visit {visit} by {date} ({timezone})",
+        "zh": "防骗提醒对象仍有受骗风险：{date}（{timezone}）前第{visit}次回访"},
     "followup_planned": {
         "en": "follow-up visit due by {date} ({timezone}; station {station})",
         "zh": "{date}（{timezone}）前由派出所{station}回访"},

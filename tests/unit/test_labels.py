@@ -106,3 +106,12 @@ def test_a_language_as_a_setting_or_a_browser_names_it(given: str, language: str
 def test_a_language_the_glossary_does_not_have_is_refused(given: str) -> None:
     with pytest.raises(ValueError, match="not a language"):
         language_of(given)
+
+
+def test_the_follow_ups_kpi_names_what_a_visit_of_each_category_finds() -> None:
+    # the KPI counts a fraud warning's visits (policy followup_resolved_days) as a dispute's:
+    # "holding" is an agreement kept, or those warned of the fraud safe
+    assert "fraud_warning" in load_policy().followup_resolved_days
+    zh, en = (label("kpi", "followups", language) for language in ("zh", "en"))
+    assert "协议" in zh and "骗" in zh, zh
+    assert "agreement" in en and "warn" in en, en

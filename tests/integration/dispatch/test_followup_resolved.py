@@ -17,6 +17,7 @@ from shared.events import OrderIssued, OrderResponded
 from tests.helpers import poll_until
 
 from .conftest import dispatch_with_teams
+from .test_assign import timeline
 from .test_engine import DISTRICT, orders_for, report, wait_for_units
 from .test_followup import followup_due_in_days, followups, incident_fields
 from .test_zone_pending import zones_back
@@ -172,3 +173,31 @@ async def test_a_case_of_a_category_without_visits_resolved_on_site_gets_none(
         await poll_until(lambda: incident_fields(url, incident_id)["status"] == "resolved",
                          "resolved")
     assert followup_due_in_days(url, incident_id) is None
+
+
+async def test_a_fraud_warning_visit_finding_them_at_risk_says_so_not_an_agreement(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the visit's `handover` is "visit again": for a fraud warning, those warned are still
+    # at risk (no mediated agreement was ever made)
+    url = clean_redis
+    zones_back(monkeypatch)
+    async with dispatch_with_teams(url, publisher, {"own-station": ("police", 22.8300),
+                                                   "helpers": ("volunteer", 22.8180)},
+                                   timer_lease_s=0.5):
+        incident_id = await report(publisher, "fraud_warning", priority="P4")
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) == 2
+                                  and orders_for(url, incident_id), "the station and volunteers")
+        volunteers = next(o for o in orders if o.team_id == "helpers")
+        await answered(publisher, resolution(volunteers))
+        await poll_until(lambda: followup_due_in_days(url, incident_id), "the visit planned")
+        fire_followup(url, incident_id)
+        [visit] = await poll_until(lambda: followups(url, incident_id), "the visit ordered")
+        await answered(publisher, resolution(visit, "handover"))
+        await poll_until(lambda: incident_fields(url, incident_id).get("followup_visits") == "2",
+                         "the second visit planned")
+    [verdict] = [e for e in timeline(url, incident_id) if e["kind"] == "followup"
+                 and e.get("order_id") == visit.order_id
+                 and e["detail_code"] != "followup_ordered"]
+    assert verdict["detail_code"] == "warning_revisit"
+    assert "agreement" not in verdict["detail"]
+    assert verdict["detail"].startswith("those warned of the fraud are still at risk: visit 2 by ")

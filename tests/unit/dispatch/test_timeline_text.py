@@ -176,6 +176,12 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                           lambda visit, date, timezone: "the agreement does not hold: visit "
                           f"{visit} by {date} ({timezone})"),
     # codes added with their entries (no older sentence): their English as the tests wrote it
+    "warning_failed": ({"visits": "3"},
+                       lambda visits: "those warned of the fraud are still at risk after "
+                       f"{visits} visits: the command room decides what follows"),
+    "warning_revisit": ({"visit": "2", "date": "2026-12-13", "timezone": "Asia/Shanghai"},
+                        lambda visit, date, timezone: "those warned of the fraud are still at "
+                        f"risk: visit {visit} by {date} ({timezone})"),
     "followup_planned": ({"date": "2026-12-13", "timezone": "Asia/Shanghai", "station": "ps-1"},
                          lambda date, timezone, station: f"follow-up visit due by {date} "
                          f"({timezone}; station {station})"),
