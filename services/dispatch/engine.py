@@ -1919,8 +1919,11 @@ class Dispatcher:
             # the command room closed it, or the station filed it (its order was made). The
             # station gets no order: a second one, or one for a closed case, live for ever
             # (nobody may close it again), its filing owed. A filed case still owes the
-            # follow-up visit of its hand-over, from the hand-over's time (set once: not
-            # moved if the first attempt set it).
+            # follow-up visit of its hand-over (followup_days), from the hand-over's time
+            # (set once: not moved if the first attempt set it); one its filing owes
+            # (followup_resolved_days: a fraud warning) the filing's own step planned, as
+            # the normal path's (_visit_owed), and a case resolved by a team sent by hand
+            # owes none there either.
             days = self.policy.followup_days.get(inc["category"])
             if days and inc["status"] == "resolved":
                 await self._plan_visit(incident_id, datetime.fromisoformat(

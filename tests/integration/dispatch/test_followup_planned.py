@@ -108,3 +108,51 @@ async def test_a_dispute_handed_over_says_when_its_station_visits_once_if_the_st
     says_its_timer(entry, url, incident_id)
     assert planned_for(url, incident_id) == planned  # not moved by the step made again
     assert [o.kind for o in orders_for(url, incident_id)] == ["dispatch", "handover"]
+
+
+@pytest.mark.parametrize("category", ["dispute", "fraud_warning"])
+async def test_a_case_filed_before_its_hand_over_is_handled_again_has_its_visit_once(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+        category: str) -> None:
+    # The hand-over's step loses Redis after its station order, before recording it; the
+    # station files the case meanwhile, and the hand-over is handled again (_hand_over's
+    # `again`). Its visit, planned by the hand-over (a dispute: followup_days) or by the
+    # filing (a fraud warning: followup_resolved_days), is planned and timelined once.
+    url = clean_redis
+    zones_back(monkeypatch)
+    away = [True]
+    tries: list[str] = []
+    real_record = Dispatcher._record_station_order
+
+    async def record_station_order(engine: Dispatcher, *args: Any, **kwargs: Any) -> None:
+        if away[0]:
+            tries.append("failed")
+            raise RedisConnectionError("Redis went away")
+        await real_record(engine, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "_record_station_order", record_station_order)
+    street = "volunteer" if category == "fraud_warning" else "security"
+    async with dispatch_with_teams(url, publisher, {"own-station": ("police", 22.8300),
+                                                   "street": (street, 22.8180)}):
+        incident_id = await report(publisher, category, priority="P4")
+        first = await poll_until(lambda: [o for o in orders_for(url, incident_id)
+                                          if o.team_id == "street"], "the street team's order")
+        await answered(publisher, resolution(first[0], "handover"))
+        await poll_until(lambda: tries, "the station order's record failing")
+        handover = (await poll_until(lambda: [o for o in orders_for(url, incident_id)
+                                              if o.kind == "handover"], "the hand-over"))[0]
+        filed = resolution(handover)
+        await answered(publisher, filed)
+        await poll_until(lambda: _handled(url, filed), "the case filed")
+        away[0] = False  # Redis answers again: the hand-over is handled again
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        try:
+            await poll_until(lambda: not client.xpending(streams.ORDER_RESPONDED.name,
+                                                         "dispatch")["pending"],
+                             "the hand-over handled again")
+            assert client.hget(store.incident_key(incident_id), "status") == "resolved"
+        finally:
+            client.close()
+    [entry] = visits_planned(url, incident_id)
+    says_its_timer(entry, url, incident_id)
+    assert [o.kind for o in orders_for(url, incident_id)].count("handover") == 1
