@@ -10,9 +10,9 @@ It speaks Chinese, or English where the member chose it or the browser puts Engl
 (page_text.py).
 """
 
-from shared.labels import page_in_words, script_strings
+from shared.labels import LANGUAGES, page_in_words, script_strings
 
-from .page_text import PAGE_TEXT, WORKER_TEXT
+from .page_text import PAGE_TEXT, VISIT_WORDS, WORKER_TEXT
 
 _DEVICE_PAGE = """<!doctype html>
 <html lang="zh-CN">
@@ -138,6 +138,14 @@ function say(key, vars) {
 function word(group, code) {
   const words = STRINGS[lang][group];
   return Object.prototype.hasOwnProperty.call(words, code) ? words[code] : code;
+}
+// A follow-up visit's answer or question (`resolved`, `handover`, `note`) in the words of its
+// order's category (page_text's VISIT_WORDS: a fraud warning's visit asks whether those
+// warned are safe, not whether an agreement holds); a category without its own: a dispute's.
+function visitSay(f, what) {
+  const words = STRINGS[lang].visit;
+  return say((Object.prototype.hasOwnProperty.call(words, f.category)
+    ? words[f.category] : words.dispute)[what]);
 }
 function clock(date) { return date.toLocaleTimeString(lang === "zh" ? "zh-CN" : undefined); }
 function when(date) { return date.toLocaleString(lang === "zh" ? "zh-CN" : undefined); }
@@ -737,7 +745,7 @@ async function respond(id, response) {
     }
   } else if (response === "handover") {
     const o = orders.get(id);
-    const said = prompt(say(o && o.frame.kind === "followup" ? "followup_not_holding" : "handover_note"));
+    const said = prompt(o && o.frame.kind === "followup" ? visitSay(o.frame, "note") : say("handover_note"));
     if (said === null) return;
     note = said.trim() || null;
   }
@@ -856,9 +864,10 @@ function render(id, alert) {
   for (const r of allowed(o.state, f.kind)) {
     const style = r === "acknowledged" ? "primary"
       : (r === "reinforce" || r === "declined" ? "danger" : "");
-    // on a follow-up, handing back to the station means: the agreement does not hold
-    const b = el("button", style, f.kind === "followup" && r === "handover" ? say("not_holding")
-      : f.kind === "followup" && r === "resolved" ? say("agreement_holds") : word("response", r));
+    // on a follow-up, handing back to the station means: what the visit checks does not
+    // hold (the agreement, those warned safe): the station visits again
+    const b = el("button", style, f.kind === "followup" && (r === "handover" || r === "resolved")
+      ? visitSay(f, r) : word("response", r));
     b.onclick = () => respond(id, r); acts.append(b);
   }
   card.append(acts);
@@ -1456,5 +1465,6 @@ self.addEventListener("notificationclick", (event) => {
 
 
 
-DEVICE_PAGE = page_in_words(_DEVICE_PAGE, PAGE_TEXT)
+DEVICE_PAGE = page_in_words(_DEVICE_PAGE, PAGE_TEXT,
+                            {language: {"visit": VISIT_WORDS} for language in LANGUAGES})
 SERVICE_WORKER = _SERVICE_WORKER.replace("__STRINGS__", script_strings(WORKER_TEXT), 1)

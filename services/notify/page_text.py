@@ -75,6 +75,9 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "not_sent_yet_busy": "尚未被接收（服务器繁忙）：{answer}。会自动重新发送。",
         "not_holding": "协议未履行：再次回访",
         "agreement_holds": "协议已履行",
+        "still_at_risk": "仍有受骗风险：再次回访",
+        "warned_safe": "防骗对象未再受骗",
+        "followup_at_risk": "防骗对象仍有受骗风险：您看到了什么？（下次回访会看到；选填）",
         "ok": "知道了",
         "ack_by": "请于 {time} 前接单",
         "time_left": "{time} · 剩余 {left}",
@@ -201,6 +204,10 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
                              "by itself.",
         "not_holding": "Not holding: visit again",
         "agreement_holds": "Agreement holds",
+        "still_at_risk": "Still at risk: visit again",
+        "warned_safe": "Those warned are safe",
+        "followup_at_risk": "Those warned are still at risk: what did you find? (the next "
+                            "visit reads it; optional)",
         "ok": "OK",
         "ack_by": "Acknowledge by {time}",
         "time_left": "{time} · {left} left",
@@ -258,6 +265,18 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "shift_not_read": "Your shift was not read: {why}.",
         "categories_not_read": "The report categories were not read: {why}.",
     },
+}
+
+# A follow-up visit's words by its order's category, as keys of PAGE_TEXT: the answer that
+# it holds (`resolved`), the one that it does not (`handover`: visited again) and the
+# question that answer asks (`note`). What the visit checks is dispatch's VISIT_CHECKS: a
+# category without words of its own has a dispute's, as dispatch checks a mediated
+# agreement for it.
+VISIT_WORDS: dict[str, dict[str, str]] = {
+    "dispute": {"resolved": "agreement_holds", "handover": "not_holding",
+                "note": "followup_not_holding"},
+    "fraud_warning": {"resolved": "warned_safe", "handover": "still_at_risk",
+                      "note": "followup_at_risk"},
 }
 
 # What the service worker says on the lock screen (it has no page to read the table from).
