@@ -21,8 +21,6 @@ OTHER_STATION = "other_station"  # a police station's team, not the station owni
 # A volunteer team to a P1 no police or security team is on: DOMAIN.md, never sent alone
 # into violence; dispatch raises no flag for what the command room sent by hand.
 VOLUNTEERS_ALONE_ON_P1 = "volunteers_alone_on_p1"
-# Orders that put nobody on the scene: a station's filing and its revisit.
-_TASK_KINDS = ("handover", "followup")
 ENDED = ("resolved", "closed")  # nothing to send; a hand-over or a linked report still takes one
 
 
@@ -49,8 +47,9 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     lat, lon = float(inc["lat"]), float(inc["lon"])
     live = [o for o in orders if o.get("state") in domain.LIVE_ORDER_STATES]
     on_it = {o["team_id"] for o in live}
-    escorted = any(o.get("agency_kind") in domain.ESCORT_KINDS
-                   and o.get("kind") not in _TASK_KINDS for o in live)
+    # the kinds on the scene: a station's filing or visit puts nobody there
+    on_scene = [o.get("agency_kind", "") for o in live
+                if o.get("kind") not in domain.STATION_KINDS]
     keyed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for unit, open_order in units:
         if unit.team_id in on_it or not unit.on_shift or unit.status == "off_duty":
@@ -76,7 +75,8 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
         if (handed_over or rule.zone_station) and police_station and station \
                 and unit.agency_id != station:
             warnings.append(OTHER_STATION)
-        if priority == "P1" and unit.agency_kind == "volunteer" and not escorted:
+        if unit.agency_kind == "volunteer" and domain.volunteers_alone_on_p1(
+                priority, [*on_scene, unit.agency_kind]):
             warnings.append(VOLUNTEERS_ALONE_ON_P1)
         distance = eta = None
         if unit.lat is not None and unit.lon is not None:

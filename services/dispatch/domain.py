@@ -21,6 +21,9 @@ DEFAULT_SPEED_KMH = 5.0  # a team whose mode the policy does not know moves on f
 # Who may go with volunteers to a P1 (never the only responders to one), whatever the
 # category's kinds and skills.
 ESCORT_KINDS = ("police", "security")
+# Orders of a station's tasks (filing a case handed over, a follow-up visit): no claim, no
+# deadline, and nobody sent to the scene.
+STATION_KINDS = ("handover", "followup")
 FINAL_ORDER_STATES = ("resolved", "handover", "declined", "withdrawn", "timed_out")
 # How far an order has got; an incident has the status of its most advanced live order.
 _ORDER_PROGRESS = {"offered": 1, "acknowledged": 2, "en_route": 3, "on_scene": 4}

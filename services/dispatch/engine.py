@@ -83,7 +83,7 @@ TERMINAL = ("resolved", "handed_over", "closed", "linked")
 ENDED = ("resolved", "handed_over", "closed")  # a report of the event is then a new one
 # Orders that occupy a team (claimed); hand-over and follow-up orders are tasks that do not.
 CLAIMING_KINDS = ("dispatch", "reinforcement", "manual")
-STATION_KINDS = ("handover", "followup")  # the station's tasks: no claim, no deadline
+STATION_KINDS = domain.STATION_KINDS  # the station's tasks: no claim, no deadline
 DONE = ("resolved", "closed", "linked")
 # How many ended incidents a linked report follows on (each sent on as the next report of
 # its event) to the one still open: a chain longer than this is an old event's.
