@@ -367,8 +367,10 @@ async def test_incidents_accepted_before_redis_refused_are_dispatched_once_when_
 
             refuse_writes(url, how)
             try:
-                async with serving(dispatch_app(DispatchSettings(**around, consumer_name="again"))
-                                   ) as urls["dispatch"]:
+                # Its start while writes are refused waits out FastStream's refused subscriber
+                # starts (~9 s on a quiet two-core VM; more beside a busy suite), then serves.
+                async with serving(dispatch_app(DispatchSettings(**around, consumer_name="again")),
+                                   start_timeout_s=30) as urls["dispatch"]:
                     # it serves what needs no write meanwhile
                     assert (await d.incident(timed))["orders"][0]["state"] == "offered"
                     await poll_until(lambda: datetime.now(UTC) > datetime.fromisoformat(

@@ -37,15 +37,17 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """A real uvicorn server for `app` on a free loopback port, in this event loop."""
+async def serving(app: Any, *, start_timeout_s: float = 10.0) -> AsyncIterator[str]:
+    """A real uvicorn server for `app` on a free loopback port, in this event loop, started
+    within `start_timeout_s`."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
         ws_max_size=65_536, timeout_graceful_shutdown=3,
     ))
     task = asyncio.create_task(server.serve())
-    await poll_until(lambda: server.started or task.done(), f"a server on port {port}")
+    await poll_until(lambda: server.started or task.done(), f"a server on port {port}",
+                     timeout=start_timeout_s)
     if task.done():
         task.result()
         raise RuntimeError("the server stopped at start")
