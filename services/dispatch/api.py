@@ -110,8 +110,12 @@ KPIS_DESCRIPTION = (
     "stays counted. One order per hand-over counts: the one the station resolved, else its "
     "live one (declined, timed-out or taken-back orders never). "
     "`filings_overdue_unfiled`: of them, those still owed (the board's "
-    "?problem=filing_overdue). `declines`: offers a team declined, beside the "
-    "`routing_timeouts` (the board's ?problem=declined lists their incidents). "
+    "?problem=filing_overdue). `routing_timeouts`: orders withdrawn because their team did "
+    "not acknowledge by the deadline (an incident two teams let time out counts 2; an "
+    "answer given by the deadline and read after it is none); `routing_timeout_incidents`: "
+    "the incidents with one or more (警情分流超时: what the board's "
+    "?problem=routing_timeout lists for the period). `declines`: offers a team declined "
+    "(the board's ?problem=declined lists their incidents). "
     "`handled_by_force`: incidents resolved on site or handed "
     "over, by the force of the team that did (`police:patrol`'s share is the share "
     "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before.")
@@ -933,6 +937,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                                                          default=timedelta(days=1), now=now)
         incidents = of_category(incidents, category)
         out = {**await compute_kpis(redis, incidents, since=since, until=until, now=now),
+               "routing_timeout_incidents": review.routing_timeout_incidents(incidents),
                "timezone": str(tz), "today": now.astimezone(tz).date().isoformat(),
                "category": category,
                "by_hour": review.by_hour(incidents, tz),

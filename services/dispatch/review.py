@@ -128,6 +128,13 @@ def by_hour(incidents: Iterable[Mapping[str, str]], tz: tzinfo) -> list[int]:
     return counts
 
 
+def routing_timeout_incidents(incidents: Iterable[Mapping[str, str]]) -> int:
+    """Incidents with an order withdrawn for a missed acknowledgement: DOMAIN.md's "incident
+    routing timeout" (警情分流超时), what the board's ?problem=routing_timeout lists. The
+    KPIs' `routing_timeouts` counts the orders (an incident two teams let time out, two)."""
+    return sum(1 for inc in incidents if counted(inc) and int(inc.get("timeouts") or 0) > 0)
+
+
 def by_zone(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
     """Incidents per zone (a station's territory), the busiest first."""
     counts = Counter(inc.get("zone_id") or NO_ZONE for inc in incidents if counted(inc))

@@ -250,6 +250,8 @@ def oracle(rows: list[tuple[str, datetime, dict[str, str]]], since: datetime,
         "incidents": len(counted),
         "by_category": dict(Counter(f["category"] for f in counted)),
         "routing_timeouts": sum(int(f["timeouts"]) for f in counted),
+        # the inspector's "incident routing timeout": incidents, however many orders each
+        "routing_timeout_incidents": sum(1 for f in counted if int(f["timeouts"])),
         "resolved_on_site": len(resolved), "handed_over": len(handed),
         "resolved_on_site_share": round(len(resolved) / handled, 3) if handled else None,
         "patrol_share": round(len(patrol) / handled, 3) if patrol else None,
@@ -274,6 +276,7 @@ def answered(kpis: dict[str, Any]) -> dict[str, Any]:
     return {
         "incidents": kpis["incidents"], "by_category": kpis["by_category"],
         "routing_timeouts": kpis["routing_timeouts"],
+        "routing_timeout_incidents": kpis["routing_timeout_incidents"],
         "resolved_on_site": kpis["resolved_on_site"], "handed_over": kpis["handed_over"],
         "resolved_on_site_share": kpis["resolved_on_site_share"],
         "patrol_share": patrol["share"] if patrol else None,
