@@ -30,6 +30,9 @@ HOURS = 24
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)  # 9998 to its end
 NO_ZONE = "(none)"  # an incident outside every zone the district knows
+# An incident whose zone was never known: reported while the district's zones could not be
+# loaded (volunteers away), and over before they came back (dispatch looks no further then).
+UNKNOWN_ZONE = "(unknown)"
 # H3 resolutions a heat map may ask for: 6 (~36 km² a cell, a whole district in a few) to
 # 10 (~0.015 km², a street corner). 8 (~0.74 km², a few blocks) is a patrol's beat.
 MIN_RESOLUTION, MAX_RESOLUTION, DEFAULT_RESOLUTION = 6, 10, 8
@@ -135,9 +138,18 @@ def routing_timeout_incidents(incidents: Iterable[Mapping[str, str]]) -> int:
     return sum(1 for inc in incidents if counted(inc) and int(inc.get("timeouts") or 0) > 0)
 
 
+def zone_of(inc: Mapping[str, str]) -> str:
+    """The incident's zone as the review names it: its own, NO_ZONE where the district's
+    zones were looked at and none holds the place, UNKNOWN_ZONE where they could not be
+    (its zone still pending): not knowing the zone is no place outside every zone."""
+    if inc.get("zone_id"):
+        return inc["zone_id"]
+    return UNKNOWN_ZONE if inc.get("zone_pending") == "1" else NO_ZONE
+
+
 def by_zone(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
     """Incidents per zone (a station's territory), the busiest first."""
-    counts = Counter(inc.get("zone_id") or NO_ZONE for inc in incidents if counted(inc))
+    counts = Counter(zone_of(inc) for inc in incidents if counted(inc))
     return dict(counts.most_common())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta, timezone
 
 import h3
+import pytest
 from faststream.redis import RedisBroker
 
 from shared import streams
@@ -27,6 +28,7 @@ from tests.integration.stream_probes import (
 
 from .test_handover import hand_over
 from .test_supervision import board, file_case, kpis
+from .test_zone_pending import zones_back
 
 
 async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_force(
@@ -44,7 +46,7 @@ async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_for
         assert kpis["timezone"] == "UTC+08:00"
         assert sum(kpis["by_hour"]) == 1 and kpis["by_hour"][hour] in (1, 0)
         assert kpis["by_hour"][hour] + kpis["by_hour"][(hour - 1) % 24] == 1  # on the hour
-        assert kpis["by_zone"] == {"(none)": 1}  # no volunteers here: no zones known
+        assert kpis["by_zone"] == {"(unknown)": 1}  # no volunteers here: no zones known
         assert kpis["resolved_by_force"] == {"police:patrol": 1}  # probes' teams: police patrols
         assert kpis["handled_by_force"]["police:patrol"] == {
             "handled": 1, "share": 1.0, "resolved_on_site": 1, "handed_over": 0,
@@ -66,6 +68,29 @@ async def test_the_review_counts_a_resolved_incident_by_local_hour_place_and_for
         r = await svc.client.get(f"/v1/heatmap?district={DISTRICT}&hours={other}",
                                  headers=ADMIN)
         assert r.json()["incidents"] == 0 and r.json()["hottest"] == []
+
+
+async def test_an_incident_whose_zone_was_never_known_is_not_counted_outside_every_zone(
+        clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The review by place: `(none)` is a place outside every zone of the district (the
+    console's "outside every zone", 辖区外). An incident reported while dispatch could not
+    load the zones (volunteers away) and resolved before they came back has no zone known:
+    it is `(unknown)`, not counted as outside every zone (it was, beside the one truly
+    outside them)."""
+    async with running("dispatch", clean_redis) as svc:
+        team, unknown, order_id = await assigned_in_dispatch(svc, "zu")
+        await svc.publish(streams.ORDER_RESPONDED,
+                          order_responded(order_id, unknown, team, "resolved"))
+        await poll_until(lambda: _is(dispatch_status(svc, unknown), "resolved"), "resolved")
+        zones_back(monkeypatch, None)  # the zones loaded now: none holds the next scene
+        team, outside, order_id = await assigned_in_dispatch(svc, "zo")
+        await svc.publish(streams.ORDER_RESPONDED,
+                          order_responded(order_id, outside, team, "resolved"))
+        await poll_until(lambda: _is(dispatch_status(svc, outside), "resolved"), "resolved")
+
+        r = await svc.client.get("/v1/kpis", headers=ADMIN, params={"district": DISTRICT})
+        assert r.status_code == 200, r.text
+        assert r.json()["by_zone"] == {"(none)": 1, "(unknown)": 1}
 
 
 async def test_a_heat_map_asked_for_wrongly_is_refused_naming_the_field(clean_redis: str) -> None:
