@@ -101,10 +101,23 @@ NOT_HANDLED_DESCRIPTION = (
     "/v1/admin/dead-letters). A report dead-lettered after its incident was made is on the "
     "board, flagged.")
 KPIS_DESCRIPTION = (
-    "The incidents reported in [since, until) (the last 24 h unless asked), or on the "
-    "calendar day `date` of the district's clock (`today` says its date now). "
-    "`incidents`, `by_category` and `by_status` count each incident once: a duplicate "
-    "report linked to another is in `linked_reports` only. "
+    "The incidents reported in [since, until) (the last 24 h unless asked; a year at most), "
+    "or on the calendar day `date` of the district's clock (`timezone`; `today` says its "
+    "date now), each counted in its report's period however late it ended; `category`: "
+    "one category's only, in every figure. "
+    "`incidents`, `by_category` and `by_status` (each incident's status now) count each "
+    "incident once: a duplicate report linked to another is in `linked_reports` only. "
+    "Times to act, p50 and p90 in seconds over the `count` incidents that have one, from "
+    "the report (or dispatch's receipt of it, if earlier): `time_to_assign_s` to the "
+    "first order of a team (dispatch's, a backup, one sent by hand; a station's hand-over "
+    "or visit never), `time_to_acknowledge_s` to the first answer of a team on such an "
+    "order other than a refusal, `time_to_scene_s` (the response time) to the first such "
+    "team on scene, or answering resolved or hand-over, overall and `by_priority` (the "
+    "incident's priority now). `resolved_on_site`: incidents a team resolved with no "
+    "hand-over (one given before the command room's close counts); `handed_over`: those "
+    "handed over to the station, filed since or not; `resolved_on_site_share`: resolved on "
+    "site of those two together (incidents still open, or closed by the command room "
+    "without either, are in neither). "
     "`filings_overdue`: hand-overs whose filing (受立案) went past its order's filing_due: "
     "filed late, not filed yet, or closed by the command room after the due; a late filing "
     "stays counted. One order per hand-over counts: the one the station resolved, else its "
@@ -118,7 +131,29 @@ KPIS_DESCRIPTION = (
     "(the board's ?problem=declined lists their incidents). "
     "`handled_by_force`: incidents resolved on site or handed "
     "over, by the force of the team that did (`police:patrol`'s share is the share "
-    "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before.")
+    "handled by street patrol); `resolved_by_force`: on-site resolutions only, as before. "
+    "`followups`: the period's `incidents` revisited (a station team's follow-up visit "
+    "gave its verdict), the `visits` made, and `agreements_holding`: those whose last visit "
+    "found the mediated agreement holding, or those warned of a fraud safe. "
+    "`by_hour`: 24 counts by the district's local hour of the report; `by_week`: per "
+    "local week (Monday to Sunday, `week` its Monday), every week the period touches, the "
+    "first and last counting only their part within the period; `by_zone`: by the "
+    "owning station's zone (`(none)`: outside every zone of the district; `(unknown)`: "
+    "reported while the zones could not be loaded and over before they came back). "
+    "`compare=previous_year` adds `previous_year`: the same period a year earlier, its "
+    "`incidents` and `by_category`.")
+
+REVIEW_DISTRICT = ("one district: required of a dispatcher or inspector (one of theirs); "
+                   "without it, the admin's answer is of every district")
+HEATMAP_DESCRIPTION = (
+    "The incidents reported in [since, until) (the four weeks before `until` unless asked; "
+    "a year at most), a duplicate report linked to another left out, by the H3 cell of the "
+    "scene at `resolution`: `hottest`, the `limit` busiest cells (ties: the cell id), each "
+    "with its id (`cell`), centre (`lat`, `lon`), `count`, `by_hour` (by the local hour of "
+    "the report on the district's clock, `timezone`), `peak_hour` (the busiest of them; "
+    "ties: the earliest) and `by_category`. `incidents` and `cells` count all the "
+    "incidents and cells kept, not only those listed; `district`, `category` and `hours` "
+    "(the local hours kept, all if empty) are as asked.")
 
 SHIFT_CHECK_INS_DESCRIPTION = (
     "Volunteers' shift plans and check-ins, as volunteers answers them now (dispatch keeps "
@@ -918,7 +953,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             description="instead of since and until: this calendar day on the district's "
             "clock (TIMEZONE), 00:00 to 24:00 there, whatever the caller's clock: the "
             "morning review of yesterday (the answer's `today` is the district's date now)"),
-        district: str | None = Query(default=None, max_length=64),
+        district: str | None = Query(default=None, max_length=64,
+                                     description=REVIEW_DISTRICT),
         category: str | None = Query(
             default=None, max_length=64,
             description="one category's incidents only, e.g. ebike_theft with by_week"),
@@ -967,12 +1003,13 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             inc for inc in incidents if inc.get("category") == category]
 
     @router.get("/heatmap", summary="Where and at what hours incidents were reported: H3 cells, "
-                "the hottest first")
+                "the hottest first", description=HEATMAP_DESCRIPTION)
     async def heatmap(
         who: Reader,
         since: Instant | None = Query(default=None, description=SINCE),
         until: Instant | None = Query(default=None, description=UNTIL),
-        district: str | None = Query(default=None, max_length=64),
+        district: str | None = Query(default=None, max_length=64,
+                                     description=REVIEW_DISTRICT),
         category: str | None = Query(default=None, max_length=64),
         hours: str | None = Query(
             default=None, max_length=8, description="whole hours to keep on the district's "

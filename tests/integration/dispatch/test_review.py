@@ -93,6 +93,29 @@ async def test_an_incident_whose_zone_was_never_known_is_not_counted_outside_eve
         assert r.json()["by_zone"] == {"(none)": 1, "(unknown)": 1}
 
 
+async def test_every_figure_the_kpis_and_the_heat_map_answer_is_said_in_their_description(
+        clean_redis: str) -> None:
+    """Supervisors act on these numbers: each one the answer holds (a cell's too) is named
+    in its route's OpenAPI description, which says what it counts (the KPIs' response
+    times, follow-ups, weeks and year before, and the heat map's cells, were not)."""
+    async with running("dispatch", clean_redis) as svc:
+        team, incident_id, order_id = await assigned_in_dispatch(svc, "fd")
+        await svc.publish(streams.ORDER_RESPONDED,
+                          order_responded(order_id, incident_id, team, "resolved"))
+        await poll_until(lambda: _is(dispatch_status(svc, incident_id), "resolved"), "resolved")
+        paths = (await svc.client.get("/openapi.json")).json()["paths"]
+        r = await svc.client.get("/v1/kpis", headers=ADMIN, params={
+            "district": DISTRICT, "compare": "previous_year"})
+        heat = await svc.client.get("/v1/heatmap", headers=ADMIN, params={"district": DISTRICT})
+    assert r.status_code == heat.status_code == 200, (r.text, heat.text)
+    for path, names in (("/v1/kpis", set(r.json())),
+                        ("/v1/heatmap", set(heat.json()) | set(heat.json()["hottest"][0]))):
+        said = paths[path]["get"].get("description") or ""
+        assert "[since, until)" in said, path
+        unsaid = sorted(n for n in names - {"since", "until"} if f"`{n}`" not in said)
+        assert unsaid == [], (path, unsaid)
+
+
 async def test_a_heat_map_asked_for_wrongly_is_refused_naming_the_field(clean_redis: str) -> None:
     async with running("dispatch", clean_redis) as svc:
         for query, field in (("hours=night", "hours"), ("hours=19-25", "hours"),
