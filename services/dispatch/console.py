@@ -411,9 +411,14 @@ async function refresh() {
     const patrol = (k.handled_by_force || {})["police:patrol"];  // DOMAIN.md's street patrol
     const patrolShare = patrol ? patrol.share + say("resolved_on_site_of",
       {share: patrol.resolved_on_site_share}) : "-";
+    // 警情分流超时 as the inspector hunts them: incidents (the board's ?problem=routing_timeout),
+    // the orders timed out beside them (an incident two teams let time out has two)
+    const timeouts = k.routing_timeouts ? say("routing_timeouts_of",
+      {incidents: k.routing_timeout_incidents, orders: k.routing_timeouts})
+      : k.routing_timeout_incidents;
     const categories = Object.entries(k.by_category || {}).map(([c, n]) => [word("category", c), n]);
     for (const [label, v] of [[word("kpi", "incidents"), k.incidents],
-        [word("kpi", "routing_timeouts"), k.routing_timeouts],
+        [word("kpi", "routing_timeouts"), timeouts],
         [word("kpi", "declines"), k.declines ?? "-"],
         [word("kpi", "time_to_assign_s"), fmt(k.time_to_assign_s)],
         [word("kpi", "time_to_acknowledge_s"), fmt(k.time_to_acknowledge_s)],

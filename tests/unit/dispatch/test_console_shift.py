@@ -133,6 +133,7 @@ var answer = (url, init) => {
   if (url.startsWith("/v1/incidents/")) return details[decodeURIComponent(url.split("/")[3])];
   if (url.startsWith("/v1/units")) return { units };
   if (url.startsWith("/v1/kpis")) return Object.assign({ incidents: 0, routing_timeouts: 0,
+    routing_timeout_incidents: 0,
     time_to_assign_s: {}, time_to_acknowledge_s: {}, time_to_scene_s: {}, handed_over: 0,
     filings_overdue: 0, filings_overdue_unfiled: 0, handled_by_force: {}, by_category: {},
     followups: { incidents: 0, agreements_holding: 0 }, by_hour: [], by_zone: {},

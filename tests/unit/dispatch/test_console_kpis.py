@@ -1,0 +1,44 @@
+"""The console's KPI panel says each figure under the word the inspector uses for it: 警情分流超时
+(DOMAIN.md's "incident routing timeout") counts incidents, as the board's
+?problem=routing_timeout lists them, with the orders timed out beside it (the page's script
+run in node, as in test_console_page)."""
+
+from __future__ import annotations
+
+from shared.labels import label
+from tests.unit.dispatch.test_console_page import run_console, said
+
+KPI_LINES = '$("kpis").children.map(li => li.textContent)'
+
+
+def kpis(**figures: int) -> str:
+    """JS: dispatch's KPIs with `figures` in place of the stand-in's."""
+    values = ", ".join(f"{name}: {n}" for name, n in figures.items())
+    return ('const plain = answer; answer = (url) => { const k = plain(url); '
+            f'if (url.startsWith("/v1/kpis")) Object.assign(k, {{{values}}}); return k; }};')
+
+
+def test_routing_timeouts_count_incidents_with_the_orders_timed_out_beside_them() -> None:
+    """A help request two teams let time out is one incident routing timeout, what the
+    inspector's filter lists, and two orders timed out: the panel read 2 under 警情分流超时
+    beside "incidents: 1"."""
+    zh, en = run_console(
+        'boards.d1 = [incident("inc_done")];'
+        + kpis(incidents=1, routing_timeouts=2, routing_timeout_incidents=1),
+        f'refresh().then(() => {KPI_LINES})',
+        f'$("lang").onclick(); settle().then(() => {KPI_LINES})',
+    )
+    figure = {"incidents": 1, "orders": 2}
+    assert f"{label('kpi', 'routing_timeouts')}：{said('routing_timeouts_of', **figure)}" in zh, zh
+    assert (f"{label('kpi', 'routing_timeouts', 'en')}: "
+            f"{said('routing_timeouts_of', 'en', **figure)}") in en, en
+    assert said("routing_timeouts_of", **figure).startswith("1")  # the incidents first
+
+
+def test_no_routing_timeout_reads_as_a_plain_zero() -> None:
+    zh, = run_console(
+        'boards.d1 = [incident("inc_done")];'
+        + kpis(routing_timeouts=0, routing_timeout_incidents=0),
+        f'refresh().then(() => {KPI_LINES})',
+    )
+    assert f"{label('kpi', 'routing_timeouts')}：0" in zh, zh
