@@ -677,8 +677,9 @@ function drawMap(incidents, units) {
 function busiest(pairs, n = 3) {
   const t = pairs.filter(p => p[1] > 0).sort((a, b) => b[1] - a[1]).slice(0, n);
   return t.length ? t.map(p => p[0] + " (" + p[1] + ")").join(", ") : "-"; }
-// A zone as the dispatcher knows it: its name (the map's zones), review's NO_ZONE in words.
-const zoneName = z => (z === "(none)" ? say("no_zone")
+// A zone as the dispatcher knows it: its name (the map's zones), review's NO_ZONE (outside
+// every zone) and UNKNOWN_ZONE (reported while the zones could not be read) in words.
+const zoneName = z => (z === "(none)" ? say("no_zone") : z === "(unknown)" ? say("zone_unknown")
   : ((zones.find(x => x.zone_id === z) || {}).name || z));
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
 // Opening another incident empties the panel until its answer comes: an Assign pressed
