@@ -503,13 +503,18 @@ function hoursText(hours) {
 // Whether the system itself moves (GET /v1/pipeline): orders reaching the phones, new
 // reports and the teams' answers, statuses and positions reaching dispatch. A dispatcher
 // who knows it is stuck falls back to the radio and the phone; one who does not, waits
-// for deadlines to pass. Read every PIPELINE_EVERY_MS from the 3 s tick, one read at a
-// time, beside the refresh and never awaited by it (a dispatch under load, the refresh's
-// reads slow, is when this must be said). A banner over the page says each hop behind and
-// what to do, gone once all are ok; a read that failed is said ("cannot tell whether...")
-// only after PIPELINE_MISSES in a row (one lost answer is no outage), until the next read
-// is answered.
-const PIPELINE_EVERY_MS = 10000, PIPELINE_MISSES = 2;
+// for deadlines to pass. Read every PIPELINE_EVERY_MS, or as often as the shortest
+// threshold of dispatch's last answer where that is shorter (reports, orders and answers: a
+// third of the policy's P1 deadline, 4 s of a 12 s one; read every 10 s, an order stuck was
+// said after its deadline), so a hop is said within about its threshold of going behind.
+// From the 3 s tick, at the last tick before the read is due (at the first one after it,
+// reads 10 s apart came 12 s apart), one read at a time, beside the refresh and never
+// awaited by it (a dispatch under load, the refresh's reads slow, is when this must be
+// said). A banner over the page says each hop behind and what to do, gone once all are
+// ok; a read that failed is said ("cannot tell whether...") only after PIPELINE_MISSES in
+// a row (one lost answer is no outage), until the next read is answered.
+const PIPELINE_EVERY_MS = 10000, PIPELINE_MISSES = 2, TICK_MS = 3000;
+let pipelineEvery = PIPELINE_EVERY_MS;  // as the last answer's thresholds want it
 let pipelineDue = 0;  // when the next read is due: 0, at the next tick
 let pipelineReading = null;  // the read on its way, if any
 let pipelineNow = null;  // the last answer
@@ -519,15 +524,19 @@ const PIPELINE_SAID = {reports: "pipeline_reports", orders: "pipeline_orders",
   answers: "pipeline_answers", statuses: "pipeline_statuses", positions: "pipeline_positions"};
 function checkPipeline() {
   const d = $("district").value.trim();
-  if (stopped || !$("token").value || !d || pipelineReading || Date.now() < pipelineDue) return;
+  if (stopped || !$("token").value || !d || pipelineReading) return;
+  if (Date.now() + TICK_MS <= pipelineDue) return;  // the next tick is in time for it
   readPipeline(d);
 }
 async function readPipeline(d) {
-  const read = {}; pipelineReading = read; pipelineDue = Date.now() + PIPELINE_EVERY_MS;
+  const read = {}, began = Date.now(); pipelineReading = read; pipelineDue = began + pipelineEvery;
   try {
     const answer = await api("/v1/pipeline?" + new URLSearchParams({district: d}));
     if (pipelineReading !== read) return;  // a token refused or changed meanwhile
     pipelineNow = answer; pipelineMissed = 0; pipelineWhy = null;
+    const thresholds = (answer.hops || []).map(h => h.threshold_s * 1000).filter(ms => ms > 0);
+    pipelineEvery = Math.min(PIPELINE_EVERY_MS, ...thresholds);
+    pipelineDue = Math.min(pipelineDue, began + pipelineEvery);
   } catch (e) {
     if (e === REFUSED || pipelineReading !== read) return;  // api() has said a refusal
     pipelineMissed += 1; pipelineWhy = e;
@@ -988,7 +997,7 @@ show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
 showLanguage();
 $("spotchoice").value = spotHoursKept;
 // the system's state first: its read is never held back by a refresh still on its way
-setInterval(() => { checkPipeline(); if (!refreshing && !stopped) refresh(); }, 3000);
+setInterval(() => { checkPipeline(); if (!refreshing && !stopped) refresh(); }, TICK_MS);
 checkPipeline(); refresh();
 </script></body></html>
 """

@@ -107,6 +107,38 @@ def test_a_pipeline_read_on_its_way_holds_back_no_refresh_and_no_refresh_holds_i
     assert beside == 3
 
 
+def test_the_pipeline_is_read_at_the_last_tick_before_its_threshold_has_passed() -> None:
+    """A hop is said behind once its oldest entry has waited its threshold (a third of the
+    P1 deadline: 10 s of 30 s), leaving the dispatcher the rest to radio the team. Read at
+    the first 3 s tick after 10 s had passed, the reads came 12 s apart: an order stuck just
+    after a read was said 22 s into its 30 s. Read at the last tick before, 9 s apart."""
+    early, due = run_console(
+        TWO_WAITING + STOPPED_CLOCK,
+        f"now += 6000; tick().then(() => {PIPELINE_ASKED})",
+        f"now += 3000; tick().then(() => {PIPELINE_ASKED})",
+    )
+    assert early == 1
+    assert due == 2
+
+
+def test_a_policy_s_shorter_p1_deadline_has_the_pipeline_read_as_often_as_its_threshold(
+        ) -> None:
+    """A deployment's policy with the P1 deadline at 12 s: dispatch says the reports,
+    orders and answers behind after 4 s (threshold_s). Read every 10 s (12 s on the tick),
+    an order stuck was said up to 16 s after it was made: past its deadline, the order
+    taken back. The reads follow the shortest threshold of dispatch's last answer: every
+    tick, said by 7 s."""
+    asked, = run_console(
+        TWO_WAITING + STOPPED_CLOCK + 'pipelineState = () => ({ok: true, hops: HOPS.map(h => '
+        '["reports", "orders", "answers"].includes(h) ? hopOf(h, {threshold_s: 4}) '
+        ': hopOf(h, {threshold_s: 30})), positions_feed: {newest_age_s: 2, '
+        'teams_on_shift: true, threshold_s: 180, verdict: "ok"}});',
+        f"now += 3000; tick().then(() => {{ const one = {PIPELINE_ASKED}; now += 3000; "
+        f"return tick().then(() => [one, {PIPELINE_ASKED}]); }})",
+    )
+    assert asked == [2, 3]
+
+
 def test_a_failed_read_is_said_only_after_the_second_and_not_asked_before_it_is_due() -> None:
     """One lost answer is no outage: a banner for it would teach the desk to ignore the
     banner. Two in a row: the dispatcher cannot tell whether orders reach the phones, and
