@@ -905,9 +905,11 @@ const callSaid = c => (c ? say("backup_call", {time: time(c.at), team: c.team_na
     : say("backup_none_yet")}) : "");
 // A new P1, an incident newly flagged (no team found, deadlines missed, a hand-over no
 // station team takes: dispatch flags only what still needs someone) or a new call for
-// backup sounds once and counts in the tab's title (the flagged), so a dispatcher looking
-// elsewhere is called back to the board. What is there when the page opens is known
-// already (`alerted` null): a reload sounds for nothing old.
+// backup sounds once and counts in the tab's title (the flagged: a call nobody could be
+// sent for flags its incident until one is; one whose backup went needs nothing of the
+// dispatcher), so a dispatcher looking elsewhere is called back to the board. What is
+// there when the page opens is known already (`alerted` null): a reload sounds for
+// nothing old.
 let alerted = null, audio = null;
 function alarm(incidents) {
   const unique = [...new Map(incidents.map(i => [i.incident_id, i])).values()];

@@ -78,3 +78,20 @@ def test_a_call_on_an_incident_done_with_neither_sounds_nor_marks_its_row() -> N
     )
     assert beeps == 0
     assert "called" not in marked
+
+
+def test_a_call_nobody_was_sent_for_counts_once_in_the_title_by_its_flag() -> None:
+    """A call no backup could be sent for flags its incident at dispatch (engine._reinforce,
+    until one is sent: tests/integration/dispatch/test_backup_calls_on_the_board.py), so a
+    dispatcher on another tab sees it in the title's count of what needs them, once; a call
+    whose backup was sent needs nothing of them and is not counted (its row and sound say it)."""
+    before, title = run_console(
+        CALLED + 'boards.d1 = [noise(null)];',
+        "document.title",
+        'boards.d1 = [Object.assign(noise(called("2026-12-05T13:05:00+00:00", null)), '
+        '{flagged: true}), incident("inc_theft", {status: "on_scene", backup_call: '
+        'called("2026-12-05T13:06:00+00:00", {team_id: "t2", team_name: "Guards 7"})})]; '
+        'refresh().then(() => document.title)',
+    )
+    assert before == said("title")
+    assert title == said("title_flagged", count=1)
