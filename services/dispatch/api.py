@@ -176,7 +176,8 @@ PIPELINE_DESCRIPTION = (
     "`positions_feed`: the age of the newest team position (`newest_age_s`, null: none "
     "kept), whether teams are on shift (`teams_on_shift`), and `behind` when none came for "
     "`threshold_s` while they are. `ok`: every verdict is ok. A few commands in two round "
-    "trips, no stream read through: the console asks every 10 s (thresholds: "
+    "trips, no stream read through: the console asks at most 10 s apart, sooner when a threshold is shorter "
+    "(thresholds: "
     "services/dispatch/pipeline.py).")
 
 

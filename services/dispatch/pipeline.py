@@ -5,7 +5,8 @@ its consumer group has not finished has waited, and whether team positions still
 A service that is down or far behind says nothing itself: its group's backlog on the
 stream it reads is what tells. The gauges (shared.metrics.observe_streams) tell operations
 staff; this tells the dispatcher, who falls back to the radio and the phone. Read in two
-round trips of a few commands each, never scanning a stream: the console asks every 10 s.
+round trips of a few commands each, never scanning a stream: the console asks at most 10 s
+apart, sooner when a threshold is shorter.
 """
 
 from __future__ import annotations

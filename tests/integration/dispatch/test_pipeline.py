@@ -174,7 +174,7 @@ async def test_the_pipeline_is_the_command_room_s_to_read(console: httpx.AsyncCl
 
 async def test_a_far_behind_group_is_read_in_two_round_trips_without_reading_its_backlog(
         clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The console asks every 10 s, from every desk: a backlog of thousands (dispatch back
+    """The console asks every 10 s or sooner, from every desk: a backlog of thousands (dispatch back
     after an outage) must cost no more than the few commands of two round trips, each
     group's unread entries read COUNTED_LAG + 1 at most."""
     client = sync_redis.Redis.from_url(clean_redis)
