@@ -180,6 +180,13 @@ def _sent_as(order: dict[str, str]) -> str:
     return domain.sent_as(order["agency_kind"], order.get("agency_role"))
 
 
+def _counted_as(order: dict[str, str]) -> str:
+    """What the order's team counts as among the incident's units: as sent, unless a roster
+    import has moved it into a volunteer agency since (`moved_to_volunteers`, set by
+    on_moved_team_order_due): an escort so moved no longer keeps volunteers company."""
+    return "volunteer" if order.get("moved_to_volunteers") == "1" else _sent_as(order)
+
+
 def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[str]]:
     """The incident's live orders that claim a team, as domain.choose_units counts them:
     its units, and apart the teams that go with them without being one (a backup, on top of
@@ -192,7 +199,7 @@ def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[
     for order in orders:
         if order["state"] in domain.LIVE_ORDER_STATES and order.get("kind") in CLAIMING_KINDS:
             with_units = order["kind"] == "reinforcement" or order.get("escort") == "1"
-            (alongside if with_units else units).append(_sent_as(order))
+            (alongside if with_units else units).append(_counted_as(order))
     return units, alongside
 
 
@@ -613,7 +620,7 @@ class Dispatcher:
                     and o.get("kind") in CLAIMING_KINDS]
         by_hand = any(o.get("kind") == "manual" for o in claiming)
         unescorted = not by_hand and domain.volunteers_alone_on_p1(
-            inc["priority"], [_sent_as(o) for o in claiming])
+            inc["priority"], [_counted_as(o) for o in claiming])
         short = (not by_hand and status not in TERMINAL
                  and domain.short_of_units(self._facts(inc, set()), self.policy,
                                            *_units_and_alongside(orders)))
@@ -2853,10 +2860,12 @@ class Dispatcher:
         is taken back, as the command room's revision adding the flag takes volunteers off,
         with a timeline entry saying why, and the incident gets the units it wants (a backup
         taken off, another backup for the team that asked). Elsewhere the team goes on (the
-        same people on their way). Nothing once the order ended or the team is no volunteer
-        team now (moved back); a firing made again after a failure finds the order withdrawn
-        and finishes the refill. While the team's answers may wait unread, the time to look
-        again."""
+        same people on their way), counted as volunteers from now on (_counted_as): a P1's
+        escort so moved leaves volunteers alone there, which the timeline says, and another
+        escort is sought (or, nobody free, the incident flagged and waiting for one). Nothing
+        once the order ended or the team is no volunteer team now (moved back); a firing
+        made again after a failure finds the order withdrawn (or marked) and finishes the
+        refill. While the team's answers may wait unread, the time to look again."""
         held = await store.get_order(self.redis, order_id)
         if held is None:
             return None
@@ -2872,7 +2881,16 @@ class Dispatcher:
                 return None
             flags = json.loads(inc.get("flags") or "[]")
             barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
-            if not barring or inc["status"] in TERMINAL:
+            if inc["status"] in TERMINAL:
+                return None
+            if not barring:
+                if order["state"] not in domain.LIVE_ORDER_STATES:
+                    return None
+                if order.get("moved_to_volunteers") != "1":
+                    if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
+                        return utcnow() + ANSWERS_WAIT
+                    await self._counted_as_volunteers(state, order, unit)
+                await self._fill(incident_id, state)
                 return None
             if order["state"] in domain.LIVE_ORDER_STATES:
                 if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
@@ -2888,6 +2906,30 @@ class Dispatcher:
                 await self._backup_again(state, order)
         await self.retry_waiting(inc["district"], freed=order["team_id"])
         return None
+
+    async def _counted_as_volunteers(self, state: store.IncidentState, order: dict[str, str],
+                                     unit: domain.Unit) -> None:
+        """The order of a team moved into a volunteer agency marked so (its team counts as
+        volunteers among the incident's units); when that leaves volunteers alone on a P1,
+        with a timeline entry saying so, which flags the incident until an escort joins."""
+        inc = state.incident
+        assert inc is not None
+        mark = {"moved_to_volunteers": "1"}
+        order.update(mark)
+        claiming = [_counted_as(o) for o in state.orders if o.get("kind") in CLAIMING_KINDS
+                    and o["state"] in domain.LIVE_ORDER_STATES]
+        if not domain.volunteers_alone_on_p1(inc["priority"], claiming):
+            await store.update_order(self.redis, order["order_id"], mark)
+            return
+
+        async def marked(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order["order_id"], mark)
+
+        await self._emit(inc["incident_id"], TimelineEntry(
+            kind="note", team_id=order["team_id"], order_id=order["order_id"],
+            **entry_detail("team_now_volunteers_alone",
+                           team=order.get("team_name") or order["team_id"],
+                           agency=unit.agency_id)), state=state, also=marked)
 
     async def on_off_shift_due(self, order_id: str) -> datetime | None:
         """An offer nobody will acknowledge is taken back and the incident offered to the

@@ -125,6 +125,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are not sent "
               "to an incident flagged {flags}: taken off",
         "zh": "{team}现属志愿者组织{agency}，警情已标记{flags:flag}，不派志愿者：已撤下"},
+    "team_now_volunteers_alone": {
+        "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are never the "
+              "only responders to a P1: an escort is sought",
+        "zh": "{team}现属志愿者组织{agency}，一级警情不能仅由志愿者处置：另派公安或保安护送"},
     "volunteers_barred": {
         "en": "volunteers are not sent to an incident flagged {flags}: taken off",
         "zh": "警情已标记{flags:flag}，不派志愿者：已撤下"},

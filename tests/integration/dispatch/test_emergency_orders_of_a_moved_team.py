@@ -3,13 +3,17 @@ residents' patrol, filed under the wrong agency) while it holds an order on an i
 whose flags bar volunteers (a weapon): volunteers are never sent into violence, as the
 command room's revision adding the flag takes them off. Dispatch takes the order back, with
 a timeline entry saying why, and the incident goes to a team that may answer it. Before,
-nothing looked at the order again (a station's order of a moved team is handed on)."""
+nothing looked at the order again (a station's order of a moved team is handed on). A P1's
+escort so moved leaves volunteers alone there: another escort joins them (or, nobody free,
+the command room is told), the moved team going on."""
 
 from __future__ import annotations
 
 import httpx
+import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from shared.events import OrderIssued
 from tests.helpers import poll_until
 
 from .test_engine import orders_for, report, team, wait_for_units
@@ -65,8 +69,6 @@ async def test_a_team_moved_into_volunteers_keeps_an_order_volunteers_may_answer
 
 
 def _moved(url: str, team_id: str) -> bool:
-    import redis as sync_redis
-
     client = sync_redis.Redis.from_url(url, decode_responses=True)
     try:
         return client.hget(f"dispatch:unit:{team_id}", "agency_kind") == "volunteer"
@@ -91,3 +93,68 @@ async def test_a_team_moved_into_volunteers_is_taken_off_when_a_weapon_is_learnt
     assert r.status_code == 200, r.text
     assert r.json()["withdrawn"] == [order.order_id]
     assert withdrawn(url, order.order_id)
+
+
+# A collapse (medical, P1) that only a volunteer first-aid team can answer: it goes, with the
+# nearest security team as its escort (volunteers are never the only responders to a P1).
+FIRST_AID = {"aunties": ("volunteer", 22.8172), "guards": ("security", 22.8180)}
+
+
+async def a_collapse(url: str, publisher: RedisBroker, teams: dict[str, tuple[str, float]]
+                     ) -> tuple[str, OrderIssued]:
+    for team_id, (kind, lat) in teams.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665,
+                   skills=("first_aid",) if kind == "volunteer" else ())
+    await wait_for_units(url, len(teams))
+    incident_id = await report(publisher, "medical", priority="P1")
+    sent = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2
+                            and orders_for(url, incident_id), "the volunteers and their escort")
+    assert [o.team_id for o in sent] == ["aunties", "guards"]
+    return incident_id, sent[1]
+
+
+def _order_field(url: str, order_id: str, name: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(f"dispatch:order:{order_id}", name)
+    finally:
+        client.close()
+
+
+ESCORT_MOVED = ("note", "guards is now a team of ag-residents, a volunteer agency: "
+                        "volunteers are never the only responders to a P1: an escort is sought",
+                None)
+
+
+async def test_an_escort_moved_into_volunteers_on_a_p1_is_joined_by_another_escort(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The escort, moved into a volunteer agency on its way, is a volunteer team now: with
+    # the first-aiders, volunteers alone on a P1. It goes on (nothing bars volunteers from a
+    # collapse), and the nearest security team free joins them as their escort.
+    incident_id, guards = await a_collapse(dispatch, publisher,
+                                           {**FIRST_AID, "guards-2": ("security", 22.8200)})
+    await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
+    third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
+                             and orders_for(dispatch, incident_id)[2], "another escort")
+    assert third.team_id == "guards-2"
+    assert _order_field(dispatch, third.order_id, "escort") == "1"
+    assert withdrawn(dispatch, guards.order_id) == []  # the moved team goes on
+    assert ESCORT_MOVED in kinds_and_details(dispatch, incident_id)
+    await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "0", "no flag")
+
+
+async def test_an_escort_moved_into_volunteers_with_nobody_to_replace_it_flags_the_p1(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # Nobody else is free: the command room is told that volunteers are alone on the P1, and
+    # the next police or security team that comes free joins them.
+    incident_id, _ = await a_collapse(dispatch, publisher, FIRST_AID)
+    await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "1",
+                     "the volunteers alone on the P1 flagged")
+    assert len(orders_for(dispatch, incident_id)) == 2
+    await team(publisher, "pol", kind="police", lat=22.8300, lon=108.3665)
+    third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
+                             and orders_for(dispatch, incident_id)[2], "the freed escort")
+    assert third.team_id == "pol"
+    await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "0", "the flag gone")
+

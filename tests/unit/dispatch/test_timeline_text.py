@@ -89,6 +89,10 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                             lambda team, agency, flags: f"{team} is now a team of {agency}, a "
                             "volunteer agency: volunteers are not sent to an incident flagged "
                             f"{flags}: taken off"),
+    "team_now_volunteers_alone": ({"team": "Team 7", "agency": "ag-residents"},
+                                  lambda team, agency: f"{team} is now a team of {agency}, a "
+                                  "volunteer agency: volunteers are never the only responders "
+                                  "to a P1: an escort is sought"),
     "revised_priority": ({"old": "P3", "new": "P1", "by": BY},
                          lambda old, new, by: "; ".join([f"priority {old} → {new}"]) + f" by {by}"),
     "revised_flags": ({"flags": "weapon, injury", "by": BY},
