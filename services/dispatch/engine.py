@@ -2881,10 +2881,8 @@ class Dispatcher:
                 return None
             flags = json.loads(inc.get("flags") or "[]")
             barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
-            if inc["status"] in TERMINAL:
-                return None
             if not barring:
-                if order["state"] not in domain.LIVE_ORDER_STATES:
+                if inc["status"] in TERMINAL or order["state"] not in domain.LIVE_ORDER_STATES:
                     return None
                 if order.get("moved_to_volunteers") != "1":
                     if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
@@ -2892,6 +2890,8 @@ class Dispatcher:
                     await self._counted_as_volunteers(state, order, unit)
                 await self._fill(incident_id, state)
                 return None
+            # Whatever the incident's status: a backup a station team asked for on a case
+            # handed over or filed is live while that team's order is (_backup_again).
             if order["state"] in domain.LIVE_ORDER_STATES:
                 if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
                     return utcnow() + ANSWERS_WAIT

@@ -13,6 +13,7 @@ import httpx
 import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import store
 from shared.events import OrderIssued
 from tests.helpers import poll_until
 
@@ -20,6 +21,7 @@ from .test_engine import orders_for, report, team, wait_for_units
 from .test_followup import kinds_and_details
 from .test_station_orders_of_a_moved_team import moved
 from .test_station_orders_of_a_removed_team import incident, withdrawn
+from .test_take_back import respond
 
 # a knife fight: the police patrol and the nearest security team go
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -157,4 +159,41 @@ async def test_an_escort_moved_into_volunteers_with_nobody_to_replace_it_flags_t
                              and orders_for(dispatch, incident_id)[2], "the freed escort")
     assert third.team_id == "pol"
     await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "0", "the flag gone")
+
+
+async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is_replaced(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A knife fight the guards hand over to the station; the station's car, there for the
+    # case, calls for backup, and the security team sent is moved into a volunteer agency on
+    # its way. Volunteers are never sent to an incident flagged weapon, handed over or not:
+    # taken off, and another backup sent for the car. (The case handed over, the move was
+    # never judged: the backup went on.)
+    teams = {"guards": ("security", 22.8171), "station-car": ("police", 22.8300),
+             "backup": ("security", 22.8400), "backup-2": ("security", 22.8500)}
+    for team_id, (kind, lat) in teams.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(dispatch, len(teams))
+    incident_id = await report(publisher, "violence", priority="P1", flags=("weapon",))
+    sent = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                            and orders_for(dispatch, incident_id), "the joint response")
+    assert sorted(o.team_id for o in sent) == ["guards", "station-car"]
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        client.hset(store.incident_key(incident_id), "station_agency_id", "ag-police")
+    finally:
+        client.close()
+    (guards,) = [o for o in sent if o.team_id == "guards"]
+    await respond(publisher, guards, "acknowledged", "handover")
+    (station,) = await poll_until(lambda: [o for o in orders_for(dispatch, incident_id)
+                                           if o.kind == "handover"], "the station's order")
+    await respond(publisher, station, "reinforce")
+    (backup,) = await poll_until(lambda: [o for o in orders_for(dispatch, incident_id)
+                                          if o.kind == "reinforcement"], "the backup")
+    assert backup.team_id == "backup"
+    await moved(publisher, "backup", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: withdrawn(dispatch, backup.order_id), "the backup taken off")
+    backups = await poll_until(lambda: [o.team_id for o in orders_for(dispatch, incident_id)
+                                        if o.kind == "reinforcement"][1:], "another backup")
+    assert backups == ["backup-2"]
+    assert incident(dispatch, incident_id)["status"] == "handed_over"
 
