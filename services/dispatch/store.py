@@ -581,6 +581,12 @@ elseif kind == 'handover' or kind == 'followup' then
     end
   end
   redis.call('SADD', index, ARGV[1])
+elseif ARGV[3] == '1' and redis.call('HGET', KEYS[4], 'agency_kind') == 'volunteer'
+       and redis.call('HGET', KEYS[1], 'agency_kind') ~= 'volunteer' then
+  -- its team was moved into a volunteer agency after the step chose it as another kind (the
+  -- move's look at the team's claim, save_unit_status, came before this order): judged at
+  -- once, as that look would have (Dispatcher.on_moved_team_order_due)
+  redis.call('ZADD', KEYS[6], 'NX', 0, 'moved:' .. ARGV[1])
 end
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], 'ack:' .. ARGV[1]) end
 redis.call('RPUSH', KEYS[7], ARGV[7])

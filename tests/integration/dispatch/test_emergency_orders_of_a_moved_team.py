@@ -9,15 +9,19 @@ the command room is told), the moved team going on."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
 import redis as sync_redis
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 
 from services.dispatch import store
-from shared.events import OrderIssued
+from shared.events import OrderIssued, utcnow
 from tests.helpers import poll_until
 
-from .test_engine import orders_for, report, team, wait_for_units
+from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 from .test_followup import kinds_and_details
 from .test_station_orders_of_a_moved_team import moved
 from .test_station_orders_of_a_removed_team import incident, withdrawn
@@ -197,3 +201,39 @@ async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is
     assert backups == ["backup-2"]
     assert incident(dispatch, incident_id)["status"] == "handed_over"
 
+
+async def test_a_team_moved_into_volunteers_as_its_order_is_written_is_judged_too(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The move is read between the search that chose the guards (as security) and the offer
+    # that claims them: its look at the team's claim found none, and the order, written after
+    # it as a security team's, was never judged. The offer's own script judges it then.
+    for team_id, (kind, lat) in TEAMS.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(dispatch, len(TEAMS))
+    real = store.offer_order
+    moves: list[str] = []
+
+    async def moved_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["fields"]["team_id"] == "guards" and not moves:
+            moves.append("guards")
+            client = Redis.from_url(dispatch, decode_responses=True)
+            try:
+                await store.save_unit_status(client, at=utcnow(), fields={
+                    "team_id": "guards", "district": DISTRICT, "status": "available",
+                    "name": "guards", "agency_id": "ag-residents", "agency_kind": "volunteer",
+                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
+                    "on_shift": "1"})
+            finally:
+                await client.aclose()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "offer_order", moved_first)
+    incident_id = await report(publisher, "violence", priority="P1", flags=("weapon",))
+    sent = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                            and orders_for(dispatch, incident_id), "the joint response")
+    (guards,) = [o for o in sent if o.team_id == "guards"]
+    assert moves == ["guards"]
+    await poll_until(lambda: withdrawn(dispatch, guards.order_id), "the order taken back")
+    third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
+                             and orders_for(dispatch, incident_id)[2], "another security team")
+    assert third.team_id == "guards-2"
