@@ -2863,14 +2863,19 @@ class Dispatcher:
         same people on their way), counted as volunteers from now on (_counted_as): a P1's
         escort so moved leaves volunteers alone there, which the timeline says, and another
         escort is sought (or, nobody free, the incident flagged and waiting for one). Nothing
-        once the order ended or the team is no volunteer team now (moved back); a firing
-        made again after a failure finds the order withdrawn (or marked) and finishes the
-        refill. While the team's answers may wait unread, the time to look again."""
+        once the order ended; a team moved back out of volunteers since is counted as its
+        kind again (_moved_back). A firing made again after a failure finds the order
+        withdrawn (or marked) and finishes the refill. While the team's answers may wait
+        unread, the time to look again."""
         held = await store.get_order(self.redis, order_id)
         if held is None:
             return None
         unit = await store.get_unit(self.redis, held["team_id"])
-        if unit is None or unit.agency_kind != "volunteer":
+        if unit is None:
+            return None
+        if unit.agency_kind != "volunteer":
+            if held.get("moved_to_volunteers") == "1":
+                await self._moved_back(held["incident_id"], order_id, unit)
             return None
         incident_id = held["incident_id"]
         async with self._locked(incident_id):
@@ -2906,6 +2911,39 @@ class Dispatcher:
                 await self._backup_again(state, order)
         await self.retry_waiting(inc["district"], freed=order["team_id"])
         return None
+
+    async def _moved_back(self, incident_id: str, order_id: str, unit: domain.Unit) -> None:
+        """A team counted as volunteers on its order (_counted_as_volunteers) that a roster
+        import has moved back out of volunteers: counted as sent again; when that left
+        volunteers alone on a P1, with a timeline entry saying so, and the incident as its
+        orders now make it (an escort no longer wanted: the flag gone, off the waiting
+        queue)."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            order = next((o for o in state.orders if o["order_id"] == order_id), None)
+            if (inc is None or order is None or order.get("moved_to_volunteers") != "1"
+                    or order["state"] not in domain.LIVE_ORDER_STATES):
+                return
+            claiming = [_counted_as(o) for o in state.orders if o.get("kind") in CLAIMING_KINDS
+                        and o["state"] in domain.LIVE_ORDER_STATES]
+            mark = {"moved_to_volunteers": ""}
+            order.update(mark)
+            if not domain.volunteers_alone_on_p1(inc["priority"], claiming):
+                # it left nobody alone (no timeline entry said so): nothing else changes
+                await store.update_order(self.redis, order_id, mark)
+                return
+
+            async def unmarked(pipe: Pipeline) -> None:
+                store.queue_order_change(pipe, order_id, mark)
+
+            await self._emit(incident_id, TimelineEntry(
+                kind="note", team_id=order["team_id"], order_id=order_id,
+                **entry_detail("team_no_longer_volunteers",
+                               team=order.get("team_name") or order["team_id"],
+                               agency=unit.agency_id, kind=unit.agency_kind)),
+                state=state, also=unmarked)
+            await self._fill(incident_id, state)
 
     async def _counted_as_volunteers(self, state: store.IncidentState, order: dict[str, str],
                                      unit: domain.Unit) -> None:

@@ -151,17 +151,16 @@ end
 -- A team now of a volunteer agency (ARGV[10] '1') holding an order sent to it as another
 -- kind: its incident may bar volunteers (a weapon), which that order never checked, or want
 -- an escort for them (a P1). A `moved:{order}` timer, set once, judges it
--- (Dispatcher.on_moved_team_order_due); none once it marked the order `moved_to_volunteers`.
-if ARGV[10] == '1' then
-  local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
-  if claim then
-    local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind',
-                         'moved_to_volunteers')
-    local st = o[1]
-    if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
-        and o[2] and o[2] ~= 'volunteer' and o[3] ~= '1' then
-      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
-    end
+-- (Dispatcher.on_moved_team_order_due); none once it marked the order `moved_to_volunteers`,
+-- unless the team is no volunteer team again (moved back): the mark goes then.
+local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
+if claim then
+  local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind',
+                       'moved_to_volunteers')
+  local st = o[1]
+  if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
+      and o[2] and o[2] ~= 'volunteer' and (o[3] == '1') ~= (ARGV[10] == '1') then
+    redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
   end
 end
 return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}

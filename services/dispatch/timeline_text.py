@@ -129,6 +129,9 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are never the "
               "only responders to a P1: an escort is sought",
         "zh": "{team}现属志愿者组织{agency}，一级警情不能仅由志愿者处置：另派公安或保安护送"},
+    "team_no_longer_volunteers": {
+        "en": "{team} is now a team of {agency} ({kind}): no longer counted as volunteers",
+        "zh": "{team}现属{agency}（{kind:agency_kind}）：不再按志愿者计"},
     "volunteers_barred": {
         "en": "volunteers are not sent to an incident flagged {flags}: taken off",
         "zh": "警情已标记{flags:flag}，不派志愿者：已撤下"},

@@ -165,6 +165,28 @@ async def test_an_escort_moved_into_volunteers_with_nobody_to_replace_it_flags_t
     await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "0", "the flag gone")
 
 
+async def test_an_escort_moved_back_out_of_volunteers_escorts_them_again(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The import was a mistake, put right by the next one: the guards are a security team
+    # again, escorting the first-aiders as they were sent to. The alarm goes, and the
+    # incident no longer waits for another escort.
+    incident_id, _ = await a_collapse(dispatch, publisher, FIRST_AID)
+    await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "1",
+                     "the volunteers alone on the P1 flagged")
+    await moved(publisher, "guards", agency_id="ag-security", kind="security")
+    await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "0", "the flag gone")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id) is None
+    finally:
+        client.close()
+    assert ESCORT_BACK in kinds_and_details(dispatch, incident_id)
+
+
+ESCORT_BACK = ("note", "guards is now a team of ag-security (security): no longer counted as "
+                       "volunteers", None)
+
 async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is_replaced(
         dispatch: str, publisher: RedisBroker) -> None:
     # A knife fight the guards hand over to the station; the station's car, there for the

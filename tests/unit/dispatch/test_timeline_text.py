@@ -93,6 +93,10 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                                   lambda team, agency: f"{team} is now a team of {agency}, a "
                                   "volunteer agency: volunteers are never the only responders "
                                   "to a P1: an escort is sought"),
+    "team_no_longer_volunteers": ({"team": "Team 7", "agency": "ag-guards",
+                                   "kind": "security"},
+                                  lambda team, agency, kind: f"{team} is now a team of "
+                                  f"{agency} ({kind}): no longer counted as volunteers"),
     "revised_priority": ({"old": "P3", "new": "P1", "by": BY},
                          lambda old, new, by: "; ".join([f"priority {old} → {new}"]) + f" by {by}"),
     "revised_flags": ({"flags": "weapon, injury", "by": BY},
