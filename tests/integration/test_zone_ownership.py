@@ -484,7 +484,9 @@ async def test_a_dispute_handed_over_where_no_station_owns_the_place_keeps_its_f
                          "dispatch holding the zones, none over the scene")
         incident_id = await noise_handed_over_by_the_guard(
             clean_redis, client, publisher, category="dispute", priority="P3")
-        assert timer_due(clean_redis, f"followup:{incident_id}") is not None
+        # Planned after the hand-over's own write (and its retry timer) in the same step.
+        await poll_until(lambda: timer_due(clean_redis, f"followup:{incident_id}") is not None,
+                         "the follow-up visit planned at the hand-over")
         await the_ground_given_to_the_new_station(
             clean_redis, client, console, incident_id, territory,
             {"z-1": "ps-old", "z-2": "ps-new"})
