@@ -19,6 +19,8 @@ withdrawal and the order (its deadline) is read last finds it out, and a penalty
 taken is given back, with the change that found it, once (`missed_penalty_given_back`). An
 answer after the deadline does not spare it, also one that ended the order here before its
 deadline's withdrawal was read (dispatch timed the order out before it read the answer).
+A resolution pays alike read before or after the order's withdrawal (notify took it before it
+read the withdrawal: the team went and resolved it).
 """
 
 from __future__ import annotations

@@ -440,14 +440,20 @@ def on_order_responded(
     if _foreign(record, team_id):
         return OrderStep(state, record)
     if record is not None and not record.open:
-        # Read after the order ended (its deadline's withdrawal read first): it changes
-        # nothing but when the team answered, which may show the deadline was not missed.
-        return OrderStep(state, _answered(record, at))
+        # Read after the order ended (its withdrawal read first): it changes nothing but
+        # when the team answered, which may show the deadline was not missed ...
+        answered = _answered(record, at)
+        if response != "resolved" or record.final != "withdrawn":
+            return OrderStep(state, answered)
+        # ... but for a resolution: notify took it while it still showed the order (before
+        # it read the withdrawal), so the team went and resolved it, and earns what it
+        # earns read before the withdrawal (dispatch's timeout with its answers behind, a
+        # resolution a second after the deadline, a take-back with the answer in flight).
+        # The record ends as it would have then; the team, freed by the withdrawal, stays.
+        answered = _answerer(answered, state, at=at, member_id=member_id)
+        return OrderStep(state, _resolved(answered, state, at=at), finished="resolved")
     record = _answered(record or OrderRecord(team_id=team_id, incident_id=incident_id), at)
-    if member_id and member_id not in record.answered_by:
-        record = record.model_copy(update={"answered_by": (*record.answered_by, member_id)})
-    if member_id and member_id not in record.called_in and not on_shift_at(state, at):
-        record = record.model_copy(update={"called_in": (*record.called_in, member_id)})
+    record = _answerer(record, state, at=at, member_id=member_id)
     if response in FINAL_RESPONSES:
         return _finish(state, record, order_id=order_id, final=response, at=at)
     if not record.claims:
@@ -484,6 +490,17 @@ def on_order_withdrawn(
     return replace(step, timed_out=timeout)
 
 
+def _answerer(record: OrderRecord, state: TeamState, *, at: datetime | None,
+              member_id: str | None) -> OrderRecord:
+    """The record knowing `member_id` answered it (`answered_by`), and, if nobody was on
+    the team's shift at `at`, that they were called in (`called_in`)."""
+    if member_id and member_id not in record.answered_by:
+        record = record.model_copy(update={"answered_by": (*record.answered_by, member_id)})
+    if member_id and member_id not in record.called_in and not on_shift_at(state, at):
+        record = record.model_copy(update={"called_in": (*record.called_in, member_id)})
+    return record
+
+
 def _withdrawn(record: OrderRecord, ack_by: datetime | None, *, timeout: bool) -> OrderRecord:
     """The record knowing the deadline its withdrawal names (if any), and whether it was
     withdrawn for it."""
@@ -505,16 +522,21 @@ def _release(state: TeamState, order_id: str) -> TeamState:
 def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str,
             at: datetime | None = None) -> OrderStep:
     settled = _release(state, order_id)
-    closed = record.model_copy(update={"open": False, "final": final})
     if final == "resolved":
-        # Those on the shift when the team answered; with nobody on it (the command room
-        # called the team in off duty: its order stands, DESIGN), those who answered the
-        # order went and did it, and earn what a resolution earns; and so do those who
-        # answered it while nobody was on the shift, though a teammate checked in since.
-        members = on_shift_at(state, at) or tuple(sorted(record.answered_by))
-        members = tuple(sorted({*members, *record.called_in}))
-        closed = closed.model_copy(update={"members": members})
-    return OrderStep(settled, closed, finished=final)
+        return OrderStep(settled, _resolved(record, state, at=at), finished=final)
+    return OrderStep(settled, record.model_copy(update={"open": False, "final": final}),
+                     finished=final)
+
+
+def _resolved(record: OrderRecord, state: TeamState, *, at: datetime | None) -> OrderRecord:
+    """The record of an order its team resolved at `at`, with whom it pays (`members`)."""
+    # Those on the shift when the team answered; with nobody on it (the command room
+    # called the team in off duty: its order stands, DESIGN), those who answered the
+    # order went and did it, and earn what a resolution earns; and so do those who
+    # answered it while nobody was on the shift, though a teammate checked in since.
+    members = on_shift_at(state, at) or tuple(sorted(record.answered_by))
+    members = tuple(sorted({*members, *record.called_in}))
+    return record.model_copy(update={"open": False, "final": "resolved", "members": members})
 
 
 # --- the event dispatch builds its projection from -----------------------------------------

@@ -326,3 +326,44 @@ async def test_a_device_token_is_told_of_a_wrong_field_before_it_is_refused(
     r = await volunteers.client.post(url, headers=wang, json={"points": 100, "note": "me"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
     assert (await points_of(volunteers, wang))["balance"] == 0
+
+
+async def test_a_hazard_resolution_read_after_its_timeout_pays_its_shift_the_3_as_read_before(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Wang resolves the hazard by the deadline with Chen on the shift; dispatch, its answers
+    # behind, times the order out and sends the aunties again (Chen has gone home), and
+    # Wang's second "resolved" closes the incident. Volunteers reads her first resolution
+    # last: Chen was on the shift that resolved it, and is paid its 10 and the hazard's 3,
+    # as he would be had volunteers read it before the timeout.
+    wang, chen = await wang_and_chen(volunteers, chen_on_shift=True)
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    first = hazard_order().model_copy(update={"ack_by": deadline})
+    await publisher.publish(first, stream="order.issued")
+    await volunteers.consumed("order.issued")
+    in_time = resolved().model_copy(update={"occurred_at": datetime.now(UTC)})
+    await publisher.publish(OrderWithdrawn(
+        district="d1", order_id="ord_h", incident_id="inc_ord_h", team_id="t-vol",
+        reason="timeout", delivered=True, occurred_at=deadline + timedelta(minutes=2)),
+        stream="order.withdrawn")
+    await volunteers.consumed("order.withdrawn")
+    assert (await volunteers.client.post("/v1/me/shift/end", headers=chen)).status_code == 200
+    again = hazard_order("ord_h2").model_copy(update={"incident_id": "inc_ord_h"})
+    await publisher.publish(again, stream="order.issued")
+    await volunteers.consumed("order.issued")
+    await publisher.publish(resolved("ord_h2").model_copy(update={"incident_id": "inc_ord_h"}),
+                            stream="order.responded")
+    await volunteers.consumed("order.responded")
+    await publisher.publish(IncidentClosed(
+        district="d1", incident_id="inc_ord_h", final_status="resolved", resolved_by=("t-vol",),
+        category="hazard_report"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+    for _ in range(2):  # read last, and again
+        await publisher.publish(in_time, stream="order.responded")
+        await volunteers.consumed("order.responded")
+
+    mine = await points_of(volunteers, chen)
+    assert sorted((e["entry_id"], e["points"]) for e in mine["history"]
+                  if e["reason"] != "patrol") == [
+        ("hazard:inc_ord_h:m-chen", 3), ("missed:ord_h:m-chen", -2),
+        ("missed_reversed:ord_h:m-chen", 2), ("resolved:ord_h:m-chen", 10)]

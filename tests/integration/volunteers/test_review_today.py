@@ -228,6 +228,32 @@ async def test_an_order_its_team_ended_after_the_deadline_and_timed_out_costs_th
 
 
 @ORDERS_OF_ARRIVAL
+async def test_an_order_its_team_resolved_and_dispatch_timed_out_pays_its_10_whichever_is_read_first(
+    volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
+) -> None:
+    # Wang resolves one order by its deadline (dispatch, its answers behind, times it out all
+    # the same) and one a second after it (before notify read the withdrawal, so it took her
+    # answer). She went and resolved both: each pays its 10, as the resolution read before
+    # the withdrawal always did; read after it, it paid nothing. The late one's 2 stand.
+    await volunteers.import_district()
+    wang = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    answers = {"ord_in": ("resolved", deadline - timedelta(seconds=5)),
+               "ord_late": ("resolved", deadline + timedelta(seconds=1))}
+    await read_in_order(volunteers, publisher, streams, answered_and_timed_out(
+        answers, ack_by=deadline, withdrawn_at=deadline + timedelta(minutes=2)))
+
+    r = await volunteers.client.get("/v1/me/points", headers=wang)
+    entries = [(e["entry_id"], e["points"]) for e in r.json()["history"]]
+    assert len(entries) == len({e for e, _ in entries})  # none twice
+    assert ("resolved:ord_in:m-wang", 10) in entries
+    assert ("resolved:ord_late:m-wang", 10) in entries
+    assert ("missed:ord_late:m-wang", -2) in entries
+    assert r.json()["balance"] == 18, entries
+
+
+@ORDERS_OF_ARRIVAL
 async def test_the_sooner_deadline_of_a_raised_priority_is_the_one_a_timeout_is_judged_by(
     volunteers: Volunteers, publisher: RedisBroker, streams: tuple[str, ...],
 ) -> None:

@@ -295,7 +295,7 @@ class Model:
         order = self.orders.get(event.order_id)
         if event.team_id not in self.teams or order is None:
             return
-        member, at = event.member_id, event.occurred_at
+        at = event.occurred_at
         if order.answered_at is None or at < order.answered_at:
             order.answered_at = at
         if not order.open:
@@ -304,30 +304,43 @@ class Model:
                 for m in order.missed_by:
                     self.award(f"missed_reversed:{event.order_id}:{m}", m, 2, "volunteer")
                 order.missed_by = []
+            # a resolution read after the withdrawal (notify took it before it read that)
+            # pays as read before it
+            if event.response == "resolved" and order.final == "withdrawn":
+                self._answerer(event, order)
+                self._resolved(event, order)
             return
-        if member not in order.answered_by:
-            order.answered_by.append(member)
-        if member not in order.called_in and not self.on_shift_at(event.team_id, at):
-            order.called_in.append(member)
+        self._answerer(event, order)
         if event.response in ("resolved", "handover", "declined"):
             self._release(event.team_id, event.order_id)
             order.open, order.final = False, event.response
             if event.response == "resolved":
-                paid = self.on_shift_at(event.team_id, at) or sorted(order.answered_by)
-                order.members = tuple(sorted({*paid, *order.called_in}))
-                kind = self.kind_of_team(event.team_id)
-                for m in order.members:
-                    self.award(f"resolved:{event.order_id}:{m}", m, 10, kind)
-                # a hazard report's 3 only once the incident's closing confirmed this team
-                if event.team_id in self.confirmed.get(order.incident, ()):
-                    for m in order.members:
-                        self.award(f"hazard:{order.incident}:{m}", m, 3, kind)
+                self._resolved(event, order)
             return
         team = self.teams[event.team_id]
         if order.kind in CLAIMING and event.order_id in team.orders:
             stage = {"en_route": "en_route", "on_scene": "on_scene"}.get(event.response)
             if stage and RANK[stage] > RANK[team.orders[event.order_id]]:
                 team.orders[event.order_id] = stage
+
+    def _answerer(self, event: OrderResponded, order: OrderModel) -> None:
+        member, at = event.member_id, event.occurred_at
+        if member not in order.answered_by:
+            order.answered_by.append(member)
+        if member not in order.called_in and not self.on_shift_at(event.team_id, at):
+            order.called_in.append(member)
+
+    def _resolved(self, event: OrderResponded, order: OrderModel) -> None:
+        order.final = "resolved"
+        paid = self.on_shift_at(event.team_id, event.occurred_at) or sorted(order.answered_by)
+        order.members = tuple(sorted({*paid, *order.called_in}))
+        kind = self.kind_of_team(event.team_id)
+        for m in order.members:
+            self.award(f"resolved:{event.order_id}:{m}", m, 10, kind)
+        # a hazard report's 3 only once the incident's closing confirmed this team
+        if event.team_id in self.confirmed.get(order.incident, ()):
+            for m in order.members:
+                self.award(f"hazard:{order.incident}:{m}", m, 3, kind)
 
     def withdrawn(self, event: OrderWithdrawn) -> None:
         order = self.orders.get(event.order_id)
@@ -344,6 +357,7 @@ class Model:
             return
         self._release(event.team_id, event.order_id)
         order.open, order.final = False, "withdrawn"
+        order.timed_out = event.reason == "timeout"
         # the deadline it was timed out for (brought forward by a raised priority)
         order.ack_by = event.ack_by or order.ack_by
         self._penalise(event, order)
