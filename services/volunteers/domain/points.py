@@ -8,7 +8,8 @@ ledger is append-only) when the team's answer given by the deadline is read afte
 the coordinator's own rewards and penalties, each with its reason (`adjustment`).
 - A resolved order: each member checked in to the resolving volunteer team's shift gets 10;
   a team with nobody on its shift (called in off duty by the command room), each member
-  who answered the order (domain.status keeps them on the order's record).
+  who answered the order (domain.status keeps them on the order's record), but one who
+  answered on the shift and left it before the resolution.
 - A confirmed hazard report (an incident of category hazard_report whose closing names the
   volunteer team that resolved it): each of those members gets 3 more; and the member who
   reported it from the street, 3. Confirmed means by someone other than the reporter's own

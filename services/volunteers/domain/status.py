@@ -351,7 +351,8 @@ class OrderRecord(BaseModel):
         "the incident's closing pay")
     answered_by: tuple[str, ...] = Field(
         default=(), description="the members whose devices answered the order, in order: "
-        "paid for its resolution when nobody was on the team's shift")
+        "paid for its resolution when nobody was on the team's shift (but one the state knows "
+        "had left it by then)")
     called_in: tuple[str, ...] = Field(
         default=(), description="those of `answered_by` who answered while nobody was on the "
         "team's shift (the command room called the team in off duty): paid for its "
@@ -534,7 +535,13 @@ def _resolved(record: OrderRecord, state: TeamState, *, at: datetime | None) -> 
     # called the team in off duty: its order stands, DESIGN), those who answered the
     # order went and did it, and earn what a resolution earns; and so do those who
     # answered it while nobody was on the shift, though a teammate checked in since.
-    members = on_shift_at(state, at) or tuple(sorted(record.answered_by))
+    # Not one the state knows was off the shift then, though they answered it earlier on
+    # it: they left before the resolution (moved to another team, checked out, a check-in
+    # that ran out), and the team resolved it without them. (One it no longer knows of, an
+    # answer read days late, is taken to have been there, as before.)
+    on = on_shift_at(state, at)
+    known = {*state.shift_members, *state.left}
+    members = on or tuple(m for m in sorted(record.answered_by) if m not in known)
     members = tuple(sorted({*members, *record.called_in}))
     return record.model_copy(update={"open": False, "final": "resolved", "members": members})
 

@@ -370,6 +370,41 @@ async def test_a_member_off_shift_answering_an_order_of_a_team_on_shift_is_not_p
     assert await history(volunteers, chen) == [("resolved_order", 10)]
 
 
+async def test_a_member_moved_to_another_team_before_the_resolution_is_not_paid_for_it(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Wang, alone on the aunties' shift, acknowledges an order; the spreadsheet moves her
+    # to t-vol2 while the order is out (the aunties keep their order, nobody on the shift).
+    # Chen, at home, is rung and resolves it: he was called in and is paid. Wang left the
+    # team before it was resolved: her acknowledgement earns her nothing of its resolution.
+    await volunteers.import_district()
+    doc = copy.deepcopy(DISTRICT)
+    doc["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                         "mode": "foot"})
+    await volunteers.import_district(doc)
+    wang, chen = await volunteers.enrol("m-wang"), await volunteers.enrol("m-chen")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    await publisher.publish(vol_order("ord_mv"), stream="order.issued")
+    await volunteers.consumed("order.issued")
+
+    def answer(member_id: str, response: str) -> OrderResponded:
+        return OrderResponded(district="d1", order_id="ord_mv", incident_id="inc_ord_mv",
+                              team_id="t-vol", member_id=member_id, response=response)
+
+    await publisher.publish(answer("m-wang", "acknowledged"), stream="order.responded")
+    await volunteers.consumed("order.responded")
+    for member in doc["members"]:
+        if member["id"] == "m-wang":
+            member["team_id"] = "t-vol2"
+    await volunteers.import_district(doc)
+    for _ in range(2):  # redelivered: changes nothing
+        await publisher.publish(answer("m-chen", "resolved"), stream="order.responded")
+        await volunteers.consumed("order.responded")
+
+    assert await history(volunteers, chen) == [("resolved_order", 10)]
+    assert [e for e in await history(volunteers, wang) if e[0] != "patrol"] == []
+
+
 async def test_a_team_emptied_and_refilled_by_one_import_keeps_its_shift_for_its_order(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:

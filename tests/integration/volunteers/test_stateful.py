@@ -176,13 +176,15 @@ class Model:
     def on_shift_at(self, team_id: str, at: datetime) -> list[str]:
         """As far as the team's state remembers (`TeamState.left`): each member's latest
         ended stints of the shifts `_forget_older_shifts` keeps."""
+        return sorted({m for m, joined, gone in self._kept(team_id)
+                       if joined <= at and (gone is None or at <= gone)})
+
+    def _kept(self, team_id: str) -> list[list[Any]]:
         stints = self.stints.get(team_id, [])
         ended = [s for s in stints if s[2] is not None]
-        kept = [s for s in stints if s[2] is None] + [
+        return [s for s in stints if s[2] is None] + [
             s for i, s in enumerate(ended)
             if sum(t[0] == s[0] for t in ended[i + 1:]) < STINTS_KEPT]
-        return sorted({m for m, joined, gone in kept
-                       if joined <= at and (gone is None or at <= gone)})
 
     def _forget_older_shifts(self, team_id: str) -> None:
         """A shift's end forgets the stints that ended before it began: the team's state
@@ -332,7 +334,11 @@ class Model:
 
     def _resolved(self, event: OrderResponded, order: OrderModel) -> None:
         order.final = "resolved"
-        paid = self.on_shift_at(event.team_id, event.occurred_at) or sorted(order.answered_by)
+        # with nobody on the shift, those who answered, but one the team's state knows was
+        # off it then (they answered on it and left)
+        known = {s[0] for s in self._kept(event.team_id)}
+        paid = self.on_shift_at(event.team_id, event.occurred_at) or [
+            m for m in order.answered_by if m not in known]
         order.members = tuple(sorted({*paid, *order.called_in}))
         kind = self.kind_of_team(event.team_id)
         for m in order.members:
