@@ -16,7 +16,8 @@ resolutions read so far; a resolution read after it finds the mark and pays itse
 A missed deadline costs nothing when the team had answered by it (dispatch, its answers
 behind, timed the order out before reading the answer): whichever of the answer, the
 withdrawal and the order (its deadline) is read last finds it out, and a penalty already
-taken is given back, with the change that found it, once (`missed_penalty_given_back`). An
+taken is given back, with the change that found it, once (`missed_penalty_given_back`; an
+answer read after its team left the roster, from the record alone: `answered_without_team`). An
 answer after the deadline does not spare it, also one that ended the order here before its
 deadline's withdrawal was read (dispatch timed the order out before it read the answer).
 A resolution pays alike read before or after the order's withdrawal (notify took it before it
@@ -123,6 +124,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             log.warning("response to order %s names team %s, which is not on the roster",
                         event.order_id, event.team_id)
             await no_team(event)
+            await answered_without_team(event, now)
             return
         record = applied.decision.record
         # A hazard report's 3 only if the incident's closing, read first, confirmed this
@@ -135,6 +137,37 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 and await teams.hazard_confirmed(redis, incident_id=event.incident_id,
                                                  team_id=event.team_id)):
             await pay_hazard(applied.before, event.order_id, record, event.occurred_at)
+
+    async def answered_without_team(event: OrderResponded, now: datetime) -> None:
+        """An answer read after its team left the roster (its members moved to other teams
+        and the team removed once the order had ended), which shows the order's deadline was
+        not missed: the penalty is given back to those it cost, as the record keeps them,
+        whatever their team is now, each in their own district's ledger and board."""
+        record = await teams.order_record(redis, event.order_id)
+        if record is None or not record.missed_by:
+            return
+        penalised = sorted(record.missed_by)
+        found = await roster_store.records(redis, "members", penalised)
+        district = {m: r.get("district") or event.district
+                    for m, r in zip(penalised, found, strict=True)}
+
+        def decide(record: OrderRecord) -> tuple[OrderRecord, tuple[points.LedgerEntry, ...]]:
+            learnt = status.answered(record, event.occurred_at)
+            if (record.open or record.team_id != event.team_id or not record.missed_by
+                    or not status.answered_in_time(learnt)):
+                return record, ()
+            log.info("order %s of a team no longer on the roster was answered by its "
+                     "deadline: its missed-deadline penalty is given back to %s",
+                     event.order_id, ", ".join(record.missed_by))
+            return learnt.model_copy(update={"missed_by": ()}), tuple(
+                entry for member_id in record.missed_by
+                for entry in points.reverse_missed_order(
+                    order_id=event.order_id, incident_id=record.incident_id,
+                    team_id=record.team_id, district=district.get(member_id, event.district),
+                    penalised=(member_id,), at=now))
+
+        await teams.settle_order(redis, order_id=event.order_id, decide=decide,
+                                 ledger_ttl_s=ledger_ttl_s)
 
     async def on_order_withdrawn(event: OrderWithdrawn) -> None:
         def decide(view: TeamView) -> Decision:

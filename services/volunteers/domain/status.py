@@ -387,7 +387,7 @@ def answered_in_time(record: OrderRecord | None) -> bool:
             and record.answered_at is not None and record.answered_at <= record.ack_by)
 
 
-def _answered(record: OrderRecord, at: datetime | None) -> OrderRecord:
+def answered(record: OrderRecord, at: datetime | None) -> OrderRecord:
     """The record knowing the team answered at `at` (its earliest answer is kept)."""
     if at is None or (record.answered_at is not None and record.answered_at <= at):
         return record
@@ -443,17 +443,17 @@ def on_order_responded(
     if record is not None and not record.open:
         # Read after the order ended (its withdrawal read first): it changes nothing but
         # when the team answered, which may show the deadline was not missed ...
-        answered = _answered(record, at)
+        learnt = answered(record, at)
         if response != "resolved" or record.final != "withdrawn":
-            return OrderStep(state, answered)
+            return OrderStep(state, learnt)
         # ... but for a resolution: notify took it while it still showed the order (before
         # it read the withdrawal), so the team went and resolved it, and earns what it
         # earns read before the withdrawal (dispatch's timeout with its answers behind, a
         # resolution a second after the deadline, a take-back with the answer in flight).
         # The record ends as it would have then; the team, freed by the withdrawal, stays.
-        answered = _answerer(answered, state, at=at, member_id=member_id)
-        return OrderStep(state, _resolved(answered, state, at=at), finished="resolved")
-    record = _answered(record or OrderRecord(team_id=team_id, incident_id=incident_id), at)
+        learnt = _answerer(learnt, state, at=at, member_id=member_id)
+        return OrderStep(state, _resolved(learnt, state, at=at), finished="resolved")
+    record = answered(record or OrderRecord(team_id=team_id, incident_id=incident_id), at)
     record = _answerer(record, state, at=at, member_id=member_id)
     if response in FINAL_RESPONSES:
         return _finish(state, record, order_id=order_id, final=response, at=at)

@@ -308,6 +308,55 @@ async def order_of_no_team(redis: Redis, *, order_id: str, team_id: str,
     await redis.set(keys.order(order_id), record.model_dump_json(), ex=ORDER_TTL_S, nx=True)
 
 
+# An order's record decided again without its team (KEYS[1]; ARGV[1] the record as read,
+# ARGV[2] the new one, ARGV[3] its TTL): written, with the awards the change makes
+# (store.points' `award`, nine words each from ARGV[5], ARGV[4] of them), only if the record is
+# still the one read. Returns 0, writing nothing, if it changed: read and decide again.
+_ORDER_COMMIT = AWARD_LUA + """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
+  award(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+        ARGV[i + 7], ARGV[i + 8])
+  i = i + 9
+end
+return 1
+"""
+
+
+async def order_record(redis: Redis, order_id: str) -> OrderRecord | None:
+    raw = await redis.get(keys.order(order_id))
+    return OrderRecord.model_validate_json(raw) if raw else None
+
+
+async def settle_order(
+    redis: Redis, *, order_id: str,
+    decide: Callable[[OrderRecord], tuple[OrderRecord, tuple[LedgerEntry, ...]]],
+    ledger_ttl_s: int | None,
+) -> None:
+    """An event of an order whose team has left the roster: `decide` rules on its record
+    alone (nothing to do without one), and what it changes is written with the points it
+    gives, once (the record written with them says so to a redelivery)."""
+    key = keys.order(order_id)
+    for attempt in range(ATTEMPTS):
+        raw = await redis.get(key)
+        if raw is None:
+            return
+        before = OrderRecord.model_validate_json(raw)
+        record, ledger = decide(before)
+        if record == before:
+            return
+        args: list[Any] = [raw, record.model_dump_json(), ORDER_TTL_S, len(ledger)]
+        for entry in ledger:
+            award_keys, award_args = award_call(entry, ledger_ttl_s=ledger_ttl_s)
+            args += [*award_keys, *award_args]
+        if await run_script(redis, _ORDER_COMMIT, [key], args):
+            return
+        await contention_pause(attempt)
+    raise Contended(f"gave up after {ATTEMPTS} concurrent changes")
+
+
 async def team_state(redis: Redis, team_id: str) -> TeamState:
     return decode_state(await redis.hgetall(keys.state(team_id)))
 

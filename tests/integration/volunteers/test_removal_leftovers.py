@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import copy
+from datetime import UTC, datetime, timedelta
+
 from faststream.redis import RedisBroker
 
-from shared.events import UnitStatus
+from shared.events import OrderResponded, OrderWithdrawn, UnitStatus
 
-from .conftest import ADMIN, Volunteers
+from .conftest import ADMIN, DISTRICT, Volunteers
 from .test_status import issued, team_status
 
 DAY_S = 86_400
@@ -55,6 +58,49 @@ async def test_an_order_read_while_its_team_was_removed_holds_it_not_once_import
     last = [e for e in await volunteers.events("unit.status", UnitStatus)
             if e.unit_id == "t-guards"][-1]
     assert (last.status, last.order_id) == ("off_duty", None)
+
+
+async def test_a_penalty_is_given_back_by_an_answer_in_time_read_after_its_team_was_removed(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    """Wang acknowledged in time; dispatch, its answers behind, timed the order out, and
+    volunteers read the withdrawal first: her 2 were taken. Before her answer is read (a
+    backlog, or its entry dead-lettered and replayed later), the aunties are merged into
+    t-vol2 and t-vol is removed. Her answer still shows she missed nothing: the 2 come back
+    (the order's record keeps whom they cost, whatever their team is now)."""
+    doc = copy.deepcopy(DISTRICT)
+    doc["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
+                         "mode": "foot"})
+    await volunteers.import_district(doc)
+    wang = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    order = issued("ord_tm", "t-vol", kind="volunteer").model_copy(update={"ack_by": deadline})
+    await publisher.publish(order, stream="order.issued")
+    await volunteers.consumed("order.issued")
+    await publisher.publish(OrderWithdrawn(
+        district="d1", order_id="ord_tm", incident_id="inc_ord_tm", team_id="t-vol",
+        reason="timeout", delivered=True, occurred_at=deadline + timedelta(minutes=2)),
+        stream="order.withdrawn")
+    await volunteers.consumed("order.withdrawn")
+    assert (await volunteers.client.get("/v1/me/points", headers=wang)).json()["balance"] == -2
+
+    for member in doc["members"]:
+        if member["team_id"] == "t-vol":
+            member["team_id"] = "t-vol2"
+    await volunteers.import_district(doc)
+    assert (await volunteers.client.delete("/v1/teams/t-vol", headers=ADMIN)).status_code == 204
+    answer = OrderResponded(district="d1", order_id="ord_tm", incident_id="inc_ord_tm",
+                            team_id="t-vol", member_id="m-wang", response="acknowledged",
+                            occurred_at=deadline - timedelta(seconds=10))
+    for _ in range(2):  # redelivered: given back once
+        await publisher.publish(answer, stream="order.responded")
+        await volunteers.consumed("order.responded")
+
+    r = await volunteers.client.get("/v1/me/points", headers=wang)
+    assert sorted((e["entry_id"], e["points"]) for e in r.json()["history"]) == [
+        ("missed:ord_tm:m-wang", -2), ("missed_reversed:ord_tm:m-wang", 2)]
+    assert r.json()["balance"] == 0
 
 
 async def test_a_revoked_device_s_record_expires_and_its_token_stays_refused(

@@ -295,9 +295,18 @@ class Model:
 
     def responded(self, event: OrderResponded) -> None:
         order = self.orders.get(event.order_id)
-        if event.team_id not in self.teams or order is None:
+        if order is None:
             return
         at = event.occurred_at
+        if event.team_id not in self.teams:
+            # the team has left the roster: an answer by the deadline still gives the
+            # penalty back to those it cost (the record keeps them)
+            if not order.open and order.missed_by and at <= order.ack_by:
+                order.answered_at = min(at, order.answered_at or at)
+                for m in order.missed_by:
+                    self.award(f"missed_reversed:{event.order_id}:{m}", m, 2, "volunteer")
+                order.missed_by = []
+            return
         if order.answered_at is None or at < order.answered_at:
             order.answered_at = at
         if not order.open:
