@@ -220,6 +220,25 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
             members_on_shift=record.members or (), at=at, order_id=order_id),
             ledger_ttl_s=ledger_ttl_s)
 
+    async def pay_hazard_without_team(event: IncidentClosed, order_id: str,
+                                      record: OrderRecord) -> None:
+        """`pay_hazard` once the resolving team has left the roster (its members moved to
+        other teams and it was removed before the closing was read): each of those on its
+        shift then, by their own record now (district, agency kind), as the closing read
+        before the removal would have paid them."""
+        members = sorted(record.members or ())
+        found = await roster_store.records(redis, "members", members)
+        agency_ids = sorted({m["agency_id"] for m in found if m})
+        kinds = dict(zip(agency_ids, [a.get("kind", "") for a in await roster_store.records(
+            redis, "agencies", agency_ids)], strict=True))
+        await points_store.award(redis, [
+            entry for member_id, member in zip(members, found, strict=True) if member
+            for entry in points.award_confirmed_hazard(
+                incident_id=record.incident_id, team_id=record.team_id,
+                district=member["district"], agency_kind=kinds.get(member["agency_id"], ""),
+                members_on_shift=(member_id,), at=event.occurred_at, order_id=order_id)],
+            ledger_ttl_s=ledger_ttl_s)
+
     async def award_reporter(event: IncidentClosed, member_id: str,
                              found: tuple[dict[str, str], str]) -> None:
         """A hazard a volunteer reported from the street, confirmed: the hazard points to the
@@ -255,6 +274,8 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 view = await teams.load_view(redis, record.team_id)
                 if view is not None:
                     await pay_hazard(view, order_id, record, event.occurred_at)
+                else:
+                    await pay_hazard_without_team(event, order_id, record)
         # The reporter last: once they are paid, so is the shift of the team that confirmed it
         # (unless its resolution is still to be read).
         if reporter and found is not None and points.confirmed_for_reporter(

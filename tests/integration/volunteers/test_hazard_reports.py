@@ -17,7 +17,7 @@ from faststream.redis import RedisBroker
 
 from shared.events import IncidentClosed
 
-from .conftest import DISTRICT, Volunteers
+from .conftest import ADMIN, DISTRICT, Volunteers
 from .test_points import hazard_order, points_of, resolved
 
 # Sun patrols with a second volunteer team of the same armbands.
@@ -127,3 +127,31 @@ async def test_a_closing_read_again_after_its_reporter_moved_team_decides_as_it_
 
     assert await ledger(volunteers, devices["m-chen"]) == [("resolved:ord_h:m-chen", 10)]
     assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
+
+
+async def test_a_hazard_closed_after_its_resolving_team_was_removed_pays_that_shift(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Wang and Chen fence off a hole Sun reported; before the incident's closing is read (a
+    # backlog, or its entry dead-lettered and replayed), the aunties are merged into t-vol2
+    # and t-vol is removed. They were the shift that resolved it: the closing pays them the
+    # hazard's 3 as it would have before the removal, each once.
+    devices = await aunties_on_shift(volunteers)
+    for event, stream in ((hazard_order(), "order.issued"), (resolved(), "order.responded")):
+        await publisher.publish(event, stream=stream)
+        await volunteers.consumed(stream)
+    merged = copy.deepcopy(WITH_SUN)
+    for member in merged["members"]:
+        if member["team_id"] == "t-vol":
+            member["team_id"] = "t-vol2"
+    await volunteers.import_district(merged)
+    assert (await volunteers.client.delete("/v1/teams/t-vol", headers=ADMIN)).status_code == 204
+    for _ in range(2):
+        await publisher.publish(closing(reported_by="m-sun"), stream="incident.closed")
+        await volunteers.consumed("incident.closed")
+
+    assert await ledger(volunteers, devices["m-sun"]) == [("hazard:inc_ord_h:m-sun", 3)]
+    for member in ("m-wang", "m-chen"):
+        assert [e for e in await ledger(volunteers, devices[member])
+                if not e[0].startswith("patrol:")] == [
+            (f"hazard:inc_ord_h:{member}", 3), (f"resolved:ord_h:{member}", 10)]

@@ -407,11 +407,12 @@ class Model:
                        self.kind_of_team(self.members[reporter]))
         for order in self.orders.values():
             if (order.incident == event.incident_id and order.final == "resolved"
-                    and order.team in confirmers and order.members is not None
-                    and order.team in self.teams):
+                    and order.team in confirmers and order.members is not None):
                 for m in order.members:
-                    self.award(f"hazard:{event.incident_id}:{m}", m, 3,
-                               self.kind_of_team(order.team))
+                    # the team's kind; once it has left the roster, each member's own
+                    kind = self.kind_of_team(order.team if order.team in self.teams
+                                             else self.members.get(m, ""))
+                    self.award(f"hazard:{event.incident_id}:{m}", m, 3, kind)
 
     # the roster ---------------------------------------------------------------------------
 
