@@ -651,8 +651,17 @@ function ringAgain() {
   if (Date.now() - rangAt >= ALARM_EVERY_MS) ring(); else keepRinging();
 }
 
+const CALLER_FIELDS = ["caller", "description"];   // a police order's only (need to know)
 function revised(f) {
   const o = orders.get(f.order_id); if (!o) return;
+  // The caller and description as notify sends them now: a team a roster import moved out
+  // of the police (its id kept) gets its orders again without them, on any reconnect, not
+  // only after the 4409 that forgetCallers follows (a drop or a restart may come first).
+  if (CALLER_FIELDS.some((k) => JSON.stringify(f[k]) !== JSON.stringify(o.frame[k]))) {
+    const frame = { ...o.frame };
+    for (const k of CALLER_FIELDS) { if (f[k] === undefined) delete frame[k]; else frame[k] = f[k]; }
+    o.frame = frame; render(f.order_id, false);
+  }
   const flags = f.flags || [];
   if (f.priority !== o.frame.priority || (f.ack_by && f.ack_by !== o.frame.ack_by)
       || flags.length !== o.frame.flags.length || flags.some((x) => !o.frame.flags.includes(x))) {

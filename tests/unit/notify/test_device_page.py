@@ -266,3 +266,29 @@ def test_a_team_moved_from_the_police_to_a_security_company_no_longer_shows_call
     )
     assert dropped_now == [None, None]
     assert back == [None, None]
+
+
+@pytest.mark.parametrize("code", [1006, 1012])
+def test_a_police_order_sent_again_without_its_caller_is_no_longer_shown_with_it(
+        code: int) -> None:
+    # A roster import moved the team, keeping its id, from a police agency into a volunteer
+    # patrol. Before the socket's periodic re-check noticed (and closed it with 4409), the
+    # phone lost its signal (1006), or notify restarted (1012): the page connected again, its
+    # token now a volunteer's, and notify sent the order it holds again without the caller
+    # and description. The page kept the caller's name and number on the card for good:
+    # the new socket's re-check finds nothing changed, so no 4409 ever takes them off.
+    police = {**ORDER, "caller": {"name": "Wang", "phone": "+8613800000000"},
+              "description": "neighbours fighting"}
+    taken = {"type": "order_state", "order_id": "ord_2", "state": "acknowledged",
+             "answered": True, "response": "acknowledged"}
+    police_taken = {**police, "order_id": "ord_2", "incident_id": "inc_2"}
+    *_, shown = run_page(
+        f"{hello('t1')}; {deliver(police)}; {deliver(police_taken)}; {deliver(taken)}; "
+        "sentFrames()",
+        dropped(code),
+        f"{hello('t1')}; {deliver(ORDER)}; "
+        f"{deliver({**taken, 'order': {**ORDER, 'order_id': 'ord_2', 'incident_id': 'inc_2'}})}; "
+        "[...orders.values()].map((o) => [o.frame.order_id, o.frame.caller || null, "
+        "o.frame.description || null])",
+    )
+    assert shown == [["ord_1", None, None], ["ord_2", None, None]]
