@@ -313,9 +313,13 @@ class UnitPosition(Event):
 class DeviceRevoked(Event):
     """A device's token stops (`revoked`), or its member moved to another team
     (`team_changed`, `team_id` the new team; the token stays good): notify closes the
-    device's sockets at once, so it never gets another team's orders."""
+    device's sockets at once, so it never gets another team's orders. `agency_changed`:
+    the member's team stayed (`team_id`), but its agency's kind changed (the team moved
+    to an agency of another kind, or its agency's kind changed; the token stays good):
+    notify closes the sockets whose token was checked before it applied the event, so no
+    socket keeps reading orders as its member's former kind (a police order's caller)."""
 
     device_id: str
     member_id: str
     team_id: str | None = None
-    reason: Literal["revoked", "team_changed"] = "revoked"
+    reason: Literal["revoked", "team_changed", "agency_changed"] = "revoked"

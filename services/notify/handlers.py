@@ -47,6 +47,15 @@ def register(broker: RedisBroker, *, redis: Redis, orders: Orders, hub: Hub,
             log.info("device %s moved to team %s: sockets closing to reconnect",
                      event.device_id, event.team_id)
             return
+        if event.reason == "agency_changed":
+            # The team stayed and so do the channels: the sockets that decided by the old
+            # kind what the member may read (a police order's caller) reconnect.
+            applied_at = await store.kind_change_applied_at(redis, event.event_id)
+            await hub.publish_revoked(event.device_id, agency_changed=True,
+                                      team_id=event.team_id, checked_before=applied_at)
+            log.info("device %s: its agency's kind changed: sockets checked before closing "
+                     "to reconnect", event.device_id)
+            return
         await store.forget_device(redis, event.device_id)
         await hub.publish_revoked(event.device_id)
         log.info("device %s revoked: channels forgotten, sockets closing", event.device_id)

@@ -241,9 +241,10 @@ class Hub:
         self._attempts = store.AttemptLog(redis, ttl_s=ttl_s)
         self._attempt_writer: asyncio.Task[None] | None = None
         self.on_revoked: list[Any] = []  # callbacks(device_id), e.g. dropping cached tokens
-        # Devices revoked (None) or moved to a team (its id) in the last REVOKED_KEPT_S: a
+        # Devices revoked (None) or moved to a team (its id) in the last REVOKED_KEPT_S,
+        # and when the change was applied if it was of their agency's kind (else None): a
         # socket authenticated just before and attached just after is closed as well.
-        self._recent: dict[str, tuple[float, str | None]] = {}
+        self._recent: dict[str, tuple[float, str | None, float | None]] = {}
         # The last control message applied, by its id in store.CONTROL_LOG; once the
         # listener has resubscribed, the id from which it reads there what it missed.
         self._control_seen = "0-0"
@@ -318,7 +319,14 @@ class Hub:
         recent = self._recent.get(conn.device_id)
         if recent is None or time.monotonic() - recent[0] > REVOKED_KEPT_S:
             return False
-        if recent[1] is None:
+        if recent[2] is not None:
+            # Its agency's kind changed, its team not: a token checked after the change
+            # was applied says the new kind (the socket reconnected after it) and stays.
+            checked_at = conn.who.checked_at
+            if checked_at is not None and checked_at >= recent[2]:
+                return False
+            conn.close(CLOSE_TEAM_CHANGED, "the device's agency changed; reconnect")
+        elif recent[1] is None:
             conn.close(CLOSE_REVOKED, "device revoked")
         elif recent[1] != conn.team_id:
             conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
@@ -348,12 +356,20 @@ class Hub:
     # --- fan-out ------------------------------------------------------------------------------
 
     async def publish_revoked(self, device_id: str, *, team_changed: bool = False,
-                              team_id: str | None = None) -> int:
+                              agency_changed: bool = False, team_id: str | None = None,
+                              checked_before: float | None = None) -> int:
         """Tells every replica to close the device's sockets: revoked (4401: the token is
-        refused), or moved to another team, `team_id` (4409: it reconnects to it)."""
-        event = "team_changed" if team_changed else "revoked"
-        return await store.publish_control(
-            self._redis, {"event": event, "device_id": device_id, "team_id": team_id})
+        refused), moved to another team, `team_id` (4409: it reconnects to it), or its
+        agency's kind changed (4409, the sockets whose token was checked before
+        `checked_before`, when the change was applied)."""
+        event = ("team_changed" if team_changed else
+                 "agency_changed" if agency_changed else "revoked")
+        message: dict[str, Any] = {"event": event, "device_id": device_id, "team_id": team_id}
+        if agency_changed:
+            # a string: Redis's cjson, which adds the log's id, keeps 14 digits of a number
+            message["checked_before"] = repr(checked_before if checked_before is not None
+                                             else time.time())
+        return await store.publish_control(self._redis, message)
 
     async def _listen(self) -> None:
         backoff = 0.1
@@ -436,7 +452,7 @@ class Hub:
                 conn.offer(frame)
 
     def _on_control(self, data: dict[str, Any], *, replayed: bool) -> None:
-        if data.get("event") not in ("revoked", "team_changed"):
+        if data.get("event") not in ("revoked", "team_changed", "agency_changed"):
             return
         entry_id = data.get("id")  # None: from a replica that keeps no log
         if isinstance(entry_id, str):
@@ -448,12 +464,16 @@ class Hub:
         for callback in self.on_revoked:  # what this replica knew of it is stale
             callback(device_id)
         moved = data["event"] == "team_changed"
+        rekinded = data["event"] == "agency_changed"
         now = time.monotonic()
         self._recent = {d: r for d, r in self._recent.items() if now - r[0] <= REVOKED_KEPT_S}
         # a move whose new team is not said: any socket connecting now is stale
-        self._recent[device_id] = (now, (data.get("team_id") or "?") if moved else None)
-        # A socket already on the device's new team connected after the move: it stays, so
-        # a message applied twice (heard, and read from the log) closes nothing twice.
+        self._recent[device_id] = (
+            now, (data.get("team_id") or "?") if moved or rekinded else None,
+            float(data.get("checked_before") or "inf") if rekinded else None)
+        # A socket already on the device's new team connected after the move (or checked
+        # its token after the agency's change was applied): it stays, so a message applied
+        # twice (heard, and read from the log) closes nothing twice.
         closed = sum(self._close_if_revoked(conn)
                      for conn in list(self._by_device.get(device_id, ())))
         if closed:

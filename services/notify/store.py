@@ -1270,6 +1270,22 @@ async def move_device(redis: Redis, device_id: str, *, team_id: str,
             return bool(done)
 
 
+def _kind_change(event_id: str) -> str:
+    return f"notify:kind-change:{event_id}"
+
+
+async def kind_change_applied_at(redis: Redis, event_id: str) -> float:
+    """When notify first applied the agency change `event_id` (its wall clock, as
+    Principal.checked_at): a token checked since was answered with the new kind. The
+    first reading's time also for a redelivery or a replay, so a socket that reconnected
+    in between (its token saying the new kind) is not closed again. See move_device for
+    the clocks."""
+    key = _kind_change(event_id)
+    await redis.set(key, repr(time.time()), nx=True, ex=REVOKED_DEVICE_KEPT_S)
+    first = await redis.get(key)
+    return float(first) if first is not None else time.time()
+
+
 async def forget_device(redis: Redis, device_id: str) -> None:
     """A revoked device: its channels (push subscription, phone) go with it, for good."""
     team_id = cast(str | None, await redis.hget(_device(device_id), "team_id"))

@@ -294,9 +294,12 @@ async def test_a_socket_opened_while_redis_is_away_is_told_to_try_again(
 
 async def leaves_the_team(volunteers: Volunteers, broker: RedisBroker, member: Any,
                           reason: str) -> None:
-    """The member's device is revoked, or moved to team t2, as volunteers says it."""
+    """The member's device is revoked, moved to team t2, or its team t1 moved out of the
+    police, as volunteers says it."""
     if reason == "revoked":
         volunteers.revoke(member)
+    elif reason == "agency_changed":
+        volunteers.members[member.token] = dataclasses.replace(member, agency_kind="security")
     else:
         volunteers.members[member.token] = dataclasses.replace(member, team_id="t2")
     await broker.publish(DeviceRevoked(
@@ -305,7 +308,8 @@ async def leaves_the_team(volunteers: Volunteers, broker: RedisBroker, member: A
         stream=streams.DEVICE_REVOKED.name)
 
 
-@pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409)])
+@pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409),
+                                            ("agency_changed", 4409)])
 async def test_a_revocation_handled_while_the_socket_connects_still_closes_it(
         notify_factory: NotifyFactory, volunteers: Volunteers, broker: RedisBroker,
         monkeypatch: pytest.MonkeyPatch, reason: str, code: int) -> None:
@@ -329,7 +333,8 @@ async def test_a_revocation_handled_while_the_socket_connects_still_closes_it(
         assert closed.value.rcvd is not None and closed.value.rcvd.code == code
 
 
-@pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409)])
+@pytest.mark.parametrize(("reason", "code"), [("revoked", 4401), ("team_changed", 4409),
+                                            ("agency_changed", 4409)])
 async def test_a_revocation_told_while_the_fanout_listener_was_away_still_closes_the_socket(
         notify: str, volunteers: Volunteers, broker: RedisBroker, clean_redis: str,
         monkeypatch: pytest.MonkeyPatch, reason: str, code: int) -> None:
