@@ -78,6 +78,9 @@ STEP_ITEMS = 250
 # an award (store.points' `award`) for each member leaving its shift.
 TEAM_COMMANDS = 3
 AWARD_COMMANDS = 8
+# A team whose agency's kind changed: an XADD for each of its members' devices (a guess: a
+# team of a few members with a phone or two each; a larger step costs a little more).
+REKINDED_COMMANDS = 10
 LOCK_TTL_MS = 30_000  # renewed while its import runs; a crashed holder's runs out
 LOCK_WAIT_S = 30.0  # a city's import takes a few seconds
 STAGING_TTL_S = 3600  # a journal whose writer died before it was whole
@@ -96,12 +99,15 @@ class ImportResult:
 @dataclass(frozen=True, slots=True)
 class TeamChange:
     """What an import does to a team's state: `leaving` members leave its shift, `emptied`
-    (nobody left on its roster) ends it, `announce` (its profile changed) publishes it."""
+    (nobody left on its roster) ends it, `announce` (its profile changed) publishes it,
+    `rekinded` (its agency's kind changed: moved to an agency of another kind, or its
+    agency's kind changed) tells notify of each device of its members."""
 
     team_id: str
     leaving: tuple[str, ...] = ()
     emptied: bool = False
     announce: bool = False
+    rekinded: bool = False
 
 
 # --- the lock ----------------------------------------------------------------------------
@@ -325,6 +331,31 @@ async def _check_ground_claimed(redis: Redis, doc: RosterDoc) -> None:
     doc.raise_errors(errors)
 
 
+async def _rekinded_teams(redis: Redis, plan: ImportPlan) -> set[str]:
+    """The stored teams whose agency's kind the import changes (the team moved to an
+    agency of another kind, or its agency's kind changed), their ids kept: their members'
+    sockets at notify read orders as the old kind (a police order's caller)."""
+    agencies = [w for w in plan.writes if w.entity == "agencies"]
+    after = {w.id: w.record["kind"] for w in agencies}
+    before = {w.id: w.previous.get("kind", "") for w in agencies if w.previous}
+    moved = [(w.id, w.previous.get("agency_id", ""), w.record["agency_id"])
+             for w in plan.writes if w.entity == "teams" and w.previous
+             and w.previous.get("agency_id") != w.record["agency_id"]]
+    unread = sorted({a for _, old, new in moved for a in (old, new)} - set(after))
+    for agency_id, record in zip(unread, await read_hashes(
+            redis, [keys.agency(a) for a in unread]), strict=True):
+        before[agency_id] = after[agency_id] = record.get("kind", "")
+    rekinded_agencies = sorted(a for a in before if a in after and before[a] != after[a])
+    teams: set[str] = set().union(*await read_sets(
+        redis, [keys.agency_teams(a) for a in rekinded_agencies]))
+    for team_id, old, new in moved:  # its old agency's kind before, its new one's after
+        if before.get(old, "") != after.get(new, ""):
+            teams.add(team_id)
+        else:
+            teams.discard(team_id)
+    return teams
+
+
 async def _plan(redis: Redis, doc: RosterDoc
                 ) -> tuple[ImportPlan, list[TeamChange], tuple[tuple[str, str, str], ...]]:
     """Validate the document against what is stored (InvalidRoster); what it writes, what
@@ -358,8 +389,10 @@ async def _plan(redis: Redis, doc: RosterDoc
     rosters = await read_sets(redis, [keys.team_members(t) for t in left_teams])
     emptied = {t for t, roster in zip(left_teams, rosters, strict=True)
                if t not in arriving and not roster - set(leaving[t])}
-    changes = [TeamChange(t, tuple(leaving.get(t, ())), t in emptied, t in announce)
-               for t in sorted(announce | set(leaving))]
+    rekinded = await _rekinded_teams(redis, plan)
+    changes = [TeamChange(t, tuple(leaving.get(t, ())), t in emptied, t in announce,
+                          t in rekinded)
+               for t in sorted(announce | set(leaving) | rekinded)]
     return plan, changes, moved
 
 
@@ -405,9 +438,10 @@ def journal_steps(plan: ImportPlan, changes: Sequence[TeamChange], *, now: datet
     steps += [
         {"do": "teams", "district": plan.district, "now": now.isoformat(),
          "max_hours": max_patrol_hours, "ledger_ttl_s": ledger_ttl_s,
-         "teams": [[c.team_id, list(c.leaving), c.emptied, c.announce]
+         "teams": [[c.team_id, list(c.leaving), c.emptied, c.announce, c.rekinded]
                    for c in changes[run.start:run.stop]]}
-        for run in in_steps([TEAM_COMMANDS + AWARD_COMMANDS * len(c.leaving) for c in changes],
+        for run in in_steps([TEAM_COMMANDS + AWARD_COMMANDS * len(c.leaving)
+                             + (REKINDED_COMMANDS if c.rekinded else 0) for c in changes],
                             budget=STEP_COMMANDS, most=STEP_ITEMS)]
     return steps
 
@@ -536,9 +570,10 @@ return left
 
 async def _team_writes(redis: Redis, change: TeamChange, data: dict[str, str],
                        team: dict[str, str] | None, agency: dict[str, str] | None, *,
-                       now: datetime, max_hours: float, ledger_ttl_s: int
-                       ) -> tuple[list[Any], bool]:
-    """One team's part of `_SETTLE`'s arguments, and whether it announces the team."""
+                       now: datetime, max_hours: float, ledger_ttl_s: int,
+                       devices: Sequence[tuple[str, str]] = ()) -> tuple[list[Any], bool]:
+    """One team's part of `_SETTLE`'s arguments, and whether it announces the team;
+    `devices` (member, device) are told their agency's kind changed."""
     before = decode_state(data)
     state, ledger = leave(before, change.leaving, team=team, agency=agency, now=now,
                           max_hours=max_hours, emptied=change.emptied)
@@ -555,6 +590,13 @@ async def _team_writes(redis: Redis, change: TeamChange, data: dict[str, str],
             pipe.hincrby(keys.state(change.team_id), "seq", 1)
         if announce and team and agency:
             await publish_unit_status(pipe, team=team, agency=agency, state=state)
+        if team:
+            # with the team's new profile, so notify closes the sockets as dispatch hears
+            # the new kind; a device enrolled since the rows were written reads it already
+            for member_id, device_id in devices:
+                await queue_publish(pipe, streams.DEVICE_REVOKED, DeviceRevoked(
+                    district=team["district"], device_id=device_id, member_id=member_id,
+                    team_id=change.team_id, reason="agency_changed"))
         commands = queued_commands(pipe)
     words = commands_as_args(commands)
     for entry in ledger:
@@ -564,13 +606,27 @@ async def _team_writes(redis: Redis, change: TeamChange, data: dict[str, str],
             len(commands), len(ledger), *words], announce
 
 
+async def _members_devices(redis: Redis, team_ids: Sequence[str]
+                           ) -> dict[str, list[tuple[str, str]]]:
+    """Each team's (member, device) pairs, as stored now."""
+    rosters = await read_sets(redis, [keys.team_members(t) for t in team_ids])
+    members = [(t, m) for t, roster in zip(team_ids, rosters, strict=True)
+               for m in sorted(roster)]
+    found: dict[str, list[tuple[str, str]]] = {}
+    for (team_id, member_id), devices in zip(members, await read_sets(
+            redis, [keys.member_devices(m) for _, m in members]), strict=True):
+        found.setdefault(team_id, []).extend((member_id, d) for d in sorted(devices))
+    return found
+
+
 async def _settle_teams(redis: Redis, token: str, step: dict[str, Any], raw: str) -> int:
     """A step of teams: moved members leave their old teams' shifts (patrol points so far
     paid; a shift left with nobody and no order ends), and each team whose profile or
     visible state changed is announced (UnitStatus) with the state it has now. Returns how
     many were announced."""
-    pending = [TeamChange(t, tuple(leaving), emptied, announce)
-               for t, leaving, emptied, announce in step["teams"]]
+    # (a journal written before `rekinded` was has four fields a team)
+    pending = [TeamChange(t, tuple(leaving), emptied, announce, bool(rekinded and rekinded[0]))
+               for t, leaving, emptied, announce, *rekinded in step["teams"]]
     now = datetime.fromisoformat(step["now"])
     announced = 0
     for attempt in range(ATTEMPTS):
@@ -579,13 +635,14 @@ async def _settle_teams(redis: Redis, token: str, step: dict[str, Any], raw: str
         agency_ids = sorted({p["agency_id"] for p in profiles if p})
         agencies = dict(zip(agency_ids, await read_hashes(
             redis, [keys.agency(a) for a in agency_ids]), strict=True))
+        devices = await _members_devices(redis, [c.team_id for c in pending if c.rekinded])
         args: list[Any] = [token, raw, len(pending)]
         announces: list[bool] = []
         for change, data, profile in zip(pending, states, profiles, strict=True):
             agency = (agencies.get(profile["agency_id"]) or None) if profile else None
             words, announce = await _team_writes(
                 redis, change, data, profile or None, agency, now=now, max_hours=step["max_hours"],
-                ledger_ttl_s=step["ledger_ttl_s"])
+                ledger_ttl_s=step["ledger_ttl_s"], devices=devices.get(change.team_id, ()))
             args += words
             announces.append(announce)
         left = await run_script(redis, _SETTLE, [keys.import_lock(), keys.import_journal()],

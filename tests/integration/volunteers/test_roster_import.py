@@ -450,3 +450,61 @@ async def test_the_districts_are_those_whose_roster_was_imported(volunteers: Vol
     assert refused.status_code == 422, refused.text
     r = await client.get("/v1/districts", headers=ADMIN)
     assert r.json() == {"districts": ["Chaoyang", "d1"]}, r.text
+
+
+async def test_a_team_whose_agency_kind_changes_tells_notify_of_each_of_its_devices(
+    volunteers: Volunteers,
+) -> None:
+    # The team keeps its id and its members theirs: only its agency's kind changes. notify
+    # decided at each socket's connect what its member may read (a police order's caller),
+    # and hears of it only by device.revoked (agency_changed); else not until the socket's
+    # token re-check, 300 s later.
+    await volunteers.import_district()
+    client = volunteers.client
+
+    async def device_of(member_id: str) -> str:
+        tokens[member_id] = await volunteers.enrol(member_id)
+        r = await client.get("/v1/devices/introspect", headers=tokens[member_id])
+        return str(r.json()["device_id"])
+
+    tokens: dict[str, dict[str, str]] = {}
+    officer, guard, wang = (await device_of("m-officer"), await device_of("m-guard"),
+                            await device_of("m-wang"))
+
+    async def told() -> set[tuple[str, str, str, str | None]]:
+        return {(e.reason, e.device_id, e.member_id, e.team_id)
+                for e in await volunteers.events("device.revoked", DeviceRevoked)}
+
+    # the police patrol t-patrol moved into the guard company
+    doc = copy.deepcopy(DISTRICT)
+    patrol = next(t for t in doc["teams"] if t["id"] == "t-patrol")
+    patrol["agency_id"] = "s-co"
+    li = next(m for m in doc["members"] if m["id"] == "m-officer")
+    li.update(agency_id="s-co", role="guard")
+    await volunteers.import_district(doc)
+    assert await told() == {("agency_changed", officer, "m-officer", "t-patrol")}
+    r = await client.get("/v1/devices/introspect", headers=tokens["m-officer"])
+    assert (r.json()["team_id"], r.json()["agency_kind"]) == ("t-patrol", "security")
+
+    # the same roster again, and a team moved to another agency of its kind: nothing
+    await volunteers.import_district(doc)
+    doc["agencies"].append({"id": "v-blue", "name": "Blue riders", "kind": "volunteer"})
+    next(t for t in doc["teams"] if t["id"] == "t-vol")["agency_id"] = "v-blue"
+    for member in doc["members"]:
+        if member["team_id"] == "t-vol":
+            member["agency_id"] = "v-blue"
+    await volunteers.import_district(doc)
+    assert len(await volunteers.events("device.revoked", DeviceRevoked)) == 1
+
+    # the guard company itself becomes a volunteer agency: each device of its two teams
+    company = next(a for a in doc["agencies"] if a["id"] == "s-co")
+    company["kind"] = "volunteer"
+    for member in doc["members"]:
+        if member["agency_id"] == "s-co":
+            member["role"] = "volunteer"
+    await volunteers.import_district(doc)
+    assert await told() == {("agency_changed", officer, "m-officer", "t-patrol"),
+                            ("agency_changed", guard, "m-guard", "t-guards")}
+    assert len(await volunteers.events("device.revoked", DeviceRevoked)) == 3
+    assert wang not in {e.device_id for e in
+                        await volunteers.events("device.revoked", DeviceRevoked)}
