@@ -444,10 +444,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 @dataclass(frozen=True, slots=True)
 class Filing:
     """How the station's filing of a handed-over incident stands: the one hand-over order
-    that counts (filing_of), its due time, and when it was filed (the order resolved) or
-    whether it is still owed (the order live) or was ended by the command room's close."""
+    that counts (filing_of; None when no station order was ever made), its due time, and
+    when it was filed (the order resolved) or whether it is still owed or was ended by the
+    command room's close."""
 
-    order_id: str
+    order_id: str | None
     due: datetime
     filed_at: datetime | None = None
     owed: bool = False
@@ -468,14 +469,17 @@ class Filing:
         return self.closed_at is not None and self.closed_at > self.due
 
 
-def filing_of(orders: Iterable[dict[str, str]], *,
-              closed_at: datetime | None = None) -> Filing | None:
+def filing_of(orders: Iterable[dict[str, str]], *, closed_at: datetime | None = None,
+              handed_over: bool = False, due: datetime | None = None) -> Filing | None:
     """The incident's filing, judged on one of its hand-over orders: the one its station
-    resolved (filed), else the live one, else, when the command room closed the incident
-    (`closed_at`; the close withdraws the live order), the newest withdrawn one. An order a
-    station team declined, that timed out or that was taken back stays out: another of the
-    station's orders carries the filing. None when no order counts (none made yet, or all
-    declined)."""
+    resolved (filed), else the live one. Else no station team has it now (every order
+    declined, handed over again or taken off; or none made: nobody of the station was on
+    shift) and the filing is still owed while the incident is `handed_over`, or was ended
+    by the command room's close (`closed_at`): judged on the newest hand-over order (a
+    colleague given it gets what is left of its due), or with none, on the hand-over itself
+    (order_id None), due at `due` (the hand-over's: the day its station's first order would
+    have had). An order declined, timed out or taken back while another carries the filing
+    stays out. None when nothing is owed (resolved by another way) or no due is known."""
     handovers = [o for o in orders if o.get("kind") == "handover" and o.get("filing_due")]
     filed = next((o for o in handovers if o.get("state") == "resolved"), None)
     if filed is not None:
@@ -486,8 +490,15 @@ def filing_of(orders: Iterable[dict[str, str]], *,
     if live is not None:
         return Filing(order_id=live["order_id"], due=datetime.fromisoformat(live["filing_due"]),
                       owed=True)
-    withdrawn = next((o for o in reversed(handovers) if o.get("state") == "withdrawn"), None)
-    if withdrawn is not None and closed_at is not None:
-        return Filing(order_id=withdrawn["order_id"],
-                      due=datetime.fromisoformat(withdrawn["filing_due"]), closed_at=closed_at)
-    return None
+    if not handed_over and closed_at is None:
+        return None
+    last = handovers[-1] if handovers else None
+    if last is not None:
+        order_id: str | None = last["order_id"]
+        due = datetime.fromisoformat(last["filing_due"])
+    elif due is not None:
+        order_id = None
+    else:
+        return None
+    return Filing(order_id=order_id, due=due, owed=handed_over and closed_at is None,
+                  closed_at=closed_at)

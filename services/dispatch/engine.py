@@ -1914,8 +1914,12 @@ class Dispatcher:
             store.queue_incident_fields(pipe, incident_id, {"handed_over_at": now.isoformat(),
                                                             "handover_note": entry.note or ""})
             if not inc.get("handed_over_at"):  # a station team's own hand-over keeps the first
+                # the filing's due while no station order carries it (nobody on shift, all
+                # declined): the day the station's first order has (_station_order)
                 store.queue_incident_fields(pipe, incident_id, {
-                    "handled_by_force": _sent_as(order)})
+                    "handled_by_force": _sent_as(order),
+                    "filing_due": (now + timedelta(
+                        hours=self.policy.handover_filing_h)).isoformat()})
             store.queue_handed_over(pipe, incident_id, now)
 
         if not again:

@@ -45,26 +45,39 @@ TIMER_KINDS = ("followup", "handover")
 
 
 def overdue_filings(inc: dict[str, str], orders: list[dict[str, str]], now: datetime) -> list[str]:
-    """The incident's hand-over order whose filing went past its due (受立案超期: filed late,
-    still unfiled after it, or closed by the command room after it; domain.filing_of):
-    none or one. An archived incident's, as stored when it was archived; an earlier version
-    stored there the orders then unfiled past their due (a declined one among them, a late
-    filing not)."""
+    """The incident's hand-over whose filing went past its due (受立案超期: filed late, still
+    unfiled after it, or closed by the command room after it; domain.filing_of): none or
+    one, named by the order the filing is judged on, or by the incident's own id when no
+    station order was ever made (nobody of the station on shift since the hand-over). An
+    archived incident's, as stored when it was archived; an earlier version stored there
+    the orders then unfiled past their due (a declined one among them, a late filing not)."""
     if not inc.get("handed_over_at"):
         return []
     if inc.get("archived_at"):  # its orders are gone: as they stood when it was archived
         return list(json.loads(inc.get("filings_overdue") or "[]"))
-    filing = domain.filing_of(orders, closed_at=_time(inc.get("closed_at")))
-    return [filing.order_id] if filing is not None and filing.went_overdue(now) else []
+    filing = _filing(inc, orders)
+    return [filing.order_id or inc["incident_id"]] if filing is not None and filing.went_overdue(
+        now) else []
 
 
 def unfiled_filings(inc: dict[str, str], orders: list[dict[str, str]], now: datetime) -> list[str]:
-    """The incident's hand-over order its station still owes past the due: the inspector's
-    work list. None once archived (an archived incident has no live order)."""
+    """The incident's hand-over its station still owes past the due, named as
+    overdue_filings names it: the inspector's work list. None once archived (an archived
+    incident has no live order)."""
     if not inc.get("handed_over_at") or inc.get("archived_at"):
         return []
-    filing = domain.filing_of(orders, closed_at=_time(inc.get("closed_at")))
-    return [filing.order_id] if filing is not None and filing.overdue(now) else []
+    filing = _filing(inc, orders)
+    return [filing.order_id or inc["incident_id"]] if filing is not None and filing.overdue(
+        now) else []
+
+
+def _filing(inc: dict[str, str], orders: list[dict[str, str]]) -> domain.Filing | None:
+    """domain.filing_of for a handed-over incident: owed while it is still handed over, due
+    by the hand-over's own `filing_due` while no station order carries it (kept since this
+    version: a hand-over made before that has none, and is judged on its orders alone)."""
+    return domain.filing_of(orders, closed_at=_time(inc.get("closed_at")),
+                            handed_over=inc.get("status") == "handed_over",
+                            due=_time(inc.get("filing_due")))
 
 
 def _time(value: str | None) -> datetime | None:

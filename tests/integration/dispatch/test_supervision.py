@@ -467,3 +467,102 @@ async def test_a_callers_reference_finds_its_incidents_whenever_they_were_report
         ("inc-new", ref, "sys-110"), ("inc-old", ref, "sys-110")]  # the newest first
     r = await console.get("/v1/incidents", headers=ADMIN, params={"ref": ref})
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
+
+
+def hours_pass(url: str, incident_id: str, hours: float) -> None:
+    """`hours` pass for the incident: every time stored on it and on its orders is moved that
+    far back (handed over, due, reported, closed), as if it all happened `hours` earlier."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        keys = [store.incident_key(incident_id),
+                *(store.order_key(o) for o in client.lrange(store.orders_key(incident_id), 0, -1))]
+        for key in keys:
+            moved: dict[str, str] = {}
+            for name, value in client.hgetall(key).items():
+                try:
+                    at = datetime.fromisoformat(value)
+                except ValueError:
+                    continue
+                if at.tzinfo is not None:
+                    moved[name] = (at - timedelta(hours=hours)).isoformat()
+            if moved:
+                client.hset(key, mapping=moved)
+    finally:
+        client.close()
+
+
+async def filings_of_the_week(client: httpx.AsyncClient) -> tuple[int, int]:
+    """filings() of the incidents reported in the last week (the tests' hand-overs are made
+    a day or more ago)."""
+    r = await client.get("/v1/kpis", headers=ADMIN,
+                         params={"district": DISTRICT, "since": ago(days=7)})
+    assert r.status_code == 200, r.text
+    return r.json()["filings_overdue"], r.json()["filings_overdue_unfiled"]
+
+
+async def test_a_hand_over_no_station_team_was_ever_on_shift_for_goes_overdue_a_day_after_it(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The guard hands the case over; the station has nobody on shift, so no station order
+    is made (tried again every 15 min). The station owed the filing from the hand-over (its
+    order, once made, is due a day after it): 30 h later the inspector's list has it, and
+    the KPIs count it overdue and unfiled. Before, with no order to judge it on, it was in
+    neither however long nobody came."""
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher, station_team=False)
+    assert [o.kind for o in orders] == ["dispatch"]
+    async with board(url) as client:
+        assert await overdue_on_board(client) == []  # due in 24 h
+        assert await filings_of_the_week(client) == (0, 0)
+        hours_pass(url, incident_id, 23)
+        assert await overdue_on_board(client) == []
+        hours_pass(url, incident_id, 7)  # 30 h after the hand-over
+        assert await overdue_on_board(client) == [incident_id]
+        assert await filings_of_the_week(client) == (1, 1)
+
+
+async def test_a_hand_over_every_station_team_declined_goes_overdue_a_day_after_it(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """The station's only team on shift declines the hand-over: no order of the station is
+    live (the board flagged, tried again every 15 min). The filing is still owed: past the
+    due the declined order carried, the inspector's list names it and the KPIs count it."""
+    url = clean_redis
+    incident_id, orders = await hand_over(url, publisher)
+    async with dispatch_with_teams(url, publisher, {"station-car": ("police", 22.8300)}):
+        await decline(publisher, orders[-1], "busy filing another case")
+        await poll_until(lambda: handover_orders(url, incident_id) == [
+            ("station-car", "declined")], "the hand-over declined")
+        await poll_until(lambda: store_incident(url, incident_id).get("flagged") == "1",
+                         "the board's flag")
+    async with board(url) as client:
+        assert await overdue_on_board(client) == []
+        hours_pass(url, incident_id, 30)
+        [row] = await problems(client, "filing_overdue")
+        assert (row["incident_id"], row["filings_overdue"]) == (incident_id,
+                                                                [orders[-1].order_id])
+        assert await filings_of_the_week(client) == (1, 1)
+
+
+@pytest.mark.parametrize("closed_after_h", [2, 30])
+async def test_a_hand_over_closed_before_any_station_order_counts_overdue_if_closed_late(
+        clean_redis: str, publisher: RedisBroker, closed_after_h: float) -> None:
+    """No station team was ever on shift for the hand-over, and the command room closes the
+    case: within the station's 24 h it owes nothing; 30 h after the hand-over, the filing
+    went overdue (the KPIs count it, as a case closed after its order's due), though it is
+    no work left for the inspector's list."""
+    url = clean_redis
+    incident_id, _ = await hand_over(url, publisher, station_team=False)
+    async with board(url) as client:
+        hours_pass(url, incident_id, closed_after_h)
+        r = await client.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+        assert r.status_code == 200, r.text
+        hours_pass(url, incident_id, 40 - closed_after_h)  # looked at 40 h after the hand-over
+        assert await overdue_on_board(client) == []
+        assert await filings_of_the_week(client) == ((1, 0) if closed_after_h > 24 else (0, 0))
+
+
+def store_incident(url: str, incident_id: str) -> dict[str, str]:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hgetall(store.incident_key(incident_id))
+    finally:
+        client.close()

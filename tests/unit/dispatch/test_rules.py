@@ -664,10 +664,40 @@ def test_a_close_before_the_due_owes_nothing_and_one_after_it_went_overdue() -> 
     assert filing_of(orders) is None
 
 
-def test_no_order_counts_when_every_station_team_declined() -> None:
-    assert filing_of([handover_order("o1", "declined"), handover_order("o2", "declined")],
-                     closed_at=DUE + timedelta(days=1)) is None
+def test_a_hand_over_no_station_team_has_is_still_owed_by_its_newest_order() -> None:
+    # every team of the station declined (none on shift to hand it on to): still handed
+    # over, the filing is owed by the due the station's orders carried
+    declined = [handover_order("o1", "declined"), handover_order("o2", "declined")]
+    owed = filing_of(declined, handed_over=True)
+    assert owed is not None and owed.order_id == "o2" and owed.owed
+    assert not owed.overdue(DUE) and owed.overdue(DUE + timedelta(seconds=1))
+    assert owed.went_overdue(DUE + timedelta(seconds=1))
+    # closed by the command room a day after that due: it went overdue, nothing is owed
+    closed = filing_of(declined, closed_at=DUE + timedelta(days=1))
+    assert closed is not None and closed.went_overdue(DUE + timedelta(days=2))
+    assert not closed.overdue(DUE + timedelta(days=2))
+    # a station order of another kind than a hand-over's is none of it
     assert filing_of([{"order_id": "o0", "kind": "dispatch", "state": "resolved"}]) is None
+
+
+def test_a_hand_over_no_station_order_was_made_for_is_due_by_the_hand_over() -> None:
+    # nobody of the station ever on shift: judged on the hand-over itself, due a day after
+    handed = [{"order_id": "o0", "kind": "dispatch", "state": "handover"}]
+    owed = filing_of(handed, handed_over=True, due=DUE)
+    assert owed is not None and owed.order_id is None and owed.overdue(DUE + timedelta(hours=6))
+    closed = filing_of(handed, closed_at=DUE + timedelta(hours=6), due=DUE)
+    assert closed is not None and closed.went_overdue(DUE + timedelta(days=2))
+    assert not closed.overdue(DUE + timedelta(days=2))
+    in_time = filing_of(handed, closed_at=DUE - timedelta(hours=6), due=DUE)
+    assert in_time is not None and not in_time.went_overdue(DUE + timedelta(days=2))
+    # a hand-over of an earlier version, which kept no due of its own: nothing to judge
+    assert filing_of(handed, handed_over=True) is None
+    # named by the incident on the inspector's list and in the KPIs
+    inc = {"incident_id": "inc1", "status": "handed_over", "handed_over_at": DUE.isoformat(),
+           "filing_due": DUE.isoformat()}
+    later = DUE + timedelta(hours=6)
+    assert records.unfiled_filings(inc, handed, later) == ["inc1"]
+    assert records.overdue_filings(inc, handed, later) == ["inc1"]
 
 
 def test_an_archived_hand_over_reads_its_filing_as_stored() -> None:
