@@ -141,7 +141,8 @@ KPIS_DESCRIPTION = (
     "local week (Monday to Sunday, `week` its Monday), every week the period touches, the "
     "first and last counting only their part within the period; `by_zone`: by the "
     "owning station's zone (`(none)`: outside every zone of the district; `(unknown)`: "
-    "reported while the zones could not be loaded and over before they came back). "
+    "reported while the zones could not be loaded, and over before they came back or "
+    "still not placed when dispatch stopped looking, 10 min after it). "
     "`compare=previous_year` adds `previous_year`: the same period a year earlier, its "
     "`incidents` and `by_category`.")
 

@@ -2039,7 +2039,7 @@ class Dispatcher:
         incident_id = inc["incident_id"]
         fields = {"zone_id": zone.zone_id if zone else "",
                   "station_agency_id": zone.owner_agency_id if zone else "",
-                  "zone_pending": ""}
+                  "zone_pending": "", "zone_unknown": ""}
 
         async def known(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, fields)
@@ -2084,11 +2084,14 @@ class Dispatcher:
     async def _place_unknown(self, state: store.IncidentState, *, waited: bool) -> None:
         """ZONE_WAIT passed and the zones are still away: the incident stops waiting for
         them, flagged when it waited for its station (any station's team may go now), and
-        then in the queue of waiting incidents, as _place_known puts it."""
+        then in the queue of waiting incidents, as _place_known puts it; marked as never
+        placed (`zone_unknown`)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
-        fields = {"zone_pending": ""}
+        # `zone_unknown`: its zone never known, which the review by place says as such
+        # (review.zone_of), not as a place outside every zone
+        fields = {"zone_pending": "", "zone_unknown": "1"}
         if waited:
             fields["misses"] = self._flag(inc)
 

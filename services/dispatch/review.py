@@ -31,7 +31,8 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)  # 9998 to its end
 NO_ZONE = "(none)"  # an incident outside every zone the district knows
 # An incident whose zone was never known: reported while the district's zones could not be
-# loaded (volunteers away), and over before they came back (dispatch looks no further then).
+# loaded (volunteers away), and over before they came back (dispatch looks no further then),
+# or still away after the engine's ZONE_WAIT, when it stopped looking (`zone_unknown`).
 UNKNOWN_ZONE = "(unknown)"
 # H3 resolutions a heat map may ask for: 6 (~36 km² a cell, a whole district in a few) to
 # 10 (~0.015 km², a street corner). 8 (~0.74 km², a few blocks) is a patrol's beat.
@@ -141,10 +142,12 @@ def routing_timeout_incidents(incidents: Iterable[Mapping[str, str]]) -> int:
 def zone_of(inc: Mapping[str, str]) -> str:
     """The incident's zone as the review names it: its own, NO_ZONE where the district's
     zones were looked at and none holds the place, UNKNOWN_ZONE where they could not be
-    (its zone still pending): not knowing the zone is no place outside every zone."""
+    (its zone still pending, or given up on: `zone_unknown`): not knowing the zone is no
+    place outside every zone."""
     if inc.get("zone_id"):
         return inc["zone_id"]
-    return UNKNOWN_ZONE if inc.get("zone_pending") == "1" else NO_ZONE
+    unknown = inc.get("zone_pending") == "1" or inc.get("zone_unknown") == "1"
+    return UNKNOWN_ZONE if unknown else NO_ZONE
 
 
 def by_zone(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:

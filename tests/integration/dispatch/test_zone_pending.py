@@ -230,3 +230,24 @@ async def test_a_handover_made_while_the_zones_are_away_reaches_the_station_once
     assert station == ["station-car"]
     fields = incident_fields(clean_redis, incident_id)
     assert (fields["station_agency_id"], fields["zone_pending"]) == ("ag-police", "")
+
+
+async def test_a_zone_given_up_on_is_unknown_to_the_review_not_outside_every_zone(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The zones stay away for ZONE_WAIT (made 0 here): dispatch stops looking for the
+    # dispute's zone, with a note. The review by place counts it as (unknown), not as
+    # (none), a place outside every zone (辖区外): nobody ever knew where it belonged.
+    from .test_supervision import board, kpis
+
+    monkeypatch.setattr(engine_module, "ZONE_WAIT", engine_module.timedelta(seconds=0))
+    async with dispatch_with_teams(clean_redis, publisher, {"guard": ("security", 22.8171)},
+                                   timer_lease_s=0.5):
+        incident_id = await report(publisher, "dispute", priority="P3")
+        await poll_until(lambda: orders_for(clean_redis, incident_id), "the order")
+        fire_now(clean_redis, incident_id)
+        await poll_until(lambda: incident_fields(clean_redis, incident_id)["zone_pending"] == "",
+                         "the zone given up on")
+    assert any(kind == "note" and detail.startswith("zone unknown: ")
+               for kind, detail, _ in kinds_and_details(clean_redis, incident_id))
+    async with board(clean_redis) as client:
+        assert (await kpis(client))["by_zone"] == {"(unknown)": 1}

@@ -52,6 +52,9 @@ def test_zones_the_busiest_first_and_incidents_outside_every_zone_counted_apart(
     zones = review.by_zone([incident(at, zone="", zone_pending="1"), incident(at, zone=""),
                             incident(at, zone="z1", zone_pending="1")])
     assert zones == {review.UNKNOWN_ZONE: 1, review.NO_ZONE: 1, "z1": 1}
+    # given up on after the engine's ZONE_WAIT (no longer pending): unknown all the same
+    zones = review.by_zone([incident(at, zone="", zone_pending="", zone_unknown="1")])
+    assert zones == {review.UNKNOWN_ZONE: 1}
 
 
 def test_resolved_on_site_by_force_leaves_out_hand_overs_and_the_unfinished() -> None:
