@@ -47,9 +47,10 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     lat, lon = float(inc["lat"]), float(inc["lon"])
     live = [o for o in orders if o.get("state") in domain.LIVE_ORDER_STATES]
     on_it = {o["team_id"] for o in live}
-    # the kinds on the scene: a station's filing or visit puts nobody there
-    on_scene = [o.get("agency_kind", "") for o in live
-                if o.get("kind") not in domain.STATION_KINDS]
+    # the kinds on the scene, as dispatch counts them (a team moved into a volunteer
+    # agency since its order counts as volunteers): a station's filing or visit puts
+    # nobody there
+    on_scene = [domain.counted_as(o) for o in live if o.get("kind") not in domain.STATION_KINDS]
     keyed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for unit, open_order in units:
         if unit.team_id in on_it or not unit.on_shift or unit.status == "off_duty":

@@ -7,7 +7,7 @@ Plain functions over plain values: no Redis, FastStream or HTTP here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -301,6 +301,16 @@ def sent_as(agency_kind: str, agency_role: str | None) -> str:
     """How a team is named in a category's list and in `already`: `kind` or `kind:role`
     (`police:patrol`, `police:station`, `security`, `volunteer`)."""
     return f"{agency_kind}:{agency_role}" if agency_role else agency_kind
+
+
+def counted_as(order: Mapping[str, str]) -> str:
+    """What an order's team counts as among the incident's units (`kind` or `kind:role`):
+    as sent, unless a roster import has moved it into a volunteer agency since
+    (`moved_to_volunteers`, marked by the engine's on_moved_team_order_due): an escort so
+    moved no longer keeps volunteers company."""
+    if order.get("moved_to_volunteers") == "1":
+        return "volunteer"
+    return sent_as(order.get("agency_kind", ""), order.get("agency_role") or None)
 
 
 def _sent(value: str) -> tuple[str, str | None]:

@@ -180,11 +180,7 @@ def _sent_as(order: dict[str, str]) -> str:
     return domain.sent_as(order["agency_kind"], order.get("agency_role"))
 
 
-def _counted_as(order: dict[str, str]) -> str:
-    """What the order's team counts as among the incident's units: as sent, unless a roster
-    import has moved it into a volunteer agency since (`moved_to_volunteers`, set by
-    on_moved_team_order_due): an escort so moved no longer keeps volunteers company."""
-    return "volunteer" if order.get("moved_to_volunteers") == "1" else _sent_as(order)
+_counted_as = domain.counted_as  # the by-hand list (by_hand.py) counts the same way
 
 
 def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[str]]:

@@ -259,3 +259,21 @@ async def test_a_team_moved_into_volunteers_as_its_order_is_written_is_judged_to
     third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
                              and orders_for(dispatch, incident_id)[2], "another security team")
     assert third.team_id == "guards-2"
+
+
+async def test_the_by_hand_list_warns_that_volunteers_would_be_alone_once_the_escort_moved(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The escort moved into a volunteer agency counts as volunteers (nobody free to replace
+    # it: the P1 flagged). The command room looks for a team to send by hand: another
+    # first-aid volunteer team is marked as volunteers alone on a P1, as dispatch counts the
+    # teams on it (it read the escort as sent, security, and warned of nothing).
+    url = clean_redis
+    incident_id, _ = await a_collapse(url, publisher,
+                                      {**FIRST_AID, "aunties-2": ("volunteer", 22.8250)})
+    await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: incident(url, incident_id)["flagged"] == "1",
+                     "the volunteers alone on the P1 flagged")
+    r = await console.get(f"/v1/incidents/{incident_id}/teams", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    rows = {row["team_id"]: row for row in r.json()["teams"]}
+    assert rows["aunties-2"]["warnings"] == ["volunteers_alone_on_p1"]
