@@ -1520,9 +1520,10 @@ class Dispatcher:
         order and the incident stay where they are (a close stands), but what the team did
         is on the timeline and in the KPIs: the incident's first acknowledgement and first
         arrival are the earliest the team gave (else the time to acknowledge and response
-        time count a later answer's time), and a resolution given before the command room
-        closed the incident counts as resolved on site. None (ignored, as before) when it
-        changes nothing: a step already known as early."""
+        time count a later answer's time), a resolution given before the command room
+        closed the incident counts as resolved on site, and a hand-over so given as handed
+        over (by its team's force; the station is sent nothing for a closed case). None
+        (ignored, as before) when it changes nothing: a step already known as early."""
         inc = state.incident
         assert inc is not None
         at = event.occurred_at
@@ -1536,6 +1537,11 @@ class Dispatcher:
             fields.update(resolved_at=at.isoformat(), resolved_by_force=_sent_as(order))
             if not inc.get("handed_over_at"):
                 fields["handled_by_force"] = _sent_as(order)
+        if (new_state == "handover" and inc["status"] == "closed"
+                and not inc.get("handed_over_at") and not inc.get("resolved_at")):
+            # handed over, as the KPIs count it (its force too); the close stands: no station
+            # order, nor a filing owed (it has no due: domain.filing_of judges none)
+            fields.update(handed_over_at=at.isoformat(), handled_by_force=_sent_as(order))
         step_at = f"{new_state}_at"
         # known, but from a later answer (a call for backup that acknowledged the order)
         sooner = bool(order.get(step_at)) and at < datetime.fromisoformat(order[step_at])

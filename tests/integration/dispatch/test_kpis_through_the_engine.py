@@ -89,6 +89,38 @@ async def test_a_resolution_given_before_the_command_room_closed_counts_as_resol
         assert said == ["resolved"]
 
 
+async def test_a_hand_over_given_before_the_command_room_closed_counts_as_handed_over(
+        clean_redis: str) -> None:
+    # The team hands the case over; the command room, not seeing that yet, closes it, and
+    # dispatch handles the close first. The team did hand it over: the KPIs count it among
+    # the hand-overs and the force that handled it, as a resolution read so is counted
+    # resolved on site (it was in neither, and the street patrol's on-site share counted
+    # only the resolutions read late). The close stands: no station order, nothing owed.
+    async with probes.running("dispatch", clean_redis) as svc:
+        team, incident_id, order_id = await probes.assigned_in_dispatch(svc, "ch")
+        handed = answer(order_id, incident_id, team, "handover", utcnow())
+        r = await svc.client.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+        assert r.status_code in (200, 202, 204), r.text
+        for _ in range(2):  # delivered twice: counted once
+            await svc.publish(streams.ORDER_RESPONDED, handed)
+        await poll_until(lambda: svc.drained(streams.ORDER_RESPONDED.name), "answer handled")
+        inc = await stored(svc, incident_id)
+        assert inc["status"] == "closed"  # the command room's close stands
+        k = await kpis(svc)
+        assert (k["handed_over"], k["resolved_on_site"], k["resolved_on_site_share"]) == (
+            1, 0, 0.0)
+        assert k["handled_by_force"]["police:patrol"]["handed_over"] == 1
+        assert (k["filings_overdue"], k["filings_overdue_unfiled"]) == (0, 0)
+        r = await svc.client.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+        view = r.json()
+        assert [e["detail"] for e in view["timeline"] if e["kind"] == "response"] == [
+            "handover"]
+        assert [o["kind"] for o in view["orders"]] == ["dispatch"]  # no station order
+        r = await svc.client.get("/v1/incidents", headers=ADMIN,
+                                 params={"problem": "filing_overdue"})
+        assert r.json()["incidents"] == []
+
+
 async def test_a_resolution_given_after_the_close_is_not_counted(clean_redis: str) -> None:
     async with probes.running("dispatch", clean_redis) as svc:
         team, incident_id, order_id = await probes.assigned_in_dispatch(svc, "ca")
