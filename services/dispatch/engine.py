@@ -2864,16 +2864,23 @@ class Dispatcher:
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
 
     async def on_moved_team_order_due(self, order_id: str) -> datetime | None:
-        """A team's order (sent to it as police or security) after a roster import moved the
-        team into a volunteer agency: on an incident whose flags bar volunteers (a weapon) it
-        is taken back, as the command room's revision adding the flag takes volunteers off,
-        with a timeline entry saying why, and the incident gets the units it wants (a backup
-        taken off, another backup for the team that asked). Elsewhere the team goes on (the
-        same people on their way), counted as volunteers from now on (_counted_as): a P1's
-        escort so moved leaves volunteers alone there, which the timeline says, and another
-        escort is sought (or, nobody free, the incident flagged and waiting for one). Nothing
-        once the order ended; a team moved back out of volunteers since is counted as its
-        kind again (_moved_back). A firing made again after a failure finds the order
+        """A team's order after a roster import moved the team to another kind or role than
+        the order was sent to it as (or last judged as). It is taken back, as the command
+        room's revision adding a weapon flag takes volunteers off, with a timeline entry
+        saying why, and the incident gets the units it wants (a backup taken off, another
+        backup for the team that asked): from an incident whose flags bar volunteers (a
+        weapon), a team now of a volunteer agency; and an order dispatch sent for the
+        incident's category whose category does not list the team's new kind or role
+        (DESIGN's "who may answer": an e-bike theft, a police case, is no security
+        company's; a fight no volunteers'), but not one the command room sent by hand (it
+        may send any kind, knowingly) nor a P1's escort (sent whatever the category).
+        Elsewhere the team goes on (the same people on their way), counted as volunteers
+        while of a volunteer agency (_counted_as): a P1's escort so moved leaves volunteers
+        alone there, which the timeline says, and another escort is sought (or, nobody
+        free, the incident flagged and waiting for one); one moved back out of volunteers
+        counts as its kind again (_moved_back). The kind judged is kept on the order
+        (`judged_as`): the team's next statuses set no timer (store.save_unit_status).
+        Nothing once the order ended. A firing made again after a failure finds the order
         withdrawn (or marked) and finishes the refill. While the team's answers may wait
         unread, the time to look again."""
         held = await store.get_order(self.redis, order_id)
@@ -2882,11 +2889,9 @@ class Dispatcher:
         unit = await store.get_unit(self.redis, held["team_id"])
         if unit is None:
             return None
-        if unit.agency_kind != "volunteer":
-            if held.get("moved_to_volunteers") == "1":
-                await self._moved_back(held["incident_id"], order_id, unit)
-            return None
         incident_id = held["incident_id"]
+        now_as = domain.sent_as(unit.agency_kind, unit.agency_role)
+        volunteers = unit.agency_kind == "volunteer"
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident
@@ -2894,25 +2899,37 @@ class Dispatcher:
             if inc is None or order is None:
                 return None
             flags = json.loads(inc.get("flags") or "[]")
-            barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
-            if not barring:
-                if inc["status"] in TERMINAL or order["state"] not in domain.LIVE_ORDER_STATES:
+            barring = ([f for f in flags if f in self.policy.bar_volunteers_flags]
+                       if volunteers else [])
+            unlisted = not barring and self._not_listed(inc, order, unit)
+            if not barring and not unlisted:
+                if order["state"] not in domain.LIVE_ORDER_STATES:
                     return None
-                if order.get("moved_to_volunteers") != "1":
-                    if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
-                        return utcnow() + ANSWERS_WAIT
-                    await self._counted_as_volunteers(state, order, unit)
-                await self._fill(incident_id, state)
+                if not volunteers and order.get("moved_to_volunteers") == "1":
+                    await self._moved_back(state, order, unit)
+                elif volunteers and inc["status"] not in TERMINAL:
+                    if order.get("moved_to_volunteers") != "1":
+                        if await self._answers_behind(f"moved:{order_id}", incident_id,
+                                                      utcnow()):
+                            return utcnow() + ANSWERS_WAIT
+                        await self._counted_as_volunteers(state, order, unit)
+                    await self._fill(incident_id, state)
+                elif order.get("judged_as") != now_as:  # nothing else changes
+                    await store.update_order(self.redis, order_id, {"judged_as": now_as})
                 return None
             # Whatever the incident's status: a backup a station team asked for on a case
             # handed over or filed is live while that team's order is (_backup_again).
             if order["state"] in domain.LIVE_ORDER_STATES:
                 if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
                     return utcnow() + ANSWERS_WAIT
-                await self._taken_back(state, order, marks={"team_moved": "1"},
-                                       detail=entry_detail(
-                    "team_now_volunteers", team=order.get("team_name") or order["team_id"],
-                    agency=unit.agency_id, flags=", ".join(barring)))
+                name = order.get("team_name") or order["team_id"]
+                detail = (entry_detail("team_now_volunteers", team=name, agency=unit.agency_id,
+                                       flags=", ".join(barring)) if barring
+                          else entry_detail("team_now_unlisted", team=name,
+                                            agency=unit.agency_id, kind=now_as,
+                                            category=inc["category"]))
+                await self._taken_back(state, order, detail=detail,
+                                       marks={"team_moved": "1", "judged_as": now_as})
             elif order["state"] != "withdrawn" or order.get("team_moved") != "1":
                 return None
             await self._fill(incident_id, state)
@@ -2921,38 +2938,45 @@ class Dispatcher:
         await self.retry_waiting(inc["district"], freed=order["team_id"])
         return None
 
-    async def _moved_back(self, incident_id: str, order_id: str, unit: domain.Unit) -> None:
-        """A team counted as volunteers on its order (_counted_as_volunteers) that a roster
-        import has moved back out of volunteers: counted as sent again; when that left
-        volunteers alone on a P1, with a timeline entry saying so, and the incident as its
-        orders now make it (an escort no longer wanted: the flag gone, off the waiting
-        queue)."""
-        async with self._locked(incident_id):
-            state = await store.incident_state(self.redis, incident_id)
-            inc = state.incident
-            order = next((o for o in state.orders if o["order_id"] == order_id), None)
-            if (inc is None or order is None or order.get("moved_to_volunteers") != "1"
-                    or order["state"] not in domain.LIVE_ORDER_STATES):
-                return
-            claiming = [_counted_as(o) for o in state.orders if o.get("kind") in CLAIMING_KINDS
-                        and o["state"] in domain.LIVE_ORDER_STATES]
-            mark = {"moved_to_volunteers": ""}
-            order.update(mark)
-            if not domain.volunteers_alone_on_p1(inc["priority"], claiming):
-                # it left nobody alone (no timeline entry said so): nothing else changes
-                await store.update_order(self.redis, order_id, mark)
-                return
+    def _not_listed(self, inc: dict[str, str], order: dict[str, str], unit: domain.Unit) -> bool:
+        """Whether `order` is one dispatch sent for the incident's category (an order of its
+        own or a backup: not the command room's by hand, nor a P1's escort) and the
+        category does not list the kind and role of its team now (`unit`)."""
+        if order.get("kind") not in ("dispatch", "reinforcement") or order.get("escort") == "1":
+            return False
+        rule = self.policy.rule(inc["category"])
+        return rule.kind_rank(unit.agency_kind, unit.agency_role) is None
 
-            async def unmarked(pipe: Pipeline) -> None:
-                store.queue_order_change(pipe, order_id, mark)
+    async def _moved_back(self, state: store.IncidentState, order: dict[str, str],
+                          unit: domain.Unit) -> None:
+        """Under the incident's lock: a live order counted as volunteers
+        (_counted_as_volunteers) whose team a roster import has moved back out of
+        volunteers: counted as sent again; when that left volunteers alone on a P1, with a
+        timeline entry saying so, and the incident as its orders now make it (an escort no
+        longer wanted: the flag gone, off the waiting queue)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id, order_id = inc["incident_id"], order["order_id"]
+        claiming = [_counted_as(o) for o in state.orders if o.get("kind") in CLAIMING_KINDS
+                    and o["state"] in domain.LIVE_ORDER_STATES]
+        mark = {"moved_to_volunteers": "",
+                "judged_as": domain.sent_as(unit.agency_kind, unit.agency_role)}
+        order.update(mark)
+        if not domain.volunteers_alone_on_p1(inc["priority"], claiming):
+            # it left nobody alone (no timeline entry said so): nothing else changes
+            await store.update_order(self.redis, order_id, mark)
+            return
 
-            await self._emit(incident_id, TimelineEntry(
-                kind="note", team_id=order["team_id"], order_id=order_id,
-                **entry_detail("team_no_longer_volunteers",
-                               team=order.get("team_name") or order["team_id"],
-                               agency=unit.agency_id, kind=unit.agency_kind)),
-                state=state, also=unmarked)
-            await self._fill(incident_id, state)
+        async def unmarked(pipe: Pipeline) -> None:
+            store.queue_order_change(pipe, order_id, mark)
+
+        await self._emit(incident_id, TimelineEntry(
+            kind="note", team_id=order["team_id"], order_id=order_id,
+            **entry_detail("team_no_longer_volunteers",
+                           team=order.get("team_name") or order["team_id"],
+                           agency=unit.agency_id, kind=unit.agency_kind)),
+            state=state, also=unmarked)
+        await self._fill(incident_id, state)
 
     async def _counted_as_volunteers(self, state: store.IncidentState, order: dict[str, str],
                                      unit: domain.Unit) -> None:
@@ -2961,7 +2985,7 @@ class Dispatcher:
         with a timeline entry saying so, which flags the incident until an escort joins."""
         inc = state.incident
         assert inc is not None
-        mark = {"moved_to_volunteers": "1"}
+        mark = {"moved_to_volunteers": "1", "judged_as": "volunteer"}
         order.update(mark)
         claiming = [_counted_as(o) for o in state.orders if o.get("kind") in CLAIMING_KINDS
                     and o["state"] in domain.LIVE_ORDER_STATES]

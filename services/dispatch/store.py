@@ -27,7 +27,7 @@ from shared.events import TimelineEntry
 from shared.jsontext import ascii_json
 from shared.scripts import RUN_COMMANDS_LUA, ScriptBatch, commands_as_args, run_script
 
-from .domain import PRIORITY_RANK, CandidateQuery, Unit
+from .domain import PRIORITY_RANK, CandidateQuery, Unit, sent_as
 from .locks import LockLost
 
 log = logging.getLogger(__name__)
@@ -148,19 +148,33 @@ for _, order in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     redis.call('SREM', KEYS[7], order)
   end
 end
--- A team now of a volunteer agency (ARGV[10] '1') holding an order sent to it as another
--- kind: its incident may bar volunteers (a weapon), which that order never checked, or want
--- an escort for them (a P1). A `moved:{order}` timer, set once, judges it
--- (Dispatcher.on_moved_team_order_due); none once it marked the order `moved_to_volunteers`,
--- unless the team is no volunteer team again (moved back): the mark goes then.
+-- A team now of another kind or role (ARGV[10], as domain.sent_as names it) than its live
+-- order was sent to it as, or last judged as (`judged_as`; `moved_to_volunteers` marked
+-- before that was kept): its category may not list the new kind (a police case left to
+-- guards), its incident may bar volunteers (a weapon), which that order never checked, or
+-- want an escort for them (a P1). A `moved:{order}` timer, set once, judges it
+-- (Dispatcher.on_moved_team_order_due), and marks the kind it judged: a team's next
+-- statuses set none, until it moves again.
 local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
 if claim then
   local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind',
-                       'moved_to_volunteers')
+                       'moved_to_volunteers', 'agency_role', 'judged_as')
   local st = o[1]
   if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
-      and o[2] and o[2] ~= 'volunteer' and (o[3] == '1') ~= (ARGV[10] == '1') then
-    redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
+      and o[2] then
+    local judged = o[5]
+    if not judged or judged == '' then
+      if o[3] == '1' then
+        judged = 'volunteer'
+      elseif o[4] and o[4] ~= '' then
+        judged = o[2] .. ':' .. o[4]
+      else
+        judged = o[2]
+      end
+    end
+    if judged ~= ARGV[10] then
+      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
+    end
   end
 end
 return {1, free_with_waiting(KEYS[1], ARGV[3], KEYS[4])}
@@ -208,9 +222,9 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     not newer than this one counts for `removed_kept_s` (how long one could still be read).
     A team a roster import put under another agency, or whose agency is no longer a police
     station, has its live station orders handed on (`moved:` timers), in the same script;
-    a volunteer team holding an order sent to it as another kind has that order judged by a
-    `moved:` timer too (on_moved_team_order_due): no round trip of its own for the many
-    statuses of volunteer teams that hold none."""
+    a team holding an order sent to it as another kind or role (or last judged so) has that
+    order judged by a `moved:` timer too (on_moved_team_order_due): no round trip of its
+    own for the many statuses of teams whose kind did not change."""
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
     district = fields["district"]
     team_id = fields["team_id"]
@@ -221,7 +235,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
         [repr(at.timestamp()), ascii_json(flat), team_id, fields["mode"], district,
          "1" if removed else "0", str(max(1, removed_kept_s)), fields.get("agency_id", ""),
          "1" if of_a_station(fields.get("agency_kind", ""), fields.get("agency_role"))
-         else "0", "1" if fields.get("agency_kind") == "volunteer" else "0"])
+         else "0", sent_as(fields.get("agency_kind", ""), fields.get("agency_role"))])
     return bool(applied), bool(retry)
 
 
@@ -580,12 +594,16 @@ elseif kind == 'handover' or kind == 'followup' then
     end
   end
   redis.call('SADD', index, ARGV[1])
-elseif ARGV[3] == '1' and redis.call('HGET', KEYS[4], 'agency_kind') == 'volunteer'
-       and redis.call('HGET', KEYS[1], 'agency_kind') ~= 'volunteer' then
-  -- its team was moved into a volunteer agency after the step chose it as another kind (the
-  -- move's look at the team's claim, save_unit_status, came before this order): judged at
-  -- once, as that look would have (Dispatcher.on_moved_team_order_due)
-  redis.call('ZADD', KEYS[6], 'NX', 0, 'moved:' .. ARGV[1])
+elseif ARGV[3] == '1' then
+  -- its team was moved to another kind or role after the step chose it (a roster import
+  -- into a volunteer agency, or one its category does not list; the move's look at the
+  -- team's claim, save_unit_status, came before this order): judged at once, as that look
+  -- would have (Dispatcher.on_moved_team_order_due)
+  local now_is = redis.call('HMGET', KEYS[4], 'agency_kind', 'agency_role')
+  local sent = redis.call('HMGET', KEYS[1], 'agency_kind', 'agency_role')
+  if now_is[1] and (now_is[1] ~= sent[1] or (now_is[2] or '') ~= (sent[2] or '')) then
+    redis.call('ZADD', KEYS[6], 'NX', 0, 'moved:' .. ARGV[1])
+  end
 end
 if ARGV[6] ~= '' then redis.call('ZADD', KEYS[6], ARGV[6], 'ack:' .. ARGV[1]) end
 redis.call('RPUSH', KEYS[7], ARGV[7])

@@ -27,6 +27,14 @@ WORDS: dict[str, dict[str, tuple[str, str]]] = {
         "moved": ("已撤回（其警组已不属于该所）", "withdrawn (its team is no longer the station's)"),
         "taken_back": ("被撤回", "taken back"),
     },
+    # a team's kind as a category's list names it (domain.sent_as)
+    "force": {
+        "police": ("公安", "police"),
+        "police:patrol": ("巡逻警", "police patrol"),
+        "police:station": ("派出所", "police station"),
+        "security": ("保安", "security"),
+        "volunteer": ("志愿者", "volunteer"),
+    },
 }
 
 _ELSEWHERE = "the station's order goes to another of its teams"
@@ -125,6 +133,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are not sent "
               "to an incident flagged {flags}: taken off",
         "zh": "{team}现属志愿者组织{agency}，警情已标记{flags:flag}，不派志愿者：已撤下"},
+    "team_now_unlisted": {
+        "en": "{team} is now a team of {agency} ({kind}), which {category} is not sent to: "
+              "taken off",
+        "zh": "{team}现属{agency}（{kind:force}），{category:category}警情不派此类队伍：已撤下"},
     "team_now_volunteers_alone": {
         "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are never the "
               "only responders to a P1: an escort is sought",

@@ -5,10 +5,12 @@ command room's revision adding the flag takes them off. Dispatch takes the order
 a timeline entry saying why, and the incident goes to a team that may answer it. Before,
 nothing looked at the order again (a station's order of a moved team is handed on). A P1's
 escort so moved leaves volunteers alone there: another escort joins them (or, nobody free,
-the command room is told), the moved team going on."""
+the command room is told), the moved team going on. A team moved to a kind its order's
+category does not list is taken off too (but for one the command room sent by hand)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -63,10 +65,11 @@ async def test_a_team_moved_into_volunteers_is_taken_off_a_weapon_incident_and_r
 
 async def test_a_team_moved_into_volunteers_keeps_an_order_volunteers_may_answer(
         dispatch: str, publisher: RedisBroker) -> None:
-    # A noise complaint: nothing bars volunteers from it. The team on its way goes on.
+    # A help request: its category lists volunteers, and nothing bars them from it. The
+    # team on its way goes on.
     await team(publisher, "guards", kind="security", lat=22.8171, lon=108.3665)
     await wait_for_units(dispatch, 1)
-    incident_id = await report(publisher, "noise", priority="P4")
+    incident_id = await report(publisher, "help_request", priority="P3")
     (order,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
     await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
     await poll_until(lambda: _moved(dispatch, "guards"), "the move read")
@@ -84,13 +87,13 @@ def _moved(url: str, team_id: str) -> bool:
 
 async def test_a_team_moved_into_volunteers_is_taken_off_when_a_weapon_is_learnt_later(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
-    # Moved while on a noise complaint (nothing bars volunteers: it goes on); then the caller
-    # rings back: he has a knife. The revision takes volunteers off: this team too, though
-    # its order was sent to it as a security team.
+    # Moved while on a help request (its category lists volunteers, and nothing bars them:
+    # it goes on); then the caller rings back: he has a knife. The revision takes
+    # volunteers off: this team too, though its order was sent to it as a security team.
     url = clean_redis
     await team(publisher, "guards", kind="security", lat=22.8171, lon=108.3665)
     await wait_for_units(url, 1)
-    incident_id = await report(publisher, "noise", priority="P4")
+    incident_id = await report(publisher, "help_request", priority="P3")
     (order,) = await poll_until(lambda: orders_for(url, incident_id), "the order")
     await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
     await poll_until(lambda: _moved(url, "guards"), "the move read")
@@ -277,3 +280,141 @@ async def test_the_by_hand_list_warns_that_volunteers_would_be_alone_once_the_es
     assert r.status_code == 200, r.text
     rows = {row["team_id"]: row for row in r.json()["teams"]}
     assert rows["aunties-2"]["warnings"] == ["volunteers_alone_on_p1"]
+
+
+
+# A roster import moves a team into an agency of a kind the category of its order does not
+# list (DESIGN's "who may answer"): dispatch would never have sent it. Taken off, as a
+# weapon takes volunteers off, the timeline saying why, and the incident offered again.
+# (It went on: an e-bike theft, a police case, was left to a security company's guards, a
+# fight without a weapon flag to a volunteer patrol.)
+
+
+def moved_off(team_id: str, agency: str, kind: str, category: str
+              ) -> tuple[str, str, None]:
+    return ("withdrawn", f"{team_id} is now a team of {agency} ({kind}), which {category} "
+                         "is not sent to: taken off", None)
+
+
+async def test_a_police_team_moved_into_a_security_company_is_taken_off_an_ebike_theft(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await team(publisher, "pol-2", kind="police", lat=22.8400, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    incident_id = await report(publisher, "ebike_theft", priority="P3")
+    (first,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    assert first.team_id == "pol"
+    await moved(publisher, "pol", agency_id="ag-guards", kind="security")
+    await poll_until(lambda: withdrawn(dispatch, first.order_id), "the order taken back")
+    second = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                              and orders_for(dispatch, incident_id)[1], "another police team")
+    assert (second.team_id, second.kind) == ("pol-2", "dispatch")
+    assert moved_off("pol", "ag-guards", "security", "ebike_theft") in kinds_and_details(
+        dispatch, incident_id)
+
+
+async def test_a_police_team_moved_into_volunteers_is_taken_off_a_fight_without_a_weapon(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # No weapon flag bars them, and the guards are there (not alone on the P1): volunteers
+    # are still no team a fight is sent (its category lists police and security only).
+    for team_id, (kind, lat) in TEAMS.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(dispatch, len(TEAMS))
+    incident_id = await report(publisher, "violence", priority="P1")
+    sent = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                            and orders_for(dispatch, incident_id), "the joint response")
+    (patrol,) = [o for o in sent if o.team_id == "patrol"]
+    await moved(publisher, "patrol", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: withdrawn(dispatch, patrol.order_id), "the order taken back")
+    third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
+                             and orders_for(dispatch, incident_id)[2], "another team")
+    assert third.team_id == "guards-2"
+    assert moved_off("patrol", "ag-residents", "volunteer", "violence") in kinds_and_details(
+        dispatch, incident_id)
+
+
+async def test_a_team_moved_to_a_kind_its_category_lists_goes_on_judged_once(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A dispute: security may answer it too. The police patrol moved into a security company
+    # goes on; its next statuses (busy, available) do not have its order judged again.
+    await team(publisher, "pol", kind="police", role="patrol", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "dispute", priority="P2")
+    (order,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    await moved(publisher, "pol", agency_id="ag-guards", kind="security")
+    await poll_until(lambda: _order_field(dispatch, order.order_id, "judged_as") == "security",
+                     "the move judged")
+    later = utcnow() + timedelta(seconds=1)
+    await moved(publisher, "pol", agency_id="ag-guards", kind="security", at=later)
+    await poll_until(lambda: _status_at(dispatch, "pol") >= later.timestamp() - 0.001,
+                     "the next status read")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.zscore(store.TIMERS, f"moved:{order.order_id}") is None
+    finally:
+        client.close()
+    assert withdrawn(dispatch, order.order_id) == []
+    assert len(orders_for(dispatch, incident_id)) == 1
+
+
+def _status_at(url: str, team_id: str) -> float:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return float(client.hget(f"dispatch:unit:{team_id}", "status_at") or 0)
+    finally:
+        client.close()
+
+
+async def test_a_team_the_command_room_sent_by_hand_stays_when_moved_to_a_kind_not_listed(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # An e-bike theft nobody dispatch may send is free for: the command room sends the
+    # guards by hand, knowingly (the by-hand list warned: a kind the category does not list).
+    # Moved into a volunteer agency, they are still its choice: they go on.
+    url = clean_redis
+    await team(publisher, "guards", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(url, 1)
+    incident_id = await report(publisher, "ebike_theft", priority="P3")
+    await poll_until(lambda: incident(url, incident_id).get("status") == "unassigned",
+                     "nobody to send")
+    r = await console.post(f"/v1/incidents/{incident_id}/assign", headers=ADMIN,
+                           json={"team_id": "guards"})
+    assert r.status_code == 200, r.text
+    order_id = r.json()["order_id"]
+    await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: _order_field(url, order_id, "judged_as") == "volunteer",
+                     "the move judged")
+    assert withdrawn(url, order_id) == []
+
+
+async def test_a_team_moved_to_a_kind_not_listed_as_its_order_is_written_is_judged_too(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The move is read between the search that chose the police car and the offer that
+    # claims it: the offer's own script has it judged, as the move's would have.
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await team(publisher, "pol-2", kind="police", lat=22.8400, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    real = store.offer_order
+    moves: list[str] = []
+
+    async def moved_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["fields"]["team_id"] == "pol" and not moves:
+            moves.append("pol")
+            client = Redis.from_url(dispatch, decode_responses=True)
+            try:
+                await store.save_unit_status(client, at=utcnow(), fields={
+                    "team_id": "pol", "district": DISTRICT, "status": "available",
+                    "name": "pol", "agency_id": "ag-guards", "agency_kind": "security",
+                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
+                    "on_shift": "1"})
+            finally:
+                await client.aclose()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "offer_order", moved_first)
+    incident_id = await report(publisher, "ebike_theft", priority="P3")
+    first = (await poll_until(lambda: orders_for(dispatch, incident_id), "the order"))[0]
+    assert (moves, first.team_id) == (["pol"], "pol")
+    await poll_until(lambda: withdrawn(dispatch, first.order_id), "the order taken back")
+    second = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                              and orders_for(dispatch, incident_id)[1], "another police team")
+    assert second.team_id == "pol-2"

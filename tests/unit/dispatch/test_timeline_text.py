@@ -89,6 +89,10 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                             lambda team, agency, flags: f"{team} is now a team of {agency}, a "
                             "volunteer agency: volunteers are not sent to an incident flagged "
                             f"{flags}: taken off"),
+    "team_now_unlisted": ({"team": "Team 7", "agency": "ag-guards", "kind": "security",
+                           "category": "ebike_theft"},
+                          lambda team, agency, kind, category: f"{team} is now a team of "
+                          f"{agency} ({kind}), which {category} is not sent to: taken off"),
     "team_now_volunteers_alone": ({"team": "Team 7", "agency": "ag-residents"},
                                   lambda team, agency: f"{team} is now a team of {agency}, a "
                                   "volunteer agency: volunteers are never the only responders "
