@@ -337,7 +337,8 @@ async def test_a_follow_up_due_after_its_stations_zone_was_removed_is_flagged_no
                                     "the guard's order")
         await respond(publisher, order, "acknowledged", "handover")
         (station,) = await poll_until(
-            lambda: orders_of_kind(clean_redis, incident_id, "handover"), "the station's order")
+            lambda: orders_of_kind(clean_redis, incident_id, "handover"), "the station's order",
+            30)
         assert station.team_id == "t-old"
         await respond(publisher, station, "acknowledged", "resolved")
         await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
