@@ -303,6 +303,20 @@ def sent_as(agency_kind: str, agency_role: str | None) -> str:
     return f"{agency_kind}:{agency_role}" if agency_role else agency_kind
 
 
+def skills_signature(skills: Iterable[str]) -> str:
+    """A team's skills as one short text, the same whatever their order: what an order
+    keeps of its team's skills as sent (`skills`) and the team's record of them now
+    (`skills_sig`), which the projection's scripts compare without reading either list."""
+    return ",".join(sorted(set(skills)))
+
+
+def missing_skills(rule: CategoryRule, skills: Iterable[str]) -> list[str]:
+    """The skills the category requires that a team with `skills` lacks, in the category's
+    order (is_eligible's skill check, said)."""
+    have = set(skills)
+    return [skill for skill in rule.skills if skill not in have]
+
+
 def counted_as(order: Mapping[str, str]) -> str:
     """What an order's team counts as among the incident's units (`kind` or `kind:role`):
     as sent, unless a roster import has moved it into a volunteer agency since

@@ -1218,6 +1218,7 @@ class Dispatcher:
             "filing_due": filing_due.isoformat() if filing_due else "",
             "eta_s": f"{eta_s:.1f}" if eta_s is not None else "",
             "instructions": instructions or "", "published": "0",
+            "skills": domain.skills_signature(unit.skills),
         }
         offered = {"kind": kind, "team": unit.name or unit.team_id,
                    "agency_kind": unit.agency_kind}
@@ -2864,22 +2865,24 @@ class Dispatcher:
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
 
     async def on_moved_team_order_due(self, order_id: str) -> datetime | None:
-        """A team's order after a roster import moved the team to another kind or role than
-        the order was sent to it as (or last judged as). It is taken back, as the command
-        room's revision adding a weapon flag takes volunteers off, with a timeline entry
-        saying why, and the incident gets the units it wants (a backup taken off, another
-        backup for the team that asked): from an incident whose flags bar volunteers (a
-        weapon), a team now of a volunteer agency; and an order dispatch sent for the
-        incident's category whose category does not list the team's new kind or role
-        (DESIGN's "who may answer": an e-bike theft, a police case, is no security
-        company's; a fight no volunteers'), but not one the command room sent by hand (it
-        may send any kind, knowingly) nor a P1's escort (sent whatever the category).
+        """A team's order after a roster import moved the team to another kind or role, or
+        gave it other skills, than the order was sent to it as (or last judged as). It is
+        taken back, as the command room's revision adding a weapon flag takes volunteers
+        off, with a timeline entry saying why, and the incident gets the units it wants (a
+        backup taken off, another backup for the team that asked): from an incident whose
+        flags bar volunteers (a weapon), a team now of a volunteer agency; and an order
+        dispatch sent for the incident's category whose category does not list the team's
+        new kind or role, or requires a skill it no longer has (DESIGN's "who may answer":
+        an e-bike theft, a police case, is no security company's; a fight no volunteers'; a
+        collapse wants first aid), but not one the command room sent by hand (it may send
+        any team, knowingly) nor a P1's escort (sent whatever the category) (_not_sent_now).
         Elsewhere the team goes on (the same people on their way), counted as volunteers
         while of a volunteer agency (_counted_as): a P1's escort so moved leaves volunteers
         alone there, which the timeline says, and another escort is sought (or, nobody
         free, the incident flagged and waiting for one); one moved back out of volunteers
-        counts as its kind again (_moved_back). The kind judged is kept on the order
-        (`judged_as`): the team's next statuses set no timer (store.save_unit_status).
+        counts as its kind again (_moved_back). The kind and skills judged are kept on the
+        order (`judged_as`, `judged_skills`): the team's next statuses set no timer
+        (store.save_unit_status).
         Nothing once the order ended. A firing made again after a failure finds the order
         withdrawn (or marked) and finishes the refill. While the team's answers may wait
         unread, the time to look again."""
@@ -2891,6 +2894,7 @@ class Dispatcher:
             return None
         incident_id = held["incident_id"]
         now_as = domain.sent_as(unit.agency_kind, unit.agency_role)
+        judged = {"judged_as": now_as, "judged_skills": domain.skills_signature(unit.skills)}
         volunteers = unit.agency_kind == "volunteer"
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
@@ -2901,8 +2905,11 @@ class Dispatcher:
             flags = json.loads(inc.get("flags") or "[]")
             barring = ([f for f in flags if f in self.policy.bar_volunteers_flags]
                        if volunteers else [])
-            unlisted = not barring and self._not_listed(inc, order, unit)
-            if not barring and not unlisted:
+            off = (entry_detail("team_now_volunteers",
+                                team=order.get("team_name") or order["team_id"],
+                                agency=unit.agency_id, flags=", ".join(barring)) if barring
+                   else self._not_sent_now(inc, order, unit))
+            if off is None:
                 if order["state"] not in domain.LIVE_ORDER_STATES:
                     return None
                 if not volunteers and order.get("moved_to_volunteers") == "1":
@@ -2914,22 +2921,16 @@ class Dispatcher:
                             return utcnow() + ANSWERS_WAIT
                         await self._counted_as_volunteers(state, order, unit)
                     await self._fill(incident_id, state)
-                elif order.get("judged_as") != now_as:  # nothing else changes
-                    await store.update_order(self.redis, order_id, {"judged_as": now_as})
+                if changed := {k: v for k, v in judged.items() if order.get(k) != v}:
+                    await store.update_order(self.redis, order_id, changed)
                 return None
             # Whatever the incident's status: a backup a station team asked for on a case
             # handed over or filed is live while that team's order is (_backup_again).
             if order["state"] in domain.LIVE_ORDER_STATES:
                 if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
                     return utcnow() + ANSWERS_WAIT
-                name = order.get("team_name") or order["team_id"]
-                detail = (entry_detail("team_now_volunteers", team=name, agency=unit.agency_id,
-                                       flags=", ".join(barring)) if barring
-                          else entry_detail("team_now_unlisted", team=name,
-                                            agency=unit.agency_id, kind=now_as,
-                                            category=inc["category"]))
-                await self._taken_back(state, order, detail=detail,
-                                       marks={"team_moved": "1", "judged_as": now_as})
+                await self._taken_back(state, order, detail=off,
+                                       marks={"team_moved": "1", **judged})
             elif order["state"] != "withdrawn" or order.get("team_moved") != "1":
                 return None
             await self._fill(incident_id, state)
@@ -2938,14 +2939,25 @@ class Dispatcher:
         await self.retry_waiting(inc["district"], freed=order["team_id"])
         return None
 
-    def _not_listed(self, inc: dict[str, str], order: dict[str, str], unit: domain.Unit) -> bool:
-        """Whether `order` is one dispatch sent for the incident's category (an order of its
-        own or a backup: not the command room's by hand, nor a P1's escort) and the
-        category does not list the kind and role of its team now (`unit`)."""
+    def _not_sent_now(self, inc: dict[str, str], order: dict[str, str], unit: domain.Unit
+                      ) -> Detail | None:
+        """Why dispatch would not send `order`'s team (`unit`, as it is now) to the
+        incident, as the timeline says it when taking the team off: the category does not
+        list its kind and role, or requires a skill it lacks (domain.is_eligible's rules).
+        None when it would, or when `order` is none dispatch sent for the category (an order
+        of its own or a backup are: not the command room's by hand, nor a P1's escort)."""
         if order.get("kind") not in ("dispatch", "reinforcement") or order.get("escort") == "1":
-            return False
+            return None
         rule = self.policy.rule(inc["category"])
-        return rule.kind_rank(unit.agency_kind, unit.agency_role) is None
+        name = order.get("team_name") or order["team_id"]
+        if rule.kind_rank(unit.agency_kind, unit.agency_role) is None:
+            return entry_detail("team_now_unlisted", team=name, agency=unit.agency_id,
+                                kind=domain.sent_as(unit.agency_kind, unit.agency_role),
+                                category=inc["category"])
+        if missing := domain.missing_skills(rule, unit.skills):
+            return entry_detail("team_lacks_skills", team=name, skills=", ".join(missing),
+                                category=inc["category"])
+        return None
 
     async def _moved_back(self, state: store.IncidentState, order: dict[str, str],
                           unit: domain.Unit) -> None:

@@ -27,7 +27,7 @@ from shared.events import TimelineEntry
 from shared.jsontext import ascii_json
 from shared.scripts import RUN_COMMANDS_LUA, ScriptBatch, commands_as_args, run_script
 
-from .domain import PRIORITY_RANK, CandidateQuery, Unit, sent_as
+from .domain import PRIORITY_RANK, CandidateQuery, Unit, sent_as, skills_signature
 from .locks import LockLost
 
 log = logging.getLogger(__name__)
@@ -152,13 +152,16 @@ end
 -- order was sent to it as, or last judged as (`judged_as`; `moved_to_volunteers` marked
 -- before that was kept): its category may not list the new kind (a police case left to
 -- guards), its incident may bar volunteers (a weapon), which that order never checked, or
--- want an escort for them (a P1). A `moved:{order}` timer, set once, judges it
--- (Dispatcher.on_moved_team_order_due), and marks the kind it judged: a team's next
+-- want an escort for them (a P1). So with other skills (ARGV[11], domain.skills_signature;
+-- `judged_skills`, else `skills` as sent; an order written before it kept none): its
+-- category may require one it lost (first aid). A `moved:{order}` timer, set once, judges
+-- it (Dispatcher.on_moved_team_order_due), and marks what it judged: a team's next
 -- statuses set none, until it moves again.
 local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
 if claim then
   local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind',
-                       'moved_to_volunteers', 'agency_role', 'judged_as')
+                       'moved_to_volunteers', 'agency_role', 'judged_as', 'skills',
+                       'judged_skills')
   local st = o[1]
   if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
       and o[2] then
@@ -172,7 +175,8 @@ if claim then
         judged = o[2]
       end
     end
-    if judged ~= ARGV[10] then
+    local skills = o[7] or o[6]
+    if judged ~= ARGV[10] or (skills and skills ~= ARGV[11]) then
       redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
     end
   end
@@ -222,10 +226,14 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     not newer than this one counts for `removed_kept_s` (how long one could still be read).
     A team a roster import put under another agency, or whose agency is no longer a police
     station, has its live station orders handed on (`moved:` timers), in the same script;
-    a team holding an order sent to it as another kind or role (or last judged so) has that
-    order judged by a `moved:` timer too (on_moved_team_order_due): no round trip of its
-    own for the many statuses of teams whose kind did not change."""
-    flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp())]
+    a team holding an order sent to it as another kind or role, or with other skills (or
+    last judged so), has that order judged by a `moved:` timer too
+    (on_moved_team_order_due): no round trip of its own for the many statuses of teams
+    whose kind and skills did not change. The team's record keeps its skills' signature
+    (`skills_sig`), which the offer's script compares with its order's."""
+    skills = skills_signature(json.loads(fields.get("skills") or "[]"))
+    flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp()),
+                                                       "skills_sig", skills]
     district = fields["district"]
     team_id = fields["team_id"]
     applied, retry = await run_script(
@@ -235,7 +243,7 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
         [repr(at.timestamp()), ascii_json(flat), team_id, fields["mode"], district,
          "1" if removed else "0", str(max(1, removed_kept_s)), fields.get("agency_id", ""),
          "1" if of_a_station(fields.get("agency_kind", ""), fields.get("agency_role"))
-         else "0", sent_as(fields.get("agency_kind", ""), fields.get("agency_role"))])
+         else "0", sent_as(fields.get("agency_kind", ""), fields.get("agency_role")), skills])
     return bool(applied), bool(retry)
 
 
@@ -595,13 +603,16 @@ elseif kind == 'handover' or kind == 'followup' then
   end
   redis.call('SADD', index, ARGV[1])
 elseif ARGV[3] == '1' then
-  -- its team was moved to another kind or role after the step chose it (a roster import
-  -- into a volunteer agency, or one its category does not list; the move's look at the
-  -- team's claim, save_unit_status, came before this order): judged at once, as that look
-  -- would have (Dispatcher.on_moved_team_order_due)
-  local now_is = redis.call('HMGET', KEYS[4], 'agency_kind', 'agency_role')
-  local sent = redis.call('HMGET', KEYS[1], 'agency_kind', 'agency_role')
-  if now_is[1] and (now_is[1] ~= sent[1] or (now_is[2] or '') ~= (sent[2] or '')) then
+  -- its team was moved to another kind or role, or given other skills, after the step
+  -- chose it (a roster import into a volunteer agency, or one its category does not list;
+  -- first aid taken off it; the move's look at the team's claim, save_unit_status, came
+  -- before this order): judged at once, as that look would have
+  -- (Dispatcher.on_moved_team_order_due). A record saved before teams kept their skills'
+  -- signature (`skills_sig`) compares none.
+  local now_is = redis.call('HMGET', KEYS[4], 'agency_kind', 'agency_role', 'skills_sig')
+  local sent = redis.call('HMGET', KEYS[1], 'agency_kind', 'agency_role', 'skills')
+  if now_is[1] and (now_is[1] ~= sent[1] or (now_is[2] or '') ~= (sent[2] or '')
+                    or (now_is[3] and now_is[3] ~= (sent[3] or ''))) then
     redis.call('ZADD', KEYS[6], 'NX', 0, 'moved:' .. ARGV[1])
   end
 end

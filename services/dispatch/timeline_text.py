@@ -137,6 +137,9 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} is now a team of {agency} ({kind}), which {category} is not sent to: "
               "taken off",
         "zh": "{team}现属{agency}（{kind:force}），{category:category}警情不派此类队伍：已撤下"},
+    "team_lacks_skills": {
+        "en": "{team} no longer has {skills}, which {category} needs: taken off",
+        "zh": "{team}已不具备{skills}技能，{category:category}警情需要此技能：已撤下"},
     "team_now_volunteers_alone": {
         "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are never the "
               "only responders to a P1: an escort is sought",

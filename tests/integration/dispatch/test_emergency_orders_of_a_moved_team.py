@@ -418,3 +418,93 @@ async def test_a_team_moved_to_a_kind_not_listed_as_its_order_is_written_is_judg
     second = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
                               and orders_for(dispatch, incident_id)[1], "another police team")
     assert second.team_id == "pol-2"
+
+
+# A roster import takes from a team a skill its order's category requires (a collapse,
+# medical: any kind, with first aid; the team's first-aider moved to another team): dispatch
+# would never have sent it (DESIGN's "who may answer"). Taken off as a team moved to a kind
+# the category does not list is, the timeline saying why, and the incident offered again.
+# (It went on: nobody on the way could give first aid.)
+
+FIRST_AIDERS = {"guards": ("security", 22.8171), "guards-2": ("security", 22.8200)}
+
+
+async def first_aid_teams(url: str, publisher: RedisBroker,
+                          teams: dict[str, tuple[str, float]]) -> None:
+    for team_id, (kind, lat) in teams.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665, skills=("first_aid",))
+    await wait_for_units(url, len(teams))
+
+
+LACKS_FIRST_AID = ("withdrawn", "guards no longer has first_aid, which medical needs: "
+                                "taken off", None)
+
+
+async def test_a_team_an_import_leaves_without_first_aid_is_taken_off_a_collapse(
+        dispatch: str, publisher: RedisBroker) -> None:
+    await first_aid_teams(dispatch, publisher, FIRST_AIDERS)
+    incident_id = await report(publisher, "medical", priority="P1")
+    (first,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    assert first.team_id == "guards"
+    await moved(publisher, "guards", agency_id="ag-security", kind="security", skills=())
+    await poll_until(lambda: withdrawn(dispatch, first.order_id), "the order taken back")
+    second = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                              and orders_for(dispatch, incident_id)[1], "another first-aid team")
+    assert (second.team_id, second.kind) == ("guards-2", "dispatch")
+    assert LACKS_FIRST_AID in kinds_and_details(dispatch, incident_id)
+
+
+async def test_a_team_an_import_takes_a_skill_from_goes_on_where_none_is_needed_judged_once(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A noise complaint needs no skill: the guards, first-aiders no more, go on; their next
+    # statuses do not have the order judged again.
+    await first_aid_teams(dispatch, publisher, {"guards": ("security", 22.8171)})
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    await moved(publisher, "guards", agency_id="ag-security", kind="security", skills=())
+    await poll_until(lambda: _order_field(dispatch, order.order_id, "judged_skills") == "",
+                     "the change judged")
+    later = utcnow() + timedelta(seconds=1)
+    await moved(publisher, "guards", agency_id="ag-security", kind="security", at=later)
+    await poll_until(lambda: _status_at(dispatch, "guards") >= later.timestamp() - 0.001,
+                     "the next status read")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.zscore(store.TIMERS, f"moved:{order.order_id}") is None
+    finally:
+        client.close()
+    assert withdrawn(dispatch, order.order_id) == []
+    assert len(orders_for(dispatch, incident_id)) == 1
+
+
+async def test_a_team_left_without_first_aid_as_its_order_is_written_is_judged_too(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The import is read between the search that chose the guards (first-aiders) and the
+    # offer that claims them: the offer's own script has the order judged.
+    await first_aid_teams(dispatch, publisher, FIRST_AIDERS)
+    real = store.offer_order
+    moves: list[str] = []
+
+    async def moved_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["fields"]["team_id"] == "guards" and not moves:
+            moves.append("guards")
+            client = Redis.from_url(dispatch, decode_responses=True)
+            try:
+                await store.save_unit_status(client, at=utcnow(), fields={
+                    "team_id": "guards", "district": DISTRICT, "status": "available",
+                    "name": "guards", "agency_id": "ag-security", "agency_kind": "security",
+                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
+                    "on_shift": "1"})
+            finally:
+                await client.aclose()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "offer_order", moved_first)
+    incident_id = await report(publisher, "medical", priority="P1")
+    first = (await poll_until(lambda: orders_for(dispatch, incident_id), "the order"))[0]
+    assert (moves, first.team_id) == (["guards"], "guards")
+    await poll_until(lambda: withdrawn(dispatch, first.order_id), "the order taken back")
+    second = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
+                              and orders_for(dispatch, incident_id)[1], "another first-aid team")
+    assert second.team_id == "guards-2"
+

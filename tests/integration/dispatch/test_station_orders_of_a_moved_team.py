@@ -37,13 +37,14 @@ from .test_station_orders_of_a_removed_team import (
 
 async def moved(publisher: RedisBroker, team_id: str, *, agency_id: str = "ag-guards",
                 kind: str = "security", role: str | None = None,
-                at: datetime | None = None) -> None:
-    """volunteers' word for a roster import that puts the team under another agency: its
-    profile, on shift as it was."""
+                at: datetime | None = None, skills: tuple[str, ...] = ()) -> None:
+    """volunteers' word for a roster import that puts the team under another agency (or
+    gives it other skills): its profile, on shift as it was."""
     await publisher.publish(UnitStatus(
         district=DISTRICT, unit_id=team_id, status="available", name=team_id,
         agency_id=agency_id, agency_kind=kind, agency_role=role,  # type: ignore[arg-type]
-        mode="car", on_shift=True, occurred_at=at or utcnow() + timedelta(milliseconds=5)),
+        mode="car", skills=skills, on_shift=True,
+        occurred_at=at or utcnow() + timedelta(milliseconds=5)),
         stream=streams.UNIT_STATUS.name)
 
 

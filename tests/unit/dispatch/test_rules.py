@@ -13,10 +13,12 @@ from services.dispatch.domain import (
     filing_of,
     incident_status,
     may_escort,
+    missing_skills,
     percentile,
     rank_candidates,
     response_allowed,
     short_of_units,
+    skills_signature,
     travel_time_s,
     units_wanted,
 )
@@ -166,6 +168,23 @@ def test_medical_admits_any_kind_with_first_aid_and_nobody_without() -> None:
 def test_skills_do_not_matter_where_the_category_asks_none() -> None:
     facts = incident("suspicious")
     assert ranked_ids([team("pol", "police", skills=())], facts) == ["pol"]
+
+
+def test_a_team_without_a_skill_its_category_requires_is_told_which() -> None:
+    # what the timeline names when an import takes first aid off a team sent to a collapse
+    assert missing_skills(POLICY.rule("medical"), ("radio",)) == ["first_aid"]
+    assert missing_skills(POLICY.rule("medical"), ("radio", "first_aid")) == []
+    assert missing_skills(POLICY.rule("suspicious"), ()) == []
+
+
+def test_a_teams_skills_signature_is_the_same_in_any_order_and_differs_with_a_skill_less(
+        ) -> None:
+    # what the projection's scripts compare (an order's team as sent, the team now): a
+    # roster import listing the same skills in another order is no change
+    assert skills_signature(["radio", "first_aid"]) == skills_signature(("first_aid", "radio"))
+    assert skills_signature(["first_aid", "first_aid"]) == skills_signature(["first_aid"])
+    assert skills_signature(["radio"]) != skills_signature(["radio", "first_aid"])
+    assert skills_signature([]) == ""
 
 
 # --- ranking --------------------------------------------------------------------------

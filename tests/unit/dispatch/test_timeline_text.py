@@ -93,6 +93,9 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                            "category": "ebike_theft"},
                           lambda team, agency, kind, category: f"{team} is now a team of "
                           f"{agency} ({kind}), which {category} is not sent to: taken off"),
+    "team_lacks_skills": ({"team": "Team 7", "skills": "first_aid", "category": "medical"},
+                          lambda team, skills, category: f"{team} no longer has {skills}, "
+                          f"which {category} needs: taken off"),
     "team_now_volunteers_alone": ({"team": "Team 7", "agency": "ag-residents"},
                                   lambda team, agency: f"{team} is now a team of {agency}, a "
                                   "volunteer agency: volunteers are never the only responders "
