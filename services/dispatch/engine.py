@@ -2865,24 +2865,27 @@ class Dispatcher:
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
 
     async def on_moved_team_order_due(self, order_id: str) -> datetime | None:
-        """A team's order after a roster import moved the team to another kind or role, or
-        gave it other skills, than the order was sent to it as (or last judged as). It is
-        taken back, as the command room's revision adding a weapon flag takes volunteers
-        off, with a timeline entry saying why, and the incident gets the units it wants (a
-        backup taken off, another backup for the team that asked): from an incident whose
-        flags bar volunteers (a weapon), a team now of a volunteer agency; and an order
+        """A team's order after a roster import moved the team to another agency, kind or
+        role, or gave it other skills, than the order was sent to it as (or last judged
+        as). It is taken back, as the command room's revision adding a weapon flag takes
+        volunteers off, with a timeline entry saying why, and the incident gets the units it
+        wants (a backup taken off, another backup for the team that asked): from an
+        incident whose flags bar volunteers (a weapon), a team now of a volunteer agency;
+        and an order
         dispatch sent for the incident's category whose category does not list the team's
-        new kind or role, or requires a skill it no longer has (DESIGN's "who may answer":
-        an e-bike theft, a police case, is no security company's; a fight no volunteers'; a
-        collapse wants first aid), but not one the command room sent by hand (it may send
-        any team, knowingly) nor a P1's escort (sent whatever the category) (_not_sent_now).
+        new kind or role, goes to its zone's own station only and the team is another
+        station's now, or requires a skill it no longer has (DESIGN's "who may answer": an
+        e-bike theft, a police case, is no security company's; a fight no volunteers'; a
+        fraud warning the zone's station's; a collapse wants first aid), but not one the
+        command room sent by hand (it may send any team, knowingly) nor a P1's escort (sent
+        whatever the category) (_not_sent_now).
         Elsewhere the team goes on (the same people on their way), counted as volunteers
         while of a volunteer agency (_counted_as): a P1's escort so moved leaves volunteers
         alone there, which the timeline says, and another escort is sought (or, nobody
         free, the incident flagged and waiting for one); one moved back out of volunteers
-        counts as its kind again (_moved_back). The kind and skills judged are kept on the
-        order (`judged_as`, `judged_skills`): the team's next statuses set no timer
-        (store.save_unit_status).
+        counts as its kind again (_moved_back). The kind, skills and agency judged are kept
+        on the order (`judged_as`, `judged_skills`, `judged_agency`): the team's next
+        statuses set no timer (store.save_unit_status).
         Nothing once the order ended. A firing made again after a failure finds the order
         withdrawn (or marked) and finishes the refill. While the team's answers may wait
         unread, the time to look again."""
@@ -2894,7 +2897,8 @@ class Dispatcher:
             return None
         incident_id = held["incident_id"]
         now_as = domain.sent_as(unit.agency_kind, unit.agency_role)
-        judged = {"judged_as": now_as, "judged_skills": domain.skills_signature(unit.skills)}
+        judged = {"judged_as": now_as, "judged_skills": domain.skills_signature(unit.skills),
+                  "judged_agency": unit.agency_id}
         volunteers = unit.agency_kind == "volunteer"
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
@@ -2908,7 +2912,7 @@ class Dispatcher:
             off = (entry_detail("team_now_volunteers",
                                 team=order.get("team_name") or order["team_id"],
                                 agency=unit.agency_id, flags=", ".join(barring)) if barring
-                   else self._not_sent_now(inc, order, unit))
+                   else await self._not_sent_now(inc, order, unit))
             if off is None:
                 if order["state"] not in domain.LIVE_ORDER_STATES:
                     return None
@@ -2939,11 +2943,13 @@ class Dispatcher:
         await self.retry_waiting(inc["district"], freed=order["team_id"])
         return None
 
-    def _not_sent_now(self, inc: dict[str, str], order: dict[str, str], unit: domain.Unit
-                      ) -> Detail | None:
+    async def _not_sent_now(self, inc: dict[str, str], order: dict[str, str],
+                            unit: domain.Unit) -> Detail | None:
         """Why dispatch would not send `order`'s team (`unit`, as it is now) to the
         incident, as the timeline says it when taking the team off: the category does not
-        list its kind and role, or requires a skill it lacks (domain.is_eligible's rules).
+        list its kind and role, goes to its zone's own station only (the owner now, as
+        _fill's search has it) and the team is another station's, or requires a skill it
+        lacks (domain.is_eligible's rules).
         None when it would, or when `order` is none dispatch sent for the category (an order
         of its own or a backup are: not the command room's by hand, nor a P1's escort)."""
         if order.get("kind") not in ("dispatch", "reinforcement") or order.get("escort") == "1":
@@ -2954,6 +2960,12 @@ class Dispatcher:
             return entry_detail("team_now_unlisted", team=name, agency=unit.agency_id,
                                 kind=domain.sent_as(unit.agency_kind, unit.agency_role),
                                 category=inc["category"])
+        if rule.zone_station and _of_a_station(unit.agency_kind, unit.agency_role):
+            station, _ = await self._station_known(inc)
+            if station and unit.agency_id != station:
+                return entry_detail("team_now_other_station", team=name,
+                                    agency=unit.agency_id, category=inc["category"],
+                                    station=station)
         if missing := domain.missing_skills(rule, unit.skills):
             return entry_detail("team_lacks_skills", team=name, skills=", ".join(missing),
                                 category=inc["category"])

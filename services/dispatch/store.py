@@ -154,14 +154,16 @@ end
 -- guards), its incident may bar volunteers (a weapon), which that order never checked, or
 -- want an escort for them (a P1). So with other skills (ARGV[11], domain.skills_signature;
 -- `judged_skills`, else `skills` as sent; an order written before it kept none): its
--- category may require one it lost (first aid). A `moved:{order}` timer, set once, judges
--- it (Dispatcher.on_moved_team_order_due), and marks what it judged: a team's next
--- statuses set none, until it moves again.
+-- category may require one it lost (first aid). So under another agency (ARGV[8];
+-- `judged_agency`, else `agency_id` as sent): its category may go to its zone's own
+-- station only (a fraud warning), which a station team moved to another station is not. A
+-- `moved:{order}` timer, set once, judges it (Dispatcher.on_moved_team_order_due), and
+-- marks what it judged: a team's next statuses set none, until it moves again.
 local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
 if claim then
   local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind',
                        'moved_to_volunteers', 'agency_role', 'judged_as', 'skills',
-                       'judged_skills')
+                       'judged_skills', 'agency_id', 'judged_agency')
   local st = o[1]
   if (st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene')
       and o[2] then
@@ -176,7 +178,9 @@ if claim then
       end
     end
     local skills = o[7] or o[6]
-    if judged ~= ARGV[10] or (skills and skills ~= ARGV[11]) then
+    local agency = o[9] or o[8]
+    if judged ~= ARGV[10] or (skills and skills ~= ARGV[11])
+        or (agency and agency ~= ARGV[8]) then
       redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
     end
   end
@@ -226,10 +230,10 @@ async def save_unit_status(redis: Redis, *, at: datetime, fields: dict[str, str]
     not newer than this one counts for `removed_kept_s` (how long one could still be read).
     A team a roster import put under another agency, or whose agency is no longer a police
     station, has its live station orders handed on (`moved:` timers), in the same script;
-    a team holding an order sent to it as another kind or role, or with other skills (or
-    last judged so), has that order judged by a `moved:` timer too
+    a team holding an order sent to it as another kind or role, with other skills or of
+    another agency (or last judged so), has that order judged by a `moved:` timer too
     (on_moved_team_order_due): no round trip of its own for the many statuses of teams
-    whose kind and skills did not change. The team's record keeps its skills' signature
+    whose agency, kind and skills did not change. The team's record keeps its skills' signature
     (`skills_sig`), which the offer's script compares with its order's."""
     skills = skills_signature(json.loads(fields.get("skills") or "[]"))
     flat = [x for kv in fields.items() for x in kv] + ["status_at", repr(at.timestamp()),
@@ -603,16 +607,20 @@ elseif kind == 'handover' or kind == 'followup' then
   end
   redis.call('SADD', index, ARGV[1])
 elseif ARGV[3] == '1' then
-  -- its team was moved to another kind or role, or given other skills, after the step
-  -- chose it (a roster import into a volunteer agency, or one its category does not list;
-  -- first aid taken off it; the move's look at the team's claim, save_unit_status, came
-  -- before this order): judged at once, as that look would have
+  -- its team was moved to another agency, kind or role, or given other skills, after the
+  -- step chose it (a roster import into a volunteer agency, or one its category does not
+  -- list, or another police station; first aid taken off it; the move's look at the
+  -- team's claim, save_unit_status, came before this order): judged at once, as that look
+  -- would have
   -- (Dispatcher.on_moved_team_order_due). A record saved before teams kept their skills'
   -- signature (`skills_sig`) compares none.
-  local now_is = redis.call('HMGET', KEYS[4], 'agency_kind', 'agency_role', 'skills_sig')
-  local sent = redis.call('HMGET', KEYS[1], 'agency_kind', 'agency_role', 'skills')
+  local now_is = redis.call('HMGET', KEYS[4], 'agency_kind', 'agency_role', 'skills_sig',
+                           'agency_id')
+  local sent = redis.call('HMGET', KEYS[1], 'agency_kind', 'agency_role', 'skills',
+                          'agency_id')
   if now_is[1] and (now_is[1] ~= sent[1] or (now_is[2] or '') ~= (sent[2] or '')
-                    or (now_is[3] and now_is[3] ~= (sent[3] or ''))) then
+                    or (now_is[3] and now_is[3] ~= (sent[3] or ''))
+                    or (now_is[4] or '') ~= (sent[4] or '')) then
     redis.call('ZADD', KEYS[6], 'NX', 0, 'moved:' .. ARGV[1])
   end
 end

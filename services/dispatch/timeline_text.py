@@ -137,6 +137,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} is now a team of {agency} ({kind}), which {category} is not sent to: "
               "taken off",
         "zh": "{team}现属{agency}（{kind:force}），{category:category}警情不派此类队伍：已撤下"},
+    "team_now_other_station": {
+        "en": "{team} is now a team of {agency}: {category} goes to its zone's own station, "
+              "{station}: taken off",
+        "zh": "{team}现属{agency}：{category:category}警情只派属地派出所{station}：已撤下"},
     "team_lacks_skills": {
         "en": "{team} no longer has {skills}, which {category} needs: taken off",
         "zh": "{team}已不具备{skills}技能，{category:category}警情需要此技能：已撤下"},

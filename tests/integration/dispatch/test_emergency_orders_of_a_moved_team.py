@@ -28,6 +28,7 @@ from .test_followup import kinds_and_details
 from .test_station_orders_of_a_moved_team import moved
 from .test_station_orders_of_a_removed_team import incident, withdrawn
 from .test_take_back import respond
+from .test_zone_pending import zones_back
 
 # a knife fight: the police patrol and the nearest security team go
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -508,3 +509,98 @@ async def test_a_team_left_without_first_aid_as_its_order_is_written_is_judged_t
                               and orders_for(dispatch, incident_id)[1], "another first-aid team")
     assert second.team_id == "guards-2"
 
+
+# A fraud warning goes to the police station owning its zone (`zone_station`: DESIGN's
+# "police:station (the zone's)"), and to volunteers. A roster import moves the station's
+# team to another station: dispatch would never have sent it there. Taken off as a team
+# moved to a kind the category does not list is, the timeline saying why, and the warning
+# offered again (to the zone's station's next team). (It went on: another station's team
+# warned the zone's residents, which the zone's station follows up a week later.)
+
+STATIONS = {"own-station": ("police", 22.8200), "own-station-2": ("police", 22.8400),
+            "aunties": ("volunteer", 22.8171)}
+OTHER_STATION = ("withdrawn", "own-station is now a team of ag-other: fraud_warning goes to "
+                              "its zone's own station, ag-police: taken off", None)
+
+
+async def a_fraud_warning(url: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+                          ) -> tuple[str, OrderIssued]:
+    """A fraud warning in ag-police's zone: its station team and the volunteers go."""
+    zones_back(monkeypatch)
+    for team_id, (kind, lat) in STATIONS.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(url, len(STATIONS))
+    incident_id = await report(publisher, "fraud_warning", priority="P4")
+    sent = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2
+                            and orders_for(url, incident_id), "the station and the volunteers")
+    # the first station order (a move judged as it was written may have had the next one
+    # sent already)
+    station = next(o for o in sent if o.team_id != "aunties")
+    return incident_id, station
+
+
+async def test_a_station_team_moved_to_another_station_is_taken_off_a_fraud_warning(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    incident_id, station = await a_fraud_warning(dispatch, publisher, monkeypatch)
+    assert station.team_id == "own-station"
+    await moved(publisher, "own-station", agency_id="ag-other", kind="police")
+    await poll_until(lambda: withdrawn(dispatch, station.order_id), "the order taken back")
+    third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
+                             and orders_for(dispatch, incident_id)[2], "the station's next team")
+    assert (third.team_id, third.kind) == ("own-station-2", "dispatch")
+    assert OTHER_STATION in kinds_and_details(dispatch, incident_id)
+
+
+async def test_a_station_team_moved_to_another_station_goes_on_where_any_station_may_judged_once(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A noise complaint is any station's (no zone_station): the car moved to another
+    # station goes on; its next statuses do not have the order judged again.
+    zones_back(monkeypatch)
+    await team(publisher, "own-station", kind="police", lat=22.8200, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    await moved(publisher, "own-station", agency_id="ag-other", kind="police")
+    await poll_until(lambda: _order_field(dispatch, order.order_id, "judged_agency")
+                     == "ag-other", "the move judged")
+    later = utcnow() + timedelta(seconds=1)
+    await moved(publisher, "own-station", agency_id="ag-other", kind="police", at=later)
+    await poll_until(lambda: _status_at(dispatch, "own-station") >= later.timestamp() - 0.001,
+                     "the next status read")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        assert client.zscore(store.TIMERS, f"moved:{order.order_id}") is None
+    finally:
+        client.close()
+    assert withdrawn(dispatch, order.order_id) == []
+    assert len(orders_for(dispatch, incident_id)) == 1
+
+
+async def test_a_station_team_moved_as_its_fraud_warning_is_written_is_judged_too(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The import is read between the search that chose the station's car and the offer
+    # that claims it: the offer's own script has the order judged.
+    real = store.offer_order
+    moves: list[str] = []
+
+    async def moved_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["fields"]["team_id"] == "own-station" and not moves:
+            moves.append("own-station")
+            client = Redis.from_url(dispatch, decode_responses=True)
+            try:
+                await store.save_unit_status(client, at=utcnow(), fields={
+                    "team_id": "own-station", "district": DISTRICT, "status": "available",
+                    "name": "own-station", "agency_id": "ag-other", "agency_kind": "police",
+                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
+                    "on_shift": "1"})
+            finally:
+                await client.aclose()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "offer_order", moved_first)
+    incident_id, station = await a_fraud_warning(dispatch, publisher, monkeypatch)
+    assert (moves, station.team_id) == (["own-station"], "own-station")
+    await poll_until(lambda: withdrawn(dispatch, station.order_id), "the order taken back")
+    third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
+                             and orders_for(dispatch, incident_id)[2], "the station's next team")
+    assert third.team_id == "own-station-2"

@@ -96,6 +96,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "team_lacks_skills": ({"team": "Team 7", "skills": "first_aid", "category": "medical"},
                           lambda team, skills, category: f"{team} no longer has {skills}, "
                           f"which {category} needs: taken off"),
+    "team_now_other_station": ({"team": "Team 7", "agency": "ps-2", "category": "fraud_warning",
+                                "station": "ps-1"},
+                               lambda team, agency, category, station: f"{team} is now a team "
+                               f"of {agency}: {category} goes to its zone's own station, "
+                               f"{station}: taken off"),
     "team_now_volunteers_alone": ({"team": "Team 7", "agency": "ag-residents"},
                                   lambda team, agency: f"{team} is now a team of {agency}, a "
                                   "volunteer agency: volunteers are never the only responders "
