@@ -2949,7 +2949,7 @@ class Dispatcher:
         incident, as the timeline says it when taking the team off: the category does not
         list its kind and role, goes to its zone's own station only (the owner now, as
         _fill's search has it) and the team is another station's, or requires a skill it
-        lacks (domain.is_eligible's rules).
+        lacks (domain.is_eligible's rules); a team at the scene is judged by its kind only.
         None when it would, or when `order` is none dispatch sent for the category (an order
         of its own or a backup are: not the command room's by hand, nor a P1's escort)."""
         if order.get("kind") not in ("dispatch", "reinforcement") or order.get("escort") == "1":
@@ -2960,6 +2960,11 @@ class Dispatcher:
             return entry_detail("team_now_unlisted", team=name, agency=unit.agency_id,
                                 kind=domain.sent_as(unit.agency_kind, unit.agency_role),
                                 category=inc["category"])
+        if order["state"] == "on_scene":
+            # At the scene: the same people are there, helping; an edit of the roster moving
+            # the team to another station or taking a skill off it does not pull them off
+            # (the command room may, by hand). A kind the category does not list does.
+            return None
         if rule.zone_station and _of_a_station(unit.agency_kind, unit.agency_role):
             station, _ = await self._station_known(inc)
             if station and unit.agency_id != station:

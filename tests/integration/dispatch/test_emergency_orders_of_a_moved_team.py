@@ -455,6 +455,24 @@ async def test_a_team_an_import_leaves_without_first_aid_is_taken_off_a_collapse
     assert LACKS_FIRST_AID in kinds_and_details(dispatch, incident_id)
 
 
+async def test_a_team_at_the_scene_an_import_leaves_without_first_aid_stays_there(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The guards are with the patient: a roster edit does not pull them off (the people at
+    # the scene are the same); judged once, as a change that takes nobody off.
+    await first_aid_teams(dispatch, publisher, FIRST_AIDERS)
+    incident_id = await report(publisher, "medical", priority="P1")
+    (first,) = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    await respond(publisher, first, "acknowledged", "en_route", "on_scene")
+    await poll_until(lambda: _order_field(dispatch, first.order_id, "state") == "on_scene",
+                     "the guards at the scene")
+    await moved(publisher, "guards", agency_id="ag-security", kind="security", skills=())
+    await poll_until(lambda: _order_field(dispatch, first.order_id, "judged_skills") == "",
+                     "the change judged")
+    assert withdrawn(dispatch, first.order_id) == []
+    assert _order_field(dispatch, first.order_id, "state") == "on_scene"
+    assert LACKS_FIRST_AID not in kinds_and_details(dispatch, incident_id)
+
+
 async def test_a_team_an_import_takes_a_skill_from_goes_on_where_none_is_needed_judged_once(
         dispatch: str, publisher: RedisBroker) -> None:
     # A noise complaint needs no skill: the guards, first-aiders no more, go on; their next
