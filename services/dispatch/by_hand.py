@@ -70,7 +70,7 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
             if rank is None:
                 warnings.append(KIND_NOT_LISTED)
             kind_rank = len(rule.answer) if rank is None else rank
-            missing = [s for s in rule.skills if s not in unit.skills]
+            missing = domain.missing_skills(rule, unit.skills)
             if missing:
                 warnings.append(LACKS_SKILLS)
         if (handed_over or rule.zone_station) and police_station and station \
