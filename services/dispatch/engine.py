@@ -105,7 +105,7 @@ TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit d
                "handover": "hand-over retried", "zone": "zone looked up again",
                "reinforce": "backup looked for again", "offshift": "team off shift on an order",
                "removed": "station order of a removed team handed on",
-               "moved": "station order of a team moved to another agency handed on",
+               "moved": "order of a team a roster import moved judged",
                "visit": "follow-up visit order unanswered",
                "link": "linked report judged again"}
 ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "visit")
