@@ -228,6 +228,32 @@ async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is
     assert incident(dispatch, incident_id)["status"] == "handed_over"
 
 
+def moved_as_offered(monkeypatch: pytest.MonkeyPatch, url: str, team_id: str, *,
+                     agency_id: str, kind: str) -> list[str]:
+    """The roster import moving `team_id` (to `agency_id`, of `kind`, with no skills) read
+    between the search that chose the team and the offer that claims it: its status saved
+    just before the team's first offer is written. The list gets the team's id once it was."""
+    real = store.offer_order
+    moves: list[str] = []
+
+    async def moved_first(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["fields"]["team_id"] == team_id and not moves:
+            moves.append(team_id)
+            client = Redis.from_url(url, decode_responses=True)
+            try:
+                await store.save_unit_status(client, at=utcnow(), fields={
+                    "team_id": team_id, "district": DISTRICT, "status": "available",
+                    "name": team_id, "agency_id": agency_id, "agency_kind": kind,
+                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
+                    "on_shift": "1"})
+            finally:
+                await client.aclose()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "offer_order", moved_first)
+    return moves
+
+
 async def test_a_team_moved_into_volunteers_as_its_order_is_written_is_judged_too(
         dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # The move is read between the search that chose the guards (as security) and the offer
@@ -236,24 +262,7 @@ async def test_a_team_moved_into_volunteers_as_its_order_is_written_is_judged_to
     for team_id, (kind, lat) in TEAMS.items():
         await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
     await wait_for_units(dispatch, len(TEAMS))
-    real = store.offer_order
-    moves: list[str] = []
-
-    async def moved_first(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["fields"]["team_id"] == "guards" and not moves:
-            moves.append("guards")
-            client = Redis.from_url(dispatch, decode_responses=True)
-            try:
-                await store.save_unit_status(client, at=utcnow(), fields={
-                    "team_id": "guards", "district": DISTRICT, "status": "available",
-                    "name": "guards", "agency_id": "ag-residents", "agency_kind": "volunteer",
-                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
-                    "on_shift": "1"})
-            finally:
-                await client.aclose()
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "offer_order", moved_first)
+    moves = moved_as_offered(monkeypatch, dispatch, "guards", agency_id="ag-residents", kind="volunteer")
     incident_id = await report(publisher, "violence", priority="P1", flags=("weapon",))
     sent = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 2
                             and orders_for(dispatch, incident_id), "the joint response")
@@ -394,24 +403,7 @@ async def test_a_team_moved_to_a_kind_not_listed_as_its_order_is_written_is_judg
     await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
     await team(publisher, "pol-2", kind="police", lat=22.8400, lon=108.3665)
     await wait_for_units(dispatch, 2)
-    real = store.offer_order
-    moves: list[str] = []
-
-    async def moved_first(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["fields"]["team_id"] == "pol" and not moves:
-            moves.append("pol")
-            client = Redis.from_url(dispatch, decode_responses=True)
-            try:
-                await store.save_unit_status(client, at=utcnow(), fields={
-                    "team_id": "pol", "district": DISTRICT, "status": "available",
-                    "name": "pol", "agency_id": "ag-guards", "agency_kind": "security",
-                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
-                    "on_shift": "1"})
-            finally:
-                await client.aclose()
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "offer_order", moved_first)
+    moves = moved_as_offered(monkeypatch, dispatch, "pol", agency_id="ag-guards", kind="security")
     incident_id = await report(publisher, "ebike_theft", priority="P3")
     first = (await poll_until(lambda: orders_for(dispatch, incident_id), "the order"))[0]
     assert (moves, first.team_id) == (["pol"], "pol")
@@ -501,24 +493,7 @@ async def test_a_team_left_without_first_aid_as_its_order_is_written_is_judged_t
     # The import is read between the search that chose the guards (first-aiders) and the
     # offer that claims them: the offer's own script has the order judged.
     await first_aid_teams(dispatch, publisher, FIRST_AIDERS)
-    real = store.offer_order
-    moves: list[str] = []
-
-    async def moved_first(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["fields"]["team_id"] == "guards" and not moves:
-            moves.append("guards")
-            client = Redis.from_url(dispatch, decode_responses=True)
-            try:
-                await store.save_unit_status(client, at=utcnow(), fields={
-                    "team_id": "guards", "district": DISTRICT, "status": "available",
-                    "name": "guards", "agency_id": "ag-security", "agency_kind": "security",
-                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
-                    "on_shift": "1"})
-            finally:
-                await client.aclose()
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "offer_order", moved_first)
+    moves = moved_as_offered(monkeypatch, dispatch, "guards", agency_id="ag-security", kind="security")
     incident_id = await report(publisher, "medical", priority="P1")
     first = (await poll_until(lambda: orders_for(dispatch, incident_id), "the order"))[0]
     assert (moves, first.team_id) == (["guards"], "guards")
@@ -598,24 +573,7 @@ async def test_a_station_team_moved_as_its_fraud_warning_is_written_is_judged_to
         dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
     # The import is read between the search that chose the station's car and the offer
     # that claims it: the offer's own script has the order judged.
-    real = store.offer_order
-    moves: list[str] = []
-
-    async def moved_first(*args: Any, **kwargs: Any) -> Any:
-        if kwargs["fields"]["team_id"] == "own-station" and not moves:
-            moves.append("own-station")
-            client = Redis.from_url(dispatch, decode_responses=True)
-            try:
-                await store.save_unit_status(client, at=utcnow(), fields={
-                    "team_id": "own-station", "district": DISTRICT, "status": "available",
-                    "name": "own-station", "agency_id": "ag-other", "agency_kind": "police",
-                    "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
-                    "on_shift": "1"})
-            finally:
-                await client.aclose()
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(store, "offer_order", moved_first)
+    moves = moved_as_offered(monkeypatch, dispatch, "own-station", agency_id="ag-other", kind="police")
     incident_id, station = await a_fraud_warning(dispatch, publisher, monkeypatch)
     assert (moves, station.team_id) == (["own-station"], "own-station")
     await poll_until(lambda: withdrawn(dispatch, station.order_id), "the order taken back")
