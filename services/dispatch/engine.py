@@ -106,9 +106,10 @@ TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit d
                "reinforce": "backup looked for again", "offshift": "team off shift on an order",
                "removed": "station order of a removed team handed on",
                "moved": "order of a team a roster import moved judged",
+               "rezoned": "order judged again after an import gave its zone to another station",
                "visit": "follow-up visit order unanswered",
                "link": "linked report judged again"}
-ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "visit")
+ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "rezoned", "visit")
 # What a follow-up visit checks (its order's instructions): a mediated agreement, unless
 # the category's visit is for something else (DOMAIN.md: "after mediation or a fraud warning").
 MEDIATED_CHECK = "check that the mediated agreement holds."
@@ -2443,6 +2444,8 @@ class Dispatcher:
             return await self.on_off_shift_due(ident)
         elif kind in ("removed", "moved"):
             return await self.on_removed_team_order_due(ident, timer=kind)
+        elif kind == "rezoned":
+            return await self.on_moved_team_order_due(ident, timer=kind)
         elif kind == "visit":
             return await self.on_visit_unanswered_due(ident)
         elif kind == "link":
@@ -2864,21 +2867,61 @@ class Dispatcher:
             return
         await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
 
-    async def on_moved_team_order_due(self, order_id: str) -> datetime | None:
+    async def on_zones_changed(self, district: str) -> int:
+        """The district's zones as read from volunteers changed (an import re-cut them,
+        gave one to another station, removed one), or were read for the first time by this
+        process (it may have missed a change): each live order dispatch sent a police
+        station's team for a category sent to its zone's own station only (a fraud
+        warning), whose place another station owns now, gets a `rezoned:{order}` timer due
+        at once (set once), which judges it as a moved team's (on_moved_team_order_due:
+        taken off, the timeline saying why, and the zone's station's team offered; at the
+        scene it goes on, as a team moved is). No status of the team comes to do it: the
+        team did not move, its ground did. A hand-over or visit the old station was given
+        stays with it (whoever takes a case owns it until done). Returns the timers set."""
+        if not any(rule.zone_station for rule in self.policy.categories.values()):
+            return 0
+        held = [(unit, claim) for unit, claim in await store.units_in(self.redis, district)
+                if claim and _of_a_station(unit.agency_kind, unit.agency_role)]
+        if not held:
+            return 0
+        orders = await store.orders_bulk(self.redis, [claim for _, claim in held])
+        judged = [(unit, order) for (unit, _), order in zip(held, orders, strict=True)
+                  if order.get("team_id") == unit.team_id
+                  and order.get("state") in domain.LIVE_ORDER_STATES
+                  and order.get("kind") in ("dispatch", "reinforcement")
+                  and order.get("escort") != "1"]
+        if not judged:
+            return 0
+        incidents = {inc["incident_id"]: inc for inc in await store.incidents_bulk(
+            self.redis, {order["incident_id"] for _, order in judged})}
+        now, timers = utcnow(), 0
+        for unit, order in judged:
+            inc = incidents.get(order["incident_id"])
+            if (inc is None or inc["district"] != district
+                    or not self.policy.rule(inc["category"]).zone_station):
+                continue
+            zone, known = await self._place(district, float(inc["lat"]), float(inc["lon"]))
+            if known and zone is not None and zone.owner_agency_id != unit.agency_id:
+                await store.schedule(self.redis, f"rezoned:{order['order_id']}", now, nx=True)
+                timers += 1
+        return timers
+
+    async def on_moved_team_order_due(self, order_id: str, *, timer: str = "moved"
+                                      ) -> datetime | None:
         """A team's order after a roster import moved the team to another agency, kind or
         role, or gave it other skills, than the order was sent to it as (or last judged
-        as). It is taken back, as the command room's revision adding a weapon flag takes
-        volunteers off, with a timeline entry saying why, and the incident gets the units it
-        wants (a backup taken off, another backup for the team that asked): from an
-        incident whose flags bar volunteers (a weapon), a team now of a volunteer agency;
-        and an order
-        dispatch sent for the incident's category whose category does not list the team's
-        new kind or role, goes to its zone's own station only and the team is another
-        station's now, or requires a skill it no longer has (DESIGN's "who may answer": an
-        e-bike theft, a police case, is no security company's; a fight no volunteers'; a
-        fraud warning the zone's station's; a collapse wants first aid), but not one the
-        command room sent by hand (it may send any team, knowingly) nor a P1's escort (sent
-        whatever the category) (_not_sent_now).
+        as), or gave the zone of its incident to another police station (a `rezoned:`
+        timer, on_zones_changed). It is taken back, as the command room's revision adding a
+        weapon flag takes volunteers off, with a timeline entry saying why, and the incident
+        gets the units it wants (a backup taken off, another backup for the team that
+        asked): from an incident whose flags bar volunteers (a weapon), a team now of a
+        volunteer agency; and an order dispatch sent for the incident's category whose
+        category does not list the team's new kind or role, goes to its zone's own station
+        only and the team is another station's now, or requires a skill it no longer has
+        (DESIGN's "who may answer": an e-bike theft, a police case, is no security
+        company's; a fight no volunteers'; a fraud warning the zone's station's; a collapse
+        wants first aid), but not one the command room sent by hand (it may send any team,
+        knowingly) nor a P1's escort (sent whatever the category) (_not_sent_now).
         Elsewhere the team goes on (the same people on their way), counted as volunteers
         while of a volunteer agency (_counted_as): a P1's escort so moved leaves volunteers
         alone there, which the timeline says, and another escort is sought (or, nobody
@@ -2920,7 +2963,7 @@ class Dispatcher:
                     await self._moved_back(state, order, unit)
                 elif volunteers and inc["status"] not in TERMINAL:
                     if order.get("moved_to_volunteers") != "1":
-                        if await self._answers_behind(f"moved:{order_id}", incident_id,
+                        if await self._answers_behind(f"{timer}:{order_id}", incident_id,
                                                       utcnow()):
                             return utcnow() + ANSWERS_WAIT
                         await self._counted_as_volunteers(state, order, unit)
@@ -2931,7 +2974,7 @@ class Dispatcher:
             # Whatever the incident's status: a backup a station team asked for on a case
             # handed over or filed is live while that team's order is (_backup_again).
             if order["state"] in domain.LIVE_ORDER_STATES:
-                if await self._answers_behind(f"moved:{order_id}", incident_id, utcnow()):
+                if await self._answers_behind(f"{timer}:{order_id}", incident_id, utcnow()):
                     return utcnow() + ANSWERS_WAIT
                 await self._taken_back(state, order, detail=off,
                                        marks={"team_moved": "1", **judged})
@@ -2966,8 +3009,18 @@ class Dispatcher:
             # (the command room may, by hand). A kind the category does not list does.
             return None
         if rule.zone_station and _of_a_station(unit.agency_kind, unit.agency_role):
-            station, _ = await self._station_known(inc)
+            # _station_known's owner, with its zone for the timeline
+            zone, known = await self._place(inc["district"], float(inc["lat"]),
+                                            float(inc["lon"]))
+            station = ((zone.owner_agency_id if zone else "") if known
+                       else inc.get("station_agency_id") or "")
             if station and unit.agency_id != station:
+                if zone is not None and unit.agency_id == (order.get("judged_agency")
+                                                           or order.get("agency_id")):
+                    # the team is where it was: an import gave the zone to another station
+                    return entry_detail("zone_now_other_station", zone=zone.name,
+                                        station=station, category=inc["category"],
+                                        team=name, agency=unit.agency_id)
                 return entry_detail("team_now_other_station", team=name,
                                     agency=unit.agency_id, category=inc["category"],
                                     station=station)

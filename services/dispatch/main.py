@@ -57,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              retention_s=settings.retention_days * 86400):
             stop = asyncio.Event()
             timers = asyncio.create_task(run_timers(engine, settings, stop))
-            refreshing = asyncio.create_task(zones.keep_fresh(stop), name="zones-refresh")
+            refreshing = asyncio.create_task(
+                zones.keep_fresh(stop, on_changed=engine.on_zones_changed), name="zones-refresh")
             sweeping = asyncio.create_task(records.keep_sweeping(
                 redis, engine.locks, records_days=settings.records_days,
                 kpi_days=settings.kpi_days, stop=stop), name="records-sweep")

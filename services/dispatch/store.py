@@ -1398,6 +1398,14 @@ async def get_order(redis: Redis, order_id: str) -> dict[str, str] | None:
     return data or None
 
 
+async def orders_bulk(redis: Redis, ids: Sequence[str]) -> list[dict[str, str]]:
+    """Each order of `ids` whole, in their order ({} for no such order)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for order_id in ids:
+            pipe.hgetall(order_key(order_id))
+        return await pipe.execute()
+
+
 def queue_order_change(pipe: Pipeline, order_id: str, fields: dict[str, str]) -> None:
     pipe.hset(order_key(order_id), mapping=fields)
 

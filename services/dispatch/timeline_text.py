@@ -141,6 +141,11 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} is now a team of {agency}: {category} goes to its zone's own station, "
               "{station}: taken off",
         "zh": "{team}现属{agency}：{category:category}警情只派属地派出所{station}：已撤下"},
+    "zone_now_other_station": {
+        "en": "zone {zone} is now a zone of {station}: {category} goes to its zone's own "
+              "station: {team} of {agency} taken off",
+        "zh": "辖区{zone}现归{station}管辖：{category:category}警情只派属地派出所："
+              "{agency}的{team}已撤下"},
     "team_lacks_skills": {
         "en": "{team} no longer has {skills}, which {category} needs: taken off",
         "zh": "{team}已不具备{skills}技能，{category:category}警情需要此技能：已撤下"},

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -37,6 +38,7 @@ class ZoneProjection:
         self._retry_after_s = retry_after_s
         self._indexes: dict[str, ZoneIndex] = {}
         self._digests: dict[str, bytes] = {}  # of the answer each index was built from
+        self._judged: dict[str, bytes] = {}  # of the answer `on_changed` last took in
         self._failed_at: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -90,9 +92,13 @@ class ZoneProjection:
         self._failed_at.pop(district, None)
         return index
 
-    async def keep_fresh(self, stop: asyncio.Event) -> None:
+    async def keep_fresh(self, stop: asyncio.Event, *,
+                         on_changed: Callable[[str], Awaitable[object]] | None = None) -> None:
         """Reload every known district's zones every `refresh_s` until `stop` is set; a failed
-        reload keeps the zones dispatch had."""
+        reload keeps the zones dispatch had. `on_changed(district)` is told of zones other
+        than those it was last told of (an import's, or the first this process read: a
+        change may have come while it was down), until it returns: one that fails (Redis
+        away) is told again at the next round."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._refresh_s)
@@ -100,3 +106,13 @@ class ZoneProjection:
                 if stop.is_set():
                     break
                 await self._load(district)
+                digest = self._digests.get(district)
+                if on_changed is None or digest is None or self._judged.get(district) == digest:
+                    continue
+                try:
+                    await on_changed(district)
+                except Exception as exc:  # told again next round; the refresh goes on
+                    log.warning("zones of district %s changed, not judged yet: %s", district,
+                                type(exc).__name__)
+                    continue
+                self._judged[district] = digest

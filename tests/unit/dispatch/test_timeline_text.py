@@ -101,6 +101,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                                lambda team, agency, category, station: f"{team} is now a team "
                                f"of {agency}: {category} goes to its zone's own station, "
                                f"{station}: taken off"),
+    "zone_now_other_station": ({"zone": "Nanhu 3", "station": "ps-2", "category": "fraud_warning",
+                                "team": "Team 7", "agency": "ps-1"},
+                               lambda zone, station, category, team, agency: f"zone {zone} is "
+                               f"now a zone of {station}: {category} goes to its zone's own "
+                               f"station: {team} of {agency} taken off"),
     "team_now_volunteers_alone": ({"team": "Team 7", "agency": "ag-residents"},
                                   lambda team, agency: f"{team} is now a team of {agency}, a "
                                   "volunteer agency: volunteers are never the only responders "

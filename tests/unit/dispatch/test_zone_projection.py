@@ -3,6 +3,8 @@ is unknown (the zones could not be loaded), and the two are told apart."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -74,3 +76,30 @@ async def test_a_refresh_without_a_zone_drops_it() -> None:
     assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is None
     assert await zones.zones_of("qingxiu") == ()
 
+
+
+async def test_zones_that_changed_are_judged_once_and_again_after_a_judgement_that_failed() -> None:
+    # A re-import may give a zone to another station while its station's car holds the
+    # zone's fraud warning: dispatch is told of each change (and of the zones first read,
+    # which a change may have come before), once it takes them in; a judgement that failed
+    # (Redis away) is made again at the next round, not lost with the digest.
+    moved = {"zones": [{**ZONES["zones"][0], "owner_agency_id": "ag-other"}]}
+    answers = [ZONES, ZONES, ZONES, moved, moved, moved]
+    zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json=answers.pop(0) if answers else moved))),
+        volunteers_url="http://volunteers", admin_token="t", timeout_s=1.0, refresh_s=0.001)
+    assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is not None  # first read
+    told: list[str] = []
+    stop = asyncio.Event()
+
+    async def on_changed(district: str) -> None:
+        zone = await zones.lookup(district, lat=22.05, lon=108.05)
+        assert zone is not None
+        told.append(zone.owner_agency_id)
+        if told == ["ag-police", "ag-other"]:
+            raise ConnectionError("Redis went away")
+        if len(told) == 3:
+            stop.set()
+
+    await asyncio.wait_for(zones.keep_fresh(stop, on_changed=on_changed), timeout=10)
+    assert told == ["ag-police", "ag-other", "ag-other"]

@@ -1,0 +1,160 @@
+"""What a roster import that gives a zone to another police station does to the live orders
+of a category sent to its zone's own station only (a fraud warning: DESIGN's "police:station
+(the zone's)"), against a real Redis, volunteers serving its zones over HTTP and dispatch
+reading them: the station team of the old owner on its way is taken off as a team moved to
+another station is, the timeline saying why, and the new owner's team offered; at the scene
+it goes on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import redis as sync_redis
+from faststream.redis import RedisBroker
+
+from services.dispatch.config import Settings as DispatchSettings
+from services.dispatch.main import create_app as create_dispatch
+from services.volunteers.config import Settings as VolunteersSettings
+from services.volunteers.main import create_app as create_volunteers
+from shared.events import OrderIssued
+from tests.helpers import poll_until
+from tests.integration.notify.conftest import serving
+from tests.integration.volunteers.conftest import ADMIN
+
+from .dispatch.test_engine import DISTRICT, orders_for, report, wait_for_units
+from .dispatch.test_followup import incident_fields, kinds_and_details
+from .dispatch.test_station_orders_of_a_removed_team import withdrawn
+from .dispatch.test_take_back import respond
+from .test_zone_ownership import (
+    ADMIN_TOKEN,
+    LAT,
+    import_roster,
+    on_shift_at,
+    owned_in_dispatch,
+    square,
+    zone,
+)
+
+TERRITORY = square(LAT, 108.3665, 0.02)
+
+
+def roster(*, owner: str, old_car_of: str = "ps-old") -> dict[str, Any]:
+    """Two police stations (ps-old, ps-new) and a residents' patrol: z-1 over the scene owned
+    by `owner`; a car of each station (the old one's of `old_car_of`) and the patrol."""
+    return {
+        "district": DISTRICT,
+        "agencies": [
+            {"id": "ps-old", "name": "Old Station", "kind": "police", "role": "station"},
+            {"id": "ps-new", "name": "New Station", "kind": "police", "role": "station"},
+            {"id": "residents", "name": "Red armbands", "kind": "volunteer"},
+        ],
+        "zones": [zone("z-1", owner, TERRITORY)],
+        "teams": [
+            {"id": "t-old", "agency_id": old_car_of, "name": "Old car", "mode": "car"},
+            {"id": "t-new", "agency_id": "ps-new", "name": "New car", "mode": "car"},
+            {"id": "t-vol", "agency_id": "residents", "name": "Aunties", "mode": "foot"},
+        ],
+        "members": [
+            {"id": "m-old", "name": "Officer Li", "agency_id": old_car_of, "team_id": "t-old",
+             "role": "officer"},
+            {"id": "m-new", "name": "Officer Wu", "agency_id": "ps-new", "team_id": "t-new",
+             "role": "officer"},
+            {"id": "m-vol", "name": "Auntie Zhou", "agency_id": "residents", "team_id": "t-vol",
+             "role": "volunteer"},
+        ],
+    }
+
+
+@contextlib.asynccontextmanager
+async def volunteers_and_dispatch(
+        url: str, *, zones_refresh_s: float = 0.2,
+        ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Volunteers served on a port and dispatch in this process, reading its zones again
+    every `zones_refresh_s`; a client on each."""
+    volunteers = create_volunteers(VolunteersSettings(
+        redis_url=url, admin_token=ADMIN_TOKEN, position_publish_interval_ms=0,
+        consumer_name="volunteers-zone-moves"))
+    async with serving(volunteers) as volunteers_url, \
+            httpx.AsyncClient(base_url=volunteers_url, timeout=10) as client:
+        dispatch = create_dispatch(DispatchSettings(
+            redis_url=url, admin_token=ADMIN_TOKEN, volunteers_url=volunteers_url,
+            claim_idle_ms=500, timer_interval_s=0.05, zones_refresh_s=zones_refresh_s))
+        transport = httpx.ASGITransport(app=dispatch)
+        async with dispatch.router.lifespan_context(dispatch), httpx.AsyncClient(
+                transport=transport, base_url="http://dispatch", headers=ADMIN) as console:
+            yield client, console
+
+
+async def a_fraud_warning(url: str, client: httpx.AsyncClient, publisher: RedisBroker
+                          ) -> tuple[str, OrderIssued]:
+    """The three teams on shift (the old station's car the nearest of the cars), and a fraud
+    warning in z-1: its id and the old station's order (the aunties have the other)."""
+    r = await import_roster(client, roster(owner="ps-old"))
+    assert r.status_code == 200, r.text
+    await on_shift_at(client, "m-vol", LAT + 0.0005)
+    await on_shift_at(client, "m-old", LAT + 0.001)
+    await on_shift_at(client, "m-new", LAT + 0.01)
+    await wait_for_units(url, 3)
+    incident_id = await report(publisher, "fraud_warning", priority="P4")
+    sent = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2
+                            and orders_for(url, incident_id), "the station's car and the aunties")
+    assert sorted(o.team_id for o in sent) == ["t-old", "t-vol"]
+    return incident_id, next(o for o in sent if o.team_id == "t-old")
+
+
+ZONE_MOVED = ("withdrawn", "zone z-1 is now a zone of ps-new: fraud_warning goes to its "
+                           "zone's own station: Old car of ps-old taken off", None)
+
+
+async def test_a_zone_given_to_another_station_takes_the_old_stations_car_off_its_fraud_warning(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The import gives z-1 to the new station: the old station's car on its way to warn the
+    # residents is not the zone's station's any more. No status of the car comes (it did not
+    # move), and nothing judged its order: the old station warned the new one's residents,
+    # whom the new station visits a week later without knowing them.
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        await respond(publisher, old, "acknowledged")
+        r = await import_roster(client, roster(owner="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: withdrawn(clean_redis, old.order_id), "the old car taken off",
+                         20)
+        third = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 3
+                                 and orders_for(clean_redis, incident_id)[2],
+                                 "the new station's car")
+    assert (third.team_id, third.kind) == ("t-new", "dispatch")
+    assert ZONE_MOVED in kinds_and_details(clean_redis, incident_id)
+    assert withdrawn(clean_redis, next(o.order_id for o in orders_for(clean_redis, incident_id)
+                                       if o.team_id == "t-vol")) == []  # the aunties go on
+    assert incident_fields(clean_redis, incident_id)["flagged"] == "0"
+
+
+async def test_a_station_car_at_the_scene_goes_on_when_its_zone_is_given_to_another_station(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # At the scene, warning the residents: the same people are there; the new station
+    # follows up. Nothing is taken off, as for a car moved to another station at the scene.
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        await respond(publisher, old, "acknowledged", "on_scene")
+        await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")
+                         == "on_scene", "the car at the scene")
+        r = await import_roster(client, roster(owner="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-new"}),
+                         "dispatch's zones read again")
+        # judged against the zones read (the order marked with what it was judged as)
+        await poll_until(lambda: _judged_agency(clean_redis, old.order_id) == "ps-old",
+                         "the car's order judged", 20)
+    assert withdrawn(clean_redis, old.order_id) == []
+    assert len(orders_for(clean_redis, incident_id)) == 2
+
+
+def _judged_agency(url: str, order_id: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(f"dispatch:order:{order_id}", "judged_agency")
+    finally:
+        client.close()
