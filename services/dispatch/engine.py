@@ -3012,6 +3012,13 @@ class Dispatcher:
             # _station_known's owner, with its zone for the timeline
             zone, known = await self._place(inc["district"], float(inc["lat"]),
                                             float(inc["lon"]))
+            if known and unit.agency_id != (zone.owner_agency_id if zone else unit.agency_id):
+                # Not as dispatch last read the zones: one import may have moved the team
+                # with its ground to the other station (its status, read at once, tells of
+                # zones read up to ZONES_REFRESH_S later). Its zones are read again first.
+                await self.zones.refresh(inc["district"])
+                zone, known = await self._place(inc["district"], float(inc["lat"]),
+                                                float(inc["lon"]))
             station = ((zone.owner_agency_id if zone else "") if known
                        else inc.get("station_agency_id") or "")
             if station and unit.agency_id != station:

@@ -58,6 +58,12 @@ class ZoneProjection:
             raise ZonesUnavailable(district)
         return index.zones
 
+    async def refresh(self, district: str) -> None:
+        """Read the district's zones again now, not at the next round: a team's status may
+        tell of an import whose zones this process has not read yet (volunteers writes an
+        import's zones before its teams). Failing, the zones dispatch had stay."""
+        await self._load(district)
+
     async def _first_load(self, district: str) -> ZoneIndex | None:
         async with self._locks.setdefault(district, asyncio.Lock()):
             if district in self._indexes:

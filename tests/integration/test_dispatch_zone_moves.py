@@ -3,7 +3,7 @@ of a category sent to its zone's own station only (a fraud warning: DESIGN's "po
 (the zone's)"), against a real Redis, volunteers serving its zones over HTTP and dispatch
 reading them: the station team of the old owner on its way is taken off as a team moved to
 another station is, the timeline saying why, and the new owner's team offered; at the scene
-it goes on."""
+it goes on. A team moved together with its ground stays on."""
 
 from __future__ import annotations
 
@@ -156,5 +156,31 @@ def _judged_agency(url: str, order_id: str) -> str | None:
     client = sync_redis.Redis.from_url(url, decode_responses=True)
     try:
         return client.hget(f"dispatch:order:{order_id}", "judged_agency")
+    finally:
+        client.close()
+
+
+async def test_a_station_car_moved_with_its_ground_to_another_station_stays_on_its_warning(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # One import gives z-1 and the old station's car to the new station (the car goes with
+    # its ground). The car's new status is read before dispatch reads the zones again: it
+    # was judged against the zones as they were, as another station's car, and taken off,
+    # the warning offered to the old station, which owns the ground no more.
+    async with volunteers_and_dispatch(clean_redis, zones_refresh_s=3600) as (client, console):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        r = await import_roster(client, roster(owner="ps-new", old_car_of="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: _agency_of(clean_redis, "t-old") == "ps-new",
+                         "the car's move read")
+        await poll_until(lambda: _judged_agency(clean_redis, old.order_id) == "ps-new",
+                         "the car's order judged", 20)
+    assert withdrawn(clean_redis, old.order_id) == []
+    assert len(orders_for(clean_redis, incident_id)) == 2
+
+
+def _agency_of(url: str, team_id: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(f"dispatch:unit:{team_id}", "agency_id")
     finally:
         client.close()
