@@ -210,7 +210,8 @@ TEAMS_DESCRIPTION = (
     "`eta_s` (null without a position), `fix_age_s`, `position_counts`, `open_order_id`, "
     "and `warnings`: kind_not_listed (the category does not list its kind: volunteers to a "
     "fight), lacks_skills (`missing_skills`), other_station (not the station owning the "
-    "place), volunteers_alone_on_p1 (no police or security team is on this P1: volunteers "
+    "place now, as dispatch sends to it: a roster import may have given the zone to another "
+    "since the report), volunteers_alone_on_p1 (no police or security team is on this P1: volunteers "
     "are never its only responders, and a team sent by hand raises no flag). `total`: how "
     "many there are; `count`: how many are listed (up to `limit`).")
 
@@ -675,7 +676,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         check_district(who, inc["district"])
         rows = by_hand.teams_to_send(inc, await store.orders_of(redis, incident_id),
                                      await store.units_in(redis, inc["district"]),
-                                     engine.policy, datetime.now(UTC))
+                                     engine.policy, datetime.now(UTC),
+                                     station=await engine.owning_station(inc))
         return {"incident_id": incident_id, "teams": rows[:limit],
                 "count": min(len(rows), limit), "total": len(rows)}
 

@@ -26,7 +26,7 @@ ENDED = ("resolved", "closed")  # nothing to send; a hand-over or a linked repor
 
 def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
                   units: Sequence[tuple[domain.Unit, str | None]], policy: Policy,
-                  now: datetime) -> list[dict[str, Any]]:
+                  now: datetime, *, station: str | None = None) -> list[dict[str, Any]]:
     """The district's teams (`units`: each with its open order, if any) that the command room
     may send to `inc` (`orders`: the incident's), best first: those the rules allow (their
     kind, skills and station) before the others, placed by a position that counts before
@@ -34,7 +34,9 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     (travel time plus `rank_step_s` per place below first in the category's list; home
     zone, then id, break ties). Left out: teams off shift, those on the incident already,
     and those dispatch refuses (volunteers to a weapon; for a hand-over, any but a police
-    station's team)."""
+    station's team). `station`: the police station owning the place now, as the engine
+    judges it (an import since the report may have given the zone to another); the one
+    stored at the report when not given."""
     status = inc.get("status", "")
     if status in ENDED:
         return []
@@ -43,7 +45,7 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     rule = policy.rule(category)
     flags = tuple(json.loads(inc.get("flags") or "[]"))
     barred = domain.volunteers_barred(flags, policy)
-    station = inc.get("station_agency_id") or None
+    station = (inc.get("station_agency_id") if station is None else station) or None
     lat, lon = float(inc["lat"]), float(inc["lon"])
     live = [o for o in orders if o.get("state") in domain.LIVE_ORDER_STATES]
     on_it = {o["team_id"] for o in live}

@@ -1988,6 +1988,11 @@ class Dispatcher:
             await self._plan_visit(incident_id, handed_at + timedelta(days=days),
                                    station=station)
 
+    async def owning_station(self, inc: dict[str, str]) -> str:
+        """The police station owning the incident's place now, as hand-overs and fraud
+        warnings go to it (_station_of): the by-hand list's other_station warning."""
+        return await self._station_of(inc)
+
     async def _station_of(self, inc: dict[str, str]) -> str:
         """The police station that owns the incident's place: as reported, else its zone's."""
         return (await self._station_known(inc))[0]

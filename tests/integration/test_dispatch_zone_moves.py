@@ -184,3 +184,22 @@ def _agency_of(url: str, team_id: str) -> str | None:
         return client.hget(f"dispatch:unit:{team_id}", "agency_id")
     finally:
         client.close()
+
+
+async def test_the_by_hand_list_warns_of_the_old_station_once_its_zone_is_another_stations(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The engine sends a fraud warning to the station owning its zone now; the list of teams
+    # the command room may send by hand read the station stored at the report: the old
+    # station's car came without a warning, as the zone's own station's would.
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        r = await import_roster(client, roster(owner="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: withdrawn(clean_redis, old.order_id), "the old car taken off",
+                         20)
+        await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 3,
+                         "the new station's car")
+        r = await console.get(f"/v1/incidents/{incident_id}/teams")
+        assert r.status_code == 200, r.text
+    assert [(t["team_id"], t["warnings"]) for t in r.json()["teams"]] == [
+        ("t-old", ["other_station"])]
