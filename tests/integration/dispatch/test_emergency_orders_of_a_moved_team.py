@@ -182,7 +182,9 @@ async def test_an_escort_moved_back_out_of_volunteers_escorts_them_again(
     await poll_until(lambda: incident(dispatch, incident_id)["flagged"] == "0", "the flag gone")
     client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
     try:
-        assert client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id) is None
+        # the flag goes with the timeline entry, the queue in the refill after it
+        await poll_until(lambda: client.zscore(f"dispatch:waiting:{DISTRICT}", incident_id)
+                         is None, "off the waiting queue")
     finally:
         client.close()
     assert ESCORT_BACK in kinds_and_details(dispatch, incident_id)
