@@ -208,6 +208,7 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"roster:points:balance:{id}", Roster("members")),
     (r"roster:points:board:{id}", Roster("districts")),
     (r"roster:import:(lock|journal)", Bounded("one import at a time")),
+    (r"roster:import:as_of:{id}", Roster("districts")),
     (r"roster:import:staging:{id}", Ttl(DAY_S)),
     # volunteers: what an order, an award, an incident's resolutions need for redeliveries
     (r"roster:order:{id}", Ttl(100 * DAY_S)),

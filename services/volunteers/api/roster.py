@@ -27,6 +27,7 @@ from ..domain.roster import (
     RosterDoc,
     parse_document,
     shown,
+    shown_as_of,
 )
 from ..domain.roster_csv import parse_csv
 from ..domain.status import Refused, expire_check_ins
@@ -43,6 +44,13 @@ from .deps import Admin, IdPath
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
 
+_AS_OF = ("optional: when the sender's roster was taken, ISO 8601 with its offset (at most "
+          "5 minutes ahead of the service's clock). An import older than the last one applied "
+          "for its district is refused (409, field `as_of`) and changes nothing, so an HR or "
+          "agency system retrying a document after a newer one was applied cannot roll the "
+          "roster back; the same `as_of` again is a retry, taken (the same document changes "
+          "nothing). Without it, an import is taken as it comes and leaves the district's "
+          "`as_of` as it was. The answer's `as_of` is the district's latest (null: none).")
 _IMPORT_DOC = {
     "requestBody": {
         "required": True,
@@ -51,10 +59,10 @@ _IMPORT_DOC = {
                 "schema": {
                     "anyOf": [
                         {"type": "object", "description": "the roster document of DESIGN.md: "
-                         "district, agencies, zones, teams, members"},
+                         "district, agencies, zones, teams, members; and `as_of`, optional"},
                         {"type": "object", "description": "CSV texts: {\"district\", \"csv\": "
                          "{\"agencies\": \"<csv>\", \"zones\": ..., \"teams\": ..., "
-                         "\"members\": ...}}"},
+                         "\"members\": ...}, \"as_of\"?}"},
                     ]
                 }
             },
@@ -63,6 +71,8 @@ _IMPORT_DOC = {
                     "type": "object",
                     "properties": {
                         "district": {"type": "string"},
+                        "as_of": {"type": "string", "format": "date-time",
+                                  "description": _AS_OF},
                         **{e: {"type": "string", "format": "binary"} for e in ENTITIES},
                     },
                     "required": ["district"],
@@ -118,14 +128,14 @@ def parse_import(content_type: str, body: bytes) -> RosterDoc:
     if content_type.split(";")[0].strip().lower() == "multipart/form-data":
         fields = multipart_fields(content_type, body)
         district = fields.pop("district", None)
-        return parse_csv(district, fields)
+        return parse_csv(district, fields, fields.pop("as_of", None))
     try:
         data = json.loads(body)
     # json raises RecursionError for arrays or objects nested past the recursion limit
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from exc
     if isinstance(data, dict) and "csv" in data:
-        extra = [k for k in data if k not in ("district", "csv")]
+        extra = [k for k in data if k not in ("district", "csv", "as_of")]
         if extra and is_field_name(extra[0]):
             raise ApiError(422, "invalid_field", f"{extra[0]} is not a known field", extra[0])
         if extra:  # the sender's data, not a misspelt field: not named back
@@ -135,7 +145,7 @@ def parse_import(content_type: str, body: bytes) -> RosterDoc:
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise ApiError(422, "invalid_field",
                            "csv must map agencies/zones/teams/members to CSV text", "csv")
-        return parse_csv(data.get("district"), files)
+        return parse_csv(data.get("district"), files, data.get("as_of"))
     return parse_document(data)
 
 
@@ -171,7 +181,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         return doc
 
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
-                 openapi_extra=_IMPORT_DOC, response_model=None)
+                 description=f"`as_of`: {_AS_OF}", openapi_extra=_IMPORT_DOC,
+                 response_model=None)
     async def import_roster(who: Admin, doc: RosterDoc = Depends(roster_sent)) -> Any:
         try:
             # against the stored roster (InvalidRoster: refused_roster answers it)
@@ -181,6 +192,10 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc
+        except imports.StaleImport as exc:
+            log.info("roster import for district %s refused: older than the last one",
+                     doc.district)
+            raise ApiError(409, "conflict", exc.message, "as_of") from exc
         await audit.record(redis, "volunteers", who, "roster.import", doc.district,
                            json.dumps(result.plan.counts, sort_keys=True))
         # A move takes the member off the old team's shift and reconnects their phones:
@@ -190,7 +205,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
                                f"{old_team} -> {new_team}")
         log.info("roster import for district %s: %s", doc.district, result.plan.counts)
         return {"district": doc.district, "counts": result.plan.counts,
-                "unit_status_published": result.announced}
+                "unit_status_published": result.announced,
+                "as_of": shown_as_of(result.as_of) if result.as_of else None}
 
     # Intake and dispatch ask it (shared.districts) before they make a reporting system's key
     # or a desk's token: one for a district no import named would be watched by no one.

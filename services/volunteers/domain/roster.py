@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -228,6 +229,9 @@ class Loc:
 @dataclass(slots=True)
 class RosterDoc:
     district: str
+    # When the sender's roster was taken (optional): an import older than the district's
+    # last one is refused (`stale_import`), so a retried document never rolls it back.
+    as_of: datetime | None = None
     agencies: list[AgencyRow] = field(default_factory=list)
     zones: list[ZoneRow] = field(default_factory=list)
     teams: list[TeamRow] = field(default_factory=list)
@@ -326,6 +330,54 @@ def check_district(value: Any, errors: list[RowError], *, line: int | None = Non
     return district
 
 
+# An `as_of` this far ahead of our clock is a sender's mistake (a year mistyped), not clock
+# skew: taken, it would refuse every later import of the district until that time came.
+AS_OF_MAX_AHEAD = timedelta(minutes=5)
+AS_OF_FORMAT = "a time with its UTC offset (ISO 8601, e.g. 2026-12-07T08:00:00+08:00)"
+
+
+def check_as_of(value: Any, errors: list[RowError], *, line: int | None = None
+                ) -> datetime | None:
+    """The document's `as_of`, in UTC: None when it gives none (or a wrong one: its error is
+    added to `errors`, never echoing the value)."""
+    if value is None:
+        return None
+    parsed = None
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None or parsed.utcoffset() is None:
+        errors.append(RowError("as_of", "", f"must be {AS_OF_FORMAT}", line=line))
+        return None
+    return parsed.astimezone(UTC)
+
+
+def as_of_ahead(doc: RosterDoc, now: datetime) -> RowError | None:
+    """The error of an `as_of` that lies ahead of `now` by more than AS_OF_MAX_AHEAD."""
+    if doc.as_of is None or doc.as_of <= now + AS_OF_MAX_AHEAD:
+        return None
+    return RowError("as_of", "", "lies in the future: it is when the roster was taken, "
+                    f"{AS_OF_FORMAT}")
+
+
+def shown_as_of(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+
+
+def stale_import(doc: RosterDoc, last: datetime | None) -> str | None:
+    """Why the import is refused as older than the district's last one (its `as_of`
+    before `last`), or None. The same `as_of` again is a retry, taken (it changes nothing
+    if the document is the same); an import without one is taken as it comes."""
+    if doc.as_of is None or last is None or doc.as_of >= last:
+        return None
+    return (f"this roster is as of {shown_as_of(doc.as_of)}, older than the one imported last "
+            f"for district {doc.district} (as of {shown_as_of(last)}): nothing was imported, "
+            "as it would undo a newer roster; allowed: a roster as of then or later (or "
+            "without as_of, taken as it comes)")
+
+
 def parse_document(data: Any) -> RosterDoc:
     """A JSON roster document (DESIGN.md's format) -> RosterDoc with any errors it holds.
 
@@ -337,10 +389,11 @@ def parse_document(data: Any) -> RosterDoc:
     doc = RosterDoc(district="")
     errors = doc.errors
     for key in data:
-        if key not in ("district", *ENTITIES):
+        if key not in ("district", "as_of", *ENTITIES):
             errors.append(RowError(key, "", "is not a known field") if is_field_name(key) else
                           RowError("(body)", "", f"holds a key that is no known field {UNNAMED}"))
     doc.district = check_district(data.get("district"), errors)
+    doc.as_of = check_as_of(data.get("as_of"), errors)
     for entity in ENTITIES:
         rows = data.get(entity, [])
         if rows is None:

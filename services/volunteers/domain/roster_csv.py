@@ -6,7 +6,9 @@ Files (UTF-8, a BOM is fine, comma-separated, header row first, column order fre
 - teams: id, agency_id, name, mode, skills, home_zone_id (skills separated by `;`)
 - members: id, name, agency_id, team_id, role, phone
 A zone's polygon is either a JSON list `[[lon, lat], ...]` or WKT `POLYGON ((lon lat, ...))`;
-both are lon before lat. Empty cells are absent values; blank lines are skipped.
+both are lon before lat. Empty cells are absent values; blank lines are skipped. The district,
+and the optional `as_of` (when the roster was taken: domain.roster `check_as_of`), come beside
+the files.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .roster import (
     Loc,
     RosterDoc,
     RowError,
+    check_as_of,
     check_district,
     check_document,
     parse_row,
@@ -149,12 +152,13 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
         parse_row(entity, data, loc, doc)
 
 
-def parse_csv(district: Any, files: Mapping[str, str]) -> RosterDoc:
+def parse_csv(district: Any, files: Mapping[str, str], as_of: Any = None) -> RosterDoc:
     """CSV texts by entity name (any subset of the four) -> RosterDoc with any errors it holds
-    (raised with the reference errors by `check_references`)."""
+    (raised with the reference errors by `check_references`); `as_of` as the document's."""
     doc = RosterDoc(district="")
     errors = doc.errors
     doc.district = check_district(district, errors)
+    doc.as_of = check_as_of(as_of, errors)
     unknown = [name for name in files if name not in ENTITIES]
     for name in unknown:
         errors.append(RowError(name, "", "is not one of agencies, zones, teams, members")

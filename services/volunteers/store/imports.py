@@ -55,10 +55,12 @@ from ..domain.roster import (
     RowError,
     Write,
     ZoneRow,
+    as_of_ahead,
     check_references,
     conflicting_claims,
     plan_import,
     referenced_ids,
+    stale_import,
 )
 from ..domain.status import TeamState, leave_shift, unmanned
 from . import keys
@@ -94,6 +96,17 @@ class ImportResult:
     announced: int
     # (member, old team, new team) of each member the import moved to another team
     moved: tuple[tuple[str, str, str], ...] = ()
+    # the district's latest `as_of` once this import is taken (None: none ever given)
+    as_of: datetime | None = None
+
+
+class StaleImport(Exception):
+    """The import is older (`as_of`) than the last one applied for its district: nothing is
+    written. The message says both times and what is allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,9 +459,34 @@ def journal_steps(plan: ImportPlan, changes: Sequence[TeamChange], *, now: datet
     return steps
 
 
-async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]]) -> None:
+async def _last_as_of(redis: Redis, district: str) -> datetime | None:
+    raw = await redis.get(keys.import_as_of(district))
+    return datetime.fromisoformat(raw) if raw else None
+
+
+def _queue_as_of(pipe: Pipeline, mark: tuple[str, datetime] | None) -> None:
+    if mark is not None:
+        district, as_of = mark
+        pipe.set(keys.import_as_of(district), as_of.isoformat())
+
+
+async def _record_as_of(redis: Redis, token: str, mark: tuple[str, datetime]) -> None:
+    """The district's new `as_of`, for an import that writes nothing else (its roster was
+    as stored): a document older than it still undoes it."""
+
+    async def body(pipe: Pipeline) -> None:
+        await _check_lock(pipe, token)
+        pipe.multi()
+        _queue_as_of(pipe, mark)
+
+    await atomically(redis, [keys.import_lock()], body)
+
+
+async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]],
+                  mark: tuple[str, datetime] | None = None) -> None:
     """Write the journal whole under a key of its own, then rename it into place: from this
-    moment the import is committed (a crash before leaves nothing; after, it is finished)."""
+    moment the import is committed (a crash before leaves nothing; after, it is finished),
+    and so is the district's new `as_of` (`mark`), in the same transaction."""
     staging = keys.import_staging(token)
     async with redis.pipeline(transaction=False) as pipe:
         for step in steps:
@@ -463,6 +501,7 @@ async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]]) -> 
         pipe.multi()
         pipe.rename(staging, keys.import_journal())
         pipe.persist(keys.import_journal())
+        _queue_as_of(pipe, mark)
 
     await atomically(redis, [keys.import_lock(), staging], body)
 
@@ -679,21 +718,34 @@ async def finish(redis: Redis, token: str) -> int:
 
 async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
                         max_patrol_hours: float, ledger_ttl_s: int) -> ImportResult:
-    """Validate against what is stored, then write everything, or nothing (InvalidRoster).
+    """Validate against what is stored, then write everything, or nothing (InvalidRoster;
+    StaleImport: older than the district's last import, by `as_of`).
 
     A member moved to another team leaves the old team's shift in the import (their patrol
     points so far paid; a shift left with nobody and no order ends). A document that
-    changes nothing writes nothing."""
+    changes nothing writes nothing (but a later `as_of`)."""
+    if (ahead := as_of_ahead(doc, now)) is not None:
+        doc.errors.append(ahead)  # told with the document's other errors (check_references)
     async with import_lock(redis) as token:
         await finish(redis, token)  # one a crash cut off was committed first
         plan, changes, moved = await _plan(redis, doc)
+        # After the document's errors (DESIGN's order: 422, then 409). Under the lock, which
+        # every import holds from this read to its commit, which writes the new mark.
+        last = await _last_as_of(redis, doc.district)
+        if (why := stale_import(doc, last)) is not None:
+            raise StaleImport(why)
+        mark = ((doc.district, doc.as_of)
+                if doc.as_of is not None and (last is None or doc.as_of > last) else None)
+        as_of = mark[1] if mark else last
         steps = journal_steps(plan, changes, now=now, max_patrol_hours=max_patrol_hours,
                               ledger_ttl_s=ledger_ttl_s)
         if not steps:
-            return ImportResult(plan, 0, moved)
-        await _commit(redis, token, steps)
+            if mark is not None:
+                await _record_as_of(redis, token, mark)
+            return ImportResult(plan, 0, moved, as_of)
+        await _commit(redis, token, steps, mark)
         announced = await finish(redis, token)
-    return ImportResult(plan, announced, moved)
+    return ImportResult(plan, announced, moved, as_of)
 
 
 async def keep_finishing(redis: Redis, stop: asyncio.Event, *,

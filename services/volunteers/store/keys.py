@@ -136,6 +136,12 @@ def import_lock() -> str:
     return "roster:import:lock"
 
 
+def import_as_of(district: str) -> str:
+    """The latest `as_of` (ISO 8601, UTC) of the district's imports that gave one: an import
+    older than it is refused. Written with the import's commit."""
+    return f"roster:import:as_of:{district}"
+
+
 def import_journal() -> str:
     """List of an import's steps not yet written, oldest first: a committed import that a
     crash cut off is finished from it."""
