@@ -207,6 +207,7 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"roster:points:history:{id}:seq", Roster("members")),
     (r"roster:points:balance:{id}", Roster("members")),
     (r"roster:points:board:{id}", Roster("districts")),
+    (r"roster:points:adjust_retry:{id}", Ttl(600)),  # volunteers' ADJUSTMENT_RETRY_S
     (r"roster:import:(lock|journal)", Bounded("one import at a time")),
     (r"roster:import:as_of:{id}", Roster("districts")),
     (r"roster:import:staging:{id}", Ttl(DAY_S)),

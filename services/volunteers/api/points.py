@@ -4,22 +4,27 @@ a district's zones, point-to-zone lookup."""
 from __future__ import annotations
 
 from typing import Annotated, Any
-from uuid import uuid4
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit
 from shared.events import utcnow
-from shared.http import InputFirstRoute, conflict, not_found
+from shared.http import ApiError, InputFirstRoute, conflict, not_found
 
 from ..domain import points
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
 from .deps import Admin, IdPath
+
+ADJUSTMENT_KEY = r"^[A-Za-z0-9_.:-]{1,64}$"
+# An adjustment sent without a key, sent again as it was (the same member, amount and reason)
+# within this, is its retry (the reply was lost on the network): recorded once. Later, it is
+# the coordinator's own second reward or penalty.
+ADJUSTMENT_RETRY_S = 600
 
 
 class AdjustmentIn(BaseModel):
@@ -30,8 +35,10 @@ class AdjustmentIn(BaseModel):
     note: str = Field(min_length=1, max_length=200,
                       description="the rule or the reason, which the member reads")
     adjustment_id: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
-        description="your key for it: the same key again records it once")
+        default=None, pattern=ADJUSTMENT_KEY,
+        description="your key for it: the same key again records it once (or send it as "
+        "the Idempotency-Key header). Without one, the same member, amount and note again "
+        f"within {ADJUSTMENT_RETRY_S // 60} minutes is taken as a retry and recorded once")
 
     @field_validator("points")
     @classmethod
@@ -69,16 +76,28 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
 
     @router.post("/members/{member_id}/points", status_code=201,
                  summary="Reward or penalise a volunteer by hand, with the reason (admin)")
-    async def adjust(member_id: IdPath, body: AdjustmentIn, who: Admin,
-                     response: Response) -> dict[str, Any]:
+    async def adjust(
+        member_id: IdPath, body: AdjustmentIn, who: Admin, response: Response,
+        idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", pattern=ADJUSTMENT_KEY,
+            description="the adjustment's key, as `adjustment_id` (the same, if both are "
+            "sent)")] = None,
+    ) -> dict[str, Any]:
+        if idempotency_key and body.adjustment_id and idempotency_key != body.adjustment_id:
+            raise ApiError(422, "invalid_field", "Idempotency-Key is not the body's "
+                           "adjustment_id: send the key once, or the same in both",
+                           "Idempotency-Key")
         found = await roster_store.member_and_kind(redis, member_id)
         if found is None:
             raise not_found("member")
         member, kind = found
         if kind != "volunteer":
             raise conflict("points are kept for volunteers only")
+        key = body.adjustment_id or idempotency_key or await points_store.adjustment_key(
+            redis, member_id=member_id, points=body.points, note=body.note,
+            window_s=ADJUSTMENT_RETRY_S)
         entry = points.adjustment(
-            adjustment_id=body.adjustment_id or uuid4().hex, member_id=member_id,
+            adjustment_id=key, member_id=member_id,
             team_id=member["team_id"], district=member["district"], points=body.points,
             note=body.note, at=utcnow())
         (written,) = await points_store.award_each(redis, [entry], ledger_ttl_s=ledger_ttl_s)

@@ -122,6 +122,12 @@ def points_seq(member_id: str) -> str:
     return f"{points_history(member_id)}:seq"
 
 
+def adjustment_retry(digest: str) -> str:
+    """The key given to a coordinator's adjustment sent without one, by a digest of its
+    member, amount and reason: its retry within the window gets the same key."""
+    return f"roster:points:adjust_retry:{digest}"
+
+
 def points_balance(member_id: str) -> str:
     return f"roster:points:balance:{member_id}"
 

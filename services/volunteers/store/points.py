@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
+from uuid import uuid4
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -106,6 +108,26 @@ async def award(redis: Redis, entries: Iterable[LedgerEntry], *, ledger_ttl_s: i
     """Write awards on their own; returns how many were new (none to a member not on the
     roster)."""
     return sum(x == 1 for x in await award_each(redis, entries, ledger_ttl_s=ledger_ttl_s))
+
+
+# The key already given to the same adjustment within the window, else the one proposed
+# (ARGV[1]), kept ARGV[2] seconds. KEYS[1]: the window's key.
+_RETRY_KEY = """
+local given = redis.call('GET', KEYS[1])
+if given then return given end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]
+"""
+
+
+async def adjustment_key(redis: Redis, *, member_id: str, points: int, note: str,
+                         window_s: int) -> str:
+    """The key of a coordinator's adjustment sent without one: the same member, amount and
+    reason within `window_s` of the first get the first's key, so a retry (its reply lost on
+    the network) is recorded once; a new key after that. The reason is kept only as a digest."""
+    digest = hashlib.sha256(json.dumps([member_id, points, note]).encode()).hexdigest()[:32]
+    return str(await run_script(redis, _RETRY_KEY, [keys.adjustment_retry(digest)],
+                                [f"auto-{uuid4().hex}", window_s]))
 
 
 async def entry(redis: Redis, entry_id: str) -> dict[str, Any] | None:
