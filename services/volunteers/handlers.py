@@ -9,7 +9,9 @@ issued once and finishes once), so a redelivered event finds nothing to do.
 A confirmed hazard report pays those who were on the team's shift when it resolved the order
 (the order's record keeps them), and the member who reported it from the street. Only the
 incident's closing confirms it, naming who reported it and who resolved it: a team's
-resolution of its reporter's own report confirms nothing (domain.points `hazard_confirmers`).
+resolution of its reporter's own report confirms nothing (domain.points `hazard_confirmers`),
+nor does one made by a shift the reporter was on (`reporter_resolved`: an import may have
+moved them before the closing was read).
 However the streams interleave: the closing marks the teams it confirms, then pays their
 resolutions read so far; a resolution read after it finds the mark and pays itself.
 
@@ -131,11 +133,15 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         # team's resolution (it found none of this team's to pay). Also on a redelivery: the
         # resolution made, its hazard points perhaps not. A category not known yet (the
         # answer overtook the order) may be a hazard report's.
+        # Not when its reporter was on the shift that resolved it (a roster moved them to
+        # another team before the closing was read): their own word.
         if (record is not None and record.final == "resolved" and record.members is not None
                 and record.team_id == event.team_id
                 and record.category in (None, points.HAZARD_CATEGORY)
                 and await teams.hazard_confirmed(redis, incident_id=event.incident_id,
-                                                 team_id=event.team_id)):
+                                                 team_id=event.team_id)
+                and not points.reporter_resolved(record.members, await teams.hazard_reporters(
+                    redis, incident_id=event.incident_id))):
             await pay_hazard(applied.before, event.order_id, record, event.occurred_at)
 
     async def answered_without_team(event: OrderResponded, now: datetime) -> None:
@@ -257,19 +263,28 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         if event.category != points.HAZARD_CATEGORY:
             return
         reporter, found, reporter_team = event.reported_by_member, None, None
+        reporter_on: set[str] = set()
         if reporter:
             found = await roster_store.member_and_kind(redis, reporter)
             reporter_team = await teams.reporter_team(
                 redis, incident_id=event.incident_id, member_id=reporter,
                 team_now=found[0]["team_id"] if found is not None else None)
+            # Their own team also when a roster moved them before this was read (dispatch
+            # catching up): they were on the shift that resolved it.
+            reporter_on = {record.team_id for _, record in await teams.resolved_orders(
+                redis, event.incident_id) if points.reporter_resolved(record.members,
+                                                                      (reporter,))}
         confirmers = points.hazard_confirmers(resolved_by=event.resolved_by,
-                                              reporter_team=reporter_team)
+                                              reporter_team=reporter_team,
+                                              reporter_on=reporter_on)
         if confirmers:
             # First: a resolution not yet read (its own stream) then pays itself.
             await teams.confirm_hazard(redis, incident_id=event.incident_id,
                                        team_ids=confirmers)
             for order_id, record in await teams.resolved_orders(redis, event.incident_id):
-                if record.team_id not in confirmers or record.members is None:
+                if (record.team_id not in confirmers or record.members is None
+                        or (reporter and points.reporter_resolved(record.members,
+                                                                  (reporter,)))):
                     continue
                 view = await teams.load_view(redis, record.team_id)
                 if view is not None:
@@ -280,7 +295,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         # (unless its resolution is still to be read).
         if reporter and found is not None and points.confirmed_for_reporter(
                 final_status=event.final_status, resolved_by=event.resolved_by,
-                reporter_team=reporter_team):
+                reporter_team=reporter_team, reporter_on=reporter_on):
             await award_reporter(event, reporter, found)
 
     consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,

@@ -97,17 +97,27 @@ def award_resolved_order(
         members_on_shift=members_on_shift, at=at, order_id=order_id)
 
 
-def hazard_confirmers(*, resolved_by: Iterable[str], reporter_team: str | None
-                      ) -> tuple[str, ...]:
+def hazard_confirmers(*, resolved_by: Iterable[str], reporter_team: str | None,
+                      reporter_on: Iterable[str] = ()) -> tuple[str, ...]:
     """The teams whose resolution confirms a hazard report, to those on their shift: those
     that resolved it (the closing's `resolved_by`) but the reporter's own team, whose word
     on its own member's report confirms nothing. `reporter_team`: None when no member
-    reported it (a system did) or their team is not known (removed from the roster)."""
-    return tuple(team_id for team_id in resolved_by if team_id != reporter_team)
+    reported it (a system did) or their team is not known (removed from the roster).
+    `reporter_on`: the teams whose shift had the reporter on it when they resolved it (the
+    order's record keeps them: `reporter_resolved`), their own team too whatever team a
+    roster moved them to before the closing was read."""
+    own = {reporter_team, *reporter_on}
+    return tuple(team_id for team_id in resolved_by if team_id not in own)
+
+
+def reporter_resolved(members: Iterable[str] | None, reporters: Iterable[str]) -> bool:
+    """Whether a reporter of the incident was on the shift that resolved it (`members`, the
+    order's record): that resolution is their own word, and confirms nothing."""
+    return bool(set(members or ()) & set(reporters))
 
 
 def confirmed_for_reporter(*, final_status: str, resolved_by: Sequence[str],
-                           reporter_team: str | None) -> bool:
+                           reporter_team: str | None, reporter_on: Iterable[str] = ()) -> bool:
     """Whether a hazard report is confirmed for the member who reported it: resolved, by a
     team other than their own. The command room's close ("closed") confirms nothing: it
     closes made-up reports and reports nobody went to the same way. A "resolved" closing
@@ -115,7 +125,8 @@ def confirmed_for_reporter(*, final_status: str, resolved_by: Sequence[str],
     team's word, and counts."""
     return final_status == "resolved" and (
         not resolved_by or bool(hazard_confirmers(resolved_by=resolved_by,
-                                                  reporter_team=reporter_team)))
+                                                  reporter_team=reporter_team,
+                                                  reporter_on=reporter_on)))
 
 
 def award_confirmed_hazard(

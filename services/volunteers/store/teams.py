@@ -414,6 +414,12 @@ async def reporter_team(redis: Redis, *, incident_id: str, member_id: str,
     return team_id
 
 
+async def hazard_reporters(redis: Redis, *, incident_id: str) -> list[str]:
+    """The members a closing of the incident named as its reporter (`reporter_team` keeps
+    them, written before the closing marks the teams it confirms)."""
+    return list(await redis.hkeys(keys.hazard_reporters(incident_id)))
+
+
 # --- positions: the hot path, one round trip --------------------------------------------
 
 # Checks the device is still who the caller cached (token not revoked, member still in this

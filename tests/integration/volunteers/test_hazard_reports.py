@@ -10,6 +10,7 @@ resolving them themselves.
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -155,3 +156,55 @@ async def test_a_hazard_closed_after_its_resolving_team_was_removed_pays_that_sh
         assert [e for e in await ledger(volunteers, devices[member])
                 if not e[0].startswith("patrol:")] == [
             (f"hazard:inc_ord_h:{member}", 3), (f"resolved:ord_h:{member}", 10)]
+
+
+async def test_a_closing_first_read_after_its_reporter_moved_team_still_sees_their_own_shift(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Chen reports a hole from the street; his own team, Wang and Chen on its shift, is sent
+    # and Wang answers "resolved" (volunteers reads it: their 10). Dispatch, catching up
+    # after an outage, sends the incident's closing only after the coordinator's import
+    # moved Chen to t-vol2. Read then (and again), the closing must not take t-vol for
+    # someone else's team: Chen was on the shift that resolved his own report, so nobody
+    # but his own team saw the hole, and the hazard's 3 are nobody's.
+    devices = await aunties_on_shift(volunteers)
+    for event, stream in ((hazard_order(), "order.issued"), (resolved(), "order.responded")):
+        await publisher.publish(event, stream=stream)
+        await volunteers.consumed(stream)
+    moved = copy.deepcopy(WITH_SUN)
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    await volunteers.import_district(moved)
+    for _ in range(2):
+        await publisher.publish(closing(reported_by="m-chen"), stream="incident.closed")
+        await volunteers.consumed("incident.closed")
+
+    assert await ledger(volunteers, devices["m-chen"]) == [("resolved:ord_h:m-chen", 10)]
+    assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
+
+
+async def test_a_resolution_read_after_the_closing_with_its_reporter_on_the_shift_pays_no_hazard(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # The same, with volunteers' answers behind its closings: the closing (Chen already on
+    # t-vol2) is read first and marks t-vol's resolution as a confirmation; the resolution,
+    # read after, finds Chen was on the shift that made it (his stint is kept), and pays
+    # only its 10. (The reporter's own 3 were decided by the closing, read first: see the
+    # README, Points.)
+    devices = await aunties_on_shift(volunteers)
+    await publisher.publish(hazard_order(), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    answered_at = datetime.now(UTC)
+    moved = copy.deepcopy(WITH_SUN)
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    await volunteers.import_district(moved)
+    await publisher.publish(closing(reported_by="m-chen"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+    # Wang's "resolved", given while Chen was still on the shift, read only now
+    answer = resolved().model_copy(update={"occurred_at": answered_at})
+    for _ in range(2):
+        await publisher.publish(answer, stream="order.responded")
+        await volunteers.consumed("order.responded")
+
+    assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
+    assert [e for e in await ledger(volunteers, devices["m-chen"])
+            if not e[0].startswith("hazard:")] == [("resolved:ord_h:m-chen", 10)]

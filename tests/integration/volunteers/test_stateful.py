@@ -352,8 +352,11 @@ class Model:
         kind = self.kind_of_team(event.team_id)
         for m in order.members:
             self.award(f"resolved:{event.order_id}:{m}", m, 10, kind)
-        # a hazard report's 3 only once the incident's closing confirmed this team
-        if event.team_id in self.confirmed.get(order.incident, ()):
+        # a hazard report's 3 only once the incident's closing confirmed this team, and not
+        # when a reporter the closing named was on the shift that resolved it
+        reporters = {r for (i, r) in self.reporter_teams if i == order.incident}
+        if (event.team_id in self.confirmed.get(order.incident, ())
+                and not reporters & set(order.members)):
             for m in order.members:
                 self.award(f"hazard:{order.incident}:{m}", m, 3, kind)
 
@@ -389,8 +392,9 @@ class Model:
     def closed(self, event: IncidentClosed) -> None:
         """A hazard report is confirmed only by a team other than its reporter's own (their
         team as the first closing read found them: a closing read again after a roster moved
-        them decides as it did), or by a "resolved" closing naming no team; the command
-        room's close ("closed") confirms nothing."""
+        them decides as it did; and any team whose shift had them on it when it resolved
+        it), or by a "resolved" closing naming no team; the command room's close ("closed")
+        confirms nothing."""
         if event.category != "hazard_report":
             return
         reporter, reporter_team = event.reported_by_member, None
@@ -399,7 +403,11 @@ class Model:
             if key not in self.reporter_teams and reporter in self.members:
                 self.reporter_teams[key] = self.members[reporter]
             reporter_team = self.reporter_teams.get(key)
-        confirmers = {t for t in event.resolved_by if t != reporter_team}
+        reporter_on = {o.team for o in self.orders.values()
+                       if reporter and o.incident == event.incident_id
+                       and o.final == "resolved" and reporter in (o.members or ())}
+        confirmers = {t for t in event.resolved_by
+                      if t != reporter_team and t not in reporter_on}
         self.confirmed.setdefault(event.incident_id, set()).update(confirmers)
         if (reporter and event.final_status == "resolved" and reporter in self.members
                 and (confirmers or not event.resolved_by)):
@@ -407,7 +415,8 @@ class Model:
                        self.kind_of_team(self.members[reporter]))
         for order in self.orders.values():
             if (order.incident == event.incident_id and order.final == "resolved"
-                    and order.team in confirmers and order.members is not None):
+                    and order.team in confirmers and order.members is not None
+                    and reporter not in order.members):
                 for m in order.members:
                     # the team's kind; once it has left the roster, each member's own
                     kind = self.kind_of_team(order.team if order.team in self.teams
