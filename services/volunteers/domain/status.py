@@ -529,6 +529,18 @@ def _finish(state: TeamState, record: OrderRecord, *, order_id: str, final: str,
                      finished=final)
 
 
+def _known_off(state: TeamState, member_id: str, at: datetime | None) -> bool:
+    """Whether the state knows `member_id` was off the team's shift at `at`, when
+    `on_shift_at` finds nobody on it then: it remembers a stint of theirs begun by then
+    (`left` keeps each member's latest, and drops the oldest first, so none after it that
+    spanned `at` is forgotten). Stints begun only after `at` say nothing of then. `at`
+    None: any the state knows of."""
+    joined = [since for since, _ in state.left.get(member_id, ())]
+    if member_id in state.shift_members:
+        joined.append(state.shift_members[member_id])
+    return bool(joined) and (at is None or min(joined) <= at)
+
+
 def _resolved(record: OrderRecord, state: TeamState, *, at: datetime | None) -> OrderRecord:
     """The record of an order its team resolved at `at`, with whom it pays (`members`)."""
     # Those on the shift when the team answered; with nobody on it (the command room
@@ -537,11 +549,12 @@ def _resolved(record: OrderRecord, state: TeamState, *, at: datetime | None) -> 
     # answered it while nobody was on the shift, though a teammate checked in since.
     # Not one the state knows was off the shift then, though they answered it earlier on
     # it: they left before the resolution (moved to another team, checked out, a check-in
-    # that ran out), and the team resolved it without them. (One it no longer knows of, an
-    # answer read days late, is taken to have been there, as before.)
+    # that ran out), and the team resolved it without them. (One whose time then it no
+    # longer knows, an answer read days late, is taken to have been there, as before: also
+    # one it knows only from shifts since, which says nothing of then.)
     on = on_shift_at(state, at)
-    known = {*state.shift_members, *state.left}
-    members = on or tuple(m for m in sorted(record.answered_by) if m not in known)
+    members = on or tuple(m for m in sorted(record.answered_by)
+                          if not _known_off(state, m, at))
     members = tuple(sorted({*members, *record.called_in}))
     return record.model_copy(update={"open": False, "final": "resolved", "members": members})
 

@@ -344,8 +344,10 @@ class Model:
     def _resolved(self, event: OrderResponded, order: OrderModel) -> None:
         order.final = "resolved"
         # with nobody on the shift, those who answered, but one the team's state knows was
-        # off it then (they answered on it and left)
-        known = {s[0] for s in self._kept(event.team_id)}
+        # off it then (they answered on it and left: a stint of theirs it keeps began by
+        # then; one begun only since says nothing of then)
+        known = {s[0] for s in self._kept(event.team_id)
+                 if event.occurred_at is None or s[1] <= event.occurred_at}
         paid = self.on_shift_at(event.team_id, event.occurred_at) or [
             m for m in order.answered_by if m not in known]
         order.members = tuple(sorted({*paid, *order.called_in}))

@@ -290,3 +290,53 @@ def test_an_order_recorded_without_a_kind_still_holds_the_team_until_it_ends() -
     kept = issued(held, "ho", record=old, kind="dispatch")
     assert kept.state == held and kept.record.kind == "dispatch"
     assert OrderRecord.model_validate_json(old.model_dump_json(exclude={"kind"})) == old
+
+
+def test_a_resolution_read_after_the_state_forgot_its_shift_pays_those_who_answered(
+) -> None:
+    # m1 acknowledged and m2 resolved an order on the day shift (T0); dispatch took the
+    # order back as m2's "resolved" was on its way, and that answer reached volunteers only
+    # days later (replayed from dlq.order.responded). Two shifts have ended since, both of
+    # them on the last (the state keeps only its stints): it no longer knows who was on the
+    # shift at T0, nor that either was off it. Both answered: both are paid, as one the
+    # state never heard of is (before, having worked since made them "known" and paid
+    # nobody; one on the shift since and one not was paid the other way round).
+    answered_at = T0 + timedelta(hours=1)
+    state = start_shift(on_shift("m1"), member_id="m2", now=T0, shift_id="s1").state
+    step = issued(state)
+    step = on_order_responded(step.state, step.record, order_id="o1", team_id="t1",
+                              incident_id="i1", response="acknowledged",
+                              at=T0 + timedelta(minutes=5), member_id="m1")
+    step = on_order_withdrawn(step.state, step.record, order_id="o1", team_id="t1",
+                              incident_id="i1")
+    later = step.state
+    for day in (1, 2):  # two more shifts, ended
+        start = T0 + timedelta(days=day)
+        later = start_shift(later, member_id="m1", now=start, shift_id=f"s{day + 1}").state
+        later = start_shift(later, member_id="m2", now=start, shift_id=f"s{day + 1}").state
+        later = end_shift(later, now=start + timedelta(hours=10)).state
+    record = step.record.model_copy(update={"answered_by": ("m1", "m2")})
+    late = on_order_responded(later, record, order_id="o1", team_id="t1", incident_id="i1",
+                              response="resolved", at=answered_at, member_id="m2")
+    assert (late.finished, late.record.members) == ("resolved", ("m1", "m2"))
+    # m1 on a shift running now, m2 not: both still
+    running = start_shift(later, member_id="m1", now=T0 + timedelta(days=3), shift_id="s4")
+    late = on_order_responded(running.state, record, order_id="o1", team_id="t1",
+                              incident_id="i1", response="resolved", at=answered_at,
+                              member_id="m2")
+    assert late.record.members == ("m1", "m2")
+
+
+def test_a_resolution_pays_no_answerer_the_state_knows_had_left_the_shift_by_then() -> None:
+    # m1 acknowledged on the shift and checked out; m2 resolved it, called in while nobody
+    # was on it: m1 is known to have been off the shift then (their stint ended before).
+    state = start_shift(on_shift("m1"), member_id="m2", now=T0, shift_id="s1").state
+    step = issued(state)
+    step = on_order_responded(step.state, step.record, order_id="o1", team_id="t1",
+                              incident_id="i1", response="acknowledged",
+                              at=T0 + timedelta(minutes=5), member_id="m1")
+    gone = leave_shift(step.state, member_id="m1", now=T0 + timedelta(hours=1)).state
+    gone = leave_shift(gone, member_id="m2", now=T0 + timedelta(hours=1)).state
+    late = on_order_responded(gone, step.record, order_id="o1", team_id="t1", incident_id="i1",
+                              response="resolved", at=T0 + timedelta(hours=2), member_id="m2")
+    assert late.record.members == ("m2",)
