@@ -40,6 +40,7 @@ from .channels import Channel, Outcome
 from .config import Settings
 from .domain.fallback import retry_wait, team_has_order, too_late, wait_before_step
 from .domain.phones import e164
+from .domain.responses import is_live
 from .service import Orders
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ tracer = trace.get_tracer("services.notify")
 MAX_FIRING = 50
 # A sender's mark outlives its send by this much (its outcome is written after it).
 MARK_MARGIN_S = 2.0
+# How often a sender reads the order again when it was amended as the message was begun.
+STALE_READS = 5
 # Volunteers' answer about a team's shift serves again this long (the other messages of a
 # step, a retry soon after); after it failed to answer, it is not asked for this long
 # (unknown at once: a hanging volunteers must not hold every firing task in turn).
@@ -305,6 +308,9 @@ class FallbackTimers:
         if store.is_withdrawal_timer(timer):
             await self.take_back(timer, order_id.removesuffix(store.WITHDRAWN_TIMER))
             return
+        if store.is_amendment_timer(timer):
+            await self.send_amended(timer, order_id, leased_until)
+            return
         record = await store.get_order(self._redis, order_id)
         holders = None if record is None else await self._holders(record)
         if record is None or record.order is None or holders is None:
@@ -411,10 +417,21 @@ class FallbackTimers:
                 or not channel.reaches(device) or holders.hold(device)):
             return
         alone = not any(c.reaches(device) for c in later)
-        now = time.time()
-        mark = await store.begin_fallback_send(
-            self._redis, order_id, step=step, device_id=device.device_id, now=now,
-            till=now + budget + MARK_MARGIN_S, ttl_s=ttl)
+        for _ in range(STALE_READS):
+            now = time.time()
+            mark = await store.begin_fallback_send(
+                self._redis, order_id, step=step, device_id=device.device_id, now=now,
+                till=now + budget + MARK_MARGIN_S, ttl_s=ttl, version=record.version)
+            if mark.state != "stale":
+                break
+            # amended since the step read it: sent as it is now (an amendment made after
+            # the mark follows it with an update, send_amended; one made before could not)
+            fresh = await store.get_order(self._redis, order_id)
+            if fresh is None or fresh.order is None:
+                return
+            record = fresh
+        else:
+            return  # amended again at each read (never so in life): not sent by this step
         if mark.state == "busy":  # another replica is sending it (its lease ran out)
             sent.reached = True
             if alone and mark.till is not None:
@@ -473,8 +490,12 @@ class FallbackTimers:
             return
         marks = [m for m in await store.step_marks(self._redis, order_id)
                  if m.step < len(self._chain) and m.may_have_gone]
+        # an amended order's update under way too (send_amended): the 'do not go' must not
+        # reach the phone before a late "P1 (weapon)"
+        updates = await store.amended_marks(self._redis, order_id)
         now = time.time()
-        sending = [m.till for m in marks if m.state == "sending" and m.till and m.till > now]
+        sending = [m.till for m in (*marks, *updates)
+                   if m.state == "sending" and m.till and m.till > now]
         if sending:
             await store.schedule_timer(self._redis, timer, due_at=max(sending))
             return
@@ -542,24 +563,132 @@ class FallbackTimers:
                 member_id=device.member_id, detail=outcome.detail, ttl_s=ttl)
         return None if wait is None else time.time() + wait
 
+    async def send_amended(self, timer: str, order_id: str,
+                           leased_until: float | None) -> None:
+        """An order raised by an amendment (store.amendment_timer) sent as it is now, marked
+        as an update, to each phone a fallback message of it went (or may have gone) to on
+        that message's channel: a phone with no data has only that SMS, a closed page only
+        that push. Once per version (store.amended_step: an amendment delivered again, a
+        timer fired twice, sends nothing twice), not to a phone whose message already
+        carried this version (sent after the amendment). A message still being sent is
+        waited for, so the update comes after it; one refused for a passing reason is tried
+        again, as the order's own would be. Nothing once the order is no longer the team's
+        (take_back tells them) or is over, nor past the deadline of an order nobody
+        answered (dispatch withdraws it)."""
+        record = await store.get_order(self._redis, order_id)
+        if (record is None or record.order is None or taken_from_team(record)
+                or not is_live(record.state)):
+            await store.settle_timer(self._redis, timer, leased_until=leased_until,
+                                     due_at=None)
+            return
+        ack_by = record.order.ack_by.timestamp() if record.order.ack_by else None
+        if not awaits_team(record):
+            ack_by = None  # answered: the deadline was to answer by
+        if too_late(now=time.time(), ack_by=ack_by):
+            await store.settle_timer(self._redis, timer, leased_until=leased_until,
+                                     due_at=None)
+            return
+        marks = await store.step_marks(self._redis, order_id)
+        updates = await store.amended_marks(self._redis, order_id)
+        now = time.time()
+        sending = [m.till for m in (*marks, *updates)
+                   if m.state == "sending" and m.till and m.till > now]
+        if sending:  # the order's message, or an earlier version's update, under way
+            await store.settle_timer(self._redis, timer, leased_until=leased_until,
+                                     due_at=max(sending))
+            return
+        behind = [m for m in marks if m.step < len(self._chain) and m.may_have_gone
+                  and m.version < record.version]
+        again_at = None
+        if behind:
+            with tracer.start_as_current_span(
+                "fallback amended",
+                context=extract_context(record.trace),
+                attributes={"lianfang.order_id": order_id, "lianfang.team_id": record.team_id,
+                            "lianfang.priority": record.order.priority},
+            ):
+                async with asyncio.TaskGroup() as group:
+                    tasks = [group.create_task(self._send_update_one(record, mark, ack_by))
+                             for mark in behind]
+            again_at = max((t.result() for t in tasks if t.result() is not None), default=None)
+            log.info("order %s: amended (version %d) sent again to %d device(s)", order_id,
+                     record.version, len(behind))
+        await store.settle_timer(self._redis, timer, leased_until=leased_until,
+                                 due_at=again_at)
+
+    async def _send_update_one(self, record: store.OrderRecord, mark: store.StepMark,
+                               ack_by: float | None) -> float | None:
+        """Sends the amended order on `mark`'s channel to its device; when to try again
+        (None: not)."""
+        order_id = record.order_id
+        ttl = self._settings.order_ttl_s
+        channel = self._chain[mark.step]
+        device = await store.get_device(self._redis, mark.device_id)
+        if device is None or device.team_id != record.team_id or not channel.reaches(device):
+            return None  # revoked, moved to another team, or its channel gone
+        step = store.amended_step(mark.step, record.version)
+        now = time.time()
+        begun = await store.begin_fallback_send(
+            self._redis, order_id, step=step, device_id=device.device_id, now=now,
+            till=now + self._settings.channel_timeout_s + MARK_MARGIN_S, ttl_s=ttl,
+            version=record.version)
+        if begun.state == "stale":  # amended again: sent as it is then, at once
+            return time.time()
+        if begun.state == "busy":
+            return begun.till
+        if begun.state != "go":
+            return None
+        try:
+            outcome = await self._send(channel, record, device, version=record.version)
+        except asyncio.CancelledError:
+            # as _send_step's: maybe sent; the replica carrying on sends it at once (the
+            # same reference), and a withdrawal takes it back
+            await store.end_fallback_send(
+                self._redis, order_id, step=step, device_id=device.device_id,
+                tries=begun.tries, state="failed", went=True)
+            raise
+        wait = None
+        if outcome.status == "failed" and outcome.retry:
+            wait = retry_wait(now=time.time(), ack_by=ack_by, tries=begun.tries,
+                              after_s=self._settings.fallback_after_s,
+                              retry_after_s=outcome.retry_after_s)
+        await store.end_fallback_send(
+            self._redis, order_id, step=step, device_id=device.device_id, tries=begun.tries,
+            state=("sent" if outcome.status == "sent" else
+                   "failed" if wait is not None else "done"),
+            went=outcome.status == "sent" or outcome.maybe_sent)
+        await store.record_attempt(
+            self._redis, order_id, channel=channel.name, outcome=f"update_{outcome.status}",
+            device_id=device.device_id, member_id=device.member_id, detail=outcome.detail,
+            ttl_s=ttl)
+        if outcome.status == "gone":
+            await store.forget_dead_channel(
+                self._redis, device.device_id, field=channel.contact_field,
+                sent_to=getattr(device, channel.contact_field, None))
+        return None if wait is None else time.time() + wait
+
     @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,
-                    device: store.DeviceRecord) -> Outcome: ...
+                    device: store.DeviceRecord, *, version: int = 0) -> Outcome: ...
 
     @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,
                     device: store.DeviceRecord, *, take_back: bool) -> Outcome | None: ...
 
     async def _send(self, channel: Channel, record: store.OrderRecord,
-                    device: store.DeviceRecord, *, take_back: bool = False) -> Outcome | None:
+                    device: store.DeviceRecord, *, take_back: bool = False,
+                    version: int = 0) -> Outcome | None:
         """One message (`take_back`: the one taking the order back, None if the channel
-        cannot), within CHANNEL_TIMEOUT_S in all (httpx's timeout is per read or write: a
-        service that trickles its answer would hold the step for ever)."""
+        cannot; `version` > 0: the order sent again as amended), within CHANNEL_TIMEOUT_S in
+        all (httpx's timeout is per read or write: a service that trickles its answer would
+        hold the step for ever)."""
         assert record.order is not None
         try:
             async with asyncio.timeout(self._settings.channel_timeout_s):
                 if take_back:
                     return await channel.take_back(record.order, device)
+                if version:
+                    return await channel.send(record.order, device, version=version)
                 return await channel.send(record.order, device)
         except TimeoutError:
             return Outcome("failed", "Timeout", retry=True, maybe_sent=True)

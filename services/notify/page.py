@@ -1452,7 +1452,15 @@ self.addEventListener("push", (event) => event.waitUntil(language().then((lang) 
       data: { order_id: order.order_id, withdrawn: true },
     });
   }
-  const title = prio + (order.category ? word("category", order.category) : say("new_order"));
+  // the urgent flags (a knife, someone hurt) the glossary names, as the SMS says them
+  const urgent = (order.flags || []).filter((f) => Object.prototype.hasOwnProperty.call(
+    STRINGS[lang].flag, f)).map((f) => word("flag", f));
+  const flagged = urgent.length ? (lang === "zh" ? "（" + urgent.join("、") + "）"
+    : " (" + urgent.join(", ") + ")") : "";
+  const what = prio + (order.category ? word("category", order.category) : say("new_order"))
+    + flagged;
+  // the order sent again, raised by an amendment: it replaces the first one (same tag)
+  const title = order.update ? say("updated", what) : what;
   return self.registration.showNotification(title, {
     body: order.address || say("open"),
     tag: order.order_id || "lianfang-order",

@@ -282,8 +282,9 @@ VISIT_WORDS: dict[str, dict[str, str]] = {
 # What the service worker says on the lock screen (it has no page to read the table from).
 WORKER_TEXT: dict[Language, dict[str, str]] = {
     "zh": {"withdrawn": "已撤回：{what}", "no_need": "无需前往。", "order": "指令",
-           "new_order": "新指令", "open": "打开联防查看指令。"},
+           "new_order": "新指令", "open": "打开联防查看指令。", "updated": "指令更新：{what}"},
     "en": {"withdrawn": "Withdrawn: {what}", "no_need": "No need to go.", "order": "order",
-           "new_order": "new order", "open": "Open Lianfang to see the order."},
+           "new_order": "new order", "open": "Open Lianfang to see the order.",
+           "updated": "UPDATED: {what}"},
 }
 

@@ -33,7 +33,7 @@ from shared.telemetry import extract_context, inject_context
 from . import store
 from .config import Settings
 from .domain.fallback import wait_before_step
-from .domain.orders import for_team, outlived, state_frame
+from .domain.orders import for_team, outlived, raised, state_frame
 from .domain.responses import (
     Decision,
     ResponseRefused,
@@ -105,7 +105,10 @@ class Orders:
 
     async def amend(self, event: OrderAmended) -> None:
         """The command room revised the order's incident: the stored order and every
-        socket that has it follow (a phone that reconnects gets the amended order)."""
+        socket that has it follow (a phone that reconnects gets the amended order). Raised
+        (more urgent: domain.orders.raised), it is sent again, marked as an update, to each
+        phone a fallback message (an SMS, a Web Push) went to: a phone with no data has
+        nothing else (fallback.FallbackTimers.send_amended)."""
         record = await store.get_order(self._stream_redis, event.order_id)
         if record is None:
             if outlived(event, now=utcnow(), remembered_s=self._settings.order_ttl_s):
@@ -134,7 +137,8 @@ class Orders:
                 steps_left=max(1, self._fallback_steps - record.fallback_step))
         if await store.amend_order(self._stream_redis, record, amended,
                                    fan_out=amended_message(amended),
-                                   revised_at=event.occurred_at, fallback_due=fallback_due):
+                                   revised_at=event.occurred_at, fallback_due=fallback_due,
+                                   raised=raised(record.order, amended)):
             log.info("order %s amended: %s", event.order_id, event.priority)
 
     # --- from devices -------------------------------------------------------------------

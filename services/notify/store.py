@@ -178,6 +178,8 @@ class OrderRecord:
     last_reinforce_at: datetime | None
     fallback_step: int
     updated_at: str | None
+    # how often the order was amended here (0: as issued): what a fallback message carried
+    version: int = 0
 
     @classmethod
     def from_hash(cls, order_id: str, data: dict[str, str]) -> OrderRecord:
@@ -198,6 +200,7 @@ class OrderRecord:
             last_reinforce_at=datetime.fromisoformat(reinforce) if reinforce else None,
             fallback_step=int(data.get("fallback_step") or 0),
             updated_at=data.get("updated_at"),
+            version=int(data.get("version") or 0),
         )
 
 
@@ -369,7 +372,10 @@ async def withdraw_order(
 
 # A stored order replaced by its amended version unless withdrawn or ended (an answer that
 # ended it came first: its phones are told nothing of an order that is over); an amendment
-# made again finds the same version stored and publishes nothing.
+# made again finds the same version stored and publishes nothing. Each one applied counts
+# (`version`): a fallback message carries the version it was sent with. One that raised the
+# order (ARGV[7]) of which some fallback message went (or was going) sets the timer that
+# sends the order as it is now where they went (amendment_timer, due at once, ARGV[8]).
 _AMEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
@@ -379,8 +385,12 @@ if redis.call('HGET', KEYS[1], 'event') == ARGV[1] then return 0 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'amended_at') or '0')
 if tonumber(ARGV[4]) < last then return 0 end
 redis.call('HSET', KEYS[1], 'event', ARGV[1], 'updated_at', ARGV[2], 'amended_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], 'XX', 'LT', ARGV[5], ARGV[6])
+end
+if ARGV[7] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('ZADD', KEYS[3], ARGV[8], ARGV[6] .. '#amended')
 end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
@@ -389,17 +399,20 @@ return 1
 
 async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *,
                       fan_out: str, revised_at: datetime,
-                      fallback_due: float | None = None) -> bool:
+                      fallback_due: float | None = None, raised: bool = False) -> bool:
     """Stores the amended order (what a reconnecting phone is sent from now on) and
     publishes `fan_out` to the team's replicas; False: nothing to do (its record gone,
     withdrawn or ended, amended so already, or by a later revision: an amendment retried after a newer one is
     not applied over it). `fallback_due`: the next fallback step brought forward to then (a sooner
-    deadline), if one is still scheduled and later."""
+    deadline), if one is still scheduled and later. `raised` (more urgent: domain.orders.raised):
+    a phone some fallback message went to (an SMS, a Web Push) is sent the order again
+    (amendment_timer, set now when some message went or was going)."""
     return bool(await run_script(
-        redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id), FALLBACK],
+        redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id), FALLBACK,
+                        _sent_marks(record.order_id)],
         [amended.model_dump_json(), utcnow().isoformat(), fan_out,
          repr(revised_at.timestamp()), "" if fallback_due is None else repr(fallback_due),
-         record.order_id]))
+         record.order_id, "1" if raised else "0", repr(time.time())]))
 
 
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:
@@ -836,7 +849,8 @@ class SendMark:
     """Where one message of a fallback step (one device) stands, as a replica begins it."""
 
     state: str  # go: send it now (try `tries`); sent; done (not to be tried again);
-    #             busy: another replica is sending it until `till`
+    #             busy: another replica is sending it until `till`; stale: the order was
+    #             amended since the sender read it
     tries: int = 0
     till: float | None = None
 
@@ -853,17 +867,25 @@ class SendMark:
 # The mark names its sender (ARGV[5], one per begin): the same script run again (redis-py
 # sends it again when its reply was lost) finds its own mark and goes on, rather than
 # taking itself for another replica and sending nothing.
+# A message of the order (ARGV[6]: the order's version the sender read, see _AMEND) is not
+# begun once the order was amended since the sender read it (`stale`: read it again): begun
+# with the old one, no amendment after it would know to follow it. The mark keeps the
+# version its first try carried (`v`).
 _BEGIN_SEND = _LIKE_ORDER + """
 -- the order's own message, once it is withdrawn or declined: not sent (the withdrawal or
 -- the decline set no timer to take back a message not yet begun); its take-back
 -- ('withdrawn<step>') goes
 if string.sub(ARGV[1], 1, 9) ~= 'withdrawn' then
-  local order = redis.call('HMGET', KEYS[2], 'withdrawn', 'state')
+  local order = redis.call('HMGET', KEYS[2], 'withdrawn', 'state', 'version')
   if order[1] == '1' or order[2] == 'declined' then return {'done'} end
+  if ARGV[6] ~= '' and tonumber(order[3] or '0') ~= tonumber(ARGV[6]) then
+    return {'stale'}
+  end
 end
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local tries = 0
 local went = nil
+local v = tonumber(ARGV[6])
 if raw then
   local ok, mark = pcall(cjson.decode, raw)
   if not ok or type(mark) ~= 'table' or mark.state == 'sent' then return {'sent'} end
@@ -873,10 +895,12 @@ if raw then
   elseif mark.state ~= 'failed' then return {'done'} end
   tries = tonumber(mark.tries) or 0
   went = mark.went
+  v = mark.v  -- the first try's (none: a mark from before versions, read as 0)
 end
 tries = tries + 1
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({state = 'sending', till = ARGV[3],
-                                                   tries = tries, by = ARGV[5], went = went}))
+                                                   tries = tries, by = ARGV[5], went = went,
+                                                   v = v}))
 like_order(KEYS[2], KEYS[1], ARGV[4])
 return {'go', tostring(tries)}
 """
@@ -890,7 +914,7 @@ if not ok or type(mark) ~= 'table' or mark.state ~= 'sending'
 local went = 0
 if ARGV[4] == '1' or mark.went == 1 then went = 1 end
 redis.call('HSET', KEYS[1], ARGV[1],
-           cjson.encode({state = ARGV[2], tries = tonumber(ARGV[3]), went = went}))
+           cjson.encode({state = ARGV[2], tries = tonumber(ARGV[3]), went = went, v = mark.v}))
 return 1
 """
 
@@ -910,6 +934,9 @@ class StepMark:
     state: str
     till: float | None = None
     went: bool | None = None  # None: a mark from before this was kept
+    # the order's version (OrderRecord.version) its first try carried; an update's, the
+    # version it sends (0 also for a mark from before versions were kept)
+    version: int = 0
 
     @property
     def may_have_gone(self) -> bool:
@@ -922,39 +949,70 @@ class StepMark:
         return self.went is None and self.state == "failed"
 
 
+def _step_mark(step: int, device_id: str, raw: str, *, version: int | None = None) -> StepMark:
+    try:
+        mark = json.loads(raw)
+    except ValueError:
+        mark = None
+    if not isinstance(mark, dict):  # a mark from before the states: sent
+        return StepMark(step, device_id, "sent", version=version or 0)
+    till = mark.get("till")
+    return StepMark(step, device_id, str(mark.get("state")),
+                    float(till) if till is not None else None,
+                    went=None if "went" not in mark else mark["went"] == 1,
+                    version=version if version is not None else int(mark.get("v") or 0))
+
+
 async def step_marks(redis: Redis, order_id: str) -> list[StepMark]:
-    """The marks of the order's fallback messages (not those of taking them back)."""
+    """The marks of the order's fallback messages (not those of taking them back, nor
+    the updates of an amended order)."""
     found = []
     for field, raw in _strings(await redis.hgetall(_sent_marks(order_id))).items():
         step, _, device_id = field.partition(":")
         if not step.isdigit() or not device_id:
             continue
-        try:
-            mark = json.loads(raw)
-        except ValueError:
-            mark = None
-        if not isinstance(mark, dict):  # a mark from before the states: sent
-            found.append(StepMark(int(step), device_id, "sent"))
+        found.append(_step_mark(int(step), device_id, raw))
+    return found
+
+
+AMENDED_STEP = "amended"
+
+
+def amended_step(step: int, version: int) -> str:
+    """The mark's name of the update of `step`'s message sending the order's `version`:
+    one per version, so an amendment delivered again sends nothing twice."""
+    return f"{AMENDED_STEP}{step}v{version}"
+
+
+async def amended_marks(redis: Redis, order_id: str) -> list[StepMark]:
+    """The marks of the updates sent for the order's amendments (amended_step), each with
+    the step whose message it follows and the version it sends."""
+    found = []
+    for field, raw in _strings(await redis.hgetall(_sent_marks(order_id))).items():
+        name, _, device_id = field.partition(":")
+        step, sep, version = name.removeprefix(AMENDED_STEP).partition("v")
+        if (not name.startswith(AMENDED_STEP) or not sep or not step.isdigit()
+                or not version.isdigit() or not device_id):
             continue
-        till = mark.get("till")
-        found.append(StepMark(int(step), device_id, str(mark.get("state")),
-                              float(till) if till is not None else None,
-                              went=None if "went" not in mark else mark["went"] == 1))
+        found.append(_step_mark(int(step), device_id, raw, version=int(version)))
     return found
 
 
 async def begin_fallback_send(redis: Redis, order_id: str, *, step: int | str, device_id: str,
-                              now: float, till: float, ttl_s: int) -> SendMark:
+                              now: float, till: float, ttl_s: int,
+                              version: int | None = None) -> SendMark:
     """Marks the order's fallback `step` as being sent to the device until `till` (by when
     this sender has its answer or gave up), unless it was sent, given up, or is being sent
     by another replica (one whose lease ran out while it sent): each message goes out once,
     and one whose sender died goes out again, not never. The order's own message is not
     begun once the order is withdrawn or declined (`done`): a withdrawal or a decline takes
     back only what was begun before it (_WITHDRAW's and _RESPOND's timer), so one begun
-    after it would never be."""
+    after it would never be. `version`: the order's version (OrderRecord.version) the
+    message carries; `stale`, nothing written, when the order was amended since (read it
+    again and send it as it is now)."""
     reply = await run_script(redis, _BEGIN_SEND, [_sent_marks(order_id), _order(order_id)],
                              [f"{step}:{device_id}", repr(now), repr(till), str(ttl_s),
-                              uuid.uuid4().hex])
+                              uuid.uuid4().hex, "" if version is None else str(version)])
     state = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
     value = reply[1].decode() if len(reply) > 1 and isinstance(reply[1], bytes) else (
         reply[1] if len(reply) > 1 else None)
@@ -995,6 +1053,19 @@ def is_withdrawal_timer(timer: str) -> bool:
     return timer.endswith(WITHDRAWN_TIMER)
 
 
+AMENDED_TIMER = "#amended"
+
+
+def amendment_timer(order_id: str) -> str:
+    """The timer that sends an order raised by an amendment to the phones its fallback
+    messages went to (_AMEND sets it, due at once, when some message went or was going)."""
+    return f"{order_id}{AMENDED_TIMER}"
+
+
+def is_amendment_timer(timer: str) -> bool:
+    return timer.endswith(AMENDED_TIMER)
+
+
 def timer_order(timer: str) -> tuple[str, int | None]:
     """A fallback timer's order, and the step it retries (None: the chain's own timer)."""
     order_id, sep, step = timer.partition("#")
@@ -1007,6 +1078,28 @@ async def schedule_retry(redis: Redis, order_id: str, *, step: int, due_at: floa
 
 async def schedule_timer(redis: Redis, timer: str, *, due_at: float) -> None:
     await redis.zadd(FALLBACK, {timer: due_at})
+
+
+# The timer is due again at ARGV[2] ('': done, removed) only if it still holds the lease
+# ARGV[1] ('': whatever it holds): one set again meanwhile (a newer amendment) stays as set.
+_SETTLE_TIMER = """
+if ARGV[1] ~= '' then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
+  if not score or math.abs(tonumber(score) - tonumber(ARGV[1])) >= 0.001 then return 0 end
+end
+if ARGV[2] == '' then redis.call('ZREM', KEYS[1], ARGV[3])
+else redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3]) end
+return 1
+"""
+
+
+async def settle_timer(redis: Redis, timer: str, *, leased_until: float | None,
+                       due_at: float | None) -> None:
+    """The timer done (`due_at` None) or due again at `due_at`, unless it was set again
+    since it was leased until `leased_until` (None: as it is)."""
+    await run_script(redis, _SETTLE_TIMER, [FALLBACK],
+                     ["" if leased_until is None else repr(leased_until),
+                      "" if due_at is None else repr(due_at), timer])
 
 
 async def forget_dead_channel(redis: Redis, device_id: str, *, field: str,

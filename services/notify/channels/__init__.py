@@ -38,7 +38,12 @@ class Channel(Protocol):
         """Whether this device left what the channel needs (a subscription, a phone)."""
         ...
 
-    async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome: ...
+    async def send(self, order: OrderIssued, device: DeviceRecord, *,
+                   version: int = 0) -> Outcome:
+        """The order's message; `version` > 0: the order sent again as amended (its
+        version, store.OrderRecord.version), a message of its own that says it is an
+        update, never taken for the first one again (an SMS's own reference)."""
+        ...
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         """Tells a device this channel sent the order to that it was withdrawn (a Web Push

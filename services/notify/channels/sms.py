@@ -32,13 +32,19 @@ class SmsChannel:
     def reaches(self, device: DeviceRecord) -> bool:
         return device.phone is not None
 
-    async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
-        # The gateway may deduplicate on this: one message per order and device. The same
-        # on every try, so a message sent again after an answer that never came (the
-        # gateway may have taken it) reaches the phone once.
-        return await self._post(order, device, kind="order",
-                                text=sms_text(order, tz=self._tz, language=self._language),
-                                reference=f"{order.order_id}:{device.device_id}")
+    async def send(self, order: OrderIssued, device: DeviceRecord, *,
+                   version: int = 0) -> Outcome:
+        # The gateway may deduplicate on this: one message per order and device (and per
+        # version of an amended order sent again: its own). The same on every try, so a
+        # message sent again after an answer that never came (the gateway may have taken
+        # it) reaches the phone once.
+        reference = f"{order.order_id}:{device.device_id}"
+        if version:
+            reference += f":v{version}"
+        return await self._post(order, device, kind="order_update" if version else "order",
+                                text=sms_text(order, tz=self._tz, language=self._language,
+                                              update=bool(version)),
+                                reference=reference)
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.

@@ -71,9 +71,11 @@ def encrypt(payload: bytes, keys: SubscriptionKeys) -> bytes:
 
 def build_request(
     order: OrderIssued, subscription: Subscription, *, vapid: Vapid02, subject: str, ttl_s: int,
-    withdrawn: bool = False,
+    withdrawn: bool = False, version: int = 0,
 ) -> tuple[str, dict[str, str], bytes]:
-    """The order's push; `withdrawn`: the push that takes it back (the same Topic)."""
+    """The order's push; `withdrawn`: the push that takes it back (the same Topic);
+    `version` > 0: the order sent again as amended (the same Topic: it replaces the first
+    push should that still wait for the phone)."""
     parts = urlsplit(subscription.endpoint)
     claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": subject,
               "exp": int(time.time()) + 12 * 3600}
@@ -91,7 +93,8 @@ def build_request(
         # A newer push for the same order replaces an undelivered older one.
         "Topic": order.order_id.replace("_", "")[:32],
     })
-    payload = withdrawn_push_payload(order) if withdrawn else push_payload(order)
+    payload = (withdrawn_push_payload(order) if withdrawn
+               else push_payload(order, update=version))
     return subscription.endpoint, headers, encrypt(payload, subscription.keys)
 
 
@@ -111,14 +114,15 @@ class WebPushChannel:
     def reaches(self, device: DeviceRecord) -> bool:
         return device.webpush is not None
 
-    async def send(self, order: OrderIssued, device: DeviceRecord) -> Outcome:
-        return await self._post(order, device, withdrawn=False)
+    async def send(self, order: OrderIssued, device: DeviceRecord, *,
+                   version: int = 0) -> Outcome:
+        return await self._post(order, device, withdrawn=False, version=version)
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         return await self._post(order, device, withdrawn=True)
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *,
-                    withdrawn: bool) -> Outcome:
+                    withdrawn: bool, version: int = 0) -> Outcome:
         subscription = Subscription.model_validate(device.webpush or {})
         # Checked again before each send: a subscription stored before the rule, or under
         # WEBPUSH_ALLOW_PRIVATE_ENDPOINTS since switched off, is forgotten, never sent to.
@@ -128,7 +132,7 @@ class WebPushChannel:
             return Outcome("gone", f"endpoint {problem}")
         url, headers, body = build_request(
             order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl,
-            withdrawn=withdrawn,
+            withdrawn=withdrawn, version=version,
         )
         try:
             response = await self._client.post(url, headers=headers, content=body,

@@ -109,6 +109,18 @@ def amended_frame(order: OrderIssued) -> dict[str, Any]:
     return frame
 
 
+def raised(before: OrderIssued, after: OrderIssued) -> bool:
+    """Whether an amendment made the order more urgent: a higher priority, an urgent flag
+    (SMS_FLAGS: a knife, someone hurt) it did not have, or a sooner acknowledge-by. A phone
+    that has the order only by SMS or Web Push is then sent it again (fallback.py)."""
+    if int(after.priority[1:]) < int(before.priority[1:]):
+        return True
+    if any(f in after.flags and f not in before.flags for f in SMS_FLAGS):
+        return True
+    return (after.ack_by is not None and before.ack_by is not None
+            and after.ack_by < before.ack_by)
+
+
 def withdrawn_frame(order_id: str) -> dict[str, Any]:
     return {"type": "order_withdrawn", "order_id": order_id}
 
@@ -129,13 +141,16 @@ def state_frame(order_id: str, *, state: str, answered: bool, response: str | No
     return frame
 
 
-def push_payload(order: OrderIssued) -> bytes:
+def push_payload(order: OrderIssued, *, update: int = 0) -> bytes:
     """The Web Push message: enough to alert and open the page, never caller data.
 
     Push messages cross the browser vendor's push service; the page fetches the full
-    order over the WebSocket once it is open.
+    order over the WebSocket once it is open. `update`: the order's version when it is sent
+    again, raised by an amendment (the page's service worker says it is an update).
     """
     body = _public_order(order)
+    if update:
+        body["update"] = update
     data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     if len(data) > PUSH_PAYLOAD_LIMIT:
         body.pop("instructions", None)
@@ -223,12 +238,20 @@ def sms_withdrawn_text(order: OrderIssued, *, language: Language = DEFAULT_LANGU
 SMS_FLAGS = ("weapon", "injury", "in_progress")
 
 
+# What an SMS sending an order again (raised by an amendment) starts with: it replaces the
+# one in the inbox.
+SMS_UPDATE: dict[Language, str] = {"zh": "指令更新：", "en": "UPDATED: "}
+
+
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
-             language: Language = DEFAULT_LANGUAGE) -> str:
+             language: Language = DEFAULT_LANGUAGE, update: bool = False) -> str:
     """The SMS, in `language` (the deployment's SMS_LANGUAGE): what it is (with its urgent
     flags: a knife at the scene), where, and the deadline on the member's wall clock (`tz`,
-    the district's TIMEZONE); never caller data."""
+    the district's TIMEZONE); never caller data. `update`: the order sent again, raised by
+    an amendment (`指令更新：`), to a phone texted it before."""
     sign, what = SMS_SIGNATURE[language], _what(order, language, flags=True)
+    if update:
+        sign += SMS_UPDATE[language]
     due = order.ack_by.astimezone(tz).strftime("%H:%M:%S") if order.ack_by else None
     if language == "zh":
         after = "。" + (f"请于{due}前接单。" if due else "") + f"指令号 {order.order_id}。"

@@ -176,7 +176,7 @@ class Message:
     """One request to the SMS gateway or the push service, as it came."""
 
     channel: str  # sms, webpush
-    kind: str  # order, withdrawn
+    kind: str  # order, order_update (the order sent again, raised by an amendment), withdrawn
     order_id: str
     device_id: str
     to: str  # the number, or the push endpoint
@@ -213,8 +213,11 @@ class Outside:
             device_id = request.url.path.rsplit("/", 1)[-1]
             body = self.browsers[device_id].read(request.content)
             channel, order_id, to = "webpush", body["order_id"], str(request.url)
-            kind = "withdrawn" if body["type"] == "order_withdrawn" else "order"
-            reference = f"{order_id}:{device_id}" + (":withdrawn" if kind == "withdrawn" else "")
+            kind = ("withdrawn" if body["type"] == "order_withdrawn" else
+                    "order_update" if body.get("update") else "order")
+            reference = f"{order_id}:{device_id}" + (
+                ":withdrawn" if kind == "withdrawn" else
+                f":v{body['update']}" if kind == "order_update" else "")
         message = Message(channel, kind, order_id, device_id, to, reference, at,
                           taken=self.mode != "failing", answered=None, withdrawn=False,
                           received_by=frozenset(), at_once=self.at_once)
@@ -880,23 +883,32 @@ def check_messages(messages: list[Message], orders: dict[str, OrderIssued],
     """No order's SMS or Web Push twice to a device (another reference, or the same one after
     it was taken and said so), none of an order withdrawn, confirmed by its member, or at or
     after its acknowledge-by deadline; none taken back that never went, or may have gone (a
-    try `begun` and cut off before it reached the service)."""
+    try `begun` and cut off before it reached the service). An update (the order raised by
+    an amendment) goes only where the order's message went or may have gone, once per
+    version, never after the order was withdrawn nor after the message taking it back."""
     taken: dict[tuple[str, str, str, str], set[str]] = {}
     answered: set[tuple[str, str]] = set()
     came: Counter[tuple[str, str, str]] = Counter()  # the order's tries that reached it
+    taken_back: set[tuple[str, str, str]] = set()
     for m in messages:
         what = f"{m.channel} {m.kind} of {m.order_id} to {m.device_id}"
-        if m.kind == "withdrawn":  # taking back only what went, or may have gone
-            key = (m.channel, m.order_id, m.device_id)
+        key = (m.channel, m.order_id, m.device_id)
+        if m.kind in ("withdrawn", "order_update"):  # only what went, or may have gone
             assert (m.channel, "order", m.order_id, m.to) in taken or begun[key] > came[key], (
                 f"{what}: its order's message never went")
         else:
-            came[(m.channel, m.order_id, m.device_id)] += 1
+            came[key] += 1
+        if m.kind == "withdrawn":
+            taken_back.add(key)
+        elif m.kind == "order_update":
+            assert key not in taken_back, f"{what} after the message taking it back"
+            assert m.at_once or not m.withdrawn, f"{what} sent after the order was withdrawn"
         assert (m.channel, m.reference) not in answered, f"{what} sent again after it was taken"
         if m.answered is not None and 200 <= m.answered < 300:
             answered.add((m.channel, m.reference))
         if m.taken:
-            refs = taken.setdefault((m.channel, m.kind, m.order_id, m.to), set())
+            kind = m.reference if m.kind == "order_update" else m.kind  # one per version
+            refs = taken.setdefault((m.channel, kind, m.order_id, m.to), set())
             refs.add(m.reference)
             assert len(refs) == 1, f"{what}: two messages to {m.to}: {sorted(refs)}"
         if m.kind != "order" or m.at_once:  # crossed by the other step: taken back (all_quiet)
