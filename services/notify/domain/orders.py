@@ -243,20 +243,47 @@ SMS_FLAGS = ("weapon", "injury", "in_progress")
 SMS_UPDATE: dict[Language, str] = {"zh": "指令更新：", "en": "UPDATED: "}
 
 
+def _order_kind(order: OrderIssued, language: Language) -> str:
+    """The order's kind as the text names it (`（移交）`, `(handover) `): a hand-over to
+    file, a follow-up visit, a reinforcement are not an emergency to run to; an ordinary
+    dispatch says nothing (as it always read)."""
+    if order.kind == "dispatch":
+        return ""
+    word = label("order_kind", order.kind, language)
+    return f"（{word}）" if language == "zh" else f"({word}) "
+
+
+def _filing_due(order: OrderIssued, tz: tzinfo, language: Language) -> str:
+    """A hand-over's filing deadline, with its date (a day away: it crosses midnight), on
+    the member's wall clock; '' for an order without one."""
+    if order.filing_due is None:
+        return ""
+    due = order.filing_due.astimezone(tz)
+    if language == "zh":
+        return f"立案期限{due.month}月{due.day}日{due:%H:%M}。"
+    return f" Filing due {due:%Y-%m-%d %H:%M}."
+
+
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
              language: Language = DEFAULT_LANGUAGE, update: bool = False) -> str:
-    """The SMS, in `language` (the deployment's SMS_LANGUAGE): what it is (with its urgent
-    flags: a knife at the scene), where, and the deadline on the member's wall clock (`tz`,
-    the district's TIMEZONE); never caller data. `update`: the order sent again, raised by
-    an amendment (`指令更新：`), to a phone texted it before."""
+    """The SMS, in `language` (the deployment's SMS_LANGUAGE): what kind of order it is
+    unless an ordinary dispatch (a hand-over, a follow-up visit), what it is (with its
+    urgent flags: a knife at the scene), where, and the deadlines on the member's wall
+    clock (`tz`, the district's TIMEZONE): to acknowledge by, and a hand-over's to file by,
+    with its date; never caller data. `update`: the order sent again, raised by an
+    amendment (`指令更新：`), to a phone texted it before."""
     sign, what = SMS_SIGNATURE[language], _what(order, language, flags=True)
     if update:
         sign += SMS_UPDATE[language]
+    sign += _order_kind(order, language)
     due = order.ack_by.astimezone(tz).strftime("%H:%M:%S") if order.ack_by else None
+    filing = _filing_due(order, tz, language)
     if language == "zh":
-        after = "。" + (f"请于{due}前接单。" if due else "") + f"指令号 {order.order_id}。"
+        after = ("。" + (f"请于{due}前接单。" if due else "") + filing
+                 + f"指令号 {order.order_id}。")
         return _sms(f"{sign}{what}：", _sms_place(order), after)
-    after = "." + (f" Acknowledge by {due}." if due else "") + f" Order {order.order_id}."
+    after = ("." + (f" Acknowledge by {due}." if due else "") + filing
+             + f" Order {order.order_id}.")
     return _sms(f"{sign}{what} at ", _sms_place(order), after)
 
 
@@ -264,9 +291,11 @@ def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
                language: Language = DEFAULT_LANGUAGE) -> dict[str, Any]:
     """The parts of an SMS, for a gateway that fills a template of its own with them
     (mainland carriers send only filed templates): what the text says, field by field;
-    `ack_by` in the district's time with its offset (None: no deadline); the text's
+    `order_kind` (dispatch, handover, followup, reinforcement, manual); `ack_by` and
+    `filing_due` in the district's time with its offset (None: no such deadline); the text's
     `language` and the category's name in it (a deployment's own category: its id)."""
     return {
+        "order_kind": order.kind,
         "priority": order.priority,
         "category": order.category,
         "category_name": label("category", order.category, language),
@@ -274,5 +303,7 @@ def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
         "place": _sms_place(order),
         "ack_by": (order.ack_by.astimezone(tz).replace(microsecond=0).isoformat()
                    if order.ack_by else None),
+        "filing_due": (order.filing_due.astimezone(tz).replace(microsecond=0).isoformat()
+                       if order.filing_due else None),
         "language": language,
     }
