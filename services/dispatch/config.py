@@ -30,6 +30,12 @@ class Settings(PolicyFile):
     zones_refresh_s: float = Field(
         default=10.0, gt=0, description="ZONES_REFRESH_S: how often the zones dispatch keeps are "
         "read again from volunteers (a roster import's zone changes apply within this time)")
+    rezoned_grace_s: float = Field(
+        default=30, ge=0, le=600, description="REZONED_GRACE_S: a fraud warning's station "
+        "team (a category sent to its zone's own station) whose zone a roster import gave to "
+        "another station is judged this long after dispatch read the change, as it is then: "
+        "the import's statuses, moving a team with its ground, are published after its zones "
+        "and may be read after them")
     timezone: TimezoneName = Field(
         default=DEFAULT_TIMEZONE,
         description="TIMEZONE: the district's local time, for the hours of the KPIs and the "

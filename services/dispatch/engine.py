@@ -2878,11 +2878,16 @@ class Dispatcher:
         process (it may have missed a change): each live order dispatch sent a police
         station's team for a category sent to its zone's own station only (a fraud
         warning), whose place another station owns now, gets a `rezoned:{order}` timer due
-        at once (set once), which judges it as a moved team's (on_moved_team_order_due:
-        taken off, the timeline saying why, and the zone's station's team offered; at the
-        scene it goes on, as a team moved is). No status of the team comes to do it: the
-        team did not move, its ground did. A hand-over or visit the old station was given
-        stays with it (whoever takes a case owns it until done). Returns the timers set."""
+        REZONED_GRACE_S later (set once), which judges it as a moved team's
+        (on_moved_team_order_due: taken off, the timeline saying why, and the zone's
+        station's team offered; at the scene it goes on, as a team moved is). No status of
+        the team comes to do it when the team did not move, its ground did; when one import
+        moved the team with its ground, volunteers published the team's status after
+        writing the zones, and it may be read after them: judged at once, the team, still
+        the old station's as dispatch held it, would be taken off and the warning offered
+        again. A warning is no emergency: judged after the grace, the team is as its status
+        made it. A hand-over or visit the old station was given stays with it (whoever
+        takes a case owns it until done). Returns the timers set."""
         if not any(rule.zone_station for rule in self.policy.categories.values()):
             return 0
         held = [(unit, claim) for unit, claim in await store.units_in(self.redis, district)
@@ -2899,7 +2904,7 @@ class Dispatcher:
             return 0
         incidents = {inc["incident_id"]: inc for inc in await store.incidents_bulk(
             self.redis, {order["incident_id"] for _, order in judged})}
-        now, timers = utcnow(), 0
+        due, timers = utcnow() + timedelta(seconds=self.settings.rezoned_grace_s), 0
         for unit, order in judged:
             inc = incidents.get(order["incident_id"])
             if (inc is None or inc["district"] != district
@@ -2907,7 +2912,7 @@ class Dispatcher:
                 continue
             zone, known = await self._place(district, float(inc["lat"]), float(inc["lon"]))
             if known and zone is not None and zone.owner_agency_id != unit.agency_id:
-                await store.schedule(self.redis, f"rezoned:{order['order_id']}", now, nx=True)
+                await store.schedule(self.redis, f"rezoned:{order['order_id']}", due, nx=True)
                 timers += 1
         return timers
 

@@ -8,6 +8,7 @@ it goes on. A team moved together with its ground stays on."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -70,10 +71,11 @@ def roster(*, owner: str, old_car_of: str = "ps-old") -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def volunteers_and_dispatch(
-        url: str, *, zones_refresh_s: float = 0.2,
+        url: str, *, zones_refresh_s: float = 0.2, rezoned_grace_s: float = 0.2,
         ) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
     """Volunteers served on a port and dispatch in this process, reading its zones again
-    every `zones_refresh_s`; a client on each."""
+    every `zones_refresh_s` and judging the orders of a zone given to another station
+    `rezoned_grace_s` after; a client on each."""
     volunteers = create_volunteers(VolunteersSettings(
         redis_url=url, admin_token=ADMIN_TOKEN, position_publish_interval_ms=0,
         consumer_name="volunteers-zone-moves"))
@@ -81,7 +83,8 @@ async def volunteers_and_dispatch(
             httpx.AsyncClient(base_url=volunteers_url, timeout=10) as client:
         dispatch = create_dispatch(DispatchSettings(
             redis_url=url, admin_token=ADMIN_TOKEN, volunteers_url=volunteers_url,
-            claim_idle_ms=500, timer_interval_s=0.05, zones_refresh_s=zones_refresh_s))
+            claim_idle_ms=500, timer_interval_s=0.05, zones_refresh_s=zones_refresh_s,
+            rezoned_grace_s=rezoned_grace_s))
         transport = httpx.ASGITransport(app=dispatch)
         async with dispatch.router.lifespan_context(dispatch), httpx.AsyncClient(
                 transport=transport, base_url="http://dispatch", headers=ADMIN) as console:
@@ -182,6 +185,51 @@ def _agency_of(url: str, team_id: str) -> str | None:
     client = sync_redis.Redis.from_url(url, decode_responses=True)
     try:
         return client.hget(f"dispatch:unit:{team_id}", "agency_id")
+    finally:
+        client.close()
+
+
+async def test_a_station_car_whose_move_is_read_after_its_new_zones_stays_on_its_warning(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # One import gives z-1 and the old station's car to the new station; volunteers writes
+    # the import's zones before its teams and publishes the car's status after, so that
+    # dispatch's refresh may read the new zones first. The car's order was judged at once,
+    # against the car as dispatch still held it, the old station's: taken off, though it goes
+    # with its ground, and the warning offered again. A fraud warning waits for the status.
+    async with volunteers_and_dispatch(clean_redis, rezoned_grace_s=600) as (client, console):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        # the import's zones, read by dispatch before its teams are
+        r = await import_roster(client, roster(owner="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: _rezoned(clean_redis, old.order_id)
+                         or withdrawn(clean_redis, old.order_id), "the new zones read", 20)
+        # the car's status, published after them
+        r = await import_roster(client, roster(owner="ps-new", old_car_of="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: _agency_of(clean_redis, "t-old") == "ps-new",
+                         "the car's move read")
+        _rezoned_due_now(clean_redis, old.order_id)  # the grace over
+        await poll_until(lambda: not _rezoned(clean_redis, old.order_id), "the order judged",
+                         20)
+    assert withdrawn(clean_redis, old.order_id) == []
+    assert len(orders_for(clean_redis, incident_id)) == 2
+    assert _judged_agency(clean_redis, old.order_id) == "ps-new"
+
+
+def _rezoned(url: str, order_id: str) -> bool:
+    """Whether the order's `rezoned` timer is set."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.zscore("dispatch:timers", f"rezoned:{order_id}") is not None
+    finally:
+        client.close()
+
+
+def _rezoned_due_now(url: str, order_id: str) -> None:
+    """The order's `rezoned` timer, if set, due now."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        client.zadd("dispatch:timers", {f"rezoned:{order_id}": time.time()}, xx=True)
     finally:
         client.close()
 
