@@ -2457,7 +2457,8 @@ class Dispatcher:
             return await self.on_link_due(ident)
         return None
 
-    async def _answers_behind(self, timer: str, incident_id: str, upto: datetime) -> bool:
+    async def _answers_behind(self, timer: str, incident_id: str, upto: datetime, *,
+                              stream: str = streams.ORDER_RESPONDED.name) -> bool:
         """Whether answers about the incident given up to `upto` (at the timer's first
         firing here) still wait in order.responded for this service (it was down, or is
         catching up on a backlog): a timer that judges a team's order before them (its
@@ -2466,7 +2467,9 @@ class Dispatcher:
         is on its way, a routing timeout, a volunteer shift's penalty) and another team
         sent; a team that resolved the incident and went home is replaced, or sent backup.
         Only the incident's own answers count (another team's answer stuck in the stream
-        holds no deadline back), waited for at most ANSWERS_CATCH_UP per timer."""
+        holds no deadline back), waited for at most ANSWERS_CATCH_UP per timer. With
+        `stream` another of dispatch's streams, its entries naming `incident_id` (a team's
+        id: its statuses in unit.status), under the timer's name (`timer`) given."""
         now = time.monotonic()
         if now - self._awaiting_swept > ANSWERS_CATCH_UP.total_seconds():
             # Timers cancelled while they waited (an answer made them moot) never come
@@ -2478,13 +2481,12 @@ class Dispatcher:
                 del self._awaiting_answers[waited]
         since, upto = self._awaiting_answers.setdefault(timer, (now, upto))
         if now - since > ANSWERS_CATCH_UP.total_seconds():
-            log.warning("%s: answers still unhandled after %s; judged without them", timer,
-                        ANSWERS_CATCH_UP)
+            log.warning("%s: %s entries still unhandled after %s; judged without them",
+                        timer, stream, ANSWERS_CATCH_UP)
             behind = False
         else:
             behind = await store.unhandled_entries(
-                self.redis, streams.ORDER_RESPONDED.name, group="dispatch", upto=upto,
-                concerning=incident_id)
+                self.redis, stream, group="dispatch", upto=upto, concerning=incident_id)
         if not behind:
             self._awaiting_answers.pop(timer, None)
         return behind
@@ -2984,6 +2986,13 @@ class Dispatcher:
             # Whatever the incident's status: a backup a station team asked for on a case
             # handed over or filed is live while that team's order is (_backup_again).
             if order["state"] in domain.LIVE_ORDER_STATES:
+                # A zone given to another station: the import that did it may have moved
+                # the team with its ground, its status still unhandled here (dispatch back
+                # after an outage, or behind on a backlog): judged once it is read.
+                if timer == "rezoned" and await self._answers_behind(
+                        f"{timer}:{order_id}#status", order["team_id"], utcnow(),
+                        stream=streams.UNIT_STATUS.name):
+                    return utcnow() + ANSWERS_WAIT
                 if await self._answers_behind(f"{timer}:{order_id}", incident_id, utcnow()):
                     return utcnow() + ANSWERS_WAIT
                 await self._taken_back(state, order, detail=off,

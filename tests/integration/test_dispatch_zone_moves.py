@@ -76,19 +76,36 @@ async def volunteers_and_dispatch(
     """Volunteers served on a port and dispatch in this process, reading its zones again
     every `zones_refresh_s` and judging the orders of a zone given to another station
     `rezoned_grace_s` after; a client on each."""
+    async with volunteers_serving(url) as (client, volunteers_url), dispatch_running(
+            url, volunteers_url, zones_refresh_s=zones_refresh_s,
+            rezoned_grace_s=rezoned_grace_s) as console:
+        yield client, console
+
+
+@contextlib.asynccontextmanager
+async def volunteers_serving(url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """Volunteers served on a port: a client on it, and its address."""
     volunteers = create_volunteers(VolunteersSettings(
         redis_url=url, admin_token=ADMIN_TOKEN, position_publish_interval_ms=0,
         consumer_name="volunteers-zone-moves"))
     async with serving(volunteers) as volunteers_url, \
             httpx.AsyncClient(base_url=volunteers_url, timeout=10) as client:
-        dispatch = create_dispatch(DispatchSettings(
-            redis_url=url, admin_token=ADMIN_TOKEN, volunteers_url=volunteers_url,
-            claim_idle_ms=500, timer_interval_s=0.05, zones_refresh_s=zones_refresh_s,
-            rezoned_grace_s=rezoned_grace_s))
-        transport = httpx.ASGITransport(app=dispatch)
-        async with dispatch.router.lifespan_context(dispatch), httpx.AsyncClient(
-                transport=transport, base_url="http://dispatch", headers=ADMIN) as console:
-            yield client, console
+        yield client, volunteers_url
+
+
+@contextlib.asynccontextmanager
+async def dispatch_running(url: str, volunteers_url: str, *, zones_refresh_s: float = 0.2,
+                           rezoned_grace_s: float = 0.2, claim_idle_ms: int = 500,
+                           ) -> AsyncIterator[httpx.AsyncClient]:
+    """Dispatch in this process, reading its zones from `volunteers_url`: its console."""
+    dispatch = create_dispatch(DispatchSettings(
+        redis_url=url, admin_token=ADMIN_TOKEN, volunteers_url=volunteers_url,
+        claim_idle_ms=claim_idle_ms, timer_interval_s=0.05, zones_refresh_s=zones_refresh_s,
+        rezoned_grace_s=rezoned_grace_s))
+    transport = httpx.ASGITransport(app=dispatch)
+    async with dispatch.router.lifespan_context(dispatch), httpx.AsyncClient(
+            transport=transport, base_url="http://dispatch", headers=ADMIN) as console:
+        yield console
 
 
 async def a_fraud_warning(url: str, client: httpx.AsyncClient, publisher: RedisBroker
@@ -214,6 +231,47 @@ async def test_a_station_car_whose_move_is_read_after_its_new_zones_stays_on_its
     assert withdrawn(clean_redis, old.order_id) == []
     assert len(orders_for(clean_redis, incident_id)) == 2
     assert _judged_agency(clean_redis, old.order_id) == "ps-new"
+
+
+async def test_a_station_car_whose_move_dispatch_has_not_handled_yet_stays_on_its_warning(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Dispatch is behind on unit.status (back after an outage, a backlog): the grace is over
+    # and the status moving the car with its ground still waits in its group (here held by a
+    # consumer that died, until it is reclaimed). The car was judged as dispatch still held
+    # it, the old station's, and taken off.
+    async with volunteers_serving(clean_redis) as (client, volunteers_url):
+        async with dispatch_running(clean_redis, volunteers_url, rezoned_grace_s=600):
+            incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+            r = await import_roster(client, roster(owner="ps-new"))
+            assert r.status_code == 200, r.text
+            await poll_until(lambda: _rezoned(clean_redis, old.order_id), "the new zones read",
+                             20)
+        r = await import_roster(client, roster(owner="ps-new", old_car_of="ps-new"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: _held_by_a_dead_consumer(clean_redis, "t-old", "ps-new"),
+                         "the car's move taken by a consumer that dies")
+        _rezoned_due_now(clean_redis, old.order_id)  # the grace over while dispatch was away
+        async with dispatch_running(clean_redis, volunteers_url, rezoned_grace_s=600,
+                                    claim_idle_ms=5000):
+            await poll_until(lambda: not _rezoned(clean_redis, old.order_id)
+                             and _agency_of(clean_redis, "t-old") == "ps-new",
+                             "the car's move read and its order judged", 30)
+    assert withdrawn(clean_redis, old.order_id) == []
+    assert len(orders_for(clean_redis, incident_id)) == 2
+    assert _judged_agency(clean_redis, old.order_id) == "ps-new"
+
+
+def _held_by_a_dead_consumer(url: str, team_id: str, agency_id: str) -> bool:
+    """Whether a consumer of dispatch's group that never acknowledges has read the team's
+    status of `agency_id` (reading every unit.status not read yet)."""
+    client = sync_redis.Redis.from_url(url)
+    try:
+        read = client.xreadgroup("dispatch", "dead", {"unit.status": ">"}, count=100) or []
+        return any(team_id.encode() in value and agency_id.encode() in value
+                   for _, entries in read for _, fields in entries
+                   for value in fields.values())
+    finally:
+        client.close()
 
 
 def _rezoned(url: str, order_id: str) -> bool:
