@@ -2161,7 +2161,10 @@ class Dispatcher:
                                     station: str, *, by: str | None = None) -> None:
         """The incident's hand-over order, on it and its timeline (once), `by` the command
         room when it chose the team. The station has it now: the board's flag (a station
-        with nobody on shift, teams that declined) and the retry's timer go with it."""
+        with nobody on shift, teams that declined) and the retry's timer go with it, and so
+        does the mark of a note that no station owned the place (_station_gone): should a
+        refusal and the zone's removal take the case from the station again, that is said
+        again (the timeline's last word was the station's)."""
         incident_id, order_id = inc["incident_id"], order["order_id"]
         if inc.get("handover_order") == order_id:
             return
@@ -2171,14 +2174,15 @@ class Dispatcher:
 
         async def recorded(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, {"handover_order": order_id,
-                                                            "misses": "0"})
+                                                            "misses": "0",
+                                                            "handover_station_gone": ""})
             store.queue_cancel(pipe, f"handover:{incident_id}")
 
         await self._emit(incident_id, TimelineEntry(
             kind="handover", team_id=order["team_id"], order_id=order_id,
             **(entry_detail("handed_over_by", station=station, by=by) if by
                else entry_detail("handed_over", station=station))), state=state, also=recorded)
-        inc.update(handover_order=order_id, misses="0")
+        inc.update(handover_order=order_id, misses="0", handover_station_gone="")
 
     async def on_handover_due(self, incident_id: str) -> None:
         """A hand-over whose station had no team on shift, tried again (every

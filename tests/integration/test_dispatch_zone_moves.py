@@ -3,7 +3,8 @@ of a category sent to its zone's own station only (a fraud warning: DESIGN's "po
 (the zone's)"), against a real Redis, volunteers serving its zones over HTTP and dispatch
 reading them: the station team of the old owner on its way is taken off as a team moved to
 another station is, the timeline saying why, and the new owner's team offered; at the scene
-it goes on. A team moved together with its ground stays on."""
+it goes on. A team moved together with its ground stays on. And a hand-over waiting for a
+station when no station owns its place any more."""
 
 from __future__ import annotations
 
@@ -27,17 +28,26 @@ from tests.integration.volunteers.conftest import ADMIN
 
 from .dispatch.test_engine import DISTRICT, orders_for, report, wait_for_units
 from .dispatch.test_followup import incident_fields, kinds_and_details
-from .dispatch.test_station_orders_of_a_removed_team import withdrawn
+from .dispatch.test_followup_stuck import make_due
+from .dispatch.test_station_orders_of_a_removed_team import timer_due, withdrawn
 from .dispatch.test_take_back import respond
 from .test_zone_ownership import (
     ADMIN_TOKEN,
     LAT,
+    LON,
+    STATION_GONE,
     import_roster,
+    noise_handed_over_by_the_guard,
     on_shift_at,
+    orders_of_kind,
     owned_in_dispatch,
     square,
+    station_notes,
+    the_ground_given_to_the_new_station,
     zone,
 )
+from .test_zone_ownership import roster as guards_roster
+from .test_zone_ownership import volunteers_and_dispatch as guards_volunteers_and_dispatch
 
 TERRITORY = square(LAT, 108.3665, 0.02)
 
@@ -309,3 +319,38 @@ async def test_the_by_hand_list_warns_of_the_old_station_once_its_zone_is_anothe
         assert r.status_code == 200, r.text
     assert [(t["team_id"], t["warnings"]) for t in r.json()["teams"]] == [
         ("t-old", ["other_station"])]
+
+
+async def test_a_hand_over_whose_station_had_it_says_again_when_no_station_owns_the_place(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A noise outside every zone, handed over by the guard: noted once that no station owns
+    # the place. The ground given to the new station, its car got the case (the timeline
+    # says so); the car declined it, and the ground was taken away again (the zone deleted):
+    # the retry found no station owning the place, and the timeline said nothing of it, its
+    # last word the new station's refusal (the mark of the first note was never cleared).
+    territory = square(LAT, LON, 0.02)
+    async with guards_volunteers_and_dispatch(clean_redis) as (client, console):
+        r = await import_roster(client, guards_roster(zones=[
+            zone("z-1", "ps-old", square(LAT, LON + 0.05, 0.02))]))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
+                         "dispatch holding the zones, none over the scene")
+        incident_id = await noise_handed_over_by_the_guard(clean_redis, client, publisher)
+        assert station_notes(clean_redis, incident_id) == [STATION_GONE]
+        await the_ground_given_to_the_new_station(
+            clean_redis, client, console, incident_id, territory,
+            {"z-1": "ps-old", "z-2": "ps-new"})
+        (station,) = orders_of_kind(clean_redis, incident_id, "handover")
+        await respond(publisher, station, "declined")
+        timer = f"handover:{incident_id}"
+        await poll_until(lambda: incident_fields(clean_redis, incident_id)["flagged"] == "1",
+                         "the refusal flagged")
+        r = await client.delete("/v1/zones/z-2", headers=ADMIN)
+        assert r.status_code == 204, r.text
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
+                         "dispatch's zones read again, without the removed one")
+        make_due(clean_redis, timer)
+        await poll_until(lambda: (timer_due(clean_redis, timer) or 0) > time.time() + 14 * 60,
+                         "the hand-over tried again in 15 min", 20)
+    assert station_notes(clean_redis, incident_id) == [STATION_GONE, STATION_GONE]
+    assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
