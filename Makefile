@@ -21,8 +21,9 @@ demo: $(STAMP)
 
 ## The whole suite against real Redis servers started for the tests, in TEST_WORKERS
 ## processes (pytest-xdist; each its own Redis servers and stacks on free ports; a file's
-## tests stay in one process). TEST_WORKERS=0 runs it in this one.
-TEST_WORKERS ?= 2
+## tests stay in one process). Three on two cores: the tests wait on services and Redis
+## more than they compute (two workers kept the cores ~40 % busy). TEST_WORKERS=0 runs it in this one.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
