@@ -639,7 +639,8 @@ class FallbackTimers:
         if begun.state != "go":
             return None
         try:
-            outcome = await self._send(channel, record, device, version=record.version)
+            outcome = await self._send(channel, record, device, version=record.version,
+                                       answered=not awaits_team(record))
         except asyncio.CancelledError:
             # as _send_step's: maybe sent; the replica carrying on sends it at once (the
             # same reference), and a withdrawal takes it back
@@ -669,7 +670,8 @@ class FallbackTimers:
 
     @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,
-                    device: store.DeviceRecord, *, version: int = 0) -> Outcome: ...
+                    device: store.DeviceRecord, *, version: int = 0,
+                    answered: bool = False) -> Outcome: ...
 
     @overload
     async def _send(self, channel: Channel, record: store.OrderRecord,
@@ -677,18 +679,19 @@ class FallbackTimers:
 
     async def _send(self, channel: Channel, record: store.OrderRecord,
                     device: store.DeviceRecord, *, take_back: bool = False,
-                    version: int = 0) -> Outcome | None:
+                    version: int = 0, answered: bool = False) -> Outcome | None:
         """One message (`take_back`: the one taking the order back, None if the channel
-        cannot; `version` > 0: the order sent again as amended), within CHANNEL_TIMEOUT_S in
-        all (httpx's timeout is per read or write: a service that trickles its answer would
-        hold the step for ever)."""
+        cannot; `version` > 0: the order sent again as amended, `answered`: by then
+        acknowledged by the team), within CHANNEL_TIMEOUT_S in all (httpx's timeout is per
+        read or write: a service that trickles its answer would hold the step for ever)."""
         assert record.order is not None
         try:
             async with asyncio.timeout(self._settings.channel_timeout_s):
                 if take_back:
                     return await channel.take_back(record.order, device)
                 if version:
-                    return await channel.send(record.order, device, version=version)
+                    return await channel.send(record.order, device, version=version,
+                                              answered=answered)
                 return await channel.send(record.order, device)
         except TimeoutError:
             return Outcome("failed", "Timeout", retry=True, maybe_sent=True)

@@ -39,10 +39,12 @@ class Channel(Protocol):
         ...
 
     async def send(self, order: OrderIssued, device: DeviceRecord, *,
-                   version: int = 0) -> Outcome:
+                   version: int = 0, answered: bool = False) -> Outcome:
         """The order's message; `version` > 0: the order sent again as amended (its
         version, store.OrderRecord.version), a message of its own that says it is an
-        update, never taken for the first one again (an SMS's own reference)."""
+        update, never taken for the first one again (an SMS's own reference); `answered`
+        (an update only): the team has acknowledged the order, so the message asks no one
+        to acknowledge it, and its acknowledge-by bounds nothing."""
         ...
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:

@@ -33,7 +33,7 @@ class SmsChannel:
         return device.phone is not None
 
     async def send(self, order: OrderIssued, device: DeviceRecord, *,
-                   version: int = 0) -> Outcome:
+                   version: int = 0, answered: bool = False) -> Outcome:
         # The gateway may deduplicate on this: one message per order and device (and per
         # version of an amended order sent again: its own). The same on every try, so a
         # message sent again after an answer that never came (the gateway may have taken
@@ -43,8 +43,8 @@ class SmsChannel:
             reference += f":v{version}"
         return await self._post(order, device, kind="order_update" if version else "order",
                                 text=sms_text(order, tz=self._tz, language=self._language,
-                                              update=bool(version)),
-                                reference=reference)
+                                              update=bool(version), answered=answered),
+                                reference=reference, answered=answered if version else None)
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.
@@ -53,7 +53,7 @@ class SmsChannel:
                                 reference=f"{order.order_id}:{device.device_id}:withdrawn")
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *, kind: str, text: str,
-                    reference: str) -> Outcome:
+                    reference: str, answered: bool | None = None) -> Outcome:
         body = {
             # a number registered before they were kept in E.164 goes as it is
             "to": e164(device.phone or "") or device.phone,
@@ -62,8 +62,11 @@ class SmsChannel:
             # the text's parts, for a gateway that sends only its own filed templates
             "kind": kind,
             "order_id": order.order_id,
-            **sms_fields(order, tz=self._tz, language=self._language),
+            **sms_fields(order, tz=self._tz, language=self._language,
+                         answered=bool(answered)),
         }
+        if answered is not None:  # an update: whether the team has acknowledged the order
+            body["answered"] = answered
         try:
             response = await self._client.post(
                 self._url, json=body, headers={**self._headers, "Idempotency-Key": reference},

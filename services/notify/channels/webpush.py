@@ -115,7 +115,7 @@ class WebPushChannel:
         return device.webpush is not None
 
     async def send(self, order: OrderIssued, device: DeviceRecord, *,
-                   version: int = 0) -> Outcome:
+                   version: int = 0, answered: bool = False) -> Outcome:
         return await self._post(order, device, withdrawn=False, version=version)
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:

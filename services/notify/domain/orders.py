@@ -243,6 +243,11 @@ SMS_FLAGS = ("weapon", "injury", "in_progress")
 SMS_UPDATE: dict[Language, str] = {"zh": "指令更新：", "en": "UPDATED: "}
 
 
+# What the update of an order the team has acknowledged says in place of the deadline to
+# acknowledge by (the state's word in shared/labels.py: 已接单, acknowledged).
+SMS_ANSWERED: dict[Language, str] = {"zh": "本组已接单。", "en": " Your team has acknowledged it."}
+
+
 def _order_kind(order: OrderIssued, language: Language) -> str:
     """The order's kind as the text names it (`（移交）`, `(handover) `): a hand-over to
     file, a follow-up visit, a reinforcement are not an emergency to run to; an ordinary
@@ -265,34 +270,42 @@ def _filing_due(order: OrderIssued, tz: tzinfo, language: Language) -> str:
 
 
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
-             language: Language = DEFAULT_LANGUAGE, update: bool = False) -> str:
+             language: Language = DEFAULT_LANGUAGE, update: bool = False,
+             answered: bool = False) -> str:
     """The SMS, in `language` (the deployment's SMS_LANGUAGE): what kind of order it is
     unless an ordinary dispatch (a hand-over, a follow-up visit), what it is (with its
     urgent flags: a knife at the scene), where, and the deadlines on the member's wall
     clock (`tz`, the district's TIMEZONE): to acknowledge by, and a hand-over's to file by,
     with its date; never caller data. `update`: the order sent again, raised by an
-    amendment (`指令更新：`), to a phone texted it before."""
+    amendment (`指令更新：`), to a phone texted it before. `answered`: the team has
+    acknowledged the order (a teammate, or this member on another phone): the text says so
+    (`本组已接单`) in place of the deadline to acknowledge by, which no longer holds."""
     sign, what = SMS_SIGNATURE[language], _what(order, language, flags=True)
     if update:
         sign += SMS_UPDATE[language]
     sign += _order_kind(order, language)
-    due = order.ack_by.astimezone(tz).strftime("%H:%M:%S") if order.ack_by else None
+    due = (order.ack_by.astimezone(tz).strftime("%H:%M:%S")
+           if order.ack_by and not answered else None)
     filing = _filing_due(order, tz, language)
     if language == "zh":
-        after = ("。" + (f"请于{due}前接单。" if due else "") + filing
+        after = ("。" + (f"请于{due}前接单。" if due else "")
+                 + (SMS_ANSWERED[language] if answered else "") + filing
                  + f"指令号 {order.order_id}。")
         return _sms(f"{sign}{what}：", _sms_place(order), after)
-    after = ("." + (f" Acknowledge by {due}." if due else "") + filing
+    after = ("." + (f" Acknowledge by {due}." if due else "")
+             + (SMS_ANSWERED[language] if answered else "") + filing
              + f" Order {order.order_id}.")
     return _sms(f"{sign}{what} at ", _sms_place(order), after)
 
 
 def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
-               language: Language = DEFAULT_LANGUAGE) -> dict[str, Any]:
+               language: Language = DEFAULT_LANGUAGE,
+               answered: bool = False) -> dict[str, Any]:
     """The parts of an SMS, for a gateway that fills a template of its own with them
     (mainland carriers send only filed templates): what the text says, field by field;
     `order_kind` (dispatch, handover, followup, reinforcement, manual); `ack_by` and
-    `filing_due` in the district's time with its offset (None: no such deadline); the text's
+    `filing_due` in the district's time with its offset (None: no such deadline; `ack_by`
+    None too once the team has `answered`, as the text gives none then); the text's
     `language` and the category's name in it (a deployment's own category: its id)."""
     return {
         "order_kind": order.kind,
@@ -302,7 +315,7 @@ def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
         "flags": [f for f in SMS_FLAGS if f in order.flags],
         "place": _sms_place(order),
         "ack_by": (order.ack_by.astimezone(tz).replace(microsecond=0).isoformat()
-                   if order.ack_by else None),
+                   if order.ack_by and not answered else None),
         "filing_due": (order.filing_due.astimezone(tz).replace(microsecond=0).isoformat()
                        if order.filing_due else None),
         "language": language,

@@ -29,6 +29,7 @@ from .test_fallback_failures import (
     push_and_sms_replica,
     sms_replica,
 )
+from .test_store import respond
 
 
 @pytest.fixture
@@ -254,3 +255,29 @@ async def test_the_withdrawals_text_waits_for_an_update_being_sent(
     kinds = [t.json()["kind"] for t in outside.at("/sms")]
     assert kinds == ["order", "order_update", "withdrawn"]
     assert at_withdrawal == [True]
+
+
+async def test_an_update_of_an_order_the_team_acknowledged_asks_for_no_acknowledgement(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # A guard's phone with no data was texted the dispute; a teammate acknowledged it on
+    # the page. Then a knife: the update must say so, but not "请于…前接单" (answered: that
+    # deadline is gone, and the guard would take the order as still nobody's).
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    order = await a_dispute(redis, "t1")
+    orders = orders_of(clean_redis, redis)
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/sms"), "the order's SMS")
+        assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+        await orders.amend(weapon(order))
+        await poll_until(lambda: outside.at("/sms")[1:], "the SMS saying the order was raised")
+        await poll_until(lambda: _no_timer(redis, store.amendment_timer(order.order_id)),
+                         "the amendment's sends done")
+    update = outside.at("/sms")[1].json()
+    assert update["kind"] == "order_update"
+    assert "请于" not in update["text"] and "前接单" not in update["text"]
+    assert update["text"] == (f"【联防】指令更新：P1特急 纠纷（持械）：Minzu Ave 88。本组已接单。"
+                              f"指令号 {order.order_id}。")
+    # a relay filling its own template: no deadline to give, and the team has answered
+    assert update["ack_by"] is None and update["answered"] is True
+    assert "answered" not in outside.at("/sms")[0].json()
+
