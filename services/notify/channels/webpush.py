@@ -71,19 +71,22 @@ def encrypt(payload: bytes, keys: SubscriptionKeys) -> bytes:
 
 def build_request(
     order: OrderIssued, subscription: Subscription, *, vapid: Vapid02, subject: str, ttl_s: int,
-    withdrawn: bool = False, version: int = 0,
+    withdrawn: bool = False, version: int = 0, answered: bool = False,
 ) -> tuple[str, dict[str, str], bytes]:
     """The order's push; `withdrawn`: the push that takes it back (the same Topic);
     `version` > 0: the order sent again as amended (the same Topic: it replaces the first
-    push should that still wait for the phone)."""
+    push should that still wait for the phone); `answered`: the team has acknowledged the
+    order, whose acknowledge-by then bounds nothing."""
     parts = urlsplit(subscription.endpoint)
     claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": subject,
               "exp": int(time.time()) + 12 * 3600}
     headers = dict(vapid.sign(claims))
-    if not withdrawn and order.ack_by is not None:
+    if not withdrawn and not answered and order.ack_by is not None:
         # Kept for an offline phone no longer than the order lives: at its deadline dispatch
         # withdraws it and offers the incident to another team. The push taking it back
-        # keeps `ttl_s`: it must outlive any push of the order it replaces.
+        # keeps `ttl_s`: it must outlive any push of the order it replaces; so does the
+        # update of an order the team acknowledged (it lives on past that deadline, which
+        # may be gone: a TTL of 0 would reach only a phone connected that very moment).
         ttl_s = max(0, min(ttl_s, int(order.ack_by.timestamp() - time.time())))
     headers.update({
         "TTL": str(ttl_s),
@@ -116,13 +119,14 @@ class WebPushChannel:
 
     async def send(self, order: OrderIssued, device: DeviceRecord, *,
                    version: int = 0, answered: bool = False) -> Outcome:
-        return await self._post(order, device, withdrawn=False, version=version)
+        return await self._post(order, device, withdrawn=False, version=version,
+                                answered=answered)
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
         return await self._post(order, device, withdrawn=True)
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *,
-                    withdrawn: bool, version: int = 0) -> Outcome:
+                    withdrawn: bool, version: int = 0, answered: bool = False) -> Outcome:
         subscription = Subscription.model_validate(device.webpush or {})
         # Checked again before each send: a subscription stored before the rule, or under
         # WEBPUSH_ALLOW_PRIVATE_ENDPOINTS since switched off, is forgotten, never sent to.
@@ -132,7 +136,7 @@ class WebPushChannel:
             return Outcome("gone", f"endpoint {problem}")
         url, headers, body = build_request(
             order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl,
-            withdrawn=withdrawn, version=version,
+            withdrawn=withdrawn, version=version, answered=answered,
         )
         try:
             response = await self._client.post(url, headers=headers, content=body,

@@ -281,3 +281,33 @@ async def test_an_update_of_an_order_the_team_acknowledged_asks_for_no_acknowled
     assert update["ack_by"] is None and update["answered"] is True
     assert "answered" not in outside.at("/sms")[0].json()
 
+async def test_the_push_of_an_acknowledged_order_raised_after_its_deadline_is_kept(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # Acknowledged in time; the knife came after the acknowledge-by had passed. The update
+    # goes (answered: that deadline no longer bounds it), and must live at the push service
+    # as long as any push may: a TTL of 0 (the push dies at once unless the phone is
+    # connected right then) loses it for a phone that is out of coverage for a moment.
+    browser = Browser(f"{outside.url}/push")
+    await store.touch_device(redis, device_id="t1-dev", member_id="m1", team_id="t1",
+                             agency_kind="security", district="d1")
+    await store.set_device_channel(redis, "t1-dev", field="webpush",
+                                   value=json.dumps(browser.subscription))
+    issued = utcnow()
+    order = an_order("t1", agency_kind="security", priority="P2", category="dispute",
+                     flags=(), occurred_at=issued, ack_by=issued + timedelta(seconds=2))
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=0.0,
+                            fallback_steps=2, ttl_s=600)
+    orders = orders_of(clean_redis, redis, steps=2)
+    async with push_and_sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/push"), "the order's push")
+        assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+        assert order.ack_by is not None
+        due = order.ack_by.timestamp()
+        await poll_until(lambda: time.time() > due + 0.5, "the acknowledge-by passed", 10)
+        await orders.amend(weapon(order, at_s=2))
+        await poll_until(lambda: outside.at("/push")[1:], "the push of the raised order")
+        await poll_until(lambda: _no_timer(redis, store.amendment_timer(order.order_id)),
+                         "the amendment's sends done")
+    push = outside.at("/push")[1]
+    assert browser.read(push.body)["update"] == 1
+    assert push.headers["ttl"] == "60"  # WEBPUSH_TTL_S of the replica
