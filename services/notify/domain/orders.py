@@ -222,9 +222,11 @@ def _what(order: OrderIssued, language: Language, *, flags: bool = False) -> str
 
 def sms_withdrawn_text(order: OrderIssued, *, language: Language = DEFAULT_LANGUAGE) -> str:
     """The SMS that takes an order back: an SMS stays in the phone's inbox, read as it came,
-    so a member who was texted the order is told not to go (the place and what it was, as
-    the order's SMS said; never caller data)."""
-    sign, what = SMS_SIGNATURE[language], _what(order, language)
+    so a member who was texted the order is told not to go (the place, what it was and
+    its kind unless an ordinary dispatch, as the order's SMS said: a station member may
+    hold a hand-over and a live dispatch at once; never caller data)."""
+    sign = SMS_SIGNATURE[language]
+    what = _order_kind(order, language) + _what(order, language)
     if language == "zh":
         return _sms(f"{sign}指令已撤回，请勿前往：{what}（", _sms_place(order),
                     f"）已不是本组的指令。指令号 {order.order_id}。")

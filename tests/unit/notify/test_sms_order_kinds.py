@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from services.notify.domain.orders import sms_fields, sms_text
+from services.notify.domain.orders import sms_fields, sms_text, sms_withdrawn_text
 from shared.events import OrderIssued
 
 from .test_orders import order
@@ -62,3 +62,25 @@ def test_a_hand_over_sms_never_carries_caller_data() -> None:
         text = sms_text(handover(), tz=SHANGHAI, language=language)
         assert "13877001234" not in text and "Liang" not in text and "neighbours" not in text
         assert "go to gate B" not in text  # instructions: free text, in the page only
+
+
+def test_a_withdrawal_sms_names_the_kind_of_the_order_it_takes_back() -> None:
+    # A station member holds a hand-over and a live dispatch at the same place: "指令已撤回"
+    # must say which one, as the order's own text did.
+    text = sms_withdrawn_text(handover())
+    assert text == ("【联防】指令已撤回，请勿前往：（移交）P2紧急 纠纷（Minzu Ave 88）"
+                    "已不是本组的指令。指令号 ord_1。")
+    assert sms_withdrawn_text(handover(), language="en") == (
+        "[Lianfang] WITHDRAWN, do not go: (handover) P2 dispute at Minzu Ave 88 "
+        "is no longer your team's. Order ord_1.")
+    assert "（回访）" in sms_withdrawn_text(of_kind("followup", ack_by=None))
+    # an ordinary dispatch reads as before
+    assert sms_withdrawn_text(order("security")).startswith(
+        "【联防】指令已撤回，请勿前往：P2紧急 纠纷（Minzu Ave 88）")
+
+
+def test_a_withdrawal_sms_of_a_hand_over_never_carries_caller_data() -> None:
+    for language in ("zh", "en"):
+        text = sms_withdrawn_text(handover(), language=language)
+        assert "13877001234" not in text and "Liang" not in text and "neighbours" not in text
+        assert "go to gate B" not in text
