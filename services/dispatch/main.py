@@ -28,7 +28,7 @@ from shared.policy import load_policy
 from shared.runtime import stop_task
 from shared.timezones import parse_timezone
 
-from . import api, console, handlers, records, waiting
+from . import api, console, handlers, records, store, waiting
 from .config import Settings
 from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop = asyncio.Event()
             timers = asyncio.create_task(run_timers(engine, settings, stop))
             refreshing = asyncio.create_task(
-                zones.keep_fresh(stop, on_changed=engine.on_zones_changed), name="zones-refresh")
+                zones.keep_fresh(stop, on_changed=engine.on_zones_changed,
+                                 districts=lambda: store.districts_with_claims(redis)),
+                name="zones-refresh")
             sweeping = asyncio.create_task(records.keep_sweeping(
                 redis, engine.locks, records_days=settings.records_days,
                 kpi_days=settings.kpi_days, stop=stop), name="records-sweep")

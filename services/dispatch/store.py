@@ -739,6 +739,21 @@ async def claim_of(redis: Redis, team_id: str) -> str | None:
     return await redis.get(f"dispatch:claim:{team_id}")
 
 
+async def districts_with_claims(redis: Redis) -> set[str]:
+    """The districts of the teams holding an order (a claim): those with live orders sent to
+    a team. Read by SCAN, which walks the whole keyspace: for dispatch's start, not a round."""
+    prefix = "dispatch:claim:"
+    teams = [key.removeprefix(prefix) async for key in
+             redis.scan_iter(match=f"{prefix}*", count=1000, _type="string")]
+    found: set[str] = set()
+    for start in range(0, len(teams), 500):
+        async with redis.pipeline(transaction=False) as pipe:
+            for team_id in teams[start:start + 500]:
+                pipe.hget(_unit_key(team_id), "district")
+            found.update(d for d in await pipe.execute() if d)
+    return found
+
+
 # --- incidents ------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import httpx
 
@@ -25,8 +25,9 @@ class ZonesUnavailable(Exception):
 
 class ZoneProjection:
     """Zones per district. A district is loaded when its first incident needs it (bounded by
-    the timeout: the caller decides what an incident does without them) and refreshed every
-    `refresh_s`, so a roster import that changes zones reaches dispatch within that time."""
+    the timeout: the caller decides what an incident does without them), or at start when
+    it has live orders (keep_fresh), and refreshed every `refresh_s`, so a roster import
+    that changes zones reaches dispatch within that time."""
 
     def __init__(self, *, http: httpx.AsyncClient, volunteers_url: str, admin_token: str,
                  timeout_s: float, refresh_s: float, retry_after_s: float = 5.0) -> None:
@@ -99,19 +100,43 @@ class ZoneProjection:
         return index
 
     async def keep_fresh(self, stop: asyncio.Event, *,
-                         on_changed: Callable[[str], Awaitable[object]] | None = None) -> None:
+                         on_changed: Callable[[str], Awaitable[object]] | None = None,
+                         districts: Callable[[], Awaitable[Iterable[str]]] | None = None,
+                         ) -> None:
         """Reload every known district's zones every `refresh_s` until `stop` is set; a failed
         reload keeps the zones dispatch had. `on_changed(district)` is told of zones other
         than those it was last told of (an import's, or the first this process read: a
         change may have come while it was down), until it returns: one that fails (Redis
-        away) is told again at the next round."""
+        away) is told again at the next round. `districts()` (those with live orders) are
+        read at once, before the first wait, and each tried again every round until read:
+        otherwise a district's zones were first read when an incident or the console's map
+        wanted them, and a change made while dispatch was down judged only then (hours, on
+        a quiet night). Districts without live orders wait for their first incident."""
+        starting = districts is not None
+        unread: set[str] = set()
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._refresh_s)
-            for district in list(self._indexes):
+            if not starting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._refresh_s)
+            starting = False
+            if districts is not None:
+                try:
+                    unread = set(await districts())
+                    districts = None
+                except Exception as exc:  # Redis away: asked again next round
+                    log.warning("districts with live orders not read: %s", type(exc).__name__)
+            just_read: set[str] = set()
+            for district in sorted(unread - set(self._indexes)):
                 if stop.is_set():
                     break
                 await self._load(district)
+                just_read.add(district)
+            unread -= set(self._indexes)
+            for district in list(self._indexes):
+                if stop.is_set():
+                    break
+                if district not in just_read:
+                    await self._load(district)
                 digest = self._digests.get(district)
                 if on_changed is None or digest is None or self._judged.get(district) == digest:
                     continue

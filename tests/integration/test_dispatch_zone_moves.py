@@ -162,6 +162,39 @@ async def test_a_zone_given_to_another_station_takes_the_old_stations_car_off_it
     assert incident_fields(clean_redis, incident_id)["flagged"] == "0"
 
 
+async def test_a_zone_given_to_another_station_while_dispatch_was_down_is_judged_at_its_start(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Dispatch stopped (a deploy, a crash) while its fraud warning's car of the old station
+    # held the order; the import gave z-1 to the new station meanwhile. Back, dispatch read
+    # a district's zones only when an incident or the console map first wanted them: on a
+    # quiet night none came for hours, and the old station's car went on warning the new
+    # station's residents. Its districts with live orders are read at start.
+    async with volunteers_serving(clean_redis) as (client, volunteers_url):
+        async with dispatch_running(clean_redis, volunteers_url):
+            incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+            await respond(publisher, old, "acknowledged")
+            await poll_until(lambda: _order_state(clean_redis, old.order_id) == "acknowledged",
+                             "the car's acknowledgement read")
+        r = await import_roster(client, roster(owner="ps-new"))
+        assert r.status_code == 200, r.text
+        async with dispatch_running(clean_redis, volunteers_url):  # no incident comes
+            await poll_until(lambda: withdrawn(clean_redis, old.order_id),
+                             "the old car taken off", 20)
+            third = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 3
+                                     and orders_for(clean_redis, incident_id)[2],
+                                     "the new station's car")
+    assert (third.team_id, third.kind) == ("t-new", "dispatch")
+    assert ZONE_MOVED in kinds_and_details(clean_redis, incident_id)
+
+
+def _order_state(url: str, order_id: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(f"dispatch:order:{order_id}", "state")
+    finally:
+        client.close()
+
+
 async def test_a_station_car_at_the_scene_goes_on_when_its_zone_is_given_to_another_station(
         clean_redis: str, publisher: RedisBroker) -> None:
     # At the scene, warning the residents: the same people are there; the new station

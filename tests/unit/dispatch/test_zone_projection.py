@@ -103,3 +103,34 @@ async def test_zones_that_changed_are_judged_once_and_again_after_a_judgement_th
 
     await asyncio.wait_for(zones.keep_fresh(stop, on_changed=on_changed), timeout=10)
     assert told == ["ag-police", "ag-other", "ag-other"]
+
+
+async def test_the_districts_with_live_orders_are_read_and_judged_at_start_until_they_are() -> None:
+    # Back after a stop, dispatch read a district's zones only when an incident wanted them:
+    # a change made while it was down was judged hours later on a quiet night. The districts
+    # with live orders are read at once (no incident asks), one that volunteers did not
+    # answer for tried again the next round; one without live orders is not read.
+    answers = [httpx.Response(503), httpx.Response(200, json=ZONES)]
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["district"])
+        return answers.pop(0) if answers else httpx.Response(200, json=ZONES)
+
+    zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+                           volunteers_url="http://volunteers", admin_token="t", timeout_s=1.0,
+                           refresh_s=0.001)
+    told: list[str] = []
+    stop = asyncio.Event()
+
+    async def on_changed(district: str) -> None:
+        told.append(district)
+        stop.set()
+
+    async def districts() -> list[str]:
+        return ["qingxiu"]
+
+    await asyncio.wait_for(zones.keep_fresh(stop, on_changed=on_changed, districts=districts),
+                           timeout=10)
+    assert told == ["qingxiu"]
+    assert asked[:2] == ["qingxiu", "qingxiu"] and set(asked) == {"qingxiu"}
