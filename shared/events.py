@@ -138,6 +138,10 @@ class IncidentReported(Event):
     linked_to: str | None = Field(
         default=None, description="a duplicate report of this open incident: no order is issued"
     )
+    reporter_team_id: str | None = Field(
+        default=None, description="a member's report from the street (`system_id` "
+        "`member:<id>`): the team they were on when they reported, as their device token "
+        "said; None for a system's report (and from an intake before 2026-12-07)")
 
 
 class TimelineEntry(BaseModel):
@@ -271,6 +275,10 @@ class IncidentClosed(Event):
     category: str | None = None
     reported_by_member: str | None = Field(
         default=None, description="the member who reported it from the street, if one did")
+    reporter_team_id: str | None = Field(
+        default=None, description="that member's team when they reported it "
+        "(`incident.reported`'s), which a roster may have moved them from since; None: not "
+        "known (a system's report, or an incident reported before 2026-12-07)")
 
 
 class UnitStatus(Event):

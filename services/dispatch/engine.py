@@ -798,6 +798,8 @@ class Dispatcher:
         return {
             "district": event.district,
             "system_id": event.system_id,
+            # a member's report: their team as they reported it (incident.closed carries it)
+            "reporter_team_id": event.reporter_team_id or "",
             "external_ref": event.external_ref,
             "category": event.category,
             "priority": event.priority,
@@ -1826,7 +1828,8 @@ class Dispatcher:
                 event_id=f"closed-{incident_id}", district=inc["district"],
                 incident_id=incident_id, final_status="resolved",
                 resolved_by=(order["team_id"],), category=inc["category"],
-                reported_by_member=_reporting_member(inc)))
+                reported_by_member=_reporting_member(inc),
+                reporter_team_id=inc.get("reporter_team_id") or None))
 
         return resolve
 

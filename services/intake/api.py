@@ -324,6 +324,9 @@ def _reported(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[s
         external_ref=body.external_ref, category=body.category, priority=priority,
         flags=flags, location=body.location, description=body.description,
         caller=body.caller, reported_at=reported_at, trace_id=trace_id, linked_to=linked_to,
+        # A member's report: the team their token named as they reported (volunteers judges
+        # a hazard report by it, whatever team a roster moves them to before its closing).
+        reporter_team_id=who.team_id if who.kind == "device" else None,
     )
 
 

@@ -11,7 +11,9 @@ A confirmed hazard report pays those who were on the team's shift when it resolv
 incident's closing confirms it, naming who reported it and who resolved it: a team's
 resolution of its reporter's own report confirms nothing (domain.points `hazard_confirmers`),
 nor does one made by a shift the reporter was on (`reporter_resolved`: an import may have
-moved them before the closing was read).
+moved them before the closing was read). The reporter's own team is the one they were on
+when they reported, as the closing names it (`reporter_team_id`), else (a closing without
+it) the one its first reading found them on.
 However the streams interleave: the closing marks the teams it confirms, then pays their
 resolutions read so far; a resolution read after it finds the mark and pays itself.
 
@@ -266,9 +268,14 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         reporter_on: set[str] = set()
         if reporter:
             found = await roster_store.member_and_kind(redis, reporter)
-            reporter_team = await teams.reporter_team(
+            # Their team when they reported (the closing's: intake had it from their device
+            # token), not the one a roster moved them to since; else the one the first
+            # reading of the closing found them on (a closing without it: reported before
+            # 2026-12-07). Its reporter kept either way: a resolution read later checks them.
+            first_found = await teams.reporter_team(
                 redis, incident_id=event.incident_id, member_id=reporter,
                 team_now=found[0]["team_id"] if found is not None else None)
+            reporter_team = event.reporter_team_id or first_found
             # Their own team also when a roster moved them before this was read (dispatch
             # catching up): they were on the shift that resolved it.
             reporter_on = {record.team_id for _, record in await teams.resolved_orders(

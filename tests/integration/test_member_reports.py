@@ -18,8 +18,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from shared.events import IncidentClosed, IncidentReported
 from tests.e2e.journey import district_roster
-from tests.helpers import poll_until
+from tests.helpers import poll_until, read_stream
 from tests.integration.four_services import four_services
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -194,3 +195,30 @@ async def test_a_refused_adjustment_key_is_not_repeated_in_the_answer(world: Wor
     error = r.json()["error"]
     assert error["code"] == "conflict" and "adjustment_id" in error["message"]
     assert key not in r.text
+
+
+async def test_a_members_report_carries_their_team_at_the_report_to_its_closing(
+        world: World, redis_url: str) -> None:
+    # Sun (Aunties 2) reports from the street: intake names his team, as his device token
+    # says, on the report; dispatch keeps it with the incident and names it on the closing,
+    # so volunteers judges whose word confirmed the report by the team he was on then, not
+    # the one an import may have moved him to before it read the closing.
+    d = await new_district(world)
+    resolver, reporter = await d.enrol("m-vol"), await d.enrol("m-vol2")
+    await d.on_shift_at(resolver, SCENE[0] + 0.001, SCENE[1])
+    await d.available_at_dispatch(1)
+    incident_id = (await d.report(reporter))["incident_id"]
+    order = await d.order_of(incident_id)
+    await d.answer(resolver, order["order_id"], "acknowledged", "resolved")
+
+    def closed() -> IncidentClosed | None:
+        return next((e for e in read_stream(redis_url, "incident.closed", IncidentClosed)
+                     if e.incident_id == incident_id), None)
+
+    closing = await poll_until(closed, f"the closing of {incident_id}")
+    [reported] = [e for e in read_stream(redis_url, "incident.reported", IncidentReported)
+                  if e.incident_id == incident_id]
+    assert reported.system_id == f"member:{d.id('m-vol2')}"
+    assert reported.reporter_team_id == d.id("vol-2")
+    assert (closing.reported_by_member, closing.reporter_team_id) == (d.id("m-vol2"),
+                                                                      d.id("vol-2"))

@@ -101,8 +101,10 @@ def hazard_confirmers(*, resolved_by: Iterable[str], reporter_team: str | None,
                       reporter_on: Iterable[str] = ()) -> tuple[str, ...]:
     """The teams whose resolution confirms a hazard report, to those on their shift: those
     that resolved it (the closing's `resolved_by`) but the reporter's own team, whose word
-    on its own member's report confirms nothing. `reporter_team`: None when no member
-    reported it (a system did) or their team is not known (removed from the roster).
+    on its own member's report confirms nothing. `reporter_team`: the reporter's team when
+    they reported (the closing's `reporter_team_id`), else the one the closing's first
+    reading found them on; None when no member reported it (a system did) or their team is
+    not known (removed from the roster).
     `reporter_on`: the teams whose shift had the reporter on it when they resolved it (the
     order's record keeps them: `reporter_resolved`), their own team too whatever team a
     roster moved them to before the closing was read."""

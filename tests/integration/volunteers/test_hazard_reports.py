@@ -53,11 +53,12 @@ async def read(volunteers: Volunteers, publisher: RedisBroker, closing: Incident
         await volunteers.consumed(stream)
 
 
-def closing(*, reported_by: str | None) -> IncidentClosed:
-    """Dispatch's closing of t-vol's resolution of the hazard."""
+def closing(*, reported_by: str | None, reporter_team: str | None = None) -> IncidentClosed:
+    """Dispatch's closing of t-vol's resolution of the hazard (`reporter_team`: the
+    reporter's team when they reported; None, as a closing before 2026-12-07 had)."""
     return IncidentClosed(district="d1", incident_id="inc_ord_h", final_status="resolved",
                           resolved_by=("t-vol",), category="hazard_report",
-                          reported_by_member=reported_by)
+                          reported_by_member=reported_by, reporter_team_id=reporter_team)
 
 
 async def ledger(volunteers: Volunteers, device: dict[str, str]) -> list[tuple[str, float]]:
@@ -208,3 +209,65 @@ async def test_a_resolution_read_after_the_closing_with_its_reporter_on_the_shif
     assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
     assert [e for e in await ledger(volunteers, devices["m-chen"])
             if not e[0].startswith("hazard:")] == [("resolved:ord_h:m-chen", 10)]
+
+
+@BOTH_ORDERS
+async def test_a_hazard_its_reporters_team_then_resolved_pays_nothing_after_they_moved_team(
+    volunteers: Volunteers, publisher: RedisBroker, first: str,
+) -> None:
+    # Chen (t-vol), off shift, reports a hole from the street; his own team, Wang alone on
+    # its shift, is sent and Wang answers "resolved" (her 10). Before volunteers first reads
+    # the closing, an import moves Chen to t-vol2. Volunteers found his team by the roster
+    # at that reading: t-vol2, so t-vol looked like someone else's team and its resolution a
+    # confirmation (3 to Wang, 3 to Chen) of a report nobody but his own team saw. The
+    # closing now carries the team he reported as a member of (intake knew it from his
+    # device token): t-vol's word on its own member's report confirms nothing.
+    await volunteers.import_district(WITH_SUN)
+    devices = {m: await volunteers.enrol(m) for m in ("m-wang", "m-chen", "m-sun")}
+    r = await volunteers.client.post("/v1/me/shift/start", headers=devices["m-wang"])
+    assert r.status_code == 200, r.text
+    moved = copy.deepcopy(WITH_SUN)
+    next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
+    closed = closing(reported_by="m-chen", reporter_team="t-vol")
+    resolution = [(hazard_order(), "order.issued"), (resolved(), "order.responded")]
+    if first == "resolution":
+        for event, stream in resolution:
+            await publisher.publish(event, stream=stream)
+            await volunteers.consumed(stream)
+    await volunteers.import_district(moved)
+    for _ in range(2):
+        await publisher.publish(closed, stream="incident.closed")
+        await volunteers.consumed("incident.closed")
+    if first == "closing":
+        for event, stream in resolution:
+            for _ in range(2):
+                await publisher.publish(event, stream=stream)
+            await volunteers.consumed(stream)
+
+    assert await ledger(volunteers, devices["m-wang"]) == [("resolved:ord_h:m-wang", 10)]
+    assert await ledger(volunteers, devices["m-chen"]) == []
+    assert await ledger(volunteers, devices["m-sun"]) == []
+
+
+async def test_a_hazard_another_team_resolved_pays_its_reporter_moved_into_that_team_since(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # The other way round: Sun (t-vol2, off shift) reports it; Wang and Chen's team fence it
+    # off; an import then moves Sun into t-vol before the closing is read. Someone else's
+    # team confirmed the report he made as a member of t-vol2: paid, to him and the shift.
+    devices = await aunties_on_shift(volunteers)
+    for event, stream in ((hazard_order(), "order.issued"), (resolved(), "order.responded")):
+        await publisher.publish(event, stream=stream)
+        await volunteers.consumed(stream)
+    moved = copy.deepcopy(WITH_SUN)
+    next(m for m in moved["members"] if m["id"] == "m-sun")["team_id"] = "t-vol"
+    await volunteers.import_district(moved)
+    for _ in range(2):
+        await publisher.publish(closing(reported_by="m-sun", reporter_team="t-vol2"),
+                                stream="incident.closed")
+        await volunteers.consumed("incident.closed")
+
+    assert await ledger(volunteers, devices["m-sun"]) == [("hazard:inc_ord_h:m-sun", 3)]
+    for member in ("m-wang", "m-chen"):
+        assert await ledger(volunteers, devices[member]) == [
+            (f"hazard:inc_ord_h:{member}", 3), (f"resolved:ord_h:{member}", 10)]
