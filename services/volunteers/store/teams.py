@@ -402,8 +402,9 @@ async def reporter_team(redis: Redis, *, incident_id: str, member_id: str,
     judges their report by: the one the first reading of the closing found them on
     (`team_now`: theirs now, None: not on the roster), kept, so that the closing read again
     after a roster moved them (its acknowledgement lost) decides as it did. None: never
-    found on the roster. The incident names only the member: their team when they reported
-    is not known here, and the closing comes soon after, while they patrol the same street."""
+    found on the roster. Its answer is the fallback for a closing that names no
+    `reporter_team_id` (an incident reported before events carried the reporter's team when
+    they reported); the reporter is kept either way."""
     key = keys.hazard_reporters(incident_id)
     async with redis.pipeline(transaction=True) as pipe:
         if team_now is not None:
