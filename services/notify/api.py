@@ -75,6 +75,11 @@ class SmsIn(BaseModel):
 def build_router(*, settings: Settings, redis: Redis, orders: Orders,
                  webpush_key: str | None, sms_enabled: bool) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
+    # the fallback chain's channels by step, as main.build_channels makes it: those of
+    # FALLBACK_CHANNELS that are configured (a message's mark names its step)
+    chain = [name for name in settings.channel_order
+             if (name == "webpush" and webpush_key is not None)
+             or (name == "sms" and sms_enabled)]
 
     @router.post("/orders/{order_id}/responses",
                  summary="Answer an order (device token of a member of the order's team)")
@@ -99,6 +104,8 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
         if record is None:
             raise not_found("order")
         due = await store.fallback_due_at(redis, order_id)
+        messages = [{**m, "channel": chain[m["step"]] if m["step"] < len(chain) else None}
+                    for m in await store.fallback_messages(redis, order_id)]
         return {
             "order_id": order_id,
             "incident_id": record.incident_id,
@@ -106,9 +113,11 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
             "state": record.state,
             "answered": record.answered,
             "withdrawn": record.withdrawn,
+            "version": record.version,
             "fallback_step": record.fallback_step,
             "fallback_due_at": due,
             **await store.deliveries(redis, order_id),
+            "messages": messages,
         }
 
     async def _touch(who: Principal) -> None:

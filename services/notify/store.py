@@ -998,6 +998,44 @@ async def amended_marks(redis: Redis, order_id: str) -> list[StepMark]:
     return found
 
 
+_MESSAGES = ("order", "update", "withdrawal")
+
+
+async def fallback_messages(redis: Redis, order_id: str) -> list[dict[str, Any]]:
+    """The order's fallback messages as their marks stand, for the deliveries view: each
+    `message` (`order`: its own, `update`: an amended order sent again, `withdrawal`: the
+    message taking it back), the chain's `step` it went by, the device, the order's
+    `version` it carried (None for a withdrawal), its `state` and `tries`. By step, then
+    order, updates by version, withdrawal."""
+    found = []
+    for field, raw in _strings(await redis.hgetall(_sent_marks(order_id))).items():
+        name, _, device_id = field.partition(":")
+        if not device_id:
+            continue
+        if name.isdigit():
+            message, step, version = "order", int(name), None
+        elif name.startswith(AMENDED_STEP):
+            step_text, sep, version_text = name.removeprefix(AMENDED_STEP).partition("v")
+            if not sep or not step_text.isdigit() or not version_text.isdigit():
+                continue
+            message, step, version = "update", int(step_text), int(version_text)
+        elif name.startswith("withdrawn") and name.removeprefix("withdrawn").isdigit():
+            message, step, version = "withdrawal", int(name.removeprefix("withdrawn")), None
+        else:
+            continue
+        mark = _step_mark(step, device_id, raw, version=version)
+        try:
+            tries = json.loads(raw).get("tries")
+        except (ValueError, AttributeError):
+            tries = None
+        found.append({"message": message, "step": step, "device_id": device_id,
+                      "version": None if message == "withdrawal" else mark.version,
+                      "state": mark.state, "tries": tries})
+    found.sort(key=lambda m: (m["step"], _MESSAGES.index(m["message"]), m["version"] or 0,
+                              m["device_id"]))
+    return found
+
+
 async def begin_fallback_send(redis: Redis, order_id: str, *, step: int | str, device_id: str,
                               now: float, till: float, ttl_s: int,
                               version: int | None = None) -> SendMark:
