@@ -72,6 +72,32 @@ class SmsIn(BaseModel):
         return number
 
 
+DELIVERIES_DESCRIPTION = (
+    "The order as notify holds it (`state`, `answered`, `withdrawn`; `version`: how often "
+    "the command room's amendments raised it here, 0 as issued; `fallback_step` and "
+    "`fallback_due_at`: the chain's next step and when, null once none is due) and what "
+    "became of it on the phones. `attempts` (the last "
+    f"{store.ATTEMPTS_KEPT}, oldest first): each `{{at, channel, outcome, device_id?, "
+    "member_id?, detail?}}`. On `websocket`: `fanned_out` (a replica with a socket of the "
+    "team had it) or `no_socket`, then per socket `sent` or `failed`, and `received` (a "
+    "phone confirmed it; `detail` says one that came after the order ended). On a fallback "
+    "channel (`webpush`, `sms`): the order's own message `sent`, `failed` (tried again while "
+    "it can be acknowledged), `gone` (the phone's subscription or number is dead, "
+    "forgotten), `no_recipient` (no phone of the team reachable on it) or `too_late` (its "
+    "acknowledge-by had passed); an amended order sent again as an update, "
+    "`update_sent`, `update_failed` or `update_gone`; the message taking a withdrawn or "
+    "declined order back (a Web Push replacing it, an SMS saying not to go), "
+    "`withdrawal_sent`, `withdrawal_failed` or `withdrawal_gone`. `messages`: each fallback "
+    "message as it stands, one per phone and message, by step: `message` (`order`, "
+    "`update` or `withdrawal`), `step` and `channel` (null: a step of a chain configured "
+    "otherwise since), `device_id`, `version` (the order's version the message carried: "
+    "the update that carried the raised order; null for a withdrawal), `state` (`sent`, "
+    "`sending`, `failed`: to be tried again, `done`: not tried again: refused, its address "
+    "gone, or given up) and `tries`. "
+    "`received`: each device's receipt `{member_id, channel, at}`. `responses`: the team's "
+    "answers `{at, response, member_id, device_id}`, oldest first.")
+
+
 def build_router(*, settings: Settings, redis: Redis, orders: Orders,
                  webpush_key: str | None, sms_enabled: bool) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
@@ -96,7 +122,8 @@ def build_router(*, settings: Settings, redis: Redis, orders: Orders,
         return await orders.view(order_id=order_id, who=who)
 
     @router.get("/orders/{order_id}/deliveries",
-                summary="Every delivery attempt, receipt and response of an order (admin)")
+                summary="Every delivery attempt, receipt and response of an order (admin)",
+                description=DELIVERIES_DESCRIPTION)
     async def deliveries(
         order_id: OrderIdPath, _: Annotated[Principal, Depends(require("admin"))]
     ) -> dict[str, Any]:

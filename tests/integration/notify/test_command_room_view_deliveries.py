@@ -88,3 +88,15 @@ async def test_the_deliveries_say_which_version_each_text_carried(
     outcomes = [(a["channel"], a["outcome"]) for a in seen["attempts"]
                 if a["channel"] != "websocket"]
     assert outcomes == [("sms", "sent"), ("sms", "update_sent"), ("sms", "withdrawal_sent")]
+
+
+async def test_the_deliveries_route_says_what_its_answer_holds(
+        notify: str, http: httpx.AsyncClient) -> None:
+    # An operator reading the API's own description must learn what an update's and a
+    # withdrawal's lines look like and where the version is, not only "every attempt".
+    spec = (await http.get(f"{notify}/openapi.json")).json()
+    described = spec["paths"]["/v1/orders/{order_id}/deliveries"]["get"]
+    text = described.get("description", "")
+    for said in ("update_sent", "withdrawal_sent", "`messages`", "`version`", "`attempts`",
+                 "`received`", "`responses`", "no_recipient", "too_late"):
+        assert said in text, said
