@@ -138,7 +138,9 @@ class Orders:
         if await store.amend_order(self._stream_redis, record, amended,
                                    fan_out=amended_message(amended),
                                    revised_at=event.occurred_at, fallback_due=fallback_due,
-                                   raised=raised(record.order, amended)):
+                                   raised=raised(record.order, amended),
+                                   raised_answered=raised(record.order, amended,
+                                                          answered=True)):
             log.info("order %s amended: %s", event.order_id, event.priority)
 
     # --- from devices -------------------------------------------------------------------

@@ -374,8 +374,10 @@ async def withdraw_order(
 # ended it came first: its phones are told nothing of an order that is over); an amendment
 # made again finds the same version stored and publishes nothing. Each one applied counts
 # (`version`): a fallback message carries the version it was sent with. One that raised the
-# order (ARGV[7]) of which some fallback message went (or was going) sets the timer that
-# sends the order as it is now where they went (amendment_timer, due at once, ARGV[8]).
+# order (ARGV[7]: '1'; 'u': raised only if nobody has answered it, judged here, as it stands
+# now, not as the caller read it) of which some fallback message went (or was going) sets
+# the timer that sends the order as it is now where they went (amendment_timer, due at
+# once, ARGV[8]).
 _AMEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
@@ -389,7 +391,11 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], 'XX', 'LT', ARGV[5], ARGV[6])
 end
-if ARGV[7] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then
+local raised = ARGV[7] == '1'
+if ARGV[7] == 'u' then
+  raised = (state or 'issued') == 'issued' and redis.call('HGET', KEYS[1], 'answered') ~= '1'
+end
+if raised and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('ZADD', KEYS[3], ARGV[8], ARGV[6] .. '#amended')
 end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
@@ -399,20 +405,27 @@ return 1
 
 async def amend_order(redis: Redis, record: OrderRecord, amended: OrderIssued, *,
                       fan_out: str, revised_at: datetime,
-                      fallback_due: float | None = None, raised: bool = False) -> bool:
+                      fallback_due: float | None = None, raised: bool = False,
+                      raised_answered: bool | None = None) -> bool:
     """Stores the amended order (what a reconnecting phone is sent from now on) and
     publishes `fan_out` to the team's replicas; False: nothing to do (its record gone,
     withdrawn or ended, amended so already, or by a later revision: an amendment retried after a newer one is
     not applied over it). `fallback_due`: the next fallback step brought forward to then (a sooner
     deadline), if one is still scheduled and later. `raised` (more urgent: domain.orders.raised):
     a phone some fallback message went to (an SMS, a Web Push) is sent the order again
-    (amendment_timer, set now when some message went or was going)."""
+    (amendment_timer, set now when some message went or was going). `raised_answered`: so
+    if the team has answered the order (a sooner deadline alone raises only an unanswered
+    one), judged in the script as the order stands then, not as `record` was read (an
+    answer may come in between); None: as `raised`."""
+    if raised_answered is None:
+        raised_answered = raised
+    flag = "1" if raised and raised_answered else "u" if raised else "0"
     return bool(await run_script(
         redis, _AMEND, [_order(record.order_id), fanout_channel(record.team_id), FALLBACK,
                         _sent_marks(record.order_id)],
         [amended.model_dump_json(), utcnow().isoformat(), fan_out,
          repr(revised_at.timestamp()), "" if fallback_due is None else repr(fallback_due),
-         record.order_id, "1" if raised else "0", repr(time.time())]))
+         record.order_id, flag, repr(time.time())]))
 
 
 async def get_order(redis: Redis, order_id: str) -> OrderRecord | None:

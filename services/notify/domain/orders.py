@@ -109,15 +109,17 @@ def amended_frame(order: OrderIssued) -> dict[str, Any]:
     return frame
 
 
-def raised(before: OrderIssued, after: OrderIssued) -> bool:
+def raised(before: OrderIssued, after: OrderIssued, *, answered: bool = False) -> bool:
     """Whether an amendment made the order more urgent: a higher priority, an urgent flag
-    (SMS_FLAGS: a knife, someone hurt) it did not have, or a sooner acknowledge-by. A phone
-    that has the order only by SMS or Web Push is then sent it again (fallback.py)."""
+    (SMS_FLAGS: a knife, someone hurt) it did not have, or a sooner acknowledge-by unless
+    the team has `answered` it (the deadline was to answer by: its update would only say
+    本组已接单, nothing new, and members would learn to ignore updates). A phone that has
+    the order only by SMS or Web Push is then sent it again (fallback.py)."""
     if int(after.priority[1:]) < int(before.priority[1:]):
         return True
     if any(f in after.flags and f not in before.flags for f in SMS_FLAGS):
         return True
-    return (after.ack_by is not None and before.ack_by is not None
+    return (not answered and after.ack_by is not None and before.ack_by is not None
             and after.ack_by < before.ack_by)
 
 

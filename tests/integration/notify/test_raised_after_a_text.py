@@ -311,3 +311,73 @@ async def test_the_push_of_an_acknowledged_order_raised_after_its_deadline_is_ke
     push = outside.at("/push")[1]
     assert browser.read(push.body)["update"] == 1
     assert push.headers["ttl"] == "60"  # WEBPUSH_TTL_S of the replica
+
+
+def sooner(order: OrderIssued, *, at_s: float = 30.0) -> OrderAmended:
+    """The command room made the incident more urgent but nothing the phone says changed:
+    the same priority and flags, only a sooner acknowledge-by."""
+    return OrderAmended(district=order.district, order_id=order.order_id,
+                        incident_id=order.incident_id, team_id=order.team_id,
+                        priority=order.priority, flags=order.flags,
+                        ack_by=order.occurred_at + timedelta(seconds=at_s))
+
+
+async def test_a_sooner_deadline_alone_is_texted_again_while_nobody_answered(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # unanswered: the sooner deadline is what the member must act on
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    order = await a_dispute(redis, "t1")
+    orders = orders_of(clean_redis, redis)
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/sms"), "the order's SMS")
+        await orders.amend(sooner(order))
+        await poll_until(lambda: outside.at("/sms")[1:], "the SMS with the sooner deadline")
+        await poll_until(lambda: _no_timer(redis, store.amendment_timer(order.order_id)),
+                         "the amendment's sends done")
+    update = outside.at("/sms")[1].json()
+    assert update["kind"] == "order_update" and "前接单" in update["text"]
+
+
+async def test_a_sooner_deadline_alone_sends_an_acknowledged_order_nowhere_again(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # A teammate acknowledged the dispute; the command room then brings its acknowledge-by
+    # forward, nothing else. The update would say "指令更新：P2紧急 纠纷…本组已接单": nothing new
+    # to the guard, who learns to ignore updates (and misses the knife in the next one).
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    order = await a_dispute(redis, "t1")
+    orders = orders_of(clean_redis, redis)
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/sms"), "the order's SMS")
+        assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+        await orders.amend(sooner(order))
+        record = await store.get_order(redis, order.order_id)
+        assert record is not None and record.version == 1  # the amendment was applied
+        assert await _no_timer(redis, store.amendment_timer(order.order_id))
+    assert len(outside.at("/sms")) == 1
+
+
+async def test_an_acknowledgement_just_before_the_amendment_is_stored_is_heeded(
+        clean_redis: str, redis: Redis, outside: Outside,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The teammate's acknowledgement lands between notify reading the order (unanswered) and
+    # storing its amendment (a sooner deadline only): the amendment's script, which sets the
+    # update's timer, must judge the order as it then stands, answered.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    order = await a_dispute(redis, "t1")
+    orders = orders_of(clean_redis, redis)
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/sms"), "the order's SMS")
+        await poll_until(lambda: _no_timer(redis, order.order_id), "the chain done")
+    read = store.get_order
+
+    async def read_then_answered(client: Redis, order_id: str) -> store.OrderRecord | None:
+        record = await read(client, order_id)
+        monkeypatch.undo()  # once: the answer reads the order too
+        assert await respond(redis, order_id, "acknowledged", "t1-other") is not None
+        return record
+
+    monkeypatch.setattr(store, "get_order", read_then_answered)
+    await orders.amend(sooner(order))
+    record = await store.get_order(redis, order.order_id)
+    assert record is not None and record.answered and record.version == 1
+    assert await _no_timer(redis, store.amendment_timer(order.order_id))
