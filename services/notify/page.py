@@ -1437,12 +1437,16 @@ self.addEventListener("push", (event) => event.waitUntil(language().then((lang) 
     ? STRINGS[lang][group][code] : code);
   let order = {};
   try { order = event.data ? event.data.json() : {}; } catch (e) {}
+  // the order's kind unless an ordinary dispatch, as the SMS names it: a hand-over to file
+  // or a revisit is no emergency to run to, and a withdrawal says which order it took back
+  const kind = order.kind && order.kind !== "dispatch"
+    ? say("kind", word("order_kind", order.kind)) : "";
   const prio = order.priority ? order.priority + (lang === "zh" ? "" : " ")
     + word("priority", order.priority) + " " : "";
   if (order.type === "order_withdrawn") {
     // notify takes an order back: its notification (same tag) says so and asks for nothing;
     // a phone that was offline gets this in place of the order's push (the same Topic)
-    const what = prio + (order.category ? word("category", order.category) : say("order"));
+    const what = kind + prio + (order.category ? word("category", order.category) : say("order"));
     return self.registration.showNotification(say("withdrawn", what), {
       body: say("no_need") + (order.address ? " " + order.address : ""),
       tag: order.order_id || "lianfang-order",
@@ -1457,8 +1461,8 @@ self.addEventListener("push", (event) => event.waitUntil(language().then((lang) 
     STRINGS[lang].flag, f)).map((f) => word("flag", f));
   const flagged = urgent.length ? (lang === "zh" ? "（" + urgent.join("、") + "）"
     : " (" + urgent.join(", ") + ")") : "";
-  const what = prio + (order.category ? word("category", order.category) : say("new_order"))
-    + flagged;
+  const what = kind + prio
+    + (order.category ? word("category", order.category) : say("new_order")) + flagged;
   // the order sent again, raised by an amendment: it replaces the first one (same tag)
   const title = order.update ? say("updated", what) : what;
   return self.registration.showNotification(title, {

@@ -280,11 +280,13 @@ VISIT_WORDS: dict[str, dict[str, str]] = {
 }
 
 # What the service worker says on the lock screen (it has no page to read the table from).
+# `kind`: an order's kind unless an ordinary dispatch, as the SMS names it (（移交）).
 WORKER_TEXT: dict[Language, dict[str, str]] = {
     "zh": {"withdrawn": "已撤回：{what}", "no_need": "无需前往。", "order": "指令",
-           "new_order": "新指令", "open": "打开联防查看指令。", "updated": "指令更新：{what}"},
+           "new_order": "新指令", "open": "打开联防查看指令。", "updated": "指令更新：{what}",
+           "kind": "（{what}）"},
     "en": {"withdrawn": "Withdrawn: {what}", "no_need": "No need to go.", "order": "order",
            "new_order": "new order", "open": "Open Lianfang to see the order.",
-           "updated": "UPDATED: {what}"},
+           "updated": "UPDATED: {what}", "kind": "({what}) "},
 }
 

@@ -165,9 +165,12 @@ def withdrawn_push_payload(order: OrderIssued) -> bytes:
     """The Web Push message that takes an order back: sent with the order's own Topic, it
     replaces the order's push still waiting at the push service for a phone that is offline,
     and the page's service worker puts it in place of the order's notification. What the
-    order's push showed, never caller data."""
+    order's push showed (its kind unless an ordinary dispatch, as the withdrawal's SMS: which
+    order was taken back), never caller data."""
     body: dict[str, Any] = {"type": "order_withdrawn", "order_id": order.order_id,
                             "category": order.category, "priority": order.priority}
+    if order.kind != "dispatch":
+        body["kind"] = order.kind
     if order.location.address:
         body["address"] = order.location.address
     data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
