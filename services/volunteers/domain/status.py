@@ -270,20 +270,25 @@ class Expired:
 
 def expire_check_ins(state: TeamState, *, now: datetime, limit: CheckInLimit) -> Expired:
     """End the check-ins that have run out by `now`, each as if its member had checked out
-    at `max_stint` after checking in (`leave_shift` at that time: their patrol paid to the
-    cap, `left` keeps the stint, so no answer or withdrawal after it pays or penalises
-    them). The last one to go ends the shift, as a check-out does; while the team holds an
-    order it stays on it with nobody, and goes off duty when the order ends (`_release`).
-    Deterministic: the same state gives the same stints, ended at the same times (a second
-    replica, a redelivery, a retried write change nothing, and pay nothing twice)."""
+    at `max_stint` after checking in: their patrol is paid to the cap (`ended_at`). On the
+    shift they stay until the check-in ran out (`max_stint` and the grace: `leave_shift`
+    at that time, `left` keeps the stint), as every event read before the sweep found them:
+    an answer or a missed deadline in the grace pays or costs them the same, read at once
+    or after the sweep (a restart, a backlog); none after it does. The last one to go ends
+    the shift, as a check-out does; while the team holds an order it stays on it with
+    nobody, and goes off duty when the order ends (`_release`). Deterministic: the same
+    state gives the same stints, ended at the same times (a second replica, a redelivery,
+    a retried write change nothing, and pay nothing twice)."""
     due = limit.due_before(now)
     stale = sorted((joined, m) for m, joined in state.shift_members.items() if joined <= due)
     ended: list[EndedShift] = []
     for joined, member_id in stale:  # in the order they ran out
-        outcome = leave_shift(state, member_id=member_id, now=joined + limit.max_stint)
+        outcome = leave_shift(state, member_id=member_id,
+                              now=joined + limit.max_stint + limit.grace)
         state = outcome.state
         if outcome.ended is not None:
-            ended.append(outcome.ended.model_copy(update={"expired": True}))
+            ended.append(outcome.ended.model_copy(
+                update={"expired": True, "ended_at": joined + limit.max_stint}))
     return Expired(state, tuple(ended))
 
 
