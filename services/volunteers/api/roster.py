@@ -188,7 +188,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             # against the stored roster (InvalidRoster: refused_roster answers it)
             result = await imports.import_roster(
                 redis, doc=doc, now=utcnow(), max_patrol_hours=settings.max_patrol_hours,
-                ledger_ttl_s=ledger_ttl_s)
+                ledger_ttl_s=ledger_ttl_s, check_in_grace_hours=settings.checkin_grace_hours)
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc

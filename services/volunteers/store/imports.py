@@ -62,10 +62,16 @@ from ..domain.roster import (
     referenced_ids,
     stale_import,
 )
-from ..domain.status import TeamState, leave_shift, unmanned
+from ..domain.status import (
+    CheckInLimit,
+    TeamState,
+    expire_check_ins,
+    leave_shift,
+    unmanned,
+)
 from . import keys
 from .points import AWARD_LUA, award_call
-from .teams import decode_state, encode_state, publish_unit_status
+from .teams import decode_state, encode_state, publish_unit_status, queue_check_in_index
 from .tx import ATTEMPTS, Contended, atomically, contention_pause
 
 log = logging.getLogger(__name__)
@@ -440,8 +446,10 @@ def _parent(write: Write) -> str:
 
 
 def journal_steps(plan: ImportPlan, changes: Sequence[TeamChange], *, now: datetime,
-                  max_patrol_hours: float, ledger_ttl_s: int) -> list[dict[str, Any]]:
-    """The import's steps as the journal keeps them: the rows, then the teams' states."""
+                  max_patrol_hours: float, ledger_ttl_s: int,
+                  grace_hours: float | None = None) -> list[dict[str, Any]]:
+    """The import's steps as the journal keeps them: the rows, then the teams' states
+    (`grace_hours`: CHECKIN_GRACE_HOURS, so that the teams' run-out check-ins end first)."""
     writes = plan.writes
     steps: list[dict[str, Any]] = [
         {"do": "rows", "district": plan.district,
@@ -451,6 +459,7 @@ def journal_steps(plan: ImportPlan, changes: Sequence[TeamChange], *, now: datet
     steps += [
         {"do": "teams", "district": plan.district, "now": now.isoformat(),
          "max_hours": max_patrol_hours, "ledger_ttl_s": ledger_ttl_s,
+         **({"grace_hours": grace_hours} if grace_hours is not None else {}),
          "teams": [[c.team_id, list(c.leaving), c.emptied, c.announce, c.rekinded]
                    for c in changes[run.start:run.stop]]}
         for run in in_steps([TEAM_COMMANDS + AWARD_COMMANDS * len(c.leaving)
@@ -509,13 +518,29 @@ async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]],
 def leave(
     state: TeamState, member_ids: Sequence[str], *, team: dict[str, str] | None,
     agency: dict[str, str] | None, now: datetime, max_hours: float, emptied: bool = False,
+    limit: CheckInLimit | None = None,
 ) -> tuple[TeamState, list[LedgerEntry]]:
     """`member_ids` leave the team's shift (moved or removed): its state after, and their
     patrol points so far. Queued in the same transaction as the team's state, so no later
     step (which a crash could skip) is needed to take them off the old shift. `emptied`:
     they were the last members of its roster, so its shift ends even if it holds an order
-    (`status.unmanned`: dispatch hears it off shift, and the command room decides)."""
+    (`status.unmanned`: dispatch hears it off shift, and the command room decides).
+
+    `limit`: first end the check-ins that ran out by `now` (`expire_check_ins`), as every
+    transition and the sweep do: a member whose check-in ran out before the sweep came was
+    on the shift until it ran out, not until they were moved (a deadline missed between
+    would cost them the missed-order 2, read late), and is paid to the cap with the
+    sweep's entry (the same id: the sweep, coming later, finds nothing to pay)."""
     ledger: list[LedgerEntry] = []
+    if limit is not None:
+        expired = expire_check_ins(state, now=now, limit=limit)
+        state = expired.state
+        if team and agency:
+            for ended in expired.ended:
+                ledger += award_patrol(ended=ended, team_id=team["id"],
+                                       district=team["district"],
+                                       agency_kind=agency.get("kind", ""),
+                                       max_hours=limit.max_stint.total_seconds() / 3600)
     for member_id in member_ids:
         outcome = leave_shift(state, member_id=member_id, now=now)
         state = outcome.state
@@ -610,18 +635,22 @@ return left
 async def _team_writes(redis: Redis, change: TeamChange, data: dict[str, str],
                        team: dict[str, str] | None, agency: dict[str, str] | None, *,
                        now: datetime, max_hours: float, ledger_ttl_s: int,
-                       devices: Sequence[tuple[str, str]] = ()) -> tuple[list[Any], bool]:
+                       devices: Sequence[tuple[str, str]] = (),
+                       limit: CheckInLimit | None = None) -> tuple[list[Any], bool]:
     """One team's part of `_SETTLE`'s arguments, and whether it announces the team;
-    `devices` (member, device) are told their agency's kind changed."""
+    `devices` (member, device) are told their agency's kind changed; `limit`: its run-out
+    check-ins end first (`leave`)."""
     before = decode_state(data)
     state, ledger = leave(before, change.leaving, team=team, agency=agency, now=now,
-                          max_hours=max_hours, emptied=change.emptied)
+                          max_hours=max_hours, emptied=change.emptied, limit=limit)
     announce = bool(team and agency) and (change.announce
                                           or state.visible() != before.visible())
     async with redis.pipeline(transaction=False) as pipe:  # collects; never sent
         if state != before:
             pipe.hset(keys.state(change.team_id), mapping=encode_state(
                 state, seq=int(data.get("seq") or 0) + 1, now=now))
+            if state.shift_members != before.shift_members:  # as a transition keeps it
+                queue_check_in_index(pipe, change.team_id, state)
         elif change.announce:
             # A transition that read the team and its agency before this import must read
             # them again, or its unit.status would carry the old profile after this one's
@@ -667,6 +696,9 @@ async def _settle_teams(redis: Redis, token: str, step: dict[str, Any], raw: str
     pending = [TeamChange(t, tuple(leaving), emptied, announce, bool(rekinded and rekinded[0]))
                for t, leaving, emptied, announce, *rekinded in step["teams"]]
     now = datetime.fromisoformat(step["now"])
+    # (a journal written before `grace_hours` was ends no run-out check-in: the sweep does)
+    limit = (CheckInLimit.of(max_hours=step["max_hours"], grace_hours=step["grace_hours"])
+             if step.get("grace_hours") is not None else None)
     announced = 0
     for attempt in range(ATTEMPTS):
         states = await read_hashes(redis, [keys.state(c.team_id) for c in pending])
@@ -681,7 +713,8 @@ async def _settle_teams(redis: Redis, token: str, step: dict[str, Any], raw: str
             agency = (agencies.get(profile["agency_id"]) or None) if profile else None
             words, announce = await _team_writes(
                 redis, change, data, profile or None, agency, now=now, max_hours=step["max_hours"],
-                ledger_ttl_s=step["ledger_ttl_s"], devices=devices.get(change.team_id, ()))
+                ledger_ttl_s=step["ledger_ttl_s"], devices=devices.get(change.team_id, ()),
+                limit=limit)
             args += words
             announces.append(announce)
         left = await run_script(redis, _SETTLE, [keys.import_lock(), keys.import_journal()],
@@ -717,12 +750,15 @@ async def finish(redis: Redis, token: str) -> int:
 
 
 async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
-                        max_patrol_hours: float, ledger_ttl_s: int) -> ImportResult:
+                        max_patrol_hours: float, ledger_ttl_s: int,
+                        check_in_grace_hours: float | None = None) -> ImportResult:
     """Validate against what is stored, then write everything, or nothing (InvalidRoster;
     StaleImport: older than the district's last import, by `as_of`).
 
     A member moved to another team leaves the old team's shift in the import (their patrol
-    points so far paid; a shift left with nobody and no order ends). A document that
+    points so far paid; a shift left with nobody and no order ends); a team whose state it
+    writes has the check-ins that ran out by `now` ended first, as the sweep would
+    (`check_in_grace_hours`: CHECKIN_GRACE_HOURS; None: left to the sweep). A document that
     changes nothing writes nothing (but a later `as_of`)."""
     if (ahead := as_of_ahead(doc, now)) is not None:
         doc.errors.append(ahead)  # told with the document's other errors (check_references)
@@ -738,7 +774,7 @@ async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
                 if doc.as_of is not None and (last is None or doc.as_of > last) else None)
         as_of = mark[1] if mark else last
         steps = journal_steps(plan, changes, now=now, max_patrol_hours=max_patrol_hours,
-                              ledger_ttl_s=ledger_ttl_s)
+                              ledger_ttl_s=ledger_ttl_s, grace_hours=check_in_grace_hours)
         if not steps:
             if mark is not None:
                 await _record_as_of(redis, token, mark)
