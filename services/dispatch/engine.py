@@ -540,6 +540,31 @@ class Dispatcher:
             excluded=frozenset(excluded),
         )
 
+    def _not_offered_again(self, state: store.IncidentState) -> set[str]:
+        """The teams the incident's search leaves out: those it was offered to (they
+        declined it, missed its deadline, the command room took them off it, or they hold
+        it), and, of a category sent to its zone's own station only (a fraud warning), a
+        team dispatch took off it for a roster or zone move (`team_moved`: off the offered
+        set then, and offered it again once the rules send it) while this process's zones
+        were read before that take-off. Another replica may have judged the zones up to
+        ZONES_REFRESH_S newer than this one's: judged by the older ones, the zone still the
+        team's station's, the team would be offered the warning again and taken off again
+        when they are read, and again. Read after the take-off, they hold whatever made it."""
+        excluded = set(state.offered)
+        inc = state.incident
+        if inc is None or not self.policy.rule(inc["category"]).zone_station:
+            return excluded
+        read_at = self.zones.read_at(inc["district"])
+        for order in state.orders:
+            if (order["state"] == "withdrawn" and order.get("team_moved") == "1"
+                    and order["team_id"] not in excluded):
+                at = order.get("withdrawn_at")
+                # not written back to the order in hand: taken off in this very step
+                if (read_at is None or not at
+                        or datetime.fromisoformat(at).timestamp() >= read_at):
+                    excluded.add(order["team_id"])
+        return excluded
+
     async def _facts_now(self, inc: dict[str, str], excluded: set[str]) -> domain.IncidentFacts:
         """_facts, with the station that owns the place now (_station_known) for a category
         sent to its zone's own station only (fraud warnings): an import since the report may
@@ -1064,7 +1089,7 @@ class Dispatcher:
             return
         live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES
                 and o.get("kind") in CLAIMING_KINDS]
-        facts = await self._facts_now(inc, state.offered)
+        facts = await self._facts_now(inc, self._not_offered_again(state))
         wanted = domain.units_wanted(facts, self.policy)
         now = utcnow()
         query: domain.CandidateQuery | None = None  # built when a search is run here
@@ -2947,7 +2972,10 @@ class Dispatcher:
         free, the incident flagged and waiting for one); one moved back out of volunteers
         counts as its kind again (_moved_back). The kind, skills and agency judged are kept
         on the order (`judged_as`, `judged_skills`, `judged_agency`): the team's next
-        statuses set no timer (store.save_unit_status).
+        statuses set no timer (store.save_unit_status). A team taken off may be offered
+        the incident again once the rules send it (the zone given back, the team moved
+        back), as one that went off shift: not while this process's zones are older than
+        the take-off (_not_offered_again).
         Nothing once the order ended. A firing made again after a failure finds the order
         withdrawn (or marked) and finishes the refill. While the team's answers may wait
         unread, the time to look again."""
@@ -3002,8 +3030,16 @@ class Dispatcher:
                     return utcnow() + ANSWERS_WAIT
                 if await self._answers_behind(f"{timer}:{order_id}", incident_id, utcnow()):
                     return utcnow() + ANSWERS_WAIT
+                # Dispatch's own decision, for a reason that may pass (the zone given
+                # back, the team moved back): the team may be offered the incident again
+                # once the rules send it (_not_offered_again), as one that went off shift;
+                # not one that turned it down before.
+                refused = any(o["team_id"] == order["team_id"]
+                              and o["state"] in ("declined", "timed_out")
+                              for o in state.orders)
                 await self._taken_back(state, order, detail=off,
-                                       marks={"team_moved": "1", **judged})
+                                       marks={"team_moved": "1", **judged},
+                                       offer_again=not refused)
             elif order["state"] != "withdrawn" or order.get("team_moved") != "1":
                 return None
             await self._fill(incident_id, state)
@@ -3341,7 +3377,7 @@ class Dispatcher:
             state = await store.incident_state(self.redis, inc["incident_id"])
             if states is not None:
                 states[inc["incident_id"]] = state
-        facts = dataclasses.replace(facts, excluded=frozenset(state.offered))
+        facts = dataclasses.replace(facts, excluded=frozenset(self._not_offered_again(state)))
         units, alongside = _units_and_alongside(state.orders)
         ranked = domain.rank_candidates([unit], facts, self.policy, now)
         return bool(domain.choose_units(ranked, facts, self.policy,

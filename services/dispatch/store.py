@@ -784,7 +784,7 @@ def offered_key(incident_id: str) -> str:
 
 def queue_offer_again(pipe: Pipeline, *, incident_id: str, team_id: str) -> None:
     """The team may be offered the incident again: nobody turned it down for it (its offer
-    went with its shift)."""
+    went with its shift, or dispatch took it off for a roster or zone move)."""
     pipe.srem(offered_key(incident_id), team_id)
 
 

@@ -41,6 +41,7 @@ class ZoneProjection:
         self._digests: dict[str, bytes] = {}  # of the answer each index was built from
         self._judged: dict[str, bytes] = {}  # of the answer `on_changed` last took in
         self._failed_at: dict[str, float] = {}
+        self._read_at: dict[str, float] = {}  # wall clock of the last answer read
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def lookup(self, district: str, *, lat: float, lon: float) -> Zone | None:
@@ -65,6 +66,13 @@ class ZoneProjection:
         import's zones before its teams). Failing, the zones dispatch had stay."""
         await self._load(district)
 
+    def read_at(self, district: str) -> float | None:
+        """When (wall clock, epoch seconds) the district's zones were last read from
+        volunteers, changed or not; None when never. Zones read after a moment hold every
+        import volunteers took in before it (another process's may be older, by up to
+        `refresh_s`)."""
+        return self._read_at.get(district)
+
     async def _first_load(self, district: str) -> ZoneIndex | None:
         async with self._locks.setdefault(district, asyncio.Lock()):
             if district in self._indexes:
@@ -75,6 +83,7 @@ class ZoneProjection:
             return await self._load(district)
 
     async def _load(self, district: str) -> ZoneIndex | None:
+        asked_at = time.time()
         try:
             response = await self._http.get(self._url, params={"district": district},
                                             headers=self._headers, timeout=self._timeout_s)
@@ -85,6 +94,7 @@ class ZoneProjection:
             digest = hashlib.blake2b(response.content, digest_size=16).digest()
             if digest == self._digests.get(district) and district in self._indexes:
                 self._failed_at.pop(district, None)
+                self._read_at[district] = asked_at
                 return self._indexes[district]
             index = ZoneIndex(
                 Zone(zone_id=z["zone_id"], name=z["name"], owner_agency_id=z["owner_agency_id"],
@@ -97,6 +107,7 @@ class ZoneProjection:
         self._indexes[district] = index
         self._digests[district] = digest
         self._failed_at.pop(district, None)
+        self._read_at[district] = asked_at
         return index
 
     async def keep_fresh(self, stop: asyncio.Event, *,

@@ -16,16 +16,21 @@ from typing import Any
 import httpx
 import redis as sync_redis
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 
 from services.dispatch.config import Settings as DispatchSettings
+from services.dispatch.engine import Dispatcher
 from services.dispatch.main import create_app as create_dispatch
+from services.dispatch.zones import ZoneProjection
 from services.volunteers.config import Settings as VolunteersSettings
 from services.volunteers.main import create_app as create_volunteers
 from shared.events import OrderIssued
+from shared.policy import load_policy
 from tests.helpers import poll_until
 from tests.integration.notify.conftest import serving
 from tests.integration.volunteers.conftest import ADMIN
 
+from .dispatch.conftest import settings_for
 from .dispatch.test_engine import DISTRICT, orders_for, report, wait_for_units
 from .dispatch.test_followup import incident_fields, kinds_and_details
 from .dispatch.test_followup_stuck import make_due
@@ -387,3 +392,74 @@ async def test_a_hand_over_whose_station_had_it_says_again_when_no_station_owns_
                          "the hand-over tried again in 15 min", 20)
     assert station_notes(clean_redis, incident_id) == [STATION_GONE, STATION_GONE]
     assert incident_fields(clean_redis, incident_id)["flagged"] == "1"
+
+
+async def test_a_zone_given_back_to_the_old_station_offers_its_car_the_warning_again(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # One import gives z-1 to the new station (the old station's car taken off, the new
+    # one's offered the warning), the next gives it back: the new station's car is taken
+    # off. The old station's car, free and the owner's again, was never offered the warning
+    # again (a team once on the incident is never offered it again, as one that declined
+    # it): the incident waited, flagged, its station's car free. Dispatch took the car off
+    # itself, for a reason that holds no more: it is offered the warning again.
+    async with volunteers_and_dispatch(clean_redis) as (client, console):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        r = await import_roster(client, roster(owner="ps-new"))
+        assert r.status_code == 200, r.text
+        new = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 3
+                               and orders_for(clean_redis, incident_id)[2],
+                               "the new station's car", 20)
+        assert new.team_id == "t-new"
+        r = await import_roster(client, roster(owner="ps-old"))
+        assert r.status_code == 200, r.text
+        await poll_until(lambda: withdrawn(clean_redis, new.order_id), "the new car taken off",
+                         20)
+        again = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 4
+                                 and orders_for(clean_redis, incident_id)[3],
+                                 "the old station's car offered the warning again", 20)
+    assert (again.team_id, again.kind) == ("t-old", "dispatch")
+    assert len(withdrawn(clean_redis, old.order_id)) == 1
+    assert incident_fields(clean_redis, incident_id)["flagged"] == "0"
+
+
+@contextlib.asynccontextmanager
+async def a_replica(url: str, volunteers_url: str) -> AsyncIterator[Dispatcher]:
+    """Another replica's engine (nothing of it runs on its own): its zones read when it is
+    first asked, and not again."""
+    async with contextlib.AsyncExitStack() as stack:
+        client = Redis.from_url(url, decode_responses=True)
+        stack.push_async_callback(client.aclose)
+        broker = RedisBroker(url)
+        await broker.connect()
+        stack.push_async_callback(broker.stop)
+        http = await stack.enter_async_context(httpx.AsyncClient())
+        zones = ZoneProjection(http=http, volunteers_url=volunteers_url,
+                               admin_token=ADMIN_TOKEN, timeout_s=5, refresh_s=3600)
+        engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
+                            settings=settings_for(url), zones=zones)
+        stack.push_async_callback(engine.locks.close)
+        yield engine
+
+
+async def test_a_replica_whose_zones_are_older_than_a_take_off_does_not_offer_the_car_again(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Another replica read the zones before the import that gave z-1 to the new station
+    # (up to ZONES_REFRESH_S behind): by them the old station's car, taken off and free,
+    # may have the warning. Offered it, it would be taken off again once they are read.
+    async with volunteers_serving(clean_redis) as (client, volunteers_url), dispatch_running(
+            clean_redis, volunteers_url):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        async with a_replica(clean_redis, volunteers_url) as behind:
+            assert await behind.zones.lookup(DISTRICT, lat=LAT, lon=108.3665) is not None
+            r = await import_roster(client, roster(owner="ps-new"))
+            assert r.status_code == 200, r.text
+            new = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 3
+                                   and orders_for(clean_redis, incident_id)[2],
+                                   "the new station's car", 20)
+            await respond(publisher, new, "declined")
+            await poll_until(lambda: _order_state(clean_redis, new.order_id) == "declined",
+                             "the new station's car declined")
+            async with behind.locks.hold(incident_id):
+                await behind._fill(incident_id)
+    assert [o.team_id for o in orders_for(clean_redis, incident_id)] == [
+        "t-old", "t-vol", "t-new"]
