@@ -364,6 +364,15 @@ def observe_incidents(redis_url: str) -> None:
                                    description="incidents by status")
 
 
+def _sent_not_knowing_the_station(inc: dict[str, str], order: dict[str, str]) -> bool:
+    """Whether `order` was issued while the incident's zone, given up on after ZONE_WAIT
+    (`zone_unknown`), was not known: still unknown, or learnt since (`place_known_at`)."""
+    if inc.get("zone_unknown") == "1":
+        return True
+    known_at, issued_at = _ts(inc.get("place_known_at")), _ts(order.get("issued_at"))
+    return known_at is not None and issued_at is not None and issued_at < known_at
+
+
 def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -2070,13 +2079,17 @@ class Dispatcher:
         """The zone and owning station of an incident whose zone was pending, written with
         a timeline note; the status is left as it is. `waited`: it waited for its station
         (_awaits_station) out of the queue of waiting incidents, and joins it in this
-        write (on_zone_due); its orders take it off."""
+        write (on_zone_due); its orders take it off. One given up on (`zone_unknown`,
+        _place_unknown) keeps when its place became known (`place_known_at`): its orders
+        issued before were sent not knowing its station (_not_sent_now)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
         fields = {"zone_id": zone.zone_id if zone else "",
                   "station_agency_id": zone.owner_agency_id if zone else "",
                   "zone_pending": "", "zone_unknown": ""}
+        if inc.get("zone_unknown") == "1":
+            fields["place_known_at"] = utcnow().isoformat()
 
         async def known(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, fields)
@@ -2996,6 +3009,15 @@ class Dispatcher:
             order = next((o for o in state.orders if o["order_id"] == order_id), None)
             if inc is None or order is None:
                 return None
+            if (inc.get("zone_unknown") == "1" and order["state"] in domain.LIVE_ORDER_STATES
+                    and self.policy.rule(inc["category"]).zone_station):
+                # Given up on after ZONE_WAIT, its teams sent from any station: the zones
+                # are back, and the place is written (with its note) before its orders are
+                # judged against them.
+                zone, known = await self._place(inc["district"], float(inc["lat"]),
+                                                float(inc["lon"]))
+                if known:
+                    await self._place_known(state, zone)
             flags = json.loads(inc.get("flags") or "[]")
             barring = ([f for f in flags if f in self.policy.bar_volunteers_flags]
                        if volunteers else [])
@@ -3084,6 +3106,11 @@ class Dispatcher:
             station = ((zone.owner_agency_id if zone else "") if known
                        else inc.get("station_agency_id") or "")
             if station and unit.agency_id != station:
+                if zone is not None and _sent_not_knowing_the_station(inc, order):
+                    # sent after ZONE_WAIT, by any station: no import changed anything
+                    return entry_detail("station_now_known", station=station, zone=zone.name,
+                                        category=inc["category"], team=name,
+                                        agency=unit.agency_id)
                 if zone is not None and unit.agency_id == (order.get("judged_agency")
                                                            or order.get("agency_id")):
                     # the team is where it was: an import gave the zone to another station

@@ -146,6 +146,11 @@ TEMPLATES: dict[str, dict[Language, str]] = {
               "station: {team} of {agency} taken off",
         "zh": "辖区{zone}现归{station}管辖：{category:category}警情只派属地派出所："
               "{agency}的{team}已撤下"},
+    "station_now_known": {
+        "en": "the place's station is now known, {station} (zone {zone}): {category} goes to "
+              "its zone's own station: {team} of {agency} taken off",
+        "zh": "属地派出所现已明确为{station}（辖区{zone}）：{category:category}警情只派属地派出所："
+              "{agency}的{team}已撤下"},
     "team_lacks_skills": {
         "en": "{team} no longer has {skills}, which {category} needs: taken off",
         "zh": "{team}已不具备{skills}技能，{category:category}警情需要此技能：已撤下"},

@@ -106,6 +106,11 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                                lambda zone, station, category, team, agency: f"zone {zone} is "
                                f"now a zone of {station}: {category} goes to its zone's own "
                                f"station: {team} of {agency} taken off"),
+    "station_now_known": ({"station": "ps-1", "zone": "Nanhu 3", "category": "fraud_warning",
+                           "team": "Team 7", "agency": "ps-2"},
+                          lambda station, zone, category, team, agency: "the place's station "
+                          f"is now known, {station} (zone {zone}): {category} goes to its "
+                          f"zone's own station: {team} of {agency} taken off"),
     "team_now_volunteers_alone": ({"team": "Team 7", "agency": "ag-residents"},
                                   lambda team, agency: f"{team} is now a team of {agency}, a "
                                   "volunteer agency: volunteers are never the only responders "
