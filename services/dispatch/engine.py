@@ -3003,6 +3003,11 @@ class Dispatcher:
         judged = {"judged_as": now_as, "judged_skills": domain.skills_signature(unit.skills),
                   "judged_agency": unit.agency_id}
         volunteers = unit.agency_kind == "volunteer"
+        if timer == "rezoned":
+            # Set by the replica that read the zone change; this one may have read the zones
+            # before it (up to ZONES_REFRESH_S behind): by them the zone still the car's
+            # station's, the car kept on and the timer spent. They are read again first.
+            await self.zones.refresh(unit.district)
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident

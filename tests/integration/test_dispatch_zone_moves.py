@@ -463,3 +463,24 @@ async def test_a_replica_whose_zones_are_older_than_a_take_off_does_not_offer_th
                 await behind._fill(incident_id)
     assert [o.team_id for o in orders_for(clean_redis, incident_id)] == [
         "t-old", "t-vol", "t-new"]
+
+
+async def test_a_replica_whose_zones_are_older_than_the_import_judges_a_rezoned_car_by_new_ones(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The replica that read the zone change set the car's rezoned timer; another, whose
+    # zones were read before the import (up to ZONES_REFRESH_S behind), takes it when due.
+    # By its zones the zone is still the car's station's: it kept the car on and the timer
+    # was spent, the car judged again only when that replica's own refresh saw the change.
+    async with volunteers_serving(clean_redis) as (client, volunteers_url), dispatch_running(
+            clean_redis, volunteers_url, rezoned_grace_s=600):
+        incident_id, old = await a_fraud_warning(clean_redis, client, publisher)
+        await respond(publisher, old, "acknowledged")
+        async with a_replica(clean_redis, volunteers_url) as behind:
+            assert await behind.zones.lookup(DISTRICT, lat=LAT, lon=108.3665) is not None
+            r = await import_roster(client, roster(owner="ps-new"))
+            assert r.status_code == 200, r.text
+            await poll_until(lambda: timer_due(clean_redis, f"rezoned:{old.order_id}"),
+                             "the rezoned timer set by the replica that read the change", 20)
+            await behind.on_moved_team_order_due(old.order_id, timer="rezoned")
+        assert withdrawn(clean_redis, old.order_id) != []
+        assert ZONE_MOVED in kinds_and_details(clean_redis, incident_id)
