@@ -283,7 +283,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         if not await roster_store.delete_member(redis, broker=broker, member_id=member_id,
                                                 now=utcnow(),
                                                 max_patrol_hours=settings.max_patrol_hours,
-                                                ledger_ttl_s=ledger_ttl_s):
+                                                ledger_ttl_s=ledger_ttl_s,
+                                                check_in_limit=settings.check_in_limit()):
             raise not_found("member")
         await audit.record(redis, "volunteers", who, "member.delete", member_id)
         log.info("member %s removed", member_id)

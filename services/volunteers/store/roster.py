@@ -12,11 +12,11 @@ from redis.asyncio.client import Pipeline
 from shared import streams
 from shared.events import DeviceRevoked
 
-from ..domain.status import Refused, TeamState
+from ..domain.status import CheckInLimit, Refused, TeamState
 from . import keys
 from .imports import leave, outside_imports, read_hashes, read_sets
 from .points import queue_entries
-from .teams import decode_state, encode_state, publish_unit_status
+from .teams import decode_state, encode_state, publish_unit_status, queue_check_in_index
 
 # --- reads ------------------------------------------------------------------------------
 
@@ -89,11 +89,17 @@ async def agency_team_ids(redis: Redis, agency_id: str) -> list[str]:
 
 
 async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, now: datetime,
-                        max_patrol_hours: float, ledger_ttl_s: int) -> bool:
+                        max_patrol_hours: float, ledger_ttl_s: int,
+                        check_in_limit: CheckInLimit | None = None) -> bool:
     """Remove a member: its devices are revoked (DeviceRevoked each); it leaves its team's
     shift in the same write (patrol points so far paid; a shift left with nobody and no
     order ends, and dispatch hears it); its points balance and history go; its devices'
-    records expire `ledger_ttl_s` later (their tokens are deleted at once)."""
+    records expire `ledger_ttl_s` later (their tokens are deleted at once).
+
+    `check_in_limit`: first end the team's check-ins that ran out by `now`, as the sweep
+    and every transition do (`imports.leave`): a teammate whose check-in ran out is not
+    left on the shift after the removal, which dispatch would hear as the team on shift
+    and available with nobody on it until the sweep came (None: left to the sweep)."""
     watch = [keys.member(member_id), keys.member_devices(member_id)]
 
     async def body(pipe: Pipeline) -> bool:
@@ -110,7 +116,8 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
         devices = [await pipe.hgetall(keys.device(d)) for d in device_ids]
         before = decode_state(state_data)
         state, ledger = leave(before, [member_id], team=team, agency=agency, now=now,
-                               max_hours=max_patrol_hours, emptied=not others)
+                               max_hours=max_patrol_hours, emptied=not others,
+                               limit=check_in_limit)
         if member_id in state.left:  # gone with their points: no late answer pays them
             state = state.model_copy(update={
                 "left": {m: s for m, s in state.left.items() if m != member_id}})
@@ -129,6 +136,8 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
         if state != before:
             pipe.hset(keys.state(team_id), mapping=encode_state(
                 state, seq=int(state_data.get("seq") or 0) + 1, now=now))
+            if state.shift_members != before.shift_members:  # as a transition keeps it
+                queue_check_in_index(pipe, team_id, state)
             if team and agency and state.visible() != before.visible():
                 await publish_unit_status(pipe, team=team, agency=agency, state=state)
         queue_entries(pipe, ledger, ledger_ttl_s=ledger_ttl_s)
