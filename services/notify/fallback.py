@@ -184,6 +184,15 @@ def one_per_contact(devices: Sequence[store.DeviceRecord],
     return list(chosen.values())
 
 
+def carried(mark: store.StepMark, updates: Sequence[store.StepMark]) -> int:
+    """The latest version of the order the phone of `mark` (an order's fallback message)
+    was sent: the message's, or an update of it that went (or may have, and is not to be
+    tried again: one `failed` waits for its retry, which a newer version replaces)."""
+    return max([mark.version, *(u.version for u in updates
+                                if u.step == mark.step and u.device_id == mark.device_id
+                                and u.may_have_gone and u.state != "failed")])
+
+
 def awaits_team(record: store.OrderRecord) -> bool:
     """Issued and neither answered nor withdrawn: the team may still need telling."""
     return (record.order is not None and record.state == "issued" and not record.answered
@@ -574,7 +583,10 @@ class FallbackTimers:
         waited for, so the update comes after it; one refused for a passing reason is tried
         again, as the order's own would be. Nothing once the order is no longer the team's
         (take_back tells them) or is over, nor past the deadline of an order nobody
-        answered (dispatch withdraws it)."""
+        answered (dispatch withdraws it). Answered by the time it fires (an acknowledgement
+        after the amendment), not to a phone that already carried the last version that
+        raised the priority or flags (OrderRecord.raised_version): a sooner deadline alone
+        would send "指令更新…本组已接单", nothing new."""
         record = await store.get_order(self._redis, order_id)
         if (record is None or record.order is None or taken_from_team(record)
                 or not is_live(record.state)):
@@ -599,6 +611,12 @@ class FallbackTimers:
             return
         behind = [m for m in marks if m.step < len(self._chain) and m.may_have_gone
                   and m.version < record.version]
+        if not awaits_team(record):
+            # answered: only what raised it whatever the team did (a priority, an urgent
+            # flag) is news; a phone that carried it has all an update would say (a sooner
+            # deadline alone, set while nobody had answered, no longer holds)
+            behind = [m for m in behind
+                      if carried(m, updates) < record.raised_version]
         again_at = None
         if behind:
             with tracer.start_as_current_span(

@@ -180,6 +180,10 @@ class OrderRecord:
     updated_at: str | None
     # how often the order was amended here (0: as issued): what a fallback message carried
     version: int = 0
+    # the last version whose amendment raised its priority or added an urgent flag (_AMEND;
+    # not one that only brought the deadline forward): a phone whose message carried it, or
+    # a later one, has all an update of the answered order would tell it
+    raised_version: int = 0
 
     @classmethod
     def from_hash(cls, order_id: str, data: dict[str, str]) -> OrderRecord:
@@ -201,6 +205,8 @@ class OrderRecord:
             fallback_step=int(data.get("fallback_step") or 0),
             updated_at=data.get("updated_at"),
             version=int(data.get("version") or 0),
+            # none kept (amended before it was): every version counts as raised
+            raised_version=int(data.get("raised_version") or data.get("version") or 0),
         )
 
 
@@ -377,7 +383,10 @@ async def withdraw_order(
 # order (ARGV[7]: '1'; 'u': raised only if nobody has answered it, judged here, as it stands
 # now, not as the caller read it) of which some fallback message went (or was going) sets
 # the timer that sends the order as it is now where they went (amendment_timer, due at
-# once, ARGV[8]).
+# once, ARGV[8]). The last version raised so whether answered or not ('1': a priority or an
+# urgent flag, not a deadline alone) is kept (`raised_version`): answered by the time its
+# timer fires, an order raised since only by its deadline has nothing new to send (an
+# order amended before it was kept counts every earlier version as raised).
 _AMEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then return 0 end
@@ -387,7 +396,12 @@ if redis.call('HGET', KEYS[1], 'event') == ARGV[1] then return 0 end
 local last = tonumber(redis.call('HGET', KEYS[1], 'amended_at') or '0')
 if tonumber(ARGV[4]) < last then return 0 end
 redis.call('HSET', KEYS[1], 'event', ARGV[1], 'updated_at', ARGV[2], 'amended_at', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[1], 'raised_version', version)
+elseif redis.call('HEXISTS', KEYS[1], 'raised_version') == 0 then
+  redis.call('HSET', KEYS[1], 'raised_version', version - 1)
+end
 if ARGV[5] ~= '' then
   redis.call('ZADD', KEYS[3], 'XX', 'LT', ARGV[5], ARGV[6])
 end

@@ -381,3 +381,88 @@ async def test_an_acknowledgement_just_before_the_amendment_is_stored_is_heeded(
     record = await store.get_order(redis, order.order_id)
     assert record is not None and record.answered and record.version == 1
     assert await _no_timer(redis, store.amendment_timer(order.order_id))
+
+
+
+async def _texted(clean_redis: str, redis: Redis, outside: Outside) -> OrderIssued:
+    """The dispute texted to the guard, its chain done; no replica's loop runs after it (an
+    amendment's update timer is set, not fired, till the test starts one again)."""
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    order = await a_dispute(redis, "t1")
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/sms"), "the order's SMS")
+        await poll_until(lambda: _no_timer(redis, order.order_id), "the chain done")
+    return order
+
+
+async def _updates_fired(clean_redis: str, redis: Redis, outside: Outside,
+                         order: OrderIssued) -> list[dict[str, object]]:
+    """A replica's loop fires the update's timer; the SMS the gateway got, in order."""
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: _no_timer(redis, store.amendment_timer(order.order_id)),
+                         "the amendment's timer fired")
+    return [t.json() for t in outside.at("/sms")]
+
+
+async def test_a_sooner_deadline_alone_acknowledged_before_its_update_went_is_not_sent(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # Unanswered when the command room brought the deadline forward: the update's timer is
+    # set. A teammate acknowledges before it fires: the update would now say only
+    # "指令更新：P2紧急 纠纷…本组已接单", nothing new to the guard.
+    order = await _texted(clean_redis, redis, outside)
+    await orders_of(clean_redis, redis).amend(sooner(order))
+    assert not await _no_timer(redis, store.amendment_timer(order.order_id))
+    assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+    texts = await _updates_fired(clean_redis, redis, outside, order)
+    assert [t["kind"] for t in texts] == ["order"]
+
+
+async def test_a_flag_raised_acknowledged_before_its_update_went_is_still_sent(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The knife (P1, weapon, a sooner deadline), acknowledged before the update's timer
+    # fires: the guard must still hear of the knife (without the deadline).
+    order = await _texted(clean_redis, redis, outside)
+    await orders_of(clean_redis, redis).amend(weapon(order))
+    assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+    texts = await _updates_fired(clean_redis, redis, outside, order)
+    assert [t["kind"] for t in texts] == ["order", "order_update"]
+    assert (texts[1]["priority"], texts[1]["flags"]) == ("P1", ["weapon"])
+    assert "本组已接单" in str(texts[1]["text"]) and "前接单" not in str(texts[1]["text"])
+
+
+async def test_a_flag_raise_then_a_sooner_deadline_acknowledged_sends_the_flag(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The knife (version 1), then a sooner deadline alone (version 2), both before the timer
+    # fired; acknowledged: the update (version 2, as the order stands) still goes, for the
+    # knife its phone never heard of.
+    order = await _texted(clean_redis, redis, outside)
+    orders = orders_of(clean_redis, redis)
+    knife = weapon(order, at_s=40)
+    await orders.amend(knife)
+    await orders.amend(sooner(order, at_s=30).model_copy(update={
+        "priority": "P1", "flags": ("weapon",),
+        "occurred_at": knife.occurred_at + timedelta(seconds=1)}))
+    assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+    texts = await _updates_fired(clean_redis, redis, outside, order)
+    assert [(t["kind"], t["reference"]) for t in texts] == [
+        ("order", f"{order.order_id}:t1-dev"), ("order_update", f"{order.order_id}:t1-dev:v2")]
+    assert (texts[1]["priority"], texts[1]["flags"]) == ("P1", ["weapon"])
+
+
+async def test_a_sooner_deadline_after_the_flags_update_went_is_not_sent_once_acknowledged(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # The knife's update went (version 1); then a sooner deadline alone (version 2) while
+    # unanswered, acknowledged before its timer fires: the phone already has all it says.
+    order = await _texted(clean_redis, redis, outside)
+    orders = orders_of(clean_redis, redis)
+    knife = weapon(order, at_s=40)
+    await orders.amend(knife)
+    assert len(await _updates_fired(clean_redis, redis, outside, order)) == 2
+    await orders.amend(sooner(order, at_s=30).model_copy(update={
+        "priority": "P1", "flags": ("weapon",),
+        "occurred_at": knife.occurred_at + timedelta(seconds=1)}))
+    assert not await _no_timer(redis, store.amendment_timer(order.order_id))
+    assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+    texts = await _updates_fired(clean_redis, redis, outside, order)
+    assert [t["reference"] for t in texts] == [f"{order.order_id}:t1-dev",
+                                               f"{order.order_id}:t1-dev:v1"]
