@@ -281,6 +281,7 @@ async def test_an_update_of_an_order_the_team_acknowledged_asks_for_no_acknowled
     assert update["ack_by"] is None and update["answered"] is True
     assert "answered" not in outside.at("/sms")[0].json()
 
+
 async def test_the_push_of_an_acknowledged_order_raised_after_its_deadline_is_kept(
         clean_redis: str, redis: Redis, outside: Outside) -> None:
     # Acknowledged in time; the knife came after the acknowledge-by had passed. The update
@@ -381,7 +382,6 @@ async def test_an_acknowledgement_just_before_the_amendment_is_stored_is_heeded(
     record = await store.get_order(redis, order.order_id)
     assert record is not None and record.answered and record.version == 1
     assert await _no_timer(redis, store.amendment_timer(order.order_id))
-
 
 
 async def _texted(clean_redis: str, redis: Redis, outside: Outside) -> OrderIssued:
