@@ -40,6 +40,7 @@ class ZoneProjection:
         self._indexes: dict[str, ZoneIndex] = {}
         self._digests: dict[str, bytes] = {}  # of the answer each index was built from
         self._judged: dict[str, bytes] = {}  # of the answer `on_changed` last took in
+        self._judge_again: set[str] = set()  # judged once: once more at the next round
         self._failed_at: dict[str, float] = {}
         self._read_at: dict[str, float] = {}  # wall clock of the last answer read
         self._locks: dict[str, asyncio.Lock] = {}
@@ -122,7 +123,17 @@ class ZoneProjection:
         read at once, before the first wait, and each tried again every round until read:
         otherwise a district's zones were first read when an incident or the console's map
         wanted them, and a change made while dispatch was down judged only then (hours, on
-        a quiet night). Districts without live orders wait for their first incident."""
+        a quiet night). Districts without live orders wait for their first incident.
+        A change is told once more at the next round (`refresh_s` later), until that returns:
+        an order offered by the zones as they were before it (this process mid-search, its
+        lookup made before the new zones were taken in, or another replica, whose zones are
+        up to `refresh_s` older) may be written just after `on_changed` looked at the live
+        orders, and nothing else tells of it (no status comes, the zones do not change
+        again). Each replica judges its own such offers: any it ranked on the old zones was
+        ranked before it took in the new ones, in the round it tells of the change (or, by
+        `refresh`, the round before), and written within `refresh_s` of that. Telling again
+        is cheap and changes nothing already judged (engine.on_zones_changed sets each
+        order's timer once, by the rules as they stand)."""
         starting = districts is not None
         unread: set[str] = set()
         while not stop.is_set():
@@ -149,7 +160,10 @@ class ZoneProjection:
                 if district not in just_read:
                     await self._load(district)
                 digest = self._digests.get(district)
-                if on_changed is None or digest is None or self._judged.get(district) == digest:
+                if on_changed is None or digest is None:
+                    continue
+                again = self._judged.get(district) == digest
+                if again and district not in self._judge_again:
                     continue
                 try:
                     await on_changed(district)
@@ -157,4 +171,8 @@ class ZoneProjection:
                     log.warning("zones of district %s changed, not judged yet: %s", district,
                                 type(exc).__name__)
                     continue
-                self._judged[district] = digest
+                if again:
+                    self._judge_again.discard(district)
+                else:
+                    self._judged[district] = digest
+                    self._judge_again.add(district)

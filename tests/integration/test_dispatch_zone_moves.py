@@ -8,6 +8,7 @@ station when no station owns its place any more."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -423,9 +424,10 @@ async def test_a_zone_given_back_to_the_old_station_offers_its_car_the_warning_a
 
 
 @contextlib.asynccontextmanager
-async def a_replica(url: str, volunteers_url: str) -> AsyncIterator[Dispatcher]:
+async def a_replica(url: str, volunteers_url: str, *, refresh_s: float = 3600,
+                    **settings: object) -> AsyncIterator[Dispatcher]:
     """Another replica's engine (nothing of it runs on its own): its zones read when it is
-    first asked, and not again."""
+    first asked, and not again (by keep_fresh, if the test runs it: every `refresh_s`)."""
     async with contextlib.AsyncExitStack() as stack:
         client = Redis.from_url(url, decode_responses=True)
         stack.push_async_callback(client.aclose)
@@ -434,9 +436,9 @@ async def a_replica(url: str, volunteers_url: str) -> AsyncIterator[Dispatcher]:
         stack.push_async_callback(broker.stop)
         http = await stack.enter_async_context(httpx.AsyncClient())
         zones = ZoneProjection(http=http, volunteers_url=volunteers_url,
-                               admin_token=ADMIN_TOKEN, timeout_s=5, refresh_s=3600)
+                               admin_token=ADMIN_TOKEN, timeout_s=5, refresh_s=refresh_s)
         engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
-                            settings=settings_for(url), zones=zones)
+                            settings=settings_for(url, **settings), zones=zones)
         stack.push_async_callback(engine.locks.close)
         yield engine
 
@@ -484,3 +486,60 @@ async def test_a_replica_whose_zones_are_older_than_the_import_judges_a_rezoned_
             await behind.on_moved_team_order_due(old.order_id, timer="rezoned")
         assert withdrawn(clean_redis, old.order_id) != []
         assert ZONE_MOVED in kinds_and_details(clean_redis, incident_id)
+
+
+async def test_a_fraud_warning_offered_by_old_zones_just_after_the_change_was_judged_is_judged(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # A replica whose zones are older than the import (up to ZONES_REFRESH_S behind, or
+    # this one mid-search) offers the old station's car a fraud warning just after the
+    # replica that read the change judged the live orders: the change was judged once, and
+    # the car's order never (no status of the car comes, the zones do not change again). A
+    # change is judged once more at the next round.
+    async with volunteers_serving(clean_redis) as (client, volunteers_url), dispatch_running(
+            clean_redis, volunteers_url, zones_refresh_s=3600) as console:
+        r = await import_roster(client, roster(owner="ps-old"))
+        assert r.status_code == 200, r.text
+        await on_shift_at(client, "m-vol", LAT + 0.0005)
+        await on_shift_at(client, "m-old", LAT + 0.001)
+        await on_shift_at(client, "m-new", LAT + 0.01)
+        await wait_for_units(clean_redis, 3)
+        # this process's dispatch is the replica behind: its zones read before the import
+        await poll_until(lambda: owned_in_dispatch(console, {"z-1": "ps-old"}),
+                         "dispatch holding the zones before the import")
+        async with a_replica(clean_redis, volunteers_url, refresh_s=0.1,
+                             rezoned_grace_s=0.2) as reading:
+            assert await reading.zones.lookup(DISTRICT, lat=LAT, lon=108.3665) is not None
+            judged, offered = asyncio.Event(), asyncio.Event()
+
+            async def on_changed(district: str) -> int:
+                timers = await reading.on_zones_changed(district)
+                zone = await reading.zones.lookup(district, lat=LAT, lon=108.3665)
+                if zone is not None and zone.owner_agency_id == "ps-new" and not judged.is_set():
+                    judged.set()  # the live orders looked at: the offer is written now
+                    await offered.wait()
+                return timers
+
+            stop = asyncio.Event()
+            refreshing = asyncio.create_task(reading.zones.keep_fresh(stop, on_changed=on_changed))
+            try:
+                r = await import_roster(client, roster(owner="ps-new"))
+                assert r.status_code == 200, r.text
+                await asyncio.wait_for(judged.wait(), timeout=20)
+                incident_id = await report(publisher, "fraud_warning", priority="P4")
+                sent = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 2
+                                        and orders_for(clean_redis, incident_id),
+                                        "the old station's car and the aunties")
+                assert sorted(o.team_id for o in sent) == ["t-old", "t-vol"]
+                old = next(o for o in sent if o.team_id == "t-old")
+                offered.set()
+                await poll_until(lambda: withdrawn(clean_redis, old.order_id),
+                                 "the old car taken off", 20)
+                third = await poll_until(lambda: len(orders_for(clean_redis, incident_id)) >= 3
+                                         and orders_for(clean_redis, incident_id)[2],
+                                         "the new station's car")
+            finally:
+                stop.set()
+                offered.set()
+                await asyncio.wait_for(refreshing, timeout=10)
+    assert (third.team_id, third.kind) == ("t-new", "dispatch")
+    assert ZONE_MOVED in kinds_and_details(clean_redis, incident_id)

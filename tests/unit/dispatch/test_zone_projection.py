@@ -82,7 +82,8 @@ async def test_zones_that_changed_are_judged_once_and_again_after_a_judgement_th
     # A re-import may give a zone to another station while its station's car holds the
     # zone's fraud warning: dispatch is told of each change (and of the zones first read,
     # which a change may have come before), once it takes them in; a judgement that failed
-    # (Redis away) is made again at the next round, not lost with the digest.
+    # (Redis away) is made again at the next round, not lost with the digest. Each is
+    # made once more at the round after (test_..._judged_once_more_at_the_next_round).
     moved = {"zones": [{**ZONES["zones"][0], "owner_agency_id": "ag-other"}]}
     answers = [ZONES, ZONES, ZONES, moved, moved, moved]
     zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(
@@ -96,13 +97,45 @@ async def test_zones_that_changed_are_judged_once_and_again_after_a_judgement_th
         zone = await zones.lookup(district, lat=22.05, lon=108.05)
         assert zone is not None
         told.append(zone.owner_agency_id)
-        if told == ["ag-police", "ag-other"]:
+        if told == ["ag-police", "ag-police", "ag-other"]:
             raise ConnectionError("Redis went away")
-        if len(told) == 3:
+        if len(told) == 5:
             stop.set()
 
     await asyncio.wait_for(zones.keep_fresh(stop, on_changed=on_changed), timeout=10)
-    assert told == ["ag-police", "ag-other", "ag-other"]
+    assert told == ["ag-police", "ag-police", "ag-other", "ag-other", "ag-other"]
+
+
+async def test_zones_that_changed_are_judged_once_more_at_the_next_round() -> None:
+    # A fraud warning's offer ranked on the zones as they were before a change (by another
+    # replica, or by this one mid-search) and written just after the change was judged was
+    # never judged: no status comes for it, and the zones do not change again. A change is
+    # judged at once and once more at the next round (rezoned timers are set once, so the
+    # second judgement only catches what the first could not see), and not again after.
+    moved = {"zones": [{**ZONES["zones"][0], "owner_agency_id": "ag-other"}]}
+    stop = asyncio.Event()
+    asked = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal asked
+        asked += 1
+        if asked == 6:  # the first read, and five rounds
+            stop.set()
+        return httpx.Response(200, json=ZONES if asked == 1 else moved)
+
+    zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+                           volunteers_url="http://volunteers", admin_token="t", timeout_s=1.0,
+                           refresh_s=0.001)
+    assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is not None  # first read
+    told: list[str] = []
+
+    async def on_changed(district: str) -> None:
+        zone = await zones.lookup(district, lat=22.05, lon=108.05)
+        assert zone is not None
+        told.append(zone.owner_agency_id)
+
+    await asyncio.wait_for(zones.keep_fresh(stop, on_changed=on_changed), timeout=10)
+    assert told == ["ag-other", "ag-other"]
 
 
 async def test_the_districts_with_live_orders_are_read_and_judged_at_start_until_they_are() -> None:
