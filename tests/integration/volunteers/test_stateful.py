@@ -259,11 +259,13 @@ class Model:
         return True
 
     def expire(self, now: datetime) -> None:
-        """Check-ins older than MAX + GRACE hours end at MAX hours, as a check-out."""
+        """Check-ins older than MAX + GRACE hours end as a check-out when they ran out (on
+        the shift through the grace: what an event read before the sweep found), patrol
+        points to MAX hours."""
         due = now - timedelta(hours=MAX_HOURS + GRACE_HOURS)
         for team_id, team in self.teams.items():
             for joined, member in sorted((j, m) for m, j in team.members.items() if j <= due):
-                self.leave(team_id, member, joined + timedelta(hours=MAX_HOURS))
+                self.leave(team_id, member, joined + timedelta(hours=MAX_HOURS + GRACE_HOURS))
 
     def fix_accepted(self, team_id: str, member: str) -> bool:
         team = self.teams[team_id]
