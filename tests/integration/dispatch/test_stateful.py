@@ -290,7 +290,10 @@ class DispatchMachine(RuleBasedStateMachine):
                 priority=POLICY.classify(category, flags), flags=flags, location=SCENE,
                 reported_at=utcnow(), linked_to=linked_to))
         if action == "answer":
-            orders = await self.orders_in(LIVE)
+            # a team answers an order on its phone: one dispatch announced (order.issued and
+            # the order's `published` mark are written in one script, so an order not marked
+            # never reached notify, and no answer to it can come)
+            orders = [o for o in await self.orders_in(LIVE) if o.get("published") == "1"]
             if not orders:
                 return None
             return self.event(engine, answer(orders[which % len(orders)], RESPONSES[arg % len(RESPONSES)]))
@@ -395,7 +398,8 @@ class DispatchMachine(RuleBasedStateMachine):
     def answer_handled_late(self, which: int, response: str) -> None:
         """An answer given while the order was live (a moment after its issue) that dispatch
         handles after the order ended (withdrawn, timed out, or the team's own end)."""
-        orders = self.run(self.orders_in(domain.FINAL_ORDER_STATES))
+        orders = [o for o in self.run(self.orders_in(domain.FINAL_ORDER_STATES))
+                  if o.get("published") == "1"]  # one its phone had (see plan's "answer")
         if not orders:
             return
         order = orders[which % len(orders)]
