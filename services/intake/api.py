@@ -49,10 +49,12 @@ from .domain import (
     LinkedIncident,
     SystemIn,
     classify,
+    differing_part,
     find_duplicate,
     linked_incident,
     linked_now,
     overlong_flag,
+    report_fingerprint,
     report_time,
     unknown_category_message,
 )
@@ -146,7 +148,12 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                      202: {"model": Accepted, "description": "Accepted: Redis took the "
                            "incident and its event"},
                      200: {"model": Accepted, "description": "An idempotent retry: this "
-                           "system sent this external_ref before; the incident it made"},
+                           "system sent this report with this external_ref before; the "
+                           "incident it made"},
+                     409: {"description": "This system sent another report with this "
+                           "external_ref before (the error names the incident it made and "
+                           "what differs): a retry sends the report as it was, a new report "
+                           "needs an external_ref of its own"},
                  })
     async def report_incident(
         body: IncidentIn,
@@ -171,7 +178,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     key_hash=who.extra.get("key_hash"))
             except RedisError as exc:
                 raise not_accepted(exc) from exc
-            if existing is None or body.district not in who.districts:
+            # (a record made since keeps its fingerprint: no report with this flag made it)
+            if (existing is None or existing.get("fingerprint")
+                    or body.district not in who.districts):
                 raise await refused(ApiError(
                     422, "invalid_field", f"flags.{overlong} is too long: a flag is one word "
                     f"of at most {MAX_FLAG_CHARS} characters", f"flags.{overlong}"))
@@ -186,6 +195,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         trace_id = current_trace_id()
         incident_id = new_id("inc")
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
+        fingerprint = report_fingerprint(body)
 
         async def record(linked_to: str | None, *, look_near: bool,
                          judged: Sequence[str] = ()) -> store.Recording:
@@ -202,6 +212,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
                     entry=entry, waitaof_timeout_ms=wait_ms,
                     key_hash=key, judged=judged, unheard_ttl_s=unheard_ttl_s,
+                    fingerprint=fingerprint,
                 )
                 if recording.waitaof_refused:
                     fsync.refused()
@@ -217,7 +228,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             was not confirmed), its fsync is asked for again first, whenever the retry found
             it (at its first look or while linking): 200 promises it is kept, as 202 does.
             Its event is the one recorded, already in the stream (store.confirm_reported):
-            what this retry's body says (another category, place, flags) is not published."""
+            A report that is not the same (its fingerprint another) is no retry: sent
+            under a ref already taken it would reach nobody, so it is refused, naming the
+            incident the ref made and what differs (a record older than fingerprints, none
+            kept, is taken as a retry, as before); the fsync it found unconfirmed is asked
+            for all the same (the report the ref made was accepted, whatever came since)."""
             found = recording.existing
             if found and found.get("published") != "1":
                 confirmed = await store.confirm_reported(
@@ -229,6 +244,13 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     raise ApiError(503, "unavailable",
                                    "the incident could not be made durable; retry",
                                    headers=RETRY_AFTER)
+            if found and found.get("fingerprint") not in (None, "", fingerprint):
+                raise ApiError(
+                    409, "conflict", f"this system sent another report with this "
+                    f"external_ref before: incident {found['incident_id']}; this one differs in "
+                    f"{differing_part(found, body).removeprefix('its ')}. A retry sends the "
+                    "report as it was; a new report needs an external_ref of its own",
+                    "external_ref")
             return _accepted(found or {"incident_id": recording.existing_id})
 
         try:

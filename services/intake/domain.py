@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.events import Caller, DistrictName, IsoTime, Location, Number, Priority, utcnow
-from shared.policy import Policy
+from shared.policy import Policy, normalise_flags
 
 # A report's own time: a system's clock a little ahead is tolerated; a report older than
 # this is a record to pass on by other means, not an incident to send a team to (and the
@@ -183,6 +184,31 @@ def find_duplicate(
 def overlong_flag(flags: Sequence[str]) -> int | None:
     """The index of the first flag longer than a word (MAX_FLAG_CHARS), if any."""
     return next((i for i, flag in enumerate(flags) if len(flag) > MAX_FLAG_CHARS), None)
+
+
+def report_fingerprint(body: IncidentIn) -> str:
+    """What a retry of `body` must send again, as one digest: a report under a ref already
+    taken is that ref's retry only if its fingerprint is the same (flags in any order or
+    spelling the policy reads as the same, each once). A digest: the record keeps no copy of
+    the caller or the description."""
+    report = body.model_dump(mode="json", exclude={"external_ref"})
+    report["flags"] = sorted(normalise_flags(body.flags))
+    return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def differing_part(record: Mapping[str, str], body: IncidentIn) -> str:
+    """Which part of `body` differs from the report `record` was made of (their fingerprints
+    differ), in words for the caller: only what the record keeps can be named."""
+    if record.get("category") != body.category:
+        return "its category"
+    if record.get("district") != body.district:
+        return "its district"
+    if (float(record.get("lat") or "nan"), float(record.get("lon") or "nan")) != (
+            body.location.lat, body.location.lon):
+        return "its location"
+    if body.reported_at is not None and record.get("reported_at") != body.reported_at.isoformat():
+        return "its reported_at"
+    return "its flags, description, caller, address or reported_at"
 
 
 # --- a linked report's view of the incident it joined ----------------------------------

@@ -217,6 +217,7 @@ async def record_incident(
     key_hash: str | None = None,
     judged: Sequence[str] = (),
     unheard_ttl_s: int | None = None,
+    fingerprint: str = "",
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres (a little more: those are
@@ -226,7 +227,9 @@ async def record_incident(
     same connection (it covers only that connection's writes). Given the
     reporting system's `key_hash`, write nothing unless that key is still the system's.
     The record and ref expire after `unheard_ttl_s` (None: never) unless dispatch takes the
-    report up, or sends a linked one out as an incident of its own (`apply_update`)."""
+    report up, or sends a linked one out as an incident of its own (`apply_update`).
+    `fingerprint` (domain.report_fingerprint) is kept to tell a retry from another report
+    sent under the same ref."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -245,6 +248,7 @@ async def record_incident(
         "linked_to": linked_to or "",
         "trace_id": trace_id or "",
         "flagged": "0",
+        "fingerprint": fingerprint,
     }
     stream = streams.INCIDENT_REPORTED
     keys = [f"intake:ref:{system_id}:{external_ref}", f"intake:incident:{incident_id}",

@@ -49,6 +49,43 @@ async def test_the_same_external_ref_is_an_idempotent_retry(intake, clean_redis)
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
 
 
+@pytest.mark.parametrize(("change", "named"), [
+    ({"category": "traffic"}, "category"),
+    ({"location": {"lat": 22.81, "lon": 108.3}}, "location"),
+    ({"flags": ["weapon"]}, "flags, description, caller"),
+    ({"description": "now he has a knife"}, "flags, description, caller"),
+])
+async def test_an_external_ref_used_again_for_another_report_is_refused(
+        intake, clean_redis, change: dict[str, object], named: str) -> None:
+    # A 110 system whose numbering starts again each day, or one re-sending a call with what
+    # the caller added under its first ref: taken as the retry it is not, the second report
+    # was answered 200 with the first's incident and reached nobody. A retry sends the report
+    # as it was; anything else under the same ref is refused, naming the ref.
+    key = await system_key(intake, ["d1"])
+    first = await intake.post("/v1/incidents", headers=key, json=incident())
+    assert first.status_code == 202
+    again = await intake.post("/v1/incidents", headers=key, json=incident(**change))
+    assert again.status_code == 409, again.text
+    error = again.json()["error"]
+    assert (error["code"], error["field"]) == ("conflict", "external_ref")
+    assert first.json()["incident_id"] in error["message"] and named in error["message"]
+    assert "knife" not in error["message"]  # nothing of what the report says comes back
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
+    # the report as it was is still its retry: flags in another order, or spelt otherwise
+    same = await intake.post("/v1/incidents", headers=key, json=incident())
+    assert same.status_code == 200 and same.json()["incident_id"] == first.json()["incident_id"]
+
+
+async def test_a_retry_with_its_flags_in_another_order_is_the_same_report(intake) -> None:
+    key = await system_key(intake, ["d1"])
+    first = await intake.post("/v1/incidents", headers=key,
+                              json=incident(flags=["weapon", "injury"]))
+    again = await intake.post("/v1/incidents", headers=key,
+                              json=incident(flags=["Injury", "weapon "]))
+    assert (first.status_code, again.status_code) == (202, 200), again.text
+    assert again.json()["incident_id"] == first.json()["incident_id"]
+
+
 async def test_a_nearby_report_of_the_same_category_is_linked(intake) -> None:
     key = await system_key(intake, ["d1"])
     first = (await intake.post("/v1/incidents", headers=key, json=incident())).json()

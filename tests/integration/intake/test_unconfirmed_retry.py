@@ -35,11 +35,13 @@ async def test_a_retry_that_meets_its_first_attempt_while_linking_confirms_it(
                               json=incident("open", 22.8))).status_code == 202
     record = store.record_incident
     first: dict[str, Any] = {}
+    call = incident("0042", 22.8009)  # 100 m from the open one: a retry sends it as it was
 
     async def first_attempt_lands_meanwhile(redis_: Any, **kw: Any) -> store.Recording:
         out = await record(redis_, **kw)
         if out.near and not first:
-            r = await intake.post("/v1/incidents", headers=key, json=incident("0042", 23.5))
+            first["started"] = True  # (the first attempt finds the open incident near too)
+            r = await intake.post("/v1/incidents", headers=key, json=call)
             assert r.status_code == 202, r.text
             first["incident_id"] = r.json()["incident_id"]
             sync = redis.Redis.from_url(clean_redis)
@@ -48,7 +50,7 @@ async def test_a_retry_that_meets_its_first_attempt_while_linking_confirms_it(
         return out
 
     monkeypatch.setattr(store, "record_incident", first_attempt_lands_meanwhile)
-    retry = await intake.post("/v1/incidents", headers=key, json=incident("0042", 22.8009))
+    retry = await intake.post("/v1/incidents", headers=key, json=call)
     assert retry.status_code == 200, retry.text
     assert retry.json()["incident_id"] == first["incident_id"]
     sync = redis.Redis.from_url(clean_redis, decode_responses=True)
@@ -63,10 +65,11 @@ async def test_a_retry_that_meets_its_first_attempt_while_linking_confirms_it(
 async def test_a_retry_with_another_body_confirms_the_recorded_event_not_its_own(
         intake, clean_redis) -> None:
     # The door-access gateway's first POST of alarm 7 (a noise complaint, 22.8 N) was recorded
-    # and its incident.reported written, but the fsync was not confirmed (503). Its retry
+    # and its incident.reported written, but the fsync was not confirmed (503). Its "retry"
     # carries another body (the gateway rebuilt it: a fire with a weapon, elsewhere). The
-    # incident is what intake recorded: the retry confirms that event, and dispatch never gets
-    # a second, different event for the same incident id.
+    # incident is what intake recorded: the retry confirms that event, dispatch never gets a
+    # second, different event for the same incident id, and the gateway is told its fire was
+    # not taken (409 naming the ref), not answered with the noise complaint's incident.
     key = await system_key(intake, ["d1"])
     first = await intake.post("/v1/incidents", headers=key, json={
         **incident("door-7", 22.8), "description": "loud music", "flags": ["night"]})
@@ -79,9 +82,10 @@ async def test_a_retry_with_another_body_confirms_the_recorded_event_not_its_own
     retry = await intake.post("/v1/incidents", headers=key, json={
         **incident("door-7", 23.5), "category": "fire", "flags": ["weapon"],
         "description": "smoke", "caller": {"name": "Li"}})
-    assert retry.status_code == 200, retry.text
-    assert retry.json()["incident_id"] == incident_id
-    assert retry.json()["priority"] == first.json()["priority"] == "P4"
+    assert retry.status_code == 409, retry.text
+    error = retry.json()["error"]
+    assert error["field"] == "external_ref" and incident_id in error["message"], error
+    assert "category" in error["message"], error
     assert sync.hget(f"intake:incident:{incident_id}", "published") == "1"
     sync.close()
     published = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
