@@ -41,8 +41,13 @@ ENDED_STATUSES = frozenset({"resolved", "handed_over", "closed"})
 class ReportedLocation(Location):
     """Where a report happened: a WGS-84 place that the map (Redis GEO) can hold."""
 
+    # Python's json reads NaN and Infinity: told as what they are ("should be a finite
+    # number", as volunteers' fixes are), not as a latitude beyond the map or a longitude
+    # too large
     lat: Number = Field(description=f"WGS-84 latitude, within +-{GEO_MAX_LAT} (the map's)",
+                       allow_inf_nan=False,
                        json_schema_extra={"minimum": -GEO_MAX_LAT, "maximum": GEO_MAX_LAT})
+    lon: Number = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
 
     @field_validator("lat")
     @classmethod

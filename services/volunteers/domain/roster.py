@@ -7,6 +7,7 @@ CSV file and line) before anything is written, so an import is all or nothing.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -142,6 +143,10 @@ def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, 
     """An open ring of valid [lon, lat] points forming a valid polygon, or ValueError."""
     ring = [(float(lon), float(lat)) for lon, lat in points]
     for i, (lon, lat) in enumerate(ring):
+        # Python's json reads NaN and Infinity: no place, neither beyond the map nor swapped
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            raise ValueError(f"point {i} should be two finite numbers [lon, lat], not NaN or "
+                             "Infinity")
         if not -180 <= lon <= 180:
             raise ValueError(f"point {i} is outside the valid lon/lat range")
         if not -GEO_MAX_LAT <= lat <= GEO_MAX_LAT:

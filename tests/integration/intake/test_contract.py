@@ -3,6 +3,8 @@ access), in-process against a real Redis: what a system may send, and what it is
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -34,6 +36,26 @@ async def test_a_latitude_the_map_cannot_hold_is_named_not_answered_retry(
                               json=incident(location={"lat": lat, "lon": 43.8}))
         assert r.status_code == 422, r.text
         assert r.json()["error"]["field"] == "location.lat"
+    assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
+
+
+@pytest.mark.parametrize("field", ["lat", "lon"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+async def test_a_coordinate_that_is_no_finite_number_is_named_as_such(
+        intake: httpx.AsyncClient, clean_redis: str, field: str, value: float) -> None:
+    # Python's json (and so FastAPI's body) reads NaN and Infinity: a NaN latitude was told
+    # it lay beyond 85.05112878 degrees with "latitude and longitude swapped?", a NaN
+    # longitude that it should be at most 180
+    key = await system_key(intake, ["d1"])
+    place = {"lat": 22.8, "lon": 108.4, field: value}
+    # httpx writes no NaN: the body as Python's json.dumps writes it
+    r = await intake.post("/v1/incidents", content=json.dumps(incident(location=place)),
+                          headers={**key, "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == f"location.{field}"
+    assert "finite number" in error["message"], error
+    assert "swapped" not in error["message"] and "180" not in error["message"], error
     assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
 
 

@@ -118,6 +118,25 @@ def test_a_self_crossing_polygon_is_refused() -> None:
     assert error["field"] == "polygon" and "crosses" in error["message"]
 
 
+@pytest.mark.parametrize("point", [[float("nan"), 22.1], [108.1, float("nan")],
+                                   [108.1, float("inf")], [float("-inf"), 22.1]])
+def test_a_polygon_point_that_is_no_finite_number_is_named_as_such(
+        point: list[float]) -> None:
+    # Python's json reads NaN and Infinity, a CSV cell's JSON too: a NaN latitude was told
+    # it lay beyond 85.05112878 degrees ("is it [lat, lon]?"), a NaN longitude that it was
+    # outside the valid range
+    bad = copy.deepcopy(DOC)
+    bad["zones"][0]["polygon"] = [[108.0, 22.0], [108.1, 22.0], point, [108.0, 22.1]]
+    [error] = errors_of(validate, bad)
+    assert error["path"] == "zones.0.polygon"
+    assert "point 2" in error["message"] and "finite number" in error["message"], error
+    assert "[lat, lon]" not in error["message"] and "range" not in error["message"], error
+    cell = "[[108,22],[108.1,22],[108.1,NaN],[108,22.1]]"
+    files = {**CSV, "zones": f'id,name,owner_agency_id,polygon\nz1,Z1,p1,"{cell}"\n'}
+    [error] = errors_of(validate_csv, "d1", files)
+    assert "point 2" in error["message"] and "finite number" in error["message"], error
+
+
 def test_references_must_resolve_within_the_district() -> None:
     bad = copy.deepcopy(DOC)
     bad["teams"][1]["agency_id"] = "nobody"
