@@ -211,6 +211,9 @@ _MESSAGES = {
     "model_attributes_type": "must be an object",
     "dict_type": "must be an object",
     "list_type": "must be a list",
+    # a field typed tuple[...] (ReviseIn's add_flags, evidence) is an array in the OpenAPI:
+    # pydantic's "Input should be a valid tuple" named a Python type
+    "tuple_type": "must be a list",
 }
 
 

@@ -79,6 +79,7 @@ _MESSAGES = {
     "string_type": "must be a string",
     "too_long": "has too many items",
     "list_type": "must be a list",
+    "tuple_type": "must be a list",  # evidence: an array, whatever its Python type
 }
 
 

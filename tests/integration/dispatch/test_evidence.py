@@ -77,6 +77,9 @@ async def test_bad_records_and_other_districts_are_refused(
         r = await console.post(url, headers=ADMIN, json=body)
         assert r.status_code == 422, r.text
         assert r.json()["error"]["field"] == field
+    r = await console.post(url, headers=ADMIN, json={"evidence": {"kind": "video", "ref": "v"}})
+    assert r.status_code == 422 and r.json()["error"] == {  # not "a valid tuple"
+        "code": "invalid_field", "message": "evidence must be a list", "field": "evidence"}
     r = await console.post("/v1/incidents/inc_nope/evidence", headers=ADMIN,
                            json={"evidence": [{"kind": "video", "ref": "v"}]})
     assert r.status_code == 404

@@ -153,6 +153,11 @@ async def test_the_command_room_lowers_a_priority_and_bad_revisions_are_named(
                         ({"priority": "P1", "colour": "red"}, "colour")]:
         bad = await console.patch(url, headers=ADMIN, json=body)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == field, (body, bad.text)
+    # the OpenAPI says an array: "Input should be a valid tuple" named pydantic's type
+    bad = await console.patch(url, headers=ADMIN, json={"add_flags": "weapon"})
+    assert (bad.status_code, bad.json()["error"]) == (422, {
+        "code": "invalid_field", "message": "add_flags must be a list",
+        "field": "add_flags"}), bad.text
     assert (await console.patch("/v1/incidents/inc_nope", headers=ADMIN,
                                 json={"priority": "P1"})).status_code == 404
     await console.post(f"{url}/close", headers=ADMIN)

@@ -226,6 +226,10 @@ async def test_an_answer_carries_the_body_camera_files_to_dispatch(
     r = await http.post(url, headers=member.bearer, json={
         "response": "resolved", "evidence": [{"kind": "tape", "ref": "bwc-1.mp4"}]})
     assert r.status_code == 422 and r.json()["error"]["field"] == "evidence.0.kind"
+    r = await http.post(url, headers=member.bearer, json={
+        "response": "resolved", "evidence": {"kind": "video", "ref": "bwc-1.mp4"}})
+    assert r.status_code == 422 and r.json()["error"] == {  # not "a valid tuple"
+        "code": "invalid_field", "message": "evidence must be a list", "field": "evidence"}
     assert responded(clean_redis) == []
     r = await http.post(url, headers=member.bearer, json={
         "response": "resolved", "evidence": [{"kind": "video", "ref": " bwc-1.mp4 "},

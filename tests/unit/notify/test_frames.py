@@ -137,3 +137,7 @@ def test_an_answer_carries_evidence_references_and_a_bad_one_names_its_field() -
             parse_frame(json.dumps({"type": "response", "order_id": "ord_1",
                                     "response": "resolved", "evidence": evidence}), max_bytes=MAX)
         assert (failed.value.code, failed.value.field) == ("invalid_field", field)
+    with pytest.raises(FrameError) as failed:
+        parse_frame(json.dumps({"type": "response", "order_id": "ord_1", "response": "resolved",
+                                "evidence": {"kind": "photo", "ref": "x"}}), max_bytes=MAX)
+    assert failed.value.message == "evidence must be a list"
