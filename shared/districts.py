@@ -4,7 +4,9 @@ reporting system's key, and dispatch a desk's token, only for districts voluntee
 A key scoped to a misspelt district (`chaoyang` for `Chaoyang`), or to one whose roster was
 never imported, is accepted everywhere and its reports land where no team is and no desk
 looks: flagged unassigned on a board nobody watches. Volunteers not answering is neither
-yes nor no: nothing is made, and the admin asks again.
+yes nor no: nothing is made, and the admin asks again. A request naming one district the
+roster does not hold (volunteers' reads, dispatch's duty) is refused the same way
+(`unknown_district`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,10 @@ TIMEOUT_S = 5.0  # an admin's request, rare: a slow volunteers is worth waiting 
 SHOWN = 20  # known districts a refusal names, at most
 
 
-async def require_known_districts(http: httpx.AsyncClient, districts: Sequence[str], *,
-                                  volunteers_url: str, admin_token: str) -> None:
-    """Returns once volunteers' roster holds every one of `districts` (a body's
-    `districts`). Raises ApiError 422 naming the places of those it does not (`field`: the
-    first, `districts.<i>`) and the districts it does, or TryAgain (503) when volunteers
-    gives no list."""
+async def known_districts(http: httpx.AsyncClient, *, volunteers_url: str,
+                          admin_token: str) -> list[str]:
+    """The districts volunteers' roster holds, or TryAgain (503) when volunteers gives no
+    list."""
     try:
         response = await http.get(f"{volunteers_url.rstrip('/')}{DISTRICTS_PATH}",
                                   headers={"Authorization": f"Bearer {admin_token}"},
@@ -44,15 +44,31 @@ async def require_known_districts(http: httpx.AsyncClient, districts: Sequence[s
         log.warning("the roster's districts were not read from volunteers: %s", how)
         raise TryAgain("volunteers, which keeps the roster, did not say which districts it "
                        "holds: the districts were not checked and nothing was made") from exc
+    return known
+
+
+async def require_known_districts(http: httpx.AsyncClient, districts: Sequence[str], *,
+                                  volunteers_url: str, admin_token: str) -> None:
+    """Returns once volunteers' roster holds every one of `districts` (a body's
+    `districts`). Raises ApiError 422 naming the places of those it does not (`field`: the
+    first, `districts.<i>`) and the districts it does, or TryAgain (503) when volunteers
+    gives no list."""
+    known = await known_districts(http, volunteers_url=volunteers_url, admin_token=admin_token)
     unknown = [i for i, district in enumerate(districts) if district not in known]
     if unknown:
-        raise ApiError(422, "invalid_field", _unknown_message(unknown, known),
+        raise ApiError(422, "invalid_field",
+                       _unknown_message(", ".join(f"districts.{i}" for i in unknown), known),
                        f"districts.{unknown[0]}")
 
 
-def _unknown_message(unknown: list[int], known: list[str]) -> str:
+def unknown_district(field: str, known: Sequence[str]) -> ApiError:
+    """The 422 for a district the roster does not hold, given as `field` (a query's or a
+    path's `district`), naming the districts it does hold."""
+    return ApiError(422, "invalid_field", _unknown_message(field, known), field)
+
+
+def _unknown_message(places: str, known: Sequence[str]) -> str:
     # The names given are not repeated (DESIGN: a message never echoes the body); their places are.
-    places = ", ".join(f"districts.{i}" for i in unknown)
     if not known:
         holds = "the roster holds no district yet"
     else:

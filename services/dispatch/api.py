@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
 
 from shared import audit, dead_letters, streams
-from shared.districts import require_known_districts
+from shared.districts import known_districts, require_known_districts, unknown_district
 from shared.events import (
     MAX_EVIDENCE,
     DistrictName,
@@ -166,7 +166,8 @@ SHIFT_CHECK_INS_DESCRIPTION = (
     "agency, the shift's times and whether anyone of it has checked in (a check-in that ran "
     "out is not). `teams`: those not checked in first, then by the shift's start and name; "
     "`planned`: how many; `not_checked_in`: how many of them are not in. A dispatcher's or "
-    "inspector's own districts only (403 for another). 503 while volunteers does not answer.")
+    "inspector's own districts only (403 for another); the admin's of a district the roster "
+    "does not hold: 422 naming `district`. 503 while volunteers does not answer.")
 PIPELINE_DESCRIPTION = (
     "For each hop of an incident's path (`hops`: `reports` incident.reported to dispatch, "
     "`orders` order.issued to notify, i.e. to the phones, `answers` order.responded to "
@@ -810,6 +811,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                         body: DutyIn | None = None) -> dict[str, Any]:
         body = body or DutyIn()  # no body: the caller takes it (a dispatcher)
         check_district(who, district)
+        if who.kind == "admin":  # a desk's districts are the roster's: its token was made so
+            await _roster_holds(district)
         if who.kind == "dispatcher":
             if body.dispatcher_id not in (None, who.subject):
                 raise forbidden("a dispatcher takes the duty for themselves")
@@ -832,6 +835,20 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         await audit.record(redis, "dispatch", who, "duty.take", district,
                            f"{dispatcher_id} after {before}")
         return {"district": district, "duty": duty, "previous": previous}
+
+    async def _roster_holds(district: str) -> None:
+        """422 naming `district` when volunteers' roster does not hold it (the admin's
+        `PUT /v1/duty/nowhere` was told to name a dispatcher_id). Volunteers not answering:
+        not checked, the request goes on to the checks it had; they refuse such a district
+        anyway (a duty goes to a dispatcher covering it, and desks are made for the roster's
+        districts only)."""
+        try:
+            known = await known_districts(http, volunteers_url=settings.volunteers_url,
+                                          admin_token=settings.admin_token.get_secret_value())
+        except TryAgain:
+            return
+        if district not in known:
+            raise unknown_district("district", known)
 
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)",
                  description="For districts whose roster volunteers holds only (422 naming "

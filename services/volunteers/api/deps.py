@@ -1,13 +1,17 @@
 """Who may call: the callers' kinds as annotated dependencies (module level, so FastAPI can
-resolve them from string annotations)."""
+resolve them from string annotations); the district a read names."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Path
+from redis.asyncio import Redis
 
+from shared.districts import unknown_district
 from shared.http import Principal, require
+
+from ..store import roster as roster_store
 
 # The roster's reads too: members' names and phones, every district's. Volunteers resolves
 # no desk tokens; the command room sees its districts' teams through dispatch.
@@ -15,3 +19,13 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 Device = Annotated[Principal, Depends(require("device"))]
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
+
+
+async def require_district(redis: Redis, district: str) -> None:
+    """422 naming `district` when the roster holds no such district (a misspelling, or one
+    never imported), as intake's keys and dispatch's desks are refused for one: a read of it
+    answered empty, "nobody planned" for a typo. A district of the roster with nothing in
+    it yet is answered empty. Called in the route, once the caller is known to be the admin:
+    the refusal names the roster's districts."""
+    if not await roster_store.is_district(redis, district):
+        raise unknown_district("district", await roster_store.districts(redis))

@@ -18,7 +18,7 @@ from ..domain import points
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
-from .deps import Admin, IdPath
+from .deps import Admin, IdPath, require_district
 
 ADJUSTMENT_KEY = r"^[A-Za-z0-9_.:-]{1,64}$"
 # An adjustment sent without a key, sent again as it was (the same member, amount and reason)
@@ -71,6 +71,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
         district: Annotated[str, Query(min_length=1, max_length=64)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> dict[str, Any]:
+        await require_district(redis, district)
         return {"district": district,
                 "entries": await points_store.leaderboard(redis, district, limit=limit)}
 
@@ -138,6 +139,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
         lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
         lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
     ) -> dict[str, str]:
+        await require_district(redis, district)  # not "no zone covers this point"
         index = await zones.index(district)
         zone = index.lookup(lat=lat, lon=lon)
         if zone is None:

@@ -39,7 +39,7 @@ from ..store import shifts as shifts_store
 from ..store import teams as teams_store
 from ..store.tx import Contended
 from . import views
-from .deps import Admin, IdPath
+from .deps import Admin, IdPath, require_district
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
@@ -223,6 +223,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             cursor: Annotated[str | None, Query(max_length=64)] = None,
             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         ) -> dict[str, Any]:
+            if district is not None:
+                await require_district(redis, district)
             records, next_cursor = await roster_store.page(
                 redis, entity, district=district, cursor=cursor, limit=limit)
             return {"items": [view(r) for r in records], "next_cursor": next_cursor}

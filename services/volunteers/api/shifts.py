@@ -22,7 +22,7 @@ from ..domain.status import expire_check_ins
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
-from .deps import Admin, IdPath
+from .deps import Admin, IdPath, require_district
 
 
 class ShiftPlanIn(ShiftPlan):
@@ -73,6 +73,7 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
                                            description="YYYY-MM-DD, a day on the "
                                            "district's clock (TIMEZONE)")],
     ) -> dict[str, Any]:
+        await require_district(redis, district)  # a typo is not "nobody was planned"
         plans = await shifts_store.plans_of(redis, district)
         # The date on the district's clock: a night shift begun the evening before is on the
         # street in its first hours, and the commander asking then for today's must see it.
@@ -116,6 +117,7 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
     async def worked_now(
         _: Admin, district: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> dict[str, Any]:
+        await require_district(redis, district)
         now = utcnow()
         plans = await shifts_store.plans_of(redis, district)
         # An instant, not a day: the same on volunteers', dispatch's and the desk's clocks.

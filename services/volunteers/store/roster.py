@@ -37,6 +37,11 @@ async def districts(redis: Redis) -> list[str]:
     return sorted(await redis.smembers(keys.districts()))
 
 
+async def is_district(redis: Redis, district: str) -> bool:
+    """Whether an import wrote rows of `district` (one of `districts`)."""
+    return bool(await redis.sismember(keys.districts(), district))
+
+
 async def member_and_kind(redis: Redis, member_id: str) -> tuple[dict[str, str], str] | None:
     """A member's record and their agency's kind (police, security, volunteer; "" if the
     agency is gone); None for no such member."""

@@ -182,5 +182,13 @@ async def test_a_dispatcher_takes_the_duty_and_takes_an_order_back_without_a_bod
     assert r.json()["duty"]["dispatcher_id"] == wang
     r = await console.put(f"/v1/duty/{DISTRICT}", headers=ADMIN)  # the admin names one
     assert (r.status_code, r.json()["error"]["field"]) == (422, "dispatcher_id")
+    # ... of a district the roster holds: one it does not is named first
+    r = await console.put("/v1/duty/nowhere", headers=ADMIN)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "district"), r.text
+    assert f"holds {DISTRICT}, xixiangtang " in r.json()["error"]["message"], r.text
+    r = await console.put("/v1/duty/nowhere", headers=ADMIN, json={"dispatcher_id": wang})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "district"), r.text
+    r = await console.put("/v1/duty/nowhere", headers=wang_desk)  # not his, as any other
+    assert r.status_code == 403, r.text
     r = await console.post("/v1/orders/ord_nope/withdraw", headers=wang_desk)
     assert r.status_code == 404, r.text  # looked up, as with {"note": ...}

@@ -85,6 +85,12 @@ async def test_a_desk_sees_who_was_planned_for_the_shift_and_has_not_checked_in(
         r = await asked(ADMIN, "d2")
         assert [(t["team_id"], t["checked_in"]) for t in r.json()["teams"]] == [
             ("d2-sec-1", False)]
+        # a district the roster does not hold: named, not "volunteers did not answer"
+        r = await asked(ADMIN, "D2")
+        assert r.status_code == 422 and r.json()["error"]["field"] == "district", r.text
+        assert "d1, d2" in r.json()["error"]["message"], r.text
+        r = await asked(desks["dispatcher"], "D2")  # no desk of it: 403 as before
+        assert r.status_code == 403, r.text
         # a member's phone is no desk: dispatch does not know its token
         assert (await asked(phone, "d1")).status_code == 401
         r = await http.get(f"{dispatch}/v1/shift-check-ins", headers=desks["dispatcher"])

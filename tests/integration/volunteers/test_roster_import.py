@@ -229,8 +229,13 @@ async def test_lists_are_paginated_by_cursor_with_a_cap(volunteers: Volunteers) 
     assert seen == sorted(t["id"] for t in doc["teams"])
     too_many = await volunteers.client.get("/v1/teams", params={"limit": 501}, headers=ADMIN)
     assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "limit"
+    # another district holds none of d1's; one the roster does not hold is named
+    await volunteers.import_district({"district": "d2", "agencies": [
+        {"id": "d2-ps", "name": "Station Two", "kind": "police"}]})
     other = await volunteers.client.get("/v1/members", params={"district": "d2"}, headers=ADMIN)
     assert other.json() == {"items": [], "next_cursor": None}
+    none = await volunteers.client.get("/v1/members", params={"district": "d3"}, headers=ADMIN)
+    assert none.status_code == 422 and none.json()["error"]["field"] == "district"
 
 
 async def test_lookups_of_each_entity(volunteers: Volunteers) -> None:

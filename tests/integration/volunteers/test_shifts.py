@@ -196,9 +196,13 @@ async def test_the_shifts_worked_now_say_which_planned_teams_have_not_checked_in
     assert r.status_code == 200, r.text
     r = await client.get("/v1/shifts/now", params={"district": "d1"}, headers=ADMIN)
     assert [(t["team_id"], t["checked_in"]) for t in r.json()["teams"]] == [("t-patrol", False)]
-    # another district's plans are not d1's
+    # another district's plans are not d1's; a district the roster does not hold is named
+    await volunteers.import_district({"district": "d2", "agencies": [
+        {"id": "d2-ps", "name": "Station Two", "kind": "police"}]})
     r = await client.get("/v1/shifts/now", params={"district": "d2"}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["teams"] == []
+    r = await client.get("/v1/shifts/now", params={"district": "d3"}, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "district"
     r = await client.get("/v1/shifts/now", headers=ADMIN)
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
 
