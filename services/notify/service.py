@@ -33,7 +33,7 @@ from shared.telemetry import extract_context, inject_context
 from . import store
 from .config import Settings
 from .domain.fallback import wait_before_step
-from .domain.orders import for_team, outlived, raised, state_frame
+from .domain.orders import for_team, outlived, raised, state_frame, withdrawal_cause
 from .domain.responses import (
     Decision,
     ResponseRefused,
@@ -101,7 +101,8 @@ class Orders:
             incident_id=event.incident_id, district=event.district, reason=event.reason,
             ttl_s=self._settings.order_ttl_s, fan_out=withdrawn_message(event.order_id),
         ):
-            log.info("order %s withdrawn (%s)", event.order_id, event.reason)
+            log.info("order %s withdrawn: %s (reason %s)", event.order_id,
+                     withdrawal_cause(event.reason), event.reason)
 
     async def amend(self, event: OrderAmended) -> None:
         """The command room revised the order's incident: the stored order and every

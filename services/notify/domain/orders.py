@@ -127,6 +127,25 @@ def withdrawn_frame(order_id: str) -> dict[str, Any]:
     return {"type": "order_withdrawn", "order_id": order_id}
 
 
+# What each order.withdrawn reason means, for notify's log. `reassigned` is dispatch's own
+# decision to take the team off (DESIGN: the command room's take-back or reassignment, the
+# team moved or removed on the roster or its zone, a weapon flag barring volunteers): nothing
+# need have been reassigned, and a take-back read "withdrawn (reassigned)".
+WITHDRAWAL_CAUSES = {
+    "timeout": "its acknowledge-by deadline passed unanswered",
+    "declined": "its team declined it",
+    "closed": "its incident was closed",
+    "reassigned": "taken back by dispatch (the command room took it back, or the team was "
+                  "moved or barred from the incident)",
+}
+
+
+def withdrawal_cause(reason: str) -> str:
+    """What took an order back, as the log says it; a reason this notify does not know (a
+    newer dispatch's) as it came."""
+    return WITHDRAWAL_CAUSES.get(reason, reason)
+
+
 def left_out_frame(*, count: int, unanswered: int) -> dict[str, Any]:
     """Tells a device how many of its team's live orders the replay left out (its bound,
     store.REPLAY_MOST), and how many of those nobody has answered; 0 once none is."""

@@ -14,6 +14,7 @@ from services.notify.domain.orders import (
     sms_fields,
     sms_text,
     sms_withdrawn_text,
+    withdrawal_cause,
 )
 from shared.events import Caller, Location, OrderIssued
 
@@ -165,3 +166,16 @@ def test_a_place_with_characters_beyond_ucs2_is_shortened_as_the_sms_counts_them
     text = sms_text(order("volunteer", location=Location(lat=22.8, lon=108.3, address=place)))
     assert len(text.encode("utf-16-le")) // 2 <= 201
     assert text.endswith("请于08:01:00前接单。指令号 ord_1。") and "南宁市𨱏𠮷村" in text
+
+
+def test_the_log_says_what_took_an_order_back() -> None:
+    # dispatch sends `reassigned` when it takes a team off by its own decision (the command
+    # room's take-back, the team moved on the roster, a weapon barring volunteers): the log
+    # said "withdrawn (reassigned)" for a take-back, where nothing was reassigned
+    assert "taken back by dispatch" in withdrawal_cause("reassigned")
+    assert "command room" in withdrawal_cause("reassigned")
+    assert "reassigned" not in withdrawal_cause("reassigned")
+    assert "deadline" in withdrawal_cause("timeout")
+    assert "closed" in withdrawal_cause("closed")
+    assert "declined" in withdrawal_cause("declined")
+    assert withdrawal_cause("something_new") == "something_new"  # a newer dispatch's
