@@ -8,6 +8,7 @@ of the wrong kind for a route gets its 403 once the input is valid (`InputFirstR
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import hashlib
@@ -833,6 +834,11 @@ def _is_probe(scope: Any) -> bool:
 TELEMETRY = {"exclude": _is_probe, "operation_spans": False}
 
 
+# /readyz's own bound: a Redis that stops answering (a frozen process, a stalled disk) held
+# the probe as long as it stayed so, where "not ready" is the answer an operator needs.
+READY_TIMEOUT_S = 2.0
+
+
 def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -841,8 +847,9 @@ def add_health_routes(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> Non
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         try:
-            ok = await ready()
-        except Exception as exc:  # Redis down or not yet loaded: not ready, not crashed
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                ok = await ready()
+        except Exception as exc:  # Redis down, not yet loaded or not answering: not ready
             log.warning("not ready: %s", type(exc).__name__)
             ok = False
         return JSONResponse({"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -254,38 +255,51 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             return _accepted(found or {"incident_id": recording.existing_id})
 
         try:
-            if existing is not None:  # the retry of a report taken before the limit (above)
-                recording = store.Recording(existing_id=existing["incident_id"],
-                                            existing=existing)
-            else:
-                recording = await record(None, look_near=True)
-            if recording.existing_id is not None:
-                response.status_code = 200
-                return await retried(recording)
-            linked_to: str | None = None
-            judged: list[str] = []
-            while recording.near:
-                # None of them a duplicate: look again past them, so a report of the same
-                # event recorded meanwhile is found (bounded: a busy spot's open incidents)
-                judged += [c.incident_id for c in recording.near]
-                linked_to = find_duplicate(new_at=report_time(reported_at, received_at),
-                                           new_location=body.location,
-                                           candidates=list(recording.near), policy=policy)
-                again = linked_to is None and len(judged) < MAX_JUDGED
-                recording = await record(linked_to, look_near=again, judged=judged)
-                if recording.existing_id is not None:  # a concurrent retry of the same ref won
-                    response.status_code = 200
-                    return await retried(recording)
-            if recording.unconfirmed:
-                raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
-                               headers=RETRY_AFTER)
-        except RedisError as exc:
-            if isinstance(exc, STORE_AWAY):  # a state that passes: the caller retries
-                log.warning("incident not accepted: Redis %s (%s)", describe_away(exc),
-                            type(exc).__name__)
-            else:
-                log.error("incident not accepted, Redis failed: %s", type(exc).__name__)
-            raise not_accepted(exc) from exc
+            # Bounded: a Redis that stops answering (its disk stalled under `appendfsync
+            # always`, a frozen process) held the report for as long as it stayed so, and
+            # the calling system with it; a report is answered 503 by then, whether it was
+            # kept not known: its retry (the same ref) is 200 if it was.
+            async with asyncio.timeout(settings.report_timeout_s):
+                try:
+                    if existing is not None:  # the retry of a report taken before the limit (above)
+                        recording = store.Recording(existing_id=existing["incident_id"],
+                                                    existing=existing)
+                    else:
+                        recording = await record(None, look_near=True)
+                    if recording.existing_id is not None:
+                        response.status_code = 200
+                        return await retried(recording)
+                    linked_to: str | None = None
+                    judged: list[str] = []
+                    while recording.near:
+                        # None of them a duplicate: look again past them, so a report of the same
+                        # event recorded meanwhile is found (bounded: a busy spot's open incidents)
+                        judged += [c.incident_id for c in recording.near]
+                        linked_to = find_duplicate(new_at=report_time(reported_at, received_at),
+                                                   new_location=body.location,
+                                                   candidates=list(recording.near), policy=policy)
+                        again = linked_to is None and len(judged) < MAX_JUDGED
+                        recording = await record(linked_to, look_near=again, judged=judged)
+                        if recording.existing_id is not None:  # a concurrent retry of the same ref won
+                            response.status_code = 200
+                            return await retried(recording)
+                    if recording.unconfirmed:
+                        raise ApiError(503, "unavailable", "the incident could not be made durable; retry",
+                                       headers=RETRY_AFTER)
+                except RedisError as exc:
+                    if isinstance(exc, STORE_AWAY):  # a state that passes: the caller retries
+                        log.warning("incident not accepted: Redis %s (%s)", describe_away(exc),
+                                    type(exc).__name__)
+                    else:
+                        log.error("incident not accepted, Redis failed: %s", type(exc).__name__)
+                    raise not_accepted(exc) from exc
+        except TimeoutError:
+            log.warning("incident not answered: Redis gave no answer within %g s",
+                        settings.report_timeout_s)
+            raise ApiError(503, "unavailable", f"the store gave no answer within "
+                           f"{settings.report_timeout_s:g} s: whether the incident was kept "
+                           "is not known; retry with the same external_ref (200 if it was)",
+                           headers=RETRY_AFTER) from None
         result: dict[str, Any] = {"incident_id": incident_id, "priority": priority,
                                   "status": "linked" if linked_to else "reported"}
         if linked_to:

@@ -15,6 +15,11 @@ class Settings(BrowserCalls, PolicyFile):
         description="WAITAOF_TIMEOUT_MS: wait this long for the AOF fsync before answering 202 "
         "(used when the server supports WAITAOF and has AOF on)",
     )
+    report_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="REPORT_TIMEOUT_S: a report Redis has not taken within this long is "
+        "answered 503 (kept or not: the retry with the same external_ref tells)",
+    )
     # A member's report from the street comes with the member's device token, which
     # volunteers owns: intake asks it (VOLUNTEERS_URL) every time, so that a revoked device
     # is refused at once (intake does not read device.revoked).
