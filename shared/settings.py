@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from limits import parse as parse_limit
 from pydantic import AfterValidator, Field, SecretStr, field_validator
@@ -141,8 +141,10 @@ class ServiceSettings(BaseSettings):
         "times, outcome) kept this long after it was reported, for the KPIs and the heat map "
         "(a year's KPIs compared with the year before need two years)")
 
-    service_name: str = "lianfang"
-    default_port: int = 0
+    # the service's own, not settings: never read from the environment (a stray SERVICE_NAME
+    # renamed every service)
+    service_name: ClassVar[str] = "lianfang"
+    default_port: ClassVar[int] = 0
 
     @property
     def linger_s(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from shared.settings import PolicyFile
@@ -9,8 +11,8 @@ from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
 class Settings(PolicyFile):
-    service_name: str = "dispatch"
-    default_port: int = 8002
+    service_name: ClassVar[str] = "dispatch"
+    default_port: ClassVar[int] = 8002
     timer_interval_s: float = Field(default=0.25, description="TIMER_INTERVAL_S: deadline scan")
     timer_lease_s: float = Field(
         default=5.0, gt=0, description="TIMER_LEASE_S: a timer being fired is renewed every "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from shared.settings import BrowserCalls, PolicyFile
 
 
 class Settings(BrowserCalls, PolicyFile):
-    service_name: str = "intake"
-    default_port: int = 8001
+    service_name: ClassVar[str] = "intake"
+    default_port: ClassVar[int] = 8001
     waitaof_timeout_ms: int = Field(
         default=1000,
         description="WAITAOF_TIMEOUT_MS: wait this long for the AOF fsync before answering 202 "

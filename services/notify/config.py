@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, SecretStr, field_validator
 
 from shared.labels import DEFAULT_LANGUAGE, Language, language_of
@@ -10,8 +12,8 @@ from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
 
 
 class Settings(ServiceSettings):
-    service_name: str = "notify"
-    default_port: int = 8004
+    service_name: ClassVar[str] = "notify"
+    default_port: ClassVar[int] = 8004
 
     # Device tokens are owned by volunteers: notify asks it, and caches the answer briefly so
     # a revoked token stops working at once.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from shared.settings import BrowserCalls
@@ -11,8 +13,8 @@ from .domain.status import CheckInLimit
 
 
 class Settings(BrowserCalls):
-    service_name: str = "volunteers"
-    default_port: int = 8003
+    service_name: ClassVar[str] = "volunteers"
+    default_port: ClassVar[int] = 8003
     timezone: TimezoneName = Field(
         default=DEFAULT_TIMEZONE,
         description="TIMEZONE: of shift plans that name none (IANA name or +HH:MM)",

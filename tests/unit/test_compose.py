@@ -285,7 +285,7 @@ def test_ports_agree_everywhere(name: str) -> None:
     service = compose_service(name)
     port = int(environment(service)["HTTP_PORT"])
     assert port == stack.DEFAULT_PORTS[name], "compose and make run use different ports"
-    assert port == settings_class(name).model_fields["default_port"].default
+    assert port == settings_class(name).default_port
     assert (port, port) in published_ports(service), f"{name}: {port} is not published as {port}"
     assert urlsplit(healthcheck_url(service)).port == port, "the healthcheck probes another port"
 

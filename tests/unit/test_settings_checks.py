@@ -212,3 +212,19 @@ def test_a_waiting_sweep_interval_out_of_its_range_is_refused(every_s: object) -
     for good in (0, 0.5, 3600):
         taken = DispatchSettings(admin_token="test-admin-token", waiting_sweep_s=good)
         assert taken.waiting_sweep_s == good
+
+
+@pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])
+def test_a_service_s_name_and_port_are_its_own_whatever_the_environment_holds(
+        service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # SERVICE_NAME is a common variable (systemd units, PaaS images, shells' own): read from
+    # the environment, a stray one renamed all four services' connections, consumers and
+    # traces alike (`make run` passes the shell's environment on), and DEFAULT_PORT moved them.
+    import importlib
+
+    config = importlib.import_module(f"services.{service}.config")
+    monkeypatch.setenv("SERVICE_NAME", "zzz")
+    monkeypatch.setenv("DEFAULT_PORT", "9999")
+    settings = config.Settings(admin_token="test-admin-token")
+    assert settings.service_name == service
+    assert settings.port == stack.DEFAULT_PORTS[service]
