@@ -874,9 +874,14 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     @router.delete("/dispatchers/{dispatcher_id}", status_code=204,
                    summary="Revoke a dispatcher token (admin)")
     async def revoke_dispatcher(dispatcher_id: str, who: Admin) -> None:
-        if not await store.revoke_dispatcher(redis, dispatcher_id):
+        revoked = await store.revoke_dispatcher(redis, dispatcher_id)
+        if revoked is None:
             raise not_found("dispatcher")
-        await audit.record(redis, "dispatch", who, "dispatcher.revoke", dispatcher_id)
+        await audit.record(redis, "dispatch", who, "dispatcher.revoke", dispatcher_id,
+                           f"districts {','.join(revoked.districts)}")
+        for district in revoked.duty_ended:  # every change of duty is audited
+            await audit.record(redis, "dispatch", who, "duty.end", district,
+                               f"{dispatcher_id}: dispatcher revoked")
 
     @router.get("/zones", summary="A district's zones and their owning stations, as dispatch "
                 "holds them (the console's map)")

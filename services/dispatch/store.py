@@ -1757,18 +1757,29 @@ async def get_dispatcher(redis: Redis, dispatcher_id: str) -> dict[str, Any] | N
             "districts": json.loads(data["districts"]), "role": data.get("role") or "dispatcher"}
 
 
-async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> bool:
+@dataclass(frozen=True)
+class Revoked:
+    """A dispatcher's token revoked: the districts it covered, and those whose duty it led
+    (ended with it)."""
+
+    districts: list[str]
+    duty_ended: list[str]
+
+
+async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> Revoked | None:
+    """None: no such dispatcher."""
     data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
     if not data:
-        return False
+        return None
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(f"dispatch:dispatcher-token:{data['token_hash']}")
         pipe.delete(f"dispatch:dispatcher:{dispatcher_id}")
         pipe.srem("dispatch:dispatchers", dispatcher_id)
         await pipe.execute()
-    for district in json.loads(data["districts"]):  # a revoked leader leaves the duty
-        await run_script(redis, _LEAVE_DUTY, [duty_key(district)], [dispatcher_id])
-    return True
+    districts = sorted(set(json.loads(data["districts"])))
+    ended = [district for district in districts  # a revoked leader leaves the duty
+             if await run_script(redis, _LEAVE_DUTY, [duty_key(district)], [dispatcher_id])]
+    return Revoked(districts=districts, duty_ended=ended)
 
 
 # --- the duty leader of a district's command room ---------------------------------------
@@ -1797,8 +1808,11 @@ return previous
 """
 
 _LEAVE_DUTY = """
-if redis.call('HGET', KEYS[1], 'dispatcher_id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
+if redis.call('HGET', KEYS[1], 'dispatcher_id') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
 """
 
 

@@ -98,6 +98,13 @@ async def test_who_may_take_the_duty_and_a_revoked_leader_leaves_it(
     taken = [e for e in r.json()["entries"] if e["action"] == "duty.take"]
     assert [(e["who"], e["target"], e["detail"]) for e in taken] == [
         ("admin:admin", DISTRICT, f"{wang} after nobody")]
+    # every change of duty is in the audit log (docs/operations.md): also its end with the
+    # leader's token; the revocation names the districts it covered
+    ended = [e for e in r.json()["entries"] if e["action"] == "duty.end"]
+    assert [(e["who"], e["target"], e["detail"]) for e in ended] == [
+        ("admin:admin", DISTRICT, f"{wang}: dispatcher revoked")]
+    (revoked,) = [e for e in r.json()["entries"] if e["action"] == "dispatcher.revoke"]
+    assert revoked["target"] == wang and revoked["detail"] == f"districts {DISTRICT}"
 
 
 async def test_an_inspector_reads_every_case_of_their_districts_and_changes_nothing(
