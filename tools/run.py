@@ -17,7 +17,7 @@ from pathlib import Path
 from shared.logging import mask_credentials
 from shared.settings import check_admin_token
 from tools.redis_server import RedisServer, find_binary, version
-from tools.stack import DEFAULT_PORTS, ROOT, Stack, describe_exit
+from tools.stack import DEFAULT_PORTS, ROOT, Stack, StartFailed, describe_exit
 
 log = logging.getLogger("lianfang.run")
 REDIS_RETRY_S = 5.0
@@ -129,6 +129,12 @@ def announce(stack: Stack, redis_url: str, token: str) -> None:
     sys.stdout.flush()
 
 
+def not_started(exc: StartFailed) -> str:
+    """What `make run` says when a service could not start, instead of a traceback: why,
+    and what the service wrote (a wrong setting: one line per variable, never its value)."""
+    return "\n".join([f"make run stopped: {exc}", *(f"  | {line}" for line in exc.lines)])
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -158,7 +164,10 @@ def main() -> None:
         stack = Stack(redis_url=redis_url, admin_token=token, workdir=VAR, exit_with_parent=True)
         if not stopping:
             stack.start()
-            stack.wait_ready(timeout=60, stopping=lambda: stopping)
+            try:
+                stack.wait_ready(timeout=60, stopping=lambda: stopping)
+            except StartFailed as exc:  # the services and Redis are stopped below
+                sys.exit(not_started(exc))
         if not stopping:
             announce(stack, redis_url, token)
         redis_retry_at = 0.0

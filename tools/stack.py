@@ -34,6 +34,15 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+class StartFailed(RuntimeError):
+    """A service that could not be started: `lines`, the last it wrote to its log at that
+    start (a wrong setting: the lines naming each variable)."""
+
+    def __init__(self, message: str, lines: list[str]) -> None:
+        super().__init__(message)
+        self.lines = lines
+
+
 @dataclass
 class Service:
     name: str
@@ -45,6 +54,7 @@ class Service:
     started_at: float = 0.0
     given_up: bool = False  # it exited for its configuration: starting it again cannot help
     exit_with_parent: bool = False  # see Stack
+    log_offset: int = 0  # where its log stood at its last start
 
     @property
     def url(self) -> str:
@@ -53,6 +63,7 @@ class Service:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         out = self.log_path.open("ab")
+        self.log_offset = out.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
             cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -65,6 +76,16 @@ class Service:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def last_output(self, limit: int = 20) -> list[str]:
+        """The last `limit` lines it wrote to its log since its last start."""
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self.log_offset)
+                written = log_file.read()
+        except OSError:
+            return []
+        return written.decode(errors="replace").splitlines()[-limit:]
 
 
 @dataclass
@@ -158,7 +179,7 @@ class Stack:
         code = service.proc.returncode
         why = f"{service.name} {describe_exit(code)}"
         if code == os.EX_CONFIG or left[service.name] == 0:
-            raise RuntimeError(f"{why}; see {service.log_path}")
+            raise StartFailed(f"{why}; see {service.log_path}", service.last_output())
         left[service.name] -= 1
         service.restarts += 1
         log.warning("%s while starting; starting it again (restart #%d, log: %s)", why,

@@ -228,3 +228,26 @@ def test_a_service_s_name_and_port_are_its_own_whatever_the_environment_holds(
     settings = config.Settings(admin_token="test-admin-token")
     assert settings.service_name == service
     assert settings.port == stack.DEFAULT_PORTS[service]
+
+
+def test_make_run_says_which_variable_is_wrong_instead_of_a_traceback(tmp_path: Path) -> None:
+    # `TIMEZONE=Mars/Base make run` ended in a Python traceback ("RuntimeError: dispatch
+    # exited with code 78 ..."); the lines naming the variable were only in the service's log.
+    import tools.run as run
+
+    services = stack.Stack(redis_url="redis://127.0.0.1:1/0", admin_token="x", workdir=tmp_path,
+                           ports={"dispatch": 2})
+    dispatch = services.services["dispatch"]
+    dispatch.log_path.parent.mkdir(parents=True, exist_ok=True)
+    dispatch.log_path.write_text("an earlier run's line\n")
+    dispatch.log_offset = dispatch.log_path.stat().st_size
+    with dispatch.log_path.open("a") as log_file:
+        log_file.write("dispatch: invalid configuration in the environment:\n"
+                       "  TIMEZONE: is not a known time zone (an IANA name or +HH:MM)\n")
+    dispatch.proc = exited(78)
+    with pytest.raises(stack.StartFailed) as failed:
+        services.wait_ready(timeout=5)
+    said = run.not_started(failed.value)
+    assert "dispatch exited with code 78: invalid configuration" in said
+    assert "  |   TIMEZONE: is not a known time zone" in said
+    assert "earlier run" not in said and "Traceback" not in said
