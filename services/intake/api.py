@@ -228,7 +228,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             """The answer to a retry: the incident its ref already has. Unmarked (its fsync
             was not confirmed), its fsync is asked for again first, whenever the retry found
             it (at its first look or while linking): 200 promises it is kept, as 202 does.
-            Its event is the one recorded, already in the stream (store.confirm_reported):
+            Its event is the one recorded, already in the stream (store.confirm_reported).
             A report that is not the same (its fingerprint another) is no retry: sent
             under a ref already taken it would reach nobody, so it is refused, naming the
             incident the ref made and what differs (a record older than fingerprints, none
