@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -18,6 +19,9 @@ import pytest
 import redis
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 if TYPE_CHECKING:
     from tools.redis_server import RedisServer
@@ -110,3 +114,49 @@ def ctrl_c_reaches_it() -> None:
     runs in the background (`make test &` in a script: the shell starts it with SIGINT
     ignored, which every child inherits, so a test's Ctrl-C reached nothing)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class ClientFailures:
+    """For the state machines: the `at`-th Redis call of the service's client (the one
+    whose connection pool is `pool`) fails (`after`: once it ran, its reply lost): a command,
+    a pipeline or a transaction's EXEC, a script. redis-py's own retries do not see it:
+    Redis stays away for longer than they try."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.at: int | None = None
+        self.after = False
+        self.calls = 0
+        self.failed = False
+        self._real: dict[tuple[type, str], Any] = {}
+
+    def arm(self, at: int, *, after: bool) -> None:
+        self.at, self.after, self.calls, self.failed = at, after, 0, False
+
+    def disarm(self) -> None:
+        self.at = None
+
+    def _wrap(self, real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(real)
+        async def call(client: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.at is None or self.failed or client.connection_pool is not self.pool:
+                return await real(client, *args, **kwargs)
+            self.calls += 1
+            if self.calls < self.at:
+                return await real(client, *args, **kwargs)
+            self.failed = True
+            if self.after:
+                await real(client, *args, **kwargs)
+            raise RedisConnectionError("Redis went away")
+
+        return call
+
+    def install(self) -> None:
+        for cls, name in ((AsyncRedis, "execute_command"), (Pipeline, "execute"),
+                          (Pipeline, "immediate_execute_command")):
+            self._real[cls, name] = getattr(cls, name)
+            setattr(cls, name, self._wrap(getattr(cls, name)))
+
+    def uninstall(self) -> None:
+        for (cls, name), real in self._real.items():
+            setattr(cls, name, real)

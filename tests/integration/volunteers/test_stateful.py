@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,6 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from services.volunteers import handlers
@@ -60,6 +58,7 @@ from shared.events import (
     OrderWithdrawn,
     UnitStatus,
 )
+from tests.helpers import ClientFailures as Failures
 from tests.helpers import run_machine
 
 from .conftest import ADMIN, ADMIN_TOKEN, SQUARE, stream_events
@@ -484,51 +483,6 @@ class Model:
 
 
 # --- Redis going away midway -------------------------------------------------------------
-
-
-class Failures:
-    """The `at`-th Redis call of the service's client fails (`after`: once it ran, its reply
-    lost): a command, a pipeline or a transaction's EXEC, a script. redis-py's own retries
-    do not see it: Redis stays away for longer than they try."""
-
-    def __init__(self) -> None:
-        self.pool: Any = None
-        self.at: int | None = None
-        self.after = False
-        self.calls = 0
-        self.failed = False
-        self._real: dict[tuple[type, str], Any] = {}
-
-    def arm(self, at: int, *, after: bool) -> None:
-        self.at, self.after, self.calls, self.failed = at, after, 0, False
-
-    def disarm(self) -> None:
-        self.at = None
-
-    def _wrap(self, real: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(real)
-        async def call(client: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.at is None or self.failed or client.connection_pool is not self.pool:
-                return await real(client, *args, **kwargs)
-            self.calls += 1
-            if self.calls < self.at:
-                return await real(client, *args, **kwargs)
-            self.failed = True
-            if self.after:
-                await real(client, *args, **kwargs)
-            raise RedisConnectionError("Redis went away")
-
-        return call
-
-    def install(self) -> None:
-        for cls, name in ((Redis, "execute_command"), (Pipeline, "execute"),
-                          (Pipeline, "immediate_execute_command")):
-            self._real[cls, name] = getattr(cls, name)
-            setattr(cls, name, self._wrap(getattr(cls, name)))
-
-    def uninstall(self) -> None:
-        for (cls, name), real in self._real.items():
-            setattr(cls, name, real)
 
 
 class Failed(Exception):
