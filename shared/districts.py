@@ -5,8 +5,8 @@ A key scoped to a misspelt district (`chaoyang` for `Chaoyang`), or to one whose
 never imported, is accepted everywhere and its reports land where no team is and no desk
 looks: flagged unassigned on a board nobody watches. Volunteers not answering is neither
 yes nor no: nothing is made, and the admin asks again. A request naming one district the
-roster does not hold (volunteers' reads, dispatch's duty) is refused the same way
-(`unknown_district`).
+roster does not hold (volunteers' reads, dispatch's duty and the admin's reads) is refused
+the same way (`unknown_district`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ TIMEOUT_S = 5.0  # an admin's request, rare: a slow volunteers is worth waiting 
 SHOWN = 20  # known districts a refusal names, at most
 
 
-async def known_districts(http: httpx.AsyncClient, *, volunteers_url: str,
-                          admin_token: str) -> list[str]:
+async def known_districts(http: httpx.AsyncClient, *, volunteers_url: str, admin_token: str,
+                          timeout_s: float = TIMEOUT_S) -> list[str]:
     """The districts volunteers' roster holds, or TryAgain (503) when volunteers gives no
-    list."""
+    list (within `timeout_s`)."""
     try:
         response = await http.get(f"{volunteers_url.rstrip('/')}{DISTRICTS_PATH}",
                                   headers={"Authorization": f"Bearer {admin_token}"},
-                                  timeout=TIMEOUT_S)
+                                  timeout=timeout_s)
         response.raise_for_status()
         known = response.json()["districts"]
         if not isinstance(known, list) or not all(isinstance(d, str) for d in known):

@@ -7,6 +7,7 @@ import math
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
@@ -71,6 +72,13 @@ BOARD_PERIOD = timedelta(days=30)  # what the board lists unless `since` is aske
 # and `scanned_to`, and is asked on from there.
 NOT_HANDLED_BATCH = 500
 NOT_HANDLED_SCAN = 5_000
+# The roster's districts, read from volunteers for the admin's requests naming a district
+# (the console reads several every 3 s), are held ROSTER_FRESH_S; a district not among them
+# is asked for again at once (its roster may have been imported a moment ago). Volunteers
+# not answering within ROSTER_TIMEOUT_S: the request goes on unchecked, and volunteers is
+# not asked again for ROSTER_FRESH_S (a frozen one would hold back every read of the board).
+ROSTER_FRESH_S = 30.0
+ROSTER_TIMEOUT_S = 2.0
 # A period is [since, until): two that meet (yesterday, today) count an incident once.
 SINCE = "the period's start, included (ISO 8601 with its offset)"
 UNTIL = ("the period's end, left out: an incident reported at exactly `until` is the next "
@@ -323,6 +331,15 @@ def check_district(who: Principal, district: str) -> None:
         raise forbidden(f"this dispatcher does not cover district '{district[:64]}'")
 
 
+@dataclass
+class RosterRead:
+    """The roster's districts as this process last read them, when, and when reading them
+    last failed (monotonic clock)."""
+    districts: frozenset[str] = frozenset()
+    read_at: float = -math.inf
+    failed_at: float = -math.inf
+
+
 async def resolve_dispatcher(redis: Redis, token: str) -> Principal | None:
     found = await store.dispatcher_for_token(redis, token)
     if found is None:
@@ -424,6 +441,36 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                  letters: Redis, http: httpx.AsyncClient) -> APIRouter:
     """`letters`: a bytes client (a dead letter's payload is a binary envelope)."""
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
+    roster = RosterRead()
+
+    async def check_known_district(who: Principal, district: str) -> None:
+        """check_district (a desk's 403), and for the admin, that volunteers' roster holds
+        the district: else a 422 naming `district` (a typo read as an empty board is "no
+        incidents"). A desk's districts are the roster's: its token was made so."""
+        check_district(who, district)
+        if who.kind == "admin":
+            await roster_holds(district)
+
+    async def roster_holds(district: str) -> None:
+        """422 naming `district` when volunteers' roster does not hold it (ROSTER_FRESH_S).
+        Volunteers not answering: not checked, the request answered as before (the board
+        never fails for it; the duty's other checks refuse such a district anyway)."""
+        now = time.monotonic()
+        if district in roster.districts and now - roster.read_at < ROSTER_FRESH_S:
+            return
+        if now - roster.failed_at < ROSTER_FRESH_S:
+            return
+        try:
+            known = await known_districts(http, volunteers_url=settings.volunteers_url,
+                                          admin_token=settings.admin_token.get_secret_value(),
+                                          timeout_s=ROSTER_TIMEOUT_S)
+        except TryAgain:
+            roster.failed_at = time.monotonic()
+            return
+        roster.districts, roster.read_at = frozenset(known), time.monotonic()
+        roster.failed_at = -math.inf
+        if district not in known:
+            raise unknown_district("district", known)
 
     @router.get("/incidents", summary="The board: incidents, newest first",
                 description=BOARD_DESCRIPTION)
@@ -491,7 +538,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         if ref is not None and not district:
             raise ApiError(422, "invalid_field", "district is required with ref", "district")
         if district:
-            check_district(who, district)
+            await check_known_district(who, district)
 
         def shown(inc: dict[str, str]) -> bool:
             """The filters every row passes (a row's district is its index's, but a
@@ -602,7 +649,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             raise ApiError(422, "invalid_field", "after is not a cursor of this list: pass "
                            "the previous answer's `next` as it is", "after") from None
         if district:
-            check_district(who, district)
+            await check_known_district(who, district)
         ours = ([district] if district else who.districts if who.kind in DESK_KINDS
                 else None)
 
@@ -801,7 +848,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
 
     @router.get("/duty/{district}", summary="Who leads the district's duty, since when")
     async def duty(who: Reader, district: str = Path(max_length=64)) -> dict[str, Any]:
-        check_district(who, district)
+        await check_known_district(who, district)
         return {"district": district, "duty": await store.duty_of(redis, district)}
 
     @router.put("/duty/{district}",
@@ -810,9 +857,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     async def take_duty(who: CommandRoom, district: str = Path(max_length=64),
                         body: DutyIn | None = None) -> dict[str, Any]:
         body = body or DutyIn()  # no body: the caller takes it (a dispatcher)
-        check_district(who, district)
-        if who.kind == "admin":  # a desk's districts are the roster's: its token was made so
-            await _roster_holds(district)
+        await check_known_district(who, district)
         if who.kind == "dispatcher":
             if body.dispatcher_id not in (None, who.subject):
                 raise forbidden("a dispatcher takes the duty for themselves")
@@ -835,20 +880,6 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         await audit.record(redis, "dispatch", who, "duty.take", district,
                            f"{dispatcher_id} after {before}")
         return {"district": district, "duty": duty, "previous": previous}
-
-    async def _roster_holds(district: str) -> None:
-        """422 naming `district` when volunteers' roster does not hold it (the admin's
-        `PUT /v1/duty/nowhere` was told to name a dispatcher_id). Volunteers not answering:
-        not checked, the request goes on to the checks it had; they refuse such a district
-        anyway (a duty goes to a dispatcher covering it, and desks are made for the roster's
-        districts only)."""
-        try:
-            known = await known_districts(http, volunteers_url=settings.volunteers_url,
-                                          admin_token=settings.admin_token.get_secret_value())
-        except TryAgain:
-            return
-        if district not in known:
-            raise unknown_district("district", known)
 
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)",
                  description="For districts whose roster volunteers holds only (422 naming "
@@ -887,7 +918,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 "holds them (the console's map)")
     async def zones(who: Reader,
                     district: str = Query(min_length=1, max_length=64)) -> dict[str, Any]:
-        check_district(who, district)
+        await check_known_district(who, district)
         try:
             found = await engine.zones.zones_of(district)
         except ZonesUnavailable:
@@ -903,7 +934,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         district: str = Query(min_length=1, max_length=64),
         status: UnitState | None = None,  # a misspelt one: a 422, not "no team"
     ) -> dict[str, Any]:
-        check_district(who, district)
+        await check_known_district(who, district)
         rows = []
         for unit, order_id in await store.units_in(redis, district):
             if status and unit.status != status:
@@ -942,7 +973,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "districts (the admin's: not looked for, `teams_on_shift` null)"),
     ) -> dict[str, Any]:
         if district:
-            check_district(who, district)
+            await check_known_district(who, district)
         districts = ([district] if district else list(who.districts)
                      if who.kind in DESK_KINDS else None)
         return await pipeline.read_pipeline(redis, districts=districts, now=time.time(),
@@ -965,7 +996,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             raise ApiError(422, "invalid_field",
                            f"the period may span at most {MAX_PERIOD.days} days", "since")
         if district:
-            check_district(who, district)
+            await check_known_district(who, district)
         elif who.kind in DESK_KINDS:
             raise ApiError(422, "invalid_field", f"district is required for a {who.kind}",
                            "district")

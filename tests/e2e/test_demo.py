@@ -57,6 +57,8 @@ async def receipts_since(client: httpx.AsyncClient, stack: Stack, district: str,
     dispatch = stack.url("dispatch")
     r = await client.get(f"{dispatch}/v1/incidents", headers=admin(stack),
                          params={"district": district})
+    if r.status_code == 422 and r.json()["error"]["field"] == "district":
+        return []  # the demo has not imported the district's roster yet
     r.raise_for_status()
     found = []
     for row in r.json()["incidents"]:
