@@ -264,7 +264,8 @@ async function api(path, opts = {}) {
       body = {}; } }
   // (a refusal of the token a new one replaced meanwhile says nothing of the new one)
   if (r.status === 401) { if (token === $("token").value) refused(body); throw REFUSED; }
-  if (!r.ok) throw body && body.error ? new Error(body.error.message)
+  if (!r.ok) throw body && body.error
+    ? Object.assign(new Error(body.error.message), {field: body.error.field})
     : new Said("answered", {status: r.status + (r.statusText ? " " + r.statusText : "")});
   return body;
 }
@@ -539,6 +540,9 @@ async function readPipeline(d) {
     pipelineDue = Math.min(pipelineDue, began + pipelineEvery);
   } catch (e) {
     if (e === REFUSED || pipelineReading !== read) return;  // api() has said a refusal
+    // a district the roster does not hold (a 422 naming it): the refresh's line says so;
+    // no sign of the system being stuck
+    if (e.field === "district") { pipelineNow = null; pipelineMissed = 0; return; }
     pipelineMissed += 1; pipelineWhy = e;
   } finally {
     if (pipelineReading === read) { pipelineReading = null; paintPipeline(); }
