@@ -922,8 +922,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         try:
             found = await engine.zones.zones_of(district)
         except ZonesUnavailable:
-            raise TryAgain("the district's zones are not loaded: volunteers is not answering; "
-                           "ask again") from None
+            # (the 503's handler adds "; ask again")
+            raise TryAgain("the district's zones are not loaded: volunteers is not "
+                           "answering") from None
         return {"zones": [{"zone_id": z.zone_id, "name": z.name,
                            "station_agency_id": z.owner_agency_id,
                            "polygon": [list(xy) for xy in z.polygon]} for z in found]}
