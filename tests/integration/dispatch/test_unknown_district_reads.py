@@ -138,35 +138,3 @@ async def test_volunteers_away_the_admin_s_reads_answer_as_before(
             if path == "/v1/incidents":
                 assert r.json()["incidents"] == []
     assert asked == ["asked"]
-
-
-def test_the_console_opened_on_a_district_not_yet_imported_says_so_and_raises_no_alarm(
-        ) -> None:
-    """`make run`'s link (`/console#token=…&district=qingxiu`) opened before `make demo`
-    imports qingxiu: the header says the district is not in the roster (dispatch's 422), no
-    board is painted, and the banner that says the system itself may be stuck stays away
-    (the pipeline's read of such a district is no sign of it); once imported, the board."""
-    from tests.unit.dispatch.test_console_shift import STOPPED_CLOCK, TWO_WAITING, run_console
-
-    message = ("district: no such district in the roster; the roster holds xixiangtang "
-               "(names match exactly). Import the district's roster at volunteers first "
-               "(POST /v1/roster/import), then ask again")
-    shown = ('[$("err").textContent, document.getElementById("board").children.length, '
-             '$("pipeline").hidden]')
-    before, after_polls, imported = run_console(
-        TWO_WAITING + STOPPED_CLOCK + f"""
-        var imported = false; const dispatchAnswers = answer;
-        answer = (url, init) => {{
-          if (url.startsWith("/v1/me")) return {{kind: "admin", districts: null}};
-          if (!imported && /district=d1|^\\/v1\\/duty\\/d1/.test(url)) return reply(422, {{
-            error: {{code: "invalid_field", message: {message!r}, field: "district"}}}});
-          return dispatchAnswers(url, init);
-        }};""",
-        shown,
-        # the pipeline read twice (a failure said after the second), the refresh each tick
-        f"now += 10000; tick().then(() => {{ now += 10000; return tick(); }}).then(() => {shown})",
-        f"imported = true; now += 10000; tick().then(() => {shown})",
-    )
-    assert before == [message, 0, True]
-    assert after_polls == [message, 0, True]
-    assert imported == ["", 2, True]
