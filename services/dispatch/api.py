@@ -958,7 +958,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     async def shift_check_ins(
         who: Reader, district: str = Query(min_length=1, max_length=64),
     ) -> dict[str, Any]:
-        check_district(who, district)
+        await check_known_district(who, district)
         return await roll_call.shift_check_ins(
             http, district, volunteers_url=settings.volunteers_url,
             admin_token=settings.admin_token.get_secret_value())

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from pydantic import AwareDatetime, BaseModel, ValidationError
 
-from shared.http import ApiError, TryAgain
+from shared.http import TryAgain
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +51,14 @@ async def shift_check_ins(http: httpx.AsyncClient, district: str, *, volunteers_
                           admin_token: str) -> dict[str, Any]:
     """`{"district", "at", "planned", "not_checked_in", "teams"}`: the district's teams
     planned on the shifts being worked at volunteers' `at`, those not checked in first (whom
-    to call), then by the shift's start and the team's name. Raises ApiError 422 naming
-    `district` when volunteers' roster holds no such district (the admin's typo: not
-    "volunteers did not answer"), TryAgain (503) when volunteers gives no answer."""
+    to call), then by the shift's start and the team's name. Raises TryAgain (503) when
+    volunteers gives no answer (a district its roster does not hold is refused before, by
+    the route's check of the district)."""
     try:
         response = await http.get(f"{volunteers_url.rstrip('/')}{SHIFTS_NOW_PATH}",
                                   params={"district": district},
                                   headers={"Authorization": f"Bearer {admin_token}"},
                                   timeout=TIMEOUT_S)
-        if (refused := _unknown_district(response)) is not None:
-            raise refused
         response.raise_for_status()
         found = ShiftsNow.model_validate_json(response.content)
     except (httpx.HTTPError, ValidationError) as exc:
@@ -78,17 +76,3 @@ async def shift_check_ins(http: httpx.AsyncClient, district: str, *, volunteers_
         "teams": [t.model_dump(mode="json") for t in teams],
     }
 
-
-def _unknown_district(response: httpx.Response) -> ApiError | None:
-    """Volunteers' 422 naming `district` (its roster holds no such district), as dispatch's
-    own; None for any other answer."""
-    if response.status_code != 422:
-        return None
-    try:
-        error = response.json()["error"]
-        field, message = error["field"], error["message"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if field != "district" or not isinstance(message, str):
-        return None
-    return ApiError(422, "invalid_field", message, "district")

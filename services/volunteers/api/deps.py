@@ -20,7 +20,6 @@ Device = Annotated[Principal, Depends(require("device"))]
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-
 async def require_district(redis: Redis, district: str) -> None:
     """422 naming `district` when the roster holds no such district (a misspelling, or one
     never imported), as intake's keys and dispatch's desks are refused for one: a read of it
