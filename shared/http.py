@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, cast
@@ -201,6 +201,8 @@ def _field_path(loc: Iterable[Any]) -> str:
     return ".".join(parts) or "(body)"
 
 
+# What a time must be, as the OpenAPI and the intake docs say it
+ISO_TIME = "an ISO 8601 time with its offset (2026-12-05T08:00:00+08:00)"
 _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
@@ -215,12 +217,30 @@ _MESSAGES = {
     # a field typed tuple[...] (ReviseIn's add_flags, evidence) is an array in the OpenAPI:
     # pydantic's "Input should be a valid tuple" named a Python type
     "tuple_type": "must be a list",
+    # pydantic's "Input should have timezone info" (a time sent without its offset)
+    "timezone_aware": f"must be {ISO_TIME}",
+    "datetime_parsing": f"must be {ISO_TIME}",
+    "datetime_from_date_parsing": f"must be {ISO_TIME}",
+    "datetime_type": f"must be {ISO_TIME}",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
 }
 
 
-def _describe(err: dict[str, Any]) -> str:
-    # pydantic's own messages never include the input value; ours neither.
-    return _MESSAGES.get(err["type"], err.get("msg", "is invalid"))
+def describe_field_error(err: Mapping[str, Any]) -> str:
+    """What is wrong with a field, in the API's words: pydantic's ("Input should be ...",
+    and "Value error, " before a validator's own message) named its types, not the
+    OpenAPI's. Pydantic's own messages never include the input value; ours neither."""
+    if err["type"] in _MESSAGES:
+        return _MESSAGES[err["type"]]
+    msg = str(err.get("msg") or "is invalid")
+    return msg.removeprefix("Value error, ").replace("Input should", "must")
 
 
 ERROR_SCHEMA = {
@@ -307,7 +327,7 @@ def install_error_handlers(app: FastAPI) -> None:
                        else "the request body must be a JSON object")
             return JSONResponse(error_body("bad_body", message, "(body)"), status_code=422)
         return JSONResponse(
-            error_body("invalid_field", f"{path} {_describe(first)}", path), status_code=422
+            error_body("invalid_field", f"{path} {describe_field_error(first)}", path), status_code=422
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -39,6 +39,7 @@ from shared.http import (
     ServiceApp,
     bearer_token,
     conflict,
+    describe_field_error,
     error_body,
     forbidden,
     locked_out,
@@ -61,13 +62,6 @@ PATH = "/v1/me/position"
 MAX_BODY = 4096
 IDENTITIES_MAX = 200_000  # cached device identities per process (a few MB at most)
 
-# The shared error handler's wording for the errors a fix can have.
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known field",
-    "greater_than_equal": "is too small",
-    "less_than_equal": "is too large",
-}
 _OUTCOMES = {teams_store.POSITION_STALE: "stale", teams_store.POSITION_STORED: "stored",
              teams_store.POSITION_PUBLISHED: "published",
              teams_store.POSITION_OFF_DUTY: "off_duty"}
@@ -133,8 +127,8 @@ def _invalid(exc: ValidationError) -> ApiError:
     path = ".".join(loc) or "(body)"
     if err["type"] == "model_type" or path == "(body)":
         return ApiError(422, "bad_body", "the request body must be a JSON object", "(body)")
-    message = _MESSAGES.get(err["type"], err.get("msg", "is invalid"))
-    return ApiError(422, "invalid_field", f"{path} {message}", path)
+    # the shared error handler's wording, as the FastAPI route of the path answers
+    return ApiError(422, "invalid_field", f"{path} {describe_field_error(err)}", path)
 
 
 def parse_fix(raw: bytes) -> PositionIn:
