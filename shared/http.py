@@ -20,7 +20,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, cast
@@ -38,6 +38,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import fieldnames
+from shared.fieldnames import describe_field_error
 
 log = logging.getLogger(__name__)
 
@@ -199,48 +200,6 @@ def _field_path(loc: Iterable[Any]) -> str:
     if parts and parts[0] in _LOCATION_ROOTS:
         parts = parts[1:]
     return ".".join(parts) or "(body)"
-
-
-# What a time must be, as the OpenAPI and the intake docs say it
-ISO_TIME = "an ISO 8601 time with its offset (2026-12-05T08:00:00+08:00)"
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known field",
-    "greater_than_equal": "is too small",
-    "less_than_equal": "is too large",
-    "string_too_long": "is too long",
-    "string_too_short": "is too short",
-    "literal_error": "is not one of the allowed values",
-    "model_attributes_type": "must be an object",
-    "dict_type": "must be an object",
-    "list_type": "must be a list",
-    # a field typed tuple[...] (ReviseIn's add_flags, evidence) is an array in the OpenAPI:
-    # pydantic's "Input should be a valid tuple" named a Python type
-    "tuple_type": "must be a list",
-    # pydantic's "Input should have timezone info" (a time sent without its offset)
-    "timezone_aware": f"must be {ISO_TIME}",
-    "datetime_parsing": f"must be {ISO_TIME}",
-    "datetime_from_date_parsing": f"must be {ISO_TIME}",
-    "datetime_type": f"must be {ISO_TIME}",
-    "int_parsing": "must be a whole number",
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_parsing": "must be a number",
-    "float_type": "must be a number",
-    "string_type": "must be a string",
-    "bool_parsing": "must be true or false",
-    "bool_type": "must be true or false",
-}
-
-
-def describe_field_error(err: Mapping[str, Any]) -> str:
-    """What is wrong with a field, in the API's words: pydantic's ("Input should be ...",
-    and "Value error, " before a validator's own message) named its types, not the
-    OpenAPI's. Pydantic's own messages never include the input value; ours neither."""
-    if err["type"] in _MESSAGES:
-        return _MESSAGES[err["type"]]
-    msg = str(err.get("msg") or "is invalid")
-    return msg.removeprefix("Value error, ").replace("Input should", "must")
 
 
 ERROR_SCHEMA = {

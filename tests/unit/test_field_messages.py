@@ -10,11 +10,11 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.volunteers.api.positions import parse_fix
 from shared.events import IsoTime
-from shared.http import ApiError, install_error_handlers
+from shared.http import ApiError, _field_path, describe_field_error, install_error_handlers
 
 
 class ReportIn(BaseModel):
@@ -71,3 +71,42 @@ def test_a_phones_fix_with_a_time_without_offset_is_told_so_in_the_apis_words(
     assert caught.value.field == "at"
     _in_our_words(caught.value.message)
     assert caught.value.message.startswith("at must be an ISO 8601 time with its offset")
+
+
+class Adjustment(BaseModel):
+    points: int = Field(ge=-100, le=100)
+    reason: str = Field(min_length=2, max_length=5)
+    radius_m: float = Field(gt=0, lt=5000)
+    teams: list[str] = Field(max_length=2)
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    ({"points": 101}, "points must be at most 100"),
+    ({"points": -101}, "points must be at least -100"),
+    ({"reason": "x"}, "reason must be at least 2 characters long"),
+    ({"reason": "abcdef"}, "reason must be at most 5 characters long"),
+    ({"radius_m": 0}, "radius_m must be greater than 0"),
+    ({"radius_m": 5000}, "radius_m must be less than 5000"),
+    ({"teams": ["a", "b", "c"]}, "teams must have at most 2 items"),
+])
+def test_a_value_out_of_its_bounds_is_told_the_bound(body: dict[str, object], said: str) -> None:
+    """A points adjustment of 101 was told "points is too large": the coordinator had to
+    guess the limit (100)."""
+    whole = {"points": 1, "reason": "ok", "radius_m": 1.0, "teams": []} | body
+    with pytest.raises(ValidationError) as caught:
+        Adjustment.model_validate(whole)
+    err = caught.value.errors(include_url=False, include_input=False)[0]
+    assert f"{_field_path(err['loc'])} {describe_field_error(err)}" == said
+
+
+def test_a_phone_frame_and_a_roster_row_are_told_bounds_in_the_same_words() -> None:
+    """The socket's frames and the roster import had tables of their own; they say what the
+    HTTP answers say."""
+    from services.notify.domain import frames
+    from services.volunteers.domain import roster
+
+    err = {"type": "less_than_equal", "loc": ("points",), "msg": "Input should be less than "
+           "or equal to 100", "ctx": {"le": 100}}
+    assert frames.describe(err) == roster.describe(err) == "must be at most 100"
+    pattern = {"type": "string_pattern_mismatch", "loc": ("id",), "msg": "x", "ctx": {}}
+    assert frames.describe(pattern) != roster.describe(pattern)  # each says its own ids

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared.events import EvidenceRecords, Response, TeamNote
-from shared.fieldnames import is_field_name
+from shared.fieldnames import describe_field_error, is_field_name
 
 from .orders import ORDER_ID_PATTERN, OrderId
 
@@ -69,18 +70,13 @@ class FrameError(Exception):
         return out
 
 
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known field",
-    "string_too_long": "is too long",
-    "string_too_short": "is too short",
-    "string_pattern_mismatch": "is not an id (letters, digits, _ and - only)",
-    "literal_error": "is not one of the allowed values",
-    "string_type": "must be a string",
-    "too_long": "has too many items",
-    "list_type": "must be a list",
-    "tuple_type": "must be a list",  # evidence: an array, whatever its Python type
-}
+# what frames' ids look like; every other error in the API's words (describe_field_error)
+_OWN_WORDS = {"string_pattern_mismatch": "is not an id (letters, digits, _ and - only)"}
+
+
+def describe(err: Mapping[str, Any]) -> str:
+    """What is wrong with a frame's field, as the HTTP answers say it."""
+    return describe_field_error(err, _OWN_WORDS)
 
 
 def parse_frame(raw: str | bytes, *, max_bytes: int) -> DeviceFrame:
@@ -118,7 +114,7 @@ def parse_frame(raw: str | bytes, *, max_bytes: int) -> DeviceFrame:
                              "holds a key that is no known field (not shown: it is not a "
                              "field name)", field) from None
         field = ".".join(loc) or "(frame)"
-        message = _MESSAGES.get(first["type"], "is invalid")
+        message = describe(first)
         raise FrameError("invalid_field", f"{field} {message}", field) from None
 
 

@@ -26,7 +26,7 @@ from shapely import STRtree
 from shapely.geometry import Polygon
 
 from shared.events import AgencyKind, AgencyRole, Mode
-from shared.fieldnames import is_field_name
+from shared.fieldnames import describe_field_error, is_field_name
 
 Entity = Literal["agencies", "zones", "teams", "members"]
 ENTITIES: tuple[Entity, ...] = ("agencies", "zones", "teams", "members")
@@ -273,33 +273,20 @@ class InvalidRoster(Exception):
         return f"nothing was imported: {first.where}: {first.message}{more}"
 
 
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known field",
-    "string_too_long": "is too long",
-    "string_too_short": "is too short",
-    "string_pattern_mismatch": "has characters or a length that are not allowed",
-    "string_type": "must be a string",
-    "float_parsing": "must be a number",
-    "float_type": "must be a number",
-    "too_long": "has too many items",
-    "tuple_type": "must be a list",
-    "list_type": "must be a list",
-}
+# what a roster's ids and names may hold; every other error in the API's words
+_OWN_WORDS = {"string_pattern_mismatch": "has characters or a length that are not allowed"}
 
 
-def _describe(err: Mapping[str, Any]) -> str:
-    if err["type"] in _MESSAGES:
-        return _MESSAGES[err["type"]]
-    msg = str(err.get("msg", "is invalid"))
-    return msg.removeprefix("Value error, ").replace("Input should be", "must be")
+def describe(err: Mapping[str, Any]) -> str:
+    """What is wrong with a row's field, as the HTTP answers say it."""
+    return describe_field_error(err, _OWN_WORDS)
 
 
 def _validation_errors(entity: str, loc: Loc, exc: ValidationError) -> list[RowError]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         parts = [str(p) if isinstance(p, int) else shown(p) for p in err["loc"]]
-        message = _describe(err)
+        message = describe(err)
         if not parts and ":" in message:  # a model validator names its field first
             name, _, message = message.partition(":")
             parts = [name.strip()]
