@@ -187,6 +187,21 @@ def store_away(exc: BaseException | None = None) -> ApiError:
                     headers={"Retry-After": "2"})
 
 
+def store_not_answering(timeout_s: float, *, changing: bool = False,
+                        note: str | None = None) -> ApiError:
+    """A request Redis gave no answer within `timeout_s` (AnswerWithin): 503, ask again.
+    `changing`: the request's writes had begun, and a write Redis did not answer may have
+    been made all the same (a script is atomic; the client just did not hear), so the
+    message says so; `note`, a route's own word on asking again (`when_not_answered`)."""
+    if not changing:
+        message = "the store is not answering; ask again"
+    else:
+        message = (f"the store is not answering (no answer within {timeout_s:g} s): whether "
+                   "this change was made is not known; ask again")
+        message += f" ({note})" if note else " (a change made is not made twice)"
+    return ApiError(503, "unavailable", message, headers={"Retry-After": "2"})
+
+
 _LOCATION_ROOTS = {"body", "query", "path", "header", "cookie"}
 
 
@@ -802,6 +817,129 @@ class ServiceApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, no_store(scope, send))
+
+
+# What starts the app's answer: from then on it is the app's, whatever it waits for.
+_ANSWER_BEGINS = frozenset({"http.response.start", "websocket.accept", "websocket.close",
+                            "websocket.http.response.start"})
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_WHEN_NOT_ANSWERED = "_lianfang_when_not_answered"
+
+
+def when_not_answered(note: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks a write route whose request, asked again after a 503 that did not say whether
+    it was made, is not the same request (it makes a second thing): `note` tells the caller
+    what to do of the first (AnswerWithin's 503 carries it). Put it under the route's
+    decorator."""
+
+    def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(endpoint, _WHEN_NOT_ANSWERED, note)
+        return endpoint
+
+    return mark
+
+
+class AnswerWithin:
+    """Every request answered within `timeout_s` of its own time: a Redis that stops
+    answering without going away (its process frozen, its disk stalled) held each request
+    for about a minute (redis-py's 5 s read timeout, tried again), a dispatcher's console
+    with it. Then 503 with Retry-After (code `unavailable`), as for a Redis that is away.
+
+    Only until the answer begins (a response's start; a socket's accept or refusal): a
+    socket's life and a response's body are the app's. The time the request waits for its
+    client (the body arriving) is not counted. At the bound the request is answered and
+    left to end as it would have (its writes, its audit, its locks released), not cancelled
+    at whatever it awaited: what it does after is logged and not sent. A read is told to
+    ask again; a write whose route had begun that whether it was made is not known (a script
+    is atomic: Redis may have made it and the answer is all that was lost), and what asking
+    again does: nothing twice, or the route's own word (`when_not_answered`). `unbounded`:
+    exact paths with a bound of their own (intake's reports)."""
+
+    def __init__(self, app: ASGIApp, *, timeout_s: float, unbounded: Iterable[str] = ()) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self._unbounded = frozenset(unbounded)
+        self._late: set[asyncio.Task[None]] = set()  # answered already, still running
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self._unbounded:
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        receiving_since: float | None = None
+        begun = late = False
+
+        async def timed_receive() -> Any:
+            nonlocal deadline, receiving_since
+            receiving_since = loop.time()
+            try:
+                return await receive()
+            finally:
+                deadline += loop.time() - receiving_since  # the client's time, not the store's
+                receiving_since = None
+
+        async def answer(message: Any) -> None:
+            nonlocal begun
+            if late:  # answered 503 already
+                return
+            if message["type"] in _ANSWER_BEGINS:
+                begun = True
+            await send(message)
+
+        task = asyncio.create_task(self.app(scope, timed_receive, answer))
+        try:
+            while not begun and not task.done():
+                now = loop.time()
+                left = deadline - (now if receiving_since is None else receiving_since)
+                if left <= 0:
+                    late = True
+                    break
+                await asyncio.wait((task,), timeout=left)
+            if not late:
+                await task
+                return
+        except BaseException:  # the server cancelled the request (the client left, a stop)
+            task.cancel()
+            raise
+        self._late.add(task)
+        task.add_done_callback(functools.partial(self._ended_late, scope))
+        refusal = self._refusal(scope)
+        log.warning("answered 503: Redis gave no answer within %g s (%s %s)", self.timeout_s,
+                    scope.get("method", "WEBSOCKET"), _route_path(scope))
+        if scope["type"] == "http":
+            await error_response(refusal)(scope, receive, send)
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            response = error_response(refusal)  # the handshake answers 503
+            await send({"type": "websocket.http.response.start", "status": response.status_code,
+                        "headers": response.raw_headers})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1013, "reason": "try again later"})
+
+    def _refusal(self, scope: Scope) -> ApiError:
+        endpoint = scope.get("endpoint")
+        # A route not yet begun (the token still being checked) has changed nothing.
+        changing = endpoint is not None and scope.get("method", "GET") not in _READS
+        return store_not_answering(self.timeout_s, changing=changing,
+                                   note=getattr(endpoint, _WHEN_NOT_ANSWERED, None))
+
+    def _ended_late(self, scope: Scope, task: asyncio.Task[None]) -> None:
+        self._late.discard(task)
+        what = f"{scope.get('method', 'WEBSOCKET')} {_route_path(scope)}"
+        if task.cancelled():
+            log.info("%s, answered 503, was cancelled", what)
+        elif (exc := task.exception()) is not None:
+            log.info("%s, answered 503, then failed: %s", what, type(exc).__name__)
+        else:
+            log.info("%s, answered 503, then ended (its answer not sent)", what)
+
+
+def _route_path(scope: Scope) -> str:
+    """The route's template (`/v1/incidents/{incident_id}`), not the request's path: a log
+    line names what was asked, never whose (ids stay out)."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or "(no route)"
 
 
 def _is_probe(scope: Any) -> bool:

@@ -129,6 +129,12 @@ class ServiceSettings(BaseSettings):
     auth_lockout_s: float = Field(default=60, gt=0, le=86_400,
                                   description="AUTH_LOCKOUT_S: see AUTH_FAILURE_LIMIT")
     max_body_bytes: int = Field(default=1_000_000, description="MAX_BODY_BYTES: larger is a 413")
+    request_timeout_s: float = Field(
+        default=10.0, gt=0, le=120,
+        description="REQUEST_TIMEOUT_S: a request (or a device socket's set-up) Redis has not "
+        "answered within this long is answered 503, ask again; a write's 503 says whether it "
+        "was made is not known (see docs/operations.md). Intake's reports have their own, "
+        "REPORT_TIMEOUT_S")
     retention_days: float = Field(default=30, gt=0, description="RETENTION_DAYS: stream history "
                                   "kept (only entries every group acknowledged are trimmed)")
     # Redis keeps everything in memory and, full, refuses writes (incidents included): an

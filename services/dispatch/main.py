@@ -16,6 +16,7 @@ from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
     TELEMETRY,
+    AnswerWithin,
     AuthMiddleware,
     RateLimits,
     ServiceApp,
@@ -111,4 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        rate_limits=RateLimits(settings.rate_limits()), public_paths=("/console",),
                        failures=settings.auth_failures(),
                        max_body_bytes=settings.max_body_bytes, resolve=resolve)
+    # Around the authentication too: a token is checked in Redis.
+    app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s)
     return app

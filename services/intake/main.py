@@ -13,6 +13,7 @@ from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
     TELEMETRY,
+    AnswerWithin,
     AuthMiddleware,
     RateLimits,
     ServiceApp,
@@ -77,5 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_body_bytes=settings.max_body_bytes,
                        resolve=api.token_resolver(keys, devices), cached=keys.cached)
     app.add_middleware(IntrospectionGuard)
+    # Around the authentication too; a report has its own bound (REPORT_TIMEOUT_S) and its
+    # own answer (the retry with the same external_ref tells whether it was kept).
+    app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s,
+                       unbounded=(api.REPORT_PATH,))
     allow_browsers(app, settings.allowed_origins)  # the member's page: reports from the street
     return app

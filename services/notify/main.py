@@ -16,6 +16,7 @@ from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
     TELEMETRY,
+    AnswerWithin,
     AuthMiddleware,
     Principal,
     RateLimits,
@@ -175,4 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        rate_limits=RateLimits(settings.rate_limits()),
                        failures=settings.auth_failures())
     app.add_middleware(IntrospectionGuard)
+    # Around the authentication too (a device's token is checked by volunteers, in Redis);
+    # a socket's set-up after its accept is bounded in sockets.py.
+    app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s)
     return app

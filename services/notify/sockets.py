@@ -76,34 +76,45 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
         heartbeat: asyncio.Task[None] | None = None
         CONNECTIONS.add(1)
         try:
-            filed = await store.touch_device(
-                redis, device_id=conn.device_id, member_id=conn.member_id,
-                team_id=conn.team_id, agency_kind=who.agency_kind,
-                district=who.districts[0] if who.districts else None,
-                checked_at=who.checked_at,
-            )
-            if filed is not None and filed != conn.team_id:
-                # Its token was checked before the member's move was applied here: the
-                # device stays on the new team, and the socket is closed as the move closes
-                # the member's sockets (4409), to reconnect with its token checked again,
-                # not a cached answer of the team the member left.
-                introspector.forget_device(conn.device_id)
-                conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
-                return
-            # Heard by the team's fan-out from here on: an order pushed before the `hello`
-            # is queued waits behind it (Connection.greet); the replay reads after the attach.
-            await hub.attach(conn)
-            conn.greet({
-                "type": "hello", "device_id": conn.device_id, "member_id": conn.member_id,
-                "member_name": who.extra.get("member_name"), "team_id": conn.team_id,
-                "ping_interval_s": settings.ping_interval_s,
-            })
+            # The set-up's Redis waits are bounded, as a request's are (AnswerWithin); the
+            # socket's life is not. A Redis that stops answering without going away (frozen,
+            # its disk stalled) held the device here for about a minute, to no purpose.
             try:
-                await hub.replay(conn)
-            except STORE_AWAY:
-                raise
-            except RedisError as exc:  # the socket stays: its heartbeat replays again
-                log.error("replay for device %s failed: %s", conn.device_id, exc)
+                async with asyncio.timeout(settings.request_timeout_s):
+                    filed = await store.touch_device(
+                        redis, device_id=conn.device_id, member_id=conn.member_id,
+                        team_id=conn.team_id, agency_kind=who.agency_kind,
+                        district=who.districts[0] if who.districts else None,
+                        checked_at=who.checked_at,
+                    )
+                    if filed is not None and filed != conn.team_id:
+                        # Its token was checked before the member's move was applied here:
+                        # the device stays on the new team, and the socket is closed as the
+                        # move closes the member's sockets (4409), to reconnect with its token
+                        # checked again, not a cached answer of the team the member left.
+                        introspector.forget_device(conn.device_id)
+                        conn.close(CLOSE_TEAM_CHANGED, "the device's team changed; reconnect")
+                        return
+                    # Heard by the team's fan-out from here on: an order pushed before the
+                    # `hello` is queued waits behind it (Connection.greet); the replay reads
+                    # after the attach.
+                    await hub.attach(conn)
+                    conn.greet({
+                        "type": "hello", "device_id": conn.device_id,
+                        "member_id": conn.member_id, "member_name": who.extra.get("member_name"),
+                        "team_id": conn.team_id, "ping_interval_s": settings.ping_interval_s,
+                    })
+                    try:
+                        await hub.replay(conn)
+                    except STORE_AWAY:
+                        raise
+                    except RedisError as exc:  # the socket stays: its heartbeat replays again
+                        log.error("replay for device %s failed: %s", conn.device_id, exc)
+            except TimeoutError:
+                log.warning("device %s not connected: Redis gave no answer within %g s",
+                            conn.device_id, settings.request_timeout_s)
+                conn.close(CLOSE_TRY_LATER, "try again later")
+                return
             heartbeat = asyncio.create_task(
                 _heartbeat(conn, hub=hub, introspector=introspector, settings=settings,
                            token=bearer_token(ws.scope) or ""),

@@ -12,6 +12,7 @@ from shared import audit, dead_letters
 from shared.bus import consumers_ready, consuming, create_broker, create_redis
 from shared.http import (
     TELEMETRY,
+    AnswerWithin,
     AuthMiddleware,
     RateLimits,
     add_docs_page,
@@ -100,11 +101,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_body_bytes=settings.max_body_bytes,
                        body_limits={"/v1/roster/import": settings.import_max_bytes},
                        resolve=device_resolver(tokens))
+    # Around the authentication too (a device's token is checked in Redis), inside the
+    # browsers' access: a 503 a page cannot read would be no answer.
+    app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s)
     # The member's page: check-in, positions and points from the browser.
     allow_browsers(app, settings.allowed_origins)
     # Ahead of FastAPI: it authenticates position fixes itself (same answers).
-    app.fixes = browser_access(
+    app.fixes = browser_access(AnswerWithin(
         PositionFastPath(positions=positions, tokens=tokens, settings=settings,
                          rate_limits=rate_limits, failures=failures),
-        settings.allowed_origins)
+        timeout_s=settings.request_timeout_s), settings.allowed_origins)
     return app
