@@ -37,6 +37,7 @@ from shared.http import (
     forbidden,
     not_found,
     require,
+    when_not_answered,
 )
 from shared.metrics import COUNTED_LAG
 from shared.timezones import CalendarDate
@@ -884,6 +885,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)",
                  description="For districts whose roster volunteers holds only (422 naming "
                  "the district that is not; 503 while volunteers does not answer).")
+    @when_not_answered("asking again issues another token; one the first request may have "
+                       "issued was never shown: revoke it (GET /v1/dispatchers lists it)")
     async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:
         # A desk on a district no roster holds watches a board no report of its own reaches.
         await require_known_districts(http, body.districts, volunteers_url=settings.volunteers_url,

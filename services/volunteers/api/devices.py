@@ -13,7 +13,7 @@ from starlette.types import Scope
 
 from shared import audit
 from shared.events import utcnow
-from shared.http import InputFirstRoute, Principal, not_found
+from shared.http import InputFirstRoute, Principal, not_found, when_not_answered
 
 from ..store import devices as devices_store
 from ..store import roster as roster_store
@@ -64,6 +64,9 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> A
 
     @router.post("/members/{member_id}/devices", status_code=201,
                  summary="Enrol a device; its token is shown once (admin)")
+    @when_not_answered("asking again enrols another device; one the first request may have "
+                       "enrolled was never shown: revoke it (GET /v1/members/{id}/devices "
+                       "lists it)")
     async def create_device(
         member_id: IdPath, who: Admin, body: DeviceIn | None = None,
     ) -> dict[str, str]:
