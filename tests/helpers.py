@@ -11,17 +11,21 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pytest
 import redis
+import uvicorn
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from pydantic import BaseModel
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tools.redis_server import free_port
 
 if TYPE_CHECKING:
     from tools.redis_server import RedisServer
@@ -160,3 +164,26 @@ class ClientFailures:
     def uninstall(self) -> None:
         for (cls, name), real in self._real.items():
             setattr(cls, name, real)
+
+
+@asynccontextmanager
+async def serving(app: Any, *, start_timeout_s: float = 10.0,
+                  lifespan: Literal["on", "off"] = "on") -> AsyncIterator[str]:
+    """A real uvicorn server for `app` on a free loopback port, in this event loop, started
+    within `start_timeout_s`; `lifespan` "off" for an app whose lifespan runs already."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan,
+        ws_max_size=65_536, timeout_graceful_shutdown=3,
+    ))
+    task = asyncio.create_task(server.serve())
+    await poll_until(lambda: server.started or task.done(), f"a server on port {port}",
+                     timeout=start_timeout_s)
+    if task.done():
+        task.result()
+        raise RuntimeError("the server stopped at start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)

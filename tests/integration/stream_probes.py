@@ -43,7 +43,7 @@ from shared.events import (
     UnitStatus,
     utcnow,
 )
-from tests.helpers import poll_until
+from tests.helpers import poll_until, serving
 from tests.integration.notify.conftest import roster_of
 
 ADMIN_TOKEN = "probe-admin-token"
@@ -121,10 +121,12 @@ class Service:
 
 @asynccontextmanager
 async def running(name: str, redis_url: str, roster: Sequence[str] = (DISTRICT,),
-                  **overrides: Any) -> AsyncIterator[Service]:
+                  *, served: bool = False, **overrides: Any) -> AsyncIterator[Service]:
     """The service's app with its lifespan (groups, broker, subscribers), in this process.
     Intake finds volunteers stood in, its roster holding the districts of `roster` (a
-    system's key is made for those only); the others find none."""
+    system's key is made for those only); the others find none. `served`: behind a real
+    uvicorn server, for what httpx's in-process transport cannot show (it answers only once
+    the app has returned, where a server sends what the app sent at once)."""
     main = importlib.import_module(f"services.{name}.main")
     config = importlib.import_module(f"services.{name}.config")
     async with AsyncExitStack() as stack:
@@ -137,12 +139,17 @@ async def running(name: str, redis_url: str, roster: Sequence[str] = (DISTRICT,)
         app = main.create_app(config.Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN,
                                               **options))
         await stack.enter_async_context(app.router.lifespan_context(app))
-        transport = httpx.ASGITransport(app=app)
+        if served:
+            url = await stack.enter_async_context(serving(app, lifespan="off"))
+            client_options: dict[str, Any] = {"base_url": url, "timeout": 30}
+        else:
+            client_options = {"transport": httpx.ASGITransport(app=app),
+                              "base_url": f"http://{name}"}
         redis = Redis.from_url(redis_url)
         broker = RedisBroker(redis_url)
         await broker.connect()
         try:
-            async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
+            async with httpx.AsyncClient(**client_options) as client:
                 yield Service(name, client, redis, broker)
         finally:
             await broker.stop()

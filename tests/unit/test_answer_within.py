@@ -6,6 +6,8 @@ event the test holds stands in for a Redis that does not answer."""
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,16 +37,57 @@ def client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
 
 
+@dataclass
+class Answered:
+    """What a server sent the client: the 503 goes while the request still runs (httpx's
+    ASGI transport answers only once the app has returned, so the server is played here)."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+    request: asyncio.Task[None]
+
+
+async def served(app: Any, method: str, path: str) -> Answered:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [], "scheme": "http", "server": ("svc", 80), "client": ("c", 1),
+             "root_path": ""}
+    sent: list[dict[str, Any]] = []
+    done, body_sent = asyncio.Event(), False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal body_sent
+        if body_sent:
+            await done.wait()
+            return {"type": "http.disconnect"}
+        body_sent = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    request = asyncio.create_task(app(scope, receive, send))
+    await asyncio.wait_for(done.wait(), 5)
+    start = sent[0]
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return Answered(start["status"], headers,
+                    json.loads(b"".join(m.get("body", b"") for m in sent[1:])), request)
+
+
 async def test_a_read_not_answered_is_a_503_and_the_request_ends_as_it_would() -> None:
     app = Stalled()
-    async with client(AnswerWithin(app, timeout_s=BOUND_S)) as http:
-        r = await http.get("/v1/incidents")
-    assert r.status_code == 503
+    r = await served(AnswerWithin(app, timeout_s=BOUND_S), "GET", "/v1/incidents")
+    assert r.status == 503
     assert r.headers["retry-after"] == "2"
-    assert r.json() == {"error": {"code": "unavailable",
-                                  "message": "the store is not answering; ask again"}}
+    assert r.body == {"error": {"code": "unavailable",
+                                "message": "the store is not answering; ask again"}}
+    assert not r.request.done()  # answered while the request still waits on the store
     app.released.set()  # Redis answers: the request is not cancelled, and ends
     await asyncio.wait_for(app.ended.wait(), 5)
+    await asyncio.wait_for(r.request, 5)  # its own answer dropped, not sent after the 503
 
 
 async def test_a_write_begun_is_told_whether_it_was_made_is_not_known() -> None:
@@ -65,16 +108,16 @@ async def test_a_write_begun_is_told_whether_it_was_made_is_not_known() -> None:
         return {}
 
     try:
-        async with client(AnswerWithin(api, timeout_s=BOUND_S)) as http:
-            plain = await http.post("/v1/remarks")
-            marked = await http.post("/v1/tokens")
+        plain = await served(AnswerWithin(api, timeout_s=BOUND_S), "POST", "/v1/remarks")
+        marked = await served(AnswerWithin(api, timeout_s=BOUND_S), "POST", "/v1/tokens")
     finally:
         released.set()
-    assert plain.status_code == marked.status_code == 503
-    assert plain.json()["error"]["message"] == (
+    await asyncio.wait_for(asyncio.gather(plain.request, marked.request), 5)
+    assert plain.status == marked.status == 503
+    assert plain.body["error"]["message"] == (
         "the store is not answering (no answer within 0.05 s): whether this change was made "
         "is not known; ask again (a change made is not made twice)")
-    assert marked.json()["error"]["message"].endswith(
+    assert marked.body["error"]["message"].endswith(
         "whether this change was made is not known; ask again (asking again issues another "
         "token)")
 

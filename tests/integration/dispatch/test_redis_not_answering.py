@@ -28,7 +28,7 @@ async def test_the_command_room_is_answered_while_redis_does_not_answer(tmp_path
     assert server.proc is not None
     frozen = False
     try:
-        async with running("dispatch", server.url, request_timeout_s=1) as svc:
+        async with running("dispatch", server.url, served=True, request_timeout_s=1) as svc:
             await svc.publish(streams.INCIDENT_REPORTED, incident_reported("inc-frozen"))
             await poll_until(lambda: dispatch_incident(svc, "inc-frozen"), "the incident", 15)
             board = {"district": DISTRICT}

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from faststream.redis import RedisBroker
@@ -29,33 +28,10 @@ from services.notify.main import create_app
 from shared import streams
 from shared.events import Location, OrderIssued, OrderWithdrawn, new_id
 from shared.introspect import DEVICE_TOKEN_PREFIX
-from tests.helpers import poll_until
-from tools.redis_server import free_port
+from tests.helpers import serving  # serving: notify's tests import it from here
 
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@asynccontextmanager
-async def serving(app: Any, *, start_timeout_s: float = 10.0) -> AsyncIterator[str]:
-    """A real uvicorn server for `app` on a free loopback port, in this event loop, started
-    within `start_timeout_s`."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on",
-        ws_max_size=65_536, timeout_graceful_shutdown=3,
-    ))
-    task = asyncio.create_task(server.serve())
-    await poll_until(lambda: server.started or task.done(), f"a server on port {port}",
-                     timeout=start_timeout_s)
-    if task.done():
-        task.result()
-        raise RuntimeError("the server stopped at start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
 
 
 # --- volunteers stand-in ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ async def test_volunteers_is_answered_while_redis_does_not_answer(tmp_path: Path
     assert server.proc is not None
     frozen = False
     try:
-        async with running("volunteers", server.url, request_timeout_s=1) as svc:
+        async with running("volunteers", server.url, served=True, request_timeout_s=1) as svc:
             device = await on_shift(svc, "frozen")
             fix = {"lat": HERE[0], "lon": HERE[1]}
             # the device's identity in the fast path's memory, as after its first fix
