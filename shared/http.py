@@ -824,6 +824,7 @@ _ANSWER_BEGINS = frozenset({"http.response.start", "websocket.accept", "websocke
                             "websocket.http.response.start"})
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WHEN_NOT_ANSWERED = "_lianfang_when_not_answered"
+_OWN_BOUND = "_lianfang_answers_within"
 
 
 def when_not_answered(note: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -834,6 +835,19 @@ def when_not_answered(note: str) -> Callable[[Callable[..., Any]], Callable[...,
 
     def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         setattr(endpoint, _WHEN_NOT_ANSWERED, note)
+        return endpoint
+
+    return mark
+
+
+def answers_within(seconds: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks a route whose work is long by its nature (a city's roster: seconds of quick
+    writes, none of them a Redis that does not answer) with a bound of its own instead of
+    AnswerWithin's, counted from the request's start alike. Put it under the route's
+    decorator."""
+
+    def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(endpoint, _OWN_BOUND, seconds)
         return endpoint
 
     return mark
@@ -870,10 +884,16 @@ class AnswerWithin:
         loop = asyncio.get_running_loop()
         left = self.timeout_s  # of the store's time: the client's body arriving is not
         armed_at = loop.time()
-        begun = late = False
+        begun = late = extended = False
 
         def expire() -> None:
-            nonlocal late
+            nonlocal late, extended, left, armed_at, timer
+            own = getattr(scope.get("endpoint"), _OWN_BOUND, None)  # its route's, once routed
+            if own is not None and not extended and own > self.timeout_s:
+                extended = True
+                armed_at, left = loop.time(), own - self.timeout_s
+                timer = loop.call_at(armed_at + left, expire)
+                return
             late = True  # from now on the app's own answer is dropped
             answering = loop.create_task(self._answer_late(scope, receive, send))
             self._answering.add(answering)
