@@ -1381,12 +1381,17 @@ class Dispatcher:
                                      unless=("published", "1"))
 
     async def _withdraw(self, inc: dict[str, str], order: dict[str, str], *,
-                        reason: str) -> None:
-        """Take an order back: its state, its deadline, order.withdrawn and its team's claim
-        released, in one write made once. Written apart, a failure between the state and the
-        event left a withdrawn order that no retry published (the device kept showing it and
-        volunteers kept its team busy), and one between the claim's release and the state a
-        live order whose team another incident could take."""
+                        reason: str, why: Detail) -> None:
+        """Take an order back as what it was for ends without it (the incident resolved,
+        handed over or closed, the order a backup came for ended): its state, its deadline,
+        order.withdrawn, its timeline entry (`why` its team was stood down) and its team's
+        claim released, in one write made once. Written apart, a failure between the state
+        and the event left a withdrawn order that no retry published (the device kept
+        showing it and volunteers kept its team busy), one between the claim's release and
+        the state a live order whose team another incident could take, and an entry
+        written apart was lost or written twice by a step made again. The entry goes on the
+        timeline alone: the step's own entry after it carries the incident's new status
+        and incident.updated."""
         order_id = order["order_id"]
         async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
             # when: an answer the team gave before it still counts (_given_while_live)
@@ -1397,6 +1402,8 @@ class Dispatcher:
                 store.queue_cancel(pipe, f"visit:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, reason))
+            store.queue_entry(pipe, inc["incident_id"], TimelineEntry(
+                kind="withdrawn", team_id=order["team_id"], order_id=order_id, **why))
             commands = queued_commands(pipe)
         await store.write_order_once(self.redis, commands, order_id=order_id,
                                      unless=("state", "withdrawn"),
@@ -1780,8 +1787,12 @@ class Dispatcher:
             elif station_kind:
                 await self._station_declined(state, order)
             return await self._end(end)
+        # the other teams stood down: the incident ended by this team's answer
+        ended_by = entry_detail(
+            "stood_down_resolved" if new_state == "resolved" else "stood_down_handed_over",
+            team=order.get("team_name") or order["team_id"])
         for other in others:
-            await self._withdraw(inc, other, reason="closed")
+            await self._withdraw(inc, other, reason="closed", why=ended_by)
             other["state"] = "withdrawn"
         if new_state != "resolved":
             async def ended(pipe: Pipeline) -> None:
@@ -1810,13 +1821,16 @@ class Dispatcher:
                                     order["team_id"], order["order_id"])))
 
     async def _withdraw_backups(self, state: store.IncidentState, order: dict[str, str]) -> None:
-        """The live backups of an order that has ended: they came for its team."""
+        """The live backups of an order that has ended (`order` in its final state): they
+        came for its team."""
         inc = state.incident
         assert inc is not None
+        why = entry_detail("stood_down_backed_order_ended",
+                           team=order.get("team_name") or order["team_id"], state=order["state"])
         for backup in state.orders:
             if (backup.get("for_order") == order["order_id"]
                     and backup["state"] in domain.LIVE_ORDER_STATES):
-                await self._withdraw(inc, backup, reason="closed")
+                await self._withdraw(inc, backup, reason="closed", why=why)
                 backup["state"] = "withdrawn"
 
     async def _resolve(self, state: store.IncidentState, order: dict[str, str],
@@ -4115,9 +4129,10 @@ class Dispatcher:
             if inc["status"] == "closed" or (inc["status"] == "linked"
                                              and not await self._link_unjudged(inc)):
                 raise conflict(f"the incident is {inc['status']} already")
+            closed_by = entry_detail("stood_down_closed", by=by)
             for order in await store.orders_of(self.redis, incident_id):
                 if order["state"] in domain.LIVE_ORDER_STATES:
-                    await self._withdraw(inc, order, reason="closed")
+                    await self._withdraw(inc, order, reason="closed", why=closed_by)
                     if order.get("kind") in CLAIMING_KINDS:
                         freed.append(order["team_id"])
             await store.remove_waiting(self.redis, district=inc["district"],

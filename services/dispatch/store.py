@@ -975,6 +975,13 @@ def queue_incident_change(pipe: Pipeline, inc: dict[str, str], changes: dict[str
         pipe.zadd(ENDED, {incident_id: time.time()})
     if "flagged" in changes:
         queue_flag(pipe, inc, flagged=changes["flagged"] == "1")
+    queue_entry(pipe, incident_id, entry)
+
+
+def queue_entry(pipe: Pipeline, incident_id: str, entry: TimelineEntry) -> None:
+    """Queue `entry` on the incident's timeline: alone, with no change of the incident's
+    (no status, seq or incident.updated), for a write that is an order's, not the
+    incident's (Dispatcher._withdraw's)."""
     pipe.rpush(timeline_key(incident_id), entry.model_dump_json())
 
 

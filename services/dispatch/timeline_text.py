@@ -129,6 +129,20 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "taken_back": {
         "en": "taken back by {by}",
         "zh": "{by}撤回指令"},
+    # an order withdrawn as what it was for ended without it (Dispatcher._withdraw): its
+    # team stood down, the phones told not to go
+    "stood_down_resolved": {
+        "en": "stood down: the incident was resolved by {team}",
+        "zh": "收队：警情已由{team}处置完毕"},
+    "stood_down_handed_over": {
+        "en": "stood down: the incident was handed over to the station by {team}",
+        "zh": "收队：{team}已将警情移交派出所"},
+    "stood_down_closed": {
+        "en": "stood down: the incident was closed by {by}",
+        "zh": "收队：{by}已结案"},
+    "stood_down_backed_order_ended": {
+        "en": "stood down: {team}'s order it came to back ended ({state:order_state})",
+        "zh": "收队：所增援的{team}的指令已结束（{state:order_state}）"},
     "team_now_volunteers": {
         "en": "{team} is now a team of {agency}, a volunteer agency: volunteers are not sent "
               "to an incident flagged {flags}: taken off",

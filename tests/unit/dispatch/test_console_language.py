@@ -216,6 +216,8 @@ def test_a_timeline_entrys_detail_is_said_by_its_code_and_an_old_one_as_written(
         ("closed", {"by": "dispatcher:wang"}),
         ("volunteers_barred", {"flags": "weapon, in_progress"}),
         ("handover_refused", {"refusal": "taken_back", "minutes": "15"}),
+        ("stood_down_resolved", {"team": "Team 7"}),
+        ("stood_down_backed_order_ended", {"team": "station-car", "state": "withdrawn"}),
     ]
     timeline = ", ".join(
         f'{{at, kind: "note", detail: {json.dumps(entry_detail(code, **args)["detail"])}, '
@@ -241,4 +243,5 @@ def test_a_timeline_entrys_detail_is_said_by_its_code_and_an_old_one_as_written(
     assert zh[0][0] == f"{zh[1]}前未接单（警情分流超时）" and ack_by not in zh[0][0]
     flags = f"{label('flag', 'weapon')}、{label('flag', 'in_progress')}"
     assert zh[0][2] == f"警情已标记{flags}，不派志愿者：已撤下"
+    assert zh[0][5] == f"收队：所增援的station-car的指令已结束（{label('order_state', 'withdrawn')}）"
     assert en[0][1:] == [entry_detail(code, **args)["detail"] for code, args in coded[1:]] + old

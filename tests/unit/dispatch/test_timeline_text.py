@@ -85,6 +85,16 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
                           lambda flags: "volunteers are not sent to an "
                           f"incident flagged {flags}: taken off"),
     # a code added with its entry (no older sentence): its English as the test of the move wrote it
+    # new with their codes: the sentence they were written with
+    "stood_down_resolved": ({"team": "Team 7"},
+                            lambda team: f"stood down: the incident was resolved by {team}"),
+    "stood_down_handed_over": (
+        {"team": "Team 7"},
+        lambda team: f"stood down: the incident was handed over to the station by {team}"),
+    "stood_down_closed": ({"by": BY}, lambda by: f"stood down: the incident was closed by {by}"),
+    "stood_down_backed_order_ended": (
+        {"team": "Team 7", "state": "handover"},
+        lambda team, state: f"stood down: {team}'s order it came to back ended (handed over)"),
     "team_now_volunteers": ({"team": "Team 7", "agency": "ag-residents", "flags": "weapon"},
                             lambda team, agency, flags: f"{team} is now a team of {agency}, a "
                             "volunteer agency: volunteers are not sent to an incident flagged "
