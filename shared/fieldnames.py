@@ -55,10 +55,11 @@ _BOUNDS = {
     "less_than_equal": ("le", "must be at most {}", "is too large"),
     "greater_than": ("gt", "must be greater than {}", "is too small"),
     "less_than": ("lt", "must be less than {}", "is too large"),
-    "string_too_short": ("min_length", "must be at least {} characters long", "is too short"),
-    "string_too_long": ("max_length", "must be at most {} characters long", "is too long"),
-    "too_short": ("min_length", "must have at least {} items", "has too few items"),
-    "too_long": ("max_length", "must have at most {} items", "has too many items"),
+    "string_too_short": ("min_length", "must be at least {} character{} long", "is too short"),
+    "string_too_long": ("max_length", "must be at most {} character{} long", "is too long"),
+    # an array (evidence, add_flags are tuples: pydantic said "Tuple should have ...")
+    "too_short": ("min_length", "must hold at least {} item{}", "has too few items"),
+    "too_long": ("max_length", "must hold at most {} item{}", "has too many items"),
 }
 
 
@@ -79,6 +80,8 @@ def describe_field_error(err: Mapping[str, Any],
         bound = (err.get("ctx") or {}).get(name)
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)  # a schema's 0.0 said as 0
-        return told.format(bound) if isinstance(bound, int | float) else untold
+        if not isinstance(bound, int | float):
+            return untold
+        return told.format(bound, "" if bound == 1 else "s")
     msg = str(err.get("msg") or "is invalid")
     return msg.removeprefix("Value error, ").replace("Input should", "must")

@@ -78,6 +78,8 @@ class Adjustment(BaseModel):
     reason: str = Field(min_length=2, max_length=5)
     radius_m: float = Field(gt=0, lt=5000)
     teams: list[str] = Field(max_length=2)
+    tags: tuple[str, ...] = Field(min_length=1)
+    code: str = Field(min_length=1)
 
 
 @pytest.mark.parametrize(("body", "said"), [
@@ -87,12 +89,15 @@ class Adjustment(BaseModel):
     ({"reason": "abcdef"}, "reason must be at most 5 characters long"),
     ({"radius_m": 0}, "radius_m must be greater than 0"),
     ({"radius_m": 5000}, "radius_m must be less than 5000"),
-    ({"teams": ["a", "b", "c"]}, "teams must have at most 2 items"),
+    ({"teams": ["a", "b", "c"]}, "teams must hold at most 2 items"),
+    ({"tags": []}, "tags must hold at least 1 item"),
+    ({"code": ""}, "code must be at least 1 character long"),
 ])
 def test_a_value_out_of_its_bounds_is_told_the_bound(body: dict[str, object], said: str) -> None:
     """A points adjustment of 101 was told "points is too large": the coordinator had to
     guess the limit (100)."""
-    whole = {"points": 1, "reason": "ok", "radius_m": 1.0, "teams": []} | body
+    whole = {"points": 1, "reason": "ok", "radius_m": 1.0, "teams": [], "tags": ["a"],
+             "code": "c"} | body
     with pytest.raises(ValidationError) as caught:
         Adjustment.model_validate(whole)
     err = caught.value.errors(include_url=False, include_input=False)[0]

@@ -80,6 +80,13 @@ async def test_bad_records_and_other_districts_are_refused(
     r = await console.post(url, headers=ADMIN, json={"evidence": {"kind": "video", "ref": "v"}})
     assert r.status_code == 422 and r.json()["error"] == {  # not "a valid tuple"
         "code": "invalid_field", "message": "evidence must be a list", "field": "evidence"}
+    # none or too many records: the counts, not pydantic's "Tuple should have ..." (a Python type)
+    for records, message in (([], "evidence must hold at least 1 item"),
+                             ([{"kind": "video", "ref": f"v{n}"} for n in range(11)],
+                              "evidence must hold at most 10 items")):
+        r = await console.post(url, headers=ADMIN, json={"evidence": records})
+        assert r.status_code == 422 and r.json()["error"] == {
+            "code": "invalid_field", "message": message, "field": "evidence"}, r.text
     r = await console.post("/v1/incidents/inc_nope/evidence", headers=ADMIN,
                            json={"evidence": [{"kind": "video", "ref": "v"}]})
     assert r.status_code == 404
