@@ -17,6 +17,7 @@ from faststream.redis import RedisBroker
 from opentelemetry import trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Scope
 
 from shared import audit, streams
@@ -421,17 +422,26 @@ class FsyncWait:
         self._supported = None
 
 
-def token_resolver(keys: SystemKeys, devices: Introspector
+def token_resolver(keys: SystemKeys, devices: Introspector, *, timeout_s: float
                    ) -> Callable[[str], Awaitable[Principal | None]]:
     """A system's key, else a member's device token (asked of volunteers, who own it).
 
     A device token is asked afresh every time: intake does not read `device.revoked`, so a
     cached answer would let a phone revoked a moment ago (lost, stolen) still report and read
-    its reports. Members' own reports are few; the round trip is cheap next to that."""
+    its reports. Members' own reports are few; the round trip is cheap next to that.
+
+    A key is read from Redis within `timeout_s` (REPORT_TIMEOUT_S, the report's own bound):
+    a key not yet in memory (a new one, or every key after intake's restart) was held for as
+    long as a frozen Redis stayed so (redis-py's read timeout, tried again: some 100 s), its
+    report with it; now 503 (ask again), as AuthMiddleware answers a Redis away."""
     async def resolve(token: str) -> Principal | None:
         if token.startswith(DEVICE_TOKEN_PREFIX):
             return await devices.resolve(token, fresh=True)
-        return await keys.resolve(token)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await keys.resolve(token)
+        except TimeoutError:
+            raise RedisTimeoutError(f"no answer within {timeout_s:g} s") from None
 
     return resolve
 

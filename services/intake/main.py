@@ -76,7 +76,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        rate_limits=RateLimits(settings.rate_limits()),
                        failures=settings.auth_failures(),
                        max_body_bytes=settings.max_body_bytes,
-                       resolve=api.token_resolver(keys, devices), cached=keys.cached)
+                       resolve=api.token_resolver(keys, devices,
+                                                  timeout_s=settings.report_timeout_s),
+                       cached=keys.cached)
     app.add_middleware(IntrospectionGuard)
     # Around the authentication too; a report has its own bound (REPORT_TIMEOUT_S) and its
     # own answer (the retry with the same external_ref tells whether it was kept).

@@ -68,3 +68,50 @@ async def test_a_report_is_answered_while_redis_does_not_answer(tmp_path: Path) 
         if frozen:
             os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()
+
+
+async def test_a_key_not_yet_known_is_answered_while_redis_does_not_answer(
+        tmp_path: Path) -> None:
+    """A system's key intake has not looked up since it started (a new key, or any key after
+    intake's restart) is read from Redis before the report: that read is bounded as the
+    report's is, answered 503 (ask again), not held for as long as Redis stays frozen
+    (redis-py's read timeout, tried again: about 100 s)."""
+    server = RedisServer(tmp_path / "redis").start()
+    assert server.proc is not None
+    frozen = False
+    try:
+        async with running("intake", server.url, report_timeout_s=0.5) as svc:
+            r = await svc.client.post("/v1/systems", headers=ADMIN,
+                                      json={"name": "110", "districts": [DISTRICT]})
+            assert r.status_code == 201, r.text
+            key = {"Authorization": f"Bearer {r.json()['api_key']}"}
+            report = {"external_ref": "110-0001", "category": "noise", "district": DISTRICT,
+                      "location": {"lat": HERE[0], "lon": HERE[1]}}
+
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            frozen = True
+            r = await asyncio.wait_for(
+                svc.client.post("/v1/incidents", headers=key, json=report), timeout=4.5)
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"]
+            # the other routes read the key the same way
+            r = await asyncio.wait_for(
+                svc.client.get("/v1/incidents/inc_nope", headers=key), timeout=4.5)
+            assert r.status_code == 503, r.text
+
+            os.kill(server.proc.pid, signal.SIGCONT)
+            frozen = False
+            for _ in range(50):  # redis-py's reconnects, then the report taken
+                try:
+                    r = await svc.client.post("/v1/incidents", headers=key, json=report)
+                except httpx.HTTPError:
+                    r = None
+                if r is not None and r.status_code in (200, 202):
+                    break
+                await asyncio.sleep(0.2)
+            assert r is not None
+            assert r.status_code in (200, 202), r.text
+    finally:
+        if frozen:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
