@@ -878,8 +878,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         duty, previous = await store.take_duty(redis, district=district,
                                                dispatcher_id=dispatcher_id, name=found["name"])
         before = previous["dispatcher_id"] if previous else "nobody"
-        await audit.record(redis, "dispatch", who, "duty.take", district,
-                           f"{dispatcher_id} after {before}")
+        if before != dispatcher_id:  # leading it already: no change of duty
+            await audit.record(redis, "dispatch", who, "duty.take", district,
+                               f"{dispatcher_id} after {before}")
         return {"district": district, "duty": duty, "previous": previous}
 
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)",

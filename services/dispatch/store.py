@@ -1807,8 +1807,14 @@ def duty_key(district: str) -> str:
     return f"dispatch:duty:{district}"
 
 
+# The dispatcher leading it already (Take duty pressed again, the PUT retried) keeps the
+# duty as it is, since its start.
 _TAKE_DUTY = """
 local previous = redis.call('HGETALL', KEYS[1])
+if redis.call('HGET', KEYS[1], 'dispatcher_id') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'name', ARGV[2])
+  return previous
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'dispatcher_id', ARGV[1], 'name', ARGV[2], 'since', ARGV[3])
 return previous
@@ -1825,11 +1831,15 @@ return 0
 
 async def take_duty(redis: Redis, *, district: str, dispatcher_id: str,
                     name: str) -> tuple[dict[str, str], dict[str, str] | None]:
-    """The dispatcher leads the district's duty from now; returns the duty and the one it
-    took over from (None if nobody led it)."""
+    """The dispatcher leads the district's duty from now, or since they took it if they lead
+    it already; returns the duty and the one it took over from (None if nobody led it; the
+    same dispatcher's duty if they led it already)."""
     since = datetime.now(UTC).isoformat()
     flat = await run_script(redis, _TAKE_DUTY, [duty_key(district)], [dispatcher_id, name, since])
     previous = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else None
+    if previous is not None and previous.get("dispatcher_id") == dispatcher_id:
+        since = previous.get("since") or since
+        previous = {**previous, "name": name}
     return {"dispatcher_id": dispatcher_id, "name": name, "since": since}, previous
 
 

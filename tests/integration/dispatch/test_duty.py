@@ -55,6 +55,16 @@ async def test_whoever_leads_the_duty_when_it_comes_in_supervises_it_until_done(
     assert (r.json()["duty"]["dispatcher_id"], r.json()["previous"]) == (wang, None)
     first = await reported(console, publisher)
     assert first["supervisor"] == {"dispatcher_id": wang, "name": "Wang Lei"}
+    # Take duty pressed again (or the PUT retried): the duty Wang leads is the same one, since
+    # the same time (the console's "on duty since"), and no change of duty is audited
+    began = r.json()["duty"]["since"]
+    again = await console.put(f"/v1/duty/{DISTRICT}", headers=wang_desk, json={})
+    assert again.status_code == 200, again.text
+    assert again.json()["duty"] == {"dispatcher_id": wang, "name": "Wang Lei", "since": began}
+    assert again.json()["previous"] == again.json()["duty"]
+    r = await console.get("/v1/admin/audit", headers=ADMIN)
+    assert [e["detail"] for e in r.json()["entries"] if e["action"] == "duty.take"] == [
+        f"{wang} after nobody"]
 
     r = await console.put(f"/v1/duty/{DISTRICT}", headers=li_desk, json={})  # the next shift
     assert r.json()["previous"]["dispatcher_id"] == wang
