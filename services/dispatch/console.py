@@ -869,12 +869,23 @@ act("assign", async () => {
   try { await assign(id, team, false); }
   catch (e) {
     // a team on another incident's order: the command room may take it off that one
-    // (dispatch's message, as its API writes it)
-    if (e === REFUSED || !/holds open order/.test(e.message) || !confirm(say("confirm_reassign"))) {
+    // (dispatch's message, as its API writes it), knowing which one it is: a P1 fight's
+    // team taken for a noise complaint by one "OK" was one slip of the hand away
+    if (e === REFUSED || !/holds open order/.test(e.message)
+        || !confirm(say("confirm_reassign", {other: await holderOf(e.message)}))) {
       throw e; }
     await assign(id, team, true);
   }
   refresh(); });
+// The incident a team's open order is for, as dispatch's 409 names it: its priority,
+// category and status, else (not readable: another district's) its id
+async function holderOf(message) {
+  const m = /of incident ([^ ;]+);/.exec(message);
+  if (!m) return say("other_incident_unknown");
+  try { const o = await api("/v1/incidents/" + encodeURIComponent(m[1]));
+    return prio(o.priority) + " " + word("category", o.category) + " · "
+      + word("incident_status", o.status) + " (" + m[1] + ")"; }
+  catch (e) { if (e === REFUSED) throw e; return m[1]; } }
 act("unlink", async () => {
   const id = shown, parent = shownLinkedTo; if (!id || !parent) return;
   const note = prompt(say("prompt_unlink", {id: parent}));

@@ -181,7 +181,9 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "warn_volunteers_alone_on_p1": "此P1警情尚无公安或保安警组",
         "confirm_outside_rules": "{name}：{why}。派警规则不会这样派。仍然派出吗？",
         "confirm_linked": "此上报已作为重复上报并入 {id}。要把它作为独立警情，派出该警组吗？",
-        "confirm_reassign": "该组正在执行其他警情的指令。要撤下那条指令（那起警情改派下一组）并派到这里吗？",
+        "confirm_reassign": "该组正在执行其他警情的指令：{other}。"
+                            "要撤下那条指令（那起警情改派下一组）并派到这里吗？",
+        "other_incident_unknown": "警情未知",
         "prompt_unlink": "不是 {id} 的重复上报？它将成为独立警情，并派最近的合适警组。原因（记入时间线）：",
         "confirm_weapon": "持械将撤下此警情的全部志愿者警组。继续吗？",
         "volunteers_withdrawn": "已撤回{count}条志愿者指令",
@@ -381,8 +383,10 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
                                  "Send it all the same?",
         "confirm_linked": "This report is linked to {id} as a duplicate. Send the team to it "
                           "as an incident of its own?",
-        "confirm_reassign": "That team is on another incident's order. Take it off that order "
-                            "(that incident goes to its next team) and send it here?",
+        "confirm_reassign": "That team is on another incident's order: {other}. Take it off "
+                            "that order (that incident goes to its next team) and send it "
+                            "here?",
+        "other_incident_unknown": "incident not known",
         "prompt_unlink": "Not a duplicate of {id}? It becomes an incident of its own and is "
                          "sent the nearest suitable team. Why (for the timeline):",
         "confirm_weapon": "A weapon takes every volunteer team off this incident. Go on?",

@@ -250,6 +250,34 @@ def test_a_refused_assignment_says_why_and_the_reason_stays_after_the_next_refre
     assert sent == ["/v1/incidents/inc_fight/assign"]
 
 
+def test_taking_a_team_off_another_incident_says_which_incident_it_is_on() -> None:
+    """The team list says only "on another incident's order": a dispatcher sending a guard
+    to a noise complaint was asked to take it off "another incident's order", and one OK
+    away from taking it off a P1 fight unknowingly. The confirm names that incident
+    (priority, category, status), as the 409 names it; one the desk cannot read (another
+    district's) by its id."""
+    refused = ("team t1 holds open order ord_9 (acknowledged) of incident {}; send it with "
+               "\"reassign\": true to take it off that order first")
+    asked = run_console(
+        TWO_WAITING + "var confirmed = []; confirm = text => { confirmed.push(text); return false; }; "
+        "details.inc_fight.status = 'acknowledged'; "
+        f"posted = url => reply(409, {{error: {{code: 'conflict', message: "
+        f"url.includes('inc_noise') ? {refused.format('inc_fight')!r} "
+        f": {refused.format('inc_elsewhere')!r}}}}});"
+        "const real = answer; answer = (u, i) => u === '/v1/incidents/inc_elsewhere' ? "
+        "reply(403, {error: {code: 'forbidden', message: 'not your district'}}) : real(u, i);",
+        'row("inc_noise").onclick(); settle().then(() => { $("team").value = "t1"; '
+        '$("assign").onclick(); return settle(); }).then(() => { '
+        'row("inc_fight").onclick(); return settle(); }).then(() => { $("team").value = "t1"; '
+        '$("assign").onclick(); return settle(); }).then(() => confirmed)',
+    )[0]
+    fight = (f"P1{label('priority', 'P1')} {label('category', 'violence')} · "
+             f"{label('incident_status', 'acknowledged')} (inc_fight)")
+    assert asked == [told("confirm_reassign", other=fight),
+                     told("confirm_reassign", other="inc_elsewhere")], asked
+    assert fight in asked[0] and "inc_elsewhere" in asked[1], asked
+
+
 def test_the_teams_offered_are_dispatchs_nearest_suitable_first_with_how_far_each_is() -> None:
     """The list was the district's teams by id, free first, with no distance: the dispatcher
     sending a team by hand (to a flagged incident, a second unit to a fight) found the
