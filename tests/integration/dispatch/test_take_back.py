@@ -265,6 +265,11 @@ async def test_a_take_back_asked_again_after_the_close_sends_the_station_nothing
     assert r.status_code == 200, r.text
     assert r.json()["state"] == "withdrawn"
     assert orders_for(clean_redis, station.incident_id) == before
+    # the audit log tells the take-back from its retry, which withdrew nothing
+    r = await console.get("/v1/admin/audit", headers=ADMIN)
+    assert [e["detail"] for e in r.json()["entries"] if e["action"] == "order.withdraw"] == [
+        f"team {station.team_id}, order {station.order_id}, already withdrawn",
+        f"team {station.team_id}, order {station.order_id}"]
     client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
     try:
         assert client.hget(store.incident_key(station.incident_id), "status") == "closed"
