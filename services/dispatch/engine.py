@@ -1077,6 +1077,18 @@ class Dispatcher:
                 await self._fill(incident_id)
         return None
 
+    async def _no_team_detail(self, inc: dict[str, str]) -> Detail:
+        """Why no team was found: none free that may go (it waits), or none of the district
+        ever placed within the search's radius of the place (0, 0 from a camera without a
+        fix, swapped coordinates, another city's): the location is to be checked, not a
+        free team waited for."""
+        radius = self.policy.search_radius_km
+        if await store.any_team_within(self.redis, district=inc["district"],
+                                       lat=float(inc["lat"]), lon=float(inc["lon"]),
+                                       radius_km=radius):
+            return entry_detail("no_team")
+        return entry_detail("no_team_in_reach", km=f"{radius:g}")
+
     async def _fill(self, incident_id: str, state: store.IncidentState | None = None, *,
                     held: locks.Held | None = None,
                     found: list[domain.Unit] | None = None) -> None:
@@ -1189,7 +1201,7 @@ class Dispatcher:
                                              score=self._waiting_score(inc, now))
             if inc["status"] != "unassigned":
                 await self._emit(incident_id, TimelineEntry(
-                    kind="unassigned", **entry_detail("no_team")),
+                    kind="unassigned", **await self._no_team_detail(inc)),
                     status="unassigned", state=state)
             if queued:
                 # A team freed after this search and before the incident joined the queue

@@ -1235,6 +1235,15 @@ def queue_not_waiting(pipe: Pipeline, *, district: str, incident_id: str) -> Non
     pipe.zrem(_waiting_key(district), incident_id)
 
 
+async def any_team_within(redis: Redis, *, district: str, lat: float, lon: float,
+                          radius_km: float) -> bool:
+    """Whether any team of the district, whatever its status, was last placed within
+    `radius_km` of the point (the district's map keeps each team's last fix)."""
+    found = await redis.geosearch(_geo_key(district), longitude=lon, latitude=lat,
+                                  radius=radius_km, unit="km", count=1)
+    return bool(found)
+
+
 async def remove_waiting(redis: Redis, *, district: str, incident_id: str) -> None:
     await redis.zrem(_waiting_key(district), incident_id)
 

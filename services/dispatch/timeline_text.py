@@ -104,6 +104,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "no_team": {
         "en": "no suitable team available; waiting",
         "zh": "暂无合适警组，等待派警"},
+    "no_team_in_reach": {
+        "en": "no team of the district is known within {km} km of the place: is the "
+              "location right? waiting",
+        "zh": "本辖区没有警组的已知位置在现场{km}公里内：地点是否有误？等待派警"},
     "offer": {
         "en": "{kind} order to {team} ({agency_kind})",
         "zh": "向{team}（{agency_kind:agency_kind}）下达{kind:order_kind}指令"},

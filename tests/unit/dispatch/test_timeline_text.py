@@ -64,6 +64,8 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         f"it is of {parent}, or have an administrator replay the report once fixed (it joins "
         f"{parent}, or goes out as an incident of its own)"),
     "no_team": ({}, lambda: "no suitable team available; waiting"),
+    "no_team_in_reach": ({"km": "10"}, lambda km: f"no team of the district is known within "
+                         f"{km} km of the place: is the location right? waiting"),
     "offer": ({"kind": "dispatch", "team": "Team 7", "agency_kind": "police"},
               lambda kind, team, agency_kind: f"{kind} order to {team} ({agency_kind})"),
     "offer_eta": ({"kind": "reinforcement", "team": "Team 7", "agency_kind": "volunteer",
