@@ -156,8 +156,10 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
-def forbidden(message: str) -> ApiError:
-    return ApiError(403, "forbidden", message)
+def forbidden(message: str, field: str | None = None) -> ApiError:
+    """`field`: the request's own field whose value this caller may not use (a district it
+    does not cover), named as a 422 names one; none for an object the caller named by id."""
+    return ApiError(403, "forbidden", message, field)
 
 
 def conflict(message: str) -> ApiError:

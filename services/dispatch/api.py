@@ -326,10 +326,11 @@ class DispatcherIn(BaseModel):
         "and the heat map of the districts, and changes nothing")
 
 
-def check_district(who: Principal, district: str) -> None:
-    """A dispatcher works on the districts of their command room only."""
+def check_district(who: Principal, district: str, field: str | None = None) -> None:
+    """A dispatcher works on the districts of their command room only. `field`: the
+    request's field that gave `district` (the 403 names it), none for an object's own."""
     if who.kind in DESK_KINDS and district not in who.districts:
-        raise forbidden(f"this dispatcher does not cover district '{district[:64]}'")
+        raise forbidden(f"this dispatcher does not cover district '{district[:64]}'", field)
 
 
 @dataclass
@@ -448,7 +449,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         """check_district (a desk's 403), and for the admin, that volunteers' roster holds
         the district: else a 422 naming `district` (a typo read as an empty board is "no
         incidents"). A desk's districts are the roster's: its token was made so."""
-        check_district(who, district)
+        check_district(who, district, "district")
         if who.kind == "admin":
             await roster_holds(district)
 

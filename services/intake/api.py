@@ -189,7 +189,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if body.district not in who.districts:
             raise await refused(forbidden(
                 f"this {who.kind} may not report in the district given; it covers "
-                f"{', '.join(sorted(who.districts))}"))
+                f"{', '.join(sorted(who.districts))}", "district"))
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         received_at = utcnow()

@@ -127,6 +127,7 @@ async def test_a_wrong_period_of_another_district_is_a_422_before_the_403(
             assert r.json()["error"]["field"] == "since"
         r = await console.get(path, headers=desk, params={"district": "elsewhere"})
         assert r.status_code == 403, (path, r.text)
+        assert r.json()["error"]["field"] == "district"  # the one the caller gave
 
 
 @pytest.mark.roster(DISTRICT)
@@ -155,6 +156,7 @@ async def test_assign_and_close_answer_in_designs_order(
     assert r.status_code == 404
     r = await console.post(close.format("inc_away"), headers=desk)
     assert r.status_code == 403
+    assert "field" not in r.json()["error"]  # the incident's district, not one the caller gave
     r = await console.post(close.format("inc_here"), headers=desk)
     assert r.status_code == 409 and "closed" in r.json()["error"]["message"]
 

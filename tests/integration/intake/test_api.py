@@ -177,6 +177,7 @@ async def test_error_order_401_before_400_before_403(intake) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json"
     r = await intake.post("/v1/incidents", headers=key, json=incident(district="d2"))
     assert r.status_code == 403
+    assert r.json()["error"]["field"] == "district"  # what to correct, as a 422 names it
     r = await intake.post("/v1/systems", headers=key, json={"name": "x", "districts": ["d1"]})
     assert r.status_code == 403
 
