@@ -25,13 +25,14 @@ TIMEOUT_S = 5.0  # an admin's request, rare: a slow volunteers is worth waiting 
 SHOWN = 20  # known districts a refusal names, at most
 
 
-async def known_districts(http: httpx.AsyncClient, *, volunteers_url: str, admin_token: str,
+async def known_districts(http: httpx.AsyncClient, *, volunteers_url: str, key: str,
                           timeout_s: float = TIMEOUT_S) -> list[str]:
-    """The districts volunteers' roster holds, or TryAgain (503) when volunteers gives no
-    list (within `timeout_s`)."""
+    """The districts volunteers' roster holds, asked with `key` (the services' key:
+    shared.tokens.service_key), or TryAgain (503) when volunteers gives no list (within
+    `timeout_s`)."""
     try:
         response = await http.get(f"{volunteers_url.rstrip('/')}{DISTRICTS_PATH}",
-                                  headers={"Authorization": f"Bearer {admin_token}"},
+                                  headers={"Authorization": f"Bearer {key}"},
                                   timeout=timeout_s)
         response.raise_for_status()
         known = response.json()["districts"]
@@ -48,12 +49,12 @@ async def known_districts(http: httpx.AsyncClient, *, volunteers_url: str, admin
 
 
 async def require_known_districts(http: httpx.AsyncClient, districts: Sequence[str], *,
-                                  volunteers_url: str, admin_token: str) -> None:
+                                  volunteers_url: str, key: str) -> None:
     """Returns once volunteers' roster holds every one of `districts` (a body's
     `districts`). Raises ApiError 422 naming the places of those it does not (`field`: the
     first, `districts.<i>`) and the districts it does, or TryAgain (503) when volunteers
     gives no list."""
-    known = await known_districts(http, volunteers_url=volunteers_url, admin_token=admin_token)
+    known = await known_districts(http, volunteers_url=volunteers_url, key=key)
     unknown = [i for i, district in enumerate(districts) if district not in known]
     if unknown:
         raise ApiError(422, "invalid_field",

@@ -39,10 +39,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import fieldnames
 from shared.fieldnames import describe_field_error
+from shared.tokens import issued_shape, service_key
 
 log = logging.getLogger(__name__)
 
-PrincipalKind = Literal["admin", "dispatcher", "inspector", "system", "device"]
+# "service": the services' own calls to volunteers (shared.tokens.service_key)
+PrincipalKind = Literal["admin", "dispatcher", "inspector", "system", "device", "service"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +354,7 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "dispatcher": "50/second",
     "inspector": "50/second",
     "admin": "1000/second",
+    "service": "1000/second",  # each service's calls to volunteers, all under one key
 }
 
 
@@ -419,10 +422,17 @@ class AuthFailures:
     The limit's failures ("20/minute": that many within a minute; the `limits` package
     parses it) from one address lock it out for `lockout_s`: each of its requests is then
     answered 429 with Retry-After, its token not even checked, so that no one can try
-    tokens faster than the limit. Only failures count (a token presented and unknown; no
-    token at all is no guess), and successes forgive none: callers that authenticate, a
-    whole station behind one NAT address, are never locked out by their own requests, and
-    cost one look at an empty dict.
+    ADMIN_TOKEN (user-chosen, 16 characters or more) faster than the limit. Only failures
+    count (a token presented and unknown; no token at all is no guess), and successes
+    forgive none: callers that authenticate, a whole station behind one NAT address, are
+    never locked out by their own requests, and cost one look at an empty dict.
+
+    A token of an issued token's shape (shared.tokens.issued_shape: a device token, system
+    key, desk token or the services' own key; 256 random bits) is checked all the same while
+    its address is locked out, and its failure counted (a lockout it completes starts
+    again): guessing it is hopeless however fast, and the address is shared by every caller
+    behind it (127.0.0.1 under `make run`, the services' own calls to volunteers among them;
+    a proxy's clients), whom one stale token tried would lock out with it.
 
     In memory, per process, not in Redis: the lockout is looked up before every request
     (in Redis, a round trip each); it works while Redis is away; and each service's Redis
@@ -513,6 +523,7 @@ class AuthMiddleware:
     ) -> None:
         self.app = app
         self._admin = admin_token.encode()
+        self._service = service_key(admin_token).encode()
         self._resolve = resolve
         self._cached = cached
         self._public = PUBLIC_PATHS | frozenset(public_paths)
@@ -526,6 +537,8 @@ class AuthMiddleware:
     async def principal_for(self, token: str, scope: Scope | None = None) -> Principal | None:
         if hmac.compare_digest(token.encode(), self._admin):
             return Principal(kind="admin", subject="admin")
+        if hmac.compare_digest(token.encode(), self._service):
+            return Principal(kind="service", subject="service")
         if self._cached is not None and scope is not None:
             known = self._cached(token, scope)
             if known is not None:
@@ -541,7 +554,9 @@ class AuthMiddleware:
             return
         token = bearer_token(scope)
         counted = self._elsewhere is None or not self._elsewhere(scope, token)
-        if counted and (wait := self._failures.locked(scope)) is not None:
+        # A locked-out address's tokens of an issued one's shape are checked (AuthFailures)
+        if (counted and (wait := self._failures.locked(scope)) is not None
+                and not issued_shape(token)):
             if scope["type"] == "websocket":
                 await _refuse_socket(receive, send, 1013, "try again later")
                 return

@@ -19,11 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from shared.http import Principal, error_body
+from shared.tokens import DEVICE_TOKEN_PREFIX
 
 log = logging.getLogger(__name__)
 
-
-DEVICE_TOKEN_PREFIX = "lfd_"  # volunteers' device tokens (services/volunteers/store/devices.py)
 
 
 class IntrospectionUnavailable(Exception):

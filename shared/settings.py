@@ -12,8 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.connection import parse_url
 
 from shared.http import AuthFailures
-from shared.introspect import DEVICE_TOKEN_PREFIX
 from shared.policy import PolicyError, check_policy_file
+from shared.tokens import DEVICE_TOKEN_PREFIX, issued_shape, service_key
 
 
 def _redis_url(value: str) -> str:
@@ -52,6 +52,11 @@ def check_admin_token(token: str) -> None:
         # volunteers does not count the failures of device tokens notify and intake ask it
         # about (shared.http.AuthFailures): an admin token like them would be guessed there
         raise ValueError(f"must not start with {DEVICE_TOKEN_PREFIX}, the device tokens' prefix")
+    if issued_shape(token):
+        # checked even from an address locked out for its failures (AuthFailures), where
+        # guesses of a token chosen by hand must not be
+        raise ValueError("must not look like a token the services issue (a prefix of theirs "
+                         "and 43 characters)")
 
 
 def _limit(value: str) -> str:
@@ -91,7 +96,8 @@ class ServiceSettings(BaseSettings):
         default=None, description="FORWARDED_ALLOW_IPS: the addresses of proxies in front "
         "(comma-separated, or *) whose X-Forwarded-For names the client; unset: 127.0.0.1 "
         "and ::1. Behind a proxy not named here every client has the proxy's address: one "
-        "that keeps failing to authenticate (AUTH_FAILURE_LIMIT) locks them all out")
+        "that keeps failing to authenticate (AUTH_FAILURE_LIMIT) locks it out (the tokens the "
+        "services issue are still checked; the admin token is not)")
     http_workers: int = Field(default=1, ge=1, le=16,
                               description="HTTP_WORKERS: uvicorn worker processes")
     log_level: Annotated[str, AfterValidator(_log_level)] = Field(
@@ -125,7 +131,8 @@ class ServiceSettings(BaseSettings):
     auth_failure_limit: Annotated[str, AfterValidator(_limit)] = Field(
         default="20/minute", description="AUTH_FAILURE_LIMIT: failed bearer authentications "
         "(unknown tokens) from one client address, per process, before the address is locked "
-        "out: 429 with Retry-After, its tokens not checked, for AUTH_LOCKOUT_S; empty: no limit")
+        "out: 429 with Retry-After, its tokens not checked (but for those of the shape the "
+        "services issue: shared.tokens), for AUTH_LOCKOUT_S; empty: no limit")
     auth_lockout_s: float = Field(default=60, gt=0, le=86_400,
                                   description="AUTH_LOCKOUT_S: see AUTH_FAILURE_LIMIT")
     max_body_bytes: int = Field(default=1_000_000, description="MAX_BODY_BYTES: larger is a 413")
@@ -159,6 +166,10 @@ class ServiceSettings(BaseSettings):
     @property
     def port(self) -> int:
         return self.http_port or self.default_port
+
+    def service_key(self) -> str:
+        """The key of this service's calls to volunteers (shared.tokens.service_key)."""
+        return service_key(self.admin_token.get_secret_value())
 
     def auth_failures(self) -> AuthFailures:
         """A process's count of failed authentications (AUTH_FAILURE_LIMIT)."""

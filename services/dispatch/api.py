@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -41,6 +40,7 @@ from shared.http import (
 )
 from shared.metrics import COUNTED_LAG
 from shared.timezones import CalendarDate
+from shared.tokens import DESK_TOKEN_PREFIX, new_token
 
 from . import by_hand, domain, paging, pipeline, records, review, roll_call, store
 from .config import Settings
@@ -52,7 +52,7 @@ CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 # changes nothing.
 Reader = Annotated[Principal, Depends(require("admin", "dispatcher", "inspector"))]
 DESK_KINDS = ("dispatcher", "inspector")  # people bound to their command room's districts
-DISPATCHER_TOKEN_PREFIX = "lfc_"  # the command room's
+DISPATCHER_TOKEN_PREFIX = DESK_TOKEN_PREFIX  # the command room's
 Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
 # The board reads its index this many incidents at a time while it filters, and looks at
@@ -464,7 +464,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             return
         try:
             known = await known_districts(http, volunteers_url=settings.volunteers_url,
-                                          admin_token=settings.admin_token.get_secret_value(),
+                                          key=settings.service_key(),
                                           timeout_s=ROSTER_TIMEOUT_S)
         except TryAgain:
             roster.failed_at = time.monotonic()
@@ -896,10 +896,10 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:
         # A desk on a district no roster holds watches a board no report of its own reaches.
         await require_known_districts(http, body.districts, volunteers_url=settings.volunteers_url,
-                                      admin_token=settings.admin_token.get_secret_value())
+                                      key=settings.service_key())
         dispatcher_id = new_id("dsp")
         # Not the devices' prefix: the other services pass those to volunteers to check.
-        token = f"{DISPATCHER_TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+        token = new_token(DISPATCHER_TOKEN_PREFIX)
         await store.create_dispatcher(redis, dispatcher_id=dispatcher_id, name=body.name,
                                       districts=body.districts, token=token, role=body.role)
         await audit.record(redis, "dispatch", who, "dispatcher.create", dispatcher_id,
@@ -970,7 +970,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         await check_known_district(who, district)
         return await roll_call.shift_check_ins(
             http, district, volunteers_url=settings.volunteers_url,
-            admin_token=settings.admin_token.get_secret_value())
+            key=settings.service_key())
 
     @router.get("/pipeline", summary="Whether reports, orders and teams' answers, statuses "
                 "and positions are moving between the services: the console's warning",

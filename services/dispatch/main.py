@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     http = httpx.AsyncClient()
     HTTPXClientInstrumentor.instrument_client(http)
     zones = ZoneProjection(http=http, volunteers_url=settings.volunteers_url,
-                           admin_token=settings.admin_token.get_secret_value(),
+                           key=settings.service_key(),
                            timeout_s=settings.zone_lookup_timeout_s,
                            refresh_s=settings.zones_refresh_s)
     engine = Dispatcher(redis=redis, broker=broker, policy=policy, settings=settings, zones=zones)

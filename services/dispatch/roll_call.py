@@ -48,7 +48,7 @@ class ShiftsNow(BaseModel):
 
 
 async def shift_check_ins(http: httpx.AsyncClient, district: str, *, volunteers_url: str,
-                          admin_token: str) -> dict[str, Any]:
+                          key: str) -> dict[str, Any]:
     """`{"district", "at", "planned", "not_checked_in", "teams"}`: the district's teams
     planned on the shifts being worked at volunteers' `at`, those not checked in first (whom
     to call), then by the shift's start and the team's name. Raises TryAgain (503) when
@@ -57,7 +57,7 @@ async def shift_check_ins(http: httpx.AsyncClient, district: str, *, volunteers_
     try:
         response = await http.get(f"{volunteers_url.rstrip('/')}{SHIFTS_NOW_PATH}",
                                   params={"district": district},
-                                  headers={"Authorization": f"Bearer {admin_token}"},
+                                  headers={"Authorization": f"Bearer {key}"},
                                   timeout=TIMEOUT_S)
         response.raise_for_status()
         found = ShiftsNow.model_validate_json(response.content)

@@ -29,11 +29,11 @@ class ZoneProjection:
     it has live orders (keep_fresh), and refreshed every `refresh_s`, so a roster import
     that changes zones reaches dispatch within that time."""
 
-    def __init__(self, *, http: httpx.AsyncClient, volunteers_url: str, admin_token: str,
+    def __init__(self, *, http: httpx.AsyncClient, volunteers_url: str, key: str,
                  timeout_s: float, refresh_s: float, retry_after_s: float = 5.0) -> None:
         self._http = http
         self._url = f"{volunteers_url}/v1/zones"
-        self._headers = {"Authorization": f"Bearer {admin_token}"}
+        self._headers = {"Authorization": f"Bearer {key}"}  # the services' key
         self._timeout_s = timeout_s
         self._refresh_s = refresh_s
         self._retry_after_s = retry_after_s

@@ -37,9 +37,10 @@ from shared.http import (
     require,
     unauthorized,
 )
-from shared.introspect import DEVICE_TOKEN_PREFIX, Introspector
+from shared.introspect import Introspector
 from shared.policy import Policy, normalise_flags
 from shared.telemetry import current_trace_id
+from shared.tokens import DEVICE_TOKEN_PREFIX
 
 from . import store
 from .config import Settings
@@ -102,7 +103,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     ) -> dict[str, str]:
         # A district no roster holds has no team and no desk: its reports would wait unseen.
         await require_known_districts(http, body.districts, volunteers_url=settings.volunteers_url,
-                                      admin_token=settings.admin_token.get_secret_value())
+                                      key=settings.service_key())
         system_id, api_key = await store.create_system(
             redis, name=body.name, districts=body.districts
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
 from shared.events import IncidentClosed, IncidentUpdated, Location, new_id, utcnow
 from shared.scripts import ScriptBatch, run_script
+from shared.tokens import SYSTEM_KEY_PREFIX, new_token
 
 from .domain import OpenIncident
 
@@ -35,7 +35,7 @@ def _key_entry(hashed: str) -> str:
 
 async def create_system(redis: Redis, *, name: str, districts: list[str]) -> tuple[str, str]:
     system_id = new_id("sys")
-    api_key = f"lfs_{secrets.token_urlsafe(32)}"
+    api_key = new_token(SYSTEM_KEY_PREFIX)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(
             f"intake:system:{system_id}",

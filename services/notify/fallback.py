@@ -68,14 +68,15 @@ class Shifts(Protocol):
 
 
 class TeamShifts:
-    """Who is on a team's shift, asked of volunteers (the roster's owner) with the admin
-    token: its team view, `GET /v1/teams/{id}` (`state.shift_member_ids`)."""
+    """Who is on a team's shift, asked of volunteers (the roster's owner) with the services'
+    key (shared.tokens.service_key): its team view, `GET /v1/teams/{id}`
+    (`state.shift_member_ids`)."""
 
-    def __init__(self, client: httpx.AsyncClient, *, base_url: str, admin_token: str,
+    def __init__(self, client: httpx.AsyncClient, *, base_url: str, key: str,
                  timeout_s: float) -> None:
         self._client = client
         self._url = base_url.rstrip("/") + "/v1/teams/"
-        self._headers = {"Authorization": f"Bearer {admin_token}"}
+        self._headers = {"Authorization": f"Bearer {key}"}
         self._timeout = timeout_s
         self._kept: dict[str, tuple[float, frozenset[str] | None]] = {}
         self._failed_at = -math.inf

@@ -116,9 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,
                     settings=settings, fallback_steps=len(chain))
     # A receipt from a member off the team's shift does not end the fallback: volunteers
-    # says who is on it (its team view, with the admin token).
-    shifts = TeamShifts(client, base_url=settings.volunteers_url,
-                        admin_token=settings.admin_token.get_secret_value(),
+    # says who is on it (its team view, with the services' key).
+    shifts = TeamShifts(client, base_url=settings.volunteers_url, key=settings.service_key(),
                         timeout_s=settings.shift_lookup_timeout_s)
     timers = FallbackTimers(redis=redis, orders=orders, chain=chain, settings=settings,
                             shifts=shifts)

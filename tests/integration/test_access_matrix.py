@@ -3,8 +3,10 @@
 DESIGN: every endpoint authenticates; each system, agency and member sees only what it
 should. Each row is one route with what each caller gets. A token a service does not know
 (a system key at volunteers, a device token at dispatch) is unknown there: 401, as a made-up
-one. Rows that would change what other rows read are not asked of the callers allowed to
-make the change (None), or name an object that does not exist (404: past authentication).
+one. The services' own key (shared.tokens.service_key) is known to all four and opens the
+four reads of volunteers' they call it for. Rows that would change what other rows read are
+not asked of the callers allowed to make the change (None), or name an object that does not
+exist (404: past authentication).
 
 The four services run in this process under uvicorn (notify and intake ask volunteers about
 device tokens over HTTP), on one real Redis, seeded once for the module: district d1 with a
@@ -26,6 +28,7 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from shared.tokens import service_key
 from tests.e2e.journey import district_roster
 from tests.helpers import poll_until
 from tests.integration.four_services import four_services
@@ -38,13 +41,14 @@ MISSING = "nope-404"
 CALLER_PHONE = "13912345678"
 
 CALLERS = ("none", "malformed", "admin", "system_d1", "system_d2", "desk_d1", "inspector_d1",
-           "device_a", "device_b", "revoked_device", "revoked_system", "revoked_desk")
+           "device_a", "device_b", "revoked_device", "revoked_system", "revoked_desk",
+           "services")
 # The callers each service knows; any other token is unknown there.
 KNOWS = {
-    "intake": {"admin", "system_d1", "system_d2", "device_a", "device_b"},
-    "dispatch": {"admin", "desk_d1", "inspector_d1"},
-    "volunteers": {"admin", "device_a", "device_b"},
-    "notify": {"admin", "device_a", "device_b"},
+    "intake": {"admin", "system_d1", "system_d2", "device_a", "device_b", "services"},
+    "dispatch": {"admin", "desk_d1", "inspector_d1", "services"},
+    "volunteers": {"admin", "device_a", "device_b", "services"},
+    "notify": {"admin", "device_a", "device_b", "services"},
 }
 COMMAND_ROOM = ("admin", "desk_d1")
 READERS = ("admin", "desk_d1", "inspector_d1")
@@ -85,6 +89,11 @@ def public(service: str, path: str) -> Row:
 def admin_only(service: str, method: str, path: str, status: int = 200,
                body: Any = None) -> Row:
     return row(service, method, path, {"admin": status}, body)
+
+
+def for_services(path: str) -> Row:
+    """A read of volunteers' the other services make with their own key (shared.tokens)."""
+    return row("volunteers", "GET", path, {"admin": 200, "services": 200})
 
 
 def operations(service: str) -> list[Row]:
@@ -213,7 +222,7 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "GET", "/v1/members?district=d1"),
     admin_only("volunteers", "GET", "/v1/agencies/d1-sec"),
     admin_only("volunteers", "GET", "/v1/zones/d1-z1"),
-    admin_only("volunteers", "GET", "/v1/teams/d1-sec-1"),
+    for_services("/v1/teams/d1-sec-1"),
     admin_only("volunteers", "GET", "/v1/members/d1-m-sec"),
     admin_only("volunteers", "GET", "/v1/members/d1-m-sec/devices"),
     admin_only("volunteers", "POST", f"/v1/members/{MISSING}/devices", 404),
@@ -225,12 +234,12 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "GET", "/v1/teams/d1-sec-1/shift-plan", 404),
     admin_only("volunteers", "GET", "/v1/shifts?district=d1&date=2026-01-05"),
     # the desk asks dispatch (GET /v1/shift-check-ins), which asks this with the admin token
-    admin_only("volunteers", "GET", "/v1/shifts/now?district=d1"),
+    for_services("/v1/shifts/now?district=d1"),
     admin_only("volunteers", "GET", "/v1/points/leaderboard?district=d1"),
     admin_only("volunteers", "POST", f"/v1/members/{MISSING}/points", 404,
                {"points": 5, "note": "matrix"}),
-    admin_only("volunteers", "GET", "/v1/districts"),
-    admin_only("volunteers", "GET", "/v1/zones?district=d1"),
+    for_services("/v1/districts"),
+    for_services("/v1/zones?district=d1"),
     admin_only("volunteers", "GET", "/v1/zones/lookup?district=d1&lat=22.83&lon=108.33"),
 
     # --- notify: a team's orders, a device's channels ------------------------------------------
@@ -313,7 +322,7 @@ async def _tokens(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, 
         "device_a": (await device_of("d1-m-near-1"))["token"],
         "device_b": (await device_of("d1-m-sec"))["token"],
         "revoked_device": gone_device["token"], "revoked_system": gone_system["api_key"],
-        "revoked_desk": gone_desk["token"],
+        "revoked_desk": gone_desk["token"], "services": service_key(ADMIN_TOKEN),
     }
 
 
@@ -446,8 +455,9 @@ async def test_the_api_page_needs_nothing_from_the_internet(world: World, http: 
 
 
 # The device socket: a team's device gets its `hello` and then its own team's orders only;
-# the admin's token (of no team) is closed with 4403, any other caller with 4401.
-SOCKET: dict[str, int | str] = {**each(CALLERS, 4401), "admin": 4403,
+# the admin's token and the services' key (of no team) are closed with 4403, any other
+# caller with 4401.
+SOCKET: dict[str, int | str] = {**each(CALLERS, 4401), "admin": 4403, "services": 4403,
                                 "device_a": "order_a", "device_b": "order_b"}
 
 

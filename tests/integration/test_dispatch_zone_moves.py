@@ -27,6 +27,7 @@ from services.volunteers.config import Settings as VolunteersSettings
 from services.volunteers.main import create_app as create_volunteers
 from shared.events import OrderIssued
 from shared.policy import load_policy
+from shared.tokens import service_key
 from tests.helpers import poll_until
 from tests.integration.notify.conftest import serving
 from tests.integration.volunteers.conftest import ADMIN
@@ -436,7 +437,8 @@ async def a_replica(url: str, volunteers_url: str, *, refresh_s: float = 3600,
         stack.push_async_callback(broker.stop)
         http = await stack.enter_async_context(httpx.AsyncClient())
         zones = ZoneProjection(http=http, volunteers_url=volunteers_url,
-                               admin_token=ADMIN_TOKEN, timeout_s=5, refresh_s=refresh_s)
+                               key=service_key(ADMIN_TOKEN), timeout_s=5,
+                               refresh_s=refresh_s)
         engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
                             settings=settings_for(url, **settings), zones=zones)
         stack.push_async_callback(engine.locks.close)

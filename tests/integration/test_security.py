@@ -11,7 +11,7 @@ from services.dispatch.config import Settings as DispatchSettings
 from services.dispatch.main import create_app as dispatch_app
 from services.intake.config import Settings as IntakeSettings
 from services.intake.main import create_app as intake_app
-from shared.introspect import DEVICE_TOKEN_PREFIX
+from shared.tokens import DEVICE_TOKEN_PREFIX
 from tests.integration.conftest import volunteers_for
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

@@ -16,10 +16,10 @@ ROSTER = {"districts": ["Chaoyang", "Haidian"]}
 async def check(districts: list[str], handler: httpx.MockTransport) -> None:
     async with httpx.AsyncClient(transport=handler) as http:
         await require_known_districts(http, districts, volunteers_url="http://volunteers/",
-                                      admin_token="the-admin-token")
+                                      key="the-services-key")
 
 
-async def test_districts_of_the_roster_pass_and_volunteers_is_asked_as_the_admin() -> None:
+async def test_districts_of_the_roster_pass_and_volunteers_is_asked_with_the_services_key() -> None:
     asked: list[httpx.Request] = []
 
     def roster(request: httpx.Request) -> httpx.Response:
@@ -29,7 +29,7 @@ async def test_districts_of_the_roster_pass_and_volunteers_is_asked_as_the_admin
     await check(["Haidian", "Chaoyang"], httpx.MockTransport(roster))
     (request,) = asked
     assert str(request.url) == "http://volunteers/v1/districts"
-    assert request.headers["authorization"] == "Bearer the-admin-token"
+    assert request.headers["authorization"] == "Bearer the-services-key"
 
 
 @pytest.mark.parametrize(("districts", "field"), [(["chaoyang"], "districts.0"),

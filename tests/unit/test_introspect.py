@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from shared.introspect import DEVICE_TOKEN_PREFIX, IntrospectionUnavailable, Introspector
+from shared.introspect import IntrospectionUnavailable, Introspector
+from shared.tokens import DEVICE_TOKEN_PREFIX
 
 
 def introspector(handler: httpx.MockTransport) -> Introspector:

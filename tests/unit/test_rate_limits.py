@@ -56,3 +56,50 @@ def test_old_tokens_are_forgotten(clock: list[float]) -> None:
     clock[0] += 5
     limits.retry_after(device(-1))
     assert len(limits._tat) == 1
+
+
+async def test_a_locked_out_address_has_issued_tokens_checked_and_their_failures_counted(
+        clock: list[float]) -> None:
+    """shared.http.AuthMiddleware over AuthFailures: 3 failures a minute lock out for 60 s."""
+    from shared.http import AuthFailures, AuthMiddleware
+    from shared.tokens import SYSTEM_KEY_PREFIX, service_key
+
+    admin_token, good = "the-admin-token-of-16", f"{SYSTEM_KEY_PREFIX}{'g' * 43}"
+    checked: list[str] = []
+
+    async def resolve(token: str) -> Principal | None:
+        checked.append(token)
+        return Principal(kind="system", subject="sys1") if token == good else None
+
+    async def app(scope, receive, send) -> None:  # noqa: ANN001
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["state"]["principal"].kind.encode()})
+
+    auth = AuthMiddleware(app, admin_token=admin_token, resolve=resolve,
+                          failures=AuthFailures("3/minute", lockout_s=60))
+
+    async def ask(token: str) -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await auth({"type": "http", "path": "/v1/x", "method": "GET", "client": ("10.0.0.1", 1),
+                    "headers": [(b"authorization", f"Bearer {token}".encode())]}, receive, send)
+        return sent[0]["status"]
+
+    unknown = [f"{SYSTEM_KEY_PREFIX}{n:043d}" for n in range(6)]
+    assert [await ask(t) for t in unknown[:3]] == [401] * 3  # locked out for 60 s
+    checked.clear()
+    assert await ask(admin_token) == 429 and await ask("junk") == 429 and not checked
+    assert await ask(good) == 200 and await ask(service_key(admin_token)) == 200
+    clock[0] += 30
+    assert [await ask(t) for t in unknown[3:]] == [401] * 3  # checked, and counted:
+    assert checked == [good, *unknown[3:]]
+    clock[0] += 45  # 75 s after the first lockout began: the second one holds
+    assert await ask(admin_token) == 429
+    clock[0] += 16
+    assert await ask(admin_token) == 200

@@ -18,7 +18,7 @@ from ..domain import points
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
-from .deps import Admin, IdPath, require_district
+from .deps import Admin, AdminOrService, IdPath, require_district
 
 ADJUSTMENT_KEY = r"^[A-Za-z0-9_.:-]{1,64}$"
 # An adjustment sent without a key, sent again as it was (the same member, amount and reason)
@@ -121,11 +121,11 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
     # The only GET /v1/zones: dispatch's zone projection (services/dispatch/zones.py) reads
     # this shape, a whole district in one answer; the roster's paginated lists leave zones out.
     @router.get("/zones", summary="A district's zones with their polygons and owning stations "
-                "(admin; dispatch keeps a projection of them)",
+                "(admin, services; dispatch keeps a projection of them)",
                 description="Every zone of the district in one answer, not paged. One zone: "
                 "`GET /v1/zones/{zone_id}`.")
     async def district_zones(
-        _: Admin, district: Annotated[str, Query(min_length=1, max_length=64)],
+        _: AdminOrService, district: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> DistrictZones:
         index = await zones.index(district)
         return DistrictZones(district=district, zones=[

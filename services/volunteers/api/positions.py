@@ -49,6 +49,7 @@ from shared.http import (
     unauthorized,
 )
 from shared.metrics import meter
+from shared.tokens import issued_shape
 
 from ..config import Settings
 from ..domain.positions import PositionIn, check_accuracy, fix_time
@@ -168,6 +169,7 @@ class PositionFastPath:
         self._limits = rate_limits
         self._failures = failures
         self._admin = settings.admin_token.get_secret_value().encode()
+        self._service = settings.service_key().encode()
         self._identities: dict[str, DeviceIdentity] = {}
         self.outcomes: Counter[str] = Counter()
         meter("volunteers").create_observable_counter(
@@ -212,13 +214,16 @@ class PositionFastPath:
         return who
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
-        if (wait := self._failures.locked(scope)) is not None:
-            raise locked_out(wait)
         token = bearer_token(scope)
+        # as shared.http.AuthMiddleware: a token of an issued one's shape is checked anyway
+        if (wait := self._failures.locked(scope)) is not None and not issued_shape(token):
+            raise locked_out(wait)
         if token is None:
             raise unauthorized("missing bearer token")
-        if hmac.compare_digest(token.encode(), self._admin):
-            if (wait := self._limits.hit("admin", "admin")) is not None:
+        kind = ("admin" if hmac.compare_digest(token.encode(), self._admin)
+                else "service" if hmac.compare_digest(token.encode(), self._service) else None)
+        if kind is not None:
+            if (wait := self._limits.hit(kind, kind)) is not None:
                 raise rate_limited(wait)
             # 400/422 come before 403: the body's own fields, and the settings' limits
             checked_fix(parse_fix(await _read(receive)), now=utcnow(), settings=self._settings)

@@ -46,7 +46,7 @@ from ..store import shifts as shifts_store
 from ..store import teams as teams_store
 from ..store.tx import Contended
 from . import views
-from .deps import Admin, IdPath, require_district
+from .deps import Admin, AdminOrService, IdPath, require_district
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
@@ -221,8 +221,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
 
     # Intake and dispatch ask it (shared.districts) before they make a reporting system's key
     # or a desk's token: one for a district no import named would be watched by no one.
-    @router.get("/districts", summary="The districts whose roster was imported (admin)")
-    async def districts(_: Admin) -> dict[str, list[str]]:
+    @router.get("/districts", summary="The districts whose roster was imported (admin, "
+                "services)")
+    async def districts(_: AdminOrService) -> dict[str, list[str]]:
         return {"districts": await roster_store.districts(redis)}
 
     def list_route(entity: str) -> None:
@@ -264,8 +265,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             raise not_found("zone")
         return views.zone(record)
 
-    @router.get("/teams/{team_id}", summary="A team: profile, status, latest position (admin)")
-    async def get_team(team_id: IdPath, _: Admin) -> dict[str, Any]:
+    @router.get("/teams/{team_id}", summary="A team: profile, status, latest position "
+                "(admin, services)")
+    async def get_team(team_id: IdPath, _: AdminOrService) -> dict[str, Any]:
         record = await roster_store.get(redis, "teams", team_id)
         if not record:
             raise not_found("team")

@@ -22,7 +22,7 @@ from ..domain.status import expire_check_ins
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
-from .deps import Admin, IdPath, require_district
+from .deps import Admin, AdminOrService, IdPath, require_district
 
 
 class ShiftPlanIn(ShiftPlan):
@@ -112,10 +112,10 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         return {"district": district, "date": day.isoformat(), "teams": teams}
 
     @router.get("/shifts/now", summary="The shifts being worked now in a district, each "
-                "team planned on them with whether anyone of it has checked in (admin; "
-                "dispatch asks it for the command room's console)")
+                "team planned on them with whether anyone of it has checked in (admin, "
+                "services; dispatch asks it for the command room's console)")
     async def worked_now(
-        _: Admin, district: Annotated[str, Query(min_length=1, max_length=64)],
+        _: AdminOrService, district: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> dict[str, Any]:
         await require_district(redis, district)
         now = utcnow()

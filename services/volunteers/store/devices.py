@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -14,7 +13,7 @@ from redis.asyncio.client import Pipeline
 
 from shared import streams
 from shared.events import DeviceRevoked, new_id
-from shared.introspect import DEVICE_TOKEN_PREFIX
+from shared.tokens import DEVICE_TOKEN_PREFIX, new_token
 
 from . import keys
 from .tx import atomically
@@ -67,7 +66,7 @@ async def create_device(
 ) -> tuple[str, str] | None:
     """A new device and its token (returned once, stored hashed); None: no such member."""
     device_id = new_id("dev")
-    token = f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}"
+    token = new_token(TOKEN_PREFIX)
     hashed = token_hash(token)
 
     async def body(pipe: Pipeline) -> tuple[str, str] | None:

@@ -112,7 +112,7 @@ async def bare_engine(stack: contextlib.AsyncExitStack, url: str) -> Dispatcher:
     await broker.connect()
     stack.push_async_callback(broker.stop)
     http = await stack.enter_async_context(httpx.AsyncClient())
-    zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9", admin_token="x",
+    zones = ZoneProjection(http=http, volunteers_url="http://127.0.0.1:9", key="x",
                            timeout_s=0.2, refresh_s=10)
     engine = Dispatcher(redis=client, broker=broker, policy=load_policy(),
                         settings=settings_for(url), zones=zones)

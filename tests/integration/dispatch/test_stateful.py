@@ -221,7 +221,7 @@ class DispatchMachine(RuleBasedStateMachine):
         self.stack.push_async_callback(broker.stop)
         http = await self.stack.enter_async_context(httpx.AsyncClient(
             transport=httpx.MockTransport(lambda request: httpx.Response(200, json=ZONES))))
-        zones = ZoneProjection(http=http, volunteers_url="http://volunteers", admin_token="x",
+        zones = ZoneProjection(http=http, volunteers_url="http://volunteers", key="x",
                                timeout_s=1, refresh_s=600)
         engine = Dispatcher(redis=client, broker=broker, policy=POLICY,
                             settings=settings_for(self.url), zones=zones)

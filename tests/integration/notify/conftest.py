@@ -27,7 +27,7 @@ from services.notify.config import Settings
 from services.notify.main import create_app
 from shared import streams
 from shared.events import Location, OrderIssued, OrderWithdrawn, new_id
-from shared.introspect import DEVICE_TOKEN_PREFIX
+from shared.tokens import DEVICE_TOKEN_PREFIX
 from tests.helpers import serving  # serving: notify's tests import it from here
 
 ADMIN_TOKEN = "test-admin-token"

@@ -29,6 +29,7 @@ from services.volunteers.config import Settings as VolunteersSettings
 from services.volunteers.main import create_app as create_volunteers
 from shared.events import OrderDelivered
 from shared.runtime import stop_task
+from shared.tokens import service_key
 from tests.helpers import poll_until
 
 from .conftest import (
@@ -197,7 +198,7 @@ async def test_a_team_with_nobody_on_shift_has_the_order_with_any_receipt(
 
 @dataclass
 class ShiftVolunteers(Volunteers):
-    """The conftest's stand-in, also answering the team view (admin) with a shift the test
+    """The conftest's stand-in, also answering the team view (the services' key) with a shift the test
     sets; `hang` makes it never answer it, `status` answer that instead."""
 
     shifts: dict[str, list[str]] = field(default_factory=dict)
@@ -211,7 +212,7 @@ class ShiftVolunteers(Volunteers):
         @app.get("/v1/teams/{team_id}")
         async def team(team_id: str, request: Request) -> Response:
             self.team_calls += 1
-            if request.headers.get("authorization") != f"Bearer {ADMIN_TOKEN}":
+            if request.headers.get("authorization") != f"Bearer {service_key(ADMIN_TOKEN)}":
                 return JSONResponse({"error": {"code": "unauthorized", "message": "no"}},
                                     status_code=401)
             if self.hang:

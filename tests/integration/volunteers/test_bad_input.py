@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from services.dispatch.zones import ZoneProjection
+from shared.tokens import service_key
 
 from .conftest import ADMIN, ADMIN_TOKEN, CELL, SQUARE, Volunteers
 
@@ -88,7 +89,7 @@ async def test_one_route_serves_a_districts_zones_as_dispatch_reads_them(
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "district"
     # dispatch's own reader, unchanged, against this app
     projection = ZoneProjection(http=client, volunteers_url=str(client.base_url).rstrip("/"),
-                                admin_token=ADMIN_TOKEN, timeout_s=5, refresh_s=60)
+                                key=service_key(ADMIN_TOKEN), timeout_s=5, refresh_s=60)
     assert [z.zone_id for z in await projection.zones_of("d1")] == ["z-cell", "z-territory"]
     held = await projection.lookup("d1", lat=22.03, lon=108.03)
     assert held is not None and held.zone_id == "z-cell"

@@ -16,7 +16,7 @@ ZONES = {"zones": [{"zone_id": "z-1", "name": "Territory", "owner_agency_id": "a
 
 def projection(handler: httpx.MockTransport) -> ZoneProjection:
     return ZoneProjection(http=httpx.AsyncClient(transport=handler),
-                          volunteers_url="http://volunteers", admin_token="t",
+                          volunteers_url="http://volunteers", key="t",
                           timeout_s=1.0, refresh_s=60.0, retry_after_s=0.0)
 
 
@@ -88,7 +88,7 @@ async def test_zones_that_changed_are_judged_once_and_again_after_a_judgement_th
     answers = [ZONES, ZONES, ZONES, moved, moved, moved]
     zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(
         lambda request: httpx.Response(200, json=answers.pop(0) if answers else moved))),
-        volunteers_url="http://volunteers", admin_token="t", timeout_s=1.0, refresh_s=0.001)
+        volunteers_url="http://volunteers", key="t", timeout_s=1.0, refresh_s=0.001)
     assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is not None  # first read
     told: list[str] = []
     stop = asyncio.Event()
@@ -124,7 +124,7 @@ async def test_zones_that_changed_are_judged_once_more_at_the_next_round() -> No
         return httpx.Response(200, json=ZONES if asked == 1 else moved)
 
     zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
-                           volunteers_url="http://volunteers", admin_token="t", timeout_s=1.0,
+                           volunteers_url="http://volunteers", key="t", timeout_s=1.0,
                            refresh_s=0.001)
     assert await zones.lookup("qingxiu", lat=22.05, lon=108.05) is not None  # first read
     told: list[str] = []
@@ -151,7 +151,7 @@ async def test_the_districts_with_live_orders_are_read_and_judged_at_start_until
         return answers.pop(0) if answers else httpx.Response(200, json=ZONES)
 
     zones = ZoneProjection(http=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
-                           volunteers_url="http://volunteers", admin_token="t", timeout_s=1.0,
+                           volunteers_url="http://volunteers", key="t", timeout_s=1.0,
                            refresh_s=0.001)
     told: list[str] = []
     stop = asyncio.Event()
