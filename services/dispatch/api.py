@@ -85,8 +85,13 @@ SINCE = "the period's start, included (ISO 8601 with its offset)"
 UNTIL = ("the period's end, left out: an incident reported at exactly `until` is the next "
          "period's (ISO 8601 with its offset; now unless asked)")
 BOARD_DESCRIPTION = (
-    "Incidents newest first (reported at the same instant: the greater id first), up to "
-    "`limit`. Filters are applied while reading the incidents' index (a district's own, "
+    "Incidents newest first by the time reported, or with `order=received` by the time "
+    "dispatch received them (the same instant: the greater id first), up to "
+    "`limit`. Each row's `received_at` is when dispatch received the report, and "
+    f"`late_by_s` how many seconds after `reported_at` that was when more than "
+    f"{domain.LATE_REPORT.total_seconds() / 60:g} minutes (null otherwise): a report that "
+    "reached dispatch that late (a reporting system's queue stuck) is of a scene that old; "
+    "its timeline says so too. Filters are applied while reading the incidents' index (a district's own, "
     "or each of the caller's districts), however far back the period goes, until `limit` "
     f"rows are found, the period is read through or {BOARD_SCAN} incidents have been looked at. "
     "`next`: a cursor to the rest (null once the period is read through); pass it as "
@@ -365,6 +370,10 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
                      "address": inc.get("address") or None},
         "zone_id": inc.get("zone_id") or None,
         "reported_at": inc.get("reported_at"),
+        # when dispatch received it (the board's order=received), and by how much that was
+        # after the report when more than domain.LATE_REPORT: the scene is that old
+        "received_at": inc.get("received_at") or None,
+        "late_by_s": _late_by_s(inc),
         "routing_timeouts": int(inc.get("timeouts") or 0),
         "declines": int(inc.get("declines") or 0),
         "linked_to": inc.get("linked_to") or None,
@@ -518,12 +527,22 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "(ask with the same filters); opaque"),
         limit: int = Query(default=100, ge=1, le=MAX_PAGE,
                            description="at most this many incidents on the page"),
+        order: paging.Order = Query(
+            default="reported", description="`reported`: newest first by the time reported "
+            "(the report's own `reported_at`); `received`: newest first by when dispatch "
+            "received the report (the row's `received_at`), so a report that reached "
+            "dispatch late (a reporting system's queue stuck, its network cut: `late_by_s`) "
+            "is listed first when it comes, however many newer reports came before it (the "
+            "console's order). `since`, `until` and `scanned_to` are then times received; "
+            "the KPIs and the heat map count by the time reported either way"),
     ) -> dict[str, Any]:
+        received = order == "received"
         try:
-            position = paging.decode_cursor(after) if after is not None else None
+            position = paging.decode_cursor(after, order) if after is not None else None
         except ValueError:
-            raise ApiError(422, "invalid_field", "after is not a cursor of the board: pass "
-                           "the previous answer's `next` as it is", "after") from None
+            raise ApiError(422, "invalid_field", "after is not a cursor of the board in this "
+                           "order: pass the previous answer's `next` as it is, with the same "
+                           "order", "after") from None
         now = datetime.now(UTC)
         if since and until and since > until:  # else an empty board: "nothing reported"
             raise ApiError(422, "invalid_field", "since must not be after until", "since")
@@ -569,7 +588,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             else:
                 await records.index_handovers_before(redis)  # once: those of an earlier version
                 ids = await store.handovers(redis)
-            listed = [(_position(inc), inc) for inc in await store.incidents_bulk(redis, ids)]
+            listed = [(_position(inc, order), inc)
+                      for inc in await store.incidents_bulk(redis, ids)]
             listed.sort(key=lambda pair: pair[0], reverse=True)  # the newest first, as the board
             last = None
             for at, inc in listed:
@@ -578,7 +598,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 if not shown(inc):
                     continue
                 if (problem == "filing_overdue" and (since or until)
-                        and not since_ts <= _reported_ts(inc) < until_ts):
+                        and not since_ts <= _order_ts(inc, order) < until_ts):
                     continue
                 row = _incident_view(inc)
                 if problem == "filing_overdue":
@@ -589,11 +609,16 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 if len(rows) >= limit:
                     last = at
                     break
-            return _page(rows, next_at=last, scanned_to=None)
+            return _page(rows, next_at=last, scanned_to=None, order=order)
 
         # The index of the district asked for, else of each of the caller's districts
         # (merged), else of all: a dispatcher's board reads nothing of other districts.
-        if alarm:
+        # The flagged have an index of their own in the order reported; in the order
+        # received they are a filter of the index by receipt, as the other filters are.
+        if received:
+            await records.index_received_before(redis)  # once: those of an earlier version
+            index, every = store.received_key, store.RECEIVED
+        elif alarm:
             await records.index_flagged_before(redis)  # once: those of an earlier version
             index, every = store.flagged_key, store.FLAGGED
         else:
@@ -624,11 +649,11 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             rows += [_incident_view(full[at.incident_id]) for at in picked
                      if at.incident_id in full and shown(full[at.incident_id])]
             if page_full:  # (a row changed or gone meanwhile leaves this page one short)
-                return _page(rows, next_at=picked[-1], scanned_to=None)
+                return _page(rows, next_at=picked[-1], scanned_to=None, order=order)
             examined += len(batch)
             if examined >= BOARD_SCAN:  # the budget: the client asks on from here
-                return _page(rows, next_at=batch[-1], scanned_to=batch[-1].score)
-        return _page(rows, next_at=None, scanned_to=None)
+                return _page(rows, next_at=batch[-1], scanned_to=batch[-1].score, order=order)
+        return _page(rows, next_at=None, scanned_to=None, order=order)
 
     @router.get("/reports-not-handled", summary="Reports dispatch gave up on before it made "
                 "their incident: in the dead letters, on no board",
@@ -1116,18 +1141,17 @@ def in_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(timeline, key=lambda entry: datetime.fromisoformat(entry["at"]))
 
 
-def _position(inc: dict[str, str]) -> paging.Position:
-    """A record's place on the board from its own time (a broken one: last)."""
-    reported = _reported_ts(inc)
-    return paging.Position(float("-inf") if math.isnan(reported) else reported,
-                           inc["incident_id"])
+def _position(inc: dict[str, str], order: paging.Order) -> paging.Position:
+    """A record's place on the board in `order` from its own time (a broken one: last)."""
+    at = _order_ts(inc, order)
+    return paging.Position(float("-inf") if math.isnan(at) else at, inc["incident_id"])
 
 
 def _page(rows: list[dict[str, Any]], *, next_at: paging.Position | None,
-          scanned_to: float | None) -> dict[str, Any]:
+          scanned_to: float | None, order: paging.Order) -> dict[str, Any]:
     """The board's answer: the rows, and where the next page starts when there may be one."""
     return {"incidents": rows, "count": len(rows),
-            "next": paging.encode_cursor(next_at) if next_at is not None else None,
+            "next": paging.encode_cursor(next_at, order) if next_at is not None else None,
             "more": next_at is not None,
             "scanned_to": (datetime.fromtimestamp(scanned_to, UTC).isoformat()
                            if scanned_to is not None and math.isfinite(scanned_to) else None)}
@@ -1151,6 +1175,28 @@ def _reported_ts(inc: dict[str, str]) -> float:
         return datetime.fromisoformat(inc["reported_at"]).timestamp()
     except (KeyError, ValueError, OverflowError):  # a record stored broken: in no period
         return float("nan")
+
+
+def _order_ts(inc: dict[str, str], order: paging.Order) -> float:
+    """The record's time in the board's `order`: received (as store.RECEIVED scores it; a
+    record of before dispatch kept it, its report's), or reported."""
+    if order == "received" and inc.get("received_at"):
+        try:
+            return datetime.fromisoformat(inc["received_at"]).timestamp()
+        except (ValueError, OverflowError):
+            pass
+    return _reported_ts(inc)
+
+
+def _late_by_s(inc: dict[str, str]) -> int | None:
+    """How many seconds after its report dispatch received it, when more than
+    domain.LATE_REPORT (the scene is that old); None when in time, or not known."""
+    try:
+        late = domain.late_by(datetime.fromisoformat(inc["reported_at"]),
+                              datetime.fromisoformat(inc["received_at"]))
+    except (KeyError, ValueError, OverflowError):
+        return None
+    return round(late.total_seconds()) if late else None
 
 
 async def _handover_orders(redis: Redis, inc: dict[str, str]) -> list[dict[str, str]]:

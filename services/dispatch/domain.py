@@ -451,6 +451,22 @@ def acted_from(incident: dict[str, str]) -> datetime:
     return reported
 
 
+# A report that reaches dispatch more than this after it was reported (a 110 system's queue
+# stuck, a video system catching up after a network cut, dispatch's own backlog) says so on
+# its timeline and its board row: the scene is that old. A report passes intake and its
+# stream in well under a second, and a caller's reported_at may run minutes ahead or behind
+# (intake takes one up to 5 min ahead); 10 min is late beyond any clock's doubt, and old
+# enough that the scene may have changed (DOMAIN.md: neighbours reinforce within 3-5 min).
+LATE_REPORT = timedelta(minutes=10)
+
+
+def late_by(reported_at: datetime, received_at: datetime) -> timedelta | None:
+    """How long after its report dispatch received it, when more than LATE_REPORT; None
+    when it came in time. How it is dispatched does not change: the command room decides."""
+    late = received_at - reported_at
+    return late if late > LATE_REPORT else None
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None

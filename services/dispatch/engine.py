@@ -718,12 +718,20 @@ class Dispatcher:
         query = (None if event.linked_to or self._awaits_station(inc)
                  else self._query(self._facts(inc, set()), utcnow()))
 
+        received_at = datetime.fromisoformat(fields["received_at"])
+        entries = [] if event.linked_to else [TimelineEntry(
+            at=received_at, kind="reported", **self._reported_detail(event))]
+        if late := domain.late_by(event.reported_at, received_at):
+            # the scene is that old: said at once, beside the report (the command room decides)
+            entries.append(TimelineEntry(at=received_at, kind="note", **entry_detail(
+                "reported_late", minutes=int(late.total_seconds() // 60),
+                reported_at=event.reported_at.isoformat())))
+
         async def first_step(token: str) -> tuple[int, list[domain.Unit]]:
             return await store.first_step(
                 self.scripts, incident_id=event.incident_id, district=event.district,
-                reported_ts=event.reported_at.timestamp(), fields=fields,
-                entry=None if event.linked_to else TimelineEntry(
-                    kind="reported", **self._reported_detail(event)),
+                reported_ts=event.reported_at.timestamp(),
+                received_ts=received_at.timestamp(), fields=fields, entries=entries,
                 lock_key=locks.key(event.incident_id), token=token,
                 ttl_ms=self.locks.ttl_ms, query=query)
 

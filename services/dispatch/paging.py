@@ -1,7 +1,8 @@
-"""The board's order and paging: incidents newest first by the time reported (the same
-instant: the greater id first, as Redis orders equal scores), read from the indexes in
-batches, and the cursor (`next`, given back as `after`) that resumes exactly there; and
-the cursor of the reports not handled (dead letters, newest first by their id)."""
+"""The board's order and paging: incidents newest first by the time reported, or by the
+time dispatch received them (`?order=received`) (the same instant: the greater id first,
+as Redis orders equal scores), read from the indexes in batches, and the cursor (`next`,
+given back as `after`) that resumes exactly there; and the cursor of the reports not
+handled (dead letters, newest first by their id)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from redis.asyncio import Redis
 
@@ -22,12 +24,16 @@ from . import store
 MIN_READ = 50
 MAX_ID = 256  # characters of an incident id a cursor may name (intake's are ~26)
 MAX_CURSOR = 1500  # characters of an `after` value: MAX_ID of 4-byte characters fit
+# The board's orders: by the time reported (the API's default, the KPIs' and the periods'),
+# or by the time dispatch received the report (store.RECEIVED: the console's).
+Order = Literal["reported", "received"]
 
 
 @dataclass(frozen=True, order=True)
 class Position:
     """Where an incident stands on the board: its score in the indexes (the time reported,
-    seconds since 1970) and its id. Greater is newer, listed first."""
+    or received in the order received, seconds since 1970) and its id. Greater is newer,
+    listed first."""
 
     score: float
     incident_id: str
@@ -38,20 +44,27 @@ class Position:
         return self < other
 
 
-def encode_cursor(position: Position) -> str:
-    """An opaque cursor for `position` (URL-safe, no padding)."""
-    raw = json.dumps([position.score, position.incident_id], separators=(",", ":"),
-                     ensure_ascii=False)
+def encode_cursor(position: Position, order: Order = "reported") -> str:
+    """An opaque cursor for `position` in the board's `order` (URL-safe, no padding)."""
+    # the order received names itself: its scores are no place in the order reported
+    named: list[object] = [position.score, position.incident_id]
+    if order != "reported":
+        named.append(order)
+    raw = json.dumps(named, separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str) -> Position:
-    """The position a cursor of encode_cursor names; ValueError for anything else."""
+def decode_cursor(text: str, order: Order = "reported") -> Position:
+    """The position a cursor of encode_cursor in `order` names; ValueError for anything
+    else (a cursor of the other order among them)."""
     if not 0 < len(text) <= MAX_CURSOR:
         raise ValueError("not a cursor of the board")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        score, incident_id = json.loads(raw)
+        named = json.loads(raw)
+        if not isinstance(named, list) or named[2:] != ([] if order == "reported" else [order]):
+            raise ValueError("not a cursor of the board in this order")
+        score, incident_id = named[:2]
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise TypeError("a cursor's time is a number")
         score = float(score)
@@ -92,8 +105,8 @@ def decode_letter_cursor(text: str) -> str:
 
 
 class IndexScan:
-    """The incidents of one or more indexes (sorted sets scored by the time reported: all
-    districts', or one district's each) reported in [since_ts, until_ts) and after `after`,
+    """The incidents of one or more indexes (sorted sets scored by the time reported, or
+    received: all districts', or one district's each) in [since_ts, until_ts) and after `after`,
     newest first, merged, a batch at a time; each index is read `batch` (or, merging,
     a share of it) at a time from where it was left, never from its top again."""
 

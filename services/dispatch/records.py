@@ -160,6 +160,56 @@ async def index_flagged_before(redis: Redis) -> int:
     return added
 
 
+RECEIVED_INDEXED = "dispatch:received-indexed"  # set once the earlier are in store.RECEIVED
+
+# Incidents of an earlier version (id, score by receipt) joining the index by receipt
+# (KEYS[1]) and their district's, each only while its record is there: one _forget took
+# out between the read of its record and this is not put back, for good.
+_INDEX_RECEIVED = """
+local added = 0
+for i = 1, #ARGV, 2 do
+  local district = redis.call('HGET', 'dispatch:incident:' .. ARGV[i], 'district')
+  if district then
+    added = added + redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 1], ARGV[i])
+    redis.call('ZADD', 'dispatch:received:' .. district, 'NX', ARGV[i + 1], ARGV[i])  -- received_key
+  end
+end
+return added
+"""
+
+
+async def index_received_before(redis: Redis) -> int:
+    """Once per Redis: the incidents made before this version kept store.RECEIVED join it
+    (and their district's), at when dispatch received them (`received_at`; a record without
+    one, at its report's time), so the board in the order received lists them too. Read by
+    ZSCAN from store.ALL_INCIDENTS, about 500 at a time. The number added."""
+    if await redis.exists(RECEIVED_INDEXED):
+        return 0
+    added, cursor = 0, 0
+    while True:
+        cursor, pairs = await redis.zscan(store.ALL_INCIDENTS, cursor, count=500)
+        async with redis.pipeline(transaction=False) as pipe:
+            for incident_id, _ in pairs:
+                pipe.hget(store.incident_key(incident_id), "received_at")
+            found = await pipe.execute()
+        args: list[str] = []
+        for (incident_id, reported), received in zip(pairs, found, strict=True):
+            args += [incident_id, repr(_received_score(received, reported))]
+        if args:
+            added += int(await run_script(redis, _INDEX_RECEIVED, [store.RECEIVED], args))
+        if cursor == 0:
+            break
+    await redis.set(RECEIVED_INDEXED, "1")
+    return added
+
+
+def _received_score(received: str | None, reported: float) -> float:
+    try:
+        return datetime.fromisoformat(received).timestamp() if received else reported
+    except (ValueError, OverflowError):  # a record stored broken: where its report is
+        return reported
+
+
 STATION_ORDERS_INDEXED = "dispatch:station-orders-indexed"  # set once the earlier are indexed
 
 
@@ -268,12 +318,14 @@ run_commands(3, tonumber(ARGV[2]))
 async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) -> None:
     async with redis.pipeline(transaction=False) as pipe:  # sent by the script
         pipe.zrem(store.ALL_INCIDENTS, incident_id)
+        pipe.zrem(store.RECEIVED, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)
         # the command room's remarks and evidence attached after it was archived
         pipe.delete(store.timeline_key(incident_id))
         pipe.zrem(store.FLAGGED, incident_id)
         if inc is not None:
             pipe.zrem(store.district_key(inc["district"]), incident_id)
+            pipe.zrem(store.received_key(inc["district"]), incident_id)
             pipe.zrem(store.flagged_key(inc["district"]), incident_id)
             if inc.get("external_ref"):
                 pipe.srem(store.ref_key(inc["district"], inc["external_ref"]), incident_id)
@@ -304,6 +356,9 @@ async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: flo
             if indexed := await index_flagged_before(redis):
                 log.info("incident records: %d flagged incidents of an earlier version "
                          "indexed for the board", indexed)
+            if indexed := await index_received_before(redis):
+                log.info("incident records: %d incidents of an earlier version indexed by "
+                         "receipt for the board", indexed)
             archived = await archive_ended(redis, locks, ended_before=now - records_days * 86400)
             forgotten = await forget_archived(redis, locks,
                                               reported_before=now - kpi_days * 86400)

@@ -758,6 +758,13 @@ async def districts_with_claims(redis: Redis) -> set[str]:
 
 
 ALL_INCIDENTS = "dispatch:incidents"  # zset by the time reported; district_key: a district's
+# The same incidents by when dispatch received each (its `received_at`), all districts' here,
+# one district's at received_key: the board's `?order=received`, the console's. A report
+# that reached dispatch late (a 110 system's queue stuck, a video system catching up after a
+# network cut) is the newest there, however long before it was reported; by the time
+# reported it may be behind hundreds of newer ones. Written in the incident's creation
+# (first_step), removed with the others (records._forget).
+RECEIVED = "dispatch:received"
 
 
 def incident_key(incident_id: str) -> str:
@@ -766,6 +773,10 @@ def incident_key(incident_id: str) -> str:
 
 def district_key(district: str) -> str:
     return f"dispatch:district:{district}"
+
+
+def received_key(district: str) -> str:
+    return f"dispatch:received:{district}"
 
 
 def timeline_key(incident_id: str) -> str:
@@ -794,7 +805,9 @@ def queue_offer_again(pipe: Pipeline, *, incident_id: str, team_id: str) -> None
 # status count and the first timeline entry go in the same step, and so does taking the
 # incident's lock (KEYS[6] with token ARGV[6], see locks.py): -1 when another worker holds
 # it (nothing written), else 1 created (SENT_OUT: created, and KEYS[9], its sent_on, names
-# the report sent out in its place) or 0 exists already, the lock held either way.
+# the report sent out in its place) or 0 exists already, the lock held either way. The
+# indexes by report time (KEYS[2], KEYS[3], score ARGV[2]) and by receipt (KEYS[10],
+# KEYS[11], score ARGV[5]); the timeline's first entries from ARGV[8] on.
 _CREATE_INCIDENT = """
 local holder = redis.call('GET', KEYS[6])
 if holder and holder ~= ARGV[6] then return -1 end
@@ -810,8 +823,10 @@ end
 if KEYS[8] ~= '' then redis.call('SADD', KEYS[8], ARGV[1]) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[10], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[11], ARGV[5], ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[5], ARGV[5]) end
+if #ARGV >= 8 then redis.call('RPUSH', KEYS[5], unpack(ARGV, 8)) end
 -- a report of its event was sent out in its place meanwhile (queue_sent_on)
 if KEYS[9] ~= '' and redis.call('EXISTS', KEYS[9]) == 1 then return 2 end
 return 1
@@ -822,11 +837,12 @@ SENT_OUT = 2  # first_step: created, and a report of its event was sent out in i
 
 
 async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: str,
-                     reported_ts: float, fields: dict[str, str], entry: TimelineEntry | None,
-                     lock_key: str, token: str, ttl_ms: int, query: CandidateQuery | None
-                     ) -> tuple[int, list[Unit]]:
+                     reported_ts: float, received_ts: float, fields: dict[str, str],
+                     entries: Sequence[TimelineEntry], lock_key: str, token: str, ttl_ms: int,
+                     query: CandidateQuery | None) -> tuple[int, list[Unit]]:
     """A report's first round trip: take the incident's lock and store the incident
-    (counted in its status, with its first timeline entry and the district's duty leader
+    (counted in its status, in the board's indexes by the time reported and by the time
+    received, with its first timeline entries and the district's duty leader
     as its supervisor), and search its candidates
     with `query` (nearly every report is new: the search is then ready); both scripts go
     with the rest of `redis`'s batch when it is a ScriptBatch. Returns -1 when
@@ -841,9 +857,10 @@ async def first_step(redis: Redis | ScriptBatch, *, incident_id: str, district: 
         [incident_key(incident_id), ALL_INCIDENTS, district_key(district),
          STATUS_COUNTS, timeline_key(incident_id), lock_key, duty_key(district),
          ref_key(district, fields.get("external_ref") or "") if fields.get("external_ref") else "",
-         _sent_on_key(incident_id) if fields["status"] != "linked" else ""],
+         _sent_on_key(incident_id) if fields["status"] != "linked" else "",
+         RECEIVED, received_key(district)],
         [incident_id, repr(reported_ts), ascii_json(flat), fields["status"],
-         entry.model_dump_json() if entry else "", token, ttl_ms])
+         repr(received_ts), token, ttl_ms, *(e.model_dump_json() for e in entries)])
     if query is None:
         return int(await created), []
     reply, found = await asyncio.gather(created, batch.submit(*_candidates_call(query)))
@@ -1131,7 +1148,8 @@ async def index_pages(redis: Redis, reads: Sequence[tuple[str, tuple[float, str]
                       since_ts: float, until_ts: float, count: int
                       ) -> list[tuple[list[tuple[str, float]], bool]]:
     """For each (index key, after) of `reads`: up to `count` (id, score) of that index of
-    incidents (ALL_INCIDENTS, district_key) reported in [since_ts, until_ts), the newest
+    incidents (ALL_INCIDENTS, district_key by the time reported; RECEIVED, received_key by
+    the time received) scored in [since_ts, until_ts), the newest
     first (the same instant: the greater id first), after the incident at (score, id)
     `after` (None: from the newest; it need not be indexed any more); and whether the
     index has no more. One round trip, unless a whole page was of `after`'s instant."""

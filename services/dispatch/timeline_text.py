@@ -54,6 +54,11 @@ TEMPLATES: dict[str, dict[Language, str]] = {
               "command room",
         "zh": "{category:category}，{priority}{priority:priority}：调度策略中没有此警情类别"
               "（接警端策略文件不一致？）；已派最近的合适公安警组，并提请指挥室关注"},
+    # a report that reached dispatch more than domain.LATE_REPORT after it was made
+    "reported_late": {
+        "en": "reported {minutes} min before it reached dispatch (at {reported_at:time}): "
+              "the scene may have changed since",
+        "zh": "该警情上报于{reported_at:time}，{minutes}分钟后才送达调度：现场情况可能已有变化"},
     "duplicate": {
         "en": "duplicate report of {parent}",
         "zh": "{parent}的重复上报"},

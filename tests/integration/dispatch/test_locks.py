@@ -141,8 +141,9 @@ async def test_a_report_first_step_writes_nothing_while_another_worker_holds_the
 
     async def first_step(token: str) -> int:
         created, _ = await store.first_step(
-            redis, incident_id="inc_e", district="d1", reported_ts=1.0, fields=fields,
-            entry=None, lock_key=locks.key("inc_e"), token=token, ttl_ms=5000, query=None)
+            redis, incident_id="inc_e", district="d1", reported_ts=1.0, received_ts=2.0,
+            fields=fields, entries=[], lock_key=locks.key("inc_e"), token=token, ttl_ms=5000,
+            query=None)
         return created
 
     await redis.set(locks.key("inc_e"), "another", px=5000)

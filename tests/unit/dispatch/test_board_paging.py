@@ -33,6 +33,20 @@ def test_a_cursor_gives_back_the_place_it_was_made_of_exactly(score: float, inci
     assert all(c.isalnum() or c in "-_" for c in cursor)  # as it is in a query string
 
 
+@given(SCORES, IDS)
+def test_a_cursor_of_the_order_received_is_no_place_in_the_order_reported(
+        score: float, incident_id: str) -> None:
+    """`?order=received` pages by when dispatch received each report: its cursor names
+    that order, and each order refuses the other's (the same time means another place)."""
+    received = encode_cursor(Position(score, incident_id), "received")
+    assert decode_cursor(received, "received") == Position(score, incident_id)
+    assert len(received) <= MAX_CURSOR
+    with pytest.raises(ValueError):
+        decode_cursor(received)
+    with pytest.raises(ValueError):
+        decode_cursor(encode_cursor(Position(score, incident_id)), "received")
+
+
 def test_a_time_to_the_microsecond_survives_the_cursor() -> None:
     score = 1_733_400_000.123456  # no rounding: a tie at that instant is told by the id
     assert decode_cursor(encode_cursor(Position(score, "inc_a"))).score == score
@@ -57,10 +71,14 @@ def _b64(raw: str) -> str:
     '[NaN, "inc"]', '[null, "inc"]', '[true, "inc"]', '["1.5", "inc"]', '[1.5, ""]',
     '[1.5, 7]', '[1.5]', '[1.5, "inc", 3]', '{"score": 1.5}', f'[{10 ** 400}, "inc"]',
     json.dumps([1.5, "i" * (MAX_ID + 1)]), "[" * 5000, "not json",
+    '[1.5, "inc", "reported"]', '[1.5, "inc", "received", "received"]', '["received"]',
+    '[null, "inc", "received"]', '7',
 ])
 def test_what_names_no_place_is_refused(raw: str) -> None:
     with pytest.raises(ValueError):
         decode_cursor(_b64(raw))
+    with pytest.raises(ValueError):
+        decode_cursor(_b64(raw), "received")
 
 
 @pytest.mark.parametrize("text", ["", "é", "x" * (MAX_CURSOR + 1), "%%%", "a"])
