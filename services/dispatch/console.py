@@ -46,6 +46,7 @@ _CONSOLE_PAGE = """<!doctype html>
  tr.flagged td{background:#5c1d1f} tr.called td{background:#5c3a12}
  tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
+ td.late{color:#ffb84d;font-weight:bold}
  .dim{color:#9fb2c6} #err,#aerr,#dutyerr,#hiddenflags,#nothandled{color:#ff8787}
  ul{margin:0;padding-left:18px}
  button:disabled{opacity:.5;cursor:wait}
@@ -302,6 +303,13 @@ function act(id, fn, where) { let busy = false;
 function time(iso) { if (!iso) return ""; const t = new Date(iso);
   return t.toDateString() === new Date().toDateString() ? t.toLocaleTimeString(locale())
     : t.toLocaleString(locale()); }
+// When an incident was reported and, when it reached dispatch more than 10 min after
+// (its `late_by_s`), by how much in minutes, hours or days: the scene is that old.
+const lateText = s => (s < 7200 ? say("age_minutes", {n: Math.floor(s / 60)})
+  : s < 172800 ? say("age_hours", {n: Math.floor(s / 3600)})
+    : say("age_days", {n: Math.floor(s / 86400)}));
+const reportedText = i => time(i.reported_at)
+  + (i.late_by_s ? say("late_by", {late: lateText(i.late_by_s)}) : "");
 // A refresh paints only while it is the latest asked for: an answer that comes late (a slow
 // network, the district or a filter changed meanwhile) is dropped, never painted over a
 // newer one. The 3 s tick starts none while one is on its way.
@@ -323,7 +331,9 @@ async function refresh() {
   const get = async path => { const body = await api(path); if (run !== generation) throw STALE;
     return body; };
   try {
-    const q = new URLSearchParams({district: d, limit: "200"});
+    // in the order dispatch received them: a report that reached it late (a 110 system's
+    // queue stuck) is new here when it comes, however long ago it was reported
+    const q = new URLSearchParams({district: d, limit: "200", order: "received"});
     if ($("status").value) q.set("status", $("status").value);
     if ($("problem").value) q.set("problem", $("problem").value);
     if ($("mine").checked) q.set("supervisor", "me");
@@ -357,7 +367,7 @@ async function refresh() {
       board.incidents.push(...flaggedNow.filter(i => !listed.has(i.incident_id))); }
     // a new P1 calls back too, also while the board shows a filter or an older page
     const newest = filtering || pages.length ? (await get("/v1/incidents?" + new URLSearchParams(
-      {district: d, limit: "200"}))).incidents : board.incidents;
+      {district: d, limit: "200", order: "received"}))).incidents : board.incidents;
     alarm([...flaggedNow, ...newest]);
     // flagged first, then what still needs a team before what is done, the most urgent
     // first, the newest first among equals (the API's order; sort is stable)
@@ -368,7 +378,7 @@ async function refresh() {
     for (const i of board.incidents) { const tr = document.createElement("tr");
       if (i.flagged) tr.className = "flagged"; else if (calling(i)) tr.className = "called";
       if (i.incident_id === selected) tr.classList.add("sel");
-      cell(tr, time(i.reported_at)); cell(tr, prio(i.priority), i.priority);
+      cell(tr, reportedText(i), i.late_by_s ? "late" : ""); cell(tr, prio(i.priority), i.priority);
       cell(tr, word("category", i.category));
       cell(tr, word("incident_status", i.status) + callSaid(i.backup_call));
       cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
@@ -768,7 +778,7 @@ async function detail(run) {
       {flags: i.flags.map(f => word("flag", f)).join(lang === "zh" ? "、" : ", ")}) : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
   $("dmeta").textContent = say("meta", {id: i.incident_id, system: i.system_id || "",
-    ref: i.external_ref || "", place, time: time(i.reported_at),
+    ref: i.external_ref || "", place, time: reportedText(i),
     supervisor: i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : say("nobody"),
     trace: i.trace_id || "-"});
   const caller = i.caller ? [i.caller.name, i.caller.phone].filter(Boolean).join(" · ") : "";

@@ -89,6 +89,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
                             "（{why}）。请备好对讲机",
         "age_seconds": "{n}秒",
         "age_minutes": "{n}分钟",
+        "age_hours": "{n}小时",
+        "age_days": "{n}天",
         "assign_team": "派警组",
         "assign": "派警",
         "unlink": "非重复上报：派警",
@@ -121,6 +123,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "reports_not_handled_unscanned": "死信中其他辖区的上报过多，只查到{time}：本辖区可能"
                                          "还有更早的调度未能处理的上报，请通知管理员",
         "shown": "显示{count}起",
+        "late_by": "（晚{late}送达调度）",
         "older_page": "（更早第{page}页）",
         "looked_back": "，已查到{time}：可能还有更早的",
         "more_older": "，还有更早的：按“更早”",
@@ -281,6 +284,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
                             "the radio at hand",
         "age_seconds": "{n} s",
         "age_minutes": "{n} min",
+        "age_hours": "{n} h",
+        "age_days": "{n} days",
         "assign_team": "Assign team",
         "assign": "Assign",
         "unlink": "Not a duplicate: dispatch it",
@@ -320,6 +325,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
                                          "of this district dispatch could not handle may be "
                                          "there; ask an administrator",
         "shown": "{count} shown",
+        "late_by": " (reached dispatch {late} late)",
         "older_page": " (older page {page})",
         "looked_back": ", looked back to {time}: more may be older",
         "more_older": ", more are older: press Older",

@@ -62,7 +62,7 @@ vm.runInContext("beep = () => { beeps += 1; };", ctx);
 
 # dispatch's answers to what the console asks besides the board
 API = r"""
-var boards = {};  // district -> its incidents, newest first (the board's own order)
+var boards = {};  // district -> its incidents, newest first by the report (the API's default order)
 // dead-lettered, on no board
 var lostReports = { reports: [], count: 0, next: null, more: false, scanned_to: null };
 var details = {};  // incident id -> GET /v1/incidents/{id}
@@ -72,6 +72,10 @@ function board(url) {
   let rows = boards[q.get("district")] || [];
   if (q.get("flagged") === "true") rows = rows.filter(i => i.flagged);
   if (q.get("status")) rows = rows.filter(i => i.status === q.get("status"));
+  // in the order dispatch received them, the newest first (the same instant: as listed)
+  if (q.get("order") === "received") rows = rows.map((i, n) => [i, n]).sort((a, b) =>
+    (Date.parse(b[0].received_at || b[0].reported_at)
+     - Date.parse(a[0].received_at || a[0].reported_at)) || a[1] - b[1]).map(p => p[0]);
   rows = rows.slice(0, Number(q.get("limit") || 100));
   return { incidents: rows, count: rows.length, next: null, more: false, scanned_to: null };
 }

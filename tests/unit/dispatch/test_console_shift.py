@@ -607,7 +607,8 @@ def test_a_heat_map_read_on_its_way_does_not_hold_back_the_refresh() -> None:
         '.then(() => requests.slice(n).map(r => r.url))',
         HEAT_ASKED,
     )
-    assert asked.count("/v1/incidents?district=d1&limit=200") == 3, asked  # the board, each tick
+    # the board, each tick
+    assert asked.count("/v1/incidents?district=d1&limit=200&order=received") == 3, asked
     assert asked.count("/v1/incidents/inc_fight") == 3, asked  # the incident open, each tick
     assert heat == 1
 
