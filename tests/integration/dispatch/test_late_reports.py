@@ -99,6 +99,13 @@ async def test_a_report_that_reached_dispatch_late_is_first_on_the_board_in_the_
             after = {"after": page["next"]}
         assert seen[0] == fight and len(seen) == len(set(seen)) == BUSY_EVENING + 1
 
+        # the filters read the index by receipt too: the flagged (no team: every one), a
+        # reference's few read whole
+        flagged = await board(console, limit="5", order="received", flagged="true")
+        assert flagged["incidents"][0]["incident_id"] == fight and flagged["next"]
+        by_ref = await board(console, order="received", ref=fight)
+        assert [i["incident_id"] for i in by_ref["incidents"]] == [fight]
+
         # a cursor of one order is no place in the other
         r = await console.get("/v1/incidents", params={
             "district": DISTRICT, "limit": "60", "after": by_report["next"],
