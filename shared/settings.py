@@ -119,6 +119,14 @@ class ServiceSettings(BaseSettings):
     traces_file: str | None = Field(
         default=None, description="TRACES_FILE: write spans as JSON lines to this file"
     )
+    traces_max_mb: int = Field(
+        default=50, ge=1, description="TRACES_MAX_MB: TRACES_FILE is rotated before it grows "
+        "past this many MiB (dispatch.jsonl becomes dispatch.1.jsonl, the one before "
+        "dispatch.2.jsonl, ...)")
+    traces_keep: int = Field(
+        default=3, ge=1, le=100, description="TRACES_KEEP: rotated files of TRACES_FILE kept; "
+        "the oldest beyond is deleted: at most (1 + TRACES_KEEP) x TRACES_MAX_MB of spans a "
+        "service")
     # Addresses of the other services, for the few synchronous calls there are.
     volunteers_url: str = Field(default="http://127.0.0.1:8003", description="VOLUNTEERS_URL")
 

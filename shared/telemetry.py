@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import threading
 from collections.abc import Mapping, Sequence
+from logging.handlers import RotatingFileHandler
 from typing import Any
 
 from opentelemetry import context, propagate, trace
@@ -20,12 +21,24 @@ _REDACTED_KEYS = frozenset({"http.request.body", "messaging.message.body", "db.s
 
 
 class JsonLinesSpanExporter(SpanExporter):
-    """Appends each finished span as one JSON object per line: readable without a collector."""
+    """Appends each finished span as one JSON object per line: readable without a collector.
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._lock = threading.Lock()
+    The file is rotated by size, as a log is (the standard library's RotatingFileHandler,
+    one record per batch: a batch goes whole into one file, so no span is split or lost at
+    a rotation): before a batch would take it to `max_bytes` it becomes `<name>.1.jsonl`,
+    the one before `<name>.2.jsonl`, and so on; the oldest beyond `keep` is deleted. Under
+    `make run` for months the spans would otherwise fill the disk (some 800 MB a day with
+    the demo). The rotated files keep the `.jsonl` ending, so `*.jsonl` finds them all."""
+
+    def __init__(self, path: str, *, max_bytes: int = 0, keep: int = 0) -> None:
+        self.max_bytes = max_bytes
+        self.keep = keep
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        # Opened at the first batch, in the batch processor's thread; the handler's own lock
+        # keeps a flush from another thread (at exit) from writing into a rotation.
+        self._file = _SpanFile(path, maxBytes=max_bytes, backupCount=keep, encoding="ascii",
+                               delay=True)
+        self._file.namer = _numbered_before_suffix
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = []
@@ -54,12 +67,33 @@ class JsonLinesSpanExporter(SpanExporter):
                                 "attributes": _kept(event.attributes)}
                                for event in span.events]} if span.events else {}),
             }, fallback=str))
-        with self._lock, open(self._path, "ab") as fh:
-            fh.write(b"\n".join(lines) + b"\n")
+        if lines:
+            # one record, written with its line break by the handler: the whole batch
+            self._file.handle(logging.makeLogRecord(
+                {"msg": b"\n".join(lines).decode("ascii")}))
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        return None
+        self._file.close()
+
+
+class _SpanFile(RotatingFileHandler):
+    """A rotating file of spans, not of log records."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # Raised to the batch processor, which logs that the batch was not exported: the
+        # handler's own would print the batch's spans whole into the service's log.
+        raise  # the handler calls it inside its `except`
+
+
+def _numbered_before_suffix(name: str) -> str:
+    """`dispatch.jsonl.2` -> `dispatch.2.jsonl`: a rotated file keeps its `.jsonl` ending."""
+    folder, file_name = os.path.split(name)
+    base, _, number = file_name.rpartition(".")
+    stem, dot, suffix = base.rpartition(".")
+    if not (stem and dot and number.isdigit()):
+        return name
+    return os.path.join(folder, f"{stem}.{number}.{suffix}")
 
 
 def _kept(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -113,7 +147,8 @@ class UrlCredentialsMasked(SpanProcessor):
                 span.set_attribute(key, [_masked_header(str(v)) for v in values])
 
 
-def setup_telemetry(service_name: str, *, traces_file: str | None = None) -> TracerProvider:
+def setup_telemetry(service_name: str, *, traces_file: str | None = None,
+                    traces_max_mb: int = 0, traces_keep: int = 0) -> TracerProvider:
     """Install the global tracer provider; call before building FastAPI apps and brokers."""
     # The HTTP conventions' stable attribute names (`http.request.method`, `url.full`,
     # `http.response.status_code`) on the httpx client spans too: FastAPI's server spans use
@@ -122,20 +157,30 @@ def setup_telemetry(service_name: str, *, traces_file: str | None = None) -> Tra
     # Read once, when the first instrumentation is made (after this call); an operator's own
     # setting of OpenTelemetry's variable is kept.
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
+    provider = tracer_provider(service_name, traces_file=traces_file,
+                               traces_max_mb=traces_max_mb, traces_keep=traces_keep)
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def tracer_provider(service_name: str, *, traces_file: str | None = None,
+                    traces_max_mb: int = 0, traces_keep: int = 0) -> TracerProvider:
+    """The provider setup_telemetry installs: credentials masked, then the spans to the file
+    (TRACES_FILE, rotated at `traces_max_mb`, `traces_keep` old files kept; 0: never) and to
+    OTLP when OpenTelemetry's variables name an endpoint."""
     name = os.environ.get("OTEL_SERVICE_NAME", service_name)
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     provider.add_span_processor(UrlCredentialsMasked())  # before any exporter's processor
     if traces_file:
-        provider.add_span_processor(
-            BatchSpanProcessor(JsonLinesSpanExporter(traces_file), schedule_delay_millis=500)
-        )
+        exporter = JsonLinesSpanExporter(traces_file, max_bytes=traces_max_mb * 1024 * 1024,
+                                         keep=traces_keep)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
     return provider
 
 

@@ -181,6 +181,7 @@ async def connect_device(stack: Stack, token: str, exits: AsyncExitStack, *,
 
 
 def spans_of_trace(traces_dir: Path, trace_id: str) -> list[dict[str, Any]]:
+    # `*.jsonl`: each service's file and those rotated from it (`dispatch.1.jsonl`)
     spans = []
     for path in traces_dir.glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():

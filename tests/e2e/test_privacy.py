@@ -326,8 +326,10 @@ async def test_members_names_and_numbers_never_reach_logs_spans_or_metrics(
             assert r.status_code == 401, r.text
 
     def probed() -> bool:
-        return all(f"probe={probe}" in (stack.traces_dir / f"{service}.jsonl").read_text(
-            encoding="utf-8") for service in SERVICES)
+        # the service's file and those rotated from it (`notify.1.jsonl`)
+        return all(any(f"probe={probe}" in path.read_text(encoding="utf-8")
+                       for path in stack.traces_dir.glob(f"{service}.*jsonl"))
+                   for service in SERVICES)
 
     await poll_until(probed, "each service's last span exported")
     exported = all_exported_text(stack.traces_dir)

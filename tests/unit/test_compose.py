@@ -529,18 +529,25 @@ def test_dockerfile_installs_the_runtime_lock_before_the_source_and_drops_root()
 
 WRITES_TO_DISK = {"write_text", "write_bytes", "mkdir", "makedirs", "mkstemp", "mkdtemp",
                   "NamedTemporaryFile", "TemporaryFile", "TemporaryDirectory", "touch"}
+# logging's handlers that write a file, made or derived from
+FILE_HANDLERS = {"FileHandler", "RotatingFileHandler", "TimedRotatingFileHandler",
+                 "WatchedFileHandler"}
 
 
 def disk_writes(tree: ast.AST) -> list[int]:
     """Lines that write to a file or make one: `open` in a writing mode, pathlib's and os's
-    writers, tempfile's files."""
+    writers, tempfile's files, logging's file handlers."""
     lines = []
     for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and any(
+                (base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", ""))
+                in FILE_HANDLERS for base in node.bases):
+            lines.append(node.lineno)
         if not isinstance(node, ast.Call):
             continue
         name = (node.func.attr if isinstance(node.func, ast.Attribute)
                 else node.func.id if isinstance(node.func, ast.Name) else "")
-        if name in WRITES_TO_DISK:
+        if name in WRITES_TO_DISK | FILE_HANDLERS:
             lines.append(node.lineno)
         elif name == "open":
             mode = (node.args[1] if len(node.args) > 1
@@ -572,9 +579,10 @@ def test_services_run_hardened_and_write_nothing_to_disk() -> None:
     # spans as JSON lines, for `make run` and the tests: only with TRACES_FILE, which compose
     # does not set (its spans go to the collector)
     telemetry = ast.parse((ROOT / "shared" / "telemetry.py").read_text(encoding="utf-8"))
-    exporter = next(node for node in telemetry.body
-                    if isinstance(node, ast.ClassDef) and node.name == "JsonLinesSpanExporter")
-    assert all(exporter.lineno <= line <= exporter.end_lineno  # type: ignore[operator]
+    exporter = [node for node in telemetry.body if isinstance(node, ast.ClassDef)
+                and node.name in ("JsonLinesSpanExporter", "_SpanFile")]  # and its file
+    assert len(exporter) == 2
+    assert all(any(c.lineno <= line <= c.end_lineno for c in exporter)  # type: ignore[operator]
                for line in writes.pop("shared/telemetry.py", []))
     assert not any("TRACES_FILE" in environment(compose_service(name)) for name in SERVICES)
     assert writes == {}, "the services' root file system is read-only in compose"
