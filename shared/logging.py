@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 
@@ -30,6 +31,18 @@ _CREDENTIALS = re.compile(
 def mask_credentials(text: str) -> str:
     """`text` with each credential's value replaced by `***` (`token=***`, `Bearer ***`)."""
     return _CREDENTIALS.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
+
+
+def rotated_name(name: str) -> str:
+    """A file rotated by logging's RotatingFileHandler named with its number before its
+    ending (its `namer`): `dispatch.log.2` -> `dispatch.2.log`, `dispatch.jsonl.1` ->
+    `dispatch.1.jsonl`, so that `*.log` or `*.jsonl` finds every file."""
+    folder, file_name = os.path.split(name)
+    base, _, number = file_name.rpartition(".")
+    stem, dot, suffix = base.rpartition(".")
+    if not (stem and dot and number.isdigit()):
+        return name
+    return os.path.join(folder, f"{stem}.{number}.{suffix}")
 
 
 class _NoCredentialsFilter(logging.Filter):

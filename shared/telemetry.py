@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from shared.jsontext import ascii_json
-from shared.logging import mask_credentials
+from shared.logging import mask_credentials, rotated_name
 
 # Attribute keys that may carry a caller's personal data if some instrumentation adds them.
 _REDACTED_KEYS = frozenset({"http.request.body", "messaging.message.body", "db.statement"})
@@ -38,7 +38,7 @@ class JsonLinesSpanExporter(SpanExporter):
         # keeps a flush from another thread (at exit) from writing into a rotation.
         self._file = _SpanFile(path, maxBytes=max_bytes, backupCount=keep, encoding="ascii",
                                delay=True)
-        self._file.namer = _numbered_before_suffix
+        self._file.namer = rotated_name
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = []
@@ -84,16 +84,6 @@ class _SpanFile(RotatingFileHandler):
         # Raised to the batch processor, which logs that the batch was not exported: the
         # handler's own would print the batch's spans whole into the service's log.
         raise  # the handler calls it inside its `except`
-
-
-def _numbered_before_suffix(name: str) -> str:
-    """`dispatch.jsonl.2` -> `dispatch.2.jsonl`: a rotated file keeps its `.jsonl` ending."""
-    folder, file_name = os.path.split(name)
-    base, _, number = file_name.rpartition(".")
-    stem, dot, suffix = base.rpartition(".")
-    if not (stem and dot and number.isdigit()):
-        return name
-    return os.path.join(folder, f"{stem}.{number}.{suffix}")
 
 
 def _kept(attributes: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -8,19 +8,27 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import IO
 
 import httpx
 
+from shared.logging import rotated_name
 from tools.redis_server import ended_with_parent
 
 log = logging.getLogger("lianfang.stack")
 
 DEFAULT_PORTS = {"intake": 8001, "dispatch": 8002, "volunteers": 8003, "notify": 8004}
 ROOT = Path(__file__).resolve().parent.parent
+# A service's log under `make run`, as compose keeps a container's (docs/deployment.md):
+# rotated at 20 MiB, four old files kept, so at most 100 MiB a service.
+LOG_MAX_BYTES = 20 * 1024 * 1024
+LOG_KEEP = 4
 
 
 def describe_exit(code: int) -> str:
@@ -43,6 +51,43 @@ class StartFailed(RuntimeError):
         self.lines = lines
 
 
+class OutputLog:
+    """A service's output (stdout and stderr) written line by line to its log, rotated by
+    size (the standard library's RotatingFileHandler): before a line would take the file to
+    `max_bytes` it becomes `<name>.1.log`, the one before `<name>.2.log`, and so on; the
+    oldest beyond `keep` is deleted. Handed the file itself, a service that runs for months
+    under `make run` filled it without limit. Bytes are written as the service wrote them."""
+
+    def __init__(self, path: Path, *, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = RotatingFileHandler(path, maxBytes=max_bytes, backupCount=keep,
+                                         encoding="utf-8", errors="surrogateescape",
+                                         delay=True)
+        self._file.namer = rotated_name
+
+    def follow(self, pipe: IO[bytes]) -> threading.Thread:
+        """Copies what the process writes to `pipe` into the log until it ends, in a thread
+        of its own (the supervisor's loop sleeps; a pipe nobody reads stops the service
+        once full)."""
+        thread = threading.Thread(target=self._copy, args=(pipe,), daemon=True,
+                                  name=f"log {self.path.name}")
+        thread.start()
+        return thread
+
+    def _copy(self, pipe: IO[bytes]) -> None:
+        with pipe:
+            for line in iter(pipe.readline, b""):
+                # one record per line (the handler adds its break), so a rotation never cuts
+                # one; a line the file refuses (disk full) is reported by logging on make
+                # run's own stderr and dropped, and the reading goes on
+                text = line.decode("utf-8", "surrogateescape").removesuffix("\n")
+                self._file.handle(logging.makeLogRecord({"msg": text}))
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass
 class Service:
     name: str
@@ -55,37 +100,59 @@ class Service:
     given_up: bool = False  # it exited for its configuration: starting it again cannot help
     exit_with_parent: bool = False  # see Stack
     log_offset: int = 0  # where its log stood at its last start
+    log_inode: int | None = None  # its log file then (None: none; a rotation makes another)
+    output: OutputLog | None = None
+    output_copied: threading.Thread | None = None  # until the process's output ends
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log_path.open("ab")
-        self.log_offset = out.tell()
+        if self.output is None:
+            self.output = OutputLog(self.log_path)
+        self.log_inode, self.log_offset = self._log_at()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
-            cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             preexec_fn=ended_with_parent() if self.exit_with_parent else None,
         )
-        out.close()
+        self.output_copied = self.output.follow(self.proc.stdout)  # type: ignore[arg-type]
         self.started_at = time.monotonic()
         self.given_up = False
+
+    def _log_at(self) -> tuple[int | None, int]:
+        """Its log file's inode and size now (None, 0: none yet)."""
+        try:
+            stat = self.log_path.stat()
+        except OSError:
+            return None, 0
+        return stat.st_ino, stat.st_size
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def last_output(self, limit: int = 20) -> list[str]:
-        """The last `limit` lines it wrote to its log since its last start."""
+        """The last `limit` lines it wrote to its log since its last start (since the log's
+        last rotation, should it have been rotated meanwhile)."""
+        if self.output_copied is not None and not self.alive():
+            self.output_copied.join(5)  # what it wrote before it ended, all in the file
+        inode, _ = self._log_at()
         try:
             with self.log_path.open("rb") as log_file:
-                log_file.seek(self.log_offset)
+                log_file.seek(self.log_offset if self.log_inode in (None, inode) else 0)
                 written = log_file.read()
         except OSError:
             return []
         return written.decode(errors="replace").splitlines()[-limit:]
+
+    def stop_logging(self) -> None:
+        """Once its process has ended: the rest of its output written, its log closed."""
+        if self.output_copied is not None:
+            self.output_copied.join(5)
+        if self.output is not None:
+            self.output.close()
 
 
 @dataclass
@@ -232,6 +299,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 service.proc.kill()
                 service.proc.wait()
+            service.stop_logging()
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -11,6 +11,7 @@ import ast
 import importlib
 import importlib.metadata
 import importlib.util
+import io
 import re
 import subprocess
 import sys
@@ -196,6 +197,7 @@ def test_command_is_the_entry_point_make_run_starts(
     class RecordingPopen:
         def __init__(self, args: list[str], **_: Any) -> None:
             started.append(list(args))
+            self.stdout = io.BytesIO()  # its output, ended at once
 
     monkeypatch.setattr(stack.subprocess, "Popen", RecordingPopen)
     stack.Service(name, 0, {}, tmp_path / f"{name}.log").start()

@@ -1,8 +1,11 @@
-"""`make run`'s own robustness: its Redis port check and how it waits for the services."""
+"""`make run`'s own robustness: its Redis port check, how it waits for the services, and
+their logs."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,3 +241,65 @@ def test_a_dependency_pyproject_limits_to_some_pythons_is_limited_so_in_the_lock
             installs = lock_marker is None or lock_marker.evaluate(env)
             assert wants == installs, (f"{lock} installs {requirement.name} on Python 3.{minor}: "
                                        f"{installs}; pyproject.toml says {wants}")
+
+
+# A child writing numbered lines (some with Chinese, one not valid UTF-8, one without its
+# line break at the end), some to stderr, as a service's logging and a traceback write them.
+NUMBERED_LINES = r"""
+import sys
+out = sys.stdout.buffer
+for n in range(int(sys.argv[1])):
+    text = b"%05d %s\n" % (n, "巡逻 order".encode() if n % 3 else b"\xff raw")
+    (sys.stderr.buffer if n % 7 == 0 else out).write(text)
+    (sys.stderr.buffer if n % 7 == 0 else out).flush()
+out.write(b"last, no line break")
+"""
+
+
+def output_of(tmp_path: Path, count: int, *, max_bytes: int, keep: int) -> dict[str, bytes]:
+    """Runs NUMBERED_LINES as make run runs a service, its output through the service's log."""
+    log = stack.OutputLog(tmp_path / "logs" / "svc.log", max_bytes=max_bytes, keep=keep)
+    child = subprocess.Popen([sys.executable, "-c", NUMBERED_LINES, str(count)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log.follow(child.stdout).join(30)
+    child.wait(10)
+    log.close()
+    return {p.name: p.read_bytes() for p in sorted((tmp_path / "logs").iterdir())}
+
+
+def test_a_service_s_log_is_rotated_at_its_size_keeping_the_newest_files(
+        tmp_path: Path) -> None:
+    # `make run` on a station server for months: each service's output was appended to one
+    # file without limit (notify ~9 MB a day with the demo). Rotated by size, the oldest
+    # deleted; every line whole in one file, none lost, bytes as written.
+    files = output_of(tmp_path, 2000, max_bytes=8_000, keep=2)
+    assert list(files) == ["svc.1.log", "svc.2.log", "svc.log"]
+    assert all(len(text) <= 8_000 for text in files.values())
+    lines = b"".join(files[name] for name in ("svc.2.log", "svc.1.log", "svc.log")).splitlines()
+    assert lines[-1] == b"last, no line break"
+    first = int(lines[0][:5])
+    assert lines[:-1] == [b"%05d %s" % (n, "巡逻 order".encode() if n % 3 else b"\xff raw")
+                          for n in range(first, 2000)]
+    assert all(text.endswith(b"\n") for text in files.values())
+
+
+def test_a_service_s_log_is_kept_whole_below_its_size(tmp_path: Path) -> None:
+    files = output_of(tmp_path, 50, max_bytes=1_000_000, keep=2)
+    assert list(files) == ["svc.log"]
+    assert files["svc.log"].splitlines()[0] == b"00000 \xff raw"
+    assert len(files["svc.log"].splitlines()) == 51
+
+
+def test_a_service_s_last_output_is_what_it_wrote_since_its_start_or_the_rotation_since(
+        tmp_path: Path) -> None:
+    # what `make run` shows of a service that could not start (StartFailed)
+    service = stack.Service("dispatch", 0, {}, tmp_path / "logs" / "dispatch.log")
+    service.log_path.parent.mkdir()
+    service.log_path.write_text("an earlier start's line\n")
+    service.log_inode, service.log_offset = service._log_at()  # as start does
+    with service.log_path.open("a") as log_file:
+        log_file.write("this start's line\n")
+    assert service.last_output() == ["this start's line"]
+    service.log_path.rename(tmp_path / "logs" / "dispatch.1.log")  # rotated since the start
+    service.log_path.write_text("a line after the rotation\n")
+    assert service.last_output() == ["a line after the rotation"]
