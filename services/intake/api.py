@@ -325,7 +325,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if not data:
             raise not_found("incident")
         if who.kind in ("system", "device") and data["system_id"] != reporter_of(who):
-            raise forbidden(f"this incident was reported by another {who.kind}")
+            raise forbidden(
+                "this incident was not reported by this member: a member reads their own "
+                "reports, from any of their devices" if who.kind == "device" else
+                "this incident was not reported by this system: a system reads its own "
+                "reports")
         joined: LinkedIncident | None = None
         parent = linked_now(data)
         if parent:

@@ -222,3 +222,20 @@ async def test_a_members_report_carries_their_team_at_the_report_to_its_closing(
     assert reported.reporter_team_id == d.id("vol-2")
     assert (closing.reported_by_member, closing.reporter_team_id) == (d.id("m-vol2"),
                                                                       d.id("vol-2"))
+
+
+async def test_a_members_report_is_read_by_the_member_alone(world: World) -> None:
+    """Any of the member's devices reads the member's report; another member is refused in
+    the words of who they are: "reported by another device" told Volunteer Ma that the
+    report was someone else's phone's, when it was someone else's."""
+    d = await new_district(world)
+    reporter, other = await d.enrol("m-vol2"), await d.enrol("m-vol3")
+    second_phone = await d.enrol("m-vol2")
+    report = await d.report(reporter)
+    url = world.url("intake", f"/v1/incidents/{report['incident_id']}")
+    assert (await world.http.get(url, headers=bearer(second_phone))).status_code == 200
+    r = await world.http.get(url, headers=bearer(other))
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["message"] == (
+        "this incident was not reported by this member: a member reads their own reports, "
+        "from any of their devices")

@@ -214,7 +214,10 @@ async def test_a_system_reads_only_its_own_incidents(intake) -> None:
                                      json=incident())).json()["incident_id"]
     r = await intake.get(f"/v1/incidents/{incident_id}", headers=mine)
     assert r.status_code == 200 and r.json()["status"] == "reported"
-    assert (await intake.get(f"/v1/incidents/{incident_id}", headers=theirs)).status_code == 403
+    r = await intake.get(f"/v1/incidents/{incident_id}", headers=theirs)
+    assert r.status_code == 403
+    assert r.json()["error"]["message"] == ("this incident was not reported by this system: "
+                                            "a system reads its own reports")
     assert (await intake.get("/v1/incidents/inc_nope", headers=mine)).status_code == 404
     assert (await intake.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).status_code == 200
 
