@@ -902,9 +902,10 @@ class AnswerWithin:
         left = self.timeout_s  # of the store's time: the client's body arriving is not
         armed_at = loop.time()
         begun = late = extended = False
+        answering: asyncio.Task[None] | None = None  # the 503, once the bound passed
 
         def expire() -> None:
-            nonlocal late, extended, left, armed_at, timer
+            nonlocal late, extended, left, armed_at, timer, answering
             own = getattr(scope.get("endpoint"), _OWN_BOUND, None)  # its route's, once routed
             if own is not None and not extended and own > self.timeout_s:
                 extended = True
@@ -955,6 +956,12 @@ class AnswerWithin:
                 log.info("%s, answered 503, then ended (its answer not sent)", _what(scope))
         finally:
             timer.cancel()
+        if answering is not None:
+            # Not returned to the server before the 503 is sent: the request may end in the
+            # loop's turn the bound passed, its own answer dropped, before the 503's task
+            # has run, and a server answers a request that returned unanswered itself
+            # (uvicorn: 500) and refuses the 503 after it.
+            await asyncio.wait((answering,))
 
     async def _answer_late(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The 503 (a socket's 1013), sent beside the request, which goes on."""

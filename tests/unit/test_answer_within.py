@@ -174,3 +174,37 @@ async def test_a_route_of_long_work_has_its_own_bound() -> None:
     plain = await served(bounded, "POST", "/v1/remarks")
     assert plain.status == 503
     await asyncio.wait_for(plain.request, 5)
+
+
+async def test_a_request_the_store_answers_at_the_bound_is_answered_503_not_500() -> None:
+    """The store's answer comes in the loop's turn the bound passes: the request's own answer
+    is dropped (its 503 is on the way) and the request returns before the 503's task has
+    run. A server answers a request that returned without starting its answer itself
+    (uvicorn: 500, "ASGI callable returned without starting response"), and refuses the 503
+    after that: the 503 must have been sent by the time the request returns."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[None] = loop.create_future()
+    # due with the bound (0 s, armed just after): the same turn of the loop, run first
+    loop.call_at(loop.time(), answered.set_result, None)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await answered
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "path": "/v1/incidents", "raw_path": b"/v1/incidents",
+             "query_string": b"", "headers": [], "scheme": "http", "server": ("svc", 80),
+             "client": ("c", 1), "root_path": ""}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await AnswerWithin(app, timeout_s=0)(scope, receive, send)
+    # what the server has when the request returns: the 503, whole
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] == 503
