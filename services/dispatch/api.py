@@ -580,11 +580,20 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 who.subject if supervisor == "me" else supervisor)
 
         rows: list[dict[str, Any]] = []
-        if ref is not None or problem == "filing_overdue":
-            # a few records, read whole: a reference's, or the index of hand-overs (not the
-            # newest reports: an unfiled one is listed however many came since)
+        flagged_received = received and alarm
+        if ref is not None or problem == "filing_overdue" or flagged_received:
+            # a few records, read whole: a reference's, the index of hand-overs (not the
+            # newest reports: an unfiled one is listed however many came since), or the
+            # flagged's in the order received (their index is by the time reported: read
+            # whole, not hunted for through the index by receipt on every poll)
             if ref is not None:
                 ids = await store.incidents_by_ref(redis, district or "", ref)
+            elif flagged_received:
+                await records.index_flagged_before(redis)  # once: those of an earlier version
+                ids = await store.flagged_ids(
+                    redis, [store.flagged_key(district)] if district
+                    else [store.flagged_key(d) for d in who.districts]
+                    if who.kind in DESK_KINDS else [store.FLAGGED])
             else:
                 await records.index_handovers_before(redis)  # once: those of an earlier version
                 ids = await store.handovers(redis)
@@ -597,7 +606,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                     continue
                 if not shown(inc):
                     continue
-                if (problem == "filing_overdue" and (since or until)
+                if ((problem == "filing_overdue" or flagged_received) and (since or until)
                         and not since_ts <= _order_ts(inc, order) < until_ts):
                     continue
                 row = _incident_view(inc)

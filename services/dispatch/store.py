@@ -1016,6 +1016,15 @@ def flagged_key(district: str) -> str:
     return f"dispatch:flagged:{district}"
 
 
+async def flagged_ids(redis: Redis, keys: Sequence[str]) -> list[str]:
+    """Every incident flagged now in the indexes `keys` (FLAGGED, flagged_key): a few."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.zrange(key, 0, -1)
+        found = await pipe.execute()
+    return list(dict.fromkeys(incident_id for ids in found for incident_id in ids))
+
+
 def reported_ts(inc: dict[str, str]) -> float:
     """The incident's place in the board's indexes: the time reported (as first_step scored
     it); a record stored broken (no such time): -inf, last, as the board lists it."""
