@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -115,6 +116,27 @@ async def _index_once(redis: Redis, *, mark: str, index: str, field: str,
     return added
 
 
+
+def _one_at_a_time(catch_up: Callable[[Redis], Awaitable[int]]) -> Callable[[Redis], Awaitable[int]]:
+    """A catch-up of an earlier version's incidents, run once at a time in this process:
+    the board starts one on its first read after an upgrade and every console polls every
+    3 s, each poll beginning a scan of every incident kept while the first still ran,
+    against the Redis the incidents' path shares. Asked meanwhile, it waits for the one
+    running (shielded: a request given up on does not stop it) and answers what it did."""
+    running: dict[int, asyncio.Task[int]] = {}
+
+    @functools.wraps(catch_up)
+    async def once(redis: Redis) -> int:
+        task = running.get(id(redis))
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.ensure_future(catch_up(redis))
+            running[id(redis)] = task
+        return await asyncio.shield(task)
+
+    return once
+
+
+@_one_at_a_time
 async def index_ended_before(redis: Redis) -> int:
     """Once per Redis: the incidents that ended before this version kept ENDED join it, as
     if they ended now (their RECORDS_DAYS start from the upgrade). The number added."""
@@ -123,6 +145,7 @@ async def index_ended_before(redis: Redis) -> int:
         score=lambda status: time.time() if status in store.ENDED_STATUSES else None)
 
 
+@_one_at_a_time
 async def index_handovers_before(redis: Redis) -> int:
     """Once per Redis: the hand-overs made before this version kept store.HANDOVERS join it
     (the archived ones excepted: they owe nothing), so the inspector's list of filings
@@ -141,6 +164,7 @@ def _timestamp(value: str) -> float:
 FLAGGED_INDEXED = "dispatch:flagged-indexed"  # set once the earlier flagged are in store.FLAGGED
 
 
+@_one_at_a_time
 async def index_flagged_before(redis: Redis) -> int:
     """Once per Redis: the incidents flagged before this version kept store.FLAGGED join it
     (and their district's), so the board's flagged incidents are found however long ago
@@ -178,6 +202,7 @@ return added
 """
 
 
+@_one_at_a_time
 async def index_received_before(redis: Redis) -> int:
     """Once per Redis: the incidents made before this version kept store.RECEIVED join it
     (and their district's), at when dispatch received them (`received_at`; a record without
@@ -213,6 +238,7 @@ def _received_score(received: str | None, reported: float) -> float:
 STATION_ORDERS_INDEXED = "dispatch:station-orders-indexed"  # set once the earlier are indexed
 
 
+@_one_at_a_time
 async def index_station_orders_before(redis: Redis) -> int:
     """Once per Redis: the live hand-over and follow-up orders made before this version
     indexed them by team join their team's index, so that the team's removal from the

@@ -6,6 +6,7 @@ first however many newer reports came before it, and the incident says how late 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -200,5 +201,37 @@ async def test_the_index_by_receipt_leaves_with_the_incident_and_catches_up_earl
         assert await client.zscore(store.RECEIVED, "inc_before_receipts") == at.timestamp()
         assert await client.zscore(store.RECEIVED, "inc_gone") is None
         assert await records.index_received_before(client) == 0  # once
+    finally:
+        await client.aclose()
+
+
+async def test_the_catch_ups_of_an_earlier_versions_incidents_run_once_at_a_time(
+        clean_redis: str) -> None:
+    """The board starts a catch-up on the first read after an upgrade, and every console
+    polls every 3 s: each poll began a scan of every incident kept (800 days' worth) while
+    the first still ran, against the Redis the incidents' path shares. Asked meanwhile,
+    a catch-up waits for the one running."""
+    client = aioredis.Redis.from_url(clean_redis, decode_responses=True)
+    scans = 0
+    real_zscan = client.zscan
+
+    async def zscan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal scans
+        scans += 1
+        await asyncio.sleep(0.05)  # a page of a long scan
+        return await real_zscan(*args, **kwargs)
+
+    client.zscan = zscan  # type: ignore[method-assign]
+    try:
+        at = utcnow() - timedelta(hours=3)
+        await client.hset(store.incident_key("inc_then"), mapping={
+            "incident_id": "inc_then", "district": DISTRICT, "status": "resolved",
+            "reported_at": at.isoformat()})
+        await client.zadd(store.ALL_INCIDENTS, {"inc_then": at.timestamp()})
+        for catch_up in (records.index_received_before, records.index_flagged_before):
+            scans = 0
+            await asyncio.gather(*(catch_up(client) for _ in range(5)))
+            assert scans == 1, catch_up.__name__
+        assert await client.zscore(store.RECEIVED, "inc_then") == at.timestamp()
     finally:
         await client.aclose()
