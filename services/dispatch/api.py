@@ -1042,8 +1042,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         if district:
             await check_known_district(who, district)
         elif who.kind in DESK_KINDS:
-            raise ApiError(422, "invalid_field", f"district is required for a {who.kind}",
-                           "district")
+            article = "an" if who.kind[0] in "aeiou" else "a"  # an inspector, a dispatcher
+            raise ApiError(422, "invalid_field",
+                           f"district is required for {article} {who.kind}", "district")
         ids = await store.list_incidents(redis, district=district, since_ts=since.timestamp(),
                                          until_ts=until.timestamp(), limit=1_000_000,
                                          newest_first=False)
