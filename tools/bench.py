@@ -5,8 +5,8 @@ figures. Every figure is the median of `runs` runs; the runs of different figure
 (round by round, each round in the opposite order of the last) so that drift on a shared
 machine spreads over all of them. What each row covers: docs/benchmarks.md.
 
-Environment: BENCH_QUICK=1 (one short run of each, under 2 minutes; for the smoke check),
-BENCH_RUNS=n (override the number of runs), BENCH_DIR (keep logs and traces there; default a
+Environment: BENCH_QUICK=1 (one short run of each, about a minute: 57 s on 2026-12-07; for
+the smoke check), BENCH_RUNS=n (override the number of runs), BENCH_DIR (keep logs and traces there; default a
 temporary folder, removed afterwards unless BENCH_KEEP=1), BENCH_ONLY=a,b (only these parts:
 floors, intake, dispatch, notify, http, positions, e2e; the default is all).
 """
