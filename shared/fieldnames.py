@@ -28,6 +28,9 @@ _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
     "literal_error": "is not one of the allowed values",
+    # pydantic's "Input should be a valid dictionary or instance of LocationIn" (a model's
+    # field given a number, text or a list) named a Python class
+    "model_type": "must be an object",
     "model_attributes_type": "must be an object",
     "dict_type": "must be an object",
     "list_type": "must be a list",

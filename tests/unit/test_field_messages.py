@@ -115,3 +115,26 @@ def test_a_phone_frame_and_a_roster_row_are_told_bounds_in_the_same_words() -> N
     assert frames.describe(err) == roster.describe(err) == "must be at most 100"
     pattern = {"type": "string_pattern_mismatch", "loc": ("id",), "msg": "x", "ctx": {}}
     assert frames.describe(pattern) != roster.describe(pattern)  # each says its own ids
+
+
+class Place(BaseModel):
+    lat: float
+
+
+class Report(BaseModel):
+    location: Place
+
+
+@pytest.mark.parametrize("value", [5, "Zhang San 13800000000", ["a"]])
+def test_an_object_field_given_no_object_is_told_it_must_be_an_object(value: object) -> None:
+    """A report's `location` sent as a number or text was told pydantic's "Input should be a
+    valid dictionary or instance of LocationIn", in our words "must be a valid dictionary or
+    instance of ...": a Python class's name where the OpenAPI says object. The table had
+    only `model_attributes_type` (objects read from attributes, which no request is)."""
+    with pytest.raises(ValidationError) as caught:
+        Report.model_validate({"location": value})
+    err = caught.value.errors(include_url=False, include_input=False)[0]
+    assert describe_field_error(err) == "must be an object"
+    from services.notify.domain import frames
+    from services.volunteers.domain import roster
+    assert frames.describe(err) == roster.describe(err) == "must be an object"
