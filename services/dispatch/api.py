@@ -821,13 +821,13 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         if order is None:
             raise not_found("order")
         await _check_incident(who, order["incident_id"])
-        # asked again (its answer lost, a second press): it withdraws nothing, and the audit
-        # log says so rather than a second take-back
-        again = order["state"] == "withdrawn"
-        order = await engine.take_back(order_id, by=f"{who.kind}:{who.subject}", note=body.note)
+        # asked again (its answer lost, a second press), or the close got to it first: it
+        # withdraws nothing, and the audit log says so rather than a take-back
+        order, withdrew = await engine.take_back(order_id, by=f"{who.kind}:{who.subject}",
+                                                 note=body.note)
         await audit.record(redis, "dispatch", who, "order.withdraw", order["incident_id"],
                            f"team {order['team_id']}, order {order_id}"
-                           + (", already withdrawn" if again else ""))
+                           + ("" if withdrew else ", already withdrawn"))
         return {"order_id": order_id, "incident_id": order["incident_id"],
                 "team_id": order["team_id"], "state": "withdrawn"}
 

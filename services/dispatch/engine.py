@@ -3718,11 +3718,15 @@ class Dispatcher:
             await self._emit(parent, TimelineEntry(kind="note", **detail),
                              status=other["status"], state=state)
 
-    async def take_back(self, order_id: str, *, by: str, note: str | None) -> dict[str, str]:
+    async def take_back(self, order_id: str, *, by: str,
+                        note: str | None) -> tuple[dict[str, str], bool]:
         """The command room takes an order back (its team is wanted elsewhere, or cannot go):
         order.withdrawn (`reassigned`) ends it on the team's phones and frees the team; the
         incident goes to its next candidate (never the same team again) and the team to the
-        incidents waiting for one. Asked again, it withdraws nothing more."""
+        incidents waiting for one. Asked again, it withdraws nothing more. Returns the order
+        and whether this call withdrew it, judged under the incident's lock: not when it
+        was withdrawn before (asked again, or the close or a resolution got the lock first
+        while this one waited for it)."""
         order = await store.get_order(self.redis, order_id)
         if order is None:
             raise not_found("order")
@@ -3732,11 +3736,12 @@ class Dispatcher:
                                **{"lianfang.incident_id": incident_id,
                                   "lianfang.order_id": order_id}):
             async with self._locked(incident_id):
+                before = await store.get_order(self.redis, order_id)
                 order, district = await self._take_back(incident_id, order_id, by=by,
                                                         note=note)
             await self.retry_waiting(district, freed=order["team_id"])
             await self._offer_backups_of(district, order)
-        return order
+        return order, before is not None and before["state"] in domain.LIVE_ORDER_STATES
 
     async def _offer_backups_of(self, district: str, order: dict[str, str]) -> None:
         """Once the incident's lock is released: the teams of the backups withdrawn with the

@@ -304,3 +304,30 @@ async def test_a_team_taken_back_goes_to_another_incident_and_the_one_it_left_is
         assert [i["incident_id"] for i in board.json()["incidents"]] == [left]
     finally:
         client.close()
+
+
+async def test_a_take_back_the_close_got_to_first_is_audited_as_withdrawing_nothing(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another dispatcher closes the incident while this one's take-back waits for its
+    lock: the close withdraws the order, the take-back nothing. The route judged "asked
+    again" from the order read before the lock, so the audit log said a take-back by this
+    dispatcher of an order the close had withdrawn."""
+    from services.dispatch.engine import Dispatcher
+
+    await team(publisher, "guard", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await poll_until(lambda: orders_for(clean_redis, incident_id), "the order")
+    take_back = Dispatcher.take_back
+
+    async def closed_first(self: Dispatcher, order_id: str, **kw: Any) -> dict[str, str]:
+        await self.close(incident_id, by="dispatcher:d-other")  # held the lock first
+        return await take_back(self, order_id, **kw)
+
+    monkeypatch.setattr(Dispatcher, "take_back", closed_first)
+    r = await console.post(f"/v1/orders/{order.order_id}/withdraw", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = await console.get("/v1/admin/audit", headers=ADMIN)
+    assert [e["detail"] for e in r.json()["entries"] if e["action"] == "order.withdraw"] == [
+        f"team guard, order {order.order_id}, already withdrawn"]
