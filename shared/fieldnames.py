@@ -28,6 +28,9 @@ _MESSAGES = {
     "missing": "is required",
     "extra_forbidden": "is not a known field",
     "literal_error": "is not one of the allowed values",
+    # pydantic's "String should match pattern '^...$'" showed an integrator a regex; the
+    # phones' frames and the roster import say what their ids look like (overrides)
+    "string_pattern_mismatch": "has characters or a length that are not allowed",
     # pydantic's "Input should be a valid dictionary or instance of LocationIn" (a model's
     # field given a number, text or a list) named a Python class
     "model_type": "must be an object",

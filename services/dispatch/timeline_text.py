@@ -56,7 +56,7 @@ TEMPLATES: dict[str, dict[Language, str]] = {
               "（接警端策略文件不一致？）；已派最近的合适公安警组，并提请指挥室关注"},
     # a report that reached dispatch more than domain.LATE_REPORT after it was made
     "reported_late": {
-        "en": "reported {minutes} min before it reached dispatch (at {reported_at:time}): "
+        "en": "reported at {reported_at:time}, {minutes} min before it reached dispatch: "
               "the scene may have changed since",
         "zh": "该警情上报于{reported_at:time}，{minutes}分钟后才送达调度：现场情况可能已有变化"},
     "duplicate": {

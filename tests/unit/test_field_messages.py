@@ -80,6 +80,7 @@ class Adjustment(BaseModel):
     teams: list[str] = Field(max_length=2)
     tags: tuple[str, ...] = Field(min_length=1)
     code: str = Field(min_length=1)
+    ref: str = Field(default="r", pattern=r"^[a-z]+$")
 
 
 @pytest.mark.parametrize(("body", "said"), [
@@ -92,6 +93,7 @@ class Adjustment(BaseModel):
     ({"teams": ["a", "b", "c"]}, "teams must hold at most 2 items"),
     ({"tags": []}, "tags must hold at least 1 item"),
     ({"code": ""}, "code must be at least 1 character long"),
+    ({"ref": "a b"}, "ref has characters or a length that are not allowed"),
 ])
 def test_a_value_out_of_its_bounds_is_told_the_bound(body: dict[str, object], said: str) -> None:
     """A points adjustment of 101 was told "points is too large": the coordinator had to

@@ -145,7 +145,8 @@ async def test_a_late_report_s_timeline_says_how_long_before_it_reached_dispatch
         assert note["detail_args"]["minutes"] == "50"
         reported_at = datetime.fromisoformat(note["detail_args"]["reported_at"])
         assert timedelta(minutes=50) <= datetime.fromisoformat(note["at"]) - reported_at
-        assert note["detail"].startswith("reported 50 min before it reached dispatch")
+        assert note["detail"].startswith("reported at ")
+        assert ", 50 min before it reached dispatch: " in note["detail"]
 
         (six_days,) = [e for e in await entries(old) if e.get("detail_code") == "reported_late"]
         assert six_days["detail_args"]["minutes"] == str(6 * 24 * 60)

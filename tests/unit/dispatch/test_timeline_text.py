@@ -29,8 +29,8 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
             "flagged for the command room")),
     "reported_late": (
         {"minutes": "50", "reported_at": "2026-12-05T20:10:00+08:00"},
-        lambda minutes, reported_at: f"reported {minutes} min before it reached dispatch "
-        f"(at {reported_at}): the scene may have changed since"),
+        lambda minutes, reported_at: f"reported at {reported_at}, {minutes} min before it "
+        "reached dispatch: the scene may have changed since"),
     "duplicate": ({"parent": "inc_a"}, lambda parent: f"duplicate report of {parent}"),
     "duplicate_not_known": (
         {"parent": "inc_a", "seconds": "30"},
