@@ -192,6 +192,19 @@ def seed_incidents(url: str, rows: list[tuple[str, datetime, dict[str, str]]],
         client.close()
 
 
+def heads_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the incidents whose heads the board reads from now on (its filtering)."""
+    looked_at: list[str] = []
+    real_heads = store.incidents_heads
+
+    async def heads(redis: Any, ids: list[str]) -> Any:
+        looked_at.extend(ids)
+        return await real_heads(redis, ids)
+
+    monkeypatch.setattr(store, "incidents_heads", heads)
+    return looked_at
+
+
 def newer_reports(count: int, *, prefix: str = "inc_new", minutes: float = 1
                   ) -> list[tuple[str, datetime, dict[str, str]]]:
     """`count` resolved reports, one a minute back from `minutes` ago: nothing to hunt."""
@@ -241,14 +254,7 @@ async def test_a_dispatchers_board_reads_only_their_districts_and_reaches_past_n
     r = await console.post("/v1/dispatchers", headers=ADMIN,
                            json={"name": "Wang Lei", "districts": [DISTRICT, "xixiangtang"]})
     desk = {"Authorization": f"Bearer {r.json()['token']}"}
-    looked_at: list[str] = []
-    real_heads = store.incidents_heads
-
-    async def heads(redis: Any, ids: list[str]) -> Any:
-        looked_at.extend(ids)
-        return await real_heads(redis, ids)
-
-    monkeypatch.setattr(store, "incidents_heads", heads)
+    looked_at = heads_read(monkeypatch)
     r = await console.get("/v1/incidents", headers=desk, params={"status": "unassigned"})
     assert r.status_code == 200, r.text
     assert [i["incident_id"] for i in r.json()["incidents"]] == [
@@ -581,14 +587,7 @@ async def test_the_unassigned_in_the_order_received_are_read_from_the_flagged_in
                 {"status": "unassigned", "flagged": "1",
                  "received_at": (now - timedelta(hours=n)).isoformat()}) for n in (1, 2)]
     seed_incidents(clean_redis, [*waiting, *newer_reports(300)])
-    looked_at: list[str] = []
-    real_heads = store.incidents_heads
-
-    async def heads(redis: Any, ids: list[str]) -> Any:
-        looked_at.extend(ids)
-        return await real_heads(redis, ids)
-
-    monkeypatch.setattr(store, "incidents_heads", heads)
+    looked_at = heads_read(monkeypatch)
     for params in ({"status": "unassigned"}, {"flagged": "true"}):
         r = await console.get("/v1/incidents", headers=ADMIN,
                               params={**params, "order": "received", "district": DISTRICT})
