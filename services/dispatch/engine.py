@@ -1091,7 +1091,7 @@ class Dispatcher:
         fix, swapped coordinates, another city's): the location is to be checked, not a
         free team waited for."""
         radius = self.policy.search_radius_km
-        if await store.any_team_within(self.redis, district=inc["district"],
+        if await store.place_in_reach(self.redis, district=inc["district"],
                                        lat=float(inc["lat"]), lon=float(inc["lon"]),
                                        radius_km=radius):
             return entry_detail("no_team")

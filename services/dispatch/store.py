@@ -1262,13 +1262,18 @@ def queue_not_waiting(pipe: Pipeline, *, district: str, incident_id: str) -> Non
     pipe.zrem(_waiting_key(district), incident_id)
 
 
-async def any_team_within(redis: Redis, *, district: str, lat: float, lon: float,
+async def place_in_reach(redis: Redis, *, district: str, lat: float, lon: float,
                           radius_km: float) -> bool:
     """Whether any team of the district, whatever its status, was last placed within
-    `radius_km` of the point (the district's map keeps each team's last fix)."""
-    found = await redis.geosearch(_geo_key(district), longitude=lon, latitude=lat,
-                                  radius=radius_km, unit="km", count=1)
-    return bool(found)
+    `radius_km` of the point (the district's map keeps each team's last fix); or none of
+    its teams is placed anywhere yet (a roster just imported, no phone sharing its
+    position): then nothing says the place is wrong."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.geosearch(_geo_key(district), longitude=lon, latitude=lat, radius=radius_km,
+                       unit="km", count=1)
+        pipe.zcard(_geo_key(district))
+        found, placed = await pipe.execute()
+    return bool(found) or not placed
 
 
 async def remove_waiting(redis: Redis, *, district: str, incident_id: str) -> None:

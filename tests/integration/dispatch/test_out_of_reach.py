@@ -51,3 +51,12 @@ async def test_a_place_no_team_was_ever_near_says_so(
     await orders_once(clean_redis, first, 1, "the guard's order")
     second = await report(publisher, "noise", priority="P4")
     assert (await unassigned_entry(console, second))["detail_code"] == "no_team"
+
+
+async def test_a_district_no_team_of_which_has_a_fix_yet_waits_without_doubting_the_place(
+        console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """A roster just imported, no phone yet on shift sharing its position: every incident
+    of the first morning was told "is the location right?" for places that were right.
+    With no team of the district placed anywhere, nothing says the place is wrong."""
+    incident_id = await reported_at(publisher, Location(lat=22.8171, lon=108.3665))
+    assert (await unassigned_entry(console, incident_id))["detail_code"] == "no_team"
