@@ -11,10 +11,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 import redis
@@ -25,10 +25,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tools.redis_server import free_port
-
-if TYPE_CHECKING:
-    from tools.redis_server import RedisServer
+from tools.redis_server import RedisServer, free_port
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -187,3 +184,36 @@ async def serving(app: Any, *, start_timeout_s: float = 10.0,
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=15)
+
+
+class Freezable:
+    """A redis-server of the test's own that stops answering without going away (SIGSTOP:
+    its process frozen, as a stalled disk leaves it) and answers again (SIGCONT)."""
+
+    def __init__(self, server: RedisServer) -> None:
+        assert server.proc is not None
+        self.server, self._pid, self.frozen = server, server.proc.pid, False
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def freeze(self) -> None:
+        os.kill(self._pid, signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        os.kill(self._pid, signal.SIGCONT)
+        self.frozen = False
+
+
+@contextmanager
+def freezable_redis(path: Path) -> Iterator[Freezable]:
+    """A Freezable redis-server in `path`, thawed and stopped however the test ends."""
+    redis_server = Freezable(RedisServer(path).start())
+    try:
+        yield redis_server
+    finally:
+        if redis_server.frozen:
+            redis_server.thaw()
+        redis_server.server.stop()

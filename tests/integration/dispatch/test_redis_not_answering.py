@@ -7,12 +7,10 @@ test's own, stopped with SIGSTOP."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 from shared import streams
-from tests.helpers import poll_until
+from tests.helpers import freezable_redis, poll_until
 from tests.integration.stream_probes import (
     ADMIN,
     DISTRICT,
@@ -20,22 +18,17 @@ from tests.integration.stream_probes import (
     incident_reported,
     running,
 )
-from tools.redis_server import RedisServer
 
 
 async def test_the_command_room_is_answered_while_redis_does_not_answer(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "redis").start()
-    assert server.proc is not None
-    frozen = False
-    try:
+    with freezable_redis(tmp_path / "redis") as server:
         async with running("dispatch", server.url, served=True, request_timeout_s=1) as svc:
             await svc.publish(streams.INCIDENT_REPORTED, incident_reported("inc-frozen"))
             await poll_until(lambda: dispatch_incident(svc, "inc-frozen"), "the incident", 15)
             board = {"district": DISTRICT}
             remark = {"note": "called the caller back: no answer"}
 
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            frozen = True
+            server.freeze()
             read = await svc.client.get("/v1/incidents", headers=ADMIN, params=board)
             assert read.status_code == 503, read.text
             assert read.headers["retry-after"]
@@ -48,8 +41,7 @@ async def test_the_command_room_is_answered_while_redis_does_not_answer(tmp_path
             assert write.json()["error"]["code"] == "unavailable"
             assert "whether this change was made is not known" in write.text
 
-            os.kill(server.proc.pid, signal.SIGCONT)
-            frozen = False
+            server.thaw()
 
             async def served() -> bool:  # redis-py's reconnects, then the answer
                 r = await svc.client.get("/v1/incidents", headers=ADMIN, params=board)
@@ -63,7 +55,3 @@ async def test_the_command_room_is_answered_while_redis_does_not_answer(tmp_path
             assert incident is not None
             assert [e.get("note") for e in incident["timeline"]
                     if e["kind"] == "remark"] == [remark["note"]]
-    finally:
-        if frozen:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()

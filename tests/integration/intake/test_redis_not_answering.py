@@ -8,24 +8,18 @@ redis-server of the test's own, stopped with SIGSTOP."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from pathlib import Path
 
 import httpx
 
 from shared import streams
 from shared.events import IncidentReported
-from tests.helpers import read_stream
+from tests.helpers import freezable_redis, read_stream
 from tests.integration.stream_probes import ADMIN, DISTRICT, HERE, running
-from tools.redis_server import RedisServer
 
 
 async def test_a_report_is_answered_while_redis_does_not_answer(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "redis").start()
-    assert server.proc is not None
-    frozen = False
-    try:
+    with freezable_redis(tmp_path / "redis") as server:
         async with running("intake", server.url, report_timeout_s=0.5) as svc:
             r = await svc.client.post("/v1/systems", headers=ADMIN,
                                       json={"name": "110", "districts": [DISTRICT]})
@@ -38,15 +32,13 @@ async def test_a_report_is_answered_while_redis_does_not_answer(tmp_path: Path) 
                 **report, "external_ref": "110-0000", "location": {"lat": 22.9, "lon": 108.4}})
             assert warm.status_code == 202, warm.text
 
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            frozen = True
+            server.freeze()
             r = await svc.client.post("/v1/incidents", headers=key, json=report)
             assert r.status_code == 503, r.text
             assert r.headers["retry-after"] and "same external_ref" in r.text
             assert (await svc.client.get("/readyz")).status_code == 503
 
-            os.kill(server.proc.pid, signal.SIGCONT)
-            frozen = False
+            server.thaw()
             for _ in range(50):  # redis-py's reconnects, then the retry's answer
                 try:
                     r = await svc.client.post("/v1/incidents", headers=key, json=report)
@@ -64,10 +56,6 @@ async def test_a_report_is_answered_while_redis_does_not_answer(tmp_path: Path) 
             assert [e.incident_id for e in published
                     if e.external_ref == "110-0001"] == [incident_id]
             assert (await svc.client.get("/readyz")).status_code == 200
-    finally:
-        if frozen:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()
 
 
 async def test_a_key_not_yet_known_is_answered_while_redis_does_not_answer(
@@ -76,10 +64,7 @@ async def test_a_key_not_yet_known_is_answered_while_redis_does_not_answer(
     intake's restart) is read from Redis before the report: that read is bounded as the
     report's is, answered 503 (ask again), not held for as long as Redis stays frozen
     (redis-py's read timeout, tried again: about 100 s)."""
-    server = RedisServer(tmp_path / "redis").start()
-    assert server.proc is not None
-    frozen = False
-    try:
+    with freezable_redis(tmp_path / "redis") as server:
         async with running("intake", server.url, report_timeout_s=0.5) as svc:
             r = await svc.client.post("/v1/systems", headers=ADMIN,
                                       json={"name": "110", "districts": [DISTRICT]})
@@ -88,8 +73,7 @@ async def test_a_key_not_yet_known_is_answered_while_redis_does_not_answer(
             report = {"external_ref": "110-0001", "category": "noise", "district": DISTRICT,
                       "location": {"lat": HERE[0], "lon": HERE[1]}}
 
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            frozen = True
+            server.freeze()
             r = await asyncio.wait_for(
                 svc.client.post("/v1/incidents", headers=key, json=report), timeout=4.5)
             assert r.status_code == 503, r.text
@@ -99,8 +83,7 @@ async def test_a_key_not_yet_known_is_answered_while_redis_does_not_answer(
                 svc.client.get("/v1/incidents/inc_nope", headers=key), timeout=4.5)
             assert r.status_code == 503, r.text
 
-            os.kill(server.proc.pid, signal.SIGCONT)
-            frozen = False
+            server.thaw()
             for _ in range(50):  # redis-py's reconnects, then the report taken
                 try:
                     r = await svc.client.post("/v1/incidents", headers=key, json=report)
@@ -111,7 +94,3 @@ async def test_a_key_not_yet_known_is_answered_while_redis_does_not_answer(
                 await asyncio.sleep(0.2)
             assert r is not None
             assert r.status_code in (200, 202), r.text
-    finally:
-        if frozen:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 from pathlib import Path
 
 import httpx
@@ -20,16 +18,12 @@ from websockets.exceptions import ConnectionClosed
 
 from services.notify.config import Settings
 from services.notify.main import create_app
-from tests.helpers import poll_until
+from tests.helpers import freezable_redis, poll_until
 from tests.integration.notify.conftest import ADMIN_TOKEN, roster_of, serving, ws_url
-from tools.redis_server import RedisServer
 
 
 async def test_routes_and_sockets_are_answered_while_redis_does_not_answer(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "redis").start()
-    assert server.proc is not None
-    frozen = False
-    try:
+    with freezable_redis(tmp_path / "redis") as server:
         async with roster_of() as standin:
             member = standin.enrol("t1")
             settings = Settings(redis_url=server.url, admin_token=ADMIN_TOKEN,
@@ -39,8 +33,7 @@ async def test_routes_and_sockets_are_answered_while_redis_does_not_answer(tmp_p
                     base_url=url, headers=member.bearer, timeout=30) as http:
                 assert (await http.get("/v1/devices/me")).status_code == 200
 
-                os.kill(server.proc.pid, signal.SIGSTOP)
-                frozen = True
+                server.freeze()
                 read = await http.get("/v1/devices/me")
                 assert read.status_code == 503, read.text
                 assert read.headers["retry-after"]
@@ -55,8 +48,7 @@ async def test_routes_and_sockets_are_answered_while_redis_does_not_answer(tmp_p
                         await ws.recv()  # no hello: the set-up's touch of the device waits
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
 
-                os.kill(server.proc.pid, signal.SIGCONT)
-                frozen = False
+                server.thaw()
 
                 async def served() -> bool:  # redis-py's reconnects, then the answer
                     return (await http.get("/v1/devices/me")).status_code == 200
@@ -68,7 +60,3 @@ async def test_routes_and_sockets_are_answered_while_redis_does_not_answer(tmp_p
                 async with connect(ws_url(url), additional_headers=member.bearer) as ws:
                     hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert hello["type"] == "hello" and hello["device_id"] == member.device_id
-    finally:
-        if frozen:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()

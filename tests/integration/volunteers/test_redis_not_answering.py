@@ -8,22 +8,16 @@ own, stopped with SIGSTOP."""
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
-from tests.helpers import poll_until
+from tests.helpers import freezable_redis, poll_until
 from tests.integration.stream_probes import ADMIN, DISTRICT, HERE, on_shift, running
-from tools.redis_server import RedisServer
 
 AWAY = {"error": {"code": "unavailable", "message": "the store is not answering; ask again"}}
 
 
 async def test_volunteers_is_answered_while_redis_does_not_answer(tmp_path: Path) -> None:
-    server = RedisServer(tmp_path / "redis").start()
-    assert server.proc is not None
-    frozen = False
-    try:
+    with freezable_redis(tmp_path / "redis") as server:
         async with running("volunteers", server.url, served=True, request_timeout_s=1) as svc:
             device = await on_shift(svc, "frozen")
             fix = {"lat": HERE[0], "lon": HERE[1]}
@@ -34,8 +28,7 @@ async def test_volunteers_is_answered_while_redis_does_not_answer(tmp_path: Path
             award = ("/v1/members/m-frozen/points",
                      {"points": 5, "note": "night patrol", "adjustment_id": "night-0001"})
 
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            frozen = True
+            server.freeze()
             read = await svc.client.get("/v1/shifts/now", headers=ADMIN, params=shifts)
             assert read.status_code == 503, read.text
             assert read.headers["retry-after"] and read.json() == AWAY
@@ -48,8 +41,7 @@ async def test_volunteers_is_answered_while_redis_does_not_answer(tmp_path: Path
             assert write.json()["error"]["code"] == "unavailable"
             assert "whether this change was made is not known" in write.text
 
-            os.kill(server.proc.pid, signal.SIGCONT)
-            frozen = False
+            server.thaw()
 
             async def served() -> bool:  # redis-py's reconnects, then the answer
                 r = await svc.client.get("/v1/shifts/now", headers=ADMIN, params=shifts)
@@ -63,7 +55,3 @@ async def test_volunteers_is_answered_while_redis_does_not_answer(tmp_path: Path
             assert r.json()["balance"] == 5, r.text
             r = await svc.client.put("/v1/me/position", headers=device, json=fix)
             assert r.status_code == 200, r.text
-    finally:
-        if frozen:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()
