@@ -16,9 +16,13 @@ from shared import streams
 
 # Commands every service needs beyond its keys: no KEYS, FLUSHALL, CONFIG, DEBUG, ...
 # (@dangerous goes); INFO comes back for intake's WAITAOF check. CLIENT SETINFO is left out
-# (unknown to Redis 7.0, and redis-py ignores its refusal).
+# (unknown to Redis 7.0, and redis-py ignores its refusal). Of @scripting, what acts on the
+# server's scripts and functions rather than the user's keys goes too: SCRIPT FLUSH (every
+# service's cached scripts), SCRIPT KILL (another service's running one), FUNCTION (the
+# server's libraries, which no service uses).
 COMMANDS = ("-@all +@read +@write +@stream +@keyspace +@string +@hash +@set +@sortedset "
             "+@list +@geo +@scripting +@transaction +@connection +@pubsub -@dangerous "
+            "-script|flush -script|kill -function "
             "+info +client|setname +client|id +ping")
 CHANNELS = {"notify": ("notify:*",)}
 

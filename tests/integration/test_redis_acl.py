@@ -95,6 +95,27 @@ def test_a_service_user_cannot_touch_other_keys_or_dangerous_commands(acl_redis,
 
 
 @pytest.mark.parametrize("service", streams.SERVICES)
+def test_a_service_user_cannot_flush_kill_or_replace_the_scripts_every_service_shares(
+        acl_redis, service: str) -> None:
+    # Scripts and functions are the server's, not a user's: SCRIPT FLUSH drops every
+    # service's cached scripts, SCRIPT KILL stops another service's running one, FUNCTION
+    # LOAD/DELETE/FLUSH change the server's libraries. No service needs any of them (they
+    # EVAL/EVALSHA and SCRIPT LOAD their own), so one taken over must not have them either.
+    port, passwords = acl_redis
+    mine = client(port, service, passwords[service])
+    sha = mine.script_load("return 1")  # what the services do
+    assert mine.evalsha(sha, 0) == 1
+    for command in (("SCRIPT", "FLUSH"), ("SCRIPT", "KILL"), ("FUNCTION", "FLUSH"),
+                    ("FUNCTION", "DELETE", "lianfang"), ("FUNCTION", "KILL"),
+                    ("FUNCTION", "LOAD", "#!lua name=taken\n"
+                     "redis.register_function('f', function() return 1 end)"),
+                    ("FUNCTION", "RESTORE", "x")):
+        with pytest.raises(sync_redis.exceptions.NoPermissionError):
+            mine.execute_command(*command)
+    assert mine.script_exists(sha) == [True]
+
+
+@pytest.mark.parametrize("service", streams.SERVICES)
 def test_a_script_given_no_key_for_an_optional_slot_runs_with_each_service_user(
         acl_redis, service: str) -> None:
     # The services' scripts take '' for a key they are not given (volunteers' team view
