@@ -16,11 +16,23 @@ template=${ACL_TEMPLATE:-/etc/lianfang/redis/users.acl.template}
 rendered=${ACL_FILE:-/tmp/users.acl}
 server=${REDIS_SERVER:-redis-server}
 run_as=${REDIS_USER-redis}
+# Each user's password: 16 characters or more, as ADMIN_TOKEN (every container on compose's
+# network reaches Redis), and its own (one value in two variables lets either service log in
+# as the other, and its user's limits protect nothing). Named by its variable, never shown.
+seen=
 for var in REDIS_ADMIN_PASSWORD REDIS_PASSWORD_INTAKE REDIS_PASSWORD_DISPATCH \
            REDIS_PASSWORD_VOLUNTEERS REDIS_PASSWORD_NOTIFY; do
   eval "value=\${$var:-}"
   [ -n "$value" ] || { echo "redis: $var is not set" >&2; exit 1; }
   case "$value" in *[!A-Za-z0-9_-]*) echo "redis: $var must be URL-safe (A-Z a-z 0-9 _ -)" >&2; exit 1;; esac
+  [ "${#value}" -ge 16 ] || { echo "redis: $var must be at least 16 characters" >&2; exit 1; }
+  for other in $seen; do
+    eval "earlier=\${$other}"
+    [ "$value" != "$earlier" ] || {
+      echo "redis: $var is the same as $other: each user needs a password of its own" >&2
+      exit 1; }
+  done
+  seen="$seen $var"
 done
 # The AOF fsync is chosen per deployment (REDIS_APPENDFSYNC): everysec or always. `no` leaves
 # it to the kernel (some 30 s), and a power cut could lose incidents already acknowledged.

@@ -94,6 +94,45 @@ def test_a_service_user_cannot_touch_other_keys_or_dangerous_commands(acl_redis,
                 mine.xrange(stream.name)
 
 
+def _entrypoint_refuses(tmp_path: Path, passwords: dict[str, str]) -> str:
+    """What deploy/redis/entrypoint.sh says when it refuses to start Redis with `passwords`
+    (each user's: "admin" and the services'); fails if it would start it."""
+    import subprocess
+
+    env = {"PATH": os.environ["PATH"], "REDIS_ADMIN_PASSWORD": passwords["admin"],
+           **{password_variable(s): passwords[s] for s in streams.SERVICES},
+           "ACL_TEMPLATE": str(ROOT / "deploy" / "redis" / "users.acl.template"),
+           "ACL_FILE": str(tmp_path / "users.acl"), "REDIS_SERVER": "true", "REDIS_USER": ""}
+    done = subprocess.run(["sh", str(ROOT / "deploy" / "redis" / "entrypoint.sh")], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode != 0, "Redis would have started"
+    for password in passwords.values():
+        assert password not in done.stderr  # named by its variable, never shown
+    return done.stderr
+
+
+@pytest.mark.parametrize("user", ["admin", *streams.SERVICES])
+def test_redis_does_not_start_with_a_password_short_enough_to_guess(tmp_path: Path,
+                                                                     user: str) -> None:
+    # The services' users are reached by every container on compose's network (the collector
+    # and Jaeger too): a user's password is as long as ADMIN_TOKEN must be, 16 or more.
+    passwords = {u: secrets.token_urlsafe(16) for u in ("admin", *streams.SERVICES)}
+    passwords[user] = "redis123"
+    said = _entrypoint_refuses(tmp_path, passwords)
+    variable = "REDIS_ADMIN_PASSWORD" if user == "admin" else password_variable(user)
+    assert f"{variable} must be at least 16 characters" in said, said
+
+
+def test_redis_does_not_start_with_one_password_for_two_users(tmp_path: Path) -> None:
+    # One value pasted into every REDIS_PASSWORD_*: any service's password logs in as any
+    # other, and as admin, and each user's limits to its own keys protect nothing.
+    passwords = {u: secrets.token_urlsafe(16) for u in ("admin", *streams.SERVICES)}
+    passwords["notify"] = passwords["intake"]
+    said = _entrypoint_refuses(tmp_path, passwords)
+    assert ("REDIS_PASSWORD_NOTIFY is the same as REDIS_PASSWORD_INTAKE: each user needs a "
+            "password of its own") in said, said
+
+
 @pytest.mark.parametrize("service", streams.SERVICES)
 def test_a_service_user_cannot_flush_kill_or_replace_the_scripts_every_service_shares(
         acl_redis, service: str) -> None:

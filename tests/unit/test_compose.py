@@ -447,10 +447,12 @@ def test_redis_is_durable_and_protected() -> None:
 def run_redis_entrypoint(*args: str) -> subprocess.CompletedProcess[str]:
     """deploy/redis/entrypoint.sh as the container runs it, `echo` standing in for
     redis-server: what it would start Redis with, or why it refuses to."""
-    env = {"REDIS_ADMIN_PASSWORD": "a", "ACL_TEMPLATE": str(DEPLOY / "redis" / "users.acl.template"),
+    # (passwords as the entrypoint takes them: 16 characters or more, each its own)
+    env = {"REDIS_ADMIN_PASSWORD": "admin-password-0123",
+           "ACL_TEMPLATE": str(DEPLOY / "redis" / "users.acl.template"),
            "ACL_FILE": "/dev/null", "REDIS_SERVER": "echo", "REDIS_USER": "",
            "PATH": "/usr/bin:/bin",
-           **{f"REDIS_PASSWORD_{s.upper()}": "p" for s in SERVICES}}
+           **{f"REDIS_PASSWORD_{s.upper()}": f"{s}-password-0123" for s in SERVICES}}
     return subprocess.run(["sh", str(DEPLOY / "redis" / "entrypoint.sh"), *args], env=env,
                           capture_output=True, text=True, timeout=30)
 
