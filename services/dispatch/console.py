@@ -420,8 +420,8 @@ async function refresh() {
     const filings = k.filings_overdue + (k.filings_overdue_unfiled
       ? say("still_unfiled", {count: k.filings_overdue_unfiled}) : "");
     const patrol = (k.handled_by_force || {})["police:patrol"];  // DOMAIN.md's street patrol
-    const patrolShare = patrol ? patrol.share + say("resolved_on_site_of",
-      {share: patrol.resolved_on_site_share}) : "-";
+    const patrolShare = patrol ? percent(patrol.share) + say("resolved_on_site_of",
+      {share: percent(patrol.resolved_on_site_share)}) : "-";
     // 警情分流超时 as the inspector hunts them: incidents (the board's ?problem=routing_timeout),
     // the orders timed out beside them (an incident two teams let time out has two)
     const timeouts = k.routing_timeouts ? say("routing_timeouts_of",
@@ -434,7 +434,7 @@ async function refresh() {
         [word("kpi", "time_to_assign_s"), fmt(k.time_to_assign_s)],
         [word("kpi", "time_to_acknowledge_s"), fmt(k.time_to_acknowledge_s)],
         [word("kpi", "time_to_scene_s"), fmt(k.time_to_scene_s)],
-        [word("kpi", "resolved_on_site_share"), k.resolved_on_site_share ?? "-"],
+        [word("kpi", "resolved_on_site_share"), percent(k.resolved_on_site_share)],
         [word("kpi", "handed_over"), k.handed_over], [say("street_patrol"), patrolShare],
         [word("kpi", "filings_overdue"), filings],
         [word("kpi", "by_category"), busiest(categories, 20)],
@@ -704,6 +704,8 @@ function busiest(pairs, n = 3) {
 // every zone) and UNKNOWN_ZONE (reported while the zones could not be read) in words.
 const zoneName = z => (z === "(none)" ? say("no_zone") : z === "(unknown)" ? say("zone_unknown")
   : ((zones.find(x => x.zone_id === z) || {}).name || z));
+// a share (dispatch's 0.861) as the reports quote it, 86.1%; none yet (null), "-"
+const percent = v => (v == null ? "-" : (v * 100).toFixed(1) + "%");
 function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.toFixed(1); }
 // Opening another incident empties the panel until its answer comes: an Assign pressed
 // meanwhile acts on nothing, never on an incident the panel does not show.

@@ -11,7 +11,7 @@ from tests.unit.dispatch.test_console_page import run_console, said
 KPI_LINES = '$("kpis").children.map(li => li.textContent)'
 
 
-def kpis(**figures: int) -> str:
+def kpis(**figures: int | str) -> str:
     """JS: dispatch's KPIs with `figures` in place of the stand-in's."""
     values = ", ".join(f"{name}: {n}" for name, n in figures.items())
     return ('const plain = answer; answer = (url) => { const k = plain(url); '
@@ -42,3 +42,28 @@ def test_no_routing_timeout_reads_as_a_plain_zero() -> None:
         f'refresh().then(() => {KPI_LINES})',
     )
     assert f"{label('kpi', 'routing_timeouts')}：0" in zh, zh
+
+
+def test_shares_read_as_percentages_as_the_reports_quote_them() -> None:
+    """DOMAIN.md's reports quote "44.8 % handled by street patrol, 86.1 % of those resolved
+    on site": dispatch answers shares as fractions (0.448), which the panel printed as they
+    came, "现场处置率：0.861" beside counts of incidents, a figure read as less than one."""
+    kpi_answer = (
+        'const plain = answer; answer = (url) => { const k = plain(url); '
+        'if (url.startsWith("/v1/kpis")) Object.assign(k, {resolved_on_site_share: 0.861, '
+        'handled_by_force: {"police:patrol": {handled: 20, share: 0.448, resolved_on_site: 18, '
+        'handed_over: 2, resolved_on_site_share: 0.9}}}); return k; };')
+    zh, = run_console('boards.d1 = [incident("inc_done")];' + kpi_answer,
+                      f'refresh().then(() => {KPI_LINES})')
+    assert f"{label('kpi', 'resolved_on_site_share')}：86.1%" in zh, zh
+    patrol = said("street_patrol") + "：44.8%" + said("resolved_on_site_of", share="90.0%")
+    assert patrol in zh, zh
+
+
+def test_no_share_yet_reads_as_a_dash() -> None:
+    """Nothing resolved or handed over yet: dispatch's share is null, said as "-", not as
+    a percentage of nothing."""
+    zh, = run_console('boards.d1 = [incident("inc_done")];'
+                      + kpis(resolved_on_site_share="null"),
+                      f'refresh().then(() => {KPI_LINES})')
+    assert f"{label('kpi', 'resolved_on_site_share')}：-" in zh, zh
