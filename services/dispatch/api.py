@@ -210,7 +210,9 @@ INCIDENT_DESCRIPTION = (
     "on its way (offered, acknowledged, en_route); null once it is on scene or the order is "
     "over, and without `eta_s`. Past `expected_at` with no `on_scene_at`, the team is late. "
     "`now`: dispatch's clock when it answered, to count against (a desk's clock may be "
-    "minutes off).")
+    "minutes off). `flagged_for`: why a flagged incident is flagged, as codes (unassigned, "
+    "missed_deadlines, volunteers_alone, short_of_units, unknown_category, backup_wanted, "
+    "team_off_shift, visit_stuck, report_given_up, agreement_failed); empty when it is not.")
 
 
 TEAMS_DESCRIPTION = (
@@ -738,6 +740,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             # a police team's order carries them; not on the board's rows; gone once archived
             "description": inc.get("description") or None,
             "caller": json.loads(inc["caller"]) if inc.get("caller") else None,
+            # why it is flagged (the board's red row), as dispatch judges it from its orders
+            "flagged_for": (engine.flag_reasons(inc, orders, inc["status"])
+                            if inc.get("flagged") == "1" else []),
             "orders": [_order_view(o) for o in orders],
             "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],

@@ -758,6 +758,14 @@ function orderSaid(o, now) {
     : say("overdue", {minutes: Math.max(1, Math.round(-left))});
   return say("order_arrival", {state, arrival});
 }
+// Why the incident is flagged (dispatch's `flagged_for`: codes), in the dispatcher's words (a
+// code this page does not know: as is); none given, "flagged"
+function flaggedSaid(codes) {
+  const why = (codes || []).map(c => { const key = "flag_why_" + c;
+    return own(STRINGS[lang].text, key) ? say(key) : c; });
+  return why.length ? say("flagged_for", {why: why.join(lang === "zh" ? "；" : "; ")})
+    : say("flagged_mark");
+}
 async function detail(run) {
   const id = selected, ask = ++asked;
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
@@ -774,7 +782,7 @@ async function detail(run) {
   const status = word("incident_status", i.status);
   $("dtitle").textContent = prio(i.priority) + " " + word("category", i.category) + " · "
     + (shownLinkedTo ? say("status_linked", {status, id: shownLinkedTo}) : status)
-    + (i.flagged ? say("flagged_mark") : "")
+    + (i.flagged ? flaggedSaid(i.flagged_for) : "")
     // what the reporting system flagged: weapon, injury, ... (its own flags as it wrote them)
     + ((i.flags || []).length ? say("reported_flags",
       {flags: i.flags.map(f => word("flag", f)).join(lang === "zh" ? "、" : ", ")}) : "");

@@ -639,6 +639,33 @@ class Dispatcher:
             if status not in TERMINAL:
                 live = [o["state"] for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
                 status = domain.incident_status(live, current=status) if live else "unassigned"
+        flagged = bool(self.flag_reasons(inc, orders, status))
+        # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
+        seq = int(inc.get("seq") or 0) + 1
+        # DESIGN's timeline names each status change: on the step's own entry (a team's
+        # answer, a timeout, a close) whenever the step moved the incident
+        if entry.kind == "status" or status != inc["status"]:
+            entry = entry.model_copy(update={"status": status})
+        assignments = tuple(
+            Assignment(order_id=o["order_id"], team_id=o["team_id"],
+                       team_name=o.get("team_name") or None, agency_kind=o["agency_kind"],
+                       status=o["state"], eta_s=float(o["eta_s"]) if o.get("eta_s") else None)
+            for o in orders
+        )
+        changes = {"status": status, "flagged": "1" if flagged else "0", "seq": str(seq)}
+        return changes, entry, IncidentUpdated(
+            district=inc["district"], incident_id=inc["incident_id"], seq=seq, status=status,
+            priority=inc["priority"], flagged=flagged, assignments=assignments, entry=entry,
+            linked_to=inc.get("linked_to") or None)
+
+    def flag_reasons(self, inc: dict[str, str], orders: list[dict[str, str]],
+                     status: str) -> list[str]:
+        """Why the incident in `status` with `orders` is flagged for the command room (none:
+        it is not), each a code the console says in words: `unassigned`, `missed_deadlines`,
+        `volunteers_alone` (no escort), `short_of_units` (a unit it wants with nobody free),
+        `unknown_category`, `backup_wanted` (a call for backup nobody was free for),
+        `team_off_shift` (its team went off shift on it), `visit_stuck`, `report_given_up`,
+        `agreement_failed`."""
         misses = int(inc.get("misses") or 0)
         # Volunteers sent to a P1 with no police or security team free to escort them, or
         # an incident short of a unit it wants with no team free to be it (one of two found;
@@ -667,8 +694,9 @@ class Dispatcher:
         # A live order whose team asked for backup nobody was free for (_reinforce: until a
         # backup goes), or went off shift while on it (on_off_shift_due: until the command
         # room takes it back): the command room is told while the order lasts.
-        order_wants_room = any(o["state"] in domain.LIVE_ORDER_STATES and (
-            o.get("backup_wanted") == "1" or o.get("off_shift_at")) for o in orders)
+        live_orders = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
+        backup_wanted = any(o.get("backup_wanted") == "1" for o in live_orders)
+        off_shift = any(o.get("off_shift_at") for o in live_orders)
         # A follow-up visit no team of the station could be given (`followup_unstaffed`,
         # until one is), or whose order its team left unanswered past the policy's
         # followup_retry_h (`unanswered_at`, while unanswered): told to the command room
@@ -683,26 +711,17 @@ class Dispatcher:
         # was judged (its incident may have ended): until the replay judges it (_judge_link
         # takes the mark off as it links it) or the command room sends it a team.
         given_up = status in ("dispatching", "linked") and inc.get("report_given_up") == "1"
-        flagged = undecided or visit_stuck or given_up or (status not in DONE and (
-            status == "unassigned" or misses >= self.policy.flag_after_misses or unescorted
-            or short or unknown or order_wants_room))
-        # Under the incident's lock nobody else writes it: the next seq is the stored one + 1.
-        seq = int(inc.get("seq") or 0) + 1
-        # DESIGN's timeline names each status change: on the step's own entry (a team's
-        # answer, a timeout, a close) whenever the step moved the incident
-        if entry.kind == "status" or status != inc["status"]:
-            entry = entry.model_copy(update={"status": status})
-        assignments = tuple(
-            Assignment(order_id=o["order_id"], team_id=o["team_id"],
-                       team_name=o.get("team_name") or None, agency_kind=o["agency_kind"],
-                       status=o["state"], eta_s=float(o["eta_s"]) if o.get("eta_s") else None)
-            for o in orders
-        )
-        changes = {"status": status, "flagged": "1" if flagged else "0", "seq": str(seq)}
-        return changes, entry, IncidentUpdated(
-            district=inc["district"], incident_id=inc["incident_id"], seq=seq, status=status,
-            priority=inc["priority"], flagged=flagged, assignments=assignments, entry=entry,
-            linked_to=inc.get("linked_to") or None)
+        reasons = [reason for reason, holds in (
+            ("agreement_failed", undecided), ("visit_stuck", visit_stuck),
+            ("report_given_up", given_up)) if holds]
+        if status not in DONE:
+            reasons += [reason for reason, holds in (
+                ("unassigned", status == "unassigned"),
+                ("missed_deadlines", misses >= self.policy.flag_after_misses),
+                ("volunteers_alone", unescorted), ("short_of_units", short),
+                ("unknown_category", unknown), ("backup_wanted", backup_wanted),
+                ("team_off_shift", off_shift)) if holds]
+        return reasons
 
     # --- an incident arrives ----------------------------------------------------------
 

@@ -1,0 +1,56 @@
+"""A flagged incident says why it is flagged: the board turns it red for a dozen reasons
+(nobody found, deadlines missed, a second unit none is free for, volunteers with no escort,
+a call for backup nobody answered, ...), and the incident's panel showed only "flagged":
+a P1 fight with its police unit on its way, red, and the dispatcher left to guess that it
+still wants its security unit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from faststream.redis import RedisBroker
+
+from tests.helpers import poll_until
+
+from .test_engine import orders_once, report, team, wait_for_units
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
+async def view_once(console: httpx.AsyncClient, incident_id: str,
+                    holds: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+    """The incident's view (GET /v1/incidents/{id}) once `holds` holds of it."""
+    async def seen() -> dict[str, Any] | None:
+        r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+        if r.status_code == 404:  # not made yet
+            return None
+        assert r.status_code == 200, r.text
+        return r.json() if holds(r.json()) else None
+
+    return await poll_until(seen, what)
+
+
+async def test_a_p1_short_of_its_second_unit_says_so(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "violence", priority="P1")
+    await orders_once(clean_redis, incident_id, 1, "the police order")
+    view = await view_once(console, incident_id, lambda v: v["flagged"],
+                           "the fight flagged, short of its security unit")
+    assert view["status"] == "assigned"
+    assert view["flagged_for"] == ["short_of_units"]
+
+
+async def test_an_incident_nobody_was_found_for_says_so_and_one_not_flagged_says_nothing(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    waiting = await report(publisher, "noise", priority="P4")
+    view = await view_once(console, waiting, lambda v: v["status"] == "unassigned",
+                           "the noise waiting: nobody on shift")
+    assert view["flagged_for"] == ["unassigned"]
+    await team(publisher, "guard", kind="security", lat=22.8172, lon=108.3665)
+    await orders_once(clean_redis, waiting, 1, "the guard's order")
+    view = await view_once(console, waiting, lambda v: not v["flagged"], "the noise assigned")
+    assert view["flagged_for"] == []
