@@ -212,7 +212,8 @@ INCIDENT_DESCRIPTION = (
     "`now`: dispatch's clock when it answered, to count against (a desk's clock may be "
     "minutes off). `flagged_for`: why a flagged incident is flagged, as codes (unassigned, "
     "missed_deadlines, volunteers_alone, short_of_units, unknown_category, backup_wanted, "
-    "team_off_shift, visit_stuck, report_given_up, agreement_failed); empty when it is not.")
+    "team_off_shift, visit_stuck, report_given_up, agreement_failed, see_timeline: a step "
+    "that needs the command room said why there); empty when it is not.")
 
 
 TEAMS_DESCRIPTION = (

@@ -158,6 +158,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_visit_stuck": "回访无人承接",
         "flag_why_report_given_up": "上报处理失败，无人查找警组",
         "flag_why_agreement_failed": "回访发现协议未履行，待指挥室决定",
+        "flag_why_see_timeline": "需指挥室处置，详见时间线",
         "reported_flags": " · 上报标记：{flags}",
         "meta": "{id} · {system} {ref} · {place} · 上报于{time} · 督办人：{supervisor} · "
                 "追踪 {trace}",
@@ -372,6 +373,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_report_given_up": "its report failed in dispatch: nobody looks for a team",
         "flag_why_agreement_failed": "follow-ups found the agreement broken: the command "
                                      "room decides",
+        "flag_why_see_timeline": "needs the command room: see the timeline",
         "reported_flags": " · reported: {flags}",
         "meta": "{id} · {system} {ref} · {place} · reported {time} · supervised by "
                 "{supervisor} · trace {trace}",

@@ -665,8 +665,10 @@ class Dispatcher:
         `volunteers_alone` (no escort), `short_of_units` (a unit it wants with nobody free),
         `unknown_category`, `backup_wanted` (a call for backup nobody was free for),
         `team_off_shift` (its team went off shift on it), `visit_stuck`, `report_given_up`,
-        `agreement_failed`."""
+        `agreement_failed`, `see_timeline` (a step that needs the command room said why
+        on the timeline: a hand-over no station team takes, a report dispatch never got)."""
         misses = int(inc.get("misses") or 0)
+        timeouts = int(inc.get("timeouts") or 0) >= self.policy.flag_after_misses
         # Volunteers sent to a P1 with no police or security team free to escort them, or
         # an incident short of a unit it wants with no team free to be it (one of two found;
         # the only other that could go declined or missed its deadline, never offered it
@@ -717,7 +719,11 @@ class Dispatcher:
         if status not in DONE:
             reasons += [reason for reason, holds in (
                 ("unassigned", status == "unassigned"),
-                ("missed_deadlines", misses >= self.policy.flag_after_misses),
+                # `misses` is also raised to the flag by steps that need the command room
+                # (a hand-over no station team takes, a lost report, a zone never known):
+                # deadlines missed only when the timeouts reach it, else see the timeline
+                ("missed_deadlines", misses >= self.policy.flag_after_misses and timeouts),
+                ("see_timeline", misses >= self.policy.flag_after_misses and not timeouts),
                 ("volunteers_alone", unescorted), ("short_of_units", short),
                 ("unknown_category", unknown), ("backup_wanted", backup_wanted),
                 ("team_off_shift", off_shift)) if holds]

@@ -54,3 +54,18 @@ async def test_an_incident_nobody_was_found_for_says_so_and_one_not_flagged_says
     await orders_once(clean_redis, waiting, 1, "the guard's order")
     view = await view_once(console, waiting, lambda v: not v["flagged"], "the noise assigned")
     assert view["flagged_for"] == []
+
+
+async def test_a_hand_over_no_station_team_takes_is_not_said_to_have_missed_deadlines(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    """Dispatch flags such a hand-over by raising its misses to the flag, as it does for
+    deadlines missed: nobody missed one, and the panel must not say so."""
+    from .conftest import console_of
+    from .test_handover import hand_over
+
+    incident_id, _ = await hand_over(clean_redis, publisher, station_team=False)
+    async with console_of(clean_redis) as client:
+        view = await view_once(client, incident_id, lambda v: v["flagged"],
+                               "the hand-over flagged")
+    assert view["status"] == "handed_over"
+    assert view["flagged_for"] == ["see_timeline"]
