@@ -261,15 +261,36 @@ def _document_errors(app: FastAPI) -> None:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         spec["security"] = [{"bearer": []}]
         error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-        for operations in spec.get("paths", {}).values():
-            for operation in operations.values():
+        own = _own_error_words(app)
+        for path, operations in spec.get("paths", {}).items():
+            for method, operation in operations.items():
                 responses = operation.setdefault("responses", {})
+                said = own.get((path, method), {})
                 for status, text in _ERROR_STATUSES.items():
-                    responses[status] = {"description": text, **error}
+                    # a route's own words for one of them (intake's 409: a ref already taken
+                    # by another report, no object's state) are what its callers must read
+                    responses[status] = {"description": said.get(status, text), **error}
         app.openapi_schema = spec
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _own_error_words(app: FastAPI) -> dict[tuple[str, str], dict[str, str]]:
+    """What each operation's route says of an error status itself (`responses=` with a
+    description), by (path, method) as the OpenAPI document names them."""
+    from fastapi.routing import iter_route_contexts
+
+    said: dict[tuple[str, str], dict[str, str]] = {}
+    # (as get_openapi walks them: an included router's routes are reached through it)
+    for route in iter_route_contexts(app.routes):
+        responses = getattr(route, "responses", None) or {}
+        words = {str(status): answer["description"] for status, answer in responses.items()
+                 if str(status) in _ERROR_STATUSES and isinstance(answer, dict)
+                 and answer.get("description")}
+        for method in getattr(route, "methods", None) or ():
+            said[(route.path_format, method.lower())] = words
+    return said
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -156,6 +156,21 @@ async def test_the_openapi_document_says_what_a_report_is_answered_and_may_hold(
     assert set(first.json()) == set(again.json()) == {"incident_id", "priority", "status"}
 
 
+async def test_the_openapi_document_keeps_what_a_route_says_of_its_own_errors(
+        intake: httpx.AsyncClient) -> None:
+    # The report's 409 is no state of an object: another report under a ref already taken.
+    # The route says so, but the shared error statuses wrote over every operation's own
+    # words: /docs told an integrator "The object's state forbids it" for it.
+    spec = (await intake.get("/openapi.json")).json()
+    responses = spec["paths"]["/v1/incidents"]["post"]["responses"]
+    assert "external_ref" in responses["409"]["description"], responses["409"]
+    error = {"$ref": "#/components/schemas/Error"}
+    assert responses["409"]["content"]["application/json"]["schema"] == error
+    # what a route does not say of its own keeps the shared words
+    assert responses["422"]["description"] == "A field is wrong"
+    assert responses["422"]["content"]["application/json"]["schema"] == error
+
+
 @pytest.mark.parametrize(("place", "field"), [
     ({"lat": False, "lon": 108.3}, "location.lat"),  # JS: {lat: fix && fix.lat}, no fix yet
     ({"lat": True, "lon": 108.3}, "location.lat"),
