@@ -276,6 +276,21 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def unparsable_body(cause: BaseException) -> str:
+    """Why a body Python's JSON parser gave up on is not read, in words a caller can act
+    on (never what it held). FastAPI says "There was an error parsing the body" for each:
+    a system writing GBK, as many of China's older ones do, was not told JSON is UTF-8."""
+    if isinstance(cause, UnicodeDecodeError):
+        why = "it is not UTF-8 text (GBK or another encoding is not read; JSON is UTF-8)"
+    elif isinstance(cause, RecursionError):
+        why = "it is nested too deeply"
+    elif isinstance(cause, ValueError):  # a number of more digits than Python converts
+        why = "it holds a number too long to read"
+    else:
+        why = "it could not be parsed"
+    return f"the request body is not valid JSON: {why}"
+
+
 def _own_error_words(app: FastAPI) -> dict[tuple[str, str], dict[str, str]]:
     """What each operation's route says of an error status itself (`responses=` with a
     description), by (path, method) as the OpenAPI document names them."""
@@ -331,10 +346,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # FastAPI's only 400 of its own: a body its JSON parser gave up on (nested too deep)
+        # FastAPI's only 400 of its own: a body its JSON parser gave up on, told as
+        # "There was an error parsing the body" whatever the cause (unparsable_body)
         codes = {400: "bad_json", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        detail = str(exc.detail)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            detail = unparsable_body(exc.__cause__)
         return JSONResponse(
-            error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)),
+            error_body(codes.get(exc.status_code, "http_error"), detail),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )

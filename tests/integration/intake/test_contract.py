@@ -171,6 +171,28 @@ async def test_the_openapi_document_keeps_what_a_route_says_of_its_own_errors(
     assert responses["422"]["content"]["application/json"]["schema"] == error
 
 
+@pytest.mark.parametrize(("body", "said"), [
+    # a call-taking system of its time writes GBK (charset named or not): JSON is UTF-8
+    (json.dumps(incident(description="两人争吵"), ensure_ascii=False).encode("gbk"), "UTF-8"),
+    (b'{"external_ref": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
+    (json.dumps(incident()).replace("43.8", "1" + "0" * 5000).encode(), "number"),
+])
+async def test_a_body_no_json_parser_reads_is_told_why(
+        intake: httpx.AsyncClient, clean_redis: str, body: bytes, said: str) -> None:
+    # FastAPI's own parse gives up on these with "There was an error parsing the body",
+    # which the answer passed on: the integrator of a system writing GBK was not told that
+    # JSON must be UTF-8
+    key = await system_key(intake, ["d1"])
+    for charset in ("", "; charset=gbk"):
+        r = await intake.post("/v1/incidents", content=body,
+                              headers={**key, "content-type": f"application/json{charset}"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "bad_json" and said in error["message"], error
+        assert "两人" not in r.text
+    assert read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported) == []
+
+
 @pytest.mark.parametrize(("place", "field"), [
     ({"lat": False, "lon": 108.3}, "location.lat"),  # JS: {lat: fix && fix.lat}, no fix yet
     ({"lat": True, "lon": 108.3}, "location.lat"),
