@@ -54,6 +54,7 @@ from .domain import (
     classify,
     differing_part,
     find_duplicate,
+    how_to_report,
     linked_incident,
     linked_now,
     overlong_flag,
@@ -147,6 +148,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202, response_model=None,
                  summary="Report an incident (a system's key, or a member's device token: a "
                  "patrol's own report from the street)",
+                 description=how_to_report(policy),
                  responses={
                      202: {"model": Accepted, "description": "Accepted: Redis took the "
                            "incident and its event"},

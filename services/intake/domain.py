@@ -131,6 +131,38 @@ def unknown_category_message(policy: Policy) -> str:
     return f"category is not one of the policy's: {', '.join(sorted(policy.categories))}"
 
 
+def how_to_report(policy: Policy) -> str:
+    """What POST /v1/incidents says of itself in the OpenAPI document: what a reporting
+    system's developer needs beyond the fields, with this deployment's rules (its policy)."""
+    radius = f"{policy.duplicate_radius_m:g} m"
+    window = f"{policy.duplicate_window_s / 60:g} min"
+    raising = ", ".join(policy.raise_to_p1_flags) or "none"
+    barring = ", ".join(policy.bar_volunteers_flags) or "none"
+    return (
+        "**`external_ref`** is the report's idempotency key (this system's own id for it, "
+        "one per report): after a timeout or a 503, retry with the same body under the same "
+        "ref. Answered 200 with the incident it made if it was kept, 202 if not; a body "
+        "that differs under a ref already taken (another time stamped in `reported_at`, a "
+        "word added) is 409, naming the incident the ref made.\n\n"
+        "**Priority** is not sent: it is the category's (`GET /v1/categories`), raised to P1 "
+        f"by any of the flags {raising}; {barring} sends no volunteer. Other flags (words of "
+        "at most 32 characters) reach every team sent, volunteers too, and change nothing.\n\n"
+        "**A place** (WGS-84 `lat` and `lon`) is required; `address` goes with it to the "
+        "teams. `caller` and `description` go to police teams only.\n\n"
+        f"**Linked**: a report of the same category within {radius} and {window} of an open "
+        "incident of the district (counted from when that incident was reported) is answered "
+        "202 with status `linked` and `linked_to`: no team is sent for it; its flags revise "
+        "that incident (its priority, its teams' orders), its description is for the command "
+        "room. So is a caller's second call sent: as a new report with a ref of its own. One "
+        f"made later than {window} after the first, elsewhere or of another category is an "
+        "incident of its own, with its own team.\n\n"
+        "**No update or cancel**: a report is not changed or taken back over this API; a "
+        "report made by mistake, or what the caller adds that the flags do not say, goes to "
+        "the command room (which revises or closes the incident). `GET /v1/incidents/{id}` "
+        "follows it."
+    )
+
+
 def classify(category: str, flags: tuple[str, ...], policy: Policy) -> Priority:
     return policy.classify(category, flags)
 

@@ -171,6 +171,18 @@ async def test_the_openapi_document_keeps_what_a_route_says_of_its_own_errors(
     assert responses["422"]["content"]["application/json"]["schema"] == error
 
 
+async def test_the_openapi_document_says_how_a_system_reports_follows_up_and_retries(
+        intake: httpx.AsyncClient) -> None:
+    # An integrator given /docs found no word on POST /v1/incidents of what its ref is for,
+    # when a report is linked, which flags raise a priority or keep volunteers off, nor how
+    # to add to a report or take one back: only the operators' docs had some of it.
+    spec = (await intake.get("/openapi.json")).json()
+    said = spec["paths"]["/v1/incidents"]["post"].get("description") or ""
+    for words in ("external_ref", "retry", "linked", "200 m", "10 min",  # the policy's
+                  "weapon, injury, in_progress", "no volunteer", "cancel", "command room"):
+        assert words in said, words
+
+
 @pytest.mark.parametrize(("body", "said"), [
     # a call-taking system of its time writes GBK (charset named or not): JSON is UTF-8
     (json.dumps(incident(description="两人争吵"), ensure_ascii=False).encode("gbk"), "UTF-8"),
