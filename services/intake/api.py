@@ -55,6 +55,7 @@ from .domain import (
     differing_part,
     find_duplicate,
     how_to_report,
+    is_retry_of,
     linked_incident,
     linked_now,
     overlong_flag,
@@ -249,7 +250,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     raise ApiError(503, "unavailable",
                                    "the incident could not be made durable; retry",
                                    headers=RETRY_AFTER)
-            if found and found.get("fingerprint") not in (None, "", fingerprint):
+            if found and not is_retry_of(found.get("fingerprint"), body):
                 raise ApiError(
                     409, "conflict", f"this system sent another report with this "
                     f"external_ref before: incident {found['incident_id']}; this one differs in "

@@ -223,14 +223,28 @@ def overlong_flag(flags: Sequence[str]) -> int | None:
     return next((i for i, flag in enumerate(flags) if len(flag) > MAX_FLAG_CHARS), None)
 
 
-def report_fingerprint(body: IncidentIn) -> str:
+def report_fingerprint(body: IncidentIn, *, time_as_written: bool = False) -> str:
     """What a retry of `body` must send again, as one digest: a report under a ref already
     taken is that ref's retry only if its fingerprint is the same (flags in any order or
-    spelling the policy reads as the same, each once). A digest: the record keeps no copy of
-    the caller or the description."""
+    spelling the policy reads as the same, each once; `reported_at` the same moment, at
+    whatever offset it is written: a system retrying from its outbox may give it in UTC
+    where the first attempt gave Beijing time). A digest: the record keeps no copy of the
+    caller or the description. `time_as_written`: the digest records made before
+    2026-12-07 kept, of the time at its offset as sent (is_retry_of)."""
+    if body.reported_at is not None and not time_as_written:
+        body = body.model_copy(update={"reported_at": body.reported_at.astimezone(UTC)})
     report = body.model_dump(mode="json", exclude={"external_ref"})
     report["flags"] = sorted(normalise_flags(body.flags))
     return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def is_retry_of(fingerprint: str | None, body: IncidentIn) -> bool:
+    """Whether `body` is the report a record of `fingerprint` was made of: its retry. A
+    record older than fingerprints (none kept) takes any report under its ref as one."""
+    if not fingerprint:
+        return True
+    return fingerprint in (report_fingerprint(body),
+                           report_fingerprint(body, time_as_written=True))
 
 
 def differing_part(record: Mapping[str, str], body: IncidentIn) -> str:
@@ -243,9 +257,17 @@ def differing_part(record: Mapping[str, str], body: IncidentIn) -> str:
     if (float(record.get("lat") or "nan"), float(record.get("lon") or "nan")) != (
             body.location.lat, body.location.lon):
         return "its location"
-    if body.reported_at is not None and record.get("reported_at") != body.reported_at.isoformat():
+    if body.reported_at is not None and _moment(record.get("reported_at")) != body.reported_at:
         return "its reported_at"
     return "its flags, description, caller, address or reported_at"
+
+
+def _moment(text: str | None) -> datetime | None:
+    """A record's time as the moment it names (None: not kept, or not a time)."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
 
 
 # --- a linked report's view of the incident it joined ----------------------------------

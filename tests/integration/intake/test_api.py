@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -84,6 +84,26 @@ async def test_a_retry_with_its_flags_in_another_order_is_the_same_report(intake
                               json=incident(flags=["Injury", "weapon "]))
     assert (first.status_code, again.status_code) == (202, 200), again.text
     assert again.json()["incident_id"] == first.json()["incident_id"]
+
+
+async def test_a_retry_with_its_reported_at_at_another_offset_is_the_same_report(
+        intake, clean_redis) -> None:
+    # A 110 system sends a call's time on Beijing's clock and retries it from its outbox,
+    # where the database gives it in UTC: the same moment, and the same report. It was
+    # refused 409, "differs in reported_at", and the retry never had its incident.
+    key = await system_key(intake, ["d1"])
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    beijing = at.astimezone(timezone(timedelta(hours=8))).isoformat()
+    first = await intake.post("/v1/incidents", headers=key, json=incident(reported_at=beijing))
+    for same in (at.isoformat(), at.isoformat().replace("+00:00", "Z"), beijing):
+        again = await intake.post("/v1/incidents", headers=key, json=incident(reported_at=same))
+        assert (first.status_code, again.status_code) == (202, 200), again.text
+        assert again.json()["incident_id"] == first.json()["incident_id"]
+    # another moment under the ref is still another report, named as such
+    later = await intake.post("/v1/incidents", headers=key,
+                              json=incident(reported_at=(at + timedelta(seconds=1)).isoformat()))
+    assert later.status_code == 409 and "reported_at" in later.json()["error"]["message"]
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 1
 
 
 async def test_a_nearby_report_of_the_same_category_is_linked(intake) -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from services.intake.domain import (
+    IncidentIn,
     OpenIncident,
     classify,
     distance_m,
     find_duplicate,
+    is_retry_of,
+    report_fingerprint,
     report_time,
 )
 from services.intake.store import search_radius_m
@@ -80,3 +85,24 @@ def test_a_time_ahead_of_intake_s_clock_counts_as_when_the_report_came() -> None
                           policy=POLICY) == "ahead"
     assert report_time(NOW + timedelta(minutes=4), NOW) == NOW
     assert report_time(NOW - timedelta(minutes=9), NOW) == NOW - timedelta(minutes=9)
+
+
+def test_a_report_s_fingerprint_is_of_its_moment_not_of_the_offset_it_was_written_at() -> None:
+    def report(at: datetime) -> IncidentIn:
+        return IncidentIn.model_validate({
+            "external_ref": "110-1", "category": "noise", "district": "d1",
+            "location": {"lat": 22.8, "lon": 108.3}, "reported_at": at.isoformat()})
+
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=3)
+    beijing, utc = report(at.astimezone(timezone(timedelta(hours=8)))), report(at)
+    later = report(at + timedelta(seconds=1))
+    assert report_fingerprint(beijing) == report_fingerprint(utc)
+    assert report_fingerprint(later) != report_fingerprint(utc)
+    # a record made before kept the digest of the time as it was written: its report sent
+    # again as it was is still its retry, and a report of another moment is not
+    as_written = beijing.model_dump(mode="json", exclude={"external_ref"})
+    old = hashlib.sha256(json.dumps(as_written, sort_keys=True).encode()).hexdigest()[:32]
+    assert old != report_fingerprint(beijing)
+    assert is_retry_of(old, beijing) and is_retry_of(report_fingerprint(utc), beijing)
+    assert not is_retry_of(old, later)
+    assert is_retry_of(None, beijing) and is_retry_of("", beijing)  # older than digests
