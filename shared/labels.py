@@ -149,6 +149,9 @@ _KPIS = {
     "routing_timeouts": ("警情分流超时", "routing timeouts"),
     "declines": ("拒绝出警", "offers declined"),
     "time_to_assign_s": ("派警用时 p50 / p90（秒）", "assign p50 / p90 s"),
+    # beside the time to assign, which counts only the incidents sent a team
+    "never_assigned": ("未派警警情", "never assigned"),
+    "assigned_after_deadline": ("超过接单时限才派警", "assigned after the deadline"),
     "time_to_acknowledge_s": ("接单用时 p50 / p90（秒）", "ack p50 / p90 s"),
     "time_to_scene_s": ("到场用时 p50 / p90（秒）", "on scene p50 / p90 s"),
     "resolved_on_site_share": ("现场处置率", "resolved on site"),

@@ -61,7 +61,7 @@ MAX_PAGE = 500
 # `scanned_to`, and is asked on from there.
 BOARD_BATCH = 500
 BOARD_SCAN = 10_000
-Problem = Literal["routing_timeout", "filing_overdue", "declined"]
+Problem = Literal["routing_timeout", "filing_overdue", "declined", "unassigned_late"]
 MAX_PERIOD = timedelta(days=366)  # of the KPIs and the heat map: a year at most
 # The dates a review may ask for: their midnights, at any offset (-12:00 to +14:00), stay
 # within review.EARLIEST and LATEST.
@@ -127,7 +127,22 @@ KPIS_DESCRIPTION = (
     "or visit never), `time_to_acknowledge_s` to the first answer of a team on such an "
     "order other than a refusal, `time_to_scene_s` (the response time) to the first such "
     "team on scene, or answering resolved or hand-over, overall and `by_priority` (the "
-    "incident's priority now). `resolved_on_site`: incidents a team resolved with no "
+    "incident's priority now). "
+    "The times to assign count only the incidents that got a team: `never_assigned` counts "
+    "those no team was ever sent to (`incidents`; of them `open`, still waiting, and "
+    "`ended`, over without any team: closed by the command room; `past_deadline`: of all "
+    "of them, those that waited longer than their priority's acknowledge deadline, the "
+    "policy's deadlines_s, P1 30 s to P4 300 s: still, or until closed), and "
+    "`assigned_after_deadline` the incidents whose first team was sent later than that "
+    "deadline. Both wait from dispatch's receipt of the report (`received_at`, on the clock "
+    "the orders are timed by), not from the report: a report that reached dispatch late "
+    "(the board's `late_by_s`) waited where no dispatcher could see it, and says so on its "
+    "own; the deadline is the incident's priority's now. A routing timeout needs a team "
+    "that let its deadline pass: an incident that waited with no team at all is in neither "
+    "`routing_timeouts` nor `routing_timeout_incidents`, but in these. The board's "
+    "?problem=unassigned_late lists the incidents of `assigned_after_deadline` and of "
+    "`never_assigned`'s `past_deadline`. "
+    "`resolved_on_site`: incidents a team resolved with no "
     "hand-over (one given before the command room's close counts); `handed_over`: those "
     "handed over to the station, filed since or not (one given before the command room's "
     "close counts, owing no filing); `resolved_on_site_share`: resolved on "
@@ -503,10 +518,14 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "station team having it (nobody on shift, every one declined), its newest "
             "one, or the hand-over itself a day after it when none was made, the row's "
             "`filings_overdue` then naming the incident; one filed, even late, or closed "
-            "by the command room is done) or declined (a "
+            "by the command room is done), declined (a "
             "team refused an offer: any order, a station's hand-over or visit too; each "
             "row's `declines` counts them, and the incident's timeline names each team "
-            "and what it said). Without since, however long ago reported (a scan that "
+            "and what it said) or unassigned_late (no team within the acknowledge deadline of "
+            "the incident's priority after dispatch received it: its first team sent later, "
+            "or none sent and it still waits past it, or was closed past it without one: "
+            "the KPIs' assigned_after_deadline and never_assigned's past_deadline). "
+            "Without since, however long ago reported (a scan that "
             "stops at its budget says so: `scanned_to`, `next`); with since and until, "
             "those reported in the day or shift asked for"),
         supervisor: str | None = Query(
@@ -579,6 +598,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 return False
             if problem == "declined" and not int(inc.get("declines") or 0):
                 return False
+            if problem == "unassigned_late" and not review.no_team_by_deadline(
+                    inc, engine.policy.deadlines_s, now):
+                return False
             return not supervisor or inc.get("supervisor_id") == (
                 who.subject if supervisor == "me" else supervisor)
 
@@ -644,8 +666,10 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         examined = 0
         while batch := await scan.next_batch():
             # filtering: the few fields filtered on first, whole records only of the rows
-            heads = (await store.incidents_heads(redis, [at.incident_id for at in batch])
-                     if filtered else None)
+            heads = (await store.incidents_heads(
+                redis, [at.incident_id for at in batch],
+                store.BOARD_FIELDS + store.WAIT_FIELDS if problem == "unassigned_late"
+                else store.BOARD_FIELDS) if filtered else None)
             picked: list[paging.Position] = []
             for n, at in enumerate(batch):
                 head = heads[n] if heads is not None else None
@@ -1086,8 +1110,13 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         since, until, incidents = await period_incidents(who, district, since, until,
                                                          default=timedelta(days=1), now=now)
         incidents = of_category(incidents, category)
+        deadlines = engine.policy.deadlines_s
         out = {**await compute_kpis(redis, incidents, since=since, until=until, now=now),
                "routing_timeout_incidents": review.routing_timeout_incidents(incidents),
+               # beside the times to assign, which count only the incidents that got a team
+               "never_assigned": review.never_assigned(incidents, deadlines, now),
+               "assigned_after_deadline": review.assigned_after_deadline(incidents, deadlines,
+                                                                         now),
                "timezone": str(tz), "today": now.astimezone(tz).date().isoformat(),
                "category": category,
                "by_hour": review.by_hour(incidents, tz),

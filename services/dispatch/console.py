@@ -193,7 +193,8 @@ function showLanguage() {
       th.textContent = say(key); return th; })); }
   choices("status", [["", say("all_open")], ...FILTERED.map(s => [s, word("incident_status", s)])]);
   choices("problem", [["", say("any_problem")], ["routing_timeout", say("routing_timeouts")],
-                      ["filing_overdue", say("filings_overdue")], ["declined", say("declines")]]);
+                      ["filing_overdue", say("filings_overdue")], ["declined", say("declines")],
+                      ["unassigned_late", say("unassigned_late")]]);
   choices("newprio", [["", say("priority_choice")], ...["P1", "P2", "P3", "P4"].map(p => [p, prio(p)])]);
   choices("evkind", ["video", "photo", "audio", "document"].map(k => [k, word("evidence_kind", k)]));
   choices("spotchoice", [["", say("all_day")],
@@ -427,11 +428,19 @@ async function refresh() {
     const timeouts = k.routing_timeouts ? say("routing_timeouts_of",
       {incidents: k.routing_timeout_incidents, orders: k.routing_timeouts})
       : k.routing_timeout_incidents;
+    // what the time to assign cannot show (it counts only those sent a team): the incidents
+    // nobody was sent to, still waiting or ended so, and those past their priority's
+    // deadline (the board's ?problem=unassigned_late lists them with those assigned late)
+    const none = k.never_assigned || {};
+    const neverAssigned = none.incidents ? say("never_assigned_of", {incidents: none.incidents,
+      open: none.open, ended: none.ended, late: none.past_deadline}) : (none.incidents ?? "-");
     const categories = Object.entries(k.by_category || {}).map(([c, n]) => [word("category", c), n]);
     for (const [label, v] of [[word("kpi", "incidents"), k.incidents],
         [word("kpi", "routing_timeouts"), timeouts],
         [word("kpi", "declines"), k.declines ?? "-"],
         [word("kpi", "time_to_assign_s"), fmt(k.time_to_assign_s)],
+        [word("kpi", "never_assigned"), neverAssigned],
+        [word("kpi", "assigned_after_deadline"), k.assigned_after_deadline ?? "-"],
         [word("kpi", "time_to_acknowledge_s"), fmt(k.time_to_acknowledge_s)],
         [word("kpi", "time_to_scene_s"), fmt(k.time_to_scene_s)],
         [word("kpi", "resolved_on_site_share"), percent(k.resolved_on_site_share)],

@@ -139,6 +139,81 @@ def routing_timeout_incidents(incidents: Iterable[Mapping[str, str]]) -> int:
     return sum(1 for inc in incidents if counted(inc) and int(inc.get("timeouts") or 0) > 0)
 
 
+# An incident's end, for one that never had a team: the command room's close (an incident
+# with no order is closed, not resolved or handed over, but a record may say otherwise).
+_ENDED = ("resolved", "handed_over", "closed")
+_END_TIMES = ("closed_at", "resolved_at", "handed_over_at")
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def waited_for_a_team_s(inc: Mapping[str, str], now: datetime) -> float | None:
+    """How long the incident waited for its first team (`first_assigned_at`: dispatch's
+    order, a backup, one sent by hand; a station's hand-over or visit never), from dispatch's
+    receipt of it (`received_at`, the same clock as the order's; a record of before dispatch
+    kept it: its report's time): to its first order; never sent one, to its end (the
+    command room's close) or, still open, to `now`. Not from the report: a report that
+    reached dispatch late (a reporting system's queue stuck, `late_by_s`) waited that long
+    where no dispatcher could see it, which the board and its timeline say apart. None where
+    the record's times cannot be read, or an ended one has no end time."""
+    start = _time(inc.get("received_at")) or _time(inc.get("reported_at"))
+    if start is None:
+        return None
+    end = _time(inc.get("first_assigned_at"))
+    if end is None and not inc.get("first_assigned_at"):
+        if inc.get("status") in _ENDED:
+            end = next((t for f in _END_TIMES if (t := _time(inc.get(f))) is not None), None)
+        else:
+            end = now
+    return None if end is None else (end - start).total_seconds()
+
+
+def no_team_by_deadline(inc: Mapping[str, str], deadlines_s: Mapping[str, float],
+                        now: datetime) -> bool:
+    """Whether the incident waited for its first team longer than its priority's acknowledge
+    deadline (DESIGN: P1 30 s, P2 60 s, P3 120 s, P4 300 s; the policy's `deadlines_s`), the
+    priority it has now: sent one late, or never sent one and still waiting past it, or
+    ended past it without one. What the board's ?problem=unassigned_late lists."""
+    deadline = deadlines_s.get(inc.get("priority") or "")
+    if not counted(inc) or deadline is None:
+        return False
+    waited = waited_for_a_team_s(inc, now)
+    return waited is not None and waited > deadline
+
+
+def never_assigned(incidents: Iterable[Mapping[str, str]], deadlines_s: Mapping[str, float],
+                   now: datetime) -> dict[str, int]:
+    """The incidents no team was ever sent to (no `first_assigned_at`): the time to assign
+    counts only those that got one, and an overloaded night's dozens left waiting read as
+    nothing. `open`: still waiting (on the board, unassigned or dispatching); `ended`: over
+    without any team (the command room closed them); `past_deadline`: of all of them, those
+    that waited longer than their priority's acknowledge deadline (still, or until their
+    end)."""
+    out = {"incidents": 0, "open": 0, "ended": 0, "past_deadline": 0}
+    for inc in incidents:
+        if not counted(inc) or inc.get("first_assigned_at"):
+            continue
+        out["incidents"] += 1
+        out["ended" if inc.get("status") in _ENDED else "open"] += 1
+        out["past_deadline"] += no_team_by_deadline(inc, deadlines_s, now)
+    return out
+
+
+def assigned_after_deadline(incidents: Iterable[Mapping[str, str]],
+                            deadlines_s: Mapping[str, float], now: datetime) -> int:
+    """The incidents whose first team was sent later than their priority's acknowledge
+    deadline after dispatch received them: DOMAIN.md's 警情分流超时 as the incident sees it
+    (no team in time), which `routing_timeouts` (orders a team let time out) does not count
+    when there was no team to offer it to."""
+    return sum(1 for inc in incidents if counted(inc) and inc.get("first_assigned_at")
+               and no_team_by_deadline(inc, deadlines_s, now))
+
+
 def zone_of(inc: Mapping[str, str]) -> str:
     """The incident's zone as the review names it: its own, NO_ZONE where the district's
     zones were looked at and none holds the place, UNKNOWN_ZONE where they could not be

@@ -1180,6 +1180,10 @@ async def index_pages(redis: Redis, reads: Sequence[tuple[str, tuple[float, str]
 
 
 BOARD_FIELDS = ("district", "status", "flagged", "timeouts", "declines", "supervisor_id")
+# What the board's ?problem=unassigned_late judges by besides (review.no_team_by_deadline):
+# read only for that filter.
+WAIT_FIELDS = ("priority", "reported_at", "received_at", "first_assigned_at", "closed_at",
+               "resolved_at", "handed_over_at")
 
 
 # The same fields of many hashes in one reply: a pipeline of HMGETs costs redis-py ~25 µs
@@ -1191,14 +1195,16 @@ return out
 """
 
 
-async def incidents_heads(redis: Redis, ids: Sequence[str]) -> list[dict[str, str] | None]:
-    """The BOARD_FIELDS of each incident of `ids`, in their order (None: no such incident):
-    what the board filters on, without reading whole records it will not show."""
+async def incidents_heads(redis: Redis, ids: Sequence[str],
+                          fields: Sequence[str] = BOARD_FIELDS) -> list[dict[str, str] | None]:
+    """The `fields` (BOARD_FIELDS unless asked; the district first) of each incident of
+    `ids`, in their order (None: no such incident): what the board filters on, without
+    reading whole records it will not show."""
     if not ids:
         return []
     replies = await run_script(redis, _HMGET_EACH, [incident_key(i) for i in ids],
-                               list(BOARD_FIELDS))
-    return [{f: v for f, v in zip(BOARD_FIELDS, values, strict=True) if v is not None}
+                               list(fields))
+    return [{f: v for f, v in zip(fields, values, strict=True) if v is not None}
             if values[0] else None  # its district: a record, not a leftover key
             for values in replies]
 

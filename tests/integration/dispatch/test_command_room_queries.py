@@ -248,8 +248,22 @@ def oracle(rows: list[tuple[str, datetime, dict[str, str]]], since: datetime,
         weeks.append(monday)
         monday += timedelta(days=7)
     per_week = Counter(d.date() - timedelta(days=d.weekday()) for d in local)
+    # DESIGN's acknowledge-by deadlines; the wait for a team counts from dispatch's receipt
+    deadline_s = {"P1": 30, "P2": 60, "P3": 120, "P4": 300}
+
+    def received(f: dict[str, str]) -> datetime:
+        return datetime.fromisoformat(f.get("received_at") or f["reported_at"])
+
+    unsent = [f for f in counted if not f.get("first_assigned_at")]
+    ended = [f for f in unsent if f["status"] in ("resolved", "handed_over", "closed")]
     return {
         "incidents": len(counted),
+        # nobody sent: open (on the board), ended (closed with no team)
+        "never_assigned": (len(unsent), len(unsent) - len(ended), len(ended)),
+        "assigned_after_deadline": sum(
+            1 for f in counted if f.get("first_assigned_at")
+            and (datetime.fromisoformat(f["first_assigned_at"]) - received(f)).total_seconds()
+            > deadline_s[f["priority"]]),
         "by_category": dict(Counter(f["category"] for f in counted)),
         "routing_timeouts": sum(int(f["timeouts"]) for f in counted),
         # the inspector's "incident routing timeout": incidents, however many orders each
@@ -275,8 +289,11 @@ def quantile(values: list[float], q: float) -> float | None:
 def answered(kpis: dict[str, Any]) -> dict[str, Any]:
     scene = kpis["time_to_scene_s"]
     patrol = kpis["handled_by_force"].get("police:patrol")
+    never = kpis["never_assigned"]
     return {
         "incidents": kpis["incidents"], "by_category": kpis["by_category"],
+        "never_assigned": (never["incidents"], never["open"], never["ended"]),
+        "assigned_after_deadline": kpis["assigned_after_deadline"],
         "routing_timeouts": kpis["routing_timeouts"],
         "routing_timeout_incidents": kpis["routing_timeout_incidents"],
         "resolved_on_site": kpis["resolved_on_site"], "handed_over": kpis["handed_over"],

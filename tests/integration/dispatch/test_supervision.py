@@ -197,9 +197,9 @@ def heads_read(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     looked_at: list[str] = []
     real_heads = store.incidents_heads
 
-    async def heads(redis: Any, ids: list[str]) -> Any:
+    async def heads(redis: Any, ids: list[str], *fields: Any) -> Any:
         looked_at.extend(ids)
-        return await real_heads(redis, ids)
+        return await real_heads(redis, ids, *fields)
 
     monkeypatch.setattr(store, "incidents_heads", heads)
     return looked_at

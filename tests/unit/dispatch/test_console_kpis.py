@@ -67,3 +67,36 @@ def test_no_share_yet_reads_as_a_dash() -> None:
                       + kpis(resolved_on_site_share="null"),
                       f'refresh().then(() => {KPI_LINES})')
     assert f"{label('kpi', 'resolved_on_site_share')}：-" in zh, zh
+
+
+def test_incidents_nobody_was_sent_to_are_said_beside_the_time_to_assign() -> None:
+    """An overloaded night: 54 of 117 incidents waited with no team, and the panel read
+    "assign 18 / 40 s" and no routing timeout (both count only incidents a team was sent
+    to). It says the never assigned, still waiting or ended so and past their deadline, and
+    those sent their first team after it, in the desk's language."""
+    figures = ('never_assigned: {incidents: 54, open: 31, ended: 23, past_deadline: 50}, '
+               'assigned_after_deadline: 12')
+    kpi_answer = ('const plain = answer; answer = (url) => { const k = plain(url); '
+                  f'if (url.startsWith("/v1/kpis")) Object.assign(k, {{{figures}}}); '
+                  'return k; };')
+    zh, en = run_console(
+        'boards.d1 = [incident("inc_done")];' + kpi_answer,
+        f'refresh().then(() => {KPI_LINES})',
+        f'$("lang").onclick(); settle().then(() => {KPI_LINES})',
+    )
+    counts = {"incidents": 54, "open": 31, "ended": 23, "late": 50}
+    for lines, language, colon in ((zh, "zh", "："), (en, "en", ": ")):
+        assert (label("kpi", "never_assigned", language) + colon
+                + said("never_assigned_of", language, **counts)) in lines, lines
+        assert label("kpi", "assigned_after_deadline", language) + colon + "12" in lines, lines
+        # beside the time to assign, not somewhere down the panel
+        at = next(n for n, line in enumerate(lines)
+                  if line.startswith(label("kpi", "time_to_assign_s", language)))
+        assert lines[at + 1].startswith(label("kpi", "never_assigned", language)), lines
+
+
+def test_none_left_without_a_team_reads_as_a_plain_zero() -> None:
+    zh, = run_console('boards.d1 = [incident("inc_done")];',
+                      f'refresh().then(() => {KPI_LINES})')
+    assert f"{label('kpi', 'never_assigned')}：0" in zh, zh
+    assert f"{label('kpi', 'assigned_after_deadline')}：0" in zh, zh

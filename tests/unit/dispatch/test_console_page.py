@@ -91,6 +91,8 @@ var answer = (url) => {
   if (url.startsWith("/v1/units")) return { units: [] };
   if (url.startsWith("/v1/kpis")) return { incidents: 0, routing_timeouts: 0,
     routing_timeout_incidents: 0,
+    never_assigned: { incidents: 0, open: 0, ended: 0, past_deadline: 0 },
+    assigned_after_deadline: 0,
     time_to_assign_s: {}, time_to_acknowledge_s: {}, time_to_scene_s: {}, handed_over: 0,
     filings_overdue: 0, filings_overdue_unfiled: 0, handled_by_force: {},
     followups: { incidents: 0, agreements_holding: 0 }, by_hour: [], by_zone: {} };

@@ -252,3 +252,80 @@ def test_every_period_dispatch_accepts_has_its_weeks_a_year_earlier_and_local_ho
     assert 1 <= len(weeks) <= 54 and sum(w["count"] for w in weeks) == 2
     assert None not in [review.local_hour(r, district) for r in reports]
     assert review.a_year_earlier(since) < since and review.a_year_earlier(until) < until
+
+
+DEADLINES = {"P1": 30, "P2": 60, "P3": 120, "P4": 300}  # DESIGN's acknowledge-by deadlines
+RECEIVED = datetime(2026, 12, 5, 20, 0, tzinfo=UTC)
+
+
+def waiting(priority: str = "P3", *, after_s: float | None = None, status: str = "unassigned",
+            **extra: str) -> dict[str, str]:
+    """An incident dispatch received at RECEIVED, its first team sent `after_s` later (None:
+    never)."""
+    sent = ({"first_assigned_at": (RECEIVED + timedelta(seconds=after_s)).isoformat()}
+            if after_s is not None else {})
+    return incident(RECEIVED.isoformat(), priority=priority, status=status,
+                    received_at=RECEIVED.isoformat(), **sent, **extra)
+
+
+def test_an_incident_sent_its_first_team_after_its_prioritys_deadline_is_assigned_late() -> None:
+    """The time to assign counts only the incidents that got a team; those that got one
+    later than their priority's acknowledge deadline after dispatch received them are
+    counted apart, each by its own priority's deadline."""
+    later = RECEIVED + timedelta(hours=1)
+    incidents = [waiting("P1", after_s=31, status="resolved"),  # late for a P1
+                 waiting("P1", after_s=30, status="resolved"),  # at the deadline: in time
+                 waiting("P4", after_s=290, status="on_scene"),  # in time for a P4
+                 waiting("P3", after_s=121, status="closed"),  # late, closed since
+                 waiting("P3", status="linked", after_s=500)]  # a duplicate: counts nowhere
+    assert review.assigned_after_deadline(incidents, DEADLINES, later) == 2
+    assert review.never_assigned(incidents, DEADLINES, later) == {
+        "incidents": 0, "open": 0, "ended": 0, "past_deadline": 0}
+
+
+def test_incidents_no_team_was_sent_to_are_counted_open_or_ended_and_past_their_deadline(
+) -> None:
+    """An overloaded night: incidents that waited with no team at all, still on the board
+    or closed by the command room without one, are none of the time to assign's."""
+    now = RECEIVED + timedelta(seconds=100)
+    incidents = [
+        waiting("P1"),  # still waiting, 100 s: past a P1's 30 s
+        waiting("P4", status="dispatching"),  # still waiting, within a P4's 300 s
+        waiting("P2", status="closed",  # closed after 90 s with no team: past its 60 s
+                closed_at=(RECEIVED + timedelta(seconds=90)).isoformat()),
+        waiting("P2", status="closed",  # closed within its deadline (a hoax call)
+                closed_at=(RECEIVED + timedelta(seconds=20)).isoformat()),
+        waiting("P2", after_s=10, status="resolved"),  # sent a team in time: not counted
+    ]
+    assert review.never_assigned(incidents, DEADLINES, now) == {
+        "incidents": 4, "open": 2, "ended": 2, "past_deadline": 2}
+    assert [review.no_team_by_deadline(inc, DEADLINES, now) for inc in incidents] == [
+        True, False, True, False, False]
+    # the one still waiting within its deadline goes past it as time goes on
+    assert review.no_team_by_deadline(incidents[1], DEADLINES, now + timedelta(seconds=201))
+
+
+def test_a_late_report_waits_for_a_team_from_when_dispatch_received_it() -> None:
+    """A report that reached dispatch 50 min after it was made (a 110 system's queue stuck:
+    its `late_by_s`) was sent a team 20 s after it came: no routing delay of dispatch's; a
+    record of before dispatch kept its receipt counts from its report."""
+    reported = RECEIVED - timedelta(minutes=50)
+    late = waiting("P1", after_s=20, status="resolved", reported_at=reported.isoformat())
+    assert review.waited_for_a_team_s(late, RECEIVED) == 20
+    assert not review.no_team_by_deadline(late, DEADLINES, RECEIVED)
+    old = {**late, "received_at": ""}
+    assert review.waited_for_a_team_s(old, RECEIVED) == 50 * 60 + 20
+    assert review.no_team_by_deadline(old, DEADLINES, RECEIVED)
+
+
+def test_a_record_whose_times_cannot_be_read_is_not_judged_late() -> None:
+    broken = waiting("P1", first_assigned_at="not a time")
+    assert review.waited_for_a_team_s(broken, RECEIVED) is None
+    ended_without_a_time = waiting("P1", status="closed")
+    assert review.waited_for_a_team_s(ended_without_a_time, RECEIVED) is None
+    unknown_priority = waiting("P9")
+    later = RECEIVED + timedelta(days=1)
+    assert not review.no_team_by_deadline(unknown_priority, DEADLINES, later)
+    assert review.never_assigned([broken, ended_without_a_time, unknown_priority],
+                                 DEADLINES, later) == {
+        "incidents": 2, "open": 1, "ended": 1, "past_deadline": 0}
