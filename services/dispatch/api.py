@@ -228,7 +228,12 @@ INCIDENT_DESCRIPTION = (
     "minutes off). `flagged_for`: why a flagged incident is flagged, as codes (unassigned, "
     "missed_deadlines, volunteers_alone, short_of_units, unknown_category, backup_wanted, "
     "team_off_shift, visit_stuck, report_given_up, agreement_failed, see_timeline: a step "
-    "that needs the command room said why there); empty when it is not.")
+    "that needs the command room said why there); empty when it is not. A timeline entry "
+    "whose `detail_args` name a dispatcher (`by`: `dispatcher:dsp_…`, who took an order "
+    "back, closed, revised, remarked, unlinked) has `detail_names`: each such argument's "
+    "dispatcher's display name as dispatch knows it now ({\"by\": \"Wang Lei\"}); none "
+    "where the dispatcher's record is gone (revoked): the id stands. Names are this "
+    "answer's only: the entries stored, and intake's view of them, keep the id.")
 
 
 TEAMS_DESCRIPTION = (
@@ -771,7 +776,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "orders": [_order_view(o) for o in orders],
             "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
-            "timeline": in_order(await store.timeline(redis, incident_id)),
+            "timeline": await with_dispatcher_names(
+                redis, in_order(await store.timeline(redis, incident_id))),
             "now": datetime.now(UTC).isoformat(),
         }
 
@@ -1184,6 +1190,35 @@ def in_order(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     went through) is stored after the entries handled before it, at the time it was given.
     Entries of the same instant keep the order they were written in."""
     return sorted(timeline, key=lambda entry: datetime.fromisoformat(entry["at"]))
+
+
+def _dispatcher_named(value: str) -> str | None:
+    """The dispatcher's (or inspector's) id a timeline entry's argument names as the
+    command room's routes write who acted (`dispatcher:dsp_…`); None for anything else (the
+    admin, a team, dispatch itself)."""
+    kind, sep, subject = value.partition(":")
+    return subject if sep and kind in DESK_KINDS and subject else None
+
+
+async def with_dispatcher_names(redis: Redis,
+                                timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries, each naming a dispatcher in its `detail_args` ("taken back by
+    dispatcher:dsp_5fac…") with `detail_names`: that argument's dispatcher's display name as
+    dispatch knows it now, by argument ({"by": "Wang Lei"}), all read in one round trip. A
+    desk cannot turn an id into a name (the list of dispatchers is the admin's). Only in
+    this answer: the stored entries, which reach the reporting systems through intake's
+    view, keep the id alone. A dispatcher whose record is gone (revoked) keeps the id."""
+    named = {id_ for entry in timeline for value in (entry.get("detail_args") or {}).values()
+             if isinstance(value, str) and (id_ := _dispatcher_named(value))}
+    names = await store.dispatcher_names(redis, named)
+    if not names:
+        return timeline
+    out = []
+    for entry in timeline:
+        found = {arg: names[id_] for arg, value in (entry.get("detail_args") or {}).items()
+                 if isinstance(value, str) and (id_ := _dispatcher_named(value)) in names}
+        out.append({**entry, "detail_names": found} if found else entry)
+    return out
 
 
 def _position(inc: dict[str, str], order: paging.Order) -> paging.Position:

@@ -736,14 +736,21 @@ const kind = k => { const said = word("timeline_kind", k);
 // shows times); an entry without a code (written before codes came), or one this page does
 // not know, as dispatch wrote it.
 const own = (table, key) => Object.prototype.hasOwnProperty.call(table, key);
+// A dispatcher an argument names ("dispatcher:dsp_5fac…") is said by the name dispatch gave
+// beside it (`detail_names`: who they are now; a revoked one's id stays).
 function saidOf(e) {
   const template = e.detail_code && own(STRINGS[lang].timeline, e.detail_code)
     ? STRINGS[lang].timeline[e.detail_code] : null;
-  const args = e.detail_args || {};
+  const args = e.detail_args || {}, names = e.detail_names || {};
   const blanks = /[{]([a-z_]+)(?::([a-z_]+))?[}]/g;
-  if (!template || [...template.matchAll(blanks)].some(b => !own(args, b[1]))) return e.detail;
+  if (!template || [...template.matchAll(blanks)].some(b => !own(args, b[1]))) {
+    let said = e.detail;
+    for (const name of Object.keys(names))
+      if (own(args, name) && said) said = said.split(String(args[name])).join(String(names[name]));
+    return said;
+  }
   return template.replace(blanks, (all, name, group) => {
-    const value = String(args[name]);
+    const value = String(own(names, name) ? names[name] : args[name]);
     if (!group) return value;
     if (group === "time") return time(value);
     return value.split(", ").map(code => word(group, code)).join(lang === "zh" ? "、" : ", ");

@@ -1811,6 +1811,20 @@ async def get_dispatcher(redis: Redis, dispatcher_id: str) -> dict[str, Any] | N
             "districts": json.loads(data["districts"]), "role": data.get("role") or "dispatcher"}
 
 
+async def dispatcher_names(redis: Redis, dispatcher_ids: Iterable[str]) -> dict[str, str]:
+    """The display names of the dispatchers (and inspectors) of `dispatcher_ids` still
+    stored, in one round trip however many: a revoked one's record is deleted, its id then
+    has none."""
+    ids = sorted(set(dispatcher_ids))
+    if not ids:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for dispatcher_id in ids:
+            pipe.hget(f"dispatch:dispatcher:{dispatcher_id}", "name")
+        names = await pipe.execute()
+    return {dispatcher_id: name for dispatcher_id, name in zip(ids, names, strict=True) if name}
+
+
 @dataclass(frozen=True)
 class Revoked:
     """A dispatcher's token revoked: the districts it covered, and those whose duty it led

@@ -245,3 +245,30 @@ def test_a_timeline_entrys_detail_is_said_by_its_code_and_an_old_one_as_written(
     assert zh[0][2] == f"警情已标记{flags}，不派志愿者：已撤下"
     assert zh[0][5] == f"收队：所增援的station-car的指令已结束（{label('order_state', 'withdrawn')}）"
     assert en[0][1:] == [entry_detail(code, **args)["detail"] for code, args in coded[1:]] + old
+
+
+def test_a_dispatcher_an_entry_names_is_said_by_the_name_dispatch_gives() -> None:
+    """"taken back by dispatcher:dsp_5fac…" told a desk nothing: dispatch gives each entry
+    naming a dispatcher their name beside the id (`detail_names`), which the timeline says,
+    in either language, and in an entry the page has no words for; one without a name (a
+    revoked dispatcher) keeps the id."""
+    by = "dispatcher:dsp_5fac"
+    timeline = ", ".join([
+        f'{{at, kind: "note", detail: "taken back by {by}", detail_code: "taken_back", '
+        f'detail_args: {{by: "{by}"}}, detail_names: {{by: "王芳"}}}}',
+        f'{{at, kind: "note", detail: "remark by {by}", detail_code: "remark", '
+        f'detail_args: {{by: "{by}"}}}}',
+        f'{{at, kind: "note", detail: "weighed by {by}", detail_code: "weighed_later", '
+        f'detail_args: {{by: "{by}"}}, detail_names: {{by: "王芳"}}}}',
+    ])
+    read = '$("timeline").children.map(tr => tr.children[3].textContent)'
+    zh, en = run_console(
+        PAGE + 'boards.d1 = [incident("inc_x", {status: "on_scene", flagged: false})]; '
+        'const at = new Date().toISOString(); '
+        f'details.inc_x = detailOf(boards.d1[0], {{timeline: [{timeline}]}});',
+        f'row("inc_x").onclick(); settle().then(() => {read})',
+        f'$("lang").onclick(); settle().then(() => {read})',
+    )
+    assert zh == [say("taken_back", {"by": "王芳"}, "zh"), say("remark", {"by": by}, "zh"),
+                  "weighed by 王芳"]
+    assert en == ["taken back by 王芳", f"remark by {by}", "weighed by 王芳"]
