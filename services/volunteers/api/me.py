@@ -90,10 +90,17 @@ def build_router(
 
     def answer(who: Principal, applied: Applied) -> dict[str, Any]:
         out = views.state(applied.before.team["id"], applied.decision.state)
+        out["checked_in_here"] = here(who, applied.decision.state)
         earned = [e.points for e in applied.decision.ledger if e.member_id == who.member_id]
         if earned:
             out["points_awarded"] = sum(earned)
         return out
+
+    def here(who: Principal, state: status.TeamState) -> bool:
+        """Whether the asking device is the member's on the shift (its fixes move the team):
+        what the member's page decides by, not the member's `checked_in` alone."""
+        return status.on_shift_with(state, member_id=who.member_id or "",
+                                    device_id=who.device_id or "")
 
     @router.get("", summary="The device's member, team and status")
     async def me(who: Device) -> dict[str, Any]:
@@ -113,16 +120,18 @@ def build_router(
             "state": views.state(team_id, state),
             "checked_in": joined is not None,
             "checked_in_at": joined.isoformat() if joined is not None else None,
+            "checked_in_here": here(who, state),
             "position": await teams_store.latest_position(redis, team_id),
         }
 
-    @router.post("/shift/start", summary="Check in: the team goes on shift, available")
+    @router.post("/shift/start", summary="Check in: the team goes on shift, available; the "
+                 "device's fixes move it (checked in already: this device's, from now)")
     async def shift_start(who: Device) -> dict[str, Any]:
         now, shift_id = utcnow(), new_id("shf")
 
         def decide(view: TeamView) -> Decision:
             outcome = status.start_shift(view.state, member_id=who.member_id or "", now=now,
-                                         shift_id=shift_id)
+                                         shift_id=shift_id, device_id=who.device_id)
             return Decision(outcome.state)
 
         return answer(who, await change(who, decide))
@@ -152,7 +161,7 @@ def build_router(
 
         def decide(view: TeamView) -> Decision:
             outcome = status.set_status(view.state, body.status, member_id=who.member_id or "",
-                                        now=now, shift_id=shift_id)
+                                        now=now, shift_id=shift_id, device_id=who.device_id)
             return Decision(outcome.state, ledger=patrol_points(view, outcome))
 
         return answer(who, await change(who, decide))

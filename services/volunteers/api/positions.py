@@ -63,6 +63,7 @@ PATH = "/v1/me/position"
 MAX_BODY = 4096
 IDENTITIES_MAX = 200_000  # cached device identities per process (a few MB at most)
 
+OTHER_DEVICE = "not_this_device"  # the error code of a fix from another device of the member
 _OUTCOMES = {teams_store.POSITION_STALE: "stale", teams_store.POSITION_STORED: "stored",
              teams_store.POSITION_PUBLISHED: "published",
              teams_store.POSITION_OFF_DUTY: "off_duty"}
@@ -104,6 +105,12 @@ async def accept_position(
         # A member at home with the page open would move the team to their home.
         raise conflict("you are not on the team's shift: its position comes only from "
                        "members on shift; allowed: check in (POST /v1/me/shift/start) first")
+    if result == teams_store.POSITION_OTHER_DEVICE:
+        # A tablet at home with the page open, the member's phone on the street: it would
+        # move the team kilometres (its own code, so that a page says which it is).
+        raise ApiError(409, OTHER_DEVICE, "this device is not the one you checked in with: "
+                       "the team's position comes from that one; allowed: check in from this "
+                       "device (POST /v1/me/shift/start) to share its position instead")
     out: dict[str, Any] = {"accepted": result >= teams_store.POSITION_STORED,
                            "published": result == teams_store.POSITION_PUBLISHED}
     if result == teams_store.POSITION_STALE:

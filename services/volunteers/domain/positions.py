@@ -50,11 +50,17 @@ def check_accuracy(fix: PositionIn, *, max_accuracy_m: float) -> None:
 
 def fix_senders(state: TeamState) -> str:
     """Whose fixes move the team on dispatch's map, as the fix's script reads them (the
-    state's `fixes_from`): the members on its shift, as " m1 m2 " (ids have no spaces: the
-    script looks for " <member> "); any member of the team (`ANY_MEMBER`) while it holds an
-    order with nobody on its shift (an order that came as the shift ended, or that outlasted
-    its last member); nobody ("") otherwise. A member of the team who has not checked in
-    (at home, the page open) does not move it."""
+    state's `fixes_from`): the members on its shift, each from the device they checked in
+    with last, as " m1:dev_a m2:dev_b " (ids have neither spaces nor colons: the script
+    looks for " <member>:<device> "; a member checked in before devices were kept is there
+    alone, " m3 ", and any of their devices moves the team, as then); any member of the
+    team (`ANY_MEMBER`) while it holds an order with nobody on its shift (an order that
+    came as the shift ended, or that outlasted its last member); nobody ("") otherwise. A
+    member of the team who has not checked in (at home, the page open) does not move it,
+    nor does another device of a member on the shift (a tablet left at home with the page
+    open)."""
     if state.shift_members:
-        return f" {' '.join(sorted(state.shift_members))} "
+        senders = (f"{m}:{state.shift_devices[m]}" if m in state.shift_devices else m
+                   for m in sorted(state.shift_members))
+        return f" {' '.join(senders)} "
     return ANY_MEMBER if state.orders else ""

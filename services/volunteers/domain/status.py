@@ -68,6 +68,12 @@ class TeamState(BaseModel):
     shift_members: dict[str, AwareDatetime] = Field(
         default_factory=dict, description="member id -> when they checked in to this shift"
     )
+    shift_devices: dict[str, str] = Field(
+        default_factory=dict, description="member id -> the device they checked in with "
+        "last (checking in again from another switches to it): only its fixes move the team "
+        "(another of theirs, a tablet at home with the page open, would move it there), and "
+        "its revocation ends their stint. A member on the shift with none here checked in "
+        "before devices were kept: any of their devices, as then")
     orders: dict[str, Stage] = Field(default_factory=dict, description="open orders, oldest first")
     left: dict[str, tuple[tuple[AwareDatetime, AwareDatetime], ...]] = Field(
         default_factory=dict, description="member id -> the (checked in, left) of their "
@@ -171,19 +177,36 @@ def _order_refusal(state: TeamState, what: str) -> Refused:
 # --- the device: shifts and status --------------------------------------------------------
 
 
-def start_shift(state: TeamState, *, member_id: str, now: datetime, shift_id: str) -> Outcome:
-    """Check in: the team goes on shift (available unless it holds an order); the member joins."""
+def start_shift(state: TeamState, *, member_id: str, now: datetime, shift_id: str,
+                device_id: str | None = None) -> Outcome:
+    """Check in from `device_id`: the team goes on shift (available unless it holds an
+    order); the member joins, with that device (`TeamState.shift_devices`). A member on the
+    shift already keeps their stint; from another device, that device becomes theirs on it
+    (the phone they carry, not the tablet they checked in on at home)."""
+    devices = {**state.shift_devices, member_id: device_id} if device_id else {
+        m: d for m, d in state.shift_devices.items() if m != member_id}
     if state.on_shift:
         if member_id in state.shift_members:
-            return Outcome(state)
+            if device_id is None or state.shift_devices.get(member_id) == device_id:
+                return Outcome(state)
+            return Outcome(state.model_copy(update={"shift_devices": devices}))
         members = {**state.shift_members, member_id: now}
-        return Outcome(state.model_copy(update={"shift_members": members}))
+        return Outcome(state.model_copy(update={"shift_members": members,
+                                                "shift_devices": devices}))
     started = state.model_copy(update={
         "on_shift": True, "shift_id": shift_id, "shift_started_at": now,
         "shift_members": {member_id: now},
+        "shift_devices": {member_id: device_id} if device_id else {},
         "status": state.status if state.orders else "available",
     })
     return Outcome(_settle(started))
+
+
+def on_shift_with(state: TeamState, *, member_id: str, device_id: str) -> bool:
+    """Whether `device_id` is the member's device on the team's shift: they are on it, and
+    checked in with it last (or before devices were kept: any of theirs)."""
+    return member_id in state.shift_members and (
+        state.shift_devices.get(member_id, device_id) == device_id)
 
 
 def end_shift(state: TeamState, *, now: datetime) -> Outcome:
@@ -235,7 +258,9 @@ def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
     remaining = {m: t for m, t in state.shift_members.items() if m != member_id}
     if remaining or state.orders:
         gone = _ended(state, {member_id: since}, now=now, shift_ends=False)
-        return Outcome(state.model_copy(update={"shift_members": remaining, "left": gone}),
+        devices = {m: d for m, d in state.shift_devices.items() if m != member_id}
+        return Outcome(state.model_copy(update={"shift_members": remaining, "left": gone,
+                                                "shift_devices": devices}),
                        ended=left)
     return Outcome(_off_duty(_ended(state, {member_id: since}, now=now, shift_ends=True)),
                    ended=left)
@@ -301,13 +326,16 @@ def unmanned(state: TeamState) -> TeamState:
     if not state.on_shift:
         return state
     return _settle(state.model_copy(update={
-        "on_shift": False, "shift_id": None, "shift_started_at": None, "shift_members": {}}))
+        "on_shift": False, "shift_id": None, "shift_started_at": None, "shift_members": {},
+        "shift_devices": {}}))
 
 
 def set_status(
-    state: TeamState, target: DeviceStatus, *, member_id: str, now: datetime, shift_id: str
+    state: TeamState, target: DeviceStatus, *, member_id: str, now: datetime, shift_id: str,
+    device_id: str | None = None,
 ) -> Outcome:
-    """The device sets available/busy/off_duty; the same status again is a no-op."""
+    """The device (`device_id`) sets available/busy/off_duty; the same status again is a
+    no-op. Available off shift checks the member in with it (`start_shift`)."""
     if target == state.status:
         return Outcome(state)
     if state.orders:
@@ -327,7 +355,8 @@ def set_status(
             f"{', '.join(allowed) if allowed else 'none'}"
         )
     if target == "available" and not state.on_shift:
-        return start_shift(state, member_id=member_id, now=now, shift_id=shift_id)
+        return start_shift(state, member_id=member_id, now=now, shift_id=shift_id,
+                           device_id=device_id)
     if target == "off_duty":
         return end_shift(state, now=now)
     return Outcome(state.model_copy(update={"status": target}))

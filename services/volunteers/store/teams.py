@@ -424,10 +424,12 @@ async def hazard_reporters(redis: Redis, *, incident_id: str) -> list[str]:
 # --- positions: the hot path, one round trip --------------------------------------------
 
 # Checks the device is still who the caller cached (token not revoked, member still in this
-# team and district: -2 otherwise), refuses off-duty teams (-1) and members whose fixes do
-# not move the team (-3: not on its shift; domain.positions.fix_senders), ignores fixes
-# older than the stored one, overwrites the latest position and, at most once per interval
-# per team, appends the prebuilt UnitPosition. A state written before `fixes_from` was kept
+# team and district: -2 otherwise), refuses off-duty teams (-1), members whose fixes do
+# not move the team (-3: not on its shift) and the other devices of a member on it (-4:
+# not the one they checked in with; domain.positions.fix_senders), ignores fixes older
+# than the stored one, overwrites the latest position and, at most once per interval per
+# team, appends the prebuilt UnitPosition. The device's check is a search in the same
+# `fixes_from` the member's was: no read more. A state written before `fixes_from` was kept
 # has it worked out from the state itself, by the same rule (until its next change).
 _POSITION = """
 if redis.call('HGET', KEYS[5], 'device_id') ~= ARGV[13] then return -2 end
@@ -441,10 +443,17 @@ if not from then
   local on, orders = state['shift_members'], state['orders']
   if type(on) == 'table' and next(on) ~= nil then
     if on[ARGV[6]] == nil then return -3 end
+    local devices = state['shift_devices']
+    if type(devices) == 'table' and devices[ARGV[6]] ~= nil
+        and devices[ARGV[6]] ~= ARGV[13] then
+      return -4
+    end
   elseif type(orders) ~= 'table' or next(orders) == nil then
     return -3
   end
-elseif from ~= '*' and not string.find(from, ' ' .. ARGV[6] .. ' ', 1, true) then
+elseif from ~= '*' and not string.find(from, ' ' .. ARGV[6] .. ':' .. ARGV[13] .. ' ', 1, true)
+    and not string.find(from, ' ' .. ARGV[6] .. ' ', 1, true) then
+  if string.find(from, ' ' .. ARGV[6] .. ':', 1, true) then return -4 end
   return -3
 end
 local last = redis.call('HGET', KEYS[1], 'at_ms')
@@ -492,8 +501,8 @@ redis.call('HSET', KEYS[1], 'pub_ms', ARGV[5])
 return 1
 """
 
-(POSITION_NOT_ON_SHIFT, POSITION_NOT_CURRENT, POSITION_OFF_DUTY, POSITION_STALE,
- POSITION_STORED, POSITION_PUBLISHED) = (-3, -2, -1, 0, 1, 2)
+(POSITION_OTHER_DEVICE, POSITION_NOT_ON_SHIFT, POSITION_NOT_CURRENT, POSITION_OFF_DUTY,
+ POSITION_STALE, POSITION_STORED, POSITION_PUBLISHED) = (-4, -3, -2, -1, 0, 1, 2)
 
 
 class PositionWriter:
@@ -522,7 +531,8 @@ class PositionWriter:
         """Store (and maybe publish) a fix of `device_id`, whose token hashes to
         `token_hash`; POSITION_NOT_CURRENT when that token is revoked or the member is no
         longer in the event's team and district, POSITION_OFF_DUTY when the team is off
-        duty, POSITION_NOT_ON_SHIFT when the member is not on its shift."""
+        duty, POSITION_NOT_ON_SHIFT when the member is not on its shift,
+        POSITION_OTHER_DEVICE when they are, but checked in with another device."""
         envelope = await self._envelope(event)
         at_ms = int(event.at.timestamp() * 1000)
         args: list[Any] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -440,3 +441,88 @@ async def test_a_pending_fix_past_the_maps_latitudes_is_dropped_and_the_others_g
         await redis.aclose()
     assert [e.unit_id for e in read_stream(clean_redis, "unit.position", UnitPosition)] == [
         "t-ok"]
+
+
+async def test_another_device_of_a_checked_in_member_does_not_move_the_team(
+        volunteers: Volunteers) -> None:
+    """Auntie Wang checks in on her phone and patrols; the tablet at home, the member's page
+    open on it, shares its position too. Taken by member, its fixes moved the team 6 km to
+    her home, and dispatch ranked it from there. Only the device she checked in with moves
+    it; checking in from the tablet makes it the one (she took the tablet out instead)."""
+    await volunteers.import_district()
+    phone, tablet = await volunteers.enrol("m-wang"), await volunteers.enrol("m-wang")
+    client = volunteers.client
+    checked_in = await client.post("/v1/me/shift/start", headers=phone)
+    assert checked_in.status_code == 200 and checked_in.json()["checked_in_here"] is True
+    at = utcnow().replace(microsecond=0) - timedelta(seconds=10)
+    street = {"lat": 22.031, "lon": 108.031, "at": at.isoformat()}
+    assert (await client.put("/v1/me/position", headers=phone, json=street)).json() == {
+        "accepted": True, "published": True}
+
+    home = {"lat": 22.085, "lon": 108.031, "at": (at + timedelta(seconds=2)).isoformat()}
+    r = await client.put("/v1/me/position", headers=tablet, json=home)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "not_this_device"
+    assert "not the one you checked in with" in r.json()["error"]["message"]
+
+    async def team_at() -> tuple[float, list[float]]:
+        team = (await client.get("/v1/teams/t-vol", headers=ADMIN)).json()
+        published = [e.lat for e in await volunteers.events("unit.position", UnitPosition)
+                     if e.unit_id == "t-vol"]
+        return team["position"]["lat"], published
+
+    assert await team_at() == (22.031, [22.031]), "the tablet at home moved the team"
+    # What each page reads: the member is checked in, from the phone, not the tablet.
+    on_tablet = (await client.get("/v1/me", headers=tablet)).json()
+    on_phone = (await client.get("/v1/me", headers=phone)).json()
+    assert (on_tablet["checked_in"], on_tablet["checked_in_here"]) == (True, False)
+    assert (on_phone["checked_in"], on_phone["checked_in_here"]) == (True, True)
+
+    # Checked in again from the tablet: it is the one now, her stint goes on.
+    switched = await client.post("/v1/me/shift/start", headers=tablet)
+    assert switched.status_code == 200, switched.text
+    assert (switched.json()["shift_member_ids"], switched.json()["checked_in_here"]) == (
+        ["m-wang"], True)
+    assert (await client.get("/v1/me", headers=tablet)).json()["checked_in_at"] == \
+        on_tablet["checked_in_at"]
+    r = await client.put("/v1/me/position", headers=tablet, json=home)
+    assert r.status_code == 200 and r.json()["accepted"] is True
+    later = {"lat": 22.032, "lon": 108.032, "at": (at + timedelta(seconds=4)).isoformat()}
+    r = await client.put("/v1/me/position", headers=phone, json=later)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_this_device"
+    assert await team_at() == (22.085, [22.031, 22.085])
+    assert (await client.get("/v1/me", headers=phone)).json()["checked_in_here"] is False
+
+
+async def test_a_state_stored_before_its_senders_were_kept_refuses_another_device_too(
+        volunteers: Volunteers) -> None:
+    # The script works `fixes_from` out of the state itself for a state written before it
+    # was kept, by the same rule: the member's device on the shift, not another of theirs.
+    await volunteers.import_district()
+    phone, tablet = await volunteers.enrol("m-wang"), await volunteers.enrol("m-wang")
+    client = volunteers.client
+    await client.post("/v1/me/shift/start", headers=phone)
+    assert await volunteers.redis.hdel("roster:state:t-vol", "fixes_from") == 1
+    fix = {"lat": 22.03, "lon": 108.03}
+    r = await client.put("/v1/me/position", headers=tablet, json=fix)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "not_this_device"
+    assert (await client.put("/v1/me/position", headers=phone, json=fix)).status_code == 200
+
+
+async def test_a_member_checked_in_before_devices_were_kept_moves_the_team_from_any_device(
+        volunteers: Volunteers) -> None:
+    # A shift stored by an earlier version knows its members, not their devices: each of a
+    # member's devices moves the team, as then, until they check in again.
+    await volunteers.import_district()
+    phone, tablet = await volunteers.enrol("m-wang"), await volunteers.enrol("m-wang")
+    client = volunteers.client
+    await client.post("/v1/me/shift/start", headers=phone)
+    phone_id = (await client.get("/v1/me", headers=phone)).json()["device_id"]
+    raw = json.loads(await volunteers.redis.hget("roster:state:t-vol", "state"))
+    assert raw.pop("shift_devices") == {"m-wang": phone_id}
+    await volunteers.redis.hset("roster:state:t-vol", mapping={
+        "state": json.dumps(raw), "fixes_from": " m-wang "})
+    fix = {"lat": 22.03, "lon": 108.03}
+    for device in (tablet, phone):
+        assert (await client.put("/v1/me/position", headers=device, json=fix)).status_code == 200
+    assert (await client.get("/v1/me", headers=tablet)).json()["checked_in_here"] is True
