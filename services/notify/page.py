@@ -996,7 +996,8 @@ async function api(path, method, body, waitMs) {   // notify's own path, or anot
     const data = await r.json().catch((e) => { if (wait.signal && wait.signal.aborted) throw e; return {}; });
     if (!r.ok) {   // `reason`: the service's own, when it gave one
       const reason = data && data.error && data.error.message;
-      const e = new Error(reason || ("HTTP " + r.status)); e.status = r.status; e.reason = reason; throw e;
+      const e = new Error(reason || ("HTTP " + r.status)); e.status = r.status; e.reason = reason;
+      e.code = data && data.error && data.error.code; throw e;
     }
     return data;
   } finally { wait.done(); }
@@ -1046,7 +1047,7 @@ async function loadDuty() {
   show("dutyerr", () => "");   // a press that did not go: the shift as it stands now says it
   const line = (me.team.name || me.team.id) + " · " + me.member.name;
   show("teamline", () => line);
-  showState(me.state);
+  showState(me.state, me.checked_in_here);
   loadPoints();
 }
 // This member is on the team's shift (a teammate may have started it: check in to join);
@@ -1055,22 +1056,29 @@ async function loadDuty() {
 function onShift(state) {
   return !!(me && (state.shift_member_ids || []).includes(me.member.id));
 }
-function showState(state) {
-  const mine = onShift(state);
+// `here`: volunteers' `checked_in_here`, whether this device is the one the member checked in
+// with last. Only that one's fixes move the team: a tablet left at home with the page open,
+// the member on shift with their phone, would move it kilometres. Checked in on another
+// device, this one shares nothing and says so; checking in here makes it the one.
+function showState(state, here) {
+  const mine = onShift(state), elsewhere = mine && here === false;
   show("dutystate", () => {
     if (!state.on_shift) return say("off_shift").toUpperCase();
     const status = word("team_status", state.status).toUpperCase();
-    return mine ? status : say("not_checked_in", { status });
+    return elsewhere ? say("checked_in_elsewhere", { status })
+      : mine ? status : say("not_checked_in", { status });
   });
-  checkedIn = mine; dutyButtons();
-  if (mine || (!(state.shift_member_ids || []).length && (state.open_orders || []).length)) startSharing();
-  else stopSharing(state.on_shift ? "check_in_to_share" : "off_shift");
+  checkedIn = mine; checkedInHere = mine && !elsewhere; dutyButtons();
+  const anyone = !(state.shift_member_ids || []).length && (state.open_orders || []).length;
+  if (checkedInHere || anyone) startSharing();
+  else stopSharing(elsewhere ? "shared_by_other_device" : state.on_shift ? "check_in_to_share" : "off_shift");
 }
 // A check-in or check-out on its way holds both buttons until its answer: a second press, or
-// the other button, would cross it (a read of the shift meanwhile leaves them held).
-let checkedIn = false, shifting = null;
+// the other button, would cross it (a read of the shift meanwhile leaves them held). Checked
+// in on another device, Check in stays open: pressed, this device becomes the one.
+let checkedIn = false, checkedInHere = false, shifting = null;
 function dutyButtons() {
-  $("checkin").disabled = checkedIn || !!shifting; $("checkout").disabled = !checkedIn || !!shifting;
+  $("checkin").disabled = checkedInHere || !!shifting; $("checkout").disabled = !checkedIn || !!shifting;
 }
 // A press that did not go (no network, no answer on a weak signal, volunteers refusing it)
 // says so beside the panel until the next press goes or the shift is read again: a toast is
@@ -1087,7 +1095,7 @@ async function shift(which) {
   try { const state = await api(V("/v1/me/shift/" + which), "POST", null, SHIFT_WAIT_MS);
     if (token !== by) return;
     show("dutyerr", () => "");
-    showState(state);
+    showState(state, state.checked_in_here);
     const paid = state.points_awarded ? say("points_awarded", { points: state.points_awarded }) : "";
     if (which === "end") toast([checkedOut(state), paid].filter(Boolean).join(" · "));
     else if (paid) toast(paid);
@@ -1195,7 +1203,12 @@ async function putPosition(fix, by) {   // the phone handed on while it went: th
     show("posline", () => say("position_shared", { time: clock(at), metres }));
   } catch (e) {
     if (token !== by) return;
-    if (e.status === 409) { stopSharing("check_in_to_share"); loadDuty(); return; }
+    // not on the shift, or not from this device (the member checked in on another): the
+    // sharing stops, and the shift read anew says which (and starts nothing again)
+    if (e.status === 409) {
+      stopSharing(e.code === "not_this_device" ? "shared_by_other_device" : "check_in_to_share");
+      loadDuty(); return;
+    }
     if (e.status === 401 || e.status === 403) { tokenGone("token_refused"); return; }
     show("posline", () => say("position_not_sent", { error: whyNot(e, POSITION_WAIT_MS) }));
   }

@@ -3,7 +3,17 @@ token still good (the page's script runs in node, as in test_device_page_day).""
 
 from __future__ import annotations
 
-from tests.unit.notify.test_device_page_day import CONNECTED, SERVICES, day, hello, said
+import json
+
+from shared.labels import label
+from tests.unit.notify.test_device_page_day import (
+    CONNECTED,
+    SERVICES,
+    VOLUNTEER_ME,
+    day,
+    hello,
+    said,
+)
 
 # The phone's position service: what the page asked of it, and a fix it can be given.
 GPS = ("var gps = { watching: 0, fix: null }; navigator.geolocation = { "
@@ -136,3 +146,56 @@ def test_a_fix_waiting_when_the_sharing_stops_does_not_go() -> None:
         boot=BOOT,
     )
     assert puts == [22.81]
+
+
+# The member checked in, not from this device: volunteers' GET /v1/me says so.
+ELSEWHERE = {**VOLUNTEER_ME, "checked_in": True, "checked_in_here": False}
+ANSWERS_ME = ("var record = {record}; var base2 = net; net = async (url, init) => "
+              "url === 'https://vol.test/v1/me' ? [200, record] : base2(url, init);")
+PANEL = "[text('dutystate'), text('posline'), byId.checkin.disabled, byId.checkout.disabled]"
+
+
+def test_a_device_the_member_did_not_check_in_with_shares_nothing_and_says_so() -> None:
+    # A tablet at home with the page open, the member on shift with their phone: deciding by
+    # member, the page shared the tablet's position too, and the team moved 6 km on
+    # dispatch's map. It says the member is checked in on another device; Check in makes it
+    # the one (the answer says it is here now), and then it shares.
+    me = ANSWERS_ME.format(record=json.dumps(ELSEWHERE))
+    switched = ("var base3 = net; net = async (url, init) => url.endsWith('/v1/me/shift/start') "
+                f"? [200, {{ ...{json.dumps(VOLUNTEER_ME['state'])}, checked_in_here: true }}] "
+                ": base3(url, init);")
+    *_, shared, panel, _, after = day(
+        hello(),
+        f"later(60000); [gps.watching, gps.fix === null, {SENT}]",
+        PANEL,
+        f"{switched} byId.checkin.onclick()",
+        "[gps.watching, text('dutystate')]",
+        boot=f"{CONNECTED} {SERVICES} {me} {GPS} loadMe();",
+    )
+    status = label("team_status", "available").upper()
+    assert shared == [0, True, 0]  # never asked the phone for its position, sent nothing
+    assert panel == [said("checked_in_elsewhere", status=status),
+                     said("position_not_shared", why=said("shared_by_other_device")),
+                     False, False], panel
+    assert after == [1, status]
+
+
+def test_a_fix_refused_as_from_another_device_stops_the_sharing_for_good() -> None:
+    # Sharing from the phone, the member checks in on the tablet: volunteers refuses the
+    # phone's next fix (409, not_this_device). The sharing stops and the shift, read anew,
+    # says it is the tablet's: no fix after it, no read of the shift at every fix.
+    refused = ("var base4 = net; net = async (url, init) => url.endsWith('/v1/me/position') "
+               "? [409, { error: { code: 'not_this_device', message: 'not the one' } }] "
+               f": url === 'https://vol.test/v1/me' ? [200, {json.dumps(ELSEWHERE)}] "
+               ": base4(url, init);")
+    reads = "fetched.filter((f) => f.url === 'https://vol.test/v1/me').length"
+    *_, sharing, _, after, panel = day(
+        hello(), "gps.watching",
+        f"{refused} var reads = {reads}; {FIX}",
+        f"later(60000); {FIX}; later(60000); [gps.watching, {SENT} - before, {reads} - reads]",
+        "[text('dutystate'), text('posline')]",
+        boot=BOOT,
+    )
+    assert sharing == 1
+    assert after == [0, 0, 1], after  # the one refused fix was before `before`
+    assert panel[1] == said("position_not_shared", why=said("shared_by_other_device"))
