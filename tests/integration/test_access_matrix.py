@@ -228,6 +228,7 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "POST", f"/v1/members/{MISSING}/devices", 404),
     admin_only("volunteers", "DELETE", f"/v1/members/d1-m-sec/devices/{MISSING}", 404),
     admin_only("volunteers", "DELETE", f"/v1/members/{MISSING}", 404),
+    admin_only("volunteers", "POST", f"/v1/members/{MISSING}/check-out", 404),
     admin_only("volunteers", "DELETE", f"/v1/teams/{MISSING}", 404),
     admin_only("volunteers", "DELETE", f"/v1/zones/{MISSING}", 404),
     admin_only("volunteers", "PUT", f"/v1/teams/{MISSING}/shift-plan", 404, PLAN),

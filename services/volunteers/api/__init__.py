@@ -13,7 +13,7 @@ from ..store import devices as devices_store
 from ..store.points import ledger_ttl
 from ..store.teams import PositionWriter
 from ..store.zones import ZoneLookup
-from . import devices, me, points, roster, shifts
+from . import devices, me, points, roster, shifts, stints
 
 
 def build_router(
@@ -24,9 +24,12 @@ def build_router(
     # Fixed paths before parameterised ones: /v1/zones/lookup before /v1/zones/{zone_id}.
     router.include_router(points.build_router(
         redis=redis, zones=zones, ledger_ttl_s=ledger_ttl(settings.retention_days)))
+    ended_for_them = stints.Stints(redis=redis, settings=settings)
     router.include_router(devices.build_router(
         redis=redis, broker=broker,
-        revoked_kept_s=devices_store.revoked_kept(settings.retention_days)))
+        revoked_kept_s=devices_store.revoked_kept(settings.retention_days),
+        stints=ended_for_them))
+    router.include_router(stints.build_router(redis=redis, stints=ended_for_them))
     router.include_router(me.build_router(settings=settings, redis=redis, broker=broker,
                                           positions=positions))
     router.include_router(shifts.build_router(settings=settings, redis=redis))

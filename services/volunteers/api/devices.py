@@ -13,12 +13,14 @@ from starlette.types import Scope
 
 from shared import audit
 from shared.events import utcnow
-from shared.http import InputFirstRoute, Principal, not_found, when_not_answered
+from shared.http import ApiError, InputFirstRoute, Principal, not_found, when_not_answered
 
 from ..store import devices as devices_store
 from ..store import roster as roster_store
 from ..store.devices import TOKEN_PREFIX, TokenResolver
+from ..store.tx import Contended
 from .deps import Admin, Device, IdPath
+from .stints import Stints
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ def asked_for_a_caller(scope: Scope, token: str | None) -> bool:
             and token.startswith(TOKEN_PREFIX))
 
 
-def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> APIRouter:
+def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int,
+                 stints: Stints) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.post("/members/{member_id}/devices", status_code=201,
@@ -89,7 +92,8 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> A
         return await devices_store.devices_of(redis, member_id)
 
     @router.delete("/members/{member_id}/devices/{device_id}", status_code=204,
-                   summary="Revoke a device's token at once, everywhere (admin)")
+                   summary="Revoke a device's token at once, everywhere; the member's "
+                   "stint ends if it is the device they are on the shift with (admin)")
     async def revoke_device(
         member_id: IdPath, device_id: IdPath, who: Admin
     ) -> Response:
@@ -98,9 +102,18 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int) -> A
             kept_s=revoked_kept_s)
         if result == "not_found":
             raise not_found("device")
-        if result == "revoked":
+        # The device the member is on the shift with (a phone lost mid-shift): their stint
+        # ends as their check-out would, or it ran on until it ran out, paid to the cap, the
+        # team on shift with nobody able to answer. Also when asked again: the first asking
+        # may have revoked the token and lost its answer before it got here.
+        try:
+            ended = await stints.device_revoked(member_id=member_id, device_id=device_id)
+        except Contended as exc:
+            raise ApiError(503, "unavailable", "the device is revoked; ending the member's "
+                           "stint met the team changing meanwhile: retry") from exc
+        if result == "revoked" or ended:
             await audit.record(redis, "volunteers", who, "device.revoke", device_id,
-                               f"member {member_id}")
+                               f"member {member_id}" + ("; their stint ended" if ended else ""))
             log.info("device %s of member %s revoked", device_id, member_id)
         return Response(status_code=204)
 

@@ -245,6 +245,29 @@ def check_out(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
     return end_shift(state, now=now)
 
 
+def device_revoked(state: TeamState, *, member_id: str, device_id: str, now: datetime,
+                   last_device: bool) -> Outcome:
+    """The admin revoked one of the member's devices (a lost phone): if it is the one they
+    are on the shift with, their stint ends as their check-out would end it (patrol points
+    to now; the others carry on; the last one out ends the shift). A checked-in member whose
+    device on the shift is not known (checked in before devices were kept) loses it with
+    their `last_device`. A revocation is not refused: where a check-out would be (the last
+    one out while an order holds the team), the shift ends under the order all the same
+    (`unmanned`: nobody is left who could answer it, and dispatch, hearing the team off
+    shift with its order, takes back an offer and flags a taken order for the command
+    room). Another device of theirs, or a member not on the shift, changes nothing."""
+    if member_id not in state.shift_members:
+        return Outcome(state)
+    on = state.shift_devices.get(member_id)
+    if on != device_id and not (on is None and last_device):
+        return Outcome(state)
+    try:
+        return check_out(state, member_id=member_id, now=now)
+    except Refused:
+        left = leave_shift(state, member_id=member_id, now=now)
+        return Outcome(unmanned(left.state), ended=left.ended)
+
+
 def leave_shift(state: TeamState, *, member_id: str, now: datetime) -> Outcome:
     """A member who left the team (the roster moved them to another) leaves its shift: their
     patrol time so far ends now (`ended` holds only them); a shift that has nobody left and

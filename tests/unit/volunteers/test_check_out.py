@@ -12,6 +12,7 @@ from services.volunteers.domain.status import (
     Refused,
     TeamState,
     check_out,
+    device_revoked,
     on_order_issued,
     on_shift_at,
     start_shift,
@@ -83,3 +84,49 @@ def test_a_shift_with_nobody_recorded_on_it_ends_at_any_member_s_check_out() -> 
     # a state stored before members were recorded on the shift: nobody else's to keep
     legacy = TeamState(status="available", on_shift=True, shift_id="s0", shift_started_at=T0)
     assert check_out(legacy, member_id="wang", now=T0 + HOUR).state.on_shift is False
+
+
+def with_devices(**devices: str) -> TeamState:
+    state = TeamState()
+    for member, device in devices.items():
+        state = start_shift(state, member_id=member, now=T0, shift_id="s1",
+                            device_id=device).state
+    return state
+
+
+def test_revoking_the_device_a_member_is_on_the_shift_with_ends_their_stint() -> None:
+    state = with_devices(wang="dev_phone", chen="dev_chen")
+    other = device_revoked(state, member_id="wang", device_id="dev_tablet",
+                           now=T0 + HOUR, last_device=False)
+    assert other.state == state and other.ended is None  # her tablet at home: she stays on
+    out = device_revoked(state, member_id="wang", device_id="dev_phone", now=T0 + 2 * HOUR,
+                         last_device=False)
+    assert out == check_out(state, member_id="wang", now=T0 + 2 * HOUR)
+    assert set(out.state.shift_members) == {"chen"} and "wang" not in out.state.shift_devices
+
+
+def test_revoking_the_last_ones_device_ends_the_shift_even_under_an_order() -> None:
+    alone = with_devices(wang="dev_phone")
+    off = device_revoked(alone, member_id="wang", device_id="dev_phone", now=T0 + HOUR,
+                         last_device=True)
+    assert (off.state.status, off.state.on_shift) == ("off_duty", False)
+    held = holding(alone)
+    with pytest.raises(Refused):
+        check_out(held, member_id="wang", now=T0 + HOUR)
+    out = device_revoked(held, member_id="wang", device_id="dev_phone", now=T0 + HOUR,
+                         last_device=True)
+    assert (out.state.status, out.state.on_shift, out.state.shift_members) == (
+        "dispatched", False, {})
+    assert out.ended is not None and out.ended.members == {"wang": T0}
+    assert fix_senders(out.state) == "*"  # whoever of the team goes keeps the map right
+
+
+def test_a_member_checked_in_before_devices_were_kept_loses_the_shift_with_their_last_device(
+) -> None:
+    state = patrol("wang", "chen")  # no devices known
+    kept = device_revoked(state, member_id="wang", device_id="dev_a", now=T0 + HOUR,
+                          last_device=False)
+    assert kept.state == state  # another device of hers may be the one she carries
+    out = device_revoked(state, member_id="wang", device_id="dev_a", now=T0 + HOUR,
+                         last_device=True)
+    assert set(out.state.shift_members) == {"chen"}
