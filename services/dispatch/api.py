@@ -231,8 +231,8 @@ INCIDENT_DESCRIPTION = (
     "that needs the command room said why there); empty when it is not. A timeline entry "
     "whose `detail_args` name a dispatcher (`by`: `dispatcher:dsp_…`, who took an order "
     "back, closed, revised, remarked, unlinked) has `detail_names`: each such argument's "
-    "dispatcher's display name as dispatch knows it now ({\"by\": \"Wang Lei\"}); none "
-    "where the dispatcher's record is gone (revoked): the id stands. Names are this "
+    "dispatcher's display name as dispatch knows it now ({\"by\": \"Wang Lei\"}; a revoked "
+    "one's as kept at the revocation, for KPI_DAYS). Names are this "
     "answer's only: the entries stored, and intake's view of them, keep the id.")
 
 
@@ -984,7 +984,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     @router.delete("/dispatchers/{dispatcher_id}", status_code=204,
                    summary="Revoke a dispatcher token (admin)")
     async def revoke_dispatcher(dispatcher_id: str, who: Admin) -> None:
-        revoked = await store.revoke_dispatcher(redis, dispatcher_id)
+        # the name stays while an incident it acted on may be read (KPI_DAYS)
+        revoked = await store.revoke_dispatcher(redis, dispatcher_id,
+                                                name_kept_s=settings.kpi_days * 86400)
         if revoked is None:
             raise not_found("dispatcher")
         await audit.record(redis, "dispatch", who, "dispatcher.revoke", dispatcher_id,
@@ -1207,7 +1209,7 @@ async def with_dispatcher_names(redis: Redis,
     dispatch knows it now, by argument ({"by": "Wang Lei"}), all read in one round trip. A
     desk cannot turn an id into a name (the list of dispatchers is the admin's). Only in
     this answer: the stored entries, which reach the reporting systems through intake's
-    view, keep the id alone. A dispatcher whose record is gone (revoked) keeps the id."""
+    view, keep the id alone. A revoked dispatcher's name is the one kept at revocation."""
     named = {id_ for entry in timeline for value in (entry.get("detail_args") or {}).values()
              if isinstance(value, str) and (id_ := _dispatcher_named(value))}
     names = await store.dispatcher_names(redis, named)

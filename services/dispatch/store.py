@@ -1811,18 +1811,26 @@ async def get_dispatcher(redis: Redis, dispatcher_id: str) -> dict[str, Any] | N
             "districts": json.loads(data["districts"]), "role": data.get("role") or "dispatcher"}
 
 
+def former_dispatcher_key(dispatcher_id: str) -> str:
+    """A revoked dispatcher's display name, kept for the timelines that name them."""
+    return f"dispatch:former-dispatcher:{dispatcher_id}"
+
+
 async def dispatcher_names(redis: Redis, dispatcher_ids: Iterable[str]) -> dict[str, str]:
-    """The display names of the dispatchers (and inspectors) of `dispatcher_ids` still
-    stored, in one round trip however many: a revoked one's record is deleted, its id then
-    has none."""
+    """The display names of the dispatchers (and inspectors) of `dispatcher_ids`, in one
+    round trip however many: a revoked one's as it was kept at its revocation (while the
+    incidents it acted on are kept), else none."""
     ids = sorted(set(dispatcher_ids))
     if not ids:
         return {}
     async with redis.pipeline(transaction=False) as pipe:
         for dispatcher_id in ids:
             pipe.hget(f"dispatch:dispatcher:{dispatcher_id}", "name")
-        names = await pipe.execute()
-    return {dispatcher_id: name for dispatcher_id, name in zip(ids, names, strict=True) if name}
+            pipe.get(former_dispatcher_key(dispatcher_id))
+        found = await pipe.execute()
+    names = {dispatcher_id: current or former for dispatcher_id, current, former
+             in zip(ids, found[::2], found[1::2], strict=True)}
+    return {dispatcher_id: name for dispatcher_id, name in names.items() if name}
 
 
 @dataclass(frozen=True)
@@ -1834,13 +1842,19 @@ class Revoked:
     duty_ended: list[str]
 
 
-async def revoke_dispatcher(redis: Redis, dispatcher_id: str) -> Revoked | None:
-    """None: no such dispatcher."""
+async def revoke_dispatcher(redis: Redis, dispatcher_id: str, *,
+                            name_kept_s: float) -> Revoked | None:
+    """None: no such dispatcher. Its token goes; its display name stays `name_kept_s` (as
+    long as the incidents it may have acted on: the command room's timelines name who
+    acted, an audit's trail)."""
     data = await redis.hgetall(f"dispatch:dispatcher:{dispatcher_id}")
     if not data:
         return None
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(f"dispatch:dispatcher-token:{data['token_hash']}")
+        if data.get("name"):
+            pipe.set(former_dispatcher_key(dispatcher_id), data["name"],
+                     ex=max(1, int(name_kept_s)))
         pipe.delete(f"dispatch:dispatcher:{dispatcher_id}")
         pipe.srem("dispatch:dispatchers", dispatcher_id)
         await pipe.execute()

@@ -166,6 +166,8 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:dispatchers", Roster("dispatcher tokens")),
     (r"dispatch:dispatcher:{id}", Roster("dispatcher tokens")),
     (r"dispatch:dispatcher-token:{id}", Roster("dispatcher tokens")),
+    # a revoked dispatcher's name, for the timelines naming them: as long as their incidents
+    (r"dispatch:former-dispatcher:{id}", Ttl(KPI_S)),
     # intake: an ended incident's view expires RECORDS_DAYS after it ended; a linked
     # report's, or one dispatch never took up (a dead letter never replayed),
     # RECORDS_DAYS + RETENTION_DAYS after it was recorded

@@ -85,7 +85,8 @@ async def test_each_entry_naming_a_dispatcher_carries_their_name_read_once_for_t
     said = [(e["detail_code"], e["detail_args"]["by"], e.get("detail_names")) for e in entries]
     assert said == [
         ("remark", f"dispatcher:{wang}", {"by": "Wang Lei"}),
-        ("remark", f"dispatcher:{zhao}", None),  # revoked: the id stands
+        # revoked since: the name they acted under still stands (the audit's trail)
+        ("remark", f"dispatcher:{zhao}", {"by": "Zhao Min"}),
         ("remark", "admin:admin", None),
         ("revised_priority", f"dispatcher:{li}", {"by": "Li Na"}),
         ("closed", f"dispatcher:{li}", {"by": "Li Na"}),
