@@ -157,10 +157,14 @@ def may_answer(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetim
     return is_eligible(unit, policy.rule(incident.category), incident, policy, now)
 
 
-def may_escort(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime) -> bool:
-    """Whether the team could go with volunteers to the incident as a P1's escort: police
-    or security, free and placed, whatever the category's kinds, skills or station."""
-    return (incident.priority == "P1" and unit.agency_kind in ESCORT_KINDS
+def may_escort(unit: Unit, incident: IncidentFacts, policy: Policy, now: datetime, *,
+               escorts: bool | None = None) -> bool:
+    """Whether the team could go with volunteers to the incident as their escort: police or
+    security, free and placed, whatever the category's kinds, skills or station. Escorts
+    are wanted on a P1 (`escorts` None), or when the caller says so (a volunteer team's
+    call for backup: see backups_for)."""
+    wanted = incident.priority == "P1" if escorts is None else escorts
+    return (wanted and unit.agency_kind in ESCORT_KINDS
             and _free_and_placed(unit, incident, policy, now))
 
 
@@ -186,21 +190,45 @@ def _rank_order(r: Ranked) -> tuple[float, bool, str]:
 
 
 def rank_candidates(units: Iterable[Unit], incident: IncidentFacts, policy: Policy,
-                    now: datetime) -> Ranking:
+                    now: datetime, *, escorts: bool | None = None) -> Ranking:
     """Eligible units, best first: ETA plus 3 minutes per place below first; home zone
-    breaks ties. For a P1, also the teams that may escort volunteers to it (`escorts`),
-    ranked the same way (see escort_rank)."""
+    breaks ties. For a P1 (or with `escorts`: a volunteer team's call for backup), also
+    the teams that may escort volunteers to it (`escorts`), ranked the same way (see
+    escort_rank)."""
     rule = policy.rule(incident.category)
     ranked: list[Ranked] = []
-    escorts: list[Ranked] = []
+    escorting: list[Ranked] = []
     for unit in units:
         if is_eligible(unit, rule, incident, policy, now):
             ranked.append(_ranked(unit, incident, policy,
                                   rule.kind_rank(unit.agency_kind, unit.agency_role) or 0))
-        if may_escort(unit, incident, policy, now):
-            escorts.append(_ranked(unit, incident, policy,
-                                   escort_rank(rule, unit.agency_kind, unit.agency_role)))
-    return Ranking(sorted(ranked, key=_rank_order), escorts=sorted(escorts, key=_rank_order))
+        if may_escort(unit, incident, policy, now, escorts=escorts):
+            escorting.append(_ranked(unit, incident, policy,
+                                     escort_rank(rule, unit.agency_kind, unit.agency_role)))
+    return Ranking(sorted(ranked, key=_rank_order), escorts=sorted(escorting, key=_rank_order))
+
+
+def asks_as_volunteers(order: Mapping[str, str]) -> bool:
+    """Whether the team of `order` counts as volunteers (counted_as): its call for backup
+    is then answered by police or security first (backups_for)."""
+    return _sent(counted_as(order))[0] == "volunteer"
+
+
+def backups_for(ranking: Ranking, *, volunteers_asking: bool) -> list[Ranked]:
+    """Who may go as backup for a team that asked for it, best first. A team of police or
+    security: the category's own ranking (`ranking`), as any extra unit. A volunteer team
+    (`volunteers_asking`; rank_candidates was asked for escorts): the police and security
+    teams first, the best of them by dispatch's score (`ranking.escorts`: travel time plus
+    their kind's place in the category's list, or below all of it), even when a volunteer
+    team is nearer; only with none of them free, the category's own (another volunteer
+    team: help now rather than none, the call still flagged if nobody at all is free).
+    Volunteers are never sent alone into violence, and a volunteer team calls for backup
+    when the scene has gone beyond what volunteers may handle (a hostile person, a crowd,
+    a fight): more volunteers add hands, not the authority or training it needs."""
+    if not volunteers_asking:
+        return list(ranking)
+    first = {r.unit.team_id for r in ranking.escorts}
+    return [*ranking.escorts, *(r for r in ranking if r.unit.team_id not in first)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +238,9 @@ class CandidateQuery:
     data, so Redis can prune hundreds of teams to a few without deciding anything itself.
     `keep` is how many of the best it keeps overall, per answering kind that choose_units
     looks at on its own (`grouped`: the joint response's kinds, see `joint_entries`), and of
-    the teams that may escort volunteers (`escort`: a P1; any police or security team,
-    whatever the category's kinds, skills or station: see may_escort and escort_rank).
+    the teams that may escort volunteers (`escort`: a P1, or a volunteer team's call for
+    backup; any police or security team, whatever the category's kinds, skills or station:
+    see may_escort and escort_rank).
     The fewer groups, the sooner the search can stop reading farther teams."""
 
     district: str
@@ -251,11 +280,14 @@ class CandidateQuery:
 
 
 def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *,
-                    keep: int | None = None, radius_km: float | None = None) -> CandidateQuery:
+                    keep: int | None = None, radius_km: float | None = None,
+                    escorts: bool | None = None) -> CandidateQuery:
     """The search for `incident`. By default each group keeps as many teams as the incident
     wants: choose_units never takes more than that from one group (a joint response takes
     one per entry and then the best of any kind; an escort is one team), so the pruning is
-    exact; a claim lost to another incident means a new search, not a spare."""
+    exact; a claim lost to another incident means a new search, not a spare. `escorts`:
+    whether the teams that may escort volunteers are kept too (None: on a P1), as
+    rank_candidates' of the same name."""
     rule = policy.rule(incident.category)
     entries = tuple((entry, "") if entry == "any" else (entry.partition(":")[0],
                                                         entry.partition(":")[2])
@@ -265,7 +297,8 @@ def candidate_query(incident: IncidentFacts, policy: Policy, now: datetime, *,
         district=incident.district, lat=incident.lat, lon=incident.lon,
         radius_km=policy.search_radius_km if radius_km is None else radius_km,
         entries=entries, grouped=tuple(entry in joint for entry in rule.answer),
-        escort=incident.priority == "P1", skills=tuple(rule.skills),
+        escort=incident.priority == "P1" if escorts is None else escorts,
+        skills=tuple(rule.skills),
         zone_id=incident.zone_id or "",
         station=(incident.station_agency_id or "") if rule.zone_station else "",
         bar_volunteers=volunteers_barred(incident.flags, policy),

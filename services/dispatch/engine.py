@@ -2383,19 +2383,30 @@ class Dispatcher:
         engaged = {o["team_id"] for o in orders}
         facts = await self._facts_now(inc, engaged)
         now = utcnow()
-        query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000)
+        # A volunteer team's call is answered by police or security first, whatever the
+        # category lists (domain.backups_for): they are searched for as a P1's escorts are.
+        volunteers_asking = domain.asks_as_volunteers(order)
+        escorts = True if volunteers_asking else None
+        query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000,
+                                       escorts=escorts)
         # A search again after each claim lost to another incident, as _fill does: five
         # rounds left a burst's backup request escalated as "none available" while teams
         # were free (test_reinforcement.py).
         for _ in range(SEARCH_ROUNDS):
-            ranked = domain.rank_candidates(await store.candidates(self.redis, query), facts,
-                                            self.policy, now)
-            if not ranked:
+            ranking = domain.rank_candidates(await store.candidates(self.redis, query), facts,
+                                             self.policy, now, escorts=escorts)
+            backups = domain.backups_for(ranking, volunteers_asking=volunteers_asking)
+            if not backups:
                 break
-            choice = ranked[0]
+            choice = backups[0]
+            # A backup of a kind the category does not list (or without its skills) is
+            # marked as a P1's escort is: not judged against the category (_not_sent_now).
+            answering = {r.unit.team_id for r in ranking}
+            marks = {"for_order": order["order_id"],
+                     **(self._escort_marks(choice.unit.team_id not in answering) or {})}
             backup = await self._offer_and_announce(inc, choice.unit, kind="reinforcement",
                                                     eta_s=choice.eta_s, request=request,
-                                                    marks={"for_order": order["order_id"]})
+                                                    marks=marks)
             if backup is not None:
                 await self._emit_reinforcement(inc, order, backup)
                 return

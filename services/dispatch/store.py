@@ -301,8 +301,9 @@ def _unit_from_flat(flat: list[str]) -> Unit | None:
 # The district's candidates for one incident, pruned in Redis: every team within the radius
 # is checked against the query (domain.CandidateQuery: the same eligibility and score as
 # domain.rank_candidates) and only the best `keep` overall, of each answering kind, and
-# (a P1) of the police or security teams that may escort volunteers, whatever the
-# category's kinds and skills (domain.may_escort), are returned, as HGETALL arrays.
+# (a P1, or a volunteer team's call for backup: `escort`) of the police or security teams
+# that may escort volunteers, whatever the category's kinds and skills (domain.may_escort),
+# are returned, as HGETALL arrays.
 # Reading and ranking 400 teams in Python cost dispatch 5 ms per incident;
 # domain.rank_candidates still ranks what comes
 # back, and a property test holds the pruning to "never drops a team choose_units would
@@ -393,8 +394,9 @@ local function consider(id)
           break
         end
       end
-      -- A P1's escort: any police or security team free and placed, whatever the
-      -- category's kinds, skills or station; a kind the list lacks ranks below all of it.
+      -- An escort (a P1's, a volunteer team's backup): any police or security team free
+      -- and placed, whatever the category's kinds, skills or station; a kind the list
+      -- lacks ranks below all of it.
       local escorting = q.escort and (kind == 'police' or kind == 'security')
       local ok = rank ~= nil
       if ok and q.station ~= '' and kind == 'police' and role == 'station' and u[5] ~= q.station then

@@ -161,6 +161,98 @@ async def test_no_backup_is_looked_for_once_the_team_that_asked_is_done(
     assert len(orders_for(dispatch, incident_id)) == 1
 
 
+# A lost person (lost_person lists police and volunteers; two units): two volunteer
+# teams go, and no police team is free.
+VOLUNTEERS = {"vol": ("volunteer", 22.8171), "vol-2": ("volunteer", 22.8172)}
+
+
+async def volunteers_asking_for_backup(url: str, publisher: RedisBroker
+                                      ) -> tuple[str, OrderIssued]:
+    """A lost person whose two volunteer teams are on it; "vol", on scene, asks for backup."""
+    incident_id = await report(publisher, "lost_person")
+    orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2 and
+                              orders_for(url, incident_id), "the volunteers' orders")
+    assert [(o.team_id, o.agency_kind) for o in orders] == [("vol", "volunteer"),
+                                                            ("vol-2", "volunteer")]
+    order = orders[0]
+    for response in ("acknowledged", "on_scene", "reinforce"):
+        await answer(publisher, order, response)
+    return incident_id, order
+
+
+async def test_a_volunteer_team_s_call_for_backup_goes_to_a_security_team(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # lost_person lists police and volunteers, not security: the volunteers' call found
+    # nobody while a guard was free nearby. Volunteers are never alone in what made them
+    # call: a security team may answer it, as it may escort volunteers to a P1.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {**VOLUNTEERS,
+                                                    "guard": ("security", 22.8190)}):
+        incident_id, asking = await volunteers_asking_for_backup(url, publisher)
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "the reinforcement")
+        await poll_until(lambda: ("reinforcement", "guard") in timeline(url, incident_id),
+                         "the reinforcement on the incident's timeline")
+        backup = hash_of(url, f"dispatch:order:{orders[2].order_id}")
+    assert [(o.team_id, o.kind, o.agency_kind) for o in orders] == [
+        ("vol", "dispatch", "volunteer"), ("vol-2", "dispatch", "volunteer"),
+        ("guard", "reinforcement", "security")]
+    # sent whatever the category lists: never judged against it (taken off at a roster edit)
+    assert (backup["for_order"], backup["escort"]) == (asking.order_id, "1")
+    assert read_stream(url, streams.ORDER_ESCALATED.name, OrderEscalated) == []
+    assert not updates(url, incident_id)[-1].flagged
+
+
+async def test_a_volunteer_team_s_backup_is_police_or_security_before_nearer_volunteers(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # Another volunteer team at the corner adds hands, not what the call is for: the
+    # guard 1.4 km away goes, not the volunteers 100 m away.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {**VOLUNTEERS,
+                                                    "vol-near": ("volunteer", 22.8180),
+                                                    "guard": ("security", 22.8300)}):
+        incident_id, _ = await volunteers_asking_for_backup(url, publisher)
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "the reinforcement")
+    assert [(o.team_id, o.kind) for o in orders] == [
+        ("vol", "dispatch"), ("vol-2", "dispatch"), ("guard", "reinforcement")]
+
+
+async def test_a_volunteer_team_s_backup_is_a_volunteer_team_only_with_no_guard_or_police_free(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {**VOLUNTEERS,
+                                                    "vol-near": ("volunteer", 22.8180)}):
+        incident_id, _ = await volunteers_asking_for_backup(url, publisher)
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "the reinforcement")
+    assert [(o.team_id, o.kind) for o in orders] == [
+        ("vol", "dispatch"), ("vol-2", "dispatch"), ("vol-near", "reinforcement")]
+
+
+async def test_a_volunteer_team_nobody_could_back_up_gets_the_next_freed_security_team(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # The retry and the flag as for any team: the guard who comes on shift later goes.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, VOLUNTEERS):
+        incident_id, asking = await volunteers_asking_for_backup(url, publisher)
+        (escalated,) = await poll_until(
+            lambda: read_stream(url, streams.ORDER_ESCALATED.name, OrderEscalated),
+            "the escalation")
+        assert escalated.order_id == asking.order_id
+        await poll_until(lambda: updates(url, incident_id)[-1].flagged, "the flag")
+        await team(publisher, "guard", kind="security", lat=22.8300, lon=108.3665)
+        await wait_for_units(url, 3)
+        make_due(url, f"reinforce:{asking.order_id}")
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "the backup, once a guard is free")
+        sent = await poll_until(lambda: [u for u in updates(url, incident_id)
+                                         if u.entry.kind == "reinforcement"], "the backup sent")
+    assert [(o.team_id, o.kind) for o in orders] == [
+        ("vol", "dispatch"), ("vol-2", "dispatch"), ("guard", "reinforcement")]
+    assert (sent[-1].entry.team_id, sent[-1].flagged) == ("guard", False)
+
+
 BACKUP_TEAMS = {"first": ("security", 22.8171), "backup": ("security", 22.8190),
                 "farther": ("security", 22.8300)}
 

@@ -10,6 +10,8 @@ import pytest
 from services.dispatch import records
 from services.dispatch.domain import (
     ack_deadline,
+    asks_as_volunteers,
+    backups_for,
     filing_of,
     incident_status,
     may_escort,
@@ -492,6 +494,51 @@ def test_volunteer_answers_a_p3_alone() -> None:
     units = [team("vol", "volunteer", mode="foot", metres=100),  # 93.6 s + 180 s
              team("pol", "police", metres=3000)]  # 468 s
     assert dispatched(units, incident("traffic")) == ["vol"]
+
+
+# --- backup (a team's call for reinforcement) -----------------------------------------
+
+
+def backups(units: list, facts, *, volunteers_asking: bool) -> list[str]:
+    ranking = rank_candidates(units, facts, POLICY, NOW, escorts=volunteers_asking or None)
+    return [r.unit.team_id for r in backups_for(ranking, volunteers_asking=volunteers_asking)]
+
+
+def test_a_volunteer_team_s_backup_may_be_security_on_a_category_that_lists_none() -> None:
+    # lost_person lists police and volunteers
+    units = [team("guard", "security", metres=500)]
+    assert backups(units, incident("lost_person"), volunteers_asking=True) == ["guard"]
+    assert backups(units, incident("lost_person"), volunteers_asking=False) == []
+
+
+def test_a_volunteer_team_s_backup_is_police_or_security_before_a_nearer_volunteer() -> None:
+    units = [team("vol", "volunteer", metres=50), team("guard", "security", metres=3000),
+             team("pol", "police", metres=4000)]
+    # police (the category's first kind) 4 km away beats a guard 3 km away (not listed:
+    # 6 min below first), and both go before the volunteers 50 m away
+    assert backups(units, incident("lost_person"), volunteers_asking=True) == [
+        "pol", "guard", "vol"]
+    assert backups(units, incident("lost_person"), volunteers_asking=False) == ["vol", "pol"]
+
+
+def test_a_volunteer_team_s_backup_needs_no_skill_of_the_category() -> None:
+    # the escort of a P1 medical call need not have first aid; a backup of volunteers neither
+    units = [team("vol", "volunteer", metres=50, skills=("first_aid",)),
+             team("pol", "police", metres=3000)]
+    assert backups(units, incident("medical"), volunteers_asking=True) == ["pol", "vol"]
+
+
+def test_a_volunteer_team_s_backup_is_another_volunteer_team_only_with_nobody_else_free() -> None:
+    units = [team("vol", "volunteer", metres=50),
+             team("guard", "security", metres=500, status="busy")]
+    assert backups(units, incident("lost_person"), volunteers_asking=True) == ["vol"]
+
+
+def test_a_team_moved_into_volunteers_asks_as_volunteers() -> None:
+    assert asks_as_volunteers({"agency_kind": "volunteer"})
+    assert not asks_as_volunteers({"agency_kind": "security"})
+    assert asks_as_volunteers({"agency_kind": "police", "agency_role": "patrol",
+                               "moved_to_volunteers": "1"})
 
 
 # --- responses ------------------------------------------------------------------------
