@@ -43,6 +43,12 @@ Response = Literal[
 ]
 UnitState = Literal["off_duty", "available", "busy", "dispatched", "en_route", "on_scene"]
 OrderKind = Literal["dispatch", "handover", "followup", "reinforcement", "manual"]
+# What a volunteer team's phone is told of the police or security going with it to a P1
+# (DESIGN: volunteers are never the only responders to one): `awaited`, none was free, the
+# team waits for one at a safe distance; `sent`, one's order is issued; `none` (an
+# amendment only), no longer its concern (the incident lowered below P1, or the team no
+# longer counted as volunteers).
+EscortNews = Literal["awaited", "sent", "none"]
 
 
 def utcnow() -> datetime:
@@ -205,6 +211,12 @@ class OrderIssued(Event):
     # Need to know: only orders to police teams carry these.
     caller: Caller | None = None
     description: str | None = None
+    escort: Literal["awaited", "sent"] | None = Field(
+        default=None, description="an order to a team counted as volunteers on a P1: "
+        "`awaited` when no police or security team is on the incident with them yet (wait "
+        "for one at a safe distance; order.amended says `sent` once one's order is issued), "
+        "`sent` when one is; None: no escort concerns the order (or a dispatch before "
+        "2026-12-07 issued it)")
 
 
 class OrderWithdrawn(Event):
@@ -221,8 +233,9 @@ class OrderWithdrawn(Event):
 
 
 class OrderAmended(Event):
-    """A live order's incident revised by the command room: what its team must now know.
-    Never a note: the command room's words may name the caller, which only police read."""
+    """A live order's incident revised by the command room, or its volunteer team's escort
+    to a P1 changed (`escort`): what its team must now know. Never a note: the command
+    room's words may name the caller, which only police read."""
 
     order_id: str
     incident_id: str
@@ -232,6 +245,11 @@ class OrderAmended(Event):
     ack_by: AwareDatetime | None = Field(
         default=None, description="the order's acknowledge-by, sooner when the incident "
         "became more urgent; None: the order has none (or a dispatch before 2026-12-05 sent it)")
+    escort: EscortNews | None = Field(
+        default=None, description="the police or security going with the order's volunteer "
+        "team to a P1 as it stands now (order.issued's `escort`): `awaited`, `sent`, or "
+        "`none` (no longer concerns the order); None: unchanged by this amendment (a "
+        "revision of priority or flags only, or a dispatch before 2026-12-07)")
 
 
 class OrderEscalated(Event):

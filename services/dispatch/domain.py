@@ -437,6 +437,19 @@ def volunteers_alone_on_p1(priority: str, already: Sequence[str]) -> bool:
         _sent(a)[0] == "volunteer" for a in already)
 
 
+def escort_news(priority: str, team: str, live: Sequence[str]) -> str | None:
+    """What the phone of a team counted as `team` (`kind` or `kind:role`: counted_as) is
+    told of the police or security going with it, given the incident's live orders that
+    claim a team (`live`, the same way, its own among them): on a P1, to volunteers,
+    `awaited` while no police or security team has a live order there
+    (volunteers_alone_on_p1: wait for one at a safe distance), `sent` once one has (it may
+    still decline: `awaited` again then); None when no escort concerns it (not a P1, or
+    not volunteers)."""
+    if priority != "P1" or _sent(team)[0] != "volunteer":
+        return None
+    return "awaited" if volunteers_alone_on_p1(priority, live) else "sent"
+
+
 def incident_status(order_states: Sequence[str], *, current: str) -> str:
     """The status an incident takes from its orders' states."""
     live = [s for s in order_states if s in _ORDER_PROGRESS]

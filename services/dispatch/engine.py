@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from faststream.redis import RedisBroker
 from opentelemetry import trace
@@ -198,6 +198,30 @@ def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[
             with_units = order["kind"] == "reinforcement" or order.get("escort") == "1"
             (alongside if with_units else units).append(_counted_as(order))
     return units, alongside
+
+
+def _escort_said(order: dict[str, str]) -> Literal["awaited", "sent"] | None:
+    said = order.get("escort_said")
+    return "awaited" if said == "awaited" else "sent" if said == "sent" else None
+
+
+def _escort_news(inc: dict[str, str], orders: list[dict[str, str]], *,
+                 barred: bool = False) -> dict[str, str]:
+    """The live orders claiming a team whose phones are to be told something new of the
+    police or security going with them (domain.escort_news; "" for nothing): by order id,
+    what, where it differs from what the order last said (its `escort_said` mark). None
+    while the incident's flags bar volunteers (`barred`): they are being taken off it."""
+    if barred:
+        return {}
+    claiming = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
+                and o.get("kind") in CLAIMING_KINDS]
+    live = [_counted_as(o) for o in claiming]
+    news = {}
+    for order in claiming:
+        said = domain.escort_news(inc["priority"], _counted_as(order), live) or ""
+        if said != (order.get("escort_said") or ""):
+            news[order["order_id"]] = said
+    return news
 
 
 def _station_order_backed(orders: list[dict[str, str]],
@@ -605,10 +629,22 @@ class Dispatcher:
         if inc is None:
             return await self._end(end) if end is not None else False
         changes, entry, event = self._update(state, entry, status)
+        # A volunteer team's phone told whether police or security goes with it to a P1:
+        # an order not yet announced says it in its order.issued (this step's `also` may
+        # announce it), one announced already by order.amended.
+        news = _escort_news(inc, state.orders, barred=self._barred(inc))
+        announced = {o["order_id"] for o in state.orders if o.get("published") == "1"}
+        for order in state.orders:
+            if order["order_id"] in news:
+                order["escort_said"] = news[order["order_id"]]
         # Never sent as queued: the same commands go in a script that makes them once.
         async with self.redis.pipeline(transaction=False) as pipe:
             if also is not None:
                 await also(pipe)
+            for order in state.orders:
+                if order["order_id"] in news:
+                    await self._queue_escort_news(pipe, inc, order, seq=changes["seq"],
+                                                  announced=order["order_id"] in announced)
             store.queue_incident_change(pipe, inc, changes, entry=entry)
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
             commands = queued_commands(pipe)
@@ -626,6 +662,22 @@ class Dispatcher:
             raise locks.LockLost(incident_id)
         inc.update(changes)
         return free
+
+    async def _queue_escort_news(self, pipe: Pipeline, inc: dict[str, str],
+                                 order: dict[str, str], *, seq: str, announced: bool) -> None:
+        """Queue the order's new `escort_said` mark and, when it was announced already,
+        order.amended saying it (with the order's priority, flags and deadline as they
+        stand: an amendment is the order as it is now)."""
+        said = order.get("escort_said") or ""
+        store.queue_order_change(pipe, order["order_id"], {"escort_said": said})
+        if not announced:
+            return
+        await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
+            event_id=f"escort-{order['order_id']}-{seq}", district=inc["district"],
+            order_id=order["order_id"], incident_id=inc["incident_id"],
+            team_id=order["team_id"], priority=inc["priority"],
+            flags=tuple(json.loads(inc.get("flags") or "[]")), ack_by=_ts(order.get("ack_by")),
+            escort=said or "none"))
 
     def _update(self, state: store.IncidentState, entry: TimelineEntry, status: str | None
                 ) -> tuple[dict[str, str], TimelineEntry, IncidentUpdated]:
@@ -1170,7 +1222,8 @@ class Dispatcher:
                 await asyncio.wait(busy)
                 continue
             with self._offering_to([c.unit.team_id for c in chosen]):
-                if len(chosen) == 1 and not issued:
+                if len(chosen) == 1 and not issued and not self._tells_others(inc, state,
+                                                                              chosen[0]):
                     # The common case: one order, and with it the step's last writes, in
                     # one script (nothing written if the claim is lost: then search again).
                     sent = domain.sent_as(chosen[0].unit.agency_kind, chosen[0].unit.agency_role)
@@ -1242,6 +1295,21 @@ class Dispatcher:
                 # (5-30 s) to be offered: one more search, now that it is queued, finds it.
                 # Only once: queued again changes nothing.
                 await self._fill(incident_id, state, held=held)
+
+    def _barred(self, inc: dict[str, str]) -> bool:
+        """Whether the incident's flags bar volunteers (a weapon)."""
+        return domain.volunteers_barred(json.loads(inc.get("flags") or "[]"), self.policy)
+
+    def _tells_others(self, inc: dict[str, str], state: store.IncidentState,
+                      choice: domain.Ranked) -> bool:
+        """Whether offering `choice` tells the teams already on the incident something new
+        of their escort (police or security joining volunteers on a P1): their order.amended
+        goes with _emit's writes, not _offer_last's one script."""
+        probe = {"order_id": "", "state": "offered", "kind": "dispatch",
+                 "agency_kind": choice.unit.agency_kind,
+                 "agency_role": choice.unit.agency_role or ""}
+        news = _escort_news(inc, [*state.orders, probe], barred=self._barred(inc))
+        return bool(news.keys() - {""})  # "": the probe
 
     @staticmethod
     def _escort_marks(escort: bool) -> dict[str, str] | None:
@@ -1343,6 +1411,10 @@ class Dispatcher:
                                                  eta_s=choice.eta_s)
         order.update(marks or {})
         after = store.IncidentState(inc, [*state.orders, order], state.offered)
+        # what its order.issued says of its escort (nobody else is told anything new here:
+        # _fill's _tells_others)
+        order["escort_said"] = _escort_news(inc, after.orders, barred=self._barred(inc)).get(
+            order["order_id"], "")
         changes, status_entry, updated = self._update(after, TimelineEntry(kind="status"), None)
         issued = self._order_issued(inc, order)
         async with entry_to_write(streams.ORDER_ISSUED, issued, issued.event_id) as issued_entry:
@@ -1394,6 +1466,7 @@ class Dispatcher:
             eta_s=float(order["eta_s"]) if order.get("eta_s") else None,
             caller=caller,
             description=(inc.get("description") or None) if police else None,
+            escort=_escort_said(order),
         )
 
     async def _queue_order_issued(self, pipe: Pipeline, inc: dict[str, str],

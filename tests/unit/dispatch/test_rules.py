@@ -12,6 +12,7 @@ from services.dispatch.domain import (
     ack_deadline,
     asks_as_volunteers,
     backups_for,
+    escort_news,
     filing_of,
     incident_status,
     may_escort,
@@ -539,6 +540,24 @@ def test_a_team_moved_into_volunteers_asks_as_volunteers() -> None:
     assert not asks_as_volunteers({"agency_kind": "security"})
     assert asks_as_volunteers({"agency_kind": "police", "agency_role": "patrol",
                                "moved_to_volunteers": "1"})
+
+
+# --- what volunteers on a P1 are told of their escort ----------------------------------
+
+
+def test_volunteers_alone_on_a_p1_are_told_their_escort_is_awaited() -> None:
+    assert escort_news("P1", "volunteer", ["volunteer", "volunteer"]) == "awaited"
+
+
+@pytest.mark.parametrize("escort", ["security", "police:patrol", "police:station"])
+def test_volunteers_on_a_p1_with_police_or_security_are_told_it_is_sent(escort: str) -> None:
+    assert escort_news("P1", "volunteer", ["volunteer", escort]) == "sent"
+
+
+@pytest.mark.parametrize(("priority", "team"), [
+    ("P2", "volunteer"), ("P4", "volunteer"), ("P1", "security"), ("P1", "police:patrol")])
+def test_no_escort_news_for_police_security_or_below_p1(priority: str, team: str) -> None:
+    assert escort_news(priority, team, [team]) is None
 
 
 # --- responses ------------------------------------------------------------------------
