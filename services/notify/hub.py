@@ -75,7 +75,7 @@ class Connection:
         # it has not been told ended: each replay tells it of those no longer open.
         self.held: dict[str, None] = {}
         self.told_ended: set[str] = set()
-        self.versions: dict[str, Version] = {}  # priority, flags, ack_by sent
+        self.versions: dict[str, Version] = {}  # priority, flags, ack_by, escort sent
         # The state each order was last told in here (an `order` frame: issued): each replay
         # tells the page where an order it has stands now, if a Pub/Sub message was lost.
         self.states: dict[str, str] = {}
@@ -205,18 +205,21 @@ def state_message(frame: dict[str, Any], *, origin: str | None) -> str:
     return json.dumps({"event": "state", "frame": frame, "origin": origin})
 
 
-Version = tuple[str, tuple[str, ...], str]
+Version = tuple[str, tuple[str, ...], str, str]
 
 
 def order_version(order: OrderIssued) -> Version:
-    """What a socket was last told of an order's revision: priority, flags, acknowledge-by
-    (an amendment changes these; sync_amended tells a socket a version it has not seen)."""
-    return (order.priority, tuple(order.flags), order.ack_by.isoformat() if order.ack_by else "")
+    """What a socket was last told of an order's revision: priority, flags, acknowledge-by,
+    its volunteers' escort (an amendment changes these; sync_amended tells a socket a
+    version it has not seen)."""
+    return (order.priority, tuple(order.flags), order.ack_by.isoformat() if order.ack_by else "",
+            order.escort or "")
 
 
 def frame_version(frame: dict[str, Any]) -> Version:
     """order_version of an order or order_update frame (ack_by as the frame gives it)."""
-    return (frame.get("priority", ""), tuple(frame.get("flags") or ()), frame.get("ack_by") or "")
+    return (frame.get("priority", ""), tuple(frame.get("flags") or ()), frame.get("ack_by") or "",
+            frame.get("escort") or "")
 
 
 def amended_message(order: OrderIssued) -> str:

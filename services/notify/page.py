@@ -664,8 +664,10 @@ function revised(f) {
   }
   const flags = f.flags || [];
   if (f.priority !== o.frame.priority || (f.ack_by && f.ack_by !== o.frame.ack_by)
-      || flags.length !== o.frame.flags.length || flags.some((x) => !o.frame.flags.includes(x))) {
-    onUpdate({ order_id: f.order_id, priority: f.priority, flags, ack_by: f.ack_by });
+      || flags.length !== o.frame.flags.length || flags.some((x) => !o.frame.flags.includes(x))
+      || (f.escort || null) !== (o.frame.escort || null)) {
+    onUpdate({ order_id: f.order_id, priority: f.priority, flags, ack_by: f.ack_by,
+               escort: f.escort || null });
   }
 }
 
@@ -684,14 +686,22 @@ function leaveTeam(now) {
 }
 
 // The command room learnt more: a new priority, flags such as "weapon". A raise alarms again.
+// Volunteers on a P1 are told whether police or security goes with them (`escort`; a frame
+// of an older notify has none: unchanged): one now on the way, or none any more (it
+// declined), which beeps.
 function onUpdate(f) {
   const o = orders.get(f.order_id); if (!o || ended(o)) return;   // over: nothing to alarm for
   const raised = f.priority < o.frame.priority, added = f.flags.filter((x) => !o.frame.flags.includes(x));
-  o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by };
-  render(f.order_id, raised || added.length > 0);
+  const escort = f.escort === undefined ? (o.frame.escort || null) : f.escort;
+  const escortNews = escort !== (o.frame.escort || null) && escort ? escort : null;
+  o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by,
+              escort };
+  render(f.order_id, raised || added.length > 0 || escortNews === "awaited");
   if (raised || added.length) { ring();
     toast(say("order_updated", { what: what(o.frame)
       + (added.length ? " · " + added.map((x) => word("flag", x)).join(", ") : "") })); }
+  else if (escortNews === "awaited") { ring(); toast(say("escort_awaited")); }
+  else if (escortNews === "sent") toast(say("escort_sent"));
 }
 
 function endOrder(id, why) {
@@ -846,6 +856,9 @@ function render(id, alert) {
   if (f.flags && f.flags.length) {
     card.append(el("div", "meta", "⚠ " + f.flags.map((x) => word("flag", x)).join(", ")));
   }
+  // volunteers on a P1: whether police or security goes with them (shown as text)
+  if (f.escort === "awaited" && !ended(o)) card.append(el("div", "instr", say("escort_awaited")));
+  if (f.escort === "sent" && !ended(o)) card.append(el("div", "meta", say("escort_sent")));
   if (f.instructions) card.append(el("div", "instr", f.instructions));
   if (f.description) card.append(el("div", "instr", f.description));
   // police orders only (notify strips the rest), and only what it holds: no empty "Caller:"

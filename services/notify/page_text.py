@@ -57,6 +57,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "help_called": "已请求增援：指挥室已收到。",
         "caller": "报警人：{caller}",
         "filing_due": "立案期限 {time}",
+        "escort_awaited": "民警/保安尚未出动：请在安全距离外等候，勿单独介入。",
+        "escort_sent": "民警/保安已派出，正在赶来。",
         "away": "距您约{distance}，在您{direction}",
         "away_here": "就在您附近",
         "metres_away": "{n}米",
@@ -186,6 +188,9 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "help_called": "Help called: the command room has your call.",
         "caller": "Caller: {caller}",
         "filing_due": "Filing due {time}",
+        "escort_awaited": "Police/security not yet on the way: wait for them at a safe "
+                          "distance; do not step in alone.",
+        "escort_sent": "Police/security sent: on their way to you.",
         "away": "About {distance} {direction} of you",
         "away_here": "Where you are",
         "metres_away": "{n} m",

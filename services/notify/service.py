@@ -33,6 +33,7 @@ from shared.telemetry import extract_context, inject_context
 from . import store
 from .config import Settings
 from .domain.fallback import wait_before_step
+from .domain.orders import amended as amended_order
 from .domain.orders import for_team, outlived, raised, state_frame, withdrawal_cause
 from .domain.responses import (
     Decision,
@@ -105,7 +106,8 @@ class Orders:
                      withdrawal_cause(event.reason), event.reason)
 
     async def amend(self, event: OrderAmended) -> None:
-        """The command room revised the order's incident: the stored order and every
+        """The command room revised the order's incident, or the police or security going
+        with its volunteer team to a P1 changed (`escort`): the stored order and every
         socket that has it follow (a phone that reconnects gets the amended order). Raised
         (more urgent: domain.orders.raised), it is sent again, marked as an update, to each
         phone a fallback message (an SMS, a Web Push) went to: a phone with no data has
@@ -122,12 +124,9 @@ class Orders:
             raise LookupError(f"order {event.order_id} amended before notify stored it")
         if record.order is None or record.withdrawn or not is_live(record.state):
             return  # over (withdrawn, or the team's answer ended it): nothing to tell
-        update: dict[str, object] = {"priority": event.priority, "flags": event.flags}
-        sooner = (event.ack_by is not None and record.order.ack_by is not None
-                  and event.ack_by < record.order.ack_by)
-        if sooner:  # more urgent now: the phone's countdown, and the fallback, follow
-            update["ack_by"] = event.ack_by
-        amended = record.order.model_copy(update=update)
+        amended = amended_order(record.order, event)
+        # more urgent now: the phone's countdown, and the fallback, follow
+        sooner = amended.ack_by != record.order.ack_by
         fallback_due = None
         if sooner and self._fallback_steps:
             assert event.ack_by is not None

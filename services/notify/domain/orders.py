@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import StringConstraints
 
-from shared.events import Event, OrderIssued
+from shared.events import Event, OrderAmended, OrderIssued
 from shared.labels import DEFAULT_LANGUAGE, Language, label
 
 # Web Push payloads must stay under ~4 KB once encrypted.
@@ -69,6 +69,8 @@ def _public_order(order: OrderIssued) -> dict[str, Any]:
         body["address"] = order.location.address
     if order.instructions:
         body["instructions"] = order.instructions
+    if order.escort:  # volunteers on a P1: whether police or security goes with them
+        body["escort"] = order.escort
     return body
 
 
@@ -101,12 +103,27 @@ def for_reader(frame: dict[str, Any], *, police: bool) -> dict[str, Any]:
 
 def amended_frame(order: OrderIssued) -> dict[str, Any]:
     """An order's incident revised by the command room: its priority and flags now, and its
-    acknowledge-by (sooner when the incident became more urgent)."""
+    acknowledge-by (sooner when the incident became more urgent); and what its volunteer
+    team is told of its escort to a P1 now (`escort`, null: nothing)."""
     frame: dict[str, Any] = {"type": "order_update", "order_id": order.order_id,
-                             "priority": order.priority, "flags": list(order.flags)}
+                             "priority": order.priority, "flags": list(order.flags),
+                             "escort": order.escort}
     if order.ack_by is not None:
         frame["ack_by"] = order.ack_by.isoformat()
     return frame
+
+
+def amended(order: OrderIssued, event: OrderAmended) -> OrderIssued:
+    """The stored order as `event` revises it: its priority and flags; its acknowledge-by
+    only when sooner (a deadline is never pushed back); what it says of its volunteer
+    team's escort when the event says anything (`none`: nothing any more)."""
+    update: dict[str, object] = {"priority": event.priority, "flags": event.flags}
+    if (event.ack_by is not None and order.ack_by is not None
+            and event.ack_by < order.ack_by):
+        update["ack_by"] = event.ack_by
+    if event.escort is not None:
+        update["escort"] = None if event.escort == "none" else event.escort
+    return order.model_copy(update=update)
 
 
 def raised(before: OrderIssued, after: OrderIssued, *, answered: bool = False) -> bool:

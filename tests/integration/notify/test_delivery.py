@@ -196,11 +196,43 @@ async def test_an_order_issued_longer_ago_than_notify_keeps_orders_never_reaches
 
 
 async def amend(broker: RedisBroker, order: OrderIssued, priority: str,
-                flags: tuple[str, ...], event_id: str, at: datetime | None = None) -> None:
+                flags: tuple[str, ...], event_id: str, at: datetime | None = None,
+                escort: str | None = None) -> None:
     await broker.publish(OrderAmended(
         event_id=event_id, district=order.district, order_id=order.order_id,
         incident_id=order.incident_id, team_id=order.team_id, priority=priority,  # type: ignore[arg-type]
-        flags=flags, occurred_at=at or utcnow()), stream=streams.ORDER_AMENDED.name)
+        flags=flags, occurred_at=at or utcnow(), escort=escort),  # type: ignore[arg-type]
+        stream=streams.ORDER_AMENDED.name)
+
+
+async def test_volunteers_alone_on_a_p1_are_told_to_wait_and_then_that_an_escort_is_sent(
+        notify: str, volunteers: Volunteers, broker: RedisBroker) -> None:
+    # dispatch's order.issued says no police or security is on the way yet; its
+    # order.amended, once one is: the phones that have the order, and those that connect
+    # later, show it as it stands.
+    a, b = volunteers.enrol("t-vol", agency_kind="volunteer"), volunteers.enrol("t-vol",
+                                                                                 agency_kind="volunteer")
+    async with AsyncExitStack() as exits:
+        [phone_a] = await devices(exits, notify, a)
+        order = an_order("t-vol", agency_kind="volunteer", category="medical", priority="P1",
+                         flags=("injury",), escort="awaited")
+        await issue(broker, order)
+        assert (await phone_a.next_of("order"))["escort"] == "awaited"
+        await amend(broker, order, "P1", ("injury",), "escort-sent", escort="sent")
+        update = await phone_a.next_of("order_update")
+        assert (update["priority"], update["flags"], update["escort"]) == ("P1", ["injury"],
+                                                                           "sent")
+        [phone_b] = await devices(exits, notify, b)  # a teammate's phone, connecting now
+        assert (await phone_b.next_of("order"))["escort"] == "sent"
+        # a revision of priority or flags alone (no `escort`) leaves what it said
+        await amend(broker, order, "P1", ("injury", "weapon"), "weapon")
+        assert (await phone_a.next_of("order_update"))["escort"] == "sent"
+        # lowered below P1: nothing to say of an escort any more
+        await amend(broker, order, "P2", ("injury", "weapon"), "lowered", escort="none")
+        update = await phone_a.next_of("order_update")
+        assert (update["priority"], update["escort"]) == ("P2", None)
+    async with device(notify, volunteers.enrol("t-vol", agency_kind="volunteer")) as phone:
+        assert "escort" not in await phone.next_of("order")
 
 
 async def test_an_amendment_retried_after_a_later_one_is_not_applied_over_it(
@@ -234,7 +266,7 @@ async def test_a_revised_order_reaches_the_phones_that_have_it_and_those_that_co
         await amend(broker, order, "P1", ("weapon",), "amended-1")
         update = await phone_a.next_of("order_update")
         assert update == {"type": "order_update", "order_id": order.order_id,
-                          "priority": "P1", "flags": ["weapon"]}
+                          "priority": "P1", "flags": ["weapon"], "escort": None}
         await amend(broker, order, "P1", ("weapon",), "amended-1")  # delivered again
         [phone_b] = await devices(exits, notify, b)  # a teammate's phone, connecting now
         frame = await phone_b.next_of("order")

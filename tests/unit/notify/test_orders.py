@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.notify.domain.orders import (
+    amended,
+    amended_frame,
     for_team,
     order_frame,
     outlived,
@@ -16,7 +19,7 @@ from services.notify.domain.orders import (
     sms_withdrawn_text,
     withdrawal_cause,
 )
-from shared.events import Caller, Location, OrderIssued
+from shared.events import Caller, Location, OrderAmended, OrderIssued
 
 ACK_BY = datetime(2026, 11, 23, 8, 1, tzinfo=UTC)
 
@@ -179,3 +182,34 @@ def test_the_log_says_what_took_an_order_back() -> None:
     assert "closed" in withdrawal_cause("closed")
     assert "declined" in withdrawal_cause("declined")
     assert withdrawal_cause("something_new") == "something_new"  # a newer dispatch's
+
+
+def amendment(**over: object) -> OrderAmended:
+    fields: dict[str, object] = dict(district="d1", order_id="ord_1", incident_id="inc_1",
+                                     team_id="t1", priority="P1", flags=("injury",))
+    fields.update(over)
+    return OrderAmended.model_validate(fields)
+
+
+def test_a_volunteers_order_says_whether_police_or_security_goes_with_them() -> None:
+    awaited = order("volunteer", priority="P1", escort="awaited")
+    assert order_frame(for_team(awaited), traceparent=None)["escort"] == "awaited"
+    assert "escort" not in order_frame(for_team(order("volunteer")), traceparent=None)
+    assert "escort" in json.loads(push_payload(for_team(awaited)))
+
+
+@pytest.mark.parametrize(("said", "now"), [("sent", "sent"), ("awaited", "awaited"),
+                                           ("none", None), (None, "awaited")])
+def test_an_amendment_changes_the_escort_only_when_it_says_something_of_it(
+        said: str | None, now: str | None) -> None:
+    before = order("volunteer", priority="P1", escort="awaited")
+    after = amended(before, amendment(escort=said))
+    assert after.escort == now
+    assert amended_frame(after)["escort"] == now  # null: the page shows nothing
+
+
+def test_an_amendment_never_pushes_the_deadline_back() -> None:
+    before = order("volunteer", priority="P1")
+    assert amended(before, amendment(ack_by=ACK_BY + timedelta(minutes=1))).ack_by == ACK_BY
+    sooner = ACK_BY - timedelta(seconds=30)
+    assert amended(before, amendment(ack_by=sooner)).ack_by == sooner
