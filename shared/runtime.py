@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from shared.collector import collect_when_quiet
 from shared.logging import setup_logging
 from shared.metrics import setup_metrics
+from shared.settings import ServiceSettings
 from shared.telemetry import setup_telemetry
 
 _SERVICE_ENV = "LIANFANG_SERVICE"
@@ -85,6 +86,19 @@ def _settings_or_exit(service: str):  # -> the service's Settings
         raise SystemExit(os.EX_CONFIG) from None
 
 
+def proxy_options(settings: ServiceSettings) -> dict[str, Any]:
+    """uvicorn's options for X-Forwarded-For: trusted from FORWARDED_ALLOW_IPS only.
+
+    uvicorn's own default trusts it from 127.0.0.1 and ::1 (its FORWARDED_ALLOW_IPS read
+    from the environment when none is given): under `make run` any local process could name
+    a new address with each request and so never be locked out (shared.http.AuthFailures).
+    Without proxies named, uvicorn does not look at the header at all."""
+    trusted = settings.forwarded_allow_ips.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
+
+
 def run_service(service: str) -> None:
     os.environ[_SERVICE_ENV] = service
     settings = _settings_or_exit(service)
@@ -95,7 +109,7 @@ def run_service(service: str) -> None:
         host=settings.http_host,
         port=settings.port,
         workers=settings.http_workers if settings.http_workers > 1 else None,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        **proxy_options(settings),
         log_config=None,
         log_level=settings.log_level.lower(),
         access_log=False,

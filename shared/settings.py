@@ -92,11 +92,13 @@ class ServiceSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", description="HTTP_HOST: address to listen on")
     http_port: int = Field(default=0, ge=0, le=65_535,
                            description="HTTP_PORT: 0 means the service's own port")
-    forwarded_allow_ips: str | None = Field(
-        default=None, description="FORWARDED_ALLOW_IPS: the addresses of proxies in front "
-        "(comma-separated, or *) whose X-Forwarded-For names the client; unset: 127.0.0.1 "
-        "and ::1. Behind a proxy not named here every client has the proxy's address: one "
-        "that keeps failing to authenticate (AUTH_FAILURE_LIMIT) locks it out (the tokens the "
+    forwarded_allow_ips: str = Field(
+        default="", description="FORWARDED_ALLOW_IPS: the addresses of proxies in front "
+        "(comma-separated, or *) whose X-Forwarded-For names the client; unset or empty: "
+        "none, X-Forwarded-For is ignored (uvicorn's own default, 127.0.0.1 and ::1, let any "
+        "local process name a new address with each request and so escape the lockout of "
+        "AUTH_FAILURE_LIMIT). Behind a proxy not named here every client has the proxy's "
+        "address: one that keeps failing to authenticate locks it out (the tokens the "
         "services issue are still checked; the admin token is not)")
     http_workers: int = Field(default=1, ge=1, le=16,
                               description="HTTP_WORKERS: uvicorn worker processes")

@@ -165,14 +165,17 @@ class ClientFailures:
 
 @asynccontextmanager
 async def serving(app: Any, *, start_timeout_s: float = 10.0,
-                  lifespan: Literal["on", "off"] = "on") -> AsyncIterator[str]:
+                  lifespan: Literal["on", "off"] = "on", **options: Any) -> AsyncIterator[str]:
     """A real uvicorn server for `app` on a free loopback port, in this event loop, started
-    within `start_timeout_s`; `lifespan` "off" for an app whose lifespan runs already."""
+    within `start_timeout_s`; `lifespan` "off" for an app whose lifespan runs already.
+    `options`: uvicorn's, over these (a service's shared.runtime.proxy_options; without,
+    X-Forwarded-For is ignored, as by a service without FORWARDED_ALLOW_IPS: uvicorn's own
+    default trusts it from loopback)."""
     port = free_port()
+    config: dict[str, Any] = {"log_config": None, "access_log": False, "ws_max_size": 65_536,
+                              "timeout_graceful_shutdown": 3, "proxy_headers": False, **options}
     server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan,
-        ws_max_size=65_536, timeout_graceful_shutdown=3,
-    ))
+        app, host="127.0.0.1", port=port, lifespan=lifespan, **config))
     task = asyncio.create_task(server.serve())
     await poll_until(lambda: server.started or task.done(), f"a server on port {port}",
                      timeout=start_timeout_s)

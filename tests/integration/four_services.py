@@ -17,6 +17,7 @@ from services.notify.config import Settings as NotifySettings
 from services.notify.main import create_app as notify_app
 from services.volunteers.config import Settings as VolunteersSettings
 from services.volunteers.main import create_app as volunteers_app
+from shared.runtime import proxy_options
 from tests.integration.notify.conftest import serving
 
 # Generous: such tests ask fast, and a 429 is not what they are about. Nor is the lockout
@@ -34,13 +35,14 @@ async def four_services(redis_url: str, admin_token: str, **settings: Any
     client.close()
     common = {"redis_url": redis_url, "admin_token": admin_token, **NO_RATE_LIMITS, **settings}
     async with AsyncExitStack() as stack:
+        volunteers = VolunteersSettings(**common)
         urls = {"volunteers": await stack.enter_async_context(
-            serving(volunteers_app(VolunteersSettings(**common))))}
+            serving(volunteers_app(volunteers), **proxy_options(volunteers)))}
         around = {"volunteers_url": urls["volunteers"], **common}
-        urls["notify"] = await stack.enter_async_context(
-            serving(notify_app(NotifySettings(**around))))
-        urls["intake"] = await stack.enter_async_context(
-            serving(intake_app(IntakeSettings(**around))))
-        urls["dispatch"] = await stack.enter_async_context(
-            serving(dispatch_app(DispatchSettings(**around))))
+        for name, settings_class, create_app in (
+                ("notify", NotifySettings, notify_app), ("intake", IntakeSettings, intake_app),
+                ("dispatch", DispatchSettings, dispatch_app)):
+            settings = settings_class(**around)
+            urls[name] = await stack.enter_async_context(
+                serving(create_app(settings), **proxy_options(settings)))
         yield urls

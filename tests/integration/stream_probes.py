@@ -43,6 +43,7 @@ from shared.events import (
     UnitStatus,
     utcnow,
 )
+from shared.runtime import proxy_options
 from tests.helpers import poll_until, serving
 from tests.integration.notify.conftest import roster_of
 
@@ -136,11 +137,12 @@ async def running(name: str, redis_url: str, roster: Sequence[str] = (DISTRICT,)
         options: dict[str, Any] = {"claim_idle_ms": 200, "max_deliveries": 3,
                                    "consumer_name": f"probe-{uuid4().hex[:6]}",
                                    "volunteers_url": volunteers_url, **overrides}
-        app = main.create_app(config.Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN,
-                                              **options))
+        settings = config.Settings(redis_url=redis_url, admin_token=ADMIN_TOKEN, **options)
+        app = main.create_app(settings)
         await stack.enter_async_context(app.router.lifespan_context(app))
         if served:
-            url = await stack.enter_async_context(serving(app, lifespan="off"))
+            url = await stack.enter_async_context(
+                serving(app, lifespan="off", **proxy_options(settings)))
             client_options: dict[str, Any] = {"base_url": url, "timeout": 30}
         else:
             client_options = {"transport": httpx.ASGITransport(app=app),

@@ -25,6 +25,8 @@ from shared.tokens import DEVICE_TOKEN_PREFIX, SYSTEM_KEY_PREFIX, service_key
 from tests.e2e.journey import district_roster
 from tests.helpers import poll_until
 from tests.integration.four_services import four_services
+from tests.integration.stream_probes import ADMIN as PROBE_ADMIN
+from tests.integration.stream_probes import running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -53,7 +55,7 @@ def from_new_address() -> httpx.AsyncClient:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def urls(redis_url: str) -> AsyncIterator[dict[str, str]]:
     async with four_services(redis_url, ADMIN_TOKEN, auth_failure_limit=f"{LIMIT}/minute",
-                             auth_lockout_s=LOCKOUT_S) as started:
+                             auth_lockout_s=LOCKOUT_S, forwarded_allow_ips="127.0.0.1") as started:
         yield started
 
 
@@ -186,7 +188,8 @@ async def test_failed_device_tokens_notify_and_intake_ask_about_never_lock_them_
 async def test_behind_a_trusted_proxy_each_client_is_counted_by_its_own_address(
         urls: dict[str, str]) -> None:
     # uvicorn takes X-Forwarded-For from the proxies of FORWARDED_ALLOW_IPS (here: loopback,
-    # its default): a guesser behind the proxy is locked out, not the proxy's other clients
+    # named in the module's settings): a guesser behind the proxy is locked out, not the
+    # proxy's other clients
     url = f"{urls['intake']}/v1/admin/audit"
     guesser, member = {"X-Forwarded-For": "203.0.113.7"}, {"X-Forwarded-For": "203.0.113.8"}
     async with httpx.AsyncClient(timeout=10) as proxy:
@@ -194,6 +197,24 @@ async def test_behind_a_trusted_proxy_each_client_is_counted_by_its_own_address(
             assert (await proxy.get(url, headers={**guess(n), **guesser})).status_code == 401
         assert (await proxy.get(url, headers={**ADMIN, **guesser})).status_code == 429
         assert (await proxy.get(url, headers={**ADMIN, **member})).status_code == 200
+
+
+async def test_without_forwarded_allow_ips_no_caller_names_itself_another_address(
+        redis_url: str) -> None:
+    # uvicorn's own default trusts X-Forwarded-For from 127.0.0.1: under `make run` any local
+    # process could name a new address with each guess and never be locked out. Unset,
+    # FORWARDED_ALLOW_IPS trusts no proxy: the guesses all count against 127.0.0.1.
+    async with running("dispatch", redis_url, served=True, auth_failure_limit=f"{LIMIT}/minute",
+                       auth_lockout_s=60) as dispatch:
+        url = "/v1/admin/audit"
+        for n in range(LIMIT):
+            r = await dispatch.client.get(url, headers={**guess(n),
+                                                        "X-Forwarded-For": f"203.0.113.{n}"})
+            assert r.status_code == 401, (n, r.text)
+        r = await dispatch.client.get(url, headers={**PROBE_ADMIN,
+                                                    "X-Forwarded-For": "203.0.113.99"})
+        assert r.status_code == 429, r.text
+        assert (await dispatch.client.get(url, headers=PROBE_ADMIN)).status_code == 429
 
 
 async def test_from_a_locked_out_address_issued_tokens_are_checked_and_the_services_call_on(

@@ -29,6 +29,7 @@ from pydantic import AliasChoices
 
 import tools.stack as stack
 from shared.metrics import pushes_over_otlp
+from shared.runtime import proxy_options
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -258,6 +259,27 @@ def test_settings_load_from_the_compose_environment(
     loaded = settings()
     assert loaded.port == stack.DEFAULT_PORTS[name]
     assert loaded.http_host in ("0.0.0.0", "::"), "a published port cannot reach a loopback listener"
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_the_proxy_named_in_env_is_trusted_and_none_without_it(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Behind a TLS proxy every phone would have its address (the lockout of AUTH_FAILURE_LIMIT
+    # is per address); without one, X-Forwarded-For must name nobody
+    value = environment(compose_service(name)).get("FORWARDED_ALLOW_IPS")
+    assert value is not None, f"{name}: .env's FORWARDED_ALLOW_IPS does not reach it"
+    settings = settings_class(name)
+    for names in env_names(settings).values():
+        for var in names:
+            monkeypatch.delenv(var, raising=False)
+    for var, given in environment(compose_service(name)).items():
+        monkeypatch.setenv(var, interpolate(given))
+    assert proxy_options(settings()) == {"proxy_headers": False}
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", INTERPOLATION.sub(
+        lambda m: "172.18.0.1" if m.group(1) == "FORWARDED_ALLOW_IPS" else m.group(0), value))
+    assert proxy_options(settings()) == {"proxy_headers": True,
+                                         "forwarded_allow_ips": "172.18.0.1"}
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -208,6 +208,25 @@ def test_the_proxies_trusted_to_name_the_client_are_a_setting_uvicorn_is_given(
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.5")
     run_service("dispatch")
     assert given["forwarded_allow_ips"] == "10.0.0.5"
+    assert given["proxy_headers"] is True
+
+
+@pytest.mark.parametrize("value", [None, "", " "])
+def test_without_proxies_named_uvicorn_ignores_x_forwarded_for(
+        monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    # uvicorn's own default trusts X-Forwarded-For from 127.0.0.1 and ::1: under `make run`
+    # any local process could name a new address with each failed token, never locked out
+    given: dict[str, object] = {}
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: given.update(kwargs))
+    monkeypatch.setattr("shared.runtime.setup_logging", lambda *args, **kwargs: None)
+    monkeypatch.setenv(runtime._SERVICE_ENV, "dispatch")
+    monkeypatch.setenv("ADMIN_TOKEN", "test-admin-token")
+    if value is None:
+        monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    else:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", value)
+    run_service("dispatch")
+    assert given["proxy_headers"] is False
 
 
 @pytest.mark.parametrize("every_s", [-1, 3601, float("nan"), "often"])
