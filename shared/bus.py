@@ -39,9 +39,10 @@ from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import streams
+from shared.described import describe_failure, describe_validation_error, record_failure
 from shared.events import Event, utcnow
 from shared.failures import RepeatedFailures
-from shared.http import FIELD_NAME, STORE_AWAY, STORE_REFUSING, TryAgain
+from shared.http import STORE_AWAY, STORE_REFUSING, TryAgain
 from shared.logging import READ_FAILURE_LOGGED, faststream_logger, mark_logged
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
@@ -253,40 +254,10 @@ def _name(group: dict[Any, Any]) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def _where(loc: tuple[int | str, ...]) -> str:
-    """An error's location: field names and positions. Any other key in it (an unknown key
-    of a caller or a location: `{"13800138000": "Wang"}`) is the sender's data, not shown."""
-    return ".".join(str(p) if isinstance(p, int) or FIELD_NAME.match(p) else "(a key not shown)"
-                    for p in loc) or "(body)"
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Which fields were wrong, never their values (they may hold personal data)."""
-    parts = [f"{_where(err['loc'])}: {err['type']}"
-             for err in exc.errors(include_url=False, include_input=False)]
-    return "; ".join(parts[:10])
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A handler's failure for logs, spans and dead letters: its type and message, but of a
-    validation error only its fields and what was wrong with them. pydantic quotes the
-    values it refused, and a handler's model may be built from the caller's details."""
-    if isinstance(exc, ValidationError):
-        return f"{type(exc).__name__}: {describe_validation_error(exc)}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _record_failure(span: Span, exc: BaseException) -> None:
-    # Not `span.record_exception`: its message and stack trace are the exception's own text.
-    span.add_event("exception", {"exception.type": type(exc).__name__,
-                                 "exception.message": describe_failure(exc)})
-    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-
-
 async def _leave_pending(msg: RedisStreamMessage, exc: BaseException) -> None:
     """Leave a failed read pending for the reclaimer without raising: FastStream would log
     the exception's own text and stack trace (see describe_failure)."""
-    _record_failure(trace.get_current_span(), exc)
+    record_failure(trace.get_current_span(), exc)
     await msg.nack()  # nothing on Redis: no XACK, the entries stay pending
 
 
@@ -559,7 +530,7 @@ async def _handle_entry(
             await _handled(handler, arg, settings.handler_timeout_s)
             outcome = "handled"
         except Exception as exc:
-            _record_failure(span, exc)
+            record_failure(span, exc)
             if (settings.max_deliveries <= 1 and not isinstance(exc, TRANSIENT)
                     and await _given_up(given_up, arg, settings.handler_timeout_s)):
                 outcome = "dead_lettered"
@@ -914,7 +885,7 @@ def consume_batches(
             log.warning("handler for %s could not finish a batch of %d, each will be "
                         "reclaimed: %s", stream.name, len(events), describe_failure(exc))
             for item in events if trace_each else ():
-                _record_failure(item.span, exc)
+                record_failure(item.span, exc)
             await _leave_pending(msg, exc)
         except Exception as exc:
             log.warning("handler for %s failed on a batch of %d, each is handled alone: %s",
@@ -940,7 +911,7 @@ def consume_batches(
                 done.append(entry_id)
             elif isinstance(failure, UNFINISHED):  # the rest would meet it too: left pending
                 for _, _, left in entries[n + 1:] if trace_each else ():
-                    _record_failure(left.span, failure)
+                    record_failure(left.span, failure)
                 break
         if len(done) < len(entries):
             if done:

@@ -30,14 +30,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from limits import parse
+from opentelemetry import trace
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import fieldnames
+from shared.described import describe_traceback, record_failure
 from shared.fieldnames import describe_field_error
 from shared.tokens import issued_shape, service_key
 
@@ -371,10 +374,56 @@ def install_error_handlers(app: FastAPI) -> None:
     for away in STORE_AWAY:  # a state that passes: 503, and the caller asks again
         app.add_exception_handler(away, _store_away)
 
+    # Only where AnswerUnexpected is not (an app not a ServiceApp): Starlette's
+    # ServerErrorMiddleware calls it, then raises the exception on to the server.
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", type(exc).__name__)
-        return JSONResponse(error_body("internal", "internal error"), status_code=500)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log_unexpected(exc, _what(request.scope))
+        return unexpected_response()
+
+
+def unexpected_response() -> JSONResponse:
+    return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+
+def log_unexpected(exc: BaseException, what: str) -> None:
+    """An exception no handler answered in `what` (a method and route), logged and recorded
+    on the request's span by its type, the fields it names and its frames
+    (shared.described), never a pydantic error's own text: it quotes the input it refused
+    (a caller's phone)."""
+    log.error("unhandled error: %s in %s\n%s", type(exc).__name__, what,
+              describe_traceback(exc))
+    record_failure(trace.get_current_span(), exc)
+
+
+class AnswerUnexpected:
+    """An HTTP request's exception no handler answered: logged as log_unexpected says, and
+    answered 500 unless an answer began, without raising it on. Starlette's own
+    ServerErrorMiddleware, outside every middleware, always raises it again after its
+    handler answered, and uvicorn logs "Exception in ASGI application" with the exception's
+    own text and FastAPI's telemetry sees it (shared.http.TELEMETRY). ServiceApp puts it
+    around the service's own middleware."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = False
+
+        async def sending(message: Message) -> None:
+            nonlocal began
+            began = began or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            log_unexpected(exc, _what(scope))
+            if not began:  # else uvicorn ends the connection, the answer incomplete
+                await unexpected_response()(scope, receive, send)
 
 
 TokenResolver = Callable[[str], Awaitable[Principal | None]]
@@ -871,6 +920,16 @@ class ServiceApp(FastAPI):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.router.route_class = InputFirstRoute
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # AnswerUnexpected around the service's own middleware (an authentication's failure
+        # answered too), inside Starlette's ServerErrorMiddleware, which would raise on
+        own = self.user_middleware
+        self.user_middleware = [Middleware(AnswerUnexpected), *own]
+        try:
+            return super().build_middleware_stack()
+        finally:
+            self.user_middleware = own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, no_store(scope, send))

@@ -10,6 +10,8 @@ import sys
 
 from opentelemetry import trace
 
+from shared.described import describe_traceback
+
 
 class _TraceIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -67,8 +69,23 @@ class _NoCredentialsFilter(logging.Filter):
         return True
 
 
+class _ExceptionsDescribed(logging.Filter):
+    """A logged exception's traceback written with its frames, each exception named as
+    shared.described says (of a validation error its fields, not the values it quotes):
+    the traceback's last line is the exception's own text. Our own 500s are logged so
+    already (shared.http.log_unexpected); this is for the lines of libraries (uvicorn's
+    "Exception in ASGI application" of a WebSocket's failure) and of background loops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = describe_traceback(record.exc_info[1])
+            record.exc_info = None
+        return True
+
+
 def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ExceptionsDescribed())
     handler.addFilter(_NoCredentialsFilter())
     handler.addFilter(_TraceIdFilter())
     handler.setFormatter(

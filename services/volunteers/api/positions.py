@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
@@ -43,6 +42,7 @@ from shared.http import (
     error_body,
     forbidden,
     locked_out,
+    log_unexpected,
     no_store,
     rate_limited,
     store_away,
@@ -56,8 +56,6 @@ from ..domain.positions import PositionIn, check_accuracy, fix_time
 from ..store import teams as teams_store
 from ..store.devices import DeviceIdentity, TokenResolver, token_hash
 from ..store.teams import PositionWriter
-
-log = logging.getLogger(__name__)
 
 PATH = "/v1/me/position"
 MAX_BODY = 4096
@@ -198,7 +196,7 @@ class PositionFastPath:
             status, payload = exc.status, error_body(exc.code, exc.message, exc.field)
             extra = exc.headers
         except Exception as exc:  # as the app's own handler answers (shared.http)
-            log.exception("unhandled error: %s", type(exc).__name__)
+            log_unexpected(exc, "PUT /v1/me/position")
             self.outcomes["failed"] += 1
             status, payload = 500, error_body("internal", "internal error")
         body = json.dumps(payload, separators=(",", ":")).encode()

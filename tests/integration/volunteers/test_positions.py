@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from faststream.redis import RedisBroker
+from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -380,6 +381,24 @@ async def test_a_fix_that_fails_unexpectedly_gets_the_apps_own_500(
     assert response.json() == {"error": {"code": "internal", "message": "internal error"}}
     assert "unhandled error: RuntimeError" in caplog.text
     assert "22.03" not in caplog.text  # the fix itself is not logged
+
+
+async def test_a_fix_s_unexpected_failure_is_logged_without_the_values_it_quotes(
+        volunteers: Volunteers, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Member(BaseModel):
+        phone: str = Field(pattern=r"^\+86")
+
+    phone = "13912345678"
+    try:
+        Member(phone=phone)  # (the traceback shows this line)
+    except ValidationError as exc:
+        error = exc
+    response, _ = await fix_while_writes_raise(volunteers, monkeypatch, error)
+    assert response.status_code == 500
+    assert "unhandled error: ValidationError in PUT /v1/me/position" in caplog.text
+    assert "phone: string_pattern_mismatch" in caplog.text
+    assert phone not in caplog.text
 
 
 async def test_a_fix_while_redis_is_not_answering_gets_503_with_retry_after(
