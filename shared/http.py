@@ -1101,8 +1101,13 @@ def _is_probe(scope: Any) -> bool:
 
 
 # FastAPI's native telemetry: one server span per request (not also one for dependencies,
-# the endpoint and serialization), and none for probes polled every few seconds.
-TELEMETRY = {"exclude": _is_probe, "operation_spans": False}
+# the endpoint and serialization), and none for probes polled every few seconds. Its log
+# export off: it records unhandled exceptions with their messages and stack traces (a
+# pydantic error quotes a caller's phone; shared.http.log_unexpected says what failed). No
+# exporters of its own (FASTAPI_OTEL_AUTO_CONFIGURE=true would add OTLP exporters for
+# spans, metrics and logs): shared.telemetry sets the exporters up.
+TELEMETRY = {"exclude": _is_probe, "operation_spans": False, "logs": False,
+             "auto_configure": False}
 
 
 # /readyz's own bound: a Redis that stops answering (a frozen process, a stalled disk) held

@@ -3,6 +3,7 @@ the file rotated by size; and no span's URL carries a credential to any exporter
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -231,3 +232,19 @@ async def test_fastapi_s_server_span_keeps_the_query_string_without_its_token() 
     (span,) = exporter.get_finished_spans()
     assert span.kind == SpanKind.SERVER
     assert (span.attributes or {})["url.query"] == "token=***&lang=zh"
+
+
+@pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])
+def test_fastapi_s_own_log_export_and_exporters_stay_off_whatever_its_variable_says(
+        service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # FastAPI's telemetry exports unhandled exceptions' messages and stack traces as logs
+    # (a pydantic error quotes a caller's phone), and FASTAPI_OTEL_AUTO_CONFIGURE=true would
+    # add OTLP exporters of its own, for logs too, beside shared.telemetry's
+    monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+    main = importlib.import_module(f"services.{service}.main")
+    settings = importlib.import_module(f"services.{service}.config").Settings
+    app = main.create_app(settings(admin_token="test-admin-token"))
+    effective = app._telemetry  # what FastAPI made of TELEMETRY and its variable
+    assert effective["logs"] is False
+    assert effective["auto_configure"] is False
+    assert effective["tracing"] is True and effective["operation_spans"] is False
