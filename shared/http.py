@@ -577,20 +577,40 @@ class AuthFailures:
             self._locked = {a: until for a, until in self._locked.items() if until > now}
 
 
+# A browser cannot set headers on a WebSocket, but offers subprotocols, sent in the
+# Sec-WebSocket-Protocol header: the member's page offers SOCKET_SUBPROTOCOL and its token
+# as TOKEN_SUBPROTOCOL + token (the tokens the services issue are HTTP tokens, as a
+# subprotocol must be: a prefix and URL-safe base64). The server chooses SOCKET_SUBPROTOCOL,
+# never the token, and a browser fails a handshake that chooses none of those it offered.
+SOCKET_SUBPROTOCOL = "lianfang.v1"
+TOKEN_SUBPROTOCOL = "token."
+
+
 def bearer_token(scope: Scope) -> str | None:
+    """The request's bearer token: its Authorization header; a WebSocket's may come as a
+    subprotocol (the member's page) or `?token=` (devices built before; a TLS proxy logs
+    the URL, its query string with it)."""
     for key, value in scope.get("headers", ()):
         if key == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
     if scope["type"] == "websocket":
-        # Browsers cannot set headers on a WebSocket: the design allows ?token=.
+        for offered in scope.get("subprotocols") or ():
+            if offered.startswith(TOKEN_SUBPROTOCOL) and len(offered) > len(TOKEN_SUBPROTOCOL):
+                return str(offered[len(TOKEN_SUBPROTOCOL):])
         from urllib.parse import parse_qs
 
         qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if qs.get("token"):
             return qs["token"][0]
     return None
+
+
+def socket_subprotocol(scope: Scope) -> str | None:
+    """The subprotocol a WebSocket's accept chooses: SOCKET_SUBPROTOCOL if the client
+    offered it (never a token's), else none."""
+    return SOCKET_SUBPROTOCOL if SOCKET_SUBPROTOCOL in (scope.get("subprotocols") or ()) else None
 
 
 class AuthMiddleware:
@@ -647,7 +667,7 @@ class AuthMiddleware:
         if (counted and (wait := self._failures.locked(scope)) is not None
                 and not issued_shape(token)):
             if scope["type"] == "websocket":
-                await _refuse_socket(receive, send, 1013, "try again later")
+                await _refuse_socket(scope, receive, send, 1013, "try again later")
                 return
             await error_response(locked_out(wait))(scope, receive, send)
             return
@@ -666,7 +686,7 @@ class AuthMiddleware:
             if token is not None and counted:
                 self._failures.failed(scope)
             if scope["type"] == "websocket":
-                await _refuse_socket(receive, send, 4401, "unauthorized")
+                await _refuse_socket(scope, receive, send, 4401, "unauthorized")
                 return
             message = "missing bearer token" if token is None else "unknown or revoked token"
             await error_response(unauthorized(message))(scope, receive, send)
@@ -689,13 +709,18 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _refuse_socket(receive: Receive, send: Send, code: int, reason: str) -> None:
+async def _refuse_socket(scope: Scope, receive: Receive, send: Send, code: int,
+                         reason: str) -> None:
     """Accepts the socket only to close it with `code`, and sends nothing else. A close
     before the accept is an HTTP 403 to the client (the ASGI spec), so a page could not
-    tell a refused token, not to be tried again, from a network that dropped."""
+    tell a refused token, not to be tried again, from a network that dropped; nor could a
+    browser whose offered subprotocol the accept did not choose (socket_subprotocol)."""
     if (await receive())["type"] != "websocket.connect":  # the client left already
         return
-    await send({"type": "websocket.accept"})
+    accept: dict[str, Any] = {"type": "websocket.accept"}
+    if (subprotocol := socket_subprotocol(scope)) is not None:
+        accept["subprotocol"] = subprotocol
+    await send(accept)
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 

@@ -423,12 +423,25 @@ if (typeof document.addEventListener === "function") {
 // given up) may still report its close or a frame; it is no longer the page's, and its
 // close must not be taken for a drop of the current one (which it would replace in turn).
 let reconnectTimer = null, quietTimer = null, heardAt = 0, pingEvery = 20000;
+const SUBPROTOCOL_CHARS = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;   // an HTTP token's
+function tokenRefused() {
+  stopped = true; setStatus("token_refused", false);
+  // revoked (a lost or stolen phone, a member taken off the roster): whoever holds the
+  // phone is shown nothing more of the member, their orders nor their name and team
+  clearOrders(); forgetMember("token_refused");
+  toast(say("token_invalid"));
+}
 function open_() {
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (ws) { const old = ws; ws = null; try { old.close(); } catch (e) {} }
+  // Not in the URL, which a TLS proxy in front logs: the token is offered as a subprotocol
+  // beside the fixed one notify chooses. A subprotocol is an HTTP token, as every device
+  // token is: anything else pasted is no device token, refused as notify would refuse it
+  // (the browser would throw instead of connecting).
+  if (!SUBPROTOCOL_CHARS.test(token)) { tokenRefused(); return; }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const s = new WebSocket(proto + "//" + location.host + "/v1/devices/stream?token="
-    + encodeURIComponent(token));
+  const s = new WebSocket(proto + "//" + location.host + "/v1/devices/stream",
+    ["lianfang.v1", "token." + token]);
   ws = s; sock++; heardAt = Date.now();
   setStatus("connecting", false);
   s.onopen = () => { if (ws !== s) return;
@@ -442,13 +455,7 @@ function open_() {
   s.onclose = (ev) => {
     if (ws !== s) return;
     ws = null; clearInterval(pingTimer); clearTimeout(quietTimer);
-    if (ev.code === 4401 || ev.code === 4403) {
-      stopped = true; setStatus("token_refused", false);
-      // revoked (a lost or stolen phone, a member taken off the roster): whoever holds the
-      // phone is shown nothing more of the member, their orders nor their name and team
-      clearOrders(); forgetMember("token_refused");
-      toast(say("token_invalid")); return;
-    }
+    if (ev.code === 4401 || ev.code === 4403) { tokenRefused(); return; }
     if (ev.code === 4409) forgetCallers();
     setStatus("disconnected", false);
     reconnectLater();

@@ -25,6 +25,7 @@ from shared.http import (
     bearer_token,
     describe_away,
     refusal_cause,
+    socket_subprotocol,
 )
 from shared.introspect import IntrospectionUnavailable, Introspector
 from shared.metrics import meter
@@ -66,7 +67,7 @@ def build_socket_router(*, redis: Redis, hub: Hub, orders: Orders, introspector:
     @router.websocket("/v1/devices/stream")
     async def device_stream(ws: WebSocket) -> None:
         who: Principal = ws.scope["state"]["principal"]
-        await ws.accept()
+        await ws.accept(subprotocol=socket_subprotocol(ws.scope))  # never the token's
         if who.kind != "device" or not who.team_id:
             # Accepted first, so the page can tell "wrong kind of token" from "no token".
             await ws.close(CLOSE_FORBIDDEN, "device tokens of a team only")

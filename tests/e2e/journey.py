@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from tools.stack import Stack
 
@@ -169,11 +170,16 @@ class Device:
 
 
 async def connect_device(stack: Stack, token: str, exits: AsyncExitStack, *,
-                         as_the_page: bool = False) -> Device:
-    """A phone's socket, its token in a header; `as_the_page`: in the URL, as the member's
-    page must (a browser sets no headers on a WebSocket)."""
+                         as_the_page: bool = False, in_the_url: bool = False) -> Device:
+    """A phone's socket, its token in a header; `as_the_page`: offered as a subprotocol, as
+    the member's page does (a browser sets no headers on a WebSocket); `in_the_url`: as
+    `?token=`, as devices built before it do."""
     ws_url = stack.url("notify").replace("http://", "ws://") + "/v1/devices/stream"
     if as_the_page:
+        ws = await exits.enter_async_context(connect(ws_url, subprotocols=[
+            Subprotocol("lianfang.v1"), Subprotocol(f"token.{token}")]))
+        assert ws.subprotocol == "lianfang.v1"
+    elif in_the_url:
         ws = await exits.enter_async_context(connect(f"{ws_url}?token={token}"))
     else:
         ws = await exits.enter_async_context(connect(ws_url, additional_headers=bearer(token)))

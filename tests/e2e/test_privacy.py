@@ -67,7 +67,7 @@ async def test_caller_data_goes_to_police_orders_only_and_never_into_logs_or_tra
         assert r.status_code == 200, r.text
         guard = await enrol(client, stack, f"{district}-m-sec")
         police = await enrol(client, stack, f"{district}-m-near-1")
-        guard_phone = await connect_device(stack, guard, exits)
+        guard_phone = await connect_device(stack, guard, exits, in_the_url=True)
         police_phone = await connect_device(stack, police, exits, as_the_page=True)
         await on_shift_at(client, stack, guard, lat + 0.001, lon)
         await on_shift_at(client, stack, police, lat + 0.002, lon)

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from shared.tokens import DEVICE_TOKEN_PREFIX, SYSTEM_KEY_PREFIX, service_key
 from tests.e2e.journey import district_roster
@@ -151,12 +152,27 @@ async def test_refused_device_sockets_count_and_a_locked_out_address_gets_a_devi
             return closed.rcvd.code if closed.rcvd else None
         return None
 
+    async def closed_with_subprotocol(token: str) -> int | None:  # as the member's page
+        offered = [Subprotocol("lianfang.v1"), Subprotocol(f"token.{token}")]
+        try:
+            async with connect(stream, subprotocols=offered, local_addr=(address, 0)) as ws:
+                await ws.recv()
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        return None
+
     for n in range(LIMIT):
         assert await closed_with(f"{DEVICE_TOKEN_PREFIX}{n:043d}") == 4401
     assert await closed_with(ADMIN_TOKEN) == 1013  # not an issued token's shape: try later
+    assert await closed_with_subprotocol(ADMIN_TOKEN) == 1013
     assert await closed_with(f"{DEVICE_TOKEN_PREFIX}{7:043d}") == 4401  # checked: still no
+    assert await closed_with_subprotocol(f"{DEVICE_TOKEN_PREFIX}{8:043d}") == 4401
     async with connect(f"{stream}?token={device_token}", local_addr=(address, 0)) as ws:
         assert json.loads(await ws.recv())["type"] == "hello"  # a device's token: checked
+    async with connect(stream, subprotocols=[Subprotocol("lianfang.v1"),
+                                             Subprotocol(f"token.{device_token}")],
+                       local_addr=(address, 0)) as ws:
+        assert json.loads(await ws.recv())["type"] == "hello"
 
 
 async def test_failed_device_tokens_notify_and_intake_ask_about_never_lock_them_out(

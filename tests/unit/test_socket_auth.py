@@ -18,7 +18,8 @@ async def nobody(token: str) -> Principal | None:
     return None
 
 
-async def socket_messages(query: bytes, first: str = "websocket.connect") -> list[dict[str, Any]]:
+async def socket_messages(query: bytes, first: str = "websocket.connect",
+                          subprotocols: list[str] | None = None) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -28,7 +29,7 @@ async def socket_messages(query: bytes, first: str = "websocket.connect") -> lis
         sent.append(message)
 
     scope = {"type": "websocket", "path": "/v1/devices/stream", "headers": [],
-             "query_string": query}
+             "query_string": query, "subprotocols": subprotocols or []}
     await AuthMiddleware(refused_app, admin_token="admin-token", resolve=nobody)(
         scope, receive, send)
     return sent
@@ -45,3 +46,12 @@ async def test_a_socket_without_a_good_token_is_accepted_then_closed_with_4401(
 
 async def test_a_client_that_left_before_the_handshake_is_sent_nothing() -> None:
     assert await socket_messages(b"token=not-a-token", first="websocket.disconnect") == []
+
+
+async def test_a_refused_token_given_as_a_subprotocol_is_closed_as_one_in_the_query() -> None:
+    # the accept chooses the page's fixed subprotocol (a browser fails a handshake that
+    # chooses none it offered, and would never see 4401), never the token's
+    assert await socket_messages(b"", subprotocols=["lianfang.v1", "token.lfd_guess"]) == [
+        {"type": "websocket.accept", "subprotocol": "lianfang.v1"},
+        {"type": "websocket.close", "code": 4401, "reason": "unauthorized"},
+    ]

@@ -6,24 +6,33 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from faststream.redis import RedisBroker
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
+from services.notify import main as notify_main
 from services.notify import store
 from services.notify.hub import Hub
 from shared import streams
 from shared.events import DeviceRevoked
+from shared.http import TELEMETRY
+from shared.telemetry import tracer_provider
 from tools.redis_server import free_port
 
-from .conftest import ADMIN, NotifyFactory, Volunteers, an_order, device, issue, ws_url
+from .conftest import ADMIN, ADMIN_TOKEN, NotifyFactory, Volunteers, an_order, device, issue, ws_url
 
 
 async def refused_with(url: str, headers: dict[str, str] | None = None) -> int | None:
@@ -363,3 +372,59 @@ async def test_a_revocation_told_while_the_fanout_listener_was_away_still_closes
         assert heard == [0]  # no replica heard the control message itself
     finally:
         await admin.aclose()
+
+
+BROWSER = "lianfang.v1"  # the subprotocol the member's page offers beside its token's
+
+
+async def closed_by_subprotocol(url: str, token: str) -> tuple[int | None, str | None]:
+    """A browser's refused socket, its token given as a subprotocol: the close code, and the
+    subprotocol the handshake chose (a browser fails a handshake that chose none of those it
+    offered, and sees 1006 instead of the code)."""
+    async with connect(url, subprotocols=[Subprotocol(BROWSER), Subprotocol(f"token.{token}")]
+                       ) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            frame = await ws.recv()
+            raise AssertionError(f"a refused socket got a frame: {frame!r}")
+    return (closed.value.rcvd.code if closed.value.rcvd is not None else None), ws.subprotocol
+
+
+async def test_a_token_given_as_a_subprotocol_is_refused_as_one_in_the_query(
+        notify: str, volunteers: Volunteers) -> None:
+    for token, code in (("lfd_not-a-token", 4401), (ADMIN_TOKEN, 4403)):  # unknown, no device
+        assert await refused_with(f"{ws_url(notify)}?token={token}") == code
+        assert await closed_by_subprotocol(ws_url(notify), token) == (code, BROWSER)
+
+
+@pytest.mark.parametrize("form", ["subprotocol", "query"])
+async def test_a_browser_s_token_opens_the_stream_and_reaches_no_log_line_nor_span(
+        form: str, notify_factory: NotifyFactory, volunteers: Volunteers,
+        monkeypatch: pytest.MonkeyPatch, service_log: Callable[[], str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A TLS proxy in front logs each request's URL, a query string's token with it: the
+    # member's page gives its token as a subprotocol. Devices that send ?token= go on.
+    spans = InMemorySpanExporter()
+    provider = tracer_provider("notify")  # as setup_telemetry makes it: credentials masked
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr(notify_main, "TELEMETRY", {**TELEMETRY, "tracer_provider": provider})
+    caplog.set_level(logging.INFO)
+    member = volunteers.enrol("t1")
+    async with notify_factory() as notify:
+        if form == "subprotocol":
+            opened = connect(ws_url(notify), subprotocols=[
+                Subprotocol(BROWSER), Subprotocol(f"token.{member.token}")])
+        else:
+            opened = connect(f"{ws_url(notify)}?token={member.token}")
+        async with opened as ws:
+            assert json.loads(await ws.recv())["type"] == "hello"
+            # the fixed name only, never the token: a proxy may log the answer's headers
+            assert ws.subprotocol == (BROWSER if form == "subprotocol" else None)
+            assert member.token not in str(ws.response.headers)
+    written = service_log()
+    assert '"WebSocket /v1/devices/stream' in written  # uvicorn's line of the socket
+    assert member.token not in written
+    if form == "subprotocol":
+        assert member.token not in caplog.text  # in no line at all, masked or not
+    (server,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert member.token not in server.to_json()
+    assert all(member.token not in s.to_json() for s in spans.get_finished_spans())

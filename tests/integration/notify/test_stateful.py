@@ -266,7 +266,7 @@ class Socket:
         self.application_state = WebSocketState.CONNECTED
         self.closed: int | None = None
 
-    async def accept(self) -> None:
+    async def accept(self, subprotocol: str | None = None) -> None:
         pass
 
     async def receive(self) -> dict[str, Any]:

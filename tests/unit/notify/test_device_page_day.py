@@ -41,7 +41,8 @@ const listeners = {};
 function listen(type, fn) { (listeners[type] = listeners[type] || []).push(fn); }
 const sockets = [], timers = [], fetched = [], toasts = [];
 class FakeSocket {
-  constructor(url) { this.url = url; this.readyState = 0; this.sent = []; sockets.push(this); }
+  constructor(url, protocols) { this.url = url; this.protocols = protocols; this.readyState = 0;
+    this.sent = []; sockets.push(this); }
   send(text) { this.sent.push(JSON.parse(text)); }
   close() { this.readyState = 3; }
 }
@@ -166,6 +167,23 @@ def hello() -> str:
 
 
 # --- the socket through a lift, a locked screen, a restart ----------------------------------
+
+def test_the_token_goes_as_a_subprotocol_never_in_the_socket_s_url() -> None:
+    # A TLS proxy in front of notify logs each request's URL, a ?token= with it
+    url, protocols = day("[sockets[0].url, sockets[0].protocols]")[0]
+    assert url == "wss://notify.test/v1/devices/stream"
+    assert protocols == ["lianfang.v1", "token.dev-token"]
+
+
+def test_a_pasted_token_no_device_token_can_be_is_refused_as_notify_refuses_one() -> None:
+    # A subprotocol must be an HTTP token (every device token is): the browser throws on
+    # anything else instead of connecting; the page says the token was refused, as for 4401
+    status, sockets, stopped = day(
+        "byId.token.value = 'lfd_abc def/ghi'; connect(); byId.status.textContent",
+        "sockets.length", "stopped", boot="")
+    assert status == said("token_refused")
+    assert sockets == 0 and stopped is True
+
 
 def test_pressing_connect_while_connected_leaves_one_socket_and_no_reconnect_churn() -> None:
     # The page connects by itself with the stored token; the volunteer presses Connect
