@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import logging
@@ -37,12 +36,12 @@ from shared.http import (
     require,
     unauthorized,
 )
-from shared.introspect import Introspector
+from shared.introspect import IntrospectionUnavailable, Introspector
 from shared.policy import Policy, normalise_flags
 from shared.telemetry import current_trace_id
 from shared.tokens import DEVICE_TOKEN_PREFIX
 
-from . import store
+from . import deadline, store
 from .config import Settings
 from .domain import (
     MAX_FLAG_CHARS,
@@ -80,6 +79,14 @@ def not_accepted(exc: RedisError) -> ApiError:
     why = "" if cause is None else f" (the store is not taking writes now: {cause})"
     return ApiError(503, "unavailable", f"the incident was not accepted{why}; retry",
                     headers=RETRY_AFTER)
+
+
+def not_answered(timeout_s: float) -> ApiError:
+    """503 for a report Redis gave no answer within its bound (REPORT_TIMEOUT_S from its
+    arrival): whether it was kept is not known, its retry with the same ref says."""
+    return ApiError(503, "unavailable", f"the store gave no answer within {timeout_s:g} s: "
+                    "whether the incident was kept is not known; retry with the same "
+                    "external_ref (200 if it was)", headers=RETRY_AFTER)
 
 
 REVOKED = "unknown or revoked token"  # as shared.http.AuthMiddleware says it
@@ -166,6 +173,10 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         response: Response,
         who: Annotated[Principal, Depends(require("system", "device"))],
     ) -> dict[str, Any]:
+        # REPORT_TIMEOUT_S from the report's arrival (ReportDeadlines), its key's lookup
+        # included: every wait of it on Redis below shares what is left.
+        answer_by = deadline.current() or deadline.Deadline(settings.report_timeout_s)
+
         async def refused(error: ApiError) -> ApiError:
             # 401 comes first: a key taken from memory may have been revoked since
             return unauthorized(REVOKED) if await keys.revoked(who) else error
@@ -179,11 +190,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             # Refused as new; but a report taken before flags were limited (its record keeps
             # no flags) and sent again is the idempotent retry it was: its incident, 200.
             try:
-                existing = await store.incident_for_ref(
-                    redis, system_id=reporter_of(who), external_ref=body.external_ref,
-                    key_hash=who.extra.get("key_hash"))
+                async with answer_by.within():
+                    existing = await store.incident_for_ref(
+                        redis, system_id=reporter_of(who), external_ref=body.external_ref,
+                        key_hash=who.extra.get("key_hash"))
             except RedisError as exc:
                 raise not_accepted(exc) from exc
+            except TimeoutError:
+                raise not_answered(answer_by.timeout_s) from None
             # (a record made since keeps its fingerprint: no report with this flag made it)
             if (existing is None or existing.get("fingerprint")
                     or body.district not in who.districts):
@@ -263,8 +277,10 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             # Bounded: a Redis that stops answering (its disk stalled under `appendfsync
             # always`, a frozen process) held the report for as long as it stayed so, and
             # the calling system with it; a report is answered 503 by then, whether it was
-            # kept not known: its retry (the same ref) is 200 if it was.
-            async with asyncio.timeout(settings.report_timeout_s):
+            # kept not known: its retry (the same ref) is 200 if it was. The bound counts
+            # from the report's arrival: a key read from Redis first (not yet in memory)
+            # left the report what remains, not the bound afresh (a caller waited twice it).
+            async with answer_by.within():
                 try:
                     if existing is not None:  # the retry of a report taken before the limit (above)
                         recording = store.Recording(existing_id=existing["incident_id"],
@@ -300,11 +316,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     raise not_accepted(exc) from exc
         except TimeoutError:
             log.warning("incident not answered: Redis gave no answer within %g s",
-                        settings.report_timeout_s)
-            raise ApiError(503, "unavailable", f"the store gave no answer within "
-                           f"{settings.report_timeout_s:g} s: whether the incident was kept "
-                           "is not known; retry with the same external_ref (200 if it was)",
-                           headers=RETRY_AFTER) from None
+                        answer_by.timeout_s)
+            raise not_answered(answer_by.timeout_s) from None
         result: dict[str, Any] = {"incident_id": incident_id, "priority": priority,
                                   "status": "linked" if linked_to else "reported"}
         if linked_to:
@@ -438,18 +451,29 @@ def token_resolver(keys: SystemKeys, devices: Introspector, *, timeout_s: float
     cached answer would let a phone revoked a moment ago (lost, stolen) still report and read
     its reports. Members' own reports are few; the round trip is cheap next to that.
 
-    A key is read from Redis within `timeout_s` (REPORT_TIMEOUT_S, the report's own bound):
-    a key not yet in memory (a new one, or every key after intake's restart) was held for as
-    long as a frozen Redis stayed so (redis-py's read timeout, tried again: some 100 s), its
-    report with it; now 503 (ask again), as AuthMiddleware answers a Redis away."""
+    A key is read from Redis within the report's bound (deadline.current: REPORT_TIMEOUT_S
+    from its arrival, which the report then has what is left of), on another route within
+    `timeout_s` (REPORT_TIMEOUT_S too): a key not yet in memory (a new one, or every key
+    after intake's restart) was held for as long as a frozen Redis stayed so (redis-py's read
+    timeout, tried again: some 100 s), its report with it; now 503 (ask again), as
+    AuthMiddleware answers a Redis away. A member's report asks volunteers within its bound
+    too (503 when it passes, as when volunteers does not answer)."""
     async def resolve(token: str) -> Principal | None:
+        report = deadline.current()
         if token.startswith(DEVICE_TOKEN_PREFIX):
-            return await devices.resolve(token, fresh=True)
+            if report is None:
+                return await devices.resolve(token, fresh=True)
+            try:
+                async with report.within():
+                    return await devices.resolve(token, fresh=True)
+            except TimeoutError:
+                raise IntrospectionUnavailable from None
+        bound = report or deadline.Deadline(timeout_s)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with bound.within():
                 return await keys.resolve(token)
         except TimeoutError:
-            raise RedisTimeoutError(f"no answer within {timeout_s:g} s") from None
+            raise RedisTimeoutError(f"no answer within {bound.timeout_s:g} s") from None
 
     return resolve
 
@@ -486,7 +510,7 @@ class SystemKeys:
         return principal
 
     def cached(self, token: str, scope: Scope) -> Principal | None:
-        if not _is_report(scope):
+        if not is_report(scope):
             return None
         return self._known.get(store.key_hash(token))
 
@@ -497,20 +521,28 @@ class SystemKeys:
         """Whether a system's key was revoked since it was resolved: asked by a report
         refused before its record script (400, 422, 403), which would otherwise answer a key
         taken from memory (`cached`) as if it were good, though 401 comes first. Redis away:
-        not known, so the refusal stands (nothing is written either way)."""
+        not known, so the refusal stands (nothing is written either way); so when the
+        report's bound passes (deadline.current): a Redis that does not answer held the
+        refusal outside any bound (redis-py's read timeout, tried again)."""
         hashed = who.extra.get("key_hash")
         if who.kind != "system" or not hashed:
             return False
+        bound = deadline.current()
         try:
-            if await store.system_for_key(self._redis, hashed) is not None:
-                return False
-        except RedisError:
+            if bound is None:
+                found = await store.system_for_key(self._redis, hashed)
+            else:
+                async with bound.within():
+                    found = await store.system_for_key(self._redis, hashed)
+        except (RedisError, TimeoutError):
+            return False
+        if found is not None:
             return False
         self.forget(hashed)
         return True
 
 
-def _is_report(scope: Scope) -> bool:
+def is_report(scope: Scope) -> bool:
     return scope["type"] == "http" and scope["path"] == REPORT_PATH and scope["method"] == "POST"
 
 
@@ -522,7 +554,7 @@ def refuse_revoked_keys_first(app: FastAPI, keys: SystemKeys) -> None:
 
     async def invalid(request: Request, exc: Exception) -> Response:
         who = request.scope.get("state", {}).get("principal")
-        if who is not None and _is_report(request.scope) and await keys.revoked(who):
+        if who is not None and is_report(request.scope) and await keys.revoked(who):
             return error_response(unauthorized(REVOKED))
         answered = answer(request, exc)
         return await answered if inspect.isawaitable(answered) else answered

@@ -19,8 +19,9 @@ class Settings(BrowserCalls, PolicyFile):
     )
     report_timeout_s: float = Field(
         default=10.0, gt=0,
-        description="REPORT_TIMEOUT_S: a report Redis has not taken within this long is "
-        "answered 503 (kept or not: the retry with the same external_ref tells)",
+        description="REPORT_TIMEOUT_S: a report Redis has not taken within this long of its "
+        "arrival (its key's or device token's check included) is answered 503 (kept or not: "
+        "the retry with the same external_ref tells)",
     )
     # A member's report from the street comes with the member's device token, which
     # volunteers owns: intake asks it (VOLUNTEERS_URL) every time, so that a revoked device

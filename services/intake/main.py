@@ -26,7 +26,7 @@ from shared.introspect import IntrospectionGuard, Introspector
 from shared.metrics import add_metrics_route, observe_streams
 from shared.policy import load_policy
 
-from . import api, handlers
+from . import api, deadline, handlers
 from .config import Settings
 
 
@@ -80,8 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                   timeout_s=settings.report_timeout_s),
                        cached=keys.cached)
     app.add_middleware(IntrospectionGuard)
-    # Around the authentication too; a report has its own bound (REPORT_TIMEOUT_S) and its
-    # own answer (the retry with the same external_ref tells whether it was kept).
+    # A report's bound (REPORT_TIMEOUT_S) from its arrival, around the authentication: its
+    # key's lookup and its record share it.
+    app.add_middleware(deadline.ReportDeadlines, timeout_s=settings.report_timeout_s,
+                       is_report=api.is_report)
+    # Around the authentication too; a report has its own bound (above) and its own answer
+    # (the retry with the same external_ref tells whether it was kept).
     app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s,
                        unbounded=(api.REPORT_PATH,))
     allow_browsers(app, settings.allowed_origins)  # the member's page: reports from the street
