@@ -192,6 +192,19 @@ class IncidentUpdated(Event):
     assignments: tuple[Assignment, ...] = ()
     entry: TimelineEntry
     linked_to: str | None = None
+    # The report's arrival at dispatch, said once, on the incident's first update: dispatch
+    # writes it on its timeline with the incident itself, which no update carries.
+    received_at: AwareDatetime | None = Field(
+        default=None, description="when dispatch received the incident's report: on the "
+        "incident's first update (seq 1) only; None on the others (or from a dispatch before "
+        "2026-12-07)")
+    late_by_s: int | None = Field(
+        default=None, description="on the first update: how many seconds after its "
+        "`reported_at` dispatch received the report, when that was more than dispatch's "
+        "LATE_REPORT (10 min: the scene is that old); None when it came in time")
+    late_note: TimelineEntry | None = Field(
+        default=None, description="on the first update of a report that came late: the note "
+        "dispatch wrote on its timeline as it received it (`reported_late`)")
 
 
 class OrderIssued(Event):
@@ -230,6 +243,13 @@ class OrderWithdrawn(Event):
         default=None, description="the order's acknowledge-by when it was withdrawn (a "
         "timeout: the deadline it missed, sooner than order.issued's if order.amended brought "
         "it forward); None: the order has none (or a dispatch before 2026-12-06 sent it)")
+    entry: TimelineEntry | None = Field(
+        default=None, description="the entry dispatch wrote on the incident's timeline for "
+        "this withdrawal when no incident.updated carries one: the team stood down because "
+        "what its order was for ended (the incident resolved or handed over by another team, "
+        "closed by the command room; the order it came to back ended), which intake shows "
+        "the reporting system. None for a withdrawal whose own update says it (a routing "
+        "timeout, a take-back), or from a dispatch before 2026-12-07")
 
 
 class OrderAmended(Event):

@@ -1274,11 +1274,10 @@ def _late_by_s(inc: dict[str, str]) -> int | None:
     """How many seconds after its report dispatch received it, when more than
     domain.LATE_REPORT (the scene is that old); None when in time, or not known."""
     try:
-        late = domain.late_by(datetime.fromisoformat(inc["reported_at"]),
-                              datetime.fromisoformat(inc["received_at"]))
+        return domain.late_by_s(datetime.fromisoformat(inc["reported_at"]),
+                                datetime.fromisoformat(inc["received_at"]))
     except (KeyError, ValueError, OverflowError):
         return None
-    return round(late.total_seconds()) if late else None
 
 
 async def _handover_orders(redis: Redis, inc: dict[str, str]) -> list[dict[str, str]]:

@@ -513,6 +513,12 @@ def late_by(reported_at: datetime, received_at: datetime) -> timedelta | None:
     return late if late > LATE_REPORT else None
 
 
+def late_by_s(reported_at: datetime, received_at: datetime) -> int | None:
+    """`late_by` in whole seconds, as dispatch's views and incident.updated say it."""
+    late = late_by(reported_at, received_at)
+    return round(late.total_seconds()) if late else None
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None

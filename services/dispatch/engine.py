@@ -177,6 +177,32 @@ def _reporting_member(inc: dict[str, str]) -> str | None:
     return member_id if kind == "member" and member_id else None
 
 
+def _late_note(reported_at: datetime, received_at: datetime) -> TimelineEntry | None:
+    """The note a report that reached dispatch late (domain.late_by) has on its timeline
+    beside its own entry, at its receipt; None for one that came in time."""
+    late = domain.late_by(reported_at, received_at)
+    if late is None:
+        return None
+    return TimelineEntry(at=received_at, kind="note", **entry_detail(
+        "reported_late", minutes=int(late.total_seconds() // 60),
+        reported_at=reported_at.isoformat()))
+
+
+def _arrival(inc: dict[str, str]) -> dict[str, Any]:
+    """The report's arrival at dispatch, for the incident's first incident.updated: when it
+    came, and whether late (the seconds, the note its timeline has, as written with the
+    incident: _late_note of the same times), which no update carries otherwise; nothing
+    for an incident whose record does not say when it came."""
+    try:
+        reported_at = datetime.fromisoformat(inc["reported_at"])
+        received_at = datetime.fromisoformat(inc["received_at"])
+    except (KeyError, ValueError):
+        return {}
+    return {"received_at": received_at,
+            "late_by_s": domain.late_by_s(reported_at, received_at),
+            "late_note": _late_note(reported_at, received_at)}
+
+
 def _sent_as(order: dict[str, str]) -> str:
     return domain.sent_as(order["agency_kind"], order.get("agency_role"))
 
@@ -708,7 +734,7 @@ class Dispatcher:
         return changes, entry, IncidentUpdated(
             district=inc["district"], incident_id=inc["incident_id"], seq=seq, status=status,
             priority=inc["priority"], flagged=flagged, assignments=assignments, entry=entry,
-            linked_to=inc.get("linked_to") or None)
+            linked_to=inc.get("linked_to") or None, **(_arrival(inc) if seq == 1 else {}))
 
     def flag_reasons(self, inc: dict[str, str], orders: list[dict[str, str]],
                      status: str) -> list[str]:
@@ -798,11 +824,9 @@ class Dispatcher:
         received_at = datetime.fromisoformat(fields["received_at"])
         entries = [] if event.linked_to else [TimelineEntry(
             at=received_at, kind="reported", **self._reported_detail(event))]
-        if late := domain.late_by(event.reported_at, received_at):
+        if late_note := _late_note(event.reported_at, received_at):
             # the scene is that old: said at once, beside the report (the command room decides)
-            entries.append(TimelineEntry(at=received_at, kind="note", **entry_detail(
-                "reported_late", minutes=int(late.total_seconds() // 60),
-                reported_at=event.reported_at.isoformat())))
+            entries.append(late_note)
 
         async def first_step(token: str) -> tuple[int, list[domain.Unit]]:
             return await store.first_step(
@@ -1511,6 +1535,8 @@ class Dispatcher:
         timeline alone: the step's own entry after it carries the incident's new status
         and incident.updated."""
         order_id = order["order_id"]
+        entry = TimelineEntry(kind="withdrawn", team_id=order["team_id"], order_id=order_id,
+                              **why)
         async with self.redis.pipeline(transaction=False) as pipe:  # sent by the script
             # when: an answer the team gave before it still counts (_given_while_live)
             store.queue_order_change(pipe, order_id, {"state": "withdrawn",
@@ -1518,23 +1544,25 @@ class Dispatcher:
             store.queue_cancel(pipe, f"ack:{order_id}")
             if order.get("kind") == "followup":  # its time to answer (on_visit_unanswered_due)
                 store.queue_cancel(pipe, f"visit:{order_id}")
+            # the entry with it: no incident.updated carries it, and the reporting system
+            # (intake) is told its team stood down, and why, from this event
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
-                                self._order_withdrawn(inc, order, reason))
-            store.queue_entry(pipe, inc["incident_id"], TimelineEntry(
-                kind="withdrawn", team_id=order["team_id"], order_id=order_id, **why))
+                                self._order_withdrawn(inc, order, reason, entry=entry))
+            store.queue_entry(pipe, inc["incident_id"], entry)
             commands = queued_commands(pipe)
         await store.write_order_once(self.redis, commands, order_id=order_id,
                                      unless=("state", "withdrawn"),
                                      release_claim=(order["team_id"], order_id))
 
     @staticmethod
-    def _order_withdrawn(inc: dict[str, str], order: dict[str, str],
-                         reason: str) -> OrderWithdrawn:
+    def _order_withdrawn(inc: dict[str, str], order: dict[str, str], reason: str, *,
+                         entry: TimelineEntry | None = None) -> OrderWithdrawn:
         return OrderWithdrawn(
             event_id=f"withdrawn-{order['order_id']}", district=inc["district"],
             order_id=order["order_id"], incident_id=inc["incident_id"],
             team_id=order["team_id"], reason=reason, delivered=bool(order.get("delivered_at")),
-            ack_by=_ts(order.get("ack_by")))  # a raised priority's sooner one (_revised)
+            ack_by=_ts(order.get("ack_by")),  # a raised priority's sooner one (_revised)
+            entry=entry)
 
     # --- teams answer -----------------------------------------------------------------
 

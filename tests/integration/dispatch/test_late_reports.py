@@ -19,8 +19,8 @@ from faststream.redis import RedisBroker
 from services.dispatch import domain, records, store
 from services.dispatch.locks import IncidentLocks
 from shared import streams
-from shared.events import IncidentReported, new_id, utcnow
-from tests.helpers import poll_until
+from shared.events import IncidentReported, IncidentUpdated, TimelineEntry, new_id, utcnow
+from tests.helpers import poll_until, read_stream
 
 from .conftest import console_of
 from .test_engine import DISTRICT, SCENE, orders_for, team, wait_for_units
@@ -154,6 +154,20 @@ async def test_a_late_report_s_timeline_says_how_long_before_it_reached_dispatch
         rows = {i["incident_id"]: i for i in (await board(console, order="received"))["incidents"]}
         assert 6 * 86_400 <= rows[old]["late_by_s"] < 6 * 86_400 + 60
         assert rows[fresh]["late_by_s"] is None
+
+        # the incident's first incident.updated says the same (intake shows the reporting
+        # system), its later ones nothing of it
+        updates = read_stream(clean_redis, streams.INCIDENT_UPDATED.name, IncidentUpdated)
+        for incident_id in (fight, old, fresh):
+            first = [u for u in updates if u.incident_id == incident_id and u.seq == 1]
+            assert len(first) == 1
+            assert first[0].received_at == datetime.fromisoformat(rows[incident_id]["received_at"])
+            assert first[0].late_by_s == rows[incident_id]["late_by_s"]
+            said = [TimelineEntry.model_validate(e) for e in await entries(incident_id)
+                    if e.get("detail_code") == "reported_late"]
+            assert [first[0].late_note] == (said or [None])
+        assert not [u for u in updates if u.seq > 1 and (
+            u.received_at or u.late_by_s is not None or u.late_note)]
         # within LATE_REPORT it is not late
         assert domain.LATE_REPORT > timedelta(minutes=2)
 

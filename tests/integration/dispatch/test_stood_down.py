@@ -17,7 +17,7 @@ from faststream.redis import RedisBroker
 
 from services.dispatch import store
 from shared import streams
-from shared.events import OrderIssued, OrderWithdrawn
+from shared.events import OrderIssued, OrderWithdrawn, TimelineEntry
 from tests.helpers import poll_until, read_stream
 
 from .conftest import console_of, fail_a_write_once, fail_once
@@ -37,6 +37,21 @@ def entries(url: str, incident_id: str) -> list[dict[str, Any]]:
 def withdrawn_entries(url: str, incident_id: str, order_id: str) -> list[dict[str, Any]]:
     return [e for e in entries(url, incident_id)
             if e["kind"] == "withdrawn" and e.get("order_id") == order_id]
+
+
+def withdrawals(url: str, order_id: str) -> list[OrderWithdrawn]:
+    return [w for w in read_stream(url, streams.ORDER_WITHDRAWN.name, OrderWithdrawn)
+            if w.order_id == order_id]
+
+
+def carried(url: str, incident_id: str, order_id: str) -> list[TimelineEntry | None]:
+    """What order.withdrawn told the other services of the order's withdrawal entry (intake
+    shows it the reporting system): the timeline's own, when no incident.updated has it."""
+    return [w.entry for w in withdrawals(url, order_id)]
+
+
+def written(url: str, incident_id: str, order_id: str) -> list[TimelineEntry]:
+    return [TimelineEntry.model_validate(e) for e in withdrawn_entries(url, incident_id, order_id)]
 
 
 def incident_fields(url: str, incident_id: str) -> dict[str, str]:
@@ -90,6 +105,9 @@ async def test_the_other_team_stood_down_by_an_answer_is_on_the_timeline(
     answered = next(i for i, e in enumerate(timeline)
                     if e["kind"] == "response" and e["detail"] == ending)
     assert timeline.index(stood_down[0]) > answered
+    # order.withdrawn carries the entry (no incident.updated does)
+    assert carried(url, incident_id, police.order_id) == written(url, incident_id,
+                                                                 police.order_id)
     # neither a routing timeout nor a refusal: no figure changes for it
     inc = incident_fields(url, incident_id)
     assert int(inc.get("timeouts") or 0) == 0 and int(inc.get("declines") or 0) == 0
@@ -152,6 +170,8 @@ async def test_a_close_says_each_order_it_withdrew_once_also_made_again(
         assert [(e["team_id"], e["detail_code"], e["detail_args"], e["detail"])
                 for e in said] == [(order.team_id, "stood_down_closed", {"by": "admin:admin"},
                                     "stood down: the incident was closed by admin:admin")]
+        assert carried(url, incident_id, order.order_id) == written(url, incident_id,
+                                                                    order.order_id)
     assert [e["kind"] for e in entries(url, incident_id)].count("closed") == 1
 
 
@@ -173,9 +193,13 @@ async def test_a_backup_withdrawn_with_the_station_order_it_backed_is_on_the_tim
         (backup.team_id, "stood_down_backed_order_ended",
          {"team": "station-car", "state": "withdrawn"},
          "stood down: station-car's order it came to back ended (withdrawn)")]
-    # the car's own take-back keeps its entry, the command room's
+    assert carried(url, incident_id, backup.order_id) == written(url, incident_id,
+                                                                 backup.order_id)
+    # the car's own take-back keeps its entry, the command room's, which its incident.updated
+    # carries: its order.withdrawn none
     assert [e["detail_code"] for e in withdrawn_entries(url, incident_id, handover.order_id)] == [
         "taken_back"]
+    assert carried(url, incident_id, handover.order_id) == [None]
 
 
 async def test_a_backup_still_on_its_way_when_the_station_files_is_stood_down_by_the_filing(
