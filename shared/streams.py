@@ -29,7 +29,8 @@ INCIDENT_UPDATED = Stream("incident.updated", "dispatch", ("intake",))
 INCIDENT_HANDED_OVER = Stream("incident.handed_over", "dispatch", ())
 INCIDENT_CLOSED = Stream("incident.closed", "dispatch", ("intake", "volunteers"))
 ORDER_ISSUED = Stream("order.issued", "dispatch", ("notify", "volunteers"))
-ORDER_WITHDRAWN = Stream("order.withdrawn", "dispatch", ("notify", "volunteers"))
+# intake: the entry of a team stood down (OrderWithdrawn.entry), for the reporting system
+ORDER_WITHDRAWN = Stream("order.withdrawn", "dispatch", ("notify", "volunteers", "intake"))
 ORDER_ESCALATED = Stream("order.escalated", "dispatch", ())
 # The command room revised a live order's incident (priority, flags): the phones are told.
 ORDER_AMENDED = Stream("order.amended", "dispatch", ("notify",))

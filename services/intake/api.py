@@ -326,7 +326,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
     @router.get("/incidents/{incident_id}", response_model=IncidentView,
                 summary="An incident's status (its reporting system or member, admin)",
-                description="Status, priority, the teams sent and their status, the timeline. "
+                description="Status, priority, the teams sent and their status, the timeline "
+                "(a team stood down, and why, among it), when dispatch received the report and "
+                "whether late (`received_at`, `late_by_s`). "
                 "A report linked to another incident (status `linked`) is sent no team itself: "
                 "its `linked_incident` says where the incident it joined stands (status, "
                 "priority, teams and when each was assigned, acknowledged, on scene, "
@@ -365,6 +367,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             "flagged": data.get("flagged") == "1",
             "linked_to": parent,
             "reported_at": data["reported_at"],
+            # dispatch's word on the report's arrival (its first incident.updated)
+            "received_at": data.get("received_at") or None,
+            "late_by_s": int(data["late_by_s"]) if data.get("late_by_s") else None,
             "trace_id": data.get("trace_id") or None,
             "teams": json.loads(data.get("assignments") or "[]"),
             "timeline": await store.timeline(redis, incident_id),

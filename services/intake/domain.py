@@ -403,9 +403,24 @@ class IncidentView(BaseModel):
                                   "timeline says which incident it was first judged a duplicate "
                                   "of)")
     reported_at: str
+    received_at: str | None = Field(
+        default=None, description="added 2026-12: when dispatch received the report (null "
+        "until dispatch has taken it up, and for a report it took up before 2026-12-07)")
+    late_by_s: int | None = Field(
+        default=None, description="added 2026-12: how many seconds after `reported_at` "
+        "dispatch received the report, when that was more than 10 minutes (a queue stuck, a "
+        "network cut: the scene is that old; the timeline's `reported_late` note says it "
+        "too); null when it came in time or is not known yet")
     trace_id: str | None = None
     teams: list[dict[str, Any]] = Field(description="the teams sent to this incident itself")
-    timeline: list[dict[str, Any]]
+    timeline: list[dict[str, Any]] = Field(
+        description="what dispatch did, oldest first: each entry's `at`, `kind` (offer, "
+        "receipt, response, timeout, status, note, withdrawn, ...), the `team_id` and "
+        "`order_id` it concerns, `detail` in English with its `detail_code` and "
+        "`detail_args`; never a team's own words or evidence. A team stood down because "
+        "what its order was for ended is a `withdrawn` entry with `detail_code` "
+        "stood_down_resolved, stood_down_handed_over, stood_down_closed or "
+        "stood_down_backed_order_ended (added 2026-12)")
     linked_incident: LinkedIncident | None = Field(
         default=None, description="added 2026-12: while this report is `linked`, where the "
         "incident it joined stands (that incident's status, priority, teams with their times, "

@@ -1,4 +1,5 @@
-"""Intake's subscribers: dispatch's incident.updated and incident.closed -> the caller's status view."""
+"""Intake's subscribers: dispatch's incident.updated, incident.closed and order.withdrawn (a
+team stood down) -> the caller's status view."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from redis.asyncio import Redis
 
 from shared import streams
 from shared.bus import consume
-from shared.events import IncidentClosed, IncidentUpdated
+from shared.events import IncidentClosed, IncidentUpdated, OrderWithdrawn
 from shared.scripts import ScriptBatch
 
 from . import store
@@ -29,9 +30,14 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
     async def on_incident_closed(event: IncidentClosed) -> None:
         await store.apply_closed(scripts, event, records_ttl_s=records_ttl_s)
 
+    async def on_order_withdrawn(event: OrderWithdrawn) -> None:
+        # only a withdrawal no update says (a team stood down) carries an entry
+        await store.apply_stood_down(scripts, event)
+
     for stream, model, handler in (
         (streams.INCIDENT_UPDATED, IncidentUpdated, on_incident_updated),
         (streams.INCIDENT_CLOSED, IncidentClosed, on_incident_closed),
+        (streams.ORDER_WITHDRAWN, OrderWithdrawn, on_order_withdrawn),
     ):
         consume(broker, stream, model, handler, settings=settings, group="intake",
                 bookkeeping=True, batch=READ, max_workers=READ)

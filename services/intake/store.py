@@ -14,7 +14,15 @@ from redis.exceptions import ResponseError
 
 from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
-from shared.events import IncidentClosed, IncidentUpdated, Location, new_id, utcnow
+from shared.events import (
+    IncidentClosed,
+    IncidentUpdated,
+    Location,
+    OrderWithdrawn,
+    TimelineEntry,
+    new_id,
+    utcnow,
+)
 from shared.scripts import ScriptBatch, run_script
 from shared.tokens import SYSTEM_KEY_PREFIX, new_token
 
@@ -402,10 +410,17 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # A linked report takes the incident dispatch linked it to (ARGV[13]) from dispatch's newest
 # word: dispatch follows an ended incident on to the report sent out for the same event
 # (`sent_on_as`), so it may be another than the one intake named.
+# The incident's first update says when dispatch received the report (ARGV[14]) and how late
+# (ARGV[15], '' in time), with the note of a late one (ARGV[16]) for the timeline: kept
+# whatever order the updates come in.
 _PROJECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('EXPIRE', KEYS[3], 2592000)
+if ARGV[14] ~= '' then
+  redis.call('HSET', KEYS[1], 'received_at', ARGV[14], 'late_by_s', ARGV[15])
+end
+if ARGV[16] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[16]) end
 local ends = {resolved = true, handed_over = true, closed = true}
 if ends[ARGV[3]] and ARGV[12] ~= '' then
   local since = 'ended:' .. ARGV[3]
@@ -476,10 +491,44 @@ async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated, *,
         redis, _PROJECT, _incident_keys(event.incident_id),
         [event.event_id, str(event.seq), event.status, event.priority,
          json.dumps([a.model_dump(mode="json") for a in event.assignments]),
-         # the team's own words and its evidence are for the command room, not the caller
-         "1" if event.flagged else "0", event.entry.model_dump_json(exclude={"note", "evidence"}),
+         "1" if event.flagged else "0", _callers_entry(event.entry),
          "1" if closed else "0", _open_index(event.district, ""), event.incident_id,
-         _ttl_arg(records_ttl_s), repr(event.entry.at.timestamp()), event.linked_to or ""]))
+         _ttl_arg(records_ttl_s), repr(event.entry.at.timestamp()), event.linked_to or "",
+         event.received_at.isoformat() if event.received_at else "",
+         "" if event.late_by_s is None else str(event.late_by_s),
+         _callers_entry(event.late_note) if event.late_note else ""]))
+
+
+def _callers_entry(entry: TimelineEntry) -> str:
+    """A timeline entry as the caller's view keeps it: the team's own words and its evidence
+    are for the command room, not the caller."""
+    return entry.model_dump_json(exclude={"note", "evidence"})
+
+
+# A withdrawal's entry (a team stood down: order.withdrawn carries it, no update does) on the
+# timeline, once per event, of an incident intake keeps; its keys' expiry, once the incident
+# has one (ended, or not yet heard of), is the record's (_PROJECT keeps them together).
+_STOOD_DOWN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[3], 2592000)
+redis.call('RPUSH', KEYS[2], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return 1
+"""
+
+
+async def apply_stood_down(redis: Redis | ScriptBatch, event: OrderWithdrawn) -> bool:
+    """Puts the entry of a withdrawal that has one (`event.entry`: a team stood down) on the
+    caller's timeline, once per event."""
+    if event.entry is None:
+        return False
+    return bool(await run_script(redis, _STOOD_DOWN, _incident_keys(event.incident_id),
+                                 [event.event_id, _callers_entry(event.entry)]))
 
 
 # The closed incident leaves its district's open index (found from its category); given a

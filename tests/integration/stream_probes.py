@@ -222,6 +222,15 @@ def order_withdrawn(order_id: str, team_id: str, incident_id: str = "inc1") -> O
                           team_id=team_id, reason="timeout")
 
 
+def stood_down(order_id: str, team_id: str, incident_id: str = "inc1") -> OrderWithdrawn:
+    """A team's withdrawal because the incident ended without it: it carries its entry."""
+    return OrderWithdrawn(district=DISTRICT, order_id=order_id, incident_id=incident_id,
+                          team_id=team_id, reason="closed", entry=TimelineEntry(
+                              kind="withdrawn", team_id=team_id, order_id=order_id,
+                              detail="stood down: the incident was closed by admin:admin",
+                              detail_code="stood_down_closed", detail_args={"by": "admin:admin"}))
+
+
 def incident_closed(incident_id: str, category: str,
                     resolved_by: tuple[str, ...] = ()) -> IncidentClosed:
     return IncidentClosed(district=DISTRICT, incident_id=incident_id, final_status="resolved",
@@ -245,7 +254,7 @@ def _samples() -> dict[str, BaseModel]:
         streams.INCIDENT_CLOSED.name: fz(incident_closed("fz-inc", "hazard_report",
                                                          ("fz-team",))),
         streams.ORDER_ISSUED.name: fz(order_issued("fz-ord", "fz-team", "fz-inc")),
-        streams.ORDER_WITHDRAWN.name: fz(order_withdrawn("fz-ord", "fz-team", "fz-inc")),
+        streams.ORDER_WITHDRAWN.name: fz(stood_down("fz-ord", "fz-team", "fz-inc")),
         streams.ORDER_AMENDED.name: fz(order_amended("fz-ord", "fz-team", "fz-inc")),
         streams.ORDER_DELIVERED.name: fz(order_delivered("fz-ord", "fz-inc", "fz-team")),
         streams.ORDER_RESPONDED.name: fz(order_responded("fz-ord", "fz-inc", "fz-team",
@@ -291,7 +300,13 @@ async def intake_scenario(svc: Service, step: Step, tag: str) -> None:
     async def off_the_open_index() -> bool:
         return await svc.redis.zscore(f"intake:open:{DISTRICT}:noise", incident_id) is None
 
+    async def stood_down_seen() -> bool:
+        timeline = (await intake_incident(svc, incident_id))["timeline"]
+        return any(e.get("detail_code") == "stood_down_closed" for e in timeline)
+
     await step(streams.INCIDENT_UPDATED, incident_updated(incident_id), assigned)
+    await step(streams.ORDER_WITHDRAWN, stood_down(f"ord-{tag}", "t1", incident_id),
+               stood_down_seen)
     await step(streams.INCIDENT_CLOSED, incident_closed(incident_id, "noise"), off_the_open_index)
 
 
