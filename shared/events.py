@@ -148,6 +148,12 @@ class IncidentReported(Event):
         default=None, description="a member's report from the street (`system_id` "
         "`member:<id>`): the team they were on when they reported, as their device token "
         "said; None for a system's report (and from an intake before 2026-12-07)")
+    follow_up_of: str | None = Field(
+        default=None, description="a follow-up: the incident id of the reporter's own "
+        "earlier report it adds to (POST /v1/incidents/{id}/follow-ups); `linked_to` is the "
+        "incident that report is part of, whatever the distance and the time since: the "
+        "follow-up joins it while it is open, else is an incident of its own. None: a "
+        "report of its own (and from an intake before 2026-12-07)")
 
 
 class TimelineEntry(BaseModel):

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -53,6 +54,7 @@ from .domain import (
     classify,
     differing_part,
     find_duplicate,
+    how_to_follow_up,
     how_to_report,
     is_retry_of,
     linked_incident,
@@ -208,6 +210,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             raise await refused(forbidden(
                 f"this {who.kind} may not report in the district given; it covers "
                 f"{', '.join(sorted(who.districts))}", "district"))
+        return await take_report(body, response, who, existing=existing)
+
+    async def take_report(body: IncidentIn, response: Response, who: Principal, *,
+                          existing: dict[str, str] | None = None,
+                          follow_up: FollowUp | None = None) -> dict[str, Any]:
+        """A report checked (its category, flags and district), recorded and published:
+        a report's duplicates judged, a `follow_up` linked to where its report went."""
+        follow_up_of = follow_up.report if follow_up else None
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         received_at = utcnow()
@@ -215,14 +225,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         trace_id = current_trace_id()
         incident_id = new_id("inc")
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
-        fingerprint = report_fingerprint(body)
+        fingerprint = report_fingerprint(body, follow_up_of=follow_up_of)
 
         async def record(linked_to: str | None, *, look_near: bool,
                          judged: Sequence[str] = ()) -> store.Recording:
             # Recorded and published in one step (the script writes the entry with the record).
             wait_ms = await fsync.timeout_ms()
             event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
-                              trace_id)
+                              trace_id, follow_up_of)
             async with entry_to_write(streams.INCIDENT_REPORTED, event, incident_id) as entry:
                 recording = await store.record_incident(
                     redis, incident_id=incident_id, system_id=reporter_of(who),
@@ -232,7 +242,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     unless_near_m=policy.duplicate_radius_m if look_near else None,
                     entry=entry, waitaof_timeout_ms=wait_ms,
                     key_hash=key, judged=judged, unheard_ttl_s=unheard_ttl_s,
-                    fingerprint=fingerprint,
+                    fingerprint=fingerprint, follow_up_of=follow_up_of,
                 )
                 if recording.waitaof_refused:
                     fsync.refused()
@@ -264,11 +274,13 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     raise ApiError(503, "unavailable",
                                    "the incident could not be made durable; retry",
                                    headers=RETRY_AFTER)
-            if found and not is_retry_of(found.get("fingerprint"), body):
+            if found and not is_retry_of(found.get("fingerprint"), body,
+                                         follow_up_of=follow_up_of):
                 raise ApiError(
                     409, "conflict", f"this system sent another report with this "
                     f"external_ref before: incident {found['incident_id']}; this one differs in "
-                    f"{differing_part(found, body).removeprefix('its ')}. A retry sends the "
+                    f"{differing_part(found, body, follow_up_of=follow_up_of).removeprefix('its ')}"
+                    ". A retry sends the "
                     "report as it was; a new report needs an external_ref of its own",
                     "external_ref")
             return _accepted(found or {"incident_id": recording.existing_id})
@@ -285,12 +297,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     if existing is not None:  # the retry of a report taken before the limit (above)
                         recording = store.Recording(existing_id=existing["incident_id"],
                                                     existing=existing)
+                    elif follow_up is not None:  # where its report went, near or not
+                        recording = await record(follow_up.incident, look_near=False)
                     else:
                         recording = await record(None, look_near=True)
                     if recording.existing_id is not None:
                         response.status_code = 200
                         return await retried(recording)
-                    linked_to: str | None = None
+                    linked_to = follow_up.incident if follow_up else None
                     judged: list[str] = []
                     while recording.near:
                         # None of them a duplicate: look again past them, so a report of the same
@@ -322,7 +336,58 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                                   "status": "linked" if linked_to else "reported"}
         if linked_to:
             result["linked_to"] = linked_to
+        if follow_up_of:
+            result["follow_up_of"] = follow_up_of
         return result
+
+    @router.post(REPORT_PATH.removeprefix("/v1") + "/{incident_id}/follow-ups", status_code=202,
+                 response_model=None,
+                 summary="Add to a report: what the caller adds on calling back, a second alert "
+                 "of the same event (the report's own system or member)",
+                 description=how_to_follow_up(policy),
+                 responses={
+                     202: {"model": Accepted, "description": "Accepted: Redis took the "
+                           "follow-up and its event; `linked_to` names the incident it joins"},
+                     200: {"model": Accepted, "description": "An idempotent retry: this "
+                           "follow-up was sent with this external_ref before"},
+                     409: {"description": "This system sent another report or follow-up with "
+                           "this external_ref before (the error names the incident it made "
+                           "and what differs)"},
+                 })
+    async def follow_up_report(
+        incident_id: str,
+        body: IncidentIn,
+        response: Response,
+        who: Annotated[Principal, Depends(require("system", "device"))],
+    ) -> dict[str, Any]:
+        if body.category not in policy.categories:
+            raise ApiError(422, "invalid_field", unknown_category_message(policy), "category")
+        overlong = overlong_flag(body.flags)
+        if overlong is not None:
+            raise ApiError(422, "invalid_field", f"flags.{overlong} is too long: a flag is one "
+                           f"word of at most {MAX_FLAG_CHARS} characters", f"flags.{overlong}")
+        try:
+            data = await store.get_incident(redis, incident_id)
+        except RedisError as exc:
+            raise not_accepted(exc) from exc
+        if not data:
+            raise not_found("incident")
+        # scoped as a read of it is (get_incident): a system follows up its own reports
+        if data["system_id"] != reporter_of(who):
+            raise forbidden(
+                "this incident was not reported by this member: a member follows up their own "
+                "reports" if who.kind == "device" else
+                "this incident was not reported by this system: a system follows up its own "
+                "reports")
+        if body.district not in who.districts:
+            raise forbidden(f"this {who.kind} may not report in the district given; it covers "
+                            f"{', '.join(sorted(who.districts))}", "district")
+        if body.district != data["district"]:
+            raise ApiError(422, "invalid_field", "district must be the district of the report "
+                           "followed up", "district")
+        # A report linked to another's incident is followed up there, where its team is.
+        return await take_report(body, response, who, follow_up=FollowUp(
+            report=incident_id, incident=linked_now(data) or incident_id))
 
     @router.get("/incidents/{incident_id}", response_model=IncidentView,
                 summary="An incident's status (its reporting system or member, admin)",
@@ -366,6 +431,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             "status": data["status"],
             "flagged": data.get("flagged") == "1",
             "linked_to": parent,
+            "follow_up_of": data.get("follow_up_of") or None,
             "reported_at": data["reported_at"],
             # dispatch's word on the report's arrival (its first incident.updated)
             "received_at": data.get("received_at") or None,
@@ -379,9 +445,18 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     return router
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A follow-up's `report` (the one it names, its reporter's own) and the `incident` it
+    goes to: that report's, or the one the report is linked to."""
+
+    report: str
+    incident: str
+
+
 def _reported(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[str, ...],
               priority: str, reported_at: Any, linked_to: str | None,
-              trace_id: str | None) -> IncidentReported:
+              trace_id: str | None, follow_up_of: str | None = None) -> IncidentReported:
     return IncidentReported(
         district=body.district, incident_id=incident_id, system_id=reporter_of(who),
         external_ref=body.external_ref, category=body.category, priority=priority,
@@ -390,6 +465,7 @@ def _reported(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[s
         # A member's report: the team their token named as they reported (volunteers judges
         # a hazard report by it, whatever team a roster moves them to before its closing).
         reporter_team_id=who.team_id if who.kind == "device" else None,
+        follow_up_of=follow_up_of,
     )
 
 
@@ -407,6 +483,8 @@ def _accepted(data: dict[str, str]) -> dict[str, Any]:
     }
     if linked := linked_now(data):
         out["linked_to"] = linked
+    if data.get("follow_up_of"):
+        out["follow_up_of"] = data["follow_up_of"]
     return out
 
 

@@ -117,6 +117,8 @@ class Accepted(BaseModel):
                         "it itself; see `linked_to`); a retry's: the incident's status now")
     linked_to: str | None = Field(default=None, description="present while the report is "
                                   "linked: the incident it joined")
+    follow_up_of: str | None = Field(default=None, description="a follow-up's: the report "
+                                     "it adds to (the incident id in its path)")
 
 
 class SystemIn(BaseModel):
@@ -153,13 +155,42 @@ def how_to_report(policy: Policy) -> str:
         "incident of the district (counted from when that incident was reported) is answered "
         "202 with status `linked` and `linked_to`: no team is sent for it; its flags revise "
         "that incident (its priority, its teams' orders), its description is for the command "
-        "room. So is a caller's second call sent: as a new report with a ref of its own. One "
-        f"made later than {window} after the first, elsewhere or of another category is an "
-        "incident of its own, with its own team.\n\n"
+        f"room. One made later than {window} after the first, elsewhere or of another "
+        "category is an incident of its own, with its own team.\n\n"
+        "**Follow-ups**: what a caller adds on calling back (\"he has a knife now\", \"they "
+        "went into the mall\"), or a second alert of the same event, is sent as a follow-up "
+        "of this system's own report: `POST /v1/incidents/{incident_id}/follow-ups` with the "
+        "incident id this report was answered, the same body as a report and a ref of its "
+        "own. It joins that report's incident however far and late it comes, while it is "
+        "open (see that route).\n\n"
         "**No update or cancel**: a report is not changed or taken back over this API; a "
-        "report made by mistake, or what the caller adds that the flags do not say, goes to "
-        "the command room (which revises or closes the incident). `GET /v1/incidents/{id}` "
-        "follows it."
+        "report made by mistake goes to the command room (which closes the incident). "
+        "`GET /v1/incidents/{id}` follows it."
+    )
+
+
+def how_to_follow_up(policy: Policy) -> str:
+    """What POST /v1/incidents/{incident_id}/follow-ups says of itself in the OpenAPI
+    document."""
+    raising = ", ".join(policy.raise_to_p1_flags) or "none"
+    return (
+        "Adds to a report of this system's (a member's: of their own) what the caller says "
+        "on calling back (\"he has a knife now\", \"they went into the mall\"), or a "
+        "second alert of the same event: the path names the report's `incident_id`, as "
+        "`POST /v1/incidents` answered it. The body is a report's; `external_ref` is the "
+        "follow-up's own (this system's id for the call back or the alert), its "
+        "idempotency key as a report's is (200 for a retry, 409 for another body under a "
+        "ref taken). Answered 202 once Redis took it, with its own `incident_id`, status "
+        "`linked` and `linked_to`: the report's incident (or, for a report linked to "
+        "another, that one), whatever the distance and the time since, unlike a report's "
+        "duplicate window and radius. `follow_up_of` names the report.\n\n"
+        "While that incident is open, the follow-up joins it: its flags are added (any of "
+        f"{raising} raises it to P1; its teams' orders are amended), and its timeline says a "
+        "follow-up came. If it has ended (resolved, handed over, closed), the follow-up is "
+        "dispatched as an incident of its own (`GET /v1/incidents/{id}` of the follow-up: "
+        "its status, no longer `linked`, and its teams).\n\n"
+        "A report of another system is 403, one intake does not know (or no longer keeps, "
+        "RECORDS_DAYS after it ended) 404; the district is the report's (422 otherwise)."
     )
 
 
@@ -223,33 +254,44 @@ def overlong_flag(flags: Sequence[str]) -> int | None:
     return next((i for i, flag in enumerate(flags) if len(flag) > MAX_FLAG_CHARS), None)
 
 
-def report_fingerprint(body: IncidentIn, *, time_as_written: bool = False) -> str:
+def report_fingerprint(body: IncidentIn, *, time_as_written: bool = False,
+                       follow_up_of: str | None = None) -> str:
     """What a retry of `body` must send again, as one digest: a report under a ref already
     taken is that ref's retry only if its fingerprint is the same (flags in any order or
     spelling the policy reads as the same, each once; `reported_at` the same moment, at
     whatever offset it is written: a system retrying from its outbox may give it in UTC
     where the first attempt gave Beijing time). A digest: the record keeps no copy of the
     caller or the description. `time_as_written`: the digest records made before
-    2026-12-07 kept, of the time at its offset as sent (is_retry_of)."""
+    2026-12-07 kept, of the time at its offset as sent (is_retry_of). `follow_up_of`: a
+    follow-up's, the report it adds to (a report's digest is as it was before follow-ups):
+    the same body sent as a report of its own, or of another report, is not its retry."""
     if body.reported_at is not None and not time_as_written:
         body = body.model_copy(update={"reported_at": body.reported_at.astimezone(UTC)})
     report = body.model_dump(mode="json", exclude={"external_ref"})
     report["flags"] = sorted(normalise_flags(body.flags))
+    if follow_up_of:
+        report["follow_up_of"] = follow_up_of
     return hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def is_retry_of(fingerprint: str | None, body: IncidentIn) -> bool:
-    """Whether `body` is the report a record of `fingerprint` was made of: its retry. A
-    record older than fingerprints (none kept) takes any report under its ref as one."""
+def is_retry_of(fingerprint: str | None, body: IncidentIn, *,
+                follow_up_of: str | None = None) -> bool:
+    """Whether `body` (a follow-up of `follow_up_of`, if given) is the report a record of
+    `fingerprint` was made of: its retry. A record older than fingerprints (none kept)
+    takes any report under its ref as one."""
     if not fingerprint:
         return True
-    return fingerprint in (report_fingerprint(body),
-                           report_fingerprint(body, time_as_written=True))
+    return fingerprint in (report_fingerprint(body, follow_up_of=follow_up_of),
+                           report_fingerprint(body, time_as_written=True,
+                                              follow_up_of=follow_up_of))
 
 
-def differing_part(record: Mapping[str, str], body: IncidentIn) -> str:
+def differing_part(record: Mapping[str, str], body: IncidentIn, *,
+                   follow_up_of: str | None = None) -> str:
     """Which part of `body` differs from the report `record` was made of (their fingerprints
     differ), in words for the caller: only what the record keeps can be named."""
+    if (record.get("follow_up_of") or None) != follow_up_of:
+        return "which report it follows up (a follow-up is sent to its report's follow-ups)"
     if record.get("category") != body.category:
         return "its category"
     if record.get("district") != body.district:
@@ -402,6 +444,9 @@ class IncidentView(BaseModel):
                                   "`teams`; its "
                                   "timeline says which incident it was first judged a duplicate "
                                   "of)")
+    follow_up_of: str | None = Field(
+        default=None, description="added 2026-12: a follow-up's, the report it adds to (POST "
+        "/v1/incidents/{id}/follow-ups); null for a report of its own")
     reported_at: str
     received_at: str | None = Field(
         default=None, description="added 2026-12: when dispatch received the report (null "

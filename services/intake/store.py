@@ -226,6 +226,7 @@ async def record_incident(
     judged: Sequence[str] = (),
     unheard_ttl_s: int | None = None,
     fingerprint: str = "",
+    follow_up_of: str | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres (a little more: those are
@@ -237,7 +238,8 @@ async def record_incident(
     The record and ref expire after `unheard_ttl_s` (None: never) unless dispatch takes the
     report up, or sends a linked one out as an incident of its own (`apply_update`).
     `fingerprint` (domain.report_fingerprint) is kept to tell a retry from another report
-    sent under the same ref."""
+    sent under the same ref. `follow_up_of`: a follow-up's, the report it adds to (kept for
+    its view and its retries; its `linked_to` is where it goes)."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -258,6 +260,8 @@ async def record_incident(
         "flagged": "0",
         "fingerprint": fingerprint,
     }
+    if follow_up_of:
+        fields["follow_up_of"] = follow_up_of
     stream = streams.INCIDENT_REPORTED
     keys = [f"intake:ref:{system_id}:{external_ref}", f"intake:incident:{incident_id}",
             _open_index(district, category), stream.name]

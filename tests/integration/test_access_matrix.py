@@ -139,6 +139,14 @@ MATRIX: list[Row] = [
     row("intake", "GET", "/v1/incidents/{inc_d2}", {"admin": 200, "system_d2": 200}),
     row("intake", "GET", "/v1/incidents/{inc_a}", {"admin": 200, "device_a": 200}),
     row("intake", "GET", f"/v1/incidents/{MISSING}", each(("admin", *SYSTEMS, *DEVICES), 404)),
+    # a follow-up is its report's system's (or member's): scoped as a read of the report,
+    # though the admin, who reads every report, reports none
+    row("intake", "POST", "/v1/incidents/{inc_d1}/follow-ups", {"system_d1": 202},
+        {"external_ref": "matrix-follow-up", "category": "violence", "district": "d1",
+         "location": {"lat": 22.8301, "lon": 108.3301}}),
+    row("intake", "POST", f"/v1/incidents/{MISSING}/follow-ups", each((*SYSTEMS, *DEVICES), 404),
+        {"external_ref": "matrix-follow-up-404", "category": "violence", "district": "d1",
+         "location": {"lat": 22.8301, "lon": 108.3301}}),
 
     # --- dispatch: the command room's ------------------------------------------------------
     *operations("dispatch"),

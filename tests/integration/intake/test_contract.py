@@ -179,8 +179,14 @@ async def test_the_openapi_document_says_how_a_system_reports_follows_up_and_ret
     spec = (await intake.get("/openapi.json")).json()
     said = spec["paths"]["/v1/incidents"]["post"].get("description") or ""
     for words in ("external_ref", "retry", "linked", "200 m", "10 min",  # the policy's
-                  "weapon, injury, in_progress", "no volunteer", "cancel", "command room"):
+                  "weapon, injury, in_progress", "no volunteer", "cancel", "command room",
+                  "/v1/incidents/{incident_id}/follow-ups"):
         assert words in said, words
+    # and the follow-up's own route says what it is answered
+    follow_up = spec["paths"]["/v1/incidents/{incident_id}/follow-ups"]["post"]
+    for words in ("whatever the distance and the time", "ended", "403", "404"):
+        assert words in follow_up["description"], words
+    assert {"200", "202", "409"} <= set(follow_up["responses"])
 
 
 @pytest.mark.parametrize(("body", "said"), [
