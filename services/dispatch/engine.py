@@ -956,6 +956,8 @@ class Dispatcher:
             "zone_pending": "" if known else "1",
             "status": "linked" if event.linked_to else "dispatching",
             "linked_to": event.linked_to or "",
+            # a reporting system's follow-up of its own report: judged as one (_judge_link)
+            **({"follow_up_of": event.follow_up_of} if event.follow_up_of else {}),
             "misses": "0",
             "seq": "0",
             "flagged": "0",
@@ -986,7 +988,8 @@ class Dispatcher:
         assert event.linked_to is not None
         return await self._judge_link(
             event.incident_id, event.linked_to, district=event.district,
-            priority=event.priority, flags=event.flags, waited=False, made_at=event.occurred_at)
+            priority=event.priority, flags=event.flags, waited=False, made_at=event.occurred_at,
+            follow_up=bool(event.follow_up_of))
 
     async def _join_sent_out(self, event: IncidentReported, held: locks.Held) -> None:
         """The report of an incident that reaches dispatch only after a report intake linked
@@ -1006,11 +1009,14 @@ class Dispatcher:
 
     async def _judge_link(self, incident_id: str, parent: str, *, district: str, priority: str,
                           flags: Collection[str], waited: bool,
-                          made_at: datetime | None = None) -> bool:
+                          made_at: datetime | None = None, follow_up: bool = False) -> bool:
         """_record_link's judgement of the report `incident_id` linked to `parent`; `waited`:
         the judgement again of on_link_due, once parent was not known for LINKED_WAIT_S;
-        `made_at`: when intake made the report (None: not known)."""
+        `made_at`: when intake made the report (None: not known); `follow_up`: the report is
+        its reporting system's follow-up of its own (intake linked it whatever the distance
+        and the time), judged as a duplicate is, its timeline saying so."""
         linked_to = parent
+        told_code = "follow_up_linked" if follow_up else "report_linked"
         off: list[dict[str, str]] = []
         for hop in range(MAX_SENT_ON + 1):
             async with self._locked(parent):
@@ -1040,8 +1046,9 @@ class Dispatcher:
                                                         {"sent_on_as": incident_id})
 
                     await self._emit(incident_id, TimelineEntry(
-                        kind="note", **entry_detail("duplicate_of_ended", parent=parent,
-                                                    status=other["status"])),
+                        kind="note", **entry_detail(
+                            "follow_up_of_ended" if follow_up else "duplicate_of_ended",
+                            parent=parent, status=other["status"])),
                         status="dispatching", also=remember)
                     return False
                 if other is not None and other["status"] not in TERMINAL:
@@ -1072,12 +1079,12 @@ class Dispatcher:
                         store.queue_incident_fields(pipe, incident_id, {"link_told": "1"})
 
                     await self._emit(parent, TimelineEntry(
-                        kind="note", **entry_detail("report_linked", report=incident_id)),
+                        kind="note", **entry_detail(told_code, report=incident_id)),
                         also=told)
                     break
                 if parent != linked_to:  # followed on from the incident intake named
                     await self.redis.hset(store.incident_key(incident_id), "linked_to", parent)
-                detail = entry_detail("duplicate", parent=parent)
+                detail = entry_detail("follow_up" if follow_up else "duplicate", parent=parent)
                 if other is None:
                     detail = entry_detail("duplicate_not_known", parent=parent,
                                           seconds=f"{self.settings.linked_wait_s:g}")
@@ -1099,7 +1106,7 @@ class Dispatcher:
                                  status="linked", state=mine, also=judged)
                 if other is not None:
                     await self._emit(parent, TimelineEntry(
-                        kind="note", **entry_detail("report_linked", report=incident_id)))
+                        kind="note", **entry_detail(told_code, report=incident_id)))
                 break
         for order in off:
             await self.retry_waiting(district, freed=order["team_id"])
@@ -1171,7 +1178,8 @@ class Dispatcher:
                 if not inc.get("link_told"):
                     await self._judge_link(
                         incident_id, parent, district=inc["district"], priority=inc["priority"],
-                        flags=json.loads(inc.get("flags") or "[]"), waited=True)
+                        flags=json.loads(inc.get("flags") or "[]"), waited=True,
+                        follow_up=bool(inc.get("follow_up_of")))
                 return None
             now = utcnow()
             received = datetime.fromisoformat(inc["received_at"])
@@ -1182,7 +1190,8 @@ class Dispatcher:
                 return now + LINK_LOOK_AGAIN
             if not await self._judge_link(
                     incident_id, parent, district=inc["district"], priority=inc["priority"],
-                    flags=json.loads(inc.get("flags") or "[]"), waited=True):
+                    flags=json.loads(inc.get("flags") or "[]"), waited=True,
+                    follow_up=bool(inc.get("follow_up_of"))):
                 await self._fill(incident_id)
         return None
 

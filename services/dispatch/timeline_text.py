@@ -79,6 +79,17 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "report_linked": {
         "en": "another report linked: {report}",
         "zh": "又一起上报作为重复上报并入：{report}"},
+    # a reporting system's follow-up of its own report (intake's follow-ups route)
+    "follow_up": {
+        "en": "follow-up of {parent}",
+        "zh": "{parent}的后续上报（补充警情）"},
+    "follow_up_linked": {
+        "en": "a follow-up from its reporting system: {report}",
+        "zh": "报警系统就本警情发来后续上报（补充警情）：{report}"},
+    "follow_up_of_ended": {
+        "en": "a follow-up of {parent}, which had ended ({status}): dispatched as an "
+              "incident of its own",
+        "zh": "{parent}的后续上报，但该警情已结束（{status:incident_status}）：作为独立警情派警"},
     "not_a_duplicate": {
         "en": "not a duplicate of {parent}: unlinked by {by}",
         "zh": "非{parent}的重复上报：{by}已解除合并"},

@@ -47,6 +47,14 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         f"as an incident of its own, flagged for the command room"),
     "report_linked": ({"report": "inc_b"},
                       lambda report: f"another report linked: {report}"),
+    # new with the codes: no f-string wrote them before
+    "follow_up": ({"parent": "inc_a"}, lambda parent: f"follow-up of {parent}"),
+    "follow_up_linked": ({"report": "inc_b"},
+                         lambda report: f"a follow-up from its reporting system: {report}"),
+    "follow_up_of_ended": (
+        {"parent": "inc_a", "status": "closed"},
+        lambda parent, status: f"a follow-up of {parent}, which had ended ({status}): "
+        "dispatched as an incident of its own"),
     "not_a_duplicate": ({"parent": "inc_a", "by": BY},
                         lambda parent, by: f"not a duplicate of {parent}: unlinked by {by}"),
     "report_not_a_duplicate": (
