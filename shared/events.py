@@ -259,9 +259,10 @@ class OrderWithdrawn(Event):
 
 
 class OrderAmended(Event):
-    """A live order's incident revised by the command room, or its volunteer team's escort
-    to a P1 changed (`escort`): what its team must now know. Never a note: the command
-    room's words may name the caller, which only police read."""
+    """A live order's incident revised by the command room (or by a report that joined it),
+    or its volunteer team's escort to a P1 changed (`escort`): what its team must now know.
+    Never a note: the command room's words may name the caller, which only police read (as
+    they read the reporting system's, `description`)."""
 
     order_id: str
     incident_id: str
@@ -276,6 +277,12 @@ class OrderAmended(Event):
         "team to a P1 as it stands now (order.issued's `escort`): `awaited`, `sent`, or "
         "`none` (no longer concerns the order); None: unchanged by this amendment (a "
         "revision of priority or flags only, or a dispatch before 2026-12-07)")
+    # Need to know: only amendments of orders to police teams carry it.
+    description: str | None = Field(
+        default=None, description="the incident's description now, when a follow-up of its "
+        "reporting system added its words (the first report's, then each follow-up's, a line "
+        "each); only to a police team's order. None: unchanged (or the order's team may not "
+        "read it; or a dispatch before 2026-12-07 sent it)")
 
 
 class OrderEscalated(Event):

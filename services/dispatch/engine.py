@@ -989,7 +989,7 @@ class Dispatcher:
         return await self._judge_link(
             event.incident_id, event.linked_to, district=event.district,
             priority=event.priority, flags=event.flags, waited=False, made_at=event.occurred_at,
-            follow_up=bool(event.follow_up_of))
+            follow_up=bool(event.follow_up_of), words=event.description)
 
     async def _join_sent_out(self, event: IncidentReported, held: locks.Held) -> None:
         """The report of an incident that reaches dispatch only after a report intake linked
@@ -1009,12 +1009,14 @@ class Dispatcher:
 
     async def _judge_link(self, incident_id: str, parent: str, *, district: str, priority: str,
                           flags: Collection[str], waited: bool,
-                          made_at: datetime | None = None, follow_up: bool = False) -> bool:
+                          made_at: datetime | None = None, follow_up: bool = False,
+                          words: str | None = None) -> bool:
         """_record_link's judgement of the report `incident_id` linked to `parent`; `waited`:
         the judgement again of on_link_due, once parent was not known for LINKED_WAIT_S;
         `made_at`: when intake made the report (None: not known); `follow_up`: the report is
         its reporting system's follow-up of its own (intake linked it whatever the distance
-        and the time), judged as a duplicate is, its timeline saying so."""
+        and the time), judged as a duplicate is, its timeline saying so, and its `words`
+        (its description) added to the open incident's, for its police teams (_revised)."""
         linked_to = parent
         told_code = "follow_up_linked" if follow_up else "report_linked"
         off: list[dict[str, str]] = []
@@ -1062,7 +1064,10 @@ class Dispatcher:
                     known = set(json.loads(other.get("flags") or "[]"))
                     added = tuple(f for f in normalise_flags(flags) if f not in known)
                     sooner = priority if priority < other["priority"] else None
-                    if added or sooner or await self._revised_by_report(parent, incident_id):
+                    # a follow-up's words: its reporting system's, for the police on it
+                    said = words if follow_up and words else None
+                    if (added or sooner or said
+                            or await self._revised_by_report(parent, incident_id)):
                         # in the open incident's trace: the orders and amendments it makes
                         # are that incident's (linked to the report's span)
                         with in_incident_trace("a linked report revises the incident",
@@ -1070,7 +1075,8 @@ class Dispatcher:
                                                **{"lianfang.incident_id": parent}):
                             off = await self._revised(
                                 state, priority=sooner, add_flags=added, note=None,
-                                by=self._linked_report(incident_id), report=incident_id)
+                                by=self._linked_report(incident_id), report=incident_id,
+                                words=said)
                 if waited and hop == 0:
                     # it came after the report, which joined it: told now, as it would have
                     # been had the report come after it (the report marked, so a firing
@@ -1179,7 +1185,8 @@ class Dispatcher:
                     await self._judge_link(
                         incident_id, parent, district=inc["district"], priority=inc["priority"],
                         flags=json.loads(inc.get("flags") or "[]"), waited=True,
-                        follow_up=bool(inc.get("follow_up_of")))
+                        follow_up=bool(inc.get("follow_up_of")),
+                        words=inc.get("description") or None)
                 return None
             now = utcnow()
             received = datetime.fromisoformat(inc["received_at"])
@@ -1191,7 +1198,8 @@ class Dispatcher:
             if not await self._judge_link(
                     incident_id, parent, district=inc["district"], priority=inc["priority"],
                     flags=json.loads(inc.get("flags") or "[]"), waited=True,
-                    follow_up=bool(inc.get("follow_up_of"))):
+                    follow_up=bool(inc.get("follow_up_of")),
+                    words=inc.get("description") or None):
                 await self._fill(incident_id)
         return None
 
@@ -3996,10 +4004,14 @@ class Dispatcher:
 
     async def _revised(self, state: store.IncidentState, *, priority: str | None,
                        add_flags: tuple[str, ...], note: str | None, by: str,
-                       report: str | None = None) -> list[dict[str, str]]:
+                       report: str | None = None,
+                       words: str | None = None) -> list[dict[str, str]]:
         """revise's work on an open incident, under its lock: the orders taken back (their
         teams to be offered to the waiting incidents once the lock is released). `report`:
-        the linked report revising it (`by` names it)."""
+        the linked report revising it (`by` names it); `words`: that report's description,
+        when it is its reporting system's follow-up: added to the incident's (a line of its
+        own, once per report: `follow_ups_told`), and sent to the police teams' orders (need
+        to know: no other team's order carries a description)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -4013,6 +4025,11 @@ class Dispatcher:
             what["flags"] = ", ".join(added)
         flags = [*old_flags, *added]
         changes = {"priority": new_priority, "flags": json.dumps(flags)}
+        told: list[str] = json.loads(inc.get("follow_ups_told") or "[]")
+        described = bool(words and report and report not in told)
+        if described:
+            changes["description"] = "\n".join(x for x in (inc.get("description"), words) if x)
+            changes["follow_ups_told"] = json.dumps([*told, report])
         inc.update(changes)
         barring = [f for f in flags if f in self.policy.bar_volunteers_flags]
         live = [o for o in state.orders if o["state"] in domain.LIVE_ORDER_STATES]
@@ -4037,6 +4054,9 @@ class Dispatcher:
         async def revised(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, changes)
             for order in staying:  # told, with the revision
+                police = order["agency_kind"] == "police"
+                if not what and not police:
+                    continue  # only words, which this team may not read: nothing to tell
                 ack_by = sooner.get(order["order_id"])
                 if ack_by is not None:
                     order["ack_by"] = ack_by.isoformat()
@@ -4049,16 +4069,19 @@ class Dispatcher:
                     incident_id=incident_id, team_id=order["team_id"],
                     priority=new_priority, flags=tuple(flags),
                     ack_by=datetime.fromisoformat(order["ack_by"])
-                    if order.get("ack_by") else None))
+                    if order.get("ack_by") else None,
+                    description=changes["description"] if described and police else None))
 
-        if what:
-            changed = "_".join(part for part, there in (("priority", "new" in what),
-                                                        ("flags", "flags" in what)) if there)
+        if what or described:
+            if what:
+                changed = "_".join(part for part, there in (("priority", "new" in what),
+                                                            ("flags", "flags" in what)) if there)
+                detail = (entry_detail(f"revised_{changed}_by_report", **what, report=report)
+                          if report else entry_detail(f"revised_{changed}", **what, by=by))
+            else:
+                detail = entry_detail("revised_description_by_report", report=report)
             await self._emit(incident_id, TimelineEntry(
-                kind="revised", **(entry_detail(f"revised_{changed}_by_report", **what,
-                                                report=report) if report
-                                   else entry_detail(f"revised_{changed}", **what, by=by)),
-                note=note or None), state=state, also=revised)
+                kind="revised", **detail, note=note or None), state=state, also=revised)
         elif note and not any(e.get("kind") == "revised" and e.get("note") == note
                               and str(e.get("detail") or "").endswith(f" by {by}")
                               for e in await store.timeline(self.redis, incident_id)):

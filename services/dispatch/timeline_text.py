@@ -217,6 +217,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "priority {old} → {new}; flags added: {flags} by " + _BY_REPORT,
         "zh": "等级 {old}{old:priority} → {new}{new:priority}；新增标记：{flags:flag}"
               "（据并入的上报{report}更正）"},
+    # a follow-up's words added to the incident's description (its police teams told)
+    "revised_description_by_report": {
+        "en": "the caller's words added by " + _BY_REPORT,
+        "zh": "补充警情描述（据并入的上报{report}）"},
     "revised_nothing": {
         "en": "nothing to change (already {priority}) by {by}",
         "zh": "无需更正（已是{priority}{priority:priority}）：{by}"},

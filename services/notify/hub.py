@@ -205,21 +205,23 @@ def state_message(frame: dict[str, Any], *, origin: str | None) -> str:
     return json.dumps({"event": "state", "frame": frame, "origin": origin})
 
 
-Version = tuple[str, tuple[str, ...], str, str]
+Version = tuple[str, tuple[str, ...], str, str, str]
 
 
 def order_version(order: OrderIssued) -> Version:
     """What a socket was last told of an order's revision: priority, flags, acknowledge-by,
-    its volunteers' escort (an amendment changes these; sync_amended tells a socket a
-    version it has not seen)."""
+    its volunteers' escort, a police order's description (an amendment changes these;
+    sync_amended tells a socket a version it has not seen). Of the order as the team's
+    (caller data kept for police only), whoever reads."""
     return (order.priority, tuple(order.flags), order.ack_by.isoformat() if order.ack_by else "",
-            order.escort or "")
+            order.escort or "", order.description or "")
 
 
 def frame_version(frame: dict[str, Any]) -> Version:
-    """order_version of an order or order_update frame (ack_by as the frame gives it)."""
+    """order_version of an order or order_update frame as made, before `for_reader` (ack_by
+    as the frame gives it)."""
     return (frame.get("priority", ""), tuple(frame.get("flags") or ()), frame.get("ack_by") or "",
-            frame.get("escort") or "")
+            frame.get("escort") or "", frame.get("description") or "")
 
 
 def amended_message(order: OrderIssued) -> str:
@@ -434,7 +436,7 @@ class Hub:
             for conn in conns:
                 if data["order_id"] in conn.sent:
                     conn.versions[data["order_id"]] = frame_version(frame)
-                    conn.offer(frame)
+                    conn.offer(for_reader(frame, police=conn.police))
                 else:  # a replay reading now must not send it as it was
                     conn.missed_news(data["order_id"])
         elif kind == "withdrawn":
@@ -514,7 +516,7 @@ class Hub:
         now = order_version(order)
         if conn.versions.get(order.order_id, now) != now and not conn.closing:
             conn.versions[order.order_id] = now
-            conn.offer(amended_frame(order))
+            conn.offer(for_reader(amended_frame(order), police=conn.police))
 
     @staticmethod
     def sync_taken(conn: Connection, record: store.OrderRecord) -> None:

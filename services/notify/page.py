@@ -692,19 +692,22 @@ function leaveTeam(now) {
   refreshDutySoon();  // the new team's shift and status
 }
 
-// The command room learnt more: a new priority, flags such as "weapon". A raise alarms again.
+// The command room learnt more: a new priority, flags such as "weapon"; a police order also
+// the caller's words a follow-up of the report added (its description). Each alarms again.
 // Volunteers on a P1 are told whether police or security goes with them (`escort`; a frame
 // of an older notify has none: unchanged): one now on the way, or none any more (it
 // declined), which beeps.
 function onUpdate(f) {
   const o = orders.get(f.order_id); if (!o || ended(o)) return;   // over: nothing to alarm for
   const raised = f.priority < o.frame.priority, added = f.flags.filter((x) => !o.frame.flags.includes(x));
+  const said = f.description !== undefined && f.description !== o.frame.description;
   const escort = f.escort === undefined ? (o.frame.escort || null) : f.escort;
   const escortNews = escort !== (o.frame.escort || null) && escort ? escort : null;
   o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by,
               escort };
-  render(f.order_id, raised || added.length > 0 || escortNews === "awaited");
-  if (raised || added.length) { ring();
+  if (said) o.frame.description = f.description;
+  render(f.order_id, raised || added.length > 0 || said || escortNews === "awaited");
+  if (raised || added.length || said) { ring();
     toast(say("order_updated", { what: what(o.frame)
       + (added.length ? " · " + added.map((x) => word("flag", x)).join(", ") : "") })); }
   else if (escortNews === "awaited") { ring(); toast(say("escort_awaited")); }

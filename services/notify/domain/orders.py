@@ -103,26 +103,34 @@ def for_reader(frame: dict[str, Any], *, police: bool) -> dict[str, Any]:
 
 def amended_frame(order: OrderIssued) -> dict[str, Any]:
     """An order's incident revised by the command room: its priority and flags now, and its
-    acknowledge-by (sooner when the incident became more urgent); and what its volunteer
-    team is told of its escort to a P1 now (`escort`, null: nothing)."""
+    acknowledge-by (sooner when the incident became more urgent); what its volunteer team is
+    told of its escort to a P1 now (`escort`, null: nothing); a police order's also its
+    description (what a follow-up of the report added), which `for_reader` keeps from any
+    other reader."""
     frame: dict[str, Any] = {"type": "order_update", "order_id": order.order_id,
                              "priority": order.priority, "flags": list(order.flags),
                              "escort": order.escort}
     if order.ack_by is not None:
         frame["ack_by"] = order.ack_by.isoformat()
+    if order.agency_kind == "police" and order.description is not None:
+        frame["description"] = order.description
     return frame
 
 
 def amended(order: OrderIssued, event: OrderAmended) -> OrderIssued:
     """The stored order as `event` revises it: its priority and flags; its acknowledge-by
     only when sooner (a deadline is never pushed back); what it says of its volunteer
-    team's escort when the event says anything (`none`: nothing any more)."""
+    team's escort when the event says anything (`none`: nothing any more); a police
+    order's description when the event carries one (a follow-up's words)."""
     update: dict[str, object] = {"priority": event.priority, "flags": event.flags}
     if (event.ack_by is not None and order.ack_by is not None
             and event.ack_by < order.ack_by):
         update["ack_by"] = event.ack_by
     if event.escort is not None:
         update["escort"] = None if event.escort == "none" else event.escort
+    # a follow-up's words: a police order's only (need to know, as for_team)
+    if event.description is not None and order.agency_kind == "police":
+        update["description"] = event.description
     return order.model_copy(update=update)
 
 

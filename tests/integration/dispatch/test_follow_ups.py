@@ -12,10 +12,10 @@ import redis as sync_redis
 from faststream.redis import RedisBroker
 
 from shared import streams
-from shared.events import IncidentReported, Location, new_id, utcnow
-from tests.helpers import poll_until
+from shared.events import IncidentReported, Location, OrderAmended, new_id, utcnow
+from tests.helpers import poll_until, read_stream
 
-from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
+from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 from .test_linked import resolve, status, updates
 
 # 1.1 km from the scene: they went into the mall
@@ -80,3 +80,60 @@ async def test_a_follow_up_of_an_ended_incident_is_dispatched_as_its_own(
                                     "dispatched as an incident of its own")
     assert status(dispatch, parent) == "resolved"
 
+
+def amendments(url: str, incident_id: str) -> list[OrderAmended]:
+    return [a for a in read_stream(url, streams.ORDER_AMENDED.name, OrderAmended)
+            if a.incident_id == incident_id]
+
+
+async def test_a_follow_ups_words_reach_the_police_team_on_it_and_no_other(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A fight, police and the nearest security post sent; the caller rings back: "he has a
+    # knife now", and the flag that says so. The police team read only the first words
+    # with its order, and was told only the flag; the guards never read a caller's words.
+    await team(publisher, "t-police", kind="police", lat=22.8171, lon=108.3665)
+    await team(publisher, "t-guard", kind="security", lat=22.8172, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    parent = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=parent, system_id="sys", external_ref=parent,
+        category="violence", priority="P1", location=SCENE, reported_at=utcnow(),
+        description="two men fighting outside the bank"), stream=streams.INCIDENT_REPORTED.name)
+    orders = await poll_until(lambda: len(orders_for(dispatch, parent)) == 2
+                              and orders_for(dispatch, parent), "both teams sent")
+    police = next(o for o in orders if o.agency_kind == "police")
+    guard = next(o for o in orders if o.agency_kind == "security")
+    await follow_up(publisher, parent, flags=("weapon",), category="violence", priority="P1")
+    told = await poll_until(lambda: [a for a in amendments(dispatch, parent)
+                                     if a.order_id == police.order_id],
+                            "the police team's order amended")
+    assert told[-1].description == ("two men fighting outside the bank\n"
+                                    "he has a knife now")
+    assert "weapon" in told[-1].flags
+    for amended in amendments(dispatch, parent):
+        if amended.order_id == guard.order_id:
+            assert amended.description is None and "weapon" in amended.flags
+    # orders issued from now on carry it too
+    assert record(dispatch, parent)["description"].endswith("\nhe has a knife now")
+
+
+async def test_a_follow_up_that_only_says_more_still_reaches_the_police_team(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # "they went into the mall": no flag, no priority; the police team is told all the same,
+    # the guards are not amended for nothing
+    await team(publisher, "t-police", kind="police", lat=22.8171, lon=108.3665)
+    await team(publisher, "t-guard", kind="security", lat=22.8172, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    parent = await report(publisher, "violence", priority="P1")
+    orders = await poll_until(lambda: len(orders_for(dispatch, parent)) == 2
+                              and orders_for(dispatch, parent), "both teams sent")
+    police = next(o for o in orders if o.agency_kind == "police")
+    added = await follow_up(publisher, parent, category="violence", priority="P1")
+    [told] = await poll_until(lambda: amendments(dispatch, parent), "an amendment")
+    assert (told.order_id, told.description) == (police.order_id, "he has a knife now")
+    entries = [u.entry for u in updates(dispatch, parent)]
+    assert [e.detail_code for e in entries if e.kind == "revised"] == [
+        "revised_description_by_report"]
+    assert any(e.detail_code == "follow_up_linked" and e.detail_args == {"report": added}
+               for e in entries)
+    assert all(a.order_id == police.order_id for a in amendments(dispatch, parent))

@@ -51,6 +51,8 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "follow_up": ({"parent": "inc_a"}, lambda parent: f"follow-up of {parent}"),
     "follow_up_linked": ({"report": "inc_b"},
                          lambda report: f"a follow-up from its reporting system: {report}"),
+    "revised_description_by_report": (
+        {"report": "inc_b"}, lambda report: f"the caller's words added by a linked report ({report})"),
     "follow_up_of_ended": (
         {"parent": "inc_a", "status": "closed"},
         lambda parent, status: f"a follow-up of {parent}, which had ended ({status}): "
