@@ -1008,18 +1008,19 @@ class AnswerWithin:
     ask again; a write whose route had begun that whether it was made is not known (a script
     is atomic: Redis may have made it and the answer is all that was lost), and what asking
     again does: nothing twice, or the route's own word (`when_not_answered`). `unbounded`:
-    exact paths with a bound of their own (intake's reports)."""
+    the requests with a bound of their own (intake's reports and follow-ups)."""
 
-    def __init__(self, app: ASGIApp, *, timeout_s: float, unbounded: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, *, timeout_s: float,
+                 unbounded: Callable[[Scope], bool] = lambda scope: False) -> None:
         self.app = app
         self.timeout_s = timeout_s
-        self._unbounded = frozenset(unbounded)
+        self._unbounded = unbounded
         self._answering: set[asyncio.Task[None]] = set()  # the 503s being sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The request runs on in the server's task, a timer beside it: a task of its own and
         # a wait per request cost ~18 µs, a sixth of a phone's position fix on the fast path.
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self._unbounded:
+        if scope["type"] not in ("http", "websocket") or self._unbounded(scope):
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 
 
 REPORT_PATH = "/v1/incidents"
+FOLLOW_UPS = "/follow-ups"
 MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
 # A report refused for now says when to ask again, as every 503 does (shared.http.store_away)
 RETRY_AFTER = {"Retry-After": "2"}
@@ -226,6 +227,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         incident_id = new_id("inc")
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
         fingerprint = report_fingerprint(body, follow_up_of=follow_up_of)
+        # REPORT_TIMEOUT_S from its arrival (ReportDeadlines), its key's lookup included
+        answer_by = deadline.current() or deadline.Deadline(settings.report_timeout_s)
 
         async def record(linked_to: str | None, *, look_near: bool,
                          judged: Sequence[str] = ()) -> store.Recording:
@@ -340,7 +343,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             result["follow_up_of"] = follow_up_of
         return result
 
-    @router.post(REPORT_PATH.removeprefix("/v1") + "/{incident_id}/follow-ups", status_code=202,
+    @router.post(REPORT_PATH.removeprefix("/v1") + "/{incident_id}" + FOLLOW_UPS, status_code=202,
                  response_model=None,
                  summary="Add to a report: what the caller adds on calling back, a second alert "
                  "of the same event (the report's own system or member)",
@@ -366,10 +369,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if overlong is not None:
             raise ApiError(422, "invalid_field", f"flags.{overlong} is too long: a flag is one "
                            f"word of at most {MAX_FLAG_CHARS} characters", f"flags.{overlong}")
+        answer_by = deadline.current() or deadline.Deadline(settings.report_timeout_s)
         try:
-            data = await store.get_incident(redis, incident_id)
+            async with answer_by.within():  # the follow-up's bound, as a report's
+                data = await store.get_incident(redis, incident_id)
         except RedisError as exc:
             raise not_accepted(exc) from exc
+        except TimeoutError:
+            raise not_answered(answer_by.timeout_s) from None
         if not data:
             raise not_found("incident")
         # scoped as a read of it is (get_incident): a system follows up its own reports
@@ -626,7 +633,13 @@ class SystemKeys:
 
 
 def is_report(scope: Scope) -> bool:
-    return scope["type"] == "http" and scope["path"] == REPORT_PATH and scope["method"] == "POST"
+    """A report or a follow-up of one (`POST /v1/incidents/{id}/follow-ups`): each has the
+    report's bound from its arrival (ReportDeadlines) and its key kept in memory."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    path: str = scope["path"]
+    return path == REPORT_PATH or (path.startswith(REPORT_PATH + "/")
+                                   and path.endswith(FOLLOW_UPS) and path.count("/") == 4)
 
 
 def refuse_revoked_keys_first(app: FastAPI, keys: SystemKeys) -> None:

@@ -87,6 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Around the authentication too; a report has its own bound (above) and its own answer
     # (the retry with the same external_ref tells whether it was kept).
     app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s,
-                       unbounded=(api.REPORT_PATH,))
+                       unbounded=api.is_report)
     allow_browsers(app, settings.allowed_origins)  # the member's page: reports from the street
     return app
