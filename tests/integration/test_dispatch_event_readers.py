@@ -269,7 +269,8 @@ async def test_the_console_renders_the_new_entries_and_kpis(clean_redis: str) ->
     assert out["err"] == "" and out["detailError"] is None, (out["err"], out["asked"])
     shown = "\n".join(str(t) for t in out["texts"])
     from tests.unit.dispatch.test_console_page import said
-    patrol = said("street_patrol") + "：1" + said("resolved_on_site_of", share=1)
+    # one incident, by street patrol, resolved on site: every share whole
+    patrol = said("street_patrol") + "：100.0%" + said("resolved_on_site_of", share="100.0%")
     assert patrol in shown, shown
     # dispatch's own sentence on the timeline in the console's words (by its code), and the
     # command room's note as it was written
