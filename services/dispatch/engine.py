@@ -442,6 +442,14 @@ def _may_unlink(inc: dict[str, str]) -> None:
                        "(only its figures are kept): it cannot be sent a team")
 
 
+def _unlink_unfinished(inc: dict[str, str]) -> bool:
+    """Whether the incident is a report unlinked (by the command room's assignment or
+    unlink) whose step failed after the unlink's write, before its orders were announced:
+    `dispatching`, which no event brings it back from (a request is not redelivered); the
+    request asked again makes the rest, whatever else it answers (a 409: _fill)."""
+    return inc["status"] == "dispatching" and bool(inc.get("unlinked_from"))
+
+
 def _unlinked_from(order: dict[str, str], parent: str | None) -> dict[str, str]:
     """A manual order as the command room's assignment returns it: with `unlinked_from`
     when the assignment unlinked the report (for the audit), never stored."""
@@ -3693,7 +3701,8 @@ class Dispatcher:
         named, as the station's hand-over order (_hand_over_by_hand): a task that occupies
         no team, so `reassign` takes it off nothing. A linked report the command room sends
         a team to is another event than the one it was linked to: it is unlinked first
-        (_unlink), an incident of its own."""
+        (_unlink), an incident of its own. Asked again after a failure that came between the
+        unlink and the order, it makes what that left undone (_unlink_unfinished)."""
         inc = await store.get_incident(self.redis, incident_id)
         with in_incident_trace("command room assigns a team", inc.get("trace_ctx") if inc else None,
                                **{"lianfang.incident_id": incident_id,
@@ -3701,14 +3710,21 @@ class Dispatcher:
             if inc is not None and inc["status"] == "handed_over":
                 async with self._locked(incident_id):
                     return await self._assign_or_hand_over(incident_id, team_id, by=by)
+            unfinished = False
+            if inc is not None and _unlink_unfinished(inc):
+                unfinished = True
+                # the incident it was linked to told, once (under that one's lock alone)
+                await self._tell_unlinked(inc["unlinked_from"], incident_id,
+                                          by=inc.get("unlinked_by") or by)
             try:
                 return await self._assign_retrying(incident_id, team_id, reassign=reassign,
                                                    by=by, may_change=may_change)
             except ApiError:
-                if inc is not None and inc["status"] == "linked":
-                    # Unlinked for this assignment, whose team another incident claimed
-                    # before its order: an incident of its own now, dispatched as any
-                    # (_fill does nothing while it is still linked).
+                if inc is not None and (inc["status"] == "linked" or unfinished):
+                    # Unlinked for this assignment (or by an attempt before it that
+                    # failed), whose team another incident claimed before its order: an
+                    # incident of its own now, dispatched as any (_fill does nothing while
+                    # it is still linked).
                     async with self._locked(incident_id):
                         await self._fill(incident_id)
                 raise

@@ -179,6 +179,33 @@ async def test_a_report_unlinked_whose_team_was_taken_meanwhile_is_dispatched_al
     assert order.kind == "dispatch"
 
 
+async def test_an_assign_that_failed_after_unlinking_is_finished_when_its_team_is_taken(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The assignment unlinked the report, then Redis went away (503) before the incident it
+    # was linked to was told and before the order; the desk asks again once t2 went
+    # elsewhere (409). Before: the report stayed `dispatching` with no team and no flag
+    # (the retry judged by the report's status, no longer `linked`), its incident never told.
+    parent, linked = await a_report_linked_to_a_noise_complaint(clean_redis, publisher)
+    failed = fail_once(monkeypatch, Dispatcher, "_tell_unlinked")
+    r = await console.post(f"/v1/incidents/{linked}/assign", headers=ADMIN,
+                           json={"team_id": "t2"})
+    assert r.status_code == 503 and failed == ["failed"], r.text
+    assert status(clean_redis, linked) == "dispatching" and orders_for(clean_redis, linked) == []
+    r = await console.post(f"/v1/incidents/{parent}/assign", headers=ADMIN,
+                           json={"team_id": "t2"})
+    assert r.status_code == 200, r.text
+
+    r = await console.post(f"/v1/incidents/{linked}/assign", headers=ADMIN,
+                           json={"team_id": "t2"})
+    assert r.status_code == 409, r.text
+    mine = await incident(console, linked)
+    assert (mine["status"], mine["flagged"]) == ("unassigned", True)  # no team free: told
+    assert len(details(mine, "unlinked")) == 1
+    told = f"report {linked} is not a duplicate of this incident: unlinked by admin:admin"
+    assert details(await incident(console, parent), "note").count(told) == 1
+
+
 @pytest.mark.roster("qingxiu", "another-district")
 async def test_who_may_unlink_and_what(clean_redis: str, console: httpx.AsyncClient,
                                        publisher: RedisBroker) -> None:
