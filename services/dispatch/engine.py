@@ -3757,46 +3757,74 @@ class Dispatcher:
             held = await store.get_order(self.redis, holder) if holder else None
             if (held is not None and held["incident_id"] != incident_id
                     and held["state"] in domain.LIVE_ORDER_STATES):
-                first, second = sorted((incident_id, held["incident_id"]))  # one order: no deadlock
-                async with self._locked(first), self._locked(second):
-                    # before the team is taken off
-                    inc, unit = await self._assignable(incident_id, team_id)
-                    if inc["status"] == "handed_over":  # since: a task, the team stays
-                        return await self._hand_over_by_hand(inc, unit, by=by)
-                    current = await store.get_order(self.redis, held["order_id"])
-                    other = await store.get_incident(self.redis, held["incident_id"])
-                    # The other incident's steps in its own trace, linked to this one's.
-                    in_other = functools.partial(
-                        in_incident_trace, "command room takes a team off for another",
-                        other.get("trace_ctx") if other else None,
-                        **{"lianfang.incident_id": held["incident_id"],
-                           "lianfang.order_id": held["order_id"]})
-                    taking = current is not None and current["state"] in domain.LIVE_ORDER_STATES
-                    if taking and may_change is not None and other is not None:
-                        may_change(other)
-                    unlinked = None
-                    if inc["status"] == "linked":  # its team may come off the very incident
-                        unlinked = await self._unlink(
-                            incident_id, by=by, note=None,
-                            parent_held=inc["linked_to"] == held["incident_id"])
-                    if taking:
-                        with in_other():
-                            await self._take_back(
-                                held["incident_id"], held["order_id"], by=by,
-                                note=f"sent to incident {incident_id} instead", refill=False)
-                    # The team claimed here before the other incident's refill (a search
-                    # that takes a while), so no freed-team offer gives it to a third one
-                    # meanwhile; the other incident waits for its refill in the queue. Refilled
-                    # also when a third one claimed the team first (this assignment fails).
-                    try:
-                        return _unlinked_from(
-                            await self._assign(incident_id, team_id, reassigning=True),
-                            unlinked)
-                    finally:
-                        with in_other():
-                            await self._fill(held["incident_id"])
+                report = await store.get_incident(self.redis, incident_id)
+                if (report is not None and report["status"] == "linked"
+                        and report.get("linked_to") == held["incident_id"]):
+                    # a report before the incident it is linked to, as its link is judged
+                    # and its unlink tells that one: sorted, a step of the report waiting
+                    # for that incident (held here) would hold what this one waits for
+                    first, second = incident_id, held["incident_id"]
+                else:
+                    first, second = sorted((incident_id, held["incident_id"]))  # no deadlock
+                # the incident a report was linked to (neither of the two), told of its
+                # unlink once both are let go: a step holding it may wait for one of them
+                told: list[str] = []
+                try:
+                    return await self._reassign_locked(
+                        incident_id, team_id, held, first, second, by=by,
+                        may_change=may_change, told=told)
+                finally:
+                    for parent in told:
+                        await self._tell_unlinked(parent, incident_id, by=by)
         async with self._locked(incident_id):
             return await self._assign_or_hand_over(incident_id, team_id, by=by)
+
+    async def _reassign_locked(self, incident_id: str, team_id: str, held: dict[str, str],
+                               first: str, second: str, *, by: str,
+                               may_change: Callable[[dict[str, str]], None] | None,
+                               told: list[str]) -> dict[str, str]:
+        """_assign_once's reassignment of the team of order `held` (another incident's),
+        under the locks of `first` and `second` (the two incidents, in that order); the
+        incident a report assigned was linked to, when neither, added to `told`."""
+        async with self._locked(first), self._locked(second):
+            # before the team is taken off
+            inc, unit = await self._assignable(incident_id, team_id)
+            if inc["status"] == "handed_over":  # since: a task, the team stays
+                return await self._hand_over_by_hand(inc, unit, by=by)
+            current = await store.get_order(self.redis, held["order_id"])
+            other = await store.get_incident(self.redis, held["incident_id"])
+            # The other incident's steps in its own trace, linked to this one's.
+            in_other = functools.partial(
+                in_incident_trace, "command room takes a team off for another",
+                other.get("trace_ctx") if other else None,
+                **{"lianfang.incident_id": held["incident_id"],
+                   "lianfang.order_id": held["order_id"]})
+            taking = current is not None and current["state"] in domain.LIVE_ORDER_STATES
+            if taking and may_change is not None and other is not None:
+                may_change(other)
+            unlinked = None
+            if inc["status"] == "linked":  # its team may come off the very incident
+                parent_held = inc["linked_to"] == held["incident_id"]
+                unlinked = await self._unlink(incident_id, by=by, note=None,
+                                              tell=parent_held, parent_held=parent_held)
+                if not parent_held:
+                    told.append(unlinked)
+            if taking:
+                with in_other():
+                    await self._take_back(
+                        held["incident_id"], held["order_id"], by=by,
+                        note=f"sent to incident {incident_id} instead", refill=False)
+            # The team claimed here before the other incident's refill (a search
+            # that takes a while), so no freed-team offer gives it to a third one
+            # meanwhile; the other incident waits for its refill in the queue. Refilled
+            # also when a third one claimed the team first (this assignment fails).
+            try:
+                return _unlinked_from(
+                    await self._assign(incident_id, team_id, reassigning=True),
+                    unlinked)
+            finally:
+                with in_other():
+                    await self._fill(held["incident_id"])
 
     async def _assign_or_hand_over(self, incident_id: str, team_id: str, *,
                                    by: str) -> dict[str, str]:
@@ -3846,13 +3874,14 @@ class Dispatcher:
                 return inc, now
 
     async def _unlink(self, incident_id: str, *, by: str, note: str | None,
-                      parent_held: bool = False) -> str:
+                      tell: bool = True, parent_held: bool = False) -> str:
         """Under the report's lock: the linked report made an incident of its own,
         `dispatching` (its orders the caller's to give: _fill, or a manual order) and in the
         queue of waiting incidents meanwhile, so that a failure before its orders leaves it
-        to the next freed team, never to nobody; then the incident it was linked to told,
-        under that one's lock (taken after the report's, as a link is judged) unless the
-        caller holds it. Returns that incident's id."""
+        to the next freed team, never to nobody; then, with `tell`, the incident it was
+        linked to told, under that one's lock (taken after the report's, as a link is
+        judged) unless the caller holds it (else the caller tells it: _tell_unlinked).
+        Returns that incident's id."""
         state = await store.incident_state(self.redis, incident_id)
         inc = state.incident
         assert inc is not None and inc["status"] == "linked"
@@ -3868,7 +3897,8 @@ class Dispatcher:
         await self._emit(incident_id, TimelineEntry(
             kind="unlinked", **entry_detail("not_a_duplicate", parent=parent, by=by),
             note=note or None), status="dispatching", state=state, also=unlinked)
-        await self._tell_unlinked(parent, incident_id, by=by, held=parent_held)
+        if tell:
+            await self._tell_unlinked(parent, incident_id, by=by, held=parent_held)
         return parent
 
     async def _tell_unlinked(self, parent: str, report: str, *, by: str,
