@@ -216,11 +216,15 @@ def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[
     the units it wants; a P1's escort marked `escort`, sent only so that volunteers are not
     alone there and not answering the category: a police car without first aid on a
     medical call). A unit that declines, misses its deadline or is taken back is replaced
-    whoever of those stays."""
+    whoever of those stays. So is one whose resolution left the P1 to the police
+    (`left_to_police`): its part is done, and nobody is sent in its place (the incident is
+    not short of it), while a police team that leaves is replaced."""
     units: list[str] = []
     alongside: list[str] = []
     for order in orders:
-        if order["state"] in domain.LIVE_ORDER_STATES and order.get("kind") in CLAIMING_KINDS:
+        if order.get("kind") in CLAIMING_KINDS and (
+                order["state"] in domain.LIVE_ORDER_STATES
+                or order.get("left_to_police") == "1"):
             with_units = order["kind"] == "reinforcement" or order.get("escort") == "1"
             (alongside if with_units else units).append(_counted_as(order))
     return units, alongside
@@ -267,6 +271,11 @@ def _with_another_visit(orders: list[dict[str, str]], backup: dict[str, str],
     asked = _station_order_backed(orders, backup)
     return (asked is not None and asked["order_id"] != ending["order_id"]
             and asked["state"] in domain.LIVE_ORDER_STATES)
+
+
+def _police(order: dict[str, str]) -> bool:
+    """Whether the order's team counts as police (of any role), as the incident counts it."""
+    return _counted_as(order).partition(":")[0] == "police"
 
 
 _of_a_station = store.of_a_station
@@ -1935,6 +1944,15 @@ class Dispatcher:
         others = [o for o in state.orders if o["order_id"] != order["order_id"]
                   and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS
                   and not _with_another_visit(state.orders, o, order)]
+        police = [o for o in others if _police(o)]
+        if new_state == "resolved" and (
+                (again and order.get("left_to_police") == "1")  # its note may be missing
+                or (inc["priority"] == "P1" and not _police(order) and police)):
+            # The police are the authority on a serious incident (DOMAIN: security and
+            # volunteers go first, police follow): a guard's "resolved" ends the guard's
+            # order, never the police's on a knife fight.
+            return await self._left_to_police(state, order, entry, move, police, end,
+                                              again=again)
         if new_state == "resolved" and not others:
             # The team's claim released first in the same script: a command failing inside a
             # transaction does not stop the others, and a retry would then publish the
@@ -1991,16 +2009,61 @@ class Dispatcher:
                                 end=dataclasses.replace(end, release_claim=(
                                     order["team_id"], order["order_id"])))
 
-    async def _withdraw_backups(self, state: store.IncidentState, order: dict[str, str]) -> None:
+    async def _left_to_police(self, state: store.IncidentState, order: dict[str, str],
+                              entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
+                              police: list[dict[str, str]], end: StepEnd, *,
+                              again: bool) -> bool:
+        """A P1's resolution by a team that is not police while police orders are live
+        (`police`): the team's order ends as resolved (its claim released, its backups but
+        the police ones withdrawn: they came for its team, and the police stay on a P1
+        whoever called them), the incident stays open with the police, whose own answer
+        ends it, and the timeline says so (`resolved_left_to_police`). Volunteers reads the
+        team's answer itself: a resolved order earns its points as any does. Two writes,
+        the answer's (with incident.updated, as any answer) and then the note's with the
+        step's end; made again (the order already resolved), the answer is not written
+        twice, nor the note once it is there (written then, it names the incident's police
+        teams, also when they have ended their orders meanwhile)."""
+        inc = state.incident
+        assert inc is not None
+        incident_id = inc["incident_id"]
+        police = police or [o for o in state.orders
+                            if o.get("kind") in CLAIMING_KINDS and _police(o)]
+        await self._withdraw_backups(state, order, keep_police=True)
+        order["left_to_police"] = "1"  # its part done: the incident is not short of it
+        if not again:
+            async def resolved(pipe: Pipeline) -> None:
+                await move(pipe)
+                store.queue_order_change(pipe, order["order_id"], {"left_to_police": "1"})
+
+            await self._emit(incident_id, entry, state=state, also=resolved,
+                             release_claim=(order["team_id"], order["order_id"]))
+        elif any(e.get("detail_code") == "resolved_left_to_police"
+                 and e.get("order_id") == order["order_id"]
+                 for e in await store.timeline(self.redis, incident_id)):
+            return await self._end(end)
+        log.info("order %s resolved on P1 incident %s, which stays with the police's "
+                 "orders %s", order["order_id"], incident_id,
+                 ", ".join(o["order_id"] for o in police))
+        return await self._emit(incident_id, TimelineEntry(
+            kind="note", team_id=order["team_id"], order_id=order["order_id"],
+            **entry_detail("resolved_left_to_police",
+                           team=order.get("team_name") or order["team_id"],
+                           police=", ".join(o.get("team_name") or o["team_id"]
+                                            for o in police))),
+            state=state, end=end)
+
+    async def _withdraw_backups(self, state: store.IncidentState, order: dict[str, str], *,
+                                keep_police: bool = False) -> None:
         """The live backups of an order that has ended (`order` in its final state): they
-        came for its team."""
+        came for its team. With `keep_police`, not the police ones (a P1 left to them)."""
         inc = state.incident
         assert inc is not None
         why = entry_detail("stood_down_backed_order_ended",
                            team=order.get("team_name") or order["team_id"], state=order["state"])
         for backup in state.orders:
             if (backup.get("for_order") == order["order_id"]
-                    and backup["state"] in domain.LIVE_ORDER_STATES):
+                    and backup["state"] in domain.LIVE_ORDER_STATES
+                    and not (keep_police and _police(backup))):
                 await self._withdraw(inc, backup, reason="closed", why=why)
                 backup["state"] = "withdrawn"
 

@@ -157,6 +157,12 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "stood_down_handed_over": {
         "en": "stood down: the incident was handed over to the station by {team}",
         "zh": "收队：{team}已将警情移交派出所"},
+    # a P1's resolution by a team that is not police, with police orders live
+    # (Dispatcher._left_to_police): the team's order ends, the incident does not
+    "resolved_left_to_police": {
+        "en": "{team} answered resolved: the incident is a P1 and stays with the police "
+              "({police}), whose answer ends it",
+        "zh": "{team}报告已处置完毕：本警情为P1，仍由公安警组（{police}）处置，待其答复后结束"},
     "stood_down_closed": {
         "en": "stood down: the incident was closed by {by}",
         "zh": "收队：{by}已结案"},

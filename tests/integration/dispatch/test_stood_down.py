@@ -59,13 +59,14 @@ def incident_fields(url: str, incident_id: str) -> dict[str, str]:
         return client.hgetall(store.incident_key(incident_id))
 
 
-async def fight(url: str, publisher: RedisBroker) -> tuple[str, OrderIssued, OrderIssued]:
-    """A P1 fight: the police car's order and the guard's, the car on its way, the guard on
-    scene."""
+async def fight(url: str, publisher: RedisBroker,
+                priority: str = "P1") -> tuple[str, OrderIssued, OrderIssued]:
+    """A fight (P1, or as `priority` says): the police car's order and the guard's, the car
+    on its way, the guard on scene."""
     await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
     await team(publisher, "sec", kind="security", lat=22.8172, lon=108.3665, mode="foot")
     await wait_for_units(url, 2)
-    incident_id = await report(publisher, "violence", priority="P1")
+    incident_id = await report(publisher, "violence", priority=priority)
     orders = await orders_once(url, incident_id, 2, "the police car's and the guard's orders")
     police = next(o for o in orders if o.team_id == "pol")
     guard = next(o for o in orders if o.team_id == "sec")
@@ -90,9 +91,12 @@ async def test_the_other_team_stood_down_by_an_answer_is_on_the_timeline(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
         ending: str) -> None:
     # The guard resolves the fight (or hands it over) while the police car is on its way:
-    # the car's order is withdrawn ("no need to go") and the timeline says so, and why.
+    # the car's order is withdrawn ("no need to go") and the timeline says so, and why. A
+    # fight the 110 system gave P2: a P1's resolution by the guard leaves it to the police
+    # (test_left_to_police.py).
     url = clean_redis
-    incident_id, police, guard = await fight(url, publisher)
+    incident_id, police, guard = await fight(url, publisher,
+                                             "P2" if ending == "resolved" else "P1")
     await answer(publisher, guard, ending)
     await order_in(url, police, "withdrawn")
     r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
@@ -119,9 +123,10 @@ async def test_a_resolution_handled_again_after_a_failure_stands_the_other_down_
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The police car's withdrawal is written, then the resolution's last write fails: the
-    # answer is handled again and finds the car stood down already.
+    # answer is handled again and finds the car stood down already (a P2 fight: a P1's the
+    # guard leaves to the police).
     url = clean_redis
-    incident_id, police, guard = await fight(url, publisher)
+    incident_id, police, guard = await fight(url, publisher, "P2")
     failures = fail_once(monkeypatch, store, "end_step",
                          lambda *_a, **kw: str(kw.get("done", "")).startswith("responded:"))
     await answer(publisher, guard, "resolved")
@@ -141,7 +146,7 @@ async def test_a_withdrawal_sent_again_after_its_reply_was_lost_writes_its_entry
     # sends the same script again, which must not put the entry on the timeline twice.
     proxy = ReplyEater(clean_redis)
     async with proxy as proxy_url, console_of(proxy_url):
-        incident_id, police, guard = await fight(clean_redis, publisher)
+        incident_id, police, guard = await fight(clean_redis, publisher, "P2")
         proxy.marker = streams.ORDER_WITHDRAWN.name.encode()  # in the withdrawal's script only
         await answer(publisher, guard, "resolved")
         await poll_until(lambda: incident_fields(clean_redis, incident_id).get("status")

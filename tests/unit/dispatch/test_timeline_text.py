@@ -107,6 +107,10 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "stood_down_handed_over": (
         {"team": "Team 7"},
         lambda team: f"stood down: the incident was handed over to the station by {team}"),
+    "resolved_left_to_police": (
+        {"team": "Team 7", "police": "Car 1, Car 2"},
+        lambda team, police: f"{team} answered resolved: the incident is a P1 and stays with "
+        f"the police ({police}), whose answer ends it"),
     "stood_down_closed": ({"by": BY}, lambda by: f"stood down: the incident was closed by {by}"),
     "stood_down_backed_order_ended": (
         {"team": "Team 7", "state": "handover"},
