@@ -1501,8 +1501,12 @@ self.addEventListener("push", (event) => event.waitUntil(language().then((lang) 
     + (order.category ? word("category", order.category) : say("new_order")) + flagged;
   // the order sent again, raised by an amendment: it replaces the first one (same tag)
   const title = order.update ? say("updated", what) : what;
+  // volunteers on a P1: whether police or security goes with them, as the SMS says it
+  const escort = order.escort === "awaited" || order.escort === "sent"
+    ? say("escort_" + order.escort) : "";
   return self.registration.showNotification(title, {
-    body: order.address || say("open"),
+    body: escort ? escort + (order.address ? " " + order.address : "")
+      : (order.address || say("open")),
     tag: order.order_id || "lianfang-order",
     requireInteraction: true,
     renotify: true,

@@ -294,9 +294,12 @@ VISIT_WORDS: dict[str, dict[str, str]] = {
 WORKER_TEXT: dict[Language, dict[str, str]] = {
     "zh": {"withdrawn": "已撤回：{what}", "no_need": "无需前往。", "order": "指令",
            "new_order": "新指令", "open": "打开联防查看指令。", "updated": "指令更新：{what}",
-           "kind": "（{what}）"},
+           "kind": "（{what}）", "escort_awaited": "民警/保安尚未出动，请在安全距离外等候。",
+           "escort_sent": "民警/保安已派出。"},
     "en": {"withdrawn": "Withdrawn: {what}", "no_need": "No need to go.", "order": "order",
            "new_order": "new order", "open": "Open Lianfang to see the order.",
-           "updated": "UPDATED: {what}", "kind": "({what}) "},
+           "updated": "UPDATED: {what}", "kind": "({what}) ",
+           "escort_awaited": "Police/security not yet on the way: wait at a safe distance.",
+           "escort_sent": "Police/security sent."},
 }
 

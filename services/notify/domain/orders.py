@@ -136,13 +136,21 @@ def amended(order: OrderIssued, event: OrderAmended) -> OrderIssued:
 
 def raised(before: OrderIssued, after: OrderIssued, *, answered: bool = False) -> bool:
     """Whether an amendment made the order more urgent: a higher priority, an urgent flag
-    (SMS_FLAGS: a knife, someone hurt) it did not have, or a sooner acknowledge-by unless
+    (SMS_FLAGS: a knife, someone hurt) it did not have, its volunteer team's escort no
+    longer coming (`escort` turned `awaited`: it declined, timed out or was taken back;
+    answered or not, a team on its way must hear it), or a sooner acknowledge-by unless
     the team has `answered` it (the deadline was to answer by: its update would only say
     本组已接单, nothing new, and members would learn to ignore updates). A phone that has
-    the order only by SMS or Web Push is then sent it again (fallback.py)."""
+    the order only by SMS or Web Push is then sent it again (fallback.py). An escort now
+    `sent` is not, alone: the text the phone has says to wait for them at a safe
+    distance, still right until they come, and an escort's offer may decline within its
+    deadline (one text per offer would teach members to ignore updates); an update sent
+    for another reason says it."""
     if int(after.priority[1:]) < int(before.priority[1:]):
         return True
     if any(f in after.flags and f not in before.flags for f in SMS_FLAGS):
+        return True
+    if after.escort == "awaited" and before.escort != "awaited":
         return True
     return (not answered and after.ack_by is not None and before.ack_by is not None
             and after.ack_by < before.ack_by)
@@ -309,6 +317,20 @@ def _order_kind(order: OrderIssued, language: Language) -> str:
     return f"（{word}）" if language == "zh" else f"({word}) "
 
 
+# What the SMS of a volunteer team's P1 says of the police or security going with it
+# (order.issued's `escort`, as the page's card says it, shorter): what the members act on,
+# never shortened to fit.
+SMS_ESCORT: dict[Language, dict[str, str]] = {
+    "zh": {"awaited": "民警/保安尚未出动，请在安全距离外等候。", "sent": "民警/保安已派出。"},
+    "en": {"awaited": " Police/security not yet on the way: wait at a safe distance.",
+           "sent": " Police/security sent."},
+}
+
+
+def _escort(order: OrderIssued, language: Language) -> str:
+    return SMS_ESCORT[language].get(order.escort or "", "")
+
+
 def _filing_due(order: OrderIssued, tz: tzinfo, language: Language) -> str:
     """A hand-over's filing deadline, with its date (a day away: it crosses midnight), on
     the member's wall clock; '' for an order without one."""
@@ -327,7 +349,8 @@ def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
     unless an ordinary dispatch (a hand-over, a follow-up visit), what it is (with its
     urgent flags: a knife at the scene), where, and the deadlines on the member's wall
     clock (`tz`, the district's TIMEZONE): to acknowledge by, and a hand-over's to file by,
-    with its date; never caller data. `update`: the order sent again, raised by an
+    with its date; a volunteer team's P1 whether police or security goes with it (`escort`:
+    not yet, wait at a safe distance; sent); never caller data. `update`: the order sent again, raised by an
     amendment (`指令更新：`), to a phone texted it before. `answered`: the team has
     acknowledged the order (a teammate, or this member on another phone): the text says so
     (`本组已接单`) in place of the deadline to acknowledge by, which no longer holds."""
@@ -339,11 +362,11 @@ def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
            if order.ack_by and not answered else None)
     filing = _filing_due(order, tz, language)
     if language == "zh":
-        after = ("。" + (f"请于{due}前接单。" if due else "")
+        after = ("。" + _escort(order, language) + (f"请于{due}前接单。" if due else "")
                  + (SMS_ANSWERED[language] if answered else "") + filing
                  + f"指令号 {order.order_id}。")
         return _sms(f"{sign}{what}：", _sms_place(order), after)
-    after = ("." + (f" Acknowledge by {due}." if due else "")
+    after = ("." + _escort(order, language) + (f" Acknowledge by {due}." if due else "")
              + (SMS_ANSWERED[language] if answered else "") + filing
              + f" Order {order.order_id}.")
     return _sms(f"{sign}{what} at ", _sms_place(order), after)
@@ -356,8 +379,9 @@ def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
     (mainland carriers send only filed templates): what the text says, field by field;
     `order_kind` (dispatch, handover, followup, reinforcement, manual); `ack_by` and
     `filing_due` in the district's time with its offset (None: no such deadline; `ack_by`
-    None too once the team has `answered`, as the text gives none then); the text's
-    `language` and the category's name in it (a deployment's own category: its id)."""
+    None too once the team has `answered`, as the text gives none then); `escort` (a
+    volunteer team's P1: `awaited`, `sent`; None: nothing to say); the text's `language`
+    and the category's name in it (a deployment's own category: its id)."""
     return {
         "order_kind": order.kind,
         "priority": order.priority,
@@ -369,5 +393,6 @@ def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,
                    if order.ack_by and not answered else None),
         "filing_due": (order.filing_due.astimezone(tz).replace(microsecond=0).isoformat()
                        if order.filing_due else None),
+        "escort": order.escort,
         "language": language,
     }

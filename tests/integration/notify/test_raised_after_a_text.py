@@ -466,3 +466,48 @@ async def test_a_sooner_deadline_after_the_flags_update_went_is_not_sent_once_ac
     texts = await _updates_fired(clean_redis, redis, outside, order)
     assert [t["reference"] for t in texts] == [f"{order.order_id}:t1-dev",
                                                f"{order.order_id}:t1-dev:v1"]
+
+
+def escort(order: OrderIssued, said: str, *, later_s: float = 0.0) -> OrderAmended:
+    """Dispatch's word on the police or security going with a volunteer team to a P1: the
+    order's priority, flags and deadline as they stand."""
+    return OrderAmended(district=order.district, order_id=order.order_id,
+                        incident_id=order.incident_id, team_id=order.team_id,
+                        priority=order.priority, flags=order.flags, ack_by=order.ack_by,
+                        escort=said,  # type: ignore[arg-type]
+                        occurred_at=utcnow() + timedelta(seconds=later_s))
+
+
+async def test_volunteers_texted_that_police_are_sent_are_texted_when_they_no_longer_come(
+        clean_redis: str, redis: Redis, outside: Outside) -> None:
+    # A volunteer's phone has no data: it was texted the P1 with "民警/保安已派出". The
+    # security team's offer then timed out, nobody else free: the volunteers, acknowledged
+    # and on their way, must learn to wait at a safe distance, not walk in expecting them.
+    await a_phone(redis, "t1-dev", "t1", "+8613800000001")
+    issued = utcnow()
+    order = an_order("t1", agency_kind="volunteer", priority="P1", category="medical",
+                     flags=("injury",), instructions=None, escort="sent",
+                     occurred_at=issued, ack_by=issued + timedelta(seconds=30))
+    await store.save_orders(redis, [store.NewOrder(order, {})], fallback_after_s=0.0,
+                            fallback_steps=1, ttl_s=600)
+    orders = orders_of(clean_redis, redis)
+    async with sms_replica(clean_redis, redis, outside):
+        await poll_until(lambda: outside.at("/sms"), "the order's SMS")
+        assert await respond(redis, order.order_id, "acknowledged", "t1-other") is not None
+        await orders.amend(escort(order, "awaited"))
+        await poll_until(lambda: outside.at("/sms")[1:], "the SMS saying nobody comes yet")
+        await poll_until(lambda: _no_timer(redis, store.amendment_timer(order.order_id)),
+                         "the amendment's sends done")
+        # another guard's order issued: their phones' text already says to wait for them
+        await orders.amend(escort(order, "sent", later_s=1))
+        record = await store.get_order(redis, order.order_id)
+        assert record is not None and record.version == 2
+        assert record.order is not None and record.order.escort == "sent"
+        assert await _no_timer(redis, store.amendment_timer(order.order_id))
+    first, update = (t.json() for t in outside.at("/sms"))
+    assert len(outside.at("/sms")) == 2
+    assert "民警/保安已派出。" in first["text"] and first["escort"] == "sent"
+    assert update["kind"] == "order_update" and update["escort"] == "awaited"
+    assert update["text"] == ("【联防】指令更新：P1特急 急救求助（有人受伤）：Minzu Ave 88。"
+                              "民警/保安尚未出动，请在安全距离外等候。本组已接单。"
+                              f"指令号 {order.order_id}。")
