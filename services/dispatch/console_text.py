@@ -156,6 +156,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_short_of_units": "还缺一支处警力量，暂无空闲警组",
         "flag_why_unknown_category": "警情类别不在派警规则中，请核实",
         "flag_why_backup_wanted": "请求增援，暂无空闲警组",
+        "flag_why_backup_volunteers_only": "志愿者请求增援，仅派出志愿者：暂无空闲民警或保安，继续查找",
         "flag_why_team_off_shift": "处警警组已下班，请收回指令",
         "flag_why_visit_stuck": "回访无人承接",
         "flag_why_report_given_up": "上报处理失败，无人查找警组",
@@ -373,6 +374,9 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_short_of_units": "still short of a unit it needs: none free",
         "flag_why_unknown_category": "a category the dispatch rules do not have: check it",
         "flag_why_backup_wanted": "backup called for: none free yet",
+        "flag_why_backup_volunteers_only": "volunteers' call for backup answered by "
+                                           "volunteers only: no police or security free yet, "
+                                           "still looking",
         "flag_why_team_off_shift": "its team went off shift: take the order back",
         "flag_why_visit_stuck": "a follow-up visit no station team has taken",
         "flag_why_report_given_up": "its report failed in dispatch: nobody looks for a team",

@@ -231,6 +231,21 @@ def backups_for(ranking: Ranking, *, volunteers_asking: bool) -> list[Ranked]:
     return [*ranking.escorts, *(r for r in ranking if r.unit.team_id not in first)]
 
 
+def backed_up_by_volunteers_only(asking: Mapping[str, str],
+                                 orders: Iterable[Mapping[str, str]]) -> bool:
+    """Whether a volunteer team's call for backup (the order `asking`, counted as
+    volunteers) is answered by volunteers only: of the incident's `orders`, some live one is
+    its backup (`for_order`) and none of those counts as police or security (counted_as).
+    No police or security team was free (backups_for): the call stays open, flagged, and
+    one is looked for until it goes; more volunteers add hands, not what the call is for."""
+    if not asks_as_volunteers(asking):
+        return False
+    backing = [_sent(counted_as(o))[0] for o in orders
+               if o.get("for_order") == asking["order_id"]
+               and o.get("state") in LIVE_ORDER_STATES]
+    return bool(backing) and not any(kind in ESCORT_KINDS for kind in backing)
+
+
 @dataclass(frozen=True, slots=True)
 class CandidateQuery:
     """What the store's candidate search needs to keep, of a district's teams, those that

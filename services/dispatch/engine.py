@@ -759,9 +759,11 @@ class Dispatcher:
         it is not), each a code the console says in words: `unassigned`, `missed_deadlines`,
         `volunteers_alone` (no escort), `short_of_units` (a unit it wants with nobody free),
         `unknown_category`, `backup_wanted` (a call for backup nobody was free for),
-        `team_off_shift` (its team went off shift on it), `visit_stuck`, `report_given_up`,
-        `agreement_failed`, `see_timeline` (a step that needs the command room said why
-        on the timeline: a hand-over no station team takes, a report dispatch never got)."""
+        `backup_volunteers_only` (a volunteer team's call answered by volunteers only: no
+        police or security team free yet), `team_off_shift` (its team went off shift on it),
+        `visit_stuck`, `report_given_up`, `agreement_failed`, `see_timeline` (a step that
+        needs the command room said why on the timeline: a hand-over no station team takes,
+        a report dispatch never got)."""
         misses = int(inc.get("misses") or 0)
         timeouts = int(inc.get("timeouts") or 0) >= self.policy.flag_after_misses
         # Volunteers sent to a P1 with no police or security team free to escort them, or
@@ -793,6 +795,12 @@ class Dispatcher:
         # room takes it back): the command room is told while the order lasts.
         live_orders = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES]
         backup_wanted = any(o.get("backup_wanted") == "1" for o in live_orders)
+        # A volunteer team's call answered by volunteers only (nobody else was free): still
+        # open for police or security, looked for by the retry (_emit_reinforcement) till
+        # one of them goes, then not flagged; derived from the orders, so a backup's decline
+        # or end says it again at once.
+        volunteers_only = any(domain.backed_up_by_volunteers_only(o, orders)
+                              for o in live_orders)
         off_shift = any(o.get("off_shift_at") for o in live_orders)
         # A follow-up visit no team of the station could be given (`followup_unstaffed`,
         # until one is), or whose order its team left unanswered past the policy's
@@ -821,6 +829,7 @@ class Dispatcher:
                 ("see_timeline", misses >= self.policy.flag_after_misses and not timeouts),
                 ("volunteers_alone", unescorted), ("short_of_units", short),
                 ("unknown_category", unknown), ("backup_wanted", backup_wanted),
+                ("backup_volunteers_only", volunteers_only),
                 ("team_off_shift", off_shift)) if holds]
         return reasons
 
@@ -2556,7 +2565,10 @@ class Dispatcher:
         `request` (an event id: an answer handled again after a failure that came after
         its offer finds that order and sends no second team). With nobody free the
         incident is flagged and the backup looked for again every reinforce_retry_s of the
-        policy (on_reinforce_due) while the team that asked is still on the incident."""
+        policy (on_reinforce_due) while the team that asked is still on the incident. A
+        volunteer team's call already answered by volunteers only (no police or security
+        team was free) is answered now by police or security only, or looked for again
+        (flag_reasons' `backup_volunteers_only` says it meanwhile)."""
         incident_id = inc["incident_id"]
         orders = await store.orders_of(self.redis, incident_id)
         sent = next((o for o in orders if o.get("request") == request), None)
@@ -2576,6 +2588,7 @@ class Dispatcher:
         # category lists (domain.backups_for): they are searched for as a P1's escorts are.
         volunteers_asking = domain.asks_as_volunteers(order)
         escorts = True if volunteers_asking else None
+        escorts_only = domain.backed_up_by_volunteers_only(order, orders)
         query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000,
                                        escorts=escorts)
         # A search again after each claim lost to another incident, as _fill does: five
@@ -2584,7 +2597,8 @@ class Dispatcher:
         for _ in range(SEARCH_ROUNDS):
             ranking = domain.rank_candidates(await store.candidates(self.redis, query), facts,
                                              self.policy, now, escorts=escorts)
-            backups = domain.backups_for(ranking, volunteers_asking=volunteers_asking)
+            backups = (ranking.escorts if escorts_only else
+                       domain.backups_for(ranking, volunteers_asking=volunteers_asking))
             if not backups:
                 break
             choice = backups[0]
@@ -2600,8 +2614,11 @@ class Dispatcher:
                 await self._emit_reinforcement(inc, order, backup)
                 return
         retry = f"reinforce:{order['order_id']}"
-        if await self.redis.zscore(store.TIMERS, retry) is not None:
-            # Looked for already with nobody found: the command room was told then.
+        asked = next((o for o in orders if o["order_id"] == order["order_id"]), order)
+        if escorts_only or (asked.get("backup_wanted") == "1" and await self.redis.zscore(
+                store.TIMERS, retry) is not None):
+            # Answered by volunteers only, or looked for already with nobody found: the
+            # command room was told then (the flag holds while it lasts); looked for again.
             await store.schedule(self.redis, retry, utcnow() + self._reinforce_retry)
             return
         state = await store.incident_state(self.redis, incident_id)
@@ -2654,20 +2671,26 @@ class Dispatcher:
 
     async def _backup_for(self, inc: dict[str, str], asked_by: str,
                           orders: list[dict[str, str]]) -> None:
-        """A backup for the order `asked_by` unless it has ended or has one live. The
-        request's id counts the backups that failed before: made again after a failure,
-        the step finds its own offer and sends no second."""
+        """A backup for the order `asked_by` unless it has ended or has one live (but
+        volunteers only, for a volunteer team's call: then police or security). The
+        request's id counts the backups sent before: made again after a failure, the step
+        finds its own offer and sends no second."""
         order = next((o for o in orders if o["order_id"] == asked_by), None)
         if order is None or order["state"] not in domain.LIVE_ORDER_STATES:
             return
         backups = [o for o in orders if o.get("for_order") == asked_by]
         if live := [o for o in backups if o["state"] in domain.LIVE_ORDER_STATES]:
-            # made again after a failure: that backup's announcement and entry, if missing
-            if live[0].get("request"):
-                await self._reinforce(inc, order, request=live[0]["request"])
-            elif live[0].get("published") != "1":
-                await self._announce(inc, live[0])
-            return
+            # made again after a failure: each backup's announcement and entry, if missing
+            # (the police or security team a retry found for volunteers, beside them)
+            for backup in live:
+                if backup.get("request"):
+                    await self._reinforce(inc, order, request=backup["request"])
+                elif backup.get("published") != "1":
+                    await self._announce(inc, backup)
+            if not domain.backed_up_by_volunteers_only(order, orders):
+                return
+            # a volunteer team's call answered by volunteers only: police or security
+            # looked for again (_reinforce), under a request of its own
         await self._reinforce(inc, order, request=f"backup-{asked_by}-{len(backups)}")
 
     async def on_reinforce_due(self, order_id: str) -> datetime | None:
@@ -2693,12 +2716,18 @@ class Dispatcher:
 
     async def _emit_reinforcement(self, inc: dict[str, str], order: dict[str, str],
                                   backup: dict[str, str]) -> None:
-        """The backup on the timeline; the flag of a backup nobody was free for goes with it."""
+        """The backup on the timeline; the flag of a backup nobody was free for goes with it.
+        A volunteer team's call answered by volunteers only (nobody else was free) stays
+        open for police or security: flagged (flag_reasons' `backup_volunteers_only`), and
+        one looked for again after reinforce_retry_s (on_reinforce_due), in the same
+        write."""
         state = await store.incident_state(self.redis, inc["incident_id"])
         found = [o for o in state.orders
                  if o["order_id"] == order["order_id"] and o.get("backup_wanted") == "1"]
         for asking in found:
             asking["backup_wanted"] = ""
+        open_for_escort = any(domain.backed_up_by_volunteers_only(o, state.orders)
+                              for o in state.orders if o["order_id"] == order["order_id"])
         assert state.incident is not None  # under the lock: still there
         # the backup of the incident's latest call (its board row), not of an earlier one's
         answered = ({"backup_call_sent": backup["team_id"],
@@ -2708,6 +2737,9 @@ class Dispatcher:
         async def sent(pipe: Pipeline) -> None:
             if found:
                 store.queue_order_change(pipe, order["order_id"], {"backup_wanted": ""})
+            if open_for_escort:
+                store.queue_schedule(pipe, f"reinforce:{order['order_id']}",
+                                     utcnow() + self._reinforce_retry)
             if answered:
                 store.queue_incident_fields(pipe, inc["incident_id"], answered)
 

@@ -600,3 +600,111 @@ async def test_a_call_for_backup_read_after_the_team_resolved_it_is_history_not_
     assert calls_on_timeline(url, incident_id) == [("first", KNIVES, BODY_CAMERA)]
     assert (last.entry.detail, last.status, last.flagged) == ("reinforce", "resolved", False)
     assert sent_backups(url, incident_id) == []
+
+
+async def flagged_for(console: httpx.AsyncClient, incident_id: str) -> list[str]:
+    r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return list(r.json()["flagged_for"])
+
+
+async def volunteers_backed_up_by_volunteers(
+        url: str, publisher: RedisBroker, teams: dict[str, tuple[str, float]],
+) -> tuple[str, OrderIssued]:
+    """The lost person's volunteers ("vol") ask for backup with no police or security team
+    free: "vol-near", another volunteer team, goes."""
+    for team_id, (kind, lat) in teams.items():
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(url, len(teams))
+    incident_id, asking = await volunteers_asking_for_backup(url, publisher)
+    await poll_until(lambda: ("reinforcement", "vol-near") in timeline(url, incident_id),
+                     "the volunteers' backup on the timeline")
+    return incident_id, asking
+
+
+async def test_a_volunteer_team_backed_up_by_volunteers_stays_flagged_till_a_guard_goes(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # Volunteers call for backup when the scene has gone beyond them; another volunteer team
+    # adds hands, not that. The command room must go on seeing the call, and dispatch go on
+    # looking for police or security, not take the volunteers for the answer.
+    url = clean_redis
+    incident_id, asking = await volunteers_backed_up_by_volunteers(
+        url, publisher, {**VOLUNTEERS, "vol-near": ("volunteer", 22.8180),
+                         "vol-far": ("volunteer", 22.8250)})
+    sent = [u for u in updates(url, incident_id) if u.entry.kind == "reinforcement"]
+    assert sent[-1].flagged
+    assert await flagged_for(console, incident_id) == ["backup_volunteers_only"]
+    retry = f"reinforce:{asking.order_id}"
+    assert timer_of(url, retry) is not None
+    # looked for again with still no police or security free: no more volunteers go
+    # ("vol-far" is free), the call stays open
+    make_due(url, retry)
+    await poll_until(lambda: (timer_of(url, retry) or 0) > time.time() + 1,
+                     "the retry looked and set again")
+    assert sent_backups(url, incident_id) == ["vol-near"]
+    assert await flagged_for(console, incident_id) == ["backup_volunteers_only"]
+    # a guard comes on shift: the next look sends them, and the flag goes
+    await team(publisher, "guard", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(url, 5)
+    make_due(url, retry)
+    await poll_until(lambda: ("reinforcement", "guard") in timeline(url, incident_id),
+                     "the guard sent as backup")
+    await poll_until(lambda: timer_of(url, retry) is None, "the retry done with")
+    assert sent_backups(url, incident_id) == ["vol-near", "guard"]
+    last = [u for u in updates(url, incident_id) if u.entry.kind == "reinforcement"][-1]
+    assert (last.entry.team_id, last.flagged) == ("guard", False)
+    assert await flagged_for(console, incident_id) == []
+    guard = next(o for o in orders_for(url, incident_id) if o.team_id == "guard")
+    assert hash_of(url, f"dispatch:order:{guard.order_id}")["for_order"] == asking.order_id
+    # somebody was sent each time: never "no reinforcement available"
+    assert read_stream(url, streams.ORDER_ESCALATED.name, OrderEscalated) == []
+
+
+async def test_a_guard_backing_up_volunteers_who_declines_leaves_the_call_open_for_another(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    # The guard sent at the retry declines: the volunteers' call is again answered by
+    # volunteers only (flagged), and no further volunteer team goes in the guard's place.
+    url = clean_redis
+    incident_id, asking = await volunteers_backed_up_by_volunteers(
+        url, publisher, {**VOLUNTEERS, "vol-near": ("volunteer", 22.8180),
+                         "vol-far": ("volunteer", 22.8250)})
+    retry = f"reinforce:{asking.order_id}"
+    await team(publisher, "guard", kind="security", lat=22.8300, lon=108.3665)
+    await wait_for_units(url, 5)
+    make_due(url, retry)
+    guard = next(o for o in await poll_until(
+        lambda: len(orders_for(url, incident_id)) >= 4 and orders_for(url, incident_id),
+        "the guard's order") if o.team_id == "guard")
+    await poll_until(lambda: timer_of(url, retry) is None, "the retry done with")
+    await answer(publisher, guard, "declined")
+    await poll_until(lambda: order_state(url, guard.order_id) == "declined", "declined")
+    await poll_until(lambda: timer_of(url, retry) is not None, "the call looked for again")
+    await poll_until(lambda: updates(url, incident_id)[-1].flagged, "flagged again")
+    assert await flagged_for(console, incident_id) == ["backup_volunteers_only"]
+    assert sent_backups(url, incident_id) == ["vol-near", "guard"]
+
+
+async def test_a_guard_sent_at_a_retry_that_failed_after_its_offer_is_sent_once(
+        clean_redis: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The retry offered the guard, then failed at the backup's entry: fired again, it finds
+    # the guard's order, writes the entry once and sends no other team.
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {**VOLUNTEERS,
+                                                    "vol-near": ("volunteer", 22.8180)}):
+        incident_id, asking = await volunteers_asking_for_backup(url, publisher)
+        await poll_until(lambda: ("reinforcement", "vol-near") in timeline(url, incident_id),
+                         "the volunteers' backup on the timeline")
+        retry = f"reinforce:{asking.order_id}"
+        failures = fail_a_write_once(monkeypatch, '"kind":"reinforcement"')
+        await team(publisher, "guard", kind="security", lat=22.8300, lon=108.3665)
+        await team(publisher, "guard-2", kind="security", lat=22.8310, lon=108.3665)
+        await wait_for_units(url, 5)
+        make_due(url, retry)
+        await poll_until(lambda: failures, "the retry failed after the guard's offer")
+        make_due(url, retry)  # its lease is not what this test waits for
+        await poll_until(lambda: ("reinforcement", "guard") in timeline(url, incident_id),
+                         "the guard's backup on the timeline")
+        await poll_until(lambda: timer_of(url, retry) is None, "the retry done with")
+    assert sent_backups(url, incident_id) == ["vol-near", "guard"]
+    assert timeline(url, incident_id).count(("reinforcement", "guard")) == 1
+    assert not updates(url, incident_id)[-1].flagged

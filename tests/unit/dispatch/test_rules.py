@@ -11,6 +11,7 @@ from services.dispatch import records
 from services.dispatch.domain import (
     ack_deadline,
     asks_as_volunteers,
+    backed_up_by_volunteers_only,
     backups_for,
     escort_news,
     filing_of,
@@ -540,6 +541,40 @@ def test_a_team_moved_into_volunteers_asks_as_volunteers() -> None:
     assert not asks_as_volunteers({"agency_kind": "security"})
     assert asks_as_volunteers({"agency_kind": "police", "agency_role": "patrol",
                                "moved_to_volunteers": "1"})
+
+
+def backup(kind: str, state: str = "offered", **marks: str) -> dict[str, str]:
+    return {"order_id": f"ord-{kind}-{state}", "for_order": "ord-asking", "kind": "reinforcement",
+            "agency_kind": kind, "state": state, **marks}
+
+
+ASKING = {"order_id": "ord-asking", "agency_kind": "volunteer", "state": "on_scene"}
+
+
+def test_a_volunteer_team_s_call_answered_by_volunteers_only_is_still_open() -> None:
+    assert backed_up_by_volunteers_only(ASKING, [ASKING, backup("volunteer")])
+    # a guard sent too, or instead: answered
+    assert not backed_up_by_volunteers_only(
+        ASKING, [ASKING, backup("volunteer"), backup("security", "acknowledged")])
+    assert not backed_up_by_volunteers_only(ASKING, [ASKING, backup("police")])
+    # the guard declined, or left: volunteers only again
+    assert backed_up_by_volunteers_only(
+        ASKING, [ASKING, backup("volunteer"), backup("security", "declined")])
+    # an escort since moved into a volunteer agency counts as volunteers
+    assert backed_up_by_volunteers_only(
+        ASKING, [ASKING, backup("volunteer"), backup("security", moved_to_volunteers="1")])
+
+
+def test_a_call_with_no_live_backup_or_not_a_volunteer_team_s_is_not_volunteers_only() -> None:
+    # nobody sent (the `backup_wanted` flag says that), or the backup gone
+    assert not backed_up_by_volunteers_only(ASKING, [ASKING])
+    assert not backed_up_by_volunteers_only(ASKING, [ASKING, backup("volunteer", "resolved")])
+    # another order's backup
+    other = {**backup("volunteer"), "for_order": "ord-other"}
+    assert not backed_up_by_volunteers_only(ASKING, [ASKING, other])
+    # a guard's call answered by volunteers (the category's): a guard is there
+    guard = {**ASKING, "agency_kind": "security"}
+    assert not backed_up_by_volunteers_only(guard, [guard, backup("volunteer")])
 
 
 # --- what volunteers on a P1 are told of their escort ----------------------------------
