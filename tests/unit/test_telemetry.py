@@ -248,3 +248,51 @@ def test_fastapi_s_own_log_export_and_exporters_stay_off_whatever_its_variable_s
     assert effective["logs"] is False
     assert effective["auto_configure"] is False
     assert effective["tracing"] is True and effective["operation_spans"] is False
+
+
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+async def report_with_traceparent(provider: TracerProvider, flags: str) -> None:
+    """A report posted to a FastAPI app traced as a service's is, with a calling system's
+    traceparent whose sampled flag is `flags`."""
+    app = FastAPI(telemetry={**TELEMETRY, "tracer_provider": provider,
+                             "metrics": False, "logs": False})
+
+    @app.post("/v1/incidents", status_code=202)
+    async def report() -> dict[str, str]:
+        return {"incident_id": "inc_1"}
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://intake") as client:
+        r = await client.post("/v1/incidents", json={}, headers={
+            "traceparent": f"00-{CALLER_TRACE}-00f067aa0ba902b7-{flags}"})
+        assert r.status_code == 202
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+async def test_a_report_is_traced_in_the_caller_s_trace_whether_or_not_the_caller_samples_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str) -> None:
+    # A 110 system that samples 1% of its own traces sends `-00` with 99% of its reports:
+    # the station's operators need every incident's trace all the same, under the trace id
+    # the caller named (GET /v1/incidents/{id} gives it).
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    provider = tracer_provider("intake", traces_file=str(tmp_path / "intake.jsonl"))
+    await report_with_traceparent(provider, flags)
+    provider.shutdown()
+    (span,) = written_spans_of(tmp_path / "intake.jsonl")
+    assert (span["name"], span["kind"], span["trace_id"], span["parent_id"]) == (
+        "POST /v1/incidents", "SERVER", CALLER_TRACE, "00f067aa0ba902b7")
+
+
+async def test_an_operator_s_own_sampler_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    provider = tracer_provider("intake", traces_file=str(tmp_path / "intake.jsonl"))
+    await report_with_traceparent(provider, "00")
+    provider.shutdown()
+    assert written_spans_of(tmp_path / "intake.jsonl") == []
+
+
+def written_spans_of(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
