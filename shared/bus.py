@@ -351,16 +351,16 @@ def _span_of_entry(stream: str, group: str, entry_id: bytes | str,
                    fields: Mapping[bytes, bytes]) -> Iterator[Span]:
     """The span the entry is being handled under (the reader's entry span, FastStream's
     span of a reclaimed entry); for an entry dead-lettered before any (it did not parse),
-    one of its own in its publisher's trace, so that the trace shows where the event went."""
+    one of its own in its publisher's trace, so that the trace shows where the event went
+    (and the log line giving it up names that trace)."""
     current = trace.get_current_span()
     if current.is_recording():
         yield current
         return
-    span = _entry_span(stream, group, entry_id, _headers_of(fields))
-    try:
+    # current while the letter is written, so that its log line names the trace as well
+    with trace.use_span(_entry_span(stream, group, entry_id, _headers_of(fields)),
+                        end_on_exit=True) as span:
         yield span
-    finally:
-        span.end()
 
 
 async def dead_letter_entry(

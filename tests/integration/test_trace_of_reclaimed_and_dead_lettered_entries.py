@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from shared import streams
 from shared.bus import consume, consuming, create_broker
 from shared.dead_letters import list_dead_letters
 from shared.events import UnitStatus
+from shared.logging import _TraceIdFilter
 from shared.settings import ServiceSettings
 from shared.telemetry import current_trace_id
 from tests.helpers import poll_until
@@ -172,6 +174,23 @@ async def test_an_event_that_does_not_parse_is_dead_lettered_within_its_publishe
     assert span.status.status_code.name == "ERROR"
     assert [e.name for e in span.events] == ["dead-lettered"]
     assert span.events[0].attributes["reason"].startswith("invalid UnitStatus")
+
+
+async def test_the_log_line_of_an_event_that_does_not_parse_names_its_trace(
+        clean_redis: str, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture) -> None:
+    # An operator greps the logs for the trace id the dead letter names: the line saying it
+    # was given up on, and why, must be found by it (it said [trace=-]).
+    caplog.handler.addFilter(_TraceIdFilter())  # the services' `[trace=…]`
+    await publish_in_trace(clean_redis, {"unit_id": "u1", "status": "asleep"})
+
+    async def handler(event: UnitStatus) -> None:
+        pass
+
+    async with dispatch_consuming(clean_redis, handler) as redis:
+        await poll_until(lambda: redis.xrange(f"dlq.{STREAM}"), "the dead letter")
+    (line,) = [r for r in caplog.records
+               if r.levelno == logging.ERROR and r.getMessage().startswith("dead-lettered")]
+    assert line.trace_id == TRACE_ID  # type: ignore[attr-defined]
 
 
 async def test_each_retry_by_the_reclaimer_and_the_dead_letter_are_counted_by_outcome(
