@@ -23,6 +23,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from faststream.redis.parser.binary import BinaryMessageFormatV1
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind
 from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 from redis.asyncio import Redis
@@ -31,6 +33,7 @@ from shared import streams
 from shared.http import ApiError, InputFirstRoute, Principal, conflict, not_found, require
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("lianfang.dead_letters")
 # Module level: with postponed annotations FastAPI resolves route hints in module globals.
 Admin = Annotated[Principal, Depends(require("admin"))]
 
@@ -175,10 +178,34 @@ async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool 
         log.warning("replaying dead letter %s of %s, %.1f days old, by force: groups that "
                     "handled its event may have forgotten it", dead_letter_id, stream,
                     age_s / 86_400)
-    new_id = await redis.xadd(stream, {"__data__": fields[b"payload"]})
-    await redis.xdel(f"dlq.{stream}", dead_letter_id)
-    log.warning("replayed dead letter %s of %s as %s", dead_letter_id, stream, new_id)
-    return new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+    # The entry goes back with its envelope, its trace context too: its groups read it again
+    # in its incident's trace. The replay itself is in the operator's request's trace,
+    # linked to that one (a trace holds one incident, not the operator's work).
+    origin = trace.get_current_span(propagate.extract(_envelope_headers(fields)))
+    origin_context = origin.get_span_context()
+    with _tracer.start_as_current_span(
+            f"{stream} publish", kind=SpanKind.PRODUCER,
+            links=[Link(origin_context)] if origin_context.is_valid else None,
+            attributes={"messaging.system": "redis", "messaging.destination.name": stream,
+                        "messaging.operation": "publish",
+                        "lianfang.dead_letter_id": dead_letter_id}) as span:
+        entry_id = await redis.xadd(stream, {"__data__": fields[b"payload"]})
+        new_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        span.set_attribute("messaging.message.id", new_id)
+        await redis.xdel(f"dlq.{stream}", dead_letter_id)
+    into = (f" into trace {format(origin_context.trace_id, '032x')}"
+            if origin_context.is_valid else "")
+    log.warning("replayed dead letter %s of %s as %s%s", dead_letter_id, stream, new_id, into)
+    return new_id
+
+
+def _envelope_headers(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """The headers of a dead letter's envelope (its trace context), or none."""
+    with contextlib.suppress(*_UNREADABLE):
+        _, headers = BinaryMessageFormatV1.parse(fields[b"payload"])
+        if isinstance(headers, dict):
+            return headers
+    return {}
 
 
 def build_router(*, redis_url: str, service: str) -> APIRouter:

@@ -22,9 +22,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from redis.asyncio import Redis
 
 import shared.bus
+import shared.dead_letters
 from shared import streams
 from shared.bus import consume, consuming, create_broker
-from shared.dead_letters import list_dead_letters
+from shared.dead_letters import list_dead_letters, replay
 from shared.events import UnitStatus
 from shared.logging import _TraceIdFilter
 from shared.settings import ServiceSettings
@@ -44,6 +45,7 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
     tracing = TracerProvider()
     tracing.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(shared.bus, "_tracer", tracing.get_tracer("test"))
+    monkeypatch.setattr(shared.dead_letters, "_tracer", tracing.get_tracer("test"))
     monkeypatch.setattr(shared.bus, "TelemetryMiddleware",
                         functools.partial(TelemetryMiddleware, tracer_provider=tracing))
     return exporter
@@ -191,6 +193,41 @@ async def test_the_log_line_of_an_event_that_does_not_parse_names_its_trace(
     (line,) = [r for r in caplog.records
                if r.levelno == logging.ERROR and r.getMessage().startswith("dead-lettered")]
     assert line.trace_id == TRACE_ID  # type: ignore[attr-defined]
+
+
+async def test_a_replay_is_traced_where_the_operator_asked_for_it_linked_to_the_event_s_trace(
+        clean_redis: str, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture) -> None:
+    # The replayed entry is read again in its incident's trace (its envelope's context); the
+    # operator's request that put it back is a trace of its own, which says which trace the
+    # event went back into, and so does the log line.
+    caplog.set_level(logging.INFO)
+    await publish_in_trace(clean_redis, {"unit_id": "u1", "status": "asleep"})
+
+    async def handler(event: UnitStatus) -> None:
+        pass
+
+    async with dispatch_consuming(clean_redis, handler) as redis:
+        ((letter_id, _),) = await poll_until(lambda: redis.xrange(f"dlq.{STREAM}"),
+                                             "the dead letter")
+        client = Redis.from_url(clean_redis)
+        try:
+            new_id = await replay(client, STREAM, letter_id.decode())
+        finally:
+            await client.aclose()
+        await poll_until(lambda: len(in_trace(spans, f"{STREAM} process")) == 2,
+                         "the replayed entry read again in its trace")
+    (put_back,) = [s for s in spans.get_finished_spans() if s.name == f"{STREAM} publish"]
+    assert format(put_back.context.trace_id, "032x") != TRACE_ID
+    assert [(format(link.context.trace_id, "032x"), format(link.context.span_id, "016x"))
+            for link in put_back.links] == [(TRACE_ID, PARENT_ID)]
+    assert put_back.kind.name == "PRODUCER"
+    assert dict(put_back.attributes or {}) == {
+        "messaging.system": "redis", "messaging.destination.name": STREAM,
+        "messaging.operation": "publish", "messaging.message.id": new_id,
+        "lianfang.dead_letter_id": letter_id.decode()}
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replayed")]
+    assert line == (f"replayed dead letter {letter_id.decode()} of {STREAM} as {new_id} "
+                    f"into trace {TRACE_ID}")
 
 
 async def test_each_retry_by_the_reclaimer_and_the_dead_letter_are_counted_by_outcome(
