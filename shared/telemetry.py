@@ -138,6 +138,32 @@ class UrlCredentialsMasked(SpanProcessor):
                 span.set_attribute(key, [_masked_header(str(v)) for v in values])
 
 
+# The messaging conventions' operation types (semantic conventions 1.26 and later) of the
+# operations FastStream and shared.bus name as 1.24 did (`messaging.operation`, the span name's
+# last word): `publish` became `send`.
+_OPERATION_TYPES = {"create": "create", "publish": "send", "send": "send",
+                    "receive": "receive", "process": "process", "settle": "settle"}
+
+
+class MessagingOperationType(SpanProcessor):
+    """Adds `messaging.operation.type` and `messaging.operation.name`, by which the current
+    messaging conventions find a span's operation, to every messaging span as it starts:
+    FastStream's (`order.issued publish`, its `messaging.operation` set only after the start,
+    so read from the name) and ours (shared.bus, notify's push), which keep 1.24's
+    `messaging.operation` and names for the queries and dashboards written against them."""
+
+    def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
+        attributes = span.attributes
+        if not attributes or "messaging.system" not in attributes \
+                or "messaging.operation.type" in attributes:
+            return
+        operation = attributes.get("messaging.operation") or span.name.rpartition(" ")[2]
+        kind = _OPERATION_TYPES.get(str(operation))
+        if kind:
+            span.set_attribute("messaging.operation.type", kind)
+            span.set_attribute("messaging.operation.name", str(operation))
+
+
 def setup_telemetry(service_name: str, *, traces_file: str | None = None,
                     traces_max_mb: int = 0, traces_keep: int = 0) -> TracerProvider:
     """Install the global tracer provider; call before building FastAPI apps and brokers."""
@@ -163,6 +189,7 @@ def tracer_provider(service_name: str, *, traces_file: str | None = None,
     provider = TracerProvider(resource=Resource.create({"service.name": name}),
                               sampler=every_incident_sampled(os.environ))
     provider.add_span_processor(UrlCredentialsMasked())  # before any exporter's processor
+    provider.add_span_processor(MessagingOperationType())
     if traces_file:
         exporter = JsonLinesSpanExporter(traces_file, max_bytes=traces_max_mb * 1024 * 1024,
                                          keep=traces_keep)

@@ -296,3 +296,40 @@ async def test_an_operator_s_own_sampler_is_kept(
 
 def written_spans_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_messaging_spans_say_their_operation_type_as_the_current_conventions_name_it(
+        tmp_path: Path) -> None:
+    # The messaging conventions since 1.26 query by `messaging.operation.type` (`send`, where
+    # 1.24's `messaging.operation` said `publish`); FastStream and shared.bus write 1.24's.
+    provider = tracer_provider("svc", traces_file=str(tmp_path / "svc.jsonl"))
+    tracer = provider.get_tracer("t")
+    redis = {"messaging.system": "redis", "messaging.destination.name": "order.issued"}
+    # FastStream's: the operation set after the span started, named in the span's name
+    for name, kind in (("order.issued create", SpanKind.PRODUCER),
+                       ("order.issued publish", SpanKind.PRODUCER),
+                       ("order.issued process", SpanKind.CONSUMER)):
+        with tracer.start_as_current_span(name, kind=kind, attributes=redis) as span:
+            span.set_attribute("messaging.operation", name.rpartition(" ")[2])
+    # shared.bus's and notify's push: the operation given at start
+    with tracer.start_as_current_span("order.issued publish", kind=SpanKind.PRODUCER,
+                                      attributes={**redis, "messaging.operation": "publish"}):
+        pass
+    with tracer.start_as_current_span("push order", kind=SpanKind.PRODUCER, attributes={
+            "messaging.system": "websocket", "messaging.operation": "publish"}):
+        pass
+    with tracer.start_as_current_span("GET /v1/zones", kind=SpanKind.SERVER,
+                                      attributes={"http.request.method": "GET"}):
+        pass
+    provider.shutdown()
+    written = [(s["name"], s["attributes"].get("messaging.operation.type"),
+                s["attributes"].get("messaging.operation.name"),
+                s["attributes"].get("messaging.operation"))
+               for s in written_spans_of(tmp_path / "svc.jsonl")]
+    assert written == [
+        ("order.issued create", "create", "create", "create"),
+        ("order.issued publish", "send", "publish", "publish"),
+        ("order.issued process", "process", "process", "process"),
+        ("order.issued publish", "send", "publish", "publish"),
+        ("push order", "send", "publish", "publish"),
+        ("GET /v1/zones", None, None, None)]
