@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -27,7 +28,7 @@ from faststream.opentelemetry import TelemetryMiddleware
 from faststream.redis import RedisBroker, RedisStreamMessage, StreamSub
 from faststream.redis.opentelemetry.provider import RedisTelemetrySettingsProvider
 from faststream.redis.parser.binary import BinaryMessageFormatV1
-from opentelemetry import metrics, propagate, trace
+from opentelemetry import context, metrics, propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -954,18 +955,32 @@ async def entry_to_write(stream: streams.Stream, event: BaseModel,
     """The stream entry FastStream's `publish` would write for `event`, for a script that
     writes it in the same step as the state it reports (a transactional outbox in one
     round trip). The envelope carries the trace context of a producer span, named as
-    FastStream's telemetry names a publish, that lasts while the caller writes it."""
-    with _tracer.start_as_current_span(
-        f"{stream.name} publish", kind=SpanKind.PRODUCER,
-        attributes={"messaging.system": "redis", "messaging.destination.name": stream.name,
-                    "messaging.operation": "publish",
-                    "messaging.message.conversation_id": correlation_id},
-    ):
-        headers = {"content-type": "application/json"}  # as FastStream marks a model
-        propagate.inject(headers)
-        yield await BinaryMessageFormatV1.encode(
-            message=event.model_dump_json().encode(), reply_to=None, headers=headers,
-            correlation_id=correlation_id)
+    FastStream's telemetry names a publish, that lasts while the caller writes it. Entries
+    written together (dispatch's order.issued and its incident.updated, one within the other)
+    are each published from the step that writes them, side by side, not one from another's
+    span: their readers' spans would hang under the other event's publish."""
+    step = _writing_step.get()
+    if step is None:
+        step = context.get_current()
+    writing = _writing_step.set(step)
+    try:
+        with _tracer.start_as_current_span(
+            f"{stream.name} publish", context=step, kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "redis", "messaging.destination.name": stream.name,
+                        "messaging.operation": "publish",
+                        "messaging.message.conversation_id": correlation_id},
+        ):
+            headers = {"content-type": "application/json"}  # as FastStream marks a model
+            propagate.inject(headers)
+            yield await BinaryMessageFormatV1.encode(
+                message=event.model_dump_json().encode(), reply_to=None, headers=headers,
+                correlation_id=correlation_id)
+    finally:
+        _writing_step.reset(writing)
+
+
+# The context of the step whose entries entry_to_write is making, while it makes them.
+_writing_step: ContextVar[context.Context | None] = ContextVar("_writing_step", default=None)
 
 
 async def queue_publish(pipe: Pipeline, stream: streams.Stream, event: Event) -> None:
