@@ -142,7 +142,7 @@ for _, order in ipairs(redis.call('SMEMBERS', KEYS[7])) do
   local st = o[1]
   if st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene' then
     if ARGV[9] ~= '1' or o[2] ~= ARGV[8] then
-      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. order)
+      redis.call('ZADD', KEYS[8], 'LT', ARGV[1], 'moved:' .. order)
     end
   else
     redis.call('SREM', KEYS[7], order)
@@ -159,6 +159,10 @@ end
 -- station only (a fraud warning), which a station team moved to another station is not. A
 -- `moved:{order}` timer, set once, judges it (Dispatcher.on_moved_team_order_due), and
 -- marks what it judged: a team's next statuses set none, until it moves again.
+-- Both set `moved:` LT, not NX: a timer firing holds its lease's score (later than now),
+-- and a move read meanwhile (the import putting right the one being judged) brings it
+-- forward, so the firing's end leaves it to fire again (finish_timer); NX left it at the
+-- lease, removed as handled, and the move back was never judged.
 local claim = redis.call('GET', 'dispatch:claim:' .. ARGV[3])
 if claim then
   local o = redis.call('HMGET', 'dispatch:order:' .. claim, 'state', 'agency_kind',
@@ -181,7 +185,7 @@ if claim then
     local agency = o[9] or o[8]
     if judged ~= ARGV[10] or (skills and skills ~= ARGV[11])
         or (agency and agency ~= ARGV[8]) then
-      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'moved:' .. claim)
+      redis.call('ZADD', KEYS[8], 'LT', ARGV[1], 'moved:' .. claim)
     end
   end
 end

@@ -20,6 +20,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from services.dispatch import store
+from services.dispatch.engine import Dispatcher
 from shared.events import OrderIssued, utcnow
 from tests.helpers import poll_until
 
@@ -192,6 +193,34 @@ async def test_an_escort_moved_back_out_of_volunteers_escorts_them_again(
 
 ESCORT_BACK = ("note", "guards is now a team of ag-security (security): no longer counted as "
                        "volunteers", None)
+
+
+async def test_an_escort_moved_back_while_its_move_in_is_judged_escorts_them_again(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The import putting it right is read while the `moved:` timer of the mistaken one is
+    # still firing: the P1 flagged, the timer not yet removed. The move back's timer, set
+    # then, is not lost with the one that fired (it was: set only if absent, then removed
+    # as handled, and the flag stayed until the team's next move).
+    real = Dispatcher._counted_as_volunteers
+    raced: list[str] = []
+
+    async def moved_back_meanwhile(engine: Dispatcher, *args: Any, **kwargs: Any) -> None:
+        await real(engine, *args, **kwargs)
+        if not raced:
+            raced.append("moved back")
+            await store.save_unit_status(engine.redis, at=utcnow(), fields={
+                "team_id": "guards", "district": DISTRICT, "status": "available",
+                "name": "guards", "agency_id": "ag-security", "agency_kind": "security",
+                "agency_role": "", "mode": "car", "skills": "[]", "home_zone_id": "",
+                "on_shift": "1"})
+
+    monkeypatch.setattr(Dispatcher, "_counted_as_volunteers", moved_back_meanwhile)
+    incident_id, _ = await a_collapse(dispatch, publisher, FIRST_AID)
+    await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
+    await poll_until(lambda: raced, "the move back read as the move in is judged")
+    await poll_until(lambda: ESCORT_BACK in kinds_and_details(dispatch, incident_id),
+                     "the move back judged")
+    assert incident(dispatch, incident_id)["flagged"] == "0"
 
 async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is_replaced(
         dispatch: str, publisher: RedisBroker) -> None:
