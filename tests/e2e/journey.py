@@ -203,17 +203,35 @@ def all_exported_text(traces_dir: Path) -> str:
 
 
 async def wait_until_dispatch_sees(client: httpx.AsyncClient, stack: Stack, district: str,
-                                   teams: int) -> None:
+                                   teams: int, *, timeout: float = 10.0) -> None:
     """Status and fixes reach dispatch asynchronously: wait until it holds `teams` available
-    teams of the district with a position."""
+    teams of the district with a position. An answer other than 200 (a 503 while it is busy
+    on a loaded machine) or none is waited through; the failure at the deadline says the
+    last answer."""
     from tests.helpers import poll_until
 
-    async def ready() -> bool:
-        r = await client.get(f"{stack.url('dispatch')}/v1/units", headers=admin(stack),
-                             params={"district": district, "status": "available"})
-        return sum(1 for u in r.json()["units"] if u["position"]) == teams
+    last = "no answer yet"
 
-    await poll_until(ready, f"dispatch seeing {teams} available team(s) with a position")
+    async def ready() -> bool:
+        nonlocal last
+        try:
+            r = await client.get(f"{stack.url('dispatch')}/v1/units", headers=admin(stack),
+                                 params={"district": district, "status": "available"})
+        except httpx.TransportError as exc:
+            last = f"no answer ({type(exc).__name__})"
+            return False
+        if r.status_code != 200:
+            last = f"{r.status_code}: {r.text[:500]}"
+            return False
+        placed = sum(1 for u in r.json()["units"] if u["position"])
+        last = f"200: {placed} available team(s) with a position"
+        return placed == teams
+
+    try:
+        await poll_until(ready, f"dispatch seeing {teams} available team(s) with a position",
+                         timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; dispatch's last answer: {last}") from None
 
 
 class SmsGateway:
