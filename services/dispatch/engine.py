@@ -216,9 +216,9 @@ def _units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[
     the units it wants; a P1's escort marked `escort`, sent only so that volunteers are not
     alone there and not answering the category: a police car without first aid on a
     medical call). A unit that declines, misses its deadline or is taken back is replaced
-    whoever of those stays. So is one whose resolution left the P1 to the police
-    (`left_to_police`): its part is done, and nobody is sent in its place (the incident is
-    not short of it), while a police team that leaves is replaced."""
+    whoever of those stays. So is one whose resolution or hand-over left the P1 to the
+    police (`left_to_police`): its part is done, and nobody is sent in its place (the
+    incident is not short of it), while a police team that leaves is replaced."""
     units: list[str] = []
     alongside: list[str] = []
     for order in orders:
@@ -276,6 +276,37 @@ def _with_another_visit(orders: list[dict[str, str]], backup: dict[str, str],
 def _police(order: dict[str, str]) -> bool:
     """Whether the order's team counts as police (of any role), as the incident counts it."""
     return _counted_as(order).partition(":")[0] == "police"
+
+
+def _sentence(words: str) -> str:
+    """A team's words as a sentence of the station's instructions (a full stop added)."""
+    return words + ("" if words[-1] in ".!?。！？" else ".")
+
+
+def _records_in(timeline: list[dict[str, Any]]) -> list[Evidence]:
+    """The records on an incident's timeline (answers' and the command room's), once each,
+    in the order they came."""
+    seen: dict[tuple[str, str], Evidence] = {}
+    for entry in timeline:
+        for record in TimelineEntry.model_validate(entry).evidence or ():
+            seen.setdefault((record.kind, record.ref), record)
+    return list(seen.values())
+
+
+def _handed_to_police(timeline: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    """The hand-overs that left a P1 to the police (`handover_left_to_police` notes): each
+    team, as the note names it, and its words, in the order they came."""
+    return [((e.get("detail_args") or {}).get("team") or e.get("team_id") or "a team",
+             e.get("note") or None)
+            for e in timeline if e.get("detail_code") == "handover_left_to_police"]
+
+
+def _handed_over_by(orders: list[dict[str, str]]) -> dict[str, str]:
+    """The order whose team handed the incident over to the station: the last handed over,
+    but not one whose hand-over left a P1 to the police (`left_to_police`: the police's own
+    hand-over handed it over); a stand-in naming no team when none is known."""
+    return next((o for o in reversed(orders) if o["state"] == "handover"
+                 and o.get("left_to_police") != "1"), {"team_id": "a team"})
 
 
 _of_a_station = store.of_a_station
@@ -1954,12 +1985,12 @@ class Dispatcher:
                   and o["state"] in domain.LIVE_ORDER_STATES and o.get("kind") in CLAIMING_KINDS
                   and not _with_another_visit(state.orders, o, order)]
         police = [o for o in others if _police(o)]
-        if new_state == "resolved" and (
+        if new_state in ("resolved", "handover") and (
                 (again and order.get("left_to_police") == "1")  # its note may be missing
                 or (inc["priority"] == "P1" and not _police(order) and police)):
             # The police are the authority on a serious incident (DOMAIN: security and
-            # volunteers go first, police follow): a guard's "resolved" ends the guard's
-            # order, never the police's on a knife fight.
+            # volunteers go first, police follow): a guard's "resolved" or "hand over" ends
+            # the guard's order, never the police's on a knife fight.
             return await self._left_to_police(state, order, entry, move, police, end,
                                               again=again)
         if new_state == "resolved" and not others:
@@ -2022,16 +2053,20 @@ class Dispatcher:
                               entry: TimelineEntry, move: Callable[[Pipeline], Awaitable[None]],
                               police: list[dict[str, str]], end: StepEnd, *,
                               again: bool) -> bool:
-        """A P1's resolution by a team that is not police while police orders are live
-        (`police`): the team's order ends as resolved (its claim released, its backups but
-        the police ones withdrawn: they came for its team, and the police stay on a P1
-        whoever called them), the incident stays open with the police, whose own answer
-        ends it, and the timeline says so (`resolved_left_to_police`). Volunteers reads the
-        team's answer itself: a resolved order earns its points as any does. Two writes,
-        the answer's (with incident.updated, as any answer) and then the note's with the
-        step's end; made again (the order already resolved), the answer is not written
-        twice, nor the note once it is there (written then, it names the incident's police
-        teams, also when they have ended their orders meanwhile)."""
+        """A P1's resolution or hand-over by a team that is not police while police orders
+        are live (`police`): the team's order ends as resolved or handed over (its claim
+        released, its backups but the police ones withdrawn: they came for its team, and the
+        police stay on a P1 whoever called them), the incident stays open with the police,
+        whose own answer ends it (resolved, or handed over to the station), and the timeline
+        says so (`resolved_left_to_police`, `handover_left_to_police`). A hand-over's note
+        keeps the team's words (the answer's entry has them and its records too): the
+        station's instructions, should the police hand the case over, carry them
+        (_station_order). Volunteers reads the team's answer itself: a resolved order earns
+        its points as any does, a hand-over none. Two writes, the answer's (with
+        incident.updated, as any answer) and then the note's with the step's end; made
+        again (the order already ended), the answer is not written twice, nor the note once
+        it is there (written then, it names the incident's police teams, also when they
+        have ended their orders meanwhile)."""
         inc = state.incident
         assert inc is not None
         incident_id = inc["incident_id"]
@@ -2040,22 +2075,23 @@ class Dispatcher:
         await self._withdraw_backups(state, order, keep_police=True)
         order["left_to_police"] = "1"  # its part done: the incident is not short of it
         if not again:
-            async def resolved(pipe: Pipeline) -> None:
+            async def ended(pipe: Pipeline) -> None:
                 await move(pipe)
                 store.queue_order_change(pipe, order["order_id"], {"left_to_police": "1"})
 
-            await self._emit(incident_id, entry, state=state, also=resolved,
+            await self._emit(incident_id, entry, state=state, also=ended,
                              release_claim=(order["team_id"], order["order_id"]))
-        elif any(e.get("detail_code") == "resolved_left_to_police"
-                 and e.get("order_id") == order["order_id"]
-                 for e in await store.timeline(self.redis, incident_id)):
+        code = f"{order['state']}_left_to_police"
+        if again and any(e.get("detail_code") == code and e.get("order_id") == order["order_id"]
+                         for e in await store.timeline(self.redis, incident_id)):
             return await self._end(end)
-        log.info("order %s resolved on P1 incident %s, which stays with the police's "
-                 "orders %s", order["order_id"], incident_id,
+        log.info("order %s %s on P1 incident %s, which stays with the police's orders %s",
+                 order["order_id"], order["state"], incident_id,
                  ", ".join(o["order_id"] for o in police))
         return await self._emit(incident_id, TimelineEntry(
             kind="note", team_id=order["team_id"], order_id=order["order_id"],
-            **entry_detail("resolved_left_to_police",
+            note=entry.note if order["state"] == "handover" else None,
+            **entry_detail(code,
                            team=order.get("team_name") or order["team_id"],
                            police=", ".join(o.get("team_name") or o["team_id"]
                                             for o in police))),
@@ -2172,26 +2208,27 @@ class Dispatcher:
         return misses
 
     def _handover_instructions(self, order: dict[str, str], note: str | None,
-                               filing_due: datetime, records: list[Evidence]) -> str:
-        """What the station's officers read: who handed it over, what they said, the
-        records to file with the case (body-camera video, photos) and the filing deadline
-        in the district's local time."""
+                               filing_due: datetime, records: list[Evidence],
+                               earlier: Collection[tuple[str, str | None]] = ()) -> str:
+        """What the station's officers read: who handed it over, what they said, what the
+        teams whose hand-over left the P1 to the police said before them (`earlier`: each
+        team and its words; _handed_to_police), the records to file with the case
+        (body-camera video, photos) and the filing deadline in the district's local time."""
         by = order.get("team_name") or order["team_id"]
-        said = (f" They say: {note}" + ("" if note[-1] in ".!?。！？" else ".")) if note else ""
+        said = (f" They say: {_sentence(note)}") if note else ""
+        before = "".join(f" Earlier {team} handed it over to the police"
+                         + (f": {_sentence(words)}" if words else ".")
+                         for team, words in earlier)
         kept = (" Records: " + "; ".join(f"{r.kind} {r.ref}" for r in records) + "."
                 if records else "")
         due = filing_due.astimezone(self.tz)
-        return (f"Handed over by {by}.{said}{kept} File the case by {due:%Y-%m-%d %H:%M} "
-                f"({self.settings.timezone}).")
+        return (f"Handed over by {by}.{said}{before}{kept} File the case by "
+                f"{due:%Y-%m-%d %H:%M} ({self.settings.timezone}).")
 
     async def _records_of(self, incident_id: str) -> list[Evidence]:
         """The records on the incident's timeline (answers' and the command room's), once
         each, in the order they came."""
-        seen: dict[tuple[str, str], Evidence] = {}
-        for entry in await store.timeline(self.redis, incident_id):
-            for record in TimelineEntry.model_validate(entry).evidence or ():
-                seen.setdefault((record.kind, record.ref), record)
-        return list(seen.values())
+        return _records_in(await store.timeline(self.redis, incident_id))
 
     async def _hand_over(self, state: store.IncidentState, order: dict[str, str],
                          entry: TimelineEntry, *, also: Callable[[Pipeline], Awaitable[None]],
@@ -2450,10 +2487,12 @@ class Dispatcher:
                           and o.get("agency_id") == team.agency_id],
                          default=(handed_at or utcnow())
                          + timedelta(hours=self.policy.handover_filing_h))
+        timeline = await store.timeline(self.redis, inc["incident_id"])
         return await self._offer_and_announce(
             inc, team, kind="handover", filing_due=filing_due,
             instructions=self._handover_instructions(by, note, filing_due,
-                                                     await self._records_of(inc["incident_id"])))
+                                                     _records_in(timeline),
+                                                     _handed_to_police(timeline)))
 
     async def _record_station_order(self, inc: dict[str, str], order: dict[str, str],
                                     station: str, *, by: str | None = None) -> None:
@@ -2497,8 +2536,7 @@ class Dispatcher:
                 zone, _ = await self._place(inc["district"], float(inc["lat"]),
                                             float(inc["lon"]))
                 await self._place_known(state, zone)
-            by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
-                      {"team_id": "a team"})
+            by = _handed_over_by(state.orders)
             order = await self._station_order(state, station, by=by,
                                               note=inc.get("handover_note") or None)
             if order is None:  # still nobody on shift (or the offer lost its team)
@@ -3151,8 +3189,7 @@ class Dispatcher:
                                **self._followup_retry_args())))
             return
         station = await self._station_of(inc)
-        by = next((o for o in reversed(state.orders) if o["state"] == "handover"),
-                  {"team_id": "a team"})
+        by = _handed_over_by(state.orders)
         again = await self._station_order(state, station, by=by,
                                           note=inc.get("handover_note") or None,
                                           excluded=declined)
@@ -4369,8 +4406,7 @@ class Dispatcher:
             raise conflict(f"the hand-over is with team {live['team_id']} (order "
                            f"{live['order_id']}, {live['state']}); take that order back first "
                            "to give it to another team")
-        handed = next((o for o in reversed(state.orders) if o["state"] == "handover"),
-                      {"team_id": "a team"})
+        handed = _handed_over_by(state.orders)
         order = await self._station_order(state, unit.agency_id, by=handed,
                                           note=inc.get("handover_note") or None, team=unit)
         if order is None:  # the order's script refused it: the step's lock was lost

@@ -163,6 +163,13 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} answered resolved: the incident is a P1 and stays with the police "
               "({police}), whose answer ends it",
         "zh": "{team}报告已处置完毕：本警情为P1，仍由公安警组（{police}）处置，待其答复后结束"},
+    # the same of a hand-over (the team's words on the note, and in the station's
+    # instructions should the police hand it over)
+    "handover_left_to_police": {
+        "en": "{team} answered hand over: the incident is a P1 and stays with the police "
+              "({police}), who resolve it or hand it over to the station",
+        "zh": "{team}报告需移交派出所：本警情为P1，仍由公安警组（{police}）处置，"
+              "由其决定就地处置或移交派出所"},
     "stood_down_closed": {
         "en": "stood down: the incident was closed by {by}",
         "zh": "收队：{by}已结案"},

@@ -26,6 +26,7 @@ from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, orders_for, report, team, wait_for_units
 from .test_followup import kinds_and_details
+from .test_followup_answers import order_in
 from .test_station_orders_of_a_moved_team import moved
 from .test_station_orders_of_a_removed_team import incident, withdrawn
 from .test_take_back import respond
@@ -224,11 +225,12 @@ async def test_an_escort_moved_back_while_its_move_in_is_judged_escorts_them_aga
 
 async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is_replaced(
         dispatch: str, publisher: RedisBroker) -> None:
-    # A knife fight the guards hand over to the station; the station's car, there for the
-    # case, calls for backup, and the security team sent is moved into a volunteer agency on
-    # its way. Volunteers are never sent to an incident flagged weapon, handed over or not:
-    # taken off, and another backup sent for the car. (The case handed over, the move was
-    # never judged: the backup went on.)
+    # A knife fight the guards would hand over to the station, which the police car on it
+    # does (a P1: the guards' hand-over left it with the police); the station's car, there
+    # for the case, calls for backup, and the security team sent is moved into a volunteer
+    # agency on its way. Volunteers are never sent to an incident flagged weapon, handed
+    # over or not: taken off, and another backup sent for the car. (The case handed over,
+    # the move was never judged: the backup went on.)
     teams = {"guards": ("security", 22.8171), "station-car": ("police", 22.8300),
              "backup": ("security", 22.8400), "backup-2": ("security", 22.8500)}
     for team_id, (kind, lat) in teams.items():
@@ -244,7 +246,10 @@ async def test_a_station_team_s_backup_moved_into_volunteers_on_a_weapon_case_is
     finally:
         client.close()
     (guards,) = [o for o in sent if o.team_id == "guards"]
+    (car,) = [o for o in sent if o.team_id == "station-car"]
     await respond(publisher, guards, "acknowledged", "handover")
+    await order_in(dispatch, guards, "handover")
+    await respond(publisher, car, "acknowledged", "handover")
     (station,) = await poll_until(lambda: [o for o in orders_for(dispatch, incident_id)
                                            if o.kind == "handover"], "the station's order")
     await respond(publisher, station, "reinforce")

@@ -92,11 +92,10 @@ async def test_the_other_team_stood_down_by_an_answer_is_on_the_timeline(
         ending: str) -> None:
     # The guard resolves the fight (or hands it over) while the police car is on its way:
     # the car's order is withdrawn ("no need to go") and the timeline says so, and why. A
-    # fight the 110 system gave P2: a P1's resolution by the guard leaves it to the police
-    # (test_left_to_police.py).
+    # fight the 110 system gave P2: a P1's resolution or hand-over by the guard leaves it to
+    # the police (test_left_to_police.py, test_handover_left_to_police.py).
     url = clean_redis
-    incident_id, police, guard = await fight(url, publisher,
-                                             "P2" if ending == "resolved" else "P1")
+    incident_id, police, guard = await fight(url, publisher, "P2")
     await answer(publisher, guard, ending)
     await order_in(url, police, "withdrawn")
     r = await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)

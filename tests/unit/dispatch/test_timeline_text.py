@@ -111,6 +111,10 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         {"team": "Team 7", "police": "Car 1, Car 2"},
         lambda team, police: f"{team} answered resolved: the incident is a P1 and stays with "
         f"the police ({police}), whose answer ends it"),
+    "handover_left_to_police": (
+        {"team": "Team 7", "police": "Car 1, Car 2"},
+        lambda team, police: f"{team} answered hand over: the incident is a P1 and stays with "
+        f"the police ({police}), who resolve it or hand it over to the station"),
     "stood_down_closed": ({"by": BY}, lambda by: f"stood down: the incident was closed by {by}"),
     "stood_down_backed_order_ended": (
         {"team": "Team 7", "state": "handover"},
