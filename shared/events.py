@@ -156,6 +156,30 @@ class IncidentReported(Event):
         "report of its own (and from an intake before 2026-12-07)")
 
 
+# Why a reporting system asks to cancel its report: its own words ("the caller says he
+# dialled by mistake", "false alert: a delivery rider"), which may name people. The command
+# room's to read, as a team's note is: never logged, traced, or shown to another system.
+CancelReason = Annotated[str, Field(
+    min_length=1, max_length=500, description="the reporting system's words on why: for "
+    "the command room only")]
+
+
+class IncidentCancelRequested(Event):
+    """A reporting system asks to cancel its report (the caller says it was a mistake, a
+    video system retracts a false alert). Nothing is cancelled by it: dispatch flags the
+    incident for the command room (`cancel_requested`), which closes it or keeps it open."""
+
+    incident_id: str = Field(description="the incident the request is for: the report's "
+                             "own, or, for a report linked to another, that one")
+    report_id: str = Field(description="the report the reporting system named; the same as "
+                           "`incident_id` unless that report is linked")
+    system_id: str = Field(description="who reported (`member:<id>` for a member's report)")
+    external_ref: str = Field(description="the request's own id at its reporting system "
+                              "(intake's idempotency key for it)")
+    reason: CancelReason
+    requested_at: AwareDatetime
+
+
 class TimelineEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 

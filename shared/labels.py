@@ -117,6 +117,7 @@ _TIMELINE_KINDS = {
     "revised": ("更正", "revised"),
     "note": ("记录", "note"),
     "remark": ("指挥室备注", "command room's remark"),
+    "cancel_request": ("报警系统请求撤销", "reporting system asks to cancel"),
     "evidence": ("添加证据", "evidence attached"),
     "withdrawn": ("撤回指令", "order taken back"),
     "manual_assign": ("人工派警", "assigned by hand"),

@@ -25,6 +25,8 @@ class Stream:
 
 
 INCIDENT_REPORTED = Stream("incident.reported", "intake", ("dispatch",))
+# A reporting system asks to cancel its report: dispatch flags it for the command room.
+INCIDENT_CANCEL_REQUESTED = Stream("incident.cancel_requested", "intake", ("dispatch",))
 INCIDENT_UPDATED = Stream("incident.updated", "dispatch", ("intake",))
 INCIDENT_HANDED_OVER = Stream("incident.handed_over", "dispatch", ())
 INCIDENT_CLOSED = Stream("incident.closed", "dispatch", ("intake", "volunteers"))
@@ -43,6 +45,7 @@ DEVICE_REVOKED = Stream("device.revoked", "volunteers", ("notify",))
 
 ALL: tuple[Stream, ...] = (
     INCIDENT_REPORTED,
+    INCIDENT_CANCEL_REQUESTED,
     INCIDENT_UPDATED,
     INCIDENT_HANDED_OVER,
     INCIDENT_CLOSED,

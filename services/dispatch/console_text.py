@@ -162,6 +162,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_report_given_up": "上报处理失败，无人查找警组",
         "flag_why_agreement_failed": "回访发现协议未履行，待指挥室决定",
         "flag_why_see_timeline": "需指挥室处置，详见时间线",
+        "flag_why_cancel_requested": "报警系统请求撤销：请核实后结案，或添加备注继续处置",
         "reported_flags": " · 上报标记：{flags}",
         "meta": "{id} · {system} {ref} · {place} · 上报于{time} · 督办人：{supervisor} · "
                 "追踪 {trace}",
@@ -383,6 +384,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_agreement_failed": "follow-ups found the agreement broken: the command "
                                      "room decides",
         "flag_why_see_timeline": "needs the command room: see the timeline",
+        "flag_why_cancel_requested": "its reporting system asks to cancel it: check, then "
+                                     "close it or add a remark to keep it open",
         "reported_flags": " · reported: {flags}",
         "meta": "{id} · {system} {ref} · {place} · reported {time} · supervised by "
                 "{supervisor} · trace {trace}",

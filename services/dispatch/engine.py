@@ -30,6 +30,7 @@ from shared.events import (
     Assignment,
     Caller,
     Evidence,
+    IncidentCancelRequested,
     IncidentClosed,
     IncidentHandedOver,
     IncidentReported,
@@ -78,6 +79,15 @@ ANSWERS_READ_AFTER_TIMEOUT = _meter.create_counter(
     "lianfang.dispatch.answers_read_after_timeout",
     description="answers given by their order's deadline, read after it timed the order out "
                 "(of the routing timeouts, those that were not the team's)")
+
+class ReportNotYetHandled(Exception):
+    """An event about an incident whose report dispatch has not handled (yet): its consumer
+    fails it, to be asked again by the reclaimer (CLAIM_IDLE_MS), then dead-lettered
+    (MAX_DELIVERIES) should the report never come (itself dead-lettered: replay it first)."""
+
+    def __init__(self, incident_id: str) -> None:
+        super().__init__(f"incident {incident_id} not known to dispatch yet")
+
 
 TERMINAL = ("resolved", "handed_over", "closed", "linked")
 ENDED = ("resolved", "handed_over", "closed")  # a report of the event is then a new one
@@ -792,7 +802,8 @@ class Dispatcher:
         `unknown_category`, `backup_wanted` (a call for backup nobody was free for),
         `backup_volunteers_only` (a volunteer team's call answered by volunteers only: no
         police or security team free yet), `team_off_shift` (its team went off shift on it),
-        `visit_stuck`, `report_given_up`, `agreement_failed`, `see_timeline` (a step that
+        `visit_stuck`, `report_given_up`, `agreement_failed`, `cancel_requested` (its reporting
+        system asks to cancel it: the command room decides), `see_timeline` (a step that
         needs the command room said why on the timeline: a hand-over no station team takes,
         a report dispatch never got)."""
         misses = int(inc.get("misses") or 0)
@@ -861,7 +872,11 @@ class Dispatcher:
                 ("volunteers_alone", unescorted), ("short_of_units", short),
                 ("unknown_category", unknown), ("backup_wanted", backup_wanted),
                 ("backup_volunteers_only", volunteers_only),
-                ("team_off_shift", off_shift)) if holds]
+                ("team_off_shift", off_shift),
+                # a reporting system asked to cancel it (on_cancel_requested): until the
+                # command room closes it or keeps it open with a remark, or it ends
+                ("cancel_requested", bool(inc.get("cancel_requested"))
+                 and status not in TERMINAL)) if holds]
         return reasons
 
     # --- an incident arrives ----------------------------------------------------------
@@ -4455,6 +4470,52 @@ class Dispatcher:
                     evidence=tuple(new)), status=inc["status"], state=state)
             return tuple(new)
 
+    # --- a reporting system asks to cancel its report ------------------------------------
+
+    async def on_cancel_requested(self, event: IncidentCancelRequested) -> None:
+        """A reporting system asks to cancel its report: nothing is cancelled and no team is
+        told (a retraction may be coerced, an alert retracted may still need a look). The
+        incident is flagged `cancel_requested` for the command room, which closes it or
+        keeps it open with a remark (`remark`); its timeline carries the request, the
+        system's words as its note (the command room's: intake drops notes). On an incident
+        that has ended by now (intake's view follows dispatch's by a moment) it is noted
+        unflagged. A report dispatch finds linked (sent on elsewhere since intake looked)
+        passes it to the incident it is linked to, as intake does."""
+        done = f"cancel:{event.event_id}"
+        target = event.incident_id
+        for _ in range(MAX_SENT_ON + 1):
+            async with self._locked_state(target, seen=done) as (held, state):
+                if state.seen:
+                    return
+                inc = state.incident
+                if inc is None:
+                    # its report not handled yet (two streams, read apart), or lost: asked
+                    # again by the reclaimer, then dead-lettered for an administrator
+                    raise ReportNotYetHandled(target)
+                if inc["status"] == "linked" and inc.get("linked_to"):
+                    target = inc["linked_to"]
+                    continue
+                args = {} if event.report_id == target else {"report": event.report_id}
+                if inc["status"] in TERMINAL:
+                    code, mark = "cancel_requested_ended", {}
+                else:
+                    code = "cancel_requested_linked" if args else "cancel_requested"
+                    mark = {"cancel_requested": event.requested_at.isoformat()}
+
+                async def flagged(pipe: Pipeline, mark: dict[str, str] = mark,
+                                  incident_id: str = target) -> None:
+                    if mark:
+                        store.queue_incident_fields(pipe, incident_id, mark)
+
+                inc.update(mark)
+                await self._emit(target, TimelineEntry(
+                    at=event.occurred_at, kind="cancel_request", **entry_detail(code, **args),
+                    note=event.reason), status=inc["status"], state=state, also=flagged,
+                    end=StepEnd(held, done))
+                return
+        log.warning("cancel request for %s: its links go on past %d hops; noted nowhere",
+                    event.incident_id, MAX_SENT_ON)
+
     async def remark(self, incident_id: str, *, note: str, by: str) -> bool:
         """The command room's own words on the timeline ("called the caller back: no answer"),
         also once the incident has ended; the same words by the same person already there
@@ -4464,13 +4525,27 @@ class Dispatcher:
             inc = state.incident
             if inc is None:
                 raise not_found("incident")
-            detail = entry_detail("remark", by=by)
-            if any(e.get("kind") == "remark" and e.get("detail") == detail["detail"]
+            # A reporting system's request to cancel standing (flagged `cancel_requested`):
+            # the command room's words answer it, the incident kept open (its close is the
+            # other answer); the flag goes, and the entry says so to the reporting system.
+            answers = bool(inc.get("cancel_requested")) and inc["status"] not in TERMINAL
+            detail = entry_detail("remark_keeps_open" if answers else "remark", by=by)
+            if any(e.get("kind") == "remark"
+                   and e.get("detail") in (detail["detail"],
+                                           entry_detail("remark", by=by)["detail"],
+                                           entry_detail("remark_keeps_open", by=by)["detail"])
                    and e.get("note") == note
                    for e in await store.timeline(self.redis, incident_id)):
                 return False
+
+            async def answered(pipe: Pipeline) -> None:
+                if answers:
+                    store.queue_incident_fields(pipe, incident_id, {"cancel_requested": ""})
+
+            if answers:
+                inc["cancel_requested"] = ""
             await self._emit(incident_id, TimelineEntry(kind="remark", **detail, note=note),
-                             status=inc["status"], state=state)
+                             status=inc["status"], state=state, also=answered)
             return True
 
     async def close(self, incident_id: str, *, by: str) -> None:

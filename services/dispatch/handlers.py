@@ -7,6 +7,7 @@ from faststream.redis import RedisBroker
 from shared import streams
 from shared.bus import consume, consume_batches
 from shared.events import (
+    IncidentCancelRequested,
     IncidentReported,
     OrderDelivered,
     OrderResponded,
@@ -31,6 +32,9 @@ def register(broker: RedisBroker, *, engine: Dispatcher, settings: Settings) -> 
             settings=settings, group=group, max_workers=64, readers=4,
             first=lambda event: PRIORITY_RANK[event.priority],
             given_up=engine.on_report_given_up)
+    # A reporting system's request to cancel its report: the command room is told (flagged).
+    consume(broker, streams.INCIDENT_CANCEL_REQUESTED, IncidentCancelRequested,
+            engine.on_cancel_requested, settings=settings, group=group)
     # One at a time, in stream order: a team's answers to one order must not overtake each
     # other (an "acknowledged" handled after "resolved" would be lost).
     # Bookkeeping (the board, the projection of teams): a pause after a read that was not

@@ -90,6 +90,19 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "a follow-up of {parent}, which had ended ({status}): dispatched as an "
               "incident of its own",
         "zh": "{parent}的后续上报，但该警情已结束（{status:incident_status}）：作为独立警情派警"},
+    # a reporting system's request to cancel its report (intake's cancel-requests route):
+    # its words are the entry's note, the command room's
+    "cancel_requested": {
+        "en": "its reporting system asks to cancel it: the command room decides (close it, "
+              "or answer with a remark to keep it open)",
+        "zh": "报警系统请求撤销本警情：由指挥室决定（结案，或添加备注以继续处置）"},
+    "cancel_requested_linked": {
+        "en": "the reporting system of linked report {report} asks to cancel it: the command "
+              "room decides (close it, or answer with a remark to keep it open)",
+        "zh": "重复上报{report}的报警系统请求撤销：由指挥室决定（结案，或添加备注以继续处置）"},
+    "cancel_requested_ended": {
+        "en": "its reporting system asked to cancel it after it had ended: nothing to do",
+        "zh": "警情结束后报警系统请求撤销：无需处置"},
     "not_a_duplicate": {
         "en": "not a duplicate of {parent}: unlinked by {by}",
         "zh": "非{parent}的重复上报：{by}已解除合并"},
@@ -246,6 +259,9 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "remark": {
         "en": "remark by {by}",
         "zh": "{by}备注"},
+    "remark_keeps_open": {
+        "en": "remark by {by}: kept open, its reporting system's request to cancel answered",
+        "zh": "{by}备注：继续处置，已答复报警系统的撤销请求"},
     "closed": {
         "en": "closed by {by}",
         "zh": "{by}结案"},

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from shared import streams
 from shared.events import (
     DeviceRevoked,
+    IncidentCancelRequested,
     IncidentClosed,
     IncidentHandedOver,
     IncidentReported,
@@ -193,6 +194,14 @@ def incident_reported(incident_id: str, category: str = "noise") -> IncidentRepo
                             location=Location(lat=HERE[0], lon=HERE[1]), reported_at=utcnow())
 
 
+def cancel_requested(incident_id: str) -> IncidentCancelRequested:
+    return IncidentCancelRequested(district=DISTRICT, incident_id=incident_id,
+                                   report_id=incident_id, system_id="s1",
+                                   external_ref=f"cancel-{incident_id}",
+                                   reason="the caller says he dialled by mistake",
+                                   requested_at=utcnow())
+
+
 def order_delivered(order_id: str, incident_id: str, team_id: str) -> OrderDelivered:
     return OrderDelivered(district=DISTRICT, order_id=order_id, incident_id=incident_id,
                           team_id=team_id, member_id="m1", device_id="dev1")
@@ -250,6 +259,7 @@ def _samples() -> dict[str, BaseModel]:
 
     return {
         streams.INCIDENT_REPORTED.name: fz(incident_reported("fz-inc")),
+        streams.INCIDENT_CANCEL_REQUESTED.name: fz(cancel_requested("fz-inc")),
         streams.INCIDENT_UPDATED.name: fz(incident_updated("fz-inc")),
         streams.INCIDENT_CLOSED.name: fz(incident_closed("fz-inc", "hazard_report",
                                                          ("fz-team",))),
@@ -358,6 +368,13 @@ async def dispatch_scenario(svc: Service, step: Step, tag: str) -> None:
     await step(streams.ORDER_DELIVERED, order_delivered(order_id, incident_id, team), receipt)
     await step(streams.ORDER_RESPONDED,
                order_responded(order_id, incident_id, team, "acknowledged"), acknowledged)
+
+    async def flagged_for_the_command_room() -> bool:
+        inc = await dispatch_incident(svc, incident_id) or {}
+        return "cancel_requested" in inc.get("flagged_for", ())
+
+    await step(streams.INCIDENT_CANCEL_REQUESTED, cancel_requested(incident_id),
+               flagged_for_the_command_room)
 
 
 async def assigned_in_dispatch(svc: Service, tag: str) -> tuple[str, str, str]:

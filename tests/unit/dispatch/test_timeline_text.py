@@ -180,6 +180,16 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         f"nothing to change (already {priority + (', flagged ' + flags)}) by {by}"),
     "attached": ({"by": BY}, lambda by: f"attached by {by}"),
     "remark": ({"by": BY}, lambda by: f"remark by {by}"),
+    "remark_keeps_open": ({"by": BY}, lambda by: f"remark by {by}: kept open, its reporting "
+                          "system's request to cancel answered"),
+    "cancel_requested": ({}, lambda: "its reporting system asks to cancel it: the command "
+                         "room decides (close it, or answer with a remark to keep it open)"),
+    "cancel_requested_linked": (
+        {"report": "inc_b"},
+        lambda report: f"the reporting system of linked report {report} asks to cancel it: the "
+        "command room decides (close it, or answer with a remark to keep it open)"),
+    "cancel_requested_ended": ({}, lambda: "its reporting system asked to cancel it after it "
+                               "had ended: nothing to do"),
     "closed": ({"by": BY}, lambda by: f"closed by {by}"),
     "reinforcement_for": ({"team": "Team 7"}, lambda team: f"requested by {team}"),
     "reinforcement_unavailable": (
