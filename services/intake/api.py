@@ -23,7 +23,7 @@ from starlette.types import Scope
 from shared import audit, streams
 from shared.bus import entry_to_write
 from shared.districts import require_known_districts
-from shared.events import IncidentReported, new_id, utcnow
+from shared.events import IncidentCancelRequested, IncidentReported, new_id, utcnow
 from shared.http import (
     STORE_AWAY,
     ApiError,
@@ -45,15 +45,20 @@ from shared.tokens import DEVICE_TOKEN_PREFIX
 from . import deadline, store
 from .config import Settings
 from .domain import (
+    ENDED_STATUSES,
     MAX_FLAG_CHARS,
     Accepted,
+    CancelAccepted,
+    CancelRequestIn,
     IncidentIn,
     IncidentView,
     LinkedIncident,
     SystemIn,
+    cancel_fingerprint,
     classify,
     differing_part,
     find_duplicate,
+    how_to_cancel,
     how_to_follow_up,
     how_to_report,
     is_retry_of,
@@ -70,6 +75,7 @@ log = logging.getLogger(__name__)
 
 REPORT_PATH = "/v1/incidents"
 FOLLOW_UPS = "/follow-ups"
+CANCEL_REQUESTS = "/cancel-requests"
 MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
 # A report refused for now says when to ask again, as every 503 does (shared.http.store_away)
 RETRY_AFTER = {"Retry-After": "2"}
@@ -395,6 +401,109 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         # A report linked to another's incident is followed up there, where its team is.
         return await take_report(body, response, who, follow_up=FollowUp(
             report=incident_id, incident=linked_now(data) or incident_id))
+
+    @router.post(REPORT_PATH.removeprefix("/v1") + "/{incident_id}" + CANCEL_REQUESTS,
+                 status_code=202, response_model=None,
+                 summary="Ask the command room to cancel a report made by mistake (the "
+                 "report's own system or member): the incident is flagged, not closed",
+                 description=how_to_cancel(),
+                 responses={
+                     202: {"model": CancelAccepted, "description": "Accepted: Redis took the "
+                           "request and its event; the command room decides"},
+                     200: {"model": CancelAccepted, "description": "An idempotent retry: "
+                           "this request was sent with this external_ref before"},
+                     409: {"description": "The incident has ended (nothing is left to "
+                           "cancel), or this system sent another cancel request with this "
+                           "external_ref before"},
+                 })
+    async def request_cancel(
+        incident_id: str,
+        body: CancelRequestIn,
+        response: Response,
+        who: Annotated[Principal, Depends(require("system", "device"))],
+    ) -> dict[str, Any]:
+        # The reason is the system's words (it may name the caller): never logged or traced.
+        answer_by = deadline.Deadline(settings.report_timeout_s)
+        try:
+            async with answer_by.within():
+                return await take_cancel_request(incident_id, body, response, who)
+        except RedisError as exc:
+            cause = refusal_cause(exc)
+            why = "" if cause is None else f" (the store is not taking writes now: {cause})"
+            raise ApiError(503, "unavailable", f"the cancel request was not accepted{why}; "
+                           "retry", headers=RETRY_AFTER) from exc
+        except TimeoutError:
+            raise ApiError(503, "unavailable", f"the store gave no answer within "
+                           f"{answer_by.timeout_s:g} s: whether the cancel request was kept "
+                           "is not known; retry with the same external_ref (200 if it was)",
+                           headers=RETRY_AFTER) from None
+
+    async def take_cancel_request(incident_id: str, body: CancelRequestIn, response: Response,
+                                  who: Principal) -> dict[str, Any]:
+        data = await store.get_incident(redis, incident_id)
+        if not data:
+            raise not_found("incident")
+        # scoped as a read of it is (get_incident): a system asks for its own reports
+        if data["system_id"] != reporter_of(who):
+            raise forbidden(
+                "this incident was not reported by this member: a member asks to cancel their "
+                "own reports" if who.kind == "device" else
+                "this incident was not reported by this system: a system asks to cancel its "
+                "own reports")
+        # A report linked to another's incident: the request goes there, where its team is.
+        target = linked_now(data) or incident_id
+        answer = {"incident_id": incident_id, "status": "cancel_requested",
+                  **({"linked_to": target} if target != incident_id else {})}
+        request_id = new_id("cxl")
+        record = {"request_id": request_id, "report": incident_id, "incident": target,
+                  "fingerprint": cancel_fingerprint(body, report=incident_id)}
+        reporter = reporter_of(who)
+        held = await store.cancel_request_for_ref(redis, system_id=reporter,
+                                                  external_ref=body.external_ref)
+        if held is None:
+            # Ended: nothing left to cancel (a hand-over is its station's now). A request
+            # accepted before it ended is still answered as the retry it is (above).
+            ended = await _ended(data, incident_id, target)
+            if ended is not None:
+                raise ApiError(409, "conflict", ended)
+            event = IncidentCancelRequested(
+                event_id=request_id, district=data["district"], incident_id=target,
+                report_id=incident_id, system_id=reporter, external_ref=body.external_ref,
+                reason=body.reason, requested_at=utcnow())
+            async with entry_to_write(streams.INCIDENT_CANCEL_REQUESTED, event,
+                                      request_id) as entry:
+                made, held = await store.record_cancel_request(
+                    redis, system_id=reporter, external_ref=body.external_ref,
+                    record=record, entry=entry, ttl_s=unheard_ttl_s)
+            if made:
+                log.info("cancel request %s for incident %s passed to the command room",
+                         request_id, target)
+                return {**answer, "request_id": request_id}
+        # the ref was taken: this request's retry, or another under its ref
+        if held.get("fingerprint") != record["fingerprint"]:
+            raise ApiError(409, "conflict", "this system sent another cancel request with this "
+                           f"external_ref before (for incident {held.get('report')}): a retry "
+                           "sends the request as it was; a new request needs an external_ref "
+                           "of its own", "external_ref")
+        response.status_code = 200
+        return {"incident_id": incident_id, "status": "cancel_requested",
+                "request_id": held["request_id"],
+                **({"linked_to": held["incident"]} if held["incident"] != incident_id else {})}
+
+    async def _ended(data: dict[str, str], report: str, target: str) -> str | None:
+        """Why a cancel request for `report` (its record `data`) going to `target` is
+        refused: the incident has ended; None while it is open."""
+        if target == report:
+            if data["status"] in ENDED_STATUSES:
+                return (f"the incident has ended ({data['status']}): there is nothing left "
+                        "to cancel")
+            return None
+        joined = await store.get_incident(redis, target)
+        status = joined["status"] if joined else "no longer kept"
+        if joined is None or status in ENDED_STATUSES:
+            return (f"the incident this report joined ({target}) has ended ({status}): there "
+                    "is nothing left to cancel")
+        return None
 
     @router.get("/incidents/{incident_id}", response_model=IncidentView,
                 summary="An incident's status (its reporting system or member, admin)",

@@ -11,7 +11,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.events import Caller, DistrictName, IsoTime, Location, Number, Priority, utcnow
+from shared.events import (
+    Caller,
+    CancelReason,
+    DistrictName,
+    IsoTime,
+    Location,
+    Number,
+    Priority,
+    utcnow,
+)
 from shared.policy import Policy, normalise_flags
 
 # A report's own time: a system's clock a little ahead is tolerated; a report older than
@@ -121,6 +130,37 @@ class Accepted(BaseModel):
                                      "it adds to (the incident id in its path)")
 
 
+class CancelRequestIn(BaseModel):
+    """A reporting system's request to cancel its report (the caller says it was a mistake,
+    an alert retracted): for the command room, which decides."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    external_ref: str = Field(min_length=1, max_length=128, description="this system's own "
+                              "id for the request (the call back, the retraction): its "
+                              "idempotency key")
+    reason: CancelReason
+
+
+class CancelAccepted(BaseModel):
+    """What `POST /v1/incidents/{id}/cancel-requests` answers: 202 new, 200 a retry."""
+
+    incident_id: str = Field(description="the report the request names (the path's)")
+    request_id: str
+    status: str = Field(description="`cancel_requested`: passed to the command room, which "
+                        "closes the incident or keeps it open; the incident's own status is "
+                        "unchanged (see GET /v1/incidents/{id})")
+    linked_to: str | None = Field(default=None, description="for a report linked to another "
+                                  "incident: that incident, which the request goes to")
+
+
+def cancel_fingerprint(body: CancelRequestIn, *, report: str) -> str:
+    """What a retry of a cancel request must send again (the report it names and its
+    reason), as a digest: the record keeps no copy of the reason."""
+    text = json.dumps({"report": report, "reason": body.reason}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 class SystemIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -163,9 +203,39 @@ def how_to_report(policy: Policy) -> str:
         "incident id this report was answered, the same body as a report and a ref of its "
         "own. It joins that report's incident however far and late it comes, while it is "
         "open (see that route).\n\n"
-        "**No update or cancel**: a report is not changed or taken back over this API; a "
-        "report made by mistake goes to the command room (which closes the incident). "
-        "`GET /v1/incidents/{id}` follows it."
+        "**Cancel requests**: a report made by mistake (the caller says so on calling back, "
+        "a video alert found false) is not taken back by this system itself: it asks the "
+        "command room to, `POST /v1/incidents/{incident_id}/cancel-requests` with a "
+        "`reason` and a ref of its own. The command room closes the incident or keeps it "
+        "open; its teams go on until it decides (see that route). A report is not changed "
+        "over this API: what the caller adds is a follow-up. `GET /v1/incidents/{id}` "
+        "follows it."
+    )
+
+
+def how_to_cancel() -> str:
+    """What POST /v1/incidents/{incident_id}/cancel-requests says of itself in the OpenAPI
+    document."""
+    return (
+        "Asks the command room to cancel a report of this system's (a member's: of their own) "
+        "that was made by mistake: the caller says so on calling back, a video system "
+        "retracts a false alert. The path names the report's `incident_id`, as "
+        "`POST /v1/incidents` answered it. Nothing is cancelled by the request itself: the "
+        "incident is flagged for the command room with the `reason` (this system's words, "
+        "1 to 500 characters: for the command room alone, never shown to another system, "
+        "never logged), and its teams go on until the command room decides, as a retraction "
+        "may be made under duress and a false alert still needs a look. The command room "
+        "closes the incident (`GET /v1/incidents/{id}`: status `closed`) or keeps it open "
+        "(its timeline: a remark with `detail_code` remark_keeps_open).\n\n"
+        "`external_ref` is the request's own (this system's id for the call back or the "
+        "retraction), its idempotency key: the same request again is answered 200 with the "
+        "same `request_id`, another `reason` under a ref taken is 409. Answered 202 once "
+        "Redis took it. A report linked to another incident (status `linked`): the request "
+        "goes to that incident, named in `linked_to`, whose command room decides for the "
+        "event (other reports of it may stand).\n\n"
+        "A report of another system is 403, one intake does not know (or no longer keeps, "
+        "RECORDS_DAYS after it ended) 404; an incident that has ended (resolved, handed over, "
+        "closed) is 409: nothing is left to cancel."
     )
 
 

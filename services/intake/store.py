@@ -310,6 +310,40 @@ async def record_incident(
     return Recording(waitaof_refused=refused)
 
 
+# A reporting system's request to cancel its report: its ref claimed (KEYS[1], per system,
+# apart from its reports' refs) and its incident.cancel_requested entry XADDed (KEYS[2]) in
+# one step, the XADD first (what refuses it refuses the script before it writes anything);
+# a ref taken answers what it holds (the retry's, or another request's, to judge).
+_CANCEL = XADD_LUA + """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {'existing', existing} end
+xadd(KEYS[2], ARGV[2], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+return {'recorded', ARGV[3]}
+"""
+
+
+async def cancel_request_for_ref(redis: Redis, *, system_id: str, external_ref: str
+                                 ) -> dict[str, str] | None:
+    """What a system's cancel request ref holds (record_cancel_request's record), if any."""
+    held = await redis.get(f"intake:cancel-ref:{system_id}:{external_ref}")
+    return json.loads(held) if held else None
+
+
+async def record_cancel_request(redis: Redis, *, system_id: str, external_ref: str,
+                                record: dict[str, str], entry: bytes, ttl_s: int
+                                ) -> tuple[bool, dict[str, str]]:
+    """Claims a cancel request's ref and publishes its entry, once: (True, `record`) when
+    this call did, else (False, what the ref holds). The record keeps no reason (a digest)."""
+    stream = streams.INCIDENT_CANCEL_REQUESTED
+    outcome, held = await run_script(
+        redis, _CANCEL, [f"intake:cancel-ref:{system_id}:{external_ref}", stream.name],
+        [entry, maxlen_arg(stream), json.dumps(record), str(max(ttl_s, 1))])
+    found: dict[str, str] = json.loads(held)
+    # our own request: redis-py ran the script again after losing the first reply
+    return outcome == "recorded" or found == record, found
+
+
 async def waitaof_supported(redis: Redis) -> bool:
     """Whether this Redis can confirm an fsync: it has WAITAOF (7.2 or newer) and AOF on."""
     info = await redis.info("server")

@@ -147,6 +147,15 @@ MATRIX: list[Row] = [
     row("intake", "POST", f"/v1/incidents/{MISSING}/follow-ups", each((*SYSTEMS, *DEVICES), 404),
         {"external_ref": "matrix-follow-up-404", "category": "violence", "district": "d1",
          "location": {"lat": 22.8301, "lon": 108.3301}}),
+    # a cancel request likewise (its own system or member: not asked, it would flag the
+    # fight other rows read; the admin reports none)
+    row("intake", "POST", "/v1/incidents/{inc_d1}/cancel-requests", {"system_d1": None},
+        {"external_ref": "matrix-cancel", "reason": "dialled by mistake"}),
+    row("intake", "POST", "/v1/incidents/{inc_a}/cancel-requests", {"device_a": None},
+        {"external_ref": "matrix-cancel", "reason": "dialled by mistake"}),
+    row("intake", "POST", f"/v1/incidents/{MISSING}/cancel-requests",
+        each((*SYSTEMS, *DEVICES), 404), {"external_ref": "matrix-cancel-404",
+                                          "reason": "dialled by mistake"}),
 
     # --- dispatch: the command room's ------------------------------------------------------
     *operations("dispatch"),

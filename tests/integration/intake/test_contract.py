@@ -187,6 +187,14 @@ async def test_the_openapi_document_says_how_a_system_reports_follows_up_and_ret
     for words in ("whatever the distance and the time", "ended", "403", "404"):
         assert words in follow_up["description"], words
     assert {"200", "202", "409"} <= set(follow_up["responses"])
+    # a report made by mistake: the command room is asked to cancel it
+    assert "/v1/incidents/{incident_id}/cancel-requests" in said
+    assert "not changed or taken back over this API" not in said
+    cancel = spec["paths"]["/v1/incidents/{incident_id}/cancel-requests"]["post"]
+    for words in ("Nothing is cancelled by the request itself", "reason", "409", "403", "404",
+                  "linked_to", "remark_keeps_open"):
+        assert words in cancel["description"], words
+    assert {"200", "202", "409"} <= set(cancel["responses"])
 
 
 @pytest.mark.parametrize(("body", "said"), [
