@@ -318,3 +318,45 @@ async def test_a_revision_never_times_out_at_once_an_offer_a_volunteer_phone_hol
         withdrawn = [w for w in read_stream(clean_redis, streams.ORDER_WITHDRAWN.name,
                                             OrderWithdrawn) if w.order_id == order.order_id]
         assert not [w for w in withdrawn if w.reason == "timeout"], withdrawn
+
+
+async def test_a_cancel_request_reaches_the_command_room_and_its_words_no_reporting_system(
+        clean_redis: str) -> None:
+    # the 110 caller rings back: "my son dialled, it was a mistake"; the system asks to cancel
+    words = "Wang Wei 13800138000 says his son dialled by mistake"
+    async with both(clean_redis) as (intake, console, broker, key):
+        await team(broker, "guard", kind="security", lat=22.8171, lon=108.3665)
+        await wait_for_units(clean_redis, 1)
+        inc = (await post(intake, key, "ref-1", "noise"))["incident_id"]
+        [order] = await poll_until(lambda: orders_for(clean_redis, inc), "the guard's order")
+        r = await intake.post(f"/v1/incidents/{inc}/cancel-requests", headers=key,
+                              json={"external_ref": "ref-1-cancel", "reason": words})
+        assert r.status_code == 202, r.text
+
+        async def flagged() -> dict | None:
+            r = await console.get(f"/v1/incidents/{inc}", headers=D_ADMIN)
+            return r.json() if "cancel_requested" in (r.json().get("flagged_for") or []) \
+                else None
+
+        room = await poll_until(flagged, "the command room told", 15)
+        assert any(e.get("note") == words for e in room["timeline"])
+        assert [o["state"] for o in room["orders"]] == ["offered"]  # the guard still goes
+
+        async def told() -> dict | None:
+            v = await view(intake, key, inc)
+            return v if any(e["kind"] == "cancel_request" for e in v["timeline"]) else None
+
+        seen = await poll_until(told, "the reporting system's view of its request", 15)
+        assert seen["flagged"] is True and "13800138000" not in json.dumps(seen)
+        # the command room calls back and keeps it open: the system reads that, not the words
+        r = await console.post(f"/v1/incidents/{inc}/remarks", headers=D_ADMIN,
+                               json={"note": "called back: Wang Wei 13800138000 sounded afraid"})
+        assert r.status_code == 201, r.text
+
+        async def answered() -> dict | None:
+            v = await view(intake, key, inc)
+            return v if v["timeline"][-1].get("detail_code") == "remark_keeps_open" else None
+
+        seen = await poll_until(answered, "the answer in the reporting system's view", 15)
+        assert seen["flagged"] is False and "13800138000" not in json.dumps(seen)
+        assert order.team_id == "guard"
