@@ -58,6 +58,7 @@ from .domain import (
     classify,
     differing_part,
     find_duplicate,
+    flags_read,
     how_to_cancel,
     how_to_follow_up,
     how_to_report,
@@ -160,6 +161,17 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                 "skills": list(rule.skills),
             }
             for name, rule in sorted(policy.categories.items())
+        ]
+
+    @router.get("/flags", summary="The flags this deployment's dispatch rules read, and what "
+                "each does", description=flags_read(policy))
+    async def flags(
+        _: Annotated[Principal, Depends(require("admin", "system", "device"))],
+    ) -> list[dict[str, Any]]:
+        return [
+            {"flag": flag, "raises_to": "P1" if flag in policy.raise_to_p1_flags else None,
+             "bars_volunteers": flag in policy.bar_volunteers_flags}
+            for flag in sorted({*policy.raise_to_p1_flags, *policy.bar_volunteers_flags})
         ]
 
     @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202, response_model=None,

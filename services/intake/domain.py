@@ -187,8 +187,9 @@ def how_to_report(policy: Policy) -> str:
         "that differs under a ref already taken (another time stamped in `reported_at`, a "
         "word added) is 409, naming the incident the ref made.\n\n"
         "**Priority** is not sent: it is the category's (`GET /v1/categories`), raised to P1 "
-        f"by any of the flags {raising}; {barring} sends no volunteer. Other flags (words of "
-        "at most 32 characters) reach every team sent, volunteers too, and change nothing.\n\n"
+        f"by any of the flags {raising}; {barring} sends no volunteer (`GET /v1/flags` lists "
+        "the flags these rules read, as written). Other flags (words of at most 32 "
+        "characters) reach every team sent, volunteers too, and change nothing.\n\n"
         "**A place** (WGS-84 `lat` and `lon`) is required; `address` goes with it to the "
         "teams. `caller` and `description` go to police teams only.\n\n"
         f"**Linked**: a report of the same category within {radius} and {window} of an open "
@@ -236,6 +237,21 @@ def how_to_cancel() -> str:
         "A report of another system is 403, one intake does not know (or no longer keeps, "
         "RECORDS_DAYS after it ended) 404; an incident that has ended (resolved, handed over, "
         "closed) is 409: nothing is left to cancel."
+    )
+
+
+def flags_read(policy: Policy) -> str:
+    """What GET /v1/flags says of itself in the OpenAPI document."""
+    return (
+        "The flags of a report (`flags` of `POST /v1/incidents`) that this deployment's "
+        "dispatch rules read, each with what it does: `raises_to` the priority it raises the "
+        "report to (null: none), `bars_volunteers` whether no volunteer team is sent. A flag "
+        "is matched as one word, in any case, around spaces trimmed (`Weapon ` is `weapon`); "
+        "write it as listed: a word of the caller's language (\"持刀\") or a synonym "
+        "(\"knife\") is not one of these. Any other flag (a word of at most "
+        f"{MAX_FLAG_CHARS} characters) is accepted and kept: it reaches every team sent, "
+        "volunteers too, and the command room, and changes nothing. The list follows the "
+        "deployment's policy file, as `GET /v1/categories` does."
     )
 
 

@@ -127,6 +127,7 @@ MATRIX: list[Row] = [
     admin_only("intake", "GET", "/v1/systems"),
     admin_only("intake", "DELETE", f"/v1/systems/{MISSING}", 404),
     row("intake", "GET", "/v1/categories", each(("admin", *SYSTEMS, *DEVICES), 200)),
+    row("intake", "GET", "/v1/flags", each(("admin", *SYSTEMS, *DEVICES), 200)),
     row("intake", "POST", "/v1/incidents", {**each(("system_d1", *DEVICES), 202),
                                             "system_d2": 403},
         {"external_ref": "matrix-d1", "category": "hazard_report", "district": "d1",
