@@ -143,21 +143,23 @@ async def test_a_team_stood_down_by_another_team_s_resolution_is_seen_by_the_rep
         clean_redis: str) -> None:
     async with both(clean_redis) as (intake, console, broker, key):
         incident_id, police, guard = await a_fight(clean_redis, intake, key, broker)
-        await respond(broker, guard, "resolved")
+        # the police resolve the P1 (a guard's resolution would leave it to them:
+        # test_left_to_police.py), the guard on scene is stood down
+        await respond(broker, police, "resolved")
         v = await seen_stood_down(intake, key, incident_id, 1)
         said = [e for e in v["timeline"] if e["kind"] == "withdrawn"]
         assert [(e["team_id"], e["order_id"], e["detail_code"], e["detail_args"], e["detail"])
-                for e in said] == [(police.team_id, police.order_id, "stood_down_resolved",
-                                    {"team": "sec"},
-                                    "stood down: the incident was resolved by sec")]
+                for e in said] == [(guard.team_id, guard.order_id, "stood_down_resolved",
+                                    {"team": "pol"},
+                                    "stood down: the incident was resolved by pol")]
         assert all("note" not in e and "evidence" not in e for e in v["timeline"])
         # as dispatch's own timeline says it, when it says it
         r = await console.get(f"/v1/incidents/{incident_id}", headers=D_ADMIN)
         theirs = [e for e in r.json()["timeline"] if e["kind"] == "withdrawn"]
         assert [datetime.fromisoformat(e["at"]) for e in theirs] == [
             datetime.fromisoformat(e["at"]) for e in said]
-        assert {t["team_id"]: t["status"] for t in v["teams"]} == {"pol": "withdrawn",
-                                                                   "sec": "resolved"}
+        assert {t["team_id"]: t["status"] for t in v["teams"]} == {"pol": "resolved",
+                                                                   "sec": "withdrawn"}
 
 
 async def test_the_teams_stood_down_by_the_command_room_s_close_are_seen_by_the_reporting_system(
