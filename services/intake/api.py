@@ -397,13 +397,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             raise not_answered(answer_by.timeout_s) from None
         if not data:
             raise not_found("incident")
-        # scoped as a read of it is (get_incident): a system follows up its own reports
-        if data["system_id"] != reporter_of(who):
-            raise forbidden(
-                "this incident was not reported by this member: a member follows up their own "
-                "reports" if who.kind == "device" else
-                "this incident was not reported by this system: a system follows up its own "
-                "reports")
+        check_own_report(data, who, "follows up")
         if body.district not in who.districts:
             raise forbidden(f"this {who.kind} may not report in the district given; it covers "
                             f"{', '.join(sorted(who.districts))}", "district")
@@ -455,13 +449,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         data = await store.get_incident(redis, incident_id)
         if not data:
             raise not_found("incident")
-        # scoped as a read of it is (get_incident): a system asks for its own reports
-        if data["system_id"] != reporter_of(who):
-            raise forbidden(
-                "this incident was not reported by this member: a member asks to cancel their "
-                "own reports" if who.kind == "device" else
-                "this incident was not reported by this system: a system asks to cancel its "
-                "own reports")
+        check_own_report(data, who, "asks to cancel")
         # A report linked to another's incident: the request goes there, where its team is.
         target = linked_now(data) or incident_id
         answer = {"incident_id": incident_id, "status": "cancel_requested",
@@ -751,6 +739,16 @@ class SystemKeys:
             return False
         self.forget(hashed)
         return True
+
+
+def check_own_report(data: dict[str, str], who: Principal, doing: str) -> None:
+    """Scoped as a read of the incident is (get_incident): a system (or a member) `doing`
+    (follows up, asks to cancel) only its own reports; 403 otherwise."""
+    if data["system_id"] != reporter_of(who):
+        whose = "member" if who.kind == "device" else "system"
+        own = "their" if who.kind == "device" else "its"
+        raise forbidden(f"this incident was not reported by this {whose}: a {whose} {doing} "
+                        f"{own} own reports")
 
 
 def is_report(scope: Scope) -> bool:
