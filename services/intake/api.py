@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -68,6 +67,7 @@ from .domain import (
     overlong_flag,
     report_fingerprint,
     report_time,
+    sent_teams,
     unknown_category_message,
 )
 
@@ -507,7 +507,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
     @router.get("/incidents/{incident_id}", response_model=IncidentView,
                 summary="An incident's status (its reporting system or member, admin)",
-                description="Status, priority, the teams sent and their status, the timeline "
+                description="Status, priority, the teams sent with their status and when "
+                "each was assigned, acknowledged, en route, on scene, resolved or handed over "
+                "(added 2026-12), the timeline "
                 "(a team stood down, and why, among it), when dispatch received the report and "
                 "whether late (`received_at`, `late_by_s`). "
                 "A report linked to another incident (status `linked`) is sent no team itself: "
@@ -538,6 +540,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             if record:
                 joined = linked_incident(incident_id=parent, record=record,
                                          timeline=await store.timeline(redis, parent))
+        # The teams' times are read from the timeline the view shows (domain.sent_teams).
+        timeline = await store.timeline(redis, incident_id)
         return {
             "incident_id": incident_id,
             "external_ref": data["external_ref"],
@@ -553,8 +557,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             "received_at": data.get("received_at") or None,
             "late_by_s": int(data["late_by_s"]) if data.get("late_by_s") else None,
             "trace_id": data.get("trace_id") or None,
-            "teams": json.loads(data.get("assignments") or "[]"),
-            "timeline": await store.timeline(redis, incident_id),
+            "teams": sent_teams(record=data, timeline=timeline),
+            "timeline": timeline,
             "linked_incident": joined,
         }
 

@@ -419,6 +419,17 @@ class LinkedTeam(BaseModel):
         default=None, description="when the team handed it over to the owning police station")
 
 
+class IncidentTeam(LinkedTeam):
+    """A team sent to a report's own incident: its order as dispatch lists it (what the view
+    always gave: `order_id`, team, status, `eta_s`; any field dispatch adds to an assignment
+    passes as it always did), with the times a linked report is shown of its teams (added
+    2026-12)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    order_id: str = Field(description="the team's order (as in the timeline's entries)")
+
+
 class LinkedIncident(BaseModel):
     """Where the incident a linked report joined stands: what dispatch did for it, never its
     reporting system's words (description, caller, external_ref) nor anyone's notes."""
@@ -453,13 +464,13 @@ def sent_at_field(order_id: str) -> str:
     return f"sent:{order_id}"
 
 
-def linked_incident(*, incident_id: str, record: Mapping[str, str],
-                    timeline: Sequence[Mapping[str, Any]]) -> LinkedIncident:
-    """What a report linked to `incident_id` is shown of it, from intake's projection of that
-    incident (its record and timeline). Times are each the earliest the timeline holds, so
-    dispatch's events read out of order or twice change nothing; only dispatch's facts are
-    taken (statuses, teams, times), never a timeline entry's words. A team's `assigned_at` is
-    the first update that listed its order (dispatch announces several orders with one entry
+def sent_teams(*, record: Mapping[str, str],
+               timeline: Sequence[Mapping[str, Any]]) -> list[IncidentTeam]:
+    """The teams dispatch sent to an incident, from intake's projection of it (its record
+    and timeline), each with its times: each the earliest the timeline holds, so dispatch's
+    events read out of order or twice change nothing; only dispatch's facts are taken
+    (statuses, teams, times), never a timeline entry's words. A team's `assigned_at` is the
+    first update that listed its order (dispatch announces several orders with one entry
     naming none), or an earlier entry naming it."""
     assignments = json.loads(record.get("assignments") or "[]")
     times: dict[str, dict[str, datetime]] = {}
@@ -485,12 +496,17 @@ def linked_incident(*, incident_id: str, record: Mapping[str, str],
         for name in names:
             if name not in held or when < held[name]:
                 held[name] = when
-    teams = [
-        LinkedTeam(team_id=a["team_id"], team_name=a.get("team_name"),
-                   agency_kind=a["agency_kind"], status=a["status"], eta_s=a.get("eta_s"),
-                   **times.get(a.get("order_id") or "", {}))
-        for a in assignments
-    ]
+    return [IncidentTeam.model_validate({**a, **times.get(a.get("order_id") or "", {})})
+            for a in assignments]
+
+
+def linked_incident(*, incident_id: str, record: Mapping[str, str],
+                    timeline: Sequence[Mapping[str, Any]]) -> LinkedIncident:
+    """What a report linked to `incident_id` is shown of it, from intake's projection of that
+    incident (its record and timeline): its teams as `sent_teams` has them, without their
+    orders' ids (nor anything else a LinkedTeam does not name)."""
+    teams = [LinkedTeam.model_validate(team.model_dump(exclude={"order_id"}))
+             for team in sent_teams(record=record, timeline=timeline)]
     status = record["status"]
     ended = record.get(ended_at_field(status)) if status in ENDED_STATUSES else None
     return LinkedIncident(
@@ -543,7 +559,13 @@ class IncidentView(BaseModel):
         "network cut: the scene is that old; the timeline's `reported_late` note says it "
         "too); null when it came in time or is not known yet")
     trace_id: str | None = None
-    teams: list[dict[str, Any]] = Field(description="the teams sent to this incident itself")
+    teams: list[IncidentTeam] = Field(
+        description="the teams sent to this incident itself (as dispatch lists them), each with "
+        "its order's id, its status and, added 2026-12, when it was assigned, acknowledged "
+        "(its first answer that is not a refusal), en route, on scene, resolved or handed "
+        "over: each the earliest dispatch reported, null until it does (a team declined, "
+        "withdrawn or stood down has none it did not reach), as `linked_incident` gives the "
+        "teams of an incident a report joined")
     timeline: list[dict[str, Any]] = Field(
         description="what dispatch did, oldest first: each entry's `at`, `kind` (offer, "
         "receipt, response, timeout, status, note, withdrawn, ...), the `team_id` and "

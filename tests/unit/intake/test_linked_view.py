@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.intake.domain import ended_at_field, linked_incident
+from services.intake.domain import ended_at_field, linked_incident, sent_teams
 
 T0 = datetime(2026, 12, 5, 20, 0, tzinfo=UTC)
 
@@ -73,3 +73,20 @@ def test_only_dispatch_s_facts_are_taken_never_words() -> None:
                                      entry(2, "remark", detail="remark by admin", note="Wang")])
     text = view.model_dump_json()
     assert "Wang" not in text and "110-0042" not in text and "remark" not in text
+
+
+def test_a_report_s_own_teams_have_the_same_times_with_their_orders_a_linked_one_has_neither(
+) -> None:
+    held = record("on_scene", ("o1", "guard", "on_scene"))
+    later = json.loads(held["assignments"])
+    later[0]["backup"] = True  # a field dispatch may add to its assignments one day
+    held["assignments"] = json.dumps(later)
+    timeline = [entry(1, "offer", "o1"), entry(3, "response", "o1", "on_scene", note="Wang")]
+    (own,) = sent_teams(record=held, timeline=timeline)
+    mine = own.model_dump()
+    assert (mine["order_id"], mine["team_id"], mine["backup"]) == ("o1", "guard", True)
+    assert (own.assigned_at, own.acknowledged_at, own.on_scene_at) == (at(1), at(3), at(3))
+    assert "Wang" not in own.model_dump_json()
+    (linked,) = linked_incident(incident_id="inc_p", record=held, timeline=timeline).teams
+    assert linked.model_dump() == {k: v for k, v in mine.items()
+                                   if k not in ("order_id", "backup")}
