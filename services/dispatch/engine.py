@@ -3252,7 +3252,11 @@ class Dispatcher:
         the order before it saw the check-out; its last member was removed from the
         roster; the team itself was removed): handled by an `offshift:{order}` timer due
         now (on_off_shift_due), which a failure fires again and which names the order
-        however far its step got (the withdrawal releases the claim this reads first)."""
+        however far its step got (the withdrawal releases the claim this reads first).
+        Set LT, not NX: a check-out read while that timer fires (the team back on shift
+        when the firing read it, off again since) brings it forward from its lease, so the
+        firing's end leaves it to fire again; NX left it at the lease, removed as handled,
+        and the second check-out was never judged."""
         holder = await store.claim_of(self.redis, team_id)
         held = await store.get_order(self.redis, holder) if holder else None
         # The command room may send a team off shift by hand, knowingly: its order stands;
@@ -3260,7 +3264,7 @@ class Dispatcher:
         if (held is None or held["state"] not in domain.LIVE_ORDER_STATES
                 or (held.get("kind") == "manual" and not removed)):
             return
-        await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), nx=True)
+        await store.schedule(self.redis, f"offshift:{held['order_id']}", utcnow(), lt=True)
 
     async def on_zones_changed(self, district: str) -> int:
         """The district's zones as read from volunteers changed (an import re-cut them,

@@ -1648,9 +1648,14 @@ return taken
 """
 
 
-async def schedule(redis: Redis, member: str, at: datetime, *, nx: bool = False) -> None:
-    """Set the timer `member` to fire at `at`; with `nx`, only if it is not set already."""
-    await redis.zadd(TIMERS, {member: at.timestamp()}, nx=nx)
+async def schedule(redis: Redis, member: str, at: datetime, *, nx: bool = False,
+                   lt: bool = False) -> None:
+    """Set the timer `member` to fire at `at`; with `nx`, only if it is not set already;
+    with `lt`, unless it is set to fire sooner. A timer being fired holds its lease (a
+    score later than now): set `lt`, it is brought forward and fires again once that
+    firing ends (finish_timer leaves it), where `nx` left it at the lease and the firing's
+    end removed it as handled, what set it again never seen."""
+    await redis.zadd(TIMERS, {member: at.timestamp()}, nx=nx, lt=lt)
 
 
 def queue_schedule(pipe: Pipeline, member: str, at: datetime, *, nx: bool = False) -> None:

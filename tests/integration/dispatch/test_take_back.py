@@ -192,6 +192,60 @@ async def test_a_team_that_went_off_shift_while_on_its_order_flags_the_incident_
                      "decides"]
 
 
+async def test_a_team_off_shift_again_while_its_first_check_out_is_judged_flags_the_incident(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its check-out's `offshift:` timer fires; the team is back on shift when it is read
+    # (nothing to do), then checks out again before that firing ends. The second check-out's
+    # timer, set then, is not lost with the one that fired (it was: set only if absent, a
+    # no-op on the leased one, then removed as handled: the order stayed with a team off
+    # shift and the command room was never told).
+    from datetime import timedelta
+
+    from services.dispatch.engine import Dispatcher
+    from shared.events import UnitStatus, utcnow
+
+    from .test_assign import timeline
+
+    def status(on_shift: bool) -> UnitStatus:
+        return UnitStatus(
+            district=DISTRICT, unit_id="leaving", status="en_route" if on_shift else "off_duty",
+            name="leaving", agency_id="ag-security", agency_kind="security", mode="car",
+            on_shift=on_shift, occurred_at=utcnow() + timedelta(milliseconds=5))
+
+    real = Dispatcher.on_off_shift_due
+    raced: list[str] = []
+
+    async def back_on_then_off_again(engine: Dispatcher, order_id: str) -> Any:
+        if raced:
+            return await real(engine, order_id)
+        raced.append(order_id)
+        await engine.on_unit_status(status(on_shift=True))
+        again = await real(engine, order_id)  # back on shift: nothing to do
+        await engine.on_unit_status(status(on_shift=False))
+        return again
+
+    monkeypatch.setattr(Dispatcher, "on_off_shift_due", back_on_then_off_again)
+    await team(publisher, "leaving", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(dispatch, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    [order] = await poll_until(lambda: orders_for(dispatch, incident_id), "the order")
+    await respond(publisher, order, "acknowledged", "en_route")
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        await poll_until(lambda: client.hget(store.order_key(order.order_id), "state")
+                         == "en_route", "en route")
+        await off_shift(publisher, "leaving")
+        await poll_until(lambda: raced, "the first check-out judged")
+        await poll_until(lambda: client.hget(store.incident_key(incident_id), "flagged") == "1",
+                         "the incident flagged for the second check-out")
+        assert client.hget(store.order_key(order.order_id), "state") == "en_route"
+    finally:
+        client.close()
+    notes = [e["detail"] for e in timeline(dispatch, incident_id) if e["kind"] == "note"]
+    assert notes == ["leaving went off shift while en route on this order: the command room "
+                     "decides"]
+
+
 async def test_the_flag_of_a_team_gone_off_shift_goes_once_the_command_room_took_its_order_back(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
     # "The command room decides": it takes the order back and the next team goes. The
