@@ -322,6 +322,12 @@ def _handed_over_by(orders: list[dict[str, str]]) -> dict[str, str]:
 _of_a_station = store.of_a_station
 
 
+def _the_station_s(unit: domain.Unit | None, order: dict[str, str]) -> bool:
+    """Whether `unit` is still a team of the station its order `order` was given to."""
+    return (unit is not None and unit.agency_id == order.get("agency_id")
+            and _of_a_station(unit.agency_kind, unit.agency_role))
+
+
 def _since_report(inc: dict[str, str], at: str) -> float:
     """Seconds from the report to `at`, as the KPIs count them (`domain.acted_from`)."""
     return max(0.0, (datetime.fromisoformat(at) - domain.acted_from(inc)).total_seconds())
@@ -3603,9 +3609,15 @@ class Dispatcher:
         if held.get("kind") not in STATION_KINDS:
             return None
         unit = await store.get_unit(self.redis, held["team_id"])
-        if (unit is not None and unit.agency_id == held.get("agency_id")
-                and _of_a_station(unit.agency_kind, unit.agency_role)):
-            return None  # the station's team still (imported again, moved back)
+        if _the_station_s(unit, held) and held["state"] in domain.LIVE_ORDER_STATES:
+            # The station's team still (imported again, moved back): its next removal or
+            # move finds the order in its index again, which a removal dropped; read again
+            # after, a removal made before it found none (one made after brings this timer
+            # forward: it fires again).
+            await store.index_station_order(self.redis, held["team_id"], order_id)
+            unit = await store.get_unit(self.redis, held["team_id"])
+        if _the_station_s(unit, held):
+            return None
         async with self._locked(held["incident_id"]):
             state = await store.incident_state(self.redis, held["incident_id"])
             inc = state.incident

@@ -66,6 +66,11 @@ def station_orders_key(team_id: str) -> str:
     return f"dispatch:station-orders:{team_id}"
 
 
+async def index_station_order(redis: Redis, team_id: str, order_id: str) -> None:
+    """The team's station order `order_id` in its index again (station_orders_key)."""
+    await redis.sadd(station_orders_key(team_id), order_id)
+
+
 def _modes_key(district: str) -> str:
     """Every mode a team of the district was ever seen with (never shrinks): the candidate
     search bounds its radius by the fastest of them, not by the fastest the policy knows."""
@@ -91,7 +96,10 @@ end
 # leaving only the removal's time, for ARGV[7] seconds; each live hand-over or follow-up
 # order of the team (KEYS[7]) gets a `removed:{order}` timer (KEYS[8]) due at once, which
 # hands it on (Dispatcher.on_removed_team_order_due), and the index goes: a removal read
-# again sets none. Returns {applied, free with incidents waiting}.
+# again sets none (that timer, finding the team imported again, puts its order back). Set
+# LT, not NX: a removal read while that timer fires (the team read imported again, removed
+# again since) brings it forward from its lease, so the firing's end leaves it to fire again.
+# Returns {applied, free with incidents waiting}.
 _UNIT_STATUS = _FREE + """
 local at = tonumber(redis.call('HGET', KEYS[1], 'status_at') or '0')
 if tonumber(ARGV[1]) < at then return {0, 0} end
@@ -122,7 +130,7 @@ if ARGV[6] == '1' then
   for _, order in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     local st = redis.call('HGET', 'dispatch:order:' .. order, 'state')
     if st == 'offered' or st == 'acknowledged' or st == 'en_route' or st == 'on_scene' then
-      redis.call('ZADD', KEYS[8], 'NX', ARGV[1], 'removed:' .. order)
+      redis.call('ZADD', KEYS[8], 'LT', ARGV[1], 'removed:' .. order)
     end
   end
   redis.call('DEL', KEYS[7])

@@ -320,3 +320,59 @@ async def test_the_backup_of_a_removed_station_team_goes_at_once_to_an_incident_
         (order,) = await poll_until(lambda: orders_for(url, collapse),
                                     "the collapse given the first-aider freed")
         assert order.team_id == backup.team_id
+
+
+def back_on_the_roster() -> UnitStatus:
+    """volunteers' word for station-car imported again under its id, on shift."""
+    return UnitStatus(
+        district=DISTRICT, unit_id="station-car", status="available", name="station-car",
+        agency_id=STATION, agency_kind="police", mode="car", on_shift=True,
+        occurred_at=utcnow() + timedelta(milliseconds=5))
+
+
+@pytest.mark.parametrize("again", ["after", "while"],
+                         ids=["removed_again_later", "removed_again_while_judged"])
+async def test_a_team_removed_again_after_an_import_brought_it_back_hands_its_order_on(
+        dispatch: str, publisher: RedisBroker, monkeypatch: pytest.MonkeyPatch,
+        again: str) -> None:
+    # Removed, imported again before its removal was judged (nothing to do: its phones get
+    # the order), then removed again: later, or while that `removed:` timer still fires. The
+    # second removal hands the order on, as the first would have: the first had dropped the
+    # team's index of station orders, which the import does not rebuild, and a second
+    # removal read meanwhile set the timer only if absent, a no-op on the leased one, then
+    # removed as handled: the hand-over stayed with a team nobody could answer for.
+    from services.dispatch.engine import Dispatcher
+
+    real = Dispatcher.on_removed_team_order_due
+    raced: list[str] = []
+
+    async def imported_again_first(engine: Dispatcher, order_id: str, **kwargs: object
+                                   ) -> object:
+        if raced:
+            return await real(engine, order_id, **kwargs)
+        raced.append(order_id)
+        await engine.on_unit_status(back_on_the_roster())
+        result = await real(engine, order_id, **kwargs)  # imported again: nothing to do
+        if again == "while":
+            await engine.on_unit_status(UnitStatus(
+                district=DISTRICT, unit_id="station-car", status="off_duty",
+                agency_id=STATION, agency_kind="police", mode="car", on_shift=False,
+                removed=True, occurred_at=utcnow() + timedelta(milliseconds=5)))
+        return result
+
+    monkeypatch.setattr(Dispatcher, "on_removed_team_order_due", imported_again_first)
+    incident_id, station = await handed_over_to(dispatch, publisher, ("station-car", 22.8300),
+                                                ("station-car-2", 22.8400))
+    assert station.team_id == "station-car"
+    await station_team_removed(publisher, "station-car")
+    await poll_until(lambda: raced, "the first removal judged", timeout=20)
+    if again == "after":
+        await poll_until(lambda: timer_due(dispatch, f"removed:{station.order_id}") is None,
+                         "the first removal's timer done", timeout=20)
+        assert handover_orders(dispatch, incident_id) == [("station-car", "offered")]
+        await station_team_removed(publisher, "station-car")
+    await poll_until(lambda: len(handover_orders(dispatch, incident_id)) == 2,
+                     "the hand-over handed on", timeout=20)
+    assert handover_orders(dispatch, incident_id) == [("station-car", "withdrawn"),
+                                                      ("station-car-2", "offered")]
+    assert kinds_and_details(dispatch, incident_id).count(REMOVED_ENTRY) == 1
