@@ -681,11 +681,13 @@ def check(world: World) -> None:
 
 def units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[str]]:
     """The incident's live orders that hold a team, as domain.choose_units counts them: its
-    units, and the teams with them that are not (backups, a P1's escort)."""
+    units, and the teams with them that are not (backups, a P1's escort). A team whose
+    resolution or hand-over left a P1 to the police (`left_to_police`) did its part: it
+    still counts, nobody is sent in its place (test_left_to_police.py)."""
     units: list[str] = []
     alongside: list[str] = []
     for o in orders:
-        if o["state"] in LIVE and o["kind"] in CLAIMING_KINDS:
+        if o["kind"] in CLAIMING_KINDS and (o["state"] in LIVE or o.get("left_to_police") == "1"):
             with_units = o["kind"] == "reinforcement" or o.get("escort") == "1"
             (alongside if with_units else units).append(
                 domain.sent_as(o["agency_kind"], o.get("agency_role") or None))
