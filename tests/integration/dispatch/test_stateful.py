@@ -696,7 +696,8 @@ def units_and_alongside(orders: list[dict[str, str]]) -> tuple[list[str], list[s
 
 def check_teams(what: str, inc: dict[str, str], orders: list[dict[str, str]]) -> None:
     """Each live order's team is one the rules allow: of a kind the category lists (with its
-    skills) or a P1's police or security escort; a station's team for a station's task; the
+    skills), a P1's police or security escort, or police or security backing a volunteer
+    team that called for it; a station's team for a station's task; the
     command room's choice for a manual order; never volunteers to a report of a weapon."""
     rule_ = POLICY.rule(inc["category"])
     flags = json.loads(inc["flags"])
@@ -714,7 +715,14 @@ def check_teams(what: str, inc: dict[str, str], orders: list[dict[str, str]]) ->
                        and set(rule_.skills) <= set(team.skills))
             escort = (order.get("escort") == "1" and inc["priority"] == "P1"
                       and team.kind in domain.ESCORT_KINDS)
-            assert allowed or escort, f"{where}: not a team the category allows"
+            # a volunteer team's call for backup: police or security first, whatever the
+            # category lists (domain.backups_for)
+            volunteers_backed = (order["kind"] == "reinforcement"
+                                 and team.kind in domain.ESCORT_KINDS
+                                 and any(o["order_id"] == order.get("for_order")
+                                         and domain.asks_as_volunteers(o) for o in orders))
+            assert allowed or escort or volunteers_backed, (
+                f"{where}: not a team the category allows")
 
 
 def test_dispatch_keeps_its_promises_whatever_happens(redis_url: str) -> None:
