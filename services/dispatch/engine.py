@@ -110,6 +110,13 @@ ZONE_WAIT = timedelta(minutes=10)
 # A report linked to an incident dispatch does not know, whose wait (LINKED_WAIT_S) passed
 # while that incident's own report is still in dispatch's stream, looks again this often.
 LINK_LOOK_AGAIN = timedelta(seconds=1)
+# A linked report the command room unlinked (an assignment to it, or its unlink) is looked at
+# again this long after the unlink's write (the `unlinked:{report}` timer, on_unlinked_due):
+# a step that died after that write and was never asked again (the process killed, the
+# desk gone) left it `dispatching`, its orders not given and the board not told. Longer
+# than the desk takes to ask again after a failed answer, whose retry finishes it with the
+# team it chose; the timer finds a finished unlink as it is and changes nothing.
+UNLINK_FINISHED_WITHIN = timedelta(seconds=15)
 # Each timer's step (its span's name, in its incident's trace); these name an order.
 TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit due",
                "handover": "hand-over retried", "zone": "zone looked up again",
@@ -118,7 +125,8 @@ TIMER_STEPS = {"ack": "acknowledgement deadline", "followup": "follow-up visit d
                "moved": "order of a team a roster import moved judged",
                "rezoned": "order judged again after an import gave its zone to another station",
                "visit": "follow-up visit order unanswered",
-               "link": "linked report judged again"}
+               "link": "linked report judged again",
+               "unlinked": "unlinked report's orders made"}
 ORDER_TIMERS = ("ack", "reinforce", "offshift", "removed", "moved", "rezoned", "visit")
 # What a follow-up visit checks (its order's instructions): a mediated agreement, unless
 # the category's visit is for something else (DOMAIN.md: "after mediation or a fraud warning").
@@ -502,7 +510,8 @@ def _unlink_unfinished(inc: dict[str, str]) -> bool:
     """Whether the incident is a report unlinked (by the command room's assignment or
     unlink) whose step failed after the unlink's write, before its orders were announced:
     `dispatching`, which no event brings it back from (a request is not redelivered); the
-    request asked again makes the rest, whatever else it answers (a 409: _fill)."""
+    request asked again makes the rest, whatever else it answers (a 409: _fill), and its
+    `unlinked:` timer does when nobody asks again (on_unlinked_due)."""
     return inc["status"] == "dispatching" and bool(inc.get("unlinked_from"))
 
 
@@ -2850,6 +2859,8 @@ class Dispatcher:
             return await self.on_visit_unanswered_due(ident)
         elif kind == "link":
             return await self.on_link_due(ident)
+        elif kind == "unlinked":
+            await self.on_unlinked_due(ident)
         return None
 
     async def _answers_behind(self, timer: str, incident_id: str, upto: datetime, *,
@@ -4041,7 +4052,9 @@ class Dispatcher:
         """Under the report's lock: the linked report made an incident of its own,
         `dispatching` (its orders the caller's to give: _fill, or a manual order) and in the
         queue of waiting incidents meanwhile, so that a failure before its orders leaves it
-        to the next freed team, never to nobody; then, with `tell`, the incident it was
+        to the next freed team, never to nobody, and to its `unlinked:` timer should no team
+        be free (on_unlinked_due: unassigned and flagged, the other incident told, when the
+        step died and nobody asked again); then, with `tell`, the incident it was
         linked to told, under that one's lock (taken after the report's, as a link is
         judged) unless the caller holds it (else the caller tells it: _tell_unlinked).
         Returns that incident's id."""
@@ -4056,6 +4069,8 @@ class Dispatcher:
                 "linked_to": "", "unlinked_from": parent, "unlinked_by": by})
             store.queue_cancel(pipe, f"link:{incident_id}")  # no judging the link again
             self._queue_waiting(pipe, inc)
+            store.queue_schedule(pipe, f"unlinked:{incident_id}",
+                                 utcnow() + UNLINK_FINISHED_WITHIN)
 
         await self._emit(incident_id, TimelineEntry(
             kind="unlinked", **entry_detail("not_a_duplicate", parent=parent, by=by),
@@ -4070,16 +4085,42 @@ class Dispatcher:
         (asked again, the note there is not put again). Nothing for an incident dispatch
         never received, or whose record was archived."""
         detail = entry_detail("report_not_a_duplicate", report=report, by=by)
+
+        async def told() -> bool:
+            return any(e.get("kind") == "note" and e.get("detail") == detail["detail"]
+                       for e in await store.timeline(self.redis, parent))
+
+        if not held and await told():  # told before: that incident's lock not waited for
+            return
         async with contextlib.nullcontext() if held else self._locked(parent):
             state = await store.incident_state(self.redis, parent)
             other = state.incident
             if other is None or other.get("archived_at"):
                 return
-            if any(e.get("kind") == "note" and e.get("detail") == detail["detail"]
-                   for e in await store.timeline(self.redis, parent)):
+            if await told():
                 return
             await self._emit(parent, TimelineEntry(kind="note", **detail),
                              status=other["status"], state=state)
+
+    async def on_unlinked_due(self, incident_id: str) -> None:
+        """A report the command room unlinked, UNLINK_FINISHED_WITHIN after the unlink's
+        write: one still `dispatching` (its step died after that write, and nobody asked
+        again) is dispatched as any (_fill: a team, or unassigned and flagged for the
+        command room, where it waited unflagged for a freed team); and the incident it was
+        linked to is told, once, whatever failed before (after the report's lock is let go: a
+        step holding that incident may wait for the report's). An unlink finished is left as
+        it is."""
+        async with self._locked(incident_id):
+            state = await store.incident_state(self.redis, incident_id)
+            inc = state.incident
+            if inc is None or not inc.get("unlinked_from"):
+                return
+            if _unlink_unfinished(inc):
+                log.warning("incident %s unlinked and never given its orders (its step "
+                            "stopped after the unlink): dispatched now", incident_id)
+                await self._fill(incident_id, state)
+        await self._tell_unlinked(inc["unlinked_from"], incident_id,
+                                  by=inc.get("unlinked_by") or "the command room")
 
     async def take_back(self, order_id: str, *, by: str,
                         note: str | None) -> tuple[dict[str, str], bool]:

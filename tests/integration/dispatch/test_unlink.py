@@ -19,6 +19,7 @@ from .conftest import fail_once
 from .test_duty import dispatcher
 from .test_engine import orders_for, report, team, wait_for_units
 from .test_linked import duplicate_of, status, updates
+from .test_linked_to_an_unknown_incident import due_now, timer_set
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -88,6 +89,13 @@ async def test_a_team_assigned_to_a_linked_report_makes_it_an_incident_of_its_ow
     assert len(details(await incident(console, linked), "unlinked")) == 1
     assert details(await incident(console, parent), "note").count(told) == 1
 
+    # its backstop (on_unlinked_due), due: an unlink finished is left as it is
+    due_now(clean_redis, f"unlinked:{linked}")
+    await poll_until(lambda: not timer_set(clean_redis, f"unlinked:{linked}"), "the timer done")
+    assert [o.order_id for o in orders_for(clean_redis, linked)] == [order_id]
+    assert status(clean_redis, linked) == "assigned"
+    assert details(await incident(console, parent), "note").count(told) == 1
+
 
 @pytest.mark.roster("qingxiu")
 async def test_unlink_dispatches_the_report_as_any_new_incident_and_once(
@@ -133,6 +141,60 @@ async def test_an_unlink_that_failed_after_its_write_is_finished_when_asked_agai
     assert r.status_code == 200, r.text
     await poll_until(lambda: orders_for(clean_redis, linked), "its own team")
     assert len(details(await incident(console, linked), "unlinked")) == 1
+
+
+async def test_an_unlink_whose_step_died_after_its_write_is_flagged_when_nobody_asks_again(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # No team free. The desk unlinks the report and dispatch dies after the unlink's write,
+    # before the report's orders; nobody asks again. Before: the report stayed `dispatching`,
+    # not flagged, for as long as no team it may get came free, and the command room was
+    # never told it waits with nobody (every other step leaves it unassigned and flagged).
+    parent, linked = await a_report_linked_to_a_noise_complaint(clean_redis, publisher, free=())
+    failed = fail_once(monkeypatch, Dispatcher, "_fill",
+                       lambda _engine, incident_id, *_, **__: incident_id == linked)
+    r = await console.post(f"/v1/incidents/{linked}/unlink", headers=ADMIN)
+    assert r.status_code == 503 and failed == ["failed"]
+    mine = await incident(console, linked)
+    assert (mine["status"], mine["flagged"]) == ("dispatching", False)
+
+    due_now(clean_redis, f"unlinked:{linked}")  # a while on, nobody having asked again
+    await poll_until(lambda: status(clean_redis, linked) == "unassigned", "the report finished")
+    mine = await incident(console, linked)
+    assert mine["flagged"] is True
+    assert len(details(mine, "unlinked")) == 1
+    told = f"report {linked} is not a duplicate of this incident: unlinked by admin:admin"
+
+    async def parent_told() -> bool:
+        return details(await incident(console, parent), "note").count(told) == 1
+
+    await poll_until(parent_told, "the incident it was linked to told")
+    await poll_until(lambda: not timer_set(clean_redis, f"unlinked:{linked}"), "the timer done")
+
+
+async def test_an_assignment_whose_step_died_after_the_unlink_is_flagged_when_nobody_asks_again(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The desk assigns t2 to the report; dispatch dies after the unlink, before the order,
+    # and the desk sends t2 to the first incident instead of asking again: the report, an
+    # incident of its own, waits with nobody free. Before: `dispatching` and not flagged.
+    parent, linked = await a_report_linked_to_a_noise_complaint(clean_redis, publisher)
+    failed = fail_once(monkeypatch, Dispatcher, "_assign",
+                       lambda _engine, incident_id, *_, **__: incident_id == linked)
+    r = await console.post(f"/v1/incidents/{linked}/assign", headers=ADMIN,
+                           json={"team_id": "t2"})
+    assert r.status_code == 503 and failed == ["failed"], r.text
+    assert status(clean_redis, linked) == "dispatching" and orders_for(clean_redis, linked) == []
+    r = await console.post(f"/v1/incidents/{parent}/assign", headers=ADMIN,
+                           json={"team_id": "t2"})
+    assert r.status_code == 200, r.text
+
+    due_now(clean_redis, f"unlinked:{linked}")
+    await poll_until(lambda: status(clean_redis, linked) == "unassigned", "the report finished")
+    mine = await incident(console, linked)
+    assert mine["flagged"] is True and orders_for(clean_redis, linked) == []
+    told = f"report {linked} is not a duplicate of this incident: unlinked by admin:admin"
+    assert details(await incident(console, parent), "note").count(told) == 1
 
 
 async def test_a_busy_team_leaves_the_report_linked(
