@@ -4023,8 +4023,11 @@ class Dispatcher:
         """The command room judges a linked report not a duplicate (two fights 150 m apart, a
         door alarm at the next building): an incident of its own, dispatched as any new one
         (_fill), as a report whose incident had ended is. Asked again, it unlinks nothing
-        more, and makes what a failure may have left undone (the other incident told, the
-        report's orders). Returns the incident and whether this call unlinked it."""
+        more, and makes what a failure may have left undone (the report's orders, the other
+        incident told). That incident is told once the report's lock is let go: asked again,
+        the report may have its team, which a reassignment back to that incident takes with
+        both locks, that incident's first when its id sorts first. Returns the incident and
+        whether this call unlinked it."""
         with in_incident_trace("command room unlinks a report",
                                await store.trace_context(self.redis, incident_id),
                                **{"lianfang.incident_id": incident_id}):
@@ -4035,17 +4038,17 @@ class Dispatcher:
                 now = inc["status"] == "linked"
                 if now:
                     _may_unlink(inc)
-                    await self._unlink(incident_id, by=by, note=note)
+                    parent = await self._unlink(incident_id, by=by, note=note, tell=False)
                 elif inc.get("unlinked_from"):
-                    await self._tell_unlinked(inc["unlinked_from"], incident_id,
-                                              by=inc.get("unlinked_by") or by)
+                    parent = inc["unlinked_from"]
                 else:
                     raise conflict(f"the incident is {inc['status']}, not a linked report: "
                                    "nothing to unlink")
                 await self._fill(incident_id)
                 inc = await store.get_incident(self.redis, incident_id)
                 assert inc is not None
-                return inc, now
+            await self._tell_unlinked(parent, incident_id, by=inc.get("unlinked_by") or by)
+            return inc, now
 
     async def _unlink(self, incident_id: str, *, by: str, note: str | None,
                       tell: bool = True, parent_held: bool = False) -> str:
@@ -4107,9 +4110,8 @@ class Dispatcher:
         write: one still `dispatching` (its step died after that write, and nobody asked
         again) is dispatched as any (_fill: a team, or unassigned and flagged for the
         command room, where it waited unflagged for a freed team); and the incident it was
-        linked to is told, once, whatever failed before (after the report's lock is let go: a
-        step holding that incident may wait for the report's). An unlink finished is left as
-        it is."""
+        linked to is told, once, whatever failed before (after the report's lock is let go,
+        as unlink does). An unlink finished is left as it is."""
         async with self._locked(incident_id):
             state = await store.incident_state(self.redis, incident_id)
             inc = state.incident

@@ -4,7 +4,9 @@ them in the order the report's own steps do (its link judged, its unlink: the re
 the incident it is linked to), never waiting for a third incident's lock while it holds
 them. Before, a step of that third incident waiting for one of the two (its own unlink, its
 link judged) and the reassignment each waited for the other's lock until the wait (20 s)
-ran out: a 503 or a redelivery, for nothing. In-process, real Redis."""
+ran out: a 503 or a redelivery, for nothing. An unlink asked again, once the report has
+its team, tells the incident it was linked to only once the report's lock is let go: a
+reassignment of that team back to that incident may hold it first. In-process, real Redis."""
 
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from services.dispatch import locks
+from services.dispatch.engine import Dispatcher
 from shared import streams
 from shared.events import IncidentReported, new_id, utcnow
 from tests.helpers import poll_until
 
+from .conftest import fail_once
 from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 from .test_linked import status
 from .test_unlink import ADMIN, a_report_linked_to_a_noise_complaint, details, incident
@@ -102,3 +106,45 @@ async def test_a_team_reassigned_to_a_report_tells_the_incident_it_was_linked_to
     assert r.status_code == 200, r.text
     told = f"report {linked} is not a duplicate of this incident: unlinked by admin:admin"
     assert details(await incident(console, parent), "note").count(told) == 1
+
+
+async def test_an_unlink_asked_again_tells_the_incident_it_was_linked_to_once_the_report_is_let_go(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        other_step: tuple[Redis, locks.IncidentLocks], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report unlinked and sent t2; the note on the incident it was linked to failed, and
+    # the desk asks again. A reassignment of t2 back to that incident, whose id sorts first,
+    # holds that incident's lock and waits for the report's (the other step here). Before:
+    # the unlink asked again told that incident while it held the report's lock: each waited
+    # for the other until the lock wait (20 s) ran out.
+    parent, linked = sorted((new_id("inc"), new_id("inc")))
+    await team(publisher, "t1", kind="security", lat=22.8171, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    await noise(publisher, parent)
+    await poll_until(lambda: orders_for(clean_redis, parent), "the guard's order")
+    await team(publisher, "t2", kind="security", lat=22.8180, lon=108.3665)
+    await wait_for_units(clean_redis, 2)
+    await noise(publisher, linked, linked_to=parent)
+    await poll_until(lambda: status(clean_redis, linked) == "linked", "the report linked")
+    failed = fail_once(monkeypatch, Dispatcher, "_tell_unlinked")
+    r = await console.post(f"/v1/incidents/{linked}/unlink", headers=ADMIN)
+    assert r.status_code == 503 and failed == ["failed"], r.text
+
+    tried: list[str] = []  # the incidents whose lock a step began to take, in order
+    real = locks.IncidentLocks._acquire
+
+    async def acquire(self: locks.IncidentLocks, incident_id: str, token: str) -> None:
+        tried.append(incident_id)
+        await real(self, incident_id, token)
+
+    monkeypatch.setattr(locks.IncidentLocks, "_acquire", acquire)
+    client, step = other_step
+    async with step.hold(parent):  # as the reassignment back to it does, first
+        asking = asyncio.create_task(console.post(
+            f"/v1/incidents/{linked}/unlink", headers=ADMIN))
+        await poll_until(lambda: tried.count(parent) == 2, "the unlink waiting for the incident")
+        assert not await client.exists(locks.key(linked)), "the report held meanwhile"
+    r = await asking
+    assert r.status_code == 200, r.text
+    told = f"report {linked} is not a duplicate of this incident: unlinked by admin:admin"
+    assert details(await incident(console, parent), "note").count(told) == 1
+    assert [o.team_id for o in orders_for(clean_redis, linked)] == ["t2"]
