@@ -3875,8 +3875,9 @@ class Dispatcher:
         named, as the station's hand-over order (_hand_over_by_hand): a task that occupies
         no team, so `reassign` takes it off nothing. A linked report the command room sends
         a team to is another event than the one it was linked to: it is unlinked first
-        (_unlink), an incident of its own. Asked again after a failure that came between the
-        unlink and the order, it makes what that left undone (_unlink_unfinished)."""
+        (_unlink), an incident of its own. Asked again after a failure that came after the
+        unlink, it makes what that left undone (_unlink_unfinished: the order; the note on
+        the incident it was linked to, also when only that note failed)."""
         inc = await store.get_incident(self.redis, incident_id)
         with in_incident_trace("command room assigns a team", inc.get("trace_ctx") if inc else None,
                                **{"lianfang.incident_id": incident_id,
@@ -3884,10 +3885,10 @@ class Dispatcher:
             if inc is not None and inc["status"] == "handed_over":
                 async with self._locked(incident_id):
                     return await self._assign_or_hand_over(incident_id, team_id, by=by)
-            unfinished = False
-            if inc is not None and _unlink_unfinished(inc):
-                unfinished = True
-                # the incident it was linked to told, once (under that one's lock alone)
+            unfinished = inc is not None and _unlink_unfinished(inc)
+            if inc is not None and inc.get("unlinked_from"):
+                # the incident it was linked to told, once (under that one's lock alone),
+                # should the attempt that unlinked it have failed before or after its order
                 await self._tell_unlinked(inc["unlinked_from"], incident_id,
                                           by=inc.get("unlinked_by") or by)
             try:

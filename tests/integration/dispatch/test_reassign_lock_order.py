@@ -108,6 +108,32 @@ async def test_a_team_reassigned_to_a_report_tells_the_incident_it_was_linked_to
     assert details(await incident(console, parent), "note").count(told) == 1
 
 
+async def test_a_reassignment_whose_note_failed_adds_it_when_asked_again(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # t2 taken off another incident for the report: the report unlinked and t2's order
+    # made, then Redis went away as the incident the report was linked to was told (told
+    # once both locks are let go, after the order). Before: the desk's retry found the report
+    # `assigned` and never told that incident.
+    parent, linked = await a_report_linked_to_a_noise_complaint(clean_redis, publisher)
+    other = await report(publisher, "noise", priority="P4")
+    await poll_until(lambda: [o.team_id for o in orders_for(clean_redis, other)] == ["t2"],
+                     "t2's order")
+    failed = fail_once(monkeypatch, Dispatcher, "_tell_unlinked")
+    r = await console.post(f"/v1/incidents/{linked}/assign", headers=ADMIN,
+                           json={"team_id": "t2", "reassign": True})
+    assert r.status_code == 503 and failed == ["failed"], r.text
+    [order] = orders_for(clean_redis, linked)
+    assert order.team_id == "t2" and status(clean_redis, linked) == "assigned"
+    told = f"report {linked} is not a duplicate of this incident: unlinked by admin:admin"
+    assert details(await incident(console, parent), "note").count(told) == 0
+
+    r = await console.post(f"/v1/incidents/{linked}/assign", headers=ADMIN,
+                           json={"team_id": "t2", "reassign": True})
+    assert r.status_code == 200 and r.json()["order_id"] == order.order_id, r.text
+    assert details(await incident(console, parent), "note").count(told) == 1
+
+
 async def test_an_unlink_asked_again_tells_the_incident_it_was_linked_to_once_the_report_is_let_go(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
         other_step: tuple[Redis, locks.IncidentLocks], monkeypatch: pytest.MonkeyPatch) -> None:
