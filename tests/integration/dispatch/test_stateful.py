@@ -1,7 +1,8 @@
 """Dispatch against a real Redis, driven by a hypothesis state machine: reports (some linked
 to an open incident, or to one dispatch never received), teams' answers (also late ones),
 teams coming, going and removed, deadlines passing and the command room's actions, in any
-order; steps that fail midway (Redis away) and are made again, and two steps at once in two
+order; steps that fail midway (Redis away) and are made again (an unlink that dies midway
+also left to its report's timer, nobody asking again), and two steps at once in two
 replicas. After each step, what the product promises of every incident and team: none lost,
 stuck or sent to the wrong team, no team given two incidents (check(), all_quiet()).
 
@@ -476,6 +477,32 @@ class DispatchMachine(RuleBasedStateMachine):
             await self.act(*meanwhile)
         await answered(step())
 
+    @precondition(lambda self: self.incidents)
+    @rule(action=st.sampled_from(("assign", "unlink")), which=st.integers(0, 50),
+          arg=st.integers(0, 50), at=st.integers(1, 12), after=st.booleans())
+    def unlink_dies_midway(self, action: str, which: int, arg: int, at: int,
+                           after: bool) -> None:
+        """The command room unlinks a linked report (its unlink, or an assignment to it) and
+        dispatch dies midway (Redis away at the step's `at`-th call); nobody asks again: the
+        report's `unlinked:` timer finishes it when it fires (deadline_passes)."""
+        self.run(self._unlink_dies_midway(action, which, arg, at, after))
+
+    async def _unlink_dies_midway(self, action: str, which: int, arg: int, at: int,
+                                  after: bool) -> None:
+        linked = [i for i in self.incidents
+                  if (await store.get_incident(self.redis, i) or {}).get("status") == "linked"]
+        if not linked:
+            return
+        step = await self.plan(action, self.incidents.index(linked[which % len(linked)]), arg)
+        assert step is not None
+        self.failures.arm(at, after=after)
+        try:
+            await answered(step())
+        except RedisConnectionError:
+            pass
+        finally:
+            self.failures.disarm()
+
     @rule(action=st.sampled_from(ACTIONS), which=st.integers(0, 50), arg=st.integers(0, 50),
           at=st.integers(1, 12), after=st.booleans(), meanwhile=st.sampled_from(ACTIONS),
           other=st.tuples(st.integers(0, 50), st.integers(0, 50)))
@@ -602,9 +629,16 @@ def check(world: World) -> None:
         mine_live = [o for o in orders if o["state"] in LIVE]
         mine_claiming = [o for o in mine_live if o["kind"] in CLAIMING_KINDS]
         what = f"{incident_id} ({inc['category']} {inc['priority']}, {status})"
+        # Unlinked by a step that died before its orders were announced (or made), never
+        # asked again: its timer finishes it (UNLINK_FINISHED_WITHIN on), offers included.
+        left_to_timer = (status == "dispatching" and bool(inc.get("unlinked_from"))
+                         and f"unlinked:{incident_id}" in world.timers)
 
         # Every live order was announced to its team, with a deadline while unanswered.
         for order in mine_live:
+            if left_to_timer:
+                assert order["state"] == "offered", f"{what}: unlinked, {order}"
+                continue
             assert order.get("published") == "1", f"{what}: order {order['order_id']} unsent"
             if order["state"] == "offered" and order["kind"] in CLAIMING_KINDS:
                 assert f"ack:{order['order_id']}" in world.timers, (
@@ -618,7 +652,9 @@ def check(world: World) -> None:
         # Sent to the right team.
         check_teams(what, inc, orders)
 
-        if status not in TERMINAL:
+        if left_to_timer:
+            pass  # judged once its timer fired
+        elif status not in TERMINAL:
             # Open: visible to the command room, and acted on. With live orders, its status
             # is theirs; without, unassigned, flagged and waiting for a freed team.
             assert status != "dispatching" and status != "reported", f"{what}: left {status}"
