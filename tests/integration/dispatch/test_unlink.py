@@ -10,14 +10,18 @@ from typing import Any
 import httpx
 import pytest
 from faststream.redis import RedisBroker
+from redis.asyncio import Redis
 
+from services.dispatch import store
 from services.dispatch.engine import Dispatcher
+from shared import streams
+from shared.events import IncidentReported, new_id, utcnow
 from shared.http import conflict
 from tests.helpers import poll_until
 
-from .conftest import fail_once
+from .conftest import fail_a_write_once, fail_once
 from .test_duty import dispatcher
-from .test_engine import orders_for, report, team, wait_for_units
+from .test_engine import DISTRICT, SCENE, orders_for, report, team, wait_for_units
 from .test_linked import duplicate_of, status, updates
 from .test_linked_to_an_unknown_incident import due_now, timer_set
 
@@ -170,6 +174,43 @@ async def test_an_unlink_whose_step_died_after_its_write_is_flagged_when_nobody_
 
     await poll_until(parent_told, "the incident it was linked to told")
     await poll_until(lambda: not timer_set(clean_redis, f"unlinked:{linked}"), "the timer done")
+
+
+async def test_an_unlink_whose_step_died_before_announcing_its_offers_has_them_announced(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fight (police and security) and a second report of one linked to it; unlinked, its
+    # search offered it a police and a security team (their orders written, each team
+    # claimed), and dispatch died before the write that announces both; nobody asks again.
+    # Before: both teams held by orders their phones never got, with no deadline, and the
+    # report `dispatching`, unflagged.
+    for team_id, kind, lat in (("p1", "police", 22.8171), ("s1", "security", 22.8172),
+                               ("p2", "police", 22.8180), ("s2", "security", 22.8181)):
+        await team(publisher, team_id, kind=kind, lat=lat, lon=108.3665)
+    await wait_for_units(clean_redis, 4)
+    parent = await report(publisher, "violence", priority="P1")
+    await poll_until(lambda: len(orders_for(clean_redis, parent)) == 2, "the fight's two teams")
+    linked = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=linked, system_id="sys", external_ref=linked,
+        category="violence", priority="P1", location=SCENE, reported_at=utcnow(),
+        linked_to=parent), stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: status(clean_redis, linked) == "linked", "the report linked")
+    failed = fail_a_write_once(monkeypatch, "order.issued")
+    r = await console.post(f"/v1/incidents/{linked}/unlink", headers=ADMIN)
+    assert r.status_code == 503 and failed == ["failed"], r.text
+    assert status(clean_redis, linked) == "dispatching" and orders_for(clean_redis, linked) == []
+    client = Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        held = {team_id: await store.claim_of(client, team_id) for team_id in ("p2", "s2")}
+    finally:
+        await client.aclose()
+    assert all(held.values()), held  # claimed by the report's unannounced offers
+
+    due_now(clean_redis, f"unlinked:{linked}")
+    await poll_until(lambda: {o.team_id for o in orders_for(clean_redis, linked)} == {"p2", "s2"},
+                     "its offers announced")
+    await poll_until(lambda: status(clean_redis, linked) == "assigned", "the report assigned")
 
 
 async def test_an_assignment_whose_step_died_after_the_unlink_is_flagged_when_nobody_asks_again(
