@@ -404,7 +404,10 @@ async def test_incidents_accepted_before_redis_refused_are_dispatched_once_when_
                 assert sum(1 for o in issued if o.incident_id == incident_id) == 1
             reported = read_stream(url, streams.INCIDENT_REPORTED.name, IncidentReported)
             assert sorted(e.incident_id for e in reported) == sorted([timed, *waiting])
-            assert sum(1 for e in timeline if e.get("kind") == "timeout") == 1
+            # the missed deadline fired once (the next team's offer, with its own 3 s, may
+            # run out too before the timeline is read on a busy machine)
+            assert sum(1 for e in timeline if e.get("kind") == "timeout"
+                       and e.get("order_id") == first["order_id"]) == 1
 
 
 # --- shared.bus alone: a handler whose own writes are refused ----------------------------------
