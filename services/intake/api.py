@@ -174,6 +174,11 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             for flag in sorted({*policy.raise_to_p1_flags, *policy.bar_volunteers_flags})
         ]
 
+    def report_deadline() -> deadline.Deadline:
+        """The bound of the report (or follow-up, or cancel request) being handled:
+        REPORT_TIMEOUT_S from its arrival (ReportDeadlines), else from now."""
+        return deadline.current() or deadline.Deadline(settings.report_timeout_s)
+
     @router.post(REPORT_PATH.removeprefix("/v1"), status_code=202, response_model=None,
                  summary="Report an incident (a system's key, or a member's device token: a "
                  "patrol's own report from the street)",
@@ -196,7 +201,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
     ) -> dict[str, Any]:
         # REPORT_TIMEOUT_S from the report's arrival (ReportDeadlines), its key's lookup
         # included: every wait of it on Redis below shares what is left.
-        answer_by = deadline.current() or deadline.Deadline(settings.report_timeout_s)
+        answer_by = report_deadline()
 
         async def refused(error: ApiError) -> ApiError:
             # 401 comes first: a key taken from memory may have been revoked since
@@ -246,7 +251,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
         fingerprint = report_fingerprint(body, follow_up_of=follow_up_of)
         # REPORT_TIMEOUT_S from its arrival (ReportDeadlines), its key's lookup included
-        answer_by = deadline.current() or deadline.Deadline(settings.report_timeout_s)
+        answer_by = report_deadline()
 
         async def record(linked_to: str | None, *, look_near: bool,
                          judged: Sequence[str] = ()) -> store.Recording:
@@ -387,7 +392,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         if overlong is not None:
             raise ApiError(422, "invalid_field", f"flags.{overlong} is too long: a flag is one "
                            f"word of at most {MAX_FLAG_CHARS} characters", f"flags.{overlong}")
-        answer_by = deadline.current() or deadline.Deadline(settings.report_timeout_s)
+        answer_by = report_deadline()
         try:
             async with answer_by.within():  # the follow-up's bound, as a report's
                 data = await store.get_incident(redis, incident_id)
@@ -429,7 +434,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         who: Annotated[Principal, Depends(require("system", "device"))],
     ) -> dict[str, Any]:
         # The reason is the system's words (it may name the caller): never logged or traced.
-        answer_by = deadline.Deadline(settings.report_timeout_s)
+        answer_by = report_deadline()
         try:
             async with answer_by.within():
                 return await take_cancel_request(incident_id, body, response, who)
