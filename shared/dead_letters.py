@@ -1,13 +1,16 @@
 """Dead letters: list what a service's consumers gave up on, and replay one after a fix.
 
-Each service serves `GET /v1/admin/dead-letters` and
-`POST /v1/admin/dead-letters/{stream}/{entry_id}/replay` (admin) for the streams it reads.
+Each service serves `GET /v1/admin/dead-letters`,
+`POST /v1/admin/dead-letters/{stream}/{entry_id}/replay` and
+`DELETE /v1/admin/dead-letters/{stream}/{entry_id}` (admin) for the streams it reads.
 The list merges those streams newest first, with each stream's true total, and pages back
 with `before` (as `GET /v1/admin/audit` does). A replay puts the original payload back on
 its stream as a new entry, which every group of the stream reads, and removes the dead
 letter. Consumers are idempotent only as long as they remember what they handled, the
 shortest for REPLAY_SAFE_S: within it, groups that had processed the event change
 nothing; an older dead letter is replayed only when asked with `force` (see replay()).
+A discard removes a letter nobody will ever read (garbage, a test's event): replayed, it
+would be given up on again by every group. Both are in the service's audit trail.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind
@@ -199,6 +202,15 @@ async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool 
     return new_id
 
 
+async def discard(redis: Redis, stream: str, dead_letter_id: str) -> Mapping[bytes, bytes]:
+    """Removes the dead letter without replaying it; its fields (404 when there is none)."""
+    entries = await redis.xrange(f"dlq.{stream}", min=dead_letter_id, max=dead_letter_id)
+    if not entries or not await redis.xdel(f"dlq.{stream}", dead_letter_id):
+        raise not_found("dead letter")
+    log.warning("discarded dead letter %s of %s", dead_letter_id, stream)
+    return entries[0][1]
+
+
 def _envelope_headers(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
     """The headers of a dead letter's envelope (its trace context), or none."""
     with contextlib.suppress(*_UNREADABLE):
@@ -210,6 +222,8 @@ def _envelope_headers(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
 
 def build_router(*, redis_url: str, service: str) -> APIRouter:
     """`redis_url`: a bytes client is made here, since payloads are binary envelopes."""
+    from shared import audit  # here: shared.audit reads EntryId from this module
+
     readable = {s.name for s in streams.consumed_by(service)}
     client = Redis.from_url(redis_url, client_name=service)  # CLIENT LIST names it
     router = APIRouter(prefix="/v1/admin", tags=["operations"], route_class=InputFirstRoute)
@@ -273,7 +287,7 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
     @router.post("/dead-letters/{stream}/{dead_letter_id}/replay",
                  summary="Put a dead letter back on its stream")
     async def replay_one(
-        _: Admin,
+        who: Admin,
         asked: tuple[str, str] = Depends(letter),
         force: bool = Query(default=False, description=(
             "replay even an event older than consumers remember what they handled "
@@ -281,6 +295,20 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
     ) -> dict[str, str]:
         stream, dead_letter_id = asked
         new_id = await replay(client, stream, dead_letter_id, force=force)
+        await audit.record(client, service, who, "dead_letter.replay",
+                           f"{stream}/{dead_letter_id}",
+                           f"replayed as {new_id}{' by force' if force else ''}")
         return {"stream": stream, "replayed_as": new_id}
+
+    @router.delete("/dead-letters/{stream}/{dead_letter_id}", status_code=204,
+                   summary="Discard a dead letter nobody will read (never replayed)")
+    async def discard_one(who: Admin, asked: tuple[str, str] = Depends(letter)) -> Response:
+        stream, dead_letter_id = asked
+        fields = await discard(client, stream, dead_letter_id)
+        # its group and reason (a field's name, never its value); never the payload
+        await audit.record(client, service, who, "dead_letter.discard",
+                           f"{stream}/{dead_letter_id}",
+                           f"group {_text(fields.get(b'group'))}: {_text(fields.get(b'reason'))}")
+        return Response(status_code=204)
 
     return router

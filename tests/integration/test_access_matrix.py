@@ -110,6 +110,7 @@ def operations(service: str) -> list[Row]:
         admin_only(service, "GET", "/v1/admin/audit"),
         admin_only(service, "GET", "/v1/admin/dead-letters"),
         admin_only(service, "POST", f"/v1/admin/dead-letters/{stream}/1-1/replay", 404),
+        admin_only(service, "DELETE", f"/v1/admin/dead-letters/{stream}/1-1", 404),
     ]
 
 

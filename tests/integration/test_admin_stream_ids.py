@@ -1,7 +1,7 @@
 """Every service's admin routes that take a stream entry id (`GET /v1/admin/audit?before=`,
 `GET /v1/admin/dead-letters?before=`,
-`POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay`) refuse an id Redis would
-refuse with a 422 naming the parameter, and accept the largest id Redis accepts. The dead
+`POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay` and its `DELETE`) refuse an
+id Redis would refuse with a 422 naming the parameter, and accept the largest id Redis accepts. The dead
 letters' routes refuse a stream the service does not read the same way, before a token of
 the wrong kind gets its 403 (DESIGN's order)."""
 
@@ -83,9 +83,14 @@ async def test_replaying_a_dead_letter_id_redis_cannot_read_is_a_422_naming_the_
     async with running(service, clean_redis) as svc:
         await each_refused_naming("dead_letter_id", lambda entry_id: svc.client.post(
             f"/v1/admin/dead-letters/{stream}/{entry_id}/replay", headers=ADMIN))
+        await each_refused_naming("dead_letter_id", lambda entry_id: svc.client.delete(
+            f"/v1/admin/dead-letters/{stream}/{entry_id}", headers=ADMIN))
 
         r = await svc.client.post(f"/v1/admin/dead-letters/{stream}/{LARGEST}/replay",
                                   headers=ADMIN)
+        assert r.status_code == 404, r.text
+        r = await svc.client.delete(f"/v1/admin/dead-letters/{stream}/{LARGEST}",
+                                    headers=ADMIN)
         assert r.status_code == 404, r.text
 
 
@@ -104,7 +109,9 @@ async def test_a_stream_intake_does_not_read_is_a_422_naming_it_before_a_systems
             return [lambda: svc.client.get("/v1/admin/dead-letters", params={"stream": stream},
                                            headers=who),
                     lambda: svc.client.post(f"/v1/admin/dead-letters/{stream}/1-0/replay",
-                                            headers=who)]
+                                            headers=who),
+                    lambda: svc.client.delete(f"/v1/admin/dead-letters/{stream}/1-0",
+                                              headers=who)]
 
         for who in (system, ADMIN):
             for ask in asks("nope", who):

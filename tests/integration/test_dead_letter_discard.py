@@ -1,0 +1,69 @@
+"""docs/operations.md, dead letters: an event nobody will ever read (not JSON, a test's
+garbage) is discarded, not replayed (a replay puts it back for every group to give up on
+again), and both a discard and a replay are in the service's audit trail, as every admin
+action is."""
+
+from __future__ import annotations
+
+from shared import streams
+from tests.helpers import poll_until
+from tests.integration.stream_probes import ADMIN, Service, running
+
+STREAM = streams.ORDER_RESPONDED.name  # read by dispatch and volunteers
+
+
+async def dead_letter_of_garbage(svc: Service) -> dict[str, str]:
+    """Garbage on the stream, and its dead letter as the service lists it."""
+    await svc.redis.xadd(STREAM, {b"__data__": b"not json at all"})
+
+    async def listed() -> list[dict[str, str]]:
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                 params={"stream": STREAM})
+        assert r.status_code == 200, r.text
+        return [d for d in r.json()["dead_letters"] if d["group"] == svc.name]
+
+    (letter,) = await poll_until(listed, f"the garbage's dead letter at {svc.name}")
+    return letter
+
+
+async def audited(svc: Service) -> list[dict[str, str]]:
+    r = await svc.client.get("/v1/admin/audit", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return r.json()["entries"]
+
+
+async def test_a_dead_letter_nobody_can_read_is_discarded_and_the_discard_audited(
+        clean_redis: str) -> None:
+    async with running("dispatch", clean_redis) as svc:
+        letter = await dead_letter_of_garbage(svc)
+        entries = await svc.redis.xlen(STREAM)
+        path = f"/v1/admin/dead-letters/{STREAM}/{letter['dead_letter_id']}"
+
+        r = await svc.client.delete(path, headers=ADMIN)
+        assert r.status_code == 204, r.text
+
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                 params={"stream": STREAM})
+        assert r.json()["totals"][STREAM] == 0
+        assert await svc.redis.xlen(STREAM) == entries  # nothing put back on the stream
+        (entry,) = [e for e in await audited(svc) if e["action"] == "dead_letter.discard"]
+        assert entry["who"] == "admin:admin"
+        assert entry["target"] == f"{STREAM}/{letter['dead_letter_id']}"
+        assert "json_invalid" in entry["detail"] and "dispatch" in entry["detail"]
+        assert "not json" not in entry["detail"]  # the payload is never written there
+
+        r = await svc.client.delete(path, headers=ADMIN)  # gone: asked again
+        assert r.status_code == 404, r.text
+
+
+async def test_a_replay_is_in_the_audit_trail(clean_redis: str) -> None:
+    async with running("dispatch", clean_redis) as svc:
+        letter = await dead_letter_of_garbage(svc)
+        r = await svc.client.post(
+            f"/v1/admin/dead-letters/{STREAM}/{letter['dead_letter_id']}/replay", headers=ADMIN)
+        assert r.status_code == 200, r.text
+
+        (entry,) = [e for e in await audited(svc) if e["action"] == "dead_letter.replay"]
+        assert entry["who"] == "admin:admin"
+        assert entry["target"] == f"{STREAM}/{letter['dead_letter_id']}"
+        assert r.json()["replayed_as"] in entry["detail"]
