@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -47,6 +48,7 @@ from .config import Settings
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
 
+log = logging.getLogger(__name__)
 CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 # The inspector (DOMAIN.md: checks every case online) reads what the command room reads and
 # changes nothing.
@@ -992,6 +994,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             raise not_found("dispatcher")
         await audit.record(redis, "dispatch", who, "dispatcher.revoke", dispatcher_id,
                            f"districts {','.join(revoked.districts)}")
+        # also here: a restore of Redis takes the audit trail back with the revocation
+        log.info("dispatcher %s revoked", dispatcher_id)
         for district in revoked.duty_ended:  # every change of duty is audited
             await audit.record(redis, "dispatch", who, "duty.end", district,
                                f"{dispatcher_id}: dispatcher revoked")

@@ -147,6 +147,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             raise not_found("system")
         if done == "revoked":
             await audit.record(redis, "intake", who, "system.revoke", system_id)
+            # also here: a restore of Redis takes the audit trail back with the revocation
+            log.info("system %s revoked", system_id)
 
     @router.get("/categories", summary="Categories, default priorities and who may answer")
     async def categories(
