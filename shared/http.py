@@ -46,8 +46,11 @@ from shared.tokens import issued_shape, service_key
 
 log = logging.getLogger(__name__)
 
-# "service": the services' own calls to volunteers (shared.tokens.service_key)
-PrincipalKind = Literal["admin", "dispatcher", "inspector", "system", "device", "service"]
+# "service": the services' own calls to volunteers (shared.tokens.service_key); "agency": an
+# agency's own desk at dispatch (a security company's, a police station's), which reads its
+# own teams and their orders only (`agency_id`)
+PrincipalKind = Literal["admin", "dispatcher", "inspector", "agency", "system", "device",
+                        "service"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +445,7 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "device": "20/second",
     "dispatcher": "50/second",
     "inspector": "50/second",
+    "agency": "50/second",
     "admin": "1000/second",
     "service": "1000/second",  # each service's calls to volunteers, all under one key
 }

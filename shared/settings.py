@@ -188,7 +188,7 @@ class ServiceSettings(BaseSettings):
     def rate_limits(self) -> dict[str, str]:
         return {"system": self.rate_limit_system, "device": self.rate_limit_device,
                 "dispatcher": self.rate_limit_dispatcher,
-                "inspector": self.rate_limit_dispatcher}
+                "inspector": self.rate_limit_dispatcher, "agency": self.rate_limit_dispatcher}
 
 
 class BrowserCalls(ServiceSettings):

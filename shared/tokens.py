@@ -47,7 +47,7 @@ _SERVICE_KEY_MESSAGE = b"lianfang service"
 
 def service_key(admin_token: str) -> str:
     """The key the services call volunteers' reads with (the roster's districts, a
-    district's zones and shifts worked now, a team's view): HMAC-SHA256(ADMIN_TOKEN,
+    district's zones and shifts worked now, a team's view, an agency): HMAC-SHA256(ADMIN_TOKEN,
     "lianfang service") behind SERVICE_KEY_PREFIX, so no secret of its own is configured and
     every service holding the same ADMIN_TOKEN makes the same one. Of an issued token's
     shape, it is checked from an address locked out (127.0.0.1, where every caller of

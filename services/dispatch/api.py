@@ -43,7 +43,7 @@ from shared.metrics import COUNTED_LAG
 from shared.timezones import CalendarDate
 from shared.tokens import DESK_TOKEN_PREFIX, new_token
 
-from . import by_hand, domain, paging, pipeline, records, review, roll_call, store
+from . import agency, by_hand, domain, paging, pipeline, records, review, roll_call, store
 from .config import Settings
 from .engine import Dispatcher
 from .zones import ZonesUnavailable
@@ -53,7 +53,14 @@ CommandRoom = Annotated[Principal, Depends(require("admin", "dispatcher"))]
 # The inspector (DOMAIN.md: checks every case online) reads what the command room reads and
 # changes nothing.
 Reader = Annotated[Principal, Depends(require("admin", "dispatcher", "inspector"))]
-DESK_KINDS = ("dispatcher", "inspector")  # people bound to their command room's districts
+# An agency's own desk (a security company, a police station: role "agency") reads, of the
+# routes that take this caller, its own teams and their orders only: each such route gives
+# it a view of its own (`who.kind == "agency"`), never the command room's. Every other route
+# refuses it (403), as it refuses any kind it does not name.
+ReaderOrAgency = Annotated[Principal, Depends(require("admin", "dispatcher", "inspector",
+                                                      "agency"))]
+# people bound to their districts: a command room's, or an agency's of its own
+DESK_KINDS = ("dispatcher", "inspector", "agency")
 DISPATCHER_TOKEN_PREFIX = DESK_TOKEN_PREFIX  # the command room's
 Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_PAGE = 500
@@ -352,9 +359,31 @@ class DispatcherIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     name: str = Field(min_length=1, max_length=100)
     districts: list[DistrictName] = Field(min_length=1, max_length=64)
-    role: Literal["dispatcher", "inspector"] = Field(
+    role: Literal["dispatcher", "inspector", "agency"] = Field(
         default="dispatcher", description="inspector: reads the board, incidents, units, KPIs "
-        "and the heat map of the districts, and changes nothing")
+        "and the heat map of the districts, and changes nothing; agency: an agency's own desk "
+        "(a security company's duty manager, a police station's), which reads of the "
+        "districts only its own teams, the orders they were given and their figures, and "
+        "changes nothing")
+    agency_id: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="the agency of an agency desk, as the roster names it (of one of "
+        "`districts`): required with role agency, refused with any other")
+
+
+async def _desk_request(body: DispatcherIn) -> DispatcherIn:
+    """The body, if its role and agency_id go together; else 422 naming `agency_id` (a
+    dependency, as _revision: before the caller's kind, and naming its field)."""
+    if body.role == "agency" and body.agency_id is None:
+        raise ApiError(422, "invalid_field", "agency_id is required for an agency desk",
+                       "agency_id")
+    if body.role != "agency" and body.agency_id is not None:
+        raise ApiError(422, "invalid_field", "agency_id is for an agency desk only (role "
+                       "agency)", "agency_id")
+    return body
+
+
+DeskRequest = Annotated[DispatcherIn, Depends(_desk_request)]
 
 
 def check_district(who: Principal, district: str, field: str | None = None) -> None:
@@ -378,7 +407,7 @@ async def resolve_dispatcher(redis: Redis, token: str) -> Principal | None:
     if found is None:
         return None
     return Principal(kind=found["role"], subject=found["dispatcher_id"],
-                     districts=tuple(found["districts"]))
+                     districts=tuple(found["districts"]), agency_id=found["agency_id"])
 
 
 def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
@@ -916,14 +945,17 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             raise ApiError(422, "invalid_field", "team_id is not a known team", "team_id")
         return unit
 
-    @router.get("/me", summary="Who this token is: kind (admin, dispatcher, inspector), "
-                "name and districts; the console shows what the caller may do")
-    async def me(who: Reader) -> dict[str, Any]:
+    @router.get("/me", summary="Who this token is: kind (admin, dispatcher, inspector, agency), "
+                "name, districts and an agency desk's agency; the console shows what the "
+                "caller may do")
+    async def me(who: ReaderOrAgency) -> dict[str, Any]:
         if who.kind == "admin":
-            return {"kind": "admin", "dispatcher_id": None, "name": "admin", "districts": None}
+            return {"kind": "admin", "dispatcher_id": None, "name": "admin", "districts": None,
+                    "agency_id": None}
         found = await store.get_dispatcher(redis, who.subject)
         return {"kind": who.kind, "dispatcher_id": who.subject,
-                "name": found["name"] if found else None, "districts": list(who.districts)}
+                "name": found["name"] if found else None, "districts": list(who.districts),
+                "agency_id": who.agency_id}
 
     @router.get("/duty/{district}", summary="Who leads the district's duty, since when")
     async def duty(who: Reader, district: str = Path(max_length=64)) -> dict[str, Any]:
@@ -963,20 +995,28 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
 
     @router.post("/dispatchers", status_code=201, summary="Issue a dispatcher token (admin)",
                  description="For districts whose roster volunteers holds only (422 naming "
-                 "the district that is not; 503 while volunteers does not answer).")
+                 "the district that is not; 503 while volunteers does not answer). An agency "
+                 "desk (role agency) for an agency of volunteers' roster, of one of the "
+                 "districts (else 422 naming `agency_id`).")
     @when_not_answered("asking again issues another token; one the first request may have "
                        "issued was never shown: revoke it (GET /v1/dispatchers lists it)")
-    async def create_dispatcher(body: DispatcherIn, who: Admin) -> dict[str, Any]:
+    async def create_dispatcher(body: DeskRequest, who: Admin) -> dict[str, Any]:
         # A desk on a district no roster holds watches a board no report of its own reaches.
         await require_known_districts(http, body.districts, volunteers_url=settings.volunteers_url,
                                       key=settings.service_key())
+        if body.agency_id is not None:  # likewise an agency desk for no agency of them
+            await agency.roster_agency(http, body.agency_id, body.districts,
+                                       volunteers_url=settings.volunteers_url,
+                                       key=settings.service_key())
         dispatcher_id = new_id("dsp")
         # Not the devices' prefix: the other services pass those to volunteers to check.
         token = new_token(DISPATCHER_TOKEN_PREFIX)
         await store.create_dispatcher(redis, dispatcher_id=dispatcher_id, name=body.name,
-                                      districts=body.districts, token=token, role=body.role)
+                                      districts=body.districts, token=token, role=body.role,
+                                      agency_id=body.agency_id)
         await audit.record(redis, "dispatch", who, "dispatcher.create", dispatcher_id,
-                           f"{body.role}, districts {','.join(sorted(set(body.districts)))}")
+                           f"{body.role}, districts {','.join(sorted(set(body.districts)))}"
+                           + (f", agency {body.agency_id}" if body.agency_id else ""))
         return {"dispatcher_id": dispatcher_id, "token": token}
 
     @router.get("/dispatchers", summary="Dispatchers (admin)")

@@ -1793,10 +1793,13 @@ def _token_hash(token: str) -> str:
 
 
 async def create_dispatcher(redis: Redis, *, dispatcher_id: str, name: str, districts: list[str],
-                            token: str, role: str = "dispatcher") -> None:
+                            token: str, role: str = "dispatcher",
+                            agency_id: str | None = None) -> None:
+    """`agency_id`: an agency desk's agency (role "agency"), whose teams' orders it reads."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(f"dispatch:dispatcher:{dispatcher_id}", mapping={
             "name": name, "districts": json.dumps(sorted(set(districts))), "role": role,
+            **({"agency_id": agency_id} if agency_id else {}),
             "token_hash": _token_hash(token), "created_at": datetime.now(UTC).isoformat()})
         pipe.set(f"dispatch:dispatcher-token:{_token_hash(token)}", dispatcher_id)
         pipe.sadd("dispatch:dispatchers", dispatcher_id)
@@ -1818,6 +1821,7 @@ async def list_dispatchers(redis: Redis) -> list[dict[str, Any]]:
             out.append({"dispatcher_id": dispatcher_id, "name": data["name"],
                         "districts": json.loads(data["districts"]),
                         "role": data.get("role") or "dispatcher",
+                        "agency_id": data.get("agency_id") or None,
                         "created_at": data.get("created_at")})
     return out
 
@@ -1827,7 +1831,8 @@ async def get_dispatcher(redis: Redis, dispatcher_id: str) -> dict[str, Any] | N
     if not data:
         return None
     return {"dispatcher_id": dispatcher_id, "name": data["name"],
-            "districts": json.loads(data["districts"]), "role": data.get("role") or "dispatcher"}
+            "districts": json.loads(data["districts"]), "role": data.get("role") or "dispatcher",
+            "agency_id": data.get("agency_id") or None}
 
 
 def former_dispatcher_key(dispatcher_id: str) -> str:

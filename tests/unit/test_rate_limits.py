@@ -103,3 +103,18 @@ async def test_a_locked_out_address_has_issued_tokens_checked_and_their_failures
     assert await ask(admin_token) == 429
     clock[0] += 16
     assert await ask(admin_token) == 200
+
+
+def test_every_kind_of_caller_has_a_limit_of_its_own_by_default() -> None:
+    """A kind added later (an agency's desk, outside the police) with no default is never
+    limited: one runaway browser could starve the command room's."""
+    from typing import get_args
+
+    assert set(get_args(http.PrincipalKind)) <= set(http.DEFAULT_RATE_LIMITS)
+
+
+def test_an_agency_desk_is_limited_as_a_dispatcher_is() -> None:
+    from shared.settings import ServiceSettings
+
+    limits = ServiceSettings(admin_token="a" * 20, rate_limit_dispatcher="7/second").rate_limits()
+    assert limits["agency"] == limits["dispatcher"] == limits["inspector"] == "7/second"

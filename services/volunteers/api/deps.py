@@ -18,7 +18,8 @@ from ..store import roster as roster_store
 Admin = Annotated[Principal, Depends(require("admin"))]
 Device = Annotated[Principal, Depends(require("device"))]
 # What the other services read with their own key (shared.tokens.service_key): the roster's
-# districts, a district's zones and shifts worked now, a team's view (who is on its shift).
+# districts, a district's zones and shifts worked now, a team's view (who is on its shift),
+# an agency (dispatch, before it makes an agency's desk token).
 AdminOrService = Annotated[Principal, Depends(require("admin", "service"))]
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 

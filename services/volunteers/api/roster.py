@@ -250,8 +250,10 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         if entity != "zones":
             list_route(entity)
 
-    @router.get("/agencies/{agency_id}", summary="An agency and its teams (admin)")
-    async def get_agency(agency_id: IdPath, _: Admin) -> dict[str, Any]:
+    # Dispatch asks it (services/dispatch/agency.py) before it makes an agency's desk token:
+    # one for an agency no import named, or of another district, would read nothing.
+    @router.get("/agencies/{agency_id}", summary="An agency and its teams (admin, services)")
+    async def get_agency(agency_id: IdPath, _: AdminOrService) -> dict[str, Any]:
         record = await roster_store.get(redis, "agencies", agency_id)
         if not record:
             raise not_found("agency")

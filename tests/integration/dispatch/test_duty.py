@@ -135,7 +135,7 @@ async def test_an_inspector_reads_every_case_of_their_districts_and_changes_noth
         assert r.status_code == 200, (path, r.text)
     r = await console.get("/v1/me", headers=desk)
     assert r.json() == {"kind": "inspector", "dispatcher_id": inspector_id,
-                        "name": "Inspector Sun", "districts": [DISTRICT]}
+                        "name": "Inspector Sun", "districts": [DISTRICT], "agency_id": None}
     assert (await console.get("/v1/me", headers=ADMIN)).json()["kind"] == "admin"
     assert (await console.get("/v1/me", headers=elsewhere)).json()["kind"] == "dispatcher"
     r = await console.get("/v1/kpis", headers=desk)

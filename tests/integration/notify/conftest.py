@@ -57,6 +57,8 @@ class Volunteers:
     members: dict[str, Member] = field(default_factory=dict)
     calls: int = 0
     districts: set[str] = field(default_factory=set)  # whose roster was imported
+    # the roster's agencies, by id: (district, kind); dispatch asks before an agency desk
+    agencies: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def enrol(self, team_id: str, agency_kind: str = "police") -> Member:
         member = Member(token=f"{DEVICE_TOKEN_PREFIX}{secrets.token_urlsafe(16)}", device_id=new_id("dev"),
@@ -88,6 +90,15 @@ class Volunteers:
         @app.get("/v1/districts")
         async def districts() -> dict[str, list[str]]:
             return {"districts": sorted(self.districts)}
+
+        @app.get("/v1/agencies/{agency_id}")
+        async def agency(agency_id: str) -> Response:
+            if agency_id not in self.agencies:
+                return JSONResponse({"error": {"code": "not_found", "message": "no"}},
+                                    status_code=404)
+            district, kind = self.agencies[agency_id]
+            return JSONResponse({"id": agency_id, "district": district, "name": agency_id,
+                                 "kind": kind, "role": None, "team_ids": []})
 
         return app
 
