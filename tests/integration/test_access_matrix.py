@@ -17,6 +17,7 @@ reported by d1's system; district d2's incident, given by hand to a d2 team.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,13 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi.routing import iter_route_contexts
+from starlette.routing import Mount, compile_path
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from services.dispatch.config import Settings as DispatchSettings
+from services.dispatch.main import create_app as dispatch_app
 from shared.tokens import service_key
 from tests.e2e.journey import district_roster
 from tests.helpers import poll_until
@@ -41,17 +46,19 @@ MISSING = "nope-404"
 CALLER_PHONE = "13912345678"
 
 CALLERS = ("none", "malformed", "admin", "system_d1", "system_d2", "desk_d1", "inspector_d1",
-           "device_a", "device_b", "revoked_device", "revoked_system", "revoked_desk",
-           "services")
-# The callers each service knows; any other token is unknown there.
+           "agency_d1", "device_a", "device_b", "revoked_device", "revoked_system",
+           "revoked_desk", "services")
+# The callers each service knows; any other token is unknown there. agency_d1: the desk of
+# d1's security company (d1-sec), whose team B holds the fight's second order.
 KNOWS = {
     "intake": {"admin", "system_d1", "system_d2", "device_a", "device_b", "services"},
-    "dispatch": {"admin", "desk_d1", "inspector_d1", "services"},
+    "dispatch": {"admin", "desk_d1", "inspector_d1", "agency_d1", "services"},
     "volunteers": {"admin", "device_a", "device_b", "services"},
     "notify": {"admin", "device_a", "device_b", "services"},
 }
 COMMAND_ROOM = ("admin", "desk_d1")
 READERS = ("admin", "desk_d1", "inspector_d1")
+AGENCY = "agency_d1"
 DEVICES = ("device_a", "device_b")
 SYSTEMS = ("system_d1", "system_d2")
 
@@ -162,7 +169,7 @@ MATRIX: list[Row] = [
     # --- dispatch: the command room's ------------------------------------------------------
     *operations("dispatch"),
     public("dispatch", "/console"),
-    row("dispatch", "GET", "/v1/me", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/me", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/incidents", each(READERS, 200)),
     row("dispatch", "GET", "/v1/incidents?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/incidents?district=d2", {"admin": 200}),
@@ -283,6 +290,72 @@ MATRIX: list[Row] = [
 ]
 
 
+# What an agency's desk (AGENCY) gets of each route of dispatch, decided route by route:
+# "own", a view of its own teams and their orders (filtered: another agency's teams and
+# orders, callers and the command room's own notes are in none); "refused", 403 whatever it
+# asks; "public", what anyone gets. A route of dispatch's app missing here fails
+# test_each_dispatch_route_is_decided_for_an_agency_desk: dispatch refuses a kind a route
+# does not name (require), and whoever adds a route says so here, and the matrix asks it.
+AGENCY_DESK: dict[str, str] = {
+    "GET /openapi.json": "public", "GET /docs": "public", "* /docs/static": "public",
+    "GET /healthz": "public", "GET /readyz": "public", "GET /console": "public",
+    "GET /metrics": "refused", "GET /v1/admin/audit": "refused",
+    "GET /v1/admin/dead-letters": "refused",
+    "POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay": "refused",
+    "GET /v1/me": "own",
+    "GET /v1/incidents": "refused",
+    "GET /v1/reports-not-handled": "refused",
+    "GET /v1/incidents/{incident_id}": "refused",
+    "GET /v1/incidents/{incident_id}/teams": "refused",
+    "POST /v1/incidents/{incident_id}/assign": "refused",
+    "POST /v1/incidents/{incident_id}/unlink": "refused",
+    "PATCH /v1/incidents/{incident_id}": "refused",
+    "POST /v1/orders/{order_id}/withdraw": "refused",
+    "POST /v1/incidents/{incident_id}/evidence": "refused",
+    "POST /v1/incidents/{incident_id}/remarks": "refused",
+    "POST /v1/incidents/{incident_id}/close": "refused",
+    "GET /v1/duty/{district}": "refused",
+    "PUT /v1/duty/{district}": "refused",
+    "POST /v1/dispatchers": "refused",
+    "GET /v1/dispatchers": "refused",
+    "DELETE /v1/dispatchers/{dispatcher_id}": "refused",
+    "GET /v1/zones": "refused",
+    "GET /v1/units": "refused",
+    "GET /v1/shift-check-ins": "refused",
+    "GET /v1/pipeline": "refused",
+    "GET /v1/kpis": "refused",
+    "GET /v1/heatmap": "refused",
+}
+
+
+def _dispatch_routes() -> dict[str, re.Pattern[str]]:
+    """Each route of dispatch's app ("METHOD /path", "* /path" for a mount) with the pattern
+    of the paths it serves; the app built, not started (nothing connects to Redis)."""
+    app = dispatch_app(DispatchSettings(redis_url="redis://127.0.0.1:9",
+                                        admin_token=ADMIN_TOKEN))
+    routes: dict[str, re.Pattern[str]] = {}
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, Mount):
+            routes[f"* {context.path}"] = re.compile(re.escape(context.path) + "/.*")
+            continue
+        pattern, _, _ = compile_path(context.path)
+        for method in sorted(getattr(route, "methods", None) or ()):
+            if method != "HEAD":
+                routes[f"{method} {context.path}"] = pattern
+    return routes
+
+
+def _route_of(case: Row, routes: dict[str, re.Pattern[str]]) -> str | None:
+    """The route of dispatch's that a row of the matrix asks, by its method and path."""
+    path = re.sub(r"[{][a-z_0-9]+[}]", "x", case.path).partition("?")[0]
+    for key, pattern in routes.items():
+        method, _, _ = key.partition(" ")
+        if method in (case.method, "*") and pattern.fullmatch(path):
+            return key
+    return None
+
+
 @dataclass
 class World:
     urls: dict[str, str]
@@ -325,9 +398,10 @@ async def _tokens(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, 
         return await _created(client, "POST", f"{intake}/v1/systems",
                               json={"name": f"110 {district}", "districts": [district]})
 
-    async def desk(role: str) -> dict[str, Any]:
+    async def desk(role: str, **body: str) -> dict[str, Any]:
         return await _created(client, "POST", f"{dispatch}/v1/dispatchers",
-                              json={"name": f"{role} d1", "districts": ["d1"], "role": role})
+                              json={"name": f"{role} d1", "districts": ["d1"], "role": role,
+                                    **body})
 
     gone_device, gone_system, gone_desk = (await device_of("d1-m-vol"), await system("d1"),
                                            await desk("dispatcher"))
@@ -340,6 +414,7 @@ async def _tokens(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, 
         "system_d1": (await system("d1"))["api_key"], "system_d2": (await system("d2"))["api_key"],
         "desk_d1": (await desk("dispatcher"))["token"],
         "inspector_d1": (await desk("inspector"))["token"],
+        "agency_d1": (await desk("agency", agency_id="d1-sec"))["token"],
         "device_a": (await device_of("d1-m-near-1"))["token"],
         "device_b": (await device_of("d1-m-sec"))["token"],
         "revoked_device": gone_device["token"], "revoked_system": gone_system["api_key"],
@@ -456,6 +531,38 @@ async def test_each_caller_gets_what_design_says(world: World, http: httpx.Async
             # callers, members' names and phones, positions: kept by no browser nor proxy
             assert r.headers.get("cache-control") == "no-store", (caller, r.status_code)
     assert got == dict(case.answers)
+
+
+async def test_each_dispatch_route_is_decided_for_an_agency_desk() -> None:
+    """An agency's desk sees only what it should (DESIGN, DOMAIN's non-negotiables): every
+    route of dispatch has its decision in AGENCY_DESK, and none is listed that is gone."""
+    routes = set(_dispatch_routes())
+    assert sorted(routes - set(AGENCY_DESK)) == [], "decide what an agency desk gets of these"
+    assert sorted(set(AGENCY_DESK) - routes) == [], "no such route of dispatch's any more"
+
+
+async def test_the_matrix_asks_an_agency_desk_each_dispatch_route_as_decided() -> None:
+    """Each route of dispatch is asked of the agency desk by a row of the matrix at least,
+    and answers as AGENCY_DESK decided: a refused route 403 in every row, its own view 2xx in
+    one row at least (another district's or agency's object may still be a 403), a public
+    one 200."""
+    routes = _dispatch_routes()
+    asked: dict[str, list[int]] = {key: [] for key in routes}
+    for case in MATRIX:
+        if case.service != "dispatch" or case.answers[AGENCY] is None:
+            continue
+        key = _route_of(case, routes)
+        assert key is not None, f"{case.id}: no route of dispatch's serves it"
+        asked[key].append(case.answers[AGENCY])  # type: ignore[arg-type]
+    for key, answers in asked.items():
+        decided = AGENCY_DESK.get(key)
+        assert answers, f"{key}: the matrix never asks it of an agency desk"
+        if decided == "refused":
+            assert set(answers) == {403}, (key, answers)
+        elif decided == "own":
+            assert any(200 <= a < 300 for a in answers), (key, answers)
+        else:
+            assert decided == "public" and set(answers) == {200}, (key, decided, answers)
 
 
 @pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])
