@@ -205,7 +205,8 @@ SHIFT_CHECK_INS_DESCRIPTION = (
     "out is not). `teams`: those not checked in first, then by the shift's start and name; "
     "`planned`: how many; `not_checked_in`: how many of them are not in. A dispatcher's or "
     "inspector's own districts only (403 for another); the admin's of a district the roster "
-    "does not hold: 422 naming `district`. 503 while volunteers does not answer.")
+    "does not hold: 422 naming `district`. An agency desk's: its own agency's teams only. "
+    "503 while volunteers does not answer.")
 PIPELINE_DESCRIPTION = (
     "For each hop of an incident's path (`hops`: `reports` incident.reported to dispatch, "
     "`orders` order.issued to notify, i.e. to the phones, `answers` order.responded to "
@@ -1055,9 +1056,10 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                            "station_agency_id": z.owner_agency_id,
                            "polygon": [list(xy) for xy in z.polygon]} for z in found]}
 
-    @router.get("/units", summary="All units of a district as dispatch sees them: one screen")
+    @router.get("/units", summary="All units of a district as dispatch sees them: one screen",
+                description="An agency desk's: its own agency's teams only.")
     async def units(
-        who: Reader,
+        who: ReaderOrAgency,
         district: str = Query(min_length=1, max_length=64),
         status: UnitState | None = None,  # a misspelt one: a 422, not "no team"
     ) -> dict[str, Any]:
@@ -1066,6 +1068,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         for unit, order_id in await store.units_in(redis, district):
             if status and unit.status != status:
                 continue
+            if who.kind == "agency" and unit.agency_id != who.agency_id:
+                continue  # another agency's (its open order is that agency's too)
             rows.append({
                 "team_id": unit.team_id, "name": unit.name, "agency_id": unit.agency_id,
                 "agency_kind": unit.agency_kind, "agency_role": unit.agency_role,
@@ -1082,12 +1086,13 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 "in a district, those not checked in first: whom the duty dispatcher calls",
                 description=SHIFT_CHECK_INS_DESCRIPTION)
     async def shift_check_ins(
-        who: Reader, district: str = Query(min_length=1, max_length=64),
+        who: ReaderOrAgency, district: str = Query(min_length=1, max_length=64),
     ) -> dict[str, Any]:
         await check_known_district(who, district)
         return await roll_call.shift_check_ins(
             http, district, volunteers_url=settings.volunteers_url,
-            key=settings.service_key())
+            key=settings.service_key(),
+            agency_id=who.agency_id if who.kind == "agency" else None)
 
     @router.get("/pipeline", summary="Whether reports, orders and teams' answers, statuses "
                 "and positions are moving between the services: the console's warning",

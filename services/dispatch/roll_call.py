@@ -48,12 +48,12 @@ class ShiftsNow(BaseModel):
 
 
 async def shift_check_ins(http: httpx.AsyncClient, district: str, *, volunteers_url: str,
-                          key: str) -> dict[str, Any]:
+                          key: str, agency_id: str | None = None) -> dict[str, Any]:
     """`{"district", "at", "planned", "not_checked_in", "teams"}`: the district's teams
-    planned on the shifts being worked at volunteers' `at`, those not checked in first (whom
-    to call), then by the shift's start and the team's name. Raises TryAgain (503) when
-    volunteers gives no answer (a district its roster does not hold is refused before, by
-    the route's check of the district)."""
+    planned on the shifts being worked at volunteers' `at` (`agency_id`'s only, for its own
+    desk), those not checked in first (whom to call), then by the shift's start and the
+    team's name. Raises TryAgain (503) when volunteers gives no answer (a district its
+    roster does not hold is refused before, by the route's check of the district)."""
     try:
         response = await http.get(f"{volunteers_url.rstrip('/')}{SHIFTS_NOW_PATH}",
                                   params={"district": district},
@@ -69,7 +69,8 @@ async def shift_check_ins(http: httpx.AsyncClient, district: str, *, volunteers_
         log.warning("the shifts worked now were not read from volunteers: %s", how)
         raise TryAgain("volunteers, which keeps the shift plans and check-ins, did not say "
                        "which teams are due on shift now") from exc
-    teams = sorted(found.teams, key=lambda t: (t.checked_in, t.start, t.team_name, t.team_id))
+    teams = sorted((t for t in found.teams if agency_id is None or t.agency_id == agency_id),
+                   key=lambda t: (t.checked_in, t.start, t.team_name, t.team_id))
     return {
         "district": district, "at": found.at.isoformat(), "planned": len(teams),
         "not_checked_in": sum(1 for t in teams if not t.checked_in),

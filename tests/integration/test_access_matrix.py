@@ -214,10 +214,10 @@ MATRIX: list[Row] = [
     admin_only("dispatch", "DELETE", f"/v1/dispatchers/{MISSING}", 404),
     row("dispatch", "GET", "/v1/zones?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/zones?district=d2", {"admin": 200}),
-    row("dispatch", "GET", "/v1/units?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/units?district=d1", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/units?district=d2", {"admin": 200}),
     # volunteers' plans and check-ins, asked by dispatch for a desk's own districts
-    row("dispatch", "GET", "/v1/shift-check-ins?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/shift-check-ins?district=d1", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/shift-check-ins?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/kpis", {"admin": 200, "desk_d1": 422, "inspector_d1": 422}),
     row("dispatch", "GET", "/v1/kpis?district=d1", each(READERS, 200)),
@@ -320,8 +320,8 @@ AGENCY_DESK: dict[str, str] = {
     "GET /v1/dispatchers": "refused",
     "DELETE /v1/dispatchers/{dispatcher_id}": "refused",
     "GET /v1/zones": "refused",
-    "GET /v1/units": "refused",
-    "GET /v1/shift-check-ins": "refused",
+    "GET /v1/units": "own",  # its own teams
+    "GET /v1/shift-check-ins": "own",  # its own teams planned now
     "GET /v1/pipeline": "refused",
     "GET /v1/kpis": "refused",
     "GET /v1/heatmap": "refused",
@@ -640,3 +640,13 @@ async def test_a_desk_reads_its_own_districts_only(world: World,
         assert "noise" not in kpis["by_category"]  # d2's incident
     board = await read("admin", "/v1/incidents")
     assert {i["district"] for i in board["incidents"]} == {"d1", "d2"}
+
+
+async def test_an_agency_desk_reads_its_own_teams_only(world: World,
+                                                       http: httpx.AsyncClient) -> None:
+    """d1's security company: its guard post (B), never the police patrol (A) beside it."""
+    r = await http.get(f"{world.urls['dispatch']}/v1/units?district=d1",
+                       headers=world.headers(AGENCY))
+    assert r.status_code == 200, r.text
+    assert [(u["team_id"], u["agency_id"], u["open_order_id"]) for u in r.json()["units"]] == [
+        ("d1-sec-1", "d1-sec", world.names["order_b"])]

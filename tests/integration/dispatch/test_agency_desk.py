@@ -9,12 +9,16 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from faststream.redis import RedisBroker
 
+from shared import streams
+from shared.events import UnitPosition, UnitStatus, utcnow
+from tests.helpers import poll_until
 from tests.integration.notify.conftest import roster_of
 
 from .conftest import console_of
 from .test_close import ADMIN
-from .test_engine import DISTRICT
+from .test_engine import DISTRICT, SCENE
 
 OTHER_DISTRICT = "xixiangtang"
 # the agencies of the roster stood in: id -> (district, kind)
@@ -82,3 +86,41 @@ async def test_an_agency_desk_leads_no_duty_and_issues_no_token(desk: httpx.Asyn
     r = await desk.put(f"/v1/duty/{DISTRICT}", headers=ADMIN,
                        json={"dispatcher_id": me["dispatcher_id"]})
     assert r.status_code == 409, r.text  # only a dispatcher leads a duty
+
+
+async def company_team(publisher: RedisBroker, team_id: str, agency_id: str, *,
+                       kind: str = "security", lat: float = SCENE.lat + 0.001,
+                       district: str = DISTRICT) -> None:
+    """A team of `agency_id` on shift near the scene, as volunteers would announce it."""
+    await publisher.publish(UnitStatus(
+        district=district, unit_id=team_id, status="available", name=f"team {team_id}",
+        agency_id=agency_id, agency_kind=kind, mode="foot", on_shift=True),
+        stream=streams.UNIT_STATUS.name)
+    await publisher.publish(UnitPosition(district=district, unit_id=team_id, lat=lat,
+                                         lon=SCENE.lon, at=utcnow()),
+                            stream=streams.UNIT_POSITION.name)
+
+
+async def test_an_agency_desk_sees_its_own_teams_and_not_another_agency_s(
+        desk: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    await company_team(publisher, "a-post-1", "sec-a")
+    await company_team(publisher, "a-post-2", "sec-a", lat=SCENE.lat + 0.01)
+    await company_team(publisher, "b-post-1", "sec-b")
+    await company_team(publisher, "patrol-1", "ag-police", kind="police")
+    await company_team(publisher, "far-post", "sec-far", district=OTHER_DISTRICT)
+
+    async def units(headers: dict[str, str], district: str = DISTRICT) -> list[str]:
+        r = await desk.get("/v1/units", headers=headers, params={"district": district})
+        assert r.status_code == 200, r.text
+        return sorted(u["team_id"] for u in r.json()["units"])
+
+    async def all_known() -> bool:
+        return len(await units(ADMIN)) == 4
+
+    await poll_until(all_known, "dispatch knowing the district's four teams")
+    company_a = await agency_desk(desk, "sec-a")
+    assert await units(company_a) == ["a-post-1", "a-post-2"]
+    assert await units(await agency_desk(desk, "sec-b")) == ["b-post-1"]
+    assert await units(await agency_desk(desk, "ag-police")) == ["patrol-1"]
+    r = await desk.get("/v1/units", headers=company_a, params={"district": OTHER_DISTRICT})
+    assert r.status_code == 403, r.text  # not a district of its desk

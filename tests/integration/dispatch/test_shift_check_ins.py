@@ -82,6 +82,15 @@ async def test_a_desk_sees_who_was_planned_for_the_shift_and_has_not_checked_in(
             # another district's teams: not this desk's to see
             r = await asked(desk, "d2")
             assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+        # the security company's own desk: its own team, whom its duty manager calls
+        made = await _ok(await http.post(f"{dispatch}/v1/dispatchers", headers=ADMIN, json={
+            "name": "Hengan duty manager", "districts": ["d1"], "role": "agency",
+            "agency_id": "d1-sec"}))
+        company = {"Authorization": f"Bearer {made['token']}"}
+        body = (await _ok(await asked(company, "d1")))
+        assert (body["planned"], body["not_checked_in"]) == (1, 1)
+        assert [t["team_id"] for t in body["teams"]] == ["d1-sec-1"]
+        assert (await asked(company, "d2")).status_code == 403
         r = await asked(ADMIN, "d2")
         assert [(t["team_id"], t["checked_in"]) for t in r.json()["teams"]] == [
             ("d2-sec-1", False)]
