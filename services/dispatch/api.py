@@ -107,7 +107,12 @@ BOARD_DESCRIPTION = (
     "`after` with the same filters for the next page. `more`: whether `next` is given. "
     "`scanned_to`: when the look-up budget ended the page before `limit` rows were "
     "found, the report time it reached (incidents reported before it were not looked at: "
-    "ask on with `after`); null otherwise.")
+    "ask on with `after`); null otherwise. "
+    "An agency desk's board: the incidents of its districts its own teams were given an "
+    "order of, each as GET /v1/incidents/{id} answers that desk (its own orders, no caller "
+    "nor description), by `district`, `since`, `until`, `after`, `limit` and `order`; the "
+    "command room's filters (`status`, `flagged`, `problem`, `supervisor`, `ref`) are a 403 "
+    "naming the filter.")
 NOT_HANDLED_DESCRIPTION = (
     "The dead-lettered incident.reported of the caller's districts (or `district`; every "
     "district for the admin) whose incident dispatch does not know, newest first by when "
@@ -244,7 +249,12 @@ INCIDENT_DESCRIPTION = (
     "back, closed, revised, remarked, unlinked) has `detail_names`: each such argument's "
     "dispatcher's display name as dispatch knows it now ({\"by\": \"Wang Lei\"}; a revoked "
     "one's as kept at the revocation, for KPI_DAYS). Names are this "
-    "answer's only: the entries stored, and intake's view of them, keep the id.")
+    "answer's only: the entries stored, and intake's view of them, keep the id. "
+    "An agency desk's: an incident of its districts that its own teams were given an order "
+    "of (403 for another), with `incident_id`, `district`, `category`, `priority`, `flags`, "
+    "`location`, `zone_id`, `reported_at`, `now`, and `orders`: its own teams' orders only, "
+    "each as above (kept RECORDS_DAYS after the incident ended); nothing else: no caller, "
+    "description, status, timeline or other agency's team.")
 
 
 TEAMS_DESCRIPTION = (
@@ -457,10 +467,36 @@ def _backup_call_view(inc: dict[str, str]) -> dict[str, Any] | None:
                        if sent else None)}
 
 
+# What an agency's desk reads of an incident its teams were given an order of: what the
+# order carried to its team's phones of the scene (category, priority, flags, place), when it
+# was reported, and its own orders. Never the caller nor the description (an order to a
+# police team carries them: its phones know, the desk need not), nor the incident's status,
+# counts and flags for the board, supervisor, reporting system or timeline, which tell of
+# the command room and of other agencies' teams; only these fields are read.
+AGENCY_INCIDENT_FIELDS = ("district", "incident_id", "category", "priority", "flags", "lat",
+                          "lon", "address", "zone_id", "reported_at")
+
+
+def _agency_incident_view(head: dict[str, str],
+                          orders: list[dict[str, str]]) -> dict[str, Any]:
+    """An incident as an agency's desk sees it: `head`, its AGENCY_INCIDENT_FIELDS, and
+    `orders`, those its own teams were given."""
+    return {
+        "incident_id": head["incident_id"], "district": head["district"],
+        "category": head["category"], "priority": head["priority"],
+        "flags": json.loads(head.get("flags") or "[]"),
+        "location": {"lat": float(head["lat"]), "lon": float(head["lon"]),
+                     "address": head.get("address") or None},
+        "zone_id": head.get("zone_id") or None, "reported_at": head.get("reported_at"),
+        "orders": [_order_view(o) for o in orders],
+    }
+
+
 def _order_view(order: dict[str, str]) -> dict[str, Any]:
     keys = ("order_id", "team_id", "team_name", "agency_kind", "kind", "state", "issued_at",
             "ack_by", "delivered_at", "acknowledged_at", "en_route_at", "on_scene_at",
-            "resolved_at", "handover_at", "declined_at", "filing_due")
+            "resolved_at", "handover_at", "declined_at", "timed_out_at", "withdrawn_at",
+            "filing_due")
     # a number, as intake gives it (the hash holds text)
     eta = float(order["eta_s"]) if order.get("eta_s") else None
     return {**{k: (order.get(k) or None) for k in keys}, "eta_s": eta,
@@ -542,7 +578,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
     @router.get("/incidents", summary="The board: incidents, newest first",
                 description=BOARD_DESCRIPTION)
     async def board(
-        who: Reader,
+        who: ReaderOrAgency,
         # DESIGN's statuses: a misspelt one is a 422, not an empty board ("nothing waits")
         status: IncidentStatus | None = None,
         district: str | None = Query(
@@ -620,6 +656,14 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             raise ApiError(422, "invalid_field", "district is required with ref", "district")
         if district:
             await check_known_district(who, district)
+        if who.kind == "agency":
+            for name, value in (("status", status), ("flagged", flagged), ("problem", problem),
+                                ("supervisor", supervisor), ("ref", ref)):
+                if value is not None:  # of the command room's board, not of its orders
+                    raise forbidden(f"an agency desk lists its own teams' orders: {name} is "
+                                    "the command room's filter", name)
+            return await agency_board(who, district, since=since, until=until,
+                                      position=position, limit=limit, order=order, now=now)
 
         def shown(inc: dict[str, str]) -> bool:
             """The filters every row passes (a row's district is its index's, but a
@@ -729,6 +773,43 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 return _page(rows, next_at=batch[-1], scanned_to=batch[-1].score, order=order)
         return _page(rows, next_at=None, scanned_to=None, order=order)
 
+    async def agency_board(who: Principal, district: str | None, *, since: datetime | None,
+                           until: datetime | None, position: paging.Position | None,
+                           limit: int, order: paging.Order, now: datetime) -> dict[str, Any]:
+        """The board of an agency's desk: the incidents of its districts (or `district`)
+        whose orders include one of its own teams', each as _agency_incident_view, newest
+        first, paged and budgeted as the board's own (BOARD_SCAN incidents looked at for a
+        page, `scanned_to` where it stopped), in the month before `until` unless asked."""
+        since_ts = (since or (until or now) - BOARD_PERIOD).timestamp()
+        until_ts = (until or now + timedelta(days=1)).timestamp()
+        if order == "received":
+            await records.index_received_before(redis)  # once: those of an earlier version
+            index = store.received_key
+        else:
+            index = store.district_key
+        keys = [index(district)] if district else [index(d) for d in who.districts]
+        scan = paging.IndexScan(redis, keys, since_ts=since_ts, until_ts=until_ts,
+                                after=position, batch=BOARD_BATCH)
+        rows: list[dict[str, Any]] = []
+        examined = 0
+        while batch := await scan.next_batch():
+            orders = await store.agency_orders(redis, [at.incident_id for at in batch],
+                                               who.agency_id or "")
+            ours = [(at, mine) for at, mine in zip(batch, orders, strict=True) if mine]
+            page_full = len(rows) + len(ours) >= limit
+            picked = ours[:limit - len(rows)]
+            heads = await store.incidents_heads(
+                redis, [at.incident_id for at, _ in picked], AGENCY_INCIDENT_FIELDS)
+            rows += [_agency_incident_view(head, mine)
+                     for (_, mine), head in zip(picked, heads, strict=True)
+                     if head is not None and head["district"] in who.districts]
+            if page_full:  # (a record gone meanwhile leaves this page one short)
+                return _page(rows, next_at=picked[-1][0], scanned_to=None, order=order)
+            examined += len(batch)
+            if examined >= BOARD_SCAN:  # the budget: the client asks on from here
+                return _page(rows, next_at=batch[-1], scanned_to=batch[-1].score, order=order)
+        return _page(rows, next_at=None, scanned_to=None, order=order)
+
     @router.get("/reports-not-handled", summary="Reports dispatch gave up on before it made "
                 "their incident: in the dead letters, on no board",
                 description=NOT_HANDLED_DESCRIPTION)
@@ -791,7 +872,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
 
     @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline",
                 description=INCIDENT_DESCRIPTION)
-    async def incident(incident_id: str, who: Reader) -> dict[str, Any]:
+    async def incident(incident_id: str, who: ReaderOrAgency) -> dict[str, Any]:
+        if who.kind == "agency":
+            return await agency_incident(who, incident_id)
         inc = await store.get_incident(redis, incident_id)
         if inc is None:
             raise not_found("incident")
@@ -813,6 +896,18 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 redis, in_order(await store.timeline(redis, incident_id))),
             "now": datetime.now(UTC).isoformat(),
         }
+
+    async def agency_incident(who: Principal, incident_id: str) -> dict[str, Any]:
+        """An incident its teams were given an order of, as the agency's desk sees it (403
+        for any other: an incident of its districts none of its teams was sent to)."""
+        [head] = await store.incidents_heads(redis, [incident_id], AGENCY_INCIDENT_FIELDS)
+        if head is None:
+            raise not_found("incident")
+        check_district(who, head["district"])
+        [mine] = await store.agency_orders(redis, [incident_id], who.agency_id or "")
+        if not mine:
+            raise forbidden("none of this agency's teams was given an order of this incident")
+        return {**_agency_incident_view(head, mine), "now": datetime.now(UTC).isoformat()}
 
     @router.get("/incidents/{incident_id}/teams",
                 summary="The teams the command room may send to an incident by hand, nearest "

@@ -1497,6 +1497,39 @@ async def update_order(redis: Redis, order_id: str, fields: dict[str, str]) -> N
     await redis.hset(order_key(order_id), mapping=fields)
 
 
+# The orders of each incident given to one agency's teams (by the agency the team was of
+# when the order was given: the order's own `agency_id`), whole; none of another agency's
+# leaves Redis. KEYS: the incidents' lists of orders; ARGV[1]: the agency. The orders'
+# hashes are named from the lists, as _ANY_ON_SHIFT names the units'.
+_AGENCY_ORDERS = """
+local out = {}
+for i, listed in ipairs(KEYS) do
+  local mine = {}
+  for _, order in ipairs(redis.call('LRANGE', listed, 0, -1)) do
+    local key = 'dispatch:order:' .. order
+    if redis.call('HGET', key, 'agency_id') == ARGV[1] then
+      mine[#mine + 1] = redis.call('HGETALL', key)
+    end
+  end
+  out[i] = mine
+end
+return out
+"""
+
+
+async def agency_orders(redis: Redis, incident_ids: Sequence[str],
+                        agency_id: str) -> list[list[dict[str, str]]]:
+    """For each incident of `incident_ids`, in their order, the orders given to a team of
+    `agency_id` (in the order given; [] for none, or no such incident), in one round trip:
+    what an agency's desk reads of the board, an incident and the figures."""
+    if not incident_ids:
+        return []
+    replies = await run_script(redis, _AGENCY_ORDERS,
+                               [orders_key(i) for i in incident_ids], [agency_id])
+    return [[dict(zip(flat[::2], flat[1::2], strict=True)) for flat in mine]
+            for mine in replies]
+
+
 async def orders_of(redis: Redis, incident_id: str) -> list[dict[str, str]]:
     ids = await redis.lrange(orders_key(incident_id), 0, -1)
     if not ids:

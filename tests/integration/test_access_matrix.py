@@ -170,13 +170,17 @@ MATRIX: list[Row] = [
     *operations("dispatch"),
     public("dispatch", "/console"),
     row("dispatch", "GET", "/v1/me", each((*READERS, AGENCY), 200)),
-    row("dispatch", "GET", "/v1/incidents", each(READERS, 200)),
-    row("dispatch", "GET", "/v1/incidents?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents", each((*READERS, AGENCY), 200)),
+    row("dispatch", "GET", "/v1/incidents?district=d1", each((*READERS, AGENCY), 200)),
+    # the command room's filters are not an agency desk's
+    row("dispatch", "GET", "/v1/incidents?district=d1&flagged=true", each(READERS, 200)),
     row("dispatch", "GET", "/v1/incidents?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/incidents?district=d2&ref=matrix-d2", {"admin": 200}),
-    row("dispatch", "GET", "/v1/incidents/{inc_d1}", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/incidents/{inc_d1}", each((*READERS, AGENCY), 200)),
+    # A's report, which no team of the security company's was sent to
+    row("dispatch", "GET", "/v1/incidents/{inc_a}", each(READERS, 200)),
     row("dispatch", "GET", "/v1/incidents/{inc_d2}", {"admin": 200}),
-    row("dispatch", "GET", f"/v1/incidents/{MISSING}", each(READERS, 404)),
+    row("dispatch", "GET", f"/v1/incidents/{MISSING}", each((*READERS, AGENCY), 404)),
     # reports dispatch gave up on: a desk's own districts' (not in the matrix before)
     row("dispatch", "GET", "/v1/reports-not-handled", each(READERS, 200)),
     row("dispatch", "GET", "/v1/reports-not-handled?district=d1", each(READERS, 200)),
@@ -303,9 +307,9 @@ AGENCY_DESK: dict[str, str] = {
     "GET /v1/admin/dead-letters": "refused",
     "POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay": "refused",
     "GET /v1/me": "own",
-    "GET /v1/incidents": "refused",
+    "GET /v1/incidents": "own",  # the incidents its teams were sent to, its orders only
     "GET /v1/reports-not-handled": "refused",
-    "GET /v1/incidents/{incident_id}": "refused",
+    "GET /v1/incidents/{incident_id}": "own",  # one of those, its orders only
     "GET /v1/incidents/{incident_id}/teams": "refused",
     "POST /v1/incidents/{incident_id}/assign": "refused",
     "POST /v1/incidents/{incident_id}/unlink": "refused",
@@ -642,11 +646,25 @@ async def test_a_desk_reads_its_own_districts_only(world: World,
     assert {i["district"] for i in board["incidents"]} == {"d1", "d2"}
 
 
-async def test_an_agency_desk_reads_its_own_teams_only(world: World,
-                                                       http: httpx.AsyncClient) -> None:
-    """d1's security company: its guard post (B), never the police patrol (A) beside it."""
-    r = await http.get(f"{world.urls['dispatch']}/v1/units?district=d1",
-                       headers=world.headers(AGENCY))
-    assert r.status_code == 200, r.text
-    assert [(u["team_id"], u["agency_id"], u["open_order_id"]) for u in r.json()["units"]] == [
+async def test_an_agency_desk_reads_its_own_teams_and_orders_only(
+        world: World, http: httpx.AsyncClient) -> None:
+    """d1's security company: its guard post (B) and B's order of the fight, never the
+    police patrol (A) beside it nor A's order, nor the caller the police order carried."""
+    dispatch = world.urls["dispatch"]
+
+    async def read(path: str) -> dict[str, Any]:
+        r = await http.get(f"{dispatch}{path}", headers=world.headers(AGENCY))
+        assert r.status_code == 200, r.text
+        assert CALLER_PHONE not in r.text and "Huang" not in r.text and "north gate" not in r.text
+        assert world.names["order_a"] not in r.text and "d1-patrol-near" not in r.text
+        return r.json()
+
+    units = await read("/v1/units?district=d1")
+    assert [(u["team_id"], u["agency_id"], u["open_order_id"]) for u in units["units"]] == [
         ("d1-sec-1", "d1-sec", world.names["order_b"])]
+    board = await read("/v1/incidents")
+    assert [(i["incident_id"], [o["order_id"] for o in i["orders"]])
+            for i in board["incidents"]] == [(world.names["inc_d1"], [world.names["order_b"]])]
+    fight = await read(f"/v1/incidents/{world.names['inc_d1']}")
+    [order] = fight["orders"]
+    assert order["order_id"] == world.names["order_b"] and order["acknowledged_at"]

@@ -6,19 +6,32 @@ is stood in with the roster's districts and agencies."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
+import redis as sync_redis
 from faststream.redis import RedisBroker
 
+from services.dispatch import api, store
 from shared import streams
-from shared.events import UnitPosition, UnitStatus, utcnow
+from shared.events import (
+    Caller,
+    IncidentReported,
+    Location,
+    OrderResponded,
+    UnitPosition,
+    UnitStatus,
+    new_id,
+    utcnow,
+)
 from tests.helpers import poll_until
 from tests.integration.notify.conftest import roster_of
 
 from .conftest import console_of
 from .test_close import ADMIN
 from .test_engine import DISTRICT, SCENE
+from .test_supervision import newer_reports, seed_incidents
 
 OTHER_DISTRICT = "xixiangtang"
 # the agencies of the roster stood in: id -> (district, kind)
@@ -124,3 +137,189 @@ async def test_an_agency_desk_sees_its_own_teams_and_not_another_agency_s(
     assert await units(await agency_desk(desk, "ag-police")) == ["patrol-1"]
     r = await desk.get("/v1/units", headers=company_a, params={"district": OTHER_DISTRICT})
     assert r.status_code == 403, r.text  # not a district of its desk
+
+
+CALLER = Caller(phone="13912345678", name="Huang Xiaoming")
+DESCRIPTION = "two men fighting at the north gate"
+
+
+async def reported(publisher: RedisBroker, category: str, priority: str) -> str:
+    """A report with its caller and what they said."""
+    incident_id = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="sys-110",
+        external_ref=f"110-{incident_id}", category=category, priority=priority,
+        location=Location(lat=SCENE.lat, lon=SCENE.lon, address="North gate, Minzu Ave"),
+        description=DESCRIPTION, caller=CALLER, reported_at=utcnow()),
+        stream=streams.INCIDENT_REPORTED.name)
+    return incident_id
+
+
+async def answered(publisher: RedisBroker, order: dict[str, Any], response: str) -> None:
+    """The order's team answers, as notify would announce it."""
+    await publisher.publish(OrderResponded(
+        district=DISTRICT, order_id=order["order_id"], incident_id=order["incident_id"],
+        team_id=order["team_id"], member_id=f"m-{order['team_id']}", response=response),
+        stream=streams.ORDER_RESPONDED.name)
+
+
+def nothing_of_the_caller(text: str) -> None:
+    for said in (CALLER.phone, CALLER.name, DESCRIPTION, "sys-110", "caller", "description",
+                 "timeline"):
+        assert said not in text, said
+
+
+async def test_an_agency_desk_reads_its_own_orders_of_an_incident_and_nothing_else(
+        desk: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """A fight gets the police patrol and the nearest security post (company A's); a noise
+    complaint then goes to company B's post. Each agency's desk lists the incidents its own
+    teams were sent to, each with its own orders only; the fight shows the police desk the
+    patrol's order and company A's desk its post's, neither the other's; no desk reads the
+    caller, what they said or an incident none of its teams was sent to."""
+    await company_team(publisher, "a-post-1", "sec-a")
+    await company_team(publisher, "b-post-1", "sec-b", lat=SCENE.lat + 0.02)
+    await company_team(publisher, "patrol-1", "ag-police", kind="police")
+    await wait_for_units(desk, 3)
+    fight = await reported(publisher, "violence", "P1")
+    orders = await incident_orders(desk, fight, 2)
+    assert {o["team_id"] for o in orders} == {"a-post-1", "patrol-1"}
+    noise = await reported(publisher, "noise", "P4")
+    [noise_order] = await incident_orders(desk, noise, 1)
+    assert noise_order["team_id"] == "b-post-1"
+    a_order = next(o for o in orders if o["team_id"] == "a-post-1")
+    a_order["incident_id"] = fight
+    for response in ("acknowledged", "on_scene"):
+        await answered(publisher, a_order, response)
+
+    async def on_scene() -> bool:
+        r = await desk.get(f"/v1/incidents/{fight}", headers=ADMIN)
+        return any(o["state"] == "on_scene" for o in r.json()["orders"])
+
+    await poll_until(on_scene, "company A's post on scene")
+    company_a, company_b, police = (await agency_desk(desk, "sec-a"),
+                                    await agency_desk(desk, "sec-b"),
+                                    await agency_desk(desk, "ag-police"))
+
+    async def board(headers: dict[str, str], **params: str) -> list[dict[str, Any]]:
+        r = await desk.get("/v1/incidents", headers=headers, params=params)
+        assert r.status_code == 200, r.text
+        nothing_of_the_caller(r.text)
+        return r.json()["incidents"]
+
+    [row] = await board(company_a)
+    assert (row["incident_id"], row["category"], row["priority"]) == (fight, "violence", "P1")
+    assert row["location"] == {"lat": SCENE.lat, "lon": SCENE.lon,
+                               "address": "North gate, Minzu Ave"}
+    [own] = row["orders"]
+    assert (own["team_id"], own["state"]) == ("a-post-1", "on_scene")
+    assert own["issued_at"] and own["acknowledged_at"] and own["on_scene_at"]
+    assert set(row) == {"incident_id", "district", "category", "priority", "flags",
+                        "location", "zone_id", "reported_at", "orders"}
+    assert [r["incident_id"] for r in await board(company_a, order="received")] == [fight]
+    assert [(r["incident_id"], [o["team_id"] for o in r["orders"]])
+            for r in await board(company_b, district=DISTRICT)] == [(noise, ["b-post-1"])]
+    assert [(r["incident_id"], [o["team_id"] for o in r["orders"]])
+            for r in await board(police)] == [(fight, ["patrol-1"])]
+
+    async def incident(headers: dict[str, str], incident_id: str) -> httpx.Response:
+        r = await desk.get(f"/v1/incidents/{incident_id}", headers=headers)
+        nothing_of_the_caller(r.text)
+        return r
+
+    r = await incident(company_a, fight)
+    assert r.status_code == 200, r.text
+    assert [o["team_id"] for o in r.json()["orders"]] == ["a-post-1"]
+    assert "status" not in r.json() and r.json()["now"]
+    # the police order carried the caller and what they said to the patrol's phones: the
+    # police station's desk is no phone of that team, and reads neither
+    r = await incident(police, fight)
+    assert [o["team_id"] for o in r.json()["orders"]] == ["patrol-1"]
+    for headers, other in ((company_a, noise), (company_b, fight)):
+        r = await incident(headers, other)  # none of its teams was sent to it
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", r.text
+    assert (await incident(company_a, "inc_nope")).status_code == 404
+    # the command room's own reads of it: refused, not answered unfiltered
+    for path in (f"/v1/incidents/{fight}/teams", "/v1/reports-not-handled",
+                 f"/v1/duty/{DISTRICT}", f"/v1/heatmap?district={DISTRICT}",
+                 f"/v1/zones?district={DISTRICT}", "/v1/pipeline"):
+        r = await desk.get(path, headers=company_a)
+        assert r.status_code == 403, (path, r.text)
+    # the command room's filters: refused, naming the filter
+    for name, value in (("status", "assigned"), ("flagged", "true"), ("ref", "110-x"),
+                        ("problem", "declined"), ("supervisor", "me")):
+        r = await desk.get("/v1/incidents", headers=company_a,
+                           params={name: value, "district": DISTRICT})
+        assert (r.status_code, r.json()["error"]["field"]) == (403, name), r.text
+    r = await desk.get("/v1/incidents", headers=company_a, params={"district": OTHER_DISTRICT})
+    assert r.status_code == 403, r.text
+
+
+async def incident_orders(desk: httpx.AsyncClient, incident_id: str,
+                          count: int) -> list[dict[str, Any]]:
+    """The incident's orders as the admin reads them, once there are `count`."""
+    async def given() -> list[dict[str, Any]] | None:
+        r = await desk.get(f"/v1/incidents/{incident_id}", headers=ADMIN)
+        orders = r.json()["orders"] if r.status_code == 200 else []
+        return orders if len(orders) >= count else None
+
+    return await poll_until(given, f"{count} orders of {incident_id}")
+
+
+async def wait_for_units(desk: httpx.AsyncClient, count: int) -> None:
+    async def known() -> bool:
+        r = await desk.get("/v1/units", headers=ADMIN, params={"district": DISTRICT})
+        return sum(1 for u in r.json()["units"] if u["position"]) >= count
+
+    await poll_until(known, f"dispatch knowing {count} teams placed")
+
+
+def seed_orders(url: str, orders: dict[str, list[str]]) -> None:
+    """Orders stored as dispatch stores them: {incident id: [agency of each order]}."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for incident_id, agencies in orders.items():
+            for n, agency_id in enumerate(agencies):
+                order_id = f"ord_{incident_id}_{n}"
+                pipe.hset(store.order_key(order_id), mapping={
+                    "order_id": order_id, "incident_id": incident_id, "team_id": f"t-{agency_id}",
+                    "agency_id": agency_id, "agency_kind": "security", "kind": "dispatch",
+                    "state": "resolved", "issued_at": utcnow().isoformat()})
+                pipe.rpush(store.orders_key(incident_id), order_id)
+        pipe.execute()
+    finally:
+        client.close()
+
+
+async def test_an_agency_desk_pages_through_its_own_incidents_however_many_others_came(
+        clean_redis: str, desk: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Company A's post went to one incident in six of the district's month: its board
+    pages through them as the command room's does (`next`, `after`), and a hunt that looked
+    at its budget of incidents says how far back it got (`scanned_to`)."""
+    reports = newer_reports(30, prefix="inc_month")
+    seed_incidents(clean_redis, reports)
+    ours = [incident_id for incident_id, _, _ in reports[::6]]  # five of them
+    seed_orders(clean_redis, {incident_id: (["sec-b", "sec-a"] if incident_id in ours
+                                            else ["sec-b"])
+                              for incident_id, _, _ in reports})
+    company_a = await agency_desk(desk, "sec-a")
+    listed: list[str] = []
+    after = None
+    for _ in range(3):
+        r = await desk.get("/v1/incidents", headers=company_a,
+                           params={"limit": "2", **({"after": after} if after else {})})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert all([o["team_id"] for o in row["orders"]] == ["t-sec-a"]
+                   for row in page["incidents"])
+        listed += [row["incident_id"] for row in page["incidents"]]
+        after = page["next"]
+        if not after:
+            break
+    assert listed == ours  # the newest first, each once
+    monkeypatch.setattr(api, "BOARD_BATCH", 5)
+    monkeypatch.setattr(api, "BOARD_SCAN", 10)
+    r = await desk.get("/v1/incidents", headers=company_a)
+    page = r.json()
+    assert [row["incident_id"] for row in page["incidents"]] == ours[:2]  # of the first ten
+    assert page["scanned_to"] and page["next"]
