@@ -188,7 +188,21 @@ KPIS_DESCRIPTION = (
     "reported while the zones could not be loaded, and over before they came back or "
     "still not placed when dispatch stopped looking, 10 min after it). "
     "`compare=previous_year` adds `previous_year`: the same period a year earlier, its "
-    "`incidents` and `by_category`.")
+    "`incidents` and `by_category`. "
+    "An agency desk's answer is of its own teams' orders only, for its contract reviews: of "
+    "the incidents of `district` (one of its own, required) reported in the period, those "
+    "its teams were given an order of: `incidents` and `by_category` (of those), `orders`, "
+    "`by_state` (each order's state now), `declines`, `routing_timeouts` (deadlines "
+    "missed), `withdrawn` (taken back, stood down), `resolved`, `handed_over`, and its "
+    "teams' times from each order's offer to the team (not from the report): "
+    "`offer_to_acknowledge_s` (its first answer other than a refusal) and "
+    "`offer_to_scene_s` (on scene, or resolved or handed over; also `by_priority`), p50, "
+    "p90 and count over the orders of the incident's response (a station's hand-over or "
+    "visit order is counted, not timed), and `by_team`: each team's `orders`, `declines`, "
+    "`routing_timeouts` and times; with `since`, `until`, `timezone`, `today`, "
+    "`category`, `agency_id` and `orders_kept_days` (RECORDS_DAYS: an incident's orders are "
+    "deleted that long after it ended, so a period reaching further back counts fewer). "
+    "`compare` is a 403 for it.")
 
 REVIEW_DISTRICT = ("one district: required of a dispatcher or inspector (one of theirs); "
                    "without it, the admin's answer is of every district")
@@ -1215,6 +1229,14 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         The fields first, then the district (DESIGN: a 422 before a 403). `asked`: the
         period is the caller's, held to MAX_PERIOD; a year before one (compare) may be a
         day longer, a 29 February more."""
+        since, until, ids = await period_ids(who, district, since, until, default=default,
+                                             now=now, asked=asked)
+        return since, until, await store.incidents_bulk(redis, ids)
+
+    async def period_ids(who: Principal, district: str | None, since: datetime | None,
+                         until: datetime | None, *, default: timedelta, now: datetime,
+                         asked: bool = True) -> tuple[datetime, datetime, list[str]]:
+        """period_incidents' period and the ids of its incidents, not read."""
         until = until or now
         since = since or until - default
         if since > until:
@@ -1231,12 +1253,12 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         ids = await store.list_incidents(redis, district=district, since_ts=since.timestamp(),
                                          until_ts=until.timestamp(), limit=1_000_000,
                                          newest_first=False)
-        return since, until, await store.incidents_bulk(redis, ids)
+        return since, until, ids
 
     @router.get("/kpis", summary="KPIs over a period, with incidents by hour and by zone",
                 description=KPIS_DESCRIPTION)
     async def kpis(
-        who: Reader,
+        who: ReaderOrAgency,
         since: Instant | None = Query(default=None, description=SINCE),
         until: Instant | None = Query(default=None, description=UNTIL),
         day: CalendarDate | None = Query(
@@ -1260,6 +1282,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                                "clock: ask with it alone, or with since and until", "date")
             since, until = review.local_day(day, tz)
         now = datetime.now(UTC)
+        if who.kind == "agency":
+            return await agency_kpis(who, district, since, until, category=category,
+                                     compare=compare, now=now)
         since, until, incidents = await period_incidents(who, district, since, until,
                                                          default=timedelta(days=1), now=now)
         incidents = of_category(incidents, category)
@@ -1287,6 +1312,33 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                                     "until": before_until.isoformat(),
                                     "incidents": sum(counts.values()), "by_category": counts}
         return out
+
+    async def agency_kpis(who: Principal, district: str | None, since: datetime | None,
+                          until: datetime | None, *, category: str | None,
+                          compare: str | None, now: datetime) -> dict[str, Any]:
+        """An agency desk's figures: of its own teams' orders of the incidents of `district`
+        (one of its own, required) reported in the period (review.agency_figures)."""
+        since, until, ids = await period_ids(who, district, since, until,
+                                             default=timedelta(days=1), now=now)
+        if compare is not None:
+            raise forbidden("an agency desk's figures are of its teams' orders, kept "
+                            f"{settings.records_days} days after their incident ended: none "
+                            "of a year before", "compare")
+        found: list[tuple[dict[str, str], list[dict[str, str]]]] = []
+        for start in range(0, len(ids), BOARD_BATCH):
+            batch = ids[start:start + BOARD_BATCH]
+            orders = await store.agency_orders(redis, batch, who.agency_id or "")
+            ours = [(incident_id, mine) for incident_id, mine
+                    in zip(batch, orders, strict=True) if mine]
+            heads = await store.incidents_heads(redis, [incident_id for incident_id, _ in ours],
+                                                ("district", "category", "priority"))
+            found += [(head, mine) for (_, mine), head in zip(ours, heads, strict=True)
+                      if head is not None and head["district"] in who.districts
+                      and (category is None or head.get("category") == category)]
+        return {"since": since.isoformat(), "until": until.isoformat(), "timezone": str(tz),
+                "today": now.astimezone(tz).date().isoformat(), "category": category,
+                "agency_id": who.agency_id, "orders_kept_days": settings.records_days,
+                **review.agency_figures(found)}
 
     def check_category(category: str | None) -> None:
         if category is not None and category not in engine.policy.categories:

@@ -1,5 +1,6 @@
 """The command room's look back: yesterday's incidents by place, type and hour, and the heat
-map that plans tonight's patrols (DOMAIN.md, "Planning").
+map that plans tonight's patrols (DOMAIN.md, "Planning"); and an agency's own look back at
+its teams' orders, for its contract reviews (agency_figures).
 
 Plain functions over the incident records dispatch keeps: no Redis or HTTP here. Hours are
 the district's local hours (settings `TIMEZONE`), of the time the incident was reported;
@@ -19,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import h3
 
-from .domain import sent_as
+from .domain import STATION_KINDS, percentile, sent_as
 
 log = logging.getLogger(__name__)
 
@@ -311,3 +312,86 @@ def heat_map(incidents: Iterable[Mapping[str, str]], tz: tzinfo, *, resolution: 
     hottest = sorted(cells.values(), key=lambda c: (-c.count, c.cell))[:limit]
     return {"resolution": resolution, "incidents": total, "cells": len(cells),
             "hottest": [c.view() for c in hottest]}
+
+
+# --- an agency's own teams (a security company's contract review) ---------------------------
+
+# A team's answers that say it took the order (any but a refusal: the design lets answers
+# skip steps), and those that say it reached the scene (resolved or handed over: it was there).
+_TOOK = ("acknowledged_at", "en_route_at", "on_scene_at", "resolved_at", "handover_at")
+_THERE = ("on_scene_at", "resolved_at", "handover_at")
+
+
+def _seconds_after(order: Mapping[str, str], steps: tuple[str, ...]) -> float | None:
+    """Seconds from the order's offer to its team's first of `steps`; None without one (or a
+    record whose times do not read). Never below 0: an answer read back before its offer."""
+    issued = _time(order.get("issued_at"))
+    times = [t for step in steps if (t := _time(order.get(step))) is not None]
+    if issued is None or not times:
+        return None
+    return max(0.0, (min(times) - issued).total_seconds())
+
+
+def _spread(values: list[float]) -> dict[str, float | int | None]:
+    return {"p50": percentile(values, 0.5), "p90": percentile(values, 0.9),
+            "count": len(values)}
+
+
+@dataclass
+class _TeamFigures:
+    name: str | None
+    orders: int = 0
+    declines: int = 0
+    routing_timeouts: int = 0
+    took: list[float] = field(default_factory=list)  # from the offer to taking it, seconds
+    there: list[float] = field(default_factory=list)  # from the offer to the scene
+
+    def view(self) -> dict[str, object]:
+        return {"team_name": self.name, "orders": self.orders, "declines": self.declines,
+                "routing_timeouts": self.routing_timeouts,
+                "offer_to_acknowledge_s": _spread(self.took),
+                "offer_to_scene_s": _spread(self.there)}
+
+
+def agency_figures(incidents: Iterable[tuple[Mapping[str, str], list[Mapping[str, str]]]]
+                   ) -> dict[str, object]:
+    """An agency's figures from `incidents`, each an incident's record (category, priority)
+    with the orders its own teams were given: how many incidents and orders, the orders by
+    state now, the teams' declines, missed deadlines (routing timeouts), withdrawals,
+    resolutions and hand-overs, and their times from each order's offer to the team taking
+    it and to the team on scene (orders of the incident's own response: a station's
+    hand-over or visit order has no deadline and is timed by its filing), overall, by the
+    incident's priority and by team. What the team could answer for, not the wait before
+    its offer: the command room's KPIs count from the report."""
+    by_category: Counter[str] = Counter()
+    by_state: Counter[str] = Counter()
+    teams: dict[str, _TeamFigures] = {}
+    to_scene: dict[str, list[float]] = {}
+    for inc, orders in incidents:
+        by_category[inc.get("category") or "unknown"] += 1
+        for order in orders:
+            state = order.get("state") or "unknown"
+            by_state[state] += 1
+            team = teams.setdefault(order.get("team_id") or "unknown",
+                                    _TeamFigures(order.get("team_name") or None))
+            team.orders += 1
+            team.declines += state == "declined"
+            team.routing_timeouts += state == "timed_out"
+            if order.get("kind") in STATION_KINDS:
+                continue
+            if (took := _seconds_after(order, _TOOK)) is not None:
+                team.took.append(took)
+            if (there := _seconds_after(order, _THERE)) is not None:
+                team.there.append(there)
+                to_scene.setdefault(inc.get("priority") or "unknown", []).append(there)
+    return {
+        "incidents": sum(by_category.values()), "by_category": dict(by_category.most_common()),
+        "orders": sum(by_state.values()), "by_state": dict(sorted(by_state.items())),
+        "declines": by_state["declined"], "routing_timeouts": by_state["timed_out"],
+        "withdrawn": by_state["withdrawn"], "resolved": by_state["resolved"],
+        "handed_over": by_state["handover"],
+        "offer_to_acknowledge_s": _spread([t for team in teams.values() for t in team.took]),
+        "offer_to_scene_s": {**_spread([t for v in to_scene.values() for t in v]),
+                             "by_priority": {p: _spread(v) for p, v in sorted(to_scene.items())}},
+        "by_team": {team_id: team.view() for team_id, team in sorted(teams.items())},
+    }

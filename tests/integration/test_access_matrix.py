@@ -223,8 +223,9 @@ MATRIX: list[Row] = [
     # volunteers' plans and check-ins, asked by dispatch for a desk's own districts
     row("dispatch", "GET", "/v1/shift-check-ins?district=d1", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/shift-check-ins?district=d2", {"admin": 200}),
-    row("dispatch", "GET", "/v1/kpis", {"admin": 200, "desk_d1": 422, "inspector_d1": 422}),
-    row("dispatch", "GET", "/v1/kpis?district=d1", each(READERS, 200)),
+    row("dispatch", "GET", "/v1/kpis", {"admin": 200, "desk_d1": 422, "inspector_d1": 422,
+                                        AGENCY: 422}),
+    row("dispatch", "GET", "/v1/kpis?district=d1", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/kpis?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/heatmap?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/heatmap?district=d2", {"admin": 200}),
@@ -327,7 +328,7 @@ AGENCY_DESK: dict[str, str] = {
     "GET /v1/units": "own",  # its own teams
     "GET /v1/shift-check-ins": "own",  # its own teams planned now
     "GET /v1/pipeline": "refused",
-    "GET /v1/kpis": "refused",
+    "GET /v1/kpis": "own",  # its own teams' figures
     "GET /v1/heatmap": "refused",
 }
 
@@ -668,3 +669,6 @@ async def test_an_agency_desk_reads_its_own_teams_and_orders_only(
     fight = await read(f"/v1/incidents/{world.names['inc_d1']}")
     [order] = fight["orders"]
     assert order["order_id"] == world.names["order_b"] and order["acknowledged_at"]
+    figures = await read("/v1/kpis?district=d1")
+    assert (figures["incidents"], figures["orders"], list(figures["by_team"])) == (
+        1, 1, ["d1-sec-1"])

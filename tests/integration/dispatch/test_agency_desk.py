@@ -6,6 +6,7 @@ is stood in with the roster's districts and agencies."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -273,18 +274,21 @@ async def wait_for_units(desk: httpx.AsyncClient, count: int) -> None:
     await poll_until(known, f"dispatch knowing {count} teams placed")
 
 
-def seed_orders(url: str, orders: dict[str, list[str]]) -> None:
-    """Orders stored as dispatch stores them: {incident id: [agency of each order]}."""
+def seed_orders(url: str, orders: dict[str, list[str | dict[str, str]]]) -> None:
+    """Orders stored as dispatch stores them: {incident id: [each order's agency, or its
+    fields over a resolved order of a team of the agency]}."""
     client = sync_redis.Redis.from_url(url, decode_responses=True)
     try:
         pipe = client.pipeline(transaction=False)
-        for incident_id, agencies in orders.items():
-            for n, agency_id in enumerate(agencies):
+        for incident_id, given in orders.items():
+            for n, fields in enumerate(given):
+                fields = {"agency_id": fields} if isinstance(fields, str) else fields
                 order_id = f"ord_{incident_id}_{n}"
                 pipe.hset(store.order_key(order_id), mapping={
-                    "order_id": order_id, "incident_id": incident_id, "team_id": f"t-{agency_id}",
-                    "agency_id": agency_id, "agency_kind": "security", "kind": "dispatch",
-                    "state": "resolved", "issued_at": utcnow().isoformat()})
+                    "order_id": order_id, "incident_id": incident_id,
+                    "team_id": f"t-{fields['agency_id']}", "agency_kind": "security",
+                    "kind": "dispatch", "state": "resolved", "issued_at": utcnow().isoformat(),
+                    **fields})
                 pipe.rpush(store.orders_key(incident_id), order_id)
         pipe.execute()
     finally:
@@ -323,3 +327,66 @@ async def test_an_agency_desk_pages_through_its_own_incidents_however_many_other
     page = r.json()
     assert [row["incident_id"] for row in page["incidents"]] == ours[:2]  # of the first ten
     assert page["scanned_to"] and page["next"]
+
+
+async def test_an_agency_desk_s_figures_are_of_its_own_teams_orders(
+        clean_redis: str, desk: httpx.AsyncClient) -> None:
+    """Company A's contract review: its posts' orders of the day's incidents, their declines,
+    missed deadlines and times from each offer, by team; nothing of company B's posts on the
+    same incidents, nor of the incidents none of A's posts was sent to."""
+    now = utcnow()
+    offered = now - timedelta(hours=2)
+
+    def after(seconds: float) -> str:
+        return (offered + timedelta(seconds=seconds)).isoformat()
+
+    seed_incidents(clean_redis, [
+        ("inc_fight", offered, {"category": "violence", "priority": "P1"}),
+        ("inc_noise", offered, {}),
+        ("inc_b_only", offered, {}),
+        ("inc_last_week", now - timedelta(days=7), {}),
+    ])
+    a_post = {"agency_id": "sec-a", "team_id": "a-post-1", "team_name": "Guard post 3",
+              "issued_at": after(0)}
+    seed_orders(clean_redis, {
+        "inc_fight": [{**a_post, "state": "declined", "declined_at": after(8)},
+                      {"agency_id": "sec-b", "acknowledged_at": after(1),
+                       "on_scene_at": after(2)},
+                      {**a_post, "team_id": "a-post-2", "team_name": "Guard post 4",
+                       "state": "on_scene", "acknowledged_at": after(20),
+                       "on_scene_at": after(140)}],
+        "inc_noise": [{**a_post, "state": "timed_out", "timed_out_at": after(300)},
+                      {**a_post, "acknowledged_at": after(30), "on_scene_at": after(400),
+                       "resolved_at": after(900)}],
+        "inc_b_only": [{"agency_id": "sec-b", "state": "timed_out"}],
+        "inc_last_week": ["sec-a"],
+    })
+    company_a, company_b = await agency_desk(desk, "sec-a"), await agency_desk(desk, "sec-b")
+
+    async def figures(headers: dict[str, str], **params: str) -> dict[str, Any]:
+        r = await desk.get("/v1/kpis", headers=headers, params={"district": DISTRICT, **params})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    a = await figures(company_a)
+    assert (a["agency_id"], a["incidents"], a["orders"]) == ("sec-a", 2, 4)
+    assert a["by_category"] == {"violence": 1, "noise": 1}
+    assert (a["declines"], a["routing_timeouts"], a["resolved"]) == (1, 1, 1)
+    assert a["offer_to_acknowledge_s"] == {"p50": 25.0, "p90": 29.0, "count": 2}
+    assert a["offer_to_scene_s"]["by_priority"]["P1"]["p50"] == 140.0
+    assert a["by_team"]["a-post-1"]["declines"] == 1 and a["by_team"]["a-post-1"]["orders"] == 3
+    assert set(a["by_team"]) == {"a-post-1", "a-post-2"}  # never company B's
+    assert a["orders_kept_days"] > 0 and "never_assigned" not in a and "by_zone" not in a
+    b = await figures(company_b)
+    assert (b["incidents"], b["orders"], b["routing_timeouts"]) == (2, 2, 1)
+    assert set(b["by_team"]) == {"t-sec-b"}
+    assert (await figures(company_a, category="noise"))["orders"] == 2
+    week = await figures(company_a, since=(now - timedelta(days=8)).isoformat())
+    assert week["incidents"] == 3
+    r = await desk.get("/v1/kpis", headers=company_a, params={"district": DISTRICT,
+                                                              "compare": "previous_year"})
+    assert (r.status_code, r.json()["error"]["field"]) == (403, "compare"), r.text
+    r = await desk.get("/v1/kpis", headers=company_a)  # whose district: one of its own
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "district"), r.text
+    r = await desk.get("/v1/kpis", headers=company_a, params={"district": OTHER_DISTRICT})
+    assert r.status_code == 403, r.text
