@@ -291,6 +291,17 @@ function refused(body) {
   pipelineNow = null; pipelineMissed = 0; pipelineReading = null; paintPipeline();
   rollNow = null; rollMissed = null; rollReading = null; paintRollCall();
 }
+// An agency's own desk (a security company's, a police station's) reads its own teams and
+// their orders through dispatch's API; the board, the timelines, the duty, the KPIs and the
+// system's state this page shows are the command room's, refused to it. Said once, and
+// nothing is polled until Watch with another token (the roll call or pipeline read on its
+// way is dropped, not painted).
+function notForAgencies() {
+  stopped = true;
+  pipelineNow = null; pipelineMissed = 0; paintPipeline();
+  rollNow = null; rollMissed = null; paintRollCall();
+  show("err", () => say("agency_desk"));
+}
 // What an action answered (a 409 and why) stays beside its buttons until the next action:
 // the 3 s refresh does not wipe it before it is read.
 function tell(e, where) { if (e !== REFUSED && e !== STALE) show(where || "aerr", told(e)); }
@@ -341,6 +352,7 @@ async function refresh() {
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
     if (pages.length) q.set("after", pages[pages.length - 1]);
     if (!me) { me = await get("/v1/me");  // an inspector reads and changes nothing: no buttons
+      if (me.kind === "agency") { notForAgencies(); return; }
       for (const id of ["assign", "close", "attach", "revise", "addremark"]) {
         $(id).hidden = me.kind === "inspector"; }
       // the duty is taken by the dispatcher who asks: an admin's press names nobody (a 422)
