@@ -204,8 +204,8 @@ KPIS_DESCRIPTION = (
     "deleted that long after it ended, so a period reaching further back counts fewer). "
     "`compare` is a 403 for it.")
 
-REVIEW_DISTRICT = ("one district: required of a dispatcher or inspector (one of theirs); "
-                   "without it, the admin's answer is of every district")
+REVIEW_DISTRICT = ("one district: required of a dispatcher, inspector or agency desk (one of "
+                   "theirs); without it, the admin's answer is of every district")
 HEATMAP_DESCRIPTION = (
     "The incidents reported in [since, until) (the four weeks before `until` unless asked; "
     "a year at most), a duplicate report linked to another left out, by the H3 cell of the "
