@@ -307,6 +307,7 @@ AGENCY_DESK: dict[str, str] = {
     "GET /metrics": "refused", "GET /v1/admin/audit": "refused",
     "GET /v1/admin/dead-letters": "refused",
     "POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay": "refused",
+    "DELETE /v1/admin/dead-letters/{stream}/{dead_letter_id}": "refused",
     "GET /v1/me": "own",
     "GET /v1/incidents": "own",  # the incidents its teams were sent to, its orders only
     "GET /v1/reports-not-handled": "refused",
