@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 import httpx
@@ -68,6 +70,7 @@ from .domain import (
     report_fingerprint,
     report_time,
     sent_teams,
+    taken_time,
     unknown_category_message,
 )
 
@@ -77,6 +80,7 @@ log = logging.getLogger(__name__)
 REPORT_PATH = "/v1/incidents"
 FOLLOW_UPS = "/follow-ups"
 CANCEL_REQUESTS = "/cancel-requests"
+AHEAD_TOLD_S = 600.0  # a reporter whose clock is ahead is logged once in this long
 MAX_JUDGED = 50  # open incidents near a report judged before it is recorded regardless
 # A report refused for now says when to ask again, as every 503 does (shared.http.store_away)
 RETRY_AFTER = {"Retry-After": "2"}
@@ -176,6 +180,23 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             for flag in sorted({*policy.raise_to_p1_flags, *policy.bar_volunteers_flags})
         ]
 
+    # When each reporter's clock was last said to be ahead (monotonic): once in AHEAD_TOLD_S
+    clock_told: dict[str, float] = {}
+
+    def clock_ahead(who: Principal, ahead: timedelta) -> None:
+        """Tells operations that a reporting system's clock is wrong (its reports taken at
+        the time they come, domain.taken_time), once in AHEAD_TOLD_S a system: a camera
+        firing every second would say it every second. Its id and the gap only."""
+        reporter, now = reporter_of(who), time.monotonic()
+        if now - clock_told.get(reporter, -math.inf) < AHEAD_TOLD_S:
+            return
+        if len(clock_told) >= 10_000:  # systems are a few dozen; members' phones more
+            clock_told.clear()
+        clock_told[reporter] = now
+        log.warning("%s sent a reported_at %d s ahead of intake's clock (its clock is wrong, "
+                    "or a local time was sent as UTC): its reports are taken at the time they "
+                    "come", reporter, ahead.total_seconds())
+
     def report_deadline() -> deadline.Deadline:
         """The bound of the report (or follow-up, or cancel request) being handled:
         REPORT_TIMEOUT_S from its arrival (ReportDeadlines), else from now."""
@@ -247,7 +268,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         flags = normalise_flags(body.flags)
         priority = classify(body.category, flags, policy)
         received_at = utcnow()
-        reported_at = body.reported_at or received_at
+        reported_at = taken_time(body.reported_at, received_at)
+        if body.reported_at is not None and reported_at != body.reported_at:
+            clock_ahead(who, body.reported_at - received_at)
         trace_id = current_trace_id()
         incident_id = new_id("inc")
         key = who.extra.get("key_hash")  # checked by the record script (SystemKeys)
@@ -271,6 +294,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     entry=entry, waitaof_timeout_ms=wait_ms,
                     key_hash=key, judged=judged, unheard_ttl_s=unheard_ttl_s,
                     fingerprint=fingerprint, follow_up_of=follow_up_of,
+                    sent_reported_at=body.reported_at if reported_at != body.reported_at
+                    else None,
                 )
                 if recording.waitaof_refused:
                     fsync.refused()

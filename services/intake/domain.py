@@ -23,9 +23,11 @@ from shared.events import (
 )
 from shared.policy import Policy, normalise_flags
 
-# A report's own time: a system's clock a little ahead is tolerated; a report older than
-# this is a record to pass on by other means, not an incident to send a team to (and the
-# command room's board, which lists the last 30 days by default, would not show it).
+# A report's own time: a system's clock a little ahead is tolerated (kept as it said it);
+# one further ahead is a clock that is wrong (drifted without NTP, local time sent as UTC),
+# and the report is taken at the time it came (taken_time). A report older than
+# MAX_REPORT_AGE is a record to pass on by other means, not an incident to send a team to
+# (and the command room's board, which lists the last 30 days by default, would not show it).
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_REPORT_AGE = timedelta(days=7)
 
@@ -88,7 +90,9 @@ class IncidentIn(BaseModel):
         default_factory=list, max_length=16)
     reported_at: IsoTime | None = Field(
         default=None, description="when it was reported (ISO 8601 with its offset; now if "
-        "absent): at most 5 minutes ahead of intake's clock and at most 7 days ago")
+        "absent): at most 7 days ago. One more than 5 minutes ahead of intake's clock (a "
+        "clock running fast, a local time sent as UTC) is taken as the moment the report "
+        "came, never refused")
 
     @field_validator("location", mode="before")
     @classmethod
@@ -108,9 +112,9 @@ class IncidentIn(BaseModel):
     @field_validator("reported_at")
     @classmethod
     def _plausible(cls, value: datetime | None) -> datetime | None:
+        # A time ahead is not refused (taken_time): an alarm from a gateway whose clock is
+        # wrong is still the only word of a break-in, and a refused one is not sent again.
         now = utcnow()
-        if value is not None and value > now + CLOCK_SKEW:
-            raise ValueError("is in the future (more than 5 minutes ahead of intake's clock)")
         if value is not None and value < now - MAX_REPORT_AGE:
             raise ValueError("is more than 7 days ago: pass it to the command room directly")
         return value
@@ -306,6 +310,18 @@ class OpenIncident(BaseModel):
     received_at: datetime | None = Field(default=None, description="when it reached intake")
 
 
+def taken_time(reported_at: datetime | None, received_at: datetime) -> datetime:
+    """The time a report is recorded and passed on with: the one its system gave (none:
+    when it came), unless that is more than CLOCK_SKEW ahead of intake's clock: the
+    system's clock is wrong (a door gateway writing Beijing's wall clock with a Z is 8
+    hours ahead), and the moment it came is the best word of when it happened. Kept as
+    given, the board and the KPIs would place it hours on, and the duplicate rule judge
+    it against reports still to come."""
+    if reported_at is None or reported_at > received_at + CLOCK_SKEW:
+        return received_at
+    return reported_at
+
+
 def report_time(reported_at: datetime, received_at: datetime | None) -> datetime:
     """When a report happened, as the duplicate window judges it: the time its system gave
     (a 110 centre posting a call late means when the call came), but never later than when
@@ -385,7 +401,9 @@ def differing_part(record: Mapping[str, str], body: IncidentIn, *,
     if (float(record.get("lat") or "nan"), float(record.get("lon") or "nan")) != (
             body.location.lat, body.location.lon):
         return "its location"
-    if body.reported_at is not None and _moment(record.get("reported_at")) != body.reported_at:
+    # (a time taken as when the report came: the record keeps the one the system gave too)
+    sent = record.get("reported_at_sent") or record.get("reported_at")
+    if body.reported_at is not None and _moment(sent) != body.reported_at:
         return "its reported_at"
     return "its flags, description, caller, address or reported_at"
 

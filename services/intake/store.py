@@ -227,6 +227,7 @@ async def record_incident(
     unheard_ttl_s: int | None = None,
     fingerprint: str = "",
     follow_up_of: str | None = None,
+    sent_reported_at: datetime | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres (a little more: those are
@@ -239,7 +240,8 @@ async def record_incident(
     report up, or sends a linked one out as an incident of its own (`apply_update`).
     `fingerprint` (domain.report_fingerprint) is kept to tell a retry from another report
     sent under the same ref. `follow_up_of`: a follow-up's, the report it adds to (kept for
-    its view and its retries; its `linked_to` is where it goes)."""
+    its view and its retries; its `linked_to` is where it goes). `sent_reported_at`: the time
+    the system gave, when `reported_at` is another (domain.taken_time), for its retries."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -262,6 +264,8 @@ async def record_incident(
     }
     if follow_up_of:
         fields["follow_up_of"] = follow_up_of
+    if sent_reported_at is not None:
+        fields["reported_at_sent"] = sent_reported_at.isoformat()
     stream = streams.INCIDENT_REPORTED
     keys = [f"intake:ref:{system_id}:{external_ref}", f"intake:incident:{incident_id}",
             _open_index(district, category), stream.name]

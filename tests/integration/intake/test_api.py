@@ -163,10 +163,8 @@ async def test_a_report_exactly_200_m_from_an_open_incident_is_linked(intake) ->
         # a number would be Unix time: 1970
         (incident(reported_at=0), "reported_at"),
         # a clock ten years out: a P1 nobody would see on the board
+        # (a clock ahead is taken as when the report came: test_report_times.py)
         (incident(reported_at="2016-12-05T19:00:00+08:00"), "reported_at"),
-        (incident(reported_at="9999-12-31T23:59:59Z"), "reported_at"),
-        (incident(reported_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()),
-         "reported_at"),
         (incident(surprise=1), "surprise"),
     ],
 )

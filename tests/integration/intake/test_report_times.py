@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 
+from shared import streams
+from shared.events import IncidentReported
+from tests.helpers import read_stream
 from tests.integration.intake.conftest import system_key
 
 HERE = {"lat": 22.8, "lon": 108.3}
@@ -71,3 +74,45 @@ async def test_the_reporting_system_reads_back_the_time_it_gave(intake) -> None:
     alarm = await report(intake, doors, "door-19", HERE, reported_at=said)
     r = await intake.get(f"/v1/incidents/{alarm['incident_id']}", headers=doors)
     assert r.status_code == 200 and r.json()["reported_at"] == said
+
+
+async def test_a_report_from_a_clock_hours_ahead_is_taken_as_when_it_came(
+        intake, clean_redis) -> None:
+    # The door-access gateway writes Beijing's wall clock with a Z: 8 hours ahead. Its
+    # forced-door alarm comes now, at 03:00, and is the only word of the break-in: refused
+    # (422), it reached nobody, and the gateway does not send again what was refused. It is
+    # taken, at the time it came (intake's clock, which is the one kept right), so that the
+    # board, the KPIs and the duplicate rule see it now, not 8 hours on.
+    doors = await system_key(intake, ["d1"])
+    wall = datetime.now(timezone(timedelta(hours=8))).replace(tzinfo=UTC).isoformat()
+    before = datetime.now(UTC)
+    r = await intake.post("/v1/incidents", headers=doors, json={
+        "external_ref": "door-77:forced", "category": "suspicious", "district": "d1",
+        "location": HERE, "flags": ["door_forced"], "reported_at": wall})
+    after = datetime.now(UTC)
+    assert r.status_code == 202, r.text
+    alarm = r.json()
+    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert [e.incident_id for e in events] == [alarm["incident_id"]]
+    assert before <= events[0].reported_at <= after
+    view = (await intake.get(f"/v1/incidents/{alarm['incident_id']}", headers=doors)).json()
+    assert before <= datetime.fromisoformat(view["reported_at"]) <= after
+    # its retry, sent as it was, is the retry (200, the same incident), and the gateway's
+    # next alarm of the same door a few seconds on joins it, as any of the same event
+    again = await intake.post("/v1/incidents", headers=doors, json={
+        "external_ref": "door-77:forced", "category": "suspicious", "district": "d1",
+        "location": HERE, "flags": ["door_forced"], "reported_at": wall})
+    assert again.status_code == 200 and again.json()["incident_id"] == alarm["incident_id"]
+    # (a ref used again for another body is told what differs: not the time it gave)
+    other = await intake.post("/v1/incidents", headers=doors, json={
+        "external_ref": "door-77:forced", "category": "suspicious", "district": "d1",
+        "location": HERE, "flags": ["door_forced", "tailgating"], "reported_at": wall})
+    assert other.status_code == 409
+    assert "differs in flags, description" in other.json()["error"]["message"]
+    later = datetime.fromisoformat(wall) + timedelta(seconds=5)
+    r = await intake.post("/v1/incidents", headers=doors, json={
+        "external_ref": "door-77:held", "category": "suspicious", "district": "d1",
+        "location": NEAR, "flags": ["door_held_open"], "reported_at": later.isoformat()})
+    held = r.json()
+    assert held["status"] == "linked" and held["linked_to"] == alarm["incident_id"]
+    assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 2
