@@ -132,6 +132,11 @@ class Event(BaseModel):
 class IncidentReported(Event):
     incident_id: str
     system_id: str
+    system_name: str | None = Field(
+        default=None, description="the reporting system's name as registered at intake "
+        "(POST /v1/systems: \"Skynet video analytics\", \"110 call-taking\"), by which the "
+        "command room tells a camera's alert from a caller's report; None for a member's "
+        "report (`system_id` `member:<id>`) and from an intake before 2026-12-08")
     external_ref: str
     category: str
     priority: Priority

@@ -440,6 +440,9 @@ def _incident_view(inc: dict[str, str]) -> dict[str, Any]:
         "incident_id": inc["incident_id"],
         "district": inc["district"],
         "system_id": inc.get("system_id") or None,
+        # who reported, by the name intake registered it under (none: a member's report,
+        # or one received before 2026-12-08)
+        "system_name": inc.get("system_name") or None,
         "external_ref": inc.get("external_ref") or None,
         "category": inc["category"],
         "priority": inc["priority"],

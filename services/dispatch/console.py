@@ -165,8 +165,8 @@ const HINTS = {token: "token_hint", district: "district_hint", ref: "ref_hint",
 const TITLES = {soundlabel: "sound_hint", signout: "sign_out_hint", unlink: "unlink_hint",
   kday: "day_hint", spotchoice: "spots_choice_hint"};
 const COLUMNS = {
-  boardcols: ["col_reported", "col_priority", "col_category", "col_status", "col_timeouts",
-              "col_incident"],
+  boardcols: ["col_reported", "col_priority", "col_category", "col_source", "col_status",
+              "col_timeouts", "col_incident"],
   unitcols: ["col_team", "col_kind", "col_status", "col_order"],
   timelinecols: ["col_time", "col_what", "col_team", "col_detail"]};
 const FILTERED = ["unassigned", "assigned", "acknowledged", "en_route", "on_scene",
@@ -248,6 +248,10 @@ if (linkTaken && link.get("district")) localStorage.setItem("lf-district", link.
 $("token").value = localStorage.getItem("lf-token") || "";
 $("district").value = localStorage.getItem("lf-district") || "";
 const spotHoursKept = localStorage.getItem(SPOT_HOURS_KEY) === PATROL_HOURS ? PATROL_HOURS : "";
+// Who reported: the system by its name (a camera's alert or a 110 call), a patrol member's
+// own report, or an id only (a report received before dispatch kept names)
+const reporter = i => i.system_name
+  || (String(i.system_id || "").startsWith("member:") ? say("by_member") : i.system_id || "");
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text ?? "";
   if (cls) td.className = cls; tr.appendChild(td); return td; }
 const REFUSED = new Error("the token was refused");
@@ -392,7 +396,7 @@ async function refresh() {
       if (i.flagged) tr.className = "flagged"; else if (calling(i)) tr.className = "called";
       if (i.incident_id === selected) tr.classList.add("sel");
       cell(tr, reportedText(i), i.late_by_s ? "late" : ""); cell(tr, prio(i.priority), i.priority);
-      cell(tr, word("category", i.category));
+      cell(tr, word("category", i.category)); cell(tr, reporter(i), "dim");
       cell(tr, word("incident_status", i.status) + callSaid(i.backup_call));
       cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => openIncident(i.incident_id); tb.appendChild(tr); }
@@ -815,7 +819,7 @@ async function detail(run) {
     + ((i.flags || []).length ? say("reported_flags",
       {flags: i.flags.map(f => word("flag", f)).join(lang === "zh" ? "、" : ", ")}) : "");
   const place = i.location.address || (i.location.lat + ", " + i.location.lon);
-  $("dmeta").textContent = say("meta", {id: i.incident_id, system: i.system_id || "",
+  $("dmeta").textContent = say("meta", {id: i.incident_id, system: reporter(i),
     ref: i.external_ref || "", place, time: reportedText(i),
     supervisor: i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : say("nobody"),
     trace: i.trace_id || "-"});

@@ -42,6 +42,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "col_reported": "上报时间",
         "col_priority": "等级",
         "col_category": "类别",
+        "col_source": "来源",
         "col_status": "状态",
         "col_timeouts": "超时",
         "col_incident": "警情编号",
@@ -170,6 +171,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "meta": "{id} · {system} {ref} · {place} · 上报于{time} · 督办人：{supervisor} · "
                 "追踪 {trace}",
         "nobody": "无",
+        "by_member": "巡逻队员",
         "description": "报警内容：{text}",
         "caller": "报警人：{caller}",
         "teams_on_it": "处置警组：",
@@ -250,6 +252,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "col_reported": "reported",
         "col_priority": "prio",
         "col_category": "category",
+        "col_source": "reported by",
         "col_status": "status",
         "col_timeouts": "timeouts",
         "col_incident": "incident",
@@ -397,6 +400,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "meta": "{id} · {system} {ref} · {place} · reported {time} · supervised by "
                 "{supervisor} · trace {trace}",
         "nobody": "nobody",
+        "by_member": "a patrol member",
         "description": "Reported: {text}",
         "caller": "Caller: {caller}",
         "teams_on_it": "Teams on it: ",

@@ -1028,6 +1028,8 @@ class Dispatcher:
         return {
             "district": event.district,
             "system_id": event.system_id,
+            # the system's name, for the dispatcher (a camera's alert or a 110 call)
+            "system_name": event.system_name or "",
             # a member's report: their team as they reported it (incident.closed carries it)
             "reporter_team_id": event.reporter_team_id or "",
             "external_ref": event.external_ref,

@@ -611,6 +611,8 @@ def _reported(incident_id: str, body: IncidentIn, who: Principal, flags: tuple[s
               trace_id: str | None, follow_up_of: str | None = None) -> IncidentReported:
     return IncidentReported(
         district=body.district, incident_id=incident_id, system_id=reporter_of(who),
+        # the command room's word for who reported (a member's report: none)
+        system_name=who.extra.get("name") if who.kind == "system" else None,
         external_ref=body.external_ref, category=body.category, priority=priority,
         flags=flags, location=body.location, description=body.description,
         caller=body.caller, reported_at=reported_at, trace_id=trace_id, linked_to=linked_to,
@@ -738,7 +740,7 @@ class SystemKeys:
             return None
         principal = Principal(kind="system", subject=system["system_id"],
                               districts=tuple(system["districts"]),
-                              extra={"key_hash": hashed})
+                              extra={"key_hash": hashed, "name": system["name"]})
         if len(self._known) >= self.MAX:
             self._known.clear()
         self._known[hashed] = principal
