@@ -279,7 +279,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         answer_by = report_deadline()
 
         async def record(linked_to: str | None, *, look_near: bool,
-                         judged: Sequence[str] = ()) -> store.Recording:
+                         judged: Sequence[str] = (), duplicate: bool = False
+                         ) -> store.Recording:
             # Recorded and published in one step (the script writes the entry with the record).
             wait_ms = await fsync.timeout_ms()
             event = _reported(incident_id, body, who, flags, priority, reported_at, linked_to,
@@ -296,6 +297,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     fingerprint=fingerprint, follow_up_of=follow_up_of,
                     sent_reported_at=body.reported_at if reported_at != body.reported_at
                     else None,
+                    # a duplicate (not a follow-up) moves its incident's window on
+                    duplicate_at=report_time(reported_at, received_at)
+                    if duplicate and linked_to else None,
                 )
                 if recording.waitaof_refused:
                     fsync.refused()
@@ -367,7 +371,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                                                    new_location=body.location,
                                                    candidates=list(recording.near), policy=policy)
                         again = linked_to is None and len(judged) < MAX_JUDGED
-                        recording = await record(linked_to, look_near=again, judged=judged)
+                        recording = await record(linked_to, look_near=again, judged=judged,
+                                                 duplicate=True)
                         if recording.existing_id is not None:  # a concurrent retry of the same ref won
                             response.status_code = 200
                             return await retried(recording)

@@ -197,11 +197,12 @@ def how_to_report(policy: Policy) -> str:
         "**A place** (WGS-84 `lat` and `lon`) is required; `address` goes with it to the "
         "teams. `caller` and `description` go to police teams only.\n\n"
         f"**Linked**: a report of the same category within {radius} and {window} of an open "
-        "incident of the district (counted from when that incident was reported) is answered "
+        "incident of the district (of when that incident was reported, or of the latest "
+        "report linked to it: an alarm repeated for longer stays one incident) is answered "
         "202 with status `linked` and `linked_to`: no team is sent for it; its flags revise "
         "that incident (its priority, its teams' orders), its description is for the command "
-        f"room. One made later than {window} after the first, elsewhere or of another "
-        "category is an incident of its own, with its own team.\n\n"
+        f"room. One made more than {window} after the latest report of the incident, "
+        "elsewhere or of another category is an incident of its own, with its own team.\n\n"
         "**Follow-ups**: what a caller adds on calling back (\"he has a knife now\", \"they "
         "went into the mall\"), or a second alert of the same event, is sent as a follow-up "
         "of this system's own report: `POST /v1/incidents/{incident_id}/follow-ups` with the "
@@ -308,6 +309,9 @@ class OpenIncident(BaseModel):
     reported_at: datetime
     location: Location
     received_at: datetime | None = Field(default=None, description="when it reached intake")
+    latest_at: datetime | None = Field(
+        default=None, description="the report time of the latest report linked to it as a "
+        "duplicate (None: none yet): the event went on until then at least")
 
 
 def taken_time(reported_at: datetime | None, received_at: datetime) -> datetime:
@@ -337,13 +341,18 @@ def find_duplicate(
     """The nearest open incident within the duplicate radius (at it included) and time
     window, if any. The candidates may come from a little farther (store.search_radius_m):
     this is where the radius is judged. `new_at` and each candidate's time are
-    `report_time`s."""
+    `report_time`s. The window runs from the incident's own report to the latest report
+    linked to it (`latest_at`): an alarm a machine repeats (a door held open, a crowd that
+    stays) is one event for as long as each repeat comes within the window of the one
+    before, not a new incident, and a second team, each window after the first report."""
     window = timedelta(seconds=policy.duplicate_window_s)
     best: tuple[float, str] | None = None
     for c in candidates:
         if c.status not in OPEN_STATUSES:
             continue
-        if abs(new_at - report_time(c.reported_at, c.received_at)) > window:
+        first = report_time(c.reported_at, c.received_at)
+        last = max(first, c.latest_at) if c.latest_at is not None else first
+        if new_at < first - window or new_at > last + window:
             continue
         d = distance_m(new_location, c.location)
         if d <= policy.duplicate_radius_m + RADIUS_TOLERANCE_M and (best is None or d < best[0]):

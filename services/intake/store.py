@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -129,6 +129,9 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # incident.updated: _PROJECT keeps it then while it is open) or sends a linked one out as
 # its own: should dispatch's word never come (its incident.reported dead-lettered and never
 # replayed), nothing else would end it.
+# A report linked as a duplicate (ARGV[12], the incident it joins) moves that incident's
+# latest report time (`latest_ts`, epoch seconds: ARGV[13]) on, never back: the duplicate
+# window runs to it (domain.find_duplicate).
 _RECORD = XADD_LUA + """
 if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then return {'revoked'} end
 local existing = redis.call('GET', KEYS[1])
@@ -143,11 +146,11 @@ if ARGV[4] ~= '' then
   for _, id in ipairs(cjson.decode(ARGV[10])) do judged[id] = true end
   for _, id in ipairs(ids) do
     local c = redis.call('HMGET', 'intake:incident:' .. id, 'status', 'reported_at', 'lat',
-                         'lon', 'created_at')
+                         'lon', 'created_at', 'latest_ts')
     if judged[id] then
       -- judged no duplicate by this caller already: it asks for the others only
     elseif c[1] then
-      table.insert(near, {id, c[1], c[2], c[3], c[4], c[5] or ''})
+      table.insert(near, {id, c[1], c[2], c[3], c[4], c[5] or '', c[6] or ''})
     else
       redis.call('ZREM', KEYS[3], id)
     end
@@ -163,6 +166,15 @@ end
 if ARGV[11] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[11])
   redis.call('EXPIRE', KEYS[2], ARGV[11])
+end
+if ARGV[12] ~= '' then
+  local parent = 'intake:incident:' .. ARGV[12]
+  if redis.call('EXISTS', parent) == 1 then
+    local was = tonumber(redis.call('HGET', parent, 'latest_ts') or '')
+    if not was or tonumber(ARGV[13]) > was then
+      redis.call('HSET', parent, 'latest_ts', ARGV[13])
+    end
+  end
 end
 return {'recorded', ARGV[1]}
 """
@@ -228,6 +240,7 @@ async def record_incident(
     fingerprint: str = "",
     follow_up_of: str | None = None,
     sent_reported_at: datetime | None = None,
+    duplicate_at: datetime | None = None,
 ) -> Recording:
     """Store a new incident, unless its ref has one already or, given `unless_near_m`, an
     open incident of its category is within that many metres (a little more: those are
@@ -241,7 +254,9 @@ async def record_incident(
     `fingerprint` (domain.report_fingerprint) is kept to tell a retry from another report
     sent under the same ref. `follow_up_of`: a follow-up's, the report it adds to (kept for
     its view and its retries; its `linked_to` is where it goes). `sent_reported_at`: the time
-    the system gave, when `reported_at` is another (domain.taken_time), for its retries."""
+    the system gave, when `reported_at` is another (domain.taken_time), for its retries.
+    `duplicate_at`: a report linked to `linked_to` as a duplicate of it, its report time
+    (domain.report_time), which that incident's window runs to from now on."""
     fields: dict[str, str] = {
         "incident_id": incident_id,
         "system_id": system_id,
@@ -277,7 +292,9 @@ async def record_incident(
             json.dumps([x for kv in fields.items() for x in kv]),
             entry if entry is not None else "",
             maxlen_arg(stream), system_id if key_hash is not None else "",
-            json.dumps(list(judged)), _ttl_arg(unheard_ttl_s)]
+            json.dumps(list(judged)), _ttl_arg(unheard_ttl_s),
+            (linked_to or "") if duplicate_at is not None else "",
+            repr(duplicate_at.timestamp()) if duplicate_at is not None else ""]
     fsynced: bool | None = True
     if entry is None or waitaof_timeout_ms is None:
         outcome, *found = await run_script(redis, _RECORD, keys, args)
@@ -305,8 +322,9 @@ async def record_incident(
             OpenIncident(incident_id=near_id, status=status,
                          reported_at=datetime.fromisoformat(at),
                          location=Location(lat=float(lat), lon=float(lon)),
-                         received_at=datetime.fromisoformat(came) if came else None)
-            for near_id, status, at, lat, lon, came in found[0]
+                         received_at=datetime.fromisoformat(came) if came else None,
+                         latest_at=datetime.fromtimestamp(float(latest), UTC) if latest else None)
+            for near_id, status, at, lat, lon, came, latest in found[0]
         ), waitaof_refused=refused)
     if entry is not None and fsynced is False:
         await redis.hset(f"intake:incident:{incident_id}", "published", "0")

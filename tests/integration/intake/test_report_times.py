@@ -116,3 +116,22 @@ async def test_a_report_from_a_clock_hours_ahead_is_taken_as_when_it_came(
     held = r.json()
     assert held["status"] == "linked" and held["linked_to"] == alarm["incident_id"]
     assert len(read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)) == 2
+
+
+async def test_an_alarm_repeated_for_longer_than_the_window_stays_one_incident(intake) -> None:
+    # A door held open: the gateway says so again every two minutes, for 16 minutes (the
+    # guard sent is there with it open). Each repeat is within 10 minutes of the one before,
+    # and all of them are one event, of one incident: a second incident 10 minutes after the
+    # first would send a second team to the door. The 110 call about it 5 minutes after
+    # the last repeat joins it too; a report 11 minutes after that call, the latest report
+    # of the incident, is new.
+    doors, centre = await system_key(intake, ["d1"]), await system_key(intake, ["d1"])
+    first = await report(intake, doors, "door-9:0", HERE, reported_at=ago(32))
+    for minutes in range(30, 15, -2):
+        repeat = await report(intake, doors, f"door-9:{minutes}", HERE, reported_at=ago(minutes))
+        assert (repeat["status"], repeat.get("linked_to")) == (
+            "linked", first["incident_id"]), minutes
+    call = await report(intake, centre, "110-0050", NEAR, reported_at=ago(11))
+    assert (call["status"], call.get("linked_to")) == ("linked", first["incident_id"])
+    later = await report(intake, doors, "door-9:late", HERE, reported_at=ago(0))
+    assert later["status"] == "reported"

@@ -11,7 +11,8 @@ The model keeps what each accepted ref made (read from Redis as soon as it is th
 report that failed after its script ran made its incident before anyone was told) and when,
 by step, each incident was made and ended. A report made alone is judged by the model as
 domain.find_duplicate does (the open, unlinked incidents of its district and category within
-the radius and the window, by report time; the nearest), so its answer is exact; reports
+the radius and the window, by report time, the window running to the latest report linked
+to each; the nearest), so its answer is exact; reports
 made at once are held to the invariants only. After each step: every accepted ref keeps its
 incident, the stream holds exactly one incident.reported per incident (that incident's), the
 open index holds the incidents not linked and not ended, no two unlinked incidents are
@@ -27,7 +28,7 @@ import contextlib
 import itertools
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,6 +120,16 @@ class Incident:
     made_at: int  # the step that made it
     ended_at: int | None = None  # the step that ended it
     seq: int = 0  # dispatch's last incident.updated
+    # the reports linked to it: (the step, its report time, its id); its window runs to the
+    # latest of them (domain.find_duplicate)
+    joined: list[tuple[int, datetime, str]] = field(default_factory=list)
+
+    def latest(self, *, before: int | None = None, but: str | None = None) -> datetime:
+        """The latest report time of the incident: its own, or that of a report linked to
+        it (of those linked before step `before`, if given; not `but`'s)."""
+        return max([self.reported_at, *(at for step, at, report in self.joined
+                                        if (before is None or step < before)
+                                        and report != but)])
 
     @property
     def linkable(self) -> bool:
@@ -131,18 +142,20 @@ def fingerprint(body: dict[str, Any]) -> str:
 
 
 def duplicates(district: str, category: str, location: Location, at: datetime,
-               b: Incident) -> float | None:
+               b: Incident, latest: datetime | None = None) -> float | None:
     """How far a report (of `category` in `district`, at `location`, reported `at`) is from
-    `b` if it is a duplicate of `b` (domain.find_duplicate: the radius, the window), else
-    None."""
-    if (district, category) != (b.district, b.category) or abs(at - b.reported_at) > WINDOW:
+    `b` if it is a duplicate of `b` (domain.find_duplicate: the radius, the window from
+    b's report to `latest`, b's latest report by default), else None."""
+    last = b.latest() if latest is None else latest
+    if ((district, category) != (b.district, b.category) or at < b.reported_at - WINDOW
+            or at > last + WINDOW):
         return None
     d = distance_m(location, b.location)
     return d if d <= RADIUS_M + RADIUS_TOLERANCE_M else None
 
 
-def duplicate_of(a: Incident, b: Incident) -> float | None:
-    return duplicates(a.district, a.category, a.location, a.reported_at, b)
+def duplicate_of(a: Incident, b: Incident, latest: datetime) -> float | None:
+    return duplicates(a.district, a.category, a.location, a.reported_at, b, latest)
 
 
 class IntakeMachine(RuleBasedStateMachine):
@@ -281,6 +294,9 @@ class IntakeMachine(RuleBasedStateMachine):
             reported_at=datetime.fromisoformat(record["reported_at"]),
             linked_to=record["linked_to"] or None, status=record["status"],
             priority=record["priority"], made_at=self.step)
+        if inc.linked_to in self.incidents:  # its window runs on to this report
+            self.incidents[inc.linked_to].joined.append(
+                (self.step, inc.reported_at, incident_id))
         if judged is not None:
             what = f"{incident_id} ({inc.category} in {inc.district} at {body['location']})"
             if judged:
@@ -588,10 +604,14 @@ class IntakeMachine(RuleBasedStateMachine):
                 inc.incident_id)
         assert {k: v for k, v in opens.items() if v} == expected
 
-        # No two new incidents are one event, unless one had ended before the other came.
+        # No two new incidents are one event, unless one had ended before the other came:
+        # the later made (either, made at once) within the window of the other as it was
+        # before (a report linked in the same step may have come after it was judged).
         new = [i for i in self.incidents.values() if i.linked_to is None]
         for a, b in itertools.combinations(new, 2):
-            if duplicate_of(a, b) is None:
+            if all(y.made_at < x.made_at
+                   or duplicate_of(y, x, x.latest(before=y.made_at)) is None
+                   for x, y in ((a, b), (b, a))):
                 continue
             assert any(x.ended_at is not None and x.ended_at < y.made_at
                        for x, y in ((a, b), (b, a))), (
@@ -608,7 +628,10 @@ class IntakeMachine(RuleBasedStateMachine):
             what = f"{inc.incident_id} linked to {inc.linked_to}"
             assert parent is not None, f"{what}, which intake never recorded"
             assert parent.linked_to is None, f"{what}, itself a linked report"
-            assert duplicate_of(inc, parent) is not None, f"{what}: no duplicate"
+            # (the window as it was when it came: a report linked at once may have moved it)
+            assert duplicate_of(inc, parent, parent.latest(before=inc.made_at + 1,
+                                                          but=inc.incident_id)) is not None, (
+                f"{what}: no duplicate")
             assert parent.ended_at is None or parent.ended_at >= inc.made_at, (
                 f"{what}, which had ended before")
 

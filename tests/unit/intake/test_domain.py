@@ -60,6 +60,23 @@ def test_old_or_finished_incidents_are_not_duplicates() -> None:
                           policy=POLICY) is None
 
 
+def test_the_window_runs_to_the_latest_report_linked_to_the_incident() -> None:
+    # Reported 25 minutes ago, its latest duplicate (a door still held open) 8 minutes ago:
+    # a report now is within 10 minutes of that one, and of the incident's event. Nothing
+    # linked since 11 minutes ago: a report now is of another event.
+    going_on = open_incident("going", minutes_ago=25).model_copy(
+        update={"latest_at": NOW - timedelta(minutes=8)})
+    stopped = open_incident("stopped", minutes_ago=25).model_copy(
+        update={"latest_at": NOW - timedelta(minutes=11)})
+    assert find_duplicate(new_at=NOW, new_location=HERE, candidates=[going_on],
+                          policy=POLICY) == "going"
+    assert find_duplicate(new_at=NOW, new_location=HERE, candidates=[stopped],
+                          policy=POLICY) is None
+    # a late report is judged against the incident's whole span: 9 minutes before its first
+    assert find_duplicate(new_at=NOW - timedelta(minutes=34), new_location=HERE,
+                          candidates=[going_on], policy=POLICY) == "going"
+
+
 def test_the_search_for_neighbours_reaches_past_what_redis_measures_as_the_radius() -> None:
     # Redis measures on a 6,372,797.56 m Earth, intake on 6,371,000 m: a neighbour intake
     # puts at exactly the radius is that much farther for Redis, plus a geohash's rounding
