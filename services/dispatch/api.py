@@ -602,6 +602,12 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             default=None, max_length=64, description="one district; without it, all of a "
             "dispatcher's or inspector's districts (every district for the admin)"),
         flagged: bool | None = None,
+        linked: bool | None = Query(
+            default=None, description="false: without the duplicate reports linked to another "
+            "incident (status `linked`: no team of their own; each is on that incident's "
+            "timeline), as the console asks, so that an alarm a camera repeats every second "
+            "does not fill the page and push open incidents off it; true: only those (as "
+            "status=linked); absent: both (added 2026-12; before, always both)"),
         problem: Problem | None = Query(
             default=None, description="what an inspector hunts: routing_timeout (an order "
             "withdrawn for a missed acknowledgement), filing_overdue (a hand-over the "
@@ -693,6 +699,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 return False
             if flagged is not None and (inc.get("flagged") == "1") != flagged:
                 return False
+            if linked is not None and (inc.get("status") == "linked") != linked:
+                return False
             if problem == "routing_timeout" and not int(inc.get("timeouts") or 0):
                 return False
             if problem == "declined" and not int(inc.get("declines") or 0):
@@ -759,7 +767,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         keys = ([index(district)] if district
                 else [index(d) for d in who.districts] if who.kind in DESK_KINDS
                 else [every])
-        filtered = bool(status or flagged is not None or problem or supervisor)
+        filtered = bool(status or flagged is not None or linked is not None or problem
+                        or supervisor)
         scan = paging.IndexScan(redis, keys, since_ts=since_ts, until_ts=until_ts,
                                 after=position, batch=BOARD_BATCH if filtered else limit)
         examined = 0

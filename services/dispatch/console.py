@@ -354,6 +354,11 @@ async function refresh() {
     if ($("problem").value) q.set("problem", $("problem").value);
     if ($("mine").checked) q.set("supervisor", "me");
     if ($("ref").value.trim()) q.set("ref", $("ref").value.trim());  // a 110 call's number
+    // Reports linked to another incident (a camera's alert repeated every second) only when
+    // asked for (status: linked, a ref): a page of them pushed open incidents off the board
+    // and the map. Each is on its incident's timeline.
+    const unlinked = !$("status").value && !$("ref").value.trim();
+    if (unlinked) q.set("linked", "false");
     if (pages.length) q.set("after", pages[pages.length - 1]);
     if (!me) { me = await get("/v1/me");  // an inspector reads and changes nothing: no buttons
       if (me.kind === "agency") { notForAgencies(); return; }
@@ -384,7 +389,8 @@ async function refresh() {
       board.incidents.push(...flaggedNow.filter(i => !listed.has(i.incident_id))); }
     // a new P1 calls back too, also while the board shows a filter or an older page
     const newest = filtering || pages.length ? (await get("/v1/incidents?" + new URLSearchParams(
-      {district: d, limit: "200", order: "received"}))).incidents : board.incidents;
+      {district: d, limit: "200", order: "received", linked: "false"}))).incidents
+      : board.incidents;
     alarm([...flaggedNow, ...newest]);
     // flagged first, then what still needs a team before what is done, the most urgent
     // first, the newest first among equals (the API's order; sort is stable)
