@@ -73,14 +73,19 @@ class Principal:
 
 
 class ApiError(Exception):
+    """`incident_id`: the incident an error is about, for a program to read (a report's
+    409: the incident its ref made), beside the message's words for a person."""
+
     def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, *,
+                 incident_id: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.headers = headers
+        self.incident_id = incident_id
 
 
 class PersistenceFailingError(ResponseError):
@@ -153,10 +158,13 @@ class TryAgain(Exception):
     retry_after_s = 1
 
 
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+def error_body(code: str, message: str, field: str | None = None, *,
+               incident_id: str | None = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         err["field"] = field
+    if incident_id is not None:
+        err["incident_id"] = incident_id
     return {"error": err}
 
 
@@ -237,6 +245,10 @@ ERROR_SCHEMA = {
             "code": {"type": "string"},
             "message": {"type": "string"},
             "field": {"type": "string", "description": "dotted path of the wrong field"},
+            "incident_id": {"type": "string", "description": "added 2026-12: the incident "
+                            "the error is about, where there is one (intake's 409 for a "
+                            "report under an external_ref already taken: the incident that "
+                            "ref made)"},
         },
     }},
 }
@@ -776,8 +788,9 @@ def page_headers(policy: str) -> dict[str, str]:
 
 
 def error_response(exc: ApiError) -> JSONResponse:
-    return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status,
-                        headers=exc.headers)
+    return JSONResponse(error_body(exc.code, exc.message, exc.field,
+                                   incident_id=exc.incident_id),
+                        status_code=exc.status, headers=exc.headers)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -339,7 +339,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
                     f"{differing_part(found, body, follow_up_of=follow_up_of).removeprefix('its ')}"
                     ". A retry sends the "
                     "report as it was; a new report needs an external_ref of its own",
-                    "external_ref")
+                    "external_ref", incident_id=found["incident_id"])
             return _accepted(found or {"incident_id": recording.existing_id})
 
         try:

@@ -76,6 +76,28 @@ async def test_an_external_ref_used_again_for_another_report_is_refused(
     assert same.status_code == 200 and same.json()["incident_id"] == first.json()["incident_id"]
 
 
+async def test_a_machine_s_restamped_retry_is_told_the_incident_its_ref_made(intake) -> None:
+    # A camera platform times out on its alert (the 202 never reached it) and retries at
+    # once under the same ref, stamping the time of the retry and a point its tracker moved
+    # 3 m: not the report as it was, so 409; but the only word of which incident its ref
+    # made was in the message's prose, and without it the platform cannot read its alert's
+    # status, follow it up or ask to cancel it. The error names it in a field of its own.
+    key = await system_key(intake, ["d1"])
+    at = datetime.now(UTC) - timedelta(seconds=30)
+    first = await intake.post("/v1/incidents", headers=key, json=incident(
+        "cam-17:4711", category="violence", reported_at=at.isoformat()))
+    assert first.status_code == 202, first.text
+    made = first.json()["incident_id"]
+    for change in ({"reported_at": (at + timedelta(seconds=2)).isoformat()},
+                   {"location": {"lat": 22.80003, "lon": 108.3}}):
+        again = await intake.post("/v1/incidents", headers=key, json=incident(
+            "cam-17:4711", category="violence", **({"reported_at": at.isoformat()} | change)))
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["incident_id"] == made
+    view = await intake.get(f"/v1/incidents/{made}", headers=key)
+    assert view.status_code == 200 and view.json()["external_ref"] == "cam-17:4711"
+
+
 async def test_a_retry_with_its_flags_in_another_order_is_the_same_report(intake) -> None:
     key = await system_key(intake, ["d1"])
     first = await intake.post("/v1/incidents", headers=key,
