@@ -198,6 +198,26 @@ async def test_bad_incident_fields_are_named(intake, body, field) -> None:
     assert "13800000000" not in r.text
 
 
+@pytest.mark.parametrize(("extra", "field", "takes"), [
+    ({"confidence": 0.93}, "confidence", "external_ref, category, location, district, "
+     "description, caller, flags, reported_at"),
+    ({"location": {"lat": 22.8, "lon": 108.3, "camera_id": "cam-17"}}, "location.camera_id",
+     "lat, lon, address"),
+])
+async def test_a_field_a_report_does_not_take_is_named_with_those_it_takes(
+        intake, extra: dict[str, object], field: str, takes: str) -> None:
+    # A camera platform's firmware update adds the detection's confidence and the camera's
+    # id to every alert: each is refused, naming the field; the message also says what a
+    # report takes, as an unknown category is told the policy's, so that the integrator
+    # mends it from the answer alone.
+    key = await system_key(intake, ["d1"])
+    r = await intake.post("/v1/incidents", headers=key, json=incident("cam-1", **extra))
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["field"] == field
+    assert error["message"] == f"{field} is not a known field (known here: {takes})"
+
+
 async def test_a_report_a_few_minutes_ahead_or_days_old_is_accepted(intake) -> None:
     key = await system_key(intake, ["d1"])
     for i, at in enumerate((datetime.now(UTC) + timedelta(minutes=2),
