@@ -117,6 +117,11 @@ class IncidentIn(BaseModel):
         now = utcnow()
         if value is not None and value < now - MAX_REPORT_AGE:
             raise ValueError("is more than 7 days ago: pass it to the command room directly")
+        if value is not None:
+            try:  # (its retry's digest, report_fingerprint, and the board take it in UTC)
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("is past the last time UTC can name (year 9999)") from None
         return value
 
 

@@ -187,6 +187,8 @@ async def test_a_report_exactly_200_m_from_an_open_incident_is_linked(intake) ->
         # a clock ten years out: a P1 nobody would see on the board
         # (a clock ahead is taken as when the report came: test_report_times.py)
         (incident(reported_at="2016-12-05T19:00:00+08:00"), "reported_at"),
+        # past the last moment a time can name in UTC (its retry's digest is in UTC): no 500
+        (incident(reported_at="9999-12-31T23:59:59-14:00"), "reported_at"),
         (incident(surprise=1), "surprise"),
     ],
 )
