@@ -16,7 +16,7 @@ CALLED = (
     'function noise(call) { return incident("inc_noise", {status: "on_scene", '
     'backup_call: call}); } '
 )
-STATUS_CELL = 'rows().find(r => r[5] === "inc_noise")[3]'
+STATUS_CELL = 'rows().find(r => r[6] === "inc_noise")[4]'
 
 
 def row_says(backup: str) -> str:

@@ -25,7 +25,7 @@ PAGE = 'document.documentElement = {lang: ""}; '
 # what a step reads of the page: its language, a button, the switch, a hint, the first row
 # (priority, category, status), a column, a choice of the status filter, the tab's title
 SEEN = ('[document.documentElement.lang, $("save").textContent, $("lang").textContent, '
-        '$("token").placeholder, rows()[0].slice(1, 4), '
+        '$("token").placeholder, [1, 2, 4].map(k => rows()[0][k]), '
         '$("boardcols").children.map(th => th.textContent)[0], '
         '$("status").children.map(o => o.textContent)[1], document.title]')
 

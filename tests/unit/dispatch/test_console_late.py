@@ -54,8 +54,8 @@ def test_a_late_incident_s_row_says_how_late_it_reached_dispatch() -> None:
     came on time says nothing more."""
     late, on_time = run_console(
         EVENING + f'boards.d1 = [...boards.d1, {LATE_FIGHT}];',
-        'rows().find(r => r[5] === "inc_fight")[0]',
-        'rows().find(r => r[5] === "inc_new0")[0]',
+        'rows().find(r => r[6] === "inc_fight")[0]',
+        'rows().find(r => r[6] === "inc_new0")[0]',
     )
     late_by = said("late_by", late=said("age_minutes", n=50))
     assert late.endswith(late_by), late

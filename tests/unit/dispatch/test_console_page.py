@@ -72,6 +72,7 @@ function board(url) {
   let rows = boards[q.get("district")] || [];
   if (q.get("flagged") === "true") rows = rows.filter(i => i.flagged);
   if (q.get("status")) rows = rows.filter(i => i.status === q.get("status"));
+  if (q.get("linked")) rows = rows.filter(i => !!i.linked_to === (q.get("linked") === "true"));
   // in the order dispatch received them, the newest first (the same instant: as listed)
   if (q.get("order") === "received") rows = rows.map((i, n) => [i, n]).sort((a, b) =>
     (Date.parse(b[0].received_at || b[0].reported_at)
@@ -224,9 +225,9 @@ def test_an_incident_reported_another_day_shows_its_day_on_the_board() -> None:
         'boards.d1 = [incident("inc_today", {reported_at: new Date().toISOString()}), '
         'incident("inc_earlier", {reported_at: "2020-03-02T08:00:00+08:00", flagged: true, '
         'status: "unassigned"})];',
-        'rows().find(r => r[5] === "inc_earlier")[0] === '
+        'rows().find(r => r[6] === "inc_earlier")[0] === '
         'new Date("2020-03-02T08:00:00+08:00").toLocaleString("zh-CN")',
-        'rows().find(r => r[5] === "inc_today")[0] === '
+        'rows().find(r => r[6] === "inc_today")[0] === '
         'new Date(boards.d1[0].reported_at).toLocaleTimeString("zh-CN")',
     )
     assert earlier and today
@@ -284,3 +285,25 @@ def test_a_linked_report_offers_to_send_it_a_team_as_an_incident_of_its_own() ->
     assert teams == [said("no_team")]  # the harness's district has no teams
     assert done == [True, True]
     assert posted == [["/v1/incidents/inc_r/unlink", '{"note":"another fight, at No. 14"}']]
+
+
+def test_the_board_names_who_reported_and_leaves_linked_repeats_to_their_incident() -> None:
+    """A camera's alert and a caller's account of a fight look alike but for who reported
+    them: the board names the system (its name), a patrol member's own report, or the id
+    of a system whose name dispatch never got. The reports linked to another incident (a
+    camera repeating its alert every second) stay off the board unless the dispatcher asks
+    for them (the status filter `linked`, or a ref): a page of them pushed open incidents
+    off it."""
+    default, asked_linked = run_console(
+        'boards.d1 = [incident("inc_cam", {system_id: "sys_1", system_name: "天网视频"}), '
+        'incident("inc_mine", {system_id: "member:m_1"}), '
+        'incident("inc_old", {system_id: "sys_2"}), '
+        'incident("inc_rep", {system_id: "sys_1", system_name: "天网视频", status: "linked", '
+        'linked_to: "inc_cam"})];',
+        'rows().map(r => [r[6], r[3]])',
+        '$("status").value = "linked"; $("status").onchange(); settle().then(() => '
+        f'{ids_on_board()})',
+    )
+    assert default == [["inc_cam", "天网视频"], ["inc_mine", said("by_member")],
+                       ["inc_old", "sys_2"]]
+    assert asked_linked == ["inc_rep"]

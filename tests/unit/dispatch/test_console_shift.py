@@ -387,7 +387,7 @@ def test_flagged_incidents_a_filter_hides_are_said_beside_the_board() -> None:
         'boards.d1 = [incident("inc_waiting"), incident("inc_busy", {status: "on_scene", '
         'flagged: false})];',
         '$("status").value = "on_scene"; $("status").onchange(); settle().then(() => '
-        '[rows().map(r => r[5]), $("hiddenflags").textContent])',
+        '[rows().map(r => r[6]), $("hiddenflags").textContent])',
     )
     rows, text = said
     assert rows == ["inc_busy"]
@@ -608,7 +608,7 @@ def test_a_heat_map_read_on_its_way_does_not_hold_back_the_refresh() -> None:
         HEAT_ASKED,
     )
     # the board, each tick
-    assert asked.count("/v1/incidents?district=d1&limit=200&order=received") == 3, asked
+    assert asked.count("/v1/incidents?district=d1&limit=200&order=received&linked=false") == 3, asked
     assert asked.count("/v1/incidents/inc_fight") == 3, asked  # the incident open, each tick
     assert heat == 1
 
