@@ -271,6 +271,8 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "GET", "/v1/points/leaderboard?district=d1"),
     admin_only("volunteers", "POST", f"/v1/members/{MISSING}/points", 404,
                {"points": 5, "note": "matrix"}),
+    # the coordinator answering a member who disputes their balance; a device reads its own
+    admin_only("volunteers", "GET", "/v1/members/d1-m-sec/points"),
     for_services("/v1/districts"),
     for_services("/v1/zones?district=d1"),
     admin_only("volunteers", "GET", "/v1/zones/lookup?district=d1&lat=22.83&lon=108.33"),

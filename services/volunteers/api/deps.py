@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Query
 from redis.asyncio import Redis
 
 from shared.districts import unknown_district
-from shared.http import Principal, require
+from shared.http import ApiError, Principal, require
 
 from ..store import roster as roster_store
 
@@ -32,3 +32,25 @@ async def require_district(redis: Redis, district: str) -> None:
     the refusal names the roster's districts."""
     if not await roster_store.is_district(redis, district):
         raise unknown_district("district", await roster_store.districts(redis))
+
+
+MAX_POINTS_OFFSET = 1_000_000  # far past the history a member has kept
+
+
+async def _points_page(
+    # bounded: Redis refuses an LRANGE index past a signed 64-bit number
+    offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(
+        ge=1, le=MAX_POINTS_OFFSET ** 2, description="the `next` of the page before: "
+        "the entries older than those it showed, however many came since")] = None,
+) -> tuple[int, int, int | None]:
+    """The page of a member's points asked for: (offset, limit, before). Checked here, not
+    in the route: a dependency runs before the route refuses a token of the wrong kind, so
+    a page asked for wrongly is a 422 first, as a wrong field is (DESIGN's order)."""
+    if before is not None and offset:
+        raise ApiError(422, "invalid_field", "give before or offset, not both", "before")
+    return offset, limit, before
+
+
+PointsPage = Annotated[tuple[int, int, int | None], Depends(_points_page)]

@@ -4,9 +4,9 @@ positions, points."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from faststream.redis import RedisBroker
 from pydantic import BaseModel, ConfigDict
 from redis.asyncio import Redis
@@ -32,29 +32,8 @@ from ..store.devices import DeviceIdentity, token_hash
 from ..store.teams import Applied, Decision, PositionWriter, TeamView
 from ..store.tx import Contended
 from . import views
-from .deps import Device
+from .deps import Device, PointsPage
 from .positions import accept_position, checked_fix
-
-MAX_POINTS_OFFSET = 1_000_000  # far past the history a member has kept
-
-
-async def _points_page(
-    # bounded: Redis refuses an LRANGE index past a signed 64-bit number
-    offset: Annotated[int, Query(ge=0, le=MAX_POINTS_OFFSET)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(
-        ge=1, le=MAX_POINTS_OFFSET ** 2, description="the `next` of the page before: "
-        "the entries older than those it showed, however many came since")] = None,
-) -> tuple[int, int, int | None]:
-    """The page of a member's points asked for: (offset, limit, before). Checked here, not
-    in the route: a dependency runs before the route refuses a token of the wrong kind, so
-    a page asked for wrongly is a 422 first, as a wrong field is (DESIGN's order)."""
-    if before is not None and offset:
-        raise ApiError(422, "invalid_field", "give before or offset, not both", "before")
-    return offset, limit, before
-
-
-PointsPage = Annotated[tuple[int, int, int | None], Depends(_points_page)]
 
 
 class StatusIn(BaseModel):
@@ -195,9 +174,9 @@ def build_router(
     async def my_points(who: Device, page: PointsPage) -> dict[str, Any]:
         offset, limit, before = page
         member_id = who.member_id or ""
-        total, history, count, next_ = await points_store.history_page(
+        found = await points_store.history_page(
             redis, member_id, before=before, offset=offset, limit=limit)
-        return {"member_id": member_id, "balance": total, "history": history, "count": count,
-                "next": next_}
+        return {"member_id": member_id, "balance": found.balance, "history": found.history,
+                "count": found.count, "next": found.next}
 
     return router

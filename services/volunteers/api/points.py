@@ -18,7 +18,7 @@ from ..domain import points
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
-from .deps import Admin, AdminOrService, IdPath, require_district
+from .deps import Admin, AdminOrService, IdPath, PointsPage, require_district
 
 ADJUSTMENT_KEY = r"^[A-Za-z0-9_.:-]{1,64}$"
 # An adjustment sent without a key, sent again as it was (the same member, amount and reason)
@@ -117,6 +117,25 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRo
         await audit.record(redis, "volunteers", who, "points.adjust", member_id,
                            f"{entry.entry_id} {body.points:+d}")
         return {"entry": entry.model_dump(mode="json", exclude_none=True), "recorded": True}
+
+    @router.get("/members/{member_id}/points",
+                summary="A member's points balance and history, newest first (admin): "
+                "what their own page shows, to answer a volunteer who disputes it")
+    async def member_points(member_id: IdPath, _: Admin, page: PointsPage) -> dict[str, Any]:
+        # The member calls the coordinator about their balance; the coordinator holds the
+        # admin token, not the member's phone. The same page as GET /v1/me/points, with who
+        # it is and the points of the entries no longer kept (HISTORY_KEPT): the balance is
+        # `brought_forward` plus the kept entries' sum, so the two always add up.
+        member = await roster_store.get(redis, "members", member_id)
+        if member is None:
+            raise not_found("member")
+        offset, limit, before = page
+        found = await points_store.history_page(
+            redis, member_id, before=before, offset=offset, limit=limit, brought_forward=True)
+        return {"member_id": member_id, "name": member["name"], "team_id": member["team_id"],
+                "district": member["district"], "balance": found.balance,
+                "brought_forward": found.brought_forward, "history": found.history,
+                "count": found.count, "next": found.next}
 
     # The only GET /v1/zones: dispatch's zone projection (services/dispatch/zones.py) reads
     # this shape, a whole district in one answer; the roster's paginated lists leave zones out.

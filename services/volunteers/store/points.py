@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import uuid4
 
 from redis.asyncio import Redis
@@ -140,47 +140,73 @@ def _number(value: str | None) -> float | int:
     return int(number) if number.is_integer() else number
 
 
+class HistoryPage(NamedTuple):
+    balance: float | int  # every award's points, also of entries no longer kept
+    history: list[dict[str, Any]]  # newest first
+    count: int  # entries the history keeps (at most HISTORY_KEPT)
+    next: int | None  # the `before` of the next page (None: the history ends here)
+    # The points of the entries older than those kept (HISTORY_KEPT): the balance is this
+    # plus the kept entries' sum. None when not asked (`brought_forward=False`).
+    brought_forward: float | int | None = None
+
+
 async def balance_and_history(
     redis: Redis, member_id: str, *, offset: int, limit: int
 ) -> tuple[float | int, list[dict[str, Any]], int]:
     """The balance (every award), a page of the history kept (HISTORY_KEPT, newest first)
     and how many entries that holds."""
-    total, history, count, _ = await history_page(redis, member_id, before=None,
-                                                  offset=offset, limit=limit)
-    return total, history, count
+    page = await history_page(redis, member_id, before=None, offset=offset, limit=limit)
+    return page.balance, page.history, page.count
 
 
 # Entries are numbered as they are pushed (AWARD_LUA: `<history>:seq`, the newest's number),
 # so the entry numbered n sits at index seq - n however many came since: a page read
 # `before` a number starts where the last one ended, while offsets move with every award.
 # KEYS: balance, history, its counter; ARGV: before ('' = from the newest, at `offset`),
-# offset, limit. Returns the balance, the page, the history's length, the newest's number
-# and the page's first index.
+# offset, limit, and '1' to sum every kept entry's points (else ''). Returns the balance,
+# the page, the history's length, the newest's number, the page's first index and the sum
+# (as a string: Lua numbers become integers on the way out).
 _PAGE = """
 local seq = tonumber(redis.call('GET', KEYS[3]) or redis.call('LLEN', KEYS[2]))
 local start = tonumber(ARGV[2])
 if ARGV[1] ~= '' then start = seq - tonumber(ARGV[1]) + 1 end
 if start < 0 then start = 0 end
+local kept = ''
+if ARGV[4] == '1' then
+  local sum = 0
+  for _, raw in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    sum = sum + tonumber(cjson.decode(raw)['points'])
+  end
+  kept = string.format('%.17g', sum)
+end
 return {redis.call('GET', KEYS[1]) or '0',
         redis.call('LRANGE', KEYS[2], start, start + tonumber(ARGV[3]) - 1),
-        redis.call('LLEN', KEYS[2]), seq, start}
+        redis.call('LLEN', KEYS[2]), seq, start, kept}
 """
 
 
 async def history_page(
     redis: Redis, member_id: str, *, before: int | None, limit: int, offset: int = 0,
-) -> tuple[float | int, list[dict[str, Any]], int, int | None]:
+    brought_forward: bool = False,
+) -> HistoryPage:
     """The balance, a page of the history (newest first: the entries numbered below `before`,
     else from `offset`), how many entries the history holds, and the `before` of the next
-    page (None: the history ends here)."""
+    page (None: the history ends here); with `brought_forward`, the points of the entries
+    no longer kept, read in the same script (a dispute over a balance adds up)."""
     history = keys.points_history(member_id)
-    total, raw, count, seq, start = await run_script(
+    total, raw, count, seq, start, kept = await run_script(
         redis, _PAGE, [keys.points_balance(member_id), history, keys.points_seq(member_id)],
-        ["" if before is None else str(before), str(offset), str(limit)])
+        ["" if before is None else str(before), str(offset), str(limit),
+         "1" if brought_forward else ""])
     oldest_shown = int(seq) - int(start) - len(raw) + 1  # the page's last entry's number
     more = bool(raw) and int(start) + len(raw) < int(count)
-    return (_number(total), [json.loads(x) for x in raw], int(count),
-            oldest_shown if more else None)
+    balance = _number(total)
+    earlier = None
+    if brought_forward:
+        # quarter points (patrol) and whole ones: exact in binary, no rounding to hide
+        earlier = _number(str(float(balance) - float(kept or 0)))
+    return HistoryPage(balance, [json.loads(x) for x in raw], int(count),
+                       oldest_shown if more else None, earlier)
 
 
 async def leaderboard(redis: Redis, district: str, *, limit: int) -> list[dict[str, Any]]:

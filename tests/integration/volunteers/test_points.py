@@ -367,3 +367,44 @@ async def test_a_hazard_resolution_read_after_its_timeout_pays_its_shift_the_3_a
                   if e["reason"] != "patrol") == [
         ("hazard:inc_ord_h:m-chen", 3), ("missed:ord_h:m-chen", -2),
         ("missed_reversed:ord_h:m-chen", 2), ("resolved:ord_h:m-chen", 10)]
+
+
+async def test_the_coordinator_reads_a_volunteers_points_to_answer_a_dispute(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    """A volunteer who disputes their balance calls the coordinator, who holds the admin
+    token, not their phone: the coordinator reads the same balance and history as the
+    member's own page, page by page, with the reason of each entry."""
+    wang, _ = await wang_and_chen(volunteers, chen_on_shift=False)
+    await publisher.publish(hazard_order(), stream="order.issued")
+    await volunteers.consumed("order.issued")
+    await publisher.publish(resolved(), stream="order.responded")
+    await volunteers.consumed("order.responded")
+    for n, (points, note) in enumerate(((5, "anti-fraud leaflets"), (-3, "late for briefing"))):
+        r = await volunteers.client.post("/v1/members/m-wang/points", headers=ADMIN, json={
+            "points": points, "note": note, "adjustment_id": f"dispute-{n}"})
+        assert r.status_code == 201, r.text
+
+    url = "/v1/members/m-wang/points"
+    r = await volunteers.client.get(url, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    theirs = r.json()
+    mine = await points_of(volunteers, wang)
+    assert (theirs["member_id"], theirs["name"], theirs["team_id"]) == (
+        "m-wang", "Auntie Wang", "t-vol")
+    assert theirs["balance"] == mine["balance"] == 12
+    assert theirs["history"] == mine["history"]
+    assert [(e["reason"], e["points"]) for e in theirs["history"]] == [
+        ("adjustment", -3), ("adjustment", 5), ("resolved_order", 10)]
+    assert sum(e["points"] for e in theirs["history"]) == theirs["balance"]
+    assert (theirs["brought_forward"], theirs["count"]) == (0, 3)  # nothing older dropped
+    first = (await volunteers.client.get(url, headers=ADMIN, params={"limit": 2})).json()
+    rest = (await volunteers.client.get(url, headers=ADMIN,
+                                        params={"limit": 2, "before": first["next"]})).json()
+    assert first["history"] + rest["history"] == theirs["history"] and rest["next"] is None
+
+    assert (await volunteers.client.get(url, headers=wang)).status_code == 403
+    r = await volunteers.client.get("/v1/members/m-nobody/points", headers=ADMIN)
+    assert r.status_code == 404
+    r = await volunteers.client.get(url, headers=ADMIN, params={"limit": 0})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "limit")

@@ -59,6 +59,20 @@ async def test_the_history_keeps_the_latest_entries_and_the_balance_counts_all(
     assert (balance, count) == (total, points_store.HISTORY_KEPT)
     assert [e["note"] for e in history] == [str(total - 1), str(total - 2)]  # newest first
     assert await redis.zscore(keys.leaderboard("d1"), "m-wang") == total
+    # the coordinator's reading adds up: the dropped entries' points, then those kept
+    page = await points_store.history_page(redis, "m-wang", before=None, limit=1,
+                                           brought_forward=True)
+    assert (page.balance, page.brought_forward) == (total, 5)
+
+
+async def test_a_balance_brought_forward_keeps_quarter_points_and_penalties_exact(
+        redis: Redis) -> None:
+    kept = points_store.HISTORY_KEPT
+    awards = [entry(0, 1.25), entry(1, -2), *(entry(n, 1.25) for n in range(2, kept + 2))]
+    assert await points_store.award(redis, awards, ledger_ttl_s=DAY_S) == kept + 2
+    page = await points_store.history_page(redis, "m-wang", before=None, limit=1,
+                                           brought_forward=True)
+    assert (page.balance, page.brought_forward) == (1.25 * (kept + 1) - 2, -0.75)
 
 
 async def test_the_service_keeps_award_keys_twice_the_stream_history(
@@ -143,15 +157,12 @@ async def test_a_cursor_holds_past_the_history_kept_and_over_a_history_from_befo
     # once full, the oldest entries fall off the end and the cursor still points right.
     await redis.rpush(keys.points_history("m-wang"),
                       *[entry(n).model_dump_json() for n in (2, 1, 0)])
-    _, history, _, next_ = await points_store.history_page(redis, "m-wang", before=None,
-                                                           limit=2)
-    assert [e["note"] for e in history] == ["2", "1"]
+    page = await points_store.history_page(redis, "m-wang", before=None, limit=2)
+    assert [e["note"] for e in page.history] == ["2", "1"]
     total = points_store.HISTORY_KEPT + 3
     await points_store.award(redis, [entry(n) for n in range(3, total)], ledger_ttl_s=DAY_S)
-    _, history, _, _ = await points_store.history_page(redis, "m-wang", before=next_,
-                                                       limit=2)
-    assert history == []  # "0" fell off the end of the history kept: nothing, not a repeat
-    _, history, _, next_ = await points_store.history_page(redis, "m-wang", before=None,
-                                                           limit=1)
-    _, history, _, _ = await points_store.history_page(redis, "m-wang", before=next_, limit=1)
-    assert [e["note"] for e in history] == [str(total - 2)]
+    page = await points_store.history_page(redis, "m-wang", before=page.next, limit=2)
+    assert page.history == []  # "0" fell off the end of the history kept: nothing, not a repeat
+    page = await points_store.history_page(redis, "m-wang", before=None, limit=1)
+    page = await points_store.history_page(redis, "m-wang", before=page.next, limit=1)
+    assert [e["note"] for e in page.history] == [str(total - 2)]
