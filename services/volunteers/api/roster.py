@@ -53,6 +53,10 @@ MAX_PAGE = 500
 # A city's roster (DOMAIN: 11,000 volunteers) is seconds of writes, each quick: its bound,
 # where other requests are answered 503 after REQUEST_TIMEOUT_S (shared.http.AnswerWithin)
 IMPORT_BOUND_S = 120.0
+# The ids of stored rows an import left out that its answer names (all are counted): a
+# partial file (one agency's members) leaves out thousands, and a coordinator who removes
+# those who left works through a few at a time.
+NOT_IN_IMPORT_IDS = 1_000
 
 _AS_OF = ("optional: when the sender's roster was taken, ISO 8601 with its offset (at most "
           "5 minutes ahead of the service's clock). An import older than the last one applied "
@@ -214,10 +218,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         for member_id, old_team, new_team in result.moved:
             await audit.record(redis, "volunteers", who, "member.move", member_id,
                                f"{old_team} -> {new_team}")
-        log.info("roster import for district %s: %s", doc.district, result.plan.counts)
+        left_out = {entity: len(ids) for entity, ids in result.not_in_import.items() if ids}
+        log.info("roster import for district %s: %s; stored rows not in it, kept: %s",
+                 doc.district, result.plan.counts, left_out or "none")
         return {"district": doc.district, "counts": result.plan.counts,
                 "unit_status_published": result.announced,
-                "as_of": shown_as_of(result.as_of) if result.as_of else None}
+                "as_of": shown_as_of(result.as_of) if result.as_of else None,
+                "not_in_import": {entity: {"count": len(ids), "ids": ids[:NOT_IN_IMPORT_IDS]}
+                                  for entity, ids in result.not_in_import.items()}}
 
     # Intake and dispatch ask it (shared.districts) before they make a reporting system's key
     # or a desk's token: one for a district no import named would be watched by no one.

@@ -246,6 +246,9 @@ class RosterDoc:
     errors: list[RowError] = field(default_factory=list)
     # Ids of rows that did not parse: references to them are not reported a second time.
     invalid_ids: dict[str, set[str]] = field(default_factory=lambda: {e: set() for e in ENTITIES})
+    # The entities the import sends a list (or a CSV file) of, even an empty one: the stored
+    # rows of the district it leaves out are named in the answer (`not_in_import`).
+    sent: set[str] = field(default_factory=set)
 
     def rows(self, entity: Entity) -> list[Any]:
         return getattr(self, entity)
@@ -390,6 +393,8 @@ def parse_document(data: Any) -> RosterDoc:
         rows = data.get(entity, [])
         if rows is None:
             rows = []
+        elif entity in data:
+            doc.sent.add(entity)
         if not isinstance(rows, list):
             errors.append(RowError(entity, "", "must be a list"))
             continue

@@ -169,6 +169,7 @@ def parse_csv(district: Any, files: Mapping[str, str], as_of: Any = None) -> Ros
         errors.append(RowError("(files)", "", "no file named agencies, zones, teams or members"))
     for entity in ENTITIES:
         if entity in files:
+            doc.sent.add(entity)
             _parse_file(entity, files[entity], doc, errors)
     check_document(doc, errors)
     return doc

@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -104,6 +104,9 @@ class ImportResult:
     moved: tuple[tuple[str, str, str], ...] = ()
     # the district's latest `as_of` once this import is taken (None: none ever given)
     as_of: datetime | None = None
+    # entity -> the ids of the district's stored rows the import did not name, for each
+    # entity it sent (`RosterDoc.sent`), ordered by id: kept, an upsert removes nothing
+    not_in_import: dict[str, list[str]] = field(default_factory=dict)
 
 
 class StaleImport(Exception):
@@ -413,6 +416,23 @@ async def _plan(redis: Redis, doc: RosterDoc
                           t in rekinded)
                for t in sorted(announce | set(leaving) | rekinded)]
     return plan, changes, moved
+
+
+async def _not_in_import(redis: Redis, doc: RosterDoc) -> dict[str, list[str]]:
+    """For each entity the import sends, the district's stored ids it does not name, by id.
+
+    A roster exported from a spreadsheet again, with a member who quit deleted from it, is
+    an upsert that removes nobody: they stay on the roster with their phones, their shift,
+    their points and their place on the leaderboard. Said in the answer, the coordinator
+    removes them on purpose (DELETE /v1/members/{id}); removing them here would take the
+    points of everyone a partial file left out (a file of one agency's members)."""
+    sent = [e for e in ENTITIES if e in doc.sent]
+    async with redis.pipeline(transaction=False) as pipe:
+        for entity in sent:
+            pipe.zrange(keys.index(entity, doc.district), 0, -1)
+        stored = await pipe.execute()
+    return {entity: sorted(set(ids) - {row.id for row in doc.rows(entity)})
+            for entity, ids in zip(sent, stored, strict=True)}
 
 
 # --- the journal's steps -----------------------------------------------------------------
@@ -773,15 +793,16 @@ async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
         mark = ((doc.district, doc.as_of)
                 if doc.as_of is not None and (last is None or doc.as_of > last) else None)
         as_of = mark[1] if mark else last
+        left_out = await _not_in_import(redis, doc)
         steps = journal_steps(plan, changes, now=now, max_patrol_hours=max_patrol_hours,
                               ledger_ttl_s=ledger_ttl_s, grace_hours=check_in_grace_hours)
         if not steps:
             if mark is not None:
                 await _record_as_of(redis, token, mark)
-            return ImportResult(plan, 0, moved, as_of)
+            return ImportResult(plan, 0, moved, as_of, left_out)
         await _commit(redis, token, steps, mark)
         announced = await finish(redis, token)
-    return ImportResult(plan, announced, moved, as_of)
+    return ImportResult(plan, announced, moved, as_of, left_out)
 
 
 async def keep_finishing(redis: Redis, stop: asyncio.Event, *,

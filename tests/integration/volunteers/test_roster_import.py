@@ -89,6 +89,48 @@ async def test_reimport_is_an_upsert_that_counts_and_never_duplicates(
     assert [e.unit_id for e in events[3:]] == ["t-vol"] and events[-1].mode == "bike"
 
 
+async def test_a_reimport_names_the_stored_rows_its_files_left_out_and_keeps_them(
+    volunteers: Volunteers,
+) -> None:
+    """The coordinator sends the members file again with Wang, who quit, deleted from the
+    spreadsheet. The import upserts (removals are DELETE's), so Wang, on shift with a phone
+    and points, stays on the roster: the answer says so by name, for each file sent, so
+    that they can be removed on purpose, not left by a silence that read as done."""
+    await volunteers.import_district()
+    wang = await volunteers.enrol("m-wang")
+    assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
+    members = "\n".join(line for line in CSV["members"].splitlines()
+                         if not line.startswith("m-wang,")) + "\n"
+    response = await volunteers.client.post("/v1/roster/import", headers=ADMIN, json={
+        "district": "d1", "csv": {"members": members}})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["counts"]["members"] == {"created": 0, "updated": 0, "unchanged": 3}
+    assert result["not_in_import"] == {"members": {"count": 1, "ids": ["m-wang"]}}
+    # kept as it was: on the roster, on shift, their phone still theirs
+    assert (await volunteers.client.get("/v1/me", headers=wang)).json()["checked_in"] is True
+
+    # a JSON document names what it sends the same way; an entity it leaves out, nothing
+    doc = {"district": "d1", "agencies": DISTRICT["agencies"],
+           "teams": [t for t in DISTRICT["teams"] if t["id"] != "t-guards"], "members": []}
+    result = await volunteers.import_district(doc)
+    assert result["not_in_import"] == {
+        "agencies": {"count": 0, "ids": []},
+        "teams": {"count": 1, "ids": ["t-guards"]},
+        "members": {"count": 4, "ids": ["m-chen", "m-guard", "m-officer", "m-wang"]}}
+    # another district's rows are never this one's
+    other = copy.deepcopy(DISTRICT)
+    other["district"] = "d2"
+    for entity in ("agencies", "zones", "teams", "members"):
+        other[entity] = [{k: (f"d2-{v}" if k in ("id", "agency_id", "team_id",
+                                                  "owner_agency_id", "home_zone_id") else v)
+                          for k, v in row.items()} for row in DISTRICT[entity]]
+    for zone in other["zones"]:  # its own ground, far from d1's
+        zone["polygon"] = [[lon + 1, lat] for lon, lat in zone["polygon"]]
+    result = await volunteers.import_district(other)
+    assert all(v == {"count": 0, "ids": []} for v in result["not_in_import"].values())
+
+
 async def test_an_agency_kind_change_republishes_its_stored_teams(
     volunteers: Volunteers,
 ) -> None:
