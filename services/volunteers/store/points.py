@@ -209,13 +209,27 @@ async def history_page(
                        oldest_shown if more else None, earlier)
 
 
+def _ranked(rows: list[tuple[str, float | int, str | None, str | None]]
+            ) -> list[dict[str, Any]]:
+    """Board lines from (member, points, name, team) rows, most points first: equal points
+    share a rank, the next rank counting those before it (30, 30, 12: 1, 1, 3), so that a
+    commendation is not decided by the order of two ids."""
+    board: list[dict[str, Any]] = []
+    for member_id, points, name, team_id in rows:
+        rank = (board[-1]["rank"] if board and board[-1]["points"] == points
+                else len(board) + 1)
+        board.append({"rank": rank, "member_id": member_id, "name": name, "team_id": team_id,
+                      "points": points})
+    return board
+
+
 async def leaderboard(redis: Redis, district: str, *, limit: int) -> list[dict[str, Any]]:
     """The district's top `limit` members by points, ranked among themselves. A line whose
     member is not on the roster (left by an award before awards checked the member) is
     skipped, and the board reads on past it to fill its limit."""
-    board: list[dict[str, Any]] = []
+    rows: list[tuple[str, float | int, str | None, str | None]] = []
     start = 0
-    while len(board) < limit:
+    while len(rows) < limit:
         top = await redis.zrevrange(keys.leaderboard(district), start, start + limit - 1,
                                     withscores=True)
         if not top:
@@ -226,8 +240,11 @@ async def leaderboard(redis: Redis, district: str, *, limit: int) -> list[dict[s
                 pipe.hmget(keys.member(member_id), "id", "name", "team_id")
             profiles = await pipe.execute()
         for (member_id, score), (found, name, team_id) in zip(top, profiles, strict=True):
-            if found is None or len(board) == limit:  # removed from the roster
+            if found is None or len(rows) == limit:  # removed from the roster
                 continue
-            board.append({"rank": len(board) + 1, "member_id": member_id, "name": name,
-                          "team_id": team_id, "points": _number(str(score))})
-    return board
+            rows.append((_text(member_id), _number(str(score)), _text(name), _text(team_id)))
+    return _ranked(rows)
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
