@@ -7,6 +7,7 @@ from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from shared.http import InputFirstRoute
+from shared.timezones import parse_timezone
 
 from ..config import Settings
 from ..store import devices as devices_store
@@ -23,7 +24,8 @@ def build_router(
     router = APIRouter(route_class=InputFirstRoute)
     # Fixed paths before parameterised ones: /v1/zones/lookup before /v1/zones/{zone_id}.
     router.include_router(points.build_router(
-        redis=redis, zones=zones, ledger_ttl_s=ledger_ttl(settings.retention_days)))
+        redis=redis, zones=zones, ledger_ttl_s=ledger_ttl(settings.retention_days),
+        tz=parse_timezone(settings.timezone)))
     ended_for_them = stints.Stints(redis=redis, settings=settings)
     router.include_router(devices.build_router(
         redis=redis, broker=broker,

@@ -3,6 +3,7 @@ a district's zones, point-to-zone lookup."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, time, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -62,18 +63,48 @@ class DistrictZones(BaseModel):
     zones: list[ZoneOut]
 
 
-def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int) -> APIRouter:
+def month_period(month: str, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The instants a month `YYYY-MM` begins and ends on the district's clock (`tz`): in
+    Asia/Shanghai, November begins at 16:00 UTC on 31 October. 422 naming `month` for a
+    month that is none (2026-13)."""
+    try:
+        year, number = (int(part) for part in month.split("-"))
+        first = date(year, number, 1)
+        after = date(year + number // 12, number % 12 + 1, 1)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_field", "month must be a month YYYY-MM (01 to 12)",
+                       "month") from exc
+    return (datetime.combine(first, time(), tzinfo=tz),
+            datetime.combine(after, time(), tzinfo=tz))
+
+
+def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
+                 tz: tzinfo) -> APIRouter:
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
-    @router.get("/points/leaderboard", summary="A district's volunteers by points (admin)")
+    @router.get("/points/leaderboard", summary="A district's volunteers by points, of all "
+                "time or of one month (admin)")
     async def leaderboard(
         _: Admin,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        month: Annotated[str | None, Query(
+            pattern=r"^\d{4}-\d{2}$", description="YYYY-MM: the points earned in that "
+            "month on the district's clock (TIMEZONE), for the monthly commendation; "
+            "without it, every point of all time")] = None,
     ) -> dict[str, Any]:
+        # checked before the district, as every wrong field is (DESIGN's order: 422 first)
+        period = month_period(month, tz) if month is not None else None
         await require_district(redis, district)
-        return {"district": district,
-                "entries": await points_store.leaderboard(redis, district, limit=limit)}
+        if period is None:
+            return {"district": district,
+                    "entries": await points_store.leaderboard(redis, district, limit=limit)}
+        since, until = period
+        return {"district": district, "month": month, "since": since.isoformat(),
+                "until": until.isoformat(),
+                "entries": await points_store.leaderboard_between(
+                    redis, district, since=since, until=until, limit=limit,
+                    late_s=ledger_ttl_s)}
 
     @router.post("/members/{member_id}/points", status_code=201,
                  summary="Reward or penalise a volunteer by hand, with the reason (admin)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import uuid4
 
@@ -248,3 +249,96 @@ async def leaderboard(redis: Redis, district: str, *, limit: int) -> list[dict[s
 
 def _text(value: str | bytes | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# The points each member earned between two instants, from the histories kept: KEYS are the
+# members' histories, then their records (the same order); ARGV the period's bounds and the
+# instant past which a history is read no further, in epoch seconds, and how many entries a
+# read takes. A history is newest first as the awards were pushed, not strictly by their
+# time: an event read late (dispatch catching up) pushes an older entry after newer ones.
+# None is read later than its entry's key lives (store.points.ledger_ttl), so reading on
+# until an entry that much older than the period's start finds every entry of the period.
+# An entry's `at` is ISO 8601 with `Z` or an offset; its second is enough (the bounds are
+# whole seconds). Returns, for each member on the roster with an entry in the period, their
+# place in KEYS (1-based) and their sum (as text: Lua numbers leave as integers).
+_EARNED = """
+local function epoch(text)
+  local y, mo, d, h, mi, se, rest = string.match(
+    text, '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)(.*)$')
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  local offset = 0
+  local sign, oh, om = string.match(rest, '([+-])(%d%d):?(%d%d)$')
+  if sign then
+    offset = (tonumber(oh) * 3600 + tonumber(om) * 60) * (sign == '-' and -1 or 1)
+  end
+  -- days from 1970-01-01 to the date (the proleptic Gregorian calendar's civil days)
+  if mo <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((mo + 9) % 12) + 2) / 5) + d - 1
+  local days = era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100)
+               + doy - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(se) - offset
+end
+local since, upto, stop = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local step = tonumber(ARGV[4])
+local n = #KEYS / 2
+local out = {}
+for k = 1, n do
+  if redis.call('EXISTS', KEYS[n + k]) == 1 then
+    local sum, found, start, done = 0, false, 0, false
+    while not done do
+      local chunk = redis.call('LRANGE', KEYS[k], start, start + step - 1)
+      for _, raw in ipairs(chunk) do
+        local entry = cjson.decode(raw)
+        local t = epoch(entry['at'])
+        if t < stop then done = true break end
+        if t >= since and t < upto then
+          sum = sum + tonumber(entry['points'])
+          found = true
+        end
+      end
+      if #chunk < step then done = true end
+      start = start + step
+    end
+    if found then
+      out[#out + 1] = k
+      out[#out + 1] = string.format('%.17g', sum)
+    end
+  end
+end
+return out
+"""
+EARNED_BATCH = 200  # members a script reads: a few ms of Redis each, never seconds
+
+
+async def leaderboard_between(redis: Redis, district: str, *, since: datetime,
+                              until: datetime, limit: int, late_s: int
+                              ) -> list[dict[str, Any]]:
+    """The district's top `limit` members by the points of their entries timed in
+    [since, until) (a month's commendation), ranked as `leaderboard`; those with none then
+    are not listed, nor a member no longer on the roster. `late_s`: how much older than
+    `since` an entry pushed after the period's may be (ledger_ttl: an event is never read
+    later than that). Read from the histories kept (HISTORY_KEPT each), so that a period
+    before this board existed is counted too."""
+    member_ids = [_text(m) or "" for m in
+                  await redis.zrange(keys.leaderboard(district), 0, -1)]
+    bounds = [str(int(since.timestamp())), str(int(until.timestamp())),
+              str(int(since.timestamp()) - late_s), "64"]
+    earned: dict[str, float | int] = {}
+    for first in range(0, len(member_ids), EARNED_BATCH):
+        batch = member_ids[first:first + EARNED_BATCH]
+        found = await run_script(
+            redis, _EARNED,
+            [*(keys.points_history(m) for m in batch), *(keys.member(m) for m in batch)],
+            bounds)
+        for place, total in zip(found[::2], found[1::2], strict=True):
+            earned[batch[int(place) - 1]] = _number(_text(total))
+    top = sorted(earned.items(), key=lambda item: (-item[1], item[0]))[:limit]
+    async with redis.pipeline(transaction=False) as pipe:
+        for member_id, _ in top:
+            pipe.hmget(keys.member(member_id), "name", "team_id")
+        profiles = await pipe.execute()
+    return _ranked([(member_id, points, _text(name), _text(team_id))
+                    for (member_id, points), (name, team_id) in zip(top, profiles,
+                                                                     strict=True)])
