@@ -129,12 +129,33 @@ def multipart_fields(content_type: str, body: bytes) -> dict[str, str]:
         payload = part.get_payload(decode=True)
         if not key or not isinstance(payload, bytes):
             continue
-        try:
-            fields[key.strip().lower()] = payload.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            where = shown(key)
-            raise ApiError(422, "invalid_field", f"{where} is not UTF-8 text", where) from exc
+        fields[key.strip().lower()] = uploaded_text(shown(key), payload)
     return fields
+
+
+# How a spreadsheet file begins: .xlsx is a zip archive, .xls an OLE compound document.
+WORKBOOK_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+
+
+def uploaded_text(where: str, payload: bytes) -> str:
+    """An uploaded file's text: UTF-8 (a BOM is fine), else GB18030, GBK's superset.
+
+    Excel's "CSV (逗号分隔)" on a Chinese Windows writes the system's code page, GBK; its
+    "CSV UTF-8" is another entry of the list, and WPS writes either. A file of Chinese names
+    in GBK is almost never valid UTF-8, so the order decides nothing a roster would hold.
+    A workbook sent as it is (the spreadsheet, not its CSV) is told so."""
+    if payload.startswith(WORKBOOK_MAGIC):
+        raise ApiError(422, "invalid_field", f"{where} is an Excel workbook, not CSV: save it "
+                       "as CSV (\"CSV UTF-8\" or \"CSV\") and send that file", where)
+    try:
+        return payload.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return payload.decode("gb18030")
+    except UnicodeDecodeError as exc:
+        raise ApiError(422, "invalid_field", f"{where} is not CSV text in UTF-8 or GBK: save "
+                       "it as CSV (\"CSV UTF-8\") and send that file", where) from exc
 
 
 def parse_import(content_type: str, body: bytes) -> RosterDoc:

@@ -1,6 +1,7 @@
 """A roster as CSV exports of a spreadsheet: one file per entity, errors reported by line.
 
-Files (UTF-8, a BOM is fine, comma-separated, header row first, column order free):
+Files (UTF-8, a BOM is fine, or GBK uploaded as a file: api.roster `uploaded_text`;
+comma-separated, header row first, column order free):
 - agencies: id, name, kind, role (role: police only; empty = station)
 - zones: id, name, owner_agency_id, polygon
 - teams: id, agency_id, name, mode, skills, home_zone_id (skills separated by `;`)

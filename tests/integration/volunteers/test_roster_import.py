@@ -160,6 +160,41 @@ async def test_csv_files_as_multipart_upload_import_the_same_roster(
 SQUARE_OPEN = [[108.0, 22.0], [108.1, 22.0], [108.1, 22.1], [108.0, 22.1]]
 
 
+async def test_a_csv_file_excel_saved_on_a_chinese_windows_imports_and_a_workbook_is_told(
+    volunteers: Volunteers,
+) -> None:
+    """Excel's "CSV (逗号分隔)" on a Chinese Windows writes GBK, not UTF-8 ("CSV UTF-8" is
+    another entry of its list): the coordinator's export of the spreadsheet is taken as it
+    comes, Chinese names and all. A workbook sent as it is (.xlsx) is told to be saved as
+    CSV, not "not UTF-8"."""
+    await volunteers.import_district()
+    members = ("id,name,agency_id,team_id,role,phone\n"
+               "m-wang,王秀英,v-red,t-vol,volunteer,13800000002\n"
+               'm-chen,"陈建国, 老陈",v-red,t-vol,volunteer,\n')
+    for encoding in ("gbk", "gb18030", "utf-8-sig"):
+        files = {"members": ("members.csv", members.encode(encoding), "text/csv")}
+        r = await volunteers.client.post("/v1/roster/import", headers=ADMIN,
+                                         data={"district": "d1"}, files=files)
+        assert r.status_code == 200, (encoding, r.text)
+        wang = (await volunteers.client.get("/v1/members/m-wang", headers=ADMIN)).json()
+        chen = (await volunteers.client.get("/v1/members/m-chen", headers=ADMIN)).json()
+        assert (wang["name"], chen["name"]) == ("王秀英", "陈建国, 老陈"), encoding
+
+    workbook = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00" + bytes(range(256))
+    old_workbook = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256))
+    for data in (workbook, old_workbook):
+        r = await volunteers.client.post("/v1/roster/import", headers=ADMIN,
+                                         data={"district": "d1"},
+                                         files={"members": ("members.xlsx", data, "text/csv")})
+        assert (r.status_code, r.json()["error"]["field"]) == (422, "members"), r.text
+        assert "Excel workbook" in r.json()["error"]["message"]
+        assert "save it as CSV" in r.json()["error"]["message"]
+    r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, data={"district": "d1"},
+                                     files={"members": ("members.csv", b"id\xff\xfe", "text/csv")})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "members"), r.text
+    assert "UTF-8 or GBK" in r.json()["error"]["message"]
+
+
 async def test_csv_texts_in_a_json_body_import_too(volunteers: Volunteers) -> None:
     response = await volunteers.client.post("/v1/roster/import", headers=ADMIN,
                                             json={"district": "d1", "csv": CSV})
