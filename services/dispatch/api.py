@@ -21,6 +21,7 @@ from shared import audit, dead_letters, streams
 from shared.districts import known_districts, require_known_districts, unknown_district
 from shared.events import (
     MAX_EVIDENCE,
+    AgencyKind,
     DistrictName,
     Evidence,
     IncidentStatus,
@@ -128,6 +129,22 @@ NOT_HANDLED_DESCRIPTION = (
     "or where); none shows the caller. An administrator replays them once fixed (GET "
     "/v1/admin/dead-letters). A report dead-lettered after its incident was made is on the "
     "board, flagged.")
+TEAM_RECORD_DESCRIPTION = (
+    "The orders each team was given for the incidents reported in [since, until) (the last "
+    "30 days unless asked; a year at most), or on the calendar day `date` of the district's "
+    "clock, and what became of them: `declined`, `timed_out` (the team let the acknowledge "
+    "deadline pass; an answer it gave by the deadline that dispatch read after it counts as "
+    "`withdrawn`, as the KPIs do not count it a routing timeout), `resolved`, `handed_over`, "
+    "`withdrawn` (taken back by the command room, stood down when another team resolved "
+    "it, or sent elsewhere), still `open`; `orders` all of them, and the `incidents` they "
+    "were for, in the order reported. The teams that most often declined or missed first "
+    "(then the most orders): the volunteer coordinator's view of a team that keeps "
+    "refusing (DOMAIN: units may not refuse for a scene outside their zone), with "
+    "`agency_kind=volunteer`. Incidents ended RECORDS_DAYS ago keep their figures, not "
+    "their orders: `incidents_without_orders` says how many of the period's are so. A "
+    "dispatcher or inspector names one of their districts, as for the KPIs.")
+
+
 KPIS_DESCRIPTION = (
     "The incidents reported in [since, until) (the last 24 h unless asked; a year at most), "
     "or on the calendar day `date` of the district's clock (`timezone`; `today` says its "
@@ -1351,6 +1368,38 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 "today": now.astimezone(tz).date().isoformat(), "category": category,
                 "agency_id": who.agency_id, "orders_kept_days": settings.records_days,
                 **review.agency_figures(found)}
+
+    @router.get("/kpis/teams", summary="Each team's orders over a period and what became of "
+                "them: the teams that keep declining or missing their orders first",
+                description=TEAM_RECORD_DESCRIPTION)
+    async def team_record(
+        who: Reader,
+        since: Instant | None = Query(default=None, description=SINCE),
+        until: Instant | None = Query(default=None, description=UNTIL),
+        day: CalendarDate | None = Query(
+            default=None, alias="date", ge=FIRST_DAY, le=LAST_DAY,
+            description="instead of since and until: this calendar day on the district's "
+            "clock (TIMEZONE)"),
+        district: str | None = Query(default=None, max_length=64,
+                                     description=REVIEW_DISTRICT),
+        agency_kind: AgencyKind | None = Query(
+            default=None, description="one kind's teams only: police, security, volunteer"),
+    ) -> dict[str, Any]:
+        if day is not None:
+            if since is not None or until is not None:
+                raise ApiError(422, "invalid_field", "date is a whole day on the district's "
+                               "clock: ask with it alone, or with since and until", "date")
+            since, until = review.local_day(day, tz)
+        now = datetime.now(UTC)
+        since, until, incidents = await period_incidents(who, district, since, until,
+                                                         default=timedelta(days=30), now=now)
+        orders = await store.orders_of_each(redis, [inc["incident_id"] for inc in incidents])
+        return {"since": since.isoformat(), "until": until.isoformat(), "district": district,
+                "agency_kind": agency_kind,
+                # RECORDS_DAYS after they ended, incidents keep their figures, not their orders
+                "incidents_without_orders": sum(
+                    1 for inc in incidents if inc.get("archived_at")),
+                "teams": review.team_record(incidents, orders, agency_kind=agency_kind)}
 
     def check_category(category: str | None) -> None:
         if category is not None and category not in engine.policy.categories:

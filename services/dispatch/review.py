@@ -395,3 +395,62 @@ def agency_figures(incidents: Iterable[tuple[Mapping[str, str], list[Mapping[str
                              "by_priority": {p: _spread(v) for p, v in sorted(to_scene.items())}},
         "by_team": {team_id: team.view() for team_id, team in sorted(teams.items())},
     }
+
+# What became of an order, as a team's record counts it (domain.FINAL_ORDER_STATES; any
+# other state is an order still open).
+RECORD_OUTCOMES = {"declined": "declined", "timed_out": "timed_out", "resolved": "resolved",
+                   "handover": "handed_over", "withdrawn": "withdrawn"}
+
+
+@dataclass
+class TeamRecord:
+    team_id: str
+    team_name: str | None
+    agency_id: str | None
+    agency_kind: str | None
+    outcomes: Counter[str] = field(default_factory=Counter)
+    incidents: list[str] = field(default_factory=list)
+
+    def view(self) -> dict[str, object]:
+        return {"team_id": self.team_id, "team_name": self.team_name,
+                "agency_id": self.agency_id, "agency_kind": self.agency_kind,
+                "orders": self.outcomes.total(),
+                **{name: self.outcomes[name] for name in (*RECORD_OUTCOMES.values(), "open")},
+                "incidents": self.incidents}
+
+
+def team_record(incidents: Iterable[Mapping[str, str]],
+                orders: Iterable[Iterable[Mapping[str, str]]], *,
+                agency_kind: str | None = None) -> list[dict[str, object]]:
+    """Each team's orders of the incidents (`orders`: each incident's, in the same order)
+    and what became of them: declined, let their deadline pass (`timed_out`: an answer
+    given by the deadline that dispatch read after it is no timeout of the team's, as the
+    KPIs count it, but `withdrawn`), resolved, handed over, withdrawn (taken back by the
+    command room, or stood down when another team resolved it), still `open`; and the
+    incidents, in the order given. The teams most often refusing or missing first (then the
+    most orders, then the id); `agency_kind`: one kind's only. A duplicate report linked
+    to another has no orders of its own."""
+    teams: dict[str, TeamRecord] = {}
+    for inc, of_incident in zip(incidents, orders, strict=True):
+        if not counted(inc):
+            continue
+        for order in of_incident:
+            if agency_kind and order.get("agency_kind") != agency_kind:
+                continue
+            team_id = order.get("team_id") or ""
+            line = teams.setdefault(team_id, TeamRecord(
+                team_id, order.get("team_name") or None, order.get("agency_id") or None,
+                order.get("agency_kind") or None))
+            state = order.get("state") or ""
+            outcome = RECORD_OUTCOMES.get(state, "open")
+            if state == "timed_out" and order.get("answered_in_time"):
+                outcome = "withdrawn"
+            line.outcomes[outcome] += 1
+            if inc["incident_id"] not in line.incidents:
+                line.incidents.append(inc["incident_id"])
+
+    def worst(line: TeamRecord) -> tuple[int, int, str]:
+        missed = line.outcomes["declined"] + line.outcomes["timed_out"]
+        return -missed, -line.outcomes.total(), line.team_id
+
+    return [line.view() for line in sorted(teams.values(), key=worst)]

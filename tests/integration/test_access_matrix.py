@@ -227,6 +227,11 @@ MATRIX: list[Row] = [
                                         AGENCY: 422}),
     row("dispatch", "GET", "/v1/kpis?district=d1", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/kpis?district=d2", {"admin": 200}),
+    row("dispatch", "GET", "/v1/kpis/teams",
+        {"admin": 200, "desk_d1": 422, "inspector_d1": 422}),
+    row("dispatch", "GET", "/v1/kpis/teams?district=d1&agency_kind=volunteer",
+        each(READERS, 200)),
+    row("dispatch", "GET", "/v1/kpis/teams?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/heatmap?district=d1", each(READERS, 200)),
     row("dispatch", "GET", "/v1/heatmap?district=d2", {"admin": 200}),
     row("dispatch", "GET", "/v1/pipeline", each(READERS, 200)),
@@ -332,6 +337,9 @@ AGENCY_DESK: dict[str, str] = {
     "GET /v1/shift-check-ins": "own",  # its own teams planned now
     "GET /v1/pipeline": "refused",
     "GET /v1/kpis": "own",  # its own teams' figures
+    # every team of the district (the coordinator's record of who keeps declining): its own
+    # teams' are in its /v1/kpis
+    "GET /v1/kpis/teams": "refused",
     "GET /v1/heatmap": "refused",
 }
 
