@@ -100,6 +100,10 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
         errors.append(RowError(entity, "", "the header row is not valid CSV", line=1))
         return
     columns = [h.strip().lower() for h in header]
+    # Excel writes every column of the sheet's used range: one typed in once and cleared
+    # comes out with an empty header and nothing under it. Such a column is passed over;
+    # a value under it is told on its line (`_stray_cell`).
+    blank = [i for i, name in enumerate(columns) if not name]
     required, optional = COLUMNS[entity]
     header_ok = True
     for name in required:
@@ -108,9 +112,11 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
             header_ok = False
     unnamed = False
     for name in columns:
+        if not name:
+            continue
         if name not in required and name not in optional:
             header_ok = False
-            if not name or is_field_name(name):
+            if is_field_name(name):
                 errors.append(RowError(entity, name or "(empty)", "is not a known column",
                                        line=1))
             elif not unnamed:  # a cell of a first row that is data: its value, not shown
@@ -118,7 +124,8 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
                 errors.append(RowError(entity, "", "the header row holds a column that is "
                                        "none of the file's (not shown: it is no column name; "
                                        "is the header row missing?)", line=1))
-    if len(set(columns)) != len(columns):
+    named = [name for name in columns if name]
+    if len(set(named)) != len(named):
         errors.append(RowError(entity, "", "a column appears twice", line=1))
         header_ok = False
     if not header_ok:
@@ -145,7 +152,12 @@ def _parse_file(entity: Entity, text: str, doc: RosterDoc, errors: list[RowError
             errors.append(loc.error(entity, "", f"has {len(cells)} cells, the header has "
                                                 f"{len(columns)}"))
             continue
-        data = _cells(entity, dict(zip(columns, cells, strict=True)), loc, errors)
+        if (stray := next((i for i in blank if cells[i].strip()), None)) is not None:
+            errors.append(loc.error(entity, "", f"has a value in column {stray + 1}, which "
+                                                "has no header: name the column, or clear it"))
+            continue
+        data = _cells(entity, {c: v for c, v in zip(columns, cells, strict=True) if c}, loc,
+                      errors)
         if data is None:
             if cells and cells[columns.index("id")].strip():
                 doc.invalid_ids[entity].add(cells[columns.index("id")].strip())

@@ -195,6 +195,32 @@ async def test_a_csv_file_excel_saved_on_a_chinese_windows_imports_and_a_workboo
     assert "UTF-8 or GBK" in r.json()["error"]["message"]
 
 
+async def test_a_csv_with_empty_columns_left_by_excel_imports_and_a_stray_value_is_told(
+    volunteers: Volunteers,
+) -> None:
+    """Excel writes every column of the sheet's used range: a column typed in once and
+    cleared comes out as an empty header cell and a trailing comma on every row. Nothing is
+    in it, so it is passed over; a value under no header is the sender's to look at."""
+    await volunteers.import_district()
+    members = ("id,name,agency_id,team_id,role,phone,,\n"
+               "m-wang,Auntie Wang,v-red,t-vol,volunteer,+86 138 0000 0002,,\n"
+               "m-chen,Uncle Chen,v-red,t-vol,volunteer,, ,\n")
+    r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, json={
+        "district": "d1", "csv": {"members": members}})
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"]["members"] == {"created": 0, "updated": 0, "unchanged": 2}
+
+    stray = members.replace("m-chen,Uncle Chen,v-red,t-vol,volunteer,, ,",
+                            "m-chen,Uncle Chen,v-red,t-vol,volunteer,,13900000000,")
+    r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, json={
+        "district": "d1", "csv": {"members": stray}})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert (error["entity"], error["line"]) == ("members", 3)
+    assert "column 7" in error["message"] and "no header" in error["message"]
+    assert "13900000000" not in r.text  # the value is never echoed
+
+
 async def test_csv_texts_in_a_json_body_import_too(volunteers: Volunteers) -> None:
     response = await volunteers.client.post("/v1/roster/import", headers=ADMIN,
                                             json={"district": "d1", "csv": CSV})
