@@ -31,13 +31,15 @@ STORED = {"stored": True}
 _OFFSET = re.compile(r"^([+-])(\d{2}):(\d{2})$")
 # A slot's time of day on the plan's clock: HH:MM (or HH:MM:SS), no offset, not a number.
 _LOCAL_TIME = re.compile(r"\d{2}:\d{2}(:\d{2})?")
+_END_OF_DAY = ("24:00", "24:00:00")
 
 
 class ShiftSlot(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     start: time = Field(description="local time, HH:MM")
-    end: time = Field(description="local time, HH:MM; not after start = the next day")
+    end: time = Field(description="local time, HH:MM; not after start = the next day "
+                      "(24:00: midnight at the day's end, as 00:00)")
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -52,6 +54,14 @@ class ShiftSlot(BaseModel):
             raise PydanticCustomError(
                 "local_time", "must be a local time HH:MM, without an offset: the plan's "
                 "timezone places it")
+        # A duty roster ends the evening (or the whole day) at 24:00: midnight at the day's
+        # end, which an end not after its start already means (00:00).
+        if value in _END_OF_DAY:
+            if info.field_name == "start":
+                raise PydanticCustomError(
+                    "end_of_day", "24:00 ends a day: a shift starting at midnight starts "
+                    "at 00:00")
+            return "00:00"
         return value
 
 

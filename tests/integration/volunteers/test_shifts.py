@@ -82,6 +82,33 @@ async def test_the_night_shift_on_the_street_after_midnight_is_one_of_the_days_s
         ("t-patrol", "main", "2026-11-24T08:00:00+08:00", "2026-11-24T18:00:00+08:00")]
 
 
+async def test_a_shift_ending_at_24_00_ends_at_midnight(volunteers: Volunteers) -> None:
+    """A Chinese duty roster writes the evening shift 18:00-24:00 (and the day 00:00-24:00):
+    the end of the day, taken as midnight. 24:00 as a start is no time of that day."""
+    await volunteers.import_district()
+    client = volunteers.client
+    plan = MAIN_FIRST | {"shifts": {"evening": {"start": "18:00", "end": "24:00"},
+                                    "day": {"start": "00:00", "end": "24:00:00"}},
+                         "rotation": ["evening", "day"]}
+    r = await client.put("/v1/teams/t-vol/shift-plan", json=plan, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["shifts"]["evening"] == {"start": "18:00:00", "end": "00:00:00"}
+    r = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-24"},
+                         headers=ADMIN)
+    assert [(t["shift"], t["start"], t["end"]) for t in r.json()["teams"]] == [
+        ("day", "2026-11-24T00:00:00+08:00", "2026-11-25T00:00:00+08:00")]
+    r = await client.get("/v1/shifts", params={"district": "d1", "date": "2026-11-23"},
+                         headers=ADMIN)
+    assert [(t["shift"], t["start"], t["end"]) for t in r.json()["teams"]] == [
+        ("evening", "2026-11-23T18:00:00+08:00", "2026-11-24T00:00:00+08:00")]
+
+    starting = MAIN_FIRST | {"shifts": {"late": {"start": "24:00", "end": "06:00"}},
+                             "rotation": ["late"]}
+    r = await client.put("/v1/teams/t-vol/shift-plan", json=starting, headers=ADMIN)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "shifts.late.start")
+    assert "00:00" in r.json()["error"]["message"]
+
+
 async def test_bad_plans_and_unknown_teams_are_refused(volunteers: Volunteers) -> None:
     await volunteers.import_district()
     client = volunteers.client
