@@ -107,6 +107,29 @@ async def test_revoking_the_last_members_device_ends_the_shift_under_the_order_i
     assert await paid(v, "m-wang") == [("patrol", 5)]
 
 
+async def test_removing_the_last_member_on_the_shift_ends_it_under_its_order_as_a_revocation(
+        volunteers: Volunteers, publisher: RedisBroker) -> None:
+    # Wang, alone on the shift, is on her way to an order when she quits and the coordinator
+    # removes her: her phones are revoked with her, and nobody on the shift is left to
+    # answer. Revoking her phone first ends the shift under the order (dispatch takes an
+    # offer back and flags a taken order); the removal alone left the team on shift with
+    # nobody, the order "on its way" for the command room until someone noticed, because
+    # Chen, who never checked in, was still on the team's roster.
+    v = volunteers
+    await v.import_district()
+    _, phone = await enrolled(v, "m-wang")
+    assert (await v.client.post("/v1/me/shift/start", headers=phone)).status_code == 200
+    await publisher.publish(order("ord_1"), stream="order.issued")
+    await v.consumed("order.issued")
+
+    r = await v.client.delete("/v1/members/m-wang", headers=ADMIN)
+    assert r.status_code == 204, r.text
+    state = await team_state(v)
+    assert (state["status"], state["on_shift"], state["shift_member_ids"]) == (
+        "dispatched", False, [])
+    assert (await statuses(v))[-1] == ("dispatched", False, "ord_1")
+
+
 async def test_the_admin_checks_out_a_member_who_lost_their_phone(
         volunteers: Volunteers, publisher: RedisBroker) -> None:
     v = volunteers

@@ -462,11 +462,13 @@ class Model:
 
     def member_deleted(self, member: str, now: datetime) -> None:
         team_id = self.members[member]
+        was_on = member in self.teams[team_id].members
         self.leave(team_id, member, now)
         del self.members[member]
         # gone with their points: no late answer counts them (the removal drops their stints)
         self.stints[team_id] = [s for s in self.stints.get(team_id, []) if s[0] != member]
-        if team_id not in self.members.values():
+        # nobody left on its roster, or the last one on its shift gone with their phones
+        if team_id not in self.members.values() or (was_on and not self.teams[team_id].members):
             self._unmanned(team_id)
         self.points.pop(member, None)
 
