@@ -542,9 +542,11 @@ def leave(
 ) -> tuple[TeamState, list[LedgerEntry]]:
     """`member_ids` leave the team's shift (moved or removed): its state after, and their
     patrol points so far. Queued in the same transaction as the team's state, so no later
-    step (which a crash could skip) is needed to take them off the old shift. `emptied`:
-    they were the last members of its roster, so its shift ends even if it holds an order
-    (`status.unmanned`: dispatch hears it off shift, and the command room decides).
+    step (which a crash could skip) is needed to take them off the old shift. The shift
+    ends even if it holds an order (`status.unmanned`: dispatch hears it off shift, and the
+    command room decides) when they were the last on it (their phones are another team's,
+    or revoked with them: nobody on it is left to answer, as when the last one's phone is
+    revoked, `status.device_revoked`), or `emptied`: the last members of its roster.
 
     `limit`: first end the check-ins that ran out by `now` (`expire_check_ins`), as every
     transition and the sweep do: a member whose check-in ran out before the sweep came was
@@ -552,6 +554,7 @@ def leave(
     would cost them the missed-order 2, read late), and is paid to the cap with the
     sweep's entry (the same id: the sweep, coming later, finds nothing to pay)."""
     ledger: list[LedgerEntry] = []
+    were_on = any(m in state.shift_members for m in member_ids)
     if limit is not None:
         expired = expire_check_ins(state, now=now, limit=limit)
         state = expired.state
@@ -568,7 +571,7 @@ def leave(
             ledger += award_patrol(ended=outcome.ended, team_id=team["id"],
                                    district=team["district"], agency_kind=agency.get("kind", ""),
                                    max_hours=max_hours)
-    if emptied and member_ids:
+    if (emptied and member_ids) or (were_on and not state.shift_members):
         state = unmanned(state)
     return state, ledger
 

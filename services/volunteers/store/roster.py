@@ -12,7 +12,7 @@ from redis.asyncio.client import Pipeline
 from shared import streams
 from shared.events import DeviceRevoked
 
-from ..domain.status import CheckInLimit, Refused, TeamState, unmanned
+from ..domain.status import CheckInLimit, Refused, TeamState
 from . import keys
 from .imports import leave, outside_imports, read_hashes, read_sets
 from .points import queue_entries
@@ -123,12 +123,6 @@ async def delete_member(redis: Redis, *, broker: RedisBroker, member_id: str, no
         state, ledger = leave(before, [member_id], team=team, agency=agency, now=now,
                                max_hours=max_patrol_hours, emptied=not others,
                                limit=check_in_limit)
-        if member_id in before.shift_members and not state.shift_members:
-            # The last one on the shift, gone with every device of theirs: nobody is left to
-            # answer the orders the team holds, as when their phone is revoked
-            # (status.device_revoked): the shift ends under them, and dispatch takes back
-            # an offer and flags a taken order, where it saw the team on its way for ever.
-            state = unmanned(state)
         if member_id in state.left:  # gone with their points: no late answer pays them
             state = state.model_copy(update={
                 "left": {m: s for m, s in state.left.items() if m != member_id}})

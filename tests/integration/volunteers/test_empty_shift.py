@@ -42,7 +42,12 @@ async def test_a_shift_whose_last_member_moved_during_an_order_ends_with_the_ord
                            "mode": "foot"})
     next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
     await volunteers.import_district(moved)
-    assert (await team_state(volunteers, "t-vol"))["on_shift"] is True  # the order holds it
+    # nobody on the shift is left to answer: it ends under the order, which stays open
+    # (dispatch takes back an offer, flags a taken one); an answer Chen gave before the
+    # move (read after it) still ends the order, and the team is off duty
+    state = await team_state(volunteers, "t-vol")
+    assert (state["status"], state["on_shift"]) == ("dispatched", False)
+    assert await last_status(volunteers, "t-vol") == ("dispatched", False)
     await publisher.publish(OrderResponded(
         district="d1", order_id="ord_1", incident_id="inc_ord_1", team_id="t-vol",
         member_id="m-chen", response="resolved"), stream="order.responded")

@@ -405,12 +405,15 @@ async def test_a_member_moved_to_another_team_before_the_resolution_is_not_paid_
     assert [e for e in await history(volunteers, wang) if e[0] != "patrol"] == []
 
 
-async def test_a_team_emptied_and_refilled_by_one_import_keeps_its_shift_for_its_order(
+async def test_a_team_whose_shift_an_import_empties_under_its_order_ends_it_though_refilled(
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
     # The spreadsheet swaps the aunties: Wang and Chen go to t-vol2, Zhou (new) and Sun (from
-    # t-vol2) come to t-vol, in one import. t-vol is never without a member who may answer
-    # its order: it is not "unmanned", and dispatch sees nothing to take back or flag.
+    # t-vol2) come to t-vol, in one import. Wang, the only one on t-vol's shift, answers for
+    # t-vol2 now; Zhou and Sun are on its roster but never checked in. Nobody on the shift is
+    # left to answer its order: the shift ends under it ("unmanned"), as when Wang's phone is
+    # revoked, and dispatch takes back an offer or flags a taken order for the command room,
+    # which decides (the order stays; a teammate may still answer it).
     await volunteers.import_district()
     doc = copy.deepcopy(DISTRICT)
     doc["teams"].append({"id": "t-vol2", "agency_id": "v-red", "name": "Aunties 2",
@@ -432,10 +435,11 @@ async def test_a_team_emptied_and_refilled_by_one_import_keeps_its_shift_for_its
                            "team_id": "t-vol", "role": "volunteer"})
     await volunteers.import_district(doc)
     state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
-    assert (state["on_shift"], state["shift_member_ids"]) == (True, [])
+    assert (state["on_shift"], state["shift_member_ids"]) == (False, [])
+    assert state["open_orders"] == [{"order_id": "ord_x", "stage": "dispatched"}]
     last = [e for e in await volunteers.events("unit.status", UnitStatus)
             if e.unit_id == "t-vol"][-1]
-    assert (last.status, last.on_shift, last.order_id) == ("dispatched", True, "ord_x")
+    assert (last.status, last.on_shift, last.order_id) == ("dispatched", False, "ord_x")
 
 
 async def test_a_member_removed_before_an_answer_is_read_is_not_paid_for_it(

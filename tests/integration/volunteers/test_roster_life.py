@@ -167,10 +167,11 @@ async def test_a_team_on_an_order_left_with_no_member_goes_off_shift_for_the_com
     volunteers: Volunteers, publisher: RedisBroker,
 ) -> None:
     # t-vol is on its way to an incident. An import (the whole roster re-sent from the
-    # spreadsheet) moves both its members to t-vol2: nobody may answer t-vol's order now
-    # (notify takes answers only from the order's team). Dispatch must hear t-vol off shift,
-    # still holding the order (it takes an offer back, or flags the incident for the command
-    # room), not see it on its way for ever.
+    # spreadsheet) moves Wang, the only one on its shift, to t-vol2: her phone is t-vol2's
+    # now, and nobody on t-vol's shift is left to answer its order. Dispatch must hear t-vol
+    # off shift, still holding the order (it takes an offer back, or flags the incident for
+    # the command room), not see it on its way for ever, as when her phone is revoked or
+    # she is removed; Chen, on t-vol's roster but never checked in, was no answer to it.
     await volunteers.import_district()
     wang = await volunteers.enrol("m-wang")
     assert (await volunteers.client.post("/v1/me/shift/start", headers=wang)).status_code == 200
@@ -182,11 +183,10 @@ async def test_a_team_on_an_order_left_with_no_member_goes_off_shift_for_the_com
                            "mode": "foot"})
     next(m for m in moved["members"] if m["id"] == "m-wang")["team_id"] = "t-vol2"
     await volunteers.import_district(moved)
-    # Chen, not checked in, is still t-vol's and may answer: the shift holds
-    assert await last_status(volunteers, "t-vol") == ("dispatched", True, "ord_live")
+    assert await last_status(volunteers, "t-vol") == ("dispatched", False, "ord_live")
 
     next(m for m in moved["members"] if m["id"] == "m-chen")["team_id"] = "t-vol2"
-    await volunteers.import_district(moved)
+    await volunteers.import_district(moved)  # its roster empty too: nothing more to end
     assert await last_status(volunteers, "t-vol") == ("dispatched", False, "ord_live")
     state = (await volunteers.client.get("/v1/teams/t-vol", headers=ADMIN)).json()["state"]
     assert (state["on_shift"], state["open_orders"]) == (

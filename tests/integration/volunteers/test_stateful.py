@@ -451,9 +451,11 @@ class Model:
                 moved.setdefault(old, []).append(member)
             self.members[member] = team_id
         for old, leaving in sorted(moved.items()):
+            were_on = any(m in self.teams[old].members for m in leaving)
             for member in leaving:
                 self.leave(old, member, now)
-            if old not in self.members.values():  # nobody left on its roster
+            # nobody left on its roster, or the last ones on its shift gone to another team
+            if old not in self.members.values() or (were_on and not self.teams[old].members):
                 self._unmanned(old)
 
     def _unmanned(self, team_id: str) -> None:
