@@ -63,17 +63,22 @@ class DistrictZones(BaseModel):
     zones: list[ZoneOut]
 
 
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+
+
 def month_period(month: str, tz: tzinfo) -> tuple[datetime, datetime]:
     """The instants a month `YYYY-MM` begins and ends on the district's clock (`tz`): in
     Asia/Shanghai, November begins at 16:00 UTC on 31 October. 422 naming `month` for a
     month that is none (2026-13)."""
     try:
         year, number = (int(part) for part in month.split("-"))
+        if not FIRST_YEAR <= year <= LAST_YEAR:  # no award is older; the calendar ends
+            raise ValueError(year)
         first = date(year, number, 1)
         after = date(year + number // 12, number % 12 + 1, 1)
     except ValueError as exc:
-        raise ApiError(422, "invalid_field", "month must be a month YYYY-MM (01 to 12)",
-                       "month") from exc
+        raise ApiError(422, "invalid_field", f"month must be a month YYYY-MM (01 to 12, "
+                       f"{FIRST_YEAR} to {LAST_YEAR})", "month") from exc
     return (datetime.combine(first, time(), tzinfo=tz),
             datetime.combine(after, time(), tzinfo=tz))
 

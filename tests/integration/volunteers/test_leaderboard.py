@@ -92,7 +92,8 @@ async def test_a_months_board_counts_the_points_earned_in_that_month_on_the_dist
 
 async def test_a_month_asked_wrongly_is_a_422_naming_it(volunteers: Volunteers) -> None:
     await volunteers.import_district()
-    for month in ("2026-13", "2026-11-01", "11/2026", "2026-1", "0000-01"):
+    for month in ("2026-13", "2026-11-01", "11/2026", "2026-1", "0000-01", "0001-01",
+                  "9999-12"):
         r = await volunteers.client.get("/v1/points/leaderboard", headers=ADMIN,
                                         params={"district": "d1", "month": month})
         assert (r.status_code, r.json()["error"]["field"]) == (422, "month"), (month, r.text)
