@@ -79,6 +79,11 @@ def describe_field_error(err: Mapping[str, Any],
     kind = err["type"]
     if overrides and kind in overrides:
         return overrides[kind]
+    # The choices are the schema's ('officer', 'auxiliary', ...), never the caller's input:
+    # a coordinator who wrote a role in Chinese is told the words the roster takes.
+    expected = (err.get("ctx") or {}).get("expected")
+    if kind in ("literal_error", "enum") and isinstance(expected, str) and expected:
+        return f"must be {expected}"
     if kind in _MESSAGES:
         return _MESSAGES[kind]
     if kind in _BOUNDS:

@@ -142,3 +142,30 @@ async def test_a_roster_import_refused_never_echoes_members_details(
     misspelt = {"district": "d1", "csv": {"members": "id,name,agency,team_id,role\n"}}
     r = await volunteers.client.post("/v1/roster/import", headers=ADMIN, json=misspelt)
     assert r.status_code == 422 and "agency" in {e["field"] for e in r.json()["error"]["errors"]}
+
+
+async def test_a_value_outside_a_list_of_choices_is_told_the_choices(
+    volunteers: Volunteers,
+) -> None:
+    """A coordinator who wrote the role as 志愿者, the mode as 步行 or the kind as 志愿队 was
+    told "is not one of the allowed values", and left to guess them: the answer names them
+    (the schema's values, never the cell's)."""
+    await volunteers.import_district()
+    files = {
+        "agencies": "id,name,kind,role\nv-red,Red armbands,志愿队,\n",
+        "teams": "id,agency_id,name,mode,skills,home_zone_id\nt-vol,v-red,Aunties,步行,,\n",
+        "members": "id,name,agency_id,team_id,role,phone\n"
+                   "m-wang,Auntie Wang,v-red,t-vol,志愿者,\n",
+    }
+    r = await volunteers.client.post("/v1/roster/import", headers=ADMIN,
+                                     json={"district": "d1", "csv": files})
+    assert r.status_code == 422, r.text
+    told = {e["field"]: e["message"] for e in r.json()["error"]["errors"]}
+    assert told["kind"] == "must be 'police', 'security' or 'volunteer'"
+    assert told["mode"].startswith("must be 'foot', ")
+    assert told["role"] == "must be 'officer', 'auxiliary', 'guard' or 'volunteer'"
+    assert all(word not in r.text for word in ("志愿队", "步行", "志愿者"))
+    r = await volunteers.client.put("/v1/me/status", headers=await volunteers.enrol("m-wang"),
+                                    json={"status": "休息"})
+    assert r.json()["error"]["message"] == \
+        "status must be 'available', 'busy' or 'off_duty'", r.text
