@@ -526,6 +526,11 @@ def _agency_incident_view(head: dict[str, str],
     }
 
 
+def _days(days: float) -> int | float:
+    """A number of days as set (RECORDS_DAYS: 90, not 90.0; a fraction kept as it is)."""
+    return int(days) if days == int(days) else days
+
+
 def _order_view(order: dict[str, str]) -> dict[str, Any]:
     keys = ("order_id", "team_id", "team_name", "agency_kind", "kind", "state", "issued_at",
             "ack_by", "delivered_at", "acknowledged_at", "en_route_at", "on_scene_at",
@@ -949,6 +954,20 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         check_district(who, head["district"])
         [mine] = await store.agency_orders(redis, [incident_id], who.agency_id or "")
         if not mine:
+            # read after its orders: archived meanwhile, its orders were gone when read
+            [now_kept] = await store.incidents_heads(redis, [incident_id],
+                                                     ("district", "archived_at"))
+            if now_kept is None:
+                raise not_found("incident")
+            if now_kept.get("archived_at"):
+                # its orders deleted, whose teams it had is not known: not said to be none
+                # of this agency's, which may be untrue; the command room reads its figures
+                raise forbidden(
+                    f"this incident's record was archived on {now_kept['archived_at']}, "
+                    f"RECORDS_DAYS ({_days(settings.records_days)}) after it ended: its "
+                    "orders are no longer kept, so which agencies' teams it had is not "
+                    "known, and an agency desk reads no incident it cannot show to be its "
+                    "own")
             raise forbidden("none of this agency's teams was given an order of this incident")
         return {**_agency_incident_view(head, mine), "now": datetime.now(UTC).isoformat()}
 

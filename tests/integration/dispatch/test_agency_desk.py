@@ -5,6 +5,7 @@ is stood in with the roster's districts and agencies."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -12,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import redis as sync_redis
+import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
-from services.dispatch import api, store
+from services.dispatch import api, records, store
+from services.dispatch.locks import IncidentLocks
 from shared import streams
 from shared.events import (
     Caller,
@@ -390,3 +393,32 @@ async def test_an_agency_desk_s_figures_are_of_its_own_teams_orders(
     assert (r.status_code, r.json()["error"]["field"]) == (422, "district"), r.text
     r = await desk.get("/v1/kpis", headers=company_a, params={"district": OTHER_DISTRICT})
     assert r.status_code == 403, r.text
+
+
+async def test_an_agency_desk_is_told_an_archived_incident_s_orders_are_no_longer_kept(
+        clean_redis: str, desk: httpx.AsyncClient) -> None:
+    """RECORDS_DAYS after an incident ended its orders are deleted (records.py): whose teams
+    it had is no longer known, so company A's desk is refused it, as any incident it cannot
+    show to be its own, but told why; not that none of its teams was sent (its post was)."""
+    seed_incidents(clean_redis, [("inc_long_ago", utcnow() - timedelta(days=100), {}),
+                                 ("inc_b_only", utcnow() - timedelta(days=1), {})])
+    seed_orders(clean_redis, {"inc_long_ago": ["sec-a"], "inc_b_only": ["sec-b"]})
+    redis = aioredis.Redis.from_url(clean_redis, decode_responses=True)
+    locks = IncidentLocks(redis)
+    try:
+        await redis.zadd(store.ENDED, {"inc_long_ago": time.time()})
+        assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
+    finally:
+        await locks.close()
+        await redis.aclose()
+    company_a = await agency_desk(desk, "sec-a")
+    r = await desk.get("/v1/incidents/inc_long_ago", headers=company_a)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "forbidden"), r.text
+    message = r.json()["error"]["message"]
+    assert "archived" in message and "RECORDS_DAYS" in message, message
+    assert "none of this agency's teams" not in message
+    r = await desk.get("/v1/incidents/inc_b_only", headers=company_a)
+    assert r.status_code == 403 and "none of this agency's teams" in r.json()["error"]["message"]
+    # the command room reads what is kept of it, as ever
+    r = await desk.get("/v1/incidents/inc_long_ago", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["archived_at"], r.text
