@@ -1370,7 +1370,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                                              default=timedelta(days=1), now=now)
         if compare is not None:
             raise forbidden("an agency desk's figures are of its teams' orders, kept "
-                            f"{settings.records_days} days after their incident ended: none "
+                            f"{_days(settings.records_days)} days after their incident ended: none "
                             "of a year before", "compare")
         found: list[tuple[dict[str, str], list[dict[str, str]]]] = []
         for start in range(0, len(ids), BOARD_BATCH):
@@ -1385,7 +1385,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                       and (category is None or head.get("category") == category)]
         return {"since": since.isoformat(), "until": until.isoformat(), "timezone": str(tz),
                 "today": now.astimezone(tz).date().isoformat(), "category": category,
-                "agency_id": who.agency_id, "orders_kept_days": settings.records_days,
+                "agency_id": who.agency_id, "orders_kept_days": _days(settings.records_days),
                 **review.agency_figures(found)}
 
     @router.get("/kpis/teams", summary="Each team's orders over a period and what became of "

@@ -379,7 +379,9 @@ async def test_an_agency_desk_s_figures_are_of_its_own_teams_orders(
     assert a["offer_to_scene_s"]["by_priority"]["P1"]["p50"] == 140.0
     assert a["by_team"]["a-post-1"]["declines"] == 1 and a["by_team"]["a-post-1"]["orders"] == 3
     assert set(a["by_team"]) == {"a-post-1", "a-post-2"}  # never company B's
-    assert a["orders_kept_days"] > 0 and "never_assigned" not in a and "by_zone" not in a
+    # RECORDS_DAYS, 90 by default: a whole number of days, as it is set
+    assert a["orders_kept_days"] == 90 and isinstance(a["orders_kept_days"], int)
+    assert "never_assigned" not in a and "by_zone" not in a
     b = await figures(company_b)
     assert (b["incidents"], b["orders"], b["routing_timeouts"]) == (2, 2, 1)
     assert set(b["by_team"]) == {"t-sec-b"}
@@ -389,6 +391,7 @@ async def test_an_agency_desk_s_figures_are_of_its_own_teams_orders(
     r = await desk.get("/v1/kpis", headers=company_a, params={"district": DISTRICT,
                                                               "compare": "previous_year"})
     assert (r.status_code, r.json()["error"]["field"]) == (403, "compare"), r.text
+    assert "kept 90 days" in r.json()["error"]["message"], r.text
     r = await desk.get("/v1/kpis", headers=company_a)  # whose district: one of its own
     assert (r.status_code, r.json()["error"]["field"]) == (422, "district"), r.text
     r = await desk.get("/v1/kpis", headers=company_a, params={"district": OTHER_DISTRICT})
