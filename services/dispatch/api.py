@@ -1214,20 +1214,32 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                            "polygon": [list(xy) for xy in z.polygon]} for z in found]}
 
     @router.get("/units", summary="All units of a district as dispatch sees them: one screen",
-                description="An agency desk's: its own agency's teams only.")
+                description="An agency desk's: its own agency's teams only, each with "
+                "`open_order_of_former_agency`: true for a team a roster import moved here "
+                "from another agency while it held an order given under that agency (the "
+                "order stays that agency's; its `open_order_id` is null here).")
     async def units(
         who: ReaderOrAgency,
         district: str = Query(min_length=1, max_length=64),
         status: UnitState | None = None,  # a misspelt one: a 422, not "no team"
     ) -> dict[str, Any]:
         await check_known_district(who, district)
+        found = [(unit, order_id) for unit, order_id in await store.units_in(redis, district)
+                 if not status or unit.status == status]
+        given_to: dict[str, str | None] = {}  # an agency desk's: each open order's agency
+        if who.kind == "agency":
+            found = [(unit, order_id) for unit, order_id in found
+                     if unit.agency_id == who.agency_id]  # not another agency's team
+            held = [order_id for _, order_id in found if order_id]
+            given_to = dict(zip(held, await store.orders_agencies(redis, held), strict=True))
         rows = []
-        for unit, order_id in await store.units_in(redis, district):
-            if status and unit.status != status:
-                continue
-            if who.kind == "agency" and unit.agency_id != who.agency_id:
-                continue  # another agency's (its open order is that agency's too)
-            rows.append({
+        for unit, order_id in found:
+            # An order is its agency's as recorded on it (its board, its figures): a team a
+            # roster import moved here goes on with one given under its former agency,
+            # which this desk may not open. Said so, its id left out: no link to a 403.
+            shown = (order_id if who.kind != "agency" or not order_id
+                     or given_to.get(order_id) == who.agency_id else None)
+            row: dict[str, Any] = {
                 "team_id": unit.team_id, "name": unit.name, "agency_id": unit.agency_id,
                 "agency_kind": unit.agency_kind, "agency_role": unit.agency_role,
                 "mode": unit.mode, "status": unit.status, "on_shift": unit.on_shift,
@@ -1235,8 +1247,12 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 "position": {"lat": unit.lat, "lon": unit.lon,
                              "at": unit.fix_at.isoformat() if unit.fix_at else None}
                 if unit.lat is not None else None,
-                "open_order_id": order_id,
-            })
+                "open_order_id": shown,
+            }
+            if who.kind == "agency":
+                row["open_order_of_former_agency"] = (
+                    bool(order_id) and given_to.get(order_id) not in (None, who.agency_id))
+            rows.append(row)
         return {"units": rows, "count": len(rows)}
 
     @router.get("/shift-check-ins", summary="The teams planned for the shift being worked now "

@@ -1530,6 +1530,15 @@ async def agency_orders(redis: Redis, incident_ids: Sequence[str],
             for mine in replies]
 
 
+async def orders_agencies(redis: Redis, order_ids: Sequence[str]) -> list[str | None]:
+    """The agency each order of `order_ids` was given to, as recorded on the order (its
+    team's then; None for no such order), in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for order_id in order_ids:
+            pipe.hget(order_key(order_id), "agency_id")
+        return list(await pipe.execute())
+
+
 async def orders_of(redis: Redis, incident_id: str) -> list[dict[str, str]]:
     ids = await redis.lrange(orders_key(incident_id), 0, -1)
     if not ids:

@@ -425,3 +425,40 @@ async def test_an_agency_desk_is_told_an_archived_incident_s_orders_are_no_longe
     # the command room reads what is kept of it, as ever
     r = await desk.get("/v1/incidents/inc_long_ago", headers=ADMIN)
     assert r.status_code == 200 and r.json()["archived_at"], r.text
+
+
+async def test_a_team_moved_to_another_agency_shows_its_new_desk_an_order_of_its_former_one(
+        desk: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """A roster import moves company A's post, on its way to a noise complaint, to company B:
+    the order goes on (the same guards on their way) and stays company A's, on A's board and
+    in A's figures. B's desk sees its new team busy with an order given under its former
+    agency, without that order's id (which B's desk may not open), never a link to a 403."""
+    await company_team(publisher, "a-post-1", "sec-a")
+    await wait_for_units(desk, 1)
+    noise = await reported(publisher, "noise", "P4")
+    [order] = await incident_orders(desk, noise, 1)
+    assert order["team_id"] == "a-post-1"
+    await publisher.publish(UnitStatus(
+        district=DISTRICT, unit_id="a-post-1", status="busy", name="team a-post-1",
+        agency_id="sec-b", agency_kind="security", mode="foot", on_shift=True,
+        order_id=order["order_id"]), stream=streams.UNIT_STATUS.name)
+
+    async def moved() -> bool:
+        r = await desk.get("/v1/units", headers=ADMIN, params={"district": DISTRICT})
+        return [(u["agency_id"], u["open_order_id"]) for u in r.json()["units"]] == [
+            ("sec-b", order["order_id"])]
+
+    await poll_until(moved, "company A's post moved to company B, its order still open")
+    company_a, company_b = await agency_desk(desk, "sec-a"), await agency_desk(desk, "sec-b")
+    r = await desk.get("/v1/units", headers=company_b, params={"district": DISTRICT})
+    assert r.status_code == 200, r.text
+    [unit] = r.json()["units"]
+    assert (unit["team_id"], unit["status"]) == ("a-post-1", "busy")
+    assert unit["open_order_id"] is None and unit["open_order_of_former_agency"] is True
+    assert order["order_id"] not in r.text
+    r = await desk.get("/v1/incidents", headers=company_b)
+    assert r.json()["incidents"] == []
+    [row] = (await desk.get("/v1/incidents", headers=company_a)).json()["incidents"]
+    assert [o["order_id"] for o in row["orders"]] == [order["order_id"]]  # still A's
+    r = await desk.get("/v1/units", headers=company_a, params={"district": DISTRICT})
+    assert r.json()["units"] == []  # no longer its team
