@@ -29,7 +29,7 @@ from shared.policy import load_policy
 from shared.runtime import stop_task
 from shared.timezones import parse_timezone
 
-from . import api, console, handlers, records, store, waiting
+from . import agency_page, api, console, handlers, records, store, waiting
 from .config import Settings
 from .engine import Dispatcher, observe_incidents
 from .timers import run_timers
@@ -104,12 +104,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                         http=http))
     app.include_router(audit.build_router(redis=redis, service="dispatch"))
     app.include_router(console.build_console_router())
+    app.include_router(agency_page.build_agency_page_router())
 
     async def resolve(token: str):  # dispatcher tokens; the admin token is checked first
         return await api.resolve_dispatcher(redis, token)
 
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
-                       rate_limits=RateLimits(settings.rate_limits()), public_paths=("/console",),
+                       rate_limits=RateLimits(settings.rate_limits()), public_paths=("/console", "/agency"),
                        failures=settings.auth_failures(),
                        max_body_bytes=settings.max_body_bytes, resolve=resolve)
     # Around the authentication too: a token is checked in Redis.

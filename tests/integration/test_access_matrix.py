@@ -169,6 +169,7 @@ MATRIX: list[Row] = [
     # --- dispatch: the command room's ------------------------------------------------------
     *operations("dispatch"),
     public("dispatch", "/console"),
+    public("dispatch", "/agency"),  # an agency desk's page: holds no data, reads with its token
     row("dispatch", "GET", "/v1/me", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/incidents", each((*READERS, AGENCY), 200)),
     row("dispatch", "GET", "/v1/incidents?district=d1", each((*READERS, AGENCY), 200)),
@@ -311,6 +312,7 @@ MATRIX: list[Row] = [
 AGENCY_DESK: dict[str, str] = {
     "GET /openapi.json": "public", "GET /docs": "public", "* /docs/static": "public",
     "GET /healthz": "public", "GET /readyz": "public", "GET /console": "public",
+    "GET /agency": "public",  # its own page (no data in it: what it reads, its token's)
     "GET /metrics": "refused", "GET /v1/admin/audit": "refused",
     "GET /v1/admin/dead-letters": "refused",
     "POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay": "refused",

@@ -1,8 +1,10 @@
-"""The browser pages' security headers: the command room's console and the members' page.
+"""The browser pages' security headers: the command room's console, an agency desk's page
+and the members' page.
 
-Both keep their token in the browser (localStorage) and act with one click (close an
-incident, take an order back, decline an order), so another site must not show them in a
-frame of its own and have the click land on a button it hides (clickjacking).
+Each keeps its token in the browser (localStorage); the console and the members' page act
+with one click (close an incident, take an order back, decline an order), so another site
+must not show them in a frame of its own and have the click land on a button it hides
+(clickjacking). The agency desk's page changes nothing, and is held to the same headers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.dispatch.agency_page import build_agency_page_router
 from services.dispatch.console import build_console_router
 from services.notify.api import build_page_router
 from services.notify.config import Settings as NotifySettings
@@ -24,6 +27,8 @@ def _app(page: str) -> FastAPI:
     app = FastAPI()
     if page == "/console":
         app.include_router(build_console_router())
+    elif page == "/agency":
+        app.include_router(build_agency_page_router())
     else:
         app.include_router(build_page_router(NotifySettings(admin_token="test-admin-token")))
     return app
@@ -47,7 +52,7 @@ def _directives(policy: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("page", ["/console", "/device"])
+@pytest.mark.parametrize("page", ["/console", "/agency", "/device"])
 async def test_no_other_site_may_show_the_page_in_a_frame(page: str) -> None:
     r = await _served(page)
     assert _directives(r.headers["content-security-policy"]).get("frame-ancestors") == ["'none'"]
@@ -59,7 +64,7 @@ def _inline_scripts(html: str) -> list[str]:
     return re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
 
 
-@pytest.mark.parametrize("page", ["/console", "/device"])
+@pytest.mark.parametrize("page", ["/console", "/agency", "/device"])
 async def test_the_page_runs_its_own_script_and_no_script_put_into_it(page: str) -> None:
     """Whatever server data a page shows (a description, a caller's name, a team's note)
     could only ever run as a script if the policy let any inline script run: it lets the

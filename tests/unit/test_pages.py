@@ -1,4 +1,5 @@
-"""The browser pages' scripts (the command room's console, the members' device page).
+"""The browser pages' scripts (the command room's console, an agency desk's page, the
+members' device page).
 
 The suite runs without a browser. These checks catch what `node --check` does not: a
 script that declares a global the browser holds unforgeable (`function top`) stops with
@@ -14,6 +15,7 @@ from typing import Any, cast
 
 import pytest
 
+from services.dispatch.agency_page import AGENCY_PAGE
 from services.dispatch.console import CONSOLE_PAGE
 from services.notify.page import DEVICE_PAGE
 from tests.helpers import run_in_node
@@ -28,7 +30,8 @@ def script(page: str) -> str:
     return page.split("<script>", 1)[1].split("</script>", 1)[0]
 
 
-@pytest.mark.parametrize("page", [CONSOLE_PAGE, DEVICE_PAGE], ids=["console", "device"])
+@pytest.mark.parametrize("page", [CONSOLE_PAGE, AGENCY_PAGE, DEVICE_PAGE],
+                         ids=["console", "agency", "device"])
 def test_no_page_declares_a_global_the_browser_will_not_give_up(page: str) -> None:
     names = set(DECLARED.findall(script(page)))
     assert names, "the pattern finds the page's declarations"

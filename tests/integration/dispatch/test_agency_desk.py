@@ -5,6 +5,9 @@ is stood in with the roster's districts and agencies."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -17,6 +20,7 @@ import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
 from services.dispatch import api, records, store
+from services.dispatch.agency_page import AGENCY_PAGE
 from services.dispatch.locks import IncidentLocks
 from shared import streams
 from shared.events import (
@@ -29,8 +33,12 @@ from shared.events import (
     new_id,
     utcnow,
 )
-from tests.helpers import poll_until
+from shared.labels import label
+from tests.helpers import poll_until, run_in_node
 from tests.integration.notify.conftest import roster_of
+from tests.unit.dispatch.test_agency_page import HARNESS as PAGE_HARNESS
+from tests.unit.dispatch.test_agency_page import said as page_said
+from tests.unit.test_pages import script
 
 from .conftest import console_of
 from .test_close import ADMIN
@@ -462,3 +470,60 @@ async def test_a_team_moved_to_another_agency_shows_its_new_desk_an_order_of_its
     assert [o["order_id"] for o in row["orders"]] == [order["order_id"]]  # still A's
     r = await desk.get("/v1/units", headers=company_a, params={"district": DISTRICT})
     assert r.json()["units"] == []  # no longer its team
+
+
+async def test_the_agency_page_shows_what_dispatch_answers_the_desk(
+        desk: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """The desk's own page (GET /agency, public: it holds no data) fed dispatch's answers to
+    company A's token, as they are: its post on the noise complaint it took, that order in
+    its list, its figures; nothing of the caller. The shift plans, which this stand-in of
+    volunteers does not keep, are said not read in their place."""
+    if shutil.which("node") is None:  # before the set-up (run_in_node would skip after it)
+        pytest.skip("node is not installed")
+    await company_team(publisher, "a-post-1", "sec-a")
+    await wait_for_units(desk, 1)
+    noise = await reported(publisher, "noise", "P4")
+    [order] = await incident_orders(desk, noise, 1)
+    await answered(publisher, {**order, "incident_id": noise}, "acknowledged")
+
+    async def taken() -> bool:
+        r = await desk.get(f"/v1/incidents/{noise}", headers=ADMIN)
+        return r.json()["orders"][0]["state"] == "acknowledged"
+
+    await poll_until(taken, "company A's post taking the order")
+    page = await desk.get("/agency")
+    assert page.status_code == 200 and "connect-src 'self'" in page.headers[
+        "content-security-policy"]
+    company_a = await agency_desk(desk, "sec-a")
+    today = (await desk.get("/v1/kpis", headers=company_a,
+                            params={"district": DISTRICT})).json()["today"]
+    answers: dict[str, list[Any]] = {}
+    for path, params in (("/v1/me", {}), ("/v1/incidents", {"district": DISTRICT, "limit": "50"}),
+                         ("/v1/units", {"district": DISTRICT}),
+                         ("/v1/shift-check-ins", {"district": DISTRICT}),
+                         ("/v1/kpis", {"district": DISTRICT, "date": today})):
+        r = await desk.get(path, headers=company_a, params=params)
+        answers[path] = [r.status_code, r.json()]
+    assert answers["/v1/shift-check-ins"][0] == 503
+    setup = (f"var answers = {json.dumps(answers)}; "
+             "var answer = url => reply(...answers[url.split('?')[0]]); "
+             "const table = id => $(id).children.map(tr => tr.children.map(td => td.textContent)); "
+             "const items = id => $(id).children.map(li => li.textContent);")
+    [shown] = await asyncio.to_thread(run_in_node, PAGE_HARNESS, {
+        "page": script(AGENCY_PAGE), "setup": setup,
+        "steps": ['[table("teams"), table("orders"), items("figures"), '
+                  '$("rollcount").textContent, $("err").textContent]']})
+    teams, orders, figures, rollcount, err = shown
+    assert err == ""
+    noise_said = label("category", "noise")
+    # (its status as volunteers last said it: busy once volunteers reads the order)
+    [unit] = answers["/v1/units"][1]["units"]
+    assert teams == [["team a-post-1", label("team_status", unit["status"]), page_said(
+        "order_of", priority="P4" + label("priority", "P4"), category=noise_said,
+        place="North gate, Minzu Ave", state=label("order_state", "acknowledged"))]]
+    [row] = orders
+    assert row[1:6] == ["P4" + label("priority", "P4"), noise_said, "North gate, Minzu Ave",
+                        "team a-post-1", label("order_state", "acknowledged")]
+    assert f"{page_said('f_orders')}：1" in figures
+    assert rollcount.startswith(page_said("not_read", why="\0").split("\0")[0])
+    nothing_of_the_caller(json.dumps([teams, orders, figures]))
