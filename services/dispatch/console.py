@@ -55,6 +55,7 @@ _CONSOLE_PAGE = """<!doctype html>
  #map text{fill:#9fb2c6;font-size:11px} #map .inc{cursor:pointer}
  #pipeline{background:#5c1d1f;border-bottom:2px solid #ff6b6b;padding:8px 12px;font-weight:600}
  #pipeline div{margin:2px 0}
+ a{color:#8ecae6}
 </style></head><body>
 <header><h1 id="heading">{{heading}}</h1>
  <button id="lang" type="button" lang="en">{{switch}}</button>
@@ -69,7 +70,7 @@ _CONSOLE_PAGE = """<!doctype html>
  <span class="dim" id="duty"></span> <button id="takeduty">{{take_duty}}</button>
  <span id="dutyerr"></span>
  <button id="signout" title="{{sign_out_hint}}">{{sign_out}}</button>
- <span id="err"></span></header>
+ <span id="err"></span> <a id="agencylink" href="/agency" hidden>{{agency_page}}</a></header>
 <div id="pipeline" role="alert" hidden></div>
 <main>
  <section><h2><span id="maphead">{{map}}</span> <span class="dim" id="maplegend"></span></h2>
@@ -159,7 +160,7 @@ const FIXED = {heading: "heading", lang: "switch", minename: "mine", save: "watc
   unlink: "unlink", close: "close", revisename: "revise_label", fweaponname: "flag:weapon",
   finjuryname: "flag:injury", fprogressname: "flag:in_progress", revise: "revise",
   remarkname: "remark_label", addremark: "add_remark", attachname: "attach_label",
-  attach: "attach"};
+  attach: "attach", agencylink: "agency_page"};
 const HINTS = {token: "token_hint", district: "district_hint", ref: "ref_hint",
   revnote: "revise_hint", remark: "remark_hint", evref: "evidence_hint"};
 const TITLES = {soundlabel: "sound_hint", signout: "sign_out_hint", unlink: "unlink_hint",
@@ -295,16 +296,18 @@ function refused(body) {
   pipelineNow = null; pipelineMissed = 0; pipelineReading = null; paintPipeline();
   rollNow = null; rollMissed = null; rollReading = null; paintRollCall();
 }
-// An agency's own desk (a security company's, a police station's) reads its own teams and
-// their orders through dispatch's API; the board, the timelines, the duty, the KPIs and the
-// system's state this page shows are the command room's, refused to it. Said once, and
-// nothing is polled until Watch with another token (the roll call or pipeline read on its
-// way is dropped, not painted).
+// An agency's own desk (a security company's, a police station's) reads its own teams, their
+// orders and figures on its own page (/agency); the board, the timelines, the duty, the KPIs
+// and the system's state this page shows are the command room's, refused to it. Said once
+// with a link to its page, which finds the token kept for it in this browser, and nothing is
+// polled until Watch with another token (the roll call or pipeline read on its way is
+// dropped, not painted).
 function notForAgencies() {
   stopped = true;
   pipelineNow = null; pipelineMissed = 0; paintPipeline();
   rollNow = null; rollMissed = null; paintRollCall();
-  show("err", () => say("agency_desk"));
+  localStorage.setItem("lf-agency-token", $("token").value);
+  show("err", () => say("agency_desk")); $("agencylink").hidden = false;
 }
 // What an action answered (a 409 and why) stays beside its buttons until the next action:
 // the 3 s refresh does not wipe it before it is read.
@@ -1024,7 +1027,7 @@ $("save").onclick = () => {
   try { audio = audio || new AudioContext(); audio.resume(); } catch (e) { /* none */ }  // a click unlocks it
   localStorage.setItem("lf-token", $("token").value);
   localStorage.setItem("lf-district", $("district").value); spotsDue = 0; rollDue = 0; me = null;
-  pages = [];
+  pages = []; $("agencylink").hidden = true;
   if (stopped) { stopped = false; show("err", ""); }  // a new token: polling again
   pipelineDue = 0; checkPipeline(); refresh(); };
 // A shared desk: the next shift's dispatcher must not act under this one's token.

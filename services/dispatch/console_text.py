@@ -116,9 +116,9 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "unknown_token": "未知令牌",
         "token_refused": "您的令牌被拒绝（{why}）：警情列表已停止刷新。请输入有效令牌后按“监看”。",
         "signed_out": "已退出登录：请输入令牌后按“监看”。",
-        "agency_desk": "这是综合指挥室的控制台。单位值班台的令牌（保安公司、派出所：只读本单位的警组、"
-                       "指令和数据）请通过调度服务的接口读取：GET /v1/units、/v1/incidents、"
-                       "/v1/kpis、/v1/shift-check-ins（/docs）。",
+        "agency_desk": "这是综合指挥室的控制台。单位值班台（保安公司、派出所：只读本单位的警组、"
+                       "指令和数据）有自己的页面 /agency，此令牌已在此浏览器中为其保存：",
+        "agency_page": "打开单位值班台",
         "on_duty": "值班：{name}，自{since}起",
         "nobody_on_duty": "无人值班：新警情没有督办人",
         "hidden_by_filter": "{count}起被标记的警情因筛选未显示：清除筛选即可看到",
@@ -334,10 +334,10 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "token_refused": "Your token was refused ({why}): the board has stopped refreshing. "
                          "Enter a valid token and press Watch.",
         "signed_out": "Signed out: enter a token and press Watch.",
-        "agency_desk": "This console is the command room's. An agency desk's token (a security "
+        "agency_desk": "This console is the command room's. An agency desk (a security "
                        "company's, a police station's: its own teams, orders and figures only) "
-                       "reads dispatch's API: GET /v1/units, /v1/incidents, /v1/kpis, "
-                       "/v1/shift-check-ins (/docs).",
+                       "has its own page, /agency, where this browser keeps this token for it:",
+        "agency_page": "Open the agency desk",
         "on_duty": "on duty: {name} since {since}",
         "nobody_on_duty": "nobody on duty: new incidents have no supervisor",
         "hidden_by_filter": "{count} flagged incident(s) not shown by this filter: clear the "
