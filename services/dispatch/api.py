@@ -151,7 +151,8 @@ KPIS_DESCRIPTION = (
     "date now), each counted in its report's period however late it ended; `category`: "
     "one category's only, in every figure. "
     "`incidents`, `by_category` and `by_status` (each incident's status now) count each "
-    "incident once: a duplicate report linked to another is in `linked_reports` only. "
+    "incident once: a duplicate report linked to another (or closed by the command room "
+    "while linked, as a duplicate) is in `linked_reports` only. "
     "Times to act, p50 and p90 in seconds over the `count` incidents that have one, from "
     "the report (or dispatch's receipt of it, if earlier): `time_to_assign_s` to the "
     "first order of a team (dispatch's, a backup, one sent by hand; a station's hand-over "
@@ -225,7 +226,8 @@ REVIEW_DISTRICT = ("one district: required of a dispatcher, inspector or agency 
                    "theirs); without it, the admin's answer is of every district")
 HEATMAP_DESCRIPTION = (
     "The incidents reported in [since, until) (the four weeks before `until` unless asked; "
-    "a year at most), a duplicate report linked to another left out, by the H3 cell of the "
+    "a year at most), a duplicate report linked to another (or closed while linked) left "
+    "out, by the H3 cell of the "
     "scene at `resolution`: `hottest`, the `limit` busiest cells (ties: the cell id), each "
     "with its id (`cell`), centre (`lat`, `lon`), `count`, `by_hour` (by the local hour of "
     "the report on the district's clock, `timezone`), `peak_hour` (the busiest of them; "
@@ -1596,7 +1598,7 @@ async def compute_kpis(redis: Redis, incidents: list[dict[str, str]], *, since: 
     followed = visits = holding = 0
     linked = 0
     for inc in incidents:
-        if inc.get("status") == "linked":  # a duplicate: the incident is counted once
+        if review.duplicate(inc):  # a duplicate report: the incident is counted once
             linked += 1
             continue
         by_category[inc["category"]] = by_category.get(inc["category"], 0) + 1

@@ -4650,9 +4650,13 @@ class Dispatcher:
             # With the status, in its one write: a close that failed after the status was
             # written could not be made again (closed already), and incident.closed, which
             # ends the caller's and the teams' views, would never come.
+            # a linked report closed as what it was, a duplicate: the review counts it as
+            # one (review.duplicate), never as an incident of its own
+            duplicate = {"closed_as_duplicate": "1"} if inc["status"] == "linked" else {}
+
             async def closing(pipe: Pipeline) -> None:
                 store.queue_incident_fields(pipe, incident_id, {
-                    "closed_at": utcnow().isoformat(), "closed_by": by})
+                    "closed_at": utcnow().isoformat(), "closed_by": by, **duplicate})
                 await queue_publish(pipe, streams.INCIDENT_CLOSED, IncidentClosed(
                     event_id=f"closed-{incident_id}-cmd", district=inc["district"],
                     incident_id=incident_id, final_status="closed", category=inc["category"]))

@@ -40,9 +40,16 @@ UNKNOWN_ZONE = "(unknown)"
 MIN_RESOLUTION, MAX_RESOLUTION, DEFAULT_RESOLUTION = 6, 10, 8
 
 
+def duplicate(inc: Mapping[str, str]) -> bool:
+    """Whether the record is a duplicate report of another incident: linked to it, or
+    closed by the command room while linked (one whose link dispatch never judged, found
+    of that incident after all: `closed_as_duplicate`)."""
+    return inc.get("status") == "linked" or inc.get("closed_as_duplicate") == "1"
+
+
 def counted(inc: Mapping[str, str]) -> bool:
-    """Whether the incident counts in a review: a duplicate report linked to another does not."""
-    return inc.get("status") != "linked" and bool(inc.get("reported_at"))
+    """Whether the incident counts in a review: a duplicate report of another does not."""
+    return not duplicate(inc) and bool(inc.get("reported_at"))
 
 
 def local_time(inc: Mapping[str, str], tz: tzinfo) -> datetime | None:

@@ -306,3 +306,24 @@ async def test_a_desk_pages_back_through_its_lost_reports_past_the_look_up_budge
     answer = await console.get("/v1/reports-not-handled", headers=desk,
                                params={"after": "18446744073709551616-0"})
     assert answer.status_code == 422 and answer.json()["error"]["field"] == "after"
+
+
+async def test_a_linked_report_the_room_closed_as_a_duplicate_counts_once_in_the_review(
+        console: httpx.AsyncClient, clean_redis: str, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The command room found the flagged report of the incident it was linked to and
+    # closed it (the only way off the board that sends a duplicate no team). Its status
+    # became `closed` and the review counted it as an incident of its own: the one noise
+    # was two in the KPIs, their category, hour and zone, two on the heat map, and one
+    # "never assigned, ended with no team" (a duplicate needs none). It is a duplicate
+    # report, counted as one (`linked_reports`), as a linked report is.
+    parent, linked, _ = await linked_given_up(console, clean_redis, publisher, monkeypatch,
+                                              parent_ended=False)
+    r = await console.post(f"/v1/incidents/{linked}/close", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    kpis = (await console.get("/v1/kpis", headers=ADMIN, params={"district": DISTRICT})).json()
+    assert (kpis["incidents"], kpis["linked_reports"]) == (1, 1), kpis
+    assert kpis["by_category"] == {"noise": 1} and sum(kpis["by_hour"]) == 1
+    assert kpis["never_assigned"]["incidents"] == 0 and kpis["by_status"] == {"assigned": 1}
+    heat = (await console.get("/v1/heatmap", headers=ADMIN, params={"district": DISTRICT})).json()
+    assert heat["incidents"] == 1
