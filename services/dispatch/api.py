@@ -187,7 +187,15 @@ KPIS_DESCRIPTION = (
     "the newest of them); with no station order ever made (nobody of the station on "
     "shift), the hand-over itself, due a day after it. "
     "`filings_overdue_unfiled`: of them, those still owed (the board's "
-    "?problem=filing_overdue). `routing_timeouts`: orders withdrawn because their team did "
+    "?problem=filing_overdue). Both count the period's incidents: a hand-over goes overdue "
+    "a day after it (handover_filing_h), in the next day's review, where they do not count "
+    "it. `filings_due` counts by the filing's due instead, the morning review's 受立案超期 "
+    "of the day: the hand-overs whose filing fell due in the period (the hand-over's own "
+    "due, a day after it), however long before reported: `due`, how many; "
+    "`filed_in_time`, filed by it; `overdue`, not filed by it (filed late since, still "
+    "owed, or closed by the command room after it), judged as `filings_overdue` judges "
+    "them; `unfiled`, of those, still owed now. A case the command room closed before its "
+    "due is in `due` alone. `routing_timeouts`: orders withdrawn because their team did "
     "not acknowledge by the deadline (an incident two teams let time out counts 2; an "
     "answer given by the deadline and read after it is none); `routing_timeout_incidents`: "
     "the incidents with one or more (警情分流超时: what the board's "
@@ -1367,7 +1375,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                "by_week": review.by_week(incidents, tz, since=since, until=until),
                "by_zone": review.by_zone(incidents),
                "resolved_by_force": review.resolved_by_force(incidents),
-               "handled_by_force": review.handled_by_force(incidents)}
+               "handled_by_force": review.handled_by_force(incidents),
+               "filings_due": await filings_due(who, district, since, until,
+                                                category=category, now=now)}
         if compare == "previous_year":
             before_since, before_until = review.a_year_earlier(since), review.a_year_earlier(until)
             _, _, before = await period_incidents(who, district, before_since, before_until,
@@ -1377,6 +1387,31 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             out["previous_year"] = {"since": before_since.isoformat(),
                                     "until": before_until.isoformat(),
                                     "incidents": sum(counts.values()), "by_category": counts}
+        return out
+
+    async def filings_due(who: Principal, district: str | None, since: datetime,
+                          until: datetime, *, category: str | None,
+                          now: datetime) -> dict[str, int]:
+        """The hand-overs of `district` (the admin's without it: of every district) whose
+        filing fell due in [since, until), however long before it reported: how many
+        (`due`), filed by then, not filed by then (受立案超期 of the period: filed late,
+        still owed, closed by the command room after it) and of those still owed."""
+        await records.index_filings_due_before(redis)  # once: those of an earlier version
+        ids = await store.filings_due_between(redis, since_ts=since.timestamp(),
+                                              until_ts=until.timestamp())
+        out = {"due": 0, "filed_in_time": 0, "overdue": 0, "unfiled": 0}
+        for inc in of_category(await store.incidents_bulk(redis, ids), category):
+            if (district and inc.get("district") != district
+                    or who.kind in DESK_KINDS and inc.get("district") not in who.districts
+                    or not review.counted(inc)):
+                continue
+            judged = records.filing_outcome(inc, await _handover_orders(redis, inc), now)
+            if judged is None:
+                continue
+            out["due"] += 1
+            out["filed_in_time"] += judged.in_time
+            out["overdue"] += judged.overdue
+            out["unfiled"] += judged.unfiled
         return out
 
     async def agency_kpis(who: Principal, district: str | None, since: datetime | None,

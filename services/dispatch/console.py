@@ -442,9 +442,13 @@ async function refresh() {
       {day: dateText(day)}) : say("period_24h"),
       hours: hours ? say("hours_in", {zone: hours}) : ""}));
     kl.replaceChildren();
-    // went overdue (filed late too), of which still owed: the board's "filings overdue"
-    const filings = k.filings_overdue + (k.filings_overdue_unfiled
-      ? say("still_unfiled", {count: k.filings_overdue_unfiled}) : "");
+    // 受立案超期 of the period: the hand-overs whose filing fell due in it and was not filed
+    // by then (filed late since too), of which still owed (the board's "filings overdue");
+    // not those of the period's incidents, which a day's review, read the next morning,
+    // finds not yet due
+    const due = k.filings_due || {};
+    const filings = (due.overdue ?? "-") + (due.unfiled
+      ? say("still_unfiled", {count: due.unfiled}) : "");
     const patrol = (k.handled_by_force || {})["police:patrol"];  // DOMAIN.md's street patrol
     const patrolShare = patrol ? percent(patrol.share) + say("resolved_on_site_of",
       {share: percent(patrol.resolved_on_site_share)}) : "-";

@@ -2283,10 +2283,10 @@ class Dispatcher:
             if not inc.get("handed_over_at"):  # a station team's own hand-over keeps the first
                 # the filing's due while no station order carries it (nobody on shift, all
                 # declined): the day the station's first order has (_station_order)
+                due = now + timedelta(hours=self.policy.handover_filing_h)
                 store.queue_incident_fields(pipe, incident_id, {
-                    "handled_by_force": _sent_as(order),
-                    "filing_due": (now + timedelta(
-                        hours=self.policy.handover_filing_h)).isoformat()})
+                    "handled_by_force": _sent_as(order), "filing_due": due.isoformat()})
+                store.queue_filing_due(pipe, incident_id, due)
             store.queue_handed_over(pipe, incident_id, now)
 
         if not again:

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
@@ -72,6 +73,38 @@ def unfiled_filings(inc: dict[str, str], orders: list[dict[str, str]], now: date
         now) else []
 
 
+@dataclass(frozen=True)
+class FilingOutcome:
+    """How a hand-over's filing stands, as the KPIs' filings due count it: filed by its due,
+    not filed by it (受立案超期: filed late, still owed past it, or closed by the command
+    room after it), and of those, still owed."""
+
+    in_time: bool
+    overdue: bool
+    unfiled: bool
+
+
+def filing_outcome(inc: dict[str, str], orders: list[dict[str, str]],
+                   now: datetime) -> FilingOutcome | None:
+    """The hand-over's filing as judged for the overdue ones (domain.filing_of, on the
+    order that counts); None when none is judged (not handed over, or no due is known). An
+    archived one's from what was stored when it was archived: overdue if a filing was
+    overdue then, else filed in time if the station filed it (the incident resolved); a
+    case the command room closed before its due is neither."""
+    if not inc.get("handed_over_at"):
+        return None
+    if inc.get("archived_at"):  # its orders are gone
+        overdue = bool(json.loads(inc.get("filings_overdue") or "[]"))
+        return FilingOutcome(in_time=not overdue and inc.get("status") == "resolved",
+                             overdue=overdue, unfiled=False)
+    filing = _filing(inc, orders)
+    if filing is None:
+        return None
+    return FilingOutcome(
+        in_time=filing.filed_at is not None and filing.filed_at <= filing.due,
+        overdue=filing.went_overdue(now), unfiled=filing.overdue(now))
+
+
 def _filing(inc: dict[str, str], orders: list[dict[str, str]]) -> domain.Filing | None:
     """domain.filing_of for a handed-over incident: owed while it is still handed over, due
     by the hand-over's own `filing_due` while no station order carries it (kept since this
@@ -90,11 +123,11 @@ HANDOVERS_INDEXED = "dispatch:handovers:indexed"  # set once the earlier hand-ov
 
 
 async def _index_once(redis: Redis, *, mark: str, index: str, field: str,
-                      score: Callable[[str], float | None]) -> int:
-    """Once per Redis (`mark`): every incident not archived whose `field` has a value that
-    `score` scores (None: left out) joins `index`, read by ZSCAN about 500 at a time (every
-    incident there throughout is seen, however many the retention removes meanwhile: pages
-    by position skipped some). The number added."""
+                      score: Callable[[str], float | None], archived_too: bool = False) -> int:
+    """Once per Redis (`mark`): every incident not archived (`archived_too`: archived or
+    not) whose `field` has a value that `score` scores (None: left out) joins `index`, read
+    by ZSCAN about 500 at a time (every incident there throughout is seen, however many the
+    retention removes meanwhile: pages by position skipped some). The number added."""
     if await redis.exists(mark):
         return 0
     added, cursor = 0, 0
@@ -107,7 +140,7 @@ async def _index_once(redis: Redis, *, mark: str, index: str, field: str,
             found = await pipe.execute()
         scores = {incident_id: at for incident_id, (value, archived) in zip(
             page, found, strict=True)
-            if value and not archived and (at := score(value)) is not None}
+            if value and (archived_too or not archived) and (at := score(value)) is not None}
         if scores:
             added += await redis.zadd(index, scores, nx=True)
         if cursor == 0:
@@ -159,6 +192,26 @@ def _timestamp(value: str) -> float:
         return datetime.fromisoformat(value).timestamp()
     except (ValueError, OverflowError):  # a record stored broken: listed, as handed over now
         return time.time()
+
+
+FILINGS_DUE_INDEXED = "dispatch:filings-due-indexed"  # set once the earlier are in it
+
+
+@_one_at_a_time
+async def index_filings_due_before(redis: Redis) -> int:
+    """Once per Redis: the hand-overs made before this version kept store.FILINGS_DUE join
+    it at their own `filing_due` (archived ones too: their figures are kept), so the KPIs'
+    filings due in a period find them. A hand-over made before the incident kept its
+    `filing_due` (an earlier version still) has none, and is not in it. The number added."""
+    return await _index_once(redis, mark=FILINGS_DUE_INDEXED, index=store.FILINGS_DUE,
+                             field="filing_due", score=_due_timestamp, archived_too=True)
+
+
+def _due_timestamp(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (ValueError, OverflowError):  # a record stored broken: no day it fell due on
+        return None
 
 
 FLAGGED_INDEXED = "dispatch:flagged-indexed"  # set once the earlier flagged are in store.FLAGGED
@@ -346,6 +399,7 @@ async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) ->
         pipe.zrem(store.ALL_INCIDENTS, incident_id)
         pipe.zrem(store.RECEIVED, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)
+        pipe.zrem(store.FILINGS_DUE, incident_id)
         # the command room's remarks and evidence attached after it was archived
         pipe.delete(store.timeline_key(incident_id))
         pipe.zrem(store.FLAGGED, incident_id)
@@ -376,6 +430,9 @@ async def keep_sweeping(redis: Redis, locks: IncidentLocks, *, records_days: flo
             if indexed := await index_handovers_before(redis):
                 log.info("incident records: %d hand-overs of an earlier version indexed for "
                          "the filings overdue", indexed)
+            if indexed := await index_filings_due_before(redis):
+                log.info("incident records: %d hand-overs of an earlier version indexed by "
+                         "their filing's due", indexed)
             if indexed := await index_station_orders_before(redis):
                 log.info("incident records: %d station orders of an earlier version indexed "
                          "by team", indexed)

@@ -1243,6 +1243,23 @@ async def handovers(redis: Redis) -> list[str]:
     return await redis.zrevrange(HANDOVERS, 0, -1)
 
 
+# Every hand-over by when its station's filing falls due (the incident's own `filing_due`,
+# handover_filing_h after its first hand-over), filed or not, archived or not, as long as its
+# record is kept: the KPIs' filings due in a period (受立案超期 of the day the filing went
+# overdue) find those reported however long before it. Leaves with the record
+# (records._forget).
+FILINGS_DUE = "dispatch:filings-due"
+
+
+def queue_filing_due(pipe: Pipeline, incident_id: str, due: datetime) -> None:
+    pipe.zadd(FILINGS_DUE, {incident_id: due.timestamp()})
+
+
+async def filings_due_between(redis: Redis, *, since_ts: float, until_ts: float) -> list[str]:
+    """The hand-overs whose filing falls due in [since_ts, until_ts)."""
+    return await redis.zrangebyscore(FILINGS_DUE, since_ts, f"({until_ts!r}")
+
+
 async def incidents_bulk(redis: Redis, ids: Iterable[str]) -> list[dict[str, str]]:
     return [d for d in await _hgetall_each(redis, ids) if d]
 

@@ -134,12 +134,14 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"dispatch:flagged:{id}", Sweep(records.forget_archived)),
     (r"dispatch:ended", Sweep(records.archive_ended)),
     (r"dispatch:handovers", Sweep(records.archive_ended)),
+    # every hand-over by its filing's due, archived too: leaves with its record
+    (r"dispatch:filings-due", Sweep(records.forget_archived)),
     # a team's open hand-over and follow-up orders: each leaves with its incident's archive
     (r"dispatch:station-orders:{id}", Sweep(records.archive_ended)),
     (r"dispatch:station-orders-indexed", Bounded("one marker: the catch-up ran")),
     (r"dispatch:status-counts", Bounded("one field per status")),
     (r"dispatch:(ended:indexed|handovers:indexed|flagged-indexed|waiting-districts-indexed"
-     r"|received-indexed)",
+     r"|received-indexed|filings-due-indexed)",
      Bounded("a mark")),
     (r"dispatch:seen:.+", Ttl(dispatch_store.SEEN_TTL_S)),
     # the report sent out in place of an incident dispatch never received
@@ -561,9 +563,10 @@ def test_nothing_of_an_ended_incident_outlives_its_records_and_kpi_days(day: Day
 
 
 # What the KPIs keep of an archived incident until KPI_DAYS: its figures and its places in
-# the board's indexes.
+# the board's indexes, and a hand-over's in that of filings by their due.
 KPI_KEPT = (r"dispatch:incident:{id}", r"dispatch:incidents", r"dispatch:district:{id}",
-            r"dispatch:received", r"dispatch:received:{id}", r"dispatch:ref:{id}:.+")
+            r"dispatch:received", r"dispatch:received:{id}", r"dispatch:ref:{id}:.+",
+            r"dispatch:filings-due")
 # Kept past KPI_DAYS by design, with the incident's id only: a volunteer's points history
 # (its latest HISTORY_KEPT awards name their orders) and the audit trails (by MAXLEN).
 LEDGERS = (r"roster:points:history:{id}",)

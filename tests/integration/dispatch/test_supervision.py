@@ -4,6 +4,7 @@ count of filings that went overdue (受立案超期)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 import redis as sync_redis
+import redis.asyncio as aioredis
 from faststream.redis import RedisBroker
 
 from services.dispatch import api, records, store
+from services.dispatch.locks import IncidentLocks
 from services.dispatch.main import create_app
 from shared import streams
 from shared.events import OrderIssued, OrderResponded, new_id
@@ -597,3 +600,103 @@ async def test_the_unassigned_in_the_order_received_are_read_from_the_flagged_in
             "inc_waiting_1", "inc_waiting_2"], params  # the newest received first
         assert (answer["next"], answer["more"], answer["scanned_to"]) == (None, False, None)
     assert not [i for i in looked_at if i.startswith("inc_new")]
+
+
+def incident_field(url: str, incident_id: str, name: str) -> str | None:
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return client.hget(store.incident_key(incident_id), name)
+    finally:
+        client.close()
+
+
+async def review_of(client: httpx.AsyncClient, since: datetime, until: datetime
+                    ) -> dict[str, Any]:
+    r = await client.get("/v1/kpis", headers=ADMIN, params={
+        "district": DISTRICT, "since": since.isoformat(), "until": until.isoformat()})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def test_the_review_of_the_period_a_filing_fell_due_in_counts_it_however_early_reported(
+        clean_redis: str, publisher: RedisBroker, tmp_path: Any) -> None:
+    """受立案超期 as the morning review reads it: a hand-over made at 10:30 is due at 10:30
+    the next day, so the review of its report's day (read at 08:30 the next morning) had
+    nothing overdue yet, and the next day's review, when it went overdue, did not count it
+    (the KPIs counted hand-overs by their incident's report): no morning review ever showed
+    it. `filings_due` counts the hand-overs whose filing fell due in the period, whenever
+    reported: how many, filed in time, not filed by then (overdue, filed late since too) and
+    still owed. Here a filing day of 3.6 s puts the report and the due in two periods."""
+    from .test_policy_intervals import policy_file
+
+    url = clean_redis
+    teams = {"guard": ("security", 22.8171), "station-car": ("police", 22.8300)}
+    async with dispatch_with_teams(url, publisher, teams, policy_file=policy_file(
+            tmp_path, handover_filing_h=0.001)):
+        incident_id = await report(publisher, "noise", priority="P4")
+        (order,) = await poll_until(lambda: orders_for(url, incident_id), "the guard's order")
+        set_incident(url, incident_id, station_agency_id="ag-police")
+        for response in ("acknowledged", "handover"):
+            await publisher.publish(OrderResponded(
+                district=DISTRICT, order_id=order.order_id, incident_id=incident_id,
+                team_id="guard", member_id="m1", response=response),
+                stream=streams.ORDER_RESPONDED.name)
+        await poll_until(lambda: handover_orders(url, incident_id), "the station's order")
+        [station] = [o for o in orders_for(url, incident_id) if o.kind == "handover"]
+    handed = datetime.fromisoformat(incident_field(url, incident_id, "handed_over_at") or "")
+    reported = datetime.fromisoformat(incident_field(url, incident_id, "reported_at") or "")
+    due = datetime.fromisoformat(incident_field(url, incident_id, "filing_due") or "")
+    assert reported < handed + timedelta(seconds=1) < due
+    report_day = (reported - timedelta(hours=1), handed + timedelta(seconds=1))
+    due_day = (handed + timedelta(seconds=1), handed + timedelta(hours=1))
+    async with board(url) as client:
+        await poll_until(lambda: datetime.now(UTC) > due + timedelta(seconds=0.5),
+                         "the filing's due passed", 10)
+        of_due_day = await review_of(client, *due_day)
+        assert of_due_day["filings_due"] == {"due": 1, "filed_in_time": 0, "overdue": 1,
+                                             "unfiled": 1}, of_due_day
+        assert of_due_day["filings_overdue"] == 0  # reported the day before: not its cohort
+        of_report_day = await review_of(client, *report_day)
+        assert of_report_day["filings_due"]["due"] == 0
+        assert of_report_day["filings_overdue"] == 1  # the day's hand-overs that went overdue
+
+        await file_case(url, publisher, station)  # filed late: stays overdue, owes nothing
+        filed_late = {"due": 1, "filed_in_time": 0, "overdue": 1, "unfiled": 0}
+        assert (await review_of(client, *due_day))["filings_due"] == filed_late
+        # archived (its orders gone), it is counted as it stood; forgotten, no more
+        redis = aioredis.Redis.from_url(url, decode_responses=True)
+        locks = IncidentLocks(redis)
+        try:
+            assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
+            assert (await review_of(client, *due_day))["filings_due"] == filed_late
+            assert await records.forget_archived(redis, locks,
+                                                 reported_before=time.time() + 1) == 1
+            assert (await review_of(client, *due_day))["filings_due"]["due"] == 0
+        finally:
+            await locks.close()
+            await redis.aclose()
+
+
+async def test_the_review_finds_the_filings_an_earlier_version_left_due_in_its_period(
+        clean_redis: str) -> None:
+    """Hand-overs made before the index of filings by their due was kept: one the station
+    still owes (due 34 days ago), one it filed, one archived overdue; each is counted by
+    the review of the day its filing fell due, once the index has caught up with them."""
+    url = clean_redis
+    reported = datetime.now(UTC) - timedelta(days=35)
+    owed, _ = stored_as_of_old(url, reported, state="acknowledged")
+    filed, filed_order = stored_as_of_old(url, reported, state="resolved")
+    set_order(url, filed_order, resolved_at=(reported + timedelta(hours=2)).isoformat())
+    set_incident(url, filed, status="resolved")
+    archived, _ = stored_as_of_old(url, reported, state="resolved")
+    set_incident(url, archived, status="resolved", archived_at=ago(days=1),
+                 filings_overdue='["ord_gone"]')
+    due = reported + timedelta(days=1, minutes=30)
+    for incident_id in (owed, filed, archived):
+        set_incident(url, incident_id, filing_due=due.isoformat())
+    async with board(url) as client:
+        of_due_day = await review_of(client, due - timedelta(hours=12), due + timedelta(hours=12))
+        assert of_due_day["filings_due"] == {"due": 3, "filed_in_time": 1, "overdue": 2,
+                                             "unfiled": 1}, of_due_day
+        assert (await review_of(client, due + timedelta(hours=12),
+                                due + timedelta(days=1)))["filings_due"]["due"] == 0

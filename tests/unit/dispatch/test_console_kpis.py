@@ -100,3 +100,20 @@ def test_none_left_without_a_team_reads_as_a_plain_zero() -> None:
                       f'refresh().then(() => {KPI_LINES})')
     assert f"{label('kpi', 'never_assigned')}：0" in zh, zh
     assert f"{label('kpi', 'assigned_after_deadline')}：0" in zh, zh
+
+
+def test_filings_overdue_are_those_that_fell_due_in_the_day_reviewed() -> None:
+    """受立案超期 in the morning review of yesterday: the hand-overs whose filing fell due
+    yesterday and was not filed by then (what dispatch answers as filings_due), not those of
+    yesterday's incidents, which at 08:30 were not due yet (a day after the hand-over) and
+    read 0 every morning."""
+    zh, en = run_console(
+        'boards.d1 = [incident("inc_done")];'
+        + kpis(filings_overdue=0, filings_overdue_unfiled=0,
+               filings_due="{due: 5, filed_in_time: 2, overdue: 3, unfiled: 1}"),
+        f'refresh().then(() => {KPI_LINES})',
+        f'$("lang").onclick(); settle().then(() => {KPI_LINES})',
+    )
+    assert f"{label('kpi', 'filings_overdue')}：3{said('still_unfiled', count=1)}" in zh, zh
+    assert (f"{label('kpi', 'filings_overdue', 'en')}: 3"
+            f"{said('still_unfiled', 'en', count=1)}") in en, en

@@ -95,7 +95,8 @@ var answer = (url) => {
     never_assigned: { incidents: 0, open: 0, ended: 0, past_deadline: 0 },
     assigned_after_deadline: 0,
     time_to_assign_s: {}, time_to_acknowledge_s: {}, time_to_scene_s: {}, handed_over: 0,
-    filings_overdue: 0, filings_overdue_unfiled: 0, handled_by_force: {},
+    filings_overdue: 0, filings_overdue_unfiled: 0,
+    filings_due: { due: 0, filed_in_time: 0, overdue: 0, unfiled: 0 }, handled_by_force: {},
     followups: { incidents: 0, agreements_holding: 0 }, by_hour: [], by_zone: {} };
   if (url.startsWith("/v1/heatmap")) return { hottest: [] };
   if (url.startsWith("/v1/zones")) return { zones: [] };

@@ -136,6 +136,7 @@ var answer = (url, init) => {
     routing_timeout_incidents: 0,
     time_to_assign_s: {}, time_to_acknowledge_s: {}, time_to_scene_s: {}, handed_over: 0,
     filings_overdue: 0, filings_overdue_unfiled: 0, handled_by_force: {}, by_category: {},
+    filings_due: { due: 0, filed_in_time: 0, overdue: 0, unfiled: 0 },
     followups: { incidents: 0, agreements_holding: 0 }, by_hour: [], by_zone: {},
     timezone: Intl.DateTimeFormat().resolvedOptions().timeZone }, kpiAnswer);
   if (url.startsWith("/v1/heatmap")) return { hottest: [] };
