@@ -438,11 +438,16 @@ async def _desk_request(body: DispatcherIn) -> DispatcherIn:
 DeskRequest = Annotated[DispatcherIn, Depends(_desk_request)]
 
 
+# A desk as its 403s name it.
+DESK_WORDS = {"dispatcher": "dispatcher", "inspector": "inspector", "agency": "agency desk"}
+
+
 def check_district(who: Principal, district: str, field: str | None = None) -> None:
-    """A dispatcher works on the districts of their command room only. `field`: the
+    """A desk works on the districts of its command room (or agency) only. `field`: the
     request's field that gave `district` (the 403 names it), none for an object's own."""
     if who.kind in DESK_KINDS and district not in who.districts:
-        raise forbidden(f"this dispatcher does not cover district '{district[:64]}'", field)
+        raise forbidden(f"this {DESK_WORDS.get(who.kind, who.kind)} does not cover district "
+                        f"'{district[:64]}'", field)
 
 
 @dataclass

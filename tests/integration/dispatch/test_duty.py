@@ -142,7 +142,10 @@ async def test_an_inspector_reads_every_case_of_their_districts_and_changes_noth
     assert r.status_code == 422 and r.json()["error"]["field"] == "district"
     # said in English, as to a dispatcher ("a dispatcher"): it read "a inspector"
     assert r.json()["error"]["message"] == "district is required for an inspector"
-    assert (await console.get("/v1/kpis?district=xixiangtang", headers=desk)).status_code == 403
+    r = await console.get("/v1/kpis?district=xixiangtang", headers=desk)
+    assert r.status_code == 403
+    # named as the desk it is: it read "this dispatcher does not cover ..." to an inspector
+    assert r.json()["error"]["message"] == "this inspector does not cover district 'xixiangtang'"
     r = await console.get(f"/v1/incidents/{incident_id}", headers=elsewhere)
     assert r.status_code == 403  # a dispatcher of another district, for comparison
 
