@@ -281,7 +281,16 @@ INCIDENT_DESCRIPTION = (
     "on its way (offered, acknowledged, en_route); null once it is on scene or the order is "
     "over, and without `eta_s`. Past `expected_at` with no `on_scene_at`, the team is late. "
     "`now`: dispatch's clock when it answered, to count against (a desk's clock may be "
-    "minutes off). `flagged_for`: why a flagged incident is flagged, as codes (unassigned, "
+    "minutes off). `figures`: how the KPIs count the incident, kept once it is archived "
+    "(when its timeline and orders are gone): `counted` (false: a duplicate report, in "
+    "linked_reports only), `resolved_on_site`, `handed_over`, `handled_by_force` (the "
+    "force of the team that resolved it on site or handed it over; null while neither), "
+    "`resolved_at`, `handed_over_at`, `closed_at`, `time_to_assign_s`, "
+    "`time_to_acknowledge_s` and `time_to_scene_s` (from the report, as the KPIs' times "
+    "to act; null: none yet) and `filing`: its hand-over's filing, `filed_in_time`, "
+    "`overdue` (受立案超期: filed late, still owed past its due, or closed after it) and "
+    "`unfiled` (still owed past it), null when none is owed. `flagged_for`: why a "
+    "flagged incident is flagged, as codes (unassigned, "
     "missed_deadlines, volunteers_alone, short_of_units, unknown_category, backup_wanted, "
     "backup_volunteers_only, team_off_shift, visit_stuck, report_given_up, agreement_failed, "
     "see_timeline: a step "
@@ -943,6 +952,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             raise not_found("incident")
         check_district(who, inc["district"])
         orders = await store.orders_of(redis, incident_id)
+        now = datetime.now(UTC)
         return {
             **_incident_view(inc),
             # what happened and whom to ring back: the command room's (police) to know, as
@@ -957,7 +967,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
             "timeline": await with_dispatcher_names(
                 redis, in_order(await store.timeline(redis, incident_id))),
-            "now": datetime.now(UTC).isoformat(),
+            # how the KPIs count it: an archived case has no timeline or orders to tell
+            "figures": _figures(inc, orders, now),
+            "now": now.isoformat(),
         }
 
     async def agency_incident(who: Principal, incident_id: str) -> dict[str, Any]:
@@ -1613,6 +1625,15 @@ def _late_by_s(inc: dict[str, str]) -> int | None:
                                 datetime.fromisoformat(inc["received_at"]))
     except (KeyError, ValueError, OverflowError):
         return None
+
+
+def _figures(inc: dict[str, str], orders: list[dict[str, str]],
+             now: datetime) -> dict[str, Any]:
+    """review.incident_figures, with how its hand-over's filing stands."""
+    filing = records.filing_outcome(inc, orders, now)
+    return review.incident_figures(inc, None if filing is None else {
+        "filed_in_time": filing.in_time, "overdue": filing.overdue,
+        "unfiled": filing.unfiled})
 
 
 async def _handover_orders(redis: Redis, inc: dict[str, str]) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import h3
 
+from . import domain
 from .domain import STATION_KINDS, percentile, sent_as
 
 log = logging.getLogger(__name__)
@@ -250,24 +251,31 @@ def resolved_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, int]:
     return dict(counts.most_common())
 
 
+def handled_by(inc: Mapping[str, str]) -> str | None:
+    """The force that handled the incident on site: the team's that handed it over to the
+    station, else the one that resolved it there; None while neither happened. A record
+    written before dispatch kept who handled it: a resolution's team (it was kept), a
+    hand-over's `unknown`."""
+    if inc.get("handed_over_at"):
+        return inc.get("handled_by_force") or "unknown"
+    if inc.get("resolved_at"):
+        return inc.get("handled_by_force") or inc.get("resolved_by_force") or "unknown"
+    return None
+
+
 def handled_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, dict[str, object]]:
     """Incidents handled on site (resolved there or handed over to the station), by the
     force of the team that resolved or handed over: each force's count, its share of all
     handled, and how many it resolved on site (with their share of its own) and handed
     over. The most handled first. DOMAIN.md's "share handled by street patrol" is
     `police:patrol`'s share; its on-site resolution rate, its `resolved_on_site_share`.
-    A record written before dispatch kept who handled it: a resolution's team (it was
-    kept), a hand-over's `unknown`."""
+    Each incident's force as handled_by names it."""
     resolved: Counter[str] = Counter()
     handed: Counter[str] = Counter()
     for inc in incidents:
-        if not counted(inc):
+        if not counted(inc) or (force := handled_by(inc)) is None:
             continue
-        if inc.get("handed_over_at"):
-            handed[inc.get("handled_by_force") or "unknown"] += 1
-        elif inc.get("resolved_at"):
-            resolved[inc.get("handled_by_force") or inc.get("resolved_by_force")
-                     or "unknown"] += 1
+        (handed if inc.get("handed_over_at") else resolved)[force] += 1
     total = resolved.total() + handed.total()
     out: dict[str, dict[str, object]] = {}
     for force, count in sorted((resolved + handed).items(), key=lambda kv: (-kv[1], kv[0])):
@@ -275,6 +283,41 @@ def handled_by_force(incidents: Iterable[Mapping[str, str]]) -> dict[str, dict[s
                       "resolved_on_site": resolved[force], "handed_over": handed[force],
                       "resolved_on_site_share": round(resolved[force] / count, 3)}
     return out
+
+
+# An incident's times to act as the KPIs count them: (the answer's name, the record's field).
+_TIMES_TO_ACT = (("time_to_assign_s", "first_assigned_at"),
+                 ("time_to_acknowledge_s", "first_ack_at"),
+                 ("time_to_scene_s", "first_on_scene_at"))
+
+
+def incident_figures(inc: Mapping[str, str],
+                     filing: Mapping[str, bool] | None) -> dict[str, object]:
+    """How the KPIs count one incident, for an inspector checking the case (also once
+    archived: these are the fields the archive keeps): whether it counts at all (a
+    duplicate report does not), resolved on site or handed over and by which force, when it
+    was resolved, handed over or closed, its times to act from the report (domain.acted_from)
+    and `filing`, how its hand-over's filing stands (records.filing_outcome; None: none
+    owed)."""
+    try:
+        start: datetime | None = domain.acted_from(dict(inc))
+    except (KeyError, ValueError):  # a record stored broken: its times unknown
+        start = None
+    times: dict[str, float | None] = {}
+    for name, fieldname in _TIMES_TO_ACT:
+        at = _time(inc.get(fieldname))
+        times[name] = (None if start is None or at is None
+                       else round((at - start).total_seconds(), 3))
+    return {
+        "counted": counted(inc),
+        "resolved_on_site": bool(inc.get("resolved_at")) and not inc.get("handed_over_at"),
+        "handed_over": bool(inc.get("handed_over_at")),
+        "handled_by_force": handled_by(inc),
+        **{name: inc.get(name) or None for name in ("resolved_at", "handed_over_at",
+                                                    "closed_at")},
+        **times,
+        "filing": dict(filing) if filing is not None else None,
+    }
 
 
 @dataclass

@@ -233,3 +233,33 @@ async def test_a_one_time_index_pass_misses_none_while_the_retention_removes_old
     await index_before(redis)  # type: ignore[operator]
     want = set(ids[500:]) if field != "status" else set(ids[200:])
     assert want <= set(await redis.zrange(index, 0, -1))
+
+
+async def test_an_archived_case_shows_the_inspector_how_the_review_counted_it(
+        clean_redis: str, publisher: RedisBroker, redis: aioredis.Redis,
+        locks: IncidentLocks) -> None:
+    """An inspector checks a case online (DOMAIN.md, "Supervision"), also months on: the
+    KPIs counted it (handed over by security, its filing late, its times to act), and its
+    archived record kept those figures, but GET /v1/incidents/{id} showed a status and
+    nothing else once its timeline and orders went: which figure of the review counted the
+    case could not be told. `figures` says it, the same before and after the archive."""
+    incident_id, orders = await hand_over(clean_redis, publisher)  # by the guard (security)
+    station = orders[-1]
+    set_order(clean_redis, station.order_id, filing_due=ago(hours=2))
+    set_incident(clean_redis, incident_id, filing_due=ago(hours=2))
+    async with board(clean_redis) as client:
+        await file_case(clean_redis, publisher, station)  # two hours late
+        before = (await client.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).json()
+        assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 1
+        after = (await client.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).json()
+    assert after["archived_at"] and after["orders"] == [] and after["timeline"] == []
+    figures = after["figures"]
+    assert figures == before["figures"], (before["figures"], figures)
+    assert {k: figures[k] for k in ("counted", "resolved_on_site", "handed_over",
+                                    "handled_by_force", "filing")} == {
+        "counted": True, "resolved_on_site": False, "handed_over": True,
+        "handled_by_force": "security",
+        "filing": {"filed_in_time": False, "overdue": True, "unfiled": False}}
+    assert figures["handed_over_at"] and figures["resolved_at"] and not figures["closed_at"]
+    for name in ("time_to_assign_s", "time_to_acknowledge_s", "time_to_scene_s"):
+        assert figures[name] is not None and figures[name] >= 0, (name, figures)
