@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 
 # "service": the services' own calls to volunteers (shared.tokens.service_key); "agency": an
 # agency's own desk at dispatch (a security company's, a police station's), which reads its
-# own teams and their orders only (`agency_id`)
+# own teams and their orders only (`agency_id`); "coordinator": a district's volunteer
+# coordinator at volunteers (its roster, devices, shift plans and points, of its `districts`)
 PrincipalKind = Literal["admin", "dispatcher", "inspector", "agency", "system", "device",
-                        "service"]
+                        "service", "coordinator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,6 +512,7 @@ DEFAULT_RATE_LIMITS: dict[str, str] = {
     "dispatcher": "50/second",
     "inspector": "50/second",
     "agency": "50/second",
+    "coordinator": "50/second",
     "admin": "1000/second",
     "service": "1000/second",  # each service's calls to volunteers, all under one key
 }
@@ -586,7 +588,7 @@ class AuthFailures:
     never locked out by their own requests, and cost one look at an empty dict.
 
     A token of an issued token's shape (shared.tokens.issued_shape: a device token, system
-    key, desk token or the services' own key; 256 random bits) is checked all the same while
+    key, desk or coordinator token or the services' own key; 256 random bits) is checked all the same while
     its address is locked out, and its failure counted (a lockout it completes starts
     again): guessing it is hopeless however fast, and the address is shared by every caller
     behind it (127.0.0.1 under `make run`, the services' own calls to volunteers among them;

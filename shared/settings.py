@@ -137,7 +137,8 @@ class ServiceSettings(BaseSettings):
     rate_limit_device: Annotated[str, AfterValidator(_limit)] = Field(
         default="20/second", description="RATE_LIMIT_DEVICE per token (empty: none)")
     rate_limit_dispatcher: Annotated[str, AfterValidator(_limit)] = Field(
-        default="50/second", description="RATE_LIMIT_DISPATCHER per token (empty: none)")
+        default="50/second", description="RATE_LIMIT_DISPATCHER per token, also inspectors', "
+        "agency desks' and volunteers' coordinators' (empty: none)")
     auth_failure_limit: Annotated[str, AfterValidator(_limit)] = Field(
         default="20/minute", description="AUTH_FAILURE_LIMIT: failed bearer authentications "
         "(unknown tokens) from one client address, per process, before the address is locked "
@@ -188,7 +189,8 @@ class ServiceSettings(BaseSettings):
     def rate_limits(self) -> dict[str, str]:
         return {"system": self.rate_limit_system, "device": self.rate_limit_device,
                 "dispatcher": self.rate_limit_dispatcher,
-                "inspector": self.rate_limit_dispatcher, "agency": self.rate_limit_dispatcher}
+                "inspector": self.rate_limit_dispatcher, "agency": self.rate_limit_dispatcher,
+                "coordinator": self.rate_limit_dispatcher}
 
 
 class BrowserCalls(ServiceSettings):

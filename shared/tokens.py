@@ -19,8 +19,11 @@ DEVICE_TOKEN_PREFIX = "lfd_"  # volunteers' device tokens (members' phones)
 SYSTEM_KEY_PREFIX = "lfs_"  # intake's system keys (110, video analytics, door access)
 DESK_TOKEN_PREFIX = "lfc_"  # dispatch's dispatcher and inspector tokens (the command room)
 SERVICE_KEY_PREFIX = "lfi_"  # the services' own calls to volunteers (service_key)
+# volunteers' coordinator tokens (a district's volunteer coordinator): of volunteers alone,
+# never the devices' prefix, which intake and notify pass to volunteers to check
+COORDINATOR_TOKEN_PREFIX = "lfv_"
 ISSUED_PREFIXES = (DEVICE_TOKEN_PREFIX, SYSTEM_KEY_PREFIX, DESK_TOKEN_PREFIX,
-                   SERVICE_KEY_PREFIX)
+                   SERVICE_KEY_PREFIX, COORDINATOR_TOKEN_PREFIX)
 
 _RANDOM_BYTES = 32  # 256 bits
 _RANDOM_CHARS = 43  # their URL-safe base64, unpadded (secrets.token_urlsafe(32))

@@ -113,8 +113,9 @@ def test_every_kind_of_caller_has_a_limit_of_its_own_by_default() -> None:
     assert set(get_args(http.PrincipalKind)) <= set(http.DEFAULT_RATE_LIMITS)
 
 
-def test_an_agency_desk_is_limited_as_a_dispatcher_is() -> None:
+def test_an_agency_desk_and_a_coordinator_are_limited_as_a_dispatcher_is() -> None:
     from shared.settings import ServiceSettings
 
     limits = ServiceSettings(admin_token="a" * 20, rate_limit_dispatcher="7/second").rate_limits()
     assert limits["agency"] == limits["dispatcher"] == limits["inspector"] == "7/second"
+    assert limits["coordinator"] == "7/second"

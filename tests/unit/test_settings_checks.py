@@ -93,7 +93,7 @@ def test_an_admin_token_like_a_device_token_is_refused() -> None:
     assert "lfd_" in refused.value.errors(include_input=False)[0]["msg"]
 
 
-@pytest.mark.parametrize("prefix", ["lfs_", "lfc_", "lfi_"])
+@pytest.mark.parametrize("prefix", ["lfs_", "lfc_", "lfi_", "lfv_"])
 def test_an_admin_token_of_an_issued_tokens_shape_is_refused(prefix: str) -> None:
     # such a token is checked from an address locked out for its failures: one chosen by
     # hand, weaker than 256 random bits, would be guessed there without a limit

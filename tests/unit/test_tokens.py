@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shared.tokens import (
+    COORDINATOR_TOKEN_PREFIX,
     DESK_TOKEN_PREFIX,
     DEVICE_TOKEN_PREFIX,
     ISSUED_PREFIXES,
@@ -17,7 +18,8 @@ from shared.tokens import (
 )
 
 
-@pytest.mark.parametrize("prefix", [DEVICE_TOKEN_PREFIX, SYSTEM_KEY_PREFIX, DESK_TOKEN_PREFIX])
+@pytest.mark.parametrize("prefix", [DEVICE_TOKEN_PREFIX, SYSTEM_KEY_PREFIX, DESK_TOKEN_PREFIX,
+                                    COORDINATOR_TOKEN_PREFIX])
 def test_every_issued_token_has_the_issued_shape(prefix: str) -> None:
     tokens = {new_token(prefix) for _ in range(200)}
     assert len(tokens) == 200
@@ -46,6 +48,16 @@ def test_the_services_key_is_of_an_issued_shape_and_made_from_the_admin_token_al
 
 
 def test_a_new_token_is_only_of_an_issued_kind() -> None:
-    assert set(ISSUED_PREFIXES) == {"lfd_", "lfs_", "lfc_", "lfi_"}
+    assert set(ISSUED_PREFIXES) == {"lfd_", "lfs_", "lfc_", "lfi_", "lfv_"}
     with pytest.raises(AssertionError):
         new_token("lfx_")
+
+
+def test_a_coordinator_s_token_is_taken_for_no_other_kind() -> None:
+    """Intake and notify pass a token of the device tokens' prefix to volunteers to check,
+    and every service takes the services' key by its value: a coordinator's token (of
+    volunteers alone) has a prefix of its own, so it is none of theirs, unknown there."""
+    token = new_token(COORDINATOR_TOKEN_PREFIX)
+    others = set(ISSUED_PREFIXES) - {COORDINATOR_TOKEN_PREFIX}
+    assert not any(token.startswith(prefix) for prefix in others)
+    assert not any(prefix.startswith(COORDINATOR_TOKEN_PREFIX) for prefix in others)
