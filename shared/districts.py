@@ -54,7 +54,13 @@ async def require_known_districts(http: httpx.AsyncClient, districts: Sequence[s
     `districts`). Raises ApiError 422 naming the places of those it does not (`field`: the
     first, `districts.<i>`) and the districts it does, or TryAgain (503) when volunteers
     gives no list."""
-    known = await known_districts(http, volunteers_url=volunteers_url, key=key)
+    check_known_districts(districts, await known_districts(http, volunteers_url=volunteers_url,
+                                                           key=key))
+
+
+def check_known_districts(districts: Sequence[str], known: Sequence[str]) -> None:
+    """ApiError 422 naming the places of those of `districts` (a body's) not in `known` (the
+    roster's), `field` the first (`districts.<i>`), and the districts the roster holds."""
     unknown = [i for i, district in enumerate(districts) if district not in known]
     if unknown:
         raise ApiError(422, "invalid_field",

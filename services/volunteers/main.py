@@ -32,6 +32,7 @@ from .config import Settings
 from .domain.roster import InvalidRoster
 from .store import check_ins, imports
 from .store import points as points_store
+from .store.coordinators import CoordinatorTokens
 from .store.devices import TokenResolver
 from .store.teams import PositionWriter
 from .store.zones import ZoneLookup
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         positions=positions,
     ))
     tokens = TokenResolver(redis)
+    coordinators = CoordinatorTokens(redis)
     rate_limits = RateLimits(settings.rate_limits())
     failures = settings.auth_failures()  # one count for the API and the fixes' fast path
     app.add_middleware(AuthMiddleware, admin_token=settings.admin_token.get_secret_value(),
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        counted_elsewhere=asked_for_a_caller,
                        max_body_bytes=settings.max_body_bytes,
                        body_limits={"/v1/roster/import": settings.import_max_bytes},
-                       resolve=device_resolver(tokens))
+                       resolve=device_resolver(tokens, coordinators))
     # Around the authentication too (a device's token is checked in Redis), inside the
     # browsers' access: a 503 a page cannot read would be no answer.
     app.add_middleware(AnswerWithin, timeout_s=settings.request_timeout_s)
@@ -108,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     allow_browsers(app, settings.allowed_origins)
     # Ahead of FastAPI: it authenticates position fixes itself (same answers).
     app.fixes = browser_access(AnswerWithin(
-        PositionFastPath(positions=positions, tokens=tokens, settings=settings,
-                         rate_limits=rate_limits, failures=failures),
+        PositionFastPath(positions=positions, tokens=tokens, coordinators=coordinators,
+                         settings=settings, rate_limits=rate_limits, failures=failures),
         timeout_s=settings.request_timeout_s), settings.allowed_origins)
     return app

@@ -5,8 +5,8 @@ and a station server runs for years. A day of a district is driven through the f
 services as processes: a roster and its re-import, phones on shift and off (one reached by
 SMS only), incidents that end every way an incident ends (resolved on site, handed over
 and filed with its follow-up visit, linked, timed out, left unassigned and closed by the
-command room, revised), device tokens made and revoked, a member and a team removed, a
-system's key revoked, a poison entry dead-lettered. Then every key is read (SCAN) and must
+command room, revised), device and coordinator tokens made and revoked, a member and a
+team removed, a system's key revoked, a poison entry dead-lettered. Then every key is read (SCAN) and must
 belong to one family of KEY_FAMILIES, which says how that family leaves: a TTL (checked on
 every key), a named sweep, a bound on its length, or the size of the roster and of what the
 admin configured. A key of a family nobody classified fails here. Then the sweeps run with
@@ -210,6 +210,11 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"roster:device:{id}", Revocable("enrolled devices", 2 * RETENTION_S)),
     (r"roster:member_devices:{id}", Roster("members")),
     (r"roster:token:{id}", Roster("live device tokens")),
+    # a revoked coordinator's record (its name, for the audit trail's `coordinator:<id>`)
+    # goes KPI_DAYS on, as dispatch keeps a revoked dispatcher's name
+    (r"roster:coordinator:{id}", Revocable("volunteer coordinators", KPI_S)),
+    (r"roster:coordinators", Roster("volunteer coordinators")),
+    (r"roster:coordinator_token:{id}", Roster("live coordinator tokens")),
     (r"roster:points:history:{id}", Bounded("HISTORY_KEPT entries per member")),
     (r"roster:points:history:{id}:seq", Roster("members")),
     (r"roster:points:balance:{id}", Roster("members")),
@@ -398,9 +403,16 @@ async def drive_day(stack: Stack) -> Day:
         r = await client.delete(f"{dispatch}/v1/dispatchers/{dispatcher}", headers=admin(stack))
         assert r.status_code == 204, r.text
 
-        # device tokens made and revoked; a re-import moves a member; a member and a team
-        # removed; the video system's key revoked
+        # device tokens made and revoked; a coordinator kept and one revoked; a re-import
+        # moves a member; a member and a team removed; the video system's key revoked
         device, _ = await enrol_device(client, stack, f"{d.name}-m-vol")
+        for name in ("Officer Li", "Officer Wu"):
+            r = await client.post(f"{volunteers}/v1/coordinators", headers=admin(stack),
+                                  json={"name": name, "districts": [d.name]})
+            assert r.status_code == 201, r.text
+        r = await client.delete(f"{volunteers}/v1/coordinators/{r.json()['coordinator_id']}",
+                                headers=admin(stack))
+        assert r.status_code == 204, r.text
         r = await client.delete(f"{volunteers}/v1/members/{d.name}-m-vol/devices/{device}",
                                 headers=admin(stack))
         assert r.status_code == 204, r.text

@@ -42,3 +42,21 @@ async def test_a_dispatcher_token_s_revocation_is_in_dispatch_s_log(
         r = await svc.client.delete(f"/v1/dispatchers/{dispatcher_id}", headers=ADMIN)
         assert r.status_code == 204, r.text
     assert logged(caplog, f"dispatcher {dispatcher_id} revoked")
+
+
+async def test_a_coordinator_token_s_revocation_is_in_volunteers_log(
+        clean_redis: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with running("volunteers", clean_redis) as svc:
+        r = await svc.client.post("/v1/roster/import", headers=ADMIN, json={
+            "district": DISTRICT, "agencies": [
+                {"id": "coordinated-vol", "name": "Red armbands", "kind": "volunteer"}]})
+        assert r.status_code == 200, r.text
+        r = await svc.client.post("/v1/coordinators", headers=ADMIN,
+                                  json={"name": "Officer Li", "districts": [DISTRICT]})
+        assert r.status_code == 201, r.text
+        coordinator_id = r.json()["coordinator_id"]
+        r = await svc.client.delete(f"/v1/coordinators/{coordinator_id}", headers=ADMIN)
+        assert r.status_code == 204, r.text
+    assert logged(caplog, f"coordinator {coordinator_id} revoked")
+    assert not logged(caplog, "Officer Li")

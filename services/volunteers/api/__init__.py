@@ -14,7 +14,7 @@ from ..store import devices as devices_store
 from ..store.points import ledger_ttl
 from ..store.teams import PositionWriter
 from ..store.zones import ZoneLookup
-from . import devices, me, points, roster, shifts, stints
+from . import coordinators, devices, me, points, roster, shifts, stints
 
 
 def build_router(
@@ -36,4 +36,6 @@ def build_router(
                                           positions=positions))
     router.include_router(shifts.build_router(settings=settings, redis=redis))
     router.include_router(roster.build_router(settings=settings, redis=redis, broker=broker))
+    router.include_router(coordinators.build_router(
+        redis=redis, revoked_kept_s=round(settings.kpi_days * 86400)))
     return router

@@ -17,8 +17,11 @@ from shared.http import ApiError, InputFirstRoute, Principal, not_found, when_no
 
 from ..store import devices as devices_store
 from ..store import roster as roster_store
+from ..store.coordinators import TOKEN_PREFIX as COORDINATOR_PREFIX
+from ..store.coordinators import CoordinatorTokens
 from ..store.devices import TOKEN_PREFIX, TokenResolver
 from ..store.tx import Contended
+from . import coordinators as coordinators_api
 from .deps import Admin, Device, IdPath
 from .stints import Stints
 
@@ -40,8 +43,14 @@ def principal_of(identity: devices_store.DeviceIdentity) -> Principal:
     )
 
 
-def device_resolver(tokens: TokenResolver):  # -> shared.http.TokenResolver
+def device_resolver(tokens: TokenResolver,
+                    coordinators: CoordinatorTokens):  # -> shared.http.TokenResolver
+    """The tokens volunteers issues, told apart by their prefix: members' devices and the
+    volunteer coordinators'."""
     async def resolve(token: str) -> Principal | None:
+        if token.startswith(COORDINATOR_PREFIX):
+            coordinator = await coordinators.resolve(token)
+            return coordinators_api.principal_of(coordinator) if coordinator else None
         identity = await tokens.resolve(token)
         return principal_of(identity) if identity else None
 

@@ -54,6 +54,8 @@ from shared.tokens import issued_shape
 from ..config import Settings
 from ..domain.positions import PositionIn, check_accuracy, fix_time
 from ..store import teams as teams_store
+from ..store.coordinators import TOKEN_PREFIX as COORDINATOR_PREFIX
+from ..store.coordinators import CoordinatorTokens
 from ..store.devices import DeviceIdentity, TokenResolver, token_hash
 from ..store.teams import PositionWriter
 
@@ -167,9 +169,11 @@ class PositionFastPath:
     """Answers `PUT /v1/me/position` (the requests `is_position_fix` picks) itself."""
 
     def __init__(self, *, positions: PositionWriter, tokens: TokenResolver,
-                 settings: Settings, rate_limits: RateLimits, failures: AuthFailures) -> None:
+                 coordinators: CoordinatorTokens, settings: Settings, rate_limits: RateLimits,
+                 failures: AuthFailures) -> None:
         self._positions = positions
         self._tokens = tokens
+        self._coordinators = coordinators
         self._settings = settings
         self._limits = rate_limits
         self._failures = failures
@@ -227,8 +231,15 @@ class PositionFastPath:
             raise unauthorized("missing bearer token")
         kind = ("admin" if hmac.compare_digest(token.encode(), self._admin)
                 else "service" if hmac.compare_digest(token.encode(), self._service) else None)
-        if kind is not None:
-            if (wait := self._limits.hit(kind, kind)) is not None:
+        subject = kind
+        if kind is None and token.startswith(COORDINATOR_PREFIX):  # known here, no phone
+            coordinator = await self._coordinators.resolve(token)
+            if coordinator is None:
+                self._failures.failed(scope)
+                raise unauthorized("unknown or revoked token")
+            kind, subject = "coordinator", coordinator.coordinator_id
+        if kind is not None and subject is not None:
+            if (wait := self._limits.hit(kind, subject)) is not None:
                 raise rate_limited(wait)
             # 400/422 come before 403: the body's own fields, and the settings' limits
             checked_fix(parse_fix(await _read(receive)), now=utcnow(), settings=self._settings)

@@ -157,3 +157,19 @@ def import_journal() -> str:
 def import_staging(token: str) -> str:
     """An import's journal while it is being written, renamed to `import_journal` once whole."""
     return f"roster:import:staging:{token}"
+
+
+def coordinator(coordinator_id: str) -> str:
+    """Hash of a volunteer coordinator: name, districts, token hash, created and revoked
+    times. Kept KPI_DAYS once revoked: the audit trail names `coordinator:<id>`."""
+    return f"roster:coordinator:{coordinator_id}"
+
+
+def coordinators() -> str:
+    """Set of every coordinator's id, revoked ones too (until their record expires)."""
+    return "roster:coordinators"
+
+
+def coordinator_token(token_hash: str) -> str:
+    """A live coordinator token's sha256 -> its coordinator's id; deleted at revocation."""
+    return f"roster:coordinator_token:{token_hash}"
