@@ -1,15 +1,16 @@
 """Who may call: the callers' kinds as annotated dependencies (module level, so FastAPI can
-resolve them from string annotations); the district a read names."""
+resolve them from string annotations); the district a read names, and a coordinator's own."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends, Path, Query
 from redis.asyncio import Redis
 
 from shared.districts import unknown_district
-from shared.http import ApiError, Principal, require
+from shared.http import ApiError, Principal, forbidden, not_found, require
 
 from ..store import roster as roster_store
 
@@ -21,7 +22,54 @@ Device = Annotated[Principal, Depends(require("device"))]
 # districts, a district's zones and shifts worked now, a team's view (who is on its shift),
 # an agency (dispatch, before it makes an agency's desk token).
 AdminOrService = Annotated[Principal, Depends(require("admin", "service"))]
+# A district's volunteer coordinator (POST /v1/coordinators): the admin's work on the roster,
+# for its own districts only (check_district, check_own). What a route does not name it for
+# (the zones' removal, the roster's districts, coordinators' tokens, the audit trail, dead
+# letters, metrics) is refused it: tests/integration/test_access_matrix.py's COORDINATOR.
+AdminOrCoordinator = Annotated[Principal, Depends(require("admin", "coordinator"))]
+Reader = Annotated[Principal, Depends(require("admin", "service", "coordinator"))]
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def check_district(who: Principal, district: str, field: str = "district") -> None:
+    """A coordinator works on its own districts only: 403 naming the request's `field` for
+    another (one the roster does not hold too: its districts were the roster's, and which
+    districts the roster holds is not its to learn)."""
+    if who.kind == "coordinator" and district not in who.districts:
+        raise forbidden(f"this coordinator does not cover district '{district[:64]}'", field)
+
+
+def required_district(who: Principal, district: str | None) -> None:
+    """A list the admin reads whole is read by a coordinator a district at a time: 422
+    naming `district` without one (as dispatch's KPIs are of a desk), else check_district."""
+    if district is None:
+        if who.kind == "coordinator":
+            raise ApiError(422, "invalid_field", "district is required of a coordinator: one "
+                           "of its districts", "district")
+        return
+    check_district(who, district)
+
+
+def check_own(who: Principal, record: Mapping[str, str], what: str) -> None:
+    """An object a coordinator names by id (its stored record, found: the 404 comes first) is
+    of one of its districts, or 403 (no field: the id is no district)."""
+    if who.kind == "coordinator" and record.get("district") not in who.districts:
+        raise forbidden(f"this {what} is of a district this coordinator does not cover")
+
+
+async def check_own_record(redis: Redis, who: Principal, entity: str, entity_id: str,
+                           what: str) -> None:
+    """For a coordinator, before a route that finds its object itself: 404 for no such
+    object, 403 for one of another district. Nothing asked for anyone else. Ids are global
+    and an import refuses one of another district: an object's district, read here, holds
+    for the route's own write (but for an object removed and imported into another district
+    between the two)."""
+    if who.kind != "coordinator":
+        return
+    record = await roster_store.get(redis, entity, entity_id)
+    if record is None:
+        raise not_found(what)
+    check_own(who, record, what)
 
 
 async def require_district(redis: Redis, district: str) -> None:

@@ -1,4 +1,5 @@
-"""Device routes: enrolment and revocation (admin), token introspection (the device's token)."""
+"""Device routes: enrolment and revocation (admin, the member's district's coordinator), token
+introspection (the device's token)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from ..store.coordinators import CoordinatorTokens
 from ..store.devices import TOKEN_PREFIX, TokenResolver
 from ..store.tx import Contended
 from . import coordinators as coordinators_api
-from .deps import Admin, Device, IdPath
+from .deps import AdminOrCoordinator, Device, IdPath, check_own_record
 from .stints import Stints
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,15 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int,
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.post("/members/{member_id}/devices", status_code=201,
-                 summary="Enrol a device; its token is shown once (admin)")
+                 summary="Enrol a device; its token is shown once (admin, the member's "
+                 "district's coordinator)")
     @when_not_answered("asking again enrols another device; one the first request may have "
                        "enrolled was never shown: revoke it (GET /v1/members/{id}/devices "
                        "lists it)")
     async def create_device(
-        member_id: IdPath, who: Admin, body: DeviceIn | None = None,
+        member_id: IdPath, who: AdminOrCoordinator, body: DeviceIn | None = None,
     ) -> dict[str, str]:
+        await check_own_record(redis, who, "members", member_id, "member")
         created = await devices_store.create_device(
             redis, member_id=member_id, now=utcnow(), label=body.label if body else None)
         if created is None:
@@ -92,20 +95,25 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int,
         log.info("device %s enrolled for member %s", device_id, member_id)
         return {"device_id": device_id, "token": token}
 
-    @router.get("/members/{member_id}/devices", summary="A member's active devices (admin)")
+    @router.get("/members/{member_id}/devices", summary="A member's active devices (admin, "
+                "the member's district's coordinator)")
     async def list_devices(
-        member_id: IdPath, _: Admin
+        member_id: IdPath, who: AdminOrCoordinator
     ) -> list[dict[str, Any]]:
         if not await roster_store.get(redis, "members", member_id):
             raise not_found("member")
+        await check_own_record(redis, who, "members", member_id, "member")
         return await devices_store.devices_of(redis, member_id)
 
     @router.delete("/members/{member_id}/devices/{device_id}", status_code=204,
                    summary="Revoke a device's token at once, everywhere; the member's "
-                   "stint ends if it is the device they are on the shift with (admin)")
+                   "stint ends if it is the device they are on the shift with (admin, the "
+                   "member's district's coordinator)")
     async def revoke_device(
-        member_id: IdPath, device_id: IdPath, who: Admin
+        member_id: IdPath, device_id: IdPath, who: AdminOrCoordinator
     ) -> Response:
+        # the member's, for a coordinator (a removed member's devices went with them: 404)
+        await check_own_record(redis, who, "members", member_id, "member")
         result = await devices_store.revoke_device(
             redis, broker=broker, member_id=member_id, device_id=device_id, now=utcnow(),
             kept_s=revoked_kept_s)

@@ -19,7 +19,15 @@ from ..domain import points
 from ..store import points as points_store
 from ..store import roster as roster_store
 from ..store.zones import ZoneLookup
-from .deps import Admin, AdminOrService, IdPath, PointsPage, require_district
+from .deps import (
+    AdminOrCoordinator,
+    IdPath,
+    PointsPage,
+    Reader,
+    check_district,
+    check_own,
+    require_district,
+)
 
 ADJUSTMENT_KEY = r"^[A-Za-z0-9_.:-]{1,64}$"
 # An adjustment sent without a key, sent again as it was (the same member, amount and reason)
@@ -88,9 +96,9 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
 
     @router.get("/points/leaderboard", summary="A district's volunteers by points, of all "
-                "time or of one month (admin)")
+                "time or of one month (admin, its coordinator)")
     async def leaderboard(
-        _: Admin,
+        who: AdminOrCoordinator,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         month: Annotated[str | None, Query(
@@ -100,6 +108,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
     ) -> dict[str, Any]:
         # checked before the district, as every wrong field is (DESIGN's order: 422 first)
         period = month_period(month, tz) if month is not None else None
+        check_district(who, district)
         await require_district(redis, district)
         if period is None:
             return {"district": district,
@@ -112,9 +121,10 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
                     late_s=ledger_ttl_s)}
 
     @router.post("/members/{member_id}/points", status_code=201,
-                 summary="Reward or penalise a volunteer by hand, with the reason (admin)")
+                 summary="Reward or penalise a volunteer by hand, with the reason (admin, "
+                 "their district's coordinator)")
     async def adjust(
-        member_id: IdPath, body: AdjustmentIn, who: Admin, response: Response,
+        member_id: IdPath, body: AdjustmentIn, who: AdminOrCoordinator, response: Response,
         idempotency_key: Annotated[str | None, Header(
             alias="Idempotency-Key", pattern=ADJUSTMENT_KEY,
             description="the adjustment's key, as `adjustment_id` (the same, if both are "
@@ -128,6 +138,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
         if found is None:
             raise not_found("member")
         member, kind = found
+        check_own(who, member, "member")  # 403 before the member's kind's 409
         if kind != "volunteer":
             raise conflict("points are kept for volunteers only")
         key = body.adjustment_id or idempotency_key or await points_store.adjustment_key(
@@ -155,9 +166,11 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
         return {"entry": entry.model_dump(mode="json", exclude_none=True), "recorded": True}
 
     @router.get("/members/{member_id}/points",
-                summary="A member's points balance and history, newest first (admin): "
-                "what their own page shows, to answer a volunteer who disputes it")
-    async def member_points(member_id: IdPath, _: Admin, page: PointsPage) -> dict[str, Any]:
+                summary="A member's points balance and history, newest first (admin, their "
+                "district's coordinator): what their own page shows, to answer a volunteer "
+                "who disputes it")
+    async def member_points(member_id: IdPath, who: AdminOrCoordinator,
+                            page: PointsPage) -> dict[str, Any]:
         # The member calls the coordinator about their balance; the coordinator holds the
         # admin token, not the member's phone. The same page as GET /v1/me/points, with who
         # it is and the points of the entries no longer kept (HISTORY_KEPT): the balance is
@@ -165,6 +178,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
         member = await roster_store.get(redis, "members", member_id)
         if member is None:
             raise not_found("member")
+        check_own(who, member, "member")
         offset, limit, before = page
         found = await points_store.history_page(
             redis, member_id, before=before, offset=offset, limit=limit, brought_forward=True)
@@ -176,24 +190,27 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
     # The only GET /v1/zones: dispatch's zone projection (services/dispatch/zones.py) reads
     # this shape, a whole district in one answer; the roster's paginated lists leave zones out.
     @router.get("/zones", summary="A district's zones with their polygons and owning stations "
-                "(admin, services; dispatch keeps a projection of them)",
+                "(admin, services, its coordinator; dispatch keeps a projection of them)",
                 description="Every zone of the district in one answer, not paged. One zone: "
                 "`GET /v1/zones/{zone_id}`.")
     async def district_zones(
-        _: AdminOrService, district: Annotated[str, Query(min_length=1, max_length=64)],
+        who: Reader, district: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> DistrictZones:
+        check_district(who, district)
         index = await zones.index(district)
         return DistrictZones(district=district, zones=[
             ZoneOut(zone_id=z.zone_id, name=z.name, owner_agency_id=z.owner_agency_id,
                     polygon=list(z.polygon)) for z in index.zones])
 
-    @router.get("/zones/lookup", summary="The zone of a point, and its owning police station")
+    @router.get("/zones/lookup", summary="The zone of a point, and its owning police station "
+                "(admin, the district's coordinator)")
     async def zone_lookup(
-        _: Admin,
+        who: AdminOrCoordinator,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
         lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
     ) -> dict[str, str]:
+        check_district(who, district)
         await require_district(redis, district)  # not "no zone covers this point"
         index = await zones.index(district)
         zone = index.lookup(lat=lat, lon=lon)

@@ -46,7 +46,17 @@ from ..store import shifts as shifts_store
 from ..store import teams as teams_store
 from ..store.tx import Contended
 from . import views
-from .deps import Admin, AdminOrService, IdPath, require_district
+from .deps import (
+    Admin,
+    AdminOrCoordinator,
+    AdminOrService,
+    IdPath,
+    Reader,
+    check_own,
+    check_own_record,
+    require_district,
+    required_district,
+)
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
@@ -259,11 +269,12 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         view = views.RECORD_VIEWS[entity]
 
         async def list_entities(
-            _: Admin,
+            who: AdminOrCoordinator,
             district: Annotated[str | None, Query(max_length=64)] = None,
             cursor: Annotated[str | None, Query(max_length=64)] = None,
             limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         ) -> dict[str, Any]:
+            required_district(who, district)  # a coordinator's: one of its own
             if district is not None:
                 await require_district(redis, district)
             records, next_cursor = await roster_store.page(
@@ -271,7 +282,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             return {"items": [view(r) for r in records], "next_cursor": next_cursor}
 
         router.add_api_route(f"/{entity}", list_entities, methods=["GET"],
-                             summary=f"List {entity}, ordered by id (admin)")
+                             summary=f"List {entity}, ordered by id (admin; a coordinator: "
+                             "of one of its districts)")
 
     for entity in ENTITIES:
         # GET /v1/zones is points.district_zones: a district's zones whole, as dispatch's
@@ -281,27 +293,31 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
 
     # Dispatch asks it (services/dispatch/agency.py) before it makes an agency's desk token:
     # one for an agency no import named, or of another district, would read nothing.
-    @router.get("/agencies/{agency_id}", summary="An agency and its teams (admin, services)")
-    async def get_agency(agency_id: IdPath, _: AdminOrService) -> dict[str, Any]:
+    @router.get("/agencies/{agency_id}", summary="An agency and its teams (admin, services, "
+                "its district's coordinator)")
+    async def get_agency(agency_id: IdPath, who: Reader) -> dict[str, Any]:
         record = await roster_store.get(redis, "agencies", agency_id)
         if not record:
             raise not_found("agency")
+        check_own(who, record, "agency")
         return {**views.agency(record),
                 "team_ids": await roster_store.agency_team_ids(redis, agency_id)}
 
-    @router.get("/zones/{zone_id}", summary="A zone (admin)")
-    async def get_zone(zone_id: IdPath, _: Admin) -> dict[str, Any]:
+    @router.get("/zones/{zone_id}", summary="A zone (admin, its district's coordinator)")
+    async def get_zone(zone_id: IdPath, who: AdminOrCoordinator) -> dict[str, Any]:
         record = await roster_store.get(redis, "zones", zone_id)
         if not record:
             raise not_found("zone")
+        check_own(who, record, "zone")
         return views.zone(record)
 
     @router.get("/teams/{team_id}", summary="A team: profile, status, latest position "
-                "(admin, services)")
-    async def get_team(team_id: IdPath, _: AdminOrService) -> dict[str, Any]:
+                "(admin, services, its district's coordinator)")
+    async def get_team(team_id: IdPath, who: Reader) -> dict[str, Any]:
         record = await roster_store.get(redis, "teams", team_id)
         if not record:
             raise not_found("team")
+        check_own(who, record, "team")
         plan = await shifts_store.get_plan(redis, team_id)
         # As it stands now (notify asks who is on the shift): a check-in that ran out is
         # over, whether or not the sweep has come by yet.
@@ -315,17 +331,21 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             "shift_plan": plan.model_dump(mode="json") if plan else None,
         }
 
-    @router.get("/members/{member_id}", summary="A member and their devices (admin)")
-    async def get_member(member_id: IdPath, _: Admin) -> dict[str, Any]:
+    @router.get("/members/{member_id}", summary="A member and their devices (admin, their "
+                "district's coordinator)")
+    async def get_member(member_id: IdPath, who: AdminOrCoordinator) -> dict[str, Any]:
         record = await roster_store.get(redis, "members", member_id)
         if not record:
             raise not_found("member")
+        check_own(who, record, "member")
         return {**views.member(record),
                 "devices": await devices_store.devices_of(redis, member_id)}
 
     @router.delete("/members/{member_id}", status_code=204,
-                   summary="Remove a member; their devices are revoked (admin)")
-    async def delete_member(member_id: IdPath, who: Admin) -> Response:
+                   summary="Remove a member; their devices are revoked (admin, their "
+                   "district's coordinator)")
+    async def delete_member(member_id: IdPath, who: AdminOrCoordinator) -> Response:
+        await check_own_record(redis, who, "members", member_id, "member")
         if not await roster_store.delete_member(redis, broker=broker, member_id=member_id,
                                                 now=utcnow(),
                                                 max_patrol_hours=settings.max_patrol_hours,
@@ -337,8 +357,10 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         return Response(status_code=204)
 
     @router.delete("/teams/{team_id}", status_code=204,
-                   summary="Remove a team without members or open orders (admin)")
-    async def delete_team(team_id: IdPath, who: Admin) -> Response:
+                   summary="Remove a team without members or open orders (admin, its "
+                   "district's coordinator)")
+    async def delete_team(team_id: IdPath, who: AdminOrCoordinator) -> Response:
+        await check_own_record(redis, who, "teams", team_id, "team")
         try:
             removed = await roster_store.delete_team(redis, broker=broker, team_id=team_id)
         except Refused as exc:

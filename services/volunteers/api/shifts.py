@@ -1,5 +1,6 @@
-"""Shift plan routes (admin): a team's plan, the shifts worked on a date, and those worked
-now with whether each team has checked in (dispatch asks it for the command room)."""
+"""Shift plan routes (admin, the district's coordinator): a team's plan, the shifts worked on
+a date, and those worked now with whether each team has checked in (dispatch asks it for the
+command room)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,14 @@ from ..domain.status import expire_check_ins
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
-from .deps import Admin, AdminOrService, IdPath, require_district
+from .deps import (
+    AdminOrCoordinator,
+    IdPath,
+    Reader,
+    check_district,
+    check_own_record,
+    require_district,
+)
 
 
 class ShiftPlanIn(ShiftPlan):
@@ -47,32 +55,38 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
     default_tz = parse_timezone(settings.timezone)
     check_in_limit = settings.check_in_limit()
 
-    @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin)")
+    @router.put("/teams/{team_id}/shift-plan", summary="Set a team's shift plan (admin, its "
+                "district's coordinator)")
     async def put_plan(
-        team_id: IdPath, plan: ShiftPlanIn, who: Admin
+        team_id: IdPath, plan: ShiftPlanIn, who: AdminOrCoordinator
     ) -> dict[str, Any]:
+        await check_own_record(redis, who, "teams", team_id, "team")
         if not await shifts_store.put_plan(redis, team_id=team_id, plan=plan):
             raise not_found("team")
         await audit.record(redis, "volunteers", who, "shift_plan.set", team_id)
         return {"team_id": team_id, **plan.model_dump(mode="json")}
 
-    @router.get("/teams/{team_id}/shift-plan", summary="A team's shift plan (admin)")
-    async def get_plan(team_id: IdPath, _: Admin) -> dict[str, Any]:
+    @router.get("/teams/{team_id}/shift-plan", summary="A team's shift plan (admin, its "
+                "district's coordinator)")
+    async def get_plan(team_id: IdPath, who: AdminOrCoordinator) -> dict[str, Any]:
+        await check_own_record(redis, who, "teams", team_id, "team")
         plan = await shifts_store.get_plan(redis, team_id)
         if plan is None:
             raise not_found("shift plan")
         return {"team_id": team_id, **plan.model_dump(mode="json")}
 
     @router.get("/shifts", summary="The shifts worked on a date (also those begun the day "
-                "before and running into it), their teams and members (admin)")
+                "before and running into it), their teams and members (admin, the district's "
+                "coordinator)")
     async def planned(
-        _: Admin,
+        who: AdminOrCoordinator,
         district: Annotated[str, Query(min_length=1, max_length=64)],
         day: Annotated[CalendarDate, Query(alias="date", ge=date(1970, 1, 1),
                                            le=date(9998, 12, 31),
                                            description="YYYY-MM-DD, a day on the "
                                            "district's clock (TIMEZONE)")],
     ) -> dict[str, Any]:
+        check_district(who, district)
         await require_district(redis, district)  # a typo is not "nobody was planned"
         plans = await shifts_store.plans_of(redis, district)
         # The date on the district's clock: a night shift begun the evening before is on the
@@ -113,10 +127,12 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
 
     @router.get("/shifts/now", summary="The shifts being worked now in a district, each "
                 "team planned on them with whether anyone of it has checked in (admin, "
-                "services; dispatch asks it for the command room's console)")
+                "services, the district's coordinator; dispatch asks it for the command "
+                "room's console)")
     async def worked_now(
-        _: AdminOrService, district: Annotated[str, Query(min_length=1, max_length=64)],
+        who: Reader, district: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> dict[str, Any]:
+        check_district(who, district)
         await require_district(redis, district)
         now = utcnow()
         plans = await shifts_store.plans_of(redis, district)

@@ -1,6 +1,7 @@
-"""A member's stint ended for them (admin): their check-out by hand (`POST
-/v1/members/{id}/check-out`, a member who lost their phone), and the end a revocation of the
-device they are on the shift with makes (`Stints.device_revoked`, called by the revocation)."""
+"""A member's stint ended for them (admin, the member's district's coordinator): their
+check-out by hand (`POST /v1/members/{id}/check-out`, a member who lost their phone), and the
+end a revocation of the device they are on the shift with makes (`Stints.device_revoked`,
+called by the revocation)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..store import teams as teams_store
 from ..store.teams import Applied, Decision, TeamView
 from ..store.tx import Contended
 from . import views
-from .deps import Admin, IdPath
+from .deps import AdminOrCoordinator, IdPath, check_own_record
 
 Rule = Callable[[status.TeamState, datetime], status.Outcome]
 
@@ -94,8 +95,10 @@ def build_router(*, redis: Redis, stints: Stints) -> APIRouter:
 
     @router.post("/members/{member_id}/check-out",
                  summary="Check a member out of their team's shift, as their own check-out "
-                 "(admin: a member who lost their phone)")
-    async def check_out(member_id: IdPath, who: Admin) -> dict[str, Any]:
+                 "(admin, the member's district's coordinator: a member who lost their "
+                 "phone)")
+    async def check_out(member_id: IdPath, who: AdminOrCoordinator) -> dict[str, Any]:
+        await check_own_record(redis, who, "members", member_id, "member")
         def rule(state: status.TeamState, now: datetime) -> status.Outcome:
             try:
                 return status.check_out(state, member_id=member_id, now=now)
