@@ -23,6 +23,7 @@ from shared.http import (
     answers_within,
     conflict,
     error_body,
+    forbidden,
     not_found,
 )
 from shared.http import Refused as WrongKind
@@ -52,6 +53,7 @@ from .deps import (
     AdminOrService,
     IdPath,
     Reader,
+    check_district,
     check_own,
     check_own_record,
     require_district,
@@ -213,7 +215,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
     router = APIRouter(prefix="/v1", route_class=InputFirstRoute)
     ledger_ttl_s = points_store.ledger_ttl(settings.retention_days)  # patrol points on leaving
 
-    async def roster_sent(request: Request, who: Admin) -> RosterDoc:
+    async def roster_sent(request: Request, who: AdminOrCoordinator) -> RosterDoc:
         """The roster the request sends, read and checked on its own (a malformed one:
         400/422, InvalidRoster). A dependency, not the route: a dependency runs before a
         token of the wrong kind is refused, so its input is told first (DESIGN's order)."""
@@ -223,18 +225,30 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             # The document's own errors. The admin hears them with those against the
             # stored roster, together (check_references): what is stored is not theirs.
             doc.raise_errors()
+        elif who.kind == "coordinator" and doc.district not in who.districts:
+            doc.raise_errors()  # as a wrong kind's: another district's roster is not its
+            check_district(who, doc.district)
         return doc
 
     @router.post("/roster/import", summary="Upsert a district's roster (admin): JSON or CSV",
                  description=f"`as_of`: {_AS_OF}", openapi_extra=_IMPORT_DOC,
                  response_model=None)
     @answers_within(IMPORT_BOUND_S)
-    async def import_roster(who: Admin, doc: RosterDoc = Depends(roster_sent)) -> Any:
+    async def import_roster(who: AdminOrCoordinator,
+                            doc: RosterDoc = Depends(roster_sent)) -> Any:
         try:
             # against the stored roster (InvalidRoster: refused_roster answers it)
             result = await imports.import_roster(
                 redis, doc=doc, now=utcnow(), max_patrol_hours=settings.max_patrol_hours,
-                ledger_ttl_s=ledger_ttl_s, check_in_grace_hours=settings.checkin_grace_hours)
+                ledger_ttl_s=ledger_ttl_s, check_in_grace_hours=settings.checkin_grace_hours,
+                zones_as_stored=who.kind == "coordinator")
+        except imports.ZonesNotDrawnHere as exc:
+            first = exc.errors[0]
+            more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
+            log.info("roster import for district %s refused: a coordinator's, drawing zones",
+                     doc.district)
+            raise forbidden(f"nothing was imported: {first.where} {first.message}{more}",
+                            first.path) from exc
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc

@@ -593,3 +593,19 @@ def plan_import(doc: RosterDoc, stored: Stored) -> ImportPlan:
             ):
                 agencies_changed.add(row.id)
     return ImportPlan(doc.district, counts, writes, teams_changed, agencies_changed, zones_changed)
+
+
+# --- what a coordinator's import may not do ---------------------------------------------
+
+ZONES_ARE_THE_ADMIN_S = ("creates or changes a zone: zones are the police stations' territory "
+                         "(a place's hand-overs go to its zone's station), drawn and changed "
+                         "by the admin; a coordinator's import names the district's zones as "
+                         "they are stored, or leaves them out")
+
+
+def zones_drawn(doc: RosterDoc, plan: ImportPlan) -> list[RowError]:
+    """The zones a planned import creates or changes, each where the document has it (a
+    coordinator's import may do neither)."""
+    drawn = {w.id for w in plan.writes if w.entity == "zones"}
+    return [loc.error("zones", "", ZONES_ARE_THE_ADMIN_S)
+            for zone, loc in zip(doc.zones, doc.locs["zones"], strict=True) if zone.id in drawn]

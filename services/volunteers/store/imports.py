@@ -61,6 +61,7 @@ from ..domain.roster import (
     plan_import,
     referenced_ids,
     stale_import,
+    zones_drawn,
 )
 from ..domain.status import (
     CheckInLimit,
@@ -107,6 +108,15 @@ class ImportResult:
     # entity -> the ids of the district's stored rows the import did not name, for each
     # entity it sent (`RosterDoc.sent`), ordered by id: kept, an upsert removes nothing
     not_in_import: dict[str, list[str]] = field(default_factory=dict)
+
+
+class ZonesNotDrawnHere(Exception):
+    """A coordinator's import that creates or changes zones (`zones_drawn`): nothing is
+    written."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__(f"{len(errors)} zone(s)")
+        self.errors = errors
 
 
 class StaleImport(Exception):
@@ -774,9 +784,11 @@ async def finish(redis: Redis, token: str) -> int:
 
 async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
                         max_patrol_hours: float, ledger_ttl_s: int,
-                        check_in_grace_hours: float | None = None) -> ImportResult:
+                        check_in_grace_hours: float | None = None,
+                        zones_as_stored: bool = False) -> ImportResult:
     """Validate against what is stored, then write everything, or nothing (InvalidRoster;
-    StaleImport: older than the district's last import, by `as_of`).
+    ZonesNotDrawnHere: `zones_as_stored`, a coordinator's import, and it creates or changes
+    a zone; StaleImport: older than the district's last import, by `as_of`).
 
     A member moved to another team leaves the old team's shift in the import (their patrol
     points so far paid; a shift left with nobody and no order ends); a team whose state it
@@ -788,6 +800,9 @@ async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
     async with import_lock(redis) as token:
         await finish(redis, token)  # one a crash cut off was committed first
         plan, changes, moved = await _plan(redis, doc)
+        # After the document's errors, before the 409 (DESIGN's order: 422, 403, 409).
+        if zones_as_stored and (drawn := zones_drawn(doc, plan)):
+            raise ZonesNotDrawnHere(drawn)
         # After the document's errors (DESIGN's order: 422, then 409). Under the lock, which
         # every import holds from this read to its commit, which writes the new mark.
         last = await _last_as_of(redis, doc.district)

@@ -1,17 +1,18 @@
-"""A volunteer coordinator's work at volunteers, of its own districts only: the roster's reads
-(members' phones with them), members' devices, check-outs by hand, shift plans, the shifts,
+"""A volunteer coordinator's work at volunteers, of its own districts only: the roster's import
+and reads (members' phones with them), members' devices, check-outs by hand, shift plans, the shifts,
 points and the leaderboard, removals of members and teams. Another district's: 403 naming the
 field for one it names, 403 for an object of it (after the 404 of none: DESIGN's order), and
 nothing written. Its actions are audited as its own."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
-from .conftest import ADMIN, Volunteers
+from .conftest import ADMIN, DISTRICT, Volunteers
 from .test_coordinators import audited, bearer, district_like, make_coordinator
 
 PLAN = {"shifts": {"main": {"start": "08:00", "end": "18:00"}}, "rotation": ["main"],
@@ -205,3 +206,122 @@ async def test_a_coordinator_removes_its_members_and_teams_and_no_zone(two: Two)
         (who, "m-officer")]
     assert [(e["who"], e["target"]) for e in await audited(two.volunteers, "team.delete")] == [
         (who, "t-patrol")]
+
+
+NEW_VOLUNTEER = {"id": "m-sun", "name": "Sister Sun", "agency_id": "v-red", "team_id": "t-vol",
+                 "role": "volunteer", "phone": "+86 138 0000 0003"}
+MEMBERS_CSV = ("id,name,agency_id,team_id,role,phone\n"
+               "m-zhou,Brother Zhou,v-red,t-vol,volunteer,+86 138 0000 0004\n")
+
+
+async def test_a_coordinator_imports_its_district_s_roster_as_json_and_csv(two: Two) -> None:
+    client = two.volunteers.client
+    # the whole district sent back as it is (its zones unchanged), a volunteer added
+    doc = copy.deepcopy(DISTRICT)
+    doc["members"].append(NEW_VOLUNTEER)
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"]["members"]["created"] == 1
+    assert r.json()["counts"]["zones"]["unchanged"] == 2
+    r = await client.post("/v1/roster/import", headers=two.ours,
+                          data={"district": "d1"},
+                          files={"members": ("members.csv", MEMBERS_CSV.encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/roster/import", headers=two.ours, json={
+        "district": "d1", "csv": {"members": MEMBERS_CSV.replace("Brother", "Uncle")}})
+    assert (r.status_code, r.json()["counts"]["members"]["updated"]) == (200, 1)
+    r = await client.get("/v1/members/m-zhou", headers=two.ours)
+    assert r.json()["name"] == "Uncle Zhou"
+    imports = await audited(two.volunteers, "roster.import")
+    assert [e["who"] for e in imports] == [  # newest first
+        f"coordinator:{two.coordinator_id}"] * 3 + ["admin:admin"] * 2
+
+
+async def test_a_coordinator_s_import_of_another_district_is_refused_naming_it(
+        two: Two) -> None:
+    client = two.volunteers.client
+    theirs = {"district": "d2", "members": [{**NEW_VOLUNTEER, "agency_id": "d2-v-red",
+                                              "team_id": "d2-t-vol"}]}
+    assert await refusal(two, "POST", "/v1/roster/import", json=theirs) == (403, "district")
+    assert await refusal(two, "POST", "/v1/roster/import", json={**theirs, "district": "d9"}) == (
+        403, "district")
+    r = await client.post("/v1/roster/import", headers=two.ours, data={"district": "d2"},
+                          files={"members": ("members.csv", MEMBERS_CSV.encode(), "text/csv")})
+    assert (r.status_code, r.json()["error"]["field"]) == (403, "district")
+    assert (await client.get("/v1/members/m-sun", headers=ADMIN)).status_code == 404
+    # a document wrong on its own is told so first (DESIGN: 422 before 403), never what
+    # another district's stored roster would refuse of it
+    broken = {"district": "d2", "teams": [{"id": "d2-t-new", "agency_id": "no-such-agency",
+                                           "name": "New", "mode": "rocket"}]}
+    r = await client.post("/v1/roster/import", headers=two.ours, json=broken)
+    assert r.status_code == 422, r.text
+    assert [e["path"] for e in r.json()["error"]["errors"]] == ["teams.0.mode"]
+    broken["teams"][0]["mode"] = "foot"  # sound on its own: the 403
+    assert await refusal(two, "POST", "/v1/roster/import", json=broken) == (403, "district")
+
+
+async def test_a_coordinator_s_import_naming_another_district_s_rows_is_refused_whole(
+        two: Two) -> None:
+    """Ids are global: a row of another district's id, or a reference to another district's
+    agency or team, refuses the whole import, naming the row (as the admin's: 422)."""
+    client = two.volunteers.client
+    doc = {"district": "d1", "members": [
+        NEW_VOLUNTEER,
+        {**NEW_VOLUNTEER, "id": "d2-m-wang"},
+        {**NEW_VOLUNTEER, "id": "m-lin", "agency_id": "d2-v-red", "team_id": "d2-t-vol"}]}
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert r.status_code == 422, r.text
+    errors = [(e["path"], e["message"]) for e in r.json()["error"]["errors"]]
+    assert errors == [("members.1.id", "is already used in another district"),
+                      ("members.2.agency_id", "names no agency of this district"),
+                      ("members.2.team_id", "names no team of this district")]
+    assert "d2" not in r.text  # nor says whose
+    csv = MEMBERS_CSV + "d2-m-wang,Auntie Wang,v-red,t-vol,volunteer,\n"
+    r = await client.post("/v1/roster/import", headers=two.ours, data={"district": "d1"},
+                          files={"members": ("members.csv", csv.encode(), "text/csv")})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["error"]["errors"]
+    assert (error["line"], error["field"]) == (3, "id")
+    for member in ("m-sun", "m-lin", "m-zhou"):  # nothing of either written
+        assert (await client.get(f"/v1/members/{member}", headers=ADMIN)).status_code == 404
+    r = await client.get("/v1/members/d2-m-wang", headers=ADMIN)
+    assert r.json()["district"] == "d2"
+
+
+async def test_a_coordinator_s_import_leaves_the_zones_as_the_admin_drew_them(
+        two: Two) -> None:
+    """A zone is a police station's territory (the station a place's hand-overs go to): a
+    coordinator's import names the stored zones as they are, or leaves them out; one that
+    draws a new zone or changes one is refused whole (403 naming the row), as removing one
+    is the admin's."""
+    client = two.volunteers.client
+    doc = copy.deepcopy(DISTRICT)
+    doc["members"].append(NEW_VOLUNTEER)
+    doc["zones"][1]["polygon"] = [[108.02, 22.02], [108.05, 22.02], [108.05, 22.05],
+                                  [108.02, 22.05]]
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert (r.status_code, r.json()["error"]["field"]) == (403, "zones.1"), r.text
+    assert "zones.1" in r.json()["error"]["message"], r.json()["error"]["message"]
+    added = copy.deepcopy(DISTRICT)
+    added["zones"].append({"id": "z-new", "name": "Grid cell 8", "owner_agency_id": "p-station",
+                           "polygon": [[108.06, 22.06], [108.08, 22.06], [108.08, 22.08],
+                                       [108.06, 22.08]]})
+    assert await refusal(two, "POST", "/v1/roster/import", json=added) == (403, "zones.2")
+    zones_csv = ('id,name,owner_agency_id,polygon\n'
+                 'z-cell,Grid cell 7 renamed,p-station,"[[108.02,22.02],[108.04,22.02],'
+                 '[108.04,22.04],[108.02,22.04]]"\n')
+    r = await client.post("/v1/roster/import", headers=two.ours, data={"district": "d1"},
+                          files={"zones": ("zones.csv", zones_csv.encode(), "text/csv")})
+    assert (r.status_code, r.json()["error"]["field"]) == (403, "zones"), r.text
+    assert "zones line 2" in r.json()["error"]["message"]
+    # wrong as well as that: the 422s first, every one
+    doc["members"].append({**NEW_VOLUNTEER, "id": "m-lin", "team_id": "no-such-team"})
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert r.status_code == 422, r.text
+    assert (await client.get("/v1/members/m-sun", headers=ADMIN)).status_code == 404
+    stored = (await client.get("/v1/zones/z-cell", headers=ADMIN)).json()
+    assert (stored["name"], stored["polygon"][1]) == ("Grid cell 7", [108.04, 22.02])
+    assert (await client.get("/v1/zones/z-new", headers=ADMIN)).status_code == 404
+    doc["members"].pop()
+    r = await client.post("/v1/roster/import", headers=ADMIN, json=doc)  # the admin's to draw
+    assert r.status_code == 200, r.text
