@@ -2,9 +2,11 @@
 
 DESIGN: every endpoint authenticates; each system, agency and member sees only what it
 should. Each row is one route with what each caller gets. A token a service does not know
-(a system key at volunteers, a device token at dispatch) is unknown there: 401, as a made-up
-one. The services' own key (shared.tokens.service_key) is known to all four and opens the
-five reads of volunteers' they call it for. Rows that would change what other rows read are
+(a system key at volunteers, a device token at dispatch, a volunteer coordinator's anywhere
+but volunteers) is unknown there: 401, as a made-up one. The services' own key
+(shared.tokens.service_key) is known to all four and opens the five reads of volunteers'
+they call it for. d1's volunteer coordinator does the admin's work on d1's roster at
+volunteers, and is refused d2's (COORDINATOR_DECISIONS). Rows that would change what other rows read are
 not asked of the callers allowed to make the change (None), or name an object that does not
 exist (404: past authentication).
 
@@ -26,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount, compile_path
 from websockets.asyncio.client import connect
@@ -33,6 +36,8 @@ from websockets.exceptions import ConnectionClosed
 
 from services.dispatch.config import Settings as DispatchSettings
 from services.dispatch.main import create_app as dispatch_app
+from services.volunteers.config import Settings as VolunteersSettings
+from services.volunteers.main import create_app as volunteers_app
 from shared.tokens import service_key
 from tests.e2e.journey import district_roster
 from tests.helpers import poll_until
@@ -46,19 +51,22 @@ MISSING = "nope-404"
 CALLER_PHONE = "13912345678"
 
 CALLERS = ("none", "malformed", "admin", "system_d1", "system_d2", "desk_d1", "inspector_d1",
-           "agency_d1", "device_a", "device_b", "revoked_device", "revoked_system",
-           "revoked_desk", "services")
+           "agency_d1", "coordinator_d1", "device_a", "device_b", "revoked_device",
+           "revoked_system", "revoked_desk", "revoked_coordinator", "services")
 # The callers each service knows; any other token is unknown there. agency_d1: the desk of
-# d1's security company (d1-sec), whose team B holds the fight's second order.
+# d1's security company (d1-sec), whose team B holds the fight's second order;
+# coordinator_d1: d1's volunteer coordinator, known to volunteers alone.
 KNOWS = {
     "intake": {"admin", "system_d1", "system_d2", "device_a", "device_b", "services"},
     "dispatch": {"admin", "desk_d1", "inspector_d1", "agency_d1", "services"},
-    "volunteers": {"admin", "device_a", "device_b", "services"},
+    "volunteers": {"admin", "coordinator_d1", "device_a", "device_b", "services"},
     "notify": {"admin", "device_a", "device_b", "services"},
 }
 COMMAND_ROOM = ("admin", "desk_d1")
 READERS = ("admin", "desk_d1", "inspector_d1")
 AGENCY = "agency_d1"
+COORDINATOR = "coordinator_d1"
+ADMIN_AND_COORDINATOR = ("admin", COORDINATOR)
 DEVICES = ("device_a", "device_b")
 SYSTEMS = ("system_d1", "system_d2")
 
@@ -98,9 +106,22 @@ def admin_only(service: str, method: str, path: str, status: int = 200,
     return row(service, method, path, {"admin": status}, body)
 
 
-def for_services(path: str) -> Row:
-    """A read of volunteers' the other services make with their own key (shared.tokens)."""
-    return row("volunteers", "GET", path, {"admin": 200, "services": 200})
+def for_services(path: str, **more: int | None) -> Row:
+    """A read of volunteers' the other services make with their own key (shared.tokens);
+    `more`: other callers' answers (d1's coordinator's)."""
+    return row("volunteers", "GET", path, {"admin": 200, "services": 200, **more})
+
+
+def coordinated(method: str, path: str, status: int = 200, body: Any = None) -> Row:
+    """A route of volunteers the admin and d1's coordinator both get `status` of."""
+    return row("volunteers", method, path, each(ADMIN_AND_COORDINATOR, status), body)
+
+
+def of_d2(method: str, path: str, admin: int | None = 200, body: Any = None,
+          **more: int | None) -> Row:
+    """A route of volunteers asked of d2's roster: 403 to d1's coordinator; the admin's
+    answer `admin` (None: not asked, it would change what other rows read)."""
+    return row("volunteers", method, path, {"admin": admin, COORDINATOR: 403, **more}, body)
 
 
 def operations(service: str) -> list[Row]:
@@ -251,37 +272,77 @@ MATRIX: list[Row] = [
         {"lat": 22.8301, "lon": 108.3301, "accuracy_m": 5}),
     row("volunteers", "GET", "/v1/devices/introspect", each(DEVICES, 200)),
     # sound on its own, refused against the stored roster: a malformed one is a 422 for
-    # every caller (DESIGN: the input before the caller's kind)
-    admin_only("volunteers", "POST", "/v1/roster/import", 422, {"district": "d1", "teams": [
+    # every caller (DESIGN: the input before the caller's kind); d1's coordinator imports
+    # d1's roster (the same again: unchanged), never d2's (403, after the document's own 422s)
+    coordinated("POST", "/v1/roster/import", 422, {"district": "d1", "teams": [
         {"id": "t-matrix", "agency_id": "no-such-agency", "name": "Matrix", "mode": "foot"}]}),
-    admin_only("volunteers", "GET", "/v1/agencies"),
-    admin_only("volunteers", "GET", "/v1/teams?district=d1"),
-    admin_only("volunteers", "GET", "/v1/members?district=d1"),
+    coordinated("POST", "/v1/roster/import", 200, {"district": "d1", "agencies": [
+        {"id": "d1-vol", "name": "Red Armband Volunteers", "kind": "volunteer"}]}),
+    of_d2("POST", "/v1/roster/import", 422, {"district": "d2", "teams": [
+        {"id": "t-matrix", "agency_id": "no-such-agency", "name": "Matrix", "mode": "foot"}]}),
+    # a coordinator's lists are of one of its districts (422 without one)
+    row("volunteers", "GET", "/v1/agencies", {"admin": 200, COORDINATOR: 422}),
+    coordinated("GET", "/v1/agencies?district=d1"),
+    of_d2("GET", "/v1/agencies?district=d2"),
+    coordinated("GET", "/v1/teams?district=d1"),
+    of_d2("GET", "/v1/teams?district=d2"),
+    coordinated("GET", "/v1/members?district=d1"),
+    of_d2("GET", "/v1/members?district=d2"),
     # dispatch asks it before it makes an agency's desk token
-    for_services("/v1/agencies/d1-sec"),
-    admin_only("volunteers", "GET", "/v1/zones/d1-z1"),
-    for_services("/v1/teams/d1-sec-1"),
-    admin_only("volunteers", "GET", "/v1/members/d1-m-sec"),
-    admin_only("volunteers", "GET", "/v1/members/d1-m-sec/devices"),
-    admin_only("volunteers", "POST", f"/v1/members/{MISSING}/devices", 404),
-    admin_only("volunteers", "DELETE", f"/v1/members/d1-m-sec/devices/{MISSING}", 404),
-    admin_only("volunteers", "DELETE", f"/v1/members/{MISSING}", 404),
-    admin_only("volunteers", "POST", f"/v1/members/{MISSING}/check-out", 404),
-    admin_only("volunteers", "DELETE", f"/v1/teams/{MISSING}", 404),
+    for_services("/v1/agencies/d1-sec", **{COORDINATOR: 200}),
+    of_d2("GET", "/v1/agencies/d2-sec", services=200),
+    coordinated("GET", "/v1/zones/d1-z1"),
+    of_d2("GET", "/v1/zones/d2-z1"),
+    for_services("/v1/teams/d1-sec-1", **{COORDINATOR: 200}),
+    of_d2("GET", "/v1/teams/d2-sec-1", services=200),
+    coordinated("GET", "/v1/members/d1-m-sec"),
+    of_d2("GET", "/v1/members/d2-m-sec"),
+    coordinated("GET", "/v1/members/d1-m-sec/devices"),
+    of_d2("GET", "/v1/members/d2-m-sec/devices"),
+    coordinated("POST", "/v1/members/d1-m-far/devices", 201),
+    coordinated("POST", f"/v1/members/{MISSING}/devices", 404),
+    of_d2("POST", "/v1/members/d2-m-sec/devices", None),
+    coordinated("DELETE", f"/v1/members/d1-m-sec/devices/{MISSING}", 404),
+    of_d2("DELETE", f"/v1/members/d2-m-sec/devices/{MISSING}", 404),
+    coordinated("DELETE", f"/v1/members/{MISSING}", 404),
+    of_d2("DELETE", "/v1/members/d2-m-sec", None),
+    # m-far is on no shift: checked out of none (200, checked_out false)
+    coordinated("POST", "/v1/members/d1-m-far/check-out"),
+    coordinated("POST", f"/v1/members/{MISSING}/check-out", 404),
+    of_d2("POST", "/v1/members/d2-m-sec/check-out", None),
+    coordinated("DELETE", f"/v1/teams/{MISSING}", 404),
+    of_d2("DELETE", "/v1/teams/d2-sec-1", 409),  # it has members: 403 before 409
+    # a zone is a police station's territory: the admin's to remove (and to draw)
     admin_only("volunteers", "DELETE", f"/v1/zones/{MISSING}", 404),
-    admin_only("volunteers", "PUT", f"/v1/teams/{MISSING}/shift-plan", 404, PLAN),
-    admin_only("volunteers", "GET", "/v1/teams/d1-sec-1/shift-plan", 404),
-    admin_only("volunteers", "GET", "/v1/shifts?district=d1&date=2026-01-05"),
+    coordinated("PUT", "/v1/teams/d1-patrol-far/shift-plan", 200, PLAN),
+    coordinated("PUT", f"/v1/teams/{MISSING}/shift-plan", 404, PLAN),
+    of_d2("PUT", "/v1/teams/d2-sec-1/shift-plan", None, PLAN),
+    coordinated("GET", "/v1/teams/d1-sec-1/shift-plan", 404),
+    of_d2("GET", "/v1/teams/d2-sec-1/shift-plan", 404),
+    coordinated("GET", "/v1/shifts?district=d1&date=2026-01-05"),
+    of_d2("GET", "/v1/shifts?district=d2&date=2026-01-05"),
     # the desk asks dispatch (GET /v1/shift-check-ins), which asks this with the admin token
-    for_services("/v1/shifts/now?district=d1"),
-    admin_only("volunteers", "GET", "/v1/points/leaderboard?district=d1"),
-    admin_only("volunteers", "POST", f"/v1/members/{MISSING}/points", 404,
-               {"points": 5, "note": "matrix"}),
+    for_services("/v1/shifts/now?district=d1", **{COORDINATOR: 200}),
+    of_d2("GET", "/v1/shifts/now?district=d2", services=200),
+    coordinated("GET", "/v1/points/leaderboard?district=d1"),
+    coordinated("GET", "/v1/points/leaderboard?district=d1&month=2026-01"),
+    of_d2("GET", "/v1/points/leaderboard?district=d2"),
+    # the admin's first; the coordinator's, the same again within 10 minutes, its retry
+    row("volunteers", "POST", "/v1/members/d1-m-vol/points", {"admin": 201, COORDINATOR: 200},
+        {"points": 5, "note": "matrix"}),
+    coordinated("POST", f"/v1/members/{MISSING}/points", 404, {"points": 5, "note": "matrix"}),
+    of_d2("POST", "/v1/members/d2-m-sec/points", 409, {"points": 5, "note": "matrix"}),
     # the coordinator answering a member who disputes their balance; a device reads its own
-    admin_only("volunteers", "GET", "/v1/members/d1-m-sec/points"),
+    coordinated("GET", "/v1/members/d1-m-sec/points"),
+    of_d2("GET", "/v1/members/d2-m-sec/points"),
     for_services("/v1/districts"),
-    for_services("/v1/zones?district=d1"),
-    admin_only("volunteers", "GET", "/v1/zones/lookup?district=d1&lat=22.83&lon=108.33"),
+    for_services("/v1/zones?district=d1", **{COORDINATOR: 200}),
+    of_d2("GET", "/v1/zones?district=d2", services=200),
+    coordinated("GET", "/v1/zones/lookup?district=d1&lat=22.83&lon=108.33"),
+    of_d2("GET", "/v1/zones/lookup?district=d2&lat=22.93&lon=108.43"),
+    admin_only("volunteers", "POST", "/v1/coordinators", 201, {"name": "x", "districts": ["d1"]}),
+    admin_only("volunteers", "GET", "/v1/coordinators"),
+    admin_only("volunteers", "DELETE", f"/v1/coordinators/{MISSING}", 404),
 
     # --- notify: a team's orders, a device's channels ------------------------------------------
     *operations("notify"),
@@ -346,11 +407,62 @@ AGENCY_DESK: dict[str, str] = {
 }
 
 
+# What d1's volunteer coordinator (COORDINATOR) gets of each route of volunteers, decided
+# route by route as AGENCY_DESK is: "own", the admin's work on its own districts' roster (a
+# row of another district's answers it 403: every "own" route has one, and one it passes,
+# 2xx, or 404 and 409 past its kind, which `require` would refuse before them); "refused",
+# 403 whatever it asks; "public", what anyone gets. A route of volunteers' app missing here
+# fails test_each_volunteers_route_is_decided_for_a_coordinator.
+COORDINATOR_DECISIONS: dict[str, str] = {
+    "GET /openapi.json": "public", "GET /docs": "public", "* /docs/static": "public",
+    "GET /healthz": "public", "GET /readyz": "public",
+    "GET /metrics": "refused", "GET /v1/admin/audit": "refused",  # every action, any district
+    "GET /v1/admin/dead-letters": "refused",
+    "POST /v1/admin/dead-letters/{stream}/{dead_letter_id}/replay": "refused",
+    "DELETE /v1/admin/dead-letters/{stream}/{dead_letter_id}": "refused",
+    "POST /v1/roster/import": "own",  # its district's, drawing no zone
+    "GET /v1/districts": "refused",  # every district's name: the admin's and the services'
+    "GET /v1/agencies": "own", "GET /v1/teams": "own", "GET /v1/members": "own",
+    "GET /v1/agencies/{agency_id}": "own", "GET /v1/zones/{zone_id}": "own",
+    "GET /v1/teams/{team_id}": "own", "GET /v1/members/{member_id}": "own",
+    "GET /v1/zones": "own", "GET /v1/zones/lookup": "own",
+    "DELETE /v1/members/{member_id}": "own", "DELETE /v1/teams/{team_id}": "own",
+    # a police station's territory (where a place's hand-overs go): the admin's
+    "DELETE /v1/zones/{zone_id}": "refused",
+    "POST /v1/members/{member_id}/devices": "own",
+    "GET /v1/members/{member_id}/devices": "own",
+    "DELETE /v1/members/{member_id}/devices/{device_id}": "own",
+    "POST /v1/members/{member_id}/check-out": "own",
+    "PUT /v1/teams/{team_id}/shift-plan": "own", "GET /v1/teams/{team_id}/shift-plan": "own",
+    "GET /v1/shifts": "own", "GET /v1/shifts/now": "own",
+    "POST /v1/members/{member_id}/points": "own", "GET /v1/members/{member_id}/points": "own",
+    "GET /v1/points/leaderboard": "own",
+    # a member's phone's own (the coordinator is no member of a team)
+    "GET /v1/devices/introspect": "refused", "GET /v1/me": "refused",
+    "POST /v1/me/shift/start": "refused", "POST /v1/me/shift/end": "refused",
+    "PUT /v1/me/status": "refused", "PUT /v1/me/position": "refused",
+    "GET /v1/me/points": "refused",
+    # the coordinators' tokens: the admin's
+    "POST /v1/coordinators": "refused", "GET /v1/coordinators": "refused",
+    "DELETE /v1/coordinators/{coordinator_id}": "refused",
+}
+
+
 def _dispatch_routes() -> dict[str, re.Pattern[str]]:
-    """Each route of dispatch's app ("METHOD /path", "* /path" for a mount) with the pattern
+    """Each route of dispatch's app (see _routes_of)."""
+    return _routes_of(dispatch_app(DispatchSettings(redis_url="redis://127.0.0.1:9",
+                                                    admin_token=ADMIN_TOKEN)))
+
+
+def _volunteers_routes() -> dict[str, re.Pattern[str]]:
+    """Each route of volunteers' app (see _routes_of)."""
+    return _routes_of(volunteers_app(VolunteersSettings(redis_url="redis://127.0.0.1:9",
+                                                        admin_token=ADMIN_TOKEN)))
+
+
+def _routes_of(app: FastAPI) -> dict[str, re.Pattern[str]]:
+    """Each route of a service's app ("METHOD /path", "* /path" for a mount) with the pattern
     of the paths it serves; the app built, not started (nothing connects to Redis)."""
-    app = dispatch_app(DispatchSettings(redis_url="redis://127.0.0.1:9",
-                                        admin_token=ADMIN_TOKEN))
     routes: dict[str, re.Pattern[str]] = {}
     for context in iter_route_contexts(app.routes):
         route = context.original_route
@@ -365,7 +477,8 @@ def _dispatch_routes() -> dict[str, re.Pattern[str]]:
 
 
 def _route_of(case: Row, routes: dict[str, re.Pattern[str]]) -> str | None:
-    """The route of dispatch's that a row of the matrix asks, by its method and path."""
+    """The route of a service's (`routes`) that a row of the matrix asks, by its method and
+    path (the first that serves it, as the app's router finds it)."""
     path = re.sub(r"[{][a-z_0-9]+[}]", "x", case.path).partition("?")[0]
     for key, pattern in routes.items():
         method, _, _ = key.partition(" ")
@@ -421,22 +534,31 @@ async def _tokens(client: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, 
                               json={"name": f"{role} d1", "districts": ["d1"], "role": role,
                                     **body})
 
-    gone_device, gone_system, gone_desk = (await device_of("d1-m-vol"), await system("d1"),
-                                           await desk("dispatcher"))
+    async def coordinator() -> dict[str, Any]:
+        return await _created(client, "POST", f"{volunteers}/v1/coordinators",
+                              json={"name": "Officer Li", "districts": ["d1"]})
+
+    gone_device, gone_system, gone_desk, gone_coordinator = (
+        await device_of("d1-m-vol"), await system("d1"), await desk("dispatcher"),
+        await coordinator())
     await _created(client, "DELETE", f"{volunteers}/v1/members/d1-m-vol/devices/"
                    f"{gone_device['device_id']}")
     await _created(client, "DELETE", f"{intake}/v1/systems/{gone_system['system_id']}")
     await _created(client, "DELETE", f"{dispatch}/v1/dispatchers/{gone_desk['dispatcher_id']}")
+    await _created(client, "DELETE",
+                   f"{volunteers}/v1/coordinators/{gone_coordinator['coordinator_id']}")
     return {
         "malformed": "not-a-token", "admin": ADMIN_TOKEN,
         "system_d1": (await system("d1"))["api_key"], "system_d2": (await system("d2"))["api_key"],
         "desk_d1": (await desk("dispatcher"))["token"],
         "inspector_d1": (await desk("inspector"))["token"],
         "agency_d1": (await desk("agency", agency_id="d1-sec"))["token"],
+        "coordinator_d1": (await coordinator())["token"],
         "device_a": (await device_of("d1-m-near-1"))["token"],
         "device_b": (await device_of("d1-m-sec"))["token"],
         "revoked_device": gone_device["token"], "revoked_system": gone_system["api_key"],
-        "revoked_desk": gone_desk["token"], "services": service_key(ADMIN_TOKEN),
+        "revoked_desk": gone_desk["token"], "revoked_coordinator": gone_coordinator["token"],
+        "services": service_key(ADMIN_TOKEN),
     }
 
 
@@ -581,6 +703,54 @@ async def test_the_matrix_asks_an_agency_desk_each_dispatch_route_as_decided() -
             assert any(200 <= a < 300 for a in answers), (key, answers)
         else:
             assert decided == "public" and set(answers) == {200}, (key, decided, answers)
+
+
+async def test_each_volunteers_route_is_decided_for_a_coordinator() -> None:
+    """A volunteer coordinator sees only what it should (DESIGN, DOMAIN's non-negotiables):
+    every route of volunteers has its decision in COORDINATOR_DECISIONS, and none is listed
+    that is gone."""
+    routes = set(_volunteers_routes())
+    assert sorted(routes - set(COORDINATOR_DECISIONS)) == [], (
+        "decide what a volunteer coordinator gets of these")
+    assert sorted(set(COORDINATOR_DECISIONS) - routes) == [], "no such route of volunteers' any more"
+
+
+async def test_the_matrix_asks_a_coordinator_each_volunteers_route_as_decided() -> None:
+    """Each route of volunteers is asked of d1's coordinator by a row of the matrix at least,
+    and answers as COORDINATOR_DECISIONS decided: a refused route 403 in every row; its own
+    work past its kind in one row at least (2xx, or the 404 or 409 `require` would have
+    answered 403 before) and 403 for d2's roster in another; a public one 200."""
+    routes = _volunteers_routes()
+    asked: dict[str, list[int]] = {key: [] for key in routes}
+    for case in MATRIX:
+        if case.service != "volunteers" or case.answers[COORDINATOR] is None:
+            continue
+        key = _route_of(case, routes)
+        assert key is not None, f"{case.id}: no route of volunteers' serves it"
+        asked[key].append(case.answers[COORDINATOR])  # type: ignore[arg-type]
+    for key, answers in asked.items():
+        decided = COORDINATOR_DECISIONS.get(key)
+        assert answers, f"{key}: the matrix never asks it of a coordinator"
+        if decided == "refused":
+            assert set(answers) == {403}, (key, answers)
+        elif decided == "own":
+            assert any(200 <= a < 300 or a in (404, 409) for a in answers), (key, answers)
+            assert 403 in answers, (key, "never asked of another district's", answers)
+        else:
+            assert decided == "public" and set(answers) == {200}, (key, decided, answers)
+
+
+async def test_a_coordinator_reads_its_own_district_s_roster_only(
+        world: World, http: httpx.AsyncClient) -> None:
+    """d1's coordinator: d1's members with their phones; nothing of d2 in what it reads."""
+    volunteers = world.urls["volunteers"]
+    r = await http.get(f"{volunteers}/v1/members", params={"district": "d1", "limit": 500},
+                       headers=world.headers(COORDINATOR))
+    assert r.status_code == 200, r.text
+    assert {m["district"] for m in r.json()["items"]} == {"d1"}
+    r = await http.get(f"{volunteers}/v1/shifts/now", params={"district": "d1"},
+                       headers=world.headers(COORDINATOR))
+    assert r.status_code == 200 and "d2-" not in r.text, r.text
 
 
 @pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])
