@@ -23,7 +23,7 @@ from ..store.coordinators import CoordinatorTokens
 from ..store.devices import TOKEN_PREFIX, TokenResolver
 from ..store.tx import Contended
 from . import coordinators as coordinators_api
-from .deps import AdminOrCoordinator, Device, IdPath, check_own_record
+from .deps import AdminOrCoordinator, Device, IdPath, check_own, check_own_record
 from .stints import Stints
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,10 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int,
     async def list_devices(
         member_id: IdPath, who: AdminOrCoordinator
     ) -> list[dict[str, Any]]:
-        if not await roster_store.get(redis, "members", member_id):
+        member = await roster_store.get(redis, "members", member_id)
+        if not member:
             raise not_found("member")
-        await check_own_record(redis, who, "members", member_id, "member")
+        check_own(who, member, "member")
         return await devices_store.devices_of(redis, member_id)
 
     @router.delete("/members/{member_id}/devices/{device_id}", status_code=204,
