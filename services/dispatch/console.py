@@ -93,6 +93,7 @@ _CONSOLE_PAGE = """<!doctype html>
    <span class="dim" id="spotshours"></span>
    <select id="spotchoice" title="{{spots_choice_hint}}"></select></h2><ul id="spots"></ul></section>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
+  <div id="dfigures" style="margin:4px 0"></div>
   <div id="dreport" style="margin:4px 0"></div>
   <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0"><span id="teamname">{{assign_team}}</span> <select id="team"></select>
@@ -750,6 +751,7 @@ function fmt(p) { return p.p50 == null ? "-" : p.p50.toFixed(1) + " / " + p.p90.
 function openIncident(id) {
   if (id !== shown) { shown = null; show("aerr", ""); $("detail").hidden = false;
     $("dtitle").textContent = say("opening", {id}); $("dmeta").textContent = "";
+    $("dfigures").replaceChildren();
     $("orders").replaceChildren(); $("timeline").replaceChildren(); $("team").replaceChildren();
     teamsListed = null; }
   selected = id; detail().catch(e => tell(e));
@@ -811,6 +813,42 @@ function flaggedSaid(codes) {
   return why.length ? say("flagged_for", {why: why.join(lang === "zh" ? "；" : "; ")})
     : say("flagged_mark");
 }
+// How the KPIs count the incident (dispatch's `figures`, the same before and after it is
+// archived, when its timeline and orders are gone): an inspector traces a figure of the
+// morning review to its cases. One line of what it counts as (a duplicate report not at
+// all; resolved on site or handed over, by which force and when; its hand-over's filing),
+// one of its times to act from the report, as the KPIs' p50 / p90 count them. An older
+// dispatch gives none: nothing is said.
+const forceText = f => { if (!f || f === "unknown") return say("force_unknown");
+  const [agency, role] = String(f).split(":");
+  return role ? say("unit_kind", {kind: word("agency_kind", agency), role: word("agency_role", role)})
+    : word("agency_kind", agency); };
+const took = s => (s == null ? "-" : s < 120 ? say("age_seconds", {n: Math.round(s)})
+  : s < 7200 ? say("age_minutes", {n: (s / 60).toFixed(1)})
+    : say("age_hours", {n: (s / 3600).toFixed(1)}));
+// records.filing_outcome: neither in time nor overdue is still owed before its due, or closed
+// by the command room before it
+function filingText(filing, closedAt) {
+  if (!filing) return "";
+  if (filing.overdue) return say(filing.unfiled ? "filing_overdue_unfiled" : "filing_overdue");
+  if (filing.filed_in_time) return say("filing_in_time");
+  return say(closedAt ? "filing_closed_before_due" : "filing_not_due");
+}
+function figuresLines(i) {
+  const f = i.figures; if (!f) return [];
+  const sep = lang === "zh" ? "；" : "; ";
+  const archived = i.archived_at ? say("figures_archived", {time: time(i.archived_at)}) : "";
+  if (!f.counted) return [[archived, say("figures_not_counted")].filter(Boolean).join(sep)];
+  const force = forceText(f.handled_by_force);
+  const outcome = f.resolved_on_site ? say("figures_resolved", {force, time: time(f.resolved_at)})
+    : f.handed_over ? say("figures_handed_over", {force, time: time(f.handed_over_at)})
+      + (f.resolved_at ? say("figures_station_resolved", {time: time(f.resolved_at)}) : "")
+      : say("figures_neither");
+  const closed = f.closed_at ? say("figures_closed", {time: time(f.closed_at)}) : "";
+  return [[archived, outcome + closed, filingText(f.filing, f.closed_at)].filter(Boolean).join(sep),
+    say("figures_times", {assign: took(f.time_to_assign_s), ack: took(f.time_to_acknowledge_s),
+                          scene: took(f.time_to_scene_s)})];
+}
 async function detail(run) {
   const id = selected, ask = ++asked;
   const i = await api("/v1/incidents/" + encodeURIComponent(id));
@@ -836,6 +874,8 @@ async function detail(run) {
     ref: i.external_ref || "", place, time: reportedText(i),
     supervisor: i.supervisor ? i.supervisor.name || i.supervisor.dispatcher_id : say("nobody"),
     trace: i.trace_id || "-"});
+  $("dfigures").replaceChildren(...figuresLines(i).map(text => {
+    const line = document.createElement("div"); line.textContent = text; return line; }));
   const caller = i.caller ? [i.caller.name, i.caller.phone].filter(Boolean).join(" · ") : "";
   $("dreport").textContent = [i.description ? say("description", {text: i.description}) : "",
     caller ? say("caller", {caller}) : ""].filter(Boolean).join(" · ");
