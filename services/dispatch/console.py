@@ -87,8 +87,11 @@ _CONSOLE_PAGE = """<!doctype html>
   <h2 style="margin-top:12px"><span id="kpihead">{{kpis}}</span> <span class="dim" id="kperiod"></span></h2>
   <div style="margin:0 0 6px"><span id="dayname">{{day}}</span>
    <input id="kday" type="date" title="{{day_hint}}">
-   <button id="kyesterday">{{yesterday}}</button> <button id="klast">{{last_24h}}</button></div>
+   <button id="kyesterday">{{yesterday}}</button> <button id="klast">{{last_24h}}</button>
+   <label id="yoylabel" title="{{yoy_hint}}"><input id="kyoy" type="checkbox">
+    <span id="yoyname">{{yoy}}</span></label></div>
   <ul id="kpis"></ul>
+  <div class="dim" id="yoyhead" style="margin-top:6px"></div><ul id="yoy"></ul>
   <h2 style="margin-top:12px"><span id="spotshead">{{hot_spots}}</span>
    <span class="dim" id="spotshours"></span>
    <select id="spotchoice" title="{{spots_choice_hint}}"></select></h2><ul id="spots"></ul></section>
@@ -161,11 +164,11 @@ const FIXED = {heading: "heading", lang: "switch", minename: "mine", save: "watc
   unlink: "unlink", close: "close", revisename: "revise_label", fweaponname: "flag:weapon",
   finjuryname: "flag:injury", fprogressname: "flag:in_progress", revise: "revise",
   remarkname: "remark_label", addremark: "add_remark", attachname: "attach_label",
-  attach: "attach", agencylink: "agency_page"};
+  attach: "attach", agencylink: "agency_page", yoyname: "yoy"};
 const HINTS = {token: "token_hint", district: "district_hint", ref: "ref_hint",
   revnote: "revise_hint", remark: "remark_hint", evref: "evidence_hint"};
 const TITLES = {soundlabel: "sound_hint", signout: "sign_out_hint", unlink: "unlink_hint",
-  kday: "day_hint", spotchoice: "spots_choice_hint"};
+  kday: "day_hint", spotchoice: "spots_choice_hint", yoylabel: "yoy_hint"};
 const COLUMNS = {
   boardcols: ["col_reported", "col_priority", "col_category", "col_source", "col_status",
               "col_timeouts", "col_incident"],
@@ -203,7 +206,7 @@ function showLanguage() {
     [PATROL_HOURS, say("spots_patrol", {hours: hoursText(PATROL_HOUR_LIST)})]]);
   for (const [id, text] of lines) $(id).textContent = text();
   document.title = titled();
-  paintPipeline(); paintRollCall();
+  paintPipeline(); paintRollCall(); paintYoy();
 }
 let selected = null;  // the incident last clicked: its panel is asked for
 let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
@@ -226,6 +229,17 @@ const SPOTS_RETRY_MS = 15000;
 const PATROL_HOURS = "19-1", PATROL_HOUR_LIST = [19, 20, 21, 22, 23, 0, 1];
 const SPOT_HOURS_KEY = "lf-spot-hours";
 let districtToday = null;  // the district's date (YYYY-MM-DD), as the last KPIs said it
+// The period shown compared with the same period a year earlier, by type (GET /v1/kpis
+// ?compare=previous_year): "incidents by type year on year", as the reports quote it. A
+// second period of incidents for dispatch to read: only while the dispatcher asks (the box
+// ticked, kept in this browser), beside the refresh and never awaited by it, as the heat map
+// is; once a minute for the period shown, at once for another period (the day picked, the
+// district), one read at a time; an answer for a period or district left, or for a token
+// refused, is dropped; one that failed is said in place and asked again after
+// SPOTS_RETRY_MS.
+const YOY_KEY = "lf-kpi-yoy", YOY_EVERY_MS = 60000;
+let yoyFor = null;  // the period (district and day) of the read on its way or last answered
+let yoyDue = 0, yoyReading = null, yoyNow = null, yoyMissed = null;
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
 // A cursor, not `until`: incidents reported at the same instant would fall between pages.
@@ -296,6 +310,7 @@ function refused(body) {
   show("err", () => say("token_refused", {why}));
   pipelineNow = null; pipelineMissed = 0; pipelineReading = null; paintPipeline();
   rollNow = null; rollMissed = null; rollReading = null; paintRollCall();
+  forgetYoy();
 }
 // An agency's own desk (a security company's, a police station's) reads its own teams, their
 // orders and figures on its own page (/agency); the board, the timelines, the duty, the KPIs
@@ -343,7 +358,8 @@ async function refresh() {
     if (watched !== null) { selected = null; shown = null; $("detail").hidden = true; alerted = null;
       pages = []; hotspots = []; zones = []; spotsDue = 0; spotsReading = null; spotsMissed = null;
       $("spots").replaceChildren(); show("spotshours", ""); show("dutyerr", "");
-      rollNow = null; rollMissed = null; rollReading = null; rollDue = 0; paintRollCall(); }
+      rollNow = null; rollMissed = null; rollReading = null; rollDue = 0; paintRollCall();
+      forgetYoy(); }
     watched = d; }
   const run = ++generation; refreshing += 1;
   // who is due and not in: beside the refresh, never awaited by it (readRollCall)
@@ -483,6 +499,10 @@ async function refresh() {
         [word("kpi", "by_zone"), busiest(Object.entries(k.by_zone).map(([z, n]) => [zoneName(z), n]))]]) {
       const li = document.createElement("li"); li.textContent = label + (lang === "zh" ? "：" : ": ") + v;
       kl.appendChild(li); }
+    // the same period a year earlier, when asked: beside the refresh (readYoy)
+    const yoyWanted = $("kyoy").checked ? d + " " + (day || "") : null;
+    if (yoyWanted && (yoyWanted !== yoyFor || (!yoyReading && Date.now() >= yoyDue))) {
+      readYoy(d, day, yoyWanted); }
     // Four weeks' heat map: once a minute, beside the refresh (readSpots); what it failed on
     // is said until a read is answered, also by a refresh that did not ask for it
     if (!spotsReading && Date.now() >= spotsDue) readSpots(d);
@@ -535,6 +555,54 @@ async function readSpots(d) {
   } finally {
     if (current() && lines.get("err") === spotsLine) show("err", spotsLine);
     if (spotsReading === read) spotsReading = null; }
+}
+async function readYoy(d, day, period) {
+  const read = {}; yoyReading = read;
+  if (yoyFor !== period) { yoyFor = period; yoyNow = null; yoyMissed = null; paintYoy(); }
+  const current = () => yoyReading === read && yoyFor === period && watched === d && !stopped;
+  try {
+    const q = new URLSearchParams({district: d, compare: "previous_year"});
+    if (day) q.set("date", day);
+    const answer = await api("/v1/kpis?" + q);
+    if (!current()) return;
+    yoyNow = {answer, day}; yoyMissed = null; yoyDue = Date.now() + YOY_EVERY_MS;
+  } catch (e) {
+    if (e === REFUSED || !current()) return;  // api() has said a refusal
+    yoyMissed = e; yoyDue = Date.now() + SPOTS_RETRY_MS;
+  } finally {
+    if (current()) paintYoy();
+    if (yoyReading === read) yoyReading = null; }
+}
+// Nothing compared any more (unticked, another district, a token refused): a read on its way
+// is dropped, the lines go.
+function forgetYoy() { yoyFor = null; yoyReading = null; yoyNow = null; yoyMissed = null;
+  yoyDue = 0; paintYoy(); }
+// a YYYY-MM-DD a year earlier, as dispatch's review.a_year_earlier (29 February: the 28th)
+const yearEarlier = v => String(Number(v.slice(0, 4)) - 1).padStart(4, "0")
+  + (v.slice(4) === "-02-29" ? "-02-28" : v.slice(4));
+// how a count moved from a year earlier: +50.0%, -73.7%; none then, "new"
+const changeText = (n, m) => (!m ? (n ? say("yoy_new") : "-")
+  : (n > m ? "+" : "") + ((n - m) / m * 100).toFixed(1) + "%");
+// The incidents, then each type of either period, the most of the period shown first: both
+// counts from the one answer, of the same period exactly (the last 24 h move on meanwhile).
+function paintYoy() {
+  const list = $("yoy"), head = $("yoyhead"); list.replaceChildren(); head.textContent = "";
+  if (stopped || !$("kyoy").checked) return;
+  if (yoyMissed) { head.textContent = say("yoy_not_read", {why: told(yoyMissed)(),
+    after: SPOTS_RETRY_MS / 1000}); return; }
+  if (!yoyNow) return;
+  const k = yoyNow.answer, before = k.previous_year;
+  if (!before) { head.textContent = say("yoy_not_given"); return; }  // an older dispatch
+  head.textContent = say("yoy_head", {period: yoyNow.day ? dateText(yearEarlier(yoyNow.day))
+    : say("yoy_24h")});
+  const now = k.by_category || {}, then = before.by_category || {};
+  const types = [...new Set([...Object.keys(now), ...Object.keys(then)])]
+    .sort((a, b) => ((now[b] || 0) - (now[a] || 0)) || ((then[b] || 0) - (then[a] || 0)));
+  for (const [name, n, m] of [[word("kpi", "incidents"), k.incidents || 0, before.incidents || 0],
+      ...types.map(c => [word("category", c), now[c] || 0, then[c] || 0])]) {
+    const li = document.createElement("li");
+    li.textContent = say("yoy_line", {name, count: n, before: m, change: changeText(n, m)});
+    list.appendChild(li); }
 }
 // Hours of the day (a heat map's `hours`) as the spans of the clock they make: [0, 1, 19,
 // ..., 23] is 19:00 to 02:00, across midnight; none or all 24, the whole day.
@@ -1112,12 +1180,15 @@ $("kyesterday").onclick = () => {
   const t = dateOf(districtToday || ymd(new Date())); t.setUTCDate(t.getUTCDate() - 1);
   $("kday").value = t.toISOString().slice(0, 10); refresh(); };
 $("klast").onclick = () => { $("kday").value = ""; refresh(); };
+$("kyoy").onchange = () => { localStorage.setItem(YOY_KEY, $("kyoy").checked ? "1" : "");
+  forgetYoy(); if (!stopped) refresh(); };
 // The dispatcher's language, kept in this browser: what is shown is said again in it.
 $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lf-lang", lang);
   showLanguage(); spotsDue = 0; if (!stopped) refresh(); };
 show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
 showLanguage();
 $("spotchoice").value = spotHoursKept;
+$("kyoy").checked = localStorage.getItem(YOY_KEY) === "1"; paintYoy();
 // the system's state first: its read is never held back by a refresh still on its way
 setInterval(() => { checkPipeline(); if (!refreshing && !stopped) refresh(); }, TICK_MS);
 checkPipeline(); refresh();

@@ -34,3 +34,14 @@ def test_the_command_room_s_console_is_as_before_for_a_dispatcher() -> None:
                             '[$("err").textContent, $("board").children.length]')[0]
     assert err != said("agency_desk") and rows == 1
     assert '<a id="agencylink" href="/agency" hidden>' in CONSOLE_PAGE  # shown to a desk only
+
+
+def test_an_agency_desk_is_never_read_the_comparisons_kept_in_the_browser() -> None:
+    """The year-on-year comparison is kept asked for in the browser: given an agency desk's
+    token, the console asks dispatch nothing of it (the command room's figures), only who the
+    token is."""
+    asked, = run_console(
+        'localStorage.setItem("lf-kpi-yoy", "1"); ' + AGENCY,
+        'fetched.filter(u => !u.startsWith("/v1/shift-check-ins") && !u.startsWith("/v1/pipeline"))',
+    )
+    assert asked == ["/v1/me"]
