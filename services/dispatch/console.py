@@ -9,8 +9,10 @@ and its teams (when each on its way should be there, or how late it is: dispatch
 expected_at, on dispatch's clock), manual assignment from dispatch's own list for the
 incident (nearest suitable first, with distances, and why the rules would not send a team:
 GET /v1/incidents/{id}/teams; a linked report too, or "not a duplicate": unlinked and
-dispatched) and closing, evidence, the duty (who supervises new incidents), the KPIs and
-the four weeks' hot spots (of the whole day or of tonight's patrol hours).
+dispatched) and closing, evidence, how the KPIs count the incident (also once archived),
+the duty (who supervises new incidents), the KPIs (year on year by type, and one type's
+weekly trend, when asked) and the four weeks' hot spots (of the whole day or of tonight's
+patrol hours).
 It only calls the public command-room API with the dispatcher's (or admin's) token, kept
 in this browser. Everything shown is set with textContent, never parsed as HTML.
 It speaks Chinese, or English where the dispatcher chose it or the browser puts English
@@ -92,6 +94,9 @@ _CONSOLE_PAGE = """<!doctype html>
     <span id="yoyname">{{yoy}}</span></label></div>
   <ul id="kpis"></ul>
   <div class="dim" id="yoyhead" style="margin-top:6px"></div><ul id="yoy"></ul>
+  <div style="margin:6px 0"><span id="trendname">{{trend}}</span>
+   <select id="trendcat" title="{{trend_hint}}"></select></div>
+  <div id="trend"></div>
   <h2 style="margin-top:12px"><span id="spotshead">{{hot_spots}}</span>
    <span class="dim" id="spotshours"></span>
    <select id="spotchoice" title="{{spots_choice_hint}}"></select></h2><ul id="spots"></ul></section>
@@ -164,11 +169,12 @@ const FIXED = {heading: "heading", lang: "switch", minename: "mine", save: "watc
   unlink: "unlink", close: "close", revisename: "revise_label", fweaponname: "flag:weapon",
   finjuryname: "flag:injury", fprogressname: "flag:in_progress", revise: "revise",
   remarkname: "remark_label", addremark: "add_remark", attachname: "attach_label",
-  attach: "attach", agencylink: "agency_page", yoyname: "yoy"};
+  attach: "attach", agencylink: "agency_page", yoyname: "yoy", trendname: "trend"};
 const HINTS = {token: "token_hint", district: "district_hint", ref: "ref_hint",
   revnote: "revise_hint", remark: "remark_hint", evref: "evidence_hint"};
 const TITLES = {soundlabel: "sound_hint", signout: "sign_out_hint", unlink: "unlink_hint",
-  kday: "day_hint", spotchoice: "spots_choice_hint", yoylabel: "yoy_hint"};
+  kday: "day_hint", spotchoice: "spots_choice_hint", yoylabel: "yoy_hint",
+  trendcat: "trend_hint"};
 const COLUMNS = {
   boardcols: ["col_reported", "col_priority", "col_category", "col_source", "col_status",
               "col_timeouts", "col_incident"],
@@ -204,9 +210,11 @@ function showLanguage() {
   choices("evkind", ["video", "photo", "audio", "document"].map(k => [k, word("evidence_kind", k)]));
   choices("spotchoice", [["", say("all_day")],
     [PATROL_HOURS, say("spots_patrol", {hours: hoursText(PATROL_HOUR_LIST)})]]);
+  choices("trendcat", [["", say("trend_none")],
+    ...Object.keys(STRINGS[lang].category).map(c => [c, word("category", c)])]);
   for (const [id, text] of lines) $(id).textContent = text();
   document.title = titled();
-  paintPipeline(); paintRollCall(); paintYoy();
+  paintPipeline(); paintRollCall(); paintYoy(); paintTrend();
 }
 let selected = null;  // the incident last clicked: its panel is asked for
 let shown = null;  // the incident the panel shows: what Assign, Close, Revise ... act on
@@ -240,6 +248,18 @@ let districtToday = null;  // the district's date (YYYY-MM-DD), as the last KPIs
 const YOY_KEY = "lf-kpi-yoy", YOY_EVERY_MS = 60000;
 let yoyFor = null;  // the period (district and day) of the read on its way or last answered
 let yoyDue = 0, yoyReading = null, yoyNow = null, yoyMissed = null;
+// One type's incidents per week (GET /v1/kpis?category=&since=: its `by_week`, Monday to
+// Sunday on the district's clock): the weekly trend the reports quote, e-bike thefts 19 a
+// week, 5 after targeted patrols. Dispatch counts every week of a period in one answer, so one
+// read: from TREND_WEEKS + 1 weeks back, its first week (only partly in the period) left
+// out, TREND_WEEKS whole weeks and this one so far. Only while a type is chosen (kept in this
+// browser), beside the refresh and never awaited by it, as the comparison is; every
+// TREND_EVERY_MS (a week's count moves slowly: 13 weeks of incidents for dispatch to read),
+// at once for another type or district.
+const TREND_KEY = "lf-trend-category", TREND_WEEKS = 12, TREND_EVERY_MS = 300000;
+const WEEK_MS = 7 * 86400000;
+let trendFor = null;  // the district and type of the read on its way or last answered
+let trendDue = 0, trendReading = null, trendNow = null, trendMissed = null;
 let me = null;  // who the token is (GET /v1/me), read once per token
 // The board's older pages: each the cursor (`next`) of the page before; none, the newest.
 // A cursor, not `until`: incidents reported at the same instant would fall between pages.
@@ -310,7 +330,7 @@ function refused(body) {
   show("err", () => say("token_refused", {why}));
   pipelineNow = null; pipelineMissed = 0; pipelineReading = null; paintPipeline();
   rollNow = null; rollMissed = null; rollReading = null; paintRollCall();
-  forgetYoy();
+  forgetYoy(); forgetTrend();
 }
 // An agency's own desk (a security company's, a police station's) reads its own teams, their
 // orders and figures on its own page (/agency); the board, the timelines, the duty, the KPIs
@@ -359,7 +379,7 @@ async function refresh() {
       pages = []; hotspots = []; zones = []; spotsDue = 0; spotsReading = null; spotsMissed = null;
       $("spots").replaceChildren(); show("spotshours", ""); show("dutyerr", "");
       rollNow = null; rollMissed = null; rollReading = null; rollDue = 0; paintRollCall();
-      forgetYoy(); }
+      forgetYoy(); forgetTrend(); }
     watched = d; }
   const run = ++generation; refreshing += 1;
   // who is due and not in: beside the refresh, never awaited by it (readRollCall)
@@ -503,6 +523,10 @@ async function refresh() {
     const yoyWanted = $("kyoy").checked ? d + " " + (day || "") : null;
     if (yoyWanted && (yoyWanted !== yoyFor || (!yoyReading && Date.now() >= yoyDue))) {
       readYoy(d, day, yoyWanted); }
+    // one type's weeks, when asked: beside the refresh too (readTrend)
+    const trendType = $("trendcat").value, trendWanted = trendType ? d + " " + trendType : null;
+    if (trendWanted && (trendWanted !== trendFor || (!trendReading && Date.now() >= trendDue))) {
+      readTrend(d, trendType, trendWanted); }
     // Four weeks' heat map: once a minute, beside the refresh (readSpots); what it failed on
     // is said until a read is answered, also by a refresh that did not ask for it
     if (!spotsReading && Date.now() >= spotsDue) readSpots(d);
@@ -603,6 +627,42 @@ function paintYoy() {
     const li = document.createElement("li");
     li.textContent = say("yoy_line", {name, count: n, before: m, change: changeText(n, m)});
     list.appendChild(li); }
+}
+async function readTrend(d, category, asked) {
+  const read = {}; trendReading = read;
+  if (trendFor !== asked) { trendFor = asked; trendNow = null; trendMissed = null; paintTrend(); }
+  const current = () => trendReading === read && trendFor === asked && watched === d && !stopped;
+  try {
+    const since = new Date(Date.now() - (TREND_WEEKS + 1) * WEEK_MS).toISOString();
+    const answer = await api("/v1/kpis?" + new URLSearchParams({district: d, category, since}));
+    if (!current()) return;
+    trendNow = answer; trendMissed = null; trendDue = Date.now() + TREND_EVERY_MS;
+  } catch (e) {
+    if (e === REFUSED || !current()) return;  // api() has said a refusal
+    trendMissed = e; trendDue = Date.now() + SPOTS_RETRY_MS;
+  } finally {
+    if (current()) paintTrend();
+    if (trendReading === read) trendReading = null; }
+}
+function forgetTrend() { trendFor = null; trendReading = null; trendNow = null;
+  trendMissed = null; trendDue = 0; paintTrend(); }
+// the Monday of a YYYY-MM-DD's week, and a week said by its Monday (12/1)
+function mondayOf(v) { const t = dateOf(v); t.setUTCDate(t.getUTCDate() - (t.getUTCDay() + 6) % 7);
+  return t.toISOString().slice(0, 10); }
+const weekDate = v => dateOf(v).toLocaleDateString(locale(), {timeZone: "UTC", month: "numeric",
+                                                               day: "numeric"});
+function paintTrend() {
+  const box = $("trend"); box.textContent = "";
+  if (stopped || !$("trendcat").value) return;
+  if (trendMissed) { box.textContent = say("trend_not_read", {why: told(trendMissed)(),
+    after: SPOTS_RETRY_MS / 1000}); return; }
+  if (!trendNow) return;
+  const weeks = (trendNow.by_week || []).slice(1);  // the first: only its part since `since`
+  if (!weeks.length) { box.textContent = say("trend_not_given"); return; }  // an older dispatch
+  const thisWeek = trendNow.today ? mondayOf(trendNow.today) : null;  // the district's
+  box.textContent = say("trend_line", {weeks: weeks.map(w => (w.week === thisWeek
+    ? say("trend_this_week", {count: w.count})
+    : say("trend_week", {week: weekDate(w.week), count: w.count}))).join(" → ")});
 }
 // Hours of the day (a heat map's `hours`) as the spans of the clock they make: [0, 1, 19,
 // ..., 23] is 19:00 to 02:00, across midnight; none or all 24, the whole day.
@@ -1182,6 +1242,8 @@ $("kyesterday").onclick = () => {
 $("klast").onclick = () => { $("kday").value = ""; refresh(); };
 $("kyoy").onchange = () => { localStorage.setItem(YOY_KEY, $("kyoy").checked ? "1" : "");
   forgetYoy(); if (!stopped) refresh(); };
+$("trendcat").onchange = () => { localStorage.setItem(TREND_KEY, $("trendcat").value);
+  forgetTrend(); if (!stopped) refresh(); };
 // The dispatcher's language, kept in this browser: what is shown is said again in it.
 $("lang").onclick = () => { lang = lang === "zh" ? "en" : "zh"; localStorage.setItem("lf-lang", lang);
   showLanguage(); spotsDue = 0; if (!stopped) refresh(); };
@@ -1189,6 +1251,7 @@ show("kperiod", () => say("period", {what: say("period_24h"), hours: ""}));
 showLanguage();
 $("spotchoice").value = spotHoursKept;
 $("kyoy").checked = localStorage.getItem(YOY_KEY) === "1"; paintYoy();
+$("trendcat").value = localStorage.getItem(TREND_KEY) || ""; paintTrend();
 // the system's state first: its read is never held back by a refresh still on its way
 setInterval(() => { checkPipeline(); if (!refreshing && !stopped) refresh(); }, TICK_MS);
 checkPipeline(); refresh();

@@ -37,11 +37,12 @@ def test_the_command_room_s_console_is_as_before_for_a_dispatcher() -> None:
 
 
 def test_an_agency_desk_is_never_read_the_comparisons_kept_in_the_browser() -> None:
-    """The year-on-year comparison is kept asked for in the browser: given an agency desk's
-    token, the console asks dispatch nothing of it (the command room's figures), only who the
-    token is."""
+    """The year-on-year comparison and a weekly trend are kept asked for in the browser:
+    given an agency desk's token, the console asks dispatch nothing of them (the command
+    room's figures), only who the token is."""
     asked, = run_console(
-        'localStorage.setItem("lf-kpi-yoy", "1"); ' + AGENCY,
+        'localStorage.setItem("lf-kpi-yoy", "1"); '
+        'localStorage.setItem("lf-trend-category", "ebike_theft"); ' + AGENCY,
         'fetched.filter(u => !u.startsWith("/v1/shift-check-ins") && !u.startsWith("/v1/pipeline"))',
     )
     assert asked == ["/v1/me"]
