@@ -425,8 +425,12 @@ def agency_figures(incidents: Iterable[tuple[Mapping[str, str], list[Mapping[str
             team = teams.setdefault(order.get("team_id") or "unknown",
                                     _TeamFigures(order.get("team_name") or None))
             team.orders += 1
-            team.declines += state == "declined"
-            team.routing_timeouts += state == "timed_out"
+            # An answer given by the deadline that dispatch read after it (its answers
+            # behind) timed the order out all the same: no deadline the team missed, as the
+            # KPIs count it, and a refusal so given is a decline (engine: answered_in_time).
+            in_time = order.get("answered_in_time") if state == "timed_out" else None
+            team.declines += state == "declined" or in_time == "declined"
+            team.routing_timeouts += state == "timed_out" and not in_time
             if order.get("kind") in STATION_KINDS:
                 continue
             if (took := _seconds_after(order, _TOOK)) is not None:
@@ -437,7 +441,8 @@ def agency_figures(incidents: Iterable[tuple[Mapping[str, str], list[Mapping[str
     return {
         "incidents": sum(by_category.values()), "by_category": dict(by_category.most_common()),
         "orders": sum(by_state.values()), "by_state": dict(sorted(by_state.items())),
-        "declines": by_state["declined"], "routing_timeouts": by_state["timed_out"],
+        "declines": sum(team.declines for team in teams.values()),
+        "routing_timeouts": sum(team.routing_timeouts for team in teams.values()),
         "withdrawn": by_state["withdrawn"], "resolved": by_state["resolved"],
         "handed_over": by_state["handover"],
         "offer_to_acknowledge_s": _spread([t for team in teams.values() for t in team.took]),

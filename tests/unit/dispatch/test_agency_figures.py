@@ -78,3 +78,20 @@ def test_no_order_is_figures_of_nothing() -> None:
     got = figures()
     assert (got["incidents"], got["orders"], got["by_team"]) == (0, 0, {})
     assert got["offer_to_scene_s"] == {"p50": None, "p90": None, "count": 0, "by_priority": {}}
+
+
+def test_an_answer_given_by_the_deadline_and_read_after_it_is_no_missed_deadline() -> None:
+    """Dispatch read the post's answer only after the deadline had timed the order out (its
+    answers behind): the order stays timed out, but the deadline was not the team's to
+    miss, as the command room's KPIs count it (`answered_in_time`); a refusal so given is a
+    decline. The company's contract review must not hold dispatch's lag against its post."""
+    late_read = order("p3", "timed_out", timed_out=30)
+    late_read["answered_in_time"] = "acknowledged"
+    late_refusal = order("p4", "timed_out", timed_out=30)
+    late_refusal["answered_in_time"] = "declined"
+    got = figures((fight(), [late_read, late_refusal, order("p4", "timed_out", timed_out=30)]))
+    assert got["by_state"] == {"timed_out": 3}  # each order's state now, as it is
+    assert (got["routing_timeouts"], got["declines"]) == (1, 1)
+    p3, p4 = got["by_team"]["p3"], got["by_team"]["p4"]
+    assert (p3["routing_timeouts"], p3["declines"]) == (0, 0)
+    assert (p4["routing_timeouts"], p4["declines"]) == (1, 1)
