@@ -480,7 +480,8 @@ def team_record(incidents: Iterable[Mapping[str, str]],
     """Each team's orders of the incidents (`orders`: each incident's, in the same order)
     and what became of them: declined, let their deadline pass (`timed_out`: an answer
     given by the deadline that dispatch read after it is no timeout of the team's, as the
-    KPIs count it, but `withdrawn`), resolved, handed over, withdrawn (taken back by the
+    KPIs count it, but `withdrawn`, or `declined` when it was a refusal), resolved, handed
+    over, withdrawn (taken back by the
     command room, or stood down when another team resolved it), still `open`; and the
     incidents, in the order given. The teams most often refusing or missing first (then the
     most orders, then the id); `agency_kind`: one kind's only. A duplicate report linked
@@ -499,7 +500,9 @@ def team_record(incidents: Iterable[Mapping[str, str]],
             state = order.get("state") or ""
             outcome = RECORD_OUTCOMES.get(state, "open")
             if state == "timed_out" and order.get("answered_in_time"):
-                outcome = "withdrawn"
+                # answered by the deadline, read after it: a refusal is still one
+                outcome = ("declined" if order["answered_in_time"] == "declined"
+                           else "withdrawn")
             line.outcomes[outcome] += 1
             if inc["incident_id"] not in line.incidents:
                 line.incidents.append(inc["incident_id"])

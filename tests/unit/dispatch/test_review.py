@@ -329,3 +329,25 @@ def test_a_record_whose_times_cannot_be_read_is_not_judged_late() -> None:
     assert review.never_assigned([broken, ended_without_a_time, unknown_priority],
                                  DEADLINES, later) == {
         "incidents": 2, "open": 1, "ended": 1, "past_deadline": 0}
+
+
+def test_a_team_s_refusal_read_after_its_deadline_is_a_decline_on_its_record() -> None:
+    """Dispatch read the team's refusal only after the deadline had timed the order out (its
+    answers behind): no deadline the team missed, but a refusal all the same, as the KPIs
+    count it (`declines`), not an order taken back. The coordinator looking for the team
+    that keeps refusing must find this one among its declines."""
+    inc = {"incident_id": "inc-1", "reported_at": "2026-12-04T20:00:00+00:00",
+           "status": "resolved"}
+
+    def timed_out(team_id: str, answered: str | None) -> dict[str, str]:
+        return {"team_id": team_id, "team_name": team_id, "agency_kind": "volunteer",
+                "state": "timed_out", **({"answered_in_time": answered} if answered else {})}
+
+    lines = {line["team_id"]: line for line in review.team_record(
+        [inc], [[timed_out("t-refused", "declined"), timed_out("t-took", "acknowledged"),
+                 timed_out("t-silent", None)]])}
+    assert (lines["t-refused"]["declined"], lines["t-refused"]["timed_out"],
+            lines["t-refused"]["withdrawn"]) == (1, 0, 0)
+    assert (lines["t-took"]["declined"], lines["t-took"]["timed_out"],
+            lines["t-took"]["withdrawn"]) == (0, 0, 1)
+    assert (lines["t-silent"]["declined"], lines["t-silent"]["timed_out"]) == (0, 1)
