@@ -28,14 +28,16 @@ def audit_key(service: str) -> str:
     return f"{KEY_PREFIX[service]}audit"
 
 
+def entry(who: Principal, action: str, target: str, detail: str = "") -> dict[str, str]:
+    """An audit entry's fields, for `record` or a script that writes it with its action."""
+    return {"at": utcnow().isoformat(), "who": f"{who.kind}:{who.subject}", "action": action,
+            "target": target, "detail": detail[:500]}
+
+
 async def record(redis: Redis, service: str, who: Principal, action: str, target: str,
                  detail: str = "") -> None:
-    await redis.xadd(
-        audit_key(service),
-        {"at": utcnow().isoformat(), "who": f"{who.kind}:{who.subject}", "action": action,
-         "target": target, "detail": detail[:500]},
-        maxlen=AUDIT_MAXLEN, approximate=True,
-    )
+    await redis.xadd(audit_key(service), entry(who, action, target, detail),
+                     maxlen=AUDIT_MAXLEN, approximate=True)
 
 
 def build_router(*, redis: Redis, service: str) -> APIRouter:

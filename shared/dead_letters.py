@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 
 from shared import streams
 from shared.http import ApiError, InputFirstRoute, Principal, conflict, not_found, require
+from shared.scripts import run_script
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("lianfang.dead_letters")
@@ -202,13 +203,36 @@ async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool 
     return new_id
 
 
-async def discard(redis: Redis, stream: str, dead_letter_id: str) -> Mapping[bytes, bytes]:
-    """Removes the dead letter without replaying it; its fields (404 when there is none)."""
+# A letter's removal and its audit entry in one step: removed in one command and audited in
+# the next, a discard whose reply was lost (a dropped connection: 503, ask again) was made
+# and in no audit trail, the letter gone when asked again (404); a retry of the script
+# finds it gone and writes nothing twice. KEYS: the dead letters' stream, the audit's;
+# ARGV: the letter's id, the audit's MAXLEN, then the entry's fields and values.
+_DISCARD = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 1
+"""
+
+
+async def discard(redis: Redis, stream: str, dead_letter_id: str, *, service: str,
+                  who: Principal) -> None:
+    """Removes the dead letter without replaying it, with `service`'s audit entry (its group
+    and reason, a field's name, never its value; never the payload) in the same step; 404
+    when there is none."""
+    from shared import audit  # here: shared.audit reads EntryId from this module
+
     entries = await redis.xrange(f"dlq.{stream}", min=dead_letter_id, max=dead_letter_id)
-    if not entries or not await redis.xdel(f"dlq.{stream}", dead_letter_id):
+    if not entries:
+        raise not_found("dead letter")
+    fields = entries[0][1]
+    done = audit.entry(who, "dead_letter.discard", f"{stream}/{dead_letter_id}",
+                       f"group {_text(fields.get(b'group'))}: {_text(fields.get(b'reason'))}")
+    if not await run_script(redis, _DISCARD, [f"dlq.{stream}", audit.audit_key(service)],
+                            [dead_letter_id, audit.AUDIT_MAXLEN,
+                             *(x for pair in done.items() for x in pair)]):
         raise not_found("dead letter")
     log.warning("discarded dead letter %s of %s", dead_letter_id, stream)
-    return entries[0][1]
 
 
 def _envelope_headers(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
@@ -304,11 +328,7 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
                    summary="Discard a dead letter nobody will read (never replayed)")
     async def discard_one(who: Admin, asked: tuple[str, str] = Depends(letter)) -> Response:
         stream, dead_letter_id = asked
-        fields = await discard(client, stream, dead_letter_id)
-        # its group and reason (a field's name, never its value); never the payload
-        await audit.record(client, service, who, "dead_letter.discard",
-                           f"{stream}/{dead_letter_id}",
-                           f"group {_text(fields.get(b'group'))}: {_text(fields.get(b'reason'))}")
+        await discard(client, stream, dead_letter_id, service=service, who=who)
         return Response(status_code=204)
 
     return router

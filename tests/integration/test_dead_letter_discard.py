@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from shared import streams
 from tests.helpers import poll_until
+from tests.integration.dispatch.test_writes_once import ReplyEater
 from tests.integration.stream_probes import ADMIN, Service, running
 
 STREAM = streams.ORDER_RESPONDED.name  # read by dispatch and volunteers
@@ -67,3 +68,39 @@ async def test_a_replay_is_in_the_audit_trail(clean_redis: str) -> None:
         assert entry["who"] == "admin:admin"
         assert entry["target"] == f"{STREAM}/{letter['dead_letter_id']}"
         assert r.json()["replayed_as"] in entry["detail"]
+
+
+async def test_a_discard_whose_reply_was_lost_is_in_the_audit_trail(clean_redis: str) -> None:
+    """The letter's removal ran but its reply was lost (a dropped connection): the
+    administrator is told to ask again (503) and, asking again, that there is no such
+    letter (404). The discard was made all the same, and it is in the audit trail, once:
+    the one record of a letter nobody replayed."""
+    proxy = ReplyEater(clean_redis)
+    async with proxy as proxy_url, running("dispatch", proxy_url) as svc:
+        for garbage in (b"not json at all", b"nor this"):
+            await svc.redis.xadd(STREAM, {b"__data__": garbage})
+
+        async def listed() -> list[str] | None:
+            r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                     params={"stream": STREAM})
+            ids = [d["dead_letter_id"] for d in r.json()["dead_letters"]
+                   if d["group"] == svc.name]
+            return ids if len(ids) == 2 else None
+
+        first, second = await poll_until(listed, "the garbage's two dead letters")
+        r = await svc.client.delete(f"/v1/admin/dead-letters/{STREAM}/{first}", headers=ADMIN)
+        assert r.status_code == 204, r.text
+
+        # the second's look-up goes through; the reply of what removes it is lost
+        proxy.marker, proxy.skip = second.encode(), 1
+        path = f"/v1/admin/dead-letters/{STREAM}/{second}"
+        r = await svc.client.delete(path, headers=ADMIN)
+        assert proxy.eaten == 1
+        assert r.status_code in (204, 503), r.text
+        if r.status_code == 503:  # asked again, as told
+            r = await svc.client.delete(path, headers=ADMIN)
+            assert r.status_code in (204, 404), r.text
+        assert not await svc.redis.xrange(f"dlq.{STREAM}", min=second, max=second)
+        (entry,) = [e for e in await audited(svc)
+                    if e["action"] == "dead_letter.discard" and second in e["target"]]
+        assert entry["target"] == f"{STREAM}/{second}"
