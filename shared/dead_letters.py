@@ -162,11 +162,14 @@ def first_seen_ms(dead_letter_id: str | bytes, fields: Mapping[bytes, bytes]) ->
 
 
 async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool = False,
-                 now: float | None = None) -> str:
+                 now: float | None = None, service: str | None = None,
+                 who: Principal | None = None) -> str:
     """Puts the dead letter's payload back on `stream` and removes the letter; the new
     entry's id. An event older than REPLAY_SAFE_S (by first_seen_ms) is refused (409)
     unless `force`: a group that handled it may have forgotten it and would act on it
-    again (a stale order, an incident twice); forced, the replay is logged as such."""
+    again (a stale order, an incident twice); forced, the replay is logged as such. Given
+    `service` and `who`, the letter's removal writes their audit entry in the same step
+    (_REMOVE_AUDITED)."""
     entries = await redis.xrange(f"dlq.{stream}", min=dead_letter_id, max=dead_letter_id)
     if not entries:
         raise not_found("dead letter")
@@ -196,23 +199,41 @@ async def replay(redis: Redis, stream: str, dead_letter_id: str, *, force: bool 
         entry_id = await redis.xadd(stream, {"__data__": fields[b"payload"]})
         new_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         span.set_attribute("messaging.message.id", new_id)
-        await redis.xdel(f"dlq.{stream}", dead_letter_id)
+        if service is not None and who is not None:
+            await _remove_audited(redis, stream, dead_letter_id, service=service, who=who,
+                                  action="dead_letter.replay",
+                                  detail=f"replayed as {new_id}{' by force' if force else ''}")
+        else:
+            await redis.xdel(f"dlq.{stream}", dead_letter_id)
     into = (f" into trace {format(origin_context.trace_id, '032x')}"
             if origin_context.is_valid else "")
     log.warning("replayed dead letter %s of %s as %s%s", dead_letter_id, stream, new_id, into)
     return new_id
 
 
-# A letter's removal and its audit entry in one step: removed in one command and audited in
-# the next, a discard whose reply was lost (a dropped connection: 503, ask again) was made
-# and in no audit trail, the letter gone when asked again (404); a retry of the script
-# finds it gone and writes nothing twice. KEYS: the dead letters' stream, the audit's;
-# ARGV: the letter's id, the audit's MAXLEN, then the entry's fields and values.
-_DISCARD = """
+# A letter's removal and its audit entry in one step: removed by one command and audited by
+# the next, a discard or replay whose reply was lost (a dropped connection: 503, ask again)
+# was made and in no audit trail, the letter gone when asked again (404); a retry of the
+# script finds it gone and writes nothing twice. KEYS: the dead letters' stream, the
+# audit's; ARGV: the letter's id, the audit's MAXLEN, then the entry's fields and values.
+# 1 if the letter was there.
+_REMOVE_AUDITED = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return 1
 """
+
+
+async def _remove_audited(redis: Redis, stream: str, dead_letter_id: str, *, service: str,
+                          who: Principal, action: str, detail: str) -> bool:
+    """Removes the dead letter with `service`'s audit entry of `action`; whether it was
+    there."""
+    from shared import audit  # here: shared.audit reads EntryId from this module
+
+    done = audit.entry(who, action, f"{stream}/{dead_letter_id}", detail)
+    return bool(await run_script(
+        redis, _REMOVE_AUDITED, [f"dlq.{stream}", audit.audit_key(service)],
+        [dead_letter_id, audit.AUDIT_MAXLEN, *(x for pair in done.items() for x in pair)]))
 
 
 async def discard(redis: Redis, stream: str, dead_letter_id: str, *, service: str,
@@ -220,17 +241,14 @@ async def discard(redis: Redis, stream: str, dead_letter_id: str, *, service: st
     """Removes the dead letter without replaying it, with `service`'s audit entry (its group
     and reason, a field's name, never its value; never the payload) in the same step; 404
     when there is none."""
-    from shared import audit  # here: shared.audit reads EntryId from this module
-
     entries = await redis.xrange(f"dlq.{stream}", min=dead_letter_id, max=dead_letter_id)
     if not entries:
         raise not_found("dead letter")
     fields = entries[0][1]
-    done = audit.entry(who, "dead_letter.discard", f"{stream}/{dead_letter_id}",
-                       f"group {_text(fields.get(b'group'))}: {_text(fields.get(b'reason'))}")
-    if not await run_script(redis, _DISCARD, [f"dlq.{stream}", audit.audit_key(service)],
-                            [dead_letter_id, audit.AUDIT_MAXLEN,
-                             *(x for pair in done.items() for x in pair)]):
+    if not await _remove_audited(
+            redis, stream, dead_letter_id, service=service, who=who,
+            action="dead_letter.discard",
+            detail=f"group {_text(fields.get(b'group'))}: {_text(fields.get(b'reason'))}"):
         raise not_found("dead letter")
     log.warning("discarded dead letter %s of %s", dead_letter_id, stream)
 
@@ -246,8 +264,6 @@ def _envelope_headers(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
 
 def build_router(*, redis_url: str, service: str) -> APIRouter:
     """`redis_url`: a bytes client is made here, since payloads are binary envelopes."""
-    from shared import audit  # here: shared.audit reads EntryId from this module
-
     readable = {s.name for s in streams.consumed_by(service)}
     client = Redis.from_url(redis_url, client_name=service)  # CLIENT LIST names it
     router = APIRouter(prefix="/v1/admin", tags=["operations"], route_class=InputFirstRoute)
@@ -318,10 +334,8 @@ def build_router(*, redis_url: str, service: str) -> APIRouter:
             f"({REPLAY_SAFE_S // 86_400} days): it may be handled again")),
     ) -> dict[str, str]:
         stream, dead_letter_id = asked
-        new_id = await replay(client, stream, dead_letter_id, force=force)
-        await audit.record(client, service, who, "dead_letter.replay",
-                           f"{stream}/{dead_letter_id}",
-                           f"replayed as {new_id}{' by force' if force else ''}")
+        new_id = await replay(client, stream, dead_letter_id, force=force, service=service,
+                              who=who)
         return {"stream": stream, "replayed_as": new_id}
 
     @router.delete("/dead-letters/{stream}/{dead_letter_id}", status_code=204,

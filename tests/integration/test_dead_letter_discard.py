@@ -70,6 +70,22 @@ async def test_a_replay_is_in_the_audit_trail(clean_redis: str) -> None:
         assert r.json()["replayed_as"] in entry["detail"]
 
 
+async def two_dead_letters_of_garbage(svc: Service) -> tuple[str, str]:
+    """Two garbage entries on the stream, and their dead letters' ids as the service lists
+    them, the newest first."""
+    for garbage in (b"not json at all", b"nor this"):
+        await svc.redis.xadd(STREAM, {b"__data__": garbage})
+
+    async def listed() -> list[str] | None:
+        r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
+                                 params={"stream": STREAM})
+        ids = [d["dead_letter_id"] for d in r.json()["dead_letters"] if d["group"] == svc.name]
+        return ids if len(ids) == 2 else None
+
+    first, second = await poll_until(listed, "the garbage's two dead letters")
+    return first, second
+
+
 async def test_a_discard_whose_reply_was_lost_is_in_the_audit_trail(clean_redis: str) -> None:
     """The letter's removal ran but its reply was lost (a dropped connection): the
     administrator is told to ask again (503) and, asking again, that there is no such
@@ -77,19 +93,9 @@ async def test_a_discard_whose_reply_was_lost_is_in_the_audit_trail(clean_redis:
     the one record of a letter nobody replayed."""
     proxy = ReplyEater(clean_redis)
     async with proxy as proxy_url, running("dispatch", proxy_url) as svc:
-        for garbage in (b"not json at all", b"nor this"):
-            await svc.redis.xadd(STREAM, {b"__data__": garbage})
-
-        async def listed() -> list[str] | None:
-            r = await svc.client.get("/v1/admin/dead-letters", headers=ADMIN,
-                                     params={"stream": STREAM})
-            ids = [d["dead_letter_id"] for d in r.json()["dead_letters"]
-                   if d["group"] == svc.name]
-            return ids if len(ids) == 2 else None
-
-        first, second = await poll_until(listed, "the garbage's two dead letters")
+        first, second = await two_dead_letters_of_garbage(svc)
         r = await svc.client.delete(f"/v1/admin/dead-letters/{STREAM}/{first}", headers=ADMIN)
-        assert r.status_code == 204, r.text
+        assert r.status_code == 204, r.text  # (what removes a letter is known to Redis now)
 
         # the second's look-up goes through; the reply of what removes it is lost
         proxy.marker, proxy.skip = second.encode(), 1
@@ -103,4 +109,29 @@ async def test_a_discard_whose_reply_was_lost_is_in_the_audit_trail(clean_redis:
         assert not await svc.redis.xrange(f"dlq.{STREAM}", min=second, max=second)
         (entry,) = [e for e in await audited(svc)
                     if e["action"] == "dead_letter.discard" and second in e["target"]]
+        assert entry["target"] == f"{STREAM}/{second}"
+
+
+async def test_a_replay_whose_reply_was_lost_is_in_the_audit_trail(clean_redis: str) -> None:
+    """As a discard: the letter put back on its stream and removed, the reply lost, the
+    replay is in the audit trail, once, however the administrator was answered."""
+    proxy = ReplyEater(clean_redis)
+    async with proxy as proxy_url, running("dispatch", proxy_url) as svc:
+        first, second = await two_dead_letters_of_garbage(svc)
+        r = await svc.client.delete(f"/v1/admin/dead-letters/{STREAM}/{first}", headers=ADMIN)
+        assert r.status_code == 204, r.text  # (what removes a letter is known to Redis now)
+
+        # its look-up goes through; the reply of what removes it is lost
+        proxy.marker, proxy.skip = second.encode(), 1
+        path = f"/v1/admin/dead-letters/{STREAM}/{second}/replay"
+        entries = await svc.redis.xlen(STREAM)
+        r = await svc.client.post(path, headers=ADMIN)
+        assert proxy.eaten == 1
+        assert r.status_code in (200, 503), r.text
+        if r.status_code == 503:  # asked again, as told
+            r = await svc.client.post(path, headers=ADMIN)
+            assert r.status_code in (200, 404), r.text
+        assert not await svc.redis.xrange(f"dlq.{STREAM}", min=second, max=second)
+        assert await svc.redis.xlen(STREAM) == entries + 1  # put back once
+        (entry,) = [e for e in await audited(svc) if e["action"] == "dead_letter.replay"]
         assert entry["target"] == f"{STREAM}/{second}"
