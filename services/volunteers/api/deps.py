@@ -57,19 +57,48 @@ def check_own(who: Principal, record: Mapping[str, str], what: str) -> None:
         raise forbidden(f"this {what} is of a district this coordinator does not cover")
 
 
+def check_volunteers(who: Principal, kind: str, what: str) -> None:
+    """A coordinator runs volunteers: a team or member of a police or security agency (its
+    agency's `kind`) is refused it, 403 naming the kind (no field: the id is none). An
+    officer's record given a device would receive police orders, with the caller's phone and
+    name, and answer for a police team; a guard's, a company's; their removal, check-out,
+    shift plan and points are their agency's business, through the admin."""
+    if who.kind == "coordinator" and kind != "volunteer":
+        raise forbidden(f"this {what} is of a {kind or 'no longer known'} agency: a "
+                        "coordinator acts on volunteer agencies' teams and members only; "
+                        "police and security ones are the admin's")
+
+
+async def agency_kind(redis: Redis, record: Mapping[str, str]) -> str:
+    """The kind of the agency a team's or member's record names ("" if it is gone)."""
+    agency = await roster_store.get(redis, "agencies", record.get("agency_id", ""))
+    return (agency or {}).get("kind", "")
+
+
+async def check_own_volunteers(redis: Redis, who: Principal, record: Mapping[str, str],
+                               what: str) -> None:
+    """A team's or member's record found (the 404 comes first): for a coordinator, of one of
+    its districts (check_own), then of a volunteer agency (check_volunteers)."""
+    if who.kind != "coordinator":
+        return
+    check_own(who, record, what)
+    check_volunteers(who, await agency_kind(redis, record), what)
+
+
 async def check_own_record(redis: Redis, who: Principal, entity: str, entity_id: str,
                            what: str) -> None:
-    """For a coordinator, before a route that finds its object itself: 404 for no such
-    object, 403 for one of another district. Nothing asked for anyone else. Ids are global
-    and an import refuses one of another district: an object's district, read here, holds
-    for the route's own write (but for an object removed and imported into another district
-    between the two)."""
+    """For a coordinator, before a route that finds its team or member itself: 404 for no
+    such object, 403 for one of another district, then for one of a police or security
+    agency. Nothing asked for anyone else. Ids are global and an import refuses one of
+    another district: an object's district, read here, holds for the route's own write (but
+    for an object removed and imported into another district between the two); so does its
+    agency's kind, but for an admin's import moving it to another kind between the two."""
     if who.kind != "coordinator":
         return
     record = await roster_store.get(redis, entity, entity_id)
     if record is None:
         raise not_found(what)
-    check_own(who, record, what)
+    await check_own_volunteers(redis, who, record, what)
 
 
 async def require_district(redis: Redis, district: str) -> None:

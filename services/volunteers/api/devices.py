@@ -23,7 +23,7 @@ from ..store.coordinators import CoordinatorTokens
 from ..store.devices import TOKEN_PREFIX, TokenResolver
 from ..store.tx import Contended
 from . import coordinators as coordinators_api
-from .deps import AdminOrCoordinator, Device, IdPath, check_own, check_own_record
+from .deps import AdminOrCoordinator, Device, IdPath, check_own_record, check_own_volunteers
 from .stints import Stints
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def build_router(*, redis: Redis, broker: RedisBroker, revoked_kept_s: int,
         member = await roster_store.get(redis, "members", member_id)
         if not member:
             raise not_found("member")
-        check_own(who, member, "member")
+        await check_own_volunteers(redis, who, member, "member")
         return await devices_store.devices_of(redis, member_id)
 
     @router.delete("/members/{member_id}/devices/{device_id}", status_code=204,

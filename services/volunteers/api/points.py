@@ -26,6 +26,8 @@ from .deps import (
     Reader,
     check_district,
     check_own,
+    check_own_volunteers,
+    check_volunteers,
     require_district,
 )
 
@@ -138,7 +140,9 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
         if found is None:
             raise not_found("member")
         member, kind = found
-        check_own(who, member, "member")  # 403 before the member's kind's 409
+        # 403 before the member's kind's 409: a coordinator's own district's volunteers only
+        check_own(who, member, "member")
+        check_volunteers(who, kind, "member")
         if kind != "volunteer":
             raise conflict("points are kept for volunteers only")
         key = body.adjustment_id or idempotency_key or await points_store.adjustment_key(
@@ -178,7 +182,7 @@ def build_router(*, redis: Redis, zones: ZoneLookup, ledger_ttl_s: int,
         member = await roster_store.get(redis, "members", member_id)
         if member is None:
             raise not_found("member")
-        check_own(who, member, "member")
+        await check_own_volunteers(redis, who, member, "member")
         offset, limit, before = page
         found = await points_store.history_page(
             redis, member_id, before=before, offset=offset, limit=limit, brought_forward=True)

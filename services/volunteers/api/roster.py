@@ -56,6 +56,7 @@ from .deps import (
     check_district,
     check_own,
     check_own_record,
+    check_own_volunteers,
     require_district,
     required_district,
 )
@@ -331,7 +332,8 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         record = await roster_store.get(redis, "teams", team_id)
         if not record:
             raise not_found("team")
-        check_own(who, record, "team")
+        # a police patrol's live position and who is on its shift: not a coordinator's
+        await check_own_volunteers(redis, who, record, "team")
         plan = await shifts_store.get_plan(redis, team_id)
         # As it stands now (notify asks who is on the shift): a check-in that ran out is
         # over, whether or not the sweep has come by yet.
@@ -351,7 +353,7 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
         record = await roster_store.get(redis, "members", member_id)
         if not record:
             raise not_found("member")
-        check_own(who, record, "member")
+        await check_own_volunteers(redis, who, record, "member")
         return {**views.member(record),
                 "devices": await devices_store.devices_of(redis, member_id)}
 

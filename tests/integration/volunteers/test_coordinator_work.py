@@ -180,9 +180,10 @@ async def test_a_coordinator_awards_and_reads_its_volunteers_points_only(two: Tw
     r = await client.get("/v1/points/leaderboard", params={"district": "d2", "month": "2026-13"},
                          headers=two.ours)
     assert (r.status_code, r.json()["error"]["field"]) == (422, "month")  # the input first
-    r = await client.post("/v1/members/m-guard/points", headers=two.ours,
-                          json={"points": 5, "note": "x"})
-    assert r.status_code == 409  # its own district's guard: no points are kept for guards
+    # its own district's guard: no volunteer of its (the admin hears the 409: no points are
+    # kept for guards)
+    assert await refusal(two, "POST", "/v1/members/m-guard/points",
+                         json={"points": 5, "note": "x"}) == (403, None)
     [entry] = await audited(two.volunteers, "points.adjust")
     assert (entry["who"], entry["target"]) == (f"coordinator:{two.coordinator_id}", "m-wang")
 
@@ -195,17 +196,19 @@ async def test_a_coordinator_removes_its_members_and_teams_and_no_zone(two: Two)
     assert await status_of(two, "DELETE", "/v1/members/nope") == 404
     assert await status_of(two, "DELETE", "/v1/teams/nope") == 404
 
-    assert await status_of(two, "DELETE", "/v1/members/m-officer") == 204
-    assert await status_of(two, "DELETE", "/v1/teams/t-patrol") == 204
-    assert (await client.get("/v1/teams/t-patrol", headers=ADMIN)).status_code == 404
+    assert await status_of(two, "DELETE", "/v1/teams/t-vol") == 409  # it has members
+    for member in ("m-chen", "m-wang"):
+        assert await status_of(two, "DELETE", f"/v1/members/{member}") == 204
+    assert await status_of(two, "DELETE", "/v1/teams/t-vol") == 204
+    assert (await client.get("/v1/teams/t-vol", headers=ADMIN)).status_code == 404
     # a zone is a police station's territory (where hand-overs go): the admin's to remove
     assert await refusal(two, "DELETE", "/v1/zones/z-territory") == (403, None)
     assert (await client.get("/v1/zones/z-territory", headers=ADMIN)).status_code == 200
     who = f"coordinator:{two.coordinator_id}"
     assert [(e["who"], e["target"]) for e in await audited(two.volunteers, "member.delete")] == [
-        (who, "m-officer")]
+        (who, "m-wang"), (who, "m-chen")]  # newest first
     assert [(e["who"], e["target"]) for e in await audited(two.volunteers, "team.delete")] == [
-        (who, "t-patrol")]
+        (who, "t-vol")]
 
 
 NEW_VOLUNTEER = {"id": "m-sun", "name": "Sister Sun", "agency_id": "v-red", "team_id": "t-vol",
