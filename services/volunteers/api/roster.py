@@ -23,7 +23,6 @@ from shared.http import (
     answers_within,
     conflict,
     error_body,
-    forbidden,
     not_found,
 )
 from shared.http import Refused as WrongKind
@@ -31,6 +30,7 @@ from shared.http import Refused as WrongKind
 from ..config import Settings
 from ..domain.roster import (
     ENTITIES,
+    MAX_ERRORS,
     InvalidRoster,
     RosterDoc,
     parse_document,
@@ -242,14 +242,18 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             result = await imports.import_roster(
                 redis, doc=doc, now=utcnow(), max_patrol_hours=settings.max_patrol_hours,
                 ledger_ttl_s=ledger_ttl_s, check_in_grace_hours=settings.checkin_grace_hours,
-                zones_as_stored=who.kind == "coordinator")
-        except imports.ZonesNotDrawnHere as exc:
+                coordinator=who.kind == "coordinator")
+        except imports.NotACoordinatorsChange as exc:
             first = exc.errors[0]
             more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
-            log.info("roster import for district %s refused: a coordinator's, drawing zones",
-                     doc.district)
-            raise forbidden(f"nothing was imported: {first.where} {first.message}{more}",
-                            first.path) from exc
+            log.info("roster import for district %s refused: a coordinator's, changing "
+                     "zones or rows beyond its volunteers'", doc.district)
+            # every row refused, as a 422 lists them: the file is mended in one go
+            body = error_body("forbidden", f"nothing was imported: {first.where} "
+                              f"{first.message}{more}", first.path)
+            body["error"]["errors"] = [e.as_dict() for e in exc.errors[:MAX_ERRORS]]
+            body["error"]["error_count"] = len(exc.errors)
+            return JSONResponse(body, status_code=403)
         except Contended as exc:
             raise ApiError(503, "unavailable", "the roster changed during the import; retry") \
                 from exc

@@ -609,3 +609,70 @@ def zones_drawn(doc: RosterDoc, plan: ImportPlan) -> list[RowError]:
     drawn = {w.id for w in plan.writes if w.entity == "zones"}
     return [loc.error("zones", "", ZONES_ARE_THE_ADMIN_S)
             for zone, loc in zip(doc.zones, doc.locs["zones"], strict=True) if zone.id in drawn]
+
+
+VOLUNTEERS_ONLY = ("a coordinator's import creates and changes volunteer agencies, their "
+                   "teams and members only; police and security rows come in it as they are "
+                   "stored, or are left out (the admin changes them)")
+
+
+def _changed_beyond_volunteers(write: Write, kinds: Mapping[str, str],
+                               after: Mapping[str, str]) -> str | None:
+    """What a written row does beyond volunteers' rows (None: nothing): `kinds`, the stored
+    agencies' kinds; `after`, the kinds the import leaves them (the document's over them)."""
+    def kind(found: str | None) -> str:
+        return found or "no longer known"
+
+    volunteer = "volunteer"
+    if write.entity == "agencies":
+        old_kind = write.previous.get("kind") if write.previous is not None else None
+        new_kind = write.record["kind"]
+        if old_kind is None:
+            return None if new_kind == volunteer else f"creates a {new_kind} agency"
+        if old_kind != volunteer:
+            return f"changes a {kind(old_kind)} agency"
+        return None if new_kind == volunteer else f"makes a volunteer agency {new_kind}"
+    what = write.entity.removesuffix("s")
+    new_agency = write.record["agency_id"]
+    new_kind = after.get(new_agency, kinds.get(new_agency))
+    if write.previous is None:
+        return None if new_kind == volunteer else f"creates a {what} of a {kind(new_kind)} agency"
+    old_agency = write.previous.get("agency_id", "")
+    old_kind = kinds.get(old_agency)
+    if old_kind != volunteer:
+        if old_agency == new_agency:
+            return f"changes a {what} of a {kind(old_kind)} agency"
+        return f"moves a {what} out of a {kind(old_kind)} agency"
+    if new_kind == volunteer:
+        return None
+    return (f"moves a volunteer {what} into a {kind(new_kind)} agency" if old_agency != new_agency
+            else f"makes a volunteer {what} {kind(new_kind)} (its agency's kind)")
+
+
+def agencies_to_know(plan: ImportPlan) -> set[str]:
+    """The agencies whose stored kind `beyond_volunteers` asks: those of the teams and
+    members the import writes, before and after."""
+    return {a for w in plan.writes if w.entity in ("teams", "members")
+            for a in (w.record["agency_id"], (w.previous or {}).get("agency_id"))
+            if a}
+
+
+def beyond_volunteers(doc: RosterDoc, plan: ImportPlan,
+                      kinds: Mapping[str, str]) -> list[RowError]:
+    """What a coordinator's import may not do, each where the document has it, in its
+    order: draw a zone (`zones_drawn`), or create or change a row that is not a volunteer
+    agency's, before and after (`kinds`: the stored kinds of `agencies_to_know`). A
+    volunteer patrol made police, or moved into a security company, is sent into violence
+    as one; a station made a patrol takes no more hand-overs; an officer's row is their
+    agency's. Rows of police and security as stored change nothing and pass (a whole
+    district's file)."""
+    after = {a.id: a.kind for a in doc.agencies}
+    writes = {(w.entity, w.id): w for w in plan.writes}
+    errors = zones_drawn(doc, plan)
+    for entity in ("agencies", "teams", "members"):
+        for row, loc in zip(doc.rows(entity), doc.locs[entity], strict=True):
+            write = writes.get((entity, row.id))
+            why = _changed_beyond_volunteers(write, kinds, after) if write else None
+            if why:
+                errors.append(loc.error(entity, "", f"{why}: {VOLUNTEERS_ONLY}"))
+    return sorted(errors, key=_error_order)

@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -55,13 +55,14 @@ from ..domain.roster import (
     RowError,
     Write,
     ZoneRow,
+    agencies_to_know,
     as_of_ahead,
+    beyond_volunteers,
     check_references,
     conflicting_claims,
     plan_import,
     referenced_ids,
     stale_import,
-    zones_drawn,
 )
 from ..domain.status import (
     CheckInLimit,
@@ -110,9 +111,9 @@ class ImportResult:
     not_in_import: dict[str, list[str]] = field(default_factory=dict)
 
 
-class ZonesNotDrawnHere(Exception):
-    """A coordinator's import that creates or changes zones (`zones_drawn`): nothing is
-    written."""
+class NotACoordinatorsChange(Exception):
+    """A coordinator's import that creates or changes zones, or rows beyond its volunteers'
+    (`beyond_volunteers`): nothing is written."""
 
     def __init__(self, errors: list[RowError]) -> None:
         super().__init__(f"{len(errors)} zone(s)")
@@ -428,21 +429,42 @@ async def _plan(redis: Redis, doc: RosterDoc
     return plan, changes, moved
 
 
-async def _not_in_import(redis: Redis, doc: RosterDoc) -> dict[str, list[str]]:
+async def _agency_kinds(redis: Redis, agency_ids: Iterable[str]) -> dict[str, str]:
+    """The stored kind of each agency ("" for one not stored)."""
+    wanted = sorted(agency_ids)
+    records = await read_hashes(redis, [keys.agency(a) for a in wanted])
+    return {a: r.get("kind", "") for a, r in zip(wanted, records, strict=True)}
+
+
+async def _volunteers_of(redis: Redis, member_ids: list[str]) -> list[str]:
+    """Those of `member_ids` (stored) who are members of a volunteer agency."""
+    records = await read_hashes(redis, [keys.member(m) for m in member_ids])
+    kinds = await _agency_kinds(redis, {r.get("agency_id", "") for r in records} - {""})
+    return [m for m, r in zip(member_ids, records, strict=True)
+            if kinds.get(r.get("agency_id", "")) == "volunteer"]
+
+
+async def _not_in_import(redis: Redis, doc: RosterDoc, *,
+                         volunteers_only: bool = False) -> dict[str, list[str]]:
     """For each entity the import sends, the district's stored ids it does not name, by id.
 
     A roster exported from a spreadsheet again, with a member who quit deleted from it, is
     an upsert that removes nobody: they stay on the roster with their phones, their shift,
     their points and their place on the leaderboard. Said in the answer, the coordinator
     removes them on purpose (DELETE /v1/members/{id}); removing them here would take the
-    points of everyone a partial file left out (a file of one agency's members)."""
+    points of everyone a partial file left out (a file of one agency's members).
+    `volunteers_only` (a coordinator's import): the members of volunteer agencies only, the
+    ones it removes; an officer's or a guard's id is none of its business."""
     sent = [e for e in ENTITIES if e in doc.sent]
     async with redis.pipeline(transaction=False) as pipe:
         for entity in sent:
             pipe.zrange(keys.index(entity, doc.district), 0, -1)
         stored = await pipe.execute()
-    return {entity: sorted(set(ids) - {row.id for row in doc.rows(entity)})
-            for entity, ids in zip(sent, stored, strict=True)}
+    left_out = {entity: sorted(set(ids) - {row.id for row in doc.rows(entity)})
+                for entity, ids in zip(sent, stored, strict=True)}
+    if volunteers_only and left_out.get("members"):
+        left_out["members"] = await _volunteers_of(redis, left_out["members"])
+    return left_out
 
 
 # --- the journal's steps -----------------------------------------------------------------
@@ -785,10 +807,11 @@ async def finish(redis: Redis, token: str) -> int:
 async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
                         max_patrol_hours: float, ledger_ttl_s: int,
                         check_in_grace_hours: float | None = None,
-                        zones_as_stored: bool = False) -> ImportResult:
+                        coordinator: bool = False) -> ImportResult:
     """Validate against what is stored, then write everything, or nothing (InvalidRoster;
-    ZonesNotDrawnHere: `zones_as_stored`, a coordinator's import, and it creates or changes
-    a zone; StaleImport: older than the district's last import, by `as_of`).
+    NotACoordinatorsChange: a `coordinator`'s import that creates or changes a zone, or a
+    row that is not a volunteer agency's; StaleImport: older than the district's last
+    import, by `as_of`).
 
     A member moved to another team leaves the old team's shift in the import (their patrol
     points so far paid; a shift left with nobody and no order ends); a team whose state it
@@ -801,8 +824,9 @@ async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
         await finish(redis, token)  # one a crash cut off was committed first
         plan, changes, moved = await _plan(redis, doc)
         # After the document's errors, before the 409 (DESIGN's order: 422, 403, 409).
-        if zones_as_stored and (drawn := zones_drawn(doc, plan)):
-            raise ZonesNotDrawnHere(drawn)
+        if coordinator and (refused := beyond_volunteers(
+                doc, plan, await _agency_kinds(redis, agencies_to_know(plan)))):
+            raise NotACoordinatorsChange(refused)
         # After the document's errors (DESIGN's order: 422, then 409). Under the lock, which
         # every import holds from this read to its commit, which writes the new mark.
         last = await _last_as_of(redis, doc.district)
@@ -811,7 +835,7 @@ async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
         mark = ((doc.district, doc.as_of)
                 if doc.as_of is not None and (last is None or doc.as_of > last) else None)
         as_of = mark[1] if mark else last
-        left_out = await _not_in_import(redis, doc)
+        left_out = await _not_in_import(redis, doc, volunteers_only=coordinator)
         steps = journal_steps(plan, changes, now=now, max_patrol_hours=max_patrol_hours,
                               ledger_ttl_s=ledger_ttl_s, grace_hours=check_in_grace_hours)
         if not steps:

@@ -3,15 +3,18 @@ agencies, their teams and members only. A police officer's or a guard's record, 
 or security team, are refused it by every route that names one by id (403 naming the kind,
 after the 404 of none, before any 409), and nothing is written: a device issued for an
 officer's record would receive police orders with the caller's phone and name, and answer for
-a police team."""
+a police team. Its import changes volunteers' rows only, before and after (police and security
+rows pass as stored), else it is refused whole, 403 naming the row, as a zone drawn is."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import copy
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from .conftest import ADMIN, Volunteers
+from .conftest import ADMIN, DISTRICT, Volunteers
 from .test_coordinator_work import PLAN, Two, status_of
 from .test_coordinators import audited, bearer, district_like, make_coordinator
 
@@ -117,3 +120,187 @@ async def test_a_coordinator_reads_no_officer_s_or_guard_s_record_nor_a_police_t
                  "/v1/agencies/s-co", "/v1/members/m-wang/points"):
         assert await status_of(two, "GET", path) == 200, path
     assert await audited(two.volunteers, "points.adjust") == []
+
+
+NEW_VOLUNTEER = {"id": "m-sun", "name": "Sister Sun", "agency_id": "v-red", "team_id": "t-vol",
+                 "role": "volunteer", "phone": "+86 138 0000 0003"}
+
+
+def changed(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The whole district as stored, a volunteer added (taken alone), and `change` made."""
+    doc = copy.deepcopy(DISTRICT)
+    doc["members"].append(dict(NEW_VOLUNTEER))
+    change(doc)
+    return doc
+
+
+def row_of(doc: dict[str, Any], entity: str, row_id: str) -> dict[str, Any]:
+    [found] = [r for r in doc[entity] if r["id"] == row_id]
+    return found
+
+
+def volunteers_made_police(doc: dict[str, Any]) -> None:
+    row_of(doc, "agencies", "v-red")["kind"] = "police"
+    for member in ("m-wang", "m-chen", "m-sun"):
+        row_of(doc, "members", member)["role"] = "auxiliary"
+
+
+def station_made_patrol(doc: dict[str, Any]) -> None:  # hand-overs would find no station
+    row_of(doc, "agencies", "p-street")["role"] = "station"
+
+
+def station_renamed(doc: dict[str, Any]) -> None:
+    row_of(doc, "agencies", "p-station")["name"] = "Station Two"
+
+
+def security_agency_added(doc: dict[str, Any]) -> None:
+    doc["agencies"].append({"id": "s-new", "name": "New guards", "kind": "security"})
+
+
+def volunteer_team_moved_to_guards(doc: dict[str, Any]) -> None:
+    row_of(doc, "teams", "t-vol")["agency_id"] = "s-co"
+    for member in ("m-wang", "m-chen", "m-sun"):
+        row_of(doc, "members", member).update(agency_id="s-co", role="guard")
+
+
+def police_team_changed(doc: dict[str, Any]) -> None:
+    row_of(doc, "teams", "t-patrol")["mode"] = "foot"
+
+
+def police_team_added(doc: dict[str, Any]) -> None:
+    doc["teams"].append({"id": "t-new", "agency_id": "p-street", "name": "Car 9", "mode": "car"})
+
+
+def police_team_moved_to_volunteers(doc: dict[str, Any]) -> None:
+    row_of(doc, "teams", "t-patrol")["agency_id"] = "v-red"
+    row_of(doc, "members", "m-officer").update(agency_id="v-red", role="volunteer")
+
+
+def officer_s_phone_changed(doc: dict[str, Any]) -> None:
+    row_of(doc, "members", "m-officer")["phone"] = "+86 138 9999 9999"
+
+
+def guard_added(doc: dict[str, Any]) -> None:
+    doc["members"].append({"id": "m-new", "name": "Guard Ma", "agency_id": "s-co",
+                           "team_id": "t-guards", "role": "guard"})
+
+
+def volunteer_made_guard(doc: dict[str, Any]) -> None:
+    row_of(doc, "members", "m-wang").update(agency_id="s-co", team_id="t-guards", role="guard")
+
+
+def guard_made_volunteer(doc: dict[str, Any]) -> None:
+    row_of(doc, "members", "m-guard").update(agency_id="v-red", team_id="t-vol",
+                                             role="volunteer")
+
+
+@pytest.mark.parametrize(("change", "path", "kind"), [
+    (volunteers_made_police, "agencies.3", "police"),
+    (station_made_patrol, "agencies.1", "police"),
+    (station_renamed, "agencies.0", "police"),
+    (security_agency_added, "agencies.4", "security"),
+    (volunteer_team_moved_to_guards, "teams.2", "security"),
+    (police_team_changed, "teams.0", "police"),
+    (police_team_added, "teams.3", "police"),
+    (police_team_moved_to_volunteers, "teams.0", "police"),
+    (officer_s_phone_changed, "members.0", "police"),
+    (guard_added, "members.5", "security"),
+    (volunteer_made_guard, "members.2", "security"),
+    (guard_made_volunteer, "members.1", "security"),
+])
+async def test_a_coordinator_s_import_changing_police_or_security_rows_is_refused_whole(
+        two: Two, change: Callable[[dict[str, Any]], None], path: str, kind: str) -> None:
+    """Rows of police and security agencies, their teams and members, may come in its
+    import as stored (a whole district's file imports); any change to one, or a volunteer
+    row moved into or out of such an agency, is refused whole: 403 naming the row, as a zone
+    drawn is (a volunteer patrol made police would be sent into violence as police; a
+    station made a patrol takes no more hand-overs)."""
+    client = two.volunteers.client
+    before = {e: (await client.get(f"/v1/{e}", params={"district": "d1"},
+                                   headers=ADMIN)).json()["items"]
+              for e in ("agencies", "teams", "members")}
+    r = await client.post("/v1/roster/import", headers=two.ours, json=changed(change))
+    assert (r.status_code, r.json()["error"]["field"]) == (403, path), r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"nothing was imported: {path} ") and kind in message, message
+    assert r.json()["error"]["errors"][0]["path"] == path  # each row refused, listed
+    after = {e: (await client.get(f"/v1/{e}", params={"district": "d1"},
+                                  headers=ADMIN)).json()["items"]
+             for e in ("agencies", "teams", "members")}
+    assert after == before  # the volunteer added with it neither
+    assert [e["who"] for e in await audited(two.volunteers, "roster.import")] == [
+        "admin:admin"] * 2
+    # the admin's to make
+    r = await client.post("/v1/roster/import", headers=ADMIN, json=changed(change))
+    assert r.status_code == 200, r.text
+
+
+async def test_a_whole_district_s_file_with_its_police_and_security_as_stored_imports(
+        two: Two) -> None:
+    client = two.volunteers.client
+    r = await client.post("/v1/roster/import", headers=two.ours, json=changed(lambda _: None))
+    assert r.status_code == 200, r.text
+    counts = r.json()["counts"]
+    assert (counts["agencies"]["unchanged"], counts["teams"]["unchanged"],
+            counts["members"]["unchanged"], counts["members"]["created"]) == (4, 3, 4, 1)
+    # a volunteer agency, team and member of its own making; a volunteer moved to it
+    r = await client.post("/v1/roster/import", headers=two.ours, json={
+        "district": "d1",
+        "agencies": [{"id": "v-blue", "name": "Blue vests", "kind": "volunteer"}],
+        "teams": [{"id": "t-blue", "agency_id": "v-blue", "name": "Blue 1", "mode": "foot"}],
+        "members": [{**NEW_VOLUNTEER, "agency_id": "v-blue", "team_id": "t-blue"},
+                    {"id": "m-lin", "name": "Lin", "agency_id": "v-blue", "team_id": "t-blue",
+                     "role": "volunteer"}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["counts"]["members"] == {"created": 1, "updated": 1, "unchanged": 0}
+
+
+async def test_a_coordinator_s_csv_changing_a_guard_is_refused_naming_its_line(
+        two: Two) -> None:
+    client = two.volunteers.client
+    members = ("id,name,agency_id,team_id,role,phone\n"
+               "m-wang,Auntie Wang,v-red,t-vol,volunteer,+86 138 0000 0002\n"
+               "m-guard,Guard Zhao Jr,s-co,t-guards,guard,\n")
+    r = await client.post("/v1/roster/import", headers=two.ours, data={"district": "d1"},
+                          files={"members": ("members.csv", members.encode(), "text/csv")})
+    assert (r.status_code, r.json()["error"]["field"]) == (403, "members"), r.text
+    assert "members line 3" in r.json()["error"]["message"]
+    assert [(e["line"], e["entity"]) for e in r.json()["error"]["errors"]] == [(3, "members")]
+    r = await client.get("/v1/members/m-guard", headers=ADMIN)
+    assert r.json()["name"] == "Guard Zhao"
+
+
+async def test_a_coordinator_s_import_is_told_its_422s_then_its_403_then_its_409(
+        two: Two) -> None:
+    client = two.volunteers.client
+    r = await client.post("/v1/roster/import", headers=ADMIN,
+                          json={"district": "d1", "as_of": "2026-01-05T08:00:00+08:00"})
+    assert r.status_code == 200, r.text
+    doc = changed(police_team_changed)
+    doc["as_of"] = "2026-01-04T08:00:00+08:00"  # older: the 409's
+    doc["members"].append({**NEW_VOLUNTEER, "id": "m-lin", "team_id": "no-such-team"})
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "members.5.team_id"), r.text
+    doc["members"].pop()
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert (r.status_code, r.json()["error"]["field"]) == (403, "teams.0"), r.text
+    del doc["as_of"]
+    row_of(doc, "teams", "t-patrol")["mode"] = "car"
+    doc["as_of"] = "2026-01-04T08:00:00+08:00"
+    r = await client.post("/v1/roster/import", headers=two.ours, json=doc)
+    assert (r.status_code, r.json()["error"]["field"]) == (409, "as_of"), r.text
+
+
+async def test_a_coordinator_s_import_names_the_volunteers_it_left_out_not_the_officers(
+        two: Two) -> None:
+    """`not_in_import` names the stored rows to remove on purpose: a coordinator removes
+    volunteers only, and an officer's or guard's id is none of its business."""
+    client = two.volunteers.client
+    r = await client.post("/v1/roster/import", headers=two.ours,
+                          json={"district": "d1", "members": [NEW_VOLUNTEER]})
+    assert r.status_code == 200, r.text
+    assert r.json()["not_in_import"]["members"] == {"count": 2, "ids": ["m-chen", "m-wang"]}
+    r = await client.post("/v1/roster/import", headers=ADMIN,
+                          json={"district": "d1", "members": [NEW_VOLUNTEER]})
+    assert r.json()["not_in_import"]["members"]["ids"] == [
+        "m-chen", "m-guard", "m-officer", "m-wang"]
