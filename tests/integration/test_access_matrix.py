@@ -760,15 +760,17 @@ async def test_the_matrix_asks_a_coordinator_each_volunteers_route_as_decided() 
 
 async def test_a_coordinator_reads_its_own_district_s_roster_only(
         world: World, http: httpx.AsyncClient) -> None:
-    """d1's coordinator: d1's members with their phones; nothing of d2 in what it reads."""
+    """d1's coordinator: d1's volunteers with their phones, no officer nor guard; nothing of
+    d2 in what it reads."""
     volunteers = world.urls["volunteers"]
     r = await http.get(f"{volunteers}/v1/members", params={"district": "d1", "limit": 500},
                        headers=world.headers(COORDINATOR))
     assert r.status_code == 200, r.text
-    assert {m["district"] for m in r.json()["items"]} == {"d1"}
+    assert {(m["district"], m["role"]) for m in r.json()["items"]} == {("d1", "volunteer")}
     r = await http.get(f"{volunteers}/v1/shifts/now", params={"district": "d1"},
                        headers=world.headers(COORDINATOR))
     assert r.status_code == 200 and "d2-" not in r.text, r.text
+    assert {t["agency_kind"] for t in r.json()["teams"]} <= {"volunteer"}
 
 
 @pytest.mark.parametrize("service", ["intake", "dispatch", "volunteers", "notify"])

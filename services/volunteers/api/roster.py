@@ -296,8 +296,14 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker) -> AP
             required_district(who, district)  # a coordinator's: one of its own
             if district is not None:
                 await require_district(redis, district)
-            records, next_cursor = await roster_store.page(
-                redis, entity, district=district, cursor=cursor, limit=limit)
+            if entity == "members" and who.kind == "coordinator" and district is not None:
+                # its volunteers (whom it calls); officers' and guards' names and phones
+                # are their agencies' business
+                records, next_cursor = await roster_store.volunteers_page(
+                    redis, district=district, cursor=cursor, limit=limit)
+            else:
+                records, next_cursor = await roster_store.page(
+                    redis, entity, district=district, cursor=cursor, limit=limit)
             return {"items": [view(r) for r in records], "next_cursor": next_cursor}
 
         router.add_api_route(f"/{entity}", list_entities, methods=["GET"],

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from shared import audit
 from shared.events import utcnow
-from shared.http import InputFirstRoute, not_found
+from shared.http import InputFirstRoute, Principal, not_found
 from shared.timezones import CalendarDate, parse_timezone
 
 from ..config import Settings
@@ -23,6 +23,7 @@ from ..domain.status import expire_check_ins
 from ..store import roster as roster_store
 from ..store import shifts as shifts_store
 from ..store import teams as teams_store
+from ..store.imports import agency_kinds
 from .deps import (
     AdminOrCoordinator,
     IdPath,
@@ -48,6 +49,14 @@ class ShiftPlanIn(ShiftPlan):
             raise PydanticCustomError(
                 "unknown_shift", "must name a shift of the plan, 'off' or null on every day")
         return value
+
+
+def volunteers_or_not_asked(who: Principal, kind: str) -> bool:
+    """Whether a team of an agency of `kind` is in `who`'s shifts: a coordinator's are its
+    volunteer teams (whether a police patrol or a guard post is checked in now, and who of
+    it, are the command room's: dispatch shows each desk its own); everyone's for the admin
+    and the services."""
+    return who.kind != "coordinator" or kind == "volunteer"
 
 
 def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
@@ -97,15 +106,16 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
         # A city plans thousands of teams: their records in a few round trips, not four each.
         team_ids = sorted(shifts)
         states = await teams_store.team_states(redis, team_ids)
+        found = await roster_store.teams_with_members(redis, team_ids)
+        kinds = await agency_kinds(redis, {team["agency_id"] for team, _ in found if team})
         now = utcnow()
         teams: list[dict[str, Any]] = []
-        for team_id, (team, members), stored in zip(
-            team_ids, await roster_store.teams_with_members(redis, team_ids), states,
-            strict=True,
-        ):
+        for team_id, (team, members), stored in zip(team_ids, found, states, strict=True):
             # a team gone from the roster, or imported into another district since its plan
             # was filed under this one: none of this district's (as in worked_now below)
             if not team or team.get("district") != district:
+                continue
+            if not volunteers_or_not_asked(who, kinds.get(team["agency_id"], "")):
                 continue
             # As the team stands now (GET /v1/teams/{id}): a check-in that ran out is over,
             # whether or not the sweep has ended it yet. A team may be on its shift with
@@ -152,6 +162,8 @@ def build_router(*, settings: Settings, redis: Redis) -> APIRouter:
             if not team or team.get("district") != district:
                 continue
             agency = agencies.get(team["agency_id"]) or {}
+            if not volunteers_or_not_asked(who, agency.get("kind", "")):
+                continue
             # a check-in that ran out (a dead phone, a forgotten check-out) is nobody in,
             # whether or not the sweep has ended it yet (as GET /v1/me says it)
             joined = expire_check_ins(state, now=now, limit=check_in_limit).state.shift_members

@@ -429,7 +429,7 @@ async def _plan(redis: Redis, doc: RosterDoc
     return plan, changes, moved
 
 
-async def _agency_kinds(redis: Redis, agency_ids: Iterable[str]) -> dict[str, str]:
+async def agency_kinds(redis: Redis, agency_ids: Iterable[str]) -> dict[str, str]:
     """The stored kind of each agency ("" for one not stored)."""
     wanted = sorted(agency_ids)
     records = await read_hashes(redis, [keys.agency(a) for a in wanted])
@@ -439,7 +439,7 @@ async def _agency_kinds(redis: Redis, agency_ids: Iterable[str]) -> dict[str, st
 async def _volunteers_of(redis: Redis, member_ids: list[str]) -> list[str]:
     """Those of `member_ids` (stored) who are members of a volunteer agency."""
     records = await read_hashes(redis, [keys.member(m) for m in member_ids])
-    kinds = await _agency_kinds(redis, {r.get("agency_id", "") for r in records} - {""})
+    kinds = await agency_kinds(redis, {r.get("agency_id", "") for r in records} - {""})
     return [m for m, r in zip(member_ids, records, strict=True)
             if kinds.get(r.get("agency_id", "")) == "volunteer"]
 
@@ -825,7 +825,7 @@ async def import_roster(redis: Redis, *, doc: RosterDoc, now: datetime,
         plan, changes, moved = await _plan(redis, doc)
         # After the document's errors, before the 409 (DESIGN's order: 422, 403, 409).
         if coordinator and (refused := beyond_volunteers(
-                doc, plan, await _agency_kinds(redis, agencies_to_know(plan)))):
+                doc, plan, await agency_kinds(redis, agencies_to_know(plan)))):
             raise NotACoordinatorsChange(refused)
         # After the document's errors (DESIGN's order: 422, then 409). Under the lock, which
         # every import holds from this read to its commit, which writes the new mark.

@@ -14,7 +14,7 @@ from shared.events import DeviceRevoked
 
 from ..domain.status import CheckInLimit, Refused, TeamState
 from . import keys
-from .imports import leave, outside_imports, read_hashes, read_sets
+from .imports import agency_kinds, leave, outside_imports, read_hashes, read_sets
 from .points import queue_entries
 from .teams import decode_state, encode_state, publish_unit_status, queue_check_in_index
 
@@ -64,6 +64,24 @@ async def page(
     ids = ids[:limit]
     records = [r for r in await read_hashes(redis, [keys.entity(entity, i) for i in ids]) if r]
     return records, (ids[-1] if more and ids else None)
+
+
+async def volunteers_page(
+    redis: Redis, *, district: str, cursor: str | None, limit: int
+) -> tuple[list[dict[str, str]], str | None]:
+    """As `page` of members, the members of volunteer agencies alone (what a coordinator
+    lists): up to `limit` of them after `cursor`, the others between them passed over, and
+    the next cursor (None: no member after the last, volunteer or not)."""
+    kept: list[dict[str, str]] = []
+    while True:  # read in batches of 200 or more: a page of 1 is not a round trip an officer
+        records, cursor = await page(redis, "members", district=district, cursor=cursor,
+                                     limit=max(limit, 200))
+        kinds = await agency_kinds(redis, {r["agency_id"] for r in records})
+        kept.extend(r for r in records if kinds.get(r["agency_id"]) == "volunteer")
+        if len(kept) > limit:  # the next page begins after the last one shown
+            return kept[:limit], kept[limit - 1]["id"]
+        if len(kept) == limit or cursor is None:
+            return kept, cursor
 
 
 async def team_member_ids(redis: Redis, team_id: str) -> list[str]:

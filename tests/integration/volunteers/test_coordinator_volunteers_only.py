@@ -304,3 +304,53 @@ async def test_a_coordinator_s_import_names_the_volunteers_it_left_out_not_the_o
                           json={"district": "d1", "members": [NEW_VOLUNTEER]})
     assert r.json()["not_in_import"]["members"]["ids"] == [
         "m-chen", "m-guard", "m-officer", "m-wang"]
+
+
+async def test_a_coordinator_lists_its_volunteers_not_the_officers_and_guards_beside_them(
+        two: Two) -> None:
+    """Whom it calls are its volunteers (with their phones); officers' and guards' names and
+    phones are their agencies' business. Agencies and teams are the district's structure, no
+    person in them: listed whole, as a district's file holds them."""
+    client = two.volunteers.client
+    r = await client.get("/v1/members", params={"district": "d1"}, headers=two.ours)
+    assert r.status_code == 200, r.text
+    assert [m["id"] for m in r.json()["items"]] == ["m-chen", "m-wang"]
+    assert "Officer Li" not in r.text and "+86 138 0000 0001" not in r.text
+    pages, cursor = [], None
+    while True:  # a page at a time, the officers and guards between them passed over
+        params = {"district": "d1", "limit": 1} | ({"cursor": cursor} if cursor else {})
+        r = await client.get("/v1/members", params=params, headers=two.ours)
+        pages.append([m["id"] for m in r.json()["items"]])
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [["m-chen"], ["m-wang"]]
+    r = await client.get("/v1/members", params={"district": "d1"}, headers=ADMIN)
+    assert len(r.json()["items"]) == 4  # the admin's: everyone
+    for entity, ids in (("agencies", ["p-station", "p-street", "s-co", "v-red"]),
+                        ("teams", ["t-guards", "t-patrol", "t-vol"])):
+        r = await client.get(f"/v1/{entity}", params={"district": "d1"}, headers=two.ours)
+        assert [i["id"] for i in r.json()["items"]] == ids, entity
+
+
+ALL_DAY = {"shifts": {"day": {"start": "00:00", "end": "24:00"}}, "rotation": ["day"],
+           "anchor": "2026-01-05"}
+
+
+async def test_a_coordinator_s_shifts_are_its_volunteer_teams_not_police_or_guards_on_duty(
+        two: Two) -> None:
+    """Who of a police patrol or a guard post is checked in now, and their names, are the
+    command room's (dispatch shows the desks their own): a coordinator's shifts of a date and
+    those worked now list its volunteer teams."""
+    client = two.volunteers.client
+    for team in ("t-patrol", "t-guards", "t-vol"):
+        r = await client.put(f"/v1/teams/{team}/shift-plan", headers=ADMIN, json=ALL_DAY)
+        assert r.status_code == 200, r.text
+    for path, params in (("/v1/shifts", {"district": "d1", "date": "2026-01-05"}),
+                         ("/v1/shifts/now", {"district": "d1"})):
+        r = await client.get(path, params=params, headers=ADMIN)
+        assert [t["team_id"] for t in r.json()["teams"]] == ["t-guards", "t-patrol", "t-vol"]
+        r = await client.get(path, params=params, headers=two.ours)
+        assert r.status_code == 200, r.text
+        assert [t["team_id"] for t in r.json()["teams"]] == ["t-vol"], path
+        assert "Officer Li" not in r.text and "Guard Zhao" not in r.text
