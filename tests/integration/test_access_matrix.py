@@ -361,6 +361,7 @@ MATRIX: list[Row] = [
     admin_only("volunteers", "POST", "/v1/coordinators", 201, {"name": "x", "districts": ["d1"]}),
     admin_only("volunteers", "GET", "/v1/coordinators"),
     admin_only("volunteers", "DELETE", f"/v1/coordinators/{MISSING}", 404),
+    row("volunteers", "GET", "/v1/coordinators/me", {COORDINATOR: 200}),
 
     # --- notify: a team's orders, a device's channels ------------------------------------------
     *operations("notify"),
@@ -428,9 +429,10 @@ AGENCY_DESK: dict[str, str] = {
 # What d1's volunteer coordinator (COORDINATOR) gets of each route of volunteers, decided
 # route by route as AGENCY_DESK is: "own", the admin's work on its own districts' roster (a
 # row of another district's answers it 403: every "own" route has one, and one it passes,
-# 2xx, or 404 and 409 past its kind, which `require` would refuse before them); "refused",
-# 403 whatever it asks; "public", what anyone gets. A route of volunteers' app missing here
-# fails test_each_volunteers_route_is_decided_for_a_coordinator.
+# 2xx, or 404 and 409 past its kind, which `require` would refuse before them); "self",
+# its own token's record, of no district (2xx); "refused", 403 whatever it asks; "public",
+# what anyone gets. A route of volunteers' app missing here fails
+# test_each_volunteers_route_is_decided_for_a_coordinator.
 COORDINATOR_DECISIONS: dict[str, str] = {
     "GET /openapi.json": "public", "GET /docs": "public", "* /docs/static": "public",
     "GET /healthz": "public", "GET /readyz": "public",
@@ -463,6 +465,7 @@ COORDINATOR_DECISIONS: dict[str, str] = {
     # the coordinators' tokens: the admin's
     "POST /v1/coordinators": "refused", "GET /v1/coordinators": "refused",
     "DELETE /v1/coordinators/{coordinator_id}": "refused",
+    "GET /v1/coordinators/me": "self",  # who it is: its id, name, districts
 }
 
 
@@ -737,7 +740,8 @@ async def test_the_matrix_asks_a_coordinator_each_volunteers_route_as_decided() 
     """Each route of volunteers is asked of d1's coordinator by a row of the matrix at least,
     and answers as COORDINATOR_DECISIONS decided: a refused route 403 in every row; its own
     work past its kind in one row at least (2xx, or the 404 or 409 `require` would have
-    answered 403 before) and 403 for d2's roster in another; a public one 200."""
+    answered 403 before) and 403 for d2's roster in another; its own record 2xx; a public
+    one 200."""
     routes = _volunteers_routes()
     asked: dict[str, list[int]] = {key: [] for key in routes}
     for case in MATRIX:
@@ -754,6 +758,8 @@ async def test_the_matrix_asks_a_coordinator_each_volunteers_route_as_decided() 
         elif decided == "own":
             assert any(200 <= a < 300 or a in (404, 409) for a in answers), (key, answers)
             assert 403 in answers, (key, "never asked of another district's", answers)
+        elif decided == "self":
+            assert all(200 <= a < 300 for a in answers), (key, answers)
         else:
             assert decided == "public" and set(answers) == {200}, (key, decided, answers)
 

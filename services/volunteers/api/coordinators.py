@@ -18,7 +18,7 @@ from shared.http import InputFirstRoute, Principal, not_found, when_not_answered
 from ..store import coordinators as coordinators_store
 from ..store import roster as roster_store
 from ..store.coordinators import CoordinatorIdentity
-from .deps import Admin, IdPath
+from .deps import Admin, Coordinator, IdPath
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,17 @@ def build_router(*, redis: Redis, revoked_kept_s: int) -> APIRouter:
     async def coordinators(_: Admin) -> dict[str, Any]:
         rows = await coordinators_store.list_coordinators(redis)
         return {"coordinators": rows, "count": len(rows)}
+
+    @router.get("/coordinators/me", summary="Who this coordinator's token is: its id, name "
+                "and districts (the coordinator's own)",
+                description="What a coordinator's page or script asks first: the districts "
+                "its lists and imports must name. Never the token.")
+    async def me(who: Coordinator) -> dict[str, Any]:
+        found = await coordinators_store.get_coordinator(redis, who.subject)
+        if found is None:  # revoked and gone since its token was resolved
+            raise not_found("coordinator")
+        return {key: found[key] for key in ("coordinator_id", "name", "districts",
+                                            "created_at")}
 
     @router.delete("/coordinators/{coordinator_id}", status_code=204,
                    summary="Revoke a coordinator's token at once (admin)")

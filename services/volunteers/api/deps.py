@@ -27,6 +27,7 @@ AdminOrService = Annotated[Principal, Depends(require("admin", "service"))]
 # (the zones' removal, the roster's districts, coordinators' tokens, the audit trail, dead
 # letters, metrics) is refused it: tests/integration/test_access_matrix.py's COORDINATOR.
 AdminOrCoordinator = Annotated[Principal, Depends(require("admin", "coordinator"))]
+Coordinator = Annotated[Principal, Depends(require("coordinator"))]  # its own record only
 Reader = Annotated[Principal, Depends(require("admin", "service", "coordinator"))]
 IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 

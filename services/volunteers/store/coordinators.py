@@ -82,6 +82,17 @@ async def list_coordinators(redis: Redis) -> list[dict[str, Any]]:
             for coordinator_id, data in zip(ids, found, strict=True) if data]
 
 
+async def get_coordinator(redis: Redis, coordinator_id: str) -> dict[str, Any] | None:
+    """A coordinator as `list_coordinators` shows one, never its token; None: none (or its
+    revoked record expired)."""
+    data = await redis.hgetall(keys.coordinator(coordinator_id))
+    if not data:
+        return None
+    return {"coordinator_id": coordinator_id, "name": data["name"],
+            "districts": json.loads(data["districts"]), "created_at": data.get("created_at"),
+            "revoked_at": data.get("revoked_at") or None}
+
+
 RevokeResult = Literal["revoked", "already_revoked", "not_found"]
 
 

@@ -152,3 +152,27 @@ async def test_only_the_admin_makes_lists_and_revokes_coordinators(
     assert (await client.get("/v1/coordinators", headers=coordinator)).status_code == 403
     r = await client.delete(f"/v1/coordinators/{made['coordinator_id']}", headers=coordinator)
     assert r.status_code == 403
+
+
+async def test_a_coordinator_asks_who_it_is_and_which_districts_it_covers(
+        volunteers: Volunteers) -> None:
+    """A coordinator's page or script asks its token's own record (the lists need one of its
+    districts); nobody else's, and no token in it."""
+    await volunteers.import_district()
+    await volunteers.import_district(district_like("d2"))
+    made = await make_coordinator(volunteers, "d2", "d1", name="Officer Li")
+    client = volunteers.client
+    r = await client.get("/v1/coordinators/me", headers=bearer(made["token"]))
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert (me["coordinator_id"], me["name"], me["districts"]) == (
+        made["coordinator_id"], "Officer Li", ["d1", "d2"])
+    assert me["created_at"] and made["token"] not in r.text
+    assert set(me) == {"coordinator_id", "name", "districts", "created_at"}
+    # the admin is no coordinator, nor is a member's phone
+    assert (await client.get("/v1/coordinators/me", headers=ADMIN)).status_code == 403
+    phone = await volunteers.enrol("m-wang")
+    assert (await client.get("/v1/coordinators/me", headers=phone)).status_code == 403
+    await client.delete(f"/v1/coordinators/{made['coordinator_id']}", headers=ADMIN)
+    r = await client.get("/v1/coordinators/me", headers=bearer(made["token"]))
+    assert r.status_code == 401, r.text
