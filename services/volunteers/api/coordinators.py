@@ -48,9 +48,10 @@ def build_router(*, redis: Redis, revoked_kept_s: int) -> APIRouter:
     @router.post("/coordinators", status_code=201,
                  summary="Make a volunteer coordinator's token; shown once (admin)",
                  description="For districts of the roster only (422 naming `districts.<i>` of "
-                 "one it does not hold). The token opens, for those districts only, the "
-                 "roster's import and reads, members' removal, devices, check-outs by hand, "
-                 "shift plans, shifts and points at volunteers; nothing at the other services.")
+                 "one it does not hold). The token opens, for those districts only and their "
+                 "volunteers only, the roster's import and reads, members' removal, devices, "
+                 "check-outs by hand, shift plans, shifts and points at volunteers (police "
+                 "and security rows stay the admin's); nothing at the other services.")
     @when_not_answered("asking again makes another token; one the first request may have "
                        "made was never shown: revoke it (GET /v1/coordinators lists it)")
     async def create_coordinator(body: CoordinatorIn, who: Admin) -> dict[str, str]:
