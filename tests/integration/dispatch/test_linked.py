@@ -11,7 +11,14 @@ from faststream.redis import RedisBroker
 
 from services.dispatch.engine import Dispatcher
 from shared import streams
-from shared.events import IncidentReported, IncidentUpdated, OrderResponded, new_id, utcnow
+from shared.events import (
+    IncidentReported,
+    IncidentUpdated,
+    OrderAmended,
+    OrderResponded,
+    new_id,
+    utcnow,
+)
 from tests.helpers import poll_until, read_stream
 
 from .conftest import dead_lettered, fail_a_write_once, fail_once
@@ -185,6 +192,44 @@ async def test_a_linked_report_that_says_weapon_revises_the_open_incident(
         f"priority P3 → P1; flags added: weapon by a linked report ({linked})"]
     assert updates(dispatch, linked)[-1].status == "linked"  # and no order of its own
     assert orders_for(dispatch, linked) == []
+
+
+async def test_a_camera_s_repeat_that_sees_a_weapon_brings_it_to_the_incident_and_its_teams(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # A camera reports a suspicious crowd (P2): the guard post next door is sent, the police
+    # far off are not. A minute on, the same camera's alert again, now flagged `weapon`:
+    # intake links it as a repeat (the same system, place and category). The weapon must
+    # not stay on the repeat's own row, which nobody looks at: the incident is flagged
+    # `weapon` and P1, the guard's phone told (its order amended), and the police sent too
+    # (a P1 wants two units: the best of each of the category's first two kinds).
+    await team(publisher, "guard", kind="security", lat=22.8175, lon=108.3665, mode="foot")
+    await team(publisher, "police", kind="police", lat=22.8600, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    parent = new_id("inc")
+    alert = {"district": DISTRICT, "system_id": "sys_cam", "system_name": "Skynet video",
+             "category": "suspicious", "location": SCENE}
+    await publisher.publish(IncidentReported(
+        incident_id=parent, external_ref=parent, priority="P2", flags=("crowding",),
+        reported_at=utcnow(), **alert), stream=streams.INCIDENT_REPORTED.name)
+    [first] = await poll_until(lambda: orders_for(dispatch, parent), "the guard's order")
+    assert first.team_id == "guard"
+    repeat = new_id("inc")
+    await publisher.publish(IncidentReported(
+        incident_id=repeat, external_ref=repeat, priority="P1", flags=("crowding", "weapon"),
+        reported_at=utcnow(), linked_to=parent, **alert), stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: status(dispatch, repeat) == "linked", "the repeat linked")
+    [police] = await poll_until(lambda: orders_for(dispatch, parent)[1:], "the police's order")
+    assert police.team_id == "police"
+    client = sync_redis.Redis.from_url(dispatch, decode_responses=True)
+    try:
+        fields = client.hgetall(f"dispatch:incident:{parent}")
+    finally:
+        client.close()
+    assert (fields["priority"], fields["flags"]) == ("P1", '["crowding", "weapon"]')
+    amended = [a for a in read_stream(dispatch, streams.ORDER_AMENDED.name, OrderAmended)
+               if a.order_id == first.order_id]
+    assert [(a.priority, a.flags) for a in amended] == [("P1", ("crowding", "weapon"))]
+    assert orders_for(dispatch, repeat) == []
 
 
 async def test_a_linked_report_whose_revision_failed_midway_finishes_it_when_redelivered(
