@@ -47,6 +47,13 @@ from shared.tokens import DESK_TOKEN_PREFIX, new_token
 from . import agency, by_hand, domain, paging, pipeline, records, review, roll_call, store
 from .config import Settings
 from .engine import Dispatcher
+from .linked import (
+    LINK_CODES,
+    LINKED_FIELDS,
+    is_linked_here,
+    linked_reports,
+    report_source,
+)
 from .zones import ZonesUnavailable
 
 log = logging.getLogger(__name__)
@@ -109,6 +116,11 @@ BOARD_DESCRIPTION = (
     "`scanned_to`: when the look-up budget ended the page before `limit` rows were "
     "found, the report time it reached (incidents reported before it were not looked at: "
     "ask on with `after`); null otherwise. "
+    "Each row's `reports_linked`: the reports linked to it now (duplicates joined to it: "
+    "`count`), from how many sources (`sources`: a reporting system, a patrol member, and "
+    "within a system each caller it names) and how many of those are not its own "
+    "reporter's (`other_sources`: a caller among a camera's repeats); null when none (and "
+    "for reports linked before 2026-12-08, which its view lists). "
     "An agency desk's board: the incidents of its districts its own teams were given an "
     "order of, each as GET /v1/incidents/{id} answers that desk (its own orders, no caller "
     "nor description), by `district`, `since`, `until`, `after`, `limit` and `order`; the "
@@ -292,8 +304,17 @@ INCIDENT_DESCRIPTION = (
     "`time_to_acknowledge_s` and `time_to_scene_s` (from the report, as the KPIs' times "
     "to act; null: none yet) and `filing`: its hand-over's filing, `filed_in_time`, "
     "`overdue` (受立案超期: filed late, still owed past its due, or closed after it) and "
-    "`unfiled` (still owed past it), null when none is owed. `flagged_for`: why a "
-    "flagged incident is flagged, as codes (unassigned, "
+    "`unfiled` (still owed past it), null when none is owed. "
+    "`linked_reports`: the reports linked to it now, by source (its system "
+    "and, within it, the caller it names), in the order each first reported: `system_id`, "
+    "`system_name`, `caller` (the newest it named), `own_source` (the incident's own "
+    "reporter: its repeats), `count`, `first_reported_at`, `last_reported_at`, `flags` "
+    "(every flag they carried) and `accounts`: what they said, a report with the reports "
+    "after it of that source that said the same (category, priority, flags, description) "
+    "folded into it (`repeats`, `last_incident_id`, `last_reported_at`); the first and "
+    "the newest of a source saying something new every time, `accounts_left_out` the "
+    "rest. `reports_linked` counts them as on the board. "
+    "`flagged_for`: why a flagged incident is flagged, as codes (unassigned, "
     "missed_deadlines, volunteers_alone, short_of_units, unknown_category, backup_wanted, "
     "backup_volunteers_only, team_off_shift, visit_stuck, report_given_up, agreement_failed, "
     "see_timeline: a step "
@@ -761,6 +782,7 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                 who.subject if supervisor == "me" else supervisor)
 
         rows: list[dict[str, Any]] = []
+        sources: dict[str, str] = {}  # each row's own source (linked.report_source)
         flagged_received = received and alarm
         if ref is not None or problem == "filing_overdue" or flagged_received:
             # a few records, read whole: a reference's, the index of hand-overs (not the
@@ -796,9 +818,11 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                     if not row["filings_overdue"]:
                         continue
                 rows.append(row)
+                sources[inc["incident_id"]] = report_source(inc)
                 if len(rows) >= limit:
                     last = at
                     break
+            await count_linked(rows, sources)
             return _page(rows, next_at=last, scanned_to=None, order=order)
 
         # The index of the district asked for, else of each of the caller's districts
@@ -839,14 +863,30 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             full = {inc["incident_id"]: inc for inc in
                     await store.incidents_bulk(redis, [at.incident_id for at in picked])
                     if inc.get("incident_id")}
-            rows += [_incident_view(full[at.incident_id]) for at in picked
-                     if at.incident_id in full and shown(full[at.incident_id])]
+            shown_now = [full[at.incident_id] for at in picked
+                         if at.incident_id in full and shown(full[at.incident_id])]
+            rows += [_incident_view(inc) for inc in shown_now]
+            sources.update((inc["incident_id"], report_source(inc)) for inc in shown_now)
             if page_full:  # (a row changed or gone meanwhile leaves this page one short)
+                await count_linked(rows, sources)
                 return _page(rows, next_at=picked[-1], scanned_to=None, order=order)
             examined += len(batch)
             if examined >= BOARD_SCAN:  # the budget: the client asks on from here
+                await count_linked(rows, sources)
                 return _page(rows, next_at=batch[-1], scanned_to=batch[-1].score, order=order)
+        await count_linked(rows, sources)
         return _page(rows, next_at=None, scanned_to=None, order=order)
+
+    async def count_linked(rows: list[dict[str, Any]], sources: dict[str, str]) -> None:
+        """Each row's `reports_linked`: the reports linked to it now, how many sources
+        reported them, and how many of those are not its own reporter (a caller among a
+        camera's repeats); null when none is (or each was linked before 2026-12-08)."""
+        counts = await store.linked_counts(
+            redis, [(row["incident_id"], sources.get(row["incident_id"], ""))
+                    for row in rows])
+        for row, (count, from_sources, others) in zip(rows, counts, strict=True):
+            row["reports_linked"] = ({"count": count, "sources": from_sources,
+                                      "other_sources": others} if count else None)
 
     async def agency_board(who: Principal, district: str | None, *, since: datetime | None,
                            until: datetime | None, position: paging.Position | None,
@@ -956,8 +996,21 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
         check_district(who, inc["district"])
         orders = await store.orders_of(redis, incident_id)
         now = datetime.now(UTC)
+        timeline = in_order(await store.timeline(redis, incident_id))
+        # the reports linked to it: counted with their link, and (linked before that was
+        # kept) named by its timeline
+        named = [str(e["detail_args"]["report"]) for e in timeline
+                 if e.get("detail_code") in LINK_CODES
+                 and (e.get("detail_args") or {}).get("report")]
+        ids = list(dict.fromkeys([*await store.linked_ids(redis, incident_id), *named]))
+        heads = dict(zip(ids, await store.incidents_heads(redis, ids, LINKED_FIELDS),
+                         strict=True))
+        joined = sorted(((i, h) for i, h in heads.items() if is_linked_here(h, incident_id)),
+                        key=lambda pair: (pair[1].get("received_at") or "", pair[0]))
+        view = _incident_view(inc)
+        await count_linked([view], {incident_id: report_source(inc)})
         return {
-            **_incident_view(inc),
+            **view,
             # what happened and whom to ring back: the command room's (police) to know, as
             # a police team's order carries them; not on the board's rows; gone once archived
             "description": inc.get("description") or None,
@@ -968,8 +1021,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
             "orders": [_order_view(o) for o in orders],
             "teams": [{"team_id": o["team_id"], "team_name": o.get("team_name") or None,
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
-            "timeline": await with_dispatcher_names(
-                redis, in_order(await store.timeline(redis, incident_id))),
+            # the reports linked to it, by who reported them
+            "linked_reports": linked_reports(inc, joined),
+            "timeline": await with_dispatcher_names(redis, timeline),
             # how the KPIs count it: an archived case has no timeline or orders to tell
             "figures": _figures(inc, orders, now),
             "now": now.isoformat(),

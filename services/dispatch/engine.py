@@ -56,7 +56,7 @@ from shared.telemetry import current_trace_id, extract_context, inject_context
 from shared.timezones import parse_timezone
 from shared.zones import Zone
 
-from . import domain, locks, store
+from . import domain, linked, locks, store
 from .config import Settings
 from .timeline_text import Detail, entry_detail
 from .zones import ZoneProjection, ZonesUnavailable
@@ -1130,17 +1130,22 @@ class Dispatcher:
                     if onward and onward != incident_id and hop < MAX_SENT_ON:
                         parent = onward  # judged again, under that one's lock
                         continue
+                    mine = await store.incident_state(self.redis, incident_id)
+
                     async def remember(pipe: Pipeline, ended: str = parent,
-                                       first: bool = not onward) -> None:
+                                       first: bool = not onward,
+                                       report: dict[str, str] | None = mine.incident) -> None:
                         if first:
                             store.queue_incident_fields(pipe, ended,
                                                         {"sent_on_as": incident_id})
+                        if report is not None:  # counted under an incident not known then
+                            store.queue_link_unindexed(pipe, report)
 
                     await self._emit(incident_id, TimelineEntry(
                         kind="note", **entry_detail(
                             "follow_up_of_ended" if follow_up else "duplicate_of_ended",
                             parent=parent, status=other["status"])),
-                        status="dispatching", also=remember)
+                        status="dispatching", state=mine, also=remember)
                     return False
                 if other is not None and other["status"] not in TERMINAL:
                     # What this report knows that the open incident did not (a second
@@ -1170,8 +1175,14 @@ class Dispatcher:
                     # it came after the report, which joined it: told now, as it would have
                     # been had the report come after it (the report marked, so a firing
                     # made again tells it once)
-                    async def told(pipe: Pipeline) -> None:
+                    mine = await store.incident_state(self.redis, incident_id)
+
+                    async def told(pipe: Pipeline, to: str = parent,
+                                   report: dict[str, str] | None = mine.incident) -> None:
                         store.queue_incident_fields(pipe, incident_id, {"link_told": "1"})
+                        if report is not None:  # among the incident's reports, now known
+                            store.queue_link_indexed(pipe, report, parent=to,
+                                                     source=linked.report_source(report))
 
                     await self._emit(parent, TimelineEntry(
                         kind="note", **entry_detail(told_code, report=incident_id)),
@@ -1190,7 +1201,11 @@ class Dispatcher:
                 given_up = bool(mine.incident and mine.incident.pop("report_given_up", None))
 
                 async def judged(pipe: Pipeline, unknown: bool = other is None,
-                                 given_up: bool = given_up) -> None:
+                                 given_up: bool = given_up, to: str = parent,
+                                 report: dict[str, str] | None = mine.incident) -> None:
+                    if report is not None and not unknown:  # among the incident's reports
+                        store.queue_link_indexed(pipe, report, parent=to,
+                                                 source=linked.report_source(report))
                     if given_up:
                         store.queue_incident_fields(pipe, incident_id, {"report_given_up": ""})
                     if unknown:  # judged again after LINKED_WAIT_S
@@ -1243,6 +1258,7 @@ class Dispatcher:
         async def remember(pipe: Pipeline) -> None:
             store.queue_sent_on(pipe, unknown, incident_id)
             store.queue_incident_fields(pipe, incident_id, {"misses": misses})
+            store.queue_link_unindexed(pipe, inc)  # no longer among the unknown's reports
 
         await self._emit(incident_id, TimelineEntry(
             kind="note", **entry_detail("duplicate_never_received", parent=unknown,
@@ -4073,6 +4089,7 @@ class Dispatcher:
         async def unlinked(pipe: Pipeline) -> None:
             store.queue_incident_fields(pipe, incident_id, {
                 "linked_to": "", "unlinked_from": parent, "unlinked_by": by})
+            store.queue_link_unindexed(pipe, inc)  # no longer among that incident's reports
             store.queue_cancel(pipe, f"link:{incident_id}")  # no judging the link again
             self._queue_waiting(pipe, inc)
             store.queue_schedule(pipe, f"unlinked:{incident_id}",

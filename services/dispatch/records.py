@@ -5,9 +5,10 @@ full, refuses writes (new incidents among them): no record may stay for ever.
   due keeps only its figures: the fields the board, the KPIs and the heat map read
   (category, priority, place, zone, times, outcome, who handled it, the filing that went
   overdue), marked `archived_at`; it leaves the index of hand-overs (store.HANDOVERS).
-  Its timeline, orders and offered teams go, and so do the caller's details, the
-  description, the address and the teams' own words kept beside the timeline (what a
-  hand-over or a revisit said): personal data kept no longer than the case needs.
+  Its timeline, orders, offered teams and the count of its linked reports go, and so do
+  the caller's details, the description, the address and the teams' own words kept
+  beside the timeline (what a hand-over or a revisit said): personal data kept no longer
+  than the case needs.
 - KPI_DAYS after it was reported, an archived incident goes altogether.
 
 Each incident is changed under its lock, so a sweep never meets a step half-way, and
@@ -348,6 +349,8 @@ async def _archive(redis: Redis, incident_id: str) -> int:
         pipe.hincrby(store.incident_key(incident_id), "seq", 1)
         pipe.delete(store.timeline_key(incident_id), store.orders_key(incident_id),
                     store.offered_key(incident_id),
+                    # the reports linked to it, by source (archived by now themselves)
+                    store.linked_key(incident_id), store.linked_sources_key(incident_id),
                     *(store.order_key(o["order_id"]) for o in state.orders))
         pipe.zrem(store.ENDED, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)  # no live order: no filing owed any more
@@ -400,8 +403,10 @@ async def _forget(redis: Redis, incident_id: str, inc: dict[str, str] | None) ->
         pipe.zrem(store.RECEIVED, incident_id)
         pipe.zrem(store.HANDOVERS, incident_id)
         pipe.zrem(store.FILINGS_DUE, incident_id)
-        # the command room's remarks and evidence attached after it was archived
-        pipe.delete(store.timeline_key(incident_id))
+        # the command room's remarks and evidence attached after it was archived; the
+        # reports linked to it (an archive before they were deleted with it)
+        pipe.delete(store.timeline_key(incident_id), store.linked_key(incident_id),
+                    store.linked_sources_key(incident_id))
         pipe.zrem(store.FLAGGED, incident_id)
         if inc is not None:
             pipe.zrem(store.district_key(inc["district"]), incident_id)

@@ -1116,6 +1116,98 @@ def queue_incident_fields(pipe: Pipeline, incident_id: str, fields: dict[str, st
     pipe.hset(incident_key(incident_id), mapping=fields)
 
 
+# The reports linked to an incident now (duplicates that joined it), scored by when
+# dispatch received each (linked_key), and how many of them each source reported
+# (linked_sources_key: linked.report_source -> count): the incident's view lists them by
+# who reported them, its board row counts them (the board leaves linked reports out, and a
+# caller's account among a camera's repeats was then on no screen but a timeline line).
+# Written with the report's link (its record's `linked_index` names the incident it is
+# counted under, `linked_source` its source), taken out by the write that takes it out of
+# `linked` (unlinked by the command room, sent out as an incident of its own); deleted with
+# the incident's timeline (records._archive). Reports linked before 2026-12-08 are in neither:
+# the view finds them on the timeline, the row does not count them.
+def linked_key(incident_id: str) -> str:
+    return f"dispatch:linked:{incident_id}"
+
+
+def linked_sources_key(incident_id: str) -> str:
+    return f"dispatch:linked-sources:{incident_id}"
+
+
+def queue_link_indexed(pipe: Pipeline, report: dict[str, str], *, parent: str,
+                       source: str) -> None:
+    """Queue the linked report `report` (its record as it stands before this write)
+    counted among `parent`'s, from `source`; moved there when it was counted under another
+    (it followed on from an incident that had ended, or was never received). Counted
+    already under `parent`: nothing (a write of the same link again)."""
+    if report.get("linked_index") == parent:
+        return
+    queue_link_unindexed(pipe, report)
+    report_id = report["incident_id"]
+    try:
+        at = datetime.fromisoformat(report["received_at"]).timestamp()
+    except (KeyError, ValueError):
+        at = time.time()
+    pipe.zadd(linked_key(parent), {report_id: at})
+    pipe.hincrby(linked_sources_key(parent), source, 1)
+    pipe.hset(incident_key(report_id), mapping={"linked_index": parent,
+                                                "linked_source": source})
+    report.update(linked_index=parent, linked_source=source)
+
+
+def queue_link_unindexed(pipe: Pipeline, report: dict[str, str]) -> None:
+    """Queue the report (its record as it stands before this write) taken out of the
+    reports of the incident it is counted under, if any."""
+    parent = report.get("linked_index")
+    if not parent:
+        return
+    pipe.zrem(linked_key(parent), report["incident_id"])
+    pipe.hincrby(linked_sources_key(parent), report.get("linked_source") or "", -1)
+    pipe.hset(incident_key(report["incident_id"]), mapping={"linked_index": "",
+                                                            "linked_source": ""})
+    report.update(linked_index="", linked_source="")
+
+
+async def linked_ids(redis: Redis, incident_id: str) -> list[str]:
+    """The reports counted as linked to the incident, in the order dispatch received them."""
+    return list(await redis.zrange(linked_key(incident_id), 0, -1))
+
+
+# Each incident's (KEYS) reports linked now, by source: their number, how many sources
+# (counts above 0: one whose last report was unlinked is none), and whether the incident's
+# own source (ARGV, the same position) is one of them.
+_LINKED_COUNTS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local flat = redis.call('HGETALL', key)
+  local count, sources, own = 0, 0, 0
+  for j = 1, #flat, 2 do
+    local n = tonumber(flat[j + 1]) or 0
+    if n > 0 then
+      count = count + n
+      sources = sources + 1
+      if flat[j] == ARGV[i] then own = 1 end
+    end
+  end
+  out[i] = {count, sources, own}
+end
+return out
+"""
+
+
+async def linked_counts(redis: Redis, incidents: Sequence[tuple[str, str]]
+                        ) -> list[tuple[int, int, int]]:
+    """For each (incident id, its own source) of `incidents`: how many reports are linked
+    to it, from how many sources, and from how many other than its own. One round trip."""
+    if not incidents:
+        return []
+    replies = await run_script(redis, _LINKED_COUNTS,
+                               [linked_sources_key(i) for i, _ in incidents],
+                               [source for _, source in incidents])
+    return [(int(count), int(sources), int(sources) - int(own))
+            for count, sources, own in replies]
+
+
 # The report sent out as an incident of its own because the incident intake linked it to
 # never reached dispatch (engine.on_link_due): the next reports intake links to that
 # incident join it, as an ended incident's `sent_on_as` (that incident has no record to

@@ -122,6 +122,9 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     # dispatch: an incident's record, archived after RECORDS_DAYS, forgotten after KPI_DAYS
     (r"dispatch:incident:{id}", Sweep(records.forget_archived)),
     (r"dispatch:timeline:{id}", Sweep(records.archive_ended)),
+    # the reports linked to an incident, and its sources' counts: with its timeline
+    (r"dispatch:linked:{id}", Sweep(records.archive_ended)),
+    (r"dispatch:linked-sources:{id}", Sweep(records.archive_ended)),
     (r"dispatch:orders:{id}", Sweep(records.archive_ended)),
     (r"dispatch:offered:{id}", Sweep(records.archive_ended)),
     (r"dispatch:order:{id}", Sweep(records.archive_ended)),

@@ -136,3 +136,69 @@ async def test_an_alarm_a_camera_repeats_does_not_push_another_incident_off_the_
     assert {row["incident_id"] for row in linked} == {r["incident_id"] for r in repeats}
     # asked as before (no `linked`), the board lists them all, as it always did
     assert len(await d.board(order="received")) == 14
+
+
+async def linked_in(d: District, parent: str, report: dict[str, Any]) -> None:
+    """Waits until dispatch has put `report`, linked to `parent`, on parent's timeline:
+    reports handled one after the other (dispatch reads several at once)."""
+    assert report.get("linked_to") == parent, report
+
+    async def told() -> bool:
+        view = await d.at_dispatch(parent)
+        return any((e.get("detail_args") or {}).get("report") == report["incident_id"]
+                   for e in view["timeline"])
+
+    await poll_until(told, f"{report['incident_id']} on {parent}'s timeline")
+
+
+async def test_the_incident_lists_its_linked_reports_by_who_reported_them(
+        world: World) -> None:
+    # A camera sees a fight and repeats its alert; in between, a 110 caller at the same
+    # corner says the man now has a knife. The board leaves every linked report out
+    # (linked=false), so what the caller said, who they are and whether the call is of this
+    # fight at all (a mis-link the dispatcher must undo) is found on the incident or
+    # nowhere: its view lists its linked reports by who reported them (the camera's repeats
+    # as one source, folded where they say the same; the caller as another), and its row
+    # on the board counts them, with the sources other than the incident's own reporter.
+    d = await new_district(world)
+    video, calls = await d.system("Skynet video analytics"), await d.system("110 call-taking")
+    fight = await d.report(video, flags=["in_progress"], description="fight, 3 persons")
+    parent = fight["incident_id"]
+    repeats = []
+    for _ in range(3):
+        repeats.append(await d.report(video, flags=["in_progress"],
+                                      description="fight, 3 persons"))
+        await linked_in(d, parent, repeats[-1])
+    call = await d.report(calls, flags=["weapon"], description="now he has a knife",
+                          caller={"phone": "13800000000", "name": "Zhang San"})
+    await linked_in(d, parent, call)
+    repeats.append(await d.report(video, flags=["in_progress"],
+                                  description="fight, 3 persons"))
+    await linked_in(d, parent, repeats[-1])
+
+    view = await d.at_dispatch(parent)
+    camera, caller = view["linked_reports"]
+    assert (camera["system_name"], camera["own_source"], camera["count"], camera["caller"]) == (
+        "Skynet video analytics", True, 4, None)
+    [account] = camera["accounts"]
+    assert (account["incident_id"], account["repeats"], account["last_incident_id"],
+            account["description"], account["flags"]) == (
+        repeats[0]["incident_id"], 3, repeats[-1]["incident_id"], "fight, 3 persons",
+        ["in_progress"])
+    assert (caller["system_name"], caller["own_source"], caller["count"]) == (
+        "110 call-taking", False, 1)
+    assert caller["caller"] == {"phone": "13800000000", "name": "Zhang San"}
+    [said] = caller["accounts"]
+    assert (said["incident_id"], said["description"], said["flags"], said["repeats"]) == (
+        call["incident_id"], "now he has a knife", ["weapon"], 0)
+    [row] = [r for r in await d.board(linked="false") if r["incident_id"] == parent]
+    assert row["reports_linked"] == {"count": 5, "sources": 2, "other_sources": 1}
+
+    # the call was of another fight: unlinked, it leaves the list and the count
+    r = await world.http.post(world.url("dispatch", f"/v1/incidents/{call['incident_id']}"
+                                                   "/unlink"), headers=d.desk, json={})
+    assert r.status_code == 200, r.text
+    view = await d.at_dispatch(parent)
+    assert [g["system_name"] for g in view["linked_reports"]] == ["Skynet video analytics"]
+    [row] = [r for r in await d.board(linked="false") if r["incident_id"] == parent]
+    assert row["reports_linked"] == {"count": 4, "sources": 1, "other_sources": 0}

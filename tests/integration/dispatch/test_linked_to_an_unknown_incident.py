@@ -47,6 +47,17 @@ def timer_set(url: str, member: str) -> bool:
         client.close()
 
 
+def counted_under(url: str, incident_id: str) -> tuple[list[str], dict[str, str]]:
+    """The reports counted as linked to the incident (its view lists them, its board row
+    counts them), and its sources' counts."""
+    client = sync_redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return (client.zrange(store.linked_key(incident_id), 0, -1),
+                client.hgetall(store.linked_sources_key(incident_id)))
+    finally:
+        client.close()
+
+
 async def judged_linked(url: str, linked: str) -> None:
     """The report linked to an incident dispatch does not know, its link judged: its wait's
     timer set. Not its status: `linked` is written with the record, a step before the
@@ -92,6 +103,9 @@ async def test_a_report_linked_to_an_incident_dispatch_never_got_is_sent_out_aft
     assert after["flagged"] == "1"  # the command room is told: an incident went missing
     notes = [u.entry.detail or "" for u in updates(dispatch, linked) if u.entry.kind == "note"]
     assert any(f"duplicate of {lost}" in n and "dispatch never received" in n for n in notes)
+    # never counted among the reports of an incident dispatch does not know (no key left
+    # for an incident whose record, and its sweep, never come)
+    assert counted_under(dispatch, lost) == ([], {})
     await poll_until(lambda: not timer_set(dispatch, f"link:{linked}"), "the timer done")
     # fired again (a replica that died before removing it): nothing more
     due_now(dispatch, f"link:{linked}", set_again=True)
@@ -113,6 +127,7 @@ async def test_the_next_report_of_the_lost_incident_joins_the_one_sent_out(
     assert joined[0].linked_to == first
     assert f"duplicate report of {first}" in (joined[0].entry.detail or "")
     assert not timer_set(dispatch, f"link:{second}")  # it joined a known incident
+    assert counted_under(dispatch, first) == ([second], {"sys": "1"})
     assert orders_for(dispatch, second) == []
     assert len(orders_for(dispatch, first)) == 1
 
@@ -132,6 +147,8 @@ async def test_a_report_whose_incident_comes_after_it_joins_that_incident(
     assert orders_for(dispatch, linked) == []
     assert status(dispatch, linked) == "linked"
     assert fields(dispatch, linked)["linked_to"] == parent
+    # counted among its reports once known (its view lists it, its board row counts it)
+    assert counted_under(dispatch, parent) == ([linked], {"sys": "1"})
 
 
 async def test_a_report_whose_incident_is_still_being_handled_waits_for_it(

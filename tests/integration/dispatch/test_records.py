@@ -99,6 +99,34 @@ async def test_an_ended_incident_keeps_its_figures_then_goes(
     assert (await console.get(f"/v1/incidents/{incident_id}", headers=ADMIN)).status_code == 404
 
 
+async def test_an_incident_s_count_of_its_linked_reports_goes_with_it(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        redis: aioredis.Redis, locks: IncidentLocks) -> None:
+    # A second caller's report joined it: the incident counts it, by source, for its view
+    # and its board row; archived RECORDS_DAYS after it ended (its timeline gone, the
+    # report archived too), nothing of that count is left behind.
+    incident_id = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=incident_id, system_id="110", external_ref="A-2",
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow()),
+        stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: redis.exists(store.incident_key(incident_id)), "the incident")
+    report = new_id("inc")
+    await publisher.publish(IncidentReported(
+        district=DISTRICT, incident_id=report, system_id="110", external_ref="A-3",
+        category="noise", priority="P4", location=SCENE, reported_at=utcnow(),
+        caller=Caller(phone="13900000000"), linked_to=incident_id),
+        stream=streams.INCIDENT_REPORTED.name)
+    await poll_until(lambda: redis.zscore(store.linked_key(incident_id), report),
+                     "the report counted among the incident's")
+    assert list((await redis.hgetall(store.linked_sources_key(incident_id))).values()) == ["1"]
+    r = await console.post(f"/v1/incidents/{incident_id}/close", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert await records.archive_ended(redis, locks, ended_before=time.time() + 1) == 2
+    assert not await redis.exists(store.linked_key(incident_id),
+                                  store.linked_sources_key(incident_id))
+
+
 async def test_an_incident_still_in_hand_is_neither_archived_nor_forgotten(
         clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
         redis: aioredis.Redis, locks: IncidentLocks) -> None:

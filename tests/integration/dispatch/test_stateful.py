@@ -112,6 +112,9 @@ class World:
     flagged: set[str]
     timers: dict[str, float]
     withdrawn_events: set[str] = field(default_factory=set)
+    # each incident's reports counted as linked to it, and its sources' counts, by every
+    # key of theirs found (an incident's, or one left for an incident never received)
+    linked: dict[str, tuple[set[str], dict[str, int]]] = field(default_factory=dict)
 
     def all_orders(self) -> list[dict[str, str]]:
         return [o for orders in self.orders.values() for o in orders]
@@ -128,6 +131,15 @@ async def look(redis: Redis, raw: Redis, incident_ids: list[str]) -> World:
     claims = {}
     async for key in redis.scan_iter("dispatch:claim:*"):
         claims[key.removeprefix("dispatch:claim:")] = await redis.get(key)
+    linked: dict[str, tuple[set[str], dict[str, int]]] = {}
+    async for key in redis.scan_iter("dispatch:linked*"):
+        incident_id = key.split(":", 2)[2]
+        linked.setdefault(incident_id, (set(), {}))
+        if key == store.linked_key(incident_id):
+            linked[incident_id][0].update(await redis.zrange(key, 0, -1))
+        else:
+            linked[incident_id][1].update(
+                {source: int(n) for source, n in (await redis.hgetall(key)).items()})
     withdrawn: set[str] = set()
     for _, fields in await raw.xrange(streams.ORDER_WITHDRAWN.name):
         withdrawn.add(OrderWithdrawn.model_validate(decode_entry(fields)[0]).order_id)
@@ -136,7 +148,7 @@ async def look(redis: Redis, raw: Redis, incident_ids: list[str]) -> World:
         waiting=set(await redis.zrange(f"dispatch:waiting:{DISTRICT}", 0, -1)),
         flagged=set(await redis.zrange(store.flagged_key(DISTRICT), 0, -1)),
         timers=dict(await redis.zrange(store.TIMERS, 0, -1, withscores=True)),
-        withdrawn_events=withdrawn)
+        withdrawn_events=withdrawn, linked=linked)
 
 
 Step = Callable[[], Awaitable[Any]]
@@ -622,6 +634,24 @@ def check(world: World) -> None:
         assert held is not None and held["state"] in LIVE, (
             f"{team_id} claimed by order {order_id}, which is "
             f"{held['state'] if held else 'unknown'}")
+
+    # The reports counted as linked to an incident (its view lists them, its board row
+    # counts them) are linked to it now, each once, under its source; none is counted under
+    # an incident dispatch does not know (no key would ever be swept).
+    counted = {r: inc for r, inc in world.incidents.items() if inc.get("linked_index")}
+    for incident_id, (members, sources) in world.linked.items():
+        assert incident_id in world.incidents, f"reports counted under unknown {incident_id}"
+        mine = {r for r, inc in counted.items() if inc["linked_index"] == incident_id}
+        assert members == mine, f"{incident_id}: counted {members}, its reports say {mine}"
+        for r in mine:
+            assert (counted[r]["status"], counted[r]["linked_to"]) == ("linked", incident_id), (
+                f"{r} counted under {incident_id}: {counted[r]['status']}, linked to "
+                f"{counted[r]['linked_to']!r}")
+        assert {k: n for k, n in sources.items() if n} == Counter(
+            counted[r]["linked_source"] for r in mine), f"{incident_id}: sources {sources}"
+    for r, inc in counted.items():
+        assert r in world.linked.get(inc["linked_index"], (set(), {}))[0], (
+            f"{r} says it is counted under {inc['linked_index']}, which does not count it")
 
     for incident_id, inc in world.incidents.items():
         orders = world.orders[incident_id]
