@@ -53,6 +53,7 @@ from .linked import (
     is_linked_here,
     linked_reports,
     report_source,
+    timeline_with_sources,
 )
 from .zones import ZonesUnavailable
 
@@ -313,7 +314,11 @@ INCIDENT_DESCRIPTION = (
     "after it of that source that said the same (category, priority, flags, description) "
     "folded into it (`repeats`, `last_incident_id`, `last_reported_at`); the first and "
     "the newest of a source saying something new every time, `accounts_left_out` the "
-    "rest. `reports_linked` counts them as on the board. "
+    "rest. `reports_linked` counts them as on the board. A timeline entry naming a report "
+    "(`detail_args` `report`: linked, revised by it, unlinked) has `report_source`: that "
+    "report's `system_id` and `system_name`; with `repeats=collapsed`, a run of one "
+    "source's \"another report linked\" entries is its first with `repeats` (`count` more, "
+    "`last_report`, `last_at`). "
     "`flagged_for`: why a flagged incident is flagged, as codes (unassigned, "
     "missed_deadlines, volunteers_alone, short_of_units, unknown_category, backup_wanted, "
     "backup_volunteers_only, team_off_shift, visit_stuck, report_given_up, agreement_failed, "
@@ -987,7 +992,16 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
 
     @router.get("/incidents/{incident_id}", summary="One incident with its whole timeline",
                 description=INCIDENT_DESCRIPTION)
-    async def incident(incident_id: str, who: ReaderOrAgency) -> dict[str, Any]:
+    async def incident(
+        incident_id: str, who: ReaderOrAgency,
+        repeats: Literal["each", "collapsed"] = Query(
+            default="each", description="`collapsed`: in `timeline`, a run of \"another "
+            "report linked\" entries of one source (a camera repeating its alert every "
+            "second), each right after the one before, is its first entry with `repeats` "
+            "(how many more, the last one's report and time), as the console asks; a report "
+            "of another source stays an entry of its own. `each` (the default): every entry, "
+            "as stored"),
+    ) -> dict[str, Any]:
         if who.kind == "agency":
             return await agency_incident(who, incident_id)
         inc = await store.get_incident(redis, incident_id)
@@ -1023,7 +1037,8 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                        "agency_kind": o["agency_kind"], "status": o["state"]} for o in orders],
             # the reports linked to it, by who reported them
             "linked_reports": linked_reports(inc, joined),
-            "timeline": await with_dispatcher_names(redis, timeline),
+            "timeline": await with_dispatcher_names(redis, timeline_with_sources(
+                timeline, incident_id, heads, collapse=repeats == "collapsed")),
             # how the KPIs count it: an archived case has no timeline or orders to tell
             "figures": _figures(inc, orders, now),
             "now": now.isoformat(),

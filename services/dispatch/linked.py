@@ -1,5 +1,6 @@
 """What the command room reads of the reports linked to an incident: who reported each (its
-source), and the reports of each source and what they said.
+source), the reports of each source and what they said, and the incident's timeline with
+the runs of one source's repeats folded into one line.
 
 Plain functions over records as stored (dispatch's incident hashes, timeline entries as
 dicts): no Redis or HTTP here.
@@ -133,3 +134,39 @@ def linked_reports(incident: Mapping[str, str],
         group["accounts"] = kept
         group["accounts_left_out"] = len(listed) - len(kept)
     return list(groups.values())
+
+
+def timeline_with_sources(timeline: Sequence[dict[str, Any]], incident_id: str,
+                          reports: Mapping[str, Mapping[str, str] | None], *,
+                          collapse: bool) -> list[dict[str, Any]]:
+    """The incident's timeline with each entry that names a report (linked to it, or linked
+    once and unlinked since: its `detail_args` `report`) saying who reported it
+    (`report_source`: its system's id and name: who said "weapon", who asks to cancel),
+    read from `reports` (id -> record, None: gone). `collapse`: a run of "another report
+    linked" entries of one source, each right after the one before, is its first entry
+    with `repeats` (how many more, the last one's report and time); a report of another
+    source, one unlinked since (its record says so) and any other entry stay lines of
+    their own."""
+    out: list[dict[str, Any]] = []
+    run: str | None = None  # the source of the run the last line holds, if it may grow
+    for entry in timeline:
+        report_id = (entry.get("detail_args") or {}).get("report")
+        report = reports.get(report_id) if report_id else None
+        if report is None:
+            out.append(entry)
+            run = None
+            continue
+        source = report_source(report)
+        foldable = (collapse and entry.get("detail_code") == "report_linked"
+                    and is_linked_here(report, incident_id))
+        if foldable and run == source:
+            head = out[-1]
+            repeats = head.setdefault("repeats", {"count": 0})
+            repeats.update(count=repeats["count"] + 1, last_report=report_id,
+                           last_at=entry.get("at"))
+            continue
+        out.append({**entry, "report_source": {"system_id": report.get("system_id") or None,
+                                               "system_name": report.get("system_name")
+                                               or None}})
+        run = source if foldable else None
+    return out

@@ -202,3 +202,43 @@ async def test_the_incident_lists_its_linked_reports_by_who_reported_them(
     assert [g["system_name"] for g in view["linked_reports"]] == ["Skynet video analytics"]
     [row] = [r for r in await d.board(linked="false") if r["incident_id"] == parent]
     assert row["reports_linked"] == {"count": 4, "sources": 1, "other_sources": 0}
+
+
+async def test_a_camera_s_repeats_are_one_line_of_the_timeline_and_a_caller_its_own(
+        world: World) -> None:
+    # An hour of a camera repeating its alert every second was 3,600 lines "another report
+    # linked" on the incident's timeline, each as the others, and the line of a caller's
+    # call among them one to find. Asked as the console asks (repeats=collapsed), each run
+    # of repeats of one source is one line, with how many more and until when; a report
+    # from another source stays a line of its own. The timeline asked as before is whole.
+    d = await new_district(world)
+    video, calls = await d.system("Skynet video analytics"), await d.system("110 call-taking")
+    parent = (await d.report(video))["incident_id"]
+    before, after = [], []
+    for _ in range(4):
+        before.append(await d.report(video))
+        await linked_in(d, parent, before[-1])
+    call = await d.report(calls, caller={"phone": "13900000000"})
+    await linked_in(d, parent, call)
+    for _ in range(2):
+        after.append(await d.report(video))
+        await linked_in(d, parent, after[-1])
+
+    def lines(view: dict[str, Any]) -> list[tuple[str, str, int, str | None]]:
+        return [(e["detail_args"]["report"], e["report_source"]["system_name"],
+                 (e.get("repeats") or {}).get("count", 0),
+                 (e.get("repeats") or {}).get("last_report"))
+                for e in view["timeline"] if e.get("detail_code") == "report_linked"]
+
+    r = await world.http.get(world.url("dispatch", f"/v1/incidents/{parent}"),
+                             headers=d.desk, params={"repeats": "collapsed"})
+    assert r.status_code == 200, r.text
+    assert lines(r.json()) == [
+        (before[0]["incident_id"], "Skynet video analytics", 3, before[-1]["incident_id"]),
+        (call["incident_id"], "110 call-taking", 0, None),
+        (after[0]["incident_id"], "Skynet video analytics", 1, after[-1]["incident_id"])]
+    [folded] = [e for e in r.json()["timeline"] if e.get("detail_code") == "report_linked"][:1]
+    assert folded["repeats"]["last_at"] >= folded["at"]
+    whole = lines(await d.at_dispatch(parent))
+    assert [report for report, *_ in whole] == [
+        x["incident_id"] for x in (*before, call, *after)]

@@ -1,11 +1,18 @@
 """What the command room reads of an incident's linked reports (services/dispatch/linked.py):
-by who reported them, and what each source said."""
+by who reported them, what each source said, and the timeline with one source's runs of
+repeats folded into a line."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from services.dispatch.linked import MAX_ACCOUNTS, linked_reports, report_source
+from services.dispatch.linked import (
+    MAX_ACCOUNTS,
+    linked_reports,
+    report_source,
+    timeline_with_sources,
+)
 
 PARENT = "inc_p"
 
@@ -59,3 +66,30 @@ def test_a_source_saying_something_new_every_time_lists_its_first_and_newest() -
     ids = [a["incident_id"] for a in camera["accounts"]]
     assert len(ids) == MAX_ACCOUNTS and camera["accounts_left_out"] == 100 - MAX_ACCOUNTS
     assert ids[0] == "inc_000" and ids[-1] == "inc_099"
+
+
+def entry(report: str, at: str, code: str = "report_linked") -> dict[str, Any]:
+    return {"at": at, "kind": "note", "detail_code": code, "detail_args": {"report": report}}
+
+
+def test_a_run_of_one_source_s_repeats_is_one_line_and_anything_else_breaks_it() -> None:
+    reports = {f"cam{n}": record() for n in range(6)}
+    reports["call"] = record("sys_110", name="110", caller={"phone": "13800000000"})
+    reports["cam5"] = record(status="dispatching", linked_to="")  # unlinked since
+    timeline = [entry("cam0", "t0"), entry("cam1", "t1"), entry("cam2", "t2"),
+                entry("call", "t3"), entry("cam3", "t4"),
+                {"at": "t5", "kind": "revised", "detail_code": "revised_flags_by_report",
+                 "detail_args": {"report": "cam3", "flags": "weapon"}},
+                entry("cam4", "t6"), entry("cam5", "t7"), entry("gone", "t8")]
+    lines = timeline_with_sources(timeline, PARENT, {**reports, "gone": None}, collapse=True)
+    said = [((e.get("detail_args") or {}).get("report"), e.get("repeats")) for e in lines]
+    assert said == [("cam0", {"count": 2, "last_report": "cam2", "last_at": "t2"}),
+                    ("call", None), ("cam3", None), ("cam3", None), ("cam4", None),
+                    ("cam5", None), ("gone", None)]
+    assert lines[1]["report_source"] == {"system_id": "sys_110", "system_name": "110"}
+    # who said "weapon": the revision by a report names its source too
+    assert lines[3]["report_source"] == {"system_id": "sys_cam", "system_name": "Skynet video"}
+    assert "report_source" not in lines[-1]  # a report no longer kept
+    whole = timeline_with_sources(timeline, PARENT, reports, collapse=False)
+    assert len(whole) == len(timeline) and not any("repeats" in e for e in whole)
+    assert timeline[0] == entry("cam0", "t0")  # the stored entries are left as they are
