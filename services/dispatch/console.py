@@ -5,6 +5,8 @@ when the system itself is stuck (orders not reaching the phones, reports or the 
 answers not reaching dispatch, no positions coming in: GET /v1/pipeline), the units on one
 screen, the teams planned for the shift being worked that have not checked in (GET
 /v1/shift-check-ins: volunteers' plans, through dispatch), an incident's whole timeline
+(a run of one source's repeats one line), the reports linked to it by who reported them
+(each to open or unlink; counted on its board row, which says when another source joins)
 and its teams (when each on its way should be there, or how late it is: dispatch's
 expected_at, on dispatch's clock), manual assignment from dispatch's own list for the
 incident (nearest suitable first, with distances, and why the rules would not send a team:
@@ -49,6 +51,7 @@ _CONSOLE_PAGE = """<!doctype html>
  tr.sel td{outline:1px solid #f48c06} tr{cursor:pointer}
  .P1{color:#ff6b6b;font-weight:700}.P2{color:#f48c06}.P3{color:#4ea8de}.P4{color:#8d99ae}
  td.late{color:#ffb84d;font-weight:bold}
+ td.news{color:#ffd166;font-weight:bold} #linkedreports ul{margin:2px 0}
  .dim{color:#9fb2c6} #err,#aerr,#dutyerr,#hiddenflags,#nothandled{color:#ff8787}
  ul{margin:0;padding-left:18px}
  button:disabled{opacity:.5;cursor:wait}
@@ -103,6 +106,7 @@ _CONSOLE_PAGE = """<!doctype html>
  <section id="detail" hidden><h2 id="dtitle"></h2><div class="dim" id="dmeta"></div>
   <div id="dfigures" style="margin:4px 0"></div>
   <div id="dreport" style="margin:4px 0"></div>
+  <div id="linkedreports" style="margin:4px 0"></div>
   <div id="orders" style="margin:8px 0"></div>
   <div style="margin:8px 0"><span id="teamname">{{assign_team}}</span> <select id="team"></select>
    <button id="assign">{{assign}}</button>
@@ -288,6 +292,26 @@ const spotHoursKept = localStorage.getItem(SPOT_HOURS_KEY) === PATROL_HOURS ? PA
 // own report, or an id only (a report received before dispatch kept names)
 const reporter = i => i.system_name
   || (String(i.system_id || "").startsWith("member:") ? say("by_member") : i.system_id || "");
+// The reports linked to an incident, on its row (the board leaves each linked report out):
+// how many, and how many sources beside its own reporter (a caller among a camera's
+// repeats, a patrol member there); none, nothing said.
+const linkedSaid = l => (!l ? "" : l.other_sources
+  ? say("linked_row_others", {count: l.count, others: l.other_sources})
+  : say("linked_row", {count: l.count}));
+// A source other than its own reporter that joined an open incident since the dispatcher
+// last opened it (or since this page first listed it) marks its row until they open it:
+// a second account ("now he has a knife"), a caller to ring back, or a mis-link to undo,
+// where a camera's thousandth repeat changes nothing.
+const othersSeen = new Map();  // incident id -> its other sources when last seen
+function news(i) {
+  const now = i.reports_linked ? i.reports_linked.other_sources : 0;
+  if (!othersSeen.has(i.incident_id)) othersSeen.set(i.incident_id, now);
+  return now > othersSeen.get(i.incident_id) && !ended(i.status);
+}
+// Who reported a linked report: as reporter(), a patrol member with their id (two members'
+// reports are two sources)
+const sourceName = g => (String(g.system_id || "").startsWith("member:") && !g.system_name
+  ? say("by_member") + " " + String(g.system_id).slice(7) : reporter(g));
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text ?? "";
   if (cls) td.className = cls; tr.appendChild(td); return td; }
 const REFUSED = new Error("the token was refused");
@@ -319,7 +343,8 @@ function refused(body) {
   stopped = true; me = null; selected = null; shown = null; alerted = null; unitsNow = [];
   localStorage.removeItem("lf-token"); $("token").value = "";
   $("detail").hidden = true;
-  for (const id of ["board", "units", "kpis", "spots", "team", "map", "timeline", "orders"]) {
+  for (const id of ["board", "units", "kpis", "spots", "team", "map", "timeline", "orders",
+                    "linkedreports"]) {
     $(id).replaceChildren(); }
   teamsListed = null;
   for (const id of ["count", "hiddenflags", "nothandled", "duty", "maplegend"]) {
@@ -442,7 +467,8 @@ async function refresh() {
       if (i.flagged) tr.className = "flagged"; else if (calling(i)) tr.className = "called";
       if (i.incident_id === selected) tr.classList.add("sel");
       cell(tr, reportedText(i), i.late_by_s ? "late" : ""); cell(tr, prio(i.priority), i.priority);
-      cell(tr, word("category", i.category)); cell(tr, reporter(i), "dim");
+      cell(tr, word("category", i.category));
+      cell(tr, reporter(i) + linkedSaid(i.reports_linked), news(i) ? "news" : "dim");
       cell(tr, word("incident_status", i.status) + callSaid(i.backup_call));
       cell(tr, i.routing_timeouts || ""); cell(tr, i.incident_id, "dim");
       tr.onclick = () => openIncident(i.incident_id); tb.appendChild(tr); }
@@ -881,7 +907,7 @@ function openIncident(id) {
     $("dtitle").textContent = say("opening", {id}); $("dmeta").textContent = "";
     $("dfigures").replaceChildren();
     $("orders").replaceChildren(); $("timeline").replaceChildren(); $("team").replaceChildren();
-    teamsListed = null; }
+    $("linkedreports").replaceChildren(); teamsListed = null; }
   selected = id; detail().catch(e => tell(e));
 }
 let asked = 0;  // the panel's latest request: an earlier answer that comes later is dropped
@@ -979,7 +1005,8 @@ function figuresLines(i) {
 }
 async function detail(run) {
   const id = selected, ask = ++asked;
-  const i = await api("/v1/incidents/" + encodeURIComponent(id));
+  // a camera's repeats folded into one line of the timeline (dispatch's `repeats`)
+  const i = await api("/v1/incidents/" + encodeURIComponent(id) + "?repeats=collapsed");
   // the teams that may be sent, as dispatch ranks them for this incident; one not read is
   // said in the list, the panel shown all the same
   let offer = null;
@@ -1007,6 +1034,8 @@ async function detail(run) {
   const caller = i.caller ? [i.caller.name, i.caller.phone].filter(Boolean).join(" · ") : "";
   $("dreport").textContent = [i.description ? say("description", {text: i.description}) : "",
     caller ? say("caller", {caller}) : ""].filter(Boolean).join(" · ");
+  othersSeen.set(i.incident_id, i.reports_linked ? i.reports_linked.other_sources : 0);
+  paintLinked(i);
   const live = i.orders.filter(o => LIVE.includes(o.state));
   const ol = $("orders"); ol.replaceChildren();
   ol.append(live.length ? say("teams_on_it") : say("no_team_on_it"));
@@ -1027,7 +1056,11 @@ async function detail(run) {
     cell(tr, kind(e.kind) + (e.status ? " → " + word("incident_status", e.status) : ""));
     cell(tr, e.team_id ? names[e.team_id] || e.team_id : "");
     // a team's answer is its code ("en_route": 出发); any other detail is said by its code
-    const what = e.kind === "response" ? word("response", e.detail) : saidOf(e);
+    const what = ((e.kind === "response" ? word("response", e.detail) : saidOf(e)) ?? "")
+      // who reported the report it names, and the repeats of that source folded into it
+      + (e.report_source ? say("linked_from", {who: sourceName(e.report_source)}) : "")
+      + (e.repeats ? say("timeline_repeats", {count: e.repeats.count,
+        time: time(e.repeats.last_at), last: e.repeats.last_report}) : "");
     // their own words; a decline without them is said to be so (the device API asks none)
     const said = e.note ? (what ? what + ": " : "") + "“" + e.note + "”"
       : e.kind === "response" && e.detail === "declined" ? what + say("no_reason") : what;
@@ -1036,6 +1069,55 @@ async function detail(run) {
     cell(tr, records ? (said ? said + " · " : "") + say("evidence", {records}) : said);
     tb.appendChild(tr); }
 }
+// The reports linked to the incident shown, by who reported them (dispatch's
+// `linked_reports`): the board leaves each out, so what one says is read here or nowhere:
+// a caller to ring back, another account ("now he has a knife"), or another event nearby
+// linked by mistake, which "Not a duplicate" makes an incident of its own. One source's
+// reports that say the same are one line ("and 3,599 more alike until 03:10").
+function paintLinked(i) {
+  const box = $("linkedreports"); box.replaceChildren();
+  const groups = i.linked_reports || [];
+  if (!groups.length) return;
+  box.append(say("linked_head", {count: groups.reduce((n, g) => n + g.count, 0)}));
+  const reader = !!me && me.kind === "inspector";
+  const list = document.createElement("ul"); box.appendChild(list);
+  for (const g of groups) {
+    const li = document.createElement("li"); list.appendChild(li);
+    const caller = g.caller ? [g.caller.name, g.caller.phone].filter(Boolean).join(" · ") : "";
+    li.append(say("linked_source", {who: sourceName(g) + (g.own_source ? say("linked_own") : ""),
+      caller: caller ? say("linked_caller", {caller}) : "", count: g.count,
+      first: time(g.first_reported_at), last: time(g.last_reported_at)}));
+    const accounts = document.createElement("ul"); li.appendChild(accounts);
+    for (const a of g.accounts) {
+      const line = document.createElement("li"); accounts.appendChild(line);
+      const flags = (a.flags || []).map(f => word("flag", f)).join(lang === "zh" ? "、" : ", ");
+      line.append([time(a.reported_at), prio(a.priority) + " " + word("category", a.category),
+        flags, a.description ? "“" + a.description + "”" : "",
+        a.follow_up ? say("linked_follow_up") : "",
+        a.repeats ? say("linked_repeats", {count: a.repeats, time: time(a.last_reported_at)}) : "",
+        a.archived ? say("linked_archived") : ""].filter(Boolean).join(" · ") + " ");
+      const open = document.createElement("button"); open.textContent = say("open_report");
+      open.onclick = () => openIncident(a.incident_id);
+      const unlink = document.createElement("button"); unlink.textContent = say("unlink");
+      unlink.title = say("unlink_hint"); unlink.hidden = reader || a.archived;
+      unlink.onclick = () => unlinkReport(i.incident_id, a.incident_id, unlink);
+      line.append(open, " ", unlink);
+    }
+    if (g.accounts_left_out) {
+      const more = document.createElement("li"); accounts.appendChild(more);
+      more.textContent = say("linked_left_out", {count: g.accounts_left_out}); }
+  }
+}
+// "Not a duplicate" of a report the incident lists: unlinked with the dispatcher's reason,
+// it becomes an incident of its own and is dispatched (as from the report's own panel)
+async function unlinkReport(parent, report, button) {
+  const note = prompt(say("prompt_unlink", {id: parent}));
+  if (note === null) return;
+  button.disabled = true; show("aerr", "");
+  try { await api("/v1/incidents/" + encodeURIComponent(report) + "/unlink",
+    {method: "POST", body: JSON.stringify({note: note.trim() || null})}); refresh(); }
+  catch (e) { tell(e); }
+  finally { button.disabled = false; } }
 // The teams that may be sent to the incident shown, in dispatch's order for it (GET
 // /v1/incidents/{id}/teams: the nearest suitable first; those on another incident's order
 // after the free ones, moved after a confirm; last, those its rules would not send, each

@@ -88,7 +88,8 @@ var answer = (url) => {
   if (url.startsWith("/v1/reports-not-handled")) return lostReports;
   if (url.startsWith("/v1/incidents?")) return board(url);
   if (/^\/v1\/incidents\/[^/?]+\/teams/.test(url)) return { teams: [], count: 0, total: 0 };
-  if (url.startsWith("/v1/incidents/")) return details[url.split("/")[3]];
+  // the incident, asked as the console asks it (?repeats=collapsed)
+  if (url.startsWith("/v1/incidents/")) return details[url.split("/")[3].split("?")[0]];
   if (url.startsWith("/v1/units")) return { units: [] };
   if (url.startsWith("/v1/kpis")) return { incidents: 0, routing_timeouts: 0,
     routing_timeout_incidents: 0,
@@ -253,7 +254,7 @@ def test_watching_another_district_closes_the_incident_open_from_the_one_left() 
         'boards.d1 = [incident("inc_d1")]; boards.d2 = [incident("inc_d2", {district: "d2"})]; '
         'details.inc_d1 = Object.assign(incident("inc_d1"), {orders: [], timeline: []});',
         'selected = "inc_d1"; refresh().then(() => [$("detail").hidden, fetched.filter('
-        'u => u === "/v1/incidents/inc_d1").length > 0])',
+        'u => u === "/v1/incidents/inc_d1?repeats=collapsed").length > 0])',
         '$("district").value = "d2"; $("save").onclick(); settle().then(() => '
         '[$("detail").hidden, selected])',
     )

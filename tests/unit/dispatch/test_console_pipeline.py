@@ -102,7 +102,7 @@ def test_a_pipeline_read_on_its_way_holds_back_no_refresh_and_no_refresh_holds_i
         f'.then(() => {PIPELINE_ASKED})',
     )
     assert asked.count("/v1/incidents?district=d1&limit=200&order=received&linked=false") == 3, asked
-    assert asked.count("/v1/incidents/inc_fight") == 3, asked
+    assert asked.count("/v1/incidents/inc_fight?repeats=collapsed") == 3, asked
     assert pipeline == 1
     assert beside == 3
 

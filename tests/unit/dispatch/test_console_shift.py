@@ -130,7 +130,8 @@ var answer = (url, init) => {
   if (url.startsWith("/v1/reports-not-handled")) return lostReports;
   if (url.startsWith("/v1/incidents?")) return board(url);
   if (/^\/v1\/incidents\/[^/?]+\/teams/.test(url)) return teamsFor(url);
-  if (url.startsWith("/v1/incidents/")) return details[decodeURIComponent(url.split("/")[3])];
+  if (url.startsWith("/v1/incidents/")) return details[decodeURIComponent(
+    url.split("/")[3].split("?")[0])];
   if (url.startsWith("/v1/units")) return { units };
   if (url.startsWith("/v1/kpis")) return Object.assign({ incidents: 0, routing_timeouts: 0,
     routing_timeout_incidents: 0,
@@ -181,7 +182,7 @@ def test_a_slow_answer_for_the_incident_clicked_first_never_fills_the_panel_of_t
     Assign must send the team to the fight, never to the incident the panel does not show."""
     title, assigned = run_console(
         TWO_WAITING,
-        'hold(url => url === "/v1/incidents/inc_noise"); row("inc_noise").onclick(); '
+        'hold(url => url === "/v1/incidents/inc_noise?repeats=collapsed"); row("inc_noise").onclick(); '
         'settle().then(() => { hold(null); row("inc_fight").onclick(); return settle(); })'
         '.then(() => { release(); return settle(); }).then(() => $("dtitle").textContent)',
         '$("team").value = "t1"; $("assign").onclick(); settle().then(() => posts())',
@@ -196,7 +197,7 @@ def test_assign_acts_only_on_the_incident_whose_panel_is_shown() -> None:
     panel, assigned = run_console(
         TWO_WAITING,
         'row("inc_noise").onclick(); settle().then(() => { '
-        'hold(url => url === "/v1/incidents/inc_fight"); row("inc_fight").onclick(); '
+        'hold(url => url === "/v1/incidents/inc_fight?repeats=collapsed"); row("inc_fight").onclick(); '
         'return settle(); }).then(() => $("dtitle").textContent)',
         '$("team").value = "t1"; $("assign").onclick(); settle().then(() => '
         'posts().filter(u => u.endsWith("/assign")))',
@@ -610,7 +611,8 @@ def test_a_heat_map_read_on_its_way_does_not_hold_back_the_refresh() -> None:
     )
     # the board, each tick
     assert asked.count("/v1/incidents?district=d1&limit=200&order=received&linked=false") == 3, asked
-    assert asked.count("/v1/incidents/inc_fight") == 3, asked  # the incident open, each tick
+    # the incident open, each tick
+    assert asked.count("/v1/incidents/inc_fight?repeats=collapsed") == 3, asked
     assert heat == 1
 
 
