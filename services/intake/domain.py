@@ -318,7 +318,7 @@ class OpenIncident(BaseModel):
     received_at: datetime | None = Field(default=None, description="when it reached intake")
     latest_at: datetime | None = Field(
         default=None, description="the report time of the latest report linked to it as a "
-        "duplicate (None: none yet): the event went on until then at least")
+        "duplicate and still linked (None: none): the event went on until then at least")
 
 
 def taken_time(reported_at: datetime | None, received_at: datetime) -> datetime:
@@ -349,9 +349,10 @@ def find_duplicate(
     window, if any. The candidates may come from a little farther (store.search_radius_m):
     this is where the radius is judged. `new_at` and each candidate's time are
     `report_time`s. The window runs from the incident's own report to the latest report
-    linked to it (`latest_at`): an alarm a machine repeats (a door held open, a crowd that
-    stays) is one event for as long as each repeat comes within the window of the one
-    before, not a new incident, and a second team, each window after the first report."""
+    still linked to it (`latest_at`: not one the command room unlinked since): an alarm a
+    machine repeats (a door held open, a crowd that stays) is one event for as long as each
+    repeat comes within the window of the one before, not a new incident, and a second
+    team, each window after the first report."""
     window = timedelta(seconds=policy.duplicate_window_s)
     best: tuple[float, str] | None = None
     for c in candidates:

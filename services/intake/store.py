@@ -131,7 +131,9 @@ async def list_systems(redis: Redis) -> list[dict[str, Any]]:
 # replayed), nothing else would end it.
 # A report linked as a duplicate (ARGV[12], the incident it joins) moves that incident's
 # latest report time (`latest_ts`, epoch seconds: ARGV[13]) on, never back: the duplicate
-# window runs to it (domain.find_duplicate).
+# window runs to it (domain.find_duplicate). The report's time is kept in that incident's
+# `joined` set too (_joined_key, expiring with its record), so that a report the command
+# room unlinks takes back what it added to the window (_PROJECT).
 _RECORD = XADD_LUA + """
 if ARGV[9] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[9] then return {'revoked'} end
 local existing = redis.call('GET', KEYS[1])
@@ -174,6 +176,10 @@ if ARGV[12] ~= '' then
     if not was or tonumber(ARGV[13]) > was then
       redis.call('HSET', parent, 'latest_ts', ARGV[13])
     end
+    local joined = 'intake:joined:' .. ARGV[12]
+    redis.call('ZADD', joined, ARGV[13], ARGV[1])
+    local ttl = redis.call('PTTL', parent)
+    if ttl > 0 then redis.call('PEXPIRE', joined, ttl) else redis.call('PERSIST', joined) end
   end
 end
 return {'recorded', ARGV[1]}
@@ -281,6 +287,8 @@ async def record_incident(
         fields["follow_up_of"] = follow_up_of
     if sent_reported_at is not None:
         fields["reported_at_sent"] = sent_reported_at.isoformat()
+    if duplicate_at is not None and linked_to:
+        fields["window_of"] = linked_to  # the incident whose window it moved on
     stream = streams.INCIDENT_REPORTED
     keys = [f"intake:ref:{system_id}:{external_ref}", f"intake:incident:{incident_id}",
             _open_index(district, category), stream.name]
@@ -473,6 +481,12 @@ async def timeline(redis: Redis, incident_id: str) -> list[dict[str, Any]]:
 # The incident's first update says when dispatch received the report (ARGV[14]) and how late
 # (ARGV[15], '' in time), with the note of a late one (ARGV[16]) for the timeline: kept
 # whatever order the updates come in.
+# A duplicate dispatch now says is linked to nothing (ARGV[13] empty: the command room
+# unlinked it, another event; or sent it out as its own) takes its time out of the window of
+# the incident it had moved on (`window_of`, record_incident): that incident's `latest_ts`
+# is its latest report still linked, none but its own when none is. Once, from the first
+# word that says so (an older one read after it is not applied, as any); a linked report
+# closed as a duplicate keeps its place (dispatch still names its incident).
 _PROJECT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
@@ -499,7 +513,7 @@ if ARGV[12] ~= '' then
   end
 end
 local held = redis.call('HMGET', KEYS[1], 'seq', 'status', 'category', 'lon', 'lat',
-                        'system_id', 'external_ref')
+                        'system_id', 'external_ref', 'window_of')
 local status = held[2]
 local unheard = (held[1] or '0') == '0'
 if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
@@ -515,17 +529,30 @@ if tonumber(ARGV[2]) > tonumber(held[1] or '0') then
   elseif held[2] == 'linked' and ARGV[3] ~= 'linked' and held[4] and held[5] then
     redis.call('GEOADD', index, held[4], held[5], ARGV[10])
   end
+  if held[2] == 'linked' and ARGV[3] ~= 'linked' and ARGV[13] == '' and held[8]
+      and held[8] ~= '' then
+    local joined = 'intake:joined:' .. held[8]
+    local parent = 'intake:incident:' .. held[8]
+    if redis.call('ZREM', joined, ARGV[10]) == 1 and redis.call('EXISTS', parent) == 1 then
+      local top = redis.call('ZREVRANGE', joined, 0, 0, 'WITHSCORES')
+      if top[2] then
+        redis.call('HSET', parent, 'latest_ts', top[2])
+      else
+        redis.call('HDEL', parent, 'latest_ts')
+      end
+    end
+  end
 end
 if ARGV[7] ~= '' then redis.call('RPUSH', KEYS[2], ARGV[7]) end
 if ARGV[11] ~= '' then
   local ref = 'intake:ref:' .. (held[6] or '') .. ':' .. (held[7] or '')
   local ended = {resolved = true, handed_over = true, closed = true, linked = true}
   if ended[status] then
-    for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], ref}) do
+    for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[4], ref}) do
       redis.call('EXPIRE', key, ARGV[11])
     end
   elseif held[2] == 'linked' or unheard then
-    for _, key in ipairs({KEYS[1], KEYS[2], ref}) do redis.call('PERSIST', key) end
+    for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], ref}) do redis.call('PERSIST', key) end
   end
 end
 return 1
@@ -538,7 +565,13 @@ def _ttl_arg(ttl_s: int | None) -> str:
 
 def _incident_keys(incident_id: str) -> list[str]:
     return [f"intake:incident:{incident_id}", f"intake:timeline:{incident_id}",
-            f"intake:seen:{incident_id}"]
+            f"intake:seen:{incident_id}", _joined_key(incident_id)]
+
+
+def _joined_key(incident_id: str) -> str:
+    """The duplicates linked to an incident (a sorted set: each report's id, scored by its
+    report time), whose latest its window runs to; kept as long as its record."""
+    return f"intake:joined:{incident_id}"
 
 
 async def apply_update(redis: Redis | ScriptBatch, event: IncidentUpdated, *,
@@ -599,7 +632,7 @@ local held = redis.call('HMGET', KEYS[1], 'category', 'system_id', 'external_ref
 if not held[1] then return 0 end
 if ARGV[3] ~= '' then
   local ref = 'intake:ref:' .. (held[2] or '') .. ':' .. (held[3] or '')
-  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], ref}) do
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[4], ref}) do
     redis.call('EXPIRE', key, ARGV[3])
   end
 end

@@ -179,6 +179,8 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
     (r"intake:incident:{id}", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:timeline:{id}", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:seen:{id}", Ttl(RECORDS_S + RETENTION_S)),
+    # the duplicates linked to an incident, for its window: as long as its record
+    (r"intake:joined:{id}", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:ref:{id}:.+", Ttl(RECORDS_S + RETENTION_S)),
     (r"intake:open:{id}:{id}", Bounded("the open incidents of a district and category")),
     (r"intake:system:{id}", Revocable("reporting systems; a revoked one's record goes "

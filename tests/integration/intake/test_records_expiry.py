@@ -155,3 +155,24 @@ async def test_a_report_dispatch_never_took_up_expires_and_is_kept_once_dispatch
         await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 2, status="resolved"))
         await read_all(svc)
         await expire_in_two_days(svc, incident_id)
+
+
+async def test_the_duplicates_an_incident_holds_expire_with_it(clean_redis: str) -> None:
+    # The reports linked to an incident, kept for its duplicate window (intake:joined:), go
+    # with its record: unheard as it is, kept once dispatch takes it up, RECORDS_DAYS after
+    # it ended.
+    async with running("intake", clean_redis, records_days=2) as svc:
+        key = await system_key(svc)
+        incident_id = str((await report(svc, key, "ref-1"))["incident_id"])
+        assert (await report(svc, key, "cam-1", NEAR))["linked_to"] == incident_id
+        joined = f"intake:joined:{incident_id}"
+        unheard = await svc.redis.ttl(f"intake:incident:{incident_id}")
+        assert unheard > 0 and await svc.redis.ttl(joined) in range(unheard - 1, unheard + 1)
+        await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 1, status="assigned"))
+        await read_all(svc)
+        assert await svc.redis.ttl(joined) == -1
+        assert (await report(svc, key, "cam-2", NEAR))["linked_to"] == incident_id
+        assert await svc.redis.zcard(joined) == 2 and await svc.redis.ttl(joined) == -1
+        await svc.publish(streams.INCIDENT_UPDATED, update(incident_id, 2, status="resolved"))
+        await read_all(svc)
+        assert await svc.redis.ttl(joined) in about(2 * DAY_S)
