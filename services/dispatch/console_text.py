@@ -202,7 +202,6 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "filing_not_due": "受立案未到期",
         "filing_closed_before_due": "受立案到期前已结案",
         "figures_times": "自上报起：派警{assign}，接单{ack}，到场{scene}",
-
         "linked_row": " · 并入{count}条",
         "linked_row_others": " · 并入{count}条，其中{others}个其他来源",
         "linked_head": "并入的上报（{count}条）：",
@@ -482,7 +481,6 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "filing_closed_before_due": "closed before its filing fell due",
         "figures_times": "from the report: assigned in {assign}, acknowledged in {ack}, on "
                          "scene in {scene}",
-
         "linked_row": " · +{count} linked",
         "linked_row_others": " · +{count} linked, {others} from other sources",
         "linked_head": "Linked reports ({count}):",
