@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from shared.events import OrderIssued
 from shared.http import Principal
+from shared.runtime import stop_task
 from shared.streams import entry_id_order
 from shared.telemetry import extract_context
 
@@ -52,6 +53,7 @@ SENT_KEPT = 2000
 MISSED_KEPT = 200
 REVOKED_KEPT_S = 60.0  # how long a revocation or move still closes sockets that connect
 SUBSCRIBE_WAIT_S = 5.0  # how long a connecting socket waits for its team's fan-out
+ATTEMPTS_GRACE_S = 2.0  # how long a stop waits for the delivery attempts being written
 
 
 class NotSubscribed(Exception):
@@ -271,15 +273,15 @@ class Hub:
         for conns in list(self._by_device.values()):
             for conn in list(conns):
                 conn.close(CLOSE_RESTARTING, "server restarting")
+        # Each task is cancelled until it has ended: on Python 3.11 a cancellation landing
+        # as redis-py finishes a write is swallowed (stop_task), and a single one left the
+        # stop waiting for ever on a task that carried on.
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await stop_task(self._listener)
         if self._attempt_writer is not None:
-            self._attempt_writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._attempt_writer
-            await self._attempts.flush()
+            self._attempts.close()  # its write under way ends, and so does it
+            await stop_task(self._attempt_writer, grace_s=ATTEMPTS_GRACE_S)
+            await self._attempts.flush()  # noted after its last write
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()

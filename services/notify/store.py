@@ -788,6 +788,7 @@ class AttemptLog:
         self._ttl = ttl_s
         self._pending: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
+        self._closing = False
 
     def add(self, order_id: str, *, channel: str, outcome: str, device_id: str | None = None,
             member_id: str | None = None) -> None:
@@ -796,10 +797,17 @@ class AttemptLog:
         self._wake.set()
 
     async def run(self) -> None:
-        while True:
+        """Writes what piles up, until closed: then it ends once what it holds is written."""
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             await self.flush()
+
+    def close(self) -> None:
+        """Ends `run` after its write under way, rather than a cancellation, which drops that
+        write's attempts and on Python 3.11 may be swallowed by redis-py (shared.runtime.stop_task)."""
+        self._closing = True
+        self._wake.set()
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, []
