@@ -44,6 +44,7 @@ from shared import streams
 from shared.bus import queue_publish
 from shared.events import DeviceRevoked
 from shared.http import TryAgain
+from shared.runtime import stop_task
 from shared.scripts import RUN_COMMANDS_LUA, commands_as_args, queued_commands, run_script
 
 from ..domain.points import LedgerEntry, award_patrol
@@ -197,9 +198,10 @@ async def import_lock(redis: Redis, *, wait_s: float = LOCK_WAIT_S) -> AsyncIter
     try:
         yield token
     finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing
+        # cancelled until it has ended: on Python 3.11 a cancellation landing as redis-py
+        # finishes a renewal's write is swallowed (stop_task), and the renewer carried on
+        # holding the lock for every later import
+        await stop_task(renewing)
         await release_lock(redis, token)
 
 
