@@ -928,10 +928,12 @@ class Dispatcher:
         if created < 0:  # another worker holds the lock: wait for it, then the same step
             async with self.locks.hold(event.incident_id) as held:
                 created, found = await first_step(held.token)
-                await self._after_first_step(event, inc, held, created, found)
-            return
-        async with self.locks.hold(event.incident_id, token=token) as held:
-            await self._after_first_step(event, inc, held, created, found)
+                revised = await self._after_first_step(event, inc, held, created, found)
+        else:
+            async with self.locks.hold(event.incident_id, token=token) as held:
+                revised = await self._after_first_step(event, inc, held, created, found)
+        if revised is not None:
+            await self._finish_revision_by_report(revised, event)
 
     async def on_report_given_up(self, event: IncidentReported) -> None:
         """A report whose step kept failing, just before its dead letter: the incident it
@@ -994,7 +996,11 @@ class Dispatcher:
 
     async def _after_first_step(self, event: IncidentReported, inc: dict[str, str],
                                 held: locks.Held, created: int,
-                                found: list[domain.Unit]) -> None:
+                                found: list[domain.Unit]) -> str | None:
+        """The report's step after its first round trip, under its lock. Returns the
+        incident a linked report unlinked since may have revised (its step failed after the
+        revision's write), whose revision is to be finished once this lock is let go
+        (_finish_revision_by_report); else None."""
         if created:
             if created == store.SENT_OUT:
                 await self._join_sent_out(event, held)
@@ -1003,7 +1009,7 @@ class Dispatcher:
                                  held=held, found=found)
             elif not await self._record_link(event):
                 await self._fill(event.incident_id, held=held)
-            return
+            return None
         state = await store.incident_state(self.redis, event.incident_id)
         if state.incident is None:  # gone since (retention): the retry creates it
             raise RuntimeError(f"incident {event.incident_id} vanished while read")
@@ -1017,11 +1023,40 @@ class Dispatcher:
                 await self._join_sent_out(event, held)
             else:
                 await self._fill(event.incident_id, state)
+            # unlinked by the command room since an attempt of this step that may have
+            # revised the incident it was linked to and failed before the rest
+            return (state.incident.get("unlinked_from") or None) if event.linked_to else None
         elif (await self._link_unjudged(state.incident)
               and not await self._record_link(event)):
             # created, and the link never judged (the step stopped in between; given up on
             # since, perhaps, with its note)
             await self._fill(event.incident_id, held=held)
+        return None
+
+    async def _finish_revision_by_report(self, parent: str, event: IncidentReported) -> None:
+        """A linked report's step that revised the open incident `parent` (a knife: P1, and
+        `weapon`) and failed before the rest, its report unlinked by the command room before
+        it came again: the rest made, as _judge_link makes it for a report still linked
+        (volunteers barred taken off, the units the incident now wants sent). An unlink
+        keeps a revision a whole step made: what the report said of that place stands.
+        After the report's lock is let go (a step reassigning a team between the two
+        incidents takes their locks in the order of their ids)."""
+        report = event.incident_id
+        if not await self._revised_by_report(parent, report):
+            return
+        async with self._locked(parent):
+            state = await store.incident_state(self.redis, parent)
+            other = state.incident
+            if other is None or other["status"] in TERMINAL:
+                return
+            with in_incident_trace("a linked report revises the incident",
+                                   other.get("trace_ctx"), **{"lianfang.incident_id": parent}):
+                off = await self._revised(
+                    state, priority=None, add_flags=(), note=None,
+                    by=self._linked_report(report), report=report,
+                    words=event.description if event.follow_up_of else None)
+        for order in off:
+            await self.retry_waiting(other["district"], freed=order["team_id"])
 
     def _incident_fields(self, event: IncidentReported, zone: Zone | None, *,
                          known: bool) -> dict[str, str]:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from faststream.redis import RedisBroker
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -799,3 +800,43 @@ def test_dispatch_keeps_its_promises_whatever_happens(redis_url: str) -> None:
     finally:
         DispatchMachine.failures.uninstall()
 
+
+
+def run_steps(redis_url: str, steps: Callable[[DispatchMachine], None]) -> None:
+    """A sequence the machine found (as Hypothesis prints it), kept as a test of its own: the
+    machine's own steps, its promises checked after each (`steps` calls promises_kept)."""
+    DispatchMachine.url = redis_url
+    DispatchMachine.failures.install()
+    try:
+        state = DispatchMachine()
+        try:
+            steps(state)
+        finally:
+            state.teardown()
+    finally:
+        DispatchMachine.failures.uninstall()
+
+
+@pytest.mark.parametrize(("category", "at"), [(2, 3), (1, 4)], ids=["hazard", "noise"])
+def test_found_a_report_unlinked_between_its_failed_revision_and_its_retry(
+        redis_url: str, category: int, at: int) -> None:
+    """A report with a knife linked to a hazard (a noise complaint) a volunteer team (a
+    guard) was sent to, its step failing after the revision's write (P1, `weapon`); the
+    command room sends the police to the report, which unlinks it; the report redelivered:
+    the volunteers stayed on the P1 with a knife, the P1 short of its second unit, waiting
+    for nobody (test_revised_by_an_unlinked_report.py)."""
+    def steps(state: DispatchMachine) -> None:
+        state.on_shift()
+        state.promises_kept()
+        state.report(category=0, flags=0)
+        state.promises_kept()
+        state.report(category=category, flags=0)
+        state.promises_kept()
+        state.all_quiet()
+        state.promises_kept()
+        state.fails_and_is_made_again_after_another_step(
+            action="duplicate", after=True, arg=1, at=at, meanwhile="assign", other=(38, 0),
+            which=1)
+        state.promises_kept()
+
+    run_steps(redis_url, steps)
