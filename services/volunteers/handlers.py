@@ -265,6 +265,7 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
         if event.category != points.HAZARD_CATEGORY:
             return
         reporter, found, reporter_team = event.reported_by_member, None, None
+        first_found: str | None = None
         reporter_on: set[str] = set()
         if reporter:
             found = await roster_store.member_and_kind(redis, reporter)
@@ -299,10 +300,12 @@ def register(broker: RedisBroker, *, redis: Redis, settings: Settings) -> None:
                 else:
                     await pay_hazard_without_team(event, order_id, record)
         # The reporter last: once they are paid, so is the shift of the team that confirmed it
-        # (unless its resolution is still to be read).
-        if reporter and found is not None and points.confirmed_for_reporter(
-                final_status=event.final_status, resolved_by=event.resolved_by,
-                reporter_team=reporter_team, reporter_on=reporter_on):
+        # (unless its resolution is still to be read). Not one the first reading found off
+        # the roster (removed), imported again since: a closing read again decides as it did.
+        if (reporter and found is not None and first_found is not None
+                and points.confirmed_for_reporter(
+                    final_status=event.final_status, resolved_by=event.resolved_by,
+                    reporter_team=reporter_team, reporter_on=reporter_on)):
             await award_reporter(event, reporter, found)
 
     consume(broker, streams.ORDER_ISSUED, OrderIssued, on_order_issued,

@@ -396,29 +396,34 @@ async def hazard_confirmed(redis: Redis, *, incident_id: str, team_id: str) -> b
     return bool(await redis.sismember(keys.hazard_confirmed(incident_id), team_id))
 
 
+# Kept for a reporter the first reading of a closing found off the roster (removed).
+OFF_THE_ROSTER = ""
+
+
 async def reporter_team(redis: Redis, *, incident_id: str, member_id: str,
                         team_now: str | None) -> str | None:
     """The team of the member who reported the incident from the street, as its closing
     judges their report by: the one the first reading of the closing found them on
     (`team_now`: theirs now, None: not on the roster), kept, so that the closing read again
-    after a roster moved them (its acknowledgement lost) decides as it did. None: never
-    found on the roster. Its answer is the fallback for a closing that names no
-    `reporter_team_id` (an incident reported before events carried the reporter's team when
-    they reported); the reporter is kept either way."""
+    after a roster moved them (its acknowledgement lost) decides as it did. None: not on the
+    roster at the first reading (kept too: imported again since, they are still paid
+    nothing by it, as that reading decided). Its answer is the fallback for a closing that
+    names no `reporter_team_id` (an incident reported before events carried the reporter's
+    team when they reported)."""
     key = keys.hazard_reporters(incident_id)
     async with redis.pipeline(transaction=True) as pipe:
-        if team_now is not None:
-            pipe.hsetnx(key, member_id, team_now)
-            pipe.expire(key, ORDER_TTL_S)
+        pipe.hsetnx(key, member_id, OFF_THE_ROSTER if team_now is None else team_now)
+        pipe.expire(key, ORDER_TTL_S)
         pipe.hget(key, member_id)
         *_, team_id = await pipe.execute()
-    return team_id
+    return team_id or None
 
 
 async def hazard_reporters(redis: Redis, *, incident_id: str) -> list[str]:
-    """The members a closing of the incident named as its reporter (`reporter_team` keeps
-    them, written before the closing marks the teams it confirms)."""
-    return list(await redis.hkeys(keys.hazard_reporters(incident_id)))
+    """The members a closing of the incident named as its reporter, found on the roster
+    (`reporter_team` keeps them, written before the closing marks the teams it confirms)."""
+    kept = await redis.hgetall(keys.hazard_reporters(incident_id))
+    return [member for member, team_id in kept.items() if team_id != OFF_THE_ROSTER]
 
 
 # --- positions: the hot path, one round trip --------------------------------------------

@@ -271,3 +271,29 @@ async def test_a_hazard_another_team_resolved_pays_its_reporter_moved_into_that_
     for member in ("m-wang", "m-chen"):
         assert await ledger(volunteers, devices[member]) == [
             (f"hazard:inc_ord_h:{member}", 3), (f"resolved:ord_h:{member}", 10)]
+
+
+async def test_a_closing_read_while_its_reporter_was_off_the_roster_pays_them_nothing_read_again(
+    volunteers: Volunteers, publisher: RedisBroker,
+) -> None:
+    # Sun reports a hole from the street and Wang's team fences it off; the coordinator
+    # removes Sun from the roster before the closing is read: Sun is paid nothing, the shift
+    # its 3. Sun imported again, the closing delivered again (its acknowledgement lost, or
+    # its entry replayed) decides as its first reading did: a redelivery changes nothing
+    # (found by volunteers' state machine, which paid the reporter the 3 then).
+    devices = await aunties_on_shift(volunteers)
+    for event, stream in ((hazard_order(), "order.issued"), (resolved(), "order.responded")):
+        await publisher.publish(event, stream=stream)
+        await volunteers.consumed(stream)
+    assert (await volunteers.client.delete("/v1/members/m-sun", headers=ADMIN)).status_code == 204
+    await publisher.publish(closing(reported_by="m-sun"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+    await volunteers.import_district(WITH_SUN)
+    sun = await volunteers.enrol("m-sun")
+    await publisher.publish(closing(reported_by="m-sun"), stream="incident.closed")
+    await volunteers.consumed("incident.closed")
+
+    assert await ledger(volunteers, sun) == []
+    for member in ("m-wang", "m-chen"):
+        assert await ledger(volunteers, devices[member]) == [
+            (f"hazard:inc_ord_h:{member}", 3), (f"resolved:ord_h:{member}", 10)]

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1034,8 +1034,8 @@ def codes_match(expected: Any, answer: Any) -> None:
     assert answer in allowed, f"answered {answer}, the rules say {expected}"
 
 
-def test_volunteers_keep_their_promises_whatever_happens(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@contextlib.contextmanager
+def machine_set_up(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     VolunteersMachine.url = redis_url
     for module in CLOCKED:
         monkeypatch.setattr(module, "utcnow", CLOCK.now)
@@ -1043,7 +1043,41 @@ def test_volunteers_keep_their_promises_whatever_happens(
     monkeypatch.setattr(imports, "LOCK_TTL_MS", 3000)
     VolunteersMachine.failures.install()
     try:
-        run_machine(VolunteersMachine, examples=20, steps=30)
+        yield
     finally:
         VolunteersMachine.failures.uninstall()
+
+
+def test_volunteers_keep_their_promises_whatever_happens(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with machine_set_up(redis_url, monkeypatch):
+        run_machine(VolunteersMachine, examples=20, steps=30)
+
+
+def test_found_a_closing_read_again_after_its_reporter_was_removed_and_imported_again(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sequence the machine found (as Hypothesis printed it), kept: m1 on shift, an order
+    of a hazard; m1 removed from the roster; the incident's closing names m1 its reporter
+    (read: nothing paid, m1 off the roster); m1 imported again; the closing delivered again
+    paid m1 the hazard's 3 (test_hazard_reports.py)."""
+    with machine_set_up(redis_url, monkeypatch):
+        state = VolunteersMachine()
+        try:
+            state.the_night_begins(members=["m1"], orders=[(0, 0)])
+            state.points_once_each()
+            state.teams_as_the_rules_say()
+            state.an_event_redelivered(which=0)
+            state.the_coordinator_acts(action="delete_member", arg=0, which=0)
+            state.points_once_each()
+            state.an_incident_closes(arg=45, which=0)
+            state.points_once_each()
+            state.roster_imported(arg=0, which=0)
+            state.points_once_each()
+            state.teams_as_the_rules_say()
+            state.an_event_redelivered(which=0)
+            state.an_event_redelivered(which=1)
+            state.points_once_each()
+            state.teams_as_the_rules_say()
+        finally:
+            state.teardown()
 
