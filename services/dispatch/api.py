@@ -350,7 +350,10 @@ TEAMS_DESCRIPTION = (
     "fight), lacks_skills (`missing_skills`), other_station (not the station owning the "
     "place now, as dispatch sends to it: a roster import may have given the zone to another "
     "since the report), volunteers_alone_on_p1 (no police or security team is on this P1: volunteers "
-    "are never its only responders, and a team sent by hand raises no flag). `total`: how "
+    "are never its only responders, and a team sent by hand raises no flag); and "
+    "`turned_down`, null unless the team declined this incident or let its deadline pass "
+    "(`answer`: declined or timed_out, `at`, `order_id`; its latest): dispatch never offers "
+    "the incident to that team again, so only the command room can send it. `total`: how "
     "many there are; `count`: how many are listed (up to `limit`).")
 
 

@@ -22,6 +22,26 @@ OTHER_STATION = "other_station"  # a police station's team, not the station owni
 # into violence; dispatch raises no flag for what the command room sent by hand.
 VOLUNTEERS_ALONE_ON_P1 = "volunteers_alone_on_p1"
 ENDED = ("resolved", "closed")  # nothing to send; a hand-over or a linked report still takes one
+# An order's refusal by its team, and where its time is kept: dispatch never offers the
+# incident to that team again, so the command room, sending one by hand, is told who did.
+TURNED_DOWN = {"declined": "declined_at", "timed_out": "timed_out_at"}
+
+
+def turned_down(orders: Sequence[dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Each team that declined one of `orders` or let its deadline pass: its latest such
+    order's answer (`declined`, `timed_out`), when (an order timed out before its time was
+    kept: its deadline) and the order's id."""
+    refused: dict[str, dict[str, str]] = {}
+    for order in orders:
+        state = order.get("state", "")
+        if state not in TURNED_DOWN:
+            continue
+        at = order.get(TURNED_DOWN[state]) or order.get("ack_by") or ""
+        known = refused.get(order["team_id"])
+        if known is None or at >= known["at"]:
+            refused[order["team_id"]] = {"answer": state, "at": at,
+                                         "order_id": order["order_id"]}
+    return refused
 
 
 def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
@@ -36,7 +56,9 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     and those dispatch refuses (volunteers to a weapon; for a hand-over, any but a police
     station's team). `station`: the police station owning the place now, as the engine
     judges it (an import since the report may have given the zone to another); the one
-    stored at the report when not given."""
+    stored at the report when not given. Each row's `turned_down` says when the team
+    declined the incident or let its deadline pass, null if it never did:
+    dispatch never offers it to that team again, only the command room may."""
     status = inc.get("status", "")
     if status in ENDED:
         return []
@@ -49,6 +71,7 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     lat, lon = float(inc["lat"]), float(inc["lon"])
     live = [o for o in orders if o.get("state") in domain.LIVE_ORDER_STATES]
     on_it = {o["team_id"] for o in live}
+    refused = turned_down(orders)
     # the kinds on the scene, as dispatch counts them (a team moved into a volunteer
     # agency since its order counts as volunteers): a station's filing or visit puts
     # nobody there
@@ -100,6 +123,7 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
             "distance_m": round(distance) if distance is not None else None,
             "eta_s": round(eta) if eta is not None else None,
             "fix_age_s": round(age) if age is not None else None,
-            "position_counts": counts, "warnings": warnings, "missing_skills": missing}))
+            "position_counts": counts, "warnings": warnings, "missing_skills": missing,
+            "turned_down": refused.get(unit.team_id)}))
     keyed.sort(key=lambda pair: pair[0])
     return [row for _, row in keyed]

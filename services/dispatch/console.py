@@ -1142,13 +1142,17 @@ function whereText(t) {
 const warningsText = (t, i) => (t.warnings || []).map(w => (own(WARNED, w) ? say(WARNED[w], {
   category: word("category", i.category), kind: word("agency_kind", t.agency_kind || ""),
   skills: (t.missing_skills || []).join(", ")}) : w)).join(lang === "zh" ? "；" : "; ");
+// A team that declined the incident or let its deadline pass (`turned_down`): dispatch never
+// offers it to that team again, so once all have, the command room alone sends one, knowingly
+const turnedDownText = t => (t.turned_down ? say(t.turned_down.answer === "declined"
+  ? "team_declined" : "team_timed_out", {time: time(t.turned_down.at)}) : "");
 function fillTeams(i, offer) {
   const may = offer && offer.teams ? offer.teams : [];
   const label = t => { const why = warningsText(t, i);
     return say("team_option", {name: t.name || t.team_id,
       kind: word("agency_kind", t.agency_kind || ""),
       state: t.open_order_id ? say("on_other_order") : word("team_status", t.status)})
-      + whereText(t) + (why ? say("team_warned", {why}) : ""); };
+      + whereText(t) + (why ? say("team_warned", {why}) : "") + turnedDownText(t); };
   teamsOffered.clear();
   for (const t of may) teamsOffered.set(t.team_id, {name: t.name || t.team_id,
                                                      why: warningsText(t, i)});

@@ -813,6 +813,8 @@ class Dispatcher:
                      status: str) -> list[str]:
         """Why the incident in `status` with `orders` is flagged for the command room (none:
         it is not), each a code the console says in words: `unassigned`, `missed_deadlines`,
+        `turned_down` (waiting, or short of a unit, after a team declined it or let its
+        deadline pass: never offered to that team again, only sent by hand),
         `volunteers_alone` (no escort), `short_of_units` (a unit it wants with nobody free),
         `unknown_category`, `backup_wanted` (a call for backup nobody was free for),
         `backup_volunteers_only` (a volunteer team's call answered by volunteers only: no
@@ -873,12 +875,19 @@ class Dispatcher:
         # was judged (its incident may have ended): until the replay judges it (_judge_link
         # takes the mark off as it links it) or the command room sends it a team.
         given_up = status in ("dispatching", "linked") and inc.get("report_given_up") == "1"
+        # Teams that declined it or let its deadline pass are never offered it again
+        # (_not_offered_again): waiting, or short of a unit, after one did, it is not for
+        # want of a free team alone. A free team on the map may be one of them, and only
+        # the command room can send it (the list of teams says which).
+        turned_down = (status == "unassigned" or short) and any(
+            o["state"] in ("declined", "timed_out") and o.get("kind") in CLAIMING_KINDS
+            for o in orders)
         reasons = [reason for reason, holds in (
             ("agreement_failed", undecided), ("visit_stuck", visit_stuck),
             ("report_given_up", given_up)) if holds]
         if status not in DONE:
             reasons += [reason for reason, holds in (
-                ("unassigned", status == "unassigned"),
+                ("unassigned", status == "unassigned"), ("turned_down", turned_down),
                 # `misses` is also raised to the flag by steps that need the command room
                 # (a hand-over no station team takes, a lost report, a zone never known):
                 # deadlines missed only when the timeouts reach it, else see the timeline

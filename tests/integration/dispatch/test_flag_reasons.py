@@ -69,3 +69,31 @@ async def test_a_hand_over_no_station_team_takes_is_not_said_to_have_missed_dead
                                "the hand-over flagged")
     assert view["status"] == "handed_over"
     assert view["flagged_for"] == ["see_timeline"]
+
+
+async def test_an_incident_every_team_turned_down_says_so_and_its_teams_say_who(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    """A festival night: the only guard near a noise complaint declines it ("busy at the
+    market") and is free again at once. Dispatch never offers an incident to a team that
+    declined it or let its deadline pass, so the noise waits with a free team on the map
+    while the panel said "no team free to send: waiting", as if the next freed team would
+    take it: none ever would. The panel now says it was turned down (`turned_down`: send
+    one by hand), and the list of teams to send names the team that declined it, and when,
+    so that the dispatcher re-offering it does so knowingly."""
+    from .test_take_back import respond
+
+    await team(publisher, "guard", kind="security", lat=22.8172, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    await respond(publisher, order, "declined")
+    view = await view_once(console, incident_id, lambda v: v["status"] == "unassigned",
+                           "the noise waiting after the guard declined it")
+    assert view["flagged_for"] == ["unassigned", "turned_down"]
+    r = await console.get(f"/v1/incidents/{incident_id}/teams", headers=ADMIN)
+    assert r.status_code == 200, r.text
+    (guard,) = r.json()["teams"]
+    assert guard["team_id"] == "guard" and guard["status"] == "available"
+    assert guard["turned_down"]["answer"] == "declined"
+    assert guard["turned_down"]["order_id"] == order.order_id
+    assert guard["turned_down"]["at"]

@@ -145,3 +145,31 @@ def test_every_warning_is_said_in_the_consoles_words() -> None:
                  by_hand.VOLUNTEERS_ALONE_ON_P1):
         assert f'{code}: "warn_{code}"' in CONSOLE_PAGE, code
         assert all(f"warn_{code}" in CONSOLE_TEXT[lang] for lang in ("zh", "en")), code
+
+
+def test_a_team_that_turned_the_incident_down_is_listed_saying_so() -> None:
+    """Dispatch never offers an incident again to a team that declined it or let its
+    deadline pass: once every team that may go has, only the command room can send one,
+    and it is told which of them turned it down and when (null for the others)."""
+    declined = {**order("a-guard", "security", state="declined"),
+                "declined_at": "2026-12-07T22:03:22+00:00"}
+    missed = {**order("b-patrol", "police", state="timed_out"),
+              "timed_out_at": "2026-12-07T22:04:10+00:00"}
+    again = {**order("b-patrol", "police", state="declined"), "order_id": "ord-b-2",
+             "declined_at": "2026-12-07T22:05:00+00:00"}
+    rows = {r["team_id"]: r for r in offered(
+        incident("noise"), [team("a-guard", "security", metres=300, mode="foot"),
+                            team("b-patrol", "police", role="patrol", metres=900),
+                            team("c-guard", "security", metres=1200, mode="foot")],
+        [declined, missed, again])}
+    assert rows["a-guard"]["turned_down"] == {
+        "answer": "declined", "at": "2026-12-07T22:03:22+00:00", "order_id": "ord-a-guard"}
+    # the latest refusal of a team that turned it down twice
+    assert rows["b-patrol"]["turned_down"] == {
+        "answer": "declined", "at": "2026-12-07T22:05:00+00:00", "order_id": "ord-b-2"}
+    assert rows["c-guard"]["turned_down"] is None
+    # a timeout alone says so
+    (row,) = offered(incident("noise"), [team("b-patrol", "police", role="patrol", metres=900)],
+                     [missed])
+    assert row["turned_down"] == {
+        "answer": "timed_out", "at": "2026-12-07T22:04:10+00:00", "order_id": "ord-b-patrol"}
