@@ -1316,7 +1316,9 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                            "polygon": [list(xy) for xy in z.polygon]} for z in found]}
 
     @router.get("/units", summary="All units of a district as dispatch sees them: one screen",
-                description="An agency desk's: its own agency's teams only, each with "
+                description="Each team with `missed_in_a_row`: the orders in a row it let "
+                "time out, until it answers one (0: none), and `missed_since`, when the first "
+                "of them did (null: none). An agency desk's: its own agency's teams only, each with "
                 "`open_order_of_former_agency`: true for a team a roster import moved here "
                 "from another agency while it held an order given under that agency (the "
                 "order stays that agency's; its `open_order_id` is null here).")
@@ -1350,6 +1352,10 @@ def build_router(*, settings: Settings, redis: Redis, engine: Dispatcher, tz: tz
                              "at": unit.fix_at.isoformat() if unit.fix_at else None}
                 if unit.lat is not None else None,
                 "open_order_id": shown,
+                # orders in a row it let time out until it answers one, since the first:
+                # it is offered every incident all the same (call it, or take it off)
+                "missed_in_a_row": unit.missed_in_a_row,
+                "missed_since": unit.missed_since.isoformat() if unit.missed_since else None,
             }
             if who.kind == "agency":
                 row["open_order_of_former_agency"] = (

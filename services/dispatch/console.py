@@ -491,7 +491,12 @@ async function refresh() {
       cell(tr, u.name || u.team_id); cell(tr, u.agency_role ? say("unit_kind",
         {kind: word("agency_kind", u.agency_kind), role: word("agency_role", u.agency_role)})
         : word("agency_kind", u.agency_kind));
-      cell(tr, word("team_status", u.status)); cell(tr, u.open_order_id ? say("on_order") : "");
+      // orders in a row it let time out: still offered every incident, the most urgent
+      // first, each losing its deadline there; the command room calls it or takes it off
+      cell(tr, word("team_status", u.status) + (u.missed_in_a_row ? say("missed_in_a_row",
+        {count: u.missed_in_a_row, since: time(u.missed_since)}) : ""),
+        u.missed_in_a_row ? "late" : "");
+      cell(tr, u.open_order_id ? say("on_order") : "");
       ub.appendChild(tr); }
     // the KPIs of the day picked (00:00 to 24:00 on the district's clock: the morning
     // review), else of the last 24 h

@@ -62,6 +62,10 @@ class Unit:
     lat: float | None = None
     lon: float | None = None
     fix_at: datetime | None = None
+    # Orders in a row the team let time out, and when the first of them did, until it
+    # answers one (any answer): for the command room, which calls it or takes it off
+    missed_in_a_row: int = 0
+    missed_since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -533,6 +533,7 @@ class StepEnd:
     freed: tuple[str, str] | None = None
     release_claim: tuple[str, str] | None = None
     recorded: Callable[[], None] | None = None
+    answered_by: str | None = None  # a team's answer: its run of missed orders ends
 
 
 # A freed team is offered to the waiting incidents it may answer, read a page at a time.
@@ -1799,16 +1800,18 @@ class Dispatcher:
             if (_passed_by_its_order(order, event.response)
                     or _given_while_live(order, event)):
                 return await self._answer_handled_late(state, order, event,
-                                                       StepEnd(held, done))
+                                                       StepEnd(held, done, answered_by=event.team_id))
             if _called_while_live(order, event):
-                return await self._call_handled_late(state, order, event, StepEnd(held, done))
+                return await self._call_handled_late(
+                    state, order, event, StepEnd(held, done, answered_by=event.team_id))
             if _answered_before_its_timeout(order, event):
                 return await self._answer_read_after_timeout(state, order, event,
-                                                             StepEnd(held, done))
+                                                             StepEnd(held, done, answered_by=event.team_id))
             log.info("response %s to order %s ignored: %s", event.response,
                      event.order_id, why)
             return None
-        end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None)
+        end = StepEnd(held, done, freed=(event.team_id, event.district) if frees else None,
+                      answered_by=event.team_id)
         if event.response == "reinforce":
             if order["state"] == "offered":
                 await self._taken_by_call(state, order, event)
@@ -2013,6 +2016,8 @@ class Dispatcher:
         retry_waiting offers it). The lock counts as released from the moment the script is
         sent (locks.release_in_script); if the script fails, the step's exit releases it."""
         lock_key, token = self.locks.release_in_script(end.held)
+        if end.answered_by:
+            commands = [*(commands or []), store.answered_command(end.answered_by)]
         free = await store.end_step(self.redis, commands or [], done=end.done, lock_key=lock_key,
                                     lock_token=token, freed=end.freed,
                                     release_claim=end.release_claim)
@@ -3012,12 +3017,18 @@ class Dispatcher:
         counts = {name: str(int(inc.get(name) or 0) + 1) for name in ("misses", "timeouts")}
         inc.update(counts)  # the incident is flagged by its misses
         order["state"] = "timed_out"
+        # the team's run of orders let time out (its record on the units' screen), unless
+        # it left the roster (a write to its record would make one of that write alone)
+        counted = await store.unit_known(self.redis, order["team_id"])
+        now = utcnow()
 
         async def timed_out(pipe: Pipeline) -> None:
             # when: a call for backup made before it still counts (_called_while_live)
             store.queue_order_change(pipe, order["order_id"], {
-                "state": "timed_out", "timed_out_at": utcnow().isoformat()})
+                "state": "timed_out", "timed_out_at": now.isoformat()})
             store.queue_incident_fields(pipe, inc["incident_id"], counts)
+            if counted:
+                store.queue_missed(pipe, order["team_id"], now)
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "timeout"))
             await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(

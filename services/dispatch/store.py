@@ -299,7 +299,33 @@ def _unit_from(data: dict[str, str]) -> Unit | None:
         lat=float(data["lat"]) if "lat" in data else None,
         lon=float(data["lon"]) if "lon" in data else None,
         fix_at=datetime.fromtimestamp(float(fix), UTC) if fix else None,
+        missed_in_a_row=int(data.get("missed_in_a_row") or 0),
+        missed_since=(datetime.fromisoformat(data["missed_since"])
+                      if data.get("missed_since") else None),
     )
+
+
+# A team's orders in a row timed out (domain.Unit.missed_in_a_row), kept on its record in
+# the projection, which a status or fix updates field by field (its removal deletes it).
+MISSED_FIELDS = ("missed_in_a_row", "missed_since")
+
+
+async def unit_known(redis: Redis, team_id: str) -> bool:
+    """Whether the projection holds the team (a write to its record of a team removed
+    would leave a record of nothing but that write, for ever)."""
+    return bool(await redis.exists(_unit_key(team_id)))
+
+
+def queue_missed(pipe: Pipeline, team_id: str, at: datetime) -> None:
+    """One more order the team let time out; the run's start kept from its first."""
+    pipe.hincrby(_unit_key(team_id), "missed_in_a_row", 1)
+    pipe.hsetnx(_unit_key(team_id), "missed_since", at.isoformat())
+
+
+def answered_command(team_id: str) -> tuple[str, ...]:
+    """The command, for a step's end, that ends the team's run of missed orders: it
+    answered one (a field deleted from no record writes nothing)."""
+    return ("HDEL", _unit_key(team_id), *MISSED_FIELDS)
 
 
 async def get_unit(redis: Redis, team_id: str) -> Unit | None:
