@@ -458,10 +458,12 @@ async function refresh() {
       : board.incidents;
     alarm([...flaggedNow, ...newest]);
     // flagged first, then what still needs a team before what is done, the most urgent
-    // first, the newest first among equals (the API's order; sort is stable)
-    const done = s => ended(s) ? 1 : 0;
+    // first, of those one no team is on before one a team is on (a fight with both its
+    // units on scene stays flagged for the deadlines missed on the way), the newest first
+    // among equals (the API's order; sort is stable)
+    const done = s => ended(s) ? 1 : 0, manned = s => s === "unassigned" ? 0 : 1;
     board.incidents.sort((a, b) => (b.flagged - a.flagged) || (done(a.status) - done(b.status))
-      || a.priority.localeCompare(b.priority));
+      || a.priority.localeCompare(b.priority) || (manned(a.status) - manned(b.status)));
     const tb = $("board"); tb.replaceChildren();
     for (const i of board.incidents) { const tr = document.createElement("tr");
       if (i.flagged) tr.className = "flagged"; else if (calling(i)) tr.className = "called";
