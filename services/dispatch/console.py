@@ -894,7 +894,10 @@ function drawMap(incidents, units) {
     "stroke-width": 2}));
   const label = shape("text", {x: pad + barPx + 6, y: h - 4});
   label.textContent = bar >= 1 ? bar + " km" : Math.round(bar * 1000) + " m"; svg.appendChild(label);
+  // of the open, those with no team on them, of what the board shows as `open` is (the
+  // unfiltered board holds every flagged incident, so every unassigned one)
   $("maplegend").textContent = say("map_counts", {open: incidents.filter(i => !done(i)).length,
+    waiting: incidents.filter(i => i.status === "unassigned").length,
     free: placed.filter(u => u.status === "available").length, teams: units.length});
 }
 function busiest(pairs, n = 3) {

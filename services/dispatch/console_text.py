@@ -165,7 +165,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "spot_title": "四周内{count}起，{hour}时最多",
         "unit_on_order": " · 有指令",
         "no_fix": " · 近期无定位",
-        "map_counts": "未结{open}起 · {teams}组中{free}组待命",
+        "map_counts": "未结{open}起（无警组处置{waiting}起） · {teams}组中{free}组待命",
         "opening": "正在打开 {id} …",
         "status_linked": "{status}至 {id}",
         "flagged_mark": " · 已标记",
@@ -440,7 +440,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "spot_title": "{count} incidents in four weeks, most at {hour}:00",
         "unit_on_order": " · on an order",
         "no_fix": " · no recent fix",
-        "map_counts": "{open} open · {free} teams free of {teams}",
+        "map_counts": "{open} open, {waiting} with no team on them · {free} teams free of "
+                      "{teams}",
         "opening": "opening {id} …",
         "status_linked": "{status} to {id}",
         "flagged_mark": " · FLAGGED",
