@@ -120,7 +120,9 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
 
     @router.post("/systems", status_code=201, summary="Register another system (admin)",
                  description="For districts whose roster volunteers holds only (422 naming "
-                 "the district that is not; 503 while volunteers does not answer).")
+                 "the district that is not; 503 while volunteers does not answer). The key is "
+                 "shown once; `key_id` names it (GET /v1/systems, to revoke it alone once "
+                 "replaced: POST /v1/systems/{system_id}/keys).")
     async def create_system(
         body: SystemIn, who: Annotated[Principal, Depends(require("admin"))]
     ) -> dict[str, str]:
@@ -130,18 +132,19 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
         system_id, api_key = await store.create_system(
             redis, name=body.name, districts=body.districts
         )
+        key_id = store.key_id(store.key_hash(api_key))
         await audit.record(redis, "intake", who, "system.create", system_id,
                            f"districts {','.join(sorted(set(body.districts)))}")
         log.info("system %s registered for %d district(s)", system_id, len(body.districts))
-        return {"system_id": system_id, "api_key": api_key}
+        return {"system_id": system_id, "key_id": key_id, "api_key": api_key}
 
-    @router.get("/systems", summary="Registered systems (admin)")
+    @router.get("/systems", summary="Registered systems (admin), each with its live keys")
     async def list_systems(_: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
         rows = await store.list_systems(redis)
         return {"systems": rows, "count": len(rows)}
 
     @router.delete("/systems/{system_id}", status_code=204,
-                   summary="Revoke a system's key (admin); it stops working at once",
+                   summary="Revoke a system (admin): every key of it stops working at once",
                    description="A system revoked already is left as it was (204), as long as "
                    "intake keeps its record (RECORDS_DAYS); then, like one never made, 404.")
     async def revoke_system(system_id: str,
@@ -153,6 +156,48 @@ def build_router(*, settings: Settings, redis: Redis, broker: RedisBroker, polic
             await audit.record(redis, "intake", who, "system.revoke", system_id)
             # also here: a restore of Redis takes the audit trail back with the revocation
             log.info("system %s revoked", system_id)
+
+    @router.post("/systems/{system_id}/keys", status_code=201,
+                 summary="Another key of a system (admin): to replace its key without losing "
+                 "its calls", description="The new key is the same system: its districts, "
+                 "its reports (read, retried under their refs, followed up, asked to cancel "
+                 "with either key) and its refs. Shown once. The system's other keys go on "
+                 "working until each is revoked (DELETE /v1/systems/{system_id}/keys/{key_id}): "
+                 "switch the calling system to the new key, then revoke the old one. 404 for a "
+                 "system intake does not know, 409 for one revoked.")
+    async def add_system_key(system_id: str,
+                             who: Annotated[Principal, Depends(require("admin"))]
+                             ) -> dict[str, str]:
+        made = await store.add_key(redis, system_id)
+        if made == "not_found":
+            raise not_found("system")
+        if made == "system_revoked":
+            raise ApiError(409, "conflict", "this system is revoked: it takes no new key (a "
+                           "new system is registered with POST /v1/systems)")
+        key_id, api_key = made
+        await audit.record(redis, "intake", who, "system.key_create", system_id, key_id)
+        log.info("system %s given key %s", system_id, key_id)
+        return {"system_id": system_id, "key_id": key_id, "api_key": api_key}
+
+    @router.delete("/systems/{system_id}/keys/{key_id}", status_code=204,
+                   summary="Revoke one key of a system (admin); it stops working at once",
+                   description="The system, its reports and its other keys stay. A key revoked "
+                   "already is left as it was (204). The system's last live key is not revoked "
+                   "alone (409): revoke the system (DELETE /v1/systems/{system_id}).")
+    async def revoke_system_key(system_id: str, key_id: str,
+                                who: Annotated[Principal, Depends(require("admin"))]) -> None:
+        # (a key taken from memory for reports is refused by the report's own script)
+        done = await store.revoke_key(redis, system_id, key_id)
+        if done == "not_found":
+            raise not_found("key")
+        if done == "last":
+            raise ApiError(409, "conflict", "this is the system's last key: a system without "
+                           f"one reports nothing; revoke the system (DELETE /v1/systems/"
+                           f"{system_id}), or give it another key first "
+                           f"(POST /v1/systems/{system_id}/keys)")
+        if done == "revoked":
+            await audit.record(redis, "intake", who, "system.key_revoke", system_id, key_id)
+            log.info("system %s: key %s revoked", system_id, key_id)
 
     @router.get("/categories", summary="Categories, default priorities and who may answer")
     async def categories(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from shared import streams
 from shared.bus import XADD_LUA, maxlen_arg
@@ -39,14 +39,69 @@ def _key_entry(hashed: str) -> str:
 
 
 # --- systems and their keys -------------------------------------------------------------
+#
+# A system has one key or more: its first (the record's `key_hash`, as systems were made
+# before keys could be added) and those added to replace it (`intake:system_keys:<id>`,
+# hash -> {"created_at", "revoked_at"?}). Each live key's entry `intake:key:<hash>` names the
+# system: what a request, and the report script, resolve. A key revoked on its own keeps its
+# line (revoked_at), so that revoking it again is done, not unknown.
+
+KeyChange = Literal["revoked", "already", "not_found", "last"]
+
+
+def key_id(hashed: str) -> str:
+    """A key's name for the admin (GET /v1/systems, DELETE /v1/systems/{id}/keys/{key_id}):
+    the start of its SHA-256, which tells nothing of the key (256 random bits)."""
+    return f"key_{hashed[:16]}"
+
+
+def _system(system_id: str) -> str:
+    return f"intake:system:{system_id}"
+
+
+def _system_keys(system_id: str) -> str:
+    # not under intake:system:*, which list_systems scans for the systems' records
+    return f"intake:system_keys:{system_id}"
+
+
+def _keys_of(record: dict[str, str], added: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every key a system was given (hash -> created_at, revoked_at?), its first included."""
+    keys: dict[str, dict[str, Any]] = {}
+    if record.get("key_hash"):
+        keys[record["key_hash"]] = {"created_at": record.get("created_at")}
+    for hashed, line in added.items():
+        keys[hashed] = json.loads(line)
+    return keys
+
+
+async def _watched(redis: Redis, system_id: str,
+                   change: Callable[[Any, dict[str, str], dict[str, str]], Awaitable[Any]]
+                   ) -> Any:
+    """`change(pipe, record, added_keys)` on a pipeline watching the system's record and its
+    keys (read first), again on fresh data if either changed before its EXEC: an admin's
+    revocation of the system racing a key being added never leaves a key that works for a
+    revoked system. `change` calls `pipe.multi()` and queues its writes, or returns without."""
+    async with redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(_system(system_id), _system_keys(system_id))
+                record = await pipe.hgetall(_system(system_id))
+                added = await pipe.hgetall(_system_keys(system_id))
+                result = await change(pipe, record, added)
+                if pipe.explicit_transaction:
+                    await pipe.execute()
+                return result
+            except WatchError:
+                continue
 
 
 async def create_system(redis: Redis, *, name: str, districts: list[str]) -> tuple[str, str]:
+    """A new system and its first key: (system_id, api_key)."""
     system_id = new_id("sys")
     api_key = new_token(SYSTEM_KEY_PREFIX)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(
-            f"intake:system:{system_id}",
+            _system(system_id),
             mapping={
                 "name": name,
                 "districts": json.dumps(sorted(set(districts))),
@@ -57,6 +112,58 @@ async def create_system(redis: Redis, *, name: str, districts: list[str]) -> tup
         pipe.set(_key_entry(key_hash(api_key)), system_id)
         await pipe.execute()
     return system_id, api_key
+
+
+async def add_key(redis: Redis, system_id: str
+                  ) -> tuple[str, str] | Literal["not_found", "system_revoked"]:
+    """Another key of the system (key_id, api_key): the same system, its districts, reports
+    and refs; its other keys go on working until revoked (revoke_key)."""
+    api_key = new_token(SYSTEM_KEY_PREFIX)
+    hashed = key_hash(api_key)
+
+    async def change(pipe: Any, record: dict[str, str], _: dict[str, str]) -> Any:
+        if not record:
+            return "not_found"
+        if record.get("revoked_at"):
+            return "system_revoked"
+        pipe.multi()
+        pipe.hset(_system_keys(system_id), hashed,
+                  json.dumps({"created_at": utcnow().isoformat()}))
+        pipe.set(_key_entry(hashed), system_id)
+        return key_id(hashed), api_key
+
+    result: tuple[str, str] | Literal["not_found", "system_revoked"] = await _watched(
+        redis, system_id, change)
+    return result
+
+
+async def revoke_key(redis: Redis, system_id: str, wanted: str) -> KeyChange:
+    """One key of the system (by key_id) stops working at once: its entry deleted, nothing
+    resolves it again; the system, its reports and its other keys stay. Its last live key is
+    not revoked alone ("last": the system is, DELETE /v1/systems/{id})."""
+
+    async def change(pipe: Any, record: dict[str, str], added: dict[str, str]) -> Any:
+        if not record:
+            return "not_found"
+        keys = _keys_of(record, added)
+        found = [h for h in keys if key_id(h) == wanted]
+        if not found:
+            return "not_found"
+        hashed = found[0]
+        if record.get("revoked_at") or keys[hashed].get("revoked_at"):
+            return "already"
+        if not [h for h, line in keys.items() if h != hashed and not line.get("revoked_at")]:
+            return "last"
+        pipe.multi()
+        pipe.delete(_key_entry(hashed))
+        pipe.hset(_system_keys(system_id), hashed, json.dumps(
+            {**keys[hashed], "revoked_at": utcnow().isoformat()}))
+        if record.get("key_hash") == hashed:
+            pipe.hset(_system(system_id), "key_hash", "")
+        return "revoked"
+
+    result: KeyChange = await _watched(redis, system_id, change)
+    return result
 
 
 # Key -> system in one round trip, always current: a revoked key (its entry deleted)
@@ -81,30 +188,50 @@ async def system_for_key(redis: Redis, hashed: str) -> dict[str, Any] | None:
 
 async def revoke_system(redis: Redis, system_id: str, *, kept_s: int
                         ) -> Literal["revoked", "already", "not_found"]:
-    """The key stops working at once (its entry deleted: nothing resolves it again); the
-    system's incidents stay, and its record, listed as revoked, `kept_s` longer (RECORDS_DAYS:
-    as long as the records that name it). A system revoked already stays as it was."""
-    hashed, revoked_at = await redis.hmget(f"intake:system:{system_id}", "key_hash",
-                                           "revoked_at")
-    if not hashed:
-        return "already" if revoked_at else "not_found"
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(_key_entry(hashed))
-        pipe.hset(f"intake:system:{system_id}", mapping={"revoked_at": utcnow().isoformat(),
-                                                          "key_hash": ""})
-        pipe.expire(f"intake:system:{system_id}", kept_s)
-        await pipe.execute()
-    return "revoked"
+    """Every key of the system stops working at once (their entries deleted: nothing
+    resolves them again); the system's incidents stay, and its record, listed as revoked,
+    `kept_s` longer (RECORDS_DAYS: as long as the records that name it). A system revoked
+    already stays as it was."""
+
+    async def change(pipe: Any, record: dict[str, str], added: dict[str, str]) -> Any:
+        if not record:
+            return "not_found"
+        if record.get("revoked_at"):
+            return "already"
+        keys = _keys_of(record, added)
+        now = utcnow().isoformat()
+        live = [h for h, line in keys.items() if not line.get("revoked_at")]
+        pipe.multi()
+        for hashed in live:
+            pipe.delete(_key_entry(hashed))
+            pipe.hset(_system_keys(system_id), hashed,
+                      json.dumps({**keys[hashed], "revoked_at": now}))
+        pipe.hset(_system(system_id), mapping={"revoked_at": now, "key_hash": ""})
+        pipe.expire(_system(system_id), kept_s)
+        pipe.expire(_system_keys(system_id), kept_s)
+        return "revoked"
+
+    result: Literal["revoked", "already", "not_found"] = await _watched(redis, system_id, change)
+    return result
 
 
 async def list_systems(redis: Redis) -> list[dict[str, Any]]:
     out = []
     async for key in redis.scan_iter(match="intake:system:*", count=500):
+        system_id = key.removeprefix("intake:system:")
         data = await redis.hgetall(key)
-        out.append({"system_id": key.removeprefix("intake:system:"), "name": data.get("name"),
+        if not data:  # expired between the scan and the read
+            continue
+        added = await redis.hgetall(_system_keys(system_id))
+        keys = sorted(({"key_id": key_id(h), "created_at": line.get("created_at")}
+                       for h, line in _keys_of(data, added).items()
+                       if not line.get("revoked_at") and not data.get("revoked_at")),
+                      key=lambda k: k["created_at"] or "")
+        out.append({"system_id": system_id, "name": data.get("name"),
                     "districts": json.loads(data.get("districts") or "[]"),
                     "created_at": data.get("created_at"),
-                    "revoked_at": data.get("revoked_at") or None})
+                    "revoked_at": data.get("revoked_at") or None,
+                    "keys": keys})
     return sorted(out, key=lambda r: r["created_at"] or "")
 
 

@@ -155,6 +155,8 @@ MATRIX: list[Row] = [
     admin_only("intake", "POST", "/v1/systems", 201, {"name": "cctv", "districts": ["d1"]}),
     admin_only("intake", "GET", "/v1/systems"),
     admin_only("intake", "DELETE", f"/v1/systems/{MISSING}", 404),
+    admin_only("intake", "POST", f"/v1/systems/{MISSING}/keys", 404),
+    admin_only("intake", "DELETE", f"/v1/systems/{MISSING}/keys/key_0", 404),
     row("intake", "GET", "/v1/categories", each(("admin", *SYSTEMS, *DEVICES), 200)),
     row("intake", "GET", "/v1/flags", each(("admin", *SYSTEMS, *DEVICES), 200)),
     row("intake", "POST", "/v1/incidents", {**each(("system_d1", *DEVICES), 202),
