@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.events import (
     Caller,
@@ -22,6 +22,8 @@ from shared.events import (
     utcnow,
 )
 from shared.policy import Policy, normalise_flags
+
+from .datums import Datum, to_wgs84
 
 # A report's own time: a system's clock a little ahead is tolerated (kept as it said it);
 # one further ahead is a clock that is wrong (drifted without NTP, local time sent as UTC),
@@ -59,6 +61,14 @@ class ReportedLocation(Location):
                        allow_inf_nan=False,
                        json_schema_extra={"minimum": -GEO_MAX_LAT, "maximum": GEO_MAX_LAT})
     lon: Number = Field(ge=-180, le=180, allow_inf_nan=False, description="WGS-84 longitude")
+    # Read, then dropped: the place is taken to WGS-84 as it is validated (_in_wgs84), so
+    # nothing after (the record, the event, a retry's fingerprint) holds another datum.
+    datum: Datum | None = Field(
+        default=None, exclude=True,
+        description="the datum `lat` and `lon` are given in, when not WGS-84: `gcj02` "
+        "(AMap, Tencent: a place taken from such a map lies 300-700 m off) or `bd09` "
+        "(Baidu), which intake converts to WGS-84; `wgs84` and `cgcs2000` (the national "
+        "survey's, police GIS's: WGS-84 within centimetres) are taken as they are")
 
     @field_validator("lat")
     @classmethod
@@ -67,6 +77,13 @@ class ReportedLocation(Location):
             raise ValueError(f"is beyond {GEO_MAX_LAT} degrees north or south, which the map "
                              "cannot hold (latitude and longitude swapped?)")
         return value
+
+    @model_validator(mode="after")
+    def _in_wgs84(self) -> ReportedLocation:
+        if self.datum is None:
+            return self
+        lon, lat = to_wgs84(self.datum, self.lon, self.lat)
+        return self.model_copy(update={"lat": lat, "lon": lon, "datum": None})
 
 
 class IncidentIn(BaseModel):
@@ -202,7 +219,11 @@ def how_to_report(policy: Policy) -> str:
         "the flags these rules read, as written). Other flags (words of at most 32 "
         "characters) reach every team sent, volunteers too, and change nothing.\n\n"
         "**A place** (WGS-84 `lat` and `lon`) is required; `address` goes with it to the "
-        "teams. `caller` and `description` go to police teams only.\n\n"
+        "teams. A place taken from a Chinese web map says so: `location.datum` `gcj02` "
+        "(AMap, Tencent) or `bd09` (Baidu), which intake converts to WGS-84 (sent as "
+        "WGS-84, such a place lies 300-700 m off: another zone's station, not linked to "
+        "another system's report of the same scene). `caller` and `description` go to "
+        "police teams only.\n\n"
         f"**Linked**: a report of the same category within {radius} and {window} of an open "
         "incident of the district (of when that incident was reported, or of the latest "
         "report linked to it: an alarm repeated for longer stays one incident) is answered "

@@ -204,7 +204,7 @@ async def test_bad_incident_fields_are_named(intake, body, field) -> None:
     ({"confidence": 0.93}, "confidence", "external_ref, category, location, district, "
      "description, caller, flags, reported_at"),
     ({"location": {"lat": 22.8, "lon": 108.3, "camera_id": "cam-17"}}, "location.camera_id",
-     "lat, lon, address"),
+     "lat, lon, address, datum"),
 ])
 async def test_a_field_a_report_does_not_take_is_named_with_those_it_takes(
         intake, extra: dict[str, object], field: str, takes: str) -> None:
