@@ -78,6 +78,14 @@ class ReportedLocation(Location):
                              "cannot hold (latitude and longitude swapped?)")
         return value
 
+    @field_validator("datum", mode="before")
+    @classmethod
+    def _as_spelt(cls, value: object) -> object:
+        # vendors write "GCJ-02", "GCJ02", "gcj_02": one datum, as a flag is one word in any case
+        if isinstance(value, str):
+            return value.strip().lower().replace("-", "").replace("_", "")
+        return value
+
     @model_validator(mode="after")
     def _in_wgs84(self) -> ReportedLocation:
         if self.datum is None:

@@ -52,3 +52,14 @@ async def test_a_datum_intake_does_not_know_is_refused_naming_the_field(intake) 
     assert r.status_code == 422, r.text
     assert r.json()["error"]["field"] == "location.datum"
     assert "gcj02" in r.json()["error"]["message"]
+
+
+async def test_a_datum_is_read_as_vendors_spell_it(intake, clean_redis) -> None:
+    # "GCJ-02", "GCJ02", "gcj_02": one datum, as a flag is one word in any case
+    key = await system_key(intake, ["d1"])
+    for ref, spelt in (("110-3", "GCJ-02"), ("110-4", " Gcj_02 ")):
+        r = await intake.post("/v1/incidents", headers=key, json=fight(
+            ref, {"lat": GCJ_LAT, "lon": GCJ_LON, "datum": spelt}))
+        assert r.status_code == 202, r.text
+    events = read_stream(clean_redis, streams.INCIDENT_REPORTED.name, IncidentReported)
+    assert [distance_m(e.location, SCENE) < 0.01 for e in events] == [True, True]
