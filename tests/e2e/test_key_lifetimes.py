@@ -187,6 +187,10 @@ KEY_FAMILIES: tuple[tuple[str, Way], ...] = (
                                       "RECORDS_DAYS on, with its incidents' records",
                                       RECORDS_S)),
     (r"intake:key:{id}", Roster("reporting systems' live keys")),
+    # a key added to a system, to replace its first (POST /v1/systems/{id}/keys): one line a
+    # key the admin made; the lines go with the system's record, RECORDS_DAYS after its
+    # revocation (tests/integration/intake/test_key_rotation.py checks that TTL)
+    (r"intake:system_keys:{id}", Roster("the keys added to reporting systems")),
     # notify: an open order's state ORDER_OPEN_TTL_S after its issue or last answer, an
     # ended one's ORDER_TTL_S after its end
     (r"notify:order:{id}", Ttl(ORDER_OPEN_TTL_S)),
@@ -438,6 +442,9 @@ async def drive_day(stack: Stack) -> Day:
         assert r.status_code == 204, r.text
         r = await client.get(f"{stack.url('intake')}/v1/systems", headers=admin(stack))
         system = [s["system_id"] for s in r.json()["systems"] if s["revoked_at"] is None][-1]
+        r = await client.post(f"{stack.url('intake')}/v1/systems/{system}/keys",
+                              headers=admin(stack))  # its key replaced once, as 110's is
+        assert r.status_code == 201, r.text
         r = await client.delete(f"{stack.url('intake')}/v1/systems/{system}",
                                 headers=admin(stack))
         assert r.status_code == 204, r.text

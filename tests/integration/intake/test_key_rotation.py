@@ -6,7 +6,9 @@ revoked on its own (DELETE /v1/systems/{id}/keys/{key_id}) once the new one is i
 from __future__ import annotations
 
 import httpx
+import redis
 
+from services.intake.config import Settings
 from tests.integration.intake.conftest import ADMIN
 
 
@@ -76,7 +78,7 @@ async def test_a_new_key_of_a_system_follows_the_calls_made_under_its_old_key(in
                                             "system.create"]
 
 
-async def test_a_system_s_last_key_is_revoked_with_the_system(intake) -> None:
+async def test_a_system_s_last_key_is_revoked_with_the_system(intake, clean_redis) -> None:
     r = await intake.post("/v1/systems", headers=ADMIN, json={"name": "110", "districts": ["d1"]})
     system_id, old_id = r.json()["system_id"], r.json()["key_id"]
     new = (await intake.post(f"/v1/systems/{system_id}/keys", headers=ADMIN)).json()
@@ -96,6 +98,13 @@ async def test_a_system_s_last_key_is_revoked_with_the_system(intake) -> None:
     assert [(s["revoked_at"] is not None, s["keys"]) for s in listed] == [(True, [])]
     assert (await intake.post("/v1/incidents", headers=bearer(new["api_key"]),
                               json=report("110-2"))).status_code == 401
+    # its keys' record goes with the system's, RECORDS_DAYS on
+    sync = redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        records_s = Settings(admin_token="test-admin-token").records_days * 86_400
+        assert records_s - 60 < sync.ttl(f"intake:system_keys:{system_id}") <= records_s
+    finally:
+        sync.close()
     r = await intake.post(f"/v1/systems/{system_id}/keys", headers=ADMIN)
     assert r.status_code == 409, r.text  # a revoked system is not brought back by a key
 
