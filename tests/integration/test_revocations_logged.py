@@ -30,6 +30,21 @@ async def test_a_system_key_s_revocation_is_in_intake_s_log(
     assert logged(caplog, f"system {system_id} revoked")
 
 
+async def test_one_key_of_a_system_revoked_alone_is_in_intake_s_log(
+        clean_redis: str, caplog: pytest.LogCaptureFixture) -> None:
+    # a key replaced (POST /v1/systems/{id}/keys) and revoked: a restore would bring it back
+    caplog.set_level(logging.INFO)
+    async with running("intake", clean_redis) as svc:
+        r = await svc.client.post("/v1/systems", headers=ADMIN,
+                                  json={"name": "110", "districts": [DISTRICT]})
+        system_id, key_id = r.json()["system_id"], r.json()["key_id"]
+        r = await svc.client.post(f"/v1/systems/{system_id}/keys", headers=ADMIN)
+        assert r.status_code == 201, r.text
+        r = await svc.client.delete(f"/v1/systems/{system_id}/keys/{key_id}", headers=ADMIN)
+        assert r.status_code == 204, r.text
+    assert logged(caplog, f"system {system_id}: key {key_id} revoked")
+
+
 async def test_a_dispatcher_token_s_revocation_is_in_dispatch_s_log(
         clean_redis: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
