@@ -68,7 +68,8 @@ class ReportedLocation(Location):
         description="the datum `lat` and `lon` are given in, when not WGS-84: `gcj02` "
         "(AMap, Tencent: a place taken from such a map lies 300-700 m off) or `bd09` "
         "(Baidu), which intake converts to WGS-84; `wgs84` and `cgcs2000` (the national "
-        "survey's, police GIS's: WGS-84 within centimetres) are taken as they are")
+        "survey's, police GIS's: WGS-84 within centimetres) are taken as they are. In any "
+        "case, with or without a hyphen (`GCJ-02`)")
 
     @field_validator("lat")
     @classmethod
