@@ -5,7 +5,12 @@ China's own survey and of police GIS, is WGS-84 within centimetres and taken as 
 
 GCJ-02 is the published forward transform (WGS-84 to GCJ-02, applied only inside China's
 bounding box); its inverse has no closed form and is found by iterating the forward one
-until it gives back the place sent (within 1e-9 degree, a tenth of a millimetre)."""
+until it gives back the place sent (within 1e-9 degree, a tenth of a millimetre).
+
+Written here, not taken from a library: of the packages the registries offer, coord-convert
+needs fiona (GDAL) for its command line, coordtransform ships a wheel for CPython 3.11 only,
+and both are these same few published formulas (coord-convert's inverse has no bound on its
+rounds)."""
 
 from __future__ import annotations
 
