@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.util import types
 
+from shared.described import describe_failure, describe_traceback
 from shared.jsontext import ascii_json
 from shared.logging import mask_credentials, rotated_name
 
@@ -138,6 +141,37 @@ class UrlCredentialsMasked(SpanProcessor):
                 span.set_attribute(key, [_masked_header(str(v)) for v in values])
 
 
+def _exception_described(span: Span, exception: BaseException,
+                         attributes: types.Attributes = None, timestamp: int | None = None,
+                         escaped: bool = False) -> None:
+    """`Span.record_exception` as the logs say a failure (shared.described): its type, its
+    message and the frames of its stack trace, each exception of the chain said by
+    describe_failure (a validation error by its fields, never the values it quotes)."""
+    module, name = type(exception).__module__, type(exception).__qualname__
+    described: dict[str, types.AttributeValue] = {
+        "exception.type": f"{module}.{name}" if module and module != "builtins" else name,
+        "exception.message": describe_failure(exception),
+        "exception.stacktrace": describe_traceback(exception),
+        "exception.escaped": str(escaped),
+    }
+    if attributes:
+        described.update(attributes)
+    span.add_event("exception", described, timestamp)
+
+
+class ExceptionsDescribed(SpanProcessor):
+    """An exception that escapes a span is recorded as the logs describe it. The SDK's
+    `record_exception`, which `start_as_current_span`, `use_span` and a span's own `with`
+    call for an exception escaping them, records the exception's own text and a stack
+    trace ending in it: pydantic's quotes the input it refused (a stored incident's caller,
+    a description), and every exporter had it. Each span gets, as it starts, its own
+    `record_exception` that says it as shared.described does; `record_failure` for a
+    failure a handler catches says it the same way."""
+
+    def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
+        span.record_exception = functools.partial(_exception_described, span)  # type: ignore[method-assign]
+
+
 # The messaging conventions' operation types (semantic conventions 1.26 and later) of the
 # operations FastStream and shared.bus name as 1.24 did (`messaging.operation`, the span name's
 # last word): `publish` became `send`.
@@ -189,6 +223,7 @@ def tracer_provider(service_name: str, *, traces_file: str | None = None,
     provider = TracerProvider(resource=Resource.create({"service.name": name}),
                               sampler=every_incident_sampled(os.environ))
     provider.add_span_processor(UrlCredentialsMasked())  # before any exporter's processor
+    provider.add_span_processor(ExceptionsDescribed())
     provider.add_span_processor(MessagingOperationType())
     if traces_file:
         exporter = JsonLinesSpanExporter(traces_file, max_bytes=traces_max_mb * 1024 * 1024,

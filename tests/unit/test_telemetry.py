@@ -1,5 +1,6 @@
 """The JSON-lines span exporter: one object per span, parents linked, personal data dropped,
-the file rotated by size; and no span's URL carries a credential to any exporter."""
+the file rotated by size; and no span's URL carries a credential to any exporter, nor an
+exception recorded on a span what its text quotes."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind
+from pydantic import BaseModel, ValidationError
 
 from shared.http import TELEMETRY
 from shared.settings import ServiceSettings
@@ -333,3 +336,59 @@ def test_messaging_spans_say_their_operation_type_as_the_current_conventions_nam
         ("order.issued publish", "send", "publish", "publish"),
         ("push order", "send", "publish", "publish"),
         ("GET /v1/zones", None, None, None)]
+
+
+class CallerRecord(BaseModel):
+    phone: int  # a stored record a step reads: pydantic quotes what it refused
+
+
+STORED = {"phone": "13977105555 Huang Xiaoming"}
+
+
+def caller_record_refused() -> None:
+    CallerRecord.model_validate(STORED)
+
+
+def test_an_exception_escaping_a_span_is_described_without_what_its_text_quotes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `start_as_current_span` and `use_span` record an exception that escapes them with the
+    # SDK's `record_exception`: its own text and a stack trace ending in it. A dispatch step
+    # failing on a stored record (its caller's phone and name) put them in the incident's
+    # trace, for every exporter (Jaeger keeps them), where shared.described keeps them out
+    # of the logs and dead letters.
+    from services.dispatch import engine
+
+    path = tmp_path / "svc.jsonl"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "svc")
+    provider = tracer_provider("svc", traces_file=str(path))
+    otlp_like = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(otlp_like))
+    monkeypatch.setattr(engine, "tracer", provider.get_tracer("lianfang.dispatch"))
+    with pytest.raises(ValidationError):
+        with engine.in_incident_trace("acknowledgement deadline", None,
+                                      **{"lianfang.incident_id": "inc_1"}):
+            caller_record_refused()
+    span = provider.get_tracer("t").start_span("order.issued process")
+    with pytest.raises(ValidationError), trace.use_span(span, end_on_exit=True):
+        caller_record_refused()
+    provider.force_flush()
+    provider.shutdown()
+
+    spans = otlp_like.get_finished_spans()
+    assert [s.name for s in spans] == ["acknowledgement deadline", "order.issued process"]
+    for finished in spans:
+        (event,) = finished.events
+        attributes = dict(event.attributes or {})
+        assert event.name == "exception"
+        assert attributes["exception.type"] == "pydantic_core._pydantic_core.ValidationError"
+        assert attributes["exception.message"] == "ValidationError: phone: int_parsing"
+        # where it happened is kept: the frames, each exception said as the logs say it
+        assert "in caller_record_refused" in attributes["exception.stacktrace"]
+        assert attributes["exception.stacktrace"].endswith(
+            "ValidationError: phone: int_parsing")
+    written = path.read_text()
+    assert "exception.stacktrace" in written
+    for secret in ("13977105555", "Huang"):
+        assert all(secret not in str(dict(e.attributes or {}))
+                   for s in spans for e in s.events)
+        assert secret not in written
