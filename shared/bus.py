@@ -349,7 +349,7 @@ def _headers_of(fields: Mapping[bytes, bytes]) -> Mapping[str, Any]:
 
 @contextlib.contextmanager
 def _span_of_entry(stream: str, group: str, entry_id: bytes | str,
-                   fields: Mapping[bytes, bytes]) -> Iterator[Span]:
+                   fields: Mapping[bytes, bytes], attempts: int) -> Iterator[Span]:
     """The span the entry is being handled under (the reader's entry span, FastStream's
     span of a reclaimed entry); for an entry dead-lettered before any (it did not parse),
     one of its own in its publisher's trace, so that the trace shows where the event went
@@ -359,7 +359,7 @@ def _span_of_entry(stream: str, group: str, entry_id: bytes | str,
         yield current
         return
     # current while the letter is written, so that its log line names the trace as well
-    with trace.use_span(_entry_span(stream, group, entry_id, _headers_of(fields)),
+    with trace.use_span(_entry_span(stream, group, entry_id, _headers_of(fields), attempts),
                         end_on_exit=True) as span:
         yield span
 
@@ -373,7 +373,7 @@ async def dead_letter_entry(
         payload = json.dumps(
             {k.decode(errors="replace"): v.decode(errors="replace") for k, v in fields.items()}
         ).encode()
-    with _span_of_entry(stream, group, entry_id, fields) as span:
+    with _span_of_entry(stream, group, entry_id, fields, attempts) as span:
         context = span.get_span_context()
         # The trace the event belongs to (the incident's): the letter's payload holds it only
         # inside its binary envelope, and an operator looks the dead letter up in the traces.
@@ -689,14 +689,15 @@ def _reclaimer(
     @subscriber
     async def reclaim(_: bytes) -> None:
         msg: RedisStreamMessage = broker.context.get_local("message")
+        attempt = await msg.get_delivery_count()
         span = trace.get_current_span()  # FastStream's, in the entry's publisher's trace
         if span.is_recording():
             # Named as the reader's entry spans are: FastStream's lack the destination and
             # the group, and its message id is a number made up at each delivery.
             span.set_attributes(_entry_attributes(stream.name, group,
-                                                  msg.raw_message["message_ids"][0]))
+                                                  msg.raw_message["message_ids"][0], attempt))
         async with _Hold(msg, name, group=group, settings=settings):
-            await process(msg, await msg.get_delivery_count())
+            await process(msg, attempt)
 
 
 # A subscriber's read log (_log_reads), for read_failures.
@@ -818,19 +819,24 @@ class Traced(Generic[E]):
             yield span
 
 
-def _entry_attributes(stream: str, group: str, entry_id: bytes | str) -> dict[str, str]:
-    """A consumed entry's span attributes (OpenTelemetry's messaging conventions)."""
+def _entry_attributes(stream: str, group: str, entry_id: bytes | str,
+                      attempt: int) -> dict[str, str | int]:
+    """A consumed entry's span attributes (OpenTelemetry's messaging conventions), and which
+    delivery of the entry to its group this is (`lianfang.delivery_attempt`: 1 for the
+    reader's, the delivery count for the reclaimer's): a redelivery after a consumer died
+    or failed says so, although the first delivery's span (a process killed outright) may
+    never have been exported."""
     return {"messaging.system": "redis", "messaging.destination.name": stream,
             "messaging.operation": "process", "messaging.consumer.group.name": group,
-            "messaging.message.id": _text(entry_id)}
+            "messaging.message.id": _text(entry_id), "lianfang.delivery_attempt": attempt}
 
 
 def _entry_span(stream: str, group: str, entry_id: bytes | str,
-                headers: Mapping[str, Any]) -> Span:
+                headers: Mapping[str, Any], attempt: int = 1) -> Span:
     # Named as FastStream's telemetry middleware names a consumed message.
     return _tracer.start_span(
         f"{stream} process", kind=SpanKind.CONSUMER, context=propagate.extract(headers),
-        attributes=_entry_attributes(stream, group, entry_id))
+        attributes=_entry_attributes(stream, group, entry_id, attempt))
 
 
 def consume_batches(

@@ -123,6 +123,9 @@ async def test_an_entry_a_killed_consumer_held_is_reclaimed_in_its_trace_named_a
     assert reclaimed.attributes["messaging.operation"] == "process"
     assert reclaimed.attributes["messaging.consumer.group.name"] == "dispatch"
     assert reclaimed.attributes["messaging.message.id"] == entry_id.decode()
+    # ... and said to be a redelivery: the second delivery of the entry, whose first
+    # consumer's span (a process killed outright) may never have been exported.
+    assert reclaimed.attributes["lianfang.delivery_attempt"] == 2
 
 
 async def test_an_entry_given_up_on_ends_its_trace_as_dead_lettered_and_its_letter_names_it(
@@ -147,6 +150,8 @@ async def test_an_entry_given_up_on_ends_its_trace_as_dead_lettered_and_its_lett
         lambda: (found := in_trace(spans, f"{STREAM} process")) and len(found) == 3 and found,
         "the three attempts' spans")
     last = max(attempts, key=lambda s: s.start_time)
+    # Each attempt says which it is: the reader's first, the reclaimer's retries.
+    assert sorted(s.attributes["lianfang.delivery_attempt"] for s in attempts) == [1, 2, 3]
     # The last attempt does not look like a success: it says the event went to the dead
     # letters, and why.
     assert last.status.status_code.name == "ERROR"
@@ -252,3 +257,4 @@ async def test_each_retry_by_the_reclaimer_and_the_dead_letter_are_counted_by_ou
     # The first read's failure, the reclaimer's failed retry, and its last one, which gave up:
     # `dead_lettered` is what an operator's alert on this histogram watches for.
     assert counted == {"failed": 2, "dead_lettered": 1}
+
