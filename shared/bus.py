@@ -587,8 +587,8 @@ def consume(
                      parsed: tuple[E, dict[str, Any]] | str) -> bool:
         """True: done with (handled or dead-lettered); False: failed, to be reclaimed."""
         if isinstance(parsed, str):
-            await dead_letter_entry(consumer, stream=stream.name, entry_id=entry_id,
-                                    fields=fields, group=group, reason=parsed, attempts=1)
+            await _unreadable_dead_lettered(consumer, stream=stream.name, entry_id=entry_id,
+                                            fields=fields, group=group, reason=parsed)
             return True
         event, headers = parsed
         async with slots:
@@ -804,6 +804,18 @@ HANDLED = metrics.get_meter("lianfang.bus").create_histogram(
                 "failed: left for the reclaimer, dead_lettered)")
 
 
+async def _unreadable_dead_lettered(redis: Redis, *, stream: str, entry_id: bytes,
+                                   fields: Mapping[bytes, bytes], group: str,
+                                   reason: str) -> None:
+    """An entry a reader read that is no event, dead-lettered at its first read and counted
+    as the reclaimer's dead letters are (`outcome="dead_lettered"`)."""
+    started = time.perf_counter()
+    await dead_letter_entry(redis, stream=stream, entry_id=entry_id, fields=fields,
+                            group=group, reason=reason, attempts=1)
+    HANDLED.record(time.perf_counter() - started,
+                   {"stream": stream, "group": group, "outcome": "dead_lettered"})
+
+
 @dataclass(slots=True)
 class Traced(Generic[E]):
     """An event of a batch with its own consumer span, a child of its publisher's: each
@@ -873,8 +885,9 @@ def consume_batches(
                                     strict=True):
             parsed = _event_of(model, fields)
             if isinstance(parsed, str):
-                await dead_letter_entry(msg.consumer, stream=stream.name, entry_id=entry_id,
-                                        fields=fields, group=group, reason=parsed, attempts=1)
+                await _unreadable_dead_lettered(msg.consumer, stream=stream.name,
+                                                entry_id=entry_id, fields=fields, group=group,
+                                                reason=parsed)
                 dead.append(entry_id)
             elif trace_each:
                 entries.append((entry_id, fields, Traced(

@@ -258,3 +258,26 @@ async def test_each_retry_by_the_reclaimer_and_the_dead_letter_are_counted_by_ou
     # `dead_lettered` is what an operator's alert on this histogram watches for.
     assert counted == {"failed": 2, "dead_lettered": 1}
 
+
+async def test_an_entry_the_reader_dead_letters_at_once_is_counted_as_dead_lettered(
+        clean_redis: str, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An event that does not parse is given up on at its first read, by the reader: an alert
+    # on `outcome="dead_lettered"` of this histogram missed it (only the reclaimer's were
+    # counted), though it is as lost to its group as one whose handler kept failing.
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    monkeypatch.setattr(shared.bus, "HANDLED", meter.create_histogram("handled"))
+    await publish_in_trace(clean_redis, {"unit_id": "u1", "status": "asleep"})
+
+    async def handler(event: UnitStatus) -> None:
+        pass
+
+    async with dispatch_consuming(clean_redis, handler) as redis:
+        await poll_until(lambda: redis.xrange(f"dlq.{STREAM}"), "the dead letter")
+    data = reader.get_metrics_data()  # None: nothing recorded
+    counted = {point.attributes["outcome"]: point.count
+               for metric in (data.resource_metrics[0].scope_metrics[0].metrics if data else ())
+               for point in metric.data.data_points
+               if point.attributes["stream"] == STREAM and point.attributes["group"] == "dispatch"}
+    assert counted == {"dead_lettered": 1}
