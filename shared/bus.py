@@ -45,6 +45,7 @@ from shared.events import Event, utcnow
 from shared.failures import RepeatedFailures
 from shared.http import STORE_AWAY, STORE_REFUSING, TryAgain
 from shared.logging import READ_FAILURE_LOGGED, faststream_logger, mark_logged
+from shared.metrics import HANDLING_BUCKETS_S
 from shared.packing import connection_class
 from shared.settings import ServiceSettings
 
@@ -801,7 +802,8 @@ HANDLED = metrics.get_meter("lianfang.bus").create_histogram(
     "lianfang.stream.handle_duration", unit="s",
     description="time to handle one stream entry read by `consume` (or of a failed batch of "
                 "`consume_batches`, handled alone), by stream, group and outcome (handled, "
-                "failed: left for the reclaimer, dead_lettered)")
+                "failed: left for the reclaimer, dead_lettered)",
+    explicit_bucket_boundaries_advisory=HANDLING_BUCKETS_S)
 
 
 async def _unreadable_dead_lettered(redis: Redis, *, stream: str, entry_id: bytes,

@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Response
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -36,6 +37,21 @@ def pushes_over_otlp(env: Mapping[str, str]) -> bool:
     return "otlp" in exporters or bool(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
 
 
+# Bucket boundaries of the histograms of times, in seconds. The SDK's default (0, 5, 10, 25,
+# … 10000) is made for milliseconds: with it every time to assign of a healthy night fell in
+# 0–5 s and Prometheus's p90 read 4.5 s, the P1 acknowledgements around its 30 s deadline
+# fell in 25–50 s and a response time of 3 or 5 minutes in 100–250 or 250–500 s.
+# The time an entry takes to handle (up to HANDLER_TIMEOUT_S, 120 s):
+HANDLING_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                      2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# An incident's times from its report: to its first order (milliseconds when well), to an
+# acknowledgement (the P1 deadline, 30 s; P4's 300 s) and to the scene (minutes):
+RESPONSE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
+                      90.0, 120.0, 180.0, 240.0, 300.0, 420.0, 600.0, 900.0, 1800.0, 3600.0)
+# FastStream's own histograms, which it makes without boundaries of its own.
+_FASTSTREAM_DURATIONS = ("messaging.process.duration", "messaging.publish.duration")
+
+
 def setup_metrics(service_name: str) -> MeterProvider:
     """Install the global meter provider; call once per process, before building the app."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -47,8 +63,11 @@ def setup_metrics(service_name: str) -> MeterProvider:
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     name = os.environ.get("OTEL_SERVICE_NAME", service_name)
-    provider = MeterProvider(resource=Resource.create({"service.name": name}),
-                             metric_readers=readers)
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": name}), metric_readers=readers,
+        views=[View(instrument_name=instrument,
+                    aggregation=ExplicitBucketHistogramAggregation(HANDLING_BUCKETS_S))
+               for instrument in _FASTSTREAM_DURATIONS])
     metrics.set_meter_provider(provider)
     return provider
 

@@ -49,7 +49,7 @@ from shared.events import (
     utcnow,
 )
 from shared.http import ApiError, TryAgain, conflict, not_found
-from shared.metrics import meter
+from shared.metrics import RESPONSE_BUCKETS_S, meter
 from shared.policy import Policy, normalise_flags
 from shared.scripts import ScriptBatch, queued_commands
 from shared.telemetry import current_trace_id, extract_context, inject_context
@@ -66,13 +66,16 @@ tracer = trace.get_tracer("lianfang.dispatch")
 _meter = meter("dispatch")
 TIME_TO_ASSIGN = _meter.create_histogram(
     "lianfang.dispatch.time_to_assign", unit="s",
-    description="from the report to the first order issued")
+    description="from the report to the first order issued",
+    explicit_bucket_boundaries_advisory=RESPONSE_BUCKETS_S)
 TIME_TO_ACK = _meter.create_histogram(
     "lianfang.dispatch.time_to_acknowledge", unit="s",
-    description="from the report to the first acknowledgement")
+    description="from the report to the first acknowledgement",
+    explicit_bucket_boundaries_advisory=RESPONSE_BUCKETS_S)
 TIME_TO_SCENE = _meter.create_histogram(
     "lianfang.dispatch.time_to_scene", unit="s",
-    description="from the report to the first team on scene: the response time")
+    description="from the report to the first team on scene: the response time",
+    explicit_bucket_boundaries_advisory=RESPONSE_BUCKETS_S)
 ROUTING_TIMEOUTS = _meter.create_counter(
     "lianfang.dispatch.routing_timeouts", description="orders withdrawn for a missed deadline")
 ANSWERS_READ_AFTER_TIMEOUT = _meter.create_counter(
