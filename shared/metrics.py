@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any
 
@@ -52,19 +53,30 @@ RESPONSE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.
 _FASTSTREAM_DURATIONS = ("messaging.process.duration", "messaging.publish.duration")
 
 
-def setup_metrics(service_name: str) -> MeterProvider:
-    """Install the global meter provider; call once per process, before building the app."""
+def setup_metrics(service_name: str, *, workers: int = 1) -> MeterProvider:
+    """Install the global meter provider; call once per process, before building the app.
+
+    `workers`: the service's HTTP_WORKERS. Above 1, each worker process has figures of its
+    own and answers the scrapes that reach it: its series carry `service_instance_id` (its
+    host and pid), so that each worker's counters are series of their own (summed on a
+    dashboard) instead of one series jumping between the workers' values at every scrape.
+    With one worker the series have no such label (a new pid at each restart would start
+    new series)."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
-    readers: list = [PrometheusMetricReader()]
+    attributes = {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
+    if workers > 1:
+        attributes["service.instance.id"] = f"{socket.gethostname()}-{os.getpid()}"
+    readers: list = [PrometheusMetricReader(
+        resource_attribute_filter=(lambda key: key == "service.instance.id")
+        if workers > 1 else None)]
     if pushes_over_otlp(os.environ):
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    name = os.environ.get("OTEL_SERVICE_NAME", service_name)
     provider = MeterProvider(
-        resource=Resource.create({"service.name": name}), metric_readers=readers,
+        resource=Resource.create(attributes), metric_readers=readers,
         views=[View(instrument_name=instrument,
                     aggregation=ExplicitBucketHistogramAggregation(HANDLING_BUCKETS_S))
                for instrument in _FASTSTREAM_DURATIONS])

@@ -40,7 +40,7 @@ def worker_app() -> FastAPI:
     setup_logging(settings.service_name, settings.log_level)
     setup_telemetry(settings.service_name, traces_file=settings.traces_file,
                     traces_max_mb=settings.traces_max_mb, traces_keep=settings.traces_keep)
-    setup_metrics(settings.service_name)
+    setup_metrics(settings.service_name, workers=settings.http_workers)
     return _heap_frozen_after_startup(
         importlib.import_module(f"services.{service}.main").create_app(settings))
 

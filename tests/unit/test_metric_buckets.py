@@ -1,6 +1,7 @@
-"""The time histograms, as a service's /metrics serves them, have buckets in seconds that
-answer the alerts docs/operations.md writes on them (p90 of the time to assign, to
-acknowledge, to the scene; the time to handle an entry)."""
+"""A service's /metrics as Prometheus reads it: the time histograms have buckets in seconds
+that answer the alerts docs/operations.md writes on them (p90 of the time to assign, to
+acknowledge, to the scene; the time to handle an entry), and each worker of a service run
+with HTTP_WORKERS above 1 counts in series of its own."""
 
 from __future__ import annotations
 
@@ -74,3 +75,36 @@ def test_the_time_histograms_answer_their_alerts_in_seconds() -> None:
     assert p90(buckets(text, "lianfang_stream_handle_duration_seconds"), 10) < 0.025
     for metric in ("messaging_process_duration_seconds", "messaging_publish_duration_seconds"):
         assert p90(buckets(text, metric), 1) < 0.01, metric
+
+
+WORKER = """
+from shared.metrics import setup_metrics
+setup_metrics("volunteers", workers={workers})
+from opentelemetry import metrics
+from prometheus_client import REGISTRY, generate_latest
+metrics.get_meter("lianfang.volunteers").create_counter("lianfang.volunteers.position_fixes").add(
+    3, {{"outcome": "published"}})
+print(generate_latest(REGISTRY).decode())
+"""
+
+
+def fixes_series(workers: int) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", WORKER.format(workers=workers)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return [line for line in done.stdout.splitlines()
+            if line.startswith("lianfang_volunteers_position_fixes_total{")]
+
+
+def test_each_worker_of_a_service_counts_in_series_of_its_own() -> None:
+    # HTTP_WORKERS=2 (volunteers under the positions' load): each worker process has its own
+    # figures and a scrape of /metrics is answered by whichever worker took the connection.
+    # In the same series, the counters jumped between the two workers' values at every
+    # scrape (Prometheus took each fall for a restart: the rates were nonsense).
+    (one,) = fixes_series(2)
+    (other,) = fixes_series(2)
+    instance = re.compile(r'service_instance_id="([^"]+)"')
+    assert instance.search(one) and instance.search(other)
+    assert instance.search(one).group(1) != instance.search(other).group(1)
+    # One worker: the series as before, no label that changes at every restart.
+    (alone,) = fixes_series(1)
+    assert "service_instance_id" not in alone
