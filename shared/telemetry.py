@@ -14,6 +14,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util import types
 
 from shared.described import describe_failure, describe_traceback
@@ -157,16 +158,30 @@ def _exception_described(span: Span, exception: BaseException,
     if attributes:
         described.update(attributes)
     span.add_event("exception", described, timestamp)
+    # The SDK sets the error status next, its description the exception's own text
+    # (`use_span`, a span's `__exit__`): that one is said as the event says it.
+    span.set_status = functools.partial(  # type: ignore[method-assign]
+        _status_described, span, f"{type(exception).__name__}: {exception}",
+        describe_failure(exception))
+
+
+def _status_described(span: Span, raw: str, described: str, status: Status | StatusCode,
+                      description: str | None = None) -> None:
+    if isinstance(status, Status) and status.description == raw:
+        status = Status(status.status_code, described)
+    Span.set_status(span, status, description)
 
 
 class ExceptionsDescribed(SpanProcessor):
     """An exception that escapes a span is recorded as the logs describe it. The SDK's
     `record_exception`, which `start_as_current_span`, `use_span` and a span's own `with`
     call for an exception escaping them, records the exception's own text and a stack
-    trace ending in it: pydantic's quotes the input it refused (a stored incident's caller,
-    a description), and every exporter had it. Each span gets, as it starts, its own
-    `record_exception` that says it as shared.described does; `record_failure` for a
-    failure a handler catches says it the same way."""
+    trace ending in it, and the error status they set next has that text as its
+    description: pydantic's quotes the input it refused (a stored incident's caller, a
+    description), and every exporter had it (the file writes no description; OTLP does).
+    Each span gets, as it starts, its own `record_exception` that says it as
+    shared.described does, the status's description too; `record_failure` for a failure a
+    handler catches says it the same way."""
 
     def on_start(self, span: Span, parent_context: context.Context | None = None) -> None:
         span.record_exception = functools.partial(_exception_described, span)  # type: ignore[method-assign]

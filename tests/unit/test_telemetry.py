@@ -386,6 +386,9 @@ def test_an_exception_escaping_a_span_is_described_without_what_its_text_quotes(
         assert "in caller_record_refused" in attributes["exception.stacktrace"]
         assert attributes["exception.stacktrace"].endswith(
             "ValidationError: phone: int_parsing")
+        # the error status's description too (OTLP sends it: Jaeger's otel.status_description)
+        assert finished.status.status_code.name == "ERROR"
+        assert finished.status.description == "ValidationError: phone: int_parsing"
     written = path.read_text()
     assert "exception.stacktrace" in written
     for secret in ("13977105555", "Huang"):
