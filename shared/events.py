@@ -272,6 +272,11 @@ class OrderWithdrawn(Event):
     incident_id: str
     team_id: str
     reason: Literal["timeout", "declined", "closed", "reassigned"]
+    barred_by: tuple[str, ...] = Field(
+        default=(), description="the incident's flags that took the team off it (`weapon`: "
+        "volunteers are never sent into violence); its phones are told, so that a volunteer "
+        "on the way or on scene learns why and leaves. Empty for any other withdrawal (and "
+        "from a dispatch before 2026-12-07)")
     delivered: bool | None = Field(
         default=None, description="whether a device of the team had received the order")
     ack_by: AwareDatetime | None = Field(

@@ -1726,11 +1726,13 @@ class Dispatcher:
 
     @staticmethod
     def _order_withdrawn(inc: dict[str, str], order: dict[str, str], reason: str, *,
-                         entry: TimelineEntry | None = None) -> OrderWithdrawn:
+                         entry: TimelineEntry | None = None,
+                         barred_by: tuple[str, ...] = ()) -> OrderWithdrawn:
         return OrderWithdrawn(
             event_id=f"withdrawn-{order['order_id']}", district=inc["district"],
             order_id=order["order_id"], incident_id=inc["incident_id"],
-            team_id=order["team_id"], reason=reason, delivered=bool(order.get("delivered_at")),
+            team_id=order["team_id"], reason=reason, barred_by=barred_by,
+            delivered=bool(order.get("delivered_at")),
             ack_by=_ts(order.get("ack_by")),  # a raised priority's sooner one (_revised)
             entry=entry)
 
@@ -3506,7 +3508,7 @@ class Dispatcher:
                               for o in state.orders)
                 await self._taken_back(state, order, detail=off,
                                        marks={"team_moved": "1", **judged},
-                                       offer_again=not refused)
+                                       offer_again=not refused, barred_by=tuple(barring))
             elif order["state"] != "withdrawn" or order.get("team_moved") != "1":
                 return None
             await self._fill(incident_id, state)
@@ -4269,12 +4271,15 @@ class Dispatcher:
     async def _taken_back(self, state: store.IncidentState, order: dict[str, str], *,
                           detail: Detail, note: str | None = None,
                           marks: dict[str, str] | None = None,
-                          offer_again: bool = False) -> None:
+                          offer_again: bool = False,
+                          barred_by: tuple[str, ...] = ()) -> None:
         """A live order withdrawn by the command room's decision (order.withdrawn,
         `reassigned`): the order's state (with `marks`, other fields kept on it), its
         deadline, the event, the timeline entry and its team's claim released, in one
         write; with `offer_again`, the team's place among the teams never offered the
-        incident again taken off in the same write."""
+        incident again taken off in the same write. `barred_by`: the incident's flags that
+        take a volunteer team off it (a weapon), which its phones are told (notify), so that
+        volunteers on their way or on scene learn why and leave."""
         inc = state.incident
         assert inc is not None
         order_id = order["order_id"]
@@ -4293,7 +4298,8 @@ class Dispatcher:
             if order.get("kind") == "followup":  # its time to answer (on_visit_unanswered_due)
                 store.queue_cancel(pipe, f"visit:{order_id}")
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
-                                self._order_withdrawn(inc, order, "reassigned"))
+                                self._order_withdrawn(inc, order, "reassigned",
+                                                      barred_by=barred_by))
             if not station:  # a station's task is not an emergency to refill
                 self._queue_waiting(pipe, inc)
             if offer_again:
@@ -4426,7 +4432,7 @@ class Dispatcher:
             # one moved into volunteers since its offer marked so (its backup replaced below)
             moved = {"team_moved": "1"} if order["agency_kind"] != "volunteer" else None
             await self._taken_back(state, order, marks=moved, detail=entry_detail(
-                "volunteers_barred", flags=", ".join(barring)))
+                "volunteers_barred", flags=", ".join(barring)), barred_by=tuple(barring))
         await self._fill(incident_id, state)
         # A volunteer backup the flags took off: the team that asked for it is still there,
         # another backup, as after a take-back (_fill sends none while the incident has the

@@ -231,8 +231,11 @@ def amended_message(order: OrderIssued) -> str:
                        "frame": amended_frame(order)})
 
 
-def withdrawn_message(order_id: str) -> str:
-    return json.dumps({"event": "withdrawn", "order_id": order_id})
+def withdrawn_message(order_id: str, barred_by: tuple[str, ...] = ()) -> str:
+    message: dict[str, Any] = {"event": "withdrawn", "order_id": order_id}
+    if barred_by:
+        message["barred_by"] = list(barred_by)
+    return json.dumps(message)
 
 
 class Hub:
@@ -444,7 +447,7 @@ class Hub:
         elif kind == "withdrawn":
             for conn in conns:
                 conn.told_ended.add(data["order_id"])  # the replay need not say it again
-                conn.offer(withdrawn_frame(data["order_id"]))
+                conn.offer(withdrawn_frame(data["order_id"], data.get("barred_by") or ()))
         elif kind == "state":
             frame = data["frame"]
             for conn in conns:
@@ -648,7 +651,7 @@ class Hub:
                 continue  # not ended: left as it is
             conn.told_ended.add(order_id)
             if record is None or record.withdrawn:
-                conn.offer(withdrawn_frame(order_id))
+                conn.offer(withdrawn_frame(order_id, record.barred_by if record else ()))
             else:
                 conn.offer(state_frame(order_id, state=record.state, answered=True,
                                        response=record.last_response))

@@ -546,7 +546,7 @@ function onFrame(f) {
       break;
     }
     case "order": onOrder(f); break;
-    case "order_withdrawn": withdrawn(f.order_id); break;
+    case "order_withdrawn": withdrawn(f.order_id, f.barred_by); break;
     case "order_update": onUpdate(f); break;
     case "order_state":
       // an order the team took before this page knew it (a reload, another phone answered):
@@ -727,21 +727,28 @@ function dropOrder(id) {
 // back (another team given it, volunteers taken off a weapon, the incident closed). The team
 // may be walking to it with the phone locked in a pocket: the phone alarms once and says so,
 // on the lock screen too, and the card stays until the member has read it (OK). An order
-// nobody had taken only stops ringing.
-function withdrawn(id) {
+// nobody had taken only stops ringing, unless it was taken back because the incident's flags
+// now bar volunteers (`barred_by`, a weapon): then the member, who may have set off before
+// pressing anything or be standing there already, is told why and to leave, whatever they
+// had answered ("do not go" alone, to someone on scene next to a knife, said nothing).
+function withdrawn(id, barredBy) {
   const o = orders.get(id);
   if (!o) settled(id);   // an answer restored after a reload, for an order withdrawn meanwhile
   if (!o || ended(o)) return;
   const pressed = unsure.get(id);   // an answer on its way (no signal): the team may be too
-  o.calledOff = !!o.answered || o.state !== "issued"
+  const barred = (Array.isArray(barredBy) ? barredBy : []).filter((x) => typeof x === "string");
+  o.barred = barred.length ? say("barred_leave", {
+    flags: barred.map((x) => word("flag", x)).join(lang === "zh" ? "、" : ", ") }) : "";
+  o.calledOff = !!o.answered || o.state !== "issued" || !!o.barred
     || !!(pressed && pressed.response && pressed.response.response !== "declined");
   endOrder(id, "withdrawn");
   if (!o.calledOff) return;
   const title = say("withdrawn", { what: what(o.frame) });
+  const why = o.barred || say("called_off");
   beep();
-  toast(title + (lang === "zh" ? "。" : ". ") + say("called_off"));
+  toast(title + (lang === "zh" ? "。" : ". ") + why);
   showNotice(id + ":withdrawn", title,
-             { body: say("called_off") + (o.frame.address ? " " + o.frame.address : ""),
+             { body: why + (o.frame.address ? " " + o.frame.address : ""),
                data: { order_id: id, withdrawn: true } });
 }
 
@@ -904,7 +911,7 @@ function render(id, alert) {
   }
   card.append(acts);
   if (o.calledOff && o.state === "withdrawn") {
-    card.append(el("div", "instr", say("called_off")));
+    card.append(el("div", "instr", o.barred || say("called_off")));
     const ok = el("button", "primary", say("ok"));
     ok.onclick = () => { dismissNotice(id + ":withdrawn"); dropOrder(id); };
     card.append(ok);

@@ -47,6 +47,8 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "order_updated": "指令有更新：{what}",
         "changed_since_answer": "指令在您回复后有更新：{what}。您的“{answer}”没有发出，请看清后重新回复。",
         "called_off": "请勿前往：指挥室已撤回这条指令。",
+        "barred_leave": "危险：现场报告有人{flags}，志愿者已撤出。请勿前往；已在现场的请立即离开，"
+                        "到安全的地方等候民警。",
         "withdrawn": "已撤回：{what}",
         "why_decline": "为什么不能接这条指令？指挥室会看到您的理由。",
         "decline_needs_reason": "未拒单：拒单需要填写理由。这条指令仍由您负责。",
@@ -176,6 +178,9 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "changed_since_answer": "Order updated since you answered: {what}. Your {answer} was not "
                                 "sent: read it and answer again.",
         "called_off": "Do not go: the command room took this order back.",
+        "barred_leave": "Danger: {flags} reported at the scene; volunteers are taken off it. Do "
+                        "not go; if you are there, leave now for a safe place and wait for the "
+                        "police.",
         "withdrawn": "Withdrawn: {what}",
         "why_decline": "Why can you not take this order? The command room reads your reason.",
         "decline_needs_reason": "Not declined: a decline needs its reason. The order is still "

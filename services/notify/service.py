@@ -100,7 +100,8 @@ class Orders:
         if await store.withdraw_order(
             self._stream_redis, order_id=event.order_id, team_id=event.team_id,
             incident_id=event.incident_id, district=event.district, reason=event.reason,
-            ttl_s=self._settings.order_ttl_s, fan_out=withdrawn_message(event.order_id),
+            ttl_s=self._settings.order_ttl_s, barred_by=event.barred_by,
+            fan_out=withdrawn_message(event.order_id, event.barred_by),
         ):
             log.info("order %s withdrawn: %s (reason %s)", event.order_id,
                      withdrawal_cause(event.reason), event.reason)

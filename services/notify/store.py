@@ -184,6 +184,8 @@ class OrderRecord:
     # not one that only brought the deadline forward): a phone whose message carried it, or
     # a later one, has all an update of the answered order would tell it
     raised_version: int = 0
+    # the incident's flags that took the team off it (order.withdrawn's `barred_by`: a weapon)
+    barred_by: tuple[str, ...] = ()
 
     @classmethod
     def from_hash(cls, order_id: str, data: dict[str, str]) -> OrderRecord:
@@ -207,6 +209,7 @@ class OrderRecord:
             version=int(data.get("version") or 0),
             # none kept (amended before it was): every version counts as raised
             raised_version=int(data.get("raised_version") or data.get("version") or 0),
+            barred_by=tuple(json.loads(data.get("withdraw_barred") or "[]")),
         )
 
 
@@ -341,6 +344,8 @@ else
   end
   redis.call('HSET', KEYS[1], 'withdrawn', '1', 'withdraw_pushed', '0', 'withdraw_reason', ARGV[5],
              'updated_at', ARGV[7])
+  -- the flags that took the team off it (a weapon), told again to a page back from a drop
+  if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'withdraw_barred', ARGV[10]) end
   redis.call('HSETNX', KEYS[1], 'team_id', ARGV[2])
   redis.call('HSETNX', KEYS[1], 'incident_id', ARGV[3])
   redis.call('HSETNX', KEYS[1], 'district', ARGV[4])
@@ -362,7 +367,7 @@ return 1
 
 async def withdraw_order(
     redis: Redis, *, order_id: str, team_id: str, incident_id: str, district: str, reason: str,
-    ttl_s: int, fan_out: str,
+    ttl_s: int, fan_out: str, barred_by: tuple[str, ...] = (),
 ) -> bool:
     """Marks the order withdrawn and publishes `fan_out` to the team's replicas; True when
     that happened now, False when an earlier delivery of the withdrawal already did it.
@@ -372,7 +377,8 @@ async def withdraw_order(
     return bool(await redis.eval(
         _WITHDRAW, 8, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
         *_records(order_id), order_id, team_id, incident_id, district, reason, str(ttl_s),
-        utcnow().isoformat(), fan_out, repr(time.time()),
+        utcnow().isoformat(), fan_out, repr(time.time()), json.dumps(list(barred_by)) if barred_by
+        else "",
     ))
 
 
@@ -524,7 +530,7 @@ async def open_orders(redis: Redis, team_id: str, *, most: int = REPLAY_MOST) ->
                       unanswered_left_out=int(unanswered_left_out))
 
 
-_STANDING = ("team_id", "state", "answered", "withdrawn", "last_response")
+_STANDING = ("team_id", "state", "answered", "withdrawn", "last_response", "withdraw_barred")
 
 
 async def where_orders_stand(redis: Redis, order_ids: list[str]) -> list[OrderRecord | None]:

@@ -156,8 +156,14 @@ def raised(before: OrderIssued, after: OrderIssued, *, answered: bool = False) -
             and after.ack_by < before.ack_by)
 
 
-def withdrawn_frame(order_id: str) -> dict[str, Any]:
-    return {"type": "order_withdrawn", "order_id": order_id}
+def withdrawn_frame(order_id: str, barred_by: tuple[str, ...] | list[str] = ()
+                    ) -> dict[str, Any]:
+    """Tells a device its team's order was taken back; `barred_by`: the incident's flags that
+    took the team off it (a weapon: the page tells a volunteer why, and to leave)."""
+    frame: dict[str, Any] = {"type": "order_withdrawn", "order_id": order_id}
+    if barred_by:
+        frame["barred_by"] = list(barred_by)
+    return frame
 
 
 # What each order.withdrawn reason means, for notify's log. `reassigned` is dispatch's own

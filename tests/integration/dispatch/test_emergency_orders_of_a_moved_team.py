@@ -54,7 +54,9 @@ async def test_a_team_moved_into_volunteers_is_taken_off_a_weapon_incident_and_r
     incident_id = await a_knife_fight(dispatch, publisher)
     (guards,) = [o for o in orders_for(dispatch, incident_id) if o.team_id == "guards"]
     await moved(publisher, "guards", agency_id="ag-residents", kind="volunteer")
-    await poll_until(lambda: withdrawn(dispatch, guards.order_id), "the order taken back")
+    [taken] = await poll_until(lambda: withdrawn(dispatch, guards.order_id),
+                               "the order taken back")
+    assert taken.barred_by == ("weapon",)  # its phones are told why: a weapon, leave
     third = await poll_until(lambda: len(orders_for(dispatch, incident_id)) >= 3
                              and orders_for(dispatch, incident_id)[2], "another security team")
     assert (third.team_id, third.kind) == ("guards-2", "dispatch")

@@ -59,6 +59,8 @@ async def test_a_weapon_takes_the_volunteers_off_and_the_incident_becomes_p1(
                         "withdrawn": [first.order_id]}
     [withdrawn] = withdrawals(clean_redis, incident_id)
     assert (withdrawn.order_id, withdrawn.reason) == (first.order_id, "reassigned")
+    # its phones are told why (notify: order_withdrawn's barred_by), to leave if on scene
+    assert withdrawn.barred_by == ("weapon",)
     orders = await orders_once(clean_redis, incident_id, 2, "the guards' order")
     assert (orders[1].team_id, orders[1].priority) == ("guard", "P1")
     assert "weapon" in orders[1].flags

@@ -77,3 +77,50 @@ def test_an_order_withdrawn_before_anyone_took_it_only_stops_ringing() -> None:
         f"{WITHDRAWN}; later(60000); [beeps, text('o-ord_1')]",
     )
     assert after == [0, None]
+
+
+ON_SCENE = {"type": "order_state", "order_id": "ord_1", "state": "on_scene", "answered": True,
+            "response": "on_scene"}
+# dispatch took the volunteers off because the incident's flags now bar them (a weapon)
+BARRED = deliver({"type": "order_withdrawn", "order_id": "ord_1", "barred_by": ["weapon"]})
+LEAVE = said("barred_leave", flags="持械")
+
+
+def test_a_volunteer_on_scene_taken_off_for_a_weapon_is_told_why_and_to_leave() -> None:
+    # Volunteers at a help request, on scene; the caller rings back: the man there has a
+    # knife. Dispatch takes the volunteers off. Their page said only "Do not go: the command
+    # room withdrew this order", to people already standing there, and nothing of the knife.
+    *_, alerted, card = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(ON_SCENE)}; {POCKET}",
+        f"{BARRED}; [beeps > 0 || buzzes > 0, toasts.slice()]",
+        f"later(600000); {UNLOCK} later(60000); text('o-ord_1')",
+    )
+    assert alerted[0] is True
+    assert [t for t in alerted[1] if LEAVE in t], alerted[1]
+    assert card is not None and LEAVE in card and said("called_off") not in card
+
+
+def test_an_order_nobody_had_answered_taken_off_for_a_weapon_still_says_so() -> None:
+    # The member read the order and set off before pressing anything: the knife is told
+    # them all the same, and the card stays until read.
+    *_, alerted, card = day(
+        f"{hello()}; {deliver(ORDER)}; {POCKET} beeps = 0",
+        f"{BARRED}; [beeps > 0 || buzzes > 0, toasts.slice()]",
+        f"later(60000); {UNLOCK} text('o-ord_1')",
+    )
+    assert alerted[0] is True and [t for t in alerted[1] if LEAVE in t]
+    assert card is not None and LEAVE in card
+
+
+def test_the_lock_screen_says_a_weapon_took_the_volunteers_off() -> None:
+    locked = ("var shown = []; window.Notification = function () {}; "
+              "window.Notification.permission = 'granted'; Notification = window.Notification; "
+              "navigator.serviceWorker = { getRegistration: async () => ({ "
+              "showNotification: async (title, o) => { shown.push(title + ' | ' + o.body); }, "
+              "getNotifications: async () => [] }) };")
+    *_, shown = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {POCKET} {locked}",
+        f"{BARRED}",
+        "shown",
+    )
+    assert [s for s in shown if LEAVE in s], shown
