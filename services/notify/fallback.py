@@ -707,7 +707,8 @@ class FallbackTimers:
         try:
             async with asyncio.timeout(self._settings.channel_timeout_s):
                 if take_back:
-                    return await channel.take_back(record.order, device)
+                    return await channel.take_back(record.order, device,
+                                                   barred_by=record.barred_by)
                 if version:
                     return await channel.send(record.order, device, version=version,
                                               answered=answered)

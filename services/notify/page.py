@@ -1490,6 +1490,21 @@ self.addEventListener("push", (event) => event.waitUntil(language().then((lang) 
     // notify takes an order back: its notification (same tag) says so and asks for nothing;
     // a phone that was offline gets this in place of the order's push (the same Topic)
     const what = kind + prio + (order.category ? word("category", order.category) : say("order"));
+    // taken off because the incident's flags bar volunteers (a weapon): the member may be on
+    // the way or there; the notification says why and to leave, and rings
+    const barred = Array.isArray(order.barred_by) ? order.barred_by : [];
+    if (barred.length) {
+      return self.registration.showNotification(say("withdrawn", what), {
+        body: STRINGS[lang].text.barred_leave.replace("{flags}", barred.map((f) => word("flag", f))
+          .join(lang === "zh" ? "、" : ", ")) + (order.address ? " " + order.address : ""),
+        tag: order.order_id || "lianfang-order",
+        requireInteraction: true,
+        renotify: true,
+        silent: false,
+        vibrate: [400, 150, 400, 150, 400],
+        data: { order_id: order.order_id, withdrawn: true },
+      });
+    }
     return self.registration.showNotification(say("withdrawn", what), {
       body: say("no_need") + (order.address ? " " + order.address : ""),
       tag: order.order_id || "lianfang-order",

@@ -300,11 +300,15 @@ WORKER_TEXT: dict[Language, dict[str, str]] = {
     "zh": {"withdrawn": "已撤回：{what}", "no_need": "无需前往。", "order": "指令",
            "new_order": "新指令", "open": "打开联防查看指令。", "updated": "指令更新：{what}",
            "kind": "（{what}）", "escort_awaited": "民警/保安尚未出动，请在安全距离外等候。",
-           "escort_sent": "民警/保安已派出。"},
+           "escort_sent": "民警/保安已派出。",
+           "barred_leave": "危险：现场报告有人{flags}。请勿前往；已在现场的请立即离开，到安全的地方"
+                           "等候民警。"},
     "en": {"withdrawn": "Withdrawn: {what}", "no_need": "No need to go.", "order": "order",
            "new_order": "new order", "open": "Open Lianfang to see the order.",
            "updated": "UPDATED: {what}", "kind": "({what}) ",
            "escort_awaited": "Police/security not yet on the way: wait at a safe distance.",
-           "escort_sent": "Police/security sent."},
+           "escort_sent": "Police/security sent.",
+           "barred_leave": "Danger: {flags} reported at the scene. Do not go; if you are there, "
+                           "leave now for a safe place and wait for the police."},
 }
 

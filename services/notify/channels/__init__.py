@@ -47,9 +47,12 @@ class Channel(Protocol):
         to acknowledge it, and its acknowledge-by bounds nothing."""
         ...
 
-    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
+    async def take_back(self, order: OrderIssued, device: DeviceRecord, *,
+                        barred_by: tuple[str, ...] = ()) -> Outcome | None:
         """Tells a device this channel sent the order to that it was withdrawn (a Web Push
-        that replaces the order's; an SMS saying not to go); None: the channel cannot."""
+        that replaces the order's; an SMS saying not to go); None: the channel cannot.
+        `barred_by`: the incident's flags that took the volunteer team off it (a weapon),
+        which the message names, telling one already there to leave."""
         ...
 
 

@@ -46,10 +46,12 @@ class SmsChannel:
                                               update=bool(version), answered=answered),
                                 reference=reference, answered=answered if version else None)
 
-    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
+    async def take_back(self, order: OrderIssued, device: DeviceRecord, *,
+                        barred_by: tuple[str, ...] = ()) -> Outcome | None:
         # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.
         return await self._post(order, device, kind="withdrawn",
-                                text=sms_withdrawn_text(order, language=self._language),
+                                text=sms_withdrawn_text(order, language=self._language,
+                                                        barred_by=barred_by),
                                 reference=f"{order.order_id}:{device.device_id}:withdrawn")
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *, kind: str, text: str,

@@ -72,6 +72,7 @@ def encrypt(payload: bytes, keys: SubscriptionKeys) -> bytes:
 def build_request(
     order: OrderIssued, subscription: Subscription, *, vapid: Vapid02, subject: str, ttl_s: int,
     withdrawn: bool = False, version: int = 0, answered: bool = False,
+    barred_by: tuple[str, ...] = (),
 ) -> tuple[str, dict[str, str], bytes]:
     """The order's push; `withdrawn`: the push that takes it back (the same Topic);
     `version` > 0: the order sent again as amended (the same Topic: it replaces the first
@@ -96,7 +97,7 @@ def build_request(
         # A newer push for the same order replaces an undelivered older one.
         "Topic": order.order_id.replace("_", "")[:32],
     })
-    payload = (withdrawn_push_payload(order) if withdrawn
+    payload = (withdrawn_push_payload(order, barred_by) if withdrawn
                else push_payload(order, update=version))
     return subscription.endpoint, headers, encrypt(payload, subscription.keys)
 
@@ -122,11 +123,13 @@ class WebPushChannel:
         return await self._post(order, device, withdrawn=False, version=version,
                                 answered=answered)
 
-    async def take_back(self, order: OrderIssued, device: DeviceRecord) -> Outcome | None:
-        return await self._post(order, device, withdrawn=True)
+    async def take_back(self, order: OrderIssued, device: DeviceRecord, *,
+                        barred_by: tuple[str, ...] = ()) -> Outcome | None:
+        return await self._post(order, device, withdrawn=True, barred_by=barred_by)
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *,
-                    withdrawn: bool, version: int = 0, answered: bool = False) -> Outcome:
+                    withdrawn: bool, version: int = 0, answered: bool = False,
+                    barred_by: tuple[str, ...] = ()) -> Outcome:
         subscription = Subscription.model_validate(device.webpush or {})
         # Checked again before each send: a subscription stored before the rule, or under
         # WEBPUSH_ALLOW_PRIVATE_ENDPOINTS since switched off, is forgotten, never sent to.
@@ -136,7 +139,7 @@ class WebPushChannel:
             return Outcome("gone", f"endpoint {problem}")
         url, headers, body = build_request(
             order, subscription, vapid=self._vapid, subject=self._subject, ttl_s=self._ttl,
-            withdrawn=withdrawn, version=version, answered=answered,
+            withdrawn=withdrawn, version=version, answered=answered, barred_by=barred_by,
         )
         try:
             response = await self._client.post(url, headers=headers, content=body,

@@ -219,7 +219,7 @@ def push_payload(order: OrderIssued, *, update: int = 0) -> bytes:
     return data
 
 
-def withdrawn_push_payload(order: OrderIssued) -> bytes:
+def withdrawn_push_payload(order: OrderIssued, barred_by: tuple[str, ...] = ()) -> bytes:
     """The Web Push message that takes an order back: sent with the order's own Topic, it
     replaces the order's push still waiting at the push service for a phone that is offline,
     and the page's service worker puts it in place of the order's notification. What the
@@ -227,6 +227,8 @@ def withdrawn_push_payload(order: OrderIssued) -> bytes:
     order was taken back), never caller data."""
     body: dict[str, Any] = {"type": "order_withdrawn", "order_id": order.order_id,
                             "category": order.category, "priority": order.priority}
+    if barred_by:  # the flags that took the volunteers off it: the worker says to leave
+        body["barred_by"] = list(barred_by)
     if order.kind != "dispatch":
         body["kind"] = order.kind
     if order.location.address:
@@ -283,13 +285,25 @@ def _what(order: OrderIssued, language: Language, *, flags: bool = False) -> str
     return f"{order.priority} {category}{said}"
 
 
-def sms_withdrawn_text(order: OrderIssued, *, language: Language = DEFAULT_LANGUAGE) -> str:
+def sms_withdrawn_text(order: OrderIssued, *, language: Language = DEFAULT_LANGUAGE,
+                       barred_by: tuple[str, ...] = ()) -> str:
     """The SMS that takes an order back: an SMS stays in the phone's inbox, read as it came,
     so a member who was texted the order is told not to go (the place, what it was and
     its kind unless an ordinary dispatch, as the order's SMS said: a station member may
-    hold a hand-over and a live dispatch at once; never caller data)."""
+    hold a hand-over and a live dispatch at once; never caller data). `barred_by`: the
+    incident's flags that took the volunteer team off it (a weapon): the text says so and
+    tells one already there to leave."""
     sign = SMS_SIGNATURE[language]
     what = _order_kind(order, language) + _what(order, language)
+    if barred_by:
+        named = [label("flag", f, language) for f in barred_by]
+        if language == "zh":
+            return _sms(f"{sign}危险，指令已撤回：{what}（", _sms_place(order),
+                        f"）现场报告有人{'、'.join(named)}。请勿前往；已在现场的请立即离开，"
+                        f"到安全处等候民警。指令号 {order.order_id}。")
+        return _sms(f"{sign}DANGER, WITHDRAWN: {what} at ", _sms_place(order),
+                    f": {', '.join(named)} reported there. Do not go; if you are there, leave "
+                    f"now for a safe place and wait for the police. Order {order.order_id}.")
     if language == "zh":
         return _sms(f"{sign}指令已撤回，请勿前往：{what}（", _sms_place(order),
                     f"）已不是本组的指令。指令号 {order.order_id}。")

@@ -5,6 +5,8 @@ not read "do not go" alone (against a real Redis and notify's real sockets)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from faststream.redis import RedisBroker
 
@@ -12,7 +14,8 @@ from shared import streams
 from shared.events import OrderIssued, OrderWithdrawn
 from tests.helpers import poll_until
 
-from .conftest import ADMIN, NotifyFactory, Volunteers, an_order, device, issue
+from .conftest import ADMIN, Gateway, NotifyFactory, Volunteers, an_order, device, issue
+from .test_fallback import settings_for
 
 
 async def barred(broker: RedisBroker, order: OrderIssued) -> None:
@@ -76,3 +79,27 @@ async def test_an_order_taken_back_for_another_reason_names_no_flag(
                            reason="closed"), stream=streams.ORDER_WITHDRAWN.name)
         told = await phone.next_of("order_withdrawn", timeout=5)
         assert told == {"type": "order_withdrawn", "order_id": order.order_id}
+
+
+async def test_a_volunteer_texted_the_order_is_texted_the_weapon_and_to_leave(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    # The page closed, a flaky 4G: the volunteer had the order by SMS and set off. The
+    # second SMS said "withdrawn, do not go" alone, to someone who may be there already.
+    member = volunteers.enrol("t1", agency_kind="volunteer")
+    settings = settings_for(gateway, 0.2)
+    settings.pop("vapid_private_key")  # SMS only
+    async with notify_factory(**settings) as notify:
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                            json={"phone": "+8613800000001"})
+        assert r.status_code == 200, r.text
+        order = an_order("t1", agency_kind="volunteer", category="help_request")
+        await issue(broker, order)
+        await poll_until(lambda: gateway.at("/sms"), "the order's SMS")
+
+        await barred(broker, order)
+
+        texts = await poll_until(lambda: gateway.at("/sms")[1:], "a second SMS")
+        body = json.loads(texts[0].body)
+        assert body["kind"] == "withdrawn" and body["order_id"] == order.order_id
+        assert "持械" in body["text"] and "立即离开" in body["text"], body["text"]
