@@ -383,8 +383,23 @@ function onRefused(f) {
   // first, and the answer is no longer kept), and its refusal as finished says nothing.
   const o = f.order_id ? orders.get(f.order_id) : undefined;
   if (f.code === "conflict" && o && ended(o) && !(kept && kept.response)) return;
+  const pressed = kept && kept.response && kept.response.response;   // before settled drops it
   if (kept) settled(f.order_id);
-  toast(f.message || f.code);
+  toast(refusedWhy(f.order_id, pressed, f.code, f.message || f.code));
+}
+// Why an answer was refused, in the page's words: a 409 is the order moved on meanwhile (a
+// teammate's answer, taken back, finished), said with where the card has it (unknown yet:
+// that it changed); notify's own
+// sentence ("the order is en_route; responses move forward only; allowed now: on_scene, ...")
+// was shown as it came, in English, to members reading Chinese. Another refusal (a field
+// wrong) keeps the service's words.
+function refusedWhy(id, response, code, message) {
+  if (code !== "conflict" || !response) return message || say("refused");
+  const o = orders.get(id), answer = word("response", response);
+  if (o && o.state !== "issued") {
+    return say("answer_refused_behind", { answer, state: word("order_state", o.state) });
+  }
+  return say("answer_refused", { answer });
 }
 function sendAgain(id) {
   const kept = unsure.get(id); if (!kept) return;
@@ -822,7 +837,10 @@ async function postAnswer(id, answer, again) {
   if (NOT_NOW.includes(r.status)) { noSignal(id, answer, true); return; }
   answerTaken(id, answer);
   if (!r.ok && again && r.status === 409 && await tookIt(id, answer)) return;
-  if (!r.ok) { toast(body.error ? body.error.message : say("refused")); return; }
+  if (!r.ok) {
+    const error = body.error || {};
+    toast(refusedWhy(id, answer.response, error.code, error.message)); return;
+  }
   setState(id, body.state, body.answered);
   if (answer.response === "reinforce") calledHelp(id, true, true);
 }
@@ -1138,8 +1156,11 @@ async function shift(which) {
     const late = e.name === "AbortError", offline = e.name === "TypeError";
     const busy = NOT_NOW.includes(e.status);
     const button = which === "start" ? "check_in" : "check_out";
+    // the one 409 of a check-out: the last one on the shift while the team holds an order,
+    // said in the page's words (volunteers' own sentence is English, with the order's id)
+    const lastOut = which === "end" && e.status === 409 && e.code === "conflict";
     const told = () => say(which === "start" ? "check_in_failed" : "check_out_failed", {
-      why: whyNot(e, SHIFT_WAIT_MS) })
+      why: lastOut ? say("last_out_open_order") : whyNot(e, SHIFT_WAIT_MS) })
       + (late || offline ? " " + say("shift_again", { button: say(button) })
         : busy ? " " + say("shift_again_busy", { button: say(button) }) : "");
     show("dutyerr", told); toast(told());

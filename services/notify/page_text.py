@@ -56,6 +56,11 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "handover_note": "移交派出所。需要他们知道什么？（选填）",
         "evidence": "执法记录仪文件编号（如有录像；用逗号分隔；选填）",
         "refused": "未被接受",
+        "answer_refused_behind": "“{answer}”未被接受：这条指令现在是“{state}”。",
+        "answer_refused": "“{answer}”未被接受：这条指令已有变化（已撤回、已结束或队友已回复）。"
+                          "请看卡片上的最新状态。",
+        "last_out_open_order": "您是本组最后一位在岗队员，本组还有进行中的指令：指令处置完毕或撤回后"
+                               "才能签退",
         "help_called": "已请求增援：指挥室已收到。",
         "caller": "报警人：{caller}",
         "filing_due": "立案期限 {time}",
@@ -190,6 +195,11 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "handover_note": "Hand over to the station. What should they know? (optional)",
         "evidence": "Body-camera file ids, if you recorded (comma-separated; optional)",
         "refused": "refused",
+        "answer_refused_behind": "{answer} not accepted: the order is now {state}.",
+        "answer_refused": "{answer} not accepted: the order changed (taken back, finished, or "
+                          "a teammate answered). See its card for where it stands.",
+        "last_out_open_order": "you are the last of your team on shift and the team still has "
+                               "an order open: check out once it is resolved or taken back",
         "help_called": "Help called: the command room has your call.",
         "caller": "Caller: {caller}",
         "filing_due": "Filing due {time}",

@@ -97,7 +97,8 @@ def test_a_refused_check_out_says_the_member_is_still_on_shift_until_the_shift_i
         PANEL,
         boot=boot(VOLUNTEER_ME),
     )
-    assert refused == [AVAILABLE, said("check_out_failed", why=refusal), True, False], refused
+    why = said("last_out_open_order")  # in the page's words (test_device_page_refusals)
+    assert refused == [AVAILABLE, said("check_out_failed", why=why), True, False], refused
     assert read == [AVAILABLE, "", True, False]  # the shift read anew: the line goes
 
 

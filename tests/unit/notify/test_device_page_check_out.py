@@ -50,4 +50,6 @@ def test_the_last_one_out_while_the_team_holds_an_order_reads_why_not() -> None:
     refusal = {"error": {"code": "conflict", "message": "the team is dispatched with open "
                          "order ord_1: you, the last on its shift, can check out once its "
                          "orders are resolved, handed over, declined or withdrawn"}}
-    assert "the last on its shift" in check_out(refusal, status=409)
+    # in the page's words, not volunteers' English sentence (test_device_page_refusals)
+    assert check_out(refusal, status=409) == said("check_out_failed",
+                                                  why=said("last_out_open_order"))
