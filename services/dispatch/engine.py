@@ -716,13 +716,16 @@ class Dispatcher:
                     state: store.IncidentState | None = None,
                     also: Callable[[Pipeline], Awaitable[None]] | None = None,
                     end: StepEnd | None = None,
-                    release_claim: tuple[str, str] | None = None) -> bool:
+                    release_claim: tuple[str, str] | None = None,
+                    missed: tuple[str, datetime] | None = None) -> bool:
         """Store the incident's new status and the timeline entry and publish incident.updated,
         in one transaction (with whatever `also` queues first). `state`, when the caller
         holds it current, saves reading it again; it is updated in place. `release_claim`
         (team, order): an order these writes end, whose claim on its team goes with them
         (released apart, first, a failure in between left the order live while another
-        incident could take its team).
+        incident could take its team). `missed` (team, when): these writes count one more
+        order the team let time out, on its record if the projection holds it (not with
+        `end`).
 
         Given the step's `end`, these are the step's last writes: they go with its end in one
         script (`store.end_step`: one round trip for the writes, the done mark and the lock);
@@ -752,12 +755,13 @@ class Dispatcher:
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
             commands = queued_commands(pipe)
         if end is not None:
+            assert missed is None, "a miss is counted by write_incident_step only"
             if release_claim is not None:
                 end = dataclasses.replace(end, release_claim=release_claim)
             free = await self._end(end, commands)
         elif await store.write_incident_step(self.redis, commands, incident_id=incident_id,
                                              seq=inc.get("seq") or "0", token=locks.new_token(),
-                                             release_claim=release_claim):
+                                             release_claim=release_claim, missed=missed):
             free = False
         else:  # another step changed the incident: this one's lock had expired
             log.warning("incident %s changed under a step whose lock expired: nothing "
@@ -3022,9 +3026,8 @@ class Dispatcher:
         counts = {name: str(int(inc.get(name) or 0) + 1) for name in ("misses", "timeouts")}
         inc.update(counts)  # the incident is flagged by its misses
         order["state"] = "timed_out"
-        # the team's run of orders let time out (its record on the units' screen), unless
-        # it left the roster (a write to its record would make one of that write alone)
-        counted = await store.unit_known(self.redis, order["team_id"])
+        # the team's run of orders let time out (its record on the units' screen): counted
+        # by the same script, unless it left the roster (store.MISSED_FIELDS)
         now = utcnow()
 
         async def timed_out(pipe: Pipeline) -> None:
@@ -3032,8 +3035,6 @@ class Dispatcher:
             store.queue_order_change(pipe, order["order_id"], {
                 "state": "timed_out", "timed_out_at": now.isoformat()})
             store.queue_incident_fields(pipe, inc["incident_id"], counts)
-            if counted:
-                store.queue_missed(pipe, order["team_id"], now)
             await queue_publish(pipe, streams.ORDER_WITHDRAWN,
                                 self._order_withdrawn(inc, order, "timeout"))
             await queue_publish(pipe, streams.ORDER_ESCALATED, OrderEscalated(
@@ -3046,7 +3047,8 @@ class Dispatcher:
         await self._emit(inc["incident_id"], TimelineEntry(
             kind="timeout", team_id=order["team_id"], order_id=order["order_id"],
             **entry_detail("routing_timeout", ack_by=order["ack_by"])),
-            state=state, also=timed_out, release_claim=(order["team_id"], order["order_id"]))
+            state=state, also=timed_out, release_claim=(order["team_id"], order["order_id"]),
+            missed=(order["team_id"], now))
         ROUTING_TIMEOUTS.add(1, {"priority": inc["priority"]})
 
     async def _revisit(self, state: store.IncidentState, order: dict[str, str],

@@ -307,19 +307,11 @@ def _unit_from(data: dict[str, str]) -> Unit | None:
 
 # A team's orders in a row timed out (domain.Unit.missed_in_a_row), kept on its record in
 # the projection, which a status or fix updates field by field (its removal deletes it).
+# Counted by the timeout's own write (write_incident_step's `missed`), the run's start kept
+# from its first, only while the record is there: checked in that script, not by a read
+# before it (a round trip, and a removal landing in between left a record of the count
+# alone, for ever).
 MISSED_FIELDS = ("missed_in_a_row", "missed_since")
-
-
-async def unit_known(redis: Redis, team_id: str) -> bool:
-    """Whether the projection holds the team (a write to its record of a team removed
-    would leave a record of nothing but that write, for ever)."""
-    return bool(await redis.exists(_unit_key(team_id)))
-
-
-def queue_missed(pipe: Pipeline, team_id: str, at: datetime) -> None:
-    """One more order the team let time out; the run's start kept from its first."""
-    pipe.hincrby(_unit_key(team_id), "missed_in_a_row", 1)
-    pipe.hsetnx(_unit_key(team_id), "missed_since", at.isoformat())
 
 
 def answered_command(team_id: str) -> tuple[str, ...]:
@@ -1772,13 +1764,20 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
 # lock expired and another step changed the incident) -> -1. Written -> 1. Given an order
 # (ARGV[4]) whose end the writes make, the team's claim (KEYS[2]) is released with them if
 # that order holds it (as release_unit): released in a write of its own before them, a
-# failure in between left the order live and its team free for another incident.
+# failure in between left the order live and its team free for another incident. Given a
+# team's record (KEYS[3]) the writes count one more order it let time out (queue_missed's
+# fields; the time in the word after the commands), if the record is there: a team removed
+# from the roster meanwhile gets no record of that count alone (no TTL, no status_at).
 _ONCE = RUN_COMMANDS_LUA + """
 local marks = redis.call('HMGET', KEYS[1], ARGV[1], 'seq')
 if marks[1] == ARGV[2] then return 0 end
 if ARGV[3] ~= '' and (marks[2] or '0') ~= ARGV[3] then return -1 end
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-run_commands(6, tonumber(ARGV[5]))
+local after = run_commands(6, tonumber(ARGV[5]))
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'missed_in_a_row', 1)
+  redis.call('HSETNX', KEYS[3], 'missed_since', ARGV[after])
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
@@ -1786,23 +1785,29 @@ return 1
 
 async def _write_once(redis: Redis, commands: Sequence[Sequence[Any]], *, key: str,
                       mark: tuple[str, str], seq: str = "",
-                      release_claim: tuple[str, str] | None = None) -> int:
+                      release_claim: tuple[str, str] | None = None,
+                      missed: tuple[str, datetime] | None = None) -> int:
     team, order = release_claim or ("", "")
     return int(await run_script(
-        redis, _ONCE, [key, f"dispatch:claim:{team}" if team else ""],
-        [*mark, seq, order, len(commands), *commands_as_args(commands)]))
+        redis, _ONCE, [key, f"dispatch:claim:{team}" if team else "",
+                       _unit_key(missed[0]) if missed else ""],
+        [*mark, seq, order, len(commands), *commands_as_args(commands),
+         missed[1].isoformat() if missed else ""]))
 
 
 async def write_incident_step(redis: Redis, commands: Sequence[Sequence[Any]], *,
                               incident_id: str, seq: str, token: str,
-                              release_claim: tuple[str, str] | None = None) -> bool:
+                              release_claim: tuple[str, str] | None = None,
+                              missed: tuple[str, datetime] | None = None) -> bool:
     """Make `commands` (an incident's change, taken from a pipeline's command stack) once:
     marked with `token` (new for each write), and only while the incident's `seq` is the
     one the step read; with them, given `release_claim` (team, order), that order's claim on
-    the team released. False: it was not (nothing written)."""
+    the team released, and given `missed` (team, when), one more order counted that the
+    team let time out, if the projection holds the team (domain.Unit.missed_in_a_row).
+    False: it was not (nothing written)."""
     return await _write_once(redis, commands, key=incident_key(incident_id),
                              mark=("last_write", token), seq=seq,
-                             release_claim=release_claim) >= 0
+                             release_claim=release_claim, missed=missed) >= 0
 
 
 async def write_order_once(redis: Redis, commands: Sequence[Sequence[Any]], *, order_id: str,

@@ -8,9 +8,16 @@ orders in a row the team let time out and since when (`missed_in_a_row`,
 
 from __future__ import annotations
 
-import httpx
-from faststream.redis import RedisBroker
+from typing import Any
 
+import httpx
+import pytest
+import redis as sync_redis
+from faststream.redis import RedisBroker
+from redis.asyncio import Redis
+
+from services.dispatch import store
+from shared.events import utcnow
 from tests.helpers import poll_until
 
 from .test_engine import DISTRICT, orders_once, report, team, wait_for_units
@@ -51,3 +58,38 @@ async def _missed(console: httpx.AsyncClient, team_id: str,
                   count: int) -> dict[str, object] | None:
     row = await row_of(console, team_id)
     return row if row["missed_in_a_row"] == count else None
+
+
+async def test_a_team_removed_while_its_order_times_out_leaves_no_record_behind(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The roster's removal of the team lands between the timeout's look at the team's
+    # record and its write: the miss, counted on a record no longer there, must not make
+    # one of that count alone (no TTL, no status_at: a team brought back later would
+    # start with a stale run, and one never brought back kept it for ever).
+    await team(publisher, "pat", kind="police", role="patrol", lat=22.8172, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await orders_once(clean_redis, incident_id, 1, "the order")
+    real = store.write_incident_step
+    removed: list[str] = []
+
+    async def removal_first(redis: Redis, *args: Any, **kwargs: Any) -> bool:
+        if not removed:
+            record = await redis.hgetall("dispatch:unit:pat")
+            fields = {k: v for k, v in record.items() if k not in ("status_at", "skills_sig")}
+            await store.save_unit_status(redis, at=utcnow(), fields=fields, removed=True,
+                                         removed_kept_s=60)
+            removed.append("pat")
+        return await real(redis, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write_incident_step", removal_first)
+    make_due(clean_redis, f"ack:{order.order_id}")
+    await view_once(console, incident_id, lambda v: v["status"] == "unassigned",
+                    "the order timed out")
+    assert removed
+    client = sync_redis.Redis.from_url(clean_redis, decode_responses=True)
+    try:
+        assert client.hgetall("dispatch:unit:pat") == {}
+    finally:
+        client.close()
