@@ -270,6 +270,9 @@ let me = null;  // who the token is (GET /v1/me), read once per token
 let pages = [], olderAfter = null;
 // An incident's end, as the board, the map and the alarm read it.
 const ended = status => ["resolved", "handed_over", "closed", "linked"].includes(status);
+// no team on it: unassigned, or its report not yet judged or given up on (`dispatching`,
+// flagged report_given_up: dispatch failed on it and made no order)
+const nobodyOn = status => ["reported", "dispatching", "unassigned"].includes(status);
 let hotspots = [];  // the heat map's hottest cells, read once a minute
 let zones = [];  // the district's zones (station territories), read once a minute
 const link = new URLSearchParams(location.hash.slice(1));  // #token=…&district=… (not sent to the server)
@@ -461,7 +464,7 @@ async function refresh() {
     // first, of those one no team is on before one a team is on (a fight with both its
     // units on scene stays flagged for the deadlines missed on the way), the newest first
     // among equals (the API's order; sort is stable)
-    const done = s => ended(s) ? 1 : 0, manned = s => s === "unassigned" ? 0 : 1;
+    const done = s => ended(s) ? 1 : 0, manned = s => nobodyOn(s) ? 0 : 1;
     board.incidents.sort((a, b) => (b.flagged - a.flagged) || (done(a.status) - done(b.status))
       || a.priority.localeCompare(b.priority) || (manned(a.status) - manned(b.status)));
     const tb = $("board"); tb.replaceChildren();
@@ -894,10 +897,10 @@ function drawMap(incidents, units) {
     "stroke-width": 2}));
   const label = shape("text", {x: pad + barPx + 6, y: h - 4});
   label.textContent = bar >= 1 ? bar + " km" : Math.round(bar * 1000) + " m"; svg.appendChild(label);
-  // of the open, those with no team on them, of what the board shows as `open` is (the
-  // unfiltered board holds every flagged incident, so every unassigned one)
+  // of the open, those with no team on them (nobodyOn), of what the board shows as `open`
+  // is (the unfiltered board holds every flagged incident, so every unassigned one)
   $("maplegend").textContent = say("map_counts", {open: incidents.filter(i => !done(i)).length,
-    waiting: incidents.filter(i => i.status === "unassigned").length,
+    waiting: incidents.filter(i => nobodyOn(i.status)).length,
     free: placed.filter(u => u.status === "available").length, teams: units.length});
 }
 function busiest(pairs, n = 3) {

@@ -25,3 +25,22 @@ BOARD = (
 def test_among_flagged_incidents_of_a_priority_one_nobody_is_on_comes_first() -> None:
     (ids,) = run_console(BOARD, ids_on_board())
     assert ids == ["inc_medical", "inc_fight", "inc_noise", "inc_done"], ids
+
+
+# A report whose dispatch was given up (dispatch failed on it MAX_DELIVERIES times) stays
+# `dispatching`, flagged `report_given_up`, with no order: nobody is on it, as on one
+# `unassigned` (and one `reported` not yet judged).
+GIVEN_UP = (
+    'boards.d1 = ['
+    'incident("inc_fight", {category: "violence", priority: "P1", status: "on_scene", '
+    'flagged: true, reported_at: "2026-12-07T22:14:00+08:00"}), '
+    'incident("inc_given_up", {category: "medical", priority: "P1", status: "dispatching", '
+    'flagged: true, report_given_up: true, reported_at: "2026-12-07T22:03:00+08:00"}), '
+    'incident("inc_reported", {priority: "P1", status: "reported", flagged: true, '
+    'reported_at: "2026-12-07T22:02:00+08:00"})];'
+)
+
+
+def test_a_report_given_up_with_nobody_on_it_comes_before_a_manned_one() -> None:
+    (ids,) = run_console(GIVEN_UP, ids_on_board())
+    assert ids == ["inc_given_up", "inc_reported", "inc_fight"], ids

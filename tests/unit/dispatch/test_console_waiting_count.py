@@ -18,3 +18,13 @@ def test_the_map_says_how_many_incidents_wait_with_no_team() -> None:
     (legend,) = run_console(BOARD, '$("maplegend").textContent')
     assert legend == said("map_counts", open=3, waiting=2, free=0, teams=0), legend
     assert all("{waiting}" in CONSOLE_TEXT[lang]["map_counts"] for lang in ("zh", "en"))
+
+
+def test_a_report_given_up_counts_as_waiting_with_no_team() -> None:
+    # dispatch gave up on its report (`dispatching`, flagged report_given_up): no order, no
+    # team on it, as an `unassigned` one
+    board = ('boards.d1 = [incident("inc_a", {status: "unassigned", flagged: true}), '
+             'incident("inc_b", {status: "dispatching", flagged: true, '
+             'report_given_up: true}), incident("inc_c", {status: "on_scene"})];')
+    (legend,) = run_console(board, '$("maplegend").textContent')
+    assert legend == said("map_counts", open=3, waiting=2, free=0, teams=0), legend
