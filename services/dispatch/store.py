@@ -1765,8 +1765,8 @@ async def end_step(redis: Redis, commands: Sequence[Sequence[Any]], *, done: str
 # (ARGV[4]) whose end the writes make, the team's claim (KEYS[2]) is released with them if
 # that order holds it (as release_unit): released in a write of its own before them, a
 # failure in between left the order live and its team free for another incident. Given a
-# team's record (KEYS[3]) the writes count one more order it let time out (queue_missed's
-# fields; the time in the word after the commands), if the record is there: a team removed
+# team's record (KEYS[3]) the writes count one more order it let time out (MISSED_FIELDS,
+# the run's start the time in the word after the commands), if the record is there: a team removed
 # from the roster meanwhile gets no record of that count alone (no TTL, no status_at).
 _ONCE = RUN_COMMANDS_LUA + """
 local marks = redis.call('HMGET', KEYS[1], ARGV[1], 'seq')
