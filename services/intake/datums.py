@@ -86,5 +86,7 @@ def to_wgs84(datum: Datum, lon: float, lat: float) -> tuple[float, float]:
     if datum == "gcj02":
         return gcj02_to_wgs84(lon, lat)
     if datum == "bd09":
+        if _outside_china(lon, lat):  # Baidu's maps abroad are WGS-84
+            return lon, lat
         return gcj02_to_wgs84(*bd09_to_gcj02(lon, lat))
     return lon, lat

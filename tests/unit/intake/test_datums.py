@@ -34,4 +34,6 @@ def test_a_gcj02_place_goes_back_to_its_wgs84_place_within_a_centimetre(
 
 def test_a_place_outside_china_is_the_same_in_every_datum() -> None:
     assert to_wgs84("gcj02", 2.3522, 48.8566) == (2.3522, 48.8566)
+    # Baidu's maps abroad are WGS-84: BD-09 is shifted only inside the same box
+    assert to_wgs84("bd09", 2.3522, 48.8566) == (2.3522, 48.8566)
     assert to_wgs84("wgs84", 108.366, 22.817) == (108.366, 22.817)
