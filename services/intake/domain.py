@@ -632,8 +632,9 @@ class IncidentView(BaseModel):
         "withdrawn or stood down has none it did not reach), as `linked_incident` gives the "
         "teams of an incident a report joined")
     timeline: list[dict[str, Any]] = Field(
-        description="what dispatch did, oldest first: each entry's `at`, `kind` (offer, "
-        "receipt, response, timeout, status, note, withdrawn, ...), the `team_id` and "
+        description="what dispatch did, oldest first: each entry's `at`, `kind` (status, "
+        "receipt, response, timeout, manual_assign, note, withdrawn, ...; not dispatch's own "
+        "reported and offer entries: `teams` gives each order's team), the `team_id` and "
         "`order_id` it concerns, `detail` in English with its `detail_code` and "
         "`detail_args`; never a team's own words or evidence. A team stood down because "
         "what its order was for ended is a `withdrawn` entry with `detail_code` "

@@ -11,7 +11,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -375,6 +375,7 @@ async def check_comment(op: Operator, command: Curl, request: httpx.Request,
         await poll_until(lambda: op.incident_status("intake", op.answered, as_typed(request)),
                          f"the reporting system's view of the incident {op.answered}",
                          timeout=15)
+        await check_reporting_systems_timeline(op, request)
     elif comment == "the last 24 h":
         since, until = (datetime.fromisoformat(answer[k]) for k in ("since", "until"))
         assert until - since == timedelta(hours=24), answer
@@ -394,6 +395,33 @@ async def check_comment(op: Operator, command: Curl, request: httpx.Request,
     else:
         raise AssertionError(f"{command.describe()}: the doc says {comment!r}, which this test "
                              "does not check yet: teach it")
+
+
+async def check_reporting_systems_timeline(op: Operator, request: httpx.Request) -> None:
+    """"The reporting system's view has the same timeline less dispatch's own `…` entries
+    …, without its notes … and evidence": entry for entry the command room's, in the same
+    order at the same times, but for the kinds the doc names, and no words or evidence."""
+    by_hand = prose(section(DOC.read_text(encoding="utf-8"), BY_HAND_SECTION))
+    said = claim(by_hand, r"The reporting system's view has the same timeline(?: less "
+                 r"dispatch's own ((?:`\w+`(?:, | and )?)+) entries)?[^.]*? without its notes",
+                 "what the reporting system's view leaves out")
+    left_out = set(re.findall(r"`(\w+)`", said.group(1) or ""))
+    url = f"{op.stack.url('dispatch')}/v1/incidents/{op.values['inc']}"
+    seen: dict[str, list[dict[str, Any]]] = {}
+
+    async def alike() -> bool:
+        # intake hears of dispatch's last steps (the follow-up planned after a resolve) later
+        seen["room"] = (await op.client.get(url, headers=admin(op.stack))).json()["timeline"]
+        seen["system"] = (await op.client.get(str(request.url),
+                                              headers=as_typed(request))).json()["timeline"]
+        return [(e["at"], e["kind"], e["status"]) for e in seen["system"]] == [
+            (e["at"], e["kind"], e["status"]) for e in seen["room"] if e["kind"] not in left_out]
+
+    with suppress(AssertionError):
+        await poll_until(alike, "the reporting system's timeline", timeout=15)
+    assert await alike(), f"the reporting system's timeline {seen['system']} is not the " \
+        f"command room's {seen['room']} less its {sorted(left_out)} entries"
+    assert not any("note" in e or "evidence" in e for e in seen["system"]), seen["system"]
 
 
 def on_stack(stack: Stack, url: str) -> str:
