@@ -886,3 +886,46 @@ def test_env_example_documents_every_variable() -> None:
     undocumented = sorted(v for v in passed if not re.search(rf"^#?\s*{v}=", text, re.M))
     assert not undocumented, f".env.example does not mention {undocumented}"
     assert 'secrets.token_urlsafe(32)' in text, "say how to generate ADMIN_TOKEN"
+
+
+# --- the README's deployment ----------------------------------------------------------------
+
+README = ROOT / "README.md"
+DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
+NUMBERS = {"four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+
+
+def doc_section(path: Path, title: str) -> str:
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)",
+                      path.read_text(encoding="utf-8"), re.M | re.S)
+    assert match, f"{path.name} has no section '## {title}'"
+    return match.group(1)
+
+
+def compose_up(text: str) -> list[str]:
+    """The `docker compose … up` command of the section's shell block, as its words."""
+    lines = [line.split("#")[0].split() for block in re.findall(r"^```sh\n(.*?)^```", text,
+                                                               re.M | re.S)
+             for line in block.splitlines() if line.startswith("docker compose")]
+    (up,) = [words for words in lines if "up" in words]
+    return up
+
+
+def test_the_readme_deploys_as_the_deployment_doc_does() -> None:
+    """An operator reads the README first: its three lines start what docs/deployment.md's
+    walk-through starts (images built from this checkout, the root's .env), with as many
+    secrets to fill in as compose refuses to start without, and its Jaeger address is the one
+    compose publishes."""
+    readme = doc_section(README, "Deployment on a station server")
+    deployment = doc_section(DEPLOYMENT_DOC, "Deploy with compose")
+    assert compose_up(readme) == compose_up(deployment), (compose_up(readme),
+                                                          compose_up(deployment))
+    raw = "\n".join(line for line in COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
+                    if not line.lstrip().startswith("#"))
+    required = {m.group(1) for m in INTERPOLATION.finditer(raw) if m.group(2) == ":?"}
+    said = re.search(r"fill in its (\w+) secrets", readme)
+    assert said and NUMBERS[said.group(1)] == len(required), (said, sorted(required))
+    (published,) = [p for p in compose()["services"]["jaeger"]["ports"] if p.endswith(":16686")]
+    host = published.rsplit(":", 2)[0]
+    assert f"http://{host}:16686" in " ".join(readme.split()), \
+        f"the README names another Jaeger address than compose's {published}"
