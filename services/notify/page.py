@@ -388,15 +388,17 @@ function onRefused(f) {
   toast(refusedWhy(f.order_id, pressed, f.code, f.message || f.code));
 }
 // Why an answer was refused, in the page's words: a 409 is the order moved on meanwhile (a
-// teammate's answer, taken back, finished), said with where the card has it (unknown yet:
-// that it changed); notify's own
-// sentence ("the order is en_route; responses move forward only; allowed now: on_scene, ...")
-// was shown as it came, in English, to members reading Chinese. Another refusal (a field
-// wrong) keeps the service's words.
+// teammate's answer, taken back, finished), said with where the card has it when the card
+// already knows (its state no longer allows the answer: a teammate's En route came first),
+// else only that it changed: a card that still allows it is behind (its news not here yet:
+// the socket down, the answer sent over HTTP), and "the order is now 已接单" to an order
+// taken back would be false. notify's own sentence ("the order is en_route; responses
+// move forward only; allowed now: on_scene, ...") was shown as it came, in English, to
+// members reading Chinese. Another refusal (a field wrong) keeps the service's words.
 function refusedWhy(id, response, code, message) {
   if (code !== "conflict" || !response) return message || say("refused");
   const o = orders.get(id), answer = word("response", response);
-  if (o && o.state !== "issued") {
+  if (o && o.state !== "issued" && !allowed(o.state, o.frame.kind).includes(response)) {
     return say("answer_refused_behind", { answer, state: word("order_state", o.state) });
   }
   return say("answer_refused", { answer });

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.labels import label
 from tests.unit.notify.test_device_page_day import day, deliver, hello, said
 from tests.unit.test_pages import ORDER
 
@@ -72,3 +73,33 @@ def test_an_http_answer_refused_says_so_in_chinese_too() -> None:
         "toasts.slice()",
     )
     assert said("answer_refused_behind", answer="拒单", state="在途") in toasts, toasts
+
+
+ACKNOWLEDGED = {"type": "order_state", "order_id": "ord_1", "state": "acknowledged",
+                "answered": True, "response": "acknowledged"}
+
+
+def test_a_refusal_the_card_is_behind_on_does_not_name_the_cards_state() -> None:
+    # The team had acknowledged; dispatch took the order back (a weapon) while the socket
+    # was down, so the card still reads 已接单. En route, sent over HTTP, is refused: the
+    # card's state is what the member pressed from, not where the order is. "“出发”未被接受：
+    # 这条指令现在是“已接单”" would be false (and says nothing of the withdrawal).
+    refused = json.dumps({"error": {"code": "conflict", "message": "the order is withdrawn; "
+                                    "no response is accepted"}})
+    *_, toasts = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(ACKNOWLEDGED)}; ws.readyState = 3",
+        f"net = async () => [409, {refused}]; postAnswer('ord_1', {{response: 'en_route'}}); 1",
+        "toasts.slice()",
+    )
+    en_route = label("response", "en_route")
+    assert said("answer_refused", answer=en_route) in toasts, toasts
+    assert not [t for t in toasts if label("order_state", "acknowledged") in t], toasts
+
+
+def test_a_refusal_on_the_socket_the_card_is_behind_on_says_the_order_changed() -> None:
+    refused = refusal("the order is resolved; no response is accepted")
+    *_, toasts = day(
+        f"{hello()}; {deliver(ORDER)}; {deliver(ACKNOWLEDGED)}; respond('ord_1', 'on_scene')",
+        f"{deliver(refused)}; toasts.slice()",
+    )
+    assert said("answer_refused", answer=label("response", "on_scene")) in toasts, toasts
