@@ -49,13 +49,17 @@ class SmsChannel:
     async def take_back(self, order: OrderIssued, device: DeviceRecord, *,
                         barred_by: tuple[str, ...] = ()) -> Outcome | None:
         # An SMS cannot be unsent, and stays in the inbox: a second one says not to go.
+        # `barred_by` in the fields too: a gateway that sends only its filed templates
+        # picks the one that says why and to leave by it, not by the text
         return await self._post(order, device, kind="withdrawn",
                                 text=sms_withdrawn_text(order, language=self._language,
                                                         barred_by=barred_by),
-                                reference=f"{order.order_id}:{device.device_id}:withdrawn")
+                                reference=f"{order.order_id}:{device.device_id}:withdrawn",
+                                barred_by=barred_by)
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *, kind: str, text: str,
-                    reference: str, answered: bool | None = None) -> Outcome:
+                    reference: str, answered: bool | None = None,
+                    barred_by: tuple[str, ...] | None = None) -> Outcome:
         body = {
             # a number registered before they were kept in E.164 goes as it is
             "to": e164(device.phone or "") or device.phone,
@@ -69,6 +73,8 @@ class SmsChannel:
         }
         if answered is not None:  # an update: whether the team has acknowledged the order
             body["answered"] = answered
+        if barred_by is not None:  # a withdrawal: the flags that took the volunteers off it
+            body["barred_by"] = list(barred_by)
         try:
             response = await self._client.post(
                 self._url, json=body, headers={**self._headers, "Idempotency-Key": reference},

@@ -66,3 +66,24 @@ def test_an_sms_language_the_glossary_does_not_have_stops_notify_at_start() -> N
         Settings(admin_token="a-test-admin-token", sms_language="fr")
     (error,) = refused.value.errors(include_input=False)
     assert error["loc"] == ("sms_language",) and "not a language" in error["msg"]
+
+
+async def test_a_withdrawal_for_a_weapon_gives_a_templated_gateway_the_flag_too() -> None:
+    # Mainland carriers send only filed templates: a relay fills its own from the fields,
+    # not from `text`. Without the flags that took the volunteers off, it can only send its
+    # "withdrawn, do not go" template to a volunteer who may be standing next to the knife.
+    bodies: list[dict[str, object]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(202)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as client:
+        sms = SmsChannel(client, url="https://gw.test/sms", token=None, timeout_s=1)
+        assert await sms.take_back(ORDER, PHONE, barred_by=("weapon",)) is not None
+        assert await sms.take_back(ORDER, PHONE) is not None
+        assert (await sms.send(ORDER, PHONE)).status == "sent"
+    barred, plain, order = bodies
+    assert barred["kind"] == "withdrawn" and barred["barred_by"] == ["weapon"]
+    assert "持械" in str(barred["text"])
+    assert plain["barred_by"] == [] and "barred_by" not in order
