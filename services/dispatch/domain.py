@@ -219,9 +219,14 @@ def asks_as_volunteers(order: Mapping[str, str]) -> bool:
 
 
 def backups_for(ranking: Ranking, *, volunteers_asking: bool) -> list[Ranked]:
-    """Who may go as backup for a team that asked for it, best first. A team of police or
-    security: the category's own ranking (`ranking`), as any extra unit. A volunteer team
-    (`volunteers_asking`; rank_candidates was asked for escorts): the police and security
+    """Who may go as backup for a team that asked for it, best first (rank_candidates was
+    asked for escorts: the police and security teams free, whatever the category lists).
+    A team of police or security: the category's own ranking (`ranking`), as any extra
+    unit, then the police and security teams it does not list (`ranking.escorts`): a
+    station officer's fraud warning visit that turns violent lists only the station's
+    teams and volunteers, and with none of those free the call found nobody while a patrol
+    car was at hand. A volunteer team
+    (`volunteers_asking`): the police and security
     teams first, the best of them by dispatch's score (`ranking.escorts`: travel time plus
     their kind's place in the category's list, or below all of it), even when a volunteer
     team is nearer; only with none of them free, the category's own (another volunteer
@@ -230,7 +235,8 @@ def backups_for(ranking: Ranking, *, volunteers_asking: bool) -> list[Ranked]:
     when the scene has gone beyond what volunteers may handle (a hostile person, a crowd,
     a fight): more volunteers add hands, not the authority or training it needs."""
     if not volunteers_asking:
-        return list(ranking)
+        own = {r.unit.team_id for r in ranking}
+        return [*ranking, *(r for r in ranking.escorts if r.unit.team_id not in own)]
     first = {r.unit.team_id for r in ranking.escorts}
     return [*ranking.escorts, *(r for r in ranking if r.unit.team_id not in first)]
 

@@ -2728,19 +2728,19 @@ class Dispatcher:
         engaged = {o["team_id"] for o in orders}
         facts = await self._facts_now(inc, engaged)
         now = utcnow()
-        # A volunteer team's call is answered by police or security first, whatever the
-        # category lists (domain.backups_for): they are searched for as a P1's escorts are.
+        # Police and security are searched for as a P1's escorts are, whatever the category
+        # lists (domain.backups_for): first for a volunteer team's call, after the
+        # category's own teams for another's (a fraud warning lists no patrol police).
         volunteers_asking = domain.asks_as_volunteers(order)
-        escorts = True if volunteers_asking else None
         escorts_only = domain.backed_up_by_volunteers_only(order, orders)
         query = domain.candidate_query(facts, self.policy, now, keep=3, radius_km=1000,
-                                       escorts=escorts)
+                                       escorts=True)
         # A search again after each claim lost to another incident, as _fill does: five
         # rounds left a burst's backup request escalated as "none available" while teams
         # were free (test_reinforcement.py).
         for _ in range(SEARCH_ROUNDS):
             ranking = domain.rank_candidates(await store.candidates(self.redis, query), facts,
-                                             self.policy, now, escorts=escorts)
+                                             self.policy, now, escorts=True)
             backups = (ranking.escorts if escorts_only else
                        domain.backups_for(ranking, volunteers_asking=volunteers_asking))
             if not backups:

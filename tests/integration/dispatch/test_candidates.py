@@ -90,10 +90,10 @@ async def _compare(url: str, units: list[dict[str, object]], category: str,
         # as one that may answer or (a P1) as an escort
         assert {u.team_id for u in pruned} <= {c.unit.team_id
                                                 for c in [*reference, *reference.escorts]}
-        # a team's call for backup (the engine's _reinforce: the best 3, escorts too when
-        # volunteers ask): the same backup as from every team
+        # a team's call for backup (the engine's _reinforce: the best 3, escorts too):
+        # the same backup as from every team
         for volunteers_asking in (False, True):
-            escorts = True if volunteers_asking else None
+            escorts = True
             query = domain.candidate_query(facts, POLICY, now, keep=3, radius_km=1000,
                                            escorts=escorts)
             ranking = domain.rank_candidates(await store.candidates(r, query), facts, POLICY,

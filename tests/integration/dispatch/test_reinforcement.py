@@ -203,6 +203,35 @@ async def test_a_volunteer_team_s_call_for_backup_goes_to_a_security_team(
     assert not updates(url, incident_id)[-1].flagged
 
 
+async def test_a_police_team_s_call_for_backup_goes_to_a_guard_the_category_does_not_list(
+        clean_redis: str, publisher: RedisBroker) -> None:
+    # lost_person lists police and volunteers. The police team searching with the
+    # volunteers calls for backup (a hostile crowd): the guard 200 m away goes, as one would
+    # for the volunteers' call; it was flagged "no backup available", looked for again every
+    # 20 s, while the guard stood free (a station officer's fraud warning visit, which lists
+    # only the station and volunteers, the same with a patrol car at hand).
+    url = clean_redis
+    async with dispatch_with_teams(url, publisher, {"pol": ("police", 22.8171),
+                                                    "vol": ("volunteer", 22.8172),
+                                                    "guard": ("security", 22.8190)}):
+        incident_id = await report(publisher, "lost_person")
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 2 and
+                                  orders_for(url, incident_id), "the two teams' orders")
+        asking = next(o for o in orders if o.team_id == "pol")
+        for response in ("acknowledged", "on_scene", "reinforce"):
+            await answer(publisher, asking, response)
+        orders = await poll_until(lambda: len(orders_for(url, incident_id)) >= 3 and
+                                  orders_for(url, incident_id), "the reinforcement")
+        await poll_until(lambda: ("reinforcement", "guard") in timeline(url, incident_id),
+                         "the reinforcement on the incident's timeline")
+        backup = hash_of(url, f"dispatch:order:{orders[2].order_id}")
+    assert (orders[2].team_id, orders[2].kind) == ("guard", "reinforcement")
+    # sent whatever the category lists: never judged against it (taken off at a roster edit)
+    assert (backup["for_order"], backup["escort"]) == (asking.order_id, "1")
+    assert read_stream(url, streams.ORDER_ESCALATED.name, OrderEscalated) == []
+    assert not updates(url, incident_id)[-1].flagged
+
+
 async def test_a_volunteer_team_s_backup_is_police_or_security_before_nearer_volunteers(
         clean_redis: str, publisher: RedisBroker) -> None:
     # Another volunteer team at the corner adds hands, not what the call is for: the

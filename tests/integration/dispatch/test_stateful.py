@@ -782,12 +782,12 @@ def check_teams(what: str, inc: dict[str, str], orders: list[dict[str, str]]) ->
                        and set(rule_.skills) <= set(team.skills))
             escort = (order.get("escort") == "1" and inc["priority"] == "P1"
                       and team.kind in domain.ESCORT_KINDS)
-            # a volunteer team's call for backup: police or security first, whatever the
-            # category lists (domain.backups_for)
+            # a team's call for backup: police or security, whatever the category lists
+            # (domain.backups_for; first for a volunteer team's call)
             volunteers_backed = (order["kind"] == "reinforcement"
                                  and team.kind in domain.ESCORT_KINDS
                                  and any(o["order_id"] == order.get("for_order")
-                                         and domain.asks_as_volunteers(o) for o in orders))
+                                         for o in orders))
             assert allowed or escort or volunteers_backed, (
                 f"{where}: not a team the category allows")
 

@@ -502,7 +502,8 @@ def test_volunteer_answers_a_p3_alone() -> None:
 
 
 def backups(units: list, facts, *, volunteers_asking: bool) -> list[str]:
-    ranking = rank_candidates(units, facts, POLICY, NOW, escorts=volunteers_asking or None)
+    # as the engine's _reinforce searches: police and security whatever the category lists
+    ranking = rank_candidates(units, facts, POLICY, NOW, escorts=True)
     return [r.unit.team_id for r in backups_for(ranking, volunteers_asking=volunteers_asking)]
 
 
@@ -510,7 +511,8 @@ def test_a_volunteer_team_s_backup_may_be_security_on_a_category_that_lists_none
     # lost_person lists police and volunteers
     units = [team("guard", "security", metres=500)]
     assert backups(units, incident("lost_person"), volunteers_asking=True) == ["guard"]
-    assert backups(units, incident("lost_person"), volunteers_asking=False) == []
+    # and a police team's: see test_a_police_team_s_backup_...
+    assert backups(units, incident("lost_person"), volunteers_asking=False) == ["guard"]
 
 
 def test_a_volunteer_team_s_backup_is_police_or_security_before_a_nearer_volunteer() -> None:
@@ -520,7 +522,23 @@ def test_a_volunteer_team_s_backup_is_police_or_security_before_a_nearer_volunte
     # 6 min below first), and both go before the volunteers 50 m away
     assert backups(units, incident("lost_person"), volunteers_asking=True) == [
         "pol", "guard", "vol"]
-    assert backups(units, incident("lost_person"), volunteers_asking=False) == ["vol", "pol"]
+    # a police team's call: the category's own first, then the guard it does not list
+    assert backups(units, incident("lost_person"), volunteers_asking=False) == [
+        "vol", "pol", "guard"]
+
+
+def test_a_police_team_s_backup_may_be_police_or_security_the_category_does_not_list() -> None:
+    # A fraud warning lists the zone's own station and volunteers: a station officer whose
+    # warning visit turned violent called for backup and got nobody (flagged, looked for
+    # again every 20 s) while a patrol car was 200 m away and a guard post at hand.
+    units = [team("patrol", "police", role="patrol", metres=200),
+             team("guard", "security", metres=300)]
+    assert backups(units, incident("fraud_warning"), volunteers_asking=False) == [
+        "patrol", "guard"]
+    # the category's own teams still come first (another volunteer team, nearer)
+    units.append(team("vol", "volunteer", metres=50))
+    assert backups(units, incident("fraud_warning"), volunteers_asking=False) == [
+        "vol", "patrol", "guard"]
 
 
 def test_a_volunteer_team_s_backup_needs_no_skill_of_the_category() -> None:
