@@ -138,6 +138,9 @@ class Policy(BaseModel):
     # unanswered for followup_retry_h is flagged too.
     handover_retry_min: float = Field(default=15, ge=1, le=1440)
     followup_retry_h: float = Field(default=1, ge=0.1, le=168)
+    # A visit's order its team took (acknowledged, on its way, there) and gave no verdict
+    # (holds, or does not) within this is flagged: no next visit is ordered without one.
+    followup_verdict_h: float = Field(default=24, ge=1, le=168)
     reinforce_retry_s: float = Field(default=20, ge=1, le=600)
     duplicate_radius_m: float = Field(default=200, ge=0)
     duplicate_window_s: int = Field(default=600, ge=0)

@@ -179,7 +179,7 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "flag_why_backup_wanted": "请求增援，暂无空闲警组",
         "flag_why_backup_volunteers_only": "志愿者请求增援，仅派出志愿者：暂无空闲民警或保安，继续查找",
         "flag_why_team_off_shift": "处警警组已下班，请收回指令",
-        "flag_why_visit_stuck": "回访无人承接",
+        "flag_why_visit_stuck": "回访无人承接或未报结果",
         "flag_why_report_given_up": "上报处理失败，无人查找警组",
         "flag_why_agreement_failed": "回访发现协议未履行，待指挥室决定",
         "flag_why_see_timeline": "需指挥室处置，详见时间线",
@@ -458,7 +458,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
                                            "volunteers only: no police or security free yet, "
                                            "still looking",
         "flag_why_team_off_shift": "its team went off shift: take the order back",
-        "flag_why_visit_stuck": "a follow-up visit no station team has taken",
+        "flag_why_visit_stuck": "a follow-up visit no station team has taken, or taken "
+                                "with no verdict",
         "flag_why_report_given_up": "its report failed in dispatch: nobody looks for a team",
         "flag_why_agreement_failed": "follow-ups found the agreement broken: the command "
                                      "room decides",

@@ -876,7 +876,11 @@ class Dispatcher:
         visit_stuck = status not in ("closed", "linked") and (
             inc.get("followup_unstaffed") == "1"
             or any(o.get("kind") == "followup" and o["state"] == "offered"
-                   and o.get("unanswered_at") for o in orders))
+                   and o.get("unanswered_at") for o in orders)
+            # taken, and no verdict given within followup_verdict_h: no next visit without
+            or any(o.get("kind") == "followup" and o.get("no_verdict_at")
+                   and o["state"] in domain.LIVE_ORDER_STATES and o["state"] != "offered"
+                   for o in orders))
         # An incident whose report was dead-lettered after creating it, before any team
         # (on_report_given_up): nothing seeks one for it, until the command room assigns
         # one or the report is replayed. So is a linked report given up on before its link
@@ -2068,8 +2072,13 @@ class Dispatcher:
         async def move(pipe: Pipeline) -> None:
             store.queue_order_change(pipe, order["order_id"], moved)
             store.queue_cancel(pipe, f"ack:{order['order_id']}")
-            if order.get("kind") == "followup":  # answered: its time to answer is moot
-                store.queue_cancel(pipe, f"visit:{order['order_id']}")
+            if order.get("kind") == "followup" and ends:
+                store.queue_cancel(pipe, f"visit:{order['order_id']}")  # its verdict given
+            elif order.get("kind") == "followup" and not again:
+                # taken: its time to answer is moot, the one to give the verdict (holds, or
+                # not) starts; without a verdict no next visit is ever ordered
+                store.queue_schedule(pipe, f"visit:{order['order_id']}", event.occurred_at
+                                     + timedelta(hours=self.policy.followup_verdict_h))
             if first_ack:
                 store.queue_incident_fields(pipe, incident_id, {"first_ack_at": now})
             if first_on_scene:
@@ -3195,31 +3204,40 @@ class Dispatcher:
         """A follow-up visit's order its team has not answered (`received` is no answer)
         within the policy's followup_retry_h: the incident is flagged for the command room
         (which may take it back for another team) with one note, while the order stays
-        unanswered (its `unanswered_at` mark; _update). While the team's answers given
-        before may still wait unread, the time to look again."""
+        unanswered (its `unanswered_at` mark; _update). So is one its team took (the timer
+        set again by its answer, policy followup_verdict_h on) and gave no verdict, holds or
+        does not, while it stays so (its `no_verdict_at` mark): no next visit is ordered
+        without one. While the team's answers given before may still wait unread, the time
+        to look again."""
         held = await store.get_order(self.redis, order_id)
-        if held is None or held.get("kind") != "followup" or held["state"] != "offered":
+        if (held is None or held.get("kind") != "followup"
+                or held["state"] not in domain.LIVE_ORDER_STATES):
             return None
         async with self._locked(held["incident_id"]):
             state = await store.incident_state(self.redis, held["incident_id"])
             inc = state.incident
             order = next((o for o in state.orders if o["order_id"] == order_id), None)
-            if (inc is None or order is None or order["state"] != "offered"
-                    or order.get("unanswered_at") or inc["status"] in ("closed", "linked")):
+            if (inc is None or order is None or order["state"] not in domain.LIVE_ORDER_STATES
+                    or inc["status"] in ("closed", "linked")):
+                return None
+            taken = order["state"] != "offered"
+            mark = "no_verdict_at" if taken else "unanswered_at"
+            if order.get(mark):
                 return None
             if await self._answers_behind(f"visit:{order_id}", inc["incident_id"], utcnow()):
                 return utcnow() + ANSWERS_WAIT
-            order["unanswered_at"] = utcnow().isoformat()  # read by the write's `flagged`
+            order[mark] = utcnow().isoformat()  # read by the write's `flagged`
             name = order.get("team_name") or order["team_id"]
 
             async def flagged(pipe: Pipeline) -> None:
-                store.queue_order_change(pipe, order_id,
-                                         {"unanswered_at": order["unanswered_at"]})
+                store.queue_order_change(pipe, order_id, {mark: order[mark]})
 
+            detail = (entry_detail("followup_no_verdict", team=name,
+                                   hours=f"{self.policy.followup_verdict_h:g}") if taken
+                      else entry_detail("followup_unanswered", team=name,
+                                        **self._followup_retry_args()))
             await self._emit(inc["incident_id"], TimelineEntry(
-                kind="note", team_id=order["team_id"], order_id=order_id,
-                **entry_detail("followup_unanswered", team=name,
-                               **self._followup_retry_args())),
+                kind="note", team_id=order["team_id"], order_id=order_id, **detail),
                 state=state, also=flagged)
         return None
 

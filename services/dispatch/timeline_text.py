@@ -374,6 +374,10 @@ TEMPLATES: dict[str, dict[Language, str]] = {
         "en": "{team} has not answered the follow-up visit order within {span}: flagged until "
               "a team takes it",
         "zh": "{team}在{hours}小时内未回复回访指令：已标记，直到有警组接单"},
+    "followup_no_verdict": {
+        "en": "{team} took the follow-up visit order but has given no verdict (holds, or does "
+              "not) within {hours} h: flagged until it does",
+        "zh": "{team}已接回访指令，但{hours}小时内未报告回访结果（协议是否履行）：已标记，直到报告"},
     "followup_refused": {
         "en": "follow-up visit {refusal:refusal}; no other team of the station on shift: "
               "ordered again in {span}",

@@ -163,9 +163,46 @@ async def test_a_visit_answered_in_time_is_not_flagged(
     await respond(publisher, visit, "acknowledged")
     await poll_until(lambda: order_state(dispatch, visit.order_id) == "acknowledged",
                      "the answer read", timeout=20)
-
-    make_due(dispatch, f"visit:{visit.order_id}")
-    await poll_until(lambda: timer_due(dispatch, f"visit:{visit.order_id}") is None,
-                     "the timer gone", timeout=20)
+    # its timer now the verdict's: a day from the answer, not the hour to answer
+    await poll_until(lambda: (timer_due(dispatch, f"visit:{visit.order_id}") or 0)
+                     > time.time() + 23 * 3600, "the time to the verdict", timeout=20)
     assert incident(dispatch, incident_id)["flagged"] == "0"
     assert UNANSWERED not in kinds_and_details(dispatch, incident_id)
+
+    await respond(publisher, visit, "resolved")  # the agreement holds
+    await poll_until(lambda: timer_due(dispatch, f"visit:{visit.order_id}") is None,
+                     "the timer gone with the verdict", timeout=20)
+    assert incident(dispatch, incident_id)["flagged"] == "0"
+
+
+NO_VERDICT = ("note", "station-car took the follow-up visit order but has given no verdict "
+              "(holds, or does not) within 24 h: flagged until it does", None)
+
+
+async def test_a_visit_taken_but_given_no_verdict_is_flagged_until_it_is(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # Revisits go on until the agreement holds (DOMAIN.md): a visit acknowledged and never
+    # answered "holds" or "does not hold" left the case with no next visit, and nobody was
+    # told (the station's desk showed it acknowledged for ever).
+    incident_id = await filed_dispute(dispatch, publisher)
+    visit = await visit_ordered(dispatch, incident_id)
+    await respond(publisher, visit, "acknowledged")
+    await poll_until(lambda: (timer_due(dispatch, f"visit:{visit.order_id}") or 0)
+                     > time.time() + 23 * 3600, "the time to the verdict", timeout=20)
+
+    make_due(dispatch, f"visit:{visit.order_id}")
+    await poll_until(lambda: incident(dispatch, incident_id).get("flagged") == "1",
+                     "the board's flag", timeout=20)
+    assert NO_VERDICT in kinds_and_details(dispatch, incident_id)
+    assert UNANSWERED not in kinds_and_details(dispatch, incident_id)
+    await poll_until(lambda: timer_due(dispatch, f"visit:{visit.order_id}") is None,
+                     "the timer gone", timeout=20)
+    make_due(dispatch, f"visit:{visit.order_id}")  # fired again (a failure after its write)
+    await poll_until(lambda: timer_due(dispatch, f"visit:{visit.order_id}") is None,
+                     "the timer gone again", timeout=20)
+    assert kinds_and_details(dispatch, incident_id).count(NO_VERDICT) == 1
+
+    await respond(publisher, visit, "handover")  # the agreement does not hold
+    await poll_until(lambda: incident(dispatch, incident_id).get("flagged") == "0",
+                     "the flag gone with the verdict", timeout=20)
+    assert timer_due(dispatch, f"followup:{incident_id}") is not None  # the next visit

@@ -282,6 +282,10 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
         {"team": "Team 7", "span": "24 h", "hours": "24"},
         lambda team, span, hours: f"{team} has not answered the follow-up visit order within "
         f"{span}: flagged until a team takes it"),
+    "followup_no_verdict": (
+        {"team": "Team 7", "hours": "24"},
+        lambda team, hours: f"{team} took the follow-up visit order but has given no verdict "
+        f"(holds, or does not) within {hours} h: flagged until it does"),
     "followup_refused": (
         {"refusal": "declined", "span": "an hour", "hours": "1"},
         lambda refusal, span, hours: f"follow-up visit {refusal}; no other team of the "
