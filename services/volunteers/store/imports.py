@@ -519,6 +519,15 @@ def journal_steps(plan: ImportPlan, changes: Sequence[TeamChange], *, now: datet
         for run in in_steps([TEAM_COMMANDS + AWARD_COMMANDS * len(c.leaving)
                              + (REKINDED_COMMANDS if c.rekinded else 0) for c in changes],
                             budget=STEP_COMMANDS, most=STEP_ITEMS)]
+    with_zones = [s for s in steps if s["do"] == "rows"
+                  and any(entity == "zones" for entity, *_ in s["rows"])]
+    if len(with_zones) > 1:
+        # Zones written in several steps (a city's re-cut): between two of them the map is
+        # half new, with a gap or an overlap two stations claim, which dispatch's projection
+        # would keep until its next refresh. The commit marks the district's zones as being
+        # written (zones_importing), the last of these steps clears the mark, and the zones'
+        # readers serve the map from before it meanwhile (store.zones.ZoneLookup).
+        with_zones[-1]["zones_end"] = True
     return steps
 
 
@@ -557,13 +566,21 @@ async def _commit(redis: Redis, token: str, steps: Sequence[dict[str, Any]],
         pipe.expire(staging, STAGING_TTL_S)
         await pipe.execute()
 
+    marked = {step["district"] for step in steps if step.get("zones_end")}
+
     async def body(pipe: Pipeline) -> None:
         await _check_lock(pipe, token)
         if not await pipe.exists(staging):
             return  # renamed by the try whose reply was lost (a WatchError here)
+        # The zones' revs change only under the import lock (an import's steps, a zone's
+        # removal), which this import holds: read here, they are the map before it.
+        revs = {district: await pipe.get(keys.zones_rev(district)) or "0"
+                for district in sorted(marked)}
         pipe.multi()
         pipe.rename(staging, keys.import_journal())
         pipe.persist(keys.import_journal())
+        for district, rev in revs.items():
+            pipe.set(keys.zones_importing(district), rev)
         _queue_as_of(pipe, mark)
 
     await atomically(redis, [keys.import_lock(), staging], body)
@@ -650,6 +667,8 @@ async def _write_rows(redis: Redis, token: str, step: dict[str, Any], raw: str) 
                     team_id=team_id, reason="team_changed"))
         if any(entity == "zones" for entity, *_ in rows):
             pipe.incr(keys.zones_rev(district))
+        if step.get("zones_end"):
+            pipe.delete(keys.zones_importing(district))
         pipe.lpop(keys.import_journal())
         return 0
 

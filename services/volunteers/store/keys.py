@@ -50,6 +50,12 @@ def zones_rev(district: str) -> str:
     return f"roster:zones_rev:{district}"
 
 
+def zones_importing(district: str) -> str:
+    """Set (to the district's zones_rev before it) while a committed import's zones are
+    written in several steps: the district's map is half re-cut until it is gone."""
+    return f"roster:zones_importing:{district}"
+
+
 def state(team_id: str) -> str:
     return f"roster:state:{team_id}"
 
