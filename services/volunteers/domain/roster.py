@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import shapely
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -87,10 +89,8 @@ class ZoneRow(_Row):
     @field_validator("polygon", mode="before")
     @classmethod
     def _points(cls, value: Any) -> Any:
-        if not isinstance(value, list | tuple) or not all(
-            isinstance(p, list | tuple) and len(p) == 2 for p in value
-        ):
-            raise ValueError("must be a list of [lon, lat] pairs")
+        if (why := not_a_ring(value)) is not None:
+            raise ValueError(why)
         return value
 
     @field_validator("polygon")
@@ -139,6 +139,67 @@ ROW_MODELS: dict[Entity, type[_Row]] = {
 GEO_MAX_LAT = 85.05112878
 
 
+def _depth(value: Any) -> int:
+    """How deep lists nest in `value` along its first items: 2 for a ring of points."""
+    depth = 0
+    while isinstance(value, list | tuple):
+        depth += 1
+        if not value:
+            break
+        value = value[0]
+    return depth
+
+
+ONE_RING = "a zone is one ring, [[lon, lat], ...]"
+HOLES = ("holes are not kept: draw the ground in a hole as a zone of its own (a place in two "
+         "zones goes to the smaller), or leave it in the zone")
+
+
+def not_a_ring(value: Any) -> str | None:
+    """Why a polygon as sent is not a ring of [lon, lat] points, said of what a GIS exports
+    (GeoJSON geometries and features, rings with holes, multipolygons, points with an
+    altitude); None when it is one."""
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if kind == "Feature" or kind == "FeatureCollection":
+            return (f"is a GeoJSON {kind}: {ONE_RING}, its geometry's coordinates[0] (a "
+                    "FeatureCollection: one zone a feature)")
+        if kind in ("Polygon", "MultiPolygon"):
+            value = value.get("coordinates")
+        else:
+            return f"must be a list of [lon, lat] pairs ({ONE_RING}), not an object"
+    if not isinstance(value, list | tuple):
+        return "must be a list of [lon, lat] pairs"
+    depth = _depth(value)
+    if depth == 3:
+        if len(value) > 1:
+            return (f"is a GeoJSON Polygon with {len(value) - 1} hole(s) ({len(value)} "
+                    f"rings): {ONE_RING}, its coordinates[0]; {HOLES}")
+        return f"is a GeoJSON Polygon's coordinates (a list of rings): {ONE_RING}, coordinates[0]"
+    if depth == 4:
+        return (f"is a GeoJSON MultiPolygon of {len(value)} parts: {ONE_RING}; import each "
+                "part as a zone of its own, of the same station")
+    for i, point in enumerate(value):
+        if not isinstance(point, list | tuple):
+            return "must be a list of [lon, lat] pairs"
+        if len(point) == 3:
+            return (f"point {i} has 3 numbers: points are [lon, lat] (drop the altitude a GIS "
+                    "export adds)")
+        if len(point) != 2:
+            return f"point {i} should be [lon, lat]: a list of [lon, lat] pairs"
+    return None
+
+
+def _where_invalid(shape: Polygon) -> str:
+    """ " near [lon, lat]" of where a polygon goes wrong, as GEOS tells it; else ""."""
+    reason = shapely.is_valid_reason(shape) or ""
+    found = re.search(r"\[(-?[0-9.eE+-]+) (-?[0-9.eE+-]+)\]", reason)
+    if found is None:
+        return ""
+    lon, lat = (float(found.group(k)) for k in (1, 2))
+    return f" near [{lon:.6f}, {lat:.6f}]"
+
+
 def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
     """An open ring of valid [lon, lat] points forming a valid polygon, or ValueError."""
     ring = [(float(lon), float(lat)) for lon, lat in points]
@@ -163,9 +224,11 @@ def normalise_ring(points: Iterable[tuple[float, float]]) -> tuple[tuple[float, 
     if len(set(ring)) < 3:
         raise ValueError("needs at least 3 distinct points")
     if len(ring) > 10_000:
-        raise ValueError("has more than 10000 points")
-    if not Polygon(ring).is_valid:
-        raise ValueError("is not a valid polygon (it crosses itself)")
+        raise ValueError("has more than 10000 points: simplify it (a tolerance of a metre or "
+                         "two keeps the border where it is)")
+    shape = Polygon(ring)
+    if not shape.is_valid:
+        raise ValueError(f"is not a valid polygon (it crosses itself{_where_invalid(shape)})")
     return tuple(ring)
 
 
