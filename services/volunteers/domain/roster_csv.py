@@ -22,12 +22,13 @@ from typing import Any
 
 from shapely import wkt
 from shapely.errors import ShapelyError
-from shapely.geometry import Polygon
+from shapely.geometry import MultiPolygon, Polygon
 
 from shared.fieldnames import is_field_name
 
 from .roster import (
     ENTITIES,
+    HOLES,
     MAX_ROWS,
     UNNAMED,
     Entity,
@@ -60,11 +61,20 @@ def parse_polygon(text: str) -> list[list[float]]:
         if not isinstance(value, list):
             raise ValueError("is not a JSON list of [lon, lat] pairs")
         return value
+    if text.startswith("{"):
+        raise ValueError("is a JSON object (GeoJSON?): a cell holds the ring, JSON "
+                         "[[lon, lat], ...] (a GeoJSON Polygon's coordinates[0]) or WKT POLYGON")
     try:
         shape = wkt.loads(text)
     except (ShapelyError, ValueError) as exc:
         raise ValueError("is neither a JSON list of [lon, lat] pairs nor WKT POLYGON") from exc
-    if not isinstance(shape, Polygon) or shape.is_empty or list(shape.interiors):
+    if isinstance(shape, MultiPolygon):
+        raise ValueError(f"is a MULTIPOLYGON of {len(shape.geoms)} parts: a zone is one "
+                         "POLYGON; import each part as a zone of its own, of the same station")
+    if isinstance(shape, Polygon) and list(shape.interiors):
+        raise ValueError(f"is a POLYGON with {len(shape.interiors)} hole(s): send its outer "
+                         f"ring alone; {HOLES}")
+    if not isinstance(shape, Polygon) or shape.is_empty:
         raise ValueError("must be a WKT POLYGON without holes")
     return [[x, y] for x, y, *_ in shape.exterior.coords]
 

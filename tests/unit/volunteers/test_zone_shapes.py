@@ -79,3 +79,15 @@ def test_a_ring_drawn_clockwise_is_the_same_zone() -> None:
     counter = ZoneRow(id="z", name="z", owner_agency_id="ps", polygon=OUTER)
     clockwise = ZoneRow(id="z", name="z", owner_agency_id="ps", polygon=OUTER[::-1])
     assert set(counter.polygon) == set(clockwise.polygon)
+
+
+def test_a_wkt_cell_with_holes_or_parts_says_what_to_send() -> None:
+    from services.volunteers.domain.roster_csv import parse_polygon
+
+    with pytest.raises(ValueError, match="zone of its own"):
+        parse_polygon("POLYGON ((0 0, 4 0, 4 4, 0 4, 0 0), (1 1, 2 1, 2 2, 1 2, 1 1))")
+    with pytest.raises(ValueError, match="MULTIPOLYGON of 2 parts.*same station"):
+        parse_polygon("MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)), ((2 2, 3 2, 3 3, 2 2)))")
+    with pytest.raises(ValueError, match="GeoJSON"):
+        parse_polygon('{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}')
+    assert parse_polygon("POLYGON Z ((0 0 5, 1 0 5, 1 1 5, 0 0 5))")[1] == [1.0, 0.0]
