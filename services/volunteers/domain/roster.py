@@ -168,6 +168,9 @@ def not_a_ring(value: Any) -> str | None:
             value = value.get("coordinates")
         else:
             return f"must be a list of [lon, lat] pairs ({ONE_RING}), not an object"
+    if isinstance(value, str):
+        return ("is text: a JSON import's polygon is a list of [lon, lat] pairs (WKT is taken "
+                "in a CSV file's cell)")
     if not isinstance(value, list | tuple):
         return "must be a list of [lon, lat] pairs"
     depth = _depth(value)
@@ -187,6 +190,9 @@ def not_a_ring(value: Any) -> str | None:
                     "export adds)")
         if len(point) != 2:
             return f"point {i} should be [lon, lat]: a list of [lon, lat] pairs"
+        if any(isinstance(x, bool) for x in point):
+            # pydantic reads true as 1.0: a point off the coast of Africa
+            return f"point {i} should be two numbers [lon, lat], not true or false"
     return None
 
 

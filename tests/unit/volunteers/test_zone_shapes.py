@@ -91,3 +91,14 @@ def test_a_wkt_cell_with_holes_or_parts_says_what_to_send() -> None:
     with pytest.raises(ValueError, match="GeoJSON"):
         parse_polygon('{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}')
     assert parse_polygon("POLYGON Z ((0 0 5, 1 0 5, 1 1 5, 0 0 5))")[1] == [1.0, 0.0]
+
+
+def test_true_or_false_for_a_coordinate_is_refused_not_read_as_1_or_0() -> None:
+    # read as 1.0, [true, 22.5] drew a sliver from the Gulf of Guinea to Guangxi
+    message = refusal([[True, 22.5], [108.5, 22.6], [108.6, 22.6]])
+    assert "point 0" in message and "true" in message, message
+
+
+def test_wkt_text_in_a_json_import_is_told_where_wkt_is_taken() -> None:
+    message = refusal("POLYGON ((108.4 22.5, 108.5 22.6, 108.6 22.6, 108.4 22.5))")
+    assert "WKT" in message and "CSV" in message, message
