@@ -167,3 +167,18 @@ async def test_the_districts_with_live_orders_are_read_and_judged_at_start_until
                            timeout=10)
     assert told == ["qingxiu"]
     assert asked[:2] == ["qingxiu", "qingxiu"] and set(asked) == {"qingxiu"}
+
+
+async def test_a_refresh_answered_503_while_an_import_re_cuts_keeps_the_zones_it_had() -> None:
+    # volunteers answers 503 rather than a map half re-cut (an import's zones written in
+    # several steps): the zones dispatch holds stay, and the next round reads the new ones.
+    moved = {"zones": [{**ZONES["zones"][0], "owner_agency_id": "ag-other"}]}
+    answers = [httpx.Response(200, json=ZONES), httpx.Response(503, headers={"Retry-After": "1"}),
+               httpx.Response(200, json=moved)]
+    zones = projection(httpx.MockTransport(lambda request: answers.pop(0)))
+    assert (await zones.lookup("qingxiu", lat=22.05, lon=108.05)).owner_agency_id == "ag-police"
+    await zones.refresh("qingxiu")  # answered 503
+    still = await zones.lookup("qingxiu", lat=22.05, lon=108.05)
+    assert still is not None and still.owner_agency_id == "ag-police"
+    await zones.refresh("qingxiu")
+    assert (await zones.lookup("qingxiu", lat=22.05, lon=108.05)).owner_agency_id == "ag-other"
