@@ -76,3 +76,29 @@ async def test_volunteers_are_told_nothing_of_an_escort_below_p1(
     orders = await orders_once(dispatch, incident_id, 2, "the volunteers' orders")
     assert [o.escort for o in orders] == [None, None]
     assert [a for o in orders_for(dispatch, incident_id) for a in amended(dispatch, o)] == []
+
+
+async def test_volunteers_whose_escort_went_off_shift_on_its_order_are_told_none_is_coming(
+        dispatch: str, publisher: RedisBroker) -> None:
+    # The guard post escorting the aunties to a P1 took its order and set off; then its
+    # last guard was taken off the roster (the security company's contract ended at 07:00,
+    # HR removed its guards mid-shift). Its order stays for the command room to decide,
+    # but nobody of the team will come: the aunties' phones said "police/security sent, on
+    # their way to you" until the command room took the order back, and they walked in.
+    from .test_take_back import off_shift
+
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot",
+               skills=("first_aid",))
+    await team(publisher, "guard", kind="security", lat=22.8180, lon=108.3665)
+    await wait_for_units(dispatch, 2)
+    incident_id = await report(publisher, "medical", priority="P1")
+    orders = await orders_once(dispatch, incident_id, 2, "the volunteers' and escort's orders")
+    volunteers = next(o for o in orders if o.team_id == "aunties")
+    escort = next(o for o in orders if o.team_id == "guard")
+    assert volunteers.escort == "sent"
+    await answer(publisher, escort, "acknowledged")
+    await answer(publisher, escort, "en_route")
+    await off_shift(publisher, "guard")
+    (news,) = await poll_until(lambda: amended(dispatch, volunteers),
+                               "the volunteers told their escort is not coming")
+    assert news.escort == "awaited"
