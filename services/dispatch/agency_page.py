@@ -5,12 +5,13 @@ no CDN, read only.
 Its teams (GET /v1/units: status, on shift, the order each is on) and those planned now
 and not checked in (GET /v1/shift-check-ins); its orders, newest incident first (GET
 /v1/incidents: category, priority, place, each order's state and times), paged as the
-console pages the board; its figures of today (on the district's clock) or the last 7 days
-(GET /v1/kpis). It calls only the agency desk's own reads with its token, kept in this
-browser (apart from the console's: a shared PC keeps both), and refreshes every
-REFRESH_MS. Everything shown is set with textContent, never parsed as HTML; the policy runs
-its own script only. It speaks Chinese, or English as the console does (the same choice,
-kept in this browser; agency_page_text.py, the glossary's words for the codes).
+console pages the board; its figures of today (on the district's clock), the last 24 hours
+(a night shift's morning review) or the last 7 days (GET /v1/kpis). It calls only the agency
+desk's own reads with its token, kept in this browser (apart from the console's: a shared
+PC keeps both), and refreshes every REFRESH_MS. Everything shown is set with textContent,
+never parsed as HTML; the policy runs its own script only. It speaks Chinese, or English as
+the console does (the same choice, kept in this browser; agency_page_text.py, the glossary's
+words for the codes).
 """
 
 from fastapi import APIRouter
@@ -99,7 +100,7 @@ let titled = () => say("title");
 function setTitle(f) { titled = f; document.title = f(); }
 // This desk's token and district, apart from the console's (a shared PC keeps both)
 const TOKEN_KEY = "lf-agency-token", DISTRICT_KEY = "lf-agency-district";
-const REFRESH_MS = 10000, PAGE_SIZE = 50, WEEK_MS = 7 * 86400000;
+const REFRESH_MS = 10000, PAGE_SIZE = 50, DAY_MS = 86400000, WEEK_MS = 7 * DAY_MS;
 const FIXED = {heading: "heading", lang: "switch", save: "watch", signout: "sign_out",
   teamshead: "teams", rollhead: "roll_head", figureshead: "figures", ordershead: "orders",
   older: "older", newest: "newest"};
@@ -125,7 +126,8 @@ function showLanguage() {
   for (const [id, keys] of Object.entries(COLUMNS)) {
     $(id).replaceChildren(...keys.map(key => { const th = document.createElement("th");
       th.textContent = say(key); return th; })); }
-  choices("period", [["today", say("today")], ["week", say("last_7_days")]]);
+  choices("period", [["today", say("today")], ["day", say("last_24_hours")],
+    ["week", say("last_7_days")]]);
   for (const [id, text] of lines) $(id).textContent = text();
   document.title = titled();
   paint();
@@ -224,11 +226,13 @@ async function refresh() {
   finally { refreshing -= 1; }
 }
 // Today's on the district's clock (the first read asks for this browser's date; one on
-// another clock is asked again for the district's), or the last 7 days'.
+// another clock is asked again for the district's), the last 24 hours' (the morning review
+// of a night shift, 19:00-07:00, that today's from 00:00 cuts in two) or the last 7 days'.
 async function figures(get, d) {
   const q = new URLSearchParams({district: d});
-  if ($("period").value === "week") {
-    q.set("since", new Date(Date.now() - WEEK_MS).toISOString());
+  const back = {day: DAY_MS, week: WEEK_MS}[$("period").value];
+  if (back) {
+    q.set("since", new Date(Date.now() - back).toISOString());
     return get("/v1/kpis?" + q); }
   q.set("date", districtToday || ymd(new Date()));
   let k = await get("/v1/kpis?" + q);
@@ -307,8 +311,9 @@ const p50 = p => (p && p.p50 != null ? say("seconds", {n: Math.round(p.p50)}) : 
 function paintFigures() {
   const list = $("figures"), k = read.figures; list.replaceChildren();
   if (!k) { $("fperiod").textContent = missedText("figures"); return; }
-  $("fperiod").textContent = $("period").value === "week"
-    ? say("period_week", {since: new Date(k.since).toLocaleString(locale())})
+  const since = () => new Date(k.since).toLocaleString(locale());
+  $("fperiod").textContent = $("period").value === "week" ? say("period_week", {since: since()})
+    : $("period").value === "day" ? say("period_24h", {since: since()})
     : say("period_day", {day: k.today ? dateText(k.today) : ""});
   const categories = Object.entries(k.by_category || {}).map(([c, n]) => word("category", c)
     + " (" + n + ")");

@@ -223,6 +223,24 @@ def test_today_s_figures_are_of_the_district_s_day_and_the_week_s_of_seven_days(
     assert period.startswith(said("period_week", since="\0").split("\0")[0])
 
 
+def test_the_morning_review_reads_the_last_24_hours_the_whole_night_shift() -> None:
+    """The duty manager reviews last night's 19:00-07:00 shift at 08:00: today's figures
+    (from 00:00) hold only its second half, and there was no other choice but a week. The
+    last 24 hours hold it whole: asked from a day before now, without a date."""
+    (day, period), = run_page(
+        AFTERNOON,
+        'requests.length = 0; $("period").value = "day"; $("period").onchange(); '
+        'settle().then(() => [asked().filter(u => u.startsWith("/v1/kpis")), '
+        '$("fperiod").textContent])')
+    [asked] = day
+    query = parse_qs(asked.split("?")[1])
+    assert "date" not in query
+    back = datetime.now(UTC) - datetime.fromisoformat(query["since"][0].replace("Z", "+00:00"))
+    assert timedelta(hours=23) < back < timedelta(hours=25)
+    assert period.startswith(said("period_24h", since="\0").split("\0")[0])
+    assert said("last_24_hours") == "最近24小时"
+
+
 def test_the_orders_page_back_by_the_cursor_and_forward_to_the_newest() -> None:
     older, back, newest, again = run_page(
         AFTERNOON + 'board.next = "cursor-1";',
