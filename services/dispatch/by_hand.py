@@ -73,9 +73,11 @@ def teams_to_send(inc: dict[str, str], orders: Sequence[dict[str, str]],
     on_it = {o["team_id"] for o in live}
     refused = turned_down(orders)
     # the kinds on the scene, as dispatch counts them (a team moved into a volunteer
-    # agency since its order counts as volunteers): a station's filing or visit puts
-    # nobody there
-    on_scene = [domain.counted_as(o) for o in live if o.get("kind") not in domain.STATION_KINDS]
+    # agency since its order counts as volunteers, and nobody of a police or security team
+    # that went off shift on its order is coming): a station's filing or visit puts nobody
+    # there
+    on_scene = domain.counted_for_escort(
+        [o for o in live if o.get("kind") not in domain.STATION_KINDS])
     keyed: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for unit, open_order in units:
         if unit.team_id in on_it or not unit.on_shift or unit.status == "off_duty":

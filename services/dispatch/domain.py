@@ -385,6 +385,17 @@ def counted_as(order: Mapping[str, str]) -> str:
     return sent_as(order.get("agency_kind", ""), order.get("agency_role") or None)
 
 
+def counted_for_escort(orders: Sequence[Mapping[str, str]]) -> list[str]:
+    """The live orders `orders` (claiming a team on the scene), each as it counts
+    (counted_as), for whether volunteers on a P1 have police or security with them: not a
+    police or security team that went off shift on its order (`off_shift_at`: its last
+    member removed from the roster, a security company's contract ended mid-shift, its
+    phone revoked). That order stays live for the command room to decide, but nobody of
+    the team is coming."""
+    return [counted for o in orders
+            if _sent(counted := counted_as(o))[0] == "volunteer" or not o.get("off_shift_at")]
+
+
 def _sent(value: str) -> tuple[str, str | None]:
     kind, _, role = value.partition(":")
     return kind, role or None

@@ -266,25 +266,13 @@ def _escort_news(inc: dict[str, str], orders: list[dict[str, str]], *,
         return {}
     claiming = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
                 and o.get("kind") in CLAIMING_KINDS]
-    live = _counted_for_escort(claiming)
+    live = domain.counted_for_escort(claiming)
     news = {}
     for order in claiming:
         said = domain.escort_news(inc["priority"], _counted_as(order), live) or ""
         if said != (order.get("escort_said") or ""):
             news[order["order_id"]] = said
     return news
-
-
-def _counted_for_escort(claiming: list[dict[str, str]]) -> list[str]:
-    """The live orders claiming a team, each as it counts (_counted_as), for whether
-    volunteers on a P1 have police or security with them: not a police or security team
-    that went off shift on its order (`off_shift_at`: its last member removed from the
-    roster, a contract ended mid-shift, its phone revoked). Its order stays live for the
-    command room to decide (on_off_shift_due), but nobody of it is coming: the volunteers
-    are told to wait at a safe distance, and the incident says they are alone."""
-    return [counted for o in claiming
-            if (counted := _counted_as(o)).split(":")[0] == "volunteer"
-            or not o.get("off_shift_at")]
 
 
 def _station_order_backed(orders: list[dict[str, str]],
@@ -856,7 +844,7 @@ class Dispatcher:
                     and o.get("kind") in CLAIMING_KINDS]
         by_hand = any(o.get("kind") == "manual" for o in claiming)
         unescorted = not by_hand and domain.volunteers_alone_on_p1(
-            inc["priority"], _counted_for_escort(claiming))
+            inc["priority"], domain.counted_for_escort(claiming))
         short = (not by_hand and status not in TERMINAL
                  and domain.short_of_units(self._facts(inc, set()), self.policy,
                                            *_units_and_alongside(orders)))

@@ -79,6 +79,18 @@ def test_a_p1_no_police_or_security_team_is_on_warns_before_volunteers_go_alone(
     assert task["warnings"] == ["volunteers_alone_on_p1"]
 
 
+def test_a_p1_whose_only_escort_went_off_shift_on_its_order_warns_before_volunteers_go() -> None:
+    """The guards on a P1 were taken off the roster mid-shift (their company's contract
+    ended): their order stays live for the command room to take back, but nobody of them
+    is coming. A volunteer team sent by hand would be alone, as dispatch now tells the
+    volunteers already there."""
+    lost = incident("lost_person", flags=["in_progress"])
+    volunteers = team("vol", "volunteer", metres=200, mode="foot")
+    gone = {**order("guard-1", "security", state="en_route"), "off_shift_at": NOW.isoformat()}
+    alone, = offered(lost, [volunteers], [gone])
+    assert alone["warnings"] == ["volunteers_alone_on_p1"]
+
+
 def test_a_medical_call_marks_teams_without_first_aid() -> None:
     rows = offered(incident("medical"), [
         team("near-no-aid", "security", metres=100),
