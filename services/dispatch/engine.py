@@ -4536,13 +4536,16 @@ class Dispatcher:
         recorded = inc.get("manual_order") == order_id or (again and any(
             e.get("kind") == "manual_assign" and e.get("order_id") == order_id
             for e in await store.timeline(self.redis, incident_id)))
+        # Still short with the team sent (a P1 fight given one team by hand wants its
+        # second; volunteers sent by hand to a P1 want their escort): it stays in the
+        # queue, and the missing unit is looked for at once (_fill), not left to the next
+        # freed team or the sweep while a team that may go is free. Only then: an
+        # incident the team completes costs no search. Asked again, only the search (a
+        # failure after the entry may have left it unmade; _fill sends nothing twice).
+        state = await store.incident_state(self.redis, incident_id)
+        short = domain.short_of_units(self._facts(inc, set()), self.policy,
+                                      *_units_and_alongside(state.orders))
         if not recorded:
-            # Still short with the team sent (a P1 fight given one team by hand wants its
-            # second): it stays in the queue, and the next freed team that may go joins.
-            state = await store.incident_state(self.redis, incident_id)
-            short = domain.short_of_units(self._facts(inc, set()), self.policy,
-                                          *_units_and_alongside(state.orders))
-
             async def recorded(pipe: Pipeline) -> None:
                 if short:
                     self._queue_waiting(pipe, inc)
@@ -4554,6 +4557,8 @@ class Dispatcher:
             await self._emit(incident_id, TimelineEntry(
                 kind="manual_assign", team_id=team_id, order_id=order_id,
                 **entry_detail("assigned_by_hand")), also=recorded)
+        if short:
+            await self._fill(incident_id)
         return order
 
     def _travel_time(self, inc: dict[str, str], unit: domain.Unit) -> float | None:
