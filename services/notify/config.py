@@ -56,6 +56,11 @@ class Settings(ServiceSettings):
         default=90 * 86_400, description="ORDER_OPEN_TTL_S: a live order (issued, acknowledged, "
         "en route, on scene) is kept this long after it was issued or its team last answered "
         "it (at least ORDER_TTL_S): the way out of an order whose end never reached notify")
+    barred_warning_s: int = Field(
+        default=2 * 3600, gt=0, description="BARRED_WARNING_S: for this long after a volunteer "
+        "team is taken off an order because of the incident's flags (a weapon), a page of the "
+        "team that connects without showing the order (reloaded offline, a second phone) is "
+        "warned of it, until its member has read the warning there")
     reinforce_repeat_s: float = Field(
         default=30.0, description="REINFORCE_REPEAT_S: a second reinforce within this is a retry"
     )

@@ -95,6 +95,12 @@ class Connection:
         # The team's live orders the last replay left out, and of those unanswered, as this
         # socket was told (an `orders_left_out` frame): told again only when it changes.
         self.left_out = (0, 0)
+        # Orders the team was taken off by the incident's flags (a weapon) that this socket
+        # has been warned of (its page had the order and was told it was withdrawn, or it
+        # was sent the warning with the order: Hub.warn_barred), and whether this socket has
+        # read the team's barred withdrawals yet (once; again after one it could not show).
+        self.warned: set[str] = set()
+        self.barred_checked = False
         self._queue: asyncio.Queue[dict[str, Any] | tuple[int, str]] = asyncio.Queue(queue_size)
         self._closing = False
         # Frames offered before the socket's `hello` (the team's fan-out is heard from the
@@ -239,8 +245,10 @@ def withdrawn_message(order_id: str, barred_by: tuple[str, ...] = ()) -> str:
 
 
 class Hub:
-    def __init__(self, redis: Redis, *, ttl_s: int, replay_most: int = store.REPLAY_MOST) -> None:
+    def __init__(self, redis: Redis, *, ttl_s: int, replay_most: int = store.REPLAY_MOST,
+                 barred_warning_s: int = store.BARRED_WARNING_S) -> None:
         self._redis = redis
+        self._barred_warning_s = barred_warning_s  # store.barred_warnings
         self._replay_most = replay_most  # the most orders a replay sends (store.open_orders)
         self._by_team: dict[str, set[Connection]] = defaultdict(set)
         self._by_device: dict[str, set[Connection]] = defaultdict(set)
@@ -447,6 +455,11 @@ class Hub:
         elif kind == "withdrawn":
             for conn in conns:
                 conn.told_ended.add(data["order_id"])  # the replay need not say it again
+                if data.get("barred_by"):
+                    if data["order_id"] in conn.sent or data["order_id"] in conn.held:
+                        conn.warned.add(data["order_id"])  # its page shows it: told here
+                    else:  # the page may not have it (left out): the next replay warns
+                        conn.barred_checked = False
                 conn.offer(withdrawn_frame(data["order_id"], data.get("barred_by") or ()))
         elif kind == "state":
             frame = data["frame"]
@@ -651,6 +664,8 @@ class Hub:
                 continue  # not ended: left as it is
             conn.told_ended.add(order_id)
             if record is None or record.withdrawn:
+                if record is not None and record.barred_by:
+                    conn.warned.add(order_id)  # the page shows it: warned with it
                 conn.offer(withdrawn_frame(order_id, record.barred_by if record else ()))
             else:
                 conn.offer(state_frame(order_id, state=record.state, answered=True,
@@ -659,6 +674,42 @@ class Hub:
         if left_out != conn.left_out and not conn.closing:
             conn.left_out = left_out
             conn.offer(left_out_frame(count=left_out[0], unanswered=left_out[1]))
+        if not conn.barred_checked:
+            await self.warn_barred(conn)
+
+    async def warn_barred(self, conn: Connection) -> None:
+        """Warns a socket of each order its team was taken off in the last BARRED_WARNING_S
+        because the incident's flags bar it (a weapon) that its page does not show and this
+        device's member has not read the warning of: a page reloaded offline, a browser
+        restarted, a teammate's phone connecting later. Only the team's live orders are
+        sent on a connect, so without this a volunteer standing at the scene saw the order
+        gone, with no word of the knife. The `order_withdrawn` frame carries the order (as
+        an `order_state` of a taken order does) and when the team was taken off it; once
+        per socket, and at every connect of the device until its member has read it
+        (`warning_read`, read_warning)."""
+        warnings = await store.barred_warnings(self._redis, conn.team_id, conn.device_id,
+                                               warn_s=self._barred_warning_s)
+        conn.barred_checked = True
+        for warning in reversed(warnings):  # oldest first: the newest ends up on top
+            record = warning.record
+            order = record.order
+            if record.order_id in conn.warned or order is None or conn.closing:
+                continue
+            conn.warned.add(record.order_id)
+            conn.told_ended.add(record.order_id)  # not to be sent as live after this
+            frame = withdrawn_frame(record.order_id, record.barred_by)
+            frame["order"] = for_reader(
+                order_frame(order, traceparent=record.trace.get("traceparent")),
+                police=conn.police)
+            frame["withdrawn_at"] = warning.at.isoformat()
+            conn.offer(frame)
+
+    async def read_warning(self, conn: Connection, order_id: str) -> None:
+        """The member has read, on this socket's device, the danger warning of an order the
+        team was taken off: its reconnects are not warned of it again."""
+        conn.warned.add(order_id)
+        await store.read_warning(self._redis, order_id, team_id=conn.team_id,
+                                 device_id=conn.device_id, keep_s=self._barred_warning_s)
 
     async def _as_it_stands(self, conn: Connection,
                             record: store.OrderRecord) -> store.OrderRecord | None:

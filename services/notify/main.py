@@ -110,7 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # full queue would close ("too slow"), the phone reconnecting to the same replay.
     replay_most = (store.REPLAY_MOST if settings.send_queue <= 0
                    else max(1, min(store.REPLAY_MOST, settings.send_queue // 2)))
-    hub = Hub(redis, ttl_s=settings.order_ttl_s, replay_most=replay_most)
+    hub = Hub(redis, ttl_s=settings.order_ttl_s, replay_most=replay_most,
+              barred_warning_s=settings.barred_warning_s)
     hub.on_revoked.append(introspector.forget_device)
     chain, webpush_key = build_channels(settings, outside, push_client=push_client)
     orders = Orders(redis=redis, stream_redis=stream_redis, broker=broker, hub=hub,

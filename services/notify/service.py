@@ -101,6 +101,7 @@ class Orders:
             self._stream_redis, order_id=event.order_id, team_id=event.team_id,
             incident_id=event.incident_id, district=event.district, reason=event.reason,
             ttl_s=self._settings.order_ttl_s, barred_by=event.barred_by,
+            warn_s=self._settings.barred_warning_s,
             fan_out=withdrawn_message(event.order_id, event.barred_by),
         ):
             log.info("order %s withdrawn: %s (reason %s)", event.order_id,

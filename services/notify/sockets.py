@@ -40,6 +40,7 @@ from .domain.frames import (
     RateLimiter,
     Received,
     RespondFrame,
+    WarningRead,
     order_id_of,
     parse_frame,
 )
@@ -178,6 +179,12 @@ async def _read(conn: Connection, *, orders: Orders, hub: Hub, settings: Setting
                 await hub.holding(conn, frame.order_ids)
             except RedisError as exc:  # the next heartbeat's replay tells it
                 log.warning("holding frame of device %s not checked: %s", conn.device_id,
+                            type(exc).__name__)
+        elif isinstance(frame, WarningRead):
+            try:
+                await hub.read_warning(conn, frame.order_id)
+            except RedisError as exc:  # warned again at its next connect: it reads it again
+                log.warning("warning_read of device %s not kept: %s", conn.device_id,
                             type(exc).__name__)
         elif isinstance(frame, Received):
             try:

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -331,25 +331,42 @@ async def save_orders(
     return saved
 
 
+# How long a page connecting is warned of its team taken off an order by the incident's
+# flags (a weapon; Settings.barred_warning_s), and of how many of them at most.
+BARRED_WARNING_S = 2 * 3600
+BARRED_WARNINGS_MOST = 20  # the newest barred withdrawals a connecting page is warned of
+
+
 # Marks the order withdrawn and, in the same script, tells the team's replicas (ARGV[8]) and
 # marks that done: a redelivered order.withdrawn finds it done and changes nothing.
+# A live order its team had been sent (its event stored) taken off it by the incident's
+# flags (ARGV[10], a weapon) goes into the team's barred set (KEYS[9], _barred) at the
+# withdrawal's time, for ARGV[11] seconds: a page connecting meanwhile that does not show
+# the order (reloaded offline, a second phone) is warned all the same (barred_warnings).
 _WITHDRAW = """
 if redis.call('HGET', KEYS[1], 'withdrawn') == '1' then
   if redis.call('HGET', KEYS[1], 'withdraw_pushed') == '1' then return 0 end
 else
   local state = redis.call('HGET', KEYS[1], 'state')
-  if not state or state == 'issued' or state == 'acknowledged' or state == 'en_route'
-     or state == 'on_scene' then
+  local live = not state or state == 'issued' or state == 'acknowledged' or state == 'en_route'
+     or state == 'on_scene'
+  if live then
     redis.call('HSET', KEYS[1], 'state', 'withdrawn')
   end
   redis.call('HSET', KEYS[1], 'withdrawn', '1', 'withdraw_pushed', '0', 'withdraw_reason', ARGV[5],
              'updated_at', ARGV[7])
   -- the flags that took the team off it (a weapon), told again to a page back from a drop
-  if ARGV[10] and ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'withdraw_barred', ARGV[10]) end
+  if ARGV[10] and ARGV[10] ~= '' then
+    redis.call('HSET', KEYS[1], 'withdraw_barred', ARGV[10])
+    if live and KEYS[9] and redis.call('HEXISTS', KEYS[1], 'event') == 1 then
+      redis.call('ZADD', KEYS[9], ARGV[9], ARGV[1])
+      redis.call('EXPIRE', KEYS[9], ARGV[11])
+    end
+  end
   redis.call('HSETNX', KEYS[1], 'team_id', ARGV[2])
   redis.call('HSETNX', KEYS[1], 'incident_id', ARGV[3])
   redis.call('HSETNX', KEYS[1], 'district', ARGV[4])
-  for i = 1, #KEYS do
+  for i = 1, math.min(#KEYS, 8) do
     if i == 1 or i > 4 then redis.call('EXPIRE', KEYS[i], ARGV[6]) end
   end
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -368,18 +385,102 @@ return 1
 async def withdraw_order(
     redis: Redis, *, order_id: str, team_id: str, incident_id: str, district: str, reason: str,
     ttl_s: int, fan_out: str, barred_by: tuple[str, ...] = (),
+    warn_s: int = BARRED_WARNING_S,
 ) -> bool:
     """Marks the order withdrawn and publishes `fan_out` to the team's replicas; True when
     that happened now, False when an earlier delivery of the withdrawal already did it.
     The order and its records then expire `ttl_s` (ORDER_TTL_S) after the withdrawal. An
     order a fallback step was sent for gets a timer (withdrawal_timer, due now) that takes
-    the messages back where their channel can (a Web Push waiting for an offline phone)."""
+    the messages back where their channel can (a Web Push waiting for an offline phone).
+    A live order withdrawn with `barred_by` is kept in the team's barred set for `warn_s`
+    (BARRED_WARNING_S): see barred_warnings."""
     return bool(await redis.eval(
-        _WITHDRAW, 8, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
-        *_records(order_id), order_id, team_id, incident_id, district, reason, str(ttl_s),
-        utcnow().isoformat(), fan_out, repr(time.time()), json.dumps(list(barred_by)) if barred_by
-        else "",
+        _WITHDRAW, 9, _order(order_id), _open(team_id), FALLBACK, fanout_channel(team_id),
+        *_records(order_id), _barred(team_id), order_id, team_id, incident_id, district, reason,
+        str(ttl_s), utcnow().isoformat(), fan_out, repr(time.time()),
+        json.dumps(list(barred_by)) if barred_by else "", str(max(1, warn_s)),
     ))
+
+
+# --- the danger warning of a team taken off an order (a weapon) ---------------------------
+
+
+def _barred(team_id: str) -> str:
+    """The team's orders taken off it by the incident's flags (a weapon), scored by when:
+    kept BARRED_WARNING_S, so a page connecting meanwhile is warned (_WITHDRAW)."""
+    return f"notify:team:{team_id}:barred"
+
+
+def _warning_read(order_id: str) -> str:
+    """The devices whose member has read the order's danger warning (warning_read)."""
+    return f"notify:order:{order_id}:warning_read"
+
+
+# The team's barred withdrawals since ARGV[1] (older ones are dropped), newest first, at most
+# ARGV[2], less those whose warning the device ARGV[3] has read: each one's id, time and
+# hash. Each order's keys are built here from its id: ARGV[4] (_order) and ARGV[5] ..
+# ':warning_read' (_warning_read).
+_BARRED_WARNINGS = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
+                       tonumber(ARGV[2]))
+local reply = {}
+for i = 1, #ids, 2 do
+  if redis.call('SISMEMBER', ARGV[5] .. ids[i] .. ':warning_read', ARGV[3]) == 0 then
+    local o = redis.call('HGETALL', ARGV[4] .. ids[i])
+    if #o > 0 then
+      reply[#reply + 1] = ids[i]
+      reply[#reply + 1] = ids[i + 1]
+      reply[#reply + 1] = o
+    end
+  end
+end
+return reply
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BarredWarning:
+    record: OrderRecord
+    at: datetime  # when the team was taken off it
+
+
+async def barred_warnings(redis: Redis, team_id: str, device_id: str, *,
+                          warn_s: float) -> list[BarredWarning]:
+    """The team's orders taken off it in the last `warn_s` because the incident's flags
+    bar it (a weapon) whose warning this device has not read, newest first (at most
+    BARRED_WARNINGS_MOST), in one round trip."""
+    since = time.time() - warn_s
+    reply = await run_script(redis, _BARRED_WARNINGS, [_barred(team_id)],
+                             [repr(since), str(BARRED_WARNINGS_MOST), device_id, _order(""),
+                              _order("")])
+    found = []
+    for order_id, score, flat in zip(reply[::3], reply[1::3], reply[2::3], strict=True):
+        data = dict(zip(flat[::2], flat[1::2], strict=True))
+        record = OrderRecord.from_hash(order_id, data)
+        if record.team_id == team_id and record.barred_by and record.order is not None:
+            found.append(BarredWarning(record, datetime.fromtimestamp(float(score), UTC)))
+    return found
+
+
+# The device's member has read the warning of an order its team was taken off (KEYS[1]
+# holds the team ARGV[1] and a `withdraw_barred`): kept ARGV[3] seconds. 1 kept, 0 not such
+# an order of the team.
+_READ_WARNING = """
+if redis.call('HGET', KEYS[1], 'team_id') ~= ARGV[1]
+   or not redis.call('HGET', KEYS[1], 'withdraw_barred') then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+async def read_warning(redis: Redis, order_id: str, *, team_id: str, device_id: str,
+                       keep_s: int) -> bool:
+    """The member has read, on this device, the danger warning of an order the team was
+    taken off: a reconnect of the device is not warned of it again (barred_warnings)."""
+    return bool(await run_script(redis, _READ_WARNING, [_order(order_id), _warning_read(order_id)],
+                                 [team_id, device_id, str(max(1, keep_s))]))
 
 
 # A stored order replaced by its amended version unless withdrawn or ended (an answer that

@@ -48,10 +48,18 @@ class Holding(_Frame):
     order_ids: list[OrderId] = Field(max_length=100)
 
 
-DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame | Holding,
+class WarningRead(_Frame):
+    """The member has read the danger warning of an order the team was taken off (a weapon):
+    this device is not warned of it again when it reconnects."""
+
+    type: Literal["warning_read"]
+    order_id: OrderId
+
+
+DeviceFrame = Annotated[Ping | Pong | Received | RespondFrame | Holding | WarningRead,
                         Field(discriminator="type")]
 _ADAPTER: TypeAdapter[DeviceFrame] = TypeAdapter(DeviceFrame)
-KNOWN_TYPES = ("ping", "pong", "received", "response", "holding")
+KNOWN_TYPES = ("ping", "pong", "received", "response", "holding", "warning_read")
 
 
 class FrameError(Exception):
