@@ -563,7 +563,7 @@ function onFrame(f) {
       break;
     }
     case "order": onOrder(f); break;
-    case "order_withdrawn": withdrawn(f.order_id, f.barred_by); break;
+    case "order_withdrawn": withdrawn(f.order_id, f.barred_by, f); break;
     case "order_update": onUpdate(f); break;
     case "order_state":
       // an order the team took before this page knew it (a reload, another phone answered):
@@ -748,9 +748,10 @@ function dropOrder(id) {
 // now bar volunteers (`barred_by`, a weapon): then the member, who may have set off before
 // pressing anything or be standing there already, is told why and to leave, whatever they
 // had answered ("do not go" alone, to someone on scene next to a knife, said nothing).
-function withdrawn(id, barredBy) {
+function withdrawn(id, barredBy, f) {
   const o = orders.get(id);
   if (!o) settled(id);   // an answer restored after a reload, for an order withdrawn meanwhile
+  if (!o && f) warnedAway(f, barredBy);
   if (!o || ended(o)) return;
   const pressed = unsure.get(id);   // an answer on its way (no signal): the team may be too
   const barred = (Array.isArray(barredBy) ? barredBy : []).filter((x) => typeof x === "string");
@@ -767,6 +768,28 @@ function withdrawn(id, barredBy) {
   showNotice(id + ":withdrawn", title,
              { body: why + (o.frame.address ? " " + o.frame.address : ""),
                data: { order_id: id, withdrawn: true } });
+}
+
+// Taken off for a weapon while this page did not show the order (reloaded with no signal, a
+// browser restarted, a teammate's phone connecting later): notify sends the order with the
+// withdrawal, and the member, who may be standing at the scene, is told as a page that had
+// it is, card, alarm and lock screen. Their OK tells notify the warning was read
+// (`warning_read`): this phone is not warned of it again; one read on this page is said
+// read again at once.
+const readWarnings = new Set();
+function warnedAway(f, barredBy) {
+  const barred = (Array.isArray(barredBy) ? barredBy : []).filter((x) => typeof x === "string");
+  const order = f.order;
+  if (!barred.length || !order || typeof order !== "object" || !order.location) return;
+  if (readWarnings.has(f.order_id)) { readWarning(f.order_id); return; }
+  const at = f.withdrawn_at ? new Date(f.withdrawn_at) : null;
+  orders.set(f.order_id, { frame: order, state: "issued", sock, answered: false,
+                           takenOffAt: at && !isNaN(at) ? at : null });
+  withdrawn(f.order_id, barred);
+}
+function readWarning(id) {
+  readWarnings.add(id);
+  send({ type: "warning_read", order_id: id });
 }
 
 function setState(id, state, answered) {
@@ -932,8 +955,12 @@ function render(id, alert) {
   card.append(acts);
   if (o.calledOff && o.state === "withdrawn") {
     card.append(el("div", "instr", o.barred || say("called_off")));
+    if (o.takenOffAt) card.append(el("div", "meta", say("taken_off_at", { time: clock(o.takenOffAt) })));
     const ok = el("button", "primary", say("ok"));
-    ok.onclick = () => { dismissNotice(id + ":withdrawn"); dropOrder(id); };
+    ok.onclick = () => {
+      if (o.barred) readWarning(id);
+      dismissNotice(id + ":withdrawn"); dropOrder(id);
+    };
     card.append(ok);
   }
   keepRinging();

@@ -50,6 +50,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
         "barred_leave": "危险：现场报告有人{flags}，志愿者已撤出。请勿前往；已在现场的请立即离开，"
                         "到安全的地方等候民警。",
         "withdrawn": "已撤回：{what}",
+        "taken_off_at": "{time} 撤出。",
         "why_decline": "为什么不能接这条指令？指挥室会看到您的理由。",
         "decline_needs_reason": "未拒单：拒单需要填写理由。这条指令仍由您负责。",
         "followup_not_holding": "调解协议没有履行：您看到了什么？（下次回访会看到；选填）",
@@ -187,6 +188,7 @@ PAGE_TEXT: dict[Language, dict[str, str]] = {
                         "not go; if you are there, leave now for a safe place and wait for the "
                         "police.",
         "withdrawn": "Withdrawn: {what}",
+        "taken_off_at": "Taken off at {time}.",
         "why_decline": "Why can you not take this order? The command room reads your reason.",
         "decline_needs_reason": "Not declined: a decline needs its reason. The order is still "
                                 "yours.",
