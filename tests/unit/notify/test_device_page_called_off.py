@@ -14,9 +14,9 @@ EN_ROUTE = {"type": "order_state", "order_id": "ord_1", "state": "en_route", "an
             "response": "en_route"}
 WITHDRAWN = deliver({"type": "order_withdrawn", "order_id": "ord_1"})
 # the phone's alarm and vibration, counted; its screen locked, the page hidden
-POCKET = ("var beeps = 0, buzzes = 0; beep = () => { beeps++; };"
+POCKET = ("var beeps = 0, buzzes = 0; beep = () => { beeps++; }; "
           "navigator.vibrate = () => { buzzes++; }; document.hidden = true;")
-UNLOCK = ("document.hidden = false;"
+UNLOCK = ("document.hidden = false; "
           "(listeners.visibilitychange || []).forEach((fn) => fn());")
 # the page names the order as the member reads it: P2, its word, the category's name
 TAKEN_BACK = said("withdrawn", what="P2紧急 纠纷")
@@ -51,17 +51,17 @@ def test_a_member_whose_acknowledgement_had_no_signal_is_alerted_too() -> None:
 def test_a_withdrawn_card_the_member_has_read_goes_at_their_press() -> None:
     *_, after = day(
         f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {WITHDRAWN}",
-        "$('o-ord_1').children.find((c) => c.tagName === 'button').onclick();"
+        "$('o-ord_1').children.find((c) => c.tagName === 'button').onclick(); "
         "[text('o-ord_1'), orders.size]",
     )
     assert after == [None, 0]
 
 
 def test_the_lock_screen_says_the_order_was_withdrawn() -> None:
-    locked = ("var shown = []; window.Notification = function () {};"
-              "window.Notification.permission = 'granted'; Notification = window.Notification;"
-              "navigator.serviceWorker = { getRegistration: async () => ({"
-              "showNotification: async (title, o) => { shown.push(title); },"
+    locked = ("var shown = []; window.Notification = function () {}; "
+              "window.Notification.permission = 'granted'; Notification = window.Notification; "
+              "navigator.serviceWorker = { getRegistration: async () => ({ "
+              "showNotification: async (title, o) => { shown.push(title); }, "
               "getNotifications: async () => [] }) };")
     *_, shown = day(
         f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {POCKET} {locked}",
@@ -115,10 +115,10 @@ def test_an_order_nobody_had_answered_taken_off_for_a_weapon_still_says_so() -> 
 
 
 def test_the_lock_screen_says_a_weapon_took_the_volunteers_off() -> None:
-    locked = ("var shown = []; window.Notification = function () {};"
-              "window.Notification.permission = 'granted'; Notification = window.Notification;"
-              "navigator.serviceWorker = { getRegistration: async () => ({"
-              "showNotification: async (title, o) => { shown.push(title + ' | ' + o.body); },"
+    locked = ("var shown = []; window.Notification = function () {}; "
+              "window.Notification.permission = 'granted'; Notification = window.Notification; "
+              "navigator.serviceWorker = { getRegistration: async () => ({ "
+              "showNotification: async (title, o) => { shown.push(title + ' | ' + o.body); }, "
               "getNotifications: async () => [] }) };")
     *_, shown = day(
         f"{hello()}; {deliver(ORDER)}; {deliver(EN_ROUTE)}; {POCKET} {locked}",
@@ -175,7 +175,7 @@ def test_a_warning_for_an_order_the_page_shows_or_without_a_flag_adds_no_card() 
         **AWAY_ORDER, "order_id": "ord_2"}})
     *_, cards = day(
         f"{hello()}; {deliver(ORDER)}; {deliver(ON_SCENE)}; {BARRED}; {WARNED}; {plain}",
-        "[orders.size, text('o-ord_2'),"
+        "[orders.size, text('o-ord_2'), "
         "toasts.filter((t) => t.includes(" + json.dumps(LEAVE) + ")).length]",
     )
     assert cards == [1, None, 1]
