@@ -23,13 +23,15 @@ P4_DEADLINE_S = 3
 
 @contextmanager
 def running_stack(workdir: Path, edit_policy: Callable[[dict[str, Any]], None],
-                  env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+                  env: Mapping[str, str] | None = None,
+                  scale: Callable[[Stack], None] | None = None) -> Iterator[Stack]:
     """The four services on a Redis of their own in `workdir`, with the shipped policy as
     `edit_policy` changes it (shorter waits, so that what takes minutes happens in a test).
     Redis runs as compose runs it: each service logs in as its own ACL user, so every
     journey proves that the deployment's users let the services do their work. The stack's
     `redis_url` (what tests inspect Redis with) is the operators' admin user. `env`: more
-    settings of the services (notify's SMS fallback, say)."""
+    settings of the services (notify's SMS fallback, say); `scale`: called with the stack
+    before it starts, to add processes or workers (tests/e2e/test_scaled_out.py)."""
     policy = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
     edit_policy(policy)
     policy_file = workdir / "policy.yaml"
@@ -45,6 +47,8 @@ def running_stack(workdir: Path, edit_policy: Callable[[dict[str, Any]], None],
                         workdir=workdir, ports=ports,
                         extra_env={"CLAIM_IDLE_MS": "2000", "LOG_LEVEL": "INFO",
                                    "POLICY_FILE": str(policy_file), **(env or {})})
+        if scale is not None:
+            scale(running)
         running.start()
         try:
             running.wait_ready(timeout=60)
