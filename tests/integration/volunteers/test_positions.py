@@ -462,6 +462,45 @@ async def test_a_pending_fix_past_the_maps_latitudes_is_dropped_and_the_others_g
         "t-ok"]
 
 
+async def test_a_trailing_fix_flushed_by_two_workers_at_once_is_published_once(
+        clean_redis: str) -> None:
+    # HTTP_WORKERS=2 (operations.md, "Scaling out"): each worker runs the flush loop. Both
+    # read the same due team; the first publishes its trailing fix, the second's script
+    # found the interval not yet over and put the team back as pending, so the very same
+    # fix went out again an interval later (a duplicate unit.position of one fix).
+    from services.volunteers.store import keys
+    from services.volunteers.store.teams import PENDING
+
+    first, second = (Redis.from_url(clean_redis, decode_responses=True) for _ in range(2))
+    try:
+        at = utcnow() - timedelta(seconds=5)
+        await first.hset(keys.position("t-ok"), mapping={
+            "at_ms": int(at.timestamp() * 1000), "lat": "22.01", "lon": "108.01",
+            "accuracy_m": "", "at": at.isoformat(), "district": "d1", "pub_ms": 0})
+        await first.zadd(PENDING, {"t-ok": 0})
+        one = PositionWriter(first, publish_interval_ms=1000)
+        two = PositionWriter(second, publish_interval_ms=1000)
+        now = utcnow()
+        read = second.hgetall
+        flushed: list[int] = []
+
+        async def read_then_the_other_worker_flushes(key: str) -> Any:
+            data = await read(key)
+            if not flushed:
+                flushed.append(await one.flush_due(now))
+            return data
+
+        second.hgetall = read_then_the_other_worker_flushes  # type: ignore[method-assign]
+        assert await two.flush_due(now) == 0
+        assert flushed == [1]
+        assert await one.flush_due(now + timedelta(seconds=2)) == 0
+        assert await first.zcard(PENDING) == 0
+    finally:
+        await first.aclose()
+        await second.aclose()
+    assert len(read_stream(clean_redis, "unit.position", UnitPosition)) == 1
+
+
 async def test_another_device_of_a_checked_in_member_does_not_move_the_team(
         volunteers: Volunteers) -> None:
     """Auntie Wang checks in on her phone and patrols; the tablet at home, the member's page
