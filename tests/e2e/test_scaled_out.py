@@ -2,8 +2,8 @@
 HTTP_WORKERS=2, two notify replicas (the phones of one team on different ones) and two
 dispatch processes, on one Redis. An order reaches every phone of its team once whichever
 replica it is on, an answer given on either replica is taken once, a missed deadline fires
-once and its SMS goes once, and the phones of a replica that dies get the order from the
-other when they reconnect."""
+once and its SMS goes once (once too when a dispatch process dies), and the phones of a
+replica that dies get the order from the other when they reconnect."""
 
 from __future__ import annotations
 
@@ -218,3 +218,27 @@ async def test_the_phones_of_a_killed_replica_get_the_order_from_the_other(
             await device.drain(2)
             assert orders_among(device.frames, order["order_id"]) == 0, \
                 json.dumps(device.frames)
+
+
+async def test_the_deadline_of_an_order_fires_once_when_a_dispatch_process_dies(
+        stack: Stack) -> None:
+    # Both dispatch processes scan the timers; whichever holds one's lease dies with it: the
+    # other fires it once the lease runs out (TIMER_LEASE_S), never not at all.
+    lat, lon = SCENE
+    async with httpx.AsyncClient(timeout=10) as client, AsyncExitStack() as exits:
+        d = District(client, stack)
+        [guard] = await d.open("sec")
+        guard_phone = await phone(stack, "notify", guard, exits)
+        await on_shift_at(client, stack, guard, lat + 0.001, lon)
+        await wait_until_dispatch_sees(client, stack, d.name, 1, timeout=20)
+
+        incident_id = await d.report("noise", "dispatch-died")  # P4: 3 s here
+        order = await guard_phone.order_for(client, stack, incident_id, timeout=15)
+        stack.kill("dispatch")
+        assert not stack.services["dispatch"].alive()
+
+        withdrawn = await guard_phone.next_of("order_withdrawn", timeout=30)
+        assert withdrawn["order_id"] == order["order_id"]
+        await asyncio.sleep(3)  # a second firing would be in by now
+        timeline = await d.timeline(incident_id, "dispatch-2")
+        assert [e["order_id"] for e in timeline if e["kind"] == "timeout"] == [order["order_id"]]
