@@ -352,7 +352,9 @@ TEAMS_DESCRIPTION = (
     "since the report), volunteers_alone_on_p1 (no police or security team is on this P1: volunteers "
     "are never its only responders, and a team sent by hand raises no flag); and "
     "`turned_down`, null unless the team declined this incident or let its deadline pass "
-    "(`answer`: declined or timed_out, `at`, `order_id`; its latest): dispatch never offers "
+    "(`answer`: declined or timed_out, `at`, `order_id`, `answered_in_time`; its latest; "
+    "an answer given by the deadline and read after dispatch timed the order out is in "
+    "`answered_in_time`, a refusal so given a decline): dispatch never offers "
     "the incident to that team again, so only the command room can send it. `total`: how "
     "many there are; `count`: how many are listed (up to `limit`).")
 

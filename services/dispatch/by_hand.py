@@ -27,20 +27,29 @@ ENDED = ("resolved", "closed")  # nothing to send; a hand-over or a linked repor
 TURNED_DOWN = {"declined": "declined_at", "timed_out": "timed_out_at"}
 
 
-def turned_down(orders: Sequence[dict[str, str]]) -> dict[str, dict[str, str]]:
+def turned_down(orders: Sequence[dict[str, str]]) -> dict[str, dict[str, str | None]]:
     """Each team that declined one of `orders` or let its deadline pass: its latest such
     order's answer (`declined`, `timed_out`), when (an order timed out before its time was
-    kept: its deadline) and the order's id."""
-    refused: dict[str, dict[str, str]] = {}
+    kept: its deadline), the order's id and `answered_in_time` (null unless the team
+    answered by the deadline and dispatch read it only after timing the order out: the
+    engine's _answer_read_after_timeout). A refusal so given is the team's decline; any
+    other answer so given stays `timed_out` (the order was taken from the team all the
+    same) with its answer beside it. Either is when the team answered (before that time was
+    kept: by its deadline)."""
+    refused: dict[str, dict[str, str | None]] = {}
     for order in orders:
         state = order.get("state", "")
         if state not in TURNED_DOWN:
             continue
-        at = order.get(TURNED_DOWN[state]) or order.get("ack_by") or ""
+        in_time = order.get("answered_in_time") or None if state == "timed_out" else None
+        answer = "declined" if in_time == "declined" else state
+        at = ((order.get("answered_in_time_at") if in_time else order.get(TURNED_DOWN[state]))
+              or order.get("ack_by") or "")
         known = refused.get(order["team_id"])
-        if known is None or at >= known["at"]:
-            refused[order["team_id"]] = {"answer": state, "at": at,
-                                         "order_id": order["order_id"]}
+        if known is None or at >= (known["at"] or ""):
+            refused[order["team_id"]] = {"answer": answer, "at": at,
+                                         "order_id": order["order_id"],
+                                         "answered_in_time": in_time}
     return refused
 
 

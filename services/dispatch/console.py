@@ -1156,9 +1156,12 @@ const warningsText = (t, i) => (t.warnings || []).map(w => (own(WARNED, w) ? say
   category: word("category", i.category), kind: word("agency_kind", t.agency_kind || ""),
   skills: (t.missing_skills || []).join(", ")}) : w)).join(lang === "zh" ? "；" : "; ");
 // A team that declined the incident or let its deadline pass (`turned_down`): dispatch never
-// offers it to that team again, so once all have, the command room alone sends one, knowingly
+// offers it to that team again, so once all have, the command room alone sends one, knowingly.
+// A team that took it by its deadline, read after dispatch had timed the order out
+// (`answered_in_time`), did not let it time out: it is said so.
 const turnedDownText = t => (t.turned_down ? say(t.turned_down.answer === "declined"
-  ? "team_declined" : "team_timed_out", {time: time(t.turned_down.at)}) : "");
+  ? "team_declined" : t.turned_down.answered_in_time ? "team_answered_in_time"
+    : "team_timed_out", {time: time(t.turned_down.at)}) : "");
 function fillTeams(i, offer) {
   const may = offer && offer.teams ? offer.teams : [];
   const label = t => { const why = warningsText(t, i);

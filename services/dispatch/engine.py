@@ -438,6 +438,14 @@ def _first_in_time(order: dict[str, str], event: OrderResponded) -> bool:
             and not order.get("answered_in_time") and event.occurred_at <= due)
 
 
+def _answered_in_time(event: OrderResponded) -> dict[str, str]:
+    """What an order timed out keeps of its team's answer given by its deadline: the answer
+    (`answered_in_time`) and when the team gave it (`answered_in_time_at`: the list of teams
+    to send by hand says "declined it at 22:03", not at the deadline dispatch read it after)."""
+    return {"answered_in_time": event.response,
+            "answered_in_time_at": event.occurred_at.isoformat()}
+
+
 # When an order ended, by its end: taken from its team (its withdrawal, its deadline's
 # timeout), or by the team's own last answer.
 _ENDED_AT = {"withdrawn": "withdrawn_at", "timed_out": "timed_out_at",
@@ -1959,14 +1967,14 @@ class Dispatcher:
         if order["state"] in ("withdrawn", "timed_out"):
             fields["misses"] = self._flag(inc)
         in_time = _first_in_time(order, event)
+        answered = _answered_in_time(event)
         if in_time:
             fields["timeouts"] = inc["timeouts"] = str(max(int(inc.get("timeouts") or 0) - 1, 0))
-            order["answered_in_time"] = event.response
+            order.update(answered)
 
         async def flagged(pipe: Pipeline) -> None:
             if in_time:
-                store.queue_order_change(pipe, order["order_id"],
-                                         {"answered_in_time": event.response})
+                store.queue_order_change(pipe, order["order_id"], answered)
             if fields:
                 store.queue_incident_fields(pipe, inc["incident_id"], fields)
 
@@ -2001,11 +2009,11 @@ class Dispatcher:
         if event.response == "declined":  # not the team's timeout: its refusal
             fields["declines"] = str(int(inc.get("declines") or 0) + 1)
         inc.update(fields)
-        order["answered_in_time"] = event.response
+        answered = _answered_in_time(event)
+        order.update(answered)
 
         async def not_theirs(pipe: Pipeline) -> None:
-            store.queue_order_change(pipe, order["order_id"],
-                                     {"answered_in_time": event.response})
+            store.queue_order_change(pipe, order["order_id"], answered)
             store.queue_incident_fields(pipe, inc["incident_id"], fields)
 
         log.warning("order %s answered %s by its deadline, read after it timed the order "

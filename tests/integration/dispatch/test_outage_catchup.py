@@ -223,6 +223,7 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
             await asyncio.sleep(0.3)  # let any (wrong) order or withdrawal show up
             incident = client.hgetall(f"dispatch:incident:{incident_id}")
             state = client.hget(f"dispatch:order:{order.order_id}", "state")
+            answered_at = client.hget(f"dispatch:order:{order.order_id}", "answered_in_time_at")
             timeline = [json.loads(e) for e in client.lrange(store.timeline_key(incident_id),
                                                              0, -1)]
     finally:
@@ -241,10 +242,12 @@ async def test_an_answer_given_in_time_and_read_after_its_order_timed_out_is_tol
             "team": "first", "response": response, "ack_by": order.ack_by.isoformat(),
             "at": (order.ack_by - timedelta(seconds=1)).isoformat()}
         assert (incident["timeouts"], incident["misses"]) == ("0", "1")
+        # when the team answered, for the list of teams to send by hand (its turned_down)
+        assert answered_at == (order.ack_by - timedelta(seconds=1)).isoformat()
         # a refusal given in time is the team's refusal: on the inspector's ?problem=declined
         assert incident.get("declines") == ("1" if response == "declined" else None)
     else:
-        assert told == []
+        assert told == [] and answered_at is None
         assert (incident["timeouts"], incident["misses"]) == ("1", "1")
 
 

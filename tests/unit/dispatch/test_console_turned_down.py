@@ -23,6 +23,11 @@ NOISE = ('boards.d1 = [incident("inc_noise")]; '
          'turned_down: {answer: "timed_out", at: "2026-12-07T22:04:10+00:00", order_id: "ord_b"}}), '
          'Object.assign(unit("t3"), {distance_m: 1500, eta_s: 180, fix_age_s: 10, '
          'position_counts: true, warnings: [], missing_skills: [], turned_down: null})];')
+# a team that took it by its deadline, its answer read after the deadline had timed it out
+READ_LATE = ('offers.inc_noise.push(Object.assign(unit("t4"), {distance_m: 2000, eta_s: 240, '
+             'fix_age_s: 10, position_counts: true, warnings: [], missing_skills: [], '
+             'turned_down: {answer: "timed_out", at: "2026-12-07T22:04:40+00:00", '
+             'order_id: "ord_c", answered_in_time: "acknowledged"}}));')
 
 
 def words(text: str) -> str:
@@ -46,3 +51,19 @@ def test_the_panel_says_the_incident_was_turned_down_and_the_teams_who_did() -> 
         assert refused in declined and missed_it not in declined, declined
         assert missed_it in missed and refused not in missed, missed
         assert refused not in never and missed_it not in never, never
+
+
+def test_a_team_that_answered_in_time_but_was_read_late_is_not_said_to_have_let_it_time_out(
+        ) -> None:
+    """Dispatch's answers behind: the team took the order by its deadline, and dispatch read
+    it only after it had timed the order out. The list said "let it time out at 22:04", of a
+    team that had answered: it now says it answered in time, read after its deadline."""
+    (_, options), (_, options_en) = run_console(
+        NOISE + READ_LATE, SHOWN, '$("lang").onclick(); settle().then(() => '
+        '[$("dtitle").textContent, $("team").children.map(o => o.textContent)])')
+    for teams, lang in ((options, "zh"), (options_en, "en")):
+        text = CONSOLE_TEXT[lang]
+        read_late = teams[3]
+        assert words(text["team_answered_in_time"]) in read_late, read_late
+        assert words(text["team_timed_out"]) not in read_late, read_late
+        assert words(text["team_declined"]) not in read_late, read_late

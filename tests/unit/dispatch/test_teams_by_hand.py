@@ -175,13 +175,47 @@ def test_a_team_that_turned_the_incident_down_is_listed_saying_so() -> None:
                             team("c-guard", "security", metres=1200, mode="foot")],
         [declined, missed, again])}
     assert rows["a-guard"]["turned_down"] == {
-        "answer": "declined", "at": "2026-12-07T22:03:22+00:00", "order_id": "ord-a-guard"}
+        "answer": "declined", "at": "2026-12-07T22:03:22+00:00", "order_id": "ord-a-guard",
+        "answered_in_time": None}
     # the latest refusal of a team that turned it down twice
     assert rows["b-patrol"]["turned_down"] == {
-        "answer": "declined", "at": "2026-12-07T22:05:00+00:00", "order_id": "ord-b-2"}
+        "answer": "declined", "at": "2026-12-07T22:05:00+00:00", "order_id": "ord-b-2",
+        "answered_in_time": None}
     assert rows["c-guard"]["turned_down"] is None
     # a timeout alone says so
     (row,) = offered(incident("noise"), [team("b-patrol", "police", role="patrol", metres=900)],
                      [missed])
     assert row["turned_down"] == {
-        "answer": "timed_out", "at": "2026-12-07T22:04:10+00:00", "order_id": "ord-b-patrol"}
+        "answer": "timed_out", "at": "2026-12-07T22:04:10+00:00", "order_id": "ord-b-patrol",
+        "answered_in_time": None}
+
+
+def test_an_answer_given_in_time_and_read_after_the_timeout_is_no_timeout_of_the_team() -> None:
+    """Dispatch's answers behind: the deadline's firing timed the order out though the team
+    had answered by it (`answered_in_time`, the engine's _answer_read_after_timeout). Dispatch
+    still never offers it the incident again, but the list said the team "let it time out":
+    a guard that declined in time reads as declined, at its answer's time; one that took it
+    in time as answered in time, read after its deadline."""
+    ack_by = "2026-12-07T22:05:00+00:00"
+    read_late = {"state": "timed_out", "ack_by": ack_by,
+                 "timed_out_at": "2026-12-07T22:05:01+00:00"}
+    declined = {**order("a-guard", "security"), **read_late, "answered_in_time": "declined",
+                "answered_in_time_at": "2026-12-07T22:03:22+00:00"}
+    took = {**order("b-patrol", "police"), **read_late, "answered_in_time": "acknowledged",
+            "answered_in_time_at": "2026-12-07T22:04:40+00:00"}
+    # written before the answer's time was kept: by its deadline
+    called = {**order("c-guard", "security"), **read_late, "answered_in_time": "reinforce"}
+    rows = {r["team_id"]: r for r in offered(
+        incident("noise"), [team("a-guard", "security", metres=300, mode="foot"),
+                            team("b-patrol", "police", role="patrol", metres=900),
+                            team("c-guard", "security", metres=1200, mode="foot")],
+        [declined, took, called])}
+    assert rows["a-guard"]["turned_down"] == {
+        "answer": "declined", "at": "2026-12-07T22:03:22+00:00", "order_id": "ord-a-guard",
+        "answered_in_time": "declined"}
+    assert rows["b-patrol"]["turned_down"] == {
+        "answer": "timed_out", "at": "2026-12-07T22:04:40+00:00", "order_id": "ord-b-patrol",
+        "answered_in_time": "acknowledged"}
+    assert rows["c-guard"]["turned_down"] == {
+        "answer": "timed_out", "at": ack_by, "order_id": "ord-c-guard",
+        "answered_in_time": "reinforce"}
