@@ -438,6 +438,19 @@ def _first_in_time(order: dict[str, str], event: OrderResponded) -> bool:
             and not order.get("answered_in_time") and event.occurred_at <= due)
 
 
+def _refusals(orders: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The incident's orders its teams declined or let time out (flag_reasons'
+    `turned_down`): dispatch never offers it to those teams again (_not_offered_again)."""
+    return [o for o in orders if o["state"] in ("declined", "timed_out")
+            and o.get("kind") in CLAIMING_KINDS]
+
+
+def _turned_down_detail(refused: list[dict[str, str]]) -> Detail:
+    """The line of an incident waiting after `refused`: who turned it down, each once."""
+    names = dict.fromkeys(o.get("team_name") or o["team_id"] for o in refused)
+    return entry_detail("no_team_turned_down", teams=", ".join(names))
+
+
 def _answered_in_time(event: OrderResponded) -> dict[str, str]:
     """What an order timed out keeps of its team's answer given by its deadline: the answer
     (`answered_in_time`) and when the team gave it (`answered_in_time_at`: the list of teams
@@ -1495,10 +1508,24 @@ class Dispatcher:
             queued = await store.add_waiting(self.redis, district=district,
                                              incident_id=incident_id,
                                              score=self._waiting_score(inc, now))
-            if inc["status"] != "unassigned":
+            refused = _refusals(state.orders)
+            # Turned down (flag_reasons' `turned_down`): the refusal's own step set the
+            # status (its answer's or timeout's entry), so "waiting" would go unsaid. Said
+            # once per refusal that left it waiting (`turned_down_said`, their count, in the
+            # same write): not again by a sweep or a step made again.
+            said = str(len(refused))
+            if inc["status"] != "unassigned" or (refused
+                                                 and inc.get("turned_down_said") != said):
+                async def turned_down(pipe: Pipeline) -> None:
+                    store.queue_incident_fields(pipe, incident_id, {"turned_down_said": said})
+
                 await self._emit(incident_id, TimelineEntry(
-                    kind="unassigned", **await self._no_team_detail(inc)),
-                    status="unassigned", state=state)
+                    kind="unassigned", **(_turned_down_detail(refused) if refused
+                                          else await self._no_team_detail(inc))),
+                    status="unassigned", state=state,
+                    also=turned_down if refused else None)
+                if refused:
+                    inc["turned_down_said"] = said
             if queued:
                 # A team freed after this search and before the incident joined the queue
                 # looked at the queue without it, and would wait for its next position fix

@@ -133,6 +133,13 @@ TEMPLATES: dict[str, dict[Language, str]] = {
     "no_team": {
         "en": "no suitable team available; waiting",
         "zh": "暂无合适警组，等待派警"},
+    # waiting after teams turned it down: never offered to them again (flagged turned_down)
+    "no_team_turned_down": {
+        "en": "no other suitable team available: {teams} declined it or timed out, and "
+              "dispatch never offers it to them again; waiting for a freed team, or for the "
+              "command room to send one by hand",
+        "zh": "暂无其他合适警组：{teams}已拒单或超时未接，系统不再向其派单；等待空闲警组，"
+              "或由指挥室手动派警"},
     "no_team_in_reach": {
         "en": "no team of the district is known within {km} km of the place: is the "
               "location right? waiting",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from faststream.redis import RedisBroker
 
 from tests.helpers import poll_until
@@ -97,3 +98,37 @@ async def test_an_incident_every_team_turned_down_says_so_and_its_teams_say_who(
     assert guard["turned_down"]["answer"] == "declined"
     assert guard["turned_down"]["order_id"] == order.order_id
     assert guard["turned_down"]["at"]
+
+
+@pytest.mark.parametrize("refusal", ["declined", "timed_out"])
+async def test_an_incident_every_team_turned_down_says_so_on_its_timeline_once(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker,
+        refusal: str) -> None:
+    """The board's flag said the noise was turned down, but its timeline, which the command
+    room and the morning review read, said "no suitable team available; waiting", as if a
+    freed team would take it, with the guard that declined it free on the map. The line
+    written as it waits now says who turned it down and that only a freed team or the
+    command room will send one; once: a position fix of the free guard (the waiting queue
+    looked at again) or another incident of the district adds none."""
+    from .test_reinforcement import make_due
+    from .test_take_back import respond
+
+    await team(publisher, "guard", kind="security", lat=22.8172, lon=108.3665)
+    await wait_for_units(clean_redis, 1)
+    incident_id = await report(publisher, "noise", priority="P4")
+    (order,) = await orders_once(clean_redis, incident_id, 1, "the guard's order")
+    if refusal == "declined":
+        await respond(publisher, order, "declined")
+    else:
+        make_due(clean_redis, f"ack:{order.order_id}")
+    await view_once(console, incident_id, lambda v: v["status"] == "unassigned"
+                    and "turned_down" in v["flagged_for"],
+                    f"the noise waiting after the guard {refusal} it")
+    # the free guard's next fix looks at the waiting queue again; another noise takes it
+    await team(publisher, "guard", kind="security", lat=22.8173, lon=108.3665)
+    other = await report(publisher, "noise", priority="P4")
+    await orders_once(clean_redis, other, 1, "the guard's order for the other noise")
+    view = await view_once(console, incident_id, lambda v: True, "the noise's timeline")
+    waiting = [e for e in view["timeline"] if e["kind"] == "unassigned"]
+    assert [(e["detail_code"], e["detail_args"]) for e in waiting] == [
+        ("no_team_turned_down", {"teams": "guard"})], waiting

@@ -80,6 +80,12 @@ OLD: dict[str, tuple[dict[str, str], Callable[..., str]]] = {
     "no_team": ({}, lambda: "no suitable team available; waiting"),
     "no_team_in_reach": ({"km": "10"}, lambda km: f"no team of the district is known within "
                          f"{km} km of the place: is the location right? waiting"),
+    # no new sentence of the engine's f-strings: written since the codes came
+    "no_team_turned_down": (
+        {"teams": "Team 7, Guard 2"},
+        lambda teams: f"no other suitable team available: {teams} declined it or timed out, "
+        "and dispatch never offers it to them again; waiting for a freed team, or for the "
+        "command room to send one by hand"),
     "offer": ({"kind": "dispatch", "team": "Team 7", "agency_kind": "police"},
               lambda kind, team, agency_kind: f"{kind} order to {team} ({agency_kind})"),
     "offer_eta": ({"kind": "reinforcement", "team": "Team 7", "agency_kind": "volunteer",
