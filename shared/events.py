@@ -242,6 +242,16 @@ class IncidentUpdated(Event):
         "dispatch wrote on its timeline as it received it (`reported_late`)")
 
 
+class EscortedTeam(BaseModel):
+    """A volunteer team a police or security team escorts on a P1, as its order says it:
+    the team's name only (never its members'), and where dispatch knows it is: `sent` (its
+    order issued or acknowledged: not known to be moving), `en_route`, `on_scene`."""
+    model_config = ConfigDict(frozen=True)
+
+    team: str
+    state: Literal["sent", "en_route", "on_scene"]
+
+
 class OrderIssued(Event):
     order_id: str
     incident_id: str
@@ -265,6 +275,11 @@ class OrderIssued(Event):
         "for one at a safe distance; order.amended says `sent` once one's order is issued), "
         "`sent` when one is; None: no escort concerns the order (or a dispatch before "
         "2026-12-07 issued it)")
+    escorting: tuple[EscortedTeam, ...] | None = Field(
+        default=None, description="an order to a police or security team on a P1 where "
+        "volunteer teams have live orders: it escorts them (each team's name, and whether it "
+        "is on the way or on scene, as dispatch knows); None: it escorts nobody (or a "
+        "dispatch before 2026-12-08 issued it)")
 
 
 class OrderWithdrawn(Event):
@@ -311,6 +326,11 @@ class OrderAmended(Event):
         "team to a P1 as it stands now (order.issued's `escort`): `awaited`, `sent`, or "
         "`none` (no longer concerns the order); None: unchanged by this amendment (a "
         "revision of priority or flags only, or a dispatch before 2026-12-07)")
+    escorting: tuple[EscortedTeam, ...] | None = Field(
+        default=None, description="the volunteer teams the order's police or security team "
+        "escorts on a P1 as they stand now (order.issued's `escorting`): empty when it "
+        "escorts none any more (withdrawn, the incident lowered below P1); None: unchanged "
+        "by this amendment (or a dispatch before 2026-12-08)")
     # Need to know: only amendments of orders to police teams carry it.
     description: str | None = Field(
         default=None, description="the incident's description now, when a follow-up of its "

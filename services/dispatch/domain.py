@@ -486,6 +486,26 @@ def escort_news(priority: str, team: str, live: Sequence[str]) -> str | None:
     return "awaited" if volunteers_alone_on_p1(priority, live) else "sent"
 
 
+# Where a volunteer team is, as its escort's order says it (events.EscortedTeam): an order
+# offered or acknowledged is not known to be moving.
+_ESCORTED_STATE = {"offered": "sent", "acknowledged": "sent", "en_route": "en_route",
+                   "on_scene": "on_scene"}
+
+
+def escorting_news(priority: str, team: str,
+                   live: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]] | None:
+    """What the phone of a team counted as `team` (counted_as) is told of the volunteers it
+    escorts, given the incident's live orders that claim a team (`live`: each as counted,
+    its team's name and its state): on a P1, to police or security, the volunteer teams
+    there (name and `sent`, `en_route` or `on_scene`), by name; None when it escorts
+    nobody (not a P1, not police or security, or no volunteers there)."""
+    if priority != "P1" or _sent(team)[0] not in ESCORT_KINDS:
+        return None
+    escorted = sorted((name, _ESCORTED_STATE[state]) for counted, name, state in live
+                      if _sent(counted)[0] == "volunteer" and state in _ESCORTED_STATE)
+    return escorted or None
+
+
 def incident_status(order_states: Sequence[str], *, current: str) -> str:
     """The status an incident takes from its orders' states."""
     live = [s for s in order_states if s in _ORDER_PROGRESS]

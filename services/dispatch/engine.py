@@ -29,6 +29,7 @@ from shared.bus import entry_to_write, queue_publish
 from shared.events import (
     Assignment,
     Caller,
+    EscortedTeam,
     Evidence,
     IncidentCancelRequested,
     IncidentClosed,
@@ -271,6 +272,36 @@ def _escort_news(inc: dict[str, str], orders: list[dict[str, str]], *,
     for order in claiming:
         said = domain.escort_news(inc["priority"], _counted_as(order), live) or ""
         if said != (order.get("escort_said") or ""):
+            news[order["order_id"]] = said
+    return news
+
+
+def _escorting_said(order: dict[str, str], *, nobody: tuple[EscortedTeam, ...] | None = None
+                    ) -> tuple[EscortedTeam, ...] | None:
+    """The volunteer teams the order last said it escorts (its `escorting_said` mark);
+    `nobody` when it says none."""
+    said = order.get("escorting_said")
+    if not said:
+        return nobody
+    return tuple(EscortedTeam(team=name, state=state) for name, state in json.loads(said))
+
+
+def _escorting_news(inc: dict[str, str], orders: list[dict[str, str]], *,
+                    barred: bool = False) -> dict[str, str]:
+    """The live orders claiming a police or security team whose phones are to be told
+    something new of the volunteers they escort on a P1 (domain.escorting_news, as a JSON
+    list; "" for nobody): by order id, what, where it differs from what the order last said
+    (its `escorting_said` mark). While the incident's flags bar volunteers (`barred`), they
+    are being taken off it: the escort escorts nobody."""
+    claiming = [o for o in orders if o["state"] in domain.LIVE_ORDER_STATES
+                and o.get("kind") in CLAIMING_KINDS]
+    live = [] if barred else [(_counted_as(o), o.get("team_name") or o["team_id"], o["state"])
+                              for o in claiming]
+    news = {}
+    for order in claiming:
+        escorted = domain.escorting_news(inc["priority"], _counted_as(order), live)
+        said = json.dumps(escorted, ensure_ascii=False) if escorted else ""
+        if said != (order.get("escorting_said") or ""):
             news[order["order_id"]] = said
     return news
 
@@ -759,19 +790,25 @@ class Dispatcher:
         # A volunteer team's phone told whether police or security goes with it to a P1:
         # an order not yet announced says it in its order.issued (this step's `also` may
         # announce it), one announced already by order.amended.
+        # So is a police or security team's phone, of the volunteers it escorts there.
         news = _escort_news(inc, state.orders, barred=self._barred(inc))
+        escorting = _escorting_news(inc, state.orders, barred=self._barred(inc))
         announced = {o["order_id"] for o in state.orders if o.get("published") == "1"}
         for order in state.orders:
             if order["order_id"] in news:
                 order["escort_said"] = news[order["order_id"]]
+            if order["order_id"] in escorting:
+                order["escorting_said"] = escorting[order["order_id"]]
         # Never sent as queued: the same commands go in a script that makes them once.
         async with self.redis.pipeline(transaction=False) as pipe:
             if also is not None:
                 await also(pipe)
             for order in state.orders:
-                if order["order_id"] in news:
+                if order["order_id"] in news or order["order_id"] in escorting:
                     await self._queue_escort_news(pipe, inc, order, seq=changes["seq"],
-                                                  announced=order["order_id"] in announced)
+                                                  announced=order["order_id"] in announced,
+                                                  escort=order["order_id"] in news,
+                                                  escorting=order["order_id"] in escorting)
             store.queue_incident_change(pipe, inc, changes, entry=entry)
             await queue_publish(pipe, streams.INCIDENT_UPDATED, event)
             commands = queued_commands(pipe)
@@ -792,12 +829,17 @@ class Dispatcher:
         return free
 
     async def _queue_escort_news(self, pipe: Pipeline, inc: dict[str, str],
-                                 order: dict[str, str], *, seq: str, announced: bool) -> None:
-        """Queue the order's new `escort_said` mark and, when it was announced already,
-        order.amended saying it (with the order's priority, flags and deadline as they
-        stand: an amendment is the order as it is now)."""
+                                 order: dict[str, str], *, seq: str, announced: bool,
+                                 escort: bool = True, escorting: bool = False) -> None:
+        """Queue the order's new `escort_said` mark (`escort`: a volunteer team's) or
+        `escorting_said` mark (`escorting`: its escort's) and, when it was announced
+        already, order.amended saying it (with the order's priority, flags and deadline as
+        they stand: an amendment is the order as it is now)."""
         said = order.get("escort_said") or ""
-        store.queue_order_change(pipe, order["order_id"], {"escort_said": said})
+        marks = {"escort_said": said} if escort else {}
+        if escorting:
+            marks["escorting_said"] = order.get("escorting_said") or ""
+        store.queue_order_change(pipe, order["order_id"], marks)
         if not announced:
             return
         await queue_publish(pipe, streams.ORDER_AMENDED, OrderAmended(
@@ -805,7 +847,8 @@ class Dispatcher:
             order_id=order["order_id"], incident_id=inc["incident_id"],
             team_id=order["team_id"], priority=inc["priority"],
             flags=tuple(json.loads(inc.get("flags") or "[]")), ack_by=_ts(order.get("ack_by")),
-            escort=said or "none"))
+            escort=(said or "none") if escort else None,
+            escorting=_escorting_said(order, nobody=()) if escorting else None))
 
     def _update(self, state: store.IncidentState, entry: TimelineEntry, status: str | None
                 ) -> tuple[dict[str, str], TimelineEntry, IncidentUpdated]:
@@ -1540,13 +1583,17 @@ class Dispatcher:
     def _tells_others(self, inc: dict[str, str], state: store.IncidentState,
                       choice: domain.Ranked) -> bool:
         """Whether offering `choice` tells the teams already on the incident something new
-        of their escort (police or security joining volunteers on a P1): their order.amended
-        goes with _emit's writes, not _offer_last's one script."""
+        of their escort (police or security joining volunteers on a P1) or of the volunteers
+        they escort (volunteers joining police or security on one): their order.amended goes
+        with _emit's writes, not _offer_last's one script."""
         probe = {"order_id": "", "state": "offered", "kind": "dispatch",
+                 "team_id": choice.unit.team_id, "team_name": choice.unit.name or "",
                  "agency_kind": choice.unit.agency_kind,
                  "agency_role": choice.unit.agency_role or ""}
-        news = _escort_news(inc, [*state.orders, probe], barred=self._barred(inc))
-        return bool(news.keys() - {""})  # "": the probe
+        orders, barred = [*state.orders, probe], self._barred(inc)
+        news = (_escort_news(inc, orders, barred=barred).keys()
+                | _escorting_news(inc, orders, barred=barred).keys())
+        return bool(news - {""})  # "": the probe
 
     @staticmethod
     def _escort_marks(escort: bool) -> dict[str, str] | None:
@@ -1652,6 +1699,8 @@ class Dispatcher:
         # _fill's _tells_others)
         order["escort_said"] = _escort_news(inc, after.orders, barred=self._barred(inc)).get(
             order["order_id"], "")
+        order["escorting_said"] = _escorting_news(
+            inc, after.orders, barred=self._barred(inc)).get(order["order_id"], "")
         changes, status_entry, updated = self._update(after, TimelineEntry(kind="status"), None)
         issued = self._order_issued(inc, order)
         async with entry_to_write(streams.ORDER_ISSUED, issued, issued.event_id) as issued_entry:
@@ -1704,6 +1753,7 @@ class Dispatcher:
             caller=caller,
             description=(inc.get("description") or None) if police else None,
             escort=_escort_said(order),
+            escorting=_escorting_said(order),
         )
 
     async def _queue_order_issued(self, pipe: Pipeline, inc: dict[str, str],

@@ -14,6 +14,7 @@ from services.dispatch.domain import (
     backed_up_by_volunteers_only,
     backups_for,
     escort_news,
+    escorting_news,
     filing_of,
     incident_status,
     may_escort,
@@ -611,6 +612,26 @@ def test_volunteers_on_a_p1_with_police_or_security_are_told_it_is_sent(escort: 
     ("P2", "volunteer"), ("P4", "volunteer"), ("P1", "security"), ("P1", "police:patrol")])
 def test_no_escort_news_for_police_security_or_below_p1(priority: str, team: str) -> None:
     assert escort_news(priority, team, [team]) is None
+
+
+@pytest.mark.parametrize("escort", ["security", "police:patrol", "police:station"])
+def test_an_escort_on_a_p1_is_told_the_volunteer_teams_by_name_and_where_they_are(
+        escort: str) -> None:
+    live = [(escort, "pol", "offered"), ("volunteer", "riders", "offered"),
+            ("volunteer", "aunties", "on_scene"), ("volunteer", "walkers", "acknowledged"),
+            ("volunteer", "cyclists", "en_route")]
+    assert escorting_news("P1", escort, live) == [
+        ("aunties", "on_scene"), ("cyclists", "en_route"), ("riders", "sent"),
+        ("walkers", "sent")]
+
+
+@pytest.mark.parametrize(("priority", "team", "live"), [
+    ("P2", "police", [("police", "pol", "offered"), ("volunteer", "aunties", "offered")]),
+    ("P1", "volunteer", [("police", "pol", "offered"), ("volunteer", "aunties", "offered")]),
+    ("P1", "security", [("security", "guard", "offered"), ("police", "pol", "on_scene")])])
+def test_no_escorting_news_below_p1_for_volunteers_or_without_them(
+        priority: str, team: str, live: list[tuple[str, str, str]]) -> None:
+    assert escorting_news(priority, team, live) is None
 
 
 # --- responses ------------------------------------------------------------------------
