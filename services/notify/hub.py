@@ -213,23 +213,27 @@ def state_message(frame: dict[str, Any], *, origin: str | None) -> str:
     return json.dumps({"event": "state", "frame": frame, "origin": origin})
 
 
-Version = tuple[str, tuple[str, ...], str, str, str]
+Version = tuple[str, tuple[str, ...], str, str, str, str]
 
 
 def order_version(order: OrderIssued) -> Version:
     """What a socket was last told of an order's revision: priority, flags, acknowledge-by,
-    its volunteers' escort, a police order's description (an amendment changes these;
-    sync_amended tells a socket a version it has not seen). Of the order as the team's
-    (caller data kept for police only), whoever reads."""
+    its volunteers' escort, the volunteers its escort escorts, a police order's description
+    (an amendment changes these; sync_amended tells a socket a version it has not seen).
+    Of the order as the team's (caller data kept for police only), whoever reads."""
     return (order.priority, tuple(order.flags), order.ack_by.isoformat() if order.ack_by else "",
-            order.escort or "", order.description or "")
+            order.escort or "", order.description or "",
+            "" if order.escorting is None else json.dumps(
+                [t.model_dump() for t in order.escorting], sort_keys=True))
 
 
 def frame_version(frame: dict[str, Any]) -> Version:
     """order_version of an order or order_update frame as made, before `for_reader` (ack_by
     as the frame gives it)."""
     return (frame.get("priority", ""), tuple(frame.get("flags") or ()), frame.get("ack_by") or "",
-            frame.get("escort") or "", frame.get("description") or "")
+            frame.get("escort") or "", frame.get("description") or "",
+            "" if frame.get("escorting") is None else json.dumps(frame["escorting"],
+                                                                 sort_keys=True))
 
 
 def amended_message(order: OrderIssued) -> str:

@@ -74,8 +74,17 @@ def _public_order(order: OrderIssued) -> dict[str, Any]:
     return body
 
 
+def _escorting(order: OrderIssued) -> list[dict[str, str]]:
+    assert order.escorting is not None
+    return [team.model_dump() for team in order.escorting]
+
+
 def order_frame(order: OrderIssued, *, traceparent: str | None) -> dict[str, Any]:
     frame = {**_public_order(order), "traceparent": traceparent}
+    # police or security on a P1: the volunteer teams it escorts (empty: no longer). Not in
+    # _public_order: the push and SMS texts keep their size and words.
+    if order.escorting is not None:
+        frame["escorting"] = _escorting(order)
     if order.filing_due:
         frame["filing_due"] = order.filing_due.isoformat()
     if order.agency_kind == "police":
@@ -104,7 +113,8 @@ def for_reader(frame: dict[str, Any], *, police: bool) -> dict[str, Any]:
 def amended_frame(order: OrderIssued) -> dict[str, Any]:
     """An order's incident revised by the command room: its priority and flags now, and its
     acknowledge-by (sooner when the incident became more urgent); what its volunteer team is
-    told of its escort to a P1 now (`escort`, null: nothing); a police order's also its
+    told of its escort to a P1 now (`escort`, null: nothing); what its police or security
+    team escorts, once it said it (`escorting`, empty: nobody now); a police order's also its
     description (what a follow-up of the report added), which `for_reader` keeps from any
     other reader."""
     frame: dict[str, Any] = {"type": "order_update", "order_id": order.order_id,
@@ -112,6 +122,8 @@ def amended_frame(order: OrderIssued) -> dict[str, Any]:
                              "escort": order.escort}
     if order.ack_by is not None:
         frame["ack_by"] = order.ack_by.isoformat()
+    if order.escorting is not None:
+        frame["escorting"] = _escorting(order)
     if order.agency_kind == "police" and order.description is not None:
         frame["description"] = order.description
     return frame
@@ -120,7 +132,8 @@ def amended_frame(order: OrderIssued) -> dict[str, Any]:
 def amended(order: OrderIssued, event: OrderAmended) -> OrderIssued:
     """The stored order as `event` revises it: its priority and flags; its acknowledge-by
     only when sooner (a deadline is never pushed back); what it says of its volunteer
-    team's escort when the event says anything (`none`: nothing any more); a police
+    team's escort when the event says anything (`none`: nothing any more); the volunteer
+    teams its police or security team escorts when the event says (empty: none now); a police
     order's description when the event carries one (a follow-up's words)."""
     update: dict[str, object] = {"priority": event.priority, "flags": event.flags}
     if (event.ack_by is not None and order.ack_by is not None
@@ -128,6 +141,8 @@ def amended(order: OrderIssued, event: OrderAmended) -> OrderIssued:
         update["ack_by"] = event.ack_by
     if event.escort is not None:
         update["escort"] = None if event.escort == "none" else event.escort
+    if event.escorting is not None:
+        update["escorting"] = event.escorting
     # a follow-up's words: a police order's only (need to know, as for_team)
     if event.description is not None and order.agency_kind == "police":
         update["description"] = event.description
