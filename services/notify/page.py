@@ -689,9 +689,10 @@ function revised(f) {
   const flags = f.flags || [];
   if (f.priority !== o.frame.priority || (f.ack_by && f.ack_by !== o.frame.ack_by)
       || flags.length !== o.frame.flags.length || flags.some((x) => !o.frame.flags.includes(x))
-      || (f.escort || null) !== (o.frame.escort || null)) {
+      || (f.escort || null) !== (o.frame.escort || null)
+      || JSON.stringify(f.escorting) !== JSON.stringify(o.frame.escorting)) {
     onUpdate({ order_id: f.order_id, priority: f.priority, flags, ack_by: f.ack_by,
-               escort: f.escort || null });
+               escort: f.escort || null, escorting: f.escorting });
   }
 }
 
@@ -720,8 +721,11 @@ function onUpdate(f) {
   const said = f.description !== undefined && f.description !== o.frame.description;
   const escort = f.escort === undefined ? (o.frame.escort || null) : f.escort;
   const escortNews = escort !== (o.frame.escort || null) && escort ? escort : null;
+  // police or security: the volunteers it escorts (none in the frame: unchanged)
+  const escorting = f.escorting === undefined ? o.frame.escorting : f.escorting;
+  const escortingNews = JSON.stringify(escorting) !== JSON.stringify(o.frame.escorting);
   o.frame = { ...o.frame, priority: f.priority, flags: f.flags, ack_by: f.ack_by || o.frame.ack_by,
-              escort };
+              escort, escorting };
   if (said) o.frame.description = f.description;
   render(f.order_id, raised || added.length > 0 || said || escortNews === "awaited");
   if (raised || added.length || said) { ring();
@@ -729,6 +733,18 @@ function onUpdate(f) {
       + (added.length ? " · " + added.map((x) => word("flag", x)).join(", ") : "") })); }
   else if (escortNews === "awaited") { ring(); toast(say("escort_awaited")); }
   else if (escortNews === "sent") toast(say("escort_sent"));
+  else if (escortingNews && Array.isArray(escorting)) toast(escortingText(escorting));
+}
+// Police or security on a P1: the volunteer teams it escorts, by name, on the way or on
+// scene (`escorting`); empty: none any more.
+function escortingText(list) {
+  const state = (t) => t.state === "sent" ? say("escorted_sent")
+    : t.state === "en_route" ? say("escorted_en_route")
+      : t.state === "on_scene" ? say("escorted_on_scene") : "";
+  const teams = list.filter((t) => t && typeof t.team === "string").map((t) =>
+    state(t) ? say("escorted_team", { team: t.team, state: state(t) }) : t.team);
+  return teams.length ? say("escorting", { teams: teams.join(say("escorted_sep")) })
+    : say("escorting_none");
 }
 
 function endOrder(id, why) {
@@ -919,6 +935,9 @@ function render(id, alert) {
   // volunteers on a P1: whether police or security goes with them (shown as text)
   if (f.escort === "awaited" && !ended(o)) card.append(el("div", "instr", say("escort_awaited")));
   if (f.escort === "sent" && !ended(o)) card.append(el("div", "meta", say("escort_sent")));
+  if (Array.isArray(f.escorting) && !ended(o)) {
+    card.append(el("div", f.escorting.length ? "instr" : "meta", escortingText(f.escorting)));
+  }
   if (f.instructions) card.append(el("div", "instr", f.instructions));
   if (f.description) card.append(el("div", "instr", f.description));
   // police orders only (notify strips the rest), and only what it holds: no empty "Caller:"
