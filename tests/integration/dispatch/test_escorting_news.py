@@ -6,11 +6,13 @@ its category does not hurry, nor look for the volunteers waiting at a safe dista
 
 from __future__ import annotations
 
+import httpx
 from faststream.redis import RedisBroker
 
 from shared.events import EscortedTeam
 from tests.helpers import poll_until
 
+from .test_assign import ADMIN
 from .test_engine import orders_for, orders_once, report, team, wait_for_units
 from .test_escort_news import amended
 from .test_units_and_alongside import answer
@@ -80,3 +82,21 @@ async def test_a_p1_without_volunteers_says_nothing_of_an_escort(
     await answer(publisher, orders[0], "en_route")
     await poll_until(lambda: len(orders_for(dispatch, incident_id)) == 2, "no more orders")
     assert [a for o in orders for a in amended(dispatch, o)] == []
+
+
+async def test_an_escort_whose_volunteers_a_weapon_takes_off_is_told_it_escorts_nobody_now(
+        clean_redis: str, console: httpx.AsyncClient, publisher: RedisBroker) -> None:
+    await team(publisher, "aunties", kind="volunteer", lat=22.8171, lon=108.3665, mode="foot",
+               skills=("first_aid",))
+    await team(publisher, "pol", kind="police", lat=22.8200, lon=108.3665)
+    await wait_for_units(clean_redis, 2)
+    incident_id = await report(publisher, "medical", priority="P1")
+    orders = await orders_once(clean_redis, incident_id, 2, "the volunteers' and escort's orders")
+    escort = next(o for o in orders if o.team_id == "pol")
+    assert escort.escorting == (EscortedTeam(team="aunties", state="sent"),)
+    r = await console.patch(f"/v1/incidents/{incident_id}", headers=ADMIN,
+                            json={"add_flags": ["weapon"]})
+    assert r.status_code == 200, r.text
+    said = await poll_until(lambda: [a.escorting for a in amended(clean_redis, escort)
+                                     if a.escorting is not None], "the escort told: no longer")
+    assert said == [()]
