@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
 from shared.labels import DEFAULT_LANGUAGE, Language, language_of
 from shared.settings import ServiceSettings
 from shared.timezones import DEFAULT_TIMEZONE, TimezoneName
+
+from .domain.orders import SMS_LINK_MAX_CHARS
 
 
 class Settings(ServiceSettings):
@@ -33,6 +36,10 @@ class Settings(ServiceSettings):
     volunteers_public_url: str | None = Field(
         default=None, description="VOLUNTEERS_PUBLIC_URL: volunteers as members' phones reach "
         "it; the page's check-in, position sharing and points")
+    notify_public_url: str | None = Field(
+        default=None, description="NOTIFY_PUBLIC_URL: notify as members' phones reach it "
+        "(http or https, no user, query or fragment; its /device at most 48 characters): an "
+        "order's SMS links the member's page there, to answer it; unset: no link")
 
     # The device WebSocket
     ping_interval_s: float = Field(default=20.0, description="PING_INTERVAL_S: heartbeat frames")
@@ -122,6 +129,32 @@ class Settings(ServiceSettings):
         # `zh-CN` as a person writes it; another language stops notify at start (exit 78)
         return language_of(value) if isinstance(value, str) else value
 
+    @field_validator("notify_public_url")
+    @classmethod
+    def _notify_public_url(cls, value: str | None) -> str | None:
+        # The link goes to every phone of a team, through the carrier, in clear, and stays
+        # in the inbox: nothing in it may be a credential (a `?token=`, a user:password), and
+        # it must leave an SMS room for the place (exit 78 at start, naming the variable).
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if (parts.scheme not in ("http", "https") or not parts.hostname
+                or not value.isascii() or any(c.isspace() for c in value)):
+            raise ValueError("must be an http:// or https:// address")
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise ValueError("must hold no user or password: it is texted in clear")
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError("must hold no query or fragment: it is texted in clear")
+        if len(_device_page(value)) > SMS_LINK_MAX_CHARS:
+            raise ValueError(f"its /device must be at most {SMS_LINK_MAX_CHARS} characters "
+                             "(it goes in an SMS)")
+        return value
+
+    @property
+    def device_page_url(self) -> str | None:
+        """The member's page as phones reach it (linked in an order's SMS); None: unset."""
+        return _device_page(self.notify_public_url) if self.notify_public_url else None
+
     @field_validator("vapid_private_key")
     @classmethod
     def _vapid_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -150,3 +183,7 @@ class Settings(ServiceSettings):
     @property
     def channel_order(self) -> tuple[str, ...]:
         return tuple(c.strip() for c in self.fallback_channels.split(",") if c.strip())
+
+
+def _device_page(public_url: str) -> str:
+    return public_url.rstrip("/") + "/device"

@@ -65,7 +65,7 @@ def build_channels(settings: Settings, client: httpx.AsyncClient, *,
             client, url=settings.sms_gateway_url,
             token=token.get_secret_value() if token else None,
             timeout_s=settings.channel_timeout_s, tz=parse_timezone(settings.timezone),
-            language=settings.sms_language,
+            language=settings.sms_language, page_url=settings.device_page_url,
         )
     for name in settings.channel_order:
         if name not in ("webpush", "sms"):

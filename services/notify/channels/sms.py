@@ -21,8 +21,11 @@ class SmsChannel:
 
     def __init__(self, client: httpx.AsyncClient, *, url: str, token: str | None,
                  timeout_s: float, tz: tzinfo = UTC,
-                 language: Language = DEFAULT_LANGUAGE) -> None:
+                 language: Language = DEFAULT_LANGUAGE, page_url: str | None = None) -> None:
         self._client = client
+        # the member's page (Settings.device_page_url), linked in an order's SMS: the same
+        # for every phone, never a token (the page keeps its own in the browser)
+        self._page_url = page_url
         self._language = language  # the deployment's SMS_LANGUAGE
         self._tz = tz  # the district's local time: the deadline as the member's clock shows it
         self._url = url
@@ -43,8 +46,10 @@ class SmsChannel:
             reference += f":v{version}"
         return await self._post(order, device, kind="order_update" if version else "order",
                                 text=sms_text(order, tz=self._tz, language=self._language,
-                                              update=bool(version), answered=answered),
-                                reference=reference, answered=answered if version else None)
+                                              update=bool(version), answered=answered,
+                                              link=self._page_url),
+                                reference=reference, answered=answered if version else None,
+                                page_url=self._page_url)
 
     async def take_back(self, order: OrderIssued, device: DeviceRecord, *,
                         barred_by: tuple[str, ...] = ()) -> Outcome | None:
@@ -59,7 +64,8 @@ class SmsChannel:
 
     async def _post(self, order: OrderIssued, device: DeviceRecord, *, kind: str, text: str,
                     reference: str, answered: bool | None = None,
-                    barred_by: tuple[str, ...] | None = None) -> Outcome:
+                    barred_by: tuple[str, ...] | None = None,
+                    page_url: str | None = None) -> Outcome:
         body = {
             # a number registered before they were kept in E.164 goes as it is
             "to": e164(device.phone or "") or device.phone,
@@ -70,6 +76,8 @@ class SmsChannel:
             "order_id": order.order_id,
             **sms_fields(order, tz=self._tz, language=self._language,
                          answered=bool(answered)),
+            # where the order is answered (None: a withdrawal, or no NOTIFY_PUBLIC_URL)
+            "page_url": page_url,
         }
         if answered is not None:  # an update: whether the team has acknowledged the order
             body["answered"] = answered

@@ -377,9 +377,28 @@ def _filing_due(order: OrderIssued, tz: tzinfo, language: Language) -> str:
     return f" Filing due {due:%Y-%m-%d %H:%M}."
 
 
+# The member's page, where an order is answered (NOTIFY_PUBLIC_URL's /device), at most this
+# long: with everything else an order's text may say, the place still gets some room.
+SMS_LINK_MAX_CHARS = 48
+
+# The place keeps at least this much of an SMS (or all of a shorter one): in a text too long
+# for the link as well (an English update of a volunteer team's P1 with every flag), the
+# link is left out of the text, not the place shortened to nothing.
+SMS_PLACE_KEPT = 16
+
+# What the link at the end of an order's SMS says: answer there; the update of an order the
+# team has acknowledged asks nobody to, only to look at it.
+SMS_LINK: dict[Language, tuple[str, str]] = {"zh": ("在此接单：", "查看："),
+                                             "en": (" Answer: ", " View: ")}
+
+
+def _link(link: str | None, language: Language, answered: bool) -> str:
+    return SMS_LINK[language][answered] + link if link else ""
+
+
 def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
              language: Language = DEFAULT_LANGUAGE, update: bool = False,
-             answered: bool = False) -> str:
+             answered: bool = False, link: str | None = None) -> str:
     """The SMS, in `language` (the deployment's SMS_LANGUAGE): what kind of order it is
     unless an ordinary dispatch (a hand-over, a follow-up visit), what it is (with its
     urgent flags: a knife at the scene), where, and the deadlines on the member's wall
@@ -388,7 +407,10 @@ def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
     not yet, wait at a safe distance; sent); never caller data. `update`: the order sent again, raised by an
     amendment (`指令更新：`), to a phone texted it before. `answered`: the team has
     acknowledged the order (a teammate, or this member on another phone): the text says so
-    (`本组已接单`) in place of the deadline to acknowledge by, which no longer holds."""
+    (`本组已接单`) in place of the deadline to acknowledge by, which no longer holds. `link`:
+    the member's page, last (a phone's link detector takes nothing after it), the same for
+    every phone: never a token (the page keeps its own; an SMS crosses the carrier in
+    clear); None: no link."""
     sign, what = SMS_SIGNATURE[language], _what(order, language, flags=True)
     if update:
         sign += SMS_UPDATE[language]
@@ -397,14 +419,20 @@ def sms_text(order: OrderIssued, *, tz: tzinfo = UTC,
            if order.ack_by and not answered else None)
     filing = _filing_due(order, tz, language)
     if language == "zh":
+        before = f"{sign}{what}："
         after = ("。" + _escort(order, language) + (f"请于{due}前接单。" if due else "")
                  + (SMS_ANSWERED[language] if answered else "") + filing
                  + f"指令号 {order.order_id}。")
-        return _sms(f"{sign}{what}：", _sms_place(order), after)
-    after = ("." + _escort(order, language) + (f" Acknowledge by {due}." if due else "")
-             + (SMS_ANSWERED[language] if answered else "") + filing
-             + f" Order {order.order_id}.")
-    return _sms(f"{sign}{what} at ", _sms_place(order), after)
+    else:
+        before = f"{sign}{what} at "
+        after = ("." + _escort(order, language) + (f" Acknowledge by {due}." if due else "")
+                 + (SMS_ANSWERED[language] if answered else "") + filing
+                 + f" Order {order.order_id}.")
+    place = _sms_place(order)
+    linked = after + _link(link, language, answered)
+    # the link gives way to the place: without where, the page is no use
+    room = SMS_MAX_CHARS - _units(before) - _units(linked)
+    return _sms(before, place, linked if room >= min(_units(place), SMS_PLACE_KEPT) else after)
 
 
 def sms_fields(order: OrderIssued, *, tz: tzinfo = UTC,

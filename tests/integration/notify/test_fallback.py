@@ -41,6 +41,7 @@ from .conftest import (
     an_order,
     device,
     issue,
+    withdraw,
 )
 from .test_sockets import store_away_once
 
@@ -151,6 +152,33 @@ async def test_a_phone_number_as_the_member_types_it_reaches_the_gateway_as_e164
         await issue(broker, an_order("t1"))
         sms = await poll_until(lambda: gateway.at("/sms"), "an SMS gateway request")
         assert json.loads(sms[0].body)["to"] == "+8613800138000"
+
+
+async def test_an_orders_sms_links_the_members_page_at_notifys_public_address(
+        notify_factory: NotifyFactory, volunteers: Volunteers, gateway: Gateway,
+        broker: RedisBroker, http: httpx.AsyncClient) -> None:
+    # 「请于…前接单」 and no way to: the SMS now ends with the page (NOTIFY_PUBLIC_URL's
+    # /device), in the text and as a field for a relay filling its own template; never the
+    # device's token, which the page keeps in the browser. Its withdrawal links nothing.
+    member = volunteers.enrol("t1")
+    settings = settings_for(gateway, 0.2)
+    settings.pop("vapid_private_key")
+    async with notify_factory(**settings, notify_public_url="https://lf.example.cn/") as notify:
+        r = await http.post(f"{notify}/v1/devices/me/sms", headers=member.bearer,
+                            json={"phone": PHONE})
+        assert r.status_code == 200, r.text
+        order = an_order("t1")
+        await issue(broker, order)
+        sms = await poll_until(lambda: gateway.at("/sms"), "an SMS gateway request")
+        body = json.loads(sms[0].body)
+        assert body["kind"] == "order" and body["page_url"] == "https://lf.example.cn/device"
+        assert body["text"].endswith("在此接单：https://lf.example.cn/device")
+        assert member.token not in sms[0].body.decode()
+        await withdraw(broker, order)
+        texts = await poll_until(lambda: [json.loads(s.body) for s in gateway.at("/sms")
+                                          if json.loads(s.body)["kind"] == "withdrawn"],
+                                 "the withdrawal's SMS")
+        assert texts[0]["page_url"] is None and "http" not in texts[0]["text"]
 
 
 async def test_one_number_on_two_devices_of_a_team_gets_one_sms_per_order(
