@@ -190,12 +190,12 @@ class Stack:
 
     def _member_page_env(self, name: str) -> dict[str, str]:
         """The member's page (notify's /device) calls intake and volunteers from the browser,
-        opened as 127.0.0.1 or localhost."""
+        opened as 127.0.0.1 or localhost; an order's SMS links it."""
         if "notify" not in self.ports:
             return {}
-        if name == "notify":
+        if name == "notify":  # and the page's own, linked in an order's SMS
             return {f"{other.upper()}_PUBLIC_URL": f"http://127.0.0.1:{self.ports[other]}"
-                    for other in ("intake", "volunteers") if other in self.ports}
+                    for other in ("intake", "volunteers", "notify") if other in self.ports}
         if name in ("intake", "volunteers"):
             page = self.ports["notify"]
             return {"CORS_ORIGINS": f"http://127.0.0.1:{page},http://localhost:{page}"}
