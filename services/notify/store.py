@@ -359,6 +359,9 @@ else
   if ARGV[10] and ARGV[10] ~= '' then
     redis.call('HSET', KEYS[1], 'withdraw_barred', ARGV[10])
     if live and KEYS[9] and redis.call('HEXISTS', KEYS[1], 'event') == 1 then
+      -- older ones are dropped here, so that a connecting page's read writes nothing
+      redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf',
+                 '(' .. tostring(tonumber(ARGV[9]) - tonumber(ARGV[11])))
       redis.call('ZADD', KEYS[9], ARGV[9], ARGV[1])
       redis.call('EXPIRE', KEYS[9], ARGV[11])
     end
@@ -416,12 +419,13 @@ def _warning_read(order_id: str) -> str:
     return f"notify:order:{order_id}:warning_read"
 
 
-# The team's barred withdrawals since ARGV[1] (older ones are dropped), newest first, at most
-# ARGV[2], less those whose warning the device ARGV[3] has read: each one's id, time and
-# hash. Each order's keys are built here from its id: ARGV[4] (_order) and ARGV[5] ..
-# ':warning_read' (_warning_read).
+# The team's barred withdrawals since ARGV[1], newest first, at most ARGV[2], less those
+# whose warning the device ARGV[3] has read: each one's id, time and hash. Each order's keys
+# are built here from its id: ARGV[4] (_order) and ARGV[5] .. ':warning_read'
+# (_warning_read). It writes nothing (older ones are dropped by _WITHDRAW, the set expires):
+# a socket's replay only reads, so a phone stays connected while Redis refuses writes (a
+# full disk) and is answered 503 only for what it asks to write.
 _BARRED_WARNINGS = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
 local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
                        tonumber(ARGV[2]))
 local reply = {}
