@@ -594,7 +594,7 @@ async def test_the_gateway_gets_each_part_of_the_message_for_a_template(
         "priority": "P1", "category": "violence", "category_name": "打架斗殴",
         "flags": ["weapon"], "place": "Minzu Ave 88", "ack_by": local.isoformat(),
         "language": "zh", "order_kind": "dispatch", "filing_due": None,
-        "escort": None}
+        "escort": None, "page_url": None}  # no NOTIFY_PUBLIC_URL here: no page to link
     assert sent["ack_by"].endswith("+08:00")
     assert withdrawn["kind"] == "withdrawn" and withdrawn["place"] == "Minzu Ave 88"
     assert withdrawn["order_id"] == order.order_id
