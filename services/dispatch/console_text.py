@@ -441,8 +441,8 @@ CONSOLE_TEXT: dict[Language, dict[str, str]] = {
         "spot_title": "{count} incidents in four weeks, most at {hour}:00",
         "unit_on_order": " · on an order",
         "no_fix": " · no recent fix",
-        "map_counts": "{open} open, {waiting} with no team on them · {free} teams free of "
-                      "{teams}",
+        "map_counts": "{open} open, {waiting} with no team on them · {free} of {teams} "
+                      "teams free",
         "opening": "opening {id} …",
         "status_linked": "{status} to {id}",
         "flagged_mark": " · FLAGGED",
