@@ -557,13 +557,14 @@ class Hub:
             if is_ahead(record.state, of=told) and not conn.closing:
                 conn.told_state(order.order_id, record.state)
                 conn.offer(state_frame(order.order_id, state=record.state, answered=True,
-                                       response=record.last_response))
+                                       response=record.last_response,
+                                       member_name=record.answered_by))
         if order is None or conn.closing or not conn.mark_sent(order.order_id):
             return
         conn.versions[order.order_id] = order_version(order)
         conn.told_state(order.order_id, record.state)
         frame = state_frame(order.order_id, state=record.state, answered=True,
-                            response=record.last_response)
+                            response=record.last_response, member_name=record.answered_by)
         frame["order"] = for_reader(
             order_frame(order, traceparent=record.trace.get("traceparent")),
             police=conn.police)
@@ -673,7 +674,8 @@ class Hub:
                 conn.offer(withdrawn_frame(order_id, record.barred_by if record else ()))
             else:
                 conn.offer(state_frame(order_id, state=record.state, answered=True,
-                                       response=record.last_response))
+                                       response=record.last_response,
+                                       member_name=record.answered_by))
         left_out = (records.left_out, records.unanswered_left_out)
         if left_out != conn.left_out and not conn.closing:
             conn.left_out = left_out

@@ -569,12 +569,13 @@ function onFrame(f) {
       // an order the team took before this page knew it (a reload, another phone answered):
       // shown where it stands, to carry on with; no alarm
       if (f.order && !orders.has(f.order_id) && !["resolved", "handover", "declined"].includes(f.state)) {
-        orders.set(f.order_id, { frame: f.order, state: f.state, sock, answered: true });
+        orders.set(f.order_id, { frame: f.order, state: f.state, sock, answered: true,
+                                 by: f.member_name || "" });
         render(f.order_id, false); showEmpty();
       } else {
         // shown already: as it stands now (a drop missed a revision), and this team's still
         if (f.order) { revised(f.order); orders.get(f.order_id).sock = sock; }
-        setState(f.order_id, f.state, f.answered);
+        setState(f.order_id, f.state, f.answered, f.member_name || "");
       }
       { const kept = unsure.get(f.order_id);   // the answer taken (this one or the same)
         const mine = !!(kept && kept.response && kept.response.response === f.response);
@@ -808,11 +809,13 @@ function readWarning(id) {
   send({ type: "warning_read", order_id: id });
 }
 
-function setState(id, state, answered) {
+function setState(id, state, answered, by) {
   // An order's end is final: an answer's reply that crossed its withdrawal (the deadline ran
   // out as the member pressed) must not show it live again.
   const o = orders.get(id); if (!o || ended(o)) return;
   o.state = state; if (answered) o.answered = true;
+  // who of the team answered (notify's order_state names them); none: the state alone
+  if (by !== undefined) o.by = by;
   render(id, false);
   if (["resolved", "handover", "declined"].includes(state)) endOrder(id, state);
 }
@@ -882,7 +885,7 @@ async function postAnswer(id, answer, again) {
     const error = body.error || {};
     toast(refusedWhy(id, answer.response, error.code, error.message)); return;
   }
-  setState(id, body.state, body.answered);
+  setState(id, body.state, body.answered, "");  // this phone's own answer: no name shown
   if (answer.response === "reinforce") calledHelp(id, true, true);
 }
 // A call for help taken (this phone's or a teammate's): the card says so, and the toast to
@@ -951,7 +954,8 @@ function render(id, alert) {
     card.append(line);
   }
   if (f.filing_due) card.append(el("div", "meta", say("filing_due", { time: when(new Date(f.filing_due)) })));
-  card.append(el("div", "state", word("order_state", o.state).toUpperCase()));
+  card.append(el("div", "state", word("order_state", o.state).toUpperCase()
+                                 + (o.by && o.answered ? " · " + o.by : "")));
   if (o.helpAt && !ended(o)) {
     card.append(el("div", "meta", o.helpAt > 0
       ? say("help_called_at", { time: clock(new Date(o.helpAt)) }) : say("help_called_line")));

@@ -175,6 +175,7 @@ class Orders:
                         "lianfang.team_id": record.team_id, "lianfang.response": response},
         ):
             now = utcnow()
+            name = who.extra.get("member_name") or None  # shown to the team: who answered
 
             def decide(rec: store.OrderRecord) -> tuple[Decision, OrderResponded | None]:
                 decision = decide_response(
@@ -194,13 +195,14 @@ class Orders:
             def fan_out(decision: Decision) -> str:
                 # the team's other sockets learn where the order stands; `origin` has its reply
                 return state_message(state_frame(order_id, state=decision.state, answered=True,
-                                                 response=response), origin=origin)
+                                                 response=response, member_name=name),
+                                     origin=origin)
 
             try:
                 outcome = await store.apply_response(
                     self._redis, order_id, decide=decide, fan_out=fan_out, response=response,
                     member_id=who.member_id or "", device_id=who.device_id,
-                    ttl_s=self._settings.order_ttl_s, record=record,
+                    member_name=name, ttl_s=self._settings.order_ttl_s, record=record,
                     open_ttl_s=self._settings.live_order_ttl_s,
                 )
             except ResponseRefused as exc:

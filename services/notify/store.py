@@ -186,6 +186,9 @@ class OrderRecord:
     raised_version: int = 0
     # the incident's flags that took the team off it (order.withdrawn's `barred_by`: a weapon)
     barred_by: tuple[str, ...] = ()
+    # the display name of the member whose answer was taken last (None: not known), for the
+    # team's own sockets' order_state
+    answered_by: str | None = None
 
     @classmethod
     def from_hash(cls, order_id: str, data: dict[str, str]) -> OrderRecord:
@@ -210,6 +213,7 @@ class OrderRecord:
             # none kept (amended before it was): every version counts as raised
             raised_version=int(data.get("raised_version") or data.get("version") or 0),
             barred_by=tuple(json.loads(data.get("withdraw_barred") or "[]")),
+            answered_by=data.get("answered_by") or None,
         )
 
 
@@ -635,7 +639,8 @@ async def open_orders(redis: Redis, team_id: str, *, most: int = REPLAY_MOST) ->
                       unanswered_left_out=int(unanswered_left_out))
 
 
-_STANDING = ("team_id", "state", "answered", "withdrawn", "last_response", "withdraw_barred")
+_STANDING = ("team_id", "state", "answered", "withdrawn", "last_response", "withdraw_barred",
+             "answered_by")
 
 
 async def where_orders_stand(redis: Redis, order_ids: list[str]) -> list[OrderRecord | None]:
@@ -673,7 +678,7 @@ local seen = redis.call('HMGET', KEYS[1], 'state', 'updated_at')
 if (seen[1] or 'issued') ~= ARGV[1] or (seen[2] or '') ~= ARGV[2] then return 0 end
 xadd(KEYS[5], ARGV[10], ARGV[9])
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'answered', '1', 'last_response', ARGV[4],
-           'updated_at', ARGV[5])
+           'updated_at', ARGV[5], 'answered_by', ARGV[14])
 if ARGV[4] == 'reinforce' then redis.call('HSET', KEYS[1], 'last_reinforce_at', ARGV[5]) end
 redis.call('RPUSH', KEYS[4], ARGV[8])
 local ttl = ARGV[12]  -- live: kept while its team may answer it
@@ -709,6 +714,7 @@ async def apply_response(
     ttl_s: int,
     record: OrderRecord | None = None,
     open_ttl_s: int = OPEN_ORDER_TTL_S,
+    member_name: str | None = None,
 ) -> Outcome | None:
     """Applies one response atomically: None when the order is unknown.
 
@@ -722,6 +728,8 @@ async def apply_response(
     now; one that keeps it live, `open_ttl_s` from now (ORDER LIFETIMES). A decline of an
     order some fallback step was sent for sets its withdrawal_timer (due now), as a
     withdrawal does: the order is no longer the team's, and a teammate texted it must not go.
+    `member_name`: the answering member's display name, kept on the order (answered_by) for
+    the replay's order_state; an answer without one clears an earlier member's.
     """
     key = _order(order_id)
     stream = streams.ORDER_RESPONDED
@@ -746,13 +754,14 @@ async def apply_response(
                  f"{key}:fallback_sent"],
                 [record.state, record.updated_at or "", decision.state, response, now,
                  str(ttl_s), order_id, answer, entry, maxlen_arg(stream),
-                 fan_out(decision), str(max(open_ttl_s, ttl_s)), repr(time.time())])
+                 fan_out(decision), str(max(open_ttl_s, ttl_s)), repr(time.time()),
+                 member_name or ""])
         if done < 0:
             return None
         if done:
             updated = replace(
                 record, state=decision.state, answered=True, last_response=response,
-                updated_at=now,
+                updated_at=now, answered_by=member_name or None,
                 last_reinforce_at=(datetime.fromisoformat(now) if response == "reinforce"
                                    else record.last_reinforce_at))
             return Outcome(record=updated, decision=decision, event_id=event.event_id)

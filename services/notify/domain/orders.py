@@ -206,13 +206,18 @@ def left_out_frame(*, count: int, unanswered: int) -> dict[str, Any]:
     return {"type": "orders_left_out", "count": count, "unanswered": unanswered}
 
 
-def state_frame(order_id: str, *, state: str, answered: bool, response: str | None) -> dict[str, Any]:
-    """Tells every device of the team where an order stands after one of them answered."""
+def state_frame(order_id: str, *, state: str, answered: bool, response: str | None,
+                member_name: str | None = None) -> dict[str, Any]:
+    """Tells every device of the team where an order stands after one of them answered;
+    `member_name`: the display name of the member who answered last, when known (only ever
+    sent to the team's own sockets: never in a push or an SMS, never a phone number)."""
     frame: dict[str, Any] = {
         "type": "order_state", "order_id": order_id, "state": state, "answered": answered,
     }
     if response is not None:
         frame["response"] = response
+    if member_name:
+        frame["member_name"] = member_name
     return frame
 
 
