@@ -472,7 +472,7 @@ if tonumber(ARGV[7]) - pub >= tonumber(ARGV[8]) then
   else
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[9], '*', '__data__', ARGV[10])
   end
-  redis.call('HSET', KEYS[1], 'pub_ms', ARGV[7], 'pub_at_ms', ARGV[1])
+  redis.call('HSET', KEYS[1], 'pub_ms', ARGV[7], 'pub_fix', ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
   redis.call('ZREM', KEYS[4], ARGV[11])
   return 2
 end
@@ -488,14 +488,17 @@ PENDING = "roster:pos-pending"
 # A newer fix stored since the read stays pending (the next flush publishes it: its own
 # ZADD NX found this entry there); one published meanwhile moves the entry to the end of
 # its interval, where the newest fix goes out (the trailing edge is never dropped).
-# The fix published last (`pub_at_ms`) is not put back: under HTTP_WORKERS each worker
+# The fix published last (`pub_fix`: its stamp and place, as two members' fixes may share a
+# stamp) is not put back: under HTTP_WORKERS each worker
 # flushes, and the second of two that read the same due team found the interval begun by
 # the first's publication and queued the very fix it had just published, to go out again.
 _FLUSH = """
 local pub = tonumber(redis.call('HGET', KEYS[1], 'pub_ms') or '0')
 local at = tonumber(redis.call('HGET', KEYS[1], 'at_ms') or '0')
 if at ~= tonumber(ARGV[1]) then return 0 end
-if redis.call('HGET', KEYS[1], 'pub_at_ms') == ARGV[1] then
+local cur = redis.call('HMGET', KEYS[1], 'lat', 'lon')
+local fix = ARGV[1] .. ' ' .. (cur[1] or '') .. ' ' .. (cur[2] or '')
+if redis.call('HGET', KEYS[1], 'pub_fix') == fix then
   redis.call('ZREM', KEYS[3], ARGV[4])
   return 0
 end
@@ -509,7 +512,7 @@ if ARGV[2] == '' then
 else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', '__data__', ARGV[3])
 end
-redis.call('HSET', KEYS[1], 'pub_ms', ARGV[5], 'pub_at_ms', ARGV[1])
+redis.call('HSET', KEYS[1], 'pub_ms', ARGV[5], 'pub_fix', fix)
 return 1
 """
 

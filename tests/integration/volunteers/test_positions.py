@@ -163,6 +163,33 @@ async def test_fixes_are_coalesced_per_team_but_the_latest_is_always_kept(
         assert team["position"]["lat"] == 22.02
 
 
+async def test_a_trailing_fix_stamped_in_the_same_millisecond_as_the_published_one_goes_out(
+    clean_redis: str,
+) -> None:
+    # Phones stamp fixes in whole seconds, and a team's position is any of its members':
+    # a second fix of the same stamp, another place, is still the team's latest and must
+    # reach dispatch at the end of the interval (the published fix is told by its stamp
+    # and its place, not its stamp alone).
+    at = (utcnow() - timedelta(seconds=1)).replace(microsecond=0).isoformat()
+    async with running(clean_redis, position_publish_interval_ms=400) as volunteers:
+        await volunteers.import_district()
+        wang = await volunteers.enrol("m-wang")
+        await volunteers.client.post("/v1/me/shift/start", headers=wang)
+        first = await volunteers.client.put("/v1/me/position", headers=wang,
+                                            json={"lat": 22.01, "lon": 108.01, "at": at})
+        second = await volunteers.client.put("/v1/me/position", headers=wang,
+                                             json={"lat": 22.03, "lon": 108.03, "at": at})
+        assert first.json()["published"] is True and second.json()["published"] is False
+
+        async def latest_published() -> bool:
+            events = await volunteers.events("unit.position", UnitPosition)
+            return len(events) == 2 and (events[-1].lat, events[-1].lon) == (22.03, 108.03)
+
+        from .conftest import poll_until
+
+        await poll_until(latest_published, "the trailing fix of the same stamp published")
+
+
 async def test_a_coalesced_fix_is_still_published_when_its_interval_ends(
     clean_redis: str,
 ) -> None:
