@@ -955,9 +955,7 @@ class Dispatcher:
         # (_not_offered_again): waiting, or short of a unit, after one did, it is not for
         # want of a free team alone. A free team on the map may be one of them, and only
         # the command room can send it (the list of teams says which).
-        turned_down = (status == "unassigned" or short) and any(
-            o["state"] in ("declined", "timed_out") and o.get("kind") in CLAIMING_KINDS
-            for o in orders)
+        turned_down = (status == "unassigned" or short) and bool(_refusals(orders))
         reasons = [reason for reason, holds in (
             ("agreement_failed", undecided), ("visit_stuck", visit_stuck),
             ("report_given_up", given_up)) if holds]
